@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Builds FerretDB v1.24.2 (the MongoDB-wire server used for development and tests) once,
+# into var/bin/ferretdb. The module as served by the Go proxy lacks the generated
+# build/version/version.txt, so `go install ...@v1.24.2` builds a binary that panics at start;
+# we copy the module source, add that file and build from the copy.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+bin="${FERRETDB_BIN:-$root/var/bin/ferretdb}"
+version="v1.24.2"
+if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "${version}"; then
+  echo "$bin"; exit 0
+fi
+command -v go >/dev/null || { echo "Go is required to build FerretDB (https://go.dev)" >&2; exit 1; }
+echo "building FerretDB ${version} (once, about a minute)..." >&2
+src="$(go mod download -json "github.com/FerretDB/FerretDB@${version}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+work="$(mktemp -d)"
+trap 'chmod -R u+w "$work"; rm -rf "$work"' EXIT
+cp -r "$src/." "$work/"
+chmod -R u+w "$work"
+echo "${version}" > "$work/build/version/version.txt"
+mkdir -p "$(dirname "$bin")"
+(cd "$work" && CGO_ENABLED=0 go build -trimpath -o "$bin" ./cmd/ferretdb) >&2
+echo "$bin"
