@@ -73,6 +73,10 @@ def _action_of(operation: Operation) -> str:
     return "R" if operation is Operation.READ else "U"
 
 
+def _action_of_method() -> str:
+    return {"GET": "R", "HEAD": "R", "POST": "C", "DELETE": "D"}.get(request.method, "U")
+
+
 def install(app: Flask) -> None:
     @app.before_request
     def authenticate_and_gate():
@@ -95,4 +99,14 @@ def install(app: Flask) -> None:
         g.actor = actor
         if actor.role.value not in roles:
             raise Forbidden("this role may not call this route")
+        patient_id = (request.view_args or {}).get("patient_id")
+        if patient_id is not None:
+            # Before the body is even parsed: a caller with no relationship to this patient gets the
+            # same 404 whatever they send, so neither validation errors nor timing reveal the patient.
+            relationship, _ = services.access.relationship(actor, patient_id)
+            if relationship is Relationship.NONE:
+                from companion.api import auditing
+
+                auditing.note(patient_ids=[patient_id], resource="patient", action=_action_of_method())
+                raise NotFound("no such patient, or no access to them")
         return None
