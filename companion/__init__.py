@@ -16,8 +16,7 @@ log = logging.getLogger(__name__)
 
 def create_app(test_config: dict | None = None, *, services=None) -> Flask:
     """Application factory. `test_config` overrides settings (see companion.config.Settings)."""
-    from companion.api import problems, register_blueprints, security
-    from companion.api import auditing
+    from companion.api import auditing, problems, register_blueprints, security
     from companion.services.container import Services
     from companion.store.db import ensure_indexes
 

@@ -40,6 +40,8 @@ class Settings:
     jwt_audience: str = "companion-api"
     pairing_code_ttl_s: int = 10 * 60
     break_glass_max_minutes: int = 60
+    password_memory_kib: int = 65536
+    password_time_cost: int = 3
     fcm_service_account: str | None = None
     fcm_url: str | None = None
     extra: dict = field(default_factory=dict)
@@ -60,6 +62,8 @@ def load_settings(overrides: dict | None = None) -> Settings:
         fcm_service_account=_env("FCM_SERVICE_ACCOUNT"),
         fcm_url=_env("FCM_URL"),
     )
+    if _env("COMPANION_DB_TIMEOUT_MS"):
+        s.db_timeout_ms = int(_env("COMPANION_DB_TIMEOUT_MS"))
     if _env("COMPANION_ACCESS_TOKEN_TTL"):
         s.access_token_ttl_s = int(_env("COMPANION_ACCESS_TOKEN_TTL"))
     known = {f.name for f in fields(Settings)}

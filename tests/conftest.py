@@ -12,6 +12,10 @@ from companion import create_app
 from tests.support.ferretdb import FerretServer
 from tests.support.world import build_world
 
+# argon2id at a low cost so that building a dozen test users takes milliseconds; production keeps
+# argon2-cffi's defaults (see companion.config.Settings).
+FAST_PASSWORDS = {"password_memory_kib": 1024, "password_time_cost": 1}
+
 
 @pytest.fixture(scope="session")
 def mongo_uri(tmp_path_factory):
@@ -41,7 +45,7 @@ def db_name(mongo_client):
 
 @pytest.fixture
 def settings_overrides(mongo_uri, db_name):
-    return {"mongodb_uri": mongo_uri, "mongodb_db": db_name, "secret_key": "t" * 48}
+    return {"mongodb_uri": mongo_uri, "mongodb_db": db_name, "secret_key": "t" * 48, **FAST_PASSWORDS}
 
 
 @pytest.fixture

@@ -59,6 +59,7 @@ class PatientRefListSchema(Schema):
 
 
 class EmergencySchema(StrictSchema):
+    patient_id = text(64, required=True, min_len=1)
     reason = text(1000, required=True, min_len=10,
                   metadata={"description": "why access is needed now; kept in the audit trail"})
     minutes = fields.Integer(load_default=30, validate=validate.Range(min=5, max=60))
@@ -137,13 +138,14 @@ class ClinicianPatients(MethodView):
         return {"items": items}
 
 
-@blp.route("/patients/<patient_id>/emergency-access")
+@blp.route("/emergency-access")
 class EmergencyAccess(MethodView):
     @allow(Role.CLINICIAN)
     @blp.arguments(EmergencySchema)
     @blp.response(201, EmergencyGrantSchema)
-    def post(self, body, patient_id):
+    def post(self, body):
         """Break-glass: read access to a patient outside one's teams, for at most an hour, with a reason."""
+        patient_id = body["patient_id"]
         load_patient(patient_id)
         minutes = min(body["minutes"], services().settings.break_glass_max_minutes)
         auditing.note(patient_ids=[patient_id], resource="patient", action="emergency", resource_ids=[patient_id])

@@ -21,20 +21,25 @@ from companion.store.tokens import TokenFamilies
 log = logging.getLogger(__name__)
 
 STAFF = {Role.CLINICIAN.value, Role.ADMIN.value}
-_hasher = PasswordHasher()
-# Verified against when the email is unknown, so a miss costs the same time as a wrong password.
-_DUMMY_HASH = _hasher.hash("companion-dummy-password")
 
 
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+class Passwords:
+    """argon2id hashing. The cost comes from settings: production uses argon2-cffi's defaults
+    (64 MiB, 3 passes); the test suite lowers it so that building test users stays fast."""
 
+    def __init__(self, memory_kib: int, time_cost: int):
+        self.hasher = PasswordHasher(memory_cost=memory_kib, time_cost=time_cost)
+        # Verified against when the email is unknown, so a miss costs the same as a wrong password.
+        self.dummy_hash = self.hasher.hash("companion-dummy-password")
 
-def password_matches(stored_hash: str, password: str) -> bool:
-    try:
-        return _hasher.verify(stored_hash, password)
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
-        return False
+    def hash(self, password: str) -> str:
+        return self.hasher.hash(password)
+
+    def matches(self, stored_hash: str, password: str) -> bool:
+        try:
+            return self.hasher.verify(stored_hash, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
 
 
 def normalise_email(email: str) -> str:
@@ -47,6 +52,7 @@ class Accounts:
         self.users = Users(db)
         self.counters = Counters(db)
         self.tokens = TokenService(settings, TokenFamilies(db))
+        self.passwords = Passwords(settings.password_memory_kib, settings.password_time_cost)
 
     def sign_up(self, *, email: str, password: str, display_name: str, role: str, time_zone: str) -> dict:
         extra = {}
@@ -54,7 +60,7 @@ class Accounts:
             extra = {"time_zone_history": [{"zone": time_zone, "effective_from": now(), "previous": None}],
                      "caregiver_alert_delay_min": 60}
         try:
-            return self.users.create(email=normalise_email(email), password_hash=hash_password(password),
+            return self.users.create(email=normalise_email(email), password_hash=self.passwords.hash(password),
                                      role=role, display_name=display_name, time_zone=time_zone, extra=extra)
         except DuplicateKeyError as exc:
             raise Conflict("an account with this email already exists") from exc
@@ -72,7 +78,7 @@ class Accounts:
         email = normalise_email(email)
         self._throttle(email, ip)
         user = self.users.by_email(email)
-        ok = password_matches(user["password_hash"] if user else _DUMMY_HASH, password) and user is not None
+        ok = self.passwords.matches(user["password_hash"] if user else self.passwords.dummy_hash, password) and user is not None
         if not ok:
             self.counters.hit(f"login-fail:{hash_token(email)}", self.s.login_account_window_s)
             log.info("login failed", extra={"account": hash_token(email)[:12]})
@@ -129,6 +135,6 @@ class Accounts:
     def reauthenticate(self, user_id: str, password: str) -> None:
         """Step-up for sensitive changes: the current password, checked afresh."""
         user = self.users.by_id(user_id)
-        if not user or not password_matches(user["password_hash"], password):
+        if not user or not self.passwords.matches(user["password_hash"], password):
             raise Unauthorized("re-authentication failed")
 

@@ -29,7 +29,7 @@ class AuditTrail:
         with self._lock:
             seq, prev, linked = self._seq, self._prev, []
             for event in events:
-                doc = link({"at": now(), **event}, prev, seq, self.chain_id)
+                doc = link({"at": _millis(now()), **event}, prev, seq, self.chain_id)
                 linked.append(doc)
                 seq, prev = seq + 1, doc["hash"]
             try:
@@ -40,6 +40,11 @@ class AuditTrail:
                 self.chain_id, self._seq, self._prev = f"{uuid.uuid4()}", 0, GENESIS
                 raise
             self._seq, self._prev = seq, prev
+
+
+def _millis(at):
+    # BSON dates keep milliseconds; hash what will be read back.
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
 
 
 def verify_all(db: Database) -> dict:

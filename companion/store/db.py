@@ -25,8 +25,9 @@ INDEX_MODULES = [
 def make_client(uri: str, *, timeout_ms: int = 5000, server_selection_timeout_ms: int = 2000) -> MongoClient:
     """A client that acknowledges writes only once they are durable, and never waits forever.
 
-    timeoutMS bounds every operation (pymongo sends it to the server as maxTimeMS), so a slow
-    query or a dead server becomes an error the API turns into 503, not a hung worker.
+    timeoutMS bounds every operation, server selection included (pymongo then ignores
+    serverSelectionTimeoutMS, and sends the remaining budget to the server as maxTimeMS), so a slow
+    query or a dead server becomes an error the API turns into 503 within that time, not a hung worker.
     """
     return MongoClient(
         uri,
@@ -48,6 +49,8 @@ def ensure_indexes(db: Database) -> None:
     for module_name in INDEX_MODULES:
         module = importlib.import_module(module_name)
         for collection, models in getattr(module, "INDEXES", {}).items():
-            if models:
-                db[collection].create_indexes(models)
+            # One index per command: FerretDB v1.24 drops the connection (a server-side panic) when
+            # one createIndexes command names several indexes that all exist already.
+            for model in models:
+                db[collection].create_indexes([model])
     log.info("indexes ensured", extra={"modules": len(INDEX_MODULES)})

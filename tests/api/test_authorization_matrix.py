@@ -14,6 +14,7 @@ import pytest
 
 from companion import create_app
 from companion.api.security import PUBLIC, declared_roles
+from tests.conftest import FAST_PASSWORDS
 from tests.support.matrix_params import PROVIDERS
 from tests.support.world import build_world
 
@@ -26,7 +27,8 @@ _FRAMEWORK = ("api-docs.", "static", "swagger_ui_bundle")
 
 @pytest.fixture(scope="module")
 def matrix_app(mongo_uri, mongo_client):
-    app = create_app({"mongodb_uri": mongo_uri, "mongodb_db": "authz_matrix", "secret_key": "m" * 48})
+    app = create_app({"mongodb_uri": mongo_uri, "mongodb_db": "authz_matrix", "secret_key": "m" * 48,
+                      **FAST_PASSWORDS})
     yield app
     app.extensions["companion"].client.close()
     mongo_client.drop_database("authz_matrix")
