@@ -64,6 +64,9 @@ def load_settings(overrides: dict | None = None) -> Settings:
     )
     if _env("COMPANION_DB_TIMEOUT_MS"):
         s.db_timeout_ms = int(_env("COMPANION_DB_TIMEOUT_MS"))
+    if _env("COMPANION_PASSWORD_MEMORY_KIB"):
+        s.password_memory_kib = int(_env("COMPANION_PASSWORD_MEMORY_KIB"))
+        s.password_time_cost = int(_env("COMPANION_PASSWORD_TIME_COST", "1"))
     if _env("COMPANION_ACCESS_TOKEN_TTL"):
         s.access_token_ttl_s = int(_env("COMPANION_ACCESS_TOKEN_TTL"))
     known = {f.name for f in fields(Settings)}
