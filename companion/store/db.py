@@ -19,6 +19,7 @@ INDEX_MODULES = [
     "companion.store.relationships",
     "companion.store.audit",
     "companion.store.devices",
+    "companion.store.sessions",
 ]
 
 
