@@ -20,6 +20,7 @@ INDEX_MODULES = [
     "companion.store.audit",
     "companion.store.devices",
     "companion.store.sessions",
+    "companion.store.idempotency",
 ]
 
 
