@@ -86,7 +86,9 @@ class SessionRecords(MethodView):
     def post(self, body):
         """Upload session records. Each is answered on its own: created, duplicate (already stored:
         safe to forget) or rejected with a reason (do not resend). Replaying a batch is harmless."""
-        ingestion = Ingestion(services().db)
+        svc = services()
+        ingestion = Ingestion(svc.db)
+        ingestion.throttle(current_actor().id, svc.settings.gateway_uploads_per_min)
         patient_id = ingestion.patient_of(current_actor().id)
         schema = SessionRecordSchema()
         valid, rejected = [], []

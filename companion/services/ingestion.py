@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pymongo.database import Database
 
-from companion.domain.errors import Forbidden
+from companion.domain.errors import Forbidden, TooManyRequests
 from companion.domain.sessions import check_record, device_events_for
 from companion.store.accounts import now
 from companion.store.devices import Devices
 from companion.store.relationships import Gateways
 from companion.store.sessions import SessionRecords
+from companion.store.throttle import Counters
 
 
 class Ingestion:
@@ -18,6 +19,12 @@ class Ingestion:
         self.records = SessionRecords(db)
         self.devices = Devices(db)
         self.gateways = Gateways(db)
+
+    def throttle(self, gateway_id: str, per_minute: int) -> None:
+        """At most per_minute uploads a minute per gateway (shared by every web worker)."""
+        count, wait = Counters(self.db).hit(f"upload:{gateway_id}", 60)
+        if count > per_minute:
+            raise TooManyRequests("too many uploads from this gateway; retry later", retry_after_s=wait)
 
     def patient_of(self, gateway_id: str) -> str:
         return self.gateways.get(gateway_id)["patient_id"]

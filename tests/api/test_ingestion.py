@@ -123,3 +123,13 @@ def test_device_status_reports_update_the_unit(client, world, db):
     other = {**report, "serial": world.b_device}
     assert client.post("/api/v1/gateway/device-status", json={"devices": [other]},
                        headers=world["gateway_a"].headers).status_code == 403
+
+
+def test_a_gateway_is_limited_to_its_upload_rate_with_retry_after(app, client, world, db):
+    app.extensions["companion"].settings.gateway_uploads_per_min = 3
+    answers = [upload(client, world["gateway_a"], [session_record(world.a_device, seq)]) for seq in range(1, 6)]
+    assert [a.status_code for a in answers].count(429) >= 1
+    limited = next(a for a in answers if a.status_code == 429)
+    assert int(limited.headers["Retry-After"]) >= 1
+    stored = db.session_records.count_documents({})
+    assert stored == sum(a.status_code == 200 for a in answers)
