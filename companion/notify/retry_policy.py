@@ -21,7 +21,7 @@ class RetryPolicy:
     """Exponential backoff with full jitter above a floor, a cap on attempts and a cap on delay.
 
     The delay after attempt ``n`` (1-based) is ``floor + U(0, step * 2**(n-1))``, capped at
-    ``max_delay``, where ``floor`` is FCM's Retry-After when it sent one and ``min_first_delay``
+    ``max_delay`` (but never below the floor), where ``floor`` is FCM's Retry-After when it sent one and ``min_first_delay``
     (10 s, FCM's scaling guidance) otherwise. The bounds never shrink from one attempt to the next.
     """
 
@@ -36,7 +36,8 @@ class RetryPolicy:
             raise ValueError("attempts_made counts failed attempts and starts at 1")
         floor = retry_after if retry_after is not None else self.min_first_delay
         spread = self.step * (2 ** (attempts_made - 1))
-        return min(floor, self.max_delay), min(floor + spread, max(self.max_delay, floor))
+        # Retry-After is honoured even beyond max_delay; the cap only bounds the jitter above it.
+        return floor, max(floor, min(floor + spread, self.max_delay))
 
     def earliest_retry(self, now: datetime, attempts_made: int, retry_after: timedelta | None,
                        rng: random.Random) -> datetime | None:
