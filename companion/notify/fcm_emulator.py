@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> None:
     args.service_account.parent.mkdir(parents=True, exist_ok=True)
     write_service_account(args.service_account, emulator.token_uri, args.project)
     print(f"FCM emulator on {emulator.url} (deliveries: {emulator.url}/)")
-    print(f"FCM_SERVICE_ACCOUNT_FILE={args.service_account}")
+    print(f"FCM_SERVICE_ACCOUNT={args.service_account}")
     print(f"FCM_URL={emulator.fcm_url}", flush=True)
     try:
         emulator._server.serve_forever()

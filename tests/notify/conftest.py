@@ -5,31 +5,13 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from companion.notify.fcm_emulator import FcmEmulator, write_service_account
 from companion.notify.push import PushSender, TransportRetry
-
-T0 = datetime(2026, 3, 9, 12, 0, tzinfo=UTC)
-
-
-class FakeClock:
-    """A clock the test moves by hand; it can also note something each time the sender reads it."""
-
-    def __init__(self, now: datetime = T0) -> None:
-        self.now = now
-        self.on_read = None
-
-    def __call__(self) -> datetime:
-        if self.on_read is not None:
-            self.on_read()
-        return self.now
-
-    def advance(self, delta: timedelta) -> None:
-        self.now += delta
+from tests.notify.clock import FakeClock
 
 
 @pytest.fixture(scope="session")

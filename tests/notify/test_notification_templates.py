@@ -17,7 +17,7 @@ from companion.notify.templates import (
     notice_for,
     ttl_for,
 )
-from tests.notify.conftest import T0
+from tests.notify.clock import T0
 
 CAREGIVER_TITLE = "Companion: a check-in needs your attention"
 CAREGIVER_BODY = "Open Companion to see what needs your attention."

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from companion.notify.push import PushItem
 from companion.notify.templates import TEMPLATES, notice_for
-from tests.notify.conftest import T0
+from tests.notify.clock import T0
 
 # Canaries use letters that never occur in a digest, an id or a header value the sender writes.
 canary_word = st.text(alphabet="QZXVWJKqzxvwjk", min_size=6, max_size=12).map(lambda s: "Qzx" + s)

@@ -10,7 +10,7 @@ import pytest
 from firebase_admin import messaging
 
 from companion.notify.push import Address, Outcome, PushItem, PushSender, TransportRetry, build_message
-from tests.notify.conftest import T0
+from tests.notify.clock import T0
 
 WINDOW = timedelta(hours=1)
 

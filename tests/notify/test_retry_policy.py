@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from companion.notify.retry_policy import RetryPolicy
-from tests.notify.conftest import T0
+from tests.notify.clock import T0
 
 POLICY = RetryPolicy()
 
