@@ -215,16 +215,16 @@ class PushSender:
 
     def _send_chunk(self, chunk: Sequence[PushItem]) -> list[PushResult]:
         now = self._clock()
-        live = [item for item in chunk if item.expires_at - now >= timedelta(seconds=1)]
-        answers: dict[str, messaging.SendResponse] = {}
+        live = [n for n, item in enumerate(chunk) if item.expires_at - now >= timedelta(seconds=1)]
+        responses: dict[int, messaging.SendResponse] = {}
         if live:
-            batch = messaging.send_each([build_message(item, now) for item in live], app=self._app)
-            answers = {item.outbox_id: r for item, r in zip(live, batch.responses, strict=True)}
+            batch = messaging.send_each([build_message(chunk[n], now) for n in live], app=self._app)
+            responses = dict(zip(live, batch.responses, strict=True))
         answered_at = self._clock()
         return [
-            self._classify(item, answers[item.outbox_id], answered_at) if item.outbox_id in answers
+            self._classify(item, responses[n], answered_at) if n in responses
             else PushResult(item.outbox_id, Outcome.EXPIRED)
-            for item in chunk
+            for n, item in enumerate(chunk)
         ]
 
     def _classify(self, item: PushItem, response: messaging.SendResponse, now: datetime) -> PushResult:

@@ -137,3 +137,10 @@ def test_installation_id_goes_out_as_fid(sender, emulator):
 
 def test_fcm_url_applies_only_to_the_sender_app(sender):
     assert messaging._MessagingService.FCM_URL.startswith("https://fcm.googleapis.com/")
+
+
+def test_one_notification_to_three_phones_is_answered_per_phone(sender, emulator):
+    emulator.script("UNREGISTERED", token="phone-2")
+    phones = [PushItem(outbox_id="ob-1", token=f"phone-{n}", kind="therapy_reminder", expires_at=T0 + WINDOW,
+                       collapse_key="k") for n in (1, 2, 3)]
+    assert [r.outcome for r in sender.send(phones)] == [Outcome.SENT, Outcome.TOKEN_DEAD, Outcome.SENT]
