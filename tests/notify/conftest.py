@@ -11,6 +11,7 @@ import pytest
 
 from companion.notify.fcm_emulator import FcmEmulator, write_service_account
 from companion.notify.push import PushSender, TransportRetry
+from companion.store.db import ensure_indexes
 from tests.notify.clock import FakeClock
 
 
@@ -46,3 +47,11 @@ def sender(emulator: FcmEmulator, service_account: Path, clock: FakeClock) -> It
                              clock=clock, rng=random.Random(7))
     yield push_sender
     push_sender.close()
+
+
+@pytest.fixture
+def store_db(mongo_client, db_name):
+    """A fresh database on the session's FerretDB (or MONGODB_URI) with every index in place."""
+    db = mongo_client[db_name]
+    ensure_indexes(db)
+    return db
