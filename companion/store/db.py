@@ -21,6 +21,8 @@ INDEX_MODULES = [
     "companion.store.devices",
     "companion.store.sessions",
     "companion.store.idempotency",
+    "companion.store.push_tokens",
+    "companion.store.outbox",
 ]
 
 
