@@ -1,0 +1,50 @@
+"""Push jobs: send what the outbox holds, and forget phones that stopped checking in."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable
+from datetime import datetime
+
+from pymongo.database import Database
+
+from companion.notify.outbox import DispatchReport, OutboxDispatcher
+from companion.notify.push import PushSender
+from companion.services.job_settings import JobSettings
+from companion.store.outbox import Outbox
+from companion.store.push_tokens import PushTokens
+
+logger = logging.getLogger(__name__)
+
+MAX_ROUNDS = 400  # 400 x 500 = 200,000 notifications per run at most; the next run takes the rest
+
+
+def worker_name() -> str:
+    """This process's name as a claim owner (host and pid; no secrets)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def send_push(db: Database, settings: JobSettings, clock: Callable[[], datetime], sender: PushSender,
+              *, owner: str | None = None) -> DispatchReport:
+    """Send every due outbox notification, a batch at a time, until none is left to claim."""
+    dispatcher = OutboxDispatcher(Outbox(db, clock), PushTokens(db, clock), sender, owner=owner or worker_name(),
+                                  batch_size=settings.dispatch_batch)
+    total = DispatchReport()
+    for _ in range(MAX_ROUNDS):
+        report = dispatcher.run_once()
+        if report.claimed == 0:
+            break
+        total.claimed += report.claimed
+        total.dead_tokens_removed += report.dead_tokens_removed
+        for state, count in report.states.items():
+            total.states[state] = total.states.get(state, 0) + count
+    return total
+
+
+def prune_push_tokens(db: Database, settings: JobSettings, clock: Callable[[], datetime]) -> int:
+    """Daily: delete push tokens not refreshed for 60 days."""
+    removed = PushTokens(db, clock).prune_stale(settings.push_token_stale_after)
+    logger.info("stale push tokens removed: %d", removed)
+    return removed

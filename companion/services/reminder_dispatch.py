@@ -1,0 +1,166 @@
+"""From due reminder occurrences to push notifications in the outbox, and missed occurrences.
+
+Every push a reminder occurrence may cause has a planned time and a stable source key:
+
+- the reminder itself at ``due_at`` (``reminder:<occurrence>``);
+- the n-th nudge at ``due_at + n * repeat.every_min`` while it is still not done (``...:repeat:<n>``);
+- a snoozed reminder at ``snoozed_until`` (``...:snooze:<time>``);
+- one re-send, ``reminder_resend_after`` after the reminder went out, when the app never confirmed
+  receiving it (``...:resend``).
+
+A push is created in the outbox only while ``planned <= now < planned + grace`` and the completion
+window is open, under the outbox's unique (source key, recipient): running the dispatch twice, on two
+workers at once, or again after a restart creates nothing new; after an outage shorter than the grace
+the push goes out late, once; after a longer one it does not go out at all, and the occurrence is
+later marked missed with at most one summary per patient and day.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from pymongo.database import Database
+
+from companion.services.job_settings import JobSettings
+from companion.store.due_reminders import DueReminders
+from companion.store.notification_history import NotificationHistory
+from companion.store.outbox import SENT, Outbox
+
+logger = logging.getLogger(__name__)
+
+REMINDER_KIND = "therapy_reminder"
+REPEAT_KIND = "reminder_repeat"
+MISSED_SUMMARY_KIND = "generic_update"
+MISSED_BATCH = 5000
+
+
+@dataclass(frozen=True)
+class PlannedPush:
+    """One push an occurrence should cause: what, when, and until when it is worth anything."""
+
+    source_key: str
+    kind: str
+    send_at: datetime
+    window_ends_at: datetime
+    nudge: int = 0
+
+
+def initial_key(occurrence_id: str) -> str:
+    """The source key of an occurrence's first reminder push."""
+    return f"reminder:{occurrence_id}"
+
+
+def planned_pushes(occurrence: dict, reminder: dict | None) -> list[PlannedPush]:
+    """Every push ``occurrence`` may cause apart from the re-send (which depends on a receipt)."""
+    key = initial_key(occurrence["_id"])
+    ends = occurrence["window_ends_at"]
+    plans = [PlannedPush(key, REMINDER_KIND, occurrence["due_at"], ends)]
+    repeat = (reminder or {}).get("repeat") or {}
+    for n in range(1, int(repeat.get("count") or 0) + 1):
+        plans.append(PlannedPush(f"{key}:repeat:{n}", REPEAT_KIND,
+                                 occurrence["due_at"] + timedelta(minutes=n * int(repeat["every_min"])), ends, n))
+    snoozed = occurrence.get("snoozed_until")
+    if snoozed is not None:
+        plans.append(PlannedPush(f"{key}:snooze:{snoozed:%Y%m%dT%H%M%S}", REPEAT_KIND, snoozed, ends))
+    return [p for p in plans if p.send_at < ends]
+
+
+def _in_grace(plan: PlannedPush, now: datetime, grace: timedelta) -> bool:
+    return plan.send_at <= now < plan.send_at + grace and now < plan.window_ends_at
+
+
+@dataclass
+class DispatchResult:
+    """What one dispatch pass did."""
+
+    examined: int = 0
+    scheduled: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+
+def dispatch_due_reminders(db: Database, settings: JobSettings, clock: Callable[[], datetime]) -> DispatchResult:
+    """Create the outbox notifications every open occurrence needs now (idempotent)."""
+    now = clock()
+    due = DueReminders(db)
+    occurrences = list(due.open_at(now))
+    result = DispatchResult(examined=len(occurrences))
+    if not occurrences:
+        return result
+    reminders = due.reminders_by_id(o["reminder_id"] for o in occurrences)
+    plans: list[tuple[dict, PlannedPush]] = [
+        (o, p) for o in occurrences for p in planned_pushes(o, reminders.get(o["reminder_id"]))
+        if _in_grace(p, now, settings.reminder_grace)
+    ]
+    history = NotificationHistory(db)
+    resend_candidates = [o for o in occurrences if o["due_at"] + settings.reminder_resend_after <= now]
+    sources = history.by_source([p.source_key for _, p in plans]
+                                + [initial_key(o["_id"]) for o in resend_candidates])
+    plans += _resends(resend_candidates, sources, settings, now)
+    outbox = Outbox(db, clock)
+    for occurrence, plan in plans:
+        if plan.source_key in sources:
+            continue
+        _, created = outbox.schedule(source_key=plan.source_key, recipient_user_id=occurrence["patient_id"],
+                                     patient_id=occurrence["patient_id"], kind=plan.kind, send_at=plan.send_at,
+                                     completion_window=plan.window_ends_at - plan.send_at)
+        if created:
+            result.scheduled += 1
+            result.by_kind[plan.kind] = result.by_kind.get(plan.kind, 0) + 1
+            if plan.nudge:
+                due.note_nudge(occurrence["_id"], plan.nudge)
+    logger.info("reminder dispatch: examined %d, scheduled %s", result.examined, result.by_kind)
+    return result
+
+
+def _resends(candidates: list[dict], sources: dict[str, list[dict]], settings: JobSettings,
+             now: datetime) -> list[tuple[dict, PlannedPush]]:
+    plans = []
+    for occurrence in candidates:
+        first = next(iter(sources.get(initial_key(occurrence["_id"]), [])), None)
+        if first is None or first["state"] != SENT or first.get("delivered_at") or first.get("opened_at"):
+            continue
+        plan = PlannedPush(f"{initial_key(occurrence['_id'])}:resend", REPEAT_KIND,
+                           first["sent_at"] + settings.reminder_resend_after, occurrence["window_ends_at"])
+        if _in_grace(plan, now, settings.reminder_grace):
+            plans.append((occurrence, plan))
+    return plans
+
+
+@dataclass
+class MissedResult:
+    """What one missed-marking pass did."""
+
+    marked: int = 0
+    summaries: int = 0
+
+
+def mark_missed_occurrences(db: Database, settings: JobSettings, clock: Callable[[], datetime]) -> MissedResult:
+    """Mark occurrences whose window closed as missed; one summary per patient and day for never-sent ones.
+
+    A patient whose reminders could not go out (the worker was down for longer than the grace) gets
+    one "you have an update" push instead of a burst of stale reminders.
+    """
+    now = clock()
+    due = DueReminders(db)
+    newly_missed = [o for o in due.closed_at(now, MISSED_BATCH) if due.mark_missed(o["_id"], now)]
+    result = MissedResult(marked=len(newly_missed))
+    if not newly_missed:
+        return result
+    sent_for = NotificationHistory(db).by_source(initial_key(o["_id"]) for o in newly_missed)
+    unreminded: dict[str, dict] = {}
+    for occurrence in newly_missed:
+        if initial_key(occurrence["_id"]) not in sent_for:
+            unreminded.setdefault(occurrence["patient_id"], occurrence)
+    outbox = Outbox(db, clock)
+    for patient_id, occurrence in unreminded.items():
+        local_day = now.astimezone(ZoneInfo(occurrence["zone"])).date().isoformat()
+        _, created = outbox.schedule(source_key=f"missed-summary:{patient_id}:{local_day}",
+                                     recipient_user_id=patient_id, patient_id=patient_id,
+                                     kind=MISSED_SUMMARY_KIND, send_at=now)
+        result.summaries += int(created)
+    logger.info("missed occurrences: marked %d, summaries %d", result.marked, result.summaries)
+    return result

@@ -1,0 +1,50 @@
+"""Reading the push outbox: which notifications exist already, and a patient's notification history.
+
+The outbox itself (creating, claiming, settling) is companion.store.outbox; this module only reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from pymongo import DESCENDING
+from pymongo.database import Database
+
+from companion.store.due_reminders import chunks
+
+HISTORY_LIMIT = 500
+
+
+class NotificationHistory:
+    def __init__(self, db: Database):
+        self.col = db.push_outbox
+
+    def by_source(self, source_keys: Iterable[str]) -> dict[str, list[dict]]:
+        """The notifications created for each of ``source_keys`` (one per recipient)."""
+        found: dict[str, list[dict]] = {}
+        for part in chunks(sorted(set(source_keys))):
+            for doc in self.col.find({"source_key": {"$in": part}},
+                                     {"source_key": 1, "recipient_user_id": 1, "state": 1, "sent_at": 1,
+                                      "delivered_at": 1, "opened_at": 1}):
+                found.setdefault(doc["source_key"], []).append(doc)
+        return found
+
+    def for_patient(self, patient_id: str, *, since: datetime | None = None, until: datetime | None = None,
+                    recipient_user_id: str | None = None, limit: int = HISTORY_LIMIT) -> list[dict]:
+        """Notifications about ``patient_id``, newest first (optionally only those sent to one person)."""
+        query: dict = {"patient_id": patient_id}
+        if recipient_user_id is not None:
+            query["recipient_user_id"] = recipient_user_id
+        created: dict = {}
+        if since is not None:
+            created["$gte"] = since
+        if until is not None:
+            created["$lt"] = until
+        if created:
+            query["created_at"] = created
+        return list(self.col.find(query).sort("created_at", DESCENDING).limit(min(limit, HISTORY_LIMIT)))
+
+    def for_recipient(self, outbox_id: str, recipient_user_id: str) -> dict | None:
+        """One notification, only if it was addressed to ``recipient_user_id``."""
+        return self.col.find_one({"_id": outbox_id, "recipient_user_id": recipient_user_id})
