@@ -20,11 +20,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from pymongo.database import Database
 
+from companion.domain.schedules import ReminderOccurrence, Repeats, nudge_times
 from companion.services.job_settings import JobSettings
 from companion.store.due_reminders import DueReminders
 from companion.store.notification_history import NotificationHistory
@@ -58,15 +59,22 @@ def planned_pushes(occurrence: dict, reminder: dict | None) -> list[PlannedPush]
     """Every push ``occurrence`` may cause apart from the re-send (which depends on a receipt)."""
     key = initial_key(occurrence["_id"])
     ends = occurrence["window_ends_at"]
-    plans = [PlannedPush(key, REMINDER_KIND, occurrence["due_at"], ends)]
     repeat = (reminder or {}).get("repeat") or {}
-    for n in range(1, int(repeat.get("count") or 0) + 1):
-        plans.append(PlannedPush(f"{key}:repeat:{n}", REPEAT_KIND,
-                                 occurrence["due_at"] + timedelta(minutes=n * int(repeat["every_min"])), ends, n))
+    times = nudge_times(_as_domain(occurrence), Repeats(int(repeat.get("count") or 0),
+                                                        int(repeat.get("every_min") or 0)))
+    plans = [PlannedPush(key, REMINDER_KIND, times[0], ends)]
+    plans += [PlannedPush(f"{key}:repeat:{n}", REPEAT_KIND, at, ends, n) for n, at in enumerate(times[1:], 1)]
     snoozed = occurrence.get("snoozed_until")
-    if snoozed is not None:
+    if snoozed is not None and snoozed < ends:
         plans.append(PlannedPush(f"{key}:snooze:{snoozed:%Y%m%dT%H%M%S}", REPEAT_KIND, snoozed, ends))
-    return [p for p in plans if p.send_at < ends]
+    return plans
+
+
+def _as_domain(occurrence: dict) -> ReminderOccurrence:
+    return ReminderOccurrence(
+        reminder_id=occurrence["reminder_id"], local_date=date.fromisoformat(occurrence["local_date"]),
+        local_time=time.fromisoformat(occurrence["local_time"]), due_at_utc=occurrence["due_at"],
+        window_ends_at_utc=occurrence["window_ends_at"], occurrence_id=occurrence["_id"])
 
 
 def _in_grace(plan: PlannedPush, now: datetime, grace: timedelta) -> bool:

@@ -1,0 +1,142 @@
+"""The caller's phones and what was pushed to them: FCM tokens per app install, receipts, details.
+
+A patient or caregiver registers one token per install of the app (several phones each) and refreshes
+it at least monthly; a token is never returned or logged. The app confirms each notification it
+received (`delivered`) and the ones the person tapped (`opened`); only the notification's recipient
+may. A push carries only an opaque id, so the app asks here what it was about.
+"""
+
+from __future__ import annotations
+
+import re
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+
+from companion.api import auditing, services
+from companion.api.schemas import StrictSchema
+from companion.api.security import allow, current_actor
+from companion.domain.access import Role
+from companion.domain.errors import Invalid, NotFound
+from companion.store.notification_history import NotificationHistory
+from companion.store.outbox import Outbox
+from companion.store.push_tokens import PLATFORMS, PushTokens
+
+blp = Blueprint("push_tokens", __name__, url_prefix="/api/v1/me", description="Phones and notifications")
+
+_INSTALL_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+_OPAQUE_ID = re.compile(r"^[0-9a-f]{24}$")
+
+
+class PushTokenBodySchema(StrictSchema):
+    token = fields.String(required=True, load_only=True,
+                          validate=[validate.Length(min=1, max=4096), validate.Regexp(r"^\S+$")],
+                          metadata={"description": "FCM registration token (or Firebase installation id)"})
+    platform = fields.String(required=True, validate=validate.OneOf(PLATFORMS))
+    address = fields.String(load_default="token", validate=validate.OneOf(("token", "fid")))
+
+
+class PhoneSchema(Schema):
+    install_id = fields.String()
+    platform = fields.String()
+    address = fields.String()
+    updated_at = fields.DateTime()
+
+
+class PhoneListSchema(Schema):
+    items = fields.List(fields.Nested(PhoneSchema))
+
+
+class ReceiptBodySchema(StrictSchema):
+    receipt = fields.String(required=True, validate=validate.OneOf(("delivered", "opened")))
+
+
+class NotificationDetailSchema(Schema):
+    id = fields.String(attribute="_id")
+    kind = fields.String()
+    patient_id = fields.String()
+    about = fields.String(metadata={"description": "reminder_occurrence, alert or missed_summary"})
+    about_id = fields.String(allow_none=True)
+    state = fields.String()
+    created_at = fields.DateTime()
+    sent_at = fields.DateTime(allow_none=True)
+    delivered_at = fields.DateTime(allow_none=True)
+    opened_at = fields.DateTime(allow_none=True)
+
+
+def describe_source(source_key: str) -> tuple[str, str | None]:
+    """What a notification is about, from its source key: (``about``, the id the app can fetch)."""
+    kind, _, rest = source_key.partition(":")
+    if kind == "reminder":
+        return "reminder_occurrence", rest.split(":repeat:")[0].split(":snooze:")[0].removesuffix(":resend")
+    if kind == "alert":
+        return "alert", rest
+    return "missed_summary", None
+
+
+def _install_id(value: str) -> str:
+    if not _INSTALL_ID.match(value):
+        raise Invalid("install id: 1-100 letters, digits, '.', '_', ':' or '-'",
+                      errors={"install_id": ["invalid install id"]})
+    return value
+
+
+@blp.route("/push-tokens")
+class Phones(MethodView):
+    @allow(Role.PATIENT, Role.CAREGIVER)
+    @blp.response(200, PhoneListSchema)
+    def get(self):
+        """The caller's registered phones (never the tokens themselves)."""
+        phones = PushTokens(services().db).for_users([current_actor().id]).get(current_actor().id, [])
+        return {"items": sorted(phones, key=lambda p: p["install_id"])}
+
+
+@blp.route("/push-tokens/<install_id>")
+class Phone(MethodView):
+    @allow(Role.PATIENT, Role.CAREGIVER)
+    @blp.arguments(PushTokenBodySchema)
+    @blp.response(200, PhoneSchema)
+    def put(self, body, install_id):
+        """Register or refresh this install's token (the app does so at least monthly)."""
+        return PushTokens(services().db).register(current_actor().id, _install_id(install_id), body["token"],
+                                                  body["platform"], body["address"])
+
+    @allow(Role.PATIENT, Role.CAREGIVER)
+    @blp.response(204)
+    def delete(self, install_id):
+        """Forget this install's token (signing out on that phone)."""
+        if not PushTokens(services().db).unregister(current_actor().id, _install_id(install_id)):
+            raise NotFound("no phone registered under that install id")
+
+
+def _own_notification(notification_id: str) -> dict:
+    doc = (NotificationHistory(services().db).for_recipient(notification_id, current_actor().id)
+           if _OPAQUE_ID.match(notification_id) else None)
+    if doc is None:
+        raise NotFound("no such notification for you")
+    return doc
+
+
+@blp.route("/notifications/<notification_id>")
+class MyNotification(MethodView):
+    @allow(Role.PATIENT, Role.CAREGIVER)
+    @blp.response(200, NotificationDetailSchema)
+    def get(self, notification_id):
+        """What a notification this caller received is about (a push carries only its id)."""
+        doc = _own_notification(notification_id)
+        doc["about"], doc["about_id"] = describe_source(doc["source_key"])
+        auditing.note(patient_ids=[doc["patient_id"]], resource="notification", action="R",
+                      resource_ids=[doc["_id"]])
+        return doc
+
+
+@blp.route("/notifications/<notification_id>/receipts")
+class Receipts(MethodView):
+    @allow(Role.PATIENT, Role.CAREGIVER)
+    @blp.arguments(ReceiptBodySchema)
+    @blp.response(204)
+    def post(self, body, notification_id):
+        """The app got (``delivered``) or the person opened (``opened``) a notification; recipient only."""
+        _own_notification(notification_id)
+        Outbox(services().db).record_receipt(notification_id, current_actor().id, body["receipt"])

@@ -1,0 +1,73 @@
+"""Alerts about a patient: raised once per condition and period, acknowledged by a clinician.
+
+An alert is created by **insert** under its unique ``dedup_key`` (e.g. ``missed_session:<occurrence>``
+or ``device_silent:<serial>:<day>``), so evaluating the same condition again, or on two workers,
+raises it once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from bson import ObjectId
+from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+from companion.store.accounts import now
+
+INDEXES = {
+    "alerts": [
+        IndexModel([("dedup_key", ASCENDING)], unique=True, name="dedup_unique"),
+        IndexModel([("patient_id", ASCENDING), ("raised_at", DESCENDING)], name="patient_raised"),
+    ],
+}
+
+LIST_LIMIT = 500
+
+
+class Alerts:
+    def __init__(self, db: Database, clock: Callable[[], datetime] = now):
+        self.col = db.alerts
+        self.clock = clock
+
+    def raise_once(self, *, patient_id: str, kind: str, severity: str, text: str, dedup_key: str,
+                   shared_with_caregivers: bool, urgent: bool, subject_id: str | None = None) -> tuple[dict, bool]:
+        """Create the alert for ``dedup_key`` unless it exists; returns (alert, created)."""
+        doc = {"_id": str(ObjectId()), "patient_id": patient_id, "kind": kind, "severity": severity,
+               "text": text, "dedup_key": dedup_key, "raised_at": self.clock(), "acknowledged_at": None,
+               "acknowledged_by": None, "shared_with_caregivers": shared_with_caregivers, "urgent": urgent,
+               "subject_id": subject_id}
+        try:
+            self.col.insert_one(doc)
+            return doc, True
+        except DuplicateKeyError:
+            return self.col.find_one({"dedup_key": dedup_key}), False
+
+    def get(self, patient_id: str, alert_id: str) -> dict | None:
+        return self.col.find_one({"_id": alert_id, "patient_id": patient_id})
+
+    def for_patient(self, patient_id: str, *, kinds: list[str] | None = None, shared_only: bool = False,
+                    since: datetime | None = None, unacknowledged: bool = False,
+                    limit: int = LIST_LIMIT) -> list[dict]:
+        """The patient's alerts, newest first, filtered by kind and sharing."""
+        query: dict = {"patient_id": patient_id}
+        if kinds is not None:
+            query["kind"] = {"$in": kinds}
+        if shared_only:
+            query["shared_with_caregivers"] = True
+        if since is not None:
+            query["raised_at"] = {"$gte": since}
+        if unacknowledged:
+            query["acknowledged_at"] = None
+        return list(self.col.find(query).sort("raised_at", DESCENDING).limit(min(limit, LIST_LIMIT)))
+
+    def acknowledge(self, patient_id: str, alert_id: str, clinician_id: str) -> dict | None:
+        """Record the first acknowledgement (a second one changes nothing); None if no such alert."""
+        self.col.update_one({"_id": alert_id, "patient_id": patient_id, "acknowledged_at": None},
+                            {"$set": {"acknowledged_at": self.clock(), "acknowledged_by": clinician_id}})
+        return self.col.find_one({"_id": alert_id, "patient_id": patient_id})
+
+    def latest_of_kind(self, patient_id: str, kind: str) -> dict | None:
+        return self.col.find_one({"patient_id": patient_id, "kind": kind}, sort=[("raised_at", DESCENDING)])
