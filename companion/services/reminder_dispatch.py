@@ -59,9 +59,7 @@ def planned_pushes(occurrence: dict, reminder: dict | None) -> list[PlannedPush]
     """Every push ``occurrence`` may cause apart from the re-send (which depends on a receipt)."""
     key = initial_key(occurrence["_id"])
     ends = occurrence["window_ends_at"]
-    repeat = (reminder or {}).get("repeat") or {}
-    times = nudge_times(_as_domain(occurrence), Repeats(int(repeat.get("count") or 0),
-                                                        int(repeat.get("every_min") or 0)))
+    times = nudge_times(as_domain_occurrence(occurrence), repeats_of(reminder))
     plans = [PlannedPush(key, REMINDER_KIND, times[0], ends)]
     plans += [PlannedPush(f"{key}:repeat:{n}", REPEAT_KIND, at, ends, n) for n, at in enumerate(times[1:], 1)]
     snoozed = occurrence.get("snoozed_until")
@@ -70,7 +68,14 @@ def planned_pushes(occurrence: dict, reminder: dict | None) -> list[PlannedPush]
     return plans
 
 
-def _as_domain(occurrence: dict) -> ReminderOccurrence:
+def repeats_of(reminder: dict | None) -> Repeats:
+    """A stored reminder's ``repeat`` (``{count, every_min}`` or None) as the domain's ``Repeats``."""
+    repeat = (reminder or {}).get("repeat") or {}
+    return Repeats(int(repeat.get("count") or 0), int(repeat.get("every_min") or 0))
+
+
+def as_domain_occurrence(occurrence: dict) -> ReminderOccurrence:
+    """A stored occurrence (data contract) as the schedules domain's ``ReminderOccurrence``."""
     return ReminderOccurrence(
         reminder_id=occurrence["reminder_id"], local_date=date.fromisoformat(occurrence["local_date"]),
         local_time=time.fromisoformat(occurrence["local_time"]), due_at_utc=occurrence["due_at"],

@@ -33,12 +33,12 @@ class Alerts:
         self.clock = clock
 
     def raise_once(self, *, patient_id: str, kind: str, severity: str, text: str, dedup_key: str,
-                   shared_with_caregivers: bool, urgent: bool, subject_id: str | None = None) -> tuple[dict, bool]:
+                   shared_with_caregivers: bool, urgent: bool, share_kind: str) -> tuple[dict, bool]:
         """Create the alert for ``dedup_key`` unless it exists; returns (alert, created)."""
         doc = {"_id": str(ObjectId()), "patient_id": patient_id, "kind": kind, "severity": severity,
                "text": text, "dedup_key": dedup_key, "raised_at": self.clock(), "acknowledged_at": None,
                "acknowledged_by": None, "shared_with_caregivers": shared_with_caregivers, "urgent": urgent,
-               "subject_id": subject_id}
+               "share_kind": share_kind, "notified_at": None}
         try:
             self.col.insert_one(doc)
             return doc, True
@@ -48,13 +48,17 @@ class Alerts:
     def get(self, patient_id: str, alert_id: str) -> dict | None:
         return self.col.find_one({"_id": alert_id, "patient_id": patient_id})
 
-    def for_patient(self, patient_id: str, *, kinds: list[str] | None = None, shared_only: bool = False,
+    def mark_notified(self, alert_id: str) -> None:
+        """Note that the alert's notifications are in the outbox (so they are not fanned out again)."""
+        self.col.update_one({"_id": alert_id}, {"$set": {"notified_at": self.clock()}})
+
+    def for_patient(self, patient_id: str, *, share_kinds: list[str] | None = None, shared_only: bool = False,
                     since: datetime | None = None, unacknowledged: bool = False,
                     limit: int = LIST_LIMIT) -> list[dict]:
-        """The patient's alerts, newest first, filtered by kind and sharing."""
+        """The patient's alerts, newest first; ``share_kinds`` limits them to what a caregiver may see."""
         query: dict = {"patient_id": patient_id}
-        if kinds is not None:
-            query["kind"] = {"$in": kinds}
+        if share_kinds is not None:
+            query["share_kind"] = {"$in": share_kinds}
         if shared_only:
             query["shared_with_caregivers"] = True
         if since is not None:
@@ -68,6 +72,3 @@ class Alerts:
         self.col.update_one({"_id": alert_id, "patient_id": patient_id, "acknowledged_at": None},
                             {"$set": {"acknowledged_at": self.clock(), "acknowledged_by": clinician_id}})
         return self.col.find_one({"_id": alert_id, "patient_id": patient_id})
-
-    def latest_of_kind(self, patient_id: str, kind: str) -> dict | None:
-        return self.col.find_one({"patient_id": patient_id, "kind": kind}, sort=[("raised_at", DESCENDING)])

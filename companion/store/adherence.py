@@ -1,0 +1,39 @@
+"""Daily adherence snapshots, one document per patient and local date (`_id = "<patient>:<date>"`)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from pymongo import ASCENDING, IndexModel
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+INDEXES = {
+    "adherence_days": [IndexModel([("patient_id", ASCENDING), ("date", ASCENDING)], name="patient_date")],
+}
+
+MAX_DAYS = 400
+
+
+def snapshot_id(patient_id: str, local_date: date) -> str:
+    """The id of one patient's snapshot for one local date."""
+    return f"{patient_id}:{local_date.isoformat()}"
+
+
+class AdherenceDays:
+    def __init__(self, db: Database):
+        self.col = db.adherence_days
+
+    def save(self, doc: dict) -> None:
+        """Write a day's snapshot, replacing an earlier computation of the same day."""
+        try:
+            self.col.replace_one({"_id": doc["_id"]}, doc, upsert=True)
+        except DuplicateKeyError:
+            # Two computations of a new day raced; the other inserted it, so replace theirs.
+            self.col.replace_one({"_id": doc["_id"]}, doc, upsert=True)
+
+    def between(self, patient_id: str, first: date, last: date) -> list[dict]:
+        """Snapshots for local dates first..last (inclusive), oldest first."""
+        return list(self.col.find({"patient_id": patient_id,
+                                   "date": {"$gte": first.isoformat(), "$lte": last.isoformat()}})
+                    .sort("date", ASCENDING).limit(MAX_DAYS))
