@@ -16,6 +16,9 @@ BLUEPRINT_MODULES = [
     "companion.api.gateways",
     "companion.api.ingestion",
     "companion.api.sessions",
+    "companion.api.push_tokens",
+    "companion.api.alerts",
+    "companion.api.adherence",
 ]
 
 

@@ -3,7 +3,8 @@
 A patient or caregiver registers one token per install of the app (several phones each) and refreshes
 it at least monthly; a token is never returned or logged. The app confirms each notification it
 received (`delivered`) and the ones the person tapped (`opened`); only the notification's recipient
-may. A push carries only an opaque id, so the app asks here what it was about.
+may. A push carries only an opaque id, so the app asks here what it was about (its list of
+notifications).
 """
 
 from __future__ import annotations
@@ -65,6 +66,14 @@ class NotificationDetailSchema(Schema):
     opened_at = fields.DateTime(allow_none=True)
 
 
+class NotificationDetailListSchema(Schema):
+    items = fields.List(fields.Nested(NotificationDetailSchema))
+
+
+class MyNotificationArgsSchema(StrictSchema):
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+
+
 def describe_source(source_key: str) -> tuple[str, str | None]:
     """What a notification is about, from its source key: (``about``, the id the app can fetch)."""
     kind, _, rest = source_key.partition(":")
@@ -110,25 +119,19 @@ class Phone(MethodView):
             raise NotFound("no phone registered under that install id")
 
 
-def _own_notification(notification_id: str) -> dict:
-    doc = (NotificationHistory(services().db).for_recipient(notification_id, current_actor().id)
-           if _OPAQUE_ID.match(notification_id) else None)
-    if doc is None:
-        raise NotFound("no such notification for you")
-    return doc
-
-
-@blp.route("/notifications/<notification_id>")
-class MyNotification(MethodView):
+@blp.route("/notifications")
+class MyNotifications(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER)
-    @blp.response(200, NotificationDetailSchema)
-    def get(self, notification_id):
-        """What a notification this caller received is about (a push carries only its id)."""
-        doc = _own_notification(notification_id)
-        doc["about"], doc["about_id"] = describe_source(doc["source_key"])
-        auditing.note(patient_ids=[doc["patient_id"]], resource="notification", action="R",
-                      resource_ids=[doc["_id"]])
-        return doc
+    @blp.arguments(MyNotificationArgsSchema, location="query")
+    @blp.response(200, NotificationDetailListSchema)
+    def get(self, args):
+        """The notifications sent to the caller, newest first: what each is about (a push carries only its id)."""
+        items = NotificationHistory(services().db).for_recipient_all(current_actor().id, limit=args["limit"])
+        for doc in items:
+            doc["about"], doc["about_id"] = describe_source(doc["source_key"])
+        auditing.note(patient_ids=[d["patient_id"] for d in items], resource="notification", action="R",
+                      resource_ids=[d["_id"] for d in items])
+        return {"items": items}
 
 
 @blp.route("/notifications/<notification_id>/receipts")
@@ -138,5 +141,6 @@ class Receipts(MethodView):
     @blp.response(204)
     def post(self, body, notification_id):
         """The app got (``delivered``) or the person opened (``opened``) a notification; recipient only."""
-        _own_notification(notification_id)
-        Outbox(services().db).record_receipt(notification_id, current_actor().id, body["receipt"])
+        if not (_OPAQUE_ID.match(notification_id)
+                and Outbox(services().db).record_receipt(notification_id, current_actor().id, body["receipt"])):
+            raise NotFound("no such notification for you")

@@ -23,6 +23,9 @@ INDEX_MODULES = [
     "companion.store.idempotency",
     "companion.store.push_tokens",
     "companion.store.outbox",
+    "companion.store.leases",
+    "companion.store.alerts",
+    "companion.store.adherence",
 ]
 
 

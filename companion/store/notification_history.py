@@ -45,6 +45,7 @@ class NotificationHistory:
             query["created_at"] = created
         return list(self.col.find(query).sort("created_at", DESCENDING).limit(min(limit, HISTORY_LIMIT)))
 
-    def for_recipient(self, outbox_id: str, recipient_user_id: str) -> dict | None:
-        """One notification, only if it was addressed to ``recipient_user_id``."""
-        return self.col.find_one({"_id": outbox_id, "recipient_user_id": recipient_user_id})
+    def for_recipient_all(self, recipient_user_id: str, limit: int = HISTORY_LIMIT) -> list[dict]:
+        """The notifications addressed to one person, newest first."""
+        return list(self.col.find({"recipient_user_id": recipient_user_id})
+                    .sort("created_at", DESCENDING).limit(min(limit, HISTORY_LIMIT)))

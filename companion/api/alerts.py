@@ -1,0 +1,127 @@
+"""Alerts about a patient and the notifications sent about them.
+
+Readable by the patient, their clinicians, and their caregivers within the patient's consent: a
+caregiver sees only alerts of the kinds shared with them, and only the notifications sent to them.
+Clinicians acknowledge alerts (a care-team act).
+"""
+
+from __future__ import annotations
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+
+from companion.api import auditing, services
+from companion.api.push_tokens import describe_source
+from companion.api.schemas import StrictSchema
+from companion.api.security import allow, current_actor, require_patient
+from companion.domain.access import Operation, Relationship, Role
+from companion.domain.errors import NotFound
+from companion.store.alerts import Alerts
+from companion.store.notification_history import NotificationHistory
+from companion.store.relationships import CareLinks
+
+blp = Blueprint("alerts", __name__, url_prefix="/api/v1/patients", description="Alerts and notification history")
+
+
+class AlertArgsSchema(StrictSchema):
+    since = fields.AwareDateTime(load_default=None)
+    unacknowledged = fields.Boolean(load_default=False)
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+
+
+class AlertSchema(Schema):
+    id = fields.String(attribute="_id")
+    patient_id = fields.String()
+    kind = fields.String()
+    share_kind = fields.String()
+    severity = fields.String()
+    urgent = fields.Boolean()
+    text = fields.String()
+    raised_at = fields.DateTime()
+    acknowledged_at = fields.DateTime(allow_none=True)
+    acknowledged_by = fields.String(allow_none=True)
+
+
+class AlertListSchema(Schema):
+    items = fields.List(fields.Nested(AlertSchema))
+
+
+class NotificationArgsSchema(StrictSchema):
+    since = fields.AwareDateTime(load_default=None)
+    until = fields.AwareDateTime(load_default=None)
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+
+
+class NotificationSchema(Schema):
+    id = fields.String(attribute="_id")
+    kind = fields.String()
+    recipient_user_id = fields.String()
+    about = fields.String()
+    about_id = fields.String(allow_none=True)
+    state = fields.String()
+    created_at = fields.DateTime()
+    sent_at = fields.DateTime(allow_none=True)
+    delivered_at = fields.DateTime(allow_none=True)
+    opened_at = fields.DateTime(allow_none=True)
+    error_codes = fields.List(fields.String())
+
+
+class NotificationListSchema(Schema):
+    items = fields.List(fields.Nested(NotificationSchema))
+
+
+def _shared_kinds(patient_id: str, relationship: Relationship) -> list[str] | None:
+    """The alert kinds a caregiver may see (None: no restriction for this caller)."""
+    if relationship is not Relationship.CAREGIVER:
+        return None
+    link = CareLinks(services().db).active(patient_id, current_actor().id) or {}
+    return list((link.get("permissions") or {}).get("alerts", []))
+
+
+@blp.route("/<patient_id>/alerts")
+class PatientAlerts(MethodView):
+    @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
+    @blp.arguments(AlertArgsSchema, location="query")
+    @blp.response(200, AlertListSchema)
+    def get(self, args, patient_id):
+        """The patient's alerts, newest first (a caregiver sees only the kinds shared with them)."""
+        relationship = require_patient(patient_id, Operation.READ)
+        share_kinds = _shared_kinds(patient_id, relationship)
+        items = Alerts(services().db).for_patient(
+            patient_id, share_kinds=share_kinds, shared_only=share_kinds is not None, since=args["since"],
+            unacknowledged=args["unacknowledged"], limit=args["limit"])
+        auditing.note(patient_ids=[patient_id], resource="alert", action="R", resource_ids=[a["_id"] for a in items])
+        return {"items": items}
+
+
+@blp.route("/<patient_id>/alerts/<alert_id>/acknowledge")
+class AcknowledgeAlert(MethodView):
+    @allow(Role.CLINICIAN)
+    @blp.response(200, AlertSchema)
+    def post(self, patient_id, alert_id):
+        """A clinician has seen the alert and taken it in hand (the first acknowledgement stands)."""
+        require_patient(patient_id, Operation.CLINICAL)
+        auditing.note(patient_ids=[patient_id], resource="alert", action="U", resource_ids=[alert_id])
+        alert = Alerts(services().db).acknowledge(patient_id, alert_id, current_actor().id)
+        if alert is None:
+            raise NotFound("no such alert")
+        return alert
+
+
+@blp.route("/<patient_id>/notifications")
+class PatientNotifications(MethodView):
+    @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
+    @blp.arguments(NotificationArgsSchema, location="query")
+    @blp.response(200, NotificationListSchema)
+    def get(self, args, patient_id):
+        """Notifications sent about the patient, newest first (a caregiver sees only those sent to them)."""
+        relationship = require_patient(patient_id, Operation.READ)
+        recipient = current_actor().id if relationship is Relationship.CAREGIVER else None
+        items = NotificationHistory(services().db).for_patient(
+            patient_id, since=args["since"], until=args["until"], recipient_user_id=recipient, limit=args["limit"])
+        for item in items:
+            item["about"], item["about_id"] = describe_source(item["source_key"])
+        auditing.note(patient_ids=[patient_id], resource="notification", action="R",
+                      resource_ids=[n["_id"] for n in items])
+        return {"items": items}
