@@ -14,6 +14,7 @@ BLUEPRINT_MODULES = [
     "companion.api.caregivers",
     "companion.api.admin",
     "companion.api.gateways",
+    "companion.api.plans",
 ]
 
 

@@ -19,6 +19,10 @@ INDEX_MODULES = [
     "companion.store.relationships",
     "companion.store.audit",
     "companion.store.devices",
+    "companion.store.plans",
+    "companion.store.reminders",
+    "companion.store.diary",
+    "companion.store.content",
 ]
 
 
