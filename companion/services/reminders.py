@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 from pymongo.database import Database
 
 from companion.domain.errors import Conflict, Invalid, NotFound
+from companion.services.occurrence_rules import slots_for
 from companion.store.accounts import Users, now
 from companion.store.reminders import Occurrences, Reminders, occurrence_id
-from companion.services.occurrence_rules import slots_for
 
 HORIZON = timedelta(days=2)  # how far ahead a change re-materializes at once; the scheduler keeps ahead
 MAX_WINDOW = timedelta(days=31)
