@@ -64,9 +64,14 @@ def load_content(args) -> int:
     """Load the mindfulness library into the database (an upsert by slug: safe to run again)."""
     from pathlib import Path
 
-    from companion.services.library import LIBRARY_FILE, load_library
+    from companion.domain.content_library import LibraryError
+    from companion.services.library import load_library
 
-    result = load_library(_services().db, Path(args.file) if args.file else LIBRARY_FILE)
+    try:
+        result = load_library(_services().db, Path(args.file) if args.file else None)
+    except LibraryError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     print(f"{result['items']} library items: {result['created']} new, {result['updated']} updated")
     return 0
 

@@ -15,6 +15,7 @@ BLUEPRINT_MODULES = [
     "companion.api.admin",
     "companion.api.gateways",
     "companion.api.plans",
+    "companion.api.library",
 ]
 
 

@@ -11,6 +11,7 @@ from companion.api.moments import check_range, reported_moment
 from companion.api.schemas import StrictSchema, text
 from companion.api.security import allow, require_patient
 from companion.domain.access import Operation, Role
+from companion.domain.content_library import CATEGORIES, LEVELS
 from companion.domain.errors import NotFound
 from companion.services import library
 from companion.store.accounts import now
@@ -22,8 +23,8 @@ READERS = (Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
 
 
 class LibraryArgs(StrictSchema):
-    category = text(40, load_default=None)
-    level = text(40, load_default=None)
+    category = fields.String(load_default=None, validate=validate.OneOf(CATEGORIES))
+    level = fields.String(load_default=None, validate=validate.OneOf(LEVELS))
     tag = text(40, load_default=None)
     max_minutes = fields.Float(load_default=None, validate=validate.Range(min=0, max=600))
     q = text(100, load_default=None, metadata={"description": "words to find in title, summary or tags"})
@@ -40,10 +41,12 @@ class LibraryItemSummarySchema(Schema):
     tags = fields.List(fields.String())
     language = fields.String()
     audio_url = fields.String(allow_none=True)
+    suitable_during_tens = fields.Boolean()
 
 
 class LibraryItemSchema(LibraryItemSummarySchema):
     steps = fields.List(fields.String())
+    contraindications = fields.List(fields.String())
 
 
 class LibraryListSchema(Schema):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
@@ -12,16 +13,19 @@ from companion.domain.errors import Conflict, Invalid, NotFound
 from companion.store.accounts import now
 from companion.store.content import ContentItems, PracticeLog
 
-LIBRARY_FILE = Path(__file__).resolve().parent.parent / "content" / "mindfulness.json"
 
-
-def load_library(db: Database, path: Path = LIBRARY_FILE) -> dict:
-    """Validate the library file and upsert every item by slug; loading twice changes nothing more."""
-    items = content_library.load(path)
+def load_library(db: Database, path: Path | None = None) -> dict:
+    """Check the library file (all of it, before anything is stored) and upsert every item by slug;
+    loading the same file again creates nothing. Raises content_library.LibraryError for a bad file."""
+    items = content_library.load_library(path or content_library.default_library_path())
     store = ContentItems(db)
     at = now()
-    created = sum(store.upsert(item, at) for item in items)
+    created = sum(store.upsert(_document(item), at) for item in items)
     return {"items": len(items), "created": created, "updated": len(items) - created}
+
+
+def _document(item: content_library.ContentItem) -> dict:
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(item).items()}
 
 
 def item_or_404(db: Database, slug: str) -> dict:
