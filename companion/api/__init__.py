@@ -16,6 +16,7 @@ BLUEPRINT_MODULES = [
     "companion.api.gateways",
     "companion.api.plans",
     "companion.api.library",
+    "companion.api.reminders",
 ]
 
 

@@ -8,18 +8,20 @@ and deletions only touch occurrences that are still pending, and only in the fut
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 
 from pymongo.database import Database
 
 from companion.domain.errors import Conflict, Invalid, NotFound
-from companion.services.occurrence_rules import slots_for
+from companion.domain.localtime import local_date_of
+from companion.domain.quiet_hours import next_allowed
+from companion.domain.schedules import ReminderOccurrence, snoozed_until
+from companion.services.reminder_schedules import check_reminder, quiet_hours_of, slots_for, zone_history_of
 from companion.store.accounts import Users, now
-from companion.store.reminders import Occurrences, Reminders, occurrence_id
+from companion.store.reminders import Occurrences, Reminders
 
 HORIZON = timedelta(days=2)  # how far ahead a change re-materializes at once; the scheduler keeps ahead
 MAX_WINDOW = timedelta(days=31)
-SNOOZE_LIMIT = timedelta(hours=6)  # a reminder cannot be pushed further than this past its due time
 EARLY_MARK = timedelta(hours=1)  # an occurrence can be ticked off at most this long before it is due
 
 
@@ -30,13 +32,14 @@ def _patient(db: Database, patient_id: str) -> dict:
     return patient
 
 
-def _occurrence_doc(reminder: dict, slot) -> dict:
+def _occurrence_doc(reminder: dict, slot: ReminderOccurrence, zone, quiet) -> dict:
     return {
-        "_id": occurrence_id(reminder["_id"], slot.local_date.isoformat(), slot.local_time.strftime("%H:%M")),
-        "patient_id": reminder["patient_id"], "reminder_id": reminder["_id"], "kind": reminder["kind"],
-        "local_date": slot.local_date.isoformat(), "local_time": slot.local_time.strftime("%H:%M"),
-        "zone": slot.zone, "due_at": slot.due_at,
-        "window_ends_at": slot.due_at + timedelta(minutes=reminder["completion_window_min"]),
+        "_id": slot.occurrence_id, "patient_id": reminder["patient_id"], "reminder_id": reminder["_id"],
+        "kind": reminder["kind"], "local_date": slot.local_date.isoformat(),
+        "local_time": slot.local_time.strftime("%H:%M"), "zone": zone.key, "due_at": slot.due_at_utc,
+        "window_ends_at": slot.window_ends_at_utc,
+        # Quiet hours hold back the push, never the task: the occurrence is still due at due_at.
+        "notify_at": next_allowed(slot.due_at_utc, zone, quiet),
         "status": "pending", "status_at": None, "skip_reason": None, "snoozed_until": None, "nudges_sent": 0,
     }
 
@@ -55,11 +58,14 @@ def materialize_occurrences(db: Database, patient_id: str, start_utc: datetime, 
     if end_utc - start_utc > MAX_WINDOW:
         raise ValueError("materialize at most 31 days at a time")
     patient = _patient(db, patient_id)
+    history, quiet = zone_history_of(patient), quiet_hours_of(patient)
     wanted: dict[str, dict] = {}
     for reminder in Reminders(db).for_patient(patient_id, active_only=True):
         begin = max(start_utc, reminder["created_at"])
-        for slot in slots_for(reminder, patient, begin, end_utc):
-            doc = _occurrence_doc(reminder, slot)
+        if begin >= end_utc:
+            continue
+        for slot in slots_for(reminder, history, begin, end_utc):
+            doc = _occurrence_doc(reminder, slot, history.zone_at(slot.due_at_utc), quiet)
             wanted.setdefault(doc["_id"], doc)
     occurrences = Occurrences(db)
     existing = occurrences.by_ids(list(wanted))
@@ -68,8 +74,7 @@ def materialize_occurrences(db: Database, patient_id: str, start_utc: datetime, 
         stored = existing.get(key)
         if stored and stored["status"] == "pending" and stored["due_at"] >= current \
                 and stored["due_at"] != doc["due_at"]:
-            occurrences.move_pending(key, due_at=doc["due_at"], window_ends_at=doc["window_ends_at"],
-                                     zone=doc["zone"])
+            occurrences.move_pending(key, {k: doc[k] for k in ("due_at", "window_ends_at", "notify_at", "zone")})
     stale = [o["_id"] for o in occurrences.pending_from(patient_id, max(start_utc, current), end_utc)
              if o["_id"] not in wanted]
     occurrences.delete_pending(stale)
@@ -118,24 +123,32 @@ def record_outcome(db: Database, patient_id: str, key: str, status: str, reason:
     return updated
 
 
+def _as_slot(occurrence: dict) -> ReminderOccurrence:
+    return ReminderOccurrence(
+        reminder_id=occurrence["reminder_id"], local_date=date.fromisoformat(occurrence["local_date"]),
+        local_time=time.fromisoformat(occurrence["local_time"]), due_at_utc=occurrence["due_at"],
+        window_ends_at_utc=occurrence["window_ends_at"], occurrence_id=occurrence["_id"])
+
+
 def snooze(db: Database, patient_id: str, key: str, minutes: int) -> dict:
-    """Remind again in `minutes`; the completion window then runs from the new time."""
+    """Remind again in `minutes` (never past the end of the completion window)."""
     occurrence = _open_occurrence(db, patient_id, key)
-    until = now() + timedelta(minutes=minutes)
-    if until > occurrence["due_at"] + SNOOZE_LIMIT:
-        raise Invalid("a reminder cannot be snoozed more than 6 hours past its time",
-                      errors={"minutes": ["too far past the reminder's time"]})
-    reminder = Reminders(db).get(patient_id, occurrence["reminder_id"]) or {"completion_window_min": 60}
-    window_ends = max(occurrence["window_ends_at"], until + timedelta(minutes=reminder["completion_window_min"]))
-    updated = Occurrences(db).record(patient_id, key, ("pending",),
-                                     {"snoozed_until": until, "window_ends_at": window_ends})
+    until = snoozed_until(_as_slot(occurrence), now(), minutes)
+    if until is None:
+        raise Conflict("the time for this reminder has passed; record it as done or skipped instead")
+    updated = Occurrences(db).record(patient_id, key, ("pending",), {"snoozed_until": until})
     if not updated:
         raise Conflict(f"this reminder was already recorded as {occurrence['status']}")
     return updated
 
 
 def create_reminder(db: Database, patient_id: str, fields: dict) -> dict:
-    """Create a reminder and its occurrences for the next two days."""
+    """Create a reminder and its occurrences for the next two days. Without a start date the schedule
+    starts today on the patient's clock."""
+    if not fields["schedule"].get("start_date"):
+        zone = zone_history_of(_patient(db, patient_id)).zone_at(now())
+        fields = {**fields, "schedule": {**fields["schedule"], "start_date": local_date_of(now(), zone).isoformat()}}
+    check_reminder(fields)
     reminders = Reminders(db)
     if reminders.count_active(patient_id) >= 50:
         raise Invalid("a patient can have at most 50 active reminders")
@@ -146,7 +159,12 @@ def create_reminder(db: Database, patient_id: str, fields: dict) -> dict:
 
 def update_reminder(db: Database, patient_id: str, reminder_id: str, changes: dict) -> dict:
     """Change a reminder; its pending future occurrences follow the new settings."""
-    updated = Reminders(db).update(patient_id, reminder_id, changes, now())
+    reminders = Reminders(db)
+    current = reminders.get(patient_id, reminder_id)
+    if not current:
+        raise NotFound("no such reminder")
+    check_reminder({**current, **changes})
+    updated = reminders.update(patient_id, reminder_id, changes, now())
     if not updated:
         raise NotFound("no such reminder")
     Occurrences(db).delete_for_reminder_from(reminder_id, now())

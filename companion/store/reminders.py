@@ -1,6 +1,7 @@
 """Reminders and their occurrences.
 
-An occurrence's id is the reminder id + local date + local time, and (reminder_id, local_date,
+An occurrence's id is derived from the reminder id + local date + local time
+(companion.domain.schedules.occurrence_id_for), and (reminder_id, local_date,
 local_time) is unique, so materializing the same window twice, or from two workers at once,
 stores each occurrence once.
 """
@@ -25,12 +26,6 @@ INDEXES = {
 }
 DUPLICATE_KEY = 11000
 MAX_REMINDERS = 50  # per patient; keeps materialization bounded
-OPEN = ("pending",)
-
-
-def occurrence_id(reminder_id: str, local_date: str, local_time: str) -> str:
-    """The stable id of one occurrence: recomputing the same local slot yields the same id."""
-    return f"{reminder_id}:{local_date}:{local_time}"
 
 
 class Reminders:
@@ -86,9 +81,9 @@ class Occurrences:
     def by_ids(self, ids: list[str]) -> dict[str, dict]:
         return {d["_id"]: d for d in self.col.find({"_id": {"$in": ids}}).limit(len(ids) or 1)}
 
-    def move_pending(self, occurrence: str, *, due_at: datetime, window_ends_at: datetime, zone: str) -> None:
-        self.col.update_one({"_id": occurrence, "status": "pending"},
-                            {"$set": {"due_at": due_at, "window_ends_at": window_ends_at, "zone": zone}})
+    def move_pending(self, occurrence: str, moment: dict) -> None:
+        """Move a still-pending occurrence to a new moment (due_at, window_ends_at, notify_at, zone)."""
+        self.col.update_one({"_id": occurrence, "status": "pending"}, {"$set": moment})
 
     def delete_pending(self, ids: list[str]) -> int:
         if not ids:
