@@ -17,6 +17,7 @@ BLUEPRINT_MODULES = [
     "companion.api.plans",
     "companion.api.library",
     "companion.api.reminders",
+    "companion.api.diary",
 ]
 
 

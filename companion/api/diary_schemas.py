@@ -11,8 +11,6 @@ SCORE = validate.Range(min=0, max=10)
 CLIENT_ID = validate.Regexp(r"^[A-Za-z0-9_-]{8,64}$", error="8-64 letters, digits, '-' or '_' (e.g. a UUID)")
 SESSION_RECORD_ID = validate.Regexp(r"^[A-Za-z0-9-]{1,40}:\d{1,12}$", error="a session record id (SERIAL:SEQ)")
 CURSOR = validate.Regexp(r"^\d{1,16}\.[0-9a-f]{24}$", error="use the next_cursor of the previous answer")
-INTERFERENCE_ITEMS = ("general_activity", "mood", "walking_ability", "normal_work", "relations", "sleep",
-                      "enjoyment_of_life")
 BATCH_LIMIT = 500
 
 

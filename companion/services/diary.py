@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pymongo.database import Database
 
 from companion.domain.errors import Invalid, NotFound
-from companion.domain.pain import bpi_scores
+from companion.domain.pain import BriefPainInventory, bpi_interference, bpi_severity
 from companion.store.accounts import now
 from companion.store.diary import PainEntries
 
@@ -22,13 +22,20 @@ def _utc_ms(value: datetime) -> datetime:
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
+# The BPI short form's interference items, in the order of the form.
+INTERFERENCE_ITEMS = ("general_activity", "mood", "walking_ability", "normal_work", "relations", "sleep",
+                      "enjoyment_of_life")
+
+
 def _scored(bpi: dict | None) -> dict | None:
+    """The form as answered, with its severity and interference scores."""
     if bpi is None:
         return None
-    scores = bpi_scores(worst=bpi["worst"], least=bpi["least"], average=bpi["average"], now=bpi["now"],
-                        interference=bpi.get("interference") or {})
-    return {**bpi, "interference": dict(bpi.get("interference") or {}), "severity": scores.severity,
-            "interference_score": scores.interference}
+    answers = bpi.get("interference") or {}
+    form = BriefPainInventory(worst=bpi["worst"], least=bpi["least"], average=bpi["average"], now=bpi["now"],
+                              interference=tuple(answers.get(item) for item in INTERFERENCE_ITEMS))
+    return {**bpi, "interference": {item: answers.get(item) for item in INTERFERENCE_ITEMS},
+            "severity": bpi_severity(form), "interference_score": bpi_interference(form)}
 
 
 def _for_storage(entry: dict) -> dict:
