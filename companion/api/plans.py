@@ -10,7 +10,6 @@ from companion.api import auditing, services
 from companion.api.schemas import StrictSchema, text
 from companion.api.security import allow, current_actor, require_patient
 from companion.domain.access import Operation, Role
-from companion.domain.errors import NotFound
 from companion.services.plans import set_plan
 from companion.store.plans import TherapyPlans
 
@@ -95,16 +94,16 @@ class MindfulnessOutSchema(Schema):
 
 
 class PlanSchema(Schema):
-    id = fields.String(attribute="_id")
+    id = fields.String(attribute="_id", allow_none=True)
     patient_id = fields.String()
-    version = fields.Integer()
+    version = fields.Integer(metadata={"description": "0 when no plan has been set yet"})
     created_at = fields.DateTime()
     created_by = fields.String()
     active_from = fields.DateTime()
     active_to = fields.DateTime(allow_none=True)
-    tens = fields.Nested(TensOutSchema)
+    tens = fields.Nested(TensOutSchema, allow_none=True)
     medications = fields.List(fields.Nested(MedicationOutSchema))
-    mindfulness = fields.Nested(MindfulnessOutSchema)
+    mindfulness = fields.Nested(MindfulnessOutSchema, allow_none=True)
 
 
 class PlanHistorySchema(Schema):
@@ -124,14 +123,13 @@ class CurrentPlan(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
     @blp.response(200, PlanSchema)
     def get(self, patient_id):
-        """The current therapy plan (the highest version)."""
+        """The current therapy plan (the highest version); version 0, with no tasks, until one is set."""
         require_patient(patient_id, Operation.READ)
         plan = TherapyPlans(services().db).current(patient_id)
         auditing.note(patient_ids=[patient_id], resource="therapy_plan", action="R",
                       resource_ids=[plan["_id"]] if plan else [])
-        if not plan:
-            raise NotFound("no therapy plan has been set for this patient yet")
-        return plan
+        return plan or {"_id": None, "patient_id": patient_id, "version": 0, "tens": None, "medications": [],
+                        "mindfulness": None}
 
     @allow(Role.CLINICIAN)
     @blp.arguments(PlanInputSchema)

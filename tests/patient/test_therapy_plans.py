@@ -26,6 +26,12 @@ def test_clinician_sets_a_plan_and_every_related_person_reads_it(client, world):
         assert read.json["mindfulness"] == PLAN["mindfulness"]
 
 
+def test_before_any_plan_the_current_plan_is_version_zero_with_no_tasks(client, world):
+    read = client.get(f"/api/v1/patients/{world['patient_a'].id}/therapy-plan", headers=world["patient_a"].headers)
+    assert read.status_code == 200
+    assert (read.json["version"], read.json["tens"], read.json["medications"]) == (0, None, [])
+
+
 def test_a_change_is_a_new_version_and_the_old_one_is_closed(client, world):
     put_plan(client, world, PLAN)
     changed = copy.deepcopy(PLAN)
