@@ -18,6 +18,7 @@ BLUEPRINT_MODULES = [
     "companion.api.library",
     "companion.api.reminders",
     "companion.api.diary",
+    "companion.api.progress",
 ]
 
 
