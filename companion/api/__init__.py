@@ -19,6 +19,11 @@ BLUEPRINT_MODULES = [
     "companion.api.push_tokens",
     "companion.api.alerts",
     "companion.api.adherence",
+    "companion.api.plans",
+    "companion.api.library",
+    "companion.api.reminders",
+    "companion.api.diary",
+    "companion.api.progress",
 ]
 
 

@@ -26,6 +26,10 @@ INDEX_MODULES = [
     "companion.store.leases",
     "companion.store.alerts",
     "companion.store.adherence",
+    "companion.store.plans",
+    "companion.store.reminders",
+    "companion.store.diary",
+    "companion.store.content",
 ]
 
 
