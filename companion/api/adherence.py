@@ -14,7 +14,7 @@ from companion.api.security import allow, require_patient
 from companion.domain.access import Operation, Role
 from companion.domain.errors import Invalid, NotFound
 from companion.services import adherence
-from companion.services.zones import zone_history_of
+from companion.services.reminder_schedules import zone_history_of
 from companion.store.accounts import Users, now
 
 blp = Blueprint("adherence", __name__, url_prefix="/api/v1/patients", description="Adherence and PDC")

@@ -12,7 +12,7 @@ from pymongo.database import Database
 from companion.services.adherence import patients_to_compute, recompute_recent
 from companion.services.alerts import AlertsReport, low_adherence, raise_alert
 from companion.services.job_settings import JobSettings
-from companion.services.zones import zone_history_of
+from companion.services.reminder_schedules import zone_history_of
 
 logger = logging.getLogger(__name__)
 

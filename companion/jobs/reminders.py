@@ -15,6 +15,7 @@ from companion.services.reminder_dispatch import (
     dispatch_due_reminders,
     mark_missed_occurrences,
 )
+from companion.services.reminders import materialize_occurrences
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +32,6 @@ def mark_missed(db: Database, settings: JobSettings, clock: Callable[[], datetim
 
 def materialize_ahead(db: Database, settings: JobSettings, clock: Callable[[], datetime]) -> int:
     """Hourly: keep every patient's occurrences materialized ``materialize_horizon`` ahead."""
-    # Imported when run: the patient's-day service is where occurrences are made.
-    from companion.services.reminders import materialize_occurrences
-
     now = clock()
     added = 0
     patients = db.reminders.aggregate([{"$match": {"active": True}}, {"$group": {"_id": "$patient_id"}}])

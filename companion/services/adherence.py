@@ -30,7 +30,7 @@ from companion.domain.adherence import (
     responder_check,
 )
 from companion.domain.localtime import TimeZoneHistory, resolve_local
-from companion.services.zones import zone_history_of
+from companion.services.reminder_schedules import zone_history_of
 from companion.store.accounts import Users
 from companion.store.adherence import AdherenceDays, snapshot_id
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from pymongo.database import Database
 
@@ -34,11 +35,10 @@ from companion.domain.alerts import (
 )
 from companion.domain.alerts import low_adherence as low_adherence_rule
 from companion.domain.pain import PainEntry, flares
-from companion.domain.quiet_hours import QuietHours
 from companion.domain.schedules import nudge_times
 from companion.services.job_settings import JobSettings
 from companion.services.reminder_dispatch import as_domain_occurrence, repeats_of
-from companion.services.zones import zone_history_of
+from companion.services.reminder_schedules import quiet_hours_of, zone_history_of
 from companion.store.accounts import Users
 from companion.store.adherence import AdherenceDays
 from companion.store.alerts import Alerts
@@ -77,14 +77,6 @@ class AlertsReport:
 
     raised: dict[str, int] = field(default_factory=dict)
     notifications: int = 0
-
-
-def quiet_hours_of(user: dict) -> QuietHours | None:
-    """A person's quiet hours (``{"start": "22:00", "end": "07:00"}`` or None) as the domain's value."""
-    quiet = user.get("quiet_hours") or None
-    if not quiet:
-        return None
-    return QuietHours(time.fromisoformat(quiet["start"]), time.fromisoformat(quiet["end"]))
 
 
 def raise_alert(db: Database, candidate: AlertCandidate, clock: Callable[[], datetime],
@@ -128,6 +120,11 @@ def _notify(db: Database, alert: dict, candidate: AlertCandidate, clock: Callabl
     return created
 
 
+def _zone_of(db: Database, user_id: str, at: datetime) -> ZoneInfo:
+    user = Users(db).by_id(user_id)
+    return zone_history_of(user).zone_at(at) if user else ZoneInfo("UTC")
+
+
 def missed_sessions(db: Database, settings: JobSettings, now: datetime) -> list[AlertCandidate]:
     """TENS occurrences of the last day neither done nor skipped by their last reminder plus the delay."""
     due = DueReminders(db)
@@ -152,11 +149,11 @@ def missed_sessions(db: Database, settings: JobSettings, now: datetime) -> list[
 def device_alerts(db: Database, now: datetime) -> list[AlertCandidate]:
     """Battery-low, electrode-off and overload events of the last day."""
     found = []
-    zones: dict[str, object] = {}
+    zones: dict[str, ZoneInfo] = {}
     for event in db.device_events.find({"at": {"$gte": now - LOOKBACK, "$lte": now}}).limit(_LIMIT):
         patient_id = event["patient_id"]
         if patient_id not in zones:
-            zones[patient_id] = zone_history_of(Users(db).by_id(patient_id) or {}).zone_at(now)
+            zones[patient_id] = _zone_of(db, patient_id, now)
         tz = zones[patient_id]
         if event["kind"] == "battery_low":
             record = db.session_records.find_one({"_id": event.get("record_id")}, {"battery_pct": 1}) or {}
@@ -198,7 +195,7 @@ def pain_flares(db: Database, now: datetime) -> list[AlertCandidate]:
                                      "recorded_at": {"$gte": now - LOOKBACK - FLARE_HISTORY, "$lte": now}},
                                     {"recorded_at": 1, "nrs": 1}).limit(5000)
         entries = [PainEntry(d["_id"], d["recorded_at"], d["nrs"]) for d in docs]
-        tz = zone_history_of(Users(db).by_id(patient_id) or {}).zone_at(now)
+        tz = _zone_of(db, patient_id, now)
         for flare in flares(entries):
             if flare.entry.recorded_at_utc >= now - LOOKBACK:
                 found.append(pain_flare(patient_id, flare, tz))

@@ -2,11 +2,11 @@
 
 Every push a reminder occurrence may cause has a planned time and a stable source key:
 
-- the reminder itself at ``due_at`` (``reminder:<occurrence>``);
+- the reminder itself at ``notify_at`` (``due_at`` moved past quiet hours) (``reminder:<occurrence>``);
 - the n-th nudge at ``due_at + n * repeat.every_min`` while it is still not done (``...:repeat:<n>``);
 - a snoozed reminder at ``snoozed_until`` (``...:snooze:<time>``);
 - one re-send, ``reminder_resend_after`` after the reminder went out, when the app never confirmed
-  receiving it (``...:resend``).
+  receiving it and the reminder has no nudges of its own (``...:resend``).
 
 A push is created in the outbox only while ``planned <= now < planned + grace`` and the completion
 window is open, under the outbox's unique (source key, recipient): running the dispatch twice, on two
@@ -56,16 +56,22 @@ def initial_key(occurrence_id: str) -> str:
 
 
 def planned_pushes(occurrence: dict, reminder: dict | None) -> list[PlannedPush]:
-    """Every push ``occurrence`` may cause apart from the re-send (which depends on a receipt)."""
+    """Every push ``occurrence`` may cause apart from the re-send (which depends on a receipt).
+
+    The first push goes at ``notify_at`` (the due time, or the end of the patient's quiet hours);
+    nudges that would come before it are dropped, since the first push has not even gone yet.
+    """
     key = initial_key(occurrence["_id"])
     ends = occurrence["window_ends_at"]
     times = nudge_times(as_domain_occurrence(occurrence), repeats_of(reminder))
-    plans = [PlannedPush(key, REMINDER_KIND, times[0], ends)]
-    plans += [PlannedPush(f"{key}:repeat:{n}", REPEAT_KIND, at, ends, n) for n, at in enumerate(times[1:], 1)]
+    first = max(times[0], occurrence.get("notify_at") or times[0])
+    plans = [PlannedPush(key, REMINDER_KIND, first, ends)]
+    plans += [PlannedPush(f"{key}:repeat:{n}", REPEAT_KIND, at, ends, n)
+              for n, at in enumerate(times[1:], 1) if at > first]
     snoozed = occurrence.get("snoozed_until")
-    if snoozed is not None and snoozed < ends:
+    if snoozed is not None:
         plans.append(PlannedPush(f"{key}:snooze:{snoozed:%Y%m%dT%H%M%S}", REPEAT_KIND, snoozed, ends))
-    return plans
+    return [p for p in plans if p.send_at < ends]
 
 
 def repeats_of(reminder: dict | None) -> Repeats:
@@ -112,7 +118,9 @@ def dispatch_due_reminders(db: Database, settings: JobSettings, clock: Callable[
     resend_candidates = [o for o in occurrences if o["due_at"] + settings.reminder_resend_after <= now]
     sources = history.by_source([p.source_key for _, p in plans]
                                 + [initial_key(o["_id"]) for o in resend_candidates])
-    plans += _resends(resend_candidates, sources, settings, now)
+    resends = _resends(resend_candidates, reminders, sources, settings, now)
+    sources.update(history.by_source(p.source_key for _, p in resends))
+    plans += resends
     outbox = Outbox(db, clock)
     for occurrence, plan in plans:
         if plan.source_key in sources:
@@ -129,10 +137,12 @@ def dispatch_due_reminders(db: Database, settings: JobSettings, clock: Callable[
     return result
 
 
-def _resends(candidates: list[dict], sources: dict[str, list[dict]], settings: JobSettings,
-             now: datetime) -> list[tuple[dict, PlannedPush]]:
+def _resends(candidates: list[dict], reminders: dict[str, dict], sources: dict[str, list[dict]],
+             settings: JobSettings, now: datetime) -> list[tuple[dict, PlannedPush]]:
     plans = []
     for occurrence in candidates:
+        if repeats_of(reminders.get(occurrence["reminder_id"])).count > 0:
+            continue  # its nudges already remind again
         first = next(iter(sources.get(initial_key(occurrence["_id"]), [])), None)
         if first is None or first["state"] != SENT or first.get("delivered_at") or first.get("opened_at"):
             continue

@@ -1,0 +1,72 @@
+"""Fixtures for the scheduler tests: a fresh database with indexes, the loopback FCM emulator, a real
+firebase-admin sender, and a clock moved by the test (time_machine, so that every layer, including
+the occurrence materialization and firebase-admin's token expiry, sees the same simulated time)."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import time_machine
+
+from companion.notify.fcm_emulator import FcmEmulator, write_service_account
+from companion.notify.push import PushSender, TransportRetry
+from companion.services.job_settings import JobSettings
+from companion.store.accounts import now
+from companion.store.db import ensure_indexes
+
+START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="session")
+def fcm() -> Iterator[FcmEmulator]:
+    emulator = FcmEmulator().start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def service_account(fcm: FcmEmulator, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_service_account(tmp_path_factory.mktemp("fcm") / "service-account.json", fcm.token_uri)
+
+
+@pytest.fixture
+def emulator(fcm: FcmEmulator) -> FcmEmulator:
+    fcm.reset()
+    return fcm
+
+
+@pytest.fixture
+def traveller():
+    with time_machine.travel(START, tick=False) as moving:
+        yield moving
+
+
+@pytest.fixture
+def clock(traveller):
+    """The jobs' clock: the (travelled) wall clock."""
+    return now
+
+
+@pytest.fixture
+def sender(emulator: FcmEmulator, service_account: Path, traveller) -> Iterator[PushSender]:
+    push_sender = PushSender(service_account, fcm_url=emulator.fcm_url, app_name=f"jobs-{uuid.uuid4()}",
+                             transport_retry=TransportRetry(retries=4, backoff_factor=0.01), rng=random.Random(7))
+    yield push_sender
+    push_sender.close()
+
+
+@pytest.fixture
+def settings() -> JobSettings:
+    return JobSettings()
+
+
+@pytest.fixture
+def jobs_db(mongo_client, db_name):
+    db = mongo_client[db_name]
+    ensure_indexes(db)
+    return db

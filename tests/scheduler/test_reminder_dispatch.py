@@ -1,0 +1,217 @@
+"""Reminders reach the patient's phone at the right local minute, once, through the real firebase-admin
+and the loopback FCM emulator; nudges, re-sends, dead tokens, 503 bursts and restarts."""
+
+from __future__ import annotations
+
+import random
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from companion.jobs import push, reminders
+from companion.notify.push import PushSender, TransportRetry
+from companion.services.reminders import record_outcome
+from companion.store.outbox import Outbox
+from tests.scheduler.helpers import daily_reminder, make_person, phone, run_minute
+
+# zone, local date, local time, expected UTC instant (worked out by hand from the zone's offsets)
+DST_CASES = {
+    "new york spring-forward gap": ("America/New_York", "2026-03-08", "02:30", "2026-03-08T07:00"),
+    "new york morning after spring forward": ("America/New_York", "2026-03-08", "08:00", "2026-03-08T12:00"),
+    "new york fall-back repeated hour": ("America/New_York", "2026-11-01", "01:30", "2026-11-01T05:30"),
+    "london spring-forward gap": ("Europe/London", "2026-03-29", "01:30", "2026-03-29T01:00"),
+    "london fall-back repeated hour": ("Europe/London", "2026-10-25", "01:30", "2026-10-25T00:30"),
+    "lord howe half-hour gap": ("Australia/Lord_Howe", "2026-10-04", "02:15", "2026-10-03T15:30"),
+    "lord howe half-hour repeat": ("Australia/Lord_Howe", "2026-04-05", "01:45", "2026-04-04T14:45"),
+    "kolkata (no dst)": ("Asia/Kolkata", "2026-03-08", "08:00", "2026-03-08T02:30"),
+}
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def _one_patient_with_phone(db, zone="UTC"):
+    patient = make_person(db, "patient", zone)
+    return patient, phone(db, patient)
+
+
+@pytest.mark.parametrize("case", sorted(DST_CASES))
+def test_reminder_reaches_the_phone_at_the_local_minute_across_dst(jobs_db, settings, clock, traveller, sender,
+                                                                    emulator, case):
+    zone, local_date, local_time, expected = DST_CASES[case]
+    due = _at(expected)
+    traveller.move_to(due - timedelta(hours=3))
+    patient, token = _one_patient_with_phone(jobs_db, zone)
+    daily_reminder(jobs_db, patient, [local_time], local_date)
+    traveller.move_to(due - timedelta(minutes=1))
+    run_minute(jobs_db, settings, clock, sender)
+    assert emulator.delivered_to(token) == []
+    traveller.move_to(due)
+    run_minute(jobs_db, settings, clock, sender)
+    traveller.move_to(due + timedelta(minutes=1))
+    run_minute(jobs_db, settings, clock, sender)
+    deliveries = emulator.delivered_to(token)
+    assert [d.received_at for d in deliveries] == [due]
+    notification = Outbox(jobs_db).get(deliveries[0].body["message"]["data"]["notification_id"])
+    occurrence = jobs_db.reminder_occurrences.find_one({"_id": notification["source_key"].removeprefix("reminder:")})
+    assert (occurrence["local_date"], occurrence["local_time"]) == (local_date, local_time)
+
+
+def test_reminder_push_lives_as_long_as_the_completion_window_and_collapses_per_patient(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    patient, token = _one_patient_with_phone(jobs_db)
+    daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02", window_min=30)
+    traveller.move_to(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))
+    run_minute(jobs_db, settings, clock, sender)
+    (delivery,) = emulator.delivered_to(token)
+    android = delivery.body["message"]["android"]
+    assert android["ttl"] == "1800s"
+    assert android["collapse_key"].startswith("therapy_reminder-")
+    assert "Qzxvy" not in str(delivery.body)  # the reminder's own title never leaves
+
+
+def test_two_workers_dispatching_at_once_send_each_reminder_exactly_once(
+        jobs_db, settings, clock, traveller, sender, emulator, service_account):
+    tokens = []
+    for _ in range(12):
+        patient, token = _one_patient_with_phone(jobs_db)
+        daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02")
+        tokens.append(token)
+    traveller.move_to(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))
+    second = PushSender(service_account, fcm_url=emulator.fcm_url, app_name=f"second-{uuid.uuid4()}",
+                        transport_retry=TransportRetry(retries=4, backoff_factor=0.01), rng=random.Random(8))
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def worker(name, worker_sender):
+        try:
+            barrier.wait()
+            reminders.dispatch_reminders(jobs_db, settings, clock)
+            push.send_push(jobs_db, settings, clock, worker_sender, owner=name)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=("a", sender)), threading.Thread(target=worker, args=("b", second))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    second.close()
+    assert errors == []
+    assert [len(emulator.delivered_to(t)) for t in tokens] == [1] * len(tokens)
+    assert jobs_db.push_outbox.count_documents({}) == len(tokens)
+
+
+def test_nudges_repeat_until_the_session_is_done(jobs_db, settings, clock, traveller, sender, emulator):
+    patient, token = _one_patient_with_phone(jobs_db)
+    daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02", repeat={"count": 3, "every_min": 10})
+    start = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    for minutes in (0, 10):
+        traveller.move_to(start + timedelta(minutes=minutes))
+        run_minute(jobs_db, settings, clock, sender)
+    occurrence = jobs_db.reminder_occurrences.find_one({"patient_id": patient["_id"], "due_at": start})
+    record_outcome(jobs_db, patient["_id"], occurrence["_id"], "done", None)
+    for minutes in (20, 30, 40):
+        traveller.move_to(start + timedelta(minutes=minutes))
+        run_minute(jobs_db, settings, clock, sender)
+    kinds = [d.body["message"]["data"]["kind"] for d in emulator.delivered_to(token)]
+    assert kinds == ["therapy_reminder", "reminder_repeat"]
+    assert jobs_db.reminder_occurrences.find_one({"_id": occurrence["_id"]})["nudges_sent"] == 1
+
+
+def test_unconfirmed_reminder_is_sent_once_more_after_the_delay(jobs_db, settings, clock, traveller, sender, emulator):
+    patient, token = _one_patient_with_phone(jobs_db)
+    daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02")
+    start = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    for minutes in (0, 9, 10, 20, 30):
+        traveller.move_to(start + timedelta(minutes=minutes))
+        run_minute(jobs_db, settings, clock, sender)
+    assert [d.received_at for d in emulator.delivered_to(token)] == [start, start + timedelta(minutes=10)]
+
+
+def test_reminder_the_app_confirmed_is_not_sent_again(jobs_db, settings, clock, traveller, sender, emulator):
+    patient, token = _one_patient_with_phone(jobs_db)
+    daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02")
+    start = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    traveller.move_to(start)
+    run_minute(jobs_db, settings, clock, sender)
+    (delivery,) = emulator.delivered_to(token)
+    Outbox(jobs_db).record_receipt(delivery.body["message"]["data"]["notification_id"], patient["_id"], "delivered")
+    for minutes in (10, 20):
+        traveller.move_to(start + timedelta(minutes=minutes))
+        run_minute(jobs_db, settings, clock, sender)
+    assert len(emulator.delivered_to(token)) == 1
+
+
+def test_unregistered_token_is_removed_and_the_other_phone_still_gets_the_reminder(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    patient, dead = _one_patient_with_phone(jobs_db)
+    alive = phone(jobs_db, patient, "phone-2")
+    emulator.script("UNREGISTERED", token=dead)
+    daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02")
+    traveller.move_to(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))
+    run_minute(jobs_db, settings, clock, sender)
+    assert len(emulator.delivered_to(alive)) == 1
+    assert sorted(t["install_id"] for t in jobs_db.push_tokens.find({"user_id": patient["_id"]})) == ["phone-2"]
+
+
+def test_503_burst_is_retried_and_the_reminder_arrives(jobs_db, settings, clock, traveller, sender, emulator):
+    patient, token = _one_patient_with_phone(jobs_db)
+    daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02")
+    emulator.script("UNAVAILABLE", times=7)  # firebase-admin's own 5 attempts fail, then 2 more
+    start = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    traveller.move_to(start)
+    run_minute(jobs_db, settings, clock, sender)
+    assert emulator.delivered_to(token) == []
+    traveller.move_to(start + timedelta(minutes=1))
+    run_minute(jobs_db, settings, clock, sender)
+    assert len(emulator.delivered_to(token)) == 1
+    assert emulator.hits_for(token) == 8
+    assert jobs_db.push_outbox.find_one({"recipient_user_id": patient["_id"]})["state"] == "sent"
+
+
+def _three_reminders(db, start_date="2026-03-02"):
+    patient, token = _one_patient_with_phone(db)
+    for time in ("10:00", "10:03", "10:06"):
+        daily_reminder(db, patient, [time], start_date)
+    return patient, token
+
+
+def _restart_and_catch_up(db, settings, clock, sender):
+    reminders.dispatch_reminders(db, settings, clock)
+    reminders.mark_missed(db, settings, clock)
+    push.send_push(db, settings, clock, sender, owner="restarted-worker")
+
+
+def test_worker_down_ten_minutes_sends_each_missed_reminder_once_late(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    patient, token = _three_reminders(jobs_db)
+    traveller.move_to(datetime(2026, 3, 2, 9, 59, tzinfo=UTC))
+    run_minute(jobs_db, settings, clock, sender)
+    back = datetime(2026, 3, 2, 10, 10, tzinfo=UTC)
+    traveller.move_to(back)
+    _restart_and_catch_up(jobs_db, settings, clock, sender)
+    traveller.move_to(back + timedelta(minutes=1))
+    _restart_and_catch_up(jobs_db, settings, clock, sender)
+    deliveries = emulator.delivered_to(token)
+    assert [d.received_at for d in deliveries] == [back] * 3
+    assert jobs_db.reminder_occurrences.count_documents({"patient_id": patient["_id"], "status": "missed"}) == 0
+
+
+def test_worker_down_two_hours_sends_nothing_late_marks_missed_and_one_summary(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    patient, token = _three_reminders(jobs_db)
+    traveller.move_to(datetime(2026, 3, 2, 9, 59, tzinfo=UTC))
+    run_minute(jobs_db, settings, clock, sender)
+    traveller.move_to(datetime(2026, 3, 2, 11, 59, tzinfo=UTC))
+    _restart_and_catch_up(jobs_db, settings, clock, sender)
+    traveller.move_to(datetime(2026, 3, 2, 12, 5, tzinfo=UTC))
+    _restart_and_catch_up(jobs_db, settings, clock, sender)
+    kinds = [d.body["message"]["data"]["kind"] for d in emulator.delivered_to(token)]
+    assert kinds == ["generic_update"]
+    missed = jobs_db.reminder_occurrences.count_documents({"patient_id": patient["_id"], "status": "missed",
+                                                           "local_date": "2026-03-02"})
+    assert missed == 3
