@@ -136,6 +136,7 @@ class Worker:
                               replace_existing=True, coalesce=True, max_instances=1,
                               misfire_grace_time=int(spec.misfire_grace.total_seconds()),
                               **first_run, **spec.trigger_args)
+        scheduler.remove_listener(_log_event)
         scheduler.add_listener(_log_event, EVENT_JOB_MISSED | EVENT_JOB_ERROR)
 
 

@@ -1,0 +1,148 @@
+"""The worker: one leader at a time through the lease, takeover after expiry, stable jobs with explicit
+misfire policy, missed runs logged, and no scheduler in the web app."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from companion.jobs.worker import LEASE_NAME, JobSpec, Worker
+from companion.store.accounts import now
+from companion.store.leases import Leases
+from tests.scheduler.helpers import daily_reminder, make_person, phone
+
+
+def _worker(db, settings, clock, holder, sender=None):
+    return Worker(db, settings, sender=sender, clock=clock, holder=holder)
+
+
+def _spec(worker, job_id):
+    return next(s for s in worker.specs() if s.id == job_id)
+
+
+def test_only_the_lease_holder_runs_jobs(jobs_db, settings, clock, traveller):
+    first, second = _worker(jobs_db, settings, clock, "first"), _worker(jobs_db, settings, clock, "second")
+    assert first.lease.tick() is True
+    assert second.lease.tick() is False
+    ran = []
+    spec = JobSpec("probe", lambda: ran.append(1) or "ran", "interval", {"seconds": 1}, timedelta(seconds=1))
+    assert first.run_gated(spec) == "ran"
+    assert second.run_gated(spec) is None
+    assert ran == [1]
+
+
+def test_holder_keeps_the_lease_by_renewing_every_third_of_its_ttl(jobs_db, settings, clock, traveller):
+    first, second = _worker(jobs_db, settings, clock, "first"), _worker(jobs_db, settings, clock, "second")
+    first.lease.tick()
+    for _ in range(6):
+        traveller.shift(settings.lease_ttl / 3)
+        assert first.lease.tick() is True
+        assert second.lease.tick() is False
+    assert Leases(jobs_db, clock).current(LEASE_NAME)["term"] == 1
+
+
+def test_passive_worker_takes_over_when_the_lease_lapses(jobs_db, settings, clock, traveller):
+    first, second = _worker(jobs_db, settings, clock, "first"), _worker(jobs_db, settings, clock, "second")
+    first.lease.tick()
+    traveller.shift(settings.lease_ttl + timedelta(seconds=1))  # the first worker died without renewing
+    assert first.lease.is_leader() is False
+    assert second.lease.tick() is True
+    assert first.lease.tick() is False
+    current = Leases(jobs_db, clock).current(LEASE_NAME)
+    assert (current["holder"], current["term"]) == ("second", 2)
+
+
+def test_released_lease_is_taken_at_the_next_try(jobs_db, settings, clock, traveller):
+    first, second = _worker(jobs_db, settings, clock, "first"), _worker(jobs_db, settings, clock, "second")
+    first.lease.tick()
+    first.lease.release()
+    assert second.lease.tick() is True
+
+
+def test_eight_workers_racing_for_a_lapsed_lease_make_one_leader(jobs_db, settings, clock, traveller):
+    workers = [_worker(jobs_db, settings, clock, f"w{n}") for n in range(8)]
+    barrier = threading.Barrier(len(workers))
+    results: dict[str, bool] = {}
+
+    def race(worker):
+        barrier.wait()
+        results[worker.lease.holder] = worker.lease.tick()
+
+    threads = [threading.Thread(target=race, args=(w,)) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(results.values()) == 1
+
+
+def test_passive_worker_sends_nothing_and_the_new_leader_sends_each_reminder_once(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    patient = make_person(jobs_db, "patient")
+    token = phone(jobs_db, patient)
+    daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02")
+    first = _worker(jobs_db, settings, clock, "first", sender)
+    second = _worker(jobs_db, settings, clock, "second", sender)
+    traveller.move_to(datetime(2026, 3, 2, 9, 59, 50, tzinfo=UTC))
+    first.lease.tick()
+    second.lease.tick()
+    traveller.move_to(datetime(2026, 3, 2, 10, 0, 40, tzinfo=UTC))  # the first died; its lease lapsed at 10:00:20
+    for worker in (first, second):
+        worker.lease.tick()
+        for job_id in ("reminders-dispatch", "push-send", "reminders-dispatch", "push-send"):
+            worker.run_gated(_spec(worker, job_id))
+    assert len(emulator.delivered_to(token)) == 1
+
+
+def test_reinstalling_the_jobs_three_times_keeps_one_of_each(jobs_db, settings, clock, traveller):
+    scheduler = BackgroundScheduler(timezone="UTC")
+    scheduler.start(paused=True)
+    worker = _worker(jobs_db, settings, clock, "first")
+    try:
+        for _ in range(3):
+            worker.install(scheduler)
+        jobs = scheduler.get_jobs()
+    finally:
+        scheduler.shutdown(wait=False)
+    assert sorted(j.id for j in jobs) == sorted(s.id for s in worker.specs())
+    by_id = {j.id: j for j in jobs}
+    assert by_id["reminders-dispatch"].misfire_grace_time == 15 * 60
+    assert all(j.coalesce and j.misfire_grace_time for j in jobs)
+
+
+def _missed(caplog) -> list[str]:
+    return [r.job_id for r in caplog.records if r.getMessage() == "job run missed beyond its grace time"]
+
+
+def test_a_run_missed_beyond_its_grace_is_logged(jobs_db, settings, caplog):
+    scheduler = BackgroundScheduler(timezone="UTC")
+    worker = _worker(jobs_db, settings, now, "first")
+    worker.install(scheduler)
+    scheduler.add_job(print, "date", run_date=datetime.now(UTC) - timedelta(hours=1), id="stale",
+                      misfire_grace_time=1)
+    with caplog.at_level(logging.WARNING, logger="companion.jobs.worker"):
+        scheduler.start(paused=False)
+        try:
+            for _ in range(200):  # at most 10 s
+                if _missed(caplog):
+                    break
+                threading.Event().wait(0.05)
+        finally:
+            scheduler.shutdown(wait=False)
+    assert _missed(caplog) == ["stale"]
+
+
+def test_the_web_app_never_loads_the_scheduler():
+    code = ("import sys; from companion import create_app; "
+            "create_app({'mongodb_uri': 'mongodb://127.0.0.1:1/', 'secret_key': 'x' * 48}); "
+            "print(sorted(m for m in sys.modules if m.startswith(('apscheduler', 'companion.jobs'))))")
+    env = {**os.environ, "COMPANION_SKIP_INDEXES": "1"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60,
+                            check=True)
+    assert result.stdout.strip() == "[]"
