@@ -1,0 +1,200 @@
+"""Alerts: raised once per condition and period, delivered to the caregivers the patient chose, after the
+patient's delay, respecting quiet hours; device troubles also reach the patient."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from companion.jobs import adherence, alerts, push
+from companion.services.reminders import record_outcome
+from tests.scheduler.helpers import daily_reminder, link_caregiver, make_person, phone, run_minute
+
+T10 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+
+
+def _evaluate_and_send(db, settings, clock, sender):
+    alerts.evaluate_alerts(db, settings, clock)
+    push.send_push(db, settings, clock, sender, owner="test-worker")
+
+
+def _alert_kinds(db, patient):
+    return sorted(a["kind"] for a in db.alerts.find({"patient_id": patient["_id"]}))
+
+
+def _patient_with_session_reminder(db, delay_min=60, repeat=None):
+    patient = make_person(db, "patient", caregiver_alert_delay_min=delay_min)
+    daily_reminder(db, patient, ["10:00"], "2026-03-02", window_min=30, repeat=repeat)
+    return patient
+
+
+def test_missed_session_reaches_the_caregiver_phone_after_the_delay_and_not_before(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    patient = _patient_with_session_reminder(jobs_db, delay_min=45, repeat={"count": 1, "every_min": 15})
+    caregiver = link_caregiver(jobs_db, patient, ["missed_session"])
+    token = phone(jobs_db, caregiver)
+    last_reminder = T10 + timedelta(minutes=15)
+    for at in (T10, last_reminder, last_reminder + timedelta(minutes=44, seconds=59)):
+        traveller.move_to(at)
+        run_minute(jobs_db, settings, clock, sender)
+        _evaluate_and_send(jobs_db, settings, clock, sender)
+    assert emulator.delivered_to(token) == []
+    for at in (last_reminder + timedelta(minutes=45), last_reminder + timedelta(minutes=46)):
+        traveller.move_to(at)
+        _evaluate_and_send(jobs_db, settings, clock, sender)
+    (delivery,) = emulator.delivered_to(token)
+    assert delivery.received_at == last_reminder + timedelta(minutes=45)
+    assert delivery.body["message"]["android"]["priority"] == "high"
+    assert delivery.body["message"]["data"]["kind"] == "caregiver_alert"
+    assert _alert_kinds(jobs_db, patient) == ["missed_tens_session"]
+
+
+def test_caregiver_who_was_not_given_missed_sessions_hears_nothing(jobs_db, settings, clock, traveller, sender,
+                                                                   emulator):
+    patient = _patient_with_session_reminder(jobs_db)
+    caregiver = link_caregiver(jobs_db, patient, ["pain_flare"])
+    token = phone(jobs_db, caregiver)
+    traveller.move_to(T10 + timedelta(hours=2))
+    _evaluate_and_send(jobs_db, settings, clock, sender)
+    assert _alert_kinds(jobs_db, patient) == ["missed_tens_session"]
+    assert emulator.delivered_to(token) == []
+
+
+def test_session_done_in_time_raises_no_alert(jobs_db, settings, clock, traveller, sender, emulator):
+    patient = _patient_with_session_reminder(jobs_db)
+    traveller.move_to(T10 + timedelta(minutes=5))
+    occurrence = jobs_db.reminder_occurrences.find_one({"patient_id": patient["_id"], "due_at": T10})
+    record_outcome(jobs_db, patient["_id"], occurrence["_id"], "done", None)
+    traveller.move_to(T10 + timedelta(hours=3))
+    _evaluate_and_send(jobs_db, settings, clock, sender)
+    assert _alert_kinds(jobs_db, patient) == []
+
+
+def _device(db, patient, serial="CTU-T0001", last_seen=None, battery=80):
+    db.devices.insert_one({"_id": serial, "patient_id": patient["_id"], "profile": "companion",
+                           "bound_at": T10 - timedelta(days=30),
+                           "status": {"battery_pct": battery, "firmware": "1.0", "last_seen_at": last_seen,
+                                      "last_error": None, "last_sync_at": last_seen}})
+    return serial
+
+
+def _event(db, patient, serial, kind, at, battery=50):
+    record_id = f"{serial}:{int(at.timestamp())}"
+    db.session_records.insert_one({"_id": record_id, "patient_id": patient["_id"], "device_serial": serial,
+                                   "started_at": at, "duration_s": 1800, "battery_pct": battery,
+                                   "server_received_at": at})
+    db.device_events.insert_one({"_id": f"{record_id}:{kind}", "patient_id": patient["_id"], "device_serial": serial,
+                                 "kind": kind, "at": at, "record_id": record_id})
+
+
+def test_electrode_off_reaches_the_patient_and_a_consenting_caregiver_once(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    patient = make_person(jobs_db, "patient")
+    patient_token = phone(jobs_db, patient)
+    sharing = link_caregiver(jobs_db, patient, ["device_fault"])
+    not_sharing = link_caregiver(jobs_db, patient, ["missed_session"])
+    sharing_token, other_token = phone(jobs_db, sharing), phone(jobs_db, not_sharing)
+    serial = _device(jobs_db, patient, last_seen=T10)
+    traveller.move_to(T10)
+    _event(jobs_db, patient, serial, "electrode_off", T10 - timedelta(minutes=5))
+    _event(jobs_db, patient, serial, "electrode_off", T10 - timedelta(minutes=2))
+    for minutes in (0, 1):
+        traveller.move_to(T10 + timedelta(minutes=minutes))
+        _evaluate_and_send(jobs_db, settings, clock, sender)
+    assert _alert_kinds(jobs_db, patient) == ["electrode_off"]
+    assert [d.body["message"]["data"]["kind"] for d in emulator.delivered_to(patient_token)] == ["device_fault"]
+    assert len(emulator.delivered_to(sharing_token)) == 1
+    assert emulator.delivered_to(other_token) == []
+
+
+def test_battery_low_event_alerts_once_a_day(jobs_db, settings, clock, traveller, sender, emulator):
+    patient = make_person(jobs_db, "patient")
+    serial = _device(jobs_db, patient, last_seen=T10, battery=9)
+    traveller.move_to(T10)
+    _event(jobs_db, patient, serial, "battery_low", T10 - timedelta(minutes=30), battery=12)
+    _event(jobs_db, patient, serial, "battery_low", T10 - timedelta(minutes=10), battery=9)
+    _evaluate_and_send(jobs_db, settings, clock, sender)
+    assert _alert_kinds(jobs_db, patient) == ["battery_low"]
+
+
+def test_unit_silent_for_a_day_raises_one_alert(jobs_db, settings, clock, traveller, sender, emulator):
+    patient = make_person(jobs_db, "patient")
+    _device(jobs_db, patient, last_seen=T10)
+    traveller.move_to(T10 + timedelta(hours=23, minutes=59))
+    _evaluate_and_send(jobs_db, settings, clock, sender)
+    assert _alert_kinds(jobs_db, patient) == []
+    for hours in (24, 30, 48):
+        traveller.move_to(T10 + timedelta(hours=hours))
+        _evaluate_and_send(jobs_db, settings, clock, sender)
+    assert _alert_kinds(jobs_db, patient) == ["unit_silent"]
+
+
+def test_session_record_received_after_the_status_keeps_the_unit_from_being_silent(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    patient = make_person(jobs_db, "patient")
+    serial = _device(jobs_db, patient, last_seen=T10)
+    jobs_db.session_records.insert_one({"_id": f"{serial}:1", "patient_id": patient["_id"], "device_serial": serial,
+                                        "started_at": T10 + timedelta(hours=5), "duration_s": 1800,
+                                        "server_received_at": T10 + timedelta(hours=6)})
+    traveller.move_to(T10 + timedelta(hours=25))
+    _evaluate_and_send(jobs_db, settings, clock, sender)
+    assert _alert_kinds(jobs_db, patient) == []
+
+
+def _pain(db, patient, at, nrs):
+    db.pain_entries.insert_one({"_id": f"{patient['_id']}:{at.isoformat()}", "patient_id": patient["_id"],
+                                "client_entry_id": at.isoformat(), "recorded_at": at, "nrs": nrs, "deleted": False})
+
+
+def test_two_high_pain_ratings_within_a_day_alert_the_caregiver_once(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    patient = make_person(jobs_db, "patient")
+    caregiver = link_caregiver(jobs_db, patient, ["pain_flare"])
+    token = phone(jobs_db, caregiver)
+    traveller.move_to(T10)
+    _pain(jobs_db, patient, T10 - timedelta(hours=20), 7)
+    _pain(jobs_db, patient, T10 - timedelta(hours=1), 8)
+    _pain(jobs_db, patient, T10 - timedelta(minutes=30), 9)
+    for minutes in (0, 5):
+        traveller.move_to(T10 + timedelta(minutes=minutes))
+        _evaluate_and_send(jobs_db, settings, clock, sender)
+    assert _alert_kinds(jobs_db, patient) == ["pain_flare"]
+    assert len(emulator.delivered_to(token)) == 1
+    assert "8" not in str(emulator.delivered_to(token)[0].body["message"]["notification"])
+
+
+def test_non_urgent_alert_waits_for_the_end_of_the_caregiver_quiet_hours(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    patient = make_person(jobs_db, "patient", "Europe/London")
+    caregiver = link_caregiver(jobs_db, patient, ["device_silent"], zone="Europe/London",
+                               quiet_hours={"start": "22:00", "end": "07:00"})
+    token = phone(jobs_db, caregiver)
+    _device(jobs_db, patient, last_seen=datetime(2026, 3, 1, 23, 0, tzinfo=UTC))
+    traveller.move_to(datetime(2026, 3, 2, 23, 30, tzinfo=UTC))  # 23:30 in London: quiet
+    _evaluate_and_send(jobs_db, settings, clock, sender)
+    assert _alert_kinds(jobs_db, patient) == ["unit_silent"]
+    assert emulator.delivered_to(token) == []
+    morning = datetime(2026, 3, 3, 7, 0, tzinfo=UTC)
+    traveller.move_to(morning)
+    _evaluate_and_send(jobs_db, settings, clock, sender)
+    assert [d.received_at for d in emulator.delivered_to(token)] == [morning]
+
+
+def test_three_low_adherence_days_raise_one_alert_for_the_run(jobs_db, settings, clock, traveller):
+    patient = make_person(jobs_db, "patient")
+    jobs_db.therapy_plans.insert_one({
+        "_id": "plan-1", "patient_id": patient["_id"], "version": 1, "created_at": T10 - timedelta(days=10),
+        "created_by": "clinician", "active_from": T10 - timedelta(days=10), "active_to": None,
+        "tens": {"sessions_per_day": 2, "daily_minutes_target": None, "minutes_per_session": 30,
+                 "start_date": "2026-02-20", "end_date": None, "counts_towards_adherence": True},
+        "medications": [], "mindfulness": {}})
+    for day in range(5):  # 20 minutes a day out of 60: every day is low
+        at = datetime(2026, 3, 2 + day, 9, 0, tzinfo=UTC)
+        jobs_db.session_records.insert_one({"_id": f"S:{day}", "patient_id": patient["_id"], "device_serial": "S",
+                                            "started_at": at, "duration_s": 1200})
+    for day in range(1, 6):
+        traveller.move_to(datetime(2026, 3, 2 + day, 1, 0, tzinfo=UTC))
+        adherence.compute_adherence(jobs_db, settings, clock)
+        assert len(_alert_kinds(jobs_db, patient)) == (1 if day >= 3 else 0)
+    (alert,) = jobs_db.alerts.find({"patient_id": patient["_id"]})
+    assert alert["kind"] == "low_adherence"
+    assert alert["dedup_key"].endswith(":2026-03-02")
