@@ -11,11 +11,11 @@ from companion.store.accounts import Users
 from companion.store.push_tokens import PushTokens
 from companion.store.relationships import CareLinks
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+SIGNED_UP = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def make_person(db, role: str, zone: str = "UTC", **extra) -> dict:
-    fields = {"time_zone_history": [{"zone": zone, "effective_from": EPOCH, "previous": None}],
+    fields = {"time_zone_history": [{"zone": zone, "effective_from": SIGNED_UP, "previous": None}],
               "caregiver_alert_delay_min": 60} if role == "patient" else {}
     return Users(db).create(email=f"{uuid.uuid4().hex[:10]}@example.org", password_hash="-", role=role,
                             display_name=f"{role} {uuid.uuid4().hex[:4]}", time_zone=zone, extra={**fields, **extra})
