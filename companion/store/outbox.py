@@ -42,7 +42,7 @@ INDEXES = {
         IndexModel([("state", ASCENDING), ("not_before", ASCENDING)], name="due"),
         IndexModel([("patient_id", ASCENDING), ("created_at", DESCENDING)], name="patient_history"),
     ],
-    "push_claims": [IndexModel([("outbox_id", ASCENDING)], name="outbox")],
+    "push_claims": [IndexModel([("lease_until", ASCENDING)], name="lease_until")],
     "push_attempts": [IndexModel([("outbox_id", ASCENDING)], name="outbox")],
 }
 
@@ -172,15 +172,13 @@ class Outbox:
             self.col.update_one({"_id": outbox_id, field: None}, {"$set": {field: self.clock()}})
         return True
 
-    def purge_claims(self, settled_before: datetime) -> int:
-        """Drop the claims of notifications that settled before ``settled_before`` (a cleanup job's work).
+    def purge_claims(self, leases_ended_before: datetime) -> int:
+        """Drop claims whose lease ended before ``leases_ended_before`` (a cleanup job's work).
 
-        Keep at least a few leases' worth, so that no dispatcher still holds a read from before they
-        settled.
+        Use a cutoff several leases old: by then every round has settled or been retired, and no
+        dispatcher still holds a read from before that.
         """
-        ids = [d["_id"] for d in self.col.find(
-            {"state": {"$in": list(FINAL_STATES)}, "settled_at": {"$lt": settled_before}}, {"_id": 1}).limit(10_000)]
-        return self.claims.delete_many({"outbox_id": {"$in": ids}}).deleted_count if ids else 0
+        return self.claims.delete_many({"lease_until": {"$lt": leases_ended_before}}).deleted_count
 
     def count_unfinished(self) -> int:
         return self.col.count_documents({"state": SCHEDULED})

@@ -197,14 +197,13 @@ def test_two_dispatchers_over_500_notifications_deliver_each_exactly_once(
     assert store_db.push_outbox.count_documents({"state": "sent"}) == 500
 
 
-def test_purge_drops_claims_only_of_notifications_settled_before_the_cutoff(
-        outbox, tokens, dispatcher, store_db, clock):
+def test_purge_drops_only_claims_whose_lease_ended_before_the_cutoff(outbox, tokens, dispatcher, store_db, clock):
     tokens.register("u-1", "phone-a", "tok-a", "android")
     old = remind(outbox, source="reminder:old")
     dispatcher.run_once()
     clock.advance(timedelta(hours=1))
     remind(outbox, source="reminder:new", send_at=clock.now)
     dispatcher.run_once()
-    assert outbox.purge_claims(settled_before=T0 + timedelta(minutes=30)) == 1
+    assert outbox.purge_claims(leases_ended_before=T0 + timedelta(minutes=30)) == 1
     assert store_db.push_claims.count_documents({"outbox_id": old["_id"]}) == 0
     assert store_db.push_claims.count_documents({}) == 1
