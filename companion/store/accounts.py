@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from bson import ObjectId
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
 
 INDEXES = {
     "users": [
@@ -23,6 +24,7 @@ def now() -> datetime:
 class Users:
     def __init__(self, db: Database):
         self.col = db.users
+        self.totp_uses = db.totp_uses
 
     def create(self, *, email: str, password_hash: str, role: str, display_name: str,
                time_zone: str = "UTC", extra: dict | None = None) -> dict:
@@ -52,9 +54,16 @@ class Users:
         )
 
     def claim_totp_step(self, user_id: str, step: int) -> bool:
-        """Record that a TOTP time step was used; False if it (or a later one) was used already."""
-        res = self.col.update_one(
-            {"_id": user_id, "$or": [{"mfa.last_step": {"$exists": False}}, {"mfa.last_step": {"$lt": step}}]},
-            {"$set": {"mfa.last_step": step}},
-        )
-        return res.modified_count == 1
+        """Use a TOTP time step once; False if it, or a later step, was used already.
+
+        The insert keyed by (user, step) is the atomic part; the last-step check refuses an older
+        code after a newer one."""
+        user = self.col.find_one({"_id": user_id}, {"mfa.last_step": 1}) or {}
+        if user.get("mfa", {}).get("last_step", -1) >= step:
+            return False
+        try:
+            self.totp_uses.insert_one({"_id": f"{user_id}:{step}", "used_at": now()})
+        except DuplicateKeyError:
+            return False
+        self.col.update_one({"_id": user_id}, {"$max": {"mfa.last_step": step}})
+        return True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, IndexModel
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
@@ -44,15 +44,20 @@ class Devices:
 class PairingCodes:
     def __init__(self, db: Database):
         self.col = db.pairing_codes
+        self.uses = db.pairing_code_uses
 
     def create(self, code_hash: str, patient_id: str, expires_at: datetime) -> None:
         self.col.insert_one({"_id": code_hash, "patient_id": patient_id, "expires_at": expires_at,
                              "used_at": None, "created_at": now()})
 
     def claim(self, code_hash: str) -> dict | None:
-        """Use a code once: the conditional update lets exactly one gateway have it."""
-        return self.col.find_one_and_update(
-            {"_id": code_hash, "used_at": None, "expires_at": {"$gt": now()}},
-            {"$set": {"used_at": now()}},
-            return_document=ReturnDocument.AFTER,
-        )
+        """Use a code once: the insert keyed by the code lets exactly one gateway have it."""
+        code = self.col.find_one({"_id": code_hash, "expires_at": {"$gt": now()}})
+        if not code:
+            return None
+        try:
+            self.uses.insert_one({"_id": code_hash, "used_at": now()})
+        except DuplicateKeyError:
+            return None
+        self.col.update_one({"_id": code_hash}, {"$set": {"used_at": now()}})
+        return code

@@ -169,3 +169,22 @@ def test_staff_mfa_required_setting_withholds_tokens_until_enrolled(mongo_uri, d
     step = login(client, email="doc2@example.org").json
     assert step == {"mfa_required": True, "mfa_token": step["mfa_token"], "mfa_enrolled": False}
     app.extensions["companion"].client.close()
+
+
+def test_racing_refreshes_with_one_token_count_as_reuse_and_end_the_session(app, client):
+    from concurrent.futures import ThreadPoolExecutor
+
+    signup(client)
+    first = login(client).json
+
+    def attempt(_):
+        return app.test_client().post("/api/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})
+
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(attempt, range(8)))
+    winners = [r.json for r in responses if r.status_code == 200]
+    assert len(winners) <= 1
+    assert sum(r.status_code == 401 for r in responses) >= 7
+    for tokens in [first, *winners]:
+        me = client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+        assert me.status_code == 401

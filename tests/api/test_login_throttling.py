@@ -55,5 +55,7 @@ def test_address_limit_is_sixty_a_minute_in_total_not_per_worker(server):
         responses = list(pool.map(lambda i: _login(server.url, f"nobody{i}@example.org", "x", f"10.1.0.{i}"),
                                   range(100)))
     statuses = [r.status_code for r in responses]
-    assert statuses.count(429) == 40, statuses
-    assert statuses.count(401) == 60
+    assert statuses.count(401) + statuses.count(429) == 100, statuses
+    # Never more than the limit in total, whichever worker served; requests in flight together may
+    # each count the other, so up to (threads - 1) can be refused early.
+    assert 60 - 7 <= statuses.count(401) <= 60
