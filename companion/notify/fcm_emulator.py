@@ -20,6 +20,7 @@ import argparse
 import html
 import itertools
 import json
+import os
 import re
 import secrets
 import threading
@@ -331,8 +332,12 @@ def write_service_account(path: Path | str, token_uri: str, project_id: str = "c
         "universe_domain": "googleapis.com",
     }
     target = Path(path)
-    target.write_text(json.dumps(document, indent=2))
-    target.chmod(0o600)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Written aside and renamed, so that a script waiting for the file never reads half of it.
+    partial = target.with_name(target.name + ".partial")
+    partial.write_text(json.dumps(document, indent=2))
+    partial.chmod(0o600)
+    os.replace(partial, target)
     return target
 
 
@@ -341,16 +346,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Loopback FCM HTTP v1 emulator for local runs")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9099)
-    parser.add_argument("--service-account", type=Path, default=Path("var/fcm-service-account.json"),
+    parser.add_argument("--write-service-account", type=Path, default=Path("var/fcm-service-account.json"),
                         help="where to write a generated service-account file naming this emulator")
     parser.add_argument("--project", default="companion-local")
     args = parser.parse_args(argv)
     emulator = FcmEmulator(args.host, args.port)
-    args.service_account.parent.mkdir(parents=True, exist_ok=True)
-    write_service_account(args.service_account, emulator.token_uri, args.project)
+    write_service_account(args.write_service_account, emulator.token_uri, args.project)
     print(f"FCM emulator on {emulator.url} (deliveries: {emulator.url}/)")
-    print(f"FCM_SERVICE_ACCOUNT={args.service_account}")
-    print(f"FCM_URL={emulator.fcm_url}", flush=True)
+    print(f"FCM_SERVICE_ACCOUNT={args.write_service_account}")
+    print(f"FCM_URL={emulator.url}/v1/projects/{{project_id}}/messages:send", flush=True)
     try:
         emulator._server.serve_forever()
     except KeyboardInterrupt:

@@ -1,7 +1,7 @@
 """The outbox dispatcher: claim due notifications, push them to every phone, record what happened.
 
 One pass (:meth:`OutboxDispatcher.run_once`) claims up to ``batch_size`` due notifications (see
-:mod:`companion.store.outbox` for why a claim is an insert), fans each out to its recipient's phones,
+:mod:`companion.store.outbox` for why a claim is an insert and "sending" is a live claim), fans each out to its recipient's phones,
 sends them all through :class:`~companion.notify.push.PushSender`, removes tokens FCM reported dead,
 and settles each notification:
 
@@ -32,27 +32,32 @@ DEFAULT_LEASE = timedelta(minutes=5)
 
 @dataclass(frozen=True)
 class Settlement:
-    """The new state of one notification after a round of sends."""
+    """The new state of one notification after a round of sends, with what each phone answered."""
 
     state: str
-    fields: dict = field(default_factory=dict)
+    phones: list[dict]
+    error_codes: list[str]
+    not_before: datetime | None = None
+
+    def details(self) -> dict:
+        """The details :meth:`companion.store.outbox.Outbox.settle` records."""
+        return {"phones": self.phones, "error_codes": self.error_codes, "not_before": self.not_before}
 
 
-def settle(results: Sequence[tuple[str, PushResult]], attempts_before: int, at: datetime) -> Settlement:
+def settle(results: Sequence[tuple[str, PushResult]]) -> Settlement:
     """Decide a notification's state from its phones' results (``(install_id, result)`` pairs)."""
     phones = [{"install_id": install, "outcome": r.outcome.value, "message_name": r.message_name,
                "error_code": r.error_code} for install, r in results]
     errors = sorted({r.error_code for _, r in results if r.error_code})
-    common = {"phones": phones, "attempts": attempts_before + 1, "error_codes": errors}
     outcomes = {r.outcome for _, r in results}
     if Outcome.SENT in outcomes:
-        return Settlement(SENT, {**common, "sent_at": at})
+        return Settlement(SENT, phones, errors)
     retry_times = [r.retry_at for _, r in results if r.outcome is Outcome.RETRY and r.retry_at is not None]
     if retry_times:
-        return Settlement(SCHEDULED, {**common, "not_before": min(retry_times)})
+        return Settlement(SCHEDULED, phones, errors, not_before=min(retry_times))
     if outcomes == {Outcome.EXPIRED}:
-        return Settlement(EXPIRED, common)
-    return Settlement(FAILED, {**common, "error_codes": errors or ["NO_DEVICE"]})
+        return Settlement(EXPIRED, phones, errors)
+    return Settlement(FAILED, phones, errors or ["NO_DEVICE"])
 
 
 @dataclass
@@ -77,8 +82,7 @@ class OutboxDispatcher:
     def run_once(self) -> DispatchReport:
         """Claim, send and settle one batch of due notifications."""
         report = DispatchReport()
-        claimed = [c for c in (self.outbox.claim(doc, self.owner, self.lease)
-                               for doc in self.outbox.due(self.batch_size)) if c is not None]
+        claimed = self.outbox.claim(self.outbox.due(self.batch_size), self.owner, self.lease)
         report.claimed = len(claimed)
         if not claimed:
             return report
@@ -97,11 +101,12 @@ class OutboxDispatcher:
             per_doc.setdefault(item.outbox_id, []).append((install, result))
             if result.outcome is Outcome.TOKEN_DEAD:
                 report.dead_tokens_removed += self.tokens.remove_dead(item.token)
-        at = self.outbox.clock()
+        outcomes = []
         for doc in claimed:
-            settlement = settle(per_doc.get(doc["_id"], []), doc["attempts"], at)
-            self.outbox.settle(doc, {"state": settlement.state, **settlement.fields})
+            settlement = settle(per_doc.get(doc["_id"], []))
+            outcomes.append((doc, settlement.state, settlement.details()))
             report.states[settlement.state] = report.states.get(settlement.state, 0) + 1
+        self.outbox.settle(outcomes)
         logger.info("outbox pass: claimed %d, states %s, dead tokens %d", report.claimed, report.states,
                     report.dead_tokens_removed)
         return report

@@ -176,9 +176,12 @@ class PushSender:
                  rng: random.Random | None = None, http_timeout: float = 30) -> None:
         """Initialise the firebase app ``app_name`` from ``service_account_file``.
 
-        ``fcm_url`` (``.../v1/projects/{0}/messages:send``) points the SDK at another FCM, e.g. the
-        emulator; it applies to this app only and is installed before its messaging service exists.
+        ``fcm_url`` (``.../v1/projects/{project_id}/messages:send``, or ``{0}`` as firebase-admin writes
+        it) points the SDK at another FCM, e.g. the emulator; it applies to this app only and is
+        installed before its messaging service exists.
         """
+        if fcm_url is not None:
+            fcm_url = fcm_url.replace("{project_id}", "{0}")
         self._app = firebase_admin.initialize_app(
             credentials.Certificate(str(service_account_file)), {"httpTimeout": http_timeout}, name=app_name)
         self._retry_policy = retry_policy or RetryPolicy()

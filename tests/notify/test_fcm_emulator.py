@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -73,3 +75,16 @@ def test_service_account_file_names_the_emulator_token_endpoint(tmp_path, emulat
     assert (document["type"], document["project_id"], document["token_uri"]) == (
         "service_account", "demo", emulator.token_uri)
     assert document["private_key"].startswith("-----BEGIN PRIVATE KEY-----")
+
+
+def test_command_line_writes_the_service_account_and_serves_deliveries(tmp_path):
+    account = tmp_path / "run" / "fcm-service-account.json"
+    proc = subprocess.Popen([sys.executable, "-m", "companion.notify.fcm_emulator", "--port", "0",
+                             "--write-service-account", str(account)], stdout=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().split()[3]
+        assert httpx.get(url + "/deliveries").json() == {"deliveries": []}
+        assert json.loads(account.read_text())["token_uri"] == url + "/token"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -61,8 +61,9 @@ def test_due_notification_is_pushed_and_marked_sent_with_fcm_message_name(outbox
     tokens.register("u-1", "phone-a", "tok-a", "android")
     doc = remind(outbox)
     dispatcher.run_once()
-    stored = outbox.get(doc["_id"])
-    assert (stored["state"], stored["phones"][0]["message_name"]) == ("sent", emulator.deliveries[0].name)
+    [attempt] = outbox.attempts_of(doc["_id"])
+    assert (outbox.get(doc["_id"])["state"], attempt["phones"][0]["message_name"]) == (
+        "sent", emulator.deliveries[0].name)
 
 
 def test_notification_not_yet_due_stays_scheduled(outbox, tokens, dispatcher, emulator):
@@ -109,7 +110,8 @@ def test_notification_past_its_window_is_expired_not_sent(outbox, tokens, dispat
 def test_person_without_a_phone_fails_with_no_device(outbox, dispatcher):
     doc = remind(outbox)
     dispatcher.run_once()
-    assert (outbox.get(doc["_id"])["state"], outbox.get(doc["_id"])["error_codes"]) == ("failed", ["NO_DEVICE"])
+    assert (outbox.get(doc["_id"])["state"], outbox.attempts_of(doc["_id"])[0]["error_codes"]) == (
+        "failed", ["NO_DEVICE"])
 
 
 def test_sent_notification_is_never_claimed_again(outbox, tokens, dispatcher, emulator, clock):
@@ -124,7 +126,7 @@ def test_sent_notification_is_never_claimed_again(outbox, tokens, dispatcher, em
 def test_claim_is_resent_only_after_its_lease_ran_out_without_sent(outbox, tokens, dispatcher, emulator, clock):
     tokens.register("u-1", "phone-a", "tok-a", "android")
     doc = remind(outbox)
-    assert outbox.claim(doc, "worker-that-dies", LEASE) is not None
+    assert len(outbox.claim([doc], "worker-that-dies", LEASE)) == 1
     dispatcher.run_once()
     assert len(emulator.requests) == 0
     clock.advance(LEASE + timedelta(seconds=1))
@@ -136,8 +138,7 @@ def test_crash_between_fcm_answer_and_sent_write_costs_at_most_one_extra_deliver
         outbox, tokens, dispatcher, sender, emulator, clock):
     tokens.register("u-1", "phone-a", "tok-a", "android")
     doc = remind(outbox)
-    crashed = OutboxDispatcher(outbox, tokens, sender, owner="worker-that-dies", lease=LEASE)
-    claimed = outbox.claim(doc, crashed.owner, LEASE)
+    [claimed] = outbox.claim([doc], "worker-that-dies", LEASE)
     sender.send([_item_for(claimed, "tok-a")])  # FCM answered 200, then the worker died
     clock.advance(LEASE + timedelta(seconds=1))
     dispatcher.run_once()
@@ -180,7 +181,7 @@ def test_two_dispatchers_over_500_notifications_deliver_each_exactly_once(
     claimed = Counter()
 
     def work(d: OutboxDispatcher) -> None:
-        for _ in range(50):
+        for _ in range(200):
             claimed[d.owner] += d.run_once().claimed
             if outbox.count_unfinished() == 0:
                 return
@@ -194,3 +195,15 @@ def test_two_dispatchers_over_500_notifications_deliver_each_exactly_once(
     counts = delivered_ids(emulator)
     assert (len(counts), set(counts.values())) == (500, {1})
     assert store_db.push_outbox.count_documents({"state": "sent"}) == 500
+
+
+def test_purge_drops_only_claims_whose_lease_ended_before_the_cutoff(outbox, tokens, dispatcher, store_db, clock):
+    tokens.register("u-1", "phone-a", "tok-a", "android")
+    old = remind(outbox, source="reminder:old")
+    dispatcher.run_once()
+    clock.advance(timedelta(hours=1))
+    remind(outbox, source="reminder:new", send_at=clock.now)
+    dispatcher.run_once()
+    assert outbox.purge_claims(leases_ended_before=T0 + timedelta(minutes=30)) == 1
+    assert store_db.push_claims.count_documents({"outbox_id": old["_id"]}) == 0
+    assert store_db.push_claims.count_documents({}) == 1

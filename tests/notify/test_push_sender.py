@@ -144,3 +144,13 @@ def test_one_notification_to_three_phones_is_answered_per_phone(sender, emulator
     phones = [PushItem(outbox_id="ob-1", token=f"phone-{n}", kind="therapy_reminder", expires_at=T0 + WINDOW,
                        collapse_key="k") for n in (1, 2, 3)]
     assert [r.outcome for r in sender.send(phones)] == [Outcome.SENT, Outcome.TOKEN_DEAD, Outcome.SENT]
+
+
+def test_fcm_url_may_name_the_project_placeholder_as_the_run_script_does(emulator, service_account, clock):
+    sender = PushSender(service_account, fcm_url=emulator.url + "/v1/projects/{project_id}/messages:send",
+                        app_name=f"push-{uuid.uuid4()}", clock=clock)
+    try:
+        [result] = sender.send([item("phone-1")])
+    finally:
+        sender.close()
+    assert result.message_name.startswith("projects/companion-local/messages/")
