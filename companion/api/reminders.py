@@ -6,6 +6,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from companion.api import auditing, services
+from companion.api.idempotency import idempotent
 from companion.api.reminder_schemas import (
     OccurrenceListSchema,
     OccurrenceOutcomeSchema,
@@ -41,6 +42,7 @@ class ReminderList(MethodView):
         return {"items": items}
 
     @allow(*WRITERS)
+    @idempotent
     @blp.arguments(ReminderInputSchema)
     @blp.response(201, ReminderSchema)
     def post(self, body, patient_id):
