@@ -7,9 +7,9 @@ from flask_smorest import Blueprint
 
 from companion.api import auditing, services
 from companion.api.diary_schemas import (
-    BatchResultSchema,
     ChangesArgs,
     ChangesSchema,
+    PainBatchResultSchema,
     PainEntryBatchSchema,
     PainEntryEditSchema,
     PainEntryInputSchema,
@@ -67,7 +67,7 @@ class PainEntriesView(MethodView):
 class PainEntryBatch(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.arguments(PainEntryBatchSchema)
-    @blp.response(200, BatchResultSchema)
+    @blp.response(200, PainBatchResultSchema)
     def post(self, body, patient_id):
         """Upload up to 500 entries recorded offline; each is stored once however often it is sent."""
         require_patient(patient_id, Operation.WRITE)
