@@ -106,20 +106,20 @@ class GatewayLink:
         self.statuses: dict[str, UnitStatus] = {}
         self._busy: set[str] = set()
 
-    async def scan(self, timeout_s: float = 5.0) -> list[FoundUnit]:
+    async def scan(self, timeout_s: float = 5.0, only_bound: bool = True) -> list[FoundUnit]:
         """Scan for units advertising the Companion TENS service whose serial is bound to this gateway.
 
-        Returns early once every bound serial has been seen.
+        Returns early once every bound serial has been seen. ``only_bound=False`` lists every unit.
         """
         found: dict[str, FoundUnit] = {}
         all_seen = asyncio.Event()
 
         def on_advert(device: BLEDevice, adv: AdvertisementData) -> None:
             serial = advertised_serial(adv)
-            if serial is None or serial not in self.bound_serials:
+            if serial is None or (only_bound and serial not in self.bound_serials):
                 return
             found[serial] = FoundUnit(serial, device, adv.rssi)
-            if set(found) >= self.bound_serials:
+            if only_bound and set(found) >= self.bound_serials:
                 all_seen.set()
 
         async with BleakScanner(on_advert, service_uuids=[profile.TENS_SERVICE_UUID]):
