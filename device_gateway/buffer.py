@@ -252,6 +252,17 @@ class RecordBuffer:
             )
         logger.warning("unit %s sent an undecodable frame (%s); kept in the dead-letter table", serial, reason)
 
+    def record_missing(self, serial: str, first_seq: int, last_seq: int) -> None:
+        """Note that a unit no longer holds records the gateway never stored (so the loss is not silent)."""
+        payload = json.dumps({"missing_from_seq": first_seq, "missing_to_seq": last_seq})
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO dead_letters(record_id, device_serial, payload, reason, source, dead_at) "
+                "VALUES (NULL,?,?,?,?,?)",
+                (serial, payload, "unit no longer holds these records", "unit", _now()),
+            )
+        logger.error("unit %s no longer holds records %d..%d that were never stored", serial, first_seq, last_seq)
+
     def dead_letters(self) -> list[dict]:
         """Every dead letter, oldest first."""
         with self._lock:

@@ -27,6 +27,7 @@ from device_gateway.buffer import RecordBuffer
 from device_gateway.capture import CapturedRecord, capture, estimate_clock_offset
 from device_gateway.profiles import companion_tens as profile
 from device_gateway.profiles.companion_tens import ProfileError, TransferSummary
+from device_gateway.sequencing import TransferWindow
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class SyncResult:
     stored: int = 0
     attempts: int = 0
     undecodable: int = 0
+    out_of_sequence: int = 0
     refused: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -197,10 +199,22 @@ class GatewayLink:
             await client.write_gatt_char(
                 profile.CONTROL_CHAR_UUID, profile.set_clock(int(self.now().timestamp())), response=True
             )
-            start = await asyncio.to_thread(self.buffer.last_stored_seq, unit.serial) + 1
+            window = await self._open_window(client, unit.serial)
             await client.start_notify(profile.SESSION_RECORD_CHAR_UUID, on_notify)
-            await client.write_gatt_char(profile.CONTROL_CHAR_UUID, profile.send_from(start), response=True)
-            await self._receive(client, unit.serial, frames, offset, result)
+            await client.write_gatt_char(
+                profile.CONTROL_CHAR_UUID, profile.send_from(window.expected), response=True
+            )
+            await self._receive(client, unit.serial, frames, offset, window, result)
+
+    async def _open_window(self, client: BleakClient, serial: str) -> TransferWindow:
+        last_stored = await asyncio.to_thread(self.buffer.last_stored_seq, serial)
+        summary = profile.decode_frame(await client.read_gatt_char(profile.SESSION_RECORD_CHAR_UUID))
+        if not isinstance(summary, TransferSummary):
+            raise LinkLost("session-record characteristic did not return a transfer summary")
+        window = TransferWindow.start(last_stored, summary.highest_seq, summary.records_stored)
+        if window.expected > last_stored + 1:
+            await asyncio.to_thread(self.buffer.record_missing, serial, last_stored + 1, window.expected - 1)
+        return window
 
     async def _clock_offset(self, client: BleakClient) -> float:
         sent_at = self.now()
@@ -219,6 +233,7 @@ class GatewayLink:
         serial: str,
         frames: "asyncio.Queue[tuple[bytes, datetime] | None]",
         offset: float,
+        window: TransferWindow,
         result: SyncResult,
     ) -> None:
         acked = 0
@@ -231,7 +246,8 @@ class GatewayLink:
             while not frames.empty():
                 batch.append(frames.get_nowait())
             link_lost = None in batch
-            captured, summary = await self._decode(serial, [item for item in batch if item is not None], offset, result)
+            items = [item for item in batch if item is not None]
+            captured, summary = await self._decode(serial, items, offset, window, result)
             if captured:
                 stored = await asyncio.to_thread(self.buffer.store, serial, captured)
                 result.stored += stored.stored
@@ -246,10 +262,21 @@ class GatewayLink:
             if link_lost:
                 raise LinkLost("link dropped mid-transfer")
             if summary is not None:
+                if not window.is_complete(summary.highest_seq):
+                    raise LinkLost(f"transfer ended before sequence {summary.highest_seq}; resuming")
+                if window.expected - 1 > acked:
+                    await client.write_gatt_char(
+                        profile.CONTROL_CHAR_UUID, profile.ack_up_to(window.expected - 1), response=True
+                    )
                 return
 
     async def _decode(
-        self, serial: str, items: list[tuple[bytes, datetime]], offset: float, result: SyncResult
+        self,
+        serial: str,
+        items: list[tuple[bytes, datetime]],
+        offset: float,
+        window: TransferWindow,
+        result: SyncResult,
     ) -> tuple[list[CapturedRecord], TransferSummary | None]:
         captured: list[CapturedRecord] = []
         summary = None
@@ -258,12 +285,16 @@ class GatewayLink:
                 decoded = profile.decode_frame(frame)
             except ProfileError as exc:
                 result.undecodable += 1
+                window.note_undecodable()
                 await asyncio.to_thread(self.buffer.dead_letter_frame, serial, frame, f"{type(exc).__name__}: {exc}")
                 continue
             if isinstance(decoded, TransferSummary):
                 summary = decoded
-            else:
+            elif window.admit(decoded.seq):
                 captured.append(capture(serial, decoded, frame, offset, received_at, self.paired_at))
+            else:
+                result.out_of_sequence += 1
+                logger.debug("unit %s: record %d out of sequence (expected %d)", serial, decoded.seq, window.expected)
         return captured, summary
 
 

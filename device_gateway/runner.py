@@ -45,6 +45,7 @@ class GatewayRunner:
         self.scan_timeout_s = scan_timeout_s
         self.interval_s = interval_s
         self.upload_stop = threading.Event()
+        self.upload_wakeup = threading.Event()
 
     async def refresh_bound_units(self) -> set[str]:
         """Ask the API which units are bound to this gateway; keep the last known list if it cannot answer."""
@@ -86,7 +87,8 @@ class GatewayRunner:
             except ApiAuthError as exc:
                 logger.error("API refused this gateway's credentials (%s); pair again", exc)
                 return
-            self.upload_stop.wait(UPLOAD_IDLE_S)
+            self.upload_wakeup.wait(UPLOAD_IDLE_S)
+            self.upload_wakeup.clear()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set: BLE cycles every ``interval_s``, uploads continuously."""
@@ -97,11 +99,13 @@ class GatewayRunner:
             while not stop.is_set():
                 await self.refresh_bound_units()
                 await self.link.run_once(self.scan_timeout_s)
+                self.upload_wakeup.set()
                 await self.report_status()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.interval_s)
         finally:
             self.upload_stop.set()
+            self.upload_wakeup.set()
             if uploader:
                 await asyncio.to_thread(uploader.join)
 

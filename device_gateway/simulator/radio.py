@@ -21,7 +21,7 @@ from device_gateway.simulator.unit import FakeTensUnit
 logger = logging.getLogger(__name__)
 
 ANNOUNCE_INTERVAL_S = 0.1
-NOTIFY_INTERVAL_S = 0.001
+DEFAULT_NOTIFY_INTERVAL_S = 0.001
 
 
 class _GattLink:
@@ -77,7 +77,7 @@ class _GattLink:
                 return
             self.records.notify(self.unit.frame_for(record))
             self.unit.notified.append(record.seq)
-            await asyncio.sleep(NOTIFY_INTERVAL_S)
+            await asyncio.sleep(self.bluez.notify_interval_s)
         self.records.notify(self.unit.summary())
 
     def close(self) -> None:
@@ -91,7 +91,8 @@ class _GattLink:
 class FakeBluez:
     """``org.bluez`` on a (private) system bus, with simulated units that can come and go."""
 
-    def __init__(self) -> None:
+    def __init__(self, notify_interval_s: float = DEFAULT_NOTIFY_INTERVAL_S) -> None:
+        self.notify_interval_s = notify_interval_s
         self.bus: MessageBus | None = None
         self.adapter = FakeAdapter(self)
         self.devices: dict[str, FakeDevice] = {}
@@ -152,10 +153,11 @@ class FakeBluez:
         tick = 0
         while True:
             tick += 1
+            # Connected units are announced too: after a gateway crash BlueZ keeps the link up, and the
+            # restarted gateway must still find the unit (bleak then reuses the existing connection).
             for device in list(self.devices.values()):
-                if not device.connected:
-                    device.rssi = -60 - tick % 5
-                    device.emit_properties_changed({"RSSI": device.rssi})
+                device.rssi = -60 - tick % 5
+                device.emit_properties_changed({"RSSI": device.rssi})
             await asyncio.sleep(ANNOUNCE_INTERVAL_S)
 
     def export_gatt(self, device: FakeDevice) -> None:

@@ -24,6 +24,7 @@ class ContractStub:
         self.reject: dict[str, str] = {}
         self.omit: set[str] = set()
         self.poison: set[str] = set()
+        self.devices = ["CT-000001"]
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -73,7 +74,7 @@ class ContractStub:
 
             def do_GET(self):
                 if self.path == "/api/v1/gateway/devices":
-                    self._reply(200, {}, {"devices": [{"serial": "CT-000001", "profile": "companion-tens"}]})
+                    self._reply(200, {}, {"devices": [{"serial": s, "profile": "companion-tens"} for s in stub.devices]})
                 else:
                     self._reply(404, {}, {"title": "Not Found"})
 

@@ -157,3 +157,25 @@ def test_unit_that_leaves_range_is_retried_then_given_up_without_stopping_the_ga
 
     assert (result.completed, result.attempts, result.stored) == (False, 2, 0)
     assert link.statuses[unit.serial].last_error
+
+
+def test_corrupt_last_record_does_not_stall_the_transfer(system_bus, buffer):
+    unit = FakeTensUnit.with_history(*UNIT_A, count=4, corrupt_seqs={4})
+    link = make_link(buffer, [unit.serial])
+
+    results = run_with_units([unit], lambda fake: link.run_once(scan_timeout_s=5))
+
+    assert (results[0].completed, results[0].attempts) == (True, 1)
+    assert stored_seqs(buffer, unit.serial) == [1, 2, 3]
+    assert unit.acked_up_to == 4
+
+
+def test_records_the_unit_no_longer_holds_are_noted_not_silently_skipped(system_bus, buffer):
+    unit = FakeTensUnit.with_history(*UNIT_A, count=6)
+    unit.records = unit.records[3:]
+    link = make_link(buffer, [unit.serial])
+
+    run_with_units([unit], lambda fake: link.run_once(scan_timeout_s=5))
+
+    assert stored_seqs(buffer, unit.serial) == [4, 5, 6]
+    assert [d["reason"] for d in buffer.dead_letters()] == ["unit no longer holds these records"]
