@@ -1,0 +1,87 @@
+"""One error shape for every error: RFC 9457 problem details, produced here and nowhere else."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, g, jsonify
+from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
+from werkzeug.exceptions import HTTPException
+
+from companion.domain.errors import DomainError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_BASE = "https://companion.example/problems/"
+_SLUGS = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found",
+          405: "method-not-allowed", 409: "conflict", 413: "payload-too-large", 415: "unsupported-media-type",
+          422: "validation-failed", 428: "precondition-required", 429: "too-many-requests",
+          500: "internal-error", 503: "unavailable"}
+_UNAVAILABLE_ERRORS = (ConnectionFailure, ExecutionTimeout, WTimeoutError)
+
+
+def problem(status: int, title: str, detail: str = "", *, errors: dict | None = None,
+            headers: dict | None = None):
+    body = {"type": PROBLEM_BASE + _SLUGS.get(status, "error"), "title": title, "status": status,
+            "detail": detail or title}
+    if errors:
+        body["errors"] = errors
+    request_id = getattr(g, "request_id", None)
+    if request_id:
+        body["request_id"] = request_id
+    response = jsonify(body)
+    response.status_code = status
+    response.mimetype = "application/problem+json"
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def _validation_errors(exc: HTTPException) -> dict | None:
+    data = getattr(exc, "data", None) or {}
+    messages = data.get("messages")
+    if isinstance(messages, dict):
+        # webargs nests by location ("json", "query"); keep that, it tells the client where to look.
+        return messages
+    return None
+
+
+def _detail(exc: HTTPException) -> str:
+    data = getattr(exc, "data", None) or {}
+    if data.get("message"):
+        return str(data["message"])
+    if exc.code == 422:
+        return "the request did not pass validation; see errors"
+    return exc.description or exc.name
+
+
+def register(app: Flask) -> None:
+    """Install the handlers. Called after flask-smorest's Api, so these win."""
+
+    @app.errorhandler(HTTPException)
+    def http_problem(exc: HTTPException):
+        status = exc.code or 500
+        headers = {}
+        if status == 405 and getattr(exc, "valid_methods", None):
+            headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+        data = getattr(exc, "data", None) or {}
+        headers.update(data.get("headers") or {})
+        return problem(status, exc.name, _detail(exc), errors=_validation_errors(exc), headers=headers)
+
+    @app.errorhandler(DomainError)
+    def domain_problem(exc: DomainError):
+        return problem(exc.status, exc.title, exc.detail, errors=exc.errors, headers=exc.headers)
+
+    @app.errorhandler(PyMongoError)
+    def database_problem(exc: PyMongoError):
+        if isinstance(exc, _UNAVAILABLE_ERRORS):
+            log.warning("database unavailable: %s", type(exc).__name__)
+            return problem(503, "Service unavailable", "the database is unavailable; try again shortly",
+                           headers={"Retry-After": "5"})
+        log.error("database error: %s (code %s)", type(exc).__name__, getattr(exc, "code", None))
+        return problem(500, "Internal error", "an unexpected database error occurred")
+
+    @app.errorhandler(Exception)
+    def unexpected_problem(exc: Exception):
+        log.exception("unhandled error in %s", type(exc).__name__)
+        return problem(500, "Internal error", "an unexpected error occurred")

@@ -1,0 +1,88 @@
+"""The `companion` command: database set-up, users, demo data, audit verification.
+
+Each subcommand is a function registered in COMMANDS; the run script and operators use these.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+
+from companion.config import load_settings
+from companion.logs import configure_logging
+
+
+def _services():
+    from companion.services.container import Services
+    from companion.store.db import ensure_indexes
+
+    services = Services(load_settings())
+    ensure_indexes(services.db)
+    return services
+
+
+def init_db(args) -> int:
+    """Create every collection's indexes (idempotent)."""
+    _services()
+    print("indexes ensured")
+    return 0
+
+
+def create_user(args) -> int:
+    """Create an account (admins and clinicians are created this way or by an admin through the API)."""
+    password = os.environ.get("COMPANION_NEW_PASSWORD") or getpass.getpass("password: ")
+    user = _services().accounts.sign_up(email=args.email, password=password, display_name=args.name,
+                                        role=args.role, time_zone=args.time_zone)
+    print(f"created {user['role']} {user['_id']}")
+    return 0
+
+
+def seed_demo(args) -> int:
+    """Load demo people and weeks of history (idempotent: does nothing if the demo is there)."""
+    from companion.demo import seed
+
+    summary = seed(_services(), days=args.days, progress=not args.quiet)
+    for line in summary:
+        print(line)
+    return 0
+
+
+def audit_verify(args) -> int:
+    """Walk every audit chain; exit 1 and list the breaks if any event was changed or removed."""
+    from companion.services.audit import verify_all
+
+    result = verify_all(_services().db)
+    print(f"{result['events']} events in {result['chains']} chains")
+    for b in result["breaks"]:
+        print(f"BREAK chain {b.chain_id} seq {b.seq}: {b.problem}")
+    return 1 if result["breaks"] else 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="companion", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("init-db", help=init_db.__doc__).set_defaults(func=init_db)
+    p = sub.add_parser("create-user", help=create_user.__doc__)
+    p.add_argument("--email", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--role", required=True, choices=["patient", "caregiver", "clinician", "admin"])
+    p.add_argument("--time-zone", default="UTC")
+    p.set_defaults(func=create_user)
+    p = sub.add_parser("seed-demo", help=seed_demo.__doc__)
+    p.add_argument("--days", type=int, default=28)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=seed_demo)
+    sub.add_parser("audit-verify", help=audit_verify.__doc__).set_defaults(func=audit_verify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_logging()
+    args = _parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Refresh-token families: each login starts a family; every refresh rotates within it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from pymongo import ASCENDING, IndexModel
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+from companion.store.accounts import now
+
+INDEXES = {
+    "refresh_tokens": [
+        IndexModel([("family_id", ASCENDING)], name="family"),
+        IndexModel([("expires_at", ASCENDING)], name="expires"),
+    ],
+    "token_families": [IndexModel([("user_id", ASCENDING)], name="user")],
+    "refresh_token_uses": [IndexModel([("used_at", ASCENDING)], name="used_at")],
+}
+
+
+class TokenFamilies:
+    def __init__(self, db: Database):
+        self.families = db.token_families
+        self.tokens = db.refresh_tokens
+        self.uses = db.refresh_token_uses
+
+    def start(self, family_id: str, user_id: str, role: str) -> None:
+        self.families.insert_one(
+            {"_id": family_id, "user_id": user_id, "role": role, "revoked": False, "created_at": now()}
+        )
+
+    def is_active(self, family_id: str) -> bool:
+        doc = self.families.find_one({"_id": family_id}, {"revoked": 1})
+        return bool(doc) and not doc["revoked"]
+
+    def revoke(self, family_id: str, reason: str) -> None:
+        self.families.update_one(
+            {"_id": family_id}, {"$set": {"revoked": True, "revoked_reason": reason, "revoked_at": now()}}
+        )
+
+    def revoke_all_for_user(self, user_id: str, reason: str) -> None:
+        self.families.update_many(
+            {"user_id": user_id, "revoked": False},
+            {"$set": {"revoked": True, "revoked_reason": reason, "revoked_at": now()}},
+        )
+
+    def add_token(self, token_hash: str, family_id: str, user_id: str, expires_at: datetime) -> None:
+        self.tokens.insert_one(
+            {"_id": token_hash, "family_id": family_id, "user_id": user_id,
+             "issued_at": now(), "expires_at": expires_at, "used_at": None}
+        )
+
+    def use_token(self, token_hash: str) -> tuple[str, dict | None]:
+        """Mark a refresh token used. Returns ("ok", doc), ("reused", doc) or ("unknown", None).
+
+        The claim is an insert keyed by the token's hash: of two concurrent refreshes with the same
+        token exactly one gets "ok" (a conditional update is not atomic on FerretDB v1).
+        """
+        doc = self.tokens.find_one({"_id": token_hash})
+        if not doc:
+            return "unknown", None
+        try:
+            self.uses.insert_one({"_id": token_hash, "family_id": doc["family_id"], "used_at": now()})
+        except DuplicateKeyError:
+            return "reused", doc
+        self.tokens.update_one({"_id": token_hash}, {"$set": {"used_at": now()}})
+        return "ok", doc
+
+    def delete_expired(self, older_than: timedelta = timedelta(0)) -> int:
+        return self.tokens.delete_many({"expires_at": {"$lt": now() - older_than}}).deleted_count

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The whole system on this machine with demo data:
+#   FerretDB (unless MONGODB_URI is set) -> indexes, demo data, mindfulness library ->
+#   the local FCM emulator -> every process in the Procfile (web on :5000, worker) ->
+#   simulated TENS units on a private D-Bus feeding a paired gateway.
+# Ctrl-C stops everything.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+scripts/bootstrap.sh
+mkdir -p var/run var/ferretdb
+export PATH="$root/.venv/bin:$PATH"
+export PORT="${PORT:-5000}"
+pids=()
+cleanup() {
+  trap - EXIT INT TERM
+  echo; echo "==> stopping"
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+prefix() { local name=$1; shift; "$@" 2>&1 | sed -u "s/^/$(printf '%-9s' "$name")| /" & pids+=($!); }
+
+[ -f var/dev-secret ] || python3 -c 'import secrets; print(secrets.token_urlsafe(48))' > var/dev-secret
+export COMPANION_SECRET_KEY="${COMPANION_SECRET_KEY:-$(cat var/dev-secret)}"
+
+if [ -z "${MONGODB_URI:-}" ]; then
+  db_port="${COMPANION_DB_PORT:-27117}"
+  echo "==> starting FerretDB on 127.0.0.1:${db_port} (data in var/ferretdb)"
+  prefix ferretdb var/bin/ferretdb --handler=sqlite --sqlite-url="file:$root/var/ferretdb/" \
+    --listen-addr="127.0.0.1:${db_port}" --state-dir="$root/var/ferretdb" --telemetry=disable \
+    --debug-addr=- --log-level=warn
+  export MONGODB_URI="mongodb://127.0.0.1:${db_port}/"
+  for _ in $(seq 1 100); do
+    python -c "import pymongo,sys; pymongo.MongoClient('$MONGODB_URI', serverSelectionTimeoutMS=200).admin.command('ping')" \
+      2>/dev/null && break
+    sleep 0.2
+  done
+fi
+
+echo "==> database: indexes, demo data, mindfulness library"
+companion init-db
+companion seed-demo
+companion load-content
+
+fcm_port="${COMPANION_FCM_PORT:-9099}"
+echo "==> starting the local FCM emulator on http://127.0.0.1:${fcm_port}/ (see pushes arrive there)"
+python -m companion.notify.fcm_emulator --port "$fcm_port" --write-service-account var/run/fcm-service-account.json \
+  > var/run/fcm.log 2>&1 & pids+=($!)
+for _ in $(seq 1 50); do [ -f var/run/fcm-service-account.json ] && break; sleep 0.1; done
+export FCM_SERVICE_ACCOUNT="$root/var/run/fcm-service-account.json"
+export FCM_URL="http://127.0.0.1:${fcm_port}/v1/projects/{project_id}/messages:send"
+
+echo "==> starting the Procfile's processes"
+while IFS= read -r line; do
+  [[ "$line" =~ ^([a-z]+):[[:space:]]*(.*)$ ]] || continue
+  prefix "${BASH_REMATCH[1]}" bash -c "${BASH_REMATCH[2]}"
+done < Procfile
+
+for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:${PORT}/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
+
+echo "==> simulated TENS units -> gateway -> API"
+prefix gateway python -m device_gateway.demo --api "http://127.0.0.1:${PORT}" --state-dir var/run/gateway
+
+cat <<EOM
+
+  Companion is running.
+    API            http://127.0.0.1:${PORT}/api/v1   (docs: http://127.0.0.1:${PORT}/docs)
+    Clinician web  http://127.0.0.1:${PORT}/clinician
+    Push emulator  http://127.0.0.1:${fcm_port}/
+  Demo logins: see 'demo data' above (password: companion-demo). Ctrl-C stops everything.
+
+EOM
+wait -n "${pids[@]}"

@@ -1,0 +1,190 @@
+"""Accounts and sessions: sign-up, login, token rotation and reuse, bad tokens, TOTP."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import jwt
+import pyotp
+import time_machine
+
+from tests.conftest import FAST_PASSWORDS
+from tests.support.world import PASSWORD, make_user
+
+
+def signup(client, email="pat@example.org", **extra):
+    body = {"email": email, "password": PASSWORD, "display_name": "Pat", "time_zone": "Europe/London", **extra}
+    return client.post("/api/v1/auth/signup", json=body)
+
+
+def login(client, email="pat@example.org", password=PASSWORD):
+    return client.post("/api/v1/auth/login", json={"email": email, "password": password})
+
+
+def test_signup_then_login_reads_own_account(client):
+    created = signup(client)
+    assert created.status_code == 201
+    assert created.json["role"] == "patient" and "password" not in created.json
+    tokens = login(client).json
+    me = client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    assert me.status_code == 200
+    assert me.json["email"] == "pat@example.org" and me.json["time_zone"] == "Europe/London"
+
+
+def test_signup_cannot_choose_a_staff_role(client, db):
+    response = signup(client, role="clinician")
+    assert response.status_code == 422
+    assert db.users.count_documents({}) == 0
+
+
+def test_duplicate_email_is_a_conflict(client):
+    assert signup(client).status_code == 201
+    response = signup(client, email="PAT@example.org")
+    assert response.status_code == 409
+    assert response.json["type"].endswith("/conflict")
+
+
+def test_password_is_stored_as_an_argon2_hash(client, db):
+    signup(client)
+    stored = db.users.find_one({"email": "pat@example.org"})["password_hash"]
+    assert stored.startswith("$argon2id$") and PASSWORD not in stored
+
+
+def test_wrong_password_and_unknown_email_get_the_same_answer(client):
+    signup(client)
+    wrong = login(client, password="not the password at all")
+    unknown = login(client, email="nobody@example.org")
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.json["detail"] == unknown.json["detail"]
+
+
+def test_refresh_rotates_and_the_old_refresh_token_dies(client):
+    signup(client)
+    first = login(client).json
+    second = client.post("/api/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert second.status_code == 200
+    assert second.json["refresh_token"] != first["refresh_token"]
+    me = client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {second.json['access_token']}"})
+    assert me.status_code == 200
+
+
+def test_reusing_a_refresh_token_revokes_the_whole_family(client):
+    signup(client)
+    first = login(client).json
+    second = client.post("/api/v1/auth/refresh", json={"refresh_token": first["refresh_token"]}).json
+    replay = client.post("/api/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert replay.status_code == 401
+    newer = client.post("/api/v1/auth/refresh", json={"refresh_token": second["refresh_token"]})
+    assert newer.status_code == 401
+    me = client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {second['access_token']}"})
+    assert me.status_code == 401
+
+
+def test_logout_kills_the_access_token_at_once(client):
+    signup(client)
+    tokens = login(client).json
+    headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+    assert client.post("/api/v1/auth/logout", headers=headers).status_code == 204
+    assert client.get("/api/v1/auth/me", headers=headers).status_code == 401
+    assert client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}).status_code == 401
+
+
+def _forged(claims_update: dict, key: str = "t" * 48, algorithm: str = "HS256", drop: str | None = None) -> str:
+    now = datetime.now(UTC)
+    claims = {"sub": "x", "role": "patient", "fam": "f", "typ": "access", "iss": "companion",
+              "aud": "companion-api", "iat": now, "nbf": now, "exp": now + timedelta(minutes=5)}
+    claims.update(claims_update)
+    if drop:
+        claims.pop(drop)
+    return jwt.encode(claims, key, algorithm=algorithm)
+
+
+def test_bad_tokens_are_refused_with_one_uniform_body(client, world):
+    patient = world["patient_a"]
+    real = jwt.decode(patient.token, options={"verify_signature": False})
+    base = {"sub": real["sub"], "fam": real["fam"]}
+    unsigned = jwt.encode({**real}, key=None, algorithm="none")
+    bad = {
+        "alg none": unsigned,
+        "wrong key": _forged(base, key="k" * 48),
+        "expired": _forged({**base, "exp": datetime.now(UTC) - timedelta(seconds=5)}),
+        "not yet valid": _forged({**base, "nbf": datetime.now(UTC) + timedelta(minutes=5)}),
+        "wrong audience": _forged({**base, "aud": "someone-else"}),
+        "wrong issuer": _forged({**base, "iss": "evil"}),
+        "no expiry": _forged(base, drop="exp"),
+        "mfa-only token": _forged({**base, "typ": "mfa"}),
+        "garbage": "not-a-jwt",
+    }
+    bodies = set()
+    for name, token in bad.items():
+        response = client.get(f"/api/v1/patients/{patient.id}", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 401, name
+        bodies.add((response.json["title"], response.json["detail"]))
+    assert len(bodies) == 1
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=patient.headers).status_code == 200
+
+
+def test_access_token_expires_after_fifteen_minutes(client, world):
+    patient = world["patient_a"]
+    with time_machine.travel(datetime.now(UTC) + timedelta(minutes=15, seconds=5)):
+        assert client.get("/api/v1/auth/me", headers=patient.headers).status_code == 401
+
+
+def _staff(client, services, key="doc"):
+    make_user(client, services, key=key, role="clinician")
+    return f"{key}@example.org"
+
+
+def test_clinician_enrols_totp_and_then_needs_it_to_log_in(client, services):
+    email = _staff(client, services)
+    challenge = login(client, email=email).json
+    assert "access_token" in challenge  # MFA optional in development until enrolled
+    mfa_token = services.tokens.mfa_token(services.accounts.users.by_email(email)["_id"], "clinician")
+    enrolment = client.post("/api/v1/auth/mfa/enrol", json={"mfa_token": mfa_token}).json
+    totp = pyotp.TOTP(enrolment["secret"])
+    confirmed = client.post("/api/v1/auth/mfa/confirm", json={"mfa_token": mfa_token, "code": totp.now()})
+    assert confirmed.status_code == 200 and "access_token" in confirmed.json
+
+    step = login(client, email=email).json
+    assert step["mfa_required"] is True and "access_token" not in step
+    denied = client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {step['mfa_token']}"})
+    assert denied.status_code == 401
+    with time_machine.travel(datetime.now(UTC) + timedelta(seconds=31)):
+        code = totp.now()
+        done = client.post("/api/v1/auth/mfa", json={"mfa_token": step["mfa_token"], "code": code})
+        assert done.status_code == 200 and "access_token" in done.json
+        replay = client.post("/api/v1/auth/mfa", json={"mfa_token": step["mfa_token"], "code": code})
+        assert replay.status_code == 401
+
+
+def test_staff_mfa_required_setting_withholds_tokens_until_enrolled(mongo_uri, db_name):
+    from companion import create_app
+
+    app = create_app({"mongodb_uri": mongo_uri, "mongodb_db": db_name, "secret_key": "s" * 48,
+                      "staff_mfa_required": True, **FAST_PASSWORDS})
+    client = app.test_client()
+    services = app.extensions["companion"]
+    services.accounts.sign_up(email="doc2@example.org", password=PASSWORD, display_name="Doc", role="clinician",
+                              time_zone="UTC")
+    step = login(client, email="doc2@example.org").json
+    assert step == {"mfa_required": True, "mfa_token": step["mfa_token"], "mfa_enrolled": False}
+    app.extensions["companion"].client.close()
+
+
+def test_racing_refreshes_with_one_token_count_as_reuse_and_end_the_session(app, client):
+    from concurrent.futures import ThreadPoolExecutor
+
+    signup(client)
+    first = login(client).json
+
+    def attempt(_):
+        return app.test_client().post("/api/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})
+
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(attempt, range(8)))
+    winners = [r.json for r in responses if r.status_code == 200]
+    assert len(winners) <= 1
+    assert sum(r.status_code == 401 for r in responses) >= 7
+    for tokens in [first, *winners]:
+        me = client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+        assert me.status_code == 401

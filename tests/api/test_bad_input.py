@@ -1,0 +1,93 @@
+"""Bad input gets a 4xx problem-details answer and changes nothing in the database."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.world import PASSWORD
+
+
+def snapshot(db):
+    return {name: sorted(map(str, db[name].find({}, {"_id": 1}))) for name in db.list_collection_names()
+            if name not in ("audit_events", "rate_counters")}
+
+
+def assert_problem(response, status):
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/problem+json"
+    body = response.json
+    assert {"type", "title", "status", "detail"} <= set(body)
+    assert body["status"] == status
+    assert "Traceback" not in response.get_data(as_text=True)
+
+
+VALID_SIGNUP = {"email": "new@example.org", "password": PASSWORD, "display_name": "New", "time_zone": "UTC"}
+
+BAD_SIGNUPS = {
+    "unknown field": {**VALID_SIGNUP, "is_admin": True},
+    "server-owned field": {**VALID_SIGNUP, "_id": "chosen"},
+    "wrong type": {**VALID_SIGNUP, "display_name": 12},
+    "operator in value": {**VALID_SIGNUP, "email": {"$ne": None}},
+    "operator key": {**VALID_SIGNUP, "$where": "1"},
+    "dotted key": {**VALID_SIGNUP, "a.b": 1},
+    "unknown zone": {**VALID_SIGNUP, "time_zone": "Mars/Olympus"},
+    "too long": {**VALID_SIGNUP, "display_name": "x" * 101},
+    "role escalation": {**VALID_SIGNUP, "role": "admin"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SIGNUPS))
+def test_bad_signup_is_refused_and_stores_nothing(client, db, case):
+    before = snapshot(db)
+    assert_problem(client.post("/api/v1/auth/signup", json=BAD_SIGNUPS[case]), 422)
+    assert snapshot(db) == before
+
+
+def test_malformed_json_is_a_400_problem(client, db):
+    before = snapshot(db)
+    response = client.post("/api/v1/auth/signup", data='{"email": ', content_type="application/json")
+    assert_problem(response, 400)
+    assert snapshot(db) == before
+
+
+def test_a_body_over_one_mebibyte_is_a_413_problem(client, db):
+    before = snapshot(db)
+    huge = '{"email": "' + "a" * (1024 * 1024 + 10) + '"}'
+    assert_problem(client.post("/api/v1/auth/signup", data=huge, content_type="application/json"), 413)
+    assert snapshot(db) == before
+
+
+def test_unknown_route_and_wrong_method_are_problems(client):
+    assert_problem(client.get("/api/v1/no-such-thing"), 404)
+    assert_problem(client.delete("/healthz"), 405)
+
+
+def test_operator_injection_in_login_does_not_log_in(client, world):
+    response = client.post("/api/v1/auth/login", json={"email": "patient_a@example.org", "password": {"$ne": None}})
+    assert_problem(response, 422)
+    response = client.post("/api/v1/auth/login", json={"email": {"$gt": ""}, "password": "x"})
+    assert_problem(response, 422)
+
+
+def test_operator_injection_in_query_string_changes_nothing(client, world):
+    patient = world["patient_a"]
+    clean = client.get(f"/api/v1/patients/{patient.id}", headers=patient.headers)
+    injected = client.get(f"/api/v1/patients/{patient.id}?_id[$ne]=x&patient_id[$gt]=", headers=patient.headers)
+    assert injected.status_code == clean.status_code == 200
+    assert injected.json == clean.json
+
+
+def test_profile_update_rejects_unknown_fields_and_changes_nothing(client, world, db):
+    patient = world["patient_a"]
+    before = db.users.find_one({"_id": patient.id})
+    response = client.patch(f"/api/v1/patients/{patient.id}", json={"role": "admin", "display_name": "Hacked"},
+                            headers=patient.headers)
+    assert_problem(response, 422)
+    assert db.users.find_one({"_id": patient.id}) == before
+
+
+def test_response_guard_catches_a_leaked_password_hash():
+    from tests.support.response_guard import forbidden_keys
+
+    assert forbidden_keys({"items": [{"id": "1", "password_hash": "$argon2id$..."}]}) == {"password_hash"}
+    assert forbidden_keys({"items": [{"id": "1", "display_name": "A"}]}) == set()

@@ -1,0 +1,86 @@
+"""Caregiver consent, care-team access and break-glass, each effective on the very next request."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import time_machine
+
+from tests.support.world import PASSWORD
+
+
+def test_patient_grants_and_revokes_a_caregiver_effective_next_request(client, world):
+    patient, caregiver = world["patient_a"], world["caregiver_unlinked"]
+    url = f"/api/v1/patients/{patient.id}"
+    assert client.get(url, headers=caregiver.headers).status_code == 404
+    granted = client.post(f"{url}/caregivers", headers=patient.headers,
+                          json={"caregiver_email": caregiver.email, "current_password": PASSWORD})
+    assert granted.status_code == 201
+    assert granted.json["permissions"]["write"] is False
+    assert client.get(url, headers=caregiver.headers).status_code == 200
+    assert client.delete(f"{url}/caregivers/{granted.json['id']}", headers=patient.headers).status_code == 204
+    assert client.get(url, headers=caregiver.headers).status_code == 404
+
+
+def test_adding_a_caregiver_needs_the_current_password(client, world, db):
+    patient, caregiver = world["patient_a"], world["caregiver_unlinked"]
+    response = client.post(f"/api/v1/patients/{patient.id}/caregivers", headers=patient.headers,
+                           json={"caregiver_email": caregiver.email, "current_password": "wrong password"})
+    assert response.status_code == 401
+    assert db.care_links.count_documents({"caregiver_id": caregiver.id}) == 0
+
+
+def test_caregiver_is_view_only_unless_granted_more(client, world):
+    patient, caregiver = world["patient_a"], world["caregiver_linked"]
+    url = f"/api/v1/patients/{patient.id}"
+    assert client.get(url, headers=caregiver.headers).status_code == 200
+    assert client.patch(url, json={"display_name": "X"}, headers=caregiver.headers).status_code == 403
+
+
+def test_caregiver_lists_only_the_patients_who_consented(client, world):
+    listed = client.get("/api/v1/caregiver/patients", headers=world["caregiver_linked"].headers).json["items"]
+    assert [p["patient_id"] for p in listed] == [world["patient_a"].id]
+    assert client.get("/api/v1/caregiver/patients", headers=world["caregiver_unlinked"].headers).json == {"items": []}
+
+
+def test_clinician_sees_only_patients_on_their_teams(client, world):
+    mine = client.get("/api/v1/clinician/patients", headers=world["clinician_team"].headers).json["items"]
+    assert [p["patient_id"] for p in mine] == [world["patient_a"].id]
+    assert client.get(f"/api/v1/patients/{world['patient_b'].id}",
+                      headers=world["clinician_team"].headers).status_code == 404
+
+
+def test_search_audit_lists_every_patient_returned(client, world, db, services):
+    from companion.store.relationships import CareLinks
+
+    CareLinks(services.db).grant(world["patient_b"].id, world["caregiver_linked"].id, {"write": False})
+    client.get("/api/v1/caregiver/patients", headers=world["caregiver_linked"].headers)
+    events = list(db.audit_events.find({"actor_id": world["caregiver_linked"].id, "action": "search"}))
+    assert sorted(e["patient_ids"][0] for e in events) == sorted([world["patient_a"].id, world["patient_b"].id])
+    assert len({e["request_id"] for e in events}) == 1
+
+
+def test_break_glass_needs_a_reason_and_expires(client, world, db):
+    clinician, patient = world["clinician_other"], world["patient_a"]
+    url = f"/api/v1/patients/{patient.id}"
+    assert client.post("/api/v1/emergency-access", json={"patient_id": patient.id, "minutes": 30},
+                       headers=clinician.headers).status_code == 422
+    granted = client.post("/api/v1/emergency-access", headers=clinician.headers, json={
+        "patient_id": patient.id, "reason": "patient in A&E, team unreachable", "minutes": 30})
+    assert granted.status_code == 201
+    assert client.get(url, headers=clinician.headers).status_code == 200
+    assert client.patch(url, json={"display_name": "X"}, headers=clinician.headers).status_code == 403
+    assert db.audit_events.count_documents({"actor_id": clinician.id, "action": "emergency"}) == 1
+    with time_machine.travel(datetime.now(UTC) + timedelta(minutes=31)):
+        fresh = client.post("/api/v1/auth/login", json={"email": clinician.email, "password": PASSWORD}).json
+        assert client.get(url, headers={"Authorization": f"Bearer {fresh['access_token']}"}).status_code == 404
+
+
+def test_patient_changes_time_zone_and_the_history_is_kept(client, world):
+    patient = world["patient_a"]
+    url = f"/api/v1/patients/{patient.id}"
+    changed = client.patch(url, json={"time_zone": "Asia/Kolkata"}, headers=patient.headers)
+    assert changed.status_code == 200
+    assert changed.json["time_zone"] == "Asia/Kolkata"
+    zones = [z["zone"] for z in changed.json["time_zone_history"]]
+    assert zones == ["Europe/London", "Asia/Kolkata"]

@@ -1,0 +1,80 @@
+"""Test fixtures: one real FerretDB per test session (or MONGODB_URI), a fresh database per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pymongo
+import pytest
+
+from companion import create_app
+from tests.support import response_guard
+from tests.support.ferretdb import FerretServer
+from tests.support.world import build_world
+
+# argon2id at a low cost so that building a dozen test users takes milliseconds; production keeps
+# argon2-cffi's defaults (see companion.config.Settings).
+FAST_PASSWORDS = {"password_memory_kib": 1024, "password_time_cost": 1}
+
+
+@pytest.fixture(scope="session")
+def mongo_uri(tmp_path_factory):
+    explicit = os.environ.get("MONGODB_URI")
+    if explicit:
+        yield explicit
+        return
+    server = FerretServer(tmp_path_factory.mktemp("ferretdb"))
+    server.start()
+    yield server.uri
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mongo_client(mongo_uri):
+    client = pymongo.MongoClient(mongo_uri, tz_aware=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def db_name(mongo_client):
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield name
+    mongo_client.drop_database(name)
+
+
+@pytest.fixture
+def settings_overrides(mongo_uri, db_name):
+    return {"mongodb_uri": mongo_uri, "mongodb_db": db_name, "secret_key": "t" * 48, **FAST_PASSWORDS}
+
+
+@pytest.fixture
+def app(settings_overrides):
+    app = create_app(settings_overrides)
+    app.config["TESTING"] = True
+    violations: list[str] = []
+    response_guard.install(app, violations)
+    yield app
+    app.extensions["companion"].client.close()
+    assert violations == [], "responses carried secret or internal fields"
+
+
+@pytest.fixture
+def services(app):
+    return app.extensions["companion"]
+
+
+@pytest.fixture
+def db(services):
+    return services.db
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def world(client, services):
+    return build_world(client, services)
