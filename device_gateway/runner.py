@@ -67,7 +67,7 @@ class GatewayRunner:
                 "battery_pct": status.battery_pct,
                 "firmware": status.firmware,
                 "last_seen_at": isoformat_utc(status.last_seen_at),
-                "last_error": status.last_error,
+                "last_error": status.last_error[:200] if status.last_error else None,
             }
             for status in self.link.statuses.values()
             if status.last_seen_at is not None

@@ -51,8 +51,11 @@ class FakeTensUnit:
         """Lose the time, as after a battery swap: the clock restarts at 1970-01-01 plus a minute."""
         self.clock_offset_s = 60 - self.real_clock()
 
-    def record_sessions(self, count: int, spacing_s: int = 600) -> None:
-        """Add ``count`` new sessions ending before now by the unit's clock."""
+    def record_sessions(self, count: int, spacing_s: int | None = None) -> None:
+        """Add ``count`` new sessions ending before now by the unit's clock (within the last 20 days,
+        so the API's 30-day offline window accepts them)."""
+        if spacing_s is None:
+            spacing_s = min(3 * 3600, 20 * 86400 // max(count, 1))
         first_start = int(self.now()) - count * spacing_s - 3600
         self.records.extend(
             simulated_history(count, max(first_start, 0), first_seq=self.highest_seq + 1, spacing_s=spacing_s)

@@ -197,7 +197,7 @@ def test_any_valid_record_round_trips(seq, started, duration, peak, data):
         duration_s=duration,
         programme=data.draw(st.integers(0, 255)),
         frequency_hz=data.draw(st.integers(1, 250)),
-        pulse_width_us=data.draw(st.integers(20, 500)),
+        pulse_width_us=data.draw(st.integers(20, 400)),
         intensity_mean_dma=data.draw(st.integers(0, peak)),
         intensity_peak_dma=peak,
         end_reason=data.draw(st.sampled_from(EndReason)),
