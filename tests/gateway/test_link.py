@@ -180,3 +180,19 @@ def test_records_the_unit_no_longer_holds_are_noted_not_silently_skipped(system_
 
     assert stored_seqs(buffer, unit.serial) == [4, 5, 6]
     assert [d["reason"] for d in buffer.dead_letters()] == ["unit no longer holds these records"]
+
+
+def test_full_buffer_leaves_unstored_records_on_the_unit(system_bus, tmp_path):
+    small = RecordBuffer(tmp_path / "small.db", max_bytes=2_000)
+    unit = FakeTensUnit.with_history(*UNIT_A, count=10)
+    link = make_link(small, [unit.serial])
+
+    results = run_with_units([unit], lambda fake: link.run_once(scan_timeout_s=5))
+
+    stored = small.last_stored_seq(unit.serial)
+    assert results[0].completed is False and results[0].refused > 0
+    assert 0 < stored < 10
+    assert unit.acked_up_to == stored
+    assert [r.seq for r in unit.records] == list(range(stored + 1, 11))
+    assert link.statuses[unit.serial].last_error == "local buffer full; the unit keeps the rest"
+    small.close()
