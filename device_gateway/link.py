@@ -167,6 +167,11 @@ class GatewayLink:
                     result.errors.append(str(exc))
                     status.last_error = str(exc)
                     break
+                except Exception as exc:  # one misbehaving unit must not stop the gateway
+                    logger.exception("unit %s: unexpected error; giving up until the next cycle", unit.serial)
+                    result.errors.append(f"{type(exc).__name__}: {exc}")
+                    status.last_error = f"unexpected {type(exc).__name__}"
+                    break
         finally:
             self._busy.discard(unit.serial)
         return result
@@ -192,7 +197,8 @@ class GatewayLink:
             status.firmware = (await client.read_gatt_char(profile.FIRMWARE_REVISION_CHAR_UUID)).decode(
                 "utf-8", "replace"
             )
-            status.battery_pct = (await client.read_gatt_char(profile.BATTERY_LEVEL_CHAR_UUID))[0]
+            battery = await client.read_gatt_char(profile.BATTERY_LEVEL_CHAR_UUID)
+            status.battery_pct = battery[0] if len(battery) == 1 and battery[0] <= 100 else None
             status.last_seen_at = self.now()
             offset = await self._clock_offset(client)
             status.clock_offset_s = offset
@@ -208,7 +214,10 @@ class GatewayLink:
 
     async def _open_window(self, client: BleakClient, serial: str) -> TransferWindow:
         last_stored = await asyncio.to_thread(self.buffer.last_stored_seq, serial)
-        summary = profile.decode_frame(await client.read_gatt_char(profile.SESSION_RECORD_CHAR_UUID))
+        try:
+            summary = profile.decode_frame(await client.read_gatt_char(profile.SESSION_RECORD_CHAR_UUID))
+        except ProfileError as exc:
+            raise LinkLost(f"unreadable transfer summary ({type(exc).__name__})") from None
         if not isinstance(summary, TransferSummary):
             raise LinkLost("session-record characteristic did not return a transfer summary")
         window = TransferWindow.start(last_stored, summary.highest_seq, summary.records_stored)

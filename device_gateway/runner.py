@@ -70,7 +70,7 @@ class GatewayRunner:
                 "last_error": status.last_error[:200] if status.last_error else None,
             }
             for status in self.link.statuses.values()
-            if status.last_seen_at is not None
+            if status.last_seen_at is not None and status.battery_pct is not None and status.firmware is not None
         ]
         if not devices:
             return

@@ -209,11 +209,15 @@ def encode_summary(summary: TransferSummary) -> bytes:
     )
 
 
-def _check_frame(data: bytes, expected_length: int) -> None:
+def _check_length(data: bytes, expected_length: int) -> None:
     if len(data) < expected_length:
         raise TruncatedFrame(f"{len(data)} bytes, expected {expected_length}")
     if len(data) > expected_length:
         raise BadLength(f"{len(data)} bytes, expected {expected_length}")
+
+
+def _check_frame(data: bytes, expected_length: int) -> None:
+    _check_length(data, expected_length)
     (crc,) = _CRC.unpack_from(data, expected_length - _CRC.size)
     if crc != crc16_ccitt(data[: expected_length - _CRC.size]):
         raise BadChecksum(f"crc 0x{crc:04x} does not match content")
@@ -279,10 +283,7 @@ def encode_command(command: ControlCommand) -> bytes:
 def decode_command(data: bytes) -> ControlCommand:
     """Decode a control command written by the gateway (used by units and the simulator)."""
     data = bytes(data)
-    if len(data) < COMMAND_LENGTH:
-        raise TruncatedFrame(f"{len(data)} bytes, expected {COMMAND_LENGTH}")
-    if len(data) > COMMAND_LENGTH:
-        raise BadLength(f"{len(data)} bytes, expected {COMMAND_LENGTH}")
+    _check_length(data, COMMAND_LENGTH)
     op, arg = _COMMAND.unpack(data)
     try:
         return ControlCommand(ControlOp(op), arg)
@@ -317,10 +318,7 @@ def encode_current_time(moment: datetime) -> bytes:
 def decode_current_time(data: bytes) -> datetime:
     """Decode the standard Current Time characteristic (0x2A2B) as a UTC datetime."""
     data = bytes(data)
-    if len(data) < CURRENT_TIME_LENGTH:
-        raise TruncatedFrame(f"{len(data)} bytes, expected {CURRENT_TIME_LENGTH}")
-    if len(data) > CURRENT_TIME_LENGTH:
-        raise BadLength(f"{len(data)} bytes, expected {CURRENT_TIME_LENGTH}")
+    _check_length(data, CURRENT_TIME_LENGTH)
     year, month, day, hour, minute, second, _, fraction, _ = _CURRENT_TIME.unpack(data)
     try:
         return datetime(year, month, day, hour, minute, second, fraction * 1_000_000 // 256, tzinfo=UTC)

@@ -3,6 +3,7 @@
 import pytest
 
 from device_gateway.simulator.bus import PrivateSystemBus
+from tests.support.gateway_api_stub import ContractStub
 
 
 @pytest.fixture
@@ -11,3 +12,11 @@ def system_bus(monkeypatch):
     with PrivateSystemBus() as bus:
         monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", bus.address)
         yield bus
+
+
+@pytest.fixture
+def stub():
+    """A stdlib stub of the API contract the gateway talks to."""
+    server = ContractStub().start()
+    yield server
+    server.stop()

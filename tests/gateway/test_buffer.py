@@ -127,8 +127,8 @@ def test_buffer_accepts_again_once_uploads_free_space(tmp_path):
 def _run_writer_until(db: Path, total: int, kill_after_acks: int | None) -> list[int]:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("buffer_writer.py")), str(db), SERIAL, str(total)],
-        stdout=subprocess.PIPE, text=True, env=env,
+        [sys.executable, "-m", "tests.support.buffer_writer", str(db), SERIAL, str(total)],
+        stdout=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT,
     )
     acked = []
     assert proc.stdout is not None

@@ -2,28 +2,18 @@
 
 import os
 import signal
-import sqlite3
 import stat
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from api_stub import ContractStub
 
 from device_gateway.buffer import RecordBuffer
 from device_gateway.cli import main
 from device_gateway.config import GatewayConfig, load_config
+from tests.support.gateway_processes import last_stored_seqs, spawn_module, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def stub():
-    server = ContractStub().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -80,24 +70,11 @@ def test_simulate_when_paired_uploads_every_record_and_reports_units(tmp_path, s
     assert "uploaded 12/12" in capsys.readouterr().err
 
 
-def _spawn(args: list[str], env: dict[str, str], **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", *args], env=env, cwd=REPO_ROOT, **kwargs)
-
-
-def _wait_for(condition, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
-
-
 @pytest.fixture
 def radio(system_bus):
     """A fake radio process with one unit of 300 records, on the test's private bus."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    proc = _spawn(
+    proc = spawn_module(
         ["device_gateway.simulator.radio_process", "--serials", "CT-000001", "--records", "300",
          "--notify-interval-ms", "4"],
         env, stdout=subprocess.PIPE, text=True,
@@ -111,7 +88,7 @@ def radio(system_bus):
 
 def _gateway(state_dir: Path, env: dict[str, str]) -> subprocess.Popen:
     with open(state_dir / "gateway.log", "a") as log:
-        return _spawn(
+        return spawn_module(
             ["device_gateway.cli", "--state-dir", str(state_dir), "run", "--interval", "0.5"],
             env, stderr=log,
         )
@@ -121,7 +98,7 @@ def test_run_uploads_everything_and_stops_cleanly_on_sigterm(tmp_path, stub, rad
     paired_config(tmp_path, stub.url, ["CT-000001"])
     gateway = _gateway(tmp_path, radio)
 
-    delivered = _wait_for(lambda: len(stub.stored) == 300, timeout_s=45)
+    delivered = wait_for(lambda: len(stub.stored) == 300, timeout_s=45)
     gateway.send_signal(signal.SIGTERM)
 
     assert gateway.wait(timeout=20) == 0
@@ -132,15 +109,7 @@ def test_run_uploads_everything_and_stops_cleanly_on_sigterm(tmp_path, stub, rad
 
 
 def _last_stored_seq(state_dir: Path) -> int:
-    db = state_dir / "buffer.db"
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-            row = conn.execute("SELECT last_stored_seq FROM units WHERE serial = 'CT-000001'").fetchone()
-    except sqlite3.OperationalError:
-        return 0
-    return row[0] if row else 0
+    return last_stored_seqs(state_dir).get("CT-000001", 0)
 
 
 def test_gateway_killed_with_sigkill_and_restarted_delivers_every_record_exactly_once(tmp_path, stub, radio):
@@ -152,12 +121,12 @@ def test_gateway_killed_with_sigkill_and_restarted_delivers_every_record_exactly
     ]
     for reached in kill_points:
         gateway = _gateway(tmp_path, radio)
-        _wait_for(reached, timeout_s=30)
+        wait_for(reached, timeout_s=30)
         gateway.send_signal(signal.SIGKILL)
         gateway.wait()
     gateway = _gateway(tmp_path, radio)
 
-    delivered = _wait_for(lambda: len(stub.stored) == 300, timeout_s=45)
+    delivered = wait_for(lambda: len(stub.stored) == 300, timeout_s=45)
     gateway.send_signal(signal.SIGTERM)
     gateway.wait(timeout=20)
 

@@ -6,9 +6,7 @@ with SIGKILL and restarted. Every record must arrive exactly once, with device, 
 
 import os
 import signal
-import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,6 +16,7 @@ from werkzeug.serving import make_server
 
 from device_gateway.cli import main as gateway_main
 from tests.support.ferretdb import free_port
+from tests.support.gateway_processes import last_stored_seqs, spawn_module, wait_for
 from tests.support.world import make_user
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -44,30 +43,6 @@ class ApiServer:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-
-
-def _wait_for(condition, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
-
-
-def _last_stored(state_dir: Path) -> dict[str, int]:
-    db = state_dir / "buffer.db"
-    if not db.exists():
-        return {}
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-            return dict(conn.execute("SELECT serial, last_stored_seq FROM units").fetchall())
-    except sqlite3.OperationalError:
-        return {}
-
-
-def _start(args: list[str], env: dict[str, str], **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", *args], env=env, cwd=REPO_ROOT, **kwargs)
 
 
 @pytest.fixture
@@ -100,7 +75,7 @@ def test_records_arrive_exactly_once_through_link_loss_api_outage_and_sigkill(
     assert gateway_main(["--state-dir", str(state_dir), "pair", code, "--api", api_server.url]) == 0
 
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    radio = _start(
+    radio = spawn_module(
         ["device_gateway.simulator.radio_process", "--serials", ",".join(SERIALS),
          "--records", str(records_per_unit), "--drop-after", "40", "--notify-interval-ms", "1"],
         env, stdout=subprocess.PIPE, text=True,
@@ -110,16 +85,16 @@ def test_records_arrive_exactly_once_through_link_loss_api_outage_and_sigkill(
     gateway_args = ["device_gateway.cli", "--state-dir", str(state_dir), "run", "--interval", "0.5"]
     try:
         api_server.stop()
-        gateway = _start(gateway_args, env, stderr=log)
+        gateway = spawn_module(gateway_args, env, stderr=log)
         kill_at = records_per_unit // 3
-        assert _wait_for(lambda: min(_last_stored(state_dir).values() or [0]) >= kill_at, timeout_s=60)
+        assert wait_for(lambda: min(last_stored_seqs(state_dir).values() or [0]) >= kill_at, timeout_s=60)
         gateway.send_signal(signal.SIGKILL)
         gateway.wait()
 
-        gateway = _start(gateway_args, env, stderr=log)
+        gateway = spawn_module(gateway_args, env, stderr=log)
         time.sleep(1.0)
         api_server.start()
-        arrived = _wait_for(lambda: db.session_records.count_documents({}) >= total, timeout_s=90)
+        arrived = wait_for(lambda: db.session_records.count_documents({}) >= total, timeout_s=90)
         gateway.send_signal(signal.SIGTERM)
         assert gateway.wait(timeout=20) == 0
     finally:

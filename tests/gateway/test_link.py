@@ -196,3 +196,21 @@ def test_full_buffer_leaves_unstored_records_on_the_unit(system_bus, tmp_path):
     assert [r.seq for r in unit.records] == list(range(stored + 1, 11))
     assert link.statuses[unit.serial].last_error == "local buffer full; the unit keeps the rest"
     small.close()
+
+
+class GarbledSummaryUnit(FakeTensUnit):
+    def summary(self) -> bytes:
+        return b"\x01\x02garbage"
+
+
+def test_unit_with_an_unreadable_summary_fails_alone_and_the_other_unit_is_pulled(system_bus, buffer):
+    garbled = GarbledSummaryUnit.with_history(*UNIT_A, count=3)
+    healthy = FakeTensUnit.with_history(*UNIT_B, count=3)
+    link = make_link(buffer, [garbled.serial, healthy.serial], max_attempts=2)
+
+    results = {r.serial: r for r in run_with_units([garbled, healthy], lambda fake: link.run_once(scan_timeout_s=5))}
+
+    assert (results[garbled.serial].completed, results[healthy.serial].completed) == (False, True)
+    assert "unreadable transfer summary" in results[garbled.serial].errors[0]
+    assert stored_seqs(buffer, healthy.serial) == [1, 2, 3]
+    assert len(garbled.records) == 3

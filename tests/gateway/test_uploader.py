@@ -4,7 +4,6 @@ import random
 from datetime import UTC, datetime
 
 import pytest
-from api_stub import ContractStub
 
 from device_gateway.api import ApiAuthError, ApiClient, pair
 from device_gateway.buffer import RecordBuffer
@@ -23,13 +22,6 @@ SERIAL = "CT-000001"
 
 def rid(seq: int) -> str:
     return f"{SERIAL}:{seq}"
-
-
-@pytest.fixture
-def stub():
-    server = ContractStub().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """A writer process for the crash test: stores records one by one, printing "ACK seq" after each commit.
 
-Usage: python buffer_writer.py DB SERIAL TOTAL. Resumes after the last stored sequence, like the link.
+Usage: python -m tests.support.buffer_writer DB SERIAL TOTAL. Resumes after the last stored sequence, like the link.
 """
 
 import sys
