@@ -222,7 +222,11 @@ class GatewayLink:
             raise LinkLost("session-record characteristic did not return a transfer summary")
         window = TransferWindow.start(last_stored, summary.highest_seq, summary.records_stored)
         if window.expected > last_stored + 1:
-            await asyncio.to_thread(self.buffer.record_missing, serial, last_stored + 1, window.expected - 1)
+            if last_stored:
+                await asyncio.to_thread(self.buffer.record_missing, serial, last_stored + 1, window.expected - 1)
+            else:
+                # First contact: earlier records were collected (and acknowledged) by another gateway.
+                logger.info("unit %s: first contact; it holds records from sequence %d", serial, window.expected)
         return window
 
     async def _clock_offset(self, client: BleakClient) -> float:

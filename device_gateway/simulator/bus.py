@@ -44,7 +44,8 @@ class PrivateSystemBus:
         config.write_text(_CONFIG.format(socket=Path(self._dir.name) / "system_bus_socket"))
         self._proc = subprocess.Popen(
             [self.daemon, f"--config-file={config}", "--nofork", "--print-address"],
-            stdout=subprocess.PIPE, text=True,
+            # stderr only ever carries "Failed to set fd limit" when not run as a system service.
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
         assert self._proc.stdout is not None
         self.address = self._proc.stdout.readline().strip()

@@ -4,6 +4,7 @@ The model knows nothing about D-Bus; :mod:`device_gateway.simulator.fake_bluez` 
 BlueZ. Tests steer it: offset or reset its clock, corrupt a record, or drop the link mid-transfer.
 """
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from datetime import UTC, datetime
 
 from device_gateway.profiles import companion_tens as profile
 from device_gateway.profiles.companion_tens import ControlOp, SessionRecord, TransferSummary
-from device_gateway.simulator.sessions import simulated_history
+from device_gateway.simulator.sessions import simulated_history, simulated_session
 
 
 @dataclass
@@ -61,6 +62,14 @@ class FakeTensUnit:
             simulated_history(count, max(first_start, 0), first_seq=self.highest_seq + 1, spacing_s=spacing_s)
         )
         self.highest_seq += count
+
+    def finish_session(self) -> SessionRecord:
+        """Record a session that has just ended (started 30-60 minutes ago by the unit's clock)."""
+        self.highest_seq += 1
+        record = simulated_session(self.highest_seq, int(self.now()))
+        record = dataclasses.replace(record, device_started_at=max(0, int(self.now()) - record.duration_s))
+        self.records.append(record)
+        return record
 
     def current_time(self) -> bytes:
         """The Current Time characteristic value (0x2A2B)."""

@@ -113,3 +113,29 @@ def test_records_arrive_exactly_once_through_link_loss_api_outage_and_sigkill(
     assert all(d["device_started_at"] and d["gateway_received_at"] and d["server_received_at"] for d in docs)
     devices = {d["_id"]: d for d in db.devices.find({})}
     assert {devices[s]["status"]["firmware"] for s in SERIALS} == {"1.4.2"}
+
+
+def test_local_demo_pairs_as_the_demo_patient_and_keeps_records_flowing(tmp_path, db, services, api_server, system_bus):
+    from companion.demo import seed
+
+    seed(services, days=2, progress=False)
+    serial = "CTU-M0001"
+    seeded = db.session_records.count_documents({"device_serial": serial})
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    with open(tmp_path / "demo.log", "w") as log:
+        demo = spawn_module(
+            ["device_gateway.demo", "--api", api_server.url, "--state-dir", str(tmp_path / "gateway"),
+             "--backlog", "3", "--session-every", "0.3", "--interval", "0.3"],
+            env, stderr=log,
+        )
+        try:
+            wait_for(lambda: demo.poll() is not None
+                     or db.session_records.count_documents({"device_serial": serial}) >= seeded + 5, 45)
+            flowing = db.session_records.count_documents({"device_serial": serial}) >= seeded + 5
+        finally:
+            demo.send_signal(signal.SIGTERM)
+            exit_code = demo.wait(timeout=20)
+
+    assert flowing and exit_code == 0
+    new = list(db.session_records.find({"device_serial": serial, "gateway_id": {"$ne": None}}))
+    assert min(d["device_seq"] for d in new) == seeded + 1

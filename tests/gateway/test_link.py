@@ -172,14 +172,32 @@ def test_corrupt_last_record_does_not_stall_the_transfer(system_bus, buffer):
 
 
 def test_records_the_unit_no_longer_holds_are_noted_not_silently_skipped(system_bus, buffer):
-    unit = FakeTensUnit.with_history(*UNIT_A, count=6)
-    unit.records = unit.records[3:]
+    unit = FakeTensUnit.with_history(*UNIT_A, count=2)
+    link = make_link(buffer, [unit.serial])
+
+    async def scenario(fake):
+        await link.run_once(scan_timeout_s=5)
+        unit.record_sessions(6)
+        unit.records = unit.records[3:]
+        return await link.run_once(scan_timeout_s=5)
+
+    run_with_units([unit], scenario)
+
+    assert stored_seqs(buffer, unit.serial) == [1, 2, 6, 7, 8]
+    assert [(d["reason"], d["payload"]) for d in buffer.dead_letters()] == [
+        ("unit no longer holds these records", '{"missing_from_seq": 3, "missing_to_seq": 5}')
+    ]
+
+
+def test_first_contact_with_a_unit_starts_at_its_oldest_record_without_a_dead_letter(system_bus, buffer):
+    unit = FakeTensUnit(serial=UNIT_A[0], address=UNIT_A[1], highest_seq=500)
+    unit.record_sessions(3)
     link = make_link(buffer, [unit.serial])
 
     run_with_units([unit], lambda fake: link.run_once(scan_timeout_s=5))
 
-    assert stored_seqs(buffer, unit.serial) == [4, 5, 6]
-    assert [d["reason"] for d in buffer.dead_letters()] == ["unit no longer holds these records"]
+    assert stored_seqs(buffer, unit.serial) == [501, 502, 503]
+    assert buffer.dead_letters() == []
 
 
 def test_full_buffer_leaves_unstored_records_on_the_unit(system_bus, tmp_path):
