@@ -5,7 +5,7 @@ with the server's reason, never retried. An item the response does not mention s
 A batch refused as a whole (400/403/413/422) is split in halves until the culprit is alone, and
 the culprit is dead-lettered with the server's detail. 5xx, 429 and network errors keep everything
 queued and back off: exponential with full jitter (1 s start, 5 min cap), never sooner than the
-server's ``Retry-After``. Clock and sleep are injectable so tests never sleep.
+server's ``Retry-After``. Sleep is injectable so tests never sleep; by default a wait ends early on ``stop``.
 """
 
 import logging
@@ -90,7 +90,7 @@ class Uploader:
         buffer: RecordBuffer,
         api: ApiClient,
         batch_size: int = MAX_BATCH,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         rng: random.Random | None = None,
         progress: Callable[[UploadProgress], None] | None = None,
     ) -> None:
@@ -102,7 +102,6 @@ class Uploader:
         self.progress_callback = progress
         self.progress = UploadProgress()
         self.failures = 0
-        self.delays: list[float] = []
 
     def upload_batch(self) -> int:
         """Upload the oldest pending batch; returns how many records left the queue (raises RetryLater)."""
@@ -167,13 +166,14 @@ class Uploader:
                 if max_failures is not None and self.failures >= max_failures:
                     break
                 delay = backoff_delay(self.failures, self.rng, exc.retry_after_s)
-                self.delays.append(delay)
                 logger.info("upload deferred (%s); retrying in %.1f s", exc, delay)
                 self._wait(delay, stop)
         return self.progress
 
     def _wait(self, delay: float, stop: threading.Event | None) -> None:
-        if stop is not None and self.sleep is time.sleep:
+        if self.sleep is not None:
+            self.sleep(delay)
+        elif stop is not None:
             stop.wait(delay)
         else:
-            self.sleep(delay)
+            time.sleep(delay)
