@@ -133,6 +133,16 @@ def test_a_caregiver_with_write_permission_can_tick_off_and_a_view_only_one_cann
     assert record(client, world, first["id"], {"status": "done"}, who="caregiver_linked").status_code == 200
 
 
+def test_a_caregiver_without_note_permission_does_not_see_skip_reasons(client, world, clock):
+    create(client, world)
+    first = occurrences(client, world)[0]
+    clock.move_to(datetime(2026, 3, 2, 9, 40, tzinfo=UTC))
+    record(client, world, first["id"], {"status": "skipped", "skip_reason": "felt low"})
+    seen = occurrences(client, world, who="caregiver_linked")[0]
+    assert (seen["status"], seen["skip_reason"]) == ("skipped", None)
+    assert occurrences(client, world)[0]["skip_reason"] == "felt low"
+
+
 BAD_REMINDERS = {
     "never fires (weekend only, but ends on Friday)": {**DAILY, "schedule": {
         "type": "weekly", "times": ["09:00"], "weekdays": [6, 7], "start_date": "2026-03-02",
