@@ -7,9 +7,9 @@ from flask_smorest import Blueprint
 
 from companion.api import auditing, services
 from companion.api.diary_schemas import (
-    BatchResultSchema,
     ChangesArgs,
     ChangesSchema,
+    PainBatchResultSchema,
     PainEntryBatchSchema,
     PainEntryEditSchema,
     PainEntryInputSchema,
@@ -17,12 +17,12 @@ from companion.api.diary_schemas import (
     PainEntrySchema,
     PainRangeArgs,
 )
-from companion.api.security import allow, current_actor, require_patient
+from companion.api.privacy import sees_free_text
+from companion.api.security import allow, require_patient
 from companion.domain.access import Operation, Relationship, Role
 from companion.domain.errors import NotFound
 from companion.services import diary
 from companion.store.diary import PainEntries
-from companion.store.relationships import CareLinks
 
 blp = Blueprint("diary", __name__, url_prefix="/api/v1", description="Pain diary")
 RESOURCE = "pain_entry"
@@ -30,10 +30,7 @@ RESOURCE = "pain_entry"
 
 def _visible(patient_id: str, relationship: Relationship, entries: list[dict]) -> list[dict]:
     """A caregiver sees free-text notes only if the patient allowed it."""
-    if relationship is not Relationship.CAREGIVER:
-        return entries
-    link = CareLinks(services().db).active(patient_id, current_actor().id) or {}
-    if link.get("permissions", {}).get("diary_notes"):
+    if sees_free_text(patient_id, relationship):
         return entries
     return [{**e, "context": {**e["context"], "note": None}} if e.get("context") else e for e in entries]
 
@@ -67,7 +64,7 @@ class PainEntriesView(MethodView):
 class PainEntryBatch(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.arguments(PainEntryBatchSchema)
-    @blp.response(200, BatchResultSchema)
+    @blp.response(200, PainBatchResultSchema)
     def post(self, body, patient_id):
         """Upload up to 500 entries recorded offline; each is stored once however often it is sent."""
         require_patient(patient_id, Operation.WRITE)

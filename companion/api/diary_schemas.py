@@ -129,15 +129,15 @@ class PainEntryListSchema(Schema):
     items = fields.List(fields.Nested(PainEntrySchema))
 
 
-class BatchItemResultSchema(Schema):
+class PainBatchItemResultSchema(Schema):
     client_entry_id = fields.String()
     id = fields.String()
     status = fields.String(metadata={"description": "created | duplicate (the original is returned)"})
     entry = fields.Nested(PainEntrySchema)
 
 
-class BatchResultSchema(Schema):
-    items = fields.List(fields.Nested(BatchItemResultSchema))
+class PainBatchResultSchema(Schema):
+    items = fields.List(fields.Nested(PainBatchItemResultSchema))
     created = fields.Integer()
     duplicates = fields.Integer()
 

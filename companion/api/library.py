@@ -7,6 +7,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate, validates_schema
 
 from companion.api import auditing, services
+from companion.api.idempotency import idempotent
 from companion.api.moments import check_range, reported_moment
 from companion.api.schemas import StrictSchema, text
 from companion.api.security import allow, require_patient
@@ -157,6 +158,7 @@ class PracticeList(MethodView):
         return {"items": items}
 
     @allow(Role.PATIENT, Role.CAREGIVER)
+    @idempotent
     @blp.arguments(PracticeStartSchema)
     @blp.response(201, PracticeSchema)
     def post(self, body, patient_id):

@@ -82,7 +82,8 @@ class Patient(MethodView):
                                                  "previous": patient["time_zone"]}}},
             )
         updated = users.update(patient_id, changes) if changes else load_patient(patient_id)
-        if "time_zone" in changes and changes["time_zone"] != patient["time_zone"]:
-            # Travel: pending future reminders move to the same wall-clock times in the new zone.
+        if changes.get("time_zone", patient["time_zone"]) != patient["time_zone"] or "quiet_hours" in changes:
+            # Travel: pending future reminders move to the same wall-clock times in the new zone
+            # (and new quiet hours move their pushes).
             refresh_future(services().db, patient_id)
         return updated

@@ -6,6 +6,8 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from companion.api import auditing, services
+from companion.api.idempotency import idempotent
+from companion.api.privacy import sees_free_text
 from companion.api.reminder_schemas import (
     OccurrenceListSchema,
     OccurrenceOutcomeSchema,
@@ -41,6 +43,7 @@ class ReminderList(MethodView):
         return {"items": items}
 
     @allow(*WRITERS)
+    @idempotent
     @blp.arguments(ReminderInputSchema)
     @blp.response(201, ReminderSchema)
     def post(self, body, patient_id):
@@ -89,10 +92,12 @@ class OccurrenceList(MethodView):
     @blp.response(200, OccurrenceListSchema)
     def get(self, args, patient_id):
         """Reminder occurrences due in a range of at most 31 days, in time order."""
-        require_patient(patient_id, Operation.READ)
+        relationship = require_patient(patient_id, Operation.READ)
         items = reminders.occurrences_between(services().db, patient_id, args["start"], args["end"])
         auditing.note(patient_ids=[patient_id], resource="reminder_occurrence", action="search",
                       resource_ids=[o["_id"] for o in items])
+        if not sees_free_text(patient_id, relationship):
+            items = [{**o, "skip_reason": None} for o in items]
         return {"items": items}
 
 

@@ -17,6 +17,7 @@ from companion.store.content import PracticeLog
 from companion.store.diary import PainEntries
 from companion.store.plans import TherapyPlans
 from companion.store.reminders import Occurrences
+from companion.store.sessions import SessionRecords
 
 SESSION_LIMIT = 5000  # ~8 sessions a day for the longest range asked (a year is refused elsewhere)
 
@@ -81,12 +82,9 @@ def planned_tasks(plan: dict | None, day: date) -> list[PlannedTask]:
 
 def gather(db: Database, patient_id: str, start_utc: datetime, end_utc: datetime) -> PatientFacts:
     """Read the patient's records between two instants (and every plan version)."""
-    sessions = list(db.session_records.find(
-        {"patient_id": patient_id, "started_at": {"$gte": start_utc, "$lt": end_utc}},
-        {"started_at": 1, "duration_s": 1}).sort("started_at", 1).limit(SESSION_LIMIT))
     return PatientFacts(
         plans=TherapyPlans(db).history(patient_id),
-        sessions=sessions,
+        sessions=SessionRecords(db).for_patient(patient_id, start_utc, end_utc, SESSION_LIMIT),
         practice=PracticeLog(db).between(patient_id, start_utc, end_utc),
         occurrences=Occurrences(db).between(patient_id, start_utc, end_utc),
         pain=PainEntries(db).recorded_between(patient_id, start_utc, end_utc),

@@ -109,7 +109,9 @@ def week(db: Database, patient_id: str, any_day: date) -> dict:
     facts.practice = [p for p in facts.practice if local_date(p["started_at"], history) in in_week]
     facts.pain = [e for e in facts.pain if local_date(e["recorded_at"], history) in in_week]
     adherence = _adherence_by_day(facts, history, days)
-    covered = {d: is_covered(a) for d, a in adherence.items()}
+    today_here = local_date(current, history)
+    # Days still to come have a plan but no verdict yet: they count neither way.
+    covered = {d: is_covered(a) if d <= today_here else None for d, a in adherence.items()}
     summary = weekly_summary(covered, facts.events(), facts.pain_entries(), history)
     totals = next((s for s in summary if (s.iso_year, s.iso_week) == monday.isocalendar()[:2]), None)
     return {

@@ -69,7 +69,11 @@ def check_reminder(reminder: dict) -> None:
 def zone_history_of(patient: dict) -> TimeZoneHistory:
     """The patient's zones over time, from their profile (the registration zone applies before any move)."""
     moves = sorted(patient.get("time_zone_history") or [], key=lambda m: m["effective_from"])
-    first = moves[0]["previous"] if moves and moves[0].get("previous") else patient["time_zone"]
+    if not moves:
+        return TimeZoneHistory.fixed(patient["time_zone"])
+    # Before the first recorded entry the patient lived in the zone it left (or, for the entry made at
+    # sign-up, which has no previous zone, in the zone they signed up with).
+    first = moves[0].get("previous") or moves[0]["zone"]
     return TimeZoneHistory.of([(EPOCH, first)] + [(m["effective_from"], m["zone"]) for m in moves
                                                  if m["effective_from"] > EPOCH])
 

@@ -73,7 +73,7 @@ def materialize_occurrences(db: Database, patient_id: str, start_utc: datetime, 
     for key, doc in wanted.items():
         stored = existing.get(key)
         if stored and stored["status"] == "pending" and stored["due_at"] >= current \
-                and stored["due_at"] != doc["due_at"]:
+                and (stored["due_at"], stored.get("notify_at")) != (doc["due_at"], doc["notify_at"]):
             occurrences.move_pending(key, {k: doc[k] for k in ("due_at", "window_ends_at", "notify_at", "zone")})
     stale = [o["_id"] for o in occurrences.pending_from(patient_id, max(start_utc, current), end_utc)
              if o["_id"] not in wanted]

@@ -40,6 +40,17 @@ def test_the_command_loads_the_library(settings_overrides, monkeypatch, db, caps
     assert db.content_items.count_documents({}) >= 30
 
 
+def test_the_command_refuses_a_broken_library_and_loads_nothing(settings_overrides, monkeypatch, db, tmp_path,
+                                                                 capsys):
+    broken = tmp_path / "library.json"
+    broken.write_text('{"version": 1, "items": [{"slug": "Not Kebab"}]}')
+    monkeypatch.setenv("MONGODB_URI", settings_overrides["mongodb_uri"])
+    monkeypatch.setenv("MONGODB_DB", settings_overrides["mongodb_db"])
+    assert main(["load-content", "--file", str(broken)]) == 1
+    assert "problem" in capsys.readouterr().err
+    assert db.content_items.count_documents({}) == 0
+
+
 def test_filters_combine(client, world, library):
     headers = world["patient_a"].headers
     short_breathing = client.get("/api/v1/library", query_string={"category": "breathing", "max_minutes": 5},
