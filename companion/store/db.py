@@ -21,6 +21,8 @@ INDEX_MODULES = [
     "companion.store.devices",
     "companion.store.sessions",
     "companion.store.idempotency",
+    "companion.store.clinical_notes",
+    "companion.store.web_sessions",
 ]
 
 
