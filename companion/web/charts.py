@@ -132,8 +132,11 @@ def pain_chart(entries: list[dict], pairs: list, zone: str, first: date, last: d
 
 
 HEAT = {"missing": "#eef0f2", "no_tasks": "#ffffff", "no_events": "#f1aeb5"}
-CELL, GAP, HEAT_LEFT, HEAT_TOP = 22, 4, 44, 26
+CELL, GAP, HEAT_LEFT, HEAT_TOP = 34, 4, 40, 24
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+HEAT_LEGEND = (("#2f9e44", "covered"), ("#f59f00", "half or more of the TENS"), ("#ffd8a8", "under half"),
+               (HEAT["no_events"], "nothing done"), (HEAT["no_tasks"], "nothing planned"),
+               (HEAT["missing"], "not computed"))
 
 
 def heat_colour(day: dict) -> str:
@@ -152,12 +155,16 @@ def adherence_heatmap(calendar: list[dict]) -> Markup:
     monday = first - timedelta(days=first.weekday())
     weeks = ((date.fromisoformat(calendar[-1]["date"]) - monday).days // 7) + 1
     width = HEAT_LEFT + weeks * (CELL + GAP) + 8
-    height = HEAT_TOP + 7 * (CELL + GAP) + 40
-    body = [_text(HEAT_LEFT - 8, HEAT_TOP + i * (CELL + GAP) + 15, name, anchor="end", size=11)
+    height = HEAT_TOP + 7 * (CELL + GAP)
+    body = [_text(HEAT_LEFT - 6, HEAT_TOP + i * (CELL + GAP) + CELL / 2 + 4, name, anchor="end", size=11)
             for i, name in enumerate(WEEKDAYS)]
+    shown_month = None
     for week in range(weeks):
-        body.append(_text(HEAT_LEFT + week * (CELL + GAP) + CELL / 2, 16,
-                          (monday + timedelta(weeks=week)).strftime("%d %b"), size=10))
+        # Day numbers are in the cells; above them, the month where a column starts a new one.
+        sunday = monday + timedelta(weeks=week, days=6)
+        if sunday.month != shown_month:
+            shown_month = sunday.month
+            body.append(_text(HEAT_LEFT + week * (CELL + GAP), 16, sunday.strftime("%b %Y"), anchor="start", size=11))
     for day in calendar:
         on = date.fromisoformat(day["date"])
         col, row = (on - monday).days // 7, on.weekday()
@@ -166,15 +173,11 @@ def adherence_heatmap(calendar: list[dict]) -> Markup:
         body.append(f'<rect x="{HEAT_LEFT + col * (CELL + GAP)}" y="{HEAT_TOP + row * (CELL + GAP)}" width="{CELL}" '
                     f'height="{CELL}" rx="3" fill="{heat_colour(day)}" stroke="{GRID}" data-state="{day["state"]}">'
                     f"<title>{on}: {escape(label)}</title></rect>")
-    legend_y = HEAT_TOP + 7 * (CELL + GAP) + 10
-    x = HEAT_LEFT
-    for colour, name in (("#2f9e44", "covered"), ("#f59f00", "half or more"), ("#ffd8a8", "under half"),
-                         (HEAT["no_events"], "nothing done"), (HEAT["no_tasks"], "nothing planned"),
-                         (HEAT["missing"], "not computed")):
-        body.append(f'<rect x="{x}" y="{legend_y}" width="12" height="12" fill="{colour}" stroke="{GRID}"/>')
-        body.append(_text(x + 16, legend_y + 10, name, anchor="start", size=11))
-        x += 30 + 7 * len(name)
+        ink = "#ffffff" if day.get("covered") else INK
+        body.append(f'<text x="{HEAT_LEFT + col * (CELL + GAP) + CELL / 2}" y="{HEAT_TOP + row * (CELL + GAP) + CELL / 2 + 4}" '
+                    f'text-anchor="middle" font-size="11" fill="{ink}" aria-hidden="true">{on.day}</text>')
+    # Drawn at its natural size (the page lets it shrink, never grow), so the day cells stay legible.
     return Markup(  # noqa: S704 - texts escaped as above
-        f'<svg class="heatmap" viewBox="0 0 {max(width, x)} {height}" role="img" '
-                  f'aria-label="Adherence calendar" xmlns="http://www.w3.org/2000/svg" font-family="system-ui, sans-serif">'
-                  f'<title>Adherence calendar, {calendar[0]["date"]} to {calendar[-1]["date"]}</title>{"".join(body)}</svg>')
+        f'<svg class="heatmap" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="Adherence calendar" xmlns="http://www.w3.org/2000/svg" font-family="system-ui, sans-serif">'
+        f'<title>Adherence calendar, {calendar[0]["date"]} to {calendar[-1]["date"]}</title>{"".join(body)}</svg>')
