@@ -13,7 +13,9 @@ from datetime import UTC, datetime, timedelta
 from companion.services.diary import record_entry
 from companion.services.library import load_library, start_practice
 from companion.services.reminders import create_reminder, occurrences_between
+from companion.store.accounts import now
 from companion.store.relationships import CareLinks
+from tests.clinician.seed import Seed
 
 
 def _care_link(client, world, services) -> str:
@@ -50,6 +52,10 @@ def _occurrence(client, world, services) -> str:
     return coming[0]["_id"]
 
 
+def _alert(client, world, services) -> str:
+    return Seed(services.db).alert(world["patient_a"].id, now())["_id"]
+
+
 PROVIDERS = {
     "link_id": _care_link,
     "serial": lambda client, world, services: world.a_device,
@@ -59,4 +65,7 @@ PROVIDERS = {
     "practice_id": _practice,
     "reminder_id": _reminder,
     "occurrence_id": _occurrence,
+    "alert_id": _alert,
+    # The clinician pages' static files (a public route, which the matrix does not call).
+    "filename": lambda client, world, services: "dashboard.css",
 }
