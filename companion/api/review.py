@@ -121,7 +121,7 @@ class ReviewDiary(MethodView):
 @blp.route("/<patient_id>/review/plans")
 class ReviewPlans(MethodView):
     @allow(Role.CLINICIAN)
-    @blp.response(200, s.PlanHistorySchema)
+    @blp.response(200, s.ReviewPlanHistorySchema)
     def get(self, patient_id):
         """Every version of the therapy plan, newest first."""
         items = open_review(patient_id).plans()

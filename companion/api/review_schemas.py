@@ -86,7 +86,7 @@ class ProgrammeReviewSchema(Schema):
     items = fields.List(fields.Nested(ProgrammeEffectSchema))
 
 
-class OccurrenceSchema(Schema):
+class ReviewOccurrenceSchema(Schema):
     id = fields.String(attribute="_id")
     reminder_id = fields.String()
     kind = fields.String()
@@ -114,7 +114,7 @@ class NotificationSchema(Schema):
 
 
 class NotificationReviewSchema(Schema):
-    occurrences = fields.List(fields.Nested(OccurrenceSchema))
+    occurrences = fields.List(fields.Nested(ReviewOccurrenceSchema))
     notifications = fields.List(fields.Nested(NotificationSchema))
 
 
@@ -169,7 +169,7 @@ class DiaryEntryReviewSchema(PainPointSchema):
     bpi = fields.Nested(DiaryBpiSchema, allow_none=True)
 
 
-class PracticeSchema(Schema):
+class ReviewPracticeSchema(Schema):
     id = fields.String(attribute="_id")
     item_slug = fields.String()
     started_at = fields.DateTime()
@@ -179,7 +179,7 @@ class PracticeSchema(Schema):
 
 class DiaryReviewSchema(Schema):
     entries = fields.List(fields.Nested(DiaryEntryReviewSchema))
-    practice = fields.List(fields.Nested(PracticeSchema))
+    practice = fields.List(fields.Nested(ReviewPracticeSchema))
 
 
 class PlanVersionSchema(Schema):
@@ -194,7 +194,7 @@ class PlanVersionSchema(Schema):
     mindfulness = fields.Dict(allow_none=True)
 
 
-class PlanHistorySchema(Schema):
+class ReviewPlanHistorySchema(Schema):
     items = fields.List(fields.Nested(PlanVersionSchema))
 
 
