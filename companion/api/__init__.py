@@ -14,6 +14,8 @@ BLUEPRINT_MODULES = [
     "companion.api.caregivers",
     "companion.api.admin",
     "companion.api.gateways",
+    "companion.api.clinician",
+    "companion.api.review",
     "companion.api.ingestion",
     "companion.api.sessions",
     "companion.api.push_tokens",

@@ -2,7 +2,7 @@
 
 Readable by the patient, their clinicians, and their caregivers within the patient's consent: a
 caregiver sees only alerts of the kinds shared with them, and only the notifications sent to them.
-Clinicians acknowledge alerts (a care-team act).
+Clinicians acknowledge alerts through the review API (companion.api.review).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from companion.api.push_tokens import describe_source
 from companion.api.schemas import StrictSchema
 from companion.api.security import allow, current_actor, require_patient
 from companion.domain.access import Operation, Relationship, Role
-from companion.domain.errors import NotFound
 from companion.store.alerts import Alerts
 from companion.store.notification_history import NotificationHistory
 from companion.store.relationships import CareLinks
@@ -93,20 +92,6 @@ class PatientAlerts(MethodView):
             unacknowledged=args["unacknowledged"], limit=args["limit"])
         auditing.note(patient_ids=[patient_id], resource="alert", action="R", resource_ids=[a["_id"] for a in items])
         return {"items": items}
-
-
-@blp.route("/<patient_id>/alerts/<alert_id>/acknowledge")
-class AcknowledgeAlert(MethodView):
-    @allow(Role.CLINICIAN)
-    @blp.response(200, AlertSchema)
-    def post(self, patient_id, alert_id):
-        """A clinician has seen the alert and taken it in hand (the first acknowledgement stands)."""
-        require_patient(patient_id, Operation.CLINICAL)
-        auditing.note(patient_ids=[patient_id], resource="alert", action="U", resource_ids=[alert_id])
-        alert = Alerts(services().db).acknowledge(patient_id, alert_id, current_actor().id)
-        if alert is None:
-            raise NotFound("no such alert")
-        return alert
 
 
 @blp.route("/<patient_id>/notifications")

@@ -1,4 +1,5 @@
-"""Alerts about a patient: raised once per condition and period, acknowledged by a clinician.
+"""Alerts about a patient: raised once per condition and period (clinicians acknowledge them through
+companion.store.review).
 
 An alert is created by **insert** under its unique ``dedup_key`` (e.g. ``missed_session:<occurrence>``
 or ``device_silent:<serial>:<day>``), so evaluating the same condition again, or on two workers,
@@ -66,9 +67,3 @@ class Alerts:
         if unacknowledged:
             query["acknowledged_at"] = None
         return list(self.col.find(query).sort("raised_at", DESCENDING).limit(min(limit, LIST_LIMIT)))
-
-    def acknowledge(self, patient_id: str, alert_id: str, clinician_id: str) -> dict | None:
-        """Record the first acknowledgement (a second one changes nothing); None if no such alert."""
-        self.col.update_one({"_id": alert_id, "patient_id": patient_id, "acknowledged_at": None},
-                            {"$set": {"acknowledged_at": self.clock(), "acknowledged_by": clinician_id}})
-        return self.col.find_one({"_id": alert_id, "patient_id": patient_id})

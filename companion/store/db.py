@@ -30,6 +30,8 @@ INDEX_MODULES = [
     "companion.store.reminders",
     "companion.store.diary",
     "companion.store.content",
+    "companion.store.clinical_notes",
+    "companion.store.web_sessions",
 ]
 
 

@@ -14,21 +14,13 @@ from companion.services.diary import record_entry
 from companion.services.library import load_library, start_practice
 from companion.services.reminders import create_reminder, occurrences_between
 from companion.store.accounts import now
-from companion.store.alerts import Alerts
 from companion.store.outbox import Outbox
 from companion.store.relationships import CareLinks
+from tests.clinician.seed import Seed
 
 
 def _care_link(client, world, services) -> str:
     return CareLinks(services.db).active(world["patient_a"].id, world["caregiver_linked"].id)["_id"]
-
-
-def _alert(client, world, services) -> str:
-    alert, _ = Alerts(services.db).raise_once(
-        patient_id=world["patient_a"].id, kind="unit_silent", severity="warning", text="Unit silent.",
-        dedup_key=f"matrix:{world['patient_a'].id}", shared_with_caregivers=True, urgent=False,
-        share_kind="device_silent")
-    return alert["_id"]
 
 
 def _notification(client, world, services) -> str:
@@ -67,8 +59,11 @@ def _occurrence(client, world, services) -> str:
     return coming[0]["_id"]
 
 
+def _alert(client, world, services) -> str:
+    return Seed(services.db).alert(world["patient_a"].id, now())["_id"]
+
+
 PROVIDERS = {
-    "alert_id": _alert,
     "install_id": lambda client, world, services: "matrix-phone-a",
     "notification_id": _notification,
     "link_id": _care_link,
@@ -79,4 +74,7 @@ PROVIDERS = {
     "practice_id": _practice,
     "reminder_id": _reminder,
     "occurrence_id": _occurrence,
+    "alert_id": _alert,
+    # The clinician pages' static files (a public route, which the matrix does not call).
+    "filename": lambda client, world, services: "dashboard.css",
 }
