@@ -31,7 +31,7 @@ class SummaryArgsSchema(StrictSchema):
     as_of = fields.Date(load_default=None, metadata={"description": "last local date of the periods"})
 
 
-class KindDaySchema(Schema):
+class AdherenceKindDaySchema(Schema):
     state = fields.String()
     fraction = fields.Float(allow_none=True)
     minutes = fields.Float()
@@ -40,7 +40,7 @@ class KindDaySchema(Schema):
     planned = fields.Integer()
 
 
-class AdherenceDaySchema(Schema):
+class AdherenceSnapshotSchema(Schema):
     date = fields.String()
     zone = fields.String()
     state = fields.String()
@@ -52,25 +52,25 @@ class AdherenceDaySchema(Schema):
     sessions_planned = fields.Integer()
     mindfulness_fraction = fields.Float(allow_none=True)
     medication_fraction = fields.Float(allow_none=True)
-    tens = fields.Nested(KindDaySchema)
-    mindfulness = fields.Nested(KindDaySchema)
-    medication = fields.Nested(KindDaySchema)
+    tens = fields.Nested(AdherenceKindDaySchema)
+    mindfulness = fields.Nested(AdherenceKindDaySchema)
+    medication = fields.Nested(AdherenceKindDaySchema)
     computed_at = fields.DateTime()
 
 
-class AdherenceDaysSchema(Schema):
+class AdherenceSnapshotListSchema(Schema):
     patient_id = fields.String()
-    items = fields.List(fields.Nested(AdherenceDaySchema))
+    items = fields.List(fields.Nested(AdherenceSnapshotSchema))
 
 
-class PdcSchema(Schema):
+class AdherencePdcSchema(Schema):
     days_with_plan = fields.Integer()
     days_covered = fields.Integer()
     pdc = fields.Float(allow_none=True)
     adherent = fields.Boolean(allow_none=True)
 
 
-class ResponderSchema(Schema):
+class AdherenceResponderSchema(Schema):
     status = fields.String()
     baseline_pain = fields.Float(allow_none=True)
     recent_pain = fields.Float(allow_none=True)
@@ -82,10 +82,10 @@ class AdherenceSummarySchema(Schema):
     patient_id = fields.String()
     as_of = fields.String()
     threshold = fields.Float()
-    tens = fields.Dict(keys=fields.String(), values=fields.Nested(PdcSchema))
-    mindfulness = fields.Dict(keys=fields.String(), values=fields.Nested(PdcSchema))
-    medication = fields.Dict(keys=fields.String(), values=fields.Nested(PdcSchema))
-    responder = fields.Nested(ResponderSchema)
+    tens = fields.Dict(keys=fields.String(), values=fields.Nested(AdherencePdcSchema))
+    mindfulness = fields.Dict(keys=fields.String(), values=fields.Nested(AdherencePdcSchema))
+    medication = fields.Dict(keys=fields.String(), values=fields.Nested(AdherencePdcSchema))
+    responder = fields.Nested(AdherenceResponderSchema)
 
 
 def _today(patient_id: str):
@@ -100,7 +100,7 @@ def _today(patient_id: str):
 class AdherenceDays(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
     @blp.arguments(AdherenceArgsSchema, location="query")
-    @blp.response(200, AdherenceDaysSchema)
+    @blp.response(200, AdherenceSnapshotListSchema)
     def get(self, args, patient_id):
         """Daily adherence for ``from``..``to`` (local dates; the last 30 days by default)."""
         require_patient(patient_id, Operation.READ)

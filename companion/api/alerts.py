@@ -52,7 +52,7 @@ class NotificationArgsSchema(StrictSchema):
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
 
 
-class NotificationSchema(Schema):
+class PatientNotificationSchema(Schema):
     id = fields.String(attribute="_id")
     kind = fields.String()
     recipient_user_id = fields.String()
@@ -63,11 +63,10 @@ class NotificationSchema(Schema):
     sent_at = fields.DateTime(allow_none=True)
     delivered_at = fields.DateTime(allow_none=True)
     opened_at = fields.DateTime(allow_none=True)
-    error_codes = fields.List(fields.String())
 
 
-class NotificationListSchema(Schema):
-    items = fields.List(fields.Nested(NotificationSchema))
+class PatientNotificationListSchema(Schema):
+    items = fields.List(fields.Nested(PatientNotificationSchema))
 
 
 def _shared_kinds(patient_id: str, relationship: Relationship) -> list[str] | None:
@@ -98,7 +97,7 @@ class PatientAlerts(MethodView):
 class PatientNotifications(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
     @blp.arguments(NotificationArgsSchema, location="query")
-    @blp.response(200, NotificationListSchema)
+    @blp.response(200, PatientNotificationListSchema)
     def get(self, args, patient_id):
         """Notifications sent about the patient, newest first (a caregiver sees only those sent to them)."""
         relationship = require_patient(patient_id, Operation.READ)

@@ -6,7 +6,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pymongo.database import Database
 
@@ -18,6 +18,7 @@ from companion.store.push_tokens import PushTokens
 
 logger = logging.getLogger(__name__)
 
+CLAIMS_KEPT = timedelta(days=1)
 MAX_ROUNDS = 400  # 400 x 500 = 200,000 notifications per run at most; the next run takes the rest
 
 
@@ -41,6 +42,11 @@ def send_push(db: Database, settings: JobSettings, clock: Callable[[], datetime]
         for state, count in report.states.items():
             total.states[state] = total.states.get(state, 0) + count
     return total
+
+
+def purge_push_claims(db: Database, settings: JobSettings, clock: Callable[[], datetime]) -> int:
+    """Hourly: drop send claims whose lease ended a day ago (every round they guarded has settled)."""
+    return Outbox(db, clock).purge_claims(clock() - CLAIMS_KEPT)
 
 
 def prune_push_tokens(db: Database, settings: JobSettings, clock: Callable[[], datetime]) -> int:

@@ -26,6 +26,7 @@ from pymongo.database import Database
 
 from companion.jobs import adherence, alerts, push, reminders
 from companion.notify.push import PushSender
+from companion.services.housekeeping import purge_expired
 from companion.services.job_settings import JobSettings
 from companion.store.accounts import now
 from companion.store.leases import Lease, Leases
@@ -112,6 +113,10 @@ class Worker:
                     {"minute": 5}, timedelta(hours=6)),
             JobSpec("push-tokens-prune", lambda: push.prune_push_tokens(db, s, clock), "cron",
                     {"hour": 3, "minute": 17}, timedelta(days=1)),
+            JobSpec("push-claims-purge", lambda: push.purge_push_claims(db, s, clock), "interval",
+                    {"hours": 1}, timedelta(hours=1)),
+            JobSpec("housekeeping", lambda: purge_expired(db), "cron", {"hour": 3, "minute": 43},
+                    timedelta(days=1)),
         ]
         if self.sender is not None:
             sender = self.sender
