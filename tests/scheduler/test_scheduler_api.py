@@ -1,0 +1,130 @@
+"""The API around the scheduler: phones and receipts, alerts and notification history in each
+reader's scope, adherence days and summary."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, timedelta
+
+from companion.services import adherence
+from companion.store.accounts import now
+from companion.store.alerts import Alerts
+from companion.store.outbox import Outbox
+
+TOKEN = "fcm-token-Zq81-very-secret"
+
+
+def _register(client, person, install="phone-1", token=TOKEN):
+    return client.put(f"/api/v1/me/push-tokens/{install}", headers=person.headers,
+                      json={"token": token, "platform": "android"})
+
+
+def test_phone_registration_is_refreshed_in_place_and_never_shows_the_token(client, world, db, caplog):
+    patient = world["patient_a"]
+    with caplog.at_level(logging.DEBUG, logger="companion"):
+        first = _register(client, patient)
+        again = _register(client, patient, token=TOKEN + "-refreshed")
+        listed = client.get("/api/v1/me/push-tokens", headers=patient.headers)
+    assert (first.status_code, again.status_code, listed.status_code) == (200, 200, 200)
+    assert [p["install_id"] for p in listed.json["items"]] == ["phone-1"]
+    for response in (first, again, listed):
+        assert TOKEN not in response.get_data(as_text=True)
+    assert TOKEN not in caplog.text
+    assert db.push_tokens.find_one({"user_id": patient.id})["token"] == TOKEN + "-refreshed"
+
+
+def test_caregiver_registers_several_phones_and_deletes_one(client, world, db):
+    caregiver = world["caregiver_linked"]
+    _register(client, caregiver, "phone-1", "t-1")
+    _register(client, caregiver, "phone-2", "t-2")
+    assert client.delete("/api/v1/me/push-tokens/phone-1", headers=caregiver.headers).status_code == 204
+    assert client.delete("/api/v1/me/push-tokens/phone-1", headers=caregiver.headers).status_code == 404
+    assert [t["install_id"] for t in db.push_tokens.find({"user_id": caregiver.id})] == ["phone-2"]
+
+
+def test_bad_install_id_and_bad_platform_are_refused(client, world):
+    patient = world["patient_a"]
+    assert client.put("/api/v1/me/push-tokens/has%20space", headers=patient.headers,
+                      json={"token": "t", "platform": "android"}).status_code == 422
+    assert client.put("/api/v1/me/push-tokens/phone-1", headers=patient.headers,
+                      json={"token": "t", "platform": "fax"}).status_code == 422
+
+
+def _notification(services, recipient, patient, source="reminder:occ-1"):
+    doc, _ = Outbox(services.db).schedule(source_key=source, recipient_user_id=recipient.id, patient_id=patient.id,
+                                          kind="therapy_reminder", send_at=now())
+    return doc["_id"]
+
+
+def test_only_the_recipient_may_report_delivery_and_opening(client, world, services, db):
+    patient = world["patient_a"]
+    notification = _notification(services, patient, patient)
+    url = f"/api/v1/me/notifications/{notification}/receipts"
+    assert client.post(url, headers=world["caregiver_linked"].headers, json={"receipt": "delivered"}).status_code == 404
+    assert client.post(url, headers=patient.headers, json={"receipt": "delivered"}).status_code == 204
+    assert client.post(url, headers=patient.headers, json={"receipt": "opened"}).status_code == 204
+    doc = db.push_outbox.find_one({"_id": notification})
+    assert doc["delivered_at"] is not None and doc["opened_at"] is not None
+
+
+def test_the_app_learns_what_a_push_was_about_from_its_own_list(client, world, services):
+    patient = world["patient_a"]
+    notification = _notification(services, patient, patient, source="reminder:occ-7:repeat:2")
+    response = client.get("/api/v1/me/notifications", headers=patient.headers)
+    assert response.status_code == 200
+    (item,) = response.json["items"]
+    assert (item["id"], item["about"], item["about_id"]) == (notification, "reminder_occurrence", "occ-7")
+
+
+def _alert(services, patient, share_kind, kind):
+    alert, _ = Alerts(services.db).raise_once(patient_id=patient.id, kind=kind, severity="warning", text=f"{kind}.",
+                                             dedup_key=f"{kind}:{patient.id}", shared_with_caregivers=True,
+                                             urgent=False, share_kind=share_kind)
+    return alert["_id"]
+
+
+def test_caregiver_reads_only_the_alert_kinds_the_patient_shared(client, world, services):
+    patient = world["patient_a"]
+    missed = _alert(services, patient, "missed_session", "missed_tens_session")
+    flare = _alert(services, patient, "pain_flare", "pain_flare")
+    url = f"/api/v1/patients/{patient.id}/alerts"
+    as_caregiver = client.get(url, headers=world["caregiver_linked"].headers)
+    as_clinician = client.get(url, headers=world["clinician_team"].headers)
+    as_patient = client.get(url, headers=patient.headers)
+    assert [a["id"] for a in as_caregiver.json["items"]] == [missed]
+    assert sorted(a["id"] for a in as_clinician.json["items"]) == sorted([missed, flare])
+    assert sorted(a["id"] for a in as_patient.json["items"]) == sorted([missed, flare])
+
+
+def test_caregiver_sees_only_the_notifications_sent_to_them(client, world, services):
+    patient, caregiver = world["patient_a"], world["caregiver_linked"]
+    to_patient = _notification(services, patient, patient)
+    to_caregiver = _notification(services, caregiver, patient, source="alert:a1")
+    url = f"/api/v1/patients/{patient.id}/notifications"
+    assert [n["id"] for n in client.get(url, headers=caregiver.headers).json["items"]] == [to_caregiver]
+    everyone = client.get(url, headers=world["clinician_team"].headers).json["items"]
+    assert sorted(n["id"] for n in everyone) == sorted([to_patient, to_caregiver])
+    assert {n["about"] for n in everyone} == {"reminder_occurrence", "alert"}
+
+
+def test_adherence_days_and_summary_are_served_from_the_snapshots(client, world, services, db):
+    patient = world["patient_a"]
+    user = db.users.find_one({"_id": patient.id})
+    today = now().date()
+    for n in range(3):
+        adherence.compute_day(db, user, today - timedelta(days=n), now())
+    days = client.get(f"/api/v1/patients/{patient.id}/adherence", headers=world["caregiver_linked"].headers,
+                      query_string={"from": (today - timedelta(days=2)).isoformat(), "to": today.isoformat()})
+    assert days.status_code == 200
+    assert [d["state"] for d in days.json["items"]] == ["no_tasks"] * 3
+    summary = client.get(f"/api/v1/patients/{patient.id}/adherence/summary", headers=patient.headers)
+    assert summary.status_code == 200
+    assert summary.json["tens"]["30"] == {"days_with_plan": 0, "days_covered": 0, "pdc": None, "adherent": None}
+    assert summary.json["responder"]["status"] == "no_plan"
+
+
+def test_adherence_range_longer_than_a_year_is_refused(client, world):
+    patient = world["patient_a"]
+    response = client.get(f"/api/v1/patients/{patient.id}/adherence", headers=patient.headers,
+                          query_string={"from": date(2024, 1, 1).isoformat(), "to": date(2026, 1, 1).isoformat()})
+    assert response.status_code == 422
