@@ -1,0 +1,205 @@
+"""The scheduler's peak minute: N reminders due at once, queued and pushed through the real firebase-admin.
+
+For each size N the bench builds N patients with one phone and one reminder occurrence due now, then
+measures, against the same FerretDB (or MONGODB_URI) and the loopback FCM emulator (a subprocess):
+
+- floor: the emulator's raw throughput, ``messaging.send_each`` of N minimal messages in chunks of 500;
+- peak: ``dispatch_due_reminders`` (N outbox inserts) then ``send_push`` (claim, send, settle) until done;
+- also the database floor: ``insert_many`` of N outbox-sized documents.
+
+It reports peak time / send_each time and how that grows with N, and writes the figures into
+bench/RESULTS.md under "Scheduler peak minute". Sizes: ``--sizes 2000,20000,100000`` (default 2000).
+Run: ``FERRETDB_BIN=... python -m bench.peak_minute --sizes 2000,20000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from firebase_admin import messaging
+from pymongo import MongoClient
+
+from companion.jobs.push import send_push
+from companion.notify.push import PushSender
+from companion.services.job_settings import JobSettings
+from companion.services.reminder_dispatch import dispatch_due_reminders
+from companion.store.db import ensure_indexes, make_client
+from tests.support.ferretdb import FerretServer, free_port
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+SECTION = "## Scheduler peak minute"
+CHUNK = 5000
+
+
+@dataclass
+class Figures:
+    size: int
+    send_each_s: float
+    insert_many_s: float
+    dispatch_s: float
+    send_s: float
+    delivered: int
+
+    @property
+    def peak_s(self) -> float:
+        return self.dispatch_s + self.send_s
+
+
+class Emulator:
+    """The FCM emulator in its own process, so it does not share the bench's GIL."""
+
+    def __init__(self, workdir: Path):
+        self.port = free_port()
+        self.account = workdir / "service-account.json"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "companion.notify.fcm_emulator", "--port", str(self.port),
+             "--write-service-account", str(self.account)], stdout=subprocess.PIPE, text=True)
+        for line in self.process.stdout:
+            if line.startswith("FCM_URL="):
+                break
+        self.fcm_url = f"http://127.0.0.1:{self.port}/v1/projects/{{0}}/messages:send"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def _seed(db, size: int, due: datetime) -> list[str]:
+    tokens = [f"bench-{uuid.uuid4().hex}" for _ in range(size)]
+    for start in range(0, size, CHUNK):
+        part = range(start, min(start + CHUNK, size))
+        db.push_tokens.insert_many([{"_id": f"t{n}", "user_id": f"p{n}", "install_id": "phone-1", "token": tokens[n],
+                                     "platform": "android", "address": "token", "updated_at": due} for n in part])
+        db.reminders.insert_many([{"_id": f"r{n}", "patient_id": f"p{n}", "kind": "tens", "repeat": None,
+                                   "completion_window_min": 60, "active": True} for n in part])
+        db.reminder_occurrences.insert_many([{
+            "_id": f"r{n}:2026-03-02:08:00", "patient_id": f"p{n}", "reminder_id": f"r{n}", "kind": "tens",
+            "local_date": "2026-03-02", "local_time": "08:00", "zone": "UTC", "due_at": due, "notify_at": due,
+            "window_ends_at": due + timedelta(hours=1), "status": "pending", "status_at": None,
+            "skip_reason": None, "snoozed_until": None, "nudges_sent": 0} for n in part])
+    return tokens
+
+
+def _time_send_each(sender: PushSender, tokens: list[str]) -> float:
+    messages = [messaging.Message(notification=messaging.Notification(title="t", body="b")) for _ in tokens]
+    for message, token in zip(messages, tokens, strict=True):
+        message.token = token
+    started = time.perf_counter()
+    for start in range(0, len(messages), 500):
+        batch = messaging.send_each(messages[start:start + 500], app=sender._app)
+        assert batch.failure_count == 0, batch.responses[0].exception
+    return time.perf_counter() - started
+
+
+def _time_insert_many(db, size: int) -> float:
+    docs = [{"_id": f"o{n}", "source_key": f"floor:{n}", "recipient_user_id": f"p{n}", "patient_id": f"p{n}",
+             "kind": "therapy_reminder", "state": "scheduled", "attempts": 0, "round": 0} for n in range(size)]
+    started = time.perf_counter()
+    for start in range(0, size, CHUNK):
+        db.insert_floor.insert_many(docs[start:start + CHUNK], ordered=False)
+    return time.perf_counter() - started
+
+
+def measure(client: MongoClient, emulator: Emulator, size: int) -> Figures:
+    """One size: a fresh database, seeded, then the floors and the peak minute measured."""
+    name = f"bench_peak_{uuid.uuid4().hex[:8]}"
+    db = client[name]
+    ensure_indexes(db)
+    due = datetime.now(UTC) - timedelta(seconds=5)
+    tokens = _seed(db, size, due)
+    sender = PushSender(emulator.account, fcm_url=emulator.fcm_url, app_name=f"bench-{uuid.uuid4()}")
+    try:
+        send_each_s = _time_send_each(sender, [f"floor-{t}" for t in tokens])
+        insert_many_s = _time_insert_many(db, size)
+        settings = JobSettings()
+        started = time.perf_counter()
+        result = dispatch_due_reminders(db, settings, lambda: datetime.now(UTC))
+        dispatched = time.perf_counter()
+        report = send_push(db, settings, lambda: datetime.now(UTC), sender, owner="bench")
+        finished = time.perf_counter()
+    finally:
+        sender.close()
+        client.drop_database(name)
+    assert result.scheduled == size, result
+    return Figures(size, send_each_s, insert_many_s, dispatched - started, finished - dispatched,
+                   report.states.get("sent", 0))
+
+
+def render(figures: list[Figures], server: str) -> str:
+    """The RESULTS.md section for these figures."""
+    base = figures[0]
+    rows = [
+        f"| {f.size:,} | {f.send_each_s:.1f} | {f.insert_many_s:.1f} | {f.dispatch_s:.1f} | {f.send_s:.1f} | "
+        f"{f.peak_s:.1f} | {f.peak_s / f.send_each_s:.2f} | {f.size / f.peak_s:,.0f} | "
+        f"{(f.peak_s / base.peak_s) / (f.size / base.size):.2f} | {f.delivered:,} |"
+        for f in figures
+    ]
+    return "\n".join([
+        SECTION, "",
+        f"`python -m bench.peak_minute --sizes {','.join(str(f.size) for f in figures)}` on {server}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, {datetime.now(UTC):%Y-%m-%d}. "
+        "N patients with one phone each and one reminder due now. *send_each* is the floor: firebase-admin's "
+        "`messaging.send_each` of N minimal messages to the loopback FCM emulator (a separate process), 500 per "
+        "call. *dispatch* creates the N outbox notifications (one insert each, unique key); *send* claims, pushes "
+        "and settles them (`send_push`). *peak* = dispatch + send. *growth* is peak time per reminder relative "
+        "to the smallest size (1.00 = linear).", "",
+        "| due reminders | send_each s | insert_many s | dispatch s | send s | peak s | peak / send_each "
+        "| reminders/s | growth | delivered |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *rows, "",
+    ])
+
+
+def write_results(section: str) -> None:
+    """Replace (or append) the "Scheduler peak minute" section of bench/RESULTS.md."""
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+    RESULTS.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="2000", help="comma-separated numbers of due reminders")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        server = None
+        uri = os.environ.get("MONGODB_URI")
+        if uri is None:
+            server = FerretServer(workdir / "ferretdb")
+            server.start()
+            uri = server.uri
+        emulator = Emulator(workdir)
+        client = make_client(uri, timeout_ms=120_000)
+        try:
+            figures = []
+            for size in sizes:
+                figures.append(measure(client, emulator, size))
+                print(f"{size}: {figures[-1]}", flush=True)
+        finally:
+            client.close()
+            emulator.stop()
+            if server is not None:
+                server.stop()
+    section = render(figures, "MongoDB at MONGODB_URI" if os.environ.get("MONGODB_URI") else "FerretDB 1.24 (SQLite)")
+    print(section)
+    if not args.no_write:
+        write_results(section)
+
+
+if __name__ == "__main__":
+    main()
