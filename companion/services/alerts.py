@@ -217,7 +217,9 @@ def evaluate(db: Database, settings: JobSettings, clock: Callable[[], datetime])
     report = AlertsReport()
     candidates = (missed_sessions(db, settings, now) + device_alerts(db, now) + silent_units(db, now)
                   + pain_flares(db, now))
+    done = Alerts(db, clock).notified_keys([c.dedup_key for c in candidates])
     for candidate in candidates:
-        raise_alert(db, candidate, clock, report)
+        if candidate.dedup_key not in done:
+            raise_alert(db, candidate, clock, report)
     logger.info("alerts: raised %s, notifications %d", report.raised, report.notifications)
     return report

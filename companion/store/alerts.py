@@ -46,6 +46,15 @@ class Alerts:
         except DuplicateKeyError:
             return self.col.find_one({"dedup_key": dedup_key}), False
 
+    def notified_keys(self, dedup_keys: list[str]) -> set[str]:
+        """Which of ``dedup_keys`` already name an alert whose notifications are queued."""
+        found: set[str] = set()
+        for start in range(0, len(dedup_keys), 2000):
+            part = dedup_keys[start:start + 2000]
+            found.update(d["dedup_key"] for d in self.col.find({"dedup_key": {"$in": part}, "notified_at": {"$ne": None}},
+                                                              {"dedup_key": 1}))
+        return found
+
     def get(self, patient_id: str, alert_id: str) -> dict | None:
         return self.col.find_one({"_id": alert_id, "patient_id": patient_id})
 
