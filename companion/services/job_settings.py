@@ -23,7 +23,8 @@ class JobSettings:
     - ``materialize_horizon``: how far ahead occurrences are kept materialized.
     - ``lease_ttl``: the leader lease's length; the holder renews it every ttl/3.
     - ``caregiver_alert_delay``: used when a patient has not chosen their own delay.
-    - ``device_silent_after``: how long without a word from a unit before it counts as silent.
+
+    The alert thresholds themselves (24 h of silence, 3 low days, ...) are rules: companion.domain.alerts.
     """
 
     reminder_grace: timedelta = timedelta(minutes=15)
@@ -33,8 +34,6 @@ class JobSettings:
     dispatch_batch: int = 500
     push_token_stale_after: timedelta = timedelta(days=60)
     caregiver_alert_delay: timedelta = timedelta(minutes=60)
-    device_silent_after: timedelta = timedelta(hours=24)
-    adherence_low_days: int = 3
 
     @classmethod
     def from_env(cls) -> JobSettings:
