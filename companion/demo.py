@@ -83,7 +83,12 @@ def _plan_and_reminders(db, patient_id, clinician_id, zone, days, now) -> None:
     from companion.api.plans import PlanInputSchema, to_storage
     from companion.api.reminder_schemas import ReminderInputSchema
     from companion.services.plans import set_plan
-    from companion.services.reminders import create_reminder, mark_missed, materialize_occurrences, record_outcome
+    from companion.services.reminders import (
+        create_reminder,
+        mark_missed,
+        materialize_occurrences,
+        record_outcome,
+    )
 
     start = (now.astimezone(ZoneInfo(zone)).date() - timedelta(days=days)).isoformat()
     plan = PlanInputSchema().load({
