@@ -110,6 +110,7 @@ class FlareReason(StrEnum):
     """Which flare rule matched."""
 
     TWO_HIGH = "two_high"
+    ONE_HIGH = "one_high"
     ABOVE_MEDIAN = "above_median"
 
 
@@ -122,10 +123,13 @@ class Flare:
     baseline_median: float | None = None
 
 
-def flare_at(entry: PainEntry, history: Sequence[PainEntry]) -> Flare | None:
+def flare_at(entry: PainEntry, history: Sequence[PainEntry], *, high_readings: int = 2) -> Flare | None:
     """Tell whether ``entry`` is a pain flare given the patient's other entries (module docstring rule).
 
     ``history`` may include ``entry`` itself and later entries; only earlier ones are used.
+    ``high_readings`` is how many readings of 7 or more within 24 hours make a flare: 2 for
+    caregiver and clinician alerts (one bad moment should not page anyone), 1 for the patient's
+    own suggestions after a bad moment.
     """
     earlier = [
         e for e in history if e.recorded_at_utc < entry.recorded_at_utc and e.entry_id != entry.entry_id
@@ -140,6 +144,8 @@ def flare_at(entry: PainEntry, history: Sequence[PainEntry]) -> Flare | None:
         middle = median(e.score for e in baseline)
         if entry.score >= middle + FLARE_ABOVE_MEDIAN:
             return Flare(entry, FlareReason.ABOVE_MEDIAN, middle)
+    if high_readings == 1 and entry.score >= FLARE_HIGH_SCORE:
+        return Flare(entry, FlareReason.ONE_HIGH)
     return None
 
 

@@ -146,7 +146,7 @@ def suggestions(db: Database, patient_id: str, limit: int = 3) -> dict:
     facts = gather(db, patient_id, current - timedelta(days=EVIDENCE_DAYS), current + timedelta(minutes=5))
     entries = facts.pain_entries()
     recent = [e for e in entries if e.recorded_at_utc >= current - FLARE_RECENT]
-    flare = next((f for e in reversed(recent) if (f := flare_at(e, entries)) is not None), None)
+    flare = next((f for e in reversed(recent) if (f := flare_at(e, entries, high_readings=1)) is not None), None)
     if flare is None:
         return {"flare": None, "items": []}
     library = {i["_id"]: i for i in ContentItems(db).all()}

@@ -121,3 +121,13 @@ def test_property_flares_only_at_entries_that_meet_a_rule(pairs):
     entries = [PainEntry(f"e{i}", T0 + timedelta(hours=h), s) for i, (h, s) in enumerate(pairs)]
     for flare in flares(entries):
         assert flare.entry.score >= 7 or (flare.baseline_median is not None and flare.entry.score >= 3)
+
+
+def test_one_high_reading_is_a_flare_for_suggestions_but_not_for_alerts():
+    from datetime import UTC, datetime
+
+    from companion.domain.pain import FlareReason, PainEntry, flare_at
+
+    entry = PainEntry(entry_id="e1", recorded_at_utc=datetime(2025, 5, 1, 9, tzinfo=UTC), score=8)
+    assert flare_at(entry, [entry]) is None
+    assert flare_at(entry, [entry], high_readings=1).reason is FlareReason.ONE_HIGH
