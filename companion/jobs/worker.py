@@ -31,7 +31,7 @@ from companion.services.job_settings import JobSettings
 from companion.store.accounts import now
 from companion.store.leases import Lease, Leases
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("companion.jobs.worker")  # also when run as __main__
 
 LEASE_NAME = "scheduler"
 
