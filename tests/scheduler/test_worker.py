@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from companion.jobs.worker import LEASE_NAME, JobSpec, Worker
@@ -146,3 +149,40 @@ def test_the_web_app_never_loads_the_scheduler():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60,
                             check=True)
     assert result.stdout.strip() == "[]"
+
+
+def _start_worker(mongo_uri, db_name):
+    env = {**os.environ, "MONGODB_URI": mongo_uri, "MONGODB_DB": db_name, "COMPANION_LEASE_TTL_S": "3"}
+    env.pop("FCM_SERVICE_ACCOUNT", None)
+    return subprocess.Popen([sys.executable, "-m", "companion.jobs.worker"], env=env, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _wait_for_line(process, text, seconds):
+    lines = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        lines.append(line)
+        if text in line:
+            return lines
+    raise AssertionError(f"no {text!r} within {seconds} s: {lines[-5:]}")
+
+
+@pytest.mark.slow
+def test_two_worker_processes_one_leads_and_the_other_takes_over_when_it_is_killed(mongo_uri, db_name):
+    first = _start_worker(mongo_uri, db_name)
+    second = None
+    try:
+        _wait_for_line(first, "leadership taken", 30)
+        second = _start_worker(mongo_uri, db_name)
+        started = _wait_for_line(second, "scheduler worker started", 30)
+        assert not any("leadership taken" in line for line in started)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        _wait_for_line(second, "leadership taken", 30)  # the lease (3 s) lapses, the next tick takes it
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=20)
