@@ -9,6 +9,7 @@ measures, against the same FerretDB (or MONGODB_URI) and the loopback FCM emulat
 
 It reports peak time / send_each time and how that grows with N, and writes the figures into
 bench/RESULTS.md under "Scheduler peak minute". Sizes: ``--sizes 2000,20000,100000`` (default 2000).
+Sending a size stops after ``--budget-s`` (default 900 s); the table then says how far it got.
 Run: ``FERRETDB_BIN=... python -m bench.peak_minute --sizes 2000,20000``.
 """
 
@@ -30,11 +31,13 @@ from pathlib import Path
 from firebase_admin import messaging
 from pymongo import MongoClient
 
-from companion.jobs.push import send_push
+from companion.notify.outbox import OutboxDispatcher
 from companion.notify.push import PushSender
 from companion.services.job_settings import JobSettings
 from companion.services.reminder_dispatch import dispatch_due_reminders
 from companion.store.db import ensure_indexes, make_client
+from companion.store.outbox import Outbox
+from companion.store.push_tokens import PushTokens
 from tests.support.ferretdb import FerretServer, free_port
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -50,6 +53,8 @@ class Figures:
     dispatch_s: float
     send_s: float
     delivered: int
+    delivered_first_minute: int
+    complete: bool
 
     @property
     def peak_s(self) -> float:
@@ -111,7 +116,7 @@ def _time_insert_many(db, size: int) -> float:
     return time.perf_counter() - started
 
 
-def measure(client: MongoClient, emulator: Emulator, size: int) -> Figures:
+def measure(client: MongoClient, emulator: Emulator, size: int, budget_s: float) -> Figures:
     """One size: a fresh database, seeded, then the floors and the peak minute measured."""
     name = f"bench_peak_{uuid.uuid4().hex[:8]}"
     db = client[name]
@@ -122,42 +127,66 @@ def measure(client: MongoClient, emulator: Emulator, size: int) -> Figures:
     try:
         send_each_s = _time_send_each(sender, [f"floor-{t}" for t in tokens])
         insert_many_s = _time_insert_many(db, size)
-        settings = JobSettings()
         started = time.perf_counter()
-        result = dispatch_due_reminders(db, settings, lambda: datetime.now(UTC))
+        result = dispatch_due_reminders(db, JobSettings(), _utcnow)
         dispatched = time.perf_counter()
-        report = send_push(db, settings, lambda: datetime.now(UTC), sender, owner="bench")
+        delivered, first_minute, complete = _send_all(db, sender, started, budget_s)
         finished = time.perf_counter()
     finally:
         sender.close()
         client.drop_database(name)
     assert result.scheduled == size, result
-    return Figures(size, send_each_s, insert_many_s, dispatched - started, finished - dispatched,
-                   report.states.get("sent", 0))
+    return Figures(size, send_each_s, insert_many_s, dispatched - started, finished - dispatched, delivered,
+                   first_minute, complete)
 
 
-def render(figures: list[Figures], server: str) -> str:
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _send_all(db, sender: PushSender, started: float, budget_s: float) -> tuple[int, int, bool]:
+    """What ``send_push`` does, a batch at a time, noting how many went out in the first minute and
+    giving up after ``budget_s``; returns (delivered, delivered in the first minute, finished)."""
+    dispatcher = OutboxDispatcher(Outbox(db, _utcnow), PushTokens(db, _utcnow), sender, owner="bench",
+                                  batch_size=JobSettings().dispatch_batch)
+    delivered, first_minute = 0, None
+    while True:
+        report = dispatcher.run_once()
+        elapsed = time.perf_counter() - started
+        if first_minute is None and elapsed > 60:
+            first_minute = delivered
+        if report.claimed == 0:
+            return delivered, delivered if first_minute is None else first_minute, True
+        delivered += report.states.get("sent", 0)
+        if elapsed > budget_s:
+            return delivered, delivered if first_minute is None else first_minute, False
+
+
+def render(figures: list[Figures], server: str, budget_s: float) -> str:
     """The RESULTS.md section for these figures."""
     base = figures[0]
-    rows = [
-        f"| {f.size:,} | {f.send_each_s:.1f} | {f.insert_many_s:.1f} | {f.dispatch_s:.1f} | {f.send_s:.1f} | "
-        f"{f.peak_s:.1f} | {f.peak_s / f.send_each_s:.2f} | {f.size / f.peak_s:,.0f} | "
-        f"{(f.peak_s / base.peak_s) / (f.size / base.size):.2f} | {f.delivered:,} |"
-        for f in figures
-    ]
+
+    def row(f: Figures) -> str:
+        peak = f"{f.peak_s:.1f}" if f.complete else f"> {f.peak_s:.0f} (stopped)"
+        ratio = f"{f.peak_s / f.send_each_s:.1f}" if f.complete else f"> {f.peak_s / f.send_each_s:.0f}"
+        growth = f"{(f.peak_s / base.peak_s) / (f.size / base.size):.2f}" if f.complete and base.complete else "–"
+        return (f"| {f.size:,} | {f.send_each_s:.1f} | {f.insert_many_s:.1f} | {f.dispatch_s:.1f} | {peak} | {ratio} "
+                f"| {growth} | {f.delivered_first_minute:,} | {f.delivered:,} |")
+
     return "\n".join([
         SECTION, "",
-        f"`python -m bench.peak_minute --sizes {','.join(str(f.size) for f in figures)}` on {server}, "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}, {datetime.now(UTC):%Y-%m-%d}. "
+        f"`python -m bench.peak_minute --sizes {','.join(str(f.size) for f in figures)} --budget-s {budget_s:g}` on "
+        f"{server}, {os.cpu_count()} cores, Python {platform.python_version()}, {datetime.now(UTC):%Y-%m-%d}. "
         "N patients with one phone each and one reminder due now. *send_each* is the floor: firebase-admin's "
         "`messaging.send_each` of N minimal messages to the loopback FCM emulator (a separate process), 500 per "
-        "call. *dispatch* creates the N outbox notifications (one insert each, unique key); *send* claims, pushes "
-        "and settles them (`send_push`). *peak* = dispatch + send. *growth* is peak time per reminder relative "
-        "to the smallest size (1.00 = linear).", "",
-        "| due reminders | send_each s | insert_many s | dispatch s | send s | peak s | peak / send_each "
-        "| reminders/s | growth | delivered |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        *rows, "",
+        "call; *insert_many* is the database floor (N outbox-sized documents). *dispatch* creates the N outbox "
+        "notifications (one insert each under the unique key); *peak* is dispatch plus sending them all the way "
+        "the worker does (`OutboxDispatcher.run_once` until nothing is left: claim, push, settle), stopped "
+        "after the budget. *growth* is peak time per reminder relative to the smallest size (1.00 = linear).", "",
+        "| due reminders | send_each s | insert_many s | dispatch s | peak s | peak / send_each | growth "
+        "| delivered in the first minute | delivered |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *[row(f) for f in figures], "",
     ])
 
 
@@ -172,6 +201,7 @@ def write_results(section: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="2000", help="comma-separated numbers of due reminders")
+    parser.add_argument("--budget-s", type=float, default=900, help="stop sending a size after this long")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -188,14 +218,15 @@ def main(argv: list[str] | None = None) -> None:
         try:
             figures = []
             for size in sizes:
-                figures.append(measure(client, emulator, size))
+                figures.append(measure(client, emulator, size, args.budget_s))
                 print(f"{size}: {figures[-1]}", flush=True)
         finally:
             client.close()
             emulator.stop()
             if server is not None:
                 server.stop()
-    section = render(figures, "MongoDB at MONGODB_URI" if os.environ.get("MONGODB_URI") else "FerretDB 1.24 (SQLite)")
+    server_name = "MongoDB at MONGODB_URI" if os.environ.get("MONGODB_URI") else "FerretDB 1.24 (SQLite)"
+    section = render(figures, server_name, args.budget_s)
     print(section)
     if not args.no_write:
         write_results(section)
