@@ -94,7 +94,9 @@ def test_records_arrive_exactly_once_through_link_loss_api_outage_and_sigkill(
         gateway = spawn_module(gateway_args, env, stderr=log)
         time.sleep(1.0)
         api_server.start()
-        arrived = wait_for(lambda: db.session_records.count_documents({}) >= total, timeout_s=90)
+        arrived = wait_for(lambda: db.session_records.count_documents({}) >= total
+                           and db.devices.count_documents({"status.firmware": {"$exists": True}}) == len(SERIALS),
+                           timeout_s=90)
         gateway.send_signal(signal.SIGTERM)
         assert gateway.wait(timeout=20) == 0
     finally:
