@@ -33,6 +33,7 @@ class Settings:
     login_ip_limit_per_min: int = 60
     login_account_failures: int = 10
     login_account_window_s: int = 15 * 60
+    gateway_uploads_per_min: int = 60
     max_content_length: int = 1024 * 1024
     db_timeout_ms: int = 5000
     server_selection_timeout_ms: int = 2000

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from companion.store.devices import Devices
 from companion.store.relationships import CareLinks, CareTeams
 
-DEMO_PASSWORD = "companion-demo"  # local demo only; seed() refuses to run in production
+DEMO_PASSWORD = "companion-demo"  # noqa: S105 - local demo only; seed() refuses to run in production
 DEMO_DOMAIN = "demo.companion.example"
 
 PATIENTS = [

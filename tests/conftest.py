@@ -9,6 +9,7 @@ import pymongo
 import pytest
 
 from companion import create_app
+from tests.support import response_guard
 from tests.support.ferretdb import FerretServer
 from tests.support.world import build_world
 
@@ -52,8 +53,11 @@ def settings_overrides(mongo_uri, db_name):
 def app(settings_overrides):
     app = create_app(settings_overrides)
     app.config["TESTING"] = True
+    violations: list[str] = []
+    response_guard.install(app, violations)
     yield app
     app.extensions["companion"].client.close()
+    assert violations == [], "responses carried secret or internal fields"
 
 
 @pytest.fixture

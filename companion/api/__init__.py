@@ -14,6 +14,8 @@ BLUEPRINT_MODULES = [
     "companion.api.caregivers",
     "companion.api.admin",
     "companion.api.gateways",
+    "companion.api.ingestion",
+    "companion.api.sessions",
 ]
 
 

@@ -7,6 +7,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from companion.api import auditing, services
+from companion.api.idempotency import idempotent
 from companion.api.schemas import StrictSchema
 from companion.api.security import allow, current_actor, require_patient
 from companion.domain.access import Operation, Role
@@ -82,6 +83,7 @@ class Caregivers(MethodView):
         return {"items": _with_names(links)}
 
     @allow(Role.PATIENT)
+    @idempotent
     @blp.arguments(GrantSchema)
     @blp.response(201, LinkSchema)
     def post(self, body, patient_id):

@@ -11,6 +11,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from companion.api import auditing, services
+from companion.api.idempotency import idempotent
 from companion.api.patients import load_patient
 from companion.api.schemas import StrictSchema, text
 from companion.api.security import allow, current_actor, public, require_patient
@@ -140,6 +141,7 @@ class PatientDevices(MethodView):
         return {"devices": devices}
 
     @allow(Role.PATIENT, Role.CLINICIAN)
+    @idempotent
     @blp.arguments(BindSchema)
     @blp.response(201, DeviceSchema)
     def post(self, body, patient_id):

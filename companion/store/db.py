@@ -19,6 +19,8 @@ INDEX_MODULES = [
     "companion.store.relationships",
     "companion.store.audit",
     "companion.store.devices",
+    "companion.store.sessions",
+    "companion.store.idempotency",
 ]
 
 

@@ -84,3 +84,10 @@ def test_profile_update_rejects_unknown_fields_and_changes_nothing(client, world
                             headers=patient.headers)
     assert_problem(response, 422)
     assert db.users.find_one({"_id": patient.id}) == before
+
+
+def test_response_guard_catches_a_leaked_password_hash():
+    from tests.support.response_guard import forbidden_keys
+
+    assert forbidden_keys({"items": [{"id": "1", "password_hash": "$argon2id$..."}]}) == {"password_hash"}
+    assert forbidden_keys({"items": [{"id": "1", "display_name": "A"}]}) == set()

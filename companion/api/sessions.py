@@ -1,0 +1,71 @@
+"""A patient's TENS sessions as recorded by their units."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate, validates_schema
+from marshmallow.exceptions import ValidationError
+
+from companion.api import auditing, services
+from companion.api.schemas import StrictSchema
+from companion.api.security import allow, require_patient
+from companion.domain.access import Operation, Role
+from companion.store.accounts import now
+from companion.store.sessions import SessionRecords
+
+blp = Blueprint("sessions", __name__, url_prefix="/api/v1/patients", description="TENS sessions")
+MAX_RANGE = timedelta(days=366)
+
+
+class SessionRangeArgs(StrictSchema):
+    start = fields.AwareDateTime(load_default=None, data_key="from")
+    end = fields.AwareDateTime(load_default=None, data_key="to")
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+
+    @validates_schema
+    def bounded(self, data, **kwargs):
+        if data["start"] and data["end"] and not timedelta(0) < data["end"] - data["start"] <= MAX_RANGE:
+            raise ValidationError("'to' must be after 'from', at most 366 days later", "to")
+
+
+class TensSessionSchema(Schema):
+    record_id = fields.String(attribute="_id")
+    device_serial = fields.String()
+    device_seq = fields.Integer()
+    started_at = fields.DateTime()
+    device_started_at = fields.DateTime()
+    clock_offset_s = fields.Float()
+    clock_status = fields.String()
+    gateway_received_at = fields.DateTime()
+    server_received_at = fields.DateTime()
+    duration_s = fields.Integer()
+    programme = fields.Integer()
+    frequency_hz = fields.Integer()
+    pulse_width_us = fields.Integer()
+    intensity_mean_ma = fields.Float()
+    intensity_peak_ma = fields.Float()
+    end_reason = fields.String()
+    battery_pct = fields.Integer()
+
+
+class TensSessionListSchema(Schema):
+    items = fields.List(fields.Nested(TensSessionSchema))
+
+
+@blp.route("/<patient_id>/sessions")
+class TensSessions(MethodView):
+    @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
+    @blp.arguments(SessionRangeArgs, location="query")
+    @blp.response(200, TensSessionListSchema)
+    def get(self, args, patient_id):
+        """TENS sessions, newest first (default: the last 30 days)."""
+        require_patient(patient_id, Operation.READ)
+        end = args["end"] or now() + timedelta(minutes=5)
+        start = args["start"] or end - timedelta(days=30)
+        items = SessionRecords(services().db).for_patient(patient_id, start, end, args["limit"])
+        auditing.note(patient_ids=[patient_id], resource="session_record", action="R",
+                      resource_ids=[i["_id"] for i in items])
+        return {"items": items}

@@ -1,0 +1,135 @@
+"""Gateways upload TENS session records: each stored once, each answered, only for bound units."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+from tests.support.records import session_record
+
+URL = "/api/v1/gateway/session-records"
+
+
+def upload(client, gateway, records):
+    return client.post(URL, json={"records": records}, headers=gateway.headers)
+
+
+def statuses(response):
+    return {r["record_id"]: r["status"] for r in response.json["results"]}
+
+
+def test_a_batch_is_stored_once_however_often_it_is_replayed(client, world, db):
+    batch = [session_record(world.a_device, seq) for seq in range(1, 21)]
+    first = upload(client, world["gateway_a"], batch)
+    assert first.status_code == 200
+    assert set(statuses(first).values()) == {"created"}
+    for _ in range(2):
+        again = upload(client, world["gateway_a"], batch)
+        assert set(statuses(again).values()) == {"duplicate"}
+    assert db.session_records.count_documents({"patient_id": world["patient_a"].id}) == 20
+
+
+def test_concurrent_replays_store_each_record_exactly_once(app, world, db):
+    batch = [session_record(world.a_device, seq) for seq in range(1, 51)]
+
+    def send(_):
+        return statuses(app.test_client().post(URL, json={"records": batch}, headers=world["gateway_a"].headers))
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(send, range(8)))
+    assert db.session_records.count_documents({}) == 50
+    for record in batch:
+        fates = [a[record["record_id"]] for a in answers]
+        assert fates.count("created") == 1 and fates.count("duplicate") == 7
+
+
+def test_stored_record_keeps_device_gateway_and_server_times(client, world, db):
+    record = session_record(world.a_device, 7, offset_s=-95.5)
+    upload(client, world["gateway_a"], [record])
+    stored = db.session_records.find_one({"_id": record["record_id"]})
+    assert stored["patient_id"] == world["patient_a"].id
+    assert stored["device_started_at"] - stored["started_at"] == timedelta(seconds=-95.5)
+    assert stored["clock_offset_s"] == -95.5
+    assert stored["gateway_received_at"] < stored["server_received_at"]
+
+
+def test_bad_records_are_rejected_one_by_one_with_reasons(client, world, db):
+    now = datetime.now(UTC)
+    serial = world.a_device
+    batch = [
+        session_record(serial, 1),
+        session_record(serial, 2, duration_s=0),
+        session_record(serial, 3, started_at=now + timedelta(minutes=10)),
+        session_record(serial, 4, started_at=now - timedelta(days=31)),
+        session_record(serial, 5, started_at=now - timedelta(days=6)),
+        session_record(serial, 6, patient_id=world["patient_b"].id),
+        session_record(serial, 7, frequency_hz=5000),
+        session_record(serial, 8, record_id=f"{serial}:999"),
+    ]
+    results = {r["record_id"]: r for r in upload(client, world["gateway_a"], batch).json["results"]}
+    assert {rid for rid, r in results.items() if r["status"] == "created"} == {f"{serial}:1", f"{serial}:5"}
+    assert "duration" in results[f"{serial}:2"]["reason"]
+    assert "future" in results[f"{serial}:3"]["reason"]
+    assert "30-day" in results[f"{serial}:4"]["reason"]
+    assert "patient_id" in results[f"{serial}:6"]["reason"]
+    assert "frequency" in results[f"{serial}:7"]["reason"]
+    assert "record_id" in results[f"{serial}:999"]["reason"]
+    assert db.session_records.count_documents({}) == 2
+
+
+def test_a_gateway_cannot_write_for_another_patients_unit(client, world, db):
+    response = upload(client, world["gateway_a"], [session_record(world.b_device, 1)])
+    assert response.status_code == 403
+    assert db.session_records.count_documents({}) == 0
+    denied = db.audit_events.find_one({"actor_id": world["gateway_a"].id, "outcome": "denied"})
+    assert denied["resource_type"] == "session_record"
+
+
+def test_a_unit_bound_to_nobody_is_refused(client, world, db):
+    assert upload(client, world["gateway_a"], [session_record("CTU-NOBODY1", 1)]).status_code == 403
+    assert db.session_records.count_documents({}) == 0
+
+
+def test_more_than_five_hundred_records_is_refused_whole(client, world, db):
+    batch = [session_record(world.a_device, seq) for seq in range(501)]
+    assert upload(client, world["gateway_a"], batch).status_code == 422
+    assert db.session_records.count_documents({}) == 0
+
+
+def test_electrode_off_and_low_battery_raise_device_events_once(client, world, db):
+    batch = [session_record(world.a_device, 1, end_reason="electrode_off", battery_pct=9)]
+    upload(client, world["gateway_a"], batch)
+    upload(client, world["gateway_a"], batch)
+    kinds = sorted(e["kind"] for e in db.device_events.find({"patient_id": world["patient_a"].id}))
+    assert kinds == ["battery_low", "electrode_off"]
+    assert db.devices.find_one({"_id": world.a_device})["status"]["battery_pct"] == 9
+
+
+def test_patient_reads_their_sessions_and_others_cannot(client, world):
+    upload(client, world["gateway_a"], [session_record(world.a_device, s) for s in (1, 2, 3)])
+    url = f"/api/v1/patients/{world['patient_a'].id}/sessions"
+    mine = client.get(url, headers=world["patient_a"].headers)
+    assert [s["device_seq"] for s in mine.json["items"]] == [3, 2, 1]
+    assert client.get(url, headers=world["caregiver_linked"].headers).status_code == 200
+    assert client.get(url, headers=world["patient_b"].headers).status_code == 404
+
+
+def test_device_status_reports_update_the_unit(client, world, db):
+    report = {"serial": world.a_device, "battery_pct": 55, "firmware": "1.4.2",
+              "last_seen_at": datetime.now(UTC).isoformat(), "last_error": None}
+    assert client.post("/api/v1/gateway/device-status", json={"devices": [report]},
+                       headers=world["gateway_a"].headers).status_code == 204
+    assert db.devices.find_one({"_id": world.a_device})["status"]["firmware"] == "1.4.2"
+    other = {**report, "serial": world.b_device}
+    assert client.post("/api/v1/gateway/device-status", json={"devices": [other]},
+                       headers=world["gateway_a"].headers).status_code == 403
+
+
+def test_a_gateway_is_limited_to_its_upload_rate_with_retry_after(app, client, world, db):
+    app.extensions["companion"].settings.gateway_uploads_per_min = 3
+    answers = [upload(client, world["gateway_a"], [session_record(world.a_device, seq)]) for seq in range(1, 6)]
+    assert [a.status_code for a in answers].count(429) >= 1
+    limited = next(a for a in answers if a.status_code == 429)
+    assert int(limited.headers["Retry-After"]) >= 1
+    stored = db.session_records.count_documents({})
+    assert stored == sum(a.status_code == 200 for a in answers)
