@@ -18,6 +18,7 @@ def create_app(test_config: dict | None = None, *, services=None) -> Flask:
     from companion.api import auditing, problems, register_blueprints, security
     from companion.services.container import Services
     from companion.store.db import ensure_indexes
+    from companion.web import register as register_pages
 
     configure_logging()
     settings = load_settings(test_config)
@@ -44,6 +45,7 @@ def create_app(test_config: dict | None = None, *, services=None) -> Flask:
     app.extensions["companion"] = services or Services(settings)
     api = problems.ProblemApi(app)
     register_blueprints(api)
+    register_pages(app)
     _serve_docs_assets(app)
     auditing.install(app)
     security.install(app)

@@ -60,6 +60,22 @@ def audit_verify(args) -> int:
     return 1 if result["breaks"] else 0
 
 
+def load_content(args) -> int:
+    """Load the mindfulness library into the database (an upsert by slug: safe to run again)."""
+    from pathlib import Path
+
+    from companion.domain.content_library import LibraryError
+    from companion.services.library import load_library
+
+    try:
+        result = load_library(_services().db, Path(args.file) if args.file else None)
+    except LibraryError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"{result['items']} library items: {result['created']} new, {result['updated']} updated")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="companion", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -75,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=seed_demo)
     sub.add_parser("audit-verify", help=audit_verify.__doc__).set_defaults(func=audit_verify)
+    p = sub.add_parser("load-content", help=load_content.__doc__)
+    p.add_argument("--file", help="a library file in the format of companion/content/mindfulness.json")
+    p.set_defaults(func=load_content)
     return parser
 
 

@@ -10,6 +10,7 @@ import sys
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from companion.services.library import load_library
 from companion.store.devices import Devices
 from companion.store.relationships import CareLinks, CareTeams
 
@@ -47,6 +48,7 @@ def seed(services, *, days: int = 28, progress: bool = True, now: datetime | Non
         return ["demo data already loaded", *_logins()]
     now = now or datetime.now(UTC)
     rng = random.Random(20261129)
+    load_library(db)
     admin = accounts.sign_up(email=_email("admin"), password=DEMO_PASSWORD, display_name="Clinic Admin",
                              role="admin", time_zone="Europe/London")
     clinician = accounts.sign_up(email=_email("dr.okafor"), password=DEMO_PASSWORD, display_name="Dr Ada Okafor",
@@ -68,9 +70,61 @@ def seed(services, *, days: int = 28, progress: bool = True, now: datetime | Non
                                 {"write": False, "alerts": ["missed_session", "device_silent", "battery_low"],
                                  "diary_notes": False})
         _history(db, patient["_id"], zone, serial, adherence, baseline, days, now, rng)
+        _plan_and_reminders(db, patient["_id"], clinician["_id"], zone, days, now)
+        _practice(db, patient["_id"], zone, days, now, rng)
     _progress(progress, total, total, "done")
     del admin
     return ["demo data loaded", *_logins()]
+
+
+def _plan_and_reminders(db, patient_id, clinician_id, zone, days, now) -> None:
+    """A plan set by the clinician and TENS reminders, with the past weeks' reminders marked done
+    where a session followed and missed where none did (through the same services the API uses)."""
+    from companion.api.plans import PlanInputSchema, to_storage
+    from companion.api.reminder_schemas import ReminderInputSchema
+    from companion.services.plans import set_plan
+    from companion.services.reminders import (
+        create_reminder,
+        mark_missed,
+        materialize_occurrences,
+        record_outcome,
+    )
+
+    start = (now.astimezone(ZoneInfo(zone)).date() - timedelta(days=days)).isoformat()
+    plan = PlanInputSchema().load({
+        "tens": {"sessions_per_day": 3, "minutes_per_session": 30, "programmes": [1, 2, 3],
+                 "intensity_min_ma": 10, "intensity_max_ma": 35, "start_date": start},
+        "mindfulness": {"minutes_per_day": 10, "counts_towards_adherence": False}})
+    set_plan(db, patient_id, to_storage(plan), created_by=clinician_id)
+    reminder = ReminderInputSchema().load({
+        "kind": "tens", "title": "TENS session", "completion_window_min": 120,
+        "schedule": {"type": "weekly", "times": ["08:00", "13:00", "19:00"], "weekdays": [1, 2, 3, 4, 5, 6, 7],
+                     "start_date": start},
+        "repeat": {"count": 1, "every_min": 30}})
+    created = create_reminder(db, patient_id, reminder)
+    window_start = now - timedelta(days=min(days, 30))
+    # The demo's reminders date from the start of therapy (occurrences are never made for times
+    # before a reminder existed).
+    db.reminders.update_one({"_id": created["_id"]}, {"$set": {"created_at": window_start}})
+    materialize_occurrences(db, patient_id, window_start, now + timedelta(days=1))
+    sessions = list(db.session_records.find({"patient_id": patient_id}, {"started_at": 1}))
+    for occurrence in db.reminder_occurrences.find({"patient_id": patient_id, "due_at": {"$lt": now}}):
+        if any(abs(s["started_at"] - occurrence["due_at"]) <= timedelta(hours=1) for s in sessions):
+            record_outcome(db, patient_id, occurrence["_id"], "done", None)
+    mark_missed(db, now)
+
+
+def _practice(db, patient_id, zone, days, now, rng) -> None:
+    from companion.services.library import complete_practice, start_practice
+
+    short = [i["_id"] for i in db.content_items.find({"duration_min": {"$lte": 10}}, {"_id": 1})]
+    for offset in range(days, 0, -1):
+        if rng.random() < 0.5:
+            continue
+        started = now - timedelta(days=offset, hours=rng.randint(1, 10))
+        slug = rng.choice(short)
+        practice = start_practice(db, patient_id, slug, started)
+        complete_practice(db, patient_id, practice["_id"], started + timedelta(minutes=12), None)
 
 
 def _logins() -> list[str]:

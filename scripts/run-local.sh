@@ -41,8 +41,8 @@ fi
 
 echo "==> database: indexes, demo data, mindfulness library"
 companion init-db
-companion seed-demo
 companion load-content
+companion seed-demo
 
 fcm_port="${COMPANION_FCM_PORT:-9099}"
 echo "==> starting the local FCM emulator on http://127.0.0.1:${fcm_port}/ (see pushes arrive there)"

@@ -14,8 +14,15 @@ BLUEPRINT_MODULES = [
     "companion.api.caregivers",
     "companion.api.admin",
     "companion.api.gateways",
+    "companion.api.clinician",
+    "companion.api.review",
     "companion.api.ingestion",
     "companion.api.sessions",
+    "companion.api.plans",
+    "companion.api.library",
+    "companion.api.reminders",
+    "companion.api.diary",
+    "companion.api.progress",
 ]
 
 

@@ -12,6 +12,7 @@ from companion.api.schemas import StrictSchema, text
 from companion.api.security import allow, require_patient
 from companion.domain.access import Operation, Role
 from companion.domain.errors import NotFound
+from companion.services.reminders import refresh_future
 from companion.store.accounts import now
 
 blp = Blueprint("patients", __name__, url_prefix="/api/v1/patients", description="Patient profiles")
@@ -80,4 +81,9 @@ class Patient(MethodView):
                 {"$push": {"time_zone_history": {"zone": changes["time_zone"], "effective_from": now(),
                                                  "previous": patient["time_zone"]}}},
             )
-        return users.update(patient_id, changes) if changes else load_patient(patient_id)
+        updated = users.update(patient_id, changes) if changes else load_patient(patient_id)
+        if changes.get("time_zone", patient["time_zone"]) != patient["time_zone"] or "quiet_hours" in changes:
+            # Travel: pending future reminders move to the same wall-clock times in the new zone
+            # (and new quiet hours move their pushes).
+            refresh_future(services().db, patient_id)
+        return updated

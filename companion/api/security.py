@@ -19,6 +19,7 @@ ROLES_ATTR = "_companion_roles"
 PUBLIC = "public"
 # Routes that flask-smorest and Flask add themselves: the API description and static files.
 _FRAMEWORK_ENDPOINTS = ("api-docs.", "static", "swagger_ui_bundle")
+WEB_ENDPOINTS = "web."
 
 
 def allow(*roles: Role) -> Callable:
@@ -84,6 +85,8 @@ def install(app: Flask) -> None:
             return None  # Flask answers 404/405 itself, through the problem handler
         if request.endpoint.startswith(_FRAMEWORK_ENDPOINTS):
             return None
+        if request.endpoint.startswith(WEB_ENDPOINTS):
+            return None  # the clinician pages sign in with a cookie; their own gate applies these rules
         roles = declared_roles(app, request.endpoint, request.method)
         if not roles:
             raise NotFound("no such resource")

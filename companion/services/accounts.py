@@ -74,7 +74,11 @@ class Accounts:
             raise TooManyRequests("too many failed logins for this account; try again later",
                                   retry_after_s=wait)
 
-    def login(self, *, email: str, password: str, ip: str) -> dict:
+    def authenticate(self, *, email: str, password: str, ip: str) -> dict:
+        """Check email and password under the shared throttles; the user, or Unauthorized.
+
+        Used by the API login and by the clinician pages' login alike, so both count failures together.
+        """
         email = normalise_email(email)
         self._throttle(email, ip)
         user = self.users.by_email(email)
@@ -84,6 +88,10 @@ class Accounts:
             log.info("login failed", extra={"account": hash_token(email)[:12]})
             raise Unauthorized("email or password is wrong")
         self.counters.reset(f"login-fail:{hash_token(email)}", self.s.login_account_window_s)
+        return user
+
+    def login(self, *, email: str, password: str, ip: str) -> dict:
+        user = self.authenticate(email=email, password=password, ip=ip)
         if user["role"] in STAFF and (user["mfa"].get("enabled") or self.s.staff_mfa_required):
             return {"mfa_required": True, "mfa_token": self.tokens.mfa_token(user["_id"], user["role"]),
                     "mfa_enrolled": bool(user["mfa"].get("enabled"))}

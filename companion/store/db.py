@@ -21,6 +21,14 @@ INDEX_MODULES = [
     "companion.store.devices",
     "companion.store.sessions",
     "companion.store.idempotency",
+    "companion.store.push_tokens",
+    "companion.store.outbox",
+    "companion.store.plans",
+    "companion.store.reminders",
+    "companion.store.diary",
+    "companion.store.content",
+    "companion.store.clinical_notes",
+    "companion.store.web_sessions",
 ]
 
 

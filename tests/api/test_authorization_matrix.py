@@ -1,6 +1,7 @@
 """Every route × every kind of caller, generated from the app's URL map.
 
-Callers: patient A and B, a caregiver linked to A and one linked to nobody, a clinician on A's team
+Clinician pages (outside /api) sign in with a session cookie instead of a bearer token and are held to
+the same rules. Callers: patient A and B, a caregiver linked to A and one linked to nobody, a clinician on A's team
 and one on another team, a gateway bound to A and one bound to B, an admin. Objects in the URL belong
 to patient A. Unrelated callers must get 404 (no existence oracle) and nothing of A's; callers whose
 role the route does not declare get 403; related callers are never refused as if A did not exist.
@@ -13,7 +14,9 @@ import re
 import pytest
 
 from companion import create_app
-from companion.api.security import PUBLIC, declared_roles
+from companion.api.security import PUBLIC, WEB_ENDPOINTS, declared_roles
+from companion.store.accounts import now
+from companion.store.web_sessions import WebSessions
 from tests.conftest import FAST_PASSWORDS
 from tests.support.matrix_params import PROVIDERS
 from tests.support.world import build_world
@@ -62,6 +65,15 @@ def _url(rule, values):
     return _PARAM.sub(lambda m: values[m.group(1)], rule.rule)
 
 
+def _open_page(app, services, person, url, method):
+    """Call a clinician page as this person: a signed-in web session (cookie) and the form's CSRF token,
+    so that only the authorization rules decide the answer."""
+    token, session = WebSessions(services.db).start(person.id, person.role, stage="full", at=now())
+    page_client = app.test_client()
+    page_client.set_cookie("companion_web", token)
+    return page_client.open(url, method=method, data={"csrf_token": session["csrf_token"]})
+
+
 def _order(cell):
     (rule, method), caller = cell
     if rule.endpoint == "auth.Logout":
@@ -89,7 +101,10 @@ def test_authorization_matrix(matrix_app, matrix_world):
         if PUBLIC in roles:
             continue
         person = world[caller]
-        response = client.open(_url(rule, values), method=method, headers=person.headers, json={})
+        if rule.endpoint.startswith(WEB_ENDPOINTS):
+            response = _open_page(matrix_app, services, person, _url(rule, values), method)
+        else:
+            response = client.open(_url(rule, values), method=method, headers=person.headers, json={})
         status, body = response.status_code, response.get_data(as_text=True)
         checked += 1
         cell = f"{method} {rule.rule} as {caller}: {status}"

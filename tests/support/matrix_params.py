@@ -8,15 +8,64 @@ that has no provider here, so a new route cannot slip past the authorization che
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
+from companion.services.diary import record_entry
+from companion.services.library import load_library, start_practice
+from companion.services.reminders import create_reminder, occurrences_between
+from companion.store.accounts import now
 from companion.store.relationships import CareLinks
+from tests.clinician.seed import Seed
 
 
 def _care_link(client, world, services) -> str:
     return CareLinks(services.db).active(world["patient_a"].id, world["caregiver_linked"].id)["_id"]
 
 
+def _pain_entry(client, world, services) -> str:
+    entry, _ = record_entry(services.db, world["patient_a"].id, {
+        "client_entry_id": "matrix-entry-1", "recorded_at": datetime.now(UTC), "nrs": 4, "context": None,
+        "bpi": None, "session_record_id": None, "phase": None})
+    return entry["_id"]
+
+
+def _library_item(client, world, services) -> str:
+    load_library(services.db)
+    return services.db.content_items.find_one({}, sort=[("_id", 1)])["_id"]
+
+
+def _practice(client, world, services) -> str:
+    return start_practice(services.db, world["patient_a"].id, _library_item(client, world, services), None)["_id"]
+
+
+def _reminder(client, world, services) -> str:
+    return create_reminder(services.db, world["patient_a"].id, {
+        "kind": "tens", "title": "Session", "completion_window_min": 60, "repeat": None,
+        "schedule": {"type": "hourly", "window_start": "00:00", "window_end": "23:00", "every_hours": 1,
+                     "start_date": None, "end_date": None}})["_id"]
+
+
+def _occurrence(client, world, services) -> str:
+    _reminder(client, world, services)
+    current = datetime.now(UTC)
+    coming = occurrences_between(services.db, world["patient_a"].id, current, current + timedelta(hours=2))
+    return coming[0]["_id"]
+
+
+def _alert(client, world, services) -> str:
+    return Seed(services.db).alert(world["patient_a"].id, now())["_id"]
+
+
 PROVIDERS = {
     "link_id": _care_link,
     "serial": lambda client, world, services: world.a_device,
     "team_id": lambda client, world, services: world.team_id,
+    "entry_id": _pain_entry,
+    "slug": _library_item,
+    "practice_id": _practice,
+    "reminder_id": _reminder,
+    "occurrence_id": _occurrence,
+    "alert_id": _alert,
+    # The clinician pages' static files (a public route, which the matrix does not call).
+    "filename": lambda client, world, services: "dashboard.css",
 }

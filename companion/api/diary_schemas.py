@@ -1,0 +1,148 @@
+"""What the pain diary accepts and what it answers."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from companion.api.moments import check_range, reported_moment
+from companion.api.schemas import StrictSchema, text
+
+SCORE = validate.Range(min=0, max=10)
+CLIENT_ID = validate.Regexp(r"^[A-Za-z0-9_-]{8,64}$", error="8-64 letters, digits, '-' or '_' (e.g. a UUID)")
+SESSION_RECORD_ID = validate.Regexp(r"^[A-Za-z0-9-]{1,40}:\d{1,12}$", error="a session record id (SERIAL:SEQ)")
+CURSOR = validate.Regexp(r"^\d{1,16}\.[0-9a-f]{24}$", error="use the next_cursor of the previous answer")
+BATCH_LIMIT = 500
+
+
+def score(**kwargs) -> fields.Integer:
+    return fields.Integer(strict=True, validate=SCORE, **kwargs)
+
+
+class PainContextSchema(StrictSchema):
+    location = text(100, load_default=None, allow_none=True)
+    activity = text(100, load_default=None, allow_none=True)
+    sleep_quality = score(load_default=None, allow_none=True)
+    mood = score(load_default=None, allow_none=True)
+    note = text(2000, load_default=None, allow_none=True)
+
+
+class InterferenceSchema(StrictSchema):
+    general_activity = score(load_default=None, allow_none=True)
+    mood = score(load_default=None, allow_none=True)
+    walking_ability = score(load_default=None, allow_none=True)
+    normal_work = score(load_default=None, allow_none=True)
+    relations = score(load_default=None, allow_none=True)
+    sleep = score(load_default=None, allow_none=True)
+    enjoyment_of_life = score(load_default=None, allow_none=True)
+
+
+class BriefPainInventorySchema(StrictSchema):
+    worst = score(required=True)
+    least = score(required=True)
+    average = score(required=True)
+    now = score(required=True)
+    interference = fields.Nested(InterferenceSchema, load_default=dict)
+
+
+def _linked_session(data: dict) -> None:
+    if bool(data.get("phase")) != bool(data.get("session_record_id")):
+        raise ValidationError("a before/after rating needs both phase and session_record_id", "phase")
+
+
+class PainEntryInputSchema(StrictSchema):
+    client_entry_id = fields.String(required=True, validate=CLIENT_ID,
+                                    metadata={"description": "the app's own id; a repeat returns the original"})
+    recorded_at = reported_moment(required=True)
+    nrs = score(required=True, metadata={"description": "numeric rating scale 0-10 (LOINC 72514-3)"})
+    context = fields.Nested(PainContextSchema, load_default=None, allow_none=True)
+    bpi = fields.Nested(BriefPainInventorySchema, load_default=None, allow_none=True)
+    session_record_id = fields.String(load_default=None, allow_none=True, validate=SESSION_RECORD_ID)
+    phase = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(("before", "after")))
+
+    @validates_schema
+    def linked_session(self, data, **kwargs):
+        _linked_session(data)
+
+
+class PainEntryBatchSchema(StrictSchema):
+    entries = fields.List(fields.Nested(PainEntryInputSchema), required=True,
+                          validate=validate.Length(min=1, max=BATCH_LIMIT))
+
+
+class PainEntryEditSchema(StrictSchema):
+    recorded_at = reported_moment()
+    nrs = score()
+    context = fields.Nested(PainContextSchema, allow_none=True)
+    bpi = fields.Nested(BriefPainInventorySchema, allow_none=True)
+    session_record_id = fields.String(allow_none=True, validate=SESSION_RECORD_ID)
+    phase = fields.String(allow_none=True, validate=validate.OneOf(("before", "after")))
+
+
+class PainRangeArgs(StrictSchema):
+    start = fields.AwareDateTime(required=True, data_key="from")
+    end = fields.AwareDateTime(required=True, data_key="to")
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+
+    @validates_schema
+    def bounded(self, data, **kwargs):
+        check_range(data["start"], data["end"])
+
+
+class ChangesArgs(StrictSchema):
+    cursor = fields.String(load_default=None, validate=CURSOR)
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+
+
+class PainContextOutSchema(Schema):
+    location = fields.String(allow_none=True)
+    activity = fields.String(allow_none=True)
+    sleep_quality = fields.Integer(allow_none=True)
+    mood = fields.Integer(allow_none=True)
+    note = fields.String(allow_none=True)
+
+
+class BriefPainInventoryOutSchema(Schema):
+    worst = fields.Integer()
+    least = fields.Integer()
+    average = fields.Integer()
+    now = fields.Integer()
+    interference = fields.Dict(keys=fields.String(), values=fields.Integer(allow_none=True))
+    severity = fields.Float()
+    interference_score = fields.Float(allow_none=True)
+
+
+class PainEntrySchema(Schema):
+    id = fields.String(attribute="_id")
+    client_entry_id = fields.String()
+    recorded_at = fields.DateTime()
+    nrs = fields.Integer()
+    context = fields.Nested(PainContextOutSchema, allow_none=True)
+    bpi = fields.Nested(BriefPainInventoryOutSchema, allow_none=True)
+    session_record_id = fields.String(allow_none=True)
+    phase = fields.String(allow_none=True)
+    server_received_at = fields.DateTime()
+    updated_at = fields.DateTime()
+    deleted = fields.Boolean()
+
+
+class PainEntryListSchema(Schema):
+    items = fields.List(fields.Nested(PainEntrySchema))
+
+
+class PainBatchItemResultSchema(Schema):
+    client_entry_id = fields.String()
+    id = fields.String()
+    status = fields.String(metadata={"description": "created | duplicate (the original is returned)"})
+    entry = fields.Nested(PainEntrySchema)
+
+
+class PainBatchResultSchema(Schema):
+    items = fields.List(fields.Nested(PainBatchItemResultSchema))
+    created = fields.Integer()
+    duplicates = fields.Integer()
+
+
+class ChangesSchema(Schema):
+    items = fields.List(fields.Nested(PainEntrySchema))
+    next_cursor = fields.String(allow_none=True)
+    has_more = fields.Boolean()

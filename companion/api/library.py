@@ -1,0 +1,182 @@
+"""The mindfulness library: browse, filter, search; a patient's favourites and practice."""
+
+from __future__ import annotations
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate, validates_schema
+
+from companion.api import auditing, services
+from companion.api.idempotency import idempotent
+from companion.api.moments import check_range, reported_moment
+from companion.api.schemas import StrictSchema, text
+from companion.api.security import allow, require_patient
+from companion.domain.access import Operation, Role
+from companion.domain.content_library import CATEGORIES, LEVELS
+from companion.domain.errors import NotFound
+from companion.services import library
+from companion.store.accounts import now
+from companion.store.content import ContentItems, Favourites, PracticeLog
+
+blp = Blueprint("library", __name__, url_prefix="/api/v1", description="Mindfulness library and practice")
+SLUG = validate.Regexp(r"^[a-z0-9][a-z0-9-]{0,79}$", error="a library item slug")
+READERS = (Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
+
+
+class LibraryArgs(StrictSchema):
+    category = fields.String(load_default=None, validate=validate.OneOf(CATEGORIES))
+    level = fields.String(load_default=None, validate=validate.OneOf(LEVELS))
+    tag = text(40, load_default=None)
+    max_minutes = fields.Float(load_default=None, validate=validate.Range(min=0, max=600))
+    q = text(100, load_default=None, metadata={"description": "words to find in title, summary or tags"})
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=100))
+
+
+class LibraryItemSummarySchema(Schema):
+    slug = fields.String()
+    title = fields.String()
+    category = fields.String()
+    duration_min = fields.Float()
+    level = fields.String()
+    summary = fields.String()
+    tags = fields.List(fields.String())
+    language = fields.String()
+    audio_url = fields.String(allow_none=True)
+    suitable_during_tens = fields.Boolean()
+
+
+class LibraryItemSchema(LibraryItemSummarySchema):
+    steps = fields.List(fields.String())
+    contraindications = fields.List(fields.String())
+
+
+class LibraryListSchema(Schema):
+    items = fields.List(fields.Nested(LibraryItemSummarySchema))
+
+
+class PracticeStartSchema(StrictSchema):
+    item_slug = fields.String(required=True, validate=SLUG)
+    started_at = reported_moment(load_default=None)
+
+
+class PracticeCompleteSchema(StrictSchema):
+    completed_at = reported_moment(load_default=None)
+    minutes = fields.Float(load_default=None, validate=validate.Range(min=0, max=600),
+                           metadata={"description": "minutes actually practised, if the app knows"})
+
+
+class PracticeArgs(StrictSchema):
+    start = fields.AwareDateTime(required=True, data_key="from")
+    end = fields.AwareDateTime(required=True, data_key="to")
+
+    @validates_schema
+    def bounded(self, data, **kwargs):
+        check_range(data["start"], data["end"])
+
+
+class PracticeSchema(Schema):
+    id = fields.String(attribute="_id")
+    item_slug = fields.String()
+    started_at = fields.DateTime()
+    completed_at = fields.DateTime(allow_none=True)
+    minutes = fields.Float()
+
+
+class PracticeListSchema(Schema):
+    items = fields.List(fields.Nested(PracticeSchema))
+
+
+@blp.route("/library")
+class Library(MethodView):
+    @allow(*READERS)
+    @blp.arguments(LibraryArgs, location="query")
+    @blp.response(200, LibraryListSchema)
+    def get(self, args):
+        """Browse the library: filter by category, level, tag and maximum duration; search by text."""
+        return {"items": ContentItems(services().db).find(
+            category=args["category"], level=args["level"], tag=args["tag"], max_minutes=args["max_minutes"],
+            text=args["q"], limit=args["limit"])}
+
+
+@blp.route("/library/<slug>")
+class LibraryItem(MethodView):
+    @allow(*READERS)
+    @blp.response(200, LibraryItemSchema)
+    def get(self, slug):
+        """One item with its step-by-step script."""
+        return library.item_or_404(services().db, slug)
+
+
+@blp.route("/patients/<patient_id>/favourites")
+class FavouriteList(MethodView):
+    @allow(*READERS)
+    @blp.response(200, LibraryListSchema)
+    def get(self, patient_id):
+        """The patient's favourite items, in the order they were chosen."""
+        require_patient(patient_id, Operation.READ)
+        db = services().db
+        slugs = Favourites(db).slugs(patient_id)
+        auditing.note(patient_ids=[patient_id], resource="favourite", action="R", resource_ids=slugs)
+        found = ContentItems(db).by_slugs(slugs)
+        return {"items": [found[s] for s in slugs if s in found]}
+
+
+@blp.route("/patients/<patient_id>/favourites/<slug>")
+class Favourite(MethodView):
+    @allow(Role.PATIENT, Role.CAREGIVER)
+    @blp.response(200, LibraryItemSummarySchema)
+    def put(self, patient_id, slug):
+        """Mark an item as a favourite (doing it twice is harmless)."""
+        require_patient(patient_id, Operation.WRITE)
+        auditing.note(patient_ids=[patient_id], resource="favourite", action="C", resource_ids=[slug])
+        db = services().db
+        item = library.item_or_404(db, slug)
+        Favourites(db).add(patient_id, slug, now())
+        return item
+
+    @allow(Role.PATIENT, Role.CAREGIVER)
+    @blp.response(204)
+    def delete(self, patient_id, slug):
+        """Remove an item from the favourites."""
+        require_patient(patient_id, Operation.WRITE)
+        auditing.note(patient_ids=[patient_id], resource="favourite", action="D", resource_ids=[slug])
+        if not Favourites(services().db).remove(patient_id, slug):
+            raise NotFound("this item is not a favourite")
+
+
+@blp.route("/patients/<patient_id>/practice")
+class PracticeList(MethodView):
+    @allow(*READERS)
+    @blp.arguments(PracticeArgs, location="query")
+    @blp.response(200, PracticeListSchema)
+    def get(self, args, patient_id):
+        """Practice started in a range (at most 366 days)."""
+        require_patient(patient_id, Operation.READ)
+        items = PracticeLog(services().db).between(patient_id, args["start"], args["end"])
+        auditing.note(patient_ids=[patient_id], resource="practice", action="search",
+                      resource_ids=[p["_id"] for p in items])
+        return {"items": items}
+
+    @allow(Role.PATIENT, Role.CAREGIVER)
+    @idempotent
+    @blp.arguments(PracticeStartSchema)
+    @blp.response(201, PracticeSchema)
+    def post(self, body, patient_id):
+        """Start practising an item."""
+        require_patient(patient_id, Operation.WRITE)
+        practice = library.start_practice(services().db, patient_id, body["item_slug"], body["started_at"])
+        auditing.note(patient_ids=[patient_id], resource="practice", action="C", resource_ids=[practice["_id"]])
+        return practice
+
+
+@blp.route("/patients/<patient_id>/practice/<practice_id>/complete")
+class PracticeComplete(MethodView):
+    @allow(Role.PATIENT, Role.CAREGIVER)
+    @blp.arguments(PracticeCompleteSchema)
+    @blp.response(200, PracticeSchema)
+    def post(self, body, patient_id, practice_id):
+        """Finish a practice; the server records the minutes practised."""
+        require_patient(patient_id, Operation.WRITE)
+        auditing.note(patient_ids=[patient_id], resource="practice", action="U", resource_ids=[practice_id])
+        return library.complete_practice(services().db, patient_id, practice_id, body["completed_at"],
+                                         body["minutes"])

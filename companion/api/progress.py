@@ -1,0 +1,163 @@
+"""A patient's progress: today, streaks, the week, and suggestions after a flare."""
+
+from __future__ import annotations
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+
+from companion.api import auditing, services
+from companion.api.library import LibraryItemSummarySchema
+from companion.api.reminder_schemas import OccurrenceSchema
+from companion.api.schemas import StrictSchema
+from companion.api.security import allow, require_patient
+from companion.domain.access import Operation, Role
+from companion.services import progress
+
+blp = Blueprint("progress", __name__, url_prefix="/api/v1", description="Today, streaks, weekly summary")
+READERS = (Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
+
+
+class TaskProgressSchema(Schema):
+    state = fields.String(metadata={"description": "no_tasks | no_events | progress"})
+    fraction = fields.Float(allow_none=True)
+    minutes = fields.Float()
+    minutes_target = fields.Float()
+    done = fields.Integer()
+    planned = fields.Integer()
+
+
+class TensTodaySchema(TaskProgressSchema):
+    sessions = fields.Integer()
+
+
+class RemindersTodaySchema(Schema):
+    due = fields.Integer()
+    pending = fields.Integer()
+    done = fields.Integer()
+    skipped = fields.Integer()
+    missed = fields.Integer()
+    items = fields.List(fields.Nested(OccurrenceSchema))
+
+
+class PainTodaySchema(Schema):
+    entries = fields.Integer()
+    latest_nrs = fields.Integer(allow_none=True)
+
+
+class TodaySchema(Schema):
+    date = fields.String()
+    zone = fields.String()
+    reminders = fields.Nested(RemindersTodaySchema)
+    tens = fields.Nested(TensTodaySchema)
+    mindfulness = fields.Nested(TaskProgressSchema)
+    medication = fields.Nested(TaskProgressSchema)
+    pain = fields.Nested(PainTodaySchema)
+
+
+class StreakArgs(StrictSchema):
+    grace_days = fields.Integer(load_default=1, validate=validate.Range(min=0, max=3),
+                                metadata={"description": "missed days forgiven in any 7 days"})
+    days = fields.Integer(load_default=90, validate=validate.Range(min=1, max=366))
+
+
+class StreakSchema(Schema):
+    current = fields.Integer()
+    longest = fields.Integer()
+    grace_days = fields.Integer()
+    forgiven = fields.List(fields.String())
+    since = fields.String()
+
+
+class WeekArgs(StrictSchema):
+    date = fields.Date(load_default=None, metadata={"description": "any day of the week (default: today)"})
+
+
+class WeekDaySchema(Schema):
+    date = fields.String()
+    covered = fields.Boolean(allow_none=True)
+    tens_minutes = fields.Float()
+    tens_minutes_target = fields.Float()
+    mindfulness_minutes = fields.Float()
+    reminders_done = fields.Integer()
+    reminders_skipped = fields.Integer()
+    reminders_missed = fields.Integer()
+    pain_entries = fields.Integer()
+    max_pain = fields.Integer(allow_none=True)
+
+
+class WeekSchema(Schema):
+    week_start = fields.String()
+    iso_week = fields.Integer()
+    days_with_plan = fields.Integer()
+    days_covered = fields.Integer()
+    tens_minutes = fields.Float()
+    practice_minutes = fields.Float()
+    mean_pain = fields.Float(allow_none=True)
+    pain_entries = fields.Integer()
+    days = fields.List(fields.Nested(WeekDaySchema))
+
+
+class FlareSchema(Schema):
+    recorded_at = fields.DateTime()
+    nrs = fields.Integer()
+    reason = fields.String(metadata={"description": "two_high | above_median"})
+    baseline_median = fields.Float(allow_none=True)
+
+
+class SuggestedItemSchema(LibraryItemSummarySchema):
+    mean_pain_change = fields.Float(allow_none=True,
+                                    metadata={"description": "this patient's mean NRS change after it"})
+    pairs = fields.Integer()
+
+
+class SuggestionsSchema(Schema):
+    flare = fields.Nested(FlareSchema, allow_none=True)
+    items = fields.List(fields.Nested(SuggestedItemSchema))
+
+
+@blp.route("/patients/<patient_id>/today")
+class Today(MethodView):
+    @allow(*READERS)
+    @blp.response(200, TodaySchema)
+    def get(self, patient_id):
+        """Today on the patient's clock: reminders due and done, TENS minutes against the plan."""
+        require_patient(patient_id, Operation.READ)
+        auditing.note(patient_ids=[patient_id], resource="progress", action="R", resource_ids=["today"])
+        return progress.today(services().db, patient_id)
+
+
+@blp.route("/patients/<patient_id>/progress/streak")
+class StreakView(MethodView):
+    @allow(*READERS)
+    @blp.arguments(StreakArgs, location="query")
+    @blp.response(200, StreakSchema)
+    def get(self, args, patient_id):
+        """Days in a row meeting the TENS prescription, forgiving a few missed days."""
+        require_patient(patient_id, Operation.READ)
+        auditing.note(patient_ids=[patient_id], resource="progress", action="R", resource_ids=["streak"])
+        return progress.streaks(services().db, patient_id, args["grace_days"], args["days"])
+
+
+@blp.route("/patients/<patient_id>/progress/week")
+class WeekView(MethodView):
+    @allow(*READERS)
+    @blp.arguments(WeekArgs, location="query")
+    @blp.response(200, WeekSchema)
+    def get(self, args, patient_id):
+        """A week (Monday to Sunday on the patient's clock): totals and each day."""
+        require_patient(patient_id, Operation.READ)
+        auditing.note(patient_ids=[patient_id], resource="progress", action="R", resource_ids=["week"])
+        db = services().db
+        return progress.week(db, patient_id, args["date"] or progress.local_today(db, patient_id))
+
+
+@blp.route("/patients/<patient_id>/suggestions")
+class SuggestionsView(MethodView):
+    @allow(*READERS)
+    @blp.response(200, SuggestionsSchema)
+    def get(self, patient_id):
+        """After a pain flare in the last 48 hours: short items, those followed by less pain first."""
+        require_patient(patient_id, Operation.READ)
+        auditing.note(patient_ids=[patient_id], resource="progress", action="R", resource_ids=["suggestions"])
+        return progress.suggestions(services().db, patient_id)

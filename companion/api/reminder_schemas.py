@@ -1,0 +1,101 @@
+"""What the reminder routes accept and answer."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from companion.api.moments import check_range
+from companion.api.schedule_schemas import ScheduleSchema
+from companion.api.schemas import StrictSchema, text
+
+KINDS = ("tens", "medication", "mindfulness", "custom")
+OCCURRENCE_RANGE = timedelta(days=31)
+
+
+class RepeatSchema(StrictSchema):
+    count = fields.Integer(required=True, validate=validate.Range(min=1, max=5))
+    every_min = fields.Integer(required=True, validate=validate.Range(min=5, max=120))
+
+
+class ReminderInputSchema(StrictSchema):
+    kind = fields.String(required=True, validate=validate.OneOf(KINDS))
+    title = text(100, required=True, min_len=1,
+                 metadata={"description": "the patient's own words; shown in the app, never in a push"})
+    schedule = fields.Nested(ScheduleSchema, required=True)
+    completion_window_min = fields.Integer(load_default=60, validate=validate.Range(min=5, max=24 * 60))
+    repeat = fields.Nested(RepeatSchema, load_default=None, allow_none=True)
+
+    @validates_schema
+    def repeats_fit_the_window(self, data, **kwargs):
+        repeat = data.get("repeat")
+        if repeat and repeat["count"] * repeat["every_min"] > data["completion_window_min"]:
+            raise ValidationError("repeats must fit inside the completion window", "repeat")
+
+
+class ReminderEditSchema(StrictSchema):
+    title = text(100, min_len=1)
+    schedule = fields.Nested(ScheduleSchema)
+    completion_window_min = fields.Integer(validate=validate.Range(min=5, max=24 * 60))
+    repeat = fields.Nested(RepeatSchema, allow_none=True)
+    active = fields.Boolean()
+
+
+class ReminderSchema(Schema):
+    id = fields.String(attribute="_id")
+    patient_id = fields.String()
+    kind = fields.String()
+    title = fields.String()
+    schedule = fields.Dict()
+    completion_window_min = fields.Integer()
+    repeat = fields.Dict(allow_none=True)
+    active = fields.Boolean()
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+
+class ReminderListSchema(Schema):
+    items = fields.List(fields.Nested(ReminderSchema))
+
+
+class OccurrenceRangeArgs(StrictSchema):
+    start = fields.AwareDateTime(required=True, data_key="from")
+    end = fields.AwareDateTime(required=True, data_key="to")
+
+    @validates_schema
+    def bounded(self, data, **kwargs):
+        check_range(data["start"], data["end"], OCCURRENCE_RANGE)
+
+
+class OccurrenceOutcomeSchema(StrictSchema):
+    status = fields.String(required=True, validate=validate.OneOf(("done", "skipped")))
+    skip_reason = text(200, load_default=None, allow_none=True)
+
+    @validates_schema
+    def reason_for_skipping(self, data, **kwargs):
+        if data["status"] == "skipped" and not data.get("skip_reason"):
+            raise ValidationError("say why the reminder was skipped", "skip_reason")
+
+
+class SnoozeSchema(StrictSchema):
+    minutes = fields.Integer(required=True, validate=validate.Range(min=5, max=120))
+
+
+class OccurrenceSchema(Schema):
+    id = fields.String(attribute="_id")
+    reminder_id = fields.String()
+    kind = fields.String()
+    local_date = fields.String()
+    local_time = fields.String()
+    zone = fields.String()
+    due_at = fields.DateTime()
+    window_ends_at = fields.DateTime()
+    status = fields.String()
+    status_at = fields.DateTime(allow_none=True)
+    skip_reason = fields.String(allow_none=True)
+    snoozed_until = fields.DateTime(allow_none=True)
+
+
+class OccurrenceListSchema(Schema):
+    items = fields.List(fields.Nested(OccurrenceSchema))

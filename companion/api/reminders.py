@@ -1,0 +1,128 @@
+"""Reminders (the patient's own, in wall-clock terms in their zone) and their occurrences."""
+
+from __future__ import annotations
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from companion.api import auditing, services
+from companion.api.idempotency import idempotent
+from companion.api.privacy import sees_free_text
+from companion.api.reminder_schemas import (
+    OccurrenceListSchema,
+    OccurrenceOutcomeSchema,
+    OccurrenceRangeArgs,
+    OccurrenceSchema,
+    ReminderEditSchema,
+    ReminderInputSchema,
+    ReminderListSchema,
+    ReminderSchema,
+    SnoozeSchema,
+)
+from companion.api.security import allow, require_patient
+from companion.domain.access import Operation, Role
+from companion.domain.errors import NotFound
+from companion.services import reminders
+from companion.store.reminders import Reminders
+
+blp = Blueprint("reminders", __name__, url_prefix="/api/v1", description="Reminders and their occurrences")
+READERS = (Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
+WRITERS = (Role.PATIENT, Role.CAREGIVER)
+
+
+@blp.route("/patients/<patient_id>/reminders")
+class ReminderList(MethodView):
+    @allow(*READERS)
+    @blp.response(200, ReminderListSchema)
+    def get(self, patient_id):
+        """The patient's reminders, active and stopped."""
+        require_patient(patient_id, Operation.READ)
+        items = Reminders(services().db).for_patient(patient_id)
+        auditing.note(patient_ids=[patient_id], resource="reminder", action="search",
+                      resource_ids=[r["_id"] for r in items])
+        return {"items": items}
+
+    @allow(*WRITERS)
+    @idempotent
+    @blp.arguments(ReminderInputSchema)
+    @blp.response(201, ReminderSchema)
+    def post(self, body, patient_id):
+        """Create a reminder; its occurrences for the next two days are materialized at once."""
+        require_patient(patient_id, Operation.WRITE)
+        reminder = reminders.create_reminder(services().db, patient_id, body)
+        auditing.note(patient_ids=[patient_id], resource="reminder", action="C", resource_ids=[reminder["_id"]])
+        return reminder
+
+
+@blp.route("/patients/<patient_id>/reminders/<reminder_id>")
+class ReminderView(MethodView):
+    @allow(*READERS)
+    @blp.response(200, ReminderSchema)
+    def get(self, patient_id, reminder_id):
+        """One reminder."""
+        require_patient(patient_id, Operation.READ)
+        auditing.note(patient_ids=[patient_id], resource="reminder", action="R", resource_ids=[reminder_id])
+        reminder = Reminders(services().db).get(patient_id, reminder_id)
+        if not reminder:
+            raise NotFound("no such reminder")
+        return reminder
+
+    @allow(*WRITERS)
+    @blp.arguments(ReminderEditSchema)
+    @blp.response(200, ReminderSchema)
+    def patch(self, body, patient_id, reminder_id):
+        """Change a reminder; pending future occurrences follow, recorded ones are kept."""
+        require_patient(patient_id, Operation.WRITE)
+        auditing.note(patient_ids=[patient_id], resource="reminder", action="U", resource_ids=[reminder_id])
+        return reminders.update_reminder(services().db, patient_id, reminder_id, body)
+
+    @allow(*WRITERS)
+    @blp.response(204)
+    def delete(self, patient_id, reminder_id):
+        """Stop a reminder (its history stays)."""
+        require_patient(patient_id, Operation.WRITE)
+        auditing.note(patient_ids=[patient_id], resource="reminder", action="D", resource_ids=[reminder_id])
+        reminders.delete_reminder(services().db, patient_id, reminder_id)
+
+
+@blp.route("/patients/<patient_id>/occurrences")
+class OccurrenceList(MethodView):
+    @allow(*READERS)
+    @blp.arguments(OccurrenceRangeArgs, location="query")
+    @blp.response(200, OccurrenceListSchema)
+    def get(self, args, patient_id):
+        """Reminder occurrences due in a range of at most 31 days, in time order."""
+        relationship = require_patient(patient_id, Operation.READ)
+        items = reminders.occurrences_between(services().db, patient_id, args["start"], args["end"])
+        auditing.note(patient_ids=[patient_id], resource="reminder_occurrence", action="search",
+                      resource_ids=[o["_id"] for o in items])
+        if not sees_free_text(patient_id, relationship):
+            items = [{**o, "skip_reason": None} for o in items]
+        return {"items": items}
+
+
+@blp.route("/patients/<patient_id>/occurrences/<occurrence_id>")
+class OccurrenceView(MethodView):
+    @allow(*WRITERS)
+    @blp.arguments(OccurrenceOutcomeSchema)
+    @blp.response(200, OccurrenceSchema)
+    def patch(self, body, patient_id, occurrence_id):
+        """Record an occurrence as done, or skipped with a reason."""
+        require_patient(patient_id, Operation.WRITE)
+        auditing.note(patient_ids=[patient_id], resource="reminder_occurrence", action="U",
+                      resource_ids=[occurrence_id])
+        return reminders.record_outcome(services().db, patient_id, occurrence_id, body["status"],
+                                        body["skip_reason"])
+
+
+@blp.route("/patients/<patient_id>/occurrences/<occurrence_id>/snooze")
+class OccurrenceSnooze(MethodView):
+    @allow(*WRITERS)
+    @blp.arguments(SnoozeSchema)
+    @blp.response(200, OccurrenceSchema)
+    def post(self, body, patient_id, occurrence_id):
+        """Remind again in a few minutes."""
+        require_patient(patient_id, Operation.WRITE)
+        auditing.note(patient_ids=[patient_id], resource="reminder_occurrence", action="U",
+                      resource_ids=[occurrence_id])
+        return reminders.snooze(services().db, patient_id, occurrence_id, body["minutes"])

@@ -1,0 +1,219 @@
+"""Reviewing one patient: adherence, TENS against the plan, pain and what helped, reminders and
+notifications, devices, diary, plan history; alerts to acknowledge, clinical notes, and exports."""
+
+from __future__ import annotations
+
+import json
+
+from flask import Response
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from companion.api import auditing, services
+from companion.api import review_schemas as s
+from companion.api.patients import load_patient
+from companion.api.security import allow, current_actor, require_patient
+from companion.domain.access import Operation, Role
+from companion.domain.errors import NotFound
+from companion.services import exports
+from companion.services.review import PatientReview
+from companion.store.accounts import now
+from companion.store.clinical_notes import ClinicalNotes
+from companion.store.review import ReviewReads
+
+blp = Blueprint("review", __name__, url_prefix="/api/v1/patients", description="Clinician review of one patient")
+
+
+def open_review(patient_id: str, operation: Operation = Operation.READ) -> PatientReview:
+    require_patient(patient_id, operation)
+    return PatientReview(services().db, load_patient(patient_id))
+
+
+def _read(patient_id: str, resource: str, ids=()) -> None:
+    auditing.note(patient_ids=[patient_id], resource=resource, action="R", resource_ids=list(ids))
+
+
+@blp.route("/<patient_id>/review/adherence")
+class ReviewAdherence(MethodView):
+    @allow(Role.CLINICIAN)
+    @blp.arguments(s.ReviewDaysArgs, location="query")
+    @blp.response(200, s.AdherenceReviewSchema)
+    def get(self, args, patient_id):
+        """Adherence calendar (one entry per local day) and PDC over 7, 30 and 90 completed days."""
+        result = open_review(patient_id).adherence(args["days"])
+        _read(patient_id, "adherence_day")
+        return result
+
+
+@blp.route("/<patient_id>/review/tens")
+class ReviewTens(MethodView):
+    @allow(Role.CLINICIAN)
+    @blp.arguments(s.ReviewDaysArgs, location="query")
+    @blp.response(200, s.TensReviewSchema)
+    def get(self, args, patient_id):
+        """TENS minutes and sessions per local day, against the plan's daily target."""
+        days = open_review(patient_id).tens(args["days"])
+        _read(patient_id, "session_record")
+        return {"days": days}
+
+
+@blp.route("/<patient_id>/review/pain")
+class ReviewPain(MethodView):
+    @allow(Role.CLINICIAN)
+    @blp.arguments(s.ReviewDaysArgs, location="query")
+    @blp.response(200, s.PainReviewSchema)
+    def get(self, args, patient_id):
+        """Pain (NRS) over time, before/after pairs around TENS sessions, and the 14-day trend."""
+        result = open_review(patient_id).pain(args["days"])
+        _read(patient_id, "pain_entry", [e["_id"] for e in result["entries"]])
+        return result
+
+
+@blp.route("/<patient_id>/review/programmes")
+class ReviewProgrammes(MethodView):
+    @allow(Role.CLINICIAN)
+    @blp.arguments(s.ReviewDaysArgs, location="query")
+    @blp.response(200, s.ProgrammeReviewSchema)
+    def get(self, args, patient_id):
+        """Mean pain change after sessions, by programme and frequency; the most helpful first."""
+        items = open_review(patient_id).programmes(args["days"])
+        _read(patient_id, "pain_entry")
+        return {"items": items}
+
+
+@blp.route("/<patient_id>/review/notifications")
+class ReviewNotifications(MethodView):
+    @allow(Role.CLINICIAN)
+    @blp.arguments(s.ReviewDaysArgs, location="query")
+    @blp.response(200, s.NotificationReviewSchema)
+    def get(self, args, patient_id):
+        """Reminder occurrences with their outcome, and push notifications with their delivery state."""
+        result = open_review(patient_id).notifications(args["days"])
+        for note in result["notifications"]:
+            note["to_patient"] = note.get("recipient_user_id") == patient_id
+        _read(patient_id, "notification", [n["_id"] for n in result["notifications"]])
+        return result
+
+
+@blp.route("/<patient_id>/review/device")
+class ReviewDevice(MethodView):
+    @allow(Role.CLINICIAN)
+    @blp.response(200, s.DeviceReviewSchema)
+    def get(self, patient_id):
+        """The patient's TENS units with battery, firmware and last sync, and the last 30 days' device events."""
+        result = open_review(patient_id).device()
+        _read(patient_id, "device", [d["_id"] for d in result["devices"]])
+        return result
+
+
+@blp.route("/<patient_id>/review/diary")
+class ReviewDiary(MethodView):
+    @allow(Role.CLINICIAN)
+    @blp.arguments(s.ReviewDaysArgs, location="query")
+    @blp.response(200, s.DiaryReviewSchema)
+    def get(self, args, patient_id):
+        """Diary entries (newest first, with context and BPI) and mindfulness practice."""
+        result = open_review(patient_id).diary(args["days"])
+        _read(patient_id, "pain_entry", [e["_id"] for e in result["entries"]])
+        return result
+
+
+@blp.route("/<patient_id>/review/plans")
+class ReviewPlans(MethodView):
+    @allow(Role.CLINICIAN)
+    @blp.response(200, s.ReviewPlanHistorySchema)
+    def get(self, patient_id):
+        """Every version of the therapy plan, newest first."""
+        items = open_review(patient_id).plans()
+        _read(patient_id, "therapy_plan", [p["_id"] for p in items])
+        return {"items": items}
+
+
+@blp.route("/<patient_id>/review/alerts")
+class ReviewAlerts(MethodView):
+    @allow(Role.CLINICIAN)
+    @blp.arguments(s.AlertListArgs, location="query")
+    @blp.response(200, s.ReviewAlertListSchema)
+    def get(self, args, patient_id):
+        """The patient's alerts, open ones only by default, newest first."""
+        require_patient(patient_id, Operation.READ)
+        items = ReviewReads(services().db).alerts(patient_id, open_only=args["state"] == "open")
+        _read(patient_id, "alert", [a["_id"] for a in items])
+        return {"items": items}
+
+
+@blp.route("/<patient_id>/review/alerts/<alert_id>/acknowledgement")
+class AlertAcknowledgement(MethodView):
+    @allow(Role.CLINICIAN)
+    @blp.response(200, s.ReviewAlertSchema)
+    def post(self, patient_id, alert_id):
+        """Acknowledge an alert (a care-team act). Acknowledging twice keeps the first acknowledgement."""
+        require_patient(patient_id, Operation.CLINICAL)
+        auditing.note(patient_ids=[patient_id], resource="alert", action="U", resource_ids=[alert_id])
+        alert = ReviewReads(services().db).acknowledge_alert(patient_id, alert_id, current_actor().id, now())
+        if alert is None:
+            raise NotFound("no such alert")
+        return alert
+
+
+def with_author_names(notes: list[dict]) -> list[dict]:
+    users = services().db.users
+    names = {u["_id"]: u.get("display_name") for u in
+             users.find({"_id": {"$in": sorted({n["author_id"] for n in notes})}}, {"display_name": 1})}
+    for note in notes:
+        note["author_name"] = names.get(note["author_id"])
+    return notes
+
+
+@blp.route("/<patient_id>/review/notes")
+class ClinicalNotesView(MethodView):
+    @allow(Role.CLINICIAN)
+    @blp.response(200, s.ClinicalNoteListSchema)
+    def get(self, patient_id):
+        """The care team's clinical notes about this patient, newest first."""
+        require_patient(patient_id, Operation.READ)
+        notes = ClinicalNotes(services().db).for_patient(patient_id)
+        _read(patient_id, "clinical_note", [n["_id"] for n in notes])
+        return {"items": with_author_names(notes)}
+
+    @allow(Role.CLINICIAN)
+    @blp.arguments(s.ClinicalNoteCreateSchema)
+    @blp.response(201, s.ClinicalNoteSchema)
+    def post(self, body, patient_id):
+        """Write a clinical note (a care-team act; notes are never edited: write another)."""
+        require_patient(patient_id, Operation.CLINICAL)
+        load_patient(patient_id)
+        note = ClinicalNotes(services().db).add(patient_id, current_actor().id, body["text"])
+        auditing.note(patient_ids=[patient_id], resource="clinical_note", action="C", resource_ids=[note["_id"]])
+        return with_author_names([note])[0]
+
+
+def _download(body: str, mimetype: str, filename: str) -> Response:
+    return Response(body, mimetype=mimetype, headers={
+        "Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"})
+
+
+@blp.route("/<patient_id>/exports/csv")
+class PatientCsvExport(MethodView):
+    @allow(Role.CLINICIAN)
+    @blp.arguments(s.ReviewDaysArgs, location="query")
+    @blp.response(200, content_type="text/csv", description="one row per local day")
+    def get(self, args, patient_id):
+        """The patient's days as CSV: adherence, TENS minutes against the plan, pain."""
+        review = open_review(patient_id)
+        auditing.note(patient_ids=[patient_id], resource="patient", action="E", resource_ids=[patient_id])
+        return _download(exports.patient_csv(review, args["days"]), "text/csv", f"patient-{patient_id}.csv")
+
+
+@blp.route("/<patient_id>/exports/fhir")
+class PatientFhirExport(MethodView):
+    @allow(Role.CLINICIAN)
+    @blp.arguments(s.ReviewDaysArgs, location="query")
+    @blp.response(200, content_type="application/fhir+json", description="a FHIR R4 Bundle of type collection")
+    def get(self, args, patient_id):
+        """The patient's record as a FHIR R4 Bundle: Patient, pain Observations, DeviceUseStatements,
+        CarePlans and Communications."""
+        review = open_review(patient_id)
+        auditing.note(patient_ids=[patient_id], resource="patient", action="E", resource_ids=[patient_id])
+        return _download(json.dumps(exports.fhir_bundle(review, args["days"])), "application/fhir+json",
+                         f"patient-{patient_id}.fhir.json")

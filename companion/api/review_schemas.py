@@ -1,0 +1,232 @@
+"""Dump schemas for clinician review: explicit fields only, never a raw stored document."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from companion.api.schemas import StrictSchema, text
+
+
+class ReviewDaysArgs(StrictSchema):
+    days = fields.Integer(load_default=30, validate=validate.Range(min=1, max=366),
+                          metadata={"description": "local days up to and including today"})
+
+
+class AdherenceDaySchema(Schema):
+    date = fields.String()
+    state = fields.String(metadata={"description": "no_tasks, no_events, progress, or missing (not computed)"})
+    covered = fields.Boolean()
+    tens_fraction = fields.Float(allow_none=True)
+    tens_minutes = fields.Float(allow_none=True)
+    tens_minutes_target = fields.Float(allow_none=True)
+    sessions_done = fields.Integer(allow_none=True)
+    sessions_planned = fields.Integer(allow_none=True)
+    mindfulness_fraction = fields.Float(allow_none=True)
+    medication_fraction = fields.Float(allow_none=True)
+
+
+class AdherenceReviewSchema(Schema):
+    calendar = fields.List(fields.Nested(AdherenceDaySchema))
+    pdc_7 = fields.Float(allow_none=True)
+    pdc_30 = fields.Float(allow_none=True)
+    pdc_90 = fields.Float(allow_none=True)
+    threshold = fields.Float()
+
+
+class TensDaySchema(Schema):
+    date = fields.Date()
+    minutes = fields.Float()
+    sessions = fields.Integer()
+    target_minutes = fields.Integer(allow_none=True)
+
+
+class TensReviewSchema(Schema):
+    days = fields.List(fields.Nested(TensDaySchema))
+
+
+class PainPointSchema(Schema):
+    id = fields.String(attribute="_id")
+    recorded_at = fields.DateTime()
+    nrs = fields.Integer()
+    phase = fields.String(allow_none=True)
+    session_record_id = fields.String(allow_none=True)
+
+
+class SessionPainSchema(Schema):
+    session_id = fields.String()
+    started_at = fields.DateTime()
+    programme = fields.Integer(allow_none=True)
+    frequency_hz = fields.Integer(allow_none=True)
+    before = fields.Integer()
+    after = fields.Integer()
+    change = fields.Integer()
+
+
+class PainTrendSchema(Schema):
+    recent_mean = fields.Float(allow_none=True, metadata={"description": "mean NRS, last 14 days"})
+    previous_mean = fields.Float(allow_none=True, metadata={"description": "mean NRS, the 14 days before"})
+    change = fields.Float(allow_none=True)
+    direction = fields.String()
+
+
+class PainReviewSchema(Schema):
+    entries = fields.List(fields.Nested(PainPointSchema))
+    pairs = fields.List(fields.Nested(SessionPainSchema))
+    trend = fields.Nested(PainTrendSchema)
+
+
+class ProgrammeEffectSchema(Schema):
+    programme = fields.Integer(allow_none=True)
+    frequency_hz = fields.Integer(allow_none=True)
+    sessions = fields.Integer()
+    mean_change = fields.Float(metadata={"description": "mean NRS after minus before; negative helped"})
+
+
+class ProgrammeReviewSchema(Schema):
+    items = fields.List(fields.Nested(ProgrammeEffectSchema))
+
+
+class ReviewOccurrenceSchema(Schema):
+    id = fields.String(attribute="_id")
+    reminder_id = fields.String()
+    kind = fields.String()
+    title = fields.String(allow_none=True)
+    local_date = fields.String()
+    local_time = fields.String()
+    due_at = fields.DateTime()
+    status = fields.String()
+    status_at = fields.DateTime(allow_none=True)
+    skip_reason = fields.String(allow_none=True)
+    nudges_sent = fields.Integer(allow_none=True)
+
+
+class NotificationSchema(Schema):
+    id = fields.String(attribute="_id")
+    kind = fields.String()
+    recipient_user_id = fields.String()
+    to_patient = fields.Boolean()
+    state = fields.String()
+    created_at = fields.DateTime()
+    sent_at = fields.DateTime(allow_none=True)
+    delivered_at = fields.DateTime(allow_none=True)
+    opened_at = fields.DateTime(allow_none=True)
+    error_codes = fields.List(fields.String())
+
+
+class NotificationReviewSchema(Schema):
+    occurrences = fields.List(fields.Nested(ReviewOccurrenceSchema))
+    notifications = fields.List(fields.Nested(NotificationSchema))
+
+
+class ReviewDeviceStatusSchema(Schema):
+    battery_pct = fields.Integer(allow_none=True)
+    firmware = fields.String(allow_none=True)
+    last_seen_at = fields.DateTime(allow_none=True)
+    last_sync_at = fields.DateTime(allow_none=True)
+    last_error = fields.String(allow_none=True)
+
+
+class ReviewDeviceSchema(Schema):
+    serial = fields.String(attribute="_id")
+    profile = fields.String()
+    bound_at = fields.DateTime()
+    status = fields.Nested(ReviewDeviceStatusSchema)
+    days_since_sync = fields.Integer(allow_none=True)
+
+
+class DeviceEventSchema(Schema):
+    id = fields.String(attribute="_id")
+    device_serial = fields.String()
+    kind = fields.String()
+    at = fields.DateTime()
+
+
+class DeviceReviewSchema(Schema):
+    devices = fields.List(fields.Nested(ReviewDeviceSchema))
+    events = fields.List(fields.Nested(DeviceEventSchema))
+
+
+class DiaryContextSchema(Schema):
+    location = fields.String(allow_none=True)
+    activity = fields.String(allow_none=True)
+    sleep_quality = fields.Raw(allow_none=True)
+    mood = fields.Raw(allow_none=True)
+    note = fields.String(allow_none=True)
+
+
+class DiaryBpiSchema(Schema):
+    worst = fields.Integer(allow_none=True)
+    least = fields.Integer(allow_none=True)
+    average = fields.Integer(allow_none=True)
+    now = fields.Integer(allow_none=True)
+    interference = fields.Dict(keys=fields.String(), values=fields.Integer(allow_none=True))
+    severity = fields.Float(allow_none=True)
+    interference_score = fields.Float(allow_none=True)
+
+
+class DiaryEntryReviewSchema(PainPointSchema):
+    context = fields.Nested(DiaryContextSchema, allow_none=True)
+    bpi = fields.Nested(DiaryBpiSchema, allow_none=True)
+
+
+class ReviewPracticeSchema(Schema):
+    id = fields.String(attribute="_id")
+    item_slug = fields.String()
+    started_at = fields.DateTime()
+    completed_at = fields.DateTime(allow_none=True)
+    minutes = fields.Float(allow_none=True)
+
+
+class DiaryReviewSchema(Schema):
+    entries = fields.List(fields.Nested(DiaryEntryReviewSchema))
+    practice = fields.List(fields.Nested(ReviewPracticeSchema))
+
+
+class PlanVersionSchema(Schema):
+    id = fields.String(attribute="_id")
+    version = fields.Integer()
+    created_at = fields.DateTime()
+    created_by = fields.String()
+    active_from = fields.DateTime()
+    active_to = fields.DateTime(allow_none=True)
+    tens = fields.Dict(allow_none=True)
+    medications = fields.List(fields.Dict())
+    mindfulness = fields.Dict(allow_none=True)
+
+
+class ReviewPlanHistorySchema(Schema):
+    items = fields.List(fields.Nested(PlanVersionSchema))
+
+
+class ReviewAlertSchema(Schema):
+    id = fields.String(attribute="_id")
+    kind = fields.String()
+    severity = fields.String()
+    text = fields.String()
+    raised_at = fields.DateTime()
+    acknowledged_at = fields.DateTime(allow_none=True)
+    acknowledged_by = fields.String(allow_none=True)
+
+
+class ReviewAlertListSchema(Schema):
+    items = fields.List(fields.Nested(ReviewAlertSchema))
+
+
+class AlertListArgs(StrictSchema):
+    state = fields.String(load_default="open", validate=validate.OneOf(["open", "all"]))
+
+
+class ClinicalNoteCreateSchema(StrictSchema):
+    text = text(5000, required=True, min_len=1)
+
+
+class ClinicalNoteSchema(Schema):
+    id = fields.String(attribute="_id")
+    author_id = fields.String()
+    author_name = fields.String()
+    text = fields.String()
+    created_at = fields.DateTime()
+
+
+class ClinicalNoteListSchema(Schema):
+    items = fields.List(fields.Nested(ClinicalNoteSchema))

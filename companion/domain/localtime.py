@@ -1,0 +1,144 @@
+"""Wall-clock time in a patient's IANA zone, and the history of the patient's zones.
+
+DST policy (used by every reminder, quiet-hours and summary rule):
+
+* A local time that does not exist (the spring-forward gap) resolves to the first valid instant after
+  the gap, which is the transition instant itself. America/New_York 2025-03-09 02:30 resolves to
+  03:00 EDT (07:00 UTC); Australia/Lord_Howe 2025-10-05 02:15 resolves to 02:30 +11:00 (15:30 UTC).
+  This is deliberately NOT Python's ``fold=0`` reading of a gap time (which would give 03:30 EDT):
+  a reminder should come as soon as the clock allows, not an hour late.
+* A local time that happens twice (the fall-back overlap) resolves once, to its first occurrence
+  (``fold=0``, the offset in force before the transition).
+
+A zone history is a list of ``(effective_from_utc, zone)`` entries: the zone in force at an instant is
+that of the latest entry whose ``effective_from_utc`` is at or before the instant. The earliest entry's
+zone also applies to every instant before it (it is the zone the patient registered with).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+
+def zone_named(name: str) -> ZoneInfo:
+    """Return the IANA zone called ``name``; raise ``ValueError`` for an unknown or malformed name."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
+        raise ValueError(f"unknown time zone {name!r}") from exc
+
+
+def is_known_zone(name: str) -> bool:
+    """Tell whether ``name`` is an IANA zone this installation knows."""
+    return name in available_timezones()
+
+
+def require_utc(instant: datetime, name: str = "instant") -> datetime:
+    """Return ``instant`` in UTC; raise ``ValueError`` when it is naive (has no offset)."""
+    if instant.tzinfo is None or instant.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware")
+    return instant.astimezone(UTC)
+
+
+def _exists(naive: datetime, tz: ZoneInfo) -> bool:
+    round_trip = naive.replace(tzinfo=tz).astimezone(UTC).astimezone(tz).replace(tzinfo=None)
+    return round_trip == naive
+
+
+def resolve_local(local_date: date, local_time: time, tz: ZoneInfo) -> datetime:
+    """Return the UTC instant at which wall-clock ``local_date local_time`` happens in ``tz``.
+
+    Gap times go to the end of the gap, repeated times to their first occurrence (module docstring).
+    """
+    naive = datetime.combine(local_date, local_time.replace(tzinfo=None, fold=0))
+    if _exists(naive, tz):
+        return naive.replace(tzinfo=tz, fold=0).astimezone(UTC)
+    # Inside a gap: fold=1 reads the time with the offset after the transition (an instant before it)
+    # and fold=0 with the offset before it (an instant after it). The transition lies between.
+    low = naive.replace(tzinfo=tz, fold=1).astimezone(UTC)
+    high = naive.replace(tzinfo=tz, fold=0).astimezone(UTC)
+    after_offset = high.astimezone(tz).utcoffset()
+    while high - low > timedelta(seconds=1):
+        middle = low + (high - low) / 2
+        middle = middle.replace(microsecond=0)
+        if middle.astimezone(tz).utcoffset() == after_offset:
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def local_date_of(instant: datetime, tz: ZoneInfo) -> date:
+    """Return the patient's calendar date at ``instant`` (a timezone-aware datetime) in ``tz``."""
+    return require_utc(instant).astimezone(tz).date()
+
+
+@dataclass(frozen=True)
+class ZoneChange:
+    """From ``effective_from_utc`` on, the patient lives in ``zone`` (an IANA name)."""
+
+    effective_from_utc: datetime
+    zone: str
+
+
+@dataclass(frozen=True)
+class TimeZoneHistory:
+    """The patient's zones over time, oldest first. Build with ``TimeZoneHistory.of(...)``."""
+
+    changes: tuple[ZoneChange, ...]
+
+    @classmethod
+    def of(cls, changes: Sequence[tuple[datetime, str]] | Sequence[ZoneChange]) -> TimeZoneHistory:
+        """Build a history from ``(effective_from_utc, zone_name)`` pairs in any order.
+
+        Raises ``ValueError`` when empty, when a zone is unknown, when an instant is naive, or when
+        two changes take effect at the same instant.
+        """
+        items = [c if isinstance(c, ZoneChange) else ZoneChange(c[0], c[1]) for c in changes]
+        if not items:
+            raise ValueError("a time-zone history needs at least one zone")
+        normalised = []
+        for item in items:
+            zone_named(item.zone)
+            normalised.append(
+                ZoneChange(require_utc(item.effective_from_utc, "effective_from_utc"), item.zone)
+            )
+        normalised.sort(key=lambda c: c.effective_from_utc)
+        for earlier, later in zip(normalised, normalised[1:], strict=False):
+            if earlier.effective_from_utc == later.effective_from_utc:
+                raise ValueError("two time-zone changes take effect at the same instant")
+        return cls(tuple(normalised))
+
+    @classmethod
+    def fixed(cls, zone: str) -> TimeZoneHistory:
+        """A history with a single zone, in force at every instant."""
+        return cls.of([(datetime(1970, 1, 1, tzinfo=UTC), zone)])
+
+    def zone_at(self, instant: datetime) -> ZoneInfo:
+        """Return the zone in force at ``instant`` (the earliest zone before the first change)."""
+        starts = [c.effective_from_utc for c in self.changes]
+        index = max(bisect_right(starts, require_utc(instant)) - 1, 0)
+        return ZoneInfo(self.changes[index].zone)
+
+    def segments(self, start_utc: datetime, end_utc: datetime) -> list[tuple[datetime, datetime, ZoneInfo]]:
+        """Split ``[start_utc, end_utc)`` into consecutive ``(start, end, zone)`` pieces, one per zone in force.
+
+        The pieces cover the interval exactly: no overlap and no hole.
+        """
+        start, end = require_utc(start_utc, "start_utc"), require_utc(end_utc, "end_utc")
+        pieces: list[tuple[datetime, datetime, ZoneInfo]] = []
+        cursor = start
+        for change in self.changes[1:]:
+            if change.effective_from_utc <= cursor:
+                continue
+            if change.effective_from_utc >= end:
+                break
+            pieces.append((cursor, change.effective_from_utc, self.zone_at(cursor)))
+            cursor = change.effective_from_utc
+        if cursor < end:
+            pieces.append((cursor, end, self.zone_at(cursor)))
+        return pieces

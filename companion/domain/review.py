@@ -1,0 +1,279 @@
+"""What a clinician looks at: adherence over a period, the direction of pain, which TENS settings
+helped, and who on a panel needs attention first.
+
+Plain Python over plain values (dicts as stored, dates, datetimes); no database, no web.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+ADHERENT_PDC = 0.8
+# A change of one point in the 14-day mean NRS is where a panel starts to care; the clinically
+# important change for one patient (30%, or 2 points) is judged on the patient page.
+PAIN_TREND_POINTS = 1.0
+SILENT_DEVICE_DAYS = 2
+TASK_STATES = ("no_events", "progress")
+
+
+def pdc(adherence_days: Iterable[dict], first: date, last: date) -> float | None:
+    """Proportion of days covered between `first` and `last` (inclusive, local dates).
+
+    Only days that had tasks count in the denominator (a day in state `no_tasks` is neither
+    covered nor missed); a day without a snapshot is unknown and left out. None when no day in the
+    period had tasks.
+    """
+    counted = covered = 0
+    for day in adherence_days:
+        on = date.fromisoformat(day["date"])
+        if first <= on <= last and day.get("state") in TASK_STATES:
+            counted += 1
+            covered += bool(day.get("covered"))
+    return round(covered / counted, 4) if counted else None
+
+
+def completed_days(today: date, days: int) -> tuple[date, date]:
+    """The `days` whole local days before `today` (today is still in progress, so it is left out)."""
+    return today - timedelta(days=days), today - timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class PainTrend:
+    """Mean NRS over the last 14 days against the 14 days before."""
+
+    recent_mean: float | None
+    previous_mean: float | None
+
+    @property
+    def change(self) -> float | None:
+        if self.recent_mean is None or self.previous_mean is None:
+            return None
+        return round(self.recent_mean - self.previous_mean, 2)
+
+    @property
+    def direction(self) -> str:
+        """`rising`, `falling`, `steady`, or `unknown` when either fortnight has no entries."""
+        change = self.change
+        if change is None:
+            return "unknown"
+        if change >= PAIN_TREND_POINTS:
+            return "rising"
+        if change <= -PAIN_TREND_POINTS:
+            return "falling"
+        return "steady"
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 2) if values else None
+
+
+def pain_trend(entries: Iterable[dict], at: datetime) -> PainTrend:
+    """Compare the mean NRS of [at-14d, at) with that of [at-28d, at-14d); deleted entries ignored."""
+    recent, previous = [], []
+    for entry in entries:
+        if entry.get("deleted"):
+            continue
+        age = at - entry["recorded_at"]
+        if timedelta(0) <= age < timedelta(days=14):
+            recent.append(entry["nrs"])
+        elif timedelta(days=14) <= age < timedelta(days=28):
+            previous.append(entry["nrs"])
+    return PainTrend(_mean(recent), _mean(previous))
+
+
+def days_since(moment: datetime | None, at: datetime) -> int | None:
+    """Whole days from `moment` to `at`; None when it never happened."""
+    if moment is None:
+        return None
+    return max(0, (at - moment) // timedelta(days=1))
+
+
+def local_date(moment: datetime, zone: str) -> date:
+    """The patient's calendar date at a UTC instant."""
+    return moment.astimezone(ZoneInfo(zone)).date()
+
+
+def plan_on(plans: Iterable[dict], day: date, zone: str) -> dict | None:
+    """The therapy-plan version in force at the end of a local day (the highest version active then)."""
+    end_of_day = datetime.combine(day + timedelta(days=1), datetime.min.time(), ZoneInfo(zone))
+    best = None
+    for plan in plans:
+        starts, ends = plan["active_from"], plan.get("active_to")
+        if starts < end_of_day and (ends is None or ends >= end_of_day) and (
+                best is None or plan["version"] > best["version"]):
+            best = plan
+    return best
+
+
+def tens_target_minutes(plan: dict | None, day: date) -> int | None:
+    """Minutes of TENS a plan prescribes for a day, or None when it prescribes none that day."""
+    tens = (plan or {}).get("tens") or {}
+    if not tens:
+        return None
+    start = tens.get("start_date")
+    end = tens.get("end_date")
+    if (start and day < date.fromisoformat(start)) or (end and day > date.fromisoformat(end)):
+        return None
+    if tens.get("daily_minutes_target"):
+        return int(tens["daily_minutes_target"])
+    if tens.get("sessions_per_day") and tens.get("minutes_per_session"):
+        return int(tens["sessions_per_day"] * tens["minutes_per_session"])
+    return None
+
+
+@dataclass
+class TensDay:
+    """TENS delivered on one local day against what the plan asked for."""
+
+    date: date
+    minutes: float = 0.0
+    sessions: int = 0
+    target_minutes: int | None = None
+
+
+def tens_by_day(sessions: Iterable[dict], plans: list[dict], zone: str, first: date, last: date) -> list[TensDay]:
+    """Minutes and sessions per local day from `first` to `last`, each with the plan's target."""
+    days = {first + timedelta(days=i): TensDay(first + timedelta(days=i)) for i in range((last - first).days + 1)}
+    for session in sessions:
+        day = days.get(local_date(session["started_at"], zone))
+        if day is not None:
+            day.minutes += session.get("duration_s", 0) / 60
+            day.sessions += 1
+    for day in days.values():
+        day.minutes = round(day.minutes, 1)
+        day.target_minutes = tens_target_minutes(plan_on(plans, day.date, zone), day.date)
+    return list(days.values())
+
+
+@dataclass(frozen=True)
+class SessionPain:
+    """Pain rated before and after one TENS session."""
+
+    session_id: str
+    started_at: datetime
+    programme: int | None
+    frequency_hz: int | None
+    before: int
+    after: int
+
+    @property
+    def change(self) -> int:
+        return self.after - self.before
+
+
+def before_after_pairs(entries: Iterable[dict], sessions: dict[str, dict]) -> list[SessionPain]:
+    """Pair the diary entries the patient linked to a session as `before` and `after` it.
+
+    When a session has several entries of one phase, the `before` closest to the start and the
+    latest `after` are used. Sessions missing either side, or not found, give no pair.
+    """
+    sides: dict[str, dict[str, dict]] = defaultdict(dict)
+    for entry in entries:
+        sid, phase = entry.get("session_record_id"), entry.get("phase")
+        if entry.get("deleted") or not sid or phase not in ("before", "after"):
+            continue
+        kept = sides[sid].get(phase)
+        if kept is None or entry["recorded_at"] > kept["recorded_at"]:
+            sides[sid][phase] = entry
+    pairs = []
+    for sid, by_phase in sides.items():
+        session = sessions.get(sid)
+        if session is None or len(by_phase) != 2:
+            continue
+        pairs.append(SessionPain(sid, session["started_at"], session.get("programme"), session.get("frequency_hz"),
+                                 by_phase["before"]["nrs"], by_phase["after"]["nrs"]))
+    return sorted(pairs, key=lambda p: p.started_at)
+
+
+@dataclass
+class ProgrammeEffect:
+    """How much pain changed, on average, after sessions with one programme and frequency."""
+
+    programme: int | None
+    frequency_hz: int | None
+    sessions: int = 0
+    changes: list[int] = field(default_factory=list)
+
+    @property
+    def mean_change(self) -> float:
+        return round(sum(self.changes) / len(self.changes), 2)
+
+
+def programme_effects(pairs: Iterable[SessionPain]) -> list[ProgrammeEffect]:
+    """Group before/after pairs by (programme, frequency); the most helpful (largest drop) first."""
+    groups: dict[tuple, ProgrammeEffect] = {}
+    for pair in pairs:
+        key = (pair.programme, pair.frequency_hz)
+        group = groups.setdefault(key, ProgrammeEffect(*key))
+        group.sessions += 1
+        group.changes.append(pair.change)
+    return sorted(groups.values(), key=lambda g: (g.mean_change, -g.sessions, g.programme or 0, g.frequency_hz or 0))
+
+
+@dataclass
+class PanelRow:
+    """One patient on a clinician's panel, with the figures that decide who needs attention."""
+
+    patient_id: str
+    display_name: str
+    time_zone: str
+    pdc_7: float | None
+    pdc_30: float | None
+    pain: PainTrend
+    days_since_sync: int | None
+    open_alerts: int
+
+    @property
+    def reasons(self) -> list[str]:
+        """Why this patient may need attention, most pressing first (empty: nothing stands out)."""
+        out = []
+        if self.open_alerts:
+            out.append(f"{self.open_alerts} open alert{'s' if self.open_alerts > 1 else ''}")
+        if self.pdc_7 is not None and self.pdc_7 < ADHERENT_PDC:
+            out.append(f"adherence {round(self.pdc_7 * 100)}% over 7 days")
+        if self.pain.direction == "rising":
+            out.append(f"pain up {self.pain.change:+.1f} points")
+        if self.days_since_sync is not None and self.days_since_sync >= SILENT_DEVICE_DAYS:
+            out.append(f"no device sync for {self.days_since_sync} days")
+        return out
+
+
+def need_key(row: PanelRow) -> tuple:
+    """Sort key putting the patients who need attention first: open alerts, then low 7-day PDC,
+    then rising pain, then a silent device; ties by name."""
+    low_pdc = row.pdc_7 is not None and row.pdc_7 < ADHERENT_PDC
+    change = row.pain.change if row.pain.change is not None else float("-inf")
+    silent = row.days_since_sync if row.days_since_sync is not None else -1
+    return (-row.open_alerts, not low_pdc, row.pdc_7 if row.pdc_7 is not None else 2.0, -change, -silent,
+            row.display_name.lower(), row.patient_id)
+
+
+def _none_last(value, descending: bool) -> tuple:
+    if value is None:
+        return (1, 0)
+    return (0, -value if descending else value)
+
+
+SORTS = {
+    "need": None,
+    "name": lambda r: r.display_name.lower(),
+    "pdc_7": lambda r: r.pdc_7,
+    "pdc_30": lambda r: r.pdc_30,
+    "pain_change": lambda r: r.pain.change,
+    "days_since_sync": lambda r: r.days_since_sync,
+    "open_alerts": lambda r: r.open_alerts,
+}
+
+
+def order_panel(rows: list[PanelRow], sort: str = "need", descending: bool = False) -> list[PanelRow]:
+    """Order a panel by need (the default) or by one figure; patients without that figure go last."""
+    if sort == "need":
+        return sorted(rows, key=need_key)
+    if sort == "name":
+        return sorted(rows, key=lambda r: (r.display_name.lower(), r.patient_id), reverse=descending)
+    figure = SORTS[sort]
+    return sorted(rows, key=lambda r: (*_none_last(figure(r), descending), r.display_name.lower(), r.patient_id))

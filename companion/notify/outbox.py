@@ -1,0 +1,112 @@
+"""The outbox dispatcher: claim due notifications, push them to every phone, record what happened.
+
+One pass (:meth:`OutboxDispatcher.run_once`) claims up to ``batch_size`` due notifications (see
+:mod:`companion.store.outbox` for why a claim is an insert and "sending" is a live claim), fans each out to its recipient's phones,
+sends them all through :class:`~companion.notify.push.PushSender`, removes tokens FCM reported dead,
+and settles each notification:
+
+- ``sent`` as soon as one phone got it (the others' failures are kept per phone);
+- back to ``scheduled`` at the earliest retry time when only retryable failures came back;
+- ``expired`` when its validity ended first; ``failed`` otherwise (or when the person has no phone).
+
+Several dispatchers may run at once (threads or processes). Each notification goes out once, unless a
+dispatcher dies between FCM's answer and its ``sent`` write: then, after the lease, it is sent again,
+and the phone folds the duplicate into the first through the shared collapse key.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from companion.notify.push import Address, Outcome, PushItem, PushResult, PushSender
+from companion.store.outbox import EXPIRED, FAILED, SCHEDULED, SENT, Outbox
+from companion.store.push_tokens import PushTokens
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LEASE = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """The new state of one notification after a round of sends, with what each phone answered."""
+
+    state: str
+    phones: list[dict]
+    error_codes: list[str]
+    not_before: datetime | None = None
+
+    def details(self) -> dict:
+        """The details :meth:`companion.store.outbox.Outbox.settle` records."""
+        return {"phones": self.phones, "error_codes": self.error_codes, "not_before": self.not_before}
+
+
+def settle(results: Sequence[tuple[str, PushResult]]) -> Settlement:
+    """Decide a notification's state from its phones' results (``(install_id, result)`` pairs)."""
+    phones = [{"install_id": install, "outcome": r.outcome.value, "message_name": r.message_name,
+               "error_code": r.error_code} for install, r in results]
+    errors = sorted({r.error_code for _, r in results if r.error_code})
+    outcomes = {r.outcome for _, r in results}
+    if Outcome.SENT in outcomes:
+        return Settlement(SENT, phones, errors)
+    retry_times = [r.retry_at for _, r in results if r.outcome is Outcome.RETRY and r.retry_at is not None]
+    if retry_times:
+        return Settlement(SCHEDULED, phones, errors, not_before=min(retry_times))
+    if outcomes == {Outcome.EXPIRED}:
+        return Settlement(EXPIRED, phones, errors)
+    return Settlement(FAILED, phones, errors or ["NO_DEVICE"])
+
+
+@dataclass
+class DispatchReport:
+    """What one pass did, by the state each notification ended in."""
+
+    claimed: int = 0
+    states: dict[str, int] = field(default_factory=dict)
+    dead_tokens_removed: int = 0
+
+
+class OutboxDispatcher:
+    def __init__(self, outbox: Outbox, tokens: PushTokens, sender: PushSender, *, owner: str,
+                 lease: timedelta = DEFAULT_LEASE, batch_size: int = 500):
+        self.outbox = outbox
+        self.tokens = tokens
+        self.sender = sender
+        self.owner = owner
+        self.lease = lease
+        self.batch_size = batch_size
+
+    def run_once(self) -> DispatchReport:
+        """Claim, send and settle one batch of due notifications."""
+        report = DispatchReport()
+        claimed = self.outbox.claim(self.outbox.due(self.batch_size), self.owner, self.lease)
+        report.claimed = len(claimed)
+        if not claimed:
+            return report
+        phones = self.tokens.for_users(doc["recipient_user_id"] for doc in claimed)
+        items: list[PushItem] = []
+        installs: list[str] = []
+        for doc in claimed:
+            for phone in phones.get(doc["recipient_user_id"], []):
+                items.append(PushItem(outbox_id=doc["_id"], token=phone["token"], kind=doc["kind"],
+                                      expires_at=doc["expires_at"], collapse_key=doc["collapse_key"],
+                                      attempt=doc["attempts"] + 1, address=Address(phone.get("address", "token"))))
+                installs.append(phone["install_id"])
+        results = self.sender.send(items)
+        per_doc: dict[str, list[tuple[str, PushResult]]] = {}
+        for item, install, result in zip(items, installs, results, strict=True):
+            per_doc.setdefault(item.outbox_id, []).append((install, result))
+            if result.outcome is Outcome.TOKEN_DEAD:
+                report.dead_tokens_removed += self.tokens.remove_dead(item.token)
+        outcomes = []
+        for doc in claimed:
+            settlement = settle(per_doc.get(doc["_id"], []))
+            outcomes.append((doc, settlement.state, settlement.details()))
+            report.states[settlement.state] = report.states.get(settlement.state, 0) + 1
+        self.outbox.settle(outcomes)
+        logger.info("outbox pass: claimed %d, states %s, dead tokens %d", report.claimed, report.states,
+                    report.dead_tokens_removed)
+        return report

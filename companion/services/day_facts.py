@@ -1,0 +1,100 @@
+"""What a patient did over a stretch of time, read from the stores and put in the terms of the domain's
+progress rules: planned tasks per local day (from the plan version in force), TENS sessions, mindfulness
+practice and medication doses as task events, and pain ratings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from pymongo.database import Database
+
+from companion.domain.adherence import PlannedTask, TaskEvent, TaskKind
+from companion.domain.localtime import TimeZoneHistory, resolve_local
+from companion.domain.pain import PainEntry, Role
+from companion.store.content import PracticeLog
+from companion.store.diary import PainEntries
+from companion.store.plans import TherapyPlans
+from companion.store.reminders import Occurrences
+from companion.store.sessions import SessionRecords
+
+SESSION_LIMIT = 5000  # ~8 sessions a day for the longest range asked (a year is refused elsewhere)
+
+
+def local_day_bounds(zone: ZoneInfo, day: date) -> tuple[datetime, datetime]:
+    """The UTC instants at which a local calendar day starts and ends (23 or 25 hours across DST)."""
+    return resolve_local(day, time(0), zone), resolve_local(day + timedelta(days=1), time(0), zone)
+
+
+@dataclass
+class PatientFacts:
+    """Everything recorded for the patient between two instants, plus every version of their plan."""
+
+    plans: list[dict]
+    sessions: list[dict]
+    practice: list[dict]
+    occurrences: list[dict]
+    pain: list[dict]
+
+    def events(self) -> list[TaskEvent]:
+        """TENS sessions, completed practice and medication doses taken, as the domain's task events."""
+        events = [TaskEvent(TaskKind.TENS, s["started_at"], minutes=(s.get("duration_s") or 0) / 60)
+                  for s in self.sessions]
+        events += [TaskEvent(TaskKind.MINDFULNESS, p["started_at"], minutes=p["minutes"])
+                   for p in self.practice if p["completed_at"] is not None]
+        events += [TaskEvent(TaskKind.MEDICATION, o["due_at"]) for o in self.occurrences
+                   if o["kind"] == "medication" and o["status"] == "done"]
+        return events
+
+    def pain_entries(self) -> list[PainEntry]:
+        return [PainEntry(e["_id"], e["recorded_at"], e["nrs"], e.get("session_record_id"),
+                          Role(e["phase"]) if e.get("phase") else None) for e in self.pain]
+
+    def plan_on(self, day_end_utc: datetime) -> dict | None:
+        """The plan version in force at the end of a local day (the latest one set before then)."""
+        earlier = [p for p in self.plans if p["active_from"] < day_end_utc]
+        return max(earlier, key=lambda p: p["version"]) if earlier else None
+
+
+def planned_tasks(plan: dict | None, day: date) -> list[PlannedTask]:
+    """The tasks a plan sets for one local day (none outside the TENS prescription's dates)."""
+    if not plan:
+        return []
+    tasks = []
+    tens = plan["tens"]
+    starts = date.fromisoformat(tens["start_date"])
+    ends = date.fromisoformat(tens["end_date"]) if tens.get("end_date") else None
+    if starts <= day and (ends is None or day <= ends):
+        minutes = tens.get("daily_minutes_target") or (tens.get("sessions_per_day") or 0) * tens["minutes_per_session"]
+        tasks.append(PlannedTask(TaskKind.TENS, tens["counts_towards_adherence"], target_minutes=minutes,
+                                 target_count=tens.get("sessions_per_day")))
+    mindfulness = plan.get("mindfulness") or {}
+    if mindfulness.get("minutes_per_day"):
+        tasks.append(PlannedTask(TaskKind.MINDFULNESS, mindfulness["counts_towards_adherence"],
+                                 target_minutes=mindfulness["minutes_per_day"]))
+    for medication in plan.get("medications") or []:
+        if medication["times"]:
+            tasks.append(PlannedTask(TaskKind.MEDICATION, medication["counts_towards_adherence"],
+                                     target_count=len(medication["times"])))
+    return tasks
+
+
+def gather(db: Database, patient_id: str, start_utc: datetime, end_utc: datetime) -> PatientFacts:
+    """Read the patient's records between two instants (and every plan version)."""
+    return PatientFacts(
+        plans=TherapyPlans(db).history(patient_id),
+        sessions=SessionRecords(db).for_patient(patient_id, start_utc, end_utc, SESSION_LIMIT),
+        practice=PracticeLog(db).between(patient_id, start_utc, end_utc),
+        occurrences=Occurrences(db).between(patient_id, start_utc, end_utc),
+        pain=PainEntries(db).recorded_between(patient_id, start_utc, end_utc),
+    )
+
+
+def local_date(instant: datetime, history: TimeZoneHistory) -> date:
+    """The patient's calendar date at an instant, in the zone in force then."""
+    return instant.astimezone(history.zone_at(instant)).date()
+
+
+def days_between(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]

@@ -1,0 +1,91 @@
+"""Translating stored reminders and patients into the schedule rules of companion.domain.schedules.
+
+A stored schedule is plain JSON in wall-clock terms:
+  {"type": "weekly", "times": ["08:00"], "weekdays": [1, 3, 5], "start_date": "2026-03-01", "end_date": null}
+  {"type": "every_n_days", "times": ["09:30"], "every_days": 2, "start_date": ..., "end_date": ...}
+  {"type": "hourly", "window_start": "08:00", "window_end": "20:00", "every_hours": 3, "start_date": ..., ...}
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time
+
+from companion.domain.errors import Invalid
+from companion.domain.localtime import TimeZoneHistory
+from companion.domain.quiet_hours import QuietHours
+from companion.domain.schedules import (
+    EveryNDays,
+    HourlyWindow,
+    ReminderOccurrence,
+    ReminderSchedule,
+    Repeats,
+    WeeklyTimes,
+    occurrences_with_history,
+    schedule_problems,
+)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _clock(value: str) -> time:
+    return time.fromisoformat(value)
+
+
+def _recurrence(schedule: dict):
+    kind = schedule["type"]
+    if kind == "weekly":
+        return WeeklyTimes(times=tuple(_clock(t) for t in schedule["times"]),
+                           weekdays=frozenset(schedule.get("weekdays") or range(1, 8)))
+    if kind == "every_n_days":
+        return EveryNDays(times=tuple(_clock(t) for t in schedule["times"]), every_days=schedule["every_days"])
+    return HourlyWindow(window_start=_clock(schedule["window_start"]), window_end=_clock(schedule["window_end"]),
+                        every_hours=schedule["every_hours"])
+
+
+def schedule_of(reminder: dict) -> ReminderSchedule:
+    """The domain schedule of a stored (or about to be stored) reminder."""
+    schedule = reminder["schedule"]
+    repeat = reminder.get("repeat") or {}
+    return ReminderSchedule(
+        reminder_id=reminder.get("_id", "new"),
+        recurrence=_recurrence(schedule),
+        start_date=date.fromisoformat(schedule["start_date"]),
+        end_date=date.fromisoformat(schedule["end_date"]) if schedule.get("end_date") else None,
+        completion_window_minutes=reminder["completion_window_min"],
+        repeats=Repeats(count=repeat.get("count", 0), every_minutes=repeat.get("every_min", 0)),
+    )
+
+
+def check_reminder(reminder: dict) -> None:
+    """Refuse (422, per field) a reminder whose schedule is malformed or would never fire."""
+    problems = schedule_problems(schedule_of(reminder))
+    if problems:
+        errors: dict[str, list[str]] = {}
+        for problem in problems:
+            errors.setdefault(f"schedule.{problem.field}", []).append(problem.reason)
+        raise Invalid("this schedule would never remind you; see errors", errors=errors)
+
+
+def zone_history_of(patient: dict) -> TimeZoneHistory:
+    """The patient's zones over time, from their profile (the registration zone applies before any move)."""
+    moves = sorted(patient.get("time_zone_history") or [], key=lambda m: m["effective_from"])
+    if not moves:
+        return TimeZoneHistory.fixed(patient["time_zone"])
+    # Before the first recorded entry the patient lived in the zone it left (or, for the entry made at
+    # sign-up, which has no previous zone, in the zone they signed up with).
+    first = moves[0].get("previous") or moves[0]["zone"]
+    return TimeZoneHistory.of([(EPOCH, first)] + [(m["effective_from"], m["zone"]) for m in moves
+                                                 if m["effective_from"] > EPOCH])
+
+
+def quiet_hours_of(patient: dict) -> QuietHours | None:
+    quiet = patient.get("quiet_hours")
+    if not quiet:
+        return None
+    return QuietHours(start=_clock(quiet["start"]), end=_clock(quiet["end"]))
+
+
+def slots_for(reminder: dict, history: TimeZoneHistory, start_utc: datetime,
+              end_utc: datetime) -> list[ReminderOccurrence]:
+    """The reminder's occurrences due in [start_utc, end_utc), each in the zone in force at its moment."""
+    return occurrences_with_history(schedule_of(reminder), history, start_utc, end_utc)

@@ -1,0 +1,27 @@
+"""Clinical notes: what the care team wrote about a patient. Insert-only: a correction is a new note."""
+
+from __future__ import annotations
+
+from bson import ObjectId
+from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.database import Database
+
+from companion.store.accounts import now
+
+INDEXES = {
+    "clinical_notes": [IndexModel([("patient_id", ASCENDING), ("created_at", DESCENDING)], name="patient_time")],
+}
+
+
+class ClinicalNotes:
+    def __init__(self, db: Database):
+        self.col = db.clinical_notes
+
+    def add(self, patient_id: str, author_id: str, text: str) -> dict:
+        doc = {"_id": str(ObjectId()), "patient_id": patient_id, "author_id": author_id, "text": text,
+               "created_at": now()}
+        self.col.insert_one(doc)
+        return doc
+
+    def for_patient(self, patient_id: str, limit: int = 100) -> list[dict]:
+        return list(self.col.find({"patient_id": patient_id}).sort("created_at", DESCENDING).limit(limit))

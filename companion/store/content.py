@@ -1,0 +1,108 @@
+"""The mindfulness library (shared by everyone), each patient's favourites, and their practice log."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from bson import ObjectId
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+INDEXES = {
+    "content_items": [IndexModel([("category", ASCENDING), ("duration_min", ASCENDING)], name="category_duration")],
+    "content_favourites": [IndexModel([("patient_id", ASCENDING), ("created_at", ASCENDING)], name="patient")],
+    "practice_log": [IndexModel([("patient_id", ASCENDING), ("started_at", ASCENDING)], name="patient_started")],
+}
+LIBRARY_LIMIT = 1000  # the library is small and shipped with the project; filters run over at most this many
+
+
+class ContentItems:
+    def __init__(self, db: Database):
+        self.col = db.content_items
+
+    def upsert(self, item: dict, at: datetime) -> bool:
+        """Insert or replace an item by slug; True when it was new. Concurrent loaders retry once."""
+        doc = {"_id": item["slug"], **item, "loaded_at": at}
+        for attempt in (1, 2):
+            try:
+                result = self.col.replace_one({"_id": item["slug"]}, doc, upsert=True)
+                return result.upserted_id is not None
+            except DuplicateKeyError:
+                if attempt == 2:
+                    raise
+        return False
+
+    def get(self, slug: str) -> dict | None:
+        return self.col.find_one({"_id": slug})
+
+    def find(self, *, category: str | None = None, level: str | None = None, tag: str | None = None,
+             max_minutes: float | None = None, text: str | None = None, limit: int = 50) -> list[dict]:
+        query: dict = {}
+        if category:
+            query["category"] = category
+        if level:
+            query["level"] = level
+        if tag:
+            query["tags"] = tag
+        if max_minutes is not None:
+            query["duration_min"] = {"$lte": max_minutes}
+        if text:
+            pattern = {"$regex": re.escape(text), "$options": "i"}
+            query["$or"] = [{"title": pattern}, {"summary": pattern}, {"tags": pattern}]
+        return list(self.col.find(query).sort([("duration_min", ASCENDING), ("_id", ASCENDING)]).limit(limit))
+
+    def by_slugs(self, slugs: list[str]) -> dict[str, dict]:
+        return {d["_id"]: d for d in self.col.find({"_id": {"$in": slugs}}).limit(LIBRARY_LIMIT)}
+
+    def all(self) -> list[dict]:
+        return list(self.col.find({}).limit(LIBRARY_LIMIT))
+
+
+class Favourites:
+    def __init__(self, db: Database):
+        self.col = db.content_favourites
+
+    def add(self, patient_id: str, slug: str, at: datetime) -> dict:
+        key = f"{patient_id}:{slug}"
+        try:
+            doc = {"_id": key, "patient_id": patient_id, "item_slug": slug, "created_at": at}
+            self.col.insert_one(doc)
+            return doc
+        except DuplicateKeyError:
+            return self.col.find_one({"_id": key})
+
+    def remove(self, patient_id: str, slug: str) -> int:
+        return self.col.delete_one({"_id": f"{patient_id}:{slug}", "patient_id": patient_id}).deleted_count
+
+    def slugs(self, patient_id: str) -> list[str]:
+        return [d["item_slug"] for d in self.col.find({"patient_id": patient_id}).sort("created_at", ASCENDING)
+                .limit(LIBRARY_LIMIT)]
+
+
+class PracticeLog:
+    def __init__(self, db: Database):
+        self.col = db.practice_log
+
+    def start(self, patient_id: str, slug: str, started_at: datetime) -> dict:
+        doc = {"_id": str(ObjectId()), "patient_id": patient_id, "item_slug": slug, "started_at": started_at,
+               "completed_at": None, "minutes": 0.0}
+        self.col.insert_one(doc)
+        return doc
+
+    def get(self, patient_id: str, practice_id: str) -> dict | None:
+        return self.col.find_one({"_id": practice_id, "patient_id": patient_id})
+
+    def complete(self, patient_id: str, practice_id: str, completed_at: datetime, minutes: float) -> dict | None:
+        """Complete a started practice once; a second completion finds nothing to change."""
+        return self.col.find_one_and_update(
+            {"_id": practice_id, "patient_id": patient_id, "completed_at": None},
+            {"$set": {"completed_at": completed_at, "minutes": minutes}}, return_document=ReturnDocument.AFTER)
+
+    def between(self, patient_id: str, start: datetime, end: datetime, limit: int = 2000) -> list[dict]:
+        return list(self.col.find({"patient_id": patient_id, "started_at": {"$gte": start, "$lt": end}})
+                    .sort("started_at", ASCENDING).limit(limit))
+
+    def recent(self, patient_id: str, limit: int = 50) -> list[dict]:
+        return list(self.col.find({"patient_id": patient_id}).sort("started_at", DESCENDING).limit(limit))

@@ -1,0 +1,89 @@
+"""The pain diary: entries keyed by the app's own id, so an offline upload is stored exactly once."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from bson import ObjectId
+from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+INDEXES = {
+    "pain_entries": [
+        IndexModel([("patient_id", ASCENDING), ("client_entry_id", ASCENDING)], unique=True,
+                   name="patient_client_entry_unique"),
+        IndexModel([("patient_id", ASCENDING), ("updated_at", ASCENDING), ("_id", ASCENDING)],
+                   name="patient_changes"),
+        IndexModel([("patient_id", ASCENDING), ("recorded_at", ASCENDING)], name="patient_recorded"),
+    ],
+}
+DUPLICATE_KEY = 11000
+
+
+class PainEntries:
+    def __init__(self, db: Database):
+        self.col = db.pain_entries
+
+    @staticmethod
+    def _new(patient_id: str, entry: dict, at: datetime) -> dict:
+        return {"_id": str(ObjectId()), "patient_id": patient_id, **entry, "server_received_at": at,
+                "updated_at": at, "deleted": False}
+
+    def add(self, patient_id: str, entry: dict, at: datetime) -> tuple[dict, bool]:
+        """Store one entry; returns (entry, created). A repeated client_entry_id returns the original."""
+        doc = self._new(patient_id, entry, at)
+        try:
+            self.col.insert_one(doc)
+            return doc, True
+        except DuplicateKeyError:
+            return self.by_client_id(patient_id, entry["client_entry_id"]), False
+
+    def add_many(self, patient_id: str, entries: list[dict], at: datetime) -> list[tuple[dict, bool]]:
+        """Store a batch; each entry independently and idempotently. Returns (entry, created) in order."""
+        docs = [self._new(patient_id, entry, at) for entry in entries]
+        failed: set[int] = set()
+        try:
+            self.col.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            for error in exc.details.get("writeErrors", []):
+                if error.get("code") != DUPLICATE_KEY:
+                    raise
+                failed.add(error["index"])
+        originals = {}
+        if failed:
+            wanted = [docs[i]["client_entry_id"] for i in failed]
+            originals = {d["client_entry_id"]: d for d in
+                         self.col.find({"patient_id": patient_id, "client_entry_id": {"$in": wanted}})}
+        return [(originals[doc["client_entry_id"]], False) if i in failed else (doc, True)
+                for i, doc in enumerate(docs)]
+
+    def by_client_id(self, patient_id: str, client_entry_id: str) -> dict | None:
+        return self.col.find_one({"patient_id": patient_id, "client_entry_id": client_entry_id})
+
+    def get(self, patient_id: str, entry_id: str) -> dict | None:
+        return self.col.find_one({"_id": entry_id, "patient_id": patient_id})
+
+    def update(self, patient_id: str, entry_id: str, changes: dict, at: datetime) -> dict | None:
+        return self.col.find_one_and_update(
+            {"_id": entry_id, "patient_id": patient_id, "deleted": False},
+            {"$set": {**changes, "updated_at": at}}, return_document=ReturnDocument.AFTER)
+
+    def soft_delete(self, patient_id: str, entry_id: str, at: datetime) -> dict | None:
+        """Mark deleted (a tombstone the sync endpoint hands to other devices)."""
+        return self.col.find_one_and_update(
+            {"_id": entry_id, "patient_id": patient_id, "deleted": False},
+            {"$set": {"deleted": True, "updated_at": at}}, return_document=ReturnDocument.AFTER)
+
+    def changes_since(self, patient_id: str, after: tuple[datetime, str] | None, limit: int) -> list[dict]:
+        """Entries changed after the cursor (updated_at, _id), oldest change first, tombstones included."""
+        query: dict = {"patient_id": patient_id}
+        if after is not None:
+            at, last_id = after
+            query["$or"] = [{"updated_at": {"$gt": at}}, {"updated_at": at, "_id": {"$gt": last_id}}]
+        return list(self.col.find(query).sort([("updated_at", ASCENDING), ("_id", ASCENDING)]).limit(limit))
+
+    def recorded_between(self, patient_id: str, start: datetime, end: datetime, limit: int = 2000) -> list[dict]:
+        return list(self.col.find({"patient_id": patient_id, "deleted": False,
+                                   "recorded_at": {"$gte": start, "$lt": end}})
+                    .sort("recorded_at", ASCENDING).limit(limit))

@@ -1,0 +1,204 @@
+"""The push outbox: one document per notification per recipient, the claims that send it, and a log.
+
+A notification is created by **insert** under the unique key ``(source_key, recipient_user_id)``, so
+a job that runs twice (or on two workers) creates it once. Its life: ``scheduled`` → ``sending`` (a
+live claim, under a lease) → ``sent`` / ``failed`` / ``expired``, or back to ``scheduled`` for a
+retry; the app's receipts add ``delivered_at`` and ``opened_at``. Each round's per-phone results
+(FCM message names, error codes) go to ``push_attempts``.
+
+Claiming is an **insert**: a dispatcher inserts the claim ``{outbox_id}:{round}`` (in ``push_claims``,
+with its owner and lease) and the unique ``_id`` lets exactly one dispatcher have each round. Two
+things seen on FerretDB v1.24 shape this:
+
+- a conditional update is not a claim there: its filter is evaluated apart from the write, and two
+  dispatchers racing ``find_one_and_update({"state": "scheduled"}, ...)`` took the same document
+  hundreds of times in 300;
+- every updated document costs about 10 ms (inserts batch cheaply), and two concurrent multi-statement
+  ``bulk_write`` updates deadlock. So "sending" is the live claim itself, not a field write: a
+  notification is updated once per round, when it settles, with one ``update_many`` per outcome
+  (per document only for retries, whose times differ).
+
+A claim whose lease ran out before its round settled (the dispatcher died) is retired by moving the
+notification to the next round, which any dispatcher may then claim: the notification is sent again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from bson import ObjectId
+from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from companion.notify.templates import collapse_key_for, template_for, ttl_for
+from companion.store.accounts import now
+
+INDEXES = {
+    "push_outbox": [
+        IndexModel([("source_key", ASCENDING), ("recipient_user_id", ASCENDING)], unique=True,
+                   name="source_recipient_unique"),
+        IndexModel([("state", ASCENDING), ("not_before", ASCENDING)], name="due"),
+        IndexModel([("patient_id", ASCENDING), ("created_at", DESCENDING)], name="patient_history"),
+    ],
+    "push_claims": [IndexModel([("lease_until", ASCENDING)], name="lease_until")],
+    "push_attempts": [IndexModel([("outbox_id", ASCENDING)], name="outbox")],
+}
+
+SCHEDULED, SENT, FAILED, EXPIRED = "scheduled", "sent", "failed", "expired"
+FINAL_STATES = (SENT, FAILED, EXPIRED)
+DUPLICATE_KEY = 11000
+# How many due notifications to look at per one wanted, so that a dispatcher can pass over those other
+# dispatchers hold right now.
+_CANDIDATES_PER_CLAIM = 4
+
+
+class Outbox:
+    def __init__(self, db: Database, clock: Callable[[], datetime] = now):
+        self.col = db.push_outbox
+        self.claims = db.push_claims
+        self.attempts = db.push_attempts
+        self.clock = clock
+
+    def schedule(self, *, source_key: str, recipient_user_id: str, patient_id: str, kind: str,
+                 send_at: datetime, completion_window: timedelta | None = None) -> tuple[dict, bool]:
+        """Create the notification for (``source_key``, recipient) once; returns (document, created).
+
+        ``source_key`` names what caused it (e.g. ``reminder:<id>:<occurrence>``); the TTL, collapse
+        key and expiry come from the kind's template and the completion window.
+        """
+        doc = {
+            "_id": str(ObjectId()), "source_key": source_key, "recipient_user_id": recipient_user_id,
+            "patient_id": patient_id, "kind": template_for(kind).kind,
+            "collapse_key": collapse_key_for(kind, patient_id),
+            "expires_at": send_at + ttl_for(kind, completion_window), "not_before": send_at, "state": SCHEDULED,
+            "attempts": 0, "round": 0, "created_at": self.clock(), "settled_at": None, "sent_at": None,
+            "delivered_at": None, "opened_at": None,
+        }
+        try:
+            self.col.insert_one(doc)
+            return doc, True
+        except DuplicateKeyError:
+            return self.col.find_one({"source_key": source_key, "recipient_user_id": recipient_user_id}), False
+
+    def get(self, outbox_id: str) -> dict | None:
+        return self.col.find_one({"_id": outbox_id})
+
+    def due(self, limit: int) -> list[dict]:
+        """Up to ``limit`` scheduled notifications whose time has come and that nobody holds right now."""
+        at = self.clock()
+        candidates = list(self.col.find({"state": SCHEDULED, "not_before": {"$lte": at}})
+                          .sort("not_before", ASCENDING).limit(limit * _CANDIDATES_PER_CLAIM))
+        held = {c["outbox_id"] for c in self.claims.find(
+            {"_id": {"$in": [_claim_id(doc) for doc in candidates]}, "lease_until": {"$gte": at}}, {"outbox_id": 1})}
+        return [doc for doc in candidates if doc["_id"] not in held][:limit]
+
+    def claim(self, docs: list[dict], owner: str, lease: timedelta) -> list[dict]:
+        """Take those of ``docs`` that no other dispatcher holds this round; returns the ones taken.
+
+        A round whose claim outlived its lease without settling is retired first, and the notification
+        claimed in its next round.
+        """
+        at = self.clock()
+        won, lost = self._insert_claims(docs, owner, at + lease, at)
+        abandoned = self._abandoned(lost, at)
+        for doc in abandoned:
+            self.col.update_one({"_id": doc["_id"], "round": doc["round"]}, {"$set": {"round": doc["round"] + 1}})
+        # Read them again: only those still due in exactly the next round are ours to retake.
+        fresh = list(self.col.find({"_id": {"$in": [doc["_id"] for doc in abandoned]}, "state": SCHEDULED,
+                                    "not_before": {"$lte": at}}))
+        next_round = {doc["_id"]: doc["round"] + 1 for doc in abandoned}
+        retake = [doc for doc in fresh if doc["round"] == next_round[doc["_id"]]]
+        retaken, _ = self._insert_claims(retake, owner, at + lease, at)
+        return won + retaken
+
+    def _insert_claims(self, docs: list[dict], owner: str, lease_until: datetime,
+                       at: datetime) -> tuple[list[dict], list[dict]]:
+        if not docs:
+            return [], []
+        claims = [{"_id": _claim_id(doc), "outbox_id": doc["_id"], "owner": owner, "claimed_at": at,
+                   "lease_until": lease_until} for doc in docs]
+        lost = _duplicates(lambda: self.claims.insert_many(claims, ordered=False))
+        return ([doc for n, doc in enumerate(docs) if n not in lost],
+                [doc for n, doc in enumerate(docs) if n in lost])
+
+    def _abandoned(self, lost: list[dict], at: datetime) -> list[dict]:
+        if not lost:
+            return []
+        expired = {c["outbox_id"] for c in self.claims.find(
+            {"_id": {"$in": [_claim_id(doc) for doc in lost]}, "lease_until": {"$lt": at}}, {"outbox_id": 1})}
+        return [doc for doc in lost if doc["_id"] in expired]
+
+    def settle(self, outcomes: list[tuple[dict, str, dict]]) -> None:
+        """Record each claimed round's outcome: (claimed document, new state, details).
+
+        ``details`` holds ``phones`` and ``error_codes`` (logged in ``push_attempts``) and, for a
+        notification going back to ``scheduled``, its ``not_before``.
+        """
+        if not outcomes:
+            return
+        at = self.clock()
+        log = [{"_id": _claim_id(doc), "outbox_id": doc["_id"], "round": doc["round"], "at": at, "state": state,
+                "phones": details.get("phones", []), "error_codes": details.get("error_codes", [])}
+               for doc, state, details in outcomes]
+        _duplicates(lambda: self.attempts.insert_many(log, ordered=False))  # a late owner settling twice
+        for doc, state, details in outcomes:
+            if state == SCHEDULED:
+                self.col.update_one({"_id": doc["_id"], "round": doc["round"]}, {"$set": {
+                    "not_before": details["not_before"], "attempts": doc["attempts"] + 1, "round": doc["round"] + 1}})
+        groups: dict[tuple[str, int], list[str]] = {}
+        for doc, state, _ in outcomes:
+            if state in FINAL_STATES:
+                groups.setdefault((state, doc["attempts"] + 1), []).append(doc["_id"])
+        for (state, attempts), ids in groups.items():
+            fields = {"state": state, "attempts": attempts, "settled_at": at, **({"sent_at": at} if state == SENT else {})}
+            self.col.update_many({"_id": {"$in": ids}, "state": SCHEDULED}, {"$set": fields})
+        # The claims stay: a dispatcher that read a notification before it settled must find its round
+        # taken, or it would send it again. purge_claims() drops them once no such read can be around.
+
+    def record_receipt(self, outbox_id: str, recipient_user_id: str, receipt: str) -> bool:
+        """Note that the recipient's app got (``delivered``) or opened (``opened``) the notification.
+
+        The first receipt of each kind counts; False when there is no such notification for them.
+        """
+        if receipt not in ("delivered", "opened"):
+            raise ValueError(f"unknown receipt {receipt!r}")
+        field = f"{receipt}_at"
+        doc = self.col.find_one({"_id": outbox_id, "recipient_user_id": recipient_user_id}, {field: 1})
+        if doc is None:
+            return False
+        if doc.get(field) is None:
+            self.col.update_one({"_id": outbox_id, field: None}, {"$set": {field: self.clock()}})
+        return True
+
+    def purge_claims(self, leases_ended_before: datetime) -> int:
+        """Drop claims whose lease ended before ``leases_ended_before`` (a cleanup job's work).
+
+        Use a cutoff several leases old: by then every round has settled or been retired, and no
+        dispatcher still holds a read from before that.
+        """
+        return self.claims.delete_many({"lease_until": {"$lt": leases_ended_before}}).deleted_count
+
+    def count_unfinished(self) -> int:
+        return self.col.count_documents({"state": SCHEDULED})
+
+    def attempts_of(self, outbox_id: str) -> list[dict]:
+        """The per-round log of a notification: each phone's outcome, FCM message name and error."""
+        return list(self.attempts.find({"outbox_id": outbox_id}).sort("round", ASCENDING).limit(50))
+
+
+def _claim_id(doc: dict) -> str:
+    return f"{doc['_id']}:{doc['round']}"
+
+
+def _duplicates(insert: Callable[[], object]) -> set[int]:
+    """Run an unordered insert; return the positions refused as duplicates (anything else raises)."""
+    try:
+        insert()
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        return {e["index"] for e in errors}
+    return set()

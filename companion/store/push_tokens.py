@@ -1,0 +1,81 @@
+"""FCM registration tokens, one per app install (a person may have several phones)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+
+from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+from companion.store.accounts import now
+
+INDEXES = {
+    "push_tokens": [
+        IndexModel([("user_id", ASCENDING), ("install_id", ASCENDING)], unique=True, name="install_unique"),
+        IndexModel([("token", ASCENDING)], name="token"),
+        IndexModel([("updated_at", ASCENDING)], name="updated"),
+    ],
+}
+
+PLATFORMS = ("android", "ios", "web")
+# FCM calls a token stale after a month without refresh; the app refreshes at least monthly, and we
+# stop addressing a phone that has not checked in for 60 days.
+STALE_AFTER = timedelta(days=60)
+MAX_PHONES_PER_USER = 20
+
+
+class PushTokens:
+    def __init__(self, db: Database, clock: Callable[[], datetime] = now):
+        self.col = db.push_tokens
+        self.clock = clock
+
+    def register(self, user_id: str, install_id: str, token: str, platform: str,
+                 address: str = "token") -> dict:
+        """Record (or refresh) the token of one install of the app.
+
+        ``address`` is ``"token"`` for an FCM registration token, ``"fid"`` for a Firebase installation
+        id. The same token under another user or install is removed first: a phone handed over to
+        someone else must stop receiving the previous owner's notifications.
+        """
+        if platform not in PLATFORMS:
+            raise ValueError(f"unknown platform {platform!r}")
+        if address not in ("token", "fid"):
+            raise ValueError(f"unknown address kind {address!r}")
+        self.col.delete_many({"token": token, "$or": [{"user_id": {"$ne": user_id}},
+                                                      {"install_id": {"$ne": install_id}}]})
+        update = {"$set": {"token": token, "platform": platform, "address": address, "updated_at": self.clock()}}
+        try:
+            return self._upsert(user_id, install_id, update)
+        except DuplicateKeyError:
+            # Two first registrations of the same install raced; the other insert won, so update it.
+            return self._upsert(user_id, install_id, update)
+
+    def _upsert(self, user_id: str, install_id: str, update: dict) -> dict:
+        return self.col.find_one_and_update({"user_id": user_id, "install_id": install_id}, update,
+                                            upsert=True, return_document=ReturnDocument.AFTER)
+
+    def for_users(self, user_ids: Iterable[str]) -> dict[str, list[dict]]:
+        """Every registered phone of each of ``user_ids`` (users without one are absent)."""
+        ids = sorted(set(user_ids))
+        phones: dict[str, list[dict]] = {}
+        cursor = self.col.find({"user_id": {"$in": ids}}).limit(len(ids) * MAX_PHONES_PER_USER)
+        for doc in cursor:
+            phones.setdefault(doc["user_id"], []).append(doc)
+        return phones
+
+    def unregister(self, user_id: str, install_id: str) -> int:
+        """Forget one install's token (sign-out on that phone)."""
+        return self.col.delete_one({"user_id": user_id, "install_id": install_id}).deleted_count
+
+    def remove_dead(self, token: str) -> int:
+        """Delete a token FCM reported dead (UNREGISTERED, SENDER_ID_MISMATCH, invalid).
+
+        Only that exact token goes: an install that has meanwhile registered a fresh one keeps it.
+        """
+        return self.col.delete_many({"token": token}).deleted_count
+
+    def prune_stale(self, older_than: timedelta = STALE_AFTER) -> int:
+        """Delete tokens not refreshed for ``older_than`` (60 days by default)."""
+        return self.col.delete_many({"updated_at": {"$lt": self.clock() - older_than}}).deleted_count

@@ -1,0 +1,289 @@
+"""Durable SQLite store-and-forward for captured session records.
+
+A record is committed here (WAL, ``synchronous=FULL``) before the gateway acknowledges it to the
+unit, and leaves the pending queue only when the server has acknowledged it (created or duplicate).
+Records the server rejects move to a dead-letter table with the reason. Frames a unit sent that
+could not be decoded are kept there too, raw, so nothing is dropped silently.
+
+When the pending records reach ``max_bytes`` the buffer refuses new records: the link then does not
+acknowledge them, so the unit keeps them until there is room. Each refusal is logged and counted.
+"""
+
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from device_gateway.capture import CapturedRecord
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BYTES = 1024**3
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    position INTEGER PRIMARY KEY AUTOINCREMENT,
+    record_id TEXT NOT NULL UNIQUE,
+    device_serial TEXT NOT NULL,
+    device_seq INTEGER NOT NULL,
+    device_time TEXT NOT NULL,
+    gateway_received_at TEXT NOT NULL,
+    clock_offset_s REAL NOT NULL,
+    clock_status TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    record_id TEXT,
+    device_serial TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    source TEXT NOT NULL,
+    dead_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS units (
+    serial TEXT PRIMARY KEY,
+    last_stored_seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+REFUSED_AT_CAP = "refused_at_cap"
+SENT = "sent"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    """Outcome of storing a run of records from one unit."""
+
+    stored_up_to: int
+    stored: int
+    already_stored: int
+    refused: int
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRecord:
+    """A record waiting for the server's acknowledgement."""
+
+    record_id: str
+    payload: dict
+    size_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class BufferStatus:
+    """Counts shown by ``device-gateway status``."""
+
+    pending: int
+    pending_bytes: int
+    dead_letters: int
+    refused_at_cap: int
+    sent: int
+    units: dict[str, int]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class RecordBuffer:
+    """The gateway's durable queue. Thread-safe: the link and the uploader share one instance."""
+
+    def __init__(self, path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.path = str(path)
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the database; every committed record is already on disk."""
+        with self._lock:
+            self._db.close()
+
+    def pragma(self, name: str) -> object:
+        """Read a PRAGMA (used by tests to check durability settings)."""
+        with self._lock:
+            return self._db.execute(f"PRAGMA {name}").fetchone()[0]
+
+    def last_stored_seq(self, serial: str) -> int:
+        """Highest sequence number stored for a unit (0 if none): resume pulling after it."""
+        with self._lock:
+            row = self._db.execute("SELECT last_stored_seq FROM units WHERE serial = ?", (serial,)).fetchone()
+        return row[0] if row else 0
+
+    def store(self, serial: str, records: Sequence[CapturedRecord]) -> StoreResult:
+        """Commit records from one unit, in sequence order, and return how far it is safe to ack.
+
+        Records at or below the unit's last stored sequence are already here (their ack was lost)
+        and are skipped. When the byte cap is reached the remaining records are refused.
+        """
+        stored = already = refused = 0
+        with self._transaction() as db:
+            last = self._last_stored_locked(serial)
+            pending_bytes = self._pending_bytes_locked()
+            for record in sorted(records, key=lambda r: r.device_seq):
+                if record.device_seq <= last:
+                    already += 1
+                    continue
+                payload = json.dumps(record.as_api_item(), separators=(",", ":"))
+                size = len(payload)
+                if pending_bytes + size > self.max_bytes:
+                    refused = len(records) - stored - already
+                    break
+                self._insert_locked(record, payload, size)
+                pending_bytes += size
+                last = record.device_seq
+                stored += 1
+            db.execute(
+                "INSERT INTO units(serial, last_stored_seq) VALUES (?, ?) "
+                "ON CONFLICT(serial) DO UPDATE SET last_stored_seq = excluded.last_stored_seq",
+                (serial, last),
+            )
+            if refused:
+                self._bump_locked(REFUSED_AT_CAP, refused)
+        if refused:
+            logger.warning(
+                "buffer full (%d bytes cap): refused %d record(s) from unit %s; they stay on the unit",
+                self.max_bytes, refused, serial,
+            )
+        return StoreResult(stored_up_to=last, stored=stored, already_stored=already, refused=refused)
+
+    def _insert_locked(self, record: CapturedRecord, payload: str, size: int) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO records(record_id, device_serial, device_seq, device_time, gateway_received_at, "
+            "clock_offset_s, clock_status, content_hash, payload, size_bytes) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                record.record_id, record.device_serial, record.device_seq, record.device_started_at,
+                record.gateway_received_at, record.clock_offset_s, record.clock_status, record.content_hash,
+                payload, size,
+            ),
+        )
+
+    def _last_stored_locked(self, serial: str) -> int:
+        row = self._db.execute("SELECT last_stored_seq FROM units WHERE serial = ?", (serial,)).fetchone()
+        return row[0] if row else 0
+
+    def _pending_bytes_locked(self) -> int:
+        return self._db.execute("SELECT COALESCE(SUM(size_bytes), 0) FROM records").fetchone()[0]
+
+    def _bump_locked(self, name: str, by: int) -> None:
+        self._db.execute(
+            "INSERT INTO counters(name, value) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+            (name, by),
+        )
+
+    def pending(self, limit: int) -> list[PendingRecord]:
+        """The oldest ``limit`` records not yet acknowledged by the server."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT record_id, payload, size_bytes FROM records ORDER BY position LIMIT ?", (limit,)
+            ).fetchall()
+        return [PendingRecord(rid, json.loads(payload), size) for rid, payload, size in rows]
+
+    def pending_count(self) -> int:
+        """How many records wait for upload."""
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+
+    def mark_sent(self, record_ids: Iterable[str]) -> int:
+        """Remove records the server acknowledged (created or duplicate). Returns how many left the queue."""
+        ids = list(record_ids)
+        with self._transaction() as db:
+            removed = db.executemany("DELETE FROM records WHERE record_id = ?", [(i,) for i in ids]).rowcount
+            self._bump_locked(SENT, removed)
+        return removed
+
+    def dead_letter(self, rejections: Iterable[tuple[str, str]]) -> int:
+        """Move records the server rejected to the dead-letter table with the server's reason."""
+        moved = 0
+        with self._transaction() as db:
+            for record_id, reason in rejections:
+                row = db.execute(
+                    "SELECT device_serial, payload FROM records WHERE record_id = ?", (record_id,)
+                ).fetchone()
+                if row is None:
+                    continue
+                db.execute(
+                    "INSERT INTO dead_letters(record_id, device_serial, payload, reason, source, dead_at) "
+                    "VALUES (?,?,?,?,?,?)",
+                    (record_id, row[0], row[1], reason, "server", _now()),
+                )
+                db.execute("DELETE FROM records WHERE record_id = ?", (record_id,))
+                moved += 1
+        if moved:
+            logger.warning("server rejected %d record(s); moved to the dead-letter table", moved)
+        return moved
+
+    def dead_letter_frame(self, serial: str, frame: bytes, reason: str) -> None:
+        """Keep a frame a unit sent that could not be decoded, raw (hex), with the reason."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO dead_letters(record_id, device_serial, payload, reason, source, dead_at) "
+                "VALUES (NULL,?,?,?,?,?)",
+                (serial, bytes(frame).hex(), reason, "unit", _now()),
+            )
+        logger.warning("unit %s sent an undecodable frame (%s); kept in the dead-letter table", serial, reason)
+
+    def record_missing(self, serial: str, first_seq: int, last_seq: int) -> None:
+        """Note that a unit no longer holds records the gateway never stored (so the loss is not silent)."""
+        payload = json.dumps({"missing_from_seq": first_seq, "missing_to_seq": last_seq})
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO dead_letters(record_id, device_serial, payload, reason, source, dead_at) "
+                "VALUES (NULL,?,?,?,?,?)",
+                (serial, payload, "unit no longer holds these records", "unit", _now()),
+            )
+        logger.error("unit %s no longer holds records %d..%d that were never stored", serial, first_seq, last_seq)
+
+    def dead_letters(self) -> list[dict]:
+        """Every dead letter, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT record_id, device_serial, payload, reason, source, dead_at FROM dead_letters ORDER BY id"
+            ).fetchall()
+        keys = ("record_id", "device_serial", "payload", "reason", "source", "dead_at")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def counter(self, name: str) -> int:
+        """A persistent counter (``refused_at_cap``, ``sent``)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else 0
+
+    def status(self) -> BufferStatus:
+        """Queue length, bytes, dead letters, counters and per-unit progress."""
+        with self._lock:
+            pending, pending_bytes = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size_bytes), 0) FROM records"
+            ).fetchone()
+            dead = self._db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+            units = dict(self._db.execute("SELECT serial, last_stored_seq FROM units ORDER BY serial").fetchall())
+        return BufferStatus(pending, pending_bytes, dead, self.counter(REFUSED_AT_CAP), self.counter(SENT), units)

@@ -1,0 +1,74 @@
+"""Gateway settings: a JSON file in the state directory, overridden by environment variables.
+
+Environment: ``COMPANION_GATEWAY_STATE_DIR`` (default ``~/.companion-gateway``), ``COMPANION_API_URL``,
+``COMPANION_GATEWAY_ID``, ``COMPANION_GATEWAY_SECRET``, ``COMPANION_GATEWAY_MAX_BUFFER_BYTES``.
+The file is written with mode 0600 because it holds the gateway secret.
+"""
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from device_gateway.buffer import DEFAULT_MAX_BYTES
+
+DEFAULT_STATE_DIR = "~/.companion-gateway"
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+CONFIG_FILE = "config.json"
+BUFFER_FILE = "buffer.db"
+
+
+@dataclass
+class GatewayConfig:
+    """Everything the gateway needs to know about itself."""
+
+    state_dir: str
+    api_url: str = DEFAULT_API_URL
+    gateway_id: str | None = None
+    gateway_secret: str | None = None
+    patient_ref: str | None = None
+    device_serials: list[str] = field(default_factory=list)
+    paired_at: str | None = None
+    name: str | None = None
+    max_buffer_bytes: int = DEFAULT_MAX_BYTES
+
+    @property
+    def is_paired(self) -> bool:
+        """True once ``pair`` has stored credentials (or the environment supplies them)."""
+        return bool(self.gateway_id and self.gateway_secret)
+
+    @property
+    def buffer_path(self) -> Path:
+        """Where the SQLite buffer lives."""
+        return Path(self.state_dir) / BUFFER_FILE
+
+    @property
+    def paired_at_datetime(self) -> datetime | None:
+        """The pairing time, used to recognise a unit whose clock was reset."""
+        return datetime.fromisoformat(self.paired_at) if self.paired_at else None
+
+    def save(self) -> None:
+        """Write the config file (0600)."""
+        directory = Path(self.state_dir)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = directory / CONFIG_FILE
+        data = {key: value for key, value in asdict(self).items() if key != "state_dir"}
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2)
+
+
+def load_config(state_dir: str | None = None, environ: dict[str, str] | None = None) -> GatewayConfig:
+    """Read the config file (if any) under the state directory, then apply environment overrides."""
+    env = os.environ if environ is None else environ
+    directory = Path(state_dir or env.get("COMPANION_GATEWAY_STATE_DIR") or DEFAULT_STATE_DIR).expanduser()
+    path = directory / CONFIG_FILE
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    config = GatewayConfig(state_dir=str(directory), **stored)
+    config.api_url = env.get("COMPANION_API_URL", config.api_url)
+    config.gateway_id = env.get("COMPANION_GATEWAY_ID", config.gateway_id)
+    config.gateway_secret = env.get("COMPANION_GATEWAY_SECRET", config.gateway_secret)
+    if "COMPANION_GATEWAY_MAX_BUFFER_BYTES" in env:
+        config.max_buffer_bytes = int(env["COMPANION_GATEWAY_MAX_BUFFER_BYTES"])
+    return config

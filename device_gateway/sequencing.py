@@ -1,0 +1,48 @@
+"""Which notified records a transfer may store: strictly in sequence, so a stale or reordered
+notification can never make the gateway skip (and then acknowledge away) records it has not stored.
+
+A gap is admitted only when something explains it: undecodable frames received since the last stored
+record (their sequence numbers are unknown, and they are dead-lettered raw), or the unit no longer
+holding the first records asked for (known from its transfer summary before the transfer starts).
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass
+class TransferWindow:
+    """The next sequence number a transfer may store, and how many undecodable frames may explain a gap."""
+
+    expected: int
+    undecodable_since_stored: int = 0
+
+    @classmethod
+    def start(cls, last_stored_seq: int, unit_highest_seq: int, unit_records_stored: int) -> "TransferWindow":
+        """Begin after ``last_stored_seq``, or at the unit's lowest held record if that is later."""
+        lowest_held = unit_highest_seq - unit_records_stored + 1
+        return cls(expected=max(last_stored_seq + 1, lowest_held))
+
+    def note_undecodable(self) -> None:
+        """An undecodable frame arrived: it may have been the record with the expected sequence."""
+        self.undecodable_since_stored += 1
+
+    def admit(self, seq: int) -> bool:
+        """True if the record with ``seq`` is the next one to store (then the window moves past it)."""
+        gap = seq - self.expected
+        if gap < 0 or gap > self.undecodable_since_stored:
+            return False
+        self.expected = seq + 1
+        self.undecodable_since_stored = 0
+        return True
+
+    def is_complete(self, unit_highest_seq: int) -> bool:
+        """True once every record up to the unit's highest sequence is admitted or explained.
+
+        A missing tail counts as explained when as many undecodable frames arrived since the last
+        stored record; the window then moves past it.
+        """
+        missing = unit_highest_seq - self.expected + 1
+        if 0 < missing <= self.undecodable_since_stored:
+            self.expected = unit_highest_seq + 1
+            self.undecodable_since_stored = 0
+        return self.expected > unit_highest_seq

@@ -1,0 +1,103 @@
+"""A simulated Companion TENS unit: its stored sessions, its own clock, and how it answers the gateway.
+
+The model knows nothing about D-Bus; :mod:`device_gateway.simulator.fake_bluez` exposes it over a fake
+BlueZ. Tests steer it: offset or reset its clock, corrupt a record, or drop the link mid-transfer.
+"""
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from device_gateway.profiles import companion_tens as profile
+from device_gateway.profiles.companion_tens import ControlOp, SessionRecord, TransferSummary
+from device_gateway.simulator.sessions import simulated_history, simulated_session
+
+
+@dataclass
+class FakeTensUnit:
+    """One unit. ``clock_offset_s`` is how far its clock is ahead of real time."""
+
+    serial: str
+    address: str
+    firmware: str = "1.4.2"
+    battery_pct: int = 87
+    clock_offset_s: float = 0.0
+    records: list[SessionRecord] = field(default_factory=list)
+    corrupt_seqs: set[int] = field(default_factory=set)
+    drop_link_after: int | None = None
+    highest_seq: int = 0
+    acked_up_to: int = 0
+    commands: list[tuple[ControlOp, int]] = field(default_factory=list)
+    notified: list[int] = field(default_factory=list)
+    clock_sets: int = 0
+    real_clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        self.highest_seq = max([self.highest_seq, *(r.seq for r in self.records)])
+
+    @classmethod
+    def with_history(cls, serial: str, address: str, count: int, **kwargs: object) -> "FakeTensUnit":
+        """A unit holding ``count`` sessions recorded over the past days by its own clock."""
+        unit = cls(serial=serial, address=address, **kwargs)  # type: ignore[arg-type]
+        unit.record_sessions(count)
+        return unit
+
+    def now(self) -> float:
+        """The unit's clock, in seconds since 1970."""
+        return self.real_clock() + self.clock_offset_s
+
+    def reset_clock(self) -> None:
+        """Lose the time, as after a battery swap: the clock restarts at 1970-01-01 plus a minute."""
+        self.clock_offset_s = 60 - self.real_clock()
+
+    def record_sessions(self, count: int, spacing_s: int | None = None) -> None:
+        """Add ``count`` new sessions ending before now by the unit's clock (within the last 20 days,
+        so the API's 30-day offline window accepts them)."""
+        if spacing_s is None:
+            spacing_s = min(3 * 3600, 20 * 86400 // max(count, 1))
+        first_start = int(self.now()) - count * spacing_s - 3600
+        self.records.extend(
+            simulated_history(count, max(first_start, 0), first_seq=self.highest_seq + 1, spacing_s=spacing_s)
+        )
+        self.highest_seq += count
+
+    def finish_session(self) -> SessionRecord:
+        """Record a session that has just ended (started 30-60 minutes ago by the unit's clock)."""
+        self.highest_seq += 1
+        record = simulated_session(self.highest_seq, int(self.now()))
+        record = dataclasses.replace(record, device_started_at=max(0, int(self.now()) - record.duration_s))
+        self.records.append(record)
+        return record
+
+    def current_time(self) -> bytes:
+        """The Current Time characteristic value (0x2A2B)."""
+        return profile.encode_current_time(datetime.fromtimestamp(self.now(), UTC))
+
+    def summary(self) -> bytes:
+        """The transfer-summary frame (also the value read from the session-record characteristic)."""
+        return profile.encode_summary(TransferSummary(self.highest_seq, len(self.records)))
+
+    def frame_for(self, record: SessionRecord) -> bytes:
+        """A record's frame; corrupted (one flipped byte, stale CRC) when the test asked for it."""
+        frame = profile.encode_record(record)
+        if record.seq in self.corrupt_seqs:
+            return frame[:10] + bytes([frame[10] ^ 0xFF]) + frame[11:]
+        return frame
+
+    def records_from(self, seq: int) -> list[SessionRecord]:
+        """Stored records at or after ``seq``, in order."""
+        return sorted((r for r in self.records if r.seq >= seq), key=lambda r: r.seq)
+
+    def apply(self, raw: bytes) -> tuple[ControlOp, int]:
+        """Apply a control command written by the gateway; returns it (the caller starts transfers)."""
+        command = profile.decode_command(raw)
+        self.commands.append((command.op, command.arg))
+        if command.op is ControlOp.ACK_UP_TO:
+            self.acked_up_to = max(self.acked_up_to, command.arg)
+            self.records = [r for r in self.records if r.seq > command.arg]
+        elif command.op is ControlOp.SET_CLOCK:
+            self.clock_offset_s = command.arg - self.real_clock()
+            self.clock_sets += 1
+        return command.op, command.arg

@@ -1,0 +1,179 @@
+"""Upload buffered session records to the API in batches, exactly once in effect.
+
+Per item: ``created`` or ``duplicate`` → the record leaves the queue; ``rejected`` → dead-letter
+with the server's reason, never retried. An item the response does not mention stays queued.
+A batch refused as a whole (400/403/413/422) is split in halves until the culprit is alone, and
+the culprit is dead-lettered with the server's detail. 5xx, 429 and network errors keep everything
+queued and back off: exponential with full jitter (1 s start, 5 min cap), never sooner than the
+server's ``Retry-After``. Sleep is injectable so tests never sleep; by default a wait ends early on ``stop``.
+"""
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import httpx
+
+from device_gateway.api import ApiClient
+from device_gateway.buffer import PendingRecord, RecordBuffer
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 500
+BACKOFF_START_S = 1.0
+BACKOFF_CAP_S = 300.0
+_BATCH_CLIENT_ERRORS = {400, 403, 413, 422}
+_ACKNOWLEDGED = {"created", "duplicate"}
+
+
+class RetryLater(Exception):
+    """The server or the network is not taking records right now."""
+
+    def __init__(self, reason: str, retry_after_s: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass
+class UploadProgress:
+    """Counts since the uploader started, passed to the progress callback after each batch."""
+
+    sent: int = 0
+    dead_lettered: int = 0
+    remaining: int = 0
+    retries: int = 0
+
+
+def backoff_delay(failures: int, rng: random.Random, retry_after_s: float | None = None) -> float:
+    """Full-jitter exponential backoff after ``failures`` consecutive failures, never below Retry-After."""
+    ceiling = min(BACKOFF_CAP_S, BACKOFF_START_S * 2 ** max(failures - 1, 0))
+    delay = rng.uniform(0, ceiling)
+    if retry_after_s is not None:
+        delay = max(delay, retry_after_s)
+    return delay
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date); None if absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (moment - (now or datetime.now(UTC))).total_seconds())
+
+
+def _problem_detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}"
+    if isinstance(body, dict):
+        return str(body.get("detail") or body.get("title") or f"HTTP {response.status_code}")
+    return f"HTTP {response.status_code}"
+
+
+class Uploader:
+    """Drains the buffer to the API."""
+
+    def __init__(
+        self,
+        buffer: RecordBuffer,
+        api: ApiClient,
+        batch_size: int = MAX_BATCH,
+        sleep: Callable[[float], None] | None = None,
+        rng: random.Random | None = None,
+        progress: Callable[[UploadProgress], None] | None = None,
+    ) -> None:
+        self.buffer = buffer
+        self.api = api
+        self.batch_size = min(batch_size, MAX_BATCH)
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self.progress_callback = progress
+        self.progress = UploadProgress()
+        self.failures = 0
+
+    def upload_batch(self) -> int:
+        """Upload the oldest pending batch; returns how many records left the queue (raises RetryLater)."""
+        batch = self.buffer.pending(self.batch_size)
+        if not batch:
+            return 0
+        done = self._send(batch)
+        self.progress.remaining = self.buffer.pending_count()
+        if self.progress_callback:
+            self.progress_callback(self.progress)
+        return done
+
+    def _send(self, batch: list[PendingRecord]) -> int:
+        try:
+            response = self.api.post_records([record.payload for record in batch])
+        except httpx.TransportError as exc:
+            raise RetryLater(f"network: {type(exc).__name__}") from None
+        status = response.status_code
+        if status == 200:
+            return self._apply_results(batch, response.json().get("results", []))
+        if status in _BATCH_CLIENT_ERRORS:
+            return self._split(batch, status, _problem_detail(response))
+        raise RetryLater(f"HTTP {status}", parse_retry_after(response.headers.get("Retry-After")))
+
+    def _apply_results(self, batch: list[PendingRecord], results: list[dict]) -> int:
+        in_batch = {record.record_id for record in batch}
+        acknowledged = [r["record_id"] for r in results if r.get("status") in _ACKNOWLEDGED and r.get("record_id") in in_batch]
+        rejected = [
+            (r["record_id"], str(r.get("reason") or "rejected"))
+            for r in results
+            if r.get("status") == "rejected" and r.get("record_id") in in_batch
+        ]
+        sent = self.buffer.mark_sent(acknowledged)
+        dead = self.buffer.dead_letter(rejected)
+        self.progress.sent += sent
+        self.progress.dead_lettered += dead
+        unanswered = len(batch) - len(acknowledged) - len(rejected)
+        if unanswered:
+            logger.warning("%d record(s) had no result in the server's answer; they stay queued", unanswered)
+        return sent + dead
+
+    def _split(self, batch: list[PendingRecord], status: int, detail: str) -> int:
+        if len(batch) == 1:
+            dead = self.buffer.dead_letter([(batch[0].record_id, f"HTTP {status}: {detail}")])
+            self.progress.dead_lettered += dead
+            return dead
+        logger.warning("server refused a batch of %d (HTTP %d); splitting it", len(batch), status)
+        middle = len(batch) // 2
+        return self._send(batch[:middle]) + self._send(batch[middle:])
+
+    def drain(self, stop: threading.Event | None = None, max_failures: int | None = None) -> UploadProgress:
+        """Upload until the queue is empty (or ``stop`` is set, or ``max_failures`` consecutive failures)."""
+        while not (stop and stop.is_set()):
+            try:
+                if self.buffer.pending_count() == 0:
+                    break
+                self.upload_batch()
+                self.failures = 0
+            except RetryLater as exc:
+                self.failures += 1
+                self.progress.retries += 1
+                if max_failures is not None and self.failures >= max_failures:
+                    break
+                delay = backoff_delay(self.failures, self.rng, exc.retry_after_s)
+                logger.info("upload deferred (%s); retrying in %.1f s", exc, delay)
+                self._wait(delay, stop)
+        return self.progress
+
+    def _wait(self, delay: float, stop: threading.Event | None) -> None:
+        if self.sleep is not None:
+            self.sleep(delay)
+        elif stop is not None:
+            stop.wait(delay)
+        else:
+            time.sleep(delay)

@@ -1,0 +1,149 @@
+"""The clinician pages: sign-in (password, then TOTP when enrolled), the session cookie and its limits,
+CSRF, access (404 outside the team), audit, and empty states."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import pyotp
+import time_machine
+
+from companion.store.web_sessions import ABSOLUTE_LIMIT, WebSessions
+from tests.support.world import PASSWORD, make_user
+
+
+def sign_in(client, email: str, password: str = PASSWORD, *, follow: bool = False):
+    client.get("/clinician/login")
+    token = client.get_cookie("companion_login_csrf", path="/clinician/").value
+    return client.post("/clinician/login", data={"email": email, "password": password, "csrf_token": token},
+                       follow_redirects=follow)
+
+
+def page_csrf(html: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+def test_signing_in_sets_a_strict_http_only_session_cookie(client, world):
+    response = sign_in(client, world["clinician_team"].email)
+    assert response.status_code == 303 and response.headers["Location"].endswith("/clinician/")
+    cookie = next(c for c in response.headers.getlist("Set-Cookie") if c.startswith("companion_web="))
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+    assert "Secure" not in cookie  # development over plain http; production sets Secure and __Host-
+    panel = client.get("/clinician/")
+    assert panel.status_code == 200 and "Patient A" in panel.get_data(as_text=True)
+    assert panel.headers["Cache-Control"] == "no-store"
+    assert "frame-ancestors 'none'" in panel.headers["Content-Security-Policy"]
+
+
+def test_pages_without_a_session_send_the_browser_to_sign_in(client, world):
+    response = client.get(f"/clinician/patients/{world['patient_a'].id}")
+    assert response.status_code == 302 and "/clinician/login" in response.headers["Location"]
+
+
+def test_a_wrong_password_or_a_missing_form_token_does_not_sign_in(client, world):
+    assert sign_in(client, world["clinician_team"].email, "wrong password").status_code == 401
+    no_token = client.post("/clinician/login", data={"email": world["clinician_team"].email, "password": PASSWORD})
+    assert no_token.status_code == 403
+    assert client.get("/clinician/").status_code == 302
+
+
+def test_only_clinicians_may_sign_in_to_the_dashboard(client, world):
+    response = sign_in(client, world["patient_a"].email)
+    assert response.status_code == 403 and "for clinicians" in response.get_data(as_text=True)
+
+
+def test_an_enrolled_clinician_needs_a_totp_code_after_the_password(client, world, services):
+    secret = pyotp.random_base32()
+    services.accounts.users.update(world["clinician_team"].id, {"mfa": {"enabled": True, "secret": secret}})
+    response = sign_in(client, world["clinician_team"].email)
+    assert response.status_code == 303 and "/clinician/login/code" in response.headers["Location"]
+    assert client.get("/clinician/").status_code == 302  # the password alone opens nothing
+    form = client.get("/clinician/login/code").get_data(as_text=True)
+    wrong = client.post("/clinician/login/code", data={"code": "000000", "csrf_token": page_csrf(form)})
+    assert wrong.status_code == 401
+    code = pyotp.TOTP(secret).now()
+    ok = client.post("/clinician/login/code", data={"code": code, "csrf_token": page_csrf(form)})
+    assert ok.status_code == 303
+    assert client.get("/clinician/").status_code == 200
+
+
+def test_the_session_ends_after_15_idle_minutes(client, world):
+    with time_machine.travel(datetime.now(UTC), tick=False) as clock:
+        sign_in(client, world["clinician_team"].email)
+        clock.shift(timedelta(minutes=14))
+        assert client.get("/clinician/").status_code == 200
+        clock.shift(timedelta(minutes=14))
+        assert client.get("/clinician/").status_code == 200  # activity renewed the idle limit
+        clock.shift(timedelta(minutes=15, seconds=1))
+        assert client.get("/clinician/").status_code == 302
+
+
+def test_the_session_ends_after_12_hours_however_active(db):
+    sessions = WebSessions(db)
+    start = datetime.now(UTC)
+    token, session = sessions.start("someone", "clinician", stage="full", at=start)
+    sessions.touch(session, start + ABSOLUTE_LIMIT - timedelta(minutes=1))
+    assert sessions.live(token, start + ABSOLUTE_LIMIT - timedelta(seconds=1)) is not None
+    assert sessions.live(token, start + ABSOLUTE_LIMIT) is None
+
+
+def test_signing_out_ends_the_session_on_the_server(client, world):
+    sign_in(client, world["clinician_team"].email)
+    html = client.get("/clinician/").get_data(as_text=True)
+    assert client.post("/clinician/logout", data={"csrf_token": page_csrf(html)}).status_code == 303
+    assert client.get("/clinician/").status_code == 302
+
+
+def test_acknowledging_from_the_page_needs_the_form_token(client, world, seed, db):
+    alert = seed.alert(world["patient_a"].id, datetime.now(UTC))
+    sign_in(client, world["clinician_team"].email)
+    url = f"/clinician/patients/{world['patient_a'].id}/alerts/{alert['_id']}/acknowledge"
+    assert client.post(url, data={}).status_code == 403
+    html = client.get(f"/clinician/patients/{world['patient_a'].id}").get_data(as_text=True)
+    assert client.post(url, data={"csrf_token": page_csrf(html)}).status_code == 303
+    assert db.alerts.find_one({"_id": alert["_id"]})["acknowledged_by"] == world["clinician_team"].id
+
+
+def test_a_clinician_outside_the_team_gets_404_on_every_patient_page(client, world, seed):
+    alert = seed.alert(world["patient_a"].id, datetime.now(UTC))
+    sign_in(client, world["clinician_other"].email)
+    html = client.get("/clinician/").get_data(as_text=True)
+    assert "Patient A" not in html
+    a = world["patient_a"].id
+    for path in (f"/clinician/patients/{a}", f"/clinician/patients/{a}/export.csv",
+                 f"/clinician/patients/{a}/export.fhir.json"):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert "Patient A" not in response.get_data(as_text=True)
+    ack = client.post(f"/clinician/patients/{a}/alerts/{alert['_id']}/acknowledge", data={"csrf_token": page_csrf(html)})
+    assert ack.status_code == 404
+
+
+def test_every_patient_page_view_is_audited(client, world, db):
+    sign_in(client, world["clinician_team"].email)
+    assert client.get(f"/clinician/patients/{world['patient_a'].id}").status_code == 200
+    event = db.audit_events.find_one({"patient_ids": world["patient_a"].id, "route": "/clinician/patients/<patient_id>"})
+    assert (event["actor_id"], event["action"], event["outcome"]) == (world["clinician_team"].id, "R", "success")
+
+
+def test_a_patient_without_data_gets_empty_states_that_say_what_is_missing(client, world):
+    sign_in(client, world["clinician_team"].email)
+    html = client.get(f"/clinician/patients/{world['patient_a'].id}").get_data(as_text=True)
+    for missing in ("No adherence has been computed", "No TENS sessions in the last 30 days",
+                    "No pain ratings in the last 30 days", "No therapy plan has been written", "No open alerts"):
+        assert missing in html
+
+
+def test_a_clinician_on_no_team_is_told_why_the_panel_is_empty(client, services):
+    loner = make_user(client, services, key="clinician_loner", role="clinician")
+    sign_in(client, loner.email)
+    assert "You are not on a care team yet" in client.get("/clinician/").get_data(as_text=True)
+
+
+def test_the_patient_page_draws_charts_with_axes_and_units(client, world, scripted_a):
+    sign_in(client, world["clinician_team"].email)
+    html = client.get(f"/clinician/patients/{world['patient_a'].id}").get_data(as_text=True)
+    assert html.count('class="chart"') == 2 and 'class="heatmap"' in html
+    assert "TENS minutes per day" in html and "pain NRS (0-10)" in html and "date (patient" in html
+    assert "Battery below 15%" in html

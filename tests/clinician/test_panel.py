@@ -1,0 +1,166 @@
+"""The clinician's panel: figures per patient, ordering by need, filters, paging, audit, batch queries."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pymongo
+import pytest
+from pymongo import monitoring
+
+from companion.services.review import panel
+from companion.store.relationships import CareTeams
+from tests.clinician.conftest import at_day
+from tests.support.world import make_user
+
+TODAY = datetime.now(UTC).date()
+GOOD_WEEK = [True] * 7
+
+
+@pytest.fixture
+def panel_world(client, services, seed):
+    """A clinician whose team has seven patients, each standing out (or not) for one reason."""
+    clinician = make_user(client, services, key="clinician_panel", role="clinician")
+    teams = CareTeams(services.db)
+    team = teams.create("Panel clinic")
+    teams.add_clinician(team["_id"], clinician.id)
+    ids = {}
+
+    def patient(name, week, *, alerts=0, pain=None, synced_days_ago=0):
+        pid = seed.patient(name)
+        teams.enrol(team["_id"], pid)
+        seed.adherence_run(pid, TODAY - timedelta(days=1), [True] * 23 + week)
+        for _ in range(alerts):
+            seed.alert(pid, at_day(1))
+        for days_ago, nrs in pain or []:
+            seed.pain(pid, at_day(days_ago), nrs)
+        seed.device(pid, f"CTU-{name.upper()}", last_sync_at=at_day(synced_days_ago, 0))
+        ids[name] = pid
+
+    patient("Alice", GOOD_WEEK, alerts=2)
+    patient("Bob", [False] * 4 + [True] * 3, alerts=1)
+    patient("Cara", [False, True, False, True, False, True, False])
+    patient("Dan", [True, True, False, True, True, False, True], pain=[(3, 8), (20, 4)])
+    patient("Eve", GOOD_WEEK, pain=[(2, 7), (5, 7), (16, 3)])
+    patient("Finn", GOOD_WEEK, synced_days_ago=5)
+    gus = seed.patient("Gus")
+    teams.enrol(team["_id"], gus)
+    ids["Gus"] = gus
+    return clinician, ids
+
+
+def _panel(client, clinician, query=""):
+    response = client.get(f"/api/v1/clinician/panel{query}", headers=clinician.headers)
+    assert response.status_code == 200, response.json
+    return response.json
+
+
+def test_panel_orders_patients_by_need(client, panel_world):
+    clinician, _ = panel_world
+    names = [r["display_name"] for r in _panel(client, clinician)["items"]]
+    assert names == ["Alice", "Bob", "Cara", "Dan", "Eve", "Finn", "Gus"]
+
+
+def test_panel_figures_match_the_scripted_data(client, panel_world):
+    clinician, _ = panel_world
+    rows = {r["display_name"]: r for r in _panel(client, clinician)["items"]}
+    assert (rows["Cara"]["pdc_7"], rows["Cara"]["pdc_30"]) == (round(3 / 7, 4), round(26 / 30, 4))
+    assert rows["Alice"]["open_alerts"] == 2 and rows["Alice"]["reasons"] == ["2 open alerts"]
+    assert (rows["Dan"]["pain_mean_14d"], rows["Dan"]["pain_change_14d"], rows["Dan"]["pain_direction"]) == (8.0, 4.0, "rising")
+    assert rows["Eve"]["pain_change_14d"] == 4.0
+    assert rows["Finn"]["days_since_sync"] == 5 and rows["Finn"]["reasons"] == ["no device sync for 5 days"]
+    assert rows["Gus"] == {**rows["Gus"], "pdc_7": None, "pdc_30": None, "pain_direction": "unknown",
+                           "days_since_sync": None, "open_alerts": 0, "reasons": []}
+
+
+def test_panel_sorts_by_one_figure_with_missing_figures_last(client, panel_world):
+    clinician, _ = panel_world
+    ascending = [r["display_name"] for r in _panel(client, clinician, "?sort=pdc_7")["items"]]
+    assert ascending[:3] == ["Bob", "Cara", "Dan"]  # 3/7, 3/7 (ties by name), 5/7 and ascending[-1] == "Gus"
+    descending = [r["display_name"] for r in _panel(client, clinician, "?sort=days_since_sync&order=desc")["items"]]
+    assert descending[0] == "Finn" and descending[-1] == "Gus"
+
+
+def test_panel_filters(client, panel_world):
+    clinician, _ = panel_world
+    assert [r["display_name"] for r in _panel(client, clinician, "?pain_rising=true")["items"]] == ["Dan", "Eve"]
+    assert [r["display_name"] for r in _panel(client, clinician, "?pdc_7_below=0.8")["items"]] == ["Bob", "Cara", "Dan"]
+    assert [r["display_name"] for r in _panel(client, clinician, "?q=fin")["items"]] == ["Finn"]
+    assert [r["display_name"] for r in _panel(client, clinician, "?open_alerts=true")["items"]] == ["Alice", "Bob"]
+    assert _panel(client, clinician, "?needs_attention=true")["total"] == 6
+
+
+def test_panel_pages_and_audits_exactly_the_patients_it_returns(client, panel_world, db):
+    clinician, ids = panel_world
+    page = _panel(client, clinician, "?limit=2&offset=2")
+    assert [r["display_name"] for r in page["items"]] == ["Cara", "Dan"]
+    assert (page["total"], page["next_offset"]) == (7, 4)
+    events = list(db.audit_events.find({"actor_id": clinician.id, "action": "search"}))
+    assert sorted(e["patient_ids"][0] for e in events) == sorted([ids["Cara"], ids["Dan"]])
+    assert _panel(client, clinician, "?limit=2&offset=6")["next_offset"] is None
+
+
+def test_panel_limit_is_bounded(client, panel_world):
+    clinician, _ = panel_world
+    assert client.get("/api/v1/clinician/panel?limit=1000", headers=clinician.headers).status_code == 422
+
+
+class _Commands(monitoring.CommandListener):
+    def __init__(self):
+        self.names = []
+
+    def started(self, event):
+        self.names.append(event.command_name)
+
+    def succeeded(self, event):
+        pass
+
+    def failed(self, event):
+        pass
+
+
+def test_panel_queries_do_not_grow_with_the_number_of_patients(mongo_uri, db, seed):
+    teams = CareTeams(db)
+    listener = _Commands()
+    counts = []
+    watched = pymongo.MongoClient(mongo_uri, tz_aware=True, event_listeners=[listener])
+    try:
+        for size in (3, 30):
+            team = teams.create(f"team of {size}")
+            teams.add_clinician(team["_id"], f"clinician-{size}")
+            for i in range(size):
+                pid = seed.patient(f"P{i}")
+                teams.enrol(team["_id"], pid)
+                seed.adherence_run(pid, TODAY - timedelta(days=1), GOOD_WEEK)
+                seed.pain(pid, at_day(1), 5)
+            listener.names.clear()
+            assert len(panel(watched[db.name], f"clinician-{size}")) == size
+            counts.append(len([n for n in listener.names if n in ("find", "aggregate")]))
+    finally:
+        watched.close()
+    assert counts[0] == counts[1]
+
+
+def test_clinician_enrols_by_email_lists_teams_unenrols_and_leaves(client, world, seed, db):
+    clinician = world["clinician_team"]
+    carol = seed.patient("Carol", email="carol@example.org")
+    team_id = world.team_id
+    url = f"/api/v1/clinician/teams/{team_id}/patients"
+    response = client.post(url, json={"patient_email": "Carol@example.org", "reason": "Referral from GP"},
+                           headers=clinician.headers)
+    assert response.status_code == 201 and response.json["patient_id"] == carol
+    teams = client.get("/api/v1/clinician/teams", headers=clinician.headers).json["items"]
+    assert teams == [{"id": team_id, "name": "Pain clinic A", "clinician_count": 1, "patient_count": 2}]
+    assert client.get(f"/api/v1/patients/{carol}/review/plans", headers=clinician.headers).status_code == 200
+    assert client.delete(f"{url}/{carol}", headers=clinician.headers).status_code == 204
+    assert client.get(f"/api/v1/patients/{carol}/review/plans", headers=clinician.headers).status_code == 404
+    assert client.delete(f"/api/v1/clinician/teams/{team_id}/membership", headers=clinician.headers).status_code == 204
+    assert _panel(client, clinician)["items"] == []
+
+
+def test_a_clinician_cannot_enrol_into_a_team_they_are_not_on(client, world, seed):
+    seed.patient("Dora", email="dora@example.org")
+    response = client.post(f"/api/v1/clinician/teams/{world.team_id}/patients",
+                           json={"patient_email": "dora@example.org", "reason": "Referral"},
+                           headers=world["clinician_other"].headers)
+    assert response.status_code == 404

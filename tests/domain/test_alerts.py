@@ -1,0 +1,114 @@
+from datetime import UTC, date, datetime, time
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from companion.domain.alerts import (
+    AlertKind,
+    Severity,
+    battery_low,
+    delivery_time,
+    device_fault,
+    low_adherence,
+    missed_tens_session,
+    pain_flare,
+    unit_silent,
+)
+from companion.domain.pain import PainEntry, flare_at
+from companion.domain.quiet_hours import QuietHours
+from companion.domain.schedules import ReminderSchedule, Repeats, WeeklyTimes, nudge_times, occurrences
+
+LONDON = ZoneInfo("Europe/London")
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+SCHEDULE = ReminderSchedule(
+    "r1", WeeklyTimes((time(9),)), date(2025, 1, 1), completion_window_minutes=60, repeats=Repeats(2, 15)
+)
+OCCURRENCE = next(occurrences(SCHEDULE, LONDON, utc(2025, 1, 6), utc(2025, 1, 7)))
+LAST_NUDGE = nudge_times(OCCURRENCE, SCHEDULE.repeats)[-1]  # 09:30
+
+
+@pytest.mark.parametrize(
+    ("now", "done", "expected"),
+    [
+        (utc(2025, 1, 6, 10, 29), False, None),
+        (utc(2025, 1, 6, 10, 30), False, AlertKind.MISSED_TENS),
+        (utc(2025, 1, 6, 12, 0), True, None),
+    ],
+)
+def test_missed_session_alerts_after_delay_from_last_repeat(now, done, expected):
+    alert = missed_tens_session("p1", OCCURRENCE, LAST_NUDGE, done, now)
+    assert (alert.kind if alert else None) == expected
+
+
+def test_missed_session_uses_patient_delay_and_dedups_per_occurrence():
+    early = missed_tens_session("p1", OCCURRENCE, LAST_NUDGE, False, utc(2025, 1, 6, 9, 50), delay_minutes=20)
+    later = missed_tens_session("p1", OCCURRENCE, LAST_NUDGE, False, utc(2025, 1, 6, 11), delay_minutes=20)
+    assert early.dedup_key == later.dedup_key and OCCURRENCE.occurrence_id in early.dedup_key
+    assert "2025-01-06 09:00" in early.text
+
+
+def test_low_adherence_needs_three_consecutive_planned_days_below_80_percent():
+    progress = {date(2025, 3, 1): 0.9, date(2025, 3, 2): 0.5, date(2025, 3, 3): None, date(2025, 3, 4): 0.0}
+    assert low_adherence("p1", progress, date(2025, 3, 5)) is None
+    progress[date(2025, 3, 5)] = 0.79
+    alert = low_adherence("p1", progress, date(2025, 3, 6))
+    assert alert.period_key == "2025-03-02"
+    progress[date(2025, 3, 6)] = 0.1
+    assert low_adherence("p1", progress, date(2025, 3, 7)).dedup_key == alert.dedup_key
+
+
+def test_low_adherence_ignores_today_in_progress():
+    progress = {date(2025, 3, 1): 0.1, date(2025, 3, 2): 0.1, date(2025, 3, 3): 0.0}
+    assert low_adherence("p1", progress, date(2025, 3, 3)) is None
+
+
+def test_unit_silent_after_24_hours_once_per_silence():
+    seen = utc(2025, 3, 1, 8)
+    assert unit_silent("p1", "SN1", seen, utc(2025, 3, 2, 7, 59)) is None
+    first = unit_silent("p1", "SN1", seen, utc(2025, 3, 2, 8))
+    assert first.dedup_key == unit_silent("p1", "SN1", seen, utc(2025, 3, 5)).dedup_key
+
+
+def test_battery_low_below_15_percent_once_per_device_per_local_day():
+    assert battery_low("p1", "SN1", 15, utc(2025, 6, 1, 12), LONDON) is None
+    late = battery_low("p1", "SN1", 14, utc(2025, 6, 1, 23, 30), LONDON)  # 00:30 BST on 2 June
+    assert late.period_key == "2025-06-02" and late.severity == Severity.INFO
+
+
+def test_overload_is_urgent_and_electrode_off_is_not():
+    overload = device_fault("p1", "SN1", AlertKind.OVERLOAD, utc(2025, 6, 1, 2), LONDON)
+    electrode = device_fault("p1", "SN1", AlertKind.ELECTRODE_OFF, utc(2025, 6, 1, 2), LONDON)
+    assert overload.urgent and not electrode.urgent
+    assert overload.dedup_key != electrode.dedup_key
+    with pytest.raises(ValueError):
+        device_fault("p1", "SN1", AlertKind.BATTERY_LOW, utc(2025, 6, 1, 2), LONDON)
+
+
+def test_pain_flare_alert_once_per_local_day_with_reason():
+    entries = [PainEntry("a", utc(2025, 6, 1, 8), 7), PainEntry("b", utc(2025, 6, 1, 20), 8)]
+    alert = pain_flare("p1", flare_at(entries[1], entries), LONDON)
+    assert alert.dedup_key == "pain_flare:p1:2025-06-01"
+    assert "within 24 hours" in alert.text
+
+
+QUIET = QuietHours(time(22), time(7))
+
+
+def test_non_urgent_alert_waits_for_end_of_quiet_hours_and_urgent_does_not():
+    night = utc(2025, 6, 1, 1)  # 02:00 BST
+    electrode = device_fault("p1", "SN1", AlertKind.ELECTRODE_OFF, night, LONDON)
+    overload = device_fault("p1", "SN1", AlertKind.OVERLOAD, night, LONDON)
+    assert delivery_time(electrode, night, LONDON, QUIET) == utc(2025, 6, 1, 6)
+    assert delivery_time(overload, night, LONDON, QUIET) == night
+    assert delivery_time(electrode, utc(2025, 6, 1, 12), LONDON, QUIET) == utc(2025, 6, 1, 12)
+
+
+def test_alert_dedup_key_is_stable_across_recomputation():
+    a = battery_low("p1", "SN1", 3, utc(2025, 6, 1, 9), LONDON)
+    b = battery_low("p1", "SN1", 10, utc(2025, 6, 1, 18), LONDON)
+    assert a.dedup_key == b.dedup_key

@@ -1,0 +1,74 @@
+"""Pure clinician-review rules: PDC, pain trend, before/after pairs, plan targets, panel order."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+from companion.domain import review as rules
+
+AT = datetime(2025, 3, 31, 12, tzinfo=UTC)
+
+
+def _day(on: str, state: str = "progress", covered: bool = True) -> dict:
+    return {"date": on, "state": state, "covered": covered}
+
+
+def test_pdc_counts_only_days_with_tasks_and_leaves_out_days_never_computed():
+    days = [_day("2025-03-01"), _day("2025-03-02", covered=False), _day("2025-03-03", "no_tasks", False),
+            _day("2025-03-04", "no_events", False), _day("2025-02-28")]
+    assert rules.pdc(days, date(2025, 3, 1), date(2025, 3, 7)) == 0.3333
+    assert rules.pdc([_day("2025-03-03", "no_tasks", False)], date(2025, 3, 1), date(2025, 3, 7)) is None
+
+
+def test_completed_days_leave_today_out():
+    assert rules.completed_days(date(2025, 3, 8), 7) == (date(2025, 3, 1), date(2025, 3, 7))
+
+
+def test_pain_trend_compares_fortnights_and_ignores_deleted_entries():
+    entries = [{"recorded_at": AT - timedelta(days=d), "nrs": n, "deleted": gone}
+               for d, n, gone in [(1, 6, False), (13, 5, False), (15, 3, False), (27, 4, False), (2, 10, True)]]
+    trend = rules.pain_trend(entries, AT)
+    assert (trend.recent_mean, trend.previous_mean, trend.change, trend.direction) == (5.5, 3.5, 2.0, "rising")
+    assert rules.pain_trend(entries[:2], AT).direction == "unknown"
+
+
+def test_before_after_pairs_need_both_sides_and_keep_the_latest_of_each():
+    sessions = {"S:1": {"started_at": AT, "programme": 2, "frequency_hz": 80},
+                "S:2": {"started_at": AT + timedelta(hours=3), "programme": 2, "frequency_hz": 80}}
+    entries = [{"session_record_id": "S:1", "phase": "before", "nrs": 7, "recorded_at": AT - timedelta(minutes=30)},
+               {"session_record_id": "S:1", "phase": "before", "nrs": 6, "recorded_at": AT - timedelta(minutes=5)},
+               {"session_record_id": "S:1", "phase": "after", "nrs": 3, "recorded_at": AT + timedelta(hours=1)},
+               {"session_record_id": "S:2", "phase": "before", "nrs": 5, "recorded_at": AT + timedelta(hours=3)},
+               {"session_record_id": "S:9", "phase": "after", "nrs": 1, "recorded_at": AT}]
+    pairs = rules.before_after_pairs(entries, sessions)
+    assert [(p.session_id, p.before, p.after, p.change) for p in pairs] == [("S:1", 6, 3, -3)]
+    effects = rules.programme_effects(pairs)
+    assert [(e.programme, e.frequency_hz, e.sessions, e.mean_change) for e in effects] == [(2, 80, 1, -3.0)]
+
+
+def test_plan_target_uses_the_version_in_force_at_the_end_of_the_local_day():
+    v1 = {"version": 1, "active_from": AT - timedelta(days=10), "active_to": AT,
+          "tens": {"sessions_per_day": 2, "minutes_per_session": 30, "start_date": "2025-01-01"}}
+    v2 = {"version": 2, "active_from": AT, "active_to": None,
+          "tens": {"daily_minutes_target": 45, "start_date": "2025-04-02"}}
+    assert rules.tens_target_minutes(rules.plan_on([v1, v2], date(2025, 3, 30), "UTC"), date(2025, 3, 30)) == 60
+    assert rules.plan_on([v1, v2], date(2025, 3, 31), "UTC")["version"] == 2
+    assert rules.tens_target_minutes(v2, date(2025, 4, 1)) is None  # before the TENS start date
+    assert rules.tens_target_minutes(v2, date(2025, 4, 2)) == 45
+
+
+def _row(name, pdc_7=0.9, alerts=0, change=None, silent=None):
+    pain = rules.PainTrend(None if change is None else 5 + change, None if change is None else 5.0)
+    return rules.PanelRow(name, name, "UTC", pdc_7, pdc_7, pain, silent, alerts)
+
+
+def test_need_order_puts_alerts_then_low_pdc_then_rising_pain_first():
+    rows = [_row("fine"), _row("pain", change=2), _row("low", pdc_7=0.5), _row("alert", alerts=1),
+            _row("lower", pdc_7=0.2), _row("empty", pdc_7=None)]
+    assert [r.patient_id for r in rules.order_panel(rows)] == ["alert", "lower", "low", "pain", "fine", "empty"]
+
+
+def test_figure_sorts_put_patients_without_the_figure_last_either_way():
+    rows = [_row("a", silent=None), _row("b", silent=4), _row("c", silent=1)]
+    assert [r.patient_id for r in rules.order_panel(rows, "days_since_sync")] == ["c", "b", "a"]
+    assert [r.patient_id for r in rules.order_panel(rows, "days_since_sync", descending=True)] == ["b", "c", "a"]

@@ -1,0 +1,157 @@
+"""The gateway's durable SQLite buffer: durability settings, resume points, cap policy, dead letters, kill -9."""
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from device_gateway.buffer import REFUSED_AT_CAP, RecordBuffer
+from device_gateway.capture import capture
+from device_gateway.profiles.companion_tens import encode_record
+from device_gateway.simulator.sessions import simulated_session
+
+SERIAL = "CT-000001"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def captured(seq: int, serial: str = SERIAL):
+    record = simulated_session(seq, 1_760_000_000 + seq * 3600)
+    return capture(serial, record, encode_record(record), 0.0, datetime(2026, 1, 1, tzinfo=UTC))
+
+
+def _record_size() -> int:
+    return len(json.dumps(captured(1).as_api_item(), separators=(",", ":")))
+
+
+@pytest.fixture
+def buffer(tmp_path):
+    buf = RecordBuffer(tmp_path / "buffer.db")
+    yield buf
+    buf.close()
+
+
+def test_buffer_uses_wal_and_synchronous_full(buffer):
+    assert buffer.pragma("journal_mode") == "wal"
+    assert buffer.pragma("synchronous") == 2
+
+
+def test_stored_records_are_pending_in_capture_order(buffer):
+    buffer.store(SERIAL, [captured(2), captured(1), captured(3)])
+    assert [p.record_id for p in buffer.pending(10)] == [f"{SERIAL}:1", f"{SERIAL}:2", f"{SERIAL}:3"]
+
+
+def test_store_reports_the_sequence_safe_to_acknowledge(buffer):
+    result = buffer.store(SERIAL, [captured(1), captured(2)])
+    assert (result.stored_up_to, result.stored) == (2, 2)
+    assert buffer.last_stored_seq(SERIAL) == 2
+
+
+def test_records_resent_after_a_lost_ack_are_not_stored_twice(buffer):
+    buffer.store(SERIAL, [captured(1), captured(2)])
+    result = buffer.store(SERIAL, [captured(2), captured(3)])
+    assert (result.already_stored, result.stored, result.stored_up_to) == (1, 1, 3)
+    assert buffer.pending_count() == 3
+
+
+def test_resent_record_already_uploaded_is_not_queued_again(buffer):
+    buffer.store(SERIAL, [captured(1)])
+    buffer.mark_sent([f"{SERIAL}:1"])
+    buffer.store(SERIAL, [captured(1)])
+    assert buffer.pending_count() == 0
+
+
+def test_resume_point_is_kept_per_unit(buffer):
+    buffer.store(SERIAL, [captured(1), captured(2)])
+    buffer.store("CT-000002", [captured(1, "CT-000002")])
+    assert (buffer.last_stored_seq(SERIAL), buffer.last_stored_seq("CT-000002"), buffer.last_stored_seq("x")) == (2, 1, 0)
+
+
+def test_record_keeps_device_time_gateway_time_offset_status_and_hash(buffer):
+    buffer.store(SERIAL, [captured(1)])
+    payload = buffer.pending(1)[0].payload
+    assert payload["device_started_at"] == "2025-10-09T09:53:20.000Z"
+    assert payload["gateway_received_at"] == "2026-01-01T00:00:00.000Z"
+    assert (payload["clock_offset_s"], payload["clock_status"]) == (0.0, "ok")
+    assert len(payload["content_hash"]) == 64
+
+
+def test_mark_sent_removes_only_the_acknowledged_records(buffer):
+    buffer.store(SERIAL, [captured(1), captured(2), captured(3)])
+    assert buffer.mark_sent([f"{SERIAL}:1", f"{SERIAL}:3"]) == 2
+    assert [p.record_id for p in buffer.pending(10)] == [f"{SERIAL}:2"]
+
+
+def test_rejected_record_moves_to_dead_letters_with_reason(buffer):
+    buffer.store(SERIAL, [captured(1), captured(2)])
+    buffer.dead_letter([(f"{SERIAL}:2", "device time in the future")])
+    assert [p.record_id for p in buffer.pending(10)] == [f"{SERIAL}:1"]
+    dead = buffer.dead_letters()
+    assert [(d["record_id"], d["reason"], d["source"]) for d in dead] == [
+        (f"{SERIAL}:2", "device time in the future", "server")
+    ]
+
+
+def test_undecodable_frame_is_kept_raw_in_dead_letters(buffer):
+    buffer.dead_letter_frame(SERIAL, b"\x01\x02\x03", "BadChecksum")
+    assert [(d["payload"], d["reason"], d["source"]) for d in buffer.dead_letters()] == [
+        ("010203", "BadChecksum", "unit")
+    ]
+
+
+def test_full_buffer_refuses_records_so_the_unit_keeps_them(tmp_path, caplog):
+    one_record = _record_size()
+    buf = RecordBuffer(tmp_path / "small.db", max_bytes=int(one_record * 2.5))
+    with caplog.at_level(logging.WARNING):
+        result = buf.store(SERIAL, [captured(seq) for seq in range(1, 6)])
+    assert (result.stored, result.refused, result.stored_up_to) == (2, 3, 2)
+    assert buf.counter(REFUSED_AT_CAP) == 3
+    assert "buffer full" in caplog.text
+    buf.close()
+
+
+def test_buffer_accepts_again_once_uploads_free_space(tmp_path):
+    one_record = _record_size()
+    buf = RecordBuffer(tmp_path / "small.db", max_bytes=int(one_record * 1.5))
+    buf.store(SERIAL, [captured(1), captured(2)])
+    buf.mark_sent([f"{SERIAL}:1"])
+    assert buf.store(SERIAL, [captured(2)]).stored_up_to == 2
+    buf.close()
+
+
+def _run_writer_until(db: Path, total: int, kill_after_acks: int | None) -> list[int]:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.buffer_writer", str(db), SERIAL, str(total)],
+        stdout=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT,
+    )
+    acked = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("ACK"):
+            acked.append(int(line.split()[1]))
+            if kill_after_acks is not None and len(acked) >= kill_after_acks:
+                proc.send_signal(signal.SIGKILL)
+                break
+    proc.stdout.close()
+    proc.wait()
+    return acked
+
+
+def test_every_acknowledged_record_survives_sigkill_and_restart(tmp_path):
+    db = tmp_path / "crash.db"
+    total = 60
+    acknowledged: set[int] = set()
+    for kill_after in (1, 7, 13, 3):
+        acknowledged.update(_run_writer_until(db, total, kill_after))
+    acknowledged.update(_run_writer_until(db, total, None))
+    buf = RecordBuffer(db)
+    stored = {int(p.record_id.split(":")[1]) for p in buf.pending(1000)}
+    buf.close()
+    assert acknowledged <= stored
+    assert stored == set(range(1, total + 1))

@@ -1,0 +1,234 @@
+"""The gateway's BLE link, with the real bleak against the fake BlueZ on a private bus."""
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+import pytest
+
+from device_gateway.buffer import RecordBuffer
+from device_gateway.link import GatewayLink
+from device_gateway.profiles.companion_tens import ControlOp
+from device_gateway.simulator.radio import FakeBluez
+from device_gateway.simulator.unit import FakeTensUnit
+
+UNIT_A = ("CT-000001", "C0:FF:EE:00:00:01")
+UNIT_B = ("CT-000002", "C0:FF:EE:00:00:02")
+STRANGER = ("CT-999999", "C0:FF:EE:00:00:99")
+
+
+@pytest.fixture
+def buffer(tmp_path):
+    buf = RecordBuffer(tmp_path / "buffer.db")
+    yield buf
+    buf.close()
+
+
+def run_with_units(units: list[FakeTensUnit], scenario):
+    """Start the fake BlueZ with ``units`` in range, run ``scenario(fake)`` in the same loop as bleak."""
+
+    async def main():
+        fake = await FakeBluez().start()
+        try:
+            for unit in units:
+                fake.add_unit(unit)
+            return await scenario(fake)
+        finally:
+            await fake.stop()
+
+    return asyncio.run(main())
+
+
+def make_link(buffer, serials, **kwargs) -> GatewayLink:
+    kwargs.setdefault("backoff_base_s", 0.05)
+    kwargs.setdefault("idle_timeout_s", 3.0)
+    return GatewayLink(buffer, serials, **kwargs)
+
+
+def stored_seqs(buffer: RecordBuffer, serial: str) -> list[int]:
+    return [int(p.record_id.split(":")[1]) for p in buffer.pending(10_000) if p.record_id.startswith(serial + ":")]
+
+
+def test_full_pull_stores_every_record_and_acks_them_to_the_unit(system_bus, buffer):
+    unit = FakeTensUnit.with_history(*UNIT_A, count=12)
+    link = make_link(buffer, [unit.serial])
+
+    results = run_with_units([unit], lambda fake: link.run_once(scan_timeout_s=5))
+
+    assert [(r.serial, r.completed, r.stored) for r in results] == [(unit.serial, True, 12)]
+    assert stored_seqs(buffer, unit.serial) == list(range(1, 13))
+    assert (unit.acked_up_to, unit.records) == (12, [])
+
+
+def test_pull_reads_device_information_and_sets_the_unit_clock(system_bus, buffer):
+    unit = FakeTensUnit.with_history(*UNIT_A, count=2, clock_offset_s=-3 * 3600, battery_pct=41, firmware="2.0.1")
+    link = make_link(buffer, [unit.serial])
+
+    run_with_units([unit], lambda fake: link.run_once(scan_timeout_s=5))
+
+    status = link.statuses[unit.serial]
+    assert (status.battery_pct, status.firmware, status.last_error) == (41, "2.0.1", None)
+    assert status.clock_offset_s == pytest.approx(-3 * 3600, abs=5)
+    assert unit.clock_sets == 1 and abs(unit.clock_offset_s) < 5
+    assert {p.payload["clock_status"] for p in buffer.pending(10)} == {"skewed"}
+
+
+def test_link_dropped_mid_transfer_resumes_without_gap_or_duplicate(system_bus, buffer):
+    unit = FakeTensUnit.with_history(*UNIT_A, count=20, drop_link_after=7)
+    link = make_link(buffer, [unit.serial])
+
+    results = run_with_units([unit], lambda fake: link.run_once(scan_timeout_s=5))
+
+    assert results[0].completed and results[0].attempts == 2
+    assert stored_seqs(buffer, unit.serial) == list(range(1, 21))
+    first, resumed = [arg for op, arg in unit.commands if op is ControlOp.SEND_FROM]
+    # Frames still in flight when the link dropped may be lost with it: the unit resends them.
+    assert first == 1 and 2 <= resumed <= 8
+    assert unit.notified == list(range(1, 8)) + list(range(resumed, 21))
+
+
+def test_two_units_are_pulled_at_once_and_strangers_are_ignored(system_bus, buffer):
+    unit_a = FakeTensUnit.with_history(*UNIT_A, count=6)
+    unit_b = FakeTensUnit.with_history(*UNIT_B, count=9)
+    stranger = FakeTensUnit.with_history(*STRANGER, count=3)
+    link = make_link(buffer, [unit_a.serial, unit_b.serial])
+
+    results = run_with_units([unit_a, unit_b, stranger], lambda fake: link.run_once(scan_timeout_s=5))
+
+    assert sorted((r.serial, r.stored) for r in results) == [(unit_a.serial, 6), (unit_b.serial, 9)]
+    assert stored_seqs(buffer, unit_a.serial) == list(range(1, 7))
+    assert stored_seqs(buffer, unit_b.serial) == list(range(1, 10))
+    assert stranger.commands == [] and len(stranger.records) == 3
+
+
+def test_corrupt_record_is_dead_lettered_and_the_rest_are_stored(system_bus, buffer, caplog):
+    unit = FakeTensUnit.with_history(*UNIT_A, count=5, corrupt_seqs={3})
+    link = make_link(buffer, [unit.serial])
+
+    with caplog.at_level(logging.WARNING):
+        results = run_with_units([unit], lambda fake: link.run_once(scan_timeout_s=5))
+
+    assert results[0].completed and results[0].undecodable == 1
+    assert stored_seqs(buffer, unit.serial) == [1, 2, 4, 5]
+    dead = buffer.dead_letters()
+    assert [(d["source"], d["reason"].split(":")[0]) for d in dead] == [("unit", "BadChecksum")]
+    assert "undecodable frame" in caplog.text
+
+
+def test_unit_whose_clock_was_reset_has_its_records_flagged(system_bus, buffer):
+    unit = FakeTensUnit(serial=UNIT_A[0], address=UNIT_A[1])
+    unit.reset_clock()
+    unit.record_sessions(3, spacing_s=1)
+    link = make_link(buffer, [unit.serial], paired_at=datetime(2026, 1, 1, tzinfo=UTC))
+
+    run_with_units([unit], lambda fake: link.run_once(scan_timeout_s=5))
+
+    payloads = [p.payload for p in buffer.pending(10)]
+    assert {p["clock_status"] for p in payloads} == {"reset"}
+    assert all(p["device_started_at"].startswith("1970-01-01") for p in payloads)
+    assert all(p["started_at"] > "2026" for p in payloads)
+
+
+def test_second_run_pulls_only_new_records(system_bus, buffer):
+    unit = FakeTensUnit.with_history(*UNIT_A, count=4)
+    link = make_link(buffer, [unit.serial])
+
+    async def scenario(fake):
+        await link.run_once(scan_timeout_s=5)
+        unit.record_sessions(3)
+        return await link.run_once(scan_timeout_s=5)
+
+    results = run_with_units([unit], scenario)
+
+    assert results[0].stored == 3
+    assert stored_seqs(buffer, unit.serial) == list(range(1, 8))
+    assert [arg for op, arg in unit.commands if op is ControlOp.SEND_FROM] == [1, 5]
+
+
+def test_unit_that_leaves_range_is_retried_then_given_up_without_stopping_the_gateway(system_bus, buffer):
+    unit = FakeTensUnit.with_history(*UNIT_A, count=3)
+    link = make_link(buffer, [unit.serial], max_attempts=2, connect_timeout_s=2)
+
+    async def scenario(fake):
+        found = await link.scan(timeout_s=5)
+        fake.remove_unit(unit.serial)
+        return await link.pull(found[0])
+
+    result = run_with_units([unit], scenario)
+
+    assert (result.completed, result.attempts, result.stored) == (False, 2, 0)
+    assert link.statuses[unit.serial].last_error
+
+
+def test_corrupt_last_record_does_not_stall_the_transfer(system_bus, buffer):
+    unit = FakeTensUnit.with_history(*UNIT_A, count=4, corrupt_seqs={4})
+    link = make_link(buffer, [unit.serial])
+
+    results = run_with_units([unit], lambda fake: link.run_once(scan_timeout_s=5))
+
+    assert (results[0].completed, results[0].attempts) == (True, 1)
+    assert stored_seqs(buffer, unit.serial) == [1, 2, 3]
+    assert unit.acked_up_to == 4
+
+
+def test_records_the_unit_no_longer_holds_are_noted_not_silently_skipped(system_bus, buffer):
+    unit = FakeTensUnit.with_history(*UNIT_A, count=2)
+    link = make_link(buffer, [unit.serial])
+
+    async def scenario(fake):
+        await link.run_once(scan_timeout_s=5)
+        unit.record_sessions(6)
+        unit.records = unit.records[3:]
+        return await link.run_once(scan_timeout_s=5)
+
+    run_with_units([unit], scenario)
+
+    assert stored_seqs(buffer, unit.serial) == [1, 2, 6, 7, 8]
+    assert [(d["reason"], d["payload"]) for d in buffer.dead_letters()] == [
+        ("unit no longer holds these records", '{"missing_from_seq": 3, "missing_to_seq": 5}')
+    ]
+
+
+def test_first_contact_with_a_unit_starts_at_its_oldest_record_without_a_dead_letter(system_bus, buffer):
+    unit = FakeTensUnit(serial=UNIT_A[0], address=UNIT_A[1], highest_seq=500)
+    unit.record_sessions(3)
+    link = make_link(buffer, [unit.serial])
+
+    run_with_units([unit], lambda fake: link.run_once(scan_timeout_s=5))
+
+    assert stored_seqs(buffer, unit.serial) == [501, 502, 503]
+    assert buffer.dead_letters() == []
+
+
+def test_full_buffer_leaves_unstored_records_on_the_unit(system_bus, tmp_path):
+    small = RecordBuffer(tmp_path / "small.db", max_bytes=2_000)
+    unit = FakeTensUnit.with_history(*UNIT_A, count=10)
+    link = make_link(small, [unit.serial])
+
+    results = run_with_units([unit], lambda fake: link.run_once(scan_timeout_s=5))
+
+    stored = small.last_stored_seq(unit.serial)
+    assert results[0].completed is False and results[0].refused > 0
+    assert 0 < stored < 10
+    assert unit.acked_up_to == stored
+    assert [r.seq for r in unit.records] == list(range(stored + 1, 11))
+    assert link.statuses[unit.serial].last_error == "local buffer full; the unit keeps the rest"
+    small.close()
+
+
+class GarbledSummaryUnit(FakeTensUnit):
+    def summary(self) -> bytes:
+        return b"\x01\x02garbage"
+
+
+def test_unit_with_an_unreadable_summary_fails_alone_and_the_other_unit_is_pulled(system_bus, buffer):
+    garbled = GarbledSummaryUnit.with_history(*UNIT_A, count=3)
+    healthy = FakeTensUnit.with_history(*UNIT_B, count=3)
+    link = make_link(buffer, [garbled.serial, healthy.serial], max_attempts=2)
+
+    results = {r.serial: r for r in run_with_units([garbled, healthy], lambda fake: link.run_once(scan_timeout_s=5))}
+
+    assert (results[garbled.serial].completed, results[healthy.serial].completed) == (False, True)
+    assert "unreadable transfer summary" in results[garbled.serial].errors[0]
+    assert stored_seqs(buffer, healthy.serial) == [1, 2, 3]
+    assert len(garbled.records) == 3

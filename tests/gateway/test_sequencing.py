@@ -1,0 +1,54 @@
+"""Only records in sequence are stored during a transfer (pure rules)."""
+
+from device_gateway.sequencing import TransferWindow
+
+
+def test_transfer_starts_after_the_last_stored_record():
+    assert TransferWindow.start(last_stored_seq=7, unit_highest_seq=20, unit_records_stored=13).expected == 8
+
+
+def test_transfer_starts_at_the_lowest_record_the_unit_still_holds():
+    assert TransferWindow.start(last_stored_seq=0, unit_highest_seq=20, unit_records_stored=5).expected == 16
+
+
+def test_records_in_sequence_are_admitted():
+    window = TransferWindow(expected=1)
+    assert [window.admit(seq) for seq in (1, 2, 3)] == [True, True, True]
+    assert window.expected == 4
+
+
+def test_stale_notification_from_an_earlier_transfer_is_not_admitted():
+    window = TransferWindow(expected=43)
+    assert window.admit(150) is False
+    assert window.expected == 43
+
+
+def test_already_stored_record_is_not_admitted_again():
+    window = TransferWindow(expected=5)
+    assert window.admit(4) is False
+
+
+def test_gap_explained_by_an_undecodable_frame_is_admitted():
+    window = TransferWindow(expected=3)
+    window.note_undecodable()
+    assert window.admit(4) is True
+    assert window.admit(6) is False
+
+
+def test_transfer_is_complete_once_the_unit_highest_sequence_is_admitted():
+    window = TransferWindow(expected=10)
+    assert not window.is_complete(10)
+    window.admit(10)
+    assert window.is_complete(10)
+
+
+def test_missing_tail_explained_by_undecodable_frames_completes_the_transfer():
+    window = TransferWindow(expected=5)
+    window.note_undecodable()
+    assert window.is_complete(5)
+    assert window.expected == 6
+
+
+def test_missing_tail_without_explanation_leaves_the_transfer_incomplete():
+    window = TransferWindow(expected=5)
+    assert not window.is_complete(6)

@@ -1,0 +1,209 @@
+"""The push outbox and its dispatcher against the real database and the FCM emulator."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+
+from companion.notify.outbox import OutboxDispatcher
+from companion.notify.push import PushSender, TransportRetry
+from companion.store.outbox import Outbox
+from companion.store.push_tokens import PushTokens
+from tests.notify.clock import T0
+
+LEASE = timedelta(minutes=5)
+
+
+@pytest.fixture
+def outbox(store_db, clock):
+    return Outbox(store_db, clock=clock)
+
+
+@pytest.fixture
+def tokens(store_db, clock):
+    return PushTokens(store_db, clock=clock)
+
+
+@pytest.fixture
+def dispatcher(outbox, tokens, sender):
+    return OutboxDispatcher(outbox, tokens, sender, owner="worker-1", lease=LEASE)
+
+
+def remind(outbox, user="u-1", source="reminder:r-1:2026-03-09T12:00", send_at=T0, **kw):
+    doc, _ = outbox.schedule(source_key=source, recipient_user_id=user, patient_id=user,
+                             kind=kw.pop("kind", "therapy_reminder"), send_at=send_at, **kw)
+    return doc
+
+
+def delivered_ids(emulator) -> Counter:
+    return Counter(d.body["message"]["data"]["notification_id"] for d in emulator.deliveries)
+
+
+def test_scheduling_the_same_occurrence_twice_creates_one_notification(outbox, store_db):
+    first, created = outbox.schedule(source_key="reminder:r-1:x", recipient_user_id="u-1", patient_id="u-1",
+                                     kind="therapy_reminder", send_at=T0)
+    again, created_again = outbox.schedule(source_key="reminder:r-1:x", recipient_user_id="u-1",
+                                           patient_id="u-1", kind="therapy_reminder", send_at=T0)
+    assert (created, created_again, again["_id"]) == (True, False, first["_id"])
+    assert store_db.push_outbox.count_documents({}) == 1
+
+
+def test_notification_expires_when_its_completion_window_ends(outbox):
+    doc = remind(outbox, completion_window=timedelta(minutes=30))
+    assert doc["expires_at"] == T0 + timedelta(minutes=30)
+
+
+def test_due_notification_is_pushed_and_marked_sent_with_fcm_message_name(outbox, tokens, dispatcher, emulator):
+    tokens.register("u-1", "phone-a", "tok-a", "android")
+    doc = remind(outbox)
+    dispatcher.run_once()
+    [attempt] = outbox.attempts_of(doc["_id"])
+    assert (outbox.get(doc["_id"])["state"], attempt["phones"][0]["message_name"]) == (
+        "sent", emulator.deliveries[0].name)
+
+
+def test_notification_not_yet_due_stays_scheduled(outbox, tokens, dispatcher, emulator):
+    tokens.register("u-1", "phone-a", "tok-a", "android")
+    doc = remind(outbox, send_at=T0 + timedelta(minutes=1))
+    dispatcher.run_once()
+    assert (outbox.get(doc["_id"])["state"], len(emulator.requests)) == ("scheduled", 0)
+
+
+def test_three_phones_one_dead_two_get_it_and_the_dead_token_is_removed(outbox, tokens, dispatcher, emulator):
+    for n in range(3):
+        tokens.register("u-1", f"phone-{n}", f"tok-{n}", "android")
+    emulator.script("UNREGISTERED", token="tok-1")
+    doc = remind(outbox)
+    dispatcher.run_once()
+    assert sorted(d.token for d in emulator.deliveries) == ["tok-0", "tok-2"]
+    assert sorted(p["token"] for p in tokens.for_users(["u-1"])["u-1"]) == ["tok-0", "tok-2"]
+    assert outbox.get(doc["_id"])["state"] == "sent"
+
+
+def test_retryable_failure_waits_for_its_retry_time_then_is_sent(outbox, tokens, dispatcher, emulator, clock):
+    tokens.register("u-1", "phone-a", "tok-a", "android")
+    emulator.script("QUOTA_EXCEEDED", token="tok-a", times=1, retry_after=60)
+    doc = remind(outbox)
+    dispatcher.run_once()
+    waiting = outbox.get(doc["_id"])
+    assert (waiting["state"], waiting["attempts"], waiting["not_before"] >= T0 + timedelta(seconds=60)) == (
+        "scheduled", 1, True)
+    dispatcher.run_once()
+    assert emulator.hits_for("tok-a") == 1
+    clock.now = waiting["not_before"]
+    dispatcher.run_once()
+    assert (outbox.get(doc["_id"])["state"], outbox.get(doc["_id"])["attempts"]) == ("sent", 2)
+
+
+def test_notification_past_its_window_is_expired_not_sent(outbox, tokens, dispatcher, emulator, clock):
+    tokens.register("u-1", "phone-a", "tok-a", "android")
+    doc = remind(outbox)
+    clock.advance(timedelta(hours=2))
+    dispatcher.run_once()
+    assert (outbox.get(doc["_id"])["state"], len(emulator.requests)) == ("expired", 0)
+
+
+def test_person_without_a_phone_fails_with_no_device(outbox, dispatcher):
+    doc = remind(outbox)
+    dispatcher.run_once()
+    assert (outbox.get(doc["_id"])["state"], outbox.attempts_of(doc["_id"])[0]["error_codes"]) == (
+        "failed", ["NO_DEVICE"])
+
+
+def test_sent_notification_is_never_claimed_again(outbox, tokens, dispatcher, emulator, clock):
+    tokens.register("u-1", "phone-a", "tok-a", "android")
+    remind(outbox)
+    dispatcher.run_once()
+    clock.advance(LEASE * 2)
+    assert dispatcher.run_once().claimed == 0
+    assert len(emulator.deliveries) == 1
+
+
+def test_claim_is_resent_only_after_its_lease_ran_out_without_sent(outbox, tokens, dispatcher, emulator, clock):
+    tokens.register("u-1", "phone-a", "tok-a", "android")
+    doc = remind(outbox)
+    assert len(outbox.claim([doc], "worker-that-dies", LEASE)) == 1
+    dispatcher.run_once()
+    assert len(emulator.requests) == 0
+    clock.advance(LEASE + timedelta(seconds=1))
+    dispatcher.run_once()
+    assert (delivered_ids(emulator)[doc["_id"]], outbox.get(doc["_id"])["state"]) == (1, "sent")
+
+
+def test_crash_between_fcm_answer_and_sent_write_costs_at_most_one_extra_delivery(
+        outbox, tokens, dispatcher, sender, emulator, clock):
+    tokens.register("u-1", "phone-a", "tok-a", "android")
+    doc = remind(outbox)
+    [claimed] = outbox.claim([doc], "worker-that-dies", LEASE)
+    sender.send([_item_for(claimed, "tok-a")])  # FCM answered 200, then the worker died
+    clock.advance(LEASE + timedelta(seconds=1))
+    dispatcher.run_once()
+    dispatcher.run_once()
+    assert delivered_ids(emulator)[doc["_id"]] == 2
+    assert {d.body["message"]["android"]["collapse_key"] for d in emulator.deliveries} == {doc["collapse_key"]}
+
+
+def _item_for(doc, token):
+    from companion.notify.push import PushItem
+    return PushItem(outbox_id=doc["_id"], token=token, kind=doc["kind"], expires_at=doc["expires_at"],
+                    collapse_key=doc["collapse_key"])
+
+
+def test_receipts_record_the_first_delivery_and_open_for_the_recipient_only(outbox, clock):
+    doc = remind(outbox)
+    assert outbox.record_receipt(doc["_id"], "u-2", "delivered") is False
+    assert outbox.record_receipt(doc["_id"], "u-1", "delivered") is True
+    clock.advance(timedelta(minutes=1))
+    outbox.record_receipt(doc["_id"], "u-1", "delivered")
+    outbox.record_receipt(doc["_id"], "u-1", "opened")
+    stored = outbox.get(doc["_id"])
+    assert (stored["delivered_at"], stored["opened_at"]) == (T0, T0 + timedelta(minutes=1))
+
+
+def test_two_dispatchers_over_500_notifications_deliver_each_exactly_once(
+        store_db, clock, emulator, service_account):
+    people = [f"u-{n}" for n in range(100)]
+    tokens = PushTokens(store_db, clock=clock)
+    outbox = Outbox(store_db, clock=clock)
+    for user in people:
+        tokens.register(user, "phone", f"tok-{user}", "android")
+        for k in range(5):
+            remind(outbox, user=user, source=f"reminder:{user}:{k}")
+    senders = [PushSender(service_account, fcm_url=emulator.fcm_url, app_name=f"push-{uuid.uuid4()}",
+                          transport_retry=TransportRetry(backoff_factor=0.01), clock=clock) for _ in range(2)]
+    dispatchers = [OutboxDispatcher(Outbox(store_db, clock=clock), PushTokens(store_db, clock=clock), s,
+                                    owner=f"worker-{n}", lease=LEASE, batch_size=100)
+                   for n, s in enumerate(senders)]
+    claimed = Counter()
+
+    def work(d: OutboxDispatcher) -> None:
+        for _ in range(200):
+            claimed[d.owner] += d.run_once().claimed
+            if outbox.count_unfinished() == 0:
+                return
+
+    threads = [threading.Thread(target=work, args=(d,)) for d in dispatchers]
+    try:
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+    finally:
+        [s.close() for s in senders]
+    counts = delivered_ids(emulator)
+    assert (len(counts), set(counts.values())) == (500, {1})
+    assert store_db.push_outbox.count_documents({"state": "sent"}) == 500
+
+
+def test_purge_drops_only_claims_whose_lease_ended_before_the_cutoff(outbox, tokens, dispatcher, store_db, clock):
+    tokens.register("u-1", "phone-a", "tok-a", "android")
+    old = remind(outbox, source="reminder:old")
+    dispatcher.run_once()
+    clock.advance(timedelta(hours=1))
+    remind(outbox, source="reminder:new", send_at=clock.now)
+    dispatcher.run_once()
+    assert outbox.purge_claims(leases_ended_before=T0 + timedelta(minutes=30)) == 1
+    assert store_db.push_claims.count_documents({"outbox_id": old["_id"]}) == 0
+    assert store_db.push_claims.count_documents({}) == 1

@@ -1,0 +1,60 @@
+"""Per-install FCM tokens in the real database (FerretDB in CI)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from companion.store.push_tokens import PushTokens
+from tests.notify.clock import FakeClock
+
+
+@pytest.fixture
+def tokens(store_db, clock):
+    return PushTokens(store_db, clock=clock)
+
+
+def test_each_install_keeps_one_token_refreshed_in_place(tokens, store_db):
+    tokens.register("u-1", "phone-a", "tok-1", "android")
+    tokens.register("u-1", "phone-a", "tok-2", "android")
+    assert [d["token"] for d in store_db.push_tokens.find({"user_id": "u-1"})] == ["tok-2"]
+
+
+def test_a_person_with_three_phones_has_three_tokens(tokens):
+    for n in range(3):
+        tokens.register("u-1", f"phone-{n}", f"tok-{n}", "ios")
+    assert len(tokens.for_users(["u-1"])["u-1"]) == 3
+
+
+def test_token_handed_to_another_user_leaves_the_previous_owner(tokens):
+    tokens.register("u-1", "phone-a", "tok-shared", "android")
+    tokens.register("u-2", "phone-b", "tok-shared", "android")
+    assert tokens.for_users(["u-1", "u-2"]).keys() == {"u-2"}
+
+
+def test_dead_token_is_removed_but_a_fresh_one_for_the_same_install_stays(tokens):
+    tokens.register("u-1", "phone-a", "tok-old", "android")
+    tokens.register("u-1", "phone-a", "tok-new", "android")
+    assert tokens.remove_dead("tok-old") == 0
+    assert [d["token"] for d in tokens.for_users(["u-1"])["u-1"]] == ["tok-new"]
+
+
+def test_prune_deletes_only_tokens_not_refreshed_for_60_days(tokens, clock: FakeClock):
+    tokens.register("u-1", "phone-old", "tok-old", "android")
+    clock.advance(timedelta(days=2))
+    tokens.register("u-1", "phone-recent", "tok-recent", "android")
+    clock.advance(timedelta(days=59))
+    assert tokens.prune_stale() == 1
+    assert [d["install_id"] for d in tokens.for_users(["u-1"])["u-1"]] == ["phone-recent"]
+
+
+def test_unknown_platform_is_refused(tokens):
+    with pytest.raises(ValueError, match="platform"):
+        tokens.register("u-1", "phone-a", "tok-1", "symbian")
+
+
+def test_install_uniqueness_is_an_index_created_at_start_up(store_db):
+    info = store_db.push_tokens.index_information()
+    assert info["install_unique"]["unique"] is True
+    assert store_db.push_outbox.index_information()["source_recipient_unique"]["unique"] is True

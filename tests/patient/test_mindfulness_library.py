@@ -1,0 +1,138 @@
+"""The mindfulness library: loaded by a command, browsed and searched, favourites, practice time."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from companion.cli import main
+from companion.domain.content_library import default_library_path
+from companion.services.library import load_library
+from tests.patient.conftest import START
+from tests.patient.helpers import assert_problem, snapshot
+
+
+@pytest.fixture
+def library(db, world):
+    load_library(db)
+    return {item["_id"]: item for item in db.content_items.find({})}
+
+
+def test_the_shipped_library_has_at_least_30_items_in_every_category(library):
+    assert len(library) >= 30
+    assert {i["category"] for i in library.values()} >= {"breathing", "body_scan", "meditation", "gentle_movement",
+                                                         "pain_education", "sleep"}
+
+
+def test_loading_twice_changes_nothing(db, library):
+    again = load_library(db)
+    assert again["created"] == 0
+    assert again["updated"] == len(library)
+    assert db.content_items.count_documents({}) == len(library)
+
+
+def test_the_command_loads_the_library(settings_overrides, monkeypatch, db, capsys):
+    monkeypatch.setenv("MONGODB_URI", settings_overrides["mongodb_uri"])
+    monkeypatch.setenv("MONGODB_DB", settings_overrides["mongodb_db"])
+    assert main(["load-content", "--file", str(default_library_path())]) == 0
+    assert "library items" in capsys.readouterr().out
+    assert db.content_items.count_documents({}) >= 30
+
+
+def test_the_command_refuses_a_broken_library_and_loads_nothing(settings_overrides, monkeypatch, db, tmp_path,
+                                                                 capsys):
+    broken = tmp_path / "library.json"
+    broken.write_text('{"version": 1, "items": [{"slug": "Not Kebab"}]}')
+    monkeypatch.setenv("MONGODB_URI", settings_overrides["mongodb_uri"])
+    monkeypatch.setenv("MONGODB_DB", settings_overrides["mongodb_db"])
+    assert main(["load-content", "--file", str(broken)]) == 1
+    assert "problem" in capsys.readouterr().err
+    assert db.content_items.count_documents({}) == 0
+
+
+def test_filters_combine(client, world, library):
+    headers = world["patient_a"].headers
+    short_breathing = client.get("/api/v1/library", query_string={"category": "breathing", "max_minutes": 5},
+                                 headers=headers).json["items"]
+    expected = sorted((i["duration_min"], s) for s, i in library.items()
+                      if i["category"] == "breathing" and i["duration_min"] <= 5)
+    assert [(i["duration_min"], i["slug"]) for i in short_breathing] == expected
+    level = next(iter(library.values()))["level"]
+    tag = next(iter(library.values()))["tags"][0]
+    by_level_and_tag = client.get("/api/v1/library", query_string={"level": level, "tag": tag},
+                                  headers=headers).json["items"]
+    assert {i["slug"] for i in by_level_and_tag} == {s for s, i in library.items()
+                                                    if i["level"] == level and tag in i["tags"]}
+
+
+def test_text_search_finds_words_in_titles_case_insensitively(client, world, library):
+    some = next(iter(library.values()))
+    word = some["title"].split()[0].upper()
+    found = client.get("/api/v1/library", query_string={"q": word}, headers=world["patient_a"].headers).json
+    assert some["_id"] in {i["slug"] for i in found["items"]}
+    nothing = client.get("/api/v1/library", query_string={"q": ".*"}, headers=world["patient_a"].headers).json
+    assert nothing["items"] == []
+
+
+def test_an_item_has_its_script(client, world, library):
+    slug = next(iter(library))
+    item = client.get(f"/api/v1/library/{slug}", headers=world["patient_a"].headers).json
+    assert item["steps"] and all(isinstance(s, str) for s in item["steps"])
+    assert_problem(client.get("/api/v1/library/no-such-item", headers=world["patient_a"].headers), 404)
+
+
+def test_favourites_are_kept_in_order_and_can_be_removed(client, world, library):
+    headers, pid = world["patient_a"].headers, world["patient_a"].id
+    first, second = list(library)[:2]
+    for slug in (second, first, second):
+        assert client.put(f"/api/v1/patients/{pid}/favourites/{slug}", headers=headers).status_code == 200
+    listed = client.get(f"/api/v1/patients/{pid}/favourites", headers=headers).json["items"]
+    assert [i["slug"] for i in listed] == [second, first]
+    assert client.delete(f"/api/v1/patients/{pid}/favourites/{second}", headers=headers).status_code == 204
+    listed = client.get(f"/api/v1/patients/{pid}/favourites", headers=headers).json["items"]
+    assert [i["slug"] for i in listed] == [first]
+
+
+def test_practice_time_is_what_passed_and_never_more_than_the_item_lasts(client, world, library, clock):
+    headers, pid = world["patient_a"].headers, world["patient_a"].id
+    slug, item = min(library.items(), key=lambda kv: kv[1]["duration_min"])
+    started = client.post(f"/api/v1/patients/{pid}/practice", json={"item_slug": slug}, headers=headers).json
+    clock.shift(timedelta(minutes=2))
+    done = client.post(f"/api/v1/patients/{pid}/practice/{started['id']}/complete", json={}, headers=headers)
+    assert done.status_code == 200
+    assert done.json["minutes"] == min(2.0, item["duration_min"])
+    again = client.post(f"/api/v1/patients/{pid}/practice/{started['id']}/complete", json={}, headers=headers)
+    assert_problem(again, 409)
+    long_ago = client.post(f"/api/v1/patients/{pid}/practice",
+                           json={"item_slug": slug, "started_at": (START - timedelta(hours=3)).isoformat()},
+                           headers=headers).json
+    capped = client.post(f"/api/v1/patients/{pid}/practice/{long_ago['id']}/complete", json={}, headers=headers)
+    assert capped.json["minutes"] == item["duration_min"]
+
+
+BAD_PRACTICE = {
+    "unknown item": ({"item_slug": "no-such-item"}, 404),
+    "start in the future": ({"item_slug": "{slug}", "started_at": (START + timedelta(minutes=10)).isoformat()}, 422),
+    "operator injection": ({"item_slug": {"$ne": None}}, 422),
+    "unknown field": ({"item_slug": "{slug}", "minutes": 5}, 422),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PRACTICE))
+def test_bad_practice_is_refused_and_stores_nothing(client, world, db, library, case):
+    body, status = BAD_PRACTICE[case]
+    slug = next(iter(library))
+    body = {k: v.replace("{slug}", slug) if isinstance(v, str) else v for k, v in body.items()}
+    before = snapshot(db, "practice_log")
+    assert_problem(client.post(f"/api/v1/patients/{world['patient_a'].id}/practice", json=body,
+                               headers=world["patient_a"].headers), status)
+    assert snapshot(db, "practice_log") == before
+
+
+def test_negative_practice_minutes_are_refused(client, world, library):
+    pid, headers = world["patient_a"].id, world["patient_a"].headers
+    started = client.post(f"/api/v1/patients/{pid}/practice", json={"item_slug": next(iter(library))},
+                          headers=headers).json
+    assert_problem(client.post(f"/api/v1/patients/{pid}/practice/{started['id']}/complete", json={"minutes": -3},
+                               headers=headers), 422)

@@ -1,0 +1,171 @@
+"""The pain diary: entries, BPI scores, before/after ratings, offline replay stored once, sync, edits."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+
+from tests.patient.conftest import START
+from tests.patient.helpers import assert_problem, snapshot
+
+
+def entry(n: int, **extra) -> dict:
+    return {"client_entry_id": f"entry-{n:04d}", "recorded_at": (START - timedelta(hours=n)).isoformat(),
+            "nrs": n % 11, **extra}
+
+
+def url(world, tail=""):
+    return f"/api/v1/patients/{world['patient_a'].id}/pain-entries{tail}"
+
+
+def test_an_entry_is_recorded_and_sending_it_again_returns_the_original(client, world, db):
+    first = client.post(url(world), json=entry(3, context={"location": "lower back", "note": "stairs"}),
+                        headers=world["patient_a"].headers)
+    assert first.status_code == 201
+    again = client.post(url(world), json=entry(3, nrs=9), headers=world["patient_a"].headers)
+    assert again.status_code == 200
+    assert again.json == first.json
+    assert again.json["nrs"] == 3
+    assert db.pain_entries.count_documents({}) == 1
+
+
+def test_brief_pain_inventory_scores_are_computed(client, world):
+    bpi = {"worst": 8, "least": 2, "average": 5, "now": 6,
+           "interference": {"general_activity": 4, "mood": 5, "walking_ability": 6, "normal_work": 3,
+                            "relations": 2, "sleep": 7, "enjoyment_of_life": 8}}
+    body = client.post(url(world), json=entry(1, bpi=bpi), headers=world["patient_a"].headers).json
+    assert body["bpi"]["severity"] == 5.25
+    assert body["bpi"]["interference_score"] == 5.0
+
+
+def test_interference_needs_at_least_four_items(client, world):
+    bpi = {"worst": 4, "least": 2, "average": 3, "now": 3, "interference": {"mood": 5, "sleep": 7, "relations": 3}}
+    body = client.post(url(world), json=entry(1, bpi=bpi), headers=world["patient_a"].headers).json
+    assert body["bpi"]["severity"] == 3.0
+    assert body["bpi"]["interference_score"] is None
+
+
+def test_before_and_after_ratings_link_to_a_tens_session(client, world):
+    headers = world["patient_a"].headers
+    before = client.post(url(world), json=entry(2, session_record_id="CTU-A0001:17", phase="before"),
+                         headers=headers)
+    after = client.post(url(world), json=entry(1, session_record_id="CTU-A0001:17", phase="after"), headers=headers)
+    assert (before.json["phase"], after.json["phase"]) == ("before", "after")
+    assert before.json["session_record_id"] == after.json["session_record_id"] == "CTU-A0001:17"
+
+
+def test_the_same_batch_uploaded_three_times_stores_each_entry_once(client, world, db):
+    batch = {"entries": [entry(n) for n in range(1, 41)]}
+    answers = [client.post(url(world, "/batch"), json=batch, headers=world["patient_a"].headers) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert [(a.json["created"], a.json["duplicates"]) for a in answers] == [(40, 0), (0, 40), (0, 40)]
+    assert [i["id"] for i in answers[0].json["items"]] == [i["id"] for i in answers[2].json["items"]]
+    assert db.pain_entries.count_documents({"patient_id": world["patient_a"].id}) == 40
+
+
+def test_the_same_batch_uploaded_concurrently_stores_each_entry_once(app, world, db):
+    batch = {"entries": [entry(n) for n in range(1, 31)]}
+    barrier = threading.Barrier(4)
+    answers = []
+
+    def upload():
+        client = app.test_client()
+        barrier.wait()
+        answers.append(client.post(url(world, "/batch"), json=batch, headers=world["patient_a"].headers))
+
+    threads = [threading.Thread(target=upload) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [a.status_code for a in answers] == [200] * 4
+    assert sum(a.json["created"] for a in answers) == 30
+    ids = {tuple(i["id"] for i in a.json["items"]) for a in answers}
+    assert len(ids) == 1
+    assert db.pain_entries.count_documents({"patient_id": world["patient_a"].id}) == 30
+
+
+def test_a_repeated_id_inside_one_batch_is_stored_once(client, world, db):
+    batch = {"entries": [entry(1), entry(1, nrs=9)]}
+    body = client.post(url(world, "/batch"), json=batch, headers=world["patient_a"].headers).json
+    assert [i["status"] for i in body["items"]] == ["created", "duplicate"]
+    assert body["items"][0]["id"] == body["items"][1]["id"]
+    assert db.pain_entries.count_documents({}) == 1
+
+
+def test_changes_since_pages_through_creations_edits_and_deletions(client, world, clock):
+    headers = world["patient_a"].headers
+    ids = [client.post(url(world), json=entry(n), headers=headers).json["id"] for n in range(1, 6)]
+    first = client.get(url(world, "/changes?limit=3"), headers=headers).json
+    assert [e["id"] for e in first["items"]] == ids[:3] and first["has_more"]
+    rest = client.get(url(world, f"/changes?limit=3&cursor={first['next_cursor']}"), headers=headers).json
+    assert [e["id"] for e in rest["items"]] == ids[3:] and not rest["has_more"]
+    clock.shift(60)
+    assert client.patch(url(world, f"/{ids[0]}"), json={"nrs": 10}, headers=headers).status_code == 200
+    clock.shift(60)
+    assert client.delete(url(world, f"/{ids[1]}"), headers=headers).status_code == 204
+    changed = client.get(url(world, f"/changes?cursor={rest['next_cursor']}"), headers=headers).json
+    assert [(e["id"], e["nrs"], e["deleted"]) for e in changed["items"]] == [(ids[0], 10, False),
+                                                                              (ids[1], 2, True)]
+    nothing_new = client.get(url(world, f"/changes?cursor={changed['next_cursor']}"), headers=headers).json
+    assert nothing_new["items"] == []
+    assert nothing_new["next_cursor"] == changed["next_cursor"]
+
+
+def test_a_deleted_entry_leaves_the_range_listing_and_cannot_be_edited(client, world):
+    headers = world["patient_a"].headers
+    kept, gone = (client.post(url(world), json=entry(n), headers=headers).json["id"] for n in (1, 2))
+    client.delete(url(world, f"/{gone}"), headers=headers)
+    listed = client.get(url(world), query_string={"from": (START - timedelta(days=1)).isoformat(),
+                                                  "to": START.isoformat()}, headers=headers).json["items"]
+    assert [e["id"] for e in listed] == [kept]
+    assert_problem(client.patch(url(world, f"/{gone}"), json={"nrs": 1}, headers=headers), 404)
+
+
+def test_a_caregiver_without_note_permission_does_not_see_notes(client, world):
+    client.post(url(world), json=entry(1, context={"note": "private words", "mood": 4}),
+                headers=world["patient_a"].headers)
+    seen = client.get(url(world, "/changes"), headers=world["caregiver_linked"].headers)
+    assert seen.status_code == 200
+    assert seen.json["items"][0]["context"] == {"location": None, "activity": None, "sleep_quality": None,
+                                                "mood": 4, "note": None}
+    assert "private words" not in seen.get_data(as_text=True)
+
+
+def test_a_view_only_caregiver_cannot_write_the_diary(client, world, db):
+    assert client.post(url(world), json=entry(1), headers=world["caregiver_linked"].headers).status_code == 403
+    assert db.pain_entries.count_documents({}) == 0
+
+
+BAD_ENTRIES = {
+    "pain 11": entry(1, nrs=11),
+    "pain -1": entry(1, nrs=-1),
+    "pain as a fraction": entry(1, nrs=6.5),
+    "more than 5 minutes in the future": entry(1, recorded_at=(START + timedelta(minutes=6)).isoformat()),
+    "no time zone": entry(1, recorded_at="2026-03-01T10:00:00"),
+    "unknown field": entry(1, mood_colour="blue"),
+    "server-owned field": entry(1, deleted=True),
+    "operator injection": entry(1, nrs={"$ne": None}),
+    "operator key in context": entry(1, context={"$where": "1"}),
+    "phase without session": entry(1, phase="after"),
+    "bpi score 11": entry(1, bpi={"worst": 11, "least": 0, "average": 5, "now": 5}),
+    "short client id": entry(1, client_entry_id="x"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ENTRIES))
+def test_a_bad_entry_is_refused_and_stores_nothing(client, world, db, case):
+    before = snapshot(db, "pain_entries")
+    body = assert_problem(client.post(url(world), json=BAD_ENTRIES[case], headers=world["patient_a"].headers), 422)
+    assert body["errors"]
+    assert snapshot(db, "pain_entries") == before
+
+
+def test_a_batch_with_one_bad_entry_or_over_500_entries_stores_nothing(client, world, db):
+    headers = world["patient_a"].headers
+    assert_problem(client.post(url(world, "/batch"), json={"entries": [entry(1), entry(2, nrs=11)]},
+                               headers=headers), 422)
+    assert_problem(client.post(url(world, "/batch"), json={"entries": [entry(1)] * 501}, headers=headers), 422)
+    assert db.pain_entries.count_documents({}) == 0

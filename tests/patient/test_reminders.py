@@ -1,0 +1,194 @@
+"""Reminders: occurrences stored once however often (or concurrently) they are materialized; done,
+skipped, snoozed and missed; changes and travel move only pending future occurrences; bad input stores
+nothing."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from companion.services.reminders import mark_missed, materialize_occurrences
+from companion.store.relationships import CareLinks
+from tests.patient.conftest import START
+from tests.patient.helpers import assert_problem, snapshot
+
+DAILY = {"kind": "medication", "title": "Evening tablet", "completion_window_min": 60,
+         "schedule": {"type": "weekly", "times": ["09:30", "18:00"], "start_date": "2026-03-02"}}
+
+
+def create(client, world, body=DAILY, who="patient_a"):
+    return client.post(f"/api/v1/patients/{world['patient_a'].id}/reminders", json=body, headers=world[who].headers)
+
+
+def occurrences(client, world, start=START, days=3, who="patient_a"):
+    answer = client.get(f"/api/v1/patients/{world['patient_a'].id}/occurrences", headers=world[who].headers,
+                        query_string={"from": start.isoformat(), "to": (start + timedelta(days=days)).isoformat()})
+    assert answer.status_code == 200, answer.json
+    return answer.json["items"]
+
+
+def record(client, world, occurrence_id, body, who="patient_a"):
+    return client.patch(f"/api/v1/patients/{world['patient_a'].id}/occurrences/{occurrence_id}", json=body,
+                        headers=world[who].headers)
+
+
+def test_materializing_again_and_concurrently_stores_each_occurrence_once(client, world, db):
+    create(client, world)
+    pid, end = world["patient_a"].id, START + timedelta(days=7)
+    barrier = threading.Barrier(4)
+
+    def run():
+        barrier.wait()
+        materialize_occurrences(db, pid, START, end)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert materialize_occurrences(db, pid, START, end) == 0
+    assert db.reminder_occurrences.count_documents({"patient_id": pid}) == 14  # 7 days x 2 times
+    assert {i["name"] for i in db.reminder_occurrences.list_indexes()} >= {"reminder_local_unique"}
+
+
+def test_done_skipped_and_late_recording_of_a_missed_occurrence(client, world, db, clock):
+    create(client, world)
+    first, second, *_ = occurrences(client, world)
+    clock.move_to(datetime(2026, 3, 2, 9, 40, tzinfo=UTC))
+    assert record(client, world, first["id"], {"status": "done"}).json["status"] == "done"
+    assert record(client, world, first["id"], {"status": "done"}).status_code == 200
+    assert_problem(record(client, world, first["id"], {"status": "skipped", "skip_reason": "x"}), 409)
+    clock.move_to(datetime(2026, 3, 2, 19, 30, tzinfo=UTC))
+    assert mark_missed(db, datetime.now(UTC)) == 1
+    assert db.reminder_occurrences.find_one({"_id": second["id"]})["status"] == "missed"
+    late = record(client, world, second["id"], {"status": "skipped", "skip_reason": "was out"})
+    assert (late.json["status"], late.json["skip_reason"]) == ("skipped", "was out")
+    assert mark_missed(db, datetime.now(UTC)) == 0
+
+
+def test_an_occurrence_cannot_be_ticked_off_hours_before_it_is_due(client, world):
+    create(client, world)
+    later = occurrences(client, world)[1]  # 18:00, the clock says 09:00
+    assert_problem(record(client, world, later["id"], {"status": "done"}), 422)
+
+
+def test_snooze_reminds_again_but_never_past_the_completion_window(client, world, clock):
+    create(client, world)
+    first = occurrences(client, world)[0]
+    clock.move_to(datetime(2026, 3, 2, 9, 35, tzinfo=UTC))
+    url = f"/api/v1/patients/{world['patient_a'].id}/occurrences/{first['id']}/snooze"
+    snoozed = client.post(url, json={"minutes": 15}, headers=world["patient_a"].headers)
+    assert snoozed.json["snoozed_until"].startswith("2026-03-02T09:50")
+    capped = client.post(url, json={"minutes": 120}, headers=world["patient_a"].headers)
+    assert capped.json["snoozed_until"].startswith("2026-03-02T10:30")  # the window closes at 10:30
+    clock.move_to(datetime(2026, 3, 2, 10, 31, tzinfo=UTC))
+    assert_problem(client.post(url, json={"minutes": 15}, headers=world["patient_a"].headers), 409)
+
+
+def test_changing_a_schedule_moves_pending_future_occurrences_and_keeps_recorded_ones(client, world, db, clock):
+    reminder = create(client, world).json
+    first = occurrences(client, world)[0]
+    clock.move_to(datetime(2026, 3, 2, 9, 40, tzinfo=UTC))
+    record(client, world, first["id"], {"status": "done"})
+    changed = client.patch(f"/api/v1/patients/{world['patient_a'].id}/reminders/{reminder['id']}",
+                           json={"schedule": {"type": "weekly", "times": ["09:30", "21:00"],
+                                              "start_date": "2026-03-02"}}, headers=world["patient_a"].headers)
+    assert changed.status_code == 200, changed.json
+    listed = occurrences(client, world, days=2)
+    assert [(o["local_date"], o["local_time"], o["status"]) for o in listed] == [
+        ("2026-03-02", "09:30", "done"), ("2026-03-02", "21:00", "pending"),
+        ("2026-03-03", "09:30", "pending"), ("2026-03-03", "21:00", "pending")]
+    assert db.reminder_occurrences.count_documents({"local_time": "18:00"}) == 0
+
+
+def test_stopping_a_reminder_removes_its_future_and_keeps_its_history(client, world, db, clock):
+    reminder = create(client, world).json
+    first = occurrences(client, world)[0]
+    clock.move_to(datetime(2026, 3, 2, 9, 40, tzinfo=UTC))
+    record(client, world, first["id"], {"status": "done"})
+    url = f"/api/v1/patients/{world['patient_a'].id}/reminders/{reminder['id']}"
+    assert client.delete(url, headers=world["patient_a"].headers).status_code == 204
+    assert [o["status"] for o in occurrences(client, world)] == ["done"]
+    assert client.get(url, headers=world["patient_a"].headers).json["active"] is False
+
+
+def test_quiet_hours_hold_back_the_push_not_the_task(client, world, db):
+    client.patch(f"/api/v1/patients/{world['patient_a'].id}", json={"quiet_hours": {"start": "22:00", "end": "07:00"}},
+                 headers=world["patient_a"].headers)
+    create(client, world, {**DAILY, "schedule": {"type": "weekly", "times": ["06:30"], "start_date": "2026-03-02"}})
+    stored = db.reminder_occurrences.find_one({"local_date": "2026-03-03"})
+    assert (stored["due_at"], stored["notify_at"]) == (datetime(2026, 3, 3, 6, 30, tzinfo=UTC),
+                                                       datetime(2026, 3, 3, 7, 0, tzinfo=UTC))
+
+
+def test_a_caregiver_with_write_permission_can_tick_off_and_a_view_only_one_cannot(client, world, services, clock):
+    create(client, world)
+    first = occurrences(client, world, who="caregiver_linked")[0]
+    clock.move_to(datetime(2026, 3, 2, 9, 40, tzinfo=UTC))
+    assert record(client, world, first["id"], {"status": "done"}, who="caregiver_linked").status_code == 403
+    CareLinks(services.db).grant(world["patient_a"].id, world["caregiver_linked"].id,
+                                 {"write": True, "alerts": [], "diary_notes": False})
+    assert record(client, world, first["id"], {"status": "done"}, who="caregiver_linked").status_code == 200
+
+
+def test_a_caregiver_without_note_permission_does_not_see_skip_reasons(client, world, clock):
+    create(client, world)
+    first = occurrences(client, world)[0]
+    clock.move_to(datetime(2026, 3, 2, 9, 40, tzinfo=UTC))
+    record(client, world, first["id"], {"status": "skipped", "skip_reason": "felt low"})
+    seen = occurrences(client, world, who="caregiver_linked")[0]
+    assert (seen["status"], seen["skip_reason"]) == ("skipped", None)
+    assert occurrences(client, world)[0]["skip_reason"] == "felt low"
+
+
+BAD_REMINDERS = {
+    "never fires (weekend only, but ends on Friday)": {**DAILY, "schedule": {
+        "type": "weekly", "times": ["09:00"], "weekdays": [6, 7], "start_date": "2026-03-02",
+        "end_date": "2026-03-06"}},
+    "hourly window shorter than the interval": {**DAILY, "schedule": {
+        "type": "hourly", "window_start": "08:00", "window_end": "09:00", "every_hours": 3}},
+    "ends before it starts": {**DAILY, "schedule": {**DAILY["schedule"], "end_date": "2026-03-01"}},
+    "no times": {**DAILY, "schedule": {"type": "weekly", "times": []}},
+    "not a clock time": {**DAILY, "schedule": {"type": "weekly", "times": ["24:00"]}},
+    "weekday 8": {**DAILY, "schedule": {"type": "weekly", "times": ["09:00"], "weekdays": [8]}},
+    "negative completion window": {**DAILY, "completion_window_min": -30},
+    "repeats longer than the window": {**DAILY, "repeat": {"count": 5, "every_min": 30}},
+    "unknown field": {**DAILY, "priority": "high"},
+    "field of another schedule type": {**DAILY, "schedule": {**DAILY["schedule"], "every_hours": 2}},
+    "operator injection": {**DAILY, "title": {"$ne": None}},
+    "operator key": {**DAILY, "schedule": {**DAILY["schedule"], "$where": "1"}},
+    "unknown kind": {**DAILY, "kind": "coffee"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_REMINDERS))
+def test_a_bad_reminder_is_refused_and_stores_nothing(client, world, db, case):
+    before = snapshot(db, "reminders", "reminder_occurrences")
+    body = assert_problem(create(client, world, BAD_REMINDERS[case]), 422)
+    assert body["errors"]
+    assert snapshot(db, "reminders", "reminder_occurrences") == before
+
+
+def test_an_unknown_time_zone_is_refused_and_changes_nothing(client, world, db):
+    create(client, world)
+    before = snapshot(db, "reminder_occurrences")
+    url = f"/api/v1/patients/{world['patient_a'].id}"
+    assert_problem(client.patch(url, json={"time_zone": "Mars/Olympus_Mons"}, headers=world["patient_a"].headers), 422)
+    assert snapshot(db, "reminder_occurrences") == before
+    assert client.get(url, headers=world["patient_a"].headers).json["time_zone"] == "Europe/London"
+
+
+def test_an_occurrence_range_over_31_days_is_refused(client, world):
+    answer = client.get(f"/api/v1/patients/{world['patient_a'].id}/occurrences", headers=world["patient_a"].headers,
+                        query_string={"from": START.isoformat(), "to": (START + timedelta(days=32)).isoformat()})
+    assert_problem(answer, 422)
+
+
+def test_new_quiet_hours_move_the_pushes_of_pending_occurrences(client, world, db):
+    create(client, world, {**DAILY, "schedule": {"type": "weekly", "times": ["06:30"], "start_date": "2026-03-02"}})
+    client.patch(f"/api/v1/patients/{world['patient_a'].id}", json={"quiet_hours": {"start": "22:00", "end": "07:00"}},
+                 headers=world["patient_a"].headers)
+    stored = db.reminder_occurrences.find_one({"local_date": "2026-03-03"})
+    assert stored["notify_at"] == datetime(2026, 3, 3, 7, 0, tzinfo=UTC)

@@ -1,0 +1,107 @@
+"""A small stdlib HTTP stub of the gateway's API contract, for uploader tests only.
+
+The real API is tested against FerretDB elsewhere; this stub lets a test script per-request answers
+(mixed per-item results, 503, 429 with Retry-After, 401) and records what the gateway sent.
+"""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class ContractStub:
+    """Default behaviour: every record is created the first time and a duplicate afterwards."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.stored: dict[str, dict] = {}
+        self.batches: list[list[str]] = []
+        self.statuses: list[list[dict]] = []
+        self.scripted: list = []  # callables (records) -> (status, headers, body) or None for the default
+        self.tokens_issued = 0
+        self.valid_token = "token-1"
+        self.issued_token = "token-1"
+        self.reject: dict[str, str] = {}
+        self.omit: set[str] = set()
+        self.poison: set[str] = set()
+        self.devices = ["CT-000001"]
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def start(self) -> "ContractStub":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def answer_records(self, records: list[dict]) -> tuple[int, dict, object]:
+        ids = [r["record_id"] for r in records]
+        if self.poison & set(ids):
+            return 422, {}, {"title": "Unprocessable", "detail": "batch contains an invalid record"}
+        results = []
+        for record in records:
+            rid = record["record_id"]
+            if rid in self.omit:
+                continue
+            if rid in self.reject:
+                results.append({"record_id": rid, "status": "rejected", "reason": self.reject[rid]})
+            elif rid in self.stored:
+                results.append({"record_id": rid, "status": "duplicate", "reason": None})
+            else:
+                self.stored[rid] = record
+                results.append({"record_id": rid, "status": "created", "reason": None})
+        return 200, {}, {"results": results}
+
+    def _handler(self):
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                return None
+
+            def _reply(self, status: int, headers: dict, body: object) -> None:
+                raw = b"" if body is None else json.dumps(body).encode()
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def do_GET(self):
+                if self.path == "/api/v1/gateway/devices":
+                    self._reply(200, {}, {"devices": [{"serial": s, "profile": "companion-tens"} for s in stub.devices]})
+                else:
+                    self._reply(404, {}, {"title": "Not Found"})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                with stub.lock:
+                    if self.path == "/api/v1/gateways/pair":
+                        self._reply(201, {}, {
+                            "gateway_id": "gw-1", "gateway_secret": "s3cret", "patient_ref": "p-1",
+                            "device_serials": ["CT-000001"],
+                        })
+                        return
+                    if self.path == "/api/v1/auth/gateway-token":
+                        stub.tokens_issued += 1
+                        self._reply(200, {}, {"access_token": stub.issued_token, "expires_in": 900})
+                        return
+                    if self.headers.get("Authorization") != f"Bearer {stub.valid_token}":
+                        self._reply(401, {}, {"title": "Unauthorized"})
+                        return
+                    if self.path == "/api/v1/gateway/device-status":
+                        stub.statuses.append(body["devices"])
+                        self._reply(204, {}, None)
+                        return
+                    records = body["records"]
+                    stub.batches.append([r["record_id"] for r in records])
+                    scripted = stub.scripted.pop(0) if stub.scripted else None
+                    answer = scripted(records) if scripted else None
+                    self._reply(*(answer or stub.answer_records(records)))
+
+        return Handler
