@@ -42,3 +42,7 @@ def local_app(own_ferretdb):
                       **FAST_PASSWORDS})
     yield app
     app.extensions["companion"].client.close()
+
+
+# The push layer's fixtures (loopback FCM emulator, service account, hand-moved clock), shared here.
+from tests.notify.conftest import clock, emulator, fcm, service_account  # noqa: E402, F401

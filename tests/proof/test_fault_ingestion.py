@@ -12,12 +12,12 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from device_gateway.api import ApiClient
 from device_gateway.buffer import RecordBuffer
 from device_gateway.capture import capture
 from device_gateway.profiles.companion_tens import EndReason, SessionRecord, encode_record
 from device_gateway.uploader import Uploader
-
 from tests.support.gunicorn import Gunicorn
 from tests.support.world import make_user
 
