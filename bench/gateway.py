@@ -91,17 +91,13 @@ def fill_backlog(buffer, total: int, chunk: int = 20_000) -> dict:
     from device_gateway.profiles.companion_tens import decode_record
 
     now = datetime.now(UTC)
-    tracemalloc.start()
     started = time.perf_counter()
     for start in range(1, total + 1, chunk):
         run = [capture(SERIAL, decode_record(f), f, 0.0, now) for f in frames(min(chunk, total - start + 1), start)]
         for index in range(0, len(run), RUN * 20):
             buffer.store(SERIAL, run[index:index + RUN * 20])
     seconds = time.perf_counter() - started
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    return {"fill_seconds": round(seconds, 1), "fill_records_per_s": round(total / seconds),
-            "fill_tracemalloc_peak_mib": round(peak / 2**20, 1)}
+    return {"fill_seconds": round(seconds, 1), "fill_records_per_s": round(total / seconds)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -123,8 +119,12 @@ def main(argv: list[str] | None = None) -> None:
         backlog = RecordBuffer(tmp / "backlog.sqlite")
         fill = fill_backlog(backlog, args.backlog)
         rss_filled = rss_mib()
-        more = [c for c in parse(frames(args.sample, args.backlog + 1))[0]]
-        backlog_rate = store_rate(backlog, more)
+        more = parse(frames(args.sample, args.backlog + 1))[0]
+        tracemalloc.start()
+        backlog.store(SERIAL, more[:RUN])
+        _, store_peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        backlog_rate = store_rate(backlog, more[RUN:])
         tracemalloc.start()
         started = time.perf_counter()
         batch = backlog.pending(500)
@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "read_upload_batch_ms": round(pending_s * 1000, 1), "read_upload_batch_items": len(batch),
         "read_upload_batch_tracemalloc_peak_mib": round(batch_peak / 2**20, 2),
+        "store_run_at_backlog_tracemalloc_peak_mib": round(store_peak / 2**20, 2),
     })
 
 

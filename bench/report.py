@@ -112,7 +112,8 @@ def gateway(lines: list[str]) -> None:
               f"| filling the backlog (capture + store) /s | {g['fill_records_per_s']:,} | | |", "",
               f"Backlog: {g['backlog_records']:,} records, {g['backlog_file_mib']} MiB of SQLite. "
               f"RSS {g['rss_mib_before_backlog']} MiB before, {g['rss_mib_with_backlog']} MiB with the backlog "
-              f"(max {g['max_rss_mib']} MiB); tracemalloc peak while filling {g['fill_tracemalloc_peak_mib']} MiB. "
+              f"(max {g['max_rss_mib']} MiB); tracemalloc peak of storing one run of 50 on top of the backlog "
+              f"{g['store_run_at_backlog_tracemalloc_peak_mib']} MiB. "
               f"Reading one upload batch ({g['read_upload_batch_items']} records) from the full backlog: "
               f"{g['read_upload_batch_ms']} ms, {g['read_upload_batch_tracemalloc_peak_mib']} MiB.", ""]
 

@@ -52,6 +52,15 @@ CREATE TABLE IF NOT EXISTS units (
     serial TEXT PRIMARY KEY,
     last_stored_seq INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS pending_total (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    bytes INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS pending_total_on_insert AFTER INSERT ON records
+BEGIN UPDATE pending_total SET bytes = bytes + NEW.size_bytes WHERE id = 1; END;
+CREATE TRIGGER IF NOT EXISTS pending_total_on_delete AFTER DELETE ON records
+BEGIN UPDATE pending_total SET bytes = bytes - OLD.size_bytes WHERE id = 1; END;
+INSERT OR IGNORE INTO pending_total(id, bytes) SELECT 1, COALESCE(SUM(size_bytes), 0) FROM records;
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -191,7 +200,9 @@ class RecordBuffer:
         return row[0] if row else 0
 
     def _pending_bytes_locked(self) -> int:
-        return self._db.execute("SELECT COALESCE(SUM(size_bytes), 0) FROM records").fetchone()[0]
+        # Kept by triggers in the same transactions as the records: summing a million rows on every
+        # store made buffering slow down in proportion to the backlog (bench/RESULTS.md).
+        return self._db.execute("SELECT bytes FROM pending_total WHERE id = 1").fetchone()[0]
 
     def _bump_locked(self, name: str, by: int) -> None:
         self._db.execute(
