@@ -32,6 +32,8 @@ def write_result(name: str, figures: dict) -> Path:
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"{name}.json"
     path.write_text(json.dumps({"name": name, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                # Other work on the machine skews every figure: keep the load with them.
+                                "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
                                 **figures}, indent=1))
     print(json.dumps({name: figures}, indent=1), flush=True)
     return path
