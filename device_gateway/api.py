@@ -1,6 +1,7 @@
 """The gateway's HTTP client for the Companion API (pairing, token, bound units, records, unit status)."""
 
 import logging
+import ssl
 from dataclasses import dataclass
 
 import httpx
@@ -12,6 +13,14 @@ GATEWAY_AUTH_PATH = "/api/v1/auth/gateway-token"
 DEVICES_PATH = "/api/v1/gateway/devices"
 RECORDS_PATH = "/api/v1/gateway/session-records"
 STATUS_PATH = "/api/v1/gateway/device-status"
+
+
+def tls_verification(ca_file: str | None) -> ssl.SSLContext:
+    """How the gateway checks the API's certificate: the system's trust store, or only ``ca_file``'s CAs.
+
+    Verification is never turned off; a private CA (self-hosted API, tests) is configured instead.
+    """
+    return ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
 
 
 class ApiAuthError(RuntimeError):
@@ -28,9 +37,17 @@ class Pairing:
     device_serials: list[str]
 
 
-def pair(base_url: str, code: str, name: str, timeout_s: float = 15.0, transport: httpx.BaseTransport | None = None) -> Pairing:
+def pair(
+    base_url: str,
+    code: str,
+    name: str,
+    timeout_s: float = 15.0,
+    transport: httpx.BaseTransport | None = None,
+    ca_file: str | None = None,
+) -> Pairing:
     """Exchange a short-lived pairing code for this gateway's credentials."""
-    with httpx.Client(base_url=base_url, timeout=timeout_s, transport=transport) as http:
+    verify = tls_verification(ca_file)
+    with httpx.Client(base_url=base_url, timeout=timeout_s, transport=transport, verify=verify) as http:
         response = http.post(PAIR_PATH, json={"code": code, "name": name})
     response.raise_for_status()
     body = response.json()
@@ -47,10 +64,13 @@ class ApiClient:
         gateway_secret: str,
         timeout_s: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        ca_file: str | None = None,
     ) -> None:
         self.gateway_id = gateway_id
         self._secret = gateway_secret
-        self._http = httpx.Client(base_url=base_url, timeout=timeout_s, transport=transport)
+        self._http = httpx.Client(
+            base_url=base_url, timeout=timeout_s, transport=transport, verify=tls_verification(ca_file)
+        )
         self._token: str | None = None
 
     def close(self) -> None:

@@ -7,6 +7,11 @@ could not be decoded are kept there too, raw, so nothing is dropped silently.
 
 When the pending records reach ``max_bytes`` the buffer refuses new records: the link then does not
 acknowledge them, so the unit keeps them until there is room. Each refusal is logged and counted.
+
+At rest, record content (and dead letters) is sealed with AES-256-GCM (see ``sealing``); only what
+queueing needs stays in clear: record id, unit serial, sequence number and size. The key lives in a
+separate file (default: next to the database, ``buffer.key``); a buffer written before sealing
+existed is converted on open and vacuumed so no plaintext page remains.
 """
 
 import json
@@ -20,52 +25,46 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from device_gateway.capture import CapturedRecord
+from device_gateway.sealing import Sealer, load_or_create_key
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 1024**3
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (
-    position INTEGER PRIMARY KEY AUTOINCREMENT,
-    record_id TEXT NOT NULL UNIQUE,
-    device_serial TEXT NOT NULL,
-    device_seq INTEGER NOT NULL,
-    device_time TEXT NOT NULL,
-    gateway_received_at TEXT NOT NULL,
-    clock_offset_s REAL NOT NULL,
-    clock_status TEXT NOT NULL,
-    content_hash TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    size_bytes INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    record_id TEXT,
-    device_serial TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    source TEXT NOT NULL,
-    dead_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS units (
-    serial TEXT PRIMARY KEY,
-    last_stored_seq INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS pending_total (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    bytes INTEGER NOT NULL
-);
-CREATE TRIGGER IF NOT EXISTS pending_total_on_insert AFTER INSERT ON records
-BEGIN UPDATE pending_total SET bytes = bytes + NEW.size_bytes WHERE id = 1; END;
-CREATE TRIGGER IF NOT EXISTS pending_total_on_delete AFTER DELETE ON records
-BEGIN UPDATE pending_total SET bytes = bytes - OLD.size_bytes WHERE id = 1; END;
-INSERT OR IGNORE INTO pending_total(id, bytes) SELECT 1, COALESCE(SUM(size_bytes), 0) FROM records;
-CREATE TABLE IF NOT EXISTS counters (
-    name TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-"""
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS records (
+        position INTEGER PRIMARY KEY AUTOINCREMENT,
+        record_id TEXT NOT NULL UNIQUE,
+        device_serial TEXT NOT NULL,
+        device_seq INTEGER NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        sealed BLOB NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS dead_letters (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        record_id TEXT,
+        device_serial TEXT NOT NULL,
+        sealed BLOB NOT NULL,
+        reason TEXT NOT NULL,
+        source TEXT NOT NULL,
+        dead_at TEXT NOT NULL
+    )""",
+    "CREATE TABLE IF NOT EXISTS units (serial TEXT PRIMARY KEY, last_stored_seq INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
+]
+# The bytes waiting for upload, kept by triggers in the same transactions as the records: summing every
+# pending row on each store made buffering slow down in proportion to the backlog (bench/RESULTS.md).
+# Created after any conversion of an old buffer, and recounted once at each start.
+_PENDING_TOTAL = [
+    "CREATE TABLE IF NOT EXISTS pending_total (id INTEGER PRIMARY KEY CHECK (id = 1), bytes INTEGER NOT NULL)",
+    """CREATE TRIGGER IF NOT EXISTS pending_total_on_insert AFTER INSERT ON records
+       BEGIN UPDATE pending_total SET bytes = bytes + NEW.size_bytes WHERE id = 1; END""",
+    """CREATE TRIGGER IF NOT EXISTS pending_total_on_delete AFTER DELETE ON records
+       BEGIN UPDATE pending_total SET bytes = bytes - OLD.size_bytes WHERE id = 1; END""",
+    "INSERT OR REPLACE INTO pending_total(id, bytes) SELECT 1, COALESCE(SUM(size_bytes), 0) FROM records",
+]
+_KEY_CHECK = b"companion gateway buffer"
 
 REFUSED_AT_CAP = "refused_at_cap"
 SENT = "sent"
@@ -106,10 +105,27 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-class RecordBuffer:
-    """The gateway's durable queue. Thread-safe: the link and the uploader share one instance."""
+def _record_context(record_id: str) -> str:
+    return f"record:{record_id}"
 
-    def __init__(self, path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+
+def _unit_context(serial: str) -> str:
+    return f"unit:{serial}"
+
+
+def _has_plaintext_schema(db: sqlite3.Connection) -> bool:
+    return "payload" in {row[1] for row in db.execute("PRAGMA table_info(records)")}
+
+
+class RecordBuffer:
+    """The gateway's durable queue. Thread-safe: the link and the uploader share one instance.
+
+    ``key_file`` defaults to ``buffer.key`` beside the database (an in-memory buffer gets a key that
+    lives only in memory). The key is created on first use; a buffer that holds sealed data refuses to
+    open without its key, or with another one (SealingError).
+    """
+
+    def __init__(self, path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES, key_file: str | Path | None = None) -> None:
         self.path = str(path)
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
@@ -118,7 +134,62 @@ class RecordBuffer:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db.execute("PRAGMA secure_delete=ON")
+        for statement in _SCHEMA:
+            self._db.execute(statement)
+        self._sealer = self._open_sealer(key_file)
+        if _has_plaintext_schema(self._db):
+            self._seal_plaintext_buffer()
+        for statement in _PENDING_TOTAL:
+            self._db.execute(statement)
+
+    def _open_sealer(self, key_file: str | Path | None) -> Sealer:
+        if key_file is None and self.path == ":memory:":
+            sealer = Sealer.ephemeral()
+        else:
+            key_path = Path(key_file) if key_file is not None else Path(self.path).with_suffix(".key")
+            row = self._db.execute("SELECT value FROM meta WHERE name = 'key_check'").fetchone()
+            sealer = Sealer(load_or_create_key(key_path, may_create=row is None))
+            if row is not None:
+                sealer.open(row[0], "key-check")
+                return sealer
+        self._db.execute("INSERT INTO meta(name, value) VALUES ('key_check', ?)", (sealer.seal(_KEY_CHECK, "key-check"),))
+        return sealer
+
+    def _seal_plaintext_buffer(self) -> None:
+        """Convert a buffer written before sealing existed: seal every payload, then vacuum the old pages."""
+        with self._transaction() as db:
+            db.execute("ALTER TABLE records RENAME TO plain_records")
+            db.execute("ALTER TABLE dead_letters RENAME TO plain_dead_letters")
+            for statement in _SCHEMA[:2]:
+                db.execute(statement)
+            for rid, serial, seq, size, payload in db.execute(
+                "SELECT record_id, device_serial, device_seq, size_bytes, payload FROM plain_records ORDER BY position"
+            ).fetchall():
+                db.execute(
+                    "INSERT INTO records(record_id, device_serial, device_seq, size_bytes, sealed) VALUES (?,?,?,?,?)",
+                    (rid, serial, seq, size, self._seal_record(rid, payload)),
+                )
+            for rid, serial, payload, reason, source, dead_at in db.execute(
+                "SELECT record_id, device_serial, payload, reason, source, dead_at FROM plain_dead_letters ORDER BY id"
+            ).fetchall():
+                sealed = self._seal_record(rid, payload) if rid else self._sealer.seal(payload.encode(), _unit_context(serial))
+                db.execute(
+                    "INSERT INTO dead_letters(record_id, device_serial, sealed, reason, source, dead_at) VALUES (?,?,?,?,?,?)",
+                    (rid, serial, sealed, reason, source, dead_at),
+                )
+            db.execute("DROP TABLE plain_records")
+            db.execute("DROP TABLE plain_dead_letters")
+        with self._lock:
+            self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        logger.info("buffer converted to sealed storage")
+
+    def _seal_record(self, record_id: str, payload: str) -> bytes:
+        return self._sealer.seal(payload.encode(), _record_context(record_id))
+
+    def _open_record(self, record_id: str, sealed: bytes) -> str:
+        return self._sealer.open(sealed, _record_context(record_id)).decode()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -186,13 +257,8 @@ class RecordBuffer:
 
     def _insert_locked(self, record: CapturedRecord, payload: str, size: int) -> None:
         self._db.execute(
-            "INSERT OR IGNORE INTO records(record_id, device_serial, device_seq, device_time, gateway_received_at, "
-            "clock_offset_s, clock_status, content_hash, payload, size_bytes) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (
-                record.record_id, record.device_serial, record.device_seq, record.device_started_at,
-                record.gateway_received_at, record.clock_offset_s, record.clock_status, record.content_hash,
-                payload, size,
-            ),
+            "INSERT OR IGNORE INTO records(record_id, device_serial, device_seq, size_bytes, sealed) VALUES (?,?,?,?,?)",
+            (record.record_id, record.device_serial, record.device_seq, size, self._seal_record(record.record_id, payload)),
         )
 
     def _last_stored_locked(self, serial: str) -> int:
@@ -200,8 +266,6 @@ class RecordBuffer:
         return row[0] if row else 0
 
     def _pending_bytes_locked(self) -> int:
-        # Kept by triggers in the same transactions as the records: summing a million rows on every
-        # store made buffering slow down in proportion to the backlog (bench/RESULTS.md).
         return self._db.execute("SELECT bytes FROM pending_total WHERE id = 1").fetchone()[0]
 
     def _bump_locked(self, name: str, by: int) -> None:
@@ -215,9 +279,9 @@ class RecordBuffer:
         """The oldest ``limit`` records not yet acknowledged by the server."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT record_id, payload, size_bytes FROM records ORDER BY position LIMIT ?", (limit,)
+                "SELECT record_id, sealed, size_bytes FROM records ORDER BY position LIMIT ?", (limit,)
             ).fetchall()
-        return [PendingRecord(rid, json.loads(payload), size) for rid, payload, size in rows]
+        return [PendingRecord(rid, json.loads(self._open_record(rid, sealed)), size) for rid, sealed, size in rows]
 
     def pending_count(self) -> int:
         """How many records wait for upload."""
@@ -238,12 +302,12 @@ class RecordBuffer:
         with self._transaction() as db:
             for record_id, reason in rejections:
                 row = db.execute(
-                    "SELECT device_serial, payload FROM records WHERE record_id = ?", (record_id,)
+                    "SELECT device_serial, sealed FROM records WHERE record_id = ?", (record_id,)
                 ).fetchone()
                 if row is None:
                     continue
                 db.execute(
-                    "INSERT INTO dead_letters(record_id, device_serial, payload, reason, source, dead_at) "
+                    "INSERT INTO dead_letters(record_id, device_serial, sealed, reason, source, dead_at) "
                     "VALUES (?,?,?,?,?,?)",
                     (record_id, row[0], row[1], reason, "server", _now()),
                 )
@@ -255,33 +319,37 @@ class RecordBuffer:
 
     def dead_letter_frame(self, serial: str, frame: bytes, reason: str) -> None:
         """Keep a frame a unit sent that could not be decoded, raw (hex), with the reason."""
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO dead_letters(record_id, device_serial, payload, reason, source, dead_at) "
-                "VALUES (NULL,?,?,?,?,?)",
-                (serial, bytes(frame).hex(), reason, "unit", _now()),
-            )
+        self._dead_letter_from_unit(serial, bytes(frame).hex(), reason)
         logger.warning("unit %s sent an undecodable frame (%s); kept in the dead-letter table", serial, reason)
 
     def record_missing(self, serial: str, first_seq: int, last_seq: int) -> None:
         """Note that a unit no longer holds records the gateway never stored (so the loss is not silent)."""
         payload = json.dumps({"missing_from_seq": first_seq, "missing_to_seq": last_seq})
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO dead_letters(record_id, device_serial, payload, reason, source, dead_at) "
-                "VALUES (NULL,?,?,?,?,?)",
-                (serial, payload, "unit no longer holds these records", "unit", _now()),
-            )
+        self._dead_letter_from_unit(serial, payload, "unit no longer holds these records")
         logger.error("unit %s no longer holds records %d..%d that were never stored", serial, first_seq, last_seq)
 
+    def _dead_letter_from_unit(self, serial: str, payload: str, reason: str) -> None:
+        sealed = self._sealer.seal(payload.encode(), _unit_context(serial))
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO dead_letters(record_id, device_serial, sealed, reason, source, dead_at) "
+                "VALUES (NULL,?,?,?,?,?)",
+                (serial, sealed, reason, "unit", _now()),
+            )
+
     def dead_letters(self) -> list[dict]:
-        """Every dead letter, oldest first."""
+        """Every dead letter, oldest first, its payload opened."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT record_id, device_serial, payload, reason, source, dead_at FROM dead_letters ORDER BY id"
+                "SELECT record_id, device_serial, sealed, reason, source, dead_at FROM dead_letters ORDER BY id"
             ).fetchall()
-        keys = ("record_id", "device_serial", "payload", "reason", "source", "dead_at")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
+        return [
+            {
+                "record_id": rid, "device_serial": serial, "reason": reason, "source": source, "dead_at": dead_at,
+                "payload": self._open_record(rid, sealed) if rid else self._sealer.open(sealed, _unit_context(serial)).decode(),
+            }
+            for rid, serial, sealed, reason, source, dead_at in rows
+        ]
 
     def counter(self, name: str) -> int:
         """A persistent counter (``refused_at_cap``, ``sent``)."""

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-from device_gateway.api import ApiClient, pair
+from device_gateway.api import pair
 from device_gateway.buffer import RecordBuffer
 from device_gateway.config import GatewayConfig, load_config
 from device_gateway.link import GatewayLink
@@ -32,20 +32,13 @@ def _progress_line(progress: UploadProgress) -> None:
     sys.stderr.flush()
 
 
-def _api_for(config: GatewayConfig) -> ApiClient | None:
-    if not config.is_paired:
-        return None
-    assert config.gateway_id and config.gateway_secret
-    return ApiClient(config.api_url, config.gateway_id, config.gateway_secret)
-
-
 def cmd_pair(args: argparse.Namespace, config: GatewayConfig) -> int:
     """Exchange a pairing code for credentials and store them."""
     if args.api:
         config.api_url = args.api
     name = args.name or socket.gethostname()
     try:
-        pairing = pair(config.api_url, args.code, name)
+        pairing = pair(config.api_url, args.code, name, ca_file=config.ca_file)
     except httpx.HTTPStatusError as exc:
         print(f"pairing refused: HTTP {exc.response.status_code}", file=sys.stderr)
         return 1
@@ -65,7 +58,7 @@ def cmd_pair(args: argparse.Namespace, config: GatewayConfig) -> int:
 
 def cmd_status(args: argparse.Namespace, config: GatewayConfig) -> int:
     """Show pairing and buffer state (never the secret)."""
-    buffer = RecordBuffer(config.buffer_path, config.max_buffer_bytes)
+    buffer = config.open_buffer()
     try:
         status = buffer.status()
     finally:
@@ -101,8 +94,8 @@ def cmd_run(args: argparse.Namespace, config: GatewayConfig) -> int:
     if not config.is_paired:
         print("not paired: run `device-gateway pair CODE` first", file=sys.stderr)
         return 1
-    buffer = RecordBuffer(config.buffer_path, config.max_buffer_bytes)
-    api = _api_for(config)
+    buffer = config.open_buffer()
+    api = config.api_client()
 
     async def main() -> None:
         stop = asyncio.Event()

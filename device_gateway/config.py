@@ -1,7 +1,9 @@
 """Gateway settings: a JSON file in the state directory, overridden by environment variables.
 
 Environment: ``COMPANION_GATEWAY_STATE_DIR`` (default ``~/.companion-gateway``), ``COMPANION_API_URL``,
-``COMPANION_GATEWAY_ID``, ``COMPANION_GATEWAY_SECRET``, ``COMPANION_GATEWAY_MAX_BUFFER_BYTES``.
+``COMPANION_GATEWAY_ID``, ``COMPANION_GATEWAY_SECRET``, ``COMPANION_GATEWAY_MAX_BUFFER_BYTES``,
+``COMPANION_GATEWAY_CA_FILE`` (CA bundle that signs the API's certificate, instead of the system store)
+and ``COMPANION_GATEWAY_KEY_FILE`` (the buffer's encryption key, default ``buffer.key`` in the state dir).
 The file is written with mode 0600 because it holds the gateway secret.
 """
 
@@ -11,12 +13,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from device_gateway.buffer import DEFAULT_MAX_BYTES
+from device_gateway.api import ApiClient
+from device_gateway.buffer import DEFAULT_MAX_BYTES, RecordBuffer
 
 DEFAULT_STATE_DIR = "~/.companion-gateway"
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 CONFIG_FILE = "config.json"
 BUFFER_FILE = "buffer.db"
+KEY_FILE = "buffer.key"
 
 
 @dataclass
@@ -32,6 +36,8 @@ class GatewayConfig:
     paired_at: str | None = None
     name: str | None = None
     max_buffer_bytes: int = DEFAULT_MAX_BYTES
+    ca_file: str | None = None
+    key_file: str | None = None
 
     @property
     def is_paired(self) -> bool:
@@ -42,6 +48,21 @@ class GatewayConfig:
     def buffer_path(self) -> Path:
         """Where the SQLite buffer lives."""
         return Path(self.state_dir) / BUFFER_FILE
+
+    @property
+    def buffer_key_path(self) -> Path:
+        """The key file that seals the buffer's records."""
+        return Path(self.key_file).expanduser() if self.key_file else Path(self.state_dir) / KEY_FILE
+
+    def open_buffer(self) -> RecordBuffer:
+        """The gateway's buffer with its cap and key."""
+        return RecordBuffer(self.buffer_path, self.max_buffer_bytes, key_file=self.buffer_key_path)
+
+    def api_client(self) -> ApiClient | None:
+        """An API client with this gateway's credentials and CA settings (None when not paired)."""
+        if not (self.gateway_id and self.gateway_secret):
+            return None
+        return ApiClient(self.api_url, self.gateway_id, self.gateway_secret, ca_file=self.ca_file)
 
     @property
     def paired_at_datetime(self) -> datetime | None:
@@ -69,6 +90,8 @@ def load_config(state_dir: str | None = None, environ: dict[str, str] | None = N
     config.api_url = env.get("COMPANION_API_URL", config.api_url)
     config.gateway_id = env.get("COMPANION_GATEWAY_ID", config.gateway_id)
     config.gateway_secret = env.get("COMPANION_GATEWAY_SECRET", config.gateway_secret)
+    config.ca_file = env.get("COMPANION_GATEWAY_CA_FILE", config.ca_file)
+    config.key_file = env.get("COMPANION_GATEWAY_KEY_FILE", config.key_file)
     if "COMPANION_GATEWAY_MAX_BUFFER_BYTES" in env:
         config.max_buffer_bytes = int(env["COMPANION_GATEWAY_MAX_BUFFER_BYTES"])
     return config

@@ -15,8 +15,7 @@ import socket
 
 import httpx
 
-from device_gateway.api import ApiClient, pair
-from device_gateway.buffer import RecordBuffer
+from device_gateway.api import pair, tls_verification
 from device_gateway.config import GatewayConfig, load_config
 from device_gateway.runner import GatewayRunner
 from device_gateway.simulator.bus import PrivateSystemBus
@@ -30,8 +29,8 @@ DEMO_PATIENT = "maria@demo.companion.example"
 DEMO_PASSWORD = "companion-demo"  # noqa: S105 - the seeded demo account (companion/demo.py), local runs only
 
 
-def _patient_session(api_url: str, email: str, password: str) -> tuple[httpx.Client, str]:
-    http = httpx.Client(base_url=api_url, timeout=15)
+def _patient_session(config: GatewayConfig, email: str, password: str) -> tuple[httpx.Client, str]:
+    http = httpx.Client(base_url=config.api_url, timeout=15, verify=tls_verification(config.ca_file))
     tokens = http.post("/api/v1/auth/login", json={"email": email, "password": password})
     tokens.raise_for_status()
     http.headers["Authorization"] = f"Bearer {tokens.json()['access_token']}"
@@ -42,13 +41,14 @@ def _patient_session(api_url: str, email: str, password: str) -> tuple[httpx.Cli
 
 def pair_as_demo_patient(config: GatewayConfig, email: str, password: str) -> None:
     """Get a pairing code as the demo patient and pair this gateway with it."""
-    http, patient_id = _patient_session(config.api_url, email, password)
+    http, patient_id = _patient_session(config, email, password)
     try:
         response = http.post(f"/api/v1/patients/{patient_id}/pairing-codes")
         response.raise_for_status()
     finally:
         http.close()
-    pairing = pair(config.api_url, response.json()["code"], f"demo gateway on {socket.gethostname()}")
+    pairing = pair(config.api_url, response.json()["code"], f"demo gateway on {socket.gethostname()}",
+                   ca_file=config.ca_file)
     config.gateway_id, config.gateway_secret = pairing.gateway_id, pairing.gateway_secret
     config.patient_ref, config.device_serials = pairing.patient_ref, pairing.device_serials
     config.name = "demo gateway"
@@ -58,7 +58,7 @@ def pair_as_demo_patient(config: GatewayConfig, email: str, password: str) -> No
 
 def highest_known_seqs(config: GatewayConfig, email: str, password: str) -> dict[str, int]:
     """The highest sequence per unit already on the server (the seeded history), so new records follow it."""
-    http, patient_id = _patient_session(config.api_url, email, password)
+    http, patient_id = _patient_session(config, email, password)
     try:
         response = http.get(f"/api/v1/patients/{patient_id}/sessions", params={"limit": 500})
         response.raise_for_status()
@@ -76,9 +76,9 @@ async def _run(config: GatewayConfig, units: list[FakeTensUnit], session_every_s
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     fake = await FakeBluez().start()
-    buffer = RecordBuffer(config.buffer_path, config.max_buffer_bytes)
-    assert config.gateway_id and config.gateway_secret
-    api = ApiClient(config.api_url, config.gateway_id, config.gateway_secret)
+    buffer = config.open_buffer()
+    api = config.api_client()
+    assert api is not None
     try:
         for unit in units:
             fake.add_unit(unit)

@@ -44,12 +44,8 @@ def simulate(
     logging.getLogger("bleak.backends.bluezdbus.version").setLevel(logging.ERROR)
     serials = simulated_serials(config, units)
     sim_config = dataclasses.replace(config, device_serials=serials)
-    buffer = RecordBuffer(config.buffer_path, config.max_buffer_bytes)
-    api = (
-        ApiClient(config.api_url, config.gateway_id, config.gateway_secret)
-        if config.gateway_id and config.gateway_secret
-        else None
-    )
+    buffer = config.open_buffer()
+    api = config.api_client()
     try:
         with PrivateSystemBus() as bus:
             bus.export_to_environment()

@@ -7,42 +7,18 @@ with SIGKILL and restarted. Every record must arrive exactly once, with device, 
 import os
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 from device_gateway.cli import main as gateway_main
-from tests.support.ferretdb import free_port
+from tests.support.api_server import ApiServer
 from tests.support.gateway_processes import last_stored_seqs, spawn_module, wait_for
 from tests.support.world import make_user
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERIALS = ["CTU-E0001", "CTU-E0002"]
-
-
-class ApiServer:
-    """The real Flask app served in a thread; can be stopped and started again on the same port."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._server = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._server = make_server("127.0.0.1", self.port, self.app, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
 
 
 @pytest.fixture
@@ -94,7 +70,9 @@ def test_records_arrive_exactly_once_through_link_loss_api_outage_and_sigkill(
         gateway = spawn_module(gateway_args, env, stderr=log)
         time.sleep(1.0)
         api_server.start()
-        arrived = wait_for(lambda: db.session_records.count_documents({}) >= total, timeout_s=90)
+        arrived = wait_for(lambda: db.session_records.count_documents({}) >= total
+                           and db.devices.count_documents({"status.firmware": {"$exists": True}}) == len(SERIALS),
+                           timeout_s=90)
         gateway.send_signal(signal.SIGTERM)
         assert gateway.wait(timeout=20) == 0
     finally:

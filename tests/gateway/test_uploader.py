@@ -121,6 +121,45 @@ def test_503_keeps_records_queued_and_backs_off_until_the_server_recovers(stub, 
     assert len(stub.stored) == 4 and buffer.pending_count() == 0
 
 
+def test_half_hour_outage_follows_the_backoff_envelope_and_recovery_drains_in_batches_of_500(
+    stub, buffer, make_uploader
+):
+    outage_s, retry_after_s = 30 * 60, 120
+    fill(buffer, 1234)
+    clock = {"now": 0.0}
+    attempts: list[float] = []
+
+    def unavailable_for_half_an_hour(records):
+        attempts.append(clock["now"])
+        if clock["now"] >= outage_s:
+            return None
+        headers = {"Retry-After": str(retry_after_s)} if clock["now"] >= outage_s / 2 else {}
+        return 503, headers, {"title": "Service Unavailable"}
+
+    def advance(delay: float) -> None:
+        clock["now"] += delay
+
+    stub.answer_hook = unavailable_for_half_an_hour
+    uploader, _ = make_uploader()
+    uploader.sleep = advance
+
+    uploader.drain()
+
+    failed = [t for t in attempts if t < outage_s]
+    gaps = [later - earlier for earlier, later in zip(failed, failed[1:] + [attempts[len(failed)]], strict=True)]
+    for failures, (at, gap) in enumerate(zip(failed, gaps, strict=True), start=1):
+        ceiling = min(BACKOFF_CAP_S, 2 ** (failures - 1))
+        if at < outage_s / 2:
+            assert 0 <= gap <= ceiling
+        else:
+            assert retry_after_s <= gap <= max(ceiling, retry_after_s)
+    assert any(gap < min(BACKOFF_CAP_S, 2 ** n) / 2 for n, gap in enumerate(gaps)), "full jitter, not a fixed ladder"
+    assert max(gaps) > 64 and 10 <= len(failed) <= 40
+    after_recovery = stub.batches[len(failed):]
+    assert [len(batch) for batch in after_recovery] == [500, 500, 234]
+    assert len(stub.stored) == 1234 and buffer.pending_count() == 0
+
+
 def test_429_retry_after_is_honoured(stub, buffer, make_uploader):
     fill(buffer, 3)
     stub.scripted = [lambda records: (429, {"Retry-After": "42"}, {"title": "Too Many Requests"})]

@@ -18,6 +18,7 @@ class ContractStub:
         self.batches: list[list[str]] = []
         self.statuses: list[list[dict]] = []
         self.scripted: list = []  # callables (records) -> (status, headers, body) or None for the default
+        self.answer_hook = None  # a callable like those in scripted, consulted for every batch once scripted is empty
         self.tokens_issued = 0
         self.valid_token = "token-1"
         self.issued_token = "token-1"
@@ -101,7 +102,8 @@ class ContractStub:
                     records = body["records"]
                     stub.batches.append([r["record_id"] for r in records])
                     scripted = stub.scripted.pop(0) if stub.scripted else None
-                    answer = scripted(records) if scripted else None
+                    hook = scripted or stub.answer_hook
+                    answer = hook(records) if hook else None
                     self._reply(*(answer or stub.answer_records(records)))
 
         return Handler

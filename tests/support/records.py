@@ -21,3 +21,18 @@ def session_record(serial: str, seq: int, *, started_at: datetime | None = None,
     }
     record.update(extra)
     return record
+
+
+def captured_records(serial: str, count: int, first_seq: int = 1, spacing_s: int = 60) -> list:
+    """Records as the gateway captures them (device_gateway.capture), recent enough for the offline window."""
+    from device_gateway.capture import capture
+    from device_gateway.profiles.companion_tens import encode_record
+    from device_gateway.simulator.sessions import simulated_session
+
+    received = datetime.now(UTC)
+    first = int((received - timedelta(days=20)).timestamp())
+    out = []
+    for seq in range(first_seq, first_seq + count):
+        session = simulated_session(seq, first + seq * spacing_s)
+        out.append(capture(serial, session, encode_record(session), 0.0, received))
+    return out
