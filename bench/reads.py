@@ -72,12 +72,15 @@ def load(url: str, headers: dict, seconds: float, concurrency: int) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def first_served(base: str, candidates: list[str], headers: dict, values: dict) -> str | None:
+def first_served(base: str, candidates: list[str], headers: dict, values: dict) -> tuple[str | None, list]:
+    answers = []
     for template in candidates:
         path = template.format(**values)
-        if httpx.get(base + path, headers=headers, timeout=30).status_code == 200:
-            return path
-    return None
+        status = httpx.get(base + path, headers=headers, timeout=60).status_code
+        if status == 200:
+            return path, answers
+        answers.append((template, status))
+    return None, answers
 
 
 def ratios(measured: dict, floor: dict) -> dict:
@@ -105,9 +108,9 @@ def main(argv: list[str] | None = None) -> None:
         with Gunicorn("companion.wsgi:app", app_env(uri, db_name)) as server:
             for name, candidates, person in (("today", TODAY_PATHS, people["patient"]),
                                              ("panel", PANEL_PATHS, people["clinician"])):
-                path = first_served(server.url, candidates, person.headers, values)
+                path, answers = first_served(server.url, candidates, person.headers, values)
                 if path is None:
-                    figures[name] = {"available": False, "reason": f"none of {candidates} is served yet"}
+                    figures[name] = {"available": False, "reason": f"no 200 from any of {answers}"}
                     continue
                 measured = load(server.url + path, person.headers, args.seconds, args.concurrency)
                 figures[name] = {"available": True, "path": path, **measured, **ratios(measured, figures["bare"])}
