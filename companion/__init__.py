@@ -6,7 +6,6 @@ import logging
 import os
 
 from flask import Flask
-from flask_smorest import Api
 
 from companion.config import load_settings
 from companion.logs import configure_logging
@@ -44,7 +43,7 @@ def create_app(test_config: dict | None = None, *, services=None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     app.extensions["companion"] = services or Services(settings)
-    api = Api(app)
+    api = problems.ProblemApi(app)
     register_blueprints(api)
     register_pages(app)
     _serve_docs_assets(app)

@@ -70,6 +70,8 @@ def load_settings(overrides: dict | None = None) -> Settings:
         s.password_time_cost = int(_env("COMPANION_PASSWORD_TIME_COST", "1"))
     if _env("COMPANION_ACCESS_TOKEN_TTL"):
         s.access_token_ttl_s = int(_env("COMPANION_ACCESS_TOKEN_TTL"))
+    if _env("COMPANION_GATEWAY_UPLOADS_PER_MIN"):
+        s.gateway_uploads_per_min = int(_env("COMPANION_GATEWAY_UPLOADS_PER_MIN"))
     known = {f.name for f in fields(Settings)}
     for key, value in (overrides or {}).items():
         if key not in known:

@@ -53,6 +53,17 @@ _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
 ]
+# The bytes waiting for upload, kept by triggers in the same transactions as the records: summing every
+# pending row on each store made buffering slow down in proportion to the backlog (bench/RESULTS.md).
+# Created after any conversion of an old buffer, and recounted once at each start.
+_PENDING_TOTAL = [
+    "CREATE TABLE IF NOT EXISTS pending_total (id INTEGER PRIMARY KEY CHECK (id = 1), bytes INTEGER NOT NULL)",
+    """CREATE TRIGGER IF NOT EXISTS pending_total_on_insert AFTER INSERT ON records
+       BEGIN UPDATE pending_total SET bytes = bytes + NEW.size_bytes WHERE id = 1; END""",
+    """CREATE TRIGGER IF NOT EXISTS pending_total_on_delete AFTER DELETE ON records
+       BEGIN UPDATE pending_total SET bytes = bytes - OLD.size_bytes WHERE id = 1; END""",
+    "INSERT OR REPLACE INTO pending_total(id, bytes) SELECT 1, COALESCE(SUM(size_bytes), 0) FROM records",
+]
 _KEY_CHECK = b"companion gateway buffer"
 
 REFUSED_AT_CAP = "refused_at_cap"
@@ -129,6 +140,8 @@ class RecordBuffer:
         self._sealer = self._open_sealer(key_file)
         if _has_plaintext_schema(self._db):
             self._seal_plaintext_buffer()
+        for statement in _PENDING_TOTAL:
+            self._db.execute(statement)
 
     def _open_sealer(self, key_file: str | Path | None) -> Sealer:
         if key_file is None and self.path == ":memory:":
@@ -253,7 +266,7 @@ class RecordBuffer:
         return row[0] if row else 0
 
     def _pending_bytes_locked(self) -> int:
-        return self._db.execute("SELECT COALESCE(SUM(size_bytes), 0) FROM records").fetchone()[0]
+        return self._db.execute("SELECT bytes FROM pending_total WHERE id = 1").fetchone()[0]
 
     def _bump_locked(self, name: str, by: int) -> None:
         self._db.execute(

@@ -7,7 +7,7 @@ overwrites the unit's reading, it adds a corrected one (``started_at``).
 """
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 
 from device_gateway.profiles.companion_tens import SessionRecord
@@ -47,7 +47,7 @@ class CapturedRecord:
 
     def as_api_item(self) -> dict:
         """The record as one item of ``POST /api/v1/gateway/session-records``."""
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # flat: asdict's deep copies cost a fifth
 
 
 def record_id_for(serial: str, seq: int) -> str:

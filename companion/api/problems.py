@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 
+from apispec import BasePlugin
 from flask import Flask, g, jsonify
+from flask_smorest import Api
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
 from werkzeug.exceptions import HTTPException
 
+from companion.api.schemas import ProblemSchema
 from companion.domain.errors import DomainError
 
 log = logging.getLogger(__name__)
@@ -18,6 +21,27 @@ _SLUGS = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-f
           422: "validation-failed", 428: "precondition-required", 429: "too-many-requests",
           500: "internal-error", 503: "unavailable"}
 _UNAVAILABLE_ERRORS = (ConnectionFailure, ExecutionTimeout, WTimeoutError)
+PROBLEM_JSON = "application/problem+json"
+
+
+class _ProblemResponses(BasePlugin):
+    """The error responses flask-smorest registers as components (one per status code and `default`)
+    are documented as what the handlers below send: problem details, as application/problem+json."""
+
+    def response_helper(self, response, **kwargs):
+        content = response.get("content") or {}
+        if "application/json" in content:
+            response["content"] = {PROBLEM_JSON: content["application/json"]}
+        return response
+
+
+class ProblemApi(Api):
+    """flask-smorest's Api with every documented error response described by ProblemSchema."""
+
+    ERROR_SCHEMA = ProblemSchema
+
+    def __init__(self, app: Flask):
+        super().__init__(app, spec_kwargs={"extra_plugins": [_ProblemResponses()]})
 
 
 def problem(status: int, title: str, detail: str = "", *, errors: dict | None = None,

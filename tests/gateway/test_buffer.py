@@ -124,6 +124,22 @@ def test_buffer_accepts_again_once_uploads_free_space(tmp_path):
     buf.close()
 
 
+def test_pending_bytes_follow_stores_sends_and_dead_letters_and_survive_reopening(tmp_path):
+    def summed(buf):
+        return buf._db.execute("SELECT COALESCE(SUM(size_bytes), 0) FROM records").fetchone()[0]
+
+    buf = RecordBuffer(tmp_path / "total.db")
+    buf.store(SERIAL, [captured(seq) for seq in range(1, 6)])
+    buf.mark_sent([f"{SERIAL}:1", f"{SERIAL}:2"])
+    buf.dead_letter([(f"{SERIAL}:3", "rejected")])
+    assert buf._pending_bytes_locked() == summed(buf) > 0
+    total = summed(buf)
+    buf.close()
+    reopened = RecordBuffer(tmp_path / "total.db")
+    assert reopened._pending_bytes_locked() == summed(reopened) == total
+    reopened.close()
+
+
 def _run_writer_until(db: Path, total: int, kill_after_acks: int | None) -> list[int]:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.Popen(

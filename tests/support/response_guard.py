@@ -29,11 +29,17 @@ def install(app, violations: list) -> None:
     def check(response):
         from flask import request
 
+        # The API description names fields (e.g. the login schema's `password`); it carries no data.
+        if (request.endpoint or "").startswith("api-docs."):
+            return response
         if response.mimetype in ("application/json", "application/problem+json"):
             try:
                 body = json.loads(response.get_data(as_text=True) or "null")
             except ValueError:
                 return response
+            if response.mimetype == "application/problem+json" and isinstance(body, dict):
+                # `errors` is keyed by the names of the request's fields ("password": ["required"]).
+                body = {key: value for key, value in body.items() if key != "errors"}
             bad = forbidden_keys(body) - ALLOWED.get(request.endpoint or "", set())
             if bad:
                 violations.append(f"{request.method} {request.path}: {sorted(bad)}")

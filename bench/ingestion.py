@@ -1,0 +1,154 @@
+"""Ingestion: session records through the API vs raw insert_many of the same documents.
+
+The API side: G gateways (each paired to its own patient, one TENS unit each) post batches of 500
+to POST /api/v1/gateway/session-records concurrently, against gunicorn (2 workers × 4 threads).
+The floor: G threads insert_many the same documents, 500 at a time, into a collection with the same
+indexes on the same server. Usage: python -m bench.ingestion 10000 100000 1000000 [--gateways 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from pymongo import IndexModel
+
+from bench.common import Gunicorn, app_env, database, mongo, write_result
+from bench.world import paired_gateways
+
+BATCH = 500
+RECORDS_PATH = "/api/v1/gateway/session-records"
+WINDOW = timedelta(days=25)
+
+
+def item(serial: str, seq: int, count: int, base: datetime) -> dict:
+    """One record as a gateway uploads it (device_gateway.capture.CapturedRecord.as_api_item)."""
+    started = base + WINDOW * (seq / (count + 1))
+    iso = started.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return {
+        "record_id": f"{serial}:{seq}", "device_serial": serial, "device_seq": seq,
+        "device_started_at": iso, "started_at": iso, "clock_offset_s": 0.0, "clock_status": "ok",
+        "gateway_received_at": iso, "duration_s": 1800, "programme": 1 + seq % 8, "frequency_hz": 80,
+        "pulse_width_us": 200, "intensity_mean_ma": 18.5, "intensity_peak_ma": 24.0,
+        "end_reason": "completed", "battery_pct": 80,
+        "content_hash": hashlib.sha256(f"{serial}:{seq}".encode()).hexdigest(),
+    }
+
+
+def stored(record: dict, patient_id: str, gateway_id: str, now: datetime) -> dict:
+    """The same record as the server stores it in session_records (see docs: data contract)."""
+    doc = {k: v for k, v in record.items() if k != "record_id"}
+    doc["_id"] = record["record_id"]
+    for key in ("device_started_at", "started_at", "gateway_received_at"):
+        doc[key] = datetime.fromisoformat(doc[key])
+    return {**doc, "patient_id": patient_id, "gateway_id": gateway_id, "server_received_at": now}
+
+
+def batches(serial: str, count: int, base: datetime):
+    for start in range(1, count + 1, BATCH):
+        yield [item(serial, seq, count, base) for seq in range(start, min(start + BATCH, count + 1))]
+
+
+def warm_up(url: str, gateway, base: datetime) -> None:
+    """Every gunicorn worker thread serves a few small uploads first (connections, first-request paths),
+    from a gateway of its own whose records are not counted."""
+    warm = [b[:50] for b in batches(gateway.serial, 16 * BATCH, base)]
+    with ThreadPoolExecutor(8) as pool, httpx.Client(base_url=url, timeout=120, headers=gateway.headers) as http:
+        list(pool.map(lambda batch: http.post(RECORDS_PATH, json={"records": batch}).raise_for_status(), warm))
+
+
+def through_api(url: str, gateways: list, per_gateway: int, base: datetime) -> dict:
+    retries, statuses, lock = [0], {}, threading.Lock()
+
+    def upload(gateway) -> None:
+        with httpx.Client(base_url=url, timeout=120, headers=gateway.headers) as http:
+            for batch in batches(gateway.serial, per_gateway, base):
+                while True:
+                    response = http.post(RECORDS_PATH, json={"records": batch})
+                    with lock:
+                        statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                    if response.status_code in (429, 503):
+                        retries[0] += 1
+                        time.sleep(float(response.headers.get("Retry-After", "1")))
+                        continue
+                    response.raise_for_status()
+                    break
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(len(gateways)) as pool:
+        list(pool.map(upload, gateways))
+    return {"seconds": time.perf_counter() - started, "retries": retries[0], "statuses": statuses}
+
+
+def raw_insert_many(collection, gateways: list, per_gateway: int, base: datetime) -> float:
+    now = datetime.now(UTC)
+
+    def insert(gateway) -> None:
+        for batch in batches(gateway.serial, per_gateway, base):
+            collection.insert_many([stored(r, gateway.patient_id, gateway.id, now) for r in batch], ordered=False)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(len(gateways)) as pool:
+        list(pool.map(insert, gateways))
+    return time.perf_counter() - started
+
+
+def copy_indexes(source, target) -> None:
+    for name, spec in source.index_information().items():
+        if name != "_id_":
+            target.create_indexes([IndexModel(spec["key"], name=name, unique=spec.get("unique", False))])
+
+
+def run_size(uri: str, total: int, gateway_count: int) -> dict:
+    per_gateway = total // gateway_count
+    total = per_gateway * gateway_count
+    base = datetime.now(UTC) - WINDOW - timedelta(hours=1)
+    db_name = f"bench_ingest_{total}"
+    client = mongo(uri)
+    client.drop_database(db_name)
+    client.drop_database(db_name + "_raw")
+    try:
+        *gateways, warm_gateway = paired_gateways(uri, db_name, gateway_count + 1)
+        with Gunicorn("companion.wsgi:app", app_env(uri, db_name)) as server:
+            probe = httpx.post(server.url + RECORDS_PATH, json={"records": []}, headers=gateways[0].headers)
+            if probe.status_code in (404, 405):
+                return {"records": total, "available": False,
+                        "reason": f"POST {RECORDS_PATH} is not on this branch yet"}
+            warm_up(server.url, warm_gateway, base)
+            api = through_api(server.url, gateways, per_gateway, base)
+        records = client[db_name].session_records
+        stored_count = records.count_documents({"device_serial": {"$in": [g.serial for g in gateways]}})
+        raw = client[db_name + "_raw"].session_records
+        copy_indexes(records, raw)
+        raw.insert_many([stored(r, warm_gateway.patient_id, warm_gateway.id, datetime.now(UTC))
+                         for r in batches(warm_gateway.serial, 500, base).__next__()])
+        raw_s = raw_insert_many(raw, gateways, per_gateway, base)
+        api_rate, raw_rate = total / api["seconds"], total / raw_s
+        return {"records": total, "available": True, "gateways": gateway_count, "batch": BATCH,
+                "api_seconds": round(api["seconds"], 2), "api_records_per_s": round(api_rate),
+                "raw_seconds": round(raw_s, 2), "raw_records_per_s": round(raw_rate),
+                "ratio_api_to_raw": round(api_rate / raw_rate, 3), "stored": stored_count,
+                "api_retries": api["retries"], "api_statuses": api["statuses"]}
+    finally:
+        client.drop_database(db_name)
+        client.drop_database(db_name + "_raw")
+        client.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sizes", nargs="*", type=int, default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--gateways", type=int, default=4)
+    args = parser.parse_args(argv)
+    with database() as uri:
+        runs = [run_size(uri, size, args.gateways) for size in args.sizes]
+    write_result("ingestion", {"runs": runs})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Turn var/bench/*.json (one file per benchmark, from one run) into bench/RESULTS.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from bench.common import OUT, ROOT, machine
+
+
+def _load(name: str) -> dict | None:
+    path = OUT / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _missing(name: str, figures: dict | None) -> list[str]:
+    if figures is None:
+        return [f"*{name}: not run.*", ""]
+    return [f"*Not available: {figures.get('reason', '?')}*", ""]
+
+
+def ingestion(lines: list[str]) -> None:
+    lines += ["## Ingestion: session records through the API vs raw insert_many", ""]
+    figures = _load("ingestion")
+    runs = [r for r in (figures or {}).get("runs", []) if r.get("available")]
+    if not runs:
+        lines += _missing("ingestion", (figures or {}).get("runs", [None])[0] if figures else None)
+        return
+    first = runs[0]
+    lines += [f"{first['gateways']} gateways post batches of {first['batch']} concurrently to "
+              "`POST /api/v1/gateway/session-records` (gunicorn, 2 workers × 4 gthreads); the floor is "
+              f"{first['gateways']} threads doing `insert_many` of the same documents, {first['batch']} at a time, "
+              "into a collection with the same indexes on the same server.", "",
+              "| records | API records/s | raw insert_many records/s | **API / raw** | API s | raw s | stored | 429/503 retries |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in runs:
+        lines.append(f"| {r['records']:,} | {r['api_records_per_s']:,} | {r['raw_records_per_s']:,} | "
+                     f"**{r['ratio_api_to_raw']:.2f}** | {r['api_seconds']} | {r['raw_seconds']} | "
+                     f"{r['stored']:,} | {r['api_retries']} |")
+    lines.append("")
+    if len(runs) > 1:
+        growth = runs[-1]["api_records_per_s"] / runs[0]["api_records_per_s"]
+        raw_growth = runs[-1]["raw_records_per_s"] / runs[0]["raw_records_per_s"]
+        lines += [f"Throughput from {runs[0]['records']:,} to {runs[-1]['records']:,} records: API × {growth:.2f}, "
+                  f"raw × {raw_growth:.2f} (1.00 = flat).", ""]
+    profile = _load("profile_ingestion")
+    if profile:
+        lines += [f"Where an API request spends its time (cProfile, {profile['records']:,} records posted "
+                  f"in-process, {profile['seconds_in_process']} s; fractions overlap where calls nest):", "",
+                  "| part | fraction of handler time |", "|---|---:|"]
+        lines += [f"| {name} | {share:.0%} |" for name, share in profile["fraction_of_time"].items()]
+        lines.append("")
+
+
+def reads(lines: list[str]) -> None:
+    lines += ["## API reads under concurrent load", ""]
+    figures = _load("reads")
+    if not figures:
+        lines += _missing("reads", None)
+        return
+    bare = figures["bare"]
+    lines += [f"Closed-loop load from a separate process, {figures['concurrency']} connections for "
+              f"{figures['seconds']} s each; 'today' for a patient with {figures['days']} days of history, the "
+              f"panel for a clinician whose team has {figures['panel_patients']} patients × {figures['days']} days. "
+              "The floor is a bare Flask endpoint on the same gunicorn setup.", "",
+              "| endpoint | req/s | p50 ms | p95 ms | p99 ms | errors | **req/s ratio to bare** | p95 ratio to bare |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|",
+              f"| bare Flask `/bare` (floor) | {bare['rps']} | {bare['p50_ms']} | {bare['p95_ms']} | {bare['p99_ms']} | "
+              f"{bare['errors']} | 1.00 | 1.00 |"]
+    for name in ("today", "panel"):
+        r = figures.get(name, {})
+        if r.get("available"):
+            lines.append(f"| {name} `{r['path']}` | {r['rps']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | "
+                         f"{r['errors']} | **{r['rps_ratio_to_bare']:.3f}** | {r['p95_ratio_to_bare']} |")
+        else:
+            lines.append(f"| {name} | not available: {r.get('reason', '?')} | | | | | | |")
+    lines.append("")
+
+
+def scheduler(lines: list[str]) -> None:
+    lines += ["## Scheduler", ""]
+    figures = _load("scheduler")
+    if not figures:
+        lines += _missing("scheduler", None)
+        return
+    for name, title in (("peak_minute", "Peak minute"), ("nightly_adherence", "Nightly adherence")):
+        part = figures[name]
+        if not part.get("available"):
+            lines += [f"**{title}**: not available: {part.get('reason', '?')}", ""]
+        elif "output" in part:
+            lines += [f"**{title}** (output of its own bench):", "", "```", part["output"], "```", ""]
+        else:
+            lines += [f"**{title}**:", "", "```", json.dumps(part["runs"], indent=1), "```", ""]
+
+
+def gateway(lines: list[str]) -> None:
+    lines += ["## Gateway: parse, buffer, 1,000,000-record backlog", ""]
+    g = _load("gateway")
+    if not g:
+        lines += _missing("gateway", None)
+        return
+    if not g.get("available", True):
+        lines += _missing("gateway", g)
+        return
+    lines += ["| figure | value | floor | ratio to floor |", "|---|---:|---:|---:|",
+              f"| frames decoded + captured /s | {g['parse_records_per_s']:,} | {g['parse_floor_unpack_per_s']:,} "
+              f"(struct unpack only) | {g['parse_ratio_to_floor']} |",
+              f"| records buffered /s, empty buffer | {g['buffer_records_per_s_empty']:,} | "
+              f"{g['buffer_floor_executemany_per_s']:,} (executemany, same pragmas) | {g['buffer_ratio_to_floor_empty']} |",
+              f"| records buffered /s, on top of the backlog | {g['buffer_records_per_s_at_backlog']:,} | "
+              f"{g['buffer_floor_executemany_per_s']:,} | {g['buffer_ratio_to_floor_at_backlog']} |",
+              f"| filling the backlog (capture + store) /s | {g['fill_records_per_s']:,} | | |", "",
+              f"Backlog: {g['backlog_records']:,} records, {g['backlog_file_mib']} MiB of SQLite. "
+              f"RSS {g['rss_mib_before_backlog']} MiB before, {g['rss_mib_with_backlog']} MiB with the backlog "
+              f"(max {g['max_rss_mib']} MiB); tracemalloc peak of storing one run of 50 on top of the backlog "
+              f"{g['store_run_at_backlog_tracemalloc_peak_mib']} MiB. "
+              f"Reading one upload batch ({g['read_upload_batch_items']} records) from the full backlog: "
+              f"{g['read_upload_batch_ms']} ms, {g['read_upload_batch_tracemalloc_peak_mib']} MiB.", ""]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--elapsed-s", type=int, default=0)
+    parser.add_argument("--command", default="scripts/bench.sh")
+    args = parser.parse_args(argv)
+    m = machine()
+    lines = ["# Benchmark results", "",
+             f"Produced by `{args.command}` in one run ({args.elapsed_s // 60} min {args.elapsed_s % 60} s). "
+             "Every figure is given with a floor measured in the same run on the same machine, and as a ratio to it.",
+             "", f"Machine: {m['nproc']} cores ({m['cpu']}), {m['memory_gib']} GiB RAM, Python {m['python']}, "
+             f"Linux {m['kernel']}, database: {m['database']}, FerretDB {m['ferretdb']}. "
+             "Client, server and database share the same cores: figures are for the whole system on one box.", ""]
+    ingestion(lines)
+    reads(lines)
+    scheduler(lines)
+    gateway(lines)
+    notes = ROOT / "bench" / "NOTES.md"
+    if notes.exists():
+        lines += [notes.read_text().strip(), ""]
+    (ROOT / "bench" / "RESULTS.md").write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

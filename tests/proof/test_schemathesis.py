@@ -1,0 +1,88 @@
+"""Schemathesis against the app's own OpenAPI document, authenticated as each role.
+
+Every operation in /openapi.json is called with generated requests: valid ones whose path points at
+patient A's real objects (so handlers run past the access gate), valid ones with generated ids, and
+invalid ones (negative mode). Nothing may answer 5xx, and every response must match the schema the
+document declares for its status code. Bounded by COMPANION_FUZZ_EXAMPLES per operation and mode
+(default 10), derandomized so CI is repeatable; set it higher for a nightly run.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.support.matrix_params import PROVIDERS
+
+ROLES = ("patient_a", "caregiver_linked", "clinician_team", "admin", "gateway_a")
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+MAX_EXAMPLES = int(os.environ.get("COMPANION_FUZZ_EXAMPLES", "10"))
+FUZZ_SETTINGS = settings(
+    max_examples=MAX_EXAMPLES, derandomize=True, database=None, deadline=None,
+    phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck),
+)
+
+
+def _order(operation) -> tuple:
+    """Reads first, then writes, deletions after them, and ending the caller's session last of all."""
+    if operation.path.endswith("/auth/logout"):
+        return (3, operation.path)
+    return ({"GET": 0, "DELETE": 2}.get(operation.method.upper(), 1), operation.path)
+
+
+def _operations(schema) -> list:
+    return sorted((result.ok() for result in schema.get_all_operations()), key=_order)
+
+
+def _real_ids(client, world, services) -> dict[str, str]:
+    ids = {name: provide(client, world, services) for name, provide in PROVIDERS.items()}
+    return {**ids, "patient_id": world["patient_a"].id}
+
+
+def _strategy(operation, real_ids: dict[str, str]):
+    fixed = {name: value for name, value in real_ids.items()
+             if name in {p.name for p in operation.path_parameters}}
+    return st.one_of(
+        operation.as_strategy(GenerationMode.POSITIVE, path_parameters=fixed),
+        operation.as_strategy(GenerationMode.POSITIVE),
+        operation.as_strategy(GenerationMode.NEGATIVE, path_parameters=fixed),
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("role", ROLES)
+def test_no_operation_answers_5xx_or_breaks_its_schema(role, app, client, world, services):
+    schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
+    headers = world[role].headers
+    real_ids = _real_ids(client, world, services)
+    failures, answered_2xx = [], set()
+    for operation in _operations(schema):
+
+        @FUZZ_SETTINGS
+        @given(case=_strategy(operation, real_ids))
+        def call(case):
+            # The caller stays authenticated as the role even when negative generation drops or
+            # mangles the Authorization header (bad tokens are pinned by tests/api/test_auth.py).
+            case.headers = {**(case.headers or {}), **headers}
+            response = case.call()
+            if response.status_code < 300:
+                answered_2xx.add(f"{case.operation.method.upper()} {case.operation.path}")
+            case.validate_response(response, checks=CHECKS)
+
+        try:
+            call()
+        except Exception as exc:  # noqa: BLE001 - collect every operation's failure, then report them all
+            failures.append(f"{operation.method.upper()} {operation.path}: {exc}")
+    assert failures == [], "\n\n".join(failures)
+    assert answered_2xx, f"no operation accepted {role}: the fuzzing never got past authentication"
