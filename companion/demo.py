@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 from companion.services.library import load_library
 from companion.store.devices import Devices
+from companion.store.push_tokens import PushTokens
 from companion.store.relationships import CareLinks, CareTeams
 
 DEMO_PASSWORD = "companion-demo"  # noqa: S105 - local demo only; seed() refuses to run in production
@@ -67,11 +68,14 @@ def seed(services, *, days: int = 28, progress: bool = True, now: datetime | Non
         Devices(db).bind(serial, patient["_id"], "companion-tens")
         if key == "maria":
             CareLinks(db).grant(patient["_id"], caregiver["_id"],
-                                {"write": False, "alerts": ["missed_session", "device_silent", "battery_low"],
+                                {"write": False, "alerts": ["missed_session", "device_silent", "battery_low", "device_fault"],
                                  "diary_notes": False})
         _history(db, patient["_id"], zone, serial, adherence, baseline, days, now, rng)
         _plan_and_reminders(db, patient["_id"], clinician["_id"], zone, days, now)
         _practice(db, patient["_id"], zone, days, now, rng)
+        # A phone for each demo patient, so reminders show up in the local push emulator.
+        PushTokens(db).register(patient["_id"], f"demo-phone-{key}", f"demo-fcm-token-{key}", "android")
+    PushTokens(db).register(caregiver["_id"], "demo-phone-sam", "demo-fcm-token-sam", "ios")
     _progress(progress, total, total, "done")
     del admin
     return ["demo data loaded", *_logins()]
@@ -112,6 +116,11 @@ def _plan_and_reminders(db, patient_id, clinician_id, zone, days, now) -> None:
         if any(abs(s["started_at"] - occurrence["due_at"]) <= timedelta(hours=1) for s in sessions):
             record_outcome(db, patient_id, occurrence["_id"], "done", None)
     mark_missed(db, now)
+    # An hourly breathing nudge in the daytime, so that a newcomer sees a push reach the local
+    # emulator within the hour, whatever the time of day in London.
+    create_reminder(db, patient_id, ReminderInputSchema().load({
+        "kind": "mindfulness", "title": "Breathing break", "completion_window_min": 30,
+        "schedule": {"type": "hourly", "window_start": "06:00", "window_end": "22:00", "every_hours": 1}}))
 
 
 def _practice(db, patient_id, zone, days, now, rng) -> None:

@@ -15,17 +15,24 @@ pids=()
 cleanup() {
   trap - EXIT INT TERM
   echo; echo "==> stopping"
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # Each service runs in its own process group (setsid), so the whole pipeline goes, not just its last stage.
+  for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
 trap cleanup EXIT INT TERM
 
-prefix() { local name=$1; shift; "$@" 2>&1 | sed -u "s/^/$(printf '%-9s' "$name")| /" & pids+=($!); }
+prefix() {
+  local name=$1; shift
+  setsid bash -c 'label=$(printf "%-9s" "$0"); "$@" 2>&1 | sed -u "s/^/$label| /"' "$name" "$@" &
+  pids+=($!)
+}
 
 [ -f var/dev-secret ] || python3 -c 'import secrets; print(secrets.token_urlsafe(48))' > var/dev-secret
 export COMPANION_SECRET_KEY="${COMPANION_SECRET_KEY:-$(cat var/dev-secret)}"
 
 if [ -z "${MONGODB_URI:-}" ]; then
+  # A new database means the demo gateway's old credentials are gone: pair it afresh.
+  [ -d var/ferretdb ] && [ -n "$(ls -A var/ferretdb 2>/dev/null)" ] || rm -rf var/run/gateway
   db_port="${COMPANION_DB_PORT:-27117}"
   echo "==> starting FerretDB on 127.0.0.1:${db_port} (data in var/ferretdb)"
   prefix ferretdb var/bin/ferretdb --handler=sqlite --sqlite-url="file:$root/var/ferretdb/" \
@@ -46,8 +53,10 @@ companion seed-demo
 
 fcm_port="${COMPANION_FCM_PORT:-9099}"
 echo "==> starting the local FCM emulator on http://127.0.0.1:${fcm_port}/ (see pushes arrive there)"
-python -m companion.notify.fcm_emulator --port "$fcm_port" --write-service-account var/run/fcm-service-account.json \
-  > var/run/fcm.log 2>&1 & pids+=($!)
+rm -f var/run/fcm-service-account.json
+setsid python -m companion.notify.fcm_emulator --port "$fcm_port" \
+  --write-service-account var/run/fcm-service-account.json > var/run/fcm.log 2>&1 &
+pids+=($!)
 for _ in $(seq 1 50); do [ -f var/run/fcm-service-account.json ] && break; sleep 0.1; done
 export FCM_SERVICE_ACCOUNT="$root/var/run/fcm-service-account.json"
 export FCM_URL="http://127.0.0.1:${fcm_port}/v1/projects/{project_id}/messages:send"
