@@ -30,6 +30,7 @@ from pathlib import Path
 
 from firebase_admin import messaging
 from pymongo import MongoClient
+from pymongo.errors import PyMongoError
 
 from companion.notify.outbox import OutboxDispatcher
 from companion.notify.push import PushSender
@@ -55,6 +56,7 @@ class Figures:
     delivered: int
     delivered_first_minute: int
     complete: bool
+    stopped_by: str = ""
 
     @property
     def peak_s(self) -> float:
@@ -130,14 +132,19 @@ def measure(client: MongoClient, emulator: Emulator, size: int, budget_s: float)
         started = time.perf_counter()
         result = dispatch_due_reminders(db, JobSettings(), _utcnow)
         dispatched = time.perf_counter()
-        delivered, first_minute, complete = _send_all(db, sender, started, budget_s)
+        stopped_by = ""
+        try:
+            delivered, first_minute, complete = _send_all(db, sender, started, budget_s)
+        except PyMongoError as exc:  # e.g. one settling update outlasting the client's timeout
+            delivered, first_minute, complete = db.push_outbox.count_documents({"state": "sent"}), 0, False
+            stopped_by = f"{type(exc).__name__} while sending"
         finished = time.perf_counter()
     finally:
         sender.close()
         client.drop_database(name)
     assert result.scheduled == size, result
     return Figures(size, send_each_s, insert_many_s, dispatched - started, finished - dispatched, delivered,
-                   first_minute, complete)
+                   first_minute, complete, stopped_by)
 
 
 def _utcnow() -> datetime:
@@ -167,7 +174,7 @@ def render(figures: list[Figures], server: str, budget_s: float) -> str:
     base = figures[0]
 
     def row(f: Figures) -> str:
-        peak = f"{f.peak_s:.1f}" if f.complete else f"> {f.peak_s:.0f} (stopped)"
+        peak = f"{f.peak_s:.1f}" if f.complete else f"> {f.peak_s:.0f} (stopped{': ' + f.stopped_by if f.stopped_by else ''})"
         ratio = f"{f.peak_s / f.send_each_s:.1f}" if f.complete else f"> {f.peak_s / f.send_each_s:.0f}"
         growth = f"{(f.peak_s / base.peak_s) / (f.size / base.size):.2f}" if f.complete and base.complete else "–"
         return (f"| {f.size:,} | {f.send_each_s:.1f} | {f.insert_many_s:.1f} | {f.dispatch_s:.1f} | {peak} | {ratio} "
