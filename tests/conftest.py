@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import pymongo
 import pytest
 
 from companion import create_app
+from companion.notify.fcm_emulator import FcmEmulator, write_service_account
 from tests.support import response_guard
 from tests.support.ferretdb import FerretServer
 from tests.support.world import build_world
@@ -78,3 +81,23 @@ def client(app):
 @pytest.fixture
 def world(client, services):
     return build_world(client, services)
+
+
+@pytest.fixture(scope="session")
+def fcm() -> Iterator[FcmEmulator]:
+    """One loopback FCM emulator for the whole session (tests reset it through `emulator`)."""
+    emulator = FcmEmulator().start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def service_account(fcm: FcmEmulator, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_service_account(tmp_path_factory.mktemp("fcm") / "service-account.json", fcm.token_uri)
+
+
+@pytest.fixture
+def emulator(fcm: FcmEmulator) -> FcmEmulator:
+    """The session emulator with no scripts and no deliveries left over from other tests."""
+    fcm.reset()
+    return fcm

@@ -9,29 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from companion.notify.fcm_emulator import FcmEmulator, write_service_account
+from companion.notify.fcm_emulator import FcmEmulator
 from companion.notify.push import PushSender, TransportRetry
 from companion.store.db import ensure_indexes
 from tests.notify.clock import FakeClock
-
-
-@pytest.fixture(scope="session")
-def fcm() -> Iterator[FcmEmulator]:
-    emulator = FcmEmulator().start()
-    yield emulator
-    emulator.stop()
-
-
-@pytest.fixture(scope="session")
-def service_account(fcm: FcmEmulator, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_service_account(tmp_path_factory.mktemp("fcm") / "service-account.json", fcm.token_uri)
-
-
-@pytest.fixture
-def emulator(fcm: FcmEmulator) -> FcmEmulator:
-    """The session emulator with no scripts and no deliveries left over from other tests."""
-    fcm.reset()
-    return fcm
 
 
 @pytest.fixture

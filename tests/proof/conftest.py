@@ -44,5 +44,5 @@ def local_app(own_ferretdb):
     app.extensions["companion"].client.close()
 
 
-# The push layer's fixtures (loopback FCM emulator, service account, hand-moved clock), shared here.
-from tests.notify.conftest import clock, emulator, fcm, service_account  # noqa: E402, F401
+# The push layer's hand-moved clock, shared here (the FCM emulator fixtures live in tests/conftest.py).
+from tests.notify.conftest import clock  # noqa: E402, F401

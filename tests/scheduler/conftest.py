@@ -13,31 +13,13 @@ from pathlib import Path
 import pytest
 import time_machine
 
-from companion.notify.fcm_emulator import FcmEmulator, write_service_account
+from companion.notify.fcm_emulator import FcmEmulator
 from companion.notify.push import PushSender, TransportRetry
 from companion.services.job_settings import JobSettings
 from companion.store.accounts import now
 from companion.store.db import ensure_indexes
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="session")
-def fcm() -> Iterator[FcmEmulator]:
-    emulator = FcmEmulator().start()
-    yield emulator
-    emulator.stop()
-
-
-@pytest.fixture(scope="session")
-def service_account(fcm: FcmEmulator, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_service_account(tmp_path_factory.mktemp("fcm") / "service-account.json", fcm.token_uri)
-
-
-@pytest.fixture
-def emulator(fcm: FcmEmulator) -> FcmEmulator:
-    fcm.reset()
-    return fcm
 
 
 @pytest.fixture
