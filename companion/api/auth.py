@@ -158,6 +158,22 @@ class Logout(MethodView):
         services().tokens.families.revoke(actor.family, "logout")
 
 
+class PasswordChangeSchema(StrictSchema):
+    current_password = fields.String(required=True, load_only=True, validate=validate.Length(max=200))
+    new_password = fields.String(required=True, load_only=True, validate=validate.Length(min=10, max=200))
+
+
+@blp.route("/password")
+class Password(MethodView):
+    @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN, Role.ADMIN)
+    @blp.arguments(PasswordChangeSchema)
+    @blp.response(200, TokensSchema)
+    def post(self, body):
+        """Change one's password (needs the current one). Every other session of the account ends."""
+        return services().accounts.change_password(current_actor().id, body["current_password"],
+                                                   body["new_password"])
+
+
 @blp.route("/me")
 class Me(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN, Role.ADMIN)

@@ -140,6 +140,17 @@ class Accounts:
         self.users.update(user["_id"], {"mfa.enabled": True})
         return self.tokens.start_session(user["_id"], user["role"])
 
+    def change_password(self, user_id: str, current_password: str, new_password: str) -> dict:
+        """Change a password after checking the current one; every other session ends, this one
+        continues on a fresh token pair."""
+        self.reauthenticate(user_id, current_password)
+        if current_password == new_password:
+            raise Invalid("the new password must differ from the current one",
+                          errors={"new_password": ["must differ from the current password"]})
+        user = self.users.update(user_id, {"password_hash": self.passwords.hash(new_password)})
+        self.tokens.families.revoke_all_for_user(user_id, "password changed")
+        return self.tokens.start_session(user_id, user["role"])
+
     def reauthenticate(self, user_id: str, password: str) -> None:
         """Step-up for sensitive changes: the current password, checked afresh."""
         user = self.users.by_id(user_id)

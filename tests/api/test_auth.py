@@ -188,3 +188,21 @@ def test_racing_refreshes_with_one_token_count_as_reuse_and_end_the_session(app,
     for tokens in [first, *winners]:
         me = client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
         assert me.status_code == 401
+
+
+def test_password_change_needs_the_current_one_and_ends_other_sessions(client):
+    signup(client)
+    phone = login(client).json
+    laptop = login(client).json
+    headers = {"Authorization": f"Bearer {laptop['access_token']}"}
+    wrong = client.post("/api/v1/auth/password", headers=headers,
+                        json={"current_password": "not it at all", "new_password": "a brand new passphrase"})
+    assert wrong.status_code == 401
+    changed = client.post("/api/v1/auth/password", headers=headers,
+                          json={"current_password": PASSWORD, "new_password": "a brand new passphrase"})
+    assert changed.status_code == 200
+    assert client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {phone['access_token']}"}).status_code == 401
+    fresh = {"Authorization": f"Bearer {changed.json['access_token']}"}
+    assert client.get("/api/v1/auth/me", headers=fresh).status_code == 200
+    assert login(client).status_code == 401
+    assert login(client, password="a brand new passphrase").status_code == 200
