@@ -9,7 +9,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
 from companion.api import auditing, services
-from companion.api.schemas import StrictSchema
+from companion.api.schemas import StrictSchema, TaskProgressSchema
 from companion.api.security import allow, require_patient
 from companion.domain.access import Operation, Role
 from companion.domain.errors import Invalid, NotFound
@@ -31,15 +31,6 @@ class SummaryArgsSchema(StrictSchema):
     as_of = fields.Date(load_default=None, metadata={"description": "last local date of the periods"})
 
 
-class AdherenceKindDaySchema(Schema):
-    state = fields.String()
-    fraction = fields.Float(allow_none=True)
-    minutes = fields.Float()
-    minutes_target = fields.Float()
-    done = fields.Integer()
-    planned = fields.Integer()
-
-
 class AdherenceSnapshotSchema(Schema):
     date = fields.String()
     zone = fields.String()
@@ -52,9 +43,9 @@ class AdherenceSnapshotSchema(Schema):
     sessions_planned = fields.Integer()
     mindfulness_fraction = fields.Float(allow_none=True)
     medication_fraction = fields.Float(allow_none=True)
-    tens = fields.Nested(AdherenceKindDaySchema)
-    mindfulness = fields.Nested(AdherenceKindDaySchema)
-    medication = fields.Nested(AdherenceKindDaySchema)
+    tens = fields.Nested(TaskProgressSchema)
+    mindfulness = fields.Nested(TaskProgressSchema)
+    medication = fields.Nested(TaskProgressSchema)
     computed_at = fields.DateTime()
 
 

@@ -9,22 +9,13 @@ from marshmallow import Schema, fields, validate
 from companion.api import auditing, services
 from companion.api.library import LibraryItemSummarySchema
 from companion.api.reminder_schemas import OccurrenceSchema
-from companion.api.schemas import StrictSchema
+from companion.api.schemas import StrictSchema, TaskProgressSchema
 from companion.api.security import allow, require_patient
 from companion.domain.access import Operation, Role
 from companion.services import progress
 
 blp = Blueprint("progress", __name__, url_prefix="/api/v1", description="Today, streaks, weekly summary")
 READERS = (Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
-
-
-class TaskProgressSchema(Schema):
-    state = fields.String(metadata={"description": "no_tasks | no_events | progress"})
-    fraction = fields.Float(allow_none=True)
-    minutes = fields.Float()
-    minutes_target = fields.Float()
-    done = fields.Integer()
-    planned = fields.Integer()
 
 
 class TensTodaySchema(TaskProgressSchema):

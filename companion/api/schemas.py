@@ -47,6 +47,17 @@ def text(max_len: int = 200, **kwargs) -> fields.String:
     return fields.String(validate=validate.Length(min=kwargs.pop("min_len", 0), max=max_len), **kwargs)
 
 
+class TaskProgressSchema(Schema):
+    """One kind of task on one day (TENS, mindfulness or medication): the domain's DayAdherence."""
+
+    state = fields.String(metadata={"description": "no_tasks | no_events | progress"})
+    fraction = fields.Float(allow_none=True)
+    minutes = fields.Float()
+    minutes_target = fields.Float()
+    done = fields.Integer()
+    planned = fields.Integer()
+
+
 class ProblemSchema(Schema):
     type = fields.String()
     title = fields.String()
