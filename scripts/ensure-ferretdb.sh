@@ -3,11 +3,18 @@
 # into var/bin/ferretdb. The module as served by the Go proxy lacks the generated
 # build/version/version.txt, so `go install ...@v1.24.2` builds a binary that panics at start;
 # we copy the module source, add that file and build from the copy.
+#
+# The copy also gets scripts/ferretdb-v1.24.2-sqlite-id-index.patch (two fixes to the SQLite backend;
+# see the patch and the README): upstream queries _id with an expression the _id index does not match,
+# so every _id lookup, update and delete scanned the whole table (41 ms per update_one at 20,000
+# documents, 158 ms at 80,000; 0.9 ms flat with the patch), and it pushed down only a filter made of
+# _id alone. The build is stamped v1.24.2-companion.1 so that an unpatched binary is rebuilt.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${FERRETDB_BIN:-$root/var/bin/ferretdb}"
 version="v1.24.2"
-if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "${version}"; then
+stamp="${version}-companion.1"
+if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "version: ${stamp}$"; then
   echo "$bin"; exit 0
 fi
 command -v go >/dev/null || { echo "Go is required to build FerretDB (https://go.dev)" >&2; exit 1; }
@@ -17,7 +24,8 @@ work="$(mktemp -d)"
 trap 'chmod -R u+w "$work"; rm -rf "$work"' EXIT
 cp -r "$src/." "$work/"
 chmod -R u+w "$work"
-echo "${version}" > "$work/build/version/version.txt"
+(cd "$work" && git apply -p1 "$root/scripts/ferretdb-v1.24.2-sqlite-id-index.patch")
+echo "${stamp}" > "$work/build/version/version.txt"
 mkdir -p "$(dirname "$bin")"
 (cd "$work" && CGO_ENABLED=0 go build -trimpath -o "$bin" ./cmd/ferretdb) >&2
 echo "$bin"
