@@ -19,7 +19,8 @@ from companion.store.push_tokens import PushTokens
 logger = logging.getLogger(__name__)
 
 CLAIMS_KEPT = timedelta(days=1)
-MAX_ROUNDS = 400  # 400 x 500 = 200,000 notifications per run at most; the next run takes the rest
+PER_PASS = 200_000  # due notifications taken on in one pass; a larger backlog continues in the next
+MAX_PASSES = 3  # passes per run, each picking up what became due (or came back for a retry) meanwhile
 
 
 def worker_name() -> str:
@@ -29,12 +30,12 @@ def worker_name() -> str:
 
 def send_push(db: Database, settings: JobSettings, clock: Callable[[], datetime], sender: PushSender,
               *, owner: str | None = None) -> DispatchReport:
-    """Send every due outbox notification, a batch at a time, until none is left to claim."""
+    """Send every due outbox notification, a batch at a time, until a pass finds none left to claim."""
     dispatcher = OutboxDispatcher(Outbox(db, clock), PushTokens(db, clock), sender, owner=owner or worker_name(),
                                   batch_size=settings.dispatch_batch)
     total = DispatchReport()
-    for _ in range(MAX_ROUNDS):
-        report = dispatcher.run_once()
+    for _ in range(MAX_PASSES):
+        report = dispatcher.run_pass(PER_PASS)
         if report.claimed == 0:
             break
         total.claimed += report.claimed

@@ -1,7 +1,8 @@
 """The outbox dispatcher: claim due notifications, push them to every phone, record what happened.
 
-One pass (:meth:`OutboxDispatcher.run_once`) claims up to ``batch_size`` due notifications (see
-:mod:`companion.store.outbox` for why a claim is an insert and "sending" is a live claim), fans each out to its recipient's phones,
+A pass (:meth:`OutboxDispatcher.run_pass`) finds the due notifications once, reads their recipients'
+phones once, then a batch of ``batch_size`` at a time claims them (see :mod:`companion.store.outbox`
+for why a claim is an insert and "sending" is a live claim), fans each out to its recipient's phones,
 sends them all through :class:`~companion.notify.push.PushSender`, removes tokens FCM reported dead,
 and settles each notification:
 
@@ -17,7 +18,7 @@ and the phone folds the duplicate into the first through the shared collapse key
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -81,16 +82,42 @@ class OutboxDispatcher:
 
     def run_once(self) -> DispatchReport:
         """Claim, send and settle one batch of due notifications."""
+        return self.run_pass(self.batch_size)
+
+    def run_pass(self, limit: int, progress: Callable[[DispatchReport], None] | None = None) -> DispatchReport:
+        """Send up to ``limit`` due notifications, a batch at a time.
+
+        The due notifications are found once for the whole pass, and the recipients' phones read once;
+        each batch then re-reads its notifications by ``_id`` (skipping any another dispatcher has
+        settled meanwhile), claims them and sends them. ``progress`` is told the running totals after
+        each batch.
+        """
         report = DispatchReport()
-        claimed = self.outbox.claim(self.outbox.due(self.batch_size), self.owner, self.lease)
-        report.claimed = len(claimed)
-        if not claimed:
+        due = self.outbox.due(limit)
+        if not due:
             return report
-        phones = self.tokens.for_users(doc["recipient_user_id"] for doc in claimed)
+        ids = list(due)
+        batches = [ids[start:start + self.batch_size] for start in range(0, len(ids), self.batch_size)]
+        phones: PhoneBook | None = None
+        for batch in batches:
+            claimed = self.outbox.claim(self.outbox.open_among(batch), self.owner, self.lease)
+            if not claimed:
+                continue
+            if phones is None:
+                phones = PhoneBook(self.tokens, set(due.values()))
+            self._send(claimed, phones, report)
+            if progress is not None:
+                progress(report)
+        logger.info("outbox pass: claimed %d, states %s, dead tokens %d", report.claimed, report.states,
+                    report.dead_tokens_removed)
+        return report
+
+    def _send(self, claimed: list[dict], phones: PhoneBook, report: DispatchReport) -> None:
+        report.claimed += len(claimed)
         items: list[PushItem] = []
         installs: list[str] = []
         for doc in claimed:
-            for phone in phones.get(doc["recipient_user_id"], []):
+            for phone in phones.of(doc["recipient_user_id"]):
                 items.append(PushItem(outbox_id=doc["_id"], token=phone["token"], kind=doc["kind"],
                                       expires_at=doc["expires_at"], collapse_key=doc["collapse_key"],
                                       attempt=doc["attempts"] + 1, address=Address(phone.get("address", "token"))))
@@ -101,12 +128,26 @@ class OutboxDispatcher:
             per_doc.setdefault(item.outbox_id, []).append((install, result))
             if result.outcome is Outcome.TOKEN_DEAD:
                 report.dead_tokens_removed += self.tokens.remove_dead(item.token)
+                phones.forget(item.token)
         outcomes = []
         for doc in claimed:
             settlement = settle(per_doc.get(doc["_id"], []))
             outcomes.append((doc, settlement.state, settlement.details()))
             report.states[settlement.state] = report.states.get(settlement.state, 0) + 1
         self.outbox.settle(outcomes)
-        logger.info("outbox pass: claimed %d, states %s, dead tokens %d", report.claimed, report.states,
-                    report.dead_tokens_removed)
-        return report
+
+
+class PhoneBook:
+    """The phones of a pass's recipients, read once for the pass; tokens FCM reports dead drop out."""
+
+    def __init__(self, tokens: PushTokens, user_ids: set[str]):
+        self._phones = tokens.for_users(user_ids)
+
+    def of(self, user_id: str) -> list[dict]:
+        """The phones to address for ``user_id`` (none: the notification fails as NO_DEVICE)."""
+        return self._phones.get(user_id, [])
+
+    def forget(self, token: str) -> None:
+        """Stop addressing ``token`` for the rest of the pass (FCM said it is dead)."""
+        for user_id, phones in self._phones.items():
+            self._phones[user_id] = [p for p in phones if p["token"] != token]

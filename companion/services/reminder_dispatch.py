@@ -28,8 +28,7 @@ from pymongo.database import Database
 from companion.domain.schedules import ReminderOccurrence, Repeats, nudge_times
 from companion.services.job_settings import JobSettings
 from companion.store.due_reminders import DueReminders
-from companion.store.notification_history import NotificationHistory
-from companion.store.outbox import SENT, Outbox
+from companion.store.outbox import SENT, NotificationRequest, Outbox
 
 logger = logging.getLogger(__name__)
 
@@ -114,21 +113,18 @@ def dispatch_due_reminders(db: Database, settings: JobSettings, clock: Callable[
         (o, p) for o in occurrences for p in planned_pushes(o, reminders.get(o["reminder_id"]))
         if _in_grace(p, now, settings.reminder_grace)
     ]
-    history = NotificationHistory(db)
-    resend_candidates = [o for o in occurrences if o["due_at"] + settings.reminder_resend_after <= now]
-    sources = history.by_source([p.source_key for _, p in plans]
-                                + [initial_key(o["_id"]) for o in resend_candidates])
-    resends = _resends(resend_candidates, reminders, sources, settings, now)
-    sources.update(history.by_source(p.source_key for _, p in resends))
-    plans += resends
     outbox = Outbox(db, clock)
-    for occurrence, plan in plans:
-        if plan.source_key in sources:
-            continue
-        _, created = outbox.schedule(source_key=plan.source_key, recipient_user_id=occurrence["patient_id"],
-                                     patient_id=occurrence["patient_id"], kind=plan.kind, send_at=plan.send_at,
-                                     completion_window=plan.window_ends_at - plan.send_at)
-        if created:
+    resend_candidates = [o for o in occurrences if o["due_at"] + settings.reminder_resend_after <= now]
+    sources = _existing(outbox, [(p.source_key, o) for o, p in plans]
+                        + [(initial_key(o["_id"]), o) for o in resend_candidates])
+    resends = _resends(resend_candidates, reminders, sources, settings, now)
+    sources.update(_existing(outbox, [(p.source_key, o) for o, p in resends]))
+    todo = [(o, p) for o, p in plans + resends if p.source_key not in sources]
+    created = outbox.schedule_many([
+        NotificationRequest(p.source_key, o["patient_id"], o["patient_id"], p.kind, p.send_at,
+                            p.window_ends_at - p.send_at) for o, p in todo])
+    for (occurrence, plan), was_created in zip(todo, created, strict=True):
+        if was_created:
             result.scheduled += 1
             result.by_kind[plan.kind] = result.by_kind.get(plan.kind, 0) + 1
             if plan.nudge:
@@ -137,13 +133,20 @@ def dispatch_due_reminders(db: Database, settings: JobSettings, clock: Callable[
     return result
 
 
-def _resends(candidates: list[dict], reminders: dict[str, dict], sources: dict[str, list[dict]],
+def _existing(outbox: Outbox, wanted: list[tuple[str, dict]]) -> dict[str, dict]:
+    """The notifications already created for these (source key, occurrence) pairs, by source key (a
+    reminder's pushes all go to the patient)."""
+    found = outbox.existing((key, occurrence["patient_id"]) for key, occurrence in wanted)
+    return {key: doc for (key, _), doc in found.items()}
+
+
+def _resends(candidates: list[dict], reminders: dict[str, dict], sources: dict[str, dict],
              settings: JobSettings, now: datetime) -> list[tuple[dict, PlannedPush]]:
     plans = []
     for occurrence in candidates:
         if repeats_of(reminders.get(occurrence["reminder_id"])).count > 0:
             continue  # its nudges already remind again
-        first = next(iter(sources.get(initial_key(occurrence["_id"]), [])), None)
+        first = sources.get(initial_key(occurrence["_id"]))
         if first is None or first["state"] != SENT or first.get("delivered_at") or first.get("opened_at"):
             continue
         plan = PlannedPush(f"{initial_key(occurrence['_id'])}:resend", REPEAT_KIND,
@@ -173,12 +176,12 @@ def mark_missed_occurrences(db: Database, settings: JobSettings, clock: Callable
     result = MissedResult(marked=len(newly_missed))
     if not newly_missed:
         return result
-    sent_for = NotificationHistory(db).by_source(initial_key(o["_id"]) for o in newly_missed)
+    outbox = Outbox(db, clock)
+    sent_for = _existing(outbox, [(initial_key(o["_id"]), o) for o in newly_missed])
     unreminded: dict[str, dict] = {}
     for occurrence in newly_missed:
         if initial_key(occurrence["_id"]) not in sent_for:
             unreminded.setdefault(occurrence["patient_id"], occurrence)
-    outbox = Outbox(db, clock)
     for patient_id, occurrence in unreminded.items():
         local_day = now.astimezone(ZoneInfo(occurrence["zone"])).date().isoformat()
         _, created = outbox.schedule(source_key=f"missed-summary:{patient_id}:{local_day}",

@@ -1,17 +1,14 @@
-"""Reading the push outbox: which notifications exist already, and a patient's notification history.
+"""Reading the push outbox: a patient's (or a recipient's) notification history.
 
 The outbox itself (creating, claiming, settling) is companion.store.outbox; this module only reads it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime
 
 from pymongo import DESCENDING
 from pymongo.database import Database
-
-from companion.store.due_reminders import chunks
 
 HISTORY_LIMIT = 500
 
@@ -19,16 +16,6 @@ HISTORY_LIMIT = 500
 class NotificationHistory:
     def __init__(self, db: Database):
         self.col = db.push_outbox
-
-    def by_source(self, source_keys: Iterable[str]) -> dict[str, list[dict]]:
-        """The notifications created for each of ``source_keys`` (one per recipient)."""
-        found: dict[str, list[dict]] = {}
-        for part in chunks(sorted(set(source_keys))):
-            for doc in self.col.find({"source_key": {"$in": part}},
-                                     {"source_key": 1, "recipient_user_id": 1, "state": 1, "sent_at": 1,
-                                      "delivered_at": 1, "opened_at": 1}):
-                found.setdefault(doc["source_key"], []).append(doc)
-        return found
 
     def for_patient(self, patient_id: str, *, since: datetime | None = None, until: datetime | None = None,
                     recipient_user_id: str | None = None, limit: int = HISTORY_LIMIT) -> list[dict]:

@@ -1,7 +1,9 @@
 """The push outbox: one document per notification per recipient, the claims that send it, and a log.
 
 A notification is created by **insert** under the unique key ``(source_key, recipient_user_id)``, so
-a job that runs twice (or on two workers) creates it once. Its life: ``scheduled`` → ``sending`` (a
+a job that runs twice (or on two workers) creates it once. Its ``_id`` is derived from that key
+(:func:`notification_id`), so "does it exist yet" is a lookup by ``_id``, which every server serves
+from its primary index. Its life: ``scheduled`` → ``sending`` (a
 live claim, under a lease) → ``sent`` / ``failed`` / ``expired``, or back to ``scheduled`` for a
 retry; the app's receipts add ``delivered_at`` and ``opened_at``. Each round's per-phone results
 (FCM message names, error codes) go to ``push_attempts``.
@@ -24,10 +26,11 @@ notification to the next round, which any dispatcher may then claim: the notific
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -49,9 +52,24 @@ INDEXES = {
 SCHEDULED, SENT, FAILED, EXPIRED = "scheduled", "sent", "failed", "expired"
 FINAL_STATES = (SENT, FAILED, EXPIRED)
 DUPLICATE_KEY = 11000
-# How many due notifications to look at per one wanted, so that a dispatcher can pass over those other
-# dispatchers hold right now.
-_CANDIDATES_PER_CLAIM = 4
+_IDS_PER_QUERY = 2000
+
+
+@dataclass(frozen=True)
+class NotificationRequest:
+    """A notification to create: what caused it, for whom, what kind, when, and for how long it matters."""
+
+    source_key: str
+    recipient_user_id: str
+    patient_id: str
+    kind: str
+    send_at: datetime
+    completion_window: timedelta | None = None
+
+
+def notification_id(source_key: str, recipient_user_id: str) -> str:
+    """The notification's ``_id``, derived from its unique key (24 hex digits)."""
+    return hashlib.blake2b(f"{source_key}\x1f{recipient_user_id}".encode(), digest_size=12).hexdigest()
 
 
 class Outbox:
@@ -68,31 +86,64 @@ class Outbox:
         ``source_key`` names what caused it (e.g. ``reminder:<id>:<occurrence>``); the TTL, collapse
         key and expiry come from the kind's template and the completion window.
         """
-        doc = {
-            "_id": str(ObjectId()), "source_key": source_key, "recipient_user_id": recipient_user_id,
-            "patient_id": patient_id, "kind": template_for(kind).kind,
-            "collapse_key": collapse_key_for(kind, patient_id),
-            "expires_at": send_at + ttl_for(kind, completion_window), "not_before": send_at, "state": SCHEDULED,
-            "attempts": 0, "round": 0, "created_at": self.clock(), "settled_at": None, "sent_at": None,
-            "delivered_at": None, "opened_at": None,
-        }
+        request = NotificationRequest(source_key, recipient_user_id, patient_id, kind, send_at, completion_window)
+        doc = self._document(request)
         try:
             self.col.insert_one(doc)
             return doc, True
         except DuplicateKeyError:
             return self.col.find_one({"source_key": source_key, "recipient_user_id": recipient_user_id}), False
 
+    def schedule_many(self, requests: list[NotificationRequest]) -> list[bool]:
+        """Create many notifications at once (one unordered insert); for each request, whether it was
+        created (False: it existed already)."""
+        if not requests:
+            return []
+        docs = [self._document(request) for request in requests]
+        existing = _duplicates(lambda: self.col.insert_many(docs, ordered=False))
+        return [n not in existing for n in range(len(docs))]
+
+    def _document(self, request: NotificationRequest) -> dict:
+        kind, send_at = request.kind, request.send_at
+        return {
+            "_id": notification_id(request.source_key, request.recipient_user_id), "source_key": request.source_key,
+            "recipient_user_id": request.recipient_user_id, "patient_id": request.patient_id,
+            "kind": template_for(kind).kind, "collapse_key": collapse_key_for(kind, request.patient_id),
+            "expires_at": send_at + ttl_for(kind, request.completion_window), "not_before": send_at,
+            "state": SCHEDULED, "attempts": 0, "round": 0, "created_at": self.clock(), "settled_at": None,
+            "sent_at": None, "delivered_at": None, "opened_at": None,
+        }
+
+    def existing(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+        """The notifications that exist for (source key, recipient) pairs, by pair: looked up by ``_id``."""
+        wanted = {notification_id(source, recipient): (source, recipient) for source, recipient in keys}
+        found: dict[tuple[str, str], dict] = {}
+        ids = sorted(wanted)
+        for start in range(0, len(ids), _IDS_PER_QUERY):
+            for doc in self.col.find({"_id": {"$in": ids[start:start + _IDS_PER_QUERY]}}):
+                found[wanted[doc["_id"]]] = doc
+        return found
+
     def get(self, outbox_id: str) -> dict | None:
         return self.col.find_one({"_id": outbox_id})
 
-    def due(self, limit: int) -> list[dict]:
-        """Up to ``limit`` scheduled notifications whose time has come and that nobody holds right now."""
-        at = self.clock()
-        candidates = list(self.col.find({"state": SCHEDULED, "not_before": {"$lte": at}})
-                          .sort("not_before", ASCENDING).limit(limit * _CANDIDATES_PER_CLAIM))
-        held = {c["outbox_id"] for c in self.claims.find(
-            {"_id": {"$in": [_claim_id(doc) for doc in candidates]}, "lease_until": {"$gte": at}}, {"outbox_id": 1})}
-        return [doc for doc in candidates if doc["_id"] not in held][:limit]
+    def due(self, limit: int) -> dict[str, str]:
+        """Up to ``limit`` scheduled notifications whose time has come, earliest first: id -> recipient.
+
+        One read for a whole dispatch pass: the pass then takes them a batch at a time
+        (:meth:`open_among`), so the cost of finding work does not repeat per batch.
+        """
+        return {doc["_id"]: doc["recipient_user_id"] for doc in self.col.find(
+            {"state": SCHEDULED, "not_before": {"$lte": self.clock()}}, {"recipient_user_id": 1},
+        ).sort("not_before", ASCENDING).limit(limit)}
+
+    def open_among(self, ids: list[str]) -> list[dict]:
+        """Those of ``ids`` that are still scheduled and due now (read by ``_id``), in the order given."""
+        if not ids:
+            return []
+        docs = {doc["_id"]: doc for doc in self.col.find(
+            {"_id": {"$in": ids}, "state": SCHEDULED, "not_before": {"$lte": self.clock()}})}
+        return [docs[i] for i in ids if i in docs]
 
     def claim(self, docs: list[dict], owner: str, lease: timedelta) -> list[dict]:
         """Take those of ``docs`` that no other dispatcher holds this round; returns the ones taken.
@@ -103,6 +154,8 @@ class Outbox:
         at = self.clock()
         won, lost = self._insert_claims(docs, owner, at + lease, at)
         abandoned = self._abandoned(lost, at)
+        if not abandoned:
+            return won
         for doc in abandoned:
             self.col.update_one({"_id": doc["_id"], "round": doc["round"]}, {"$set": {"round": doc["round"] + 1}})
         # Read them again: only those still due in exactly the next round are ours to retake.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -164,6 +165,22 @@ def test_receipts_record_the_first_delivery_and_open_for_the_recipient_only(outb
     assert (stored["delivered_at"], stored["opened_at"]) == (T0, T0 + timedelta(minutes=1))
 
 
+def run_two_dispatchers(store_db, clock, emulator, service_account, batch_size: int,
+                        work: Callable[[OutboxDispatcher], None]) -> None:
+    """Run ``work`` with each of two dispatchers (own sender, own owner name) in its own thread."""
+    senders = [PushSender(service_account, fcm_url=emulator.fcm_url, app_name=f"push-{uuid.uuid4()}",
+                          transport_retry=TransportRetry(backoff_factor=0.01), clock=clock) for _ in range(2)]
+    dispatchers = [OutboxDispatcher(Outbox(store_db, clock=clock), PushTokens(store_db, clock=clock), s,
+                                    owner=f"worker-{n}", lease=LEASE, batch_size=batch_size)
+                   for n, s in enumerate(senders)]
+    threads = [threading.Thread(target=work, args=(d,)) for d in dispatchers]
+    try:
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+    finally:
+        [s.close() for s in senders]
+
+
 def test_two_dispatchers_over_500_notifications_deliver_each_exactly_once(
         store_db, clock, emulator, service_account):
     people = [f"u-{n}" for n in range(100)]
@@ -173,11 +190,6 @@ def test_two_dispatchers_over_500_notifications_deliver_each_exactly_once(
         tokens.register(user, "phone", f"tok-{user}", "android")
         for k in range(5):
             remind(outbox, user=user, source=f"reminder:{user}:{k}")
-    senders = [PushSender(service_account, fcm_url=emulator.fcm_url, app_name=f"push-{uuid.uuid4()}",
-                          transport_retry=TransportRetry(backoff_factor=0.01), clock=clock) for _ in range(2)]
-    dispatchers = [OutboxDispatcher(Outbox(store_db, clock=clock), PushTokens(store_db, clock=clock), s,
-                                    owner=f"worker-{n}", lease=LEASE, batch_size=100)
-                   for n, s in enumerate(senders)]
     claimed = Counter()
 
     def work(d: OutboxDispatcher) -> None:
@@ -186,12 +198,7 @@ def test_two_dispatchers_over_500_notifications_deliver_each_exactly_once(
             if outbox.count_unfinished() == 0:
                 return
 
-    threads = [threading.Thread(target=work, args=(d,)) for d in dispatchers]
-    try:
-        [t.start() for t in threads]
-        [t.join() for t in threads]
-    finally:
-        [s.close() for s in senders]
+    run_two_dispatchers(store_db, clock, emulator, service_account, 100, work)
     counts = delivered_ids(emulator)
     assert (len(counts), set(counts.values())) == (500, {1})
     assert store_db.push_outbox.count_documents({"state": "sent"}) == 500

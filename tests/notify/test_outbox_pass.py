@@ -1,0 +1,97 @@
+"""A dispatch pass: many due notifications found once and sent a batch at a time; scheduling in bulk."""
+
+from __future__ import annotations
+
+from companion.notify.outbox import OutboxDispatcher
+from companion.store.outbox import NotificationRequest, Outbox, notification_id
+from companion.store.push_tokens import PushTokens
+from tests.notify.clock import T0
+from tests.notify.test_outbox import LEASE, delivered_ids, run_two_dispatchers
+
+
+def requests_for(people: list[str], per_person: int) -> list[NotificationRequest]:
+    return [NotificationRequest(f"reminder:{user}:{k}", user, user, "therapy_reminder", T0)
+            for user in people for k in range(per_person)]
+
+
+def test_scheduling_in_bulk_creates_each_notification_once_and_says_which_existed(store_db, clock):
+    outbox = Outbox(store_db, clock=clock)
+    first = outbox.schedule_many(requests_for(["u-1", "u-2"], 3))
+    again = outbox.schedule_many(requests_for(["u-1", "u-2", "u-3"], 3))
+    assert (first, again) == ([True] * 6, [False] * 6 + [True] * 3)
+    assert store_db.push_outbox.count_documents({}) == 9
+
+
+def test_a_notification_is_found_by_its_source_and_recipient(store_db, clock):
+    outbox = Outbox(store_db, clock=clock)
+    doc, _ = outbox.schedule(source_key="reminder:r-1:x", recipient_user_id="u-1", patient_id="u-1",
+                             kind="therapy_reminder", send_at=T0)
+    found = outbox.existing([("reminder:r-1:x", "u-1"), ("reminder:r-1:x", "u-2"), ("reminder:r-2:x", "u-1")])
+    assert (list(found), doc["_id"]) == ([("reminder:r-1:x", "u-1")], notification_id("reminder:r-1:x", "u-1"))
+
+
+def test_one_pass_sends_every_due_notification_in_batches(store_db, clock, sender, emulator):
+    people = [f"u-{n}" for n in range(60)]
+    tokens = PushTokens(store_db, clock=clock)
+    for user in people:
+        tokens.register(user, "phone", f"tok-{user}", "android")
+    outbox = Outbox(store_db, clock=clock)
+    outbox.schedule_many(requests_for(people, 4))
+    dispatcher = OutboxDispatcher(outbox, tokens, sender, owner="worker-1", lease=LEASE, batch_size=50)
+    report = dispatcher.run_pass(1000)
+    counts = delivered_ids(emulator)
+    assert (report.claimed, report.states, len(counts), set(counts.values())) == (240, {"sent": 240}, 240, {1})
+    assert dispatcher.run_pass(1000).claimed == 0
+
+
+def test_a_pass_stops_at_its_limit_and_the_next_pass_takes_the_rest(store_db, clock, sender, emulator):
+    tokens = PushTokens(store_db, clock=clock)
+    tokens.register("u-1", "phone", "tok-1", "android")
+    outbox = Outbox(store_db, clock=clock)
+    outbox.schedule_many(requests_for(["u-1"], 30))
+    dispatcher = OutboxDispatcher(outbox, tokens, sender, owner="worker-1", lease=LEASE, batch_size=10)
+    assert [dispatcher.run_pass(25).claimed, dispatcher.run_pass(25).claimed] == [25, 5]
+    assert len(delivered_ids(emulator)) == 30
+
+
+def test_a_token_fcm_reports_dead_is_not_addressed_again_later_in_the_same_pass(store_db, clock, sender, emulator):
+    tokens = PushTokens(store_db, clock=clock)
+    tokens.register("u-1", "phone-a", "tok-dead", "android")
+    tokens.register("u-1", "phone-b", "tok-live", "android")
+    emulator.script("UNREGISTERED", token="tok-dead")
+    outbox = Outbox(store_db, clock=clock)
+    outbox.schedule_many(requests_for(["u-1"], 4))
+    OutboxDispatcher(outbox, tokens, sender, owner="worker-1", lease=LEASE, batch_size=2).run_pass(100)
+    # The first batch (two notifications, sent together) addresses it twice; the second batch not at all.
+    assert (emulator.hits_for("tok-live"), emulator.hits_for("tok-dead")) == (4, 2)
+
+
+def test_phones_of_a_large_set_of_people_read_in_one_go_match_the_indexed_lookup(store_db, clock):
+    tokens = PushTokens(store_db, clock=clock)
+    people = [f"u-{n}" for n in range(12)]
+    for n, user in enumerate(people):
+        for phone in range(n % 3):
+            tokens.register(user, f"phone-{phone}", f"tok-{user}-{phone}", "ios")
+    tokens.register("someone-else", "phone", "tok-other", "android")
+    looked_up = tokens.for_users(people)
+    tokens.read_all_over = 5
+    read_in_one_go = tokens.for_users(people)
+
+    def view(phones):
+        return {user: sorted(p["token"] for p in ps) for user, ps in phones.items()}
+
+    assert view(read_in_one_go) == view(looked_up)
+    assert (len(looked_up), "someone-else" in read_in_one_go) == (8, False)
+
+
+def test_two_workers_running_passes_at_once_deliver_each_notification_exactly_once(
+        store_db, clock, emulator, service_account):
+    people = [f"u-{n}" for n in range(80)]
+    tokens = PushTokens(store_db, clock=clock)
+    for user in people:
+        tokens.register(user, "phone", f"tok-{user}", "android")
+    Outbox(store_db, clock=clock).schedule_many(requests_for(people, 5))
+    run_two_dispatchers(store_db, clock, emulator, service_account, 50, lambda d: d.run_pass(1000))
+    counts = delivered_ids(emulator)
+    assert (len(counts), set(counts.values())) == (400, {1})
+    assert store_db.push_outbox.count_documents({"state": "sent"}) == 400
