@@ -40,11 +40,11 @@ from companion.services.reminder_dispatch import dispatch_due_reminders
 from companion.store.db import ensure_indexes, make_client
 from companion.store.outbox import Outbox
 from companion.store.push_tokens import PushTokens
+from tests.support.due_reminders import CHUNK, seed_due_reminders
 from tests.support.ferretdb import FerretServer, free_port
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## Scheduler peak minute"
-CHUNK = 5000
 
 
 @dataclass
@@ -83,22 +83,6 @@ class Emulator:
         self.process.wait(timeout=10)
 
 
-def _seed(db, size: int, due: datetime) -> list[str]:
-    tokens = [f"bench-{uuid.uuid4().hex}" for _ in range(size)]
-    for start in range(0, size, CHUNK):
-        part = range(start, min(start + CHUNK, size))
-        db.push_tokens.insert_many([{"_id": f"t{n}", "user_id": f"p{n}", "install_id": "phone-1", "token": tokens[n],
-                                     "platform": "android", "address": "token", "updated_at": due} for n in part])
-        db.reminders.insert_many([{"_id": f"r{n}", "patient_id": f"p{n}", "kind": "tens", "repeat": None,
-                                   "completion_window_min": 60, "active": True} for n in part])
-        db.reminder_occurrences.insert_many([{
-            "_id": f"r{n}:2026-03-02:08:00", "patient_id": f"p{n}", "reminder_id": f"r{n}", "kind": "tens",
-            "local_date": "2026-03-02", "local_time": "08:00", "zone": "UTC", "due_at": due, "notify_at": due,
-            "window_ends_at": due + timedelta(hours=1), "status": "pending", "status_at": None,
-            "skip_reason": None, "snoozed_until": None, "nudges_sent": 0} for n in part])
-    return tokens
-
-
 def _time_send_each(sender: PushSender, tokens: list[str]) -> float:
     messages = [messaging.Message(notification=messaging.Notification(title="t", body="b")) for _ in tokens]
     for message, token in zip(messages, tokens, strict=True):
@@ -125,7 +109,7 @@ def measure(client: MongoClient, emulator: Emulator, size: int, budget_s: float)
     db = client[name]
     ensure_indexes(db)
     due = datetime.now(UTC) - timedelta(seconds=5)
-    tokens = _seed(db, size, due)
+    tokens = seed_due_reminders(db, size, due)
     sender = PushSender(emulator.account, fcm_url=emulator.fcm_url, app_name=f"bench-{uuid.uuid4()}")
     try:
         send_each_s = _time_send_each(sender, [f"floor-{t}" for t in tokens])

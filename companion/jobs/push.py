@@ -32,7 +32,7 @@ def send_push(db: Database, settings: JobSettings, clock: Callable[[], datetime]
               *, owner: str | None = None) -> DispatchReport:
     """Send every due outbox notification, a batch at a time, until a pass finds none left to claim."""
     dispatcher = OutboxDispatcher(Outbox(db, clock), PushTokens(db, clock), sender, owner=owner or worker_name(),
-                                  batch_size=settings.dispatch_batch)
+                                  lease=settings.push_lease, batch_size=settings.dispatch_batch)
     total = DispatchReport()
     for _ in range(MAX_PASSES):
         report = dispatcher.run_pass(PER_PASS)
