@@ -87,6 +87,8 @@ def scheduler(lines: list[str]) -> None:
         part = figures[name]
         if not part.get("available"):
             lines += [f"**{title}**: not available: {part.get('reason', '?')}", ""]
+        elif "table" in part:
+            lines += [f"**{title}**: {part['table']}", ""]
         elif "output" in part:
             lines += [f"**{title}** (output of its own bench):", "", "```", part["output"], "```", ""]
         else:

@@ -9,22 +9,25 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import subprocess
 import sys
 
 from bench.common import ROOT, write_result
+from bench.peak_minute import SECTION as PEAK_SECTION
 
 NIGHTLY_CANDIDATES = [("companion.jobs.adherence", "nightly"), ("companion.services.adherence", "compute_nightly")]
 
 
 def peak_minute() -> dict:
-    script = ROOT / "bench" / "peak_minute.py"
-    if not script.exists():
-        return {"available": False, "reason": "bench/peak_minute.py (scheduler area) is not on this branch yet"}
-    done = subprocess.run([sys.executable, "-m", "bench.peak_minute"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=1800)
-    return {"available": done.returncode == 0, "output": done.stdout.strip()[-4000:],
-            **({} if done.returncode == 0 else {"reason": done.stderr.strip()[-2000:]})}
+    """Run bench/peak_minute.py at PEAK_SIZES (default 2,000, 20,000 and 100,000 due reminders)."""
+    sizes = os.environ.get("PEAK_SIZES", "2000,20000,100000")
+    done = subprocess.run([sys.executable, "-m", "bench.peak_minute", "--sizes", sizes, "--no-write"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        return {"available": False, "reason": done.stderr.strip()[-2000:]}
+    table = done.stdout[done.stdout.index(PEAK_SECTION) + len(PEAK_SECTION):].strip()
+    return {"available": True, "table": table}
 
 
 def nightly(patients: list[int], days: int) -> dict:
