@@ -176,7 +176,8 @@ def render(figures: list[Figures], server: str, budget_s: float) -> str:
         "N patients with one phone each and one reminder due now. *send_each* is the floor: firebase-admin's "
         "`messaging.send_each` of N minimal messages to the loopback FCM emulator (a separate process), 500 per "
         "call; *insert_many* is the database floor (N outbox-sized documents). *dispatch* creates the N outbox "
-        "notifications (one insert each under the unique key); *peak* is dispatch plus sending them all the way "
+        "notifications (what already exists looked up by _id, the rest in one unordered insert under the unique "
+        "key); *peak* is dispatch plus sending them all the way "
         "the worker does (`OutboxDispatcher.run_pass` until a pass finds nothing: the due notifications and "
         "their phones read once per pass, then claim, push, settle 500 at a time), no new pass after the budget. *growth* is peak time per reminder relative to the smallest size (1.00 = linear).", "",
         "| due reminders | send_each s | insert_many s | dispatch s | peak s | peak / send_each | growth "
