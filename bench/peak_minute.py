@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
             emulator.stop()
             if server is not None:
                 server.stop()
-    server_name = "MongoDB at MONGODB_URI" if os.environ.get("MONGODB_URI") else "FerretDB v1.24.2-companion.1 (SQLite, the _id-index patch: see README)"
+    server_name = "MongoDB at MONGODB_URI" if os.environ.get("MONGODB_URI") else "FerretDB v1.24.2-companion.2 (SQLite, patched to use indexes: see README)"
     section = render(figures, server_name, args.budget_s)
     print(section)
     if not args.no_write:
