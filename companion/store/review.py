@@ -18,6 +18,7 @@ NOTIFICATIONS = "push_outbox"
 PANEL_PAIN_FIELDS = {"patient_id": 1, "recorded_at": 1, "nrs": 1, "deleted": 1}
 PANEL_DAY_FIELDS = {"patient_id": 1, "date": 1, "state": 1, "covered": 1}
 MAX_ROWS = 5000
+ID_CHUNK = 5000  # ids per `_id $in` (FerretDB serves up to 10,000 from its _id index)
 
 
 class ReviewReads:
@@ -29,9 +30,14 @@ class ReviewReads:
         return list(self.db.users.find({"_id": {"$in": patient_ids}, "role": "patient"},
                                         {"display_name": 1, "time_zone": 1, "email": 1, "created_at": 1}))
 
-    def adherence_days_of(self, patient_ids: list[str], since: str) -> list[dict]:
-        return list(self.db.adherence_days.find({"patient_id": {"$in": patient_ids}, "date": {"$gte": since}},
-                                                PANEL_DAY_FIELDS))
+    def adherence_days_by_id(self, snapshot_ids: list[str]) -> list[dict]:
+        """Snapshots by their computed ids (`<patient>:<date>`), a bounded `_id $in` per chunk: served from the
+        _id index on MongoDB and on FerretDB alike, whatever the size of the collection."""
+        found = []
+        for first in range(0, len(snapshot_ids), ID_CHUNK):
+            found += self.db.adherence_days.find({"_id": {"$in": snapshot_ids[first:first + ID_CHUNK]}},
+                                                 PANEL_DAY_FIELDS)
+        return found
 
     def pain_of(self, patient_ids: list[str], since: datetime) -> list[dict]:
         return list(self.db.pain_entries.find({"patient_id": {"$in": patient_ids}, "recorded_at": {"$gte": since}},
