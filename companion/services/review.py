@@ -15,10 +15,11 @@ from companion.domain import review as rules
 from companion.store.accounts import now
 from companion.store.adherence import snapshot_id
 from companion.store.relationships import CareTeams
-from companion.store.review import ReviewReads
+from companion.store.review import PANEL_DAY_FIELDS, ReviewReads
 
 PANEL_PAIN_WINDOW = timedelta(days=28)
 PANEL_PDC_DAYS = 30  # the longest PDC on the panel
+REVIEW_SNAPSHOT_DAYS = 90  # a patient's review reads the snapshots of today and the 90 days before
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def panel(db: Database, clinician_id: str, *, at: datetime | None = None) -> lis
     reads = ReviewReads(db)
     people = reads.patients(ids)
     days, pain, last_sync, alerts = defaultdict(list), defaultdict(list), {}, defaultdict(int)
-    for day in reads.adherence_days_by_id(_pdc_snapshot_ids(people, at)):
+    for day in reads.adherence_days_by_id(_pdc_snapshot_ids(people, at), PANEL_DAY_FIELDS):
         days[day["patient_id"]].append(day)
     for entry in reads.pain_of(ids, at - PANEL_PAIN_WINDOW):
         pain[entry["patient_id"]].append(entry)
@@ -124,7 +125,8 @@ class PatientReview:
     def adherence(self, days: int) -> dict:
         """The calendar (one entry per local day, `missing` where no snapshot exists) and PDC."""
         first = self.first_day(days)
-        stored = {d["date"]: d for d in self.reads.adherence_days(self.pid, (self.today - timedelta(days=90)).isoformat())}
+        stored = {d["date"]: d for d in self.reads.adherence_days_by_id(
+            [snapshot_id(self.pid, self.today - timedelta(days=n)) for n in range(REVIEW_SNAPSHOT_DAYS, -1, -1)])}
         calendar = []
         for i in range(days):
             on = (first + timedelta(days=i)).isoformat()

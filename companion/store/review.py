@@ -30,13 +30,12 @@ class ReviewReads:
         return list(self.db.users.find({"_id": {"$in": patient_ids}, "role": "patient"},
                                         {"display_name": 1, "time_zone": 1, "email": 1, "created_at": 1}))
 
-    def adherence_days_by_id(self, snapshot_ids: list[str]) -> list[dict]:
+    def adherence_days_by_id(self, snapshot_ids: list[str], fields: dict | None = None) -> list[dict]:
         """Snapshots by their computed ids (`<patient>:<date>`), a bounded `_id $in` per chunk: served from the
         _id index on MongoDB and on FerretDB alike, whatever the size of the collection."""
         found = []
         for first in range(0, len(snapshot_ids), ID_CHUNK):
-            found += self.db.adherence_days.find({"_id": {"$in": snapshot_ids[first:first + ID_CHUNK]}},
-                                                 PANEL_DAY_FIELDS)
+            found += self.db.adherence_days.find({"_id": {"$in": snapshot_ids[first:first + ID_CHUNK]}}, fields)
         return found
 
     def pain_of(self, patient_ids: list[str], since: datetime) -> list[dict]:
@@ -51,10 +50,6 @@ class ReviewReads:
                                         {"patient_id": 1}))
 
     # One patient.
-    def adherence_days(self, patient_id: str, since: str) -> list[dict]:
-        return list(self.db.adherence_days.find({"patient_id": patient_id, "date": {"$gte": since}})
-                    .sort("date", ASCENDING).limit(400))
-
     def sessions(self, patient_id: str, since: datetime, until: datetime) -> list[dict]:
         return list(self.db.session_records.find({"patient_id": patient_id,
                                                   "started_at": {"$gte": since, "$lt": until}})
