@@ -148,13 +148,15 @@ def run_size(uri: str, total: int, gateway_count: int, slice_count: int) -> dict
                                        if side == "api" else raw_insert_many(raw, gateways, per_gateway, base, seqs))
         stored_count = records.count_documents({"device_serial": {"$in": [g.serial for g in gateways]}})
         api_s, raw_s = sum(times["api"]), sum(times["raw"])
-        per_slice = sorted(r / a for a, r in zip(times["api"], times["raw"], strict=True))
+        in_order = [r / a for a, r in zip(times["api"], times["raw"], strict=True)]
+        per_slice = sorted(in_order)
         return {"records": total, "available": True, "gateways": gateway_count, "batch": BATCH,
                 "slices": len(per_slice), "api_seconds": round(api_s, 2), "api_records_per_s": round(total / api_s),
                 "raw_seconds": round(raw_s, 2), "raw_records_per_s": round(total / raw_s),
                 "ratio_api_to_raw": round(raw_s / api_s, 3),
                 "slice_ratio_min": round(per_slice[0], 3), "slice_ratio_median": round(statistics.median(per_slice), 3),
-                "slice_ratio_max": round(per_slice[-1], 3), "stored": stored_count,
+                "slice_ratio_max": round(per_slice[-1], 3), "slice_ratios": [round(x, 3) for x in in_order],
+                "stored": stored_count,
                 "api_retries": tally["retries"][0], "api_statuses": tally["statuses"]}
     finally:
         client.drop_database(db_name)

@@ -25,19 +25,19 @@ from tests.support.world import login
 
 
 class QueryCounter(monitoring.CommandListener):
-    """Commands and server time per (command, collection) while `recording` is set."""
+    """Commands (find, getMore, insert, ...) and server time per collection while `recording` is set."""
 
     def __init__(self):
         self.recording = False
         self.lock = threading.Lock()
-        self.pending: dict[int, tuple[str, str]] = {}
+        self.pending: dict[int, str] = {}
         self.counts: dict[str, list] = defaultdict(lambda: [0, 0.0])
 
     def started(self, event):
         if self.recording:
             key = "collection" if event.command_name == "getMore" else event.command_name
             collection = event.command.get(key)
-            what = f"{event.command_name} {collection if isinstance(collection, str) else ''}".strip()
+            what = collection if isinstance(collection, str) else event.command_name
             with self.lock:
                 self.pending[event.request_id] = what
 

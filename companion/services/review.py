@@ -62,8 +62,8 @@ def _pdc_snapshot_ids(people: list[dict], at: datetime) -> list[str]:
 
 
 def panel(db: Database, clinician_id: str, *, at: datetime | None = None) -> list[rules.PanelRow]:
-    """Every patient on the clinician's care teams with their figures; six queries whatever the size (the
-    adherence snapshots are read by their computed ids, in chunks of ID_CHUNK)."""
+    """Every patient on the clinician's care teams with their figures: six queries, the adherence one
+    repeated per ID_CHUNK snapshots (read by their computed ids: 30 a patient)."""
     at = at or now()
     ids = CareTeams(db).patient_ids_for(clinician_id)
     if not ids:

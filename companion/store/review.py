@@ -18,7 +18,9 @@ NOTIFICATIONS = "push_outbox"
 PANEL_PAIN_FIELDS = {"patient_id": 1, "recorded_at": 1, "nrs": 1, "deleted": 1}
 PANEL_DAY_FIELDS = {"patient_id": 1, "date": 1, "state": 1, "covered": 1}
 MAX_ROWS = 5000
-ID_CHUNK = 5000  # ids per `_id $in` (FerretDB serves up to 10,000 from its _id index)
+# Ids per `_id $in`: FerretDB serves up to 10,000 from its _id index but re-checks every fetched document
+# against the whole list, so 1,000 at a time is faster there (0.57 s against 0.78 s for 6,000 snapshots).
+ID_CHUNK = 1000
 
 
 class ReviewReads:
