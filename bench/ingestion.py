@@ -3,13 +3,17 @@
 The API side: G gateways (each paired to its own patient, one TENS unit each) post batches of 500
 to POST /api/v1/gateway/session-records concurrently, against gunicorn (2 workers × 4 threads).
 The floor: G threads insert_many the same documents, 500 at a time, into a collection with the same
-indexes on the same server. Usage: python -m bench.ingestion 10000 100000 1000000 [--gateways 4]
+indexes on the same server. Each size is cut into slices (whole batches) and the two sides alternate
+slice by slice (API then raw, raw then API, ...), each side's time summed, so that load from other work
+on the machine falls on both alike; the spread of the per-slice ratios shows how steady that was.
+Usage: python -m bench.ingestion 10000 100000 1000000 [--gateways 4] [--slices 10]
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -49,9 +53,18 @@ def stored(record: dict, patient_id: str, gateway_id: str, now: datetime) -> dic
     return {**doc, "patient_id": patient_id, "gateway_id": gateway_id, "server_received_at": now}
 
 
-def batches(serial: str, count: int, base: datetime):
-    for start in range(1, count + 1, BATCH):
-        yield [item(serial, seq, count, base) for seq in range(start, min(start + BATCH, count + 1))]
+def batches(serial: str, count: int, base: datetime, first: int = 1, last: int | None = None):
+    """Batches of `count` records spread over the window; only sequence numbers first..last if given."""
+    last = count if last is None else last
+    for start in range(first, last + 1, BATCH):
+        yield [item(serial, seq, count, base) for seq in range(start, min(start + BATCH, last + 1))]
+
+
+def slices(per_gateway: int, wanted: int) -> list[tuple[int, int]]:
+    """Sequence ranges (first, last) cutting one gateway's records into at most `wanted` runs of whole batches."""
+    batch_count = -(-per_gateway // BATCH)
+    per_slice = -(-batch_count // min(wanted, batch_count)) * BATCH
+    return [(first, min(first + per_slice - 1, per_gateway)) for first in range(1, per_gateway + 1, per_slice)]
 
 
 def warm_up(url: str, gateway, base: datetime) -> None:
@@ -62,12 +75,14 @@ def warm_up(url: str, gateway, base: datetime) -> None:
         list(pool.map(lambda batch: http.post(RECORDS_PATH, json={"records": batch}).raise_for_status(), warm))
 
 
-def through_api(url: str, gateways: list, per_gateway: int, base: datetime) -> dict:
-    retries, statuses, lock = [0], {}, threading.Lock()
+def through_api(url: str, gateways: list, per_gateway: int, base: datetime, seqs: tuple[int, int],
+                tally: dict) -> float:
+    lock = threading.Lock()
+    retries, statuses = tally.setdefault("retries", [0]), tally.setdefault("statuses", {})
 
     def upload(gateway) -> None:
         with httpx.Client(base_url=url, timeout=120, headers=gateway.headers) as http:
-            for batch in batches(gateway.serial, per_gateway, base):
+            for batch in batches(gateway.serial, per_gateway, base, *seqs):
                 while True:
                     response = http.post(RECORDS_PATH, json={"records": batch})
                     with lock:
@@ -82,14 +97,14 @@ def through_api(url: str, gateways: list, per_gateway: int, base: datetime) -> d
     started = time.perf_counter()
     with ThreadPoolExecutor(len(gateways)) as pool:
         list(pool.map(upload, gateways))
-    return {"seconds": time.perf_counter() - started, "retries": retries[0], "statuses": statuses}
+    return time.perf_counter() - started
 
 
-def raw_insert_many(collection, gateways: list, per_gateway: int, base: datetime) -> float:
+def raw_insert_many(collection, gateways: list, per_gateway: int, base: datetime, seqs: tuple[int, int]) -> float:
     now = datetime.now(UTC)
 
     def insert(gateway) -> None:
-        for batch in batches(gateway.serial, per_gateway, base):
+        for batch in batches(gateway.serial, per_gateway, base, *seqs):
             collection.insert_many([stored(r, gateway.patient_id, gateway.id, now) for r in batch], ordered=False)
 
     started = time.perf_counter()
@@ -104,7 +119,7 @@ def copy_indexes(source, target) -> None:
             target.create_indexes([IndexModel(spec["key"], name=name, unique=spec.get("unique", False))])
 
 
-def run_size(uri: str, total: int, gateway_count: int) -> dict:
+def run_size(uri: str, total: int, gateway_count: int, slice_count: int) -> dict:
     per_gateway = total // gateway_count
     total = per_gateway * gateway_count
     base = datetime.now(UTC) - WINDOW - timedelta(hours=1)
@@ -119,21 +134,30 @@ def run_size(uri: str, total: int, gateway_count: int) -> dict:
             if probe.status_code in (404, 405):
                 return {"records": total, "available": False,
                         "reason": f"POST {RECORDS_PATH} is not on this branch yet"}
+            records = client[db_name].session_records
+            raw = client[db_name + "_raw"].session_records
+            copy_indexes(records, raw)
             warm_up(server.url, warm_gateway, base)
-            api = through_api(server.url, gateways, per_gateway, base)
-        records = client[db_name].session_records
+            raw.insert_many([stored(r, warm_gateway.patient_id, warm_gateway.id, datetime.now(UTC))
+                             for r in batches(warm_gateway.serial, 500, base).__next__()])
+            tally: dict = {}
+            times: dict[str, list[float]] = {"api": [], "raw": []}
+            for index, seqs in enumerate(slices(per_gateway, slice_count)):
+                for side in ("api", "raw") if index % 2 == 0 else ("raw", "api"):
+                    times[side].append(through_api(server.url, gateways, per_gateway, base, seqs, tally)
+                                       if side == "api" else raw_insert_many(raw, gateways, per_gateway, base, seqs))
         stored_count = records.count_documents({"device_serial": {"$in": [g.serial for g in gateways]}})
-        raw = client[db_name + "_raw"].session_records
-        copy_indexes(records, raw)
-        raw.insert_many([stored(r, warm_gateway.patient_id, warm_gateway.id, datetime.now(UTC))
-                         for r in batches(warm_gateway.serial, 500, base).__next__()])
-        raw_s = raw_insert_many(raw, gateways, per_gateway, base)
-        api_rate, raw_rate = total / api["seconds"], total / raw_s
+        api_s, raw_s = sum(times["api"]), sum(times["raw"])
+        in_order = [r / a for a, r in zip(times["api"], times["raw"], strict=True)]
+        per_slice = sorted(in_order)
         return {"records": total, "available": True, "gateways": gateway_count, "batch": BATCH,
-                "api_seconds": round(api["seconds"], 2), "api_records_per_s": round(api_rate),
-                "raw_seconds": round(raw_s, 2), "raw_records_per_s": round(raw_rate),
-                "ratio_api_to_raw": round(api_rate / raw_rate, 3), "stored": stored_count,
-                "api_retries": api["retries"], "api_statuses": api["statuses"]}
+                "slices": len(per_slice), "api_seconds": round(api_s, 2), "api_records_per_s": round(total / api_s),
+                "raw_seconds": round(raw_s, 2), "raw_records_per_s": round(total / raw_s),
+                "ratio_api_to_raw": round(raw_s / api_s, 3),
+                "slice_ratio_min": round(per_slice[0], 3), "slice_ratio_median": round(statistics.median(per_slice), 3),
+                "slice_ratio_max": round(per_slice[-1], 3), "slice_ratios": [round(x, 3) for x in in_order],
+                "stored": stored_count,
+                "api_retries": tally["retries"][0], "api_statuses": tally["statuses"]}
     finally:
         client.drop_database(db_name)
         client.drop_database(db_name + "_raw")
@@ -144,9 +168,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sizes", nargs="*", type=int, default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--gateways", type=int, default=4)
+    parser.add_argument("--slices", type=int, default=10)
     args = parser.parse_args(argv)
     with database() as uri:
-        runs = [run_size(uri, size, args.gateways) for size in args.sizes]
+        runs = [run_size(uri, size, args.gateways, args.slices) for size in args.sizes]
     write_result("ingestion", {"runs": runs})
 
 

@@ -19,10 +19,11 @@ class Gateway:
     headers: dict
 
 
-def bench_app(uri: str, db_name: str):
+def bench_app(uri: str, db_name: str, **settings):
     """The app in-process against the bench database (same secret as the gunicorn under test)."""
     return create_app({"mongodb_uri": uri, "mongodb_db": db_name, "secret_key": SECRET,
-                       "password_memory_kib": 1024, "password_time_cost": 1, "access_token_ttl_s": TOKEN_TTL_S})
+                       "password_memory_kib": 1024, "password_time_cost": 1, "access_token_ttl_s": TOKEN_TTL_S,
+                       **settings})
 
 
 def paired_gateways(uri: str, db_name: str, count: int) -> list[Gateway]:

@@ -13,10 +13,13 @@ from pymongo.database import Database
 
 from companion.domain import review as rules
 from companion.store.accounts import now
+from companion.store.adherence import snapshot_id
 from companion.store.relationships import CareTeams
-from companion.store.review import ReviewReads
+from companion.store.review import PANEL_DAY_FIELDS, ReviewReads
 
 PANEL_PAIN_WINDOW = timedelta(days=28)
+PANEL_PDC_DAYS = 30  # the longest PDC on the panel
+REVIEW_SNAPSHOT_DAYS = 90  # a patient's review reads the snapshots of today and the 90 days before
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,18 @@ def _last_sync(status: dict) -> datetime | None:
     return (status or {}).get("last_sync_at") or (status or {}).get("last_seen_at")
 
 
+def _pdc_snapshot_ids(people: list[dict], at: datetime) -> list[str]:
+    """The ids of the snapshots the panel's PDC reads: each patient's 30 completed local days."""
+    ids = []
+    for person in people:
+        first, last = rules.completed_days(rules.local_date(at, person.get("time_zone") or "UTC"), PANEL_PDC_DAYS)
+        ids += [snapshot_id(person["_id"], first + timedelta(days=n)) for n in range((last - first).days + 1)]
+    return ids
+
+
 def panel(db: Database, clinician_id: str, *, at: datetime | None = None) -> list[rules.PanelRow]:
-    """Every patient on the clinician's care teams with their figures; six queries whatever the size."""
+    """Every patient on the clinician's care teams with their figures: six queries, the adherence one
+    repeated per ID_CHUNK snapshots (read by their computed ids: 30 a patient)."""
     at = at or now()
     ids = CareTeams(db).patient_ids_for(clinician_id)
     if not ids:
@@ -58,7 +71,7 @@ def panel(db: Database, clinician_id: str, *, at: datetime | None = None) -> lis
     reads = ReviewReads(db)
     people = reads.patients(ids)
     days, pain, last_sync, alerts = defaultdict(list), defaultdict(list), {}, defaultdict(int)
-    for day in reads.adherence_days_of(ids, (at - timedelta(days=32)).date().isoformat()):
+    for day in reads.adherence_days_by_id(_pdc_snapshot_ids(people, at), PANEL_DAY_FIELDS):
         days[day["patient_id"]].append(day)
     for entry in reads.pain_of(ids, at - PANEL_PAIN_WINDOW):
         pain[entry["patient_id"]].append(entry)
@@ -75,7 +88,7 @@ def panel(db: Database, clinician_id: str, *, at: datetime | None = None) -> lis
         rows.append(rules.PanelRow(
             patient_id=pid, display_name=person.get("display_name") or "", time_zone=zone,
             pdc_7=rules.pdc(days[pid], *rules.completed_days(today, 7)),
-            pdc_30=rules.pdc(days[pid], *rules.completed_days(today, 30)),
+            pdc_30=rules.pdc(days[pid], *rules.completed_days(today, PANEL_PDC_DAYS)),
             pain=rules.pain_trend(pain[pid], at),
             days_since_sync=rules.days_since(last_sync.get(pid), at),
             open_alerts=alerts[pid]))
@@ -112,7 +125,8 @@ class PatientReview:
     def adherence(self, days: int) -> dict:
         """The calendar (one entry per local day, `missing` where no snapshot exists) and PDC."""
         first = self.first_day(days)
-        stored = {d["date"]: d for d in self.reads.adherence_days(self.pid, (self.today - timedelta(days=90)).isoformat())}
+        stored = {d["date"]: d for d in self.reads.adherence_days_by_id(
+            [snapshot_id(self.pid, self.today - timedelta(days=n)) for n in range(REVIEW_SNAPSHOT_DAYS, -1, -1)])}
         calendar = []
         for i in range(days):
             on = (first + timedelta(days=i)).isoformat()

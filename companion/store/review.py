@@ -18,6 +18,9 @@ NOTIFICATIONS = "push_outbox"
 PANEL_PAIN_FIELDS = {"patient_id": 1, "recorded_at": 1, "nrs": 1, "deleted": 1}
 PANEL_DAY_FIELDS = {"patient_id": 1, "date": 1, "state": 1, "covered": 1}
 MAX_ROWS = 5000
+# Ids per `_id $in`: FerretDB serves up to 10,000 from its _id index but re-checks every fetched document
+# against the whole list, so 1,000 at a time is faster there (0.57 s against 0.78 s for 6,000 snapshots).
+ID_CHUNK = 1000
 
 
 class ReviewReads:
@@ -29,9 +32,13 @@ class ReviewReads:
         return list(self.db.users.find({"_id": {"$in": patient_ids}, "role": "patient"},
                                         {"display_name": 1, "time_zone": 1, "email": 1, "created_at": 1}))
 
-    def adherence_days_of(self, patient_ids: list[str], since: str) -> list[dict]:
-        return list(self.db.adherence_days.find({"patient_id": {"$in": patient_ids}, "date": {"$gte": since}},
-                                                PANEL_DAY_FIELDS))
+    def adherence_days_by_id(self, snapshot_ids: list[str], fields: dict | None = None) -> list[dict]:
+        """Snapshots by their computed ids (`<patient>:<date>`), a bounded `_id $in` per chunk: served from the
+        _id index on MongoDB and on FerretDB alike, whatever the size of the collection."""
+        found = []
+        for first in range(0, len(snapshot_ids), ID_CHUNK):
+            found += self.db.adherence_days.find({"_id": {"$in": snapshot_ids[first:first + ID_CHUNK]}}, fields)
+        return found
 
     def pain_of(self, patient_ids: list[str], since: datetime) -> list[dict]:
         return list(self.db.pain_entries.find({"patient_id": {"$in": patient_ids}, "recorded_at": {"$gte": since}},
@@ -45,10 +52,6 @@ class ReviewReads:
                                         {"patient_id": 1}))
 
     # One patient.
-    def adherence_days(self, patient_id: str, since: str) -> list[dict]:
-        return list(self.db.adherence_days.find({"patient_id": patient_id, "date": {"$gte": since}})
-                    .sort("date", ASCENDING).limit(400))
-
     def sessions(self, patient_id: str, since: datetime, until: datetime) -> list[dict]:
         return list(self.db.session_records.find({"patient_id": patient_id,
                                                   "started_at": {"$gte": since, "$lt": until}})

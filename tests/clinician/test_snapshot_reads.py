@@ -1,0 +1,85 @@
+"""The panel and a patient's review read adherence snapshots by their computed ids (`<patient>:<date>`).
+
+On MongoDB either access path uses an index; on FerretDB only `_id` and `_id $in` are served from an
+index, any other filter reads the whole collection. These pin the id-only access path and its chunking.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pymongo
+import pytest
+from pymongo import monitoring
+
+from companion.services.review import PatientReview, panel
+from companion.store import review as review_store
+from companion.store.relationships import CareTeams
+
+TODAY = datetime.now(UTC).date()
+
+
+class _SnapshotFilters(monitoring.CommandListener):
+    def __init__(self):
+        self.filters = []
+
+    def started(self, event):
+        if event.command_name == "find" and event.command["find"] == "adherence_days":
+            self.filters.append(event.command["filter"])
+
+    def succeeded(self, event):
+        pass
+
+    def failed(self, event):
+        pass
+
+
+@pytest.fixture
+def watched(mongo_uri, db):
+    listener = _SnapshotFilters()
+    client = pymongo.MongoClient(mongo_uri, tz_aware=True, event_listeners=[listener])
+    yield client[db.name], listener
+    client.close()
+
+
+def _team(db, seed, names: list[str], zone: str = "UTC") -> tuple[str, list[str]]:
+    teams = CareTeams(db)
+    team = teams.create("Snapshot clinic")
+    teams.add_clinician(team["_id"], "clinician-snapshots")
+    ids = []
+    for index, name in enumerate(names):
+        pid = seed.patient(name, zone=zone)
+        teams.enrol(team["_id"], pid)
+        seed.adherence_run(pid, TODAY - timedelta(days=1), [index % 2 == 0, True, False] * 12)
+        ids.append(pid)
+    return "clinician-snapshots", ids
+
+
+def test_the_panel_reads_each_patients_thirty_completed_days_by_snapshot_id(watched, db, seed):
+    snapshot_db, listener = watched
+    clinician, ids = _team(db, seed, ["Ada", "Ben"])
+    assert len(panel(snapshot_db, clinician)) == 2
+    assert [list(f) for f in listener.filters] == [["_id"]]
+    wanted = {f"{pid}:{(TODAY - timedelta(days=n)).isoformat()}" for pid in ids for n in range(1, 31)}
+    assert set(listener.filters[0]["_id"]["$in"]) == wanted
+
+
+def test_panel_figures_are_the_same_when_the_snapshot_ids_span_several_queries(watched, db, seed, monkeypatch):
+    snapshot_db, listener = watched
+    clinician, _ = _team(db, seed, ["Ada", "Ben", "Cy"])
+    whole = panel(snapshot_db, clinician)
+    monkeypatch.setattr(review_store, "ID_CHUNK", 7)
+    listener.filters.clear()
+    assert panel(snapshot_db, clinician) == whole
+    assert len(listener.filters) == -(-3 * 30 // 7)
+
+
+def test_a_patients_review_reads_today_and_the_ninety_days_before_by_snapshot_id(watched, db, seed):
+    snapshot_db, listener = watched
+    _, (pid,) = _team(db, seed, ["Ada"], zone="Pacific/Auckland")
+    patient = snapshot_db.users.find_one({"_id": pid})
+    review = PatientReview(snapshot_db, patient)
+    review.adherence(30)
+    assert [list(f) for f in listener.filters] == [["_id"]]
+    assert set(listener.filters[0]["_id"]["$in"]) == {
+        f"{pid}:{(review.today - timedelta(days=n)).isoformat()}" for n in range(91)}
