@@ -7,7 +7,7 @@ records and completed practice within the run's time window, medication doses of
 dates. Each row is grouped in Python onto its patient's local day, by the same rules as compute_day
 (a session belongs to the local date at its start, in the zone in force then; the plan in force at the
 end of the local day). Snapshots are then written and the 30 days the low-adherence rule reads are
-fetched by their computed ids (`_id $in`), in chunks of patients, so what a chunk holds stays bounded.
+fetched by their computed ids (`_id $in`), snapshots written one replace by _id each,, in chunks of patients, so what a chunk holds stays bounded.
 
 What is held for the whole run is one small entry per patient (zone history, two days' planned tasks
 and events): a few hundred bytes each.
@@ -128,7 +128,10 @@ def _chunk(db: Database, chunk: list[_Patient], now: datetime) -> ChunkResult:
     store = AdherenceDays(db)
     fresh = [snapshot_of(p.patient_id, day.local_date, day.zone, day.tasks, day.events + day.doses, now)
              for p in chunk for day in p.days.values()]
-    store.save_many(fresh)
+    # One replace by _id per snapshot (served from the _id index). Not a bulk_write: FerretDB v1.24 hangs
+    # on an unordered bulk of ~100 upserting replaces of these documents (seen in bench/nightly.py).
+    for doc in fresh:
+        store.save(doc)
     older = defaultdict(list)
     lookback = LOW_ADHERENCE_LOOKBACK.days
     for doc in store.by_ids(snapshot_id(p.patient_id, p.today - timedelta(days=n))

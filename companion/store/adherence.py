@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date
 
-from pymongo import ASCENDING, IndexModel, ReplaceOne
+from pymongo import ASCENDING, IndexModel
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 
 INDEXES = {
     "adherence_days": [IndexModel([("patient_id", ASCENDING), ("date", ASCENDING)], name="patient_date")],
@@ -39,20 +39,6 @@ class AdherenceDays:
         return list(self.col.find({"patient_id": patient_id,
                                    "date": {"$gte": first.isoformat(), "$lte": last.isoformat()}})
                     .sort("date", ASCENDING).limit(MAX_DAYS))
-
-    def save_many(self, docs: list[dict]) -> None:
-        """Write many days' snapshots in one unordered bulk write, each replacing its earlier computation."""
-        if not docs:
-            return
-        try:
-            self.col.bulk_write([ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs], ordered=False)
-        except BulkWriteError as error:
-            # Upserts that raced with another computation of a new day: replace theirs, one by one.
-            raced = [docs[e["index"]] for e in error.details.get("writeErrors", [])]
-            if any(e.get("code") != 11000 for e in error.details.get("writeErrors", [])):
-                raise
-            for doc in raced:
-                self.save(doc)
 
     def by_ids(self, ids: Iterable[str]) -> list[dict]:
         """The stored snapshots among ``ids`` (see `snapshot_id`), read through the _id index."""
