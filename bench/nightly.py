@@ -35,7 +35,7 @@ from zoneinfo import ZoneInfo
 from bench.common import database, mongo
 from companion.jobs.adherence import compute_adherence
 from companion.services.job_settings import JobSettings
-from companion.store.adherence import AdherenceDays, snapshot_id
+from companion.store.adherence import ID_BATCH, snapshot_id
 from companion.store.db import ensure_indexes
 
 NOW = datetime(2026, 6, 15, 3, 0, tzinfo=UTC)  # the nightly run: 03:00 UTC
@@ -137,7 +137,10 @@ def floor(db, patients: int) -> float:
     for name in ("therapy_plans", "session_records", "practice_log", "reminder_occurrences"):
         for _ in db[name].find({}):
             pass
-    AdherenceDays(db).by_ids(snapshot_id(pid, NOW.date() - timedelta(days=n)) for pid in ids for n in range(2, 31))
+    wanted = [snapshot_id(pid, NOW.date() - timedelta(days=n)) for pid in ids for n in range(2, 31)]
+    for start in range(0, len(wanted), ID_BATCH):
+        for _ in db.adherence_days.find({"_id": {"$in": wanted[start:start + ID_BATCH]}}):
+            pass
     scratch = db[f"floor_{uuid.uuid4().hex[:6]}"]
     docs = [{**_snapshot(pid, "UTC", NOW.date() - timedelta(days=n), 1.0)} for pid in ids for n in range(2)]
     for start in range(0, len(docs), BATCH):
