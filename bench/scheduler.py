@@ -1,5 +1,5 @@
-"""Scheduler: the peak minute (bench/peak_minute.py, from the scheduler area) and the nightly adherence
-computation for 10,000 patients × 90 days, each at growing sizes to show how it scales.
+"""Scheduler: the peak minute (bench/peak_minute.py) and the nightly adherence computation for
+10,000 patients × 90 days (bench/nightly.py), each at growing sizes to show how it scales.
 
 Runs what exists: a part whose code has not landed is reported as not available, with the reason.
 Usage: python -m bench.scheduler [--patients 1000 10000] [--days 90]
@@ -8,15 +8,12 @@ Usage: python -m bench.scheduler [--patients 1000 10000] [--days 90]
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import subprocess
 import sys
 
 from bench.common import ROOT, write_result
 from bench.peak_minute import SECTION as PEAK_SECTION
-
-NIGHTLY_CANDIDATES = [("companion.jobs.adherence", "nightly"), ("companion.services.adherence", "compute_nightly")]
 
 
 def peak_minute() -> dict:
@@ -31,15 +28,9 @@ def peak_minute() -> dict:
 
 
 def nightly(patients: list[int], days: int) -> dict:
-    for module_name, function in NIGHTLY_CANDIDATES:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        if hasattr(module, "bench_nightly"):
-            return {"available": True, "runs": [module.bench_nightly(count, days) for count in patients]}
-        return {"available": False, "reason": f"{module_name}.{function} exists but has no bench_nightly hook"}
-    return {"available": False, "reason": "the nightly adherence computation (scheduler area) is not on this branch yet"}
+    from bench.nightly import bench_nightly
+
+    return {"available": True, "runs": [bench_nightly(count, days) for count in patients]}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,5 +1,6 @@
 """The adherence job: every patient's yesterday (now complete) and today (partial), hourly; then the
-low-adherence alert rule over the fresh snapshots."""
+low-adherence alert rule over the fresh snapshots. Reads each collection once per run for all patients
+(companion.services.adherence_batch) and writes snapshots in bulk, a chunk of patients at a time."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ from datetime import datetime
 
 from pymongo.database import Database
 
-from companion.services.adherence import patients_to_compute, recompute_recent
-from companion.services.alerts import AlertsReport, low_adherence, raise_alert
+from companion.services.adherence_batch import recompute_everyone
+from companion.services.alerts import AlertsReport, raise_alert
 from companion.services.job_settings import JobSettings
-from companion.services.reminder_schedules import zone_history_of
 
 logger = logging.getLogger(__name__)
 
@@ -22,10 +22,9 @@ def compute_adherence(db: Database, settings: JobSettings, clock: Callable[[], d
     now = clock()
     written = 0
     report = AlertsReport()
-    for patient in patients_to_compute(db):
-        written += len(recompute_recent(db, patient, now))
-        candidate = low_adherence(db, patient["_id"], now.astimezone(zone_history_of(patient).zone_at(now)))
-        if candidate is not None:
+    for chunk in recompute_everyone(db, now):
+        written += chunk.written
+        for candidate in chunk.candidates:
             raise_alert(db, candidate, clock, report)
     logger.info("adherence snapshots written: %d; alerts %s", written, report.raised)
     return written

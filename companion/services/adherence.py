@@ -107,15 +107,12 @@ def _progress_of(doc: dict) -> KindProgress:
                         doc["done"], doc["planned"])
 
 
-def compute_day(db: Database, patient: dict, local_date: date, computed_at: datetime) -> dict:
-    """Compute and store one local day's adherence snapshot for ``patient`` (a `users` document)."""
-    history = zone_history_of(patient)
-    _, day_end, zone = day_bounds(history, local_date)
-    plans = list(db.therapy_plans.find({"patient_id": patient["_id"]}).sort("version", ASCENDING).limit(500))
-    tasks = planned_tasks(plan_in_force(plans, day_end), local_date)
-    day = adherence_for_day(local_date, tasks, _events(db, patient["_id"], history, local_date))
-    doc = {
-        "_id": snapshot_id(patient["_id"], local_date), "patient_id": patient["_id"],
+def snapshot_of(patient_id: str, local_date: date, zone: str, tasks: list[PlannedTask],
+                events: list[TaskEvent], computed_at: datetime) -> dict:
+    """The snapshot document of one local day, from its planned tasks and the events on that day."""
+    day = adherence_for_day(local_date, tasks, events)
+    return {
+        "_id": snapshot_id(patient_id, local_date), "patient_id": patient_id,
         "date": local_date.isoformat(), "zone": zone, "state": day.tens.state.value,
         "tens_fraction": day.tens.fraction, "tens_minutes": round(day.tens.delivered_minutes, 2),
         "tens_minutes_target": day.tens.target_minutes, "sessions_done": day.tens.done_count,
@@ -125,14 +122,18 @@ def compute_day(db: Database, patient: dict, local_date: date, computed_at: date
         "tens": _progress_doc(day.tens), "mindfulness": _progress_doc(day.mindfulness),
         "medication": _progress_doc(day.medication), "computed_at": computed_at,
     }
+
+
+def compute_day(db: Database, patient: dict, local_date: date, computed_at: datetime) -> dict:
+    """Compute and store one local day's adherence snapshot for ``patient`` (a `users` document)."""
+    history = zone_history_of(patient)
+    _, day_end, zone = day_bounds(history, local_date)
+    plans = list(db.therapy_plans.find({"patient_id": patient["_id"]}).sort("version", ASCENDING).limit(500))
+    tasks = planned_tasks(plan_in_force(plans, day_end), local_date)
+    doc = snapshot_of(patient["_id"], local_date, zone, tasks, _events(db, patient["_id"], history, local_date),
+                      computed_at)
     AdherenceDays(db).save(doc)
     return doc
-
-
-def recompute_recent(db: Database, patient: dict, now: datetime, days: int = 2) -> list[dict]:
-    """Recompute the patient's last ``days`` local days up to today (today is partial)."""
-    today = now.astimezone(zone_history_of(patient).zone_at(now)).date()
-    return [compute_day(db, patient, today - timedelta(days=n), now) for n in range(days - 1, -1, -1)]
 
 
 def days_between(db: Database, patient_id: str, first: date, last: date) -> list[dict]:

@@ -16,9 +16,9 @@ job can run every minute, twice, or after a crash without alerting anyone twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from pymongo.database import Database
@@ -40,7 +40,6 @@ from companion.services.job_settings import JobSettings
 from companion.services.reminder_dispatch import as_domain_occurrence, repeats_of
 from companion.services.reminder_schedules import quiet_hours_of, zone_history_of
 from companion.store.accounts import Users
-from companion.store.adherence import AdherenceDays
 from companion.store.alerts import Alerts
 from companion.store.due_reminders import DueReminders
 from companion.store.outbox import Outbox
@@ -68,6 +67,7 @@ PATIENT_TEMPLATE = {AlertKind.BATTERY_LOW: "battery_low", AlertKind.ELECTRODE_OF
 LOOKBACK = timedelta(hours=24)
 SILENT_LOOKBACK = timedelta(days=8)  # units silent for longer were alerted about already
 FLARE_HISTORY = timedelta(days=14)
+LOW_ADHERENCE_LOOKBACK = timedelta(days=30)  # the snapshots the low-adherence rule reads, before today
 _LIMIT = 100_000
 
 
@@ -202,10 +202,8 @@ def pain_flares(db: Database, now: datetime) -> list[AlertCandidate]:
     return found
 
 
-def low_adherence(db: Database, patient_id: str, today_local: datetime) -> AlertCandidate | None:
-    """The low-adherence rule over the patient's stored daily snapshots up to ``today_local``."""
-    today = today_local.date()
-    snapshots = AdherenceDays(db).between(patient_id, today - timedelta(days=30), today)
+def low_adherence_in(patient_id: str, snapshots: Iterable[dict], today: date) -> AlertCandidate | None:
+    """The low-adherence rule over snapshots already read (those of ``today`` - 30 days .. ``today``)."""
     progress = {datetime.fromisoformat(s["date"]).date(): (None if s["state"] == "no_tasks"
                                                            else s["tens_fraction"] or 0.0) for s in snapshots}
     return low_adherence_rule(patient_id, progress, today)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date
 
 from pymongo import ASCENDING, IndexModel
@@ -13,6 +14,7 @@ INDEXES = {
 }
 
 MAX_DAYS = 400
+ID_BATCH = 5_000  # ids per `_id $in` read (the patched FerretDB serves up to 10,000 from the _id index)
 
 
 def snapshot_id(patient_id: str, local_date: date) -> str:
@@ -37,3 +39,10 @@ class AdherenceDays:
         return list(self.col.find({"patient_id": patient_id,
                                    "date": {"$gte": first.isoformat(), "$lte": last.isoformat()}})
                     .sort("date", ASCENDING).limit(MAX_DAYS))
+
+    def by_ids(self, ids: Iterable[str]) -> list[dict]:
+        """The stored snapshots among ``ids`` (see `snapshot_id`), read through the _id index."""
+        wanted, found = list(ids), []
+        for start in range(0, len(wanted), ID_BATCH):
+            found += self.col.find({"_id": {"$in": wanted[start:start + ID_BATCH]}})
+        return found

@@ -1,0 +1,155 @@
+"""The adherence job's batch read path: every patient's last two local days computed in one pass.
+
+Computing day by day (companion.services.adherence.compute_day) costs several queries per patient and
+day; on a server without secondary indexes each is a scan of a whole collection. Here each input
+collection is read ONCE per run for all patients: therapy plans (whole collection, small), session
+records and completed practice within the run's time window, medication doses of the run's local
+dates. Each row is grouped in Python onto its patient's local day, by the same rules as compute_day
+(a session belongs to the local date at its start, in the zone in force then; the plan in force at the
+end of the local day). Snapshots are then written and the 30 days the low-adherence rule reads are
+fetched by their computed ids (`_id $in`), snapshots written one replace by _id each,, in chunks of patients, so what a chunk holds stays bounded.
+
+What is held for the whole run is one small entry per patient (zone history, two days' planned tasks
+and events): a few hundred bytes each.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+
+from pymongo.database import Database
+
+from companion.domain.adherence import PlannedTask, TaskEvent, TaskKind
+from companion.domain.alerts import AlertCandidate
+from companion.domain.localtime import TimeZoneHistory
+from companion.services.adherence import day_bounds, patients_to_compute, planned_tasks, snapshot_of
+from companion.services.alerts import LOW_ADHERENCE_LOOKBACK, low_adherence_in
+from companion.services.reminder_schedules import zone_history_of
+from companion.store.adherence import AdherenceDays, snapshot_id
+
+RECENT_DAYS = 2  # yesterday (now complete) and today (partial)
+CHUNK = 1_000  # patients whose snapshots are written and whose rule is evaluated together
+# Any zone's local day lies within its UTC date widened by 15 hours on each side.
+WINDOW_MARGIN = timedelta(hours=15)
+_PLAN_FIELDS = {"patient_id": 1, "version": 1, "active_from": 1, "active_to": 1, "tens": 1, "medications": 1,
+                "mindfulness": 1}
+
+
+@dataclass
+class _Day:
+    local_date: date
+    day_end: datetime
+    zone: str
+    plan_version: int | None = None
+    tasks: list[PlannedTask] = field(default_factory=list)
+    events: list[TaskEvent] = field(default_factory=list)
+    doses: list[TaskEvent] = field(default_factory=list)
+
+
+@dataclass
+class _Patient:
+    patient_id: str
+    history: TimeZoneHistory
+    today: date
+    days: dict[date, _Day]
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """What one chunk of patients produced: snapshots written and low-adherence alerts to raise."""
+
+    written: int
+    candidates: list[AlertCandidate]
+
+
+def _patient(doc: dict, now: datetime) -> _Patient:
+    history = zone_history_of(doc)
+    today = now.astimezone(history.zone_at(now)).date()
+    days = {}
+    for n in range(RECENT_DAYS - 1, -1, -1):
+        local_date = today - timedelta(days=n)
+        _, day_end, zone = day_bounds(history, local_date)
+        days[local_date] = _Day(local_date, day_end, zone)
+    return _Patient(doc["_id"], history, today, days)
+
+
+def _window(patients: dict[str, _Patient]) -> tuple[datetime, datetime]:
+    dates = {d for p in patients.values() for d in p.days}
+    return (datetime.combine(min(dates), time(0), UTC) - WINDOW_MARGIN,
+            datetime.combine(max(dates) + timedelta(days=1), time(0), UTC) + WINDOW_MARGIN)
+
+
+def _day_of(patient: _Patient | None, at: datetime) -> _Day | None:
+    if patient is None:
+        return None
+    return patient.days.get(at.astimezone(patient.history.zone_at(at)).date())
+
+
+def _read_plans(db: Database, patients: dict[str, _Patient]) -> None:
+    for plan in db.therapy_plans.find({}, _PLAN_FIELDS):
+        patient = patients.get(plan["patient_id"])
+        if patient is None:
+            continue
+        for day in patient.days.values():
+            live = plan["active_from"] < day.day_end and (plan.get("active_to") is None
+                                                          or plan["active_to"] >= day.day_end)
+            if live and (day.plan_version is None or plan["version"] > day.plan_version):
+                day.plan_version, day.tasks = plan["version"], planned_tasks(plan, day.local_date)
+
+
+def _read_events(db: Database, patients: dict[str, _Patient]) -> None:
+    start, end = _window(patients)
+    sessions = db.session_records.find({"started_at": {"$gte": start, "$lt": end}},
+                                       {"patient_id": 1, "started_at": 1, "duration_s": 1})
+    for s in sessions:
+        day = _day_of(patients.get(s.get("patient_id")), s["started_at"])
+        if day is not None:
+            day.events.append(TaskEvent(TaskKind.TENS, s["started_at"], (s.get("duration_s") or 0) / 60))
+    practice = db.practice_log.find({"started_at": {"$gte": start, "$lt": end}, "completed_at": {"$ne": None}},
+                                    {"patient_id": 1, "started_at": 1, "minutes": 1})
+    for p in practice:
+        day = _day_of(patients.get(p.get("patient_id")), p["started_at"])
+        if day is not None:
+            day.events.append(TaskEvent(TaskKind.MINDFULNESS, p["started_at"], p.get("minutes") or 0))
+    dates = sorted({d.isoformat() for p in patients.values() for d in p.days})
+    doses = db.reminder_occurrences.find({"kind": "medication", "status": "done", "local_date": {"$in": dates}},
+                                         {"patient_id": 1, "local_date": 1, "due_at": 1})
+    for d in doses:
+        patient = patients.get(d.get("patient_id"))
+        day = patient.days.get(date.fromisoformat(d["local_date"])) if patient else None
+        if day is not None:
+            day.doses.append(TaskEvent(TaskKind.MEDICATION, d["due_at"]))
+
+
+def _chunk(db: Database, chunk: list[_Patient], now: datetime) -> ChunkResult:
+    store = AdherenceDays(db)
+    fresh = [snapshot_of(p.patient_id, day.local_date, day.zone, day.tasks, day.events + day.doses, now)
+             for p in chunk for day in p.days.values()]
+    # One replace by _id per snapshot (served from the _id index). Not a bulk_write: FerretDB v1.24 hangs
+    # on an unordered bulk of ~100 upserting replaces of these documents (seen in bench/nightly.py).
+    for doc in fresh:
+        store.save(doc)
+    older = defaultdict(list)
+    lookback = LOW_ADHERENCE_LOOKBACK.days
+    for doc in store.by_ids(snapshot_id(p.patient_id, p.today - timedelta(days=n))
+                            for p in chunk for n in range(RECENT_DAYS, lookback + 1)):
+        older[doc["patient_id"]].append(doc)
+    for doc in fresh:
+        older[doc["patient_id"]].append(doc)
+    candidates = [c for p in chunk if (c := low_adherence_in(p.patient_id, older[p.patient_id], p.today))]
+    return ChunkResult(len(fresh), candidates)
+
+
+def recompute_everyone(db: Database, now: datetime, chunk_size: int = CHUNK) -> Iterator[ChunkResult]:
+    """Recompute every patient's last two local days and judge the low-adherence rule, chunk by chunk."""
+    patients = {doc["_id"]: _patient(doc, now) for doc in patients_to_compute(db)}
+    if not patients:
+        return
+    _read_plans(db, patients)
+    _read_events(db, patients)
+    ordered = list(patients.values())
+    for start in range(0, len(ordered), chunk_size):
+        yield _chunk(db, ordered[start:start + chunk_size], now)
