@@ -13,7 +13,8 @@ from pymongo.errors import DuplicateKeyError
 INDEXES = {
     "content_items": [IndexModel([("category", ASCENDING), ("duration_min", ASCENDING)], name="category_duration")],
     "content_favourites": [IndexModel([("patient_id", ASCENDING), ("created_at", ASCENDING)], name="patient")],
-    "practice_log": [IndexModel([("patient_id", ASCENDING), ("started_at", ASCENDING)], name="patient_started")],
+    "practice_log": [IndexModel([("patient_id", ASCENDING), ("started_at", ASCENDING)], name="patient_started"),
+                     IndexModel([("started_at", ASCENDING)], name="started")],  # the adherence job's window
 }
 LIBRARY_LIMIT = 1000  # the library is small and shipped with the project; filters run over at most this many
 

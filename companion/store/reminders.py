@@ -22,6 +22,7 @@ INDEXES = {
                    unique=True, name="reminder_local_unique"),
         IndexModel([("patient_id", ASCENDING), ("due_at", ASCENDING)], name="patient_due"),
         IndexModel([("status", ASCENDING), ("window_ends_at", ASCENDING)], name="status_window"),
+        IndexModel([("local_date", ASCENDING), ("kind", ASCENDING)], name="day_kind"),  # the adherence job's doses
     ],
 }
 DUPLICATE_KEY = 11000

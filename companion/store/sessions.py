@@ -12,6 +12,8 @@ INDEXES = {
     "session_records": [
         IndexModel([("patient_id", ASCENDING), ("started_at", ASCENDING)], name="patient_time"),
         IndexModel([("device_serial", ASCENDING), ("device_seq", ASCENDING)], unique=True, name="serial_seq"),
+        # the adherence job reads every patient's sessions of a time window in one query
+        IndexModel([("started_at", ASCENDING)], name="started"),
     ],
     "device_events": [IndexModel([("patient_id", ASCENDING), ("at", ASCENDING)], name="patient_time")],
 }
