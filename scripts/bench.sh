@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every benchmark in one run, then bench/RESULTS.md. Installs what it needs like scripts/test.sh.
 # Each benchmark starts its own FerretDB (or uses MONGODB_URI) and its own gunicorn.
-#   scripts/bench.sh        # everything; ingestion at 10,000 and 100,000 records (about 10 min on 2 cores)
-#   INGEST_SIZES="10000 100000 1000000" scripts/bench.sh   # adds 1,000,000 records: about 9 min more
+#   scripts/bench.sh        # everything; ingestion at 10,000 and 100,000 records (about 19 min on 2 cores)
+#   INGEST_SIZES="10000 100000 1000000" scripts/bench.sh   # adds 1,000,000 records: about 5 min more
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
