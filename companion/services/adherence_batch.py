@@ -6,8 +6,9 @@ collection is read ONCE per run for all patients: therapy plans (whole collectio
 records and completed practice within the run's time window, medication doses of the run's local
 dates. Each row is grouped in Python onto its patient's local day, by the same rules as compute_day
 (a session belongs to the local date at its start, in the zone in force then; the plan in force at the
-end of the local day). Snapshots are then written and the 30 days the low-adherence rule reads are
-fetched by their computed ids (`_id $in`), snapshots written one replace by _id each,, in chunks of patients, so what a chunk holds stays bounded.
+end of the local day). Then, a chunk of patients at a time (so what a chunk holds stays bounded), the
+snapshots are written, one replace by _id each, and the 30 days the low-adherence rule reads are
+fetched by their computed ids (`_id $in`).
 
 What is held for the whole run is one small entry per patient (zone history, two days' planned tasks
 and events): a few hundred bytes each.
