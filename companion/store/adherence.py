@@ -40,9 +40,10 @@ class AdherenceDays:
                                    "date": {"$gte": first.isoformat(), "$lte": last.isoformat()}})
                     .sort("date", ASCENDING).limit(MAX_DAYS))
 
-    def by_ids(self, ids: Iterable[str]) -> list[dict]:
-        """The stored snapshots among ``ids`` (see `snapshot_id`), read through the _id index."""
+    def by_ids(self, ids: Iterable[str], fields: dict | None = None, batch: int = ID_BATCH) -> list[dict]:
+        """The stored snapshots among ``ids`` (see `snapshot_id`), read through the _id index, ``batch``
+        ids per query (optionally only ``fields``)."""
         wanted, found = list(ids), []
-        for start in range(0, len(wanted), ID_BATCH):
-            found += self.col.find({"_id": {"$in": wanted[start:start + ID_BATCH]}})
+        for start in range(0, len(wanted), batch):
+            found += self.col.find({"_id": {"$in": wanted[start:start + batch]}}, fields)
         return found

@@ -13,6 +13,8 @@ from datetime import datetime
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 
+from companion.store.adherence import AdherenceDays
+
 # The push branch stores notifications in `push_outbox` (see companion/store/outbox.py there).
 NOTIFICATIONS = "push_outbox"
 PANEL_PAIN_FIELDS = {"patient_id": 1, "recorded_at": 1, "nrs": 1, "deleted": 1}
@@ -35,10 +37,7 @@ class ReviewReads:
     def adherence_days_by_id(self, snapshot_ids: list[str], fields: dict | None = None) -> list[dict]:
         """Snapshots by their computed ids (`<patient>:<date>`), a bounded `_id $in` per chunk: served from the
         _id index on MongoDB and on FerretDB alike, whatever the size of the collection."""
-        found = []
-        for first in range(0, len(snapshot_ids), ID_CHUNK):
-            found += self.db.adherence_days.find({"_id": {"$in": snapshot_ids[first:first + ID_CHUNK]}}, fields)
-        return found
+        return AdherenceDays(self.db).by_ids(snapshot_ids, fields, ID_CHUNK)
 
     def pain_of(self, patient_ids: list[str], since: datetime) -> list[dict]:
         return list(self.db.pain_entries.find({"patient_id": {"$in": patient_ids}, "recorded_at": {"$gte": since}},
