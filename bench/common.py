@@ -12,16 +12,15 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pymongo
 
-from tests.support.ferretdb import ROOT, FerretServer, ferretdb_binary, free_port
+from tests.support.ferretdb import ROOT, FerretServer, ferretdb_binary
+from tests.support.gunicorn import Gunicorn
 
 OUT = ROOT / "var" / "bench"
 SECRET = "b" * 48
@@ -84,45 +83,15 @@ def database():
             server.stop()
 
 
-class Gunicorn:
+@contextmanager
+def gunicorn(app: str, env: dict, workers: int = 2, threads: int = 4):
     """gunicorn serving one WSGI app, with the same worker setup for the app and for the floors."""
-
-    def __init__(self, app: str, env: dict, workers: int = 2, threads: int = 4):
-        self.app, self.workers, self.threads = app, workers, threads
-        self.port = free_port()
-        self.env = {**os.environ, **env}
-        self.proc: subprocess.Popen | None = None
-        self.log = OUT / f"gunicorn-{self.port}.log"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> Gunicorn:
-        OUT.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--workers", str(self.workers), "--threads", str(self.threads),
-             "--worker-class", "gthread", "--bind", f"127.0.0.1:{self.port}", "--log-level", "warning",
-             self.app], cwd=ROOT, env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited; see {self.log}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("gunicorn did not become ready")
-
-    def __exit__(self, *exc) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+    server = Gunicorn(env, workers, OUT, app=app, threads=threads, log_level="warning")
+    server.start(wait_s=60)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def app_env(uri: str, db_name: str) -> dict:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from pymongo import IndexModel
 
-from bench.common import Gunicorn, app_env, database, mongo, write_result
+from bench.common import app_env, database, gunicorn, mongo, write_result
 from bench.world import paired_gateways
 
 BATCH = 500
@@ -129,7 +129,7 @@ def run_size(uri: str, total: int, gateway_count: int, slice_count: int) -> dict
     client.drop_database(db_name + "_raw")
     try:
         *gateways, warm_gateway = paired_gateways(uri, db_name, gateway_count + 1)
-        with Gunicorn("companion.wsgi:app", app_env(uri, db_name)) as server:
+        with gunicorn("companion.wsgi:app", app_env(uri, db_name)) as server:
             probe = httpx.post(server.url + RECORDS_PATH, json={"records": []}, headers=gateways[0].headers)
             if probe.status_code in (404, 405):
                 return {"records": total, "available": False,

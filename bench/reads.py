@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from bench.common import ROOT, Gunicorn, app_env, database, mongo, write_result
+from bench.common import ROOT, app_env, database, gunicorn, mongo, write_result
 from bench.ingestion import item, stored
 from bench.world import bench_app
 from companion.store.relationships import CareTeams
@@ -102,10 +102,10 @@ def main(argv: list[str] | None = None) -> None:
         db_name = "bench_reads"
         mongo(uri).drop_database(db_name)
         people = seed(uri, db_name, args.panel_patients)
-        with Gunicorn("bench.bare_app:app", {}) as bare:
+        with gunicorn("bench.bare_app:app", {}) as bare:
             figures["bare"] = load(bare.url + "/bare", {}, args.seconds, args.concurrency)
         values = {"patient_id": people["patient"].id, "team_id": people["team_id"]}
-        with Gunicorn("companion.wsgi:app", app_env(uri, db_name)) as server:
+        with gunicorn("companion.wsgi:app", app_env(uri, db_name)) as server:
             for name, candidates, person in (("today", TODAY_PATHS, people["patient"]),
                                              ("panel", PANEL_PATHS, people["clinician"])):
                 path, answers = first_served(server.url, candidates, person.headers, values)

@@ -1,4 +1,5 @@
-"""Run the real app under gunicorn (several worker processes) for tests that need shared state."""
+"""Run a WSGI app (by default the real Companion app) under gunicorn with several worker processes:
+for tests that need shared state across workers, and for the benchmarks (app and floor alike)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ from tests.support.ferretdb import ROOT, free_port
 
 
 class Gunicorn:
-    def __init__(self, env: dict, workers: int = 2, log_dir: Path | None = None):
+    def __init__(self, env: dict, workers: int = 2, log_dir: Path | None = None, *,
+                 app: str = "companion.wsgi:app", threads: int = 4, log_level: str | None = None):
         self.port = free_port()
         self.env = {**os.environ, **env}
-        self.workers = workers
+        self.workers, self.threads, self.app, self.log_level = workers, threads, app, log_level
         self.log_path = (log_dir or Path("/tmp")) / f"gunicorn-{self.port}.log"
         self.proc: subprocess.Popen | None = None
 
@@ -26,10 +28,13 @@ class Gunicorn:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, wait_s: float = 30) -> None:
+        """Start gunicorn and wait until the app answers /readyz."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
+        level = ["--log-level", self.log_level] if self.log_level else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--workers", str(self.workers), "--threads", "4",
-             "--worker-class", "gthread", "--bind", f"127.0.0.1:{self.port}", "companion.wsgi:app"],
+            [sys.executable, "-m", "gunicorn", "--workers", str(self.workers), "--threads", str(self.threads),
+             "--worker-class", "gthread", "--bind", f"127.0.0.1:{self.port}", *level, self.app],
             cwd=ROOT, env=self.env, stdout=log, stderr=log,
         )
         deadline = time.monotonic() + wait_s
