@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.problems import assert_problem
 from tests.support.world import PASSWORD
 
 
 def snapshot(db):
     return {name: sorted(map(str, db[name].find({}, {"_id": 1}))) for name in db.list_collection_names()
             if name not in ("audit_events", "rate_counters")}
-
-
-def assert_problem(response, status):
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/problem+json"
-    body = response.json
-    assert {"type", "title", "status", "detail"} <= set(body)
-    assert body["status"] == status
-    assert "Traceback" not in response.get_data(as_text=True)
 
 
 VALID_SIGNUP = {"email": "new@example.org", "password": PASSWORD, "display_name": "New", "time_zone": "UTC"}

@@ -13,20 +13,11 @@ from pathlib import Path
 import pytest
 
 from device_gateway.cli import main as gateway_main
-from tests.support.api_server import ApiServer
 from tests.support.gateway_processes import last_stored_seqs, spawn_module, wait_for
 from tests.support.world import make_user
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERIALS = ["CTU-E0001", "CTU-E0002"]
-
-
-@pytest.fixture
-def api_server(app):
-    server = ApiServer(app)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 from device_gateway.api import ApiClient
 from device_gateway.buffer import RecordBuffer
 from device_gateway.uploader import Uploader
-from tests.support.api_server import ApiServer, paired_gateway
+from tests.support.api_server import paired_gateway
 from tests.support.fault_proxy import Fault, FaultProxy
 from tests.support.records import captured_records
 
@@ -31,14 +31,6 @@ FAULT_ROUND = [
 def settings_overrides(settings_overrides):
     # Retries and duplicated requests count against the per-gateway upload limit; this test is not about it.
     return {**settings_overrides, "gateway_uploads_per_min": 100_000}
-
-
-@pytest.fixture
-def api_server(app):
-    server = ApiServer(app)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -15,12 +15,3 @@ PLAN = {
 def snapshot(db, *collections):
     """The ids stored in each collection (to show that a refused request stored nothing)."""
     return {name: sorted(d["_id"] for d in db[name].find({}, {"_id": 1})) for name in collections}
-
-
-def assert_problem(response, status):
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/problem+json"
-    body = response.json
-    assert {"type", "title", "status", "detail"} <= set(body)
-    assert body["status"] == status
-    return body

@@ -10,7 +10,8 @@ from companion.cli import main
 from companion.domain.content_library import default_library_path
 from companion.services.library import load_library
 from tests.patient.conftest import START
-from tests.patient.helpers import assert_problem, snapshot
+from tests.patient.helpers import snapshot
+from tests.support.problems import assert_problem
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ from datetime import timedelta
 import pytest
 
 from tests.patient.conftest import START
-from tests.patient.helpers import assert_problem, snapshot
+from tests.patient.helpers import snapshot
+from tests.support.problems import assert_problem
 
 
 def entry(n: int, **extra) -> dict:

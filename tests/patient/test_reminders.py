@@ -12,7 +12,8 @@ import pytest
 from companion.services.reminders import mark_missed, materialize_occurrences
 from companion.store.relationships import CareLinks
 from tests.patient.conftest import START
-from tests.patient.helpers import assert_problem, snapshot
+from tests.patient.helpers import snapshot
+from tests.support.problems import assert_problem
 
 DAILY = {"kind": "medication", "title": "Evening tablet", "completion_window_min": 60,
          "schedule": {"type": "weekly", "times": ["09:30", "18:00"], "start_date": "2026-03-02"}}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import copy
 import threading
 
-from tests.patient.helpers import PLAN, assert_problem, snapshot
+from tests.patient.helpers import PLAN, snapshot
+from tests.support.problems import assert_problem
 
 
 def put_plan(client, world, plan, who="clinician_team"):
