@@ -12,7 +12,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from companion.api import auditing, services
-from companion.api.push_tokens import describe_source
+from companion.api.push_tokens import NotificationFieldsSchema, describe_source
 from companion.api.schemas import StrictSchema
 from companion.api.security import allow, current_actor, require_patient
 from companion.domain.access import Operation, Relationship, Role
@@ -52,17 +52,8 @@ class NotificationArgsSchema(StrictSchema):
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
 
 
-class PatientNotificationSchema(Schema):
-    id = fields.String(attribute="_id")
-    kind = fields.String()
+class PatientNotificationSchema(NotificationFieldsSchema):
     recipient_user_id = fields.String()
-    about = fields.String()
-    about_id = fields.String(allow_none=True)
-    state = fields.String()
-    created_at = fields.DateTime()
-    sent_at = fields.DateTime(allow_none=True)
-    delivered_at = fields.DateTime(allow_none=True)
-    opened_at = fields.DateTime(allow_none=True)
 
 
 class PatientNotificationListSchema(Schema):

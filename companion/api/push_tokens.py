@@ -53,10 +53,11 @@ class ReceiptBodySchema(StrictSchema):
     receipt = fields.String(required=True, validate=validate.OneOf(("delivered", "opened")))
 
 
-class NotificationDetailSchema(Schema):
+class NotificationFieldsSchema(Schema):
+    """What every view of a notification shows: its kind, what it is about and its life."""
+
     id = fields.String(attribute="_id")
     kind = fields.String()
-    patient_id = fields.String()
     about = fields.String(metadata={"description": "reminder_occurrence, alert or missed_summary"})
     about_id = fields.String(allow_none=True)
     state = fields.String()
@@ -64,6 +65,10 @@ class NotificationDetailSchema(Schema):
     sent_at = fields.DateTime(allow_none=True)
     delivered_at = fields.DateTime(allow_none=True)
     opened_at = fields.DateTime(allow_none=True)
+
+
+class NotificationDetailSchema(NotificationFieldsSchema):
+    patient_id = fields.String()
 
 
 class NotificationDetailListSchema(Schema):
