@@ -9,6 +9,8 @@ from pymongo import ASCENDING, IndexModel
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from companion.store.batches import chunks
+
 INDEXES = {
     "adherence_days": [IndexModel([("patient_id", ASCENDING), ("date", ASCENDING)], name="patient_date")],
 }
@@ -43,7 +45,7 @@ class AdherenceDays:
     def by_ids(self, ids: Iterable[str], fields: dict | None = None, batch: int = ID_BATCH) -> list[dict]:
         """The stored snapshots among ``ids`` (see `snapshot_id`), read through the _id index, ``batch``
         ids per query (optionally only ``fields``)."""
-        wanted, found = list(ids), []
-        for start in range(0, len(wanted), batch):
-            found += self.col.find({"_id": {"$in": wanted[start:start + batch]}}, fields)
+        found = []
+        for part in chunks(list(ids), batch):
+            found += self.col.find({"_id": {"$in": part}}, fields)
         return found

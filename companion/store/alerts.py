@@ -17,6 +17,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from companion.store.accounts import now
+from companion.store.batches import chunks
 
 INDEXES = {
     "alerts": [
@@ -49,8 +50,7 @@ class Alerts:
     def notified_keys(self, dedup_keys: list[str]) -> set[str]:
         """Which of ``dedup_keys`` already name an alert whose notifications are queued."""
         found: set[str] = set()
-        for start in range(0, len(dedup_keys), 2000):
-            part = dedup_keys[start:start + 2000]
+        for part in chunks(dedup_keys):
             found.update(d["dedup_key"] for d in self.col.find({"dedup_key": {"$in": part}, "notified_at": {"$ne": None}},
                                                               {"dedup_key": 1}))
         return found

@@ -13,13 +13,7 @@ from datetime import datetime
 from pymongo import ASCENDING
 from pymongo.database import Database
 
-CHUNK = 2000  # ids per $in query
-
-
-def chunks(items: list, size: int = CHUNK) -> Iterator[list]:
-    """``items`` in consecutive slices of at most ``size``."""
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+from companion.store.batches import chunks
 
 
 class DueReminders:

@@ -37,6 +37,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from companion.notify.templates import collapse_key_for, template_for, ttl_for
 from companion.store.accounts import now
+from companion.store.batches import chunks
 
 INDEXES = {
     "push_outbox": [
@@ -52,7 +53,6 @@ INDEXES = {
 SCHEDULED, SENT, FAILED, EXPIRED = "scheduled", "sent", "failed", "expired"
 FINAL_STATES = (SENT, FAILED, EXPIRED)
 DUPLICATE_KEY = 11000
-_IDS_PER_QUERY = 2000
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ class Outbox:
             self.col.insert_one(doc)
             return doc, True
         except DuplicateKeyError:
-            return self.col.find_one({"source_key": source_key, "recipient_user_id": recipient_user_id}), False
+            return self.col.find_one({"_id": doc["_id"]}), False
 
     def schedule_many(self, requests: list[NotificationRequest]) -> list[bool]:
         """Create many notifications at once (one unordered insert); for each request, whether it was
@@ -118,9 +118,8 @@ class Outbox:
         """The notifications that exist for (source key, recipient) pairs, by pair: looked up by ``_id``."""
         wanted = {notification_id(source, recipient): (source, recipient) for source, recipient in keys}
         found: dict[tuple[str, str], dict] = {}
-        ids = sorted(wanted)
-        for start in range(0, len(ids), _IDS_PER_QUERY):
-            for doc in self.col.find({"_id": {"$in": ids[start:start + _IDS_PER_QUERY]}}):
+        for part in chunks(sorted(wanted)):
+            for doc in self.col.find({"_id": {"$in": part}}):
                 found[wanted[doc["_id"]]] = doc
         return found
 

@@ -10,6 +10,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from companion.store.accounts import now
+from companion.store.batches import chunks
 
 INDEXES = {
     "push_tokens": [
@@ -74,8 +75,7 @@ class PushTokens:
                 if doc["user_id"] in wanted:
                     phones.setdefault(doc["user_id"], []).append(doc)
             return phones
-        for start in range(0, len(ids), _IDS_PER_QUERY):
-            part = ids[start:start + _IDS_PER_QUERY]
+        for part in chunks(ids, _IDS_PER_QUERY):
             for doc in self.col.find({"user_id": {"$in": part}}).limit(len(part) * MAX_PHONES_PER_USER):
                 phones.setdefault(doc["user_id"], []).append(doc)
         return phones
