@@ -115,20 +115,20 @@ class OutboxDispatcher:
     def _send(self, claimed: list[dict], phones: PhoneBook, report: DispatchReport) -> None:
         report.claimed += len(claimed)
         items: list[PushItem] = []
-        installs: list[str] = []
+        installs: list[tuple[str, str]] = []  # (recipient, install) of each item
         for doc in claimed:
             for phone in phones.of(doc["recipient_user_id"]):
                 items.append(PushItem(outbox_id=doc["_id"], token=phone["token"], kind=doc["kind"],
                                       expires_at=doc["expires_at"], collapse_key=doc["collapse_key"],
                                       attempt=doc["attempts"] + 1, address=Address(phone.get("address", "token"))))
-                installs.append(phone["install_id"])
+                installs.append((doc["recipient_user_id"], phone["install_id"]))
         results = self.sender.send(items)
         per_doc: dict[str, list[tuple[str, PushResult]]] = {}
-        for item, install, result in zip(items, installs, results, strict=True):
+        for item, (recipient, install), result in zip(items, installs, results, strict=True):
             per_doc.setdefault(item.outbox_id, []).append((install, result))
             if result.outcome is Outcome.TOKEN_DEAD:
                 report.dead_tokens_removed += self.tokens.remove_dead(item.token)
-                phones.forget(item.token)
+                phones.forget(recipient, item.token)
         outcomes = []
         for doc in claimed:
             settlement = settle(per_doc.get(doc["_id"], []))
@@ -147,7 +147,6 @@ class PhoneBook:
         """The phones to address for ``user_id`` (none: the notification fails as NO_DEVICE)."""
         return self._phones.get(user_id, [])
 
-    def forget(self, token: str) -> None:
-        """Stop addressing ``token`` for the rest of the pass (FCM said it is dead)."""
-        for user_id, phones in self._phones.items():
-            self._phones[user_id] = [p for p in phones if p["token"] != token]
+    def forget(self, user_id: str, token: str) -> None:
+        """Stop addressing ``user_id``'s phone ``token`` for the rest of the pass (FCM said it is dead)."""
+        self._phones[user_id] = [p for p in self.of(user_id) if p["token"] != token]
