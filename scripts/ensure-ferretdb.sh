@@ -4,19 +4,28 @@
 # build/version/version.txt, so `go install ...@v1.24.2` builds a binary that panics at start;
 # we copy the module source, add that file and build from the copy.
 #
-# The copy also gets scripts/ferretdb-v1.24.2-sqlite-pushdown.patch (see the patch and the README):
-# upstream's SQLite backend used no index at all. It queried _id with an expression the _id index does
-# not match, so every _id lookup, update and delete scanned the whole table (41 ms per update_one at
-# 20,000 documents, 158 ms at 80,000; 0.9 ms flat with the patch), and it pushed down nothing but a
-# filter made of _id alone. The patch also pushes down a filter's _id condition ({_id: v}, {_id: {$in}})
-# and its equalities of top-level fields to strings, written so that SQLite uses the collection's
-# indexes; FerretDB still applies the whole filter afterwards. The build is stamped
-# v1.24.2-companion.2 so that a binary without the current patch is rebuilt.
+# The copy also gets the project's patches, applied in this order (each file says why; see the README):
+# - scripts/ferretdb-v1.24.2-sqlite-pushdown.patch: upstream's SQLite backend used no index at all. It
+#   queried _id with an expression the _id index does not match, so every _id lookup, update and delete
+#   scanned the whole table (41 ms per update_one at 20,000 documents, 158 ms at 80,000; 0.9 ms flat with
+#   the patch), and it pushed down nothing but a filter made of _id alone. The patch also pushes down a
+#   filter's _id condition ({_id: v}, {_id: {$in}}) and its equalities of top-level fields to strings,
+#   written so that SQLite uses the collection's indexes; FerretDB still applies the whole filter afterwards.
+# - scripts/ferretdb-v1.24.2-update-statement-close.patch: an update command kept every statement's query
+#   iterator (a pooled SQLite connection) open until it returned, so about 100 statements that matched
+#   documents (an unordered bulk_write of 150 upserting replaces) exhausted the pool and hung every later
+#   command on that database. Each statement now closes its iterator.
+# - scripts/ferretdb-v1.24.2-write-atomicity.patch: update, findAndModify and delete read, changed in Go
+#   and wrote back with nothing in between, so concurrent writers of one document undid each other
+#   (lost $inc and $set, several winners of one conditional claim). Each statement now holds a lock of
+#   its collection across its read-modify-write, making single-document writes atomic as on MongoDB
+#   (tests/proof/test_single_document_atomicity.py).
+# The build is stamped v1.24.2-companion.3 so that a binary without the current patches is rebuilt.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${FERRETDB_BIN:-$root/var/bin/ferretdb}"
 version="v1.24.2"
-stamp="${version}-companion.2"
+stamp="${version}-companion.3"
 if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "version: ${stamp}$"; then
   echo "$bin"; exit 0
 fi
@@ -27,7 +36,9 @@ work="$(mktemp -d)"
 trap 'chmod -R u+w "$work"; rm -rf "$work"' EXIT
 cp -r "$src/." "$work/"
 chmod -R u+w "$work"
-(cd "$work" && git apply -p1 "$root/scripts/ferretdb-v1.24.2-sqlite-pushdown.patch")
+for patch in sqlite-pushdown update-statement-close write-atomicity; do
+  (cd "$work" && git apply -p1 "$root/scripts/ferretdb-${version}-${patch}.patch")
+done
 echo "${stamp}" > "$work/build/version/version.txt"
 mkdir -p "$(dirname "$bin")"
 (cd "$work" && CGO_ENABLED=0 go build -trimpath -o "$bin" ./cmd/ferretdb) >&2
