@@ -33,8 +33,8 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from bench.common import database, mongo
-from companion.jobs.adherence import compute_adherence
-from companion.services.job_settings import JobSettings
+from companion.services.container import Services
+from companion.settings import load_settings
 from companion.store.adherence import ID_BATCH, snapshot_id
 from companion.store.db import ensure_indexes
 
@@ -170,7 +170,8 @@ def bench_nightly(patients: int, days: int, profile: bool = False) -> dict:
         started = time.perf_counter()
         if profiler:
             profiler.enable()
-        written = compute_adherence(db, JobSettings(), lambda: NOW)
+        services = Services(load_settings({"mongodb_db": db.name}, environ={}), client=client, clock=lambda: NOW)
+        written = services.adherence_job.run()
         if profiler:
             profiler.disable()
         job_s = time.perf_counter() - started

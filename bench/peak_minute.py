@@ -32,11 +32,10 @@ from firebase_admin import messaging
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from companion.jobs.push import PER_PASS
-from companion.notify.outbox import OutboxDispatcher
 from companion.notify.push import PushSender
-from companion.services.job_settings import JobSettings
-from companion.services.reminder_dispatch import dispatch_due_reminders
+from companion.services.container import Services
+from companion.services.push_delivery import PER_PASS, OutboxDispatcher
+from companion.settings import load_settings
 from companion.store.db import ensure_indexes, make_client
 from companion.store.outbox import Outbox
 from companion.store.push_tokens import PushTokens
@@ -115,7 +114,7 @@ def measure(client: MongoClient, emulator: Emulator, size: int, budget_s: float)
         send_each_s = _time_send_each(sender, [f"floor-{t}" for t in tokens])
         insert_many_s = _time_insert_many(db, size)
         started = time.perf_counter()
-        result = dispatch_due_reminders(db, JobSettings(), _utcnow)
+        result = Services(load_settings({"mongodb_db": name}, environ={}), client=client).reminder_dispatch.dispatch_due()
         dispatched = time.perf_counter()
         stopped_by = ""
         try:
@@ -132,16 +131,12 @@ def measure(client: MongoClient, emulator: Emulator, size: int, budget_s: float)
                    first_minute, complete, stopped_by)
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def _send_all(db, sender: PushSender, started: float, budget_s: float) -> tuple[int, int, bool]:
     """What ``send_push`` does (dispatch passes until one finds nothing), noting how many went out in
     the first minute and starting no new pass after ``budget_s``; returns (delivered, delivered in the
     first minute, finished)."""
-    dispatcher = OutboxDispatcher(Outbox(db, _utcnow), PushTokens(db, _utcnow), sender, owner="bench",
-                                  batch_size=JobSettings().dispatch_batch)
+    dispatcher = OutboxDispatcher(Outbox(db), PushTokens(db), sender, owner="bench",
+                                  batch_size=load_settings(environ={}).dispatch_batch)
     delivered, first_minute = 0, None
 
     def progress(report) -> None:

@@ -21,7 +21,7 @@ PARTS = {
     "insert_many into session_records": ("pymongo/synchronous/collection.py", "insert_many"),
     "ingestion service (checks, results, events, device status)": ("companion/services/ingestion.py", "receive"),
     "audit write (hash chain)": ("companion/services/audit.py", "write"),
-    "throttle counter": ("companion/services/ingestion.py", "throttle"),
+    "throttle counter": ("companion/services/ingestion.py", "_throttle"),
     "JSON parse of the request": ("json/decoder.py", "decode"),
 }
 
@@ -38,8 +38,7 @@ def main(argv: list[str] | None = None) -> None:
         db_name = "bench_profile"
         mongo(uri).drop_database(db_name)
         gateway = paired_gateways(uri, db_name, 1)[0]
-        app = bench_app(uri, db_name)
-        app.extensions["companion"].settings.gateway_uploads_per_min = 10**6
+        app = bench_app(uri, db_name, gateway_uploads_per_min=10**6)
         client = app.test_client()
         work = list(batches(gateway.serial, args.records, datetime.now(UTC) - WINDOW - timedelta(hours=1)))
         profile = cProfile.Profile()

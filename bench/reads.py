@@ -20,7 +20,6 @@ import httpx
 from bench.common import ROOT, app_env, database, gunicorn, mongo, write_result
 from bench.ingestion import item, stored
 from bench.world import bench_app
-from companion.store.relationships import CareTeams
 from tests.support.world import PASSWORD, make_user
 
 # The first of these that the app serves is measured (the areas name them in their own branches).
@@ -51,18 +50,18 @@ def seed(uri: str, db_name: str, panel_patients: int) -> dict:
     app = bench_app(uri, db_name)
     client, services = app.test_client(), app.extensions["companion"]
     clinician = make_user(client, services, key="bench_clinician", role="clinician")
-    teams = CareTeams(services.db)
-    team = teams.create("Bench clinic")
-    teams.add_clinician(team["_id"], clinician.id)
+    care = services.care
+    team = care.create_team("Bench clinic")
+    care.add_clinician(team.id, clinician.id)
     patient = make_user(client, services, key="bench_reader", role="patient")
     others = [services.accounts.sign_up(email=f"bench_reader_{index}@example.org", password=PASSWORD,
-                                        display_name=f"Reader {index}", role="patient", time_zone="UTC")["_id"]
+                                        display_name=f"Reader {index}", role="patient", time_zone="UTC").id
               for index in range(1, panel_patients)]
     for index, patient_id in enumerate([patient.id, *others]):
-        teams.enrol(team["_id"], patient_id)
+        care.enrol(team.id, patient_id)
         history(services.db, patient_id, f"CTU-R{index:05d}", DAYS)
     services.client.close()
-    return {"patient": patient, "clinician": clinician, "team_id": team["_id"]}
+    return {"patient": patient, "clinician": clinician, "team_id": team.id}
 
 
 def load(url: str, headers: dict, seconds: float, concurrency: int) -> dict:

@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-import logging
 import os
 
 from flask import Flask
 
-from companion.config import load_settings
 from companion.logs import configure_logging
-
-log = logging.getLogger(__name__)
+from companion.settings import load_settings
 
 
 def create_app(test_config: dict | None = None, *, services=None) -> Flask:
-    """Application factory. `test_config` overrides settings (see companion.config.Settings)."""
-    from companion.api import auditing, problems, register_blueprints, security
+    """Application factory. `test_config` overrides settings (see companion.settings.Settings)."""
+    from companion import api, web
+    from companion.http import auditing, problems, security
     from companion.services.container import Services
-    from companion.store.db import ensure_indexes
-    from companion.web import register as register_pages
 
-    configure_logging()
     settings = load_settings(test_config)
+    configure_logging(settings.log_level)
     app = Flask(__name__)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_content_length,
@@ -43,31 +39,11 @@ def create_app(test_config: dict | None = None, *, services=None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     app.extensions["companion"] = services or Services(settings)
-    api = problems.ProblemApi(app)
-    register_blueprints(api)
-    register_pages(app)
-    _serve_docs_assets(app)
+    api.register(app, problems.ProblemApi(app))
+    web.register(app)
     auditing.install(app)
     security.install(app)
     problems.register(app)
     if os.environ.get("COMPANION_SKIP_INDEXES") != "1":
-        try:
-            ensure_indexes(app.extensions["companion"].db)
-        except Exception as exc:  # noqa: BLE001 - the app starts; /readyz reports the database
-            log.warning("could not ensure indexes at start-up (%s); /readyz will retry", type(exc).__name__)
-            app.extensions["companion"].indexes_pending = True
+        app.extensions["companion"].health.ensure_indexes_at_start()
     return app
-
-
-def _serve_docs_assets(app: Flask) -> None:
-    import swagger_ui_bundle
-    from flask import send_from_directory
-
-    from companion.api.security import public
-
-    folder = swagger_ui_bundle.swagger_ui_path
-
-    @app.route("/docs-assets/<path:filename>", endpoint="swagger_ui_bundle")
-    @public
-    def docs_assets(filename):
-        return send_from_directory(folder, filename)

@@ -10,16 +10,15 @@ import getpass
 import os
 import sys
 
-from companion.config import load_settings
 from companion.logs import configure_logging
+from companion.settings import EXIT_BAD_SETTING, SettingError, load_settings
 
 
 def _services():
     from companion.services.container import Services
-    from companion.store.db import ensure_indexes
 
     services = Services(load_settings())
-    ensure_indexes(services.db)
+    services.health.ensure_indexes()
     return services
 
 
@@ -35,7 +34,7 @@ def create_user(args) -> int:
     password = os.environ.get("COMPANION_NEW_PASSWORD") or getpass.getpass("password: ")
     user = _services().accounts.sign_up(email=args.email, password=password, display_name=args.name,
                                         role=args.role, time_zone=args.time_zone)
-    print(f"created {user['role']} {user['_id']}")
+    print(f"created {user.role.value} {user.id}")
     return 0
 
 
@@ -51,9 +50,7 @@ def seed_demo(args) -> int:
 
 def audit_verify(args) -> int:
     """Walk every audit chain; exit 1 and list the breaks if any event was changed or removed."""
-    from companion.services.audit import verify_all
-
-    result = verify_all(_services().db)
+    result = _services().audit.verify()
     print(f"{result['events']} events in {result['chains']} chains")
     for b in result["breaks"]:
         print(f"BREAK chain {b.chain_id} seq {b.seq}: {b.problem}")
@@ -65,10 +62,9 @@ def load_content(args) -> int:
     from pathlib import Path
 
     from companion.domain.content_library import LibraryError
-    from companion.services.library import load_library
 
     try:
-        result = load_library(_services().db, Path(args.file) if args.file else None)
+        result = _services().library.load(Path(args.file) if args.file else None)
     except LibraryError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -98,8 +94,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    configure_logging()
     args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingError as exc:
+        print(f"companion: {exc}", file=sys.stderr)
+        return EXIT_BAD_SETTING
+    configure_logging(settings.log_level)
     return args.func(args)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 
 _CONFIGURED = False
@@ -23,7 +22,8 @@ class KeyValueFormatter(logging.Formatter):
         return base
 
 
-def configure_logging() -> None:
+def configure_logging(level: str = "INFO") -> None:
+    """Log Companion's events to stderr, one line each, at ``level`` (from COMPANION_LOG_LEVEL)."""
     global _CONFIGURED
     if _CONFIGURED:
         return
@@ -32,5 +32,5 @@ def configure_logging() -> None:
     handler.setFormatter(KeyValueFormatter())
     root = logging.getLogger("companion")
     root.addHandler(handler)
-    root.setLevel(os.environ.get("COMPANION_LOG_LEVEL", "INFO"))
+    root.setLevel(level)
     root.propagate = True

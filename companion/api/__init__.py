@@ -1,9 +1,11 @@
-"""HTTP adapters: one blueprint per area of the API, each in its own module."""
+"""The JSON API: one flask-smorest blueprint per area, each in its own module, each view one call into the
+services (companion.http.services()) between translating HTTP in and the answer out."""
 
 from __future__ import annotations
 
 import importlib
 
+from flask import Flask
 from flask_smorest import Api
 
 # Each module exposes `blp`, a flask_smorest.Blueprint. Add a module here to expose its routes.
@@ -29,12 +31,22 @@ BLUEPRINT_MODULES = [
 ]
 
 
-def register_blueprints(api: Api) -> None:
+def register(app: Flask, api: Api) -> None:
+    """Register every area's blueprint, and serve the Swagger UI's assets."""
     for name in BLUEPRINT_MODULES:
         api.register_blueprint(importlib.import_module(name).blp)
+    _serve_docs_assets(app)
 
 
-def services():
-    from flask import current_app
+def _serve_docs_assets(app: Flask) -> None:
+    import swagger_ui_bundle
+    from flask import send_from_directory
 
-    return current_app.extensions["companion"]
+    from companion.http.security import public
+
+    folder = swagger_ui_bundle.swagger_ui_path
+
+    @app.route("/docs-assets/<path:filename>", endpoint="swagger_ui_bundle")
+    @public
+    def docs_assets(filename):
+        return send_from_directory(folder, filename)

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
-from companion.api import auditing, services
-from companion.api.schemas import StrictSchema, TaskProgressSchema
-from companion.api.security import allow, require_patient
+from companion.api.schemas import TaskProgressSchema
 from companion.domain.access import Operation, Role
-from companion.domain.errors import Invalid, NotFound
-from companion.services import adherence
-from companion.services.reminder_schedules import zone_history_of
-from companion.store.accounts import Users, now
+from companion.http import auditing, services
+from companion.http.schemas import StrictSchema
+from companion.http.security import allow, require_patient
 
 blp = Blueprint("adherence", __name__, url_prefix="/api/v1/patients", description="Adherence and PDC")
-
-DEFAULT_DAYS = 30
 
 
 class AdherenceArgsSchema(StrictSchema):
@@ -79,14 +72,6 @@ class AdherenceSummarySchema(Schema):
     responder = fields.Nested(AdherenceResponderSchema)
 
 
-def _today(patient_id: str):
-    patient = Users(services().db).by_id(patient_id)
-    if patient is None:
-        raise NotFound("no such patient")
-    at = now()
-    return at.astimezone(zone_history_of(patient).zone_at(at)).date()
-
-
 @blp.route("/<patient_id>/adherence")
 class AdherenceDays(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
@@ -95,13 +80,7 @@ class AdherenceDays(MethodView):
     def get(self, args, patient_id):
         """Daily adherence for ``from``..``to`` (local dates; the last 30 days by default)."""
         require_patient(patient_id, Operation.READ)
-        last = args["to"] or _today(patient_id)
-        first = args["from_"] or last - timedelta(days=DEFAULT_DAYS - 1)
-        try:
-            items = adherence.days_between(services().db, patient_id, first, last)
-        except ValueError as exc:
-            raise Invalid(str(exc), errors={"from": ["from must not be after to, and at most 366 days before"]}) \
-                from exc
+        items = services().adherence.days_between(patient_id, args["from_"], args["to"])
         auditing.note(patient_ids=[patient_id], resource="adherence", action="R", resource_ids=[i["_id"] for i in items])
         return {"patient_id": patient_id, "items": items}
 
@@ -114,6 +93,6 @@ class AdherenceSummary(MethodView):
     def get(self, args, patient_id):
         """PDC over 7, 30 and 90 days (80% threshold flagged) per kind of task, and the responder check."""
         require_patient(patient_id, Operation.READ)
-        result = adherence.summary(services().db, patient_id, args["as_of"] or _today(patient_id), now())
+        result = services().adherence.summary(patient_id, args["as_of"])
         auditing.note(patient_ids=[patient_id], resource="adherence", action="R", resource_ids=[patient_id])
         return result

@@ -3,21 +3,15 @@ time-boxed emergency ("break-glass") access."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
-from companion.api import auditing, services
 from companion.api.auth import AccountSchema, valid_zone
-from companion.api.patients import load_patient
-from companion.api.schemas import StrictSchema, text
-from companion.api.security import allow, current_actor
 from companion.domain.access import Role
-from companion.domain.errors import Invalid, NotFound
-from companion.store.accounts import now
-from companion.store.relationships import CareTeams, EmergencyGrants
+from companion.http import auditing, services
+from companion.http.schemas import StrictSchema, text
+from companion.http.security import allow, current_actor
 
 blp = Blueprint("admin", __name__, url_prefix="/api/v1", description="Administration and care teams")
 
@@ -35,7 +29,7 @@ class TeamCreateSchema(StrictSchema):
 
 
 class TeamSchema(Schema):
-    id = fields.String(attribute="_id", dump_only=True)
+    id = fields.String(dump_only=True)
     name = fields.String(dump_only=True)
     clinician_ids = fields.List(fields.String(), dump_only=True)
 
@@ -49,7 +43,7 @@ class EnrolSchema(StrictSchema):
 
 
 class PatientRefSchema(Schema):
-    patient_id = fields.String()
+    patient_id = fields.String(attribute="id")
     display_name = fields.String()
     time_zone = fields.String()
 
@@ -66,7 +60,7 @@ class EmergencySchema(StrictSchema):
 
 
 class EmergencyGrantSchema(Schema):
-    id = fields.String(attribute="_id")
+    id = fields.String()
     patient_id = fields.String()
     expires_at = fields.DateTime()
 
@@ -88,7 +82,7 @@ class Teams(MethodView):
     @blp.response(201, TeamSchema)
     def post(self, body):
         """Create a care team."""
-        return CareTeams(services().db).create(body["name"])
+        return services().care.create_team(body["name"])
 
 
 @blp.route("/admin/teams/<team_id>/clinicians")
@@ -98,13 +92,7 @@ class TeamClinicians(MethodView):
     @blp.response(200, TeamSchema)
     def post(self, body, team_id):
         """Add a clinician to a care team."""
-        clinician = services().accounts.users.by_id(body["clinician_id"])
-        if not clinician or clinician["role"] != Role.CLINICIAN.value:
-            raise Invalid("not a clinician", errors={"clinician_id": ["not a clinician"]})
-        team = CareTeams(services().db).add_clinician(team_id, body["clinician_id"])
-        if not team:
-            raise NotFound("no such team")
-        return team
+        return services().care.add_clinician(team_id, body["clinician_id"])
 
 
 @blp.route("/admin/teams/<team_id>/patients")
@@ -114,13 +102,9 @@ class TeamPatients(MethodView):
     @blp.response(204)
     def post(self, body, team_id):
         """Enrol a patient in a care team: the team's clinicians gain access."""
-        teams = CareTeams(services().db)
-        if not teams.get(team_id):
-            raise NotFound("no such team")
-        load_patient(body["patient_id"])
         auditing.note(patient_ids=[body["patient_id"]], resource="team_enrolment", action="C",
                       resource_ids=[team_id])
-        teams.enrol(team_id, body["patient_id"])
+        services().care.enrol(team_id, body["patient_id"])
 
 
 @blp.route("/clinician/patients")
@@ -129,13 +113,10 @@ class ClinicianPatients(MethodView):
     @blp.response(200, PatientRefListSchema)
     def get(self):
         """The patients on the calling clinician's care teams."""
-        svc = services()
-        ids = CareTeams(svc.db).patient_ids_for(current_actor().id)
-        users = svc.accounts.users.col.find({"_id": {"$in": ids}}, {"display_name": 1, "time_zone": 1})
-        items = [{"patient_id": u["_id"], "display_name": u["display_name"], "time_zone": u["time_zone"]}
-                 for u in users]
+        patients = services().care.patients_of(current_actor().id)
+        ids = sorted(p.id for p in patients)
         auditing.note(patient_ids=ids, resource="patient", action="search", resource_ids=ids)
-        return {"items": items}
+        return {"items": patients}
 
 
 @blp.route("/emergency-access")
@@ -146,8 +127,5 @@ class EmergencyAccess(MethodView):
     def post(self, body):
         """Break-glass: read access to a patient outside one's teams, for at most an hour, with a reason."""
         patient_id = body["patient_id"]
-        load_patient(patient_id)
-        minutes = min(body["minutes"], services().settings.break_glass_max_minutes)
         auditing.note(patient_ids=[patient_id], resource="patient", action="emergency", resource_ids=[patient_id])
-        return EmergencyGrants(services().db).grant(current_actor().id, patient_id, body["reason"],
-                                                   now() + timedelta(minutes=minutes))
+        return services().care.emergency_access(current_actor().id, patient_id, body["reason"], body["minutes"])

@@ -11,14 +11,11 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
-from companion.api import auditing, services
-from companion.api.push_tokens import NotificationFieldsSchema, describe_source
-from companion.api.schemas import StrictSchema
-from companion.api.security import allow, current_actor, require_patient
-from companion.domain.access import Operation, Relationship, Role
-from companion.store.alerts import Alerts
-from companion.store.notification_history import NotificationHistory
-from companion.store.relationships import CareLinks
+from companion.api.push_tokens import NotificationFieldsSchema
+from companion.domain.access import Operation, Role
+from companion.http import auditing, services
+from companion.http.schemas import StrictSchema
+from companion.http.security import allow, current_actor, require_patient
 
 blp = Blueprint("alerts", __name__, url_prefix="/api/v1/patients", description="Alerts and notification history")
 
@@ -60,14 +57,6 @@ class PatientNotificationListSchema(Schema):
     items = fields.List(fields.Nested(PatientNotificationSchema))
 
 
-def _shared_kinds(patient_id: str, relationship: Relationship) -> list[str] | None:
-    """The alert kinds a caregiver may see (None: no restriction for this caller)."""
-    if relationship is not Relationship.CAREGIVER:
-        return None
-    link = CareLinks(services().db).active(patient_id, current_actor().id) or {}
-    return list((link.get("permissions") or {}).get("alerts", []))
-
-
 @blp.route("/<patient_id>/alerts")
 class PatientAlerts(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
@@ -75,11 +64,9 @@ class PatientAlerts(MethodView):
     @blp.response(200, AlertListSchema)
     def get(self, args, patient_id):
         """The patient's alerts, newest first (a caregiver sees only the kinds shared with them)."""
-        relationship = require_patient(patient_id, Operation.READ)
-        share_kinds = _shared_kinds(patient_id, relationship)
-        items = Alerts(services().db).for_patient(
-            patient_id, share_kinds=share_kinds, shared_only=share_kinds is not None, since=args["since"],
-            unacknowledged=args["unacknowledged"], limit=args["limit"])
+        grant = require_patient(patient_id, Operation.READ)
+        items = services().alerts.for_patient(grant, since=args["since"], unacknowledged=args["unacknowledged"],
+                                              limit=args["limit"])
         auditing.note(patient_ids=[patient_id], resource="alert", action="R", resource_ids=[a["_id"] for a in items])
         return {"items": items}
 
@@ -91,12 +78,9 @@ class PatientNotifications(MethodView):
     @blp.response(200, PatientNotificationListSchema)
     def get(self, args, patient_id):
         """Notifications sent about the patient, newest first (a caregiver sees only those sent to them)."""
-        relationship = require_patient(patient_id, Operation.READ)
-        recipient = current_actor().id if relationship is Relationship.CAREGIVER else None
-        items = NotificationHistory(services().db).for_patient(
-            patient_id, since=args["since"], until=args["until"], recipient_user_id=recipient, limit=args["limit"])
-        for item in items:
-            item["about"], item["about_id"] = describe_source(item["source_key"])
+        grant = require_patient(patient_id, Operation.READ)
+        items = services().notifications.about_patient(grant, current_actor().id, since=args["since"],
+                                                       until=args["until"], limit=args["limit"])
         auditing.note(patient_ids=[patient_id], resource="notification", action="R",
                       resource_ids=[n["_id"] for n in items])
         return {"items": items}

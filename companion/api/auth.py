@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 from marshmallow.exceptions import ValidationError
 
-from companion.api import services
-from companion.api.schemas import StrictSchema, text
-from companion.api.security import allow, current_actor, public
 from companion.domain.access import Role
+from companion.http import services
+from companion.http.schemas import StrictSchema, text
+from companion.http.security import allow, client_address, current_actor, public
+from companion.services.accounts import SELF_SERVICE_ROLES
 
 blp = Blueprint("auth", __name__, url_prefix="/api/v1/auth", description="Accounts and sessions")
-
-SELF_SERVICE_ROLES = ("patient", "caregiver")
 
 
 def valid_zone(value: str) -> None:
@@ -69,12 +67,12 @@ class MfaEnrolmentSchema(Schema):
 
 
 class AccountSchema(Schema):
-    id = fields.String(attribute="_id", dump_only=True)
+    id = fields.String(dump_only=True)
     email = fields.String(dump_only=True)
-    role = fields.String(dump_only=True)
+    role = fields.Function(lambda u: u.role.value, dump_only=True)
     display_name = fields.String(dump_only=True)
     time_zone = fields.String(dump_only=True)
-    mfa_enabled = fields.Function(lambda u: bool(u.get("mfa", {}).get("enabled")), dump_only=True)
+    mfa_enabled = fields.Boolean(dump_only=True)
     created_at = fields.DateTime(dump_only=True)
 
 
@@ -100,8 +98,7 @@ class Login(MethodView):
 
         Throttled per address (60/min) and per account (10 failures in 15 min), across all workers.
         """
-        return services().accounts.login(email=body["email"], password=body["password"],
-                                         ip=request.remote_addr or "unknown")
+        return services().accounts.login(email=body["email"], password=body["password"], ip=client_address())
 
 
 @blp.route("/mfa")
@@ -154,8 +151,7 @@ class Logout(MethodView):
     @blp.response(204)
     def post(self):
         """End this session: its access and refresh tokens stop working at once."""
-        actor = current_actor()
-        services().tokens.families.revoke(actor.family, "logout")
+        services().tokens.end_session(current_actor())
 
 
 class PasswordChangeSchema(StrictSchema):
@@ -180,4 +176,4 @@ class Me(MethodView):
     @blp.response(200, AccountSchema)
     def get(self):
         """The caller's own account."""
-        return services().accounts.users.by_id(current_actor().id)
+        return services().accounts.account(current_actor().id)

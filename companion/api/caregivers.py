@@ -6,14 +6,11 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
-from companion.api import auditing, services
-from companion.api.idempotency import idempotent
-from companion.api.schemas import StrictSchema
-from companion.api.security import allow, current_actor, require_patient
-from companion.domain.access import Operation, Role
-from companion.domain.errors import Invalid, NotFound
-from companion.services.accounts import normalise_email
-from companion.store.relationships import CareLinks
+from companion.domain.access import CaregiverPermissions, Operation, Role
+from companion.http import auditing, services
+from companion.http.idempotency import idempotent
+from companion.http.schemas import StrictSchema
+from companion.http.security import allow, current_actor, require_patient
 
 blp = Blueprint("caregivers", __name__, url_prefix="/api/v1", description="Caregiver consent")
 
@@ -37,15 +34,19 @@ class GrantSchema(StrictSchema):
                                      metadata={"description": "re-authentication: adding a caregiver is sensitive"})
 
 
+def _permissions(permissions: CaregiverPermissions) -> dict:
+    return {"write": permissions.write, "alerts": sorted(permissions.alerts), "diary_notes": permissions.diary_notes}
+
+
 class LinkSchema(Schema):
-    id = fields.String(attribute="_id", dump_only=True)
-    patient_id = fields.String(dump_only=True)
-    caregiver_id = fields.String(dump_only=True)
+    id = fields.String(attribute="link.id", dump_only=True)
+    patient_id = fields.String(attribute="link.patient_id", dump_only=True)
+    caregiver_id = fields.String(attribute="link.caregiver_id", dump_only=True)
     caregiver_name = fields.String(dump_only=True)
-    status = fields.String(dump_only=True)
-    permissions = fields.Dict(dump_only=True)
-    granted_at = fields.DateTime(dump_only=True)
-    revoked_at = fields.DateTime(dump_only=True, allow_none=True)
+    status = fields.String(attribute="link.status", dump_only=True)
+    permissions = fields.Function(lambda named: _permissions(named.link.permissions), dump_only=True)
+    granted_at = fields.DateTime(attribute="link.granted_at", dump_only=True)
+    revoked_at = fields.DateTime(attribute="link.revoked_at", dump_only=True, allow_none=True)
 
 
 class LinkListSchema(Schema):
@@ -62,14 +63,6 @@ class CaredForListSchema(Schema):
     items = fields.List(fields.Nested(CaredForSchema))
 
 
-def _with_names(links: list[dict]) -> list[dict]:
-    users = services().accounts.users
-    for link in links:
-        caregiver = users.by_id(link["caregiver_id"]) or {}
-        link["caregiver_name"] = caregiver.get("display_name")
-    return links
-
-
 @blp.route("/patients/<patient_id>/caregivers")
 class Caregivers(MethodView):
     @allow(Role.PATIENT, Role.CLINICIAN)
@@ -77,10 +70,10 @@ class Caregivers(MethodView):
     def get(self, patient_id):
         """Who can see this patient's data (the patient, or their care team)."""
         require_patient(patient_id, Operation.READ)
-        links = CareLinks(services().db).for_patient(patient_id)
+        links = services().care.caregivers_of(patient_id)
         auditing.note(patient_ids=[patient_id], resource="care_link", action="R",
-                      resource_ids=[link["_id"] for link in links])
-        return {"items": _with_names(links)}
+                      resource_ids=[named.link.id for named in links])
+        return {"items": links}
 
     @allow(Role.PATIENT)
     @idempotent
@@ -89,15 +82,13 @@ class Caregivers(MethodView):
     def post(self, body, patient_id):
         """Grant a caregiver access (needs the patient's current password)."""
         require_patient(patient_id, Operation.MANAGE)
-        svc = services()
-        svc.accounts.reauthenticate(current_actor().id, body["current_password"])
-        caregiver = svc.accounts.users.by_email(normalise_email(body["caregiver_email"]))
-        if not caregiver or caregiver["role"] != Role.CAREGIVER.value:
-            raise Invalid("no caregiver account with that email; ask them to sign up as a caregiver first",
-                          errors={"caregiver_email": ["no caregiver account with that email"]})
-        link = CareLinks(svc.db).grant(patient_id, caregiver["_id"], body["permissions"])
-        auditing.note(patient_ids=[patient_id], resource="care_link", action="C", resource_ids=[link["_id"]])
-        return _with_names([link])[0]
+        permissions = body["permissions"]
+        named = services().care.grant_caregiver(
+            patient_id, caregiver_email=body["caregiver_email"], current_password=body["current_password"],
+            permissions=CaregiverPermissions(write=permissions["write"], alerts=frozenset(permissions["alerts"]),
+                                             diary_notes=permissions["diary_notes"]))
+        auditing.note(patient_ids=[patient_id], resource="care_link", action="C", resource_ids=[named.link.id])
+        return named
 
 
 @blp.route("/patients/<patient_id>/caregivers/<link_id>")
@@ -108,8 +99,7 @@ class Caregiver(MethodView):
         """Revoke a caregiver's access; it ends on their very next request."""
         require_patient(patient_id, Operation.MANAGE)
         auditing.note(patient_ids=[patient_id], resource="care_link", action="D", resource_ids=[link_id])
-        if not CareLinks(services().db).revoke(patient_id, link_id):
-            raise NotFound("no such caregiver link")
+        services().care.revoke_caregiver(patient_id, link_id)
 
 
 @blp.route("/caregiver/patients")
@@ -118,13 +108,9 @@ class CaredFor(MethodView):
     @blp.response(200, CaredForListSchema)
     def get(self):
         """The patients who share their data with the calling caregiver."""
-        svc = services()
-        links = CareLinks(svc.db).for_caregiver(current_actor().id)
-        items = []
-        for link in links:
-            patient = svc.accounts.users.by_id(link["patient_id"]) or {}
-            items.append({"patient_id": link["patient_id"], "display_name": patient.get("display_name"),
-                          "permissions": link["permissions"]})
+        items = [{"patient_id": link.patient_id, "display_name": patient.display_name if patient else None,
+                  "permissions": _permissions(link.permissions)}
+                 for link, patient in services().care.cared_for(current_actor().id)]
         auditing.note(patient_ids=[i["patient_id"] for i in items], resource="patient", action="search",
                       resource_ids=[i["patient_id"] for i in items])
         return {"items": items}

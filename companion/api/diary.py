@@ -5,7 +5,6 @@ from __future__ import annotations
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from companion.api import auditing, services
 from companion.api.diary_schemas import (
     ChangesArgs,
     ChangesSchema,
@@ -17,22 +16,12 @@ from companion.api.diary_schemas import (
     PainEntrySchema,
     PainRangeArgs,
 )
-from companion.api.privacy import sees_free_text
-from companion.api.security import allow, require_patient
-from companion.domain.access import Operation, Relationship, Role
-from companion.domain.errors import NotFound
-from companion.services import diary
-from companion.store.diary import PainEntries
+from companion.domain.access import Operation, Role
+from companion.http import auditing, services
+from companion.http.security import allow, require_patient
 
 blp = Blueprint("diary", __name__, url_prefix="/api/v1", description="Pain diary")
 RESOURCE = "pain_entry"
-
-
-def _visible(patient_id: str, relationship: Relationship, entries: list[dict]) -> list[dict]:
-    """A caregiver sees free-text notes only if the patient allowed it."""
-    if sees_free_text(patient_id, relationship):
-        return entries
-    return [{**e, "context": {**e["context"], "note": None}} if e.get("context") else e for e in entries]
 
 
 @blp.route("/patients/<patient_id>/pain-entries")
@@ -42,11 +31,11 @@ class PainEntriesView(MethodView):
     @blp.response(200, PainEntryListSchema)
     def get(self, args, patient_id):
         """Entries recorded in a range (at most 366 days), oldest first; deleted entries left out."""
-        relationship = require_patient(patient_id, Operation.READ)
-        items = PainEntries(services().db).recorded_between(patient_id, args["start"], args["end"], args["limit"])
+        grant = require_patient(patient_id, Operation.READ)
+        items = services().diary.entries_between(grant, args["start"], args["end"], args["limit"])
         auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="search",
                       resource_ids=[e["_id"] for e in items])
-        return {"items": _visible(patient_id, relationship, items)}
+        return {"items": items}
 
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.arguments(PainEntryInputSchema)
@@ -54,7 +43,7 @@ class PainEntriesView(MethodView):
     def post(self, body, patient_id):
         """Record one entry (201); the same client_entry_id again answers 200 with the original."""
         require_patient(patient_id, Operation.WRITE)
-        entry, created = diary.record_entry(services().db, patient_id, body)
+        entry, created = services().diary.record_entry(patient_id, body)
         auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="C" if created else "R",
                       resource_ids=[entry["_id"]])
         return entry, (201 if created else 200)
@@ -68,7 +57,7 @@ class PainEntryBatch(MethodView):
     def post(self, body, patient_id):
         """Upload up to 500 entries recorded offline; each is stored once however often it is sent."""
         require_patient(patient_id, Operation.WRITE)
-        results = diary.record_batch(services().db, patient_id, body["entries"])
+        results = services().diary.record_batch(patient_id, body["entries"])
         created = [e["_id"] for e, new in results if new]
         repeated = [e["_id"] for e, new in results if not new]
         if created:
@@ -87,11 +76,10 @@ class PainEntryChanges(MethodView):
     @blp.response(200, ChangesSchema)
     def get(self, args, patient_id):
         """Entries created, edited or deleted since the cursor (none: from the beginning), oldest first."""
-        relationship = require_patient(patient_id, Operation.READ)
-        page = diary.changes_since(services().db, patient_id, args["cursor"], args["limit"])
+        grant = require_patient(patient_id, Operation.READ)
+        page = services().diary.changes_since(grant, args["cursor"], args["limit"])
         auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="search",
                       resource_ids=[e["_id"] for e in page["items"]])
-        page["items"] = _visible(patient_id, relationship, page["items"])
         return page
 
 
@@ -101,12 +89,9 @@ class PainEntryView(MethodView):
     @blp.response(200, PainEntrySchema)
     def get(self, patient_id, entry_id):
         """One entry (a deleted one is shown as deleted)."""
-        relationship = require_patient(patient_id, Operation.READ)
+        grant = require_patient(patient_id, Operation.READ)
         auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="R", resource_ids=[entry_id])
-        entry = PainEntries(services().db).get(patient_id, entry_id)
-        if not entry:
-            raise NotFound("no such diary entry")
-        return _visible(patient_id, relationship, [entry])[0]
+        return services().diary.entry(grant, entry_id)
 
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.arguments(PainEntryEditSchema)
@@ -115,7 +100,7 @@ class PainEntryView(MethodView):
         """Correct an entry."""
         require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="U", resource_ids=[entry_id])
-        return diary.edit_entry(services().db, patient_id, entry_id, body)
+        return services().diary.edit_entry(patient_id, entry_id, body)
 
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.response(204)
@@ -123,4 +108,4 @@ class PainEntryView(MethodView):
         """Delete an entry (kept as a tombstone for sync)."""
         require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="D", resource_ids=[entry_id])
-        diary.delete_entry(services().db, patient_id, entry_id)
+        services().diary.delete_entry(patient_id, entry_id)

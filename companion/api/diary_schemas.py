@@ -5,7 +5,7 @@ from __future__ import annotations
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from companion.api.moments import check_range, reported_moment
-from companion.api.schemas import StrictSchema, text
+from companion.http.schemas import StrictSchema, text
 
 SCORE = validate.Range(min=0, max=10)
 CLIENT_ID = validate.Regexp(r"^[A-Za-z0-9_-]{8,64}$", error="8-64 letters, digits, '-' or '_' (e.g. a UUID)")

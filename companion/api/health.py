@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
-from companion.api import services
-from companion.api.problems import problem
-from companion.api.security import public
-from companion.store.db import ensure_indexes
+from companion.domain.errors import ServiceUnavailable
+from companion.http import services
+from companion.http.problems import unavailable
+from companion.http.security import public
 
 blp = Blueprint("health", __name__, description="Liveness and readiness probes")
 
@@ -27,8 +29,6 @@ class Health(MethodView):
     @blp.doc(security=[])
     def get(self):
         """The process is up (does not touch the database)."""
-        import sys
-
         return {"status": "ok", "scheduler_in_process": "companion.jobs.worker" in sys.modules}
 
 
@@ -39,13 +39,8 @@ class Ready(MethodView):
     @blp.doc(security=[])
     def get(self):
         """Ready to serve: the database answers (and indexes exist)."""
-        svc = services()
         try:
-            svc.client.admin.command("ping")
-            if getattr(svc, "indexes_pending", False):
-                ensure_indexes(svc.db)
-                svc.indexes_pending = False
-        except Exception:  # noqa: BLE001 - any failure means not ready
-            return problem(503, "Service unavailable", "the database is not reachable",
-                           headers={"Retry-After": "5"})
+            services().health.ready()
+        except ServiceUnavailable as exc:
+            return unavailable(exc.detail)
         return {"status": "ready", "scheduler_in_process": False}

@@ -10,12 +10,11 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate
 
-from companion.api import auditing, services
-from companion.api.schemas import StrictSchema
-from companion.api.security import allow, current_actor
 from companion.domain.access import Role
 from companion.domain.sessions import CLOCK_STATUSES, END_REASONS
-from companion.services.ingestion import Ingestion
+from companion.http import auditing, services
+from companion.http.schemas import StrictSchema
+from companion.http.security import allow, current_actor
 
 blp = Blueprint("ingestion", __name__, url_prefix="/api/v1/gateway", description="Gateway uploads")
 
@@ -87,9 +86,8 @@ class SessionRecords(MethodView):
         """Upload session records. Each is answered on its own: created, duplicate (already stored:
         safe to forget) or rejected with a reason (do not resend). Replaying a batch is harmless."""
         svc = services()
-        ingestion = Ingestion(svc.db)
-        ingestion.throttle(current_actor().id, svc.settings.gateway_uploads_per_min)
-        patient_id = ingestion.patient_of(current_actor().id)
+        gateway_id = current_actor().id
+        patient_id = svc.gateways.patient_of(gateway_id)
         schema = SessionRecordSchema()
         valid, rejected = [], []
         for index, raw in enumerate(body["records"]):
@@ -100,10 +98,9 @@ class SessionRecords(MethodView):
                 rejected.append({"record_id": record_id[:48], "status": "rejected", "reason": _flatten(exc.messages)})
         auditing.note(patient_ids=[patient_id], resource="session_record", action="C",
                       resource_ids=[r["record_id"] for r in valid])
-        ingestion.require_bound(patient_id, {r["device_serial"] for r in valid} |
-                                {r["device_serial"] for r in body["records"]
-                                 if isinstance(r.get("device_serial"), str)})
-        return {"results": ingestion.receive(current_actor().id, patient_id, valid) + rejected}
+        named = {r["device_serial"] for r in valid} | {r["device_serial"] for r in body["records"]
+                                                       if isinstance(r.get("device_serial"), str)}
+        return {"results": svc.ingestion.receive(gateway_id, patient_id, valid, named) + rejected}
 
 
 @blp.route("/device-status")
@@ -113,8 +110,8 @@ class DeviceStatus(MethodView):
     @blp.response(204)
     def post(self, body):
         """Report units' battery, firmware, last contact and last error."""
-        ingestion = Ingestion(services().db)
-        patient_id = ingestion.patient_of(current_actor().id)
+        svc = services()
+        patient_id = svc.gateways.patient_of(current_actor().id)
         auditing.note(patient_ids=[patient_id], resource="device", action="U",
                       resource_ids=[d["serial"] for d in body["devices"]])
-        ingestion.device_status(patient_id, body["devices"])
+        svc.ingestion.device_status(patient_id, body["devices"])

@@ -6,17 +6,13 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate, validates_schema
 
-from companion.api import auditing, services
-from companion.api.idempotency import idempotent
 from companion.api.moments import check_range, reported_moment
-from companion.api.schemas import StrictSchema, text
-from companion.api.security import allow, require_patient
 from companion.domain.access import Operation, Role
 from companion.domain.content_library import CATEGORIES, LEVELS
-from companion.domain.errors import NotFound
-from companion.services import library
-from companion.store.accounts import now
-from companion.store.content import ContentItems, Favourites, PracticeLog
+from companion.http import auditing, services
+from companion.http.idempotency import idempotent
+from companion.http.schemas import StrictSchema, text
+from companion.http.security import allow, require_patient
 
 blp = Blueprint("library", __name__, url_prefix="/api/v1", description="Mindfulness library and practice")
 SLUG = validate.Regexp(r"^[a-z0-9][a-z0-9-]{0,79}$", error="a library item slug")
@@ -93,7 +89,7 @@ class Library(MethodView):
     @blp.response(200, LibraryListSchema)
     def get(self, args):
         """Browse the library: filter by category, level, tag and maximum duration; search by text."""
-        return {"items": ContentItems(services().db).find(
+        return {"items": services().library.browse(
             category=args["category"], level=args["level"], tag=args["tag"], max_minutes=args["max_minutes"],
             text=args["q"], limit=args["limit"])}
 
@@ -104,7 +100,7 @@ class LibraryItem(MethodView):
     @blp.response(200, LibraryItemSchema)
     def get(self, slug):
         """One item with its step-by-step script."""
-        return library.item_or_404(services().db, slug)
+        return services().library.item(slug)
 
 
 @blp.route("/patients/<patient_id>/favourites")
@@ -114,11 +110,9 @@ class FavouriteList(MethodView):
     def get(self, patient_id):
         """The patient's favourite items, in the order they were chosen."""
         require_patient(patient_id, Operation.READ)
-        db = services().db
-        slugs = Favourites(db).slugs(patient_id)
-        auditing.note(patient_ids=[patient_id], resource="favourite", action="R", resource_ids=slugs)
-        found = ContentItems(db).by_slugs(slugs)
-        return {"items": [found[s] for s in slugs if s in found]}
+        items = services().library.favourite_items(patient_id)
+        auditing.note(patient_ids=[patient_id], resource="favourite", action="R", resource_ids=[i["_id"] for i in items])
+        return {"items": items}
 
 
 @blp.route("/patients/<patient_id>/favourites/<slug>")
@@ -129,10 +123,7 @@ class Favourite(MethodView):
         """Mark an item as a favourite (doing it twice is harmless)."""
         require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource="favourite", action="C", resource_ids=[slug])
-        db = services().db
-        item = library.item_or_404(db, slug)
-        Favourites(db).add(patient_id, slug, now())
-        return item
+        return services().library.add_favourite(patient_id, slug)
 
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.response(204)
@@ -140,8 +131,7 @@ class Favourite(MethodView):
         """Remove an item from the favourites."""
         require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource="favourite", action="D", resource_ids=[slug])
-        if not Favourites(services().db).remove(patient_id, slug):
-            raise NotFound("this item is not a favourite")
+        services().library.remove_favourite(patient_id, slug)
 
 
 @blp.route("/patients/<patient_id>/practice")
@@ -152,7 +142,7 @@ class PracticeList(MethodView):
     def get(self, args, patient_id):
         """Practice started in a range (at most 366 days)."""
         require_patient(patient_id, Operation.READ)
-        items = PracticeLog(services().db).between(patient_id, args["start"], args["end"])
+        items = services().library.practice_between(patient_id, args["start"], args["end"])
         auditing.note(patient_ids=[patient_id], resource="practice", action="search",
                       resource_ids=[p["_id"] for p in items])
         return {"items": items}
@@ -164,7 +154,7 @@ class PracticeList(MethodView):
     def post(self, body, patient_id):
         """Start practising an item."""
         require_patient(patient_id, Operation.WRITE)
-        practice = library.start_practice(services().db, patient_id, body["item_slug"], body["started_at"])
+        practice = services().library.start_practice(patient_id, body["item_slug"], body["started_at"])
         auditing.note(patient_ids=[patient_id], resource="practice", action="C", resource_ids=[practice["_id"]])
         return practice
 
@@ -178,5 +168,4 @@ class PracticeComplete(MethodView):
         """Finish a practice; the server records the minutes practised."""
         require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource="practice", action="U", resource_ids=[practice_id])
-        return library.complete_practice(services().db, patient_id, practice_id, body["completed_at"],
-                                         body["minutes"])
+        return services().library.complete_practice(patient_id, practice_id, body["completed_at"], body["minutes"])

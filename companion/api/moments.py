@@ -6,7 +6,7 @@ from datetime import date, datetime, timedelta
 
 from marshmallow import ValidationError, fields
 
-from companion.store.accounts import now
+from companion.clock import now
 
 FUTURE_TOLERANCE = timedelta(minutes=5)  # phones' clocks drift; more than this is a bad clock or a bad app
 OLDEST = timedelta(days=366)

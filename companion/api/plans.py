@@ -6,12 +6,10 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from companion.api import auditing, services
-from companion.api.schemas import StrictSchema, text
-from companion.api.security import allow, current_actor, require_patient
 from companion.domain.access import Operation, Role
-from companion.services.plans import set_plan
-from companion.store.plans import TherapyPlans
+from companion.http import auditing, services
+from companion.http.schemas import StrictSchema, text
+from companion.http.security import allow, current_actor, require_patient
 
 blp = Blueprint("plans", __name__, url_prefix="/api/v1", description="Therapy plans")
 
@@ -110,14 +108,6 @@ class PlanHistorySchema(Schema):
     items = fields.List(fields.Nested(PlanSchema))
 
 
-def to_storage(body: dict) -> dict:
-    """Dates become strings (ISO) so the plan stores exactly what the clinician set."""
-    tens = dict(body["tens"])
-    tens["start_date"] = tens["start_date"].isoformat()
-    tens["end_date"] = tens["end_date"].isoformat() if tens.get("end_date") else None
-    return {"tens": tens, "medications": body["medications"], "mindfulness": body["mindfulness"]}
-
-
 @blp.route("/patients/<patient_id>/therapy-plan")
 class CurrentPlan(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
@@ -125,11 +115,10 @@ class CurrentPlan(MethodView):
     def get(self, patient_id):
         """The current therapy plan (the highest version); version 0, with no tasks, until one is set."""
         require_patient(patient_id, Operation.READ)
-        plan = TherapyPlans(services().db).current(patient_id)
+        plan = services().plans.current(patient_id)
         auditing.note(patient_ids=[patient_id], resource="therapy_plan", action="R",
-                      resource_ids=[plan["_id"]] if plan else [])
-        return plan or {"_id": None, "patient_id": patient_id, "version": 0, "tens": None, "medications": [],
-                        "mindfulness": None}
+                      resource_ids=[plan["_id"]] if plan["_id"] else [])
+        return plan
 
     @allow(Role.CLINICIAN)
     @blp.arguments(PlanInputSchema)
@@ -137,8 +126,8 @@ class CurrentPlan(MethodView):
     def put(self, body, patient_id):
         """Prescribe a new version of the plan (a clinician on the patient's care team)."""
         require_patient(patient_id, Operation.CLINICAL)
-        plan = set_plan(services().db, patient_id, to_storage(body), created_by=current_actor().id,
-                        based_on_version=body["based_on_version"])
+        plan = services().plans.prescribe(patient_id, body, created_by=current_actor().id,
+                                          based_on_version=body["based_on_version"])
         auditing.note(patient_ids=[patient_id], resource="therapy_plan", action="C", resource_ids=[plan["_id"]])
         return plan
 
@@ -150,7 +139,7 @@ class PlanHistory(MethodView):
     def get(self, patient_id):
         """Every version of the plan, newest first."""
         require_patient(patient_id, Operation.READ)
-        items = TherapyPlans(services().db).history(patient_id)
+        items = services().plans.history(patient_id)
         auditing.note(patient_ids=[patient_id], resource="therapy_plan", action="R",
                       resource_ids=[p["_id"] for p in items])
         return {"items": items}

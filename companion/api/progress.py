@@ -6,13 +6,13 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
-from companion.api import auditing, services
 from companion.api.library import LibraryItemSummarySchema
 from companion.api.reminder_schemas import OccurrenceSchema
-from companion.api.schemas import StrictSchema, TaskProgressSchema
-from companion.api.security import allow, require_patient
+from companion.api.schemas import TaskProgressSchema
 from companion.domain.access import Operation, Role
-from companion.services import progress
+from companion.http import auditing, services
+from companion.http.schemas import StrictSchema
+from companion.http.security import allow, require_patient
 
 blp = Blueprint("progress", __name__, url_prefix="/api/v1", description="Today, streaks, weekly summary")
 READERS = (Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
@@ -115,7 +115,7 @@ class Today(MethodView):
         """Today on the patient's clock: reminders due and done, TENS minutes against the plan."""
         require_patient(patient_id, Operation.READ)
         auditing.note(patient_ids=[patient_id], resource="progress", action="R", resource_ids=["today"])
-        return progress.today(services().db, patient_id)
+        return services().progress.today(patient_id)
 
 
 @blp.route("/patients/<patient_id>/progress/streak")
@@ -127,7 +127,7 @@ class StreakView(MethodView):
         """Days in a row meeting the TENS prescription, forgiving a few missed days."""
         require_patient(patient_id, Operation.READ)
         auditing.note(patient_ids=[patient_id], resource="progress", action="R", resource_ids=["streak"])
-        return progress.streaks(services().db, patient_id, args["grace_days"], args["days"])
+        return services().progress.streaks(patient_id, args["grace_days"], args["days"])
 
 
 @blp.route("/patients/<patient_id>/progress/week")
@@ -139,8 +139,7 @@ class WeekView(MethodView):
         """A week (Monday to Sunday on the patient's clock): totals and each day."""
         require_patient(patient_id, Operation.READ)
         auditing.note(patient_ids=[patient_id], resource="progress", action="R", resource_ids=["week"])
-        db = services().db
-        return progress.week(db, patient_id, args["date"] or progress.local_today(db, patient_id))
+        return services().progress.week(patient_id, args["date"])
 
 
 @blp.route("/patients/<patient_id>/suggestions")
@@ -151,4 +150,4 @@ class SuggestionsView(MethodView):
         """After a pain flare in the last 48 hours: short items, those followed by less pain first."""
         require_patient(patient_id, Operation.READ)
         auditing.note(patient_ids=[patient_id], resource="progress", action="R", resource_ids=["suggestions"])
-        return progress.suggestions(services().db, patient_id)
+        return services().progress.suggestions(patient_id)

@@ -15,14 +15,12 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
-from companion.api import auditing, services
-from companion.api.schemas import StrictSchema
-from companion.api.security import allow, current_actor
 from companion.domain.access import Role
 from companion.domain.errors import Invalid, NotFound
-from companion.store.notification_history import NotificationHistory
-from companion.store.outbox import Outbox
-from companion.store.push_tokens import PLATFORMS, PushTokens
+from companion.domain.notifications import PLATFORMS
+from companion.http import auditing, services
+from companion.http.schemas import StrictSchema
+from companion.http.security import allow, current_actor
 
 blp = Blueprint("push_tokens", __name__, url_prefix="/api/v1/me", description="Phones and notifications")
 
@@ -79,16 +77,6 @@ class MyNotificationArgsSchema(StrictSchema):
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
 
 
-def describe_source(source_key: str) -> tuple[str, str | None]:
-    """What a notification is about, from its source key: (``about``, the id the app can fetch)."""
-    kind, _, rest = source_key.partition(":")
-    if kind == "reminder":
-        return "reminder_occurrence", rest.split(":repeat:")[0].split(":snooze:")[0].removesuffix(":resend")
-    if kind == "alert":
-        return "alert", rest
-    return "missed_summary", None
-
-
 def _install_id(value: str) -> str:
     if not _INSTALL_ID.match(value):
         raise Invalid("install id: 1-100 letters, digits, '.', '_', ':' or '-'",
@@ -102,8 +90,7 @@ class Phones(MethodView):
     @blp.response(200, PhoneListSchema)
     def get(self):
         """The caller's registered phones (never the tokens themselves)."""
-        phones = PushTokens(services().db).for_users([current_actor().id]).get(current_actor().id, [])
-        return {"items": sorted(phones, key=lambda p: p["install_id"])}
+        return {"items": services().notifications.phones(current_actor().id)}
 
 
 @blp.route("/push-tokens/<install_id>")
@@ -113,15 +100,14 @@ class Phone(MethodView):
     @blp.response(200, PhoneSchema)
     def put(self, body, install_id):
         """Register or refresh this install's token (the app does so at least monthly)."""
-        return PushTokens(services().db).register(current_actor().id, _install_id(install_id), body["token"],
-                                                  body["platform"], body["address"])
+        return services().notifications.register_phone(current_actor().id, _install_id(install_id), body["token"],
+                                                       body["platform"], body["address"])
 
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.response(204)
     def delete(self, install_id):
         """Forget this install's token (signing out on that phone)."""
-        if not PushTokens(services().db).unregister(current_actor().id, _install_id(install_id)):
-            raise NotFound("no phone registered under that install id")
+        services().notifications.forget_phone(current_actor().id, _install_id(install_id))
 
 
 @blp.route("/notifications")
@@ -131,9 +117,7 @@ class MyNotifications(MethodView):
     @blp.response(200, NotificationDetailListSchema)
     def get(self, args):
         """The notifications sent to the caller, newest first: what each is about (a push carries only its id)."""
-        items = NotificationHistory(services().db).for_recipient_all(current_actor().id, limit=args["limit"])
-        for doc in items:
-            doc["about"], doc["about_id"] = describe_source(doc["source_key"])
+        items = services().notifications.sent_to(current_actor().id, args["limit"])
         auditing.note(patient_ids=[d["patient_id"] for d in items], resource="notification", action="R",
                       resource_ids=[d["_id"] for d in items])
         return {"items": items}
@@ -146,6 +130,6 @@ class Receipts(MethodView):
     @blp.response(204)
     def post(self, body, notification_id):
         """The app got (``delivered``) or the person opened (``opened``) a notification; recipient only."""
-        if not (_OPAQUE_ID.match(notification_id)
-                and Outbox(services().db).record_receipt(notification_id, current_actor().id, body["receipt"])):
+        if not _OPAQUE_ID.match(notification_id):
             raise NotFound("no such notification for you")
+        services().notifications.record_receipt(current_actor().id, notification_id, body["receipt"])

@@ -8,7 +8,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from companion.api.moments import check_range
 from companion.api.schedule_schemas import ScheduleSchema
-from companion.api.schemas import StrictSchema, text
+from companion.http.schemas import StrictSchema, text
 
 KINDS = ("tens", "medication", "mindfulness", "custom")
 OCCURRENCE_RANGE = timedelta(days=31)

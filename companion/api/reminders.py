@@ -5,9 +5,6 @@ from __future__ import annotations
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from companion.api import auditing, services
-from companion.api.idempotency import idempotent
-from companion.api.privacy import sees_free_text
 from companion.api.reminder_schemas import (
     OccurrenceListSchema,
     OccurrenceOutcomeSchema,
@@ -19,11 +16,10 @@ from companion.api.reminder_schemas import (
     ReminderSchema,
     SnoozeSchema,
 )
-from companion.api.security import allow, require_patient
 from companion.domain.access import Operation, Role
-from companion.domain.errors import NotFound
-from companion.services import reminders
-from companion.store.reminders import Reminders
+from companion.http import auditing, services
+from companion.http.idempotency import idempotent
+from companion.http.security import allow, require_patient
 
 blp = Blueprint("reminders", __name__, url_prefix="/api/v1", description="Reminders and their occurrences")
 READERS = (Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
@@ -37,7 +33,7 @@ class ReminderList(MethodView):
     def get(self, patient_id):
         """The patient's reminders, active and stopped."""
         require_patient(patient_id, Operation.READ)
-        items = Reminders(services().db).for_patient(patient_id)
+        items = services().reminders.list(patient_id)
         auditing.note(patient_ids=[patient_id], resource="reminder", action="search",
                       resource_ids=[r["_id"] for r in items])
         return {"items": items}
@@ -49,7 +45,7 @@ class ReminderList(MethodView):
     def post(self, body, patient_id):
         """Create a reminder; its occurrences for the next two days are materialized at once."""
         require_patient(patient_id, Operation.WRITE)
-        reminder = reminders.create_reminder(services().db, patient_id, body)
+        reminder = services().reminders.create(patient_id, body)
         auditing.note(patient_ids=[patient_id], resource="reminder", action="C", resource_ids=[reminder["_id"]])
         return reminder
 
@@ -62,10 +58,7 @@ class ReminderView(MethodView):
         """One reminder."""
         require_patient(patient_id, Operation.READ)
         auditing.note(patient_ids=[patient_id], resource="reminder", action="R", resource_ids=[reminder_id])
-        reminder = Reminders(services().db).get(patient_id, reminder_id)
-        if not reminder:
-            raise NotFound("no such reminder")
-        return reminder
+        return services().reminders.get(patient_id, reminder_id)
 
     @allow(*WRITERS)
     @blp.arguments(ReminderEditSchema)
@@ -74,7 +67,7 @@ class ReminderView(MethodView):
         """Change a reminder; pending future occurrences follow, recorded ones are kept."""
         require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource="reminder", action="U", resource_ids=[reminder_id])
-        return reminders.update_reminder(services().db, patient_id, reminder_id, body)
+        return services().reminders.update(patient_id, reminder_id, body)
 
     @allow(*WRITERS)
     @blp.response(204)
@@ -82,7 +75,7 @@ class ReminderView(MethodView):
         """Stop a reminder (its history stays)."""
         require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource="reminder", action="D", resource_ids=[reminder_id])
-        reminders.delete_reminder(services().db, patient_id, reminder_id)
+        services().reminders.stop(patient_id, reminder_id)
 
 
 @blp.route("/patients/<patient_id>/occurrences")
@@ -92,12 +85,10 @@ class OccurrenceList(MethodView):
     @blp.response(200, OccurrenceListSchema)
     def get(self, args, patient_id):
         """Reminder occurrences due in a range of at most 31 days, in time order."""
-        relationship = require_patient(patient_id, Operation.READ)
-        items = reminders.occurrences_between(services().db, patient_id, args["start"], args["end"])
+        grant = require_patient(patient_id, Operation.READ)
+        items = services().reminders.occurrences_between(grant, args["start"], args["end"])
         auditing.note(patient_ids=[patient_id], resource="reminder_occurrence", action="search",
                       resource_ids=[o["_id"] for o in items])
-        if not sees_free_text(patient_id, relationship):
-            items = [{**o, "skip_reason": None} for o in items]
         return {"items": items}
 
 
@@ -111,8 +102,7 @@ class OccurrenceView(MethodView):
         require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource="reminder_occurrence", action="U",
                       resource_ids=[occurrence_id])
-        return reminders.record_outcome(services().db, patient_id, occurrence_id, body["status"],
-                                        body["skip_reason"])
+        return services().reminders.record_outcome(patient_id, occurrence_id, body["status"], body["skip_reason"])
 
 
 @blp.route("/patients/<patient_id>/occurrences/<occurrence_id>/snooze")
@@ -125,4 +115,4 @@ class OccurrenceSnooze(MethodView):
         require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource="reminder_occurrence", action="U",
                       resource_ids=[occurrence_id])
-        return reminders.snooze(services().db, patient_id, occurrence_id, body["minutes"])
+        return services().reminders.snooze(patient_id, occurrence_id, body["minutes"])

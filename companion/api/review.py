@@ -9,24 +9,20 @@ from flask import Response
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from companion.api import auditing, services
 from companion.api import review_schemas as s
-from companion.api.patients import load_patient
-from companion.api.security import allow, current_actor, require_patient
 from companion.domain.access import Operation, Role
-from companion.domain.errors import NotFound
+from companion.http import auditing, services
+from companion.http.security import allow, current_actor, require_patient
 from companion.services import exports
 from companion.services.review import PatientReview
-from companion.store.accounts import now
-from companion.store.clinical_notes import ClinicalNotes
-from companion.store.review import ReviewReads
 
 blp = Blueprint("review", __name__, url_prefix="/api/v1/patients", description="Clinician review of one patient")
 
 
 def open_review(patient_id: str, operation: Operation = Operation.READ) -> PatientReview:
     require_patient(patient_id, operation)
-    return PatientReview(services().db, load_patient(patient_id))
+    svc = services()
+    return svc.review.of_patient(svc.profiles.patient(patient_id))
 
 
 def _read(patient_id: str, resource: str, ids=()) -> None:
@@ -89,8 +85,6 @@ class ReviewNotifications(MethodView):
     def get(self, args, patient_id):
         """Reminder occurrences with their outcome, and push notifications with their delivery state."""
         result = open_review(patient_id).notifications(args["days"])
-        for note in result["notifications"]:
-            note["to_patient"] = note.get("recipient_user_id") == patient_id
         _read(patient_id, "notification", [n["_id"] for n in result["notifications"]])
         return result
 
@@ -137,7 +131,7 @@ class ReviewAlerts(MethodView):
     def get(self, args, patient_id):
         """The patient's alerts, open ones only by default, newest first."""
         require_patient(patient_id, Operation.READ)
-        items = ReviewReads(services().db).alerts(patient_id, open_only=args["state"] == "open")
+        items = services().alerts.review_list(patient_id, open_only=args["state"] == "open")
         _read(patient_id, "alert", [a["_id"] for a in items])
         return {"items": items}
 
@@ -150,19 +144,7 @@ class AlertAcknowledgement(MethodView):
         """Acknowledge an alert (a care-team act). Acknowledging twice keeps the first acknowledgement."""
         require_patient(patient_id, Operation.CLINICAL)
         auditing.note(patient_ids=[patient_id], resource="alert", action="U", resource_ids=[alert_id])
-        alert = ReviewReads(services().db).acknowledge_alert(patient_id, alert_id, current_actor().id, now())
-        if alert is None:
-            raise NotFound("no such alert")
-        return alert
-
-
-def with_author_names(notes: list[dict]) -> list[dict]:
-    users = services().db.users
-    names = {u["_id"]: u.get("display_name") for u in
-             users.find({"_id": {"$in": sorted({n["author_id"] for n in notes})}}, {"display_name": 1})}
-    for note in notes:
-        note["author_name"] = names.get(note["author_id"])
-    return notes
+        return services().alerts.acknowledge(patient_id, alert_id, current_actor().id)
 
 
 @blp.route("/<patient_id>/review/notes")
@@ -172,9 +154,9 @@ class ClinicalNotesView(MethodView):
     def get(self, patient_id):
         """The care team's clinical notes about this patient, newest first."""
         require_patient(patient_id, Operation.READ)
-        notes = ClinicalNotes(services().db).for_patient(patient_id)
+        notes = services().review.notes(patient_id)
         _read(patient_id, "clinical_note", [n["_id"] for n in notes])
-        return {"items": with_author_names(notes)}
+        return {"items": notes}
 
     @allow(Role.CLINICIAN)
     @blp.arguments(s.ClinicalNoteCreateSchema)
@@ -182,10 +164,10 @@ class ClinicalNotesView(MethodView):
     def post(self, body, patient_id):
         """Write a clinical note (a care-team act; notes are never edited: write another)."""
         require_patient(patient_id, Operation.CLINICAL)
-        load_patient(patient_id)
-        note = ClinicalNotes(services().db).add(patient_id, current_actor().id, body["text"])
+        services().profiles.patient(patient_id)
+        note = services().review.add_note(patient_id, current_actor().id, body["text"])
         auditing.note(patient_ids=[patient_id], resource="clinical_note", action="C", resource_ids=[note["_id"]])
-        return with_author_names([note])[0]
+        return note
 
 
 def _download(body: str, mimetype: str, filename: str) -> Response:

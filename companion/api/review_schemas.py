@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from companion.api.schemas import StrictSchema, text
+from companion.http.schemas import StrictSchema, text
 
 
 class ReviewDaysArgs(StrictSchema):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import ValidationError, fields, post_load, validate, validates_schema
 
-from companion.api.schemas import StrictSchema
+from companion.http.schemas import StrictSchema
 
 CLOCK = validate.Regexp(r"^([01]\d|2[0-3]):[0-5]\d$", error="use HH:MM on a 24-hour clock")
 TYPES = ("weekly", "every_n_days", "hourly")

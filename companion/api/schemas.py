@@ -1,50 +1,8 @@
-"""Shared schema pieces: strict loading (unknown fields rejected, no Mongo operators), paging, problems."""
+"""Answer schemas more than one area of the API shares."""
 
 from __future__ import annotations
 
-import re
-
-from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate
-
-_UNSAFE_KEY = re.compile(r"^\$|\.|\x00")
-MAX_DEPTH = 8
-
-
-def _check_keys(value, path: str, depth: int = 0) -> None:
-    if depth > MAX_DEPTH:
-        raise ValidationError("nested too deeply", path or "_schema")
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            if not isinstance(key, str) or _UNSAFE_KEY.search(key):
-                raise ValidationError("keys may not start with '$' or contain '.'", f"{path}{key}")
-            _check_keys(inner, f"{path}{key}.", depth + 1)
-    elif isinstance(value, list):
-        for index, inner in enumerate(value):
-            _check_keys(inner, f"{path}{index}.", depth + 1)
-
-
-class StrictSchema(Schema):
-    """Base of every load schema: unknown fields raise, operator-looking keys are refused
-    before anything reaches pymongo."""
-
-    class Meta:
-        unknown = RAISE
-
-    @pre_load
-    def refuse_operator_keys(self, data, **kwargs):
-        _check_keys(data, "")
-        return data
-
-
-class PageArgs(StrictSchema):
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=100),
-                           metadata={"description": "page size, at most 100"})
-    cursor = fields.String(load_default=None, validate=validate.Length(max=200))
-
-
-def text(max_len: int = 200, **kwargs) -> fields.String:
-    """A string field with a length bound (every string has one)."""
-    return fields.String(validate=validate.Length(min=kwargs.pop("min_len", 0), max=max_len), **kwargs)
+from marshmallow import Schema, fields
 
 
 class TaskProgressSchema(Schema):
@@ -56,12 +14,3 @@ class TaskProgressSchema(Schema):
     minutes_target = fields.Float()
     done = fields.Integer()
     planned = fields.Integer()
-
-
-class ProblemSchema(Schema):
-    type = fields.String()
-    title = fields.String()
-    status = fields.Integer()
-    detail = fields.String()
-    errors = fields.Dict()
-    request_id = fields.String()

@@ -9,12 +9,10 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate, validates_schema
 from marshmallow.exceptions import ValidationError
 
-from companion.api import auditing, services
-from companion.api.schemas import StrictSchema
-from companion.api.security import allow, require_patient
 from companion.domain.access import Operation, Role
-from companion.store.accounts import now
-from companion.store.sessions import SessionRecords
+from companion.http import auditing, services
+from companion.http.schemas import StrictSchema
+from companion.http.security import allow, require_patient
 
 blp = Blueprint("sessions", __name__, url_prefix="/api/v1/patients", description="TENS sessions")
 MAX_RANGE = timedelta(days=366)
@@ -63,9 +61,7 @@ class TensSessions(MethodView):
     def get(self, args, patient_id):
         """TENS sessions, newest first (default: the last 30 days)."""
         require_patient(patient_id, Operation.READ)
-        end = args["end"] or now() + timedelta(minutes=5)
-        start = args["start"] or end - timedelta(days=30)
-        items = SessionRecords(services().db).for_patient(patient_id, start, end, args["limit"])
+        items = services().sessions.between(patient_id, args["start"], args["end"], args["limit"])
         auditing.note(patient_ids=[patient_id], resource="session_record", action="R",
                       resource_ids=[i["_id"] for i in items])
         return {"items": items}

@@ -8,6 +8,7 @@ the object does not exist (404), never that it is forbidden, so IDs leak nothing
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 
@@ -73,3 +74,71 @@ def decide(relationship: Relationship, operation: Operation, *, caregiver_can_wr
     if relationship is Relationship.CAREGIVER and caregiver_can_write:
         allowed = allowed | {Operation.WRITE}
     return Decision.ALLOW if operation in allowed else Decision.FORBID
+
+
+@dataclass(frozen=True)
+class CaregiverPermissions:
+    """What a patient allowed one caregiver: to record on their behalf, which kinds of alert to hear of,
+    and whether to read the patient's free-text notes."""
+
+    write: bool = False
+    alerts: frozenset[str] = frozenset()
+    diary_notes: bool = False
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A caller's standing with one patient: the relationship and, for a caregiver, what the patient
+    allowed; for an emergency grant, when it ends. Decided once per request and kept for it."""
+
+    patient_id: str
+    relationship: Relationship
+    caregiver: CaregiverPermissions | None = None
+    expires_at: datetime | None = None
+
+    def decide(self, operation: Operation) -> Decision:
+        """Whether this grant allows ``operation`` (see :func:`decide`)."""
+        return decide(self.relationship, operation,
+                      caregiver_can_write=bool(self.caregiver and self.caregiver.write))
+
+
+def no_access(patient_id: str) -> Grant:
+    """The grant of a caller with no relationship to the patient."""
+    return Grant(patient_id, Relationship.NONE)
+
+
+def sees_free_text(grant: Grant) -> bool:
+    """Everyone related to the patient reads the patient's own words (diary notes, reasons for skipping a
+    reminder), except a caregiver the patient has not allowed to read them."""
+    if grant.relationship is not Relationship.CAREGIVER:
+        return grant.relationship is not Relationship.NONE
+    return bool(grant.caregiver and grant.caregiver.diary_notes)
+
+
+def visible_alert_kinds(grant: Grant) -> frozenset[str] | None:
+    """The alert kinds (share kinds) the caller may see; None when every kind is visible."""
+    if grant.relationship is Relationship.CAREGIVER:
+        return grant.caregiver.alerts if grant.caregiver else frozenset()
+    return None
+
+
+def notifications_visible_to(grant: Grant, caller_id: str) -> str | None:
+    """Whose notifications about the patient the caller may list: a caregiver only those sent to
+    themselves (returns their id); everyone else all of them (None)."""
+    return caller_id if grant.relationship is Relationship.CAREGIVER else None
+
+
+def without_free_text(record: dict, paths: tuple[str, ...]) -> dict:
+    """A copy of ``record`` with the free text at each dotted path blanked (None), for a caller who may
+    not read it. Missing paths are left alone."""
+    copy = dict(record)
+    for path in paths:
+        head, _, rest = path.partition(".")
+        if head not in copy:
+            continue
+        if rest:
+            if isinstance(copy[head], dict):
+                copy[head] = without_free_text(copy[head], (rest,))
+        else:
+            copy[head] = None
+    return copy

@@ -1,61 +1,51 @@
-"""Errors the domain and services raise; the HTTP layer maps each to one problem-details answer."""
+"""Errors the domain and the services raise when a caller can act on them.
+
+They say what went wrong in the patient's world, not how a protocol reports it: the HTTP kernel
+(companion.http.problems) maps each class to a status code and problem-details answer, the clinician
+pages to an error page, the command line to a message.
+"""
 
 
 class DomainError(Exception):
-    """Base of the errors a caller can act on."""
+    """Base of the errors a caller can act on. ``errors`` names the fields at fault, if any."""
 
-    status = 400
-    title = "Bad request"
-
-    def __init__(self, detail: str = "", *, errors: dict | None = None, headers: dict | None = None):
-        super().__init__(detail or self.title)
-        self.detail = detail or self.title
+    def __init__(self, detail: str = "", *, errors: dict | None = None):
+        super().__init__(detail)
+        self.detail = detail
         self.errors = errors
-        self.headers = headers or {}
 
 
 class NotFound(DomainError):
     """The object does not exist, or exists but the caller may not know it does."""
 
-    status = 404
-    title = "Not found"
-
 
 class Forbidden(DomainError):
     """The caller may see the object but not do this to it."""
-
-    status = 403
-    title = "Forbidden"
 
 
 class Unauthorized(DomainError):
     """No valid credentials."""
 
-    status = 401
-    title = "Unauthorized"
-
 
 class Conflict(DomainError):
-    status = 409
-    title = "Conflict"
+    """The object is not in a state that allows this (already done, changed meanwhile)."""
 
 
 class Invalid(DomainError):
     """The request is well-formed but breaks a domain rule."""
 
-    status = 422
-    title = "Unprocessable content"
-
 
 class TooManyRequests(DomainError):
-    status = 429
-    title = "Too many requests"
+    """Too many attempts; try again after ``retry_after_s`` seconds."""
 
     def __init__(self, detail: str = "", *, retry_after_s: int = 60):
-        super().__init__(detail, headers={"Retry-After": str(max(1, int(retry_after_s)))})
+        super().__init__(detail)
         self.retry_after_s = max(1, int(retry_after_s))
 
 
 class ServiceUnavailable(DomainError):
-    status = 503
-    title = "Service unavailable"
+    """Something the use case needs is not available right now; retry after ``retry_after_s`` seconds."""
+
+    def __init__(self, detail: str = "", *, retry_after_s: int = 5):
+        super().__init__(detail)
+        self.retry_after_s = max(1, int(retry_after_s))

@@ -5,7 +5,7 @@ and Apple's servers and may show on a lock screen. Nothing here reads a name, a 
 model, a dose or free text: every title and body is a constant, the data carries an opaque
 ``notification_id`` and a public kind, and the app fetches details over the authenticated API.
 
-Pure Python: no firebase-admin, no database.
+Pure Python: no firebase-admin, no database (companion.notify.push turns these into FCM messages).
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
 from typing import Any
+
+# The kinds of phone an app install registers from.
+PLATFORMS = ("android", "ios", "web")
 
 
 class Audience(Enum):

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from companion.domain.plans import plan_in_force, tens_minutes_prescribed
+
 ADHERENT_PDC = 0.8
 # A change of one point in the 14-day mean NRS is where a panel starts to care; the clinically
 # important change for one patient (30%, or 2 points) is judged on the patient page.
@@ -99,30 +101,12 @@ def local_date(moment: datetime, zone: str) -> date:
 
 def plan_on(plans: Iterable[dict], day: date, zone: str) -> dict | None:
     """The therapy-plan version in force at the end of a local day (the highest version active then)."""
-    end_of_day = datetime.combine(day + timedelta(days=1), datetime.min.time(), ZoneInfo(zone))
-    best = None
-    for plan in plans:
-        starts, ends = plan["active_from"], plan.get("active_to")
-        if starts < end_of_day and (ends is None or ends >= end_of_day) and (
-                best is None or plan["version"] > best["version"]):
-            best = plan
-    return best
+    return plan_in_force(plans, datetime.combine(day + timedelta(days=1), datetime.min.time(), ZoneInfo(zone)))
 
 
 def tens_target_minutes(plan: dict | None, day: date) -> int | None:
     """Minutes of TENS a plan prescribes for a day, or None when it prescribes none that day."""
-    tens = (plan or {}).get("tens") or {}
-    if not tens:
-        return None
-    start = tens.get("start_date")
-    end = tens.get("end_date")
-    if (start and day < date.fromisoformat(start)) or (end and day > date.fromisoformat(end)):
-        return None
-    if tens.get("daily_minutes_target"):
-        return int(tens["daily_minutes_target"])
-    if tens.get("sessions_per_day") and tens.get("minutes_per_session"):
-        return int(tens["sessions_per_day"] * tens["minutes_per_session"])
-    return None
+    return tens_minutes_prescribed(plan, day)
 
 
 @dataclass
@@ -277,3 +261,30 @@ def order_panel(rows: list[PanelRow], sort: str = "need", descending: bool = Fal
         return sorted(rows, key=lambda r: (r.display_name.lower(), r.patient_id), reverse=descending)
     figure = SORTS[sort]
     return sorted(rows, key=lambda r: (*_none_last(figure(r), descending), r.display_name.lower(), r.patient_id))
+
+
+@dataclass(frozen=True)
+class PanelFilter:
+    """Which patients of a panel to show (every condition given must hold)."""
+
+    q: str | None = None
+    needs_attention: bool = False
+    pdc_7_below: float | None = None
+    pain_rising: bool = False
+    silent_days: int | None = None
+    open_alerts: bool = False
+
+    def keeps(self, row: PanelRow) -> bool:
+        """Whether ``row`` passes every condition of this filter."""
+        if self.q and self.q.lower() not in row.display_name.lower():
+            return False
+        if self.needs_attention and not row.reasons:
+            return False
+        if self.pdc_7_below is not None and not (row.pdc_7 is not None and row.pdc_7 < self.pdc_7_below):
+            return False
+        if self.pain_rising and row.pain.direction != "rising":
+            return False
+        if self.silent_days is not None and not (
+                row.days_since_sync is not None and row.days_since_sync >= self.silent_days):
+            return False
+        return not (self.open_alerts and not row.open_alerts)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import signal
-import threading
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,18 +22,11 @@ from datetime import datetime, timedelta
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
-from pymongo.database import Database
 
-from companion.jobs import adherence, alerts, push, reminders
-from companion.notify.push import PushSender
-from companion.services.housekeeping import purge_expired
-from companion.services.job_settings import JobSettings
-from companion.store.accounts import now
-from companion.store.leases import Lease, Leases
+from companion.services.container import Services
+from companion.services.push_delivery import worker_name
 
 logger = logging.getLogger("companion.jobs.worker")  # also when run as __main__
-
-LEASE_NAME = "scheduler"
 
 
 @dataclass(frozen=True)
@@ -48,80 +41,35 @@ class JobSpec:
     leader_only: bool = True
 
 
-class LeaderLease:
-    """This worker's hold on the leader lease; renewed by the `leader-lease` job every ttl/3."""
-
-    def __init__(self, leases: Leases, holder: str, ttl: timedelta):
-        self.leases = leases
-        self.holder = holder
-        self.ttl = ttl
-        self._lease: Lease | None = None
-        self._lock = threading.Lock()
-
-    def tick(self) -> bool:
-        """Renew the lease if held, otherwise try to take it; returns whether this worker leads."""
-        with self._lock:
-            was_leader = self._lease is not None
-            if self._lease is not None:
-                self._lease = self.leases.renew(self._lease, self.ttl)
-            if self._lease is None:
-                self._lease = self.leases.acquire(LEASE_NAME, self.holder, self.ttl)
-            if was_leader != (self._lease is not None):
-                logger.info("leadership %s", "taken" if self._lease else "lost", extra={"holder": self.holder})
-            return self._lease is not None
-
-    def is_leader(self) -> bool:
-        """True while this worker holds a term that has not run out by its own clock."""
-        lease = self._lease
-        return lease is not None and self.leases.clock() < lease.expires_at
-
-    def release(self) -> None:
-        """Give the lease up (clean shutdown), so another worker takes over at once."""
-        with self._lock:
-            if self._lease is not None:
-                self.leases.release(self._lease)
-                self._lease = None
-
-
 class Worker:
     """The jobs of one worker process, gated by the leader lease."""
 
-    def __init__(self, db: Database, settings: JobSettings, *, sender: PushSender | None,
-                 clock: Callable[[], datetime] = now, holder: str | None = None):
-        self.db = db
-        self.settings = settings
-        self.sender = sender
-        self.clock = clock
-        self.lease = LeaderLease(Leases(db, clock), holder or push.worker_name(), settings.lease_ttl)
+    def __init__(self, services: Services, *, holder: str | None = None):
+        self.services = services
+        self.settings = services.settings
+        self.lease = services.leader_lease(holder or worker_name())
 
     def specs(self) -> list[JobSpec]:
         """Every job this worker schedules."""
-        db, s, clock = self.db, self.settings, self.clock
+        svc, s = self.services, self.settings
         minute = timedelta(minutes=1)
         specs = [
             JobSpec("leader-lease", self.lease.tick, "interval",
                     {"seconds": max(1, int(s.lease_ttl.total_seconds() / 3))}, s.lease_ttl, leader_only=False),
-            JobSpec("reminders-dispatch", lambda: reminders.dispatch_reminders(db, s, clock), "cron",
-                    {"second": 0}, s.reminder_grace),
-            JobSpec("reminders-missed", lambda: reminders.mark_missed(db, s, clock), "interval",
-                    {"minutes": 5}, s.reminder_grace),
-            JobSpec("reminders-materialize", lambda: reminders.materialize_ahead(db, s, clock), "interval",
-                    {"hours": 1}, timedelta(hours=1)),
-            JobSpec("alerts-evaluate", lambda: alerts.evaluate_alerts(db, s, clock), "cron",
-                    {"second": 30}, s.reminder_grace),
-            JobSpec("adherence-daily", lambda: adherence.compute_adherence(db, s, clock), "cron",
-                    {"minute": 5}, timedelta(hours=6)),
-            JobSpec("push-tokens-prune", lambda: push.prune_push_tokens(db, s, clock), "cron",
-                    {"hour": 3, "minute": 17}, timedelta(days=1)),
-            JobSpec("push-claims-purge", lambda: push.purge_push_claims(db, s, clock), "interval",
-                    {"hours": 1}, timedelta(hours=1)),
-            JobSpec("housekeeping", lambda: purge_expired(db), "cron", {"hour": 3, "minute": 43},
+            JobSpec("reminders-dispatch", svc.reminder_dispatch.dispatch_due, "cron", {"second": 0}, s.reminder_grace),
+            JobSpec("reminders-missed", svc.reminder_dispatch.mark_missed, "interval", {"minutes": 5}, s.reminder_grace),
+            JobSpec("reminders-materialize", lambda: svc.reminders.materialize_ahead(s.reminder_grace,
+                                                                                     s.materialize_horizon),
+                    "interval", {"hours": 1}, timedelta(hours=1)),
+            JobSpec("alerts-evaluate", svc.alerts.evaluate, "cron", {"second": 30}, s.reminder_grace),
+            JobSpec("adherence-daily", svc.adherence_job.run, "cron", {"minute": 5}, timedelta(hours=6)),
+            JobSpec("push-tokens-prune", svc.push.prune_phones, "cron", {"hour": 3, "minute": 17}, timedelta(days=1)),
+            JobSpec("push-claims-purge", svc.push.purge_claims, "interval", {"hours": 1}, timedelta(hours=1)),
+            JobSpec("housekeeping", svc.housekeeping.purge_expired, "cron", {"hour": 3, "minute": 43},
                     timedelta(days=1)),
         ]
-        if self.sender is not None:
-            sender = self.sender
-            specs.append(JobSpec("push-send", lambda: push.send_push(db, s, clock, sender), "interval",
-                                 {"seconds": 10}, minute))
+        if svc.sender is not None:
+            specs.append(JobSpec("push-send", svc.push.send_due, "interval", {"seconds": 10}, minute))
         else:
             logger.warning("no FCM service account configured: notifications stay in the outbox")
         return specs
@@ -155,20 +103,22 @@ def _log_event(event: JobExecutionEvent) -> None:
 
 def main() -> None:
     """Run the worker until SIGTERM/SIGINT; release the lease on the way out."""
-    from companion.config import load_settings
+    from companion.clock import now
     from companion.logs import configure_logging
-    from companion.store.db import ensure_indexes, make_client
+    from companion.notify.push import PushSender
+    from companion.settings import EXIT_BAD_SETTING, SettingError, load_settings
 
-    configure_logging()
-    app_settings = load_settings()
-    settings = JobSettings.from_env()
-    client = make_client(app_settings.mongodb_uri, timeout_ms=app_settings.db_timeout_ms,
-                         server_selection_timeout_ms=app_settings.server_selection_timeout_ms)
-    db = client[app_settings.mongodb_db]
-    ensure_indexes(db)
-    sender = (PushSender(app_settings.fcm_service_account, fcm_url=app_settings.fcm_url)
-              if app_settings.fcm_service_account else None)
-    worker = Worker(db, settings, sender=sender)
+    try:
+        settings = load_settings()
+    except SettingError as exc:
+        print(f"companion worker: {exc}", file=sys.stderr)
+        sys.exit(EXIT_BAD_SETTING)
+    configure_logging(settings.log_level)
+    sender = (PushSender(settings.fcm_service_account, fcm_url=settings.fcm_url)
+              if settings.fcm_service_account else None)
+    services = Services(settings, sender=sender)
+    services.health.ensure_indexes()
+    worker = Worker(services)
     scheduler = BlockingScheduler(timezone="UTC")
     # Run everything once at start-up: take the lease, then catch up on what the pause missed.
     worker.lease.tick()
@@ -186,7 +136,7 @@ def main() -> None:
         worker.lease.release()
         if sender is not None:
             sender.close()
-        client.close()
+        services.close()
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import random
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import Enum
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -33,8 +33,9 @@ from firebase_admin import credentials, exceptions, messaging
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from companion.clock import now
+from companion.domain.notifications import Visibility, data_for, template_for
 from companion.notify.retry_policy import RetryPolicy
-from companion.notify.templates import Visibility, data_for, template_for
 
 logger = logging.getLogger(__name__)
 
@@ -115,10 +116,6 @@ class PayloadTooLarge(ValueError):
     """A built message exceeds FCM's 4096-byte payload limit (a template bug, never data)."""
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def build_message(item: PushItem, now: datetime) -> messaging.Message:
     """The ``messaging.Message`` for ``item`` at ``now``: template lines, opaque data, TTL, collapse, priority.
 
@@ -172,7 +169,7 @@ class PushSender:
 
     def __init__(self, service_account_file: str | Path, *, fcm_url: str | None = None,
                  app_name: str = "companion-push", transport_retry: TransportRetry | None = None,
-                 retry_policy: RetryPolicy | None = None, clock: Callable[[], datetime] = _utcnow,
+                 retry_policy: RetryPolicy | None = None, clock: Callable[[], datetime] = now,
                  rng: random.Random | None = None, http_timeout: float = 30) -> None:
         """Initialise the firebase app ``app_name`` from ``service_account_file``.
 

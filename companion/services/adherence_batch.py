@@ -16,20 +16,24 @@ and events): a few hundred bytes each.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
-from pymongo.database import Database
-
+from companion.clock import Clock, now
 from companion.domain.adherence import PlannedTask, TaskEvent, TaskKind
 from companion.domain.alerts import AlertCandidate
 from companion.domain.localtime import TimeZoneHistory
-from companion.services.adherence import day_bounds, patients_to_compute, planned_tasks, snapshot_of
-from companion.services.alerts import LOW_ADHERENCE_LOOKBACK, low_adherence_in
-from companion.services.reminder_schedules import zone_history_of
-from companion.store.adherence import AdherenceDays, snapshot_id
+from companion.domain.people import Account
+from companion.domain.plans import planned_tasks
+from companion.services.adherence import day_bounds, snapshot_of
+from companion.services.alerts import LOW_ADHERENCE_LOOKBACK, AlertService, AlertsReport, low_adherence_in
+from companion.store.adherence import snapshot_id
+from companion.store.stores import Stores
+
+logger = logging.getLogger(__name__)
 
 RECENT_DAYS = 2  # yesterday (now complete) and today (partial)
 CHUNK = 1_000  # patients whose snapshots are written and whose rule is evaluated together
@@ -66,15 +70,15 @@ class ChunkResult:
     candidates: list[AlertCandidate]
 
 
-def _patient(doc: dict, now: datetime) -> _Patient:
-    history = zone_history_of(doc)
+def _patient(account: Account, now: datetime) -> _Patient:
+    history = account.zone_history()
     today = now.astimezone(history.zone_at(now)).date()
     days = {}
     for n in range(RECENT_DAYS - 1, -1, -1):
         local_date = today - timedelta(days=n)
         _, day_end, zone = day_bounds(history, local_date)
         days[local_date] = _Day(local_date, day_end, zone)
-    return _Patient(doc["_id"], history, today, days)
+    return _Patient(account.id, history, today, days)
 
 
 def _window(patients: dict[str, _Patient]) -> tuple[datetime, datetime]:
@@ -89,8 +93,8 @@ def _day_of(patient: _Patient | None, at: datetime) -> _Day | None:
     return patient.days.get(at.astimezone(patient.history.zone_at(at)).date())
 
 
-def _read_plans(db: Database, patients: dict[str, _Patient]) -> None:
-    for plan in db.therapy_plans.find({}, _PLAN_FIELDS):
+def _read_plans(stores: Stores, patients: dict[str, _Patient]) -> None:
+    for plan in stores.plans.every_version(_PLAN_FIELDS):
         patient = patients.get(plan["patient_id"])
         if patient is None:
             continue
@@ -101,32 +105,26 @@ def _read_plans(db: Database, patients: dict[str, _Patient]) -> None:
                 day.plan_version, day.tasks = plan["version"], planned_tasks(plan, day.local_date)
 
 
-def _read_events(db: Database, patients: dict[str, _Patient]) -> None:
+def _read_events(stores: Stores, patients: dict[str, _Patient]) -> None:
     start, end = _window(patients)
-    sessions = db.session_records.find({"started_at": {"$gte": start, "$lt": end}},
-                                       {"patient_id": 1, "started_at": 1, "duration_s": 1})
-    for s in sessions:
+    for s in stores.session_records.in_window(start, end):
         day = _day_of(patients.get(s.get("patient_id")), s["started_at"])
         if day is not None:
             day.events.append(TaskEvent(TaskKind.TENS, s["started_at"], (s.get("duration_s") or 0) / 60))
-    practice = db.practice_log.find({"started_at": {"$gte": start, "$lt": end}, "completed_at": {"$ne": None}},
-                                    {"patient_id": 1, "started_at": 1, "minutes": 1})
-    for p in practice:
+    for p in stores.practice.completed_in_window(start, end):
         day = _day_of(patients.get(p.get("patient_id")), p["started_at"])
         if day is not None:
             day.events.append(TaskEvent(TaskKind.MINDFULNESS, p["started_at"], p.get("minutes") or 0))
     dates = sorted({d.isoformat() for p in patients.values() for d in p.days})
-    doses = db.reminder_occurrences.find({"kind": "medication", "status": "done", "local_date": {"$in": dates}},
-                                         {"patient_id": 1, "local_date": 1, "due_at": 1})
-    for d in doses:
+    for d in stores.occurrences.doses_taken_on(dates):
         patient = patients.get(d.get("patient_id"))
         day = patient.days.get(date.fromisoformat(d["local_date"])) if patient else None
         if day is not None:
             day.doses.append(TaskEvent(TaskKind.MEDICATION, d["due_at"]))
 
 
-def _chunk(db: Database, chunk: list[_Patient], now: datetime) -> ChunkResult:
-    store = AdherenceDays(db)
+def _chunk(stores: Stores, chunk: list[_Patient], now: datetime) -> ChunkResult:
+    store = stores.adherence_days
     fresh = [snapshot_of(p.patient_id, day.local_date, day.zone, day.tasks, day.events + day.doses, now)
              for p in chunk for day in p.days.values()]
     # One replace by _id per snapshot (served from the _id index). Not a bulk_write: FerretDB v1.24 hangs
@@ -144,13 +142,35 @@ def _chunk(db: Database, chunk: list[_Patient], now: datetime) -> ChunkResult:
     return ChunkResult(len(fresh), candidates)
 
 
-def recompute_everyone(db: Database, now: datetime, chunk_size: int = CHUNK) -> Iterator[ChunkResult]:
+def recompute_everyone(stores: Stores, now: datetime, chunk_size: int = CHUNK) -> Iterator[ChunkResult]:
     """Recompute every patient's last two local days and judge the low-adherence rule, chunk by chunk."""
-    patients = {doc["_id"]: _patient(doc, now) for doc in patients_to_compute(db)}
+    patients = {account.id: _patient(account, now) for account in stores.users.patients()}
     if not patients:
         return
-    _read_plans(db, patients)
-    _read_events(db, patients)
+    _read_plans(stores, patients)
+    _read_events(stores, patients)
     ordered = list(patients.values())
     for start in range(0, len(ordered), chunk_size):
-        yield _chunk(db, ordered[start:start + chunk_size], now)
+        yield _chunk(stores, ordered[start:start + chunk_size], now)
+
+
+class AdherenceJob:
+    """The hourly adherence job: every patient's yesterday (now complete) and today (partial), then the
+    low-adherence alert rule over the fresh snapshots."""
+
+    def __init__(self, stores: Stores, alerts: AlertService, clock: Clock = now):
+        self.stores = stores
+        self.alerts = alerts
+        self.clock = clock
+
+    def run(self) -> int:
+        """Recompute the snapshots of every patient's last two local days; returns how many were written."""
+        at = self.clock()
+        written = 0
+        report = AlertsReport()
+        for chunk in recompute_everyone(self.stores, at):
+            written += chunk.written
+            for candidate in chunk.candidates:
+                self.alerts.raise_once(candidate, report)
+        logger.info("adherence snapshots written: %d; alerts %s", written, report.raised)
+        return written

@@ -16,13 +16,13 @@ job can run every minute, twice, or after a crash without alerting anyone twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from pymongo.database import Database
-
+from companion.clock import Clock, now
+from companion.domain.access import Grant, visible_alert_kinds
 from companion.domain.alerts import (
     AlertCandidate,
     AlertKind,
@@ -34,16 +34,13 @@ from companion.domain.alerts import (
     unit_silent,
 )
 from companion.domain.alerts import low_adherence as low_adherence_rule
+from companion.domain.errors import NotFound
 from companion.domain.pain import PainEntry, flares
+from companion.domain.people import Account
 from companion.domain.schedules import nudge_times
-from companion.services.job_settings import JobSettings
 from companion.services.reminder_dispatch import as_domain_occurrence, repeats_of
-from companion.services.reminder_schedules import quiet_hours_of, zone_history_of
-from companion.store.accounts import Users
-from companion.store.alerts import Alerts
-from companion.store.due_reminders import DueReminders
-from companion.store.outbox import Outbox
-from companion.store.relationships import CareLinks
+from companion.settings import Settings
+from companion.store.stores import Stores
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +65,6 @@ LOOKBACK = timedelta(hours=24)
 SILENT_LOOKBACK = timedelta(days=8)  # units silent for longer were alerted about already
 FLARE_HISTORY = timedelta(days=14)
 LOW_ADHERENCE_LOOKBACK = timedelta(days=30)  # the snapshots the low-adherence rule reads, before today
-_LIMIT = 100_000
 
 
 @dataclass
@@ -79,129 +75,6 @@ class AlertsReport:
     notifications: int = 0
 
 
-def raise_alert(db: Database, candidate: AlertCandidate, clock: Callable[[], datetime],
-                report: AlertsReport | None = None) -> dict:
-    """Store ``candidate`` once and notify whoever it concerns (idempotent)."""
-    alerts = Alerts(db, clock)
-    alert, created = alerts.raise_once(
-        patient_id=candidate.patient_id, kind=candidate.kind.value, severity=candidate.severity.value,
-        text=candidate.text, dedup_key=candidate.dedup_key, shared_with_caregivers=True,
-        urgent=candidate.urgent, share_kind=SHARE_KIND[candidate.kind])
-    if created and report is not None:
-        report.raised[candidate.kind.value] = report.raised.get(candidate.kind.value, 0) + 1
-    if alert.get("notified_at") is None:
-        sent = _notify(db, alert, candidate, clock)
-        alerts.mark_notified(alert["_id"])
-        if report is not None:
-            report.notifications += sent
-    return alert
-
-
-def _notify(db: Database, alert: dict, candidate: AlertCandidate, clock: Callable[[], datetime]) -> int:
-    users = Users(db)
-    recipients: list[tuple[dict, str]] = []
-    for link in CareLinks(db).for_patient(candidate.patient_id):
-        if link["status"] == "active" and SHARE_KIND[candidate.kind] in (link.get("permissions") or {}).get("alerts", []):
-            caregiver = users.by_id(link["caregiver_id"])
-            if caregiver is not None:
-                recipients.append((caregiver, CAREGIVER_TEMPLATE[candidate.kind]))
-    if candidate.kind in PATIENT_TEMPLATE:
-        patient = users.by_id(candidate.patient_id)
-        if patient is not None:
-            recipients.append((patient, PATIENT_TEMPLATE[candidate.kind]))
-    outbox = Outbox(db, clock)
-    created = 0
-    for person, template in recipients:
-        zone = zone_history_of(person).zone_at(alert["raised_at"])
-        send_at = delivery_time(candidate, alert["raised_at"], zone, quiet_hours_of(person))
-        _, new = outbox.schedule(source_key=f"alert:{alert['_id']}", recipient_user_id=person["_id"],
-                                 patient_id=candidate.patient_id, kind=template, send_at=send_at)
-        created += int(new)
-    return created
-
-
-def _zone_of(db: Database, user_id: str, at: datetime) -> ZoneInfo:
-    user = Users(db).by_id(user_id)
-    return zone_history_of(user).zone_at(at) if user else ZoneInfo("UTC")
-
-
-def missed_sessions(db: Database, settings: JobSettings, now: datetime) -> list[AlertCandidate]:
-    """TENS occurrences of the last day neither done nor skipped by their last reminder plus the delay."""
-    due = DueReminders(db)
-    occurrences = due.recent_of_kind("tens", now - LOOKBACK, now, ("pending", "missed"))
-    reminders = due.reminders_by_id(o["reminder_id"] for o in occurrences)
-    delays: dict[str, int] = {}
-    default_delay = int(settings.caregiver_alert_delay.total_seconds() // 60)
-    found = []
-    for occurrence in occurrences:
-        patient_id = occurrence["patient_id"]
-        if patient_id not in delays:
-            patient = Users(db).col.find_one({"_id": patient_id}, {"caregiver_alert_delay_min": 1}) or {}
-            delays[patient_id] = int(patient.get("caregiver_alert_delay_min") or default_delay)
-        domain_occurrence = as_domain_occurrence(occurrence)
-        last = nudge_times(domain_occurrence, repeats_of(reminders.get(occurrence["reminder_id"])))[-1]
-        candidate = missed_tens_session(patient_id, domain_occurrence, last, False, now, delays[patient_id])
-        if candidate is not None:
-            found.append(candidate)
-    return found
-
-
-def device_alerts(db: Database, now: datetime) -> list[AlertCandidate]:
-    """Battery-low, electrode-off and overload events of the last day."""
-    found = []
-    zones: dict[str, ZoneInfo] = {}
-    for event in db.device_events.find({"at": {"$gte": now - LOOKBACK, "$lte": now}}).limit(_LIMIT):
-        patient_id = event["patient_id"]
-        if patient_id not in zones:
-            zones[patient_id] = _zone_of(db, patient_id, now)
-        tz = zones[patient_id]
-        if event["kind"] == "battery_low":
-            record = db.session_records.find_one({"_id": event.get("record_id")}, {"battery_pct": 1}) or {}
-            candidate = battery_low(patient_id, event["device_serial"], int(record.get("battery_pct", 0)),
-                                    event["at"], tz)
-        elif event["kind"] in ("electrode_off", "overload"):
-            candidate = device_fault(patient_id, event["device_serial"], AlertKind(event["kind"]), event["at"], tz)
-        else:
-            candidate = None
-        if candidate is not None:
-            found.append(candidate)
-    return found
-
-
-def silent_units(db: Database, now: datetime) -> list[AlertCandidate]:
-    """Bound units not heard from (no upload, no status) for 24 hours."""
-    found = []
-    query = {"patient_id": {"$ne": None},
-             "status.last_seen_at": {"$gte": now - SILENT_LOOKBACK, "$lt": now - timedelta(hours=24)}}
-    for device in db.devices.find(query, {"patient_id": 1, "status": 1}).limit(_LIMIT):
-        latest = db.session_records.find_one({"device_serial": device["_id"]}, {"server_received_at": 1},
-                                             sort=[("server_received_at", -1)])
-        heard = max(filter(None, [device["status"]["last_seen_at"], (latest or {}).get("server_received_at")]))
-        candidate = unit_silent(device["patient_id"], device["_id"], heard, now)
-        if candidate is not None:
-            found.append(candidate)
-    return found
-
-
-def pain_flares(db: Database, now: datetime) -> list[AlertCandidate]:
-    """Flares among the pain ratings of the last day (judged against each patient's last 14 days)."""
-    recent = db.pain_entries.aggregate([
-        {"$match": {"recorded_at": {"$gte": now - LOOKBACK, "$lte": now}, "deleted": {"$ne": True}}},
-        {"$group": {"_id": "$patient_id"}}])
-    found = []
-    for row in recent:
-        patient_id = row["_id"]
-        docs = db.pain_entries.find({"patient_id": patient_id, "deleted": {"$ne": True},
-                                     "recorded_at": {"$gte": now - LOOKBACK - FLARE_HISTORY, "$lte": now}},
-                                    {"recorded_at": 1, "nrs": 1}).limit(5000)
-        entries = [PainEntry(d["_id"], d["recorded_at"], d["nrs"]) for d in docs]
-        tz = _zone_of(db, patient_id, now)
-        for flare in flares(entries):
-            if flare.entry.recorded_at_utc >= now - LOOKBACK:
-                found.append(pain_flare(patient_id, flare, tz))
-    return found
-
-
 def low_adherence_in(patient_id: str, snapshots: Iterable[dict], today: date) -> AlertCandidate | None:
     """The low-adherence rule over snapshots already read (those of ``today`` - 30 days .. ``today``)."""
     progress = {datetime.fromisoformat(s["date"]).date(): (None if s["state"] == "no_tasks"
@@ -209,15 +82,145 @@ def low_adherence_in(patient_id: str, snapshots: Iterable[dict], today: date) ->
     return low_adherence_rule(patient_id, progress, today)
 
 
-def evaluate(db: Database, settings: JobSettings, clock: Callable[[], datetime]) -> AlertsReport:
-    """Find every alert condition of the last day and raise each alert once."""
-    now = clock()
-    report = AlertsReport()
-    candidates = (missed_sessions(db, settings, now) + device_alerts(db, now) + silent_units(db, now)
-                  + pain_flares(db, now))
-    done = Alerts(db, clock).notified_keys([c.dedup_key for c in candidates])
-    for candidate in candidates:
-        if candidate.dedup_key not in done:
-            raise_alert(db, candidate, clock, report)
-    logger.info("alerts: raised %s, notifications %d", report.raised, report.notifications)
-    return report
+
+class AlertService:
+    def __init__(self, settings: Settings, stores: Stores, clock: Clock = now):
+        self.settings = settings
+        self.stores = stores
+        self.clock = clock
+
+    # Reads
+    def for_patient(self, grant: Grant, *, since: datetime | None, unacknowledged: bool, limit: int) -> list[dict]:
+        """The patient's alerts, newest first (a caregiver sees only the kinds shared with them)."""
+        kinds = visible_alert_kinds(grant)
+        return self.stores.alerts.for_patient(
+            grant.patient_id, share_kinds=sorted(kinds) if kinds is not None else None, shared_only=kinds is not None,
+            since=since, unacknowledged=unacknowledged, limit=limit)
+
+    # Raising
+    def raise_once(self, candidate: AlertCandidate, report: AlertsReport | None = None) -> dict:
+        """Store ``candidate`` once and notify whoever it concerns (idempotent)."""
+        alerts = self.stores.alerts
+        alert, created = alerts.raise_once(
+            patient_id=candidate.patient_id, kind=candidate.kind.value, severity=candidate.severity.value,
+            text=candidate.text, dedup_key=candidate.dedup_key, shared_with_caregivers=True,
+            urgent=candidate.urgent, share_kind=SHARE_KIND[candidate.kind])
+        if created and report is not None:
+            report.raised[candidate.kind.value] = report.raised.get(candidate.kind.value, 0) + 1
+        if alert.get("notified_at") is None:
+            sent = self._notify(alert, candidate)
+            alerts.mark_notified(alert["_id"])
+            if report is not None:
+                report.notifications += sent
+        return alert
+
+    def _notify(self, alert: dict, candidate: AlertCandidate) -> int:
+        recipients: list[tuple[Account, str]] = []
+        links = [link for link in self.stores.care_links.for_patient(candidate.patient_id)
+                 if link.active and SHARE_KIND[candidate.kind] in link.permissions.alerts]
+        for caregiver in self.stores.users.by_ids(link.caregiver_id for link in links):
+            recipients.append((caregiver, CAREGIVER_TEMPLATE[candidate.kind]))
+        if candidate.kind in PATIENT_TEMPLATE:
+            patient = self.stores.users.by_id(candidate.patient_id)
+            if patient is not None:
+                recipients.append((patient, PATIENT_TEMPLATE[candidate.kind]))
+        created = 0
+        for person, template in recipients:
+            zone = person.zone_history().zone_at(alert["raised_at"])
+            send_at = delivery_time(candidate, alert["raised_at"], zone, person.quiet_hours)
+            _, new = self.stores.outbox.schedule(source_key=f"alert:{alert['_id']}", recipient_user_id=person.id,
+                                                 patient_id=candidate.patient_id, kind=template, send_at=send_at)
+            created += int(new)
+        return created
+
+    # Finding the conditions
+    def _zones(self, patient_ids) -> dict[str, ZoneInfo]:
+        at = self.clock()
+        return {p.id: p.zone_history().zone_at(at) for p in self.stores.users.by_ids(patient_ids)}
+
+    def missed_sessions(self, now: datetime) -> list[AlertCandidate]:
+        """TENS occurrences of the last day neither done nor skipped by their last reminder plus the delay."""
+        occurrences = self.stores.occurrences.recent_of_kind("tens", now - LOOKBACK, now, ("pending", "missed"))
+        reminders = self.stores.reminders.by_ids(o["reminder_id"] for o in occurrences)
+        default_delay = int(self.settings.caregiver_alert_delay.total_seconds() // 60)
+        delays = {p.id: p.alert_delay_min(default_delay)
+                  for p in self.stores.users.by_ids({o["patient_id"] for o in occurrences})}
+        found = []
+        for occurrence in occurrences:
+            patient_id = occurrence["patient_id"]
+            domain_occurrence = as_domain_occurrence(occurrence)
+            last = nudge_times(domain_occurrence, repeats_of(reminders.get(occurrence["reminder_id"])))[-1]
+            candidate = missed_tens_session(patient_id, domain_occurrence, last, False, now,
+                                            delays.get(patient_id, default_delay))
+            if candidate is not None:
+                found.append(candidate)
+        return found
+
+    def device_alerts(self, now: datetime) -> list[AlertCandidate]:
+        """Battery-low, electrode-off and overload events of the last day."""
+        events = self.stores.device_events.between(now - LOOKBACK, now)
+        zones = self._zones({e["patient_id"] for e in events})
+        found = []
+        for event in events:
+            patient_id = event["patient_id"]
+            tz = zones.get(patient_id, ZoneInfo("UTC"))
+            if event["kind"] == "battery_low":
+                battery = self.stores.session_records.battery_of(event.get("record_id"))
+                candidate = battery_low(patient_id, event["device_serial"], int(battery or 0), event["at"], tz)
+            elif event["kind"] in ("electrode_off", "overload"):
+                candidate = device_fault(patient_id, event["device_serial"], AlertKind(event["kind"]), event["at"], tz)
+            else:
+                candidate = None
+            if candidate is not None:
+                found.append(candidate)
+        return found
+
+    def silent_units(self, now: datetime) -> list[AlertCandidate]:
+        """Bound units not heard from (no upload, no status) for 24 hours."""
+        found = []
+        for unit in self.stores.devices.heard_from_between(now - SILENT_LOOKBACK, now - timedelta(hours=24)):
+            latest = self.stores.session_records.last_received_from(unit.serial)
+            heard = max(filter(None, [unit.status.get("last_seen_at"), latest]))
+            candidate = unit_silent(unit.patient_id, unit.serial, heard, now)
+            if candidate is not None:
+                found.append(candidate)
+        return found
+
+    def pain_flares(self, now: datetime) -> list[AlertCandidate]:
+        """Flares among the pain ratings of the last day (judged against each patient's last 14 days)."""
+        patient_ids = self.stores.pain_entries.patients_recording_between(now - LOOKBACK, now)
+        zones = self._zones(patient_ids)
+        found = []
+        for patient_id in patient_ids:
+            docs = self.stores.pain_entries.scores_between(patient_id, now - LOOKBACK - FLARE_HISTORY, now)
+            entries = [PainEntry(d["_id"], d["recorded_at"], d["nrs"]) for d in docs]
+            tz = zones.get(patient_id, ZoneInfo("UTC"))
+            for flare in flares(entries):
+                if flare.entry.recorded_at_utc >= now - LOOKBACK:
+                    found.append(pain_flare(patient_id, flare, tz))
+        return found
+
+    def evaluate(self) -> AlertsReport:
+        """Find every alert condition of the last day and raise each alert once."""
+        now = self.clock()
+        report = AlertsReport()
+        candidates = (self.missed_sessions(now) + self.device_alerts(now) + self.silent_units(now)
+                      + self.pain_flares(now))
+        done = self.stores.alerts.notified_keys([c.dedup_key for c in candidates])
+        for candidate in candidates:
+            if candidate.dedup_key not in done:
+                self.raise_once(candidate, report)
+        logger.info("alerts: raised %s, notifications %d", report.raised, report.notifications)
+        return report
+
+    # The care team's acts
+    def review_list(self, patient_id: str, *, open_only: bool, limit: int = 200) -> list[dict]:
+        """The patient's alerts for the care team, newest first."""
+        return self.stores.alerts.newest(patient_id, open_only=open_only, limit=limit)
+
+    def acknowledge(self, patient_id: str, alert_id: str, clinician_id: str) -> dict:
+        """Acknowledge an alert (a care-team act). Acknowledging twice keeps the first acknowledgement."""
+        alert = self.stores.alerts.acknowledge(patient_id, alert_id, clinician_id, self.clock())
+        if alert is None:
+            raise NotFound("no such alert")
+        return alert

@@ -1,48 +1,165 @@
-"""The services one process shares: database handle, settings, tokens, access control, audit trail."""
+"""Every use case of one process, built once from its settings: the composition root.
+
+The web app keeps one in ``app.extensions["companion"]`` (views reach it through
+``companion.http.services()``), the scheduler worker and the command line build their own. Each
+attribute is one area's service; they share the stores (one per collection) and the clock.
+"""
 
 from __future__ import annotations
 
 from functools import cached_property
 
 from pymongo import MongoClient
-from pymongo.database import Database
 
-from companion.config import Settings
+from companion.clock import Clock, now
+from companion.notify.push import PushSender
 from companion.services.access import AccessControl
 from companion.services.accounts import Accounts
+from companion.services.adherence import Adherence
+from companion.services.adherence_batch import AdherenceJob
+from companion.services.alerts import AlertService
 from companion.services.audit import AuditTrail
+from companion.services.care import Care
+from companion.services.diary import Diary
+from companion.services.gateways import Gateways
+from companion.services.health import Health
+from companion.services.housekeeping import Housekeeping
+from companion.services.idempotency import IdempotencyClaims
+from companion.services.ingestion import Ingestion
+from companion.services.leadership import LeaderLease
+from companion.services.library import Library
+from companion.services.notifications import Notifications
+from companion.services.patients import Profiles
+from companion.services.plans import Plans
+from companion.services.progress import Progress
+from companion.services.push_delivery import PushDelivery
+from companion.services.reminder_dispatch import ReminderDispatch
+from companion.services.reminders import ReminderService
+from companion.services.review import Review
+from companion.services.sessions import TensSessions
 from companion.services.tokens import TokenService
+from companion.settings import Settings
 from companion.store.db import make_client
-from companion.store.relationships import Gateways
-from companion.store.tokens import TokenFamilies
+from companion.store.stores import Stores
 
 
 class Services:
-    def __init__(self, settings: Settings, client: MongoClient | None = None):
+    def __init__(self, settings: Settings, client: MongoClient | None = None, *, clock: Clock = now,
+                 sender: PushSender | None = None):
         self.settings = settings
+        self.clock = clock
         self.client = client or make_client(
             settings.mongodb_uri,
             timeout_ms=settings.db_timeout_ms,
             server_selection_timeout_ms=settings.server_selection_timeout_ms,
         )
-        self.db: Database = self.client[settings.mongodb_db]
+        self.stores = Stores(self.client[settings.mongodb_db], clock)
+        self.sender = sender
+
+    @property
+    def db(self):
+        """The database (for tests and benchmarks that look behind the services; the code never does)."""
+        return self.stores.db
+
+    def close(self) -> None:
+        self.client.close()
+
+    @cached_property
+    def health(self) -> Health:
+        return Health(self.stores)
 
     @cached_property
     def tokens(self) -> TokenService:
-        return TokenService(self.settings, TokenFamilies(self.db))
+        return TokenService(self.settings, self.stores.token_families)
 
     @cached_property
     def accounts(self) -> Accounts:
-        return Accounts(self.db, self.settings)
+        return Accounts(self.settings, self.stores, self.tokens, self.clock)
 
     @cached_property
     def access(self) -> AccessControl:
-        return AccessControl(self.db)
+        return AccessControl(self.stores)
 
     @cached_property
     def audit(self) -> AuditTrail:
-        return AuditTrail(self.db)
+        return AuditTrail(self.stores.audit_events, self.clock)
 
-    def gateway_active(self, gateway_id: str) -> bool:
-        gateway = Gateways(self.db).get(gateway_id)
-        return bool(gateway) and not gateway["revoked"]
+    @cached_property
+    def idempotency(self) -> IdempotencyClaims:
+        return IdempotencyClaims(self.settings, self.stores)
+
+    @cached_property
+    def profiles(self) -> Profiles:
+        return Profiles(self.stores, self.reminders, self.clock)
+
+    @cached_property
+    def care(self) -> Care:
+        return Care(self.settings, self.stores, self.accounts, self.profiles, self.clock)
+
+    @cached_property
+    def gateways(self) -> Gateways:
+        return Gateways(self.settings, self.stores, self.tokens, self.profiles, self.clock)
+
+    @cached_property
+    def ingestion(self) -> Ingestion:
+        return Ingestion(self.settings, self.stores, self.clock)
+
+    @cached_property
+    def sessions(self) -> TensSessions:
+        return TensSessions(self.stores, self.clock)
+
+    @cached_property
+    def diary(self) -> Diary:
+        return Diary(self.stores, self.clock)
+
+    @cached_property
+    def reminders(self) -> ReminderService:
+        return ReminderService(self.stores, self.clock)
+
+    @cached_property
+    def plans(self) -> Plans:
+        return Plans(self.stores, self.clock)
+
+    @cached_property
+    def library(self) -> Library:
+        return Library(self.stores, self.clock)
+
+    @cached_property
+    def progress(self) -> Progress:
+        return Progress(self.stores, self.reminders, self.clock)
+
+    @cached_property
+    def adherence(self) -> Adherence:
+        return Adherence(self.stores, self.clock)
+
+    @cached_property
+    def adherence_job(self) -> AdherenceJob:
+        return AdherenceJob(self.stores, self.alerts, self.clock)
+
+    @cached_property
+    def review(self) -> Review:
+        return Review(self.stores, self.clock)
+
+    @cached_property
+    def alerts(self) -> AlertService:
+        return AlertService(self.settings, self.stores, self.clock)
+
+    @cached_property
+    def notifications(self) -> Notifications:
+        return Notifications(self.stores)
+
+    @cached_property
+    def reminder_dispatch(self) -> ReminderDispatch:
+        return ReminderDispatch(self.settings, self.stores, self.clock)
+
+    @cached_property
+    def push(self) -> PushDelivery:
+        return PushDelivery(self.settings, self.stores, self.sender, clock=self.clock)
+
+    def leader_lease(self, holder: str) -> LeaderLease:
+        """This worker's hold on the scheduler's leader lease."""
+        return LeaderLease(self.stores.leases, holder, self.settings.lease_ttl)
+
+    @cached_property
+    def housekeeping(self) -> Housekeeping:
+        return Housekeeping(self.stores, self.clock)

@@ -8,16 +8,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from pymongo.database import Database
-
-from companion.domain.adherence import PlannedTask, TaskEvent, TaskKind
+from companion.domain.adherence import TaskEvent, TaskKind
 from companion.domain.localtime import TimeZoneHistory, resolve_local
 from companion.domain.pain import PainEntry, Role
-from companion.store.content import PracticeLog
-from companion.store.diary import PainEntries
-from companion.store.plans import TherapyPlans
-from companion.store.reminders import Occurrences
-from companion.store.sessions import SessionRecords
+from companion.domain.plans import plan_in_force
+from companion.store.stores import Stores
 
 SESSION_LIMIT = 5000  # ~8 sessions a day for the longest range asked (a year is refused elsewhere)
 
@@ -52,42 +47,18 @@ class PatientFacts:
                           Role(e["phase"]) if e.get("phase") else None) for e in self.pain]
 
     def plan_on(self, day_end_utc: datetime) -> dict | None:
-        """The plan version in force at the end of a local day (the latest one set before then)."""
-        earlier = [p for p in self.plans if p["active_from"] < day_end_utc]
-        return max(earlier, key=lambda p: p["version"]) if earlier else None
+        """The plan version in force at the end of a local day."""
+        return plan_in_force(self.plans, day_end_utc)
 
 
-def planned_tasks(plan: dict | None, day: date) -> list[PlannedTask]:
-    """The tasks a plan sets for one local day (none outside the TENS prescription's dates)."""
-    if not plan:
-        return []
-    tasks = []
-    tens = plan["tens"]
-    starts = date.fromisoformat(tens["start_date"])
-    ends = date.fromisoformat(tens["end_date"]) if tens.get("end_date") else None
-    if starts <= day and (ends is None or day <= ends):
-        minutes = tens.get("daily_minutes_target") or (tens.get("sessions_per_day") or 0) * tens["minutes_per_session"]
-        tasks.append(PlannedTask(TaskKind.TENS, tens["counts_towards_adherence"], target_minutes=minutes,
-                                 target_count=tens.get("sessions_per_day")))
-    mindfulness = plan.get("mindfulness") or {}
-    if mindfulness.get("minutes_per_day"):
-        tasks.append(PlannedTask(TaskKind.MINDFULNESS, mindfulness["counts_towards_adherence"],
-                                 target_minutes=mindfulness["minutes_per_day"]))
-    for medication in plan.get("medications") or []:
-        if medication["times"]:
-            tasks.append(PlannedTask(TaskKind.MEDICATION, medication["counts_towards_adherence"],
-                                     target_count=len(medication["times"])))
-    return tasks
-
-
-def gather(db: Database, patient_id: str, start_utc: datetime, end_utc: datetime) -> PatientFacts:
+def gather(stores: Stores, patient_id: str, start_utc: datetime, end_utc: datetime) -> PatientFacts:
     """Read the patient's records between two instants (and every plan version)."""
     return PatientFacts(
-        plans=TherapyPlans(db).history(patient_id),
-        sessions=SessionRecords(db).for_patient(patient_id, start_utc, end_utc, SESSION_LIMIT),
-        practice=PracticeLog(db).between(patient_id, start_utc, end_utc),
-        occurrences=Occurrences(db).between(patient_id, start_utc, end_utc),
-        pain=PainEntries(db).recorded_between(patient_id, start_utc, end_utc),
+        plans=stores.plans.history(patient_id),
+        sessions=stores.session_records.for_patient(patient_id, start_utc, end_utc, SESSION_LIMIT),
+        practice=stores.practice.between(patient_id, start_utc, end_utc),
+        occurrences=stores.occurrences.between(patient_id, start_utc, end_utc),
+        pain=stores.pain_entries.recorded_between(patient_id, start_utc, end_utc),
     )
 
 

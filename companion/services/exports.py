@@ -120,11 +120,11 @@ def fhir_bundle(review: PatientReview, days: int) -> dict:
     """A `collection` Bundle: the Patient, pain Observations (LOINC 72514-3), a DeviceUseStatement per
     TENS session (with its Device), the plan versions as CarePlans, and notifications as Communications."""
     patient = review.patient
-    pid = fhir_id(patient["_id"])
+    pid = fhir_id(patient.id)
     subject = {"reference": f"Patient/{pid}"}
     resources = [{"resourceType": "Patient", "id": pid, "active": True,
-                  "identifier": [{"system": PATIENT_ID_SYSTEM, "value": patient["_id"]}],
-                  "name": [{"text": patient.get("display_name") or ""}]}]
+                  "identifier": [{"system": PATIENT_ID_SYSTEM, "value": patient.id}],
+                  "name": [{"text": patient.display_name or ""}]}]
     for entry in review.pain(days)["entries"]:
         resources.append({"resourceType": "Observation", "id": fhir_id(entry["_id"]), "status": "final",
                           "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
@@ -132,8 +132,7 @@ def fhir_bundle(review: PatientReview, days: int) -> dict:
                           "code": {"coding": [PAIN_NRS], "text": "Pain NRS (0-10)"}, "subject": subject,
                           "effectiveDateTime": _instant(entry["recorded_at"]), "valueInteger": int(entry["nrs"]),
                           **({"note": [{"text": f"rated {entry['phase']} a TENS session"}]} if entry.get("phase") else {})})
-    since = review.at - timedelta(days=days + 1)
-    sessions = review.reads.sessions(review.pid, since, review.at + timedelta(minutes=5))
+    sessions = review.sessions(days)
     for serial in sorted({s["device_serial"] for s in sessions}):
         resources.append({"resourceType": "Device", "id": fhir_id(serial), "serialNumber": serial,
                           "patient": subject, "type": {"coding": [TENS_SNOMED], "text": "TENS unit"}})
@@ -159,7 +158,7 @@ def fhir_bundle(review: PatientReview, days: int) -> dict:
             communication["sent"] = _instant(note["sent_at"])
         if note.get("delivered_at"):
             communication["received"] = _instant(note["delivered_at"])
-        if note.get("recipient_user_id") == patient["_id"]:
+        if note.get("recipient_user_id") == patient.id:
             communication["recipient"] = [subject]
         if note.get("state") == "failed" and note.get("error_codes"):
             communication["statusReason"] = {"text": ", ".join(note["error_codes"])}

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from pymongo.database import Database
-
+from companion.clock import Clock, now
 from companion.domain.adherence import (
     DayAdherence,
     KindProgress,
@@ -17,28 +16,18 @@ from companion.domain.adherence import (
     events_by_local_day,
     is_covered,
 )
+from companion.domain.errors import NotFound
+from companion.domain.localtime import TimeZoneHistory
 from companion.domain.pain import flare_at
+from companion.domain.plans import planned_tasks
 from companion.domain.streaks import streak, weekly_summary
 from companion.domain.suggestions import ContentItem, PracticeCompletion, suggest_after_flare
-from companion.services.day_facts import (
-    PatientFacts,
-    days_between,
-    gather,
-    local_date,
-    local_day_bounds,
-    planned_tasks,
-)
-from companion.services.reminder_schedules import zone_history_of
-from companion.services.reminders import materialize_occurrences
-from companion.store.accounts import Users, now
-from companion.store.content import ContentItems
+from companion.services.day_facts import PatientFacts, days_between, gather, local_date, local_day_bounds
+from companion.services.reminders import ReminderService
+from companion.store.stores import Stores
 
 FLARE_RECENT = timedelta(hours=48)  # a flare older than this no longer prompts suggestions
 EVIDENCE_DAYS = 90  # how far back practice and pain are paired to learn what helps this patient
-
-
-def _patient(db: Database, patient_id: str) -> dict:
-    return Users(db).by_id(patient_id) or {}
 
 
 def _kind(progress: KindProgress) -> dict:
@@ -47,83 +36,15 @@ def _kind(progress: KindProgress) -> dict:
             "done": progress.done_count, "planned": progress.planned_count}
 
 
-def _adherence_by_day(facts: PatientFacts, history, days: list[date]) -> dict[date, DayAdherence]:
+def _adherence_by_day(facts: PatientFacts, history, days: list[date], at) -> dict[date, DayAdherence]:
     by_day = events_by_local_day(facts.events(), history)
-    zone = history.zone_at(now())
+    zone = history.zone_at(at)
     result = {}
     for day in days:
         plan = facts.plan_on(local_day_bounds(zone, day)[1])
         result[day] = adherence_for_day(day, planned_tasks(plan, day), by_day.get(day, []))
     return result
 
-
-def today(db: Database, patient_id: str) -> dict:
-    """What is due today on the patient's clock, what is done, and TENS minutes against the plan."""
-    history = zone_history_of(_patient(db, patient_id))
-    current = now()
-    zone = history.zone_at(current)
-    day = local_date(current, history)
-    start, end = local_day_bounds(zone, day)
-    materialize_occurrences(db, patient_id, start, end)
-    facts = gather(db, patient_id, start, end)
-    adherence = _adherence_by_day(facts, history, [day])[day]
-    occurrences = [o for o in facts.occurrences if o["local_date"] == day.isoformat()]
-    statuses = {s: sum(1 for o in occurrences if o["status"] == s) for s in ("pending", "done", "skipped", "missed")}
-    scores = [e["nrs"] for e in facts.pain]
-    return {
-        "date": day.isoformat(), "zone": zone.key,
-        "reminders": {"due": len(occurrences), **statuses, "items": occurrences},
-        "tens": {**_kind(adherence.tens), "sessions": len(facts.sessions)},
-        "mindfulness": _kind(adherence.mindfulness),
-        "medication": _kind(adherence.medication),
-        "pain": {"entries": len(scores), "latest_nrs": scores[-1] if scores else None},
-    }
-
-
-def streaks(db: Database, patient_id: str, grace_days: int, days: int) -> dict:
-    """The current and longest streak of days meeting the TENS prescription, over the last `days` days."""
-    history = zone_history_of(_patient(db, patient_id))
-    last = local_date(now(), history)
-    first = last - timedelta(days=days - 1)
-    start = local_day_bounds(history.zone_at(now()), first)[0] - timedelta(days=1)
-    facts = gather(db, patient_id, start, now() + timedelta(days=1))
-    adherence = _adherence_by_day(facts, history, days_between(first, last))
-    result = streak({d: is_covered(a) for d, a in adherence.items()}, last, grace_days)
-    return {"current": result.current, "longest": result.longest, "grace_days": grace_days,
-            "forgiven": [d.isoformat() for d in result.forgiven], "since": first.isoformat()}
-
-
-def week(db: Database, patient_id: str, any_day: date) -> dict:
-    """The ISO week (Monday to Sunday) containing `any_day`: totals and each day's figures."""
-    history = zone_history_of(_patient(db, patient_id))
-    monday = any_day - timedelta(days=any_day.isoweekday() - 1)
-    days = days_between(monday, monday + timedelta(days=6))
-    current = now()
-    start = local_day_bounds(history.zone_at(current), monday)[0] - timedelta(days=1)
-    end = local_day_bounds(history.zone_at(current), days[-1])[1] + timedelta(days=1)
-    if end > current:  # the rest of the week's reminders, so the app can show what is coming
-        materialize_occurrences(db, patient_id, max(start, current), end)
-    facts = gather(db, patient_id, start, end)
-    in_week = set(days)
-    facts.sessions = [s for s in facts.sessions if local_date(s["started_at"], history) in in_week]
-    facts.practice = [p for p in facts.practice if local_date(p["started_at"], history) in in_week]
-    facts.pain = [e for e in facts.pain if local_date(e["recorded_at"], history) in in_week]
-    adherence = _adherence_by_day(facts, history, days)
-    today_here = local_date(current, history)
-    # Days still to come have a plan but no verdict yet: they count neither way.
-    covered = {d: is_covered(a) if d <= today_here else None for d, a in adherence.items()}
-    summary = weekly_summary(covered, facts.events(), facts.pain_entries(), history)
-    totals = next((s for s in summary if (s.iso_year, s.iso_week) == monday.isocalendar()[:2]), None)
-    return {
-        "week_start": monday.isoformat(), "iso_week": monday.isocalendar().week,
-        "days_with_plan": totals.days_with_plan if totals else 0,
-        "days_covered": totals.days_covered if totals else 0,
-        "tens_minutes": round(totals.tens_minutes, 1) if totals else 0.0,
-        "practice_minutes": round(totals.practice_minutes, 1) if totals else 0.0,
-        "mean_pain": totals.mean_pain if totals else None,
-        "pain_entries": totals.pain_entries if totals else 0,
-        "days": [_day_line(d, adherence[d], covered[d], facts, history) for d in days],
-    }
 
 
 def _day_line(day: date, adherence: DayAdherence, covered: bool | None, facts: PatientFacts, history) -> dict:
@@ -140,28 +61,103 @@ def _day_line(day: date, adherence: DayAdherence, covered: bool | None, facts: P
     }
 
 
-def suggestions(db: Database, patient_id: str, limit: int = 3) -> dict:
-    """After a recent flare, short library items, favouring those this patient felt better after."""
-    current = now()
-    facts = gather(db, patient_id, current - timedelta(days=EVIDENCE_DAYS), current + timedelta(minutes=5))
-    entries = facts.pain_entries()
-    recent = [e for e in entries if e.recorded_at_utc >= current - FLARE_RECENT]
-    flare = next((f for e in reversed(recent) if (f := flare_at(e, entries, high_readings=1)) is not None), None)
-    if flare is None:
-        return {"flare": None, "items": []}
-    library = {i["_id"]: i for i in ContentItems(db).all()}
-    items = [ContentItem(slug, i["title"], i["category"], i["duration_min"]) for slug, i in library.items()]
-    completions = [PracticeCompletion(p["item_slug"], p["started_at"], p["completed_at"])
-                   for p in facts.practice if p["completed_at"] is not None]
-    ranked = suggest_after_flare(items, completions, entries, limit=limit)
-    return {
-        "flare": {"recorded_at": flare.entry.recorded_at_utc, "nrs": flare.entry.score,
-                  "reason": flare.reason.value, "baseline_median": flare.baseline_median},
-        "items": [{**library[s.item.item_id], "mean_pain_change": s.mean_pain_change, "pairs": s.pairs}
-                  for s in ranked],
-    }
+class Progress:
+    def __init__(self, stores: Stores, reminders: ReminderService, clock: Clock = now):
+        self.stores = stores
+        self.reminders = reminders
+        self.clock = clock
 
+    def _history(self, patient_id: str) -> TimeZoneHistory:
+        patient = self.stores.users.by_id(patient_id)
+        if patient is None:
+            raise NotFound("no such patient")
+        return patient.zone_history()
 
-def local_today(db: Database, patient_id: str) -> date:
-    """The patient's calendar date now."""
-    return local_date(now(), zone_history_of(_patient(db, patient_id)))
+    def today(self, patient_id: str) -> dict:
+        """What is due today on the patient's clock, what is done, and TENS minutes against the plan."""
+        history = self._history(patient_id)
+        current = self.clock()
+        zone = history.zone_at(current)
+        day = local_date(current, history)
+        start, end = local_day_bounds(zone, day)
+        self.reminders.materialize(patient_id, start, end)
+        facts = gather(self.stores, patient_id, start, end)
+        adherence = _adherence_by_day(facts, history, [day], current)[day]
+        occurrences = [o for o in facts.occurrences if o["local_date"] == day.isoformat()]
+        statuses = {s: sum(1 for o in occurrences if o["status"] == s) for s in ("pending", "done", "skipped", "missed")}
+        scores = [e["nrs"] for e in facts.pain]
+        return {
+            "date": day.isoformat(), "zone": zone.key,
+            "reminders": {"due": len(occurrences), **statuses, "items": occurrences},
+            "tens": {**_kind(adherence.tens), "sessions": len(facts.sessions)},
+            "mindfulness": _kind(adherence.mindfulness),
+            "medication": _kind(adherence.medication),
+            "pain": {"entries": len(scores), "latest_nrs": scores[-1] if scores else None},
+        }
+
+    def streaks(self, patient_id: str, grace_days: int, days: int) -> dict:
+        """The current and longest streak of days meeting the TENS prescription, over the last `days` days."""
+        history = self._history(patient_id)
+        current = self.clock()
+        last = local_date(current, history)
+        first = last - timedelta(days=days - 1)
+        start = local_day_bounds(history.zone_at(current), first)[0] - timedelta(days=1)
+        facts = gather(self.stores, patient_id, start, current + timedelta(days=1))
+        adherence = _adherence_by_day(facts, history, days_between(first, last), current)
+        result = streak({d: is_covered(a) for d, a in adherence.items()}, last, grace_days)
+        return {"current": result.current, "longest": result.longest, "grace_days": grace_days,
+                "forgiven": [d.isoformat() for d in result.forgiven], "since": first.isoformat()}
+
+    def week(self, patient_id: str, any_day: date | None = None) -> dict:
+        """The ISO week (Monday to Sunday) containing `any_day` (default: today): totals and each day."""
+        history = self._history(patient_id)
+        current = self.clock()
+        any_day = any_day or local_date(current, history)
+        monday = any_day - timedelta(days=any_day.isoweekday() - 1)
+        days = days_between(monday, monday + timedelta(days=6))
+        start = local_day_bounds(history.zone_at(current), monday)[0] - timedelta(days=1)
+        end = local_day_bounds(history.zone_at(current), days[-1])[1] + timedelta(days=1)
+        if end > current:  # the rest of the week's reminders, so the app can show what is coming
+            self.reminders.materialize(patient_id, max(start, current), end)
+        facts = gather(self.stores, patient_id, start, end)
+        in_week = set(days)
+        facts.sessions = [s for s in facts.sessions if local_date(s["started_at"], history) in in_week]
+        facts.practice = [p for p in facts.practice if local_date(p["started_at"], history) in in_week]
+        facts.pain = [e for e in facts.pain if local_date(e["recorded_at"], history) in in_week]
+        adherence = _adherence_by_day(facts, history, days, current)
+        today_here = local_date(current, history)
+        # Days still to come have a plan but no verdict yet: they count neither way.
+        covered = {d: is_covered(a) if d <= today_here else None for d, a in adherence.items()}
+        summary = weekly_summary(covered, facts.events(), facts.pain_entries(), history)
+        totals = next((s for s in summary if (s.iso_year, s.iso_week) == monday.isocalendar()[:2]), None)
+        return {
+            "week_start": monday.isoformat(), "iso_week": monday.isocalendar().week,
+            "days_with_plan": totals.days_with_plan if totals else 0,
+            "days_covered": totals.days_covered if totals else 0,
+            "tens_minutes": round(totals.tens_minutes, 1) if totals else 0.0,
+            "practice_minutes": round(totals.practice_minutes, 1) if totals else 0.0,
+            "mean_pain": totals.mean_pain if totals else None,
+            "pain_entries": totals.pain_entries if totals else 0,
+            "days": [_day_line(d, adherence[d], covered[d], facts, history) for d in days],
+        }
+
+    def suggestions(self, patient_id: str, limit: int = 3) -> dict:
+        """After a recent flare, short library items, favouring those this patient felt better after."""
+        current = self.clock()
+        facts = gather(self.stores, patient_id, current - timedelta(days=EVIDENCE_DAYS), current + timedelta(minutes=5))
+        entries = facts.pain_entries()
+        recent = [e for e in entries if e.recorded_at_utc >= current - FLARE_RECENT]
+        flare = next((f for e in reversed(recent) if (f := flare_at(e, entries, high_readings=1)) is not None), None)
+        if flare is None:
+            return {"flare": None, "items": []}
+        library = {i["_id"]: i for i in self.stores.content.all()}
+        items = [ContentItem(slug, i["title"], i["category"], i["duration_min"]) for slug, i in library.items()]
+        completions = [PracticeCompletion(p["item_slug"], p["started_at"], p["completed_at"])
+                       for p in facts.practice if p["completed_at"] is not None]
+        ranked = suggest_after_flare(items, completions, entries, limit=limit)
+        return {
+            "flare": {"recorded_at": flare.entry.recorded_at_utc, "nrs": flare.entry.score,
+                      "reason": flare.reason.value, "baseline_median": flare.baseline_median},
+            "items": [{**library[s.item.item_id], "mean_pain_change": s.mean_pain_change, "pairs": s.pairs}
+                      for s in ranked],
+        }

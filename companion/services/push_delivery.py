@@ -1,4 +1,4 @@
-"""The outbox dispatcher: claim due notifications, push them to every phone, record what happened.
+"""Delivering the outbox: claim due notifications, push them to every phone, record what happened.
 
 A pass (:meth:`OutboxDispatcher.run_pass`) finds the due notifications once, reads their recipients'
 phones once, then a batch of ``batch_size`` at a time claims them (see :mod:`companion.store.outbox`
@@ -18,17 +18,30 @@ and the phone folds the duplicate into the first through the shared collapse key
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from companion.clock import Clock, now
 from companion.notify.push import Address, Outcome, PushItem, PushResult, PushSender
+from companion.settings import Settings
 from companion.store.outbox import EXPIRED, FAILED, SCHEDULED, SENT, Outbox
 from companion.store.push_tokens import PushTokens
+from companion.store.stores import Stores
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_LEASE = timedelta(minutes=5)
+CLAIMS_KEPT = timedelta(days=1)
+PER_PASS = 200_000  # due notifications taken on in one pass; a larger backlog continues in the next
+MAX_PASSES = 3  # passes per run, each picking up what became due (or came back for a retry) meanwhile
+
+
+def worker_name() -> str:
+    """This process's name as a claim owner (host and pid; no secrets)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -150,3 +163,45 @@ class PhoneBook:
     def forget(self, user_id: str, token: str) -> None:
         """Stop addressing ``user_id``'s phone ``token`` for the rest of the pass (FCM said it is dead)."""
         self._phones[user_id] = [p for p in self.of(user_id) if p["token"] != token]
+
+
+class PushDelivery:
+    """The worker's push jobs: send what the outbox holds, and keep the claims and phones tidy."""
+
+    def __init__(self, settings: Settings, stores: Stores, sender: PushSender | None, *, owner: str | None = None,
+                 clock: Clock = now):
+        self.settings = settings
+        self.stores = stores
+        self.sender = sender
+        self.owner = owner or worker_name()
+        self.clock = clock
+
+    def dispatcher(self, owner: str | None = None) -> OutboxDispatcher:
+        if self.sender is None:
+            raise RuntimeError("no FCM service account configured")
+        return OutboxDispatcher(self.stores.outbox, self.stores.push_tokens, self.sender, owner=owner or self.owner,
+                                lease=self.settings.push_lease, batch_size=self.settings.dispatch_batch)
+
+    def send_due(self, owner: str | None = None) -> DispatchReport:
+        """Send every due outbox notification, a batch at a time, until a pass finds none left to claim."""
+        dispatcher = self.dispatcher(owner)
+        total = DispatchReport()
+        for _ in range(MAX_PASSES):
+            report = dispatcher.run_pass(PER_PASS)
+            if report.claimed == 0:
+                break
+            total.claimed += report.claimed
+            total.dead_tokens_removed += report.dead_tokens_removed
+            for state, count in report.states.items():
+                total.states[state] = total.states.get(state, 0) + count
+        return total
+
+    def purge_claims(self) -> int:
+        """Hourly: drop send claims whose lease ended a day ago (every round they guarded has settled)."""
+        return self.stores.outbox.purge_claims(self.clock() - CLAIMS_KEPT)
+
+    def prune_phones(self) -> int:
+        """Daily: forget phones whose token was not refreshed for 60 days."""
+        removed = self.stores.push_tokens.prune_stale(self.settings.push_token_stale_after)
+        logger.info("stale push tokens removed: %d", removed)
+        return removed

@@ -18,17 +18,16 @@ later marked missed with at most one summary per patient and day.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from pymongo.database import Database
-
+from companion.clock import Clock, now
 from companion.domain.schedules import ReminderOccurrence, Repeats, nudge_times
-from companion.services.job_settings import JobSettings
-from companion.store.due_reminders import DueReminders
+from companion.services.item_failures import ItemFailures
+from companion.settings import Settings
 from companion.store.outbox import SENT, NotificationRequest, Outbox
+from companion.store.stores import Stores
 
 logger = logging.getLogger(__name__)
 
@@ -93,44 +92,12 @@ def _in_grace(plan: PlannedPush, now: datetime, grace: timedelta) -> bool:
 
 @dataclass
 class DispatchResult:
-    """What one dispatch pass did."""
+    """What one dispatch pass did (``failed``: occurrences that could not be handled, left for the next pass)."""
 
     examined: int = 0
     scheduled: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
-
-
-def dispatch_due_reminders(db: Database, settings: JobSettings, clock: Callable[[], datetime]) -> DispatchResult:
-    """Create the outbox notifications every open occurrence needs now (idempotent)."""
-    now = clock()
-    due = DueReminders(db)
-    occurrences = list(due.open_at(now))
-    result = DispatchResult(examined=len(occurrences))
-    if not occurrences:
-        return result
-    reminders = due.reminders_by_id(o["reminder_id"] for o in occurrences)
-    plans: list[tuple[dict, PlannedPush]] = [
-        (o, p) for o in occurrences for p in planned_pushes(o, reminders.get(o["reminder_id"]))
-        if _in_grace(p, now, settings.reminder_grace)
-    ]
-    outbox = Outbox(db, clock)
-    resend_candidates = [o for o in occurrences if o["due_at"] + settings.reminder_resend_after <= now]
-    sources = _existing(outbox, [(p.source_key, o) for o, p in plans]
-                        + [(initial_key(o["_id"]), o) for o in resend_candidates])
-    resends = _resends(resend_candidates, reminders, sources, settings, now)
-    sources.update(_existing(outbox, [(p.source_key, o) for o, p in resends]))
-    todo = [(o, p) for o, p in plans + resends if p.source_key not in sources]
-    created = outbox.schedule_many([
-        NotificationRequest(p.source_key, o["patient_id"], o["patient_id"], p.kind, p.send_at,
-                            p.window_ends_at - p.send_at) for o, p in todo])
-    for (occurrence, plan), was_created in zip(todo, created, strict=True):
-        if was_created:
-            result.scheduled += 1
-            result.by_kind[plan.kind] = result.by_kind.get(plan.kind, 0) + 1
-            if plan.nudge:
-                due.note_nudge(occurrence["_id"], plan.nudge)
-    logger.info("reminder dispatch: examined %d, scheduled %s", result.examined, result.by_kind)
-    return result
+    failed: int = 0
 
 
 def _existing(outbox: Outbox, wanted: list[tuple[str, dict]]) -> dict[str, dict]:
@@ -141,7 +108,7 @@ def _existing(outbox: Outbox, wanted: list[tuple[str, dict]]) -> dict[str, dict]
 
 
 def _resends(candidates: list[dict], reminders: dict[str, dict], sources: dict[str, dict],
-             settings: JobSettings, now: datetime) -> list[tuple[dict, PlannedPush]]:
+             settings: Settings, now: datetime) -> list[tuple[dict, PlannedPush]]:
     plans = []
     for occurrence in candidates:
         if repeats_of(reminders.get(occurrence["reminder_id"])).count > 0:
@@ -162,31 +129,86 @@ class MissedResult:
 
     marked: int = 0
     summaries: int = 0
+    failed: int = 0
 
 
-def mark_missed_occurrences(db: Database, settings: JobSettings, clock: Callable[[], datetime]) -> MissedResult:
-    """Mark occurrences whose window closed as missed; one summary per patient and day for never-sent ones.
+class ReminderDispatch:
+    """The scheduler's reminder passes: queue the pushes that are due, mark what was missed."""
 
-    A patient whose reminders could not go out (the worker was down for longer than the grace) gets
-    one "you have an update" push instead of a burst of stale reminders.
-    """
-    now = clock()
-    due = DueReminders(db)
-    newly_missed = [o for o in due.closed_at(now, MISSED_BATCH) if due.mark_missed(o["_id"], now)]
-    result = MissedResult(marked=len(newly_missed))
-    if not newly_missed:
+    def __init__(self, settings: Settings, stores: Stores, clock: Clock = now):
+        self.settings = settings
+        self.stores = stores
+        self.clock = clock
+
+    def dispatch_due(self) -> DispatchResult:
+        """Create the outbox notifications every open occurrence needs now (idempotent). An occurrence that
+        cannot be planned (a malformed stored item) is logged, counted and skipped; the rest go out."""
+        settings, now = self.settings, self.clock()
+        due = self.stores.occurrences
+        occurrences = list(due.open_at(now))
+        result = DispatchResult(examined=len(occurrences))
+        if not occurrences:
+            return result
+        reminders = self.stores.reminders.by_ids(o["reminder_id"] for o in occurrences)
+        failures = ItemFailures("reminders-dispatch")
+        plans: list[tuple[dict, PlannedPush]] = []
+        for o in occurrences:
+            planned = failures.attempt(o.get("_id"), lambda o=o: planned_pushes(o, reminders.get(o["reminder_id"])))
+            plans += [(o, p) for p in planned or () if _in_grace(p, now, settings.reminder_grace)]
+        usable = [o for o in occurrences if str(o.get("_id")) not in failures.item_ids]
+        outbox = self.stores.outbox
+        resend_candidates = [o for o in usable if o["due_at"] + settings.reminder_resend_after <= now]
+        sources = _existing(outbox, [(p.source_key, o) for o, p in plans]
+                            + [(initial_key(o["_id"]), o) for o in resend_candidates])
+        resends = _resends(resend_candidates, reminders, sources, settings, now)
+        sources.update(_existing(outbox, [(p.source_key, o) for o, p in resends]))
+        todo = [(o, p) for o, p in plans + resends if p.source_key not in sources]
+        created = outbox.schedule_many([
+            NotificationRequest(p.source_key, o["patient_id"], o["patient_id"], p.kind, p.send_at,
+                                p.window_ends_at - p.send_at) for o, p in todo])
+        for (occurrence, plan), was_created in zip(todo, created, strict=True):
+            if was_created:
+                result.scheduled += 1
+                result.by_kind[plan.kind] = result.by_kind.get(plan.kind, 0) + 1
+                if plan.nudge:
+                    due.note_nudge(occurrence["_id"], plan.nudge)
+        result.failed = len(failures)
+        logger.info("reminder dispatch: examined %d, scheduled %s, failed %d", result.examined, result.by_kind,
+                    result.failed)
         return result
-    outbox = Outbox(db, clock)
-    sent_for = _existing(outbox, [(initial_key(o["_id"]), o) for o in newly_missed])
-    unreminded: dict[str, dict] = {}
-    for occurrence in newly_missed:
-        if initial_key(occurrence["_id"]) not in sent_for:
-            unreminded.setdefault(occurrence["patient_id"], occurrence)
-    for patient_id, occurrence in unreminded.items():
+
+    def mark_missed(self) -> MissedResult:
+        """Mark occurrences whose window closed as missed; one summary per patient and day for never-sent ones.
+
+        A patient whose reminders could not go out (the worker was down for longer than the grace) gets
+        one "you have an update" push instead of a burst of stale reminders.
+        """
+        now = self.clock()
+        due = self.stores.occurrences
+        newly_missed = [o for o in due.closed_at(now, MISSED_BATCH) if due.mark_one_missed(o["_id"], now)]
+        result = MissedResult(marked=len(newly_missed))
+        if not newly_missed:
+            return result
+        outbox = self.stores.outbox
+        sent_for = _existing(outbox, [(initial_key(o["_id"]), o) for o in newly_missed])
+        unreminded: dict[str, dict] = {}
+        for occurrence in newly_missed:
+            if initial_key(occurrence["_id"]) not in sent_for:
+                unreminded.setdefault(occurrence["patient_id"], occurrence)
+        failures = ItemFailures("reminders-missed")
+        for patient_id, occurrence in unreminded.items():
+            created = failures.attempt(occurrence["_id"], lambda p=patient_id, o=occurrence: self._summary(p, o, now))
+            result.summaries += int(bool(created))
+        result.failed = len(failures)
+        logger.info("missed occurrences: marked %d, summaries %d, failed %d", result.marked, result.summaries,
+                    result.failed)
+        return result
+
+    def _summary(self, patient_id: str, occurrence: dict, now: datetime) -> bool:
         local_day = now.astimezone(ZoneInfo(occurrence["zone"])).date().isoformat()
-        _, created = outbox.schedule(source_key=f"missed-summary:{patient_id}:{local_day}",
-                                     recipient_user_id=patient_id, patient_id=patient_id,
-                                     kind=MISSED_SUMMARY_KIND, send_at=now)
-        result.summaries += int(created)
-    logger.info("missed occurrences: marked %d, summaries %d", result.marked, result.summaries)
-    return result
+        _, created = self.stores.outbox.schedule(source_key=f"missed-summary:{patient_id}:{local_day}",
+                                                 recipient_user_id=patient_id, patient_id=patient_id,
+                                                 kind=MISSED_SUMMARY_KIND, send_at=now)
+        return created
+
+

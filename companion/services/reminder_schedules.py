@@ -8,11 +8,10 @@ A stored schedule is plain JSON in wall-clock terms:
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime, time
 
 from companion.domain.errors import Invalid
 from companion.domain.localtime import TimeZoneHistory
-from companion.domain.quiet_hours import QuietHours
 from companion.domain.schedules import (
     EveryNDays,
     HourlyWindow,
@@ -23,8 +22,6 @@ from companion.domain.schedules import (
     occurrences_with_history,
     schedule_problems,
 )
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _clock(value: str) -> time:
@@ -64,25 +61,6 @@ def check_reminder(reminder: dict) -> None:
         for problem in problems:
             errors.setdefault(f"schedule.{problem.field}", []).append(problem.reason)
         raise Invalid("this schedule would never remind you; see errors", errors=errors)
-
-
-def zone_history_of(patient: dict) -> TimeZoneHistory:
-    """The patient's zones over time, from their profile (the registration zone applies before any move)."""
-    moves = sorted(patient.get("time_zone_history") or [], key=lambda m: m["effective_from"])
-    if not moves:
-        return TimeZoneHistory.fixed(patient["time_zone"])
-    # Before the first recorded entry the patient lived in the zone it left (or, for the entry made at
-    # sign-up, which has no previous zone, in the zone they signed up with).
-    first = moves[0].get("previous") or moves[0]["zone"]
-    return TimeZoneHistory.of([(EPOCH, first)] + [(m["effective_from"], m["zone"]) for m in moves
-                                                 if m["effective_from"] > EPOCH])
-
-
-def quiet_hours_of(patient: dict) -> QuietHours | None:
-    quiet = patient.get("quiet_hours")
-    if not quiet:
-        return None
-    return QuietHours(start=_clock(quiet["start"]), end=_clock(quiet["end"]))
 
 
 def slots_for(reminder: dict, history: TimeZoneHistory, start_utc: datetime,

@@ -9,10 +9,10 @@ from datetime import timedelta
 
 import jwt
 
-from companion.config import Settings
+from companion.clock import now
 from companion.domain.access import Actor, Role
 from companion.domain.errors import Unauthorized
-from companion.store.accounts import now
+from companion.settings import Settings
 from companion.store.tokens import TokenFamilies
 
 ALGORITHM = "HS256"
@@ -99,7 +99,15 @@ class TokenService:
             raise Unauthorized("invalid or expired token")
         if status == "unknown" or doc["expires_at"] < now():
             raise Unauthorized("invalid or expired token")
-        family = self.families.families.find_one({"_id": doc["family_id"]})
+        family = self.families.family(doc["family_id"])
         if not family or family["revoked"]:
             raise Unauthorized("invalid or expired token")
         return self._pair(doc["user_id"], family["role"], doc["family_id"])
+
+    def end_session(self, actor: Actor) -> None:
+        """Log out: this session's access and refresh tokens stop working at once."""
+        self.families.revoke(actor.family, "logout")
+
+    def end_every_session(self, user_id: str, reason: str) -> None:
+        """Every API session of an account ends (a password change, a deactivation)."""
+        self.families.revoke_all_for_user(user_id, reason)

@@ -1,13 +1,19 @@
-"""Accounts: every person or machine that can call the API."""
+"""Accounts: every person who can sign in, as :class:`~companion.domain.people.Account` values."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Iterable
+from datetime import time
 
 from bson import ObjectId
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
+
+from companion.clock import now
+from companion.domain.access import Role
+from companion.domain.people import Account, ZoneMove
+from companion.domain.quiet_hours import QuietHours
+from companion.store.batches import chunks
 
 INDEXES = {
     "users": [
@@ -15,55 +21,124 @@ INDEXES = {
         IndexModel([("role", ASCENDING)], name="role"),
     ],
 }
+MAX_PATIENTS = 1_000_000
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
+def account_of(doc: dict | None) -> Account | None:
+    """The account a stored user document describes (None for None)."""
+    if doc is None:
+        return None
+    mfa = doc.get("mfa") or {}
+    quiet = doc.get("quiet_hours")
+    return Account(
+        id=doc["_id"], email=doc.get("email", ""), role=Role(doc["role"]), display_name=doc.get("display_name", ""),
+        time_zone=doc.get("time_zone") or "UTC", created_at=doc.get("created_at"),
+        password_hash=doc.get("password_hash", ""), mfa_enabled=bool(mfa.get("enabled")), mfa_secret=mfa.get("secret"),
+        time_zone_history=tuple(ZoneMove(m["zone"], m["effective_from"], m.get("previous"))
+                                for m in doc.get("time_zone_history") or []),
+        quiet_hours=QuietHours(time.fromisoformat(quiet["start"]), time.fromisoformat(quiet["end"])) if quiet else None,
+        caregiver_alert_delay_min=doc.get("caregiver_alert_delay_min"),
+    )
+
+
+def _quiet_doc(quiet: QuietHours | None) -> dict | None:
+    return {"start": quiet.start.strftime("%H:%M"), "end": quiet.end.strftime("%H:%M")} if quiet else None
 
 
 class Users:
     def __init__(self, db: Database):
         self.col = db.users
-        self.totp_uses = db.totp_uses
 
-    def create(self, *, email: str, password_hash: str, role: str, display_name: str,
-               time_zone: str = "UTC", extra: dict | None = None) -> dict:
-        doc = {
-            "_id": str(ObjectId()),
-            "email": email,
-            "password_hash": password_hash,
-            "role": role,
-            "display_name": display_name,
-            "time_zone": time_zone,
-            "created_at": now(),
-            "mfa": {"enabled": False},
-            **(extra or {}),
-        }
+    def create(self, *, email: str, password_hash: str, role: str, display_name: str, time_zone: str = "UTC",
+               extra: dict | None = None) -> Account:
+        """Insert a new account (DuplicateKeyError when the email is taken)."""
+        doc = {"_id": str(ObjectId()), "email": email, "password_hash": password_hash, "role": role,
+               "display_name": display_name, "time_zone": time_zone, "created_at": now(), "mfa": {"enabled": False},
+               **(extra or {})}
         self.col.insert_one(doc)
-        return doc
+        return account_of(doc)
 
-    def by_email(self, email: str) -> dict | None:
-        return self.col.find_one({"email": email})
+    def by_email(self, email: str) -> Account | None:
+        return account_of(self.col.find_one({"email": email}))
 
-    def by_id(self, user_id: str) -> dict | None:
-        return self.col.find_one({"_id": user_id})
+    def by_id(self, user_id: str) -> Account | None:
+        return account_of(self.col.find_one({"_id": user_id}))
 
-    def update(self, user_id: str, fields: dict) -> dict | None:
-        return self.col.find_one_and_update(
-            {"_id": user_id}, {"$set": fields}, return_document=ReturnDocument.AFTER
-        )
+    def by_ids(self, user_ids: Iterable[str], role: Role | None = None) -> list[Account]:
+        """The accounts among ``user_ids`` (of ``role``, if given), in no particular order."""
+        found = []
+        for part in chunks(sorted(set(user_ids))):
+            query: dict = {"_id": {"$in": part}}
+            if role is not None:
+                query["role"] = role.value
+            found += [account_of(doc) for doc in self.col.find(query)]
+        return found
+
+    def names(self, user_ids: Iterable[str]) -> dict[str, str]:
+        """Display names by id (accounts that no longer exist are absent)."""
+        names = {}
+        for part in chunks(sorted(set(user_ids))):
+            names.update({d["_id"]: d.get("display_name") for d in self.col.find({"_id": {"$in": part}},
+                                                                               {"display_name": 1})})
+        return names
+
+    def patients(self) -> list[Account]:
+        """Every patient, with what the daily jobs need (zones and alert preferences)."""
+        return [account_of({**doc, "role": Role.PATIENT.value}) for doc in self.col.find(
+            {"role": Role.PATIENT.value},
+            {"time_zone": 1, "time_zone_history": 1, "caregiver_alert_delay_min": 1, "quiet_hours": 1,
+             "created_at": 1}).limit(MAX_PATIENTS)]
+
+    def update_profile(self, user_id: str, *, display_name: str | None = None,
+                       quiet_hours: QuietHours | None | bool = False,
+                       caregiver_alert_delay_min: int | None = None) -> Account | None:
+        """Change the fields given (``quiet_hours=None`` clears them; ``False`` leaves them)."""
+        fields: dict = {}
+        if display_name is not None:
+            fields["display_name"] = display_name
+        if quiet_hours is not False:
+            fields["quiet_hours"] = _quiet_doc(quiet_hours)
+        if caregiver_alert_delay_min is not None:
+            fields["caregiver_alert_delay_min"] = caregiver_alert_delay_min
+        if not fields:
+            return self.by_id(user_id)
+        return account_of(self.col.find_one_and_update({"_id": user_id}, {"$set": fields},
+                                                       return_document=ReturnDocument.AFTER))
+
+    def move_zone(self, user_id: str, move: ZoneMove) -> Account | None:
+        """Record a move to ``move.zone`` and make it the current zone, in one single-document update: the
+        zone and its history entry are written together or not at all. Only applies while the current
+        zone is still ``move.previous`` (None: someone moved the patient meanwhile)."""
+        entry = {"zone": move.zone, "effective_from": move.effective_from, "previous": move.previous}
+        return account_of(self.col.find_one_and_update(
+            {"_id": user_id, "time_zone": move.previous},
+            {"$set": {"time_zone": move.zone}, "$push": {"time_zone_history": entry}},
+            return_document=ReturnDocument.AFTER))
+
+    def set_password_hash(self, user_id: str, password_hash: str) -> Account | None:
+        return account_of(self.col.find_one_and_update({"_id": user_id}, {"$set": {"password_hash": password_hash}},
+                                                       return_document=ReturnDocument.AFTER))
+
+    def start_mfa_enrolment(self, user_id: str, secret: str) -> bool:
+        """Store a new TOTP secret, not yet enabled; False when TOTP is already enabled."""
+        result = self.col.update_one({"_id": user_id, "mfa.enabled": {"$ne": True}},
+                                     {"$set": {"mfa": {"enabled": False, "secret": secret}}})
+        return result.modified_count == 1
+
+    def enable_mfa(self, user_id: str, secret: str) -> bool:
+        """Turn TOTP on for the secret being enrolled; False when it changed or is on already."""
+        result = self.col.update_one({"_id": user_id, "mfa.enabled": False, "mfa.secret": secret},
+                                     {"$set": {"mfa.enabled": True}})
+        return result.modified_count == 1
 
     def claim_totp_step(self, user_id: str, step: int) -> bool:
-        """Use a TOTP time step once; False if it, or a later step, was used already.
+        """Use a TOTP time step once: True only for the first use of a step later than every step used.
 
-        The insert keyed by (user, step) is the atomic part; the last-step check refuses an older
-        code after a newer one."""
-        user = self.col.find_one({"_id": user_id}, {"mfa.last_step": 1}) or {}
-        if user.get("mfa", {}).get("last_step", -1) >= step:
-            return False
-        try:
-            self.totp_uses.insert_one({"_id": f"{user_id}:{step}", "used_at": now()})
-        except DuplicateKeyError:
-            return False
-        self.col.update_one({"_id": user_id}, {"$max": {"mfa.last_step": step}})
-        return True
+        One conditional single-document update, atomic on MongoDB and on the project's FerretDB build:
+        of two concurrent uses of the same code exactly one succeeds, and an older code is refused after
+        a newer one."""
+        result = self.col.update_one(
+            {"_id": user_id, "$or": [{"mfa.last_step": {"$lt": step}}, {"mfa.last_step": {"$exists": False}}]},
+            {"$set": {"mfa.last_step": step}})
+        return result.modified_count == 1
+

@@ -1,5 +1,4 @@
-"""Alerts about a patient: raised once per condition and period (clinicians acknowledge them through
-companion.store.review).
+"""Alerts about a patient: raised once per condition and period, acknowledged by the care team.
 
 An alert is created by **insert** under its unique ``dedup_key`` (e.g. ``missed_session:<occurrence>``
 or ``device_silent:<serial>:<day>``), so evaluating the same condition again, or on two workers,
@@ -8,15 +7,15 @@ raises it once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from companion.store.accounts import now
+from companion.clock import now
 from companion.store.batches import chunks
 
 INDEXES = {
@@ -76,3 +75,28 @@ class Alerts:
         if unacknowledged:
             query["acknowledged_at"] = None
         return list(self.col.find(query).sort("raised_at", DESCENDING).limit(min(limit, LIST_LIMIT)))
+
+    def newest(self, patient_id: str, *, open_only: bool, limit: int = 200) -> list[dict]:
+        """The patient's alerts, newest first (only unacknowledged ones if ``open_only``)."""
+        query: dict = {"patient_id": patient_id}
+        if open_only:
+            query["acknowledged_at"] = None
+        return list(self.col.find(query).sort("raised_at", DESCENDING).limit(min(limit, LIST_LIMIT)))
+
+    def open_counts(self, patient_ids: Iterable[str]) -> dict[str, int]:
+        """How many unacknowledged alerts each patient has (patients without any are absent)."""
+        counts: dict[str, int] = {}
+        for part in chunks(sorted(set(patient_ids))):
+            for alert in self.col.find({"patient_id": {"$in": part}, "acknowledged_at": None}, {"patient_id": 1}):
+                counts[alert["patient_id"]] = counts.get(alert["patient_id"], 0) + 1
+        return counts
+
+    def acknowledge(self, patient_id: str, alert_id: str, clinician_id: str, at: datetime) -> dict | None:
+        """Mark an alert of this patient acknowledged; the first acknowledgement stands. None: no such alert.
+
+        One conditional update, then a read of what stands: two clinicians acknowledging at once both see
+        the one acknowledgement that won."""
+        updated = self.col.find_one_and_update(
+            {"_id": alert_id, "patient_id": patient_id, "acknowledged_at": None},
+            {"$set": {"acknowledged_at": at, "acknowledged_by": clinician_id}}, return_document=ReturnDocument.AFTER)
+        return updated or self.get(patient_id, alert_id)

@@ -22,7 +22,7 @@ class AuditEvents:
     def __init__(self, db: Database):
         self.col = db.audit_events
 
-    def insert_many(self, events: list[dict]) -> None:
+    def append(self, events: list[dict]) -> None:
         if events:
             self.col.insert_many(events, ordered=True)
 

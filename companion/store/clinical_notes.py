@@ -6,7 +6,7 @@ from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.database import Database
 
-from companion.store.accounts import now
+from companion.clock import now
 
 INDEXES = {
     "clinical_notes": [IndexModel([("patient_id", ASCENDING), ("created_at", DESCENDING)], name="patient_time")],

@@ -38,7 +38,7 @@ class ContentItems:
     def get(self, slug: str) -> dict | None:
         return self.col.find_one({"_id": slug})
 
-    def find(self, *, category: str | None = None, level: str | None = None, tag: str | None = None,
+    def matching(self, *, category: str | None = None, level: str | None = None, tag: str | None = None,
              max_minutes: float | None = None, text: str | None = None, limit: int = 50) -> list[dict]:
         query: dict = {}
         if category:
@@ -59,6 +59,11 @@ class ContentItems:
 
     def all(self) -> list[dict]:
         return list(self.col.find({}).limit(LIBRARY_LIMIT))
+
+    def slugs_up_to(self, max_minutes: float) -> list[str]:
+        """The slugs of items lasting at most ``max_minutes``."""
+        return [i["_id"] for i in self.col.find({"duration_min": {"$lte": max_minutes}}, {"_id": 1})
+                .limit(LIBRARY_LIMIT)]
 
 
 class Favourites:
@@ -104,6 +109,21 @@ class PracticeLog:
     def between(self, patient_id: str, start: datetime, end: datetime, limit: int = 2000) -> list[dict]:
         return list(self.col.find({"patient_id": patient_id, "started_at": {"$gte": start, "$lt": end}})
                     .sort("started_at", ASCENDING).limit(limit))
+
+    def started_since(self, patient_id: str, since: datetime, limit: int = 500) -> list[dict]:
+        """The patient's practice started since ``since``, newest first."""
+        return list(self.col.find({"patient_id": patient_id, "started_at": {"$gte": since}})
+                    .sort("started_at", DESCENDING).limit(limit))
+
+    def completed_between(self, patient_id: str, start: datetime, end: datetime, limit: int = 2000) -> list[dict]:
+        """The patient's completed practice started in [start, end)."""
+        return list(self.col.find({"patient_id": patient_id, "started_at": {"$gte": start, "$lt": end},
+                                   "completed_at": {"$ne": None}}).limit(limit))
+
+    def completed_in_window(self, start: datetime, end: datetime):
+        """Every patient's completed practice started in [start, end) (one read per job pass)."""
+        return self.col.find({"started_at": {"$gte": start, "$lt": end}, "completed_at": {"$ne": None}},
+                             {"patient_id": 1, "started_at": 1, "minutes": 1})
 
     def recent(self, patient_id: str, limit: int = 50) -> list[dict]:
         return list(self.col.find({"patient_id": patient_id}).sort("started_at", DESCENDING).limit(limit))

@@ -2,62 +2,99 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from companion.store.accounts import now
+from companion.clock import now
+from companion.domain.people import TensUnit
+from companion.store.batches import chunks
 
 INDEXES = {
     "devices": [IndexModel([("patient_id", ASCENDING)], name="patient")],
     "pairing_codes": [IndexModel([("expires_at", ASCENDING)], name="expires")],
 }
+MAX_UNITS_PER_PATIENT = 50
+MAX_UNITS = 1_000_000
+
+
+def unit_of(doc: dict | None) -> TensUnit | None:
+    if doc is None:
+        return None
+    return TensUnit(serial=doc["_id"], patient_id=doc.get("patient_id"), profile=doc.get("profile", ""),
+                    bound_at=doc.get("bound_at"), status=dict(doc.get("status") or {}))
 
 
 class Devices:
     def __init__(self, db: Database):
         self.col = db.devices
 
-    def bind(self, serial: str, patient_id: str, profile: str) -> tuple[dict, bool]:
-        """Bind a unit to a patient. Returns (device, created); a unit bound to someone else is refused
+    def bind(self, serial: str, patient_id: str, profile: str) -> tuple[TensUnit, bool]:
+        """Bind a unit to a patient. Returns (unit, created); a unit bound to someone else is refused
         by the caller (the unique _id makes a double binding impossible)."""
+        doc = {"_id": serial, "patient_id": patient_id, "profile": profile, "bound_at": now(), "status": {}}
         try:
-            doc = {"_id": serial, "patient_id": patient_id, "profile": profile, "bound_at": now(),
-                   "status": {}}
             self.col.insert_one(doc)
-            return doc, True
+            return unit_of(doc), True
         except DuplicateKeyError:
-            return self.col.find_one({"_id": serial}), False
+            return unit_of(self.col.find_one({"_id": serial})), False
 
     def unbind(self, serial: str, patient_id: str) -> int:
         return self.col.delete_one({"_id": serial, "patient_id": patient_id}).deleted_count
 
-    def get(self, serial: str) -> dict | None:
-        return self.col.find_one({"_id": serial})
+    def get(self, serial: str) -> TensUnit | None:
+        return unit_of(self.col.find_one({"_id": serial}))
 
-    def for_patient(self, patient_id: str) -> list[dict]:
-        return list(self.col.find({"patient_id": patient_id}).sort("_id", ASCENDING).limit(50))
+    def for_patient(self, patient_id: str) -> list[TensUnit]:
+        return [unit_of(d) for d in self.col.find({"patient_id": patient_id}).sort("_id", ASCENDING)
+                .limit(MAX_UNITS_PER_PATIENT)]
+
+    def for_patients(self, patient_ids: Iterable[str]) -> list[TensUnit]:
+        units = []
+        for part in chunks(sorted(set(patient_ids))):
+            units += [unit_of(d) for d in self.col.find({"patient_id": {"$in": part}})]
+        return units
+
+    def bound_among(self, serials: Iterable[str], patient_id: str) -> set[str]:
+        """Which of ``serials`` are bound to ``patient_id``."""
+        return {d["_id"] for d in self.col.find({"_id": {"$in": sorted(set(serials))}, "patient_id": patient_id},
+                                                {"_id": 1})}
+
+    def note_upload(self, serial: str, *, received_at: datetime, battery_pct: int, last_record_seq: int) -> None:
+        """What an upload tells about a unit: it synced now, its battery and the highest record seen."""
+        self.col.update_one({"_id": serial}, {
+            "$set": {"status.last_sync_at": received_at, "status.last_seen_at": received_at,
+                     "status.battery_pct": battery_pct},
+            "$max": {"status.last_record_seq": last_record_seq}})
+
+    def note_status(self, serial: str, patient_id: str, status: dict) -> None:
+        """A gateway's report on a unit (battery, firmware, last contact, last error)."""
+        self.col.update_one({"_id": serial, "patient_id": patient_id},
+                            {"$set": {f"status.{key}": value for key, value in status.items()}})
+
+    def heard_from_between(self, since: datetime, until: datetime) -> list[TensUnit]:
+        """Bound units last heard from in [since, until)."""
+        query = {"patient_id": {"$ne": None}, "status.last_seen_at": {"$gte": since, "$lt": until}}
+        return [unit_of(d) for d in self.col.find(query, {"patient_id": 1, "status": 1, "profile": 1, "bound_at": 1})
+                .limit(MAX_UNITS)]
 
 
 class PairingCodes:
     def __init__(self, db: Database):
         self.col = db.pairing_codes
-        self.uses = db.pairing_code_uses
 
     def create(self, code_hash: str, patient_id: str, expires_at: datetime) -> None:
         self.col.insert_one({"_id": code_hash, "patient_id": patient_id, "expires_at": expires_at,
                              "used_at": None, "created_at": now()})
 
     def claim(self, code_hash: str) -> dict | None:
-        """Use a code once: the insert keyed by the code lets exactly one gateway have it."""
-        code = self.col.find_one({"_id": code_hash, "expires_at": {"$gt": now()}})
-        if not code:
-            return None
-        try:
-            self.uses.insert_one({"_id": code_hash, "used_at": now()})
-        except DuplicateKeyError:
-            return None
-        self.col.update_one({"_id": code_hash}, {"$set": {"used_at": now()}})
-        return code
+        """Use a live code once: one conditional update, so of two gateways racing for it exactly one wins."""
+        at = now()
+        return self.col.find_one_and_update({"_id": code_hash, "used_at": None, "expires_at": {"$gt": at}},
+                                            {"$set": {"used_at": at}}, return_document=ReturnDocument.AFTER)
+
+    def delete_expired(self, before: datetime) -> int:
+        return self.col.delete_many({"expires_at": {"$lt": before}}).deleted_count

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from bson import ObjectId
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
+
+from companion.store.batches import chunks, insert_new
 
 INDEXES = {
     "pain_entries": [
@@ -18,7 +21,8 @@ INDEXES = {
         IndexModel([("patient_id", ASCENDING), ("recorded_at", ASCENDING)], name="patient_recorded"),
     ],
 }
-DUPLICATE_KEY = 11000
+MAX_ROWS = 5000
+SCORE_FIELDS = {"patient_id": 1, "recorded_at": 1, "nrs": 1, "bpi": 1, "deleted": 1}
 
 
 class PainEntries:
@@ -42,14 +46,7 @@ class PainEntries:
     def add_many(self, patient_id: str, entries: list[dict], at: datetime) -> list[tuple[dict, bool]]:
         """Store a batch; each entry independently and idempotently. Returns (entry, created) in order."""
         docs = [self._new(patient_id, entry, at) for entry in entries]
-        failed: set[int] = set()
-        try:
-            self.col.insert_many(docs, ordered=False)
-        except BulkWriteError as exc:
-            for error in exc.details.get("writeErrors", []):
-                if error.get("code") != DUPLICATE_KEY:
-                    raise
-                failed.add(error["index"])
+        failed = insert_new(self.col, docs)
         originals = {}
         if failed:
             wanted = [docs[i]["client_entry_id"] for i in failed]
@@ -87,3 +84,23 @@ class PainEntries:
         return list(self.col.find({"patient_id": patient_id, "deleted": False,
                                    "recorded_at": {"$gte": start, "$lt": end}})
                     .sort("recorded_at", ASCENDING).limit(limit))
+
+    def scores_between(self, patient_id: str, start: datetime, end: datetime, limit: int = MAX_ROWS) -> list[dict]:
+        """The patient's live entries recorded in [start, end]: when, NRS and BPI only."""
+        return list(self.col.find({"patient_id": patient_id, "deleted": {"$ne": True},
+                                   "recorded_at": {"$gte": start, "$lte": end}}, SCORE_FIELDS)
+                    .sort("recorded_at", ASCENDING).limit(limit))
+
+    def scores_of(self, patient_ids: Iterable[str], since: datetime) -> list[dict]:
+        """Many patients' entries recorded since ``since`` (deleted ones included, flagged)."""
+        found = []
+        for part in chunks(sorted(set(patient_ids))):
+            found += self.col.find({"patient_id": {"$in": part}, "recorded_at": {"$gte": since}}, SCORE_FIELDS)
+        return found
+
+    def patients_recording_between(self, start: datetime, end: datetime) -> list[str]:
+        """The patients with a live entry recorded in [start, end]."""
+        rows = self.col.aggregate([
+            {"$match": {"recorded_at": {"$gte": start, "$lte": end}, "deleted": {"$ne": True}}},
+            {"$group": {"_id": "$patient_id"}}])
+        return [row["_id"] for row in rows]

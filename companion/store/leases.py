@@ -22,7 +22,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from companion.store.accounts import now
+from companion.clock import now
 
 INDEXES = {
     "leases": [IndexModel([("name", ASCENDING), ("term", DESCENDING)], name="name_term")],

@@ -33,11 +33,11 @@ from datetime import datetime, timedelta
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 
-from companion.notify.templates import collapse_key_for, template_for, ttl_for
-from companion.store.accounts import now
-from companion.store.batches import chunks
+from companion.clock import now
+from companion.domain.notifications import collapse_key_for, template_for, ttl_for
+from companion.store.batches import chunks, insert_new
 
 INDEXES = {
     "push_outbox": [
@@ -50,9 +50,9 @@ INDEXES = {
     "push_attempts": [IndexModel([("outbox_id", ASCENDING)], name="outbox")],
 }
 
+HISTORY_LIMIT = 500
 SCHEDULED, SENT, FAILED, EXPIRED = "scheduled", "sent", "failed", "expired"
 FINAL_STATES = (SENT, FAILED, EXPIRED)
-DUPLICATE_KEY = 11000
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ class Outbox:
         if not requests:
             return []
         docs = [self._document(request) for request in requests]
-        existing = _duplicates(lambda: self.col.insert_many(docs, ordered=False))
+        existing = insert_new(self.col, docs)
         return [n not in existing for n in range(len(docs))]
 
     def _document(self, request: NotificationRequest) -> dict:
@@ -171,7 +171,7 @@ class Outbox:
             return [], []
         claims = [{"_id": _claim_id(doc), "outbox_id": doc["_id"], "owner": owner, "claimed_at": at,
                    "lease_until": lease_until} for doc in docs]
-        lost = _duplicates(lambda: self.claims.insert_many(claims, ordered=False))
+        lost = insert_new(self.claims, claims)
         return ([doc for n, doc in enumerate(docs) if n not in lost],
                 [doc for n, doc in enumerate(docs) if n in lost])
 
@@ -194,7 +194,7 @@ class Outbox:
         log = [{"_id": _claim_id(doc), "outbox_id": doc["_id"], "round": doc["round"], "at": at, "state": state,
                 "phones": details.get("phones", []), "error_codes": details.get("error_codes", [])}
                for doc, state, details in outcomes]
-        _duplicates(lambda: self.attempts.insert_many(log, ordered=False))  # a late owner settling twice
+        insert_new(self.attempts, log)  # a late owner settling twice
         for doc, state, details in outcomes:
             if state == SCHEDULED:
                 self.col.update_one({"_id": doc["_id"], "round": doc["round"]}, {"$set": {
@@ -212,17 +212,17 @@ class Outbox:
     def record_receipt(self, outbox_id: str, recipient_user_id: str, receipt: str) -> bool:
         """Note that the recipient's app got (``delivered``) or opened (``opened``) the notification.
 
-        The first receipt of each kind counts; False when there is no such notification for them.
+        The first receipt of each kind counts; False when there is no such notification for them. One
+        targeted ``$set`` of its own field, so it never undoes a concurrent settle (and a settle never
+        undoes it): both hold on MongoDB and on the project's FerretDB build.
         """
         if receipt not in ("delivered", "opened"):
             raise ValueError(f"unknown receipt {receipt!r}")
         field = f"{receipt}_at"
-        doc = self.col.find_one({"_id": outbox_id, "recipient_user_id": recipient_user_id}, {field: 1})
-        if doc is None:
-            return False
-        if doc.get(field) is None:
-            self.col.update_one({"_id": outbox_id, field: None}, {"$set": {field: self.clock()}})
-        return True
+        mine = {"_id": outbox_id, "recipient_user_id": recipient_user_id}
+        if self.col.update_one({**mine, field: None}, {"$set": {field: self.clock()}}).matched_count:
+            return True
+        return self.col.find_one(mine, {"_id": 1}) is not None
 
     def purge_claims(self, leases_ended_before: datetime) -> int:
         """Drop claims whose lease ended before ``leases_ended_before`` (a cleanup job's work).
@@ -239,18 +239,29 @@ class Outbox:
         """The per-round log of a notification: each phone's outcome, FCM message name and error."""
         return list(self.attempts.find({"outbox_id": outbox_id}).sort("round", ASCENDING).limit(50))
 
+    # Reading the history: what was sent about a patient, or to a person.
+    def for_patient(self, patient_id: str, *, since: datetime | None = None, until: datetime | None = None,
+                    recipient_user_id: str | None = None, limit: int = HISTORY_LIMIT) -> list[dict]:
+        """Notifications about ``patient_id``, newest first (optionally only those sent to one person)."""
+        query: dict = {"patient_id": patient_id}
+        if recipient_user_id is not None:
+            query["recipient_user_id"] = recipient_user_id
+        created: dict = {}
+        if since is not None:
+            created["$gte"] = since
+        if until is not None:
+            created["$lt"] = until
+        if created:
+            query["created_at"] = created
+        return list(self.col.find(query).sort("created_at", DESCENDING).limit(limit))
+
+    def for_recipient(self, recipient_user_id: str, limit: int = HISTORY_LIMIT) -> list[dict]:
+        """The notifications addressed to one person, newest first."""
+        return list(self.col.find({"recipient_user_id": recipient_user_id})
+                    .sort("created_at", DESCENDING).limit(min(limit, HISTORY_LIMIT)))
+
 
 def _claim_id(doc: dict) -> str:
     return f"{doc['_id']}:{doc['round']}"
 
 
-def _duplicates(insert: Callable[[], object]) -> set[int]:
-    """Run an unordered insert; return the positions refused as duplicates (anything else raises)."""
-    try:
-        insert()
-    except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if any(e.get("code") != DUPLICATE_KEY for e in errors):
-            raise
-        return {e["index"] for e in errors}
-    return set()

@@ -30,6 +30,14 @@ class TherapyPlans:
     def history(self, patient_id: str, limit: int = 100) -> list[dict]:
         return list(self.col.find({"patient_id": patient_id}).sort("version", DESCENDING).limit(limit))
 
+    def first(self, patient_id: str) -> dict | None:
+        """The patient's first plan version (when therapy started)."""
+        return self.col.find_one({"patient_id": patient_id}, sort=[("version", ASCENDING)])
+
+    def every_version(self, fields: dict | None = None):
+        """Every plan version of every patient (a job pass reads the small collection once)."""
+        return self.col.find({}, fields)
+
     def version(self, patient_id: str, version: int) -> dict | None:
         return self.col.find_one({"patient_id": patient_id, "version": version})
 
@@ -42,7 +50,8 @@ class TherapyPlans:
             self.col.insert_one(doc)
         except DuplicateKeyError as exc:
             raise VersionTaken(str(version)) from exc
-        if version > 1:
-            self.col.update_one({"patient_id": patient_id, "version": version - 1, "active_to": None},
-                                {"$set": {"active_to": at}})
+        # Every earlier version still open ends now (not only the previous one: a crash between these two
+        # writes leaves one open, and the next version closes it).
+        self.col.update_many({"patient_id": patient_id, "version": {"$lt": version}, "active_to": None},
+                             {"$set": {"active_to": at}})
         return doc

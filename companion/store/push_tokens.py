@@ -9,7 +9,8 @@ from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from companion.store.accounts import now
+from companion.clock import now
+from companion.domain.notifications import PLATFORMS
 from companion.store.batches import chunks
 
 INDEXES = {
@@ -20,7 +21,6 @@ INDEXES = {
     ],
 }
 
-PLATFORMS = ("android", "ios", "web")
 # FCM calls a token stale after a month without refresh; the app refreshes at least monthly, and we
 # stop addressing a phone that has not checked in for 60 days.
 STALE_AFTER = timedelta(days=60)

@@ -8,12 +8,14 @@ stores each occurrence once.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from bson import ObjectId
-from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError
+
+from companion.store.batches import chunks, insert_new
 
 INDEXES = {
     "reminders": [IndexModel([("patient_id", ASCENDING), ("active", ASCENDING)], name="patient_active")],
@@ -25,8 +27,9 @@ INDEXES = {
         IndexModel([("local_date", ASCENDING), ("kind", ASCENDING)], name="day_kind"),  # the adherence job's doses
     ],
 }
-DUPLICATE_KEY = 11000
 MAX_REMINDERS = 50  # per patient; keeps materialization bounded
+MAX_OCCURRENCES = 5000
+RECENT_LIMIT = 100_000
 
 
 class Reminders:
@@ -51,6 +54,24 @@ class Reminders:
     def count_active(self, patient_id: str) -> int:
         return self.col.count_documents({"patient_id": patient_id, "active": True})
 
+    def by_ids(self, reminder_ids: Iterable[str]) -> dict[str, dict]:
+        """The reminders named, by id (only the fields the scheduler needs)."""
+        found: dict[str, dict] = {}
+        for part in chunks(sorted(set(reminder_ids))):
+            for doc in self.col.find({"_id": {"$in": part}}, {"repeat": 1, "kind": 1, "completion_window_min": 1}):
+                found[doc["_id"]] = doc
+        return found
+
+    def titles(self, patient_id: str) -> dict[str, dict]:
+        """Each of the patient's reminders' kind, title and state, by id."""
+        return {r["_id"]: r for r in self.col.find({"patient_id": patient_id}, {"kind": 1, "title": 1, "active": 1})
+                .limit(200)}
+
+    def patients_with_active(self) -> list[str]:
+        """Every patient with at least one active reminder."""
+        rows = self.col.aggregate([{"$match": {"active": True}}, {"$group": {"_id": "$patient_id"}}])
+        return [row["_id"] for row in rows]
+
     def update(self, patient_id: str, reminder_id: str, changes: dict, at: datetime) -> dict | None:
         return self.col.find_one_and_update({"_id": reminder_id, "patient_id": patient_id},
                                             {"$set": {**changes, "updated_at": at}},
@@ -63,15 +84,7 @@ class Occurrences:
 
     def insert_new(self, docs: list[dict]) -> int:
         """Insert occurrences, ignoring those already stored; returns how many were new."""
-        if not docs:
-            return 0
-        try:
-            return len(self.col.insert_many(docs, ordered=False).inserted_ids)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != DUPLICATE_KEY for e in errors):
-                raise
-            return len(docs) - len(errors)
+        return len(docs) - len(insert_new(self.col, docs))
 
     def pending_from(self, patient_id: str, start: datetime, end: datetime | None = None) -> list[dict]:
         due: dict = {"$gte": start}
@@ -114,3 +127,44 @@ class Occurrences:
     def delete_for_reminder_from(self, reminder_id: str, start: datetime) -> int:
         return self.col.delete_many({"reminder_id": reminder_id, "status": "pending",
                                      "due_at": {"$gte": start}}).deleted_count
+
+    def newest_between(self, patient_id: str, since: datetime, until: datetime, limit: int = 1000) -> list[dict]:
+        """The patient's occurrences due in [since, until), newest first."""
+        return list(self.col.find({"patient_id": patient_id, "due_at": {"$gte": since, "$lt": until}})
+                    .sort("due_at", DESCENDING).limit(limit))
+
+    def doses_taken(self, patient_id: str, local_date: str) -> list[dict]:
+        """The patient's medication occurrences of a local date marked done."""
+        return list(self.col.find({"patient_id": patient_id, "kind": "medication", "status": "done",
+                                   "local_date": local_date}).limit(MAX_OCCURRENCES))
+
+    def doses_taken_on(self, local_dates: list[str]) -> Iterator[dict]:
+        """Every patient's medication occurrences marked done on these local dates (one job pass)."""
+        return self.col.find({"kind": "medication", "status": "done", "local_date": {"$in": local_dates}},
+                             {"patient_id": 1, "local_date": 1, "due_at": 1})
+
+    # The scheduler's view: what is due now, and what has been missed.
+    def open_at(self, at: datetime) -> Iterator[dict]:
+        """Pending occurrences already due whose completion window is still open at ``at``."""
+        return self.col.find({"status": "pending", "window_ends_at": {"$gt": at}, "due_at": {"$lte": at}}
+                             ).sort("due_at", ASCENDING)
+
+    def closed_at(self, at: datetime, limit: int) -> list[dict]:
+        """Pending occurrences whose completion window had closed by ``at``."""
+        return list(self.col.find({"status": "pending", "window_ends_at": {"$lte": at}})
+                    .sort("window_ends_at", ASCENDING).limit(limit))
+
+    def note_nudge(self, occurrence_id: str, count: int) -> None:
+        """Record that ``count`` nudges have gone out for an occurrence."""
+        self.col.update_one({"_id": occurrence_id}, {"$max": {"nudges_sent": count}})
+
+    def mark_one_missed(self, occurrence_id: str, at: datetime) -> bool:
+        """Turn a still-pending occurrence into `missed`; False when the patient recorded it meanwhile."""
+        result = self.col.update_one({"_id": occurrence_id, "status": "pending"},
+                                     {"$set": {"status": "missed", "status_at": at}})
+        return result.modified_count == 1
+
+    def recent_of_kind(self, kind: str, since: datetime, until: datetime, statuses: tuple[str, ...]) -> list[dict]:
+        """Occurrences of ``kind`` due in [since, until) whose status is one of ``statuses``."""
+        return list(self.col.find({"kind": kind, "status": {"$in": list(statuses)},
+                                   "due_at": {"$gte": since, "$lt": until}}).limit(RECENT_LIMIT))

@@ -1,12 +1,15 @@
-"""TENS session records (one document per record, keyed by device serial + sequence) and device events."""
+"""TENS session records (one document per record, keyed by device serial + sequence) and the device events
+they raised (battery low, electrode off, overload)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError
+
+from companion.store.batches import chunks, insert_new
 
 INDEXES = {
     "session_records": [
@@ -15,15 +18,19 @@ INDEXES = {
         # the adherence job reads every patient's sessions of a time window in one query
         IndexModel([("started_at", ASCENDING)], name="started"),
     ],
-    "device_events": [IndexModel([("patient_id", ASCENDING), ("at", ASCENDING)], name="patient_time")],
+    "device_events": [
+        IndexModel([("patient_id", ASCENDING), ("at", ASCENDING)], name="patient_time"),
+        IndexModel([("at", ASCENDING)], name="at"),  # the alerts job reads the last day's events of everyone
+    ],
 }
-DUPLICATE_KEY = 11000
+MAX_ROWS = 5000
+EVENTS_PER_PASS = 100_000
+WINDOW_FIELDS = {"patient_id": 1, "started_at": 1, "duration_s": 1}
 
 
 class SessionRecords:
     def __init__(self, db: Database):
         self.col = db.session_records
-        self.events = db.device_events
 
     def insert_new(self, docs: list[dict]) -> tuple[set[str], set[str]]:
         """Insert what is new; returns (created ids, duplicate ids). Unordered, so one duplicate does not
@@ -31,28 +38,58 @@ class SessionRecords:
         if not docs:
             return set(), set()
         ids = [d["_id"] for d in docs]
-        try:
-            self.col.insert_many(docs, ordered=False)
-            return set(ids), set()
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != DUPLICATE_KEY for e in errors):
-                raise
-            duplicates = {ids[e["index"]] for e in errors}
-            return set(ids) - duplicates, duplicates
+        duplicates = {ids[n] for n in insert_new(self.col, docs)}
+        return set(ids) - duplicates, duplicates
 
-    def existing(self, ids: list[str]) -> dict[str, dict]:
-        return {d["_id"]: d for d in self.col.find({"_id": {"$in": ids}}, {"patient_id": 1, "content_hash": 1})}
+    def by_ids(self, ids: Iterable[str], fields: dict | None = None) -> dict[str, dict]:
+        """The stored records among ``ids``, by id."""
+        found: dict[str, dict] = {}
+        for part in chunks(sorted(set(ids))):
+            found.update({d["_id"]: d for d in self.col.find({"_id": {"$in": part}}, fields)})
+        return found
 
-    def record_events(self, events: list[dict]) -> None:
-        if not events:
-            return
-        try:
-            self.events.insert_many(events, ordered=False)
-        except BulkWriteError as exc:
-            if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
-                raise
+    def of_patient_by_ids(self, patient_id: str, ids: Iterable[str]) -> dict[str, dict]:
+        """The patient's records among ``ids``, by id."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        return {s["_id"]: s for s in self.col.find({"patient_id": patient_id, "_id": {"$in": wanted}})}
 
-    def for_patient(self, patient_id: str, start: datetime, end: datetime, limit: int) -> list[dict]:
+    def for_patient(self, patient_id: str, start: datetime, end: datetime, limit: int = MAX_ROWS, *,
+                    newest_first: bool = True) -> list[dict]:
+        """The patient's sessions starting in [start, end)."""
+        order = DESCENDING if newest_first else ASCENDING
         return list(self.col.find({"patient_id": patient_id, "started_at": {"$gte": start, "$lt": end}})
-                    .sort("started_at", DESCENDING).limit(limit))
+                    .sort("started_at", order).limit(limit))
+
+    def in_window(self, start: datetime, end: datetime) -> Iterator[dict]:
+        """Every patient's sessions starting in [start, end), with the fields the adherence job needs
+        (one read for the whole job pass)."""
+        return self.col.find({"started_at": {"$gte": start, "$lt": end}}, WINDOW_FIELDS)
+
+    def battery_of(self, record_id: str | None) -> int | None:
+        doc = self.col.find_one({"_id": record_id}, {"battery_pct": 1}) if record_id else None
+        return doc.get("battery_pct") if doc else None
+
+    def last_received_from(self, serial: str) -> datetime | None:
+        """When the server last received a record from this unit."""
+        latest = self.col.find_one({"device_serial": serial}, {"server_received_at": 1},
+                                   sort=[("server_received_at", DESCENDING)])
+        return (latest or {}).get("server_received_at")
+
+
+class DeviceEvents:
+    def __init__(self, db: Database):
+        self.col = db.device_events
+
+    def record(self, events: list[dict]) -> None:
+        """Store events under their derived ids; events already stored are left as they are."""
+        insert_new(self.col, events)
+
+    def between(self, since: datetime, until: datetime) -> list[dict]:
+        """Every patient's events in [since, until]."""
+        return list(self.col.find({"at": {"$gte": since, "$lte": until}}).limit(EVENTS_PER_PASS))
+
+    def for_patient(self, patient_id: str, since: datetime, limit: int = 200) -> list[dict]:
+        return list(self.col.find({"patient_id": patient_id, "at": {"$gte": since}}).sort("at", DESCENDING)
+                    .limit(limit))

@@ -13,7 +13,7 @@ from bson import ObjectId
 from pymongo import ASCENDING, IndexModel
 from pymongo.database import Database
 
-from companion.store.accounts import now
+from companion.clock import now
 
 INDEXES = {
     "rate_events": [

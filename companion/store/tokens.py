@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
 
-from companion.store.accounts import now
+from companion.clock import now
 
 INDEXES = {
     "refresh_tokens": [
@@ -16,7 +15,6 @@ INDEXES = {
         IndexModel([("expires_at", ASCENDING)], name="expires"),
     ],
     "token_families": [IndexModel([("user_id", ASCENDING)], name="user")],
-    "refresh_token_uses": [IndexModel([("used_at", ASCENDING)], name="used_at")],
 }
 
 
@@ -24,7 +22,6 @@ class TokenFamilies:
     def __init__(self, db: Database):
         self.families = db.token_families
         self.tokens = db.refresh_tokens
-        self.uses = db.refresh_token_uses
 
     def start(self, family_id: str, user_id: str, role: str) -> None:
         self.families.insert_one(
@@ -52,21 +49,21 @@ class TokenFamilies:
              "issued_at": now(), "expires_at": expires_at, "used_at": None}
         )
 
+    def family(self, family_id: str) -> dict | None:
+        return self.families.find_one({"_id": family_id})
+
     def use_token(self, token_hash: str) -> tuple[str, dict | None]:
         """Mark a refresh token used. Returns ("ok", doc), ("reused", doc) or ("unknown", None).
 
-        The claim is an insert keyed by the token's hash: of two concurrent refreshes with the same
-        token exactly one gets "ok" (a conditional update is not atomic on FerretDB v1).
+        One conditional single-document update: of two concurrent refreshes with the same token exactly
+        one gets "ok" (on MongoDB, and on the project's FerretDB build, which keeps that guarantee).
         """
+        doc = self.tokens.find_one_and_update({"_id": token_hash, "used_at": None}, {"$set": {"used_at": now()}},
+                                              return_document=ReturnDocument.BEFORE)
+        if doc is not None:
+            return "ok", doc
         doc = self.tokens.find_one({"_id": token_hash})
-        if not doc:
-            return "unknown", None
-        try:
-            self.uses.insert_one({"_id": token_hash, "family_id": doc["family_id"], "used_at": now()})
-        except DuplicateKeyError:
-            return "reused", doc
-        self.tokens.update_one({"_id": token_hash}, {"$set": {"used_at": now()}})
-        return "ok", doc
+        return ("reused", doc) if doc else ("unknown", None)
 
     def delete_expired(self, older_than: timedelta = timedelta(0)) -> int:
         return self.tokens.delete_many({"expires_at": {"$lt": now() - older_than}}).deleted_count

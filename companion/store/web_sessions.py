@@ -7,7 +7,7 @@ import hashlib
 import secrets
 from datetime import datetime, timedelta
 
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.database import Database
 
 INDEXES = {
@@ -53,8 +53,19 @@ class WebSessions:
     def touch(self, session: dict, at: datetime) -> None:
         self.col.update_one({"_id": session["_id"]}, {"$set": {"last_seen_at": at}})
 
-    def note_code_failure(self, session: dict, failures: int) -> None:
-        self.col.update_one({"_id": session["_id"]}, {"$set": {"failures": failures}})
+    def note_code_failure(self, session: dict) -> int | None:
+        """Count one wrong code on this session; returns how many there have been, or None when the session
+        has ended meanwhile (an atomic ``$inc``, so parallel guesses are each counted)."""
+        doc = self.col.find_one_and_update({"_id": session["_id"]}, {"$inc": {"failures": 1}},
+                                           return_document=ReturnDocument.AFTER)
+        return int(doc["failures"]) if doc else None
+
+    def end_for_user(self, user_id: str) -> int:
+        """End every web session of an account (a password change, a deactivation)."""
+        return self.col.delete_many({"user_id": user_id}).deleted_count
+
+    def end_session(self, session: dict) -> None:
+        self.col.delete_one({"_id": session["_id"]})
 
     def end(self, token: str | None) -> None:
         if token:

@@ -2,7 +2,7 @@
 
 Same rules as the API, enforced by this blueprint's own gate because pages authenticate with a
 session cookie rather than a bearer token: every view declares its roles (`@allow`/`@public`, from
-companion.api.security), undeclared is unreachable, a caller unrelated to the patient in the URL
+companion.http.security), undeclared is unreachable, a caller unrelated to the patient in the URL
 gets 404, a role the page does not serve gets 403, every form carries a CSRF token, and every
 patient view is audited.
 """
@@ -13,12 +13,11 @@ import hmac
 
 from flask import Blueprint, Flask, current_app, g, redirect, render_template, request, url_for
 
-from companion.api import auditing
-from companion.api.security import PUBLIC, declared_roles
-from companion.domain.access import Actor, Relationship, Role
+from companion.domain.access import Actor, Role
 from companion.domain.errors import DomainError, Forbidden, NotFound, Unauthorized
-from companion.store.accounts import now
-from companion.store.web_sessions import WebSessions
+from companion.http import services
+from companion.http.problems import status_of
+from companion.http.security import PUBLIC, declared_roles, gate_patient_in_url
 
 bp = Blueprint("web", __name__, url_prefix="/clinician", template_folder="templates")
 CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'none'; "
@@ -27,16 +26,12 @@ CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data:; style-src 
 
 def session_cookie_name() -> str:
     # The __Host- prefix makes the browser insist on Secure, Path=/ and no Domain.
-    return "__Host-companion_web" if current_app.extensions["companion"].settings.is_production else "companion_web"
+    return "__Host-companion_web" if services().settings.is_production else "companion_web"
 
 
 def set_session_cookie(response, token: str) -> None:
-    secure = current_app.extensions["companion"].settings.is_production
+    secure = services().settings.is_production
     response.set_cookie(session_cookie_name(), token, httponly=True, samesite="Strict", secure=secure, path="/")
-
-
-def web_sessions() -> WebSessions:
-    return WebSessions(current_app.extensions["companion"].db)
 
 
 def check_csrf(expected: str) -> None:
@@ -52,22 +47,16 @@ def gate():
         raise NotFound("no such page")
     if PUBLIC in roles:
         return None
-    session = web_sessions().live(request.cookies.get(session_cookie_name()), now())
+    session = services().accounts.web_session(request.cookies.get(session_cookie_name()))
     if session is None or session["stage"] != "full":
         if request.method == "GET":
             return redirect(url_for("web.login", next=request.path))
         raise Unauthorized("your session has ended; sign in again")
-    web_sessions().touch(session, now())
     g.actor = Actor(id=session["user_id"], role=Role(session["role"]))
     g.web_session = session
     if session["role"] not in roles:
         raise Forbidden("this page is for clinicians")
-    patient_id = (request.view_args or {}).get("patient_id")
-    if patient_id is not None:
-        relationship, _ = current_app.extensions["companion"].access.relationship(g.actor, patient_id)
-        if relationship is Relationship.NONE:
-            auditing.note(patient_ids=[patient_id], resource="patient", action="R" if request.method == "GET" else "U")
-            raise NotFound("no such patient, or no access to them")
+    gate_patient_in_url("R" if request.method == "GET" else "U")
     if request.method == "POST":
         check_csrf(session["csrf_token"])
     return None
@@ -75,7 +64,8 @@ def gate():
 
 @bp.errorhandler(DomainError)
 def error_page(exc: DomainError):
-    return render_template("error.html", status=exc.status, title=exc.title, detail=exc.detail), exc.status, exc.headers
+    status, title, headers = status_of(exc)
+    return render_template("error.html", status=status, title=title, detail=exc.detail or title), status, headers
 
 
 @bp.after_request

@@ -5,35 +5,26 @@ from __future__ import annotations
 import json
 from zoneinfo import ZoneInfo
 
-from flask import Response, current_app, g, redirect, render_template, request, send_from_directory, url_for
+from flask import Response, g, redirect, render_template, request, send_from_directory, url_for
 from marshmallow import ValidationError
 
-from companion.api import auditing
-from companion.api.clinician import PanelArgs, panel_filter
-from companion.api.security import allow, public
 from companion.domain.access import Operation, Role
-from companion.domain.errors import Invalid, NotFound
+from companion.domain.errors import Invalid
+from companion.http import auditing, services
+from companion.http.panel import PanelArgs, panel_filter
+from companion.http.security import allow, public, require_patient
 from companion.services import exports
-from companion.services.review import PatientReview, panel_page
-from companion.store.accounts import now
-from companion.store.clinical_notes import ClinicalNotes
-from companion.store.review import ReviewReads
+from companion.services.review import PatientReview
 from companion.web import bp, charts
 
 PAGE_SIZE = 50
 PATIENT_DAYS = (14, 30, 90)
 
 
-def _services():
-    return current_app.extensions["companion"]
-
-
 def _review(patient_id: str, operation: Operation = Operation.READ) -> PatientReview:
-    _services().access.require(g.actor, patient_id, operation)
-    patient = _services().accounts.users.by_id(patient_id)
-    if not patient or patient["role"] != Role.PATIENT.value:
-        raise NotFound("no such patient, or no access to them")
-    return PatientReview(_services().db, patient)
+    require_patient(patient_id, operation)
+    svc = services()
+    return svc.review.of_patient(svc.profiles.patient(patient_id))
 
 
 def _panel_args() -> dict:
@@ -54,24 +45,26 @@ def static_file(filename):
 @allow(Role.CLINICIAN)
 def panel():
     args = _panel_args()
-    rows, total = panel_page(_services().db, g.actor.id, sort=args["sort"], descending=args["order"] == "desc",
-                             keep=panel_filter(args), offset=args["offset"], limit=min(args["limit"], PAGE_SIZE))
+    rows, total = services().review.panel_page(g.actor.id, sort=args["sort"], descending=args["order"] == "desc",
+                                               keep=panel_filter(args), offset=args["offset"],
+                                               limit=min(args["limit"], PAGE_SIZE))
     ids = [r.patient_id for r in rows]
     auditing.note(patient_ids=ids, resource="patient", action="search", resource_ids=ids)
     filtered = any(request.args.get(k) for k in ("q", "needs_attention", "pdc_7_below", "pain_rising",
                                                  "silent_days", "open_alerts"))
-    has_team = bool(_services().db.care_teams.find_one({"clinician_ids": g.actor.id}, {"_id": 1}))
-    return render_template("panel.html", rows=rows, total=total, args=args, filtered=filtered, has_team=has_team,
+    svc = services()
+    return render_template("panel.html", rows=rows, total=total, args=args, filtered=filtered,
+                           has_team=svc.care.has_team(g.actor.id),
                            query={k: v for k, v in request.args.items() if k != "offset"},
-                           me=_services().accounts.users.by_id(g.actor.id))
+                           me=svc.accounts.account(g.actor.id))
 
 
 @bp.route("/panel.csv")
 @allow(Role.CLINICIAN)
 def panel_export():
     args = _panel_args()
-    rows, _ = panel_page(_services().db, g.actor.id, sort=args["sort"], descending=args["order"] == "desc",
-                         keep=panel_filter(args), offset=0, limit=100000)
+    rows, _ = services().review.panel_page(g.actor.id, sort=args["sort"], descending=args["order"] == "desc",
+                                           keep=panel_filter(args), offset=0, limit=100000)
     ids = [r.patient_id for r in rows]
     auditing.note(patient_ids=ids, resource="patient", action="E", resource_ids=ids)
     return Response(exports.panel_csv(rows), mimetype="text/csv",
@@ -91,12 +84,11 @@ def patient(patient_id):
     history = review.notifications(days)
     device = review.device()
     diary = review.diary(days)
-    reads = ReviewReads(_services().db)
-    alerts = reads.alerts(patient_id, open_only=True)
-    recent_alerts = [a for a in reads.alerts(patient_id, open_only=False, limit=20) if a.get("acknowledged_at")]
-    notes = ClinicalNotes(_services().db).for_patient(patient_id, limit=20)
-    authors = {u["_id"]: u.get("display_name") for u in _services().db.users.find(
-        {"_id": {"$in": sorted({n["author_id"] for n in notes})}}, {"display_name": 1})}
+    svc = services()
+    alerts = svc.alerts.review_list(patient_id, open_only=True)
+    recent_alerts = [a for a in svc.alerts.review_list(patient_id, open_only=False, limit=20) if a.get("acknowledged_at")]
+    notes = svc.review.notes(patient_id, limit=20)
+    authors = {n["author_id"]: n["author_name"] for n in notes}
     auditing.note(patient_ids=[patient_id], resource="patient", action="R", resource_ids=[patient_id])
     return render_template(
         "patient.html", patient=review.patient, days=days, day_choices=PATIENT_DAYS, adherence=adherence,
@@ -116,8 +108,7 @@ def patient(patient_id):
 def acknowledge_alert(patient_id, alert_id):
     _review(patient_id, Operation.CLINICAL)
     auditing.note(patient_ids=[patient_id], resource="alert", action="U", resource_ids=[alert_id])
-    if ReviewReads(_services().db).acknowledge_alert(patient_id, alert_id, g.actor.id, now()) is None:
-        raise NotFound("no such alert")
+    services().alerts.acknowledge(patient_id, alert_id, g.actor.id)
     return redirect(url_for("web.patient", patient_id=patient_id, _anchor="alerts"), code=303)
 
 
@@ -125,10 +116,7 @@ def acknowledge_alert(patient_id, alert_id):
 @allow(Role.CLINICIAN)
 def add_note(patient_id):
     _review(patient_id, Operation.CLINICAL)
-    text = request.form.get("text", "").strip()
-    if not text or len(text) > 5000:
-        raise Invalid("a note needs between 1 and 5000 characters")
-    note = ClinicalNotes(_services().db).add(patient_id, g.actor.id, text)
+    note = services().review.add_note(patient_id, g.actor.id, request.form.get("text", "")[:20000])
     auditing.note(patient_ids=[patient_id], resource="clinical_note", action="C", resource_ids=[note["_id"]])
     return redirect(url_for("web.patient", patient_id=patient_id, _anchor="notes"), code=303)
 

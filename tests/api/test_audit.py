@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from companion.services.audit import AuditTrail, verify_all
+from companion.services.audit import AuditTrail
+from companion.store.audit import AuditEvents
 
 
 def test_a_read_writes_one_event_with_who_what_and_outcome(client, world, db):
@@ -29,11 +30,11 @@ def test_audit_failure_fails_the_request_closed(client, world, services, monkeyp
 
 
 def test_chain_verifier_finds_a_changed_and_a_deleted_event(db):
-    trail = AuditTrail(db)
+    trail = AuditTrail(AuditEvents(db))
     for i in range(30):
         trail.write([{"actor_id": f"u{i}", "action": "R", "patient_ids": ["p"], "outcome": "success"}])
-    assert verify_all(db)["breaks"] == []
+    assert trail.verify()["breaks"] == []
     db.audit_events.update_one({"chain_id": trail.chain_id, "seq": 12}, {"$set": {"actor_id": "someone else"}})
     db.audit_events.delete_one({"chain_id": trail.chain_id, "seq": 20})
-    breaks = verify_all(db)["breaks"]
+    breaks = trail.verify()["breaks"]
     assert [(b.seq, b.problem.split()[0]) for b in breaks] == [(12, "content"), (20, "missing"), (21, "prev_hash")]

@@ -139,7 +139,7 @@ def test_clinician_enrols_totp_and_then_needs_it_to_log_in(client, services):
     email = _staff(client, services)
     challenge = login(client, email=email).json
     assert "access_token" in challenge  # MFA optional in development until enrolled
-    mfa_token = services.tokens.mfa_token(services.accounts.users.by_email(email)["_id"], "clinician")
+    mfa_token = services.tokens.mfa_token(services.accounts.by_email(email).id, "clinician")
     enrolment = client.post("/api/v1/auth/mfa/enrol", json={"mfa_token": mfa_token}).json
     totp = pyotp.TOTP(enrolment["secret"])
     confirmed = client.post("/api/v1/auth/mfa/confirm", json={"mfa_token": mfa_token, "code": totp.now()})

@@ -14,8 +14,8 @@ import re
 import pytest
 
 from companion import create_app
-from companion.api.security import PUBLIC, WEB_ENDPOINTS, declared_roles
-from companion.store.accounts import now
+from companion.clock import now
+from companion.http.security import PUBLIC, WEB_ENDPOINTS, declared_roles
 from companion.store.web_sessions import WebSessions
 from tests.conftest import FAST_PASSWORDS
 from tests.support.matrix_params import PROVIDERS

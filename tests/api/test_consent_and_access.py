@@ -51,9 +51,9 @@ def test_clinician_sees_only_patients_on_their_teams(client, world):
 
 
 def test_search_audit_lists_every_patient_returned(client, world, db, services):
-    from companion.store.relationships import CareLinks
+    from companion.domain.access import CaregiverPermissions
 
-    CareLinks(services.db).grant(world["patient_b"].id, world["caregiver_linked"].id, {"write": False})
+    services.stores.care_links.grant(world["patient_b"].id, world["caregiver_linked"].id, CaregiverPermissions())
     client.get("/api/v1/caregiver/patients", headers=world["caregiver_linked"].headers)
     events = list(db.audit_events.find({"actor_id": world["caregiver_linked"].id, "action": "search"}))
     assert sorted(e["patient_ids"][0] for e in events) == sorted([world["patient_a"].id, world["patient_b"].id])

@@ -125,8 +125,8 @@ def test_device_status_reports_update_the_unit(client, world, db):
                        headers=world["gateway_a"].headers).status_code == 403
 
 
-def test_a_gateway_is_limited_to_its_upload_rate_with_retry_after(app, client, world, db):
-    app.extensions["companion"].settings.gateway_uploads_per_min = 3
+def test_a_gateway_is_limited_to_its_upload_rate_with_retry_after(services, client, world, db, monkeypatch):
+    monkeypatch.setattr(services.ingestion, "settings", services.settings.with_changes(gateway_uploads_per_min=3))
     answers = [upload(client, world["gateway_a"], [session_record(world.a_device, seq)]) for seq in range(1, 6)]
     assert [a.status_code for a in answers].count(429) >= 1
     limited = next(a for a in answers if a.status_code == 429)

@@ -55,7 +55,7 @@ def test_only_clinicians_may_sign_in_to_the_dashboard(client, world):
 
 def test_an_enrolled_clinician_needs_a_totp_code_after_the_password(client, world, services):
     secret = pyotp.random_base32()
-    services.accounts.users.update(world["clinician_team"].id, {"mfa": {"enabled": True, "secret": secret}})
+    services.db.users.update_one({"_id": world["clinician_team"].id}, {"$set": {"mfa": {"enabled": True, "secret": secret}}})
     response = sign_in(client, world["clinician_team"].email)
     assert response.status_code == 303 and "/clinician/login/code" in response.headers["Location"]
     assert client.get("/clinician/").status_code == 302  # the password alone opens nothing

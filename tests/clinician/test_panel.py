@@ -8,8 +8,9 @@ import pymongo
 import pytest
 from pymongo import monitoring
 
-from companion.services.review import panel
+from companion.services.review import Review
 from companion.store.relationships import CareTeams
+from companion.store.stores import Stores
 from tests.clinician.conftest import at_day
 from tests.support.world import make_user
 
@@ -23,12 +24,12 @@ def panel_world(client, services, seed):
     clinician = make_user(client, services, key="clinician_panel", role="clinician")
     teams = CareTeams(services.db)
     team = teams.create("Panel clinic")
-    teams.add_clinician(team["_id"], clinician.id)
+    teams.add_clinician(team.id, clinician.id)
     ids = {}
 
     def patient(name, week, *, alerts=0, pain=None, synced_days_ago=0):
         pid = seed.patient(name)
-        teams.enrol(team["_id"], pid)
+        teams.enrol(team.id, pid)
         seed.adherence_run(pid, TODAY - timedelta(days=1), [True] * 23 + week)
         for _ in range(alerts):
             seed.alert(pid, at_day(1))
@@ -44,7 +45,7 @@ def panel_world(client, services, seed):
     patient("Eve", GOOD_WEEK, pain=[(2, 7), (5, 7), (16, 3)])
     patient("Finn", GOOD_WEEK, synced_days_ago=5)
     gus = seed.patient("Gus")
-    teams.enrol(team["_id"], gus)
+    teams.enrol(team.id, gus)
     ids["Gus"] = gus
     return clinician, ids
 
@@ -127,14 +128,14 @@ def test_panel_queries_do_not_grow_with_the_number_of_patients(mongo_uri, db, se
     try:
         for size in (3, 30):
             team = teams.create(f"team of {size}")
-            teams.add_clinician(team["_id"], f"clinician-{size}")
+            teams.add_clinician(team.id, f"clinician-{size}")
             for i in range(size):
                 pid = seed.patient(f"P{i}")
-                teams.enrol(team["_id"], pid)
+                teams.enrol(team.id, pid)
                 seed.adherence_run(pid, TODAY - timedelta(days=1), GOOD_WEEK)
                 seed.pain(pid, at_day(1), 5)
             listener.names.clear()
-            assert len(panel(watched[db.name], f"clinician-{size}")) == size
+            assert len(Review(Stores(watched[db.name])).panel(f"clinician-{size}")) == size
             counts.append(len([n for n in listener.names if n in ("find", "aggregate")]))
     finally:
         watched.close()

@@ -12,9 +12,11 @@ import pymongo
 import pytest
 from pymongo import monitoring
 
-from companion.services.review import PatientReview, panel
-from companion.store import review as review_store
+from companion.services import review as review_service
+from companion.services.review import PatientReview, Review
+from companion.store.accounts import Users
 from companion.store.relationships import CareTeams
+from companion.store.stores import Stores
 
 TODAY = datetime.now(UTC).date()
 
@@ -45,11 +47,11 @@ def watched(mongo_uri, db):
 def _team(db, seed, names: list[str], zone: str = "UTC") -> tuple[str, list[str]]:
     teams = CareTeams(db)
     team = teams.create("Snapshot clinic")
-    teams.add_clinician(team["_id"], "clinician-snapshots")
+    teams.add_clinician(team.id, "clinician-snapshots")
     ids = []
     for index, name in enumerate(names):
         pid = seed.patient(name, zone=zone)
-        teams.enrol(team["_id"], pid)
+        teams.enrol(team.id, pid)
         seed.adherence_run(pid, TODAY - timedelta(days=1), [index % 2 == 0, True, False] * 12)
         ids.append(pid)
     return "clinician-snapshots", ids
@@ -58,7 +60,7 @@ def _team(db, seed, names: list[str], zone: str = "UTC") -> tuple[str, list[str]
 def test_the_panel_reads_each_patients_thirty_completed_days_by_snapshot_id(watched, db, seed):
     snapshot_db, listener = watched
     clinician, ids = _team(db, seed, ["Ada", "Ben"])
-    assert len(panel(snapshot_db, clinician)) == 2
+    assert len(Review(Stores(snapshot_db)).panel(clinician)) == 2
     assert [list(f) for f in listener.filters] == [["_id"]]
     wanted = {f"{pid}:{(TODAY - timedelta(days=n)).isoformat()}" for pid in ids for n in range(1, 31)}
     assert set(listener.filters[0]["_id"]["$in"]) == wanted
@@ -67,18 +69,18 @@ def test_the_panel_reads_each_patients_thirty_completed_days_by_snapshot_id(watc
 def test_panel_figures_are_the_same_when_the_snapshot_ids_span_several_queries(watched, db, seed, monkeypatch):
     snapshot_db, listener = watched
     clinician, _ = _team(db, seed, ["Ada", "Ben", "Cy"])
-    whole = panel(snapshot_db, clinician)
-    monkeypatch.setattr(review_store, "ID_CHUNK", 7)
+    whole = Review(Stores(snapshot_db)).panel(clinician)
+    monkeypatch.setattr(review_service, "SNAPSHOT_ID_CHUNK", 7)
     listener.filters.clear()
-    assert panel(snapshot_db, clinician) == whole
+    assert Review(Stores(snapshot_db)).panel(clinician) == whole
     assert len(listener.filters) == -(-3 * 30 // 7)
 
 
 def test_a_patients_review_reads_today_and_the_ninety_days_before_by_snapshot_id(watched, db, seed):
     snapshot_db, listener = watched
     _, (pid,) = _team(db, seed, ["Ada"], zone="Pacific/Auckland")
-    patient = snapshot_db.users.find_one({"_id": pid})
-    review = PatientReview(snapshot_db, patient)
+    patient = Users(snapshot_db).by_id(pid)
+    review = PatientReview(Stores(snapshot_db), patient)
     review.adherence(30)
     assert [list(f) for f in listener.filters] == [["_id"]]
     assert set(listener.filters[0]["_id"]["$in"]) == {

@@ -8,8 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from companion.notify.push import PushItem, build_message
-from companion.notify.templates import (
+from companion.domain.notifications import (
     TEMPLATES,
     Audience,
     UnknownNotificationKind,
@@ -17,6 +16,7 @@ from companion.notify.templates import (
     notice_for,
     ttl_for,
 )
+from companion.notify.push import PushItem, build_message
 from tests.notify.clock import T0
 
 CAREGIVER_TITLE = "Companion: a check-in needs your attention"

@@ -10,8 +10,8 @@ from datetime import timedelta
 
 import pytest
 
-from companion.notify.outbox import OutboxDispatcher
 from companion.notify.push import PushSender, TransportRetry
+from companion.services.push_delivery import OutboxDispatcher
 from companion.store.outbox import Outbox
 from companion.store.push_tokens import PushTokens
 from tests.notify.clock import T0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from companion.notify.outbox import OutboxDispatcher
+from companion.services.push_delivery import OutboxDispatcher
 from companion.store.outbox import NotificationRequest, Outbox, notification_id
 from companion.store.push_tokens import PushTokens
 from tests.notify.clock import T0

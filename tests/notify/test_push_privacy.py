@@ -9,8 +9,8 @@ from datetime import timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from companion.domain.notifications import TEMPLATES, notice_for
 from companion.notify.push import PushItem
-from companion.notify.templates import TEMPLATES, notice_for
 from tests.notify.clock import T0
 
 # Canaries use letters that never occur in a digest, an id or a header value the sender writes.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from companion.notify.outbox import settle
 from companion.notify.push import Outcome, PushResult
+from companion.services.push_delivery import settle
 from tests.notify.clock import T0
 
 

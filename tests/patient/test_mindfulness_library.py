@@ -8,15 +8,14 @@ import pytest
 
 from companion.cli import main
 from companion.domain.content_library import default_library_path
-from companion.services.library import load_library
 from tests.patient.conftest import START
 from tests.patient.helpers import snapshot
 from tests.support.problems import assert_problem
 
 
 @pytest.fixture
-def library(db, world):
-    load_library(db)
+def library(db, world, services):
+    services.library.load()
     return {item["_id"]: item for item in db.content_items.find({})}
 
 
@@ -26,8 +25,8 @@ def test_the_shipped_library_has_at_least_30_items_in_every_category(library):
                                                          "pain_education", "sleep"}
 
 
-def test_loading_twice_changes_nothing(db, library):
-    again = load_library(db)
+def test_loading_twice_changes_nothing(db, services, library):
+    again = services.library.load()
     assert again["created"] == 0
     assert again["updated"] == len(library)
     assert db.content_items.count_documents({}) == len(library)

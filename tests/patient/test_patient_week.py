@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from companion.services.library import load_library
-from companion.services.reminders import mark_missed
 from tests.patient.helpers import PLAN
 
 FLARE_ITEM = "three-breath-reset"
@@ -49,11 +47,11 @@ DIARY = [  # recorded_at (UTC), NRS, extra
 ]
 
 
-def test_a_week_of_plan_reminders_diary_practice_and_progress(client, world, db, clock):
+def test_a_week_of_plan_reminders_diary_practice_and_progress(client, world, db, services, clock):
     patient, clinician = world["patient_a"], world["clinician_team"]
     pid, headers = patient.id, patient.headers
     base = f"/api/v1/patients/{pid}"
-    load_library(db)
+    services.library.load()
 
     def at(moment: str) -> None:
         clock.move_to(utc(moment))
@@ -114,7 +112,7 @@ def test_a_week_of_plan_reminders_diary_practice_and_progress(client, world, db,
     step("2026-03-08T01:40", 3, "2026-03-08T01:05", ("07", "20:00"))
     step("2026-03-08T12:40", 4, "2026-03-08T12:05", ("08", "08:00"))
     at("2026-03-09T03:00")
-    assert mark_missed(db, datetime.now(UTC)) == 1  # the scheduler's tick: Sunday 20:00 was never done
+    assert services.reminders.mark_missed(datetime.now(UTC)) == 1  # the scheduler's tick: Sunday 20:00 was never done
     step("2026-03-09T12:40", 5, "2026-03-09T12:05", ("09", "08:00"))
     assert practise("2026-03-09T15:00", "2026-03-09T15:02")["minutes"] == 2.0
     step("2026-03-10T00:40", 6, "2026-03-10T00:05", ("09", "20:00"))

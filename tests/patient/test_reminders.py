@@ -9,8 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from companion.services.reminders import mark_missed, materialize_occurrences
-from companion.store.relationships import CareLinks
+from companion.domain.access import CaregiverPermissions
 from tests.patient.conftest import START
 from tests.patient.helpers import snapshot
 from tests.support.problems import assert_problem
@@ -35,26 +34,26 @@ def record(client, world, occurrence_id, body, who="patient_a"):
                         headers=world[who].headers)
 
 
-def test_materializing_again_and_concurrently_stores_each_occurrence_once(client, world, db):
+def test_materializing_again_and_concurrently_stores_each_occurrence_once(client, world, db, services):
     create(client, world)
     pid, end = world["patient_a"].id, START + timedelta(days=7)
     barrier = threading.Barrier(4)
 
     def run():
         barrier.wait()
-        materialize_occurrences(db, pid, START, end)
+        services.reminders.materialize(pid, START, end)
 
     threads = [threading.Thread(target=run) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert materialize_occurrences(db, pid, START, end) == 0
+    assert services.reminders.materialize(pid, START, end) == 0
     assert db.reminder_occurrences.count_documents({"patient_id": pid}) == 14  # 7 days x 2 times
     assert {i["name"] for i in db.reminder_occurrences.list_indexes()} >= {"reminder_local_unique"}
 
 
-def test_done_skipped_and_late_recording_of_a_missed_occurrence(client, world, db, clock):
+def test_done_skipped_and_late_recording_of_a_missed_occurrence(client, world, db, services, clock):
     create(client, world)
     first, second, *_ = occurrences(client, world)
     clock.move_to(datetime(2026, 3, 2, 9, 40, tzinfo=UTC))
@@ -62,11 +61,11 @@ def test_done_skipped_and_late_recording_of_a_missed_occurrence(client, world, d
     assert record(client, world, first["id"], {"status": "done"}).status_code == 200
     assert_problem(record(client, world, first["id"], {"status": "skipped", "skip_reason": "x"}), 409)
     clock.move_to(datetime(2026, 3, 2, 19, 30, tzinfo=UTC))
-    assert mark_missed(db, datetime.now(UTC)) == 1
+    assert services.reminders.mark_missed(datetime.now(UTC)) == 1
     assert db.reminder_occurrences.find_one({"_id": second["id"]})["status"] == "missed"
     late = record(client, world, second["id"], {"status": "skipped", "skip_reason": "was out"})
     assert (late.json["status"], late.json["skip_reason"]) == ("skipped", "was out")
-    assert mark_missed(db, datetime.now(UTC)) == 0
+    assert services.reminders.mark_missed(datetime.now(UTC)) == 0
 
 
 def test_an_occurrence_cannot_be_ticked_off_hours_before_it_is_due(client, world):
@@ -129,8 +128,8 @@ def test_a_caregiver_with_write_permission_can_tick_off_and_a_view_only_one_cann
     first = occurrences(client, world, who="caregiver_linked")[0]
     clock.move_to(datetime(2026, 3, 2, 9, 40, tzinfo=UTC))
     assert record(client, world, first["id"], {"status": "done"}, who="caregiver_linked").status_code == 403
-    CareLinks(services.db).grant(world["patient_a"].id, world["caregiver_linked"].id,
-                                 {"write": True, "alerts": [], "diary_notes": False})
+    services.stores.care_links.grant(world["patient_a"].id, world["caregiver_linked"].id,
+                                     CaregiverPermissions(write=True))
     assert record(client, world, first["id"], {"status": "done"}, who="caregiver_linked").status_code == 200
 
 

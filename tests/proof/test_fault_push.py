@@ -3,7 +3,7 @@
 FCM answers 503 for a while; the database server is SIGKILLed between FCM's answers and the
 dispatcher's `sent` writes and restarted. Every notification ends sent; none goes out twice except,
 after the kill, the ones that were in flight (at most one extra each, folded by the collapse key, as
-companion/notify/outbox.py documents).
+companion/services/push_delivery.py documents).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from datetime import timedelta
 import pytest
 from pymongo.errors import PyMongoError
 
-from companion.notify.outbox import OutboxDispatcher
 from companion.notify.push import PushSender, TransportRetry
+from companion.services.push_delivery import OutboxDispatcher
 from companion.store.db import ensure_indexes, make_client
 from companion.store.outbox import Outbox
 from companion.store.push_tokens import PushTokens

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 import time_machine
 
+from companion.clock import now
 from companion.notify.fcm_emulator import FcmEmulator
 from companion.notify.push import PushSender, TransportRetry
-from companion.services.job_settings import JobSettings
-from companion.store.accounts import now
+from companion.settings import Settings, load_settings
 from companion.store.db import ensure_indexes
+from tests.conftest import FAST_PASSWORDS
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -43,8 +44,10 @@ def sender(emulator: FcmEmulator, service_account: Path, traveller) -> Iterator[
 
 
 @pytest.fixture
-def settings() -> JobSettings:
-    return JobSettings()
+def settings(mongo_uri, db_name) -> Settings:
+    """The worker's settings as shipped (defaults), on the test's database."""
+    return load_settings({"mongodb_uri": mongo_uri, "mongodb_db": db_name, "secret_key": "j" * 48, **FAST_PASSWORDS},
+                         environ={})
 
 
 @pytest.fixture

@@ -20,9 +20,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from companion.jobs import adherence as adherence_job
-from companion.services import adherence
-from tests.scheduler.helpers import make_person
+from tests.scheduler.helpers import make_person, services_on
 
 MOVE = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
 
@@ -32,13 +30,13 @@ def _utc(day: int, hour: int, minute: int = 0, month: int = 3) -> datetime:
 
 
 def _session(db, patient, started: datetime, minutes: int) -> None:
-    db.session_records.insert_one({"_id": f"CTU-M:{started.isoformat()}", "patient_id": patient["_id"],
+    db.session_records.insert_one({"_id": f"CTU-M:{started.isoformat()}", "patient_id": patient.id,
                                    "device_serial": "CTU-M", "started_at": started, "duration_s": minutes * 60})
 
 
 def _script_march(db, patient) -> None:
     db.therapy_plans.insert_one({
-        "_id": "plan-1", "patient_id": patient["_id"], "version": 1, "created_at": _utc(5, 10),
+        "_id": "plan-1", "patient_id": patient.id, "version": 1, "created_at": _utc(5, 10),
         "created_by": "clinician", "active_from": _utc(5, 10), "active_to": None,
         "tens": {"sessions_per_day": 2, "daily_minutes_target": None, "minutes_per_session": 30,
                  "programmes": [1], "start_date": "2026-03-05", "end_date": None, "counts_towards_adherence": True},
@@ -59,16 +57,16 @@ def _script_march(db, patient) -> None:
         if day != 25:
             _session(db, patient, _utc(day, 14), 30 if day == 28 else 60)
     for day in range(5, 11):
-        db.practice_log.insert_one({"_id": f"p{day}", "patient_id": patient["_id"], "item_slug": "breath",
+        db.practice_log.insert_one({"_id": f"p{day}", "patient_id": patient.id, "item_slug": "breath",
                                     "started_at": _utc(day, 12), "completed_at": _utc(day, 12, 10),
                                     "minutes": 5 if day == 10 else 10})
     for day in range(5, 32):
         for n, local_time in enumerate(["08:00", "20:00"][: 2 if day <= 20 else 1]):
             db.reminder_occurrences.insert_one({
-                "_id": f"med:{day}:{n}", "patient_id": patient["_id"], "reminder_id": "med", "kind": "medication",
+                "_id": f"med:{day}:{n}", "patient_id": patient.id, "reminder_id": "med", "kind": "medication",
                 "local_date": f"2026-03-{day:02d}", "local_time": local_time, "zone": "-",
                 "due_at": _utc(day, 8 + 12 * n), "window_ends_at": _utc(day, 9 + 12 * n), "status": "done"})
-    db.users.update_one({"_id": patient["_id"]}, {"$push": {"time_zone_history": {
+    db.users.update_one({"_id": patient.id}, {"$push": {"time_zone_history": {
         "zone": "America/New_York", "effective_from": MOVE, "previous": "Europe/London"}},
         "$set": {"time_zone": "America/New_York"}})
 
@@ -79,9 +77,9 @@ def march(jobs_db, settings, clock, traveller):
     _script_march(jobs_db, patient)
     for day in range(1, 33):  # the job runs every night; 1 April 05:00 UTC finishes 31 March (New York)
         traveller.move_to(datetime(2026, 3, 1, 5, 0, tzinfo=UTC) + timedelta(days=day))
-        adherence_job.compute_adherence(jobs_db, settings, clock)
-    days = {d["date"]: d for d in adherence.days_between(jobs_db, patient["_id"], date(2026, 3, 1),
-                                                         date(2026, 3, 31))}
+        services_on(jobs_db, settings, clock).adherence_job.run()
+    days = {d["date"]: d for d in services_on(jobs_db, settings, clock).adherence.days_between(
+        patient.id, date(2026, 3, 1), date(2026, 3, 31))}
     return patient, days
 
 
@@ -109,41 +107,41 @@ def test_a_session_after_the_move_counts_on_the_new_zone_day(march):
     assert days["2026-03-21"]["zone"] == "America/New_York"
 
 
-def test_pdc_over_7_30_and_90_days_matches_the_hand_count(march, jobs_db):
+def test_pdc_over_7_30_and_90_days_matches_the_hand_count(march, jobs_db, settings):
     patient, _ = march
-    result = adherence.summary(jobs_db, patient["_id"], date(2026, 3, 31), _utc(1, 5, month=4))
+    result = services_on(jobs_db, settings, lambda: _utc(1, 5, month=4)).adherence.summary(patient.id, date(2026, 3, 31))
     tens = {p: (r["days_covered"], r["days_with_plan"], r["adherent"]) for p, r in result["tens"].items()}
     assert tens == {"7": (5, 7, False), "30": (22, 27, True), "90": (22, 27, True)}
     assert result["tens"]["30"]["pdc"] == pytest.approx(22 / 27)
 
 
-def test_mindfulness_and_medication_have_their_own_figures(march, jobs_db):
+def test_mindfulness_and_medication_have_their_own_figures(march, jobs_db, settings):
     patient, days = march
-    result = adherence.summary(jobs_db, patient["_id"], date(2026, 3, 31), _utc(1, 5, month=4))
+    result = services_on(jobs_db, settings, lambda: _utc(1, 5, month=4)).adherence.summary(patient.id, date(2026, 3, 31))
     assert (result["mindfulness"]["30"]["days_covered"], result["mindfulness"]["30"]["days_with_plan"]) == (5, 27)
     assert (result["medication"]["30"]["days_covered"], result["medication"]["30"]["days_with_plan"]) == (16, 27)
     assert days["2026-03-10"]["mindfulness_fraction"] == 0.5
     assert days["2026-03-22"]["medication_fraction"] == 0.5
 
 
-def test_responder_check_waits_for_sixty_days(march, jobs_db):
+def test_responder_check_waits_for_sixty_days(march, jobs_db, settings):
     patient, _ = march
-    result = adherence.summary(jobs_db, patient["_id"], date(2026, 3, 31), _utc(1, 5, month=4))
+    result = services_on(jobs_db, settings, lambda: _utc(1, 5, month=4)).adherence.summary(patient.id, date(2026, 3, 31))
     assert result["responder"]["status"] == "too_early"
 
 
-def test_thirty_percent_less_pain_after_sixty_days_is_a_response(jobs_db):
+def test_thirty_percent_less_pain_after_sixty_days_is_a_response(jobs_db, settings):
     patient = make_person(jobs_db, "patient")
     jobs_db.therapy_plans.insert_one({
-        "_id": "plan-r", "patient_id": patient["_id"], "version": 1, "created_at": _utc(1, 9, month=1),
+        "_id": "plan-r", "patient_id": patient.id, "version": 1, "created_at": _utc(1, 9, month=1),
         "created_by": "clinician", "active_from": _utc(1, 9, month=1), "active_to": None,
         "tens": {"sessions_per_day": 1, "minutes_per_session": 30, "start_date": "2026-01-05",
                  "counts_towards_adherence": True}, "medications": [], "mindfulness": {}})
     scores = [(_utc(2, 9, month=1), 6), (_utc(6, 9, month=1), 7), (_utc(8, 9, month=1), 5),  # baseline mean 6
               (_utc(25, 9), 4), (_utc(27, 9), 4), (_utc(29, 9), 4)]  # recent mean 4: 33% less
     for at, nrs in scores:
-        jobs_db.pain_entries.insert_one({"_id": at.isoformat(), "patient_id": patient["_id"], "recorded_at": at,
+        jobs_db.pain_entries.insert_one({"_id": at.isoformat(), "patient_id": patient.id, "recorded_at": at,
                                          "nrs": nrs, "deleted": False, "bpi": None})
-    result = adherence.responder(jobs_db, patient["_id"], _utc(31, 12))
+    result = services_on(jobs_db, settings, lambda: _utc(31, 12)).adherence.responder(patient.id)
     assert result["status"] == "responder"
     assert result["pain_reduction"] == pytest.approx(1 / 3)

@@ -5,20 +5,26 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from companion.jobs import adherence, alerts, push
-from companion.services.reminders import record_outcome
-from tests.scheduler.helpers import daily_reminder, link_caregiver, make_person, phone, run_minute
+from tests.scheduler.helpers import (
+    daily_reminder,
+    link_caregiver,
+    make_person,
+    phone,
+    run_minute,
+    services_on,
+)
 
 T10 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
 
 def _evaluate_and_send(db, settings, clock, sender):
-    alerts.evaluate_alerts(db, settings, clock)
-    push.send_push(db, settings, clock, sender, owner="test-worker")
+    services = services_on(db, settings, clock, sender)
+    services.alerts.evaluate()
+    services.push.send_due(owner="test-worker")
 
 
 def _alert_kinds(db, patient):
-    return sorted(a["kind"] for a in db.alerts.find({"patient_id": patient["_id"]}))
+    return sorted(a["kind"] for a in db.alerts.find({"patient_id": patient.id}))
 
 
 def _patient_with_session_reminder(db, delay_min=60, repeat=None):
@@ -62,15 +68,15 @@ def test_caregiver_who_was_not_given_missed_sessions_hears_nothing(jobs_db, sett
 def test_session_done_in_time_raises_no_alert(jobs_db, settings, clock, traveller, sender, emulator):
     patient = _patient_with_session_reminder(jobs_db)
     traveller.move_to(T10 + timedelta(minutes=5))
-    occurrence = jobs_db.reminder_occurrences.find_one({"patient_id": patient["_id"], "due_at": T10})
-    record_outcome(jobs_db, patient["_id"], occurrence["_id"], "done", None)
+    occurrence = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "due_at": T10})
+    services_on(jobs_db, settings, clock).reminders.record_outcome(patient.id, occurrence["_id"], "done", None)
     traveller.move_to(T10 + timedelta(hours=3))
     _evaluate_and_send(jobs_db, settings, clock, sender)
     assert _alert_kinds(jobs_db, patient) == []
 
 
 def _device(db, patient, serial="CTU-T0001", last_seen=None, battery=80):
-    db.devices.insert_one({"_id": serial, "patient_id": patient["_id"], "profile": "companion",
+    db.devices.insert_one({"_id": serial, "patient_id": patient.id, "profile": "companion",
                            "bound_at": T10 - timedelta(days=30),
                            "status": {"battery_pct": battery, "firmware": "1.0", "last_seen_at": last_seen,
                                       "last_error": None, "last_sync_at": last_seen}})
@@ -79,10 +85,10 @@ def _device(db, patient, serial="CTU-T0001", last_seen=None, battery=80):
 
 def _event(db, patient, serial, kind, at, battery=50):
     record_id = f"{serial}:{int(at.timestamp())}"
-    db.session_records.insert_one({"_id": record_id, "patient_id": patient["_id"], "device_serial": serial,
+    db.session_records.insert_one({"_id": record_id, "patient_id": patient.id, "device_serial": serial,
                                    "started_at": at, "duration_s": 1800, "battery_pct": battery,
                                    "server_received_at": at})
-    db.device_events.insert_one({"_id": f"{record_id}:{kind}", "patient_id": patient["_id"], "device_serial": serial,
+    db.device_events.insert_one({"_id": f"{record_id}:{kind}", "patient_id": patient.id, "device_serial": serial,
                                  "kind": kind, "at": at, "record_id": record_id})
 
 
@@ -132,7 +138,7 @@ def test_session_record_received_after_the_status_keeps_the_unit_from_being_sile
         jobs_db, settings, clock, traveller, sender, emulator):
     patient = make_person(jobs_db, "patient")
     serial = _device(jobs_db, patient, last_seen=T10)
-    jobs_db.session_records.insert_one({"_id": f"{serial}:1", "patient_id": patient["_id"], "device_serial": serial,
+    jobs_db.session_records.insert_one({"_id": f"{serial}:1", "patient_id": patient.id, "device_serial": serial,
                                         "started_at": T10 + timedelta(hours=5), "duration_s": 1800,
                                         "server_received_at": T10 + timedelta(hours=6)})
     traveller.move_to(T10 + timedelta(hours=25))
@@ -141,7 +147,7 @@ def test_session_record_received_after_the_status_keeps_the_unit_from_being_sile
 
 
 def _pain(db, patient, at, nrs):
-    db.pain_entries.insert_one({"_id": f"{patient['_id']}:{at.isoformat()}", "patient_id": patient["_id"],
+    db.pain_entries.insert_one({"_id": f"{patient.id}:{at.isoformat()}", "patient_id": patient.id,
                                 "client_entry_id": at.isoformat(), "recorded_at": at, "nrs": nrs, "deleted": False})
 
 
@@ -182,19 +188,19 @@ def test_non_urgent_alert_waits_for_the_end_of_the_caregiver_quiet_hours(
 def test_three_low_adherence_days_raise_one_alert_for_the_run(jobs_db, settings, clock, traveller):
     patient = make_person(jobs_db, "patient")
     jobs_db.therapy_plans.insert_one({
-        "_id": "plan-1", "patient_id": patient["_id"], "version": 1, "created_at": T10 - timedelta(days=10),
+        "_id": "plan-1", "patient_id": patient.id, "version": 1, "created_at": T10 - timedelta(days=10),
         "created_by": "clinician", "active_from": T10 - timedelta(days=10), "active_to": None,
         "tens": {"sessions_per_day": 2, "daily_minutes_target": None, "minutes_per_session": 30,
                  "start_date": "2026-02-20", "end_date": None, "counts_towards_adherence": True},
         "medications": [], "mindfulness": {}})
     for day in range(5):  # 20 minutes a day out of 60: every day is low
         at = datetime(2026, 3, 2 + day, 9, 0, tzinfo=UTC)
-        jobs_db.session_records.insert_one({"_id": f"S:{day}", "patient_id": patient["_id"], "device_serial": "S",
+        jobs_db.session_records.insert_one({"_id": f"S:{day}", "patient_id": patient.id, "device_serial": "S",
                                             "started_at": at, "duration_s": 1200})
     for day in range(1, 6):
         traveller.move_to(datetime(2026, 3, 2 + day, 1, 0, tzinfo=UTC))
-        adherence.compute_adherence(jobs_db, settings, clock)
+        services_on(jobs_db, settings, clock).adherence_job.run()
         assert len(_alert_kinds(jobs_db, patient)) == (1 if day >= 3 else 0)
-    (alert,) = jobs_db.alerts.find({"patient_id": patient["_id"]})
+    (alert,) = jobs_db.alerts.find({"patient_id": patient.id})
     assert alert["kind"] == "low_adherence"
     assert alert["dedup_key"].endswith(":2026-03-02")

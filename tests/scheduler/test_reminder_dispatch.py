@@ -10,11 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from companion.jobs import push, reminders
 from companion.notify.push import PushSender, TransportRetry
-from companion.services.reminders import record_outcome
 from companion.store.outbox import Outbox
-from tests.scheduler.helpers import daily_reminder, make_person, phone, run_minute
+from tests.scheduler.helpers import daily_reminder, make_person, phone, run_minute, services_on
 
 # zone, local date, local time, expected UTC instant (worked out by hand from the zone's offsets)
 DST_CASES = {
@@ -89,8 +87,9 @@ def test_two_workers_dispatching_at_once_send_each_reminder_exactly_once(
     def worker(name, worker_sender):
         try:
             barrier.wait()
-            reminders.dispatch_reminders(jobs_db, settings, clock)
-            push.send_push(jobs_db, settings, clock, worker_sender, owner=name)
+            services = services_on(jobs_db, settings, clock, worker_sender)
+            services.reminder_dispatch.dispatch_due()
+            services.push.send_due(owner=name)
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -112,8 +111,8 @@ def test_nudges_repeat_until_the_session_is_done(jobs_db, settings, clock, trave
     for minutes in (0, 10):
         traveller.move_to(start + timedelta(minutes=minutes))
         run_minute(jobs_db, settings, clock, sender)
-    occurrence = jobs_db.reminder_occurrences.find_one({"patient_id": patient["_id"], "due_at": start})
-    record_outcome(jobs_db, patient["_id"], occurrence["_id"], "done", None)
+    occurrence = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "due_at": start})
+    services_on(jobs_db, settings, clock).reminders.record_outcome(patient.id, occurrence["_id"], "done", None)
     for minutes in (20, 30, 40):
         traveller.move_to(start + timedelta(minutes=minutes))
         run_minute(jobs_db, settings, clock, sender)
@@ -139,7 +138,7 @@ def test_reminder_the_app_confirmed_is_not_sent_again(jobs_db, settings, clock, 
     traveller.move_to(start)
     run_minute(jobs_db, settings, clock, sender)
     (delivery,) = emulator.delivered_to(token)
-    Outbox(jobs_db).record_receipt(delivery.body["message"]["data"]["notification_id"], patient["_id"], "delivered")
+    Outbox(jobs_db).record_receipt(delivery.body["message"]["data"]["notification_id"], patient.id, "delivered")
     for minutes in (10, 20):
         traveller.move_to(start + timedelta(minutes=minutes))
         run_minute(jobs_db, settings, clock, sender)
@@ -155,7 +154,7 @@ def test_unregistered_token_is_removed_and_the_other_phone_still_gets_the_remind
     traveller.move_to(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))
     run_minute(jobs_db, settings, clock, sender)
     assert len(emulator.delivered_to(alive)) == 1
-    assert sorted(t["install_id"] for t in jobs_db.push_tokens.find({"user_id": patient["_id"]})) == ["phone-2"]
+    assert sorted(t["install_id"] for t in jobs_db.push_tokens.find({"user_id": patient.id})) == ["phone-2"]
 
 
 def test_503_burst_is_retried_and_the_reminder_arrives(jobs_db, settings, clock, traveller, sender, emulator):
@@ -170,7 +169,7 @@ def test_503_burst_is_retried_and_the_reminder_arrives(jobs_db, settings, clock,
     run_minute(jobs_db, settings, clock, sender)
     assert len(emulator.delivered_to(token)) == 1
     assert emulator.hits_for(token) == 8
-    assert jobs_db.push_outbox.find_one({"recipient_user_id": patient["_id"]})["state"] == "sent"
+    assert jobs_db.push_outbox.find_one({"recipient_user_id": patient.id})["state"] == "sent"
 
 
 def _three_reminders(db, start_date="2026-03-02"):
@@ -181,9 +180,10 @@ def _three_reminders(db, start_date="2026-03-02"):
 
 
 def _restart_and_catch_up(db, settings, clock, sender):
-    reminders.dispatch_reminders(db, settings, clock)
-    reminders.mark_missed(db, settings, clock)
-    push.send_push(db, settings, clock, sender, owner="restarted-worker")
+    services = services_on(db, settings, clock, sender)
+    services.reminder_dispatch.dispatch_due()
+    services.reminder_dispatch.mark_missed()
+    services.push.send_due(owner="restarted-worker")
 
 
 def test_worker_down_ten_minutes_sends_each_missed_reminder_once_late(
@@ -198,7 +198,7 @@ def test_worker_down_ten_minutes_sends_each_missed_reminder_once_late(
     _restart_and_catch_up(jobs_db, settings, clock, sender)
     deliveries = emulator.delivered_to(token)
     assert [d.received_at for d in deliveries] == [back] * 3
-    assert jobs_db.reminder_occurrences.count_documents({"patient_id": patient["_id"], "status": "missed"}) == 0
+    assert jobs_db.reminder_occurrences.count_documents({"patient_id": patient.id, "status": "missed"}) == 0
 
 
 def test_worker_down_two_hours_sends_nothing_late_marks_missed_and_one_summary(
@@ -212,6 +212,6 @@ def test_worker_down_two_hours_sends_nothing_late_marks_missed_and_one_summary(
     _restart_and_catch_up(jobs_db, settings, clock, sender)
     kinds = [d.body["message"]["data"]["kind"] for d in emulator.delivered_to(token)]
     assert kinds == ["generic_update"]
-    missed = jobs_db.reminder_occurrences.count_documents({"patient_id": patient["_id"], "status": "missed",
+    missed = jobs_db.reminder_occurrences.count_documents({"patient_id": patient.id, "status": "missed",
                                                            "local_date": "2026-03-02"})
     assert missed == 3

@@ -6,10 +6,7 @@ from __future__ import annotations
 import logging
 from datetime import date, timedelta
 
-from companion.services import adherence
-from companion.store.accounts import now
-from companion.store.alerts import Alerts
-from companion.store.outbox import Outbox
+from companion.clock import now
 
 TOKEN = "fcm-token-Zq81-very-secret"
 
@@ -51,7 +48,7 @@ def test_bad_install_id_and_bad_platform_are_refused(client, world):
 
 
 def _notification(services, recipient, patient, source="reminder:occ-1"):
-    doc, _ = Outbox(services.db).schedule(source_key=source, recipient_user_id=recipient.id, patient_id=patient.id,
+    doc, _ = services.stores.outbox.schedule(source_key=source, recipient_user_id=recipient.id, patient_id=patient.id,
                                           kind="therapy_reminder", send_at=now())
     return doc["_id"]
 
@@ -77,7 +74,7 @@ def test_the_app_learns_what_a_push_was_about_from_its_own_list(client, world, s
 
 
 def _alert(services, patient, share_kind, kind):
-    alert, _ = Alerts(services.db).raise_once(patient_id=patient.id, kind=kind, severity="warning", text=f"{kind}.",
+    alert, _ = services.stores.alerts.raise_once(patient_id=patient.id, kind=kind, severity="warning", text=f"{kind}.",
                                              dedup_key=f"{kind}:{patient.id}", shared_with_caregivers=True,
                                              urgent=False, share_kind=share_kind)
     return alert["_id"]
@@ -109,10 +106,10 @@ def test_caregiver_sees_only_the_notifications_sent_to_them(client, world, servi
 
 def test_adherence_days_and_summary_are_served_from_the_snapshots(client, world, services, db):
     patient = world["patient_a"]
-    user = db.users.find_one({"_id": patient.id})
+    user = services.accounts.account(patient.id)
     today = now().date()
     for n in range(3):
-        adherence.compute_day(db, user, today - timedelta(days=n), now())
+        services.adherence.compute_day(user, today - timedelta(days=n))
     days = client.get(f"/api/v1/patients/{patient.id}/adherence", headers=world["caregiver_linked"].headers,
                       query_string={"from": (today - timedelta(days=2)).isoformat(), "to": today.isoformat()})
     assert days.status_code == 200

@@ -15,14 +15,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from companion.jobs.worker import LEASE_NAME, JobSpec, Worker
-from companion.store.accounts import now
+from companion.clock import now
+from companion.jobs.worker import JobSpec, Worker
+from companion.services.leadership import LEASE_NAME
 from companion.store.leases import Leases
-from tests.scheduler.helpers import daily_reminder, make_person, phone
+from tests.scheduler.helpers import daily_reminder, make_person, phone, services_on
 
 
 def _worker(db, settings, clock, holder, sender=None):
-    return Worker(db, settings, sender=sender, clock=clock, holder=holder)
+    return Worker(services_on(db, settings, clock, sender), holder=holder)
 
 
 def _spec(worker, job_id):

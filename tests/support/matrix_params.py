@@ -10,43 +10,39 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from companion.services.diary import record_entry
-from companion.services.library import load_library, start_practice
-from companion.services.reminders import create_reminder, occurrences_between
-from companion.store.accounts import now
-from companion.store.outbox import Outbox
-from companion.store.relationships import CareLinks
+from companion.clock import now
+from companion.domain.access import Grant, Relationship
 from tests.clinician.seed import Seed
 
 
 def _care_link(client, world, services) -> str:
-    return CareLinks(services.db).active(world["patient_a"].id, world["caregiver_linked"].id)["_id"]
+    return services.stores.care_links.active(world["patient_a"].id, world["caregiver_linked"].id).id
 
 
 def _notification(client, world, services) -> str:
-    doc, _ = Outbox(services.db).schedule(source_key="matrix:notification", recipient_user_id=world["patient_a"].id,
+    doc, _ = services.stores.outbox.schedule(source_key="matrix:notification", recipient_user_id=world["patient_a"].id,
                                           patient_id=world["patient_a"].id, kind="generic_update", send_at=now())
     return doc["_id"]
 
 
 def _pain_entry(client, world, services) -> str:
-    entry, _ = record_entry(services.db, world["patient_a"].id, {
+    entry, _ = services.diary.record_entry(world["patient_a"].id, {
         "client_entry_id": "matrix-entry-1", "recorded_at": datetime.now(UTC), "nrs": 4, "context": None,
         "bpi": None, "session_record_id": None, "phase": None})
     return entry["_id"]
 
 
 def _library_item(client, world, services) -> str:
-    load_library(services.db)
-    return services.db.content_items.find_one({}, sort=[("_id", 1)])["_id"]
+    services.library.load()
+    return min(item["_id"] for item in services.library.browse(limit=1000))
 
 
 def _practice(client, world, services) -> str:
-    return start_practice(services.db, world["patient_a"].id, _library_item(client, world, services), None)["_id"]
+    return services.library.start_practice(world["patient_a"].id, _library_item(client, world, services), None)["_id"]
 
 
 def _reminder(client, world, services) -> str:
-    return create_reminder(services.db, world["patient_a"].id, {
+    return services.reminders.create(world["patient_a"].id, {
         "kind": "tens", "title": "Session", "completion_window_min": 60, "repeat": None,
         "schedule": {"type": "hourly", "window_start": "00:00", "window_end": "23:00", "every_hours": 1,
                      "start_date": None, "end_date": None}})["_id"]
@@ -55,7 +51,8 @@ def _reminder(client, world, services) -> str:
 def _occurrence(client, world, services) -> str:
     _reminder(client, world, services)
     current = datetime.now(UTC)
-    coming = occurrences_between(services.db, world["patient_a"].id, current, current + timedelta(hours=2))
+    coming = services.reminders.occurrences_between(Grant(world["patient_a"].id, Relationship.SELF), current,
+                                                    current + timedelta(hours=2))
     return coming[0]["_id"]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from companion.store.relationships import CareLinks, CareTeams
+from companion.domain.access import CaregiverPermissions
 
 PASSWORD = "correct horse battery staple"
 
@@ -42,7 +42,7 @@ def make_user(client, services, *, key: str, role: str, time_zone: str = "UTC") 
     email = f"{key}@example.org"
     user = services.accounts.sign_up(email=email, password=PASSWORD, display_name=key.replace("_", " ").title(),
                                      role=role, time_zone=time_zone)
-    return login(client, key, email, user["_id"], role)
+    return login(client, key, email, user.id, role)
 
 
 def login(client, key: str, email: str, user_id: str, role: str) -> Person:
@@ -72,16 +72,17 @@ def build_world(client, services) -> World:
         ("admin", "admin", "UTC"),
     ]:
         w.people[key] = make_user(client, services, key=key, role=role, time_zone=zone)
-    CareLinks(services.db).grant(w["patient_a"].id, w["caregiver_linked"].id,
-                                 {"write": False, "alerts": ["missed_session"], "diary_notes": False})
-    teams = CareTeams(services.db)
-    team = teams.create("Pain clinic A")
-    teams.add_clinician(team["_id"], w["clinician_team"].id)
-    teams.enrol(team["_id"], w["patient_a"].id)
-    other = teams.create("Other clinic")
-    teams.add_clinician(other["_id"], w["clinician_other"].id)
-    teams.enrol(other["_id"], w["patient_b"].id)
+    services.care.grant_caregiver(w["patient_a"].id, caregiver_email=w["caregiver_linked"].email,
+                                  current_password=PASSWORD,
+                                  permissions=CaregiverPermissions(alerts=frozenset({"missed_session"})))
+    care = services.care
+    team = care.create_team("Pain clinic A")
+    care.add_clinician(team.id, w["clinician_team"].id)
+    care.enrol(team.id, w["patient_a"].id)
+    other = care.create_team("Other clinic")
+    care.add_clinician(other.id, w["clinician_other"].id)
+    care.enrol(other.id, w["patient_b"].id)
     w.people["gateway_a"] = pair_gateway(client, w["patient_a"], "gateway_a", w.a_device)
     w.people["gateway_b"] = pair_gateway(client, w["patient_b"], "gateway_b", w.b_device)
-    w.team_id = team["_id"]
+    w.team_id = team.id
     return w

@@ -1,0 +1,135 @@
+"""The people and machines around a patient, as values: accounts, caregivers' consent, care teams,
+emergency access, home gateways and TENS units.
+
+Plain frozen dataclasses; the stores build them from what they hold, the services read their fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from companion.domain.access import CaregiverPermissions, Role
+from companion.domain.localtime import TimeZoneHistory
+from companion.domain.quiet_hours import QuietHours
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+DEFAULT_CAREGIVER_ALERT_DELAY_MIN = 60
+
+
+@dataclass(frozen=True)
+class ZoneMove:
+    """The patient's time zone became ``zone`` at ``effective_from`` (``previous``: the zone left)."""
+
+    zone: str
+    effective_from: datetime
+    previous: str | None = None
+
+
+@dataclass(frozen=True)
+class Account:
+    """Someone who can sign in (a patient, caregiver, clinician or admin) and what we keep about them.
+
+    ``password_hash`` and ``mfa_secret`` never leave the service layer: every answer is built by an
+    allow-listing schema that does not name them.
+    """
+
+    id: str
+    email: str
+    role: Role
+    display_name: str
+    time_zone: str
+    created_at: datetime
+    password_hash: str = field(repr=False)
+    mfa_enabled: bool = False
+    mfa_secret: str | None = field(default=None, repr=False)
+    time_zone_history: tuple[ZoneMove, ...] = ()
+    quiet_hours: QuietHours | None = None
+    caregiver_alert_delay_min: int | None = None
+
+    @property
+    def is_patient(self) -> bool:
+        return self.role is Role.PATIENT
+
+    def zone_history(self) -> TimeZoneHistory:
+        """The zones this person lived in over time (the registration zone applies before any move)."""
+        moves = sorted(self.time_zone_history, key=lambda m: m.effective_from)
+        if not moves:
+            return TimeZoneHistory.fixed(self.time_zone)
+        # Before the first recorded entry they lived in the zone it left (or, for the entry made at sign-up,
+        # which has no previous zone, in the zone they signed up with).
+        first = moves[0].previous or moves[0].zone
+        return TimeZoneHistory.of([(EPOCH, first)] + [(m.effective_from, m.zone) for m in moves
+                                                     if m.effective_from > EPOCH])
+
+    def alert_delay_min(self, default: int = DEFAULT_CAREGIVER_ALERT_DELAY_MIN) -> int:
+        """Minutes after a missed TENS session before caregivers hear of it (the patient's choice, if any)."""
+        return self.caregiver_alert_delay_min or default
+
+
+@dataclass(frozen=True)
+class CareLink:
+    """A patient's consent for one caregiver (active until the patient revokes it)."""
+
+    id: str
+    patient_id: str
+    caregiver_id: str
+    status: str
+    permissions: CaregiverPermissions
+    granted_at: datetime
+    revoked_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
+
+
+@dataclass(frozen=True)
+class CareTeam:
+    """Clinicians who share the care of the patients enrolled in the team."""
+
+    id: str
+    name: str
+    clinician_ids: tuple[str, ...] = ()
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class EmergencyAccess:
+    """A clinician's time-boxed read access to a patient outside their teams, with the reason given."""
+
+    id: str
+    clinician_id: str
+    patient_id: str
+    reason: str
+    granted_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """A paired home gateway: it uploads for one patient until revoked."""
+
+    id: str
+    patient_id: str
+    name: str
+    secret_hash: str = field(repr=False)
+    revoked: bool = False
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class TensUnit:
+    """A TENS unit bound to a patient, by serial, with what the gateway last reported about it."""
+
+    serial: str
+    patient_id: str
+    profile: str
+    bound_at: datetime
+    status: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def last_sync(self) -> datetime | None:
+        """When the unit was last heard from through an upload or a status report."""
+        return self.status.get("last_sync_at") or self.status.get("last_seen_at")

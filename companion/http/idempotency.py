@@ -1,0 +1,62 @@
+"""Idempotency-Key for POSTs that create things (draft-ietf-httpapi-idempotency-key-header).
+
+Same key + same body replays the stored answer without doing the work again; same key + a different
+body is 422; a retry while the first request is still running is 409 with a Retry-After. A request
+holds its key under a lease (``COMPANION_IDEMPOTENCY_LEASE_S``, 60 s by default): if the process
+serving it died, a retry after the lease takes the key over and does the work, which every use case
+behind an idempotent route completes without doubling anything. Keys are per caller and kept 24 hours.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+
+from flask import Response, request
+from flask_smorest.utils import deepupdate
+
+from companion.domain.errors import Invalid
+from companion.http import services
+from companion.http.security import current_actor
+
+HEADER = "Idempotency-Key"
+_VALID = re.compile(r"^[A-Za-z0-9_.:-]{8,100}$")
+HEADER_DOC = {"in": "header", "name": HEADER, "required": False,
+              "description": "retry-safe key (8-100 chars): a repeat with the same body replays the first answer; "
+                             "a repeat while the first is running is answered 409 with Retry-After",
+              "schema": {"type": "string", "minLength": 8, "maxLength": 100}}
+
+
+def idempotent(view):
+    """Honour an Idempotency-Key header on this POST (optional: without one the POST runs as usual)."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        key = request.headers.get(HEADER)
+        if key is None:
+            return view(*args, **kwargs)
+        if not _VALID.match(key):
+            raise Invalid(f"{HEADER} must be 8-100 characters of letters, digits and _.:-",
+                          errors={HEADER: ["invalid"]})
+        caller = current_actor().id
+        digest = hashlib.sha256(request.method.encode() + request.path.encode() + request.get_data()).hexdigest()
+        keys = services().idempotency
+        stored = keys.begin(caller, key, digest)
+        if stored is not None:
+            replay = Response(stored.body, status=stored.status, mimetype=stored.mimetype)
+            replay.headers["Idempotent-Replayed"] = "true"
+            return replay
+        try:
+            response = view(*args, **kwargs)
+        except Exception:
+            keys.release(caller, key)
+            raise
+        if isinstance(response, Response) and response.status_code < 500:
+            keys.complete(caller, key, response.status_code, response.get_data(), response.mimetype)
+        else:
+            keys.release(caller, key)
+        return response
+
+    wrapper._apidoc = deepupdate(getattr(wrapper, "_apidoc", {}), {"manual_doc": {"parameters": [HEADER_DOC]}})
+    return wrapper

@@ -1,0 +1,158 @@
+"""One error shape for every error: RFC 9457 problem details, produced here and nowhere else.
+
+This is also the one place where the domain's errors (companion.domain.errors) become HTTP: a status
+code, a title and, for the ones that tell a client when to come back, a ``Retry-After`` header.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from apispec import BasePlugin
+from flask import Flask, g, jsonify
+from flask_smorest import Api
+from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
+from werkzeug.exceptions import HTTPException
+
+from companion.domain.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthorized,
+)
+from companion.http.schemas import ProblemSchema
+
+log = logging.getLogger(__name__)
+
+PROBLEM_BASE = "https://companion.example/problems/"
+PROBLEM_JSON = "application/problem+json"
+_SLUGS = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found",
+          405: "method-not-allowed", 409: "conflict", 412: "precondition-failed", 413: "payload-too-large",
+          415: "unsupported-media-type", 422: "validation-failed", 428: "precondition-required",
+          429: "too-many-requests", 500: "internal-error", 503: "unavailable"}
+# Each kind of domain error as HTTP: (status, title). Subclasses inherit their base's answer.
+_DOMAIN_STATUS: dict[type[DomainError], tuple[int, str]] = {
+    NotFound: (404, "Not found"),
+    Forbidden: (403, "Forbidden"),
+    Unauthorized: (401, "Unauthorized"),
+    Conflict: (409, "Conflict"),
+    Invalid: (422, "Unprocessable content"),
+    TooManyRequests: (429, "Too many requests"),
+    ServiceUnavailable: (503, "Service unavailable"),
+}
+_UNAVAILABLE_ERRORS = (ConnectionFailure, ExecutionTimeout, WTimeoutError)
+
+
+def status_of(exc: DomainError) -> tuple[int, str, dict[str, str]]:
+    """The status code, title and headers that answer a domain error."""
+    for kind in type(exc).__mro__:
+        if kind in _DOMAIN_STATUS:
+            status, title = _DOMAIN_STATUS[kind]
+            break
+    else:
+        status, title = 400, "Bad request"
+    headers = {}
+    retry_after = getattr(exc, "retry_after_s", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return status, title, headers
+
+
+class _ProblemResponses(BasePlugin):
+    """The error responses flask-smorest registers as components (one per status code and `default`)
+    are documented as what the handlers below send: problem details, as application/problem+json."""
+
+    def response_helper(self, response, **kwargs):
+        content = response.get("content") or {}
+        if "application/json" in content:
+            response["content"] = {PROBLEM_JSON: content["application/json"]}
+        return response
+
+
+class ProblemApi(Api):
+    """flask-smorest's Api with every documented error response described by ProblemSchema."""
+
+    ERROR_SCHEMA = ProblemSchema
+
+    def __init__(self, app: Flask):
+        super().__init__(app, spec_kwargs={"extra_plugins": [_ProblemResponses()]})
+
+
+def problem(status: int, title: str, detail: str = "", *, errors: dict | None = None,
+            headers: dict | None = None):
+    """The problem-details response for ``status`` (the only way any error is answered)."""
+    body = {"type": PROBLEM_BASE + _SLUGS.get(status, "error"), "title": title, "status": status,
+            "detail": detail or title}
+    if errors:
+        body["errors"] = errors
+    request_id = getattr(g, "request_id", None)
+    if request_id:
+        body["request_id"] = request_id
+    response = jsonify(body)
+    response.status_code = status
+    response.mimetype = PROBLEM_JSON
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def domain_problem(exc: DomainError):
+    """The problem-details answer to a domain error."""
+    status, title, headers = status_of(exc)
+    return problem(status, title, exc.detail or title, errors=exc.errors, headers=headers)
+
+
+def _validation_errors(exc: HTTPException) -> dict | None:
+    data = getattr(exc, "data", None) or {}
+    messages = data.get("messages")
+    if isinstance(messages, dict):
+        # webargs nests by location ("json", "query"); keep that, it tells the client where to look.
+        return messages
+    return None
+
+
+def _detail(exc: HTTPException) -> str:
+    data = getattr(exc, "data", None) or {}
+    if data.get("message"):
+        return str(data["message"])
+    if exc.code == 422:
+        return "the request did not pass validation; see errors"
+    return exc.description or exc.name
+
+
+def unavailable(detail: str = "the database is unavailable; try again shortly"):
+    """503 with a Retry-After: the database (or the audit trail) cannot be reached right now."""
+    return problem(503, "Service unavailable", detail, headers={"Retry-After": "5"})
+
+
+def register(app: Flask) -> None:
+    """Install the handlers. Called after flask-smorest's Api, so these win."""
+
+    @app.errorhandler(HTTPException)
+    def http_problem(exc: HTTPException):
+        status = exc.code or 500
+        headers = {}
+        if status == 405 and getattr(exc, "valid_methods", None):
+            headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+        data = getattr(exc, "data", None) or {}
+        headers.update(data.get("headers") or {})
+        return problem(status, exc.name, _detail(exc), errors=_validation_errors(exc), headers=headers)
+
+    app.register_error_handler(DomainError, domain_problem)
+
+    @app.errorhandler(PyMongoError)
+    def database_problem(exc: PyMongoError):
+        if isinstance(exc, _UNAVAILABLE_ERRORS):
+            log.warning("database unavailable: %s", type(exc).__name__)
+            return unavailable()
+        log.error("database error: %s (code %s)", type(exc).__name__, getattr(exc, "code", None))
+        return problem(500, "Internal error", "an unexpected database error occurred")
+
+    @app.errorhandler(Exception)
+    def unexpected_problem(exc: Exception):
+        log.exception("unhandled error in %s", type(exc).__name__)
+        return problem(500, "Internal error", "an unexpected error occurred")

@@ -1,0 +1,44 @@
+"""Idempotency-Key claims for the POSTs that create things: the first request with a key does the work,
+a repeat replays its answer, a repeat while it runs waits, a key whose holder died is taken over."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from companion.domain.errors import Conflict, Invalid
+from companion.settings import Settings
+from companion.store.idempotency import DONE, StoredKey
+from companion.store.stores import Stores
+
+
+class IdempotencyClaims:
+    def __init__(self, settings: Settings, stores: Stores):
+        self.keys = stores.idempotency_keys
+        self.lease = timedelta(seconds=settings.idempotency_lease_s)
+
+    def begin(self, caller_id: str, key: str, request_hash: str) -> StoredKey | None:
+        """None: this request holds the key and does the work. A stored answer: replay it. Invalid: the key
+        was used for another request. Conflict (with Retry-After): another request holds it right now."""
+        stored = self.keys.claim(caller_id, key, request_hash, self.lease)
+        if stored is None:
+            return None
+        if stored.request_hash != request_hash:
+            raise Invalid("this Idempotency-Key was used with a different request")
+        if stored.state != DONE:
+            raise RetryLater("a request with this Idempotency-Key is still being processed",
+                             retry_after_s=max(1, int(self.lease.total_seconds())))
+        return stored
+
+    def complete(self, caller_id: str, key: str, status: int, body: bytes, mimetype: str) -> None:
+        self.keys.complete(caller_id, key, status, body, mimetype)
+
+    def release(self, caller_id: str, key: str) -> None:
+        self.keys.release(caller_id, key)
+
+
+class RetryLater(Conflict):
+    """Conflict for now: the same request is in progress; try again after ``retry_after_s`` seconds."""
+
+    def __init__(self, detail: str, *, retry_after_s: int):
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s

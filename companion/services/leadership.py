@@ -1,0 +1,51 @@
+"""Leadership among scheduler workers: only the holder of the leader lease runs the jobs.
+
+The lease itself (terms inserted under unique ids, renewed by the holder) is companion.store.leases.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+from companion.store.leases import Lease, Leases
+
+logger = logging.getLogger("companion.jobs.worker")
+
+LEASE_NAME = "scheduler"
+
+
+class LeaderLease:
+    """This worker's hold on the leader lease; renewed by the `leader-lease` job every ttl/3."""
+
+    def __init__(self, leases: Leases, holder: str, ttl: timedelta):
+        self.leases = leases
+        self.holder = holder
+        self.ttl = ttl
+        self._lease: Lease | None = None
+        self._lock = threading.Lock()
+
+    def tick(self) -> bool:
+        """Renew the lease if held, otherwise try to take it; returns whether this worker leads."""
+        with self._lock:
+            was_leader = self._lease is not None
+            if self._lease is not None:
+                self._lease = self.leases.renew(self._lease, self.ttl)
+            if self._lease is None:
+                self._lease = self.leases.acquire(LEASE_NAME, self.holder, self.ttl)
+            if was_leader != (self._lease is not None):
+                logger.info("leadership %s", "taken" if self._lease else "lost", extra={"holder": self.holder})
+            return self._lease is not None
+
+    def is_leader(self) -> bool:
+        """True while this worker holds a term that has not run out by its own clock."""
+        lease = self._lease
+        return lease is not None and self.leases.clock() < lease.expires_at
+
+    def release(self) -> None:
+        """Give the lease up (clean shutdown), so another worker takes over at once."""
+        with self._lock:
+            if self._lease is not None:
+                self.leases.release(self._lease)
+                self._lease = None

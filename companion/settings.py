@@ -1,0 +1,204 @@
+"""Every setting of every Companion process, read from the environment once and checked at start-up.
+
+One table (:data:`SETTINGS`) names each setting, its environment variable, how its value is read, its
+default and what it means; the README's configuration table is checked against it by a test. An
+unknown or malformed value (``COMPANION_ENV=prod``, ``COMPANION_STAFF_MFA=REQUIRED``,
+``COMPANION_DB_TIMEOUT_MS=5s``) raises :class:`SettingError`, whose message is one line naming the
+variable and what it accepts; the entry points (web, worker, CLI) print it and exit with status 2.
+
+In production (``COMPANION_ENV=production``) there is no default secret and staff MFA is always on.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from datetime import timedelta
+from typing import Any
+
+EXIT_BAD_SETTING = 2
+ENVIRONMENTS = ("development", "production")
+MFA_POLICIES = ("optional", "required")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class SettingError(ValueError):
+    """A setting is malformed, unknown, or unsafe for the environment; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one process runs with. Build it with :func:`load_settings`; tests pass overrides."""
+
+    env: str = "development"
+    mongodb_uri: str = "mongodb://127.0.0.1:27017/"
+    mongodb_db: str = "companion"
+    secret_key: str = ""
+    staff_mfa_required: bool = False
+    log_level: str = "INFO"
+    # API
+    access_token_ttl_s: int = 15 * 60
+    refresh_token_ttl_s: int = 30 * 24 * 3600
+    mfa_token_ttl_s: int = 5 * 60
+    login_ip_limit_per_min: int = 60
+    login_account_failures: int = 10
+    login_account_window_s: int = 15 * 60
+    gateway_uploads_per_min: int = 60
+    max_content_length: int = 1024 * 1024
+    db_timeout_ms: int = 5000
+    server_selection_timeout_ms: int = 2000
+    jwt_issuer: str = "companion"
+    jwt_audience: str = "companion-api"
+    pairing_code_ttl_s: int = 10 * 60
+    break_glass_max_minutes: int = 60
+    idempotency_lease_s: int = 60
+    password_memory_kib: int = 65536
+    password_time_cost: int = 3
+    # Push
+    fcm_service_account: str | None = None
+    fcm_url: str | None = None
+    # Scheduler worker
+    reminder_grace: timedelta = timedelta(minutes=15)
+    reminder_resend_after: timedelta = timedelta(minutes=10)
+    materialize_horizon: timedelta = timedelta(days=2)
+    lease_ttl: timedelta = timedelta(seconds=30)
+    dispatch_batch: int = 500
+    push_lease: timedelta = timedelta(minutes=5)
+    push_token_stale_after: timedelta = timedelta(days=60)
+    caregiver_alert_delay: timedelta = timedelta(minutes=60)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    def with_changes(self, **changes: Any) -> Settings:
+        """A copy with some settings changed (tests and benchmarks)."""
+        return replace(self, **changes)
+
+
+# -- readers: each turns the variable's text into a value or raises SettingError with what it accepts --
+
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+def _one_of(*allowed: str) -> Callable[[str, str], str]:
+    def read(name: str, raw: str) -> str:
+        if raw not in allowed:
+            raise SettingError(f"{name}={raw!r} is not valid: use one of {', '.join(allowed)}")
+        return raw
+    return read
+
+
+def _whole(low: int, high: int) -> Callable[[str, str], int]:
+    def read(name: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingError(f"{name}={raw!r} is not valid: use a whole number from {low} to {high}") from None
+        if not low <= value <= high:
+            raise SettingError(f"{name}={raw!r} is not valid: use a whole number from {low} to {high}")
+        return value
+    return read
+
+
+def _duration(unit: str, low: float, high: float) -> Callable[[str, str], timedelta]:
+    def read(name: str, raw: str) -> timedelta:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingError(f"{name}={raw!r} is not valid: use a number of {unit} from {low:g} to {high:g}") \
+                from None
+        if not low <= value <= high:
+            raise SettingError(f"{name}={raw!r} is not valid: use a number of {unit} from {low:g} to {high:g}")
+        return timedelta(**{unit: value})
+    return read
+
+
+def _mfa(name: str, raw: str) -> bool:
+    return _one_of(*MFA_POLICIES)(name, raw) == "required"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: the Settings field it sets, how it is read, and what it means."""
+
+    variable: str
+    field: str
+    read: Callable[[str, str], Any]
+    meaning: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("COMPANION_ENV", "env", _one_of(*ENVIRONMENTS),
+            "`production` requires a secret key, forces staff MFA, refuses demo data"),
+    Setting("MONGODB_URI", "mongodb_uri", _text, "database; when set, the scripts start no database"),
+    Setting("MONGODB_DB", "mongodb_db", _text, "database name"),
+    Setting("COMPANION_SECRET_KEY", "secret_key", _text,
+            "JWT signing key, at least 32 characters (random per process in development)"),
+    Setting("COMPANION_STAFF_MFA", "staff_mfa_required", _mfa,
+            "`required` makes clinicians and admins complete TOTP before getting a token"),
+    Setting("COMPANION_LOG_LEVEL", "log_level", _one_of(*LOG_LEVELS), "log level"),
+    Setting("COMPANION_DB_TIMEOUT_MS", "db_timeout_ms", _whole(100, 120_000),
+            "every database operation's budget (sent as maxTimeMS); a dead database answers 503 within it"),
+    Setting("COMPANION_ACCESS_TOKEN_TTL", "access_token_ttl_s", _whole(60, 3600), "access-token lifetime in seconds"),
+    Setting("COMPANION_GATEWAY_UPLOADS_PER_MIN", "gateway_uploads_per_min", _whole(1, 10**7),
+            "session-record batches each gateway may post per minute"),
+    Setting("COMPANION_IDEMPOTENCY_LEASE_S", "idempotency_lease_s", _whole(5, 3600),
+            "how long a request holding an Idempotency-Key may run before a retry takes the key over"),
+    Setting("COMPANION_PASSWORD_MEMORY_KIB", "password_memory_kib", _whole(1024, 4 * 1024 * 1024),
+            "argon2id memory cost (tests lower it; production keeps the default)"),
+    Setting("COMPANION_PASSWORD_TIME_COST", "password_time_cost", _whole(1, 20), "argon2id passes"),
+    Setting("FCM_SERVICE_ACCOUNT", "fcm_service_account", _text, "path of the Firebase service-account JSON"),
+    Setting("FCM_URL", "fcm_url", _text, "FCM send endpoint (the run script points it at the local emulator)"),
+    Setting("COMPANION_REMINDER_GRACE_MIN", "reminder_grace", _duration("minutes", 1, 24 * 60),
+            "worker: a reminder push still goes out this late (catch-up after a restart)"),
+    Setting("COMPANION_REMINDER_RESEND_MIN", "reminder_resend_after", _duration("minutes", 1, 24 * 60),
+            "worker: a reminder the app did not confirm is sent once more after this delay"),
+    Setting("COMPANION_CAREGIVER_ALERT_DELAY_MIN", "caregiver_alert_delay", _duration("minutes", 15, 24 * 60),
+            "worker: missed-session delay for patients who have not chosen their own"),
+    Setting("COMPANION_LEASE_TTL_S", "lease_ttl", _duration("seconds", 1, 3600),
+            "worker: leader-lease length, renewed every third of it"),
+    Setting("COMPANION_PUSH_LEASE_S", "push_lease", _duration("seconds", 1, 3600),
+            "worker: how long a batch being pushed is held before another worker may send it again"),
+)
+_BY_FIELD = {s.field: s for s in SETTINGS}
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read every setting from the environment, apply ``overrides`` (tests), and check the result.
+
+    Raises :class:`SettingError` (one line) for a malformed, unknown or unsafe value.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = environ.get(setting.variable, "")
+        if raw != "":
+            values[setting.field] = setting.read(setting.variable, raw.strip())
+    known = {f.name for f in fields(Settings)}
+    for key, value in (overrides or {}).items():
+        if key not in known:
+            raise SettingError(f"unknown setting {key!r}")
+        values[key] = value
+    settings = Settings(**values)
+    if settings.is_production:
+        if len(settings.secret_key) < 32:
+            raise SettingError("COMPANION_SECRET_KEY must be set to at least 32 characters in production")
+        settings = replace(settings, staff_mfa_required=True)
+    elif not settings.secret_key:
+        # A per-process random key: safe (tokens die with the process) and never usable in production.
+        # The run scripts set COMPANION_SECRET_KEY so that several gunicorn workers agree.
+        settings = replace(settings, secret_key=secrets.token_urlsafe(48))
+    elif len(settings.secret_key) < 32:
+        raise SettingError("COMPANION_SECRET_KEY is too short: use at least 32 characters")
+    return settings
+
+
+def variable_of(field_name: str) -> str | None:
+    """The environment variable that sets a Settings field (None for fields tests alone set)."""
+    setting = _BY_FIELD.get(field_name)
+    return setting.variable if setting else None

@@ -1,0 +1,155 @@
+"""Every repository of one database, built once: what the services are given instead of a database.
+
+Each repository owns its collections (it declares their indexes and holds every query on them); the
+services never see a collection, only these objects and the values they return.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from pymongo.database import Database
+
+from companion.clock import Clock, now
+from companion.store.accounts import Users
+from companion.store.adherence import AdherenceDays
+from companion.store.alerts import Alerts
+from companion.store.audit import AuditEvents
+from companion.store.clinical_notes import ClinicalNotes
+from companion.store.content import ContentItems, Favourites, PracticeLog
+from companion.store.db import ensure_indexes
+from companion.store.devices import Devices, PairingCodes
+from companion.store.diary import PainEntries
+from companion.store.idempotency import IdempotencyKeys
+from companion.store.leases import Leases
+from companion.store.outbox import Outbox
+from companion.store.plans import TherapyPlans
+from companion.store.push_tokens import PushTokens
+from companion.store.relationships import CareLinks, CareTeams, EmergencyGrants, Gateways
+from companion.store.reminders import Occurrences, Reminders
+from companion.store.sessions import DeviceEvents, SessionRecords
+from companion.store.throttle import Counters
+from companion.store.tokens import TokenFamilies
+from companion.store.web_sessions import WebSessions
+
+
+class Stores:
+    def __init__(self, db: Database, clock: Clock = now):
+        self.db = db
+        self.clock = clock
+
+    def ping(self) -> None:
+        """Raise unless the database answers."""
+        self.db.client.admin.command("ping")
+
+    def ensure_indexes(self) -> None:
+        """Create every collection's indexes (idempotent)."""
+        ensure_indexes(self.db)
+
+    @cached_property
+    def users(self) -> Users:
+        return Users(self.db)
+
+    @cached_property
+    def token_families(self) -> TokenFamilies:
+        return TokenFamilies(self.db)
+
+    @cached_property
+    def counters(self) -> Counters:
+        return Counters(self.db)
+
+    @cached_property
+    def web_sessions(self) -> WebSessions:
+        return WebSessions(self.db)
+
+    @cached_property
+    def care_links(self) -> CareLinks:
+        return CareLinks(self.db)
+
+    @cached_property
+    def care_teams(self) -> CareTeams:
+        return CareTeams(self.db)
+
+    @cached_property
+    def emergency_grants(self) -> EmergencyGrants:
+        return EmergencyGrants(self.db)
+
+    @cached_property
+    def gateways(self) -> Gateways:
+        return Gateways(self.db)
+
+    @cached_property
+    def devices(self) -> Devices:
+        return Devices(self.db)
+
+    @cached_property
+    def pairing_codes(self) -> PairingCodes:
+        return PairingCodes(self.db)
+
+    @cached_property
+    def audit_events(self) -> AuditEvents:
+        return AuditEvents(self.db)
+
+    @cached_property
+    def idempotency_keys(self) -> IdempotencyKeys:
+        return IdempotencyKeys(self.db)
+
+    @cached_property
+    def session_records(self) -> SessionRecords:
+        return SessionRecords(self.db)
+
+    @cached_property
+    def device_events(self) -> DeviceEvents:
+        return DeviceEvents(self.db)
+
+    @cached_property
+    def plans(self) -> TherapyPlans:
+        return TherapyPlans(self.db)
+
+    @cached_property
+    def reminders(self) -> Reminders:
+        return Reminders(self.db)
+
+    @cached_property
+    def occurrences(self) -> Occurrences:
+        return Occurrences(self.db)
+
+    @cached_property
+    def pain_entries(self) -> PainEntries:
+        return PainEntries(self.db)
+
+    @cached_property
+    def content(self) -> ContentItems:
+        return ContentItems(self.db)
+
+    @cached_property
+    def favourites(self) -> Favourites:
+        return Favourites(self.db)
+
+    @cached_property
+    def practice(self) -> PracticeLog:
+        return PracticeLog(self.db)
+
+    @cached_property
+    def adherence_days(self) -> AdherenceDays:
+        return AdherenceDays(self.db)
+
+    @cached_property
+    def alerts(self) -> Alerts:
+        return Alerts(self.db, self.clock)
+
+    @cached_property
+    def clinical_notes(self) -> ClinicalNotes:
+        return ClinicalNotes(self.db)
+
+    @cached_property
+    def outbox(self) -> Outbox:
+        return Outbox(self.db, self.clock)
+
+    @cached_property
+    def push_tokens(self) -> PushTokens:
+        return PushTokens(self.db, self.clock)
+
+    @cached_property
+    def leases(self) -> Leases:
+        return Leases(self.db, self.clock)

@@ -1,0 +1,69 @@
+"""Settings are read once and checked at start-up: a bad value stops every process with one line that names
+the variable and what it accepts, exit status 2, no traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+
+from companion.settings import SETTINGS, SettingError, load_settings
+from tests.support.ferretdb import ROOT
+
+BAD = [
+    ("COMPANION_ENV", "prod", "development, production"),
+    ("COMPANION_STAFF_MFA", "REQUIRED", "optional, required"),
+    ("COMPANION_DB_TIMEOUT_MS", "5s", "whole number"),
+    ("COMPANION_REMINDER_GRACE_MIN", "soon", "number of minutes"),
+    ("COMPANION_LOG_LEVEL", "LOUD", "DEBUG, INFO, WARNING, ERROR"),
+]
+
+
+@pytest.mark.parametrize(("variable", "value", "accepted"), BAD)
+def test_a_malformed_value_is_refused_naming_the_variable_and_what_it_accepts(variable, value, accepted):
+    with pytest.raises(SettingError) as refused:
+        load_settings(environ={variable: value})
+    message = str(refused.value)
+    assert variable in message and accepted in message and "\n" not in message
+
+
+def test_values_are_read_into_their_types():
+    settings = load_settings(environ={"COMPANION_STAFF_MFA": "required", "COMPANION_REMINDER_GRACE_MIN": "20",
+                                      "COMPANION_LEASE_TTL_S": "12", "COMPANION_DB_TIMEOUT_MS": "1500"})
+    assert (settings.staff_mfa_required, settings.reminder_grace, settings.lease_ttl, settings.db_timeout_ms) == (
+        True, timedelta(minutes=20), timedelta(seconds=12), 1500)
+
+
+def test_production_needs_a_secret_and_always_requires_staff_mfa():
+    with pytest.raises(SettingError, match="COMPANION_SECRET_KEY"):
+        load_settings(environ={"COMPANION_ENV": "production"})
+    settings = load_settings(environ={"COMPANION_ENV": "production", "COMPANION_SECRET_KEY": "k" * 40})
+    assert settings.staff_mfa_required is True
+
+
+def test_an_override_that_names_no_setting_is_refused():
+    with pytest.raises(SettingError, match="unknown setting"):
+        load_settings({"db_timeout": 5}, environ={})
+
+
+def test_every_variable_is_documented_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    assert [s.variable for s in SETTINGS if f"`{s.variable}`" not in readme] == []
+
+
+def _run(args: list[str], variable: str, value: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, variable: value, "MONGODB_URI": "mongodb://127.0.0.1:9/"}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("command", [["-m", "companion.jobs.worker"], ["-m", "companion.cli", "init-db"],
+                                     ["-m", "gunicorn", "--bind", "127.0.0.1:0", "companion.wsgi:app"]],
+                         ids=["worker", "cli", "web"])
+def test_each_process_stops_with_one_line_and_status_2_on_a_bad_setting(command):
+    result = _run(command, "COMPANION_ENV", "prod")
+    ours = [line for line in result.stderr.splitlines() if not line.startswith("[")]  # gunicorn's own log lines
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(ours) == 1 and "COMPANION_ENV" in ours[0] and "Traceback" not in result.stderr
