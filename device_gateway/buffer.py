@@ -37,6 +37,7 @@ from device_gateway.buffer_integrity import (
     is_empty,
     read_ledger,
 )
+from device_gateway.buffer_status import REFUSED_AT_CAP, SENT, BufferStatus, read_status
 from device_gateway.capture import CapturedRecord
 from device_gateway.ledger import BufferLedger, ledger_path_for, shortfalls
 from device_gateway.sealing import Sealer, SealingError, load_or_create_key
@@ -80,9 +81,6 @@ _PENDING_TOTAL = [
 ]
 _KEY_CHECK = b"companion gateway buffer"
 
-REFUSED_AT_CAP = "refused_at_cap"
-SENT = "sent"
-
 
 @dataclass(frozen=True, slots=True)
 class StoreResult:
@@ -103,18 +101,6 @@ class PendingRecord:
     size_bytes: int
 
 
-@dataclass(frozen=True, slots=True)
-class BufferStatus:
-    """Counts shown by ``device-gateway status``."""
-
-    pending: int
-    pending_bytes: int
-    dead_letters: int
-    refused_at_cap: int
-    sent: int
-    units: dict[str, int]
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -129,46 +115,6 @@ def _unit_context(serial: str) -> str:
 
 def _has_plaintext_schema(db: sqlite3.Connection) -> bool:
     return "payload" in {row[1] for row in db.execute("PRAGMA table_info(records)")}
-
-
-def _read_status(db: sqlite3.Connection) -> BufferStatus:
-    pending, pending_bytes = db.execute("SELECT COUNT(*), COALESCE(SUM(size_bytes), 0) FROM records").fetchone()
-    dead = db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
-    units = dict(db.execute("SELECT serial, last_stored_seq FROM units ORDER BY serial").fetchall())
-    counters = dict(db.execute("SELECT name, value FROM counters").fetchall())
-    return BufferStatus(pending, pending_bytes, dead, counters.get(REFUSED_AT_CAP, 0), counters.get(SENT, 0), units)
-
-
-def inspect_buffer(path: str | Path, ledger_file: str | Path | None = None) -> BufferStatus | None:
-    """What ``device-gateway status`` shows, read without creating or changing any file.
-
-    None when there is no buffer yet. Raises BufferDamaged in every case where opening it would.
-    """
-    path = str(path)
-    ledger = BufferLedger(Path(ledger_file) if ledger_file else ledger_path_for(path))
-    recorded = read_ledger(ledger)
-    if not Path(path).exists():
-        if recorded is None:
-            return None
-        raise buffer_missing(path, ledger)
-    db = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
-    try:
-        check_readable(db, path)
-        if is_empty(db):
-            if recorded is None:
-                return None
-            raise buffer_emptied(path, ledger)
-        status = _read_status(db)
-    except sqlite3.DatabaseError as exc:
-        if is_damage(exc):
-            raise buffer_unreadable(path, exc) from None
-        raise
-    finally:
-        db.close()
-    short = shortfalls(recorded or {}, status.units)
-    if short:
-        raise buffer_behind_ledger(path, ledger, short)
-    return status
 
 
 class RecordBuffer:
@@ -516,4 +462,4 @@ class RecordBuffer:
     def status(self) -> BufferStatus:
         """Queue length, bytes, dead letters, counters and per-unit progress."""
         with self._reading() as db:
-            return _read_status(db)
+            return read_status(db)

@@ -26,9 +26,10 @@ from datetime import UTC, datetime
 import httpx
 
 from device_gateway.api import CredentialsRevoked, pair
-from device_gateway.buffer import RecordBuffer, inspect_buffer
+from device_gateway.buffer import RecordBuffer
 from device_gateway.buffer_integrity import BufferDamaged
 from device_gateway.buffer_recovery import recover_buffer
+from device_gateway.buffer_status import inspect_buffer
 from device_gateway.config import GatewayConfig, load_config
 from device_gateway.health import LOOPS, GatewayHealth, LoopHealth, read_health
 from device_gateway.link import BluetoothUnavailable, GatewayLink

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from device_gateway.buffer import RecordBuffer, inspect_buffer
+from device_gateway.buffer import RecordBuffer
 from device_gateway.buffer_integrity import BufferDamaged, is_damage
+from device_gateway.buffer_status import inspect_buffer
 from device_gateway.capture import capture
 from device_gateway.ledger import BufferLedger, LedgerUnreadable, ledger_path_for, shortfalls
 from device_gateway.profiles.companion_tens import encode_record
