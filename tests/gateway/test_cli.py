@@ -3,6 +3,7 @@ one-line errors with distinct exit statuses, and run as a real process (SIGTERM,
 
 import asyncio
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -12,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from device_gateway import api
 from device_gateway.buffer import RecordBuffer
 from device_gateway.capture import capture
-from device_gateway.cli import EXIT_BLUETOOTH_UNAVAILABLE, EXIT_BUFFER_DAMAGED, main
+from device_gateway.cli import EXIT_BLUETOOTH_UNAVAILABLE, EXIT_BUFFER_DAMAGED, EXIT_CREDENTIALS_REVOKED, main
 from device_gateway.config import GatewayConfig, load_config
 from device_gateway.health import RADIO, UPLOAD, GatewayHealth
 from device_gateway.link import GatewayLink
@@ -318,3 +320,23 @@ def test_gateway_killed_with_sigkill_and_restarted_delivers_every_record_exactly
     assert delivered, f"{len(missing)} record(s) never reached the API, from {missing[:5]}"
     assert sorted(stub.stored) == sorted(f"CT-000001:{n}" for n in range(1, 301))
     assert {record["device_seq"] for record in stub.stored.values()} == set(range(1, 301))
+
+
+def test_run_whose_credentials_are_refused_at_every_renewal_ends_saying_so_with_its_own_status(
+    tmp_path, stub, radio, monkeypatch, capsys
+):
+    paired_config(tmp_path, stub.url, ["CT-000001"])
+    stub.refuse_tokens = True
+    monkeypatch.setattr(api, "REVOKED_AFTER_S", 0.0)  # the minute of refusals, shortened; the count stays 3
+
+    assert main(["run", "--state-dir", str(tmp_path), "--interval", "0.2"]) == EXIT_CREDENTIALS_REVOKED
+
+    assert stub.token_requests >= api.REVOKED_AFTER_REFUSALS
+    assert re.fullmatch(
+        r"device-gateway: gateway token: credentials refused \(HTTP 401\), 3 times in a row over \d+ s: this gateway "
+        r"was unpaired or revoked\. Pair it again with `device-gateway pair CODE`; buffered records are kept",
+        capsys.readouterr().err.splitlines()[-1],
+    )
+    buffer = RecordBuffer(tmp_path / "buffer.db")
+    assert buffer.last_stored_seq("CT-000001") == 300 and buffer.pending_count() == 300, "records are kept"
+    buffer.close()
