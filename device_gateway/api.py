@@ -1,10 +1,22 @@
-"""The gateway's HTTP client for the Companion API (pairing, token, bound units, records, unit status)."""
+"""The gateway's HTTP client for the Companion API (pairing, token, bound units, records, unit status).
+
+Token renewal (every 15 minutes) can fail in three ways, told apart because they call for different
+answers: the API refusing the credentials (ApiAuthError; after refusals repeated over at least a minute,
+CredentialsRevoked, which no amount of waiting fixes), the API not answering usefully (ApiUnavailable: a 5xx
+during a deploy or a database outage, a 429, a body that is not a token; retry later), and the network
+(httpx.TransportError; retry later).
+"""
 
 import logging
 import ssl
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
+
+from device_gateway.errors import GatewayError
 
 logger = logging.getLogger(__name__)
 
@@ -13,6 +25,9 @@ GATEWAY_AUTH_PATH = "/api/v1/auth/gateway-token"
 DEVICES_PATH = "/api/v1/gateway/devices"
 RECORDS_PATH = "/api/v1/gateway/session-records"
 STATUS_PATH = "/api/v1/gateway/device-status"
+# A refusal can be a blip (a deploy, a replica behind); refusals repeated over this long are not.
+REVOKED_AFTER_REFUSALS = 3
+REVOKED_AFTER_S = 60.0
 
 
 def tls_verification(ca_file: str | None) -> ssl.SSLContext:
@@ -23,8 +38,24 @@ def tls_verification(ca_file: str | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
 
 
-class ApiAuthError(RuntimeError):
+class ApiAuthError(GatewayError):
     """The API refused this gateway's credentials (even after getting a new token)."""
+
+
+class CredentialsRevoked(ApiAuthError):
+    """The API has refused this gateway's credentials at every token renewal for a while: the gateway was
+    unpaired or its secret is wrong. Waiting will not help; a person must pair it again."""
+
+
+class ApiUnavailable(GatewayError):
+    """Token renewal got neither a token nor a refusal (5xx, 429, a malformed answer): retry later.
+
+    ``retry_after`` is the answer's ``Retry-After`` header, if any.
+    """
+
+    def __init__(self, reason: str, retry_after: str | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +86,10 @@ def pair(
 
 
 class ApiClient:
-    """Authenticated calls as a gateway; a 401 gets a new token once, then raises ApiAuthError."""
+    """Authenticated calls as a gateway; a 401 gets a new token once, then raises ApiAuthError.
+
+    ``clock`` (monotonic seconds) times repeated refusals; tests inject one.
+    """
 
     def __init__(
         self,
@@ -65,6 +99,7 @@ class ApiClient:
         timeout_s: float = 30.0,
         transport: httpx.BaseTransport | None = None,
         ca_file: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.gateway_id = gateway_id
         self._secret = gateway_secret
@@ -72,6 +107,10 @@ class ApiClient:
             base_url=base_url, timeout=timeout_s, transport=transport, verify=tls_verification(ca_file)
         )
         self._token: str | None = None
+        self._clock = clock
+        self._refusals_lock = threading.Lock()
+        self._refusals = 0
+        self._first_refused_at = 0.0
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -80,9 +119,31 @@ class ApiClient:
     def _fetch_token(self) -> str:
         response = self._http.post(GATEWAY_AUTH_PATH, json={"gateway_id": self.gateway_id, "gateway_secret": self._secret})
         if response.status_code in (400, 401, 403):
-            raise ApiAuthError(f"gateway token refused ({response.status_code})")
-        response.raise_for_status()
-        return response.json()["access_token"]
+            raise self._refused(response.status_code)
+        if response.status_code != 200:
+            raise ApiUnavailable(f"token renewal: HTTP {response.status_code}", response.headers.get("Retry-After"))
+        try:
+            token = response.json()["access_token"]
+        except (ValueError, KeyError, TypeError):
+            token = None
+        if not isinstance(token, str) or not token:
+            raise ApiUnavailable("token renewal: malformed answer from the API")
+        with self._refusals_lock:
+            self._refusals = 0
+        return token
+
+    def _refused(self, status: int) -> ApiAuthError:
+        with self._refusals_lock:
+            now = self._clock()
+            if self._refusals == 0:
+                self._first_refused_at = now
+            self._refusals += 1
+            refusals, span = self._refusals, now - self._first_refused_at
+        what = "malformed gateway id or secret" if status == 400 else "credentials refused"
+        message = f"gateway token: {what} (HTTP {status})"
+        if refusals >= REVOKED_AFTER_REFUSALS and span >= REVOKED_AFTER_S:
+            return CredentialsRevoked(f"{message}, {refusals} times in a row over {span:.0f} s")
+        return ApiAuthError(message)
 
     def request(self, method: str, path: str, json: object | None = None) -> httpx.Response:
         """Send an authenticated request; returns the response whatever its status (except repeated 401)."""

@@ -12,6 +12,9 @@ At rest, record content (and dead letters) is sealed with AES-256-GCM (see ``sea
 queueing needs stays in clear: record id, unit serial, sequence number and size. The key lives in a
 separate file (default: next to the database, ``buffer.key``); a buffer written before sealing
 existed is converted on open and vacuumed so no plaintext page remains.
+
+A buffer that is damaged or has lost records is refused loudly, never silently replaced (see
+``buffer_integrity`` and ``ledger``).
 """
 
 import json
@@ -24,8 +27,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from device_gateway.buffer_integrity import (
+    buffer_behind_ledger,
+    buffer_emptied,
+    buffer_missing,
+    buffer_unreadable,
+    check_readable,
+    is_damage,
+    is_empty,
+    read_ledger,
+)
+from device_gateway.buffer_status import REFUSED_AT_CAP, SENT, BufferStatus, read_status
 from device_gateway.capture import CapturedRecord
-from device_gateway.sealing import Sealer, load_or_create_key
+from device_gateway.ledger import BufferLedger, ledger_path_for, shortfalls
+from device_gateway.sealing import Sealer, SealingError, load_or_create_key
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +81,6 @@ _PENDING_TOTAL = [
 ]
 _KEY_CHECK = b"companion gateway buffer"
 
-REFUSED_AT_CAP = "refused_at_cap"
-SENT = "sent"
-
 
 @dataclass(frozen=True, slots=True)
 class StoreResult:
@@ -87,18 +99,6 @@ class PendingRecord:
     record_id: str
     payload: dict
     size_bytes: int
-
-
-@dataclass(frozen=True, slots=True)
-class BufferStatus:
-    """Counts shown by ``device-gateway status``."""
-
-    pending: int
-    pending_bytes: int
-    dead_letters: int
-    refused_at_cap: int
-    sent: int
-    units: dict[str, int]
 
 
 def _now() -> str:
@@ -123,25 +123,77 @@ class RecordBuffer:
     ``key_file`` defaults to ``buffer.key`` beside the database (an in-memory buffer gets a key that
     lives only in memory). The key is created on first use; a buffer that holds sealed data refuses to
     open without its key, or with another one (SealingError).
+
+    ``ledger_file`` defaults to ``buffer.ledger.json`` beside the database (an in-memory buffer has
+    none). A buffer that is missing, empty, unreadable or behind its ledger raises BufferDamaged.
+    ``replacing_lost`` is for ``buffer-recover`` only: it creates the new buffer where the ledger says
+    one was in use, and resumes each unit after the sequence the ledger recorded.
     """
 
-    def __init__(self, path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES, key_file: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        key_file: str | Path | None = None,
+        ledger_file: str | Path | None = None,
+        *,
+        replacing_lost: bool = False,
+    ) -> None:
         self.path = str(path)
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        if self.path != ":memory:":
+        self._ledger_lock = threading.Lock()
+        in_memory = self.path == ":memory:"
+        self._ledger = None if in_memory else BufferLedger(Path(ledger_file) if ledger_file else ledger_path_for(path))
+        recorded = read_ledger(self._ledger) if self._ledger else None
+        if self._ledger is not None:
+            if replacing_lost and Path(self.path).exists():
+                raise FileExistsError(f"{self.path} must be moved aside before it is replaced")
+            if recorded is not None and not replacing_lost and not Path(self.path).exists():
+                raise buffer_missing(self.path, self._ledger)
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA secure_delete=ON")
-        for statement in _SCHEMA:
-            self._db.execute(statement)
-        self._sealer = self._open_sealer(key_file)
-        if _has_plaintext_schema(self._db):
-            self._seal_plaintext_buffer()
-        for statement in _PENDING_TOTAL:
-            self._db.execute(statement)
+        try:
+            self._open(key_file, recorded, replacing_lost)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _open(self, key_file: str | Path | None, recorded: dict[str, int] | None, replacing_lost: bool) -> None:
+        try:
+            check_readable(self._db, self.path)
+            if self._ledger is not None and recorded is not None and not replacing_lost and is_empty(self._db):
+                raise buffer_emptied(self.path, self._ledger)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA secure_delete=ON")
+            for statement in _SCHEMA:
+                self._db.execute(statement)
+            self._sealer = self._open_sealer(key_file)
+            if _has_plaintext_schema(self._db):
+                self._seal_plaintext_buffer()
+            for statement in _PENDING_TOTAL:
+                self._db.execute(statement)
+        except sqlite3.DatabaseError as exc:
+            if is_damage(exc):
+                raise buffer_unreadable(self.path, exc) from None
+            raise
+        if replacing_lost and recorded:
+            with self._transaction() as db:
+                db.executemany("INSERT INTO units(serial, last_stored_seq) VALUES (?, ?)", sorted(recorded.items()))
+        self._ledger_units = self._reconcile_ledger(recorded)
+
+    def _reconcile_ledger(self, recorded: dict[str, int] | None) -> dict[str, int]:
+        """Refuse a buffer behind its ledger; bring a missing or lagging ledger up to the buffer."""
+        if self._ledger is None:
+            return {}
+        stored = self.status().units
+        short = shortfalls(recorded or {}, stored)
+        if short:
+            raise buffer_behind_ledger(self.path, self._ledger, short)
+        if recorded != stored:
+            self._ledger.write(stored)
+        return stored
 
     def _open_sealer(self, key_file: str | Path | None) -> Sealer:
         if key_file is None and self.path == ":memory:":
@@ -193,14 +245,25 @@ class RecordBuffer:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._reading() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock; SQLite finding the file corrupt becomes BufferDamaged."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+            except sqlite3.DatabaseError as exc:
+                if is_damage(exc):
+                    raise buffer_unreadable(self.path, exc) from exc
                 raise
-            self._db.execute("COMMIT")
 
     def close(self) -> None:
         """Close the database; every committed record is already on disk."""
@@ -209,20 +272,21 @@ class RecordBuffer:
 
     def pragma(self, name: str) -> object:
         """Read a PRAGMA (used by tests to check durability settings)."""
-        with self._lock:
-            return self._db.execute(f"PRAGMA {name}").fetchone()[0]
+        with self._reading() as db:
+            return db.execute(f"PRAGMA {name}").fetchone()[0]
 
     def last_stored_seq(self, serial: str) -> int:
         """Highest sequence number stored for a unit (0 if none): resume pulling after it."""
-        with self._lock:
-            row = self._db.execute("SELECT last_stored_seq FROM units WHERE serial = ?", (serial,)).fetchone()
+        with self._reading() as db:
+            row = db.execute("SELECT last_stored_seq FROM units WHERE serial = ?", (serial,)).fetchone()
         return row[0] if row else 0
 
     def store(self, serial: str, records: Sequence[CapturedRecord]) -> StoreResult:
         """Commit records from one unit, in sequence order, and return how far it is safe to ack.
 
         Records at or below the unit's last stored sequence are already here (their ack was lost)
-        and are skipped. When the byte cap is reached the remaining records are refused.
+        and are skipped. When the byte cap is reached the remaining records are refused. The ledger
+        is brought up to the returned sequence before this returns, so it always covers every ack.
         """
         stored = already = refused = 0
         with self._transaction() as db:
@@ -253,7 +317,19 @@ class RecordBuffer:
                 "buffer full (%d bytes cap): refused %d record(s) from unit %s; they stay on the unit",
                 self.max_bytes, refused, serial,
             )
+        self._note_in_ledger(serial, last)
         return StoreResult(stored_up_to=last, stored=stored, already_stored=already, refused=refused)
+
+    def _note_in_ledger(self, serial: str, stored_up_to: int) -> None:
+        # Compared with what the ledger holds, not with the buffer's previous value: after a failed ledger
+        # write the unit resends, the records are "already stored", and the ledger must still catch up.
+        if self._ledger is None or stored_up_to <= self._ledger_units.get(serial, 0):
+            return
+        with self._ledger_lock:
+            if stored_up_to > self._ledger_units.get(serial, 0):
+                units = {**self._ledger_units, serial: stored_up_to}
+                self._ledger.write(units)
+                self._ledger_units = units
 
     def _insert_locked(self, record: CapturedRecord, payload: str, size: int) -> None:
         self._db.execute(
@@ -276,17 +352,43 @@ class RecordBuffer:
         )
 
     def pending(self, limit: int) -> list[PendingRecord]:
-        """The oldest ``limit`` records not yet acknowledged by the server."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT record_id, sealed, size_bytes FROM records ORDER BY position LIMIT ?", (limit,)
-            ).fetchall()
-        return [PendingRecord(rid, json.loads(self._open_record(rid, sealed)), size) for rid, sealed, size in rows]
+        """The oldest ``limit`` records not yet acknowledged by the server.
+
+        A record whose stored content no longer opens (a damaged row) is moved to the dead letters, raw,
+        so that it cannot hold up every record behind it.
+        """
+        while True:
+            with self._reading() as db:
+                rows = db.execute(
+                    "SELECT record_id, sealed, size_bytes FROM records ORDER BY position LIMIT ?", (limit,)
+                ).fetchall()
+            readable, unreadable = [], []
+            for rid, sealed, size in rows:
+                try:
+                    readable.append(PendingRecord(rid, json.loads(self._open_record(rid, sealed)), size))
+                except (SealingError, ValueError) as exc:
+                    why = str(exc) if isinstance(exc, SealingError) else type(exc).__name__
+                    unreadable.append((rid, sealed, f"stored content unreadable: {why}"))
+            if not unreadable:
+                return readable
+            self._set_aside_unreadable(unreadable)
+
+    def _set_aside_unreadable(self, unreadable: list[tuple[str, bytes, str]]) -> None:
+        with self._transaction() as db:
+            for rid, sealed, reason in unreadable:
+                note = json.dumps({"unreadable_sealed_hex": bytes(sealed).hex()})
+                db.execute(
+                    "INSERT INTO dead_letters(record_id, device_serial, sealed, reason, source, dead_at) "
+                    "SELECT record_id, device_serial, ?, ?, 'buffer', ? FROM records WHERE record_id = ?",
+                    (self._seal_record(rid, note), reason, _now(), rid),
+                )
+                db.execute("DELETE FROM records WHERE record_id = ?", (rid,))
+        logger.error("%d stored record(s) could not be read; moved to the dead-letter table", len(unreadable))
 
     def pending_count(self) -> int:
         """How many records wait for upload."""
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+        with self._reading() as db:
+            return db.execute("SELECT COUNT(*) FROM records").fetchone()[0]
 
     def mark_sent(self, record_ids: Iterable[str]) -> int:
         """Remove records the server acknowledged (created or duplicate). Returns how many left the queue."""
@@ -330,8 +432,8 @@ class RecordBuffer:
 
     def _dead_letter_from_unit(self, serial: str, payload: str, reason: str) -> None:
         sealed = self._sealer.seal(payload.encode(), _unit_context(serial))
-        with self._lock:
-            self._db.execute(
+        with self._reading() as db:
+            db.execute(
                 "INSERT INTO dead_letters(record_id, device_serial, sealed, reason, source, dead_at) "
                 "VALUES (NULL,?,?,?,?,?)",
                 (serial, sealed, reason, "unit", _now()),
@@ -339,8 +441,8 @@ class RecordBuffer:
 
     def dead_letters(self) -> list[dict]:
         """Every dead letter, oldest first, its payload opened."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 "SELECT record_id, device_serial, sealed, reason, source, dead_at FROM dead_letters ORDER BY id"
             ).fetchall()
         return [
@@ -353,16 +455,11 @@ class RecordBuffer:
 
     def counter(self, name: str) -> int:
         """A persistent counter (``refused_at_cap``, ``sent``)."""
-        with self._lock:
-            row = self._db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        with self._reading() as db:
+            row = db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
         return row[0] if row else 0
 
     def status(self) -> BufferStatus:
         """Queue length, bytes, dead letters, counters and per-unit progress."""
-        with self._lock:
-            pending, pending_bytes = self._db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(size_bytes), 0) FROM records"
-            ).fetchone()
-            dead = self._db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
-            units = dict(self._db.execute("SELECT serial, last_stored_seq FROM units ORDER BY serial").fetchall())
-        return BufferStatus(pending, pending_bytes, dead, self.counter(REFUSED_AT_CAP), self.counter(SENT), units)
+        with self._reading() as db:
+            return read_status(db)

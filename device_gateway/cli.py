@@ -1,9 +1,23 @@
-"""The ``device-gateway`` command: scan, pair, run, status, simulate."""
+"""The ``device-gateway`` command: scan, pair, run, status, buffer-recover, simulate.
+
+Options may come before or after the command (``device-gateway status --state-dir X``). What the gateway
+cannot get past on its own ends the command with one line on stderr and an exit status of its own, from
+``sysexits.h``, so that a supervisor can tell "restart me" from "a person must act" (with systemd:
+``RestartPreventExitStatus=65 77 78``):
+
+======  ====================================================================================
+ 65     the buffer is damaged or lost (the line names the file and ``buffer-recover``)
+ 69     no Bluetooth: no D-Bus system bus, BlueZ not running, or no adapter (``scan``, ``run``)
+ 77     the API refuses the gateway's credentials at every renewal: pair it again
+ 78     the buffer's key is missing, unreadable, too open or not the buffer's
+======  ====================================================================================
+"""
 
 import argparse
 import asyncio
 import contextlib
 import logging
+import shlex
 import signal
 import socket
 import sys
@@ -11,14 +25,24 @@ from datetime import UTC, datetime
 
 import httpx
 
-from device_gateway.api import pair
+from device_gateway.api import CredentialsRevoked, pair
 from device_gateway.buffer import RecordBuffer
+from device_gateway.buffer_integrity import BufferDamaged
+from device_gateway.buffer_recovery import recover_buffer
+from device_gateway.buffer_status import inspect_buffer
 from device_gateway.config import GatewayConfig, load_config
-from device_gateway.link import GatewayLink
+from device_gateway.health import LOOPS, GatewayHealth, LoopHealth, read_health
+from device_gateway.link import BluetoothUnavailable, GatewayLink
 from device_gateway.runner import GatewayRunner
+from device_gateway.sealing import SealingError
 from device_gateway.uploader import UploadProgress
 
 logger = logging.getLogger("device_gateway")
+
+EXIT_BUFFER_DAMAGED = 65  # EX_DATAERR
+EXIT_BLUETOOTH_UNAVAILABLE = 69  # EX_UNAVAILABLE
+EXIT_CREDENTIALS_REVOKED = 77  # EX_NOPERM
+EXIT_BUFFER_KEY = 78  # EX_CONFIG
 
 
 def _progress_line(progress: UploadProgress) -> None:
@@ -56,17 +80,27 @@ def cmd_pair(args: argparse.Namespace, config: GatewayConfig) -> int:
     return 0
 
 
+def _loop_line(health: LoopHealth | None) -> str:
+    if health is None or not health.last_error:
+        return "no error reported"
+    if health.failing:
+        return f"FAILING since {health.failing_since} ({health.failures} attempt(s)): {health.last_error}"
+    return f"ok since {health.recovered_at}; last error at {health.last_error_at}: {health.last_error}"
+
+
 def cmd_status(args: argparse.Namespace, config: GatewayConfig) -> int:
-    """Show pairing and buffer state (never the secret)."""
-    buffer = config.open_buffer()
-    try:
-        status = buffer.status()
-    finally:
-        buffer.close()
+    """Show pairing, loop and buffer state (never the secret); reads files only, creates none."""
     print(f"state dir:      {config.state_dir}")
     print(f"api:            {config.api_url}")
     print(f"gateway:        {config.gateway_id or 'not paired'}")
     print(f"units:          {', '.join(config.device_serials) or 'none'}")
+    health = read_health(config.health_path)
+    for loop in LOOPS:
+        print(f"{loop + ' loop:':16}{_loop_line(health.get(loop))}")
+    status = inspect_buffer(config.buffer_path)
+    if status is None:
+        print(f"buffer:         none yet ({config.buffer_path} is created by the first run or simulate)")
+        return 0
     print(f"pending:        {status.pending} record(s), {status.pending_bytes} bytes (cap {config.max_buffer_bytes})")
     print(f"uploaded:       {status.sent}")
     print(f"dead letters:   {status.dead_letters}")
@@ -102,7 +136,8 @@ def cmd_run(args: argparse.Namespace, config: GatewayConfig) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        runner = GatewayRunner(config, buffer, api, progress=_progress_line, interval_s=args.interval)
+        runner = GatewayRunner(config, buffer, api, progress=_progress_line, interval_s=args.interval,
+                               health=GatewayHealth(config.health_path))
         await runner.run(stop)
 
     try:
@@ -115,6 +150,25 @@ def cmd_run(args: argparse.Namespace, config: GatewayConfig) -> int:
     return 0
 
 
+def cmd_buffer_recover(args: argparse.Namespace, config: GatewayConfig) -> int:
+    """Set a damaged or lost buffer aside and start a new one where each unit left off."""
+    recovery = recover_buffer(config)
+    if recovery.intact:
+        print(f"buffer {config.buffer_path} is intact; nothing to recover")
+        return 0
+    for moved in recovery.moved:
+        print(f"moved aside: {moved}")
+    print(f"new buffer:  {config.buffer_path}")
+    if recovery.resumes_after:
+        positions = ", ".join(f"{serial} after {seq}" for serial, seq in recovery.resumes_after.items())
+        print(f"units resume: {positions}")
+    else:
+        print("units resume: no positions were recorded; each unit is read from the oldest record it holds")
+    print("records that were waiting for upload in the old buffer are not in the new one; "
+          "the units no longer hold them")
+    return 0
+
+
 def cmd_simulate(args: argparse.Namespace, config: GatewayConfig) -> int:
     """Start a private bus with simulated units and pull (and, if paired, upload) their records."""
     from device_gateway.simulator.demo import simulate
@@ -122,31 +176,44 @@ def cmd_simulate(args: argparse.Namespace, config: GatewayConfig) -> int:
     return simulate(config, units=args.units, records=args.records, drop_after=args.drop_after, progress=_progress_line)
 
 
+def _add_common_options(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument("--state-dir", default=default, help="config and buffer directory (default ~/.companion-gateway)")
+    parser.add_argument("-v", "--verbose", action="store_true", default=default, help="debug logging")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``device-gateway``."""
     parser = argparse.ArgumentParser(prog="device-gateway", description="Companion BLE gateway for TENS units")
-    parser.add_argument("--state-dir", help="config and buffer directory (default ~/.companion-gateway)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _add_common_options(parser, default=None)
+    # The same options after the command; SUPPRESS keeps a value given before the command when they are absent.
+    common = argparse.ArgumentParser(add_help=False)
+    _add_common_options(common, default=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    scan = commands.add_parser("scan", help="list Companion TENS units in range")
+    scan = commands.add_parser("scan", parents=[common], help="list Companion TENS units in range")
     scan.add_argument("--timeout", type=float, default=5.0)
     scan.set_defaults(handler=cmd_scan)
 
-    pair_cmd = commands.add_parser("pair", help="pair this gateway with a patient using a pairing code")
+    pair_cmd = commands.add_parser("pair", parents=[common], help="pair this gateway with a patient using a pairing code")
     pair_cmd.add_argument("code")
     pair_cmd.add_argument("--api", help="API base URL (default: config, COMPANION_API_URL)")
     pair_cmd.add_argument("--name", help="a name for this gateway (default: host name)")
     pair_cmd.set_defaults(handler=cmd_pair)
 
-    run = commands.add_parser("run", help="pull units and upload until stopped")
+    run = commands.add_parser("run", parents=[common], help="pull units and upload until stopped")
     run.add_argument("--interval", type=float, default=30.0, help="seconds between BLE cycles")
     run.set_defaults(handler=cmd_run)
 
-    status = commands.add_parser("status", help="pairing and buffer state")
+    status = commands.add_parser("status", parents=[common], help="pairing, loop and buffer state")
     status.set_defaults(handler=cmd_status)
 
-    simulate = commands.add_parser("simulate", help="demo: simulated units on a private D-Bus bus")
+    recover = commands.add_parser(
+        "buffer-recover", parents=[common],
+        help="set a damaged or lost buffer aside and start a new one where each unit left off",
+    )
+    recover.set_defaults(handler=cmd_buffer_recover)
+
+    simulate = commands.add_parser("simulate", parents=[common], help="demo: simulated units on a private D-Bus bus")
     simulate.add_argument("--units", type=int, default=2)
     simulate.add_argument("--records", type=int, default=20)
     simulate.add_argument("--drop-after", type=int, default=None, help="drop each link once after N records")
@@ -165,8 +232,27 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING if not args.verbose else logging.DEBUG)
     config = load_config(args.state_dir)
     with contextlib.suppress(KeyboardInterrupt):
-        return args.handler(args, config)
+        try:
+            return args.handler(args, config)
+        except BufferDamaged as exc:
+            recover = f"device-gateway buffer-recover --state-dir {shlex.quote(config.state_dir)}"
+            return _fail(f"{exc}. To recover: {recover}", EXIT_BUFFER_DAMAGED)
+        except SealingError as exc:
+            return _fail(f"buffer key: {exc}", EXIT_BUFFER_KEY)
+        except BluetoothUnavailable as exc:
+            return _fail(str(exc), EXIT_BLUETOOTH_UNAVAILABLE)
+        except CredentialsRevoked as exc:
+            return _fail(
+                f"{exc}: this gateway was unpaired or revoked. "
+                "Pair it again with `device-gateway pair CODE`; buffered records are kept",
+                EXIT_CREDENTIALS_REVOKED,
+            )
     return 130
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"device-gateway: {message}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

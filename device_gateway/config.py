@@ -15,6 +15,7 @@ from pathlib import Path
 
 from device_gateway.api import ApiClient
 from device_gateway.buffer import DEFAULT_MAX_BYTES, RecordBuffer
+from device_gateway.health import HEALTH_FILE
 
 DEFAULT_STATE_DIR = "~/.companion-gateway"
 DEFAULT_API_URL = "http://127.0.0.1:8000"
@@ -54,8 +55,13 @@ class GatewayConfig:
         """The key file that seals the buffer's records."""
         return Path(self.key_file).expanduser() if self.key_file else Path(self.state_dir) / KEY_FILE
 
+    @property
+    def health_path(self) -> Path:
+        """Where the running gateway notes its loops' errors, for ``status``."""
+        return Path(self.state_dir) / HEALTH_FILE
+
     def open_buffer(self) -> RecordBuffer:
-        """The gateway's buffer with its cap and key."""
+        """The gateway's buffer with its cap and key (raises BufferDamaged for a damaged or lost one)."""
         return RecordBuffer(self.buffer_path, self.max_buffer_bytes, key_file=self.buffer_key_path)
 
     def api_client(self) -> ApiClient | None:

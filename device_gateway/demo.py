@@ -17,6 +17,7 @@ import httpx
 
 from device_gateway.api import pair, tls_verification
 from device_gateway.config import GatewayConfig, load_config
+from device_gateway.health import GatewayHealth
 from device_gateway.runner import GatewayRunner
 from device_gateway.simulator.bus import PrivateSystemBus
 from device_gateway.simulator.demo import unit_address
@@ -82,7 +83,7 @@ async def _run(config: GatewayConfig, units: list[FakeTensUnit], session_every_s
     try:
         for unit in units:
             fake.add_unit(unit)
-        runner = GatewayRunner(config, buffer, api, interval_s=interval_s)
+        runner = GatewayRunner(config, buffer, api, interval_s=interval_s, health=GatewayHealth(config.health_path))
         gateway = asyncio.create_task(runner.run(stop))
         rng = random.Random()
         while not stop.is_set():

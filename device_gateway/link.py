@@ -7,12 +7,15 @@ then for every batch of notifications: decode, commit to the buffer, and only th
 happen in a consumer, the writes in a worker thread, so bleak's event loop is never blocked.
 
 A link lost mid-transfer is retried with backoff; each new connection resumes from the last
-sequence actually stored, so there is no gap and no duplicate.
+sequence actually stored, so there is no gap and no duplicate. Any other error while pulling one unit
+ends that unit's pull until the next cycle (noted in its status) without touching the others, except a
+damaged buffer, which stops everything. The loop around cycles is the runner's.
 """
 
 import asyncio
 import contextlib
 import logging
+import os
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -21,10 +24,13 @@ from datetime import UTC, datetime
 from bleak import BleakClient, BleakScanner
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
-from bleak.exc import BleakError
+from bleak.exc import BleakBluetoothNotAvailableError, BleakDBusError, BleakError
 
 from device_gateway.buffer import RecordBuffer
+from device_gateway.buffer_integrity import BufferDamaged
 from device_gateway.capture import CapturedRecord, capture, estimate_clock_offset
+from device_gateway.errors import GatewayError
+from device_gateway.health import describe_error
 from device_gateway.profiles import companion_tens as profile
 from device_gateway.profiles.companion_tens import ProfileError, TransferSummary
 from device_gateway.sequencing import TransferWindow
@@ -32,6 +38,24 @@ from device_gateway.sequencing import TransferWindow
 logger = logging.getLogger(__name__)
 
 _LINK_ERRORS = (BleakError, TimeoutError, EOFError, OSError)
+_NO_SUCH_NAME = "org.freedesktop.DBus.Error.ServiceUnknown"
+_DEFAULT_SYSTEM_BUS = "unix:path=/var/run/dbus/system_bus_socket"
+
+
+class BluetoothUnavailable(GatewayError):
+    """Bluetooth cannot be used at all: no D-Bus system bus, BlueZ not running on it, or no usable adapter."""
+
+
+def bluetooth_unavailable(exc: BaseException) -> BluetoothUnavailable | None:
+    """The reason Bluetooth is unusable, if ``exc`` (raised while starting a scan) means that."""
+    if isinstance(exc, BleakBluetoothNotAvailableError):
+        return BluetoothUnavailable(f"Bluetooth is not available: {exc.args[0]}")
+    if isinstance(exc, BleakDBusError) and exc.dbus_error == _NO_SUCH_NAME:
+        return BluetoothUnavailable("BlueZ (org.bluez) is not running on the D-Bus system bus; is bluetoothd running?")
+    if isinstance(exc, OSError):
+        address = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", _DEFAULT_SYSTEM_BUS)
+        return BluetoothUnavailable(f"cannot reach the D-Bus system bus at {address} ({describe_error(exc)})")
+    return None
 
 
 class LinkLost(Exception):
@@ -124,25 +148,25 @@ class GatewayLink:
             if only_bound and set(found) >= self.bound_serials:
                 all_seen.set()
 
-        async with BleakScanner(on_advert, service_uuids=[profile.TENS_SERVICE_UUID]):
+        scanner = BleakScanner(on_advert, service_uuids=[profile.TENS_SERVICE_UUID])
+        try:
+            await scanner.start()
+        except (BleakError, OSError) as exc:
+            unavailable = bluetooth_unavailable(exc)
+            if unavailable is None:
+                raise
+            raise unavailable from exc
+        try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(all_seen.wait(), timeout_s)
+        finally:
+            await scanner.stop()
         return sorted(found.values(), key=lambda unit: unit.serial)
 
     async def run_once(self, scan_timeout_s: float = 5.0) -> list[SyncResult]:
         """Scan, then pull every bound unit found, all at once."""
         units = [unit for unit in await self.scan(scan_timeout_s) if unit.serial not in self._busy]
         return list(await asyncio.gather(*(self.pull(unit) for unit in units)))
-
-    async def run(self, stop: asyncio.Event, scan_timeout_s: float = 5.0, interval_s: float = 30.0) -> None:
-        """Keep pulling units as they come and go, until ``stop`` is set."""
-        while not stop.is_set():
-            try:
-                await self.run_once(scan_timeout_s)
-            except _LINK_ERRORS as exc:
-                logger.warning("scan failed: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval_s)
 
     async def pull(self, unit: FoundUnit) -> SyncResult:
         """Pull every record the unit holds after the last one stored, reconnecting after link loss."""
@@ -167,10 +191,14 @@ class GatewayLink:
                     result.errors.append(str(exc))
                     status.last_error = str(exc)
                     break
-                except Exception as exc:  # one misbehaving unit must not stop the gateway
-                    logger.exception("unit %s: unexpected error; giving up until the next cycle", unit.serial)
-                    result.errors.append(f"{type(exc).__name__}: {exc}")
-                    status.last_error = f"unexpected {type(exc).__name__}"
+                except BufferDamaged:
+                    raise
+                except Exception as exc:  # one misbehaving unit (or a full disk) must not stop the gateway
+                    message = describe_error(exc)
+                    logger.error("unit %s: %s; giving up until the next cycle", unit.serial, message)
+                    logger.debug("unit %s: pull failure", unit.serial, exc_info=exc)
+                    result.errors.append(message)
+                    status.last_error = message
                     break
         finally:
             self._busy.discard(unit.serial)

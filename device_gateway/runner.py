@@ -1,28 +1,39 @@
 """The gateway at work: pull units over BLE, upload the buffer, report unit status, stop cleanly.
 
-The BLE link runs in the asyncio loop (bleak's); the uploader runs in its own thread so HTTP waits and
-backoff never hold up the radio. Both share the thread-safe buffer.
+Two loops, each of which outlives any single error. The radio loop runs in the asyncio loop (bleak's):
+refresh the bound units, pull them, report their status. The upload loop runs in its own thread so HTTP
+waits and backoff never hold up the radio; both share the thread-safe buffer. A loop that fails logs one
+line, notes the error in the gateway's health (``health.json``, shown by ``device-gateway status``, and
+added to the unit status reported to the server), backs off (exponential, full jitter, capped) and tries
+again, so it resumes by itself once the cause is gone.
+
+Only what waiting cannot fix stops the gateway: ``run`` then stops both loops and raises it, for the
+command line to turn into a distinct exit status: the API refusing the gateway's credentials at every
+renewal for over a minute (CredentialsRevoked), a damaged buffer (BufferDamaged), and no Bluetooth at all
+before the radio has ever worked (BluetoothUnavailable; once it has worked, BlueZ going away, e.g. a
+restart of bluetoothd, is waited out like any other error).
 """
 
 import asyncio
-import contextlib
 import logging
+import random
 import threading
 from collections.abc import Callable
 
-import httpx
-
-from device_gateway.api import ApiAuthError, ApiClient
+from device_gateway.api import ApiClient, CredentialsRevoked
 from device_gateway.buffer import RecordBuffer
+from device_gateway.buffer_integrity import BufferDamaged
 from device_gateway.capture import isoformat_utc
 from device_gateway.config import GatewayConfig
-from device_gateway.link import GatewayLink, SyncResult
+from device_gateway.health import RADIO, GatewayHealth, describe_error
+from device_gateway.link import BluetoothUnavailable, GatewayLink, SyncResult
 from device_gateway.profiles.companion_tens import PROFILE_NAME
-from device_gateway.uploader import Uploader, UploadProgress
+from device_gateway.uploader import BACKOFF_CAP_S, BACKOFF_START_S, Uploader, UploadProgress, backoff_delay
 
 logger = logging.getLogger(__name__)
 
 UPLOAD_IDLE_S = 5.0
+_CANNOT_CONTINUE = (CredentialsRevoked, BufferDamaged)
 
 
 class GatewayRunner:
@@ -36,38 +47,71 @@ class GatewayRunner:
         progress: Callable[[UploadProgress], None] | None = None,
         scan_timeout_s: float = 5.0,
         interval_s: float = 30.0,
+        health: GatewayHealth | None = None,
+        rng: random.Random | None = None,
+        backoff_start_s: float = BACKOFF_START_S,
+        backoff_cap_s: float = BACKOFF_CAP_S,
     ) -> None:
         self.config = config
         self.buffer = buffer
         self.api = api
+        self.health = health or GatewayHealth(None)
         self.link = GatewayLink(buffer, config.device_serials, paired_at=config.paired_at_datetime)
-        self.uploader = Uploader(buffer, api, progress=progress) if api else None
+        self.uploader = Uploader(buffer, api, progress=progress, health=self.health) if api else None
         self.scan_timeout_s = scan_timeout_s
         self.interval_s = interval_s
+        self.rng = rng or random.Random()
+        self.backoff_start_s = backoff_start_s
+        self.backoff_cap_s = backoff_cap_s
         self.upload_stop = threading.Event()
         self.upload_wakeup = threading.Event()
+        self.cannot_continue: Exception | None = None
+        self._radio_failures = 0
+        self._radio_has_worked = False
+        self._unpullable: dict[str, str] = {}
+        self._halt: asyncio.Event | None = None
 
     async def refresh_bound_units(self) -> set[str]:
         """Ask the API which units are bound to this gateway; keep the last known list if it cannot answer."""
         if self.api is not None:
             try:
                 devices = await asyncio.to_thread(self.api.bound_devices)
-                self.link.bound_serials = {d["serial"] for d in devices if d.get("profile", PROFILE_NAME) == PROFILE_NAME}
-            except (httpx.HTTPError, ApiAuthError) as exc:
-                logger.warning("could not refresh bound units (%s); using the last known list", exc)
+                self.link.bound_serials = self._pullable(devices)
+            except CredentialsRevoked:
+                raise
+            except Exception as exc:  # the API's trouble must not keep the radio from pulling known units
+                logger.warning("could not refresh bound units (%s); using the last known list", describe_error(exc))
         return self.link.bound_serials
 
+    def _pullable(self, devices: list[dict]) -> set[str]:
+        """The serials of units this gateway can pull; units of another profile are named once, not pulled."""
+        pullable, others = set(), {}
+        for device in devices:
+            profile_name = device.get("profile") or PROFILE_NAME
+            if profile_name == PROFILE_NAME:
+                pullable.add(str(device["serial"]))
+            else:
+                others[str(device["serial"])] = str(profile_name)
+        if others and others != self._unpullable:
+            logger.warning(
+                "not pulling %s: this gateway drives only the %s profile",
+                ", ".join(f"{serial} ({name})" for serial, name in sorted(others.items())), PROFILE_NAME,
+            )
+        self._unpullable = others
+        return pullable
+
     async def report_status(self) -> None:
-        """Send what the gateway last learned about each unit (best effort)."""
+        """Send what the gateway last learned about each unit (best effort), with its own trouble if any."""
         if self.api is None:
             return
+        gateway_error = self.health.current_error()
         devices = [
             {
                 "serial": status.serial,
                 "battery_pct": status.battery_pct,
                 "firmware": status.firmware,
                 "last_seen_at": isoformat_utc(status.last_seen_at),
-                "last_error": status.last_error[:200] if status.last_error else None,
+                "last_error": (status.last_error or gateway_error or "")[:200] or None,
             }
             for status in self.link.statuses.values()
             if status.last_seen_at is not None and status.battery_pct is not None and status.firmware is not None
@@ -76,38 +120,100 @@ class GatewayRunner:
             return
         try:
             await asyncio.to_thread(self.api.post_device_status, devices)
-        except (httpx.HTTPError, ApiAuthError) as exc:
-            logger.warning("could not report unit status (%s)", exc)
+        except CredentialsRevoked:
+            raise
+        except Exception as exc:  # a status report is best effort; the next cycle sends a fresh one
+            logger.warning("could not report unit status (%s)", describe_error(exc))
 
-    def _upload_loop(self) -> None:
+    def _upload_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         assert self.uploader is not None
         while not self.upload_stop.is_set():
             try:
                 self.uploader.drain(stop=self.upload_stop)
-            except ApiAuthError as exc:
-                logger.error("API refused this gateway's credentials (%s); pair again", exc)
+            except _CANNOT_CONTINUE as exc:
+                loop.call_soon_threadsafe(self._give_up, exc)
                 return
             self.upload_wakeup.wait(UPLOAD_IDLE_S)
             self.upload_wakeup.clear()
 
+    def _give_up(self, exc: Exception) -> None:
+        if self.cannot_continue is None:
+            self.cannot_continue = exc
+            logger.error("the gateway cannot continue: %s", describe_error(exc))
+        assert self._halt is not None
+        self._halt.set()
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until ``stop`` is set: BLE cycles every ``interval_s``, uploads continuously."""
-        uploader = threading.Thread(target=self._upload_loop, name="uploader", daemon=True) if self.uploader else None
+        """Run until ``stop`` is set: BLE cycles every ``interval_s``, uploads continuously.
+
+        Raises CredentialsRevoked, BufferDamaged or BluetoothUnavailable (see the module docstring)
+        after both loops have stopped.
+        """
+        self._halt = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        uploader = (
+            threading.Thread(target=self._upload_loop, args=(loop,), name="uploader", daemon=True)
+            if self.uploader else None
+        )
         if uploader:
             uploader.start()
         try:
-            while not stop.is_set():
-                await self.refresh_bound_units()
-                await self.link.run_once(self.scan_timeout_s)
-                self.upload_wakeup.set()
-                await self.report_status()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.interval_s)
+            while not (stop.is_set() or self._halt.is_set()):
+                pause = await self._radio_cycle()
+                await self._pause(stop, pause)
         finally:
             self.upload_stop.set()
             self.upload_wakeup.set()
             if uploader:
                 await asyncio.to_thread(uploader.join)
+        if self.cannot_continue is not None:
+            raise self.cannot_continue
+
+    async def _radio_cycle(self) -> float:
+        """One pass of the radio loop; returns how long to wait before the next one."""
+        try:
+            pause = await self._pull_cycle()
+            self.upload_wakeup.set()
+            await self.report_status()
+            return pause
+        except (*_CANNOT_CONTINUE, BluetoothUnavailable) as exc:
+            self._give_up(exc)
+            return 0.0
+
+    async def _pull_cycle(self) -> float:
+        try:
+            await self.refresh_bound_units()
+            await self.link.run_once(self.scan_timeout_s)
+        except _CANNOT_CONTINUE:
+            raise
+        except BluetoothUnavailable as exc:
+            if not self._radio_has_worked:
+                raise
+            return self._radio_failed(exc)
+        except Exception as exc:  # the radio loop must outlive any single error; see the module docstring
+            return self._radio_failed(exc)
+        self._radio_has_worked = True
+        self._radio_failures = 0
+        self.health.succeeded(RADIO)
+        return self.interval_s
+
+    def _radio_failed(self, exc: Exception) -> float:
+        self._radio_failures += 1
+        error = describe_error(exc)
+        self.health.failed(RADIO, error)
+        delay = backoff_delay(self._radio_failures, self.rng, start_s=self.backoff_start_s, cap_s=self.backoff_cap_s)
+        logger.error("radio loop: %s; retrying in %.1f s", error, delay)
+        logger.debug("radio loop failure", exc_info=exc)
+        return delay
+
+    async def _pause(self, stop: asyncio.Event, seconds: float) -> None:
+        assert self._halt is not None
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._halt.wait())]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     async def pull_until_done(self, expected: set[str], max_cycles: int = 5) -> list[SyncResult]:
         """Run BLE cycles until every expected unit has completed a transfer (used by ``simulate``)."""

@@ -15,12 +15,14 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from device_gateway.errors import GatewayError
+
 _VERSION = b"\x01"
 _NONCE_BYTES = 12
 KEY_BYTES = 32
 
 
-class SealingError(RuntimeError):
+class SealingError(GatewayError):
     """The key file is unusable or does not open what the buffer holds."""
 
 

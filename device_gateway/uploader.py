@@ -6,6 +6,13 @@ A batch refused as a whole (400/403/413/422) is split in halves until the culpri
 the culprit is dead-lettered with the server's detail. 5xx, 429 and network errors keep everything
 queued and back off: exponential with full jitter (1 s start, 5 min cap), never sooner than the
 server's ``Retry-After``. Sleep is injectable so tests never sleep; by default a wait ends early on ``stop``.
+
+The drain survives any single error the same way (a 5xx or a malformed answer while renewing the token, a
+malformed answer to a batch, a full disk while the buffer deletes acknowledged records, a refused token, a
+bug): it logs one line, notes the error in the gateway's health, backs off and tries again, so it resumes
+by itself once the cause is gone. A record leaves the buffer only after the API acknowledged it, so a retry
+can resend a batch but never lose one. Only what waiting cannot fix ends the drain: CredentialsRevoked and
+BufferDamaged.
 """
 
 import logging
@@ -19,8 +26,11 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
-from device_gateway.api import ApiClient
+from device_gateway.api import ApiClient, ApiUnavailable, CredentialsRevoked
 from device_gateway.buffer import PendingRecord, RecordBuffer
+from device_gateway.buffer_integrity import BufferDamaged
+from device_gateway.errors import GatewayError
+from device_gateway.health import UPLOAD, GatewayHealth, describe_error
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +41,7 @@ _BATCH_CLIENT_ERRORS = {400, 403, 413, 422}
 _ACKNOWLEDGED = {"created", "duplicate"}
 
 
-class RetryLater(Exception):
+class RetryLater(GatewayError):
     """The server or the network is not taking records right now."""
 
     def __init__(self, reason: str, retry_after_s: float | None = None) -> None:
@@ -49,9 +59,15 @@ class UploadProgress:
     retries: int = 0
 
 
-def backoff_delay(failures: int, rng: random.Random, retry_after_s: float | None = None) -> float:
+def backoff_delay(
+    failures: int,
+    rng: random.Random,
+    retry_after_s: float | None = None,
+    start_s: float = BACKOFF_START_S,
+    cap_s: float = BACKOFF_CAP_S,
+) -> float:
     """Full-jitter exponential backoff after ``failures`` consecutive failures, never below Retry-After."""
-    ceiling = min(BACKOFF_CAP_S, BACKOFF_START_S * 2 ** max(failures - 1, 0))
+    ceiling = min(cap_s, start_s * 2 ** max(failures - 1, 0))
     delay = rng.uniform(0, ceiling)
     if retry_after_s is not None:
         delay = max(delay, retry_after_s)
@@ -70,6 +86,20 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     except (TypeError, ValueError):
         return None
     return max(0.0, (moment - (now or datetime.now(UTC))).total_seconds())
+
+
+def item_results(body: object) -> list[dict]:
+    """The per-item results of a 200 answer to a batch; RetryLater if the body is not the contract's shape.
+
+    An item without a string ``record_id`` and ``status`` is left out: its record stays queued.
+    """
+    results = body.get("results") if isinstance(body, dict) else None
+    if not isinstance(results, list):
+        raise RetryLater("malformed answer from the API (no list of results)")
+    return [
+        item for item in results
+        if isinstance(item, dict) and isinstance(item.get("record_id"), str) and isinstance(item.get("status"), str)
+    ]
 
 
 def _problem_detail(response: httpx.Response) -> str:
@@ -93,6 +123,7 @@ class Uploader:
         sleep: Callable[[float], None] | None = None,
         rng: random.Random | None = None,
         progress: Callable[[UploadProgress], None] | None = None,
+        health: GatewayHealth | None = None,
     ) -> None:
         self.buffer = buffer
         self.api = api
@@ -102,6 +133,7 @@ class Uploader:
         self.progress_callback = progress
         self.progress = UploadProgress()
         self.failures = 0
+        self.health = health or GatewayHealth(None)
 
     def upload_batch(self) -> int:
         """Upload the oldest pending batch; returns how many records left the queue (raises RetryLater)."""
@@ -119,9 +151,15 @@ class Uploader:
             response = self.api.post_records([record.payload for record in batch])
         except httpx.TransportError as exc:
             raise RetryLater(f"network: {type(exc).__name__}") from None
+        except ApiUnavailable as exc:
+            raise RetryLater(str(exc), parse_retry_after(exc.retry_after)) from None
         status = response.status_code
         if status == 200:
-            return self._apply_results(batch, response.json().get("results", []))
+            try:
+                body = response.json()
+            except ValueError:
+                raise RetryLater("malformed answer from the API (not JSON)") from None
+            return self._apply_results(batch, item_results(body))
         if status in _BATCH_CLIENT_ERRORS:
             return self._split(batch, status, _problem_detail(response))
         raise RetryLater(f"HTTP {status}", parse_retry_after(response.headers.get("Retry-After")))
@@ -153,22 +191,43 @@ class Uploader:
         return self._send(batch[:middle]) + self._send(batch[middle:])
 
     def drain(self, stop: threading.Event | None = None, max_failures: int | None = None) -> UploadProgress:
-        """Upload until the queue is empty (or ``stop`` is set, or ``max_failures`` consecutive failures)."""
+        """Upload until the queue is empty (or ``stop`` is set, or ``max_failures`` consecutive failures).
+
+        Every error is retried with backoff except CredentialsRevoked and BufferDamaged, which propagate.
+        """
         while not (stop and stop.is_set()):
             try:
-                if self.buffer.pending_count() == 0:
+                empty = self.buffer.pending_count() == 0
+                # An answer that settles nothing would otherwise be re-sent at once, again and again.
+                if not empty and self.upload_batch() == 0:
+                    raise RetryLater("the API's answer settled none of the batch")
+            except (CredentialsRevoked, BufferDamaged):
+                raise
+            except Exception as exc:  # the loop must outlive any single error; see the module docstring
+                if not self._failed(exc, stop, max_failures):
                     break
-                self.upload_batch()
-                self.failures = 0
-            except RetryLater as exc:
-                self.failures += 1
-                self.progress.retries += 1
-                if max_failures is not None and self.failures >= max_failures:
-                    break
-                delay = backoff_delay(self.failures, self.rng, exc.retry_after_s)
-                logger.info("upload deferred (%s); retrying in %.1f s", exc, delay)
-                self._wait(delay, stop)
+                continue
+            self.failures = 0
+            self.health.succeeded(UPLOAD)
+            if empty:
+                break
         return self.progress
+
+    def _failed(self, exc: Exception, stop: threading.Event | None, max_failures: int | None) -> bool:
+        """Count and report a failure, then wait; False when ``max_failures`` says to give up instead."""
+        self.failures += 1
+        self.progress.retries += 1
+        error = describe_error(exc)
+        self.health.failed(UPLOAD, error)
+        if max_failures is not None and self.failures >= max_failures:
+            return False
+        delay = backoff_delay(self.failures, self.rng, exc.retry_after_s if isinstance(exc, RetryLater) else None)
+        # Network and server trouble is the weather; anything else is worth an operator's attention.
+        log = logger.info if isinstance(exc, RetryLater) else logger.error
+        log("upload deferred (%s); retrying in %.1f s", error, delay)
+        logger.debug("upload failure", exc_info=exc)
+        self._wait(delay, stop)
+        return True
 
     def _wait(self, delay: float, stop: threading.Event | None) -> None:
         if self.sleep is not None:

@@ -1,26 +1,15 @@
 """Device profiles: one module per device type, each with its GATT UUIDs and pure byte parsers.
 
-A profile module is registered here by name, the name the API uses in ``GET /gateway/devices``
-(``"profile": "companion-tens"``). The link asks :func:`get_profile` for the module.
+There is deliberately no registry that picks a profile module by name. The link drives one protocol, the
+Companion TENS profile (``companion_tens``): its service and characteristics, per-unit sequence numbers,
+"send from", "ack up to" and the transfer summary are what make a transfer resumable and exactly-once, and
+``link.py`` is written against them. ``beurer_em70`` is a frame codec of a different device (``0x5A, len,
+cmd, data, checksum``) with no GATT layout, no session records and no transfer to drive, so a registry
+holding both would promise a choice the link cannot honour: looking ``beurer-em70`` up would hand it a
+module it cannot use. The runner instead pulls the units whose ``profile`` (from ``GET
+/api/v1/gateway/devices``) is ``companion-tens`` and names the others in a warning.
+
+A second drivable profile needs its own transfer (how records are asked for, acknowledged and resumed),
+not only a parser; when one exists, the link should take a profile object with that transfer, chosen by
+the API's profile name, and this module is where the choice belongs.
 """
-
-from types import ModuleType
-
-from device_gateway.profiles import beurer_em70, companion_tens
-
-PROFILES: dict[str, ModuleType] = {
-    companion_tens.PROFILE_NAME: companion_tens,
-    beurer_em70.PROFILE_NAME: beurer_em70,
-}
-
-
-class UnknownProfile(LookupError):
-    """No profile module is registered under that name."""
-
-
-def get_profile(name: str) -> ModuleType:
-    """Return the profile module registered under ``name``."""
-    try:
-        return PROFILES[name]
-    except KeyError:
-        raise UnknownProfile(name) from None

@@ -5,8 +5,9 @@ the individual commands is not published and is not modelled. ``len`` counts the
 the data; the checksum is the 16-bit little-endian sum of every byte before it, starting with 0x5A.
 The DESIGN note gives only the frame shape; the length semantics and the checksum algorithm
 (a plain 16-bit sum) are this project's reading and have not been checked against a real unit.
-No record of a therapy session is derived from these frames yet, so the link does not use this
-profile for pulling sessions.
+No record of a therapy session is derived from these frames yet, and there is no GATT layout or transfer
+to drive, so the link does not pull EM70 units: the runner names units bound with this profile in a
+warning and leaves them alone (see ``device_gateway.profiles``).
 """
 
 from dataclasses import dataclass

@@ -1,6 +1,6 @@
 """Run the fake BlueZ with simulated units as a process of its own, until SIGTERM.
 
-``python -m device_gateway.simulator.radio_process --units 2 --records 100`` with
+``python -m device_gateway.simulator.radio_process --serials CT-000001,CT-000002 --records 100`` with
 ``DBUS_SYSTEM_BUS_ADDRESS`` pointing at a private bus; prints ``READY`` once the units are in range.
 Used by tests that run ``device-gateway run`` as a real process, and for demos.
 """

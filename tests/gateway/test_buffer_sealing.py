@@ -106,8 +106,10 @@ def test_sealed_content_moved_to_another_record_does_not_open(tmp_path):
     with sqlite3.connect(db) as raw:
         first = raw.execute("SELECT sealed FROM records WHERE device_seq = 1").fetchone()[0]
         raw.execute("UPDATE records SET sealed = ? WHERE device_seq = 2", (first,))
-    with pytest.raises(SealingError):
-        buffer.pending(10)
+    assert [p.record_id for p in buffer.pending(10)] == [f"{SERIAL}:1"], "never served as record 2's content"
+    [dead] = buffer.dead_letters()
+    assert (dead["record_id"], dead["source"]) == (f"{SERIAL}:2", "buffer")
+    assert dead["reason"].startswith("stored content unreadable: sealed field does not open")
     buffer.close()
 
 

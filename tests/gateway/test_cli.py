@@ -1,16 +1,29 @@
-"""The device-gateway command: pair, status, simulate, and run as a real process (SIGTERM, SIGKILL)."""
+"""The device-gateway command: pair, status, simulate, buffer-recover, options before or after the command,
+one-line errors with distinct exit statuses, and run as a real process (SIGTERM, SIGKILL)."""
 
+import asyncio
 import os
+import re
 import signal
 import stat
 import subprocess
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from device_gateway import api
 from device_gateway.buffer import RecordBuffer
-from device_gateway.cli import main
+from device_gateway.capture import capture
+from device_gateway.cli import EXIT_BLUETOOTH_UNAVAILABLE, EXIT_BUFFER_DAMAGED, EXIT_CREDENTIALS_REVOKED, main
 from device_gateway.config import GatewayConfig, load_config
+from device_gateway.health import RADIO, UPLOAD, GatewayHealth
+from device_gateway.link import GatewayLink
+from device_gateway.profiles.companion_tens import ControlOp, encode_record
+from device_gateway.simulator.radio import FakeBluez
+from device_gateway.simulator.sessions import simulated_session
+from device_gateway.simulator.unit import FakeTensUnit
 from tests.support.gateway_processes import last_stored_seqs, spawn_module, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -45,11 +58,184 @@ def test_environment_overrides_the_config_file(tmp_path):
 
 
 def test_status_shows_the_queue_but_never_the_secret(tmp_path, stub, capsys):
-    paired_config(tmp_path, stub.url, ["CT-000001"])
+    paired_config(tmp_path, stub.url, ["CT-000001"]).open_buffer().close()
     assert main(["--state-dir", str(tmp_path), "status"]) == 0
     out = capsys.readouterr().out
     assert "gw-1" in out and "pending:        0 record(s)" in out
     assert "s3cret" not in out
+
+
+def test_options_may_come_after_the_command(tmp_path, capsys):
+    assert main(["status", "--state-dir", str(tmp_path / "after"), "-v"]) == 0
+    assert main(["--state-dir", str(tmp_path / "before"), "status"]) == 0
+    out = capsys.readouterr().out
+    assert f"state dir:      {tmp_path / 'after'}" in out and f"state dir:      {tmp_path / 'before'}" in out
+
+
+def test_status_creates_neither_a_buffer_nor_the_state_dir(tmp_path, capsys):
+    state = tmp_path / "state"
+    assert main(["status", "--state-dir", str(state)]) == 0
+    assert "buffer:         none yet" in capsys.readouterr().out
+    assert not state.exists()
+
+
+def test_status_shows_each_loops_last_error_and_since_when(tmp_path, capsys):
+    health = GatewayHealth(tmp_path / "health.json")
+    health.failed(UPLOAD, "RetryLater: token renewal: HTTP 503")
+    health.failed(RADIO, "BluetoothUnavailable: BlueZ (org.bluez) is not running")
+    health.succeeded(RADIO)
+
+    assert main(["status", "--state-dir", str(tmp_path)]) == 0
+
+    out = capsys.readouterr().out
+    upload = health.loops[UPLOAD]
+    assert f"upload loop:    FAILING since {upload.failing_since} (1 attempt(s)): RetryLater: token renewal: HTTP 503" in out
+    assert "radio loop:     ok since " in out and "BluetoothUnavailable: BlueZ (org.bluez) is not running" in out
+
+
+SERIAL = "CT-000001"
+
+
+def _damage(state_dir: Path, how: str) -> None:
+    db = state_dir / "buffer.db"
+    if how == "truncated":
+        db.write_bytes(b"")
+    elif how == "deleted":
+        for side in ("", "-wal", "-shm"):
+            Path(f"{db}{side}").unlink(missing_ok=True)
+    else:
+        db.write_bytes(os.urandom(16384))
+
+
+def _buffer_that_held(state_dir: Path, last_seq: int) -> None:
+    buffer = RecordBuffer(state_dir / "buffer.db")
+    records = [simulated_session(seq, 1_760_000_000 + seq * 3600) for seq in range(1, last_seq + 1)]
+    buffer.store(SERIAL, [capture(SERIAL, r, encode_record(r), 0.0, datetime(2026, 1, 1, tzinfo=UTC)) for r in records])
+    buffer.close()
+
+
+DAMAGE = ["truncated", "deleted", "garbage"]
+EXPECTED_PROBLEM = {
+    "truncated": "is empty, but its ledger", "deleted": "is missing, but its ledger", "garbage": "is damaged: file is not",
+}
+
+
+@pytest.mark.parametrize("how", DAMAGE)
+@pytest.mark.parametrize("command", ["status", "run", "simulate"])
+def test_damaged_or_lost_buffer_ends_the_command_with_one_line_naming_the_file_and_the_recovery(
+    tmp_path, stub, capsys, how, command
+):
+    paired_config(tmp_path, stub.url, [SERIAL])
+    _buffer_that_held(tmp_path, 3)
+    _damage(tmp_path, how)
+
+    assert main([command, "--state-dir", str(tmp_path)]) == EXIT_BUFFER_DAMAGED
+
+    err_lines = capsys.readouterr().err.splitlines()
+    assert len(err_lines) == 1, err_lines
+    assert err_lines[0].startswith(f"device-gateway: buffer {tmp_path / 'buffer.db'} {EXPECTED_PROBLEM[how]}")
+    assert err_lines[0].endswith(f"To recover: device-gateway buffer-recover --state-dir {tmp_path}")
+    if how == "deleted":
+        assert not (tmp_path / "buffer.db").exists()
+
+
+def test_partly_corrupted_buffer_ends_the_real_process_with_one_line_and_no_traceback(tmp_path):
+    _buffer_that_held(tmp_path, 300)
+    db = tmp_path / "buffer.db"
+    raw = bytearray(db.read_bytes())
+    raw[4096 * 3 : 4096 * 4] = os.urandom(4096)
+    db.write_bytes(bytes(raw))
+
+    done = subprocess.run([sys.executable, "-m", "device_gateway.cli", "status", "--state-dir", str(tmp_path)],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+
+    assert done.returncode == EXIT_BUFFER_DAMAGED
+    assert done.stderr.splitlines() == [
+        f"device-gateway: buffer {db} fails SQLite's integrity check (*** in database main *** Page 4: "
+        f"btreeInitPage() returns error code 11). To recover: device-gateway buffer-recover --state-dir {tmp_path}"
+    ]
+
+
+def _pull(state_dir: Path, unit: FakeTensUnit) -> None:
+    """Pull the unit into the gateway's buffer with the real link over the fake BlueZ."""
+    config = load_config(str(state_dir), environ={})
+
+    async def pull():
+        fake = await FakeBluez().start()
+        buffer = config.open_buffer()
+        try:
+            fake.add_unit(unit)
+            await GatewayLink(buffer, [unit.serial]).run_once(scan_timeout_s=5)
+        finally:
+            buffer.close()
+            await fake.stop()
+
+    asyncio.run(pull())
+
+
+@pytest.mark.parametrize("how", DAMAGE)
+def test_buffer_recover_sets_the_damage_aside_and_the_link_resumes_after_what_the_unit_was_acknowledged(
+    tmp_path, stub, system_bus, capsys, how
+):
+    paired_config(tmp_path, stub.url, [SERIAL])
+    unit = FakeTensUnit.with_history(SERIAL, "C0:FF:EE:00:00:01", count=5)
+    _pull(tmp_path, unit)
+    assert unit.acked_up_to == 5
+    _damage(tmp_path, how)
+
+    assert main(["status", "--state-dir", str(tmp_path)]) == EXIT_BUFFER_DAMAGED
+    assert main(["buffer-recover", "--state-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"units resume: {SERIAL} after 5" in out
+    if how != "deleted":
+        assert "moved aside: " in out and list(tmp_path.glob("buffer-damaged-*.db"))
+    assert main(["status", "--state-dir", str(tmp_path)]) == 0
+    assert f"{SERIAL}: last stored sequence 5" in capsys.readouterr().out
+
+    unit.record_sessions(4)
+    unit.records = unit.records[2:]  # the unit's memory wrapped: it no longer holds 6 and 7
+    _pull(tmp_path, unit)
+
+    buffer = RecordBuffer(tmp_path / "buffer.db")
+    assert [p.payload["device_seq"] for p in buffer.pending(10)] == [8, 9]
+    assert [(d["reason"], d["payload"]) for d in buffer.dead_letters()] == [
+        ("unit no longer holds these records", '{"missing_from_seq": 6, "missing_to_seq": 7}')
+    ], "resumed after 5: the gap is noted, where a first contact would have started silently at 8"
+    assert [arg for op, arg in unit.commands if op is ControlOp.SEND_FROM] == [1, 8]
+    buffer.close()
+
+
+def test_buffer_recover_leaves_an_intact_buffer_alone(tmp_path, capsys):
+    _buffer_that_held(tmp_path, 3)
+    assert main(["buffer-recover", "--state-dir", str(tmp_path)]) == 0
+    assert "is intact; nothing to recover" in capsys.readouterr().out
+    assert not list(tmp_path.glob("buffer-damaged-*"))
+    assert RecordBuffer(tmp_path / "buffer.db").pending_count() == 3
+
+
+def test_scan_without_a_system_bus_says_so_in_one_line(tmp_path):
+    env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": "unix:path=/nonexistent/bus", "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run([sys.executable, "-m", "device_gateway.cli", "scan", "--state-dir", str(tmp_path)],
+                          capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=60)
+
+    assert done.returncode == EXIT_BLUETOOTH_UNAVAILABLE
+    assert done.stderr.splitlines() == [
+        "device-gateway: cannot reach the D-Bus system bus at unix:path=/nonexistent/bus "
+        "(FileNotFoundError: [Errno 2] No such file or directory)"
+    ]
+
+
+def test_run_without_bluez_on_the_system_bus_ends_with_one_line_and_no_traceback(tmp_path, stub, system_bus):
+    paired_config(tmp_path, stub.url, [SERIAL])
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run([sys.executable, "-m", "device_gateway.cli", "run", "--state-dir", str(tmp_path)],
+                          capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=60)
+
+    assert done.returncode == EXIT_BLUETOOTH_UNAVAILABLE
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        "device-gateway: BlueZ (org.bluez) is not running on the D-Bus system bus; is bluetoothd running?"
+    )
 
 
 def test_simulate_without_pairing_keeps_records_in_the_buffer(tmp_path, isolated_bus_env):
@@ -134,3 +320,23 @@ def test_gateway_killed_with_sigkill_and_restarted_delivers_every_record_exactly
     assert delivered, f"{len(missing)} record(s) never reached the API, from {missing[:5]}"
     assert sorted(stub.stored) == sorted(f"CT-000001:{n}" for n in range(1, 301))
     assert {record["device_seq"] for record in stub.stored.values()} == set(range(1, 301))
+
+
+def test_run_whose_credentials_are_refused_at_every_renewal_ends_saying_so_with_its_own_status(
+    tmp_path, stub, radio, monkeypatch, capsys
+):
+    paired_config(tmp_path, stub.url, ["CT-000001"])
+    stub.refuse_tokens = True
+    monkeypatch.setattr(api, "REVOKED_AFTER_S", 0.0)  # the minute of refusals, shortened; the count stays 3
+
+    assert main(["run", "--state-dir", str(tmp_path), "--interval", "0.2"]) == EXIT_CREDENTIALS_REVOKED
+
+    assert stub.token_requests >= api.REVOKED_AFTER_REFUSALS
+    assert re.fullmatch(
+        r"device-gateway: gateway token: credentials refused \(HTTP 401\), 3 times in a row over \d+ s: this gateway "
+        r"was unpaired or revoked\. Pair it again with `device-gateway pair CODE`; buffered records are kept",
+        capsys.readouterr().err.splitlines()[-1],
+    )
+    buffer = RecordBuffer(tmp_path / "buffer.db")
+    assert buffer.last_stored_seq("CT-000001") == 300 and buffer.pending_count() == 300, "records are kept"
+    buffer.close()

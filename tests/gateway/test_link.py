@@ -2,12 +2,13 @@
 
 import asyncio
 import logging
+import sqlite3
 from datetime import UTC, datetime
 
 import pytest
 
 from device_gateway.buffer import RecordBuffer
-from device_gateway.link import GatewayLink
+from device_gateway.link import BluetoothUnavailable, GatewayLink
 from device_gateway.profiles.companion_tens import ControlOp
 from device_gateway.simulator.radio import FakeBluez
 from device_gateway.simulator.unit import FakeTensUnit
@@ -232,3 +233,41 @@ def test_unit_with_an_unreadable_summary_fails_alone_and_the_other_unit_is_pulle
     assert "unreadable transfer summary" in results[garbled.serial].errors[0]
     assert stored_seqs(buffer, healthy.serial) == [1, 2, 3]
     assert len(garbled.records) == 3
+
+
+class FullDisk(RecordBuffer):
+    """The real buffer, except that storing fails as SQLite does on a full disk while ``full`` is set."""
+
+    full = True
+
+    def store(self, serial, records):
+        if self.full:
+            raise sqlite3.OperationalError("database or disk is full")
+        return super().store(serial, records)
+
+
+def test_records_that_cannot_be_stored_on_a_full_disk_stay_on_the_unit_until_there_is_room(system_bus, tmp_path):
+    buffer = FullDisk(tmp_path / "buffer.db")
+    unit = FakeTensUnit.with_history(*UNIT_A, count=6)
+    link = make_link(buffer, [unit.serial])
+
+    async def scenario(fake):
+        while_full = await link.run_once(scan_timeout_s=5)
+        held = (unit.acked_up_to, len(unit.records), link.statuses[unit.serial].last_error)
+        buffer.full = False
+        return while_full, held, await link.run_once(scan_timeout_s=5)
+
+    while_full, held, with_room = run_with_units([unit], scenario)
+
+    assert while_full[0].completed is False
+    assert held == (0, 6, "OperationalError: database or disk is full")
+    assert with_room[0].completed and link.statuses[unit.serial].last_error is None
+    assert stored_seqs(buffer, unit.serial) == list(range(1, 7)) and unit.acked_up_to == 6
+    buffer.close()
+
+
+def test_scan_without_bluez_on_the_system_bus_says_bluetooth_is_unavailable(system_bus, buffer):
+    link = make_link(buffer, [UNIT_A[0]])
+
+    with pytest.raises(BluetoothUnavailable, match=r"BlueZ \(org.bluez\) is not running on the D-Bus system bus"):
+        asyncio.run(link.scan(timeout_s=1))

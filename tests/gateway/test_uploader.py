@@ -1,19 +1,26 @@
-"""Uploading buffered records: per-item results, dead letters, batches, backoff and Retry-After."""
+"""Uploading buffered records: per-item results, dead letters, batches, backoff and Retry-After, and an
+upload loop that outlives any single error (5xx or a malformed answer while renewing the token, a malformed
+answer to a batch, a full disk while deleting acknowledged records, a refused token, a bug)."""
 
+import logging
 import random
+import sqlite3
+from contextlib import closing
 from datetime import UTC, datetime
 
 import pytest
 
-from device_gateway.api import ApiAuthError, ApiClient, pair
+from device_gateway.api import REVOKED_AFTER_REFUSALS, REVOKED_AFTER_S, ApiClient, CredentialsRevoked, pair
 from device_gateway.buffer import RecordBuffer
 from device_gateway.capture import capture
+from device_gateway.health import UPLOAD
 from device_gateway.profiles.companion_tens import encode_record
 from device_gateway.simulator.sessions import simulated_session
 from device_gateway.uploader import (
     BACKOFF_CAP_S,
     Uploader,
     backoff_delay,
+    item_results,
     parse_retry_after,
 )
 
@@ -41,13 +48,20 @@ def fill(buffer: RecordBuffer, count: int) -> None:
 
 @pytest.fixture
 def make_uploader(stub, buffer):
+    """An uploader whose injected sleep also moves the API client's clock, so waits count as time passing."""
     clients = []
 
-    def build(**kwargs):
-        api = ApiClient(stub.url, "gw-1", "s3cret")
-        clients.append(api)
+    def build(buffer=buffer, **kwargs):
+        clock = {"now": 0.0}
         sleeps = []
-        uploader = Uploader(buffer, api, sleep=sleeps.append, rng=random.Random(7), **kwargs)
+
+        def sleep(delay: float) -> None:
+            sleeps.append(delay)
+            clock["now"] += delay
+
+        api = ApiClient(stub.url, "gw-1", "s3cret", clock=lambda: clock["now"])
+        clients.append(api)
+        uploader = Uploader(buffer, api, sleep=sleep, rng=random.Random(7), **kwargs)
         return uploader, sleeps
 
     yield build
@@ -205,14 +219,172 @@ def test_expired_token_is_renewed_once_and_the_upload_continues(stub, buffer, ma
     assert stub.tokens_issued == 2 and len(stub.stored) == 2
 
 
-def test_credentials_refused_after_renewal_raise_auth_error(stub, buffer, make_uploader):
+def test_token_refused_right_after_renewal_is_retried_not_taken_for_revoked_credentials(stub, buffer, make_uploader):
     fill(buffer, 1)
-    stub.issued_token = "revoked"
-    uploader, _ = make_uploader()
+    stub.issued_token = "refused-by-the-records-endpoint"
+    uploader, sleeps = make_uploader()
 
-    with pytest.raises(ApiAuthError):
+    uploader.drain(max_failures=4)
+
+    assert stub.tokens_issued == 8 and len(sleeps) == 3 and buffer.pending_count() == 1
+    assert "refused with 401 after a fresh token" in uploader.health.loops[UPLOAD].last_error
+
+
+def test_a_refused_token_renewal_is_retried_and_the_upload_resumes(stub, buffer, make_uploader):
+    fill(buffer, 3)
+    stub.token_scripted = [(401, {}, {"title": "Unauthorized"})]
+    uploader, sleeps = make_uploader()
+
+    uploader.drain()
+
+    assert len(sleeps) == 1 and len(stub.stored) == 3 and buffer.pending_count() == 0
+    upload = uploader.health.loops[UPLOAD]
+    assert not upload.failing and upload.last_error == "ApiAuthError: gateway token: credentials refused (HTTP 401)"
+
+
+def test_credentials_refused_at_every_renewal_for_a_minute_end_the_drain_as_revoked(stub, buffer, make_uploader):
+    fill(buffer, 2)
+    stub.refuse_tokens = True
+    uploader, sleeps = make_uploader()
+
+    with pytest.raises(CredentialsRevoked, match="times in a row over"):
         uploader.drain()
-    assert stub.tokens_issued == 2 and buffer.pending_count() == 1
+
+    assert stub.token_requests >= REVOKED_AFTER_REFUSALS and sum(sleeps) >= REVOKED_AFTER_S
+    assert buffer.pending_count() == 2 and stub.batches == []
+
+
+def test_503_while_renewing_the_token_is_retried_after_retry_after_and_the_upload_resumes(stub, buffer, make_uploader):
+    fill(buffer, 4)
+    stub.token_scripted = [(503, {"Retry-After": "17"}, {"title": "Service Unavailable"})] * 2
+    uploader, sleeps = make_uploader()
+
+    uploader.drain()
+
+    assert len(sleeps) == 2 and min(sleeps) >= 17
+    assert sorted(stub.stored) == [rid(n) for n in range(1, 5)] and buffer.pending_count() == 0
+    upload = uploader.health.loops[UPLOAD]
+    assert (upload.failing, upload.last_error) == (False, "RetryLater: token renewal: HTTP 503")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param((200, {}, b"<html>upstream timed out</html>"), id="not-json"),
+        pytest.param((200, {}, {"token": "nope"}), id="no-access-token"),
+    ],
+)
+def test_malformed_answer_while_renewing_the_token_is_retried_and_the_upload_resumes(
+    stub, buffer, make_uploader, answer
+):
+    fill(buffer, 3)
+    stub.token_scripted = [answer]
+    uploader, sleeps = make_uploader()
+
+    uploader.drain()
+
+    assert len(sleeps) == 1 and len(stub.stored) == 3 and buffer.pending_count() == 0
+    assert "token renewal: malformed answer" in uploader.health.loops[UPLOAD].last_error
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"<html>Bad gateway</html>", id="not-json"),
+        pytest.param({"results": "all good"}, id="results-not-a-list"),
+        pytest.param(["created"], id="not-an-object"),
+    ],
+)
+def test_malformed_answer_to_a_batch_keeps_its_records_queued_and_they_are_delivered_once(
+    stub, buffer, make_uploader, body
+):
+    fill(buffer, 5)
+    queued_during_failure = []
+    stub.scripted = [lambda records: (200, {}, body)]
+    uploader, sleeps = make_uploader()
+    uploader.sleep = lambda delay: (sleeps.append(delay), queued_during_failure.append(buffer.pending_count()))
+
+    uploader.drain()
+
+    assert queued_during_failure == [5]
+    assert sorted(stub.stored) == [rid(n) for n in range(1, 6)] and buffer.pending_count() == 0
+    assert "malformed answer from the API" in uploader.health.loops[UPLOAD].last_error
+
+
+def test_answer_that_settles_none_of_the_batch_backs_off_instead_of_resending_at_once(stub, buffer, make_uploader):
+    fill(buffer, 3)
+    stub.scripted = [lambda records: (200, {}, {"results": [{"record_id": 7, "status": "created"}]})]
+    uploader, sleeps = make_uploader()
+
+    uploader.drain()
+
+    assert len(sleeps) == 1 and len(stub.batches) == 2
+    assert len(stub.stored) == 3 and buffer.pending_count() == 0
+
+
+class DiskFullOnDelete(RecordBuffer):
+    """The real buffer, except that deleting acknowledged records fails as SQLite does on a full disk."""
+
+    failures_left = 2
+
+    def mark_sent(self, record_ids):
+        if self.failures_left:
+            self.failures_left -= 1
+            raise sqlite3.OperationalError("database or disk is full")
+        return super().mark_sent(record_ids)
+
+
+def test_full_disk_while_deleting_acknowledged_records_keeps_them_until_the_delete_succeeds(
+    stub, tmp_path, make_uploader
+):
+    buffer = DiskFullOnDelete(tmp_path / "full.db")
+    fill(buffer, 6)
+    queued_during_failure = []
+    uploader, sleeps = make_uploader(buffer=buffer)
+    uploader.sleep = lambda delay: (sleeps.append(delay), queued_during_failure.append(buffer.pending_count()))
+
+    uploader.drain()
+
+    assert queued_during_failure == [6, 6]
+    assert sorted(stub.stored) == [rid(n) for n in range(1, 7)] and buffer.pending_count() == 0
+    assert len(stub.batches) == 3, "the batch is sent again; the API answers its records as duplicates"
+    upload = uploader.health.loops[UPLOAD]
+    assert (upload.failing, upload.last_error) == (False, "OperationalError: database or disk is full")
+    buffer.close()
+
+
+class FailsOnceWithContent(RecordBuffer):
+    """A bug whose message carries session content: the log and the health must not repeat it."""
+
+    failed = False
+
+    def pending(self, limit):
+        if not self.failed:
+            self.failed = True
+            raise ValueError("intensity_mean_ma=37.219 out of range")
+        return super().pending(limit)
+
+
+def test_unexpected_error_is_logged_by_type_and_place_without_its_message_and_the_upload_resumes(
+    stub, tmp_path, make_uploader, caplog
+):
+    buffer = FailsOnceWithContent(tmp_path / "bug.db")
+    fill(buffer, 2)
+    uploader, sleeps = make_uploader(buffer=buffer)
+
+    with caplog.at_level(logging.INFO):
+        uploader.drain()
+
+    assert len(sleeps) == 1 and len(stub.stored) == 2
+    assert "37.219" not in caplog.text and "ValueError at test_uploader.py:" in caplog.text
+    assert uploader.health.loops[UPLOAD].last_error.startswith("ValueError at test_uploader.py:")
+    buffer.close()
+
+
+def test_item_results_keep_only_items_with_a_record_id_and_a_status():
+    body = {"results": [{"record_id": "a", "status": "created"}, {"record_id": 1, "status": "created"},
+                        {"record_id": "b"}, "c", {"record_id": "d", "status": ["created"]}]}
+    assert item_results(body) == [{"record_id": "a", "status": "created"}]
 
 
 def test_progress_callback_reports_what_remains(stub, buffer, make_uploader):
@@ -242,3 +414,22 @@ def test_backoff_is_capped_at_five_minutes_and_never_below_retry_after():
     rng = random.Random(1)
     assert all(0 <= backoff_delay(n, rng) <= BACKOFF_CAP_S for n in range(1, 40))
     assert backoff_delay(1, rng, retry_after_s=30) >= 30
+
+
+def test_a_stored_record_that_no_longer_opens_is_dead_lettered_and_the_others_are_uploaded(
+    stub, tmp_path, make_uploader
+):
+    buffer = RecordBuffer(tmp_path / "buffer.db")
+    fill(buffer, 5)
+    with closing(sqlite3.connect(tmp_path / "buffer.db")) as raw, raw:
+        sealed = raw.execute("SELECT sealed FROM records WHERE device_seq = 2").fetchone()[0]
+        raw.execute("UPDATE records SET sealed = ? WHERE device_seq = 2", (sealed[:-1] + bytes([sealed[-1] ^ 1]),))
+    uploader, sleeps = make_uploader(buffer=buffer)
+
+    uploader.drain()
+
+    assert sorted(stub.stored) == [rid(n) for n in (1, 3, 4, 5)] and buffer.pending_count() == 0 and sleeps == []
+    [dead] = buffer.dead_letters()
+    assert (dead["record_id"], dead["source"]) == (rid(2), "buffer")
+    assert dead["reason"].startswith("stored content unreadable: sealed field does not open")
+    buffer.close()

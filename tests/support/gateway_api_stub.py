@@ -1,7 +1,8 @@
 """A small stdlib HTTP stub of the gateway's API contract, for uploader tests only.
 
 The real API is tested against FerretDB elsewhere; this stub lets a test script per-request answers
-(mixed per-item results, 503, 429 with Retry-After, 401) and records what the gateway sent.
+(mixed per-item results, 503, 429 with Retry-After, 401, bodies that are not JSON) for record batches and
+for token renewal, and records what the gateway sent.
 """
 
 import json
@@ -20,12 +21,16 @@ class ContractStub:
         self.scripted: list = []  # callables (records) -> (status, headers, body) or None for the default
         self.answer_hook = None  # a callable like those in scripted, consulted for every batch once scripted is empty
         self.tokens_issued = 0
+        self.token_requests = 0
+        self.token_scripted: list = []  # (status, headers, body) answers to the next token requests
+        self.refuse_tokens = False  # answer every token request 401, as the API does for a revoked gateway
         self.valid_token = "token-1"
         self.issued_token = "token-1"
         self.reject: dict[str, str] = {}
         self.omit: set[str] = set()
         self.poison: set[str] = set()
         self.devices = ["CT-000001"]
+        self.profiles: dict[str, str] = {}  # serial -> profile, for units not of the default profile
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -64,7 +69,8 @@ class ContractStub:
                 return None
 
             def _reply(self, status: int, headers: dict, body: object) -> None:
-                raw = b"" if body is None else json.dumps(body).encode()
+                # bytes go out as they are: a malformed answer for the gateway to cope with
+                raw = body if isinstance(body, bytes) else b"" if body is None else json.dumps(body).encode()
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
@@ -75,7 +81,9 @@ class ContractStub:
 
             def do_GET(self):
                 if self.path == "/api/v1/gateway/devices":
-                    self._reply(200, {}, {"devices": [{"serial": s, "profile": "companion-tens"} for s in stub.devices]})
+                    self._reply(200, {}, {"devices": [
+                        {"serial": s, "profile": stub.profiles.get(s, "companion-tens")} for s in stub.devices
+                    ]})
                 else:
                     self._reply(404, {}, {"title": "Not Found"})
 
@@ -89,8 +97,14 @@ class ContractStub:
                         })
                         return
                     if self.path == "/api/v1/auth/gateway-token":
-                        stub.tokens_issued += 1
-                        self._reply(200, {}, {"access_token": stub.issued_token, "expires_in": 900})
+                        stub.token_requests += 1
+                        if stub.token_scripted:
+                            self._reply(*stub.token_scripted.pop(0))
+                        elif stub.refuse_tokens:
+                            self._reply(401, {}, {"title": "Unauthorized", "detail": "unknown or revoked gateway"})
+                        else:
+                            stub.tokens_issued += 1
+                            self._reply(200, {}, {"access_token": stub.issued_token, "expires_in": 900})
                         return
                     if self.headers.get("Authorization") != f"Bearer {stub.valid_token}":
                         self._reply(401, {}, {"title": "Unauthorized"})

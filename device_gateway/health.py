@@ -1,0 +1,137 @@
+"""How the gateway's two loops are doing: the last error of each and since when, kept in ``health.json``.
+
+The radio loop (scan and pull units) and the upload loop (drain the buffer to the API) each survive any
+single error and retry with backoff. Each failure and each recovery is written here, atomically, so that
+``device-gateway status`` (another process) can say which loop is failing, with what, and since when;
+the runner also adds a failing loop's error to the unit status it reports to the server.
+
+Errors are described by :func:`describe_error`, which never copies a message that could carry session
+content: only messages of exception types whose text is written by the gateway or by its infrastructure
+(SQLite, the OS, httpx, bleak) are kept; anything else is named by its type and where it was raised.
+"""
+
+import json
+import logging
+import sqlite3
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from bleak.exc import BleakError
+
+from device_gateway.atomic_file import write_atomically
+from device_gateway.errors import GatewayError
+
+logger = logging.getLogger(__name__)
+
+RADIO = "radio"
+UPLOAD = "upload"
+LOOPS = (RADIO, UPLOAD)
+HEALTH_FILE = "health.json"
+MAX_ERROR_CHARS = 200  # what POST /gateway/device-status accepts as last_error
+
+
+_SAFE_MESSAGES: tuple[type[BaseException], ...] = (
+    GatewayError, OSError, sqlite3.Error, httpx.HTTPError, BleakError, TimeoutError,
+)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for logs, ``status`` and the server: ``Type: message``, or ``Type at file:line``."""
+    name = type(exc).__name__
+    if isinstance(exc, _SAFE_MESSAGES):
+        message = " ".join(str(exc).split())
+        text = f"{name}: {message}" if message else name
+    else:
+        frames = traceback.extract_tb(exc.__traceback__)
+        text = f"{name} at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else name
+    return text[:MAX_ERROR_CHARS]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class LoopHealth:
+    """One loop's state: ``failing_since`` is None while it works; the last error stays after recovery."""
+
+    failures: int = 0
+    failing_since: str | None = None
+    last_error: str | None = None
+    last_error_at: str | None = None
+    recovered_at: str | None = None
+
+    @property
+    def failing(self) -> bool:
+        """True from the first failure until the next success."""
+        return self.failing_since is not None
+
+
+class GatewayHealth:
+    """Both loops' health, shared by the runner's threads; ``path`` None keeps it in memory only.
+
+    It starts from what the file says, so that a gateway restarted after a failure marks the loop
+    recovered once it works, instead of leaving the old failure on show.
+    """
+
+    def __init__(self, path: Path | None, now: Callable[[], datetime] = _utcnow) -> None:
+        self.path = path
+        self.now = now
+        self._lock = threading.Lock()
+        self.loops = {loop: LoopHealth() for loop in LOOPS}
+        if path is not None:
+            self.loops.update({loop: state for loop, state in read_health(path).items() if loop in LOOPS})
+
+    def failed(self, loop: str, error: str) -> None:
+        """Note a failure of ``loop`` (counts it, keeps the error, starts ``failing_since``)."""
+        with self._lock:
+            health = self.loops[loop]
+            moment = self.now().isoformat()
+            health.failures += 1
+            health.failing_since = health.failing_since or moment
+            health.last_error, health.last_error_at = error, moment
+            health.recovered_at = None
+            self._save_locked()
+
+    def succeeded(self, loop: str) -> None:
+        """Note that ``loop`` worked; written only when it ends a run of failures."""
+        with self._lock:
+            health = self.loops[loop]
+            if not health.failing:
+                return
+            health.failures, health.failing_since = 0, None
+            health.recovered_at = self.now().isoformat()
+            self._save_locked()
+        logger.info("%s loop recovered", loop)
+
+    def current_error(self) -> str | None:
+        """The error of a loop that is failing now (``radio loop: ...``), for the unit status sent to the server."""
+        with self._lock:
+            for loop, health in self.loops.items():
+                if health.failing and health.last_error:
+                    return f"gateway {loop} loop: {health.last_error}"[:MAX_ERROR_CHARS]
+        return None
+
+    def _save_locked(self) -> None:
+        if self.path is None:
+            return
+        body = {"updated_at": self.now().isoformat(), "loops": {name: asdict(h) for name, h in self.loops.items()}}
+        try:
+            write_atomically(self.path, json.dumps(body, indent=1) + "\n")
+        except OSError as exc:  # a full disk must not turn a report of an error into another error
+            logger.warning("could not write %s (%s)", self.path, describe_error(exc))
+
+
+def read_health(path: Path) -> dict[str, LoopHealth]:
+    """What the running (or last) gateway wrote; empty when it never wrote anything or the file is unreadable."""
+    try:
+        loops = json.loads(path.read_text())["loops"]
+        known = {f.name for f in fields(LoopHealth)}
+        return {name: LoopHealth(**{k: v for k, v in state.items() if k in known}) for name, state in loops.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}

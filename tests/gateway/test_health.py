@@ -1,0 +1,90 @@
+"""The gateway's loop health: what an error is called, since when a loop fails, and what ``status`` reads."""
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+
+from device_gateway.buffer_integrity import BufferDamaged
+from device_gateway.health import RADIO, UPLOAD, GatewayHealth, describe_error, read_health
+
+
+def raised(exc: Exception) -> Exception:
+    try:
+        raise exc
+    except Exception as caught:
+        return caught
+
+
+def test_errors_from_the_gateway_and_its_infrastructure_keep_their_message():
+    assert describe_error(sqlite3.OperationalError("database or disk is full")) == (
+        "OperationalError: database or disk is full"
+    )
+    assert describe_error(BufferDamaged("/s/buffer.db", "is empty")) == "BufferDamaged: buffer /s/buffer.db is empty"
+
+
+def test_other_errors_are_named_by_type_and_place_never_by_message():
+    described = describe_error(raised(ValueError("duration_s=2700 intensity 31.5 mA")))
+    assert described.startswith("ValueError at test_health.py:") and "2700" not in described
+
+
+def test_a_description_fits_the_servers_last_error_field():
+    assert len(describe_error(OSError("x" * 500))) == 200
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_a_loop_is_failing_from_its_first_failure_until_it_works_again_and_keeps_its_last_error():
+    clock = Clock()
+    health = GatewayHealth(None, now=clock)
+    health.failed(UPLOAD, "RetryLater: HTTP 503")
+    clock.now += timedelta(minutes=5)
+    health.failed(UPLOAD, "RetryLater: token renewal: HTTP 503")
+    upload = health.loops[UPLOAD]
+    assert (upload.failing, upload.failures, upload.failing_since) == (True, 2, "2026-03-01T08:00:00+00:00")
+
+    clock.now += timedelta(minutes=1)
+    health.succeeded(UPLOAD)
+
+    assert (upload.failing, upload.failures, upload.recovered_at) == (False, 0, "2026-03-01T08:06:00+00:00")
+    assert upload.last_error == "RetryLater: token renewal: HTTP 503"
+
+
+def test_the_error_reported_with_unit_status_is_that_of_a_loop_failing_now():
+    health = GatewayHealth(None)
+    assert health.current_error() is None
+    health.failed(RADIO, "BluetoothUnavailable: BlueZ (org.bluez) is not running")
+    assert health.current_error() == "gateway radio loop: BluetoothUnavailable: BlueZ (org.bluez) is not running"
+    health.succeeded(RADIO)
+    assert health.current_error() is None
+
+
+def test_status_reads_what_the_running_gateway_wrote(tmp_path):
+    health = GatewayHealth(tmp_path / "health.json")
+    health.failed(RADIO, "BleakDBusError: org.bluez gone")
+
+    loops = read_health(tmp_path / "health.json")
+
+    assert loops[RADIO].failing and loops[RADIO].last_error == "BleakDBusError: org.bluez gone"
+    assert not loops[UPLOAD].failing
+
+
+def test_no_health_file_reads_as_no_error_reported(tmp_path):
+    assert read_health(tmp_path / "health.json") == {}
+    (tmp_path / "health.json").write_text("{not json")
+    assert read_health(tmp_path / "health.json") == {}
+
+
+def test_a_gateway_restarted_after_a_failure_marks_the_loop_recovered_once_it_works(tmp_path):
+    GatewayHealth(tmp_path / "health.json").failed(UPLOAD, "CredentialsRevoked: gateway token: credentials refused")
+
+    restarted = GatewayHealth(tmp_path / "health.json")
+    assert restarted.loops[UPLOAD].failing
+    restarted.succeeded(UPLOAD)
+
+    upload = read_health(tmp_path / "health.json")[UPLOAD]
+    assert not upload.failing and upload.last_error == "CredentialsRevoked: gateway token: credentials refused"

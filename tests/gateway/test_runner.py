@@ -1,0 +1,160 @@
+"""The runner's two loops with the real bleak against the fake BlueZ, and the uploader against the API stub:
+the radio loop outlives BlueZ going away, credentials refused for good stop the gateway, and units of a
+profile the gateway cannot pull are named, not pulled."""
+
+import asyncio
+import itertools
+import logging
+import random
+from datetime import UTC, datetime
+
+import pytest
+
+from device_gateway.api import ApiClient, CredentialsRevoked
+from device_gateway.buffer import RecordBuffer
+from device_gateway.buffer_integrity import BufferDamaged
+from device_gateway.capture import capture
+from device_gateway.config import GatewayConfig
+from device_gateway.health import RADIO, GatewayHealth
+from device_gateway.profiles.companion_tens import encode_record
+from device_gateway.runner import GatewayRunner
+from device_gateway.simulator.radio import FakeBluez
+from device_gateway.simulator.sessions import simulated_session
+from device_gateway.simulator.unit import FakeTensUnit
+
+SERIAL, ADDRESS = "CT-000001", "C0:FF:EE:00:00:01"
+
+
+async def until(condition, timeout_s: float = 60.0) -> bool:
+    """Poll ``condition`` in the event loop (so bleak and the fake keep running) until it holds or time is up."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        if condition():
+            return True
+        await asyncio.sleep(0.05)
+    return condition()
+
+
+@pytest.fixture
+def buffer(tmp_path):
+    buf = RecordBuffer(tmp_path / "buffer.db")
+    yield buf
+    buf.close()
+
+
+@pytest.fixture
+def make_runner(stub, buffer, tmp_path):
+    clients = []
+
+    def build(api_clock=None, buffer=buffer, **kwargs):
+        config = GatewayConfig(state_dir=str(tmp_path), api_url=stub.url, gateway_id="gw-1", gateway_secret="s3cret",
+                               device_serials=[SERIAL])
+        api = ApiClient(stub.url, "gw-1", "s3cret", **({"clock": api_clock} if api_clock else {}))
+        clients.append(api)
+        kwargs.setdefault("health", GatewayHealth(tmp_path / "health.json"))
+        return GatewayRunner(config, buffer, api, interval_s=0.2, scan_timeout_s=2.0, rng=random.Random(3),
+                             backoff_start_s=0.05, backoff_cap_s=0.5, **kwargs)
+
+    yield build
+    for client in clients:
+        client.close()
+
+
+def reported_errors(stub) -> list[str]:
+    return [unit["last_error"] for report in stub.statuses for unit in report if unit.get("last_error")]
+
+
+def test_radio_loop_outlives_bluez_going_away_and_resumes_by_itself_when_it_returns(
+    system_bus, stub, buffer, make_runner
+):
+    unit = FakeTensUnit.with_history(SERIAL, ADDRESS, count=5)
+    runner = make_runner()
+    radio = runner.health.loops[RADIO]
+
+    async def scenario():
+        fake = await FakeBluez().start()
+        fake.add_unit(unit)
+        stop = asyncio.Event()
+        running = asyncio.create_task(runner.run(stop))
+        try:
+            first_five = await until(lambda: len(stub.stored) == 5)
+            await fake.stop()
+            noticed = await until(lambda: radio.failing)
+            unit.record_sessions(3)
+            told_the_server = await until(lambda: any(e.startswith("gateway radio loop: ") for e in reported_errors(stub)))
+            fake = await FakeBluez().start()
+            fake.add_unit(unit)
+            all_eight = await until(lambda: len(stub.stored) == 8 and buffer.pending_count() == 0)
+            return first_five, noticed, told_the_server, all_eight
+        finally:
+            stop.set()
+            await running
+            await fake.stop()
+
+    assert asyncio.run(scenario()) == (True, True, True, True)
+    assert sorted(stub.stored) == [f"{SERIAL}:{seq}" for seq in range(1, 9)]
+    assert unit.acked_up_to == 8
+    assert not radio.failing and "org.bluez" in radio.last_error
+
+
+def test_credentials_refused_for_over_a_minute_stop_both_loops_and_keep_the_records(
+    system_bus, stub, buffer, make_runner
+):
+    record = simulated_session(1, 1_760_000_000)
+    buffer.store(SERIAL, [capture(SERIAL, record, encode_record(record), 0.0, datetime(2026, 1, 1, tzinfo=UTC))])
+    stub.refuse_tokens = True
+    refusal_times = itertools.count(0, 31)
+    runner = make_runner(api_clock=lambda: next(refusal_times))
+
+    async def scenario():
+        fake = await FakeBluez().start()
+        try:
+            await asyncio.wait_for(runner.run(asyncio.Event()), timeout=60)
+        finally:
+            await fake.stop()
+
+    with pytest.raises(CredentialsRevoked, match="credentials refused \\(HTTP 401\\), [0-9]+ times in a row"):
+        asyncio.run(scenario())
+    assert runner.upload_stop.is_set() and buffer.pending_count() == 1 and stub.batches == []
+
+
+class DamageFoundOnDelete(RecordBuffer):
+    """The real buffer, except that SQLite finds the file corrupt when acknowledged records are deleted."""
+
+    def mark_sent(self, record_ids):
+        raise BufferDamaged(self.path, "is damaged: database disk image is malformed")
+
+
+def test_damage_found_by_the_upload_loop_stops_the_gateway_instead_of_retrying_forever(
+    system_bus, stub, tmp_path, make_runner
+):
+    damaged = DamageFoundOnDelete(tmp_path / "damaged.db")
+    record = simulated_session(1, 1_760_000_000)
+    damaged.store(SERIAL, [capture(SERIAL, record, encode_record(record), 0.0, datetime(2026, 1, 1, tzinfo=UTC))])
+    runner = make_runner(buffer=damaged)
+
+    async def scenario():
+        fake = await FakeBluez().start()
+        try:
+            await asyncio.wait_for(runner.run(asyncio.Event()), timeout=60)
+        finally:
+            await fake.stop()
+
+    with pytest.raises(BufferDamaged, match="damaged.db is damaged"):
+        asyncio.run(scenario())
+    assert len(stub.batches) == 1 and damaged.pending_count() == 1
+    damaged.close()
+
+
+def test_units_of_a_profile_the_gateway_cannot_pull_are_named_once_and_not_pulled(stub, make_runner, caplog):
+    stub.devices = [SERIAL, "EM-000002"]
+    stub.profiles = {"EM-000002": "beurer-em70"}
+    runner = make_runner()
+
+    with caplog.at_level(logging.WARNING):
+        first = asyncio.run(runner.refresh_bound_units())
+        second = asyncio.run(runner.refresh_bound_units())
+
+    assert first == second == {SERIAL}
+    assert caplog.text.count("not pulling EM-000002 (beurer-em70): this gateway drives only the companion-tens") == 1
