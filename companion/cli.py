@@ -49,12 +49,16 @@ def seed_demo(args) -> int:
 
 
 def audit_verify(args) -> int:
-    """Walk every audit chain; exit 1 and list the breaks if any event was changed or removed."""
+    """Walk every audit chain; exit 1 and list the breaks (events changed or removed) and the writes whose
+    outcome was never recorded."""
     result = _services().audit.verify()
     print(f"{result['events']} events in {result['chains']} chains")
     for b in result["breaks"]:
         print(f"BREAK chain {b.chain_id} seq {b.seq}: {b.problem}")
-    return 1 if result["breaks"] else 0
+    for u in result["unfinished"]:
+        print(f"UNFINISHED write {u['request_id']} at {u['at']:%Y-%m-%dT%H:%M:%SZ}: {u['method']} {u['route']} "
+              f"by {u['actor_id']} (its intent was recorded, its outcome never was)")
+    return 1 if result["breaks"] or result["unfinished"] else 0
 
 
 def load_content(args) -> int:

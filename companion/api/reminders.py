@@ -18,7 +18,7 @@ from companion.api.reminder_schemas import (
 )
 from companion.domain.access import Operation, Role
 from companion.http import auditing, services
-from companion.http.idempotency import idempotent
+from companion.http.idempotency import idempotent, request_key
 from companion.http.security import allow, require_patient
 
 blp = Blueprint("reminders", __name__, url_prefix="/api/v1", description="Reminders and their occurrences")
@@ -45,7 +45,7 @@ class ReminderList(MethodView):
     def post(self, body, patient_id):
         """Create a reminder; its occurrences for the next two days are materialized at once."""
         require_patient(patient_id, Operation.WRITE)
-        reminder = services().reminders.create(patient_id, body)
+        reminder = services().reminders.create(patient_id, body, request_key=request_key())
         auditing.note(patient_ids=[patient_id], resource="reminder", action="C", resource_ids=[reminder["_id"]])
         return reminder
 
