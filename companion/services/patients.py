@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import time
+from datetime import datetime, time, timedelta
 
-from companion.clock import Clock, now
+from companion.clock import Clock, now, to_millis
 from companion.domain.access import Role
 from companion.domain.errors import Conflict, NotFound
 from companion.domain.people import Account, ZoneMove
@@ -28,6 +28,13 @@ class Profiles:
             raise NotFound(NOT_FOUND)
         return user
 
+    def _next_move_at(self, patient: Account) -> datetime:
+        """When a move takes effect: now, to the millisecond the database keeps, and always after the last
+        move (two moves at one instant would make the history ambiguous)."""
+        at = to_millis(self.clock())
+        latest = max((m.effective_from for m in patient.time_zone_history), default=None)
+        return max(at, latest + timedelta(milliseconds=1)) if latest else at
+
     def update(self, patient_id: str, changes: dict) -> Account:
         """Change one's own profile. A new time zone is recorded with when it took effect, in the same write
         as the zone itself, so reminders before the move keep their old local times and later ones follow
@@ -35,7 +42,7 @@ class Profiles:
         patient = self.patient(patient_id)
         zone = changes.get("time_zone")
         if zone is not None and zone != patient.time_zone:
-            moved = self.users.move_zone(patient_id, ZoneMove(zone, self.clock(), patient.time_zone))
+            moved = self.users.move_zone(patient_id, ZoneMove(zone, self._next_move_at(patient), patient.time_zone))
             if moved is None:
                 raise Conflict("the time zone changed meanwhile; reload the profile and try again")
         quiet = changes.get("quiet_hours", False)
