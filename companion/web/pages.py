@@ -93,6 +93,7 @@ def patient(patient_id):
     return render_template(
         "patient.html", patient=review.patient, days=days, day_choices=PATIENT_DAYS, adherence=adherence,
         heatmap=charts.adherence_heatmap(adherence["calendar"]), heat_legend=charts.HEAT_LEGEND,
+        heat_label=charts.heat_label,
         has_adherence=any(d["state"] != "missing" for d in adherence["calendar"]),
         tens=tens, tens_chart=charts.tens_chart(tens), has_tens=any(d.sessions for d in tens),
         has_target=any(d.target_minutes for d in tens),
