@@ -131,6 +131,15 @@ def patient_csv(patient_id):
                     headers={"Content-Disposition": f'attachment; filename="patient-{patient_id}.csv"'})
 
 
+@bp.route("/patients/<patient_id>/events.csv")
+@allow(Role.CLINICIAN)
+def events_csv(patient_id):
+    review = _review(patient_id)
+    auditing.note(patient_ids=[patient_id], resource="patient", action="E", resource_ids=[patient_id])
+    return Response(exports.events_csv(review, 90), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="patient-{patient_id}-events.csv"'})
+
+
 @bp.route("/patients/<patient_id>/export.fhir.json")
 @allow(Role.CLINICIAN)
 def patient_fhir(patient_id):
