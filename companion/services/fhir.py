@@ -282,10 +282,10 @@ def transaction_bundle(review: PatientReview, days: int) -> dict:
     out = _Entries()
     first = review.first_day(days)
     patient_id = review.patient.id
+    name = (review.patient.display_name or "").strip()
     patient = out.create_once({"resourceType": "Patient", "active": True,
-                               "name": [{"text": review.patient.display_name or ""}]},
-                              record_urn("Patient", patient_id), f"{review.patient.display_name or 'Patient'} "
-                                                                 f"(exported from Companion)")
+                               **({"name": [{"text": name}]} if name else {})},  # FHIR has no empty strings
+                              record_urn("Patient", patient_id), f"{name or 'A patient'} (exported from Companion)")
     sessions = [s for s in review.sessions(days) if _in_period(s["started_at"], review, first)]
     devices = _devices(out, review, (s["device_serial"] for s in sessions), patient)
     previous = None

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -231,8 +230,10 @@ def test_diary_entries_carry_their_context_and_a_bpi_its_answers_and_scores(clie
     assert severity["valueQuantity"]["value"] == 5.5 and "coding" not in severity["code"]
 
 
-def test_an_export_without_any_data_is_still_a_valid_transaction(client, world):
+def test_an_export_without_any_data_or_a_name_is_still_a_valid_transaction(client, world, db):
+    db.users.update_one({"_id": world["patient_a"].id}, {"$set": {"display_name": ""}})
     body = _export(client, world, "fhir").json
     Bundle.model_validate(body)
-    assert {k: len(v) for k, v in _by_type(body).items()} == {"Patient": 1, "Device": 1}  # the unit bound in the world
-    json.dumps(body)
+    by_type = _by_type(body)
+    assert {k: len(v) for k, v in by_type.items()} == {"Patient": 1, "Device": 1}  # the unit bound in the world
+    assert "name" not in by_type["Patient"][0]  # FHIR strings are never empty
