@@ -36,7 +36,8 @@ logconfig_dict = {
     "root": {"level": "WARNING", "handlers": ["stderr"]},
     "loggers": {
         "gunicorn.error": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
-        "gunicorn.access": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+        # Off: the app logs one line per request itself, with its ids (companion.http.correlation).
+        "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": False},
     },
 }
 

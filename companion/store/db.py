@@ -147,8 +147,11 @@ def plan_indexes(db: Database) -> list[IndexChange]:
     Indexes the code does not declare are left alone, unless one holds a declared index's keys under
     another name (the index was renamed)."""
     changes = []
+    # Not list_indexes on a collection that does not exist yet: FerretDB answers it with an error (which
+    # pymongo hides) and logs the whole exchange as a warning.
+    present = set(db.list_collection_names())
     for collection, models in _declared():
-        existing = {doc["name"]: doc for doc in db[collection].list_indexes()}
+        existing = {doc["name"]: doc for doc in db[collection].list_indexes()} if collection in present else {}
         declared = {model.document["name"] for model in models}
         for model in models:
             wanted = model.document
