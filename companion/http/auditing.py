@@ -11,12 +11,11 @@ without a record of the attempt; if the outcome cannot be written after the data
 from __future__ import annotations
 
 import logging
-import uuid
 
 from flask import Flask, g, request
 
 from companion.domain.errors import ServiceUnavailable
-from companion.http import services
+from companion.http import correlation, services
 from companion.http.problems import unavailable
 
 log = logging.getLogger(__name__)
@@ -80,7 +79,9 @@ def begin_write() -> None:
 def install(app: Flask) -> None:
     @app.before_request
     def assign_request_id():
-        g.request_id = uuid.uuid4().hex
+        # The server's own id, unique per request: a write's intent and outcome are paired by it. The
+        # caller's X-Request-ID and traceparent are kept beside it (companion.http.correlation).
+        g.request_id = correlation.request_id()
 
     @app.after_request
     def write_audit(response):
