@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import tomllib
 
-import pytest
 import yaml
 
 from tests.support.ferretdb import ROOT
@@ -111,22 +109,6 @@ def test_compose_gives_every_companion_process_the_production_settings():
         assert env["COMPANION_ENV"] == "production"
         assert "replicaSet=" in env["MONGODB_URI"]
         assert env["COMPANION_SECRET_KEY"].startswith("${COMPANION_SECRET_KEY:?")  # refuses to start without one
-
-
-def _compose_client() -> list[str] | None:
-    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True,
-                                                 timeout=30).returncode == 0:
-        return ["docker", "compose"]
-    return ["docker-compose"] if shutil.which("docker-compose") else None
-
-
-def test_compose_config_is_valid_for_the_compose_client():
-    client = _compose_client()
-    if client is None:
-        pytest.skip("no compose client here (docker compose or docker-compose)")
-    result = subprocess.run([*client, "-f", "compose.yaml", "config", "--quiet"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=60, env={**os.environ, "COMPANION_SECRET_KEY": "c" * 48})
-    assert result.returncode == 0, result.stderr
 
 
 def test_the_supervisor_restarts_a_process_that_exits_and_says_so():
