@@ -1,4 +1,5 @@
-"""Cleanup instead of TTL indexes (FerretDB v1 has none): expired counters, keys, tokens, codes, sessions."""
+"""Cleanup instead of TTL indexes (FerretDB v1 has none): expired counters, keys, tokens, codes, sessions,
+and the tombstones of deleted synced objects once the sync window has passed."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ from datetime import timedelta
 from companion.clock import Clock, now
 from companion.store.stores import Stores
 
+DEFAULT_SYNC_WINDOW = timedelta(days=90)
+PURGE_ROUNDS = 1000  # batches per collection and run; a backlog larger than that is finished by the next run
+
 
 class Housekeeping:
-    def __init__(self, stores: Stores, clock: Clock = now):
+    def __init__(self, stores: Stores, clock: Clock = now, *, sync_window: timedelta = DEFAULT_SYNC_WINDOW):
         self.stores = stores
         self.clock = clock
+        self.sync_window = sync_window
 
     def purge_expired(self) -> dict[str, int]:
         """Delete what has outlived its use; safe to run any time, any number of times.
@@ -24,4 +29,25 @@ class Housekeeping:
             "refresh_tokens": self.stores.token_families.delete_expired(older_than=timedelta(days=1)),
             "pairing_codes": self.stores.pairing_codes.delete_expired(cutoff - timedelta(days=1)),
             "web_sessions": self.stores.web_sessions.purge_expired(cutoff),
+            "tombstones": self.purge_tombstones(),
         }
+
+    def purge_tombstones(self) -> int:
+        """Delete the tombstones of diary entries, occurrences and favourites deleted longer ago than the
+        sync window. Each patient's sequence first records the highest change purged, so that a phone
+        whose cursor is older (and may not have seen the deletion) is told to resync in full."""
+        cutoff = self.clock() - self.sync_window
+        sequences = self.stores.change_sequences
+        purged = 0
+        for synced in (self.stores.pain_entries, self.stores.occurrences, self.stores.favourites):
+            for _ in range(PURGE_ROUNDS):
+                rows = synced.tombstones_before(cutoff)
+                if not rows:
+                    break
+                highest: dict[str, int] = {}
+                for row in rows:
+                    highest[row["patient_id"]] = max(highest.get(row["patient_id"], 0), row.get("seq") or 0)
+                for patient_id, through in highest.items():
+                    sequences.note_purged(patient_id, through)
+                purged += synced.purge([row["_id"] for row in rows], cutoff)
+        return purged
