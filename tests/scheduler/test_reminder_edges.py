@@ -30,6 +30,27 @@ def minute_by_minute(db, settings, clock, traveller, sender, start: datetime, en
         at += timedelta(minutes=1)
 
 
+def race(*actions) -> None:
+    """Run the actions at the same moment, each in its own thread; raise the first error any of them met."""
+    barrier = threading.Barrier(len(actions))
+    errors: list[BaseException] = []
+
+    def run(action):
+        try:
+            barrier.wait()
+            action()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(action,)) for action in actions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
 def occurrence_at(db, patient, due: datetime) -> dict:
     return db.reminder_occurrences.find_one({"patient_id": patient.id, "due_at": due})
 
@@ -74,30 +95,9 @@ def test_done_within_the_window_wins_against_the_worker_marking_missed_whichever
     traveller.move_to(T10 + timedelta(minutes=31))  # the window has closed; the phone was offline since 10:20
     for patient in patients:
         occurrence = occurrence_at(jobs_db, patient, T10)
-        barrier = threading.Barrier(2)
-        errors: list[BaseException] = []
-
-        def worker():
-            try:
-                barrier.wait()
-                run_jobs(jobs_db, settings, clock, sender, "reminders-missed")
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-
-        def phone_says_done(patient=patient, occurrence=occurrence):
-            try:
-                barrier.wait()
-                services_on(jobs_db, settings, clock).reminders.record_outcome(
-                    patient.id, occurrence["_id"], "done", None, at=T10 + timedelta(minutes=20))
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=worker), threading.Thread(target=phone_says_done)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert errors == []
+        race(lambda: run_jobs(jobs_db, settings, clock, sender, "reminders-missed"),
+             lambda p=patient, o=occurrence: services_on(jobs_db, settings, clock).reminders.record_outcome(
+                 p.id, o["_id"], "done", None, at=T10 + timedelta(minutes=20)))
         final = jobs_db.reminder_occurrences.find_one({"_id": occurrence["_id"]})
         assert (final["status"], final["on_time"], final["status_at"]) == ("done", True, T10 + timedelta(minutes=20))
     traveller.move_to(T10 + timedelta(hours=3))
