@@ -241,15 +241,17 @@ ROUNDS_OF_CONFLICT = 15
 EDITORS = 6
 
 
-def race(*requests) -> list[httpx.Response]:
-    """Send the requests at the same moment, each from its own thread and connection."""
+def race(*requests: tuple[str, str, dict]) -> list[httpx.Response]:
+    """Send the requests ((method, url, httpx keyword arguments)) at the same moment, each from its own
+    thread and connection."""
     barrier = threading.Barrier(len(requests))
     answers: list[httpx.Response | None] = [None] * len(requests)
 
     def send(n, request):
+        method, url, options = request
         with httpx.Client(timeout=30) as http:
             barrier.wait()
-            answers[n] = request(http)
+            answers[n] = http.request(method, url, **options)
 
     threads = [threading.Thread(target=send, args=(n, r)) for n, r in enumerate(requests)]
     for thread in threads:
@@ -268,7 +270,7 @@ def test_concurrent_edits_of_one_diary_entry_from_one_version_have_exactly_one_w
             "client_entry_id": f"conflict-{n:03d}", "recorded_at": datetime.now(UTC).isoformat(), "nrs": 0})
         etag = created.headers["ETag"]
         target = f"{base}/{created.json()['id']}"
-        answers = race(*[lambda http, v=v: http.patch(target, json={"nrs": v}, headers={**headers, "If-Match": etag})
+        answers = race(*[("PATCH", target, {"json": {"nrs": v}, "headers": {**headers, "If-Match": etag}})
                          for v in range(1, EDITORS + 1)])
         statuses = sorted(a.status_code for a in answers)
         assert statuses == [200] + [412] * (EDITORS - 1), statuses
@@ -287,10 +289,10 @@ def test_concurrent_edits_of_different_fields_without_if_match_lose_nothing(api,
         created = httpx.post(base, headers=headers, timeout=30, json={
             "client_entry_id": f"fields-{n:03d}", "recorded_at": datetime.now(UTC).isoformat(), "nrs": 0}).json()
         target = f"{base}/{created['id']}"
-        answers = race(lambda http: http.patch(target, json={"nrs": 7}, headers=headers),
-                       lambda http: http.patch(target, json={"context": {"mood": 3}}, headers=headers),
-                       lambda http: http.patch(target, json={"session_record_id": "CTU-A0001:5", "phase": "after"},
-                                               headers=headers))
+        answers = race(("PATCH", target, {"json": {"nrs": 7}, "headers": headers}),
+                       ("PATCH", target, {"json": {"context": {"mood": 3}}, "headers": headers}),
+                       ("PATCH", target, {"json": {"session_record_id": "CTU-A0001:5", "phase": "after"},
+                                          "headers": headers}))
         assert [a.status_code for a in answers] == [200, 200, 200]
         stored = services.db.pain_entries.find_one({"_id": created["id"]})
         assert (stored["nrs"], stored["context"]["mood"], stored["phase"]) == (7, 3, "after")
@@ -305,12 +307,13 @@ def test_concurrent_changes_of_a_reminder_and_of_the_profile_from_one_version_ha
         "kind": "tens", "title": "Session", "schedule": {"type": "weekly", "times": ["09:00"]}})
     for n in range(ROUNDS_OF_CONFLICT // 3):
         etag = httpx.get(f"{reminders}/{created.json()['id']}", headers=headers, timeout=30).headers["ETag"]
-        answers = race(*[lambda http, t=t: http.patch(f"{reminders}/{created.json()['id']}", headers={
-            **headers, "If-Match": etag}, json={"title": f"Session {n}-{t}"}) for t in range(EDITORS)])
+        answers = race(*[("PATCH", f"{reminders}/{created.json()['id']}",
+                          {"headers": {**headers, "If-Match": etag}, "json": {"title": f"Session {n}-{t}"}})
+                         for t in range(EDITORS)])
         assert sorted(a.status_code for a in answers) == [200] + [412] * (EDITORS - 1)
         etag = httpx.get(profile, headers=headers, timeout=30).headers["ETag"]
-        answers = race(*[lambda http, t=t: http.patch(profile, headers={**headers, "If-Match": etag},
-                                                      json={"display_name": f"Name {n}-{t}"}) for t in range(EDITORS)])
+        answers = race(*[("PATCH", profile, {"headers": {**headers, "If-Match": etag},
+                                             "json": {"display_name": f"Name {n}-{t}"}}) for t in range(EDITORS)])
         assert sorted(a.status_code for a in answers) == [200] + [412] * (EDITORS - 1)
         winner = next(a for a in answers if a.status_code == 200).json()
         assert services.stores.users.by_id(patient_id).display_name == winner["display_name"]
