@@ -314,10 +314,13 @@ def slots_skipped_by_moves(
     """Return the slots jumped over by the zone changes that take effect in ``[start_utc, end_utc)``.
 
     A change at instant T from zone A to zone B skips a slot when the slot had not yet come on A's clock
-    (due at or after T there) and had already passed on B's clock (due before T there). Each is returned
-    as its occurrence in B (so due before T), with ``skipped_by_move_at`` = T.
+    (due at or after T there) and had already passed on B's clock (due before T there), and no zone of
+    the history brings it due while that zone is in force (flying back west the same day would). Each is
+    returned as its occurrence in B (so due before T), with ``skipped_by_move_at`` = T. Together with
+    ``occurrences_with_history`` every slot of the schedule is accounted for exactly once.
     """
     start, end = require_utc(start_utc, "start_utc"), require_utc(end_utc, "end_utc")
+    zones = {ZoneInfo(c.zone) for c in history.changes}
     skipped: list[ReminderOccurrence] = []
     for before, change in zip(history.changes, history.changes[1:], strict=False):
         moment = change.effective_from_utc
@@ -328,11 +331,17 @@ def slots_skipped_by_moves(
         day, last = min(days) - timedelta(days=1), max(days) + timedelta(days=1)
         while day <= last:
             for local_time in times_on(schedule, day):
-                if resolve_local(day, local_time, new) < moment <= resolve_local(day, local_time, old):
+                jumped = resolve_local(day, local_time, new) < moment <= resolve_local(day, local_time, old)
+                if jumped and not _falls_due_somewhere(day, local_time, history, zones):
                     slot = occurrence_on(schedule, day, local_time, new)
                     skipped.append(replace(slot, skipped_by_move_at=moment))
             day += timedelta(days=1)
     return sorted(skipped, key=lambda o: (o.due_at_utc, o.local_date, o.local_time))
+
+
+def _falls_due_somewhere(local_date: date, local_time: time, history: TimeZoneHistory, zones: set[ZoneInfo]) -> bool:
+    """Whether the slot comes due in some zone of the history while that zone is in force."""
+    return any(history.zone_at(resolve_local(local_date, local_time, zone)) == zone for zone in zones)
 
 
 def nudge_times(occurrence: ReminderOccurrence, repeats: Repeats) -> tuple[datetime, ...]:
