@@ -9,7 +9,6 @@ from flask import Flask
 from companion.logs import configure_logging
 from companion.settings import load_settings
 
-
 API_DESCRIPTION = """Therapy plans, reminders, pain diary, mindfulness library, TENS session ingestion and clinician
 review. Errors are RFC 9457 problem details.
 
