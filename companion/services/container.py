@@ -108,11 +108,11 @@ class Services:
 
     @cached_property
     def ingestion(self) -> Ingestion:
-        return Ingestion(self.settings, self.stores, self.clock)
+        return Ingestion(self.settings, self.stores, self.clock, changes=self.changes)
 
     @cached_property
     def sessions(self) -> TensSessions:
-        return TensSessions(self.stores, self.clock)
+        return TensSessions(self.stores, self.changes, self.clock)
 
     @cached_property
     def diary(self) -> Diary:

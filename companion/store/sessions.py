@@ -9,6 +9,7 @@ from datetime import datetime
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.database import Database
 
+from companion.store import feeds
 from companion.store.batches import chunks, insert_new
 
 INDEXES = {
@@ -17,6 +18,7 @@ INDEXES = {
         IndexModel([("device_serial", ASCENDING), ("device_seq", ASCENDING)], unique=True, name="serial_seq"),
         # the adherence job reads every patient's sessions of a time window in one query
         IndexModel([("started_at", ASCENDING)], name="started"),
+        feeds.feed_index(),  # the app's change feed: records arrive late, in any order of started_at
     ],
     "device_events": [
         IndexModel([("patient_id", ASCENDING), ("at", ASCENDING)], name="patient_time"),
@@ -66,6 +68,12 @@ class SessionRecords:
         """Every patient's sessions starting in [start, end), with the fields the adherence job needs
         (one read for the whole job pass)."""
         return self.col.find({"started_at": {"$gte": start, "$lt": end}}, WINDOW_FIELDS)
+
+    def changed_between(self, patient_id: str, after: int, upto: int, limit: int) -> list[dict]:
+        return feeds.changed_between(self.col, patient_id, after, upto, limit)
+
+    def restamp(self, patient_id: str, first: int, count: int, new_first: int) -> int:
+        return feeds.restamp(self.col, patient_id, first, count, new_first)
 
     def battery_of(self, record_id: str | None) -> int | None:
         doc = self.col.find_one({"_id": record_id}, {"battery_pct": 1}) if record_id else None

@@ -210,3 +210,17 @@ def test_a_caregiver_without_note_permission_reads_the_occurrence_feed_without_s
                  headers=headers)
     seen = {o["id"]: o for o in follow(client, world, "occurrences", who="caregiver_linked")[0]}
     assert (seen[first["id"]]["status"], seen[first["id"]]["skip_reason"]) == ("skipped", None)
+
+
+def test_the_session_feed_hands_out_records_uploaded_late_in_the_order_they_were_stored(client, world):
+    from tests.support.records import session_record
+
+    gateway = world["gateway_a"]
+    recent = [session_record(world.a_device, seq) for seq in (5, 6, 7)]
+    assert client.post("/api/v1/gateway/session-records", json={"records": recent}, headers=gateway.headers).status_code == 200
+    first, cursor = follow(client, world, "sessions")
+    assert [s["record_id"] for s in first] == [f"{world.a_device}:{n}" for n in (5, 6, 7)]
+    late = [session_record(world.a_device, seq, started_at=START - timedelta(days=3, hours=seq)) for seq in (1, 2)]
+    client.post("/api/v1/gateway/session-records", json={"records": late + recent}, headers=gateway.headers)
+    later, _ = follow(client, world, "sessions", cursor)
+    assert [s["record_id"] for s in later] == [f"{world.a_device}:{n}" for n in (1, 2)]
