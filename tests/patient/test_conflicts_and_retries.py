@@ -133,3 +133,17 @@ def test_today_shows_a_weekly_mindfulness_goal_with_no_daily_minutes(client, wor
     today = client.get(f"{base(world)}/today", headers=world["patient_a"].headers).json["mindfulness"]
     assert (today["goal"], today["sessions_this_week"], today["state"]) == (
         {"minutes_per_day": None, "sessions_per_week": 4}, 0, "no_tasks")
+
+
+def test_retried_deletes_of_a_caregiver_link_a_phone_and_a_unit_succeed_as_the_first_did(client, world, services):
+    patient = world["patient_a"]
+    link = services.stores.care_links.active(patient.id, world["caregiver_linked"].id).id
+    for _ in range(2):
+        assert client.delete(f"{base(world)}/caregivers/{link}", headers=patient.headers).status_code == 204
+    assert_problem(client.delete(f"{base(world)}/caregivers/no-such-link", headers=patient.headers), 404)
+    client.put("/api/v1/me/push-tokens/phone-9", json={"token": "t-9", "platform": "android"}, headers=patient.headers)
+    for _ in range(2):
+        assert client.delete("/api/v1/me/push-tokens/phone-9", headers=patient.headers).status_code == 204
+    for _ in range(2):
+        assert client.delete(f"{base(world)}/devices/{world.a_device}", headers=patient.headers).status_code == 204
+    assert services.stores.devices.get(world.a_device) is None
