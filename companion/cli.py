@@ -23,9 +23,11 @@ def _services():
 
 
 def init_db(args) -> int:
-    """Create every collection's indexes (idempotent)."""
-    _services()
+    """Create every collection's indexes and number documents written before change feeds (idempotent)."""
+    numbered = _services().housekeeping.number_unsynced()
     print("indexes ensured")
+    if numbered:
+        print(f"{numbered} document(s) written before change feeds given change numbers")
     return 0
 
 

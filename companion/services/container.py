@@ -168,4 +168,4 @@ class Services:
 
     @cached_property
     def housekeeping(self) -> Housekeeping:
-        return Housekeeping(self.stores, self.clock, sync_window=self.settings.sync_window)
+        return Housekeeping(self.stores, self.clock, sync_window=self.settings.sync_window, changes=self.changes)

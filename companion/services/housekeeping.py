@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from companion.clock import Clock, now
+from companion.services.sync import Changes
 from companion.store.stores import Stores
 
 DEFAULT_SYNC_WINDOW = timedelta(days=90)
@@ -13,10 +14,12 @@ PURGE_ROUNDS = 1000  # batches per collection and run; a backlog larger than tha
 
 
 class Housekeeping:
-    def __init__(self, stores: Stores, clock: Clock = now, *, sync_window: timedelta = DEFAULT_SYNC_WINDOW):
+    def __init__(self, stores: Stores, clock: Clock = now, *, sync_window: timedelta = DEFAULT_SYNC_WINDOW,
+                 changes: Changes | None = None):
         self.stores = stores
         self.clock = clock
         self.sync_window = sync_window
+        self.changes = changes or Changes(stores, clock)
 
     def purge_expired(self) -> dict[str, int]:
         """Delete what has outlived its use; safe to run any time, any number of times.
@@ -51,3 +54,22 @@ class Housekeeping:
                     sequences.note_purged(patient_id, through)
                 purged += synced.purge([row["_id"] for row in rows], cutoff)
         return purged
+
+    def number_unsynced(self) -> int:
+        """Give a change number to every synced document written before change feeds existed (an upgrade
+        step, run by ``companion init-db``): without one a document would never appear in a feed."""
+        numbered = 0
+        stores = self.stores
+        for synced in (stores.pain_entries, stores.reminders, stores.occurrences, stores.plans, stores.practice,
+                       stores.favourites, stores.session_records):
+            for _ in range(PURGE_ROUNDS):
+                rows = synced.unnumbered()
+                if not rows:
+                    break
+                by_patient: dict[str, list] = {}
+                for row in rows:
+                    by_patient.setdefault(row["patient_id"], []).append(row["_id"])
+                for patient_id, ids in by_patient.items():
+                    with self.changes.stamp(patient_id, synced, len(ids)) as first:
+                        numbered += synced.number(ids, first)
+        return numbered

@@ -11,7 +11,7 @@ documents with those numbers as their ``seq``, then **settles** the reservation 
 (or up to ``issued`` when none is) belongs to a write that has finished, so a feed that never reads past
 the horizon cannot skip a write that commits late. A reservation left pending longer than the settle
 time (its writer died) is given up by the reader, one conditional update; a writer that finds its own
-reservation given up re-stamps what it wrote with new numbers (companion.store.feeds.restamp).
+reservation given up re-stamps what it wrote with new numbers (companion.store.feeds.SyncedCollection.restamp).
 
 ``purged_through``: the highest number of a deleted object whose tombstone the housekeeping job has
 purged; a cursor below it may have missed that deletion.

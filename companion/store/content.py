@@ -76,7 +76,7 @@ class ContentItems:
                 .limit(LIBRARY_LIMIT)]
 
 
-class Favourites:
+class Favourites(feeds.SyncedCollection):
     def __init__(self, db: Database):
         self.col = db.content_favourites
 
@@ -109,20 +109,8 @@ class Favourites:
         return [d["item_slug"] for d in self.col.find({"patient_id": patient_id, "deleted": {"$ne": True}})
                 .sort("created_at", ASCENDING).limit(LIBRARY_LIMIT)]
 
-    def changed_between(self, patient_id: str, after: int, upto: int, limit: int) -> list[dict]:
-        return feeds.changed_between(self.col, patient_id, after, upto, limit)
 
-    def restamp(self, patient_id: str, first: int, count: int, new_first: int) -> int:
-        return feeds.restamp(self.col, patient_id, first, count, new_first)
-
-    def tombstones_before(self, cutoff: datetime) -> list[dict]:
-        return feeds.tombstones_before(self.col, cutoff)
-
-    def purge(self, ids: list[str], cutoff: datetime) -> int:
-        return feeds.purge(self.col, ids, cutoff)
-
-
-class PracticeLog:
+class PracticeLog(feeds.SyncedCollection):
     def __init__(self, db: Database):
         self.col = db.practice_log
 
@@ -142,12 +130,6 @@ class PracticeLog:
             {"_id": practice_id, "patient_id": patient_id, "completed_at": None},
             {"$set": {"completed_at": completed_at, "minutes": minutes, "seq": seq}},
             return_document=ReturnDocument.AFTER)
-
-    def changed_between(self, patient_id: str, after: int, upto: int, limit: int) -> list[dict]:
-        return feeds.changed_between(self.col, patient_id, after, upto, limit)
-
-    def restamp(self, patient_id: str, first: int, count: int, new_first: int) -> int:
-        return feeds.restamp(self.col, patient_id, first, count, new_first)
 
     def between(self, patient_id: str, start: datetime, end: datetime, limit: int = 2000) -> list[dict]:
         return list(self.col.find({"patient_id": patient_id, "started_at": {"$gte": start, "$lt": end}})

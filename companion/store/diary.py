@@ -30,7 +30,7 @@ MAX_ROWS = 5000
 SCORE_FIELDS = {"patient_id": 1, "recorded_at": 1, "nrs": 1, "bpi": 1, "deleted": 1}
 
 
-class PainEntries:
+class PainEntries(feeds.SyncedCollection):
     def __init__(self, db: Database):
         self.col = db.pain_entries
 
@@ -81,20 +81,6 @@ class PainEntries:
             {"_id": entry_id, "patient_id": patient_id, "deleted": False, **feeds.at_version(version)},
             {"$set": {"deleted": True, "deleted_at": at, "updated_at": at, "seq": seq}},
             return_document=ReturnDocument.AFTER)
-
-    # The change feed (companion.store.feeds)
-    def changed_between(self, patient_id: str, after: int, upto: int, limit: int) -> list[dict]:
-        """Entries whose latest change is numbered in (after, upto], tombstones included."""
-        return feeds.changed_between(self.col, patient_id, after, upto, limit)
-
-    def restamp(self, patient_id: str, first: int, count: int, new_first: int) -> int:
-        return feeds.restamp(self.col, patient_id, first, count, new_first)
-
-    def tombstones_before(self, cutoff: datetime) -> list[dict]:
-        return feeds.tombstones_before(self.col, cutoff)
-
-    def purge(self, ids: list[str], cutoff: datetime) -> int:
-        return feeds.purge(self.col, ids, cutoff)
 
     def recorded_between(self, patient_id: str, start: datetime, end: datetime, limit: int = 2000) -> list[dict]:
         return list(self.col.find({"patient_id": patient_id, "deleted": False,

@@ -25,7 +25,7 @@ class VersionTaken(Exception):
     """Another writer created this version first."""
 
 
-class TherapyPlans:
+class TherapyPlans(feeds.SyncedCollection):
     def __init__(self, db: Database):
         self.col = db.therapy_plans
 
@@ -69,8 +69,4 @@ class TherapyPlans:
                                        {"$set": {"active_to": at, "seq": first_seq + n}}).modified_count
                    for n, key in enumerate(ids))
 
-    def changed_between(self, patient_id: str, after: int, upto: int, limit: int) -> list[dict]:
-        return feeds.changed_between(self.col, patient_id, after, upto, limit)
 
-    def restamp(self, patient_id: str, first: int, count: int, new_first: int) -> int:
-        return feeds.restamp(self.col, patient_id, first, count, new_first)

@@ -44,7 +44,7 @@ CANCELLED = "cancelled"
 LIVE = {"deleted": {"$ne": True}}
 
 
-class Reminders:
+class Reminders(feeds.SyncedCollection):
     def __init__(self, db: Database):
         self.col = db.reminders
 
@@ -92,14 +92,8 @@ class Reminders:
                                             {"$set": {**changes, "updated_at": at, "seq": seq}},
                                             return_document=ReturnDocument.AFTER)
 
-    def changed_between(self, patient_id: str, after: int, upto: int, limit: int) -> list[dict]:
-        return feeds.changed_between(self.col, patient_id, after, upto, limit)
 
-    def restamp(self, patient_id: str, first: int, count: int, new_first: int) -> int:
-        return feeds.restamp(self.col, patient_id, first, count, new_first)
-
-
-class Occurrences:
+class Occurrences(feeds.SyncedCollection):
     def __init__(self, db: Database):
         self.col = db.reminder_occurrences
 
@@ -185,19 +179,6 @@ class Occurrences:
         result = self.col.update_one({"_id": occurrence_id, "status": "pending"},
                                      {"$set": {"status": "missed", "status_at": at, "seq": seq}})
         return result.modified_count == 1
-
-    # The change feed (companion.store.feeds)
-    def changed_between(self, patient_id: str, after: int, upto: int, limit: int) -> list[dict]:
-        return feeds.changed_between(self.col, patient_id, after, upto, limit)
-
-    def restamp(self, patient_id: str, first: int, count: int, new_first: int) -> int:
-        return feeds.restamp(self.col, patient_id, first, count, new_first)
-
-    def tombstones_before(self, cutoff: datetime) -> list[dict]:
-        return feeds.tombstones_before(self.col, cutoff)
-
-    def purge(self, ids: list[str], cutoff: datetime) -> int:
-        return feeds.purge(self.col, ids, cutoff)
 
     def recent_of_kind(self, kind: str, since: datetime, until: datetime, statuses: tuple[str, ...]) -> list[dict]:
         """Occurrences of ``kind`` due in [since, until) whose status is one of ``statuses``."""

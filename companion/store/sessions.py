@@ -30,7 +30,7 @@ EVENTS_PER_PASS = 100_000
 WINDOW_FIELDS = {"patient_id": 1, "started_at": 1, "duration_s": 1}
 
 
-class SessionRecords:
+class SessionRecords(feeds.SyncedCollection):
     def __init__(self, db: Database):
         self.col = db.session_records
 
@@ -68,12 +68,6 @@ class SessionRecords:
         """Every patient's sessions starting in [start, end), with the fields the adherence job needs
         (one read for the whole job pass)."""
         return self.col.find({"started_at": {"$gte": start, "$lt": end}}, WINDOW_FIELDS)
-
-    def changed_between(self, patient_id: str, after: int, upto: int, limit: int) -> list[dict]:
-        return feeds.changed_between(self.col, patient_id, after, upto, limit)
-
-    def restamp(self, patient_id: str, first: int, count: int, new_first: int) -> int:
-        return feeds.restamp(self.col, patient_id, first, count, new_first)
 
     def battery_of(self, record_id: str | None) -> int | None:
         doc = self.col.find_one({"_id": record_id}, {"battery_pct": 1}) if record_id else None
