@@ -114,9 +114,9 @@ class Diary:
         """Change the fields given, on the version named (PreconditionFailed if it is no longer current) or
         on the current one; deleted entries cannot be edited."""
         patient_id = grant.patient_id
-        update = _normalised(changes)
         for _ in range(ATTEMPTS):
             current = self._live(patient_id, entry_id)
+            update = _normalised(_keeping_unseen_note(grant, current, changes))
             if _unchanged(current, update):
                 return _shown(grant, current)
             if if_version is not None and if_version != _version(current):
@@ -173,6 +173,16 @@ class Diary:
         continue from (companion.services.sync)."""
         page = self.changes.page(grant.patient_id, self.entries, cursor, limit)
         return page.with_items(_visible(grant, page.items))
+
+
+def _keeping_unseen_note(grant: Grant, current: dict, changes: dict) -> dict:
+    """A caller who may not read the patient's note (it was shown to them blank) changes the context around
+    it, never the note itself: otherwise editing the mood would erase what the patient wrote."""
+    if "context" not in changes or sees_free_text(grant):
+        return changes
+    note = (current.get("context") or {}).get("note")
+    context = {**(changes["context"] or {}), "note": note} if changes["context"] is not None or note else None
+    return {**changes, "context": context}
 
 
 def _same_creation(stored: dict, sent: dict) -> bool:

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+from companion.domain.access import CaregiverPermissions
 from tests.patient.conftest import START
 from tests.patient.helpers import snapshot
 from tests.support.problems import assert_problem
@@ -225,6 +226,18 @@ def test_a_caregiver_without_note_permission_does_not_see_notes(client, world):
     assert seen.json["items"][0]["context"] == {"location": None, "activity": None, "sleep_quality": None,
                                                 "mood": 4, "note": None}
     assert "private words" not in seen.get_data(as_text=True)
+
+
+def test_a_caregiver_who_may_not_read_notes_edits_an_entry_without_erasing_the_note(client, world, services, db):
+    services.stores.care_links.grant(world["patient_a"].id, world["caregiver_linked"].id,
+                                     CaregiverPermissions(write=True))
+    created = client.post(url(world), json=entry(1, context={"note": "private words", "mood": 4}),
+                          headers=world["patient_a"].headers).json
+    edited = client.patch(url(world, f"/{created['id']}"), json={"context": {"mood": 6, "note": None}},
+                          headers=world["caregiver_linked"].headers)
+    assert edited.status_code == 200 and edited.json["context"]["note"] is None  # still not shown to them
+    stored = db.pain_entries.find_one({"_id": created["id"]})["context"]
+    assert (stored["mood"], stored["note"]) == (6, "private words")
 
 
 def test_a_view_only_caregiver_cannot_write_the_diary(client, world, db):

@@ -4,7 +4,8 @@ when they stop, the phone's copy equals the database, every edit and deletion in
 edits of one object from the same version: exactly one wins, the others are answered 412.
 
 On the feed this replaces ((updated_at, _id) set before the write commits) the first test lost 7 of 600
-entries with 2 writers; the rounds here add up to well over a thousand changes.
+entries with 2 writers; the rounds here add up to well over a thousand changes, and a feed that reads up to
+the highest change number issued instead of the settled horizon fails every diary round.
 """
 
 from __future__ import annotations
