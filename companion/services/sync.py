@@ -26,7 +26,8 @@ from datetime import timedelta
 from typing import Protocol
 
 from companion.clock import Clock, now
-from companion.domain.errors import ResyncRequired
+from companion.domain.errors import ResyncRequired, ServiceUnavailable
+from companion.store.changes import SequenceBusy
 from companion.store.stores import Stores
 
 DEFAULT_SETTLE = timedelta(seconds=30)
@@ -65,7 +66,11 @@ class Changes:
     def stamp(self, patient_id: str, synced: Synced, count: int = 1) -> Iterator[int]:
         """Reserve ``count`` change numbers for one write to ``synced`` (yields the first) and settle them
         once the write is over, successful or not."""
-        first = self.sequences.reserve(patient_id, count, self.clock())
+        try:
+            first = self.sequences.reserve(patient_id, count, self.clock())
+        except SequenceBusy:
+            raise ServiceUnavailable("too many changes to this patient's data at once; try again",
+                                     retry_after_s=1) from None
         try:
             yield first
         finally:

@@ -234,3 +234,12 @@ def test_documents_written_before_change_feeds_are_numbered_by_init_db_and_then_
     assert services.housekeeping.number_unsynced() == 1
     assert services.housekeeping.number_unsynced() == 0
     assert [e["id"] for e in follow(client, world, "pain-entries")[0]] == ["legacy-1"]
+
+
+def test_a_patient_whose_change_numbers_cannot_be_reserved_gets_a_503_to_retry_and_nothing_is_written(
+        client, world, db, monkeypatch):
+    monkeypatch.setattr("companion.store.changes.ATTEMPTS", 0)  # as if other writers always came first
+    answer = client.post(f"{base(world)}/pain-entries", json=entry(1), headers=world["patient_a"].headers)
+    assert_problem(answer, 503)
+    assert answer.headers["Retry-After"] == "1"
+    assert db.pain_entries.count_documents({}) == 0
