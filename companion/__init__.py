@@ -32,7 +32,7 @@ again with its `client_entry_id` and the same content all answer as the first ti
 def create_app(test_config: dict | None = None, *, services=None) -> Flask:
     """Application factory. `test_config` overrides settings (see companion.settings.Settings)."""
     from companion import api, web
-    from companion.http import auditing, problems, security
+    from companion.http import auditing, correlation, problems, security
     from companion.services.container import Services
 
     settings = load_settings(test_config)
@@ -58,6 +58,7 @@ def create_app(test_config: dict | None = None, *, services=None) -> Flask:
     app.extensions["companion"] = services or Services(settings)
     api.register(app, problems.ProblemApi(app))
     web.register(app)
+    correlation.install(app)  # first, so that its after-request hook runs last and sees the final answer
     auditing.install(app)
     security.install(app)
     problems.register(app)

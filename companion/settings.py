@@ -33,11 +33,13 @@ class Settings:
     """What one process runs with. Build it with :func:`load_settings`; tests pass overrides."""
 
     env: str = "development"
-    mongodb_uri: str = "mongodb://127.0.0.1:27017/"
+    # The FerretDB that `make run` starts, so that every command finds the local run's database by default.
+    mongodb_uri: str = "mongodb://127.0.0.1:27117/"
     mongodb_db: str = "companion"
     secret_key: str = ""
     staff_mfa_required: bool = False
     log_level: str = "INFO"
+    metrics_token: str | None = None
     # API
     access_token_ttl_s: int = 15 * 60
     refresh_token_ttl_s: int = 30 * 24 * 3600
@@ -70,6 +72,7 @@ class Settings:
     push_lease: timedelta = timedelta(minutes=5)
     push_token_stale_after: timedelta = timedelta(days=60)
     caregiver_alert_delay: timedelta = timedelta(minutes=60)
+    worker_metrics_port: int = 9101
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -144,6 +147,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("COMPANION_STAFF_MFA", "staff_mfa_required", _mfa,
             "`required` makes clinicians and admins complete TOTP before getting a token"),
     Setting("COMPANION_LOG_LEVEL", "log_level", _one_of(*LOG_LEVELS), "log level"),
+    Setting("COMPANION_METRICS_TOKEN", "metrics_token", _text,
+            "when set, GET /metrics needs `Authorization: Bearer <token>` (the scraper's)"),
     Setting("COMPANION_DB_TIMEOUT_MS", "db_timeout_ms", _whole(100, 120_000),
             "every database operation's budget (sent as maxTimeMS); a dead database answers 503 within it"),
     Setting("COMPANION_ACCESS_TOKEN_TTL", "access_token_ttl_s", _whole(60, 3600), "access-token lifetime in seconds"),
@@ -170,6 +175,8 @@ SETTINGS: tuple[Setting, ...] = (
             "worker: leader-lease length, renewed every third of it"),
     Setting("COMPANION_PUSH_LEASE_S", "push_lease", _duration("seconds", 1, 3600),
             "worker: how long a batch being pushed is held before another worker may send it again"),
+    Setting("COMPANION_WORKER_METRICS_PORT", "worker_metrics_port", _whole(0, 65535),
+            "worker: the port of its Prometheus metrics (0: not served)"),
 )
 _BY_FIELD = {s.field: s for s in SETTINGS}
 
@@ -201,6 +208,8 @@ def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[s
         settings = replace(settings, secret_key=secrets.token_urlsafe(48))
     elif len(settings.secret_key) < 32:
         raise SettingError("COMPANION_SECRET_KEY is too short: use at least 32 characters")
+    if settings.metrics_token is not None and len(settings.metrics_token) < 16:
+        raise SettingError("COMPANION_METRICS_TOKEN is too short: use at least 16 characters")
     return settings
 
 

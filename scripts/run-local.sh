@@ -3,11 +3,11 @@
 #   FerretDB (unless MONGODB_URI is set) -> indexes, demo data, mindfulness library ->
 #   the local FCM emulator -> every process in the Procfile (web on :5000, worker) ->
 #   simulated TENS units on a private D-Bus feeding a paired gateway.
-# Ctrl-C stops everything.
+# A process that exits is restarted, and says so; the others go on. Ctrl-C stops everything.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-scripts/bootstrap.sh
+scripts/bootstrap.sh run
 mkdir -p var/run var/ferretdb
 export PATH="$root/.venv/bin:$PATH"
 export PORT="${PORT:-5000}"
@@ -21,9 +21,10 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-prefix() {
-  local name=$1; shift
-  setsid bash -c 'label=$(printf "%-9s" "$0"); "$@" 2>&1 | sed -u "s/^/$label| /"' "$name" "$@" &
+# Each service runs in its own process group (setsid) under scripts/supervise.sh, which prefixes its lines
+# with its name and restarts it when it exits, saying so. Ctrl-C ends every group, supervisors included.
+supervise() {
+  setsid scripts/supervise.sh "$@" &
   pids+=($!)
 }
 
@@ -35,7 +36,7 @@ if [ -z "${MONGODB_URI:-}" ]; then
   [ -d var/ferretdb ] && [ -n "$(ls -A var/ferretdb 2>/dev/null)" ] || rm -rf var/run/gateway
   db_port="${COMPANION_DB_PORT:-27117}"
   echo "==> starting FerretDB on 127.0.0.1:${db_port} (data in var/ferretdb)"
-  prefix ferretdb var/bin/ferretdb --handler=sqlite --sqlite-url="file:$root/var/ferretdb/" \
+  supervise ferretdb var/bin/ferretdb --handler=sqlite --sqlite-url="file:$root/var/ferretdb/" \
     --listen-addr="127.0.0.1:${db_port}" --state-dir="$root/var/ferretdb" --telemetry=disable \
     --debug-addr=- --log-level=warn
   export MONGODB_URI="mongodb://127.0.0.1:${db_port}/"
@@ -46,31 +47,31 @@ if [ -z "${MONGODB_URI:-}" ]; then
   done
 fi
 
-echo "==> database: indexes, demo data, mindfulness library"
-companion init-db
+echo "==> database: migrations (indexes), demo data, mindfulness library"
+companion migrate
 companion load-content
 companion seed-demo
 
 fcm_port="${COMPANION_FCM_PORT:-9099}"
 echo "==> starting the local FCM emulator on http://127.0.0.1:${fcm_port}/ (see pushes arrive there)"
 rm -f var/run/fcm-service-account.json
-setsid python -m companion.notify.fcm_emulator --port "$fcm_port" \
-  --write-service-account var/run/fcm-service-account.json > var/run/fcm.log 2>&1 &
-pids+=($!)
+supervise fcm bash -c "exec python -m companion.notify.fcm_emulator --port $fcm_port \
+  --write-service-account var/run/fcm-service-account.json >> var/run/fcm.log 2>&1"
 for _ in $(seq 1 50); do [ -f var/run/fcm-service-account.json ] && break; sleep 0.1; done
 export FCM_SERVICE_ACCOUNT="$root/var/run/fcm-service-account.json"
 export FCM_URL="http://127.0.0.1:${fcm_port}/v1/projects/{project_id}/messages:send"
 
-echo "==> starting the Procfile's processes"
+echo "==> starting the Procfile's processes (its release step, companion migrate, ran above)"
 while IFS= read -r line; do
   [[ "$line" =~ ^([a-z]+):[[:space:]]*(.*)$ ]] || continue
-  prefix "${BASH_REMATCH[1]}" bash -c "${BASH_REMATCH[2]}"
+  [ "${BASH_REMATCH[1]}" = release ] && continue
+  supervise "${BASH_REMATCH[1]}" bash -c "${BASH_REMATCH[2]}"
 done < Procfile
 
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:${PORT}/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
 
 echo "==> simulated TENS units -> gateway -> API"
-prefix gateway python -m device_gateway.demo --api "http://127.0.0.1:${PORT}" --state-dir var/run/gateway
+supervise gateway python -m device_gateway.demo --api "http://127.0.0.1:${PORT}" --state-dir var/run/gateway
 
 cat <<EOM
 
@@ -78,7 +79,9 @@ cat <<EOM
     API            http://127.0.0.1:${PORT}/api/v1   (docs: http://127.0.0.1:${PORT}/docs)
     Clinician web  http://127.0.0.1:${PORT}/clinician
     Push emulator  http://127.0.0.1:${fcm_port}/
-  Demo logins: see 'demo data' above (password: companion-demo). Ctrl-C stops everything.
+    Metrics        http://127.0.0.1:${PORT}/metrics (web), http://127.0.0.1:${COMPANION_WORKER_METRICS_PORT:-9101}/ (worker)
+  Demo logins: see 'demo data' above (password: companion-demo). A process that exits is restarted;
+  Ctrl-C stops everything.
 
 EOM
-wait -n "${pids[@]}"
+wait

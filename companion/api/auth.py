@@ -69,7 +69,7 @@ class MfaEnrolmentSchema(Schema):
 class AccountSchema(Schema):
     id = fields.String(dump_only=True)
     email = fields.String(dump_only=True)
-    role = fields.Function(lambda u: u.role.value, dump_only=True)
+    role = fields.String(attribute="role.value", dump_only=True)
     display_name = fields.String(dump_only=True)
     time_zone = fields.String(dump_only=True)
     mfa_enabled = fields.Boolean(dump_only=True)

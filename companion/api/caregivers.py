@@ -44,7 +44,8 @@ class LinkSchema(Schema):
     caregiver_id = fields.String(attribute="link.caregiver_id", dump_only=True)
     caregiver_name = fields.String(dump_only=True)
     status = fields.String(attribute="link.status", dump_only=True)
-    permissions = fields.Function(lambda named: _permissions(named.link.permissions), dump_only=True)
+    permissions = fields.Function(lambda named: _permissions(named.link.permissions), dump_only=True,
+                                  metadata={"type": "object"})
     granted_at = fields.DateTime(attribute="link.granted_at", dump_only=True)
     revoked_at = fields.DateTime(attribute="link.revoked_at", dump_only=True, allow_none=True)
 

@@ -100,7 +100,8 @@ class SessionRecords(MethodView):
                       resource_ids=[r["record_id"] for r in valid])
         named = {r["device_serial"] for r in valid} | {r["device_serial"] for r in body["records"]
                                                        if isinstance(r.get("device_serial"), str)}
-        return {"results": svc.ingestion.receive(gateway_id, patient_id, valid, named) + rejected}
+        results = svc.ingestion.receive(gateway_id, patient_id, valid, named, refused_by_schema=len(rejected))
+        return {"results": results + rejected}
 
 
 @blp.route("/device-status")

@@ -11,7 +11,7 @@ from companion.api.schemas import ChangesArgs, changes_schema, version_field
 from companion.domain.access import Operation, Role
 from companion.domain.content_library import CATEGORIES, LEVELS
 from companion.http import auditing, services
-from companion.http.idempotency import idempotent
+from companion.http.idempotency import idempotent, request_key
 from companion.http.schemas import StrictSchema, text
 from companion.http.security import allow, require_patient
 
@@ -184,7 +184,8 @@ class PracticeList(MethodView):
     def post(self, body, patient_id):
         """Start practising an item."""
         require_patient(patient_id, Operation.WRITE)
-        practice = services().library.start_practice(patient_id, body["item_slug"], body["started_at"])
+        practice = services().library.start_practice(patient_id, body["item_slug"], body["started_at"],
+                                                     request_key=request_key())
         auditing.note(patient_ids=[patient_id], resource="practice", action="C", resource_ids=[practice["_id"]])
         return practice
 

@@ -32,9 +32,10 @@ class PatientSchema(Schema):
     display_name = fields.String(dump_only=True)
     time_zone = fields.String(dump_only=True)
     time_zone_history = fields.List(fields.Nested(ZoneChangeSchema), dump_only=True)
-    quiet_hours = fields.Function(_quiet_hours, dump_only=True)
+    quiet_hours = fields.Function(_quiet_hours, dump_only=True, metadata={"type": "object"})
     caregiver_alert_delay_min = fields.Function(
-        lambda p: p.caregiver_alert_delay_min or DEFAULT_CAREGIVER_ALERT_DELAY_MIN, dump_only=True)
+        lambda p: p.caregiver_alert_delay_min or DEFAULT_CAREGIVER_ALERT_DELAY_MIN, dump_only=True,
+        metadata={"type": "integer"})
     created_at = fields.DateTime(dump_only=True)
     version = fields.Integer(attribute="profile_version", dump_only=True, metadata={
         "description": 'the profile\'s version (its ETag is "<version>"): send it in If-Match to change exactly '

@@ -23,7 +23,7 @@ from companion.api.schemas import ChangesArgs
 from companion.domain.access import Operation, Role
 from companion.http import auditing, conditional, services
 from companion.http.conditional import ETAG_HEADERS, IF_MATCH_DOC, IF_NONE_MATCH_DOC, PRECONDITION_FAILED_DOC
-from companion.http.idempotency import idempotent
+from companion.http.idempotency import idempotent, request_key
 from companion.http.security import allow, require_patient
 
 blp = Blueprint("reminders", __name__, url_prefix="/api/v1", description="Reminders and their occurrences")
@@ -51,7 +51,7 @@ class ReminderList(MethodView):
         """Create a reminder; its occurrences for the next two days are materialized at once. Send an
         Idempotency-Key to make a retry safe."""
         require_patient(patient_id, Operation.WRITE)
-        reminder = services().reminders.create(patient_id, body)
+        reminder = services().reminders.create(patient_id, body, request_key=request_key())
         auditing.note(patient_ids=[patient_id], resource="reminder", action="C", resource_ids=[reminder["_id"]])
         return conditional.tagged(reminder, reminder.get("seq"), 201)
 

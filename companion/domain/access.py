@@ -50,6 +50,7 @@ class Actor:
     id: str
     role: Role
     family: str | None = None
+    session_started_at: datetime | None = None
 
 
 _ALLOWED: dict[Relationship, frozenset[Operation]] = {

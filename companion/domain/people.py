@@ -48,11 +48,17 @@ class Account:
     time_zone_history: tuple[ZoneMove, ...] = ()
     quiet_hours: QuietHours | None = None
     caregiver_alert_delay_min: int | None = None
+    credentials_changed_at: datetime | None = None
     profile_version: int = 0
 
     @property
     def is_patient(self) -> bool:
         return self.role is Role.PATIENT
+
+    def accepts_session_from(self, started_at: datetime | None) -> bool:
+        """Whether a session started at ``started_at`` may go on: none older than the last change of password."""
+        return self.credentials_changed_at is None or (started_at is not None
+                                                       and started_at >= self.credentials_changed_at)
 
     def zone_history(self) -> TimeZoneHistory:
         """The zones this person lived in over time (the registration zone applies before any move)."""

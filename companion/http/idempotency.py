@@ -13,7 +13,7 @@ import functools
 import hashlib
 import re
 
-from flask import Response, request
+from flask import Response, g, request
 from flask_smorest.utils import deepupdate
 
 from companion.domain.errors import Invalid
@@ -53,6 +53,7 @@ def idempotent(view):
                           errors={HEADER: ["invalid"]})
         caller = current_actor().id
         digest = hashlib.sha256(request.method.encode() + request.path.encode() + request.get_data()).hexdigest()
+        g.idempotency_key = f"{caller}:{key}"
         keys = services().idempotency
         stored = keys.begin(caller, key, digest)
         if stored is not None:
@@ -73,3 +74,10 @@ def idempotent(view):
     wrapper._apidoc = deepupdate(getattr(wrapper, "_apidoc", {}),
                                  {"manual_doc": {"parameters": [HEADER_DOC], "responses": RESPONSES_DOC}})
     return wrapper
+
+
+def request_key() -> str | None:
+    """This request's Idempotency-Key (with its caller), if it sent one: a use case that creates something
+    derives the new object's id from it, so a retry after a crash finds the object the first attempt made
+    instead of making a second one."""
+    return g.get("idempotency_key")

@@ -97,8 +97,11 @@ def authenticate(token: str) -> Actor:
     """The caller behind a bearer token (Unauthorized if it is not a live one)."""
     svc = services()
     actor = svc.tokens.actor_from(token)
-    if actor.role is Role.GATEWAY and not svc.gateways.is_active(actor.id):
-        raise Unauthorized("invalid or expired token")
+    if actor.role is Role.GATEWAY:
+        if not svc.gateways.is_active(actor.id):
+            raise Unauthorized("invalid or expired token")
+    else:
+        svc.accounts.require_live_session(actor)
     return actor
 
 
@@ -138,4 +141,5 @@ def install(app: Flask) -> None:
         if g.actor.role.value not in roles:
             raise Forbidden("this role may not call this route")
         gate_patient_in_url(_action_of_method())
+        auditing.begin_write()
         return None

@@ -9,8 +9,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from pymongo.errors import DuplicateKeyError
 
-from companion.clock import Clock, now
-from companion.domain.access import Role
+from companion.clock import Clock, now, to_millis
+from companion.domain.access import Actor, Role
 from companion.domain.errors import Conflict, Invalid, NotFound, TooManyRequests, Unauthorized
 from companion.domain.people import Account
 from companion.services.tokens import TokenService, hash_token
@@ -164,12 +164,22 @@ class Accounts:
         if current_password == new_password:
             raise Invalid("the new password must differ from the current one",
                           errors={"new_password": ["must differ from the current password"]})
-        user = self.users.set_password_hash(user_id, self.passwords.hash(new_password))
+        # One write changes the password and stops every older session being accepted (checked on each
+        # request), so a crash after it leaves no session alive; ending them below is the tidy-up.
+        user = self.users.set_password_hash(user_id, self.passwords.hash(new_password), to_millis(self.clock()))
         if user is None:
             raise NotFound("no such account")
         self.tokens.end_every_session(user_id, "password changed")
         self.web_sessions.end_for_user(user_id)
         return self.tokens.start_session(user_id, user.role.value)
+
+    def require_live_session(self, actor: Actor) -> Account:
+        """The caller's account, if it still exists and still accepts the caller's session (Unauthorized if
+        not: the account was removed, or its password changed after the session began)."""
+        user = self.users.by_id(actor.id)
+        if user is None or not user.accepts_session_from(actor.session_started_at):
+            raise Unauthorized("invalid or expired token")
+        return user
 
     def reauthenticate(self, user_id: str, password: str) -> None:
         """Step-up for sensitive changes: the current password, checked afresh."""
@@ -186,8 +196,13 @@ class Accounts:
     def web_session(self, token: str | None) -> dict | None:
         """The live session behind a cookie (and it counts as activity), or None."""
         session = self.web_sessions.live(token, self.clock())
-        if session is not None:
-            self.web_sessions.touch(session, self.clock())
+        if session is None:
+            return None
+        user = self.users.by_id(session["user_id"])
+        if user is None or not user.accepts_session_from(session["created_at"]):
+            self.web_sessions.end_session(session)
+            return None
+        self.web_sessions.touch(session, self.clock())
         return session
 
     def pending_web_session(self, token: str | None) -> dict | None:

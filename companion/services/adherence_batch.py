@@ -30,6 +30,7 @@ from companion.domain.people import Account
 from companion.domain.plans import planned_tasks
 from companion.services.adherence import day_bounds, snapshot_of
 from companion.services.alerts import LOW_ADHERENCE_LOOKBACK, AlertService, AlertsReport, low_adherence_in
+from companion.services.item_failures import ItemFailures
 from companion.store.adherence import snapshot_id
 from companion.store.stores import Stores
 
@@ -93,16 +94,19 @@ def _day_of(patient: _Patient | None, at: datetime) -> _Day | None:
     return patient.days.get(at.astimezone(patient.history.zone_at(at)).date())
 
 
-def _read_plans(stores: Stores, patients: dict[str, _Patient]) -> None:
+def _apply_plan(plan: dict, patient: _Patient) -> None:
+    for day in patient.days.values():
+        live = plan["active_from"] < day.day_end and (plan.get("active_to") is None
+                                                      or plan["active_to"] >= day.day_end)
+        if live and (day.plan_version is None or plan["version"] > day.plan_version):
+            day.plan_version, day.tasks = plan["version"], planned_tasks(plan, day.local_date)
+
+
+def _read_plans(stores: Stores, patients: dict[str, _Patient], failures: ItemFailures) -> None:
     for plan in stores.plans.every_version(_PLAN_FIELDS):
-        patient = patients.get(plan["patient_id"])
-        if patient is None:
-            continue
-        for day in patient.days.values():
-            live = plan["active_from"] < day.day_end and (plan.get("active_to") is None
-                                                          or plan["active_to"] >= day.day_end)
-            if live and (day.plan_version is None or plan["version"] > day.plan_version):
-                day.plan_version, day.tasks = plan["version"], planned_tasks(plan, day.local_date)
+        patient = patients.get(plan.get("patient_id"))
+        if patient is not None:
+            failures.attempt(plan["_id"], lambda plan=plan, patient=patient: _apply_plan(plan, patient))
 
 
 def _read_events(stores: Stores, patients: dict[str, _Patient]) -> None:
@@ -142,12 +146,19 @@ def _chunk(stores: Stores, chunk: list[_Patient], now: datetime) -> ChunkResult:
     return ChunkResult(len(fresh), candidates)
 
 
-def recompute_everyone(stores: Stores, now: datetime, chunk_size: int = CHUNK) -> Iterator[ChunkResult]:
-    """Recompute every patient's last two local days and judge the low-adherence rule, chunk by chunk."""
-    patients = {account.id: _patient(account, now) for account in stores.users.patients()}
+def recompute_everyone(stores: Stores, now: datetime, chunk_size: int = CHUNK,
+                       failures: ItemFailures | None = None) -> Iterator[ChunkResult]:
+    """Recompute every patient's last two local days and judge the low-adherence rule, chunk by chunk. A
+    patient or a plan that cannot be read (a malformed stored item) is logged and skipped."""
+    failures = failures or ItemFailures("adherence-daily")
+    patients = {}
+    for account in stores.users.patients():
+        patient = failures.attempt(account.id, lambda a=account: _patient(a, now))
+        if patient is not None:
+            patients[account.id] = patient
     if not patients:
         return
-    _read_plans(stores, patients)
+    _read_plans(stores, patients, failures)
     _read_events(stores, patients)
     ordered = list(patients.values())
     for start in range(0, len(ordered), chunk_size):
@@ -168,9 +179,10 @@ class AdherenceJob:
         at = self.clock()
         written = 0
         report = AlertsReport()
-        for chunk in recompute_everyone(self.stores, at):
+        failures = ItemFailures("adherence-daily")
+        for chunk in recompute_everyone(self.stores, at, failures=failures):
             written += chunk.written
             for candidate in chunk.candidates:
-                self.alerts.raise_once(candidate, report)
-        logger.info("adherence snapshots written: %d; alerts %s", written, report.raised)
+                failures.attempt(candidate.dedup_key, lambda c=candidate: self.alerts.raise_once(c, report))
+        logger.info("adherence snapshots written: %d; alerts %s; failed %d", written, report.raised, len(failures))
         return written

@@ -12,6 +12,7 @@ from functools import cached_property
 from pymongo import MongoClient
 
 from companion.clock import Clock, now
+from companion.metrics import PrometheusTelemetry
 from companion.notify.push import PushSender
 from companion.services.access import AccessControl
 from companion.services.accounts import Accounts
@@ -23,6 +24,7 @@ from companion.services.care import Care
 from companion.services.diary import Diary
 from companion.services.gateways import Gateways
 from companion.services.health import Health
+from companion.services.heartbeat import Heartbeats
 from companion.services.housekeeping import Housekeeping
 from companion.services.idempotency import IdempotencyClaims
 from companion.services.ingestion import Ingestion
@@ -38,6 +40,7 @@ from companion.services.reminders import ReminderService
 from companion.services.review import Review
 from companion.services.sessions import TensSessions
 from companion.services.sync import Changes
+from companion.services.telemetry import Telemetry
 from companion.services.tokens import TokenService
 from companion.settings import Settings
 from companion.store.db import make_client
@@ -46,9 +49,10 @@ from companion.store.stores import Stores
 
 class Services:
     def __init__(self, settings: Settings, client: MongoClient | None = None, *, clock: Clock = now,
-                 sender: PushSender | None = None):
+                 sender: PushSender | None = None, telemetry: Telemetry | None = None):
         self.settings = settings
         self.clock = clock
+        self.telemetry = telemetry or PrometheusTelemetry()
         self.client = client or make_client(
             settings.mongodb_uri,
             timeout_ms=settings.db_timeout_ms,
@@ -72,7 +76,11 @@ class Services:
 
     @cached_property
     def health(self) -> Health:
-        return Health(self.stores)
+        return Health(self.stores, self.settings.mongodb_uri)
+
+    @cached_property
+    def heartbeats(self) -> Heartbeats:
+        return Heartbeats(self.stores.worker_heartbeats, self.settings.lease_ttl, self.clock)
 
     @cached_property
     def tokens(self) -> TokenService:
@@ -108,7 +116,7 @@ class Services:
 
     @cached_property
     def ingestion(self) -> Ingestion:
-        return Ingestion(self.settings, self.stores, self.clock, changes=self.changes)
+        return Ingestion(self.settings, self.stores, self.clock, telemetry=self.telemetry, changes=self.changes)
 
     @cached_property
     def sessions(self) -> TensSessions:
@@ -160,7 +168,7 @@ class Services:
 
     @cached_property
     def push(self) -> PushDelivery:
-        return PushDelivery(self.settings, self.stores, self.sender, clock=self.clock)
+        return PushDelivery(self.settings, self.stores, self.sender, clock=self.clock, telemetry=self.telemetry)
 
     def leader_lease(self, holder: str) -> LeaderLease:
         """This worker's hold on the scheduler's leader lease."""
@@ -168,4 +176,5 @@ class Services:
 
     @cached_property
     def housekeeping(self) -> Housekeeping:
-        return Housekeeping(self.stores, self.clock, sync_window=self.settings.sync_window, changes=self.changes)
+        return Housekeeping(self.stores, self.heartbeats, self.clock, sync_window=self.settings.sync_window,
+                            changes=self.changes)

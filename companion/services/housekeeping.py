@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from companion.clock import Clock, now
+from companion.services.heartbeat import Heartbeats
 from companion.services.sync import Changes
 from companion.store.stores import Stores
 
@@ -14,10 +15,11 @@ PURGE_ROUNDS = 1000  # batches per collection and run; a backlog larger than tha
 
 
 class Housekeeping:
-    def __init__(self, stores: Stores, clock: Clock = now, *, sync_window: timedelta = DEFAULT_SYNC_WINDOW,
-                 changes: Changes | None = None):
+    def __init__(self, stores: Stores, heartbeats: Heartbeats, clock: Clock = now, *,
+                 sync_window: timedelta = DEFAULT_SYNC_WINDOW, changes: Changes | None = None):
         self.stores = stores
         self.clock = clock
+        self.heartbeats = heartbeats
         self.sync_window = sync_window
         self.changes = changes or Changes(stores, clock)
 
@@ -32,6 +34,7 @@ class Housekeeping:
             "refresh_tokens": self.stores.token_families.delete_expired(older_than=timedelta(days=1)),
             "pairing_codes": self.stores.pairing_codes.delete_expired(cutoff - timedelta(days=1)),
             "web_sessions": self.stores.web_sessions.purge_expired(cutoff),
+            "worker_heartbeats": self.heartbeats.forget_old(),
             "tombstones": self.purge_tombstones(),
         }
 
@@ -57,7 +60,7 @@ class Housekeeping:
 
     def number_unsynced(self) -> int:
         """Give a change number to every synced document written before change feeds existed (an upgrade
-        step, run by ``companion init-db``): without one a document would never appear in a feed."""
+        step, run by ``companion migrate``): without one a document would never appear in a feed."""
         numbered = 0
         stores = self.stores
         for synced in (stores.pain_entries, stores.reminders, stores.occurrences, stores.plans, stores.practice,

@@ -19,13 +19,16 @@ from companion.clock import Clock, now
 from companion.domain.errors import Forbidden, TooManyRequests
 from companion.domain.sessions import check_record, device_events_for
 from companion.services.sync import Changes
+from companion.services.telemetry import NoTelemetry, Telemetry
 from companion.settings import Settings
 from companion.store.stores import Stores
 
 
 class Ingestion:
-    def __init__(self, settings: Settings, stores: Stores, clock: Clock = now, *, changes: Changes | None = None):
+    def __init__(self, settings: Settings, stores: Stores, clock: Clock = now, *,
+                 telemetry: Telemetry | None = None, changes: Changes | None = None):
         self.settings = settings
+        self.telemetry = telemetry or NoTelemetry()
         self.changes = changes or Changes(stores, clock)
         self.records = stores.session_records
         self.events = stores.device_events
@@ -45,10 +48,11 @@ class Ingestion:
             raise Forbidden("this gateway may not write for one or more of these units")
 
     def receive(self, gateway_id: str | None, patient_id: str, records: list[dict],
-                named_serials: set[str]) -> list[dict]:
+                named_serials: set[str], *, refused_by_schema: int = 0) -> list[dict]:
         """Store the valid new records of a batch; answer created / duplicate / rejected (with a reason) for
         each. ``named_serials`` are every unit the batch names, valid records or not: all must be bound.
-        ``gateway_id`` is None for history imported without a gateway (the demo's), which is not throttled."""
+        ``gateway_id`` is None for history imported without a gateway (the demo's), which is not throttled.
+        ``refused_by_schema`` counts the batch's records the HTTP layer already rejected (for the metrics)."""
         if gateway_id is not None:
             self._throttle(gateway_id)
         self._require_bound(patient_id, named_serials)
@@ -82,6 +86,9 @@ class Ingestion:
                 results[rid] = {"status": "duplicate", "reason": None}
                 kept.append(doc)
         self._derive(patient_id, kept, received_at)
+        for result in ("created", "duplicate", "rejected"):
+            count = sum(1 for r in results.values() if r["status"] == result)
+            self.telemetry.records_received(result, count + (refused_by_schema if result == "rejected" else 0))
         return [{"record_id": rid, **res} for rid, res in results.items()]
 
     def _derive(self, patient_id: str, docs: list[dict], received_at: datetime) -> None:

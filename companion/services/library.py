@@ -9,6 +9,7 @@ from pathlib import Path
 from companion.clock import Clock, now
 from companion.domain import content_library
 from companion.domain.errors import Conflict, Invalid, NotFound
+from companion.services.derived_ids import derived_id
 from companion.services.sync import Changes
 from companion.store.content import NEVER_CHOSEN
 from companion.store.stores import Stores
@@ -82,11 +83,14 @@ class Library:
     def practice_between(self, patient_id: str, start: datetime, end: datetime) -> list[dict]:
         return self.log.between(patient_id, start, end)
 
-    def start_practice(self, patient_id: str, slug: str, started_at: datetime | None) -> dict:
-        """Record that the patient began an item (now, or when the app says it began offline)."""
+    def start_practice(self, patient_id: str, slug: str, started_at: datetime | None, *,
+                       request_key: str | None = None) -> dict:
+        """Record that the patient began an item (now, or when the app says it began offline). With a
+        ``request_key`` a retry of the same request finds the practice the first attempt stored."""
         self.item(slug)
+        practice_id = derived_id("practice", request_key) if request_key else None
         with self.changes.stamp(patient_id, self.log) as seq:
-            return self.log.start(patient_id, slug, started_at or self.clock(), seq)
+            return self.log.start(patient_id, slug, started_at or self.clock(), seq, practice_id)
 
     def complete_practice(self, patient_id: str, practice_id: str, completed_at: datetime | None,
                           minutes: float | None) -> dict:

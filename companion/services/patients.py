@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import time
+from datetime import datetime, time, timedelta
 
-from companion.clock import Clock, now
+from companion.clock import Clock, now, to_millis
 from companion.domain.access import Role
 from companion.domain.errors import Conflict, NotFound, PreconditionFailed
 from companion.domain.people import Account, ZoneMove
@@ -29,6 +29,13 @@ class Profiles:
             raise NotFound(NOT_FOUND)
         return user
 
+    def _next_move_at(self, patient: Account) -> datetime:
+        """When a move takes effect: now, to the millisecond the database keeps, and always after the last
+        move (two moves at one instant would make the history ambiguous)."""
+        at = to_millis(self.clock())
+        latest = max((m.effective_from for m in patient.time_zone_history), default=None)
+        return max(at, latest + timedelta(milliseconds=1)) if latest else at
+
     def update(self, patient_id: str, changes: dict, *, if_version: int | None = None) -> Account:
         """Change one's own profile, at the version named (PreconditionFailed with the current profile if it
         moved on) or at the current one (only the fields given change). A new time zone is recorded with
@@ -51,7 +58,7 @@ class Profiles:
             updated = self.users.update_profile(
                 patient_id, version=patient.profile_version, display_name=changes.get("display_name"),
                 quiet_hours=quiet, caregiver_alert_delay_min=changes.get("caregiver_alert_delay_min"),
-                move=ZoneMove(zone, self.clock(), patient.time_zone) if moving else None)
+                move=ZoneMove(zone, self._next_move_at(patient), patient.time_zone) if moving else None)
             if updated is None:
                 continue  # changed meanwhile: read it again (and answer 412 if the caller named a version)
             if moving or "quiet_hours" in changes:

@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 
 from companion.clock import Clock, now
 from companion.notify.push import Address, Outcome, PushItem, PushResult, PushSender
+from companion.services.telemetry import NoTelemetry, Telemetry
 from companion.settings import Settings
 from companion.store.outbox import EXPIRED, FAILED, SCHEDULED, SENT, Outbox
 from companion.store.push_tokens import PushTokens
@@ -169,8 +170,9 @@ class PushDelivery:
     """The worker's push jobs: send what the outbox holds, and keep the claims and phones tidy."""
 
     def __init__(self, settings: Settings, stores: Stores, sender: PushSender | None, *, owner: str | None = None,
-                 clock: Clock = now):
+                 clock: Clock = now, telemetry: Telemetry | None = None):
         self.settings = settings
+        self.telemetry = telemetry or NoTelemetry()
         self.stores = stores
         self.sender = sender
         self.owner = owner or worker_name()
@@ -194,7 +196,15 @@ class PushDelivery:
             total.dead_tokens_removed += report.dead_tokens_removed
             for state, count in report.states.items():
                 total.states[state] = total.states.get(state, 0) + count
+        for state, count in total.states.items():
+            self.telemetry.notifications_settled(state, count)
         return total
+
+    def measure_outbox(self) -> int:
+        """How many notifications wait in the outbox (due or retrying), reported to the metrics."""
+        depth = self.stores.outbox.count_unfinished()
+        self.telemetry.outbox_depth(depth)
+        return depth
 
     def purge_claims(self) -> int:
         """Hourly: drop send claims whose lease ended a day ago (every round they guarded has settled)."""

@@ -38,6 +38,8 @@ from companion.domain.localtime import local_date_of
 from companion.domain.people import Account
 from companion.domain.quiet_hours import next_allowed
 from companion.domain.schedules import ReminderOccurrence, snoozed_until
+from companion.services.derived_ids import derived_id
+from companion.services.item_failures import ItemFailures
 from companion.services.reminder_schedules import check_reminder, skipped_slots_for, slots_for
 from companion.services.sync import Changes
 from companion.store.reminders import CANCELLED, Occurrences
@@ -131,20 +133,27 @@ class ReminderService:
             raise NotFound("no such reminder")
         return reminder
 
-    def create(self, patient_id: str, fields: dict, *, created_at: datetime | None = None) -> dict:
+    def create(self, patient_id: str, fields: dict, *, created_at: datetime | None = None,
+               request_key: str | None = None) -> dict:
         """Create a reminder and its occurrences for the next two days. Without a start date the schedule
         starts today on the patient's clock. ``created_at`` backdates it when importing history (no
-        occurrence is ever made for a time before the reminder existed)."""
+        occurrence is ever made for a time before the reminder existed).
+
+        Two writes: the reminder, then its occurrences, which are derived from the stored reminders on every
+        call. With a ``request_key`` (the request's Idempotency-Key) the reminder's id is derived from it, so
+        a retry after a crash between the writes finds the reminder and finishes its occurrences."""
         current = self.clock()
         if not fields["schedule"].get("start_date"):
             zone = self._patient(patient_id).zone_history().zone_at(current)
             fields = {**fields, "schedule": {**fields["schedule"],
                                              "start_date": local_date_of(current, zone).isoformat()}}
         check_reminder(fields)
-        if self.reminders.count_active(patient_id) >= MAX_ACTIVE:
+        if self.reminders.count_active(patient_id) >= MAX_ACTIVE and not (
+                request_key and self.reminders.get(patient_id, derived_id("reminder", request_key))):
             raise Invalid(f"a patient can have at most {MAX_ACTIVE} active reminders")
+        reminder_id = derived_id("reminder", request_key) if request_key else None
         with self.changes.stamp(patient_id, self.reminders) as seq:
-            reminder = self.reminders.create(patient_id, fields, created_at or current, seq)
+            reminder = self.reminders.create(patient_id, fields, created_at or current, seq, reminder_id)
         self.refresh_future(patient_id)
         return reminder
 
@@ -267,10 +276,14 @@ class ReminderService:
         return self.materialize(patient_id, current, end)
 
     def materialize_ahead(self, grace: timedelta, horizon: timedelta) -> int:
-        """The scheduler's hourly pass: every patient's occurrences kept ``horizon`` ahead."""
+        """The scheduler's hourly pass: every patient's occurrences kept ``horizon`` ahead (a patient whose
+        reminders cannot be materialized is logged and skipped; the others are not held up)."""
         current = self.clock()
-        return sum(self.materialize(patient_id, current - grace, current + horizon)
-                   for patient_id in self.reminders.patients_with_active())
+        failures = ItemFailures("reminders-materialize")
+        added = [failures.attempt(patient_id, lambda p=patient_id: self.materialize(p, current - grace,
+                                                                                     current + horizon))
+                 for patient_id in self.reminders.patients_with_active()]
+        return sum(n or 0 for n in added)
 
     def occurrences_between(self, grant: Grant, start_utc: datetime, end_utc: datetime) -> list[dict]:
         """The occurrences in a range (at most 31 days), materialized first so the app sees every one; a

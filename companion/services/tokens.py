@@ -70,10 +70,10 @@ class TokenService:
             role = Role(claims["role"])
         except (KeyError, ValueError) as exc:
             raise Unauthorized("invalid or expired token") from exc
-        family = claims.get("fam")
-        if not family or not self.families.is_active(family):
+        family = self.families.family(claims.get("fam")) if claims.get("fam") else None
+        if not family or family["revoked"]:
             raise Unauthorized("invalid or expired token")
-        return Actor(id=claims["sub"], role=role, family=family)
+        return Actor(id=claims["sub"], role=role, family=family["_id"], session_started_at=family.get("created_at"))
 
     def start_session(self, user_id: str, role: str) -> dict:
         family_id = uuid.uuid4().hex

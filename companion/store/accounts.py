@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import time
+from datetime import datetime, time
 
 from bson import ObjectId
 from pymongo import ASCENDING, IndexModel, ReturnDocument
@@ -37,7 +37,8 @@ def account_of(doc: dict | None) -> Account | None:
         time_zone_history=tuple(ZoneMove(m["zone"], m["effective_from"], m.get("previous"))
                                 for m in doc.get("time_zone_history") or []),
         quiet_hours=QuietHours(time.fromisoformat(quiet["start"]), time.fromisoformat(quiet["end"])) if quiet else None,
-        caregiver_alert_delay_min=doc.get("caregiver_alert_delay_min"), profile_version=doc.get("profile_version") or 0,
+        caregiver_alert_delay_min=doc.get("caregiver_alert_delay_min"),
+        credentials_changed_at=doc.get("credentials_changed_at"), profile_version=doc.get("profile_version") or 0,
     )
 
 
@@ -114,9 +115,11 @@ class Users:
         return account_of(self.col.find_one_and_update({"_id": user_id, **held}, update,
                                                        return_document=ReturnDocument.AFTER))
 
-    def set_password_hash(self, user_id: str, password_hash: str) -> Account | None:
-        return account_of(self.col.find_one_and_update({"_id": user_id}, {"$set": {"password_hash": password_hash}},
-                                                       return_document=ReturnDocument.AFTER))
+    def set_password_hash(self, user_id: str, password_hash: str, at: datetime) -> Account | None:
+        """A new password, and in the same write the instant every older session stops being accepted."""
+        return account_of(self.col.find_one_and_update(
+            {"_id": user_id}, {"$set": {"password_hash": password_hash, "credentials_changed_at": at}},
+            return_document=ReturnDocument.AFTER))
 
     def start_mfa_enrolment(self, user_id: str, secret: str) -> bool:
         """Store a new TOTP secret, not yet enabled; False when TOTP is already enabled."""

@@ -114,10 +114,18 @@ class PracticeLog(feeds.SyncedCollection):
     def __init__(self, db: Database):
         self.col = db.practice_log
 
-    def start(self, patient_id: str, slug: str, started_at: datetime, seq: int) -> dict:
-        doc = {"_id": str(ObjectId()), "patient_id": patient_id, "item_slug": slug, "started_at": started_at,
-               "completed_at": None, "minutes": 0.0, "seq": seq}
-        self.col.insert_one(doc)
+    def start(self, patient_id: str, slug: str, started_at: datetime, seq: int,
+              practice_id: str | None = None) -> dict:
+        """Log a started practice (numbered ``seq``); with a ``practice_id`` derived from a request, a repeat of
+        that request gets back the practice the first attempt stored."""
+        doc = {"_id": practice_id or str(ObjectId()), "patient_id": patient_id, "item_slug": slug,
+               "started_at": started_at, "completed_at": None, "minutes": 0.0, "seq": seq}
+        try:
+            self.col.insert_one(doc)
+        except DuplicateKeyError:
+            if practice_id is None:
+                raise
+            return self.get(patient_id, practice_id) or doc
         return doc
 
     def get(self, patient_id: str, practice_id: str) -> dict | None:

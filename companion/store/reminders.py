@@ -20,6 +20,7 @@ from datetime import datetime
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
 
 from companion.store import feeds
 from companion.store.batches import chunks, insert_new
@@ -48,10 +49,17 @@ class Reminders(feeds.SyncedCollection):
     def __init__(self, db: Database):
         self.col = db.reminders
 
-    def create(self, patient_id: str, fields: dict, at: datetime, seq: int) -> dict:
-        doc = {"_id": str(ObjectId()), "patient_id": patient_id, **fields, "active": True,
+    def create(self, patient_id: str, fields: dict, at: datetime, seq: int, reminder_id: str | None = None) -> dict:
+        """Insert a reminder (numbered ``seq``); with a ``reminder_id`` derived from a request, a repeat of that
+        request gets back the reminder the first attempt stored."""
+        doc = {"_id": reminder_id or str(ObjectId()), "patient_id": patient_id, **fields, "active": True,
                "created_at": at, "updated_at": at, "seq": seq}
-        self.col.insert_one(doc)
+        try:
+            self.col.insert_one(doc)
+        except DuplicateKeyError:
+            if reminder_id is None:
+                raise
+            return self.get(patient_id, reminder_id) or doc
         return doc
 
     def get(self, patient_id: str, reminder_id: str) -> dict | None:

@@ -6,6 +6,7 @@ services never see a collection, only these objects and the values they return.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
 
 from pymongo.database import Database
@@ -18,9 +19,10 @@ from companion.store.audit import AuditEvents
 from companion.store.changes import ChangeSequences
 from companion.store.clinical_notes import ClinicalNotes
 from companion.store.content import ContentItems, Favourites, PracticeLog
-from companion.store.db import ensure_indexes
+from companion.store.db import IndexChange, ensure_indexes, migrate_indexes
 from companion.store.devices import Devices, PairingCodes
 from companion.store.diary import PainEntries
+from companion.store.heartbeats import WorkerHeartbeats
 from companion.store.idempotency import IdempotencyKeys
 from companion.store.leases import Leases
 from companion.store.outbox import Outbox
@@ -44,8 +46,12 @@ class Stores:
         self.db.client.admin.command("ping")
 
     def ensure_indexes(self) -> None:
-        """Create every collection's indexes (idempotent)."""
+        """Create every collection's missing indexes (idempotent); IndexesOutOfDate for changed ones."""
         ensure_indexes(self.db)
+
+    def migrate_indexes(self, progress: Callable[[IndexChange], None] | None = None) -> list[IndexChange]:
+        """Bring every index to its definition in the code (see companion.store.db.migrate_indexes)."""
+        return migrate_indexes(self.db, progress)
 
     @cached_property
     def users(self) -> Users:
@@ -158,3 +164,7 @@ class Stores:
     @cached_property
     def leases(self) -> Leases:
         return Leases(self.db, self.clock)
+
+    @cached_property
+    def worker_heartbeats(self) -> WorkerHeartbeats:
+        return WorkerHeartbeats(self.db)

@@ -28,10 +28,6 @@ class TokenFamilies:
             {"_id": family_id, "user_id": user_id, "role": role, "revoked": False, "created_at": now()}
         )
 
-    def is_active(self, family_id: str) -> bool:
-        doc = self.families.find_one({"_id": family_id}, {"revoked": 1})
-        return bool(doc) and not doc["revoked"]
-
     def revoke(self, family_id: str, reason: str) -> None:
         self.families.update_one(
             {"_id": family_id}, {"$set": {"revoked": True, "revoked_reason": reason, "revoked_at": now()}}

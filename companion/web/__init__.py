@@ -15,7 +15,7 @@ from flask import Blueprint, Flask, current_app, g, redirect, render_template, r
 
 from companion.domain.access import Actor, Role
 from companion.domain.errors import DomainError, Forbidden, NotFound, Unauthorized
-from companion.http import services
+from companion.http import auditing, services
 from companion.http.problems import status_of
 from companion.http.security import PUBLIC, declared_roles, gate_patient_in_url
 
@@ -59,6 +59,7 @@ def gate():
     gate_patient_in_url("R" if request.method == "GET" else "U")
     if request.method == "POST":
         check_csrf(session["csrf_token"])
+    auditing.begin_write()
     return None
 
 

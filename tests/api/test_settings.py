@@ -64,6 +64,6 @@ def _run(args: list[str], variable: str, value: str) -> subprocess.CompletedProc
                          ids=["worker", "cli", "web"])
 def test_each_process_stops_with_one_line_and_status_2_on_a_bad_setting(command):
     result = _run(command, "COMPANION_ENV", "prod")
-    ours = [line for line in result.stderr.splitlines() if not line.startswith("[")]  # gunicorn's own log lines
+    ours = [line for line in result.stderr.splitlines() if not line.startswith(("[", "{"))]  # gunicorn's own (JSON) lines
     assert result.returncode == 2, result.stderr[-2000:]
     assert len(ours) == 1 and "COMPANION_ENV" in ours[0] and "Traceback" not in result.stderr

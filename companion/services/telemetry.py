@@ -1,0 +1,34 @@
+"""What the use cases report for the operators' metrics, without knowing how it is measured.
+
+The composition root (container.py) gives each service a :class:`Telemetry`: Prometheus in the web and
+worker processes (companion.metrics.PrometheusTelemetry), :class:`NoTelemetry` wherever nothing is
+measured. Counts only: outcome words and numbers, never ids or content.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Telemetry(Protocol):
+    def records_received(self, result: str, count: int) -> None:
+        """``count`` session records were answered ``result`` (created, duplicate, rejected)."""
+
+    def notifications_settled(self, state: str, count: int) -> None:
+        """``count`` notifications settled in ``state`` (sent, scheduled, expired, failed)."""
+
+    def outbox_depth(self, depth: int) -> None:
+        """The outbox holds ``depth`` notifications waiting to be sent."""
+
+
+class NoTelemetry:
+    """Measures nothing."""
+
+    def records_received(self, result: str, count: int) -> None:
+        pass
+
+    def notifications_settled(self, state: str, count: int) -> None:
+        pass
+
+    def outbox_depth(self, depth: int) -> None:
+        pass
