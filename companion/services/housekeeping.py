@@ -60,9 +60,12 @@ class Housekeeping:
 
     def number_unsynced(self) -> int:
         """Give a change number to every synced document written before change feeds existed (an upgrade
-        step, run by ``companion migrate``): without one a document would never appear in a feed."""
-        numbered = 0
+        step, run by ``companion migrate``): without one a document would never appear in a feed. Done once:
+        afterwards every write numbers its documents, and the collections are not scanned again."""
         stores = self.stores
+        if stores.change_sequences.numbering_done():
+            return 0
+        numbered = 0
         for synced in (stores.pain_entries, stores.reminders, stores.occurrences, stores.plans, stores.practice,
                        stores.favourites, stores.session_records):
             for _ in range(PURGE_ROUNDS):
@@ -75,4 +78,5 @@ class Housekeeping:
                 for patient_id, ids in by_patient.items():
                     with self.changes.stamp(patient_id, synced, len(ids)) as first:
                         numbered += synced.number(ids, first)
+        stores.change_sequences.note_numbering_done(self.clock())
         return numbered

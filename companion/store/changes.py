@@ -31,6 +31,7 @@ from pymongo.errors import DuplicateKeyError
 
 INDEXES: dict[str, list] = {"change_sequences": []}  # read by _id only
 ATTEMPTS = 200
+NUMBERED = "~numbered"  # not a patient id (those are ObjectId hex): marks the one-off upgrade step as done
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,13 @@ class ChangeSequences:
                 alive.append(int(first))
         settled = min(alive) - 1 if alive else doc["issued"]
         return Horizon(settled, doc["issued"], doc.get("purged_through", 0))
+
+    def numbering_done(self) -> bool:
+        """Whether the documents written before change feeds existed have been numbered (an upgrade step)."""
+        return self.col.find_one({"_id": NUMBERED}, {"_id": 1}) is not None
+
+    def note_numbering_done(self, at: datetime) -> None:
+        self.col.update_one({"_id": NUMBERED}, {"$setOnInsert": {"at": at}}, upsert=True)
 
     def note_purged(self, patient_id: str, through: int) -> None:
         """Tombstones up to ``through`` are about to be purged: older cursors must resync."""
