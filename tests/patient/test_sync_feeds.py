@@ -226,7 +226,7 @@ def test_the_session_feed_hands_out_records_uploaded_late_in_the_order_they_were
     assert [s["record_id"] for s in later] == [f"{world.a_device}:{n}" for n in (1, 2)]
 
 
-def test_documents_written_before_change_feeds_are_numbered_by_init_db_and_then_synced(client, world, services):
+def test_documents_written_before_change_feeds_are_numbered_once_by_the_migration_step_and_then_synced(client, world, services):
     pid = world["patient_a"].id
     services.db.pain_entries.insert_one({"_id": "legacy-1", "patient_id": pid, "client_entry_id": "legacy-0001",
                                          "recorded_at": START, "nrs": 3, "deleted": False})
