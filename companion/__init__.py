@@ -9,6 +9,25 @@ from flask import Flask
 from companion.logs import configure_logging
 from companion.settings import load_settings
 
+API_DESCRIPTION = """Therapy plans, reminders, pain diary, mindfulness library, TENS session ingestion and clinician
+review. Errors are RFC 9457 problem details.
+
+**Sync.** Each collection an app caches has a change feed (`GET .../changes?cursor=`): the objects created,
+changed or deleted (tombstones, `deleted: true`) after the cursor, oldest change first, and `next_cursor`;
+read while `has_more`. A feed never skips a change, even one whose write commits late. **410** (problem type
+`resync-required`): the cursor can no longer be continued from (older than the 90-day sync window, or
+from an older API): drop the local copy and read from the start, without a cursor.
+
+**Conflicts.** Every object the app edits has a `version`, sent as its `ETag`. `If-Match: "<version>"` on
+PUT, PATCH or DELETE writes only that version, atomically: otherwise **412** with the object as it is now in
+the problem's `current` member. Without If-Match a PATCH changes only the fields it names. `If-None-Match`
+on a GET answers 304 while nothing changed.
+
+**Retries.** A PATCH that changes nothing, a DELETE of something already deleted, and a diary entry sent
+again with its `client_entry_id` and the same content all answer as the first time; the same
+`client_entry_id` with other content is 409 with the stored entry. POSTs that create something take an
+`Idempotency-Key`. The README's "Sync, conflicts and retries" section has the details."""
+
 
 def create_app(test_config: dict | None = None, *, services=None) -> Flask:
     """Application factory. `test_config` overrides settings (see companion.settings.Settings)."""
@@ -29,9 +48,7 @@ def create_app(test_config: dict | None = None, *, services=None) -> Flask:
         OPENAPI_SWAGGER_UI_PATH="docs",
         OPENAPI_SWAGGER_UI_URL="/docs-assets/",
         API_SPEC_OPTIONS={
-            "info": {"description": "Therapy plans, reminders, pain diary, mindfulness library, "
-                                    "TENS session ingestion and clinician review. Errors are RFC 9457 "
-                                    "problem details."},
+            "info": {"description": API_DESCRIPTION},
             "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
                                                               "bearerFormat": "JWT"}}},
             "security": [{"bearerAuth": []}],

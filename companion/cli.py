@@ -59,9 +59,14 @@ def _services(*, indexes: bool = True):
 
 def migrate(args) -> int:
     """Bring the database to what the code declares: create missing indexes, and drop and create again those
-    whose definition changed (run it before starting new web and worker processes; safe to run again)."""
-    changes = _services(indexes=False).health.migrate_indexes(progress=lambda c: print(c.describe(), flush=True))
+    whose definition changed; give documents written before change feeds their change numbers (run it before
+    starting new web and worker processes; safe to run again)."""
+    services = _services(indexes=False)
+    changes = services.health.migrate_indexes(progress=lambda c: print(c.describe(), flush=True))
     print(f"indexes as declared ({len(changes)} change(s) applied)")
+    numbered = services.housekeeping.number_unsynced()
+    if numbered:
+        print(f"{numbered} document(s) written before change feeds given change numbers")
     return 0
 
 

@@ -177,7 +177,7 @@ def _history(services, patient_id, zone, serial, adherence, baseline, days, now,
         batch = sessions[part:part + 500]
         services.ingestion.receive(None, patient_id, batch, {serial})  # imported: no gateway uploaded it
     for part in range(0, len(entries), 500):
-        services.diary.record_batch(patient_id, entries[part:part + 500])
+        services.diary.record_batch(Grant(patient_id, Relationship.SELF), entries[part:part + 500])
     if sessions:
         services.ingestion.device_status(patient_id, [{
             "serial": serial, "battery_pct": sessions[-1]["battery_pct"], "firmware": "1.4.2", "last_seen_at": now,

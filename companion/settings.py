@@ -56,6 +56,8 @@ class Settings:
     pairing_code_ttl_s: int = 10 * 60
     break_glass_max_minutes: int = 60
     idempotency_lease_s: int = 60
+    sync_window: timedelta = timedelta(days=90)
+    sync_settle: timedelta = timedelta(seconds=30)
     password_memory_kib: int = 65536
     password_time_cost: int = 3
     # Push
@@ -154,6 +156,10 @@ SETTINGS: tuple[Setting, ...] = (
             "session-record batches each gateway may post per minute"),
     Setting("COMPANION_IDEMPOTENCY_LEASE_S", "idempotency_lease_s", _whole(5, 3600),
             "how long a request holding an Idempotency-Key may run before a retry takes the key over"),
+    Setting("COMPANION_SYNC_WINDOW_DAYS", "sync_window", _duration("days", 1, 3650),
+            "how long deletions are kept for phones that sync rarely; an older sync cursor must resync in full"),
+    Setting("COMPANION_SYNC_SETTLE_S", "sync_settle", _duration("seconds", 5, 3600),
+            "how long a change feed waits for a write that reserved its change number and has not finished"),
     Setting("COMPANION_PASSWORD_MEMORY_KIB", "password_memory_kib", _whole(1024, 4 * 1024 * 1024),
             "argon2id memory cost (tests lower it; production keeps the default)"),
     Setting("COMPANION_PASSWORD_TIME_COST", "password_time_cost", _whole(1, 20), "argon2id passes"),

@@ -97,7 +97,8 @@ class Caregiver(MethodView):
     @allow(Role.PATIENT)
     @blp.response(204)
     def delete(self, patient_id, link_id):
-        """Revoke a caregiver's access; it ends on their very next request."""
+        """Revoke a caregiver's access; it ends on their very next request. Revoking it again answers 204 as
+        the first time."""
         require_patient(patient_id, Operation.MANAGE)
         auditing.note(patient_ids=[patient_id], resource="care_link", action="D", resource_ids=[link_id])
         services().care.revoke_caregiver(patient_id, link_id)

@@ -126,7 +126,8 @@ class PatientDevice(MethodView):
     @allow(Role.PATIENT, Role.CLINICIAN)
     @blp.response(204)
     def delete(self, patient_id, serial):
-        """Release a unit from the patient."""
+        """Release a unit from the patient; releasing one that is not bound to them answers 204 too (a retried
+        release succeeds as the first did)."""
         require_patient(patient_id, _unit_manager_operation())
         auditing.note(patient_ids=[patient_id], resource="device", action="D", resource_ids=[serial])
         services().gateways.release_unit(patient_id, serial)

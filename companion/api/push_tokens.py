@@ -106,7 +106,7 @@ class Phone(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.response(204)
     def delete(self, install_id):
-        """Forget this install's token (signing out on that phone)."""
+        """Forget this install's token (signing out on that phone); again: 204 as the first time."""
         services().notifications.forget_phone(current_actor().id, _install_id(install_id))
 
 

@@ -32,7 +32,8 @@ class Account:
     """Someone who can sign in (a patient, caregiver, clinician or admin) and what we keep about them.
 
     ``password_hash`` and ``mfa_secret`` never leave the service layer: every answer is built by an
-    allow-listing schema that does not name them.
+    allow-listing schema that does not name them. ``profile_version`` counts changes to what the patient
+    edits in their profile (name, zone, quiet hours, alert delay): the profile's ETag.
     """
 
     id: str
@@ -48,6 +49,7 @@ class Account:
     quiet_hours: QuietHours | None = None
     caregiver_alert_delay_min: int | None = None
     credentials_changed_at: datetime | None = None
+    profile_version: int = 0
 
     @property
     def is_patient(self) -> bool:

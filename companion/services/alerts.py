@@ -146,8 +146,11 @@ class AlertService:
         return zones
 
     def missed_sessions(self, now: datetime, failures: ItemFailures) -> list[AlertCandidate]:
-        """TENS occurrences of the last day neither done nor skipped by their last reminder plus the delay."""
-        occurrences = self.stores.occurrences.recent_of_kind("tens", now - LOOKBACK, now, ("pending", "missed"))
+        """TENS occurrences of the last day neither done nor skipped by their last reminder plus the delay
+        (not those missed because a time-zone change jumped over them: the patient was travelling)."""
+        occurrences = [o for o in self.stores.occurrences.recent_of_kind("tens", now - LOOKBACK, now,
+                                                                          ("pending", "missed"))
+                       if not o.get("missed_reason")]
         reminders = self.stores.reminders.by_ids(o["reminder_id"] for o in occurrences)
         default_delay = int(self.settings.caregiver_alert_delay.total_seconds() // 60)
         delays = {p.id: p.alert_delay_min(default_delay)

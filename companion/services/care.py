@@ -62,8 +62,10 @@ class Care:
         return NamedLink(self.links.grant(patient_id, caregiver.id, permissions), caregiver.display_name)
 
     def revoke_caregiver(self, patient_id: str, link_id: str) -> None:
-        """Revoke a caregiver's access; it ends on their very next request."""
-        if not self.links.revoke(patient_id, link_id):
+        """Revoke a caregiver's access; it ends on their very next request. Revoking a revoked link changes
+        nothing (a retried revocation succeeds as the first did)."""
+        if not self.links.revoke(patient_id, link_id) and \
+                not any(link.id == link_id for link in self.links.for_patient(patient_id)):
             raise NotFound("no such caregiver link")
 
     def cared_for(self, caregiver_id: str) -> list[tuple[CareLink, Account | None]]:

@@ -39,6 +39,7 @@ from companion.services.reminder_dispatch import ReminderDispatch
 from companion.services.reminders import ReminderService
 from companion.services.review import Review
 from companion.services.sessions import TensSessions
+from companion.services.sync import Changes
 from companion.services.telemetry import Telemetry
 from companion.services.tokens import TokenService
 from companion.settings import Settings
@@ -67,6 +68,11 @@ class Services:
 
     def close(self) -> None:
         self.client.close()
+
+    @cached_property
+    def changes(self) -> Changes:
+        """The patient's change sequence, shared by every service that writes what the app syncs."""
+        return Changes(self.stores, self.clock, settle_after=self.settings.sync_settle)
 
     @cached_property
     def health(self) -> Health:
@@ -110,27 +116,27 @@ class Services:
 
     @cached_property
     def ingestion(self) -> Ingestion:
-        return Ingestion(self.settings, self.stores, self.clock, telemetry=self.telemetry)
+        return Ingestion(self.settings, self.stores, self.clock, telemetry=self.telemetry, changes=self.changes)
 
     @cached_property
     def sessions(self) -> TensSessions:
-        return TensSessions(self.stores, self.clock)
+        return TensSessions(self.stores, self.changes, self.clock)
 
     @cached_property
     def diary(self) -> Diary:
-        return Diary(self.stores, self.clock)
+        return Diary(self.stores, self.changes, self.clock)
 
     @cached_property
     def reminders(self) -> ReminderService:
-        return ReminderService(self.stores, self.clock)
+        return ReminderService(self.stores, self.clock, changes=self.changes)
 
     @cached_property
     def plans(self) -> Plans:
-        return Plans(self.stores, self.clock)
+        return Plans(self.stores, self.changes, self.clock)
 
     @cached_property
     def library(self) -> Library:
-        return Library(self.stores, self.clock)
+        return Library(self.stores, self.changes, self.clock)
 
     @cached_property
     def progress(self) -> Progress:
@@ -158,7 +164,7 @@ class Services:
 
     @cached_property
     def reminder_dispatch(self) -> ReminderDispatch:
-        return ReminderDispatch(self.settings, self.stores, self.clock)
+        return ReminderDispatch(self.settings, self.stores, self.clock, changes=self.changes)
 
     @cached_property
     def push(self) -> PushDelivery:
@@ -170,4 +176,5 @@ class Services:
 
     @cached_property
     def housekeeping(self) -> Housekeeping:
-        return Housekeeping(self.stores, self.heartbeats, self.clock)
+        return Housekeeping(self.stores, self.heartbeats, self.clock, sync_window=self.settings.sync_window,
+                            changes=self.changes)

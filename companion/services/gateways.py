@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from companion.clock import Clock, now
 from companion.domain.access import Role
-from companion.domain.errors import Conflict, NotFound, Unauthorized
+from companion.domain.errors import Conflict, Unauthorized
 from companion.domain.people import TensUnit
 from companion.services.patients import Profiles
 from companion.services.tokens import TokenService
@@ -97,5 +97,6 @@ class Gateways:
         return unit
 
     def release_unit(self, patient_id: str, serial: str) -> None:
-        if not self.devices.unbind(serial, patient_id):
-            raise NotFound("no such unit for this patient")
+        """Release a unit from the patient. A unit not bound to the patient is released already: a retried
+        release succeeds as the first did (and says nothing of units bound to others)."""
+        self.devices.unbind(serial, patient_id)

@@ -1,4 +1,5 @@
-"""Cleanup instead of TTL indexes (FerretDB v1 has none): expired counters, keys, tokens, codes, sessions."""
+"""Cleanup instead of TTL indexes (FerretDB v1 has none): expired counters, keys, tokens, codes, sessions,
+and the tombstones of deleted synced objects once the sync window has passed."""
 
 from __future__ import annotations
 
@@ -6,14 +7,21 @@ from datetime import timedelta
 
 from companion.clock import Clock, now
 from companion.services.heartbeat import Heartbeats
+from companion.services.sync import Changes
 from companion.store.stores import Stores
+
+DEFAULT_SYNC_WINDOW = timedelta(days=90)
+PURGE_ROUNDS = 1000  # batches per collection and run; a backlog larger than that is finished by the next run
 
 
 class Housekeeping:
-    def __init__(self, stores: Stores, heartbeats: Heartbeats, clock: Clock = now):
+    def __init__(self, stores: Stores, heartbeats: Heartbeats, clock: Clock = now, *,
+                 sync_window: timedelta = DEFAULT_SYNC_WINDOW, changes: Changes | None = None):
         self.stores = stores
         self.clock = clock
         self.heartbeats = heartbeats
+        self.sync_window = sync_window
+        self.changes = changes or Changes(stores, clock)
 
     def purge_expired(self) -> dict[str, int]:
         """Delete what has outlived its use; safe to run any time, any number of times.
@@ -27,4 +35,48 @@ class Housekeeping:
             "pairing_codes": self.stores.pairing_codes.delete_expired(cutoff - timedelta(days=1)),
             "web_sessions": self.stores.web_sessions.purge_expired(cutoff),
             "worker_heartbeats": self.heartbeats.forget_old(),
+            "tombstones": self.purge_tombstones(),
         }
+
+    def purge_tombstones(self) -> int:
+        """Delete the tombstones of diary entries, occurrences and favourites deleted longer ago than the
+        sync window. Each patient's sequence first records the highest change purged, so that a phone
+        whose cursor is older (and may not have seen the deletion) is told to resync in full."""
+        cutoff = self.clock() - self.sync_window
+        sequences = self.stores.change_sequences
+        purged = 0
+        for synced in (self.stores.pain_entries, self.stores.occurrences, self.stores.favourites):
+            for _ in range(PURGE_ROUNDS):
+                rows = synced.tombstones_before(cutoff)
+                if not rows:
+                    break
+                highest: dict[str, int] = {}
+                for row in rows:
+                    highest[row["patient_id"]] = max(highest.get(row["patient_id"], 0), row.get("seq") or 0)
+                for patient_id, through in highest.items():
+                    sequences.note_purged(patient_id, through)
+                purged += synced.purge([row["_id"] for row in rows], cutoff)
+        return purged
+
+    def number_unsynced(self) -> int:
+        """Give a change number to every synced document written before change feeds existed (an upgrade
+        step, run by ``companion migrate``): without one a document would never appear in a feed. Done once:
+        afterwards every write numbers its documents, and the collections are not scanned again."""
+        stores = self.stores
+        if stores.change_sequences.numbering_done():
+            return 0
+        numbered = 0
+        for synced in (stores.pain_entries, stores.reminders, stores.occurrences, stores.plans, stores.practice,
+                       stores.favourites, stores.session_records):
+            for _ in range(PURGE_ROUNDS):
+                rows = synced.unnumbered()
+                if not rows:
+                    break
+                by_patient: dict[str, list] = {}
+                for row in rows:
+                    by_patient.setdefault(row["patient_id"], []).append(row["_id"])
+                for patient_id, ids in by_patient.items():
+                    with self.changes.stamp(patient_id, synced, len(ids)) as first:
+                        numbered += synced.number(ids, first)
+        stores.change_sequences.note_numbering_done(self.clock())
+        return numbered

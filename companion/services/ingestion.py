@@ -6,6 +6,9 @@ off, overload) and the units' status. The last two are derived from the records 
 from every record that is stored with the same content (new now, or stored by an earlier attempt), so a
 gateway's retry after a crash between the writes finishes what the first attempt left undone: the
 events have ids derived from their record, the status update only moves forward, and nothing is doubled.
+
+Each batch's records take the patient's next change numbers (companion.services.sync), so the app's
+session feed hands them out however late they arrive.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from datetime import datetime
 from companion.clock import Clock, now
 from companion.domain.errors import Forbidden, TooManyRequests
 from companion.domain.sessions import check_record, device_events_for
+from companion.services.sync import Changes
 from companion.services.telemetry import NoTelemetry, Telemetry
 from companion.settings import Settings
 from companion.store.stores import Stores
@@ -22,9 +26,10 @@ from companion.store.stores import Stores
 
 class Ingestion:
     def __init__(self, settings: Settings, stores: Stores, clock: Clock = now, *,
-                 telemetry: Telemetry | None = None):
+                 telemetry: Telemetry | None = None, changes: Changes | None = None):
         self.settings = settings
         self.telemetry = telemetry or NoTelemetry()
+        self.changes = changes or Changes(stores, clock)
         self.records = stores.session_records
         self.events = stores.device_events
         self.devices = stores.devices
@@ -61,7 +66,11 @@ class Ingestion:
                 continue
             docs.append({**{k: v for k, v in record.items() if k != "record_id"}, "_id": record["record_id"],
                          "patient_id": patient_id, "gateway_id": gateway_id, "server_received_at": received_at})
-        created, duplicates = self.records.insert_new(docs)
+        if docs:
+            with self.changes.stamp(patient_id, self.records, len(docs)) as first:
+                created, duplicates = self.records.insert_new([{**d, "seq": first + n} for n, d in enumerate(docs)])
+        else:
+            created, duplicates = set(), set()
         stored = self.records.by_ids(duplicates, {"patient_id": 1, "content_hash": 1}) if duplicates else {}
         kept = []
         for doc in docs:

@@ -10,6 +10,8 @@ from companion.clock import Clock, now
 from companion.domain import content_library
 from companion.domain.errors import Conflict, Invalid, NotFound
 from companion.services.derived_ids import derived_id
+from companion.services.sync import Changes
+from companion.store.content import NEVER_CHOSEN
 from companion.store.stores import Stores
 
 
@@ -18,10 +20,11 @@ def _document(item: content_library.ContentItem) -> dict:
 
 
 class Library:
-    def __init__(self, stores: Stores, clock: Clock = now):
+    def __init__(self, stores: Stores, changes: Changes, clock: Clock = now):
         self.items = stores.content
         self.favourites = stores.favourites
         self.log = stores.practice
+        self.changes = changes
         self.clock = clock
 
     def load(self, path: Path | None = None) -> dict:
@@ -55,12 +58,27 @@ class Library:
     def add_favourite(self, patient_id: str, slug: str) -> dict:
         """Mark an item as a favourite (doing it twice is harmless)."""
         item = self.item(slug)
-        self.favourites.add(patient_id, slug, self.clock())
+        with self.changes.stamp(patient_id, self.favourites) as seq:
+            self.favourites.add(patient_id, slug, self.clock(), seq)
         return item
 
     def remove_favourite(self, patient_id: str, slug: str) -> None:
-        if not self.favourites.remove(patient_id, slug):
+        """Remove a favourite; removing it again succeeds as the first removal did (until the tombstone is
+        purged after the sync window). NotFound for an item that was never a favourite."""
+        with self.changes.stamp(patient_id, self.favourites) as seq:
+            outcome = self.favourites.remove(patient_id, slug, self.clock(), seq)
+        if outcome == NEVER_CHOSEN:
             raise NotFound("this item is not a favourite")
+
+    def favourite_changes_since(self, patient_id: str, cursor: str | None, limit: int) -> dict:
+        """Favourites chosen or removed (tombstones) after the cursor (companion.services.sync)."""
+        page = self.changes.page(patient_id, self.favourites, cursor, limit)
+        return page.with_items(page.items)
+
+    def practice_changes_since(self, patient_id: str, cursor: str | None, limit: int) -> dict:
+        """Practice started or completed after the cursor (companion.services.sync)."""
+        page = self.changes.page(patient_id, self.log, cursor, limit)
+        return page.with_items(page.items)
 
     def practice_between(self, patient_id: str, start: datetime, end: datetime) -> list[dict]:
         return self.log.between(patient_id, start, end)
@@ -71,7 +89,8 @@ class Library:
         ``request_key`` a retry of the same request finds the practice the first attempt stored."""
         self.item(slug)
         practice_id = derived_id("practice", request_key) if request_key else None
-        return self.log.start(patient_id, slug, started_at or self.clock(), practice_id)
+        with self.changes.stamp(patient_id, self.log) as seq:
+            return self.log.start(patient_id, slug, started_at or self.clock(), seq, practice_id)
 
     def complete_practice(self, patient_id: str, practice_id: str, completed_at: datetime | None,
                           minutes: float | None) -> dict:
@@ -89,7 +108,8 @@ class Library:
         item = self.item(started["item_slug"])
         elapsed = (completed_at - started["started_at"]).total_seconds() / 60
         practised = min(elapsed, float(item["duration_min"]), minutes if minutes is not None else elapsed)
-        done = self.log.complete(patient_id, practice_id, completed_at, round(practised, 1))
+        with self.changes.stamp(patient_id, self.log) as seq:
+            done = self.log.complete(patient_id, practice_id, completed_at, round(practised, 1), seq)
         if not done:
             raise Conflict("this practice was already completed")
         return done

@@ -1,10 +1,12 @@
 """Therapy plans: the care team prescribes, everyone related to the patient reads; every change is a new
-version and the history is never rewritten."""
+version and the history is never rewritten. The plan's ETag is its version number: a new version that
+names the one it replaces (If-Match) is refused with the current plan when another came first."""
 
 from __future__ import annotations
 
 from companion.clock import Clock, now
-from companion.domain.errors import Conflict
+from companion.domain.errors import Conflict, PreconditionFailed
+from companion.services.sync import Changes
 from companion.store.plans import VersionTaken
 from companion.store.stores import Stores
 
@@ -21,8 +23,9 @@ def _stored(plan: dict) -> dict:
 
 
 class Plans:
-    def __init__(self, stores: Stores, clock: Clock = now):
+    def __init__(self, stores: Stores, changes: Changes, clock: Clock = now):
         self.plans = stores.plans
+        self.changes = changes
         self.clock = clock
 
     def current(self, patient_id: str) -> dict:
@@ -34,24 +37,47 @@ class Plans:
         """Every version, newest first."""
         return self.plans.history(patient_id)
 
-    def prescribe(self, patient_id: str, plan: dict, *, created_by: str, based_on_version: int | None = None) -> dict:
+    def prescribe(self, patient_id: str, plan: dict, *, created_by: str, based_on_version: int | None = None,
+                  if_version: int | None = None) -> dict:
         """Store a new version of the patient's plan (``plan`` holds its TENS dates as dates).
 
-        With `based_on_version` the change is refused (409) unless that is still the current version, so a
-        clinician never silently overwrites a colleague's edit. Without it, a writer that loses a race for
-        the next version number simply takes the one after.
+        With ``if_version`` (If-Match) the change is refused (PreconditionFailed, with the current plan)
+        unless that is still the current version, so a clinician never silently overwrites a colleague's
+        edit; `based_on_version` in the body does the same with a 409. Without either, a writer that loses a
+        race for the next version number simply takes the one after.
         """
         stored = _stored(plan)
         for _ in range(ATTEMPTS):
-            current = self.plans.current(patient_id)
-            current_version = current["version"] if current else 0
+            current = self.current(patient_id)
+            current_version = current["version"]
             if based_on_version is not None and based_on_version != current_version:
                 raise Conflict(f"the plan changed meanwhile: the current version is {current_version}",
                                errors={"based_on_version": [f"current version is {current_version}"]})
+            if if_version is not None and if_version != current_version:
+                raise PreconditionFailed(f"the plan changed meanwhile: the current version is {current_version}",
+                                         current=current, version=current_version)
+            at = self.clock()
             try:
-                return self.plans.insert_version(patient_id, current_version + 1, stored, created_by=created_by,
-                                                 at=self.clock())
+                with self.changes.stamp(patient_id, self.plans) as seq:
+                    created = self.plans.insert_version(patient_id, current_version + 1, stored,
+                                                        created_by=created_by, at=at, seq=seq)
             except VersionTaken:
                 if based_on_version is not None:
                     raise Conflict("the plan changed meanwhile; reload it and try again") from None
+                continue  # with If-Match, the next round answers with the version that won
+            self._close_earlier(patient_id, created)
+            return created
         raise Conflict("the plan is being changed by someone else; try again")
+
+    def _close_earlier(self, patient_id: str, created: dict) -> None:
+        # Every earlier version still open ends now (not only the previous one: a crash between the two
+        # writes of a version leaves one open, and the next version closes it).
+        older = self.plans.open_before(patient_id, created["version"])
+        if older:
+            with self.changes.stamp(patient_id, self.plans, len(older)) as first:
+                self.plans.close(older, created["active_from"], first)
+
+    def changes_since(self, patient_id: str, cursor: str | None, limit: int) -> dict:
+        """Plan versions created or closed after the cursor (companion.services.sync)."""
+        page = self.changes.page(patient_id, self.plans, cursor, limit)
+        return page.with_items(page.items)

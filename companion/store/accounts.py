@@ -38,7 +38,7 @@ def account_of(doc: dict | None) -> Account | None:
                                 for m in doc.get("time_zone_history") or []),
         quiet_hours=QuietHours(time.fromisoformat(quiet["start"]), time.fromisoformat(quiet["end"])) if quiet else None,
         caregiver_alert_delay_min=doc.get("caregiver_alert_delay_min"),
-        credentials_changed_at=doc.get("credentials_changed_at"),
+        credentials_changed_at=doc.get("credentials_changed_at"), profile_version=doc.get("profile_version") or 0,
     )
 
 
@@ -90,10 +90,13 @@ class Users:
             {"time_zone": 1, "time_zone_history": 1, "caregiver_alert_delay_min": 1, "quiet_hours": 1,
              "created_at": 1}).limit(MAX_PATIENTS)]
 
-    def update_profile(self, user_id: str, *, display_name: str | None = None,
-                       quiet_hours: QuietHours | None | bool = False,
-                       caregiver_alert_delay_min: int | None = None) -> Account | None:
-        """Change the fields given (``quiet_hours=None`` clears them; ``False`` leaves them)."""
+    def update_profile(self, user_id: str, *, version: int, display_name: str | None = None,
+                       quiet_hours: QuietHours | None | bool = False, caregiver_alert_delay_min: int | None = None,
+                       move: ZoneMove | None = None) -> Account | None:
+        """Change the fields given (``quiet_hours=None`` clears them; ``False`` leaves them) and, with
+        ``move``, record a move to ``move.zone`` and make it the current zone: one single-document update,
+        applied only while the profile is still at ``version`` (None otherwise), which it raises by one.
+        The zone and its history entry are written together or not at all."""
         fields: dict = {}
         if display_name is not None:
             fields["display_name"] = display_name
@@ -101,20 +104,16 @@ class Users:
             fields["quiet_hours"] = _quiet_doc(quiet_hours)
         if caregiver_alert_delay_min is not None:
             fields["caregiver_alert_delay_min"] = caregiver_alert_delay_min
-        if not fields:
-            return self.by_id(user_id)
-        return account_of(self.col.find_one_and_update({"_id": user_id}, {"$set": fields},
+        update: dict = {"$inc": {"profile_version": 1}}
+        if move is not None:
+            fields["time_zone"] = move.zone
+            update["$push"] = {"time_zone_history": {"zone": move.zone, "effective_from": move.effective_from,
+                                                     "previous": move.previous}}
+        if fields:
+            update["$set"] = fields
+        held = {"profile_version": version} if version else {"profile_version": {"$in": [0, None]}}
+        return account_of(self.col.find_one_and_update({"_id": user_id, **held}, update,
                                                        return_document=ReturnDocument.AFTER))
-
-    def move_zone(self, user_id: str, move: ZoneMove) -> Account | None:
-        """Record a move to ``move.zone`` and make it the current zone, in one single-document update: the
-        zone and its history entry are written together or not at all. Only applies while the current
-        zone is still ``move.previous`` (None: someone moved the patient meanwhile)."""
-        entry = {"zone": move.zone, "effective_from": move.effective_from, "previous": move.previous}
-        return account_of(self.col.find_one_and_update(
-            {"_id": user_id, "time_zone": move.previous},
-            {"$set": {"time_zone": move.zone}, "$push": {"time_zone_history": entry}},
-            return_document=ReturnDocument.AFTER))
 
     def set_password_hash(self, user_id: str, password_hash: str, at: datetime) -> Account | None:
         """A new password, and in the same write the instant every older session stops being accepted."""

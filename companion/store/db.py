@@ -44,6 +44,7 @@ INDEX_MODULES = [
     "companion.store.clinical_notes",
     "companion.store.web_sessions",
     "companion.store.heartbeats",
+    "companion.store.changes",
 ]
 
 

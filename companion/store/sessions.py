@@ -9,6 +9,7 @@ from datetime import datetime
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.database import Database
 
+from companion.store import feeds
 from companion.store.batches import chunks, insert_new
 
 INDEXES = {
@@ -17,6 +18,7 @@ INDEXES = {
         IndexModel([("device_serial", ASCENDING), ("device_seq", ASCENDING)], unique=True, name="serial_seq"),
         # the adherence job reads every patient's sessions of a time window in one query
         IndexModel([("started_at", ASCENDING)], name="started"),
+        feeds.feed_index(),  # the app's change feed: records arrive late, in any order of started_at
     ],
     "device_events": [
         IndexModel([("patient_id", ASCENDING), ("at", ASCENDING)], name="patient_time"),
@@ -28,7 +30,7 @@ EVENTS_PER_PASS = 100_000
 WINDOW_FIELDS = {"patient_id": 1, "started_at": 1, "duration_s": 1}
 
 
-class SessionRecords:
+class SessionRecords(feeds.SyncedCollection):
     def __init__(self, db: Database):
         self.col = db.session_records
 

@@ -16,6 +16,7 @@ from companion.store.accounts import Users
 from companion.store.adherence import AdherenceDays
 from companion.store.alerts import Alerts
 from companion.store.audit import AuditEvents
+from companion.store.changes import ChangeSequences
 from companion.store.clinical_notes import ClinicalNotes
 from companion.store.content import ContentItems, Favourites, PracticeLog
 from companion.store.db import IndexChange, ensure_indexes, migrate_indexes
@@ -119,6 +120,10 @@ class Stores:
     @cached_property
     def occurrences(self) -> Occurrences:
         return Occurrences(self.db)
+
+    @cached_property
+    def change_sequences(self) -> ChangeSequences:
+        return ChangeSequences(self.db)
 
     @cached_property
     def pain_entries(self) -> PainEntries:

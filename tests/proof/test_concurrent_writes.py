@@ -26,6 +26,7 @@ import httpx
 import pyotp
 import pytest
 
+from companion.domain.access import Grant, Relationship
 from companion.notify.push import PushSender, TransportRetry
 from companion.services.accounts import MAX_CODE_FAILURES
 from companion.services.push_delivery import OutboxDispatcher
@@ -198,8 +199,10 @@ def test_a_done_answered_200_survives_the_workers_nudges_and_missed_marking_and_
                     occurrences.note_nudge(oid, count)
 
         def worker_marks_missed(ids=ids) -> None:
-            for oid in reversed(ids):
-                occurrences.mark_one_missed(oid, now)
+            # As the worker does: the patient's change numbers reserved for the pass, one per occurrence.
+            with services.changes.stamp(patient.id, occurrences, len(ids)) as first:
+                for n, oid in enumerate(reversed(ids)):
+                    occurrences.mark_one_missed(oid, now, first + n)
 
         def patients(ids=ids, patients_done=patients_done) -> list[tuple[str, int]]:
             try:
@@ -265,7 +268,7 @@ def test_concurrent_edits_of_different_fields_of_a_diary_entry_are_both_kept(loc
     patient = person(local_app, "diary_patient", "patient")
     refused = lost_nrs = lost_context = 0
     for n in range(DIARY_ROUNDS):
-        entry_ids = [services.diary.record_entry(patient.id, {
+        entry_ids = [services.diary.record_entry(Grant(patient.id, Relationship.SELF), {
             "client_entry_id": f"entry-{n:03d}-{k}", "recorded_at": datetime.now(UTC) - timedelta(hours=1),
             "nrs": 2, "context": None, "bpi": None, "session_record_id": None, "phase": None})[0]["_id"]
             for k in range(ENTRIES_PER_ROUND)]

@@ -26,7 +26,7 @@ def _notification(client, world, services) -> str:
 
 
 def _pain_entry(client, world, services) -> str:
-    entry, _ = services.diary.record_entry(world["patient_a"].id, {
+    entry, _ = services.diary.record_entry(Grant(world["patient_a"].id, Relationship.SELF), {
         "client_entry_id": "matrix-entry-1", "recorded_at": datetime.now(UTC), "nrs": 4, "context": None,
         "bpi": None, "session_record_id": None, "phase": None})
     return entry["_id"]
