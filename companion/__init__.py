@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import weakref
 
 from flask import Flask
 
@@ -10,10 +12,21 @@ from companion.logs import configure_logging
 from companion.settings import load_settings
 
 
+def _anchor_at_exit(services_ref) -> None:
+    """Anchor the audit chain's last events when the process exits (a gunicorn worker stopping)."""
+    import logging
+
+    services = services_ref()
+    if services is None:
+        return
+    logging.raiseExceptions = False  # at exit a log stream may be closed already; the anchor file still gets it
+    services.anchor_audit()
+
+
 def create_app(test_config: dict | None = None, *, services=None) -> Flask:
     """Application factory. `test_config` overrides settings (see companion.settings.Settings)."""
     from companion import api, web
-    from companion.http import auditing, problems, security
+    from companion.http import auditing, bodies, headers, problems, security
     from companion.services.container import Services
 
     settings = load_settings(test_config)
@@ -39,10 +52,14 @@ def create_app(test_config: dict | None = None, *, services=None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     app.extensions["companion"] = services or Services(settings)
+    atexit.register(_anchor_at_exit, weakref.ref(app.extensions["companion"]))
     api.register(app, problems.ProblemApi(app))
     web.register(app)
     auditing.install(app)
     security.install(app)
+    bodies.install(app)
+    headers.install(app)
+    headers.trust_proxies(app, settings.trusted_proxies)
     problems.register(app)
     if os.environ.get("COMPANION_SKIP_INDEXES") != "1":
         app.extensions["companion"].health.ensure_indexes_at_start()

@@ -177,11 +177,12 @@ def _download(body: str, mimetype: str, filename: str) -> Response:
 
 @blp.route("/<patient_id>/exports/csv")
 class PatientCsvExport(MethodView):
-    @allow(Role.CLINICIAN)
+    @allow(Role.CLINICIAN, Role.PATIENT)
     @blp.arguments(s.ReviewDaysArgs, location="query")
     @blp.response(200, content_type="text/csv", description="one row per local day")
     def get(self, args, patient_id):
-        """The patient's days as CSV: adherence, TENS minutes against the plan, pain."""
+        """The patient's days as CSV: adherence, TENS minutes against the plan, pain (the care team, or the
+        patient themself)."""
         review = open_review(patient_id)
         auditing.note(patient_ids=[patient_id], resource="patient", action="E", resource_ids=[patient_id])
         return _download(exports.patient_csv(review, args["days"]), "text/csv", f"patient-{patient_id}.csv")
@@ -189,12 +190,12 @@ class PatientCsvExport(MethodView):
 
 @blp.route("/<patient_id>/exports/fhir")
 class PatientFhirExport(MethodView):
-    @allow(Role.CLINICIAN)
+    @allow(Role.CLINICIAN, Role.PATIENT)
     @blp.arguments(s.ReviewDaysArgs, location="query")
     @blp.response(200, content_type="application/fhir+json", description="a FHIR R4 Bundle of type collection")
     def get(self, args, patient_id):
         """The patient's record as a FHIR R4 Bundle: Patient, pain Observations, DeviceUseStatements,
-        CarePlans and Communications."""
+        CarePlans and Communications (the care team, or the patient themself)."""
         review = open_review(patient_id)
         auditing.note(patient_ids=[patient_id], resource="patient", action="E", resource_ids=[patient_id])
         return _download(json.dumps(exports.fhir_bundle(review, args["days"])), "application/fhir+json",

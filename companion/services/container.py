@@ -12,13 +12,14 @@ from functools import cached_property
 from pymongo import MongoClient
 
 from companion.clock import Clock, now
+from companion.notify.mail import mailer_for
 from companion.notify.push import PushSender
 from companion.services.access import AccessControl
 from companion.services.accounts import Accounts
 from companion.services.adherence import Adherence
 from companion.services.adherence_batch import AdherenceJob
 from companion.services.alerts import AlertService
-from companion.services.audit import AuditTrail
+from companion.services.audit import AnchorSink, AuditTrail
 from companion.services.care import Care
 from companion.services.diary import Diary
 from companion.services.gateways import Gateways
@@ -28,6 +29,7 @@ from companion.services.idempotency import IdempotencyClaims
 from companion.services.ingestion import Ingestion
 from companion.services.leadership import LeaderLease
 from companion.services.library import Library
+from companion.services.lifecycle import AccountLifecycle
 from companion.services.notifications import Notifications
 from companion.services.patients import Profiles
 from companion.services.plans import Plans
@@ -36,6 +38,7 @@ from companion.services.push_delivery import PushDelivery
 from companion.services.reminder_dispatch import ReminderDispatch
 from companion.services.reminders import ReminderService
 from companion.services.review import Review
+from companion.services.rights import PatientRights
 from companion.services.sessions import TensSessions
 from companion.services.tokens import TokenService
 from companion.settings import Settings
@@ -45,7 +48,7 @@ from companion.store.stores import Stores
 
 class Services:
     def __init__(self, settings: Settings, client: MongoClient | None = None, *, clock: Clock = now,
-                 sender: PushSender | None = None):
+                 sender: PushSender | None = None, mailer=None):
         self.settings = settings
         self.clock = clock
         self.client = client or make_client(
@@ -55,6 +58,7 @@ class Services:
         )
         self.stores = Stores(self.client[settings.mongodb_db], clock)
         self.sender = sender
+        self.mailer = mailer or mailer_for(settings.smtp_url, settings.mail_dir, settings.mail_from)
 
     @property
     def db(self):
@@ -62,7 +66,14 @@ class Services:
         return self.stores.db
 
     def close(self) -> None:
+        if "audit" in self.__dict__:
+            self.audit.close()  # anchor the chain's last events before the process goes
         self.client.close()
+
+    def anchor_audit(self) -> None:
+        """Anchor this process's audit chain now, if it wrote anything (at exit)."""
+        if "audit" in self.__dict__:
+            self.audit.close()
 
     @cached_property
     def health(self) -> Health:
@@ -70,11 +81,19 @@ class Services:
 
     @cached_property
     def tokens(self) -> TokenService:
-        return TokenService(self.settings, self.stores.token_families)
+        return TokenService(self.settings, self.stores.token_families, self.clock)
 
     @cached_property
     def accounts(self) -> Accounts:
-        return Accounts(self.settings, self.stores, self.tokens, self.clock)
+        return Accounts(self.settings, self.stores, self.tokens, self.clock, mailer=self.mailer)
+
+    @cached_property
+    def lifecycle(self) -> AccountLifecycle:
+        return AccountLifecycle(self.settings, self.stores, self.accounts, self.tokens, self.clock)
+
+    @cached_property
+    def rights(self) -> PatientRights:
+        return PatientRights(self.settings, self.stores, self.care, self.clock)
 
     @cached_property
     def access(self) -> AccessControl:
@@ -82,7 +101,9 @@ class Services:
 
     @cached_property
     def audit(self) -> AuditTrail:
-        return AuditTrail(self.stores.audit_events, self.clock)
+        s = self.settings
+        return AuditTrail(self.stores.audit_events, self.clock, key=s.audit_key,
+                          anchors=AnchorSink(s.audit_anchor_file), anchor_every=s.audit_anchor_interval)
 
     @cached_property
     def idempotency(self) -> IdempotencyClaims:
@@ -162,4 +183,4 @@ class Services:
 
     @cached_property
     def housekeeping(self) -> Housekeeping:
-        return Housekeeping(self.stores, self.clock)
+        return Housekeeping(self.stores, self.clock, audit=self.audit, audit_retention=self.settings.audit_retention)

@@ -20,7 +20,7 @@ PAIN_NRS = {"system": LOINC, "code": "72514-3",
 TENS_SNOMED = {"system": "http://snomed.info/sct", "code": "20701002",
                "display": "Transcutaneous electrical nerve stimulation"}
 _COMMUNICATION_STATUS = {"scheduled": "preparation", "sending": "in-progress", "sent": "completed",
-                         "failed": "not-done", "expired": "stopped"}
+                         "failed": "not-done", "expired": "stopped", "withdrawn": "not-done"}
 _UNSAFE_CELL = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -162,6 +162,8 @@ def fhir_bundle(review: PatientReview, days: int) -> dict:
             communication["recipient"] = [subject]
         if note.get("state") == "failed" and note.get("error_codes"):
             communication["statusReason"] = {"text": ", ".join(note["error_codes"])}
+        if note.get("state") == "withdrawn":
+            communication["statusReason"] = {"text": f"withdrawn: {note.get('withdrawn_reason') or 'consent'}"}
         resources.append(communication)
     return {"resourceType": "Bundle", "type": "collection", "timestamp": _instant(review.at),
             "entry": [_entry(r) for r in resources]}

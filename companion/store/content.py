@@ -70,6 +70,10 @@ class Favourites:
     def __init__(self, db: Database):
         self.col = db.content_favourites
 
+    def delete_for_patient(self, patient_id: str) -> int:
+        """Delete every document of the patient (a closed account; see companion.services.lifecycle)."""
+        return self.col.delete_many({"patient_id": patient_id}).deleted_count
+
     def add(self, patient_id: str, slug: str, at: datetime) -> dict:
         key = f"{patient_id}:{slug}"
         try:
@@ -90,6 +94,10 @@ class Favourites:
 class PracticeLog:
     def __init__(self, db: Database):
         self.col = db.practice_log
+
+    def delete_for_patient(self, patient_id: str) -> int:
+        """Delete every document of the patient (a closed account; see companion.services.lifecycle)."""
+        return self.col.delete_many({"patient_id": patient_id}).deleted_count
 
     def start(self, patient_id: str, slug: str, started_at: datetime, practice_id: str | None = None) -> dict:
         """Log a started practice; with a ``practice_id`` derived from a request, a repeat of that request gets

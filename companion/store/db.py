@@ -32,6 +32,7 @@ INDEX_MODULES = [
     "companion.store.content",
     "companion.store.clinical_notes",
     "companion.store.web_sessions",
+    "companion.store.codes",
 ]
 
 
