@@ -31,7 +31,7 @@ class PatientSchema(Schema):
     display_name = fields.String(dump_only=True)
     time_zone = fields.String(dump_only=True)
     time_zone_history = fields.List(fields.Nested(ZoneChangeSchema), dump_only=True)
-    quiet_hours = fields.Function(_quiet_hours, dump_only=True, metadata={"type": "object"})
+    quiet_hours = fields.Function(_quiet_hours, dump_only=True, allow_none=True, metadata={"type": "object"})
     caregiver_alert_delay_min = fields.Function(
         lambda p: p.caregiver_alert_delay_min or DEFAULT_CAREGIVER_ALERT_DELAY_MIN, dump_only=True,
         metadata={"type": "integer"})

@@ -98,7 +98,7 @@ def test_the_clinicians_name_search_stays_out_of_the_access_log(logged_server, m
 
 def test_the_development_run_listens_on_this_machine_only_and_keeps_its_files_private():
     procfile = (ROOT / "Procfile").read_text()
-    assert "--bind ${COMPANION_BIND:-127.0.0.1}:" in procfile and "0.0.0.0" not in procfile
+    assert "--bind ${COMPANION_BIND:-127.0.0.1}:" in procfile and "0.0.0.0" not in procfile  # noqa: S104
     script = (ROOT / "scripts" / "run-local.sh").read_text()
     assert "umask 077" in script.split("scripts/bootstrap.sh")[0]
     assert 'COMPANION_BIND="${COMPANION_BIND:-127.0.0.1}"' in script
