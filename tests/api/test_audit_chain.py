@@ -12,8 +12,6 @@ import pytest
 import time_machine
 
 from companion import cli, create_app
-from companion.domain.audit_chain import canonical
-from companion.jobs.worker import Worker
 from tests.conftest import FAST_PASSWORDS
 from tests.support.world import build_world
 
@@ -40,6 +38,13 @@ def audited(mongo_uri, db_name, anchors, monkeypatch):
         monkeypatch.setenv(variable, value)
     yield app, client, world
     app.extensions["companion"].close()
+
+
+def canonical(event: dict) -> bytes:
+    """The event's canonical JSON, as the chain hashes it (an attacker can compute it: it is no secret)."""
+    from companion.domain.audit_chain import canonical as of
+
+    return of(event)
 
 
 def _verify(capsys, *extra) -> tuple[int, str]:
@@ -204,6 +209,8 @@ def test_retention_deletes_old_events_behind_a_keyed_cut_and_the_rest_still_veri
 
 
 def test_the_worker_schedules_the_retention_jobs(services):
+    from companion.jobs.worker import Worker
+
     ids = {spec.id for spec in Worker(services).specs()}
     assert {"audit-retention", "records-retention"} <= ids
 

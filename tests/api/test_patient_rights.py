@@ -11,7 +11,6 @@ from pathlib import Path
 
 import time_machine
 
-from companion.domain.access import CaregiverPermissions
 from tests.support.world import PASSWORD
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -113,6 +112,8 @@ def test_closing_the_account_deletes_what_it_says_keeps_what_it_says_and_ends_ev
 
 
 def test_the_worker_deletes_the_clinical_record_when_its_retention_ends(client, world, services, db):
+    from companion.domain.access import CaregiverPermissions
+
     patient = world["patient_a"]
     _touch_the_record(client, world)
     services.stores.care_links.grant(patient.id, world["caregiver_unlinked"].id, CaregiverPermissions())
