@@ -10,7 +10,8 @@ fresh temporary directory is used; a named one is emptied here. A worker that ex
 dropped (``child_exit``), so ``/metrics`` on any worker answers for the living ones.
 
 Logs: gunicorn's own lines are JSON like the app's (companion.logs); the app logs one line per request
-itself, with its request id, so gunicorn's access log is off (the Procfile names none).
+itself, with its request id and the route's template, never the query string (a query can carry what a
+clinician typed, such as the panel's name search), so gunicorn's access log is off (the Procfile names none).
 """
 
 import os

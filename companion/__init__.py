@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import weakref
 
 from flask import Flask
 
@@ -29,10 +31,21 @@ again with its `client_entry_id` and the same content all answer as the first ti
 `Idempotency-Key`. The README's "Sync, conflicts and retries" section has the details."""
 
 
+def _anchor_at_exit(services_ref) -> None:
+    """Anchor the audit chain's last events when the process exits (a gunicorn worker stopping)."""
+    import logging
+
+    services = services_ref()
+    if services is None:
+        return
+    logging.raiseExceptions = False  # at exit a log stream may be closed already; the anchor file still gets it
+    services.anchor_audit()
+
+
 def create_app(test_config: dict | None = None, *, services=None) -> Flask:
     """Application factory. `test_config` overrides settings (see companion.settings.Settings)."""
     from companion import api, web
-    from companion.http import auditing, correlation, problems, security
+    from companion.http import auditing, bodies, correlation, headers, problems, security
     from companion.services.container import Services
 
     settings = load_settings(test_config)
@@ -56,11 +69,15 @@ def create_app(test_config: dict | None = None, *, services=None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     app.extensions["companion"] = services or Services(settings)
+    atexit.register(_anchor_at_exit, weakref.ref(app.extensions["companion"]))
     api.register(app, problems.ProblemApi(app))
     web.register(app)
     correlation.install(app)  # first, so that its after-request hook runs last and sees the final answer
     auditing.install(app)
     security.install(app)
+    bodies.install(app)
+    headers.install(app)
+    headers.trust_proxies(app, settings.trusted_proxies)
     problems.register(app)
     if os.environ.get("COMPANION_SKIP_INDEXES") != "1":
         app.extensions["companion"].health.ensure_indexes_at_start()

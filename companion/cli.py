@@ -90,18 +90,33 @@ def seed_demo(args) -> int:
 
 
 def audit_verify(args) -> int:
-    """Walk every audit chain; exit 1 and list the breaks (events changed or removed) and the writes whose
-    outcome was never recorded."""
+    """Walk every audit chain (keyed hashes) and check each against its latest anchor; exit 1 and list the
+    breaks (events changed, removed or re-linked; chains cut short or deleted; anchors altered) and the writes
+    whose outcome was never recorded."""
+    from pathlib import Path
+
     services = _services()
+    lines = None
+    if args.anchors:
+        lines = []
+        for path in args.anchors:
+            lines += Path(path).read_text(errors="replace").splitlines()
     print("reading every audit event and checking each chain's hashes...", file=sys.stderr, flush=True)
-    result = services.audit.verify()
-    print(f"{result['events']} events in {result['chains']} chains")
+    result = services.audit.verify(anchor_lines=lines)
+    anchors = result["anchors"]
+    print(f"{result['events']} events in {result['chains']} chains; {anchors['read']} anchors for "
+          f"{anchors['chains_anchored']} chains")
+    if not anchors["read"]:
+        print("WARNING no anchors read: a chain cut short or deleted cannot be detected "
+              "(set COMPANION_AUDIT_ANCHOR_FILE, or pass --anchors with the file or the logs holding them)")
+    for problem in anchors["problems"]:
+        print(f"BREAK anchor {problem}")
     for b in result["breaks"]:
         print(f"BREAK chain {b.chain_id} seq {b.seq}: {b.problem}")
     for u in result["unfinished"]:
         print(f"UNFINISHED write {u['request_id']} at {u['at']:%Y-%m-%dT%H:%M:%SZ}: {u['method']} {u['route']} "
               f"by {u['actor_id']} (its intent was recorded, its outcome never was)")
-    return 1 if result["breaks"] or result["unfinished"] else 0
+    return 1 if result["breaks"] or result["unfinished"] or anchors["problems"] else 0
 
 
 def load_content(args) -> int:
@@ -178,7 +193,10 @@ def _parser() -> argparse.ArgumentParser:
     p = command("seed-demo", seed_demo)
     p.add_argument("--days", type=int, default=28)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    command("audit-verify", audit_verify)
+    p = command("audit-verify", audit_verify)
+    p.add_argument("--anchors", action="append", metavar="FILE",
+                   help="an anchor file or a log holding the anchor lines (repeatable; default: "
+                        "COMPANION_AUDIT_ANCHOR_FILE)")
     p = command("load-content", load_content)
     p.add_argument("--file", help="a library file in the format of companion/content/mindfulness.json")
     p = command("worker-status", worker_status)

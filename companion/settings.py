@@ -6,11 +6,14 @@ unknown or malformed value (``COMPANION_ENV=prod``, ``COMPANION_STAFF_MFA=REQUIR
 ``COMPANION_DB_TIMEOUT_MS=5s``) raises :class:`SettingError`, whose message is one line naming the
 variable and what it accepts; the entry points (web, worker, CLI) print it and exit with status 2.
 
-In production (``COMPANION_ENV=production``) there is no default secret and staff MFA is always on.
+In production (``COMPANION_ENV=production``) there is no default secret nor audit key, staff MFA is always on,
+and outgoing email must be configured.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 from collections.abc import Callable, Mapping
@@ -60,6 +63,19 @@ class Settings:
     sync_settle: timedelta = timedelta(seconds=30)
     password_memory_kib: int = 65536
     password_time_cost: int = 3
+    # Access: proxies, sessions, audit, mail
+    trusted_proxies: int = 0
+    session_max: timedelta = timedelta(days=30)
+    staff_session_max: timedelta = timedelta(hours=12)
+    refresh_grace: timedelta = timedelta(seconds=10)
+    audit_key: str = ""
+    audit_anchor_file: str | None = None
+    audit_anchor_interval: timedelta = timedelta(seconds=60)
+    audit_retention: timedelta = timedelta(days=2192)
+    clinical_retention: timedelta = timedelta(days=3653)
+    mail_dir: str | None = None
+    smtp_url: str | None = None
+    mail_from: str = "Companion <no-reply@companion.invalid>"
     # Push
     fcm_service_account: str | None = None
     fcm_url: str | None = None
@@ -163,6 +179,28 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("COMPANION_PASSWORD_MEMORY_KIB", "password_memory_kib", _whole(1024, 4 * 1024 * 1024),
             "argon2id memory cost (tests lower it; production keeps the default)"),
     Setting("COMPANION_PASSWORD_TIME_COST", "password_time_cost", _whole(1, 20), "argon2id passes"),
+    Setting("COMPANION_TRUSTED_PROXIES", "trusted_proxies", _whole(0, 10),
+            "how many proxies in front of the API to trust for X-Forwarded-For/-Proto (0: use the socket's address)"),
+    Setting("COMPANION_SESSION_MAX_DAYS", "session_max", _duration("days", 1, 365),
+            "absolute lifetime of a patient's or caregiver's session, however often it is refreshed"),
+    Setting("COMPANION_STAFF_SESSION_MAX_H", "staff_session_max", _duration("hours", 1, 24),
+            "absolute lifetime of a clinician's or admin's API session"),
+    Setting("COMPANION_REFRESH_GRACE_S", "refresh_grace", _duration("seconds", 0, 60),
+            "a refresh retried this soon with the same token gets the same new pair instead of ending the session"),
+    Setting("COMPANION_AUDIT_KEY", "audit_key", _text,
+            "HMAC key of the audit chain, at least 32 characters, kept outside the database (production: required)"),
+    Setting("COMPANION_AUDIT_ANCHOR_FILE", "audit_anchor_file", _text,
+            "file the audit checkpoints are appended to (they are also logged); `companion audit-verify` reads it"),
+    Setting("COMPANION_AUDIT_ANCHOR_S", "audit_anchor_interval", _duration("seconds", 1, 3600),
+            "an audit event is covered by a checkpoint at most this long after it is written"),
+    Setting("COMPANION_AUDIT_RETENTION_DAYS", "audit_retention", _duration("days", 365, 36525),
+            "audit events older than this are deleted by the worker (a keyed cut record keeps the chains verifiable)"),
+    Setting("COMPANION_CLINICAL_RETENTION_DAYS", "clinical_retention", _duration("days", 365, 36525),
+            "how long a closed patient account's clinical record is kept before the worker deletes it"),
+    Setting("COMPANION_MAIL_DIR", "mail_dir", _text, "directory each outgoing email is written to as a .eml file"),
+    Setting("COMPANION_SMTP_URL", "smtp_url", _text,
+            "`smtp://host:port` or `smtp+starttls://user:password@host:port`: outgoing email (signup codes)"),
+    Setting("COMPANION_MAIL_FROM", "mail_from", _text, "sender address of outgoing email"),
     Setting("FCM_SERVICE_ACCOUNT", "fcm_service_account", _text, "path of the Firebase service-account JSON"),
     Setting("FCM_URL", "fcm_url", _text, "FCM send endpoint (the run script points it at the local emulator)"),
     Setting("COMPANION_REMINDER_GRACE_MIN", "reminder_grace", _duration("minutes", 1, 24 * 60),
@@ -201,6 +239,12 @@ def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[s
     if settings.is_production:
         if len(settings.secret_key) < 32:
             raise SettingError("COMPANION_SECRET_KEY must be set to at least 32 characters in production")
+        if len(settings.audit_key) < 32 or settings.audit_key == settings.secret_key:
+            raise SettingError("COMPANION_AUDIT_KEY must be set in production: at least 32 characters, "
+                               "not the same as COMPANION_SECRET_KEY")
+        if not (settings.mail_dir or settings.smtp_url):
+            raise SettingError("COMPANION_SMTP_URL (or COMPANION_MAIL_DIR) must be set in production: "
+                               "signing up sends a code by email")
         settings = replace(settings, staff_mfa_required=True)
     elif not settings.secret_key:
         # A per-process random key: safe (tokens die with the process) and never usable in production.
@@ -210,6 +254,15 @@ def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[s
         raise SettingError("COMPANION_SECRET_KEY is too short: use at least 32 characters")
     if settings.metrics_token is not None and len(settings.metrics_token) < 16:
         raise SettingError("COMPANION_METRICS_TOKEN is too short: use at least 16 characters")
+    if settings.audit_key and len(settings.audit_key) < 32:
+        raise SettingError("COMPANION_AUDIT_KEY is too short: use at least 32 characters")
+    if not settings.audit_key:
+        # Development: a key derived from the secret key (stable wherever the secret key is, e.g. the run script's).
+        derived = hmac.new(settings.secret_key.encode(), b"companion audit chain", hashlib.sha256).hexdigest()
+        settings = replace(settings, audit_key=derived)
+    if settings.smtp_url and not settings.smtp_url.startswith(("smtp://", "smtp+starttls://")):
+        raise SettingError("COMPANION_SMTP_URL is not valid: use smtp://host:port or "
+                           "smtp+starttls://user:password@host:port")
     return settings
 
 

@@ -5,10 +5,16 @@
 #   simulated TENS units on a private D-Bus feeding a paired gateway.
 # A process that exits is restarted, and says so; the others go on. Ctrl-C stops everything.
 set -euo pipefail
+# Everything this script writes (the secret keys, the database's files, mail with sign-up codes, logs) is for
+# this user's eyes only.
+umask 077
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 scripts/bootstrap.sh run
-mkdir -p var/run var/ferretdb
+mkdir -p var/run var/ferretdb var/mail
+chmod 700 var var/run var/ferretdb var/mail
+# Listen on this machine only unless told otherwise: the demo's passwords are published in the README.
+export COMPANION_BIND="${COMPANION_BIND:-127.0.0.1}"
 export PATH="$root/.venv/bin:$PATH"
 export PORT="${PORT:-5000}"
 pids=()
@@ -29,7 +35,12 @@ supervise() {
 }
 
 [ -f var/dev-secret ] || python3 -c 'import secrets; print(secrets.token_urlsafe(48))' > var/dev-secret
+[ -f var/audit-key ] || python3 -c 'import secrets; print(secrets.token_urlsafe(48))' > var/audit-key
+chmod 600 var/dev-secret var/audit-key
 export COMPANION_SECRET_KEY="${COMPANION_SECRET_KEY:-$(cat var/dev-secret)}"
+export COMPANION_AUDIT_KEY="${COMPANION_AUDIT_KEY:-$(cat var/audit-key)}"
+export COMPANION_AUDIT_ANCHOR_FILE="${COMPANION_AUDIT_ANCHOR_FILE:-$root/var/audit-anchors.log}"
+export COMPANION_MAIL_DIR="${COMPANION_MAIL_DIR:-$root/var/mail}"
 
 if [ -z "${MONGODB_URI:-}" ]; then
   # A new database means the demo gateway's old credentials are gone: pair it afresh.
@@ -80,7 +91,9 @@ cat <<EOM
     Clinician web  http://127.0.0.1:${PORT}/clinician
     Push emulator  http://127.0.0.1:${fcm_port}/
     Metrics        http://127.0.0.1:${PORT}/metrics (web), http://127.0.0.1:${COMPANION_WORKER_METRICS_PORT:-9101}/ (worker)
-  Demo logins: see 'demo data' above (password: companion-demo). A process that exits is restarted;
+    Email          var/mail/ (sign-up codes, one .eml file per message)
+  Listening on ${COMPANION_BIND} only. Demo logins: see 'demo data' above (password: companion-demo).
+  A process that exits is restarted, the others go on.
   Ctrl-C stops everything.
 
 EOM

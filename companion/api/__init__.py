@@ -14,6 +14,8 @@ BLUEPRINT_MODULES = [
     "companion.api.auth",
     "companion.api.patients",
     "companion.api.caregivers",
+    "companion.api.consent",
+    "companion.api.rights",
     "companion.api.admin",
     "companion.api.gateways",
     "companion.api.clinician",

@@ -107,6 +107,7 @@ class SessionRecords(MethodView):
 @blp.route("/device-status")
 class DeviceStatus(MethodView):
     @allow(Role.GATEWAY)
+    @auditing.routine
     @blp.arguments(DeviceStatusBatchSchema)
     @blp.response(204)
     def post(self, body):

@@ -43,16 +43,8 @@ def public(view):
 
 def declared_roles(app: Flask, endpoint: str, method: str) -> frozenset[str] | None:
     """The roles a route declares for a method, or None when it declares none."""
-    view = app.view_functions.get(endpoint)
-    if view is None:
-        return None
-    view_class = getattr(view, "view_class", None)
-    if view_class is not None:
-        handler = getattr(view_class, method.lower(), None)
-        if handler is None and method == "HEAD":
-            handler = getattr(view_class, "get", None)
-        return getattr(handler, ROLES_ATTR, None) if handler else None
-    return getattr(view, ROLES_ATTR, None)
+    handler = auditing.handler_of(app, endpoint, method)
+    return getattr(handler, ROLES_ATTR, None) if handler else None
 
 
 def current_actor() -> Actor:
@@ -60,7 +52,8 @@ def current_actor() -> Actor:
 
 
 def client_address() -> str:
-    """The caller's address as this process sees it (proxies are resolved by the WSGI layer)."""
+    """The caller's address: the socket's, or with ``COMPANION_TRUSTED_PROXIES`` the one the nearest trusted
+    proxy saw (resolved by ProxyFix in the WSGI layer, companion.http.headers). Throttles and audit use it."""
     return request.remote_addr or "unknown"
 
 

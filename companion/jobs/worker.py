@@ -88,6 +88,10 @@ class Worker:
             JobSpec("push-claims-purge", svc.push.purge_claims, "interval", {"hours": 1}, timedelta(hours=1)),
             JobSpec("housekeeping", svc.housekeeping.purge_expired, "cron", {"hour": 3, "minute": 43},
                     timedelta(days=1)),
+            JobSpec("audit-retention", svc.housekeeping.audit_retention, "cron", {"hour": 0, "minute": 20},
+                    timedelta(days=1)),
+            JobSpec("records-retention", svc.lifecycle.purge_expired_records, "cron", {"hour": 4, "minute": 13},
+                    timedelta(days=1)),
         ]
         if svc.sender is not None:
             specs.append(JobSpec("push-send", svc.push.send_due, "interval", {"seconds": 10}, minute))

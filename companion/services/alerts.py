@@ -117,21 +117,24 @@ class AlertService:
         return alert
 
     def _notify(self, alert: dict, candidate: AlertCandidate) -> int:
-        recipients: list[tuple[Account, str]] = []
+        recipients: list[tuple[Account, str, str | None]] = []
+        share_kind = SHARE_KIND[candidate.kind]
         links = [link for link in self.stores.care_links.for_patient(candidate.patient_id)
-                 if link.active and SHARE_KIND[candidate.kind] in link.permissions.alerts]
+                 if link.active and share_kind in link.permissions.alerts]
         for caregiver in self.stores.users.by_ids(link.caregiver_id for link in links):
-            recipients.append((caregiver, CAREGIVER_TEMPLATE[candidate.kind]))
+            recipients.append((caregiver, CAREGIVER_TEMPLATE[candidate.kind], share_kind))
         if candidate.kind in PATIENT_TEMPLATE:
             patient = self.stores.users.by_id(candidate.patient_id)
             if patient is not None:
-                recipients.append((patient, PATIENT_TEMPLATE[candidate.kind]))
+                recipients.append((patient, PATIENT_TEMPLATE[candidate.kind], None))
         created = 0
-        for person, template in recipients:
+        for person, template, needs in recipients:
             zone = person.zone_history().zone_at(alert["raised_at"])
             send_at = delivery_time(candidate, alert["raised_at"], zone, person.quiet_hours)
+            # A caregiver's notification records the consent it needs, checked again when it is sent.
             _, new = self.stores.outbox.schedule(source_key=f"alert:{alert['_id']}", recipient_user_id=person.id,
-                                                 patient_id=candidate.patient_id, kind=template, send_at=send_at)
+                                                 patient_id=candidate.patient_id, kind=template, send_at=send_at,
+                                                 share_kind=needs)
             created += int(new)
         return created
 

@@ -13,13 +13,14 @@ from pymongo import MongoClient
 
 from companion.clock import Clock, now
 from companion.metrics import PrometheusTelemetry
+from companion.notify.mail import mailer_for
 from companion.notify.push import PushSender
 from companion.services.access import AccessControl
 from companion.services.accounts import Accounts
 from companion.services.adherence import Adherence
 from companion.services.adherence_batch import AdherenceJob
 from companion.services.alerts import AlertService
-from companion.services.audit import AuditTrail
+from companion.services.audit import AnchorSink, AuditTrail
 from companion.services.care import Care
 from companion.services.diary import Diary
 from companion.services.gateways import Gateways
@@ -30,6 +31,7 @@ from companion.services.idempotency import IdempotencyClaims
 from companion.services.ingestion import Ingestion
 from companion.services.leadership import LeaderLease
 from companion.services.library import Library
+from companion.services.lifecycle import AccountLifecycle
 from companion.services.notifications import Notifications
 from companion.services.patients import Profiles
 from companion.services.plans import Plans
@@ -38,6 +40,7 @@ from companion.services.push_delivery import PushDelivery
 from companion.services.reminder_dispatch import ReminderDispatch
 from companion.services.reminders import ReminderService
 from companion.services.review import Review
+from companion.services.rights import PatientRights
 from companion.services.sessions import TensSessions
 from companion.services.sync import Changes
 from companion.services.telemetry import Telemetry
@@ -49,7 +52,7 @@ from companion.store.stores import Stores
 
 class Services:
     def __init__(self, settings: Settings, client: MongoClient | None = None, *, clock: Clock = now,
-                 sender: PushSender | None = None, telemetry: Telemetry | None = None):
+                 sender: PushSender | None = None, telemetry: Telemetry | None = None, mailer=None):
         self.settings = settings
         self.clock = clock
         self.telemetry = telemetry or PrometheusTelemetry()
@@ -60,6 +63,7 @@ class Services:
         )
         self.stores = Stores(self.client[settings.mongodb_db], clock)
         self.sender = sender
+        self.mailer = mailer or mailer_for(settings.smtp_url, settings.mail_dir, settings.mail_from)
 
     @property
     def db(self):
@@ -67,7 +71,14 @@ class Services:
         return self.stores.db
 
     def close(self) -> None:
+        if "audit" in self.__dict__:
+            self.audit.close()  # anchor the chain's last events before the process goes
         self.client.close()
+
+    def anchor_audit(self) -> None:
+        """Anchor this process's audit chain now, if it wrote anything (at exit)."""
+        if "audit" in self.__dict__:
+            self.audit.close()
 
     @cached_property
     def changes(self) -> Changes:
@@ -84,11 +95,19 @@ class Services:
 
     @cached_property
     def tokens(self) -> TokenService:
-        return TokenService(self.settings, self.stores.token_families)
+        return TokenService(self.settings, self.stores.token_families, self.clock)
 
     @cached_property
     def accounts(self) -> Accounts:
-        return Accounts(self.settings, self.stores, self.tokens, self.clock)
+        return Accounts(self.settings, self.stores, self.tokens, self.clock, mailer=self.mailer)
+
+    @cached_property
+    def lifecycle(self) -> AccountLifecycle:
+        return AccountLifecycle(self.settings, self.stores, self.accounts, self.tokens, self.clock)
+
+    @cached_property
+    def rights(self) -> PatientRights:
+        return PatientRights(self.settings, self.stores, self.care, self.clock)
 
     @cached_property
     def access(self) -> AccessControl:
@@ -96,7 +115,9 @@ class Services:
 
     @cached_property
     def audit(self) -> AuditTrail:
-        return AuditTrail(self.stores.audit_events, self.clock)
+        s = self.settings
+        return AuditTrail(self.stores.audit_events, self.clock, key=s.audit_key,
+                          anchors=AnchorSink(s.audit_anchor_file), anchor_every=s.audit_anchor_interval)
 
     @cached_property
     def idempotency(self) -> IdempotencyClaims:
@@ -177,4 +198,4 @@ class Services:
     @cached_property
     def housekeeping(self) -> Housekeeping:
         return Housekeeping(self.stores, self.heartbeats, self.clock, sync_window=self.settings.sync_window,
-                            changes=self.changes)
+                            changes=self.changes, audit=self.audit, audit_retention=self.settings.audit_retention)

@@ -21,7 +21,7 @@ import json
 from datetime import UTC, datetime
 
 from companion.clock import Clock, now, to_millis
-from companion.domain.access import Grant, sees_free_text, without_free_text
+from companion.domain.access import DIARY_FREE_TEXT, Grant, sees_free_text, without_free_text
 from companion.domain.errors import Conflict, Invalid, NotFound, PreconditionFailed
 from companion.domain.pain import BriefPainInventory, bpi_interference, bpi_severity
 from companion.services.sync import Changes
@@ -205,7 +205,7 @@ def _visible(grant: Grant, entries: list[dict]) -> list[dict]:
     """A caregiver the patient has not allowed to read notes sees entries without their free text."""
     if sees_free_text(grant):
         return entries
-    return [without_free_text(e, ("context.note",)) for e in entries]
+    return [without_free_text(e, DIARY_FREE_TEXT) for e in entries]
 
 
 def _shown(grant: Grant, entry: dict) -> dict:

@@ -44,7 +44,7 @@ _CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 SURVEY = [{"coding": [{"system": _CATEGORY, "code": "survey", "display": "Survey"}]}]
 THERAPY = [{"coding": [{"system": _CATEGORY, "code": "therapy", "display": "Therapy"}]}]
 _COMMUNICATION_STATUS = {"scheduled": "preparation", "sending": "in-progress", "sent": "completed",
-                         "failed": "not-done", "expired": "stopped"}
+                         "failed": "not-done", "expired": "stopped", "withdrawn": "not-done"}
 # The BPI short form's items as the diary stores them, with the wording of the form.
 BPI_SEVERITY_ITEMS = (("worst", "Pain at its worst in the last 24 hours"),
                       ("least", "Pain at its least in the last 24 hours"),
@@ -262,6 +262,14 @@ def _care_plan(out: _Entries, plan: dict, patient: dict, replaces: dict | None) 
                       record_urn("CarePlan", plan["_id"]), f"Therapy plan version {plan['version']}")
 
 
+def _status_reason(note: dict) -> dict | None:
+    if note.get("state") == "failed" and note.get("error_codes"):
+        return {"text": ", ".join(note["error_codes"])}
+    if note.get("state") == "withdrawn":
+        return {"text": f"withdrawn: {note.get('withdrawn_reason') or 'consent'}"}
+    return None
+
+
 def _communication(out: _Entries, note: dict, patient: dict, patient_id: str) -> None:
     kind = note.get("kind") or "notification"
     communication = {"resourceType": "Communication", "status": _COMMUNICATION_STATUS.get(note.get("state"), "unknown"),
@@ -269,8 +277,7 @@ def _communication(out: _Entries, note: dict, patient: dict, patient_id: str) ->
                      "payload": [{"contentString": f"{kind} notification"}],
                      "sent": _instant(note.get("sent_at")), "received": _instant(note.get("delivered_at")),
                      "recipient": [patient] if note.get("recipient_user_id") == patient_id else None,
-                     "statusReason": {"text": ", ".join(note["error_codes"])}
-                     if note.get("state") == "failed" and note.get("error_codes") else None}
+                     "statusReason": _status_reason(note)}
     out.upsert(communication, record_urn("Communication", note["_id"]), f"{kind} push notification")
 
 

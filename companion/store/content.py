@@ -80,6 +80,10 @@ class Favourites(feeds.SyncedCollection):
     def __init__(self, db: Database):
         self.col = db.content_favourites
 
+    def delete_for_patient(self, patient_id: str) -> int:
+        """Delete every document of the patient (a closed account; see companion.services.lifecycle)."""
+        return self.col.delete_many({"patient_id": patient_id}).deleted_count
+
     def add(self, patient_id: str, slug: str, at: datetime, seq: int) -> dict:
         """Choose an item (numbered ``seq``); choosing it again changes nothing, choosing a removed one
         brings it back."""
@@ -113,6 +117,10 @@ class Favourites(feeds.SyncedCollection):
 class PracticeLog(feeds.SyncedCollection):
     def __init__(self, db: Database):
         self.col = db.practice_log
+
+    def delete_for_patient(self, patient_id: str) -> int:
+        """Delete every document of the patient (a closed account; see companion.services.lifecycle)."""
+        return self.col.delete_many({"patient_id": patient_id}).deleted_count
 
     def start(self, patient_id: str, slug: str, started_at: datetime, seq: int,
               practice_id: str | None = None) -> dict:

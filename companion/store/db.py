@@ -45,6 +45,7 @@ INDEX_MODULES = [
     "companion.store.web_sessions",
     "companion.store.heartbeats",
     "companion.store.changes",
+    "companion.store.codes",
 ]
 
 

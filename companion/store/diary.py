@@ -34,6 +34,10 @@ class PainEntries(feeds.SyncedCollection):
     def __init__(self, db: Database):
         self.col = db.pain_entries
 
+    def delete_for_patient(self, patient_id: str) -> int:
+        """Delete every document of the patient (a closed account; see companion.services.lifecycle)."""
+        return self.col.delete_many({"patient_id": patient_id}).deleted_count
+
     @staticmethod
     def _new(patient_id: str, entry: dict, at: datetime, seq: int) -> dict:
         return {"_id": str(ObjectId()), "patient_id": patient_id, **entry, "server_received_at": at,

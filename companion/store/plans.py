@@ -29,6 +29,10 @@ class TherapyPlans(feeds.SyncedCollection):
     def __init__(self, db: Database):
         self.col = db.therapy_plans
 
+    def delete_for_patient(self, patient_id: str) -> int:
+        """Delete every document of the patient (a closed account; see companion.services.lifecycle)."""
+        return self.col.delete_many({"patient_id": patient_id}).deleted_count
+
     def current(self, patient_id: str) -> dict | None:
         return self.col.find_one({"patient_id": patient_id}, sort=[("version", DESCENDING)])
 

@@ -49,6 +49,10 @@ class Reminders(feeds.SyncedCollection):
     def __init__(self, db: Database):
         self.col = db.reminders
 
+    def delete_for_patient(self, patient_id: str) -> int:
+        """Delete every document of the patient (a closed account; see companion.services.lifecycle)."""
+        return self.col.delete_many({"patient_id": patient_id}).deleted_count
+
     def create(self, patient_id: str, fields: dict, at: datetime, seq: int, reminder_id: str | None = None) -> dict:
         """Insert a reminder (numbered ``seq``); with a ``reminder_id`` derived from a request, a repeat of that
         request gets back the reminder the first attempt stored."""
@@ -104,6 +108,10 @@ class Reminders(feeds.SyncedCollection):
 class Occurrences(feeds.SyncedCollection):
     def __init__(self, db: Database):
         self.col = db.reminder_occurrences
+
+    def delete_for_patient(self, patient_id: str) -> int:
+        """Delete every document of the patient (a closed account; see companion.services.lifecycle)."""
+        return self.col.delete_many({"patient_id": patient_id}).deleted_count
 
     def insert_new(self, docs: list[dict]) -> int:
         """Insert occurrences, ignoring those already stored; returns how many were new."""

@@ -34,6 +34,10 @@ class SessionRecords(feeds.SyncedCollection):
     def __init__(self, db: Database):
         self.col = db.session_records
 
+    def delete_for_patient(self, patient_id: str) -> int:
+        """Delete every document of the patient (a closed account; see companion.services.lifecycle)."""
+        return self.col.delete_many({"patient_id": patient_id}).deleted_count
+
     def insert_new(self, docs: list[dict]) -> tuple[set[str], set[str]]:
         """Insert what is new; returns (created ids, duplicate ids). Unordered, so one duplicate does not
         stop the rest; the unique _id makes a second copy impossible however often a batch is replayed."""
@@ -83,6 +87,10 @@ class SessionRecords(feeds.SyncedCollection):
 class DeviceEvents:
     def __init__(self, db: Database):
         self.col = db.device_events
+
+    def delete_for_patient(self, patient_id: str) -> int:
+        """Delete every document of the patient (a closed account; see companion.services.lifecycle)."""
+        return self.col.delete_many({"patient_id": patient_id}).deleted_count
 
     def record(self, events: list[dict]) -> None:
         """Store events under their derived ids; events already stored are left as they are."""

@@ -18,6 +18,7 @@ from companion.store.alerts import Alerts
 from companion.store.audit import AuditEvents
 from companion.store.changes import ChangeSequences
 from companion.store.clinical_notes import ClinicalNotes
+from companion.store.codes import OneTimeCodes
 from companion.store.content import ContentItems, Favourites, PracticeLog
 from companion.store.db import IndexChange, ensure_indexes, migrate_indexes
 from companion.store.devices import Devices, PairingCodes
@@ -28,7 +29,7 @@ from companion.store.leases import Leases
 from companion.store.outbox import Outbox
 from companion.store.plans import TherapyPlans
 from companion.store.push_tokens import PushTokens
-from companion.store.relationships import CareLinks, CareTeams, EmergencyGrants, Gateways
+from companion.store.relationships import CareInvitations, CareLinks, CareTeams, EmergencyGrants, Gateways
 from companion.store.reminders import Occurrences, Reminders
 from companion.store.sessions import DeviceEvents, SessionRecords
 from companion.store.throttle import Counters
@@ -62,6 +63,10 @@ class Stores:
         return TokenFamilies(self.db)
 
     @cached_property
+    def one_time_codes(self) -> OneTimeCodes:
+        return OneTimeCodes(self.db)
+
+    @cached_property
     def counters(self) -> Counters:
         return Counters(self.db)
 
@@ -76,6 +81,10 @@ class Stores:
     @cached_property
     def care_teams(self) -> CareTeams:
         return CareTeams(self.db)
+
+    @cached_property
+    def care_invitations(self) -> CareInvitations:
+        return CareInvitations(self.db)
 
     @cached_property
     def emergency_grants(self) -> EmergencyGrants:

@@ -50,6 +50,7 @@ def gate():
     session = services().accounts.web_session(request.cookies.get(session_cookie_name()))
     if session is None or session["stage"] != "full":
         if request.method == "GET":
+            auditing.deny((request.view_args or {}).get("patient_id"))  # a refusal, though answered by a redirect
             return redirect(url_for("web.login", next=request.path))
         raise Unauthorized("your session has ended; sign in again")
     g.actor = Actor(id=session["user_id"], role=Role(session["role"]))

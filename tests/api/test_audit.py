@@ -33,7 +33,7 @@ def test_audit_failure_fails_the_request_closed(client, world, services, monkeyp
 
 
 def test_chain_verifier_finds_a_changed_and_a_deleted_event(db):
-    trail = AuditTrail(AuditEvents(db))
+    trail = AuditTrail(AuditEvents(db), key="k" * 32)
     for i in range(30):
         trail.write([{"actor_id": f"u{i}", "action": "R", "patient_ids": ["p"], "outcome": "success"}])
     assert trail.verify()["breaks"] == []

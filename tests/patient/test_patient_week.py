@@ -15,6 +15,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from tests.patient.helpers import PLAN
+from tests.support.world import login
 
 FLARE_ITEM = "three-breath-reset"
 
@@ -79,6 +80,8 @@ def test_a_week_of_plan_reminders_diary_practice_and_progress(client, world, db,
     # Friday: move to New York, the plan, the reminder.
     at("2026-03-06T12:00")
     assert client.patch(base, json={"time_zone": "America/New_York"}, headers=headers).status_code == 200
+    # A staff session lasts 12 hours: days after the world was built, the clinician signs in again.
+    clinician = login(client, "clinician_team", clinician.email, clinician.id, "clinician")
     plan = client.put(f"{base}/therapy-plan", json={**PLAN, "medications": []}, headers=clinician.headers)
     assert plan.status_code == 201 and plan.json["version"] == 1
     reminder = client.post(f"{base}/reminders", headers=headers, json={
