@@ -5,10 +5,9 @@ secrets to its user, and the client's address is the one a trusted proxy saw (fi
 
 from __future__ import annotations
 
-import json
-
 import base64
 import hashlib
+import json
 import re
 from pathlib import Path
 
