@@ -31,4 +31,4 @@ EXPOSE 5000 9101
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '5000'), timeout=4)"]
 # The Procfile's web line, in exec form so that gunicorn gets SIGTERM and drains.
-CMD ["sh", "-c", "exec gunicorn --workers ${WEB_CONCURRENCY:-2} --threads 4 --worker-class gthread --bind 0.0.0.0:${PORT:-5000} companion.wsgi:app"]
+CMD ["sh", "-c", "exec gunicorn --workers ${WEB_CONCURRENCY:-2} --threads 4 --worker-class gthread --bind ${COMPANION_BIND:-0.0.0.0}:${PORT:-5000} companion.wsgi:app"]

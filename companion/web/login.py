@@ -85,6 +85,10 @@ def login_code():
         good = bool(user and len(code) == 6 and code.isdigit()
                     and accounts.check_totp(user, code, address=client_address()))
     except TooManyRequests as exc:
+        # A try the throttle held back still counts against this sign-in's five: a session's tries are
+        # bounded however fast they are sent.
+        if accounts.web_code_failed(pending):
+            return _login_form("Too many wrong codes. Sign in again.", 401)
         return render_template("mfa.html", csrf_token=pending["csrf_token"], next=request.form.get("next", ""),
                                message=f"Too many wrong codes. Try again in {exc.retry_after_s} seconds."), 429
     if good:

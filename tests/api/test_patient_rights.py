@@ -61,7 +61,7 @@ def test_the_patient_downloads_everything_held_about_them(client, world, service
     fhir = client.get(f"/api/v1/patients/{patient.id}/exports/fhir?days=30", headers=patient.headers)
     csv = client.get(f"/api/v1/patients/{patient.id}/exports/csv?days=30", headers=patient.headers)
     assert fhir.status_code == csv.status_code == 200
-    assert fhir.json["resourceType"] == "Bundle" and csv.get_data(as_text=True).startswith("date,")
+    assert fhir.json["resourceType"] == "Bundle" and csv.get_data(as_text=True).lstrip("\ufeff").startswith("date,")
     assert client.get(f"/api/v1/patients/{patient.id}/exports/fhir", headers=world["patient_b"].headers) \
         .status_code == 404
     assert client.get(f"/api/v1/patients/{patient.id}/data-export",
