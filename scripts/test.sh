@@ -15,6 +15,21 @@ if [ "${COMPANION_BROWSER_TESTS:-1}" = 1 ] && ! command -v chromium >/dev/null; 
     echo "missing: chromium (install it with your package manager); browser tests will fail" >&2
   fi
 fi
+# The FHIR export test builds HAPI FHIR's validator with Maven (Java); the accessibility test fetches
+# axe-core with npm. Both are fetched once and cached under var/.
+missing=()
+command -v javac >/dev/null || missing+=(openjdk-17-jdk-headless)
+command -v mvn >/dev/null || missing+=(maven)
+command -v npm >/dev/null || missing+=(npm)
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "==> installing ${missing[*]} from Debian's packages (for the FHIR validation and accessibility tests)" >&2
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
+      || echo "could not install ${missing[*]}: the FHIR validation or accessibility test will fail" >&2
+  else
+    echo "missing: ${missing[*]} (install with your package manager); the FHIR validation or accessibility test will fail" >&2
+  fi
+fi
 export FERRETDB_BIN="$root/var/bin/ferretdb"
 .venv/bin/ruff check companion device_gateway tests bench
 exec .venv/bin/pytest "$@"
