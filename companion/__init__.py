@@ -13,7 +13,7 @@ from companion.settings import load_settings
 def create_app(test_config: dict | None = None, *, services=None) -> Flask:
     """Application factory. `test_config` overrides settings (see companion.settings.Settings)."""
     from companion import api, web
-    from companion.http import auditing, problems, security
+    from companion.http import auditing, problems, security, server_time
     from companion.services.container import Services
 
     settings = load_settings(test_config)
@@ -44,6 +44,7 @@ def create_app(test_config: dict | None = None, *, services=None) -> Flask:
     auditing.install(app)
     security.install(app)
     problems.register(app)
+    server_time.install(app)
     if os.environ.get("COMPANION_SKIP_INDEXES") != "1":
         app.extensions["companion"].health.ensure_indexes_at_start()
     return app

@@ -1,4 +1,5 @@
-"""The adherence job's batch read path: every patient's last two local days computed in one pass.
+"""The adherence job: every patient's last two local days computed in one pass, then every day that late or
+changed data touched, however late (within 30 days), and the alert rules judged again for those days.
 
 Computing day by day (companion.services.adherence.compute_day) costs several queries per patient and
 day; on a server without secondary indexes each is a scan of a whole collection. Here each input
@@ -12,6 +13,12 @@ fetched by their computed ids (`_id $in`).
 
 What is held for the whole run is one small entry per patient (zone history, two days' planned tasks
 and events): a few hundred bytes each.
+
+Touched days (companion.services.touched_days) are then recomputed one by one (late data is rare next to the
+daily roll-over), each patient's alert rules judged again over the fresh snapshots (raising what now holds,
+resolving what no longer does), and the marks cleared, each only if it was not marked again meanwhile. A day
+more than 30 days back is not recomputed (the offline window: nothing that old is accepted as counting); its
+mark is cleared with a log line.
 """
 
 from __future__ import annotations
@@ -28,8 +35,9 @@ from companion.domain.alerts import AlertCandidate
 from companion.domain.localtime import TimeZoneHistory
 from companion.domain.people import Account
 from companion.domain.plans import planned_tasks
-from companion.services.adherence import day_bounds, snapshot_of
+from companion.services.adherence import Adherence, day_bounds, snapshot_of, tens_event
 from companion.services.alerts import LOW_ADHERENCE_LOOKBACK, AlertService, AlertsReport, low_adherence_in
+from companion.services.touched_days import RECOMPUTE_WINDOW_DAYS
 from companion.store.adherence import snapshot_id
 from companion.store.stores import Stores
 
@@ -110,7 +118,7 @@ def _read_events(stores: Stores, patients: dict[str, _Patient]) -> None:
     for s in stores.session_records.in_window(start, end):
         day = _day_of(patients.get(s.get("patient_id")), s["started_at"])
         if day is not None:
-            day.events.append(TaskEvent(TaskKind.TENS, s["started_at"], (s.get("duration_s") or 0) / 60))
+            day.events.append(tens_event(s))
     for p in stores.practice.completed_in_window(start, end):
         day = _day_of(patients.get(p.get("patient_id")), p["started_at"])
         if day is not None:
@@ -156,21 +164,51 @@ def recompute_everyone(stores: Stores, now: datetime, chunk_size: int = CHUNK) -
 
 class AdherenceJob:
     """The hourly adherence job: every patient's yesterday (now complete) and today (partial), then the
-    low-adherence alert rule over the fresh snapshots."""
+    low-adherence alert rule over the fresh snapshots; then every touched day, and the rules judged again."""
 
-    def __init__(self, stores: Stores, alerts: AlertService, clock: Clock = now):
+    def __init__(self, stores: Stores, alerts: AlertService, adherence: Adherence, clock: Clock = now):
         self.stores = stores
         self.alerts = alerts
+        self.adherence = adherence
         self.clock = clock
 
     def run(self) -> int:
-        """Recompute the snapshots of every patient's last two local days; returns how many were written."""
+        """Recompute the snapshots of every patient's last two local days and of every touched day; returns how
+        many were written."""
         at = self.clock()
+        marks = self.stores.days_to_recompute.pending()
         written = 0
         report = AlertsReport()
         for chunk in recompute_everyone(self.stores, at):
             written += chunk.written
             for candidate in chunk.candidates:
                 self.alerts.raise_once(candidate, report)
+        written += self.recompute_touched(marks, report)
         logger.info("adherence snapshots written: %d; alerts %s", written, report.raised)
+        return written
+
+    def recompute_touched(self, marks: list[dict], report: AlertsReport | None = None) -> int:
+        """Recompute the marked days (within 30 days of each patient's today), judge the patients' alert rules
+        again, then clear the marks that were not marked again meanwhile; returns the snapshots written."""
+        by_patient: dict[str, set[date]] = defaultdict(set)
+        for mark in marks:
+            by_patient[mark["patient_id"]].add(date.fromisoformat(mark["date"]))
+        written = 0
+        for patient in self.stores.users.by_ids(sorted(by_patient)):
+            if not patient.is_patient:
+                continue
+            history = patient.zone_history()
+            at = self.clock()
+            today = at.astimezone(history.zone_at(at)).date()
+            days = {d for d in by_patient[patient.id] if today - timedelta(days=RECOMPUTE_WINDOW_DAYS) <= d <= today}
+            for day in sorted(by_patient[patient.id] - days):
+                logger.info("touched day outside the recompute window, not recomputed",
+                            extra={"patient_id": patient.id, "date": day.isoformat()})
+            for day in sorted(days):
+                self.adherence.compute_day(patient, day)
+                written += 1
+            if days:
+                snapshots = self.stores.adherence_days.between(patient.id, today - LOW_ADHERENCE_LOOKBACK, today)
+                self.alerts.reconsider(patient, days, snapshots, today, report)
+        self.stores.days_to_recompute.done(marks)
         return written

@@ -38,6 +38,7 @@ from companion.services.reminders import ReminderService
 from companion.services.review import Review
 from companion.services.sessions import TensSessions
 from companion.services.tokens import TokenService
+from companion.services.touched_days import TouchedDays
 from companion.settings import Settings
 from companion.store.db import make_client
 from companion.store.stores import Stores
@@ -90,7 +91,7 @@ class Services:
 
     @cached_property
     def profiles(self) -> Profiles:
-        return Profiles(self.stores, self.reminders, self.clock)
+        return Profiles(self.stores, self.reminders, self.clock, touched=self.touched_days)
 
     @cached_property
     def care(self) -> Care:
@@ -101,28 +102,32 @@ class Services:
         return Gateways(self.settings, self.stores, self.tokens, self.profiles, self.clock)
 
     @cached_property
+    def touched_days(self) -> TouchedDays:
+        return TouchedDays(self.stores, self.clock)
+
+    @cached_property
     def ingestion(self) -> Ingestion:
-        return Ingestion(self.settings, self.stores, self.clock)
+        return Ingestion(self.settings, self.stores, self.touched_days, self.clock)
 
     @cached_property
     def sessions(self) -> TensSessions:
-        return TensSessions(self.stores, self.clock)
+        return TensSessions(self.stores, self.touched_days, self.clock)
 
     @cached_property
     def diary(self) -> Diary:
-        return Diary(self.stores, self.clock)
+        return Diary(self.stores, self.touched_days, self.clock)
 
     @cached_property
     def reminders(self) -> ReminderService:
-        return ReminderService(self.stores, self.clock)
+        return ReminderService(self.stores, self.clock, touched=self.touched_days)
 
     @cached_property
     def plans(self) -> Plans:
-        return Plans(self.stores, self.clock)
+        return Plans(self.stores, self.touched_days, self.clock)
 
     @cached_property
     def library(self) -> Library:
-        return Library(self.stores, self.clock)
+        return Library(self.stores, self.touched_days, self.clock)
 
     @cached_property
     def progress(self) -> Progress:
@@ -134,7 +139,7 @@ class Services:
 
     @cached_property
     def adherence_job(self) -> AdherenceJob:
-        return AdherenceJob(self.stores, self.alerts, self.clock)
+        return AdherenceJob(self.stores, self.alerts, self.adherence, self.clock)
 
     @cached_property
     def review(self) -> Review:

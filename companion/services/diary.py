@@ -8,6 +8,7 @@ from companion.clock import Clock, now, to_millis
 from companion.domain.access import Grant, sees_free_text, without_free_text
 from companion.domain.errors import Invalid, NotFound
 from companion.domain.pain import BriefPainInventory, bpi_interference, bpi_severity
+from companion.services.touched_days import TouchedDays
 from companion.store.stores import Stores
 
 
@@ -39,8 +40,9 @@ def _for_storage(entry: dict) -> dict:
 
 
 class Diary:
-    def __init__(self, stores: Stores, clock: Clock = now):
+    def __init__(self, stores: Stores, touched: TouchedDays, clock: Clock = now):
         self.entries = stores.pain_entries
+        self.touched = touched
         self.clock = clock
 
     def _now_ms(self) -> datetime:
@@ -48,11 +50,15 @@ class Diary:
 
     def record_entry(self, patient_id: str, entry: dict) -> tuple[dict, bool]:
         """Store one entry; (entry, created). The same client_entry_id again returns the original entry."""
-        return self.entries.add(patient_id, _for_storage(entry), self._now_ms())
+        stored, created = self.entries.add(patient_id, _for_storage(entry), self._now_ms())
+        self.touched.instants(patient_id, [stored["recorded_at"]], "diary")
+        return stored, created
 
     def record_batch(self, patient_id: str, entries: list[dict]) -> list[tuple[dict, bool]]:
         """Store an offline batch; each entry is stored once however often (or concurrently) it arrives."""
-        return self.entries.add_many(patient_id, [_for_storage(e) for e in entries], self._now_ms())
+        stored = self.entries.add_many(patient_id, [_for_storage(e) for e in entries], self._now_ms())
+        self.touched.instants(patient_id, [entry["recorded_at"] for entry, _ in stored], "diary")
+        return stored
 
     def edit_entry(self, patient_id: str, entry_id: str, changes: dict) -> dict:
         """Change an entry the patient recorded; deleted entries cannot be edited."""
@@ -71,6 +77,7 @@ class Diary:
         updated = self.entries.update(patient_id, entry_id, update, self._now_ms())
         if not updated:
             raise NotFound("no such diary entry")
+        self.touched.instants(patient_id, [current["recorded_at"], updated["recorded_at"]], "diary")
         return updated
 
     def delete_entry(self, patient_id: str, entry_id: str) -> dict:
@@ -78,6 +85,7 @@ class Diary:
         deleted = self.entries.soft_delete(patient_id, entry_id, self._now_ms())
         if not deleted:
             raise NotFound("no such diary entry")
+        self.touched.instants(patient_id, [deleted["recorded_at"]], "diary")
         return deleted
 
     def entries_between(self, grant: Grant, start: datetime, end: datetime, limit: int) -> list[dict]:

@@ -20,7 +20,7 @@ PAIN_NRS = {"system": LOINC, "code": "72514-3",
 TENS_SNOMED = {"system": "http://snomed.info/sct", "code": "20701002",
                "display": "Transcutaneous electrical nerve stimulation"}
 _COMMUNICATION_STATUS = {"scheduled": "preparation", "sending": "in-progress", "sent": "completed",
-                         "failed": "not-done", "expired": "stopped"}
+                         "failed": "not-done", "expired": "stopped", "withdrawn": "not-done"}
 _UNSAFE_CELL = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -138,14 +138,16 @@ def fhir_bundle(review: PatientReview, days: int) -> dict:
                           "patient": subject, "type": {"coding": [TENS_SNOMED], "text": "TENS unit"}})
     for session in sessions:
         end = session["started_at"] + timedelta(seconds=session.get("duration_s") or 0)
-        resources.append({"resourceType": "DeviceUseStatement", "id": fhir_id(session["_id"]), "status": "completed",
+        timing = "" if session.get("time_quality", "exact") == "exact" else f", time {session['time_quality']}"
+        resources.append({"resourceType": "DeviceUseStatement", "id": fhir_id(session["_id"]),
+                          "status": "on-hold" if session.get("held") else "completed",
                           "subject": subject, "device": {"reference": f"Device/{fhir_id(session['device_serial'])}"},
                           "timingPeriod": {"start": _instant(session["started_at"]), "end": _instant(end)},
                           "recordedOn": _instant(session.get("server_received_at")),
                           "note": [{"text": f"programme {session.get('programme')}, {session.get('frequency_hz')} Hz, "
                                             f"{session.get('pulse_width_us')} us, mean {session.get('intensity_mean_ma')} mA, "
                                             f"{round((session.get('duration_s') or 0) / 60)} min, "
-                                            f"ended: {session.get('end_reason')}"}]})
+                                            f"ended: {session.get('end_reason')}{timing}"}]})
     for plan in review.plans():
         resources.append({k: v for k, v in _care_plan(plan, subject).items() if v is not None})
     for note in review.notifications(days)["notifications"]:

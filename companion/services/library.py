@@ -9,6 +9,7 @@ from pathlib import Path
 from companion.clock import Clock, now
 from companion.domain import content_library
 from companion.domain.errors import Conflict, Invalid, NotFound
+from companion.services.touched_days import TouchedDays
 from companion.store.stores import Stores
 
 
@@ -17,10 +18,11 @@ def _document(item: content_library.ContentItem) -> dict:
 
 
 class Library:
-    def __init__(self, stores: Stores, clock: Clock = now):
+    def __init__(self, stores: Stores, touched: TouchedDays, clock: Clock = now):
         self.items = stores.content
         self.favourites = stores.favourites
         self.log = stores.practice
+        self.touched = touched
         self.clock = clock
 
     def load(self, path: Path | None = None) -> dict:
@@ -88,4 +90,5 @@ class Library:
         done = self.log.complete(patient_id, practice_id, completed_at, round(practised, 1))
         if not done:
             raise Conflict("this practice was already completed")
+        self.touched.instants(patient_id, [started["started_at"]], "practice")
         return done

@@ -10,15 +10,18 @@ from companion.domain.errors import Conflict, NotFound
 from companion.domain.people import Account, ZoneMove
 from companion.domain.quiet_hours import QuietHours
 from companion.services.reminders import ReminderService
+from companion.services.touched_days import TouchedDays
 from companion.store.stores import Stores
 
 NOT_FOUND = "no such patient, or no access to them"
 
 
 class Profiles:
-    def __init__(self, stores: Stores, reminders: ReminderService, clock: Clock = now):
+    def __init__(self, stores: Stores, reminders: ReminderService, clock: Clock = now, *,
+                 touched: TouchedDays | None = None):
         self.users = stores.users
         self.reminders = reminders
+        self.touched = touched
         self.clock = clock
 
     def patient(self, patient_id: str) -> Account:
@@ -35,9 +38,12 @@ class Profiles:
         patient = self.patient(patient_id)
         zone = changes.get("time_zone")
         if zone is not None and zone != patient.time_zone:
-            moved = self.users.move_zone(patient_id, ZoneMove(zone, self.clock(), patient.time_zone))
+            at = self.clock()
+            moved = self.users.move_zone(patient_id, ZoneMove(zone, at, patient.time_zone))
             if moved is None:
                 raise Conflict("the time zone changed meanwhile; reload the profile and try again")
+            if self.touched is not None:  # the days from the move on fall on other local dates now
+                self.touched.from_instant(patient_id, at, "time_zone")
         quiet = changes.get("quiet_hours", False)
         if quiet not in (None, False):
             quiet = QuietHours(time.fromisoformat(quiet["start"]), time.fromisoformat(quiet["end"]))

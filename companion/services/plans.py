@@ -3,8 +3,11 @@ version and the history is never rewritten."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from companion.clock import Clock, now
 from companion.domain.errors import Conflict
+from companion.services.touched_days import TouchedDays
 from companion.store.plans import VersionTaken
 from companion.store.stores import Stores
 
@@ -21,8 +24,9 @@ def _stored(plan: dict) -> dict:
 
 
 class Plans:
-    def __init__(self, stores: Stores, clock: Clock = now):
+    def __init__(self, stores: Stores, touched: TouchedDays, clock: Clock = now):
         self.plans = stores.plans
+        self.touched = touched
         self.clock = clock
 
     def current(self, patient_id: str) -> dict:
@@ -34,14 +38,22 @@ class Plans:
         """Every version, newest first."""
         return self.plans.history(patient_id)
 
-    def prescribe(self, patient_id: str, plan: dict, *, created_by: str, based_on_version: int | None = None) -> dict:
-        """Store a new version of the patient's plan (``plan`` holds its TENS dates as dates).
+    def prescribe(self, patient_id: str, plan: dict, *, created_by: str, based_on_version: int | None = None,
+                  at: datetime | None = None) -> dict:
+        """Store a new version of the patient's plan (``plan`` holds its TENS dates as dates), in force from
+        now (``at``: from an earlier moment, for history imported as it happened, e.g. the demo's).
 
         With `based_on_version` the change is refused (409) unless that is still the current version, so a
         clinician never silently overwrites a colleague's edit. Without it, a writer that loses a race for
-        the next version number simply takes the one after.
+        the next version number simply takes the one after. The days it governs are marked for recomputing.
         """
-        stored = _stored(plan)
+        at = at or self.clock()
+        version = self._insert(patient_id, _stored(plan), created_by, based_on_version, at)
+        self.touched.from_instant(patient_id, at, "plan")
+        return version
+
+    def _insert(self, patient_id: str, stored: dict, created_by: str, based_on_version: int | None,
+                at: datetime) -> dict:
         for _ in range(ATTEMPTS):
             current = self.plans.current(patient_id)
             current_version = current["version"] if current else 0
@@ -50,7 +62,7 @@ class Plans:
                                errors={"based_on_version": [f"current version is {current_version}"]})
             try:
                 return self.plans.insert_version(patient_id, current_version + 1, stored, created_by=created_by,
-                                                 at=self.clock())
+                                                 at=at)
             except VersionTaken:
                 if based_on_version is not None:
                     raise Conflict("the plan changed meanwhile; reload it and try again") from None

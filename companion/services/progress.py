@@ -20,6 +20,7 @@ from companion.domain.errors import NotFound
 from companion.domain.localtime import TimeZoneHistory
 from companion.domain.pain import flare_at
 from companion.domain.plans import planned_tasks
+from companion.domain.sessions import counts_as_session
 from companion.domain.streaks import streak, weekly_summary
 from companion.domain.suggestions import ContentItem, PracticeCompletion, suggest_after_flare
 from companion.services.day_facts import PatientFacts, days_between, gather, local_date, local_day_bounds
@@ -89,7 +90,7 @@ class Progress:
         return {
             "date": day.isoformat(), "zone": zone.key,
             "reminders": {"due": len(occurrences), **statuses, "items": occurrences},
-            "tens": {**_kind(adherence.tens), "sessions": len(facts.sessions)},
+            "tens": {**_kind(adherence.tens), "sessions": sum(counts_as_session(s) for s in facts.sessions)},
             "mindfulness": _kind(adherence.mindfulness),
             "medication": _kind(adherence.medication),
             "pain": {"entries": len(scores), "latest_nrs": scores[-1] if scores else None},

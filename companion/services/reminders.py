@@ -20,6 +20,7 @@ from companion.domain.people import Account
 from companion.domain.quiet_hours import next_allowed
 from companion.domain.schedules import ReminderOccurrence, snoozed_until
 from companion.services.reminder_schedules import check_reminder, slots_for
+from companion.services.touched_days import TouchedDays
 from companion.store.stores import Stores
 
 HORIZON = timedelta(days=2)  # how far ahead a change re-materializes at once; the scheduler keeps ahead
@@ -49,10 +50,11 @@ def as_slot(occurrence: dict) -> ReminderOccurrence:
 
 
 class ReminderService:
-    def __init__(self, stores: Stores, clock: Clock = now):
+    def __init__(self, stores: Stores, clock: Clock = now, *, touched: TouchedDays | None = None):
         self.users = stores.users
         self.reminders = stores.reminders
         self.occurrences = stores.occurrences
+        self.touched = touched
         self.clock = clock
 
     def _patient(self, patient_id: str) -> Account:
@@ -185,6 +187,8 @@ class ReminderService:
             if again["status"] == status:
                 return again
             raise Conflict(f"this reminder was already recorded as {again['status']}")
+        if self.touched is not None:  # a dose taken (or a session ticked off) changes that day's figures
+            self.touched.dates(patient_id, {date.fromisoformat(updated["local_date"])}, "reminder_outcome")
         return updated
 
     def snooze(self, patient_id: str, key: str, minutes: int) -> dict:

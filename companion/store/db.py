@@ -32,6 +32,8 @@ INDEX_MODULES = [
     "companion.store.content",
     "companion.store.clinical_notes",
     "companion.store.web_sessions",
+    "companion.store.recompute",
+    "companion.store.gateway_reports",
 ]
 
 

@@ -5,7 +5,7 @@ a job that runs twice (or on two workers) creates it once. Its ``_id`` is derive
 (:func:`notification_id`), so "does it exist yet" is a lookup by ``_id``, which every server serves
 from its primary index. Its life: ``scheduled`` → ``sending`` (a
 live claim, under a lease) → ``sent`` / ``failed`` / ``expired``, or back to ``scheduled`` for a
-retry; the app's receipts add ``delivered_at`` and ``opened_at``. Each round's per-phone results
+retry; ``withdrawn`` when what caused it (an alert) was resolved before it went out; the app's receipts add ``delivered_at`` and ``opened_at``. Each round's per-phone results
 (FCM message names, error codes) go to ``push_attempts``.
 
 Claiming is an **insert**: a dispatcher inserts the claim ``{outbox_id}:{round}`` (in ``push_claims``,
@@ -51,7 +51,7 @@ INDEXES = {
 }
 
 HISTORY_LIMIT = 500
-SCHEDULED, SENT, FAILED, EXPIRED = "scheduled", "sent", "failed", "expired"
+SCHEDULED, SENT, FAILED, EXPIRED, WITHDRAWN = "scheduled", "sent", "failed", "expired", "withdrawn"
 FINAL_STATES = (SENT, FAILED, EXPIRED)
 
 
@@ -208,6 +208,12 @@ class Outbox:
             self.col.update_many({"_id": {"$in": ids}, "state": SCHEDULED}, {"$set": fields})
         # The claims stay: a dispatcher that read a notification before it settled must find its round
         # taken, or it would send it again. purge_claims() drops them once no such read can be around.
+
+    def withdraw(self, source_key: str, reason: str) -> int:
+        """Withdraw every notification of ``source_key`` not sent yet (state ``withdrawn``, with the reason): what
+        caused it no longer holds. One that a dispatcher already claimed may still go out once."""
+        return self.col.update_many({"source_key": source_key, "state": SCHEDULED}, {"$set": {
+            "state": WITHDRAWN, "settled_at": self.clock(), "withdrawn_reason": reason}}).modified_count
 
     def record_receipt(self, outbox_id: str, recipient_user_id: str, receipt: str) -> bool:
         """Note that the recipient's app got (``delivered``) or opened (``opened``) the notification.
