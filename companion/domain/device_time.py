@@ -367,7 +367,8 @@ def _place_interval(group: Sequence[UnitSession], earlier: Sequence[_Point], upp
         out = []
         for session, window in zip(group, windows, strict=True):
             options, assumed = _options(_Option(steady, window, regimes), earlier)
-            out.append((_place(session, options), assumed or "offset_known"))
+            fits = _place(session, options)
+            out.append((fits, _basis(fits, assumed, "offset_known", lower)))
         return out
     early = start_offset.widened(drift) if start_offset is not None else None
     late = end_offset.widened(drift) if end_offset is not None else None
@@ -382,16 +383,24 @@ def _place_interval(group: Sequence[UnitSession], earlier: Sequence[_Point], upp
     winners = [placed for score, placed in scored if score == best]
     out = []
     for n in range(len(group)):
+        choices = [placed[n] for placed in winners]
+        fits = tuple(dict.fromkeys(f for choice in choices for f in choice)) if all(choices) else ()
         if early is None:
             basis = "first_sync" if lower is None else "unmeasured"
         else:
-            basis = early_options[n][1] or "clock_jumped"
-        choices = [placed[n] for placed in winners]
-        if not all(choices):
-            out.append(((), basis))
-            continue
-        out.append((tuple(dict.fromkeys(f for choice in choices for f in choice)), basis))
+            basis = _basis(fits, early_options[n][1], "clock_jumped", lower)
+        out.append((fits, basis))
     return out
+
+
+def _basis(fits: Placement, assumed: str | None, plain: str, lower: _Point | None) -> str:
+    """The basis of a placement: an assumption about the offset before ``lower`` mattered only if the session
+    may have begun before it (or could not be placed at all)."""
+    if assumed is None or lower is None or lower.when.hi is None:
+        return assumed or plain
+    if fits and all(f.start.lo >= lower.when.hi for f in fits):
+        return plain
+    return assumed
 
 
 def _prune(sessions: Sequence[UnitSession], placed: dict[int, Placement]) -> None:
