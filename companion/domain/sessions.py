@@ -178,27 +178,30 @@ class Timed:
 def overlaps(sessions: Iterable[Timed]) -> dict[str, tuple[str, timedelta]]:
     """For each session that overlaps (by more than a minute) sessions of the same unit with a lower sequence
     number: (the first of those, the time it spends outside all of them). Sessions that overlap nothing are
-    absent."""
-    ordered = sorted(sessions, key=lambda s: s.seq)
-    found: dict[str, tuple[str, timedelta]] = {}
-    for n, session in enumerate(ordered):
+    absent. One sweep in time order: what is checked against each session is only what is still running."""
+    by_key = {s.key: s for s in sessions}
+    covering: dict[str, list[tuple[datetime, datetime, str]]] = {}
+    running: list[Timed] = []
+    for session in sorted(by_key.values(), key=lambda s: (s.start, s.seq)):
         end = session.start + session.duration
-        covered: list[tuple[datetime, datetime, str]] = []
-        for earlier in ordered[:n]:
-            e_end = earlier.start + earlier.duration
-            lo, hi = max(session.start, earlier.start), min(end, e_end)
+        running = [r for r in running if r.start + r.duration > session.start + OVERLAP_SLACK]
+        for other in running:
+            lo, hi = session.start, min(end, other.start + other.duration)
             if hi - lo > OVERLAP_SLACK:
-                covered.append((lo, hi, earlier.key))
-        if not covered:
-            continue
+                later, earlier = (session, other) if session.seq > other.seq else (other, session)
+                covering.setdefault(later.key, []).append((lo, hi, earlier.key))
+        running.append(session)
+    found: dict[str, tuple[str, timedelta]] = {}
+    for key, covered in covering.items():
+        session = by_key[key]
         covered.sort()
         outside, cursor = timedelta(0), session.start
         for lo, hi, _ in covered:
             if lo > cursor:
                 outside += lo - cursor
             cursor = max(cursor, hi)
-        outside += max(timedelta(0), end - cursor)
-        found[session.key] = (covered[0][2], outside)
+        outside += max(timedelta(0), session.start + session.duration - cursor)
+        found[key] = (covered[0][2], outside)
     return found
 
 

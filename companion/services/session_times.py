@@ -44,6 +44,8 @@ GATEWAY_TRUST = timedelta(seconds=60)  # a gateway clock this close to the serve
 ANCHOR_ERROR = timedelta(seconds=2)  # a batch's time on the wire, and the monotonic clock's reading
 MONOTONIC_PPM = 100
 LEGACY_ERROR = timedelta(minutes=1)
+CONTEXT = 20  # sequence numbers read around new records beyond what the syncs say (overlaps, neighbours)
+UNIT_WINDOW = 5000  # the most of one unit's records one placement reads
 LEGACY_QUALITY = {"ok": TimeQuality.EXACT, "skewed": TimeQuality.CORRECTED}
 # What the server derives for each stored record (and writes again when it changes).
 DERIVED = ("started_at", "started_earliest", "started_latest", "time_quality", "time_basis", "unit_offset_s",
@@ -137,7 +139,9 @@ class SessionTimes:
 
         Returns the new records with their derived fields, and (stored record, changed fields) for every stored
         record whose derived fields changed. The stored records read are those from the interval before the
-        earliest new evidence on (that interval is context, never written)."""
+        earliest new evidence to the last the unit's syncs reach (``CONTEXT`` sequence numbers either side
+        when the unit has no syncs); the ones before the earliest new evidence are context, never written.
+        They are read by id (``<serial>:<seq>``), which every server serves from its primary index."""
         self._histories = {}
         syncs = {d["_id"]: d for d in self.stores.unit_syncs.of_unit(serial)}
         syncs.update({d["_id"]: d for d in new_syncs})
@@ -149,10 +153,17 @@ class SessionTimes:
         def below(position: int) -> int:
             return max((h for h in highs if h < position), default=0)
 
-        write_from = min(below(p) for p in evidence)
-        context_from = below(write_from) if write_from > 0 else 0
+        if highs:
+            write_from = min(below(p) for p in evidence)
+            context_from = below(write_from) if write_from > 0 else 0
+        else:  # a unit with no syncs (an older gateway): its neighbours matter only for overlaps
+            write_from = min(evidence) - 1
+            context_from = max(0, write_from - CONTEXT)
+        last = max(evidence + highs) + CONTEXT
+        context_from = max(context_from, last - UNIT_WINDOW)
         fresh_ids = {d["_id"] for d in fresh}
-        stored = [d for d in self.stores.session_records.of_unit(serial, context_from) if d["_id"] not in fresh_ids]
+        ids = [f"{serial}:{seq}" for seq in range(context_from + 1, last + 1) if f"{serial}:{seq}" not in fresh_ids]
+        stored = sorted(self.stores.session_records.by_ids(ids).values(), key=lambda d: d["device_seq"])
         derived = self.derive(list(syncs.values()), stored + fresh, bindings, received_at)
         placed_fresh = [{**doc, **derived[doc["_id"]]} for doc in fresh]
         changes = []

@@ -74,13 +74,6 @@ class SessionRecords:
         (one read for the whole job pass)."""
         return self.col.find({"started_at": {"$gte": start, "$lt": end}, "held": {"$ne": True}}, WINDOW_FIELDS)
 
-    def of_unit(self, serial: str, after_seq: int = 0, limit: int = UNIT_WINDOW) -> list[dict]:
-        """One unit's sessions with a sequence number above ``after_seq``, in sequence order (at most ``limit``,
-        the latest ones)."""
-        docs = list(self.col.find({"device_serial": serial, "device_seq": {"$gt": after_seq}})
-                    .sort("device_seq", DESCENDING).limit(limit))
-        return docs[::-1]
-
     def set_fields(self, record_id: str, fields: dict) -> None:
         """Change what the server derived about a stored record (its placement, findings, owner, counting)."""
         self.col.update_one({"_id": record_id}, {"$set": fields})
