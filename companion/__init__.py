@@ -2,18 +2,50 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import weakref
 
 from flask import Flask
 
 from companion.logs import configure_logging
 from companion.settings import load_settings
 
+API_DESCRIPTION = """Therapy plans, reminders, pain diary, mindfulness library, TENS session ingestion and clinician
+review. Errors are RFC 9457 problem details.
+
+**Sync.** Each collection an app caches has a change feed (`GET .../changes?cursor=`): the objects created,
+changed or deleted (tombstones, `deleted: true`) after the cursor, oldest change first, and `next_cursor`;
+read while `has_more`. A feed never skips a change, even one whose write commits late. **410** (problem type
+`resync-required`): the cursor can no longer be continued from (older than the 90-day sync window, or
+from an older API): drop the local copy and read from the start, without a cursor.
+
+**Conflicts.** Every object the app edits has a `version`, sent as its `ETag`. `If-Match: "<version>"` on
+PUT, PATCH or DELETE writes only that version, atomically: otherwise **412** with the object as it is now in
+the problem's `current` member. Without If-Match a PATCH changes only the fields it names. `If-None-Match`
+on a GET answers 304 while nothing changed.
+
+**Retries.** A PATCH that changes nothing, a DELETE of something already deleted, and a diary entry sent
+again with its `client_entry_id` and the same content all answer as the first time; the same
+`client_entry_id` with other content is 409 with the stored entry. POSTs that create something take an
+`Idempotency-Key`. The README's "Sync, conflicts and retries" section has the details."""
+
+
+def _anchor_at_exit(services_ref) -> None:
+    """Anchor the audit chain's last events when the process exits (a gunicorn worker stopping)."""
+    import logging
+
+    services = services_ref()
+    if services is None:
+        return
+    logging.raiseExceptions = False  # at exit a log stream may be closed already; the anchor file still gets it
+    services.anchor_audit()
+
 
 def create_app(test_config: dict | None = None, *, services=None) -> Flask:
     """Application factory. `test_config` overrides settings (see companion.settings.Settings)."""
     from companion import api, web
-    from companion.http import auditing, problems, security, server_time
+    from companion.http import auditing, bodies, correlation, headers, problems, security, server_time
     from companion.services.container import Services
 
     settings = load_settings(test_config)
@@ -29,9 +61,7 @@ def create_app(test_config: dict | None = None, *, services=None) -> Flask:
         OPENAPI_SWAGGER_UI_PATH="docs",
         OPENAPI_SWAGGER_UI_URL="/docs-assets/",
         API_SPEC_OPTIONS={
-            "info": {"description": "Therapy plans, reminders, pain diary, mindfulness library, "
-                                    "TENS session ingestion and clinician review. Errors are RFC 9457 "
-                                    "problem details."},
+            "info": {"description": API_DESCRIPTION},
             "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
                                                               "bearerFormat": "JWT"}}},
             "security": [{"bearerAuth": []}],
@@ -39,10 +69,15 @@ def create_app(test_config: dict | None = None, *, services=None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     app.extensions["companion"] = services or Services(settings)
+    atexit.register(_anchor_at_exit, weakref.ref(app.extensions["companion"]))
     api.register(app, problems.ProblemApi(app))
     web.register(app)
+    correlation.install(app)  # first, so that its after-request hook runs last and sees the final answer
     auditing.install(app)
     security.install(app)
+    bodies.install(app)
+    headers.install(app)
+    headers.trust_proxies(app, settings.trusted_proxies)
     problems.register(app)
     server_time.install(app)
     if os.environ.get("COMPANION_SKIP_INDEXES") != "1":

@@ -1,31 +1,72 @@
-"""The `companion` command: database set-up, users, demo data, audit verification.
+"""The `companion` command: database migrations, users, demo data, audit verification, the worker's state.
 
-Each subcommand is a function registered in COMMANDS; the run script and operators use these.
+Each subcommand is a function registered in :func:`_parser`; the run script, the release step and operators
+use these. Settings come from the environment as for every process; with none, the command finds the
+database that `make run` starts (127.0.0.1:27117). What stops a command is said in one line on stderr:
+
+======  ==========================================================================================
+ 0      done (``audit-verify``: the trail is intact; ``worker-status``: a leader beat recently)
+ 1      the command could not do its work, or found a problem (a broken chain, a stale worker)
+ 2      a usage error or a malformed setting
+ 69     the database is not reachable (``EX_UNAVAILABLE``)
+ 130    interrupted (Ctrl-C)
+======  ==========================================================================================
+
+``-v`` (before or after the subcommand) logs at DEBUG and adds the traceback to an unexpected error.
 """
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import logging
 import os
+import socket
 import sys
+from datetime import datetime
 
+from companion.domain.errors import DomainError
 from companion.logs import configure_logging
 from companion.settings import EXIT_BAD_SETTING, SettingError, load_settings
 
+EXIT_FAILED = 1
+EXIT_UNAVAILABLE = 69
+EXIT_INTERRUPTED = 130
 
-def _services():
+
+class CommandFailed(Exception):
+    """What stops a command, in one line, with its exit status."""
+
+    def __init__(self, message: str, status: int = EXIT_FAILED):
+        super().__init__(message)
+        self.status = status
+
+
+def _services(*, indexes: bool = True):
+    """The service container, once the database answers (and, with ``indexes``, its indexes are as declared:
+    the commands other than ``migrate`` need them)."""
     from companion.services.container import Services
 
     services = Services(load_settings())
-    services.health.ensure_indexes()
+    problem = services.health.problem() if indexes else services.health.unreachable()
+    if problem is not None:
+        services.close()
+        unreachable = problem.startswith("the database is not reachable")
+        hint = "; start it (`make run`) or set MONGODB_URI" if unreachable else ""
+        raise CommandFailed(problem + hint, EXIT_UNAVAILABLE if unreachable else EXIT_FAILED)
     return services
 
 
-def init_db(args) -> int:
-    """Create every collection's indexes (idempotent)."""
-    _services()
-    print("indexes ensured")
+def migrate(args) -> int:
+    """Bring the database to what the code declares: create missing indexes, and drop and create again those
+    whose definition changed; give documents written before change feeds their change numbers (run it before
+    starting new web and worker processes; safe to run again)."""
+    services = _services(indexes=False)
+    changes = services.health.migrate_indexes(progress=lambda c: print(c.describe(), flush=True))
+    print(f"indexes as declared ({len(changes)} change(s) applied)")
+    numbered = services.housekeeping.number_unsynced()
+    if numbered:
+        print(f"{numbered} document(s) written before change feeds given change numbers")
     return 0
 
 
@@ -49,12 +90,33 @@ def seed_demo(args) -> int:
 
 
 def audit_verify(args) -> int:
-    """Walk every audit chain; exit 1 and list the breaks if any event was changed or removed."""
-    result = _services().audit.verify()
-    print(f"{result['events']} events in {result['chains']} chains")
+    """Walk every audit chain (keyed hashes) and check each against its latest anchor; exit 1 and list the
+    breaks (events changed, removed or re-linked; chains cut short or deleted; anchors altered) and the writes
+    whose outcome was never recorded."""
+    from pathlib import Path
+
+    services = _services()
+    lines = None
+    if args.anchors:
+        lines = []
+        for path in args.anchors:
+            lines += Path(path).read_text(errors="replace").splitlines()
+    print("reading every audit event and checking each chain's hashes...", file=sys.stderr, flush=True)
+    result = services.audit.verify(anchor_lines=lines)
+    anchors = result["anchors"]
+    print(f"{result['events']} events in {result['chains']} chains; {anchors['read']} anchors for "
+          f"{anchors['chains_anchored']} chains")
+    if not anchors["read"]:
+        print("WARNING no anchors read: a chain cut short or deleted cannot be detected "
+              "(set COMPANION_AUDIT_ANCHOR_FILE, or pass --anchors with the file or the logs holding them)")
+    for problem in anchors["problems"]:
+        print(f"BREAK anchor {problem}")
     for b in result["breaks"]:
         print(f"BREAK chain {b.chain_id} seq {b.seq}: {b.problem}")
-    return 1 if result["breaks"] else 0
+    for u in result["unfinished"]:
+        print(f"UNFINISHED write {u['request_id']} at {u['at']:%Y-%m-%dT%H:%M:%SZ}: {u['method']} {u['route']} "
+              f"by {u['actor_id']} (its intent was recorded, its outcome never was)")
+    return 1 if result["breaks"] or result["unfinished"] or anchors["problems"] else 0
 
 
 def load_content(args) -> int:
@@ -66,30 +128,80 @@ def load_content(args) -> int:
     try:
         result = _services().library.load(Path(args.file) if args.file else None)
     except LibraryError as exc:
-        print(exc, file=sys.stderr)
-        return 1
+        raise CommandFailed(str(exc)) from exc
     print(f"{result['items']} library items: {result['created']} new, {result['updated']} updated")
     return 0
 
 
+def _ago(at: datetime | None, now: datetime) -> str:
+    return f"{(now - at).total_seconds():.0f} s ago" if at else "never"
+
+
+def worker_status(args) -> int:
+    """The scheduler workers by their heartbeats: exit 0 while a leader beat recently (with --local: while a
+    worker of this host did, for a container's health check), 1 otherwise."""
+    services = _services()
+    status, now = services.heartbeats.status(), services.clock()
+    workers = status.workers
+    if args.local:
+        host = socket.gethostname()
+        workers = [w for w in workers if w.holder.rsplit(":", 1)[0] == host]
+    if not workers:
+        print("scheduler worker: no heartbeat" + (" from this host" if args.local else "") + " (is it running?)")
+        return EXIT_FAILED
+    print(f"scheduler worker: {status.state}" + (f", leader {status.leader.holder}" if status.leader else ", no leader"))
+    for worker in workers:
+        print(f"  {worker.holder}: {'leader' if worker.leader else 'passive'}, beat {_ago(worker.beat_at, now)}, "
+              f"started {_ago(worker.started_at, now)}")
+        if args.jobs:
+            for job_id, runs in sorted(worker.jobs.items()):
+                error = f", last error {runs['last_error']} {_ago(runs.get('last_error_at'), now)}" \
+                    if runs.get("last_error") else ""
+                print(f"    {job_id:<22} last ok {_ago(runs.get('last_ok_at'), now)}, {runs.get('runs', 0)} run(s), "
+                      f"{runs.get('failures', 0)} failure(s){error}")
+    if args.local:
+        fresh = min((now - w.beat_at).total_seconds() for w in workers) <= services.heartbeats.stale_after.total_seconds()
+        return 0 if fresh else EXIT_FAILED
+    return 0 if status.state == "ok" else EXIT_FAILED
+
+
+def _add_common_options(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", default=default,
+                        help="debug logging, and the traceback of an unexpected error")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="companion", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("init-db", help=init_db.__doc__).set_defaults(func=init_db)
-    p = sub.add_parser("create-user", help=create_user.__doc__)
+    _add_common_options(parser, default=False)
+    # The same options after the subcommand; SUPPRESS keeps a value given before it when they are absent.
+    common = argparse.ArgumentParser(add_help=False)
+    _add_common_options(common, default=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func, help_text: str | None = None) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help_text or func.__doc__.splitlines()[0])
+        p.set_defaults(func=func)
+        return p
+
+    command("migrate", migrate)
+    command("init-db", migrate, "the same as migrate (its former name)")
+    p = command("create-user", create_user)
     p.add_argument("--email", required=True)
     p.add_argument("--name", required=True)
     p.add_argument("--role", required=True, choices=["patient", "caregiver", "clinician", "admin"])
     p.add_argument("--time-zone", default="UTC")
-    p.set_defaults(func=create_user)
-    p = sub.add_parser("seed-demo", help=seed_demo.__doc__)
+    p = command("seed-demo", seed_demo)
     p.add_argument("--days", type=int, default=28)
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=seed_demo)
-    sub.add_parser("audit-verify", help=audit_verify.__doc__).set_defaults(func=audit_verify)
-    p = sub.add_parser("load-content", help=load_content.__doc__)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = command("audit-verify", audit_verify)
+    p.add_argument("--anchors", action="append", metavar="FILE",
+                   help="an anchor file or a log holding the anchor lines (repeatable; default: "
+                        "COMPANION_AUDIT_ANCHOR_FILE)")
+    p = command("load-content", load_content)
     p.add_argument("--file", help="a library file in the format of companion/content/mindfulness.json")
-    p.set_defaults(func=load_content)
+    p = command("worker-status", worker_status)
+    p.add_argument("--local", action="store_true", help="only this host's workers (a container's health check)")
+    p.add_argument("--jobs", action="store_true", help="each job's last runs too")
     return parser
 
 
@@ -100,8 +212,25 @@ def main(argv: list[str] | None = None) -> int:
     except SettingError as exc:
         print(f"companion: {exc}", file=sys.stderr)
         return EXIT_BAD_SETTING
-    configure_logging(settings.log_level)
-    return args.func(args)
+    configure_logging("DEBUG" if args.verbose else settings.log_level)
+    try:
+        return args.func(args)
+    except CommandFailed as exc:
+        print(f"companion {args.command}: {exc}", file=sys.stderr)
+        return exc.status
+    except DomainError as exc:
+        print(f"companion {args.command}: {exc.detail or type(exc).__name__}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"companion {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - one line, not a traceback, unless asked for
+        if args.verbose:
+            logging.getLogger("companion.cli").exception("unexpected error")
+        first_line = (str(exc).splitlines() or [""])[0][:300]
+        print(f"companion {args.command}: unexpected error: {type(exc).__name__}: {first_line}"
+              + ("" if args.verbose else " (-v shows the traceback)"), file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

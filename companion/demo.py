@@ -301,7 +301,7 @@ def _diary(services, patient_id: str, history: _History) -> None:
             })
     entries = [e for e in entries if e["recorded_at"] <= history.now]
     for part in range(0, len(entries), 500):
-        services.diary.record_batch(patient_id, entries[part:part + 500])
+        services.diary.record_batch(Grant(patient_id, Relationship.SELF), entries[part:part + 500])
 
 
 def _reminders(services, patient_id, zone, started: datetime, now: datetime) -> None:

@@ -6,11 +6,14 @@ unknown or malformed value (``COMPANION_ENV=prod``, ``COMPANION_STAFF_MFA=REQUIR
 ``COMPANION_DB_TIMEOUT_MS=5s``) raises :class:`SettingError`, whose message is one line naming the
 variable and what it accepts; the entry points (web, worker, CLI) print it and exit with status 2.
 
-In production (``COMPANION_ENV=production``) there is no default secret and staff MFA is always on.
+In production (``COMPANION_ENV=production``) there is no default secret nor audit key, staff MFA is always on,
+and outgoing email must be configured.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 from collections.abc import Callable, Mapping
@@ -33,11 +36,13 @@ class Settings:
     """What one process runs with. Build it with :func:`load_settings`; tests pass overrides."""
 
     env: str = "development"
-    mongodb_uri: str = "mongodb://127.0.0.1:27017/"
+    # The FerretDB that `make run` starts, so that every command finds the local run's database by default.
+    mongodb_uri: str = "mongodb://127.0.0.1:27117/"
     mongodb_db: str = "companion"
     secret_key: str = ""
     staff_mfa_required: bool = False
     log_level: str = "INFO"
+    metrics_token: str | None = None
     # API
     access_token_ttl_s: int = 15 * 60
     refresh_token_ttl_s: int = 30 * 24 * 3600
@@ -54,8 +59,23 @@ class Settings:
     pairing_code_ttl_s: int = 10 * 60
     break_glass_max_minutes: int = 60
     idempotency_lease_s: int = 60
+    sync_window: timedelta = timedelta(days=90)
+    sync_settle: timedelta = timedelta(seconds=30)
     password_memory_kib: int = 65536
     password_time_cost: int = 3
+    # Access: proxies, sessions, audit, mail
+    trusted_proxies: int = 0
+    session_max: timedelta = timedelta(days=30)
+    staff_session_max: timedelta = timedelta(hours=12)
+    refresh_grace: timedelta = timedelta(seconds=10)
+    audit_key: str = ""
+    audit_anchor_file: str | None = None
+    audit_anchor_interval: timedelta = timedelta(seconds=60)
+    audit_retention: timedelta = timedelta(days=2192)
+    clinical_retention: timedelta = timedelta(days=3653)
+    mail_dir: str | None = None
+    smtp_url: str | None = None
+    mail_from: str = "Companion <no-reply@companion.invalid>"
     # Push
     fcm_service_account: str | None = None
     fcm_url: str | None = None
@@ -68,6 +88,7 @@ class Settings:
     push_lease: timedelta = timedelta(minutes=5)
     push_token_stale_after: timedelta = timedelta(days=60)
     caregiver_alert_delay: timedelta = timedelta(minutes=60)
+    worker_metrics_port: int = 9101
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -142,6 +163,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("COMPANION_STAFF_MFA", "staff_mfa_required", _mfa,
             "`required` makes clinicians and admins complete TOTP before getting a token"),
     Setting("COMPANION_LOG_LEVEL", "log_level", _one_of(*LOG_LEVELS), "log level"),
+    Setting("COMPANION_METRICS_TOKEN", "metrics_token", _text,
+            "when set, GET /metrics needs `Authorization: Bearer <token>` (the scraper's)"),
     Setting("COMPANION_DB_TIMEOUT_MS", "db_timeout_ms", _whole(100, 120_000),
             "every database operation's budget (sent as maxTimeMS); a dead database answers 503 within it"),
     Setting("COMPANION_ACCESS_TOKEN_TTL", "access_token_ttl_s", _whole(60, 3600), "access-token lifetime in seconds"),
@@ -149,9 +172,35 @@ SETTINGS: tuple[Setting, ...] = (
             "session-record batches each gateway may post per minute"),
     Setting("COMPANION_IDEMPOTENCY_LEASE_S", "idempotency_lease_s", _whole(5, 3600),
             "how long a request holding an Idempotency-Key may run before a retry takes the key over"),
+    Setting("COMPANION_SYNC_WINDOW_DAYS", "sync_window", _duration("days", 1, 3650),
+            "how long deletions are kept for phones that sync rarely; an older sync cursor must resync in full"),
+    Setting("COMPANION_SYNC_SETTLE_S", "sync_settle", _duration("seconds", 5, 3600),
+            "how long a change feed waits for a write that reserved its change number and has not finished"),
     Setting("COMPANION_PASSWORD_MEMORY_KIB", "password_memory_kib", _whole(1024, 4 * 1024 * 1024),
             "argon2id memory cost (tests lower it; production keeps the default)"),
     Setting("COMPANION_PASSWORD_TIME_COST", "password_time_cost", _whole(1, 20), "argon2id passes"),
+    Setting("COMPANION_TRUSTED_PROXIES", "trusted_proxies", _whole(0, 10),
+            "how many proxies in front of the API to trust for X-Forwarded-For/-Proto (0: use the socket's address)"),
+    Setting("COMPANION_SESSION_MAX_DAYS", "session_max", _duration("days", 1, 365),
+            "absolute lifetime of a patient's or caregiver's session, however often it is refreshed"),
+    Setting("COMPANION_STAFF_SESSION_MAX_H", "staff_session_max", _duration("hours", 1, 24),
+            "absolute lifetime of a clinician's or admin's API session"),
+    Setting("COMPANION_REFRESH_GRACE_S", "refresh_grace", _duration("seconds", 0, 60),
+            "a refresh retried this soon with the same token gets the same new pair instead of ending the session"),
+    Setting("COMPANION_AUDIT_KEY", "audit_key", _text,
+            "HMAC key of the audit chain, at least 32 characters, kept outside the database (production: required)"),
+    Setting("COMPANION_AUDIT_ANCHOR_FILE", "audit_anchor_file", _text,
+            "file the audit checkpoints are appended to (they are also logged); `companion audit-verify` reads it"),
+    Setting("COMPANION_AUDIT_ANCHOR_S", "audit_anchor_interval", _duration("seconds", 1, 3600),
+            "an audit event is covered by a checkpoint at most this long after it is written"),
+    Setting("COMPANION_AUDIT_RETENTION_DAYS", "audit_retention", _duration("days", 365, 36525),
+            "audit events older than this are deleted by the worker (a keyed cut record keeps the chains verifiable)"),
+    Setting("COMPANION_CLINICAL_RETENTION_DAYS", "clinical_retention", _duration("days", 365, 36525),
+            "how long a closed patient account's clinical record is kept before the worker deletes it"),
+    Setting("COMPANION_MAIL_DIR", "mail_dir", _text, "directory each outgoing email is written to as a .eml file"),
+    Setting("COMPANION_SMTP_URL", "smtp_url", _text,
+            "`smtp://host:port` or `smtp+starttls://user:password@host:port`: outgoing email (signup codes)"),
+    Setting("COMPANION_MAIL_FROM", "mail_from", _text, "sender address of outgoing email"),
     Setting("FCM_SERVICE_ACCOUNT", "fcm_service_account", _text, "path of the Firebase service-account JSON"),
     Setting("FCM_URL", "fcm_url", _text, "FCM send endpoint (the run script points it at the local emulator)"),
     Setting("COMPANION_REMINDER_GRACE_MIN", "reminder_grace", _duration("minutes", 1, 24 * 60),
@@ -164,6 +213,8 @@ SETTINGS: tuple[Setting, ...] = (
             "worker: leader-lease length, renewed every third of it"),
     Setting("COMPANION_PUSH_LEASE_S", "push_lease", _duration("seconds", 1, 3600),
             "worker: how long a batch being pushed is held before another worker may send it again"),
+    Setting("COMPANION_WORKER_METRICS_PORT", "worker_metrics_port", _whole(0, 65535),
+            "worker: the port of its Prometheus metrics (0: not served)"),
 )
 _BY_FIELD = {s.field: s for s in SETTINGS}
 
@@ -188,6 +239,12 @@ def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[s
     if settings.is_production:
         if len(settings.secret_key) < 32:
             raise SettingError("COMPANION_SECRET_KEY must be set to at least 32 characters in production")
+        if len(settings.audit_key) < 32 or settings.audit_key == settings.secret_key:
+            raise SettingError("COMPANION_AUDIT_KEY must be set in production: at least 32 characters, "
+                               "not the same as COMPANION_SECRET_KEY")
+        if not (settings.mail_dir or settings.smtp_url):
+            raise SettingError("COMPANION_SMTP_URL (or COMPANION_MAIL_DIR) must be set in production: "
+                               "signing up sends a code by email")
         settings = replace(settings, staff_mfa_required=True)
     elif not settings.secret_key:
         # A per-process random key: safe (tokens die with the process) and never usable in production.
@@ -195,6 +252,17 @@ def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[s
         settings = replace(settings, secret_key=secrets.token_urlsafe(48))
     elif len(settings.secret_key) < 32:
         raise SettingError("COMPANION_SECRET_KEY is too short: use at least 32 characters")
+    if settings.metrics_token is not None and len(settings.metrics_token) < 16:
+        raise SettingError("COMPANION_METRICS_TOKEN is too short: use at least 16 characters")
+    if settings.audit_key and len(settings.audit_key) < 32:
+        raise SettingError("COMPANION_AUDIT_KEY is too short: use at least 32 characters")
+    if not settings.audit_key:
+        # Development: a key derived from the secret key (stable wherever the secret key is, e.g. the run script's).
+        derived = hmac.new(settings.secret_key.encode(), b"companion audit chain", hashlib.sha256).hexdigest()
+        settings = replace(settings, audit_key=derived)
+    if settings.smtp_url and not settings.smtp_url.startswith(("smtp://", "smtp+starttls://")):
+        raise SettingError("COMPANION_SMTP_URL is not valid: use smtp://host:port or "
+                           "smtp+starttls://user:password@host:port")
     return settings
 
 

@@ -18,7 +18,7 @@ from device_gateway.buffer import DEFAULT_MAX_BYTES, RecordBuffer
 from device_gateway.health import HEALTH_FILE
 
 DEFAULT_STATE_DIR = "~/.companion-gateway"
-DEFAULT_API_URL = "http://127.0.0.1:8000"
+DEFAULT_API_URL = "http://127.0.0.1:5000"  # where `make run` serves the API
 CONFIG_FILE = "config.json"
 BUFFER_FILE = "buffer.db"
 KEY_FILE = "buffer.key"

@@ -3,12 +3,18 @@
 #   FerretDB (unless MONGODB_URI is set) -> indexes, demo data, mindfulness library ->
 #   the local FCM emulator -> every process in the Procfile (web on :5000, worker) ->
 #   simulated TENS units on a private D-Bus feeding a paired gateway.
-# Ctrl-C stops everything.
+# A process that exits is restarted, and says so; the others go on. Ctrl-C stops everything.
 set -euo pipefail
+# Everything this script writes (the secret keys, the database's files, mail with sign-up codes, logs) is for
+# this user's eyes only.
+umask 077
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-scripts/bootstrap.sh
-mkdir -p var/run var/ferretdb
+scripts/bootstrap.sh run
+mkdir -p var/run var/ferretdb var/mail
+chmod 700 var var/run var/ferretdb var/mail
+# Listen on this machine only unless told otherwise: the demo's passwords are published in the README.
+export COMPANION_BIND="${COMPANION_BIND:-127.0.0.1}"
 export PATH="$root/.venv/bin:$PATH"
 export PORT="${PORT:-5000}"
 pids=()
@@ -21,21 +27,27 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-prefix() {
-  local name=$1; shift
-  setsid bash -c 'label=$(printf "%-9s" "$0"); "$@" 2>&1 | sed -u "s/^/$label| /"' "$name" "$@" &
+# Each service runs in its own process group (setsid) under scripts/supervise.sh, which prefixes its lines
+# with its name and restarts it when it exits, saying so. Ctrl-C ends every group, supervisors included.
+supervise() {
+  setsid scripts/supervise.sh "$@" &
   pids+=($!)
 }
 
 [ -f var/dev-secret ] || python3 -c 'import secrets; print(secrets.token_urlsafe(48))' > var/dev-secret
+[ -f var/audit-key ] || python3 -c 'import secrets; print(secrets.token_urlsafe(48))' > var/audit-key
+chmod 600 var/dev-secret var/audit-key
 export COMPANION_SECRET_KEY="${COMPANION_SECRET_KEY:-$(cat var/dev-secret)}"
+export COMPANION_AUDIT_KEY="${COMPANION_AUDIT_KEY:-$(cat var/audit-key)}"
+export COMPANION_AUDIT_ANCHOR_FILE="${COMPANION_AUDIT_ANCHOR_FILE:-$root/var/audit-anchors.log}"
+export COMPANION_MAIL_DIR="${COMPANION_MAIL_DIR:-$root/var/mail}"
 
 if [ -z "${MONGODB_URI:-}" ]; then
   # A new database means the demo gateway's old credentials are gone: pair it afresh.
   [ -d var/ferretdb ] && [ -n "$(ls -A var/ferretdb 2>/dev/null)" ] || rm -rf var/run/gateway
   db_port="${COMPANION_DB_PORT:-27117}"
   echo "==> starting FerretDB on 127.0.0.1:${db_port} (data in var/ferretdb)"
-  prefix ferretdb var/bin/ferretdb --handler=sqlite --sqlite-url="file:$root/var/ferretdb/" \
+  supervise ferretdb var/bin/ferretdb --handler=sqlite --sqlite-url="file:$root/var/ferretdb/" \
     --listen-addr="127.0.0.1:${db_port}" --state-dir="$root/var/ferretdb" --telemetry=disable \
     --debug-addr=- --log-level=warn
   export MONGODB_URI="mongodb://127.0.0.1:${db_port}/"
@@ -46,31 +58,31 @@ if [ -z "${MONGODB_URI:-}" ]; then
   done
 fi
 
-echo "==> database: indexes, demo data, mindfulness library"
-companion init-db
+echo "==> database: migrations (indexes), demo data, mindfulness library"
+companion migrate
 companion load-content
 companion seed-demo
 
 fcm_port="${COMPANION_FCM_PORT:-9099}"
 echo "==> starting the local FCM emulator on http://127.0.0.1:${fcm_port}/ (see pushes arrive there)"
 rm -f var/run/fcm-service-account.json
-setsid python -m companion.notify.fcm_emulator --port "$fcm_port" \
-  --write-service-account var/run/fcm-service-account.json > var/run/fcm.log 2>&1 &
-pids+=($!)
+supervise fcm bash -c "exec python -m companion.notify.fcm_emulator --port $fcm_port \
+  --write-service-account var/run/fcm-service-account.json >> var/run/fcm.log 2>&1"
 for _ in $(seq 1 50); do [ -f var/run/fcm-service-account.json ] && break; sleep 0.1; done
 export FCM_SERVICE_ACCOUNT="$root/var/run/fcm-service-account.json"
 export FCM_URL="http://127.0.0.1:${fcm_port}/v1/projects/{project_id}/messages:send"
 
-echo "==> starting the Procfile's processes"
+echo "==> starting the Procfile's processes (its release step, companion migrate, ran above)"
 while IFS= read -r line; do
   [[ "$line" =~ ^([a-z]+):[[:space:]]*(.*)$ ]] || continue
-  prefix "${BASH_REMATCH[1]}" bash -c "${BASH_REMATCH[2]}"
+  [ "${BASH_REMATCH[1]}" = release ] && continue
+  supervise "${BASH_REMATCH[1]}" bash -c "${BASH_REMATCH[2]}"
 done < Procfile
 
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:${PORT}/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
 
 echo "==> simulated TENS units -> gateway -> API"
-prefix gateway python -m device_gateway.demo --api "http://127.0.0.1:${PORT}" --state-dir var/run/gateway
+supervise gateway python -m device_gateway.demo --api "http://127.0.0.1:${PORT}" --state-dir var/run/gateway
 
 cat <<EOM
 
@@ -78,7 +90,11 @@ cat <<EOM
     API            http://127.0.0.1:${PORT}/api/v1   (docs: http://127.0.0.1:${PORT}/docs)
     Clinician web  http://127.0.0.1:${PORT}/clinician
     Push emulator  http://127.0.0.1:${fcm_port}/
-  Demo logins: see 'demo data' above (password: companion-demo). Ctrl-C stops everything.
+    Metrics        http://127.0.0.1:${PORT}/metrics (web), http://127.0.0.1:${COMPANION_WORKER_METRICS_PORT:-9101}/ (worker)
+    Email          var/mail/ (sign-up codes, one .eml file per message)
+  Listening on ${COMPANION_BIND} only. Demo logins: see 'demo data' above (password: companion-demo).
+  A process that exits is restarted, the others go on.
+  Ctrl-C stops everything.
 
 EOM
-wait -n "${pids[@]}"
+wait

@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what it needs, then runs pytest.
 # The tests start their own FerretDB (or use MONGODB_URI), private D-Bus and FCM emulator.
+# The browser tests need Chromium, installed here from Debian's packages (COMPANION_BROWSER_TESTS=0 skips it).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-scripts/bootstrap.sh
+scripts/bootstrap.sh dev
+if [ "${COMPANION_BROWSER_TESTS:-1}" = 1 ] && ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "==> installing chromium from Debian's packages (for the browser tests)" >&2
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+      || echo "chromium unavailable: browser tests will fail" >&2
+  else
+    echo "missing: chromium (install it with your package manager); browser tests will fail" >&2
+  fi
+fi
 export FERRETDB_BIN="$root/var/bin/ferretdb"
 .venv/bin/ruff check companion device_gateway tests bench
 exec .venv/bin/pytest "$@"

@@ -14,6 +14,7 @@ from companion import create_app
 from companion.notify.fcm_emulator import FcmEmulator, write_service_account
 from tests.support import response_guard
 from tests.support.ferretdb import FerretServer
+from tests.support.mailbox import Mailbox
 from tests.support.world import build_world
 
 # argon2id at a low cost so that building a dozen test users takes milliseconds; production keeps
@@ -48,8 +49,20 @@ def db_name(mongo_client):
 
 
 @pytest.fixture
-def settings_overrides(mongo_uri, db_name):
-    return {"mongodb_uri": mongo_uri, "mongodb_db": db_name, "secret_key": "t" * 48, **FAST_PASSWORDS}
+def mail_dir(tmp_path) -> Path:
+    """Where the app under test writes its email (sign-up codes), one .eml file each."""
+    return tmp_path / "mail"
+
+
+@pytest.fixture
+def settings_overrides(mongo_uri, db_name, mail_dir):
+    return {"mongodb_uri": mongo_uri, "mongodb_db": db_name, "secret_key": "t" * 48, "mail_dir": str(mail_dir),
+            **FAST_PASSWORDS}
+
+
+@pytest.fixture
+def mailbox(mail_dir) -> Mailbox:
+    return Mailbox(mail_dir)
 
 
 @pytest.fixture

@@ -14,6 +14,8 @@ BLUEPRINT_MODULES = [
     "companion.api.auth",
     "companion.api.patients",
     "companion.api.caregivers",
+    "companion.api.consent",
+    "companion.api.rights",
     "companion.api.admin",
     "companion.api.gateways",
     "companion.api.clinician",
@@ -33,9 +35,12 @@ BLUEPRINT_MODULES = [
 
 def register(app: Flask, api: Api) -> None:
     """Register every area's blueprint, and serve the Swagger UI's assets."""
+    from companion.api import operations
+
     for name in BLUEPRINT_MODULES:
         api.register_blueprint(importlib.import_module(name).blp)
     _serve_docs_assets(app)
+    operations.register(app)
 
 
 def _serve_docs_assets(app: Flask) -> None:

@@ -1,5 +1,6 @@
-"""Administration: staff accounts, care teams and enrolment; a clinician's own patient list;
-time-boxed emergency ("break-glass") access."""
+"""Administration: accounts (staff creation, look-up, deactivation, reactivation, deletion, password reset codes),
+care teams (clinicians and patients in and out); a clinician's own patient list; time-boxed emergency
+("break-glass") access. Admins see no health data."""
 
 from __future__ import annotations
 
@@ -65,14 +66,101 @@ class EmergencyGrantSchema(Schema):
     expires_at = fields.DateTime()
 
 
+class AccountArgs(StrictSchema):
+    email = fields.Email(load_default=None, validate=validate.Length(max=254))
+    role = fields.String(load_default=None, validate=validate.OneOf([r.value for r in Role if r is not Role.GATEWAY]))
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+
+
+class AccountListSchema(Schema):
+    items = fields.List(fields.Nested(AccountSchema))
+
+
+class DeactivationSchema(StrictSchema):
+    reason = text(500, required=True, min_len=3, metadata={"description": "why; kept with the account and audited"})
+
+
+class ResetCodeSchema(Schema):
+    code = fields.String(metadata={"description": "hand it to the account's owner; it is shown once"})
+    expires_at = fields.DateTime()
+
+
+class KeptSchema(Schema):
+    what = fields.String()
+    for_days = fields.Integer()
+    why = fields.String()
+
+
+class ClosureSchema(Schema):
+    closed_at = fields.DateTime()
+    deleted_now = fields.List(fields.String())
+    kept = fields.List(fields.Nested(KeptSchema))
+
+
+def _note_account(user_id: str, action: str) -> None:
+    # An act on an account is recorded against it (for a patient, it appears in their own access history).
+    auditing.note(patient_ids=[user_id], resource="account", action=action, resource_ids=[user_id])
+
+
 @blp.route("/admin/users")
 class StaffAccounts(MethodView):
+    @allow(Role.ADMIN)
+    @blp.arguments(AccountArgs, location="query")
+    @blp.response(200, AccountListSchema)
+    def get(self, args):
+        """Find accounts by exact email and/or role (to act on them)."""
+        return {"items": services().accounts.search(email=args["email"], role=args["role"], limit=args["limit"])}
+
     @allow(Role.ADMIN)
     @blp.arguments(StaffSchema)
     @blp.response(201, AccountSchema)
     def post(self, body):
         """Create a clinician, admin or caregiver account."""
         return services().accounts.sign_up(**body)
+
+
+@blp.route("/admin/users/<user_id>")
+class AccountView(MethodView):
+    @allow(Role.ADMIN)
+    @blp.response(200, ClosureSchema)
+    def delete(self, user_id):
+        """Delete an account: it is closed for good (sign-in, phones and sessions erased, every access it held
+        or granted ended). A patient's account is closed as if they had asked: the answer says what was
+        deleted, and what is kept, for how long and why. Deleting a closed account again finishes an
+        interrupted closure."""
+        _note_account(user_id, "D")
+        return services().lifecycle.close(user_id, by=current_actor().id)
+
+
+@blp.route("/admin/users/<user_id>/deactivation")
+class Deactivation(MethodView):
+    @allow(Role.ADMIN)
+    @blp.arguments(DeactivationSchema)
+    @blp.response(200, AccountSchema)
+    def post(self, body, user_id):
+        """Deactivate an account: from its next request it cannot sign in or use any session; nothing is pushed
+        to it (nor, for a patient, about them, and their gateways are refused). Its data stays. Reversible."""
+        _note_account(user_id, "U")
+        return services().lifecycle.deactivate(user_id, by=current_actor().id, reason=body["reason"])
+
+    @allow(Role.ADMIN)
+    @blp.response(200, AccountSchema)
+    def delete(self, user_id):
+        """Reactivate an account (its old sessions stay ended: its owner signs in again)."""
+        _note_account(user_id, "U")
+        return services().lifecycle.reactivate(user_id)
+
+
+@blp.route("/admin/users/<user_id>/password-reset")
+class PasswordResetCode(MethodView):
+    @allow(Role.ADMIN)
+    @blp.response(201, ResetCodeSchema)
+    def post(self, user_id):
+        """Issue a one-time password reset code (24 hours) for the account's owner, who sets a new password with
+        it (``POST /auth/password-reset``). Issuing another replaces it."""
+        _note_account(user_id, "U")
+        code, expires_at = services().accounts.issue_password_reset(user_id)
+        return {"code": code, "expires_at": expires_at}
 
 
 @blp.route("/admin/teams")
@@ -95,16 +183,36 @@ class TeamClinicians(MethodView):
         return services().care.add_clinician(team_id, body["clinician_id"])
 
 
+@blp.route("/admin/teams/<team_id>/clinicians/<clinician_id>")
+class TeamClinician(MethodView):
+    @allow(Role.ADMIN)
+    @blp.response(204)
+    def delete(self, team_id, clinician_id):
+        """Take a clinician off a care team: its patients drop off their panel from their next request."""
+        services().care.remove_clinician(team_id, clinician_id)
+
+
 @blp.route("/admin/teams/<team_id>/patients")
 class TeamPatients(MethodView):
     @allow(Role.ADMIN)
     @blp.arguments(EnrolSchema)
     @blp.response(204)
     def post(self, body, team_id):
-        """Enrol a patient in a care team: the team's clinicians gain access."""
+        """Enrol a patient in a care team: the team's clinicians gain access. The act is audited and the patient
+        is told (a push, and the team appears in their list of who can see their data, which they can leave)."""
         auditing.note(patient_ids=[body["patient_id"]], resource="team_enrolment", action="C",
                       resource_ids=[team_id])
-        services().care.enrol(team_id, body["patient_id"])
+        services().care.enrol(team_id, body["patient_id"], by=current_actor().id)
+
+
+@blp.route("/admin/teams/<team_id>/patients/<member_id>")
+class TeamPatient(MethodView):
+    @allow(Role.ADMIN)
+    @blp.response(204)
+    def delete(self, team_id, member_id):
+        """Take a patient out of a care team: its clinicians lose access from their next request."""
+        auditing.note(patient_ids=[member_id], resource="team_enrolment", action="D", resource_ids=[team_id])
+        services().care.unenrol(team_id, member_id)
 
 
 @blp.route("/clinician/patients")
@@ -125,7 +233,8 @@ class EmergencyAccess(MethodView):
     @blp.arguments(EmergencySchema)
     @blp.response(201, EmergencyGrantSchema)
     def post(self, body):
-        """Break-glass: read access to a patient outside one's teams, for at most an hour, with a reason."""
+        """Break-glass: read access to a patient outside one's teams, for at most an hour, with a reason. The answer
+        is the same whether or not the id is a patient's."""
         patient_id = body["patient_id"]
         auditing.note(patient_ids=[patient_id], resource="patient", action="emergency", resource_ids=[patient_id])
         return services().care.emergency_access(current_actor().id, patient_id, body["reason"], body["minutes"])

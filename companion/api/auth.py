@@ -1,4 +1,4 @@
-"""Sign-up, login, MFA, token refresh and logout."""
+"""Sign-up (confirmed by a code sent by email), login, MFA, token refresh, logout, password change and reset."""
 
 from __future__ import annotations
 
@@ -69,11 +69,26 @@ class MfaEnrolmentSchema(Schema):
 class AccountSchema(Schema):
     id = fields.String(dump_only=True)
     email = fields.String(dump_only=True)
-    role = fields.Function(lambda u: u.role.value, dump_only=True)
+    role = fields.String(attribute="role.value", dump_only=True)
     display_name = fields.String(dump_only=True)
     time_zone = fields.String(dump_only=True)
     mfa_enabled = fields.Boolean(dump_only=True)
+    status = fields.String(dump_only=True, metadata={"description": "active, deactivated or closed"})
     created_at = fields.DateTime(dump_only=True)
+
+
+class SignUpAcceptedSchema(Schema):
+    detail = fields.String()
+
+
+class SignUpConfirmSchema(StrictSchema):
+    email = fields.Email(required=True, validate=validate.Length(max=254))
+    code = fields.String(required=True, validate=validate.Length(min=6, max=20),
+                         metadata={"description": "the code sent by email"})
+
+
+SIGNUP_ACCEPTED = ("If this email can be used for a new account, a code to finish signing up has been sent to it. "
+                   "Enter it within 30 minutes.")
 
 
 @blp.route("/signup")
@@ -81,10 +96,24 @@ class SignUp(MethodView):
     @public
     @blp.doc(security=[])
     @blp.arguments(SignUpSchema)
+    @blp.response(202, SignUpAcceptedSchema)
+    def post(self, body):
+        """Ask for a patient or caregiver account. The answer is the same whether or not the email has an
+        account already: the mailbox gets a code to finish signing up (``/auth/signup/confirm``), or a note that
+        an account exists. Clinicians and admins are created by an admin."""
+        services().accounts.request_signup(**body, address=client_address())
+        return {"detail": SIGNUP_ACCEPTED}
+
+
+@blp.route("/signup/confirm")
+class SignUpConfirm(MethodView):
+    @public
+    @blp.doc(security=[])
+    @blp.arguments(SignUpConfirmSchema)
     @blp.response(201, AccountSchema)
     def post(self, body):
-        """Create a patient or caregiver account. Clinicians and admins are created by an admin."""
-        return services().accounts.sign_up(**body)
+        """Finish signing up with the code sent by email: the account is made, sign in with your password."""
+        return services().accounts.confirm_signup(email=body["email"], code=body["code"], address=client_address())
 
 
 @blp.route("/login")
@@ -96,7 +125,9 @@ class Login(MethodView):
     def post(self, body):
         """Exchange email and password for tokens (or, for staff with MFA, an MFA challenge).
 
-        Throttled per address (60/min) and per account (10 failures in 15 min), across all workers.
+        Throttled across all workers: per address (60 a minute), per account and address (a growing delay after
+        5 failures), and per account from anywhere (a growing delay, at most a minute, after 10 failures in 15
+        minutes; an address the account signed in from recently is exempt from it). Never a lock.
         """
         return services().accounts.login(email=body["email"], password=body["password"], ip=client_address())
 
@@ -108,8 +139,9 @@ class Mfa(MethodView):
     @blp.arguments(MfaSchema)
     @blp.response(200, TokensSchema)
     def post(self, body):
-        """Complete a staff login with a TOTP code (each code works once)."""
-        return services().accounts.complete_mfa(body["mfa_token"], body["code"])
+        """Complete a staff login with a TOTP code (each code works once; after 3 wrong codes each try waits
+        longer, up to 5 minutes)."""
+        return services().accounts.complete_mfa(body["mfa_token"], body["code"], address=client_address())
 
 
 @blp.route("/mfa/enrol")
@@ -131,7 +163,7 @@ class MfaConfirm(MethodView):
     @blp.response(200, TokensSchema)
     def post(self, body):
         """Confirm TOTP enrolment with a first code; returns a full session."""
-        return services().accounts.confirm_totp_enrolment(body["mfa_token"], body["code"])
+        return services().accounts.confirm_totp_enrolment(body["mfa_token"], body["code"], address=client_address())
 
 
 @blp.route("/refresh")
@@ -141,8 +173,10 @@ class Refresh(MethodView):
     @blp.arguments(RefreshSchema)
     @blp.response(200, TokensSchema)
     def post(self, body):
-        """Rotate a refresh token. Reusing a used one revokes the whole session family."""
-        return services().tokens.refresh(body["refresh_token"])
+        """Rotate a refresh token. Reusing a used one revokes the whole session family, except a retry within
+        10 seconds (its answer was lost), which gets the same new pair. A session ends 30 days (staff: 12 hours)
+        after its login however often it is refreshed."""
+        return services().accounts.refresh(body["refresh_token"], address=client_address())
 
 
 @blp.route("/logout")
@@ -168,6 +202,26 @@ class Password(MethodView):
         """Change one's password (needs the current one). Every other session of the account ends."""
         return services().accounts.change_password(current_actor().id, body["current_password"],
                                                    body["new_password"])
+
+
+class PasswordResetSchema(StrictSchema):
+    email = fields.Email(required=True, validate=validate.Length(max=254))
+    code = fields.String(required=True, validate=validate.Length(min=6, max=20),
+                         metadata={"description": "the one-time code an admin issued"})
+    new_password = fields.String(required=True, load_only=True, validate=validate.Length(min=10, max=200))
+
+
+@blp.route("/password-reset")
+class PasswordReset(MethodView):
+    @public
+    @blp.doc(security=[])
+    @blp.arguments(PasswordResetSchema)
+    @blp.response(204)
+    def post(self, body):
+        """Set a new password with a one-time code an admin issued (valid 24 hours). Every session of the
+        account ends. One answer for a wrong email, a wrong code or an expired one."""
+        services().accounts.reset_password(email=body["email"], code=body["code"], new_password=body["new_password"],
+                                           address=client_address())
 
 
 @blp.route("/me")

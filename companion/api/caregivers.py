@@ -44,7 +44,8 @@ class LinkSchema(Schema):
     caregiver_id = fields.String(attribute="link.caregiver_id", dump_only=True)
     caregiver_name = fields.String(dump_only=True)
     status = fields.String(attribute="link.status", dump_only=True)
-    permissions = fields.Function(lambda named: _permissions(named.link.permissions), dump_only=True)
+    permissions = fields.Function(lambda named: _permissions(named.link.permissions), dump_only=True,
+                                  metadata={"type": "object"})
     granted_at = fields.DateTime(attribute="link.granted_at", dump_only=True)
     revoked_at = fields.DateTime(attribute="link.revoked_at", dump_only=True, allow_none=True)
 
@@ -96,7 +97,8 @@ class Caregiver(MethodView):
     @allow(Role.PATIENT)
     @blp.response(204)
     def delete(self, patient_id, link_id):
-        """Revoke a caregiver's access; it ends on their very next request."""
+        """Revoke a caregiver's access; it ends on their very next request. Revoking it again answers 204 as
+        the first time."""
         require_patient(patient_id, Operation.MANAGE)
         auditing.note(patient_ids=[patient_id], resource="care_link", action="D", resource_ids=[link_id])
         services().care.revoke_caregiver(patient_id, link_id)

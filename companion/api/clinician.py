@@ -1,4 +1,5 @@
-"""The clinician's side: their care teams (enrol, unenrol, leave) and their panel of patients."""
+"""The clinician's side: their care teams (invite a patient, withdraw an invitation, unenrol, leave) and their
+panel of patients. A clinician cannot enrol anyone: the patient accepts an invitation in the app."""
 
 from __future__ import annotations
 
@@ -28,16 +29,26 @@ class ClinicianTeamListSchema(Schema):
     items = fields.List(fields.Nested(ClinicianTeamSchema))
 
 
-class ClinicianEnrolSchema(StrictSchema):
+class InvitationCreateSchema(StrictSchema):
     patient_email = fields.Email(required=True, validate=validate.Length(max=254))
     reason = text(500, required=True, min_len=5,
-                  metadata={"description": "why this patient joins the team (e.g. the referral); kept in the audit trail"})
+                  metadata={"description": "why this patient joins the team (e.g. the referral); the patient sees it"})
 
 
-class EnrolmentSchema(Schema):
+class InvitationSchema(Schema):
+    id = fields.String()
     team_id = fields.String()
-    patient_id = fields.String()
-    display_name = fields.String()
+    email = fields.String(metadata={"description": "as the clinician typed it"})
+    status = fields.String(metadata={"description": "open (until the patient accepts, or it expires), accepted, "
+                                                    "closed (expired unaccepted) or withdrawn; a decline is not "
+                                                    "told apart from silence"})
+    created_at = fields.DateTime()
+    expires_at = fields.DateTime()
+    patient_id = fields.String(allow_none=True, metadata={"description": "once accepted"})
+
+
+class InvitationListSchema(Schema):
+    items = fields.List(fields.Nested(InvitationSchema))
 
 
 class PanelRowSchema(Schema):
@@ -72,19 +83,32 @@ class MyTeams(MethodView):
         return {"items": services().care.teams_of(current_actor().id)}
 
 
-@blp.route("/teams/<team_id>/patients")
-class MyTeamPatients(MethodView):
+@blp.route("/teams/<team_id>/invitations")
+class MyTeamInvitations(MethodView):
     @allow(Role.CLINICIAN)
-    @blp.arguments(ClinicianEnrolSchema)
-    @blp.response(201, EnrolmentSchema)
+    @blp.response(200, InvitationListSchema)
+    def get(self, team_id):
+        """The team's invitations, newest first."""
+        return {"items": services().care.team_invitations(current_actor().id, team_id)}
+
+    @allow(Role.CLINICIAN)
+    @blp.arguments(InvitationCreateSchema)
+    @blp.response(202, InvitationSchema)
     def post(self, body, team_id):
-        """Enrol a patient (found by their account email) in one of the caller's teams."""
-        care = services().care
-        care.check_own_team(current_actor().id, team_id)
-        patient = care.patient_by_email(body["patient_email"])
-        auditing.note(patient_ids=[patient.id], resource="team_enrolment", action="C", resource_ids=[team_id])
-        care.enrol_in_own_team(current_actor().id, team_id, patient, body["reason"])
-        return {"team_id": team_id, "patient_id": patient.id, "display_name": patient.display_name}
+        """Invite a patient, by their account's email, to let one of the caller's teams see their data. The
+        answer is the same whatever the email (nothing says whether it belongs to a patient); the patient sees
+        the invitation in the app and accepts it with their password, or not. Until then the team has no access:
+        for urgent care without consent there is emergency access."""
+        return services().care.invite(current_actor().id, team_id, body["patient_email"], body["reason"])
+
+
+@blp.route("/teams/<team_id>/invitations/<invitation_id>")
+class MyTeamInvitation(MethodView):
+    @allow(Role.CLINICIAN)
+    @blp.response(204)
+    def delete(self, team_id, invitation_id):
+        """Withdraw an invitation not yet answered."""
+        services().care.withdraw_invitation(current_actor().id, team_id, invitation_id)
 
 
 @blp.route("/teams/<team_id>/patients/<patient_id>")

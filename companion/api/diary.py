@@ -1,4 +1,5 @@
-"""The pain diary: NRS and Brief Pain Inventory entries, offline batches stored once, sync by cursor."""
+"""The pain diary: NRS and Brief Pain Inventory entries, offline batches stored once, sync by cursor,
+edits and deletions that name the version they change (ETag / If-Match)."""
 
 from __future__ import annotations
 
@@ -6,22 +7,29 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from companion.api.diary_schemas import (
-    ChangesArgs,
-    ChangesSchema,
     PainBatchResultSchema,
     PainEntryBatchSchema,
+    PainEntryChangesSchema,
     PainEntryEditSchema,
     PainEntryInputSchema,
     PainEntryListSchema,
     PainEntrySchema,
     PainRangeArgs,
 )
+from companion.api.schemas import ChangesArgs
 from companion.domain.access import Operation, Role
-from companion.http import auditing, services
+from companion.domain.errors import Conflict
+from companion.http import auditing, conditional, services
+from companion.http.conditional import ETAG_HEADERS, IF_MATCH_DOC, IF_NONE_MATCH_DOC, PRECONDITION_FAILED_DOC
+from companion.http.problems import PROBLEM_JSON
+from companion.http.schemas import ProblemSchema
 from companion.http.security import allow, require_patient
 
 blp = Blueprint("diary", __name__, url_prefix="/api/v1", description="Pain diary")
 RESOURCE = "pain_entry"
+REUSED_ID_DOC = {"description": "this client_entry_id already holds an entry with other content: nothing was "
+                                "written; `current` is the stored entry", "schema": ProblemSchema,
+                 "content_type": PROBLEM_JSON}
 
 
 @blp.route("/patients/<patient_id>/pain-entries")
@@ -39,14 +47,23 @@ class PainEntriesView(MethodView):
 
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.arguments(PainEntryInputSchema)
-    @blp.response(201, PainEntrySchema)
+    @blp.response(201, PainEntrySchema, headers=ETAG_HEADERS)
+    @blp.alt_response(200, schema=PainEntrySchema, headers=ETAG_HEADERS, success=True,
+                      description="sent before with the same content: the entry as stored now (a safe retry)")
+    @blp.alt_response(409, **REUSED_ID_DOC)
+    @conditional.shows_current(PainEntrySchema)
     def post(self, body, patient_id):
-        """Record one entry (201); the same client_entry_id again answers 200 with the original."""
-        require_patient(patient_id, Operation.WRITE)
-        entry, created = services().diary.record_entry(patient_id, body)
+        """Record one entry (201). The same client_entry_id again: 200 with the stored entry if it was created
+        with the same content, 409 with the stored entry if not."""
+        grant = require_patient(patient_id, Operation.WRITE)
+        try:
+            entry, created = services().diary.record_entry(grant, body)
+        except Conflict as reused:  # the answer shows the stored entry: a read
+            auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="R", resource_ids=[reused.current["_id"]])
+            raise
         auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="C" if created else "R",
                       resource_ids=[entry["_id"]])
-        return entry, (201 if created else 200)
+        return conditional.tagged(entry, entry.get("seq"), 201 if created else 200)
 
 
 @blp.route("/patients/<patient_id>/pain-entries/batch")
@@ -55,27 +72,34 @@ class PainEntryBatch(MethodView):
     @blp.arguments(PainEntryBatchSchema)
     @blp.response(200, PainBatchResultSchema)
     def post(self, body, patient_id):
-        """Upload up to 500 entries recorded offline; each is stored once however often it is sent."""
-        require_patient(patient_id, Operation.WRITE)
-        results = services().diary.record_batch(patient_id, body["entries"])
-        created = [e["_id"] for e, new in results if new]
-        repeated = [e["_id"] for e, new in results if not new]
+        """Upload up to 500 entries recorded offline; each is stored once however often it is sent. Each item
+        answers created, duplicate (sent before with the same content) or conflict (its client_entry_id holds
+        other content; nothing written)."""
+        grant = require_patient(patient_id, Operation.WRITE)
+        results = services().diary.record_batch(grant, body["entries"])
+        created = [e["_id"] for e, status in results if status == "created"]
+        repeated = [e["_id"] for e, status in results if status != "created"]
         if created:
             auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="C", resource_ids=created)
         if repeated:
             auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="R", resource_ids=repeated)
-        items = [{"client_entry_id": e["client_entry_id"], "id": e["_id"],
-                  "status": "created" if new else "duplicate", "entry": e} for e, new in results]
-        return {"items": items, "created": len(created), "duplicates": len(repeated)}
+        items = [{"client_entry_id": e["client_entry_id"], "id": e["_id"], "status": status, "entry": e}
+                 for e, status in results]
+        return {"items": items, "created": len(created),
+                "duplicates": sum(1 for _, status in results if status == "duplicate"),
+                "conflicts": sum(1 for _, status in results if status == "conflict")}
 
 
 @blp.route("/patients/<patient_id>/pain-entries/changes")
 class PainEntryChanges(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
     @blp.arguments(ChangesArgs, location="query")
-    @blp.response(200, ChangesSchema)
+    @blp.response(200, PainEntryChangesSchema)
+    @blp.alt_response(410, response="GONE", description="the cursor can no longer be continued from: read again "
+                                                       "from the start, without a cursor")
     def get(self, args, patient_id):
-        """Entries created, edited or deleted since the cursor (none: from the beginning), oldest first."""
+        """Entries created, edited or deleted after the cursor (none: from the start), oldest change first;
+        deleted entries come as tombstones (`deleted: true`). See the README's "Sync" section."""
         grant = require_patient(patient_id, Operation.READ)
         page = services().diary.changes_since(grant, args["cursor"], args["limit"])
         auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="search",
@@ -86,26 +110,39 @@ class PainEntryChanges(MethodView):
 @blp.route("/patients/<patient_id>/pain-entries/<entry_id>")
 class PainEntryView(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
-    @blp.response(200, PainEntrySchema)
+    @blp.doc(parameters=[IF_NONE_MATCH_DOC])
+    @blp.response(200, PainEntrySchema, headers=ETAG_HEADERS)
+    @blp.alt_response(304, response="NOT_MODIFIED", description="still at the version named by If-None-Match")
     def get(self, patient_id, entry_id):
         """One entry (a deleted one is shown as deleted)."""
         grant = require_patient(patient_id, Operation.READ)
         auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="R", resource_ids=[entry_id])
-        return services().diary.entry(grant, entry_id)
+        entry = services().diary.entry(grant, entry_id)
+        return conditional.not_modified(entry.get("seq")) or conditional.tagged(entry, entry.get("seq"))
 
     @allow(Role.PATIENT, Role.CAREGIVER)
+    @blp.doc(parameters=[IF_MATCH_DOC])
     @blp.arguments(PainEntryEditSchema)
-    @blp.response(200, PainEntrySchema)
+    @blp.response(200, PainEntrySchema, headers=ETAG_HEADERS)
+    @blp.alt_response(412, **PRECONDITION_FAILED_DOC)
+    @conditional.shows_current(PainEntrySchema)
     def patch(self, body, patient_id, entry_id):
-        """Correct an entry."""
-        require_patient(patient_id, Operation.WRITE)
+        """Correct an entry: the fields sent replace the stored ones. With If-Match, only if the entry is still
+        at that version (else 412 with the current entry); without it, on the current version. A PATCH that
+        changes nothing is answered 200 with the entry, so a retried PATCH succeeds."""
+        grant = require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="U", resource_ids=[entry_id])
-        return services().diary.edit_entry(patient_id, entry_id, body)
+        entry = services().diary.edit_entry(grant, entry_id, body, if_version=conditional.if_match())
+        return conditional.tagged(entry, entry.get("seq"))
 
     @allow(Role.PATIENT, Role.CAREGIVER)
+    @blp.doc(parameters=[IF_MATCH_DOC])
     @blp.response(204)
+    @blp.alt_response(412, **PRECONDITION_FAILED_DOC)
+    @conditional.shows_current(PainEntrySchema)
     def delete(self, patient_id, entry_id):
-        """Delete an entry (kept as a tombstone for sync)."""
-        require_patient(patient_id, Operation.WRITE)
+        """Delete an entry (kept as a tombstone for the sync window). Deleting a deleted entry answers 204
+        again, whatever If-Match says: a retried DELETE succeeds as the first did."""
+        grant = require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="D", resource_ids=[entry_id])
-        services().diary.delete_entry(patient_id, entry_id)
+        services().diary.delete_entry(grant, entry_id, if_version=conditional.if_match())

@@ -5,12 +5,13 @@ from __future__ import annotations
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from companion.api.moments import check_range, reported_moment
+from companion.api.schemas import changes_schema, version_field
+from companion.domain.pain import bpi_severity_problems
 from companion.http.schemas import StrictSchema, text
 
 SCORE = validate.Range(min=0, max=10)
 CLIENT_ID = validate.Regexp(r"^[A-Za-z0-9_-]{8,64}$", error="8-64 letters, digits, '-' or '_' (e.g. a UUID)")
 SESSION_RECORD_ID = validate.Regexp(r"^[A-Za-z0-9-]{1,40}:\d{1,12}$", error="a session record id (SERIAL:SEQ)")
-CURSOR = validate.Regexp(r"^\d{1,16}\.[0-9a-f]{24}$", error="use the next_cursor of the previous answer")
 BATCH_LIMIT = 500
 
 
@@ -37,11 +38,19 @@ class InterferenceSchema(StrictSchema):
 
 
 class BriefPainInventorySchema(StrictSchema):
-    worst = score(required=True)
-    least = score(required=True)
-    average = score(required=True)
-    now = score(required=True)
+    """The BPI short form: worst and least pain of the last 24 hours bound the average and the pain now."""
+
+    worst = score(required=True, metadata={"description": "pain at its worst in the last 24 hours"})
+    least = score(required=True, metadata={"description": "pain at its least in the last 24 hours (<= worst)"})
+    average = score(required=True, metadata={"description": "pain on the average (between least and worst)"})
+    now = score(required=True, metadata={"description": "pain right now (between least and worst)"})
     interference = fields.Nested(InterferenceSchema, load_default=dict)
+
+    @validates_schema
+    def consistent(self, data, **kwargs):
+        problems = bpi_severity_problems(data["worst"], data["least"], data["average"], data["now"])
+        if problems:
+            raise ValidationError({item: [reason] for item, reason in problems.items()})
 
 
 def _linked_session(data: dict) -> None:
@@ -88,11 +97,6 @@ class PainRangeArgs(StrictSchema):
         check_range(data["start"], data["end"])
 
 
-class ChangesArgs(StrictSchema):
-    cursor = fields.String(load_default=None, validate=CURSOR)
-    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
-
-
 class PainContextOutSchema(Schema):
     location = fields.String(allow_none=True)
     activity = fields.String(allow_none=True)
@@ -122,7 +126,8 @@ class PainEntrySchema(Schema):
     phase = fields.String(allow_none=True)
     server_received_at = fields.DateTime()
     updated_at = fields.DateTime()
-    deleted = fields.Boolean()
+    deleted = fields.Boolean(metadata={"description": "a tombstone: the entry was deleted (kept for the sync window)"})
+    version = version_field()
 
 
 class PainEntryListSchema(Schema):
@@ -132,7 +137,9 @@ class PainEntryListSchema(Schema):
 class PainBatchItemResultSchema(Schema):
     client_entry_id = fields.String()
     id = fields.String()
-    status = fields.String(metadata={"description": "created | duplicate (the original is returned)"})
+    status = fields.String(metadata={"description": "created | duplicate (sent before with the same content: the "
+                                                   "entry as stored now) | conflict (this client_entry_id holds "
+                                                   "other content: the stored entry, nothing written)"})
     entry = fields.Nested(PainEntrySchema)
 
 
@@ -140,9 +147,7 @@ class PainBatchResultSchema(Schema):
     items = fields.List(fields.Nested(PainBatchItemResultSchema))
     created = fields.Integer()
     duplicates = fields.Integer()
+    conflicts = fields.Integer()
 
 
-class ChangesSchema(Schema):
-    items = fields.List(fields.Nested(PainEntrySchema))
-    next_cursor = fields.String(allow_none=True)
-    has_more = fields.Boolean()
+PainEntryChangesSchema = changes_schema("PainEntryChangesSchema", PainEntrySchema)

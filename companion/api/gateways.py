@@ -10,7 +10,7 @@ from companion.domain.access import Operation, Role
 from companion.http import auditing, services
 from companion.http.idempotency import idempotent
 from companion.http.schemas import StrictSchema, text
-from companion.http.security import allow, current_actor, public, require_patient
+from companion.http.security import allow, client_address, current_actor, public, require_patient
 from companion.services.gateways import PROFILES
 
 blp = Blueprint("gateways", __name__, url_prefix="/api/v1", description="Gateways and TENS units")
@@ -59,6 +59,17 @@ class DeviceListSchema(Schema):
     devices = fields.List(fields.Nested(DeviceSchema))
 
 
+class GatewaySchema(Schema):
+    id = fields.String()
+    name = fields.String()
+    revoked = fields.Boolean()
+    created_at = fields.DateTime(allow_none=True)
+
+
+class GatewayListSchema(Schema):
+    items = fields.List(fields.Nested(GatewaySchema))
+
+
 @blp.route("/patients/<patient_id>/pairing-codes")
 class PairingCodesView(MethodView):
     @allow(Role.PATIENT)
@@ -66,7 +77,7 @@ class PairingCodesView(MethodView):
     def post(self, patient_id):
         """A short-lived, single-use code to pair a home gateway with this patient."""
         require_patient(patient_id, Operation.MANAGE)
-        code, expires = services().gateways.create_pairing_code(patient_id)
+        code, expires = services().gateways.create_pairing_code(patient_id, address=client_address())
         auditing.note(patient_ids=[patient_id], resource="pairing_code", action="C")
         return {"code": code, "expires_at": expires}
 
@@ -79,7 +90,7 @@ class Pair(MethodView):
     @blp.response(201, PairedSchema)
     def post(self, body):
         """Exchange a pairing code for gateway credentials bound to the code's patient."""
-        paired = services().gateways.pair(body["code"], body["name"])
+        paired = services().gateways.pair(body["code"], body["name"], address=client_address())
         auditing.note(patient_ids=[paired.patient_id], resource="gateway", action="C", resource_ids=[paired.gateway_id])
         return paired
 
@@ -92,7 +103,31 @@ class GatewayToken(MethodView):
     @blp.response(200, GatewayTokenSchema)
     def post(self, body):
         """A gateway's access token (15 minutes), from its id and secret."""
-        return services().gateways.token(body["gateway_id"], body["gateway_secret"])
+        return services().gateways.token(body["gateway_id"], body["gateway_secret"], address=client_address())
+
+
+@blp.route("/patients/<patient_id>/gateways")
+class PatientGateways(MethodView):
+    @allow(Role.PATIENT, Role.CLINICIAN)
+    @blp.response(200, GatewayListSchema)
+    def get(self, patient_id):
+        """The home gateways paired with the patient, revoked ones included."""
+        require_patient(patient_id, Operation.READ)
+        items = services().gateways.of_patient(patient_id)
+        auditing.note(patient_ids=[patient_id], resource="gateway", action="R", resource_ids=[g.id for g in items])
+        return {"items": items}
+
+
+@blp.route("/patients/<patient_id>/gateways/<gateway_id>")
+class PatientGateway(MethodView):
+    @allow(Role.PATIENT, Role.CLINICIAN)
+    @blp.response(204)
+    def delete(self, patient_id, gateway_id):
+        """Revoke a paired gateway (the patient, or their care team): its tokens stop working at once and it
+        cannot get new ones; what it uploaded stays."""
+        require_patient(patient_id, _unit_manager_operation())
+        auditing.note(patient_ids=[patient_id], resource="gateway", action="D", resource_ids=[gateway_id])
+        services().gateways.revoke(patient_id, gateway_id)
 
 
 def _unit_manager_operation() -> Operation:
@@ -126,7 +161,8 @@ class PatientDevice(MethodView):
     @allow(Role.PATIENT, Role.CLINICIAN)
     @blp.response(204)
     def delete(self, patient_id, serial):
-        """Release a unit from the patient."""
+        """Release a unit from the patient; releasing one that is not bound to them answers 204 too (a retried
+        release succeeds as the first did)."""
         require_patient(patient_id, _unit_manager_operation())
         auditing.note(patient_ids=[patient_id], resource="device", action="D", resource_ids=[serial])
         services().gateways.release_unit(patient_id, serial)
@@ -135,9 +171,11 @@ class PatientDevice(MethodView):
 @blp.route("/gateway/devices")
 class GatewayDevices(MethodView):
     @allow(Role.GATEWAY)
+    @auditing.routine
     @blp.response(200, DeviceListSchema)
     def get(self):
-        """The units this gateway may collect from: those bound to its patient."""
+        """The units this gateway may collect from: those bound to its patient (a routine call, every 30 s:
+        counted per day in the audit trail, not written one by one)."""
         svc = services()
         patient_id = svc.gateways.patient_of(current_actor().id)
         units = svc.gateways.units_of(patient_id)

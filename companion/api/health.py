@@ -20,6 +20,11 @@ class HealthSchema(Schema):
     status = fields.String()
     scheduler_in_process = fields.Boolean(
         metadata={"description": "always false: the scheduler runs only in the worker process"})
+    worker = fields.String(metadata={"description": "the scheduler worker by its heartbeat: `ok` (a leader beat "
+                                                    "recently), `stale` or `absent`; information only, it does "
+                                                    "not make this process unready"})
+    worker_heartbeat_age_s = fields.Float(allow_none=True, metadata={
+        "description": "seconds since the leading worker's (or else any worker's) last heartbeat"})
 
 
 @blp.route("/healthz")
@@ -38,9 +43,14 @@ class Ready(MethodView):
     @blp.response(200, HealthSchema)
     @blp.doc(security=[])
     def get(self):
-        """Ready to serve: the database answers (and indexes exist)."""
+        """Ready to serve: the database answers and the indexes are as the code declares them (503 with what
+        is missing otherwise); also says whether the scheduler worker's heartbeat is recent."""
+        svc = services()
         try:
-            services().health.ready()
+            svc.health.ready()
+            worker = svc.heartbeats.status()
         except ServiceUnavailable as exc:
             return unavailable(exc.detail)
-        return {"status": "ready", "scheduler_in_process": False}
+        age = round(worker.age_s, 1) if worker.age_s is not None else None
+        return {"status": "ready", "scheduler_in_process": False, "worker": worker.state,
+                "worker_heartbeat_age_s": age}

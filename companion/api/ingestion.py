@@ -195,7 +195,7 @@ class SessionRecords(MethodView):
         named = {r["device_serial"] for r in valid} | {r["device_serial"] for r in body["records"]
                                                        if isinstance(r, dict) and isinstance(r.get("device_serial"), str)}
         answer = svc.ingestion.receive(gateway_id, patient_id, valid, named, syncs=syncs,
-                                       gateway_clock=body["gateway_clock"])
+                                       gateway_clock=body["gateway_clock"], refused_by_schema=len(rejected))
         return {"results": answer["results"] + rejected, "syncs": answer["syncs"] + rejected_syncs,
                 "clock": answer["clock"]}
 
@@ -203,6 +203,7 @@ class SessionRecords(MethodView):
 @blp.route("/device-status")
 class DeviceStatus(MethodView):
     @allow(Role.GATEWAY)
+    @auditing.routine
     @blp.arguments(DeviceStatusBatchSchema)
     @blp.response(204)
     def post(self, body):

@@ -7,10 +7,11 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate, validates_schema
 
 from companion.api.moments import check_range, reported_moment
+from companion.api.schemas import ChangesArgs, changes_schema, version_field
 from companion.domain.access import Operation, Role
 from companion.domain.content_library import CATEGORIES, LEVELS
 from companion.http import auditing, services
-from companion.http.idempotency import idempotent
+from companion.http.idempotency import idempotent, request_key
 from companion.http.schemas import StrictSchema, text
 from companion.http.security import allow, require_patient
 
@@ -76,10 +77,22 @@ class PracticeSchema(Schema):
     started_at = fields.DateTime()
     completed_at = fields.DateTime(allow_none=True)
     minutes = fields.Float()
+    version = version_field()
 
 
 class PracticeListSchema(Schema):
     items = fields.List(fields.Nested(PracticeSchema))
+
+
+class FavouriteSchema(Schema):
+    item_slug = fields.String()
+    created_at = fields.DateTime(metadata={"description": "when it was chosen (the list's order)"})
+    deleted = fields.Boolean(dump_default=False, metadata={"description": "a tombstone: no longer a favourite"})
+    version = version_field()
+
+
+PracticeChangesSchema = changes_schema("PracticeChangesSchema", PracticeSchema)
+FavouriteChangesSchema = changes_schema("FavouriteChangesSchema", FavouriteSchema)
 
 
 @blp.route("/library")
@@ -115,6 +128,22 @@ class FavouriteList(MethodView):
         return {"items": items}
 
 
+@blp.route("/patients/<patient_id>/favourites/changes")
+class FavouriteChanges(MethodView):
+    @allow(*READERS)
+    @blp.arguments(ChangesArgs, location="query")
+    @blp.response(200, FavouriteChangesSchema)
+    @blp.alt_response(410, response="GONE", description="read again from the start, without a cursor")
+    def get(self, args, patient_id):
+        """Favourites chosen or removed (tombstones) after the cursor, oldest change first. See the README's
+        "Sync" section."""
+        require_patient(patient_id, Operation.READ)
+        page = services().library.favourite_changes_since(patient_id, args["cursor"], args["limit"])
+        auditing.note(patient_ids=[patient_id], resource="favourite", action="search",
+                      resource_ids=[f["item_slug"] for f in page["items"]])
+        return page
+
+
 @blp.route("/patients/<patient_id>/favourites/<slug>")
 class Favourite(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER)
@@ -128,7 +157,8 @@ class Favourite(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.response(204)
     def delete(self, patient_id, slug):
-        """Remove an item from the favourites."""
+        """Remove an item from the favourites. Removing it again answers 204 as the first removal did (404 only
+        for an item that was never a favourite)."""
         require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource="favourite", action="D", resource_ids=[slug])
         services().library.remove_favourite(patient_id, slug)
@@ -154,18 +184,37 @@ class PracticeList(MethodView):
     def post(self, body, patient_id):
         """Start practising an item."""
         require_patient(patient_id, Operation.WRITE)
-        practice = services().library.start_practice(patient_id, body["item_slug"], body["started_at"])
+        practice = services().library.start_practice(patient_id, body["item_slug"], body["started_at"],
+                                                     request_key=request_key())
         auditing.note(patient_ids=[patient_id], resource="practice", action="C", resource_ids=[practice["_id"]])
         return practice
+
+
+@blp.route("/patients/<patient_id>/practice/changes")
+class PracticeChanges(MethodView):
+    @allow(*READERS)
+    @blp.arguments(ChangesArgs, location="query")
+    @blp.response(200, PracticeChangesSchema)
+    @blp.alt_response(410, response="GONE", description="read again from the start, without a cursor")
+    def get(self, args, patient_id):
+        """Practice started or completed after the cursor, oldest change first. See the README's "Sync"
+        section."""
+        require_patient(patient_id, Operation.READ)
+        page = services().library.practice_changes_since(patient_id, args["cursor"], args["limit"])
+        auditing.note(patient_ids=[patient_id], resource="practice", action="search",
+                      resource_ids=[p["_id"] for p in page["items"]])
+        return page
 
 
 @blp.route("/patients/<patient_id>/practice/<practice_id>/complete")
 class PracticeComplete(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER)
+    @idempotent
     @blp.arguments(PracticeCompleteSchema)
     @blp.response(200, PracticeSchema)
     def post(self, body, patient_id, practice_id):
-        """Finish a practice; the server records the minutes practised."""
+        """Finish a practice; the server records the minutes practised. A second completion is 409; send an
+        Idempotency-Key to make a retry replay the first answer instead."""
         require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource="practice", action="U", resource_ids=[practice_id])
         return services().library.complete_practice(patient_id, practice_id, body["completed_at"], body["minutes"])

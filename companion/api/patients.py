@@ -9,7 +9,8 @@ from marshmallow import Schema, fields, validate
 from companion.api.auth import valid_zone
 from companion.domain.access import Operation, Role
 from companion.domain.people import DEFAULT_CAREGIVER_ALERT_DELAY_MIN
-from companion.http import auditing, services
+from companion.http import auditing, conditional, services
+from companion.http.conditional import ETAG_HEADERS, IF_MATCH_DOC, IF_NONE_MATCH_DOC, PRECONDITION_FAILED_DOC
 from companion.http.schemas import StrictSchema, text
 from companion.http.security import allow, require_patient
 
@@ -31,10 +32,14 @@ class PatientSchema(Schema):
     display_name = fields.String(dump_only=True)
     time_zone = fields.String(dump_only=True)
     time_zone_history = fields.List(fields.Nested(ZoneChangeSchema), dump_only=True)
-    quiet_hours = fields.Function(_quiet_hours, dump_only=True)
+    quiet_hours = fields.Function(_quiet_hours, dump_only=True, allow_none=True, metadata={"type": "object"})
     caregiver_alert_delay_min = fields.Function(
-        lambda p: p.caregiver_alert_delay_min or DEFAULT_CAREGIVER_ALERT_DELAY_MIN, dump_only=True)
+        lambda p: p.caregiver_alert_delay_min or DEFAULT_CAREGIVER_ALERT_DELAY_MIN, dump_only=True,
+        metadata={"type": "integer"})
     created_at = fields.DateTime(dump_only=True)
+    version = fields.Integer(attribute="profile_version", dump_only=True, metadata={
+        "description": 'the profile\'s version (its ETag is "<version>"): send it in If-Match to change exactly '
+                       "this version"})
 
 
 class QuietHoursSchema(StrictSchema):
@@ -52,19 +57,29 @@ class PatientUpdateSchema(StrictSchema):
 @blp.route("/<patient_id>")
 class Patient(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
-    @blp.response(200, PatientSchema)
+    @blp.doc(parameters=[IF_NONE_MATCH_DOC])
+    @blp.response(200, PatientSchema, headers=ETAG_HEADERS)
+    @blp.alt_response(304, response="NOT_MODIFIED", description="still at the version named by If-None-Match")
     def get(self, patient_id):
         """A patient's profile (self, a consenting caregiver, or the care team)."""
         require_patient(patient_id, Operation.READ)
         auditing.note(patient_ids=[patient_id], resource="patient", action="R", resource_ids=[patient_id])
-        return services().profiles.patient(patient_id)
+        patient = services().profiles.patient(patient_id)
+        return conditional.not_modified(patient.profile_version) or conditional.tagged(patient, patient.profile_version)
 
     @allow(Role.PATIENT)
+    @blp.doc(parameters=[IF_MATCH_DOC])
     @blp.arguments(PatientUpdateSchema)
-    @blp.response(200, PatientSchema)
+    @blp.response(200, PatientSchema, headers=ETAG_HEADERS)
+    @blp.alt_response(412, **PRECONDITION_FAILED_DOC)
+    @conditional.shows_current(PatientSchema)
     def patch(self, body, patient_id):
-        """Update one's own profile. A new time zone is recorded with when it took effect, so
-        reminders before the move keep their old local times and later ones follow the new zone."""
+        """Update one's own profile: the fields sent change, the others stay. With If-Match, only if the
+        profile is still at that version (else 412 with the current profile). A new time zone is recorded
+        with when it took effect, so reminders before the move keep their old local times and later ones
+        follow the new zone; a slot the move jumped over is kept (see the README's "Reminders at the
+        edges")."""
         require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource="patient", action="U", resource_ids=[patient_id])
-        return services().profiles.update(patient_id, body)
+        patient = services().profiles.update(patient_id, body, if_version=conditional.if_match())
+        return conditional.tagged(patient, patient.profile_version)

@@ -6,8 +6,10 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from companion.api.schemas import ChangesArgs, changes_schema
 from companion.domain.access import Operation, Role
-from companion.http import auditing, services
+from companion.http import auditing, conditional, services
+from companion.http.conditional import ETAG_HEADERS, IF_MATCH_DOC, IF_NONE_MATCH_DOC, PRECONDITION_FAILED_DOC
 from companion.http.schemas import StrictSchema, text
 from companion.http.security import allow, current_actor, require_patient
 
@@ -63,7 +65,8 @@ class PlanInputSchema(StrictSchema):
     mindfulness = fields.Nested(MindfulnessTargetSchema, load_default=_no_mindfulness_target)
     based_on_version = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=0),
                                       metadata={"description": "refuse (409) unless this is still the current "
-                                                               "version (0 when there is none yet)"})
+                                                               "version (0 when there is none yet); If-Match "
+                                                               "does the same with a 412 and the current plan"})
 
 
 class TensOutSchema(Schema):
@@ -94,7 +97,8 @@ class MindfulnessOutSchema(Schema):
 class PlanSchema(Schema):
     id = fields.String(attribute="_id", allow_none=True)
     patient_id = fields.String()
-    version = fields.Integer(metadata={"description": "0 when no plan has been set yet"})
+    version = fields.Integer(metadata={"description": "0 when no plan has been set yet; the current plan's "
+                                                     'ETag is "<version>"'})
     created_at = fields.DateTime()
     created_by = fields.String()
     active_from = fields.DateTime()
@@ -108,28 +112,55 @@ class PlanHistorySchema(Schema):
     items = fields.List(fields.Nested(PlanSchema))
 
 
+PlanChangesSchema = changes_schema("PlanChangesSchema", PlanSchema)
+
+
 @blp.route("/patients/<patient_id>/therapy-plan")
 class CurrentPlan(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
-    @blp.response(200, PlanSchema)
+    @blp.doc(parameters=[IF_NONE_MATCH_DOC])
+    @blp.response(200, PlanSchema, headers=ETAG_HEADERS)
+    @blp.alt_response(304, response="NOT_MODIFIED", description="still at the version named by If-None-Match")
     def get(self, patient_id):
         """The current therapy plan (the highest version); version 0, with no tasks, until one is set."""
         require_patient(patient_id, Operation.READ)
         plan = services().plans.current(patient_id)
         auditing.note(patient_ids=[patient_id], resource="therapy_plan", action="R",
                       resource_ids=[plan["_id"]] if plan["_id"] else [])
-        return plan
+        return conditional.not_modified(plan["version"]) or conditional.tagged(plan, plan["version"])
 
     @allow(Role.CLINICIAN)
+    @blp.doc(parameters=[IF_MATCH_DOC])
     @blp.arguments(PlanInputSchema)
-    @blp.response(201, PlanSchema)
+    @blp.response(201, PlanSchema, headers=ETAG_HEADERS)
+    @blp.alt_response(412, **PRECONDITION_FAILED_DOC)
+    @conditional.shows_current(PlanSchema)
     def put(self, body, patient_id):
-        """Prescribe a new version of the plan (a clinician on the patient's care team)."""
+        """Prescribe a new version of the plan (a clinician on the patient's care team). With If-Match
+        ("<version>" of the plan it replaces, "0" for the first), refused with 412 and the current plan if
+        another version came first; without it, the new version goes on top of whatever is current."""
         require_patient(patient_id, Operation.CLINICAL)
         plan = services().plans.prescribe(patient_id, body, created_by=current_actor().id,
-                                          based_on_version=body["based_on_version"])
+                                          based_on_version=body["based_on_version"],
+                                          if_version=conditional.if_match())
         auditing.note(patient_ids=[patient_id], resource="therapy_plan", action="C", resource_ids=[plan["_id"]])
-        return plan
+        return conditional.tagged(plan, plan["version"], 201)
+
+
+@blp.route("/patients/<patient_id>/therapy-plan/changes")
+class PlanChanges(MethodView):
+    @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
+    @blp.arguments(ChangesArgs, location="query")
+    @blp.response(200, PlanChangesSchema)
+    @blp.alt_response(410, response="GONE", description="read again from the start, without a cursor")
+    def get(self, args, patient_id):
+        """Plan versions created or ended (active_to set) after the cursor, oldest change first. See the
+        README's "Sync" section."""
+        require_patient(patient_id, Operation.READ)
+        page = services().plans.changes_since(patient_id, args["cursor"], args["limit"])
+        auditing.note(patient_ids=[patient_id], resource="therapy_plan", action="search",
+                      resource_ids=[p["_id"] for p in page["items"]])
+        return page
 
 
 @blp.route("/patients/<patient_id>/therapy-plan/versions")

@@ -18,8 +18,25 @@ blp = Blueprint("progress", __name__, url_prefix="/api/v1", description="Today, 
 READERS = (Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
 
 
-class TensTodaySchema(TaskProgressSchema):
+class TaskTodaySchema(TaskProgressSchema):
+    """Today's progress towards the plan's goal of one kind (shown whether or not it counts towards adherence)."""
+
+    counts_towards_adherence = fields.Boolean()
+
+
+class TensTodaySchema(TaskTodaySchema):
     sessions = fields.Integer()
+
+
+class MindfulnessGoalSchema(Schema):
+    minutes_per_day = fields.Integer(allow_none=True)
+    sessions_per_week = fields.Integer(allow_none=True)
+
+
+class MindfulnessTodaySchema(TaskTodaySchema):
+    goal = fields.Nested(MindfulnessGoalSchema, allow_none=True,
+                         metadata={"description": "the plan's mindfulness goal; null when it sets none"})
+    sessions_this_week = fields.Integer(metadata={"description": "practice completed since Monday"})
 
 
 class RemindersTodaySchema(Schema):
@@ -41,8 +58,8 @@ class TodaySchema(Schema):
     zone = fields.String()
     reminders = fields.Nested(RemindersTodaySchema)
     tens = fields.Nested(TensTodaySchema)
-    mindfulness = fields.Nested(TaskProgressSchema)
-    medication = fields.Nested(TaskProgressSchema)
+    mindfulness = fields.Nested(MindfulnessTodaySchema)
+    medication = fields.Nested(TaskTodaySchema)
     pain = fields.Nested(PainTodaySchema)
 
 

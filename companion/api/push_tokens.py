@@ -58,7 +58,9 @@ class NotificationFieldsSchema(Schema):
     kind = fields.String()
     about = fields.String(metadata={"description": "reminder_occurrence, alert or missed_summary"})
     about_id = fields.String(allow_none=True)
-    state = fields.String()
+    state = fields.String(metadata={"description": "scheduled, sent, failed, expired or withdrawn"})
+    withdrawn_reason = fields.String(allow_none=True, metadata={
+        "description": "why a withdrawn notification did not go out (consent ended, account inactive)"})
     created_at = fields.DateTime()
     sent_at = fields.DateTime(allow_none=True)
     delivered_at = fields.DateTime(allow_none=True)
@@ -106,7 +108,7 @@ class Phone(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.response(204)
     def delete(self, install_id):
-        """Forget this install's token (signing out on that phone)."""
+        """Forget this install's token (signing out on that phone); again: 204 as the first time."""
         services().notifications.forget_phone(current_actor().id, _install_id(install_id))
 
 
@@ -117,7 +119,7 @@ class MyNotifications(MethodView):
     @blp.response(200, NotificationDetailListSchema)
     def get(self, args):
         """The notifications sent to the caller, newest first: what each is about (a push carries only its id)."""
-        items = services().notifications.sent_to(current_actor().id, args["limit"])
+        items = services().notifications.sent_to(current_actor(), args["limit"])
         auditing.note(patient_ids=[d["patient_id"] for d in items], resource="notification", action="R",
                       resource_ids=[d["_id"] for d in items])
         return {"items": items}
@@ -132,4 +134,4 @@ class Receipts(MethodView):
         """The app got (``delivered``) or the person opened (``opened``) a notification; recipient only."""
         if not _OPAQUE_ID.match(notification_id):
             raise NotFound("no such notification for you")
-        services().notifications.record_receipt(current_actor().id, notification_id, body["receipt"])
+        services().notifications.record_receipt(current_actor(), notification_id, body["receipt"])

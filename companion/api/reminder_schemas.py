@@ -6,8 +6,9 @@ from datetime import timedelta
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from companion.api.moments import check_range
+from companion.api.moments import check_range, reported_moment
 from companion.api.schedule_schemas import ScheduleSchema
+from companion.api.schemas import changes_schema, version_field
 from companion.http.schemas import StrictSchema, text
 
 KINDS = ("tens", "medication", "mindfulness", "custom")
@@ -53,10 +54,14 @@ class ReminderSchema(Schema):
     active = fields.Boolean()
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
+    version = version_field()
 
 
 class ReminderListSchema(Schema):
     items = fields.List(fields.Nested(ReminderSchema))
+
+
+ReminderChangesSchema = changes_schema("ReminderChangesSchema", ReminderSchema)
 
 
 class OccurrenceRangeArgs(StrictSchema):
@@ -71,6 +76,9 @@ class OccurrenceRangeArgs(StrictSchema):
 class OccurrenceOutcomeSchema(StrictSchema):
     status = fields.String(required=True, validate=validate.OneOf(("done", "skipped")))
     skip_reason = text(200, load_default=None, allow_none=True)
+    at = reported_moment(load_default=None, metadata={
+        "description": "when the patient did it (default: now). Inside the completion window it is on time even "
+                       "if it reaches the server after the occurrence was marked missed"})
 
     @validates_schema
     def reason_for_skipping(self, data, **kwargs):
@@ -91,11 +99,25 @@ class OccurrenceSchema(Schema):
     zone = fields.String()
     due_at = fields.DateTime()
     window_ends_at = fields.DateTime()
-    status = fields.String()
-    status_at = fields.DateTime(allow_none=True)
+    status = fields.String(metadata={"description": "pending | done | skipped | missed | cancelled (a tombstone: "
+                                                   "the schedule no longer has this slot)"})
+    status_at = fields.DateTime(allow_none=True, metadata={"description": "when it was done or skipped (as the "
+                                                                          "patient said), or marked missed"})
+    on_time = fields.Boolean(allow_none=True, metadata={"description": "done or skipped inside the window"})
     skip_reason = fields.String(allow_none=True)
+    missed_reason = fields.String(allow_none=True, metadata={
+        "description": "time_zone_change: a zone change jumped over this slot (travelling east); it can still "
+                       "be recorded"})
     snoozed_until = fields.DateTime(allow_none=True)
+    push_with = fields.String(allow_none=True, metadata={
+        "description": "another occurrence due at the same instant (a daylight-saving gap) whose push this one "
+                       "shares"})
+    deleted = fields.Boolean(dump_default=False)
+    version = version_field()
 
 
 class OccurrenceListSchema(Schema):
     items = fields.List(fields.Nested(OccurrenceSchema))
+
+
+OccurrenceChangesSchema = changes_schema("OccurrenceChangesSchema", OccurrenceSchema)

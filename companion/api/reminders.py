@@ -1,4 +1,5 @@
-"""Reminders (the patient's own, in wall-clock terms in their zone) and their occurrences."""
+"""Reminders (the patient's own, in wall-clock terms in their zone) and their occurrences; change feeds of
+both; changes and stops that name the version they change (ETag / If-Match)."""
 
 from __future__ import annotations
 
@@ -6,19 +7,23 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from companion.api.reminder_schemas import (
+    OccurrenceChangesSchema,
     OccurrenceListSchema,
     OccurrenceOutcomeSchema,
     OccurrenceRangeArgs,
     OccurrenceSchema,
+    ReminderChangesSchema,
     ReminderEditSchema,
     ReminderInputSchema,
     ReminderListSchema,
     ReminderSchema,
     SnoozeSchema,
 )
+from companion.api.schemas import ChangesArgs
 from companion.domain.access import Operation, Role
-from companion.http import auditing, services
-from companion.http.idempotency import idempotent
+from companion.http import auditing, conditional, services
+from companion.http.conditional import ETAG_HEADERS, IF_MATCH_DOC, IF_NONE_MATCH_DOC, PRECONDITION_FAILED_DOC
+from companion.http.idempotency import idempotent, request_key
 from companion.http.security import allow, require_patient
 
 blp = Blueprint("reminders", __name__, url_prefix="/api/v1", description="Reminders and their occurrences")
@@ -41,41 +46,72 @@ class ReminderList(MethodView):
     @allow(*WRITERS)
     @idempotent
     @blp.arguments(ReminderInputSchema)
-    @blp.response(201, ReminderSchema)
+    @blp.response(201, ReminderSchema, headers=ETAG_HEADERS)
     def post(self, body, patient_id):
-        """Create a reminder; its occurrences for the next two days are materialized at once."""
+        """Create a reminder; its occurrences for the next two days are materialized at once. Send an
+        Idempotency-Key to make a retry safe."""
         require_patient(patient_id, Operation.WRITE)
-        reminder = services().reminders.create(patient_id, body)
+        reminder = services().reminders.create(patient_id, body, request_key=request_key())
         auditing.note(patient_ids=[patient_id], resource="reminder", action="C", resource_ids=[reminder["_id"]])
-        return reminder
+        return conditional.tagged(reminder, reminder.get("seq"), 201)
+
+
+@blp.route("/patients/<patient_id>/reminders/changes")
+class ReminderChanges(MethodView):
+    @allow(*READERS)
+    @blp.arguments(ChangesArgs, location="query")
+    @blp.response(200, ReminderChangesSchema)
+    @blp.alt_response(410, response="GONE", description="read again from the start, without a cursor")
+    def get(self, args, patient_id):
+        """Reminders created, changed or stopped after the cursor (none: from the start), oldest change first.
+        See the README's "Sync" section."""
+        grant = require_patient(patient_id, Operation.READ)
+        page = services().reminders.changes_since(grant, args["cursor"], args["limit"])
+        auditing.note(patient_ids=[patient_id], resource="reminder", action="search",
+                      resource_ids=[r["_id"] for r in page["items"]])
+        return page
 
 
 @blp.route("/patients/<patient_id>/reminders/<reminder_id>")
 class ReminderView(MethodView):
     @allow(*READERS)
-    @blp.response(200, ReminderSchema)
+    @blp.doc(parameters=[IF_NONE_MATCH_DOC])
+    @blp.response(200, ReminderSchema, headers=ETAG_HEADERS)
+    @blp.alt_response(304, response="NOT_MODIFIED", description="still at the version named by If-None-Match")
     def get(self, patient_id, reminder_id):
         """One reminder."""
         require_patient(patient_id, Operation.READ)
         auditing.note(patient_ids=[patient_id], resource="reminder", action="R", resource_ids=[reminder_id])
-        return services().reminders.get(patient_id, reminder_id)
+        reminder = services().reminders.get(patient_id, reminder_id)
+        return conditional.not_modified(reminder.get("seq")) or conditional.tagged(reminder, reminder.get("seq"))
 
     @allow(*WRITERS)
+    @blp.doc(parameters=[IF_MATCH_DOC])
     @blp.arguments(ReminderEditSchema)
-    @blp.response(200, ReminderSchema)
+    @blp.response(200, ReminderSchema, headers=ETAG_HEADERS)
+    @blp.alt_response(412, **PRECONDITION_FAILED_DOC)
+    @conditional.shows_current(ReminderSchema)
     def patch(self, body, patient_id, reminder_id):
-        """Change a reminder; pending future occurrences follow, recorded ones are kept."""
+        """Change a reminder: the fields sent replace the stored ones (a schedule without start_date keeps
+        the current one). With If-Match, only if it is still at that version (else 412 with the current
+        reminder); without it, on the current version. Pending future occurrences follow; recorded ones are
+        kept. A PATCH that changes nothing is answered 200, so a retried PATCH succeeds."""
         require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource="reminder", action="U", resource_ids=[reminder_id])
-        return services().reminders.update(patient_id, reminder_id, body)
+        reminder = services().reminders.update(patient_id, reminder_id, body, if_version=conditional.if_match())
+        return conditional.tagged(reminder, reminder.get("seq"))
 
     @allow(*WRITERS)
+    @blp.doc(parameters=[IF_MATCH_DOC])
     @blp.response(204)
+    @blp.alt_response(412, **PRECONDITION_FAILED_DOC)
+    @conditional.shows_current(ReminderSchema)
     def delete(self, patient_id, reminder_id):
-        """Stop a reminder (its history stays)."""
+        """Stop a reminder (its history stays; its pending future occurrences are cancelled). Stopping a
+        stopped reminder answers 204 again: a retried DELETE succeeds as the first did."""
         require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource="reminder", action="D", resource_ids=[reminder_id])
-        services().reminders.stop(patient_id, reminder_id)
+        services().reminders.stop(patient_id, reminder_id, if_version=conditional.if_match())
 
 
 @blp.route("/patients/<patient_id>/occurrences")
@@ -92,17 +128,39 @@ class OccurrenceList(MethodView):
         return {"items": items}
 
 
+@blp.route("/patients/<patient_id>/occurrences/changes")
+class OccurrenceChanges(MethodView):
+    @allow(*READERS)
+    @blp.arguments(ChangesArgs, location="query")
+    @blp.response(200, OccurrenceChangesSchema)
+    @blp.alt_response(410, response="GONE", description="read again from the start, without a cursor")
+    def get(self, args, patient_id):
+        """Occurrences created, moved, recorded, missed or cancelled (tombstones) after the cursor, oldest
+        change first. Only occurrences the server has materialized appear: it keeps two days ahead; read a
+        range (GET occurrences) to have further ones made. See the README's "Sync" section."""
+        grant = require_patient(patient_id, Operation.READ)
+        page = services().reminders.occurrence_changes_since(grant, args["cursor"], args["limit"])
+        auditing.note(patient_ids=[patient_id], resource="reminder_occurrence", action="search",
+                      resource_ids=[o["_id"] for o in page["items"]])
+        return page
+
+
 @blp.route("/patients/<patient_id>/occurrences/<occurrence_id>")
 class OccurrenceView(MethodView):
     @allow(*WRITERS)
     @blp.arguments(OccurrenceOutcomeSchema)
-    @blp.response(200, OccurrenceSchema)
+    @blp.response(200, OccurrenceSchema, headers=ETAG_HEADERS)
     def patch(self, body, patient_id, occurrence_id):
-        """Record an occurrence as done, or skipped with a reason."""
+        """Record an occurrence as done, or skipped with a reason, saying when (`at`, default now). An
+        outcome is a state change, not an edit, so it takes no If-Match: the patient's outcome replaces
+        `missed` whenever it arrives (on_time when `at` was inside the window); the same outcome again is
+        answered 200; a different recorded outcome is 409."""
         require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource="reminder_occurrence", action="U",
                       resource_ids=[occurrence_id])
-        return services().reminders.record_outcome(patient_id, occurrence_id, body["status"], body["skip_reason"])
+        occurrence = services().reminders.record_outcome(patient_id, occurrence_id, body["status"],
+                                                         body["skip_reason"], at=body["at"])
+        return conditional.tagged(occurrence, occurrence.get("seq"))
 
 
 @blp.route("/patients/<patient_id>/occurrences/<occurrence_id>/snooze")
@@ -111,7 +169,9 @@ class OccurrenceSnooze(MethodView):
     @blp.arguments(SnoozeSchema)
     @blp.response(200, OccurrenceSchema)
     def post(self, body, patient_id, occurrence_id):
-        """Remind again in a few minutes."""
+        """Remind again in a few minutes, counted from the due time when it has not come yet (a snooze never
+        brings a reminder forward); pushes planned before the snooze time are held back. Never past the end
+        of the completion window."""
         require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource="reminder_occurrence", action="U",
                       resource_ids=[occurrence_id])

@@ -177,24 +177,44 @@ def _download(body: str, mimetype: str, filename: str) -> Response:
 
 @blp.route("/<patient_id>/exports/csv")
 class PatientCsvExport(MethodView):
-    @allow(Role.CLINICIAN)
+    @allow(Role.CLINICIAN, Role.PATIENT)
     @blp.arguments(s.ReviewDaysArgs, location="query")
     @blp.response(200, content_type="text/csv", description="one row per local day")
     def get(self, args, patient_id):
-        """The patient's days as CSV: adherence, TENS minutes against the plan, pain."""
+        """The patient's days as CSV: adherence, TENS minutes against the plan, pain (the care team, or the
+        patient themself). UTF-8 with a byte order mark."""
         review = open_review(patient_id)
         auditing.note(patient_ids=[patient_id], resource="patient", action="E", resource_ids=[patient_id])
         return _download(exports.patient_csv(review, args["days"]), "text/csv", f"patient-{patient_id}.csv")
 
 
+@blp.route("/<patient_id>/exports/events")
+class PatientEventsCsvExport(MethodView):
+    @allow(Role.CLINICIAN, Role.PATIENT)
+    @blp.arguments(s.ReviewDaysArgs, location="query")
+    @blp.response(200, content_type="text/csv",
+                  description="one row per TENS session, diary entry, medication dose and mindfulness practice")
+    def get(self, args, patient_id):
+        """The patient's events as CSV, oldest first, each with its local time (the patient's zone) and its
+        UTC time: TENS sessions with their parameters, diary entries with context and BPI, medication doses
+        with their outcome, mindfulness practice. UTF-8 with a byte order mark. For the care team, or the
+        patient themself."""
+        review = open_review(patient_id)
+        auditing.note(patient_ids=[patient_id], resource="patient", action="E", resource_ids=[patient_id])
+        return _download(exports.events_csv(review, args["days"]), "text/csv", f"patient-{patient_id}-events.csv")
+
+
 @blp.route("/<patient_id>/exports/fhir")
 class PatientFhirExport(MethodView):
-    @allow(Role.CLINICIAN)
+    @allow(Role.CLINICIAN, Role.PATIENT)
     @blp.arguments(s.ReviewDaysArgs, location="query")
-    @blp.response(200, content_type="application/fhir+json", description="a FHIR R4 Bundle of type collection")
+    @blp.response(200, content_type="application/fhir+json", description="a FHIR R4 Bundle of type transaction")
     def get(self, args, patient_id):
-        """The patient's record as a FHIR R4 Bundle: Patient, pain Observations, DeviceUseStatements,
-        CarePlans and Communications."""
+        """The patient's record as a FHIR R4 transaction Bundle, ready to POST to a FHIR server's base URL:
+        Patient (created once), TENS sessions (Observation of the parameters in UCUM units, DeviceUseStatement,
+        Device), pain NRS Observations with diary context, BPI QuestionnaireResponses with their scores,
+        CarePlans and Communications, each updated in place when imported again (docs/exports.md). For the
+        care team, or the patient themself."""
         review = open_review(patient_id)
         auditing.note(patient_ids=[patient_id], resource="patient", action="E", resource_ids=[patient_id])
         return _download(json.dumps(exports.fhir_bundle(review, args["days"])), "application/fhir+json",

@@ -111,6 +111,8 @@ class NotificationSchema(Schema):
     delivered_at = fields.DateTime(allow_none=True)
     opened_at = fields.DateTime(allow_none=True)
     error_codes = fields.List(fields.String())
+    withdrawn_reason = fields.String(allow_none=True, metadata={
+        "description": "why a withdrawn notification did not go out (consent ended, account inactive)"})
 
 
 class NotificationReviewSchema(Schema):

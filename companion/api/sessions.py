@@ -10,6 +10,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate, validates_schema
 from marshmallow.exceptions import ValidationError
 
+from companion.api.schemas import ChangesArgs, changes_schema
 from companion.domain.access import Operation, Role
 from companion.domain.sessions import RESOLUTIONS
 from companion.http import auditing, services
@@ -80,6 +81,9 @@ class TensSessionListSchema(Schema):
     items = fields.List(fields.Nested(TensSessionSchema))
 
 
+TensSessionChangesSchema = changes_schema("TensSessionChangesSchema", TensSessionSchema)
+
+
 class HeldSessionSchema(TensSessionSchema):
     patient_id = fields.String(allow_none=True)
     candidate_patient_ids = fields.List(fields.String())
@@ -108,6 +112,24 @@ class TensSessions(MethodView):
         auditing.note(patient_ids=[patient_id], resource="session_record", action="R",
                       resource_ids=[i["_id"] for i in items])
         return {"items": items}
+
+
+@blp.route("/<patient_id>/sessions/changes")
+class TensSessionChanges(MethodView):
+    @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
+    @blp.arguments(ChangesArgs, location="query")
+    @blp.response(200, TensSessionChangesSchema)
+    @blp.alt_response(410, response="GONE", description="read again from the start, without a cursor")
+    def get(self, args, patient_id):
+        """Session records in the order the server stored them (a gateway offline for days uploads late, in
+        any order of start time), after the cursor. A record is never deleted; one placed again (a later clock fix,
+        the care team's decision on a held one) comes round again with its new fields. See the README's "Sync"
+        section."""
+        require_patient(patient_id, Operation.READ)
+        page = services().sessions.changes_since(patient_id, args["cursor"], args["limit"])
+        auditing.note(patient_ids=[patient_id], resource="session_record", action="search",
+                      resource_ids=[i["_id"] for i in page["items"]])
+        return page
 
 
 @blp.route("/<patient_id>/sessions/held")

@@ -50,6 +50,7 @@ class Actor:
     id: str
     role: Role
     family: str | None = None
+    session_started_at: datetime | None = None
 
 
 _ALLOWED: dict[Relationship, frozenset[Operation]] = {
@@ -126,6 +127,40 @@ def notifications_visible_to(grant: Grant, caller_id: str) -> str | None:
     """Whose notifications about the patient the caller may list: a caregiver only those sent to
     themselves (returns their id); everyone else all of them (None)."""
     return caller_id if grant.relationship is Relationship.CAREGIVER else None
+
+
+# Why a notification that was queued must not go out after all (the outbox item ends "withdrawn" with it).
+RECIPIENT_INACTIVE = "recipient_inactive"  # the recipient's account was deactivated or closed
+PATIENT_INACTIVE = "patient_inactive"  # the patient's account was deactivated or closed
+CONSENT_REVOKED = "consent_revoked"  # the patient revoked the caregiver's access
+NOT_SHARED = "alert_kind_not_shared"  # the caregiver's access no longer covers this kind of alert
+
+
+def delivery_refusal(*, recipient_active: bool, patient_active: bool, to_patient: bool,
+                     caregiver: CaregiverPermissions | None, share_kind: str | None) -> str | None:
+    """Why a notification about a patient must not be delivered now, or None when it may go.
+
+    Consent is checked at the moment of sending as well as at reading: a notification to the patient goes
+    while both accounts are active; one to anyone else also needs the patient's caregiver link to be active
+    now and, for an alert, to cover its kind (``share_kind``). Clinicians receive no pushes, so a lapsed
+    emergency grant has nothing to stop here.
+    """
+    if not recipient_active:
+        return RECIPIENT_INACTIVE
+    if not patient_active:
+        return PATIENT_INACTIVE
+    if to_patient:
+        return None
+    if caregiver is None:
+        return CONSENT_REVOKED
+    if share_kind is not None and share_kind not in caregiver.alerts:
+        return NOT_SHARED
+    return None
+
+
+# A caregiver without the patient's leave to read free text sees none of it: the diary entry's note and the
+# words the patient chose for where the pain is and what they were doing.
+DIARY_FREE_TEXT = ("context.note", "context.location", "context.activity")
 
 
 def without_free_text(record: dict, paths: tuple[str, ...]) -> dict:

@@ -107,8 +107,9 @@ class DayAdherence:
         }[kind]
 
 
-def _progress(kind: TaskKind, tasks: Sequence[PlannedTask], events: Sequence[TaskEvent]) -> KindProgress:
-    counting = [t for t in tasks if t.kind == kind and t.counts_towards_adherence]
+def _progress(kind: TaskKind, tasks: Sequence[PlannedTask], events: Sequence[TaskEvent], *,
+              counting_only: bool = True) -> KindProgress:
+    counting = [t for t in tasks if t.kind == kind and (t.counts_towards_adherence or not counting_only)]
     mine = [e for e in events if e.kind == kind]
     target_minutes = sum(t.target_minutes or 0 for t in counting)
     planned_count = sum(t.target_count or 0 for t in counting)
@@ -135,6 +136,13 @@ def adherence_for_day(
         _progress(TaskKind.MINDFULNESS, tasks, events),
         _progress(TaskKind.MEDICATION, tasks, events),
     )
+
+
+def goal_progress(kind: TaskKind, tasks: Sequence[PlannedTask], events: Sequence[TaskEvent]) -> KindProgress:
+    """Return the day's progress towards the plan's goal for ``kind``, counting every planned task of that
+    kind, including those the plan keeps out of adherence (what the patient is asked to do is shown
+    whether or not it is scored; CareKit's opt-out only leaves a task out of adherence)."""
+    return _progress(kind, tasks, events, counting_only=False)
 
 
 def events_by_local_day(events: Sequence[TaskEvent], history: TimeZoneHistory) -> dict[date, list[TaskEvent]]:

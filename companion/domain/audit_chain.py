@@ -1,15 +1,35 @@
-"""Tamper evidence for the audit trail: canonical hashing and chain verification."""
+"""Tamper evidence for the audit trail: a keyed hash chain, anchors kept outside the database, keyed cuts.
+
+- **Keyed chain.** Each event's ``hash`` is HMAC-SHA256, under a key kept outside the database
+  (``COMPANION_AUDIT_KEY``), of its canonical JSON, which includes ``prev_hash`` (the previous event's hash),
+  its chain and its position (``seq``). Someone who can write to the database but does not hold the key cannot
+  change an event, delete one and re-link the rest, or forge a chain: every hash after the change would have
+  to be recomputed with the key.
+- **Anchors.** What the key cannot show is that the *end* of a chain, or a whole chain, was removed: what is
+  left verifies. So the writer periodically writes an anchor, "chain C had reached seq N with hash H", where the
+  database writer cannot rewrite it (a log line, and a file), itself MACed. The verifier checks every chain
+  against its latest anchor: shorter than anchored is a truncation, a different hash at the anchored seq is a
+  rewrite, a missing chain was deleted.
+- **Cuts.** The retention job deletes a chain's oldest events; it first writes a *cut* (chain, last deleted
+  seq, that event's hash), MACed, so the verifier starts the chain there instead of reporting the gap. A cut
+  cannot be forged to hide a deletion without the key.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 GENESIS = "0" * 64
 _HASHED_OUT = {"_id", "hash"}
+ANCHOR_TAG = "audit-anchor v1"
+_ANCHOR = re.compile(r"audit-anchor v1 chain=(?P<chain>[0-9a-f-]{36}) seq=(?P<seq>\d+) hash=(?P<hash>[0-9a-f]{64}) "
+                     r"at=(?P<at>\S+) mac=(?P<mac>[0-9a-f]{64})")
 
 
 def _default(value):
@@ -18,17 +38,21 @@ def _default(value):
     raise TypeError(f"cannot hash {type(value).__name__}")
 
 
-def event_hash(event: dict) -> str:
-    """SHA-256 over the event's canonical JSON (sorted keys, no spaces), excluding _id and hash."""
+def canonical(event: dict) -> bytes:
+    """The event's canonical JSON (sorted keys, no spaces), without _id and hash."""
     body = {k: v for k, v in event.items() if k not in _HASHED_OUT}
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=_default)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), default=_default).encode()
 
 
-def link(event: dict, prev_hash: str, seq: int, chain_id: str) -> dict:
+def event_hash(event: dict, key: bytes) -> str:
+    """HMAC-SHA256 under ``key`` of the event's canonical JSON."""
+    return hmac.new(key, canonical(event), hashlib.sha256).hexdigest()
+
+
+def link(event: dict, prev_hash: str, seq: int, chain_id: str, key: bytes) -> dict:
     """Return the event placed at position seq of a chain, with prev_hash and hash set."""
     linked = {**event, "chain_id": chain_id, "seq": seq, "prev_hash": prev_hash}
-    linked["hash"] = event_hash(linked)
+    linked["hash"] = event_hash(linked, key)
     return linked
 
 
@@ -39,17 +63,97 @@ class ChainBreak:
     problem: str
 
 
-def verify_chain(chain_id: str, events: Iterable[dict]) -> list[ChainBreak]:
-    """Walk one chain in seq order; report each altered, missing or re-linked event."""
+@dataclass(frozen=True)
+class Anchor:
+    """A chain's head as its writer saw it: it had reached ``seq`` with ``hash`` at ``at``."""
+
+    chain_id: str
+    seq: int
+    hash: str
+    at: str
+
+
+@dataclass(frozen=True)
+class Cut:
+    """The retention job deleted a chain's events up to and including ``seq`` (whose hash was ``hash``)."""
+
+    chain_id: str
+    seq: int
+    hash: str
+    at: str
+    mac: str
+
+
+def _mac(key: bytes, *parts: object) -> str:
+    return hmac.new(key, "\x1f".join(str(p) for p in parts).encode(), hashlib.sha256).hexdigest()
+
+
+def anchor_line(anchor: Anchor, key: bytes) -> str:
+    """The anchor as one line of text (for a log and a file), MACed so that it cannot be forged."""
+    mac = _mac(key, "anchor", anchor.chain_id, anchor.seq, anchor.hash, anchor.at)
+    return f"{ANCHOR_TAG} chain={anchor.chain_id} seq={anchor.seq} hash={anchor.hash} at={anchor.at} mac={mac}"
+
+
+def parse_anchors(lines: Iterable[str], key: bytes) -> tuple[list[Anchor], list[str]]:
+    """The anchors found anywhere in ``lines`` (a log or an anchor file), and a problem for each line that
+    looks like an anchor but whose MAC does not match (altered or forged)."""
+    anchors, problems = [], []
+    for number, line in enumerate(lines, 1):
+        if ANCHOR_TAG not in line:
+            continue
+        found = _ANCHOR.search(line)
+        if not found:
+            problems.append(f"line {number}: an anchor that cannot be read")
+            continue
+        anchor = Anchor(found["chain"], int(found["seq"]), found["hash"], found["at"])
+        expected = _mac(key, "anchor", anchor.chain_id, anchor.seq, anchor.hash, anchor.at)
+        if not hmac.compare_digest(expected, found["mac"]):
+            problems.append(f"line {number}: an anchor whose MAC does not match (altered or forged)")
+            continue
+        anchors.append(anchor)
+    return anchors, problems
+
+
+def make_cut(chain_id: str, seq: int, hash_: str, at: str, key: bytes) -> Cut:
+    return Cut(chain_id, seq, hash_, at, _mac(key, "cut", chain_id, seq, hash_, at))
+
+
+def cut_is_genuine(cut: Cut, key: bytes) -> bool:
+    return hmac.compare_digest(cut.mac, _mac(key, "cut", cut.chain_id, cut.seq, cut.hash, cut.at))
+
+
+def verify_chain(chain_id: str, events: Iterable[dict], key: bytes, *, cut: Cut | None = None,
+                 anchor: Anchor | None = None) -> list[ChainBreak]:
+    """Walk one chain in seq order; report each altered, missing or re-linked event, and, against its latest
+    anchor, a truncated or rewritten end. Events at or before a (genuine) retention cut are skipped."""
     breaks: list[ChainBreak] = []
     expected_seq, prev = 0, GENESIS
+    if cut is not None:
+        if not cut_is_genuine(cut, key):
+            breaks.append(ChainBreak(chain_id, cut.seq, "retention cut not written with the audit key (forged)"))
+        else:
+            expected_seq, prev = cut.seq + 1, cut.hash
+    last_seq, hashes = None, {}
     for event in events:
         seq = event.get("seq")
+        if not isinstance(seq, int) or seq < expected_seq:
+            continue  # at or before the cut (deleted by retention, or about to be)
         if seq != expected_seq:
             breaks.append(ChainBreak(chain_id, expected_seq, f"missing events {expected_seq}..{seq - 1}"))
         if event.get("prev_hash") != prev:
             breaks.append(ChainBreak(chain_id, seq, "prev_hash does not match the previous event"))
-        if event_hash(event) != event.get("hash"):
+        if not hmac.compare_digest(event_hash(event, key), str(event.get("hash"))):
             breaks.append(ChainBreak(chain_id, seq, "content changed after it was written"))
-        prev, expected_seq = event.get("hash"), seq + 1
+        prev, expected_seq, last_seq = event.get("hash"), seq + 1, seq
+        hashes[seq] = event.get("hash")
+    if anchor is not None and (cut is None or anchor.seq > cut.seq):
+        if last_seq is None or last_seq < anchor.seq:
+            reached = "no events" if last_seq is None else f"only up to seq {last_seq}"
+            breaks.append(ChainBreak(chain_id, anchor.seq, f"truncated: anchored at seq {anchor.seq} on {anchor.at}, "
+                                                           f"the database has {reached}"))
+        elif hashes.get(anchor.seq) != anchor.hash:
+            breaks.append(ChainBreak(chain_id, anchor.seq, "rewritten: the event at the anchored seq is not the "
+                                                           "one anchored"))
+    elif anchor is not None and cut is not None and anchor.seq == cut.seq and anchor.hash != cut.hash:
+        breaks.append(ChainBreak(chain_id, anchor.seq, "rewritten: the retention cut does not match the anchor"))
     return breaks

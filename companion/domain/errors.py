@@ -7,12 +7,16 @@ pages to an error page, the command line to a message.
 
 
 class DomainError(Exception):
-    """Base of the errors a caller can act on. ``errors`` names the fields at fault, if any."""
+    """Base of the errors a caller can act on. ``errors`` names the fields at fault, if any; ``current``
+    is the stored object the caller should see instead (a conflict's winner), with its ``version``."""
 
-    def __init__(self, detail: str = "", *, errors: dict | None = None):
+    def __init__(self, detail: str = "", *, errors: dict | None = None, current: dict | None = None,
+                 version: int | None = None):
         super().__init__(detail)
         self.detail = detail
         self.errors = errors
+        self.current = current
+        self.version = version
 
 
 class NotFound(DomainError):
@@ -29,6 +33,14 @@ class Unauthorized(DomainError):
 
 class Conflict(DomainError):
     """The object is not in a state that allows this (already done, changed meanwhile)."""
+
+
+class PreconditionFailed(DomainError):
+    """The caller changed a version of the object that is no longer the current one (``current``)."""
+
+
+class ResyncRequired(DomainError):
+    """A sync cursor the server can no longer continue from: the caller must fetch everything again."""
 
 
 class Invalid(DomainError):

@@ -73,10 +73,35 @@ class BriefPainInventory:
     interference: tuple[int | None, ...] = (None,) * 7
 
 
+def bpi_severity_problems(worst: int, least: int, average: int, now: int) -> dict[str, str]:
+    """Return why the four severity answers of a BPI short form contradict each other, by item (empty: none).
+
+    The short form (Cleeland, *The Brief Pain Inventory User Guide*, MD Anderson Cancer Center, 2009; items
+    3-6) asks for the pain "at its worst in the last 24 hours", "at its least in the last 24 hours", "on the
+    average" and "right now". Worst and least bound the same 24 hours, and the average and the pain right
+    now both lie inside them (now is part of the last 24 hours; an average cannot leave the range it
+    averages), so: least <= average <= worst and least <= now <= worst. Equal answers are consistent (pain
+    that did not vary). Each contradiction is reported on the item that breaks it against ``worst``/``least``.
+    """
+    problems: dict[str, str] = {}
+    if least > worst:
+        problems["least"] = f"the least pain ({least}) cannot be above the worst pain ({worst}) of the same 24 hours"
+    for item, value in (("average", average), ("now", now)):
+        if value > worst:
+            problems[item] = f"cannot be above the worst pain of the last 24 hours ({worst})"
+        elif value < least:
+            problems[item] = f"cannot be below the least pain of the last 24 hours ({least})"
+    return problems
+
+
 def validate_bpi(form: BriefPainInventory) -> BriefPainInventory:
-    """Return ``form`` when every answered item is 0-10 and there are seven interference slots."""
+    """Return ``form`` when every answered item is 0-10, the severity items agree with each other
+    (``bpi_severity_problems``) and there are seven interference slots; raise ``ValueError`` otherwise."""
     for value in (form.worst, form.least, form.average, form.now):
         validate_nrs(value)
+    problems = bpi_severity_problems(form.worst, form.least, form.average, form.now)
+    if problems:
+        raise ValueError("; ".join(f"{item}: {reason}" for item, reason in problems.items()))
     if len(form.interference) != 7:
         raise ValueError("the Brief Pain Inventory has 7 interference items")
     for value in form.interference:

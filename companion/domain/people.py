@@ -16,6 +16,9 @@ from companion.domain.quiet_hours import QuietHours
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DEFAULT_CAREGIVER_ALERT_DELAY_MIN = 60
+# An account's states: only an active one signs in, holds sessions, receives pushes or is reached by gateways.
+ACTIVE, DEACTIVATED, CLOSED = "active", "deactivated", "closed"
+ACCOUNT_STATES = (ACTIVE, DEACTIVATED, CLOSED)
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,8 @@ class Account:
     """Someone who can sign in (a patient, caregiver, clinician or admin) and what we keep about them.
 
     ``password_hash`` and ``mfa_secret`` never leave the service layer: every answer is built by an
-    allow-listing schema that does not name them.
+    allow-listing schema that does not name them. ``profile_version`` counts changes to what the patient
+    edits in their profile (name, zone, quiet hours, alert delay): the profile's ETag.
     """
 
     id: str
@@ -47,10 +51,28 @@ class Account:
     time_zone_history: tuple[ZoneMove, ...] = ()
     quiet_hours: QuietHours | None = None
     caregiver_alert_delay_min: int | None = None
+    credentials_changed_at: datetime | None = None
+    profile_version: int = 0
+    status: str = ACTIVE
+    status_changed_at: datetime | None = None
 
     @property
     def is_patient(self) -> bool:
         return self.role is Role.PATIENT
+
+    @property
+    def active(self) -> bool:
+        """Whether the account may sign in and be reached (not deactivated by an admin, not closed)."""
+        return self.status == ACTIVE
+
+    def accepts_session_from(self, started_at: datetime | None) -> bool:
+        """Whether a session started at ``started_at`` may go on: the account is active and the session is not
+        older than the last change of password or of the account's state (a deactivation ends every session,
+        and a reactivation does not bring them back)."""
+        if not self.active:
+            return False
+        boundary = max(filter(None, (self.credentials_changed_at, self.status_changed_at)), default=None)
+        return boundary is None or (started_at is not None and started_at >= boundary)
 
     def zone_history(self) -> TimeZoneHistory:
         """The zones this person lived in over time (the registration zone applies before any move)."""

@@ -15,19 +15,25 @@ Occurrence ids are a hash of (reminder id, local date, local time) and nothing e
 range, or recomputing after the patient changes zone, never produces a second occurrence for the same
 slot on the patient's clock.
 
+Two slots of one day that resolve to the same instant (02:30 and 03:00 on a spring-forward day in New
+York both fall due at 03:00 EDT) stay two occurrences, each to be done and recorded, but share one push:
+the later ones name the earliest in ``push_with``.
+
 Travel: with a ``TimeZoneHistory`` an occurrence belongs to the zone in force at its due instant. Each
 zone is asked only for occurrences due while it is in force, so no instant is covered twice or not at
 all. A slot (local date + time) that falls due in both zones (flying west: 08:00 in London, then 08:00
 in New York on the same date) is reported once, at its first due instant. Flying east, a slot whose
-time has already passed on the new clock at the switch, and had not yet come on the old clock, does
-not fire: the patient's day has moved past it.
+time has already passed on the new clock at the switch, and had not yet come on the old clock, is
+*skipped by the move* (``slots_skipped_by_moves``): it is never dropped. It keeps its place on the new
+clock (due before the switch, flagged with the switch instant in ``skipped_by_move_at``) so that the
+patient can still record it; the service decides what its status is (see companion.services.reminders).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -89,7 +95,11 @@ class ReminderSchedule:
 
 @dataclass(frozen=True)
 class ReminderOccurrence:
-    """One due slot of a reminder: when it is due on the patient's clock and in UTC."""
+    """One due slot of a reminder: when it is due on the patient's clock and in UTC.
+
+    ``push_with``: the id of an earlier slot due at the same instant whose push this one shares (DST gap).
+    ``skipped_by_move_at``: the instant of the zone change that jumped over this slot (travel east).
+    """
 
     reminder_id: str
     local_date: date
@@ -97,6 +107,8 @@ class ReminderOccurrence:
     due_at_utc: datetime
     window_ends_at_utc: datetime
     occurrence_id: str
+    push_with: str | None = None
+    skipped_by_move_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -263,7 +275,19 @@ def occurrences(
                 found.append(occurrence)
         day += timedelta(days=1)
     found.sort(key=lambda o: (o.due_at_utc, o.local_date, o.local_time))
-    yield from found
+    yield from merge_colliding_pushes(found)
+
+
+def merge_colliding_pushes(found: list[ReminderOccurrence]) -> list[ReminderOccurrence]:
+    """Return the occurrences (sorted by due time) with every slot due at the same instant as an earlier
+    one of the same reminder marked to share that earlier slot's push (``push_with``)."""
+    leaders: dict[tuple[str, datetime], str] = {}
+    merged = []
+    for occurrence in found:
+        key = (occurrence.reminder_id, occurrence.due_at_utc)
+        leader = leaders.setdefault(key, occurrence.occurrence_id)
+        merged.append(occurrence if leader == occurrence.occurrence_id else replace(occurrence, push_with=leader))
+    return merged
 
 
 def occurrences_with_history(
@@ -284,6 +308,42 @@ def occurrences_with_history(
     return result
 
 
+def slots_skipped_by_moves(
+    schedule: ReminderSchedule, history: TimeZoneHistory, start_utc: datetime, end_utc: datetime
+) -> list[ReminderOccurrence]:
+    """Return the slots jumped over by the zone changes that take effect in ``[start_utc, end_utc)``.
+
+    A change at instant T from zone A to zone B skips a slot when the slot had not yet come on A's clock
+    (due at or after T there) and had already passed on B's clock (due before T there), and no zone of
+    the history brings it due while that zone is in force (flying back west the same day would). Each is
+    returned as its occurrence in B (so due before T), with ``skipped_by_move_at`` = T. Together with
+    ``occurrences_with_history`` every slot of the schedule is accounted for exactly once.
+    """
+    start, end = require_utc(start_utc, "start_utc"), require_utc(end_utc, "end_utc")
+    zones = {ZoneInfo(c.zone) for c in history.changes}
+    skipped: list[ReminderOccurrence] = []
+    for before, change in zip(history.changes, history.changes[1:], strict=False):
+        moment = change.effective_from_utc
+        if not start <= moment < end or before.zone == change.zone:
+            continue
+        old, new = ZoneInfo(before.zone), ZoneInfo(change.zone)
+        days = {moment.astimezone(old).date(), moment.astimezone(new).date()}
+        day, last = min(days) - timedelta(days=1), max(days) + timedelta(days=1)
+        while day <= last:
+            for local_time in times_on(schedule, day):
+                jumped = resolve_local(day, local_time, new) < moment <= resolve_local(day, local_time, old)
+                if jumped and not _falls_due_somewhere(day, local_time, history, zones):
+                    slot = occurrence_on(schedule, day, local_time, new)
+                    skipped.append(replace(slot, skipped_by_move_at=moment))
+            day += timedelta(days=1)
+    return sorted(skipped, key=lambda o: (o.due_at_utc, o.local_date, o.local_time))
+
+
+def _falls_due_somewhere(local_date: date, local_time: time, history: TimeZoneHistory, zones: set[ZoneInfo]) -> bool:
+    """Whether the slot comes due in some zone of the history while that zone is in force."""
+    return any(history.zone_at(resolve_local(local_date, local_time, zone)) == zone for zone in zones)
+
+
 def nudge_times(occurrence: ReminderOccurrence, repeats: Repeats) -> tuple[datetime, ...]:
     """Return the first reminder and its repeats, stopping before the end of the completion window."""
     nudges = [occurrence.due_at_utc]
@@ -296,14 +356,17 @@ def nudge_times(occurrence: ReminderOccurrence, repeats: Repeats) -> tuple[datet
 
 
 def snoozed_until(occurrence: ReminderOccurrence, now_utc: datetime, snooze_minutes: int) -> datetime | None:
-    """Return when a snoozed reminder nudges again: ``now + snooze``, capped at the window end.
+    """Return when a snoozed reminder nudges again, capped at the window end.
 
-    Returns ``None`` when the window has already closed (nothing more to nudge about). Raises
-    ``ValueError`` for a snooze shorter than 1 minute.
+    The snooze counts from now, or from the due time when it comes before the reminder is due ("remind me
+    ten minutes later than planned"): a snooze never brings a reminder forward. Returns ``None`` when the
+    window has already closed (nothing more to nudge about). Raises ``ValueError`` for a snooze shorter
+    than 1 minute.
     """
     if snooze_minutes < 1:
         raise ValueError("snooze for at least 1 minute")
     now = require_utc(now_utc, "now_utc")
     if now >= occurrence.window_ends_at_utc:
         return None
-    return min(now + timedelta(minutes=snooze_minutes), occurrence.window_ends_at_utc)
+    base = max(now, occurrence.due_at_utc)
+    return min(base + timedelta(minutes=snooze_minutes), occurrence.window_ends_at_utc)

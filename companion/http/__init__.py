@@ -7,7 +7,9 @@
 - :mod:`.problems`: every error as one RFC 9457 problem-details answer, the one place where domain errors
   become status codes and headers;
 - :mod:`.schemas`: strict load schemas (unknown fields refused, no operator keys) and shared arguments;
-- :mod:`.idempotency`: the ``Idempotency-Key`` header on POSTs that create things.
+- :mod:`.idempotency`: the ``Idempotency-Key`` header on POSTs that create things;
+- :mod:`.conditional`: versions as ETags, ``If-Match`` on writes (412 with the current object),
+  ``If-None-Match`` on reads (304).
 
 Views reach the use cases through :func:`services`, and only through it.
 """

@@ -13,7 +13,7 @@ import functools
 import hashlib
 import re
 
-from flask import Response, request
+from flask import Response, g, request
 from flask_smorest.utils import deepupdate
 
 from companion.domain.errors import Invalid
@@ -23,9 +23,21 @@ from companion.http.security import current_actor
 HEADER = "Idempotency-Key"
 _VALID = re.compile(r"^[A-Za-z0-9_.:-]{8,100}$")
 HEADER_DOC = {"in": "header", "name": HEADER, "required": False,
-              "description": "retry-safe key (8-100 chars): a repeat with the same body replays the first answer; "
-                             "a repeat while the first is running is answered 409 with Retry-After",
+              "description": "Makes a retry safe: a key of your choice (8-100 letters, digits or _.:-), new for each "
+                             "operation and the same for its retries, kept 24 hours per caller. The same key with the "
+                             "same body again: the first answer is replayed (status and body, header "
+                             "`Idempotent-Replayed: true`) and nothing is done twice. The same key with another body: "
+                             "422. While the first request is still running: 409 with Retry-After; if it died, a "
+                             "retry after the lease (60 s by default) does the work. Answers of 5xx are not kept: "
+                             "retry with the same key. Without the header the request runs as usual.",
               "schema": {"type": "string", "minLength": 8, "maxLength": 100}}
+_PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+RESPONSES_DOC = {
+    "409": {"description": "a request with this Idempotency-Key is still being processed: retry after "
+                           "Retry-After seconds", "content": _PROBLEM},
+    "422": {"description": "the body does not pass validation, or this Idempotency-Key was used with another body",
+            "content": _PROBLEM},
+}
 
 
 def idempotent(view):
@@ -41,6 +53,7 @@ def idempotent(view):
                           errors={HEADER: ["invalid"]})
         caller = current_actor().id
         digest = hashlib.sha256(request.method.encode() + request.path.encode() + request.get_data()).hexdigest()
+        g.idempotency_key = f"{caller}:{key}"
         keys = services().idempotency
         stored = keys.begin(caller, key, digest)
         if stored is not None:
@@ -58,5 +71,13 @@ def idempotent(view):
             keys.release(caller, key)
         return response
 
-    wrapper._apidoc = deepupdate(getattr(wrapper, "_apidoc", {}), {"manual_doc": {"parameters": [HEADER_DOC]}})
+    wrapper._apidoc = deepupdate(getattr(wrapper, "_apidoc", {}),
+                                 {"manual_doc": {"parameters": [HEADER_DOC], "responses": RESPONSES_DOC}})
     return wrapper
+
+
+def request_key() -> str | None:
+    """This request's Idempotency-Key (with its caller), if it sent one: a use case that creates something
+    derives the new object's id from it, so a retry after a crash finds the object the first attempt made
+    instead of making a second one."""
+    return g.get("idempotency_key")

@@ -1,7 +1,9 @@
 """One error shape for every error: RFC 9457 problem details, produced here and nowhere else.
 
 This is also the one place where the domain's errors (companion.domain.errors) become HTTP: a status
-code, a title and, for the ones that tell a client when to come back, a ``Retry-After`` header.
+code, a title and, for the ones that tell a client when to come back, a ``Retry-After`` header. An error
+that names the stored object the caller should see instead (a stale ``If-Match``, a client id reused for
+other content) carries it as the extension member ``current``, with its ``ETag``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from companion.domain.errors import (
     Forbidden,
     Invalid,
     NotFound,
+    PreconditionFailed,
+    ResyncRequired,
     ServiceUnavailable,
     TooManyRequests,
     Unauthorized,
@@ -31,7 +35,7 @@ log = logging.getLogger(__name__)
 PROBLEM_BASE = "https://companion.example/problems/"
 PROBLEM_JSON = "application/problem+json"
 _SLUGS = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found",
-          405: "method-not-allowed", 409: "conflict", 412: "precondition-failed", 413: "payload-too-large",
+          405: "method-not-allowed", 409: "conflict", 410: "resync-required", 412: "precondition-failed", 413: "payload-too-large",
           415: "unsupported-media-type", 422: "validation-failed", 428: "precondition-required",
           429: "too-many-requests", 500: "internal-error", 503: "unavailable"}
 # Each kind of domain error as HTTP: (status, title). Subclasses inherit their base's answer.
@@ -40,6 +44,8 @@ _DOMAIN_STATUS: dict[type[DomainError], tuple[int, str]] = {
     Forbidden: (403, "Forbidden"),
     Unauthorized: (401, "Unauthorized"),
     Conflict: (409, "Conflict"),
+    PreconditionFailed: (412, "Precondition failed"),
+    ResyncRequired: (410, "Resync required"),
     Invalid: (422, "Unprocessable content"),
     TooManyRequests: (429, "Too many requests"),
     ServiceUnavailable: (503, "Service unavailable"),
@@ -59,6 +65,8 @@ def status_of(exc: DomainError) -> tuple[int, str, dict[str, str]]:
     retry_after = getattr(exc, "retry_after_s", None)
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
+    if exc.current is not None and exc.version is not None:
+        headers["ETag"] = f'"{exc.version}"'
     return status, title, headers
 
 
@@ -83,12 +91,14 @@ class ProblemApi(Api):
 
 
 def problem(status: int, title: str, detail: str = "", *, errors: dict | None = None,
-            headers: dict | None = None):
+            headers: dict | None = None, current: dict | None = None):
     """The problem-details response for ``status`` (the only way any error is answered)."""
     body = {"type": PROBLEM_BASE + _SLUGS.get(status, "error"), "title": title, "status": status,
             "detail": detail or title}
     if errors:
         body["errors"] = errors
+    if current is not None:
+        body["current"] = current
     request_id = getattr(g, "request_id", None)
     if request_id:
         body["request_id"] = request_id
@@ -103,7 +113,9 @@ def problem(status: int, title: str, detail: str = "", *, errors: dict | None = 
 def domain_problem(exc: DomainError):
     """The problem-details answer to a domain error."""
     status, title, headers = status_of(exc)
-    return problem(status, title, exc.detail or title, errors=exc.errors, headers=headers)
+    # The stored object, as the route's own answer schema shows it (companion.http.conditional puts it there).
+    current = getattr(exc, "representation", None)
+    return problem(status, title, exc.detail or title, errors=exc.errors, headers=headers, current=current)
 
 
 def _validation_errors(exc: HTTPException) -> dict | None:

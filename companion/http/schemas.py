@@ -55,3 +55,5 @@ class ProblemSchema(Schema):
     detail = fields.String()
     errors = fields.Dict()
     request_id = fields.String()
+    current = fields.Dict(metadata={"description": "412 and 409 on a write: the object as stored now (its ETag "
+                                                   "is in the ETag header); the same shape as the route's answer"})

@@ -43,16 +43,8 @@ def public(view):
 
 def declared_roles(app: Flask, endpoint: str, method: str) -> frozenset[str] | None:
     """The roles a route declares for a method, or None when it declares none."""
-    view = app.view_functions.get(endpoint)
-    if view is None:
-        return None
-    view_class = getattr(view, "view_class", None)
-    if view_class is not None:
-        handler = getattr(view_class, method.lower(), None)
-        if handler is None and method == "HEAD":
-            handler = getattr(view_class, "get", None)
-        return getattr(handler, ROLES_ATTR, None) if handler else None
-    return getattr(view, ROLES_ATTR, None)
+    handler = auditing.handler_of(app, endpoint, method)
+    return getattr(handler, ROLES_ATTR, None) if handler else None
 
 
 def current_actor() -> Actor:
@@ -60,7 +52,8 @@ def current_actor() -> Actor:
 
 
 def client_address() -> str:
-    """The caller's address as this process sees it (proxies are resolved by the WSGI layer)."""
+    """The caller's address: the socket's, or with ``COMPANION_TRUSTED_PROXIES`` the one the nearest trusted
+    proxy saw (resolved by ProxyFix in the WSGI layer, companion.http.headers). Throttles and audit use it."""
     return request.remote_addr or "unknown"
 
 
@@ -97,8 +90,11 @@ def authenticate(token: str) -> Actor:
     """The caller behind a bearer token (Unauthorized if it is not a live one)."""
     svc = services()
     actor = svc.tokens.actor_from(token)
-    if actor.role is Role.GATEWAY and not svc.gateways.is_active(actor.id):
-        raise Unauthorized("invalid or expired token")
+    if actor.role is Role.GATEWAY:
+        if not svc.gateways.is_active(actor.id):
+            raise Unauthorized("invalid or expired token")
+    else:
+        svc.accounts.require_live_session(actor)
     return actor
 
 
@@ -138,4 +134,5 @@ def install(app: Flask) -> None:
         if g.actor.role.value not in roles:
             raise Forbidden("this role may not call this route")
         gate_patient_in_url(_action_of_method())
+        auditing.begin_write()
         return None

@@ -8,6 +8,10 @@ Every job has a stable id, ``replace_existing=True``, ``coalesce=True`` and an e
 time (APScheduler's default of 1 s silently drops a run after any pause). The jobs themselves are
 idempotent and look back over what they may have missed, so a restart catches up without sending
 anything twice: reminders due less than the grace ago still go out, older ones become missed.
+
+For the operators: every worker writes a heartbeat (``companion worker-status``, ``/readyz``), counts each
+job's runs, duration, lag and last success in Prometheus metrics served on its own port, and at start
+waits for the database (one log line per attempt) instead of exiting.
 """
 
 from __future__ import annotations
@@ -15,18 +19,30 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_MISSED,
+    EVENT_JOB_SUBMITTED,
+    JobExecutionEvent,
+    JobSubmissionEvent,
+)
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
+from companion import metrics
+from companion.clock import now
+from companion.logs import log_context
 from companion.services.container import Services
 from companion.services.push_delivery import worker_name
 
 logger = logging.getLogger("companion.jobs.worker")  # also when run as __main__
+FIRST_RETRY_S, LAST_RETRY_S = 1.0, 30.0  # waiting for the database at start: doubling delays between these
 
 
 @dataclass(frozen=True)
@@ -48,14 +64,19 @@ class Worker:
         self.services = services
         self.settings = services.settings
         self.lease = services.leader_lease(holder or worker_name())
+        self.started_at = services.clock()
+        self.job_runs: dict[str, dict] = {}  # each job's last runs, for the heartbeat
+        self._runs_lock = threading.Lock()
 
     def specs(self) -> list[JobSpec]:
         """Every job this worker schedules."""
         svc, s = self.services, self.settings
         minute = timedelta(minutes=1)
+        beat = {"seconds": max(1, int(s.lease_ttl.total_seconds() / 3))}
         specs = [
-            JobSpec("leader-lease", self.lease.tick, "interval",
-                    {"seconds": max(1, int(s.lease_ttl.total_seconds() / 3))}, s.lease_ttl, leader_only=False),
+            JobSpec("leader-lease", self.lease.tick, "interval", beat, s.lease_ttl, leader_only=False),
+            JobSpec("heartbeat", self.beat, "interval", beat, s.lease_ttl, leader_only=False),
+            JobSpec("outbox-depth", svc.push.measure_outbox, "interval", {"seconds": 30}, minute),
             JobSpec("reminders-dispatch", svc.reminder_dispatch.dispatch_due, "cron", {"second": 0}, s.reminder_grace),
             JobSpec("reminders-missed", svc.reminder_dispatch.mark_missed, "interval", {"minutes": 5}, s.reminder_grace),
             JobSpec("reminders-materialize", lambda: svc.reminders.materialize_ahead(s.reminder_grace,
@@ -67,6 +88,10 @@ class Worker:
             JobSpec("push-claims-purge", svc.push.purge_claims, "interval", {"hours": 1}, timedelta(hours=1)),
             JobSpec("housekeeping", svc.housekeeping.purge_expired, "cron", {"hour": 3, "minute": 43},
                     timedelta(days=1)),
+            JobSpec("audit-retention", svc.housekeeping.audit_retention, "cron", {"hour": 0, "minute": 20},
+                    timedelta(days=1)),
+            JobSpec("records-retention", svc.lifecycle.purge_expired_records, "cron", {"hour": 4, "minute": 13},
+                    timedelta(days=1)),
         ]
         if svc.sender is not None:
             specs.append(JobSpec("push-send", svc.push.send_due, "interval", {"seconds": 10}, minute))
@@ -75,11 +100,46 @@ class Worker:
         return specs
 
     def run_gated(self, spec: JobSpec) -> object:
-        """Run ``spec`` if it needs no lease or this worker holds it; None when skipped."""
+        """Run ``spec`` if it needs no lease or this worker holds it; None when skipped. Every line it logs
+        carries its ``job_id``; its outcome and duration go to the metrics and the next heartbeat."""
         if spec.leader_only and not self.lease.is_leader():
             logger.debug("not the leader; skipping %s", spec.id)
+            metrics.JOB_RUNS.labels(spec.id, "skipped").inc()
             return None
-        return spec.run()
+        started = time.perf_counter()
+        with log_context(job_id=spec.id):
+            try:
+                result = spec.run()
+            except Exception as exc:
+                self._note_run(spec.id, time.perf_counter() - started, error=type(exc).__name__)
+                raise
+        self._note_run(spec.id, time.perf_counter() - started)
+        return result
+
+    def _note_run(self, job_id: str, seconds: float, error: str | None = None) -> None:
+        metrics.JOB_RUNS.labels(job_id, "error" if error else "ok").inc()
+        metrics.JOB_DURATION.labels(job_id).observe(seconds)
+        at = self.services.clock()
+        if error is None:
+            metrics.JOB_LAST_SUCCESS.labels(job_id).set(at.timestamp())
+        with self._runs_lock:
+            runs = self.job_runs.setdefault(job_id, {"runs": 0, "failures": 0})
+            runs["runs"] += 1
+            runs["last_run_at"], runs["last_duration_s"] = at, round(seconds, 3)
+            if error is None:
+                runs["last_ok_at"] = at
+            else:
+                runs["failures"] += 1
+                runs["last_error_at"], runs["last_error"] = at, error
+
+    def beat(self) -> None:
+        """Write this worker's heartbeat: alive, whether it leads, each job's last runs."""
+        leader = self.lease.is_leader()
+        with self._runs_lock:
+            jobs = {job_id: dict(runs) for job_id, runs in self.job_runs.items()}
+        self.services.heartbeats.beat(self.lease.holder, leader=leader, started_at=self.started_at, jobs=jobs)
+        metrics.WORKER_LEADER.set(1 if leader else 0)
+        metrics.WORKER_HEARTBEAT.set(time.time())
 
     def install(self, scheduler: BaseScheduler, *, start_at: datetime | None = None) -> None:
         """Add every job to ``scheduler`` under its stable id (re-installing replaces, never duplicates)."""
@@ -91,19 +151,40 @@ class Worker:
                               **first_run, **spec.trigger_args)
         scheduler.remove_listener(_log_event)
         scheduler.add_listener(_log_event, EVENT_JOB_MISSED | EVENT_JOB_ERROR)
+        scheduler.remove_listener(_measure_lag)
+        scheduler.add_listener(_measure_lag, EVENT_JOB_SUBMITTED)
 
 
 def _log_event(event: JobExecutionEvent) -> None:
     if event.code == EVENT_JOB_MISSED:
+        metrics.JOB_RUNS.labels(event.job_id, "missed").inc()
         logger.warning("job run missed beyond its grace time", extra={"job_id": event.job_id,
                                                                       "scheduled_for": str(event.scheduled_run_time)})
     else:
         logger.error("job failed: %s", type(event.exception).__name__, extra={"job_id": event.job_id})
 
 
+def _measure_lag(event: JobSubmissionEvent) -> None:
+    """How late a run starts: from the earliest scheduled time it stands for (coalesced runs) to now."""
+    if event.scheduled_run_times:
+        lag = (now() - min(event.scheduled_run_times)).total_seconds()
+        metrics.JOB_LAG.labels(event.job_id).set(max(0.0, lag))
+
+
+def wait_for_database(services: Services, stopping: threading.Event) -> bool:
+    """Until the database answers with its indexes as declared (True) or the worker is told to stop
+    (False): one log line per attempt saying what is awaited, with doubling delays up to 30 s."""
+    delay = FIRST_RETRY_S
+    while (problem := services.health.problem()) is not None:
+        logger.warning("waiting for the database: %s; trying again in %g s", problem, delay)
+        if stopping.wait(delay):
+            return False
+        delay = min(delay * 2, LAST_RETRY_S)
+    return True
+
+
 def main() -> None:
     """Run the worker until SIGTERM/SIGINT; release the lease on the way out."""
-    from companion.clock import now
     from companion.logs import configure_logging
     from companion.notify.push import PushSender
     from companion.settings import EXIT_BAD_SETTING, SettingError, load_settings
@@ -117,23 +198,32 @@ def main() -> None:
     sender = (PushSender(settings.fcm_service_account, fcm_url=settings.fcm_url)
               if settings.fcm_service_account else None)
     services = Services(settings, sender=sender)
-    services.health.ensure_indexes()
-    worker = Worker(services)
     scheduler = BlockingScheduler(timezone="UTC")
-    # Run everything once at start-up: take the lease, then catch up on what the pause missed.
-    worker.lease.tick()
-    worker.install(scheduler, start_at=now())
+    stopping = threading.Event()
 
     def stop(signum, frame):
-        scheduler.shutdown(wait=False)
+        stopping.set()
+        if scheduler.running:
+            scheduler.shutdown(wait=False)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    logger.info("scheduler worker started", extra={"holder": worker.lease.holder})
+    if settings.worker_metrics_port:
+        metrics.serve(settings.worker_metrics_port)
     try:
-        scheduler.start()
+        if not wait_for_database(services, stopping):
+            return
+        worker = Worker(services)
+        # Run everything once at start-up: take the lease, then catch up on what the pause missed.
+        worker.lease.tick()
+        worker.install(scheduler, start_at=now())
+        logger.info("scheduler worker started", extra={"holder": worker.lease.holder})
+        try:
+            if not stopping.is_set():
+                scheduler.start()
+        finally:
+            worker.lease.release()
     finally:
-        worker.lease.release()
         if sender is not None:
             sender.close()
         services.close()

@@ -34,7 +34,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from companion.clock import now
-from companion.domain.notifications import Visibility, data_for, template_for
+from companion.domain.notifications import UnknownNotificationKind, Visibility, data_for, template_for
 from companion.notify.retry_policy import RetryPolicy
 
 logger = logging.getLogger(__name__)
@@ -215,15 +215,25 @@ class PushSender:
 
     def _send_chunk(self, chunk: Sequence[PushItem]) -> list[PushResult]:
         now = self._clock()
-        live = [n for n, item in enumerate(chunk) if item.expires_at - now >= timedelta(seconds=1)]
+        messages: dict[int, messaging.Message] = {}
+        unsendable: dict[int, PushResult] = {}
+        for n, item in enumerate(chunk):
+            if item.expires_at - now < timedelta(seconds=1):
+                continue
+            try:
+                messages[n] = build_message(item, now)
+            except (PayloadTooLarge, UnknownNotificationKind) as exc:
+                # One message that cannot be built (a template bug, an unknown stored kind) fails alone.
+                logger.error("push %s cannot be built: %s", item.outbox_id, type(exc).__name__)
+                unsendable[n] = PushResult(item.outbox_id, Outcome.FAILED, error_code="UNSENDABLE")
         responses: dict[int, messaging.SendResponse] = {}
-        if live:
-            batch = messaging.send_each([build_message(chunk[n], now) for n in live], app=self._app)
-            responses = dict(zip(live, batch.responses, strict=True))
+        if messages:
+            batch = messaging.send_each(list(messages.values()), app=self._app)
+            responses = dict(zip(messages, batch.responses, strict=True))
         answered_at = self._clock()
         return [
             self._classify(item, responses[n], answered_at) if n in responses
-            else PushResult(item.outbox_id, Outcome.EXPIRED)
+            else unsendable.get(n) or PushResult(item.outbox_id, Outcome.EXPIRED)
             for n, item in enumerate(chunk)
         ]
 

@@ -1,19 +1,29 @@
-"""Accounts: sign-up, login with throttling, MFA, password changes, and the clinician pages' sessions."""
+"""Accounts: sign-up (confirmed by a code sent by email), login and TOTP under throttles, password changes
+and admin-issued resets, the account's state checked on every request, and the clinician pages' sessions.
+
+What happens when an account is deactivated, closed or deleted is companion.services.lifecycle's.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import secrets
+from datetime import datetime, timedelta
 
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from pymongo.errors import DuplicateKeyError
 
-from companion.clock import Clock, now
-from companion.domain.access import Role
-from companion.domain.errors import Conflict, Invalid, NotFound, TooManyRequests, Unauthorized
+from companion.clock import Clock, now, to_millis
+from companion.domain import mail as mails
+from companion.domain.access import Actor, Role
+from companion.domain.errors import Conflict, Invalid, NotFound, ServiceUnavailable, Unauthorized
 from companion.domain.people import Account
-from companion.services.tokens import TokenService, hash_token
+from companion.services.throttle import Throttle
+from companion.services.tokens import TokenService
 from companion.settings import Settings
 from companion.store.stores import Stores
 
@@ -23,6 +33,12 @@ STAFF = {Role.CLINICIAN, Role.ADMIN}
 SELF_SERVICE_ROLES = (Role.PATIENT.value, Role.CAREGIVER.value)
 STAFF_ROLES = (Role.CLINICIAN.value, Role.ADMIN.value, Role.CAREGIVER.value)
 MAX_CODE_FAILURES = 5
+CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I to misread
+CODE_LENGTH = 8
+SIGNUP_CODE_TTL = timedelta(minutes=30)
+RESET_CODE_TTL = timedelta(hours=24)
+SIGNUP, RESET = "signup", "reset"
+BAD_CODE = "the email or the code is wrong, or the code has expired"
 
 
 class Passwords:
@@ -38,6 +54,9 @@ class Passwords:
         return self.hasher.hash(password)
 
     def matches(self, stored_hash: str, password: str) -> bool:
+        if not stored_hash:
+            self.matches(self.dummy_hash, password)  # a closed account costs what any other does
+            return False
         try:
             return self.hasher.verify(stored_hash, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
@@ -48,28 +67,107 @@ def normalise_email(email: str) -> str:
     return email.strip().lower()
 
 
+def email_digest(email: str) -> str:
+    """How an email is named where it need not be readable (invitations, pending sign-ups, throttles)."""
+    return hashlib.sha256(normalise_email(email).encode()).hexdigest()
+
+
+def new_code() -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+
+
+def normalise_code(code: str) -> str:
+    return code.strip().upper().replace("-", "").replace(" ", "")
+
+
 class Accounts:
-    def __init__(self, settings: Settings, stores: Stores, tokens: TokenService, clock: Clock = now):
+    def __init__(self, settings: Settings, stores: Stores, tokens: TokenService, clock: Clock = now, *,
+                 mailer=None):
         self.s = settings
         self.users = stores.users
-        self.counters = stores.counters
+        self.codes = stores.one_time_codes
         self.web_sessions = stores.web_sessions
         self.tokens = tokens
+        self.throttle = Throttle(stores.counters, clock)
         self.clock = clock
+        self.mailer = mailer
         self.passwords = Passwords(settings.password_memory_kib, settings.password_time_cost)
 
+    # Making accounts
     def sign_up(self, *, email: str, password: str, display_name: str, role: str, time_zone: str) -> Account:
-        """Create an account. A patient's zone history starts with the zone they sign up in."""
+        """Create an account at once (an admin, the command line, the demo). A patient's zone history starts
+        with the zone they sign up in. Conflict when the email is taken: only staff see that."""
+        return self._create(email=email, password_hash=self.passwords.hash(password), display_name=display_name,
+                            role=role, time_zone=time_zone)
+
+    def _create(self, *, email: str, password_hash: str, display_name: str, role: str, time_zone: str) -> Account:
         extra = {}
         if role == Role.PATIENT.value:
             extra = {"time_zone_history": [{"zone": time_zone, "effective_from": self.clock(), "previous": None}],
                      "caregiver_alert_delay_min": 60}
         try:
-            return self.users.create(email=normalise_email(email), password_hash=self.passwords.hash(password),
-                                     role=role, display_name=display_name, time_zone=time_zone, extra=extra)
+            return self.users.create(email=normalise_email(email), password_hash=password_hash, role=role,
+                                     display_name=display_name, time_zone=time_zone, extra=extra)
         except DuplicateKeyError as exc:
             raise Conflict("an account with this email already exists") from exc
 
+    def request_signup(self, *, email: str, password: str, display_name: str, role: str, time_zone: str,
+                       address: str) -> None:
+        """Self-service sign-up, step one. The answer never says whether the email has an account: a new
+        address is sent a code that finishes the sign-up (:meth:`confirm_signup`), an existing one a note that
+        an account exists. Either way the same work is done (the password is hashed) and one mail goes out."""
+        email = normalise_email(email)
+        self.throttle.check("signup", address=address, account=email_digest(email))
+        self.throttle.failed("signup", address=address, account=email_digest(email))  # each request costs
+        password_hash = self.passwords.hash(password)
+        if self.users.by_email(email) is not None:
+            self._mail(mails.signup_existing(email))
+            return
+        code = new_code()
+        at = self.clock()
+        self.codes.issue(SIGNUP, email_digest(email), self._code_hash(code), at=at, expires_at=at + SIGNUP_CODE_TTL,
+                         payload={"email": email, "password_hash": password_hash, "display_name": display_name,
+                                  "role": role, "time_zone": time_zone})
+        self._mail(mails.signup_code(email, code, int(SIGNUP_CODE_TTL.total_seconds() // 60)))
+
+    def confirm_signup(self, *, email: str, code: str, address: str) -> Account:
+        """Self-service sign-up, step two: the code from the email makes the account. Unauthorized (one answer
+        for every case) when the email or code is wrong or expired."""
+        email = normalise_email(email)
+        subject = email_digest(email)
+        self.throttle.check("code", address=address, account=f"{SIGNUP}:{subject}")
+        taken = self._take_code(SIGNUP, subject, code)
+        if taken is None:
+            self.throttle.failed("code", address=address, account=f"{SIGNUP}:{subject}")
+            raise Unauthorized(BAD_CODE)
+        payload = taken["payload"]
+        try:
+            return self._create(email=payload["email"], password_hash=payload["password_hash"],
+                                display_name=payload["display_name"], role=payload["role"],
+                                time_zone=payload["time_zone"])
+        except Conflict:
+            raise Unauthorized(BAD_CODE) from None  # taken meanwhile by another sign-up or an admin
+
+    def _code_hash(self, code: str) -> str:
+        return hmac.new(self.s.secret_key.encode(), normalise_code(code).encode(), hashlib.sha256).hexdigest()
+
+    def _take_code(self, purpose: str, subject: str, code: str) -> dict | None:
+        live = self.codes.live(purpose, subject, self.clock())
+        if live is None or not hmac.compare_digest(live["code_hash"], self._code_hash(code)):
+            return None
+        return self.codes.use(purpose, subject, live["code_hash"])
+
+    def _mail(self, mail) -> None:
+        if self.mailer is None:
+            log.warning("email is not configured: a sign-up email could not be sent")
+            raise ServiceUnavailable("signing up is not available right now; try again later", retry_after_s=300)
+        try:
+            self.mailer.send(mail)
+        except Exception as exc:  # noqa: BLE001 - whatever the transport's failure, the caller can only retry
+            log.error("email could not be sent (%s)", type(exc).__name__)
+            raise ServiceUnavailable("signing up is not available right now; try again later") from exc
+
+    # Reading accounts
     def account(self, user_id: str) -> Account:
         """The caller's own account."""
         account = self.users.by_id(user_id)
@@ -80,30 +178,27 @@ class Accounts:
     def by_email(self, email: str) -> Account | None:
         return self.users.by_email(normalise_email(email))
 
-    def _throttle(self, email: str, ip: str) -> None:
-        ip_count, ip_wait = self.counters.hit(f"login-ip:{ip}", 60)
-        if ip_count > self.s.login_ip_limit_per_min:
-            raise TooManyRequests("too many login attempts from this address", retry_after_s=ip_wait)
-        failures, wait = self.counters.peek(f"login-fail:{hash_token(email)}", self.s.login_account_window_s)
-        if failures >= self.s.login_account_failures:
-            raise TooManyRequests("too many failed logins for this account; try again later",
-                                  retry_after_s=wait)
+    def search(self, *, email: str | None, role: str | None, limit: int) -> list[Account]:
+        """Accounts for an admin, by exact email and/or role."""
+        return self.users.search(email=normalise_email(email) if email else None, role=role, limit=limit)
 
+    # Signing in
     def authenticate(self, *, email: str, password: str, ip: str) -> Account:
         """Check email and password under the shared throttles; the account, or Unauthorized.
 
         Used by the API login and by the clinician pages' login alike, so both count failures together.
         """
         email = normalise_email(email)
-        self._throttle(email, ip)
+        account_key = email_digest(email)
+        self.throttle.check("login", address=ip, account=account_key)
         user = self.users.by_email(email)
         ok = self.passwords.matches(user.password_hash if user else self.passwords.dummy_hash, password) \
-            and user is not None
+            and user is not None and user.active
         if not ok:
-            self.counters.hit(f"login-fail:{hash_token(email)}", self.s.login_account_window_s)
-            log.info("login failed", extra={"account": hash_token(email)[:12]})
+            self.throttle.failed("login", address=ip, account=account_key)
+            log.info("login failed", extra={"account": account_key[:12]})
             raise Unauthorized("email or password is wrong")
-        self.counters.reset(f"login-fail:{hash_token(email)}", self.s.login_account_window_s)
+        self.throttle.succeeded("login", address=ip, account=account_key)
         return user
 
     def needs_mfa(self, user: Account) -> bool:
@@ -128,35 +223,59 @@ class Accounts:
                 return self.users.claim_totp_step(user.id, step)
         return False
 
-    def complete_mfa(self, mfa_token: str, code: str) -> dict:
+    def check_totp(self, user: Account, code: str, *, address: str) -> bool:
+        """:meth:`verify_totp` under the TOTP throttle (per address, and a growing delay per account after a
+        few wrong codes); TooManyRequests when the caller must wait first."""
+        self.throttle.check("totp", address=address, account=user.id)
+        if self.verify_totp(user, code):
+            self.throttle.succeeded("totp", address=address, account=user.id)
+            return True
+        self.throttle.failed("totp", address=address, account=user.id)
+        return False
+
+    def _mfa_user(self, mfa_token: str) -> Account:
         claims = self.tokens.decode(mfa_token, expected_type="mfa")
         user = self.users.by_id(claims["sub"])
-        if not user or not user.mfa_enabled or not self.verify_totp(user, code):
+        if user is None or not user.active:
+            raise Unauthorized("invalid or expired code")
+        return user
+
+    def complete_mfa(self, mfa_token: str, code: str, *, address: str) -> dict:
+        user = self._mfa_user(mfa_token)
+        if not user.mfa_enabled or not self.check_totp(user, code, address=address):
             raise Unauthorized("invalid or expired code")
         return self.tokens.start_session(user.id, user.role.value)
 
     def begin_enrolment_with(self, mfa_token: str) -> dict:
         """Start TOTP enrolment for the account an MFA token names: a new secret and its otpauth URI."""
-        claims = self.tokens.decode(mfa_token, expected_type="mfa")
-        user = self.account(claims["sub"])
+        user = self._mfa_user(mfa_token)
         secret = pyotp.random_base32()
         if user.mfa_enabled or not self.users.start_mfa_enrolment(user.id, secret):
             raise Conflict("two-factor authentication is already enabled")
         uri = pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name="Companion")
         return {"secret": secret, "otpauth_uri": uri}
 
-    def confirm_totp_enrolment(self, mfa_token: str, code: str) -> dict:
+    def confirm_totp_enrolment(self, mfa_token: str, code: str, *, address: str) -> dict:
         """Enable TOTP with a first valid code; the caller leaves with a full session."""
-        claims = self.tokens.decode(mfa_token, expected_type="mfa")
-        user = self.users.by_id(claims["sub"])
-        if not user or user.mfa_enabled:
+        user = self._mfa_user(mfa_token)
+        if user.mfa_enabled:
             raise Conflict("two-factor authentication is already enabled")
-        if not user.mfa_secret or not self.verify_totp(user, code):
+        if not user.mfa_secret or not self.check_totp(user, code, address=address):
             raise Invalid("the code does not match", errors={"code": ["does not match"]})
         if not self.users.enable_mfa(user.id, user.mfa_secret):
             raise Conflict("two-factor authentication is already enabled")
         return self.tokens.start_session(user.id, user.role.value)
 
+    def refresh(self, refresh_token: str, *, address: str) -> dict:
+        """Rotate a refresh token (companion.services.tokens) under the refresh throttle."""
+        self.throttle.check("refresh", address=address)
+        try:
+            return self.tokens.refresh(refresh_token)
+        except Unauthorized:
+            self.throttle.failed("refresh", address=address)
+            raise
+
+    # Passwords
     def change_password(self, user_id: str, current_password: str, new_password: str) -> dict:
         """Change a password after checking the current one; every other session ends (API and clinician
         pages alike), this one continues on a fresh token pair."""
@@ -164,12 +283,49 @@ class Accounts:
         if current_password == new_password:
             raise Invalid("the new password must differ from the current one",
                           errors={"new_password": ["must differ from the current password"]})
-        user = self.users.set_password_hash(user_id, self.passwords.hash(new_password))
+        user = self._set_password(user_id, new_password)
+        return self.tokens.start_session(user_id, user.role.value)
+
+    def _set_password(self, user_id: str, new_password: str) -> Account:
+        # One write changes the password and stops every older session being accepted (checked on each
+        # request), so a crash after it leaves no session alive; ending them below is the tidy-up.
+        user = self.users.set_password_hash(user_id, self.passwords.hash(new_password), to_millis(self.clock()))
         if user is None:
             raise NotFound("no such account")
         self.tokens.end_every_session(user_id, "password changed")
         self.web_sessions.end_for_user(user_id)
-        return self.tokens.start_session(user_id, user.role.value)
+        return user
+
+    def issue_password_reset(self, user_id: str) -> tuple[str, datetime]:
+        """An admin issues a one-time reset code for an account (handed to its owner in person or by phone;
+        there is no reset by email link). Valid 24 hours; issuing another replaces it."""
+        user = self.users.by_id(user_id)
+        if user is None or user.status == "closed":
+            raise NotFound("no such account")
+        code, at = new_code(), self.clock()
+        self.codes.issue(RESET, user.id, self._code_hash(code), at=at, expires_at=at + RESET_CODE_TTL)
+        return code, at + RESET_CODE_TTL
+
+    def reset_password(self, *, email: str, code: str, new_password: str, address: str) -> None:
+        """Set a new password with an admin-issued code; every session of the account ends. Unauthorized (one
+        answer for every case) when the email or code is wrong or expired."""
+        subject_key = f"{RESET}:{email_digest(email)}"
+        self.throttle.check("code", address=address, account=subject_key)
+        user = self.users.by_email(normalise_email(email))
+        taken = self._take_code(RESET, user.id, code) if user is not None else None
+        if taken is None:
+            self.throttle.failed("code", address=address, account=subject_key)
+            raise Unauthorized(BAD_CODE)
+        self._set_password(user.id, new_password)
+
+    # Every request
+    def require_live_session(self, actor: Actor) -> Account:
+        """The caller's account, if it still exists, is active and still accepts the caller's session
+        (Unauthorized if not: removed, deactivated or closed, or its password changed after the session began)."""
+        user = self.users.by_id(actor.id)
+        if user is None or not user.accepts_session_from(actor.session_started_at):
+            raise Unauthorized("invalid or expired token")
+        return user
 
     def reauthenticate(self, user_id: str, password: str) -> None:
         """Step-up for sensitive changes: the current password, checked afresh."""
@@ -186,8 +342,13 @@ class Accounts:
     def web_session(self, token: str | None) -> dict | None:
         """The live session behind a cookie (and it counts as activity), or None."""
         session = self.web_sessions.live(token, self.clock())
-        if session is not None:
-            self.web_sessions.touch(session, self.clock())
+        if session is None:
+            return None
+        user = self.users.by_id(session["user_id"])
+        if user is None or not user.accepts_session_from(session["created_at"]):
+            self.web_sessions.end_session(session)
+            return None
+        self.web_sessions.touch(session, self.clock())
         return session
 
     def pending_web_session(self, token: str | None) -> dict | None:
@@ -196,8 +357,9 @@ class Accounts:
         return session if session is not None and session["stage"] == "mfa" else None
 
     def web_session_user(self, session: dict) -> Account | None:
-        """The account a dashboard session belongs to (None if it no longer exists)."""
-        return self.users.by_id(session["user_id"])
+        """The account a dashboard session belongs to (None if it no longer exists or is not active)."""
+        user = self.users.by_id(session["user_id"])
+        return user if user is not None and user.active else None
 
     def web_code_failed(self, session: dict) -> bool:
         """Count a wrong code on a pending session; True when it used up its tries (the session is ended)."""
@@ -209,3 +371,4 @@ class Accounts:
 
     def end_web_session(self, token: str | None) -> None:
         self.web_sessions.end(token)
+

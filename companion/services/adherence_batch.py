@@ -37,6 +37,7 @@ from companion.domain.people import Account
 from companion.domain.plans import planned_tasks
 from companion.services.adherence import Adherence, day_bounds, snapshot_of, tens_event
 from companion.services.alerts import LOW_ADHERENCE_LOOKBACK, AlertService, AlertsReport, low_adherence_in
+from companion.services.item_failures import ItemFailures
 from companion.services.touched_days import RECOMPUTE_WINDOW_DAYS
 from companion.store.adherence import snapshot_id
 from companion.store.stores import Stores
@@ -101,16 +102,19 @@ def _day_of(patient: _Patient | None, at: datetime) -> _Day | None:
     return patient.days.get(at.astimezone(patient.history.zone_at(at)).date())
 
 
-def _read_plans(stores: Stores, patients: dict[str, _Patient]) -> None:
+def _apply_plan(plan: dict, patient: _Patient) -> None:
+    for day in patient.days.values():
+        live = plan["active_from"] < day.day_end and (plan.get("active_to") is None
+                                                      or plan["active_to"] >= day.day_end)
+        if live and (day.plan_version is None or plan["version"] > day.plan_version):
+            day.plan_version, day.tasks = plan["version"], planned_tasks(plan, day.local_date)
+
+
+def _read_plans(stores: Stores, patients: dict[str, _Patient], failures: ItemFailures) -> None:
     for plan in stores.plans.every_version(_PLAN_FIELDS):
-        patient = patients.get(plan["patient_id"])
-        if patient is None:
-            continue
-        for day in patient.days.values():
-            live = plan["active_from"] < day.day_end and (plan.get("active_to") is None
-                                                          or plan["active_to"] >= day.day_end)
-            if live and (day.plan_version is None or plan["version"] > day.plan_version):
-                day.plan_version, day.tasks = plan["version"], planned_tasks(plan, day.local_date)
+        patient = patients.get(plan.get("patient_id"))
+        if patient is not None:
+            failures.attempt(plan["_id"], lambda plan=plan, patient=patient: _apply_plan(plan, patient))
 
 
 def _read_events(stores: Stores, patients: dict[str, _Patient]) -> None:
@@ -150,12 +154,19 @@ def _chunk(stores: Stores, chunk: list[_Patient], now: datetime) -> ChunkResult:
     return ChunkResult(len(fresh), candidates)
 
 
-def recompute_everyone(stores: Stores, now: datetime, chunk_size: int = CHUNK) -> Iterator[ChunkResult]:
-    """Recompute every patient's last two local days and judge the low-adherence rule, chunk by chunk."""
-    patients = {account.id: _patient(account, now) for account in stores.users.patients()}
+def recompute_everyone(stores: Stores, now: datetime, chunk_size: int = CHUNK,
+                       failures: ItemFailures | None = None) -> Iterator[ChunkResult]:
+    """Recompute every patient's last two local days and judge the low-adherence rule, chunk by chunk. A
+    patient or a plan that cannot be read (a malformed stored item) is logged and skipped."""
+    failures = failures or ItemFailures("adherence-daily")
+    patients = {}
+    for account in stores.users.patients():
+        patient = failures.attempt(account.id, lambda a=account: _patient(a, now))
+        if patient is not None:
+            patients[account.id] = patient
     if not patients:
         return
-    _read_plans(stores, patients)
+    _read_plans(stores, patients, failures)
     _read_events(stores, patients)
     ordered = list(patients.values())
     for start in range(0, len(ordered), chunk_size):
@@ -179,36 +190,48 @@ class AdherenceJob:
         marks = self.stores.days_to_recompute.pending()
         written = 0
         report = AlertsReport()
-        for chunk in recompute_everyone(self.stores, at):
+        failures = ItemFailures("adherence-daily")
+        for chunk in recompute_everyone(self.stores, at, failures=failures):
             written += chunk.written
             for candidate in chunk.candidates:
-                self.alerts.raise_once(candidate, report)
-        written += self.recompute_touched(marks, report)
-        logger.info("adherence snapshots written: %d; alerts %s", written, report.raised)
+                failures.attempt(candidate.dedup_key, lambda c=candidate: self.alerts.raise_once(c, report))
+        written += self.recompute_touched(marks, report, failures)
+        logger.info("adherence snapshots written: %d; alerts %s; failed %d", written, report.raised, len(failures))
         return written
 
-    def recompute_touched(self, marks: list[dict], report: AlertsReport | None = None) -> int:
+    def recompute_touched(self, marks: list[dict], report: AlertsReport | None = None,
+                          failures: ItemFailures | None = None) -> int:
         """Recompute the marked days (within 30 days of each patient's today), judge the patients' alert rules
-        again, then clear the marks that were not marked again meanwhile; returns the snapshots written."""
+        again, then clear the marks that were not marked again meanwhile; returns the snapshots written. A
+        patient whose days fail keeps their marks for the next run; the others go on."""
+        failures = failures or ItemFailures("adherence-daily")
         by_patient: dict[str, set[date]] = defaultdict(set)
         for mark in marks:
             by_patient[mark["patient_id"]].add(date.fromisoformat(mark["date"]))
         written = 0
+        failed: set[str] = set()
         for patient in self.stores.users.by_ids(sorted(by_patient)):
             if not patient.is_patient:
                 continue
-            history = patient.zone_history()
-            at = self.clock()
-            today = at.astimezone(history.zone_at(at)).date()
-            days = {d for d in by_patient[patient.id] if today - timedelta(days=RECOMPUTE_WINDOW_DAYS) <= d <= today}
-            for day in sorted(by_patient[patient.id] - days):
-                logger.info("touched day outside the recompute window, not recomputed",
-                            extra={"patient_id": patient.id, "date": day.isoformat()})
-            for day in sorted(days):
-                self.adherence.compute_day(patient, day)
-                written += 1
-            if days:
-                snapshots = self.stores.adherence_days.between(patient.id, today - LOW_ADHERENCE_LOOKBACK, today)
-                self.alerts.reconsider(patient, days, snapshots, today, report)
-        self.stores.days_to_recompute.done(marks)
+            count = failures.attempt(patient.id, lambda p=patient: self._recompute_patient(p, by_patient[p.id], report))
+            if count is None:
+                failed.add(patient.id)
+            else:
+                written += count
+        self.stores.days_to_recompute.done([m for m in marks if m["patient_id"] not in failed])
         return written
+
+    def _recompute_patient(self, patient: Account, marked: set[date], report: AlertsReport | None) -> int:
+        history = patient.zone_history()
+        at = self.clock()
+        today = at.astimezone(history.zone_at(at)).date()
+        days = {d for d in marked if today - timedelta(days=RECOMPUTE_WINDOW_DAYS) <= d <= today}
+        for day in sorted(marked - days):
+            logger.info("touched day outside the recompute window, not recomputed",
+                        extra={"patient_id": patient.id, "date": day.isoformat()})
+        for day in sorted(days):
+            self.adherence.compute_day(patient, day)
+        if days:
+            snapshots = self.stores.adherence_days.between(patient.id, today - LOW_ADHERENCE_LOOKBACK, today)
+            self.alerts.reconsider(patient, days, snapshots, today, report)
+        return len(days)

@@ -51,6 +51,7 @@ from companion.domain.errors import NotFound
 from companion.domain.pain import PainEntry, flares
 from companion.domain.people import Account
 from companion.domain.schedules import nudge_times
+from companion.services.item_failures import ItemFailures
 from companion.services.reminder_dispatch import as_domain_occurrence, repeats_of
 from companion.settings import Settings
 from companion.store.stores import Stores
@@ -86,6 +87,7 @@ class AlertsReport:
 
     raised: dict[str, int] = field(default_factory=dict)
     notifications: int = 0
+    failed: int = 0
 
 
 def low_adherence_in(patient_id: str, snapshots: Iterable[dict], today: date) -> AlertCandidate | None:
@@ -132,28 +134,36 @@ class AlertService:
         return alert
 
     def _notify(self, alert: dict, candidate: AlertCandidate) -> int:
-        recipients: list[tuple[Account, str]] = []
+        recipients: list[tuple[Account, str, str | None]] = []
+        share_kind = SHARE_KIND[candidate.kind]
         links = [link for link in self.stores.care_links.for_patient(candidate.patient_id)
-                 if link.active and SHARE_KIND[candidate.kind] in link.permissions.alerts]
+                 if link.active and share_kind in link.permissions.alerts]
         for caregiver in self.stores.users.by_ids(link.caregiver_id for link in links):
-            recipients.append((caregiver, CAREGIVER_TEMPLATE[candidate.kind]))
+            recipients.append((caregiver, CAREGIVER_TEMPLATE[candidate.kind], share_kind))
         if candidate.kind in PATIENT_TEMPLATE:
             patient = self.stores.users.by_id(candidate.patient_id)
             if patient is not None:
-                recipients.append((patient, PATIENT_TEMPLATE[candidate.kind]))
+                recipients.append((patient, PATIENT_TEMPLATE[candidate.kind], None))
         created = 0
-        for person, template in recipients:
+        for person, template, needs in recipients:
             zone = person.zone_history().zone_at(alert["raised_at"])
             send_at = delivery_time(candidate, alert["raised_at"], zone, person.quiet_hours)
+            # A caregiver's notification records the consent it needs, checked again when it is sent.
             _, new = self.stores.outbox.schedule(source_key=f"alert:{alert['_id']}", recipient_user_id=person.id,
-                                                 patient_id=candidate.patient_id, kind=template, send_at=send_at)
+                                                 patient_id=candidate.patient_id, kind=template, send_at=send_at,
+                                                 share_kind=needs)
             created += int(new)
         return created
 
     # Finding the conditions
-    def _zones(self, patient_ids) -> dict[str, ZoneInfo]:
+    def _zones(self, patient_ids, failures: ItemFailures) -> dict[str, ZoneInfo]:
         at = self.clock()
-        return {p.id: p.zone_history().zone_at(at) for p in self.stores.users.by_ids(patient_ids)}
+        zones = {}
+        for person in self.stores.users.by_ids(patient_ids):
+            zone = failures.attempt(person.id, lambda p=person: p.zone_history().zone_at(at))
+            if zone is not None:
+                zones[person.id] = zone
+        return zones
 
     def _session_starts(self, since: datetime, until: datetime) -> dict[str, list[datetime]]:
         """Every patient's counted sessions that started in [since, until), by patient (one read)."""
@@ -163,10 +173,13 @@ class AlertService:
                 starts.setdefault(session["patient_id"], []).append(session["started_at"])
         return starts
 
-    def missed_sessions(self, now: datetime) -> list[AlertCandidate]:
+    def missed_sessions(self, now: datetime, failures: ItemFailures) -> list[AlertCandidate]:
         """TENS occurrences of the last day neither done nor skipped by their last reminder plus the delay, and
-        with no session of the unit while they were open (the unit's record says it was done)."""
-        occurrences = self.stores.occurrences.recent_of_kind("tens", now - LOOKBACK, now, ("pending", "missed"))
+        with no session of the unit while they were open (the unit's record says it was done); not those missed
+        because a time-zone change jumped over them (the patient was travelling)."""
+        occurrences = [o for o in self.stores.occurrences.recent_of_kind("tens", now - LOOKBACK, now,
+                                                                          ("pending", "missed"))
+                       if not o.get("missed_reason")]
         reminders = self.stores.reminders.by_ids(o["reminder_id"] for o in occurrences)
         default_delay = int(self.settings.caregiver_alert_delay.total_seconds() // 60)
         delays = {p.id: p.alert_delay_min(default_delay)
@@ -174,59 +187,71 @@ class AlertService:
         starts = self._session_starts(now - LOOKBACK - timedelta(hours=2), now + timedelta(minutes=5)) \
             if occurrences else {}
         found = []
-        for occurrence in occurrences:
-            patient_id = occurrence["patient_id"]
+
+        def judge(occurrence: dict) -> AlertCandidate | None:
             domain_occurrence = as_domain_occurrence(occurrence)
             last = nudge_times(domain_occurrence, repeats_of(reminders.get(occurrence["reminder_id"])))[-1]
-            done = session_during(domain_occurrence, starts.get(patient_id, [])) is not None
-            candidate = missed_tens_session(patient_id, domain_occurrence, last, done, now,
-                                            delays.get(patient_id, default_delay))
+            done = session_during(domain_occurrence, starts.get(occurrence["patient_id"], [])) is not None
+            return missed_tens_session(occurrence["patient_id"], domain_occurrence, last, done, now,
+                                       delays.get(occurrence["patient_id"], default_delay))
+
+        for occurrence in occurrences:
+            candidate = failures.attempt(occurrence.get("_id"), lambda o=occurrence: judge(o))
             if candidate is not None:
                 found.append(candidate)
         return found
 
-    def device_alerts(self, now: datetime) -> list[AlertCandidate]:
+    def device_alerts(self, now: datetime, failures: ItemFailures) -> list[AlertCandidate]:
         """Battery-low, electrode-off and overload events of the last day."""
         events = self.stores.device_events.between(now - LOOKBACK, now)
-        zones = self._zones({e["patient_id"] for e in events})
-        found = []
-        for event in events:
+        zones = self._zones({e["patient_id"] for e in events}, failures)
+
+        def judge(event: dict) -> AlertCandidate | None:
             patient_id = event["patient_id"]
             tz = zones.get(patient_id, ZoneInfo("UTC"))
             if event["kind"] == "battery_low":
                 battery = self.stores.session_records.battery_of(event.get("record_id"))
-                candidate = battery_low(patient_id, event["device_serial"], int(battery or 0), event["at"], tz)
-            elif event["kind"] in ("electrode_off", "overload"):
-                candidate = device_fault(patient_id, event["device_serial"], AlertKind(event["kind"]), event["at"], tz)
-            else:
-                candidate = None
+                return battery_low(patient_id, event["device_serial"], int(battery or 0), event["at"], tz)
+            if event["kind"] in ("electrode_off", "overload"):
+                return device_fault(patient_id, event["device_serial"], AlertKind(event["kind"]), event["at"], tz)
+            return None
+
+        found = []
+        for event in events:
+            candidate = failures.attempt(event.get("_id"), lambda e=event: judge(e))
             if candidate is not None:
                 found.append(candidate)
         return found
 
-    def silent_units(self, now: datetime) -> list[AlertCandidate]:
+    def silent_units(self, now: datetime, failures: ItemFailures) -> list[AlertCandidate]:
         """Bound units not heard from (no upload, no status) for 24 hours."""
-        found = []
-        for unit in self.stores.devices.heard_from_between(now - SILENT_LOOKBACK, now - timedelta(hours=24)):
+
+        def judge(unit) -> AlertCandidate | None:
             latest = self.stores.session_records.last_received_from(unit.serial)
             heard = max(filter(None, [unit.status.get("last_seen_at"), latest]))
-            candidate = unit_silent(unit.patient_id, unit.serial, heard, now)
+            return unit_silent(unit.patient_id, unit.serial, heard, now)
+
+        found = []
+        for unit in self.stores.devices.heard_from_between(now - SILENT_LOOKBACK, now - timedelta(hours=24)):
+            candidate = failures.attempt(unit.serial, lambda u=unit: judge(u))
             if candidate is not None:
                 found.append(candidate)
         return found
 
-    def pain_flares(self, now: datetime) -> list[AlertCandidate]:
+    def pain_flares(self, now: datetime, failures: ItemFailures) -> list[AlertCandidate]:
         """Flares among the pain ratings of the last day (judged against each patient's last 14 days)."""
         patient_ids = self.stores.pain_entries.patients_recording_between(now - LOOKBACK, now)
-        zones = self._zones(patient_ids)
-        found = []
-        for patient_id in patient_ids:
+        zones = self._zones(patient_ids, failures)
+        def judge(patient_id: str) -> list[AlertCandidate]:
             docs = self.stores.pain_entries.scores_between(patient_id, now - LOOKBACK - FLARE_HISTORY, now)
             entries = [PainEntry(d["_id"], d["recorded_at"], d["nrs"]) for d in docs]
             tz = zones.get(patient_id, ZoneInfo("UTC"))
-            for flare in flares(entries):
-                if flare.entry.recorded_at_utc >= now - LOOKBACK:
-                    found.append(pain_flare(patient_id, flare, tz))
+            return [pain_flare(patient_id, flare, tz) for flare in flares(entries)
+                    if flare.entry.recorded_at_utc >= now - LOOKBACK]
+
+        found = []
+        for patient_id in patient_ids:
+            found += failures.attempt(patient_id, lambda p=patient_id: judge(p)) or []
         return found
 
     def evaluate(self) -> AlertsReport:
@@ -234,14 +259,18 @@ class AlertService:
         units heard from again."""
         now = self.clock()
         report = AlertsReport()
-        self._end_silences(now)
-        candidates = (self.missed_sessions(now) + self.device_alerts(now) + self.silent_units(now)
-                      + self.pain_flares(now))
+        failures = ItemFailures("alerts-evaluate")
+        failures.attempt("end-silences", lambda: self._end_silences(now))
+        candidates = []
+        for rule in (self.missed_sessions, self.device_alerts, self.silent_units, self.pain_flares):
+            candidates += failures.attempt(rule.__name__, lambda rule=rule: rule(now, failures)) or []
         done = self.stores.alerts.notified_keys([c.dedup_key for c in candidates])
         for candidate in candidates:
             if candidate.dedup_key not in done:
-                self.raise_once(candidate, report)
-        logger.info("alerts: raised %s, notifications %d", report.raised, report.notifications)
+                failures.attempt(candidate.dedup_key, lambda c=candidate: self.raise_once(c, report))
+        report.failed = len(failures)
+        logger.info("alerts: raised %s, notifications %d, failed %d", report.raised, report.notifications,
+                    report.failed)
         return report
 
     # Ending what no longer holds
@@ -250,7 +279,7 @@ class AlertService:
         pushed: see the module docstring). False if it was resolved already."""
         if not self.stores.alerts.resolve(alert["_id"], reason, self.clock()):
             return False
-        self.stores.outbox.withdraw(f"alert:{alert['_id']}", "the alert was resolved: " + reason)
+        self.stores.outbox.withdraw(reason="the alert was resolved: " + reason, source_key=f"alert:{alert['_id']}")
         logger.info("alert resolved", extra={"alert_id": alert["_id"], "kind": alert["kind"]})
         return True
 

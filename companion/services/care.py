@@ -1,5 +1,20 @@
-"""The people around a patient: caregivers the patient consents to, care teams and their clinicians, and
-time-boxed emergency ("break-glass") access."""
+"""The people around a patient, each there by the patient's consent: caregivers the patient grants, care teams
+the patient agreed to (an invitation accepted in the app, or an admin's enrolment the patient is told of),
+and time-boxed emergency ("break-glass") access. Every one of them can be ended.
+
+- A **caregiver** is granted and revoked by the patient. Revoking, or narrowing what is shared, withdraws
+  at once the notifications queued for that caregiver that no longer have consent (and the push sender checks
+  again when sending).
+- A **clinician** reaches a patient through a team. A clinician cannot enrol anyone: they *invite* an email,
+  and the answer is the same whatever the email is; the patient sees the invitation in the app (matched by
+  their email) and accepts it with their password, or declines. The clinician sees "open" until the patient
+  accepts, and "closed" once the invitation expired or the patient declined it after its expiry, so an
+  invitation reveals nothing about the email until the patient says yes. An admin may enrol a patient directly
+  (audited, and the patient is told by a push and sees the team in their list). The patient can leave any team;
+  admins can take clinicians off teams and patients out of teams; clinicians can leave a team.
+- **Emergency access** is granted on a clinician's reasoned request for at most an hour; the answer is the same
+  whether or not the id is a patient's (a grant for an id that is no patient's opens nothing).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +22,18 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from companion.clock import Clock, now
-from companion.domain.access import CaregiverPermissions, Role
+from companion.domain.access import CONSENT_REVOKED, NOT_SHARED, CaregiverPermissions, Role
 from companion.domain.errors import Invalid, NotFound
 from companion.domain.people import Account, CareLink, CareTeam, EmergencyAccess
-from companion.services.accounts import Accounts, normalise_email
+from companion.services.accounts import Accounts, email_digest, normalise_email
 from companion.services.patients import Profiles
 from companion.settings import Settings
+from companion.store.relationships import ACCEPTED, DECLINED, OPEN
 from companion.store.stores import Stores
+
+INVITATION_TTL = timedelta(days=14)
+# What the inviting clinician sees of an invitation: nothing that depends on the email until it is accepted.
+CLINICIAN_VIEW = {OPEN: "open", DECLINED: "open", ACCEPTED: "accepted", "withdrawn": "withdrawn"}
 
 
 @dataclass(frozen=True)
@@ -37,7 +57,9 @@ class Care:
         self.users = stores.users
         self.links = stores.care_links
         self.teams = stores.care_teams
+        self.invitations = stores.care_invitations
         self.emergency = stores.emergency_grants
+        self.outbox = stores.outbox
         self.accounts = accounts
         self.profiles = profiles
         self.clock = clock
@@ -53,18 +75,27 @@ class Care:
 
     def grant_caregiver(self, patient_id: str, *, caregiver_email: str, permissions: CaregiverPermissions,
                         current_password: str) -> NamedLink:
-        """The patient grants a caregiver access (a sensitive change: it needs the patient's password)."""
+        """The patient grants a caregiver access, or changes what it covers (a sensitive change: it needs the
+        patient's password). Queued alerts of kinds no longer shared are withdrawn."""
         self.accounts.reauthenticate(patient_id, current_password)
         caregiver = self.users.by_email(normalise_email(caregiver_email))
-        if not caregiver or caregiver.role is not Role.CAREGIVER:
+        if not caregiver or caregiver.role is not Role.CAREGIVER or not caregiver.active:
             raise Invalid("no caregiver account with that email; ask them to sign up as a caregiver first",
                           errors={"caregiver_email": ["no caregiver account with that email"]})
-        return NamedLink(self.links.grant(patient_id, caregiver.id, permissions), caregiver.display_name)
+        link = self.links.grant(patient_id, caregiver.id, permissions)
+        self.outbox.withdraw(reason=NOT_SHARED, recipient_user_id=caregiver.id, patient_id=patient_id,
+                             keep_share_kinds=permissions.alerts)
+        return NamedLink(link, caregiver.display_name)
 
     def revoke_caregiver(self, patient_id: str, link_id: str) -> None:
-        """Revoke a caregiver's access; it ends on their very next request."""
-        if not self.links.revoke(patient_id, link_id):
+        """Revoke a caregiver's access; it ends on their very next request, and nothing queued for them about
+        the patient is sent. Revoking a revoked link changes nothing more (a retried revocation succeeds as the
+        first did, and finishes withdrawing what is queued if the first was interrupted)."""
+        link = self.links.revoke(patient_id, link_id) or next(
+            (known for known in self.links.for_patient(patient_id) if known.id == link_id), None)
+        if not link:
             raise NotFound("no such caregiver link")
+        self.outbox.withdraw(reason=CONSENT_REVOKED, recipient_user_id=link.caregiver_id, patient_id=patient_id)
 
     def cared_for(self, caregiver_id: str) -> list[tuple[CareLink, Account | None]]:
         """The patients who share their data with a caregiver, with their accounts."""
@@ -72,7 +103,7 @@ class Care:
         patients = {p.id: p for p in self.users.by_ids(link.patient_id for link in links)}
         return [(link, patients.get(link.patient_id)) for link in links]
 
-    # Care teams
+    # Care teams: the clinician's side
     def teams_of(self, clinician_id: str) -> list[TeamSummary]:
         """The care teams a clinician belongs to, with how many patients each has."""
         return [TeamSummary(team, self.teams.patient_count(team.id)) for team in self.teams.of_clinician(clinician_id)]
@@ -86,21 +117,43 @@ class Care:
             raise NotFound("no such team")
         return team
 
-    def patient_by_email(self, email: str) -> Account:
-        """A patient account by email (Invalid when there is none)."""
-        patient = self.users.by_email(normalise_email(email))
-        if not patient or patient.role is not Role.PATIENT:
-            raise Invalid("no patient account with that email", errors={"patient_email": ["no patient account"]})
-        return patient
-
     def check_own_team(self, clinician_id: str, team_id: str) -> None:
         """NotFound unless the clinician is on the team."""
         self._team_of(clinician_id, team_id)
 
-    def enrol_in_own_team(self, clinician_id: str, team_id: str, patient: Account, reason: str) -> None:
-        """A clinician enrols a patient in one of their own teams (enrolling twice is harmless)."""
+    def invite(self, clinician_id: str, team_id: str, email: str, reason: str) -> dict:
+        """A clinician invites the owner of an email to let one of their teams see their data. The answer is
+        the same whatever the email; a patient with that email sees the invitation (and gets a push)."""
         self._team_of(clinician_id, team_id)
-        self.teams.enrol(team_id, patient.id, by=clinician_id, reason=reason)
+        at = self.clock()
+        email = normalise_email(email)
+        invitation = self.invitations.create(team_id=team_id, clinician_id=clinician_id, email=email,
+                                             email_digest=email_digest(email), reason=reason, at=at,
+                                             expires_at=at + INVITATION_TTL)
+        patient = self.users.by_email(email)
+        if patient is not None and patient.role is Role.PATIENT and patient.active:
+            self.outbox.schedule(source_key=f"invitation:{invitation['_id']}", recipient_user_id=patient.id,
+                                 patient_id=patient.id, kind="generic_update", send_at=at)
+        return self.clinician_view(invitation)
+
+    def clinician_view(self, invitation: dict) -> dict:
+        """An invitation as the inviting team sees it: ``open`` until accepted, ``closed`` once expired
+        unanswered or declined (a decline is not told apart from silence), ``accepted``, or ``withdrawn``."""
+        status = CLINICIAN_VIEW.get(invitation["status"], "open")
+        if status == "open" and invitation["expires_at"] <= self.clock():
+            status = "closed"
+        return {"id": invitation["_id"], "team_id": invitation["team_id"], "email": invitation["email"],
+                "status": status, "created_at": invitation["created_at"], "expires_at": invitation["expires_at"],
+                "patient_id": invitation["patient_id"] if invitation["status"] == ACCEPTED else None}
+
+    def team_invitations(self, clinician_id: str, team_id: str) -> list[dict]:
+        self._team_of(clinician_id, team_id)
+        return [self.clinician_view(i) for i in self.invitations.of_team(team_id)]
+
+    def withdraw_invitation(self, clinician_id: str, team_id: str, invitation_id: str) -> None:
+        self._team_of(clinician_id, team_id)
+        if self.invitations.withdraw(invitation_id, team_id, self.clock()) is None:
+            raise NotFound("no open invitation with that id")
 
     def unenrol_from_own_team(self, clinician_id: str, team_id: str, patient_id: str) -> None:
         """Remove a patient from one of the clinician's teams (other teams keep them)."""
@@ -113,33 +166,97 @@ class Care:
         self._team_of(clinician_id, team_id)
         self.teams.remove_clinician(team_id, clinician_id)
 
+    def patients_of(self, clinician_id: str) -> list[Account]:
+        """The patients on a clinician's care teams."""
+        return self.users.by_ids(self.teams.patient_ids_for(clinician_id), Role.PATIENT)
+
+    # Care teams: the patient's side
+    def invitations_for(self, patient: Account) -> list[dict]:
+        """The invitations waiting for the patient, with the team's and the clinician's names."""
+        waiting = self.invitations.open_for(email_digest(patient.email), self.clock())
+        teams = self.teams.by_ids(i["team_id"] for i in waiting)
+        names = self.users.names(i["clinician_id"] for i in waiting)
+        return [{"id": i["_id"], "team_id": i["team_id"], "team_name": teams[i["team_id"]].name
+                 if i["team_id"] in teams else None, "clinician_name": names.get(i["clinician_id"]),
+                 "reason": i["reason"], "created_at": i["created_at"], "expires_at": i["expires_at"]}
+                for i in waiting]
+
+    def answer_invitation(self, patient: Account, invitation_id: str, *, accept: bool,
+                          current_password: str | None = None) -> dict:
+        """The patient accepts (with their password: it lets a team see their data) or declines an invitation."""
+        if accept:
+            self.accounts.reauthenticate(patient.id, current_password or "")
+        invitation = self.invitations.answer(invitation_id, email_digest(patient.email),
+                                             ACCEPTED if accept else DECLINED, self.clock(),
+                                             patient_id=patient.id if accept else None)
+        if invitation is None:
+            raise NotFound("no such invitation waiting for you")
+        if accept:
+            if self.teams.get(invitation["team_id"]) is None:
+                raise NotFound("the team no longer exists")
+            self.teams.enrol(invitation["team_id"], patient.id, by=invitation["clinician_id"],
+                             reason=invitation["reason"], consent=f"invitation:{invitation['_id']}")
+        return invitation
+
+    def teams_of_patient(self, patient_id: str) -> list[dict]:
+        """The care teams that can see the patient's data: each with its clinicians' names, since when and by
+        whose act (an invitation the patient accepted, or an admin)."""
+        enrolments = self.teams.enrolments_of(patient_id)
+        teams = self.teams.by_ids(e["team_id"] for e in enrolments)
+        names = self.users.names(c for t in teams.values() for c in t.clinician_ids)
+        return [{"team_id": e["team_id"], "team_name": teams[e["team_id"]].name if e["team_id"] in teams else None,
+                 "clinicians": [names.get(c) for c in teams[e["team_id"]].clinician_ids] if e["team_id"] in teams
+                 else [], "enrolled_at": e["enrolled_at"], "consent": e.get("consent") or "admin"}
+                for e in enrolments]
+
+    def leave_care_team(self, patient_id: str, team_id: str) -> None:
+        """The patient ends a team's access to their data (from its clinicians' very next request)."""
+        if not self.teams.unenrol(team_id, patient_id):
+            raise NotFound("this team does not have access to your data")
+
+    # Care teams: admins
     def create_team(self, name: str) -> CareTeam:
         return self.teams.create(name)
 
     def add_clinician(self, team_id: str, clinician_id: str) -> CareTeam:
         """An admin adds a clinician to a team."""
         clinician = self.users.by_id(clinician_id)
-        if not clinician or clinician.role is not Role.CLINICIAN:
+        if not clinician or clinician.role is not Role.CLINICIAN or not clinician.active:
             raise Invalid("not a clinician", errors={"clinician_id": ["not a clinician"]})
         team = self.teams.add_clinician(team_id, clinician_id)
         if not team:
             raise NotFound("no such team")
         return team
 
-    def enrol(self, team_id: str, patient_id: str) -> None:
-        """An admin enrols a patient in a team: the team's clinicians gain access."""
+    def remove_clinician(self, team_id: str, clinician_id: str) -> None:
+        """An admin takes a clinician off a team: the team's patients drop off their panel at once."""
+        team = self.teams.get(team_id)
+        if team is None or clinician_id not in team.clinician_ids:
+            raise NotFound("no such clinician on this team")
+        self.teams.remove_clinician(team_id, clinician_id)
+
+    def enrol(self, team_id: str, patient_id: str, *, by: str | None = None) -> None:
+        """An admin enrols a patient in a team: the team's clinicians gain access, and the patient is told (a
+        push, and the team in their list of who can see their data)."""
         if not self.teams.get(team_id):
             raise NotFound("no such team")
         self.profiles.patient(patient_id)
-        self.teams.enrol(team_id, patient_id)
+        if self.teams.enrol(team_id, patient_id, by=by, consent="admin"):
+            self.outbox.schedule(source_key=f"enrolment:{team_id}", recipient_user_id=patient_id,
+                                 patient_id=patient_id, kind="generic_update", send_at=self.clock())
 
-    def patients_of(self, clinician_id: str) -> list[Account]:
-        """The patients on a clinician's care teams."""
-        return self.users.by_ids(self.teams.patient_ids_for(clinician_id), Role.PATIENT)
+    def unenrol(self, team_id: str, patient_id: str) -> None:
+        """An admin takes a patient out of a team."""
+        if not self.teams.unenrol(team_id, patient_id):
+            raise NotFound("the patient is not on this team")
 
     # Break-glass
     def emergency_access(self, clinician_id: str, patient_id: str, reason: str, minutes: int) -> EmergencyAccess:
-        """Read access to a patient outside one's teams, for at most the configured time, with a reason."""
-        self.profiles.patient(patient_id)
+        """Read access to a patient outside one's teams, for at most the configured time, with a reason. The
+        answer does not depend on whether ``patient_id`` is a patient's: a grant naming no patient opens
+        nothing, and reading then answers 404 as for any id."""
         minutes = min(minutes, self.settings.break_glass_max_minutes)
         return self.emergency.grant(clinician_id, patient_id, reason, self.clock() + timedelta(minutes=minutes))
+
+    def emergency_grants_for(self, patient_id: str) -> list[EmergencyAccess]:
+        return self.emergency.for_patient(patient_id)

@@ -1,15 +1,34 @@
-"""Pain diary use cases: record (once, even when the app uploads again), edit, delete, sync."""
+"""Pain diary use cases: record (once, even when the app uploads again), edit, delete, sync.
+
+Retries and conflicts:
+
+- An entry is keyed by the app's ``client_entry_id``. Sending it again with the content it was created
+  with answers the entry as stored now (a retry after a lost answer); sending it with other content is a
+  :class:`~companion.domain.errors.Conflict` carrying the stored entry: the id is the app's, and it names
+  one entry.
+- Every change carries the patient's next change number (companion.services.sync), which is also the
+  entry's version. An edit or deletion naming a version (If-Match) applies only to that version, in the
+  same conditional update that writes it; without one it applies to whatever version is current (an edit
+  changes only the fields it names). An edit that changes nothing writes nothing (so a retried edit is
+  answered with the entry even though its version moved on); deleting a deleted entry answers as the
+  first deletion did.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import hashlib
+import json
+from datetime import UTC, datetime
 
 from companion.clock import Clock, now, to_millis
-from companion.domain.access import Grant, sees_free_text, without_free_text
-from companion.domain.errors import Invalid, NotFound
+from companion.domain.access import DIARY_FREE_TEXT, Grant, sees_free_text, without_free_text
+from companion.domain.errors import Conflict, Invalid, NotFound, PreconditionFailed
 from companion.domain.pain import BriefPainInventory, bpi_interference, bpi_severity
+from companion.services.sync import Changes
 from companion.services.touched_days import TouchedDays
 from companion.store.stores import Stores
+
+ATTEMPTS = 20  # conditional writes retried when another writer changed the entry in between (no If-Match)
 
 
 def _utc_ms(value: datetime) -> datetime:
@@ -32,61 +51,122 @@ def _scored(bpi: dict | None) -> dict | None:
             "severity": bpi_severity(form), "interference_score": bpi_interference(form)}
 
 
-def _for_storage(entry: dict) -> dict:
-    stored = dict(entry)
-    stored["recorded_at"] = _utc_ms(entry["recorded_at"])
-    stored["bpi"] = _scored(entry.get("bpi"))
+def _normalised(fields: dict) -> dict:
+    """Fields as they are stored: instants in UTC to the millisecond, a BPI with its scores."""
+    stored = dict(fields)
+    if "recorded_at" in stored:
+        stored["recorded_at"] = _utc_ms(stored["recorded_at"])
+    if "bpi" in stored:
+        stored["bpi"] = _scored(stored["bpi"])
     return stored
 
 
+def _content_hash(entry: dict) -> str:
+    """What the app sent to create an entry, as a digest: a re-send is the same request when it matches."""
+    return hashlib.sha256(json.dumps(entry, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _for_storage(entry: dict) -> dict:
+    stored = _normalised(entry)
+    stored["created_hash"] = _content_hash(stored)
+    return stored
+
+
+def _version(entry: dict) -> int:
+    return entry.get("seq") or 0
+
+
+def _unchanged(entry: dict, changes: dict) -> bool:
+    return all(entry.get(key) == value for key, value in changes.items())
+
+
 class Diary:
-    def __init__(self, stores: Stores, touched: TouchedDays, clock: Clock = now):
+    def __init__(self, stores: Stores, changes: Changes, clock: Clock = now, *, touched: TouchedDays | None = None):
         self.entries = stores.pain_entries
+        self.changes = changes
         self.touched = touched
         self.clock = clock
+
+    def _touch(self, patient_id: str, *entries: dict | None) -> None:
+        """The local days of these entries' ratings changed (flares, pain figures): mark them."""
+        if self.touched is not None:
+            self.touched.instants(patient_id, [e["recorded_at"] for e in entries if e], "diary")
 
     def _now_ms(self) -> datetime:
         return to_millis(self.clock())
 
-    def record_entry(self, patient_id: str, entry: dict) -> tuple[dict, bool]:
-        """Store one entry; (entry, created). The same client_entry_id again returns the original entry."""
-        stored, created = self.entries.add(patient_id, _for_storage(entry), self._now_ms())
-        self.touched.instants(patient_id, [stored["recorded_at"]], "diary")
-        return stored, created
+    def record_entry(self, grant: Grant, entry: dict) -> tuple[dict, bool]:
+        """Store one entry; (entry, created). The same client_entry_id again returns the stored entry when
+        it was created with the same content, and is a Conflict (with the stored entry) otherwise."""
+        stored = _for_storage(entry)
+        with self.changes.stamp(grant.patient_id, self.entries) as seq:
+            found, created = self.entries.add(grant.patient_id, stored, self._now_ms(), seq)
+        if not created and not _same_creation(found, stored):
+            raise _reused(grant, found)
+        self._touch(grant.patient_id, found)
+        return _shown(grant, found), created
 
-    def record_batch(self, patient_id: str, entries: list[dict]) -> list[tuple[dict, bool]]:
-        """Store an offline batch; each entry is stored once however often (or concurrently) it arrives."""
-        stored = self.entries.add_many(patient_id, [_for_storage(e) for e in entries], self._now_ms())
-        self.touched.instants(patient_id, [entry["recorded_at"] for entry, _ in stored], "diary")
-        return stored
+    def record_batch(self, grant: Grant, entries: list[dict]) -> list[tuple[dict, str]]:
+        """Store an offline batch; each entry is stored once however often (or concurrently) it arrives.
+        Returns (entry, "created" | "duplicate" | "conflict") in order; a conflict writes nothing."""
+        stored = [_for_storage(e) for e in entries]
+        with self.changes.stamp(grant.patient_id, self.entries, len(stored)) as first:
+            results = self.entries.add_many(grant.patient_id, stored, self._now_ms(), first)
+        outcome = []
+        for sent, (found, created) in zip(stored, results, strict=True):
+            status = "created" if created else "duplicate" if _same_creation(found, sent) else "conflict"
+            outcome.append((_shown(grant, found), status))
+        self._touch(grant.patient_id, *(found for found, _ in results))
+        return outcome
 
-    def edit_entry(self, patient_id: str, entry_id: str, changes: dict) -> dict:
-        """Change an entry the patient recorded; deleted entries cannot be edited."""
+    def edit_entry(self, grant: Grant, entry_id: str, changes: dict, *, if_version: int | None = None) -> dict:
+        """Change the fields given, on the version named (PreconditionFailed if it is no longer current) or
+        on the current one; deleted entries cannot be edited."""
+        patient_id = grant.patient_id
+        for _ in range(ATTEMPTS):
+            current = self._live(patient_id, entry_id)
+            update = _normalised(_keeping_unseen_note(grant, current, changes))
+            if _unchanged(current, update):
+                return _shown(grant, current)
+            if if_version is not None and if_version != _version(current):
+                raise _stale(grant, current)
+            merged = {**current, **update}
+            if bool(merged.get("phase")) != bool(merged.get("session_record_id")):
+                raise Invalid("a before/after rating needs both phase and session_record_id",
+                              errors={"phase": ["give phase and session_record_id together"]})
+            with self.changes.stamp(patient_id, self.entries) as seq:
+                updated = self.entries.update(patient_id, entry_id, update, self._now_ms(), seq=seq,
+                                              version=_version(current))
+            if updated:
+                self._touch(patient_id, current, updated)
+                return _shown(grant, updated)
+        raise Conflict("the entry is being changed by someone else right now; try again")
+
+    def delete_entry(self, grant: Grant, entry_id: str, *, if_version: int | None = None) -> dict:
+        """Soft-delete: the entry stays as a tombstone so other devices learn of the deletion when they sync.
+        Deleting it again answers the tombstone (a retried deletion succeeds as the first did)."""
+        patient_id = grant.patient_id
+        for _ in range(ATTEMPTS):
+            current = self.entries.get(patient_id, entry_id)
+            if not current:
+                raise NotFound("no such diary entry")
+            if current["deleted"]:
+                return _shown(grant, current)
+            if if_version is not None and if_version != _version(current):
+                raise _stale(grant, current)
+            with self.changes.stamp(patient_id, self.entries) as seq:
+                deleted = self.entries.soft_delete(patient_id, entry_id, self._now_ms(), seq=seq,
+                                                   version=_version(current))
+            if deleted:
+                self._touch(patient_id, deleted)
+                return _shown(grant, deleted)
+        raise Conflict("the entry is being changed by someone else right now; try again")
+
+    def _live(self, patient_id: str, entry_id: str) -> dict:
         current = self.entries.get(patient_id, entry_id)
         if not current or current["deleted"]:
             raise NotFound("no such diary entry")
-        merged = {**current, **changes}
-        if bool(merged.get("phase")) != bool(merged.get("session_record_id")):
-            raise Invalid("a before/after rating needs both phase and session_record_id",
-                          errors={"phase": ["give phase and session_record_id together"]})
-        update = dict(changes)
-        if "recorded_at" in update:
-            update["recorded_at"] = _utc_ms(update["recorded_at"])
-        if "bpi" in update:
-            update["bpi"] = _scored(update["bpi"])
-        updated = self.entries.update(patient_id, entry_id, update, self._now_ms())
-        if not updated:
-            raise NotFound("no such diary entry")
-        self.touched.instants(patient_id, [current["recorded_at"], updated["recorded_at"]], "diary")
-        return updated
-
-    def delete_entry(self, patient_id: str, entry_id: str) -> dict:
-        """Soft-delete: the entry stays as a tombstone so other devices learn of the deletion when they sync."""
-        deleted = self.entries.soft_delete(patient_id, entry_id, self._now_ms())
-        if not deleted:
-            raise NotFound("no such diary entry")
-        self.touched.instants(patient_id, [deleted["recorded_at"]], "diary")
-        return deleted
+        return current
 
     def entries_between(self, grant: Grant, start: datetime, end: datetime, limit: int) -> list[dict]:
         """Live entries recorded in a range, oldest first, as the caller may see them."""
@@ -100,29 +180,44 @@ class Diary:
         return _visible(grant, [found])[0]
 
     def changes_since(self, grant: Grant, cursor: str | None, limit: int) -> dict:
-        """Entries created, edited or deleted after the cursor, oldest first, and the cursor to continue from."""
-        rows = self.entries.changes_since(grant.patient_id, decode_cursor(cursor) if cursor else None, limit + 1)
-        has_more = len(rows) > limit
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1]) if rows else cursor
-        return {"items": _visible(grant, rows), "next_cursor": next_cursor, "has_more": has_more}
+        """Entries created, edited or deleted after the cursor, oldest change first, and the cursor to
+        continue from (companion.services.sync)."""
+        page = self.changes.page(grant.patient_id, self.entries, cursor, limit)
+        return page.with_items(_visible(grant, page.items))
+
+
+def _keeping_unseen_note(grant: Grant, current: dict, changes: dict) -> dict:
+    """A caller who may not read the patient's note (it was shown to them blank) changes the context around
+    it, never the note itself: otherwise editing the mood would erase what the patient wrote."""
+    if "context" not in changes or sees_free_text(grant):
+        return changes
+    note = (current.get("context") or {}).get("note")
+    context = {**(changes["context"] or {}), "note": note} if changes["context"] is not None or note else None
+    return {**changes, "context": context}
+
+
+def _same_creation(stored: dict, sent: dict) -> bool:
+    # Entries stored before creation digests were kept count as the same request.
+    return stored.get("created_hash") in (None, sent["created_hash"])
+
+
+def _reused(grant: Grant, stored: dict) -> Conflict:
+    return Conflict("this client_entry_id was already used for an entry with other content; see current",
+                    errors={"client_entry_id": ["already used for other content"]},
+                    current=_shown(grant, stored), version=_version(stored))
+
+
+def _stale(grant: Grant, current: dict) -> PreconditionFailed:
+    return PreconditionFailed("the entry changed since that version; see current", current=_shown(grant, current),
+                              version=_version(current))
 
 
 def _visible(grant: Grant, entries: list[dict]) -> list[dict]:
     """A caregiver the patient has not allowed to read notes sees entries without their free text."""
     if sees_free_text(grant):
         return entries
-    return [without_free_text(e, ("context.note",)) for e in entries]
+    return [without_free_text(e, DIARY_FREE_TEXT) for e in entries]
 
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MILLISECOND = timedelta(milliseconds=1)
-
-
-def encode_cursor(entry: dict) -> str:
-    return f"{(entry['updated_at'] - EPOCH) // MILLISECOND}.{entry['_id']}"
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    millis, _, last_id = cursor.partition(".")
-    return EPOCH + int(millis) * MILLISECOND, last_id
+def _shown(grant: Grant, entry: dict) -> dict:
+    return _visible(grant, [entry])[0]

@@ -1,33 +1,38 @@
-"""Exports for the health record: CSV (a patient's days, a clinician's panel) and a FHIR R4 Bundle."""
+"""Exports for the health record: CSV (a patient's days, a patient's events, a clinician's panel) and a
+FHIR R4 transaction Bundle (companion/services/fhir.py).
+
+CSV files are UTF-8 with a byte order mark, so that spreadsheet programs (Excel in particular) read names
+and notes outside ASCII correctly; programs that read them (Python's csv with encoding="utf-8-sig",
+pandas, R) skip the mark. Booleans are `true`/`false`, whole numbers are written without a decimal point,
+and a cell a spreadsheet would run as a formula starts with an apostrophe.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
-import re
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from companion.domain import review as rules
+from companion.services import fhir
 from companion.services.review import PatientReview
 
-FHIR_BASE = "https://companion.example/fhir"
-PATIENT_ID_SYSTEM = "https://companion.example/patient-id"
-LOINC = "http://loinc.org"
-PAIN_NRS = {"system": LOINC, "code": "72514-3",
-            "display": "Pain severity - 0-10 verbal numeric rating [Score] - Reported"}
-TENS_SNOMED = {"system": "http://snomed.info/sct", "code": "20701002",
-               "display": "Transcutaneous electrical nerve stimulation"}
-_COMMUNICATION_STATUS = {"scheduled": "preparation", "sending": "in-progress", "sent": "completed",
-                         "failed": "not-done", "expired": "stopped", "withdrawn": "not-done"}
+BOM = "\ufeff"
 _UNSAFE_CELL = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _cell(value) -> str:
-    """A CSV cell a spreadsheet will not run as a formula."""
+    """One CSV cell: booleans as true/false, whole numbers without ".0", text a spreadsheet will not run
+    as a formula."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
     text = value.isoformat() if isinstance(value, datetime) else str(value)
     if isinstance(value, str) and text.startswith(_UNSAFE_CELL):
         return "'" + text
@@ -36,6 +41,7 @@ def _cell(value) -> str:
 
 def _csv(header: list[str], rows: Iterable[list]) -> str:
     out = io.StringIO()
+    out.write(BOM)
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(header)
     for row in rows:
@@ -74,96 +80,69 @@ def panel_csv(rows: Iterable[rules.PanelRow]) -> str:
                                     "; ".join(r.reasons)] for r in rows))
 
 
-def fhir_id(value: str) -> str:
-    """A FHIR logical id ([A-Za-z0-9-.]{1,64}) from one of ours (session ids hold a colon)."""
-    return re.sub(r"[^A-Za-z0-9.-]", "-", value)[:64]
+EVENTS_CSV_HEADER = [
+    "event", "id", "local_date", "local_time", "utc_offset", "utc_time", "time_zone", "duration_min", "title", "status",
+    "device_serial", "programme", "frequency_hz", "pulse_width_us", "intensity_mean_ma", "intensity_peak_ma",
+    "end_reason", "clock_status",
+    "nrs", "phase", "session_id", "location", "activity", "sleep_quality", "mood", "note",
+    "bpi_worst", "bpi_least", "bpi_average", "bpi_now", "bpi_severity", "bpi_interference"]
+EVENT_KINDS = ("tens_session", "pain_entry", "medication_dose", "mindfulness_practice")
 
 
-def _instant(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
+def _when(moment: datetime, zone: str) -> dict:
+    local = moment.astimezone(ZoneInfo(zone))
+    offset = local.strftime("%z")
+    return {"local_date": local.date().isoformat(), "local_time": local.strftime("%H:%M"),
+            "utc_offset": f"UTC{offset[:3]}:{offset[3:]}", "utc_time": moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "time_zone": zone}
 
 
-def _entry(resource: dict) -> dict:
-    return {"fullUrl": f"{FHIR_BASE}/{resource['resourceType']}/{resource['id']}", "resource": resource}
+def _minutes(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
-def _care_plan(plan: dict, subject: dict) -> dict:
-    tens = plan.get("tens") or {}
-    activities = []
-    if tens:
-        target = tens.get("daily_minutes_target") or (
-            (tens.get("sessions_per_day") or 0) * (tens.get("minutes_per_session") or 0)) or None
-        activities.append({"detail": {
-            "kind": "DeviceRequest", "code": {"coding": [TENS_SNOMED]}, "status": "in-progress",
-            "description": f"TENS: {target or 'as needed'} min/day, {tens.get('minutes_per_session')} min per session, "
-                           f"programmes {', '.join(str(p) for p in tens.get('programmes') or []) or 'any'}, "
-                           f"{tens.get('intensity_min_ma')}-{tens.get('intensity_max_ma')} mA"}})
-    for medication in plan.get("medications") or []:
-        activities.append({"detail": {"kind": "MedicationRequest", "status": "in-progress",
-                                      "description": f"{medication.get('name')} {medication.get('dose')} at "
-                                                     f"{', '.join(medication.get('times') or [])}"}})
-    mindfulness = plan.get("mindfulness") or {}
-    if mindfulness.get("minutes_per_day") or mindfulness.get("sessions_per_week"):
-        activities.append({"detail": {"status": "in-progress", "description":
-                                      f"Mindfulness: {mindfulness.get('minutes_per_day') or '-'} min/day, "
-                                      f"{mindfulness.get('sessions_per_week') or '-'} sessions/week"}})
-    period = {"start": _instant(plan["active_from"])}
-    if plan.get("active_to"):
-        period["end"] = _instant(plan["active_to"])
-    return {"resourceType": "CarePlan", "id": fhir_id(plan["_id"]),
-            "status": "revoked" if plan.get("active_to") else "active", "intent": "plan",
-            "title": f"Therapy plan version {plan['version']}", "subject": subject, "period": period,
-            "created": _instant(plan.get("created_at")), "activity": activities or None}
+def _event_rows(review: PatientReview, days: int) -> list[tuple[datetime, int, dict]]:
+    first, zone = review.first_day(days), review.zone
+
+    def in_period(moment: datetime) -> bool:
+        return first <= rules.local_date(moment, zone) and moment <= review.at
+
+    rows = []
+    for s in review.sessions(days):
+        if in_period(s["started_at"]):
+            rows.append((s["started_at"], 0, {
+                "id": s["_id"], "duration_min": _minutes((s.get("duration_s") or 0) / 60),
+                **{k: s.get(k) for k in ("device_serial", "programme", "frequency_hz", "pulse_width_us",
+                                         "intensity_mean_ma", "intensity_peak_ma", "end_reason", "clock_status")}}))
+    for e in review.pain(days)["entries"]:
+        context, bpi = e.get("context") or {}, e.get("bpi") or {}
+        rows.append((e["recorded_at"], 1, {
+            "id": e["_id"], "nrs": e["nrs"], "phase": e.get("phase"), "session_id": e.get("session_record_id"),
+            **{k: context.get(k) for k in ("location", "activity", "sleep_quality", "mood", "note")},
+            **{f"bpi_{k}": bpi.get(k) for k in ("worst", "least", "average", "now", "severity")},
+            "bpi_interference": bpi.get("interference_score")}))
+    for o in review.notifications(days)["occurrences"]:
+        if o.get("kind") == "medication" and in_period(o["due_at"]):
+            rows.append((o["due_at"], 2, {"id": o["_id"], "title": o.get("title"), "status": o.get("status"),
+                                          "note": o.get("skip_reason")}))
+    for p in review.diary(days)["practice"]:
+        if in_period(p["started_at"]):
+            rows.append((p["started_at"], 3, {"id": p["_id"], "title": p.get("item_slug"),
+                                              "duration_min": _minutes(p.get("minutes")),
+                                              "status": "completed" if p.get("completed_at") else "started"}))
+    return sorted(rows, key=lambda r: (r[0], r[1], str(r[2]["id"])))
+
+
+def events_csv(review: PatientReview, days: int) -> str:
+    """One row per TENS session, diary entry, medication dose and mindfulness practice, oldest first, each
+    with its local time in the patient's zone and its UTC time; the columns that do not apply stay empty."""
+    rows = []
+    for moment, kind, fields in _event_rows(review, days):
+        row = {"event": EVENT_KINDS[kind], **_when(moment, review.zone), **fields}
+        rows.append([row.get(column) for column in EVENTS_CSV_HEADER])
+    return _csv(EVENTS_CSV_HEADER, rows)
 
 
 def fhir_bundle(review: PatientReview, days: int) -> dict:
-    """A `collection` Bundle: the Patient, pain Observations (LOINC 72514-3), a DeviceUseStatement per
-    TENS session (with its Device), the plan versions as CarePlans, and notifications as Communications."""
-    patient = review.patient
-    pid = fhir_id(patient.id)
-    subject = {"reference": f"Patient/{pid}"}
-    resources = [{"resourceType": "Patient", "id": pid, "active": True,
-                  "identifier": [{"system": PATIENT_ID_SYSTEM, "value": patient.id}],
-                  "name": [{"text": patient.display_name or ""}]}]
-    for entry in review.pain(days)["entries"]:
-        resources.append({"resourceType": "Observation", "id": fhir_id(entry["_id"]), "status": "final",
-                          "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                                    "code": "survey", "display": "Survey"}]}],
-                          "code": {"coding": [PAIN_NRS], "text": "Pain NRS (0-10)"}, "subject": subject,
-                          "effectiveDateTime": _instant(entry["recorded_at"]), "valueInteger": int(entry["nrs"]),
-                          **({"note": [{"text": f"rated {entry['phase']} a TENS session"}]} if entry.get("phase") else {})})
-    sessions = review.sessions(days)
-    for serial in sorted({s["device_serial"] for s in sessions}):
-        resources.append({"resourceType": "Device", "id": fhir_id(serial), "serialNumber": serial,
-                          "patient": subject, "type": {"coding": [TENS_SNOMED], "text": "TENS unit"}})
-    for session in sessions:
-        end = session["started_at"] + timedelta(seconds=session.get("duration_s") or 0)
-        timing = "" if session.get("time_quality", "exact") == "exact" else f", time {session['time_quality']}"
-        resources.append({"resourceType": "DeviceUseStatement", "id": fhir_id(session["_id"]),
-                          "status": "on-hold" if session.get("held") else "completed",
-                          "subject": subject, "device": {"reference": f"Device/{fhir_id(session['device_serial'])}"},
-                          "timingPeriod": {"start": _instant(session["started_at"]), "end": _instant(end)},
-                          "recordedOn": _instant(session.get("server_received_at")),
-                          "note": [{"text": f"programme {session.get('programme')}, {session.get('frequency_hz')} Hz, "
-                                            f"{session.get('pulse_width_us')} us, mean {session.get('intensity_mean_ma')} mA, "
-                                            f"{round((session.get('duration_s') or 0) / 60)} min, "
-                                            f"ended: {session.get('end_reason')}{timing}"}]})
-    for plan in review.plans():
-        resources.append({k: v for k, v in _care_plan(plan, subject).items() if v is not None})
-    for note in review.notifications(days)["notifications"]:
-        communication = {"resourceType": "Communication", "id": fhir_id(note["_id"]),
-                         "status": _COMMUNICATION_STATUS.get(note.get("state"), "unknown"), "subject": subject,
-                         "category": [{"text": note.get("kind") or "notification"}],
-                         "medium": [{"text": "push notification"}],
-                         "payload": [{"contentString": f"{note.get('kind') or 'notification'} notification"}]}
-        if note.get("sent_at"):
-            communication["sent"] = _instant(note["sent_at"])
-        if note.get("delivered_at"):
-            communication["received"] = _instant(note["delivered_at"])
-        if note.get("recipient_user_id") == patient.id:
-            communication["recipient"] = [subject]
-        if note.get("state") == "failed" and note.get("error_codes"):
-            communication["statusReason"] = {"text": ", ".join(note["error_codes"])}
-        resources.append(communication)
-    return {"resourceType": "Bundle", "type": "collection", "timestamp": _instant(review.at),
-            "entry": [_entry(r) for r in resources]}
+    """The patient's record as a FHIR R4 transaction Bundle (see companion.services.fhir)."""
+    return fhir.transaction_bundle(review, days)

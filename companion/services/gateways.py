@@ -11,8 +11,10 @@ from datetime import datetime, timedelta
 from companion.clock import Clock, now
 from companion.domain.access import Role
 from companion.domain.errors import Conflict, NotFound, Unauthorized
-from companion.domain.people import TensUnit
+from companion.domain.people import Gateway, TensUnit
 from companion.services.patients import Profiles
+from companion.services.telemetry import NoTelemetry, Telemetry
+from companion.services.throttle import Throttle
 from companion.services.tokens import TokenService
 from companion.settings import Settings
 from companion.store.stores import Stores
@@ -39,44 +41,72 @@ class Pairing:
 
 class Gateways:
     def __init__(self, settings: Settings, stores: Stores, tokens: TokenService, profiles: Profiles,
-                 clock: Clock = now):
+                 clock: Clock = now, *, telemetry: Telemetry | None = None):
         self.settings = settings
+        self.telemetry = telemetry or NoTelemetry()
         self.stores = stores
         self.codes = stores.pairing_codes
         self.gateways = stores.gateways
         self.devices = stores.devices
+        self.users = stores.users
         self.tokens = tokens
         self.profiles = profiles
+        self.throttle = Throttle(stores.counters, clock)
         self.clock = clock
 
-    def create_pairing_code(self, patient_id: str) -> tuple[str, datetime]:
-        """A short-lived, single-use code to pair a home gateway with this patient."""
+    def create_pairing_code(self, patient_id: str, *, address: str) -> tuple[str, datetime]:
+        """A short-lived, single-use code to pair a home gateway with this patient (a few an hour)."""
+        self.throttle.check("pairing_code", address=address, account=patient_id)
+        self.throttle.failed("pairing_code", address=address, account=patient_id)  # every code counts
         code = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(CODE_LENGTH))
         expires = self.clock() + timedelta(seconds=self.settings.pairing_code_ttl_s)
         self.codes.create(digest(code), patient_id, expires)
         return code, expires
 
-    def pair(self, code: str, name: str) -> Pairing:
-        """Exchange a pairing code for gateway credentials bound to the code's patient."""
+    def pair(self, code: str, name: str, *, address: str) -> Pairing:
+        """Exchange a pairing code for gateway credentials bound to the code's patient (throttled per address:
+        a guesser names no patient)."""
+        self.throttle.check("pairing", address=address)
         claimed = self.codes.claim(digest(code))
         if not claimed:
+            self.throttle.failed("pairing", address=address)
             raise Unauthorized("unknown, used or expired pairing code")
         secret = secrets.token_urlsafe(32)
         gateway = self.gateways.create(patient_id=claimed["patient_id"], secret_hash=digest(secret), name=name)
         serials = [unit.serial for unit in self.devices.for_patient(claimed["patient_id"])]
         return Pairing(gateway.id, secret, gateway.patient_id, digest(gateway.patient_id)[:12], serials)
 
-    def token(self, gateway_id: str, gateway_secret: str) -> dict:
+    def token(self, gateway_id: str, gateway_secret: str, *, address: str) -> dict:
         """A gateway's access token (15 minutes), from its id and secret."""
+        self.throttle.check("gateway_token", address=address, account=gateway_id)
         gateway = self.gateways.get(gateway_id)
-        if not gateway or gateway.revoked or not secrets.compare_digest(gateway.secret_hash, digest(gateway_secret)):
+        if not gateway or not secrets.compare_digest(gateway.secret_hash, digest(gateway_secret)) \
+                or not self._may_upload(gateway):
+            self.throttle.failed("gateway_token", address=address, account=gateway_id)
             raise Unauthorized("unknown or revoked gateway")
         tokens = self.tokens.start_session(gateway.id, Role.GATEWAY.value)
         return {"access_token": tokens["access_token"], "expires_in": tokens["expires_in"]}
 
+    def _may_upload(self, gateway: Gateway | None) -> bool:
+        """A gateway is heard while it is not revoked and its patient's account is active."""
+        if gateway is None or gateway.revoked:
+            return False
+        patient = self.users.by_id(gateway.patient_id)
+        return patient is not None and patient.active
+
     def is_active(self, gateway_id: str) -> bool:
-        gateway = self.gateways.get(gateway_id)
-        return bool(gateway) and not gateway.revoked
+        return self._may_upload(self.gateways.get(gateway_id))
+
+    def of_patient(self, patient_id: str) -> list[Gateway]:
+        """The gateways paired with a patient, revoked ones included."""
+        return self.gateways.for_patient(patient_id)
+
+    def revoke(self, patient_id: str, gateway_id: str) -> None:
+        """The patient (or their care team) revokes a paired gateway: its tokens stop working at once and it
+        cannot get new ones. Its uploaded records stay."""
+        if not self.gateways.revoke(gateway_id, patient_id):
+            raise NotFound("no such active gateway for this patient")
+        self.tokens.end_every_session(gateway_id, "gateway revoked")
 
     def patient_of(self, gateway_id: str) -> str:
         """The patient a gateway uploads for."""
@@ -99,17 +129,20 @@ class Gateways:
         return unit
 
     def release_unit(self, patient_id: str, serial: str) -> None:
-        """Release a unit from the patient; the interval it was bound for is kept (its sessions stay theirs)."""
-        if not self.devices.unbind(serial, patient_id, self.clock()):
-            raise NotFound("no such unit for this patient")
+        """Release a unit from the patient; the interval it was bound for is kept (its sessions stay theirs).
+        A unit not bound to the patient is released already: a retried release succeeds as the first did (and
+        says nothing of units bound to others)."""
+        self.devices.unbind(serial, patient_id, self.clock())
 
     def keep_dead_letters(self, gateway_id: str, patient_id: str, items: list[dict]) -> int:
         """Keep what a gateway reports it could not deliver as records (each once); returns how many were new."""
         at = self.clock()
-        return self.stores.gateway_dead_letters.keep([
+        new = self.stores.gateway_dead_letters.keep([
             {**{k: v for k, v in item.items() if k != "id"}, "_id": f"{gateway_id}:{item['id']}",
              "gateway_id": gateway_id, "local_id": item["id"], "patient_id": patient_id, "reported_at": at}
             for item in items])
+        self.telemetry.gateway_dead_letters(new)
+        return new
 
     def dead_letters_of(self, patient_id: str) -> list[dict]:
         """What the patient's gateways reported they could not deliver, newest first."""

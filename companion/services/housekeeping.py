@@ -1,22 +1,37 @@
-"""Cleanup instead of TTL indexes (FerretDB v1 has none): expired counters, keys, tokens, codes, sessions."""
+"""Cleanup instead of TTL indexes (FerretDB v1 has none): expired counters, keys, tokens, codes, sessions,
+the tombstones of deleted synced objects once the sync window has passed, and the audit trail's retention."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 from companion.clock import Clock, now
+from companion.services.audit import AuditTrail
+from companion.services.heartbeat import Heartbeats
+from companion.services.sync import Changes
 from companion.store.stores import Stores
+
+DEFAULT_SYNC_WINDOW = timedelta(days=90)
+PURGE_ROUNDS = 1000  # batches per collection and run; a backlog larger than that is finished by the next run
 
 
 class Housekeeping:
-    def __init__(self, stores: Stores, clock: Clock = now):
+    def __init__(self, stores: Stores, heartbeats: Heartbeats, clock: Clock = now, *,
+                 sync_window: timedelta = DEFAULT_SYNC_WINDOW, changes: Changes | None = None,
+                 audit: AuditTrail | None = None, audit_retention: timedelta = timedelta(days=2192)):
         self.stores = stores
         self.clock = clock
+        self.heartbeats = heartbeats
+        self.sync_window = sync_window
+        self.changes = changes or Changes(stores, clock)
+        self.audit = audit
+        self.retention = audit_retention
 
     def purge_expired(self) -> dict[str, int]:
         """Delete what has outlived its use; safe to run any time, any number of times.
 
-        Emergency-access grants and audit events are never purged: they are the evidence."""
+        Emergency-access grants are never purged here (they are evidence, kept with the patient's record); audit
+        events have their own retention (:meth:`audit_retention`)."""
         cutoff = self.clock()
         return {
             "rate_events": self.stores.counters.delete_expired(),
@@ -24,4 +39,59 @@ class Housekeeping:
             "refresh_tokens": self.stores.token_families.delete_expired(older_than=timedelta(days=1)),
             "pairing_codes": self.stores.pairing_codes.delete_expired(cutoff - timedelta(days=1)),
             "web_sessions": self.stores.web_sessions.purge_expired(cutoff),
+            "one_time_codes": self.stores.one_time_codes.delete_expired(cutoff),
+            "worker_heartbeats": self.heartbeats.forget_old(),
+            "tombstones": self.purge_tombstones(),
         }
+
+    def purge_tombstones(self) -> int:
+        """Delete the tombstones of diary entries, occurrences and favourites deleted longer ago than the
+        sync window. Each patient's sequence first records the highest change purged, so that a phone
+        whose cursor is older (and may not have seen the deletion) is told to resync in full."""
+        cutoff = self.clock() - self.sync_window
+        sequences = self.stores.change_sequences
+        purged = 0
+        for synced in (self.stores.pain_entries, self.stores.occurrences, self.stores.favourites):
+            for _ in range(PURGE_ROUNDS):
+                rows = synced.tombstones_before(cutoff)
+                if not rows:
+                    break
+                highest: dict[str, int] = {}
+                for row in rows:
+                    highest[row["patient_id"]] = max(highest.get(row["patient_id"], 0), row.get("seq") or 0)
+                for patient_id, through in highest.items():
+                    sequences.note_purged(patient_id, through)
+                purged += synced.purge([row["_id"] for row in rows], cutoff)
+        return purged
+
+    def number_unsynced(self) -> int:
+        """Give a change number to every synced document written before change feeds existed (an upgrade
+        step, run by ``companion migrate``): without one a document would never appear in a feed. Done once:
+        afterwards every write numbers its documents, and the collections are not scanned again."""
+        stores = self.stores
+        if stores.change_sequences.numbering_done():
+            return 0
+        numbered = 0
+        for synced in (stores.pain_entries, stores.reminders, stores.occurrences, stores.plans, stores.practice,
+                       stores.favourites, stores.session_records):
+            for _ in range(PURGE_ROUNDS):
+                rows = synced.unnumbered()
+                if not rows:
+                    break
+                by_patient: dict[str, list] = {}
+                for row in rows:
+                    by_patient.setdefault(row["patient_id"], []).append(row["_id"])
+                for patient_id, ids in by_patient.items():
+                    with self.changes.stamp(patient_id, synced, len(ids)) as first:
+                        numbered += synced.number(ids, first)
+        stores.change_sequences.note_numbering_done(self.clock())
+        return numbered
+
+    def audit_retention(self) -> dict[str, int]:
+        """Daily: finished days' counts of gateways' routine calls become chained events, then audit events older
+        than ``COMPANION_AUDIT_RETENTION_DAYS`` are deleted behind keyed cuts (companion.services.audit)."""
+        if self.audit is None:
+            raise RuntimeError("housekeeping was built without the audit trail")
+        rolled = self.audit.roll_up_heartbeats()
+        deleted = self.audit.purge_before(self.clock() - self.retention)
+        return {"heartbeat_days": rolled, "audit_events_deleted": deleted}

@@ -19,6 +19,9 @@ Every step after the first two is derived again from what is stored on every att
 after a crash between the writes finishes what the first attempt left undone, doubling nothing: syncs,
 records, copies and events have derived ids, placement is recomputed from the same evidence, marks are
 idempotent and the status only moves forward.
+
+Each batch's records (and every stored record placed again) take their patient's next change numbers
+(companion.services.sync), so the app's session feed hands them out however late they arrive.
 """
 
 from __future__ import annotations
@@ -29,7 +32,16 @@ from datetime import datetime
 from companion.clock import Clock, now
 from companion.domain.errors import Forbidden, TooManyRequests
 from companion.domain.sessions import Binding, device_events_for, identity_problem
-from companion.services.session_times import ClockCheck, SessionTimes, anchor, clock_check
+from companion.services.session_times import (
+    ClockCheck,
+    SessionTimes,
+    anchor,
+    clock_check,
+    touched_days_of,
+    write_changes,
+)
+from companion.services.sync import Changes
+from companion.services.telemetry import NoTelemetry, Telemetry
 from companion.services.touched_days import TouchedDays
 from companion.settings import Settings
 from companion.store.stores import Stores
@@ -47,8 +59,12 @@ def _touched(doc: dict) -> tuple[str | None, str | None]:
 
 
 class Ingestion:
-    def __init__(self, settings: Settings, stores: Stores, touched: TouchedDays, clock: Clock = now):
+    def __init__(self, settings: Settings, stores: Stores, clock: Clock = now, *,
+                 telemetry: Telemetry | None = None, changes: Changes | None = None,
+                 touched: TouchedDays | None = None):
         self.settings = settings
+        self.telemetry = telemetry or NoTelemetry()
+        self.changes = changes or Changes(stores, clock)
         self.stores = stores
         self.records = stores.session_records
         self.events = stores.device_events
@@ -71,11 +87,13 @@ class Ingestion:
         return bindings
 
     def receive(self, gateway_id: str | None, patient_id: str, records: list[dict], named_serials: set[str], *,
-                syncs: list[dict] | None = None, gateway_clock: dict | None = None) -> dict:
+                syncs: list[dict] | None = None, gateway_clock: dict | None = None,
+                refused_by_schema: int = 0) -> dict:
         """Store a batch; answer each record (created / duplicate / rejected, with its findings) and each sync,
         and say whether the server vouches for the gateway's clock. ``named_serials`` are every unit the batch
         names, valid records or not. ``gateway_id`` is None for history imported without a gateway (the demo's),
-        which is not throttled."""
+        which is not throttled. ``refused_by_schema`` counts the batch's records the HTTP layer already rejected
+        (for the metrics)."""
         syncs = syncs or []
         if gateway_id is not None:
             self._throttle(gateway_id)
@@ -109,17 +127,22 @@ class Ingestion:
             placed += unit_placed
             changes += unit_changes
         known = self.stores.unit_syncs.insert_new(sync_docs)
-        created, duplicates = self.records.insert_new(placed)
+        created = self._insert(placed)
         for doc in placed:
             if doc["_id"] in created:
                 results[doc["_id"]] = self._created(doc)
                 kept.append(doc)
             else:  # a concurrent upload stored it first: the stored one stands
                 results[doc["_id"]] = {"status": "duplicate", "reason": None}
-        for doc, fields in changes:
-            self.records.set_fields(doc["_id"], fields)
-        self._mark(kept, changes)
+        write_changes(self.stores, self.changes, self.touched, changes, "sessions")
+        if self.touched is not None:
+            for patient, dates in touched_days_of(kept).items():
+                self.touched.dates(patient, dates, "sessions")
         self._derive(patient_id, kept, changes, received_at)
+        for result in ("created", "duplicate", "rejected"):
+            count = sum(1 for r in results.values() if r["status"] == result)
+            self.telemetry.records_received(result, count + (refused_by_schema if result == "rejected" else 0))
+        self.telemetry.records_held(sum(1 for d in kept if d["_id"] in created and d.get("held")))
         return {"results": [{"record_id": rid, **res} for rid, res in results.items()],
                 "syncs": [{"sync_id": s["sync_id"], "status": "duplicate" if s["_id"] in known else "created"}
                           for s in sync_docs],
@@ -175,19 +198,20 @@ class Ingestion:
                                      if check is not None and not check.vouched else None),
                 "resolution": None}
 
-    def _mark(self, kept: list[dict], changes: list[tuple[dict, dict]]) -> None:
-        """Every local day whose figures the batch changed, for the adherence job."""
-        days: dict[str, set] = defaultdict(set)
-        for doc in kept:
-            patient, day = _touched(doc)
-            if patient and day:
-                days[patient].add(day)
-        for doc, fields in changes:
-            for patient, day in (_touched(doc), _touched({**doc, **fields})):
-                if patient and day:
-                    days[patient].add(day)
-        for patient, dates in days.items():
-            self.touched.dates(patient, {datetime.fromisoformat(d).date() for d in dates}, "sessions")
+    def _insert(self, placed: list[dict]) -> set[str]:
+        """Insert the new records, each group taking its patient's next change numbers (a record nobody owns
+        yet, its unit having changed hands then, is in no feed until a clinician decides); the ids created."""
+        by_patient: dict[str | None, list[dict]] = defaultdict(list)
+        for doc in placed:
+            by_patient[doc.get("patient_id")].append(doc)
+        created: set[str] = set()
+        for patient, docs in by_patient.items():
+            if patient is None:
+                created |= self.records.insert_new(docs)[0]
+                continue
+            with self.changes.stamp(patient, self.records, len(docs)) as first:
+                created |= self.records.insert_new([{**d, "seq": first + n} for n, d in enumerate(docs)])[0]
+        return created
 
     def _derive(self, patient_id: str, kept: list[dict], changes: list[tuple[dict, dict]],
                 received_at: datetime) -> None:

@@ -9,7 +9,10 @@ from pathlib import Path
 from companion.clock import Clock, now
 from companion.domain import content_library
 from companion.domain.errors import Conflict, Invalid, NotFound
+from companion.services.derived_ids import derived_id
+from companion.services.sync import Changes
 from companion.services.touched_days import TouchedDays
+from companion.store.content import NEVER_CHOSEN
 from companion.store.stores import Stores
 
 
@@ -18,10 +21,11 @@ def _document(item: content_library.ContentItem) -> dict:
 
 
 class Library:
-    def __init__(self, stores: Stores, touched: TouchedDays, clock: Clock = now):
+    def __init__(self, stores: Stores, changes: Changes, clock: Clock = now, *, touched: TouchedDays | None = None):
         self.items = stores.content
         self.favourites = stores.favourites
         self.log = stores.practice
+        self.changes = changes
         self.touched = touched
         self.clock = clock
 
@@ -56,20 +60,39 @@ class Library:
     def add_favourite(self, patient_id: str, slug: str) -> dict:
         """Mark an item as a favourite (doing it twice is harmless)."""
         item = self.item(slug)
-        self.favourites.add(patient_id, slug, self.clock())
+        with self.changes.stamp(patient_id, self.favourites) as seq:
+            self.favourites.add(patient_id, slug, self.clock(), seq)
         return item
 
     def remove_favourite(self, patient_id: str, slug: str) -> None:
-        if not self.favourites.remove(patient_id, slug):
+        """Remove a favourite; removing it again succeeds as the first removal did (until the tombstone is
+        purged after the sync window). NotFound for an item that was never a favourite."""
+        with self.changes.stamp(patient_id, self.favourites) as seq:
+            outcome = self.favourites.remove(patient_id, slug, self.clock(), seq)
+        if outcome == NEVER_CHOSEN:
             raise NotFound("this item is not a favourite")
+
+    def favourite_changes_since(self, patient_id: str, cursor: str | None, limit: int) -> dict:
+        """Favourites chosen or removed (tombstones) after the cursor (companion.services.sync)."""
+        page = self.changes.page(patient_id, self.favourites, cursor, limit)
+        return page.with_items(page.items)
+
+    def practice_changes_since(self, patient_id: str, cursor: str | None, limit: int) -> dict:
+        """Practice started or completed after the cursor (companion.services.sync)."""
+        page = self.changes.page(patient_id, self.log, cursor, limit)
+        return page.with_items(page.items)
 
     def practice_between(self, patient_id: str, start: datetime, end: datetime) -> list[dict]:
         return self.log.between(patient_id, start, end)
 
-    def start_practice(self, patient_id: str, slug: str, started_at: datetime | None) -> dict:
-        """Record that the patient began an item (now, or when the app says it began offline)."""
+    def start_practice(self, patient_id: str, slug: str, started_at: datetime | None, *,
+                       request_key: str | None = None) -> dict:
+        """Record that the patient began an item (now, or when the app says it began offline). With a
+        ``request_key`` a retry of the same request finds the practice the first attempt stored."""
         self.item(slug)
-        return self.log.start(patient_id, slug, started_at or self.clock())
+        practice_id = derived_id("practice", request_key) if request_key else None
+        with self.changes.stamp(patient_id, self.log) as seq:
+            return self.log.start(patient_id, slug, started_at or self.clock(), seq, practice_id)
 
     def complete_practice(self, patient_id: str, practice_id: str, completed_at: datetime | None,
                           minutes: float | None) -> dict:
@@ -87,8 +110,10 @@ class Library:
         item = self.item(started["item_slug"])
         elapsed = (completed_at - started["started_at"]).total_seconds() / 60
         practised = min(elapsed, float(item["duration_min"]), minutes if minutes is not None else elapsed)
-        done = self.log.complete(patient_id, practice_id, completed_at, round(practised, 1))
+        with self.changes.stamp(patient_id, self.log) as seq:
+            done = self.log.complete(patient_id, practice_id, completed_at, round(practised, 1), seq)
         if not done:
             raise Conflict("this practice was already completed")
-        self.touched.instants(patient_id, [started["started_at"]], "practice")
+        if self.touched is not None:  # a practice completed counts on the day it began
+            self.touched.instants(patient_id, [started["started_at"]], "practice")
         return done

@@ -1,13 +1,27 @@
 """A person's phones and what was pushed to them: FCM tokens per app install, receipts, and the history of
-notifications about a patient (what each was about, since a push carries only an opaque id)."""
+notifications about a patient (what each was about, since a push carries only an opaque id).
+
+Consent holds here as at sending (:class:`DeliveryConsent`): a caregiver whose access the patient revoked, or
+narrowed so that it no longer covers an alert's kind, no longer sees those notifications in their list nor
+can post receipts for them."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from companion.domain.access import Grant, notifications_visible_to
+from companion.domain.access import (
+    CONSENT_REVOKED,
+    NOT_SHARED,
+    Actor,
+    Grant,
+    Role,
+    delivery_refusal,
+    notifications_visible_to,
+)
 from companion.domain.errors import NotFound
 from companion.store.stores import Stores
+
+NO_LONGER_CONSENTED = (CONSENT_REVOKED, NOT_SHARED)
 
 
 def describe_source(source_key: str) -> tuple[str, str | None]:
@@ -26,10 +40,60 @@ def _described(items: list[dict]) -> list[dict]:
     return items
 
 
+class DeliveryConsent:
+    """Whether each notification may still go to its recipient, decided afresh at the moment of sending
+    (companion.domain.access.delivery_refusal), from the accounts and caregiver links as they are now."""
+
+    def __init__(self, stores: Stores):
+        self.users = stores.users
+        self.links = stores.care_links
+        self.alerts = stores.alerts
+
+    def refusals(self, docs: list[dict]) -> dict[str, str]:
+        """For each notification that must not go out, why (by notification id)."""
+        if not docs:
+            return {}
+        people = {a.id: a for a in self.users.by_ids({d["recipient_user_id"] for d in docs}
+                                                        | {d["patient_id"] for d in docs})}
+        to_caregivers = [d for d in docs if d["recipient_user_id"] != d["patient_id"]]
+        links = self.links.active_pairs({(d["patient_id"], d["recipient_user_id"]) for d in to_caregivers})
+        share_kinds = self._share_kinds(to_caregivers)
+        refused = {}
+        for doc in docs:
+            recipient, patient = people.get(doc["recipient_user_id"]), people.get(doc["patient_id"])
+            link = links.get((doc["patient_id"], doc["recipient_user_id"]))
+            reason = delivery_refusal(
+                recipient_active=bool(recipient and recipient.active), patient_active=bool(patient and patient.active),
+                to_patient=doc["recipient_user_id"] == doc["patient_id"],
+                caregiver=link.permissions if link else None, share_kind=share_kinds.get(doc["_id"]))
+            if reason is not None:
+                refused[doc["_id"]] = reason
+        return refused
+
+    def _share_kinds(self, docs: list[dict]) -> dict[str, str | None]:
+        """The consent kind each caregiver notification needs: recorded on it, or (for one queued before it was
+        recorded) its alert's."""
+        kinds = {d["_id"]: d.get("share_kind") for d in docs}
+        missing = {d["_id"]: d["source_key"].partition(":")[2] for d in docs
+                   if not d.get("share_kind") and d["source_key"].startswith("alert:")}
+        if missing:
+            of_alert = self.alerts.share_kinds_of(set(missing.values()))
+            kinds.update({nid: of_alert.get(alert_id) for nid, alert_id in missing.items()})
+        return kinds
+
+
 class Notifications:
     def __init__(self, stores: Stores):
         self.tokens = stores.push_tokens
         self.outbox = stores.outbox
+        self.consent = DeliveryConsent(stores)
+
+    def _still_consented(self, actor: Actor, items: list[dict]) -> list[dict]:
+        """Those of a caregiver's notifications whose patient still shares them with the caregiver."""
+        if actor.role is not Role.CAREGIVER:
+            return items
+        refused = self.consent.refusals(items)
+        return [item for item in items if refused.get(item["_id"]) not in NO_LONGER_CONSENTED]
 
     def phones(self, user_id: str) -> list[dict]:
         """The person's registered phones (never the tokens themselves), by install id."""
@@ -40,17 +104,22 @@ class Notifications:
         return self.tokens.register(user_id, install_id, token, platform, address)
 
     def forget_phone(self, user_id: str, install_id: str) -> None:
-        """Forget one install's token (signing out on that phone)."""
-        if not self.tokens.unregister(user_id, install_id):
-            raise NotFound("no phone registered under that install id")
+        """Forget one install's token (signing out on that phone). An install with no token registered is
+        already forgotten: a retried sign-out succeeds as the first did."""
+        self.tokens.unregister(user_id, install_id)
 
-    def sent_to(self, user_id: str, limit: int) -> list[dict]:
-        """The notifications sent to a person, newest first, with what each is about."""
-        return _described(self.outbox.for_recipient(user_id, limit=limit))
+    def sent_to(self, actor: Actor, limit: int) -> list[dict]:
+        """The notifications sent to a person, newest first, with what each is about (a caregiver: only about
+        patients who still share them)."""
+        return _described(self._still_consented(actor, self.outbox.for_recipient(actor.id, limit=limit)))
 
-    def record_receipt(self, user_id: str, notification_id: str, receipt: str) -> None:
-        """The recipient's app got (``delivered``) or the person opened (``opened``) a notification."""
-        if not self.outbox.record_receipt(notification_id, user_id, receipt):
+    def record_receipt(self, actor: Actor, notification_id: str, receipt: str) -> None:
+        """The recipient's app got (``delivered``) or the person opened (``opened``) a notification (not a
+        caregiver whose access to the patient has ended)."""
+        doc = self.outbox.get(notification_id)
+        if doc is None or doc["recipient_user_id"] != actor.id or not self._still_consented(actor, [doc]):
+            raise NotFound("no such notification for you")
+        if not self.outbox.record_receipt(notification_id, actor.id, receipt):
             raise NotFound("no such notification for you")
 
     def about_patient(self, grant: Grant, caller_id: str, *, since: datetime | None, until: datetime | None,

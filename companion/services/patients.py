@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import time
+from datetime import datetime, time, timedelta
 
-from companion.clock import Clock, now
+from companion.clock import Clock, now, to_millis
 from companion.domain.access import Role
-from companion.domain.errors import Conflict, NotFound
+from companion.domain.errors import Conflict, NotFound, PreconditionFailed
 from companion.domain.people import Account, ZoneMove
 from companion.domain.quiet_hours import QuietHours
 from companion.services.reminders import ReminderService
@@ -14,6 +14,7 @@ from companion.services.touched_days import TouchedDays
 from companion.store.stores import Stores
 
 NOT_FOUND = "no such patient, or no access to them"
+ATTEMPTS = 20
 
 
 class Profiles:
@@ -31,27 +32,51 @@ class Profiles:
             raise NotFound(NOT_FOUND)
         return user
 
-    def update(self, patient_id: str, changes: dict) -> Account:
-        """Change one's own profile. A new time zone is recorded with when it took effect, in the same write
-        as the zone itself, so reminders before the move keep their old local times and later ones follow
-        the new zone; pending future reminders (and their quiet-hours pushes) are moved at once."""
-        patient = self.patient(patient_id)
-        zone = changes.get("time_zone")
-        if zone is not None and zone != patient.time_zone:
-            at = self.clock()
-            moved = self.users.move_zone(patient_id, ZoneMove(zone, at, patient.time_zone))
-            if moved is None:
-                raise Conflict("the time zone changed meanwhile; reload the profile and try again")
-            if self.touched is not None:  # the days from the move on fall on other local dates now
-                self.touched.from_instant(patient_id, at, "time_zone")
+    def _next_move_at(self, patient: Account) -> datetime:
+        """When a move takes effect: now, to the millisecond the database keeps, and always after the last
+        move (two moves at one instant would make the history ambiguous)."""
+        at = to_millis(self.clock())
+        latest = max((m.effective_from for m in patient.time_zone_history), default=None)
+        return max(at, latest + timedelta(milliseconds=1)) if latest else at
+
+    def update(self, patient_id: str, changes: dict, *, if_version: int | None = None) -> Account:
+        """Change one's own profile, at the version named (PreconditionFailed with the current profile if it
+        moved on) or at the current one (only the fields given change). A new time zone is recorded with
+        when it took effect, in the same write as the zone itself, so reminders before the move keep their
+        old local times and later ones follow the new zone; pending future reminders (and their
+        quiet-hours pushes) are moved at once, and slots the move jumped over are kept. A change that
+        changes nothing writes nothing."""
         quiet = changes.get("quiet_hours", False)
         if quiet not in (None, False):
             quiet = QuietHours(time.fromisoformat(quiet["start"]), time.fromisoformat(quiet["end"]))
-        updated = self.users.update_profile(patient_id, display_name=changes.get("display_name"), quiet_hours=quiet,
-                                            caregiver_alert_delay_min=changes.get("caregiver_alert_delay_min"))
-        if (zone is not None and zone != patient.time_zone) or "quiet_hours" in changes:
-            # Travel: pending future reminders move to the same wall-clock times in the new zone
-            # (and new quiet hours move their pushes). Derived from the stored profile on every call,
-            # so a retry after a crash here finishes the move.
-            self.reminders.refresh_future(patient_id)
-        return updated
+        for _ in range(ATTEMPTS):
+            patient = self.patient(patient_id)
+            zone = changes.get("time_zone")
+            moving = zone is not None and zone != patient.time_zone
+            if not moving and _unchanged(patient, changes, quiet):
+                return patient
+            if if_version is not None and if_version != patient.profile_version:
+                raise PreconditionFailed("the profile changed since that version; see current", current=patient,
+                                         version=patient.profile_version)
+            move = ZoneMove(zone, self._next_move_at(patient), patient.time_zone) if moving else None
+            updated = self.users.update_profile(
+                patient_id, version=patient.profile_version, display_name=changes.get("display_name"),
+                quiet_hours=quiet, caregiver_alert_delay_min=changes.get("caregiver_alert_delay_min"), move=move)
+            if updated is None:
+                continue  # changed meanwhile: read it again (and answer 412 if the caller named a version)
+            if move is not None and self.touched is not None:  # the days from the move on fall on other dates
+                self.touched.from_instant(patient_id, move.effective_from, "time_zone")
+            if moving or "quiet_hours" in changes:
+                # Travel: pending future reminders move to the same wall-clock times in the new zone
+                # (and new quiet hours move their pushes). Derived from the stored profile on every call,
+                # so the hourly materialization finishes a move interrupted here.
+                self.reminders.refresh_future(patient_id)
+            return updated
+        raise Conflict("the profile is being changed by someone else right now; try again")
+
+
+def _unchanged(patient: Account, changes: dict, quiet) -> bool:
+    same = [("display_name", patient.display_name), ("caregiver_alert_delay_min", patient.caregiver_alert_delay_min)]
+    if any(name in changes and changes[name] != value for name, value in same):
+        return False
+    return quiet is False or quiet == patient.quiet_hours

@@ -12,8 +12,10 @@ from companion.clock import Clock, now
 from companion.domain.adherence import (
     DayAdherence,
     KindProgress,
+    TaskKind,
     adherence_for_day,
     events_by_local_day,
+    goal_progress,
     is_covered,
 )
 from companion.domain.errors import NotFound
@@ -35,6 +37,18 @@ def _kind(progress: KindProgress) -> dict:
     return {"state": progress.state.value, "fraction": progress.fraction,
             "minutes": round(progress.delivered_minutes, 1), "minutes_target": progress.target_minutes,
             "done": progress.done_count, "planned": progress.planned_count}
+
+
+def _medication_counts(plan: dict | None) -> bool:
+    doses = [m for m in (plan or {}).get("medications") or [] if m.get("times")]
+    return any(m.get("counts_towards_adherence", True) for m in doses)
+
+
+def _goal(kind: TaskKind, tasks, events, prescription: dict | None, counts: bool | None = None) -> dict:
+    """Today's progress towards the plan's goal of one kind, whether or not it counts towards adherence."""
+    if counts is None:
+        counts = bool(prescription) and bool(prescription.get("counts_towards_adherence", True))
+    return {**_kind(goal_progress(kind, tasks, events)), "counts_towards_adherence": counts}
 
 
 def _adherence_by_day(facts: PatientFacts, history, days: list[date], at) -> dict[date, DayAdherence]:
@@ -83,18 +97,32 @@ class Progress:
         start, end = local_day_bounds(zone, day)
         self.reminders.materialize(patient_id, start, end)
         facts = gather(self.stores, patient_id, start, end)
-        adherence = _adherence_by_day(facts, history, [day], current)[day]
+        plan = facts.plan_on(end)
+        tasks = planned_tasks(plan, day)
+        events = events_by_local_day(facts.events(), history).get(day, [])
         occurrences = [o for o in facts.occurrences if o["local_date"] == day.isoformat()]
         statuses = {s: sum(1 for o in occurrences if o["status"] == s) for s in ("pending", "done", "skipped", "missed")}
         scores = [e["nrs"] for e in facts.pain]
         return {
             "date": day.isoformat(), "zone": zone.key,
             "reminders": {"due": len(occurrences), **statuses, "items": occurrences},
-            "tens": {**_kind(adherence.tens), "sessions": sum(counts_as_session(s) for s in facts.sessions)},
-            "mindfulness": _kind(adherence.mindfulness),
-            "medication": _kind(adherence.medication),
+            "tens": {**_goal(TaskKind.TENS, tasks, events, (plan or {}).get("tens")), "sessions": sum(counts_as_session(s) for s in facts.sessions)},
+            "mindfulness": {**_goal(TaskKind.MINDFULNESS, tasks, events, (plan or {}).get("mindfulness")),
+                            **self._mindfulness_goal(patient_id, plan, zone, day, end)},
+            "medication": _goal(TaskKind.MEDICATION, tasks, events, None, _medication_counts(plan)),
             "pain": {"entries": len(scores), "latest_nrs": scores[-1] if scores else None},
         }
+
+    def _mindfulness_goal(self, patient_id: str, plan: dict | None, zone, day: date, day_end) -> dict:
+        """The plan's mindfulness goal as set, and the practice completed this week (Monday to today)."""
+        goal = (plan or {}).get("mindfulness") or {}
+        if not (goal.get("minutes_per_day") or goal.get("sessions_per_week")):
+            return {"goal": None, "sessions_this_week": 0}
+        monday = day - timedelta(days=day.isoweekday() - 1)
+        week = self.stores.practice.completed_between(patient_id, local_day_bounds(zone, monday)[0], day_end)
+        return {"goal": {"minutes_per_day": goal.get("minutes_per_day"),
+                         "sessions_per_week": goal.get("sessions_per_week")},
+                "sessions_this_week": len(week)}
 
     def streaks(self, patient_id: str, grace_days: int, days: int) -> dict:
         """The current and longest streak of days meeting the TENS prescription, over the last `days` days."""

@@ -8,7 +8,11 @@ and settles each notification:
 
 - ``sent`` as soon as one phone got it (the others' failures are kept per phone);
 - back to ``scheduled`` at the earliest retry time when only retryable failures came back;
-- ``expired`` when its validity ended first; ``failed`` otherwise (or when the person has no phone).
+- ``expired`` when its validity ended first; ``failed`` otherwise (or when the person has no phone);
+- ``withdrawn``, with a reason, when consent no longer holds at the moment of sending (checked for every
+  notification of a batch after it is claimed and before anything goes to FCM, see :class:`DeliveryConsent`):
+  the recipient's or the patient's account is no longer active, a caregiver's access was revoked or no
+  longer covers the alert's kind.
 
 Several dispatchers may run at once (threads or processes). Each notification goes out once, unless a
 dispatcher dies between FCM's answer and its ``sent`` write: then, after the lease, it is sent again,
@@ -26,8 +30,10 @@ from datetime import datetime, timedelta
 
 from companion.clock import Clock, now
 from companion.notify.push import Address, Outcome, PushItem, PushResult, PushSender
+from companion.services.notifications import DeliveryConsent
+from companion.services.telemetry import NoTelemetry, Telemetry
 from companion.settings import Settings
-from companion.store.outbox import EXPIRED, FAILED, SCHEDULED, SENT, Outbox
+from companion.store.outbox import EXPIRED, FAILED, SCHEDULED, SENT, WITHDRAWN, Outbox
 from companion.store.push_tokens import PushTokens
 from companion.store.stores import Stores
 
@@ -85,13 +91,14 @@ class DispatchReport:
 
 class OutboxDispatcher:
     def __init__(self, outbox: Outbox, tokens: PushTokens, sender: PushSender, *, owner: str,
-                 lease: timedelta = DEFAULT_LEASE, batch_size: int = 500):
+                 lease: timedelta = DEFAULT_LEASE, batch_size: int = 500, consent: DeliveryConsent | None = None):
         self.outbox = outbox
         self.tokens = tokens
         self.sender = sender
         self.owner = owner
         self.lease = lease
         self.batch_size = batch_size
+        self.consent = consent
 
     def run_once(self) -> DispatchReport:
         """Claim, send and settle one batch of due notifications."""
@@ -127,6 +134,13 @@ class OutboxDispatcher:
 
     def _send(self, claimed: list[dict], phones: PhoneBook, report: DispatchReport) -> None:
         report.claimed += len(claimed)
+        refused = self.consent.refusals(claimed) if self.consent is not None else {}
+        outcomes = []
+        for doc in claimed:
+            if doc["_id"] in refused:
+                outcomes.append((doc, WITHDRAWN, {"reason": refused[doc["_id"]]}))
+                report.states[WITHDRAWN] = report.states.get(WITHDRAWN, 0) + 1
+        claimed = [doc for doc in claimed if doc["_id"] not in refused]
         items: list[PushItem] = []
         installs: list[tuple[str, str]] = []  # (recipient, install) of each item
         for doc in claimed:
@@ -135,14 +149,13 @@ class OutboxDispatcher:
                                       expires_at=doc["expires_at"], collapse_key=doc["collapse_key"],
                                       attempt=doc["attempts"] + 1, address=Address(phone.get("address", "token"))))
                 installs.append((doc["recipient_user_id"], phone["install_id"]))
-        results = self.sender.send(items)
+        results = self.sender.send(items) if items else []
         per_doc: dict[str, list[tuple[str, PushResult]]] = {}
         for item, (recipient, install), result in zip(items, installs, results, strict=True):
             per_doc.setdefault(item.outbox_id, []).append((install, result))
             if result.outcome is Outcome.TOKEN_DEAD:
                 report.dead_tokens_removed += self.tokens.remove_dead(item.token)
                 phones.forget(recipient, item.token)
-        outcomes = []
         for doc in claimed:
             settlement = settle(per_doc.get(doc["_id"], []))
             outcomes.append((doc, settlement.state, settlement.details()))
@@ -169,8 +182,9 @@ class PushDelivery:
     """The worker's push jobs: send what the outbox holds, and keep the claims and phones tidy."""
 
     def __init__(self, settings: Settings, stores: Stores, sender: PushSender | None, *, owner: str | None = None,
-                 clock: Clock = now):
+                 clock: Clock = now, telemetry: Telemetry | None = None):
         self.settings = settings
+        self.telemetry = telemetry or NoTelemetry()
         self.stores = stores
         self.sender = sender
         self.owner = owner or worker_name()
@@ -180,7 +194,8 @@ class PushDelivery:
         if self.sender is None:
             raise RuntimeError("no FCM service account configured")
         return OutboxDispatcher(self.stores.outbox, self.stores.push_tokens, self.sender, owner=owner or self.owner,
-                                lease=self.settings.push_lease, batch_size=self.settings.dispatch_batch)
+                                lease=self.settings.push_lease, batch_size=self.settings.dispatch_batch,
+                                consent=DeliveryConsent(self.stores))
 
     def send_due(self, owner: str | None = None) -> DispatchReport:
         """Send every due outbox notification, a batch at a time, until a pass finds none left to claim."""
@@ -194,7 +209,15 @@ class PushDelivery:
             total.dead_tokens_removed += report.dead_tokens_removed
             for state, count in report.states.items():
                 total.states[state] = total.states.get(state, 0) + count
+        for state, count in total.states.items():
+            self.telemetry.notifications_settled(state, count)
         return total
+
+    def measure_outbox(self) -> int:
+        """How many notifications wait in the outbox (due or retrying), reported to the metrics."""
+        depth = self.stores.outbox.count_unfinished()
+        self.telemetry.outbox_depth(depth)
+        return depth
 
     def purge_claims(self) -> int:
         """Hourly: drop send claims whose lease ended a day ago (every round they guarded has settled)."""

@@ -4,15 +4,19 @@ Every push a reminder occurrence may cause has a planned time and a stable sourc
 
 - the reminder itself at ``notify_at`` (``due_at`` moved past quiet hours) (``reminder:<occurrence>``);
 - the n-th nudge at ``due_at + n * repeat.every_min`` while it is still not done (``...:repeat:<n>``);
-- a snoozed reminder at ``snoozed_until`` (``...:snooze:<time>``);
+- a snoozed reminder at ``snoozed_until`` (``...:snooze:<time>``); a snooze holds back every push planned
+  before it that has not gone yet (snoozed before it was due: nothing comes until the snooze time);
 - one re-send, ``reminder_resend_after`` after the reminder went out, when the app never confirmed
-  receiving it and the reminder has no nudges of its own (``...:resend``).
+  receiving it, the reminder has no nudges of its own and no snooze comes later (``...:resend``).
 
 A push is created in the outbox only while ``planned <= now < planned + grace`` and the completion
 window is open, under the outbox's unique (source key, recipient): running the dispatch twice, on two
 workers at once, or again after a restart creates nothing new; after an outage shorter than the grace
 the push goes out late, once; after a longer one it does not go out at all, and the occurrence is
 later marked missed with at most one summary per patient and day.
+
+Slots of one reminder due at the same instant (the DST gap) share the push of the earliest: the others
+carry ``push_with`` and plan none of their own.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from zoneinfo import ZoneInfo
 from companion.clock import Clock, now
 from companion.domain.schedules import ReminderOccurrence, Repeats, nudge_times
 from companion.services.item_failures import ItemFailures
+from companion.services.reminders import mark_closed_missed
+from companion.services.sync import Changes
 from companion.settings import Settings
 from companion.store.outbox import SENT, NotificationRequest, Outbox
 from companion.store.stores import Stores
@@ -53,12 +59,29 @@ def initial_key(occurrence_id: str) -> str:
     return f"reminder:{occurrence_id}"
 
 
+def snooze_key(occurrence: dict) -> str | None:
+    """The source key of the push an occurrence's current snooze causes (None when not snoozed)."""
+    snoozed = occurrence.get("snoozed_until")
+    return None if snoozed is None else f"{initial_key(occurrence['_id'])}:snooze:{snoozed:%Y%m%dT%H%M%S}"
+
+
+def reminding_keys(occurrence: dict) -> list[str]:
+    """The pushes any one of which means the patient was reminded of ``occurrence``: its first push (or the
+    one it shares) and its snooze's."""
+    keys = [initial_key(occurrence.get("push_with") or occurrence["_id"])]
+    snoozed = snooze_key(occurrence)
+    return keys + [snoozed] if snoozed else keys
+
+
 def planned_pushes(occurrence: dict, reminder: dict | None) -> list[PlannedPush]:
     """Every push ``occurrence`` may cause apart from the re-send (which depends on a receipt).
 
     The first push goes at ``notify_at`` (the due time, or the end of the patient's quiet hours);
-    nudges that would come before it are dropped, since the first push has not even gone yet.
+    nudges that would come before it are dropped, since the first push has not even gone yet. A snooze
+    holds back what was planned before it. An occurrence sharing another's push plans none.
     """
+    if occurrence.get("push_with"):
+        return []
     key = initial_key(occurrence["_id"])
     ends = occurrence["window_ends_at"]
     times = nudge_times(as_domain_occurrence(occurrence), repeats_of(reminder))
@@ -68,7 +91,8 @@ def planned_pushes(occurrence: dict, reminder: dict | None) -> list[PlannedPush]
               for n, at in enumerate(times[1:], 1) if at > first]
     snoozed = occurrence.get("snoozed_until")
     if snoozed is not None:
-        plans.append(PlannedPush(f"{key}:snooze:{snoozed:%Y%m%dT%H%M%S}", REPEAT_KIND, snoozed, ends))
+        plans = [p for p in plans if p.send_at >= snoozed]
+        plans.append(PlannedPush(snooze_key(occurrence), REPEAT_KIND, snoozed, ends))
     return [p for p in plans if p.send_at < ends]
 
 
@@ -118,6 +142,9 @@ def _resends(candidates: list[dict], reminders: dict[str, dict], sources: dict[s
             continue
         plan = PlannedPush(f"{initial_key(occurrence['_id'])}:resend", REPEAT_KIND,
                            first["sent_at"] + settings.reminder_resend_after, occurrence["window_ends_at"])
+        snoozed = occurrence.get("snoozed_until")
+        if snoozed is not None and plan.send_at < snoozed:
+            continue  # the snooze reminds again later
         if _in_grace(plan, now, settings.reminder_grace):
             plans.append((occurrence, plan))
     return plans
@@ -135,10 +162,11 @@ class MissedResult:
 class ReminderDispatch:
     """The scheduler's reminder passes: queue the pushes that are due, mark what was missed."""
 
-    def __init__(self, settings: Settings, stores: Stores, clock: Clock = now):
+    def __init__(self, settings: Settings, stores: Stores, clock: Clock = now, *, changes: Changes | None = None):
         self.settings = settings
         self.stores = stores
         self.clock = clock
+        self.changes = changes or Changes(stores, clock)
 
     def dispatch_due(self) -> DispatchResult:
         """Create the outbox notifications every open occurrence needs now (idempotent). An occurrence that
@@ -185,15 +213,15 @@ class ReminderDispatch:
         """
         now = self.clock()
         due = self.stores.occurrences
-        newly_missed = [o for o in due.closed_at(now, MISSED_BATCH) if due.mark_one_missed(o["_id"], now)]
+        newly_missed = mark_closed_missed(due, self.changes, due.closed_at(now, MISSED_BATCH), now)
         result = MissedResult(marked=len(newly_missed))
         if not newly_missed:
             return result
         outbox = self.stores.outbox
-        sent_for = _existing(outbox, [(initial_key(o["_id"]), o) for o in newly_missed])
+        sent_for = _existing(outbox, [(key, o) for o in newly_missed for key in reminding_keys(o)])
         unreminded: dict[str, dict] = {}
         for occurrence in newly_missed:
-            if initial_key(occurrence["_id"]) not in sent_for:
+            if not any(key in sent_for for key in reminding_keys(occurrence)):
                 unreminded.setdefault(occurrence["patient_id"], occurrence)
         failures = ItemFailures("reminders-missed")
         for patient_id, occurrence in unreminded.items():

@@ -21,6 +21,7 @@ from companion.domain.schedules import (
     WeeklyTimes,
     occurrences_with_history,
     schedule_problems,
+    slots_skipped_by_moves,
 )
 
 
@@ -67,3 +68,11 @@ def slots_for(reminder: dict, history: TimeZoneHistory, start_utc: datetime,
               end_utc: datetime) -> list[ReminderOccurrence]:
     """The reminder's occurrences due in [start_utc, end_utc), each in the zone in force at its moment."""
     return occurrences_with_history(schedule_of(reminder), history, start_utc, end_utc)
+
+
+def skipped_slots_for(reminder: dict, history: TimeZoneHistory, start_utc: datetime,
+                      end_utc: datetime) -> list[ReminderOccurrence]:
+    """The reminder's slots jumped over by the patient's zone changes in [start_utc, end_utc) (travel east),
+    each on the new clock; a reminder created after a change has nothing skipped by it."""
+    return [slot for slot in slots_skipped_by_moves(schedule_of(reminder), history, start_utc, end_utc)
+            if slot.skipped_by_move_at > reminder["created_at"]]

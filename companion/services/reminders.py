@@ -3,30 +3,58 @@ the scheduler), recording what the patient did, snoozing, and following the pati
 
 Everything here is idempotent and safe to run from several processes at once: occurrences are
 inserted under a unique (reminder_id, local_date, local_time) key with duplicates ignored, moves
-and deletions only touch occurrences that are still pending, and only in the future. A reminder and
+and cancellations only touch occurrences that are still pending, and only in the future. A reminder and
 its occurrences are two writes; the second is derived from the first on every call, so a request
 retried after a crash between them finishes the job (and the hourly materialization does too).
+
+Every change the app syncs takes the patient's next change number (companion.services.sync): a reminder's
+number is its version, which a change or stop may name (If-Match); occurrences the schedule no longer has
+are cancelled (tombstones), not deleted.
+
+Edges, decided here:
+
+- **Done against missed.** The worker marks an occurrence missed when its window closes; the patient may
+  still record it (done or skipped) afterwards, saying when they did it (``at``, default now). Whichever
+  reaches the database first, the result is the patient's outcome, with ``on_time`` true when ``at`` lies
+  inside the completion window. Two outcomes that differ (done, then skipped) are a conflict.
+- **Snooze before the due time** counts from the due time (companion.domain.schedules.snoozed_until), and
+  the pushes planned before the snooze time are held back (companion.services.reminder_dispatch).
+- **Travel east.** A slot the zone change jumped over (companion.domain.schedules.slots_skipped_by_moves)
+  is kept at its place on the new clock. If its completion window is still open at the change, it stays
+  pending and is pushed at the change; if not, it is marked ``missed`` with ``missed_reason:
+  time_zone_change`` (no missed-session alert, no missed summary). Either way it can be recorded.
+- **DST gap.** Slots that fall due at the same instant share one push (``push_with``).
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import date, datetime, time, timedelta
 
 from companion.clock import Clock, now
 from companion.domain.access import Grant, sees_free_text, without_free_text
-from companion.domain.errors import Conflict, Invalid, NotFound
+from companion.domain.errors import Conflict, Invalid, NotFound, PreconditionFailed
 from companion.domain.localtime import local_date_of
 from companion.domain.people import Account
 from companion.domain.quiet_hours import next_allowed
 from companion.domain.schedules import ReminderOccurrence, snoozed_until
-from companion.services.reminder_schedules import check_reminder, slots_for
+from companion.services.derived_ids import derived_id
+from companion.services.item_failures import ItemFailures
+from companion.services.reminder_schedules import check_reminder, skipped_slots_for, slots_for
+from companion.services.sync import Changes
 from companion.services.touched_days import TouchedDays
+from companion.store.reminders import CANCELLED, Occurrences
 from companion.store.stores import Stores
 
 HORIZON = timedelta(days=2)  # how far ahead a change re-materializes at once; the scheduler keeps ahead
 MAX_WINDOW = timedelta(days=31)
 EARLY_MARK = timedelta(hours=1)  # an occurrence can be ticked off at most this long before it is due
 MAX_ACTIVE = 50
+MOVES_LOOKBACK = timedelta(days=1)  # zone changes this long before a window are checked for skipped slots
+TIME_ZONE_CHANGE = "time_zone_change"
+MOMENT = ("due_at", "window_ends_at", "notify_at", "zone", "push_with")
+KEPT = (*MOMENT, "skipped_by_move_at", "status", "status_at", "missed_reason")
+ATTEMPTS = 20
 
 
 def _occurrence_doc(reminder: dict, slot: ReminderOccurrence, zone, quiet) -> dict:
@@ -36,9 +64,23 @@ def _occurrence_doc(reminder: dict, slot: ReminderOccurrence, zone, quiet) -> di
         "local_time": slot.local_time.strftime("%H:%M"), "zone": zone.key, "due_at": slot.due_at_utc,
         "window_ends_at": slot.window_ends_at_utc,
         # Quiet hours hold back the push, never the task: the occurrence is still due at due_at.
-        "notify_at": next_allowed(slot.due_at_utc, zone, quiet),
-        "status": "pending", "status_at": None, "skip_reason": None, "snoozed_until": None, "nudges_sent": 0,
+        "notify_at": next_allowed(slot.due_at_utc, zone, quiet), "push_with": slot.push_with,
+        "status": "pending", "status_at": None, "skip_reason": None, "missed_reason": None, "snoozed_until": None,
+        "nudges_sent": 0,
     }
+
+
+def _kept_doc(reminder: dict, slot: ReminderOccurrence, zone, quiet, current: datetime) -> dict:
+    """A slot a zone change jumped over, kept on the new clock: still open, it is pushed at the change;
+    closed already, it is missed because of the move."""
+    doc = _occurrence_doc(reminder, slot, zone, quiet)
+    moved_at = slot.skipped_by_move_at
+    doc["skipped_by_move_at"] = moved_at
+    if slot.window_ends_at_utc > max(moved_at, current):
+        doc["notify_at"] = next_allowed(moved_at, zone, quiet)
+    else:
+        doc.update(status="missed", status_at=moved_at, missed_reason=TIME_ZONE_CHANGE)
+    return doc
 
 
 def as_slot(occurrence: dict) -> ReminderOccurrence:
@@ -49,13 +91,33 @@ def as_slot(occurrence: dict) -> ReminderOccurrence:
         window_ends_at_utc=occurrence["window_ends_at"], occurrence_id=occurrence["_id"])
 
 
+def version_of(doc: dict) -> int:
+    """A synced object's version (its latest change number; 0 before any)."""
+    return doc.get("seq") or 0
+
+
+def mark_closed_missed(occurrences: Occurrences, changes: Changes, closed: list[dict], at: datetime) -> list[dict]:
+    """Mark these occurrences (whose windows have closed) missed where still pending, each patient's under
+    one reservation of change numbers; returns those marked (the patient may have recorded one meanwhile)."""
+    by_patient: dict[str, list[dict]] = defaultdict(list)
+    for occurrence in closed:
+        by_patient[occurrence["patient_id"]].append(occurrence)
+    marked = []
+    for patient_id, items in by_patient.items():
+        with changes.stamp(patient_id, occurrences, len(items)) as first:
+            marked += [o for n, o in enumerate(items) if occurrences.mark_one_missed(o["_id"], at, first + n)]
+    return marked
+
+
 class ReminderService:
-    def __init__(self, stores: Stores, clock: Clock = now, *, touched: TouchedDays | None = None):
+    def __init__(self, stores: Stores, clock: Clock = now, *, changes: Changes | None = None,
+                 touched: TouchedDays | None = None):
         self.users = stores.users
         self.reminders = stores.reminders
         self.occurrences = stores.occurrences
-        self.touched = touched
         self.clock = clock
+        self.changes = changes or Changes(stores, clock)
+        self.touched = touched
 
     def _patient(self, patient_id: str) -> Account:
         patient = self.users.by_id(patient_id)
@@ -74,38 +136,77 @@ class ReminderService:
             raise NotFound("no such reminder")
         return reminder
 
-    def create(self, patient_id: str, fields: dict, *, created_at: datetime | None = None) -> dict:
+    def create(self, patient_id: str, fields: dict, *, created_at: datetime | None = None,
+               request_key: str | None = None) -> dict:
         """Create a reminder and its occurrences for the next two days. Without a start date the schedule
         starts today on the patient's clock. ``created_at`` backdates it when importing history (no
-        occurrence is ever made for a time before the reminder existed)."""
+        occurrence is ever made for a time before the reminder existed).
+
+        Two writes: the reminder, then its occurrences, which are derived from the stored reminders on every
+        call. With a ``request_key`` (the request's Idempotency-Key) the reminder's id is derived from it, so
+        a retry after a crash between the writes finds the reminder and finishes its occurrences."""
         current = self.clock()
         if not fields["schedule"].get("start_date"):
             zone = self._patient(patient_id).zone_history().zone_at(current)
             fields = {**fields, "schedule": {**fields["schedule"],
                                              "start_date": local_date_of(current, zone).isoformat()}}
         check_reminder(fields)
-        if self.reminders.count_active(patient_id) >= MAX_ACTIVE:
+        if self.reminders.count_active(patient_id) >= MAX_ACTIVE and not (
+                request_key and self.reminders.get(patient_id, derived_id("reminder", request_key))):
             raise Invalid(f"a patient can have at most {MAX_ACTIVE} active reminders")
-        reminder = self.reminders.create(patient_id, fields, created_at or current)
+        reminder_id = derived_id("reminder", request_key) if request_key else None
+        with self.changes.stamp(patient_id, self.reminders) as seq:
+            reminder = self.reminders.create(patient_id, fields, created_at or current, seq, reminder_id)
         self.refresh_future(patient_id)
         return reminder
 
-    def update(self, patient_id: str, reminder_id: str, changes: dict) -> dict:
-        """Change a reminder; its pending future occurrences follow the new settings."""
-        current = self.get(patient_id, reminder_id)
-        check_reminder({**current, **changes})
-        updated = self.reminders.update(patient_id, reminder_id, changes, self.clock())
-        if not updated:
-            raise NotFound("no such reminder")
-        self.occurrences.delete_for_reminder_from(reminder_id, self.clock())
-        self.refresh_future(patient_id)
-        return updated
+    def update(self, patient_id: str, reminder_id: str, changes: dict, *, if_version: int | None = None) -> dict:
+        """Change a reminder (the version named, or the current one); its pending future occurrences follow
+        the new settings. A change that changes nothing writes nothing."""
+        for _ in range(ATTEMPTS):
+            current = self.get(patient_id, reminder_id)
+            wanted = dict(changes)
+            if "schedule" in wanted and not wanted["schedule"].get("start_date"):
+                wanted["schedule"] = {**wanted["schedule"], "start_date": current["schedule"]["start_date"]}
+            if all(current.get(key) == value for key, value in wanted.items()):
+                return current
+            self._check_version(current, if_version)
+            check_reminder({**current, **wanted})
+            with self.changes.stamp(patient_id, self.reminders) as seq:
+                updated = self.reminders.update(patient_id, reminder_id, wanted, self.clock(), seq=seq,
+                                                version=version_of(current))
+            if updated:
+                self.refresh_future(patient_id)
+                return updated
+        raise Conflict("the reminder is being changed by someone else right now; try again")
 
-    def stop(self, patient_id: str, reminder_id: str) -> None:
-        """Stop a reminder: it becomes inactive, its future pending occurrences go, its history stays."""
-        if not self.reminders.update(patient_id, reminder_id, {"active": False}, self.clock()):
-            raise NotFound("no such reminder")
-        self.occurrences.delete_for_reminder_from(reminder_id, self.clock())
+    def stop(self, patient_id: str, reminder_id: str, *, if_version: int | None = None) -> dict:
+        """Stop a reminder: it becomes inactive, its future pending occurrences are cancelled, its history
+        stays. Stopping a stopped reminder changes nothing (a retried stop succeeds as the first did)."""
+        for _ in range(ATTEMPTS):
+            current = self.get(patient_id, reminder_id)
+            if not current["active"]:
+                self.refresh_future(patient_id)  # finishes a stop interrupted between its two writes
+                return current
+            self._check_version(current, if_version)
+            with self.changes.stamp(patient_id, self.reminders) as seq:
+                stopped = self.reminders.update(patient_id, reminder_id, {"active": False}, self.clock(), seq=seq,
+                                                version=version_of(current))
+            if stopped:
+                self.refresh_future(patient_id)
+                return stopped
+        raise Conflict("the reminder is being changed by someone else right now; try again")
+
+    @staticmethod
+    def _check_version(current: dict, if_version: int | None) -> None:
+        if if_version is not None and if_version != version_of(current):
+            raise PreconditionFailed("the reminder changed since that version; see current", current=current,
+                                     version=version_of(current))
+
+    def changes_since(self, grant: Grant, cursor: str | None, limit: int) -> dict:
+        """Reminders created or changed after the cursor (companion.services.sync)."""
+        page = self.changes.page(grant.patient_id, self.reminders, cursor, limit)
+        return page.with_items(page.items)
 
     # Occurrences
     def materialize(self, patient_id: str, start_utc: datetime, end_utc: datetime) -> int:
@@ -113,9 +214,10 @@ class ReminderService:
         many were added.
 
         New occurrences are inserted (a concurrent run inserting the same ones is harmless); pending
-        future occurrences that the schedules no longer produce (a changed schedule, a new time zone) are
-        deleted, and pending future ones whose moment changed are moved. Occurrences already done,
-        skipped or missed, and anything in the past, are history and stay as they are.
+        future occurrences that the schedules no longer produce (a changed schedule, a stopped reminder)
+        are cancelled, cancelled future ones the schedules produce again come back, and pending future
+        ones whose moment changed are moved. Slots a zone change jumped over are kept (module docstring).
+        Occurrences already done, skipped or missed, and anything in the past, are history and stay.
         """
         if end_utc <= start_utc:
             return 0
@@ -123,25 +225,50 @@ class ReminderService:
             raise ValueError("materialize at most 31 days at a time")
         patient = self._patient(patient_id)
         history, quiet = patient.zone_history(), patient.quiet_hours
+        current = self.clock()
         wanted: dict[str, dict] = {}
+        kept: dict[str, dict] = {}
         for reminder in self.reminders.for_patient(patient_id, active_only=True):
             begin = max(start_utc, reminder["created_at"])
-            if begin >= end_utc:
-                continue
-            for slot in slots_for(reminder, history, begin, end_utc):
-                doc = _occurrence_doc(reminder, slot, history.zone_at(slot.due_at_utc), quiet)
-                wanted.setdefault(doc["_id"], doc)
+            if begin < end_utc:
+                for slot in slots_for(reminder, history, begin, end_utc):
+                    doc = _occurrence_doc(reminder, slot, history.zone_at(slot.due_at_utc), quiet)
+                    wanted.setdefault(doc["_id"], doc)
+            for slot in skipped_slots_for(reminder, history, start_utc - MOVES_LOOKBACK, end_utc):
+                zone = history.zone_at(slot.skipped_by_move_at)
+                kept.setdefault(slot.occurrence_id, _kept_doc(reminder, slot, zone, quiet, current))
+        wanted.update(kept)
         existing = self.occurrences.by_ids(list(wanted))
-        current = self.clock()
+        moves: list[tuple[str, dict]] = []
+        revivals: list[dict] = []
         for key, doc in wanted.items():
             stored = existing.get(key)
-            if stored and stored["status"] == "pending" and stored["due_at"] >= current \
-                    and (stored["due_at"], stored.get("notify_at")) != (doc["due_at"], doc["notify_at"]):
-                self.occurrences.move_pending(key, {k: doc[k] for k in ("due_at", "window_ends_at", "notify_at", "zone")})
+            if stored is None:
+                continue
+            if key in kept:
+                if stored["status"] == "pending" and stored["due_at"] != doc["due_at"]:
+                    moves.append((key, {k: doc[k] for k in KEPT}))
+            elif stored["status"] == "pending" and stored["due_at"] >= current \
+                    and any(stored.get(k) != doc[k] for k in MOMENT):
+                moves.append((key, {k: doc[k] for k in MOMENT}))
+            elif stored["status"] == CANCELLED and doc["due_at"] >= current:
+                revivals.append(doc)
         stale = [o["_id"] for o in self.occurrences.pending_from(patient_id, max(start_utc, current), end_utc)
                  if o["_id"] not in wanted]
-        self.occurrences.delete_pending(stale)
-        return self.occurrences.insert_new([doc for key, doc in wanted.items() if key not in existing])
+        new = [doc for key, doc in wanted.items() if key not in existing]
+        writes = len(moves) + len(revivals) + len(stale) + len(new)
+        if not writes:
+            return 0
+        with self.changes.stamp(patient_id, self.occurrences, writes) as seq:
+            for key, fields in moves:
+                self.occurrences.move_pending(key, fields, seq)
+                seq += 1
+            for doc in revivals:
+                self.occurrences.revive(doc, seq)
+                seq += 1
+            self.occurrences.cancel_pending(stale, seq, current)
+            seq += len(stale)
+            return self.occurrences.insert_new([{**doc, "seq": seq + n} for n, doc in enumerate(new)])
 
     def refresh_future(self, patient_id: str) -> int:
         """Recompute the patient's pending future occurrences (after a schedule or time-zone change)."""
@@ -152,36 +279,52 @@ class ReminderService:
         return self.materialize(patient_id, current, end)
 
     def materialize_ahead(self, grace: timedelta, horizon: timedelta) -> int:
-        """The scheduler's hourly pass: every patient's occurrences kept ``horizon`` ahead."""
+        """The scheduler's hourly pass: every patient's occurrences kept ``horizon`` ahead (a patient whose
+        reminders cannot be materialized is logged and skipped; the others are not held up)."""
         current = self.clock()
-        return sum(self.materialize(patient_id, current - grace, current + horizon)
-                   for patient_id in self.reminders.patients_with_active())
+        failures = ItemFailures("reminders-materialize")
+        added = [failures.attempt(patient_id, lambda p=patient_id: self.materialize(p, current - grace,
+                                                                                     current + horizon))
+                 for patient_id in self.reminders.patients_with_active()]
+        return sum(n or 0 for n in added)
 
     def occurrences_between(self, grant: Grant, start_utc: datetime, end_utc: datetime) -> list[dict]:
         """The occurrences in a range (at most 31 days), materialized first so the app sees every one; a
         caregiver not allowed the patient's own words does not see the reasons for skipping."""
         self.materialize(grant.patient_id, start_utc, end_utc)
-        items = self.occurrences.between(grant.patient_id, start_utc, end_utc)
-        if sees_free_text(grant):
-            return items
-        return [without_free_text(o, ("skip_reason",)) for o in items]
+        return _visible(grant, self.occurrences.between(grant.patient_id, start_utc, end_utc))
+
+    def occurrence_changes_since(self, grant: Grant, cursor: str | None, limit: int) -> dict:
+        """Occurrences created, changed or cancelled after the cursor (companion.services.sync)."""
+        page = self.changes.page(grant.patient_id, self.occurrences, cursor, limit)
+        return page.with_items(_visible(grant, page.items))
 
     def _open_occurrence(self, patient_id: str, key: str) -> dict:
         occurrence = self.occurrences.get(patient_id, key)
-        if not occurrence:
+        if not occurrence or occurrence["status"] == CANCELLED:
             raise NotFound("no such reminder occurrence")
         if occurrence["due_at"] - EARLY_MARK > self.clock():
             raise Invalid("this reminder is not due yet", errors={"status": ["not due yet"]})
         return occurrence
 
-    def record_outcome(self, patient_id: str, key: str, status: str, reason: str | None) -> dict:
-        """Record an occurrence as done or skipped. A missed one can still be recorded late; recording the
-        same outcome again is harmless; changing a recorded outcome is a conflict."""
+    def record_outcome(self, patient_id: str, key: str, status: str, reason: str | None, *,
+                       at: datetime | None = None) -> dict:
+        """Record an occurrence as done or skipped, at ``at`` (when the patient did it; default now). A
+        missed one can still be recorded late: the patient's outcome replaces ``missed`` whichever of the
+        two reached the database first, ``on_time`` saying whether ``at`` was inside the window.
+        Recording the same outcome again is harmless; changing a recorded outcome is a conflict."""
         occurrence = self._open_occurrence(patient_id, key)
         if occurrence["status"] == status:
             return occurrence
-        changes = {"status": status, "status_at": self.clock(), "skip_reason": reason if status == "skipped" else None}
-        updated = self.occurrences.record(patient_id, key, ("pending", "missed"), changes)
+        current = self.clock()
+        when = at or current
+        if when < occurrence["due_at"] - EARLY_MARK:
+            raise Invalid("that is more than an hour before this reminder was due", errors={"at": ["too early"]})
+        changes = {"status": status, "status_at": when, "recorded_at": current,
+                   "on_time": when <= occurrence["window_ends_at"],
+                   "skip_reason": reason if status == "skipped" else None}
+        with self.changes.stamp(patient_id, self.occurrences) as seq:
+            updated = self.occurrences.record(patient_id, key, ("pending", "missed"), changes, seq)
         if not updated:
             again = self.occurrences.get(patient_id, key) or occurrence
             if again["status"] == status:
@@ -192,16 +335,25 @@ class ReminderService:
         return updated
 
     def snooze(self, patient_id: str, key: str, minutes: int) -> dict:
-        """Remind again in `minutes` (never past the end of the completion window)."""
+        """Remind again in `minutes`, counted from the due time if it has not come yet (never past the end
+        of the completion window)."""
         occurrence = self._open_occurrence(patient_id, key)
         until = snoozed_until(as_slot(occurrence), self.clock(), minutes)
         if until is None:
             raise Conflict("the time for this reminder has passed; record it as done or skipped instead")
-        updated = self.occurrences.record(patient_id, key, ("pending",), {"snoozed_until": until})
+        with self.changes.stamp(patient_id, self.occurrences) as seq:
+            updated = self.occurrences.record(patient_id, key, ("pending",), {"snoozed_until": until}, seq)
         if not updated:
             raise Conflict(f"this reminder was already recorded as {occurrence['status']}")
         return updated
 
     def mark_missed(self, now_utc: datetime) -> int:
         """Every pending occurrence whose completion window has closed is now missed; returns how many."""
-        return self.occurrences.mark_missed(now_utc)
+        closed = self.occurrences.closed_at(now_utc, limit=100_000)
+        return len(mark_closed_missed(self.occurrences, self.changes, closed, now_utc))
+
+
+def _visible(grant: Grant, occurrences: list[dict]) -> list[dict]:
+    if sees_free_text(grant):
+        return occurrences
+    return [without_free_text(o, ("skip_reason",)) for o in occurrences]

@@ -8,7 +8,8 @@ from datetime import datetime, timedelta
 from companion.clock import Clock, now
 from companion.domain.errors import Invalid, NotFound
 from companion.domain.sessions import RESOLUTIONS
-from companion.services.session_times import SessionTimes
+from companion.services.session_times import SessionTimes, write_changes
+from companion.services.sync import Changes
 from companion.services.touched_days import TouchedDays
 from companion.store.stores import Stores
 
@@ -17,9 +18,10 @@ FUTURE_MARGIN = timedelta(minutes=5)
 
 
 class TensSessions:
-    def __init__(self, stores: Stores, touched: TouchedDays, clock: Clock = now):
+    def __init__(self, stores: Stores, changes: Changes, clock: Clock = now, *, touched: TouchedDays | None = None):
         self.stores = stores
         self.records = stores.session_records
+        self.changes = changes
         self.touched = touched
         self.clock = clock
 
@@ -29,6 +31,11 @@ class TensSessions:
         end = end or self.clock() + FUTURE_MARGIN
         start = start or end - timedelta(days=DEFAULT_DAYS)
         return self.records.for_patient(patient_id, start, end, limit)
+
+    def changes_since(self, patient_id: str, cursor: str | None, limit: int) -> dict:
+        """Session records stored after the cursor, in the order they were stored (companion.services.sync)."""
+        page = self.changes.page(patient_id, self.records, cursor, limit)
+        return page.with_items(page.items)
 
     def held(self, patient_id: str) -> list[dict]:
         """Sessions held back from the figures that are the patient's, or may be (a unit that changed hands
@@ -55,10 +62,5 @@ class TensSessions:
         serial = doc["device_serial"]
         bindings = self.stores.devices.bindings_of([serial])[serial]
         _, changes = SessionTimes(self.stores).place_unit(serial, [], [], bindings, at, [doc["device_seq"]])
-        for stored, fields in changes:
-            self.records.set_fields(stored["_id"], fields)
-            for day_of in (stored, {**stored, **fields}):
-                if day_of.get("patient_id") and day_of.get("local_date"):
-                    self.touched.dates(day_of["patient_id"], {datetime.fromisoformat(day_of["local_date"]).date()},
-                                       "session_resolved")
+        write_changes(self.stores, self.changes, self.touched, changes, "session_resolved")
         return self.records.get(record_id)

@@ -1,21 +1,35 @@
-"""Access tokens (short-lived JWTs) and rotating refresh tokens."""
+"""Access tokens (short-lived JWTs) and rotating refresh tokens, in sessions with an absolute lifetime.
+
+- A login starts a session (a token *family*). Every refresh rotates the refresh token; presenting a used one
+  again ends the whole session (a stolen token is useless once the owner refreshes, and vice versa) with one
+  exception: a retry within ``COMPANION_REFRESH_GRACE_S`` (10 s) of the first use, while the new token has not
+  been used itself, gets *the same* new pair, because a phone that lost the answer on a bad network must not
+  be signed out. The new pair is derived from the old token with the signing key (HMAC), so nothing secret is
+  stored to answer the retry.
+- A session ends, however often it is refreshed, ``COMPANION_SESSION_MAX_DAYS`` (30) after its login for
+  patients and caregivers and ``COMPANION_STAFF_SESSION_MAX_H`` (12) for clinicians and admins; its access
+  tokens stop working at the same moment.
+"""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import secrets
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import jwt
 
-from companion.clock import now
+from companion.clock import Clock, now, to_millis
 from companion.domain.access import Actor, Role
 from companion.domain.errors import Unauthorized
 from companion.settings import Settings
 from companion.store.tokens import TokenFamilies
 
 ALGORITHM = "HS256"
+STAFF = frozenset({Role.CLINICIAN.value, Role.ADMIN.value})
 
 
 def hash_token(token: str) -> str:
@@ -23,12 +37,13 @@ def hash_token(token: str) -> str:
 
 
 class TokenService:
-    def __init__(self, settings: Settings, families: TokenFamilies):
+    def __init__(self, settings: Settings, families: TokenFamilies, clock: Clock = now):
         self.s = settings
         self.families = families
+        self.clock = clock
 
-    def _encode(self, claims: dict, ttl_s: int) -> str:
-        issued = now()
+    def _encode(self, claims: dict, ttl_s: int, *, issued: datetime | None = None, jti: str | None = None) -> str:
+        issued = issued or now()
         payload = {
             **claims,
             "iss": self.s.jwt_issuer,
@@ -36,13 +51,14 @@ class TokenService:
             "iat": issued,
             "nbf": issued,
             "exp": issued + timedelta(seconds=ttl_s),
-            "jti": uuid.uuid4().hex,
+            "jti": jti or uuid.uuid4().hex,
         }
         return jwt.encode(payload, self.s.secret_key, algorithm=ALGORITHM)
 
-    def access_token(self, user_id: str, role: str, family_id: str) -> str:
+    def access_token(self, user_id: str, role: str, family_id: str, *, issued: datetime | None = None,
+                     jti: str | None = None) -> str:
         return self._encode({"sub": user_id, "role": role, "fam": family_id, "typ": "access"},
-                            self.s.access_token_ttl_s)
+                            self.s.access_token_ttl_s, issued=issued, jti=jti)
 
     def mfa_token(self, user_id: str, role: str) -> str:
         """A token that proves the password only; it opens nothing but the MFA step."""
@@ -64,50 +80,77 @@ class TokenService:
             raise Unauthorized("invalid or expired token")
         return claims
 
+    def session_limit(self, role: str) -> timedelta:
+        """How long a session of ``role`` may last from its login, however often it is refreshed."""
+        return self.s.staff_session_max if role in STAFF else self.s.session_max
+
+    def _live(self, family: dict | None) -> bool:
+        if not family or family["revoked"]:
+            return False
+        return self.clock() < family["created_at"] + self.session_limit(family["role"])
+
     def actor_from(self, token: str) -> Actor:
         claims = self.decode(token)
         try:
             role = Role(claims["role"])
         except (KeyError, ValueError) as exc:
             raise Unauthorized("invalid or expired token") from exc
-        family = claims.get("fam")
-        if not family or not self.families.is_active(family):
+        family = self.families.family(claims.get("fam")) if claims.get("fam") else None
+        if not self._live(family):
             raise Unauthorized("invalid or expired token")
-        return Actor(id=claims["sub"], role=role, family=family)
+        return Actor(id=claims["sub"], role=role, family=family["_id"], session_started_at=family.get("created_at"))
 
     def start_session(self, user_id: str, role: str) -> dict:
         family_id = uuid.uuid4().hex
         self.families.start(family_id, user_id, role)
-        return self._pair(user_id, role, family_id)
+        return self._pair(user_id, role, family_id, secrets.token_urlsafe(32), issued=None, jti=None)
 
-    def _pair(self, user_id: str, role: str, family_id: str) -> dict:
-        refresh = secrets.token_urlsafe(32)
+    def _pair(self, user_id: str, role: str, family_id: str, refresh: str, *, issued: datetime | None,
+              jti: str | None) -> dict:
         self.families.add_token(hash_token(refresh), family_id, user_id,
                                 now() + timedelta(seconds=self.s.refresh_token_ttl_s))
         return {
-            "access_token": self.access_token(user_id, role, family_id),
+            "access_token": self.access_token(user_id, role, family_id, issued=issued, jti=jti),
             "refresh_token": refresh,
             "token_type": "Bearer",
             "expires_in": self.s.access_token_ttl_s,
         }
 
+    def _successor(self, refresh_token: str) -> tuple[str, str]:
+        """The refresh token that replaces ``refresh_token``, and the id of the access token issued with it:
+        derived with the signing key, so a retry of the same refresh gets the same pair."""
+        mac = hmac.new(self.s.secret_key.encode(), b"refresh\x1f" + refresh_token.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac).decode().rstrip("="), mac[:16].hex()
+
     def refresh(self, refresh_token: str) -> dict:
-        """Rotate: the old refresh token dies; using it again revokes its whole family."""
-        status, doc = self.families.use_token(hash_token(refresh_token))
-        if status == "reused":
+        """Rotate: the old refresh token dies; using it again revokes its whole family (except a retry
+        within the grace window, which gets the same new pair)."""
+        status, doc = self.families.use_token(hash_token(refresh_token), to_millis(self.clock()))
+        if status == "unknown":
+            raise Unauthorized("invalid or expired token")
+        successor, jti = self._successor(refresh_token)
+        if status == "reused" and not self._retry_in_grace(doc, successor):
             self.families.revoke(doc["family_id"], "refresh token reused")
             raise Unauthorized("invalid or expired token")
-        if status == "unknown" or doc["expires_at"] < now():
+        if doc["expires_at"] < now():
             raise Unauthorized("invalid or expired token")
         family = self.families.family(doc["family_id"])
-        if not family or family["revoked"]:
+        if not self._live(family):
             raise Unauthorized("invalid or expired token")
-        return self._pair(doc["user_id"], family["role"], doc["family_id"])
+        return self._pair(doc["user_id"], family["role"], doc["family_id"], successor, issued=doc["used_at"], jti=jti)
+
+    def _retry_in_grace(self, doc: dict, successor: str) -> bool:
+        """A repeat of a refresh whose answer may have been lost: soon after the first use, and its successor
+        not used yet (once the client has used the new token, the old one coming back is a theft)."""
+        if doc.get("used_at") is None or self.clock() - doc["used_at"] > self.s.refresh_grace:
+            return False
+        following = self.families.token(hash_token(successor))
+        return following is None or following.get("used_at") is None
 
     def end_session(self, actor: Actor) -> None:
         """Log out: this session's access and refresh tokens stop working at once."""
         self.families.revoke(actor.family, "logout")
 
     def end_every_session(self, user_id: str, reason: str) -> None:
-        """Every API session of an account ends (a password change, a deactivation)."""
+        """Every API session of an account ends (a password change, a deactivation, a revoked gateway)."""
         self.families.revoke_all_for_user(user_id, reason)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import time
+from datetime import datetime, time
 
 from bson import ObjectId
 from pymongo import ASCENDING, IndexModel, ReturnDocument
@@ -11,7 +11,7 @@ from pymongo.database import Database
 
 from companion.clock import now
 from companion.domain.access import Role
-from companion.domain.people import Account, ZoneMove
+from companion.domain.people import ACTIVE, CLOSED, Account, ZoneMove
 from companion.domain.quiet_hours import QuietHours
 from companion.store.batches import chunks
 
@@ -38,6 +38,8 @@ def account_of(doc: dict | None) -> Account | None:
                                 for m in doc.get("time_zone_history") or []),
         quiet_hours=QuietHours(time.fromisoformat(quiet["start"]), time.fromisoformat(quiet["end"])) if quiet else None,
         caregiver_alert_delay_min=doc.get("caregiver_alert_delay_min"),
+        credentials_changed_at=doc.get("credentials_changed_at"), profile_version=doc.get("profile_version") or 0,
+        status=doc.get("status") or ACTIVE, status_changed_at=doc.get("status_changed_at"),
     )
 
 
@@ -89,10 +91,13 @@ class Users:
             {"time_zone": 1, "time_zone_history": 1, "caregiver_alert_delay_min": 1, "quiet_hours": 1,
              "created_at": 1}).limit(MAX_PATIENTS)]
 
-    def update_profile(self, user_id: str, *, display_name: str | None = None,
-                       quiet_hours: QuietHours | None | bool = False,
-                       caregiver_alert_delay_min: int | None = None) -> Account | None:
-        """Change the fields given (``quiet_hours=None`` clears them; ``False`` leaves them)."""
+    def update_profile(self, user_id: str, *, version: int, display_name: str | None = None,
+                       quiet_hours: QuietHours | None | bool = False, caregiver_alert_delay_min: int | None = None,
+                       move: ZoneMove | None = None) -> Account | None:
+        """Change the fields given (``quiet_hours=None`` clears them; ``False`` leaves them) and, with
+        ``move``, record a move to ``move.zone`` and make it the current zone: one single-document update,
+        applied only while the profile is still at ``version`` (None otherwise), which it raises by one.
+        The zone and its history entry are written together or not at all."""
         fields: dict = {}
         if display_name is not None:
             fields["display_name"] = display_name
@@ -100,24 +105,22 @@ class Users:
             fields["quiet_hours"] = _quiet_doc(quiet_hours)
         if caregiver_alert_delay_min is not None:
             fields["caregiver_alert_delay_min"] = caregiver_alert_delay_min
-        if not fields:
-            return self.by_id(user_id)
-        return account_of(self.col.find_one_and_update({"_id": user_id}, {"$set": fields},
+        update: dict = {"$inc": {"profile_version": 1}}
+        if move is not None:
+            fields["time_zone"] = move.zone
+            update["$push"] = {"time_zone_history": {"zone": move.zone, "effective_from": move.effective_from,
+                                                     "previous": move.previous}}
+        if fields:
+            update["$set"] = fields
+        held = {"profile_version": version} if version else {"profile_version": {"$in": [0, None]}}
+        return account_of(self.col.find_one_and_update({"_id": user_id, **held}, update,
                                                        return_document=ReturnDocument.AFTER))
 
-    def move_zone(self, user_id: str, move: ZoneMove) -> Account | None:
-        """Record a move to ``move.zone`` and make it the current zone, in one single-document update: the
-        zone and its history entry are written together or not at all. Only applies while the current
-        zone is still ``move.previous`` (None: someone moved the patient meanwhile)."""
-        entry = {"zone": move.zone, "effective_from": move.effective_from, "previous": move.previous}
+    def set_password_hash(self, user_id: str, password_hash: str, at: datetime) -> Account | None:
+        """A new password, and in the same write the instant every older session stops being accepted."""
         return account_of(self.col.find_one_and_update(
-            {"_id": user_id, "time_zone": move.previous},
-            {"$set": {"time_zone": move.zone}, "$push": {"time_zone_history": entry}},
+            {"_id": user_id}, {"$set": {"password_hash": password_hash, "credentials_changed_at": at}},
             return_document=ReturnDocument.AFTER))
-
-    def set_password_hash(self, user_id: str, password_hash: str) -> Account | None:
-        return account_of(self.col.find_one_and_update({"_id": user_id}, {"$set": {"password_hash": password_hash}},
-                                                       return_document=ReturnDocument.AFTER))
 
     def start_mfa_enrolment(self, user_id: str, secret: str) -> bool:
         """Store a new TOTP secret, not yet enabled; False when TOTP is already enabled."""
@@ -142,3 +145,43 @@ class Users:
             {"$set": {"mfa.last_step": step}})
         return result.modified_count == 1
 
+
+    # The account's life: deactivation, reactivation, closure, and deletion once nothing is kept.
+    def set_status(self, user_id: str, status: str, at: datetime, reason: str | None = None) -> Account | None:
+        """Move an open account to ``status`` (active or deactivated), and in the same write the instant every
+        older session stops being accepted. None when there is no such account, or it is closed."""
+        return account_of(self.col.find_one_and_update(
+            {"_id": user_id, "status": {"$ne": CLOSED}},
+            {"$set": {"status": status, "status_changed_at": at, "status_reason": reason}},
+            return_document=ReturnDocument.AFTER))
+
+    def close(self, user_id: str, at: datetime, *, keep_name: bool) -> Account | None:
+        """Close an account for good: it can never sign in again, and what identified it as a login (email,
+        password, second factor, quiet hours) is erased in the same write. The email is replaced by a
+        placeholder, so it can be used for a new account. ``keep_name``: a patient's name stays with the
+        clinical record the care team keeps; anyone else's is replaced. None when it was closed already (its
+        closing time, which starts the retention period, stays the first one)."""
+        fields = {"status": CLOSED, "status_changed_at": at, "closed_at": at, "email": f"closed:{user_id}",
+                  "password_hash": "", "mfa": {"enabled": False}, "quiet_hours": None, "status_reason": "closed"}
+        if not keep_name:
+            fields["display_name"] = "Closed account"
+        return account_of(self.col.find_one_and_update({"_id": user_id, "status": {"$ne": CLOSED}}, {"$set": fields},
+                                                       return_document=ReturnDocument.AFTER))
+
+    def closed_patients_before(self, cutoff: datetime, limit: int = 1000) -> list[str]:
+        """Ids of patient accounts closed before ``cutoff`` (their clinical record's retention has ended)."""
+        return [d["_id"] for d in self.col.find({"role": Role.PATIENT.value, "status": CLOSED,
+                                                 "closed_at": {"$lt": cutoff}}, {"_id": 1}).limit(limit)]
+
+    def delete(self, user_id: str) -> int:
+        """Remove the account document itself (the last step of deleting a closed account's data)."""
+        return self.col.delete_one({"_id": user_id, "status": CLOSED}).deleted_count
+
+    def search(self, *, email: str | None = None, role: str | None = None, limit: int = 50) -> list[Account]:
+        """Accounts for an admin: by exact email and/or role, oldest first."""
+        query: dict = {}
+        if email is not None:
+            query["email"] = email
+        if role is not None:
+            query["role"] = role
+        return [account_of(d) for d in self.col.find(query).sort("created_at", ASCENDING).limit(limit)]

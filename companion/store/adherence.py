@@ -28,6 +28,10 @@ class AdherenceDays:
     def __init__(self, db: Database):
         self.col = db.adherence_days
 
+    def delete_for_patient(self, patient_id: str) -> int:
+        """Delete every document of the patient (a closed account; see companion.services.lifecycle)."""
+        return self.col.delete_many({"patient_id": patient_id}).deleted_count
+
     def save(self, doc: dict) -> None:
         """Write a day's snapshot, replacing an earlier computation of the same day."""
         try:

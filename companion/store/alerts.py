@@ -34,6 +34,10 @@ class Alerts:
         self.col = db.alerts
         self.clock = clock
 
+    def delete_for_patient(self, patient_id: str) -> int:
+        """Delete every document of the patient (a closed account; see companion.services.lifecycle)."""
+        return self.col.delete_many({"patient_id": patient_id}).deleted_count
+
     def raise_once(self, *, patient_id: str, kind: str, severity: str, text: str, dedup_key: str,
                    shared_with_caregivers: bool, urgent: bool, share_kind: str,
                    period_key: str | None = None) -> tuple[dict, bool]:
@@ -59,6 +63,11 @@ class Alerts:
 
     def get(self, patient_id: str, alert_id: str) -> dict | None:
         return self.col.find_one({"_id": alert_id, "patient_id": patient_id})
+
+    def share_kinds_of(self, alert_ids: Iterable[str]) -> dict[str, str | None]:
+        """Each alert's share kind (the consent a caregiver needs to hear of it), by id."""
+        return {d["_id"]: d.get("share_kind") for d in self.col.find({"_id": {"$in": sorted(set(alert_ids))}},
+                                                                     {"share_kind": 1})}
 
     def mark_notified(self, alert_id: str) -> None:
         """Note that the alert's notifications are in the outbox (so they are not fanned out again)."""

@@ -1,26 +1,40 @@
-"""The audit trail: insert-only, hash-chained events.
+"""The audit trail: insert-only, hash-chained events; the daily counts of gateways' routine calls; retention cuts.
 
 Each writer process keeps its own chain (chain_id, seq 0..n) so writers never contend for a
 global "last hash"; the unique (chain_id, seq) index makes a forked or replayed chain impossible.
+
+A gateway's routine calls (fetching its units, reporting their status every 30 seconds) are counted, one
+document per gateway, route and day (``audit_heartbeats``), and rolled up into one chained event per
+document once the day is over. The retention job's cuts (``audit_cuts``, one per chain) say up to where a
+chain's oldest events were deleted.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import datetime
+
 from pymongo import ASCENDING, IndexModel
 from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
 
 INDEXES = {
     "audit_events": [
         IndexModel([("chain_id", ASCENDING), ("seq", ASCENDING)], unique=True, name="chain_seq"),
         IndexModel([("patient_ids", ASCENDING), ("at", ASCENDING)], name="patient_time"),
         IndexModel([("request_id", ASCENDING)], name="request"),
+        IndexModel([("at", ASCENDING)], name="time"),
     ],
+    "audit_heartbeats": [IndexModel([("day", ASCENDING)], name="day")],
+    "audit_cuts": [IndexModel([("at", ASCENDING)], name="time")],
 }
 
 
 class AuditEvents:
     def __init__(self, db: Database):
         self.col = db.audit_events
+        self.heartbeats = db.audit_heartbeats
+        self.cuts = db.audit_cuts
 
     def append(self, events: list[dict]) -> None:
         if events:
@@ -35,3 +49,56 @@ class AuditEvents:
 
     def for_patient(self, patient_id: str, limit: int = 100) -> list[dict]:
         return list(self.col.find({"patient_ids": patient_id}).sort("at", -1).limit(limit))
+
+    def about_patient(self, patient_id: str, *, before: datetime | None, limit: int,
+                      excluding_actor: str | None = None) -> list[dict]:
+        """Events about a patient before an instant (any, when None), newest first, leaving out one actor's."""
+        query: dict = {"patient_ids": patient_id}
+        if before is not None:
+            query["at"] = {"$lt": before}
+        if excluding_actor is not None:
+            query["actor_id"] = {"$ne": excluding_actor}
+        return list(self.col.find(query).sort("at", -1).limit(limit))
+
+    def with_request_id(self, request_id: str) -> dict | None:
+        return self.col.find_one({"request_id": request_id}, {"_id": 1})
+
+    # Heartbeats: counted, not chained one by one.
+    def count_heartbeat(self, key: str, fields: dict, at: datetime) -> None:
+        """Count one routine call under ``key`` (gateway, route, day): a single-document ``$inc``, atomic on
+        MongoDB and on the project's FerretDB build."""
+        update = {"$inc": {"count": 1}, "$min": {"first_at": at}, "$max": {"last_at": at},
+                  "$setOnInsert": fields}
+        try:
+            self.heartbeats.update_one({"_id": key}, update, upsert=True)
+        except DuplicateKeyError:
+            self.heartbeats.update_one({"_id": key}, update)  # two first calls of the day raced
+
+    def heartbeats_before(self, day: str) -> list[dict]:
+        """The counts of days before ``day`` (ISO date), which are complete."""
+        return list(self.heartbeats.find({"day": {"$lt": day}}).limit(100_000))
+
+    def forget_heartbeat(self, key: str) -> None:
+        self.heartbeats.delete_one({"_id": key})
+
+    # Retention
+    def chain_heads_before(self, cutoff: datetime) -> Iterator[tuple[str, int, str]]:
+        """For each chain with events older than ``cutoff``: (chain, highest such seq, its hash)."""
+        heads: dict[str, tuple[int, str]] = {}
+        for doc in self.col.find({"at": {"$lt": cutoff}}, {"chain_id": 1, "seq": 1, "hash": 1}):
+            best = heads.get(doc["chain_id"])
+            if best is None or doc["seq"] > best[0]:
+                heads[doc["chain_id"]] = (doc["seq"], doc["hash"])
+        for chain_id, (seq, hash_) in sorted(heads.items()):
+            yield chain_id, seq, hash_
+
+    def save_cut(self, cut: dict) -> None:
+        """Record (or move forward) a chain's retention cut."""
+        self.cuts.replace_one({"_id": cut["_id"]}, cut, upsert=True)
+
+    def cuts_by_chain(self) -> dict[str, dict]:
+        return {doc["_id"]: doc for doc in self.cuts.find({})}
+
+    def delete_through(self, chain_id: str, seq: int) -> int:
+        """Delete a chain's events up to and including ``seq`` (after its cut is saved)."""
+        return self.col.delete_many({"chain_id": chain_id, "seq": {"$lte": seq}}).deleted_count

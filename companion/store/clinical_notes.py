@@ -17,6 +17,10 @@ class ClinicalNotes:
     def __init__(self, db: Database):
         self.col = db.clinical_notes
 
+    def delete_for_patient(self, patient_id: str) -> int:
+        """Delete every document of the patient (a closed account; see companion.services.lifecycle)."""
+        return self.col.delete_many({"patient_id": patient_id}).deleted_count
+
     def add(self, patient_id: str, author_id: str, text: str) -> dict:
         doc = {"_id": str(ObjectId()), "patient_id": patient_id, "author_id": author_id, "text": text,
                "created_at": now()}

@@ -1,4 +1,9 @@
-"""The mindfulness library (shared by everyone), each patient's favourites, and their practice log."""
+"""The mindfulness library (shared by everyone), each patient's favourites, and their practice log.
+
+Favourites and practice are synced to the app (companion.store.feeds): each change carries the patient's
+change number in ``seq``; a removed favourite stays as a tombstone (``deleted: true``) until purged, and
+choosing it again brings it back (at the end of the list).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,17 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from companion.store import feeds
+
 INDEXES = {
     "content_items": [IndexModel([("category", ASCENDING), ("duration_min", ASCENDING)], name="category_duration")],
-    "content_favourites": [IndexModel([("patient_id", ASCENDING), ("created_at", ASCENDING)], name="patient")],
+    "content_favourites": [IndexModel([("patient_id", ASCENDING), ("created_at", ASCENDING)], name="patient"),
+                           feeds.feed_index(), feeds.tombstone_index()],
     "practice_log": [IndexModel([("patient_id", ASCENDING), ("started_at", ASCENDING)], name="patient_started"),
-                     IndexModel([("started_at", ASCENDING)], name="started")],  # the adherence job's window
+                     IndexModel([("started_at", ASCENDING)], name="started"),  # the adherence job's window
+                     feeds.feed_index()],
 }
+REMOVED, ALREADY_REMOVED, NEVER_CHOSEN = "removed", "already_removed", "never_chosen"
 LIBRARY_LIMIT = 1000  # the library is small and shipped with the project; filters run over at most this many
 
 
@@ -66,45 +76,76 @@ class ContentItems:
                 .limit(LIBRARY_LIMIT)]
 
 
-class Favourites:
+class Favourites(feeds.SyncedCollection):
     def __init__(self, db: Database):
         self.col = db.content_favourites
 
-    def add(self, patient_id: str, slug: str, at: datetime) -> dict:
+    def delete_for_patient(self, patient_id: str) -> int:
+        """Delete every document of the patient (a closed account; see companion.services.lifecycle)."""
+        return self.col.delete_many({"patient_id": patient_id}).deleted_count
+
+    def add(self, patient_id: str, slug: str, at: datetime, seq: int) -> dict:
+        """Choose an item (numbered ``seq``); choosing it again changes nothing, choosing a removed one
+        brings it back."""
         key = f"{patient_id}:{slug}"
         try:
-            doc = {"_id": key, "patient_id": patient_id, "item_slug": slug, "created_at": at}
+            doc = {"_id": key, "patient_id": patient_id, "item_slug": slug, "created_at": at, "deleted": False,
+                   "seq": seq}
             self.col.insert_one(doc)
             return doc
         except DuplicateKeyError:
-            return self.col.find_one({"_id": key})
+            return self.col.find_one_and_update(
+                {"_id": key, "deleted": True},
+                {"$set": {"deleted": False, "deleted_at": None, "created_at": at, "seq": seq}},
+                return_document=ReturnDocument.AFTER) or self.col.find_one({"_id": key})
 
-    def remove(self, patient_id: str, slug: str) -> int:
-        return self.col.delete_one({"_id": f"{patient_id}:{slug}", "patient_id": patient_id}).deleted_count
+    def remove(self, patient_id: str, slug: str, at: datetime, seq: int) -> str:
+        """Remove a favourite (a tombstone numbered ``seq``): removed, already_removed or never_chosen."""
+        key = f"{patient_id}:{slug}"
+        done = self.col.update_one({"_id": key, "patient_id": patient_id, "deleted": {"$ne": True}},
+                                   {"$set": {"deleted": True, "deleted_at": at, "seq": seq}})
+        if done.modified_count:
+            return REMOVED
+        return ALREADY_REMOVED if self.col.find_one({"_id": key, "patient_id": patient_id}, {"_id": 1}) \
+            else NEVER_CHOSEN
 
     def slugs(self, patient_id: str) -> list[str]:
-        return [d["item_slug"] for d in self.col.find({"patient_id": patient_id}).sort("created_at", ASCENDING)
-                .limit(LIBRARY_LIMIT)]
+        return [d["item_slug"] for d in self.col.find({"patient_id": patient_id, "deleted": {"$ne": True}})
+                .sort("created_at", ASCENDING).limit(LIBRARY_LIMIT)]
 
 
-class PracticeLog:
+class PracticeLog(feeds.SyncedCollection):
     def __init__(self, db: Database):
         self.col = db.practice_log
 
-    def start(self, patient_id: str, slug: str, started_at: datetime) -> dict:
-        doc = {"_id": str(ObjectId()), "patient_id": patient_id, "item_slug": slug, "started_at": started_at,
-               "completed_at": None, "minutes": 0.0}
-        self.col.insert_one(doc)
+    def delete_for_patient(self, patient_id: str) -> int:
+        """Delete every document of the patient (a closed account; see companion.services.lifecycle)."""
+        return self.col.delete_many({"patient_id": patient_id}).deleted_count
+
+    def start(self, patient_id: str, slug: str, started_at: datetime, seq: int,
+              practice_id: str | None = None) -> dict:
+        """Log a started practice (numbered ``seq``); with a ``practice_id`` derived from a request, a repeat of
+        that request gets back the practice the first attempt stored."""
+        doc = {"_id": practice_id or str(ObjectId()), "patient_id": patient_id, "item_slug": slug,
+               "started_at": started_at, "completed_at": None, "minutes": 0.0, "seq": seq}
+        try:
+            self.col.insert_one(doc)
+        except DuplicateKeyError:
+            if practice_id is None:
+                raise
+            return self.get(patient_id, practice_id) or doc
         return doc
 
     def get(self, patient_id: str, practice_id: str) -> dict | None:
         return self.col.find_one({"_id": practice_id, "patient_id": patient_id})
 
-    def complete(self, patient_id: str, practice_id: str, completed_at: datetime, minutes: float) -> dict | None:
+    def complete(self, patient_id: str, practice_id: str, completed_at: datetime, minutes: float,
+                 seq: int) -> dict | None:
         """Complete a started practice once; a second completion finds nothing to change."""
         return self.col.find_one_and_update(
             {"_id": practice_id, "patient_id": patient_id, "completed_at": None},
-            {"$set": {"completed_at": completed_at, "minutes": minutes}}, return_document=ReturnDocument.AFTER)
+            {"$set": {"completed_at": completed_at, "minutes": minutes, "seq": seq}},
+            return_document=ReturnDocument.AFTER)
 
     def between(self, patient_id: str, start: datetime, end: datetime, limit: int = 2000) -> list[dict]:
         return list(self.col.find({"patient_id": patient_id, "started_at": {"$gte": start, "$lt": end}})

@@ -46,6 +46,12 @@ class Devices:
         self.col = db.devices
         self.history = db.unit_bindings
 
+    def delete_for_patient(self, patient_id: str) -> int:
+        """Delete every document of the patient, their units' binding intervals included (a closed account;
+        see companion.services.lifecycle)."""
+        self.history.delete_many({"patient_id": patient_id})
+        return self.col.delete_many({"patient_id": patient_id}).deleted_count
+
     def bind(self, serial: str, patient_id: str, profile: str, bound_at: datetime | None = None) -> tuple[TensUnit, bool]:
         """Bind a unit to a patient (from ``bound_at``, default now). Returns (unit, created); a unit bound to
         someone else is refused by the caller (the unique _id makes a double binding impossible)."""
@@ -123,6 +129,10 @@ class Devices:
 class PairingCodes:
     def __init__(self, db: Database):
         self.col = db.pairing_codes
+
+    def delete_for_patient(self, patient_id: str) -> int:
+        """Delete every document of the patient (a closed account; see companion.services.lifecycle)."""
+        return self.col.delete_many({"patient_id": patient_id}).deleted_count
 
     def create(self, code_hash: str, patient_id: str, expires_at: datetime) -> None:
         self.col.insert_one({"_id": code_hash, "patient_id": patient_id, "expires_at": expires_at,

@@ -1,4 +1,8 @@
-"""The pain diary: entries keyed by the app's own id, so an offline upload is stored exactly once."""
+"""The pain diary: entries keyed by the app's own id, so an offline upload is stored exactly once.
+
+Every change carries the patient's change number (``seq``, companion.store.feeds), which is also the
+entry's version: edits and deletions are conditional on it. A deleted entry stays as a tombstone.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,15 @@ from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from companion.store import feeds
 from companion.store.batches import chunks, insert_new
 
 INDEXES = {
     "pain_entries": [
         IndexModel([("patient_id", ASCENDING), ("client_entry_id", ASCENDING)], unique=True,
                    name="patient_client_entry_unique"),
-        IndexModel([("patient_id", ASCENDING), ("updated_at", ASCENDING), ("_id", ASCENDING)],
-                   name="patient_changes"),
+        feeds.feed_index(),
+        feeds.tombstone_index(),
         IndexModel([("patient_id", ASCENDING), ("recorded_at", ASCENDING)], name="patient_recorded"),
     ],
 }
@@ -25,27 +30,32 @@ MAX_ROWS = 5000
 SCORE_FIELDS = {"patient_id": 1, "recorded_at": 1, "nrs": 1, "bpi": 1, "deleted": 1}
 
 
-class PainEntries:
+class PainEntries(feeds.SyncedCollection):
     def __init__(self, db: Database):
         self.col = db.pain_entries
 
-    @staticmethod
-    def _new(patient_id: str, entry: dict, at: datetime) -> dict:
-        return {"_id": str(ObjectId()), "patient_id": patient_id, **entry, "server_received_at": at,
-                "updated_at": at, "deleted": False}
+    def delete_for_patient(self, patient_id: str) -> int:
+        """Delete every document of the patient (a closed account; see companion.services.lifecycle)."""
+        return self.col.delete_many({"patient_id": patient_id}).deleted_count
 
-    def add(self, patient_id: str, entry: dict, at: datetime) -> tuple[dict, bool]:
+    @staticmethod
+    def _new(patient_id: str, entry: dict, at: datetime, seq: int) -> dict:
+        return {"_id": str(ObjectId()), "patient_id": patient_id, **entry, "server_received_at": at,
+                "updated_at": at, "deleted": False, "seq": seq}
+
+    def add(self, patient_id: str, entry: dict, at: datetime, seq: int) -> tuple[dict, bool]:
         """Store one entry; returns (entry, created). A repeated client_entry_id returns the original."""
-        doc = self._new(patient_id, entry, at)
+        doc = self._new(patient_id, entry, at, seq)
         try:
             self.col.insert_one(doc)
             return doc, True
         except DuplicateKeyError:
             return self.by_client_id(patient_id, entry["client_entry_id"]), False
 
-    def add_many(self, patient_id: str, entries: list[dict], at: datetime) -> list[tuple[dict, bool]]:
-        """Store a batch; each entry independently and idempotently. Returns (entry, created) in order."""
-        docs = [self._new(patient_id, entry, at) for entry in entries]
+    def add_many(self, patient_id: str, entries: list[dict], at: datetime, first_seq: int) -> list[tuple[dict, bool]]:
+        """Store a batch; each entry independently and idempotently (numbered from ``first_seq``). Returns
+        (entry, created) in order."""
+        docs = [self._new(patient_id, entry, at, first_seq + n) for n, entry in enumerate(entries)]
         failed = insert_new(self.col, docs)
         originals = {}
         if failed:
@@ -61,24 +71,20 @@ class PainEntries:
     def get(self, patient_id: str, entry_id: str) -> dict | None:
         return self.col.find_one({"_id": entry_id, "patient_id": patient_id})
 
-    def update(self, patient_id: str, entry_id: str, changes: dict, at: datetime) -> dict | None:
+    def update(self, patient_id: str, entry_id: str, changes: dict, at: datetime, *, seq: int,
+               version: int) -> dict | None:
+        """Apply ``changes`` if the entry is live and still at ``version``; None otherwise."""
         return self.col.find_one_and_update(
-            {"_id": entry_id, "patient_id": patient_id, "deleted": False},
-            {"$set": {**changes, "updated_at": at}}, return_document=ReturnDocument.AFTER)
+            {"_id": entry_id, "patient_id": patient_id, "deleted": False, **feeds.at_version(version)},
+            {"$set": {**changes, "updated_at": at, "seq": seq}}, return_document=ReturnDocument.AFTER)
 
-    def soft_delete(self, patient_id: str, entry_id: str, at: datetime) -> dict | None:
-        """Mark deleted (a tombstone the sync endpoint hands to other devices)."""
+    def soft_delete(self, patient_id: str, entry_id: str, at: datetime, *, seq: int, version: int) -> dict | None:
+        """Mark deleted if the entry is live and still at ``version`` (a tombstone the feed hands to other
+        devices, purged after the sync window); None otherwise."""
         return self.col.find_one_and_update(
-            {"_id": entry_id, "patient_id": patient_id, "deleted": False},
-            {"$set": {"deleted": True, "updated_at": at}}, return_document=ReturnDocument.AFTER)
-
-    def changes_since(self, patient_id: str, after: tuple[datetime, str] | None, limit: int) -> list[dict]:
-        """Entries changed after the cursor (updated_at, _id), oldest change first, tombstones included."""
-        query: dict = {"patient_id": patient_id}
-        if after is not None:
-            at, last_id = after
-            query["$or"] = [{"updated_at": {"$gt": at}}, {"updated_at": at, "_id": {"$gt": last_id}}]
-        return list(self.col.find(query).sort([("updated_at", ASCENDING), ("_id", ASCENDING)]).limit(limit))
+            {"_id": entry_id, "patient_id": patient_id, "deleted": False, **feeds.at_version(version)},
+            {"$set": {"deleted": True, "deleted_at": at, "updated_at": at, "seq": seq}},
+            return_document=ReturnDocument.AFTER)
 
     def recorded_between(self, patient_id: str, start: datetime, end: datetime, limit: int = 2000) -> list[dict]:
         return list(self.col.find({"patient_id": patient_id, "deleted": False,

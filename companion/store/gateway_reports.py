@@ -20,6 +20,10 @@ class GatewayDeadLetters:
     def __init__(self, db: Database):
         self.col = db.gateway_dead_letters
 
+    def delete_for_patient(self, patient_id: str) -> int:
+        """Delete the dead letters the patient's gateways reported."""
+        return self.col.delete_many({"patient_id": patient_id}).deleted_count
+
     def keep(self, docs: list[dict]) -> int:
         """Store each report once (ids ``<gateway>:<the gateway's own id>``); returns how many were new."""
         return len(docs) - len(insert_new(self.col, docs))

@@ -5,7 +5,8 @@ a job that runs twice (or on two workers) creates it once. Its ``_id`` is derive
 (:func:`notification_id`), so "does it exist yet" is a lookup by ``_id``, which every server serves
 from its primary index. Its life: ``scheduled`` → ``sending`` (a
 live claim, under a lease) → ``sent`` / ``failed`` / ``expired``, or back to ``scheduled`` for a
-retry; ``withdrawn`` when what caused it (an alert) was resolved before it went out; the app's receipts add ``delivered_at`` and ``opened_at``. Each round's per-phone results
+retry; ``withdrawn`` when it must not go out any more (consent ended, or the alert that caused it was
+resolved); the app's receipts add ``delivered_at`` and ``opened_at``. Each round's per-phone results
 (FCM message names, error codes) go to ``push_attempts``.
 
 Claiming is an **insert**: a dispatcher inserts the claim ``{outbox_id}:{round}`` (in ``push_claims``,
@@ -52,7 +53,7 @@ INDEXES = {
 
 HISTORY_LIMIT = 500
 SCHEDULED, SENT, FAILED, EXPIRED, WITHDRAWN = "scheduled", "sent", "failed", "expired", "withdrawn"
-FINAL_STATES = (SENT, FAILED, EXPIRED)
+FINAL_STATES = (SENT, FAILED, EXPIRED, WITHDRAWN)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class NotificationRequest:
     kind: str
     send_at: datetime
     completion_window: timedelta | None = None
+    share_kind: str | None = None  # for a caregiver: the consent kind it needs (an alert's share kind)
 
 
 def notification_id(source_key: str, recipient_user_id: str) -> str:
@@ -80,13 +82,16 @@ class Outbox:
         self.clock = clock
 
     def schedule(self, *, source_key: str, recipient_user_id: str, patient_id: str, kind: str,
-                 send_at: datetime, completion_window: timedelta | None = None) -> tuple[dict, bool]:
+                 send_at: datetime, completion_window: timedelta | None = None,
+                 share_kind: str | None = None) -> tuple[dict, bool]:
         """Create the notification for (``source_key``, recipient) once; returns (document, created).
 
         ``source_key`` names what caused it (e.g. ``reminder:<id>:<occurrence>``); the TTL, collapse
-        key and expiry come from the kind's template and the completion window.
+        key and expiry come from the kind's template and the completion window; ``share_kind`` is the
+        consent a caregiver must still have given when it is sent.
         """
-        request = NotificationRequest(source_key, recipient_user_id, patient_id, kind, send_at, completion_window)
+        request = NotificationRequest(source_key, recipient_user_id, patient_id, kind, send_at, completion_window,
+                                      share_kind)
         doc = self._document(request)
         try:
             self.col.insert_one(doc)
@@ -112,6 +117,7 @@ class Outbox:
             "expires_at": send_at + ttl_for(kind, request.completion_window), "not_before": send_at,
             "state": SCHEDULED, "attempts": 0, "round": 0, "created_at": self.clock(), "settled_at": None,
             "sent_at": None, "delivered_at": None, "opened_at": None,
+            **({"share_kind": request.share_kind} if request.share_kind else {}),
         }
 
     def existing(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict]:
@@ -199,21 +205,45 @@ class Outbox:
             if state == SCHEDULED:
                 self.col.update_one({"_id": doc["_id"], "round": doc["round"]}, {"$set": {
                     "not_before": details["not_before"], "attempts": doc["attempts"] + 1, "round": doc["round"] + 1}})
-        groups: dict[tuple[str, int], list[str]] = {}
-        for doc, state, _ in outcomes:
+        groups: dict[tuple[str, int, str | None], list[str]] = {}
+        for doc, state, details in outcomes:
             if state in FINAL_STATES:
-                groups.setdefault((state, doc["attempts"] + 1), []).append(doc["_id"])
-        for (state, attempts), ids in groups.items():
-            fields = {"state": state, "attempts": attempts, "settled_at": at, **({"sent_at": at} if state == SENT else {})}
+                attempts = doc["attempts"] + (0 if state == WITHDRAWN else 1)
+                groups.setdefault((state, attempts, details.get("reason")), []).append(doc["_id"])
+        for (state, attempts, reason), ids in groups.items():
+            fields = {"state": state, "attempts": attempts, "settled_at": at, **({"sent_at": at} if state == SENT else {}),
+                      **({"withdrawn_reason": reason} if state == WITHDRAWN else {})}
             self.col.update_many({"_id": {"$in": ids}, "state": SCHEDULED}, {"$set": fields})
         # The claims stay: a dispatcher that read a notification before it settled must find its round
         # taken, or it would send it again. purge_claims() drops them once no such read can be around.
 
-    def withdraw(self, source_key: str, reason: str) -> int:
-        """Withdraw every notification of ``source_key`` not sent yet (state ``withdrawn``, with the reason): what
-        caused it no longer holds. One that a dispatcher already claimed may still go out once."""
-        return self.col.update_many({"source_key": source_key, "state": SCHEDULED}, {"$set": {
-            "state": WITHDRAWN, "settled_at": self.clock(), "withdrawn_reason": reason}}).modified_count
+    def withdraw(self, *, reason: str, recipient_user_id: str | None = None, patient_id: str | None = None,
+                 keep_share_kinds: Iterable[str] | None = None, source_key: str | None = None) -> int:
+        """Withdraw notifications not yet sent, so that they never go out: those to ``recipient_user_id``
+        and/or about ``patient_id``, and/or caused by ``source_key`` (an alert resolved before its notifications
+        went out); with ``keep_share_kinds``, only those needing a consent kind not among them (a caregiver whose
+        permissions were narrowed). Each ends ``withdrawn`` with ``reason``. One that a dispatcher already
+        claimed may still go out once."""
+        query: dict = {"state": SCHEDULED}
+        if recipient_user_id is not None:
+            query["recipient_user_id"] = recipient_user_id
+        if patient_id is not None:
+            query["patient_id"] = patient_id
+        if source_key is not None:
+            query["source_key"] = source_key
+        if recipient_user_id is None and patient_id is None and source_key is None:
+            raise ValueError("withdraw needs a recipient, a patient or a source")
+        if keep_share_kinds is not None:
+            query["share_kind"] = {"$exists": True, "$nin": sorted(keep_share_kinds)}
+        return self.col.update_many(query, {"$set": {"state": WITHDRAWN, "withdrawn_reason": reason,
+                                                     "settled_at": self.clock()}}).modified_count
+
+    def delete_for_patient(self, patient_id: str) -> int:
+        """Delete every notification about the patient and its send log (a closed account's retention ended)."""
+        ids = [d["_id"] for d in self.col.find({"patient_id": patient_id}, {"_id": 1})]
+        for part in chunks(ids):
+            self.attempts.delete_many({"outbox_id": {"$in": part}})
+        return self.col.delete_many({"patient_id": patient_id}).deleted_count
 
     def record_receipt(self, outbox_id: str, recipient_user_id: str, receipt: str) -> bool:
         """Note that the recipient's app got (``delivered``) or opened (``opened``) the notification.

@@ -1,4 +1,6 @@
-"""Therapy plans: one document per version; the current plan is the highest version."""
+"""Therapy plans: one document per version; the current plan is the highest version. Each document carries
+the patient's change number of its latest change (``seq``, companion.store.feeds): its creation, then the
+closing of its ``active_to`` when the next version comes."""
 
 from __future__ import annotations
 
@@ -9,9 +11,12 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from companion.store import feeds
+
 INDEXES = {
     "therapy_plans": [
         IndexModel([("patient_id", ASCENDING), ("version", ASCENDING)], unique=True, name="patient_version_unique"),
+        feeds.feed_index(),
     ],
 }
 
@@ -20,9 +25,13 @@ class VersionTaken(Exception):
     """Another writer created this version first."""
 
 
-class TherapyPlans:
+class TherapyPlans(feeds.SyncedCollection):
     def __init__(self, db: Database):
         self.col = db.therapy_plans
+
+    def delete_for_patient(self, patient_id: str) -> int:
+        """Delete every document of the patient (a closed account; see companion.services.lifecycle)."""
+        return self.col.delete_many({"patient_id": patient_id}).deleted_count
 
     def current(self, patient_id: str) -> dict | None:
         return self.col.find_one({"patient_id": patient_id}, sort=[("version", DESCENDING)])
@@ -42,16 +51,26 @@ class TherapyPlans:
         return self.col.find_one({"patient_id": patient_id, "version": version})
 
     def insert_version(self, patient_id: str, version: int, plan: dict, *, created_by: str,
-                       at: datetime) -> dict:
+                       at: datetime, seq: int) -> dict:
         """Insert exactly this version; the unique (patient_id, version) index lets one writer win."""
         doc = {"_id": str(ObjectId()), "patient_id": patient_id, "version": version, "created_at": at,
-               "created_by": created_by, "active_from": at, "active_to": None, **plan}
+               "created_by": created_by, "active_from": at, "active_to": None, **plan, "seq": seq}
         try:
             self.col.insert_one(doc)
         except DuplicateKeyError as exc:
             raise VersionTaken(str(version)) from exc
-        # Every earlier version still open ends now (not only the previous one: a crash between these two
-        # writes leaves one open, and the next version closes it).
-        self.col.update_many({"patient_id": patient_id, "version": {"$lt": version}, "active_to": None},
-                             {"$set": {"active_to": at}})
         return doc
+
+    def open_before(self, patient_id: str, version: int) -> list[str]:
+        """The ids of earlier versions still open (normally the previous one; more after a crash between a
+        version's two writes, which the next version then finishes)."""
+        return [d["_id"] for d in self.col.find({"patient_id": patient_id, "version": {"$lt": version},
+                                                 "active_to": None}, {"_id": 1}).limit(100)]
+
+    def close(self, ids: list[str], at: datetime, first_seq: int) -> int:
+        """End these versions at ``at`` where still open (numbered from ``first_seq``)."""
+        return sum(self.col.update_one({"_id": key, "active_to": None},
+                                       {"$set": {"active_to": at, "seq": first_seq + n}}).modified_count
+                   for n, key in enumerate(ids))
+
+

@@ -84,6 +84,10 @@ class PushTokens:
         """Forget one install's token (sign-out on that phone)."""
         return self.col.delete_one({"user_id": user_id, "install_id": install_id}).deleted_count
 
+    def delete_for_user(self, user_id: str) -> int:
+        """Forget every phone of a person (their account was closed)."""
+        return self.col.delete_many({"user_id": user_id}).deleted_count
+
     def remove_dead(self, token: str) -> int:
         """Delete a token FCM reported dead (UNREGISTERED, SENDER_ID_MISMATCH, invalid).
 

@@ -30,6 +30,10 @@ class DaysToRecompute:
     def __init__(self, db: Database):
         self.col = db.days_to_recompute
 
+    def delete_for_patient(self, patient_id: str) -> int:
+        """Forget the patient's marks (their record is being deleted)."""
+        return self.col.delete_many({"patient_id": patient_id}).deleted_count
+
     def mark(self, patient_id: str, dates: Iterable[date], reason: str, at: datetime) -> None:
         """Note that these local dates of the patient need recomputing (again, if already marked)."""
         for day in sorted(set(dates)):

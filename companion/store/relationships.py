@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from bson import ObjectId
@@ -24,6 +25,10 @@ INDEXES = {
         IndexModel([("team_id", ASCENDING)], name="team"),
     ],
     "emergency_grants": [IndexModel([("clinician_id", ASCENDING), ("patient_id", ASCENDING)], name="pair")],
+    "care_invitations": [
+        IndexModel([("email_digest", ASCENDING), ("status", ASCENDING)], name="invitee_status"),
+        IndexModel([("team_id", ASCENDING), ("created_at", ASCENDING)], name="team_time"),
+    ],
     "gateways": [IndexModel([("patient_id", ASCENDING)], name="patient")],
 }
 
@@ -97,6 +102,32 @@ class CareLinks:
     def for_caregiver(self, caregiver_id: str) -> list[CareLink]:
         return [_link(d) for d in self.col.find({"caregiver_id": caregiver_id, "status": "active"}).limit(200)]
 
+    def active_pairs(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], CareLink]:
+        """The active links among (patient, caregiver) pairs, by pair (one read per caregiver)."""
+        wanted = set(pairs)
+        found: dict[tuple[str, str], CareLink] = {}
+        for caregiver_id in sorted({c for _, c in wanted}):
+            for doc in self.col.find({"caregiver_id": caregiver_id, "status": "active"}).limit(1000):
+                if (doc["patient_id"], caregiver_id) in wanted:
+                    found[(doc["patient_id"], caregiver_id)] = _link(doc)
+        return found
+
+    def delete_for_patient(self, patient_id: str) -> int:
+        return self.col.delete_many({"patient_id": patient_id}).deleted_count
+
+    def revoke_all(self, *, patient_id: str | None = None, caregiver_id: str | None = None) -> list[CareLink]:
+        """Revoke every active link of a patient or of a caregiver (an account closed or deleted)."""
+        query: dict = {"status": "active"}
+        if patient_id is not None:
+            query["patient_id"] = patient_id
+        if caregiver_id is not None:
+            query["caregiver_id"] = caregiver_id
+        links = [_link(d) for d in self.col.find(query).limit(1000)]
+        for link in links:
+            self.col.update_one({"_id": link.id, "status": "active"},
+                                {"$set": {"status": "revoked", "revoked_at": now()}})
+        return links
+
 
 class CareTeams:
     def __init__(self, db: Database):
@@ -128,11 +159,15 @@ class CareTeams:
     def has_team(self, clinician_id: str) -> bool:
         return self.teams.find_one({"clinician_ids": clinician_id}, {"_id": 1}) is not None
 
-    def enrol(self, team_id: str, patient_id: str, *, by: str | None = None, reason: str | None = None) -> bool:
-        """Enrol a patient in a team; True when newly enrolled (enrolling twice, or concurrently, is harmless)."""
+    def enrol(self, team_id: str, patient_id: str, *, by: str | None = None, reason: str | None = None,
+              consent: str | None = None) -> bool:
+        """Enrol a patient in a team; True when newly enrolled (enrolling twice, or concurrently, is harmless).
+        ``consent`` names how the patient agreed (the invitation they accepted, or ``admin``)."""
         fields = {"_id": f"{team_id}:{patient_id}", "enrolled_at": now()}
         if by is not None:
             fields.update({"enrolled_by": by, "reason": reason})
+        if consent is not None:
+            fields["consent"] = consent
         try:
             result = self.enrolments.update_one({"team_id": team_id, "patient_id": patient_id},
                                                 {"$setOnInsert": fields}, upsert=True)
@@ -142,6 +177,21 @@ class CareTeams:
 
     def unenrol(self, team_id: str, patient_id: str) -> int:
         return self.enrolments.delete_one({"team_id": team_id, "patient_id": patient_id}).deleted_count
+
+    def enrolments_of(self, patient_id: str) -> list[dict]:
+        """The patient's enrolments (which teams can see their data, since when, by whose act)."""
+        return list(self.enrolments.find({"patient_id": patient_id}).sort("enrolled_at", ASCENDING).limit(100))
+
+    def by_ids(self, team_ids: Iterable[str]) -> dict[str, CareTeam]:
+        return {d["_id"]: _team(d) for d in self.teams.find({"_id": {"$in": sorted(set(team_ids))}})}
+
+    def delete_enrolments_of(self, patient_id: str) -> int:
+        return self.enrolments.delete_many({"patient_id": patient_id}).deleted_count
+
+    def remove_clinician_everywhere(self, clinician_id: str) -> int:
+        """Take a clinician off every team (an account closed)."""
+        return self.teams.update_many({"clinician_ids": clinician_id},
+                                      {"$pull": {"clinician_ids": clinician_id}}).modified_count
 
     def patient_count(self, team_id: str) -> int:
         return self.enrolments.count_documents({"team_id": team_id})
@@ -176,6 +226,20 @@ class EmergencyGrants:
         return EmergencyAccess(doc["_id"], doc["clinician_id"], doc["patient_id"], doc["reason"], doc["granted_at"],
                                doc["expires_at"])
 
+    def for_patient(self, patient_id: str, limit: int = 200) -> list[EmergencyAccess]:
+        """Every emergency grant about a patient, newest first (what the patient is shown about their data)."""
+        return [EmergencyAccess(d["_id"], d["clinician_id"], d["patient_id"], d["reason"], d["granted_at"],
+                                d["expires_at"])
+                for d in self.col.find({"patient_id": patient_id}).sort("granted_at", -1).limit(limit)]
+
+    def delete_for_patient(self, patient_id: str) -> int:
+        return self.col.delete_many({"patient_id": patient_id}).deleted_count
+
+    def end_for_clinician(self, clinician_id: str, at: datetime) -> int:
+        """End a clinician's running emergency grants now (an account deactivated or closed)."""
+        return self.col.update_many({"clinician_id": clinician_id, "expires_at": {"$gt": at}},
+                                    {"$set": {"expires_at": at}}).modified_count
+
 
 class Gateways:
     def __init__(self, db: Database):
@@ -190,8 +254,26 @@ class Gateways:
     def get(self, gateway_id: str) -> Gateway | None:
         return _gateway(self.col.find_one({"_id": gateway_id}))
 
-    def revoke(self, gateway_id: str) -> None:
-        self.col.update_one({"_id": gateway_id}, {"$set": {"revoked": True, "revoked_at": now()}})
+    def revoke(self, gateway_id: str, patient_id: str | None = None) -> bool:
+        """Revoke a gateway (of ``patient_id``, if given): it can no longer get tokens or upload."""
+        query: dict = {"_id": gateway_id, "revoked": False}
+        if patient_id is not None:
+            query["patient_id"] = patient_id
+        return self.col.update_one(query, {"$set": {"revoked": True, "revoked_at": now()}}).modified_count == 1
+
+    def revoke_all_for(self, patient_id: str) -> list[str]:
+        """Revoke every gateway of a patient; the ids revoked."""
+        ids = [d["_id"] for d in self.col.find({"patient_id": patient_id, "revoked": False}, {"_id": 1})]
+        for gateway_id in ids:
+            self.revoke(gateway_id)
+        return ids
+
+    def delete_for_patient(self, patient_id: str) -> int:
+        return self.col.delete_many({"patient_id": patient_id}).deleted_count
+
+    def for_patient(self, patient_id: str) -> list[Gateway]:
+        """The gateways paired with a patient, revoked ones included, oldest first."""
+        return [_gateway(d) for d in self.col.find({"patient_id": patient_id}).sort("created_at", ASCENDING).limit(100)]
 
     def note_clock(self, gateway_id: str, check: dict) -> None:
         """The server's last check of the gateway's clock (its offset, whether it vouched for it, when)."""
@@ -200,3 +282,59 @@ class Gateways:
     def clocks_of(self, patient_id: str) -> list[dict]:
         """The last clock check of each of the patient's gateways (``_id``, ``name``, ``clock``)."""
         return list(self.col.find({"patient_id": patient_id}, {"name": 1, "clock": 1, "revoked": 1}).limit(50))
+
+
+OPEN, ACCEPTED, DECLINED, WITHDRAWN, EXPIRED = "open", "accepted", "declined", "withdrawn", "expired"
+
+
+class CareInvitations:
+    """A clinician's invitation to a patient, by email, to let a care team see their data. The patient sees it
+    (matched by the digest of their email) and accepts or declines it in the app; until they accept, nothing
+    is linked to any account, so the invitation says nothing about whether the email belongs to a patient."""
+
+    def __init__(self, db: Database):
+        self.col = db.care_invitations
+
+    def create(self, *, team_id: str, clinician_id: str, email: str, email_digest: str, reason: str,
+               at: datetime, expires_at: datetime) -> dict:
+        doc = {"_id": new_id(), "team_id": team_id, "clinician_id": clinician_id, "email": email,
+               "email_digest": email_digest, "reason": reason, "status": OPEN, "created_at": at,
+               "expires_at": expires_at, "answered_at": None, "patient_id": None}
+        self.col.insert_one(doc)
+        return doc
+
+    def get(self, invitation_id: str) -> dict | None:
+        return self.col.find_one({"_id": invitation_id})
+
+    def open_for(self, email_digest: str, at: datetime) -> list[dict]:
+        """Invitations waiting for the owner of an email (not answered, not expired), oldest first."""
+        return [d for d in self.col.find({"email_digest": email_digest, "status": OPEN})
+                .sort("created_at", ASCENDING).limit(100) if d["expires_at"] > at]
+
+    def of_team(self, team_id: str, limit: int = 200) -> list[dict]:
+        return list(self.col.find({"team_id": team_id}).sort("created_at", -1).limit(limit))
+
+    def answer(self, invitation_id: str, email_digest: str, status: str, at: datetime,
+               patient_id: str | None = None) -> dict | None:
+        """Answer an open, unexpired invitation addressed to ``email_digest`` (accepted or declined), once."""
+        return self.col.find_one_and_update(
+            {"_id": invitation_id, "email_digest": email_digest, "status": OPEN, "expires_at": {"$gt": at}},
+            {"$set": {"status": status, "answered_at": at, "patient_id": patient_id}},
+            return_document=ReturnDocument.AFTER)
+
+    def withdraw(self, invitation_id: str, team_id: str, at: datetime) -> dict | None:
+        """The clinicians of the team take back an invitation not yet answered."""
+        return self.col.find_one_and_update({"_id": invitation_id, "team_id": team_id, "status": OPEN},
+                                            {"$set": {"status": WITHDRAWN, "answered_at": at}},
+                                            return_document=ReturnDocument.AFTER)
+
+    def close_open_for(self, email_digest: str, at: datetime) -> int:
+        """Close every open invitation to an email (its owner's account closed)."""
+        return self.col.update_many({"email_digest": email_digest, "status": OPEN},
+                                    {"$set": {"status": DECLINED, "answered_at": at}}).modified_count
+
+    def delete_for_patient(self, patient_id: str) -> int:
+        return self.col.delete_many({"patient_id": patient_id}).deleted_count
+
+    def accepted_by(self, patient_id: str) -> list[dict]:
+        return list(self.col.find({"patient_id": patient_id}).sort("created_at", ASCENDING).limit(200))

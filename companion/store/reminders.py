@@ -4,6 +4,12 @@ An occurrence's id is derived from the reminder id + local date + local time
 (companion.domain.schedules.occurrence_id_for), and (reminder_id, local_date,
 local_time) is unique, so materializing the same window twice, or from two workers at once,
 stores each occurrence once.
+
+Both are synced to the app (companion.store.feeds): every change the app can see carries the patient's
+next change number in ``seq`` (a reminder's version). An occurrence its schedule no longer has is not
+deleted but *cancelled*: a tombstone (``status: cancelled``, ``deleted: true``) that the feed hands to
+the app, and that comes back to life if the schedule has the slot again. The scheduler's own bookkeeping
+(``nudges_sent``) is not a change the app sees and takes no number.
 """
 
 from __future__ import annotations
@@ -14,15 +20,20 @@ from datetime import datetime
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
 
+from companion.store import feeds
 from companion.store.batches import chunks, insert_new
 
 INDEXES = {
-    "reminders": [IndexModel([("patient_id", ASCENDING), ("active", ASCENDING)], name="patient_active")],
+    "reminders": [IndexModel([("patient_id", ASCENDING), ("active", ASCENDING)], name="patient_active"),
+                  feeds.feed_index()],
     "reminder_occurrences": [
         IndexModel([("reminder_id", ASCENDING), ("local_date", ASCENDING), ("local_time", ASCENDING)],
                    unique=True, name="reminder_local_unique"),
         IndexModel([("patient_id", ASCENDING), ("due_at", ASCENDING)], name="patient_due"),
+        feeds.feed_index(),
+        feeds.tombstone_index(),
         IndexModel([("status", ASCENDING), ("window_ends_at", ASCENDING)], name="status_window"),
         IndexModel([("local_date", ASCENDING), ("kind", ASCENDING)], name="day_kind"),  # the adherence job's doses
     ],
@@ -30,16 +41,29 @@ INDEXES = {
 MAX_REMINDERS = 50  # per patient; keeps materialization bounded
 MAX_OCCURRENCES = 5000
 RECENT_LIMIT = 100_000
+CANCELLED = "cancelled"
+LIVE = {"deleted": {"$ne": True}}
 
 
-class Reminders:
+class Reminders(feeds.SyncedCollection):
     def __init__(self, db: Database):
         self.col = db.reminders
 
-    def create(self, patient_id: str, fields: dict, at: datetime) -> dict:
-        doc = {"_id": str(ObjectId()), "patient_id": patient_id, **fields, "active": True,
-               "created_at": at, "updated_at": at}
-        self.col.insert_one(doc)
+    def delete_for_patient(self, patient_id: str) -> int:
+        """Delete every document of the patient (a closed account; see companion.services.lifecycle)."""
+        return self.col.delete_many({"patient_id": patient_id}).deleted_count
+
+    def create(self, patient_id: str, fields: dict, at: datetime, seq: int, reminder_id: str | None = None) -> dict:
+        """Insert a reminder (numbered ``seq``); with a ``reminder_id`` derived from a request, a repeat of that
+        request gets back the reminder the first attempt stored."""
+        doc = {"_id": reminder_id or str(ObjectId()), "patient_id": patient_id, **fields, "active": True,
+               "created_at": at, "updated_at": at, "seq": seq}
+        try:
+            self.col.insert_one(doc)
+        except DuplicateKeyError:
+            if reminder_id is None:
+                raise
+            return self.get(patient_id, reminder_id) or doc
         return doc
 
     def get(self, patient_id: str, reminder_id: str) -> dict | None:
@@ -72,15 +96,22 @@ class Reminders:
         rows = self.col.aggregate([{"$match": {"active": True}}, {"$group": {"_id": "$patient_id"}}])
         return [row["_id"] for row in rows]
 
-    def update(self, patient_id: str, reminder_id: str, changes: dict, at: datetime) -> dict | None:
-        return self.col.find_one_and_update({"_id": reminder_id, "patient_id": patient_id},
-                                            {"$set": {**changes, "updated_at": at}},
+    def update(self, patient_id: str, reminder_id: str, changes: dict, at: datetime, *, seq: int,
+               version: int) -> dict | None:
+        """Apply ``changes`` if the reminder is still at ``version``; None otherwise."""
+        return self.col.find_one_and_update({"_id": reminder_id, "patient_id": patient_id,
+                                             **feeds.at_version(version)},
+                                            {"$set": {**changes, "updated_at": at, "seq": seq}},
                                             return_document=ReturnDocument.AFTER)
 
 
-class Occurrences:
+class Occurrences(feeds.SyncedCollection):
     def __init__(self, db: Database):
         self.col = db.reminder_occurrences
+
+    def delete_for_patient(self, patient_id: str) -> int:
+        """Delete every document of the patient (a closed account; see companion.services.lifecycle)."""
+        return self.col.delete_many({"patient_id": patient_id}).deleted_count
 
     def insert_new(self, docs: list[dict]) -> int:
         """Insert occurrences, ignoring those already stored; returns how many were new."""
@@ -95,42 +126,43 @@ class Occurrences:
     def by_ids(self, ids: list[str]) -> dict[str, dict]:
         return {d["_id"]: d for d in self.col.find({"_id": {"$in": ids}}).limit(len(ids) or 1)}
 
-    def move_pending(self, occurrence: str, moment: dict) -> None:
-        """Move a still-pending occurrence to a new moment (due_at, window_ends_at, notify_at, zone)."""
-        self.col.update_one({"_id": occurrence, "status": "pending"}, {"$set": moment})
+    def move_pending(self, occurrence: str, fields: dict, seq: int) -> bool:
+        """Change a still-pending occurrence (its moment: due_at, window_ends_at, notify_at, zone, push_with;
+        or its status, for a slot a zone change jumped over)."""
+        return self.col.update_one({"_id": occurrence, "status": "pending"},
+                                   {"$set": {**fields, "seq": seq}}).modified_count == 1
 
-    def delete_pending(self, ids: list[str]) -> int:
-        if not ids:
-            return 0
-        return self.col.delete_many({"_id": {"$in": ids}, "status": "pending"}).deleted_count
+    def cancel_pending(self, ids: list[str], first_seq: int, at: datetime) -> int:
+        """Cancel these occurrences where still pending (tombstones numbered from ``first_seq``)."""
+        return sum(self.col.update_one({"_id": key, "status": "pending"}, {"$set": {
+            "status": CANCELLED, "deleted": True, "deleted_at": at, "status_at": at, "seq": first_seq + n}}
+        ).modified_count for n, key in enumerate(ids))
+
+    def revive(self, doc: dict, seq: int) -> bool:
+        """Bring a cancelled occurrence back as ``doc`` (its schedule has the slot again)."""
+        fields = {k: v for k, v in doc.items() if k != "_id"}
+        return self.col.update_one({"_id": doc["_id"], "status": CANCELLED},
+                                   {"$set": {**fields, "deleted": False, "deleted_at": None, "seq": seq}}
+                                   ).modified_count == 1
 
     def between(self, patient_id: str, start: datetime, end: datetime, limit: int = 5000) -> list[dict]:
-        return list(self.col.find({"patient_id": patient_id, "due_at": {"$gte": start, "$lt": end}})
+        """The patient's occurrences due in [start, end), cancelled ones left out, in time order."""
+        return list(self.col.find({"patient_id": patient_id, "due_at": {"$gte": start, "$lt": end}, **LIVE})
                     .sort([("due_at", ASCENDING), ("_id", ASCENDING)]).limit(limit))
 
     def get(self, patient_id: str, occurrence: str) -> dict | None:
         return self.col.find_one({"_id": occurrence, "patient_id": patient_id})
 
-    def record(self, patient_id: str, occurrence: str, allowed_from: tuple[str, ...], changes: dict) -> dict | None:
+    def record(self, patient_id: str, occurrence: str, allowed_from: tuple[str, ...], changes: dict,
+               seq: int) -> dict | None:
         """Change an occurrence only if it is still in one of the allowed statuses (a conditional update)."""
         return self.col.find_one_and_update(
             {"_id": occurrence, "patient_id": patient_id, "status": {"$in": list(allowed_from)}},
-            {"$set": changes}, return_document=ReturnDocument.AFTER)
-
-    def mark_missed(self, now_utc: datetime) -> int:
-        """Every pending occurrence whose completion window (and any snooze) has closed becomes missed."""
-        result = self.col.update_many(
-            {"status": "pending", "window_ends_at": {"$lt": now_utc}},
-            {"$set": {"status": "missed", "status_at": now_utc}})
-        return result.modified_count
-
-    def delete_for_reminder_from(self, reminder_id: str, start: datetime) -> int:
-        return self.col.delete_many({"reminder_id": reminder_id, "status": "pending",
-                                     "due_at": {"$gte": start}}).deleted_count
+            {"$set": {**changes, "seq": seq}}, return_document=ReturnDocument.AFTER)
 
     def newest_between(self, patient_id: str, since: datetime, until: datetime, limit: int = 1000) -> list[dict]:
-        """The patient's occurrences due in [since, until), newest first."""
-        return list(self.col.find({"patient_id": patient_id, "due_at": {"$gte": since, "$lt": until}})
+        """The patient's occurrences due in [since, until), newest first (cancelled ones left out)."""
+        return list(self.col.find({"patient_id": patient_id, "due_at": {"$gte": since, "$lt": until}, **LIVE})
                     .sort("due_at", DESCENDING).limit(limit))
 
     def doses_taken(self, patient_id: str, local_date: str) -> list[dict]:
@@ -158,10 +190,10 @@ class Occurrences:
         """Record that ``count`` nudges have gone out for an occurrence."""
         self.col.update_one({"_id": occurrence_id}, {"$max": {"nudges_sent": count}})
 
-    def mark_one_missed(self, occurrence_id: str, at: datetime) -> bool:
+    def mark_one_missed(self, occurrence_id: str, at: datetime, seq: int) -> bool:
         """Turn a still-pending occurrence into `missed`; False when the patient recorded it meanwhile."""
         result = self.col.update_one({"_id": occurrence_id, "status": "pending"},
-                                     {"$set": {"status": "missed", "status_at": at}})
+                                     {"$set": {"status": "missed", "status_at": at, "seq": seq}})
         return result.modified_count == 1
 
     def recent_of_kind(self, kind: str, since: datetime, until: datetime, statuses: tuple[str, ...]) -> list[dict]:

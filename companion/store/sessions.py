@@ -10,6 +10,7 @@ from datetime import datetime
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.database import Database
 
+from companion.store import feeds
 from companion.store.batches import chunks, insert_new
 
 INDEXES = {
@@ -18,6 +19,7 @@ INDEXES = {
         IndexModel([("device_serial", ASCENDING), ("device_seq", ASCENDING)], unique=True, name="serial_seq"),
         # the adherence job reads every patient's sessions of a time window in one query
         IndexModel([("started_at", ASCENDING)], name="started"),
+        feeds.feed_index(),  # the app's change feed: records arrive late, in any order of started_at
     ],
     "device_events": [
         IndexModel([("patient_id", ASCENDING), ("at", ASCENDING)], name="patient_time"),
@@ -32,9 +34,13 @@ UNIT_WINDOW = 5000  # the most of one unit's sessions (or syncs) a placement rea
 WINDOW_FIELDS = {"patient_id": 1, "started_at": 1, "duration_s": 1, "held": 1, "counts": 1, "counted_minutes": 1}
 
 
-class SessionRecords:
+class SessionRecords(feeds.SyncedCollection):
     def __init__(self, db: Database):
         self.col = db.session_records
+
+    def delete_for_patient(self, patient_id: str) -> int:
+        """Delete every document of the patient (a closed account; see companion.services.lifecycle)."""
+        return self.col.delete_many({"patient_id": patient_id}).deleted_count
 
     def insert_new(self, docs: list[dict]) -> tuple[set[str], set[str]]:
         """Insert what is new; returns (created ids, duplicate ids). Unordered, so one duplicate does not
@@ -125,6 +131,11 @@ class SessionConflicts:
     def __init__(self, db: Database):
         self.col = db.session_conflicts
 
+    def delete_for_patient(self, patient_id: str) -> int:
+        """Delete the copies attributed to the patient or kept beside one of the patient's records."""
+        return self.col.delete_many({"$or": [{"patient_id": patient_id},
+                                             {"first_patient_id": patient_id}]}).deleted_count
+
     def keep(self, docs: list[dict]) -> None:
         """Keep each copy once (ids ``<record id>:<content hash>``)."""
         insert_new(self.col, docs)
@@ -139,6 +150,10 @@ class SessionConflicts:
 class DeviceEvents:
     def __init__(self, db: Database):
         self.col = db.device_events
+
+    def delete_for_patient(self, patient_id: str) -> int:
+        """Delete every document of the patient (a closed account; see companion.services.lifecycle)."""
+        return self.col.delete_many({"patient_id": patient_id}).deleted_count
 
     def record(self, events: list[dict]) -> None:
         """Store events under their derived ids; events already stored are left as they are."""

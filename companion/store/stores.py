@@ -6,6 +6,7 @@ services never see a collection, only these objects and the values they return.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
 
 from pymongo.database import Database
@@ -15,19 +16,22 @@ from companion.store.accounts import Users
 from companion.store.adherence import AdherenceDays
 from companion.store.alerts import Alerts
 from companion.store.audit import AuditEvents
+from companion.store.changes import ChangeSequences
 from companion.store.clinical_notes import ClinicalNotes
+from companion.store.codes import OneTimeCodes
 from companion.store.content import ContentItems, Favourites, PracticeLog
-from companion.store.db import ensure_indexes
+from companion.store.db import IndexChange, ensure_indexes, migrate_indexes
 from companion.store.devices import Devices, PairingCodes
 from companion.store.diary import PainEntries
 from companion.store.gateway_reports import GatewayDeadLetters
+from companion.store.heartbeats import WorkerHeartbeats
 from companion.store.idempotency import IdempotencyKeys
 from companion.store.leases import Leases
 from companion.store.outbox import Outbox
 from companion.store.plans import TherapyPlans
 from companion.store.push_tokens import PushTokens
 from companion.store.recompute import DaysToRecompute
-from companion.store.relationships import CareLinks, CareTeams, EmergencyGrants, Gateways
+from companion.store.relationships import CareInvitations, CareLinks, CareTeams, EmergencyGrants, Gateways
 from companion.store.reminders import Occurrences, Reminders
 from companion.store.sessions import DeviceEvents, SessionConflicts, SessionRecords, UnitSyncs
 from companion.store.throttle import Counters
@@ -45,8 +49,12 @@ class Stores:
         self.db.client.admin.command("ping")
 
     def ensure_indexes(self) -> None:
-        """Create every collection's indexes (idempotent)."""
+        """Create every collection's missing indexes (idempotent); IndexesOutOfDate for changed ones."""
         ensure_indexes(self.db)
+
+    def migrate_indexes(self, progress: Callable[[IndexChange], None] | None = None) -> list[IndexChange]:
+        """Bring every index to its definition in the code (see companion.store.db.migrate_indexes)."""
+        return migrate_indexes(self.db, progress)
 
     @cached_property
     def users(self) -> Users:
@@ -55,6 +63,10 @@ class Stores:
     @cached_property
     def token_families(self) -> TokenFamilies:
         return TokenFamilies(self.db)
+
+    @cached_property
+    def one_time_codes(self) -> OneTimeCodes:
+        return OneTimeCodes(self.db)
 
     @cached_property
     def counters(self) -> Counters:
@@ -71,6 +83,10 @@ class Stores:
     @cached_property
     def care_teams(self) -> CareTeams:
         return CareTeams(self.db)
+
+    @cached_property
+    def care_invitations(self) -> CareInvitations:
+        return CareInvitations(self.db)
 
     @cached_property
     def emergency_grants(self) -> EmergencyGrants:
@@ -133,6 +149,10 @@ class Stores:
         return Occurrences(self.db)
 
     @cached_property
+    def change_sequences(self) -> ChangeSequences:
+        return ChangeSequences(self.db)
+
+    @cached_property
     def pain_entries(self) -> PainEntries:
         return PainEntries(self.db)
 
@@ -171,3 +191,7 @@ class Stores:
     @cached_property
     def leases(self) -> Leases:
         return Leases(self.db, self.clock)
+
+    @cached_property
+    def worker_heartbeats(self) -> WorkerHeartbeats:
+        return WorkerHeartbeats(self.db)

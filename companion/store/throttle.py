@@ -1,8 +1,10 @@
-"""Event counters shared by every worker process (login throttling, rate limits).
+"""Event counters shared by every worker process (throttling of credential steps, rate limits).
 
-One document per event, counted per fixed window. Not `$inc` on a counter: FerretDB v1 loses
-concurrent increments (400 concurrent `$inc`s were seen to leave 62), while inserts are exact.
-A request counts itself, so concurrent requests can only over-count, never let an extra one through.
+One document per event. Two ways of counting them: per fixed window (:meth:`Counters.hit`, the gateways'
+upload rate) and by the instants of the events in a sliding window (:meth:`Counters.record` and
+:meth:`Counters.instants`, the credential steps' attempts and failures, see companion.domain.throttling).
+Inserts, not `$inc` on a counter: an insert is exact on every server, and a request counts itself before
+it looks, so concurrent requests can only over-count, never let an extra one through.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ INDEXES = {
     "rate_events": [
         IndexModel([("key", ASCENDING), ("window", ASCENDING)], name="key_window"),
         IndexModel([("expires_at", ASCENDING)], name="expires"),
+        IndexModel([("key", ASCENDING), ("at", ASCENDING)], name="key_at"),
     ]
 }
 
@@ -54,3 +57,23 @@ class Counters:
 
     def delete_expired(self) -> int:
         return self.col.delete_many({"expires_at": {"$lt": now() - timedelta(minutes=1)}}).deleted_count
+
+    # Sliding windows: each event keeps its instant, and is kept until ``keep_for`` after it.
+    def record(self, key: str, at: datetime, keep_for: timedelta) -> str:
+        """Note one event for ``key`` at ``at``; returns its id (to take it back with :meth:`forget`)."""
+        event_id = str(ObjectId())
+        self.col.insert_one({"_id": event_id, "key": key, "at": at, "expires_at": at + keep_for})
+        return event_id
+
+    def instants(self, key: str, since: datetime, *, excluding: str | None = None,
+                 limit: int = 1000) -> list[datetime]:
+        """When the events of ``key`` after ``since`` happened (at most ``limit``, the latest)."""
+        docs = self.col.find({"key": key, "at": {"$gt": since}}, {"at": 1}).sort("at", -1).limit(limit)
+        return [d["at"] for d in docs if d["_id"] != excluding]
+
+    def forget(self, event_id: str) -> None:
+        self.col.delete_one({"_id": event_id})
+
+    def forget_key(self, key: str) -> None:
+        """Forget every event of ``key`` (e.g. an address's failures once it signs in)."""
+        self.col.delete_many({"key": key})

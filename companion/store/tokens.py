@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timedelta
 
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
 
 from companion.clock import now
 
@@ -28,10 +30,6 @@ class TokenFamilies:
             {"_id": family_id, "user_id": user_id, "role": role, "revoked": False, "created_at": now()}
         )
 
-    def is_active(self, family_id: str) -> bool:
-        doc = self.families.find_one({"_id": family_id}, {"revoked": 1})
-        return bool(doc) and not doc["revoked"]
-
     def revoke(self, family_id: str, reason: str) -> None:
         self.families.update_one(
             {"_id": family_id}, {"$set": {"revoked": True, "revoked_reason": reason, "revoked_at": now()}}
@@ -44,22 +42,29 @@ class TokenFamilies:
         )
 
     def add_token(self, token_hash: str, family_id: str, user_id: str, expires_at: datetime) -> None:
-        self.tokens.insert_one(
-            {"_id": token_hash, "family_id": family_id, "user_id": user_id,
-             "issued_at": now(), "expires_at": expires_at, "used_at": None}
-        )
+        """Store a new refresh token (by its hash). Storing the same one twice is harmless: a retried refresh
+        derives the same successor as the first attempt did."""
+        with contextlib.suppress(DuplicateKeyError):
+            self.tokens.insert_one(
+                {"_id": token_hash, "family_id": family_id, "user_id": user_id,
+                 "issued_at": now(), "expires_at": expires_at, "used_at": None}
+            )
 
     def family(self, family_id: str) -> dict | None:
         return self.families.find_one({"_id": family_id})
 
-    def use_token(self, token_hash: str) -> tuple[str, dict | None]:
-        """Mark a refresh token used. Returns ("ok", doc), ("reused", doc) or ("unknown", None).
+    def token(self, token_hash: str) -> dict | None:
+        return self.tokens.find_one({"_id": token_hash})
+
+    def use_token(self, token_hash: str, at: datetime) -> tuple[str, dict | None]:
+        """Mark a refresh token used at ``at``. Returns ("ok", doc), ("reused", doc) or ("unknown", None); the
+        doc is as it stands after the call (its ``used_at`` is when it was first used).
 
         One conditional single-document update: of two concurrent refreshes with the same token exactly
         one gets "ok" (on MongoDB, and on the project's FerretDB build, which keeps that guarantee).
         """
-        doc = self.tokens.find_one_and_update({"_id": token_hash, "used_at": None}, {"$set": {"used_at": now()}},
-                                              return_document=ReturnDocument.BEFORE)
+        doc = self.tokens.find_one_and_update({"_id": token_hash, "used_at": None}, {"$set": {"used_at": at}},
+                                              return_document=ReturnDocument.AFTER)
         if doc is not None:
             return "ok", doc
         doc = self.tokens.find_one({"_id": token_hash})

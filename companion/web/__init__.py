@@ -15,7 +15,7 @@ from flask import Blueprint, Flask, current_app, g, redirect, render_template, r
 
 from companion.domain.access import Actor, Role
 from companion.domain.errors import DomainError, Forbidden, NotFound, Unauthorized
-from companion.http import services
+from companion.http import auditing, services
 from companion.http.problems import status_of
 from companion.http.security import PUBLIC, declared_roles, gate_patient_in_url
 
@@ -50,6 +50,7 @@ def gate():
     session = services().accounts.web_session(request.cookies.get(session_cookie_name()))
     if session is None or session["stage"] != "full":
         if request.method == "GET":
+            auditing.deny((request.view_args or {}).get("patient_id"))  # a refusal, though answered by a redirect
             return redirect(url_for("web.login", next=request.path))
         raise Unauthorized("your session has ended; sign in again")
     g.actor = Actor(id=session["user_id"], role=Role(session["role"]))
@@ -59,6 +60,7 @@ def gate():
     gate_patient_in_url("R" if request.method == "GET" else "U")
     if request.method == "POST":
         check_csrf(session["csrf_token"])
+    auditing.begin_write()
     return None
 
 

@@ -133,6 +133,7 @@ def pain_chart(entries: list[dict], pairs: list, zone: str, first: date, last: d
 
 HEAT = {"missing": "#eef0f2", "no_tasks": "#ffffff", "no_events": "#f1aeb5"}
 CELL, GAP, HEAT_LEFT, HEAT_TOP = 34, 4, 40, 24
+LABEL_CHAR_W = 7  # a generous width of one character of an 11 px label, so the last label is never cut
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 HEAT_LEGEND = (("#2f9e44", "covered"), ("#f59f00", "half or more of the TENS"), ("#ffd8a8", "under half"),
                (HEAT["no_events"], "nothing done"), (HEAT["no_tasks"], "nothing planned"),
@@ -149,6 +150,30 @@ def heat_colour(day: dict) -> str:
     return "#f59f00" if fraction >= 0.5 else "#ffd8a8"
 
 
+def heat_label(day: dict) -> str:
+    """What a heat-map cell means, in words (its tooltip, and its row in the table under the chart)."""
+    return {"missing": "not computed", "no_tasks": "nothing planned", "no_events": "nothing done"}.get(
+        day["state"], f"{'covered' if day['covered'] else 'partly done'} ({round((day.get('tens_fraction') or 0) * 100)}% TENS)")
+
+
+def month_labels(calendar: list[dict]) -> list[tuple[int, str]]:
+    """(column, "Nov 2026") for the heat map. A column is named after the month of its first day shown (its
+    Monday, or the calendar's first day), when that month has no label yet: so a month is named at the first
+    column that starts in it, and no column is named after a month it does not show (the column of Monday
+    30 November, drawn up to that Monday, is November's). When the second column starts a month, the first
+    column's label gives way: the two would overlap."""
+    first, last = date.fromisoformat(calendar[0]["date"]), date.fromisoformat(calendar[-1]["date"])
+    monday = first - timedelta(days=first.weekday())
+    labels: list[tuple[int, date]] = []
+    for col in range((last - monday).days // 7 + 1):
+        shown = max(first, monday + timedelta(weeks=col))
+        if not labels or (shown.year, shown.month) != (labels[-1][1].year, labels[-1][1].month):
+            labels.append((col, shown))
+    if len(labels) > 1 and labels[1][0] == labels[0][0] + 1:
+        labels.pop(0)
+    return [(col, shown.strftime("%b %Y")) for col, shown in labels]
+
+
 def adherence_heatmap(calendar: list[dict]) -> Markup:
     """A calendar of weeks (columns) by weekday (rows), each day coloured by its adherence state."""
     first = date.fromisoformat(calendar[0]["date"])
@@ -158,18 +183,13 @@ def adherence_heatmap(calendar: list[dict]) -> Markup:
     height = HEAT_TOP + 7 * (CELL + GAP)
     body = [_text(HEAT_LEFT - 6, HEAT_TOP + i * (CELL + GAP) + CELL / 2 + 4, name, anchor="end", size=11)
             for i, name in enumerate(WEEKDAYS)]
-    shown_month = None
-    for week in range(weeks):
-        # Day numbers are in the cells; above them, the month where a column starts a new one.
-        sunday = monday + timedelta(weeks=week, days=6)
-        if sunday.month != shown_month:
-            shown_month = sunday.month
-            body.append(_text(HEAT_LEFT + week * (CELL + GAP), 16, sunday.strftime("%b %Y"), anchor="start", size=11))
+    for col, label in month_labels(calendar):
+        body.append(_text(HEAT_LEFT + col * (CELL + GAP), 16, label, anchor="start", size=11))
+        width = max(width, HEAT_LEFT + col * (CELL + GAP) + round(len(label) * LABEL_CHAR_W) + 4)
     for day in calendar:
         on = date.fromisoformat(day["date"])
         col, row = (on - monday).days // 7, on.weekday()
-        label = {"missing": "not computed", "no_tasks": "nothing planned", "no_events": "nothing done"}.get(
-            day["state"], f"{'covered' if day['covered'] else 'partly done'} ({round((day.get('tens_fraction') or 0) * 100)}% TENS)")
+        label = heat_label(day)
         body.append(f'<rect x="{HEAT_LEFT + col * (CELL + GAP)}" y="{HEAT_TOP + row * (CELL + GAP)}" width="{CELL}" '
                     f'height="{CELL}" rx="3" fill="{heat_colour(day)}" stroke="{GRID}" data-state="{day["state"]}">'
                     f"<title>{on}: {escape(label)}</title></rect>")

@@ -81,7 +81,13 @@ def login_code():
     check_csrf(pending["csrf_token"])
     user = accounts.web_session_user(pending)
     code = request.form.get("code", "").strip()
-    if user and len(code) == 6 and code.isdigit() and accounts.verify_totp(user, code):
+    try:
+        good = bool(user and len(code) == 6 and code.isdigit()
+                    and accounts.check_totp(user, code, address=client_address()))
+    except TooManyRequests as exc:
+        return render_template("mfa.html", csrf_token=pending["csrf_token"], next=request.form.get("next", ""),
+                               message=f"Too many wrong codes. Try again in {exc.retry_after_s} seconds."), 429
+    if good:
         accounts.end_web_session(cookie)
         return _signed_in(user, request.form.get("next", ""))
     if accounts.web_code_failed(pending):

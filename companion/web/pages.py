@@ -96,6 +96,7 @@ def patient(patient_id):
     return render_template(
         "patient.html", patient=review.patient, days=days, day_choices=PATIENT_DAYS, adherence=adherence,
         heatmap=charts.adherence_heatmap(adherence["calendar"]), heat_legend=charts.HEAT_LEGEND,
+        heat_label=charts.heat_label,
         has_adherence=any(d["state"] != "missing" for d in adherence["calendar"]),
         tens=tens, tens_chart=charts.tens_chart(tens), has_tens=any(d.sessions for d in tens),
         has_target=any(d.target_minutes for d in tens),
@@ -143,6 +144,15 @@ def patient_csv(patient_id):
     auditing.note(patient_ids=[patient_id], resource="patient", action="E", resource_ids=[patient_id])
     return Response(exports.patient_csv(review, 90), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="patient-{patient_id}.csv"'})
+
+
+@bp.route("/patients/<patient_id>/events.csv")
+@allow(Role.CLINICIAN)
+def events_csv(patient_id):
+    review = _review(patient_id)
+    auditing.note(patient_ids=[patient_id], resource="patient", action="E", resource_ids=[patient_id])
+    return Response(exports.events_csv(review, 90), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="patient-{patient_id}-events.csv"'})
 
 
 @bp.route("/patients/<patient_id>/export.fhir.json")

@@ -110,6 +110,10 @@ def test_authorization_matrix(matrix_app, matrix_world):
         cell = f"{method} {rule.rule} as {caller}: {status}"
         if status >= 500:
             failures.append(cell + " (server error)")
+        elif person.role == "gateway" and rule.endpoint.startswith(WEB_ENDPOINTS):
+            # A gateway has no account, so a page session in its name is no session: sign in first.
+            if status != (302 if method == "GET" else 401):
+                failures.append(cell + " (a gateway's page session: expected the way to sign in)")
         elif person.role not in roles:
             if status != 403:
                 failures.append(cell + " (role not declared: expected 403)")

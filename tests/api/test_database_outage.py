@@ -10,6 +10,7 @@ import pytest
 from companion import create_app
 from tests.conftest import FAST_PASSWORDS
 from tests.support.ferretdb import FerretServer
+from tests.support.mailbox import Mailbox, sign_up
 from tests.support.world import PASSWORD
 
 
@@ -21,12 +22,12 @@ def own_server(tmp_path):
     server.stop()
 
 
-def test_killed_database_gives_503_and_the_api_recovers(own_server):
+def test_killed_database_gives_503_and_the_api_recovers(own_server, mail_dir):
     app = create_app({"mongodb_uri": own_server.uri, "mongodb_db": "outage", "secret_key": "o" * 48,
-                      "db_timeout_ms": 1000, **FAST_PASSWORDS})
+                      "db_timeout_ms": 1000, "mail_dir": str(mail_dir), **FAST_PASSWORDS})
     client = app.test_client()
     signup = {"email": "p@example.org", "password": PASSWORD, "display_name": "P", "time_zone": "UTC"}
-    assert client.post("/api/v1/auth/signup", json=signup).status_code == 201
+    assert sign_up(client, Mailbox(mail_dir), **signup).status_code == 201
     tokens = client.post("/api/v1/auth/login", json={"email": "p@example.org", "password": PASSWORD}).json
     headers = {"Authorization": f"Bearer {tokens['access_token']}"}
 

@@ -40,8 +40,21 @@ def test_values_are_read_into_their_types():
 def test_production_needs_a_secret_and_always_requires_staff_mfa():
     with pytest.raises(SettingError, match="COMPANION_SECRET_KEY"):
         load_settings(environ={"COMPANION_ENV": "production"})
-    settings = load_settings(environ={"COMPANION_ENV": "production", "COMPANION_SECRET_KEY": "k" * 40})
+    settings = load_settings(environ={"COMPANION_ENV": "production", "COMPANION_SECRET_KEY": "k" * 40,
+                                      "COMPANION_AUDIT_KEY": "a" * 40, "COMPANION_SMTP_URL": "smtp://mail:25"})
     assert settings.staff_mfa_required is True
+
+
+def test_production_needs_its_own_audit_key_and_a_way_to_send_email():
+    base = {"COMPANION_ENV": "production", "COMPANION_SECRET_KEY": "k" * 40, "COMPANION_SMTP_URL": "smtp://mail:25"}
+    with pytest.raises(SettingError, match="COMPANION_AUDIT_KEY"):
+        load_settings(environ=base)
+    with pytest.raises(SettingError, match="COMPANION_AUDIT_KEY"):
+        load_settings(environ={**base, "COMPANION_AUDIT_KEY": "k" * 40})  # not the signing key
+    with pytest.raises(SettingError, match="COMPANION_SMTP_URL"):
+        load_settings(environ={**base, "COMPANION_AUDIT_KEY": "a" * 40, "COMPANION_SMTP_URL": ""})
+    development = load_settings(environ={"COMPANION_SECRET_KEY": "k" * 40})
+    assert len(development.audit_key) >= 32 and development.audit_key != development.secret_key
 
 
 def test_an_override_that_names_no_setting_is_refused():
@@ -64,6 +77,6 @@ def _run(args: list[str], variable: str, value: str) -> subprocess.CompletedProc
                          ids=["worker", "cli", "web"])
 def test_each_process_stops_with_one_line_and_status_2_on_a_bad_setting(command):
     result = _run(command, "COMPANION_ENV", "prod")
-    ours = [line for line in result.stderr.splitlines() if not line.startswith("[")]  # gunicorn's own log lines
+    ours = [line for line in result.stderr.splitlines() if not line.startswith(("[", "{"))]  # gunicorn's own (JSON) lines
     assert result.returncode == 2, result.stderr[-2000:]
     assert len(ours) == 1 and "COMPANION_ENV" in ours[0] and "Traceback" not in result.stderr

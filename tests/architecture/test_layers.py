@@ -92,7 +92,7 @@ def _collections_used(tree: ast.AST) -> set[str]:
     used = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and _is_db(node.value) and not node.attr.startswith("_") \
-                and node.attr not in {"client", "name", "command"}:
+                and node.attr not in {"client", "name", "command", "list_collection_names"}:
             used.add(node.attr)
         elif isinstance(node, ast.Subscript) and _is_db(node.value) and isinstance(node.slice, ast.Constant):
             used.add(node.slice.value)

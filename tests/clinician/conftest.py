@@ -53,3 +53,19 @@ def scripted_a(world, seed, db):
                       error_codes=["UNREGISTERED"])
     seed.practice(a, at_day(4), minutes=12)
     return {"patient_id": a, "sessions": [s1, s2, s3], "open_alert": open_alert, "reminder_id": rid}
+
+
+BPI_ANSWERS = {"worst": 8, "least": 3, "average": 5, "now": 6,
+               "interference": {"general_activity": 6, "mood": 5, "sleep": 7, "enjoyment_of_life": 4}}
+
+
+@pytest.fixture
+def export_a(scripted_a, seed, world, db):
+    """scripted_a plus what only the exports carry: a diary entry with a Brief Pain Inventory, a location and
+    a note a spreadsheet would run as a formula; a medication reminder with a dose taken and one missed."""
+    a = scripted_a["patient_id"]
+    bpi_entry = seed.pain(a, at_day(1, 20), 6, note="=worse after gardening", location="left knee", bpi=BPI_ANSWERS)
+    rid = seed.reminder(a, kind="medication", title="Paracetamol 1 g")
+    taken = seed.occurrence(a, rid, at_day(1, 8), "done", kind="medication")
+    missed = seed.occurrence(a, rid, at_day(2, 8), "missed", kind="medication")
+    return {**scripted_a, "bpi_entry": bpi_entry, "doses": [taken, missed]}

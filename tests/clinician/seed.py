@@ -12,11 +12,22 @@ from datetime import UTC, date, datetime, timedelta
 
 from bson import ObjectId
 
+from companion.domain.pain import BriefPainInventory, bpi_interference, bpi_severity
+from companion.services.diary import INTERFERENCE_ITEMS
 from companion.store.relationships import CareTeams
 
 
 def oid() -> str:
     return str(ObjectId())
+
+
+def scored_bpi(answers: dict) -> dict:
+    """A BPI short form as the diary stores it: the answers, every interference item, and both scores."""
+    given = answers.get("interference") or {}
+    items = {item: given.get(item) for item in INTERFERENCE_ITEMS}
+    form = BriefPainInventory(answers["worst"], answers["least"], answers["average"], answers["now"],
+                              tuple(items.values()))
+    return {**answers, "interference": items, "severity": bpi_severity(form), "interference_score": bpi_interference(form)}
 
 
 class Seed:
@@ -72,11 +83,12 @@ class Seed:
         return doc
 
     def pain(self, patient_id: str, recorded_at: datetime, nrs: int, *, session_id: str | None = None,
-             phase: str | None = None, note: str | None = None, deleted: bool = False) -> dict:
+             phase: str | None = None, note: str | None = None, deleted: bool = False,
+             location: str | None = "lower back", bpi: dict | None = None) -> dict:
         doc = {"_id": oid(), "patient_id": patient_id, "client_entry_id": uuid.uuid4().hex, "recorded_at": recorded_at,
-               "nrs": nrs, "context": {"location": "lower back", "activity": "walking", "sleep_quality": 3,
+               "nrs": nrs, "context": {"location": location, "activity": "walking", "sleep_quality": 3,
                                        "mood": 3, "note": note},
-               "bpi": None, "session_record_id": session_id, "phase": phase, "server_received_at": recorded_at,
+               "bpi": scored_bpi(bpi) if bpi else None, "session_record_id": session_id, "phase": phase, "server_received_at": recorded_at,
                "updated_at": recorded_at, "deleted": deleted}
         self.db.pain_entries.insert_one(doc)
         return doc

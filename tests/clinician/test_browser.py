@@ -1,8 +1,10 @@
 """A clinician in a real headless Chromium (Debian's `chromium`, driven by Playwright): signs in, opens
-the panel and a patient, acknowledges an alert. Screenshots go to tests/artifacts/."""
+the panel and a patient, acknowledges an alert; and axe-core finds no critical or serious accessibility
+violation on any dashboard page. Screenshots and axe reports go to tests/artifacts/."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 from pathlib import Path
@@ -12,6 +14,7 @@ from werkzeug.serving import make_server
 
 from companion.store.relationships import CareTeams
 from tests.clinician.conftest import at_day
+from tests.support.axe import describe, serious_violations
 from tests.support.world import PASSWORD
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -87,3 +90,42 @@ def test_clinician_signs_in_reviews_a_patient_and_acknowledges_an_alert(served, 
             page.screenshot(path=str(ARTIFACTS / "panel-tablet.png"), full_page=True)
         finally:
             browser.close()
+
+
+def _sign_in(page, served: str, email: str) -> None:
+    page.goto(f"{served}/clinician/")
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("table.panel")
+
+
+def test_no_dashboard_page_has_a_critical_or_serious_accessibility_violation(served, world, busier_panel, seed):
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is required: apt-get install -y chromium")
+    seed.pain(world["patient_a"].id, at_day(1, 20), 6, bpi={"worst": 8, "least": 3, "average": 5, "now": 6,
+                                                              "interference": {"general_activity": 6, "mood": 5,
+                                                                               "sleep": 7, "enjoyment_of_life": 4}})
+    ARTIFACTS.mkdir(exist_ok=True)
+    a = world["patient_a"].id
+    pages = {"login": "/clinician/login", "panel": "/clinician/", "panel-filtered": "/clinician/?sort=pdc_7&order=desc",
+             "patient": f"/clinician/patients/{a}", "patient-90-days": f"/clinician/patients/{a}?days=90",
+             "not-found": "/clinician/patients/nobody"}
+    found = {}
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1366, "height": 900})
+            for name, path in pages.items():
+                if name == "panel":
+                    _sign_in(page, served, world["clinician_team"].email)
+                page.goto(served + path)
+                page.evaluate("() => document.querySelectorAll('details').forEach(d => { d.open = true; })")
+                serious, every = serious_violations(page)
+                (ARTIFACTS / f"axe-{name}.json").write_text(json.dumps(every, indent=1))
+                found[name] = serious
+                if name == "patient":
+                    page.screenshot(path=str(ARTIFACTS / "patient-tables-open.png"), full_page=True)
+        finally:
+            browser.close()
+    assert {name: describe(v) for name, v in found.items() if v} == {}

@@ -1,34 +1,51 @@
-"""Exports: a patient's days and the panel as CSV; a patient as a FHIR R4 Bundle that validates."""
+"""Exports: a patient's days and events and the panel as CSV (UTF-8 with a BOM, true/false, whole numbers
+as integers); a patient as a FHIR R4 transaction Bundle that fhir.resources accepts and a FHIR server can
+import as resources (tests/clinician/test_fhir_validation.py runs HAPI FHIR's own validator on it)."""
 
 from __future__ import annotations
 
 import csv
 import io
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import Bundle
 
-from companion.services.exports import PANEL_CSV_HEADER, PATIENT_CSV_HEADER
+from companion.services.exports import EVENTS_CSV_HEADER, PANEL_CSV_HEADER, PATIENT_CSV_HEADER
+from companion.services.fhir import IDENTIFIER_SYSTEM, UCUM
+from tests.clinician.conftest import at_day
+from tests.clinician.test_pages import sign_in
+
+BOM = "\ufeff"
 
 
 def _rows(text: str) -> list[dict]:
-    return list(csv.DictReader(io.StringIO(text)))
+    assert text.startswith(BOM), "a CSV export starts with a UTF-8 byte order mark"
+    return list(csv.DictReader(io.StringIO(text[len(BOM):])))
+
+
+def _export(client, world, kind: str, days: int = 30):
+    return client.get(f"/api/v1/patients/{world['patient_a'].id}/exports/{kind}?days={days}",
+                      headers=world["clinician_team"].headers)
 
 
 def test_patient_csv_has_one_row_per_day_with_the_scripted_figures(client, world, scripted_a, db):
-    response = client.get(f"/api/v1/patients/{world['patient_a'].id}/exports/csv?days=30",
-                          headers=world["clinician_team"].headers)
+    response = _export(client, world, "csv")
     assert response.status_code == 200 and response.mimetype == "text/csv"
+    assert response.headers["Content-Type"] == "text/csv; charset=utf-8"
     assert "attachment" in response.headers["Content-Disposition"]
-    text = response.get_data(as_text=True)
+    raw = response.get_data()
+    assert raw.startswith(b"\xef\xbb\xbf")  # the BOM, as UTF-8 bytes
+    text = raw.decode("utf-8-sig")
     assert text.splitlines()[0].split(",") == PATIENT_CSV_HEADER
-    rows = {r["date"]: r for r in _rows(text)}
+    rows = {r["date"]: r for r in _rows(response.get_data(as_text=True))}
     assert len(rows) == 30
     two_days_ago = rows[str(datetime.now(UTC).date() - timedelta(days=2))]
-    assert two_days_ago == {"date": two_days_ago["date"], "adherence_state": "progress", "covered": "False",
-                            "tens_minutes": "60.0", "tens_target_minutes": "40", "tens_sessions": "2",
+    assert two_days_ago == {"date": two_days_ago["date"], "adherence_state": "progress", "covered": "false",
+                            "tens_minutes": "60", "tens_target_minutes": "40", "tens_sessions": "2",
                             "pain_entries": "4", "pain_mean_nrs": "5.5", "pain_max_nrs": "7"}
+    assert rows[str(datetime.now(UTC).date() - timedelta(days=1))]["covered"] == "true"
     export = db.audit_events.find_one({"action": "E", "patient_ids": world["patient_a"].id})
     assert export["actor_id"] == world["clinician_team"].id
 
@@ -43,26 +60,180 @@ def test_panel_csv_lists_every_matching_patient_and_defuses_formulas(client, wor
     assert [r["name"] for r in rows] == ["'=HYPERLINK(\"http://x\")", "Patient A"]
 
 
-def test_fhir_bundle_validates_and_holds_the_patients_record(client, world, scripted_a):
-    response = client.get(f"/api/v1/patients/{world['patient_a'].id}/exports/fhir?days=30",
-                          headers=world["clinician_team"].headers)
+def test_events_csv_has_one_row_per_session_entry_dose_and_practice_with_local_and_utc_times(
+        client, world, export_a, db):
+    zone = "America/New_York"
+    db.users.update_one({"_id": world["patient_a"].id}, {"$set": {"time_zone": zone}})
+    response = _export(client, world, "events")
+    assert response.status_code == 200 and response.mimetype == "text/csv"
+    assert response.headers["Content-Disposition"].endswith('-events.csv"')
+    text = response.get_data(as_text=True)
+    assert text[len(BOM):].splitlines()[0].split(",") == EVENTS_CSV_HEADER
+    rows = _rows(text)
+    kinds = [r["event"] for r in rows]
+    assert {k: kinds.count(k) for k in set(kinds)} == {
+        "tens_session": 3, "pain_entry": 9, "medication_dose": 2, "mindfulness_practice": 1}
+    assert [r["utc_time"] for r in rows] == sorted(r["utc_time"] for r in rows)  # oldest first
+
+    for row in rows:  # every local time is the UTC time in the patient's zone, offset included
+        utc = datetime.strptime(row["utc_time"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        local = utc.astimezone(ZoneInfo(zone))
+        offset = local.strftime("%z")
+        assert (row["local_date"], row["local_time"], row["utc_offset"], row["time_zone"]) == (
+            local.date().isoformat(), local.strftime("%H:%M"), f"UTC{offset[:3]}:{offset[3:]}", zone)
+
+    session = next(r for r in rows if r["id"] == export_a["sessions"][2]["_id"])  # 45 min, 3 days ago at 09:00 UTC
+    assert session["utc_time"] == at_day(3, 9).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert {k: session[k] for k in ("duration_min", "device_serial", "programme", "frequency_hz", "pulse_width_us",
+                                    "intensity_mean_ma", "intensity_peak_ma", "end_reason", "clock_status", "nrs")} == {
+        "duration_min": "45", "device_serial": "CTU-S0001", "programme": "1", "frequency_hz": "100",
+        "pulse_width_us": "200", "intensity_mean_ma": "18.5", "intensity_peak_ma": "24", "end_reason": "completed",
+        "clock_status": "ok", "nrs": ""}
+
+    bpi = next(r for r in rows if r["id"] == export_a["bpi_entry"]["_id"])
+    assert {k: bpi[k] for k in ("nrs", "location", "activity", "sleep_quality", "mood", "note", "bpi_worst", "bpi_least",
+                                "bpi_average", "bpi_now", "bpi_severity", "bpi_interference", "duration_min")} == {
+        "nrs": "6", "location": "left knee", "activity": "walking", "sleep_quality": "3", "mood": "3",
+        "note": "'=worse after gardening", "bpi_worst": "8", "bpi_least": "3", "bpi_average": "5", "bpi_now": "6",
+        "bpi_severity": "5.5", "bpi_interference": "5.5", "duration_min": ""}
+    before = next(r for r in rows if r["phase"] == "before")
+    assert before["session_id"] in {s["_id"] for s in export_a["sessions"]}
+
+    doses = [(r["title"], r["status"]) for r in rows if r["event"] == "medication_dose"]
+    assert doses == [("Paracetamol 1 g", "missed"), ("Paracetamol 1 g", "done")]
+    practice = next(r for r in rows if r["event"] == "mindfulness_practice")
+    assert (practice["title"], practice["duration_min"], practice["status"]) == ("body-scan", "12", "completed")
+    export = db.audit_events.find_one({"action": "E", "patient_ids": world["patient_a"].id,
+                                       "route": "/api/v1/patients/<patient_id>/exports/events"})
+    assert export["actor_id"] == world["clinician_team"].id and export["outcome"] == "success"
+
+
+def test_the_dashboard_offers_the_events_csv_and_audits_it_as_an_export(client, world, export_a, db):
+    sign_in(client, world["clinician_team"].email)
+    a = world["patient_a"].id
+    html = client.get(f"/clinician/patients/{a}").get_data(as_text=True)
+    assert f'href="/clinician/patients/{a}/events.csv"' in html
+    response = client.get(f"/clinician/patients/{a}/events.csv")
+    assert response.status_code == 200 and response.mimetype == "text/csv"
+    assert len([r for r in _rows(response.get_data(as_text=True)) if r["event"] == "tens_session"]) == 3
+    event = db.audit_events.find_one({"route": "/clinician/patients/<patient_id>/events.csv"})
+    assert (event["actor_id"], event["action"], event["patient_ids"]) == (world["clinician_team"].id, "E", [a])
+    sign_in(client, world["clinician_other"].email)
+    assert client.get(f"/clinician/patients/{a}/events.csv").status_code == 404
+
+
+def _references(node) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["reference"]] if isinstance(node.get("reference"), str) else []
+        return found + [r for value in node.values() for r in _references(value)]
+    if isinstance(node, list):
+        return [r for value in node for r in _references(value)]
+    return []
+
+
+def _by_type(bundle: dict) -> dict[str, list[dict]]:
+    by_type: dict[str, list[dict]] = {}
+    for entry in bundle["entry"]:
+        by_type.setdefault(entry["resource"]["resourceType"], []).append(entry["resource"])
+    return by_type
+
+
+def test_the_fhir_export_is_a_transaction_a_server_imports_as_resources(client, world, export_a):
+    response = _export(client, world, "fhir")
     assert response.status_code == 200 and response.mimetype == "application/fhir+json"
     body = response.json
     Bundle.model_validate(body)
-    by_type: dict[str, list[dict]] = {}
+    assert body["type"] == "transaction"
+    urls = [e["fullUrl"] for e in body["entry"]]
+    assert len(set(urls)) == len(urls) and all(u.startswith("urn:uuid:") for u in urls)
     for entry in body["entry"]:
         resource = entry["resource"]
         get_fhir_model_class(resource["resourceType"]).model_validate(resource)
-        by_type.setdefault(resource["resourceType"], []).append(resource)
+        assert "id" not in resource  # the server assigns ids; the identifier finds the resource again
+        identifiers = resource["identifier"]
+        identifier = identifiers if isinstance(identifiers, dict) else identifiers[0]
+        assert identifier == {"system": IDENTIFIER_SYSTEM, "value": entry["fullUrl"]}
+        search = f"identifier={IDENTIFIER_SYSTEM}|{entry['fullUrl']}"
+        if resource["resourceType"] == "Patient":  # created once, never overwritten by an export
+            assert entry["request"] == {"method": "POST", "url": "Patient", "ifNoneExist": search}
+        else:  # created, or updated in place when imported again
+            assert entry["request"] == {"method": "PUT", "url": f"{resource['resourceType']}?{search}"}
+    assert set(_references(body)) <= set(urls), "every reference points at an entry of the bundle"
+
+    again = _export(client, world, "fhir").json
+    assert [e["fullUrl"] for e in again["entry"]] == urls, "the same records keep the same identifiers"
+
+    by_type = _by_type(body)
     assert {k: len(v) for k, v in by_type.items()} == {
-        "Patient": 1, "Observation": 8, "Device": 1, "DeviceUseStatement": 3, "CarePlan": 2, "Communication": 2}
-    assert all(o["code"]["coding"][0]["code"] == "72514-3" and o["code"]["coding"][0]["system"] == "http://loinc.org"
-               for o in by_type["Observation"])
-    assert sorted(o["valueInteger"] for o in by_type["Observation"]) == [4, 4, 4, 4, 5, 6, 7, 8]
-    assert sorted(d["timingPeriod"]["start"] for d in by_type["DeviceUseStatement"]) == sorted(
-        s["started_at"].isoformat() for s in scripted_a["sessions"])
+        "Patient": 1, "Device": 2, "CarePlan": 2, "Observation": 3 + 9 + 2, "DeviceUseStatement": 3,
+        "QuestionnaireResponse": 1, "Communication": 2}
+    patient_ref = {"reference": urls[0]}
+    assert by_type["Patient"][0]["name"] == [{"text": "Patient A"}]
+    assert all(r["subject"] == patient_ref for t in ("Observation", "CarePlan", "Communication", "DeviceUseStatement",
+                                                      "QuestionnaireResponse") for r in by_type[t])
     assert sorted(c["status"] for c in by_type["CarePlan"]) == ["active", "revoked"]
     assert sorted(c["status"] for c in by_type["Communication"]) == ["completed", "not-done"]
-    patient_ref = f"Patient/{world['patient_a'].id}"
-    assert all(r["subject"]["reference"] == patient_ref for t in ("Observation", "CarePlan", "Communication")
-               for r in by_type[t])
+
+
+def test_tens_sessions_carry_their_parameters_in_ucum_units_and_their_device(client, world, export_a):
+    body = _export(client, world, "fhir").json
+    by_type, by_url = _by_type(body), {e["fullUrl"]: e["resource"] for e in body["entry"]}
+    statements = by_type["DeviceUseStatement"]
+    assert sorted(d["timingPeriod"]["start"] for d in statements) == sorted(
+        s["started_at"].isoformat() for s in export_a["sessions"])
+    longest = next(d for d in statements if d["timingPeriod"]["start"] == export_a["sessions"][2]["started_at"].isoformat())
+    assert by_url[longest["device"]["reference"]]["serialNumber"] == "CTU-S0001"
+    record = by_url[longest["derivedFrom"][0]["reference"]]
+    assert record["device"] == longest["device"] and record["effectivePeriod"] == longest["timingPeriod"]
+    quantities = {c["code"]["text"]: c["valueQuantity"] for c in record["component"] if "valueQuantity" in c}
+    assert quantities == {
+        "stimulation frequency": {"value": 100, "unit": "Hz", "system": UCUM, "code": "Hz"},
+        "pulse width": {"value": 200, "unit": "µs", "system": UCUM, "code": "us"},
+        "intensity, mean": {"value": 18.5, "unit": "mA", "system": UCUM, "code": "mA"},
+        "intensity, peak": {"value": 24, "unit": "mA", "system": UCUM, "code": "mA"},
+        "duration": {"value": 45, "unit": "min", "system": UCUM, "code": "min"}}
+    unit = next(d for d in by_type["Device"] if d["serialNumber"] == "CTU-S0001")
+    assert unit["property"][0]["valueQuantity"] == [{"value": 76, "unit": "%", "system": UCUM, "code": "%"}]
+    assert unit["version"] == [{"type": {"text": "firmware"}, "value": "1.4.2"}]
+    plan = next(c for c in by_type["CarePlan"] if c["status"] == "active")
+    tens = next(a["detail"] for a in plan["activity"] if a["detail"].get("kind") == "DeviceRequest")
+    assert tens["dailyAmount"] == {"value": 40, "unit": "min", "system": UCUM, "code": "min"}
+    assert tens["scheduledTiming"] == {"repeat": {"duration": 30, "durationUnit": "min"}}
+    assert plan["replaces"][0]["reference"] in by_url
+
+
+def test_diary_entries_carry_their_context_and_a_bpi_its_answers_and_scores(client, world, export_a):
+    body = _export(client, world, "fhir").json
+    by_type, by_url = _by_type(body), {e["fullUrl"]: e["resource"] for e in body["entry"]}
+    ratings = [o for o in by_type["Observation"] if o["code"].get("coding", [{}])[0].get("code") == "72514-3"]
+    assert sorted(o["valueInteger"] for o in ratings) == [4, 4, 4, 4, 5, 6, 6, 7, 8]
+    rated = next(o for o in ratings if o["effectiveDateTime"] == export_a["bpi_entry"]["recorded_at"].isoformat())
+    assert rated["bodySite"] == {"text": "left knee"}
+    assert {c["code"]["text"]: c.get("valueString", c.get("valueInteger")) for c in rated["component"]} == {
+        "activity at the time": "walking", "sleep quality (0-10, as the patient rated it)": 3,
+        "mood (0-10, as the patient rated it)": 3}
+    assert rated["note"] == [{"authorReference": rated["subject"], "text": "=worse after gardening"}]
+    assert any("before the TENS session" in n["text"] for o in ratings for n in o.get("note", []))
+
+    form = by_type["QuestionnaireResponse"][0]
+    assert form["status"] == "completed" and form["authored"] == rated["effectiveDateTime"]
+    answers = {item["linkId"]: item["answer"][0]["valueInteger"] for group in form["item"] for item in group["item"]}
+    assert answers == {"worst": 8, "least": 3, "average": 5, "now": 6, "general_activity": 6, "mood": 5, "sleep": 7,
+                       "enjoyment_of_life": 4}
+    scores = {o["code"]["text"]: o for o in by_type["Observation"] if o.get("derivedFrom")
+              and by_url[o["derivedFrom"][0]["reference"]] is form}
+    interference = scores["BPI pain interference score"]
+    assert interference["code"]["coding"] == [{"system": "http://loinc.org", "code": "77565-0",
+                                               "display": "Pain interference score [BPI Short Form]"}]
+    assert interference["valueQuantity"] == {"value": 5.5, "unit": "score", "system": UCUM, "code": "{score}"}
+    severity = scores["BPI pain severity score (mean of worst, least, average and now)"]
+    assert severity["valueQuantity"]["value"] == 5.5 and "coding" not in severity["code"]
+
+
+def test_an_export_without_any_data_or_a_name_is_still_a_valid_transaction(client, world, db):
+    db.users.update_one({"_id": world["patient_a"].id}, {"$set": {"display_name": ""}})
+    body = _export(client, world, "fhir").json
+    Bundle.model_validate(body)
+    by_type = _by_type(body)
+    assert {k: len(v) for k, v in by_type.items()} == {"Patient": 1, "Device": 1}  # the unit bound in the world
+    assert "name" not in by_type["Patient"][0]  # FHIR strings are never empty

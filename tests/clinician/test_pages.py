@@ -169,3 +169,44 @@ def test_the_patient_page_shows_how_sure_session_times_are_and_lets_the_clinicia
     assert answer.status_code == 303
     decided = services.db.session_records.find_one({"_id": f"{serial}:3"})
     assert decided["resolution"]["action"] == "exclude" and decided["resolution"]["by"] == world["clinician_team"].id
+
+
+def test_every_chart_has_a_table_with_its_figures(client, world, scripted_a):
+    sign_in(client, world["clinician_team"].email)
+    html = client.get(f"/clinician/patients/{world['patient_a'].id}").get_data(as_text=True)
+    tables = {name: re.search(rf'<details class="chart-table" id="{name}-table">(.*?)</details>', html, re.S).group(1)
+              for name in ("adherence", "tens", "pain")}
+    rows = {name: re.findall(r"<tr><th scope=\"row\">(.*?)</th>(.*?)</tr>", table) for name, table in tables.items()}
+    assert (len(rows["adherence"]), len(rows["tens"]), len(rows["pain"])) == (30, 30, 8)
+    two_days_ago = str(datetime.now(UTC).date() - timedelta(days=2))
+    tens = dict(rows["tens"])[two_days_ago]
+    assert re.findall(r'<td class="num">([^<]*)</td>', tens) == ["60", "2", "40"]  # minutes, sessions, target
+    assert "partly done (30% TENS)" in dict(rows["adherence"])[two_days_ago]
+    assert [cells.count("before the session") for _, cells in rows["pain"]].count(1) == 3
+
+
+def test_the_diary_shows_the_pain_location_and_a_bpis_scores(client, world, seed):
+    a = world["patient_a"].id
+    seed.pain(a, datetime.now(UTC) - timedelta(hours=2), 6, location="left knee",
+              bpi={"worst": 8, "least": 3, "average": 5, "now": 6,
+                   "interference": {"general_activity": 6, "mood": 5, "sleep": 7, "enjoyment_of_life": 4}})
+    seed.pain(a, datetime.now(UTC) - timedelta(hours=3), 4, bpi={"worst": 4, "least": 2, "average": 3, "now": 3})
+    sign_in(client, world["clinician_team"].email)
+    html = client.get(f"/clinician/patients/{a}").get_data(as_text=True)
+    diary = re.search(r'<ul class="diary">(.*?)</ul>', html, re.S).group(1)
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", diary))
+    assert "NRS 6 · location: left knee · walking" in text
+    assert "Brief Pain Inventory: severity 5.5 , interference 5.5 worst 8, least 3, average 5, now 6" in text
+    assert "severity 3.0 , interference not scored (fewer than 4 of 7 items answered)" in text
+
+
+def test_sorting_is_announced_on_the_column_header_and_each_navigation_has_its_own_name(client, world, seed):
+    seed.enrol(world.team_id, seed.patient("Rosa Quiet"))
+    sign_in(client, world["clinician_team"].email)
+    html = client.get("/clinician/?sort=pdc_7&order=desc").get_data(as_text=True)
+    assert re.search(r'<th scope="col" class="num" aria-sort="descending"><a [^>]*class="sorted">PDC 7 d</a></th>', html)
+    assert not re.search(r"<a [^>]*aria-sort", html)
+    assert 'aria-sort="other"' in client.get("/clinician/").get_data(as_text=True)  # ordered by need
+    navs = re.findall(r"<nav\b[^>]*>", html)
+    labels = [re.search(r'aria-label="([^"]+)"', nav).group(1) for nav in navs]
+    assert len(navs) == 2 and len(set(labels)) == 2

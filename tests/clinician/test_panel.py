@@ -12,7 +12,7 @@ from companion.services.review import Review
 from companion.store.relationships import CareTeams
 from companion.store.stores import Stores
 from tests.clinician.conftest import at_day
-from tests.support.world import make_user
+from tests.support.world import PASSWORD, make_user
 
 TODAY = datetime.now(UTC).date()
 GOOD_WEEK = [True] * 7
@@ -142,26 +142,30 @@ def test_panel_queries_do_not_grow_with_the_number_of_patients(mongo_uri, db, se
     assert counts[0] == counts[1]
 
 
-def test_clinician_enrols_by_email_lists_teams_unenrols_and_leaves(client, world, seed, db):
+def test_clinician_invites_by_email_the_patient_accepts_then_unenrols_and_leaves(client, world, services):
     clinician = world["clinician_team"]
-    carol = seed.patient("Carol", email="carol@example.org")
+    carol = make_user(client, services, key="carol", role="patient")
     team_id = world.team_id
-    url = f"/api/v1/clinician/teams/{team_id}/patients"
-    response = client.post(url, json={"patient_email": "Carol@example.org", "reason": "Referral from GP"},
-                           headers=clinician.headers)
-    assert response.status_code == 201 and response.json["patient_id"] == carol
+    invited = client.post(f"/api/v1/clinician/teams/{team_id}/invitations", headers=clinician.headers,
+                          json={"patient_email": "Carol@example.org", "reason": "Referral from GP"})
+    assert invited.status_code == 202 and invited.json["status"] == "open" and invited.json["patient_id"] is None
+    assert client.get(f"/api/v1/patients/{carol.id}/review/plans", headers=clinician.headers).status_code == 404
+    accepted = client.post(f"/api/v1/patients/{carol.id}/invitations/{invited.json['id']}/acceptance",
+                           headers=carol.headers, json={"current_password": PASSWORD})
+    assert accepted.status_code == 200
     teams = client.get("/api/v1/clinician/teams", headers=clinician.headers).json["items"]
     assert teams == [{"id": team_id, "name": "Pain clinic A", "clinician_count": 1, "patient_count": 2}]
-    assert client.get(f"/api/v1/patients/{carol}/review/plans", headers=clinician.headers).status_code == 200
-    assert client.delete(f"{url}/{carol}", headers=clinician.headers).status_code == 204
-    assert client.get(f"/api/v1/patients/{carol}/review/plans", headers=clinician.headers).status_code == 404
+    assert client.get(f"/api/v1/patients/{carol.id}/review/plans", headers=clinician.headers).status_code == 200
+    url = f"/api/v1/clinician/teams/{team_id}/patients/{carol.id}"
+    assert client.delete(url, headers=clinician.headers).status_code == 204
+    assert client.get(f"/api/v1/patients/{carol.id}/review/plans", headers=clinician.headers).status_code == 404
     assert client.delete(f"/api/v1/clinician/teams/{team_id}/membership", headers=clinician.headers).status_code == 204
     assert _panel(client, clinician)["items"] == []
 
 
-def test_a_clinician_cannot_enrol_into_a_team_they_are_not_on(client, world, seed):
+def test_a_clinician_cannot_invite_into_a_team_they_are_not_on(client, world, seed):
     seed.patient("Dora", email="dora@example.org")
-    response = client.post(f"/api/v1/clinician/teams/{world.team_id}/patients",
+    response = client.post(f"/api/v1/clinician/teams/{world.team_id}/invitations",
                            json={"patient_email": "dora@example.org", "reason": "Referral"},
                            headers=world["clinician_other"].headers)
     assert response.status_code == 404

@@ -12,6 +12,7 @@ from companion.domain.adherence import (
     TaskKind,
     adherence_for_day,
     events_by_local_day,
+    goal_progress,
     is_covered,
     pdc_over,
     pdc_report,
@@ -162,3 +163,11 @@ def test_property_progress_is_between_0_and_1(targets, minutes):
     tasks = [PlannedTask(TaskKind.TENS, target_minutes=t) for t in targets]
     day = adherence_for_day(D, tasks, [tens(m) for m in minutes])
     assert day.tens.fraction is None or 0.0 <= day.tens.fraction <= 1.0
+
+
+def test_a_goal_kept_out_of_adherence_still_shows_its_progress():
+    mindfulness = PlannedTask(TaskKind.MINDFULNESS, counts_towards_adherence=False, target_minutes=10)
+    practice = TaskEvent(TaskKind.MINDFULNESS, at(D, 9), 4)
+    assert adherence_for_day(D, [mindfulness], [practice]).mindfulness.state == DayState.NO_TASKS
+    shown = goal_progress(TaskKind.MINDFULNESS, [mindfulness], [practice])
+    assert (shown.state, shown.fraction, shown.target_minutes) == (DayState.PROGRESS, 0.4, 10)

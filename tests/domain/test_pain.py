@@ -11,6 +11,7 @@ from companion.domain.pain import (
     Role,
     bpi_interference,
     bpi_severity,
+    bpi_severity_problems,
     flare_at,
     flares,
     median_pain,
@@ -131,3 +132,31 @@ def test_one_high_reading_is_a_flare_for_suggestions_but_not_for_alerts():
     entry = PainEntry(entry_id="e1", recorded_at_utc=datetime(2025, 5, 1, 9, tzinfo=UTC), score=8)
     assert flare_at(entry, [entry]) is None
     assert flare_at(entry, [entry], high_readings=1).reason is FlareReason.ONE_HIGH
+
+
+@pytest.mark.parametrize(
+    ("worst", "least", "average", "now", "faulty"),
+    [
+        (8, 2, 5, 5, set()),
+        (5, 5, 5, 5, set()),  # pain that did not vary
+        (8, 2, 8, 2, set()),  # average and now may sit on either bound
+        (3, 5, 4, 4, {"least", "average", "now"}),  # least above worst: nothing fits between them
+        (6, 2, 7, 4, {"average"}),
+        (6, 2, 1, 4, {"average"}),
+        (6, 2, 4, 9, {"now"}),
+        (6, 2, 4, 1, {"now"}),
+    ],
+)
+def test_bpi_severity_items_must_agree_with_each_other(worst, least, average, now, faulty):
+    assert set(bpi_severity_problems(worst, least, average, now)) == faulty
+    if faulty:
+        with pytest.raises(ValueError):
+            validate_bpi(BriefPainInventory(worst, least, average, now))
+    else:
+        assert validate_bpi(BriefPainInventory(worst, least, average, now))
+
+
+@given(st.integers(0, 10), st.integers(0, 10), st.integers(0, 10), st.integers(0, 10))
+def test_property_bpi_is_consistent_exactly_when_least_average_now_and_worst_are_ordered(worst, least, average, now):
+    consistent = least <= worst and least <= average <= worst and least <= now <= worst
+    assert (bpi_severity_problems(worst, least, average, now) == {}) == consistent

@@ -18,6 +18,7 @@ from companion.domain.schedules import (
     occurrences,
     occurrences_with_history,
     schedule_problems,
+    slots_skipped_by_moves,
     snoozed_until,
     validate_schedule,
 )
@@ -297,3 +298,67 @@ def test_property_travel_never_duplicates_a_slot(zones, offsets):
         assert o.due_at_utc == resolve_local(o.local_date, o.local_time, history.zone_at(o.due_at_utc))
     dues = [o.due_at_utc for o in found]
     assert dues == sorted(dues)
+
+
+def test_flying_east_keeps_the_slot_the_switch_jumped_over_on_the_new_clock():
+    schedule = daily(time(8), time(20))
+    history = TimeZoneHistory.of([(utc(2025, 1, 1), "Europe/London"), (utc(2025, 6, 10, 12), "Asia/Tokyo")])
+    # At 12:00 UTC it is 21:00 in Tokyo: Tokyo's 20:00 on the 10th (11:00 UTC) has passed, London's (19:00
+    # UTC) had not come. The slot is kept, on the Tokyo clock, flagged with the switch.
+    (skipped,) = slots_skipped_by_moves(schedule, history, utc(2025, 6, 10), utc(2025, 6, 12))
+    assert (skipped.local_date, skipped.local_time, skipped.due_at_utc, skipped.skipped_by_move_at) == (
+        date(2025, 6, 10), time(20), utc(2025, 6, 10, 11), utc(2025, 6, 10, 12))
+    assert skipped.occurrence_id == occurrence_id_for("r1", date(2025, 6, 10), time(20))
+    assert slots_skipped_by_moves(schedule, history, utc(2025, 6, 10, 12, 1), utc(2025, 6, 12)) == []
+
+
+def test_flying_west_skips_nothing_and_a_return_west_the_same_day_unskips_a_slot():
+    schedule = daily(time(8), time(20))
+    west = TimeZoneHistory.of([(utc(2025, 1, 1), "Europe/London"), (utc(2025, 6, 10, 10), "America/New_York")])
+    assert slots_skipped_by_moves(schedule, west, utc(2025, 6, 9), utc(2025, 6, 12)) == []
+    there_and_back = TimeZoneHistory.of([(utc(2025, 1, 1), "Europe/London"), (utc(2025, 6, 10, 12), "Asia/Tokyo"),
+                                         (utc(2025, 6, 10, 14), "Europe/London")])
+    assert slots_skipped_by_moves(schedule, there_and_back, utc(2025, 6, 9), utc(2025, 6, 12)) == []
+    back = occurrences_with_history(schedule, there_and_back, utc(2025, 6, 10), utc(2025, 6, 11))
+    assert [(o.local_time, o.due_at_utc) for o in back] == [(time(8), utc(2025, 6, 10, 7)), (time(20), utc(2025, 6, 10, 19))]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    zones=st.lists(st.sampled_from(ZONES), min_size=2, max_size=4),
+    offsets=st.lists(st.integers(min_value=1, max_value=60), min_size=3, max_size=3),
+    times=st.lists(st.sampled_from([time(0, 30), time(2, 30), time(8), time(13, 30), time(22), time(23, 45)]),
+                   min_size=1, max_size=4, unique=True),
+)
+def test_property_travel_accounts_for_every_slot_exactly_once(zones, offsets, times):
+    """Every slot of the days travelled is either due in the zone in force then, or kept as skipped."""
+    start = utc(2025, 3, 1)
+    switches = [start + timedelta(days=3, hours=sum(offsets[: i + 1])) for i in range(len(zones) - 1)]
+    history = TimeZoneHistory.of([(start - timedelta(days=30), zones[0])] + list(zip(switches, zones[1:], strict=False)))
+    schedule = ReminderSchedule("r", WeeklyTimes(tuple(times)), date(2025, 1, 1))
+    end = start + timedelta(days=14)
+    due = occurrences_with_history(schedule, history, start, end)
+    skipped = slots_skipped_by_moves(schedule, history, start, end)
+    slots = [(o.local_date, o.local_time) for o in due + skipped]
+    wanted = {(start.date() + timedelta(days=n), t) for n in range(2, 12) for t in times}
+    assert wanted <= set(slots)
+    assert len(slots) == len(set(slots))
+    assert all(o.due_at_utc < o.skipped_by_move_at for o in skipped)
+
+
+def test_two_slots_the_spring_forward_gap_makes_due_at_once_share_the_earlier_ones_push():
+    schedule = daily(time(2, 30), time(3), time(9))
+    found = list(occurrences(schedule, ZoneInfo("America/New_York"), utc(2025, 3, 9), utc(2025, 3, 10)))
+    assert [(o.local_time, o.due_at_utc, o.push_with) for o in found] == [
+        (time(2, 30), utc(2025, 3, 9, 7), None),
+        (time(3), utc(2025, 3, 9, 7), found[0].occurrence_id),
+        (time(9), utc(2025, 3, 9, 13), None)]
+    a_day_later = list(occurrences(schedule, ZoneInfo("America/New_York"), utc(2025, 3, 10), utc(2025, 3, 11)))
+    assert all(o.push_with is None for o in a_day_later)
+
+
+def test_a_snooze_before_the_due_time_counts_from_the_due_time():
+    schedule = daily(time(8), completion_window_minutes=30)
+    occurrence = next(occurrences(schedule, ZoneInfo("Europe/London"), utc(2025, 1, 6), utc(2025, 1, 7)))
+    assert snoozed_until(occurrence, utc(2025, 1, 6, 7, 40), 10) == utc(2025, 1, 6, 8, 10)
+    assert snoozed_until(occurrence, utc(2025, 1, 6, 7, 40), 45) == utc(2025, 1, 6, 8, 30)

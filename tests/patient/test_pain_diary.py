@@ -1,4 +1,5 @@
-"""The pain diary: entries, BPI scores, before/after ratings, offline replay stored once, sync, edits."""
+"""The pain diary: entries, BPI scores and their internal rules, before/after ratings, offline replay stored
+once, a client id reused for other content, sync, edits and deletions that name their version."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+from companion.domain.access import CaregiverPermissions
 from tests.patient.conftest import START
 from tests.patient.helpers import snapshot
 from tests.support.problems import assert_problem
@@ -21,15 +23,23 @@ def url(world, tail=""):
     return f"/api/v1/patients/{world['patient_a'].id}/pain-entries{tail}"
 
 
-def test_an_entry_is_recorded_and_sending_it_again_returns_the_original(client, world, db):
-    first = client.post(url(world), json=entry(3, context={"location": "lower back", "note": "stairs"}),
-                        headers=world["patient_a"].headers)
+def test_an_entry_sent_again_with_the_same_content_answers_the_stored_entry(client, world, db):
+    sent = entry(3, context={"location": "lower back", "note": "stairs"})
+    first = client.post(url(world), json=sent, headers=world["patient_a"].headers)
     assert first.status_code == 201
-    again = client.post(url(world), json=entry(3, nrs=9), headers=world["patient_a"].headers)
+    again = client.post(url(world), json=sent, headers=world["patient_a"].headers)
     assert again.status_code == 200
     assert again.json == first.json
-    assert again.json["nrs"] == 3
+    assert again.headers["ETag"] == first.headers["ETag"] == f'"{first.json["version"]}"'
     assert db.pain_entries.count_documents({}) == 1
+
+
+def test_a_client_id_sent_again_with_other_content_is_a_conflict_showing_the_stored_entry(client, world, db):
+    first = client.post(url(world), json=entry(3), headers=world["patient_a"].headers)
+    body = assert_problem(client.post(url(world), json=entry(3, nrs=9), headers=world["patient_a"].headers), 409)
+    assert body["current"] == first.json
+    assert body["errors"] == {"client_entry_id": ["already used for other content"]}
+    assert db.pain_entries.find_one({})["nrs"] == 3
 
 
 def test_brief_pain_inventory_scores_are_computed(client, world):
@@ -88,11 +98,13 @@ def test_the_same_batch_uploaded_concurrently_stores_each_entry_once(app, world,
     assert db.pain_entries.count_documents({"patient_id": world["patient_a"].id}) == 30
 
 
-def test_a_repeated_id_inside_one_batch_is_stored_once(client, world, db):
-    batch = {"entries": [entry(1), entry(1, nrs=9)]}
+def test_a_repeated_id_inside_one_batch_is_stored_once_and_other_content_under_it_is_a_conflict(client, world, db):
+    batch = {"entries": [entry(1), entry(1), entry(1, nrs=9)]}
     body = client.post(url(world, "/batch"), json=batch, headers=world["patient_a"].headers).json
-    assert [i["status"] for i in body["items"]] == ["created", "duplicate"]
-    assert body["items"][0]["id"] == body["items"][1]["id"]
+    assert [i["status"] for i in body["items"]] == ["created", "duplicate", "conflict"]
+    assert len({i["id"] for i in body["items"]}) == 1
+    assert body["items"][2]["entry"]["nrs"] == 1
+    assert (body["created"], body["duplicates"], body["conflicts"]) == (1, 1, 1)
     assert db.pain_entries.count_documents({}) == 1
 
 
@@ -115,6 +127,87 @@ def test_changes_since_pages_through_creations_edits_and_deletions(client, world
     assert nothing_new["next_cursor"] == changed["next_cursor"]
 
 
+@pytest.mark.parametrize("cursor", ["1772442000000.69a55190a1eed7571e4b377a", "not-a-cursor", "99999"],
+                         ids=["cursor of the old feed", "garbage", "never issued"])
+def test_a_cursor_the_feed_cannot_continue_from_is_told_to_resync(client, world, cursor):
+    client.post(url(world), json=entry(1), headers=world["patient_a"].headers)
+    body = assert_problem(client.get(url(world, "/changes"), query_string={"cursor": cursor},
+                                     headers=world["patient_a"].headers), 410)
+    assert body["type"].endswith("/resync-required")
+    assert "without a cursor" in body["detail"]
+
+
+def test_an_edit_naming_a_stale_version_is_refused_with_the_current_entry(client, world, db):
+    headers = world["patient_a"].headers
+    created = client.post(url(world), json=entry(4), headers=headers)
+    stale = created.headers["ETag"]
+    first = client.patch(url(world, f"/{created.json['id']}"), json={"nrs": 6}, headers={**headers, "If-Match": stale})
+    assert first.status_code == 200 and first.headers["ETag"] != stale
+    second = client.patch(url(world, f"/{created.json['id']}"), json={"nrs": 8}, headers={**headers, "If-Match": stale})
+    body = assert_problem(second, 412)
+    assert body["current"] == first.json
+    assert second.headers["ETag"] == first.headers["ETag"]
+    assert db.pain_entries.find_one({})["nrs"] == 6
+
+
+def test_a_retried_edit_succeeds_though_its_version_moved_on_and_writes_nothing(client, world):
+    headers = world["patient_a"].headers
+    created = client.post(url(world), json=entry(4), headers=headers)
+    change = {"nrs": 6, "context": {"note": "after the walk"}}
+    first = client.patch(url(world, f"/{created.json['id']}"), json=change,
+                         headers={**headers, "If-Match": created.headers["ETag"]})
+    retried = client.patch(url(world, f"/{created.json['id']}"), json=change,
+                           headers={**headers, "If-Match": created.headers["ETag"]})
+    assert retried.status_code == 200
+    assert retried.json == first.json
+
+
+def test_an_edit_without_if_match_changes_only_its_fields_on_the_current_version(client, world):
+    headers = world["patient_a"].headers
+    created = client.post(url(world), json=entry(4, context={"mood": 3}), headers=headers).json
+    client.patch(url(world, f"/{created['id']}"), json={"context": {"mood": 5}}, headers=headers)
+    second = client.patch(url(world, f"/{created['id']}"), json={"nrs": 2}, headers=headers).json
+    assert (second["nrs"], second["context"]["mood"]) == (2, 5)
+
+
+def test_a_deletion_retried_answers_as_the_first_did(client, world):
+    headers = world["patient_a"].headers
+    created = client.post(url(world), json=entry(4), headers=headers)
+    target = url(world, f"/{created.json['id']}")
+    assert client.delete(target, headers={**headers, "If-Match": created.headers["ETag"]}).status_code == 204
+    assert client.delete(target, headers={**headers, "If-Match": created.headers["ETag"]}).status_code == 204
+    assert client.delete(target, headers=headers).status_code == 204
+    assert client.get(target, headers=headers).json["deleted"] is True
+    assert_problem(client.delete(url(world, "/no-such-entry"), headers=headers), 404)
+
+
+def test_a_deletion_naming_a_stale_version_is_refused(client, world, db):
+    headers = world["patient_a"].headers
+    created = client.post(url(world), json=entry(4), headers=headers)
+    client.patch(url(world, f"/{created.json['id']}"), json={"nrs": 7}, headers=headers)
+    body = assert_problem(client.delete(url(world, f"/{created.json['id']}"),
+                                        headers={**headers, "If-Match": created.headers["ETag"]}), 412)
+    assert (body["current"]["nrs"], body["current"]["deleted"]) == (7, False)
+    assert db.pain_entries.find_one({})["deleted"] is False
+
+
+def test_reading_an_entry_again_with_its_etag_answers_304(client, world):
+    headers = world["patient_a"].headers
+    created = client.post(url(world), json=entry(4), headers=headers)
+    target = url(world, f"/{created.json['id']}")
+    same = client.get(target, headers={**headers, "If-None-Match": created.headers["ETag"]})
+    assert (same.status_code, same.get_data()) == (304, b"")
+    client.patch(target, json={"nrs": 9}, headers=headers)
+    assert client.get(target, headers={**headers, "If-None-Match": created.headers["ETag"]}).status_code == 200
+
+
+def test_a_malformed_if_match_is_refused(client, world):
+    headers = world["patient_a"].headers
+    created = client.post(url(world), json=entry(4), headers=headers).json
+    assert_problem(client.patch(url(world, f"/{created['id']}"), json={"nrs": 1},
+                                headers={**headers, "If-Match": "W/\"3\""}), 400)
+
+
 def test_a_deleted_entry_leaves_the_range_listing_and_cannot_be_edited(client, world):
     headers = world["patient_a"].headers
     kept, gone = (client.post(url(world), json=entry(n), headers=headers).json["id"] for n in (1, 2))
@@ -135,6 +228,18 @@ def test_a_caregiver_without_note_permission_does_not_see_notes(client, world):
     assert "private words" not in seen.get_data(as_text=True)
 
 
+def test_a_caregiver_who_may_not_read_notes_edits_an_entry_without_erasing_the_note(client, world, services, db):
+    services.stores.care_links.grant(world["patient_a"].id, world["caregiver_linked"].id,
+                                     CaregiverPermissions(write=True))
+    created = client.post(url(world), json=entry(1, context={"note": "private words", "mood": 4}),
+                          headers=world["patient_a"].headers).json
+    edited = client.patch(url(world, f"/{created['id']}"), json={"context": {"mood": 6, "note": None}},
+                          headers=world["caregiver_linked"].headers)
+    assert edited.status_code == 200 and edited.json["context"]["note"] is None  # still not shown to them
+    stored = db.pain_entries.find_one({"_id": created["id"]})["context"]
+    assert (stored["mood"], stored["note"]) == (6, "private words")
+
+
 def test_a_view_only_caregiver_cannot_write_the_diary(client, world, db):
     assert client.post(url(world), json=entry(1), headers=world["caregiver_linked"].headers).status_code == 403
     assert db.pain_entries.count_documents({}) == 0
@@ -152,6 +257,9 @@ BAD_ENTRIES = {
     "operator key in context": entry(1, context={"$where": "1"}),
     "phase without session": entry(1, phase="after"),
     "bpi score 11": entry(1, bpi={"worst": 11, "least": 0, "average": 5, "now": 5}),
+    "bpi worst below least": entry(1, bpi={"worst": 3, "least": 5, "average": 4, "now": 4}),
+    "bpi average above worst": entry(1, bpi={"worst": 6, "least": 2, "average": 7, "now": 4}),
+    "bpi now below least": entry(1, bpi={"worst": 6, "least": 2, "average": 4, "now": 1}),
     "short client id": entry(1, client_entry_id="x"),
 }
 
@@ -170,3 +278,14 @@ def test_a_batch_with_one_bad_entry_or_over_500_entries_stores_nothing(client, w
                                headers=headers), 422)
     assert_problem(client.post(url(world, "/batch"), json={"entries": [entry(1)] * 501}, headers=headers), 422)
     assert db.pain_entries.count_documents({}) == 0
+
+
+def test_a_brief_pain_inventory_that_contradicts_itself_is_refused_per_item(client, world, db):
+    bpi = {"worst": 4, "least": 5, "average": 8, "now": 2}
+    body = assert_problem(client.post(url(world), json=entry(1, bpi=bpi), headers=world["patient_a"].headers), 422)
+    errors = body["errors"]["json"]["bpi"]
+    assert set(errors) == {"least", "average", "now"}
+    assert "worst pain" in errors["least"][0] and "worst" in errors["average"][0] and "least" in errors["now"][0]
+    consistent = {"worst": 7, "least": 2, "average": 7, "now": 2}
+    assert client.post(url(world), json=entry(2, bpi=consistent), headers=world["patient_a"].headers).status_code == 201
+    assert db.pain_entries.count_documents({}) == 1

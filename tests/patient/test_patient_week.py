@@ -4,7 +4,8 @@ Patient A moves to New York on Friday 6 March 2026, a clinician prescribes two 3
 day and 10 minutes of mindfulness, and the patient sets a TENS reminder at 08:00 and 20:00. New York
 springs forward on Sunday 8 March (08:00 moves from 13:00 to 12:00 UTC). On Wednesday 11 March at
 10:00 UTC (06:00 in New York) the patient lands in London: the Wednesday 08:00 slot has passed on the
-new clock and is dropped, later slots move to London time. The TENS sessions arrive as the gateway
+new clock (and its two-hour window closed at the landing), so it is kept on the London clock as missed
+because of the move; later slots move to London time. The TENS sessions arrive as the gateway
 would store them; the diary is uploaded offline on Thursday; Thursday noon (UTC, also London) the app
 asks for today, the streak, the week and suggestions after the morning's flare.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from tests.patient.helpers import PLAN
+from tests.support.world import login
 
 FLARE_ITEM = "three-breath-reset"
 
@@ -78,6 +80,8 @@ def test_a_week_of_plan_reminders_diary_practice_and_progress(client, world, db,
     # Friday: move to New York, the plan, the reminder.
     at("2026-03-06T12:00")
     assert client.patch(base, json={"time_zone": "America/New_York"}, headers=headers).status_code == 200
+    # A staff session lasts 12 hours: days after the world was built, the clinician signs in again.
+    clinician = login(client, "clinician_team", clinician.email, clinician.id, "clinician")
     plan = client.put(f"{base}/therapy-plan", json={**PLAN, "medications": []}, headers=clinician.headers)
     assert plan.status_code == 201 and plan.json["version"] == 1
     reminder = client.post(f"{base}/reminders", headers=headers, json={
@@ -129,11 +133,12 @@ def test_a_week_of_plan_reminders_diary_practice_and_progress(client, world, db,
     london = "Europe/London"
     assert slots(after_move["items"]) == [
         ("2026-03-10", "20:00", "2026-03-11T00:00", ny, "done"),
+        ("2026-03-11", "08:00", "2026-03-11T08:00", london, "missed"),
         ("2026-03-11", "20:00", "2026-03-11T20:00", london, "pending"),
         ("2026-03-12", "08:00", "2026-03-12T08:00", london, "pending"),
         ("2026-03-12", "20:00", "2026-03-12T20:00", london, "pending"),
     ]
-    assert db.reminder_occurrences.count_documents({"_id": ids[("11", "08:00")]}) == 0
+    assert after_move["items"][1]["missed_reason"] == "time_zone_change"
     step("2026-03-11T11:30", 11, "2026-03-11T11:00")
     step("2026-03-11T20:40", 12, "2026-03-11T20:05", ("11", "20:00"))
     step("2026-03-12T08:45", 13, "2026-03-12T08:10", ("12", "08:00"))
@@ -157,9 +162,11 @@ def test_a_week_of_plan_reminders_diary_practice_and_progress(client, world, db,
         == (2, 1, 1, 0, 0)
     assert [(o["local_time"], o["status"]) for o in reminders["items"]] == [("08:00", "done"), ("20:00", "pending")]
     assert today["tens"] == {"state": "progress", "fraction": 0.5, "minutes": 30.0, "minutes_target": 60.0,
-                             "done": 1, "planned": 2, "sessions": 1}
+                             "done": 1, "planned": 2, "sessions": 1, "counts_towards_adherence": True}
     assert today["mindfulness"] == {"state": "progress", "fraction": 0.2, "minutes": 2.0, "minutes_target": 10.0,
-                                    "done": 1, "planned": 0}
+                                    "done": 1, "planned": 0, "counts_towards_adherence": True,
+                                    "goal": {"minutes_per_day": 10, "sessions_per_week": None},
+                                    "sessions_this_week": 2}
     assert today["medication"]["state"] == "no_tasks"
     assert today["pain"] == {"entries": 1, "latest_nrs": 8}
 
@@ -177,7 +184,7 @@ def test_a_week_of_plan_reminders_diary_practice_and_progress(client, world, db,
              d["reminders_missed"], d["pain_entries"], d["max_pain"]) for d in week["days"]] == [
         ("2026-03-09", True, 60.0, 2.0, 2, 0, 2, 4),
         ("2026-03-10", True, 60.0, 0.0, 2, 0, 2, 5),
-        ("2026-03-11", True, 60.0, 0.0, 1, 0, 1, 4),
+        ("2026-03-11", True, 60.0, 0.0, 1, 1, 1, 4),  # 08:00 jumped over by the flight: kept, missed
         ("2026-03-12", False, 30.0, 2.0, 1, 0, 1, 8),
         ("2026-03-13", None, 0.0, 0.0, 0, 0, 0, None),
         ("2026-03-14", None, 0.0, 0.0, 0, 0, 0, None),

@@ -71,3 +71,16 @@ def test_daily_reminders_fire_once_a_day_at_the_local_time_across_dst(client, se
             slot[occurrence["local_time"]] = occurrence["due_at"][:16]
             assert occurrence["zone"] == zone
     assert got == expected
+
+
+def test_two_moves_within_one_millisecond_keep_a_history_in_order(client, world, services):
+    import time_machine
+
+    patient = world["patient_a"]
+    with time_machine.travel(datetime.now(UTC), tick=False):
+        services.profiles.update(patient.id, {"time_zone": "Asia/Kolkata"})
+        services.profiles.update(patient.id, {"time_zone": "America/New_York"})
+    account = services.profiles.patient(patient.id)
+    moves = [m.effective_from for m in account.time_zone_history]
+    assert moves == sorted(set(moves)) and len(moves) == 3
+    assert account.zone_history().zone_at(datetime.now(UTC) + timedelta(seconds=1)).key == "America/New_York"

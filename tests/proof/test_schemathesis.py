@@ -5,6 +5,11 @@ patient A's real objects (so handlers run past the access gate), valid ones with
 invalid ones (negative mode). Nothing may answer 5xx, and every response must match the schema the
 document declares for its status code. Bounded by COMPANION_FUZZ_EXAMPLES per operation and mode
 (default 10), derandomized so CI is repeatable; set it higher for a nightly run.
+
+The stateful phase chains operations: schemathesis infers the links between them from the document
+(an id in one answer feeds the path or body of another: ``GET /auth/me`` → ``GET /patients/{patient_id}``
+→ its reminders, diary, invitations, gateways ...), and runs sequences of them as each role, with the same
+checks.
 """
 
 from __future__ import annotations
@@ -86,3 +91,51 @@ def test_no_operation_answers_5xx_or_breaks_its_schema(role, app, client, world,
             failures.append(f"{operation.method.upper()} {operation.path}: {exc}")
     assert failures == [], "\n\n".join(failures)
     assert answered_2xx, f"no operation accepted {role}: the fuzzing never got past authentication"
+
+
+STATEFUL_STEPS = int(os.environ.get("COMPANION_FUZZ_STEPS", "12"))
+
+
+def _snapshot(db) -> dict[str, list[dict]]:
+    return {name: list(db[name].find({})) for name in db.list_collection_names()}
+
+
+def _restore(db, snapshot: dict[str, list[dict]]) -> None:
+    for name in db.list_collection_names():
+        db[name].delete_many({})
+    for name, docs in snapshot.items():
+        if docs:
+            db[name].insert_many(docs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("role", ROLES)
+def test_linked_sequences_answer_no_5xx_and_keep_their_schema(role, app, client, world, services):
+    """The stateful phase, as each role: sequences of linked calls (ids flowing from one answer to the next)."""
+    schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
+    headers = world[role].headers
+    _real_ids(client, world, services)  # patient A's objects exist for the links to find
+    pristine = _snapshot(services.db)
+    machine = schema.as_state_machine()
+    assert schema.statistic.transitions.total > 100, "no links inferred: the stateful phase would test nothing"
+    answered_2xx: set[str] = set()
+
+    class AsTheRole(machine):
+        def setup(self):
+            # Every scenario starts from the same world: Hypothesis replays scenarios and must see the same
+            # answers to the same calls (a sequence that deleted or created something must not leak into the next).
+            _restore(services.db, pristine)
+
+        def before_call(self, case):
+            # Every call is made as the role, whatever the generated headers say (bad tokens: test_auth.py).
+            case.headers = {**(case.headers or {}), **headers}
+
+        def validate_response(self, response, case, additional_checks=None, **kwargs):
+            if response.status_code < 300:
+                answered_2xx.add(f"{case.operation.method.upper()} {case.operation.path}")
+            case.validate_response(response, checks=CHECKS)
+
+    AsTheRole.run(settings=settings(
+        max_examples=MAX_EXAMPLES * 6, stateful_step_count=STATEFUL_STEPS, derandomize=True, database=None,
+        deadline=None, phases=[Phase.generate], suppress_health_check=list(HealthCheck)))
+    assert answered_2xx, f"no linked call was accepted as {role}"

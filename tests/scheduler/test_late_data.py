@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 from companion.api.ingestion import SessionRecordSchema
+from companion.domain.access import Grant, Relationship
 from tests.scheduler.helpers import (
     daily_reminder,
     link_caregiver,
@@ -45,10 +46,10 @@ def test_every_kind_of_change_marks_the_days_it_touches(jobs_db, settings, clock
     _upload(services, patient, serial, T10 - timedelta(days=6))  # 04:00 in New York on 24 February
     assert _marks(jobs_db, patient) == {"2026-02-24"}
     jobs_db.days_to_recompute.delete_many({})
-    entry, _ = services.diary.record_entry(patient.id, {
+    entry, _ = services.diary.record_entry(Grant(patient.id, Relationship.SELF), {
         "client_entry_id": "e1", "recorded_at": T10 - timedelta(days=3), "nrs": 4, "context": None, "bpi": None,
         "session_record_id": None, "phase": None})
-    services.diary.edit_entry(patient.id, entry["_id"], {"recorded_at": T10 - timedelta(days=4)})
+    services.diary.edit_entry(Grant(patient.id, Relationship.SELF), entry["_id"], {"recorded_at": T10 - timedelta(days=4)})
     assert _marks(jobs_db, patient) == {"2026-02-26", "2026-02-27"}
     jobs_db.days_to_recompute.delete_many({})
     services.library.load()
@@ -135,12 +136,12 @@ def test_a_flare_alert_is_resolved_when_its_ratings_are_deleted(jobs_db, setting
     services = services_on(jobs_db, settings, clock)
     patient = make_person(jobs_db, "patient")
     traveller.move_to(T10)
-    entries = [services.diary.record_entry(patient.id, {
+    entries = [services.diary.record_entry(Grant(patient.id, Relationship.SELF), {
         "client_entry_id": f"e{n}", "recorded_at": T10 - timedelta(hours=hours), "nrs": nrs, "context": None,
         "bpi": None, "session_record_id": None, "phase": None})[0] for n, (hours, nrs) in enumerate([(3, 8), (1, 9)])]
     services.alerts.evaluate()
     [alert] = list(jobs_db.alerts.find({"patient_id": patient.id, "kind": "pain_flare"}))
-    services.diary.delete_entry(patient.id, entries[1]["_id"])  # entered by mistake
+    services.diary.delete_entry(Grant(patient.id, Relationship.SELF), entries[1]["_id"])  # entered by mistake
     services.adherence_job.run()
     resolved = jobs_db.alerts.find_one({"_id": alert["_id"]})
     assert resolved["resolved_at"] is not None and "changed or removed" in resolved["resolved_reason"]

@@ -1,6 +1,6 @@
-"""Seeding many due reminders fast (insert_many), in the data contract's shapes: one patient, one phone,
-one reminder and one occurrence due at ``due`` per person. Used by the worker fault test and the
-peak-minute benchmark."""
+"""Seeding many due reminders fast (insert_many), in the data contract's shapes: one patient (an active account:
+the sender checks the recipient's account before every push), one phone, one reminder and one occurrence due at
+``due`` per person. Used by the worker fault test and the peak-minute benchmark."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ def seed_due_reminders(db, count: int, due: datetime, local_date: str = "2026-03
     tokens = [f"tok-{uuid.uuid4().hex}" for _ in range(count)]
     for start in range(0, count, CHUNK):
         part = range(start, min(start + CHUNK, count))
+        db.users.insert_many([{"_id": f"p{n}", "email": f"p{n}@example.org", "role": "patient", "password_hash": "-",
+                               "display_name": f"P{n}", "time_zone": "UTC", "created_at": due,
+                               "mfa": {"enabled": False}} for n in part])
         db.push_tokens.insert_many([{"_id": f"t{n}", "user_id": f"p{n}", "install_id": "phone-1", "token": tokens[n],
                                      "platform": "android", "address": "token", "updated_at": due} for n in part])
         db.reminders.insert_many([{"_id": f"r{n}", "patient_id": f"p{n}", "kind": "tens", "repeat": None,

@@ -26,7 +26,7 @@ def _notification(client, world, services) -> str:
 
 
 def _pain_entry(client, world, services) -> str:
-    entry, _ = services.diary.record_entry(world["patient_a"].id, {
+    entry, _ = services.diary.record_entry(Grant(world["patient_a"].id, Relationship.SELF), {
         "client_entry_id": "matrix-entry-1", "recorded_at": datetime.now(UTC), "nrs": 4, "context": None,
         "bpi": None, "session_record_id": None, "phase": None})
     return entry["_id"]
@@ -69,6 +69,44 @@ def _alert(client, world, services) -> str:
     return Seed(services.db).alert(world["patient_a"].id, now())["_id"]
 
 
+def _user(client, world, services) -> str:
+    """An account the admin routes may deactivate, reset and delete without touching the world's people."""
+    found = services.accounts.by_email("matrix-subject@example.org")
+    if found is not None:
+        return found.id
+    return services.accounts.sign_up(email="matrix-subject@example.org", password="matrix subject password",
+                                     display_name="Matrix Subject", role="caregiver", time_zone="UTC").id
+
+
+def _team_clinician(client, world, services) -> str:
+    """A second clinician on patient A's team, for the admin to take off it (the world's stays)."""
+    found = services.accounts.by_email("matrix-clinician@example.org")
+    clinician = found or services.accounts.sign_up(email="matrix-clinician@example.org", password="matrix clinician pw",
+                                                   display_name="Matrix Clinician", role="clinician", time_zone="UTC")
+    services.care.add_clinician(world.team_id, clinician.id)
+    return clinician.id
+
+
+def _team_member(client, world, services) -> str:
+    """A second patient on patient A's team, for the admin to take out of it (patient A stays)."""
+    found = services.accounts.by_email("matrix-member@example.org")
+    member = found or services.accounts.sign_up(email="matrix-member@example.org", password="matrix member password",
+                                                display_name="Matrix Member", role="patient", time_zone="UTC")
+    services.care.enrol(world.team_id, member.id)
+    return member.id
+
+
+def _gateway(client, world, services) -> str:
+    """A second gateway of patient A's, for the patient to revoke (the world's gateway A stays)."""
+    code, _ = services.gateways.create_pairing_code(world["patient_a"].id, address="matrix")
+    return services.gateways.pair(code, "matrix gateway", address="matrix").gateway_id
+
+
+def _invitation(client, world, services) -> str:
+    return services.care.invite(world["clinician_team"].id, world.team_id, world["patient_a"].email,
+                                "matrix: referral from the pain clinic")["id"]
+
+
 PROVIDERS = {
     "install_id": lambda client, world, services: "matrix-phone-a",
     "notification_id": _notification,
@@ -82,6 +120,11 @@ PROVIDERS = {
     "occurrence_id": _occurrence,
     "alert_id": _alert,
     "record_id": _session_record,
+    "user_id": _user,
+    "clinician_id": _team_clinician,
+    "member_id": _team_member,
+    "gateway_id": _gateway,
+    "invitation_id": _invitation,
     # The clinician pages' static files (a public route, which the matrix does not call).
     "filename": lambda client, world, services: "dashboard.css",
 }

@@ -78,10 +78,11 @@ def build_world(client, services) -> World:
     care = services.care
     team = care.create_team("Pain clinic A")
     care.add_clinician(team.id, w["clinician_team"].id)
-    care.enrol(team.id, w["patient_a"].id)
+    # Seeded enrolments (not an admin's act under test: that one also pushes a notice to the patient).
+    services.stores.care_teams.enrol(team.id, w["patient_a"].id)
     other = care.create_team("Other clinic")
     care.add_clinician(other.id, w["clinician_other"].id)
-    care.enrol(other.id, w["patient_b"].id)
+    services.stores.care_teams.enrol(other.id, w["patient_b"].id)
     w.people["gateway_a"] = pair_gateway(client, w["patient_a"], "gateway_a", w.a_device)
     w.people["gateway_b"] = pair_gateway(client, w["patient_b"], "gateway_b", w.b_device)
     w.team_id = team.id

@@ -1,0 +1,118 @@
+"""The patient's rights over their own record: who accessed it, a download of everything held about them, and
+closing the account (what is deleted at once, what is kept, for how long and why)."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+
+from flask import Response
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+
+from companion.api.admin import ClosureSchema, KeptSchema
+from companion.domain.access import Operation, Role
+from companion.http import auditing, services
+from companion.http.schemas import StrictSchema
+from companion.http.security import allow, require_patient
+from companion.services.lifecycle import closure_statement
+
+blp = Blueprint("rights", __name__, url_prefix="/api/v1/patients", description="The patient's rights over their record")
+
+
+class AccessLogArgs(StrictSchema):
+    before = fields.AwareDateTime(load_default=None, metadata={"description": "page: events before this instant"})
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+
+
+class AccessEventSchema(Schema):
+    at = fields.DateTime()
+    actor_id = fields.String(allow_none=True)
+    actor_name = fields.String(allow_none=True)
+    actor_role = fields.String()
+    action = fields.String(metadata={"description": "R read, C create, U update, D delete, E export, search, "
+                                                    "emergency (break-glass), heartbeat (a gateway's routine calls, "
+                                                    "counted per day), intent (a write about to happen)"})
+    resource_type = fields.String(allow_none=True)
+    outcome = fields.String(metadata={"description": "success, denied or error"})
+    route = fields.String(allow_none=True)
+    method = fields.String(allow_none=True)
+
+
+class AccessLogSchema(Schema):
+    items = fields.List(fields.Nested(AccessEventSchema))
+    next_before = fields.DateTime(allow_none=True)
+
+
+class ClosureStatementSchema(Schema):
+    deleted_now = fields.List(fields.String())
+    kept = fields.List(fields.Nested(KeptSchema))
+
+
+class ClosureRequestSchema(StrictSchema):
+    current_password = fields.String(required=True, load_only=True, validate=validate.Length(max=200))
+    confirm = fields.Boolean(required=True, validate=validate.Equal(True),
+                             metadata={"description": "must be true: closing cannot be undone"})
+
+
+def _json_value(value):
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, frozenset | set | tuple):
+        return sorted(value) if isinstance(value, frozenset | set) else list(value)
+    return str(value)
+
+
+@blp.route("/<patient_id>/access-log")
+class AccessLog(MethodView):
+    @allow(Role.PATIENT)
+    @blp.arguments(AccessLogArgs, location="query")
+    @blp.response(200, AccessLogSchema)
+    def get(self, args, patient_id):
+        """Who accessed the patient's data, newest first: every recorded access by anyone but the patient
+        (care team, caregivers, emergency access, gateways, admins), refused attempts included."""
+        require_patient(patient_id, Operation.MANAGE)
+        items = services().rights.access_log(patient_id, before=args["before"], limit=args["limit"])
+        auditing.note(patient_ids=[patient_id], resource="audit_event", action="R")
+        return {"items": items, "next_before": items[-1]["at"] if len(items) == args["limit"] else None}
+
+
+@blp.route("/<patient_id>/data-export")
+class DataExport(MethodView):
+    @allow(Role.PATIENT)
+    @blp.response(200, content_type="application/json",
+                  description="everything held about the patient, as one JSON document (a download)")
+    def get(self, patient_id):
+        """Download everything held about the patient: account, consents (caregivers, care teams, invitations,
+        emergency access), devices, gateways and phones, reminders, the clinical record (therapy plans, TENS
+        sessions, pain diary, practice, adherence, alerts, clinical notes, notifications) and who accessed it.
+        The FHIR R4 and CSV exports a clinician gets are at ``exports/fhir`` and ``exports/csv``."""
+        require_patient(patient_id, Operation.MANAGE)
+        svc = services()
+        document = svc.rights.export(svc.profiles.patient(patient_id))
+        auditing.note(patient_ids=[patient_id], resource="patient", action="E", resource_ids=[patient_id])
+        return Response(json.dumps(document, default=_json_value), mimetype="application/json", headers={
+            "Content-Disposition": f'attachment; filename="companion-{patient_id}.json"', "Cache-Control": "no-store"})
+
+
+@blp.route("/<patient_id>/closure")
+class Closure(MethodView):
+    @allow(Role.PATIENT)
+    @blp.response(200, ClosureStatementSchema)
+    def get(self, patient_id):
+        """What closing the account would delete at once, and what would be kept, for how long and why."""
+        require_patient(patient_id, Operation.MANAGE)
+        return closure_statement(services().settings)
+
+    @allow(Role.PATIENT)
+    @blp.arguments(ClosureRequestSchema)
+    @blp.response(200, ClosureSchema)
+    def post(self, body, patient_id):
+        """Close the account (with the current password; it cannot be undone): this session ends with it. The
+        answer says what was deleted, and what is kept, for how long and why."""
+        require_patient(patient_id, Operation.MANAGE)
+        svc = services()
+        svc.accounts.reauthenticate(patient_id, body["current_password"])
+        auditing.note(patient_ids=[patient_id], resource="account", action="D", resource_ids=[patient_id])
+        return svc.lifecycle.close(patient_id, by=patient_id)

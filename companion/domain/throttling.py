@@ -1,0 +1,123 @@
+"""How often a credential may be tried: sliding-window limits and progressive delays, never a hard lock.
+
+Each step that checks a secret (password, TOTP code, refresh token, pairing code, signup or reset code) is
+guarded three ways (:data:`STEPS`):
+
+- **per client address**, a sliding-window :class:`Limit` on attempts: one address cannot hammer any
+  account, and it only ever slows itself down;
+- **per account and address**, a :class:`Backoff` on failures: after a few free mistakes each further try
+  from that address waits twice as long as the last (capped);
+- **per account, from anywhere**, a gentler :class:`Backoff` on failures: many addresses guessing one
+  password together get one try every little while. It cannot be turned against the account's owner:
+  an address the owner signed in from successfully in the last 30 days is exempt from it (a *known
+  address*), and even elsewhere the wait is capped at a minute, never a lock.
+
+Everything is decided from the instants of earlier attempts and failures (kept in the database, shared by
+every worker): nothing here keeps state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+KNOWN_ADDRESS_FOR = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """At most ``limit`` attempts in any sliding ``window``."""
+
+    limit: int
+    window: timedelta
+
+    def wait_s(self, attempts: Sequence[datetime], at: datetime) -> float:
+        """Seconds until one more attempt fits (0: now). ``attempts`` are the earlier attempts' instants."""
+        recent = sorted(a for a in attempts if a > at - self.window)
+        if len(recent) < self.limit:
+            return 0.0
+        # The attempt that must leave the window before another fits.
+        blocking = recent[len(recent) - self.limit]
+        return max(0.0, (blocking + self.window - at).total_seconds())
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """``free`` failures in a sliding ``window`` cost nothing; after that each try must wait
+    ``first_s`` × 2^(failures − free) seconds after the last failure, at most ``max_s``."""
+
+    free: int
+    window: timedelta
+    first_s: float
+    max_s: float
+
+    def delay_s(self, failures: int) -> float:
+        """The wait after the last of ``failures`` recent failures."""
+        if failures < self.free:
+            return 0.0
+        return min(self.max_s, self.first_s * 2 ** (failures - self.free))
+
+    def wait_s(self, failures: Sequence[datetime], at: datetime) -> float:
+        """Seconds until the next try is allowed (0: now)."""
+        recent = sorted(f for f in failures if f > at - self.window)
+        delay = self.delay_s(len(recent))
+        if delay == 0:
+            return 0.0
+        return max(0.0, (recent[-1] + timedelta(seconds=delay) - at).total_seconds())
+
+
+@dataclass(frozen=True)
+class Step:
+    """The guards of one credential-checking step (any may be None)."""
+
+    name: str
+    per_address: Limit
+    per_account_and_address: Backoff | None = None
+    per_account: Backoff | None = None
+    # Whether an address the account recently signed in from skips the per-account delay.
+    known_addresses_exempt: bool = False
+
+    @property
+    def longest_window(self) -> timedelta:
+        return max(w.window for w in (self.per_address, self.per_account_and_address, self.per_account) if w)
+
+
+MINUTE, HOUR = timedelta(minutes=1), timedelta(hours=1)
+QUARTER = timedelta(minutes=15)
+
+STEPS: dict[str, Step] = {s.name: s for s in (
+    # Passwords: 60 tries a minute per address; 5 free mistakes per account and address, then 1 s, 2 s, ...
+    # up to 15 min; 10 free per account from anywhere, then 1 s, 2 s, ... up to a minute (known addresses exempt).
+    Step("login", Limit(60, MINUTE), Backoff(5, QUARTER, 1, 900), Backoff(10, QUARTER, 1, 60),
+         known_addresses_exempt=True),
+    # TOTP codes (the password is already proven): 3 free mistakes, then 2 s, 4 s, ... up to 5 minutes.
+    Step("totp", Limit(60, MINUTE), None, Backoff(3, QUARTER, 2, 300)),
+    # Refresh tokens are unguessable; a client presenting unknown ones waits.
+    Step("refresh", Limit(120, MINUTE), Backoff(10, QUARTER, 1, 300)),
+    # Pairing codes (8 characters of 32): per address only, since a guesser names no patient.
+    Step("pairing", Limit(20, MINUTE), Backoff(5, QUARTER, 2, 900)),
+    # Making pairing codes: a patient needs a few; the account is the patient.
+    Step("pairing_code", Limit(30, MINUTE), None, Backoff(10, HOUR, 10, 900)),
+    # A gateway's id and secret.
+    Step("gateway_token", Limit(120, MINUTE), Backoff(10, QUARTER, 1, 300), Backoff(20, QUARTER, 1, 60)),
+    # Signing up sends an email: few per address, few per address to any one email, and few to any one
+    # email from anywhere (no mail bombing; at worst its owner waits ten minutes to sign up).
+    Step("signup", Limit(10, HOUR), Backoff(3, HOUR, 60, 3600), Backoff(5, HOUR, 60, 600)),
+    # Codes sent by email or handed out by an admin (signup confirmation, password reset).
+    Step("code", Limit(30, MINUTE), Backoff(5, QUARTER, 2, 900), Backoff(10, HOUR, 5, 300)),
+)}
+
+
+def wait_s(step: Step, *, at: datetime, address_attempts: Sequence[datetime],
+           pair_failures: Sequence[datetime] = (), account_failures: Sequence[datetime] = (),
+           known_address: bool = False) -> int:
+    """Whole seconds the caller must wait before trying ``step`` (0: go ahead)."""
+    waits = [step.per_address.wait_s(address_attempts, at)]
+    if step.per_account_and_address:
+        waits.append(step.per_account_and_address.wait_s(pair_failures, at))
+    if step.per_account and not (known_address and step.known_addresses_exempt):
+        waits.append(step.per_account.wait_s(account_failures, at))
+    longest = max(waits)
+    return math.ceil(longest) if longest > 0 else 0

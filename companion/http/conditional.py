@@ -1,0 +1,101 @@
+"""Conditional requests: each object the app edits has a ``version``, sent as its ``ETag``.
+
+- ``ETag: "<version>"`` on every answer that shows one object (GET, POST, PUT, PATCH); the same number is
+  the object's ``version`` field in lists and change feeds, so an app can edit straight from its cache.
+- ``If-Match: "<version>"`` on PUT, PATCH or DELETE: the write happens only if the object is still at that
+  version. The comparison is part of the write itself (the version is in the update's filter, one
+  single-document update, atomic on MongoDB and on the project's FerretDB build), so of two writes from
+  the same version exactly one succeeds. The other is answered **412** with the object as it is now in
+  the problem's ``current`` member and its ``ETag`` header. ``If-Match: *`` or no If-Match: the route's
+  documented rule applies (a PATCH changes only the fields it names, on whatever version is current).
+- ``If-None-Match: "<version>"`` on GET: **304** without a body when the object is still at that version.
+
+flask-smorest has an ETag feature of its own, but it hashes the answer and compares tags in Python before
+the view runs, which is not part of the write (two PATCHes from one version would both pass) and which
+makes If-Match mandatory; so the kernel does it here, and documents the headers with flask-smorest's
+public ``doc``/``alt_response`` hooks.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+from flask import Response, request
+from werkzeug.exceptions import BadRequest
+
+from companion.domain.errors import DomainError
+from companion.http.problems import PROBLEM_JSON
+from companion.http.schemas import ProblemSchema
+
+_TAG = re.compile(r'^"(\d{1,18})"$')
+
+IF_MATCH_DOC = {
+    "in": "header", "name": "If-Match", "required": False, "schema": {"type": "string"},
+    "description": 'the ETag of the version you changed (e.g. "42"): the write happens only if it is still the '
+                   "current one, else 412 with the current object. Without it the route's own rule applies.",
+}
+IF_NONE_MATCH_DOC = {
+    "in": "header", "name": "If-None-Match", "required": False, "schema": {"type": "string"},
+    "description": "the ETag you hold: 304 (no body) while the object is still at that version",
+}
+ETAG_HEADERS = {"ETag": {"description": 'the version of the object in the answer, e.g. "42"',
+                         "schema": {"type": "string"}}}
+PRECONDITION_FAILED_DOC = {
+    "description": "If-Match named a version that is no longer current: nothing was written; `current` holds "
+                   "the object as it is now and the ETag header its version",
+    "schema": ProblemSchema, "content_type": PROBLEM_JSON,
+}
+
+
+def etag(version: int | None) -> str:
+    """The ETag of an object at ``version`` (0 for an object that does not exist yet)."""
+    return f'"{int(version or 0)}"'
+
+
+def _tag(header: str) -> int | None:
+    value = (request.headers.get(header) or "").strip()
+    if not value or value == "*":
+        return None
+    found = _TAG.match(value)
+    if not found:
+        raise BadRequest(f'{header} must be one ETag this API sent, such as "42" (or *)')
+    return int(found.group(1))
+
+
+def if_match() -> int | None:
+    """The version named by the request's If-Match (None when absent or ``*``)."""
+    return _tag("If-Match")
+
+
+def tagged(body, version: int | None, status: int = 200):
+    """A view's answer with the ETag of ``version`` (what flask-smorest's ``response`` accepts)."""
+    return body, status, {"ETag": etag(version)}
+
+
+def not_modified(version: int | None) -> Response | None:
+    """304 when the request's If-None-Match names ``version``, else None (answer as usual)."""
+    if request.headers.get("If-None-Match") is None or _tag("If-None-Match") != int(version or 0):
+        return None
+    response = Response(status=304)
+    response.headers["ETag"] = etag(version)
+    return response
+
+
+def shows_current(schema):
+    """Answer a domain error that names the stored object (``current``) with that object as ``schema``
+    dumps it: the caller gets what it would have got from a GET, inside the problem details."""
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            try:
+                return view(*args, **kwargs)
+            except DomainError as exc:
+                if exc.current is not None:
+                    exc.representation = schema().dump(exc.current)
+                raise
+
+        return wrapper
+
+    return decorate

@@ -1,0 +1,313 @@
+"""A patient's record as a FHIR R4 `transaction` Bundle: a FHIR server (HAPI FHIR, Medplum) imports its
+entries as resources, and importing the same export again updates them instead of adding copies.
+
+How the Bundle is built (docs/exports.md says why):
+
+* Every resource carries one identifier, ``urn:ietf:rfc:3986`` | ``urn:uuid:<uuid5 of what it is in
+  Companion>``: the same record always gets the same identifier, and it names nothing that does not exist
+  (no invented base URL). The entry's ``fullUrl`` is that same ``urn:uuid``, and resources refer to one
+  another by it; the server rewrites those references to the ids it assigns.
+* Companion's own records are written with a conditional update, ``PUT Observation?identifier=…``: created
+  on the first import, replaced by the newer version on the next (an edited diary entry, a plan version that
+  has since ended). The Patient is a conditional create, ``POST Patient`` with ``ifNoneExist``: a server
+  that already holds a Patient with Companion's identifier keeps it as it is, so an export never overwrites
+  the demographics a clinic keeps itself.
+* Codes: pain NRS LOINC 72514-3; BPI pain interference score LOINC 77565-0; every other code is text only
+  where no code could be confirmed (the BPI severity score, the TENS parameters), rather than a guessed
+  code. Quantities are UCUM: Hz, us, mA, min, %, {score}.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import date, datetime, timedelta
+from html import escape
+from zoneinfo import ZoneInfo
+
+from companion.domain import review as rules
+from companion.services.review import PatientReview
+
+IDENTIFIER_SYSTEM = "urn:ietf:rfc:3986"
+# The namespace of Companion's identifiers: uuid5(NAMESPACE, "<kind>/<our id>"). Never change it: a new
+# namespace makes every record look new to the servers that imported the old ones.
+NAMESPACE = uuid.UUID("34fe11b0-e03b-492d-80e6-3b3bf8c05a2f")
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+PAIN_NRS = {"system": LOINC, "code": "72514-3",
+            "display": "Pain severity - 0-10 verbal numeric rating [Score] - Reported"}
+# LOINC 77565-0, in the VSAC value set "Standardized Pain Assessment Tool" (2.16.840.1.113883.3.526.3.1028).
+BPI_INTERFERENCE = {"system": LOINC, "code": "77565-0", "display": "Pain interference score [BPI Short Form]"}
+TENS_SNOMED = {"system": "http://snomed.info/sct", "code": "20701002",
+               "display": "Transcutaneous electrical nerve stimulation"}
+_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+SURVEY = [{"coding": [{"system": _CATEGORY, "code": "survey", "display": "Survey"}]}]
+THERAPY = [{"coding": [{"system": _CATEGORY, "code": "therapy", "display": "Therapy"}]}]
+_COMMUNICATION_STATUS = {"scheduled": "preparation", "sending": "in-progress", "sent": "completed",
+                         "failed": "not-done", "expired": "stopped", "withdrawn": "not-done"}
+# The BPI short form's items as the diary stores them, with the wording of the form.
+BPI_SEVERITY_ITEMS = (("worst", "Pain at its worst in the last 24 hours"),
+                      ("least", "Pain at its least in the last 24 hours"),
+                      ("average", "Pain on the average"),
+                      ("now", "Pain right now"))
+BPI_INTERFERENCE_ITEMS = (("general_activity", "General activity"), ("mood", "Mood"),
+                          ("walking_ability", "Walking ability"),
+                          ("normal_work", "Normal work (both work outside the home and housework)"),
+                          ("relations", "Relations with other people"), ("sleep", "Sleep"),
+                          ("enjoyment_of_life", "Enjoyment of life"))
+
+
+def record_urn(kind: str, our_id: str) -> str:
+    """The stable ``urn:uuid`` of one of our records (``kind`` tells apart the resources made from one record)."""
+    return f"urn:uuid:{uuid.uuid5(NAMESPACE, f'{kind}/{our_id}')}"
+
+
+def quantity(value: float | int, code: str, unit: str | None = None) -> dict:
+    """A UCUM Quantity; whole numbers are written as integers."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return {"value": value, "unit": unit or code, "system": UCUM, "code": code}
+
+
+def _instant(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _narrative(text: str) -> dict:
+    return {"status": "generated", "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{escape(text)}</div>'}
+
+
+def _component(label: str, **value) -> dict:
+    return {"code": {"text": label}, **value}
+
+
+class _Entries:
+    """The Bundle's entries, each with its urn:uuid, identifier and request."""
+
+    def __init__(self):
+        self.entries: list[dict] = []
+
+    def upsert(self, resource: dict, urn: str, summary: str) -> dict:
+        """A conditional update by identifier; returns a reference to the entry."""
+        kind = resource["resourceType"]
+        identifier = {"system": IDENTIFIER_SYSTEM, "value": urn}
+        # QuestionnaireResponse has a single identifier; every other resource here a list of them.
+        resource = {"resourceType": kind, "text": _narrative(summary),
+                    "identifier": identifier if kind == "QuestionnaireResponse" else [identifier],
+                    **{k: v for k, v in resource.items() if k != "resourceType" and v is not None}}
+        self.entries.append({"fullUrl": urn, "resource": resource, "request": {
+            "method": "PUT", "url": f"{kind}?identifier={IDENTIFIER_SYSTEM}|{urn}"}})
+        return {"reference": urn}
+
+    def create_once(self, resource: dict, urn: str, summary: str) -> dict:
+        """A conditional create by identifier: an existing match is used as it is."""
+        kind = resource["resourceType"]
+        resource = {"resourceType": kind, "text": _narrative(summary),
+                    "identifier": [{"system": IDENTIFIER_SYSTEM, "value": urn}],
+                    **{k: v for k, v in resource.items() if k != "resourceType"}}
+        self.entries.append({"fullUrl": urn, "resource": resource, "request": {
+            "method": "POST", "url": kind, "ifNoneExist": f"identifier={IDENTIFIER_SYSTEM}|{urn}"}})
+        return {"reference": urn}
+
+
+def _in_period(moment: datetime, review: PatientReview, first: date) -> bool:
+    return first <= rules.local_date(moment, review.zone) and moment <= review.at
+
+
+def _local(moment: datetime, review: PatientReview) -> str:
+    return moment.astimezone(ZoneInfo(review.zone)).strftime("%d %b %Y %H:%M")
+
+
+def _devices(out: _Entries, review: PatientReview, serials: Iterable[str], patient: dict) -> dict[str, dict]:
+    """One Device per unit bound to the patient or seen in a session; {serial: reference}."""
+    units = {u["_id"]: u for u in review.device()["devices"]}
+    refs = {}
+    for serial in sorted(set(serials) | set(units)):
+        unit = units.get(serial, {})
+        status = unit.get("status") or {}
+        device = {"resourceType": "Device", "serialNumber": serial, "patient": patient,
+                  "type": {"text": "TENS unit (transcutaneous electrical nerve stimulator)"},
+                  "deviceName": [{"name": unit["profile"], "type": "model-name"}] if unit.get("profile") else None,
+                  "version": [{"type": {"text": "firmware"}, "value": status["firmware"]}]
+                  if status.get("firmware") else None,
+                  "property": [{"type": {"text": "battery level at last sync"},
+                                "valueQuantity": [quantity(status["battery_pct"], "%")]}]
+                  if isinstance(status.get("battery_pct"), int | float) else None}
+        refs[serial] = out.upsert(device, record_urn("Device", serial), f"TENS unit {serial}")
+    return refs
+
+
+def _session(out: _Entries, session: dict, patient: dict, device: dict, review: PatientReview) -> None:
+    """A TENS session: an Observation of what the unit delivered (UCUM), and the DeviceUseStatement."""
+    sid = session["_id"]
+    minutes = round((session.get("duration_s") or 0) / 60, 1)
+    period = {"start": _instant(session["started_at"]),
+              "end": _instant(session["started_at"] + timedelta(seconds=session.get("duration_s") or 0))}
+    components = [_component("programme", valueInteger=session["programme"])
+                  if session.get("programme") is not None else None]
+    for label, field, code, unit in (("stimulation frequency", "frequency_hz", "Hz", None),
+                                     ("pulse width", "pulse_width_us", "us", "µs"),
+                                     ("intensity, mean", "intensity_mean_ma", "mA", None),
+                                     ("intensity, peak", "intensity_peak_ma", "mA", None)):
+        if session.get(field) is not None:
+            components.append(_component(label, valueQuantity=quantity(session[field], code, unit)))
+    components.append(_component("duration", valueQuantity=quantity(minutes, "min")))
+    if session.get("end_reason"):
+        components.append(_component("how the session ended", valueString=session["end_reason"]))
+    if session.get("clock_status"):
+        components.append(_component("unit's clock at sync (ok, skewed, reset, ahead)",
+                                     valueString=session["clock_status"]))
+    if session.get("time_quality"):
+        components.append(_component("how sure the start time is (exact, corrected, estimated)",
+                                     valueString=session["time_quality"]))
+    summary = (f"TENS session {sid}, {_local(session['started_at'], review)} ({review.zone}), {minutes:g} min, "
+               f"{session.get('frequency_hz')} Hz, {session.get('pulse_width_us')} µs, "
+               f"mean {session.get('intensity_mean_ma')} mA")
+    record = out.upsert({"resourceType": "Observation", "status": "final", "category": THERAPY,
+                         "code": {"text": "TENS session delivered, as recorded by the unit"}, "subject": patient,
+                         "effectivePeriod": period, "issued": _instant(session.get("server_received_at")),
+                         "performer": [patient], "device": device, "component": [c for c in components if c]},
+                        record_urn("Observation/tens-session", sid), summary)
+    # A session held back from the figures (its time, owner or values in doubt) is "on-hold" until resolved.
+    status = "on-hold" if session.get("held") else "completed"
+    out.upsert({"resourceType": "DeviceUseStatement", "status": status, "subject": patient, "device": device,
+                "timingPeriod": period, "recordedOn": _instant(session.get("server_received_at")),
+                "derivedFrom": [record]}, record_urn("DeviceUseStatement", sid), summary)
+
+
+def _pain_entry(out: _Entries, entry: dict, patient: dict, review: PatientReview) -> None:
+    """A diary entry: the NRS rating with its context; with a BPI, the form and its two scores."""
+    eid = entry["_id"]
+    context = entry.get("context") or {}
+    when = _local(entry["recorded_at"], review)
+    components = [_component("activity at the time", valueString=context["activity"])
+                  if context.get("activity") else None,
+                  _component("sleep quality (0-10, as the patient rated it)", valueInteger=context["sleep_quality"])
+                  if context.get("sleep_quality") is not None else None,
+                  _component("mood (0-10, as the patient rated it)", valueInteger=context["mood"])
+                  if context.get("mood") is not None else None]
+    notes = []
+    if entry.get("phase") and entry.get("session_record_id"):
+        notes.append({"text": f"Rated {entry['phase']} the TENS session recorded as {entry['session_record_id']}."})
+    if context.get("note"):
+        notes.append({"authorReference": patient, "text": context["note"]})
+    out.upsert({"resourceType": "Observation", "status": "final", "category": SURVEY,
+                "code": {"coding": [PAIN_NRS], "text": "Pain NRS (0-10)"}, "subject": patient,
+                "effectiveDateTime": _instant(entry["recorded_at"]), "performer": [patient],
+                "valueInteger": int(entry["nrs"]),
+                "bodySite": {"text": context["location"]} if context.get("location") else None,
+                "note": notes or None, "component": [c for c in components if c] or None},
+               record_urn("Observation/pain-nrs", eid),
+               f"Pain {entry['nrs']}/10 on {when}" + (f", {context['location']}" if context.get("location") else ""))
+    bpi = entry.get("bpi")
+    if not bpi:
+        return
+    answers = bpi.get("interference") or {}
+    items = [{"linkId": "severity", "text": "Pain severity", "item": [
+        {"linkId": key, "text": text, "answer": [{"valueInteger": bpi[key]}]} for key, text in BPI_SEVERITY_ITEMS]}]
+    interference = [{"linkId": key, "text": text, "answer": [{"valueInteger": answers[key]}]}
+                    for key, text in BPI_INTERFERENCE_ITEMS if answers.get(key) is not None]
+    if interference:
+        items.append({"linkId": "interference",
+                      "text": "How much pain has interfered in the last 24 hours (0 does not interfere, "
+                              "10 completely interferes)", "item": interference})
+    form = out.upsert({"resourceType": "QuestionnaireResponse", "status": "completed", "subject": patient,
+                       "authored": _instant(entry["recorded_at"]), "author": patient, "source": patient,
+                       "item": items},
+                      record_urn("QuestionnaireResponse/bpi", eid), f"Brief Pain Inventory (short form), {when}")
+    scores = [("bpi-severity", {"text": "BPI pain severity score (mean of worst, least, average and now)"},
+               bpi.get("severity"), "BPI pain severity"),
+              ("bpi-interference", {"coding": [BPI_INTERFERENCE], "text": "BPI pain interference score"},
+               bpi.get("interference_score"), "BPI pain interference")]
+    for kind, code, score, label in scores:
+        if score is None:
+            continue
+        out.upsert({"resourceType": "Observation", "status": "final", "category": SURVEY, "code": code,
+                    "subject": patient, "effectiveDateTime": _instant(entry["recorded_at"]), "performer": [patient],
+                    "valueQuantity": quantity(round(float(score), 2), "{score}", "score"), "derivedFrom": [form]},
+                   record_urn(f"Observation/{kind}", eid), f"{label} {round(float(score), 2):g} on {when}")
+
+
+def _care_plan(out: _Entries, plan: dict, patient: dict, replaces: dict | None) -> dict:
+    tens = plan.get("tens") or {}
+    ended = bool(plan.get("active_to"))
+    activity_status = "stopped" if ended else "in-progress"
+    activities = []
+    if tens:
+        per_session = tens.get("minutes_per_session")
+        target = tens.get("daily_minutes_target") or ((tens.get("sessions_per_day") or 0) * (per_session or 0)) or None
+        repeat = {k: v for k, v in {"frequency": tens.get("sessions_per_day"), "period": 1 if tens.get("sessions_per_day")
+                                    else None, "periodUnit": "d" if tens.get("sessions_per_day") else None,
+                                    "duration": per_session, "durationUnit": "min" if per_session else None}.items()
+                  if v is not None}
+        activities.append({"detail": {k: v for k, v in {
+            "kind": "DeviceRequest", "code": {"coding": [TENS_SNOMED], "text": "TENS"}, "status": activity_status,
+            "scheduledTiming": {"repeat": repeat} if repeat else None,
+            "dailyAmount": quantity(target, "min") if target else None,
+            "description": f"TENS: {target or 'as needed'} min/day, {per_session} min per session, "
+                           f"programmes {', '.join(str(p) for p in tens.get('programmes') or []) or 'any'}, "
+                           f"{tens.get('intensity_min_ma')}-{tens.get('intensity_max_ma')} mA"}.items()
+            if v is not None}})
+    for medication in plan.get("medications") or []:
+        activities.append({"detail": {"kind": "MedicationRequest", "status": activity_status,
+                                      "description": f"{medication.get('name')} {medication.get('dose')} at "
+                                                     f"{', '.join(medication.get('times') or [])}"}})
+    mindfulness = plan.get("mindfulness") or {}
+    if mindfulness.get("minutes_per_day") or mindfulness.get("sessions_per_week"):
+        activities.append({"detail": {"status": activity_status, "description":
+                                      f"Mindfulness: {mindfulness.get('minutes_per_day') or '-'} min/day, "
+                                      f"{mindfulness.get('sessions_per_week') or '-'} sessions/week"}})
+    period = {"start": _instant(plan["active_from"])}
+    if ended:
+        period["end"] = _instant(plan["active_to"])
+    return out.upsert({"resourceType": "CarePlan", "status": "revoked" if ended else "active", "intent": "plan",
+                       "title": f"Therapy plan version {plan['version']}", "subject": patient, "period": period,
+                       "created": _instant(plan.get("created_at")), "replaces": [replaces] if replaces else None,
+                       "activity": activities or None},
+                      record_urn("CarePlan", plan["_id"]), f"Therapy plan version {plan['version']}")
+
+
+def _status_reason(note: dict) -> dict | None:
+    if note.get("state") == "failed" and note.get("error_codes"):
+        return {"text": ", ".join(note["error_codes"])}
+    if note.get("state") == "withdrawn":
+        return {"text": f"withdrawn: {note.get('withdrawn_reason') or 'consent'}"}
+    return None
+
+
+def _communication(out: _Entries, note: dict, patient: dict, patient_id: str) -> None:
+    kind = note.get("kind") or "notification"
+    communication = {"resourceType": "Communication", "status": _COMMUNICATION_STATUS.get(note.get("state"), "unknown"),
+                     "subject": patient, "category": [{"text": kind}], "medium": [{"text": "push notification"}],
+                     "payload": [{"contentString": f"{kind} notification"}],
+                     "sent": _instant(note.get("sent_at")), "received": _instant(note.get("delivered_at")),
+                     "recipient": [patient] if note.get("recipient_user_id") == patient_id else None,
+                     "statusReason": _status_reason(note)}
+    out.upsert(communication, record_urn("Communication", note["_id"]), f"{kind} push notification")
+
+
+def transaction_bundle(review: PatientReview, days: int) -> dict:
+    """The patient's last `days` local days as a transaction Bundle: the Patient; each TENS session as an
+    Observation of its parameters and a DeviceUseStatement, with its Device; each diary entry as a pain NRS
+    Observation with its context, and a BPI as a QuestionnaireResponse with its scores; the therapy plan
+    versions as CarePlans; push notifications as Communications."""
+    out = _Entries()
+    first = review.first_day(days)
+    patient_id = review.patient.id
+    name = (review.patient.display_name or "").strip()
+    patient = out.create_once({"resourceType": "Patient", "active": True,
+                               **({"name": [{"text": name}]} if name else {})},  # FHIR has no empty strings
+                              record_urn("Patient", patient_id), f"{name or 'A patient'} (exported from Companion)")
+    sessions = [s for s in review.sessions(days) if _in_period(s["started_at"], review, first)]
+    devices = _devices(out, review, (s["device_serial"] for s in sessions), patient)
+    previous = None
+    for plan in sorted(review.plans(), key=lambda p: p["version"]):
+        previous = _care_plan(out, plan, patient, previous)
+    for session in sessions:
+        _session(out, session, patient, devices[session["device_serial"]], review)
+    for entry in review.pain(days)["entries"]:
+        _pain_entry(out, entry, patient, review)
+    for note in review.notifications(days)["notifications"]:
+        if _in_period(note["created_at"], review, first):
+            _communication(out, note, patient, patient_id)
+    return {"resourceType": "Bundle", "type": "transaction", "timestamp": _instant(review.at), "entry": out.entries}

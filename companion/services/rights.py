@@ -1,0 +1,108 @@
+"""The patient's own rights over their record: to see who accessed it, to download all of it, and to close
+the account (companion.services.lifecycle does the closing; this says what it does before and after).
+
+The download is one JSON document: the account, every consent (caregivers, care teams, invitations,
+emergency access), devices and gateways, reminders, the clinical record (therapy plans, TENS sessions, pain
+diary, practice, adherence, alerts, clinical notes, notifications) and the access history from the audit
+trail. The same FHIR R4 and CSV exports a clinician gets are open to the patient too
+(``/patients/{id}/exports/fhir`` and ``/exports/csv``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from companion.clock import Clock, now
+from companion.domain.people import Account
+from companion.services.care import Care
+from companion.services.review import PatientReview
+from companion.settings import Settings
+from companion.store.stores import Stores
+
+ACCESS_LOG_EXPORTED = 10_000
+MAX_EXPORT_DAYS = 3660  # ten years: the record's figures over the whole life of the account
+# What the patient is shown of each audit event: who, what, when, with what outcome (not the staff's addresses).
+ACCESS_FIELDS = ("at", "actor_id", "actor_role", "action", "resource_type", "outcome", "route", "method")
+
+
+def _plain(items):
+    """Frozen values (links, teams, grants, units) as plain dicts for the JSON download."""
+    out = []
+    for item in items:
+        if hasattr(item, "__dataclass_fields__"):
+            item = {k: getattr(item, k) for k in item.__dataclass_fields__ if k not in ("secret_hash", "password_hash",
+                                                                                          "mfa_secret")}
+        out.append(item)
+    return out
+
+
+class PatientRights:
+    def __init__(self, settings: Settings, stores: Stores, care: Care, clock: Clock = now):
+        self.settings = settings
+        self.stores = stores
+        self.care = care
+        self.clock = clock
+
+    def access_log(self, patient_id: str, *, before: datetime | None, limit: int) -> list[dict]:
+        """Who accessed the patient's data, newest first: every audit event about them by anyone but themselves
+        (care team, caregivers, emergency access, gateways, admins), denials included."""
+        events = self.stores.audit_events.about_patient(patient_id, before=before, limit=limit,
+                                                        excluding_actor=patient_id)
+        names = self.stores.users.names(e["actor_id"] for e in events if e.get("actor_id"))
+        gateways = {g.id: g.name for g in self.stores.gateways.for_patient(patient_id)}
+        return [{**{k: e.get(k) for k in ACCESS_FIELDS},
+                 "actor_name": names.get(e.get("actor_id")) or gateways.get(e.get("actor_id"))} for e in events]
+
+    def export(self, patient: Account) -> dict:
+        """Everything held about the patient, as one JSON document."""
+        at = self.clock()
+        days = max(1, min(MAX_EXPORT_DAYS, (at - (patient.created_at or at)).days + 2))
+        review = PatientReview(self.stores, patient, at=at)
+        pid = patient.id
+        stores = self.stores
+        access = self.access_log(pid, before=None, limit=ACCESS_LOG_EXPORTED)
+        emergency = [{"clinician_name": name, **grant} for grant, name in self._emergency(pid)]
+        return {
+            "generated_at": at,
+            "account": {"id": pid, "email": patient.email, "display_name": patient.display_name,
+                        "time_zone": patient.time_zone, "status": patient.status, "created_at": patient.created_at,
+                        "time_zone_history": _plain(patient.time_zone_history),
+                        "quiet_hours": {"start": patient.quiet_hours.start.strftime("%H:%M"),
+                                        "end": patient.quiet_hours.end.strftime("%H:%M")}
+                        if patient.quiet_hours else None,
+                        "caregiver_alert_delay_min": patient.caregiver_alert_delay_min,
+                        "mfa_enabled": patient.mfa_enabled},
+            "consents": {
+                "caregivers": [{**_plain([n.link])[0], "caregiver_name": n.caregiver_name}
+                               for n in self.care.caregivers_of(pid)],
+                "care_teams": self.care.teams_of_patient(pid),
+                "invitations_waiting": self.care.invitations_for(patient),
+                "invitations_accepted": [{k: i.get(k) for k in ("_id", "team_id", "reason", "created_at",
+                                                                "answered_at")}
+                                         for i in stores.care_invitations.accepted_by(pid)],
+                "emergency_access": emergency,
+            },
+            "devices": _plain(stores.devices.for_patient(pid)),
+            "gateways": _plain(stores.gateways.for_patient(pid)),
+            "phones": [{k: p.get(k) for k in ("install_id", "platform", "updated_at")}
+                       for p in stores.push_tokens.for_users([pid]).get(pid, [])],
+            "reminders": stores.reminders.for_patient(pid),
+            "therapy_plans": review.plans(),
+            "tens_sessions": review.sessions(days),
+            "pain_diary": review.diary(days)["entries"],
+            "practice": review.diary(days)["practice"],
+            "adherence": review.adherence(min(days, 366))["calendar"],
+            "alerts": stores.alerts.newest(pid, open_only=False, limit=5000),
+            "clinical_notes": stores.clinical_notes.for_patient(pid, 5000),
+            "notifications": stores.outbox.for_patient(pid, limit=5000),
+            "access_log": access,
+            "access_log_complete": len(access) < ACCESS_LOG_EXPORTED,
+            "also_available": {"fhir": f"/api/v1/patients/{pid}/exports/fhir?days=366",
+                               "csv": f"/api/v1/patients/{pid}/exports/csv?days=366"},
+        }
+
+    def _emergency(self, patient_id: str) -> list[tuple[dict, str | None]]:
+        grants = self.care.emergency_grants_for(patient_id)
+        names = self.stores.users.names(g.clinician_id for g in grants)
+        return [({"reason": g.reason, "granted_at": g.granted_at, "expires_at": g.expires_at},
+                 names.get(g.clinician_id)) for g in grants]

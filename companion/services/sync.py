@@ -1,0 +1,113 @@
+"""Sync: every change an app syncs is stamped with the patient's change sequence, and each change feed
+reads only as far as every write has finished, so a write that commits late is never skipped.
+
+Writers use :meth:`Changes.stamp` around the write::
+
+    with self.changes.stamp(patient_id, self.entries) as seq:
+        self.entries.update(..., seq=seq)
+
+which reserves the numbers before the write and settles them after it (whatever happened in between). A
+feed asks :meth:`Changes.page` for the documents changed after a cursor: it never reads past the horizon
+(companion.store.changes), answers in sequence order, and hands back the cursor to continue from. The
+cursor is the number of the last change read (a decimal string to the app: opaque, compare nothing).
+
+A cursor older than the sync window (a deletion it has not seen was purged), one this server never issued
+(a database restored from a backup), or one from an older version of the API is answered
+:class:`~companion.domain.errors.ResyncRequired`: the app drops its copy and reads the feed from the start.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Protocol
+
+from companion.clock import Clock, now
+from companion.domain.errors import ResyncRequired, ServiceUnavailable
+from companion.store.changes import SequenceBusy
+from companion.store.stores import Stores
+
+DEFAULT_SETTLE = timedelta(seconds=30)
+SETTLE_ATTEMPTS = 20
+_CURSOR = re.compile(r"^\d{1,18}$")
+
+
+class Synced(Protocol):
+    """A store whose documents carry ``seq`` and ``patient_id`` (see companion.store.feeds)."""
+
+    def changed_between(self, patient_id: str, after: int, upto: int, limit: int) -> list[dict]: ...
+
+    def restamp(self, patient_id: str, first: int, count: int, new_first: int) -> int: ...
+
+
+@dataclass(frozen=True)
+class FeedPage:
+    """Documents changed after a cursor, oldest change first, and where to continue from."""
+
+    items: list[dict]
+    next_cursor: str
+    has_more: bool
+
+    def with_items(self, items: list[dict]) -> dict:
+        """The page as the API answers it, with ``items`` shown as the caller may see them."""
+        return {"items": items, "next_cursor": self.next_cursor, "has_more": self.has_more}
+
+
+class Changes:
+    def __init__(self, stores: Stores, clock: Clock = now, *, settle_after: timedelta = DEFAULT_SETTLE):
+        self.sequences = stores.change_sequences
+        self.clock = clock
+        self.settle_after = settle_after
+
+    @contextmanager
+    def stamp(self, patient_id: str, synced: Synced, count: int = 1) -> Iterator[int]:
+        """Reserve ``count`` change numbers for one write to ``synced`` (yields the first) and settle them
+        once the write is over, successful or not."""
+        try:
+            first = self.sequences.reserve(patient_id, count, self.clock())
+        except SequenceBusy:
+            raise ServiceUnavailable("too many changes to this patient's data at once; try again",
+                                     retry_after_s=1) from None
+        try:
+            yield first
+        finally:
+            self._settle(patient_id, synced, first, count)
+
+    def _settle(self, patient_id: str, synced: Synced, first: int, count: int) -> None:
+        for _ in range(SETTLE_ATTEMPTS):
+            if self.sequences.settle(patient_id, first):
+                return
+            # A reader gave this reservation up (the write took longer than the settle time) and may have
+            # read past it: stamp what was written again, with numbers no reader has passed.
+            new_first = self.sequences.reserve(patient_id, count, self.clock())
+            synced.restamp(patient_id, first, count, new_first)
+            first = new_first
+        raise RuntimeError("could not settle a change reservation")
+
+    def page(self, patient_id: str, synced: Synced, cursor: str | None, limit: int) -> FeedPage:
+        """The documents of ``synced`` changed after ``cursor`` (None: from the start), at most ``limit``."""
+        after = _position(cursor)
+        horizon = self.sequences.horizon(patient_id, self.clock() - self.settle_after)
+        if after > horizon.issued:
+            raise ResyncRequired("this cursor was not issued for the data held now (restored from a backup?): "
+                                 "sync again from the start, without a cursor")
+        if 0 < after < horizon.purged_through:
+            raise ResyncRequired("this cursor is older than the sync window: deletions it has not seen were "
+                                 "purged; sync again from the start, without a cursor")
+        rows = synced.changed_between(patient_id, after, horizon.settled, limit + 1)
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+        position = rows[-1]["seq"] if has_more else max(after, horizon.settled)
+        return FeedPage(rows, str(position), has_more)
+
+
+def _position(cursor: str | None) -> int:
+    if cursor is None or cursor == "":
+        return 0
+    if not _CURSOR.match(cursor):
+        raise ResyncRequired("this cursor comes from an older version of the API or was not issued by it: "
+                             "sync again from the start, without a cursor")
+    return int(cursor)

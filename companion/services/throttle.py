@@ -1,0 +1,89 @@
+"""Throttling every step that checks a credential, shared by all workers through the database.
+
+The rules (which limits, which delays, who is exempt) are companion.domain.throttling's; this service keeps
+the instants they are decided from in the ``rate_events`` collection (companion.store.throttle):
+
+- ``try:<step>:<address>``: every attempt from an address (recorded before deciding, so that concurrent
+  attempts count each other; taken back when refused, so a refused client is not kept waiting longer);
+- ``fail:<step>:<account>|<address>`` and ``fail:<step>:<account>``: failures, per account and address and
+  per account from anywhere;
+- ``known:<account>:<address>``: a successful sign-in, which exempts that address from the account-wide
+  delay for 30 days.
+
+Accounts and addresses are stored digested (SHA-256), never as typed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from companion.clock import Clock, now
+from companion.domain.errors import TooManyRequests
+from companion.domain.throttling import KNOWN_ADDRESS_FOR, STEPS, Step, wait_s
+from companion.store.throttle import Counters
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:32]
+
+
+class Throttle:
+    def __init__(self, counters: Counters, clock: Clock = now):
+        self.counters = counters
+        self.clock = clock
+
+    def check(self, step_name: str, *, address: str, account: str | None = None) -> None:
+        """Count an attempt at ``step_name``; TooManyRequests (with Retry-After) if it must wait."""
+        step = STEPS[step_name]
+        at = self.clock()
+        address_key = f"try:{step.name}:{_digest(address)}"
+        mine = self.counters.record(address_key, at, step.per_address.window)
+        attempts = self.counters.instants(address_key, at - step.per_address.window, excluding=mine)
+        pair_failures, account_failures, known = self._failures(step, account, address, at)
+        wait = wait_s(step, at=at, address_attempts=attempts, pair_failures=pair_failures,
+                      account_failures=account_failures, known_address=known)
+        if wait:
+            self.counters.forget(mine)
+            raise TooManyRequests("too many attempts; try again later", retry_after_s=wait)
+
+    def _failures(self, step: Step, account: str | None, address: str, at) -> tuple[list, list, bool]:
+        pair, whole, known = [], [], False
+        if step.per_account_and_address:
+            pair = self.counters.instants(self._pair_key(step, account, address),
+                                          at - step.per_account_and_address.window)
+        if step.per_account and account is not None:
+            whole = self.counters.instants(f"fail:{step.name}:{_digest(account)}", at - step.per_account.window)
+            if step.known_addresses_exempt and whole:
+                known = bool(self.counters.instants(self._known_key(account, address), at - KNOWN_ADDRESS_FOR,
+                                                    limit=1))
+        return pair, whole, known
+
+    @staticmethod
+    def _pair_key(step: Step, account: str | None, address: str) -> str:
+        who = f"{account}|{address}" if account is not None else address
+        return f"fail:{step.name}:{_digest(who)}"
+
+    @staticmethod
+    def _known_key(account: str, address: str) -> str:
+        return f"known:{_digest(account + '|' + address)}"
+
+    def failed(self, step_name: str, *, address: str, account: str | None = None) -> None:
+        """Count a failure (a wrong password, code or token) against the address and the account."""
+        step = STEPS[step_name]
+        at = self.clock()
+        keep = step.longest_window
+        if step.per_account_and_address:
+            self.counters.record(self._pair_key(step, account, address), at, keep)
+        if step.per_account and account is not None:
+            self.counters.record(f"fail:{step.name}:{_digest(account)}", at, keep)
+
+    def succeeded(self, step_name: str, *, address: str, account: str | None = None) -> None:
+        """A success: this address's failures for the account are forgiven and, for sign-in, the address
+        becomes one the account is known to use. The account-wide failures stay (a guesser elsewhere is
+        not forgiven by the owner signing in)."""
+        step = STEPS[step_name]
+        if step.per_account_and_address:
+            self.counters.forget_key(self._pair_key(step, account, address))
+        if account is not None and step.known_addresses_exempt:
+            self.counters.record(self._known_key(account, address), self.clock(), KNOWN_ADDRESS_FOR)
+

@@ -1,0 +1,136 @@
+"""Access can be ended (issue 15, finding 5): an admin deactivates, reactivates and deletes accounts and issues
+one-time reset codes; a patient revokes a gateway; every token and web session is checked against the
+account's state on every request, so the next request after any of these is refused."""
+
+from __future__ import annotations
+
+from tests.support.world import PASSWORD, login
+
+NEW_PASSWORD = "a completely new passphrase"
+
+
+def _web_client(app, services, person):
+    """A clinician-pages client signed in as ``person`` (a session cookie)."""
+    page = app.test_client()
+    page.set_cookie("companion_web", services.accounts.start_web_session(
+        services.accounts.account(person.id), stage="full"))
+    return page
+
+
+def _me(client, person):
+    return client.get("/api/v1/auth/me", headers=person.headers)
+
+
+def test_a_deactivated_account_is_refused_at_its_next_request_everywhere(app, client, world, services):
+    admin, clinician = world["admin"], world["clinician_team"]
+    page = _web_client(app, services, clinician)
+    assert page.get("/clinician/").status_code == 200
+    assert _me(client, clinician).status_code == 200
+    deactivated = client.post(f"/api/v1/admin/users/{clinician.id}/deactivation", headers=admin.headers,
+                              json={"reason": "left the clinic"})
+    assert deactivated.status_code == 200 and deactivated.json["status"] == "deactivated"
+    assert _me(client, clinician).status_code == 401
+    assert client.post("/api/v1/auth/refresh", json={"refresh_token": clinician.refresh_token}).status_code == 401
+    assert page.get("/clinician/").status_code == 302  # back to the sign-in page
+    wrong = client.post("/api/v1/auth/login", json={"email": clinician.email, "password": "not the password"})
+    refused = client.post("/api/v1/auth/login", json={"email": clinician.email, "password": PASSWORD})
+    assert refused.status_code == wrong.status_code == 401
+    assert refused.json["detail"] == wrong.json["detail"]
+
+
+def test_reactivation_lets_the_owner_sign_in_again_but_old_sessions_stay_ended(client, world):
+    admin, caregiver = world["admin"], world["caregiver_linked"]
+    url = f"/api/v1/admin/users/{caregiver.id}/deactivation"
+    assert client.post(url, headers=admin.headers, json={"reason": "lost phone"}).status_code == 200
+    reactivated = client.delete(url, headers=admin.headers)
+    assert reactivated.status_code == 200 and reactivated.json["status"] == "active"
+    assert _me(client, caregiver).status_code == 401
+    fresh = login(client, caregiver.key, caregiver.email, caregiver.id, "caregiver")
+    assert _me(client, fresh).status_code == 200
+
+
+def test_an_admin_cannot_deactivate_or_delete_themself(client, world):
+    admin = world["admin"]
+    assert client.post(f"/api/v1/admin/users/{admin.id}/deactivation", headers=admin.headers,
+                       json={"reason": "oops"}).status_code == 409
+    assert client.delete(f"/api/v1/admin/users/{admin.id}", headers=admin.headers).status_code == 409
+
+
+def test_a_deleted_caregiver_is_refused_at_once_and_loses_every_patient(client, world, db):
+    admin, caregiver, patient = world["admin"], world["caregiver_linked"], world["patient_a"]
+    deleted = client.delete(f"/api/v1/admin/users/{caregiver.id}", headers=admin.headers)
+    assert deleted.status_code == 200 and deleted.json["deleted_now"]
+    assert _me(client, caregiver).status_code == 401
+    assert db.care_links.count_documents({"caregiver_id": caregiver.id, "status": "active"}) == 0
+    assert db.users.find_one({"_id": caregiver.id})["email"] == f"closed:{caregiver.id}"
+    # The email can be used again (a new account, a new person).
+    assert client.post("/api/v1/auth/login", json={"email": caregiver.email, "password": PASSWORD}).status_code == 401
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=caregiver.headers).status_code == 401
+
+
+def test_a_token_whose_account_was_removed_from_the_database_is_refused_not_a_server_error(client, world, db):
+    patient = world["patient_b"]
+    db.users.delete_one({"_id": patient.id})
+    assert _me(client, patient).status_code == 401
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=patient.headers).status_code == 401
+
+
+def test_an_admin_issued_code_resets_the_password_once_and_ends_every_session(app, client, world, services):
+    admin, clinician = world["admin"], world["clinician_team"]
+    page = _web_client(app, services, clinician)
+    issued = client.post(f"/api/v1/admin/users/{clinician.id}/password-reset", headers=admin.headers)
+    assert issued.status_code == 201 and len(issued.json["code"]) == 8
+    code = issued.json["code"]
+    reset = {"email": clinician.email, "code": code, "new_password": NEW_PASSWORD}
+    wrong = client.post("/api/v1/auth/password-reset", json={**reset, "code": "ZZZZZZZZ"})
+    nobody = client.post("/api/v1/auth/password-reset", json={**reset, "email": "nobody@example.org"})
+    assert wrong.status_code == nobody.status_code == 401
+    assert wrong.json["detail"] == nobody.json["detail"]
+    assert client.post("/api/v1/auth/password-reset", json=reset).status_code == 204
+    assert _me(client, clinician).status_code == 401
+    assert page.get("/clinician/").status_code == 302
+    assert client.post("/api/v1/auth/login", json={"email": clinician.email, "password": PASSWORD}).status_code == 401
+    assert client.post("/api/v1/auth/login",
+                       json={"email": clinician.email, "password": NEW_PASSWORD}).status_code == 200
+    assert client.post("/api/v1/auth/password-reset", json={**reset, "new_password": "yet another one!!"}) \
+        .status_code == 401  # the code worked once
+
+
+def test_a_password_change_ends_the_clinician_pages_session_too(app, client, world, services):
+    clinician = world["clinician_team"]
+    page = _web_client(app, services, clinician)
+    assert page.get("/clinician/").status_code == 200
+    changed = client.post("/api/v1/auth/password", headers=clinician.headers,
+                          json={"current_password": PASSWORD, "new_password": NEW_PASSWORD})
+    assert changed.status_code == 200
+    assert page.get("/clinician/").status_code == 302
+
+
+def test_the_patient_revokes_a_gateway_and_it_is_refused_at_its_next_call(client, world, services):
+    patient, gateway = world["patient_a"], world["gateway_a"]
+    assert client.get("/api/v1/gateway/devices", headers=gateway.headers).status_code == 200
+    listed = client.get(f"/api/v1/patients/{patient.id}/gateways", headers=patient.headers).json["items"]
+    assert [(g["id"], g["revoked"]) for g in listed] == [(gateway.id, False)]
+    assert client.delete(f"/api/v1/patients/{patient.id}/gateways/{gateway.id}",
+                         headers=patient.headers).status_code == 204
+    assert client.get("/api/v1/gateway/devices", headers=gateway.headers).status_code == 401
+    assert client.post("/api/v1/gateway/device-status", headers=gateway.headers, json={"devices": [{
+        "serial": world.a_device, "battery_pct": 50, "firmware": "1.0", "last_seen_at": "2026-01-01T00:00:00Z"}]}) \
+        .status_code == 401
+    # Nor can it get a new token with its secret.
+    assert services.gateways.is_active(gateway.id) is False
+
+
+def test_a_deactivated_patients_gateway_is_refused(client, world):
+    admin, patient, gateway = world["admin"], world["patient_b"], world["gateway_b"]
+    assert client.post(f"/api/v1/admin/users/{patient.id}/deactivation", headers=admin.headers,
+                       json={"reason": "moved to another clinic"}).status_code == 200
+    assert client.get("/api/v1/gateway/devices", headers=gateway.headers).status_code == 401
+
+
+def test_admins_find_accounts_by_email_and_see_their_state(client, world):
+    admin, caregiver = world["admin"], world["caregiver_unlinked"]
+    found = client.get("/api/v1/admin/users", query_string={"email": caregiver.email.upper()}, headers=admin.headers)
+    assert found.status_code == 200
+    assert [(a["id"], a["status"]) for a in found.json["items"]] == [(caregiver.id, "active")]
+    assert client.get("/api/v1/admin/users", headers=world["clinician_team"].headers).status_code == 403

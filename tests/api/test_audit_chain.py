@@ -1,0 +1,224 @@
+"""The audit trail detects truncation, deletion and re-linking by someone who can write to the database, records
+every refusal, counts gateways' routine calls instead of logging each, and keeps a retention period
+(issue 15, finding 6). ``companion audit-verify`` is run as an operator would, against the anchor file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import time_machine
+
+from companion import cli, create_app
+from tests.conftest import FAST_PASSWORDS
+from tests.support.world import build_world
+
+SECRET = "a" * 48
+
+
+@pytest.fixture
+def anchors(tmp_path):
+    return tmp_path / "audit-anchors.log"
+
+
+@pytest.fixture
+def audited(mongo_uri, db_name, anchors, monkeypatch):
+    """The app writing anchors to a file, a small world built through it, and the environment the command line
+    reads its settings from (the same database, secret and anchor file)."""
+    app = create_app({"mongodb_uri": mongo_uri, "mongodb_db": db_name, "secret_key": SECRET,
+                      "audit_anchor_file": str(anchors), **FAST_PASSWORDS})
+    client = app.test_client()
+    world = build_world(client, app.extensions["companion"])
+    client.get(f"/api/v1/patients/{world['patient_a'].id}", headers=world["clinician_team"].headers)
+    app.extensions["companion"].audit.anchor_now()
+    for variable, value in {"MONGODB_URI": mongo_uri, "MONGODB_DB": db_name, "COMPANION_SECRET_KEY": SECRET,
+                            "COMPANION_AUDIT_ANCHOR_FILE": str(anchors)}.items():
+        monkeypatch.setenv(variable, value)
+    yield app, client, world
+    app.extensions["companion"].close()
+
+
+def canonical(event: dict) -> bytes:
+    """The event's canonical JSON, as the chain hashes it (an attacker can compute it: it is no secret)."""
+    from companion.domain.audit_chain import canonical as of
+
+    return of(event)
+
+
+def _verify(capsys, *extra) -> tuple[int, str]:
+    status = cli.main(["audit-verify", *extra])
+    return status, capsys.readouterr().out
+
+
+def _chain(db):
+    chain_id = db.audit_events.find_one({}, sort=[("seq", -1)])["chain_id"]
+    return chain_id, list(db.audit_events.find({"chain_id": chain_id}).sort("seq", 1))
+
+
+def test_an_untouched_trail_verifies(audited, capsys):
+    status, out = _verify(capsys)
+    assert status == 0, out
+    assert "BREAK" not in out and "1 chains" in out
+
+
+def test_cutting_the_end_of_a_chain_is_found(audited, capsys):
+    app, _, _ = audited
+    db = app.extensions["companion"].db
+    chain_id, events = _chain(db)
+    db.audit_events.delete_many({"chain_id": chain_id, "seq": {"$gte": events[-3]["seq"]}})
+    status, out = _verify(capsys)
+    assert status == 1
+    assert f"BREAK chain {chain_id} seq {events[-1]['seq']}: truncated" in out
+
+
+def test_deleting_an_event_and_relinking_the_rest_is_found(audited, capsys):
+    """The attacker removes one event and rewrites every later one so that seq and prev_hash line up again,
+    hashing them as the old unkeyed chain did: without the key the hashes cannot match."""
+    app, _, _ = audited
+    db = app.extensions["companion"].db
+    chain_id, events = _chain(db)
+    gone = events[5]
+    db.audit_events.delete_one({"_id": gone["_id"]})
+    prev = events[4]["hash"]
+    for event in events[6:]:
+        relinked = {**event, "seq": event["seq"] - 1, "prev_hash": prev}
+        relinked["hash"] = hashlib.sha256(canonical(relinked)).hexdigest()
+        db.audit_events.delete_one({"_id": event["_id"]})
+        db.audit_events.insert_one(relinked)
+        prev = relinked["hash"]
+    status, out = _verify(capsys)
+    assert status == 1
+    assert f"BREAK chain {chain_id} seq {gone['seq']}: content changed" in out
+    assert "truncated" in out  # the chain is one event shorter than its anchor says
+
+
+def test_deleting_a_whole_chain_is_found(audited, capsys):
+    app, _, _ = audited
+    db = app.extensions["companion"].db
+    chain_id, events = _chain(db)
+    db.audit_events.delete_many({"chain_id": chain_id})
+    status, out = _verify(capsys)
+    assert status == 1
+    assert f"BREAK chain {chain_id} seq {events[-1]['seq']}: truncated" in out and "no events" in out
+
+
+def test_an_altered_anchor_is_refused_and_no_anchors_is_a_warning(audited, anchors, tmp_path, capsys):
+    lines = anchors.read_text().splitlines()
+    forged = lines[-1].replace("seq=", "seq=9")
+    (tmp_path / "forged.log").write_text("\n".join([*lines[:-1], forged]) + "\n")
+    status, out = _verify(capsys, "--anchors", str(tmp_path / "forged.log"))
+    assert status == 1 and "whose MAC does not match" in out
+    (tmp_path / "empty.log").write_text("")
+    status, out = _verify(capsys, "--anchors", str(tmp_path / "empty.log"))
+    assert status == 0 and "WARNING no anchors read" in out
+
+
+def test_anchors_are_logged_too_so_a_log_extract_serves_as_the_anchor_file(audited, caplog, tmp_path, capsys):
+    app, client, world = audited
+    with caplog.at_level("INFO", logger="companion.audit.anchor"):
+        client.get(f"/api/v1/patients/{world['patient_a'].id}", headers=world["patient_a"].headers)
+        app.extensions["companion"].audit.anchor_now()
+    logged = [r.getMessage() for r in caplog.records if r.name == "companion.audit.anchor"]
+    assert logged and all(line.startswith("audit-anchor v1 chain=") for line in logged)
+    (tmp_path / "from-logs.txt").write_text("\n".join(f"2026-01-01 INFO companion.audit.anchor: {line}"
+                                                      for line in logged))
+    status, out = _verify(capsys, "--anchors", str(tmp_path / "from-logs.txt"))
+    assert status == 0, out
+
+
+def test_refusals_are_audited_401_and_403_included(audited):
+    app, client, world = audited
+    db = app.extensions["companion"].db
+    patient = world["patient_a"]
+    before = db.audit_events.count_documents({"outcome": "denied"})
+    assert client.get(f"/api/v1/patients/{patient.id}").status_code == 401
+    assert client.get(f"/api/v1/patients/{patient.id}", headers={"Authorization": "Bearer forged"}).status_code == 401
+    assert client.get("/api/v1/admin/users", headers=patient.headers).status_code == 403
+    assert client.patch(f"/api/v1/patients/{patient.id}", json={"display_name": "X"},
+                        headers=world["caregiver_linked"].headers).status_code == 403
+    assert client.post("/api/v1/auth/login", json={"email": patient.email, "password": "wrong guess"}) \
+        .status_code == 401
+    denied = list(db.audit_events.find({"outcome": "denied"}).sort([("at", 1), ("seq", 1)]))[before:]
+    assert [(e["status"], e["actor_role"], e["patient_ids"], e["route"]) for e in denied] == [
+        (401, "anonymous", [patient.id], "/api/v1/patients/<patient_id>"),
+        (401, "anonymous", [patient.id], "/api/v1/patients/<patient_id>"),
+        (403, "patient", [None], "/api/v1/admin/users"),
+        (403, "caregiver", [patient.id], "/api/v1/patients/<patient_id>"),
+        (401, "anonymous", [None], "/api/v1/auth/login"),
+    ]
+
+
+def test_a_gateways_routine_polling_is_counted_per_day_not_written_per_call(audited, capsys):
+    app, client, world = audited
+    services = app.extensions["companion"]
+    db = services.db
+    gateway = world["gateway_a"]
+    status = {"devices": [{"serial": world.a_device, "battery_pct": 70, "firmware": "1.2",
+                           "last_seen_at": "2026-01-01T00:00:00Z"}]}
+    before = db.audit_events.count_documents({})
+    for _ in range(10):
+        assert client.get("/api/v1/gateway/devices", headers=gateway.headers).status_code == 200
+        assert client.post("/api/v1/gateway/device-status", headers=gateway.headers, json=status).status_code == 204
+    assert db.audit_events.count_documents({}) == before
+    counts = {c["route"]: c["count"] for c in db.audit_heartbeats.find()}
+    assert counts == {"/api/v1/gateway/devices": 10, "/api/v1/gateway/device-status": 10}
+    with time_machine.travel(datetime.now(UTC) + timedelta(days=1)):
+        assert services.housekeeping.audit_retention()["heartbeat_days"] == 2
+        assert services.housekeeping.audit_retention()["heartbeat_days"] == 0  # once
+    rolled = list(db.audit_events.find({"action": "heartbeat"}))
+    assert sorted((e["route"], e["count"], e["patient_ids"]) for e in rolled) == [
+        ("/api/v1/gateway/device-status", 10, [world["patient_a"].id]),
+        ("/api/v1/gateway/devices", 10, [world["patient_a"].id])]
+    assert db.audit_heartbeats.count_documents({}) == 0
+    services.audit.anchor_now()
+    assert _verify(capsys)[0] == 0
+
+
+def test_a_session_upload_is_still_audited_per_call(audited):
+    app, client, world = audited
+    db = app.extensions["companion"].db
+    gateway = world["gateway_a"]
+    before = db.audit_events.count_documents({"actor_id": gateway.id})
+    client.post("/api/v1/gateway/session-records", headers=gateway.headers, json={"records": [{"record_id": "x"}]})
+    assert db.audit_events.count_documents({"actor_id": gateway.id}) > before
+
+
+def test_retention_deletes_old_events_behind_a_keyed_cut_and_the_rest_still_verifies(audited, capsys):
+    app, client, world = audited
+    services = app.extensions["companion"]
+    db = services.db
+    old = db.audit_events.count_documents({})
+    later = datetime.now(UTC) + timedelta(days=2193)
+    with time_machine.travel(later):
+        fresh = create_app({"mongodb_uri": services.settings.mongodb_uri, "mongodb_db": db.name, "secret_key": SECRET,
+                            "audit_anchor_file": services.settings.audit_anchor_file, **FAST_PASSWORDS})
+        fresh.test_client().get(f"/api/v1/patients/{world['patient_a'].id}")  # a new event, kept
+        fresh.extensions["companion"].audit.anchor_now()
+        result = fresh.extensions["companion"].housekeeping.audit_retention()
+        assert result["audit_events_deleted"] == old
+        assert db.audit_events.count_documents({}) >= 1
+        status, out = _verify(capsys)
+        assert status == 0, out
+        cut = db.audit_cuts.find_one({})
+        db.audit_cuts.update_one({"_id": cut["_id"]}, {"$set": {"seq": cut["seq"] - 5}})  # hide nothing, say less
+        status, out = _verify(capsys)
+        assert status == 1 and "forged" in out
+        fresh.extensions["companion"].close()
+
+
+def test_the_worker_schedules_the_retention_jobs(services):
+    from companion.jobs.worker import Worker
+
+    ids = {spec.id for spec in Worker(services).specs()}
+    assert {"audit-retention", "records-retention"} <= ids
+
+
+def test_an_event_names_its_chain_position_and_its_keyed_hash(audited):
+    app, _, _ = audited
+    db = app.extensions["companion"].db
+    event = db.audit_events.find_one({"seq": 1})
+    unkeyed = hashlib.sha256(canonical(event)).hexdigest()
+    assert event["hash"] != unkeyed and len(event["hash"]) == 64
+    assert json.loads(canonical(event))["prev_hash"] == event["prev_hash"]

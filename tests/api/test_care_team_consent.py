@@ -1,0 +1,130 @@
+"""A clinician reaches a patient only through the patient's consent (issue 15, finding 2): an invitation the patient
+accepts in the app, or an admin's enrolment that is audited and told to the patient; emergency access stays the
+time-boxed, reasoned way in. The clinician learns nothing about an email until the patient accepts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import time_machine
+
+from tests.support.world import PASSWORD, login, make_user
+
+
+def _invite(client, clinician, team_id, email, reason="Referral from the GP"):
+    return client.post(f"/api/v1/clinician/teams/{team_id}/invitations", headers=clinician.headers,
+                       json={"patient_email": email, "reason": reason})
+
+
+def test_a_clinician_cannot_enrol_a_patient_by_email(client, world):
+    """The route that let any clinician give themselves lasting access to anyone's data is gone."""
+    clinician, patient_b = world["clinician_team"], world["patient_b"]
+    response = client.post(f"/api/v1/clinician/teams/{world.team_id}/patients", headers=clinician.headers,
+                           json={"patient_email": patient_b.email, "reason": "I would like to see this patient"})
+    assert response.status_code in (404, 405)
+    assert client.get(f"/api/v1/patients/{patient_b.id}", headers=clinician.headers).status_code == 404
+
+
+def test_an_invitation_reveals_nothing_about_the_email(client, world, services):
+    clinician = world["clinician_team"]
+    caregiver = world["caregiver_linked"]
+    answers = [_invite(client, clinician, world.team_id, email) for email in
+               (world["patient_b"].email, caregiver.email, "nobody-at-all@example.org")]
+    assert {a.status_code for a in answers} == {202}
+    shapes = [{k: v for k, v in a.json.items() if k not in ("id", "email", "created_at", "expires_at")}
+              for a in answers]
+    assert shapes[0] == shapes[1] == shapes[2] == {"team_id": world.team_id, "status": "open", "patient_id": None}
+    listed = client.get(f"/api/v1/clinician/teams/{world.team_id}/invitations", headers=clinician.headers).json
+    assert {i["status"] for i in listed["items"]} == {"open"}
+    assert client.get(f"/api/v1/patients/{world['patient_b'].id}", headers=clinician.headers).status_code == 404
+
+
+def test_the_patient_sees_the_invitation_accepts_it_with_their_password_and_the_team_sees_their_data(
+        client, world, db):
+    clinician, patient = world["clinician_team"], world["patient_b"]
+    invited = _invite(client, clinician, world.team_id, patient.email.upper()).json
+    waiting = client.get(f"/api/v1/patients/{patient.id}/invitations", headers=patient.headers).json["items"]
+    assert [(w["id"], w["team_name"], w["clinician_name"], w["reason"]) for w in waiting] == [
+        (invited["id"], "Pain clinic A", "Clinician Team", "Referral from the GP")]
+    assert db.push_outbox.count_documents({"recipient_user_id": patient.id, "source_key": f"invitation:{invited['id']}"}) == 1
+    accept = f"/api/v1/patients/{patient.id}/invitations/{invited['id']}/acceptance"
+    assert client.post(accept, headers=patient.headers, json={"current_password": "not my password"}).status_code == 401
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=clinician.headers).status_code == 404
+    assert client.post(accept, headers=patient.headers, json={"current_password": PASSWORD}).status_code == 200
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=clinician.headers).status_code == 200
+    listed = client.get(f"/api/v1/clinician/teams/{world.team_id}/invitations", headers=clinician.headers).json
+    assert [(i["status"], i["patient_id"]) for i in listed["items"]] == [("accepted", patient.id)]
+    teams = client.get(f"/api/v1/patients/{patient.id}/care-teams", headers=patient.headers).json["items"]
+    assert [(t["team_name"], t["consent"]) for t in teams if t["team_id"] == world.team_id] == [
+        ("Pain clinic A", f"invitation:{invited['id']}")]
+    assert client.post(accept, headers=patient.headers, json={"current_password": PASSWORD}).status_code == 404
+
+
+def test_a_declined_invitation_looks_to_the_team_like_one_never_answered(client, world):
+    clinician, patient = world["clinician_team"], world["patient_b"]
+    declined = _invite(client, clinician, world.team_id, patient.email).json
+    ignored = _invite(client, clinician, world.team_id, "nobody-at-all@example.org").json
+    assert client.delete(f"/api/v1/patients/{patient.id}/invitations/{declined['id']}",
+                         headers=patient.headers).status_code == 204
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=clinician.headers).status_code == 404
+
+    def statuses():
+        items = client.get(f"/api/v1/clinician/teams/{world.team_id}/invitations", headers=clinician.headers).json
+        return {i["id"]: i["status"] for i in items["items"]}
+
+    assert statuses() == {declined["id"]: "open", ignored["id"]: "open"}
+    with time_machine.travel(datetime.now(UTC) + timedelta(days=15)):
+        clinician = login(client, "clinician_team", clinician.email, clinician.id, "clinician")
+        assert statuses() == {declined["id"]: "closed", ignored["id"]: "closed"}
+
+
+def test_an_invitation_to_someone_else_cannot_be_accepted_by_another_patient(client, world):
+    clinician = world["clinician_team"]
+    invited = _invite(client, clinician, world.team_id, world["patient_b"].email).json
+    intruder = world["patient_a"]
+    response = client.post(f"/api/v1/patients/{intruder.id}/invitations/{invited['id']}/acceptance",
+                           headers=intruder.headers, json={"current_password": PASSWORD})
+    assert response.status_code == 404
+
+
+def test_the_patient_leaves_a_team_and_its_clinicians_lose_access_at_once(client, world):
+    patient, clinician = world["patient_a"], world["clinician_team"]
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=clinician.headers).status_code == 200
+    assert client.delete(f"/api/v1/patients/{patient.id}/care-teams/{world.team_id}",
+                         headers=patient.headers).status_code == 204
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=clinician.headers).status_code == 404
+
+
+def test_an_admin_enrolment_is_audited_and_told_to_the_patient(client, world, db):
+    admin, patient = world["admin"], world["patient_b"]
+    response = client.post(f"/api/v1/admin/teams/{world.team_id}/patients", headers=admin.headers,
+                           json={"patient_id": patient.id})
+    assert response.status_code == 204
+    assert db.audit_events.count_documents({"actor_id": admin.id, "resource_type": "team_enrolment",
+                                            "patient_ids": patient.id, "outcome": "success"}) == 1
+    told = db.push_outbox.find_one({"recipient_user_id": patient.id, "source_key": f"enrolment:{world.team_id}"})
+    assert told is not None and told["kind"] == "generic_update"
+    teams = client.get(f"/api/v1/patients/{patient.id}/care-teams", headers=patient.headers).json["items"]
+    assert {t["team_id"]: t["consent"] for t in teams}[world.team_id] == "admin"
+
+
+def test_admins_take_clinicians_and_patients_off_teams(client, world, services):
+    admin, patient, clinician = world["admin"], world["patient_a"], world["clinician_team"]
+    other = make_user(client, services, key="second_doctor", role="clinician")
+    services.care.add_clinician(world.team_id, other.id)
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=other.headers).status_code == 200
+    assert client.delete(f"/api/v1/admin/teams/{world.team_id}/clinicians/{other.id}",
+                         headers=admin.headers).status_code == 204
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=other.headers).status_code == 404
+    assert client.delete(f"/api/v1/admin/teams/{world.team_id}/patients/{patient.id}",
+                         headers=admin.headers).status_code == 204
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=clinician.headers).status_code == 404
+
+
+def test_emergency_access_is_still_the_reasoned_time_boxed_way_in(client, world, db):
+    clinician, patient = world["clinician_other"], world["patient_a"]
+    granted = client.post("/api/v1/emergency-access", headers=clinician.headers, json={
+        "patient_id": patient.id, "reason": "patient in A&E, team unreachable", "minutes": 30})
+    assert granted.status_code == 201
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=clinician.headers).status_code == 200
+    assert db.audit_events.count_documents({"actor_id": clinician.id, "action": "emergency"}) == 1

@@ -1,0 +1,71 @@
+"""No answer says whether an email or an id belongs to someone (issue 15, finding 8 of the report, item 9 of the
+brief): sign-up answers the same for a taken email, the difference goes only to the mailbox; emergency access
+answers the same whether or not the id is a patient's."""
+
+from __future__ import annotations
+
+from tests.support.world import PASSWORD
+
+ASK = {"password": PASSWORD, "display_name": "Someone", "time_zone": "UTC"}
+
+
+def test_signing_up_with_a_taken_email_gets_the_same_answer_and_creates_nothing(client, world, db, mailbox):
+    taken = world["patient_a"].email
+    before = db.users.count_documents({})
+    fresh = client.post("/api/v1/auth/signup", json={"email": "brand-new@example.org", **ASK})
+    existing = client.post("/api/v1/auth/signup", json={"email": taken.upper(), **ASK})
+    assert fresh.status_code == existing.status_code == 202
+    assert fresh.get_json() == existing.get_json()
+    assert db.users.count_documents({}) == before
+    # The difference goes out of band, to the mailbox only.
+    (note,) = mailbox.messages(taken)
+    assert "already" in note.get_payload(decode=True).decode()
+    (code_mail,) = mailbox.messages("brand-new@example.org")
+    assert mailbox.last_code("brand-new@example.org")
+    assert "code" in code_mail["Subject"]
+
+
+def test_the_emailed_code_makes_the_account_and_a_wrong_one_does_not(client, db, mailbox):
+    asked = client.post("/api/v1/auth/signup", json={"email": "carla@example.org", **ASK})
+    assert asked.status_code == 202
+    wrong = client.post("/api/v1/auth/signup/confirm", json={"email": "carla@example.org", "code": "ABCDEFGH"})
+    unknown = client.post("/api/v1/auth/signup/confirm", json={"email": "nobody@example.org", "code": "ABCDEFGH"})
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.get_json()["detail"] == unknown.get_json()["detail"]
+    assert db.users.count_documents({"email": "carla@example.org"}) == 0
+    made = client.post("/api/v1/auth/signup/confirm",
+                       json={"email": "carla@example.org", "code": mailbox.last_code("carla@example.org")})
+    assert made.status_code == 201 and made.get_json()["email"] == "carla@example.org"
+    login = client.post("/api/v1/auth/login", json={"email": "carla@example.org", "password": PASSWORD})
+    assert login.status_code == 200
+    again = client.post("/api/v1/auth/signup/confirm",
+                        json={"email": "carla@example.org", "code": mailbox.last_code("carla@example.org")})
+    assert again.status_code == 401  # a code works once
+
+
+def test_a_taken_email_cannot_be_claimed_through_a_pending_signup(client, world, mailbox):
+    """An account is made for the email meanwhile (here by an admin): the code then makes nothing, and the answer
+    is the one a wrong code gets."""
+    asked = client.post("/api/v1/auth/signup", json={"email": "late@example.org", **ASK})
+    assert asked.status_code == 202
+    code = mailbox.last_code("late@example.org")
+    client.application.extensions["companion"].accounts.sign_up(
+        email="late@example.org", password="another password entirely", display_name="Late", role="caregiver",
+        time_zone="UTC")
+    taken = client.post("/api/v1/auth/signup/confirm", json={"email": "late@example.org", "code": code})
+    assert taken.status_code == 401
+
+
+def test_emergency_access_answers_the_same_for_a_patient_and_for_no_one(client, world):
+    clinician = world["clinician_other"]
+    body = {"reason": "unconscious in A&E, no team reachable", "minutes": 15}
+    real = client.post("/api/v1/emergency-access", headers=clinician.headers,
+                       json={**body, "patient_id": world["patient_a"].id})
+    made_up = client.post("/api/v1/emergency-access", headers=clinician.headers,
+                          json={**body, "patient_id": "0123456789abcdef01234567"})
+    assert real.status_code == made_up.status_code == 201
+    assert set(real.get_json()) == set(made_up.get_json()) == {"id", "patient_id", "expires_at"}
+    # The grant opens a real patient's record; for the made-up id there is nothing, as for any id.
+    assert client.get(f"/api/v1/patients/{world['patient_a'].id}", headers=clinician.headers).status_code == 200
+    assert client.get("/api/v1/patients/0123456789abcdef01234567", headers=clinician.headers).status_code == 404
+

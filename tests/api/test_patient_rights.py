@@ -1,0 +1,132 @@
+"""The patient's own rights (issue 15; checklist J7): who accessed their data, a download of everything held about
+them (with the FHIR and CSV exports a clinician gets), and closing the account with what is deleted, what is
+kept, for how long and why, said in the answer and in the README."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import time_machine
+
+from tests.support.world import PASSWORD
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _touch_the_record(client, world):
+    """The care team reads; an unrelated clinician is refused; the patient writes a diary entry."""
+    patient = world["patient_a"]
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=world["clinician_team"].headers).status_code == 200
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=world["clinician_other"].headers).status_code == 404
+    assert client.post(f"/api/v1/patients/{patient.id}/pain-entries", headers=patient.headers, json={
+        "client_entry_id": "rights-entry-1", "recorded_at": "2026-11-29T09:00:00+00:00", "nrs": 5,
+        "context": {"note": "after gardening"}}).status_code == 201
+
+
+def test_the_patient_sees_who_accessed_their_data_refusals_included(client, world):
+    patient = world["patient_a"]
+    _touch_the_record(client, world)
+    log = client.get(f"/api/v1/patients/{patient.id}/access-log", headers=patient.headers)
+    assert log.status_code == 200
+    seen = {(e["actor_name"], e["actor_role"], e["action"], e["outcome"]) for e in log.json["items"]}
+    assert ("Clinician Team", "clinician", "R", "success") in seen
+    assert ("Clinician Other", "clinician", "R", "denied") in seen
+    assert all(e["actor_id"] != patient.id for e in log.json["items"])  # their own acts are not "access"
+    assert "client_ip" not in json.dumps(log.json)
+    for other in ("clinician_team", "caregiver_linked", "patient_b"):
+        assert client.get(f"/api/v1/patients/{patient.id}/access-log",
+                          headers=world[other].headers).status_code in (403, 404)
+
+
+def test_the_patient_downloads_everything_held_about_them(client, world, services):
+    patient = world["patient_a"]
+    _touch_the_record(client, world)
+    answer = client.get(f"/api/v1/patients/{patient.id}/data-export", headers=patient.headers)
+    assert answer.status_code == 200 and answer.mimetype == "application/json"
+    assert answer.headers["Content-Disposition"].startswith("attachment;")
+    assert "no-store" in answer.headers["Cache-Control"]
+    record = answer.json
+    assert record["account"]["email"] == patient.email and record["account"]["status"] == "active"
+    assert [c["caregiver_name"] for c in record["consents"]["caregivers"]] == ["Caregiver Linked"]
+    assert [t["team_name"] for t in record["consents"]["care_teams"]] == ["Pain clinic A"]
+    assert [e["context"]["note"] for e in record["pain_diary"]] == ["after gardening"]
+    assert [g["id"] for g in record["gateways"]] == [world["gateway_a"].id]
+    assert "secret_hash" not in answer.get_data(as_text=True) and "password" not in answer.get_data(as_text=True)
+    assert any(e["actor_name"] == "Clinician Team" for e in record["access_log"])
+    assert record["access_log_complete"] is True
+    # The same FHIR and CSV exports a clinician gets.
+    fhir = client.get(f"/api/v1/patients/{patient.id}/exports/fhir?days=30", headers=patient.headers)
+    csv = client.get(f"/api/v1/patients/{patient.id}/exports/csv?days=30", headers=patient.headers)
+    assert fhir.status_code == csv.status_code == 200
+    assert fhir.json["resourceType"] == "Bundle" and csv.get_data(as_text=True).startswith("date,")
+    assert client.get(f"/api/v1/patients/{patient.id}/exports/fhir", headers=world["patient_b"].headers) \
+        .status_code == 404
+    assert client.get(f"/api/v1/patients/{patient.id}/data-export",
+                      headers=world["caregiver_linked"].headers).status_code == 403
+
+
+def test_the_closure_statement_is_the_one_in_the_readme(client, world, services):
+    patient = world["patient_a"]
+    statement = client.get(f"/api/v1/patients/{patient.id}/closure", headers=patient.headers).json
+    readme = README.read_text()
+    section = readme[readme.index("### Closing an account"):]
+    flat = re.sub(r"\s+", " ", section)
+    for line in statement["deleted_now"]:
+        assert line.split(":")[0].split(" (")[0] in flat, line
+    assert {k["for_days"] for k in statement["kept"]} == {services.settings.clinical_retention.days,
+                                                          services.settings.audit_retention.days}
+    assert "COMPANION_CLINICAL_RETENTION_DAYS" in section and "COMPANION_AUDIT_RETENTION_DAYS" in section
+
+
+def test_closing_the_account_deletes_what_it_says_keeps_what_it_says_and_ends_every_access(client, world, services,
+                                                                                           db):
+    patient, caregiver, clinician = world["patient_a"], world["caregiver_linked"], world["clinician_team"]
+    _touch_the_record(client, world)
+    client.put("/api/v1/me/push-tokens/phone-a", headers=patient.headers, json={"token": "tok-a", "platform": "ios"})
+    url = f"/api/v1/patients/{patient.id}/closure"
+    assert client.post(url, headers=patient.headers, json={"current_password": "nope", "confirm": True}) \
+        .status_code == 401
+    assert client.post(url, headers=patient.headers, json={"current_password": PASSWORD, "confirm": False}) \
+        .status_code == 422
+    closed = client.post(url, headers=patient.headers, json={"current_password": PASSWORD, "confirm": True})
+    assert closed.status_code == 200
+    assert closed.json["closed_at"] and closed.json["deleted_now"] and len(closed.json["kept"]) == 2
+    # Every access ends: the patient's own session, the caregiver, the gateway.
+    assert client.get("/api/v1/auth/me", headers=patient.headers).status_code == 401
+    assert client.post("/api/v1/auth/login", json={"email": patient.email, "password": PASSWORD}).status_code == 401
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=caregiver.headers).status_code == 404
+    assert client.get("/api/v1/gateway/devices", headers=world["gateway_a"].headers).status_code == 401
+    # Deleted at once.
+    assert db.push_tokens.count_documents({"user_id": patient.id}) == 0
+    assert db.users.find_one({"_id": patient.id})["email"] == f"closed:{patient.id}"
+    assert db.users.find_one({"_id": patient.id})["password_hash"] == ""
+    # Kept, for the care team.
+    assert db.pain_entries.count_documents({"patient_id": patient.id}) == 1
+    assert client.get(f"/api/v1/patients/{patient.id}/review/diary", headers=clinician.headers).status_code == 200
+    # The email is free for a new account.
+    assert services.accounts.sign_up(email=patient.email, password=PASSWORD, display_name="New", role="patient",
+                                     time_zone="UTC").id != patient.id
+
+
+def test_the_worker_deletes_the_clinical_record_when_its_retention_ends(client, world, services, db):
+    from companion.domain.access import CaregiverPermissions
+
+    patient = world["patient_a"]
+    _touch_the_record(client, world)
+    services.stores.care_links.grant(patient.id, world["caregiver_unlinked"].id, CaregiverPermissions())
+    closed = client.post(f"/api/v1/patients/{patient.id}/closure", headers=patient.headers,
+                         json={"current_password": PASSWORD, "confirm": True})
+    assert closed.status_code == 200
+    audit_before = db.audit_events.count_documents({"patient_ids": patient.id})
+    with time_machine.travel(datetime.now(UTC) + timedelta(days=3652)):
+        assert services.lifecycle.purge_expired_records() == {"patients": 0}
+    with time_machine.travel(datetime.now(UTC) + timedelta(days=3654)):
+        assert services.lifecycle.purge_expired_records() == {"patients": 1}
+    for collection in ("pain_entries", "care_links", "team_enrolments", "gateways", "devices", "push_outbox"):
+        assert db[collection].count_documents({"patient_id": patient.id}) == 0, collection
+    assert db.users.find_one({"_id": patient.id}) is None
+    # The audit trail keeps its own, shorter or longer, period.
+    assert db.audit_events.count_documents({"patient_ids": patient.id}) >= audit_before

@@ -1,0 +1,119 @@
+"""Every step that checks a credential is throttled (issue 15, finding 3): the staff TOTP step through the API
+and the clinician pages, refresh, gateway pairing, pairing-code creation, sign-up, emailed and admin-issued
+codes, gateway tokens. The counts live in the database (shared by every worker: the two-worker runs are in
+test_login_throttling.py). Waits grow and end; none is a lock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pyotp
+import time_machine
+
+from tests.support.world import PASSWORD, make_user
+
+
+def _enrolled_clinician(client, services, key="totp_doc"):
+    person = make_user(client, services, key=key, role="clinician")
+    mfa_token = services.tokens.mfa_token(person.id, "clinician")
+    secret = client.post("/api/v1/auth/mfa/enrol", json={"mfa_token": mfa_token}).json["secret"]
+    totp = pyotp.TOTP(secret)
+    assert client.post("/api/v1/auth/mfa/confirm", json={"mfa_token": mfa_token, "code": totp.now()}).status_code == 200
+    return person, totp
+
+
+def _wrong(code: str) -> str:
+    return f"{(int(code) + 1) % 1_000_000:06d}"
+
+
+def test_totp_guesses_through_the_api_are_slowed_down_and_the_right_code_waits_its_turn(client, services):
+    person, totp = _enrolled_clinician(client, services)
+    start = datetime.now(UTC) + timedelta(seconds=31)  # the next time step: the enrolment code's step is used
+    with time_machine.travel(start, tick=False) as clock:
+        step = client.post("/api/v1/auth/login", json={"email": person.email, "password": PASSWORD}).json
+        assert step["mfa_required"] is True
+        answers = [client.post("/api/v1/auth/mfa", json={"mfa_token": step["mfa_token"], "code": _wrong(totp.now())})
+                   for _ in range(60)]
+        statuses = [a.status_code for a in answers]
+        assert statuses[:3] == [401, 401, 401]  # three free mistakes
+        assert set(statuses[3:]) <= {401, 429} and statuses.count(429) >= 50
+        right = client.post("/api/v1/auth/mfa", json={"mfa_token": step["mfa_token"], "code": totp.now()})
+        assert right.status_code == 429, "the right code right after 60 wrong ones must wait"
+        wait = int(right.headers["Retry-After"])
+        assert 1 <= wait <= 300
+        clock.shift(timedelta(seconds=wait))
+        accepted = client.post("/api/v1/auth/mfa", json={"mfa_token": step["mfa_token"], "code": totp.now()})
+        assert accepted.status_code == 200 and "access_token" in accepted.json
+
+
+def test_totp_enrolment_confirmation_is_throttled_too(client, services):
+    person = make_user(client, services, key="new_doc", role="clinician")
+    mfa_token = services.tokens.mfa_token(person.id, "clinician")
+    secret = client.post("/api/v1/auth/mfa/enrol", json={"mfa_token": mfa_token}).json["secret"]
+    wrong = _wrong(pyotp.TOTP(secret).now())
+    statuses = [client.post("/api/v1/auth/mfa/confirm", json={"mfa_token": mfa_token, "code": wrong}).status_code
+                for _ in range(10)]
+    assert statuses[:3] == [422, 422, 422] and 429 in statuses[3:]
+
+
+def test_the_clinician_pages_code_step_shares_the_accounts_delay(app, client, services):
+    person, totp = _enrolled_clinician(client, services, key="web_doc")
+    with time_machine.travel(datetime.now(UTC) + timedelta(seconds=31), tick=False):
+        for _ in range(4):  # through the API: three free mistakes and one more
+            step = client.post("/api/v1/auth/login", json={"email": person.email, "password": PASSWORD}).json
+            client.post("/api/v1/auth/mfa", json={"mfa_token": step["mfa_token"], "code": _wrong(totp.now())})
+        page = app.test_client()
+        token = services.accounts.start_web_session(services.accounts.account(person.id), stage="mfa")
+        page.set_cookie("companion_web", token)
+        pending = services.accounts.pending_web_session(token)
+        answer = page.post("/clinician/login/code", data={"csrf_token": pending["csrf_token"], "code": totp.now()})
+        assert answer.status_code == 429
+
+
+def test_unknown_refresh_tokens_from_one_address_are_slowed_down(client):
+    statuses = [client.post("/api/v1/auth/refresh", json={"refresh_token": f"made-up-token-{i:04d}"}).status_code
+                for i in range(20)]
+    assert statuses[:10] == [401] * 10 and 429 in statuses[10:]
+
+
+def test_guessing_pairing_codes_is_slowed_down(client):
+    statuses = [client.post("/api/v1/gateways/pair", json={"code": f"AAAA{i:04d}", "name": "guess"}).status_code
+                for i in range(12)]
+    assert statuses[:5] == [401] * 5 and 429 in statuses[5:]
+
+
+def test_a_patient_can_make_a_few_pairing_codes_an_hour_not_endlessly(client, world):
+    patient = world["patient_b"]  # one code made already, pairing the world's gateway B
+    statuses = [client.post(f"/api/v1/patients/{patient.id}/pairing-codes", headers=patient.headers).status_code
+                for _ in range(12)]
+    assert statuses[:9] == [201] * 9 and 429 in statuses[9:]
+
+
+def test_sign_up_requests_from_one_address_are_limited(client):
+    body = {"password": PASSWORD, "display_name": "Someone", "time_zone": "UTC"}
+    statuses = [client.post("/api/v1/auth/signup", json={"email": f"new{i}@example.org", **body}).status_code
+                for i in range(12)]
+    assert statuses[:10] == [202] * 10 and statuses[10:] == [429, 429]
+
+
+def test_one_mailbox_is_not_flooded_with_sign_up_mail(client, mailbox):
+    body = {"email": "flooded@example.org", "password": PASSWORD, "display_name": "Someone", "time_zone": "UTC"}
+    statuses = [client.post("/api/v1/auth/signup", json=body).status_code for _ in range(6)]
+    assert statuses[:3] == [202] * 3 and 429 in statuses[3:]
+    assert len(mailbox.messages("flooded@example.org")) == 3
+
+
+def test_guessing_reset_codes_is_slowed_down(client, world):
+    admin, caregiver = world["admin"], world["caregiver_unlinked"]
+    assert client.post(f"/api/v1/admin/users/{caregiver.id}/password-reset", headers=admin.headers).status_code == 201
+    statuses = [client.post("/api/v1/auth/password-reset", json={
+        "email": caregiver.email, "code": f"BBBB{i:04d}", "new_password": "a new passphrase here"}).status_code
+        for i in range(8)]
+    assert statuses[:5] == [401] * 5 and 429 in statuses[5:]
+
+
+def test_guessing_a_gateways_secret_is_slowed_down(client, world):
+    gateway = world["gateway_a"]
+    statuses = [client.post("/api/v1/auth/gateway-token", json={
+        "gateway_id": gateway.id, "gateway_secret": f"guess-{i}"}).status_code for i in range(14)]
+    assert statuses[:10] == [401] * 10 and 429 in statuses[10:]

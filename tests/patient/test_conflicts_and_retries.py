@@ -1,0 +1,149 @@
+"""Versions as ETags on reminders, the therapy plan and the profile: If-Match refuses a stale version with
+412 and the current object, If-None-Match answers 304, retries of a change or a deletion succeed as the
+first did; an occurrence's outcome names when it happened; today shows the plan's goals."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from tests.patient.conftest import START
+from tests.patient.helpers import PLAN
+from tests.support.problems import assert_problem
+
+REMINDER = {"kind": "tens", "title": "Morning session", "completion_window_min": 60,
+            "schedule": {"type": "weekly", "times": ["09:30"], "start_date": "2026-03-02"}}
+
+
+def base(world) -> str:
+    return f"/api/v1/patients/{world['patient_a'].id}"
+
+
+def with_tag(world, etag: str, who: str = "patient_a") -> dict:
+    return {**world[who].headers, "If-Match": etag}
+
+
+def test_a_reminder_change_naming_a_stale_version_is_refused_with_the_current_reminder(client, world, db):
+    created = client.post(f"{base(world)}/reminders", json=REMINDER, headers=world["patient_a"].headers)
+    target = f"{base(world)}/reminders/{created.json['id']}"
+    renamed = client.patch(target, json={"title": "Session"}, headers=with_tag(world, created.headers["ETag"]))
+    assert renamed.status_code == 200 and renamed.headers["ETag"] == f'"{renamed.json["version"]}"'
+    stale = client.patch(target, json={"title": "Other"}, headers=with_tag(world, created.headers["ETag"]))
+    body = assert_problem(stale, 412)
+    assert body["current"]["title"] == "Session" and stale.headers["ETag"] == renamed.headers["ETag"]
+    assert_problem(client.delete(target, headers=with_tag(world, created.headers["ETag"])), 412)
+    assert db.reminders.find_one({})["active"] is True
+
+
+def test_a_retried_reminder_change_and_stop_succeed_as_the_first_did(client, world, db):
+    created = client.post(f"{base(world)}/reminders", json=REMINDER, headers=world["patient_a"].headers)
+    target = f"{base(world)}/reminders/{created.json['id']}"
+    change = {"schedule": {"type": "weekly", "times": ["10:00"]}}  # no start_date: the current one is kept
+    first = client.patch(target, json=change, headers=with_tag(world, created.headers["ETag"]))
+    again = client.patch(target, json=change, headers=with_tag(world, created.headers["ETag"]))
+    assert (first.status_code, again.status_code) == (200, 200) and again.json == first.json
+    assert first.json["schedule"]["start_date"] == "2026-03-02"
+    assert client.delete(target, headers=with_tag(world, first.headers["ETag"])).status_code == 204
+    assert client.delete(target, headers=with_tag(world, first.headers["ETag"])).status_code == 204
+    assert client.get(target, headers=world["patient_a"].headers).json["active"] is False
+    assert db.reminder_occurrences.count_documents({"status": "pending"}) == 0
+
+
+def test_reading_a_reminder_the_plan_or_the_profile_again_with_its_etag_answers_304(client, world):
+    headers = world["patient_a"].headers
+    reminder = client.post(f"{base(world)}/reminders", json=REMINDER, headers=headers)
+    client.put(f"{base(world)}/therapy-plan", json=PLAN, headers=world["clinician_team"].headers)
+    for path in (f"/reminders/{reminder.json['id']}", "/therapy-plan", ""):
+        first = client.get(f"{base(world)}{path}", headers=headers)
+        again = client.get(f"{base(world)}{path}", headers={**headers, "If-None-Match": first.headers["ETag"]})
+        assert (again.status_code, again.headers["ETag"]) == (304, first.headers["ETag"]), path
+
+
+def test_a_new_plan_version_naming_a_replaced_one_is_refused_with_the_current_plan(client, world, db):
+    clinician = world["clinician_team"].headers
+    none_yet = client.get(f"{base(world)}/therapy-plan", headers=clinician)
+    assert none_yet.headers["ETag"] == '"0"'
+    first = client.put(f"{base(world)}/therapy-plan", json=PLAN, headers={**clinician, "If-Match": '"0"'})
+    assert (first.status_code, first.headers["ETag"]) == (201, '"1"')
+    colleague = client.put(f"{base(world)}/therapy-plan", json=PLAN, headers={**clinician, "If-Match": '"1"'})
+    assert colleague.status_code == 201
+    stale = client.put(f"{base(world)}/therapy-plan", json=PLAN, headers={**clinician, "If-Match": '"1"'})
+    body = assert_problem(stale, 412)
+    assert (body["current"]["version"], stale.headers["ETag"]) == (2, '"2"')
+    assert db.therapy_plans.count_documents({}) == 2
+
+
+def test_a_profile_change_naming_a_stale_version_is_refused_and_a_change_without_one_keeps_other_fields(client, world):
+    target = base(world)
+    first = client.get(target, headers=world["patient_a"].headers)
+    renamed = client.patch(target, json={"display_name": "Maria"}, headers=with_tag(world, first.headers["ETag"]))
+    assert renamed.status_code == 200 and renamed.json["version"] == first.json["version"] + 1
+    body = assert_problem(client.patch(target, json={"caregiver_alert_delay_min": 30},
+                                       headers=with_tag(world, first.headers["ETag"])), 412)
+    assert body["current"]["display_name"] == "Maria"
+    quiet = client.patch(target, json={"quiet_hours": {"start": "22:00", "end": "07:00"}},
+                         headers=world["patient_a"].headers).json
+    assert (quiet["display_name"], quiet["quiet_hours"]) == ("Maria", {"start": "22:00", "end": "07:00"})
+    unchanged = client.patch(target, json={"display_name": "Maria"}, headers=world["patient_a"].headers).json
+    assert unchanged["version"] == quiet["version"]
+
+
+def test_an_outcome_says_when_it_happened_and_late_ones_are_kept_but_not_on_time(client, world, services, clock):
+    headers = world["patient_a"].headers
+    client.post(f"{base(world)}/reminders", json=REMINDER, headers=headers)
+    first = client.get(f"{base(world)}/occurrences", headers=headers, query_string={
+        "from": START.isoformat(), "to": (START + timedelta(days=1)).isoformat()}).json["items"][0]
+    clock.move_to(datetime(2026, 3, 2, 11, 0, tzinfo=UTC))  # the 09:30 window closed at 10:30
+    services.reminders.mark_missed(datetime.now(UTC))
+    target = f"{base(world)}/occurrences/{first['id']}"
+    too_early = client.patch(target, json={"status": "done", "at": "2026-03-02T08:00:00+00:00"}, headers=headers)
+    assert assert_problem(too_early, 422)["errors"] == {"at": ["too early"]}
+    on_time = client.patch(target, json={"status": "done", "at": "2026-03-02T10:00:00+00:00"}, headers=headers).json
+    assert (on_time["status"], on_time["on_time"], on_time["status_at"][:16]) == ("done", True, "2026-03-02T10:00")
+    assert client.patch(target, json={"status": "done"}, headers=headers).status_code == 200
+    assert_problem(client.patch(target, json={"status": "skipped", "skip_reason": "x"}, headers=headers), 409)
+
+
+def test_a_snooze_before_the_due_time_counts_from_it(client, world, clock):
+    headers = world["patient_a"].headers
+    client.post(f"{base(world)}/reminders", json=REMINDER, headers=headers)
+    first = client.get(f"{base(world)}/occurrences", headers=headers, query_string={
+        "from": START.isoformat(), "to": (START + timedelta(days=1)).isoformat()}).json["items"][0]
+    clock.move_to(datetime(2026, 3, 2, 9, 10, tzinfo=UTC))
+    snoozed = client.post(f"{base(world)}/occurrences/{first['id']}/snooze", json={"minutes": 15}, headers=headers)
+    assert snoozed.json["snoozed_until"].startswith("2026-03-02T09:45")
+
+
+def test_today_shows_the_mindfulness_goal_even_when_it_does_not_count_towards_adherence(client, world, services):
+    plan = {**PLAN, "mindfulness": {"minutes_per_day": 10, "sessions_per_week": 3}}  # counts: default false
+    client.put(f"{base(world)}/therapy-plan", json=plan, headers=world["clinician_team"].headers)
+    services.library.load()
+    headers = world["patient_a"].headers
+    started = client.post(f"{base(world)}/practice", json={"item_slug": "three-breath-reset"}, headers=headers).json
+    client.post(f"{base(world)}/practice/{started['id']}/complete", json={"minutes": 2, "completed_at": (
+        START + timedelta(minutes=3)).isoformat()}, headers=headers)
+    today = client.get(f"{base(world)}/today", headers=headers).json["mindfulness"]
+    assert today == {"state": "progress", "fraction": 0.2, "minutes": 2.0, "minutes_target": 10.0, "done": 1,
+                     "planned": 0, "counts_towards_adherence": False,
+                     "goal": {"minutes_per_day": 10, "sessions_per_week": 3}, "sessions_this_week": 1}
+
+
+def test_today_shows_a_weekly_mindfulness_goal_with_no_daily_minutes(client, world):
+    plan = {**PLAN, "mindfulness": {"minutes_per_day": None, "sessions_per_week": 4}}
+    client.put(f"{base(world)}/therapy-plan", json=plan, headers=world["clinician_team"].headers)
+    today = client.get(f"{base(world)}/today", headers=world["patient_a"].headers).json["mindfulness"]
+    assert (today["goal"], today["sessions_this_week"], today["state"]) == (
+        {"minutes_per_day": None, "sessions_per_week": 4}, 0, "no_tasks")
+
+
+def test_retried_deletes_of_a_caregiver_link_a_phone_and_a_unit_succeed_as_the_first_did(client, world, services):
+    patient = world["patient_a"]
+    link = services.stores.care_links.active(patient.id, world["caregiver_linked"].id).id
+    for _ in range(2):
+        assert client.delete(f"{base(world)}/caregivers/{link}", headers=patient.headers).status_code == 204
+    assert_problem(client.delete(f"{base(world)}/caregivers/no-such-link", headers=patient.headers), 404)
+    client.put("/api/v1/me/push-tokens/phone-9", json={"token": "t-9", "platform": "android"}, headers=patient.headers)
+    for _ in range(2):
+        assert client.delete("/api/v1/me/push-tokens/phone-9", headers=patient.headers).status_code == 204
+    for _ in range(2):
+        assert client.delete(f"{base(world)}/devices/{world.a_device}", headers=patient.headers).status_code == 204
+    assert services.stores.devices.get(world.a_device) is None

@@ -1,0 +1,247 @@
+"""Change feeds: every collection the app syncs hands out creations, changes and deletions (tombstones) in
+order, never reads past a write that has not finished, moves on from a writer that died, re-stamps a
+writer that was given up, and tells a phone whose cursor is too old to resync in full."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.patient.conftest import START
+from tests.patient.helpers import PLAN
+from tests.support.problems import assert_problem
+from tests.support.world import login
+
+
+def base(world) -> str:
+    return f"/api/v1/patients/{world['patient_a'].id}"
+
+
+def follow(client, world, feed: str, cursor: str | None = None, who: str = "patient_a", limit: int = 500):
+    """Read a feed to its end from ``cursor``: (items in order, the cursor to continue from)."""
+    items = []
+    while True:
+        query = {"limit": limit} | ({"cursor": cursor} if cursor else {})
+        answer = client.get(f"{base(world)}/{feed}/changes", query_string=query, headers=world[who].headers)
+        assert answer.status_code == 200, answer.json
+        items += answer.json["items"]
+        cursor = answer.json["next_cursor"]
+        if not answer.json["has_more"]:
+            return items, cursor
+
+
+def months_later(client, world, clock, days: int) -> None:
+    """Move the clock on and sign the patient in again (access tokens do not last months)."""
+    clock.shift(timedelta(days=days).total_seconds())
+    patient = world["patient_a"]
+    world.people["patient_a"] = login(client, "patient_a", patient.email, patient.id, "patient")
+
+
+def entry(n: int) -> dict:
+    return {"client_entry_id": f"feed-entry-{n:04d}", "recorded_at": (START - timedelta(hours=n)).isoformat(),
+            "nrs": n % 11}
+
+
+REMINDER = {"kind": "medication", "title": "Tablet", "completion_window_min": 60,
+            "schedule": {"type": "weekly", "times": ["09:30", "18:00"], "start_date": "2026-03-02"}}
+
+
+def test_the_reminder_and_occurrence_feeds_carry_creation_change_stop_and_cancellations(client, world):
+    headers = world["patient_a"].headers
+    created = client.post(f"{base(world)}/reminders", json=REMINDER, headers=headers).json
+    reminders, r_cursor = follow(client, world, "reminders")
+    occurrences, o_cursor = follow(client, world, "occurrences")
+    assert [r["id"] for r in reminders] == [created["id"]]
+    assert {(o["local_date"], o["local_time"]) for o in occurrences} == {  # two days ahead
+        ("2026-03-02", "09:30"), ("2026-03-02", "18:00"), ("2026-03-03", "09:30"), ("2026-03-03", "18:00")}
+    changed = client.patch(f"{base(world)}/reminders/{created['id']}", headers=headers,
+                           json={"schedule": {"type": "weekly", "times": ["09:30"]}}).json
+    stopped_later = client.delete(f"{base(world)}/reminders/{created['id']}", headers=headers)
+    assert stopped_later.status_code == 204
+    reminders, _ = follow(client, world, "reminders", r_cursor)
+    assert [(r["id"], r["active"], r["schedule"]["times"]) for r in reminders] == [(created["id"], False, ["09:30"])]
+    assert reminders[0]["version"] > changed["version"] > created["version"]
+    occurrences, _ = follow(client, world, "occurrences", o_cursor)
+    assert {(o["local_date"], o["local_time"], o["status"], o["deleted"]) for o in occurrences} == {
+        ("2026-03-02", "09:30", "cancelled", True), ("2026-03-02", "18:00", "cancelled", True),
+        ("2026-03-03", "09:30", "cancelled", True), ("2026-03-03", "18:00", "cancelled", True)}
+
+
+def test_an_occurrence_recorded_missed_or_snoozed_comes_through_its_feed(client, world, services, clock):
+    headers = world["patient_a"].headers
+    client.post(f"{base(world)}/reminders", json=REMINDER, headers=headers)
+    _, cursor = follow(client, world, "occurrences")
+    first = client.get(f"{base(world)}/occurrences", headers=headers, query_string={
+        "from": START.isoformat(), "to": (START + timedelta(days=1)).isoformat()}).json["items"][0]
+    clock.move_to(datetime(2026, 3, 2, 9, 35, tzinfo=UTC))
+    client.post(f"{base(world)}/occurrences/{first['id']}/snooze", json={"minutes": 10}, headers=headers)
+    clock.move_to(datetime(2026, 3, 2, 19, 30, tzinfo=UTC))
+    services.reminders.mark_missed(datetime.now(UTC))
+    changes, cursor = follow(client, world, "occurrences", cursor)
+    assert sorted((o["local_time"], o["status"]) for o in changes) == [("09:30", "missed"), ("18:00", "missed")]
+    client.patch(f"{base(world)}/occurrences/{first['id']}", headers=headers,
+                 json={"status": "done", "at": "2026-03-02T09:50:00+00:00"})
+    (done,), _ = follow(client, world, "occurrences", cursor)
+    assert (done["id"], done["status"], done["on_time"]) == (first["id"], "done", True)
+
+
+def test_the_plan_feed_carries_each_version_and_the_closing_of_the_one_before(client, world):
+    clinician = world["clinician_team"].headers
+    first = client.put(f"{base(world)}/therapy-plan", json=PLAN, headers=clinician).json
+    _, cursor = follow(client, world, "therapy-plan")
+    second = client.put(f"{base(world)}/therapy-plan", json=PLAN, headers=clinician).json
+    changes, _ = follow(client, world, "therapy-plan", cursor)
+    assert [(p["version"], p["active_to"] is None) for p in changes] == [(2, True), (1, False)]
+    assert [p["id"] for p in changes] == [second["id"], first["id"]]
+
+
+def test_the_practice_and_favourite_feeds_carry_starts_completions_and_removals(client, world, services, clock):
+    services.library.load()
+    headers = world["patient_a"].headers
+    started = client.post(f"{base(world)}/practice", json={"item_slug": "three-breath-reset"}, headers=headers).json
+    clock.shift(120)
+    client.post(f"{base(world)}/practice/{started['id']}/complete", json={}, headers=headers)
+    practice, _ = follow(client, world, "practice")
+    assert [(p["id"], p["minutes"]) for p in practice] == [(started["id"], 2.0)]
+    client.put(f"{base(world)}/favourites/three-breath-reset", headers=headers)
+    _, cursor = follow(client, world, "favourites")
+    assert client.delete(f"{base(world)}/favourites/three-breath-reset", headers=headers).status_code == 204
+    assert client.delete(f"{base(world)}/favourites/three-breath-reset", headers=headers).status_code == 204
+    removed, cursor = follow(client, world, "favourites", cursor)
+    assert [(f["item_slug"], f["deleted"]) for f in removed] == [("three-breath-reset", True)]
+    client.put(f"{base(world)}/favourites/three-breath-reset", headers=headers)
+    back, _ = follow(client, world, "favourites", cursor)
+    assert [(f["item_slug"], f["deleted"]) for f in back] == [("three-breath-reset", False)]
+    assert [i["slug"] for i in client.get(f"{base(world)}/favourites", headers=headers).json["items"]] == \
+        ["three-breath-reset"]
+    assert_problem(client.delete(f"{base(world)}/favourites/body-scan-20", headers=headers), 404)
+
+
+def test_a_feed_never_reads_past_a_change_whose_write_has_not_finished(client, world, services):
+    """A slow writer reserves its number, a faster one writes after it: the feed waits for the slow one."""
+    pid, headers = world["patient_a"].id, world["patient_a"].headers
+    slow = services.changes.stamp(pid, services.stores.pain_entries)
+    seq = slow.__enter__()  # reserved, not yet written
+    fast = client.post(f"{base(world)}/pain-entries", json=entry(2), headers=headers).json
+    before, cursor = follow(client, world, "pain-entries")
+    assert before == []
+    services.stores.pain_entries.add(pid, {"client_entry_id": "slow-writer-1", "recorded_at": START, "nrs": 4},
+                                     START, seq)
+    slow.__exit__(None, None, None)
+    after, _ = follow(client, world, "pain-entries", cursor)
+    assert [e["client_entry_id"] for e in after] == ["slow-writer-1", fast["client_entry_id"]]
+
+
+def test_a_feed_moves_on_from_a_writer_that_died_after_the_settle_time(client, world, services, clock):
+    pid, headers = world["patient_a"].id, world["patient_a"].headers
+    services.stores.change_sequences.reserve(pid, 1, datetime.now(UTC))  # its process dies here
+    client.post(f"{base(world)}/pain-entries", json=entry(3), headers=headers)
+    assert follow(client, world, "pain-entries")[0] == []
+    clock.shift(services.settings.sync_settle.total_seconds() + 1)
+    assert [e["client_entry_id"] for e in follow(client, world, "pain-entries")[0]] == ["feed-entry-0003"]
+
+
+def test_a_write_that_outlived_its_reservation_is_stamped_again_and_still_seen(client, world, services, clock):
+    pid, headers = world["patient_a"].id, world["patient_a"].headers
+    client.post(f"{base(world)}/pain-entries", json=entry(1), headers=headers)
+    late = services.changes.stamp(pid, services.stores.pain_entries)
+    seq = late.__enter__()
+    clock.shift(services.settings.sync_settle.total_seconds() + 1)
+    seen, cursor = follow(client, world, "pain-entries")  # gives the late writer up, reads past its number
+    assert [e["client_entry_id"] for e in seen] == ["feed-entry-0001"] and int(cursor) >= seq
+    services.stores.pain_entries.add(pid, {"client_entry_id": "late-writer-1", "recorded_at": START, "nrs": 5},
+                                     START, seq)
+    late.__exit__(None, None, None)  # finds its reservation given up: stamps its write again
+    later, _ = follow(client, world, "pain-entries", cursor)
+    assert [e["client_entry_id"] for e in later] == ["late-writer-1"]
+    assert later[0]["version"] > int(cursor)
+
+
+def test_tombstones_are_purged_after_the_sync_window_and_older_cursors_must_resync(client, world, services, clock):
+    headers = world["patient_a"].headers
+    ids = [client.post(f"{base(world)}/pain-entries", json=entry(n), headers=headers).json["id"] for n in (1, 2, 3)]
+    _, old_cursor = follow(client, world, "pain-entries")
+    client.delete(f"{base(world)}/pain-entries/{ids[0]}", headers=headers)
+    _, recent_cursor = follow(client, world, "pain-entries", old_cursor)
+    months_later(client, world, clock, 89)
+    assert services.housekeeping.purge_expired()["tombstones"] == 0
+    months_later(client, world, clock, 2)
+    assert services.housekeeping.purge_expired()["tombstones"] == 1
+    assert services.db.pain_entries.count_documents({"_id": ids[0]}) == 0
+    body = assert_problem(client.get(f"{base(world)}/pain-entries/changes", query_string={"cursor": old_cursor},
+                                     headers=world["patient_a"].headers), 410)
+    assert "older than the sync window" in body["detail"]
+    assert follow(client, world, "pain-entries", recent_cursor)[0] == []
+    fresh, _ = follow(client, world, "pain-entries")
+    assert sorted(e["id"] for e in fresh) == sorted(ids[1:])
+
+
+def test_a_deleted_entry_can_no_longer_be_found_once_its_tombstone_is_purged(client, world, services, clock):
+    headers = world["patient_a"].headers
+    gone = client.post(f"{base(world)}/pain-entries", json=entry(1), headers=headers).json["id"]
+    client.delete(f"{base(world)}/pain-entries/{gone}", headers=headers)
+    months_later(client, world, clock, 91)
+    services.housekeeping.purge_expired()
+    assert_problem(client.delete(f"{base(world)}/pain-entries/{gone}", headers=world["patient_a"].headers), 404)
+
+
+@pytest.mark.parametrize("limit", [1, 2, 7])
+def test_paging_a_feed_in_any_page_size_gives_every_change_once_in_order(client, world, limit):
+    headers = world["patient_a"].headers
+    ids = [client.post(f"{base(world)}/pain-entries", json=entry(n), headers=headers).json["id"] for n in range(8)]
+    client.patch(f"{base(world)}/pain-entries/{ids[2]}", json={"nrs": 10}, headers=headers)
+    items, _ = follow(client, world, "pain-entries", limit=limit)
+    assert [e["id"] for e in items] == ids[:2] + ids[3:] + [ids[2]]
+    assert [e["version"] for e in items] == sorted(e["version"] for e in items)
+
+
+def test_a_feed_is_only_for_those_related_to_the_patient(client, world):
+    answer = client.get(f"{base(world)}/occurrences/changes", headers=world["patient_b"].headers)
+    assert_problem(answer, 404)
+
+
+def test_a_caregiver_without_note_permission_reads_the_occurrence_feed_without_skip_reasons(client, world, clock):
+    headers = world["patient_a"].headers
+    client.post(f"{base(world)}/reminders", json=REMINDER, headers=headers)
+    first = follow(client, world, "occurrences")[0][0]
+    clock.move_to(datetime(2026, 3, 2, 9, 40, tzinfo=UTC))
+    client.patch(f"{base(world)}/occurrences/{first['id']}", json={"status": "skipped", "skip_reason": "felt low"},
+                 headers=headers)
+    seen = {o["id"]: o for o in follow(client, world, "occurrences", who="caregiver_linked")[0]}
+    assert (seen[first["id"]]["status"], seen[first["id"]]["skip_reason"]) == ("skipped", None)
+
+
+def test_the_session_feed_hands_out_records_uploaded_late_in_the_order_they_were_stored(client, world):
+    from tests.support.records import session_record
+
+    gateway = world["gateway_a"]
+    recent = [session_record(world.a_device, seq) for seq in (5, 6, 7)]
+    assert client.post("/api/v1/gateway/session-records", json={"records": recent}, headers=gateway.headers).status_code == 200
+    first, cursor = follow(client, world, "sessions")
+    assert [s["record_id"] for s in first] == [f"{world.a_device}:{n}" for n in (5, 6, 7)]
+    late = [session_record(world.a_device, seq, started_at=START - timedelta(days=3, hours=seq)) for seq in (1, 2)]
+    client.post("/api/v1/gateway/session-records", json={"records": late + recent}, headers=gateway.headers)
+    later, _ = follow(client, world, "sessions", cursor)
+    assert [s["record_id"] for s in later] == [f"{world.a_device}:{n}" for n in (1, 2)]
+
+
+def test_documents_written_before_change_feeds_are_numbered_once_by_the_migration_step_and_then_synced(client, world, services):
+    pid = world["patient_a"].id
+    services.db.pain_entries.insert_one({"_id": "legacy-1", "patient_id": pid, "client_entry_id": "legacy-0001",
+                                         "recorded_at": START, "nrs": 3, "deleted": False})
+    assert follow(client, world, "pain-entries")[0] == []
+    assert services.housekeeping.number_unsynced() == 1
+    assert [e["id"] for e in follow(client, world, "pain-entries")[0]] == ["legacy-1"]
+    services.db.pain_entries.insert_one({"_id": "legacy-2", "patient_id": pid, "client_entry_id": "legacy-0002",
+                                         "recorded_at": START, "nrs": 3, "deleted": False})
+    assert services.housekeeping.number_unsynced() == 0  # done once: the collections are not scanned again
+
+
+def test_a_patient_whose_change_numbers_cannot_be_reserved_gets_a_503_to_retry_and_nothing_is_written(
+        client, world, db, monkeypatch):
+    monkeypatch.setattr("companion.store.changes.ATTEMPTS", 0)  # as if other writers always came first
+    answer = client.post(f"{base(world)}/pain-entries", json=entry(1), headers=world["patient_a"].headers)
+    assert_problem(answer, 503)
+    assert answer.headers["Retry-After"] == "1"
+    assert db.pain_entries.count_documents({}) == 0

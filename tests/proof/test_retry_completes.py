@@ -1,0 +1,82 @@
+"""A use case of several writes, interrupted between any two of them, is finished by a retry of the same
+request, with nothing doubled.
+
+The fault hook is the store method of the next write, made to fail as a dead database would (pymongo's
+ConnectionFailure, answered 503): everything before it is stored, nothing after it. Then the client retries
+exactly as it would in the field (the gateway resends its batch; the app resends with its Idempotency-Key).
+"""
+
+from __future__ import annotations
+
+import pytest
+from pymongo.errors import ConnectionFailure
+
+from tests.support.records import session_record
+from tests.support.world import PASSWORD, login
+
+RECORDS = "/api/v1/gateway/session-records"
+
+
+def _dead_database(*args, **kwargs):
+    raise ConnectionFailure("the database went away mid-request")
+
+
+def _batch(world):
+    # Seq 2 ended with the electrodes off and seq 3 on a flat battery: each raises a device event.
+    return [session_record(world.a_device, 1), session_record(world.a_device, 2, end_reason="electrode_off"),
+            session_record(world.a_device, 3, end_reason="battery", battery_pct=9)]
+
+
+@pytest.mark.parametrize("crash_before", ["device events", "unit status"])
+def test_an_upload_interrupted_after_its_records_is_finished_by_the_gateways_retry(
+        client, world, db, services, monkeypatch, crash_before):
+    store, method = {"device events": (services.stores.device_events, "record"),
+                     "unit status": (services.stores.devices, "note_upload")}[crash_before]
+    monkeypatch.setattr(store, method, _dead_database)
+    batch = _batch(world)
+    first = client.post(RECORDS, json={"records": batch}, headers=world["gateway_a"].headers)
+    assert first.status_code == 503
+    assert db.session_records.count_documents({}) == 3  # the first write landed
+    monkeypatch.undo()
+    retry = client.post(RECORDS, json={"records": batch}, headers=world["gateway_a"].headers)
+    assert retry.status_code == 200
+    assert {r["status"] for r in retry.json["results"]} == {"duplicate"}
+    events = sorted((e["record_id"], e["kind"]) for e in db.device_events.find())
+    assert events == [(f"{world.a_device}:2", "electrode_off"), (f"{world.a_device}:3", "battery_low")]
+    status = db.devices.find_one({"_id": world.a_device})["status"]
+    assert (status["last_record_seq"], status["battery_pct"]) == (3, 9)
+    again = client.post(RECORDS, json={"records": batch}, headers=world["gateway_a"].headers)
+    assert again.status_code == 200 and db.device_events.count_documents({}) == 2
+
+
+def test_a_reminder_interrupted_before_its_occurrences_is_finished_by_the_apps_retry(client, world, db, services,
+                                                                                   monkeypatch):
+    patient = world["patient_a"]
+    request = {"json": {"kind": "tens", "title": "Morning session", "schedule": {"type": "weekly", "times": ["08:00"]}},
+               "headers": {**patient.headers, "Idempotency-Key": "reminder-retry-0001"}}
+    monkeypatch.setattr(services.stores.occurrences, "insert_new", _dead_database)
+    first = client.post(f"/api/v1/patients/{patient.id}/reminders", **request)
+    assert first.status_code == 503
+    assert db.reminders.count_documents({"patient_id": patient.id}) == 1
+    assert db.reminder_occurrences.count_documents({"patient_id": patient.id}) == 0
+    monkeypatch.undo()
+    retry = client.post(f"/api/v1/patients/{patient.id}/reminders", **request)
+    assert retry.status_code == 201
+    assert db.reminders.count_documents({"patient_id": patient.id}) == 1
+    assert retry.json["id"] == db.reminders.find_one({"patient_id": patient.id})["_id"]
+    assert db.reminder_occurrences.count_documents({"patient_id": patient.id}) >= 2  # today's or tomorrow's and on
+
+
+def test_a_password_change_interrupted_before_ending_the_sessions_leaves_no_old_session_alive(client, world, services,
+                                                                                            monkeypatch):
+    patient = world["patient_a"]
+    other_phone = login(client, "patient_a", patient.email, patient.id, "patient")
+    monkeypatch.setattr(services.stores.token_families, "revoke_all_for_user", _dead_database)
+    changed = client.post("/api/v1/auth/password", headers=patient.headers,
+                          json={"current_password": PASSWORD, "new_password": "a brand new passphrase"})
+    assert changed.status_code == 503
+    monkeypatch.undo()
+    for session in (patient, other_phone):
+        assert client.get("/api/v1/auth/me", headers=session.headers).status_code == 401
+    fresh = client.post("/api/v1/auth/login", json={"email": patient.email, "password": "a brand new passphrase"})
+    assert fresh.status_code == 200

@@ -1,0 +1,194 @@
+"""Reminders at the edges, through the worker's own jobs (its job table), the real firebase-admin and the
+loopback FCM emulator, on a clock moved by the test: a snooze before the due time, the patient's "done"
+racing the worker's missed-marking, a move east that jumps over a slot, and two slots that the
+spring-forward gap makes fall due at the same instant."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+from companion.jobs.worker import Worker
+from tests.scheduler.helpers import daily_reminder, link_caregiver, make_person, phone, services_on
+
+T10 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+
+
+def run_jobs(db, settings, clock, sender, *job_ids: str) -> None:
+    """Run these jobs of the worker's job table, in this order, as the leader would."""
+    specs = {spec.id: spec for spec in Worker(services_on(db, settings, clock, sender), holder="test").specs()}
+    for job_id in job_ids:
+        specs[job_id].run()
+
+
+def minute_by_minute(db, settings, clock, traveller, sender, start: datetime, end: datetime) -> None:
+    """The worker's reminder and push jobs every minute from ``start`` to ``end`` (inclusive)."""
+    at = start
+    while at <= end:
+        traveller.move_to(at)
+        run_jobs(db, settings, clock, sender, "reminders-dispatch", "push-send")
+        at += timedelta(minutes=1)
+
+
+def race(*actions) -> None:
+    """Run the actions at the same moment, each in its own thread; raise the first error any of them met."""
+    barrier = threading.Barrier(len(actions))
+    errors: list[BaseException] = []
+
+    def run(action):
+        try:
+            barrier.wait()
+            action()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(action,)) for action in actions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def occurrence_at(db, patient, due: datetime) -> dict:
+    return db.reminder_occurrences.find_one({"patient_id": patient.id, "due_at": due})
+
+
+def test_a_snooze_before_the_due_time_counts_from_it_and_only_the_snoozed_push_arrives(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    patient = make_person(jobs_db, "patient")
+    token = phone(jobs_db, patient)
+    daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02", window_min=60)
+    traveller.move_to(T10 - timedelta(minutes=30))
+    occurrence = occurrence_at(jobs_db, patient, T10)
+    snoozed = services_on(jobs_db, settings, clock).reminders.snooze(patient.id, occurrence["_id"], 15)
+    assert snoozed["snoozed_until"] == T10 + timedelta(minutes=15)
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, T10 - timedelta(minutes=2), T10 + timedelta(minutes=20))
+    assert [(d.received_at, d.body["message"]["data"]["kind"]) for d in emulator.delivered_to(token)] == [
+        (T10 + timedelta(minutes=15), "reminder_repeat")]
+    traveller.move_to(T10 + timedelta(minutes=65))
+    run_jobs(jobs_db, settings, clock, sender, "reminders-missed", "push-send")
+    assert len(emulator.delivered_to(token)) == 1  # reminded by the snooze: no "you missed" summary
+
+
+def test_a_snooze_after_the_due_time_counts_from_now(jobs_db, settings, clock, traveller, sender, emulator):
+    patient = make_person(jobs_db, "patient")
+    token = phone(jobs_db, patient)
+    daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02", window_min=60)
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, T10, T10 + timedelta(minutes=5))
+    occurrence = occurrence_at(jobs_db, patient, T10)
+    services_on(jobs_db, settings, clock).reminders.snooze(patient.id, occurrence["_id"], 10)
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, T10 + timedelta(minutes=6), T10 + timedelta(minutes=20))
+    assert [d.received_at for d in emulator.delivered_to(token)] == [T10, T10 + timedelta(minutes=15)]
+
+
+def test_done_within_the_window_wins_against_the_worker_marking_missed_whichever_comes_first(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    rounds = 40
+    patients = [make_person(jobs_db, "patient") for _ in range(rounds)]
+    caregiver_tokens = [phone(jobs_db, link_caregiver(jobs_db, p, ["missed_session"])) for p in patients]
+    for patient in patients:
+        daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02", window_min=30)
+    traveller.move_to(T10)
+    run_jobs(jobs_db, settings, clock, sender, "reminders-dispatch", "push-send")
+    traveller.move_to(T10 + timedelta(minutes=31))  # the window has closed; the phone was offline since 10:20
+    for patient in patients:
+        occurrence = occurrence_at(jobs_db, patient, T10)
+        race(lambda: run_jobs(jobs_db, settings, clock, sender, "reminders-missed"),
+             lambda p=patient, o=occurrence: services_on(jobs_db, settings, clock).reminders.record_outcome(
+                 p.id, o["_id"], "done", None, at=T10 + timedelta(minutes=20)))
+        final = jobs_db.reminder_occurrences.find_one({"_id": occurrence["_id"]})
+        assert (final["status"], final["on_time"], final["status_at"]) == ("done", True, T10 + timedelta(minutes=20))
+    traveller.move_to(T10 + timedelta(hours=3))
+    run_jobs(jobs_db, settings, clock, sender, "alerts-evaluate", "push-send")
+    assert jobs_db.alerts.count_documents({}) == 0
+    assert [emulator.delivered_to(token) for token in caregiver_tokens] == [[]] * rounds
+
+
+PLAN_WITH_DOSES = {"tens": {"sessions_per_day": 1, "daily_minutes_target": None, "minutes_per_session": 30,
+                            "programmes": [], "intensity_min_ma": 10, "intensity_max_ma": 30,
+                            "start_date": datetime(2026, 3, 1).date(), "end_date": None,
+                            "counts_towards_adherence": True},
+                   "medications": [{"name": "Tablet", "dose": "1", "times": ["08:00", "20:00"],
+                                    "counts_towards_adherence": True}],
+                   "mindfulness": None}
+
+
+def test_a_slot_a_move_east_jumps_over_is_kept_missed_without_alerts_and_can_still_be_recorded(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    traveller.move_to(datetime(2026, 3, 10, 20, 0, tzinfo=UTC))
+    patient = make_person(jobs_db, "patient", "America/New_York")
+    token = phone(jobs_db, patient)
+    caregiver_token = phone(jobs_db, link_caregiver(jobs_db, patient, ["missed_session"]))
+    services = services_on(jobs_db, settings, clock, sender)
+    services.plans.prescribe(patient.id, PLAN_WITH_DOSES, created_by="clinician")
+    daily_reminder(jobs_db, patient, ["08:00", "20:00"], "2026-03-11", kind="medication", window_min=60)
+    daily_reminder(jobs_db, patient, ["08:00"], "2026-03-11", kind="tens", window_min=60)
+    # Wednesday 10:00 UTC: 06:00 in New York (08:00 there is 12:00 UTC), but already 10:00 in London.
+    landed = datetime(2026, 3, 11, 10, 0, tzinfo=UTC)
+    traveller.move_to(landed)
+    services.profiles.update(patient.id, {"time_zone": "Europe/London"})
+    run_jobs(jobs_db, settings, clock, sender, "reminders-materialize")
+    kept = list(jobs_db.reminder_occurrences.find({"patient_id": patient.id, "local_date": "2026-03-11",
+                                                   "local_time": "08:00"}))
+    assert sorted((o["kind"], o["status"], o["missed_reason"], o["zone"], o["due_at"]) for o in kept) == [
+        ("medication", "missed", "time_zone_change", "Europe/London", datetime(2026, 3, 11, 8, 0, tzinfo=UTC)),
+        ("tens", "missed", "time_zone_change", "Europe/London", datetime(2026, 3, 11, 8, 0, tzinfo=UTC))]
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, landed, landed + timedelta(minutes=3))
+    for at in (landed + timedelta(hours=2), landed + timedelta(hours=4)):
+        traveller.move_to(at)
+        run_jobs(jobs_db, settings, clock, sender, "reminders-missed", "alerts-evaluate", "push-send")
+    assert emulator.delivered_to(token) == [] and emulator.delivered_to(caregiver_token) == []
+    assert jobs_db.alerts.count_documents({}) == 0
+    dose = next(o for o in kept if o["kind"] == "medication")
+    recorded = services.reminders.record_outcome(patient.id, dose["_id"], "done", None,
+                                                 at=datetime(2026, 3, 11, 11, 0, tzinfo=UTC))
+    assert (recorded["status"], recorded["on_time"]) == ("done", False)
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, datetime(2026, 3, 11, 20, 0, tzinfo=UTC),
+                     datetime(2026, 3, 11, 20, 1, tzinfo=UTC))
+    (evening,) = [d for d in emulator.delivered_to(token)]
+    assert evening.received_at == datetime(2026, 3, 11, 20, 0, tzinfo=UTC)  # the next dose, on London time
+    evening_dose = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "kind": "medication",
+                                                          "local_date": "2026-03-11", "local_time": "20:00"})
+    services.reminders.record_outcome(patient.id, evening_dose["_id"], "done", None)
+    medication = services.progress.today(patient.id)["medication"]
+    assert (medication["done"], medication["planned"], medication["fraction"]) == (2, 2, 1.0)
+
+
+def test_a_slot_a_move_east_jumps_over_while_its_window_is_open_is_pushed_at_the_landing(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    traveller.move_to(datetime(2026, 3, 10, 20, 0, tzinfo=UTC))
+    patient = make_person(jobs_db, "patient", "America/New_York")
+    token = phone(jobs_db, patient)
+    daily_reminder(jobs_db, patient, ["08:00"], "2026-03-11", kind="medication", window_min=180)
+    landed = datetime(2026, 3, 11, 9, 0, tzinfo=UTC)  # 09:00 in London: 08:00 passed an hour ago, window open
+    traveller.move_to(landed)
+    services_on(jobs_db, settings, clock).profiles.update(patient.id, {"time_zone": "Europe/London"})
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, landed, landed + timedelta(minutes=2))
+    (push,) = emulator.delivered_to(token)
+    assert push.received_at == landed
+    kept = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "local_date": "2026-03-11"})
+    assert (kept["status"], kept["due_at"], kept["zone"]) == ("pending", datetime(2026, 3, 11, 8, 0, tzinfo=UTC),
+                                                              "Europe/London")
+
+
+def test_two_slots_the_spring_forward_gap_makes_due_at_once_share_one_push_and_both_can_be_recorded(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    due = datetime(2026, 3, 8, 7, 0, tzinfo=UTC)  # 03:00 EDT, the end of the gap
+    traveller.move_to(due - timedelta(hours=6))
+    patient = make_person(jobs_db, "patient", "America/New_York")
+    token = phone(jobs_db, patient)
+    daily_reminder(jobs_db, patient, ["02:30", "03:00"], "2026-03-08", kind="medication", window_min=60)
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, due - timedelta(minutes=1), due + timedelta(minutes=2))
+    (push,) = emulator.delivered_to(token)
+    assert push.received_at == due
+    pair = list(jobs_db.reminder_occurrences.find({"patient_id": patient.id, "due_at": due}).sort("local_time", 1))
+    assert [(o["local_time"], o["push_with"]) for o in pair] == [("02:30", None), ("03:00", pair[0]["_id"])]
+    services = services_on(jobs_db, settings, clock, sender)
+    assert services.reminders.record_outcome(patient.id, pair[0]["_id"], "done", None)["status"] == "done"
+    traveller.move_to(due + timedelta(minutes=61))
+    run_jobs(jobs_db, settings, clock, sender, "reminders-missed", "push-send")
+    assert jobs_db.reminder_occurrences.find_one({"_id": pair[1]["_id"]})["status"] == "missed"
+    assert len(emulator.delivered_to(token)) == 1  # the shared push reminded of both: no missed summary
+    assert services.reminders.record_outcome(patient.id, pair[1]["_id"], "done", None)["status"] == "done"
