@@ -15,7 +15,8 @@ The rules, for one unit:
 1. **Intervals.** A session belongs to the interval between the last sync whose highest sequence is below
    its own (its record did not exist yet) and the first sync whose highest sequence reaches it (it existed):
    it *ended* inside that interval. An unanchored sync's real time is bounded by the anchored syncs around it
-   (in sequence order) and by ``received_at``.
+   (in sequence order) and by when the server first received it (``received_by``, else ``received_at``); a
+   session ended before the server first received its record.
 2. **Offsets.** A unit's clock offset (its reading minus the real time) is known at each anchored sync, and
    just after one where the gateway set the clock. Within an interval it runs from the offset after the
    earlier sync to the offset at the later one. If those agree within drift (``JUMP_FLOOR`` plus
@@ -81,6 +82,7 @@ class SyncPoint:
     real time); ``unit_clock`` is ``None`` when the clock could not be read; ``clock_set_to`` is what the
     gateway set the unit's clock to right after the reading (``None``: not set). Syncs of one ``source`` (a
     gateway's run of its clock) are ordered by ``order`` (its monotonic clock), which no error blurs.
+    ``received_by``: when the server first received the sync (it happened no later); ``None``: now.
     """
 
     highest_seq: int
@@ -91,15 +93,18 @@ class SyncPoint:
     sync_id: str = ""
     source: str = ""
     order: float = 0.0
+    received_by: datetime | None = None
 
 
 @dataclass(frozen=True)
 class UnitSession:
-    """A session as the unit recorded it: its sequence number, its start by the unit's clock, how long."""
+    """A session as the unit recorded it: its sequence number, its start by the unit's clock, how long, and
+    when the server first received its record (it had ended by then; ``None``: now)."""
 
     seq: int
     device_start: datetime
     duration: timedelta
+    received_by: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -203,7 +208,7 @@ class _Point:
 def _in_order(syncs: Iterable[SyncPoint], received_at: datetime) -> list[SyncPoint]:
     """By highest sequence, then by real time; syncs of one source keep their own order among themselves
     (two syncs seconds apart may swap within their error, and which came first matters after a set)."""
-    ordered = sorted(syncs, key=lambda s: (s.highest_seq, s.at or received_at))
+    ordered = sorted(syncs, key=lambda s: (s.highest_seq, s.at or _min(s.received_by, received_at)))
     slots: dict[tuple[int, str], list[int]] = {}
     for n, sync in enumerate(ordered):
         slots.setdefault((sync.highest_seq, sync.source), []).append(n)
@@ -231,8 +236,8 @@ def _points(syncs: Iterable[SyncPoint], received_at: datetime) -> list[_Point]:
             # those that saw more, and the same source's later ones.
             before = [a.lo for m, a in enumerate(anchored) if a is not None and _earlier(ordered[m], sync)]
             after = [a.hi for m, a in enumerate(anchored) if a is not None and _earlier(sync, ordered[m])]
-            when = _Span(max(before) if before else None, min(after) if after else received_at)
-        when = _Span(when.lo, _min(when.hi, received_at))
+            when = _Span(max(before) if before else None, min(after) if after else None)
+        when = _Span(when.lo, _min(when.hi, _min(sync.received_by, received_at)))
         offset = _bounded(_reading_minus(sync.unit_clock, when)) if sync.unit_clock is not None else None
         after_set = _bounded(_reading_minus(sync.clock_set_to, when)) if sync.clock_set_to is not None else offset
         points.append(_Point(n, sync.highest_seq, when, offset, after_set))
@@ -280,7 +285,7 @@ Placement = tuple[_Fit, ...]  # every way a session fits (empty: none)
 def _window(session: UnitSession, lower: _Point | None, upper: _Point | None, received_at: datetime) -> _Span:
     """Where the session's start may lie: it ended after the earlier sync and by the later one."""
     end_lo = lower.when.lo if lower is not None else None
-    end_hi = upper.when.hi if upper is not None else received_at
+    end_hi = _min(upper.when.hi if upper is not None else received_at, session.received_by)
     return _Span(end_lo, end_hi).shifted(-session.duration)
 
 
@@ -340,16 +345,53 @@ def _latest_start(placement: Placement) -> datetime:
     return max(f.start.hi for f in placement)
 
 
-def _violations(sessions: Sequence[UnitSession], placed: Sequence[Placement]) -> int:
-    """How often a placed session would have to start before the placed one before it ended, however placed."""
-    count, previous = 0, None
-    for session, placement in zip(sessions, placed, strict=True):
+def _order_breaks(sessions: Sequence[UnitSession], placed: Sequence[Placement]) -> list[bool]:
+    """For each session, whether it (placed) would have to start before the placed one before it ended."""
+    breaks, previous = [False] * len(sessions), None
+    for n, (session, placement) in enumerate(zip(sessions, placed, strict=True)):
         if not placement:
             continue
         if previous is not None and _latest_start(placement) < _earliest_end(*previous) - ORDER_SLACK:
-            count += 1
+            breaks[n] = True
         previous = (session, placement)
-    return count
+    return breaks
+
+
+def _best_splits(sessions: Sequence[UnitSession], early: Sequence[Placement], late: Sequence[Placement]) -> list[int]:
+    """Where a clock jump may lie among one interval's sessions (rule 3): every split ``s`` (the sessions before
+    ``s`` take ``early``, the rest ``late``) that breaks the unit's order least and, among those, places the
+    most sessions. The same as counting the order's breaks over ``early[:s] + late[s:]`` for each split, in
+    linear time: the breaks within each side are counted once, and only the pair across the split is judged
+    per split."""
+    count = len(sessions)
+    early_breaks, late_breaks = _order_breaks(sessions, early), _order_breaks(sessions, late)
+    # Per split: the last placed early session before it, and the first placed late session at or after it.
+    last_early: list[int | None] = [None] * (count + 1)
+    for n in range(count):
+        last_early[n + 1] = n if early[n] else last_early[n]
+    first_late: list[int | None] = [None] * (count + 1)
+    for n in range(count - 1, -1, -1):
+        first_late[n] = n if late[n] else first_late[n + 1]
+    early_before = [0] * (count + 1)  # breaks and placed sessions among early[:s]
+    early_placed = [0] * (count + 1)
+    for n in range(count):
+        early_before[n + 1] = early_before[n] + early_breaks[n]
+        early_placed[n + 1] = early_placed[n] + bool(early[n])
+    late_from = [0] * (count + 1)  # breaks (judged against the placed late session before) and placed among late[s:]
+    late_placed = [0] * (count + 1)
+    for n in range(count - 1, -1, -1):
+        late_from[n] = late_from[n + 1] + late_breaks[n]
+        late_placed[n] = late_placed[n + 1] + bool(late[n])
+    scores = []
+    for split in range(count + 1):
+        first, last = first_late[split], last_early[split]
+        breaks = early_before[split] + late_from[split] - (late_breaks[first] if first is not None else 0)
+        if first is not None and last is not None and \
+                _latest_start(late[first]) < _earliest_end(sessions[last], early[last]) - ORDER_SLACK:
+            breaks += 1
+        scores.append((breaks, -(early_placed[split] + late_placed[split])))
+    best = min(scores)
+    return [split for split, score in enumerate(scores) if score == best]
 
 
 def _place_interval(group: Sequence[UnitSession], earlier: Sequence[_Point], upper: _Point | None,
@@ -375,15 +417,12 @@ def _place_interval(group: Sequence[UnitSession], earlier: Sequence[_Point], upp
     early_options = [_options(_Option(early, w, start_regimes), earlier) for w in windows]
     early_fits = [_place(s, options) for s, (options, _) in zip(group, early_options, strict=True)]
     late_fits = [_place(s, [_Option(late, w, end_regimes)]) for s, w in zip(group, windows, strict=True)]
-    scored = []
-    for split in range(len(group) + 1):
-        placed = early_fits[:split] + late_fits[split:]
-        scored.append(((_violations(group, placed), -sum(bool(p) for p in placed)), placed))
-    best = min(score for score, _ in scored)
-    winners = [placed for score, placed in scored if score == best]
+    winners = _best_splits(group, early_fits, late_fits)
+    lowest, highest = winners[0], winners[-1]
     out = []
     for n in range(len(group)):
-        choices = [placed[n] for placed in winners]
+        # The winning splits at or before n place it late, those after it early (in the order of the splits).
+        choices = ([late_fits[n]] if lowest <= n else []) + ([early_fits[n]] if highest > n else [])
         fits = tuple(dict.fromkeys(f for choice in choices for f in choice)) if all(choices) else ()
         if early is None:
             basis = "first_sync" if lower is None else "unmeasured"

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from companion.domain.device_time import SessionTime, SyncPoint, TimeQuality, UnitSession, reconstruct
 from companion.domain.localtime import TimeZoneHistory
@@ -38,6 +38,8 @@ from companion.domain.sessions import (
     owner_at,
     time_findings,
 )
+from companion.services.sync import Changes
+from companion.services.touched_days import TouchedDays
 from companion.store.stores import Stores
 
 GATEWAY_TRUST = timedelta(seconds=60)  # a gateway clock this close to the server's is vouched for
@@ -100,7 +102,8 @@ def _sync_point(doc: Mapping, highest_seq: int) -> SyncPoint:
     at = doc.get("at")
     error = timedelta(seconds=doc.get("at_error_s") or 0)
     return SyncPoint(highest_seq, doc.get("unit_clock"), at, error, doc.get("clock_set_to"), doc["_id"],
-                     f"{doc.get('gateway_id')}:{doc.get('boot_id')}", float(doc.get("monotonic_s") or 0.0))
+                     f"{doc.get('gateway_id')}:{doc.get('boot_id')}", float(doc.get("monotonic_s") or 0.0),
+                     doc.get("received_at"))
 
 
 def _legacy_time(doc: Mapping) -> SessionTime:
@@ -116,6 +119,50 @@ def _legacy_time(doc: Mapping) -> SessionTime:
     offset = timedelta(seconds=doc.get("clock_offset_s") or 0)
     return SessionTime(doc["device_seq"], start, start - LEGACY_ERROR, start + LEGACY_ERROR, quality, "gateway",
                        offset)
+
+
+def _same(stored, derived) -> bool:
+    """Whether a derived value is what is stored (the database keeps datetimes to the millisecond)."""
+    if isinstance(stored, datetime) and isinstance(derived, datetime):
+        return stored.replace(microsecond=stored.microsecond // 1000 * 1000, tzinfo=UTC) == \
+            derived.astimezone(UTC).replace(microsecond=derived.microsecond // 1000 * 1000)
+    return stored == derived
+
+
+def _day_of(doc: Mapping) -> tuple[str | None, str | None]:
+    return doc.get("patient_id"), doc.get("local_date")
+
+
+def touched_days_of(docs: Iterable[Mapping]) -> dict[str, set[date]]:
+    """The local days (by patient) these records count on."""
+    days: dict[str, set[date]] = {}
+    for doc in docs:
+        patient, day = _day_of(doc)
+        if patient and day:
+            days.setdefault(patient, set()).add(date.fromisoformat(day))
+    return days
+
+
+def write_changes(stores: Stores, feed: Changes, touched: TouchedDays | None, changes: list[tuple[dict, dict]],
+                  reason: str) -> None:
+    """Write what changed about stored records. Each takes the next change number of the patient it now
+    belongs to, so the app's session feed hands it out again; the days it left and the days it came to are
+    marked for recomputing."""
+    by_patient: dict[str | None, list[tuple[dict, dict]]] = {}
+    for doc, fields in changes:
+        by_patient.setdefault({**doc, **fields}.get("patient_id"), []).append((doc, fields))
+    for patient_id, items in by_patient.items():
+        if patient_id is None:  # nobody's yet (the unit changed hands then): in no feed until a clinician decides
+            for doc, fields in items:
+                stores.session_records.set_fields(doc["_id"], fields)
+            continue
+        with feed.stamp(patient_id, stores.session_records, len(items)) as first:
+            for n, (doc, fields) in enumerate(items):
+                stores.session_records.set_fields(doc["_id"], {**fields, "seq": first + n})
+    if touched is not None:
+        days = touched_days_of([doc for doc, _ in changes] + [{**doc, **fields} for doc, fields in changes])
+        for patient_id, dates in days.items():
+            touched.dates(patient_id, dates, reason)
 
 
 def _finding_docs(findings: Iterable[Finding]) -> list[dict]:
@@ -141,11 +188,17 @@ class SessionTimes:
         record whose derived fields changed. The stored records read are those from the interval before the
         earliest new evidence to the last the unit's syncs reach (``CONTEXT`` sequence numbers either side
         when the unit has no syncs); the ones before the earliest new evidence are context, never written.
-        They are read by id (``<serial>:<seq>``), which every server serves from its primary index."""
+        They are read by id (``<serial>:<seq>``), which every server serves from its primary index.
+
+        A new sync that saw no more than a stored one before it is evidence only for what came after it. The
+        records of one interval are placed together (a jump may lie anywhere in it), so each batch of a long
+        interval (a unit's first-contact backlog) reads and places the whole interval again, up to
+        ``UNIT_WINDOW`` records: a 5,000-record backlog takes minutes rather than seconds."""
         self._histories = {}
         syncs = {d["_id"]: d for d in self.stores.unit_syncs.of_unit(serial)}
+        evidence = [d["device_seq"] for d in fresh] + [self._reach(d, syncs, received_at) for d in new_syncs
+                                                       if d["_id"] not in syncs] + list(touched_seqs)
         syncs.update({d["_id"]: d for d in new_syncs})
-        evidence = [d["device_seq"] for d in fresh] + [d["highest_seq"] for d in new_syncs] + list(touched_seqs)
         if not evidence:
             return fresh, []
         highs = sorted({d["highest_seq"] for d in syncs.values()})
@@ -170,10 +223,22 @@ class SessionTimes:
         for doc in stored:
             if doc["device_seq"] <= write_from:
                 continue
-            fields = {k: v for k, v in derived[doc["_id"]].items() if doc.get(k) != v}
+            fields = {k: v for k, v in derived[doc["_id"]].items() if not _same(doc.get(k), v)}
             if fields:
                 changes.append((doc, fields))
         return placed_fresh, changes
+
+    @staticmethod
+    def _reach(sync: dict, stored: dict[str, dict], received_at: datetime) -> int:
+        """The lowest sequence number a new sync can change the placement of: the records up to its highest
+        ones, unless a stored sync that saw as many came before it (then it only opens the interval after)."""
+        def order(d: Mapping) -> datetime:
+            return d.get("at") or d.get("received_at") or received_at
+
+        high = sync["highest_seq"]
+        if any(s["highest_seq"] == high and order(s) <= order(sync) for s in stored.values()):
+            return high + 1
+        return high
 
     def derive(self, syncs: list[dict], docs: list[dict], bindings: list[Binding],
                received_at: datetime) -> dict[str, dict]:
@@ -186,8 +251,9 @@ class SessionTimes:
         points = [_sync_point(s, max(s["highest_seq"], captured.get(s["_id"], 0))) for s in syncs]
         synced = [d for d in docs if d.get("sync_key")]
         times: dict[int, SessionTime] = reconstruct(
-            points, [UnitSession(d["device_seq"], d["device_started_at"], max(timedelta(seconds=d["duration_s"]),
-                                                                              timedelta(0))) for d in synced],
+            points, [UnitSession(d["device_seq"], d["device_started_at"],
+                                 max(timedelta(seconds=d["duration_s"]), timedelta(0)), d.get("server_received_at"))
+                     for d in synced],
             received_at=received_at) if synced else {}
         for doc in docs:
             if not doc.get("sync_key"):

@@ -17,10 +17,14 @@ from hypothesis import strategies as st
 
 from companion.domain.device_time import (
     CORRECTED_WIDTH,
+    ORDER_SLACK,
     SessionTime,
     SyncPoint,
     TimeQuality,
     UnitSession,
+    _best_splits,
+    _Fit,
+    _Span,
     reconstruct,
 )
 
@@ -277,3 +281,54 @@ def test_sessions_after_every_sync_are_bounded_by_the_receive_time_only():
     placed = reconstruct(syncs, sessions, received_at=received)
     assert placed[1].latest <= received
     assert placed[1].earliest <= BASE + timedelta(hours=2) <= placed[1].latest
+
+
+def test_what_the_server_received_earlier_stays_bounded_by_when_it_received_it():
+    # Nothing ties the sync to real time (a gateway the server never measured): the sync happened, and the
+    # session ended, before the server first received them, however much later the unit is placed again.
+    first_received = BASE + timedelta(hours=6)
+    syncs = [SyncPoint(1, BASE + timedelta(hours=5), None, received_by=first_received)]
+    sessions = [UnitSession(1, BASE + timedelta(hours=2), timedelta(minutes=30), received_by=first_received)]
+    now = reconstruct(syncs, sessions, received_at=first_received)
+    later = reconstruct(syncs, sessions, received_at=first_received + timedelta(days=3))
+    assert now == later
+    assert later[1].latest <= first_received - timedelta(minutes=30)
+
+
+@st.composite
+def split_cases(draw):
+    count = draw(st.integers(0, 12))
+    sessions = [UnitSession(n + 1, BASE, timedelta(minutes=draw(st.integers(0, 90)))) for n in range(count)]
+
+    def placement():
+        if draw(st.booleans()) and draw(st.booleans()):
+            return ()
+        lo = BASE + timedelta(minutes=draw(st.integers(0, 24 * 60)))
+        return (_Fit(_Span(lo, lo + timedelta(minutes=draw(st.integers(0, 120)))), _Span(MINUTE, MINUTE), (0, 0)),)
+
+    return sessions, [placement() for _ in range(count)], [placement() for _ in range(count)]
+
+
+def _brute_force_splits(sessions, early, late) -> list[int]:
+    def breaks(placed) -> int:
+        count, previous = 0, None
+        for session, placement in zip(sessions, placed, strict=True):
+            if not placement:
+                continue
+            if previous is not None and max(f.start.hi for f in placement) < (
+                    min(f.start.lo for f in previous[1]) + previous[0].duration - ORDER_SLACK):
+                count += 1
+            previous = (session, placement)
+        return count
+
+    scores = [(breaks(list(early[:s]) + list(late[s:])), -sum(bool(p) for p in list(early[:s]) + list(late[s:])))
+              for s in range(len(sessions) + 1)]
+    return [s for s, score in enumerate(scores) if score == min(scores)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(split_cases())
+def test_the_jump_is_searched_in_linear_time_with_the_same_answer_as_scoring_every_split(case):
+    sessions, early, late = case
+    assert _best_splits(sessions, early, late) == _brute_force_splits(sessions, early, late)
+
