@@ -1,4 +1,5 @@
-"""The `companion` command: database migrations, users, demo data, audit verification, the worker's state.
+"""The `companion` command: database migrations, users, demo data, audit verification, the worker's state, the
+read models' rebuild.
 
 Each subcommand is a function registered in :func:`_parser`; the run script, the release step and operators
 use these. Settings come from the environment as for every process; with none, the command finds the
@@ -67,6 +68,27 @@ def migrate(args) -> int:
     numbered = services.housekeeping.number_unsynced()
     if numbered:
         print(f"{numbered} document(s) written before change feeds given change numbers")
+    if services.panel_rows.missing():
+        print("building the panel's read model (rows computed before the panel reads them)", flush=True)
+        _rebuild(services)
+    return 0
+
+
+def _rebuild(services) -> int:
+    def progress(done: int, total: int) -> None:
+        print(f"\rpanel rows: {done}/{total} patients ({done * 100 // max(total, 1)}%)", end="", flush=True,
+              file=sys.stderr)
+
+    written = services.panel_rows.rebuild(progress)
+    print(file=sys.stderr)
+    print(f"{written} panel row(s) computed")
+    return written
+
+
+def rebuild_read_models(args) -> int:
+    """Compute every patient's panel row again from the stored data (a repair, or after a change of how rows
+    are computed). Safe to run while the service runs: each row is computed whole and written in one go."""
+    _rebuild(_services())
     return 0
 
 
@@ -199,6 +221,7 @@ def _parser() -> argparse.ArgumentParser:
                         "COMPANION_AUDIT_ANCHOR_FILE)")
     p = command("load-content", load_content)
     p.add_argument("--file", help="a library file in the format of companion/content/mindfulness.json")
+    command("rebuild-read-models", rebuild_read_models)
     p = command("worker-status", worker_status)
     p.add_argument("--local", action="store_true", help="only this host's workers (a container's health check)")
     p.add_argument("--jobs", action="store_true", help="each job's last runs too")

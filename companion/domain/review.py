@@ -214,6 +214,7 @@ class PanelRow:
     pain: PainTrend
     days_since_sync: int | None
     open_alerts: int
+    last_sync: datetime | None = None  # the instant behind days_since_sync: sorts order by it
 
     @property
     def reasons(self) -> list[str]:
@@ -232,11 +233,11 @@ class PanelRow:
 
 def need_key(row: PanelRow) -> tuple:
     """Sort key putting the patients who need attention first: open alerts, then low 7-day PDC,
-    then rising pain, then a silent device; ties by name."""
+    then rising pain, then the longest silent device (never synced last); ties by name."""
     low_pdc = row.pdc_7 is not None and row.pdc_7 < ADHERENT_PDC
     change = row.pain.change if row.pain.change is not None else float("-inf")
-    silent = row.days_since_sync if row.days_since_sync is not None else -1
-    return (-row.open_alerts, not low_pdc, row.pdc_7 if row.pdc_7 is not None else 2.0, -change, -silent,
+    silent = row.last_sync.timestamp() if row.last_sync is not None else float("inf")
+    return (-row.open_alerts, not low_pdc, row.pdc_7 if row.pdc_7 is not None else 2.0, -change, silent,
             row.display_name.lower(), row.patient_id)
 
 
@@ -252,7 +253,8 @@ SORTS = {
     "pdc_7": lambda r: r.pdc_7,
     "pdc_30": lambda r: r.pdc_30,
     "pain_change": lambda r: r.pain.change,
-    "days_since_sync": lambda r: r.days_since_sync,
+    # fewer days since the sync is a later sync: ordered by the instant itself
+    "days_since_sync": lambda r: None if r.last_sync is None else -r.last_sync.timestamp(),
     "open_alerts": lambda r: r.open_alerts,
 }
 

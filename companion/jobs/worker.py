@@ -84,6 +84,7 @@ class Worker:
                     "interval", {"hours": 1}, timedelta(hours=1)),
             JobSpec("alerts-evaluate", svc.alerts.evaluate, "cron", {"second": 30}, s.reminder_grace),
             JobSpec("adherence-daily", svc.adherence_job.run, "cron", {"minute": 5}, timedelta(hours=6)),
+            JobSpec("panel-rows-refresh", svc.panel_rows.refresh_due, "interval", {"minutes": 1}, minute),
             JobSpec("push-tokens-prune", svc.push.prune_phones, "cron", {"hour": 3, "minute": 17}, timedelta(days=1)),
             JobSpec("push-claims-purge", svc.push.purge_claims, "interval", {"hours": 1}, timedelta(hours=1)),
             JobSpec("housekeeping", svc.housekeeping.purge_expired, "cron", {"hour": 3, "minute": 43},

@@ -87,6 +87,7 @@ class Accounts:
         self.users = stores.users
         self.codes = stores.one_time_codes
         self.web_sessions = stores.web_sessions
+        self.panel_rows = stores.panel_row_marks
         self.tokens = tokens
         self.throttle = Throttle(stores.counters, clock)
         self.clock = clock
@@ -106,10 +107,13 @@ class Accounts:
             extra = {"time_zone_history": [{"zone": time_zone, "effective_from": self.clock(), "previous": None}],
                      "caregiver_alert_delay_min": 60}
         try:
-            return self.users.create(email=normalise_email(email), password_hash=password_hash, role=role,
-                                     display_name=display_name, time_zone=time_zone, extra=extra)
+            account = self.users.create(email=normalise_email(email), password_hash=password_hash, role=role,
+                                        display_name=display_name, time_zone=time_zone, extra=extra)
         except DuplicateKeyError as exc:
             raise Conflict("an account with this email already exists") from exc
+        if account.is_patient:  # their row on the panels of the teams they will join
+            self.panel_rows.mark([account.id], "new patient", self.clock())
+        return account
 
     def request_signup(self, *, email: str, password: str, display_name: str, role: str, time_zone: str,
                        address: str) -> None:

@@ -8,8 +8,10 @@ records and completed practice within the run's time window, medication doses of
 dates. Each row is grouped in Python onto its patient's local day, by the same rules as compute_day
 (a session belongs to the local date at its start, in the zone in force then; the plan in force at the
 end of the local day). Then, a chunk of patients at a time (so what a chunk holds stays bounded), the
-snapshots are written, one replace by _id each, and the 30 days the low-adherence rule reads are
-fetched by their computed ids (`_id $in`).
+snapshots are written, one replace by _id each, and the 30 days the low-adherence rule reads are taken from
+the patients' panel rows (companion.services.read_models keeps each day's state and TENS fraction there: one
+read of a chunk's rows instead of 31 snapshots a patient); a row whose kept yesterday differs from the fresh
+snapshot is marked for the refresher, and a patient without a row yet has their snapshots read as before.
 
 What is held for the whole run is one small entry per patient (zone history, two days' planned tasks
 and events): a few hundred bytes each.
@@ -38,6 +40,7 @@ from companion.domain.plans import planned_tasks
 from companion.services.adherence import Adherence, day_bounds, snapshot_of, tens_event
 from companion.services.alerts import LOW_ADHERENCE_LOOKBACK, AlertService, AlertsReport, low_adherence_in
 from companion.services.item_failures import ItemFailures
+from companion.services.read_models import kept_day, kept_snapshots
 from companion.services.touched_days import RECOMPUTE_WINDOW_DAYS
 from companion.store.adherence import snapshot_id
 from companion.store.stores import Stores
@@ -145,11 +148,23 @@ def _chunk(stores: Stores, chunk: list[_Patient], now: datetime) -> ChunkResult:
         store.save(doc)
     older = defaultdict(list)
     lookback = LOW_ADHERENCE_LOOKBACK.days
+    rows = {r["_id"]: r for r in stores.panel_rows.by_ids([p.patient_id for p in chunk], {"days": 1})}
+    for p in chunk:
+        first, last = (p.today - timedelta(days=n) for n in (lookback, RECENT_DAYS))
+        older[p.patient_id] = [s for s in kept_snapshots(rows.get(p.patient_id))
+                               if first.isoformat() <= s["date"] <= last.isoformat()]
+    rowless = [p for p in chunk if p.patient_id not in rows]
     for doc in store.by_ids(snapshot_id(p.patient_id, p.today - timedelta(days=n))
-                            for p in chunk for n in range(RECENT_DAYS, lookback + 1)):
+                            for p in rowless for n in range(RECENT_DAYS, lookback + 1)):
         older[doc["patient_id"]].append(doc)
+    changed = set()
+    today = {p.patient_id: p.today.isoformat() for p in chunk}
     for doc in fresh:
         older[doc["patient_id"]].append(doc)
+        kept = ((rows.get(doc["patient_id"]) or {}).get("days") or {}).get(doc["date"])
+        if doc["date"] < today[doc["patient_id"]] and kept != kept_day(doc):  # rows keep completed days
+            changed.add(doc["patient_id"])
+    stores.panel_row_marks.mark(changed, "adherence", now)
     candidates = [c for p in chunk if (c := low_adherence_in(p.patient_id, older[p.patient_id], p.today))]
     return ChunkResult(len(fresh), candidates)
 
@@ -219,6 +234,8 @@ class AdherenceJob:
             else:
                 written += count
         self.stores.days_to_recompute.done([m for m in marks if m["patient_id"] not in failed])
+        # The panel rows read the snapshots just written (their PDC and the days they keep).
+        self.stores.panel_row_marks.mark(set(by_patient) - failed, "adherence", self.clock())
         return written
 
     def _recompute_patient(self, patient: Account, marked: set[date], report: AlertsReport | None) -> int:

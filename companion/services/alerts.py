@@ -126,6 +126,9 @@ class AlertService:
         if not created and alert.get("resolved_at") is not None:
             alerts.reopen(alert["_id"])
             alert = {**alert, "resolved_at": None, "resolved_reason": None}
+            created = True
+        if created:  # the patient's panel row counts open alerts
+            self.stores.panel_row_marks.mark([candidate.patient_id], "alert", self.clock())
         if alert.get("notified_at") is None:
             sent = self._notify(alert, candidate)
             alerts.mark_notified(alert["_id"])
@@ -279,6 +282,7 @@ class AlertService:
         pushed: see the module docstring). False if it was resolved already."""
         if not self.stores.alerts.resolve(alert["_id"], reason, self.clock()):
             return False
+        self.stores.panel_row_marks.mark([alert["patient_id"]], "alert", self.clock())
         self.stores.outbox.withdraw(reason="the alert was resolved: " + reason, source_key=f"alert:{alert['_id']}")
         logger.info("alert resolved", extra={"alert_id": alert["_id"], "kind": alert["kind"]})
         return True
@@ -358,4 +362,5 @@ class AlertService:
         alert = self.stores.alerts.acknowledge(patient_id, alert_id, clinician_id, self.clock())
         if alert is None:
             raise NotFound("no such alert")
+        self.stores.panel_row_marks.mark([patient_id], "alert", self.clock())
         return alert

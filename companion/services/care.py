@@ -60,6 +60,7 @@ class Care:
         self.invitations = stores.care_invitations
         self.emergency = stores.emergency_grants
         self.outbox = stores.outbox
+        self.panel_rows = stores.panel_row_marks
         self.accounts = accounts
         self.profiles = profiles
         self.clock = clock
@@ -196,6 +197,7 @@ class Care:
                 raise NotFound("the team no longer exists")
             self.teams.enrol(invitation["team_id"], patient.id, by=invitation["clinician_id"],
                              reason=invitation["reason"], consent=f"invitation:{invitation['_id']}")
+            self.panel_rows.mark([patient.id], "enrolment", self.clock())
         return invitation
 
     def teams_of_patient(self, patient_id: str) -> list[dict]:
@@ -242,6 +244,7 @@ class Care:
             raise NotFound("no such team")
         self.profiles.patient(patient_id)
         if self.teams.enrol(team_id, patient_id, by=by, consent="admin"):
+            self.panel_rows.mark([patient_id], "enrolment", self.clock())
             self.outbox.schedule(source_key=f"enrolment:{team_id}", recipient_user_id=patient_id,
                                  patient_id=patient_id, kind="generic_update", send_at=self.clock())
 

@@ -37,6 +37,7 @@ from companion.services.patients import Profiles
 from companion.services.plans import Plans
 from companion.services.progress import Progress
 from companion.services.push_delivery import PushDelivery
+from companion.services.read_models import PanelReadModel
 from companion.services.reminder_dispatch import ReminderDispatch
 from companion.services.reminders import ReminderService
 from companion.services.review import Review
@@ -176,6 +177,10 @@ class Services:
     @cached_property
     def adherence_job(self) -> AdherenceJob:
         return AdherenceJob(self.stores, self.alerts, self.adherence, self.clock)
+
+    @cached_property
+    def panel_rows(self) -> PanelReadModel:
+        return PanelReadModel(self.stores, self.clock)
 
     @cached_property
     def review(self) -> Review:

@@ -233,6 +233,8 @@ class Ingestion:
         for serial, d in latest.items():
             self.devices.note_upload(serial, patient_id, received_at=received_at, battery_pct=d["battery_pct"],
                                      last_record_seq=d["device_seq"])
+        if latest:  # the panel row's last sync
+            self.stores.panel_row_marks.mark([patient_id], "sync", received_at)
 
     def device_status(self, patient_id: str, reports: list[dict]) -> None:
         """A gateway's report on its units: battery, firmware, last contact and last error. A unit that has
@@ -245,4 +247,6 @@ class Ingestion:
             self.devices.note_status(r["serial"], patient_id, {
                 "battery_pct": r["battery_pct"], "firmware": r["firmware"], "last_seen_at": r["last_seen_at"],
                 "last_error": r.get("last_error")})
+        if reports:  # the panel row's last sync (a unit never synced counts its last contact)
+            self.stores.panel_row_marks.mark([patient_id], "sync", self.clock())
 

@@ -21,6 +21,7 @@ class Profiles:
     def __init__(self, stores: Stores, reminders: ReminderService, clock: Clock = now, *,
                  touched: TouchedDays | None = None):
         self.users = stores.users
+        self.panel_rows = stores.panel_row_marks
         self.reminders = reminders
         self.touched = touched
         self.clock = clock
@@ -64,6 +65,7 @@ class Profiles:
                 quiet_hours=quiet, caregiver_alert_delay_min=changes.get("caregiver_alert_delay_min"), move=move)
             if updated is None:
                 continue  # changed meanwhile: read it again (and answer 412 if the caller named a version)
+            self.panel_rows.mark([patient_id], "profile", self.clock())  # name and zone on the panel
             if move is not None and self.touched is not None:  # the days from the move on fall on other dates
                 self.touched.from_instant(patient_id, move.effective_from, "time_zone")
             if moving or "quiet_hours" in changes:

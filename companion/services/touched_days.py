@@ -7,8 +7,8 @@ durable (``days_to_recompute``, one per patient and local date, idempotent), so 
 late it arrives: the adherence job recomputes every marked day within the 30-day window on its next run,
 then judges the alert rules again for them (companion.services.adherence_batch).
 
-A later read model (a panel row kept current) hooks in at the same place: whatever the job recomputes for a
-marked day is what such a model must refresh.
+The panel's read model hooks in at the same place: every mark of a day marks the patient's panel row
+(companion.services.read_models), and the job marks it again once it has recomputed the days.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def local_dates(instants: Iterable[datetime], history: TimeZoneHistory) -> set[d
 class TouchedDays:
     def __init__(self, stores: Stores, clock: Clock = now):
         self.marks = stores.days_to_recompute
+        self.panel_rows = stores.panel_row_marks
         self.users = stores.users
         self.clock = clock
 
@@ -42,7 +43,9 @@ class TouchedDays:
         """Mark these local dates of the patient."""
         dates = set(dates)
         if dates:
-            self.marks.mark(patient_id, dates, reason, self.clock())
+            at = self.clock()
+            self.marks.mark(patient_id, dates, reason, at)
+            self.panel_rows.mark([patient_id], reason, at)
 
     def instants(self, patient_id: str, instants: Iterable[datetime], reason: str,
                  history: TimeZoneHistory | None = None) -> None:

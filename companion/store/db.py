@@ -48,6 +48,7 @@ INDEX_MODULES = [
     "companion.store.codes",
     "companion.store.recompute",
     "companion.store.gateway_reports",
+    "companion.store.read_models",
 ]
 
 

@@ -52,3 +52,28 @@ def test_an_unexpected_error_is_one_line_unless_verbose(monkeypatch, capsys):
     assert cli.main(["migrate"]) == cli.EXIT_FAILED
     assert capsys.readouterr().err == ("companion migrate: unexpected error: ValueError: something odd "
                                        "(-v shows the traceback)\n")
+
+
+def test_migrate_builds_the_panel_rows_and_rebuild_repairs_them_with_progress(mongo_uri, db_name, db, monkeypatch,
+                                                                               capsys):
+    monkeypatch.setenv("MONGODB_URI", mongo_uri)
+    monkeypatch.setenv("MONGODB_DB", db_name)
+    for n in range(3):  # patients written before the read model existed: no row, no mark
+        db.users.insert_one({"_id": f"cli-patient-{n}", "email": f"cli{n}@example.org", "password_hash": "x",
+                             "role": "patient", "display_name": f"Patient {n}", "time_zone": "UTC",
+                             "time_zone_history": [], "caregiver_alert_delay_min": 60})
+    db.panel_rows.delete_many({})
+    assert cli.main(["migrate"]) == 0
+    built = capsys.readouterr()
+    assert "building the panel's read model" in built.out and "panel rows: " in built.err
+    patients = db.users.count_documents({"role": "patient"})
+    assert db.panel_rows.count_documents({}) == patients >= 3
+    db.panel_rows.update_one({"_id": "cli-patient-1"}, {"$set": {"display_name": "stale", "open_alerts": 9}})
+    db.panel_rows.insert_one({"_id": "no-longer-a-patient"})
+    assert cli.main(["rebuild-read-models"]) == 0
+    repaired = capsys.readouterr()
+    assert f"panel rows: {patients}/{patients} patients (100%)" in repaired.err
+    assert f"{patients} panel row(s) computed" in repaired.out
+    row = db.panel_rows.find_one({"_id": "cli-patient-1"})
+    assert (row["display_name"], row["open_alerts"]) == ("Patient 1", 0)
+    assert db.panel_rows.find_one({"_id": "no-longer-a-patient"}) is None

@@ -14,6 +14,7 @@ from bson import ObjectId
 
 from companion.domain.pain import BriefPainInventory, bpi_interference, bpi_severity
 from companion.services.diary import INTERFERENCE_ITEMS
+from companion.store.read_models import PanelRowMarks
 from companion.store.relationships import CareTeams
 
 
@@ -31,8 +32,13 @@ def scored_bpi(answers: dict) -> dict:
 
 
 class Seed:
+    """Each builder that writes what a panel row shows marks the patient's row, as the services' writes do."""
+
     def __init__(self, db):
         self.db = db
+
+    def _changed(self, patient_id: str) -> None:
+        PanelRowMarks(self.db).mark([patient_id], "seed", datetime.now(UTC))
 
     def patient(self, name: str, *, zone: str = "UTC", email: str | None = None) -> str:
         pid = oid()
@@ -40,6 +46,7 @@ class Seed:
                                   "password_hash": "x", "role": "patient", "display_name": name, "time_zone": zone,
                                   "created_at": datetime(2025, 1, 1, tzinfo=UTC), "mfa": {"enabled": False},
                                   "time_zone_history": [], "caregiver_alert_delay_min": 60})
+        self._changed(pid)
         return pid
 
     def enrol(self, team_id: str, patient_id: str) -> None:
@@ -54,6 +61,7 @@ class Seed:
                "sessions_done": 2 if covered else 1, "sessions_planned": 2, "mindfulness_fraction": None,
                "medication_fraction": None, "covered": covered, "computed_at": datetime.now(UTC), **extra}
         self.db.adherence_days.insert_one(doc)
+        self._changed(patient_id)
         return doc
 
     def adherence_run(self, patient_id: str, last: date, covered: list[bool]) -> None:
@@ -68,6 +76,7 @@ class Seed:
                          "sessions_planned": 2, "covered": flag, "computed_at": datetime.now(UTC)})
         if docs:
             self.db.adherence_days.insert_many(docs)
+            self._changed(patient_id)
 
     def session(self, patient_id: str, started_at: datetime, *, minutes: int = 30, serial: str = "CTU-S0001",
                 seq: int | None = None, programme: int = 1, frequency_hz: int = 100) -> dict:
@@ -91,6 +100,7 @@ class Seed:
                "bpi": scored_bpi(bpi) if bpi else None, "session_record_id": session_id, "phase": phase, "server_received_at": recorded_at,
                "updated_at": recorded_at, "deleted": deleted}
         self.db.pain_entries.insert_one(doc)
+        self._changed(patient_id)
         return doc
 
     def session_with_pain(self, patient_id: str, started_at: datetime, before: int, after: int, **session) -> dict:
@@ -120,6 +130,7 @@ class Seed:
                                     "status": {"battery_pct": battery_pct, "firmware": "1.4.2",
                                                "last_seen_at": last_sync_at, "last_error": None,
                                                "last_sync_at": last_sync_at}})
+        self._changed(patient_id)
 
     def device_event(self, patient_id: str, serial: str, kind: str, at: datetime) -> None:
         self.db.device_events.insert_one({"_id": oid(), "patient_id": patient_id, "device_serial": serial,
@@ -132,6 +143,7 @@ class Seed:
                "acknowledged_at": raised_at + timedelta(hours=1) if acknowledged else None,
                "acknowledged_by": "someone" if acknowledged else None, "shared_with_caregivers": False}
         self.db.alerts.insert_one(doc)
+        self._changed(patient_id)
         return doc
 
     def reminder(self, patient_id: str, *, kind: str = "tens", title: str = "Morning TENS") -> str:

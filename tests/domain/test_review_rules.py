@@ -57,9 +57,13 @@ def test_plan_target_uses_the_version_in_force_at_the_end_of_the_local_day():
     assert rules.tens_target_minutes(v2, date(2025, 4, 2)) == 45
 
 
+PANEL_AT = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
 def _row(name, pdc_7=0.9, alerts=0, change=None, silent=None):
     pain = rules.PainTrend(None if change is None else 5 + change, None if change is None else 5.0)
-    return rules.PanelRow(name, name, "UTC", pdc_7, pdc_7, pain, silent, alerts)
+    synced = None if silent is None else PANEL_AT - timedelta(days=silent)
+    return rules.PanelRow(name, name, "UTC", pdc_7, pdc_7, pain, silent, alerts, synced)
 
 
 def test_need_order_puts_alerts_then_low_pdc_then_rising_pain_first():

@@ -1,0 +1,209 @@
+"""The panel's read model: one row per patient with the figures the clinician panel shows, kept current.
+
+A row is computed whole from the patient's stored data (their account, the adherence snapshots of the last
+30 days and today, the pain ratings of the last 28 days, their units' last sync, their open alerts), by the
+same domain rules the panel used to apply on every request (companion.domain.review). It is computed again:
+
+- when its inputs change: every write that marks a day to recompute (companion.services.touched_days: a
+  session, dose, practice, diary entry, plan or time-zone change, however late) marks the row too; so do the
+  adherence job when a snapshot changes (the PDC is read from snapshots), an alert raised, reopened,
+  acknowledged or resolved, a unit's upload, and a change of name;
+- when time alone changes a figure: at the patient's next local midnight (the PDC periods move on) and when a
+  pain rating leaves the 14- or 28-day window (the trend moves). Each row schedules its own next computation.
+
+The marks are durable (companion.store.read_models.PanelRowMarks) and the refresher (a job every minute, and
+at the end of each adherence run) computes the rows they name. A row is therefore at most one refresher run
+behind its inputs; days since the last sync are counted when the row is read, from the stored instant.
+
+The low-adherence rule reads the days a row keeps (state and TENS fraction of the 30 days before today)
+instead of reading 31 snapshots a patient (companion.services.adherence_batch).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from companion.clock import Clock, now
+from companion.domain import review as rules
+from companion.domain.localtime import resolve_local
+from companion.domain.people import Account
+from companion.domain.review import PanelFilter
+from companion.services.item_failures import ItemFailures
+from companion.store.adherence import snapshot_id
+from companion.store.read_models import SLOT, panel_order, panel_query
+from companion.store.stores import Stores
+
+logger = logging.getLogger(__name__)
+
+KEPT_DAYS = 30  # the completed days before today a row keeps (the 30-day PDC and the low-adherence rule)
+PAIN_WINDOW = timedelta(days=28)
+PAIN_HALF = timedelta(days=14)
+NO_PDC_KEY = 2.0  # sorts after any PDC
+NO_CHANGE_KEY = -1_000.0  # below any change of a 0-10 scale
+NO_SYNC_KEY = datetime(9999, 1, 1)  # after any sync
+DAY_FIELDS = {"patient_id": 1, "date": 1, "state": 1, "covered": 1, "tens_fraction": 1}
+MAX_LOOKBACK = timedelta(days=2)
+
+
+def kept_day(snapshot: dict) -> dict:
+    """What a row keeps of one day's snapshot: what the PDC and the low-adherence rule read."""
+    return {"state": snapshot["state"], "covered": bool(snapshot.get("covered")),
+            "tens_fraction": snapshot.get("tens_fraction")}
+
+
+def kept_snapshots(row: dict | None) -> list[dict]:
+    """A row's kept days in the shape of snapshots (``date``, ``state``, ``covered``, ``tens_fraction``)."""
+    return [{"date": d, **kept} for d, kept in ((row or {}).get("days") or {}).items()]
+
+
+def _next_change(entries: list[dict], at: datetime, zone: str, today: date) -> datetime:
+    """When time alone next changes the row: the next local midnight or a rating leaving a 14-day window."""
+    soonest = resolve_local(today + timedelta(days=1), time(0), ZoneInfo(zone))
+    for entry in entries:
+        for edge in (entry["recorded_at"] + PAIN_HALF, entry["recorded_at"] + PAIN_WINDOW):
+            if at < edge < soonest:
+                soonest = edge
+    return soonest
+
+
+def panel_row_doc(person: Account, snapshots: list[dict], pain: list[dict], last_sync: datetime | None,
+                  open_alerts: int, at: datetime) -> dict:
+    """A patient's stored panel row as of ``at``, from their snapshots (today and the 30 days before), pain
+    ratings (the 28 days before ``at``), last sync and open alerts; ``due_at``: when time alone changes it.
+    It keeps the 30 completed days before today (today is in progress: no PDC counts it)."""
+    zone = person.time_zone or "UTC"
+    today = rules.local_date(at, zone)
+    first = today - timedelta(days=KEPT_DAYS)
+    days = {s["date"]: kept_day(s) for s in snapshots if first.isoformat() <= s["date"] < today.isoformat()}
+    pdc_7 = rules.pdc(kept_snapshots({"days": days}), *rules.completed_days(today, 7))
+    pdc_30 = rules.pdc(kept_snapshots({"days": days}), *rules.completed_days(today, KEPT_DAYS))
+    live = [e for e in pain if not e.get("deleted") and timedelta(0) <= at - e["recorded_at"] < PAIN_WINDOW]
+    trend = rules.pain_trend(live, at)
+    name = person.display_name or ""
+    return {
+        "_id": person.id, "display_name": name, "name_key": name.lower(), "time_zone": zone,
+        "as_of": today.isoformat(), "days": dict(sorted(days.items())),
+        "pdc_7": pdc_7, "pdc_30": pdc_30, "none_pdc_7": int(pdc_7 is None), "none_pdc_30": int(pdc_30 is None),
+        "low_pdc": pdc_7 is not None and pdc_7 < rules.ADHERENT_PDC,
+        "pdc_7_key": NO_PDC_KEY if pdc_7 is None else pdc_7,
+        "pain_recent_mean": trend.recent_mean, "pain_previous_mean": trend.previous_mean,
+        "pain_change": trend.change, "none_pain_change": int(trend.change is None),
+        "pain_change_key": NO_CHANGE_KEY if trend.change is None else trend.change,
+        "pain_direction": trend.direction,
+        "last_sync": last_sync, "none_sync": int(last_sync is None),
+        "sync_key": NO_SYNC_KEY if last_sync is None else last_sync,
+        "open_alerts": open_alerts, "none_open_alerts": 0,
+        "computed_at": at, "due_at": _next_change(live, at, zone, today),
+    }
+
+
+def as_panel_row(doc: dict, at: datetime) -> rules.PanelRow:
+    """A stored row as the domain's panel row, its days since the last sync counted at ``at``."""
+    return rules.PanelRow(
+        patient_id=doc["_id"], display_name=doc["display_name"], time_zone=doc["time_zone"],
+        pdc_7=doc["pdc_7"], pdc_30=doc["pdc_30"],
+        pain=rules.PainTrend(doc["pain_recent_mean"], doc["pain_previous_mean"]),
+        days_since_sync=rules.days_since(doc["last_sync"], at), open_alerts=doc["open_alerts"],
+        last_sync=doc["last_sync"])
+
+
+class PanelReadModel:
+    def __init__(self, stores: Stores, clock: Clock = now):
+        self.stores = stores
+        self.rows = stores.panel_rows
+        self.marks = stores.panel_row_marks
+        self.clock = clock
+        self._last_refresh: datetime | None = None
+
+    # Keeping rows current
+    def mark(self, patient_ids: Iterable[str], reason: str) -> None:
+        """These patients' rows must be computed again (their inputs changed)."""
+        self.marks.mark(patient_ids, reason, self.clock())
+
+    def compute(self, person: Account, at: datetime) -> dict:
+        """A patient's row from their stored data as of ``at`` (a handful of queries)."""
+        today = rules.local_date(at, person.time_zone or "UTC")
+        snapshots = self.stores.adherence_days.by_ids(
+            [snapshot_id(person.id, today - timedelta(days=n)) for n in range(KEPT_DAYS, 0, -1)], DAY_FIELDS)
+        pain = self.stores.pain_entries.scores_between(person.id, at - PAIN_WINDOW, at)
+        synced = [u.last_sync for u in self.stores.devices.for_patient(person.id) if u.last_sync]
+        alerts = self.stores.alerts.open_counts([person.id]).get(person.id, 0)
+        return panel_row_doc(person, snapshots, pain, max(synced, default=None), alerts, at)
+
+    def refresh(self, patient_ids: Iterable[str], marks: dict[str, dict] | None = None,
+                failures: ItemFailures | None = None) -> int:
+        """Compute and store these patients' rows now; each mark that named one (``marks``, by patient) becomes
+        the mark of its next computation unless it was marked again meanwhile; returns how many rows were
+        written (an id that is no patient's loses its row). A row that fails keeps its mark."""
+        failures = failures or ItemFailures("panel-rows")
+        marks = marks or {}
+        at = self.clock()
+        ids = set(patient_ids)
+        people = {p.id: p for p in self.stores.users.by_ids(ids) if p.is_patient}
+        written = 0
+        for pid in sorted(ids):
+            person = people.get(pid)
+            if person is None:
+                self.rows.delete(pid)
+                self.marks.delete_for_patient(pid)
+                continue
+            row = failures.attempt(pid, lambda p=person: self.compute(p, at))
+            if row is None:
+                continue
+            self.rows.save(row)
+            if pid in marks:
+                self.marks.reschedule(marks[pid], row["due_at"])
+            else:
+                self.marks.schedule(pid, row["due_at"])
+            written += 1
+        return written
+
+    def refresh_due(self) -> int:
+        """The refresher (a job every minute): compute the rows whose marks are due; returns how many."""
+        at = self.clock()
+        lookback = MAX_LOOKBACK if self._last_refresh is None else min(MAX_LOOKBACK, at - self._last_refresh + SLOT)
+        marks = self.marks.due(at, lookback)
+        self._last_refresh = at
+        written = self.refresh({m["_id"] for m in marks}, {m["_id"]: m for m in marks}) if marks else 0
+        if written:
+            logger.info("panel rows refreshed: %d", written)
+        return written
+
+    def catch_up(self, patient_ids: list[str]) -> int:
+        """Compute now the rows of these patients that are due (what the refresher has not reached yet), so
+        that a read sees every change made before it."""
+        marks = self.marks.among(patient_ids, self.clock())
+        return self.refresh({m["_id"] for m in marks}, {m["_id"]: m for m in marks}) if marks else 0
+
+    def rebuild(self, progress: Callable[[int, int], None] | None = None, batch: int = 200) -> int:
+        """Compute every patient's row again (a migration or a repair), and drop rows of non-patients."""
+        ids = [p.id for p in self.stores.users.patients()]
+        done = 0
+        for start in range(0, len(ids), batch):
+            part = ids[start:start + batch]
+            done += self.refresh(part)
+            if progress is not None:
+                progress(min(start + batch, len(ids)), len(ids))
+        for stale in set(self.rows.all_ids()) - set(ids):
+            self.rows.delete(stale)
+        return done
+
+    def missing(self) -> bool:
+        """Whether patients exist while no row does (a database from before the read model: migrate builds it)."""
+        return self.rows.is_empty() and bool(self.stores.users.patients())
+
+    # Reading
+    def page(self, patient_ids: list[str], *, sort: str = "need", descending: bool = False,
+             keep: PanelFilter | None = None, offset: int = 0, limit: int = 50,
+             at: datetime | None = None) -> tuple[list[rules.PanelRow], int]:
+        """One page of these patients' rows, filtered and ordered in the database, and how many matched."""
+        at = at or self.clock()
+        keep = keep or PanelFilter()
+        query = panel_query(patient_ids, at, q=keep.q, needs_attention=keep.needs_attention,
+                            pdc_7_below=keep.pdc_7_below, pain_rising=keep.pain_rising,
+                            silent_days=keep.silent_days, open_alerts=keep.open_alerts)
+        docs, total = self.rows.page(query, panel_order(sort, descending), offset, limit)
+        return [as_panel_row(d, at) for d in docs], total

@@ -1,0 +1,175 @@
+"""Panel rows: one document per patient (``_id`` = the patient's id) shaped like a line of the clinician panel,
+and the marks saying which rows must be computed again.
+
+Rows are written only by companion.services.read_models (a whole row at a time, from the raw data), so two
+writers never merge halves of a row. The panel filters, sorts and pages over them in the database: a query
+by ``_id $in`` (the caller's patients: the care-team authorisation, served from the _id index on MongoDB and
+on the patched FerretDB), its conditions and a sort on stored keys, and only the page's rows come back.
+
+Marks (``panel_row_marks``, one per patient) say "compute this row again": now (``due`` = ``NOW``), or at a
+later instant (a figure that changes with time alone: the local day rolling over, a pain entry leaving the
+14- or 28-day window), filed under the 10-minute slot it falls in so that the refresher finds them by string
+equality (served from an index on FerretDB as on MongoDB; a range is not, on FerretDB). Each mark carries a
+fresh token: the refresher clears a mark only if it was not marked again while the row was computed.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
+
+from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+from companion.store.batches import chunks
+
+INDEXES = {
+    "panel_rows": [IndexModel([("name_key", ASCENDING)], name="name")],
+    "panel_row_marks": [IndexModel([("due", ASCENDING)], name="due")],
+}
+NOW = "now"
+SLOT = timedelta(minutes=10)
+SILENT_DEVICE = timedelta(days=2)  # companion.domain.review.SILENT_DEVICE_DAYS, as a duration
+EXPORT_LIMIT = 100_000
+
+# Sorts as stored keys, each ending with the name then the id so that every order is total.
+_BY_NAME = [("name_key", ASCENDING), ("_id", ASCENDING)]
+NEED_ORDER = [("open_alerts", DESCENDING), ("low_pdc", DESCENDING), ("pdc_7_key", ASCENDING),
+              ("pain_change_key", DESCENDING), ("sync_key", ASCENDING), *_BY_NAME]
+# A figure's sort: rows without the figure last in either direction (``none_*`` is 1 for them).
+FIGURE_KEYS = {"pdc_7": ("none_pdc_7", "pdc_7", 1), "pdc_30": ("none_pdc_30", "pdc_30", 1),
+               "pain_change": ("none_pain_change", "pain_change", 1), "open_alerts": ("none_open_alerts",
+                                                                                      "open_alerts", 1),
+               # fewer days since the sync = a later sync
+               "days_since_sync": ("none_sync", "last_sync", -1)}
+
+
+def slot_of(at: datetime) -> str:
+    """The 10-minute slot an instant falls in, as the string marks are filed under."""
+    floored = at.replace(minute=at.minute - at.minute % 10, second=0, microsecond=0)
+    return floored.strftime("%Y-%m-%dT%H:%M")
+
+
+def panel_query(patient_ids: list[str], at: datetime, *, q: str | None = None, needs_attention: bool = False,
+                pdc_7_below: float | None = None, pain_rising: bool = False, silent_days: int | None = None,
+                open_alerts: bool = False) -> dict:
+    """The rows of these patients that pass every condition given (as companion.domain.review.PanelFilter)."""
+    query: dict = {"_id": {"$in": patient_ids}}
+    if q:
+        query["name_key"] = {"$regex": re.escape(q.lower())}
+    if needs_attention:
+        query["$or"] = [{"open_alerts": {"$gt": 0}}, {"low_pdc": True}, {"pain_direction": "rising"},
+                        {"last_sync": {"$lte": at - SILENT_DEVICE}}]
+    if pdc_7_below is not None:
+        query["pdc_7"] = {"$lt": pdc_7_below}
+    if pain_rising:
+        query["pain_direction"] = "rising"
+    if silent_days is not None:
+        query["last_sync"] = {"$lte": at - timedelta(days=silent_days)}
+    if open_alerts:
+        query["open_alerts"] = {"$gt": 0}
+    return query
+
+
+def panel_order(sort: str, descending: bool) -> list[tuple[str, int]]:
+    """The stored keys a panel sort orders by (see companion.domain.review.order_panel)."""
+    if sort == "need":
+        return NEED_ORDER
+    if sort == "name":
+        direction = DESCENDING if descending else ASCENDING
+        return [("name_key", direction), ("_id", direction)]
+    missing, figure, sense = FIGURE_KEYS[sort]
+    return [(missing, ASCENDING), (figure, -sense if descending else sense), *_BY_NAME]
+
+
+class PanelRows:
+    def __init__(self, db: Database):
+        self.col = db.panel_rows
+
+    def save(self, row: dict) -> None:
+        """Write a patient's row, replacing the one computed before."""
+        try:
+            self.col.replace_one({"_id": row["_id"]}, row, upsert=True)
+        except DuplicateKeyError:  # two first computations raced; the other inserted it
+            self.col.replace_one({"_id": row["_id"]}, row, upsert=True)
+
+    def get(self, patient_id: str) -> dict | None:
+        return self.col.find_one({"_id": patient_id})
+
+    def by_ids(self, patient_ids: Iterable[str], fields: dict | None = None) -> list[dict]:
+        found = []
+        for part in chunks(sorted(set(patient_ids))):
+            found += self.col.find({"_id": {"$in": part}}, fields)
+        return found
+
+    def page(self, query: dict, order: list[tuple[str, int]], offset: int, limit: int) -> tuple[list[dict], int]:
+        """One page of the rows ``query`` matches in ``order``, and how many match in all."""
+        rows = list(self.col.find(query).sort(order).skip(offset).limit(limit))
+        if offset == 0 and len(rows) < limit:
+            return rows, len(rows)
+        return rows, self.col.count_documents(query)
+
+    def is_empty(self) -> bool:
+        return self.col.find_one({}, {"_id": 1}) is None
+
+    def all_ids(self) -> Iterator[str]:
+        for doc in self.col.find({}, {"_id": 1}):
+            yield doc["_id"]
+
+    def delete(self, patient_id: str) -> int:
+        return self.col.delete_one({"_id": patient_id}).deleted_count
+
+    def delete_for_patient(self, patient_id: str) -> int:
+        """Forget the patient's row (their record is being deleted)."""
+        return self.delete(patient_id)
+
+
+class PanelRowMarks:
+    def __init__(self, db: Database):
+        self.col = db.panel_row_marks
+
+    def mark(self, patient_ids: Iterable[str], reason: str, at: datetime) -> None:
+        """These patients' rows must be computed again now (replacing any later mark)."""
+        for pid in sorted(set(patient_ids)):
+            self.col.update_one({"_id": pid}, {"$set": {"due": NOW, "due_at": at, "token": uuid.uuid4().hex,
+                                                        "reason": reason}}, upsert=True)
+
+    @staticmethod
+    def _later(due_at: datetime) -> dict:
+        return {"due": slot_of(due_at), "due_at": due_at, "token": uuid.uuid4().hex, "reason": "time"}
+
+    def schedule(self, patient_id: str, due_at: datetime) -> None:
+        """The row must be computed again at ``due_at`` at the latest (a mark due sooner stays)."""
+        try:
+            self.col.insert_one({"_id": patient_id, **self._later(due_at)})
+        except DuplicateKeyError:
+            self.col.update_one({"_id": patient_id, "due": {"$ne": NOW}, "due_at": {"$gt": due_at}},
+                                {"$set": self._later(due_at)})
+
+    def reschedule(self, mark: dict, due_at: datetime) -> bool:
+        """A mark whose row was just computed becomes the mark of its next computation, at ``due_at``, unless
+        it was marked again meanwhile (then it stays, for the refresher's next run)."""
+        return self.col.update_one({"_id": mark["_id"], "token": mark["token"]},
+                                   {"$set": self._later(due_at)}).modified_count == 1
+
+    def among(self, patient_ids: list[str], at: datetime) -> list[dict]:
+        """The marks of these patients due by ``at``."""
+        found = []
+        for part in chunks(sorted(set(patient_ids))):
+            found += [m for m in self.col.find({"_id": {"$in": part}}) if m["due"] == NOW or m["due_at"] <= at]
+        return found
+
+    def due(self, at: datetime, lookback: timedelta = timedelta(days=2), limit: int = 10_000) -> list[dict]:
+        """The marks due by ``at``: those for now, then those of the slots up to ``at`` (``lookback`` back)."""
+        found = list(self.col.find({"due": NOW}).limit(limit))
+        slot, first = at, at - lookback
+        while slot >= first and len(found) < limit:
+            found += [m for m in self.col.find({"due": slot_of(slot)}) if m["due_at"] <= at]
+            slot -= SLOT
+        return found[:limit]
+
+    def delete_for_patient(self, patient_id: str) -> int:
+        return self.col.delete_one({"_id": patient_id}).deleted_count
