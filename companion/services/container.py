@@ -184,7 +184,7 @@ class Services:
 
     @cached_property
     def review(self) -> Review:
-        return Review(self.stores, self.clock)
+        return Review(self.stores, self.clock, self.panel_rows)
 
     @cached_property
     def alerts(self) -> AlertService:

@@ -1,11 +1,11 @@
-"""Clinician review: the panel of patients ranked by need, one patient's figures, clinical notes.
+"""Clinician review: the panel of patients ranked by need (over its read model, companion.services.read_models),
+one patient's figures, clinical notes.
 
 Called by the JSON API, the clinician pages and the exports alike.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from datetime import date, datetime, timedelta
 
 from companion.clock import Clock, now
@@ -13,27 +13,16 @@ from companion.domain import review as rules
 from companion.domain.errors import Invalid
 from companion.domain.people import Account
 from companion.domain.review import PanelFilter
+from companion.services.read_models import PanelReadModel
 from companion.store.adherence import snapshot_id
 from companion.store.stores import Stores
 
-PANEL_PAIN_WINDOW = timedelta(days=28)
-PANEL_PDC_DAYS = 30  # the longest PDC on the panel
 REVIEW_SNAPSHOT_DAYS = 90  # a patient's review reads the snapshots of today and the 90 days before
-PANEL_DAY_FIELDS = {"patient_id": 1, "date": 1, "state": 1, "covered": 1}
 # Ids per `_id $in`: FerretDB serves up to 10,000 from its _id index but re-checks every fetched document
 # against the whole list, so 1,000 at a time is faster there (0.57 s against 0.78 s for 6,000 snapshots).
 SNAPSHOT_ID_CHUNK = 1000
 MAX_ROWS = 5000
 NOTE_MAX = 5000
-
-
-def _pdc_snapshot_ids(people: list[Account], at: datetime) -> list[str]:
-    """The ids of the snapshots the panel's PDC reads: each patient's 30 completed local days."""
-    ids = []
-    for person in people:
-        first, last = rules.completed_days(rules.local_date(at, person.time_zone or "UTC"), PANEL_PDC_DAYS)
-        ids += [snapshot_id(person.id, first + timedelta(days=n)) for n in range((last - first).days + 1)]
-    return ids
 
 
 class PatientReview:
@@ -138,51 +127,23 @@ class PatientReview:
 
 
 class Review:
-    def __init__(self, stores: Stores, clock: Clock = now):
+    def __init__(self, stores: Stores, clock: Clock = now, panel_rows: PanelReadModel | None = None):
         self.stores = stores
         self.clock = clock
-
-    def panel(self, clinician_id: str, *, at: datetime | None = None) -> list[rules.PanelRow]:
-        """Every patient on the clinician's care teams with their figures: a handful of queries, the adherence
-        one repeated per chunk of snapshots (read by their computed ids: 30 a patient)."""
-        at = at or self.clock()
-        ids = self.stores.care_teams.patient_ids_for(clinician_id)
-        if not ids:
-            return []
-        people = self.stores.users.by_ids(ids)
-        days, pain, last_sync = defaultdict(list), defaultdict(list), {}
-        for day in self.stores.adherence_days.by_ids(_pdc_snapshot_ids(people, at), PANEL_DAY_FIELDS,
-                                                     SNAPSHOT_ID_CHUNK):
-            days[day["patient_id"]].append(day)
-        for entry in self.stores.pain_entries.scores_of(ids, at - PANEL_PAIN_WINDOW):
-            pain[entry["patient_id"]].append(entry)
-        for unit in self.stores.devices.for_patients(ids):
-            synced = unit.last_sync
-            if synced and (unit.patient_id not in last_sync or synced > last_sync[unit.patient_id]):
-                last_sync[unit.patient_id] = synced
-        alerts = self.stores.alerts.open_counts(ids)
-        rows = []
-        for person in people:
-            if not person.is_patient:
-                continue
-            pid, zone = person.id, person.time_zone or "UTC"
-            today = rules.local_date(at, zone)
-            rows.append(rules.PanelRow(
-                patient_id=pid, display_name=person.display_name or "", time_zone=zone,
-                pdc_7=rules.pdc(days[pid], *rules.completed_days(today, 7)),
-                pdc_30=rules.pdc(days[pid], *rules.completed_days(today, PANEL_PDC_DAYS)),
-                pain=rules.pain_trend(pain[pid], at),
-                days_since_sync=rules.days_since(last_sync.get(pid), at),
-                open_alerts=alerts.get(pid, 0)))
-        return rows
+        self.panel_rows = panel_rows or PanelReadModel(stores, clock)
 
     def panel_page(self, clinician_id: str, *, sort: str = "need", descending: bool = False,
                    keep: PanelFilter | None = None, offset: int = 0, limit: int = 50,
                    at: datetime | None = None) -> tuple[list[rules.PanelRow], int]:
-        """One page of the ordered, filtered panel, and how many patients matched in all."""
-        rows = [r for r in self.panel(clinician_id, at=at) if (keep or PanelFilter()).keeps(r)]
-        ordered = rules.order_panel(rows, sort, descending)
-        return ordered[offset:offset + limit], len(ordered)
+        """One page of the clinician's patients (those of their care teams, and no one else), filtered, ordered
+        and paged in the database over the panel's read model, and how many patients matched in all. Rows
+        whose inputs changed since the refresher last ran are computed first."""
+        ids = self.stores.care_teams.patient_ids_for(clinician_id)
+        if not ids:
+            return [], 0
+        self.panel_rows.catch_up(ids)
+        return self.panel_rows.page(ids, sort=sort, descending=descending, keep=keep, offset=offset, limit=limit,
+                                    at=at)
 
     def of_patient(self, patient: Account) -> PatientReview:
         """One patient's figures as of now."""

@@ -26,8 +26,8 @@ from pymongo.errors import DuplicateKeyError
 
 from companion.store.batches import chunks
 
+# Rows are found by `_id $in` (the _id index); marks by their slot.
 INDEXES = {
-    "panel_rows": [IndexModel([("name_key", ASCENDING)], name="name")],
     "panel_row_marks": [IndexModel([("due", ASCENDING)], name="due")],
 }
 NOW = "now"

@@ -109,18 +109,20 @@ def test_panel_limit_is_bounded(client, panel_world):
 class _Commands(monitoring.CommandListener):
     def __init__(self):
         self.names = []
+        self.panel_rows_returned = []
 
     def started(self, event):
         self.names.append(event.command_name)
 
     def succeeded(self, event):
-        pass
+        if event.command_name == "find" and event.reply.get("cursor", {}).get("ns", "").endswith(".panel_rows"):
+            self.panel_rows_returned.append(len(event.reply["cursor"]["firstBatch"]))
 
     def failed(self, event):
         pass
 
 
-def test_panel_queries_do_not_grow_with_the_number_of_patients(mongo_uri, db, seed):
+def test_panel_reads_only_the_rows_of_its_page_whatever_the_number_of_patients(mongo_uri, db, seed):
     teams = CareTeams(db)
     listener = _Commands()
     counts = []
@@ -134,9 +136,14 @@ def test_panel_queries_do_not_grow_with_the_number_of_patients(mongo_uri, db, se
                 teams.enrol(team.id, pid)
                 seed.adherence_run(pid, TODAY - timedelta(days=1), GOOD_WEEK)
                 seed.pain(pid, at_day(1), 5)
+            review = Review(Stores(watched[db.name]))
+            review.panel_page(f"clinician-{size}")  # the first read computes the rows the seed marked
             listener.names.clear()
-            assert len(Review(Stores(watched[db.name])).panel(f"clinician-{size}")) == size
-            counts.append(len([n for n in listener.names if n in ("find", "aggregate")]))
+            listener.panel_rows_returned.clear()
+            rows, total = review.panel_page(f"clinician-{size}", limit=2)
+            assert (len(rows), total) == (2, size)
+            assert listener.panel_rows_returned == [2]
+            counts.append(len([n for n in listener.names if n in ("find", "aggregate", "count")]))
     finally:
         watched.close()
     assert counts[0] == counts[1]

@@ -1,4 +1,4 @@
-"""The panel and a patient's review read adherence snapshots by their computed ids (`<patient>:<date>`).
+"""A panel row and a patient's review read adherence snapshots by their computed ids (`<patient>:<date>`).
 
 On MongoDB either access path uses an index; on FerretDB only `_id` and `_id $in` are served from an
 index, any other filter reads the whole collection. These pin the id-only access path and its chunking.
@@ -12,8 +12,8 @@ import pymongo
 import pytest
 from pymongo import monitoring
 
-from companion.services import review as review_service
-from companion.services.review import PatientReview, Review
+from companion.services.read_models import PanelReadModel
+from companion.services.review import PatientReview
 from companion.store.accounts import Users
 from companion.store.relationships import CareTeams
 from companion.store.stores import Stores
@@ -57,23 +57,13 @@ def _team(db, seed, names: list[str], zone: str = "UTC") -> tuple[str, list[str]
     return "clinician-snapshots", ids
 
 
-def test_the_panel_reads_each_patients_thirty_completed_days_by_snapshot_id(watched, db, seed):
+def test_a_panel_row_reads_the_patients_thirty_completed_days_by_snapshot_id(watched, db, seed):
     snapshot_db, listener = watched
-    clinician, ids = _team(db, seed, ["Ada", "Ben"])
-    assert len(Review(Stores(snapshot_db)).panel(clinician)) == 2
-    assert [list(f) for f in listener.filters] == [["_id"]]
-    wanted = {f"{pid}:{(TODAY - timedelta(days=n)).isoformat()}" for pid in ids for n in range(1, 31)}
-    assert set(listener.filters[0]["_id"]["$in"]) == wanted
-
-
-def test_panel_figures_are_the_same_when_the_snapshot_ids_span_several_queries(watched, db, seed, monkeypatch):
-    snapshot_db, listener = watched
-    clinician, _ = _team(db, seed, ["Ada", "Ben", "Cy"])
-    whole = Review(Stores(snapshot_db)).panel(clinician)
-    monkeypatch.setattr(review_service, "SNAPSHOT_ID_CHUNK", 7)
-    listener.filters.clear()
-    assert Review(Stores(snapshot_db)).panel(clinician) == whole
-    assert len(listener.filters) == -(-3 * 30 // 7)
+    _, ids = _team(db, seed, ["Ada", "Ben"])
+    assert PanelReadModel(Stores(snapshot_db)).refresh(ids) == 2
+    assert [list(f) for f in listener.filters] == [["_id"], ["_id"]]
+    for pid, query in zip(sorted(ids), listener.filters, strict=True):
+        assert set(query["_id"]["$in"]) == {f"{pid}:{(TODAY - timedelta(days=n)).isoformat()}" for n in range(1, 31)}
 
 
 def test_a_patients_review_reads_today_and_the_ninety_days_before_by_snapshot_id(watched, db, seed):
