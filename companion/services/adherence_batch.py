@@ -148,7 +148,7 @@ def _chunk(stores: Stores, chunk: list[_Patient], now: datetime) -> ChunkResult:
         store.save(doc)
     older = defaultdict(list)
     lookback = LOW_ADHERENCE_LOOKBACK.days
-    rows = {r["_id"]: r for r in stores.panel_rows.by_ids([p.patient_id for p in chunk], {"days": 1})}
+    rows = stores.panel_row_days.by_ids([p.patient_id for p in chunk])
     for p in chunk:
         first, last = (p.today - timedelta(days=n) for n in (lookback, RECENT_DAYS))
         older[p.patient_id] = [s for s in kept_snapshots(rows.get(p.patient_id))
@@ -161,7 +161,7 @@ def _chunk(stores: Stores, chunk: list[_Patient], now: datetime) -> ChunkResult:
     today = {p.patient_id: p.today.isoformat() for p in chunk}
     for doc in fresh:
         older[doc["patient_id"]].append(doc)
-        kept = ((rows.get(doc["patient_id"]) or {}).get("days") or {}).get(doc["date"])
+        kept = (rows.get(doc["patient_id"]) or {}).get(doc["date"])
         if doc["date"] < today[doc["patient_id"]] and kept != kept_day(doc):  # rows keep completed days
             changed.add(doc["patient_id"])
     stores.panel_row_marks.mark(changed, "adherence", now)

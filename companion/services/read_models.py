@@ -54,9 +54,9 @@ def kept_day(snapshot: dict) -> dict:
             "tens_fraction": snapshot.get("tens_fraction")}
 
 
-def kept_snapshots(row: dict | None) -> list[dict]:
+def kept_snapshots(days: dict | None) -> list[dict]:
     """A row's kept days in the shape of snapshots (``date``, ``state``, ``covered``, ``tens_fraction``)."""
-    return [{"date": d, **kept} for d, kept in ((row or {}).get("days") or {}).items()]
+    return [{"date": d, **kept} for d, kept in (days or {}).items()]
 
 
 def _next_change(entries: list[dict], at: datetime, zone: str, today: date) -> datetime:
@@ -70,22 +70,21 @@ def _next_change(entries: list[dict], at: datetime, zone: str, today: date) -> d
 
 
 def panel_row_doc(person: Account, snapshots: list[dict], pain: list[dict], last_sync: datetime | None,
-                  open_alerts: int, at: datetime) -> dict:
-    """A patient's stored panel row as of ``at``, from their snapshots (today and the 30 days before), pain
-    ratings (the 28 days before ``at``), last sync and open alerts; ``due_at``: when time alone changes it.
-    It keeps the 30 completed days before today (today is in progress: no PDC counts it)."""
+                  open_alerts: int, at: datetime) -> tuple[dict, dict, datetime]:
+    """A patient's stored panel row as of ``at`` from their snapshots (the 30 completed days before today: today
+    is in progress and no PDC counts it), pain ratings (the 28 days before ``at``), last sync and open alerts;
+    with the days it was computed from, and when time alone changes it."""
     zone = person.time_zone or "UTC"
     today = rules.local_date(at, zone)
     first = today - timedelta(days=KEPT_DAYS)
     days = {s["date"]: kept_day(s) for s in snapshots if first.isoformat() <= s["date"] < today.isoformat()}
-    pdc_7 = rules.pdc(kept_snapshots({"days": days}), *rules.completed_days(today, 7))
-    pdc_30 = rules.pdc(kept_snapshots({"days": days}), *rules.completed_days(today, KEPT_DAYS))
+    pdc_7 = rules.pdc(kept_snapshots(days), *rules.completed_days(today, 7))
+    pdc_30 = rules.pdc(kept_snapshots(days), *rules.completed_days(today, KEPT_DAYS))
     live = [e for e in pain if not e.get("deleted") and timedelta(0) <= at - e["recorded_at"] < PAIN_WINDOW]
     trend = rules.pain_trend(live, at)
     name = person.display_name or ""
     return {
         "_id": person.id, "display_name": name, "name_key": name.lower(), "time_zone": zone,
-        "as_of": today.isoformat(), "days": dict(sorted(days.items())),
         "pdc_7": pdc_7, "pdc_30": pdc_30, "none_pdc_7": int(pdc_7 is None), "none_pdc_30": int(pdc_30 is None),
         "low_pdc": pdc_7 is not None and pdc_7 < rules.ADHERENT_PDC,
         "pdc_7_key": NO_PDC_KEY if pdc_7 is None else pdc_7,
@@ -95,9 +94,8 @@ def panel_row_doc(person: Account, snapshots: list[dict], pain: list[dict], last
         "pain_direction": trend.direction,
         "last_sync": last_sync, "none_sync": int(last_sync is None),
         "sync_key": NO_SYNC_KEY if last_sync is None else last_sync,
-        "open_alerts": open_alerts, "none_open_alerts": 0,
-        "computed_at": at, "due_at": _next_change(live, at, zone, today),
-    }
+        "open_alerts": open_alerts,
+    }, dict(sorted(days.items())), _next_change(live, at, zone, today)
 
 
 def as_panel_row(doc: dict, at: datetime) -> rules.PanelRow:
@@ -123,8 +121,9 @@ class PanelReadModel:
         """These patients' rows must be computed again (their inputs changed)."""
         self.marks.mark(patient_ids, reason, self.clock())
 
-    def compute(self, person: Account, at: datetime) -> dict:
-        """A patient's row from their stored data as of ``at`` (a handful of queries)."""
+    def compute(self, person: Account, at: datetime) -> tuple[dict, dict, datetime]:
+        """A patient's row from their stored data as of ``at`` (a handful of queries), the days it kept, and
+        when time alone changes it."""
         today = rules.local_date(at, person.time_zone or "UTC")
         snapshots = self.stores.adherence_days.by_ids(
             [snapshot_id(person.id, today - timedelta(days=n)) for n in range(KEPT_DAYS, 0, -1)], DAY_FIELDS)
@@ -147,17 +146,19 @@ class PanelReadModel:
         for pid in sorted(ids):
             person = people.get(pid)
             if person is None:
-                self.rows.delete(pid)
-                self.marks.delete_for_patient(pid)
+                for store in (self.rows, self.stores.panel_row_days, self.marks):
+                    store.delete_for_patient(pid)
                 continue
-            row = failures.attempt(pid, lambda p=person: self.compute(p, at))
-            if row is None:
+            computed = failures.attempt(pid, lambda p=person: self.compute(p, at))
+            if computed is None:
                 continue
+            row, days, due_at = computed
+            self.stores.panel_row_days.save(pid, days)
             self.rows.save(row)
             if pid in marks:
-                self.marks.reschedule(marks[pid], row["due_at"])
+                self.marks.reschedule(marks[pid], due_at)
             else:
-                self.marks.schedule(pid, row["due_at"])
+                self.marks.schedule(pid, due_at)
             written += 1
         return written
 
@@ -173,9 +174,10 @@ class PanelReadModel:
         return written
 
     def catch_up(self, patient_ids: list[str]) -> int:
-        """Compute now the rows of these patients that are due (what the refresher has not reached yet), so
-        that a read sees every change made before it."""
-        marks = self.marks.among(patient_ids, self.clock())
+        """Compute now the rows of these patients whose inputs changed since the refresher's last pass, so that
+        a read sees every write made before it. (What time alone changes is the refresher's: at most one of its
+        passes late.)"""
+        marks = self.marks.marked_now(patient_ids)
         return self.refresh({m["_id"] for m in marks}, {m["_id"]: m for m in marks}) if marks else 0
 
     def rebuild(self, progress: Callable[[int, int], None] | None = None, batch: int = 200) -> int:
@@ -184,11 +186,14 @@ class PanelReadModel:
         done = 0
         for start in range(0, len(ids), batch):
             part = ids[start:start + batch]
-            done += self.refresh(part)
+            # The marks waiting now are answered by this computation (unless marked again meanwhile).
+            marks = {m["_id"]: m for m in self.marks.marked_now(part)}
+            done += self.refresh(part, marks)
             if progress is not None:
                 progress(min(start + batch, len(ids)), len(ids))
         for stale in set(self.rows.all_ids()) - set(ids):
-            self.rows.delete(stale)
+            for store in (self.rows, self.stores.panel_row_days):
+                store.delete_for_patient(stale)
         return done
 
     def missing(self) -> bool:
@@ -205,5 +210,8 @@ class PanelReadModel:
         query = panel_query(patient_ids, at, q=keep.q, needs_attention=keep.needs_attention,
                             pdc_7_below=keep.pdc_7_below, pain_rising=keep.pain_rising,
                             silent_days=keep.silent_days, open_alerts=keep.open_alerts)
-        docs, total = self.rows.page(query, panel_order(sort, descending), offset, limit)
+        # Without a filter every patient matches (each has a row: built by migrate, and computed before the
+        # read once their sign-up or enrolment marked it), so the count is not asked of the database.
+        whole = None if keep != PanelFilter() else len(set(patient_ids))
+        docs, total = self.rows.page(query, panel_order(sort, descending), offset, limit, whole)
         return [as_panel_row(d, at) for d in docs], total

@@ -206,7 +206,9 @@ class CareTeams:
         team_ids = self.team_ids_of(clinician_id)
         if not team_ids:
             return []
-        return sorted({e["patient_id"] for e in self.enrolments.find({"team_id": {"$in": team_ids}}, {"patient_id": 1})})
+        # One equality a team: FerretDB serves a top-level string equality from the index, not an `$in` on it.
+        return sorted({e["patient_id"] for team_id in team_ids
+                       for e in self.enrolments.find({"team_id": team_id}, {"patient_id": 1})})
 
 
 class EmergencyGrants:
