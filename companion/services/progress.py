@@ -89,29 +89,50 @@ class Progress:
         return patient.zone_history()
 
     def today(self, patient_id: str) -> dict:
-        """What is due today on the patient's clock, what is done, and TENS minutes against the plan."""
+        """What is due today on the patient's clock, what is done, and TENS minutes against the plan.
+
+        The reminders are read as they stand (materialized first); the figures come from the patient's today
+        row when no write has touched the patient since it was computed (companion.store.read_models.TodayRows),
+        and are computed and stored again otherwise."""
         history = self._history(patient_id)
         current = self.clock()
         zone = history.zone_at(current)
         day = local_date(current, history)
         start, end = local_day_bounds(zone, day)
         self.reminders.materialize(patient_id, start, end)
+        occurrences = [o for o in self.stores.occurrences.between(patient_id, start, end)
+                       if o["local_date"] == day.isoformat()]
+        statuses = {s: sum(1 for o in occurrences if o["status"] == s) for s in ("pending", "done", "skipped", "missed")}
+        return {"date": day.isoformat(), "zone": zone.key,
+                "reminders": {"due": len(occurrences), **statuses, "items": occurrences},
+                **self._today_figures(patient_id, history, zone, day)}
+
+    def _today_figures(self, patient_id: str, history: TimeZoneHistory, zone, day: date) -> dict:
+        # The mark's token is read before the data: a write after this read changes it, so a row computed from
+        # data older than a write is never taken for current.
+        token = self.stores.panel_row_marks.token_of(patient_id)
+        row = self.stores.today_rows.get(patient_id)
+        if token is not None and row is not None and (row["date"], row["zone"], row["token"]) == (
+                day.isoformat(), zone.key, token):
+            return row["figures"]
+        start, end = local_day_bounds(zone, day)
         facts = gather(self.stores, patient_id, start, end)
         plan = facts.plan_on(end)
         tasks = planned_tasks(plan, day)
         events = events_by_local_day(facts.events(), history).get(day, [])
-        occurrences = [o for o in facts.occurrences if o["local_date"] == day.isoformat()]
-        statuses = {s: sum(1 for o in occurrences if o["status"] == s) for s in ("pending", "done", "skipped", "missed")}
         scores = [e["nrs"] for e in facts.pain]
-        return {
-            "date": day.isoformat(), "zone": zone.key,
-            "reminders": {"due": len(occurrences), **statuses, "items": occurrences},
-            "tens": {**_goal(TaskKind.TENS, tasks, events, (plan or {}).get("tens")), "sessions": sum(counts_as_session(s) for s in facts.sessions)},
+        figures = {
+            "tens": {**_goal(TaskKind.TENS, tasks, events, (plan or {}).get("tens")),
+                     "sessions": sum(counts_as_session(s) for s in facts.sessions)},
             "mindfulness": {**_goal(TaskKind.MINDFULNESS, tasks, events, (plan or {}).get("mindfulness")),
                             **self._mindfulness_goal(patient_id, plan, zone, day, end)},
             "medication": _goal(TaskKind.MEDICATION, tasks, events, None, _medication_counts(plan)),
             "pain": {"entries": len(scores), "latest_nrs": scores[-1] if scores else None},
         }
+        if token is not None:
+            self.stores.today_rows.save({"_id": patient_id, "date": day.isoformat(), "zone": zone.key,
+                                         "token": token, "figures": figures})
+        return figures
 
     def _mindfulness_goal(self, patient_id: str, plan: dict | None, zone, day: date, day_end) -> dict:
         """The plan's mindfulness goal as set, and the practice completed this week (Monday to today)."""

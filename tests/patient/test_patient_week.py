@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from companion.services.touched_days import TouchedDays
+from companion.store.stores import Stores
 from tests.patient.helpers import PLAN
 from tests.support.world import login
 
@@ -33,6 +35,7 @@ def tens_session(db, patient_id: str, seq: int, started: str, minutes: int = 30)
         "gateway_received_at": at, "server_received_at": at, "duration_s": minutes * 60, "programme": 1,
         "frequency_hz": 100, "pulse_width_us": 200, "intensity_mean_ma": 20.0, "intensity_peak_ma": 25.0,
         "end_reason": "completed", "battery_pct": 80, "content_hash": "x", "gateway_id": None})
+    TouchedDays(Stores(db)).instants(patient_id, [at], "session")  # as ingestion marks the day it touches
 
 
 def slots(items):
