@@ -10,6 +10,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from companion.api import review_schemas as s
+from companion.api.clinician import PanelRowSchema
 from companion.domain.access import Operation, Role
 from companion.http import auditing, services
 from companion.http.security import allow, current_actor, require_patient
@@ -38,6 +39,21 @@ class ReviewAdherence(MethodView):
         """Adherence calendar (one entry per local day) and PDC over 7, 30 and 90 completed days."""
         result = open_review(patient_id).adherence(args["days"])
         _read(patient_id, "adherence_day")
+        return result
+
+
+@blp.route("/<patient_id>/review/summary")
+class ReviewSummary(MethodView):
+    @allow(Role.CLINICIAN)
+    @blp.response(200, PanelRowSchema)
+    def get(self, patient_id):
+        """The patient's summary figures, as their line on the panel: PDC over 7 and 30 completed days, the pain
+        trend, days since the last sync, open alerts and why they may need attention (one read of the panel's
+        read model)."""
+        require_patient(patient_id, Operation.READ)
+        svc = services()
+        result = svc.review.summary(svc.profiles.patient(patient_id))
+        _read(patient_id, "patient", [patient_id])
         return result
 
 

@@ -201,6 +201,14 @@ class PanelReadModel:
         return self.rows.is_empty() and bool(self.stores.users.patients())
 
     # Reading
+    def one(self, patient_id: str, at: datetime | None = None) -> rules.PanelRow | None:
+        """One patient's row (their review's summary figures): one read by ``_id`` once it is current."""
+        self.catch_up([patient_id])
+        doc = self.rows.get(patient_id)
+        if doc is None and self.refresh([patient_id]):
+            doc = self.rows.get(patient_id)
+        return as_panel_row(doc, at or self.clock()) if doc else None
+
     def page(self, patient_ids: list[str], *, sort: str = "need", descending: bool = False,
              keep: PanelFilter | None = None, offset: int = 0, limit: int = 50,
              at: datetime | None = None) -> tuple[list[rules.PanelRow], int]:

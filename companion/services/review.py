@@ -10,7 +10,7 @@ from datetime import date, datetime, timedelta
 
 from companion.clock import Clock, now
 from companion.domain import review as rules
-from companion.domain.errors import Invalid
+from companion.domain.errors import Invalid, NotFound
 from companion.domain.people import Account
 from companion.domain.review import PanelFilter
 from companion.services.read_models import PanelReadModel
@@ -144,6 +144,14 @@ class Review:
         self.panel_rows.catch_up(ids)
         return self.panel_rows.page(ids, sort=sort, descending=descending, keep=keep, offset=offset, limit=limit,
                                     at=at)
+
+    def summary(self, patient: Account) -> rules.PanelRow:
+        """The patient's figures as their line on the panel shows them (PDC 7/30, pain trend, days since the
+        last sync, open alerts, why they may need attention), from their panel row."""
+        row = self.panel_rows.one(patient.id)
+        if row is None:
+            raise NotFound("no such patient")
+        return row
 
     def of_patient(self, patient: Account) -> PatientReview:
         """One patient's figures as of now."""

@@ -176,3 +176,13 @@ def test_a_clinician_cannot_invite_into_a_team_they_are_not_on(client, world, se
                            json={"patient_email": "dora@example.org", "reason": "Referral"},
                            headers=world["clinician_other"].headers)
     assert response.status_code == 404
+
+
+def test_a_patients_review_summary_is_their_panel_line_read_by_the_care_team_only(client, panel_world, world, db):
+    clinician, ids = panel_world
+    line = next(r for r in _panel(client, clinician)["items"] if r["display_name"] == "Dan")
+    response = client.get(f"/api/v1/patients/{ids['Dan']}/review/summary", headers=clinician.headers)
+    assert response.status_code == 200 and response.json == line
+    assert db.audit_events.find_one({"actor_id": clinician.id, "action": "R", "patient_ids": [ids["Dan"]]})
+    outsider = client.get(f"/api/v1/patients/{ids['Dan']}/review/summary", headers=world["clinician_other"].headers)
+    assert outsider.status_code == 404
