@@ -1,6 +1,6 @@
 """Where "today" and the clinician panel spend their time: queries counted per collection, and cProfile.
 
-Seeds the same world as bench/reads.py (a panel of N patients × 90 days), then calls each endpoint
+Seeds the same world as bench/reads.py (a panel of N patients × 90 days, its read model built), then calls each endpoint
 in-process a few times with a pymongo CommandListener counting the commands each request sends
 (per collection, with the time spent waiting for the server) and cProfile over the handler.
 Usage: python -m bench.profile_reads [--panel-patients 200] [--repeat 3] [--uri mongodb://... --keep]
@@ -19,9 +19,11 @@ from contextlib import nullcontext
 from pymongo import monitoring
 
 from bench.common import database, mongo, write_result
-from bench.reads import DAYS, seed
+from bench.reads import seed
 from bench.world import bench_app
 from tests.support.world import login
+
+DAYS = 90
 
 
 class QueryCounter(monitoring.CommandListener):
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         app = bench_app(uri, db_name, db_timeout_ms=120_000)
         client = app.test_client()
         people = seeded(app, client) if args.keep else None
-        people = people or seed(uri, db_name, args.panel_patients)
+        people = people or seed(uri, db_name, args.panel_patients, DAYS)
         today = f"/api/v1/patients/{people['patient'].id}/today"
         figures = {"panel_patients": args.panel_patients, "days": DAYS, "repeat": args.repeat,
                    "today": measure(client, today, people["patient"].headers, counter, args.repeat),

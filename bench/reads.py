@@ -1,10 +1,18 @@
-"""API reads under concurrent load: the patient's "today" and the clinician's panel vs a bare Flask endpoint.
+"""API reads under concurrent load: the patient's "today" and the clinician's panel, against two floors.
 
-One patient with 90 days of history opens "today"; one clinician whose team has 200 patients, each
-with 90 days of session records and adherence days, opens the panel. The load comes from a separate
-process (bench/loadgen.py); the app and the bare floor (bench/bare_app.py) run on the same gunicorn
-setup (2 workers × 4 threads). Figures: requests/s and p50/p95/p99, and each as a ratio to the floor.
-Usage: python -m bench.reads [--seconds 15] [--concurrency 16] [--panel-patients 200]
+For each case (panel size × days of history) a fresh database holds one clinician whose team has N patients,
+each with `days` of adherence snapshots and a pain rating every third day; the patient who opens "today" also
+has three TENS sessions a day over those days. The panel's read model is built as `companion migrate` builds it
+(its time is reported). The load comes from a separate process (bench/loadgen.py); the app and the floors
+(bench/bare_app.py) run on the same gunicorn setup (2 workers × 4 threads):
+
+- the bare floor: a Flask endpoint that touches no database;
+- the database floor: a Flask endpoint doing one `find_one` by `_id` on the same server (measured in each
+  case, just before the endpoints it is the floor of).
+
+Figures: requests/s and p50/p95/p99, each as a ratio to the database floor, and each case at its longest
+history against the same panel size at its shortest (the growth column).
+Usage: python -m bench.reads [--seconds 10] [--concurrency 16] [--sizes 200,2000] [--days 90,365]
 """
 
 from __future__ import annotations
@@ -13,55 +21,95 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
+from bson import ObjectId
 
+from bench.bare_app import FLOOR_ID
 from bench.common import ROOT, app_env, database, gunicorn, mongo, write_result
 from bench.ingestion import item, stored
 from bench.world import bench_app
-from tests.support.world import PASSWORD, make_user
+from tests.support.world import make_user
 
-# The first of these that the app serves is measured (the areas name them in their own branches).
-TODAY_PATHS = ["/api/v1/patients/{patient_id}/today", "/api/v1/patients/{patient_id}/day"]
-PANEL_PATHS = ["/api/v1/clinician/panel", "/api/v1/clinician/teams/{team_id}/panel", "/api/v1/clinician/patients"]
-DAYS = 90
+TODAY_PATH = "/api/v1/patients/{patient_id}/today"
+PANEL_PATH = "/api/v1/clinician/panel?limit=50"
+INSERT_BATCH = 5000
 
 
-def history(db, patient_id: str, serial: str, days: int) -> None:
-    """Three sessions a day and one adherence day per day, written in the shared data-contract shape."""
-    now = datetime.now(UTC)
+def _insert(collection, docs) -> None:
+    batch = []
+    for doc in docs:
+        batch.append(doc)
+        if len(batch) == INSERT_BATCH:
+            collection.insert_many(batch, ordered=False)
+            batch = []
+    if batch:
+        collection.insert_many(batch, ordered=False)
+
+
+def sessions(db, patient_id: str, serial: str, days: int, now: datetime) -> None:
+    """Three sessions a day over ``days``, in the shared data-contract shape."""
     base = now - timedelta(days=days)
     count = days * 3
-    records = [stored(item(serial, seq, count, base), patient_id, "bench-gateway", now)
-               for seq in range(1, count + 1)]
+    records = [stored(item(serial, seq, count, base), patient_id, "bench-gateway", now) for seq in range(1, count + 1)]
     for record in records:
         record["started_at"] = base + timedelta(hours=8 * record["device_seq"])
-    db.session_records.insert_many(records, ordered=False)
-    db.adherence_days.insert_many([
-        {"_id": f"{patient_id}:{(base + timedelta(days=d)).date().isoformat()}", "patient_id": patient_id,
-         "date": (base + timedelta(days=d)).date().isoformat(), "zone": "UTC", "state": "progress",
-         "tens_fraction": 0.8, "tens_minutes": 72, "tens_minutes_target": 90, "sessions_done": 3,
-         "sessions_planned": 3, "mindfulness_fraction": None, "medication_fraction": None, "covered": True,
-         "computed_at": now} for d in range(days)], ordered=False)
+    _insert(db.session_records, records)
 
 
-def seed(uri: str, db_name: str, panel_patients: int) -> dict:
+def history(db, patient_ids: list[str], days: int, now: datetime) -> None:
+    """One adherence snapshot a day and a pain rating every third day, for each patient."""
+    base = now - timedelta(days=days)
+
+    def snapshots():
+        for index, pid in enumerate(patient_ids):
+            for d in range(days):
+                on = (base + timedelta(days=d)).date().isoformat()
+                covered = (index + d) % 5 != 0
+                yield {"_id": f"{pid}:{on}", "patient_id": pid, "date": on, "zone": "UTC", "state": "progress",
+                       "tens_fraction": 1.0 if covered else 0.4, "tens_minutes": 90 if covered else 36,
+                       "tens_minutes_target": 90, "sessions_done": 3, "sessions_planned": 3,
+                       "mindfulness_fraction": None, "medication_fraction": None, "covered": covered,
+                       "computed_at": now}
+
+    def ratings():
+        for index, pid in enumerate(patient_ids):
+            for d in range(0, days, 3):
+                at = base + timedelta(days=d, hours=9)
+                yield {"_id": str(ObjectId()), "patient_id": pid, "client_entry_id": f"b{d}", "recorded_at": at,
+                       "nrs": (index + d) % 11, "context": None, "bpi": None, "session_record_id": None,
+                       "phase": None, "version": 1, "created_at": at, "updated_at": at, "deleted": False}
+
+    _insert(db.adherence_days, snapshots())
+    _insert(db.pain_entries, ratings())
+
+
+def seed(uri: str, db_name: str, patients: int, days: int) -> dict:
     app = bench_app(uri, db_name)
     client, services = app.test_client(), app.extensions["companion"]
+    db = services.db
+    now = datetime.now(UTC)
     clinician = make_user(client, services, key="bench_clinician", role="clinician")
-    care = services.care
-    team = care.create_team("Bench clinic")
-    care.add_clinician(team.id, clinician.id)
-    patient = make_user(client, services, key="bench_reader", role="patient")
-    others = [services.accounts.sign_up(email=f"bench_reader_{index}@example.org", password=PASSWORD,
-                                        display_name=f"Reader {index}", role="patient", time_zone="UTC").id
-              for index in range(1, panel_patients)]
-    for index, patient_id in enumerate([patient.id, *others]):
-        care.enrol(team.id, patient_id)
-        history(services.db, patient_id, f"CTU-R{index:05d}", DAYS)
+    team = services.care.create_team("Bench clinic")
+    services.care.add_clinician(team.id, clinician.id)
+    reader = make_user(client, services, key="bench_reader", role="patient")
+    others = [services.stores.users.create(email=f"bench_reader_{n}@example.org", password_hash="-", role="patient",
+                                           display_name=f"Reader {n:05d}", time_zone="UTC",
+                                           extra={"time_zone_history": [], "caregiver_alert_delay_min": 60}).id
+              for n in range(1, patients)]
+    ids = [reader.id, *others]
+    for pid in ids:
+        services.stores.care_teams.enrol(team.id, pid)
+    history(db, ids, days, now)
+    sessions(db, reader.id, "CTU-R00000", days, now)
+    db.bench_floor.insert_one({"_id": FLOOR_ID, "name": "floor"})
+    started = time.perf_counter()
+    built = services.panel_rows.rebuild()
+    rebuild_s = round(time.perf_counter() - started, 2)
     services.client.close()
-    return {"patient": patient, "clinician": clinician, "team_id": team.id}
+    return {"patient": reader, "clinician": clinician, "rows": built, "rebuild_s": rebuild_s}
 
 
 def load(url: str, headers: dict, seconds: float, concurrency: int) -> dict:
@@ -71,53 +119,51 @@ def load(url: str, headers: dict, seconds: float, concurrency: int) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def first_served(base: str, candidates: list[str], headers: dict, values: dict) -> tuple[str | None, list]:
-    answers = []
-    for template in candidates:
-        path = template.format(**values)
-        status = httpx.get(base + path, headers=headers, timeout=60).status_code
-        if status == 200:
-            return path, answers
-        answers.append((template, status))
-    return None, answers
-
-
 def ratios(measured: dict, floor: dict) -> dict:
-    return {"rps_ratio_to_bare": round(measured["ok_rps"] / floor["ok_rps"], 4),
-            "p50_ratio_to_bare": round(measured["p50_ms"] / floor["p50_ms"], 2),
-            "p95_ratio_to_bare": round(measured["p95_ms"] / floor["p95_ms"], 2),
-            "p99_ratio_to_bare": round(measured["p99_ms"] / floor["p99_ms"], 2)}
+    return {"rps_ratio_to_floor": round(measured["ok_rps"] / floor["ok_rps"], 4),
+            "p50_ratio_to_floor": round(measured["p50_ms"] / floor["p50_ms"], 2),
+            "p95_ratio_to_floor": round(measured["p95_ms"] / floor["p95_ms"], 2)}
+
+
+def one_case(uri: str, patients: int, days: int, seconds: float, concurrency: int) -> dict:
+    db_name = f"bench_reads_{patients}_{days}"
+    mongo(uri).drop_database(db_name)
+    started = time.perf_counter()
+    people = seed(uri, db_name, patients, days)
+    case = {"patients": patients, "days": days, "seed_s": round(time.perf_counter() - started, 1),
+            "rows": people["rows"], "rebuild_s": people["rebuild_s"]}
+    env = app_env(uri, db_name)
+    with gunicorn("bench.bare_app:app", env) as floor:
+        case["floor"] = load(floor.url + "/floor", {}, seconds, concurrency)
+    with gunicorn("companion.wsgi:app", env) as server:
+        for name, path, person in (("today", TODAY_PATH.format(patient_id=people["patient"].id), people["patient"]),
+                                   ("panel", PANEL_PATH, people["clinician"])):
+            status = httpx.get(server.url + path, headers=person.headers, timeout=60).status_code
+            if status != 200:
+                case[name] = {"available": False, "reason": f"{path} answered {status}"}
+                continue
+            measured = load(server.url + path, person.headers, seconds, concurrency)
+            case[name] = {"available": True, "path": path.split("?")[0], **measured,
+                          **ratios(measured, case["floor"])}
+    mongo(uri).drop_database(db_name)
+    return case
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--panel-patients", type=int, default=200)
+    parser.add_argument("--sizes", default="200,2000", help="panel sizes (patients on the clinician's team)")
+    parser.add_argument("--days", default="90,365", help="days of history per patient")
     args = parser.parse_args(argv)
-    figures: dict = {"concurrency": args.concurrency, "seconds": args.seconds,
-                     "panel_patients": args.panel_patients, "days": DAYS}
+    figures: dict = {"concurrency": args.concurrency, "seconds": args.seconds, "page": 50, "cases": []}
     with database() as uri:
-        db_name = "bench_reads"
-        mongo(uri).drop_database(db_name)
-        people = seed(uri, db_name, args.panel_patients)
-        with gunicorn("bench.bare_app:app", {}) as bare:
+        with gunicorn("bench.bare_app:app", {"MONGODB_URI": uri, "MONGODB_DB": "bench_floor"}) as bare:
             figures["bare"] = load(bare.url + "/bare", {}, args.seconds, args.concurrency)
-        values = {"patient_id": people["patient"].id, "team_id": people["team_id"]}
-        with gunicorn("companion.wsgi:app", app_env(uri, db_name)) as server:
-            for name, candidates, person in (("today", TODAY_PATHS, people["patient"]),
-                                             ("panel", PANEL_PATHS, people["clinician"])):
-                path, answers = first_served(server.url, candidates, person.headers, values)
-                if path is None:
-                    over_budget = [template for template, status in answers if status == 503]
-                    figures[name] = {"available": False, "reason": (
-                        f"`{over_budget[0]}` answered 503: its queries exceed the database budget "
-                        f"(COMPANION_DB_TIMEOUT_MS) even without load" if over_budget
-                        else f"no 200 from any of {answers}")}
-                    continue
-                measured = load(server.url + path, person.headers, args.seconds, args.concurrency)
-                figures[name] = {"available": True, "path": path, **measured, **ratios(measured, figures["bare"])}
-        mongo(uri).drop_database(db_name)
+        for patients in (int(s) for s in args.sizes.split(",")):
+            for days in (int(d) for d in args.days.split(",")):
+                figures["cases"].append(one_case(uri, patients, days, args.seconds, args.concurrency))
+                print(json.dumps(figures["cases"][-1]), flush=True)
     write_result("reads", figures)
 
 

@@ -61,30 +61,57 @@ def ingestion(lines: list[str]) -> None:
         lines.append("")
 
 
+# Before the read models (commit e04298f, same machine, 16 connections, 200 patients × 90 days), from the
+# report of that run: (endpoint, req/s, p50 ms, p95 ms, req/s ratio to the bare Flask floor).
+READS_BEFORE = (("bare Flask", 1470.6, 8.77, 24.65, 1.0), ("today", 32.7, 332.13, 797.04, 0.0222),
+                ("panel (200 × 90)", 2.1, 6778.43, 10956.22, 0.0014))
+
+
+def _case_line(case: dict, name: str, shortest: dict | None) -> str:
+    r = case.get(name, {})
+    label = f"{name} ({case['patients']} patients × {case['days']} days)"
+    if not r.get("available"):
+        return f"| {label} | not available: {r.get('reason', '?')} | | | | | | |"
+    growth = ""
+    if shortest is not None and shortest is not case and shortest.get(name, {}).get("available"):
+        growth = f"{r['p95_ms'] / shortest[name]['p95_ms']:.2f}"
+    return (f"| {label} | {r['ok_rps']} | {r['p50_ms']} | {r['p95_ms']} | {r['errors']} / {r['requests']} | "
+            f"**{r['rps_ratio_to_floor']:.3f}** | {r['p95_ratio_to_floor']} | {growth} |")
+
+
 def reads(lines: list[str]) -> None:
     lines += ["## API reads under concurrent load", ""]
     figures = _load("reads")
-    if not figures:
+    if not figures or "cases" not in figures:
         lines += _missing("reads", None)
         return
     bare = figures["bare"]
     lines += [f"Closed-loop load from a separate process, {figures['concurrency']} connections for "
-              f"{figures['seconds']} s each; 'today' for a patient with {figures['days']} days of history, the "
-              f"panel for a clinician whose team has {figures['panel_patients']} patients × {figures['days']} days. "
-              "The floor is a bare Flask endpoint on the same gunicorn setup.", "",
-              "| endpoint | req/s answered 200 | p50 ms | p95 ms | p99 ms | errors / requests | "
-              "**req/s ratio to bare** | p95 ratio to bare |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|",
-              f"| bare Flask `/bare` (floor) | {bare['ok_rps']} | {bare['p50_ms']} | {bare['p95_ms']} | "
-              f"{bare['p99_ms']} | {bare['errors']} / {bare['requests']} | 1.00 | 1.00 |"]
-    for name in ("today", "panel"):
-        r = figures.get(name, {})
-        if r.get("available"):
-            lines.append(f"| {name} `{r['path']}` | {r['ok_rps']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | "
-                         f"{r['errors']} / {r['requests']} | **{r['rps_ratio_to_bare']:.4f}** | "
-                         f"{r['p95_ratio_to_bare']} |")
-        else:
-            lines.append(f"| {name} | not available: {r.get('reason', '?')} | | | | | | |")
+              f"{figures['seconds']} s each. Each case is a fresh database: one clinician whose team has N patients, "
+              "each with D days of adherence snapshots and a pain rating every third day; the patient who opens "
+              "'today' also has three TENS sessions a day over the D days. The panel is a page of "
+              f"{figures['page']}. The **database floor** is a bare Flask endpoint on the same gunicorn setup doing "
+              "one `find_one` by `_id` on the same server, measured in each case just before the endpoints; "
+              f"the bare floor (no database) ran at {bare['ok_rps']} req/s, p50 {bare['p50_ms']} ms, "
+              f"p95 {bare['p95_ms']} ms. *growth*: p95 against the same panel size with the shortest history.", "",
+              "| endpoint | req/s answered 200 | p50 ms | p95 ms | errors / requests | **req/s ratio to the "
+              "database floor** | p95 ratio to the floor | growth (p95) |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    shortest: dict[int, dict] = {}
+    for case in figures["cases"]:
+        shortest.setdefault(case["patients"], case)
+        floor = case["floor"]
+        lines.append(f"| database floor ({case['patients']} × {case['days']}) | {floor['ok_rps']} | "
+                     f"{floor['p50_ms']} | {floor['p95_ms']} | {floor['errors']} / {floor['requests']} | 1.000 | 1.00 | |")
+        for name in ("today", "panel"):
+            lines.append(_case_line(case, name, shortest[case["patients"]]))
+    lines += ["", "Building the panel's read model for each case (what `companion migrate` does on a database "
+              "from before it): " + ", ".join(f"{c['patients']} × {c['days']}: {c['rows']} rows in {c['rebuild_s']} s"
+                                              for c in figures["cases"]) + ".", "",
+              "Before the read models (same machine, 16 connections, 200 patients × 90 days; ratios to the *bare* "
+              "floor, since there was no database floor then):", "",
+              "| endpoint | req/s | p50 ms | p95 ms | req/s ratio to bare |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {n} | {rps} | {p50} | {p95} | {ratio} |" for n, rps, p50, p95, ratio in READS_BEFORE]
     lines.append("")
     profile = _load("profile_reads")
     if profile:
