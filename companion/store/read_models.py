@@ -30,8 +30,11 @@ from pymongo.errors import DuplicateKeyError
 
 from companion.store.batches import chunks
 
-# Rows and days are found by `_id $in` (the _id index); marks by their slot.
+# Rows, days and today rows are found by `_id` or `_id $in` (the _id index); marks by their slot.
 INDEXES = {
+    "panel_rows": [],
+    "panel_row_days": [],
+    "today_rows": [],
     "panel_row_marks": [IndexModel([("due", ASCENDING)], name="due")],
 }
 NOW = "now"
