@@ -13,6 +13,7 @@ from marshmallow import Schema, fields, validate
 
 from companion.api.push_tokens import NotificationFieldsSchema
 from companion.domain.access import Operation, Role
+from companion.domain.alerts import ALERT_KINDS
 from companion.http import auditing, services
 from companion.http.schemas import StrictSchema
 from companion.http.security import allow, current_actor, require_patient
@@ -26,10 +27,34 @@ class AlertArgsSchema(StrictSchema):
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
 
 
-class AlertSchema(Schema):
+ALERT_KIND_NAMES = [kind.value for kind in ALERT_KINDS]
+
+
+class AlertFactsSchema(Schema):
+    """An alert's structured fields, for apps that say it in their own words and language (the ``text`` is
+    an English sentence for the care team)."""
+
     id = fields.String(attribute="_id")
     patient_id = fields.String()
-    kind = fields.String()
+    kind = fields.String(metadata={"enum": ALERT_KIND_NAMES, "description": "what the alert is about: the one "
+                                   "name of each alert kind (the push, the API and the dashboard use it)"})
+    occurred_at = fields.Function(lambda a: _iso(a.get("occurred_at") or a.get("raised_at")), metadata={
+        "type": "string", "format": "date-time",
+        "description": "when the condition arose (ISO 8601, UTC): the missed session's due time, the unit's last "
+                       "contact, the fault, the pain rating; the raising time for low adherence"})
+    device_serial = fields.String(allow_none=True, dump_default=None,
+                                  metadata={"description": "the TENS unit concerned (device alerts only)"})
+    details = fields.Dict(dump_default=dict, metadata={
+        "description": "figures the alert names, by kind: missed_tens_session {local_date, local_time, "
+                       "delay_minutes}; low_adherence {first_day, days, latest_fraction}; battery_low "
+                       "{battery_percent}; pain_flare {score, reason}"})
+
+
+def _iso(moment) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+class AlertSchema(AlertFactsSchema):
     share_kind = fields.String()
     severity = fields.String()
     urgent = fields.Boolean()

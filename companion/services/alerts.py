@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 from companion.clock import Clock, now
 from companion.domain.access import Grant, visible_alert_kinds
 from companion.domain.alerts import (
+    ALERT_KINDS,
     AlertCandidate,
     AlertKind,
     battery_low,
@@ -35,6 +36,7 @@ from companion.domain.alerts import (
 )
 from companion.domain.alerts import low_adherence as low_adherence_rule
 from companion.domain.errors import NotFound
+from companion.domain.notifications import caregiver_kind
 from companion.domain.pain import PainEntry, flares
 from companion.domain.people import Account
 from companion.domain.schedules import nudge_times
@@ -45,23 +47,9 @@ from companion.store.stores import Stores
 
 logger = logging.getLogger(__name__)
 
-# The consent vocabulary caregivers choose from (companion.api.caregivers.SHAREABLE_ALERTS).
-SHARE_KIND = {
-    AlertKind.MISSED_TENS: "missed_session", AlertKind.LOW_ADHERENCE: "adherence_low",
-    AlertKind.UNIT_SILENT: "device_silent", AlertKind.BATTERY_LOW: "battery_low",
-    AlertKind.ELECTRODE_OFF: "device_fault", AlertKind.OVERLOAD: "device_fault",
-    AlertKind.PAIN_FLARE: "pain_flare",
-}
-# Push template per alert kind and audience. Caregiver pushes all carry the same generic line; the
-# template decides TTL, priority and collapse key (device troubles share the "device_silent" one).
-CAREGIVER_TEMPLATE = {
-    AlertKind.MISSED_TENS: "missed_session_caregiver", AlertKind.LOW_ADHERENCE: "adherence_low",
-    AlertKind.UNIT_SILENT: "device_silent", AlertKind.BATTERY_LOW: "device_silent",
-    AlertKind.ELECTRODE_OFF: "device_silent", AlertKind.OVERLOAD: "device_silent",
-    AlertKind.PAIN_FLARE: "pain_flare",
-}
-PATIENT_TEMPLATE = {AlertKind.BATTERY_LOW: "battery_low", AlertKind.ELECTRODE_OFF: "device_fault",
-                    AlertKind.OVERLOAD: "device_fault"}
+# Who hears of an alert besides its caregivers: the patient, of the unit's own troubles (the push kind
+# is the alert kind's own name; see companion.domain.notifications.TEMPLATES).
+PATIENT_HEARS = frozenset({AlertKind.BATTERY_LOW, AlertKind.ELECTRODE_OFF, AlertKind.OVERLOAD})
 LOOKBACK = timedelta(hours=24)
 SILENT_LOOKBACK = timedelta(days=8)  # units silent for longer were alerted about already
 FLARE_HISTORY = timedelta(days=14)
@@ -106,7 +94,8 @@ class AlertService:
         alert, created = alerts.raise_once(
             patient_id=candidate.patient_id, kind=candidate.kind.value, severity=candidate.severity.value,
             text=candidate.text, dedup_key=candidate.dedup_key, shared_with_caregivers=True,
-            urgent=candidate.urgent, share_kind=SHARE_KIND[candidate.kind])
+            urgent=candidate.urgent, share_kind=ALERT_KINDS[candidate.kind].share_kind,
+            occurred_at=candidate.occurred_at, device_serial=candidate.device_serial, details=dict(candidate.details))
         if created and report is not None:
             report.raised[candidate.kind.value] = report.raised.get(candidate.kind.value, 0) + 1
         if alert.get("notified_at") is None:
@@ -118,15 +107,15 @@ class AlertService:
 
     def _notify(self, alert: dict, candidate: AlertCandidate) -> int:
         recipients: list[tuple[Account, str, str | None]] = []
-        share_kind = SHARE_KIND[candidate.kind]
+        share_kind = ALERT_KINDS[candidate.kind].share_kind
         links = [link for link in self.stores.care_links.for_patient(candidate.patient_id)
                  if link.active and share_kind in link.permissions.alerts]
         for caregiver in self.stores.users.by_ids(link.caregiver_id for link in links):
-            recipients.append((caregiver, CAREGIVER_TEMPLATE[candidate.kind], share_kind))
-        if candidate.kind in PATIENT_TEMPLATE:
+            recipients.append((caregiver, caregiver_kind(candidate.kind), share_kind))
+        if candidate.kind in PATIENT_HEARS:
             patient = self.stores.users.by_id(candidate.patient_id)
             if patient is not None:
-                recipients.append((patient, PATIENT_TEMPLATE[candidate.kind], None))
+                recipients.append((patient, candidate.kind.value, None))
         created = 0
         for person, template, needs in recipients:
             zone = person.zone_history().zone_at(alert["raised_at"])
@@ -196,13 +185,16 @@ class AlertService:
     def silent_units(self, now: datetime, failures: ItemFailures) -> list[AlertCandidate]:
         """Bound units not heard from (no upload, no status) for 24 hours."""
 
+        units = list(self.stores.devices.heard_from_between(now - SILENT_LOOKBACK, now - timedelta(hours=24)))
+        zones = self._zones({unit.patient_id for unit in units}, failures)
+
         def judge(unit) -> AlertCandidate | None:
             latest = self.stores.session_records.last_received_from(unit.serial)
             heard = max(filter(None, [unit.status.get("last_seen_at"), latest]))
-            return unit_silent(unit.patient_id, unit.serial, heard, now)
+            return unit_silent(unit.patient_id, unit.serial, heard, now, zones.get(unit.patient_id, ZoneInfo("UTC")))
 
         found = []
-        for unit in self.stores.devices.heard_from_between(now - SILENT_LOOKBACK, now - timedelta(hours=24)):
+        for unit in units:
             candidate = failures.attempt(unit.serial, lambda u=unit: judge(u))
             if candidate is not None:
                 found.append(candidate)

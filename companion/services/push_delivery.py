@@ -29,10 +29,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from companion.clock import Clock, now
+from companion.domain.localtime import TimeZoneHistory
 from companion.notify.push import Address, Outcome, PushItem, PushResult, PushSender
 from companion.services.notifications import DeliveryConsent
 from companion.services.telemetry import NoTelemetry, Telemetry
 from companion.settings import Settings
+from companion.store.accounts import Users
 from companion.store.outbox import EXPIRED, FAILED, SCHEDULED, SENT, WITHDRAWN, Outbox
 from companion.store.push_tokens import PushTokens
 from companion.store.stores import Stores
@@ -91,7 +93,9 @@ class DispatchReport:
 
 class OutboxDispatcher:
     def __init__(self, outbox: Outbox, tokens: PushTokens, sender: PushSender, *, owner: str,
-                 lease: timedelta = DEFAULT_LEASE, batch_size: int = 500, consent: DeliveryConsent | None = None):
+                 lease: timedelta = DEFAULT_LEASE, batch_size: int = 500, consent: DeliveryConsent | None = None,
+                 users: Users | None = None):
+        self.users = users
         self.outbox = outbox
         self.tokens = tokens
         self.sender = sender
@@ -143,11 +147,17 @@ class OutboxDispatcher:
         claimed = [doc for doc in claimed if doc["_id"] not in refused]
         items: list[PushItem] = []
         installs: list[tuple[str, str]] = []  # (recipient, install) of each item
+        readers = self._readers(claimed)
         for doc in claimed:
+            language, zone = readers.get(doc["recipient_user_id"], (None, None))
+            planned = doc.get("planned_at")
             for phone in phones.of(doc["recipient_user_id"]):
                 items.append(PushItem(outbox_id=doc["_id"], token=phone["token"], kind=doc["kind"],
                                       expires_at=doc["expires_at"], collapse_key=doc["collapse_key"],
-                                      attempt=doc["attempts"] + 1, address=Address(phone.get("address", "token"))))
+                                      attempt=doc["attempts"] + 1, address=Address(phone.get("address", "token")),
+                                      locales=(language, phone.get("locale")),
+                                      zone=zone.zone_at(planned or doc["not_before"]).key if zone else "UTC",
+                                      planned_at=planned))
                 installs.append((doc["recipient_user_id"], phone["install_id"]))
         results = self.sender.send(items) if items else []
         per_doc: dict[str, list[tuple[str, PushResult]]] = {}
@@ -161,6 +171,13 @@ class OutboxDispatcher:
             outcomes.append((doc, settlement.state, settlement.details()))
             report.states[settlement.state] = report.states.get(settlement.state, 0) + 1
         self.outbox.settle(outcomes)
+
+
+    def _readers(self, docs: list[dict]) -> dict[str, tuple[str | None, TimeZoneHistory]]:
+        """Each recipient's chosen language (None: their phones') and zones, read once per batch."""
+        if self.users is None or not docs:
+            return {}
+        return {a.id: (a.locale, a.zone_history()) for a in self.users.by_ids({d["recipient_user_id"] for d in docs})}
 
 
 class PhoneBook:
@@ -195,7 +212,7 @@ class PushDelivery:
             raise RuntimeError("no FCM service account configured")
         return OutboxDispatcher(self.stores.outbox, self.stores.push_tokens, self.sender, owner=owner or self.owner,
                                 lease=self.settings.push_lease, batch_size=self.settings.dispatch_batch,
-                                consent=DeliveryConsent(self.stores))
+                                consent=DeliveryConsent(self.stores), users=self.stores.users)
 
     def send_due(self, owner: str | None = None) -> DispatchReport:
         """Send every due outbox notification, a batch at a time, until a pass finds none left to claim."""

@@ -38,12 +38,15 @@ class Alerts:
         return self.col.delete_many({"patient_id": patient_id}).deleted_count
 
     def raise_once(self, *, patient_id: str, kind: str, severity: str, text: str, dedup_key: str,
-                   shared_with_caregivers: bool, urgent: bool, share_kind: str) -> tuple[dict, bool]:
-        """Create the alert for ``dedup_key`` unless it exists; returns (alert, created)."""
+                   shared_with_caregivers: bool, urgent: bool, share_kind: str, occurred_at: datetime | None = None,
+                   device_serial: str | None = None, details: dict | None = None) -> tuple[dict, bool]:
+        """Create the alert for ``dedup_key`` unless it exists; returns (alert, created). ``occurred_at``,
+        ``device_serial`` and ``details`` are the alert's structured fields (see AlertCandidate)."""
         doc = {"_id": str(ObjectId()), "patient_id": patient_id, "kind": kind, "severity": severity,
                "text": text, "dedup_key": dedup_key, "raised_at": self.clock(), "acknowledged_at": None,
                "acknowledged_by": None, "shared_with_caregivers": shared_with_caregivers, "urgent": urgent,
-               "share_kind": share_kind, "notified_at": None}
+               "share_kind": share_kind, "notified_at": None, "occurred_at": occurred_at,
+               "device_serial": device_serial, "details": dict(details or {})}
         try:
             self.col.insert_one(doc)
             return doc, True
