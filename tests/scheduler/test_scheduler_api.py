@@ -4,7 +4,7 @@ reader's scope, adherence days and summary."""
 from __future__ import annotations
 
 import logging
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from companion.clock import now
 
@@ -125,3 +125,34 @@ def test_adherence_range_longer_than_a_year_is_refused(client, world):
     response = client.get(f"/api/v1/patients/{patient.id}/adherence", headers=patient.headers,
                           query_string={"from": date(2024, 1, 1).isoformat(), "to": date(2026, 1, 1).isoformat()})
     assert response.status_code == 422
+
+
+def test_a_phone_registers_with_its_language_and_a_malformed_one_is_refused(client, world):
+    patient = world["patient_a"]
+    registered = client.put("/api/v1/me/push-tokens/phone-de", json={"token": "t-de", "platform": "ios",
+                                                                     "locale": "de-AT"}, headers=patient.headers)
+    assert registered.status_code == 200 and registered.json["locale"] == "de-AT"
+    refused = client.put("/api/v1/me/push-tokens/phone-x", json={"token": "t-x", "platform": "ios",
+                                                                 "locale": "../de"}, headers=patient.headers)
+    assert refused.status_code == 422 and "locale" in refused.json["errors"]["json"]
+
+
+def test_a_patient_chooses_the_language_of_their_notifications_and_can_clear_it(client, world):
+    url = f"/api/v1/patients/{world['patient_a'].id}"
+    headers = world["patient_a"].headers
+    assert client.patch(url, json={"locale": "es-MX"}, headers=headers).json["locale"] == "es-MX"
+    assert client.patch(url, json={"locale": None}, headers=headers).json["locale"] is None
+    assert client.patch(url, json={"locale": "spanish please"}, headers=headers).status_code == 422
+
+
+def test_an_alert_answers_its_structured_fields_beside_the_sentence(client, world, services):
+    patient = world["patient_a"]
+    at = datetime(2026, 3, 2, 9, 55, tzinfo=UTC)
+    services.stores.alerts.raise_once(
+        patient_id=patient.id, kind="battery_low", severity="info", text="TENS unit CTU-1 battery is at 9%.",
+        dedup_key=f"battery_low:CTU-1:{patient.id}", shared_with_caregivers=True, urgent=False,
+        share_kind="battery_low", occurred_at=at, device_serial="CTU-1", details={"battery_percent": 9})
+    (alert,) = client.get(f"/api/v1/patients/{patient.id}/alerts", headers=patient.headers).json["items"]
+    assert (alert["kind"], alert["occurred_at"], alert["device_serial"], alert["details"]) == (
+        "battery_low", "2026-03-02T09:55:00+00:00", "CTU-1", {"battery_percent": 9})
+    assert alert["patient_id"] == patient.id and alert["text"].startswith("TENS unit CTU-1")
