@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import logging
 from datetime import datetime, tzinfo
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from babel import Locale, UnknownLocaleError
@@ -36,6 +36,7 @@ DOMAIN = "messages"
 SOURCE_LANGUAGE = "en"
 
 
+@cache
 def languages() -> tuple[str, ...]:
     """The languages texts can be written in: English (the source) and every language with a catalog."""
     found = sorted(p.parent.parent.name for p in CATALOG_DIR.glob(f"*/LC_MESSAGES/{DOMAIN}.po"))
@@ -61,7 +62,7 @@ class Reader:
     def __init__(self, *candidates: str | None, zone: tzinfo | None = None):
         """``candidates``: language tags in order of preference (the account's, then the phone's); unusable
         ones are skipped. ``zone``: the reader's time zone for dates (UTC if unknown)."""
-        self.language, self.locale = _choose(candidates)
+        self.language, self.locale = _choose(tuple(candidates))
         self.zone = zone
 
     def gettext(self, message: str) -> str:
@@ -82,6 +83,7 @@ class Reader:
         return format_datetime(instant, format="medium", tzinfo=self.zone, locale=self.locale)
 
 
+@lru_cache(maxsize=1024)  # a deployment sees a few hundred distinct tag pairs; choosing is the costly part
 def _choose(candidates: tuple[str | None, ...]) -> tuple[str, Locale]:
     available = languages()
     for tag in candidates:
