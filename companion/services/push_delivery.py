@@ -172,7 +172,6 @@ class OutboxDispatcher:
             report.states[settlement.state] = report.states.get(settlement.state, 0) + 1
         self.outbox.settle(outcomes)
 
-
     def _readers(self, docs: list[dict]) -> dict[str, tuple[str | None, TimeZoneHistory]]:
         """Each recipient's chosen language (None: their phones') and zones, read once per batch."""
         if self.users is None or not docs:
