@@ -45,7 +45,7 @@ def _anchor_at_exit(services_ref) -> None:
 def create_app(test_config: dict | None = None, *, services=None) -> Flask:
     """Application factory. `test_config` overrides settings (see companion.settings.Settings)."""
     from companion import api, web
-    from companion.http import auditing, bodies, correlation, headers, problems, security
+    from companion.http import auditing, bodies, correlation, headers, problems, security, server_time
     from companion.services.container import Services
 
     settings = load_settings(test_config)
@@ -79,6 +79,7 @@ def create_app(test_config: dict | None = None, *, services=None) -> Flask:
     headers.install(app)
     headers.trust_proxies(app, settings.trusted_proxies)
     problems.register(app)
+    server_time.install(app)
     if os.environ.get("COMPANION_SKIP_INDEXES") != "1":
         app.extensions["companion"].health.ensure_indexes_at_start()
     return app

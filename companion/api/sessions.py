@@ -1,4 +1,5 @@
-"""A patient's TENS sessions as recorded by their units."""
+"""A patient's TENS sessions as recorded by their units, and the care team's decisions on those held back from
+the figures."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from marshmallow.exceptions import ValidationError
 
 from companion.api.schemas import ChangesArgs, changes_schema
 from companion.domain.access import Operation, Role
+from companion.domain.sessions import RESOLUTIONS
 from companion.http import auditing, services
-from companion.http.schemas import StrictSchema
-from companion.http.security import allow, require_patient
+from companion.http.schemas import StrictSchema, text
+from companion.http.security import allow, current_actor, require_patient
 
 blp = Blueprint("sessions", __name__, url_prefix="/api/v1/patients", description="TENS sessions")
 MAX_RANGE = timedelta(days=366)
@@ -30,16 +32,41 @@ class SessionRangeArgs(StrictSchema):
             raise ValidationError("'to' must be after 'from', at most 366 days later", "to")
 
 
+class FindingSchema(Schema):
+    flag = fields.String()
+    reason = fields.String()
+
+
+class ResolutionSchema(Schema):
+    action = fields.String()
+    by = fields.String()
+    at = fields.DateTime()
+    note = fields.String(allow_none=True)
+    started_at = fields.DateTime(allow_none=True)
+
+
 class TensSessionSchema(Schema):
     record_id = fields.String(attribute="_id")
     device_serial = fields.String()
     device_seq = fields.Integer()
-    started_at = fields.DateTime()
-    device_started_at = fields.DateTime()
+    started_at = fields.DateTime(metadata={"description": "the server's best estimate of the real start"})
+    started_earliest = fields.DateTime(allow_none=True, metadata={"description": "the real start is not before"})
+    started_latest = fields.DateTime(allow_none=True, metadata={"description": "the real start is not after"})
+    time_quality = fields.String(metadata={"enum": ["exact", "corrected", "estimated"]})
+    time_basis = fields.String(allow_none=True)
+    local_date = fields.String(allow_none=True, metadata={"description": "the patient's local day it counts on"})
+    device_started_at = fields.DateTime(metadata={"description": "the unit's raw clock reading"})
+    reported_started_at = fields.DateTime(allow_none=True, metadata={"description": "the gateway's own correction"})
+    unit_offset_s = fields.Float(allow_none=True, metadata={"description": "unit clock minus real time, as applied"})
     clock_offset_s = fields.Float()
     clock_status = fields.String()
     gateway_received_at = fields.DateTime()
     server_received_at = fields.DateTime()
+    flags = fields.List(fields.Nested(FindingSchema))
+    held = fields.Boolean(metadata={"description": "kept out of the figures until resolved"})
+    counts = fields.Boolean(metadata={"description": "counts as a session of its own"})
+    counted_minutes = fields.Float(metadata={"description": "minutes it adds to its day's figures"})
+    resolution = fields.Nested(ResolutionSchema, allow_none=True)
     duration_s = fields.Integer()
     programme = fields.Integer()
     frequency_hz = fields.Integer()
@@ -55,6 +82,22 @@ class TensSessionListSchema(Schema):
 
 
 TensSessionChangesSchema = changes_schema("TensSessionChangesSchema", TensSessionSchema)
+
+
+class HeldSessionSchema(TensSessionSchema):
+    patient_id = fields.String(allow_none=True)
+    candidate_patient_ids = fields.List(fields.String())
+
+
+class HeldSessionListSchema(Schema):
+    items = fields.List(fields.Nested(HeldSessionSchema))
+
+
+class ResolveSchema(StrictSchema):
+    action = fields.String(required=True, validate=validate.OneOf(RESOLUTIONS), metadata={
+        "description": "count: into the figures (as this patient's, at started_at if given); exclude: never"})
+    started_at = fields.AwareDateTime(load_default=None, metadata={"description": "the start the care team knows"})
+    note = text(500, load_default=None, allow_none=True)
 
 
 @blp.route("/<patient_id>/sessions")
@@ -79,10 +122,39 @@ class TensSessionChanges(MethodView):
     @blp.alt_response(410, response="GONE", description="read again from the start, without a cursor")
     def get(self, args, patient_id):
         """Session records in the order the server stored them (a gateway offline for days uploads late, in
-        any order of start time), after the cursor. Records are never changed or deleted. See the README's
-        "Sync" section."""
+        any order of start time), after the cursor. A record is never deleted; one placed again (a later clock fix,
+        the care team's decision on a held one) comes round again with its new fields. See the README's "Sync"
+        section."""
         require_patient(patient_id, Operation.READ)
         page = services().sessions.changes_since(patient_id, args["cursor"], args["limit"])
         auditing.note(patient_ids=[patient_id], resource="session_record", action="search",
                       resource_ids=[i["_id"] for i in page["items"]])
         return page
+
+
+@blp.route("/<patient_id>/sessions/held")
+class HeldSessions(MethodView):
+    @allow(Role.CLINICIAN)
+    @blp.response(200, HeldSessionListSchema)
+    def get(self, patient_id):
+        """Sessions held back from the figures (with why), the patient's or possibly the patient's (a unit that
+        changed hands when they happened), newest first."""
+        require_patient(patient_id, Operation.READ)
+        items = services().sessions.held(patient_id)
+        auditing.note(patient_ids=[patient_id], resource="session_record", action="R",
+                      resource_ids=[i["_id"] for i in items])
+        return {"items": items}
+
+
+@blp.route("/<patient_id>/sessions/<record_id>/resolution")
+class SessionResolution(MethodView):
+    @allow(Role.CLINICIAN)
+    @blp.arguments(ResolveSchema)
+    @blp.response(200, TensSessionSchema)
+    def put(self, body, patient_id, record_id):
+        """Decide on a held session: count it (as this patient's, at ``started_at`` if given) or exclude it.
+        Its day's figures are recomputed. Deciding again replaces the earlier decision."""
+        require_patient(patient_id, Operation.CLINICAL)
+        auditing.note(patient_ids=[patient_id], resource="session_record", action="U", resource_ids=[record_id])
+        return services().sessions.resolve(patient_id, record_id, body["action"], current_actor().id,
+                                           started_at=body["started_at"], note=body["note"])
