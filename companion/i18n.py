@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import io
 import logging
-from datetime import datetime, tzinfo
+from datetime import date, datetime, tzinfo
 from functools import cache, lru_cache
 from pathlib import Path
 
 from babel import Locale, UnknownLocaleError
 from babel.core import negotiate_locale
-from babel.dates import format_datetime, format_time
+from babel.dates import format_date, format_datetime, format_time
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import NullTranslations, Translations
@@ -77,6 +77,10 @@ class Reader:
     def time(self, instant: datetime) -> str:
         """A time of day in the reader's zone and locale's short format (``08:00``, ``8:00 AM``)."""
         return format_time(instant, format="short", tzinfo=self.zone, locale=self.locale)
+
+    def date(self, day: date) -> str:
+        """A calendar date in the locale's medium format (``30 Nov 2026``, ``30.11.2026``)."""
+        return format_date(day, format="medium", locale=self.locale)
 
     def datetime(self, instant: datetime) -> str:
         """A date and time in the reader's zone and locale's medium format."""

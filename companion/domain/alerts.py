@@ -92,6 +92,44 @@ def label_of(kind: str) -> str:
         return kind
 
 
+# What a patient or a caregiver reads about an alert, in their own language: catalog message ids
+# (companion.i18n), filled from the alert's structured fields. ``{device}`` is the unit's serial,
+# ``{when}`` the alert's ``occurred_at`` on the reader's clock, ``{first_day}`` a date in the reader's
+# format; the others are ``details``. The English ``text`` stays the care team's sentence.
+ALERT_MESSAGES: Mapping[AlertKind, str] = {
+    AlertKind.MISSED_TENS: N_("The TENS session planned for {when} was not marked done."),
+    AlertKind.LOW_ADHERENCE: N_("TENS sessions fell short of the plan on {days} planned days in a row since "
+                                "{first_day}."),
+    AlertKind.UNIT_SILENT: N_("TENS unit {device} has not been heard from since {when}."),
+    AlertKind.BATTERY_LOW: N_("TENS unit {device} battery is at {battery_percent}%: charge it before the next "
+                              "session."),
+    AlertKind.ELECTRODE_OFF: N_("TENS unit {device}: the electrodes lost contact at {when}. Check the pad "
+                                "placement and gel."),
+    AlertKind.OVERLOAD: N_("TENS unit {device} stopped stimulation on an overload at {when}. Check the leads, "
+                           "pads and skin."),
+    AlertKind.PAIN_FLARE: N_("Pain flare: a rating of {score}/10 at {when}."),
+}
+
+
+class Resolution(StrEnum):
+    """Why an alert was resolved: later data showed its condition no longer holds."""
+
+    UNIT_HEARD = "unit_heard_again"
+    ADHERENCE_REACHED = "adherence_reached"
+    SESSION_FOUND = "session_found"
+    RATINGS_CHANGED = "ratings_changed"
+
+
+# The same reasons in the reader's language; ``{when}`` is the resolution's ``at`` on the reader's clock.
+RESOLUTION_MESSAGES: Mapping[Resolution, str] = {
+    Resolution.UNIT_HEARD: N_("Resolved: the unit was heard from again at {when}."),
+    Resolution.ADHERENCE_REACHED: N_("Resolved: with data that arrived later, the TENS sessions reached the plan."),
+    Resolution.SESSION_FOUND: N_("Resolved: a TENS session that started at {when} arrived later, so the session "
+                                 "was done."),
+    Resolution.RATINGS_CHANGED: N_("Resolved: the pain ratings that made this a flare were changed or removed."),
+}
+
+
 class Severity(StrEnum):
     """How much an alert matters; ``urgent`` ignores quiet hours."""
 
