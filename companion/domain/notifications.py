@@ -105,12 +105,18 @@ class NotificationTemplate:
     public_kind: str
     channel_id: str
     analytics_label: str
+    spread: timedelta = timedelta(0)  # non-urgent kinds: the window their pushes are spread over (send_offset)
 
     @property
     def urgent(self) -> bool:
         """Whether it goes out at high priority (Android ``high``, APNs 10, time-sensitive)."""
         return self.delivery.high
 
+
+# Non-urgent pushes go out spread over a window (Firebase's scaling guidance: no bursts on the minute);
+# each recipient's place in it is fixed (``send_offset``), so their nudges keep a steady time.
+NUDGE_SPREAD = timedelta(minutes=10)
+SUMMARY_SPREAD = timedelta(minutes=30)
 
 _PATIENT_REMINDER_CHANNEL = "therapy_reminders"
 _PATIENT_PRACTICE_CHANNEL = "practice"
@@ -127,9 +133,10 @@ _DETAILS = PushText("open_for_details_body", N_("Open Companion for details."))
 
 
 def _patient(kind: str, title: PushText, body: PushText, ttl: timedelta, delivery: Delivery, channel: str, *,
-             max_ttl: timedelta | None = None, untimed: PushText | None = None) -> NotificationTemplate:
+             max_ttl: timedelta | None = None, untimed: PushText | None = None,
+             spread: timedelta = timedelta(0)) -> NotificationTemplate:
     return NotificationTemplate(kind, Audience.PATIENT, title, body, untimed or body, ttl, max_ttl or ttl, delivery,
-                                Visibility.PRIVATE, kind, channel, kind)
+                                Visibility.PRIVATE, kind, channel, kind, spread)
 
 
 def caregiver_kind(alert: AlertKind) -> str:
@@ -169,7 +176,7 @@ TEMPLATES: Mapping[str, NotificationTemplate] = {
         _patient("practice_nudge",
                  PushText("practice_nudge_title", N_("A moment for yourself")),
                  PushText("practice_nudge_body", N_("Your {time} practice is ready when you are.")),
-                 _HOUR, ROUTINE, _PATIENT_PRACTICE_CHANNEL, max_ttl=2 * _HOUR,
+                 _HOUR, ROUTINE, _PATIENT_PRACTICE_CHANNEL, max_ttl=2 * _HOUR, spread=NUDGE_SPREAD,
                  untimed=PushText("practice_nudge_untimed_body", N_("Your practice is ready when you are."))),
         # The unit's own troubles, told to the patient; an overload stopped a session: urgent.
         _patient(AlertKind.BATTERY_LOW.value, PushText("battery_low_title", N_("Companion: time to charge")),
@@ -181,7 +188,7 @@ TEMPLATES: Mapping[str, NotificationTemplate] = {
         # Summaries and updates can wait, and never interrupt.
         _patient("generic_update", PushText("generic_update_title", N_("You have a new update")),
                  PushText("generic_update_body", N_("Open Companion to see it.")),
-                 24 * _HOUR, QUIET, _PATIENT_GENERAL_CHANNEL, max_ttl=72 * _HOUR),
+                 24 * _HOUR, QUIET, _PATIENT_GENERAL_CHANNEL, max_ttl=72 * _HOUR, spread=SUMMARY_SPREAD),
         # Caregiver alerts: the time-critical ones (a missed session, a flare, an overload) at high priority.
         _caregiver(AlertKind.MISSED_TENS, 6 * _HOUR, URGENT),
         _caregiver(AlertKind.PAIN_FLARE, 12 * _HOUR, URGENT),
@@ -240,6 +247,19 @@ def ttl_for(kind: str, completion_window: timedelta | None = None) -> timedelta:
     if completion_window <= timedelta(0):
         raise ValueError("a completion window must be positive")
     return min(completion_window, template.max_ttl)
+
+
+def send_offset(kind: str, recipient_user_id: str, ttl: timedelta) -> timedelta:
+    """How long after its time a ``kind`` push to ``recipient_user_id`` goes out: zero for urgent and timed
+    kinds; for a spread kind (nudges, summaries) a place in its window fixed by the recipient (a digest of
+    kind and recipient, whole seconds), at most a quarter of the ``ttl`` so it keeps most of its validity."""
+    template = template_for(kind)
+    window = min(template.spread, ttl / 4)
+    seconds = int(window.total_seconds())
+    if seconds <= 0:
+        return timedelta(0)
+    digest = hashlib.blake2b(f"{template.kind}\x00{recipient_user_id}".encode(), digest_size=8).digest()
+    return timedelta(seconds=int.from_bytes(digest, "big") % seconds)
 
 
 def collapse_key_for(kind: str, patient_id: str) -> str:

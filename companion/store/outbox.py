@@ -37,7 +37,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from companion.clock import now
-from companion.domain.notifications import collapse_key_for, template_for, ttl_for
+from companion.domain.notifications import collapse_key_for, send_offset, template_for, ttl_for
 from companion.store.batches import chunks, insert_new
 
 INDEXES = {
@@ -111,11 +111,12 @@ class Outbox:
 
     def _document(self, request: NotificationRequest) -> dict:
         kind, send_at = request.kind, request.send_at
+        ttl = ttl_for(kind, request.completion_window)
         return {
             "_id": notification_id(request.source_key, request.recipient_user_id), "source_key": request.source_key,
             "recipient_user_id": request.recipient_user_id, "patient_id": request.patient_id,
             "kind": template_for(kind).kind, "collapse_key": collapse_key_for(kind, request.patient_id),
-            "expires_at": send_at + ttl_for(kind, request.completion_window), "not_before": send_at,
+            "expires_at": send_at + ttl, "not_before": send_at + send_offset(kind, request.recipient_user_id, ttl),
             "state": SCHEDULED, "attempts": 0, "round": 0, "created_at": self.clock(), "settled_at": None,
             "sent_at": None, "delivered_at": None, "opened_at": None,
             **({"share_kind": request.share_kind} if request.share_kind else {}),

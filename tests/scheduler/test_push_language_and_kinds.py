@@ -28,6 +28,9 @@ def _reminder_push(db, settings, clock, traveller, sender, emulator, *, zone: st
     daily_reminder(db, patient, [local_time], "2026-03-01", kind=kind, window_min=30)
     traveller.move_to(T10)
     run_minute(db, settings, clock, sender)
+    if kind == "mindfulness":  # a nudge goes out at its place in the 10-minute spread
+        traveller.move_to(T10 + timedelta(minutes=10))
+        services_on(db, settings, clock, sender).push.send_due(owner="test-worker")
     (delivery,) = emulator.delivered_to(token)
     return delivery.body["message"]
 
