@@ -207,7 +207,7 @@ def render(figures: list[Figures], server: str, budget_s: float) -> str:
 
     return "\n".join([
         SECTION, "",
-        f"`python -m bench.peak_minute --sizes {','.join(str(f.size) for f in figures)} "
+        f"`python -m bench.peak_minute --sizes {','.join(str(n) for n in dict.fromkeys(f.size for f in figures))} "
         f"--senders {','.join(sorted({str(f.senders) for f in figures}))} --budget-s {budget_s:g}` on "
         f"{server}, {os.cpu_count()} cores, Python {platform.python_version()}, {datetime.now(UTC):%Y-%m-%d}. "
         "N patients with one phone each and one reminder due now. *send_each* is the floor: firebase-admin's "
