@@ -57,6 +57,7 @@ class Figures:
     delivered_first_minute: int
     complete: bool
     stopped_by: str = ""
+    senders: int = 1
 
     @property
     def peak_s(self) -> float:
@@ -102,8 +103,10 @@ def _time_insert_many(db, size: int) -> float:
     return time.perf_counter() - started
 
 
-def measure(client: MongoClient, emulator: Emulator, size: int, budget_s: float) -> Figures:
-    """One size: a fresh database, seeded, then the floors and the peak minute measured."""
+def measure(client: MongoClient, emulator: Emulator, size: int, budget_s: float, uri: str = "",
+            senders: int = 1) -> Figures:
+    """One size: a fresh database, seeded, then the floors and the peak minute measured, the sending done
+    by this process (``senders`` 1) or by that many sender processes on the same outbox."""
     name = f"bench_peak_{uuid.uuid4().hex[:8]}"
     db = client[name]
     ensure_indexes(db)
@@ -118,7 +121,11 @@ def measure(client: MongoClient, emulator: Emulator, size: int, budget_s: float)
         dispatched = time.perf_counter()
         stopped_by = ""
         try:
-            delivered, first_minute, complete = _send_all(db, sender, started, budget_s)
+            if senders == 1:
+                delivered, first_minute, complete = _send_all(db, sender, started, budget_s)
+            else:
+                delivered, first_minute, complete = _send_in_processes(db, uri, name, emulator, senders, started,
+                                                                       budget_s)
         except PyMongoError as exc:  # e.g. one settling update outlasting the client's timeout
             delivered, first_minute, complete = db.push_outbox.count_documents({"state": "sent"}), 0, False
             stopped_by = f"{type(exc).__name__} while sending"
@@ -128,7 +135,7 @@ def measure(client: MongoClient, emulator: Emulator, size: int, budget_s: float)
         client.drop_database(name)
     assert result.scheduled == size, result
     return Figures(size, send_each_s, insert_many_s, dispatched - started, finished - dispatched, delivered,
-                   first_minute, complete, stopped_by)
+                   first_minute, complete, stopped_by, senders)
 
 
 def _send_all(db, sender: PushSender, started: float, budget_s: float) -> tuple[int, int, bool]:
@@ -153,20 +160,55 @@ def _send_all(db, sender: PushSender, started: float, budget_s: float) -> tuple[
             return delivered, delivered if first_minute is None else first_minute, False
 
 
+def _send_in_processes(db, uri: str, name: str, emulator: Emulator, senders: int, started: float,
+                       budget_s: float) -> tuple[int, int, bool]:
+    """The sending done by ``senders`` OS processes (``--send-only``), each running dispatch passes on the
+    one outbox until a pass claims nothing; this process only watches the count of sent notifications."""
+    children = [subprocess.Popen([sys.executable, "-m", "bench.peak_minute", "--send-only", uri, name,
+                                  str(emulator.account), emulator.fcm_url, f"bench-sender-{n}", str(budget_s)])
+                for n in range(senders)]
+    first_minute = None
+    while any(child.poll() is None for child in children):
+        if first_minute is None and time.perf_counter() - started > 60:
+            first_minute = db.push_outbox.count_documents({"state": "sent"})
+        time.sleep(0.2)
+    delivered = db.push_outbox.count_documents({"state": "sent"})
+    complete = all(child.returncode == 0 for child in children) and delivered == db.push_outbox.count_documents({})
+    return delivered, delivered if first_minute is None else first_minute, complete
+
+
+def _send_only(uri: str, name: str, account: str, fcm_url: str, owner: str, budget_s: float) -> None:
+    """A child of ``_send_in_processes``: send until a pass claims nothing (exit 0) or the budget ends (3)."""
+    client = make_client(uri, timeout_ms=120_000)
+    sender = PushSender(account, fcm_url=fcm_url, app_name=owner)
+    try:
+        db = client[name]
+        dispatcher = OutboxDispatcher(Outbox(db), PushTokens(db), sender, owner=owner,
+                                      batch_size=load_settings(environ={}).dispatch_batch)
+        started = time.perf_counter()
+        while dispatcher.run_pass(PER_PASS).claimed:
+            if time.perf_counter() - started > budget_s:
+                sys.exit(3)
+    finally:
+        sender.close()
+        client.close()
+
+
 def render(figures: list[Figures], server: str, budget_s: float) -> str:
     """The RESULTS.md section for these figures."""
-    base = figures[0]
 
     def row(f: Figures) -> str:
         peak = f"{f.peak_s:.1f}" if f.complete else f"> {f.peak_s:.0f} (stopped{': ' + f.stopped_by if f.stopped_by else ''})"
-        ratio = f"{f.peak_s / f.send_each_s:.1f}" if f.complete else f"> {f.peak_s / f.send_each_s:.0f}"
+        ratio = f"{f.peak_s / f.send_each_s:.2f}" if f.complete else f"> {f.peak_s / f.send_each_s:.0f}"
+        base = next(b for b in figures if b.senders == f.senders)
         growth = f"{(f.peak_s / base.peak_s) / (f.size / base.size):.2f}" if f.complete and base.complete else "–"
-        return (f"| {f.size:,} | {f.send_each_s:.1f} | {f.insert_many_s:.1f} | {f.dispatch_s:.1f} | {peak} | {ratio} "
+        return (f"| {f.size:,} | {f.senders} | {f.send_each_s:.1f} | {f.insert_many_s:.1f} | {f.dispatch_s:.1f} | {peak} | {ratio} "
                 f"| {growth} | {f.delivered_first_minute:,} | {f.delivered:,} |")
 
     return "\n".join([
         SECTION, "",
-        f"`python -m bench.peak_minute --sizes {','.join(str(f.size) for f in figures)} --budget-s {budget_s:g}` on "
+        f"`python -m bench.peak_minute --sizes {','.join(str(n) for n in dict.fromkeys(f.size for f in figures))} "
+        f"--senders {','.join(sorted({str(f.senders) for f in figures}))} --budget-s {budget_s:g}` on "
         f"{server}, {os.cpu_count()} cores, Python {platform.python_version()}, {datetime.now(UTC):%Y-%m-%d}. "
         "N patients with one phone each and one reminder due now. *send_each* is the floor: firebase-admin's "
         "`messaging.send_each` of N minimal messages to the loopback FCM emulator (a separate process), 500 per "
@@ -174,10 +216,10 @@ def render(figures: list[Figures], server: str, budget_s: float) -> str:
         "notifications (what already exists looked up by _id, the rest in one unordered insert under the unique "
         "key); *peak* is dispatch plus sending them all the way "
         "the worker does (`OutboxDispatcher.run_pass` until a pass finds nothing: the due notifications and "
-        "their phones read once per pass, then claim, push, settle 500 at a time), no new pass after the budget. *growth* is peak time per reminder relative to the smallest size (1.00 = linear).", "",
-        "| due reminders | send_each s | insert_many s | dispatch s | peak s | peak / send_each | growth "
-        "| delivered in the first minute | delivered |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "their phones read once per pass, then claim, push, settle 500 at a time, the next batch claimed and built while one is at FCM), by this process or by *sender processes* OS processes on the one outbox, no new pass after the budget. *growth* is peak time per reminder relative to the smallest size (1.00 = linear).", "",
+        "| due reminders | sender processes | send_each s | insert_many s | dispatch s | peak s | peak / send_each "
+        "| growth | delivered in the first minute | delivered |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *[row(f) for f in figures], "",
     ])
 
@@ -195,8 +237,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default="2000", help="comma-separated numbers of due reminders")
     parser.add_argument("--budget-s", type=float, default=900, help="stop sending a size after this long")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
+    parser.add_argument("--senders", default="1", help="comma-separated numbers of sender processes to compare")
+    parser.add_argument("--send-only", nargs=6, metavar=("URI", "DB", "ACCOUNT", "FCM_URL", "OWNER", "BUDGET"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.send_only:
+        uri, name, account, fcm_url, owner, budget = args.send_only
+        _send_only(uri, name, account, fcm_url, owner, float(budget))
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
+    sender_counts = [int(n) for n in args.senders.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         server = None
@@ -210,8 +260,9 @@ def main(argv: list[str] | None = None) -> None:
         try:
             figures = []
             for size in sizes:
-                figures.append(measure(client, emulator, size, args.budget_s))
-                print(f"{size}: {figures[-1]}", flush=True)
+                for senders in sender_counts:
+                    figures.append(measure(client, emulator, size, args.budget_s, uri, senders))
+                    print(f"{size} x{senders}: {figures[-1]}", flush=True)
         finally:
             client.close()
             emulator.stop()

@@ -89,6 +89,7 @@ class Settings:
     push_token_stale_after: timedelta = timedelta(days=60)
     caregiver_alert_delay: timedelta = timedelta(minutes=60)
     worker_metrics_port: int = 9101
+    sender_poll: timedelta = timedelta(seconds=2)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -215,6 +216,10 @@ SETTINGS: tuple[Setting, ...] = (
             "worker: how long a batch being pushed is held before another worker may send it again"),
     Setting("COMPANION_WORKER_METRICS_PORT", "worker_metrics_port", _whole(0, 65535),
             "worker: the port of its Prometheus metrics (0: not served)"),
+    Setting("COMPANION_DISPATCH_BATCH", "dispatch_batch", _whole(1, 500),
+            "worker and senders: notifications claimed and pushed together (at most 500, FCM's send_each)"),
+    Setting("COMPANION_SENDER_POLL_S", "sender_poll", _duration("seconds", 1, 600),
+            "sender processes: how often an idle sender looks for due notifications"),
 )
 _BY_FIELD = {s.field: s for s in SETTINGS}
 

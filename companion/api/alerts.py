@@ -7,12 +7,14 @@ Clinicians acknowledge alerts through the review API (companion.api.review).
 
 from __future__ import annotations
 
+from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from companion.api.push_tokens import NotificationFieldsSchema
 from companion.domain.access import Operation, Role
+from companion.domain.alerts import ALERT_KINDS, Resolution
 from companion.http import auditing, services
 from companion.http.schemas import StrictSchema
 from companion.http.security import allow, current_actor, require_patient
@@ -26,19 +28,57 @@ class AlertArgsSchema(StrictSchema):
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
 
 
-class AlertSchema(Schema):
+ALERT_KIND_NAMES = [kind.value for kind in ALERT_KINDS]
+
+
+class AlertFactsSchema(Schema):
+    """An alert's structured fields, for apps that say it in their own words and language (the ``text`` is
+    an English sentence for the care team)."""
+
     id = fields.String(attribute="_id")
     patient_id = fields.String()
-    kind = fields.String()
+    kind = fields.String(metadata={"enum": ALERT_KIND_NAMES, "description": "what the alert is about: the one "
+                                   "name of each alert kind (the push, the API and the dashboard use it)"})
+    occurred_at = fields.Function(lambda a: _iso(a.get("occurred_at") or a.get("raised_at")), metadata={
+        "type": "string", "format": "date-time",
+        "description": "when the condition arose (ISO 8601, UTC): the missed session's due time, the unit's last "
+                       "contact, the fault, the pain rating; the raising time for low adherence"})
+    device_serial = fields.String(allow_none=True, dump_default=None,
+                                  metadata={"description": "the TENS unit concerned (device alerts only)"})
+    details = fields.Dict(dump_default=dict, metadata={
+        "description": "figures the alert names, by kind: missed_tens_session {local_date, local_time, "
+                       "delay_minutes}; low_adherence {first_day, days, latest_fraction}; battery_low "
+                       "{battery_percent}; pain_flare {score, reason}"})
+
+
+class ResolutionFactsSchema(Schema):
+    code = fields.String(metadata={"enum": [r.value for r in Resolution], "description": "what later data showed: "
+                                   "unit_heard_again, adherence_reached, session_found, ratings_changed"})
+    at = fields.Function(lambda r: _iso(r.get("at")), metadata={
+        "type": "string", "format": "date-time", "nullable": True,
+        "description": "the instant the reason names (ISO 8601, UTC): when the unit was heard again, when the "
+                       "session started"})
+
+
+def _iso(moment) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+class AlertSchema(AlertFactsSchema):
     share_kind = fields.String()
     severity = fields.String()
     urgent = fields.Boolean()
-    text = fields.String()
+    text = fields.String(metadata={"description": "the alert in words: for a patient or caregiver in their language "
+                                                  "(their account's choice, else Accept-Language) and zone, from "
+                                                  "the message catalogs; for the care team, the panel's English"})
     raised_at = fields.DateTime()
     acknowledged_at = fields.DateTime(allow_none=True)
     acknowledged_by = fields.String(allow_none=True)
     resolved_at = fields.DateTime(allow_none=True, metadata={"description": "when its condition stopped holding"})
-    resolved_reason = fields.String(allow_none=True)
+    resolved_reason = fields.String(allow_none=True, metadata={
+        "description": "why it was resolved, in words (see `text`)"})
+    resolution = fields.Nested(ResolutionFactsSchema, allow_none=True, dump_default=None, metadata={
+        "description": "why it was resolved, for apps that say it in their own words; null while it holds"})
 
 
 class AlertListSchema(Schema):
@@ -67,8 +107,11 @@ class PatientAlerts(MethodView):
     def get(self, args, patient_id):
         """The patient's alerts, newest first (a caregiver sees only the kinds shared with them)."""
         grant = require_patient(patient_id, Operation.READ)
+        actor = current_actor()
+        reader = (services().alerts.reader_for(actor.id, *[tag for tag, _ in request.accept_languages][:3])
+                  if actor.role in (Role.PATIENT, Role.CAREGIVER) else None)
         items = services().alerts.for_patient(grant, since=args["since"], unacknowledged=args["unacknowledged"],
-                                              limit=args["limit"])
+                                              limit=args["limit"], reader=reader)
         auditing.note(patient_ids=[patient_id], resource="alert", action="R", resource_ids=[a["_id"] for a in items])
         return {"items": items}
 

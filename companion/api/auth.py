@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
@@ -101,7 +102,8 @@ class SignUp(MethodView):
         """Ask for a patient or caregiver account. The answer is the same whether or not the email has an
         account already: the mailbox gets a code to finish signing up (``/auth/signup/confirm``), or a note that
         an account exists. Clinicians and admins are created by an admin."""
-        services().accounts.request_signup(**body, address=client_address())
+        services().accounts.request_signup(**body, address=client_address(),
+                                           languages=tuple(tag for tag, _ in request.accept_languages)[:3])
         return {"detail": SIGNUP_ACCEPTED}
 
 

@@ -7,6 +7,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from companion.domain.access import CaregiverPermissions, Operation, Role
+from companion.domain.alerts import SHARE_KINDS
 from companion.http import auditing, services
 from companion.http.idempotency import idempotent
 from companion.http.schemas import StrictSchema
@@ -14,8 +15,7 @@ from companion.http.security import allow, current_actor, require_patient
 
 blp = Blueprint("caregivers", __name__, url_prefix="/api/v1", description="Caregiver consent")
 
-SHAREABLE_ALERTS = ("missed_session", "adherence_low", "device_silent", "battery_low", "device_fault",
-                    "pain_flare")
+SHAREABLE_ALERTS = SHARE_KINDS  # the consent categories, from the one table of alert kinds
 
 
 class PermissionsSchema(StrictSchema):

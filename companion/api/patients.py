@@ -11,7 +11,7 @@ from companion.domain.access import Operation, Role
 from companion.domain.people import DEFAULT_CAREGIVER_ALERT_DELAY_MIN
 from companion.http import auditing, conditional, services
 from companion.http.conditional import ETAG_HEADERS, IF_MATCH_DOC, IF_NONE_MATCH_DOC, PRECONDITION_FAILED_DOC
-from companion.http.schemas import StrictSchema, text
+from companion.http.schemas import StrictSchema, text, valid_locale
 from companion.http.security import allow, require_patient
 
 blp = Blueprint("patients", __name__, url_prefix="/api/v1/patients", description="Patient profiles")
@@ -37,6 +37,8 @@ class PatientSchema(Schema):
         lambda p: p.caregiver_alert_delay_min or DEFAULT_CAREGIVER_ALERT_DELAY_MIN, dump_only=True,
         metadata={"type": "integer"})
     created_at = fields.DateTime(dump_only=True)
+    locale = fields.String(dump_only=True, allow_none=True, metadata={
+        "description": "the language chosen for notifications (BCP 47); null: each phone's own"})
     version = fields.Integer(attribute="profile_version", dump_only=True, metadata={
         "description": 'the profile\'s version (its ETag is "<version>"): send it in If-Match to change exactly '
                        "this version"})
@@ -52,6 +54,8 @@ class PatientUpdateSchema(StrictSchema):
     time_zone = fields.String(validate=[validate.Length(max=64), valid_zone])
     quiet_hours = fields.Nested(QuietHoursSchema, allow_none=True)
     caregiver_alert_delay_min = fields.Integer(validate=validate.Range(min=15, max=24 * 60))
+    locale = fields.String(allow_none=True, validate=[validate.Length(max=35), valid_locale], metadata={
+        "description": "the language notifications are written in (BCP 47, e.g. de-AT); null: the phone's"})
 
 
 @blp.route("/<patient_id>")

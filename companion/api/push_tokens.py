@@ -19,7 +19,7 @@ from companion.domain.access import Role
 from companion.domain.errors import Invalid, NotFound
 from companion.domain.notifications import PLATFORMS
 from companion.http import auditing, services
-from companion.http.schemas import StrictSchema
+from companion.http.schemas import StrictSchema, valid_locale
 from companion.http.security import allow, current_actor
 
 blp = Blueprint("push_tokens", __name__, url_prefix="/api/v1/me", description="Phones and notifications")
@@ -34,12 +34,16 @@ class PushTokenBodySchema(StrictSchema):
                           metadata={"description": "FCM registration token (or Firebase installation id)"})
     platform = fields.String(required=True, validate=validate.OneOf(PLATFORMS))
     address = fields.String(load_default="token", validate=validate.OneOf(("token", "fid")))
+    locale = fields.String(load_default=None, allow_none=True, validate=[validate.Length(max=35), valid_locale],
+                           metadata={"description": "the phone's language (BCP 47, e.g. es-MX): notifications "
+                                                    "use it unless the account chose a language of its own"})
 
 
 class PhoneSchema(Schema):
     install_id = fields.String()
     platform = fields.String()
     address = fields.String()
+    locale = fields.String(allow_none=True)
     updated_at = fields.DateTime()
 
 
@@ -103,7 +107,7 @@ class Phone(MethodView):
     def put(self, body, install_id):
         """Register or refresh this install's token (the app does so at least monthly)."""
         return services().notifications.register_phone(current_actor().id, _install_id(install_id), body["token"],
-                                                       body["platform"], body["address"])
+                                                       body["platform"], body["address"], body["locale"])
 
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.response(204)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from companion.api.alerts import AlertFactsSchema
 from companion.http.schemas import StrictSchema, text
 
 
@@ -200,9 +201,7 @@ class ReviewPlanHistorySchema(Schema):
     items = fields.List(fields.Nested(PlanVersionSchema))
 
 
-class ReviewAlertSchema(Schema):
-    id = fields.String(attribute="_id")
-    kind = fields.String()
+class ReviewAlertSchema(AlertFactsSchema):
     severity = fields.String()
     text = fields.String()
     raised_at = fields.DateTime()

@@ -26,12 +26,13 @@ quiet hours (``delivery_time``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from companion.domain.localtime import require_utc
+from companion.domain.messages import N_
 from companion.domain.pain import Flare, FlareReason
 from companion.domain.quiet_hours import QuietHours, next_allowed
 from companion.domain.schedules import ReminderOccurrence
@@ -55,6 +56,80 @@ class AlertKind(StrEnum):
     PAIN_FLARE = "pain_flare"
 
 
+@dataclass(frozen=True)
+class AlertKindNames:
+    """Every name one alert kind goes by, in one row: the API's ``kind``, the dashboard's label, and the
+    caregiver consent category that covers it (``share_kind``; electrode-off and overload share
+    ``device_fault``, the category a patient grants a caregiver)."""
+
+    kind: AlertKind
+    label: str
+    share_kind: str
+
+
+ALERT_KINDS: Mapping[AlertKind, AlertKindNames] = {
+    row.kind: row
+    for row in (
+        AlertKindNames(AlertKind.MISSED_TENS, N_("Missed TENS session"), "missed_session"),
+        AlertKindNames(AlertKind.LOW_ADHERENCE, N_("Low adherence"), "adherence_low"),
+        AlertKindNames(AlertKind.UNIT_SILENT, N_("Unit silent"), "device_silent"),
+        AlertKindNames(AlertKind.BATTERY_LOW, N_("Battery low"), "battery_low"),
+        AlertKindNames(AlertKind.ELECTRODE_OFF, N_("Electrodes off"), "device_fault"),
+        AlertKindNames(AlertKind.OVERLOAD, N_("Overload"), "device_fault"),
+        AlertKindNames(AlertKind.PAIN_FLARE, N_("Pain flare"), "pain_flare"),
+    )
+}
+
+# The consent vocabulary a patient chooses from when granting a caregiver alerts, in a stable order.
+SHARE_KINDS: tuple[str, ...] = tuple(dict.fromkeys(row.share_kind for row in ALERT_KINDS.values()))
+
+
+def label_of(kind: str) -> str:
+    """The English label (a catalog message id) of an alert kind; the kind itself if it is unknown."""
+    try:
+        return ALERT_KINDS[AlertKind(kind)].label
+    except ValueError:
+        return kind
+
+
+# What a patient or a caregiver reads about an alert, in their own language: catalog message ids
+# (companion.i18n), filled from the alert's structured fields. ``{device}`` is the unit's serial,
+# ``{when}`` the alert's ``occurred_at`` on the reader's clock, ``{first_day}`` a date in the reader's
+# format; the others are ``details``. The English ``text`` stays the care team's sentence.
+ALERT_MESSAGES: Mapping[AlertKind, str] = {
+    AlertKind.MISSED_TENS: N_("The TENS session planned for {when} was not marked done."),
+    AlertKind.LOW_ADHERENCE: N_("TENS sessions fell short of the plan on {days} planned days in a row since "
+                                "{first_day}."),
+    AlertKind.UNIT_SILENT: N_("TENS unit {device} has not been heard from since {when}."),
+    AlertKind.BATTERY_LOW: N_("TENS unit {device} battery is at {battery_percent}%: charge it before the next "
+                              "session."),
+    AlertKind.ELECTRODE_OFF: N_("TENS unit {device}: the electrodes lost contact at {when}. Check the pad "
+                                "placement and gel."),
+    AlertKind.OVERLOAD: N_("TENS unit {device} stopped stimulation on an overload at {when}. Check the leads, "
+                           "pads and skin."),
+    AlertKind.PAIN_FLARE: N_("Pain flare: a rating of {score}/10 at {when}."),
+}
+
+
+class Resolution(StrEnum):
+    """Why an alert was resolved: later data showed its condition no longer holds."""
+
+    UNIT_HEARD = "unit_heard_again"
+    ADHERENCE_REACHED = "adherence_reached"
+    SESSION_FOUND = "session_found"
+    RATINGS_CHANGED = "ratings_changed"
+
+
+# The same reasons in the reader's language; ``{when}`` is the resolution's ``at`` on the reader's clock.
+RESOLUTION_MESSAGES: Mapping[Resolution, str] = {
+    Resolution.UNIT_HEARD: N_("Resolved: the unit was heard from again at {when}."),
+    Resolution.ADHERENCE_REACHED: N_("Resolved: with data that arrived later, the TENS sessions reached the plan."),
+    Resolution.SESSION_FOUND: N_("Resolved: a TENS session that started at {when} arrived later, so the session "
+                                 "was done."),
+    Resolution.RATINGS_CHANGED: N_("Resolved: the pain ratings that made this a flare were changed or removed."),
+}
+
+
 class Severity(StrEnum):
     """How much an alert matters; ``urgent`` ignores quiet hours."""
 
@@ -65,7 +140,12 @@ class Severity(StrEnum):
 
 @dataclass(frozen=True)
 class AlertCandidate:
-    """An alert a rule wants raised; storing it under ``dedup_key`` makes raising it idempotent."""
+    """An alert a rule wants raised; storing it under ``dedup_key`` makes raising it idempotent.
+
+    Beside the English ``text`` (for the care team's panel), the structured fields let an app say it in
+    its own words and language: ``occurred_at`` (UTC) is when the condition arose, ``device_serial`` the
+    unit concerned (device kinds only), ``details`` the figures the text names (see each rule).
+    """
 
     kind: AlertKind
     severity: Severity
@@ -73,6 +153,9 @@ class AlertCandidate:
     dedup_key: str
     period_key: str
     text: str
+    occurred_at: datetime | None = None
+    device_serial: str | None = None
+    details: Mapping[str, str | int | float] = field(default_factory=dict)
 
     @property
     def urgent(self) -> bool:
@@ -80,8 +163,16 @@ class AlertCandidate:
         return self.severity == Severity.URGENT
 
 
+_UTC = ZoneInfo("UTC")
+
+
 def _local_day(instant: datetime, tz: ZoneInfo) -> date:
     return require_utc(instant).astimezone(tz).date()
+
+
+def _local(instant: datetime, tz: ZoneInfo) -> str:
+    """An instant as the patient's wall clock, with the zone named (never a bare UTC time)."""
+    return f"{require_utc(instant).astimezone(tz):%Y-%m-%d %H:%M} ({tz.key})"
 
 
 def missed_session_due_at(
@@ -114,6 +205,9 @@ def missed_tens_session(
         occurrence.occurrence_id,
         f"TENS session not done: the reminder for {when} (patient's local time) was not marked done "
         f"within {delay_minutes} minutes of the last reminder.",
+        occurred_at=occurrence.due_at_utc,
+        details={"local_date": occurrence.local_date.isoformat(),
+                 "local_time": occurrence.local_time.strftime("%H:%M"), "delay_minutes": delay_minutes},
     )
 
 
@@ -144,6 +238,8 @@ def low_adherence(
         run_start.isoformat(),
         f"TENS adherence below 80% on {len(run)} planned days in a row since {run_start.isoformat()} "
         f"(latest: {recent}).",
+        details={"first_day": run_start.isoformat(), "days": len(run),
+                 "latest_fraction": round(run[0][1], 3)},
     )
 
 
@@ -174,9 +270,12 @@ def still_silent(last_seen_utc: datetime, heard_since_utc: datetime | None) -> b
 
 
 def unit_silent(
-    patient_id: str, device_serial: str, last_seen_utc: datetime, now_utc: datetime
+    patient_id: str, device_serial: str, last_seen_utc: datetime, now_utc: datetime, tz: ZoneInfo = _UTC
 ) -> AlertCandidate | None:
-    """Alert when a TENS unit has not been heard from (no upload, no status) for 24 hours."""
+    """Alert when a TENS unit has not been heard from (no upload, no status) for 24 hours.
+
+    The text gives the last contact in the patient's zone ``tz``; ``occurred_at`` is that contact (UTC).
+    """
     last_seen = require_utc(last_seen_utc)
     if require_utc(now_utc) - last_seen < SILENT_AFTER:
         return None
@@ -187,7 +286,8 @@ def unit_silent(
         patient_id,
         f"{AlertKind.UNIT_SILENT}:{device_serial}:{period}",
         period,
-        f"TENS unit {device_serial} has not been heard from since {last_seen:%Y-%m-%d %H:%M} UTC (over 24 hours).",
+        f"TENS unit {device_serial} has not been heard from since {_local(last_seen, tz)} (over 24 hours).",
+        occurred_at=last_seen, device_serial=device_serial,
     )
 
 
@@ -205,6 +305,7 @@ def battery_low(
         f"{AlertKind.BATTERY_LOW}:{device_serial}:{day}",
         day,
         f"TENS unit {device_serial} battery is at {percent}%: it needs charging before the next session.",
+        occurred_at=require_utc(observed_at_utc), device_serial=device_serial, details={"battery_percent": percent},
     )
 
 
@@ -229,7 +330,8 @@ def device_fault(
         patient_id,
         f"{kind}:{device_serial}:{day}",
         day,
-        f"TENS unit {device_serial} {texts[kind]} at {require_utc(occurred_at_utc):%Y-%m-%d %H:%M} UTC.",
+        f"TENS unit {device_serial} {texts[kind]} at {_local(occurred_at_utc, tz)}.",
+        occurred_at=require_utc(occurred_at_utc), device_serial=device_serial,
     )
 
 
@@ -250,6 +352,8 @@ def pain_flare(
         f"{AlertKind.PAIN_FLARE}:{patient_id}:{day}",
         day,
         f"Pain flare on {day}: {why}.{history}",
+        occurred_at=require_utc(flare.entry.recorded_at_utc),
+        details={"score": flare.entry.score, "reason": flare.reason.value},
     )
 
 

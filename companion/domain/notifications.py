@@ -1,11 +1,20 @@
-"""What a push notification may say: the fixed allow-list of kinds and their generic lines.
+"""What a push notification may say and how it travels: the fixed allow-list of kinds, one rule row each.
 
 This is the one place where what Companion knows about a patient turns into what leaves for Google's
 and Apple's servers and may show on a lock screen. Nothing here reads a name, a pain score, a device
-model, a dose or free text: every title and body is a constant, the data carries an opaque
-``notification_id`` and a public kind, and the app fetches details over the authenticated API.
+model, a dose or free text: every title and body is a catalog message (translated by ``companion.i18n``
+into the recipient's language), the only argument a text may take is the time a reminder was planned
+for, the data carries an opaque ``notification_id`` and a public kind, and the app fetches details over
+the authenticated API.
 
-Pure Python: no firebase-admin, no database (companion.notify.push turns these into FCM messages).
+Per kind (``TEMPLATES``): who receives it, its texts and their on-device localisation keys, how urgent it
+is (``Delivery``: Android priority, APNs priority and iOS interruption level), how long FCM and APNs keep
+it for an offline phone (a reminder only until its completion window closes), its channel and lock-screen
+visibility, and its analytics label. Caregiver alerts have one kind per alert kind (``caregiver_<alert
+kind>``) but share one text, one public kind, one localisation key and one analytics label, so that
+neither Google nor Apple nor a lock screen learns whether it was a missed session, a flare or a fault.
+
+Pure Python: no firebase-admin, no Babel, no database (companion.notify.push turns these into FCM messages).
 """
 
 from __future__ import annotations
@@ -16,6 +25,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
 from typing import Any
+
+from companion.domain.alerts import AlertKind
+from companion.domain.messages import N_
 
 # The kinds of phone an app install registers from.
 PLATFORMS = ("android", "ios", "web")
@@ -36,47 +48,106 @@ class Visibility(Enum):
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """How urgently a kind travels: Android priority, APNs priority and the iOS 15+ interruption level.
+
+    High priority is for time-sensitive messages a person sees (Android may hold a normal one in Doze
+    until it expires, and FCM deprioritises high-priority messages that show nothing); ``time-sensitive``
+    lets an iOS notification through a Focus the person allowed it for.
+    """
+
+    android_priority: str
+    apns_priority: str
+    interruption_level: str
+
+    @property
+    def high(self) -> bool:
+        return self.android_priority == "high"
+
+
+URGENT = Delivery("high", "10", "time-sensitive")  # reminders, urgent alerts
+ROUTINE = Delivery("normal", "5", "active")  # nudges, device care, non-urgent alerts
+QUIET = Delivery("normal", "5", "passive")  # summaries and updates: into the notification list, no sound
+
+
+@dataclass(frozen=True)
+class PushText:
+    """One line of a push: its catalog message id (English source) and the key an app may localise it by
+    on the device instead (Android ``*_loc_key`` string resource, APNs ``loc-key`` in Localizable.strings).
+    The message may name ``{time}``, the only argument a push text takes (it becomes ``loc_args[0]``)."""
+
+    loc_key: str
+    message: str
+
+    @property
+    def arguments(self) -> tuple[str, ...]:
+        return ("time",) if "{time}" in self.message else ()
+
+
+@dataclass(frozen=True)
 class NotificationTemplate:
     """A kind of notification and everything the sender needs to know about it.
 
     ``max_ttl`` bounds how long FCM keeps the message for an offline phone (its own default is four
-    weeks); ``default_ttl`` applies when the caller has no completion window. ``urgent`` kinds go out
-    with high priority (Android ``high``, APNs 10); the rest with normal priority (APNs 5).
+    weeks); ``default_ttl`` applies when the caller has no completion window. ``untimed_body`` is said
+    when a notification has no planned time to name (one queued before times were recorded).
     """
 
     kind: str
     audience: Audience
-    title: str
-    body: str
+    title: PushText
+    body: PushText
+    untimed_body: PushText
     default_ttl: timedelta
     max_ttl: timedelta
-    urgent: bool
+    delivery: Delivery
     visibility: Visibility
     public_kind: str
     channel_id: str
+    analytics_label: str
+    spread: timedelta = timedelta(0)  # non-urgent kinds: the window their pushes are spread over (send_offset)
 
+    @property
+    def urgent(self) -> bool:
+        """Whether it goes out at high priority (Android ``high``, APNs 10, time-sensitive)."""
+        return self.delivery.high
+
+
+# Non-urgent pushes go out spread over a window (Firebase's scaling guidance: no bursts on the minute);
+# each recipient's place in it is fixed (``send_offset``), so their nudges keep a steady time.
+NUDGE_SPREAD = timedelta(minutes=10)
+SUMMARY_SPREAD = timedelta(minutes=30)
 
 _PATIENT_REMINDER_CHANNEL = "therapy_reminders"
+_PATIENT_PRACTICE_CHANNEL = "practice"
 _PATIENT_DEVICE_CHANNEL = "device_status"
 _PATIENT_GENERAL_CHANNEL = "updates"
 _CAREGIVER_CHANNEL = "caregiver_alerts"
 
 # One line for every caregiver alert: the lock screen (SECRET anyway), FCM and APNs learn only that
 # something needs attention, never whether it was a missed session, low adherence or a pain flare.
-_CAREGIVER_TITLE = "Companion: a check-in needs your attention"
-_CAREGIVER_BODY = "Open Companion to see what needs your attention."
+_CAREGIVER_TITLE = PushText("caregiver_alert_title", N_("Companion: a check-in needs your attention"))
+_CAREGIVER_BODY = PushText("caregiver_alert_body", N_("Open Companion to see what needs your attention."))
 _CAREGIVER_PUBLIC_KIND = "caregiver_alert"
+_DETAILS = PushText("open_for_details_body", N_("Open Companion for details."))
 
 
-def _patient(kind: str, title: str, body: str, ttl: timedelta, channel: str,
-             max_ttl: timedelta | None = None) -> NotificationTemplate:
-    return NotificationTemplate(kind, Audience.PATIENT, title, body, ttl, max_ttl or ttl, False,
-                                Visibility.PRIVATE, kind, channel)
+def _patient(kind: str, title: PushText, body: PushText, ttl: timedelta, delivery: Delivery, channel: str, *,
+             max_ttl: timedelta | None = None, untimed: PushText | None = None,
+             spread: timedelta = timedelta(0)) -> NotificationTemplate:
+    return NotificationTemplate(kind, Audience.PATIENT, title, body, untimed or body, ttl, max_ttl or ttl, delivery,
+                                Visibility.PRIVATE, kind, channel, kind, spread)
 
 
-def _caregiver(kind: str, ttl: timedelta, urgent: bool) -> NotificationTemplate:
-    return NotificationTemplate(kind, Audience.CAREGIVER, _CAREGIVER_TITLE, _CAREGIVER_BODY, ttl, ttl,
-                                urgent, Visibility.SECRET, _CAREGIVER_PUBLIC_KIND, _CAREGIVER_CHANNEL)
+def caregiver_kind(alert: AlertKind) -> str:
+    """The push kind that tells a caregiver of an ``alert`` (one per alert kind)."""
+    return f"caregiver_{alert.value}"
+
+
+def _caregiver(alert: AlertKind, ttl: timedelta, delivery: Delivery) -> NotificationTemplate:
+    return NotificationTemplate(caregiver_kind(alert), Audience.CAREGIVER, _CAREGIVER_TITLE, _CAREGIVER_BODY,
+                                _CAREGIVER_BODY, ttl, ttl, delivery, Visibility.SECRET, _CAREGIVER_PUBLIC_KIND,
+                                _CAREGIVER_CHANNEL, _CAREGIVER_PUBLIC_KIND)
 
 
 _HOUR = timedelta(hours=1)
@@ -84,24 +155,72 @@ _HOUR = timedelta(hours=1)
 TEMPLATES: Mapping[str, NotificationTemplate] = {
     t.kind: t
     for t in (
-        # A "session now" reminder is worthless once its completion window has closed: at most 1 h.
-        _patient("therapy_reminder", "Time for your therapy session", "Open Companion when you are ready.",
-                 _HOUR, _PATIENT_REMINDER_CHANNEL),
-        _patient("reminder_repeat", "A gentle reminder from Companion", "Your session is still waiting for you.",
-                 _HOUR, _PATIENT_REMINDER_CHANNEL),
-        _patient("battery_low", "Companion: time to charge", "Open Companion for details.",
-                 12 * _HOUR, _PATIENT_DEVICE_CHANNEL),
-        _patient("device_fault", "Companion: please check your unit", "Open Companion for details.",
-                 6 * _HOUR, _PATIENT_DEVICE_CHANNEL),
-        _patient("generic_update", "You have a new update", "Open Companion to see it.",
-                 24 * _HOUR, _PATIENT_GENERAL_CHANNEL, max_ttl=72 * _HOUR),
-        # Caregiver alerts: time-critical ones (a missed session, a flare) go out with high priority.
-        _caregiver("missed_session_caregiver", 6 * _HOUR, urgent=True),
-        _caregiver("pain_flare", 12 * _HOUR, urgent=True),
-        _caregiver("adherence_low", 24 * _HOUR, urgent=False),
-        _caregiver("device_silent", 24 * _HOUR, urgent=False),
+        # Reminders: a TENS session, a medication or anything the patient planned is time-sensitive, and
+        # worthless once its completion window has closed (the TTL is the window, at most 1 h).
+        _patient("therapy_reminder",
+                 PushText("therapy_reminder_title", N_("Time for your therapy session")),
+                 PushText("therapy_reminder_body", N_("Your {time} session is ready when you are.")),
+                 _HOUR, URGENT, _PATIENT_REMINDER_CHANNEL,
+                 untimed=PushText("therapy_reminder_untimed_body", N_("Open Companion when you are ready."))),
+        _patient("reminder_repeat",
+                 PushText("reminder_repeat_title", N_("A gentle reminder from Companion")),
+                 PushText("reminder_repeat_body", N_("Your {time} session is still waiting for you.")),
+                 _HOUR, URGENT, _PATIENT_REMINDER_CHANNEL,
+                 untimed=PushText("reminder_repeat_untimed_body", N_("Your session is still waiting for you."))),
+        _patient("planned_reminder",
+                 PushText("planned_reminder_title", N_("A reminder from Companion")),
+                 PushText("planned_reminder_body", N_("It is time for what you planned at {time}.")),
+                 _HOUR, URGENT, _PATIENT_REMINDER_CHANNEL,
+                 untimed=PushText("planned_reminder_untimed_body", N_("Open Companion to see what you planned."))),
+        # A mindfulness practice is an invitation, not an appointment: normal priority, its own channel.
+        _patient("practice_nudge",
+                 PushText("practice_nudge_title", N_("A moment for yourself")),
+                 PushText("practice_nudge_body", N_("Your {time} practice is ready when you are.")),
+                 _HOUR, ROUTINE, _PATIENT_PRACTICE_CHANNEL, max_ttl=2 * _HOUR, spread=NUDGE_SPREAD,
+                 untimed=PushText("practice_nudge_untimed_body", N_("Your practice is ready when you are."))),
+        # The unit's own troubles, told to the patient; an overload stopped a session: urgent.
+        _patient(AlertKind.BATTERY_LOW.value, PushText("battery_low_title", N_("Companion: time to charge")),
+                 _DETAILS, 12 * _HOUR, ROUTINE, _PATIENT_DEVICE_CHANNEL),
+        _patient(AlertKind.ELECTRODE_OFF.value, PushText("check_unit_title", N_("Companion: please check your unit")),
+                 _DETAILS, 6 * _HOUR, ROUTINE, _PATIENT_DEVICE_CHANNEL),
+        _patient(AlertKind.OVERLOAD.value, PushText("check_unit_title", N_("Companion: please check your unit")),
+                 _DETAILS, 6 * _HOUR, URGENT, _PATIENT_DEVICE_CHANNEL),
+        # Summaries and updates can wait, and never interrupt.
+        _patient("generic_update", PushText("generic_update_title", N_("You have a new update")),
+                 PushText("generic_update_body", N_("Open Companion to see it.")),
+                 24 * _HOUR, QUIET, _PATIENT_GENERAL_CHANNEL, max_ttl=72 * _HOUR, spread=SUMMARY_SPREAD),
+        # Caregiver alerts: the time-critical ones (a missed session, a flare, an overload) at high priority.
+        _caregiver(AlertKind.MISSED_TENS, 6 * _HOUR, URGENT),
+        _caregiver(AlertKind.PAIN_FLARE, 12 * _HOUR, URGENT),
+        _caregiver(AlertKind.OVERLOAD, 6 * _HOUR, URGENT),
+        _caregiver(AlertKind.ELECTRODE_OFF, 12 * _HOUR, ROUTINE),
+        _caregiver(AlertKind.BATTERY_LOW, 12 * _HOUR, ROUTINE),
+        _caregiver(AlertKind.LOW_ADHERENCE, 24 * _HOUR, ROUTINE),
+        _caregiver(AlertKind.UNIT_SILENT, 24 * _HOUR, ROUTINE),
     )
 }
+
+# Kinds stored by earlier versions (in outbox documents that may still be waiting), under their new name.
+# Before, every caregiver device alert went out as "device_silent"; such a document is told as one.
+LEGACY_KINDS: Mapping[str, str] = {
+    "missed_session_caregiver": caregiver_kind(AlertKind.MISSED_TENS),
+    "adherence_low": caregiver_kind(AlertKind.LOW_ADHERENCE),
+    "device_silent": caregiver_kind(AlertKind.UNIT_SILENT),
+    "pain_flare": caregiver_kind(AlertKind.PAIN_FLARE),
+    "device_fault": AlertKind.ELECTRODE_OFF.value,
+}
+
+# The push kind of a reminder, by the reminder's kind (TENS, medication, mindfulness, custom) and
+# whether it is the first push or a nudge after it.
+_REMINDER_KINDS = {"tens": ("therapy_reminder", "reminder_repeat"), "mindfulness": ("practice_nudge", "practice_nudge")}
+_OTHER_REMINDER = ("planned_reminder", "planned_reminder")
+
+
+def reminder_kind(reminder_kind: str | None, nudge: bool = False) -> str:
+    """The push kind for a reminder of ``reminder_kind`` (``tens``, ``medication``, ``mindfulness``,
+    ``custom``; None for an occurrence stored before kinds were recorded, told as TENS), first or nudge."""
+    first, again = _REMINDER_KINDS.get(reminder_kind or "tens", _OTHER_REMINDER)
+    return again if nudge else first
 
 
 class UnknownNotificationKind(ValueError):
@@ -111,7 +230,7 @@ class UnknownNotificationKind(ValueError):
 def template_for(kind: str) -> NotificationTemplate:
     """The template of ``kind``; raises :class:`UnknownNotificationKind` outside the allow-list."""
     try:
-        return TEMPLATES[kind]
+        return TEMPLATES[LEGACY_KINDS.get(kind, kind)]
     except KeyError:
         raise UnknownNotificationKind(kind) from None
 
@@ -130,6 +249,19 @@ def ttl_for(kind: str, completion_window: timedelta | None = None) -> timedelta:
     return min(completion_window, template.max_ttl)
 
 
+def send_offset(kind: str, recipient_user_id: str, ttl: timedelta) -> timedelta:
+    """How long after its time a ``kind`` push to ``recipient_user_id`` goes out: zero for urgent and timed
+    kinds; for a spread kind (nudges, summaries) a place in its window fixed by the recipient (a digest of
+    kind and recipient, whole seconds), at most a quarter of the ``ttl`` so it keeps most of its validity."""
+    template = template_for(kind)
+    window = min(template.spread, ttl / 4)
+    seconds = int(window.total_seconds())
+    if seconds <= 0:
+        return timedelta(0)
+    digest = hashlib.blake2b(f"{template.kind}\x00{recipient_user_id}".encode(), digest_size=8).digest()
+    return timedelta(seconds=int.from_bytes(digest, "big") % seconds)
+
+
 def collapse_key_for(kind: str, patient_id: str) -> str:
     """The collapse key (and APNs collapse id) for ``kind`` about ``patient_id``.
 
@@ -140,6 +272,12 @@ def collapse_key_for(kind: str, patient_id: str) -> str:
     template = template_for(kind)
     digest = hashlib.sha256(f"{template.kind}\x00{patient_id}".encode()).hexdigest()[:24]
     return f"{template.public_kind}-{digest}"
+
+
+def texts_for(kind: str, has_time: bool) -> tuple[PushText, PushText]:
+    """The title and body a ``kind`` push says; the untimed body when there is no planned time to name."""
+    template = template_for(kind)
+    return template.title, template.body if has_time or not template.body.arguments else template.untimed_body
 
 
 @dataclass(frozen=True)

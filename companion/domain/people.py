@@ -55,6 +55,7 @@ class Account:
     profile_version: int = 0
     status: str = ACTIVE
     status_changed_at: datetime | None = None
+    locale: str | None = None  # the language the person reads notifications in (BCP 47), if they chose one
 
     @property
     def is_patient(self) -> bool:

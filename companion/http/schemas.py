@@ -7,6 +7,8 @@ import re
 
 from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate
 
+from companion.domain.messages import is_locale_tag
+
 _UNSAFE_KEY = re.compile(r"^\$|\.|\x00")
 MAX_DEPTH = 8
 
@@ -57,3 +59,9 @@ class ProblemSchema(Schema):
     request_id = fields.String()
     current = fields.Dict(metadata={"description": "412 and 409 on a write: the object as stored now (its ETag "
                                                    "is in the ETag header); the same shape as the route's answer"})
+
+
+def valid_locale(value: str) -> None:
+    """A language tag for a person or a phone (BCP 47 in its common shapes: en, de-AT, es-419, zh-Hant-TW)."""
+    if not is_locale_tag(value):
+        raise ValidationError("not a language tag (BCP 47, e.g. en, de-AT, es-419)")

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from apscheduler.events import (
     EVENT_JOB_ERROR,
@@ -40,6 +41,10 @@ from companion.clock import now
 from companion.logs import log_context
 from companion.services.container import Services
 from companion.services.push_delivery import worker_name
+
+if TYPE_CHECKING:
+    from companion.notify.push import PushSender
+    from companion.settings import Settings
 
 logger = logging.getLogger("companion.jobs.worker")  # also when run as __main__
 FIRST_RETRY_S, LAST_RETRY_S = 1.0, 30.0  # waiting for the database at start: doubling delays between these
@@ -95,7 +100,10 @@ class Worker:
                     timedelta(days=1)),
         ]
         if svc.sender is not None:
-            specs.append(JobSpec("push-send", svc.push.send_due, "interval", {"seconds": 10}, minute))
+            # Every worker sends, the passive ones too: a claim gives each notification to one sender
+            # (companion.store.outbox), so more workers (or `companion.jobs.sender` processes) mean more sending.
+            specs.append(JobSpec("push-send", svc.push.send_due, "interval", {"seconds": 10}, minute,
+                                 leader_only=False))
         else:
             logger.warning("no FCM service account configured: notifications stay in the outbox")
         return specs
@@ -184,8 +192,9 @@ def wait_for_database(services: Services, stopping: threading.Event) -> bool:
     return True
 
 
-def main() -> None:
-    """Run the worker until SIGTERM/SIGINT; release the lease on the way out."""
+def open_process(name: str, *, need_sender: bool = False) -> tuple[Settings, PushSender | None, Services]:
+    """A worker or sender process's start: its settings (a bad one: one line and exit 2), JSON logs, the push
+    sender if an FCM service account is configured (required with ``need_sender``), and the services."""
     from companion.logs import configure_logging
     from companion.notify.push import PushSender
     from companion.settings import EXIT_BAD_SETTING, SettingError, load_settings
@@ -193,12 +202,20 @@ def main() -> None:
     try:
         settings = load_settings()
     except SettingError as exc:
-        print(f"companion worker: {exc}", file=sys.stderr)
+        print(f"companion {name}: {exc}", file=sys.stderr)
+        sys.exit(EXIT_BAD_SETTING)
+    if need_sender and not settings.fcm_service_account:
+        print(f"companion {name}: FCM_SERVICE_ACCOUNT is not set: there is nothing to send with", file=sys.stderr)
         sys.exit(EXIT_BAD_SETTING)
     configure_logging(settings.log_level)
     sender = (PushSender(settings.fcm_service_account, fcm_url=settings.fcm_url)
               if settings.fcm_service_account else None)
-    services = Services(settings, sender=sender)
+    return settings, sender, Services(settings, sender=sender)
+
+
+def main() -> None:
+    """Run the worker until SIGTERM/SIGINT; release the lease on the way out."""
+    settings, sender, services = open_process("worker")
     scheduler = BlockingScheduler(timezone="UTC")
     stopping = threading.Event()
 

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from pathlib import Path
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import firebase_admin
 from firebase_admin import credentials, exceptions, messaging
@@ -34,7 +35,14 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from companion.clock import now
-from companion.domain.notifications import UnknownNotificationKind, Visibility, data_for, template_for
+from companion.domain.notifications import (
+    UnknownNotificationKind,
+    Visibility,
+    data_for,
+    template_for,
+    texts_for,
+)
+from companion.i18n import Reader
 from companion.notify.retry_policy import RetryPolicy
 
 logger = logging.getLogger(__name__)
@@ -78,6 +86,9 @@ class PushItem:
     collapse_key: str
     attempt: int = 1
     address: Address = Address.TOKEN
+    locales: tuple[str | None, ...] = ()  # the account's chosen language, then the phone's (BCP 47)
+    zone: str = "UTC"  # the recipient's IANA zone, for the time a text names
+    planned_at: datetime | None = None  # a reminder's due time, the one argument a text may name
 
 
 @dataclass(frozen=True)
@@ -117,34 +128,47 @@ class PayloadTooLarge(ValueError):
 
 
 def build_message(item: PushItem, now: datetime) -> messaging.Message:
-    """The ``messaging.Message`` for ``item`` at ``now``: template lines, opaque data, TTL, collapse, priority.
+    """The ``messaging.Message`` for ``item`` at ``now``: the kind's lines in the recipient's language (and
+    their localisation keys, for apps that localise on the device), opaque data, TTL, collapse key,
+    priority and interruption level, analytics label.
 
     Raises :class:`PayloadTooLarge` if the encoded message passes 4096 bytes.
     """
     template = template_for(item.kind)
+    delivery = template.delivery
     ttl = timedelta(seconds=int((item.expires_at - now).total_seconds()))
-    high = template.urgent
+    reader = Reader(*item.locales, zone=_zone(item.zone))
+    title, body = texts_for(item.kind, item.planned_at is not None)
+    args = [reader.time(item.planned_at)] if body.arguments and item.planned_at is not None else []
+    title_text = reader.gettext(title.message)
+    body_text = reader.render(body.message, **dict(zip(body.arguments, args, strict=True)))
     message = messaging.Message(
-        notification=messaging.Notification(title=template.title, body=template.body),
+        notification=messaging.Notification(title=title_text, body=body_text),
         data=data_for(item.kind, item.outbox_id),
         android=messaging.AndroidConfig(
             collapse_key=item.collapse_key,
-            priority="high" if high else "normal",
+            priority=delivery.android_priority,
             ttl=ttl,
             notification=messaging.AndroidNotification(
-                visibility=template.visibility.value, tag=item.collapse_key, channel_id=template.channel_id),
+                visibility=template.visibility.value, tag=item.collapse_key, channel_id=template.channel_id,
+                title_loc_key=title.loc_key, body_loc_key=body.loc_key, body_loc_args=args or None),
         ),
         apns=messaging.APNSConfig(
             headers={
                 "apns-expiration": str(int(item.expires_at.timestamp())),
                 "apns-collapse-id": item.collapse_key,
-                "apns-priority": "10" if high else "5",
+                "apns-priority": delivery.apns_priority,
                 "apns-push-type": "alert",
             },
             # iOS has no per-message lock-screen visibility; the app registers these categories with
             # hidden previews, so the PRIVATE/SECRET choice travels as the category.
-            payload=messaging.APNSPayload(aps=messaging.Aps(category=_apns_category(template.visibility))),
+            payload=messaging.APNSPayload(aps=messaging.Aps(
+                alert=messaging.ApsAlert(title=title_text, body=body_text, title_loc_key=title.loc_key,
+                                         loc_key=body.loc_key, loc_args=args or None),
+                category=_apns_category(template.visibility),
+                custom_data={"interruption-level": delivery.interruption_level})),
         ),
+        fcm_options=messaging.FCMOptions(analytics_label=template.analytics_label),
     )
     # Message(token=...) warns "deprecated, use fid" in 7.7, but phones register FCM registration
     # tokens, which are not installation ids, and the v1 API still takes them as `token`. Setting the
@@ -158,6 +182,13 @@ def build_message(item: PushItem, now: datetime) -> messaging.Message:
     if size > MAX_PAYLOAD_BYTES:
         raise PayloadTooLarge(f"{item.kind} message is {size} bytes")
     return message
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
 
 
 def _apns_category(visibility: Visibility) -> str:

@@ -22,6 +22,7 @@ from companion.domain import mail as mails
 from companion.domain.access import Actor, Role
 from companion.domain.errors import Conflict, Invalid, NotFound, ServiceUnavailable, Unauthorized
 from companion.domain.people import Account
+from companion.i18n import Reader
 from companion.services.throttle import Throttle
 from companion.services.tokens import TokenService
 from companion.settings import Settings
@@ -116,23 +117,25 @@ class Accounts:
         return account
 
     def request_signup(self, *, email: str, password: str, display_name: str, role: str, time_zone: str,
-                       address: str) -> None:
+                       address: str, languages: tuple[str, ...] = ()) -> None:
         """Self-service sign-up, step one. The answer never says whether the email has an account: a new
         address is sent a code that finishes the sign-up (:meth:`confirm_signup`), an existing one a note that
-        an account exists. Either way the same work is done (the password is hashed) and one mail goes out."""
+        an account exists. Either way the same work is done (the password is hashed) and one mail goes out, in the
+        first of ``languages`` (the request's Accept-Language) with a catalog, else English."""
+        say = Reader(*languages).render
         email = normalise_email(email)
         self.throttle.check("signup", address=address, account=email_digest(email))
         self.throttle.failed("signup", address=address, account=email_digest(email))  # each request costs
         password_hash = self.passwords.hash(password)
         if self.users.by_email(email) is not None:
-            self._mail(mails.signup_existing(email))
+            self._mail(mails.signup_existing(email, say))
             return
         code = new_code()
         at = self.clock()
         self.codes.issue(SIGNUP, email_digest(email), self._code_hash(code), at=at, expires_at=at + SIGNUP_CODE_TTL,
                          payload={"email": email, "password_hash": password_hash, "display_name": display_name,
                                   "role": role, "time_zone": time_zone})
-        self._mail(mails.signup_code(email, code, int(SIGNUP_CODE_TTL.total_seconds() // 60)))
+        self._mail(mails.signup_code(email, code, int(SIGNUP_CODE_TTL.total_seconds() // 60), say))
 
     def confirm_signup(self, *, email: str, code: str, address: str) -> Account:
         """Self-service sign-up, step two: the code from the email makes the account. Unauthorized (one answer

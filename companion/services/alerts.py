@@ -34,8 +34,12 @@ from zoneinfo import ZoneInfo
 from companion.clock import Clock, now
 from companion.domain.access import Grant, visible_alert_kinds
 from companion.domain.alerts import (
+    ALERT_KINDS,
+    ALERT_MESSAGES,
+    RESOLUTION_MESSAGES,
     AlertCandidate,
     AlertKind,
+    Resolution,
     battery_low,
     delivery_time,
     device_fault,
@@ -48,9 +52,11 @@ from companion.domain.alerts import (
 )
 from companion.domain.alerts import low_adherence as low_adherence_rule
 from companion.domain.errors import NotFound
+from companion.domain.notifications import caregiver_kind
 from companion.domain.pain import PainEntry, flares
 from companion.domain.people import Account
 from companion.domain.schedules import nudge_times
+from companion.i18n import Reader
 from companion.services.item_failures import ItemFailures
 from companion.services.reminder_dispatch import as_domain_occurrence, repeats_of
 from companion.settings import Settings
@@ -58,23 +64,9 @@ from companion.store.stores import Stores
 
 logger = logging.getLogger(__name__)
 
-# The consent vocabulary caregivers choose from (companion.api.caregivers.SHAREABLE_ALERTS).
-SHARE_KIND = {
-    AlertKind.MISSED_TENS: "missed_session", AlertKind.LOW_ADHERENCE: "adherence_low",
-    AlertKind.UNIT_SILENT: "device_silent", AlertKind.BATTERY_LOW: "battery_low",
-    AlertKind.ELECTRODE_OFF: "device_fault", AlertKind.OVERLOAD: "device_fault",
-    AlertKind.PAIN_FLARE: "pain_flare",
-}
-# Push template per alert kind and audience. Caregiver pushes all carry the same generic line; the
-# template decides TTL, priority and collapse key (device troubles share the "device_silent" one).
-CAREGIVER_TEMPLATE = {
-    AlertKind.MISSED_TENS: "missed_session_caregiver", AlertKind.LOW_ADHERENCE: "adherence_low",
-    AlertKind.UNIT_SILENT: "device_silent", AlertKind.BATTERY_LOW: "device_silent",
-    AlertKind.ELECTRODE_OFF: "device_silent", AlertKind.OVERLOAD: "device_silent",
-    AlertKind.PAIN_FLARE: "pain_flare",
-}
-PATIENT_TEMPLATE = {AlertKind.BATTERY_LOW: "battery_low", AlertKind.ELECTRODE_OFF: "device_fault",
-                    AlertKind.OVERLOAD: "device_fault"}
+# Who hears of an alert besides its caregivers: the patient, of the unit's own troubles (the push kind
+# is the alert kind's own name; see companion.domain.notifications.TEMPLATES).
+PATIENT_HEARS = frozenset({AlertKind.BATTERY_LOW, AlertKind.ELECTRODE_OFF, AlertKind.OVERLOAD})
 LOOKBACK = timedelta(hours=24)
 SILENT_LOOKBACK = timedelta(days=8)  # units silent for longer were alerted about already
 FLARE_HISTORY = timedelta(days=14)
@@ -105,12 +97,22 @@ class AlertService:
         self.clock = clock
 
     # Reads
-    def for_patient(self, grant: Grant, *, since: datetime | None, unacknowledged: bool, limit: int) -> list[dict]:
-        """The patient's alerts, newest first (a caregiver sees only the kinds shared with them)."""
+    def for_patient(self, grant: Grant, *, since: datetime | None, unacknowledged: bool, limit: int,
+                    reader: Reader | None = None) -> list[dict]:
+        """The patient's alerts, newest first (a caregiver sees only the kinds shared with them); with a
+        ``reader``, their ``text`` and ``resolved_reason`` are said in that reader's language (``in_words``)."""
         kinds = visible_alert_kinds(grant)
-        return self.stores.alerts.for_patient(
+        items = self.stores.alerts.for_patient(
             grant.patient_id, share_kinds=sorted(kinds) if kinds is not None else None, shared_only=kinds is not None,
             since=since, unacknowledged=unacknowledged, limit=limit)
+        return [in_words(a, reader) for a in items] if reader is not None else items
+
+    def reader_for(self, user_id: str, *languages: str | None) -> Reader:
+        """How ``user_id`` reads: their chosen language, else ``languages`` (the request's), in their zone."""
+        account = self.stores.users.by_id(user_id)
+        if account is None:
+            return Reader(*languages)
+        return Reader(account.locale, *languages, zone=ZoneInfo(account.time_zone))
 
     # Raising
     def raise_once(self, candidate: AlertCandidate, report: AlertsReport | None = None) -> dict:
@@ -120,12 +122,14 @@ class AlertService:
         alert, created = alerts.raise_once(
             patient_id=candidate.patient_id, kind=candidate.kind.value, severity=candidate.severity.value,
             text=candidate.text, dedup_key=candidate.dedup_key, shared_with_caregivers=True,
-            urgent=candidate.urgent, share_kind=SHARE_KIND[candidate.kind], period_key=candidate.period_key)
+            urgent=candidate.urgent, share_kind=ALERT_KINDS[candidate.kind].share_kind,
+            period_key=candidate.period_key, occurred_at=candidate.occurred_at,
+            device_serial=candidate.device_serial, details=dict(candidate.details))
         if created and report is not None:
             report.raised[candidate.kind.value] = report.raised.get(candidate.kind.value, 0) + 1
         if not created and alert.get("resolved_at") is not None:
             alerts.reopen(alert["_id"])
-            alert = {**alert, "resolved_at": None, "resolved_reason": None}
+            alert = {**alert, "resolved_at": None, "resolved_reason": None, "resolution": None}
             created = True
         if created:  # the patient's panel row counts open alerts
             self.stores.panel_row_marks.mark([candidate.patient_id], "alert", self.clock())
@@ -138,15 +142,15 @@ class AlertService:
 
     def _notify(self, alert: dict, candidate: AlertCandidate) -> int:
         recipients: list[tuple[Account, str, str | None]] = []
-        share_kind = SHARE_KIND[candidate.kind]
+        share_kind = ALERT_KINDS[candidate.kind].share_kind
         links = [link for link in self.stores.care_links.for_patient(candidate.patient_id)
                  if link.active and share_kind in link.permissions.alerts]
         for caregiver in self.stores.users.by_ids(link.caregiver_id for link in links):
-            recipients.append((caregiver, CAREGIVER_TEMPLATE[candidate.kind], share_kind))
-        if candidate.kind in PATIENT_TEMPLATE:
+            recipients.append((caregiver, caregiver_kind(candidate.kind), share_kind))
+        if candidate.kind in PATIENT_HEARS:
             patient = self.stores.users.by_id(candidate.patient_id)
             if patient is not None:
-                recipients.append((patient, PATIENT_TEMPLATE[candidate.kind], None))
+                recipients.append((patient, candidate.kind.value, None))
         created = 0
         for person, template, needs in recipients:
             zone = person.zone_history().zone_at(alert["raised_at"])
@@ -229,13 +233,16 @@ class AlertService:
     def silent_units(self, now: datetime, failures: ItemFailures) -> list[AlertCandidate]:
         """Bound units not heard from (no upload, no status) for 24 hours."""
 
+        units = list(self.stores.devices.heard_from_between(now - SILENT_LOOKBACK, now - timedelta(hours=24)))
+        zones = self._zones({unit.patient_id for unit in units}, failures)
+
         def judge(unit) -> AlertCandidate | None:
             latest = self.stores.session_records.last_received_from(unit.serial)
             heard = max(filter(None, [unit.status.get("last_seen_at"), latest]))
-            return unit_silent(unit.patient_id, unit.serial, heard, now)
+            return unit_silent(unit.patient_id, unit.serial, heard, now, zones.get(unit.patient_id, ZoneInfo("UTC")))
 
         found = []
-        for unit in self.stores.devices.heard_from_between(now - SILENT_LOOKBACK, now - timedelta(hours=24)):
+        for unit in units:
             candidate = failures.attempt(unit.serial, lambda u=unit: judge(u))
             if candidate is not None:
                 found.append(candidate)
@@ -277,10 +284,12 @@ class AlertService:
         return report
 
     # Ending what no longer holds
-    def resolve(self, alert: dict, reason: str) -> bool:
-        """Resolve an alert with the reason and withdraw its notifications not sent yet (nothing new is
-        pushed: see the module docstring). False if it was resolved already."""
-        if not self.stores.alerts.resolve(alert["_id"], reason, self.clock()):
+    def resolve(self, alert: dict, reason: str, code: Resolution, at: datetime | None = None) -> bool:
+        """Resolve an alert with the reason (English, for the care team), its ``code`` and the instant the
+        reason names (``at``: what a patient or caregiver reads is said from these, in their language), and
+        withdraw its notifications not sent yet (nothing new is pushed: see the module docstring). False if it
+        was resolved already."""
+        if not self.stores.alerts.resolve(alert["_id"], reason, self.clock(), {"code": code.value, "at": at}):
             return False
         self.stores.panel_row_marks.mark([alert["patient_id"]], "alert", self.clock())
         self.stores.outbox.withdraw(reason="the alert was resolved: " + reason, source_key=f"alert:{alert['_id']}")
@@ -298,7 +307,8 @@ class AlertService:
             last_seen = datetime.fromisoformat(alert.get("period_key") or alert["dedup_key"].split(":", 2)[2])
             heard = unit.status.get("last_seen_at") if unit else None
             if heard is not None and not still_silent(last_seen, heard):
-                self.resolve(alert, f"the unit was heard from again at {heard:%Y-%m-%d %H:%M} UTC")
+                self.resolve(alert, f"the unit was heard from again at {heard:%Y-%m-%d %H:%M} UTC",
+                             Resolution.UNIT_HEARD, heard)
 
     def reconsider(self, patient: Account, days: set[date], snapshots: list[dict], today: date,
                    report: AlertsReport | None = None) -> None:
@@ -319,7 +329,8 @@ class AlertService:
                     recomputed = ", ".join(f"{d.isoformat()} {p:.0%}" for d, p in sorted(progress.items())
                                            if p is not None and d >= run_start and d < today)[:300]
                     self.resolve(alert, "recomputed with data that arrived later, TENS adherence no longer stays "
-                                        f"below 80% for 3 planned days from {run_start.isoformat()} ({recomputed})")
+                                        f"below 80% for 3 planned days from {run_start.isoformat()} ({recomputed})",
+                                 Resolution.ADHERENCE_REACHED)
             elif alert["kind"] == AlertKind.MISSED_TENS.value:
                 self._reconsider_missed(patient, alert, days)
             elif alert["kind"] == AlertKind.PAIN_FLARE.value and date.fromisoformat(
@@ -338,7 +349,7 @@ class AlertService:
         if started is not None:
             zone = patient.zone_history().zone_at(started)
             self.resolve(alert, f"a TENS session that started at {started.astimezone(zone):%H:%M} (patient's local "
-                                "time) was received later: the session was done")
+                                "time) was received later: the session was done", Resolution.SESSION_FOUND, started)
 
     def _reconsider_flare(self, patient: Account, alert: dict) -> None:
         day = date.fromisoformat(alert.get("period_key") or alert["dedup_key"].rsplit(":", 1)[1])
@@ -350,7 +361,8 @@ class AlertService:
         entries = [PainEntry(d["_id"], d["recorded_at"], d["nrs"]) for d in docs]
         if not any(f.entry.recorded_at_utc.astimezone(history.zone_at(f.entry.recorded_at_utc)).date() == day
                    for f in flares(entries)):
-            self.resolve(alert, "the pain ratings that made this a flare were changed or removed")
+            self.resolve(alert, "the pain ratings that made this a flare were changed or removed",
+                         Resolution.RATINGS_CHANGED)
 
     # The care team's acts
     def review_list(self, patient_id: str, *, open_only: bool, limit: int = 200) -> list[dict]:
@@ -364,3 +376,26 @@ class AlertService:
             raise NotFound("no such alert")
         self.stores.panel_row_marks.mark([patient_id], "alert", self.clock())
         return alert
+
+
+def in_words(alert: dict, reader: Reader) -> dict:
+    """``alert`` as a patient or caregiver reads it: ``text`` and ``resolved_reason`` from the catalogs
+    (``ALERT_MESSAGES``, ``RESOLUTION_MESSAGES``) in ``reader``'s language, times on their clock, filled
+    from the alert's structured fields. An alert of a kind without a message keeps its stored text."""
+    try:
+        message = ALERT_MESSAGES[AlertKind(alert["kind"])]
+    except ValueError:
+        return alert
+    details = alert.get("details") or {}
+    when = alert.get("occurred_at") or alert["raised_at"]
+    arguments = {"device": alert.get("device_serial") or "", "when": reader.datetime(when),
+                 "days": str(details.get("days", "")), "battery_percent": str(details.get("battery_percent", "")),
+                 "score": str(details.get("score", "")),
+                 "first_day": reader.date(date.fromisoformat(details["first_day"])) if "first_day" in details else ""}
+    said = {**alert, "text": reader.render(message, **arguments)}
+    resolution = alert.get("resolution") or {}
+    if resolution.get("code") in RESOLUTION_MESSAGES:
+        at = resolution.get("at")
+        said["resolved_reason"] = reader.render(RESOLUTION_MESSAGES[Resolution(resolution["code"])],
+                                                when=reader.datetime(at) if at is not None else "")
+    return said

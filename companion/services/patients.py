@@ -62,7 +62,8 @@ class Profiles:
             move = ZoneMove(zone, self._next_move_at(patient), patient.time_zone) if moving else None
             updated = self.users.update_profile(
                 patient_id, version=patient.profile_version, display_name=changes.get("display_name"),
-                quiet_hours=quiet, caregiver_alert_delay_min=changes.get("caregiver_alert_delay_min"), move=move)
+                quiet_hours=quiet, caregiver_alert_delay_min=changes.get("caregiver_alert_delay_min"),
+                locale=changes.get("locale", False), move=move)
             if updated is None:
                 continue  # changed meanwhile: read it again (and answer 412 if the caller named a version)
             self.panel_rows.mark([patient_id], "profile", self.clock())  # name and zone on the panel
@@ -78,7 +79,8 @@ class Profiles:
 
 
 def _unchanged(patient: Account, changes: dict, quiet) -> bool:
-    same = [("display_name", patient.display_name), ("caregiver_alert_delay_min", patient.caregiver_alert_delay_min)]
+    same = [("display_name", patient.display_name), ("caregiver_alert_delay_min", patient.caregiver_alert_delay_min),
+            ("locale", patient.locale)]
     if any(name in changes and changes[name] != value for name, value in same):
         return False
     return quiet is False or quiet == patient.quiet_hours

@@ -21,18 +21,22 @@ and the phone folds the duplicate into the first through the shared collapse key
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from companion.clock import Clock, now
+from companion.domain.localtime import TimeZoneHistory
 from companion.notify.push import Address, Outcome, PushItem, PushResult, PushSender
 from companion.services.notifications import DeliveryConsent
 from companion.services.telemetry import NoTelemetry, Telemetry
 from companion.settings import Settings
+from companion.store.accounts import Users
 from companion.store.outbox import EXPIRED, FAILED, SCHEDULED, SENT, WITHDRAWN, Outbox
 from companion.store.push_tokens import PushTokens
 from companion.store.stores import Stores
@@ -89,9 +93,35 @@ class DispatchReport:
     dead_tokens_removed: int = 0
 
 
+@dataclass
+class _Prepared:
+    """A claimed batch ready to go: the notifications to send, one item per phone (with whose phone it is),
+    and the outcomes known before sending (consent withdrawn)."""
+
+    claimed: list[dict]
+    items: list[PushItem]
+    installs: list[tuple[str, str]]
+    outcomes: list[tuple[dict, str, dict]]
+
+    def without_forgotten(self, phones: PhoneBook) -> _Prepared:
+        """The same batch without the items for phones the phone book has forgotten since it was built."""
+        keep = [n for n, (item, (recipient, _)) in enumerate(zip(self.items, self.installs, strict=True))
+                if any(p["token"] == item.token for p in phones.of(recipient))]
+        if len(keep) == len(self.items):
+            return self
+        return _Prepared(self.claimed, [self.items[n] for n in keep], [self.installs[n] for n in keep], self.outcomes)
+
+
+def _start_of(owner: str, batches: int) -> int:
+    """The batch a dispatcher starts its pass at: spread by its owner's name, the same on every pass."""
+    return int.from_bytes(hashlib.blake2b(owner.encode(), digest_size=4).digest(), "big") % batches if batches else 0
+
+
 class OutboxDispatcher:
     def __init__(self, outbox: Outbox, tokens: PushTokens, sender: PushSender, *, owner: str,
-                 lease: timedelta = DEFAULT_LEASE, batch_size: int = 500, consent: DeliveryConsent | None = None):
+                 lease: timedelta = DEFAULT_LEASE, batch_size: int = 500, consent: DeliveryConsent | None = None,
+                 users: Users | None = None):
+        self.users = users
         self.outbox = outbox
         self.tokens = tokens
         self.sender = sender
@@ -111,6 +141,16 @@ class OutboxDispatcher:
         each batch then re-reads its notifications by ``_id`` (skipping any another dispatcher has
         settled meanwhile), claims them and sends them. ``progress`` is told the running totals after
         each batch.
+
+        **Pipelined:** while one batch is at FCM (``send_each`` waits on the network), the next is read,
+        claimed, checked and built, so that database work hides behind FCM's instead of adding to it. A
+        batch is settled before the next one goes to FCM, so one batch at most is ever sent and not yet
+        settled: a crash still costs at most one batch sent twice (two batches are claimed at once, both
+        under their lease; the one not sent yet is simply sent after the lease).
+
+        **Several dispatchers** (processes or hosts) share the outbox: each starts its pass at a different
+        batch (by its owner's name) and goes round, so they rarely contend for the same batch; when they
+        do, the claim's unique key gives each notification to one of them.
         """
         report = DispatchReport()
         due = self.outbox.due(limit)
@@ -118,21 +158,30 @@ class OutboxDispatcher:
             return report
         ids = list(due)
         batches = [ids[start:start + self.batch_size] for start in range(0, len(ids), self.batch_size)]
+        first = _start_of(self.owner, len(batches))
+        batches = batches[first:] + batches[:first]
         phones: PhoneBook | None = None
-        for batch in batches:
-            claimed = self.outbox.claim(self.outbox.open_among(batch), self.owner, self.lease)
-            if not claimed:
-                continue
-            if phones is None:
-                phones = PhoneBook(self.tokens, set(due.values()))
-            self._send(claimed, phones, report)
-            if progress is not None:
-                progress(report)
+        in_flight: tuple[_Prepared, Future[list[PushResult]] | None] | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="push-send") as lane:
+            for batch in batches:
+                claimed = self.outbox.claim(self.outbox.open_among(batch), self.owner, self.lease)
+                if not claimed:
+                    continue
+                if phones is None:
+                    phones = PhoneBook(self.tokens, set(due.values()))
+                prepared = self._prepare(claimed, phones, report)
+                if in_flight is not None:
+                    self._settle(*in_flight, phones, report, progress)
+                    prepared = prepared.without_forgotten(phones)  # phones FCM just called dead
+                in_flight = (prepared, lane.submit(self.sender.send, prepared.items) if prepared.items else None)
+            if in_flight is not None and phones is not None:
+                self._settle(*in_flight, phones, report, progress)
         logger.info("outbox pass: claimed %d, states %s, dead tokens %d", report.claimed, report.states,
                     report.dead_tokens_removed)
         return report
 
-    def _send(self, claimed: list[dict], phones: PhoneBook, report: DispatchReport) -> None:
+    def _prepare(self, claimed: list[dict], phones: PhoneBook, report: DispatchReport) -> _Prepared:
+        """A claimed batch made ready to send: consent checked, one push item per phone, in each reader's words."""
         report.claimed += len(claimed)
         refused = self.consent.refusals(claimed) if self.consent is not None else {}
         outcomes = []
@@ -143,24 +192,44 @@ class OutboxDispatcher:
         claimed = [doc for doc in claimed if doc["_id"] not in refused]
         items: list[PushItem] = []
         installs: list[tuple[str, str]] = []  # (recipient, install) of each item
+        readers = self._readers(claimed)
         for doc in claimed:
+            language, zone = readers.get(doc["recipient_user_id"], (None, None))
+            planned = doc.get("planned_at")
             for phone in phones.of(doc["recipient_user_id"]):
                 items.append(PushItem(outbox_id=doc["_id"], token=phone["token"], kind=doc["kind"],
                                       expires_at=doc["expires_at"], collapse_key=doc["collapse_key"],
-                                      attempt=doc["attempts"] + 1, address=Address(phone.get("address", "token"))))
+                                      attempt=doc["attempts"] + 1, address=Address(phone.get("address", "token")),
+                                      locales=(language, phone.get("locale")),
+                                      zone=zone.zone_at(planned or doc["not_before"]).key if zone else "UTC",
+                                      planned_at=planned))
                 installs.append((doc["recipient_user_id"], phone["install_id"]))
-        results = self.sender.send(items) if items else []
+        return _Prepared(claimed, items, installs, outcomes)
+
+    def _settle(self, prepared: _Prepared, sending: Future[list[PushResult]] | None, phones: PhoneBook,
+                report: DispatchReport, progress: Callable[[DispatchReport], None] | None) -> None:
+        """Wait for a batch's answers, drop the phones FCM called dead, and record each notification's state."""
+        results = sending.result() if sending is not None else []
         per_doc: dict[str, list[tuple[str, PushResult]]] = {}
-        for item, (recipient, install), result in zip(items, installs, results, strict=True):
+        for item, (recipient, install), result in zip(prepared.items, prepared.installs, results, strict=True):
             per_doc.setdefault(item.outbox_id, []).append((install, result))
             if result.outcome is Outcome.TOKEN_DEAD:
                 report.dead_tokens_removed += self.tokens.remove_dead(item.token)
                 phones.forget(recipient, item.token)
-        for doc in claimed:
+        outcomes = list(prepared.outcomes)
+        for doc in prepared.claimed:
             settlement = settle(per_doc.get(doc["_id"], []))
             outcomes.append((doc, settlement.state, settlement.details()))
             report.states[settlement.state] = report.states.get(settlement.state, 0) + 1
         self.outbox.settle(outcomes)
+        if progress is not None:
+            progress(report)
+
+    def _readers(self, docs: list[dict]) -> dict[str, tuple[str | None, TimeZoneHistory]]:
+        """Each recipient's chosen language (None: their phones') and zones, read once per batch."""
+        if self.users is None or not docs:
+            return {}
+        return {a.id: (a.locale, a.zone_history()) for a in self.users.by_ids({d["recipient_user_id"] for d in docs})}
 
 
 class PhoneBook:
@@ -195,7 +264,7 @@ class PushDelivery:
             raise RuntimeError("no FCM service account configured")
         return OutboxDispatcher(self.stores.outbox, self.stores.push_tokens, self.sender, owner=owner or self.owner,
                                 lease=self.settings.push_lease, batch_size=self.settings.dispatch_batch,
-                                consent=DeliveryConsent(self.stores))
+                                consent=DeliveryConsent(self.stores), users=self.stores.users)
 
     def send_due(self, owner: str | None = None) -> DispatchReport:
         """Send every due outbox notification, a batch at a time, until a pass finds none left to claim."""

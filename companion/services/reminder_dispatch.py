@@ -27,6 +27,7 @@ from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from companion.clock import Clock, now
+from companion.domain.notifications import reminder_kind
 from companion.domain.schedules import ReminderOccurrence, Repeats, nudge_times
 from companion.services.item_failures import ItemFailures
 from companion.services.reminders import mark_closed_missed
@@ -37,8 +38,6 @@ from companion.store.stores import Stores
 
 logger = logging.getLogger(__name__)
 
-REMINDER_KIND = "therapy_reminder"
-REPEAT_KIND = "reminder_repeat"
 MISSED_SUMMARY_KIND = "generic_update"
 MISSED_BATCH = 5000
 
@@ -86,13 +85,14 @@ def planned_pushes(occurrence: dict, reminder: dict | None) -> list[PlannedPush]
     ends = occurrence["window_ends_at"]
     times = nudge_times(as_domain_occurrence(occurrence), repeats_of(reminder))
     first = max(times[0], occurrence.get("notify_at") or times[0])
-    plans = [PlannedPush(key, REMINDER_KIND, first, ends)]
-    plans += [PlannedPush(f"{key}:repeat:{n}", REPEAT_KIND, at, ends, n)
+    kind, repeat_kind = reminder_kind(occurrence.get("kind")), reminder_kind(occurrence.get("kind"), nudge=True)
+    plans = [PlannedPush(key, kind, first, ends)]
+    plans += [PlannedPush(f"{key}:repeat:{n}", repeat_kind, at, ends, n)
               for n, at in enumerate(times[1:], 1) if at > first]
     snoozed = occurrence.get("snoozed_until")
     if snoozed is not None:
         plans = [p for p in plans if p.send_at >= snoozed]
-        plans.append(PlannedPush(snooze_key(occurrence), REPEAT_KIND, snoozed, ends))
+        plans.append(PlannedPush(snooze_key(occurrence), repeat_kind, snoozed, ends))
     return [p for p in plans if p.send_at < ends]
 
 
@@ -140,7 +140,7 @@ def _resends(candidates: list[dict], reminders: dict[str, dict], sources: dict[s
         first = sources.get(initial_key(occurrence["_id"]))
         if first is None or first["state"] != SENT or first.get("delivered_at") or first.get("opened_at"):
             continue
-        plan = PlannedPush(f"{initial_key(occurrence['_id'])}:resend", REPEAT_KIND,
+        plan = PlannedPush(f"{initial_key(occurrence['_id'])}:resend", reminder_kind(occurrence.get("kind"), nudge=True),
                            first["sent_at"] + settings.reminder_resend_after, occurrence["window_ends_at"])
         snoozed = occurrence.get("snoozed_until")
         if snoozed is not None and plan.send_at < snoozed:
@@ -193,7 +193,7 @@ class ReminderDispatch:
         todo = [(o, p) for o, p in plans + resends if p.source_key not in sources]
         created = outbox.schedule_many([
             NotificationRequest(p.source_key, o["patient_id"], o["patient_id"], p.kind, p.send_at,
-                                p.window_ends_at - p.send_at) for o, p in todo])
+                                p.window_ends_at - p.send_at, planned_at=o["due_at"]) for o, p in todo])
         for (occurrence, plan), was_created in zip(todo, created, strict=True):
             if was_created:
                 result.scheduled += 1

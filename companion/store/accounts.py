@@ -39,7 +39,7 @@ def account_of(doc: dict | None) -> Account | None:
         quiet_hours=QuietHours(time.fromisoformat(quiet["start"]), time.fromisoformat(quiet["end"])) if quiet else None,
         caregiver_alert_delay_min=doc.get("caregiver_alert_delay_min"),
         credentials_changed_at=doc.get("credentials_changed_at"), profile_version=doc.get("profile_version") or 0,
-        status=doc.get("status") or ACTIVE, status_changed_at=doc.get("status_changed_at"),
+        status=doc.get("status") or ACTIVE, status_changed_at=doc.get("status_changed_at"), locale=doc.get("locale"),
     )
 
 
@@ -93,8 +93,8 @@ class Users:
 
     def update_profile(self, user_id: str, *, version: int, display_name: str | None = None,
                        quiet_hours: QuietHours | None | bool = False, caregiver_alert_delay_min: int | None = None,
-                       move: ZoneMove | None = None) -> Account | None:
-        """Change the fields given (``quiet_hours=None`` clears them; ``False`` leaves them) and, with
+                       move: ZoneMove | None = None, locale: str | None | bool = False) -> Account | None:
+        """Change the fields given (``quiet_hours`` and ``locale``: None clears, ``False`` leaves) and, with
         ``move``, record a move to ``move.zone`` and make it the current zone: one single-document update,
         applied only while the profile is still at ``version`` (None otherwise), which it raises by one.
         The zone and its history entry are written together or not at all."""
@@ -105,6 +105,8 @@ class Users:
             fields["quiet_hours"] = _quiet_doc(quiet_hours)
         if caregiver_alert_delay_min is not None:
             fields["caregiver_alert_delay_min"] = caregiver_alert_delay_min
+        if locale is not False:
+            fields["locale"] = locale
         update: dict = {"$inc": {"profile_version": 1}}
         if move is not None:
             fields["time_zone"] = move.zone

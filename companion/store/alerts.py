@@ -39,14 +39,17 @@ class Alerts:
         return self.col.delete_many({"patient_id": patient_id}).deleted_count
 
     def raise_once(self, *, patient_id: str, kind: str, severity: str, text: str, dedup_key: str,
-                   shared_with_caregivers: bool, urgent: bool, share_kind: str,
-                   period_key: str | None = None) -> tuple[dict, bool]:
-        """Create the alert for ``dedup_key`` unless it exists; returns (alert, created)."""
+                   shared_with_caregivers: bool, urgent: bool, share_kind: str, period_key: str | None = None,
+                   occurred_at: datetime | None = None, device_serial: str | None = None,
+                   details: dict | None = None) -> tuple[dict, bool]:
+        """Create the alert for ``dedup_key`` unless it exists; returns (alert, created). ``occurred_at``,
+        ``device_serial`` and ``details`` are the alert's structured fields (see AlertCandidate)."""
         doc = {"_id": str(ObjectId()), "patient_id": patient_id, "kind": kind, "severity": severity,
                "text": text, "dedup_key": dedup_key, "period_key": period_key, "raised_at": self.clock(),
                "acknowledged_at": None, "acknowledged_by": None, "shared_with_caregivers": shared_with_caregivers,
                "urgent": urgent, "share_kind": share_kind, "notified_at": None, "resolved_at": None,
-               "resolved_reason": None}
+               "resolved_reason": None, "resolution": None, "occurred_at": occurred_at, "device_serial": device_serial,
+               "details": dict(details or {})}
         try:
             self.col.insert_one(doc)
             return doc, True
@@ -120,14 +123,17 @@ class Alerts:
         """Every patient's alerts of one kind that are not resolved (the silence alerts the job may end)."""
         return list(self.col.find({"kind": kind, "resolved_at": None}).limit(limit))
 
-    def resolve(self, alert_id: str, reason: str, at: datetime) -> bool:
-        """Resolve an alert whose condition no longer holds, with the reason; the first resolution stands."""
+    def resolve(self, alert_id: str, reason: str, at: datetime, resolution: dict | None = None) -> bool:
+        """Resolve an alert whose condition no longer holds, with the reason (English, for the care team) and
+        its structured ``resolution`` (``{"code", "at"}``); the first resolution stands."""
         return self.col.update_one({"_id": alert_id, "resolved_at": None},
-                                   {"$set": {"resolved_at": at, "resolved_reason": reason}}).modified_count == 1
+                                   {"$set": {"resolved_at": at, "resolved_reason": reason,
+                                             "resolution": resolution}}).modified_count == 1
 
     def reopen(self, alert_id: str) -> None:
         """The condition of a resolved alert holds again (later data said so): it is open again."""
-        self.col.update_one({"_id": alert_id}, {"$set": {"resolved_at": None, "resolved_reason": None}})
+        self.col.update_one({"_id": alert_id}, {"$set": {"resolved_at": None, "resolved_reason": None,
+                                                              "resolution": None}})
 
     def acknowledge(self, patient_id: str, alert_id: str, clinician_id: str, at: datetime) -> dict | None:
         """Mark an alert of this patient acknowledged; the first acknowledgement stands. None: no such alert.

@@ -37,7 +37,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from companion.clock import now
-from companion.domain.notifications import collapse_key_for, template_for, ttl_for
+from companion.domain.notifications import collapse_key_for, send_offset, template_for, ttl_for
 from companion.store.batches import chunks, insert_new
 
 INDEXES = {
@@ -67,6 +67,7 @@ class NotificationRequest:
     send_at: datetime
     completion_window: timedelta | None = None
     share_kind: str | None = None  # for a caregiver: the consent kind it needs (an alert's share kind)
+    planned_at: datetime | None = None  # a reminder's due time, the one argument a push text may name
 
 
 def notification_id(source_key: str, recipient_user_id: str) -> str:
@@ -83,7 +84,7 @@ class Outbox:
 
     def schedule(self, *, source_key: str, recipient_user_id: str, patient_id: str, kind: str,
                  send_at: datetime, completion_window: timedelta | None = None,
-                 share_kind: str | None = None) -> tuple[dict, bool]:
+                 share_kind: str | None = None, planned_at: datetime | None = None) -> tuple[dict, bool]:
         """Create the notification for (``source_key``, recipient) once; returns (document, created).
 
         ``source_key`` names what caused it (e.g. ``reminder:<id>:<occurrence>``); the TTL, collapse
@@ -91,7 +92,7 @@ class Outbox:
         consent a caregiver must still have given when it is sent.
         """
         request = NotificationRequest(source_key, recipient_user_id, patient_id, kind, send_at, completion_window,
-                                      share_kind)
+                                      share_kind, planned_at)
         doc = self._document(request)
         try:
             self.col.insert_one(doc)
@@ -110,14 +111,16 @@ class Outbox:
 
     def _document(self, request: NotificationRequest) -> dict:
         kind, send_at = request.kind, request.send_at
+        ttl = ttl_for(kind, request.completion_window)
         return {
             "_id": notification_id(request.source_key, request.recipient_user_id), "source_key": request.source_key,
             "recipient_user_id": request.recipient_user_id, "patient_id": request.patient_id,
             "kind": template_for(kind).kind, "collapse_key": collapse_key_for(kind, request.patient_id),
-            "expires_at": send_at + ttl_for(kind, request.completion_window), "not_before": send_at,
+            "expires_at": send_at + ttl, "not_before": send_at + send_offset(kind, request.recipient_user_id, ttl),
             "state": SCHEDULED, "attempts": 0, "round": 0, "created_at": self.clock(), "settled_at": None,
             "sent_at": None, "delivered_at": None, "opened_at": None,
             **({"share_kind": request.share_kind} if request.share_kind else {}),
+            **({"planned_at": request.planned_at} if request.planned_at else {}),
         }
 
     def existing(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict]:

@@ -36,7 +36,7 @@ class PushTokens:
         self.read_all_over = READ_ALL_OVER
 
     def register(self, user_id: str, install_id: str, token: str, platform: str,
-                 address: str = "token") -> dict:
+                 address: str = "token", locale: str | None = None) -> dict:
         """Record (or refresh) the token of one install of the app.
 
         ``address`` is ``"token"`` for an FCM registration token, ``"fid"`` for a Firebase installation
@@ -49,7 +49,8 @@ class PushTokens:
             raise ValueError(f"unknown address kind {address!r}")
         self.col.delete_many({"token": token, "$or": [{"user_id": {"$ne": user_id}},
                                                       {"install_id": {"$ne": install_id}}]})
-        update = {"$set": {"token": token, "platform": platform, "address": address, "updated_at": self.clock()}}
+        update = {"$set": {"token": token, "platform": platform, "address": address, "locale": locale,
+                           "updated_at": self.clock()}}
         try:
             return self._upsert(user_id, install_id, update)
         except DuplicateKeyError:

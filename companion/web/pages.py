@@ -9,6 +9,7 @@ from flask import Response, g, redirect, render_template, request, send_from_dir
 from marshmallow import ValidationError
 
 from companion.domain.access import Operation, Role
+from companion.domain.alerts import label_of as alert_label
 from companion.domain.errors import Invalid
 from companion.http import auditing, services
 from companion.http.panel import PanelArgs, panel_filter
@@ -104,7 +105,7 @@ def patient(patient_id):
                                                 review.today),
         programmes=review.programmes(days), history=history, device=device, diary=diary, plans=review.plans(),
         alerts=alerts, recent_alerts=recent_alerts, resolved_alerts=resolved_alerts, session_times=session_times,
-        notes=notes, authors=authors,
+        alert_label=alert_label, notes=notes, authors=authors,
         csrf_token=g.web_session["csrf_token"], zone=review.zone, zone_info=ZoneInfo(review.zone))
 
 

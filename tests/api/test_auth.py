@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from email.header import decode_header, make_header
 
 import jwt
 import pyotp
@@ -256,3 +257,14 @@ def test_password_change_needs_the_current_one_and_ends_other_sessions(client):
     assert client.get("/api/v1/auth/me", headers=fresh).status_code == 200
     assert login(client).status_code == 401
     assert login(client, password="a brand new passphrase").status_code == 200
+
+
+def test_the_sign_up_email_is_written_in_the_language_the_app_asked_in(client):
+    settings = client.application.extensions["companion"].settings
+    asked = client.post("/api/v1/auth/signup", json={"email": "ana@example.org", "password": PASSWORD,
+                                                     "display_name": "Ana", "time_zone": "Europe/Madrid"},
+                        headers={"Accept-Language": "es-ES,es;q=0.9,en;q=0.5"})
+    assert asked.status_code == 202
+    (mail,) = Mailbox(settings.mail_dir).messages("ana@example.org")
+    assert str(make_header(decode_header(mail["Subject"]))) == "Tu código de registro en Companion"
+    assert "Introdúcelo en la app" in mail.get_payload(decode=True).decode()

@@ -66,9 +66,10 @@ def _procfile() -> dict[str, str]:
 
 def test_the_procfile_runs_the_migration_before_release_and_needs_no_installed_scripts():
     procfile = _procfile()
-    assert set(procfile) == {"release", "web", "worker"}
+    assert set(procfile) == {"release", "web", "worker", "sender"}
     assert procfile["release"] == "python -m companion.cli migrate"
     assert procfile["worker"] == "python -m companion.jobs.worker"
+    assert procfile["sender"] == "python -m companion.jobs.sender"
     assert procfile["web"].startswith("gunicorn ") and "access-logfile" not in procfile["web"]
 
 

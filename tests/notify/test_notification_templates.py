@@ -8,12 +8,15 @@ from datetime import timedelta
 
 import pytest
 
+from companion.domain.alerts import AlertKind
 from companion.domain.notifications import (
     TEMPLATES,
     Audience,
     UnknownNotificationKind,
+    caregiver_kind,
     collapse_key_for,
     notice_for,
+    template_for,
     ttl_for,
 )
 from companion.notify.push import PushItem, build_message
@@ -21,34 +24,51 @@ from tests.notify.clock import T0
 
 CAREGIVER_TITLE = "Companion: a check-in needs your attention"
 CAREGIVER_BODY = "Open Companion to see what needs your attention."
+PLANNED = T0 - timedelta(minutes=5)  # 11:55 UTC, 11:55 in London (GMT)
 
-# kind: (title, body, android priority, visibility, channel, apns-priority, data kind, default ttl)
+# kind: (title, body, android priority, visibility, channel, apns-priority, interruption level, data kind,
+#        analytics label, default ttl). Reminders and urgent alerts high and time-sensitive; nudges, device
+#        care and routine alerts normal and active; updates normal and passive.
 EXPECTED = {
-    "therapy_reminder": ("Time for your therapy session", "Open Companion when you are ready.",
-                         "normal", "PRIVATE", "therapy_reminders", "5", "therapy_reminder", "3600s"),
-    "reminder_repeat": ("A gentle reminder from Companion", "Your session is still waiting for you.",
-                        "normal", "PRIVATE", "therapy_reminders", "5", "reminder_repeat", "3600s"),
+    "therapy_reminder": ("Time for your therapy session", "Your 11:55 session is ready when you are.",
+                         "high", "PRIVATE", "therapy_reminders", "10", "time-sensitive", "therapy_reminder",
+                         "therapy_reminder", "3600s"),
+    "reminder_repeat": ("A gentle reminder from Companion", "Your 11:55 session is still waiting for you.",
+                        "high", "PRIVATE", "therapy_reminders", "10", "time-sensitive", "reminder_repeat",
+                        "reminder_repeat", "3600s"),
+    "planned_reminder": ("A reminder from Companion", "It is time for what you planned at 11:55.",
+                         "high", "PRIVATE", "therapy_reminders", "10", "time-sensitive", "planned_reminder",
+                         "planned_reminder", "3600s"),
+    "practice_nudge": ("A moment for yourself", "Your 11:55 practice is ready when you are.",
+                       "normal", "PRIVATE", "practice", "5", "active", "practice_nudge", "practice_nudge", "3600s"),
     "battery_low": ("Companion: time to charge", "Open Companion for details.",
-                    "normal", "PRIVATE", "device_status", "5", "battery_low", "43200s"),
-    "device_fault": ("Companion: please check your unit", "Open Companion for details.",
-                     "normal", "PRIVATE", "device_status", "5", "device_fault", "21600s"),
+                    "normal", "PRIVATE", "device_status", "5", "active", "battery_low", "battery_low", "43200s"),
+    "electrode_off": ("Companion: please check your unit", "Open Companion for details.",
+                      "normal", "PRIVATE", "device_status", "5", "active", "electrode_off", "electrode_off",
+                      "21600s"),
+    "overload": ("Companion: please check your unit", "Open Companion for details.",
+                 "high", "PRIVATE", "device_status", "10", "time-sensitive", "overload", "overload", "21600s"),
     "generic_update": ("You have a new update", "Open Companion to see it.",
-                       "normal", "PRIVATE", "updates", "5", "generic_update", "86400s"),
-    "missed_session_caregiver": (CAREGIVER_TITLE, CAREGIVER_BODY, "high", "SECRET", "caregiver_alerts", "10",
-                                 "caregiver_alert", "21600s"),
-    "pain_flare": (CAREGIVER_TITLE, CAREGIVER_BODY, "high", "SECRET", "caregiver_alerts", "10",
-                   "caregiver_alert", "43200s"),
-    "adherence_low": (CAREGIVER_TITLE, CAREGIVER_BODY, "normal", "SECRET", "caregiver_alerts", "5",
-                      "caregiver_alert", "86400s"),
-    "device_silent": (CAREGIVER_TITLE, CAREGIVER_BODY, "normal", "SECRET", "caregiver_alerts", "5",
-                      "caregiver_alert", "86400s"),
+                       "normal", "PRIVATE", "updates", "5", "passive", "generic_update", "generic_update", "86400s"),
+    **{f"caregiver_{alert}": (CAREGIVER_TITLE, CAREGIVER_BODY, priority, "SECRET", "caregiver_alerts", apns, level,
+                              "caregiver_alert", "caregiver_alert", ttl)
+       for alert, priority, apns, level, ttl in (
+           ("missed_tens_session", "high", "10", "time-sensitive", "21600s"),
+           ("pain_flare", "high", "10", "time-sensitive", "43200s"),
+           ("overload", "high", "10", "time-sensitive", "21600s"),
+           ("electrode_off", "normal", "5", "active", "43200s"),
+           ("battery_low", "normal", "5", "active", "43200s"),
+           ("low_adherence", "normal", "5", "active", "86400s"),
+           ("unit_silent", "normal", "5", "active", "86400s"),
+       )},
 }
 
 
-def built(kind: str) -> dict:
+def built(kind: str, locales: tuple = ("en-GB",), zone: str = "Europe/London", planned_at=PLANNED) -> dict:
     ttl = ttl_for(kind)
     item = PushItem(outbox_id="ob-1", token="phone-1", kind=kind, expires_at=T0 + ttl,
-                    collapse_key=collapse_key_for(kind, "patient-1"))
+                    collapse_key=collapse_key_for(kind, "patient-1"), locales=locales, zone=zone,
+                    planned_at=planned_at)
     return json.loads(str(build_message(item, T0)))
 
 
@@ -56,7 +76,8 @@ def snapshot_row(message: dict) -> tuple:
     android, apns = message["android"], message["apns"]
     return (message["notification"]["title"], message["notification"]["body"], android["priority"],
             android["notification"]["visibility"], android["notification"]["channel_id"],
-            apns["headers"]["apns-priority"], message["data"]["kind"], android["ttl"])
+            apns["headers"]["apns-priority"], apns["payload"]["aps"]["interruption-level"], message["data"]["kind"],
+            message["fcm_options"]["analytics_label"], android["ttl"])
 
 
 def test_every_kind_has_a_snapshot():
@@ -70,16 +91,60 @@ def test_built_message_matches_the_snapshot_for_each_kind(kind):
 
 def test_full_message_for_a_therapy_reminder():
     key = collapse_key_for("therapy_reminder", "patient-1")
+    body = "Your 11:55 session is ready when you are."
     assert built("therapy_reminder") == {
         "token": "phone-1",
-        "notification": {"title": "Time for your therapy session", "body": "Open Companion when you are ready."},
+        "notification": {"title": "Time for your therapy session", "body": body},
         "data": {"notification_id": "ob-1", "kind": "therapy_reminder"},
-        "android": {"collapse_key": key, "priority": "normal", "ttl": "3600s",
-                    "notification": {"visibility": "PRIVATE", "tag": key, "channel_id": "therapy_reminders"}},
+        "android": {"collapse_key": key, "priority": "high", "ttl": "3600s",
+                    "notification": {"visibility": "PRIVATE", "tag": key, "channel_id": "therapy_reminders",
+                                     "title_loc_key": "therapy_reminder_title",
+                                     "body_loc_key": "therapy_reminder_body", "body_loc_args": ["11:55"]}},
         "apns": {"headers": {"apns-expiration": str(int((T0 + timedelta(hours=1)).timestamp())),
-                             "apns-collapse-id": key, "apns-priority": "5", "apns-push-type": "alert"},
-                 "payload": {"aps": {"category": "companion.private"}}},
+                             "apns-collapse-id": key, "apns-priority": "10", "apns-push-type": "alert"},
+                 "payload": {"aps": {"alert": {"title": "Time for your therapy session", "body": body,
+                                               "title-loc-key": "therapy_reminder_title",
+                                               "loc-key": "therapy_reminder_body", "loc-args": ["11:55"]},
+                                     "category": "companion.private", "interruption-level": "time-sensitive"}}},
+        "fcm_options": {"analytics_label": "therapy_reminder"},
     }
+
+
+def test_reminder_text_names_the_planned_time_on_the_recipients_clock_not_utc():
+    # 11:55 UTC is 07:55 in New York (EDT since 8 March) and 17:25 in Kolkata; each locale its own format.
+    assert built("therapy_reminder", ("en-US",), zone="America/New_York")["notification"]["body"] == (
+        "Your 7:55\u202fAM session is ready when you are.")
+    assert built("therapy_reminder", ("en-IN",), zone="Asia/Kolkata")["android"]["notification"][
+        "body_loc_args"] == ["5:25\u202fpm"]
+
+
+def test_a_reminder_without_a_planned_time_says_the_untimed_line():
+    message = built("therapy_reminder", planned_at=None)
+    assert message["notification"]["body"] == "Open Companion when you are ready."
+    assert message["android"]["notification"]["body_loc_key"] == "therapy_reminder_untimed_body"
+    assert "body_loc_args" not in message["android"]["notification"]
+
+
+def test_practice_nudge_does_not_call_itself_a_therapy_session():
+    message = built("practice_nudge")
+    assert "therapy" not in json.dumps(message["notification"]).lower()
+    assert "session" not in json.dumps(message["notification"]).lower()
+
+
+@pytest.mark.parametrize("kind", sorted(TEMPLATES))
+def test_every_kind_has_its_collapse_key_on_both_platforms(kind):
+    message = built(kind)
+    key = collapse_key_for(kind, "patient-1")
+    assert message["android"]["collapse_key"] == message["apns"]["headers"]["apns-collapse-id"] == key
+
+
+def test_every_patient_kind_has_an_analytics_label_of_its_own_and_caregiver_kinds_share_one():
+    labels = {kind: built(kind)["fcm_options"]["analytics_label"] for kind in TEMPLATES}
+    patient = [labels[k] for k, t in TEMPLATES.items() if t.audience is Audience.PATIENT]
+    caregiver = {labels[k] for k, t in TEMPLATES.items() if t.audience is Audience.CAREGIVER}
+    assert len(set(patient)) == len(patient)
+    assert caregiver == {"caregiver_alert"}
+    assert all(re.fullmatch(r"[a-zA-Z0-9-_.~%]{1,50}", label) for label in labels.values())
 
 
 def test_data_carries_only_the_notification_id_and_public_kind():
@@ -101,10 +166,20 @@ def test_session_now_reminder_ttl_never_exceeds_one_hour():
     assert ttl_for("therapy_reminder", timedelta(hours=5)) == timedelta(hours=1)
 
 
-def test_only_time_critical_caregiver_alerts_are_high_priority():
+def test_reminders_and_urgent_alerts_are_high_priority_and_the_rest_normal():
     urgent = {kind for kind, t in TEMPLATES.items() if t.urgent}
-    assert urgent == {"missed_session_caregiver", "pain_flare"}
-    assert all(TEMPLATES[kind].audience is Audience.CAREGIVER for kind in urgent)
+    assert urgent == {"therapy_reminder", "reminder_repeat", "planned_reminder", "overload",
+                      "caregiver_missed_tens_session", "caregiver_pain_flare", "caregiver_overload"}
+
+
+def test_every_caregiver_alert_kind_has_its_own_push_kind():
+    caregiver_kinds = {k for k, t in TEMPLATES.items() if t.audience is Audience.CAREGIVER}
+    assert caregiver_kinds == {caregiver_kind(alert) for alert in AlertKind}
+
+
+def test_kinds_queued_by_earlier_versions_still_resolve():
+    assert template_for("device_silent").kind == "caregiver_unit_silent"
+    assert template_for("missed_session_caregiver").urgent
 
 
 def test_caregiver_alerts_are_secret_and_patient_notices_private():
@@ -115,7 +190,7 @@ def test_caregiver_alerts_are_secret_and_patient_notices_private():
 
 def test_no_template_line_names_a_health_detail():
     health_words = re.compile(r"\b(pain|flare|adherence|missed|dose|mg|ma|hz|tens|electrode|score)\b", re.I)
-    lines = [t.title + " " + t.body for t in TEMPLATES.values()]
+    lines = [f"{t.title.message} {t.body.message} {t.untimed_body.message}" for t in TEMPLATES.values()]
     assert [line for line in lines if health_words.search(line)] == []
 
 

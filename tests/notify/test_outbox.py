@@ -214,3 +214,24 @@ def test_purge_drops_only_claims_whose_lease_ended_before_the_cutoff(outbox, tok
     assert outbox.purge_claims(leases_ended_before=T0 + timedelta(minutes=30)) == 1
     assert store_db.push_claims.count_documents({"outbox_id": old["_id"]}) == 0
     assert store_db.push_claims.count_documents({}) == 1
+
+
+def test_nudges_and_summaries_spread_over_their_window_reminders_go_on_the_minute(
+        outbox, tokens, dispatcher, emulator, clock):
+    nudges = [remind(outbox, user=f"u-{n}", source=f"reminder:m-{n}:2026-03-09T12:00", kind="practice_nudge",
+                     completion_window=timedelta(hours=2)) for n in range(40)]
+    reminder = remind(outbox, user="u-r")
+    assert reminder["not_before"] == T0
+    offsets = [doc["not_before"] - T0 for doc in nudges]
+    assert all(timedelta(0) <= o < timedelta(minutes=10) for o in offsets)  # the nudge spread, 10 minutes
+    assert len(set(offsets)) >= 35 and max(offsets) - min(offsets) >= timedelta(minutes=7)
+    assert all(doc["expires_at"] == T0 + timedelta(hours=2) for doc in nudges)  # the window is kept whole
+    for n in range(40):
+        tokens.register(f"u-{n}", "phone-1", f"tok-u-{n}", "android")
+    tokens.register("u-r", "phone-1", "tok-u-r", "android")
+    dispatcher.run_once()
+    due_by_now = sum(1 for o in offsets if o == timedelta(0))
+    assert len(emulator.deliveries) == 1 + due_by_now  # the reminder, and no nudge before its place
+    clock.advance(timedelta(minutes=10))
+    dispatcher.run_once()
+    assert len({d.token for d in emulator.deliveries}) == 41

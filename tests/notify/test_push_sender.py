@@ -9,8 +9,10 @@ from datetime import timedelta
 import pytest
 from firebase_admin import messaging
 
+from companion.domain.notifications import collapse_key_for, texts_for, ttl_for
 from companion.notify.push import Address, Outcome, PushItem, PushSender, TransportRetry, build_message
 from tests.notify.clock import T0
+from tests.notify.test_notification_templates import EXPECTED, snapshot_row
 
 WINDOW = timedelta(hours=1)
 
@@ -154,3 +156,29 @@ def test_fcm_url_may_name_the_project_placeholder_as_the_run_script_does(emulato
     finally:
         sender.close()
     assert result.message_name.startswith("projects/companion-local/messages/")
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED))
+def test_each_kind_reaches_fcm_with_its_priority_ttl_collapse_label_and_loc_keys(sender, emulator, kind):
+    """What FCM receives on the wire for each kind, sent by the real firebase-admin: the snapshot row of
+    test_notification_templates (texts, Android priority, APNs priority and interruption level, data kind,
+    analytics label, TTL) plus the collapse key on both platforms, APNs push type and expiry, loc keys."""
+    ttl = ttl_for(kind)
+    key = collapse_key_for(kind, "patient-1")
+    token = f"wire-{kind}"
+    [result] = sender.send([PushItem(outbox_id="ob-1", token=token, kind=kind, expires_at=T0 + ttl,
+                                     collapse_key=key, locales=("en-GB",), zone="Europe/London",
+                                     planned_at=T0 - timedelta(minutes=5))])
+    assert result.outcome is Outcome.SENT
+    (delivery,) = emulator.delivered_to(token)
+    message = delivery.body["message"]
+    assert snapshot_row(message) == EXPECTED[kind]
+    android, apns = message["android"], message["apns"]
+    assert android["collapse_key"] == apns["headers"]["apns-collapse-id"] == key
+    assert apns["headers"]["apns-push-type"] == "alert"
+    assert apns["headers"]["apns-expiration"] == str(int((T0 + ttl).timestamp()))
+    title, body = texts_for(kind, has_time=True)
+    assert android["notification"]["title_loc_key"] == apns["payload"]["aps"]["alert"]["title-loc-key"] == title.loc_key
+    assert android["notification"]["body_loc_key"] == apns["payload"]["aps"]["alert"]["loc-key"] == body.loc_key
+    args = android["notification"].get("body_loc_args", [])
+    assert args == apns["payload"]["aps"]["alert"].get("loc-args", []) == (["11:55"] if body.arguments else [])

@@ -107,7 +107,7 @@ def test_electrode_off_reaches_the_patient_and_a_consenting_caregiver_once(
         traveller.move_to(T10 + timedelta(minutes=minutes))
         _evaluate_and_send(jobs_db, settings, clock, sender)
     assert _alert_kinds(jobs_db, patient) == ["electrode_off"]
-    assert [d.body["message"]["data"]["kind"] for d in emulator.delivered_to(patient_token)] == ["device_fault"]
+    assert [d.body["message"]["data"]["kind"] for d in emulator.delivered_to(patient_token)] == ["electrode_off"]
     assert len(emulator.delivered_to(sharing_token)) == 1
     assert emulator.delivered_to(other_token) == []
 

@@ -123,6 +123,7 @@ def test_a_missed_session_alert_is_resolved_when_the_session_arrives_late_and_no
     services.adherence_job.run()
     resolved = jobs_db.alerts.find_one({"_id": alert["_id"]})
     assert resolved["resolved_at"] is not None and "10:05" in resolved["resolved_reason"]
+    assert resolved["resolution"] == {"code": "session_found", "at": T10 + timedelta(minutes=5)}
     withdrawn = jobs_db.push_outbox.find_one({"_id": queued["_id"]})
     assert withdrawn["state"] == "withdrawn" and "resolved" in withdrawn["withdrawn_reason"]
     traveller.move_to(T10 + timedelta(hours=14))
@@ -145,6 +146,7 @@ def test_a_flare_alert_is_resolved_when_its_ratings_are_deleted(jobs_db, setting
     services.adherence_job.run()
     resolved = jobs_db.alerts.find_one({"_id": alert["_id"]})
     assert resolved["resolved_at"] is not None and "changed or removed" in resolved["resolved_reason"]
+    assert resolved["resolution"] == {"code": "ratings_changed", "at": None}
 
 
 def test_a_silent_unit_heard_from_again_ends_its_alert(jobs_db, settings, clock, traveller):
@@ -160,4 +162,5 @@ def test_a_silent_unit_heard_from_again_ends_its_alert(jobs_db, settings, clock,
     services.alerts.evaluate()
     alert = jobs_db.alerts.find_one({"kind": "unit_silent"})
     assert alert["resolved_at"] is not None and "heard from again" in alert["resolved_reason"]
+    assert alert["resolution"] == {"code": "unit_heard_again", "at": T10 + timedelta(hours=25)}
     assert services.alerts.review_list(patient.id, open_only=True) == []

@@ -81,7 +81,7 @@ def test_a_notification_that_cannot_be_built_fails_alone_and_the_rest_go_out(job
     people = [make_person(jobs_db, "patient") for _ in range(3)]
     tokens = [phone(jobs_db, person) for person in people]
     outbox = services_on(jobs_db, settings, clock).stores.outbox
-    ids = [outbox.schedule(source_key=f"test:{n}", recipient_user_id=p.id, patient_id=p.id, kind="generic_update",
+    ids = [outbox.schedule(source_key=f"test:{n}", recipient_user_id=p.id, patient_id=p.id, kind="battery_low",
                            send_at=T9)[0]["_id"] for n, p in enumerate(people)]
     jobs_db.push_outbox.update_one({"_id": ids[1]}, {"$set": {"kind": "no_such_kind"}})
     services_on(jobs_db, settings, clock, sender).push.send_due(owner="test-worker")

@@ -210,6 +210,8 @@ def test_worker_down_two_hours_sends_nothing_late_marks_missed_and_one_summary(
     _restart_and_catch_up(jobs_db, settings, clock, sender)
     traveller.move_to(datetime(2026, 3, 2, 12, 5, tzinfo=UTC))
     _restart_and_catch_up(jobs_db, settings, clock, sender)
+    traveller.move_to(datetime(2026, 3, 2, 12, 40, tzinfo=UTC))  # past the summaries' 30-minute spread
+    _restart_and_catch_up(jobs_db, settings, clock, sender)
     kinds = [d.body["message"]["data"]["kind"] for d in emulator.delivered_to(token)]
     assert kinds == ["generic_update"]
     missed = jobs_db.reminder_occurrences.count_documents({"patient_id": patient.id, "status": "missed",

@@ -4,7 +4,7 @@ reader's scope, adherence days and summary."""
 from __future__ import annotations
 
 import logging
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from companion.clock import now
 
@@ -125,3 +125,72 @@ def test_adherence_range_longer_than_a_year_is_refused(client, world):
     response = client.get(f"/api/v1/patients/{patient.id}/adherence", headers=patient.headers,
                           query_string={"from": date(2024, 1, 1).isoformat(), "to": date(2026, 1, 1).isoformat()})
     assert response.status_code == 422
+
+
+def test_a_phone_registers_with_its_language_and_a_malformed_one_is_refused(client, world):
+    patient = world["patient_a"]
+    registered = client.put("/api/v1/me/push-tokens/phone-de", json={"token": "t-de", "platform": "ios",
+                                                                     "locale": "de-AT"}, headers=patient.headers)
+    assert registered.status_code == 200 and registered.json["locale"] == "de-AT"
+    refused = client.put("/api/v1/me/push-tokens/phone-x", json={"token": "t-x", "platform": "ios",
+                                                                 "locale": "../de"}, headers=patient.headers)
+    assert refused.status_code == 422 and "locale" in refused.json["errors"]["json"]
+
+
+def test_a_patient_chooses_the_language_of_their_notifications_and_can_clear_it(client, world):
+    url = f"/api/v1/patients/{world['patient_a'].id}"
+    headers = world["patient_a"].headers
+    assert client.patch(url, json={"locale": "es-MX"}, headers=headers).json["locale"] == "es-MX"
+    assert client.patch(url, json={"locale": None}, headers=headers).json["locale"] is None
+    assert client.patch(url, json={"locale": "spanish please"}, headers=headers).status_code == 422
+
+
+def test_an_alert_answers_its_structured_fields_beside_the_sentence(client, world, services):
+    patient = world["patient_a"]
+    at = datetime(2026, 3, 2, 9, 55, tzinfo=UTC)
+    services.stores.alerts.raise_once(
+        patient_id=patient.id, kind="battery_low", severity="info", text="TENS unit CTU-1 battery is at 9%.",
+        dedup_key=f"battery_low:CTU-1:{patient.id}", shared_with_caregivers=True, urgent=False,
+        share_kind="battery_low", occurred_at=at, device_serial="CTU-1", details={"battery_percent": 9})
+    (alert,) = client.get(f"/api/v1/patients/{patient.id}/alerts", headers=patient.headers).json["items"]
+    assert (alert["kind"], alert["occurred_at"], alert["device_serial"], alert["details"]) == (
+        "battery_low", "2026-03-02T09:55:00+00:00", "CTU-1", {"battery_percent": 9})
+    assert alert["patient_id"] == patient.id and alert["text"].startswith("TENS unit CTU-1")
+
+
+def _resolved_silence(services, patient) -> str:
+    last_seen = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+    alert, _ = services.stores.alerts.raise_once(
+        patient_id=patient.id, kind="unit_silent", severity="warning",
+        text="TENS unit CTU-2 has not been heard from since 2026-03-01 08:00 (UTC) (over 24 hours).",
+        dedup_key=f"unit_silent:CTU-2:{patient.id}", shared_with_caregivers=True, urgent=False,
+        share_kind="device_silent", occurred_at=last_seen, device_serial="CTU-2")
+    services.stores.alerts.resolve(alert["_id"], "the unit was heard from again at 2026-03-02 09:30 UTC",
+                                   datetime(2026, 3, 2, 9, 31, tzinfo=UTC),
+                                   {"code": "unit_heard_again", "at": datetime(2026, 3, 2, 9, 30, tzinfo=UTC)})
+    return alert["_id"]
+
+
+def test_a_patient_reads_an_alert_and_why_it_was_resolved_in_their_language(client, world, services):
+    patient = world["patient_a"]
+    _resolved_silence(services, patient)
+    url = f"/api/v1/patients/{patient.id}"
+    assert client.patch(url, json={"locale": "de-DE"}, headers=patient.headers).status_code == 200
+    (alert,) = client.get(f"{url}/alerts", headers=patient.headers).json["items"]
+    assert alert["text"].startswith("Vom TENS-Gerät CTU-2 kam seit ") and "UTC" not in alert["text"]
+    assert alert["resolved_reason"].startswith("Erledigt: Das Gerät hat sich um ")
+    assert alert["resolution"] == {"code": "unit_heard_again", "at": "2026-03-02T09:30:00+00:00"}
+
+
+def test_without_a_chosen_language_the_request_language_is_used_and_the_care_team_keeps_its_sentence(
+        client, world, services):
+    patient = world["patient_a"]
+    _resolved_silence(services, patient)
+    url = f"/api/v1/patients/{patient.id}/alerts"
+    (spanish,) = client.get(url, headers={**patient.headers, "Accept-Language": "fr-FR, es;q=0.8"}).json["items"]
+    assert spanish["text"].startswith("No se sabe nada de la unidad TENS CTU-2 desde ")
+    assert spanish["resolved_reason"].startswith("Resuelto: la unidad volvió a dar señales")
+    (english,) = client.get(url, headers=patient.headers).json["items"]
+    assert english["text"].startswith("TENS unit CTU-2 has not been heard from since ")
+    (team,) = client.get(url, headers={**world["clinician_team"].headers, "Accept-Language": "es"}).json["items"]
+    assert team["text"].endswith("(over 24 hours).") and team["resolved_reason"].endswith("09:30 UTC")

@@ -86,7 +86,7 @@ def test_eight_workers_racing_for_a_lapsed_lease_make_one_leader(jobs_db, settin
     assert sum(results.values()) == 1
 
 
-def test_passive_worker_sends_nothing_and_the_new_leader_sends_each_reminder_once(
+def test_a_passive_worker_helps_send_and_each_reminder_still_goes_out_once(
         jobs_db, settings, clock, traveller, sender, emulator):
     patient = make_person(jobs_db, "patient")
     token = phone(jobs_db, patient)
@@ -102,6 +102,7 @@ def test_passive_worker_sends_nothing_and_the_new_leader_sends_each_reminder_onc
         for job_id in ("reminders-dispatch", "push-send", "reminders-dispatch", "push-send"):
             worker.run_gated(_spec(worker, job_id))
     assert len(emulator.delivered_to(token)) == 1
+    assert not _spec(first, "push-send").leader_only and _spec(first, "reminders-dispatch").leader_only
 
 
 def test_reinstalling_the_jobs_three_times_keeps_one_of_each(jobs_db, settings, clock, traveller):
