@@ -107,6 +107,7 @@ class StaffAccounts(MethodView):
     @allow(Role.ADMIN)
     @blp.arguments(AccountArgs, location="query")
     @blp.response(200, AccountListSchema)
+    @blp.doc(operationId="list_accounts")
     def get(self, args):
         """Find accounts by exact email and/or role (to act on them)."""
         return {"items": services().accounts.search(email=args["email"], role=args["role"], limit=args["limit"])}
@@ -114,6 +115,7 @@ class StaffAccounts(MethodView):
     @allow(Role.ADMIN)
     @blp.arguments(StaffSchema)
     @blp.response(201, AccountSchema)
+    @blp.doc(operationId="create_staff_account")
     def post(self, body):
         """Create a clinician, admin or caregiver account."""
         return services().accounts.sign_up(**body)
@@ -123,6 +125,7 @@ class StaffAccounts(MethodView):
 class AccountView(MethodView):
     @allow(Role.ADMIN)
     @blp.response(200, ClosureSchema)
+    @blp.doc(operationId="delete_account")
     def delete(self, user_id):
         """Delete an account: it is closed for good (sign-in, phones and sessions erased, every access it held
         or granted ended). A patient's account is closed as if they had asked: the answer says what was
@@ -137,6 +140,7 @@ class Deactivation(MethodView):
     @allow(Role.ADMIN)
     @blp.arguments(DeactivationSchema)
     @blp.response(200, AccountSchema)
+    @blp.doc(operationId="deactivate_account")
     def post(self, body, user_id):
         """Deactivate an account: from its next request it cannot sign in or use any session; nothing is pushed
         to it (nor, for a patient, about them, and their gateways are refused). Its data stays. Reversible."""
@@ -145,6 +149,7 @@ class Deactivation(MethodView):
 
     @allow(Role.ADMIN)
     @blp.response(200, AccountSchema)
+    @blp.doc(operationId="reactivate_account")
     def delete(self, user_id):
         """Reactivate an account (its old sessions stay ended: its owner signs in again)."""
         _note_account(user_id, "U")
@@ -155,6 +160,7 @@ class Deactivation(MethodView):
 class PasswordResetCode(MethodView):
     @allow(Role.ADMIN)
     @blp.response(201, ResetCodeSchema)
+    @blp.doc(operationId="issue_password_reset_code")
     def post(self, user_id):
         """Issue a one-time password reset code (24 hours) for the account's owner, who sets a new password with
         it (``POST /auth/password-reset``). Issuing another replaces it."""
@@ -168,6 +174,7 @@ class Teams(MethodView):
     @allow(Role.ADMIN)
     @blp.arguments(TeamCreateSchema)
     @blp.response(201, TeamSchema)
+    @blp.doc(operationId="create_team")
     def post(self, body):
         """Create a care team."""
         return services().care.create_team(body["name"])
@@ -178,6 +185,7 @@ class TeamClinicians(MethodView):
     @allow(Role.ADMIN)
     @blp.arguments(TeamMemberSchema)
     @blp.response(200, TeamSchema)
+    @blp.doc(operationId="add_team_clinician")
     def post(self, body, team_id):
         """Add a clinician to a care team."""
         return services().care.add_clinician(team_id, body["clinician_id"])
@@ -187,6 +195,7 @@ class TeamClinicians(MethodView):
 class TeamClinician(MethodView):
     @allow(Role.ADMIN)
     @blp.response(204)
+    @blp.doc(operationId="remove_team_clinician")
     def delete(self, team_id, clinician_id):
         """Take a clinician off a care team: its patients drop off their panel from their next request."""
         services().care.remove_clinician(team_id, clinician_id)
@@ -197,6 +206,7 @@ class TeamPatients(MethodView):
     @allow(Role.ADMIN)
     @blp.arguments(EnrolSchema)
     @blp.response(204)
+    @blp.doc(operationId="enrol_team_patient")
     def post(self, body, team_id):
         """Enrol a patient in a care team: the team's clinicians gain access. The act is audited and the patient
         is told (a push, and the team appears in their list of who can see their data, which they can leave)."""
@@ -209,6 +219,7 @@ class TeamPatients(MethodView):
 class TeamPatient(MethodView):
     @allow(Role.ADMIN)
     @blp.response(204)
+    @blp.doc(operationId="remove_team_patient")
     def delete(self, team_id, member_id):
         """Take a patient out of a care team: its clinicians lose access from their next request."""
         auditing.note(patient_ids=[member_id], resource="team_enrolment", action="D", resource_ids=[team_id])
@@ -219,6 +230,7 @@ class TeamPatient(MethodView):
 class ClinicianPatients(MethodView):
     @allow(Role.CLINICIAN)
     @blp.response(200, PatientRefListSchema)
+    @blp.doc(operationId="list_clinician_patients")
     def get(self):
         """The patients on the calling clinician's care teams."""
         patients = services().care.patients_of(current_actor().id)
@@ -232,6 +244,7 @@ class EmergencyAccess(MethodView):
     @allow(Role.CLINICIAN)
     @blp.arguments(EmergencySchema)
     @blp.response(201, EmergencyGrantSchema)
+    @blp.doc(operationId="grant_emergency_access")
     def post(self, body):
         """Break-glass: read access to a patient outside one's teams, for at most an hour, with a reason. The answer
         is the same whether or not the id is a patient's."""

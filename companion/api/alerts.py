@@ -62,6 +62,7 @@ class PatientAlerts(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
     @blp.arguments(AlertArgsSchema, location="query")
     @blp.response(200, AlertListSchema)
+    @blp.doc(operationId="list_patient_alerts")
     def get(self, args, patient_id):
         """The patient's alerts, newest first (a caregiver sees only the kinds shared with them)."""
         grant = require_patient(patient_id, Operation.READ)
@@ -76,6 +77,7 @@ class PatientNotifications(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
     @blp.arguments(NotificationArgsSchema, location="query")
     @blp.response(200, PatientNotificationListSchema)
+    @blp.doc(operationId="list_patient_notifications")
     def get(self, args, patient_id):
         """Notifications sent about the patient, newest first (a caregiver sees only those sent to them)."""
         grant = require_patient(patient_id, Operation.READ)

@@ -68,6 +68,7 @@ class CaredForListSchema(Schema):
 class Caregivers(MethodView):
     @allow(Role.PATIENT, Role.CLINICIAN)
     @blp.response(200, LinkListSchema)
+    @blp.doc(operationId="list_caregivers")
     def get(self, patient_id):
         """Who can see this patient's data (the patient, or their care team)."""
         require_patient(patient_id, Operation.READ)
@@ -80,6 +81,7 @@ class Caregivers(MethodView):
     @idempotent
     @blp.arguments(GrantSchema)
     @blp.response(201, LinkSchema)
+    @blp.doc(operationId="grant_caregiver")
     def post(self, body, patient_id):
         """Grant a caregiver access (needs the patient's current password)."""
         require_patient(patient_id, Operation.MANAGE)
@@ -96,6 +98,7 @@ class Caregivers(MethodView):
 class Caregiver(MethodView):
     @allow(Role.PATIENT)
     @blp.response(204)
+    @blp.doc(operationId="revoke_caregiver")
     def delete(self, patient_id, link_id):
         """Revoke a caregiver's access; it ends on their very next request. Revoking it again answers 204 as
         the first time."""
@@ -108,6 +111,7 @@ class Caregiver(MethodView):
 class CaredFor(MethodView):
     @allow(Role.CAREGIVER)
     @blp.response(200, CaredForListSchema)
+    @blp.doc(operationId="list_cared_for_patients")
     def get(self):
         """The patients who share their data with the calling caregiver."""
         items = [{"patient_id": link.patient_id, "display_name": patient.display_name if patient else None,

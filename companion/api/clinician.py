@@ -78,6 +78,7 @@ class PanelSchema(Schema):
 class MyTeams(MethodView):
     @allow(Role.CLINICIAN)
     @blp.response(200, ClinicianTeamListSchema)
+    @blp.doc(operationId="list_my_teams")
     def get(self):
         """The care teams the calling clinician belongs to."""
         return {"items": services().care.teams_of(current_actor().id)}
@@ -87,6 +88,7 @@ class MyTeams(MethodView):
 class MyTeamInvitations(MethodView):
     @allow(Role.CLINICIAN)
     @blp.response(200, InvitationListSchema)
+    @blp.doc(operationId="list_team_invitations")
     def get(self, team_id):
         """The team's invitations, newest first."""
         return {"items": services().care.team_invitations(current_actor().id, team_id)}
@@ -94,6 +96,7 @@ class MyTeamInvitations(MethodView):
     @allow(Role.CLINICIAN)
     @blp.arguments(InvitationCreateSchema)
     @blp.response(202, InvitationSchema)
+    @blp.doc(operationId="invite_patient")
     def post(self, body, team_id):
         """Invite a patient, by their account's email, to let one of the caller's teams see their data. The
         answer is the same whatever the email (nothing says whether it belongs to a patient); the patient sees
@@ -106,6 +109,7 @@ class MyTeamInvitations(MethodView):
 class MyTeamInvitation(MethodView):
     @allow(Role.CLINICIAN)
     @blp.response(204)
+    @blp.doc(operationId="withdraw_team_invitation")
     def delete(self, team_id, invitation_id):
         """Withdraw an invitation not yet answered."""
         services().care.withdraw_invitation(current_actor().id, team_id, invitation_id)
@@ -115,6 +119,7 @@ class MyTeamInvitation(MethodView):
 class MyTeamPatient(MethodView):
     @allow(Role.CLINICIAN)
     @blp.response(204)
+    @blp.doc(operationId="discharge_team_patient")
     def delete(self, team_id, patient_id):
         """Remove a patient from one of the caller's teams (other teams keep them)."""
         require_patient(patient_id, Operation.CLINICAL)
@@ -126,6 +131,7 @@ class MyTeamPatient(MethodView):
 class MyTeamMembership(MethodView):
     @allow(Role.CLINICIAN)
     @blp.response(204)
+    @blp.doc(operationId="leave_team")
     def delete(self, team_id):
         """Leave a care team: its patients drop off the caller's panel at once."""
         services().care.leave_team(current_actor().id, team_id)
@@ -141,6 +147,7 @@ class Panel(MethodView):
     @allow(Role.CLINICIAN)
     @blp.arguments(PanelArgs, location="query")
     @blp.response(200, PanelSchema)
+    @blp.doc(operationId="get_clinician_panel")
     def get(self, args):
         """The caller's patients with 7/30-day PDC, pain trend, days since the last sync and open alerts,
         ordered by need (or a figure), filtered and paged."""
@@ -157,6 +164,7 @@ class PanelExport(MethodView):
     @allow(Role.CLINICIAN)
     @blp.arguments(PanelArgs, location="query")
     @blp.response(200, content_type="text/csv", description="the panel as CSV, one patient per row")
+    @blp.doc(operationId="export_clinician_panel")
     def get(self, args):
         """The filtered, ordered panel as CSV (every matching patient, not one page)."""
         rows, _ = _panel(args, offset=0, limit=100000)

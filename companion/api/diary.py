@@ -37,6 +37,7 @@ class PainEntriesView(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
     @blp.arguments(PainRangeArgs, location="query")
     @blp.response(200, PainEntryListSchema)
+    @blp.doc(operationId="list_pain_entries")
     def get(self, args, patient_id):
         """Entries recorded in a range (at most 366 days), oldest first; deleted entries left out."""
         grant = require_patient(patient_id, Operation.READ)
@@ -52,6 +53,7 @@ class PainEntriesView(MethodView):
                       description="sent before with the same content: the entry as stored now (a safe retry)")
     @blp.alt_response(409, **REUSED_ID_DOC)
     @conditional.shows_current(PainEntrySchema)
+    @blp.doc(operationId="create_pain_entry")
     def post(self, body, patient_id):
         """Record one entry (201). The same client_entry_id again: 200 with the stored entry if it was created
         with the same content, 409 with the stored entry if not."""
@@ -71,6 +73,7 @@ class PainEntryBatch(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.arguments(PainEntryBatchSchema)
     @blp.response(200, PainBatchResultSchema)
+    @blp.doc(operationId="create_pain_entries_batch")
     def post(self, body, patient_id):
         """Upload up to 500 entries recorded offline; each is stored once however often it is sent. Each item
         answers created, duplicate (sent before with the same content) or conflict (its client_entry_id holds
@@ -97,6 +100,7 @@ class PainEntryChanges(MethodView):
     @blp.response(200, PainEntryChangesSchema)
     @blp.alt_response(410, response="GONE", description="the cursor can no longer be continued from: read again "
                                                        "from the start, without a cursor")
+    @blp.doc(operationId="list_pain_entry_changes")
     def get(self, args, patient_id):
         """Entries created, edited or deleted after the cursor (none: from the start), oldest change first;
         deleted entries come as tombstones (`deleted: true`). See the README's "Sync" section."""
@@ -113,6 +117,7 @@ class PainEntryView(MethodView):
     @blp.doc(parameters=[IF_NONE_MATCH_DOC])
     @blp.response(200, PainEntrySchema, headers=ETAG_HEADERS)
     @blp.alt_response(304, response="NOT_MODIFIED", description="still at the version named by If-None-Match")
+    @blp.doc(operationId="get_pain_entry")
     def get(self, patient_id, entry_id):
         """One entry (a deleted one is shown as deleted)."""
         grant = require_patient(patient_id, Operation.READ)
@@ -126,6 +131,7 @@ class PainEntryView(MethodView):
     @blp.response(200, PainEntrySchema, headers=ETAG_HEADERS)
     @blp.alt_response(412, **PRECONDITION_FAILED_DOC)
     @conditional.shows_current(PainEntrySchema)
+    @blp.doc(operationId="update_pain_entry")
     def patch(self, body, patient_id, entry_id):
         """Correct an entry: the fields sent replace the stored ones. With If-Match, only if the entry is still
         at that version (else 412 with the current entry); without it, on the current version. A PATCH that
@@ -140,6 +146,7 @@ class PainEntryView(MethodView):
     @blp.response(204)
     @blp.alt_response(412, **PRECONDITION_FAILED_DOC)
     @conditional.shows_current(PainEntrySchema)
+    @blp.doc(operationId="delete_pain_entry")
     def delete(self, patient_id, entry_id):
         """Delete an entry (kept as a tombstone for the sync window). Deleting a deleted entry answers 204
         again, whatever If-Match says: a retried DELETE succeeds as the first did."""

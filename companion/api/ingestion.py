@@ -82,6 +82,7 @@ class SessionRecords(MethodView):
     @allow(Role.GATEWAY)
     @blp.arguments(SessionBatchSchema)
     @blp.response(200, BatchResultSchema)
+    @blp.doc(operationId="upload_session_records")
     def post(self, body):
         """Upload session records. Each is answered on its own: created, duplicate (already stored:
         safe to forget) or rejected with a reason (do not resend). Replaying a batch is harmless."""
@@ -110,6 +111,7 @@ class DeviceStatus(MethodView):
     @auditing.routine
     @blp.arguments(DeviceStatusBatchSchema)
     @blp.response(204)
+    @blp.doc(operationId="upload_device_status")
     def post(self, body):
         """Report units' battery, firmware, last contact and last error."""
         svc = services()

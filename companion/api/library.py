@@ -100,6 +100,7 @@ class Library(MethodView):
     @allow(*READERS)
     @blp.arguments(LibraryArgs, location="query")
     @blp.response(200, LibraryListSchema)
+    @blp.doc(operationId="list_library_items")
     def get(self, args):
         """Browse the library: filter by category, level, tag and maximum duration; search by text."""
         return {"items": services().library.browse(
@@ -111,6 +112,7 @@ class Library(MethodView):
 class LibraryItem(MethodView):
     @allow(*READERS)
     @blp.response(200, LibraryItemSchema)
+    @blp.doc(operationId="get_library_item")
     def get(self, slug):
         """One item with its step-by-step script."""
         return services().library.item(slug)
@@ -120,6 +122,7 @@ class LibraryItem(MethodView):
 class FavouriteList(MethodView):
     @allow(*READERS)
     @blp.response(200, LibraryListSchema)
+    @blp.doc(operationId="list_favourites")
     def get(self, patient_id):
         """The patient's favourite items, in the order they were chosen."""
         require_patient(patient_id, Operation.READ)
@@ -134,6 +137,7 @@ class FavouriteChanges(MethodView):
     @blp.arguments(ChangesArgs, location="query")
     @blp.response(200, FavouriteChangesSchema)
     @blp.alt_response(410, response="GONE", description="read again from the start, without a cursor")
+    @blp.doc(operationId="list_favourite_changes")
     def get(self, args, patient_id):
         """Favourites chosen or removed (tombstones) after the cursor, oldest change first. See the README's
         "Sync" section."""
@@ -148,6 +152,7 @@ class FavouriteChanges(MethodView):
 class Favourite(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.response(200, LibraryItemSummarySchema)
+    @blp.doc(operationId="add_favourite")
     def put(self, patient_id, slug):
         """Mark an item as a favourite (doing it twice is harmless)."""
         require_patient(patient_id, Operation.WRITE)
@@ -156,6 +161,7 @@ class Favourite(MethodView):
 
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.response(204)
+    @blp.doc(operationId="remove_favourite")
     def delete(self, patient_id, slug):
         """Remove an item from the favourites. Removing it again answers 204 as the first removal did (404 only
         for an item that was never a favourite)."""
@@ -169,6 +175,7 @@ class PracticeList(MethodView):
     @allow(*READERS)
     @blp.arguments(PracticeArgs, location="query")
     @blp.response(200, PracticeListSchema)
+    @blp.doc(operationId="list_practice")
     def get(self, args, patient_id):
         """Practice started in a range (at most 366 days)."""
         require_patient(patient_id, Operation.READ)
@@ -181,6 +188,7 @@ class PracticeList(MethodView):
     @idempotent
     @blp.arguments(PracticeStartSchema)
     @blp.response(201, PracticeSchema)
+    @blp.doc(operationId="start_practice")
     def post(self, body, patient_id):
         """Start practising an item."""
         require_patient(patient_id, Operation.WRITE)
@@ -196,6 +204,7 @@ class PracticeChanges(MethodView):
     @blp.arguments(ChangesArgs, location="query")
     @blp.response(200, PracticeChangesSchema)
     @blp.alt_response(410, response="GONE", description="read again from the start, without a cursor")
+    @blp.doc(operationId="list_practice_changes")
     def get(self, args, patient_id):
         """Practice started or completed after the cursor, oldest change first. See the README's "Sync"
         section."""
@@ -212,6 +221,7 @@ class PracticeComplete(MethodView):
     @idempotent
     @blp.arguments(PracticeCompleteSchema)
     @blp.response(200, PracticeSchema)
+    @blp.doc(operationId="complete_practice")
     def post(self, body, patient_id, practice_id):
         """Finish a practice; the server records the minutes practised. A second completion is 409; send an
         Idempotency-Key to make a retry replay the first answer instead."""

@@ -121,6 +121,7 @@ class CurrentPlan(MethodView):
     @blp.doc(parameters=[IF_NONE_MATCH_DOC])
     @blp.response(200, PlanSchema, headers=ETAG_HEADERS)
     @blp.alt_response(304, response="NOT_MODIFIED", description="still at the version named by If-None-Match")
+    @blp.doc(operationId="get_therapy_plan")
     def get(self, patient_id):
         """The current therapy plan (the highest version); version 0, with no tasks, until one is set."""
         require_patient(patient_id, Operation.READ)
@@ -135,6 +136,7 @@ class CurrentPlan(MethodView):
     @blp.response(201, PlanSchema, headers=ETAG_HEADERS)
     @blp.alt_response(412, **PRECONDITION_FAILED_DOC)
     @conditional.shows_current(PlanSchema)
+    @blp.doc(operationId="replace_therapy_plan")
     def put(self, body, patient_id):
         """Prescribe a new version of the plan (a clinician on the patient's care team). With If-Match
         ("<version>" of the plan it replaces, "0" for the first), refused with 412 and the current plan if
@@ -153,6 +155,7 @@ class PlanChanges(MethodView):
     @blp.arguments(ChangesArgs, location="query")
     @blp.response(200, PlanChangesSchema)
     @blp.alt_response(410, response="GONE", description="read again from the start, without a cursor")
+    @blp.doc(operationId="list_therapy_plan_changes")
     def get(self, args, patient_id):
         """Plan versions created or ended (active_to set) after the cursor, oldest change first. See the
         README's "Sync" section."""
@@ -167,6 +170,7 @@ class PlanChanges(MethodView):
 class PlanHistory(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
     @blp.response(200, PlanHistorySchema)
+    @blp.doc(operationId="list_therapy_plan_versions")
     def get(self, patient_id):
         """Every version of the plan, newest first."""
         require_patient(patient_id, Operation.READ)

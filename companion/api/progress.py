@@ -128,6 +128,7 @@ class SuggestionsSchema(Schema):
 class Today(MethodView):
     @allow(*READERS)
     @blp.response(200, TodaySchema)
+    @blp.doc(operationId="get_today")
     def get(self, patient_id):
         """Today on the patient's clock: reminders due and done, TENS minutes against the plan."""
         require_patient(patient_id, Operation.READ)
@@ -140,6 +141,7 @@ class StreakView(MethodView):
     @allow(*READERS)
     @blp.arguments(StreakArgs, location="query")
     @blp.response(200, StreakSchema)
+    @blp.doc(operationId="get_streak")
     def get(self, args, patient_id):
         """Days in a row meeting the TENS prescription, forgiving a few missed days."""
         require_patient(patient_id, Operation.READ)
@@ -152,6 +154,7 @@ class WeekView(MethodView):
     @allow(*READERS)
     @blp.arguments(WeekArgs, location="query")
     @blp.response(200, WeekSchema)
+    @blp.doc(operationId="get_week_summary")
     def get(self, args, patient_id):
         """A week (Monday to Sunday on the patient's clock): totals and each day."""
         require_patient(patient_id, Operation.READ)
@@ -163,6 +166,7 @@ class WeekView(MethodView):
 class SuggestionsView(MethodView):
     @allow(*READERS)
     @blp.response(200, SuggestionsSchema)
+    @blp.doc(operationId="list_suggestions")
     def get(self, patient_id):
         """After a pain flare in the last 48 hours: short items, those followed by less pain first."""
         require_patient(patient_id, Operation.READ)

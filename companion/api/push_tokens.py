@@ -90,6 +90,7 @@ def _install_id(value: str) -> str:
 class Phones(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.response(200, PhoneListSchema)
+    @blp.doc(operationId="list_my_phones")
     def get(self):
         """The caller's registered phones (never the tokens themselves)."""
         return {"items": services().notifications.phones(current_actor().id)}
@@ -100,6 +101,7 @@ class Phone(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.arguments(PushTokenBodySchema)
     @blp.response(200, PhoneSchema)
+    @blp.doc(operationId="register_push_token")
     def put(self, body, install_id):
         """Register or refresh this install's token (the app does so at least monthly)."""
         return services().notifications.register_phone(current_actor().id, _install_id(install_id), body["token"],
@@ -107,6 +109,7 @@ class Phone(MethodView):
 
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.response(204)
+    @blp.doc(operationId="remove_push_token")
     def delete(self, install_id):
         """Forget this install's token (signing out on that phone); again: 204 as the first time."""
         services().notifications.forget_phone(current_actor().id, _install_id(install_id))
@@ -117,6 +120,7 @@ class MyNotifications(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.arguments(MyNotificationArgsSchema, location="query")
     @blp.response(200, NotificationDetailListSchema)
+    @blp.doc(operationId="list_my_notifications")
     def get(self, args):
         """The notifications sent to the caller, newest first: what each is about (a push carries only its id)."""
         items = services().notifications.sent_to(current_actor(), args["limit"])
@@ -130,6 +134,7 @@ class Receipts(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.arguments(ReceiptBodySchema)
     @blp.response(204)
+    @blp.doc(operationId="record_notification_receipt")
     def post(self, body, notification_id):
         """The app got (``delivered``) or the person opened (``opened``) a notification; recipient only."""
         if not _OPAQUE_ID.match(notification_id):

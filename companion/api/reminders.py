@@ -35,6 +35,7 @@ WRITERS = (Role.PATIENT, Role.CAREGIVER)
 class ReminderList(MethodView):
     @allow(*READERS)
     @blp.response(200, ReminderListSchema)
+    @blp.doc(operationId="list_reminders")
     def get(self, patient_id):
         """The patient's reminders, active and stopped."""
         require_patient(patient_id, Operation.READ)
@@ -47,6 +48,7 @@ class ReminderList(MethodView):
     @idempotent
     @blp.arguments(ReminderInputSchema)
     @blp.response(201, ReminderSchema, headers=ETAG_HEADERS)
+    @blp.doc(operationId="create_reminder")
     def post(self, body, patient_id):
         """Create a reminder; its occurrences for the next two days are materialized at once. Send an
         Idempotency-Key to make a retry safe."""
@@ -62,6 +64,7 @@ class ReminderChanges(MethodView):
     @blp.arguments(ChangesArgs, location="query")
     @blp.response(200, ReminderChangesSchema)
     @blp.alt_response(410, response="GONE", description="read again from the start, without a cursor")
+    @blp.doc(operationId="list_reminder_changes")
     def get(self, args, patient_id):
         """Reminders created, changed or stopped after the cursor (none: from the start), oldest change first.
         See the README's "Sync" section."""
@@ -78,6 +81,7 @@ class ReminderView(MethodView):
     @blp.doc(parameters=[IF_NONE_MATCH_DOC])
     @blp.response(200, ReminderSchema, headers=ETAG_HEADERS)
     @blp.alt_response(304, response="NOT_MODIFIED", description="still at the version named by If-None-Match")
+    @blp.doc(operationId="get_reminder")
     def get(self, patient_id, reminder_id):
         """One reminder."""
         require_patient(patient_id, Operation.READ)
@@ -91,6 +95,7 @@ class ReminderView(MethodView):
     @blp.response(200, ReminderSchema, headers=ETAG_HEADERS)
     @blp.alt_response(412, **PRECONDITION_FAILED_DOC)
     @conditional.shows_current(ReminderSchema)
+    @blp.doc(operationId="update_reminder")
     def patch(self, body, patient_id, reminder_id):
         """Change a reminder: the fields sent replace the stored ones (a schedule without start_date keeps
         the current one). With If-Match, only if it is still at that version (else 412 with the current
@@ -106,6 +111,7 @@ class ReminderView(MethodView):
     @blp.response(204)
     @blp.alt_response(412, **PRECONDITION_FAILED_DOC)
     @conditional.shows_current(ReminderSchema)
+    @blp.doc(operationId="stop_reminder")
     def delete(self, patient_id, reminder_id):
         """Stop a reminder (its history stays; its pending future occurrences are cancelled). Stopping a
         stopped reminder answers 204 again: a retried DELETE succeeds as the first did."""
@@ -119,6 +125,7 @@ class OccurrenceList(MethodView):
     @allow(*READERS)
     @blp.arguments(OccurrenceRangeArgs, location="query")
     @blp.response(200, OccurrenceListSchema)
+    @blp.doc(operationId="list_occurrences")
     def get(self, args, patient_id):
         """Reminder occurrences due in a range of at most 31 days, in time order."""
         grant = require_patient(patient_id, Operation.READ)
@@ -134,6 +141,7 @@ class OccurrenceChanges(MethodView):
     @blp.arguments(ChangesArgs, location="query")
     @blp.response(200, OccurrenceChangesSchema)
     @blp.alt_response(410, response="GONE", description="read again from the start, without a cursor")
+    @blp.doc(operationId="list_occurrence_changes")
     def get(self, args, patient_id):
         """Occurrences created, moved, recorded, missed or cancelled (tombstones) after the cursor, oldest
         change first. Only occurrences the server has materialized appear: it keeps two days ahead; read a
@@ -150,6 +158,7 @@ class OccurrenceView(MethodView):
     @allow(*WRITERS)
     @blp.arguments(OccurrenceOutcomeSchema)
     @blp.response(200, OccurrenceSchema, headers=ETAG_HEADERS)
+    @blp.doc(operationId="record_occurrence_outcome")
     def patch(self, body, patient_id, occurrence_id):
         """Record an occurrence as done, or skipped with a reason, saying when (`at`, default now). An
         outcome is a state change, not an edit, so it takes no If-Match: the patient's outcome replaces
@@ -168,6 +177,7 @@ class OccurrenceSnooze(MethodView):
     @allow(*WRITERS)
     @blp.arguments(SnoozeSchema)
     @blp.response(200, OccurrenceSchema)
+    @blp.doc(operationId="snooze_occurrence")
     def post(self, body, patient_id, occurrence_id):
         """Remind again in a few minutes, counted from the due time when it has not come yet (a snooze never
         brings a reminder forward); pushes planned before the snooze time are held back. Never past the end

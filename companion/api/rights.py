@@ -69,6 +69,7 @@ class AccessLog(MethodView):
     @allow(Role.PATIENT)
     @blp.arguments(AccessLogArgs, location="query")
     @blp.response(200, AccessLogSchema)
+    @blp.doc(operationId="get_access_log")
     def get(self, args, patient_id):
         """Who accessed the patient's data, newest first: every recorded access by anyone but the patient
         (care team, caregivers, emergency access, gateways, admins), refused attempts included."""
@@ -83,6 +84,7 @@ class DataExport(MethodView):
     @allow(Role.PATIENT)
     @blp.response(200, content_type="application/json",
                   description="everything held about the patient, as one JSON document (a download)")
+    @blp.doc(operationId="export_patient_data")
     def get(self, patient_id):
         """Download everything held about the patient: account, consents (caregivers, care teams, invitations,
         emergency access), devices, gateways and phones, reminders, the clinical record (therapy plans, TENS
@@ -100,6 +102,7 @@ class DataExport(MethodView):
 class Closure(MethodView):
     @allow(Role.PATIENT)
     @blp.response(200, ClosureStatementSchema)
+    @blp.doc(operationId="get_account_closure")
     def get(self, patient_id):
         """What closing the account would delete at once, and what would be kept, for how long and why."""
         require_patient(patient_id, Operation.MANAGE)
@@ -108,6 +111,7 @@ class Closure(MethodView):
     @allow(Role.PATIENT)
     @blp.arguments(ClosureRequestSchema)
     @blp.response(200, ClosureSchema)
+    @blp.doc(operationId="close_patient_account")
     def post(self, body, patient_id):
         """Close the account (with the current password; it cannot be undone): this session ends with it. The
         answer says what was deleted, and what is kept, for how long and why."""

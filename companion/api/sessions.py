@@ -62,6 +62,7 @@ class TensSessions(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
     @blp.arguments(SessionRangeArgs, location="query")
     @blp.response(200, TensSessionListSchema)
+    @blp.doc(operationId="list_tens_sessions")
     def get(self, args, patient_id):
         """TENS sessions, newest first (default: the last 30 days)."""
         require_patient(patient_id, Operation.READ)
@@ -77,6 +78,7 @@ class TensSessionChanges(MethodView):
     @blp.arguments(ChangesArgs, location="query")
     @blp.response(200, TensSessionChangesSchema)
     @blp.alt_response(410, response="GONE", description="read again from the start, without a cursor")
+    @blp.doc(operationId="list_tens_session_changes")
     def get(self, args, patient_id):
         """Session records in the order the server stored them (a gateway offline for days uploads late, in
         any order of start time), after the cursor. Records are never changed or deleted. See the README's
