@@ -8,6 +8,7 @@ import weakref
 
 from flask import Flask
 
+from companion.http.json_provider import IsoJSONProvider
 from companion.logs import configure_logging
 from companion.settings import load_settings
 
@@ -45,12 +46,13 @@ def _anchor_at_exit(services_ref) -> None:
 def create_app(test_config: dict | None = None, *, services=None) -> Flask:
     """Application factory. `test_config` overrides settings (see companion.settings.Settings)."""
     from companion import api, web
-    from companion.http import auditing, bodies, correlation, headers, problems, security
+    from companion.http import auditing, bodies, correlation, cors, headers, paging, problems, security
     from companion.services.container import Services
 
     settings = load_settings(test_config)
     configure_logging(settings.log_level)
     app = Flask(__name__)
+    app.json = IsoJSONProvider(app)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_content_length,
         API_TITLE="Companion API",
@@ -74,7 +76,9 @@ def create_app(test_config: dict | None = None, *, services=None) -> Flask:
     web.register(app)
     correlation.install(app)  # first, so that its after-request hook runs last and sees the final answer
     auditing.install(app)
+    cors.install(app, settings.cors_origins)  # before the gate: a preflight carries no credentials
     security.install(app)
+    paging.install(app)
     bodies.install(app)
     headers.install(app)
     headers.trust_proxies(app, settings.trusted_proxies)

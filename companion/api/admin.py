@@ -11,6 +11,7 @@ from marshmallow import Schema, fields, validate
 from companion.api.auth import AccountSchema, valid_zone
 from companion.domain.access import Role
 from companion.http import auditing, services
+from companion.http.paging import LINK_HEADER, cursor_field, next_field, offset_page
 from companion.http.schemas import StrictSchema, text
 from companion.http.security import allow, current_actor
 
@@ -70,10 +71,12 @@ class AccountArgs(StrictSchema):
     email = fields.Email(load_default=None, validate=validate.Length(max=254))
     role = fields.String(load_default=None, validate=validate.OneOf([r.value for r in Role if r is not Role.GATEWAY]))
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = cursor_field()
 
 
 class AccountListSchema(Schema):
     items = fields.List(fields.Nested(AccountSchema))
+    next = next_field()
 
 
 class DeactivationSchema(StrictSchema):
@@ -106,11 +109,14 @@ def _note_account(user_id: str, action: str) -> None:
 class StaffAccounts(MethodView):
     @allow(Role.ADMIN)
     @blp.arguments(AccountArgs, location="query")
-    @blp.response(200, AccountListSchema)
+    @blp.response(200, AccountListSchema, headers=LINK_HEADER)
     @blp.doc(operationId="list_accounts")
     def get(self, args):
         """Find accounts by exact email and/or role (to act on them)."""
-        return {"items": services().accounts.search(email=args["email"], role=args["role"], limit=args["limit"])}
+        items, following = offset_page(
+            lambda count: services().accounts.search(email=args["email"], role=args["role"], limit=count),
+            args["cursor"], args["limit"])
+        return {"items": items, "next": following}
 
     @allow(Role.ADMIN)
     @blp.arguments(StaffSchema)

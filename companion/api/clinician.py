@@ -10,6 +10,7 @@ from marshmallow import Schema, fields, validate
 
 from companion.domain.access import Operation, Role
 from companion.http import auditing, services
+from companion.http.paging import LINK_HEADER, next_field, next_link
 from companion.http.panel import PanelArgs, panel_filter
 from companion.http.schemas import StrictSchema, text
 from companion.http.security import allow, current_actor, require_patient
@@ -71,7 +72,10 @@ class PanelSchema(Schema):
     total = fields.Integer()
     offset = fields.Integer()
     limit = fields.Integer()
-    next_offset = fields.Integer(allow_none=True)
+    next = next_field()
+    next_offset = fields.Integer(allow_none=True, metadata={
+        "description": "the `offset` of the following page, null on the last (kept for clients written before "
+                       "`next`)"})
 
 
 @blp.route("/teams")
@@ -146,7 +150,7 @@ def _panel(args: dict, *, offset: int, limit: int):
 class Panel(MethodView):
     @allow(Role.CLINICIAN)
     @blp.arguments(PanelArgs, location="query")
-    @blp.response(200, PanelSchema)
+    @blp.response(200, PanelSchema, headers=LINK_HEADER)
     @blp.doc(operationId="get_clinician_panel")
     def get(self, args):
         """The caller's patients with 7/30-day PDC, pain trend, days since the last sync and open alerts,
@@ -155,8 +159,9 @@ class Panel(MethodView):
         ids = [r.patient_id for r in rows]
         auditing.note(patient_ids=ids, resource="patient", action="search", resource_ids=ids)
         following = args["offset"] + len(rows)
+        more = following < total and bool(rows)
         return {"items": rows, "total": total, "offset": args["offset"], "limit": args["limit"],
-                "next_offset": following if following < total else None}
+                "next": next_link(offset=following) if more else None, "next_offset": following if more else None}
 
 
 @blp.route("/panel/export")

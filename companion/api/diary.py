@@ -19,8 +19,9 @@ from companion.api.diary_schemas import (
 from companion.api.schemas import ChangesArgs
 from companion.domain.access import Operation, Role
 from companion.domain.errors import Conflict
-from companion.http import auditing, conditional, services
+from companion.http import auditing, conditional, paging, services
 from companion.http.conditional import ETAG_HEADERS, IF_MATCH_DOC, IF_NONE_MATCH_DOC, PRECONDITION_FAILED_DOC
+from companion.http.paging import LINK_HEADER, offset_page
 from companion.http.problems import PROBLEM_JSON
 from companion.http.schemas import ProblemSchema
 from companion.http.security import allow, require_patient
@@ -36,15 +37,18 @@ REUSED_ID_DOC = {"description": "this client_entry_id already holds an entry wit
 class PainEntriesView(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
     @blp.arguments(PainRangeArgs, location="query")
-    @blp.response(200, PainEntryListSchema)
+    @blp.response(200, PainEntryListSchema, headers=LINK_HEADER)
     @blp.doc(operationId="list_pain_entries")
     def get(self, args, patient_id):
-        """Entries recorded in a range (at most 366 days), oldest first; deleted entries left out."""
+        """Entries recorded in a range (at most 366 days; `to` may equal `from`), oldest first; deleted
+        entries left out. At most `limit` per page: follow `next` for more."""
         grant = require_patient(patient_id, Operation.READ)
-        items = services().diary.entries_between(grant, args["start"], args["end"], args["limit"])
+        items, following = offset_page(
+            lambda count: services().diary.entries_between(grant, args["start"], args["end"], count),
+            args["cursor"], args["limit"])
         auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="search",
                       resource_ids=[e["_id"] for e in items])
-        return {"items": items}
+        return {"items": items, "next": following}
 
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.arguments(PainEntryInputSchema)
@@ -97,7 +101,7 @@ class PainEntryBatch(MethodView):
 class PainEntryChanges(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
     @blp.arguments(ChangesArgs, location="query")
-    @blp.response(200, PainEntryChangesSchema)
+    @blp.response(200, PainEntryChangesSchema, headers=paging.LINK_HEADER)
     @blp.alt_response(410, response="GONE", description="the cursor can no longer be continued from: read again "
                                                        "from the start, without a cursor")
     @blp.doc(operationId="list_pain_entry_changes")
@@ -108,7 +112,7 @@ class PainEntryChanges(MethodView):
         page = services().diary.changes_since(grant, args["cursor"], args["limit"])
         auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="search",
                       resource_ids=[e["_id"] for e in page["items"]])
-        return page
+        return paging.feed_page(page)
 
 
 @blp.route("/patients/<patient_id>/pain-entries/<entry_id>")

@@ -7,6 +7,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from companion.api.moments import check_range, reported_moment
 from companion.api.schemas import changes_schema, version_field
 from companion.domain.pain import bpi_severity_problems
+from companion.http.paging import cursor_field, next_field
 from companion.http.schemas import StrictSchema, text
 
 SCORE = validate.Range(min=0, max=10)
@@ -91,6 +92,7 @@ class PainRangeArgs(StrictSchema):
     start = fields.AwareDateTime(required=True, data_key="from")
     end = fields.AwareDateTime(required=True, data_key="to")
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+    cursor = cursor_field()
 
     @validates_schema
     def bounded(self, data, **kwargs):
@@ -132,6 +134,7 @@ class PainEntrySchema(Schema):
 
 class PainEntryListSchema(Schema):
     items = fields.List(fields.Nested(PainEntrySchema))
+    next = next_field()
 
 
 class PainBatchItemResultSchema(Schema):

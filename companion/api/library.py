@@ -10,8 +10,9 @@ from companion.api.moments import check_range, reported_moment
 from companion.api.schemas import ChangesArgs, changes_schema, version_field
 from companion.domain.access import Operation, Role
 from companion.domain.content_library import CATEGORIES, LEVELS
-from companion.http import auditing, services
+from companion.http import auditing, paging, services
 from companion.http.idempotency import idempotent, request_key
+from companion.http.paging import LINK_HEADER, cursor_field, next_field, offset_page
 from companion.http.schemas import StrictSchema, text
 from companion.http.security import allow, require_patient
 
@@ -27,6 +28,7 @@ class LibraryArgs(StrictSchema):
     max_minutes = fields.Float(load_default=None, validate=validate.Range(min=0, max=600))
     q = text(100, load_default=None, metadata={"description": "words to find in title, summary or tags"})
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=100))
+    cursor = cursor_field()
 
 
 class LibraryItemSummarySchema(Schema):
@@ -49,6 +51,7 @@ class LibraryItemSchema(LibraryItemSummarySchema):
 
 class LibraryListSchema(Schema):
     items = fields.List(fields.Nested(LibraryItemSummarySchema))
+    next = next_field()
 
 
 class PracticeStartSchema(StrictSchema):
@@ -99,13 +102,14 @@ FavouriteChangesSchema = changes_schema("FavouriteChangesSchema", FavouriteSchem
 class Library(MethodView):
     @allow(*READERS)
     @blp.arguments(LibraryArgs, location="query")
-    @blp.response(200, LibraryListSchema)
+    @blp.response(200, LibraryListSchema, headers=LINK_HEADER)
     @blp.doc(operationId="list_library_items")
     def get(self, args):
         """Browse the library: filter by category, level, tag and maximum duration; search by text."""
-        return {"items": services().library.browse(
+        items, following = offset_page(lambda count: services().library.browse(
             category=args["category"], level=args["level"], tag=args["tag"], max_minutes=args["max_minutes"],
-            text=args["q"], limit=args["limit"])}
+            text=args["q"], limit=count), args["cursor"], args["limit"])
+        return {"items": items, "next": following}
 
 
 @blp.route("/library/<slug>")
@@ -135,7 +139,7 @@ class FavouriteList(MethodView):
 class FavouriteChanges(MethodView):
     @allow(*READERS)
     @blp.arguments(ChangesArgs, location="query")
-    @blp.response(200, FavouriteChangesSchema)
+    @blp.response(200, FavouriteChangesSchema, headers=paging.LINK_HEADER)
     @blp.alt_response(410, response="GONE", description="read again from the start, without a cursor")
     @blp.doc(operationId="list_favourite_changes")
     def get(self, args, patient_id):
@@ -145,7 +149,7 @@ class FavouriteChanges(MethodView):
         page = services().library.favourite_changes_since(patient_id, args["cursor"], args["limit"])
         auditing.note(patient_ids=[patient_id], resource="favourite", action="search",
                       resource_ids=[f["item_slug"] for f in page["items"]])
-        return page
+        return paging.feed_page(page)
 
 
 @blp.route("/patients/<patient_id>/favourites/<slug>")
@@ -202,7 +206,7 @@ class PracticeList(MethodView):
 class PracticeChanges(MethodView):
     @allow(*READERS)
     @blp.arguments(ChangesArgs, location="query")
-    @blp.response(200, PracticeChangesSchema)
+    @blp.response(200, PracticeChangesSchema, headers=paging.LINK_HEADER)
     @blp.alt_response(410, response="GONE", description="read again from the start, without a cursor")
     @blp.doc(operationId="list_practice_changes")
     def get(self, args, patient_id):
@@ -212,7 +216,7 @@ class PracticeChanges(MethodView):
         page = services().library.practice_changes_since(patient_id, args["cursor"], args["limit"])
         auditing.note(patient_ids=[patient_id], resource="practice", action="search",
                       resource_ids=[p["_id"] for p in page["items"]])
-        return page
+        return paging.feed_page(page)
 
 
 @blp.route("/patients/<patient_id>/practice/<practice_id>/complete")

@@ -27,8 +27,9 @@ def reported_moment(**kwargs) -> fields.AwareDateTime:
 
 
 def check_range(start: datetime | date, end: datetime | date, limit: timedelta = MAX_RANGE) -> None:
-    """Refuse a range that runs backwards or spans more than the limit (422 with a field error)."""
-    if end <= start:
-        raise ValidationError("must be after 'from'", "to")
+    """Refuse a range that runs backwards or spans more than the limit (422 with a field error). ``to`` equal
+    to ``from`` is a range all the same: one day of dates, or an empty range of moments."""
+    if end < start:
+        raise ValidationError("may not be before 'from'", "to")
     if end - start > limit:
         raise ValidationError(f"the range may span at most {limit.days} days", "to")

@@ -8,7 +8,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from companion.api.schemas import ChangesArgs, changes_schema
 from companion.domain.access import Operation, Role
-from companion.http import auditing, conditional, services
+from companion.http import auditing, conditional, paging, services
 from companion.http.conditional import ETAG_HEADERS, IF_MATCH_DOC, IF_NONE_MATCH_DOC, PRECONDITION_FAILED_DOC
 from companion.http.schemas import StrictSchema, text
 from companion.http.security import allow, current_actor, require_patient
@@ -153,7 +153,7 @@ class CurrentPlan(MethodView):
 class PlanChanges(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
     @blp.arguments(ChangesArgs, location="query")
-    @blp.response(200, PlanChangesSchema)
+    @blp.response(200, PlanChangesSchema, headers=paging.LINK_HEADER)
     @blp.alt_response(410, response="GONE", description="read again from the start, without a cursor")
     @blp.doc(operationId="list_therapy_plan_changes")
     def get(self, args, patient_id):
@@ -163,7 +163,7 @@ class PlanChanges(MethodView):
         page = services().plans.changes_since(patient_id, args["cursor"], args["limit"])
         auditing.note(patient_ids=[patient_id], resource="therapy_plan", action="search",
                       resource_ids=[p["_id"] for p in page["items"]])
-        return page
+        return paging.feed_page(page)
 
 
 @blp.route("/patients/<patient_id>/therapy-plan/versions")

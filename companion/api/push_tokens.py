@@ -19,6 +19,7 @@ from companion.domain.access import Role
 from companion.domain.errors import Invalid, NotFound
 from companion.domain.notifications import PLATFORMS
 from companion.http import auditing, services
+from companion.http.paging import LINK_HEADER, cursor_field, next_field, offset_page
 from companion.http.schemas import StrictSchema
 from companion.http.security import allow, current_actor
 
@@ -73,10 +74,12 @@ class NotificationDetailSchema(NotificationFieldsSchema):
 
 class NotificationDetailListSchema(Schema):
     items = fields.List(fields.Nested(NotificationDetailSchema))
+    next = next_field()
 
 
 class MyNotificationArgsSchema(StrictSchema):
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = cursor_field()
 
 
 def _install_id(value: str) -> str:
@@ -119,14 +122,15 @@ class Phone(MethodView):
 class MyNotifications(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.arguments(MyNotificationArgsSchema, location="query")
-    @blp.response(200, NotificationDetailListSchema)
+    @blp.response(200, NotificationDetailListSchema, headers=LINK_HEADER)
     @blp.doc(operationId="list_my_notifications")
     def get(self, args):
         """The notifications sent to the caller, newest first: what each is about (a push carries only its id)."""
-        items = services().notifications.sent_to(current_actor(), args["limit"])
+        items, following = offset_page(lambda count: services().notifications.sent_to(current_actor(), count),
+                                       args["cursor"], args["limit"])
         auditing.note(patient_ids=[d["patient_id"] for d in items], resource="notification", action="R",
                       resource_ids=[d["_id"] for d in items])
-        return {"items": items}
+        return {"items": items, "next": following}
 
 
 @blp.route("/notifications/<notification_id>/receipts")

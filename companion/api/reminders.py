@@ -21,7 +21,7 @@ from companion.api.reminder_schemas import (
 )
 from companion.api.schemas import ChangesArgs
 from companion.domain.access import Operation, Role
-from companion.http import auditing, conditional, services
+from companion.http import auditing, conditional, paging, services
 from companion.http.conditional import ETAG_HEADERS, IF_MATCH_DOC, IF_NONE_MATCH_DOC, PRECONDITION_FAILED_DOC
 from companion.http.idempotency import idempotent, request_key
 from companion.http.security import allow, require_patient
@@ -62,7 +62,7 @@ class ReminderList(MethodView):
 class ReminderChanges(MethodView):
     @allow(*READERS)
     @blp.arguments(ChangesArgs, location="query")
-    @blp.response(200, ReminderChangesSchema)
+    @blp.response(200, ReminderChangesSchema, headers=paging.LINK_HEADER)
     @blp.alt_response(410, response="GONE", description="read again from the start, without a cursor")
     @blp.doc(operationId="list_reminder_changes")
     def get(self, args, patient_id):
@@ -72,7 +72,7 @@ class ReminderChanges(MethodView):
         page = services().reminders.changes_since(grant, args["cursor"], args["limit"])
         auditing.note(patient_ids=[patient_id], resource="reminder", action="search",
                       resource_ids=[r["_id"] for r in page["items"]])
-        return page
+        return paging.feed_page(page)
 
 
 @blp.route("/patients/<patient_id>/reminders/<reminder_id>")
@@ -139,7 +139,7 @@ class OccurrenceList(MethodView):
 class OccurrenceChanges(MethodView):
     @allow(*READERS)
     @blp.arguments(ChangesArgs, location="query")
-    @blp.response(200, OccurrenceChangesSchema)
+    @blp.response(200, OccurrenceChangesSchema, headers=paging.LINK_HEADER)
     @blp.alt_response(410, response="GONE", description="read again from the start, without a cursor")
     @blp.doc(operationId="list_occurrence_changes")
     def get(self, args, patient_id):
@@ -150,7 +150,7 @@ class OccurrenceChanges(MethodView):
         page = services().reminders.occurrence_changes_since(grant, args["cursor"], args["limit"])
         auditing.note(patient_ids=[patient_id], resource="reminder_occurrence", action="search",
                       resource_ids=[o["_id"] for o in page["items"]])
-        return page
+        return paging.feed_page(page)
 
 
 @blp.route("/patients/<patient_id>/occurrences/<occurrence_id>")

@@ -11,7 +11,8 @@ from marshmallow.exceptions import ValidationError
 
 from companion.api.schemas import ChangesArgs, changes_schema
 from companion.domain.access import Operation, Role
-from companion.http import auditing, services
+from companion.http import auditing, paging, services
+from companion.http.paging import LINK_HEADER, cursor_field, next_field, offset_page
 from companion.http.schemas import StrictSchema
 from companion.http.security import allow, require_patient
 
@@ -23,11 +24,12 @@ class SessionRangeArgs(StrictSchema):
     start = fields.AwareDateTime(load_default=None, data_key="from")
     end = fields.AwareDateTime(load_default=None, data_key="to")
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+    cursor = cursor_field()
 
     @validates_schema
     def bounded(self, data, **kwargs):
-        if data["start"] and data["end"] and not timedelta(0) < data["end"] - data["start"] <= MAX_RANGE:
-            raise ValidationError("'to' must be after 'from', at most 366 days later", "to")
+        if data["start"] and data["end"] and not timedelta(0) <= data["end"] - data["start"] <= MAX_RANGE:
+            raise ValidationError("'to' may not be before 'from', and at most 366 days later", "to")
 
 
 class TensSessionSchema(Schema):
@@ -52,6 +54,7 @@ class TensSessionSchema(Schema):
 
 class TensSessionListSchema(Schema):
     items = fields.List(fields.Nested(TensSessionSchema))
+    next = next_field()
 
 
 TensSessionChangesSchema = changes_schema("TensSessionChangesSchema", TensSessionSchema)
@@ -61,22 +64,25 @@ TensSessionChangesSchema = changes_schema("TensSessionChangesSchema", TensSessio
 class TensSessions(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
     @blp.arguments(SessionRangeArgs, location="query")
-    @blp.response(200, TensSessionListSchema)
+    @blp.response(200, TensSessionListSchema, headers=LINK_HEADER)
     @blp.doc(operationId="list_tens_sessions")
     def get(self, args, patient_id):
-        """TENS sessions, newest first (default: the last 30 days)."""
+        """TENS sessions, newest first, started from `from` (inclusive) to `to` (exclusive; default: the last
+        30 days), at most `limit` per page: follow `next` for more."""
         require_patient(patient_id, Operation.READ)
-        items = services().sessions.between(patient_id, args["start"], args["end"], args["limit"])
+        items, following = offset_page(
+            lambda count: services().sessions.between(patient_id, args["start"], args["end"], count),
+            args["cursor"], args["limit"])
         auditing.note(patient_ids=[patient_id], resource="session_record", action="R",
                       resource_ids=[i["_id"] for i in items])
-        return {"items": items}
+        return {"items": items, "next": following}
 
 
 @blp.route("/<patient_id>/sessions/changes")
 class TensSessionChanges(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
     @blp.arguments(ChangesArgs, location="query")
-    @blp.response(200, TensSessionChangesSchema)
+    @blp.response(200, TensSessionChangesSchema, headers=paging.LINK_HEADER)
     @blp.alt_response(410, response="GONE", description="read again from the start, without a cursor")
     @blp.doc(operationId="list_tens_session_changes")
     def get(self, args, patient_id):
@@ -87,4 +93,4 @@ class TensSessionChanges(MethodView):
         page = services().sessions.changes_since(patient_id, args["cursor"], args["limit"])
         auditing.note(patient_ids=[patient_id], resource="session_record", action="search",
                       resource_ids=[i["_id"] for i in page["items"]])
-        return page
+        return paging.feed_page(page)
