@@ -4,6 +4,7 @@ care teams (clinicians and patients in and out); a clinician's own patient list;
 
 from __future__ import annotations
 
+from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
@@ -123,8 +124,9 @@ class StaffAccounts(MethodView):
     @blp.response(201, AccountSchema)
     @blp.doc(operationId="create_staff_account")
     def post(self, body):
-        """Create a clinician, admin or caregiver account."""
-        return services().accounts.sign_up(**body)
+        """Create a clinician, admin or caregiver account (its `Location` is where an admin deletes it)."""
+        account = services().accounts.sign_up(**body)
+        return account, 201, {"Location": f"{request.path}/{account.id}"}
 
 
 @blp.route("/admin/users/<user_id>")

@@ -67,6 +67,9 @@ class MfaEnrolmentSchema(Schema):
 
 
 class AccountSchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     id = fields.String(dump_only=True)
     email = fields.String(dump_only=True)
     role = fields.String(attribute="role.value", dump_only=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
@@ -91,7 +92,7 @@ class Caregivers(MethodView):
             permissions=CaregiverPermissions(write=permissions["write"], alerts=frozenset(permissions["alerts"]),
                                              diary_notes=permissions["diary_notes"]))
         auditing.note(patient_ids=[patient_id], resource="care_link", action="C", resource_ids=[named.link.id])
-        return named
+        return named, 201, {"Location": f"{request.path}/{named.link.id}"}
 
 
 @blp.route("/patients/<patient_id>/caregivers/<link_id>")

@@ -3,6 +3,7 @@ edits and deletions that name the version they change (ETag / If-Match)."""
 
 from __future__ import annotations
 
+from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -69,7 +70,8 @@ class PainEntriesView(MethodView):
             raise
         auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="C" if created else "R",
                       resource_ids=[entry["_id"]])
-        return conditional.tagged(entry, entry.get("seq"), 201 if created else 200)
+        return conditional.tagged(entry, entry.get("seq"), 201 if created else 200,
+                                  location=f"{request.path}/{entry['_id']}")
 
 
 @blp.route("/patients/<patient_id>/pain-entries/batch")

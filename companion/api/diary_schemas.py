@@ -118,6 +118,9 @@ class BriefPainInventoryOutSchema(Schema):
 
 
 class PainEntrySchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     id = fields.String(attribute="_id")
     client_entry_id = fields.String()
     recorded_at = fields.DateTime()
@@ -133,6 +136,9 @@ class PainEntrySchema(Schema):
 
 
 class PainEntryListSchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     items = fields.List(fields.Nested(PainEntrySchema))
     next = next_field()
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
+from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
@@ -160,7 +163,8 @@ class PatientDevices(MethodView):
         """Bind a unit to the patient by its serial (the patient, or their care team)."""
         require_patient(patient_id, _unit_manager_operation())
         auditing.note(patient_ids=[patient_id], resource="device", action="C", resource_ids=[body["serial"]])
-        return services().gateways.bind_unit(patient_id, body["serial"], body["profile"])
+        device = services().gateways.bind_unit(patient_id, body["serial"], body["profile"])
+        return device, 201, {"Location": f"{request.path}/{quote(body['serial'], safe='')}"}
 
 
 @blp.route("/patients/<patient_id>/devices/<serial>")

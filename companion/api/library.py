@@ -32,6 +32,9 @@ class LibraryArgs(StrictSchema):
 
 
 class LibraryItemSummarySchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     slug = fields.String()
     title = fields.String()
     category = fields.String()
@@ -50,6 +53,9 @@ class LibraryItemSchema(LibraryItemSummarySchema):
 
 
 class LibraryListSchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     items = fields.List(fields.Nested(LibraryItemSummarySchema))
     next = next_field()
 
@@ -75,6 +81,9 @@ class PracticeArgs(StrictSchema):
 
 
 class PracticeSchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     id = fields.String(attribute="_id")
     item_slug = fields.String()
     started_at = fields.DateTime()
@@ -84,6 +93,9 @@ class PracticeSchema(Schema):
 
 
 class PracticeListSchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     items = fields.List(fields.Nested(PracticeSchema))
 
 

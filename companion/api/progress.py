@@ -21,6 +21,9 @@ READERS = (Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
 class TaskTodaySchema(TaskProgressSchema):
     """Today's progress towards the plan's goal of one kind (shown whether or not it counts towards adherence)."""
 
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     counts_towards_adherence = fields.Boolean()
 
 
@@ -29,6 +32,9 @@ class TensTodaySchema(TaskTodaySchema):
 
 
 class MindfulnessGoalSchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     minutes_per_day = fields.Integer(allow_none=True)
     sessions_per_week = fields.Integer(allow_none=True)
 
@@ -40,6 +46,9 @@ class MindfulnessTodaySchema(TaskTodaySchema):
 
 
 class RemindersTodaySchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     due = fields.Integer()
     pending = fields.Integer()
     done = fields.Integer()
@@ -49,11 +58,17 @@ class RemindersTodaySchema(Schema):
 
 
 class PainTodaySchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     entries = fields.Integer()
     latest_nrs = fields.Integer(allow_none=True)
 
 
 class TodaySchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     date = fields.String()
     zone = fields.String()
     reminders = fields.Nested(RemindersTodaySchema)
@@ -70,6 +85,9 @@ class StreakArgs(StrictSchema):
 
 
 class StreakSchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     current = fields.Integer()
     longest = fields.Integer()
     grace_days = fields.Integer()
@@ -82,6 +100,9 @@ class WeekArgs(StrictSchema):
 
 
 class WeekDaySchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     date = fields.String()
     covered = fields.Boolean(allow_none=True)
     tens_minutes = fields.Float()
@@ -95,6 +116,9 @@ class WeekDaySchema(Schema):
 
 
 class WeekSchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     week_start = fields.String()
     iso_week = fields.Integer()
     days_with_plan = fields.Integer()

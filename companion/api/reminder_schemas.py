@@ -44,6 +44,9 @@ class ReminderEditSchema(StrictSchema):
 
 
 class ReminderSchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     id = fields.String(attribute="_id")
     patient_id = fields.String()
     kind = fields.String()
@@ -58,6 +61,9 @@ class ReminderSchema(Schema):
 
 
 class ReminderListSchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     items = fields.List(fields.Nested(ReminderSchema))
 
 

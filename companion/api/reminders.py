@@ -3,6 +3,7 @@ both; changes and stops that name the version they change (ETag / If-Match)."""
 
 from __future__ import annotations
 
+from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -55,7 +56,7 @@ class ReminderList(MethodView):
         require_patient(patient_id, Operation.WRITE)
         reminder = services().reminders.create(patient_id, body, request_key=request_key())
         auditing.note(patient_ids=[patient_id], resource="reminder", action="C", resource_ids=[reminder["_id"]])
-        return conditional.tagged(reminder, reminder.get("seq"), 201)
+        return conditional.tagged(reminder, reminder.get("seq"), 201, location=f"{request.path}/{reminder['_id']}")
 
 
 @blp.route("/patients/<patient_id>/reminders/changes")

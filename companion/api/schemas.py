@@ -13,6 +13,9 @@ FEED_LIMIT = 500
 class TaskProgressSchema(Schema):
     """One kind of task on one day (TENS, mindfulness or medication): the domain's DayAdherence."""
 
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     state = fields.String(metadata={"description": "no_tasks | no_events | progress"})
     fraction = fields.Float(allow_none=True)
     minutes = fields.Float()

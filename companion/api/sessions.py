@@ -53,6 +53,9 @@ class TensSessionSchema(Schema):
 
 
 class TensSessionListSchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     items = fields.List(fields.Nested(TensSessionSchema))
     next = next_field()
 

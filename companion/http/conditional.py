@@ -68,9 +68,13 @@ def if_match() -> int | None:
     return _tag("If-Match")
 
 
-def tagged(body, version: int | None, status: int = 200):
-    """A view's answer with the ETag of ``version`` (what flask-smorest's ``response`` accepts)."""
-    return body, status, {"ETag": etag(version)}
+def tagged(body, version: int | None, status: int = 200, *, location: str | None = None):
+    """A view's answer with the ETag of ``version`` (what flask-smorest's ``response`` accepts), and with a
+    ``location`` the ``Location`` of what a 201 created."""
+    headers = {"ETag": etag(version)}
+    if location and status == 201:
+        headers["Location"] = location
+    return body, status, headers
 
 
 def not_modified(version: int | None) -> Response | None:
