@@ -7,6 +7,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 from marshmallow.exceptions import ValidationError
 
+from companion.api import examples
 from companion.domain.access import Role
 from companion.http import services
 from companion.http.schemas import StrictSchema, text
@@ -125,8 +126,8 @@ class SignUpConfirm(MethodView):
 class Login(MethodView):
     @public
     @blp.doc(security=[])
-    @blp.arguments(LoginSchema)
-    @blp.response(200, TokensSchema)
+    @blp.arguments(LoginSchema, example=examples.LOGIN)
+    @blp.response(200, TokensSchema, example=examples.TOKENS)
     @blp.doc(operationId="log_in")
     def post(self, body):
         """Exchange email and password for tokens (or, for staff with MFA, an MFA challenge).

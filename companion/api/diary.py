@@ -7,6 +7,7 @@ from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from companion.api import examples
 from companion.api.diary_schemas import (
     PainBatchResultSchema,
     PainEntryBatchSchema,
@@ -52,8 +53,8 @@ class PainEntriesView(MethodView):
         return {"items": items, "next": following}
 
     @allow(Role.PATIENT, Role.CAREGIVER)
-    @blp.arguments(PainEntryInputSchema)
-    @blp.response(201, PainEntrySchema, headers=ETAG_HEADERS)
+    @blp.arguments(PainEntryInputSchema, example=examples.PAIN_ENTRY_INPUT)
+    @blp.response(201, PainEntrySchema, headers=ETAG_HEADERS, example=examples.PAIN_ENTRY)
     @blp.alt_response(200, schema=PainEntrySchema, headers=ETAG_HEADERS, success=True,
                       description="sent before with the same content: the entry as stored now (a safe retry)")
     @blp.alt_response(409, **REUSED_ID_DOC)

@@ -6,6 +6,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate, validates_schema
 
+from companion.api import examples
 from companion.api.moments import check_range, reported_moment
 from companion.api.schemas import ChangesArgs, changes_schema, version_field
 from companion.domain.access import Operation, Role
@@ -202,7 +203,7 @@ class PracticeList(MethodView):
 
     @allow(Role.PATIENT, Role.CAREGIVER)
     @idempotent
-    @blp.arguments(PracticeStartSchema)
+    @blp.arguments(PracticeStartSchema, example=examples.PRACTICE_START)
     @blp.response(201, PracticeSchema)
     @blp.doc(operationId="start_practice")
     def post(self, body, patient_id):

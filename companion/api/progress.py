@@ -6,6 +6,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
+from companion.api import examples
 from companion.api.library import LibraryItemSummarySchema
 from companion.api.reminder_schemas import OccurrenceSchema
 from companion.api.schemas import TaskProgressSchema
@@ -151,7 +152,7 @@ class SuggestionsSchema(Schema):
 @blp.route("/patients/<patient_id>/today")
 class Today(MethodView):
     @allow(*READERS)
-    @blp.response(200, TodaySchema)
+    @blp.response(200, TodaySchema, example=examples.TODAY)
     @blp.doc(operationId="get_today")
     def get(self, patient_id):
         """Today on the patient's clock: reminders due and done, TENS minutes against the plan."""

@@ -15,6 +15,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
+from companion.api import examples
 from companion.domain.access import Role
 from companion.domain.errors import Invalid, NotFound
 from companion.domain.notifications import PLATFORMS
@@ -102,7 +103,7 @@ class Phones(MethodView):
 @blp.route("/push-tokens/<install_id>")
 class Phone(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER)
-    @blp.arguments(PushTokenBodySchema)
+    @blp.arguments(PushTokenBodySchema, example=examples.PUSH_TOKEN)
     @blp.response(200, PhoneSchema)
     @blp.doc(operationId="register_push_token")
     def put(self, body, install_id):

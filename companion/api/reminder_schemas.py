@@ -26,7 +26,8 @@ class ReminderInputSchema(StrictSchema):
                  metadata={"description": "the patient's own words; shown in the app, never in a push"})
     schedule = fields.Nested(ScheduleSchema, required=True)
     completion_window_min = fields.Integer(load_default=60, validate=validate.Range(min=5, max=24 * 60))
-    repeat = fields.Nested(RepeatSchema, load_default=None, allow_none=True)
+    repeat = fields.Nested(RepeatSchema, load_default=None, allow_none=True, metadata={
+        "description": "reminders again if not done: `count` x `every_min` must fit inside `completion_window_min`"})
 
     @validates_schema
     def repeats_fit_the_window(self, data, **kwargs):

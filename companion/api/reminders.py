@@ -7,6 +7,7 @@ from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from companion.api import examples
 from companion.api.reminder_schemas import (
     OccurrenceChangesSchema,
     OccurrenceListSchema,
@@ -47,7 +48,7 @@ class ReminderList(MethodView):
 
     @allow(*WRITERS)
     @idempotent
-    @blp.arguments(ReminderInputSchema)
+    @blp.arguments(ReminderInputSchema, example=examples.REMINDER_INPUT)
     @blp.response(201, ReminderSchema, headers=ETAG_HEADERS)
     @blp.doc(operationId="create_reminder")
     def post(self, body, patient_id):
