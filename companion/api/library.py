@@ -145,7 +145,7 @@ class FavouriteList(MethodView):
         require_patient(patient_id, Operation.READ)
         items = services().library.favourite_items(patient_id)
         auditing.note(patient_ids=[patient_id], resource="favourite", action="R", resource_ids=[i["_id"] for i in items])
-        return {"items": items}
+        return {"items": items, "next": None}  # all of them: the list is never cut
 
 
 @blp.route("/patients/<patient_id>/favourites/changes")
