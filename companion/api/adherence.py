@@ -44,7 +44,7 @@ class AdherenceSnapshotSchema(Schema):
 
 class AdherenceSnapshotListSchema(Schema):
     patient_id = fields.String()
-    items = fields.List(fields.Nested(AdherenceSnapshotSchema))
+    items = fields.List(fields.Nested(AdherenceSnapshotSchema), required=True)
 
 
 class AdherencePdcSchema(Schema):

@@ -52,7 +52,7 @@ class PatientRefSchema(Schema):
 
 
 class PatientRefListSchema(Schema):
-    items = fields.List(fields.Nested(PatientRefSchema))
+    items = fields.List(fields.Nested(PatientRefSchema), required=True)
 
 
 class EmergencySchema(StrictSchema):
@@ -76,7 +76,7 @@ class AccountArgs(StrictSchema):
 
 
 class AccountListSchema(Schema):
-    items = fields.List(fields.Nested(AccountSchema))
+    items = fields.List(fields.Nested(AccountSchema), required=True)
     next = next_field()
 
 

@@ -42,7 +42,7 @@ class AlertSchema(Schema):
 
 
 class AlertListSchema(Schema):
-    items = fields.List(fields.Nested(AlertSchema))
+    items = fields.List(fields.Nested(AlertSchema), required=True)
     next = next_field()
 
 
@@ -58,7 +58,7 @@ class PatientNotificationSchema(NotificationFieldsSchema):
 
 
 class PatientNotificationListSchema(Schema):
-    items = fields.List(fields.Nested(PatientNotificationSchema))
+    items = fields.List(fields.Nested(PatientNotificationSchema), required=True)
     next = next_field()
 
 

@@ -52,7 +52,7 @@ class LinkSchema(Schema):
 
 
 class LinkListSchema(Schema):
-    items = fields.List(fields.Nested(LinkSchema))
+    items = fields.List(fields.Nested(LinkSchema), required=True)
 
 
 class CaredForSchema(Schema):
@@ -62,7 +62,7 @@ class CaredForSchema(Schema):
 
 
 class CaredForListSchema(Schema):
-    items = fields.List(fields.Nested(CaredForSchema))
+    items = fields.List(fields.Nested(CaredForSchema), required=True)
 
 
 @blp.route("/patients/<patient_id>/caregivers")

@@ -27,7 +27,7 @@ class ClinicianTeamSchema(Schema):
 
 
 class ClinicianTeamListSchema(Schema):
-    items = fields.List(fields.Nested(ClinicianTeamSchema))
+    items = fields.List(fields.Nested(ClinicianTeamSchema), required=True)
 
 
 class InvitationCreateSchema(StrictSchema):
@@ -49,7 +49,7 @@ class InvitationSchema(Schema):
 
 
 class InvitationListSchema(Schema):
-    items = fields.List(fields.Nested(InvitationSchema))
+    items = fields.List(fields.Nested(InvitationSchema), required=True)
 
 
 class PanelRowSchema(Schema):
@@ -68,7 +68,7 @@ class PanelRowSchema(Schema):
 
 
 class PanelSchema(Schema):
-    items = fields.List(fields.Nested(PanelRowSchema))
+    items = fields.List(fields.Nested(PanelRowSchema), required=True)
     total = fields.Integer()
     offset = fields.Integer()
     limit = fields.Integer()

@@ -26,7 +26,7 @@ class WaitingInvitationSchema(Schema):
 
 
 class WaitingInvitationListSchema(Schema):
-    items = fields.List(fields.Nested(WaitingInvitationSchema))
+    items = fields.List(fields.Nested(WaitingInvitationSchema), required=True)
 
 
 class AcceptSchema(StrictSchema):
@@ -49,7 +49,7 @@ class PatientTeamSchema(Schema):
 
 
 class PatientTeamListSchema(Schema):
-    items = fields.List(fields.Nested(PatientTeamSchema))
+    items = fields.List(fields.Nested(PatientTeamSchema), required=True)
 
 
 def _patient(patient_id: str):

@@ -139,7 +139,7 @@ class PainEntryListSchema(Schema):
     class Meta:
         every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
 
-    items = fields.List(fields.Nested(PainEntrySchema))
+    items = fields.List(fields.Nested(PainEntrySchema), required=True)
     next = next_field()
 
 
@@ -153,7 +153,7 @@ class PainBatchItemResultSchema(Schema):
 
 
 class PainBatchResultSchema(Schema):
-    items = fields.List(fields.Nested(PainBatchItemResultSchema))
+    items = fields.List(fields.Nested(PainBatchItemResultSchema), required=True)
     created = fields.Integer()
     duplicates = fields.Integer()
     conflicts = fields.Integer()

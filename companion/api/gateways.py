@@ -70,7 +70,7 @@ class GatewaySchema(Schema):
 
 
 class GatewayListSchema(Schema):
-    items = fields.List(fields.Nested(GatewaySchema))
+    items = fields.List(fields.Nested(GatewaySchema), required=True)
 
 
 @blp.route("/patients/<patient_id>/pairing-codes")

@@ -57,7 +57,7 @@ class LibraryListSchema(Schema):
     class Meta:
         every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
 
-    items = fields.List(fields.Nested(LibraryItemSummarySchema))
+    items = fields.List(fields.Nested(LibraryItemSummarySchema), required=True)
     next = next_field()
 
 
@@ -97,7 +97,7 @@ class PracticeListSchema(Schema):
     class Meta:
         every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
 
-    items = fields.List(fields.Nested(PracticeSchema))
+    items = fields.List(fields.Nested(PracticeSchema), required=True)
 
 
 class FavouriteSchema(Schema):

@@ -109,7 +109,7 @@ class PlanSchema(Schema):
 
 
 class PlanHistorySchema(Schema):
-    items = fields.List(fields.Nested(PlanSchema))
+    items = fields.List(fields.Nested(PlanSchema), required=True)
 
 
 PlanChangesSchema = changes_schema("PlanChangesSchema", PlanSchema)

@@ -55,7 +55,7 @@ class RemindersTodaySchema(Schema):
     done = fields.Integer()
     skipped = fields.Integer()
     missed = fields.Integer()
-    items = fields.List(fields.Nested(OccurrenceSchema))
+    items = fields.List(fields.Nested(OccurrenceSchema), required=True)
 
 
 class PainTodaySchema(Schema):
@@ -146,7 +146,7 @@ class SuggestedItemSchema(LibraryItemSummarySchema):
 
 class SuggestionsSchema(Schema):
     flare = fields.Nested(FlareSchema, allow_none=True)
-    items = fields.List(fields.Nested(SuggestedItemSchema))
+    items = fields.List(fields.Nested(SuggestedItemSchema), required=True)
 
 
 @blp.route("/patients/<patient_id>/today")

@@ -46,7 +46,7 @@ class PhoneSchema(Schema):
 
 
 class PhoneListSchema(Schema):
-    items = fields.List(fields.Nested(PhoneSchema))
+    items = fields.List(fields.Nested(PhoneSchema), required=True)
 
 
 class ReceiptBodySchema(StrictSchema):
@@ -74,7 +74,7 @@ class NotificationDetailSchema(NotificationFieldsSchema):
 
 
 class NotificationDetailListSchema(Schema):
-    items = fields.List(fields.Nested(NotificationDetailSchema))
+    items = fields.List(fields.Nested(NotificationDetailSchema), required=True)
     next = next_field()
 
 

@@ -65,7 +65,7 @@ class ReminderListSchema(Schema):
     class Meta:
         every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
 
-    items = fields.List(fields.Nested(ReminderSchema))
+    items = fields.List(fields.Nested(ReminderSchema), required=True)
 
 
 ReminderChangesSchema = changes_schema("ReminderChangesSchema", ReminderSchema)
@@ -124,7 +124,7 @@ class OccurrenceSchema(Schema):
 
 
 class OccurrenceListSchema(Schema):
-    items = fields.List(fields.Nested(OccurrenceSchema))
+    items = fields.List(fields.Nested(OccurrenceSchema), required=True)
 
 
 OccurrenceChangesSchema = changes_schema("OccurrenceChangesSchema", OccurrenceSchema)

@@ -83,7 +83,7 @@ class ProgrammeEffectSchema(Schema):
 
 
 class ProgrammeReviewSchema(Schema):
-    items = fields.List(fields.Nested(ProgrammeEffectSchema))
+    items = fields.List(fields.Nested(ProgrammeEffectSchema), required=True)
 
 
 class ReviewOccurrenceSchema(Schema):
@@ -197,7 +197,7 @@ class PlanVersionSchema(Schema):
 
 
 class ReviewPlanHistorySchema(Schema):
-    items = fields.List(fields.Nested(PlanVersionSchema))
+    items = fields.List(fields.Nested(PlanVersionSchema), required=True)
 
 
 class ReviewAlertSchema(Schema):
@@ -211,7 +211,7 @@ class ReviewAlertSchema(Schema):
 
 
 class ReviewAlertListSchema(Schema):
-    items = fields.List(fields.Nested(ReviewAlertSchema))
+    items = fields.List(fields.Nested(ReviewAlertSchema), required=True)
 
 
 class AlertListArgs(StrictSchema):
@@ -231,4 +231,4 @@ class ClinicalNoteSchema(Schema):
 
 
 class ClinicalNoteListSchema(Schema):
-    items = fields.List(fields.Nested(ClinicalNoteSchema))
+    items = fields.List(fields.Nested(ClinicalNoteSchema), required=True)

@@ -43,7 +43,7 @@ class AccessEventSchema(Schema):
 
 
 class AccessLogSchema(Schema):
-    items = fields.List(fields.Nested(AccessEventSchema))
+    items = fields.List(fields.Nested(AccessEventSchema), required=True)
     next = next_field()
     next_before = fields.DateTime(allow_none=True, metadata={
         "description": "the `before` of the following page, null on the last (kept for clients written before "

@@ -44,10 +44,10 @@ def changes_schema(name: str, item_schema: type[Schema]) -> type[Schema]:
     return type(name, (Schema,), {
         "__doc__": "Changes after the cursor, oldest change first: each item is the object as it is now "
                    "(deleted ones as tombstones, `deleted: true`).",
-        "items": fields.List(fields.Nested(item_schema)),
-        "next_cursor": fields.String(metadata={"description": "where to continue from next time (opaque): keep it "
+        "items": fields.List(fields.Nested(item_schema), required=True),
+        "next_cursor": fields.String(required=True, metadata={"description": "where to continue from next time (opaque): keep it "
                                                               "for the next sync, even when `next` is null"}),
-        "has_more": fields.Boolean(metadata={"description": "true: ask again at once with next_cursor (or follow "
+        "has_more": fields.Boolean(required=True, metadata={"description": "true: ask again at once with next_cursor (or follow "
                                                             "`next`)"}),
         "next": next_field(),
     })

@@ -56,7 +56,7 @@ class TensSessionListSchema(Schema):
     class Meta:
         every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
 
-    items = fields.List(fields.Nested(TensSessionSchema))
+    items = fields.List(fields.Nested(TensSessionSchema), required=True)
     next = next_field()
 
 
