@@ -45,12 +45,20 @@ def item(serial: str, seq: int, count: int, base: datetime) -> dict:
 
 
 def stored(record: dict, patient_id: str, gateway_id: str, now: datetime) -> dict:
-    """The same record as the server stores it in session_records (see docs: data contract)."""
+    """The same record as the server stores it in session_records (see docs: data contract), with what the
+    server derives for it (its placement in time, findings, owner and counting: companion.services.session_times),
+    so that the floor writes documents of the same size."""
     doc = {k: v for k, v in record.items() if k != "record_id"}
     doc["_id"] = record["record_id"]
     for key in ("device_started_at", "started_at", "gateway_received_at"):
         doc[key] = datetime.fromisoformat(doc[key])
-    return {**doc, "patient_id": patient_id, "gateway_id": gateway_id, "server_received_at": now}
+    started = doc["started_at"]
+    return {**doc, "patient_id": patient_id, "gateway_id": gateway_id, "server_received_at": now,
+            "delivered_for": patient_id, "reported_started_at": started, "sync_key": None, "gateway_offset_s": None,
+            "resolution": None, "started_earliest": started - timedelta(minutes=1),
+            "started_latest": started + timedelta(minutes=1), "time_quality": "exact", "time_basis": "gateway",
+            "unit_offset_s": 0.0, "candidate_patient_ids": [patient_id], "local_date": started.date().isoformat(),
+            "flags": [], "held": False, "counts": True, "counted_minutes": 30.0, "overlaps": None}
 
 
 def batches(serial: str, count: int, base: datetime, first: int = 1, last: int | None = None):

@@ -46,7 +46,17 @@ def _anchor_at_exit(services_ref) -> None:
 def create_app(test_config: dict | None = None, *, services=None) -> Flask:
     """Application factory. `test_config` overrides settings (see companion.settings.Settings)."""
     from companion import api, web
-    from companion.http import auditing, bodies, correlation, cors, headers, paging, problems, security
+    from companion.http import (
+        auditing,
+        bodies,
+        correlation,
+        cors,
+        headers,
+        paging,
+        problems,
+        security,
+        server_time,
+    )
     from companion.services.container import Services
 
     settings = load_settings(test_config)
@@ -83,6 +93,7 @@ def create_app(test_config: dict | None = None, *, services=None) -> Flask:
     headers.install(app)
     headers.trust_proxies(app, settings.trusted_proxies)
     problems.register(app)
+    server_time.install(app)
     if os.environ.get("COMPANION_SKIP_INDEXES") != "1":
         app.extensions["companion"].health.ensure_indexes_at_start()
     return app

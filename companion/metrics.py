@@ -46,6 +46,8 @@ HTTP_DURATION = Histogram("companion_http_request_duration_seconds", "Time to an
                           buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 SESSION_RECORDS = Counter("companion_session_records", "TENS session records received from gateways, by result "
                           "(created, duplicate, rejected)", ["result"])
+SESSION_RECORDS_HELD = Counter("companion_session_records_held", "TENS session records stored but held back from "
+                               "the figures until resolved (a time or content finding)")
 # -- worker --
 JOB_RUNS = Counter("companion_job_runs", "Scheduled job runs, by job and outcome (ok, error, skipped: not the "
                    "leader, missed: later than its grace time)", ["job", "outcome"])
@@ -65,7 +67,8 @@ NOTIFICATIONS_SETTLED = Counter("companion_notifications_settled", "Notification
                                 "by state (sent, scheduled: to be retried, expired, failed)", ["state"])
 # -- both: what was given up on for good --
 DEAD_LETTERS = Counter("companion_dead_letters", "Items given up on for good: notifications that failed or "
-                       "expired undelivered, session records rejected", ["kind"])
+                       "expired undelivered, session records rejected, items a gateway could not decode",
+                       ["kind"])
 
 
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
@@ -112,6 +115,14 @@ class PrometheusTelemetry:
             SESSION_RECORDS.labels(result).inc(count)
             if result == "rejected":
                 DEAD_LETTERS.labels("session_record").inc(count)
+
+    def records_held(self, count: int) -> None:
+        if count:
+            SESSION_RECORDS_HELD.inc(count)
+
+    def gateway_dead_letters(self, count: int) -> None:
+        if count:
+            DEAD_LETTERS.labels("gateway_item").inc(count)
 
     def notifications_settled(self, state: str, count: int) -> None:
         if count:

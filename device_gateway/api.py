@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from device_gateway.clock import GatewayClock, ServerClock, parse_server_time
 from device_gateway.errors import GatewayError
 
 logger = logging.getLogger(__name__)
@@ -25,6 +26,8 @@ GATEWAY_AUTH_PATH = "/api/v1/auth/gateway-token"
 DEVICES_PATH = "/api/v1/gateway/devices"
 RECORDS_PATH = "/api/v1/gateway/session-records"
 STATUS_PATH = "/api/v1/gateway/device-status"
+DEAD_LETTERS_PATH = "/api/v1/gateway/dead-letters"
+SERVER_TIME_HEADER = "X-Server-Time"
 # A refusal can be a blip (a deploy, a replica behind); refusals repeated over this long are not.
 REVOKED_AFTER_REFUSALS = 3
 REVOKED_AFTER_S = 60.0
@@ -88,7 +91,8 @@ def pair(
 class ApiClient:
     """Authenticated calls as a gateway; a 401 gets a new token once, then raises ApiAuthError.
 
-    ``clock`` (monotonic seconds) times repeated refusals; tests inject one.
+    ``clock`` (monotonic seconds) times repeated refusals; tests inject one. Every answer's ``X-Server-Time``
+    is measured into ``server_clock`` (with the gateway's clocks, ``gateway_clock``, read around the request).
     """
 
     def __init__(
@@ -100,8 +104,12 @@ class ApiClient:
         transport: httpx.BaseTransport | None = None,
         ca_file: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        gateway_clock: GatewayClock | None = None,
+        server_clock: ServerClock | None = None,
     ) -> None:
         self.gateway_id = gateway_id
+        self.gateway_clock = gateway_clock or GatewayClock()
+        self.server_clock = server_clock or ServerClock(self.gateway_clock)
         self._secret = gateway_secret
         self._http = httpx.Client(
             base_url=base_url, timeout=timeout_s, transport=transport, verify=tls_verification(ca_file)
@@ -116,8 +124,18 @@ class ApiClient:
         """Close the connection pool."""
         self._http.close()
 
+    def _send(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+        """One HTTP exchange, measuring the server's clock from its answer."""
+        sent = self.gateway_clock.read()
+        response = self._http.request(method, path, **kwargs)
+        server_time = parse_server_time(response.headers.get(SERVER_TIME_HEADER))
+        if server_time is not None:
+            self.server_clock.observe(server_time, sent, self.gateway_clock.read())
+        return response
+
     def _fetch_token(self) -> str:
-        response = self._http.post(GATEWAY_AUTH_PATH, json={"gateway_id": self.gateway_id, "gateway_secret": self._secret})
+        response = self._send("POST", GATEWAY_AUTH_PATH,
+                              json={"gateway_id": self.gateway_id, "gateway_secret": self._secret})
         if response.status_code in (400, 401, 403):
             raise self._refused(response.status_code)
         if response.status_code != 200:
@@ -150,7 +168,7 @@ class ApiClient:
         for attempt in range(2):
             if self._token is None:
                 self._token = self._fetch_token()
-            response = self._http.request(method, path, json=json, headers={"Authorization": f"Bearer {self._token}"})
+            response = self._send(method, path, json=json, headers={"Authorization": f"Bearer {self._token}"})
             if response.status_code != 401:
                 return response
             self._token = None
@@ -164,9 +182,15 @@ class ApiClient:
         response.raise_for_status()
         return list(response.json()["devices"])
 
-    def post_records(self, items: list[dict]) -> httpx.Response:
-        """Post one batch of session records; the caller interprets the status and per-item results."""
-        return self.request("POST", RECORDS_PATH, json={"records": items})
+    def post_records(self, items: list[dict], syncs: list[dict] | None = None) -> httpx.Response:
+        """Post one batch of session records and the syncs that captured them, with the gateway's clock
+        reading; the caller interprets the status and per-item results."""
+        body = {"records": items, "syncs": syncs or [], "gateway_clock": self.gateway_clock.read().as_api()}
+        return self.request("POST", RECORDS_PATH, json=body)
+
+    def post_dead_letters(self, items: list[dict]) -> httpx.Response:
+        """Report dead letters (what the gateway could not deliver as records)."""
+        return self.request("POST", DEAD_LETTERS_PATH, json={"items": items})
 
     def post_device_status(self, devices: list[dict]) -> None:
         """Report battery, firmware, last seen and last error for each unit."""

@@ -8,6 +8,10 @@ could not be decoded are kept there too, raw, so nothing is dropped silently.
 When the pending records reach ``max_bytes`` the buffer refuses new records: the link then does not
 acknowledge them, so the unit keeps them until there is room. Each refusal is logged and counted.
 
+Syncs (the link's readings of a unit's clock at each connection, which the server uses to place sessions in
+time) wait in their own small queue until the server has them. Dead letters wait to be reported to the server
+(``reported_at``), and can be put back in the queue (``requeue``) by ``device-gateway dead-letters --replay``.
+
 At rest, record content (and dead letters) is sealed with AES-256-GCM (see ``sealing``); only what
 queueing needs stays in clear: record id, unit serial, sequence number and size. The key lives in a
 separate file (default: next to the database, ``buffer.key``); a buffer written before sealing
@@ -37,7 +41,7 @@ from device_gateway.buffer_integrity import (
     is_empty,
     read_ledger,
 )
-from device_gateway.buffer_status import REFUSED_AT_CAP, SENT, BufferStatus, read_status
+from device_gateway.buffer_status import REFUSED_AT_CAP, REPLAYED, SENT, BufferStatus, read_status
 from device_gateway.capture import CapturedRecord
 from device_gateway.ledger import BufferLedger, ledger_path_for, shortfalls
 from device_gateway.sealing import Sealer, SealingError, load_or_create_key
@@ -62,9 +66,16 @@ _SCHEMA = [
         sealed BLOB NOT NULL,
         reason TEXT NOT NULL,
         source TEXT NOT NULL,
-        dead_at TEXT NOT NULL
+        dead_at TEXT NOT NULL,
+        reported_at TEXT
     )""",
     "CREATE TABLE IF NOT EXISTS units (serial TEXT PRIMARY KEY, last_stored_seq INTEGER NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS syncs (
+        position INTEGER PRIMARY KEY AUTOINCREMENT,
+        sync_id TEXT NOT NULL UNIQUE,
+        device_serial TEXT NOT NULL,
+        sealed BLOB NOT NULL
+    )""",
     "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
 ]
@@ -111,6 +122,10 @@ def _record_context(record_id: str) -> str:
 
 def _unit_context(serial: str) -> str:
     return f"unit:{serial}"
+
+
+def _sync_context(sync_id: str) -> str:
+    return f"sync:{sync_id}"
 
 
 def _has_plaintext_schema(db: sqlite3.Connection) -> bool:
@@ -169,6 +184,8 @@ class RecordBuffer:
             self._db.execute("PRAGMA secure_delete=ON")
             for statement in _SCHEMA:
                 self._db.execute(statement)
+            if "reported_at" not in {row[1] for row in self._db.execute("PRAGMA table_info(dead_letters)")}:
+                self._db.execute("ALTER TABLE dead_letters ADD COLUMN reported_at TEXT")  # a buffer from before
             self._sealer = self._open_sealer(key_file)
             if _has_plaintext_schema(self._db):
                 self._seal_plaintext_buffer()
@@ -439,19 +456,108 @@ class RecordBuffer:
                 (serial, sealed, reason, "unit", _now()),
             )
 
-    def dead_letters(self) -> list[dict]:
-        """Every dead letter, oldest first, its payload opened."""
+    def dead_letters(self, *, unreported_only: bool = False, limit: int = 1_000_000) -> list[dict]:
+        """Dead letters, oldest first, their payloads opened (``unreported_only``: those not yet reported to
+        the server). Each has its ``id`` in the buffer."""
         with self._reading() as db:
             rows = db.execute(
-                "SELECT record_id, device_serial, sealed, reason, source, dead_at FROM dead_letters ORDER BY id"
+                "SELECT id, record_id, device_serial, sealed, reason, source, dead_at, reported_at FROM dead_letters "
+                "WHERE reported_at IS NULL OR ? = 0 ORDER BY id LIMIT ?", (int(unreported_only), limit)
             ).fetchall()
         return [
             {
-                "record_id": rid, "device_serial": serial, "reason": reason, "source": source, "dead_at": dead_at,
-                "payload": self._open_record(rid, sealed) if rid else self._sealer.open(sealed, _unit_context(serial)).decode(),
+                "id": n, "record_id": rid, "device_serial": serial, "reason": reason, "source": source,
+                "dead_at": dead_at, "reported_at": reported, "payload": self._open_dead(rid, serial, sealed),
             }
-            for rid, serial, sealed, reason, source, dead_at in rows
+            for n, rid, serial, sealed, reason, source, dead_at, reported in rows
         ]
+
+    def _open_dead(self, record_id: str | None, serial: str, sealed: bytes) -> str:
+        try:
+            return self._open_record(record_id, sealed) if record_id else \
+                self._sealer.open(sealed, _unit_context(serial)).decode()
+        except SealingError as exc:
+            return json.dumps({"unreadable": str(exc)})
+
+    def mark_dead_letters_reported(self, ids: Iterable[int]) -> int:
+        """Note that the server has these dead letters."""
+        with self._transaction() as db:
+            return db.executemany("UPDATE dead_letters SET reported_at = ? WHERE id = ? AND reported_at IS NULL",
+                                  [(_now(), n) for n in ids]).rowcount
+
+    def requeue(self, dead_letter_id: int, record: CapturedRecord | None = None) -> bool:
+        """Put a dead letter back in the upload queue and drop it from the dead letters: a record the server
+        refused as it was (``record`` None), or the record a frame decodes to now. False if there is no such
+        dead letter, or it has no record to queue."""
+        with self._transaction() as db:
+            row = db.execute("SELECT record_id, device_serial, sealed, source FROM dead_letters WHERE id = ?",
+                             (dead_letter_id,)).fetchone()
+            if row is None:
+                return False
+            rid, serial, sealed, source = row
+            if record is not None:
+                payload = json.dumps(record.as_api_item(), separators=(",", ":"))
+                rid = record.record_id
+                sealed = self._seal_record(rid, payload)
+            elif source != "server" or rid is None:
+                return False
+            else:
+                payload = self._open_record(rid, sealed)
+            seq = int(rid.rsplit(":", 1)[1])
+            db.execute("INSERT OR IGNORE INTO records(record_id, device_serial, device_seq, size_bytes, sealed) "
+                       "VALUES (?,?,?,?,?)", (rid, serial, seq, len(payload), sealed))
+            db.execute("DELETE FROM dead_letters WHERE id = ?", (dead_letter_id,))
+            self._bump_locked(REPLAYED, 1)
+        return True
+
+    # Syncs: the link's readings of a unit's clock, queued until the server has them.
+    def store_sync(self, serial: str, sync: dict) -> None:
+        """Keep a sync (an API ``Sync`` item) for upload; committed before the link reads any record."""
+        sealed = self._sealer.seal(json.dumps(sync, separators=(",", ":")).encode(), _sync_context(sync["sync_id"]))
+        with self._transaction() as db:
+            db.execute("INSERT OR IGNORE INTO syncs(sync_id, device_serial, sealed) VALUES (?,?,?)",
+                       (sync["sync_id"], serial, sealed))
+
+    def pending_syncs(self, limit: int) -> list[dict]:
+        """The oldest syncs the server does not have yet (one whose content no longer opens is dropped)."""
+        with self._reading() as db:
+            rows = db.execute("SELECT sync_id, sealed FROM syncs ORDER BY position LIMIT ?", (limit,)).fetchall()
+        syncs, unreadable = [], []
+        for sync_id, sealed in rows:
+            try:
+                syncs.append(json.loads(self._sealer.open(sealed, _sync_context(sync_id))))
+            except (SealingError, ValueError):
+                unreadable.append(sync_id)
+        if unreadable:
+            self.mark_syncs_sent(unreadable)
+            logger.error("%d stored sync(s) could not be read and were dropped", len(unreadable))
+        return syncs
+
+    def pending_sync_count(self) -> int:
+        """How many syncs wait for upload."""
+        with self._reading() as db:
+            return db.execute("SELECT COUNT(*) FROM syncs").fetchone()[0]
+
+    def dead_letter_syncs(self, rejections: Iterable[tuple[str, str]]) -> int:
+        """Move syncs the server refused (malformed: a gateway fault) to the dead letters, with its reason."""
+        moved = 0
+        with self._transaction() as db:
+            for sync_id, reason in rejections:
+                row = db.execute("SELECT device_serial, sealed FROM syncs WHERE sync_id = ?", (sync_id,)).fetchone()
+                if row is None:
+                    continue
+                payload = self._sealer.open(row[1], _sync_context(sync_id))
+                db.execute("INSERT INTO dead_letters(record_id, device_serial, sealed, reason, source, dead_at) "
+                           "VALUES (NULL,?,?,?,?,?)",
+                           (row[0], self._sealer.seal(payload, _unit_context(row[0])), reason, "sync", _now()))
+                db.execute("DELETE FROM syncs WHERE sync_id = ?", (sync_id,))
+                moved += 1
+        return moved
+
+    def mark_syncs_sent(self, sync_ids: Iterable[str]) -> int:
+        """Drop syncs the server has (created, duplicate, or refused as malformed)."""
+        with self._transaction() as db:
+            return db.executemany("DELETE FROM syncs WHERE sync_id = ?", [(i,) for i in sync_ids]).rowcount
 
     def counter(self, name: str) -> int:
         """A persistent counter (``refused_at_cap``, ``sent``)."""

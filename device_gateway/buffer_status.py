@@ -20,6 +20,7 @@ from device_gateway.ledger import BufferLedger, ledger_path_for, shortfalls
 # Names of the buffer's persistent counters.
 REFUSED_AT_CAP = "refused_at_cap"
 SENT = "sent"
+REPLAYED = "replayed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,9 @@ class BufferStatus:
     refused_at_cap: int
     sent: int
     units: dict[str, int]
+    dead_letters_unreported: int = 0
+    syncs_pending: int = 0
+    replayed: int = 0
 
 
 def read_status(db: sqlite3.Connection) -> BufferStatus:
@@ -40,7 +44,13 @@ def read_status(db: sqlite3.Connection) -> BufferStatus:
     dead = db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
     units = dict(db.execute("SELECT serial, last_stored_seq FROM units ORDER BY serial").fetchall())
     counters = dict(db.execute("SELECT name, value FROM counters").fetchall())
-    return BufferStatus(pending, pending_bytes, dead, counters.get(REFUSED_AT_CAP, 0), counters.get(SENT, 0), units)
+    try:  # a buffer written before syncs and dead-letter reports existed has neither
+        unreported = db.execute("SELECT COUNT(*) FROM dead_letters WHERE reported_at IS NULL").fetchone()[0]
+        syncs = db.execute("SELECT COUNT(*) FROM syncs").fetchone()[0]
+    except sqlite3.OperationalError:
+        unreported, syncs = dead, 0
+    return BufferStatus(pending, pending_bytes, dead, counters.get(REFUSED_AT_CAP, 0), counters.get(SENT, 0), units,
+                        unreported, syncs, counters.get(REPLAYED, 0))
 
 
 def inspect_buffer(path: str | Path, ledger_file: str | Path | None = None) -> BufferStatus | None:

@@ -2,8 +2,10 @@
 
 Three times are kept for every record: the unit's own clock reading (``device_started_at``), the
 gateway's receive time, and (on the server) the server's receive time. The gateway estimates the
-unit's clock offset when it connects and records it beside a ``clock_status`` flag; it never
-overwrites the unit's reading, it adds a corrected one (``started_at``).
+unit's clock offset when it connects (against the server's time when it has measured it, else its own
+clock) and records it beside a ``clock_status`` flag; it never overwrites the unit's reading, it adds a
+corrected one (``started_at``). Each record names the sync that captured it (``sync_id``): the server places
+the session in time from the syncs' readings of the unit's clock, not from the gateway's correction.
 """
 
 import hashlib
@@ -44,6 +46,7 @@ class CapturedRecord:
     end_reason: str
     battery_pct: int
     content_hash: str
+    sync_id: str | None = None
 
     def as_api_item(self) -> dict:
         """The record as one item of ``POST /api/v1/gateway/session-records``."""
@@ -102,8 +105,10 @@ def capture(
     offset_s: float,
     received_at: datetime,
     paired_at: datetime | None = None,
+    sync_id: str | None = None,
 ) -> CapturedRecord:
-    """Build the record the gateway keeps from a decoded record and what the link knows."""
+    """Build the record the gateway keeps from a decoded record and what the link knows (``sync_id``: the sync
+    of the connection that received it)."""
     device_started = datetime.fromtimestamp(record.device_started_at, UTC)
     return CapturedRecord(
         record_id=record_id_for(serial, record.seq),
@@ -123,4 +128,5 @@ def capture(
         end_reason=record.end_reason.label,
         battery_pct=record.battery_pct,
         content_hash=content_hash(serial, frame),
+        sync_id=sync_id,
     )

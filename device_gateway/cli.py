@@ -1,4 +1,4 @@
-"""The ``device-gateway`` command: scan, pair, run, status, buffer-recover, simulate.
+"""The ``device-gateway`` command: scan, pair, run, status, dead-letters, buffer-recover, simulate.
 
 Options may come before or after the command (``device-gateway status --state-dir X``). What the gateway
 cannot get past on its own ends the command with one line on stderr and an exit status of its own, from
@@ -31,6 +31,7 @@ from device_gateway.buffer_integrity import BufferDamaged
 from device_gateway.buffer_recovery import recover_buffer
 from device_gateway.buffer_status import inspect_buffer
 from device_gateway.config import GatewayConfig, load_config
+from device_gateway.dead_letters import replay
 from device_gateway.health import LOOPS, GatewayHealth, LoopHealth, read_health
 from device_gateway.link import BluetoothUnavailable, GatewayLink
 from device_gateway.runner import GatewayRunner
@@ -103,7 +104,9 @@ def cmd_status(args: argparse.Namespace, config: GatewayConfig) -> int:
         return 0
     print(f"pending:        {status.pending} record(s), {status.pending_bytes} bytes (cap {config.max_buffer_bytes})")
     print(f"uploaded:       {status.sent}")
-    print(f"dead letters:   {status.dead_letters}")
+    print(f"syncs waiting:  {status.syncs_pending}")
+    print(f"dead letters:   {status.dead_letters} ({status.dead_letters_unreported} not yet reported to the server; "
+          "`device-gateway dead-letters` lists them)")
     print(f"refused at cap: {status.refused_at_cap}")
     for serial, seq in status.units.items():
         print(f"  {serial}: last stored sequence {seq}")
@@ -148,6 +151,33 @@ def cmd_run(args: argparse.Namespace, config: GatewayConfig) -> int:
         buffer.close()
         logger.info("gateway stopped; buffer closed")
     return 0
+
+
+def cmd_dead_letters(args: argparse.Namespace, config: GatewayConfig) -> int:
+    """List the buffer's dead letters, or put some back in the upload queue (``--replay ID...``/``--replay-all``)."""
+    if inspect_buffer(config.buffer_path) is None:
+        print(f"no buffer yet at {config.buffer_path}")
+        return 0
+    buffer = config.open_buffer()
+    try:
+        if args.replay or args.replay_all:
+            outcomes = replay(buffer, None if args.replay_all else set(args.replay))
+            for outcome in outcomes:
+                print(f"#{outcome.dead_letter_id}: {outcome.outcome}")
+            if not outcomes:
+                print("no such dead letter")
+            print(f"{sum(o.queued for o in outcomes)} queued for upload; `run` sends them")
+            return 0
+        dead = buffer.dead_letters()
+        for d in dead:
+            reported = f"reported {d['reported_at']}" if d["reported_at"] else "not yet reported"
+            what = d["record_id"] or "(no record)"
+            print(f"#{d['id']}  {d['device_serial']}  {what}  {d['source']}  {d['dead_at']}  {reported}\n"
+                  f"      {d['reason']}")
+        print(f"{len(dead)} dead letter(s)")
+        return 0
+    finally:
+        buffer.close()
 
 
 def cmd_buffer_recover(args: argparse.Namespace, config: GatewayConfig) -> int:
@@ -206,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", parents=[common], help="pairing, loop and buffer state")
     status.set_defaults(handler=cmd_status)
+
+    dead = commands.add_parser("dead-letters", parents=[common],
+                               help="list the buffer's dead letters, or put some back in the upload queue")
+    dead.add_argument("--replay", type=int, nargs="+", metavar="ID", default=[], help="dead letters to queue again")
+    dead.add_argument("--replay-all", action="store_true", help="queue every dead letter that has a record again")
+    dead.set_defaults(handler=cmd_dead_letters)
 
     recover = commands.add_parser(
         "buffer-recover", parents=[common],

@@ -1,9 +1,12 @@
 """The Bluetooth side of the gateway: find the patient's units, connect, pull their session records.
 
 Per connection: read Device Information and battery, read the unit's clock (to estimate its offset),
-set its clock, subscribe to the session-record characteristic, write "send from last stored + 1",
-then for every batch of notifications: decode, commit to the buffer, and only then write
-"ack up to". The notification callback only enqueues; decoding and the (fsync-ing) buffer writes
+read the transfer summary, set the unit's clock only from a clock the server vouches for (and only when it
+is off), note the sync (what the unit's clock read, the unit's highest sequence, the gateway's clocks, and
+what it set) in the buffer when it tells the server anything new, subscribe to the session-record
+characteristic, write "send from last stored + 1", then for every batch of notifications: decode, commit to
+the buffer, and only then write "ack up to". Every record names its connection's sync: the server places
+sessions in time from the syncs (``device_gateway/clock.py``, ``docs/device-gateway.md``). The notification callback only enqueues; decoding and the (fsync-ing) buffer writes
 happen in a consumer, the writes in a worker thread, so bleak's event loop is never blocked.
 
 A link lost mid-transfer is retried with backoff; each new connection resumes from the last
@@ -17,9 +20,10 @@ import contextlib
 import logging
 import os
 import random
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from bleak import BleakClient, BleakScanner
 from bleak.backends.device import BLEDevice
@@ -28,7 +32,8 @@ from bleak.exc import BleakBluetoothNotAvailableError, BleakDBusError, BleakErro
 
 from device_gateway.buffer import RecordBuffer
 from device_gateway.buffer_integrity import BufferDamaged
-from device_gateway.capture import CapturedRecord, capture, estimate_clock_offset
+from device_gateway.capture import CapturedRecord, capture, isoformat_utc
+from device_gateway.clock import ClockReading, GatewayClock, ServerClock, ServerTime
 from device_gateway.errors import GatewayError
 from device_gateway.health import describe_error
 from device_gateway.profiles import companion_tens as profile
@@ -38,6 +43,9 @@ from device_gateway.sequencing import TransferWindow
 logger = logging.getLogger(__name__)
 
 _LINK_ERRORS = (BleakError, TimeoutError, EOFError, OSError)
+SET_CLOCK_ABOVE_S = 2.0  # a unit clock off by more than this is set (from a clock the server vouches for)
+SYNC_JUMP_S = 5.0  # an offset that moved by more than this since the last noted sync is worth noting
+SYNC_HEARTBEAT_S = 6 * 3600  # otherwise a sync without new records is noted this often
 _NO_SUCH_NAME = "org.freedesktop.DBus.Error.ServiceUnknown"
 _DEFAULT_SYSTEM_BUS = "unix:path=/var/run/dbus/system_bus_socket"
 
@@ -85,6 +93,15 @@ class UnitStatus:
     last_seen_at: datetime | None = None
     last_error: str | None = None
     clock_offset_s: float | None = None
+    clock_set: bool = False
+
+
+@dataclass
+class _Sync:
+    """One connection's sync: noted in the buffer before any record that names it."""
+
+    item: dict
+    noted: bool = False
 
 
 @dataclass
@@ -119,11 +136,16 @@ class GatewayLink:
         max_attempts: int = 5,
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 30.0,
+        clock: GatewayClock | None = None,
+        server_clock: ServerClock | None = None,
     ) -> None:
         self.buffer = buffer
         self.bound_serials = set(bound_serials)
         self.paired_at = paired_at
         self.now = now
+        self.clock = clock or GatewayClock(wall=now)
+        self.server_clock = server_clock
+        self._last_noted: dict[str, tuple[float, float]] = {}  # serial -> (offset, monotonic) of the last sync noted
         self.connect_timeout_s = connect_timeout_s
         self.idle_timeout_s = idle_timeout_s
         self.max_attempts = max_attempts
@@ -228,19 +250,59 @@ class GatewayLink:
             battery = await client.read_gatt_char(profile.BATTERY_LEVEL_CHAR_UUID)
             status.battery_pct = battery[0] if len(battery) == 1 and battery[0] <= 100 else None
             status.last_seen_at = self.now()
-            offset = await self._clock_offset(client)
+            unit_now, reading = await self._read_unit_clock(client)
+            vouched = self.server_clock.now() if self.server_clock is not None else None
+            # The reference: the server's time at the reading when the server vouches for it, else the gateway's.
+            reference = (vouched.now - timedelta(seconds=self.clock.read().monotonic_s - reading.monotonic_s)
+                         if vouched is not None else reading.wall)
+            offset = (unit_now - reference).total_seconds() if unit_now is not None else 0.0
             status.clock_offset_s = offset
-            await client.write_gatt_char(
-                profile.CONTROL_CHAR_UUID, profile.set_clock(int(self.now().timestamp())), response=True
-            )
-            window = await self._open_window(client, unit.serial)
+            window, summary = await self._open_window(client, unit.serial)
+            set_to = None
+            if vouched is not None and unit_now is not None and abs(offset) > SET_CLOCK_ABOVE_S:
+                now = self.server_clock.now() if self.server_clock is not None else None
+                if now is not None:
+                    set_to = datetime.fromtimestamp(int(now.now.timestamp()), UTC)
+                    await client.write_gatt_char(
+                        profile.CONTROL_CHAR_UUID, profile.set_clock(int(set_to.timestamp())), response=True)
+            status.clock_set = set_to is not None
+            sync = _Sync(self._sync_item(unit.serial, summary, unit_now, reading, set_to, vouched, reference))
+            if window.expected <= summary.highest_seq or self._worth_noting(unit.serial, offset, set_to, reading):
+                await self._note_sync(unit.serial, sync, offset, reading)
             await client.start_notify(profile.SESSION_RECORD_CHAR_UUID, on_notify)
             await client.write_gatt_char(
                 profile.CONTROL_CHAR_UUID, profile.send_from(window.expected), response=True
             )
-            await self._receive(client, unit.serial, frames, offset, window, result)
+            await self._receive(client, unit.serial, frames, offset, window, result, sync)
 
-    async def _open_window(self, client: BleakClient, serial: str) -> TransferWindow:
+    def _sync_item(self, serial: str, summary: TransferSummary, unit_now: datetime | None, reading: ClockReading,
+                   set_to: datetime | None, vouched: ServerTime | None, reference: datetime) -> dict:
+        return {
+            "sync_id": uuid.uuid4().hex, "serial": serial, "highest_seq": summary.highest_seq,
+            "unit_clock": isoformat_utc(unit_now) if unit_now is not None else None,
+            "gateway_clock": isoformat_utc(reading.wall), "boot_id": reading.boot_id,
+            "monotonic_s": round(reading.monotonic_s, 3),
+            "clock_set_to": isoformat_utc(set_to) if set_to is not None else None,
+            "vouched_time": isoformat_utc(reference) if vouched is not None else None,
+            "vouched_error_s": round(vouched.error_s, 3) if vouched is not None else None,
+        }
+
+    def _worth_noting(self, serial: str, offset: float, set_to: datetime | None, reading: ClockReading) -> bool:
+        """A sync without new records tells the server something when the clock was set, jumped, or a while
+        has passed (so a reset between two sessions is bounded)."""
+        last = self._last_noted.get(serial)
+        return (set_to is not None or last is None or abs(offset - last[0]) > SYNC_JUMP_S
+                or reading.monotonic_s - last[1] > SYNC_HEARTBEAT_S)
+
+    async def _note_sync(self, serial: str, sync: _Sync, offset: float, reading: ClockReading) -> None:
+        if sync.noted:
+            return
+        await asyncio.to_thread(self.buffer.store_sync, serial, sync.item)
+        sync.noted = True
+        after_set = 0.0 if sync.item["clock_set_to"] is not None else offset
+        self._last_noted[serial] = (after_set, reading.monotonic_s)
+
+    async def _open_window(self, client: BleakClient, serial: str) -> tuple[TransferWindow, TransferSummary]:
         last_stored = await asyncio.to_thread(self.buffer.last_stored_seq, serial)
         try:
             summary = profile.decode_frame(await client.read_gatt_char(profile.SESSION_RECORD_CHAR_UUID))
@@ -255,18 +317,20 @@ class GatewayLink:
             else:
                 # First contact: earlier records were collected (and acknowledged) by another gateway.
                 logger.info("unit %s: first contact; it holds records from sequence %d", serial, window.expected)
-        return window
+        return window, summary
 
-    async def _clock_offset(self, client: BleakClient) -> float:
-        sent_at = self.now()
+    async def _read_unit_clock(self, client: BleakClient) -> tuple[datetime | None, ClockReading]:
+        """The unit's clock, and the gateway's clocks at the middle of the read (None: unreadable)."""
+        sent = self.clock.read()
         raw = await client.read_gatt_char(profile.CURRENT_TIME_CHAR_UUID)
-        received_at = self.now()
+        received = self.clock.read()
+        middle = ClockReading(sent.wall + (received.wall - sent.wall) / 2, received.boot_id,
+                              (sent.monotonic_s + received.monotonic_s) / 2)
         try:
-            device_now = profile.decode_current_time(raw)
+            return profile.decode_current_time(raw), middle
         except ProfileError as exc:
-            logger.warning("unreadable unit clock (%s); assuming no offset", exc)
-            return 0.0
-        return estimate_clock_offset(device_now, sent_at, received_at)
+            logger.warning("unreadable unit clock (%s); the server places its records from the other syncs", exc)
+            return None, middle
 
     async def _receive(
         self,
@@ -276,6 +340,7 @@ class GatewayLink:
         offset: float,
         window: TransferWindow,
         result: SyncResult,
+        sync: _Sync,
     ) -> None:
         acked = 0
         while True:
@@ -288,8 +353,11 @@ class GatewayLink:
                 batch.append(frames.get_nowait())
             link_lost = None in batch
             items = [item for item in batch if item is not None]
-            captured, summary = await self._decode(serial, items, offset, window, result)
+            captured, summary = await self._decode(serial, items, offset, window, result, sync.item["sync_id"])
             if captured:
+                if not sync.noted:
+                    await asyncio.to_thread(self.buffer.store_sync, serial, sync.item)
+                    sync.noted = True
                 stored = await asyncio.to_thread(self.buffer.store, serial, captured)
                 result.stored += stored.stored
                 result.refused += stored.refused
@@ -318,6 +386,7 @@ class GatewayLink:
         offset: float,
         window: TransferWindow,
         result: SyncResult,
+        sync_id: str,
     ) -> tuple[list[CapturedRecord], TransferSummary | None]:
         captured: list[CapturedRecord] = []
         summary = None
@@ -332,7 +401,7 @@ class GatewayLink:
             if isinstance(decoded, TransferSummary):
                 summary = decoded
             elif window.admit(decoded.seq):
-                captured.append(capture(serial, decoded, frame, offset, received_at, self.paired_at))
+                captured.append(capture(serial, decoded, frame, offset, received_at, self.paired_at, sync_id))
             else:
                 result.out_of_sequence += 1
                 logger.debug("unit %s: record %d out of sequence (expected %d)", serial, decoded.seq, window.expected)

@@ -56,7 +56,9 @@ class GatewayRunner:
         self.buffer = buffer
         self.api = api
         self.health = health or GatewayHealth(None)
-        self.link = GatewayLink(buffer, config.device_serials, paired_at=config.paired_at_datetime)
+        # The link sets units' clocks only from the server's time as the API client measures it.
+        self.link = GatewayLink(buffer, config.device_serials, paired_at=config.paired_at_datetime,
+                                server_clock=api.server_clock if api is not None else None)
         self.uploader = Uploader(buffer, api, progress=progress, health=self.health) if api else None
         self.scan_timeout_s = scan_timeout_s
         self.interval_s = interval_s
@@ -115,6 +117,7 @@ class GatewayRunner:
             }
             for status in self.link.statuses.values()
             if status.last_seen_at is not None and status.battery_pct is not None and status.firmware is not None
+            and status.serial in self.link.bound_serials  # a unit that moved to another patient is theirs to report
         ]
         if not devices:
             return

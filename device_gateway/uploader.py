@@ -1,9 +1,17 @@
 """Upload buffered session records to the API in batches, exactly once in effect.
 
-Per item: ``created`` or ``duplicate`` → the record leaves the queue; ``rejected`` → dead-letter
-with the server's reason, never retried. An item the response does not mention stays queued.
-A batch refused as a whole (400/403/413/422) is split in halves until the culprit is alone, and
-the culprit is dead-lettered with the server's detail. 5xx, 429 and network errors keep everything
+Each batch carries the syncs waiting (the link's readings of units' clocks, which the server places sessions
+with) and the gateway's clock reading, which the server checks against its own (its answer says whether it
+vouches for it; the gateway's measure of the server's time is kept from every answer's ``X-Server-Time``,
+see ``device_gateway/clock.py``).
+
+Per item: ``created`` or ``duplicate`` → the record leaves the queue, whatever its flags (a record the server
+holds back from the figures is stored all the same: nothing is dead-lettered for its content);
+``rejected`` (only a record with no identity to be stored under, a gateway fault) → dead-letter with the
+server's reason, never retried. An item the response does not mention stays queued. A batch refused as a
+whole (400/403/413/422) is split in halves until the culprit is alone, and the culprit is dead-lettered
+with the server's detail. Dead letters are reported to the server (``/gateway/dead-letters``) once the queue
+is empty, and can be listed and put back in the queue with ``device-gateway dead-letters``. 5xx, 429 and network errors keep everything
 queued and back off: exponential with full jitter (1 s start, 5 min cap), never sooner than the
 server's ``Retry-After``. Sleep is injectable so tests never sleep; by default a wait ends early on ``stop``.
 
@@ -35,6 +43,8 @@ from device_gateway.health import UPLOAD, GatewayHealth, describe_error
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 500
+MAX_SYNCS = 200
+MAX_REPORTS = 100
 BACKOFF_START_S = 1.0
 BACKOFF_CAP_S = 300.0
 _BATCH_CLIENT_ERRORS = {400, 403, 413, 422}
@@ -57,6 +67,9 @@ class UploadProgress:
     dead_lettered: int = 0
     remaining: int = 0
     retries: int = 0
+    held: int = 0  # stored by the server but held back from the figures (its findings say why)
+    syncs: int = 0
+    reported: int = 0  # dead letters reported to the server
 
 
 def backoff_delay(
@@ -134,21 +147,25 @@ class Uploader:
         self.progress = UploadProgress()
         self.failures = 0
         self.health = health or GatewayHealth(None)
+        self.clock_vouched: bool | None = None  # the server's last verdict on this gateway's clock
+        self._reports_refused = False
 
     def upload_batch(self) -> int:
-        """Upload the oldest pending batch; returns how many records left the queue (raises RetryLater)."""
+        """Upload the oldest pending batch (records and syncs); returns how many left the queue (raises
+        RetryLater)."""
+        syncs = self.buffer.pending_syncs(MAX_SYNCS)
         batch = self.buffer.pending(self.batch_size)
-        if not batch:
+        if not batch and not syncs:
             return 0
-        done = self._send(batch)
+        done = self._send(batch, syncs)
         self.progress.remaining = self.buffer.pending_count()
         if self.progress_callback:
             self.progress_callback(self.progress)
         return done
 
-    def _send(self, batch: list[PendingRecord]) -> int:
+    def _send(self, batch: list[PendingRecord], syncs: list[dict]) -> int:
         try:
-            response = self.api.post_records([record.payload for record in batch])
+            response = self.api.post_records([record.payload for record in batch], syncs)
         except httpx.TransportError as exc:
             raise RetryLater(f"network: {type(exc).__name__}") from None
         except ApiUnavailable as exc:
@@ -159,14 +176,44 @@ class Uploader:
                 body = response.json()
             except ValueError:
                 raise RetryLater("malformed answer from the API (not JSON)") from None
-            return self._apply_results(batch, item_results(body))
+            results = item_results(body)
+            self._note_clock(body)
+            return self._apply_syncs(syncs, body) + self._apply_results(batch, results)
         if status in _BATCH_CLIENT_ERRORS:
-            return self._split(batch, status, _problem_detail(response))
+            return self._split(batch, syncs, status, _problem_detail(response))
         raise RetryLater(f"HTTP {status}", parse_retry_after(response.headers.get("Retry-After")))
+
+    def _note_clock(self, body: dict) -> None:
+        clock = body.get("clock") if isinstance(body, dict) else None
+        if not isinstance(clock, dict) or not isinstance(clock.get("vouched"), bool):
+            return
+        if clock["vouched"] != self.clock_vouched:
+            offset = clock.get("gateway_offset_s")
+            if clock["vouched"]:
+                logger.info("the server vouches for this gateway's clock (offset %s s)", offset)
+            else:
+                logger.warning("the server does not vouch for this gateway's clock (offset %s s): units' clocks "
+                               "are set only from the server's time as measured", offset)
+        self.clock_vouched = clock["vouched"]
+
+    def _apply_syncs(self, syncs: list[dict], body: dict) -> int:
+        """Syncs the server has (or refused as malformed, which waiting cannot fix) leave the queue."""
+        if not syncs:
+            return 0
+        answers = body.get("syncs") if isinstance(body.get("syncs"), list) else []
+        sent = {s["sync_id"] for s in syncs}
+        done = [a["sync_id"] for a in answers if isinstance(a, dict) and a.get("sync_id") in sent
+                and a.get("status") in _ACKNOWLEDGED]
+        refused = [(a["sync_id"], str(a.get("reason") or "rejected")) for a in answers
+                   if isinstance(a, dict) and a.get("sync_id") in sent and a.get("status") == "rejected"]
+        settled = self.buffer.mark_syncs_sent(done) + self.buffer.dead_letter_syncs(refused)
+        self.progress.syncs += settled
+        return settled
 
     def _apply_results(self, batch: list[PendingRecord], results: list[dict]) -> int:
         in_batch = {record.record_id for record in batch}
         acknowledged = [r["record_id"] for r in results if r.get("status") in _ACKNOWLEDGED and r.get("record_id") in in_batch]
+        self.progress.held += sum(1 for r in results if r.get("held") is True and r.get("record_id") in in_batch)
         rejected = [
             (r["record_id"], str(r.get("reason") or "rejected"))
             for r in results
@@ -181,14 +228,48 @@ class Uploader:
             logger.warning("%d record(s) had no result in the server's answer; they stay queued", unanswered)
         return sent + dead
 
-    def _split(self, batch: list[PendingRecord], status: int, detail: str) -> int:
-        if len(batch) == 1:
-            dead = self.buffer.dead_letter([(batch[0].record_id, f"HTTP {status}: {detail}")])
+    def _split(self, batch: list[PendingRecord], syncs: list[dict], status: int, detail: str) -> int:
+        if len(batch) <= 1 and not (batch and syncs):
+            dead = self.buffer.dead_letter([(batch[0].record_id, f"HTTP {status}: {detail}")]) if batch else 0
+            dead += self.buffer.dead_letter_syncs([(s["sync_id"], f"HTTP {status}: {detail}") for s in syncs])
             self.progress.dead_lettered += dead
             return dead
-        logger.warning("server refused a batch of %d (HTTP %d); splitting it", len(batch), status)
+        logger.warning("server refused a batch of %d record(s) and %d sync(s) (HTTP %d); splitting it",
+                       len(batch), len(syncs), status)
+        if syncs:  # the syncs alone first, then the records alone
+            return self._send([], syncs) + self._send(batch, [])
         middle = len(batch) // 2
-        return self._send(batch[:middle]) + self._send(batch[middle:])
+        return self._send(batch[:middle], []) + self._send(batch[middle:], [])
+
+    def report_dead_letters(self) -> int:
+        """Report the dead letters the server does not have yet; returns how many were reported. A server that
+        does not take reports (an older API) is not asked again by this uploader."""
+        if self._reports_refused:
+            return 0
+        reported = 0
+        while True:
+            dead = self.buffer.dead_letters(unreported_only=True, limit=MAX_REPORTS)
+            if not dead:
+                return reported
+            items = [{"id": d["id"], "device_serial": d["device_serial"], "record_id": d["record_id"],
+                      "reason": d["reason"][:500], "source": d["source"], "dead_at": d["dead_at"],
+                      "payload": d["payload"][:8000]} for d in dead]
+            try:
+                response = self.api.post_dead_letters(items)
+            except httpx.TransportError as exc:
+                raise RetryLater(f"network: {type(exc).__name__}") from None
+            except ApiUnavailable as exc:
+                raise RetryLater(str(exc), parse_retry_after(exc.retry_after)) from None
+            if response.status_code in (404, 405):
+                logger.warning("the API does not take dead-letter reports (HTTP %d); they stay in the buffer",
+                               response.status_code)
+                self._reports_refused = True
+                return reported
+            if response.status_code >= 400:
+                raise RetryLater(f"dead-letter report: HTTP {response.status_code}",
+                                 parse_retry_after(response.headers.get("Retry-After")))
+            reported += self.buffer.mark_dead_letters_reported(d["id"] for d in dead)
+            self.progress.reported += len(dead)
 
     def drain(self, stop: threading.Event | None = None, max_failures: int | None = None) -> UploadProgress:
         """Upload until the queue is empty (or ``stop`` is set, or ``max_failures`` consecutive failures).
@@ -197,10 +278,12 @@ class Uploader:
         """
         while not (stop and stop.is_set()):
             try:
-                empty = self.buffer.pending_count() == 0
+                empty = self.buffer.pending_count() == 0 and self.buffer.pending_sync_count() == 0
                 # An answer that settles nothing would otherwise be re-sent at once, again and again.
                 if not empty and self.upload_batch() == 0:
                     raise RetryLater("the API's answer settled none of the batch")
+                if empty:
+                    self.report_dead_letters()
             except (CredentialsRevoked, BufferDamaged):
                 raise
             except Exception as exc:  # the loop must outlive any single error; see the module docstring

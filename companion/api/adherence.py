@@ -62,9 +62,18 @@ class AdherenceResponderSchema(Schema):
     interference_reduction = fields.Float(allow_none=True)
 
 
+class InProgressSchema(Schema):
+    date = fields.String()
+    state = fields.String(allow_none=True)
+    tens_fraction = fields.Float(allow_none=True)
+
+
 class AdherenceSummarySchema(Schema):
     patient_id = fields.String()
     as_of = fields.String()
+    period_end = fields.String(metadata={"description": "the last day the periods count: yesterday at the latest"})
+    in_progress = fields.Nested(InProgressSchema, allow_none=True, metadata={
+        "description": "today, shown apart: a day in progress is never counted in PDC"})
     threshold = fields.Float()
     tens = fields.Dict(keys=fields.String(), values=fields.Nested(AdherencePdcSchema))
     mindfulness = fields.Dict(keys=fields.String(), values=fields.Nested(AdherencePdcSchema))
@@ -93,7 +102,8 @@ class AdherenceSummary(MethodView):
     @blp.response(200, AdherenceSummarySchema)
     @blp.doc(operationId="get_adherence_summary")
     def get(self, args, patient_id):
-        """PDC over 7, 30 and 90 days (80% threshold flagged) per kind of task, and the responder check."""
+        """PDC over 7, 30 and 90 days (80% threshold flagged) per kind of task, and the responder check. The
+        periods end on yesterday at the latest: today is in progress, given apart."""
         require_patient(patient_id, Operation.READ)
         result = services().adherence.summary(patient_id, args["as_of"])
         auditing.note(patient_ids=[patient_id], resource="adherence", action="R", resource_ids=[patient_id])

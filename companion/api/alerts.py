@@ -39,6 +39,8 @@ class AlertSchema(Schema):
     raised_at = fields.DateTime()
     acknowledged_at = fields.DateTime(allow_none=True)
     acknowledged_by = fields.String(allow_none=True)
+    resolved_at = fields.DateTime(allow_none=True, metadata={"description": "when its condition stopped holding"})
+    resolved_reason = fields.String(allow_none=True)
 
 
 class AlertListSchema(Schema):

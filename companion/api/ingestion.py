@@ -1,17 +1,19 @@
-"""What gateways send: TENS session records (batches of up to 500, per-item results) and unit status.
+"""What gateways send: TENS session records with the syncs that captured them (batches of up to 500 records,
+per-item results), the gateway's clock, unit status, and the gateway's dead letters.
 
-The patient is never taken from the request: it is the patient the gateway is bound to, and every
-unit named must be bound to that patient.
+The patient is never taken from the request: a gateway delivers for the patient it is bound to, the units it
+names must be (or once have been) bound to that patient, and each record goes to whoever wore the unit when
+it happened.
 """
 
 from __future__ import annotations
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from companion.domain.access import Role
-from companion.domain.sessions import CLOCK_STATUSES, END_REASONS
+from companion.domain.sessions import CLOCK_STATUSES, END_REASONS, Flag
 from companion.http import auditing, services
 from companion.http.schemas import StrictSchema
 from companion.http.security import allow, current_actor
@@ -19,7 +21,11 @@ from companion.http.security import allow, current_actor
 blp = Blueprint("ingestion", __name__, url_prefix="/api/v1/gateway", description="Gateway uploads")
 
 MAX_BATCH = 500
+MAX_SYNCS = 200
+MAX_DEAD_LETTERS = 100
 SERIAL = validate.Regexp(r"^[A-Za-z0-9-]{4,32}$")
+SYNC_ID = validate.Regexp(r"^[A-Za-z0-9-]{8,64}$")
+FLAGS = [f.value for f in Flag] + ["conflicting_copy"]
 
 
 class SessionRecordSchema(StrictSchema):
@@ -27,8 +33,9 @@ class SessionRecordSchema(StrictSchema):
     device_serial = fields.String(required=True, validate=SERIAL)
     device_seq = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=2**32 - 1))
     device_started_at = fields.AwareDateTime(required=True, metadata={"description": "by the unit's clock"})
-    started_at = fields.AwareDateTime(required=True, metadata={"description": "corrected by the clock offset"})
-    clock_offset_s = fields.Float(required=True, validate=validate.Range(min=-10 * 365 * 86400, max=10 * 365 * 86400))
+    started_at = fields.AwareDateTime(required=True, metadata={
+        "description": "the gateway's own correction; the server places the session itself from the syncs"})
+    clock_offset_s = fields.Float(required=True, validate=validate.Range(min=-100 * 365 * 86400, max=100 * 365 * 86400))
     clock_status = fields.String(required=True, validate=validate.OneOf(CLOCK_STATUSES))
     gateway_received_at = fields.AwareDateTime(required=True)
     duration_s = fields.Integer(required=True, strict=True, validate=validate.Range(min=-(2**31), max=2**31))
@@ -40,21 +47,84 @@ class SessionRecordSchema(StrictSchema):
     end_reason = fields.String(required=True, validate=validate.OneOf(END_REASONS))
     battery_pct = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=100))
     content_hash = fields.String(required=True, validate=validate.Length(min=8, max=128))
+    sync_id = fields.String(load_default=None, allow_none=True, validate=SYNC_ID,
+                            metadata={"description": "the sync that captured the record (see SyncSchema)"})
+
+
+class SyncSchema(StrictSchema):
+    """One connection of the gateway to a unit: what the unit's clock read, and the gateway's clocks then."""
+
+    sync_id = fields.String(required=True, validate=SYNC_ID)
+    serial = fields.String(required=True, validate=SERIAL)
+    highest_seq = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=2**32 - 1),
+                                 metadata={"description": "the unit's highest sequence number at this sync"})
+    unit_clock = fields.AwareDateTime(required=True, allow_none=True,
+                                      metadata={"description": "the unit's clock reading (null: unreadable)"})
+    gateway_clock = fields.AwareDateTime(required=True, metadata={"description": "the gateway's wall clock then"})
+    boot_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    monotonic_s = fields.Float(required=True, validate=validate.Range(min=0, max=10**10))
+    clock_set_to = fields.AwareDateTime(load_default=None, allow_none=True,
+                                        metadata={"description": "what the gateway set the unit's clock to, if it did"})
+    vouched_time = fields.AwareDateTime(load_default=None, allow_none=True, metadata={
+        "description": "the server's time as the gateway last measured it (X-Server-Time), if it had one"})
+    vouched_error_s = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=0, max=86400))
+
+
+class GatewayClockSchema(StrictSchema):
+    wall = fields.AwareDateTime(required=True, metadata={"description": "the gateway's wall clock as it sends"})
+    boot_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    monotonic_s = fields.Float(required=True, validate=validate.Range(min=0, max=10**10))
 
 
 class SessionBatchSchema(StrictSchema):
-    records = fields.List(fields.Dict(), required=True, validate=validate.Length(min=1, max=MAX_BATCH),
-                          metadata={"description": f"1 to {MAX_BATCH} records, each a SessionRecord"})
+    records = fields.List(fields.Dict(), load_default=list, validate=validate.Length(max=MAX_BATCH),
+                          metadata={"description": f"0 to {MAX_BATCH} records, each a SessionRecord"})
+    syncs = fields.List(fields.Dict(), load_default=list, validate=validate.Length(max=MAX_SYNCS),
+                        metadata={"description": f"0 to {MAX_SYNCS} syncs, each a Sync"})
+    gateway_clock = fields.Nested(GatewayClockSchema, load_default=None, allow_none=True)
+
+    @validates_schema
+    def not_empty(self, data, **kwargs):
+        if not data["records"] and not data["syncs"]:
+            raise ValidationError("send at least one record or one sync", "records")
 
 
 class RecordResultSchema(Schema):
-    record_id = fields.String()
-    status = fields.String(metadata={"enum": ["created", "duplicate", "rejected"]})
+    record_id = fields.String(required=True)
+    status = fields.String(required=True, metadata={"enum": ["created", "duplicate", "rejected"], "description":
+                                     "created and duplicate: stored (safe to forget), whatever its flags; "
+                                     "rejected: it has no identity to be stored under (do not resend)"})
+    reason = fields.String(allow_none=True)
+    flags = fields.List(fields.String(metadata={"enum": FLAGS}), metadata={
+        "description": "findings about the stored record (see the README's time model)"})
+    held = fields.Boolean(metadata={"description": "kept out of the figures until resolved"})
+    time_quality = fields.String(allow_none=True, metadata={"enum": ["exact", "corrected", "estimated"]})
+
+
+class SyncResultSchema(Schema):
+    sync_id = fields.String(required=True)
+    status = fields.String(required=True, metadata={"enum": ["created", "duplicate", "rejected"]})
     reason = fields.String(allow_none=True)
 
 
+class ClockVerdictSchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
+    server_time = fields.DateTime()
+    gateway_offset_s = fields.Float(allow_none=True, metadata={
+        "description": "how far the gateway's clock is ahead of the server's (the request's time on the wire "
+                       "included)"})
+    vouched = fields.Boolean(metadata={"description": "the server vouches for the gateway's clock"})
+
+
 class BatchResultSchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     results = fields.List(fields.Nested(RecordResultSchema))
+    syncs = fields.List(fields.Nested(SyncResultSchema))
+    clock = fields.Nested(ClockVerdictSchema)
 
 
 class DeviceReportSchema(StrictSchema):
@@ -69,12 +139,49 @@ class DeviceStatusBatchSchema(StrictSchema):
     devices = fields.List(fields.Nested(DeviceReportSchema), required=True, validate=validate.Length(min=1, max=50))
 
 
+class DeadLetterSchema(StrictSchema):
+    id = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=2**53),
+                        metadata={"description": "the gateway's own id of the dead letter"})
+    device_serial = fields.String(required=True, validate=SERIAL)
+    record_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=48))
+    reason = fields.String(required=True, validate=validate.Length(max=500))
+    source = fields.String(required=True, validate=validate.OneOf(["unit", "server", "buffer", "sync"]))
+    dead_at = fields.AwareDateTime(required=True)
+    payload = fields.String(required=True, validate=validate.Length(max=8000),
+                            metadata={"description": "what was kept: raw frame bytes as hex, or the record"})
+
+
+class DeadLetterBatchSchema(StrictSchema):
+    items = fields.List(fields.Nested(DeadLetterSchema), required=True,
+                        validate=validate.Length(min=1, max=MAX_DEAD_LETTERS))
+
+
+class DeadLetterAnswerSchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
+    received = fields.Integer(metadata={"description": "how many dead letters the request carried"})
+    new = fields.Integer(metadata={"description": "how many of them the server did not hold yet"})
+
+
 def _flatten(messages) -> str:
     if isinstance(messages, dict):
         return "; ".join(f"{k}: {_flatten(v)}" for k, v in sorted(messages.items()))
     if isinstance(messages, list):
         return ", ".join(_flatten(m) for m in messages)
     return str(messages)
+
+
+def _load_each(schema: Schema, items: list, id_field: str, max_len: int) -> tuple[list[dict], list[dict]]:
+    """Load every item on its own: the valid ones, and a rejection (with the reasons) for each other one."""
+    valid, rejected = [], []
+    for index, raw in enumerate(items):
+        try:
+            valid.append(schema.load(raw))
+        except ValidationError as exc:
+            item_id = raw.get(id_field) if isinstance(raw, dict) and isinstance(raw.get(id_field), str) else f"#{index}"
+            rejected.append({id_field: item_id[:max_len], "status": "rejected", "reason": _flatten(exc.messages)})
+    return valid, rejected
 
 
 @blp.route("/session-records")
@@ -84,25 +191,23 @@ class SessionRecords(MethodView):
     @blp.response(200, BatchResultSchema)
     @blp.doc(operationId="upload_session_records")
     def post(self, body):
-        """Upload session records. Each is answered on its own: created, duplicate (already stored:
-        safe to forget) or rejected with a reason (do not resend). Replaying a batch is harmless."""
+        """Upload session records and the syncs that captured them. Each record is answered on its own:
+        created or duplicate (stored: safe to forget), with the findings that may hold it back from the
+        figures, or rejected when it has no identity to be stored under (do not resend). The answer also says
+        whether the server vouches for the gateway's clock. Replaying a batch is harmless."""
         svc = services()
         gateway_id = current_actor().id
         patient_id = svc.gateways.patient_of(gateway_id)
-        schema = SessionRecordSchema()
-        valid, rejected = [], []
-        for index, raw in enumerate(body["records"]):
-            try:
-                valid.append(schema.load(raw))
-            except ValidationError as exc:
-                record_id = raw.get("record_id") if isinstance(raw.get("record_id"), str) else f"#{index}"
-                rejected.append({"record_id": record_id[:48], "status": "rejected", "reason": _flatten(exc.messages)})
+        valid, rejected = _load_each(SessionRecordSchema(), body["records"], "record_id", 48)
+        syncs, rejected_syncs = _load_each(SyncSchema(), body["syncs"], "sync_id", 64)
         auditing.note(patient_ids=[patient_id], resource="session_record", action="C",
                       resource_ids=[r["record_id"] for r in valid])
         named = {r["device_serial"] for r in valid} | {r["device_serial"] for r in body["records"]
-                                                       if isinstance(r.get("device_serial"), str)}
-        results = svc.ingestion.receive(gateway_id, patient_id, valid, named, refused_by_schema=len(rejected))
-        return {"results": results + rejected}
+                                                       if isinstance(r, dict) and isinstance(r.get("device_serial"), str)}
+        answer = svc.ingestion.receive(gateway_id, patient_id, valid, named, syncs=syncs,
+                                       gateway_clock=body["gateway_clock"], refused_by_schema=len(rejected))
+        return {"results": answer["results"] + rejected, "syncs": answer["syncs"] + rejected_syncs,
+                "clock": answer["clock"]}
 
 
 @blp.route("/device-status")
@@ -113,9 +218,29 @@ class DeviceStatus(MethodView):
     @blp.response(204)
     @blp.doc(operationId="upload_device_status")
     def post(self, body):
-        """Report units' battery, firmware, last contact and last error."""
+        """Report units' battery, firmware, last contact and last error (a unit that has since moved to
+        another patient is skipped)."""
         svc = services()
         patient_id = svc.gateways.patient_of(current_actor().id)
         auditing.note(patient_ids=[patient_id], resource="device", action="U",
                       resource_ids=[d["serial"] for d in body["devices"]])
         svc.ingestion.device_status(patient_id, body["devices"])
+
+
+@blp.route("/dead-letters")
+class DeadLetters(MethodView):
+    @allow(Role.GATEWAY)
+    @blp.arguments(DeadLetterBatchSchema)
+    @blp.response(200, DeadLetterAnswerSchema)
+    @blp.doc(operationId="report_dead_letters")
+    def post(self, body):
+        """Report what the gateway could not deliver as records: frames a unit sent that could not be decoded,
+        records the server once refused, records the buffer could no longer read. Kept on the server (once
+        each, however often reported) so that nothing a unit handed over disappears unseen."""
+        svc = services()
+        gateway_id = current_actor().id
+        patient_id = svc.gateways.patient_of(gateway_id)
+        auditing.note(patient_ids=[patient_id], resource="dead_letter", action="C",
+                      resource_ids=[str(i["id"]) for i in body["items"]])
+        new = svc.gateways.keep_dead_letters(gateway_id, patient_id, body["items"])
+        return {"received": len(body["items"]), "new": new}

@@ -208,6 +208,8 @@ class ReviewAlertSchema(Schema):
     raised_at = fields.DateTime()
     acknowledged_at = fields.DateTime(allow_none=True)
     acknowledged_by = fields.String(allow_none=True)
+    resolved_at = fields.DateTime(allow_none=True)
+    resolved_reason = fields.String(allow_none=True)
 
 
 class ReviewAlertListSchema(Schema):

@@ -1,4 +1,5 @@
-"""A patient's TENS sessions as recorded by their units."""
+"""A patient's TENS sessions as recorded by their units, and the care team's decisions on those held back from
+the figures."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from marshmallow.exceptions import ValidationError
 
 from companion.api.schemas import ChangesArgs, changes_schema
 from companion.domain.access import Operation, Role
+from companion.domain.sessions import RESOLUTIONS
 from companion.http import auditing, paging, services
 from companion.http.paging import LINK_HEADER, cursor_field, next_field, offset_page
-from companion.http.schemas import StrictSchema
-from companion.http.security import allow, require_patient
+from companion.http.schemas import StrictSchema, text
+from companion.http.security import allow, current_actor, require_patient
 
 blp = Blueprint("sessions", __name__, url_prefix="/api/v1/patients", description="TENS sessions")
 MAX_RANGE = timedelta(days=366)
@@ -32,17 +34,45 @@ class SessionRangeArgs(StrictSchema):
             raise ValidationError("'to' may not be before 'from', and at most 366 days later", "to")
 
 
+class FindingSchema(Schema):
+    flag = fields.String()
+    reason = fields.String()
+
+
+class ResolutionSchema(Schema):
+    action = fields.String()
+    by = fields.String()
+    at = fields.DateTime()
+    note = fields.String(allow_none=True)
+    started_at = fields.DateTime(allow_none=True)
+
+
 class TensSessionSchema(Schema):
-    record_id = fields.String(attribute="_id")
-    device_serial = fields.String()
-    device_seq = fields.Integer()
-    started_at = fields.DateTime()
-    device_started_at = fields.DateTime()
+    # required: what every record has carried since the first upload (the fields the server derives came later,
+    # with issue 13, and records stored before them may lack them)
+    record_id = fields.String(attribute="_id", required=True)
+    device_serial = fields.String(required=True)
+    device_seq = fields.Integer(required=True)
+    started_at = fields.DateTime(required=True, metadata={"description": "the server's best estimate of the real "
+                                                                         "start"})
+    started_earliest = fields.DateTime(allow_none=True, metadata={"description": "the real start is not before"})
+    started_latest = fields.DateTime(allow_none=True, metadata={"description": "the real start is not after"})
+    time_quality = fields.String(metadata={"enum": ["exact", "corrected", "estimated"]})
+    time_basis = fields.String(allow_none=True)
+    local_date = fields.String(allow_none=True, metadata={"description": "the patient's local day it counts on"})
+    device_started_at = fields.DateTime(required=True, metadata={"description": "the unit's raw clock reading"})
+    reported_started_at = fields.DateTime(allow_none=True, metadata={"description": "the gateway's own correction"})
+    unit_offset_s = fields.Float(allow_none=True, metadata={"description": "unit clock minus real time, as applied"})
     clock_offset_s = fields.Float()
     clock_status = fields.String()
     gateway_received_at = fields.DateTime()
     server_received_at = fields.DateTime()
-    duration_s = fields.Integer()
+    flags = fields.List(fields.Nested(FindingSchema))
+    held = fields.Boolean(metadata={"description": "kept out of the figures until resolved"})
+    counts = fields.Boolean(metadata={"description": "counts as a session of its own"})
+    counted_minutes = fields.Float(metadata={"description": "minutes it adds to its day's figures"})
+    resolution = fields.Nested(ResolutionSchema, allow_none=True)
+    duration_s = fields.Integer(required=True)
     programme = fields.Integer()
     frequency_hz = fields.Integer()
     pulse_width_us = fields.Integer()
@@ -61,6 +91,28 @@ class TensSessionListSchema(Schema):
 
 
 TensSessionChangesSchema = changes_schema("TensSessionChangesSchema", TensSessionSchema)
+
+
+class HeldSessionSchema(TensSessionSchema):
+    patient_id = fields.String(allow_none=True)
+    candidate_patient_ids = fields.List(fields.String())
+
+
+class HeldSessionListSchema(Schema):
+    items = fields.List(fields.Nested(HeldSessionSchema), required=True)
+    next = next_field()
+
+
+class HeldArgs(StrictSchema):
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+    cursor = cursor_field()
+
+
+class ResolveSchema(StrictSchema):
+    action = fields.String(required=True, validate=validate.OneOf(RESOLUTIONS), metadata={
+        "description": "count: into the figures (as this patient's, at started_at if given); exclude: never"})
+    started_at = fields.AwareDateTime(load_default=None, metadata={"description": "the start the care team knows"})
+    note = text(500, load_default=None, allow_none=True)
 
 
 @blp.route("/<patient_id>/sessions")
@@ -90,10 +142,43 @@ class TensSessionChanges(MethodView):
     @blp.doc(operationId="list_tens_session_changes")
     def get(self, args, patient_id):
         """Session records in the order the server stored them (a gateway offline for days uploads late, in
-        any order of start time), after the cursor. Records are never changed or deleted. See the README's
-        "Sync" section."""
+        any order of start time), after the cursor. A record is never deleted; one placed again (a later clock fix,
+        the care team's decision on a held one) comes round again with its new fields. See the README's "Sync"
+        section."""
         require_patient(patient_id, Operation.READ)
         page = services().sessions.changes_since(patient_id, args["cursor"], args["limit"])
         auditing.note(patient_ids=[patient_id], resource="session_record", action="search",
                       resource_ids=[i["_id"] for i in page["items"]])
         return paging.feed_page(page)
+
+
+@blp.route("/<patient_id>/sessions/held")
+class HeldSessions(MethodView):
+    @allow(Role.CLINICIAN)
+    @blp.arguments(HeldArgs, location="query")
+    @blp.response(200, HeldSessionListSchema, headers=LINK_HEADER)
+    @blp.doc(operationId="list_held_tens_sessions")
+    def get(self, args, patient_id):
+        """Sessions held back from the figures (with why), the patient's or possibly the patient's (a unit that
+        changed hands when they happened), newest first, at most `limit` per page: follow `next` for more."""
+        require_patient(patient_id, Operation.READ)
+        items, following = offset_page(lambda count: services().sessions.held(patient_id, count),
+                                       args["cursor"], args["limit"])
+        auditing.note(patient_ids=[patient_id], resource="session_record", action="R",
+                      resource_ids=[i["_id"] for i in items])
+        return {"items": items, "next": following}
+
+
+@blp.route("/<patient_id>/sessions/<record_id>/resolution")
+class SessionResolution(MethodView):
+    @allow(Role.CLINICIAN)
+    @blp.arguments(ResolveSchema)
+    @blp.response(200, TensSessionSchema)
+    @blp.doc(operationId="resolve_held_tens_session")
+    def put(self, body, patient_id, record_id):
+        """Decide on a held session: count it (as this patient's, at ``started_at`` if given) or exclude it.
+        Its day's figures are recomputed. Deciding again replaces the earlier decision."""
+        require_patient(patient_id, Operation.CLINICAL)
+        auditing.note(patient_ids=[patient_id], resource="session_record", action="U", resource_ids=[record_id])
+        return services().sessions.resolve(patient_id, record_id, body["action"], current_actor().id,
+                                           started_at=body["started_at"], note=body["note"])

@@ -16,6 +16,11 @@ The same computation gives separate PDC figures for mindfulness and medications.
 
 A session is counted on the patient's local date at its start, in the zone in force at that instant:
 a session from 23:40 to 00:20 counts 40 minutes to the earlier day.
+
+Today is in progress. PDC counts only whole days: its periods end on yesterday at the latest
+(``pdc_period_end``), so a morning with nothing done yet never lowers it, and today is shown beside it as in
+progress. The streak (``streaks.streak``) agrees: today never breaks it, and it adds today only once the
+goal is met.
 """
 
 from __future__ import annotations
@@ -191,6 +196,12 @@ def pdc_over(
     return PdcResult(
         period_days, end_date, planned, covered, pdc, None if pdc is None else pdc >= ADHERENT_PDC
     )
+
+
+def pdc_period_end(as_of: date, today: date) -> date:
+    """The last day a PDC period may count: ``as_of``, but never today or later (a day in progress is not
+    judged)."""
+    return min(as_of, today - timedelta(days=1))
 
 
 def pdc_report(

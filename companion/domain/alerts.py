@@ -14,6 +14,10 @@ Periods:
 * battery low, electrode off, overload: per device per kind per local day;
 * pain flare: per patient per local day.
 
+Alerts end: the rules are judged again whenever late or changed data touch the days they were about, and
+an alert whose condition no longer holds is resolved with the reason (``low_adherence_holds``,
+``session_during``, ``still_silent``; a flare whose ratings changed is judged again by ``pain.flares``).
+
 Urgency: only an overload event is urgent (it happens during stimulation and may mean a fault or
 skin problem). Urgent alerts go out at once; every other alert waits for the end of the recipient's
 quiet hours (``delivery_time``).
@@ -141,6 +145,32 @@ def low_adherence(
         f"TENS adherence below 80% on {len(run)} planned days in a row since {run_start.isoformat()} "
         f"(latest: {recent}).",
     )
+
+
+def low_adherence_holds(
+    run_start: date, daily_progress: Mapping[date, float | None], today: date
+) -> bool:
+    """Whether the low-adherence alert raised for the run starting on ``run_start`` still holds: its first 3
+    planned days (from ``run_start``, before ``today``) all had TENS progress below 80%."""
+    planned = sorted((d, p) for d, p in daily_progress.items() if p is not None and run_start <= d < today)
+    first = planned[:LOW_ADHERENCE_DAYS]
+    return len(first) == LOW_ADHERENCE_DAYS and all(p < LOW_ADHERENCE for _, p in first)
+
+
+def session_during(
+    occurrence: ReminderOccurrence, session_starts: Sequence[datetime], early: timedelta = timedelta(hours=1)
+) -> datetime | None:
+    """The first TENS session that started while a reminder was open (from ``early`` before it was due to the
+    end of its completion window), or None: a session there means the reminder was in fact done."""
+    opens = require_utc(occurrence.due_at_utc) - early
+    inside = sorted(s for s in session_starts if opens <= require_utc(s) <= occurrence.window_ends_at_utc)
+    return inside[0] if inside else None
+
+
+def still_silent(last_seen_utc: datetime, heard_since_utc: datetime | None) -> bool:
+    """Whether a unit-silent alert raised for a silence that began at ``last_seen_utc`` still holds: nothing
+    has been heard from the unit since."""
+    return heard_since_utc is None or require_utc(heard_since_utc) <= require_utc(last_seen_utc)
 
 
 def unit_silent(

@@ -13,6 +13,7 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from companion.domain.plans import plan_in_force, tens_minutes_prescribed
+from companion.domain.sessions import counted_minutes, counts_as_session
 
 ADHERENT_PDC = 0.8
 # A change of one point in the 14-day mean NRS is where a panel starts to care; the clinically
@@ -120,13 +121,16 @@ class TensDay:
 
 
 def tens_by_day(sessions: Iterable[dict], plans: list[dict], zone: str, first: date, last: date) -> list[TensDay]:
-    """Minutes and sessions per local day from `first` to `last`, each with the plan's target."""
+    """Minutes and sessions per local day from `first` to `last`, each with the plan's target. Sessions held
+    back from the figures count nothing; one that overlaps another counts only its own minutes."""
     days = {first + timedelta(days=i): TensDay(first + timedelta(days=i)) for i in range((last - first).days + 1)}
     for session in sessions:
+        if session.get("held"):
+            continue
         day = days.get(local_date(session["started_at"], zone))
         if day is not None:
-            day.minutes += session.get("duration_s", 0) / 60
-            day.sessions += 1
+            day.minutes += counted_minutes(session)
+            day.sessions += counts_as_session(session)
     for day in days.values():
         day.minutes = round(day.minutes, 1)
         day.target_minutes = tens_target_minutes(plan_on(plans, day.date, zone), day.date)

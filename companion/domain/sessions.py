@@ -1,13 +1,43 @@
-"""TENS session records as the server accepts them: the rules a record must meet.
+"""TENS session records as the server keeps them: what makes one unusable, what holds one back from the
+figures, whose it is, and how much of it counts.
 
-The gateway sends what the unit recorded plus the times it knows; the server checks each record on
-its own, so one bad record never costs the others (the batch answer lists each one's fate).
+Nothing a unit handed over is dropped. A record is refused only when it has no identity to be stored under
+(its id is not ``<device_serial>:<device_seq>``). Everything else is stored; a record that breaks a clinical
+or time rule is stored **held**: kept out of every figure (adherence, streaks, PDC, alerts) with its
+findings, until something resolves it:
+
+* a later clock fix: new syncs place its time again, and findings that no longer hold go away;
+* a clinician, who counts it (optionally at a start they give) or excludes it;
+* a rule: an overlap is counted once (below), with no one's help.
+
+Findings (``Flag``):
+
+* ``clinical``: a duration of 0 or over 24 hours, or a frequency, pulse width or intensity outside what the
+  profile allows; held.
+* ``future``: the session's start (as placed) is more than 5 minutes after the server received it; held.
+* ``outside_window``: it started more than 30 days before the server received it (the offline window); held.
+* ``time_uncertain``: its bounds span more than one of the patient's local days, or are open (see
+  ``device_time``): which day it counts on cannot be known; held.
+* ``owner_uncertain``: its bounds straddle a change of the unit's binding (or a gap between bindings): which
+  patient wore the unit cannot be known; held for a clinician, with the candidates.
+* ``overlap``: the unit was already in another session then (one unit cannot be in two sessions at once);
+  counted once: it counts only its minutes outside the earlier sessions (by sequence) and not as a session
+  of its own. Not held.
+
+An estimated time whose day is certain is not held: it counts on that day.
+
+Whose session it is: whoever the unit was bound to when it started. Bindings are intervals; a unit's first
+binding reaches back before its start (a unit is often used before anyone binds it in the app).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+
+from companion.domain.localtime import TimeZoneHistory
 
 END_REASONS = ("completed", "stopped", "electrode_off", "overload", "battery")
 CLOCK_STATUSES = ("ok", "skewed", "reset", "ahead")
@@ -18,42 +48,202 @@ FREQUENCY_HZ = (1, 250)
 PULSE_WIDTH_US = (20, 400)
 INTENSITY_MA = (0.0, 100.0)
 LOW_BATTERY_PCT = 15
+OVERLAP_SLACK = timedelta(minutes=1)
+
+
+class Flag(StrEnum):
+    """A finding about a stored session (see the module docstring)."""
+
+    CLINICAL = "clinical"
+    FUTURE = "future"
+    OUTSIDE_WINDOW = "outside_window"
+    TIME_UNCERTAIN = "time_uncertain"
+    OWNER_UNCERTAIN = "owner_uncertain"
+    OVERLAP = "overlap"
+
+
+HOLDING = frozenset({Flag.CLINICAL, Flag.FUTURE, Flag.OUTSIDE_WINDOW, Flag.TIME_UNCERTAIN, Flag.OWNER_UNCERTAIN})
+RESOLUTIONS = ("count", "exclude")
 
 
 @dataclass(frozen=True)
-class Verdict:
-    ok: bool
-    reason: str | None = None
+class Finding:
+    """One finding: its flag and a sentence for the person who reads it."""
+
+    flag: Flag
+    reason: str
 
 
-def check_record(record: dict, *, received_at: datetime) -> Verdict:
-    """Check one parsed record against the clinical and time rules; the first broken rule is the reason."""
-    serial, seq = record["device_serial"], record["device_seq"]
-    if record["record_id"] != f"{serial}:{seq}":
-        return Verdict(False, "record_id must be '<device_serial>:<device_seq>'")
-    duration = timedelta(seconds=record["duration_s"])
-    if not timedelta(0) < duration <= MAX_DURATION:
-        return Verdict(False, "duration must be more than 0 and at most 24 hours")
-    started = record["started_at"]
-    if started.tzinfo is None or record["device_started_at"].tzinfo is None:
-        return Verdict(False, "times must carry a time zone offset")
-    if started > received_at + MAX_AHEAD:
-        return Verdict(False, "session starts more than 5 minutes in the future")
-    if started < received_at - OFFLINE_WINDOW:
-        return Verdict(False, "session is older than the 30-day offline window")
-    if record["gateway_received_at"] > received_at + MAX_AHEAD:
-        return Verdict(False, "gateway receive time is more than 5 minutes in the future")
+def identity_problem(record: Mapping) -> str | None:
+    """Why a record cannot be stored at all (its id is not ``<device_serial>:<device_seq>``), or None."""
+    if record["record_id"] != f"{record['device_serial']}:{record['device_seq']}":
+        return "record_id must be '<device_serial>:<device_seq>'"
+    return None
+
+
+def clinical_findings(record: Mapping) -> list[Finding]:
+    """The clinical rules a record breaks (duration, frequency, pulse width, intensity), as findings."""
+    found = []
+    if not timedelta(0) < timedelta(seconds=record["duration_s"]) <= MAX_DURATION:
+        found.append("duration must be more than 0 and at most 24 hours")
     if not FREQUENCY_HZ[0] <= record["frequency_hz"] <= FREQUENCY_HZ[1]:
-        return Verdict(False, f"frequency must be {FREQUENCY_HZ[0]}-{FREQUENCY_HZ[1]} Hz")
+        found.append(f"frequency must be {FREQUENCY_HZ[0]}-{FREQUENCY_HZ[1]} Hz")
     if not PULSE_WIDTH_US[0] <= record["pulse_width_us"] <= PULSE_WIDTH_US[1]:
-        return Verdict(False, f"pulse width must be {PULSE_WIDTH_US[0]}-{PULSE_WIDTH_US[1]} µs")
+        found.append(f"pulse width must be {PULSE_WIDTH_US[0]}-{PULSE_WIDTH_US[1]} µs")
     mean, peak = record["intensity_mean_ma"], record["intensity_peak_ma"]
     if not (INTENSITY_MA[0] <= mean <= peak <= INTENSITY_MA[1]):
-        return Verdict(False, "intensity must satisfy 0 <= mean <= peak <= 100 mA")
-    return Verdict(True)
+        found.append("intensity must satisfy 0 <= mean <= peak <= 100 mA")
+    return [Finding(Flag.CLINICAL, reason) for reason in found]
 
 
-def device_events_for(record: dict) -> list[str]:
+def _local_date(instant: datetime, history: TimeZoneHistory) -> date:
+    return instant.astimezone(history.zone_at(instant)).date()
+
+
+def time_findings(start: datetime, earliest: datetime | None, latest: datetime | None, received_at: datetime,
+                  history: TimeZoneHistory | None) -> list[Finding]:
+    """What is wrong with a session's placed time: in the future, out of the offline window, or on a local
+    day that cannot be known (``history``: the owner's zones; None when the owner is not known)."""
+    found = []
+    if start > received_at + MAX_AHEAD:
+        found.append(Finding(Flag.FUTURE, "starts more than 5 minutes after the server received it"))
+    elif start < received_at - OFFLINE_WINDOW:
+        found.append(Finding(Flag.OUTSIDE_WINDOW, "started more than 30 days before the server received it"))
+    if earliest is None or latest is None:
+        found.append(Finding(Flag.TIME_UNCERTAIN, "its time cannot be bounded on both sides"))
+    elif history is not None and _local_date(earliest, history) != _local_date(latest, history):
+        found.append(Finding(Flag.TIME_UNCERTAIN, "its time may fall on more than one local day"))
+    return found
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A unit bound to a patient from ``start`` until ``end`` (``None``: still bound)."""
+
+    patient_id: str
+    start: datetime
+    end: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """Whose a session is: the patient when certain, else the candidates (empty: the unit was never bound)."""
+
+    patient_id: str | None
+    candidates: tuple[str, ...]
+
+    @property
+    def certain(self) -> bool:
+        """Whether one patient wore the unit whenever the session may have started."""
+        return self.patient_id is not None
+
+
+def owner_at(bindings: Sequence[Binding], earliest: datetime | None, latest: datetime | None) -> Ownership:
+    """Whose a session that started between ``earliest`` and ``latest`` (None: unbounded) is, by the unit's
+    bindings: certain when one binding covers the whole range; the first binding also covers everything
+    before it. A range that touches a gap between bindings, or several bindings, is uncertain."""
+    ordered = sorted(bindings, key=lambda b: b.start)
+    if not ordered:
+        return Ownership(None, ())
+    spans: list[tuple[datetime | None, datetime | None, str | None]] = []
+    for n, binding in enumerate(ordered):
+        start = None if n == 0 else binding.start
+        spans.append((start, binding.end, binding.patient_id))
+        following = ordered[n + 1].start if n + 1 < len(ordered) else None
+        if binding.end is not None and (following is None or following > binding.end):
+            spans.append((binding.end, following, None))  # a gap: bound to nobody
+    touched = [(s, e, p) for s, e, p in spans
+               if (latest is None or s is None or s <= latest) and (earliest is None or e is None or e > earliest)]
+    patients = tuple(dict.fromkeys(p for _, _, p in touched if p is not None))
+    gaps = [n for n, (_, _, p) in enumerate(spans) if p is None and (spans[n] in touched)]
+    if len(patients) == 1 and not gaps:
+        return Ownership(patients[0], patients)
+    for n in gaps:  # a gap's neighbours may have had it
+        for neighbour in (n - 1, n + 1):
+            if 0 <= neighbour < len(spans) and spans[neighbour][2] is not None:
+                patients += (spans[neighbour][2],)
+    return Ownership(None, tuple(dict.fromkeys(patients)))
+
+
+@dataclass(frozen=True)
+class Timed:
+    """A session of one unit as the overlap rule sees it."""
+
+    key: str
+    seq: int
+    start: datetime
+    duration: timedelta
+
+
+def overlaps(sessions: Iterable[Timed]) -> dict[str, tuple[str, timedelta]]:
+    """For each session that overlaps (by more than a minute) sessions of the same unit with a lower sequence
+    number: (the first of those, the time it spends outside all of them). Sessions that overlap nothing are
+    absent. One sweep in time order: what is checked against each session is only what is still running."""
+    by_key = {s.key: s for s in sessions}
+    covering: dict[str, list[tuple[datetime, datetime, str]]] = {}
+    running: list[Timed] = []
+    for session in sorted(by_key.values(), key=lambda s: (s.start, s.seq)):
+        end = session.start + session.duration
+        running = [r for r in running if r.start + r.duration > session.start + OVERLAP_SLACK]
+        for other in running:
+            lo, hi = session.start, min(end, other.start + other.duration)
+            if hi - lo > OVERLAP_SLACK:
+                later, earlier = (session, other) if session.seq > other.seq else (other, session)
+                covering.setdefault(later.key, []).append((lo, hi, earlier.key))
+        running.append(session)
+    found: dict[str, tuple[str, timedelta]] = {}
+    for key, covered in covering.items():
+        session = by_key[key]
+        covered.sort()
+        outside, cursor = timedelta(0), session.start
+        for lo, hi, _ in covered:
+            if lo > cursor:
+                outside += lo - cursor
+            cursor = max(cursor, hi)
+        outside += max(timedelta(0), session.start + session.duration - cursor)
+        found[key] = (covered[0][2], outside)
+    return found
+
+
+@dataclass(frozen=True)
+class Counting:
+    """How a stored session counts: ``held`` (kept out of every figure), ``counts`` (as a session of its
+    own) and the minutes it adds to the day it starts on."""
+
+    held: bool
+    counts: bool
+    minutes: float
+
+
+def counting(flags: Iterable[Flag], duration: timedelta, outside_overlap: timedelta | None,
+             resolution: str | None) -> Counting:
+    """How a session with these findings counts: held while a holding finding stands, unless a clinician
+    resolved it (``count`` or ``exclude``); an overlapping one counts only its minutes outside the earlier
+    sessions and not as a session of its own."""
+    flags = set(flags)
+    if resolution == "exclude":
+        return Counting(True, False, 0.0)
+    if flags & HOLDING and resolution != "count":
+        return Counting(True, False, 0.0)
+    seconds = max(duration, timedelta(0))
+    if outside_overlap is not None:
+        return Counting(False, False, round(min(outside_overlap, seconds).total_seconds() / 60, 2))
+    return Counting(False, True, round(seconds.total_seconds() / 60, 2))
+
+
+def counted_minutes(record: Mapping) -> float:
+    """The minutes a stored session adds to its day's figures (records stored before these rules: all)."""
+    if "counted_minutes" in record:
+        return float(record["counted_minutes"] or 0)
+    return (record.get("duration_s") or 0) / 60
+
+
+def counts_as_session(record: Mapping) -> bool:
+    """Whether a stored session counts as a session of its own (records stored before these rules: yes)."""
+    return bool(record.get("counts", True)) and not record.get("held", False)
+
+
+def device_events_for(record: Mapping) -> list[str]:
     """The device events a record raises: electrode off, overload, low battery."""
     kinds = []
     if record["end_reason"] in ("electrode_off", "overload"):

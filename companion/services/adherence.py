@@ -2,6 +2,9 @@
 snapshot; PDC over 7/30/90 days; the responder check. Called by the daily job, the API and the
 clinician views. The rules themselves are companion.domain.adherence.
 
+Today is in progress: PDC periods end on yesterday at the latest, as the streak never counts today against
+the patient (companion.domain.adherence).
+
 Which plan a day follows: the plan version in force at the end of the patient's local day (a plan
 written at 15:00 governs that whole day). A day before any plan, or outside the TENS start/end dates,
 has no TENS task ("no tasks") and is left out of PDC. Events: TENS session records (by their corrected
@@ -24,6 +27,7 @@ from companion.domain.adherence import (
     adherence_for_day,
     events_by_local_day,
     is_covered,
+    pdc_period_end,
     pdc_report,
     responder_check,
 )
@@ -31,6 +35,7 @@ from companion.domain.errors import Invalid, NotFound
 from companion.domain.localtime import TimeZoneHistory, resolve_local
 from companion.domain.people import Account
 from companion.domain.plans import plan_in_force, planned_tasks
+from companion.domain.sessions import counted_minutes, counts_as_session
 from companion.store.adherence import snapshot_id
 from companion.store.stores import Stores
 
@@ -45,6 +50,12 @@ def day_bounds(history: TimeZoneHistory, local_date: date) -> tuple[datetime, da
     zone = history.zone_at(datetime.combine(local_date, time(12), UTC))
     return (resolve_local(local_date, time(0), zone), resolve_local(local_date + timedelta(days=1), time(0), zone),
             zone.key)
+
+
+def tens_event(session: dict) -> TaskEvent:
+    """A stored session as a TENS task event: the minutes it counts (all of them, or those outside an earlier
+    session it overlaps) and whether it counts as a session of its own. Held sessions are never read here."""
+    return TaskEvent(TaskKind.TENS, session["started_at"], counted_minutes(session), int(counts_as_session(session)))
 
 
 def _progress_doc(progress: KindProgress) -> dict:
@@ -105,8 +116,8 @@ class Adherence:
         # A wide net (any zone's day lies within it), then each event goes to its own local day.
         start = datetime.combine(local_date, time(0), UTC) - timedelta(hours=15)
         end = datetime.combine(local_date + timedelta(days=1), time(0), UTC) + timedelta(hours=15)
-        events = [TaskEvent(TaskKind.TENS, s["started_at"], (s.get("duration_s") or 0) / 60)
-                  for s in self.stores.session_records.for_patient(patient_id, start, end, _EVENT_LIMIT)]
+        events = [tens_event(s) for s in self.stores.session_records.for_patient(patient_id, start, end, _EVENT_LIMIT,
+                                                                                  counted_only=True)]
         events += [TaskEvent(TaskKind.MINDFULNESS, p["started_at"], p.get("minutes") or 0)
                    for p in self.stores.practice.completed_between(patient_id, start, end, _EVENT_LIMIT)]
         mine = events_by_local_day(events, history).get(local_date, [])
@@ -135,14 +146,22 @@ class Adherence:
 
     def summary(self, patient_id: str, as_of: date | None = None) -> dict:
         """PDC over 7, 30 and 90 days ending ``as_of`` (default: today) for TENS, mindfulness and medications,
-        and the responder check as of now."""
-        as_of = as_of or self.local_today(patient_id)
-        days = _as_days(self.stores.adherence_days.between(patient_id, as_of - timedelta(days=89), as_of))
+        and the responder check as of now. Today is in progress and never counted: the periods end on
+        yesterday at the latest (``period_end``), and today's TENS progress is given apart (``in_progress``)."""
+        today = self.local_today(patient_id)
+        as_of = as_of or today
+        end = pdc_period_end(as_of, today)
+        stored = self.stores.adherence_days.between(patient_id, end - timedelta(days=89), max(as_of, end))
+        days = _as_days([s for s in stored if date.fromisoformat(s["date"]) <= end])
+        current = next((s for s in stored if s["date"] == today.isoformat()), None)
         return {
-            "patient_id": patient_id, "as_of": as_of.isoformat(), "threshold": ADHERENT_PDC,
-            "tens": _pdc_doc(pdc_report(days, as_of, TaskKind.TENS, COVERED_THRESHOLD)),
-            "mindfulness": _pdc_doc(pdc_report(days, as_of, TaskKind.MINDFULNESS, COVERED_THRESHOLD)),
-            "medication": _pdc_doc(pdc_report(days, as_of, TaskKind.MEDICATION, COVERED_THRESHOLD)),
+            "patient_id": patient_id, "as_of": as_of.isoformat(), "period_end": end.isoformat(),
+            "threshold": ADHERENT_PDC,
+            "tens": _pdc_doc(pdc_report(days, end, TaskKind.TENS, COVERED_THRESHOLD)),
+            "mindfulness": _pdc_doc(pdc_report(days, end, TaskKind.MINDFULNESS, COVERED_THRESHOLD)),
+            "medication": _pdc_doc(pdc_report(days, end, TaskKind.MEDICATION, COVERED_THRESHOLD)),
+            "in_progress": {"date": today.isoformat(), "state": current["state"] if current else None,
+                            "tens_fraction": current["tens_fraction"] if current else None} if as_of >= today else None,
             "responder": self.responder(patient_id),
         }
 

@@ -1,4 +1,5 @@
-"""The adherence job's batch read path: every patient's last two local days computed in one pass.
+"""The adherence job: every patient's last two local days computed in one pass, then every day that late or
+changed data touched, however late (within 30 days), and the alert rules judged again for those days.
 
 Computing day by day (companion.services.adherence.compute_day) costs several queries per patient and
 day; on a server without secondary indexes each is a scan of a whole collection. Here each input
@@ -12,6 +13,12 @@ fetched by their computed ids (`_id $in`).
 
 What is held for the whole run is one small entry per patient (zone history, two days' planned tasks
 and events): a few hundred bytes each.
+
+Touched days (companion.services.touched_days) are then recomputed one by one (late data is rare next to the
+daily roll-over), each patient's alert rules judged again over the fresh snapshots (raising what now holds,
+resolving what no longer does), and the marks cleared, each only if it was not marked again meanwhile. A day
+more than 30 days back is not recomputed (the offline window: nothing that old is accepted as counting); its
+mark is cleared with a log line.
 """
 
 from __future__ import annotations
@@ -28,9 +35,10 @@ from companion.domain.alerts import AlertCandidate
 from companion.domain.localtime import TimeZoneHistory
 from companion.domain.people import Account
 from companion.domain.plans import planned_tasks
-from companion.services.adherence import day_bounds, snapshot_of
+from companion.services.adherence import Adherence, day_bounds, snapshot_of, tens_event
 from companion.services.alerts import LOW_ADHERENCE_LOOKBACK, AlertService, AlertsReport, low_adherence_in
 from companion.services.item_failures import ItemFailures
+from companion.services.touched_days import RECOMPUTE_WINDOW_DAYS
 from companion.store.adherence import snapshot_id
 from companion.store.stores import Stores
 
@@ -114,7 +122,7 @@ def _read_events(stores: Stores, patients: dict[str, _Patient]) -> None:
     for s in stores.session_records.in_window(start, end):
         day = _day_of(patients.get(s.get("patient_id")), s["started_at"])
         if day is not None:
-            day.events.append(TaskEvent(TaskKind.TENS, s["started_at"], (s.get("duration_s") or 0) / 60))
+            day.events.append(tens_event(s))
     for p in stores.practice.completed_in_window(start, end):
         day = _day_of(patients.get(p.get("patient_id")), p["started_at"])
         if day is not None:
@@ -167,16 +175,19 @@ def recompute_everyone(stores: Stores, now: datetime, chunk_size: int = CHUNK,
 
 class AdherenceJob:
     """The hourly adherence job: every patient's yesterday (now complete) and today (partial), then the
-    low-adherence alert rule over the fresh snapshots."""
+    low-adherence alert rule over the fresh snapshots; then every touched day, and the rules judged again."""
 
-    def __init__(self, stores: Stores, alerts: AlertService, clock: Clock = now):
+    def __init__(self, stores: Stores, alerts: AlertService, adherence: Adherence, clock: Clock = now):
         self.stores = stores
         self.alerts = alerts
+        self.adherence = adherence
         self.clock = clock
 
     def run(self) -> int:
-        """Recompute the snapshots of every patient's last two local days; returns how many were written."""
+        """Recompute the snapshots of every patient's last two local days and of every touched day; returns how
+        many were written."""
         at = self.clock()
+        marks = self.stores.days_to_recompute.pending()
         written = 0
         report = AlertsReport()
         failures = ItemFailures("adherence-daily")
@@ -184,5 +195,43 @@ class AdherenceJob:
             written += chunk.written
             for candidate in chunk.candidates:
                 failures.attempt(candidate.dedup_key, lambda c=candidate: self.alerts.raise_once(c, report))
+        written += self.recompute_touched(marks, report, failures)
         logger.info("adherence snapshots written: %d; alerts %s; failed %d", written, report.raised, len(failures))
         return written
+
+    def recompute_touched(self, marks: list[dict], report: AlertsReport | None = None,
+                          failures: ItemFailures | None = None) -> int:
+        """Recompute the marked days (within 30 days of each patient's today), judge the patients' alert rules
+        again, then clear the marks that were not marked again meanwhile; returns the snapshots written. A
+        patient whose days fail keeps their marks for the next run; the others go on."""
+        failures = failures or ItemFailures("adherence-daily")
+        by_patient: dict[str, set[date]] = defaultdict(set)
+        for mark in marks:
+            by_patient[mark["patient_id"]].add(date.fromisoformat(mark["date"]))
+        written = 0
+        failed: set[str] = set()
+        for patient in self.stores.users.by_ids(sorted(by_patient)):
+            if not patient.is_patient:
+                continue
+            count = failures.attempt(patient.id, lambda p=patient: self._recompute_patient(p, by_patient[p.id], report))
+            if count is None:
+                failed.add(patient.id)
+            else:
+                written += count
+        self.stores.days_to_recompute.done([m for m in marks if m["patient_id"] not in failed])
+        return written
+
+    def _recompute_patient(self, patient: Account, marked: set[date], report: AlertsReport | None) -> int:
+        history = patient.zone_history()
+        at = self.clock()
+        today = at.astimezone(history.zone_at(at)).date()
+        days = {d for d in marked if today - timedelta(days=RECOMPUTE_WINDOW_DAYS) <= d <= today}
+        for day in sorted(marked - days):
+            logger.info("touched day outside the recompute window, not recomputed",
+                        extra={"patient_id": patient.id, "date": day.isoformat()})
+        for day in sorted(days):
+            self.adherence.compute_day(patient, day)
+        if days:
+            snapshots = self.stores.adherence_days.between(patient.id, today - LOW_ADHERENCE_LOOKBACK, today)
+            self.alerts.reconsider(patient, days, snapshots, today, report)
+        return len(days)

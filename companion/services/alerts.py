@@ -11,6 +11,16 @@ recipient's quiet hours, on their own clock.
 Evaluation is idempotent: an alert is an insert under its unique dedup key, its notifications are
 outbox inserts under (``alert:<id>``, recipient), and an alert notes when it was fanned out, so the
 job can run every minute, twice, or after a crash without alerting anyone twice.
+
+Alerts end when their condition no longer holds. Late data (a hub offline for days, a diary synced late, a
+clock placed again) marks the days it touched, and the adherence job judges the rules again for those days
+(``reconsider``): a low-adherence run whose days now reach the plan, a missed session for which a session
+during the reminder's window arrived later, a flare whose ratings were changed or removed. A unit that was
+silent and is heard from again ends its silence alert (``evaluate``). Such an alert is **resolved** with the
+reason, which the patient, caregivers and clinicians who see it also see. Nothing is pushed about it: a push
+that says "never mind" would wake people for nothing. Its notifications that have not gone out yet (held
+for quiet hours, say) are withdrawn instead, so nobody is alerted about what no longer holds. An alert whose
+condition holds again (later data again) is reopened, without a second push.
 """
 
 from __future__ import annotations
@@ -29,8 +39,11 @@ from companion.domain.alerts import (
     battery_low,
     delivery_time,
     device_fault,
+    low_adherence_holds,
     missed_tens_session,
     pain_flare,
+    session_during,
+    still_silent,
     unit_silent,
 )
 from companion.domain.alerts import low_adherence as low_adherence_rule
@@ -101,14 +114,18 @@ class AlertService:
 
     # Raising
     def raise_once(self, candidate: AlertCandidate, report: AlertsReport | None = None) -> dict:
-        """Store ``candidate`` once and notify whoever it concerns (idempotent)."""
+        """Store ``candidate`` once and notify whoever it concerns (idempotent). A resolved alert whose
+        condition holds again is reopened (its people were notified already)."""
         alerts = self.stores.alerts
         alert, created = alerts.raise_once(
             patient_id=candidate.patient_id, kind=candidate.kind.value, severity=candidate.severity.value,
             text=candidate.text, dedup_key=candidate.dedup_key, shared_with_caregivers=True,
-            urgent=candidate.urgent, share_kind=SHARE_KIND[candidate.kind])
+            urgent=candidate.urgent, share_kind=SHARE_KIND[candidate.kind], period_key=candidate.period_key)
         if created and report is not None:
             report.raised[candidate.kind.value] = report.raised.get(candidate.kind.value, 0) + 1
+        if not created and alert.get("resolved_at") is not None:
+            alerts.reopen(alert["_id"])
+            alert = {**alert, "resolved_at": None, "resolved_reason": None}
         if alert.get("notified_at") is None:
             sent = self._notify(alert, candidate)
             alerts.mark_notified(alert["_id"])
@@ -148,9 +165,18 @@ class AlertService:
                 zones[person.id] = zone
         return zones
 
+    def _session_starts(self, since: datetime, until: datetime) -> dict[str, list[datetime]]:
+        """Every patient's counted sessions that started in [since, until), by patient (one read)."""
+        starts: dict[str, list[datetime]] = {}
+        for session in self.stores.session_records.in_window(since, until):
+            if session.get("patient_id"):
+                starts.setdefault(session["patient_id"], []).append(session["started_at"])
+        return starts
+
     def missed_sessions(self, now: datetime, failures: ItemFailures) -> list[AlertCandidate]:
-        """TENS occurrences of the last day neither done nor skipped by their last reminder plus the delay
-        (not those missed because a time-zone change jumped over them: the patient was travelling)."""
+        """TENS occurrences of the last day neither done nor skipped by their last reminder plus the delay, and
+        with no session of the unit while they were open (the unit's record says it was done); not those missed
+        because a time-zone change jumped over them (the patient was travelling)."""
         occurrences = [o for o in self.stores.occurrences.recent_of_kind("tens", now - LOOKBACK, now,
                                                                           ("pending", "missed"))
                        if not o.get("missed_reason")]
@@ -158,11 +184,15 @@ class AlertService:
         default_delay = int(self.settings.caregiver_alert_delay.total_seconds() // 60)
         delays = {p.id: p.alert_delay_min(default_delay)
                   for p in self.stores.users.by_ids({o["patient_id"] for o in occurrences})}
+        starts = self._session_starts(now - LOOKBACK - timedelta(hours=2), now + timedelta(minutes=5)) \
+            if occurrences else {}
         found = []
+
         def judge(occurrence: dict) -> AlertCandidate | None:
             domain_occurrence = as_domain_occurrence(occurrence)
             last = nudge_times(domain_occurrence, repeats_of(reminders.get(occurrence["reminder_id"])))[-1]
-            return missed_tens_session(occurrence["patient_id"], domain_occurrence, last, False, now,
+            done = session_during(domain_occurrence, starts.get(occurrence["patient_id"], [])) is not None
+            return missed_tens_session(occurrence["patient_id"], domain_occurrence, last, done, now,
                                        delays.get(occurrence["patient_id"], default_delay))
 
         for occurrence in occurrences:
@@ -225,10 +255,12 @@ class AlertService:
         return found
 
     def evaluate(self) -> AlertsReport:
-        """Find every alert condition of the last day and raise each alert once."""
+        """Find every alert condition of the last day and raise each alert once; end the silence alerts of
+        units heard from again."""
         now = self.clock()
         report = AlertsReport()
         failures = ItemFailures("alerts-evaluate")
+        failures.attempt("end-silences", lambda: self._end_silences(now))
         candidates = []
         for rule in (self.missed_sessions, self.device_alerts, self.silent_units, self.pain_flares):
             candidates += failures.attempt(rule.__name__, lambda rule=rule: rule(now, failures)) or []
@@ -240,6 +272,81 @@ class AlertService:
         logger.info("alerts: raised %s, notifications %d, failed %d", report.raised, report.notifications,
                     report.failed)
         return report
+
+    # Ending what no longer holds
+    def resolve(self, alert: dict, reason: str) -> bool:
+        """Resolve an alert with the reason and withdraw its notifications not sent yet (nothing new is
+        pushed: see the module docstring). False if it was resolved already."""
+        if not self.stores.alerts.resolve(alert["_id"], reason, self.clock()):
+            return False
+        self.stores.outbox.withdraw(reason="the alert was resolved: " + reason, source_key=f"alert:{alert['_id']}")
+        logger.info("alert resolved", extra={"alert_id": alert["_id"], "kind": alert["kind"]})
+        return True
+
+    def _end_silences(self, now: datetime) -> None:
+        silent = self.stores.alerts.unresolved_of_kind(AlertKind.UNIT_SILENT.value, limit=10_000)
+        if not silent:
+            return
+        units = {u.serial: u for u in self.stores.devices.for_patients({a["patient_id"] for a in silent})}
+        for alert in silent:
+            serial = alert["dedup_key"].split(":")[1]
+            unit = units.get(serial)
+            last_seen = datetime.fromisoformat(alert.get("period_key") or alert["dedup_key"].split(":", 2)[2])
+            heard = unit.status.get("last_seen_at") if unit else None
+            if heard is not None and not still_silent(last_seen, heard):
+                self.resolve(alert, f"the unit was heard from again at {heard:%Y-%m-%d %H:%M} UTC")
+
+    def reconsider(self, patient: Account, days: set[date], snapshots: list[dict], today: date,
+                   report: AlertsReport | None = None) -> None:
+        """Judge the rules again for a patient whose ``days`` were recomputed (``snapshots``: their adherence
+        days from 30 days before today): raise what now holds, resolve what no longer does."""
+        progress = {date.fromisoformat(s["date"]): (None if s["state"] == "no_tasks" else s["tens_fraction"] or 0.0)
+                    for s in snapshots}
+        candidate = low_adherence_in(patient.id, snapshots, today)
+        if candidate is not None:
+            self.raise_once(candidate, report)
+        open_alerts = self.stores.alerts.unresolved([patient.id], [AlertKind.LOW_ADHERENCE.value,
+                                                                    AlertKind.MISSED_TENS.value,
+                                                                    AlertKind.PAIN_FLARE.value])
+        for alert in open_alerts:
+            if alert["kind"] == AlertKind.LOW_ADHERENCE.value:
+                run_start = date.fromisoformat(alert.get("period_key") or alert["dedup_key"].rsplit(":", 1)[1])
+                if not low_adherence_holds(run_start, progress, today):
+                    recomputed = ", ".join(f"{d.isoformat()} {p:.0%}" for d, p in sorted(progress.items())
+                                           if p is not None and d >= run_start and d < today)[:300]
+                    self.resolve(alert, "recomputed with data that arrived later, TENS adherence no longer stays "
+                                        f"below 80% for 3 planned days from {run_start.isoformat()} ({recomputed})")
+            elif alert["kind"] == AlertKind.MISSED_TENS.value:
+                self._reconsider_missed(patient, alert, days)
+            elif alert["kind"] == AlertKind.PAIN_FLARE.value and date.fromisoformat(
+                    alert.get("period_key") or alert["dedup_key"].rsplit(":", 1)[1]) in days:
+                self._reconsider_flare(patient, alert)
+
+    def _reconsider_missed(self, patient: Account, alert: dict, days: set[date]) -> None:
+        occurrence_id = alert.get("period_key") or alert["dedup_key"].rsplit(":", 1)[1]
+        occurrence = self.stores.occurrences.get(patient.id, occurrence_id)
+        if occurrence is None or date.fromisoformat(occurrence["local_date"]) not in days:
+            return
+        sessions = self.stores.session_records.for_patient(
+            patient.id, occurrence["due_at"] - timedelta(hours=2), occurrence["window_ends_at"] + timedelta(minutes=1),
+            counted_only=True)
+        started = session_during(as_domain_occurrence(occurrence), [s["started_at"] for s in sessions])
+        if started is not None:
+            zone = patient.zone_history().zone_at(started)
+            self.resolve(alert, f"a TENS session that started at {started.astimezone(zone):%H:%M} (patient's local "
+                                "time) was received later: the session was done")
+
+    def _reconsider_flare(self, patient: Account, alert: dict) -> None:
+        day = date.fromisoformat(alert.get("period_key") or alert["dedup_key"].rsplit(":", 1)[1])
+        history = patient.zone_history()
+        zone = history.zone_at(datetime.combine(day, datetime.min.time(), ZoneInfo("UTC")))
+        start = datetime.combine(day, datetime.min.time(), zone).astimezone(ZoneInfo("UTC"))
+        end = start + timedelta(days=1, hours=2)
+        docs = self.stores.pain_entries.scores_between(patient.id, start - FLARE_HISTORY, end)
+        entries = [PainEntry(d["_id"], d["recorded_at"], d["nrs"]) for d in docs]
+        if not any(f.entry.recorded_at_utc.astimezone(history.zone_at(f.entry.recorded_at_utc)).date() == day
+                   for f in flares(entries)):
+            self.resolve(alert, "the pain ratings that made this a flare were changed or removed")
 
     # The care team's acts
     def review_list(self, patient_id: str, *, open_only: bool, limit: int = 200) -> list[dict]:

@@ -45,6 +45,7 @@ from companion.services.sessions import TensSessions
 from companion.services.sync import Changes
 from companion.services.telemetry import Telemetry
 from companion.services.tokens import TokenService
+from companion.services.touched_days import TouchedDays
 from companion.settings import Settings
 from companion.store.db import make_client
 from companion.store.stores import Stores
@@ -125,7 +126,7 @@ class Services:
 
     @cached_property
     def profiles(self) -> Profiles:
-        return Profiles(self.stores, self.reminders, self.clock)
+        return Profiles(self.stores, self.reminders, self.clock, touched=self.touched_days)
 
     @cached_property
     def care(self) -> Care:
@@ -133,31 +134,36 @@ class Services:
 
     @cached_property
     def gateways(self) -> Gateways:
-        return Gateways(self.settings, self.stores, self.tokens, self.profiles, self.clock)
+        return Gateways(self.settings, self.stores, self.tokens, self.profiles, self.clock, telemetry=self.telemetry)
+
+    @cached_property
+    def touched_days(self) -> TouchedDays:
+        return TouchedDays(self.stores, self.clock)
 
     @cached_property
     def ingestion(self) -> Ingestion:
-        return Ingestion(self.settings, self.stores, self.clock, telemetry=self.telemetry, changes=self.changes)
+        return Ingestion(self.settings, self.stores, self.clock, telemetry=self.telemetry, changes=self.changes,
+                         touched=self.touched_days)
 
     @cached_property
     def sessions(self) -> TensSessions:
-        return TensSessions(self.stores, self.changes, self.clock)
+        return TensSessions(self.stores, self.changes, self.clock, touched=self.touched_days)
 
     @cached_property
     def diary(self) -> Diary:
-        return Diary(self.stores, self.changes, self.clock)
+        return Diary(self.stores, self.changes, self.clock, touched=self.touched_days)
 
     @cached_property
     def reminders(self) -> ReminderService:
-        return ReminderService(self.stores, self.clock, changes=self.changes)
+        return ReminderService(self.stores, self.clock, changes=self.changes, touched=self.touched_days)
 
     @cached_property
     def plans(self) -> Plans:
-        return Plans(self.stores, self.changes, self.clock)
+        return Plans(self.stores, self.changes, self.clock, touched=self.touched_days)
 
     @cached_property
     def library(self) -> Library:
-        return Library(self.stores, self.changes, self.clock)
+        return Library(self.stores, self.changes, self.clock, touched=self.touched_days)
 
     @cached_property
     def progress(self) -> Progress:
@@ -169,7 +175,7 @@ class Services:
 
     @cached_property
     def adherence_job(self) -> AdherenceJob:
-        return AdherenceJob(self.stores, self.alerts, self.clock)
+        return AdherenceJob(self.stores, self.alerts, self.adherence, self.clock)
 
     @cached_property
     def review(self) -> Review:

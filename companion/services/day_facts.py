@@ -12,6 +12,7 @@ from companion.domain.adherence import TaskEvent, TaskKind
 from companion.domain.localtime import TimeZoneHistory, resolve_local
 from companion.domain.pain import PainEntry, Role
 from companion.domain.plans import plan_in_force
+from companion.domain.sessions import counted_minutes, counts_as_session
 from companion.store.stores import Stores
 
 SESSION_LIMIT = 5000  # ~8 sessions a day for the longest range asked (a year is refused elsewhere)
@@ -24,7 +25,8 @@ def local_day_bounds(zone: ZoneInfo, day: date) -> tuple[datetime, datetime]:
 
 @dataclass
 class PatientFacts:
-    """Everything recorded for the patient between two instants, plus every version of their plan."""
+    """Everything recorded for the patient between two instants, plus every version of their plan (sessions
+    held back from the figures are not read)."""
 
     plans: list[dict]
     sessions: list[dict]
@@ -34,7 +36,7 @@ class PatientFacts:
 
     def events(self) -> list[TaskEvent]:
         """TENS sessions, completed practice and medication doses taken, as the domain's task events."""
-        events = [TaskEvent(TaskKind.TENS, s["started_at"], minutes=(s.get("duration_s") or 0) / 60)
+        events = [TaskEvent(TaskKind.TENS, s["started_at"], counted_minutes(s), int(counts_as_session(s)))
                   for s in self.sessions]
         events += [TaskEvent(TaskKind.MINDFULNESS, p["started_at"], minutes=p["minutes"])
                    for p in self.practice if p["completed_at"] is not None]
@@ -55,7 +57,7 @@ def gather(stores: Stores, patient_id: str, start_utc: datetime, end_utc: dateti
     """Read the patient's records between two instants (and every plan version)."""
     return PatientFacts(
         plans=stores.plans.history(patient_id),
-        sessions=stores.session_records.for_patient(patient_id, start_utc, end_utc, SESSION_LIMIT),
+        sessions=stores.session_records.for_patient(patient_id, start_utc, end_utc, SESSION_LIMIT, counted_only=True),
         practice=stores.practice.between(patient_id, start_utc, end_utc),
         occurrences=stores.occurrences.between(patient_id, start_utc, end_utc),
         pain=stores.pain_entries.recorded_between(patient_id, start_utc, end_utc),

@@ -25,6 +25,7 @@ from companion.domain.access import DIARY_FREE_TEXT, Grant, sees_free_text, with
 from companion.domain.errors import Conflict, Invalid, NotFound, PreconditionFailed
 from companion.domain.pain import BriefPainInventory, bpi_interference, bpi_severity
 from companion.services.sync import Changes
+from companion.services.touched_days import TouchedDays
 from companion.store.stores import Stores
 
 ATTEMPTS = 20  # conditional writes retried when another writer changed the entry in between (no If-Match)
@@ -80,10 +81,16 @@ def _unchanged(entry: dict, changes: dict) -> bool:
 
 
 class Diary:
-    def __init__(self, stores: Stores, changes: Changes, clock: Clock = now):
+    def __init__(self, stores: Stores, changes: Changes, clock: Clock = now, *, touched: TouchedDays | None = None):
         self.entries = stores.pain_entries
         self.changes = changes
+        self.touched = touched
         self.clock = clock
+
+    def _touch(self, patient_id: str, *entries: dict | None) -> None:
+        """The local days of these entries' ratings changed (flares, pain figures): mark them."""
+        if self.touched is not None:
+            self.touched.instants(patient_id, [e["recorded_at"] for e in entries if e], "diary")
 
     def _now_ms(self) -> datetime:
         return to_millis(self.clock())
@@ -96,6 +103,7 @@ class Diary:
             found, created = self.entries.add(grant.patient_id, stored, self._now_ms(), seq)
         if not created and not _same_creation(found, stored):
             raise _reused(grant, found)
+        self._touch(grant.patient_id, found)
         return _shown(grant, found), created
 
     def record_batch(self, grant: Grant, entries: list[dict]) -> list[tuple[dict, str]]:
@@ -108,6 +116,7 @@ class Diary:
         for sent, (found, created) in zip(stored, results, strict=True):
             status = "created" if created else "duplicate" if _same_creation(found, sent) else "conflict"
             outcome.append((_shown(grant, found), status))
+        self._touch(grant.patient_id, *(found for found, _ in results))
         return outcome
 
     def edit_entry(self, grant: Grant, entry_id: str, changes: dict, *, if_version: int | None = None) -> dict:
@@ -129,6 +138,7 @@ class Diary:
                 updated = self.entries.update(patient_id, entry_id, update, self._now_ms(), seq=seq,
                                               version=_version(current))
             if updated:
+                self._touch(patient_id, current, updated)
                 return _shown(grant, updated)
         raise Conflict("the entry is being changed by someone else right now; try again")
 
@@ -148,6 +158,7 @@ class Diary:
                 deleted = self.entries.soft_delete(patient_id, entry_id, self._now_ms(), seq=seq,
                                                    version=_version(current))
             if deleted:
+                self._touch(patient_id, deleted)
                 return _shown(grant, deleted)
         raise Conflict("the entry is being changed by someone else right now; try again")
 

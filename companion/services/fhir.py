@@ -157,6 +157,9 @@ def _session(out: _Entries, session: dict, patient: dict, device: dict, review: 
     if session.get("clock_status"):
         components.append(_component("unit's clock at sync (ok, skewed, reset, ahead)",
                                      valueString=session["clock_status"]))
+    if session.get("time_quality"):
+        components.append(_component("how sure the start time is (exact, corrected, estimated)",
+                                     valueString=session["time_quality"]))
     summary = (f"TENS session {sid}, {_local(session['started_at'], review)} ({review.zone}), {minutes:g} min, "
                f"{session.get('frequency_hz')} Hz, {session.get('pulse_width_us')} µs, "
                f"mean {session.get('intensity_mean_ma')} mA")
@@ -165,7 +168,9 @@ def _session(out: _Entries, session: dict, patient: dict, device: dict, review: 
                          "effectivePeriod": period, "issued": _instant(session.get("server_received_at")),
                          "performer": [patient], "device": device, "component": [c for c in components if c]},
                         record_urn("Observation/tens-session", sid), summary)
-    out.upsert({"resourceType": "DeviceUseStatement", "status": "completed", "subject": patient, "device": device,
+    # A session held back from the figures (its time, owner or values in doubt) is "on-hold" until resolved.
+    status = "on-hold" if session.get("held") else "completed"
+    out.upsert({"resourceType": "DeviceUseStatement", "status": status, "subject": patient, "device": device,
                 "timingPeriod": period, "recordedOn": _instant(session.get("server_received_at")),
                 "derivedFrom": [record]}, record_urn("DeviceUseStatement", sid), summary)
 

@@ -13,6 +13,7 @@ from companion.domain.access import Role
 from companion.domain.errors import Conflict, NotFound, Unauthorized
 from companion.domain.people import Gateway, TensUnit
 from companion.services.patients import Profiles
+from companion.services.telemetry import NoTelemetry, Telemetry
 from companion.services.throttle import Throttle
 from companion.services.tokens import TokenService
 from companion.settings import Settings
@@ -40,8 +41,10 @@ class Pairing:
 
 class Gateways:
     def __init__(self, settings: Settings, stores: Stores, tokens: TokenService, profiles: Profiles,
-                 clock: Clock = now):
+                 clock: Clock = now, *, telemetry: Telemetry | None = None):
         self.settings = settings
+        self.telemetry = telemetry or NoTelemetry()
+        self.stores = stores
         self.codes = stores.pairing_codes
         self.gateways = stores.gateways
         self.devices = stores.devices
@@ -116,15 +119,31 @@ class Gateways:
         """The TENS units bound to a patient, with their last known status."""
         return self.devices.for_patient(patient_id)
 
-    def bind_unit(self, patient_id: str, serial: str, profile: str) -> TensUnit:
-        """Bind a unit to the patient by its serial (binding it again is harmless)."""
+    def bind_unit(self, patient_id: str, serial: str, profile: str, *, bound_at: datetime | None = None) -> TensUnit:
+        """Bind a unit to the patient by its serial (binding it again is harmless), from now (``bound_at``:
+        from an earlier moment, for history imported as it happened, e.g. the demo's)."""
         self.profiles.patient(patient_id)
-        unit, created = self.devices.bind(serial, patient_id, profile)
+        unit, created = self.devices.bind(serial, patient_id, profile, bound_at or self.clock())
         if not created and unit.patient_id != patient_id:
             raise Conflict("this unit is bound to someone else; it must be released first")
         return unit
 
     def release_unit(self, patient_id: str, serial: str) -> None:
-        """Release a unit from the patient. A unit not bound to the patient is released already: a retried
-        release succeeds as the first did (and says nothing of units bound to others)."""
-        self.devices.unbind(serial, patient_id)
+        """Release a unit from the patient; the interval it was bound for is kept (its sessions stay theirs).
+        A unit not bound to the patient is released already: a retried release succeeds as the first did (and
+        says nothing of units bound to others)."""
+        self.devices.unbind(serial, patient_id, self.clock())
+
+    def keep_dead_letters(self, gateway_id: str, patient_id: str, items: list[dict]) -> int:
+        """Keep what a gateway reports it could not deliver as records (each once); returns how many were new."""
+        at = self.clock()
+        new = self.stores.gateway_dead_letters.keep([
+            {**{k: v for k, v in item.items() if k != "id"}, "_id": f"{gateway_id}:{item['id']}",
+             "gateway_id": gateway_id, "local_id": item["id"], "patient_id": patient_id, "reported_at": at}
+            for item in items])
+        self.telemetry.gateway_dead_letters(new)
+        return new
+
+    def dead_letters_of(self, patient_id: str) -> list[dict]:
+        """What the patient's gateways reported they could not deliver, newest first."""
+        return self.stores.gateway_dead_letters.for_patient(patient_id)

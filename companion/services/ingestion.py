@@ -1,39 +1,76 @@
-"""Receiving TENS session records and unit status from a gateway: each record checked, stored once,
-acknowledged alone.
+"""Receiving TENS session records, syncs and unit status from a gateway: nothing a unit handed over is
+dropped, each record is stored once, placed in time, given to whoever wore the unit, and answered alone.
 
-Receiving a batch is three writes: the records, the device events they raise (battery low, electrode
-off, overload) and the units' status. The last two are derived from the records on every attempt,
-from every record that is stored with the same content (new now, or stored by an earlier attempt), so a
-gateway's retry after a crash between the writes finishes what the first attempt left undone: the
-events have ids derived from their record, the status update only moves forward, and nothing is doubled.
+A batch brings records, the syncs that captured them (a gateway's readings of units' clocks) and the
+gateway's own clock reading. Receiving it:
 
-Each batch's records take the patient's next change numbers (companion.services.sync), so the app's
-session feed hands them out however late they arrive.
+1. checks that every unit named is, or once was, bound to the gateway's patient (a gateway is trusted to
+   deliver the records of those units; each record then goes to whoever wore the unit when it happened);
+2. checks the gateway's clock against the server's receive time and ties each sync to the server's clock
+   (companion.services.session_times);
+3. stores the syncs, then the records, each placed, judged and counted (a record that breaks a clinical or
+   time rule is stored *held*, with its findings: companion.domain.sessions); only a record with no identity
+   to be stored under is refused. A record that arrives again with other content is kept apart for review;
+4. places again the stored records the new evidence touches (a later clock fix), and marks every local day
+   whose figures changed (companion.services.touched_days);
+5. derives the records' device events and the units' status.
+
+Every step after the first two is derived again from what is stored on every attempt, so a gateway's retry
+after a crash between the writes finishes what the first attempt left undone, doubling nothing: syncs,
+records, copies and events have derived ids, placement is recomputed from the same evidence, marks are
+idempotent and the status only moves forward.
+
+Each batch's records (and every stored record placed again) take their patient's next change numbers
+(companion.services.sync), so the app's session feed hands them out however late they arrive.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import datetime
 
 from companion.clock import Clock, now
 from companion.domain.errors import Forbidden, TooManyRequests
-from companion.domain.sessions import check_record, device_events_for
+from companion.domain.sessions import Binding, device_events_for, identity_problem
+from companion.services.session_times import (
+    ClockCheck,
+    SessionTimes,
+    anchor,
+    clock_check,
+    touched_days_of,
+    write_changes,
+)
 from companion.services.sync import Changes
 from companion.services.telemetry import NoTelemetry, Telemetry
+from companion.services.touched_days import TouchedDays
 from companion.settings import Settings
 from companion.store.stores import Stores
+
+IMPORT = "import"  # the gateway id part of syncs imported without a gateway (the demo's history)
+
+
+def sync_key(gateway_id: str | None, sync_id: str) -> str:
+    """The server's id of a gateway's sync."""
+    return f"{gateway_id or IMPORT}:{sync_id}"
+
+
+def _touched(doc: dict) -> tuple[str | None, str | None]:
+    return doc.get("patient_id"), doc.get("local_date")
 
 
 class Ingestion:
     def __init__(self, settings: Settings, stores: Stores, clock: Clock = now, *,
-                 telemetry: Telemetry | None = None, changes: Changes | None = None):
+                 telemetry: Telemetry | None = None, changes: Changes | None = None,
+                 touched: TouchedDays | None = None):
         self.settings = settings
         self.telemetry = telemetry or NoTelemetry()
         self.changes = changes or Changes(stores, clock)
+        self.stores = stores
         self.records = stores.session_records
         self.events = stores.device_events
         self.devices = stores.devices
         self.counters = stores.counters
+        self.touched = touched
         self.clock = clock
 
     def _throttle(self, gateway_id: str) -> None:
@@ -42,74 +79,170 @@ class Ingestion:
         if count > self.settings.gateway_uploads_per_min:
             raise TooManyRequests("too many uploads from this gateway; retry later", retry_after_s=wait)
 
-    def _require_bound(self, patient_id: str, serials: set[str]) -> None:
-        """Every unit named must be bound to the gateway's patient, or nothing is taken."""
-        if serials - self.devices.bound_among(serials, patient_id):
+    def _bindings(self, patient_id: str, serials: set[str]) -> dict[str, list[Binding]]:
+        """Every unit named must be, or once have been, bound to the gateway's patient, or nothing is taken."""
+        bindings = self.devices.bindings_of(serials)
+        if any(all(b.patient_id != patient_id for b in bindings.get(serial, [])) for serial in serials):
             raise Forbidden("this gateway may not write for one or more of these units")
+        return bindings
 
-    def receive(self, gateway_id: str | None, patient_id: str, records: list[dict],
-                named_serials: set[str], *, refused_by_schema: int = 0) -> list[dict]:
-        """Store the valid new records of a batch; answer created / duplicate / rejected (with a reason) for
-        each. ``named_serials`` are every unit the batch names, valid records or not: all must be bound.
-        ``gateway_id`` is None for history imported without a gateway (the demo's), which is not throttled.
-        ``refused_by_schema`` counts the batch's records the HTTP layer already rejected (for the metrics)."""
+    def receive(self, gateway_id: str | None, patient_id: str, records: list[dict], named_serials: set[str], *,
+                syncs: list[dict] | None = None, gateway_clock: dict | None = None,
+                refused_by_schema: int = 0) -> dict:
+        """Store a batch; answer each record (created / duplicate / rejected, with its findings) and each sync,
+        and say whether the server vouches for the gateway's clock. ``named_serials`` are every unit the batch
+        names, valid records or not. ``gateway_id`` is None for history imported without a gateway (the demo's),
+        which is not throttled. ``refused_by_schema`` counts the batch's records the HTTP layer already rejected
+        (for the metrics)."""
+        syncs = syncs or []
         if gateway_id is not None:
             self._throttle(gateway_id)
-        self._require_bound(patient_id, named_serials)
+        bindings = self._bindings(patient_id, named_serials | {s["serial"] for s in syncs})
         received_at = self.clock()
+        check = clock_check(gateway_clock, received_at)
+        if check is not None and gateway_id is not None:
+            self.stores.gateways.note_clock(gateway_id, check.as_doc())
+        sync_docs = [self._sync_doc(gateway_id, s, check, received_at) for s in syncs]
         results: dict[str, dict] = {}
         docs = []
         for record in records:
-            verdict = check_record(record, received_at=received_at)
-            if not verdict.ok:
-                results[record["record_id"]] = {"status": "rejected", "reason": verdict.reason}
-                continue
-            docs.append({**{k: v for k, v in record.items() if k != "record_id"}, "_id": record["record_id"],
-                         "patient_id": patient_id, "gateway_id": gateway_id, "server_received_at": received_at})
-        if docs:
-            with self.changes.stamp(patient_id, self.records, len(docs)) as first:
-                created, duplicates = self.records.insert_new([{**d, "seq": first + n} for n, d in enumerate(docs)])
-        else:
-            created, duplicates = set(), set()
-        stored = self.records.by_ids(duplicates, {"patient_id": 1, "content_hash": 1}) if duplicates else {}
-        kept = []
-        for doc in docs:
-            rid = doc["_id"]
-            if rid in created:
-                results[rid] = {"status": "created", "reason": None}
-                kept.append(doc)
-            elif stored.get(rid, {}).get("patient_id") != patient_id:
-                results[rid] = {"status": "rejected", "reason": "conflicts with a record stored for another patient"}
-            elif stored[rid].get("content_hash") != doc["content_hash"]:
-                results[rid] = {"status": "duplicate", "reason": "already stored with different content; kept the first"}
+            problem = identity_problem(record)
+            if problem:
+                results[record["record_id"]] = {"status": "rejected", "reason": problem}
             else:
-                results[rid] = {"status": "duplicate", "reason": None}
+                docs.append(self._record_doc(gateway_id, patient_id, record, check, received_at))
+        stored = self.records.by_ids([d["_id"] for d in docs]) if docs else {}
+        fresh = [d for d in docs if d["_id"] not in stored]
+        kept = self._answer_stored(docs, stored, results)
+        placed, changes = [], []
+        by_unit: dict[str, list[dict]] = defaultdict(list)
+        for doc in fresh:
+            by_unit[doc["device_serial"]].append(doc)
+        syncs_by_unit: dict[str, list[dict]] = defaultdict(list)
+        for doc in sync_docs:
+            syncs_by_unit[doc["serial"]].append(doc)
+        for serial in sorted(set(by_unit) | set(syncs_by_unit)):
+            unit_placed, unit_changes = SessionTimes(self.stores).place_unit(
+                serial, by_unit.get(serial, []), syncs_by_unit.get(serial, []), bindings.get(serial, []), received_at)
+            placed += unit_placed
+            changes += unit_changes
+        known = self.stores.unit_syncs.insert_new(sync_docs)
+        created = self._insert(placed)
+        for doc in placed:
+            if doc["_id"] in created:
+                results[doc["_id"]] = self._created(doc)
                 kept.append(doc)
-        self._derive(patient_id, kept, received_at)
+            else:  # a concurrent upload stored it first: the stored one stands
+                results[doc["_id"]] = {"status": "duplicate", "reason": None}
+        write_changes(self.stores, self.changes, self.touched, changes, "sessions")
+        if self.touched is not None:
+            for patient, dates in touched_days_of(kept).items():
+                self.touched.dates(patient, dates, "sessions")
+        self._derive(patient_id, kept, changes, received_at)
         for result in ("created", "duplicate", "rejected"):
             count = sum(1 for r in results.values() if r["status"] == result)
             self.telemetry.records_received(result, count + (refused_by_schema if result == "rejected" else 0))
-        return [{"record_id": rid, **res} for rid, res in results.items()]
+        self.telemetry.records_held(sum(1 for d in kept if d["_id"] in created and d.get("held")))
+        return {"results": [{"record_id": rid, **res} for rid, res in results.items()],
+                "syncs": [{"sync_id": s["sync_id"], "status": "duplicate" if s["_id"] in known else "created"}
+                          for s in sync_docs],
+                "clock": self._verdict(check, received_at)}
 
-    def _derive(self, patient_id: str, docs: list[dict], received_at: datetime) -> None:
-        """The secondary writes of stored records: their device events and their units' status."""
+    @staticmethod
+    def _verdict(check: ClockCheck | None, received_at: datetime) -> dict:
+        if check is None:
+            return {"server_time": received_at, "gateway_offset_s": None, "vouched": False}
+        return {"server_time": received_at, "gateway_offset_s": round(check.offset.total_seconds(), 3),
+                "vouched": check.vouched}
+
+    @staticmethod
+    def _created(doc: dict) -> dict:
+        return {"status": "created", "reason": None, "flags": [f["flag"] for f in doc["flags"]], "held": doc["held"],
+                "time_quality": doc["time_quality"]}
+
+    def _answer_stored(self, docs: list[dict], stored: dict[str, dict], results: dict[str, dict]) -> list[dict]:
+        """Answer the records already stored: the same content is a plain duplicate (and still derived, for a
+        retry after a crash); other content is kept apart for review, the first copy standing."""
+        kept, conflicts = [], []
+        for doc in docs:
+            first = stored.get(doc["_id"])
+            if first is None:
+                continue
+            if first.get("content_hash") == doc["content_hash"]:
+                results[doc["_id"]] = {"status": "duplicate", "reason": None, "flags": [
+                    f["flag"] for f in first.get("flags") or []], "held": bool(first.get("held")),
+                    "time_quality": first.get("time_quality")}
+                kept.append(first)
+            else:
+                conflicts.append({**doc, "_id": f"{doc['_id']}:{doc['content_hash']}", "record_id": doc["_id"],
+                                  "first_patient_id": first.get("patient_id")})
+                results[doc["_id"]] = {"status": "duplicate", "flags": ["conflicting_copy"], "held": True,
+                                       "reason": "already stored with different content; this copy is kept apart "
+                                                 "for review"}
+        self.stores.session_conflicts.keep(conflicts)
+        return kept
+
+    def _sync_doc(self, gateway_id: str | None, sync: dict, check: ClockCheck | None, received_at: datetime) -> dict:
+        at, error, how = anchor(sync, check)
+        return {**sync, "_id": sync_key(gateway_id, sync["sync_id"]), "gateway_id": gateway_id,
+                "received_at": received_at, "at": at, "at_error_s": round(error.total_seconds(), 3), "anchor": how}
+
+    @staticmethod
+    def _record_doc(gateway_id: str | None, patient_id: str, record: dict, check: ClockCheck | None,
+                    received_at: datetime) -> dict:
+        doc = {k: v for k, v in record.items() if k not in ("record_id", "sync_id")}
+        return {**doc, "_id": record["record_id"], "gateway_id": gateway_id, "delivered_for": patient_id,
+                "server_received_at": received_at, "reported_started_at": record["started_at"],
+                "sync_key": sync_key(gateway_id, record["sync_id"]) if record.get("sync_id") else None,
+                "gateway_offset_s": (round(check.offset.total_seconds(), 3)
+                                     if check is not None and not check.vouched else None),
+                "resolution": None}
+
+    def _insert(self, placed: list[dict]) -> set[str]:
+        """Insert the new records, each group taking its patient's next change numbers (a record nobody owns
+        yet, its unit having changed hands then, is in no feed until a clinician decides); the ids created."""
+        by_patient: dict[str | None, list[dict]] = defaultdict(list)
+        for doc in placed:
+            by_patient[doc.get("patient_id")].append(doc)
+        created: set[str] = set()
+        for patient, docs in by_patient.items():
+            if patient is None:
+                created |= self.records.insert_new(docs)[0]
+                continue
+            with self.changes.stamp(patient, self.records, len(docs)) as first:
+                created |= self.records.insert_new([{**d, "seq": first + n} for n, d in enumerate(docs)])[0]
+        return created
+
+    def _derive(self, patient_id: str, kept: list[dict], changes: list[tuple[dict, dict]],
+                received_at: datetime) -> None:
+        """The secondary writes of stored records: their device events (not for held ones: their time or
+        owner is not known) and the status of units still bound to the gateway's patient."""
         self.events.record([
-            {"_id": f"{d['_id']}:{kind}", "patient_id": patient_id, "device_serial": d["device_serial"],
+            {"_id": f"{d['_id']}:{kind}", "patient_id": d["patient_id"], "device_serial": d["device_serial"],
              "kind": kind, "at": d["started_at"], "record_id": d["_id"], "created_at": received_at}
-            for d in docs for kind in device_events_for(d)
+            for d in kept if not d.get("held") and d.get("patient_id") for kind in device_events_for(d)
         ])
+        for doc, fields in changes:
+            if "started_at" in fields or "patient_id" in fields:
+                merged = {**doc, **fields}
+                self.events.move(doc["_id"], device_events_for(merged), merged["started_at"], merged.get("patient_id"))
         latest: dict[str, dict] = {}
-        for d in docs:
+        for d in kept:
             if d["device_serial"] not in latest or d["device_seq"] > latest[d["device_serial"]]["device_seq"]:
                 latest[d["device_serial"]] = d
         for serial, d in latest.items():
-            self.devices.note_upload(serial, received_at=received_at, battery_pct=d["battery_pct"],
+            self.devices.note_upload(serial, patient_id, received_at=received_at, battery_pct=d["battery_pct"],
                                      last_record_seq=d["device_seq"])
 
     def device_status(self, patient_id: str, reports: list[dict]) -> None:
-        """A gateway's report on its units: battery, firmware, last contact and last error."""
-        self._require_bound(patient_id, {r["serial"] for r in reports})
+        """A gateway's report on its units: battery, firmware, last contact and last error. A unit that has
+        since moved to another patient is skipped (its new patient's gateway reports it)."""
+        bindings = self._bindings(patient_id, {r["serial"] for r in reports})
         for r in reports:
+            if not bindings[r["serial"]] or bindings[r["serial"]][-1].end is not None \
+                    or bindings[r["serial"]][-1].patient_id != patient_id:
+                continue
             self.devices.note_status(r["serial"], patient_id, {
                 "battery_pct": r["battery_pct"], "firmware": r["firmware"], "last_seen_at": r["last_seen_at"],
                 "last_error": r.get("last_error")})
+

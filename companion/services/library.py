@@ -11,6 +11,7 @@ from companion.domain import content_library
 from companion.domain.errors import Conflict, Invalid, NotFound
 from companion.services.derived_ids import derived_id
 from companion.services.sync import Changes
+from companion.services.touched_days import TouchedDays
 from companion.store.content import NEVER_CHOSEN
 from companion.store.stores import Stores
 
@@ -20,11 +21,12 @@ def _document(item: content_library.ContentItem) -> dict:
 
 
 class Library:
-    def __init__(self, stores: Stores, changes: Changes, clock: Clock = now):
+    def __init__(self, stores: Stores, changes: Changes, clock: Clock = now, *, touched: TouchedDays | None = None):
         self.items = stores.content
         self.favourites = stores.favourites
         self.log = stores.practice
         self.changes = changes
+        self.touched = touched
         self.clock = clock
 
     def load(self, path: Path | None = None) -> dict:
@@ -112,4 +114,6 @@ class Library:
             done = self.log.complete(patient_id, practice_id, completed_at, round(practised, 1), seq)
         if not done:
             raise Conflict("this practice was already completed")
+        if self.touched is not None:  # a practice completed counts on the day it began
+            self.touched.instants(patient_id, [started["started_at"]], "practice")
         return done

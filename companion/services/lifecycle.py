@@ -163,7 +163,8 @@ class AccountLifecycle:
         s = self.stores
         for store in (s.session_records, s.device_events, s.plans, s.reminders, s.occurrences, s.pain_entries,
                       s.favourites, s.practice, s.adherence_days, s.alerts, s.clinical_notes, s.outbox, s.devices,
-                      s.pairing_codes, s.care_links, s.emergency_grants, s.gateways, s.care_invitations):
+                      s.pairing_codes, s.care_links, s.emergency_grants, s.gateways, s.care_invitations,
+                      s.session_conflicts, s.gateway_dead_letters, s.days_to_recompute):
             store.delete_for_patient(patient_id)
         s.care_teams.delete_enrolments_of(patient_id)
         s.push_tokens.delete_for_user(patient_id)

@@ -10,6 +10,7 @@ from companion.domain.errors import Conflict, NotFound, PreconditionFailed
 from companion.domain.people import Account, ZoneMove
 from companion.domain.quiet_hours import QuietHours
 from companion.services.reminders import ReminderService
+from companion.services.touched_days import TouchedDays
 from companion.store.stores import Stores
 
 NOT_FOUND = "no such patient, or no access to them"
@@ -17,9 +18,11 @@ ATTEMPTS = 20
 
 
 class Profiles:
-    def __init__(self, stores: Stores, reminders: ReminderService, clock: Clock = now):
+    def __init__(self, stores: Stores, reminders: ReminderService, clock: Clock = now, *,
+                 touched: TouchedDays | None = None):
         self.users = stores.users
         self.reminders = reminders
+        self.touched = touched
         self.clock = clock
 
     def patient(self, patient_id: str) -> Account:
@@ -55,12 +58,14 @@ class Profiles:
             if if_version is not None and if_version != patient.profile_version:
                 raise PreconditionFailed("the profile changed since that version; see current", current=patient,
                                          version=patient.profile_version)
+            move = ZoneMove(zone, self._next_move_at(patient), patient.time_zone) if moving else None
             updated = self.users.update_profile(
                 patient_id, version=patient.profile_version, display_name=changes.get("display_name"),
-                quiet_hours=quiet, caregiver_alert_delay_min=changes.get("caregiver_alert_delay_min"),
-                move=ZoneMove(zone, self._next_move_at(patient), patient.time_zone) if moving else None)
+                quiet_hours=quiet, caregiver_alert_delay_min=changes.get("caregiver_alert_delay_min"), move=move)
             if updated is None:
                 continue  # changed meanwhile: read it again (and answer 412 if the caller named a version)
+            if move is not None and self.touched is not None:  # the days from the move on fall on other dates
+                self.touched.from_instant(patient_id, move.effective_from, "time_zone")
             if moving or "quiet_hours" in changes:
                 # Travel: pending future reminders move to the same wall-clock times in the new zone
                 # (and new quiet hours move their pushes). Derived from the stored profile on every call,

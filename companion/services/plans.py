@@ -4,9 +4,12 @@ names the one it replaces (If-Match) is refused with the current plan when anoth
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from companion.clock import Clock, now
 from companion.domain.errors import Conflict, PreconditionFailed
 from companion.services.sync import Changes
+from companion.services.touched_days import TouchedDays
 from companion.store.plans import VersionTaken
 from companion.store.stores import Stores
 
@@ -23,9 +26,10 @@ def _stored(plan: dict) -> dict:
 
 
 class Plans:
-    def __init__(self, stores: Stores, changes: Changes, clock: Clock = now):
+    def __init__(self, stores: Stores, changes: Changes, clock: Clock = now, *, touched: TouchedDays | None = None):
         self.plans = stores.plans
         self.changes = changes
+        self.touched = touched
         self.clock = clock
 
     def current(self, patient_id: str) -> dict:
@@ -38,8 +42,10 @@ class Plans:
         return self.plans.history(patient_id)
 
     def prescribe(self, patient_id: str, plan: dict, *, created_by: str, based_on_version: int | None = None,
-                  if_version: int | None = None) -> dict:
-        """Store a new version of the patient's plan (``plan`` holds its TENS dates as dates).
+                  if_version: int | None = None, at: datetime | None = None) -> dict:
+        """Store a new version of the patient's plan (``plan`` holds its TENS dates as dates), in force from
+        now (``at``: from an earlier moment, for history imported as it happened, e.g. the demo's). The days it
+        governs are marked for recomputing.
 
         With ``if_version`` (If-Match) the change is refused (PreconditionFailed, with the current plan)
         unless that is still the current version, so a clinician never silently overwrites a colleague's
@@ -47,6 +53,7 @@ class Plans:
         race for the next version number simply takes the one after.
         """
         stored = _stored(plan)
+        given_at = at
         for _ in range(ATTEMPTS):
             current = self.current(patient_id)
             current_version = current["version"]
@@ -56,7 +63,7 @@ class Plans:
             if if_version is not None and if_version != current_version:
                 raise PreconditionFailed(f"the plan changed meanwhile: the current version is {current_version}",
                                          current=current, version=current_version)
-            at = self.clock()
+            at = given_at or self.clock()
             try:
                 with self.changes.stamp(patient_id, self.plans) as seq:
                     created = self.plans.insert_version(patient_id, current_version + 1, stored,
@@ -66,6 +73,8 @@ class Plans:
                     raise Conflict("the plan changed meanwhile; reload it and try again") from None
                 continue  # with If-Match, the next round answers with the version that won
             self._close_earlier(patient_id, created)
+            if self.touched is not None:
+                self.touched.from_instant(patient_id, at, "plan")
             return created
         raise Conflict("the plan is being changed by someone else; try again")
 

@@ -22,6 +22,7 @@ from companion.domain.errors import NotFound
 from companion.domain.localtime import TimeZoneHistory
 from companion.domain.pain import flare_at
 from companion.domain.plans import planned_tasks
+from companion.domain.sessions import counts_as_session
 from companion.domain.streaks import streak, weekly_summary
 from companion.domain.suggestions import ContentItem, PracticeCompletion, suggest_after_flare
 from companion.services.day_facts import PatientFacts, days_between, gather, local_date, local_day_bounds
@@ -105,7 +106,7 @@ class Progress:
         return {
             "date": day.isoformat(), "zone": zone.key,
             "reminders": {"due": len(occurrences), **statuses, "items": occurrences},
-            "tens": {**_goal(TaskKind.TENS, tasks, events, (plan or {}).get("tens")), "sessions": len(facts.sessions)},
+            "tens": {**_goal(TaskKind.TENS, tasks, events, (plan or {}).get("tens")), "sessions": sum(counts_as_session(s) for s in facts.sessions)},
             "mindfulness": {**_goal(TaskKind.MINDFULNESS, tasks, events, (plan or {}).get("mindfulness")),
                             **self._mindfulness_goal(patient_id, plan, zone, day, end)},
             "medication": _goal(TaskKind.MEDICATION, tasks, events, None, _medication_counts(plan)),

@@ -42,6 +42,7 @@ from companion.services.derived_ids import derived_id
 from companion.services.item_failures import ItemFailures
 from companion.services.reminder_schedules import check_reminder, skipped_slots_for, slots_for
 from companion.services.sync import Changes
+from companion.services.touched_days import TouchedDays
 from companion.store.reminders import CANCELLED, Occurrences
 from companion.store.stores import Stores
 
@@ -109,12 +110,14 @@ def mark_closed_missed(occurrences: Occurrences, changes: Changes, closed: list[
 
 
 class ReminderService:
-    def __init__(self, stores: Stores, clock: Clock = now, *, changes: Changes | None = None):
+    def __init__(self, stores: Stores, clock: Clock = now, *, changes: Changes | None = None,
+                 touched: TouchedDays | None = None):
         self.users = stores.users
         self.reminders = stores.reminders
         self.occurrences = stores.occurrences
         self.clock = clock
         self.changes = changes or Changes(stores, clock)
+        self.touched = touched
 
     def _patient(self, patient_id: str) -> Account:
         patient = self.users.by_id(patient_id)
@@ -327,6 +330,8 @@ class ReminderService:
             if again["status"] == status:
                 return again
             raise Conflict(f"this reminder was already recorded as {again['status']}")
+        if self.touched is not None:  # a dose taken (or a session ticked off) changes that day's figures
+            self.touched.dates(patient_id, {date.fromisoformat(updated["local_date"])}, "reminder_outcome")
         return updated
 
     def snooze(self, patient_id: str, key: str, minutes: int) -> dict:

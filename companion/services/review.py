@@ -81,6 +81,17 @@ class PatientReview:
     def tens(self, days: int) -> list[rules.TensDay]:
         return rules.tens_by_day(self.sessions(days), self.plans(), self.zone, self.first_day(days), self.today)
 
+    def session_times(self, days: int) -> dict:
+        """How sure the period's session times are: how many are exact, corrected and estimated, the ones that
+        are not exact (newest first), and the sessions held back from the figures (the patient's, or possibly
+        theirs: a unit that changed hands when they happened)."""
+        sessions = self.sessions(days)
+        counts = {quality: 0 for quality in ("exact", "corrected", "estimated")}
+        for session in sessions:
+            counts[session.get("time_quality", "exact")] = counts.get(session.get("time_quality", "exact"), 0) + 1
+        not_exact = [s for s in reversed(sessions) if s.get("time_quality", "exact") != "exact" and not s.get("held")]
+        return {"counts": counts, "not_exact": not_exact[:50], "held": self.stores.session_records.held_for(self.pid)}
+
     def _pain_entries(self, since: datetime) -> list[dict]:
         return self.stores.pain_entries.recorded_between(self.pid, since, self.at + timedelta(minutes=5), MAX_ROWS)
 

@@ -1,11 +1,16 @@
-"""A patient's TENS sessions as their units recorded them (a read)."""
+"""A patient's TENS sessions as their units recorded them, and what the care team decides about the ones held
+back from the figures."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
 from companion.clock import Clock, now
+from companion.domain.errors import Invalid, NotFound
+from companion.domain.sessions import RESOLUTIONS
+from companion.services.session_times import SessionTimes, write_changes
 from companion.services.sync import Changes
+from companion.services.touched_days import TouchedDays
 from companion.store.stores import Stores
 
 DEFAULT_DAYS = 30
@@ -13,13 +18,16 @@ FUTURE_MARGIN = timedelta(minutes=5)
 
 
 class TensSessions:
-    def __init__(self, stores: Stores, changes: Changes, clock: Clock = now):
+    def __init__(self, stores: Stores, changes: Changes, clock: Clock = now, *, touched: TouchedDays | None = None):
+        self.stores = stores
         self.records = stores.session_records
         self.changes = changes
+        self.touched = touched
         self.clock = clock
 
     def between(self, patient_id: str, start: datetime | None, end: datetime | None, limit: int) -> list[dict]:
-        """Sessions newest first, between ``start`` and ``end`` (default: the last 30 days)."""
+        """Sessions newest first, between ``start`` and ``end`` (default: the last 30 days), held ones
+        included (each says why it is held)."""
         end = end or self.clock() + FUTURE_MARGIN
         start = start or end - timedelta(days=DEFAULT_DAYS)
         return self.records.for_patient(patient_id, start, end, limit)
@@ -28,3 +36,31 @@ class TensSessions:
         """Session records stored after the cursor, in the order they were stored (companion.services.sync)."""
         page = self.changes.page(patient_id, self.records, cursor, limit)
         return page.with_items(page.items)
+
+    def held(self, patient_id: str, limit: int) -> list[dict]:
+        """The first ``limit`` sessions held back from the figures that are the patient's, or may be (a unit that
+        changed hands when they happened), newest first."""
+        return self.records.held_for(patient_id, limit)
+
+    def resolve(self, patient_id: str, record_id: str, action: str, clinician_id: str, *,
+                started_at: datetime | None = None, note: str | None = None) -> dict:
+        """A clinician's decision on a held session: ``count`` it (as the patient's, at ``started_at`` if
+        given) or ``exclude`` it. The session and its unit's neighbours are placed again and their days
+        recomputed. Deciding again replaces the earlier decision."""
+        if action not in RESOLUTIONS:
+            raise Invalid("resolve a session by counting or excluding it", errors={"action": list(RESOLUTIONS)})
+        doc = self.records.get(record_id)
+        if doc is None or (doc.get("patient_id") != patient_id
+                           and patient_id not in (doc.get("candidate_patient_ids") or [])):
+            raise NotFound("no such session for this patient")
+        at = self.clock()
+        if started_at is not None and started_at > at + FUTURE_MARGIN:
+            raise Invalid("a session cannot start in the future", errors={"started_at": ["in the future"]})
+        resolution = {"action": action, "by": clinician_id, "at": at, "note": note, "started_at": started_at,
+                      "patient_id": patient_id if action == "count" else doc.get("patient_id")}
+        self.records.set_fields(record_id, {"resolution": resolution})
+        serial = doc["device_serial"]
+        bindings = self.stores.devices.bindings_of([serial])[serial]
+        _, changes = SessionTimes(self.stores).place_unit(serial, [], [], bindings, at, [doc["device_seq"]])
+        write_changes(self.stores, self.changes, self.touched, changes, "session_resolved")
+        return self.records.get(record_id)

@@ -14,6 +14,12 @@ class Telemetry(Protocol):
     def records_received(self, result: str, count: int) -> None:
         """``count`` session records were answered ``result`` (created, duplicate, rejected)."""
 
+    def records_held(self, count: int) -> None:
+        """``count`` of the records just stored were held back from the figures (flagged, until resolved)."""
+
+    def gateway_dead_letters(self, count: int) -> None:
+        """Gateways reported ``count`` new items they could not decode into records (given up on there)."""
+
     def notifications_settled(self, state: str, count: int) -> None:
         """``count`` notifications settled in ``state`` (sent, scheduled, expired, failed)."""
 
@@ -25,6 +31,12 @@ class NoTelemetry:
     """Measures nothing."""
 
     def records_received(self, result: str, count: int) -> None:
+        pass
+
+    def records_held(self, count: int) -> None:
+        pass
+
+    def gateway_dead_letters(self, count: int) -> None:
         pass
 
     def notifications_settled(self, state: str, count: int) -> None:

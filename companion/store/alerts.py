@@ -2,7 +2,8 @@
 
 An alert is created by **insert** under its unique ``dedup_key`` (e.g. ``missed_session:<occurrence>``
 or ``device_silent:<serial>:<day>``), so evaluating the same condition again, or on two workers,
-raises it once.
+raises it once. An alert whose condition no longer holds (late data showed otherwise) is **resolved**:
+``resolved_at`` and ``resolved_reason`` are set, once; it is no longer open, and everyone who saw it sees why.
 """
 
 from __future__ import annotations
@@ -38,12 +39,14 @@ class Alerts:
         return self.col.delete_many({"patient_id": patient_id}).deleted_count
 
     def raise_once(self, *, patient_id: str, kind: str, severity: str, text: str, dedup_key: str,
-                   shared_with_caregivers: bool, urgent: bool, share_kind: str) -> tuple[dict, bool]:
+                   shared_with_caregivers: bool, urgent: bool, share_kind: str,
+                   period_key: str | None = None) -> tuple[dict, bool]:
         """Create the alert for ``dedup_key`` unless it exists; returns (alert, created)."""
         doc = {"_id": str(ObjectId()), "patient_id": patient_id, "kind": kind, "severity": severity,
-               "text": text, "dedup_key": dedup_key, "raised_at": self.clock(), "acknowledged_at": None,
-               "acknowledged_by": None, "shared_with_caregivers": shared_with_caregivers, "urgent": urgent,
-               "share_kind": share_kind, "notified_at": None}
+               "text": text, "dedup_key": dedup_key, "period_key": period_key, "raised_at": self.clock(),
+               "acknowledged_at": None, "acknowledged_by": None, "shared_with_caregivers": shared_with_caregivers,
+               "urgent": urgent, "share_kind": share_kind, "notified_at": None, "resolved_at": None,
+               "resolved_reason": None}
         try:
             self.col.insert_one(doc)
             return doc, True
@@ -83,22 +86,48 @@ class Alerts:
             query["raised_at"] = {"$gte": since}
         if unacknowledged:
             query["acknowledged_at"] = None
+            query["resolved_at"] = None
         return list(self.col.find(query).sort("raised_at", DESCENDING).limit(min(limit, LIST_LIMIT)))
 
     def newest(self, patient_id: str, *, open_only: bool, limit: int = 200) -> list[dict]:
-        """The patient's alerts, newest first (only unacknowledged ones if ``open_only``)."""
+        """The patient's alerts, newest first (only open ones, neither acknowledged nor resolved, if
+        ``open_only``)."""
         query: dict = {"patient_id": patient_id}
         if open_only:
             query["acknowledged_at"] = None
+            query["resolved_at"] = None
         return list(self.col.find(query).sort("raised_at", DESCENDING).limit(min(limit, LIST_LIMIT)))
 
     def open_counts(self, patient_ids: Iterable[str]) -> dict[str, int]:
-        """How many unacknowledged alerts each patient has (patients without any are absent)."""
+        """How many open alerts (neither acknowledged nor resolved) each patient has (patients without any are
+        absent)."""
         counts: dict[str, int] = {}
         for part in chunks(sorted(set(patient_ids))):
-            for alert in self.col.find({"patient_id": {"$in": part}, "acknowledged_at": None}, {"patient_id": 1}):
+            for alert in self.col.find({"patient_id": {"$in": part}, "acknowledged_at": None, "resolved_at": None},
+                                       {"patient_id": 1}):
                 counts[alert["patient_id"]] = counts.get(alert["patient_id"], 0) + 1
         return counts
+
+    def unresolved(self, patient_ids: Iterable[str], kinds: Iterable[str]) -> list[dict]:
+        """The patients' alerts of these kinds that are not resolved (acknowledged or not)."""
+        found = []
+        for part in chunks(sorted(set(patient_ids))):
+            found += self.col.find({"patient_id": {"$in": part}, "kind": {"$in": sorted(set(kinds))},
+                                    "resolved_at": None}).limit(LIST_LIMIT * 20)
+        return found
+
+    def unresolved_of_kind(self, kind: str, limit: int = LIST_LIMIT) -> list[dict]:
+        """Every patient's alerts of one kind that are not resolved (the silence alerts the job may end)."""
+        return list(self.col.find({"kind": kind, "resolved_at": None}).limit(limit))
+
+    def resolve(self, alert_id: str, reason: str, at: datetime) -> bool:
+        """Resolve an alert whose condition no longer holds, with the reason; the first resolution stands."""
+        return self.col.update_one({"_id": alert_id, "resolved_at": None},
+                                   {"$set": {"resolved_at": at, "resolved_reason": reason}}).modified_count == 1
+
+    def reopen(self, alert_id: str) -> None:
+        """The condition of a resolved alert holds again (later data said so): it is open again."""
+        self.col.update_one({"_id": alert_id}, {"$set": {"resolved_at": None, "resolved_reason": None}})
 
     def acknowledge(self, patient_id: str, alert_id: str, clinician_id: str, at: datetime) -> dict | None:
         """Mark an alert of this patient acknowledged; the first acknowledgement stands. None: no such alert.

@@ -46,6 +46,8 @@ INDEX_MODULES = [
     "companion.store.heartbeats",
     "companion.store.changes",
     "companion.store.codes",
+    "companion.store.recompute",
+    "companion.store.gateway_reports",
 ]
 
 

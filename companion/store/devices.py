@@ -1,4 +1,9 @@
-"""TENS units bound to patients (by serial), and gateway pairing codes."""
+"""TENS units bound to patients (by serial), the history of those bindings, and gateway pairing codes.
+
+A unit's current binding is its ``devices`` document; when it is released, the interval it was bound for is
+kept in ``unit_bindings`` (first), then the document goes. A session belongs to whoever wore the unit when it
+happened, so the intervals are kept for good.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,16 @@ from pymongo.errors import DuplicateKeyError
 
 from companion.clock import now
 from companion.domain.people import TensUnit
-from companion.store.batches import chunks
+from companion.domain.sessions import Binding
+from companion.store.batches import chunks, insert_new
 
 INDEXES = {
     "devices": [IndexModel([("patient_id", ASCENDING)], name="patient")],
+    "unit_bindings": [IndexModel([("serial", ASCENDING), ("bound_at", ASCENDING)], name="serial_bound"),
+                      IndexModel([("patient_id", ASCENDING)], name="patient")],
     "pairing_codes": [IndexModel([("expires_at", ASCENDING)], name="expires")],
 }
+MAX_BINDINGS = 1000
 MAX_UNITS_PER_PATIENT = 50
 MAX_UNITS = 1_000_000
 
@@ -28,26 +37,55 @@ def unit_of(doc: dict | None) -> TensUnit | None:
                     bound_at=doc.get("bound_at"), status=dict(doc.get("status") or {}))
 
 
+def _interval_id(serial: str, bound_at: datetime) -> str:
+    return f"{serial}:{bound_at.isoformat()}"
+
+
 class Devices:
     def __init__(self, db: Database):
         self.col = db.devices
+        self.history = db.unit_bindings
 
     def delete_for_patient(self, patient_id: str) -> int:
-        """Delete every document of the patient (a closed account; see companion.services.lifecycle)."""
+        """Delete every document of the patient, their units' binding intervals included (a closed account;
+        see companion.services.lifecycle)."""
+        self.history.delete_many({"patient_id": patient_id})
         return self.col.delete_many({"patient_id": patient_id}).deleted_count
 
-    def bind(self, serial: str, patient_id: str, profile: str) -> tuple[TensUnit, bool]:
-        """Bind a unit to a patient. Returns (unit, created); a unit bound to someone else is refused
-        by the caller (the unique _id makes a double binding impossible)."""
-        doc = {"_id": serial, "patient_id": patient_id, "profile": profile, "bound_at": now(), "status": {}}
+    def bind(self, serial: str, patient_id: str, profile: str, bound_at: datetime | None = None) -> tuple[TensUnit, bool]:
+        """Bind a unit to a patient (from ``bound_at``, default now). Returns (unit, created); a unit bound to
+        someone else is refused by the caller (the unique _id makes a double binding impossible)."""
+        doc = {"_id": serial, "patient_id": patient_id, "profile": profile, "bound_at": bound_at or now(), "status": {}}
         try:
             self.col.insert_one(doc)
             return unit_of(doc), True
         except DuplicateKeyError:
             return unit_of(self.col.find_one({"_id": serial})), False
 
-    def unbind(self, serial: str, patient_id: str) -> int:
+    def unbind(self, serial: str, patient_id: str, at: datetime | None = None) -> int:
+        """Release a unit: its binding interval is kept (inserted once, so a retry after a crash between the
+        two writes finishes the release), then the binding goes. Returns 1 if it was released now."""
+        current = self.col.find_one({"_id": serial, "patient_id": patient_id})
+        if current is None:
+            return 0
+        insert_new(self.history, [{"_id": _interval_id(serial, current["bound_at"]), "serial": serial,
+                                   "patient_id": patient_id, "bound_at": current["bound_at"],
+                                   "released_at": at or now()}])
         return self.col.delete_one({"_id": serial, "patient_id": patient_id}).deleted_count
+
+    def bindings_of(self, serials: Iterable[str]) -> dict[str, list[Binding]]:
+        """Every binding interval of each unit, oldest first: the released ones and the current one."""
+        wanted = sorted(set(serials))
+        found: dict[str, list[Binding]] = {serial: [] for serial in wanted}
+        current = {d["_id"]: d for d in self.col.find({"_id": {"$in": wanted}}, {"patient_id": 1, "bound_at": 1})}
+        open_ids = {_interval_id(serial, d["bound_at"]) for serial, d in current.items()}
+        for part in chunks(wanted):
+            for doc in self.history.find({"serial": {"$in": part}}).limit(MAX_BINDINGS):
+                if doc["_id"] not in open_ids:  # a release that did not finish: the unit is still bound
+                    found[doc["serial"]].append(Binding(doc["patient_id"], doc["bound_at"], doc["released_at"]))
+        for serial, doc in current.items():
+            found[serial].append(Binding(doc["patient_id"], doc["bound_at"]))
+        return {serial: sorted(bindings, key=lambda b: b.start) for serial, bindings in found.items()}
 
     def get(self, serial: str) -> TensUnit | None:
         return unit_of(self.col.find_one({"_id": serial}))
@@ -67,9 +105,11 @@ class Devices:
         return {d["_id"] for d in self.col.find({"_id": {"$in": sorted(set(serials))}, "patient_id": patient_id},
                                                 {"_id": 1})}
 
-    def note_upload(self, serial: str, *, received_at: datetime, battery_pct: int, last_record_seq: int) -> None:
-        """What an upload tells about a unit: it synced now, its battery and the highest record seen."""
-        self.col.update_one({"_id": serial}, {
+    def note_upload(self, serial: str, patient_id: str, *, received_at: datetime, battery_pct: int,
+                    last_record_seq: int) -> None:
+        """What an upload tells about a unit still bound to ``patient_id``: it synced now, its battery and the
+        highest record seen."""
+        self.col.update_one({"_id": serial, "patient_id": patient_id}, {
             "$set": {"status.last_sync_at": received_at, "status.last_seen_at": received_at,
                      "status.battery_pct": battery_pct},
             "$max": {"status.last_record_seq": last_record_seq}})

@@ -5,7 +5,8 @@ a job that runs twice (or on two workers) creates it once. Its ``_id`` is derive
 (:func:`notification_id`), so "does it exist yet" is a lookup by ``_id``, which every server serves
 from its primary index. Its life: ``scheduled`` → ``sending`` (a
 live claim, under a lease) → ``sent`` / ``failed`` / ``expired``, or back to ``scheduled`` for a
-retry; the app's receipts add ``delivered_at`` and ``opened_at``. Each round's per-phone results
+retry; ``withdrawn`` when it must not go out any more (consent ended, or the alert that caused it was
+resolved); the app's receipts add ``delivered_at`` and ``opened_at``. Each round's per-phone results
 (FCM message names, error codes) go to ``push_attempts``.
 
 Claiming is an **insert**: a dispatcher inserts the claim ``{outbox_id}:{round}`` (in ``push_claims``,
@@ -217,17 +218,21 @@ class Outbox:
         # taken, or it would send it again. purge_claims() drops them once no such read can be around.
 
     def withdraw(self, *, reason: str, recipient_user_id: str | None = None, patient_id: str | None = None,
-                 keep_share_kinds: Iterable[str] | None = None) -> int:
+                 keep_share_kinds: Iterable[str] | None = None, source_key: str | None = None) -> int:
         """Withdraw notifications not yet sent, so that they never go out: those to ``recipient_user_id``
-        and/or about ``patient_id``; with ``keep_share_kinds``, only those needing a consent kind not among
-        them (a caregiver whose permissions were narrowed). Each ends ``withdrawn`` with ``reason``."""
+        and/or about ``patient_id``, and/or caused by ``source_key`` (an alert resolved before its notifications
+        went out); with ``keep_share_kinds``, only those needing a consent kind not among them (a caregiver whose
+        permissions were narrowed). Each ends ``withdrawn`` with ``reason``. One that a dispatcher already
+        claimed may still go out once."""
         query: dict = {"state": SCHEDULED}
         if recipient_user_id is not None:
             query["recipient_user_id"] = recipient_user_id
         if patient_id is not None:
             query["patient_id"] = patient_id
-        if recipient_user_id is None and patient_id is None:
-            raise ValueError("withdraw needs a recipient or a patient")
+        if source_key is not None:
+            query["source_key"] = source_key
+        if recipient_user_id is None and patient_id is None and source_key is None:
+            raise ValueError("withdraw needs a recipient, a patient or a source")
         if keep_share_kinds is not None:
             query["share_kind"] = {"$exists": True, "$nin": sorted(keep_share_kinds)}
         return self.col.update_many(query, {"$set": {"state": WITHDRAWN, "withdrawn_reason": reason,

@@ -275,6 +275,14 @@ class Gateways:
         """The gateways paired with a patient, revoked ones included, oldest first."""
         return [_gateway(d) for d in self.col.find({"patient_id": patient_id}).sort("created_at", ASCENDING).limit(100)]
 
+    def note_clock(self, gateway_id: str, check: dict) -> None:
+        """The server's last check of the gateway's clock (its offset, whether it vouched for it, when)."""
+        self.col.update_one({"_id": gateway_id}, {"$set": {"clock": check}})
+
+    def clocks_of(self, patient_id: str) -> list[dict]:
+        """The last clock check of each of the patient's gateways (``_id``, ``name``, ``clock``)."""
+        return list(self.col.find({"patient_id": patient_id}, {"name": 1, "clock": 1, "revoked": 1}).limit(50))
+
 
 OPEN, ACCEPTED, DECLINED, WITHDRAWN, EXPIRED = "open", "accepted", "declined", "withdrawn", "expired"
 

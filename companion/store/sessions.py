@@ -1,5 +1,6 @@
-"""TENS session records (one document per record, keyed by device serial + sequence) and the device events
-they raised (battery low, electrode off, overload)."""
+"""TENS session records (one document per record, keyed by device serial + sequence), the syncs that place
+them in time (a gateway's reading of a unit's clock), copies of a record that arrived again with other
+content, and the device events the records raised (battery low, electrode off, overload)."""
 
 from __future__ import annotations
 
@@ -24,10 +25,13 @@ INDEXES = {
         IndexModel([("patient_id", ASCENDING), ("at", ASCENDING)], name="patient_time"),
         IndexModel([("at", ASCENDING)], name="at"),  # the alerts job reads the last day's events of everyone
     ],
+    "unit_syncs": [IndexModel([("serial", ASCENDING), ("highest_seq", ASCENDING)], name="serial_seq")],
+    "session_conflicts": [IndexModel([("record_id", ASCENDING)], name="record")],
 }
 MAX_ROWS = 5000
 EVENTS_PER_PASS = 100_000
-WINDOW_FIELDS = {"patient_id": 1, "started_at": 1, "duration_s": 1}
+UNIT_WINDOW = 5000  # the most of one unit's sessions (or syncs) a placement reads
+WINDOW_FIELDS = {"patient_id": 1, "started_at": 1, "duration_s": 1, "held": 1, "counts": 1, "counted_minutes": 1}
 
 
 class SessionRecords(feeds.SyncedCollection):
@@ -62,16 +66,35 @@ class SessionRecords(feeds.SyncedCollection):
         return {s["_id"]: s for s in self.col.find({"patient_id": patient_id, "_id": {"$in": wanted}})}
 
     def for_patient(self, patient_id: str, start: datetime, end: datetime, limit: int = MAX_ROWS, *,
-                    newest_first: bool = True) -> list[dict]:
-        """The patient's sessions starting in [start, end)."""
+                    newest_first: bool = True, counted_only: bool = False) -> list[dict]:
+        """The patient's sessions starting in [start, end) (``counted_only``: without the held ones, as every
+        figure reads them)."""
         order = DESCENDING if newest_first else ASCENDING
-        return list(self.col.find({"patient_id": patient_id, "started_at": {"$gte": start, "$lt": end}})
-                    .sort("started_at", order).limit(limit))
+        query: dict = {"patient_id": patient_id, "started_at": {"$gte": start, "$lt": end}}
+        if counted_only:
+            query["held"] = {"$ne": True}
+        return list(self.col.find(query).sort("started_at", order).limit(limit))
 
     def in_window(self, start: datetime, end: datetime) -> Iterator[dict]:
-        """Every patient's sessions starting in [start, end), with the fields the adherence job needs
+        """Every patient's counted sessions starting in [start, end), with the fields the adherence job needs
         (one read for the whole job pass)."""
-        return self.col.find({"started_at": {"$gte": start, "$lt": end}}, WINDOW_FIELDS)
+        return self.col.find({"started_at": {"$gte": start, "$lt": end}, "held": {"$ne": True}}, WINDOW_FIELDS)
+
+    def set_fields(self, record_id: str, fields: dict) -> None:
+        """Change what the server derived about a stored record (its placement, findings, owner, counting)."""
+        self.col.update_one({"_id": record_id}, {"$set": fields})
+
+    def held_for(self, patient_id: str, limit: int = 500) -> list[dict]:
+        """Sessions held back from the figures that are the patient's, or that may be (owner uncertain),
+        newest first."""
+        mine = list(self.col.find({"patient_id": patient_id, "held": True}).sort("started_at", DESCENDING)
+                    .limit(limit))
+        maybe = list(self.col.find({"candidate_patient_ids": patient_id, "patient_id": None})
+                     .sort("started_at", DESCENDING).limit(limit))
+        return sorted(mine + maybe, key=lambda d: d["started_at"], reverse=True)[:limit]
+
+    def get(self, record_id: str) -> dict | None:
+        return self.col.find_one({"_id": record_id})
 
     def battery_of(self, record_id: str | None) -> int | None:
         doc = self.col.find_one({"_id": record_id}, {"battery_pct": 1}) if record_id else None
@@ -82,6 +105,46 @@ class SessionRecords(feeds.SyncedCollection):
         latest = self.col.find_one({"device_serial": serial}, {"server_received_at": 1},
                                    sort=[("server_received_at", DESCENDING)])
         return (latest or {}).get("server_received_at")
+
+
+class UnitSyncs:
+    """Syncs: each time a gateway connected to a unit, what the unit's clock read and when that really was
+    (as far as the server could tell). Keyed ``<gateway>:<sync id>``; inserted once, never changed."""
+
+    def __init__(self, db: Database):
+        self.col = db.unit_syncs
+
+    def insert_new(self, docs: list[dict]) -> set[str]:
+        """Store the syncs not stored yet; returns the ids that were already there."""
+        return {docs[n]["_id"] for n in insert_new(self.col, docs)}
+
+    def of_unit(self, serial: str, limit: int = UNIT_WINDOW) -> list[dict]:
+        """One unit's syncs from every gateway (the latest ``limit`` by highest sequence)."""
+        docs = list(self.col.find({"serial": serial}).sort("highest_seq", DESCENDING).limit(limit))
+        return docs[::-1]
+
+
+class SessionConflicts:
+    """A record that arrived again under a stored id with other content (a unit whose sequence restarted, or
+    a gateway fault): kept here for review, never over the first."""
+
+    def __init__(self, db: Database):
+        self.col = db.session_conflicts
+
+    def delete_for_patient(self, patient_id: str) -> int:
+        """Delete the copies attributed to the patient or kept beside one of the patient's records."""
+        return self.col.delete_many({"$or": [{"patient_id": patient_id},
+                                             {"first_patient_id": patient_id}]}).deleted_count
+
+    def keep(self, docs: list[dict]) -> None:
+        """Keep each copy once (ids ``<record id>:<content hash>``)."""
+        insert_new(self.col, docs)
+
+    def for_records(self, record_ids: Iterable[str]) -> list[dict]:
+        found = []
+        for part in chunks(sorted(set(record_ids))):
+            found += self.col.find({"record_id": {"$in": part}})
+        return found
 
 
 class DeviceEvents:
@@ -95,6 +158,11 @@ class DeviceEvents:
     def record(self, events: list[dict]) -> None:
         """Store events under their derived ids; events already stored are left as they are."""
         insert_new(self.col, events)
+
+    def move(self, record_id: str, kinds: Iterable[str], at: datetime, patient_id: str | None) -> None:
+        """A record was placed again (a later clock fix) or given to another patient: its events follow it."""
+        for kind in kinds:
+            self.col.update_one({"_id": f"{record_id}:{kind}"}, {"$set": {"at": at, "patient_id": patient_id}})
 
     def between(self, since: datetime, until: datetime) -> list[dict]:
         """Every patient's events in [since, until]."""

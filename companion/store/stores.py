@@ -23,15 +23,17 @@ from companion.store.content import ContentItems, Favourites, PracticeLog
 from companion.store.db import IndexChange, ensure_indexes, migrate_indexes
 from companion.store.devices import Devices, PairingCodes
 from companion.store.diary import PainEntries
+from companion.store.gateway_reports import GatewayDeadLetters
 from companion.store.heartbeats import WorkerHeartbeats
 from companion.store.idempotency import IdempotencyKeys
 from companion.store.leases import Leases
 from companion.store.outbox import Outbox
 from companion.store.plans import TherapyPlans
 from companion.store.push_tokens import PushTokens
+from companion.store.recompute import DaysToRecompute
 from companion.store.relationships import CareInvitations, CareLinks, CareTeams, EmergencyGrants, Gateways
 from companion.store.reminders import Occurrences, Reminders
-from companion.store.sessions import DeviceEvents, SessionRecords
+from companion.store.sessions import DeviceEvents, SessionConflicts, SessionRecords, UnitSyncs
 from companion.store.throttle import Counters
 from companion.store.tokens import TokenFamilies
 from companion.store.web_sessions import WebSessions
@@ -117,6 +119,22 @@ class Stores:
     @cached_property
     def device_events(self) -> DeviceEvents:
         return DeviceEvents(self.db)
+
+    @cached_property
+    def unit_syncs(self) -> UnitSyncs:
+        return UnitSyncs(self.db)
+
+    @cached_property
+    def session_conflicts(self) -> SessionConflicts:
+        return SessionConflicts(self.db)
+
+    @cached_property
+    def gateway_dead_letters(self) -> GatewayDeadLetters:
+        return GatewayDeadLetters(self.db)
+
+    @cached_property
+    def days_to_recompute(self) -> DaysToRecompute:
+        return DaysToRecompute(self.db)
 
     @cached_property
     def plans(self) -> TherapyPlans:

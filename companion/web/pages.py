@@ -84,9 +84,12 @@ def patient(patient_id):
     history = review.notifications(days)
     device = review.device()
     diary = review.diary(days)
+    session_times = review.session_times(days)
     svc = services()
     alerts = svc.alerts.review_list(patient_id, open_only=True)
-    recent_alerts = [a for a in svc.alerts.review_list(patient_id, open_only=False, limit=20) if a.get("acknowledged_at")]
+    recent = svc.alerts.review_list(patient_id, open_only=False, limit=20)
+    recent_alerts = [a for a in recent if a.get("acknowledged_at") and not a.get("resolved_at")]
+    resolved_alerts = [a for a in recent if a.get("resolved_at")]
     notes = svc.review.notes(patient_id, limit=20)
     authors = {n["author_id"]: n["author_name"] for n in notes}
     auditing.note(patient_ids=[patient_id], resource="patient", action="R", resource_ids=[patient_id])
@@ -100,7 +103,8 @@ def patient(patient_id):
         pain=pain, pain_chart=charts.pain_chart(pain["entries"], pain["pairs"], review.zone, review.first_day(days),
                                                 review.today),
         programmes=review.programmes(days), history=history, device=device, diary=diary, plans=review.plans(),
-        alerts=alerts, recent_alerts=recent_alerts, notes=notes, authors=authors,
+        alerts=alerts, recent_alerts=recent_alerts, resolved_alerts=resolved_alerts, session_times=session_times,
+        notes=notes, authors=authors,
         csrf_token=g.web_session["csrf_token"], zone=review.zone, zone_info=ZoneInfo(review.zone))
 
 
@@ -111,6 +115,17 @@ def acknowledge_alert(patient_id, alert_id):
     auditing.note(patient_ids=[patient_id], resource="alert", action="U", resource_ids=[alert_id])
     services().alerts.acknowledge(patient_id, alert_id, g.actor.id)
     return redirect(url_for("web.patient", patient_id=patient_id, _anchor="alerts"), code=303)
+
+
+@bp.route("/patients/<patient_id>/sessions/<record_id>/resolve", methods=["POST"])
+@allow(Role.CLINICIAN)
+def resolve_session(patient_id, record_id):
+    _review(patient_id, Operation.CLINICAL)
+    action = request.form.get("action", "")
+    auditing.note(patient_ids=[patient_id], resource="session_record", action="U", resource_ids=[record_id])
+    services().sessions.resolve(patient_id, record_id, action, g.actor.id,
+                                note=(request.form.get("note") or "")[:500] or None)
+    return redirect(url_for("web.patient", patient_id=patient_id, _anchor="session-times"), code=303)
 
 
 @bp.route("/patients/<patient_id>/notes", methods=["POST"])

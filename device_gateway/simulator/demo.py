@@ -1,7 +1,9 @@
 """``device-gateway simulate``: simulated units on a private bus, pulled by the real gateway code.
 
 If the gateway is paired, the simulated units take the serials bound to it (so the API accepts their
-records) and the buffer is uploaded; otherwise the records stay in the local buffer.
+records) and the buffer is uploaded; units asked for beyond those are in range but bound to nobody, so the
+gateway leaves them alone, as it would a neighbour's. Otherwise every simulated unit is pulled and the records
+stay in the local buffer.
 """
 
 import asyncio
@@ -43,13 +45,16 @@ def simulate(
     # There is no bluetoothctl with the fake radio; bleak's warning about it would only confuse a demo.
     logging.getLogger("bleak.backends.bluezdbus.version").setLevel(logging.ERROR)
     serials = simulated_serials(config, units)
-    sim_config = dataclasses.replace(config, device_serials=serials)
+    pulled = list(config.device_serials[:units]) if config.is_paired else serials
+    sim_config = dataclasses.replace(config, device_serials=pulled)
     buffer = config.open_buffer()
+    for stranger in sorted(set(serials) - set(pulled)):
+        print(f"{stranger}: in range but not bound to this gateway's patient; not pulled", file=sys.stderr)
     api = config.api_client()
     try:
         with PrivateSystemBus() as bus:
             bus.export_to_environment()
-            runner = asyncio.run(_pull(sim_config, buffer, api, serials, records, drop_after, progress))
+            runner = asyncio.run(_pull(sim_config, buffer, api, serials, pulled, records, drop_after, progress))
         if api is None:
             print(
                 f"not paired: {buffer.pending_count()} record(s) wait in {config.buffer_path}; "
@@ -74,6 +79,7 @@ async def _pull(
     buffer: RecordBuffer,
     api: ApiClient | None,
     serials: list[str],
+    pulled: list[str],
     records: int,
     drop_after: int | None,
     progress: Callable[[UploadProgress], None] | None,
@@ -83,7 +89,7 @@ async def _pull(
         for n, serial in enumerate(serials, start=1):
             fake.add_unit(FakeTensUnit.with_history(serial, unit_address(n), records, drop_link_after=drop_after))
         runner = GatewayRunner(config, buffer, api, progress=progress)
-        results = await runner.pull_until_done(set(serials))
+        results = await runner.pull_until_done(set(pulled))
         for result in sorted(results, key=lambda r: r.serial):
             state = "complete" if result.completed else "incomplete"
             print(

@@ -1,5 +1,6 @@
 """Plausible therapy sessions for simulated units (deterministic for a given seed)."""
 
+import dataclasses
 import random
 
 from device_gateway.profiles.companion_tens import EndReason, SessionRecord
@@ -30,7 +31,14 @@ def simulated_session(seq: int, device_started_at: int, rng: random.Random | Non
 def simulated_history(count: int, first_started_at: int, first_seq: int = 1, spacing_s: int = 3 * 3600) -> list[
     SessionRecord
 ]:
-    """``count`` consecutive sessions, ``spacing_s`` apart by the unit's clock."""
-    return [
-        simulated_session(first_seq + i, first_started_at + i * spacing_s) for i in range(count)
-    ]
+    """``count`` consecutive sessions, ``spacing_s`` apart by the unit's clock. One unit is in one session at a
+    time: when sessions are closer than their length (a dense history for a volume test), each ends a minute
+    before the next begins."""
+    longest = max(60, spacing_s - 60)
+    sessions = []
+    for i in range(count):
+        session = simulated_session(first_seq + i, first_started_at + i * spacing_s)
+        if session.duration_s > longest:
+            session = dataclasses.replace(session, duration_s=longest)
+        sessions.append(session)
+    return sessions

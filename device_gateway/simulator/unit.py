@@ -1,7 +1,9 @@
 """A simulated Companion TENS unit: its stored sessions, its own clock, and how it answers the gateway.
 
 The model knows nothing about D-Bus; :mod:`device_gateway.simulator.fake_bluez` exposes it over a fake
-BlueZ. Tests steer it: offset or reset its clock, corrupt a record, or drop the link mid-transfer.
+BlueZ. Tests steer it: offset or reset its clock (to its epoch, 1970 or 2000, or to a plausible wrong date),
+corrupt a record, or drop the link mid-transfer. Its battery drains with each session it finishes and is
+recharged when low, as a patient does: a charge lasts days.
 """
 
 import dataclasses
@@ -13,6 +15,10 @@ from datetime import UTC, datetime
 from device_gateway.profiles import companion_tens as profile
 from device_gateway.profiles.companion_tens import ControlOp, SessionRecord, TransferSummary
 from device_gateway.simulator.sessions import simulated_history, simulated_session
+
+EPOCH_2000 = 946_684_800  # some units count from 2000-01-01 instead of 1970
+SESSION_DRAIN_PCT = 9  # battery used by one 30-60 minute session
+RECHARGE_BELOW_PCT = 25  # the patient charges the unit when it gets this low
 
 
 @dataclass
@@ -48,9 +54,10 @@ class FakeTensUnit:
         """The unit's clock, in seconds since 1970."""
         return self.real_clock() + self.clock_offset_s
 
-    def reset_clock(self) -> None:
-        """Lose the time, as after a battery swap: the clock restarts at 1970-01-01 plus a minute."""
-        self.clock_offset_s = 60 - self.real_clock()
+    def reset_clock(self, to: float = 60.0) -> None:
+        """Lose the time, as after a battery swap: the clock restarts at ``to`` seconds since 1970 (default
+        1970-01-01 plus a minute; ``EPOCH_2000`` for a unit counting from 2000; or any plausible wrong date)."""
+        self.clock_offset_s = to - self.real_clock()
 
     def record_sessions(self, count: int, spacing_s: int | None = None) -> None:
         """Add ``count`` new sessions ending before now by the unit's clock (within the last 20 days,
@@ -63,11 +70,18 @@ class FakeTensUnit:
         )
         self.highest_seq += count
 
-    def finish_session(self) -> SessionRecord:
-        """Record a session that has just ended (started 30-60 minutes ago by the unit's clock)."""
+    def finish_session(self, duration_s: int | None = None) -> SessionRecord:
+        """Record a session that has just ended (started 30-60 minutes ago by the unit's clock, or
+        ``duration_s`` ago); the battery drains by a session's worth, and is recharged first if it was low."""
         self.highest_seq += 1
         record = simulated_session(self.highest_seq, int(self.now()))
-        record = dataclasses.replace(record, device_started_at=max(0, int(self.now()) - record.duration_s))
+        if duration_s is not None:
+            record = dataclasses.replace(record, duration_s=duration_s)
+        if self.battery_pct < RECHARGE_BELOW_PCT:
+            self.battery_pct = 100
+        self.battery_pct = max(0, self.battery_pct - SESSION_DRAIN_PCT)
+        record = dataclasses.replace(record, device_started_at=max(0, int(self.now()) - record.duration_s),
+                                     battery_pct=self.battery_pct)
         self.records.append(record)
         return record
 

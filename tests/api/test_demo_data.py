@@ -1,21 +1,52 @@
-"""The demo data the run command loads: people who can log in and weeks of consistent history."""
+"""The demo data the run command loads: people who can log in and weeks of history that show the product."""
 
 from __future__ import annotations
 
-from companion.demo import DEMO_DOMAIN, DEMO_PASSWORD, seed
+from companion.demo import DEMO_DOMAIN, DEMO_PASSWORD, LATE_DAYS, PATIENTS, seed
+
+
+def login(client, key: str) -> tuple[dict, str]:
+    answer = client.post("/api/v1/auth/login", json={"email": f"{key}@{DEMO_DOMAIN}", "password": DEMO_PASSWORD})
+    assert answer.status_code == 200
+    headers = {"Authorization": f"Bearer {answer.json['access_token']}"}
+    return headers, client.get("/api/v1/auth/me", headers=headers).json["id"]
 
 
 def test_demo_seed_loads_people_and_history_once(client, services, db):
-    lines = seed(services, days=10, progress=False)
+    lines = seed(services, days=14, progress=False)
     assert lines[0] == "demo data loaded"
-    assert seed(services, days=10, progress=False)[0] == "demo data already loaded"
+    assert seed(services, days=14, progress=False)[0] == "demo data already loaded"
     assert db.users.count_documents({"role": "patient"}) == 3
-    login = client.post("/api/v1/auth/login", json={"email": f"maria@{DEMO_DOMAIN}", "password": DEMO_PASSWORD})
-    assert login.status_code == 200
-    headers = {"Authorization": f"Bearer {login.json['access_token']}"}
-    maria = client.get("/api/v1/auth/me", headers=headers).json["id"]
+    headers, maria = login(client, "maria")
     assert client.get(f"/api/v1/patients/{maria}/sessions", headers=headers).json["items"]
     assert client.get(f"/api/v1/patients/{maria}/therapy-plan", headers=headers).json["version"] == 1
-    statuses = {o["status"] for o in db.reminder_occurrences.find({"patient_id": maria, "status": {"$ne": "pending"}})}
+    statuses = {o["status"] for o in db.reminder_occurrences.find({"status": {"$ne": "pending"}})}
     assert statuses == {"done", "missed"}
     assert db.practice_log.count_documents({"patient_id": maria}) > 0
+
+
+def test_the_demo_tells_a_clinician_the_right_story(client, services, db):
+    seed(services, days=14, progress=False)
+    ids = {p.key: login(client, p.key)[1] for p in PATIENTS}
+    # Plans that started weeks ago: every patient has figures, adherent or not.
+    pdc = {key: services.adherence.summary(pid)["tens"]["7"] for key, pid in ids.items()}
+    assert all(p["pdc"] is not None for p in pdc.values())
+    assert pdc["maria"]["adherent"] is True and pdc["james"]["adherent"] is False
+    # A realistic unit: a few sessions a day, a battery that lasts days (never low enough for an alert).
+    per_day = db.session_records.count_documents({"patient_id": ids["maria"]}) / 15
+    assert 1.5 <= per_day <= 3
+    assert db.device_events.count_documents({"kind": "battery_low"}) == 0
+    # James's unit restarted at its epoch: those sessions are corrected, the raw reading (2000) kept beside.
+    reset = list(db.session_records.find({"patient_id": ids["james"], "time_quality": "corrected"}))
+    assert reset and all(r["device_started_at"].year == 2000 for r in reset)
+    assert all(not r["held"] for r in db.session_records.find({}))
+    # Priya's late upload: her last days were recomputed, and the alert it caused resolved with the reason.
+    alert = db.alerts.find_one({"patient_id": ids["priya"], "kind": "low_adherence"})
+    assert alert is not None and alert["resolved_at"] is not None and "later" in alert["resolved_reason"]
+    today = services.adherence.local_today(ids["priya"])
+    late = [db.adherence_days.find_one({"_id": f"{ids['priya']}:{(today.fromordinal(today.toordinal() - n)).isoformat()}"})
+            for n in range(1, LATE_DAYS + 1)]
+    assert all(day and day["tens_minutes"] > 0 for day in late)
+    # Today is shown in progress, never counted against the patient.
+    summary = services.adherence.summary(ids["maria"])
+    assert summary["in_progress"]["date"] == services.adherence.local_today(ids["maria"]).isoformat()

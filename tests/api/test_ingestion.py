@@ -53,7 +53,8 @@ def test_stored_record_keeps_device_gateway_and_server_times(client, world, db):
     assert stored["gateway_received_at"] < stored["server_received_at"]
 
 
-def test_bad_records_are_rejected_one_by_one_with_reasons(client, world, db):
+def test_records_breaking_a_rule_are_stored_held_with_their_reasons_and_only_a_broken_identity_is_refused(
+        client, world, db):
     now = datetime.now(UTC)
     serial = world.a_device
     batch = [
@@ -67,14 +68,22 @@ def test_bad_records_are_rejected_one_by_one_with_reasons(client, world, db):
         session_record(serial, 8, record_id=f"{serial}:999"),
     ]
     results = {r["record_id"]: r for r in upload(client, world["gateway_a"], batch).json["results"]}
-    assert {rid for rid, r in results.items() if r["status"] == "created"} == {f"{serial}:1", f"{serial}:5"}
-    assert "duration" in results[f"{serial}:2"]["reason"]
-    assert "future" in results[f"{serial}:3"]["reason"]
-    assert "30-day" in results[f"{serial}:4"]["reason"]
-    assert "patient_id" in results[f"{serial}:6"]["reason"]
-    assert "frequency" in results[f"{serial}:7"]["reason"]
-    assert "record_id" in results[f"{serial}:999"]["reason"]
-    assert db.session_records.count_documents({}) == 2
+    assert {rid for rid, r in results.items() if r["status"] == "created"} == {f"{serial}:{n}" for n in (1, 2, 3, 4, 5, 7)}
+    assert {rid for rid, r in results.items() if not r.get("held")} == {f"{serial}:1", f"{serial}:5",
+                                                                       f"{serial}:6", f"{serial}:999"}
+    assert results[f"{serial}:2"]["flags"] == ["clinical"]
+    assert results[f"{serial}:3"]["flags"] == ["future"]
+    assert results[f"{serial}:4"]["flags"] == ["outside_window"]
+    assert results[f"{serial}:7"]["flags"] == ["clinical"]
+    # Refused: not a session record at all (an unknown field), or no identity to store it under.
+    assert results[f"{serial}:6"]["status"] == "rejected" and "patient_id" in results[f"{serial}:6"]["reason"]
+    assert results[f"{serial}:999"]["status"] == "rejected" and "record_id" in results[f"{serial}:999"]["reason"]
+    stored = {d["_id"]: d for d in db.session_records.find({})}
+    assert len(stored) == 6
+    assert "duration" in stored[f"{serial}:2"]["flags"][0]["reason"]
+    assert "future" in stored[f"{serial}:3"]["flags"][0]["flag"]
+    assert "frequency" in stored[f"{serial}:7"]["flags"][0]["reason"]
+    assert {rid for rid, d in stored.items() if d["held"]} == {f"{serial}:{n}" for n in (2, 3, 4, 7)}
 
 
 def test_a_gateway_cannot_write_for_another_patients_unit(client, world, db):

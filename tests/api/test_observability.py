@@ -121,21 +121,32 @@ def test_metrics_need_the_scrapers_token_when_one_is_set(settings_overrides):
 
 
 def test_ingested_records_and_dead_letters_are_counted(client, world):
-    before = _sample(client.get("/metrics").get_data(as_text=True), "companion_dead_letters_total",
-                     'kind="session_record"')
-    good, bad = session_record(world.a_device, 1), session_record(world.a_device, 2, duration_s=-5)
+    def sample(name, labels=""):
+        return _sample(client.get("/metrics").get_data(as_text=True), name, labels)
+
+    before = {"records": sample("companion_dead_letters_total", 'kind="session_record"'),
+              "gateway": sample("companion_dead_letters_total", 'kind="gateway_item"'),
+              "held": sample("companion_session_records_held_total")}
+    good, odd = session_record(world.a_device, 1), session_record(world.a_device, 2, duration_s=-5)
+    nameless = {k: v for k, v in session_record(world.a_device, 3).items() if k != "device_serial"}
     response = client.post("/api/v1/gateway/session-records", headers=world["gateway_a"].headers,
-                           json={"records": [good, bad]})
+                           json={"records": [good, odd, nameless]})
     assert response.status_code == 200, response.json
     assert {r["record_id"]: r["status"] for r in response.json["results"]} == {
-        good["record_id"]: "created", bad["record_id"]: "rejected"}
-    body = client.get("/metrics").get_data(as_text=True)
-    assert _sample(body, "companion_session_records_total", 'result="created"') >= 1
-    assert _sample(body, "companion_dead_letters_total", 'kind="session_record"') == before + 1
+        good["record_id"]: "created", odd["record_id"]: "created", nameless["record_id"]: "rejected"}
+    reported = client.post("/api/v1/gateway/dead-letters", headers=world["gateway_a"].headers, json={"items": [
+        {"id": 1, "device_serial": world.a_device, "reason": "bad checksum", "source": "unit", "payload": "00ff",
+         "dead_at": "2026-01-01T00:00:00Z"}]})
+    assert reported.status_code == 200, reported.json
+    assert sample("companion_session_records_total", 'result="created"') >= 2
+    assert sample("companion_session_records_held_total") == before["held"] + 1  # stored, kept out of figures
+    assert sample("companion_dead_letters_total", 'kind="session_record"') == before["records"] + 1
+    assert sample("companion_dead_letters_total", 'kind="gateway_item"') == before["gateway"] + 1
 
 
 def _sample(body: str, name: str, labels: str) -> float:
-    match = re.search(rf"^{name}\{{{labels}\}} (\S+)$", body, re.MULTILINE)
+    selector = rf"\{{{labels}\}}" if labels else ""
+    match = re.search(rf"^{name}{selector} (\S+)$", body, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
 
 

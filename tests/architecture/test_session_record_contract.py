@@ -1,17 +1,20 @@
 """The session record is the one contract between the home gateway and the cloud: the gateway's
 CapturedRecord (device_gateway/capture.py) is what the API's SessionRecordSchema accepts and what the
-domain's rules (companion/domain/sessions.py) judge. The two programs share no code, so this pins them
-together: a field, an end reason or a clock status added on one side only fails here."""
+domain's rules (companion/domain/sessions.py) judge; the syncs the link notes (device_gateway/link.py), the
+gateway's clock reading (device_gateway/clock.py) and its dead-letter reports (device_gateway/uploader.py) are
+what the API's SyncSchema, GatewayClockSchema and DeadLetterSchema accept. The two programs share no code, so
+this pins them together: a field, an end reason or a clock status added on one side only fails here."""
 
 from __future__ import annotations
 
 from dataclasses import fields
 from datetime import UTC, datetime
 
-from companion.api.ingestion import SessionRecordSchema
+from companion.api.ingestion import DeadLetterSchema, GatewayClockSchema, SessionRecordSchema, SyncSchema
 from companion.domain import sessions as server_rules
 from device_gateway import capture
-from device_gateway.profiles.companion_tens import EndReason, SessionRecord, encode_record
+from device_gateway.clock import GatewayClock
+from device_gateway.profiles.companion_tens import EndReason, SessionRecord, TransferSummary, encode_record
 
 RECEIVED = datetime(2026, 3, 9, 12, 0, tzinfo=UTC)
 
@@ -20,7 +23,8 @@ def _captured(end_reason: EndReason = EndReason.COMPLETED) -> capture.CapturedRe
     record = SessionRecord(seq=41, device_started_at=int(RECEIVED.timestamp()) - 3600, duration_s=1800, programme=2,
                            frequency_hz=80, pulse_width_us=200, intensity_mean_dma=180, intensity_peak_dma=250,
                            end_reason=end_reason, battery_pct=64)
-    return capture.capture("CTU-C0001", record, encode_record(record), offset_s=12.5, received_at=RECEIVED)
+    return capture.capture("CTU-C0001", record, encode_record(record), offset_s=12.5, received_at=RECEIVED,
+                           sync_id="0f3c2b1a9e8d7c6b5a4f3e2d1c0b9a88")
 
 
 def test_the_gateway_sends_exactly_the_fields_the_api_accepts():
@@ -41,11 +45,52 @@ def test_every_clock_status_the_gateway_assigns_is_one_the_server_knows():
 def test_a_captured_record_loads_through_the_api_schema_and_passes_the_server_rules():
     for reason in EndReason:
         loaded = SessionRecordSchema().load(_captured(reason).as_api_item())
-        assert server_rules.check_record(loaded, received_at=RECEIVED).ok, reason
+        assert server_rules.identity_problem(loaded) is None, reason
+        assert server_rules.clinical_findings(loaded) == [], reason
 
 
 def test_the_record_id_the_gateway_assigns_is_the_one_the_server_requires():
     item = _captured().as_api_item()
     assert item["record_id"] == f"{item['device_serial']}:{item['device_seq']}"
     wrong = SessionRecordSchema().load({**item, "record_id": "CTU-C0001:7"})
-    assert not server_rules.check_record(wrong, received_at=RECEIVED).ok
+    assert server_rules.identity_problem(wrong) is not None
+
+
+def test_the_sync_the_link_notes_and_the_gateways_clock_reading_load_through_the_api_schemas():
+    from device_gateway.clock import ServerClock
+    from device_gateway.link import GatewayLink
+
+    clock = GatewayClock()
+    server_clock = ServerClock(clock)
+    server_clock.observe(RECEIVED, clock.read(), clock.read())
+    link = GatewayLink(None, [], clock=clock, server_clock=server_clock)  # type: ignore[arg-type]
+    reading = clock.read()
+    for set_to, vouched in ((None, None), (RECEIVED, server_clock.now())):
+        item = link._sync_item("CTU-C0001", TransferSummary(41, 3), RECEIVED, reading, set_to, vouched, RECEIVED)
+        loaded = SyncSchema().load(item)
+        assert loaded["highest_seq"] == 41 and loaded["serial"] == "CTU-C0001"
+    assert SyncSchema().load({**item, "unit_clock": None})["unit_clock"] is None  # an unreadable unit clock
+    assert GatewayClockSchema().load(clock.read().as_api())["boot_id"] == reading.boot_id
+
+
+def test_the_dead_letters_the_gateway_reports_load_through_the_api_schema(tmp_path):
+    from device_gateway.buffer import RecordBuffer
+    from device_gateway.uploader import Uploader
+
+    buffer = RecordBuffer(tmp_path / "buffer.db")
+    buffer.dead_letter_frame("CTU-C0001", b"\x01\x01garbage", "BadChecksum: crc 0x0000 does not match content")
+    buffer.record_missing("CTU-C0001", 3, 5)
+    sent = []
+
+    class Api:
+        def post_dead_letters(self, items):
+            sent.extend(items)
+
+            class Answer:
+                status_code = 200
+                headers: dict = {}
+            return Answer()
+
+    Uploader(buffer, Api()).report_dead_letters()  # type: ignore[arg-type]
+    assert [DeadLetterSchema().load(item)["source"] for item in sent] == ["unit", "unit"]
+    buffer.close()

@@ -149,6 +149,28 @@ def test_the_patient_page_draws_charts_with_axes_and_units(client, world, script
     assert "Battery below 15%" in html
 
 
+def test_the_patient_page_shows_how_sure_session_times_are_and_lets_the_clinician_decide_on_held_ones(
+        client, world, services):
+    from companion.api.ingestion import SessionRecordSchema
+    from tests.support.records import session_record
+
+    a, serial = world["patient_a"].id, world.a_device
+    day_ago = datetime.now(UTC) - timedelta(days=1)
+    records = [session_record(serial, 1, started_at=day_ago),
+               session_record(serial, 2, started_at=day_ago + timedelta(hours=3), clock_status="skewed", offset_s=7200.0),
+               session_record(serial, 3, started_at=day_ago + timedelta(hours=6), duration_s=0)]
+    services.ingestion.receive(None, a, [SessionRecordSchema().load(r) for r in records], {serial})
+    sign_in(client, world["clinician_team"].email)
+    page = client.get(f"/clinician/patients/{a}").get_data(as_text=True)
+    assert "2 exact" in page and "1 corrected" in page and "Held back from the figures" in page
+    assert "duration must be more than 0" in page and f"{serial}:3" in page
+    answer = client.post(f"/clinician/patients/{a}/sessions/{serial}:3/resolve",
+                         data={"csrf_token": page_csrf(page), "action": "exclude"})
+    assert answer.status_code == 303
+    decided = services.db.session_records.find_one({"_id": f"{serial}:3"})
+    assert decided["resolution"]["action"] == "exclude" and decided["resolution"]["by"] == world["clinician_team"].id
+
+
 def test_every_chart_has_a_table_with_its_figures(client, world, scripted_a):
     sign_in(client, world["clinician_team"].email)
     html = client.get(f"/clinician/patients/{world['patient_a'].id}").get_data(as_text=True)

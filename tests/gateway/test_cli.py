@@ -256,6 +256,17 @@ def test_simulate_when_paired_uploads_every_record_and_reports_units(tmp_path, s
     assert "uploaded 12/12" in capsys.readouterr().err
 
 
+def test_simulate_with_more_units_than_are_bound_pulls_only_the_bound_ones_and_finishes(
+        tmp_path, stub, isolated_bus_env, capsys):
+    stub.devices = ["CT-000001", "CT-000002"]
+    paired_config(tmp_path, stub.url, stub.devices)
+
+    assert main(["--state-dir", str(tmp_path), "simulate", "--units", "3", "--records", "4"]) == 0
+
+    assert sorted(stub.stored) == sorted(f"{s}:{n}" for s in stub.devices for n in range(1, 5))
+    assert "CT-SIM-0003: in range but not bound to this gateway's patient; not pulled" in capsys.readouterr().err
+
+
 @pytest.fixture
 def radio(system_bus):
     """A fake radio process with one unit of 300 records, on the test's private bus."""

@@ -3,11 +3,12 @@
 import asyncio
 import logging
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from device_gateway.buffer import RecordBuffer
+from device_gateway.clock import GatewayClock, ServerClock
 from device_gateway.link import BluetoothUnavailable, GatewayLink
 from device_gateway.profiles.companion_tens import ControlOp
 from device_gateway.simulator.radio import FakeBluez
@@ -61,9 +62,17 @@ def test_full_pull_stores_every_record_and_acks_them_to_the_unit(system_bus, buf
     assert (unit.acked_up_to, unit.records) == (12, [])
 
 
-def test_pull_reads_device_information_and_sets_the_unit_clock(system_bus, buffer):
+def vouched_server_clock(offset: timedelta = timedelta(0)) -> ServerClock:
+    """A server clock measured just now (as the API client does from an answer's X-Server-Time)."""
+    server_clock = ServerClock()
+    reading = server_clock.clock.read()
+    server_clock.observe(datetime.now(UTC) + offset, reading, server_clock.clock.read())
+    return server_clock
+
+
+def test_pull_reads_device_information_and_sets_the_unit_clock_from_the_servers_time(system_bus, buffer):
     unit = FakeTensUnit.with_history(*UNIT_A, count=2, clock_offset_s=-3 * 3600, battery_pct=41, firmware="2.0.1")
-    link = make_link(buffer, [unit.serial])
+    link = make_link(buffer, [unit.serial], server_clock=vouched_server_clock())
 
     run_with_units([unit], lambda fake: link.run_once(scan_timeout_s=5))
 
@@ -72,6 +81,50 @@ def test_pull_reads_device_information_and_sets_the_unit_clock(system_bus, buffe
     assert status.clock_offset_s == pytest.approx(-3 * 3600, abs=5)
     assert unit.clock_sets == 1 and abs(unit.clock_offset_s) < 5
     assert {p.payload["clock_status"] for p in buffer.pending(10)} == {"skewed"}
+    [sync] = buffer.pending_syncs(10)
+    assert sync["highest_seq"] == 2 and sync["clock_set_to"] is not None and sync["vouched_time"] is not None
+    assert {p.payload["sync_id"] for p in buffer.pending(10)} == {sync["sync_id"]}
+
+
+def test_a_gateway_whose_clock_the_server_has_not_vouched_for_never_sets_a_units_clock(system_bus, buffer):
+    unit = FakeTensUnit.with_history(*UNIT_A, count=2, clock_offset_s=-3 * 3600)
+    wrong_gateway = GatewayClock(wall=lambda: datetime.now(UTC) + timedelta(hours=5))
+    link = make_link(buffer, [unit.serial], clock=wrong_gateway)
+
+    run_with_units([unit], lambda fake: link.run_once(scan_timeout_s=5))
+
+    assert unit.clock_sets == 0 and unit.clock_offset_s == -3 * 3600
+    [sync] = buffer.pending_syncs(10)
+    assert sync["clock_set_to"] is None and sync["vouched_time"] is None
+    # The gateway's readings go up as they are, with its monotonic clock: the server ties them to its own.
+    assert sync["gateway_clock"] > datetime.now(UTC).isoformat() and sync["monotonic_s"] > 0
+
+
+def test_a_gateway_with_a_wrong_clock_sets_the_unit_from_the_servers_time_not_its_own(system_bus, buffer):
+    unit = FakeTensUnit.with_history(*UNIT_A, count=2, clock_offset_s=7200)
+    wrong_gateway = GatewayClock(wall=lambda: datetime.now(UTC) - timedelta(hours=4))
+    server_clock = ServerClock(wrong_gateway)
+    sent = wrong_gateway.read()
+    server_clock.observe(datetime.now(UTC), sent, wrong_gateway.read())
+    link = make_link(buffer, [unit.serial], clock=wrong_gateway, server_clock=server_clock)
+
+    run_with_units([unit], lambda fake: link.run_once(scan_timeout_s=5))
+
+    assert unit.clock_sets == 1 and abs(unit.clock_offset_s) < 5
+
+
+def test_a_unit_whose_clock_is_right_is_left_alone_and_syncs_without_news_are_not_noted(system_bus, buffer):
+    unit = FakeTensUnit.with_history(*UNIT_A, count=2)
+    link = make_link(buffer, [unit.serial], server_clock=vouched_server_clock())
+
+    async def scenario(fake):
+        await link.run_once(scan_timeout_s=5)
+        await link.run_once(scan_timeout_s=5)
+
+    run_with_units([unit], scenario)
+
+    assert unit.clock_sets == 0
+    assert len(buffer.pending_syncs(10)) == 1  # the second connection brought nothing new
 
 
 def test_link_dropped_mid_transfer_resumes_without_gap_or_duplicate(system_bus, buffer):

@@ -10,6 +10,7 @@ lapses (at most one extra each, folded on the phone by the shared collapse key).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -35,11 +36,14 @@ def start_worker(mongo_uri: str, db_name: str, service_account, emulator) -> sub
 
 
 def wait_for(condition, seconds: float, what: str) -> None:
+    """Poll until ``condition`` holds; an error while asking (the database slow or briefly unreachable on a
+    busy machine) counts as "not yet"."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.005)
+        with contextlib.suppress(Exception):  # polling: any error is a "not yet"
+            if condition():
+                return
+        time.sleep(0.05)
     raise AssertionError(f"not within {seconds} s: {what}")
 
 

@@ -2,11 +2,13 @@
 
 The real API is tested against FerretDB elsewhere; this stub lets a test script per-request answers
 (mixed per-item results, 503, 429 with Retry-After, 401, bodies that are not JSON) for record batches and
-for token renewal, and records what the gateway sent.
+for token renewal, and records what the gateway sent (records, syncs, clock readings, dead letters). Every
+answer carries ``X-Server-Time`` (the real clock, moved by ``server_time_offset``).
 """
 
 import json
 import threading
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -31,6 +33,11 @@ class ContractStub:
         self.poison: set[str] = set()
         self.devices = ["CT-000001"]
         self.profiles: dict[str, str] = {}  # serial -> profile, for units not of the default profile
+        self.syncs: dict[str, dict] = {}
+        self.clock_readings: list[dict] = []
+        self.dead_letters: dict[int, dict] = {}
+        self.server_time_offset = timedelta(0)
+        self.take_dead_letters = True
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -74,6 +81,8 @@ class ContractStub:
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
+                server_now = datetime.now(UTC) + stub.server_time_offset
+                self.send_header("X-Server-Time", server_now.isoformat(timespec="milliseconds"))
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(raw)))
                 self.end_headers()
@@ -113,11 +122,29 @@ class ContractStub:
                         stub.statuses.append(body["devices"])
                         self._reply(204, {}, None)
                         return
-                    records = body["records"]
-                    stub.batches.append([r["record_id"] for r in records])
-                    scripted = stub.scripted.pop(0) if stub.scripted else None
+                    if self.path == "/api/v1/gateway/dead-letters":
+                        if not stub.take_dead_letters:
+                            self._reply(404, {}, {"title": "Not Found"})
+                            return
+                        for item in body["items"]:
+                            stub.dead_letters[item["id"]] = item
+                        self._reply(200, {}, {"received": len(body["items"]), "new": len(body["items"])})
+                        return
+                    records = body.get("records", [])
+                    syncs = body.get("syncs", [])
+                    if body.get("gateway_clock"):
+                        stub.clock_readings.append(body["gateway_clock"])
+                    if records:
+                        stub.batches.append([r["record_id"] for r in records])
+                    scripted = stub.scripted.pop(0) if stub.scripted and records else None
                     hook = scripted or stub.answer_hook
-                    answer = hook(records) if hook else None
-                    self._reply(*(answer or stub.answer_records(records)))
+                    answer = hook(records) if hook and records else None
+                    status, headers, answer_body = answer or stub.answer_records(records)
+                    if status == 200 and isinstance(answer_body, dict):
+                        for sync in syncs:
+                            stub.syncs.setdefault(sync["sync_id"], sync)
+                        answer_body = {**answer_body, "syncs": [{"sync_id": s["sync_id"], "status": "created"}
+                                                                for s in syncs]}
+                    self._reply(status, headers, answer_body)
 
         return Handler

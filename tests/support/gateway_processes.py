@@ -11,14 +11,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def wait_for(condition, timeout_s: float) -> bool:
-    """Poll ``condition`` until it holds or ``timeout_s`` passes; returns its last value."""
+def _holds(condition) -> bool:
+    """The condition's value; an error while asking (a database slow or briefly unreachable under load, a
+    file being replaced) counts as "not yet", not as a failure."""
+    try:
+        return bool(condition())
+    except Exception:  # noqa: BLE001 - polling: any error is a "not yet"
+        return False
+
+
+def wait_for(condition, timeout_s: float, interval_s: float = 0.05) -> bool:
+    """Poll ``condition`` until it holds or ``timeout_s`` passes; returns its last value. Errors raised by the
+    condition (a ``count_documents`` timing out on a busy machine) are retried until the deadline."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if condition():
+        if _holds(condition):
             return True
-        time.sleep(0.01)
-    return condition()
+        time.sleep(interval_s)
+    return _holds(condition)
 
 
 def last_stored_seqs(state_dir: Path) -> dict[str, int]:

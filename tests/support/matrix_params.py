@@ -56,6 +56,15 @@ def _occurrence(client, world, services) -> str:
     return coming[0]["_id"]
 
 
+def _session_record(client, world, services) -> str:
+    from companion.api.ingestion import SessionRecordSchema
+    from tests.support.records import session_record
+
+    record = session_record(world.a_device, 9001, duration_s=0)  # held (a clinical finding), so it can be resolved
+    services.ingestion.receive(None, world["patient_a"].id, [SessionRecordSchema().load(record)], {world.a_device})
+    return record["record_id"]
+
+
 def _alert(client, world, services) -> str:
     return Seed(services.db).alert(world["patient_a"].id, now())["_id"]
 
@@ -110,6 +119,7 @@ PROVIDERS = {
     "reminder_id": _reminder,
     "occurrence_id": _occurrence,
     "alert_id": _alert,
+    "record_id": _session_record,
     "user_id": _user,
     "clinician_id": _team_clinician,
     "member_id": _team_member,

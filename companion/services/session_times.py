@@ -1,0 +1,316 @@
+"""Where stored sessions sit: placed in real time, judged, given to whoever wore the unit, counted once.
+
+Called by ingestion for every unit a batch touches, and by a clinician's resolution. The rules are the
+domain's (``device_time`` places, ``sessions`` judges); this module reads what they need from the stores and
+says which stored records changed.
+
+**The gateway's clock, checked at every upload.** A gateway sends its clock reading (wall clock, its boot and
+its monotonic clock) with each batch. The server compares the wall clock with its own receive time: within
+``GATEWAY_TRUST`` it vouches for it (the answer says so, and the gateway then may set units' clocks). Whether it
+vouches or not, a sync the gateway recorded earlier in the same boot is tied to the server's clock through the
+monotonic clock: it happened ``monotonic now - monotonic then`` before the server received the batch (within
+``ANCHOR_ERROR`` plus the monotonic clock's drift), whatever the wall clock said. A sync from an earlier boot is
+tied by the server time the gateway had measured then (``vouched_time``), if it had one; otherwise nothing ties
+it to real time and the placement bounds it by its neighbours (``device_time`` rule 1).
+
+**Records of older gateways** (no sync) are placed where the gateway put them (its ``started_at``), moved by
+the gateway's clock offset when the server did not vouch for it: ``exact`` when the gateway found the unit's
+clock right, ``corrected`` when it corrected a skew, and ``estimated`` with open bounds (so: held) when it saw a
+reset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from companion.domain.device_time import SessionTime, SyncPoint, TimeQuality, UnitSession, reconstruct
+from companion.domain.localtime import TimeZoneHistory
+from companion.domain.sessions import (
+    Binding,
+    Finding,
+    Flag,
+    Timed,
+    clinical_findings,
+    counting,
+    overlaps,
+    owner_at,
+    time_findings,
+)
+from companion.services.sync import Changes
+from companion.services.touched_days import TouchedDays
+from companion.store.stores import Stores
+
+GATEWAY_TRUST = timedelta(seconds=60)  # a gateway clock this close to the server's is vouched for
+ANCHOR_ERROR = timedelta(seconds=2)  # a batch's time on the wire, and the monotonic clock's reading
+MONOTONIC_PPM = 100
+LEGACY_ERROR = timedelta(minutes=1)
+CONTEXT = 20  # sequence numbers read around new records beyond what the syncs say (overlaps, neighbours)
+UNIT_WINDOW = 5000  # the most of one unit's records one placement reads
+LEGACY_QUALITY = {"ok": TimeQuality.EXACT, "skewed": TimeQuality.CORRECTED}
+# What the server derives for each stored record (and writes again when it changes).
+DERIVED = ("started_at", "started_earliest", "started_latest", "time_quality", "time_basis", "unit_offset_s",
+           "patient_id", "candidate_patient_ids", "local_date", "flags", "held", "counts", "counted_minutes",
+           "overlaps")
+
+
+@dataclass(frozen=True)
+class ClockCheck:
+    """The server's check of a gateway's clock at one upload."""
+
+    received_at: datetime
+    gateway_time: datetime
+    boot_id: str
+    monotonic_s: float
+
+    @property
+    def offset(self) -> timedelta:
+        """How far the gateway's wall clock is ahead of the server's (the batch's time on the wire included)."""
+        return self.gateway_time - self.received_at
+
+    @property
+    def vouched(self) -> bool:
+        """Whether the server vouches for the gateway's clock (within ``GATEWAY_TRUST``)."""
+        return abs(self.offset) <= GATEWAY_TRUST
+
+    def as_doc(self) -> dict:
+        return {"checked_at": self.received_at, "offset_s": round(self.offset.total_seconds(), 3),
+                "vouched": self.vouched}
+
+
+def clock_check(reading: Mapping | None, received_at: datetime) -> ClockCheck | None:
+    """The check of the clock reading a gateway sent with a batch (None: it sent none)."""
+    if not reading:
+        return None
+    return ClockCheck(received_at, reading["wall"], reading["boot_id"], reading["monotonic_s"])
+
+
+def anchor(sync: Mapping, check: ClockCheck | None) -> tuple[datetime | None, timedelta, str]:
+    """When a sync really happened, within what error, and how the server knows: ``monotonic`` (same boot as
+    this upload), ``vouched`` (the server time the gateway had measured then) or ``none``."""
+    if check is not None and sync.get("boot_id") == check.boot_id and sync.get("monotonic_s") is not None:
+        elapsed = timedelta(seconds=check.monotonic_s - sync["monotonic_s"])
+        if elapsed >= timedelta(0):
+            return check.received_at - elapsed, ANCHOR_ERROR + elapsed * MONOTONIC_PPM / 1_000_000, "monotonic"
+    if sync.get("vouched_time") is not None:
+        return sync["vouched_time"], timedelta(seconds=sync.get("vouched_error_s") or 0) + ANCHOR_ERROR, "vouched"
+    return None, timedelta(0), "none"
+
+
+def _sync_point(doc: Mapping, highest_seq: int) -> SyncPoint:
+    at = doc.get("at")
+    error = timedelta(seconds=doc.get("at_error_s") or 0)
+    return SyncPoint(highest_seq, doc.get("unit_clock"), at, error, doc.get("clock_set_to"), doc["_id"],
+                     f"{doc.get('gateway_id')}:{doc.get('boot_id')}", float(doc.get("monotonic_s") or 0.0),
+                     doc.get("received_at"))
+
+
+def _legacy_time(doc: Mapping) -> SessionTime:
+    """A record without a sync: where its gateway put it (moved by the gateway's offset the server measured,
+    when it did not vouch for the gateway's clock)."""
+    shift = timedelta(seconds=doc.get("gateway_offset_s") or 0)
+    start = doc.get("reported_started_at", doc["started_at"]) - shift
+    quality = LEGACY_QUALITY.get(doc.get("clock_status"), TimeQuality.ESTIMATED)
+    if quality is TimeQuality.EXACT and shift:
+        quality = TimeQuality.CORRECTED
+    if quality is TimeQuality.ESTIMATED:
+        return SessionTime(doc["device_seq"], start, None, None, quality, "gateway_reset")
+    offset = timedelta(seconds=doc.get("clock_offset_s") or 0)
+    return SessionTime(doc["device_seq"], start, start - LEGACY_ERROR, start + LEGACY_ERROR, quality, "gateway",
+                       offset)
+
+
+def _same(stored, derived) -> bool:
+    """Whether a derived value is what is stored (the database keeps datetimes to the millisecond)."""
+    if isinstance(stored, datetime) and isinstance(derived, datetime):
+        return stored.replace(microsecond=stored.microsecond // 1000 * 1000, tzinfo=UTC) == \
+            derived.astimezone(UTC).replace(microsecond=derived.microsecond // 1000 * 1000)
+    return stored == derived
+
+
+def _day_of(doc: Mapping) -> tuple[str | None, str | None]:
+    return doc.get("patient_id"), doc.get("local_date")
+
+
+def touched_days_of(docs: Iterable[Mapping]) -> dict[str, set[date]]:
+    """The local days (by patient) these records count on."""
+    days: dict[str, set[date]] = {}
+    for doc in docs:
+        patient, day = _day_of(doc)
+        if patient and day:
+            days.setdefault(patient, set()).add(date.fromisoformat(day))
+    return days
+
+
+def write_changes(stores: Stores, feed: Changes, touched: TouchedDays | None, changes: list[tuple[dict, dict]],
+                  reason: str) -> None:
+    """Write what changed about stored records. Each takes the next change number of the patient it now
+    belongs to, so the app's session feed hands it out again; the days it left and the days it came to are
+    marked for recomputing."""
+    by_patient: dict[str | None, list[tuple[dict, dict]]] = {}
+    for doc, fields in changes:
+        by_patient.setdefault({**doc, **fields}.get("patient_id"), []).append((doc, fields))
+    for patient_id, items in by_patient.items():
+        if patient_id is None:  # nobody's yet (the unit changed hands then): in no feed until a clinician decides
+            for doc, fields in items:
+                stores.session_records.set_fields(doc["_id"], fields)
+            continue
+        with feed.stamp(patient_id, stores.session_records, len(items)) as first:
+            for n, (doc, fields) in enumerate(items):
+                stores.session_records.set_fields(doc["_id"], {**fields, "seq": first + n})
+    if touched is not None:
+        days = touched_days_of([doc for doc, _ in changes] + [{**doc, **fields} for doc, fields in changes])
+        for patient_id, dates in days.items():
+            touched.dates(patient_id, dates, reason)
+
+
+def _finding_docs(findings: Iterable[Finding]) -> list[dict]:
+    return [{"flag": f.flag.value, "reason": f.reason} for f in findings]
+
+
+class SessionTimes:
+    def __init__(self, stores: Stores):
+        self.stores = stores
+        self._histories: dict[str, TimeZoneHistory | None] = {}
+
+    def _history(self, patient_id: str) -> TimeZoneHistory | None:
+        if patient_id not in self._histories:
+            patient = self.stores.users.by_id(patient_id)
+            self._histories[patient_id] = patient.zone_history() if patient is not None else None
+        return self._histories[patient_id]
+
+    def place_unit(self, serial: str, fresh: list[dict], new_syncs: list[dict], bindings: list[Binding],
+                   received_at: datetime, touched_seqs: Iterable[int] = ()) -> tuple[list[dict], list[tuple[dict, dict]]]:
+        """Place a unit's new records and the stored ones new evidence (or a change at ``touched_seqs``) touches.
+
+        Returns the new records with their derived fields, and (stored record, changed fields) for every stored
+        record whose derived fields changed. The stored records read are those from the interval before the
+        earliest new evidence to the last the unit's syncs reach (``CONTEXT`` sequence numbers either side
+        when the unit has no syncs); the ones before the earliest new evidence are context, never written.
+        They are read by id (``<serial>:<seq>``), which every server serves from its primary index.
+
+        A new sync that saw no more than a stored one before it is evidence only for what came after it. The
+        records of one interval are placed together (a jump may lie anywhere in it), so each batch of a long
+        interval (a unit's first-contact backlog) reads and places the whole interval again, up to
+        ``UNIT_WINDOW`` records: a 5,000-record backlog takes minutes rather than seconds."""
+        self._histories = {}
+        syncs = {d["_id"]: d for d in self.stores.unit_syncs.of_unit(serial)}
+        evidence = [d["device_seq"] for d in fresh] + [self._reach(d, syncs, received_at) for d in new_syncs
+                                                       if d["_id"] not in syncs] + list(touched_seqs)
+        syncs.update({d["_id"]: d for d in new_syncs})
+        if not evidence:
+            return fresh, []
+        highs = sorted({d["highest_seq"] for d in syncs.values()})
+
+        def below(position: int) -> int:
+            return max((h for h in highs if h < position), default=0)
+
+        if highs:
+            write_from = min(below(p) for p in evidence)
+            context_from = below(write_from) if write_from > 0 else 0
+        else:  # a unit with no syncs (an older gateway): its neighbours matter only for overlaps
+            write_from = min(evidence) - 1
+            context_from = max(0, write_from - CONTEXT)
+        last = max(evidence + highs) + CONTEXT
+        context_from = max(context_from, last - UNIT_WINDOW)
+        fresh_ids = {d["_id"] for d in fresh}
+        ids = [f"{serial}:{seq}" for seq in range(context_from + 1, last + 1) if f"{serial}:{seq}" not in fresh_ids]
+        stored = sorted(self.stores.session_records.by_ids(ids).values(), key=lambda d: d["device_seq"])
+        derived = self.derive(list(syncs.values()), stored + fresh, bindings, received_at)
+        placed_fresh = [{**doc, **derived[doc["_id"]]} for doc in fresh]
+        changes = []
+        for doc in stored:
+            if doc["device_seq"] <= write_from:
+                continue
+            fields = {k: v for k, v in derived[doc["_id"]].items() if not _same(doc.get(k), v)}
+            if fields:
+                changes.append((doc, fields))
+        return placed_fresh, changes
+
+    @staticmethod
+    def _reach(sync: dict, stored: dict[str, dict], received_at: datetime) -> int:
+        """The lowest sequence number a new sync can change the placement of: the records up to its highest
+        ones, unless a stored sync that saw as many came before it (then it only opens the interval after)."""
+        def order(d: Mapping) -> datetime:
+            return d.get("at") or d.get("received_at") or received_at
+
+        high = sync["highest_seq"]
+        if any(s["highest_seq"] == high and order(s) <= order(sync) for s in stored.values()):
+            return high + 1
+        return high
+
+    def derive(self, syncs: list[dict], docs: list[dict], bindings: list[Binding],
+               received_at: datetime) -> dict[str, dict]:
+        """The derived fields of each of one unit's records, by record id."""
+        captured: dict[str, int] = {}
+        for doc in docs:
+            sync_key = doc.get("sync_key")
+            if sync_key:
+                captured[sync_key] = max(captured.get(sync_key, 0), doc["device_seq"])
+        points = [_sync_point(s, max(s["highest_seq"], captured.get(s["_id"], 0))) for s in syncs]
+        synced = [d for d in docs if d.get("sync_key")]
+        times: dict[int, SessionTime] = reconstruct(
+            points, [UnitSession(d["device_seq"], d["device_started_at"],
+                                 max(timedelta(seconds=d["duration_s"]), timedelta(0)), d.get("server_received_at"))
+                     for d in synced],
+            received_at=received_at) if synced else {}
+        for doc in docs:
+            if not doc.get("sync_key"):
+                times[doc["device_seq"]] = _legacy_time(doc)
+        return self._judge(docs, times, bindings, received_at)
+
+    def _judge(self, docs: list[dict], times: dict[int, SessionTime], bindings: list[Binding],
+               received_at: datetime) -> dict[str, dict]:
+        judged: dict[str, dict] = {}
+        findings: dict[str, list[Finding]] = {}
+        for doc in docs:
+            placed = times[doc["device_seq"]]
+            resolution = doc.get("resolution") or {}
+            start, earliest, latest, quality, basis = (placed.start, placed.earliest, placed.latest, placed.quality,
+                                                       placed.basis)
+            if resolution.get("started_at"):
+                start = earliest = latest = resolution["started_at"]
+                quality, basis = TimeQuality.CORRECTED, "clinician"
+            owner = owner_at(bindings, earliest, latest)
+            if resolution.get("patient_id"):
+                owner_id, candidates = resolution["patient_id"], (resolution["patient_id"],)
+            else:
+                owner_id, candidates = owner.patient_id, owner.candidates
+            history = self._history(owner_id) if owner_id else None
+            found = clinical_findings(doc)
+            found += time_findings(start, earliest, latest, doc.get("server_received_at") or received_at, history)
+            if owner_id is None:
+                found.append(Finding(Flag.OWNER_UNCERTAIN,
+                                     "the unit's binding changed (or it was bound to nobody) when this may have happened"))
+            findings[doc["_id"]] = found
+            judged[doc["_id"]] = {
+                "started_at": start, "started_earliest": earliest, "started_latest": latest,
+                "time_quality": quality.value, "time_basis": basis,
+                "unit_offset_s": round(placed.offset.total_seconds(), 3) if placed.offset is not None else None,
+                "patient_id": owner_id, "candidate_patient_ids": list(candidates),
+                "local_date": start.astimezone(history.zone_at(start)).date().isoformat() if history else None,
+            }
+        self._count(docs, judged, findings)
+        return judged
+
+    def _count(self, docs: list[dict], judged: dict[str, dict], findings: dict[str, list[Finding]]) -> None:
+        """Overlaps among the records not held, then how each counts."""
+        def resolution(doc: dict) -> str | None:
+            return (doc.get("resolution") or {}).get("action")
+
+        candidates = [Timed(d["_id"], d["device_seq"], judged[d["_id"]]["started_at"],
+                            max(timedelta(seconds=d["duration_s"]), timedelta(0)))
+                      for d in docs
+                      if not counting([f.flag for f in findings[d["_id"]]], timedelta(0), None, resolution(d)).held]
+        overlapping = overlaps(candidates)
+        for doc in docs:
+            found = list(findings[doc["_id"]])
+            overlap = overlapping.get(doc["_id"])
+            if overlap is not None:
+                found.append(Finding(Flag.OVERLAP, f"the unit was already in session {overlap[0]} then"))
+            counted = counting([f.flag for f in found], timedelta(seconds=doc["duration_s"]),
+                               overlap[1] if overlap else None, resolution(doc))
+            judged[doc["_id"]].update({"flags": _finding_docs(found), "held": counted.held, "counts": counted.counts,
+                                       "counted_minutes": counted.minutes,
+                                       "overlaps": overlap[0] if overlap else None})

@@ -1,0 +1,164 @@
+"""What the API makes of what gateways send: the server's clock on every answer, the gateway's clock checked,
+sessions placed from the syncs, overlaps counted once, copies kept apart, a moved unit's sessions with whoever
+wore it, held sessions resolved by the care team, dead letters kept, PDC that leaves today out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from tests.support.records import session_record
+
+URL = "/api/v1/gateway/session-records"
+MINUTE = timedelta(minutes=1)
+
+
+def upload(client, gateway, records, **extra):
+    return client.post(URL, json={"records": records, **extra}, headers=gateway.headers)
+
+
+def by_id(response):
+    return {r["record_id"]: r for r in response.json["results"]}
+
+
+def test_every_answer_carries_the_servers_time(client):
+    answer = client.get("/healthz")
+    stamped = datetime.fromisoformat(answer.headers["X-Server-Time"].replace("Z", "+00:00"))
+    assert abs(stamped - datetime.now(UTC)) < timedelta(seconds=30)
+
+
+def test_the_server_checks_the_gateways_clock_at_every_upload(client, world, db):
+    record = session_record(world.a_device, 1)
+    ahead = {"wall": (datetime.now(UTC) + timedelta(hours=3)).isoformat(), "boot_id": "b1", "monotonic_s": 50.0}
+    verdict = upload(client, world["gateway_a"], [record], gateway_clock=ahead).json["clock"]
+    assert verdict["vouched"] is False and abs(verdict["gateway_offset_s"] - 10800) < 60
+    right = {"wall": datetime.now(UTC).isoformat(), "boot_id": "b1", "monotonic_s": 60.0}
+    assert upload(client, world["gateway_a"], [record], gateway_clock=right).json["clock"]["vouched"] is True
+    assert db.gateways.find_one({"_id": world["gateway_a"].id})["clock"]["vouched"] is True
+
+
+def test_a_unit_reset_to_1970_is_placed_from_its_syncs_and_its_raw_reading_kept(client, world, db):
+    now = datetime.now(UTC)
+    serial = world.a_device
+    reset_at = now - timedelta(hours=6)
+    clock_1970 = datetime(1970, 1, 1, 0, 1, tzinfo=UTC)
+
+    def sync(sync_id, highest, at, unit_clock):
+        return {"sync_id": sync_id, "serial": serial, "highest_seq": highest, "unit_clock": unit_clock.isoformat(),
+                "gateway_clock": at.isoformat(), "boot_id": "b1", "monotonic_s": 1000 + (at - now).total_seconds() + 86400}
+
+    real = [now - timedelta(hours=h) for h in (20, 9, 4, 2)]
+    readings = [real[0], real[1], clock_1970 + (real[2] - reset_at), clock_1970 + (real[3] - reset_at)]
+    records = [session_record(serial, n + 1, started_at=reading, offset_s=0.0, sync_id="sync-after-reset")
+               for n, reading in enumerate(readings)]
+    for record, reading in zip(records, readings, strict=True):
+        record["device_started_at"] = reading.isoformat()
+    syncs = [sync("sync-pairing-000", 0, now - timedelta(days=1), now - timedelta(days=1)),
+             sync("sync-after-reset", 4, now - timedelta(minutes=10), clock_1970 + (now - timedelta(minutes=10) - reset_at))]
+    answer = upload(client, world["gateway_a"], records, syncs=syncs,
+                    gateway_clock={"wall": now.isoformat(), "boot_id": "b1", "monotonic_s": 1000 + 86400.0})
+    assert [r["time_quality"] for r in answer.json["results"]] == ["exact", "exact", "corrected", "corrected"]
+    assert {s["status"] for s in answer.json["syncs"]} == {"created"}
+    stored = {d["device_seq"]: d for d in db.session_records.find({})}
+    for seq, start in enumerate(real, start=1):
+        assert abs(stored[seq]["started_at"] - start) < MINUTE
+    assert stored[3]["device_started_at"].year == 1970 and stored[3]["unit_offset_s"] < -50 * 365 * 86400
+
+
+def test_one_unit_in_two_sessions_at_once_counts_once(client, world, db, services):
+    start = datetime.now(UTC) - timedelta(days=2)
+    records = [session_record(world.a_device, 1, started_at=start),
+               session_record(world.a_device, 2, started_at=start + timedelta(minutes=20))]
+    results = by_id(upload(client, world["gateway_a"], records))
+    assert results[f"{world.a_device}:2"]["flags"] == ["overlap"] and not results[f"{world.a_device}:2"]["held"]
+    second = db.session_records.find_one({"_id": f"{world.a_device}:2"})
+    assert (second["counts"], second["counted_minutes"], second["overlaps"]) == (False, 20.0, f"{world.a_device}:1")
+    minutes = sum(d["counted_minutes"] for d in db.session_records.find({}))
+    assert minutes == 50.0
+
+
+def test_a_record_sent_again_with_other_content_is_kept_apart_and_the_first_stands(client, world, db):
+    first = session_record(world.a_device, 7)
+    upload(client, world["gateway_a"], [first])
+    other = {**first, "duration_s": 2400, "content_hash": "f" * 32}
+    result = by_id(upload(client, world["gateway_a"], [other]))[first["record_id"]]
+    assert result["status"] == "duplicate" and result["flags"] == ["conflicting_copy"]
+    assert db.session_records.find_one({"_id": first["record_id"]})["duration_s"] == 1800
+    assert db.session_conflicts.find_one({"record_id": first["record_id"]})["duration_s"] == 2400
+
+
+def test_a_moved_units_sessions_stay_with_whoever_wore_it_whichever_hub_brings_them(client, world, db, services):
+    serial = "CTU-MOVED1"
+    a, b = world["patient_a"], world["patient_b"]
+    now = datetime.now(UTC)
+    moved = now - timedelta(hours=6)
+    services.gateways.bind_unit(a.id, serial, "companion-tens", bound_at=now - timedelta(days=3))
+    services.stores.devices.unbind(serial, a.id, at=moved)  # released six hours ago...
+    services.gateways.bind_unit(b.id, serial, "companion-tens", bound_at=moved)  # ... and given to B
+    # The old hub's backlog for the unit that has moved: accepted for the patient it belonged to.
+    old = upload(client, world["gateway_a"], [session_record(serial, 1, started_at=now - timedelta(days=1))])
+    assert old.status_code == 200 and by_id(old)[f"{serial}:1"]["status"] == "created"
+    # The new hub's first contact brings a session from before the move and one after.
+    new = upload(client, world["gateway_b"], [session_record(serial, 2, started_at=moved - timedelta(hours=2)),
+                                              session_record(serial, 3, started_at=now - timedelta(hours=2))])
+    assert new.status_code == 200
+    owners = {d["device_seq"]: d["patient_id"] for d in db.session_records.find({"device_serial": serial})}
+    assert owners == {1: a.id, 2: a.id, 3: b.id}
+    # A session that may have started on either side of the move is held for the care team, with both names.
+    straddling = session_record(serial, 4, started_at=moved, clock_status="reset")
+    held = by_id(upload(client, world["gateway_b"], [straddling]))[f"{serial}:4"]
+    assert held["held"] is True
+    doc = db.session_records.find_one({"_id": f"{serial}:4"})
+    assert doc["patient_id"] is None and set(doc["candidate_patient_ids"]) == {a.id, b.id}
+    # The old hub's status reports for the unit are skipped, not refused.
+    report = {"serial": serial, "battery_pct": 50, "firmware": "1.0", "last_seen_at": now.isoformat()}
+    assert client.post("/api/v1/gateway/device-status", json={"devices": [report]},
+                       headers=world["gateway_a"].headers).status_code == 204
+    assert db.devices.find_one({"_id": serial})["patient_id"] == b.id
+    assert "firmware" not in db.devices.find_one({"_id": serial})["status"]
+
+
+def test_a_held_session_is_listed_for_the_care_team_and_resolved_by_them(client, world, db, services):
+    serial = world.a_device
+    record = session_record(serial, 1, duration_s=0, started_at=datetime.now(UTC) - timedelta(days=1))
+    assert by_id(upload(client, world["gateway_a"], [record]))[record["record_id"]]["held"] is True
+    url = f"/api/v1/patients/{world['patient_a'].id}/sessions"
+    clinician = world["clinician_team"].headers
+    held = client.get(f"{url}/held", headers=clinician).json["items"]
+    assert [h["record_id"] for h in held] == [record["record_id"]] and held[0]["flags"][0]["flag"] == "clinical"
+    assert client.get(f"{url}/held", headers=world["patient_a"].headers).status_code == 403
+    decided = client.put(f"{url}/{record['record_id']}/resolution", json={"action": "exclude", "note": "a test run"},
+                         headers=clinician)
+    assert decided.status_code == 200 and decided.json["held"] is True and decided.json["resolution"]["action"] == "exclude"
+    counted = client.put(f"{url}/{record['record_id']}/resolution", json={"action": "count"}, headers=clinician).json
+    assert counted["held"] is False and counted["counts"] is True
+    assert client.get(f"{url}/held", headers=clinician).json["items"] == []
+    assert client.put(f"{url}/{world.b_device}:1/resolution", json={"action": "count"},
+                      headers=clinician).status_code == 404
+
+
+def test_dead_letters_reported_by_a_gateway_are_kept_once(client, world, db):
+    item = {"id": 3, "device_serial": world.a_device, "record_id": None, "reason": "BadChecksum: crc",
+            "source": "unit", "dead_at": datetime.now(UTC).isoformat(), "payload": "0101ff"}
+    url = "/api/v1/gateway/dead-letters"
+    assert client.post(url, json={"items": [item]}, headers=world["gateway_a"].headers).json == {"received": 1, "new": 1}
+    assert client.post(url, json={"items": [item]}, headers=world["gateway_a"].headers).json == {"received": 1, "new": 0}
+    kept = db.gateway_dead_letters.find_one({})
+    assert (kept["patient_id"], kept["payload"], kept["local_id"]) == (world["patient_a"].id, "0101ff", 3)
+
+
+def test_pdc_leaves_today_out_and_shows_it_in_progress(client, world, services):
+    patient = world["patient_a"]
+    today = services.adherence.local_today(patient.id)
+    services.plans.prescribe(patient.id, {
+        "tens": {"sessions_per_day": 1, "daily_minutes_target": None, "minutes_per_session": 30, "programmes": [1],
+                 "intensity_min_ma": 10.0, "intensity_max_ma": 30.0, "start_date": today - timedelta(days=3),
+                 "end_date": None, "counts_towards_adherence": True},
+        "medications": [], "mindfulness": None}, created_by="c", at=datetime.now(UTC) - timedelta(days=3))
+    noon = datetime.now(UTC).replace(hour=12, minute=0) - timedelta(days=1)
+    upload(client, world["gateway_a"], [session_record(world.a_device, n, started_at=noon - timedelta(days=n - 1))
+                                        for n in (1, 2, 3)])
+    services.adherence_job.run()
+    summary = client.get(f"/api/v1/patients/{patient.id}/adherence/summary", headers=patient.headers).json
+    assert summary["period_end"] == (today - timedelta(days=1)).isoformat()
+    assert summary["in_progress"]["date"] == today.isoformat()
+    assert summary["tens"]["7"]["pdc"] == 1.0  # nothing done yet today does not count against the patient

@@ -1,0 +1,103 @@
+"""What holds a stored session back from the figures, whose it is, and how much of it counts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from companion.domain.localtime import TimeZoneHistory
+from companion.domain.sessions import (
+    Binding,
+    Flag,
+    Timed,
+    clinical_findings,
+    counted_minutes,
+    counting,
+    counts_as_session,
+    identity_problem,
+    overlaps,
+    owner_at,
+    time_findings,
+)
+
+T = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+LONDON = TimeZoneHistory.fixed("Europe/London")
+
+
+def record(**changes) -> dict:
+    base = {"record_id": "CT-1:4", "device_serial": "CT-1", "device_seq": 4, "duration_s": 1800,
+            "frequency_hz": 100, "pulse_width_us": 200, "intensity_mean_ma": 15.0, "intensity_peak_ma": 25.0}
+    return {**base, **changes}
+
+
+def test_only_a_record_without_an_identity_is_refused():
+    assert identity_problem(record()) is None
+    assert "record_id" in identity_problem(record(record_id="CT-1:5"))
+
+
+def test_clinical_rules_are_findings_not_refusals():
+    assert clinical_findings(record()) == []
+    found = clinical_findings(record(duration_s=0, frequency_hz=5000))
+    assert [f.flag for f in found] == [Flag.CLINICAL, Flag.CLINICAL]
+    assert "duration" in found[0].reason and "frequency" in found[1].reason
+
+
+def test_time_findings_future_window_and_uncertain_day():
+    assert time_findings(T - HOUR, T - HOUR, T - HOUR, T, LONDON) == []
+    assert [f.flag for f in time_findings(T + HOUR, T + HOUR, T + HOUR, T, LONDON)] == [Flag.FUTURE]
+    assert [f.flag for f in time_findings(T - timedelta(days=31), T - timedelta(days=31), T - timedelta(days=31), T,
+                                          LONDON)] == [Flag.OUTSIDE_WINDOW]
+    across_midnight = time_findings(T - 13 * HOUR, T - 14 * HOUR, T - 10 * HOUR, T, LONDON)
+    assert [f.flag for f in across_midnight] == [Flag.TIME_UNCERTAIN]
+    assert [f.flag for f in time_findings(T - HOUR, None, T - HOUR, T, LONDON)] == [Flag.TIME_UNCERTAIN]
+    # An estimate whose bounds stay within one local day is not held.
+    assert time_findings(T - HOUR, T - 3 * HOUR, T - HOUR, T, LONDON) == []
+
+
+def test_a_session_belongs_to_whoever_wore_the_unit_then():
+    moved = T - timedelta(days=2)
+    bindings = [Binding("maria", T - timedelta(days=30), moved), Binding("james", moved)]
+    assert owner_at(bindings, T - timedelta(days=3), T - timedelta(days=3)).patient_id == "maria"
+    assert owner_at(bindings, T - HOUR, T - HOUR).patient_id == "james"
+    # Before its first binding, a unit is its first patient's.
+    assert owner_at(bindings, T - timedelta(days=40), T - timedelta(days=40)).patient_id == "maria"
+    straddling = owner_at(bindings, moved - HOUR, moved + HOUR)
+    assert not straddling.certain and straddling.candidates == ("maria", "james")
+    assert owner_at(bindings, None, T).candidates == ("maria", "james")
+
+
+def test_a_gap_between_bindings_leaves_the_owner_to_a_clinician():
+    bindings = [Binding("maria", T - timedelta(days=30), T - timedelta(days=5)), Binding("james", T - timedelta(days=2))]
+    gap = owner_at(bindings, T - timedelta(days=3), T - timedelta(days=3))
+    assert not gap.certain and set(gap.candidates) == {"maria", "james"}
+    released = owner_at([Binding("maria", T - timedelta(days=30), T - timedelta(days=5))], T - HOUR, T - HOUR)
+    assert not released.certain and released.candidates == ("maria",)
+    assert owner_at([], T, T).candidates == ()
+
+
+def test_an_overlap_counts_once():
+    sessions = [Timed("a", 1, T, 30 * timedelta(minutes=1)), Timed("b", 2, T + timedelta(minutes=20), 40 * timedelta(minutes=1)),
+                Timed("c", 3, T + 2 * HOUR, 30 * timedelta(minutes=1))]
+    found = overlaps(sessions)
+    assert found == {"b": ("a", timedelta(minutes=30))}
+    assert overlaps([Timed("a", 1, T, HOUR), Timed("dup", 2, T, HOUR)]) == {"dup": ("a", timedelta(0))}
+
+
+def test_counting():
+    thirty = timedelta(minutes=30)
+    plain = counting([], thirty, None, None)
+    assert (plain.held, plain.counts, plain.minutes) == (False, True, 30.0)
+    held = counting([Flag.TIME_UNCERTAIN], thirty, None, None)
+    assert (held.held, held.counts, held.minutes) == (True, False, 0.0)
+    resolved = counting([Flag.TIME_UNCERTAIN], thirty, None, "count")
+    assert (resolved.held, resolved.counts, resolved.minutes) == (False, True, 30.0)
+    excluded = counting([], thirty, None, "exclude")
+    assert (excluded.held, excluded.counts) == (True, False)
+    overlapping = counting([Flag.OVERLAP], thirty, timedelta(minutes=10), None)
+    assert (overlapping.held, overlapping.counts, overlapping.minutes) == (False, False, 10.0)
+
+
+def test_records_stored_before_these_rules_count_whole():
+    assert counted_minutes({"duration_s": 1800}) == 30.0 and counts_as_session({"duration_s": 1800})
+    assert counted_minutes({"duration_s": 1800, "counted_minutes": 0, "held": True}) == 0.0
+    assert not counts_as_session({"held": True})

@@ -1,0 +1,177 @@
+"""The gateway's clocks and the server's time as it measures them; syncs and the clock reading going up with
+every batch; held records leaving the queue like any stored one; dead letters reported to the server, listed
+and replayed with ``device-gateway dead-letters``."""
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from device_gateway.api import ApiClient
+from device_gateway.buffer import RecordBuffer
+from device_gateway.capture import capture
+from device_gateway.cli import main
+from device_gateway.clock import MAX_AGE_S, ClockReading, GatewayClock, ServerClock, parse_server_time
+from device_gateway.config import GatewayConfig
+from device_gateway.profiles.companion_tens import encode_record
+from device_gateway.simulator.sessions import simulated_session
+from device_gateway.uploader import Uploader
+
+SERIAL = "CT-000001"
+T = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+
+class Clocks:
+    """A gateway's clocks under the test's control."""
+
+    def __init__(self, wall: datetime = T, boot: str = "boot-a") -> None:
+        self.wall, self.mono, self.boot = wall, 100.0, boot
+
+    def gateway_clock(self) -> GatewayClock:
+        return GatewayClock(wall=lambda: self.wall, monotonic=lambda: self.mono, boot_id=lambda: self.boot)
+
+    def advance(self, seconds: float) -> None:
+        self.wall += timedelta(seconds=seconds)
+        self.mono += seconds
+
+
+def test_the_servers_time_is_measured_at_the_middle_of_the_round_trip_and_runs_on_the_monotonic_clock():
+    clocks = Clocks(wall=T + timedelta(hours=5))  # the gateway's wall clock is 5 hours ahead
+    server = ServerClock(clocks.gateway_clock())
+    sent = clocks.gateway_clock().read()
+    clocks.advance(0.4)
+    server.observe(T + timedelta(seconds=0.2), sent, clocks.gateway_clock().read())
+    assert server.now().now == T + timedelta(seconds=0.4)
+    assert abs(server.wall_offset_s() - 5 * 3600) < 1
+    clocks.wall -= timedelta(hours=5)  # NTP steps the wall clock: the server's time does not move with it
+    clocks.advance(60)
+    measured = server.now()
+    assert measured.now == T + timedelta(seconds=60.4) and measured.error_s < 0.3
+
+
+def test_no_vouched_time_without_a_measurement_of_this_boot_or_once_it_is_stale():
+    clocks = Clocks()
+    server = ServerClock(clocks.gateway_clock())
+    assert server.now() is None
+    server.observe(T, clocks.gateway_clock().read(), clocks.gateway_clock().read())
+    clocks.advance(MAX_AGE_S + 1)
+    assert server.now() is None
+    server.observe(T, clocks.gateway_clock().read(), clocks.gateway_clock().read())
+    clocks.boot = "boot-b"  # a reboot: the monotonic clock started again
+    assert server.now() is None
+    other_boot = ClockReading(T, "boot-a", 1.0)
+    server.observe(T, other_boot, clocks.gateway_clock().read())  # a request across a reboot tells nothing
+    assert server.now() is None
+
+
+def test_the_x_server_time_header_is_read_strictly():
+    assert parse_server_time("2026-03-02T12:00:00.250Z") == T + timedelta(milliseconds=250)
+    assert parse_server_time("2026-03-02T12:00:00") is None  # no zone: not a server time
+    assert parse_server_time("yesterday") is None and parse_server_time(None) is None
+
+
+@pytest.fixture
+def buffer(tmp_path):
+    buf = RecordBuffer(tmp_path / "buffer.db")
+    yield buf
+    buf.close()
+
+
+def _fill(buffer: RecordBuffer, count: int, sync_id: str | None = None) -> None:
+    records = []
+    for seq in range(1, count + 1):
+        session = simulated_session(seq, 1_760_000_000 + seq * 600)
+        records.append(capture(SERIAL, session, encode_record(session), 0.0, T, sync_id=sync_id))
+    buffer.store(SERIAL, records)
+
+
+def _sync(sync_id: str = "0123456789abcdef") -> dict:
+    return {"sync_id": sync_id, "serial": SERIAL, "highest_seq": 3, "unit_clock": T.isoformat(),
+            "gateway_clock": T.isoformat(), "boot_id": "boot-a", "monotonic_s": 100.0, "clock_set_to": None,
+            "vouched_time": None, "vouched_error_s": None}
+
+
+def test_syncs_and_the_clock_reading_go_up_with_the_records_and_leave_the_queue_once_the_server_has_them(
+        stub, buffer):
+    buffer.store_sync(SERIAL, _sync())
+    _fill(buffer, 3, "0123456789abcdef")
+    api = ApiClient(stub.url, "gw-1", "s3cret")
+    try:
+        Uploader(buffer, api, sleep=lambda s: None, rng=random.Random(1)).drain(max_failures=2)
+        assert api.server_clock.now() is not None  # measured from the answers' X-Server-Time
+    finally:
+        api.close()
+    assert list(stub.syncs) == ["0123456789abcdef"] and buffer.pending_sync_count() == 0
+    assert {r["sync_id"] for r in stub.stored.values()} == {"0123456789abcdef"}
+    assert stub.clock_readings and {"wall", "boot_id", "monotonic_s"} <= set(stub.clock_readings[0])
+
+
+def test_a_record_the_server_stores_held_leaves_the_queue_like_any_stored_one(stub, buffer):
+    _fill(buffer, 2)
+
+    def held(records):
+        return 200, {}, {"results": [{"record_id": r["record_id"], "status": "created", "reason": None,
+                                      "flags": ["time_uncertain"], "held": True} for r in records]}
+
+    stub.scripted.append(held)
+    api = ApiClient(stub.url, "gw-1", "s3cret")
+    try:
+        progress = Uploader(buffer, api, sleep=lambda s: None).drain(max_failures=2)
+    finally:
+        api.close()
+    assert (progress.sent, progress.held, progress.dead_lettered) == (2, 2, 0)
+    assert buffer.pending_count() == 0 and buffer.dead_letters() == []
+
+
+def test_dead_letters_are_reported_to_the_server_once_the_queue_is_empty_and_only_once(stub, buffer):
+    buffer.dead_letter_frame(SERIAL, b"\x01\x01garbage", "BadChecksum: crc 0x0000 does not match content")
+    api = ApiClient(stub.url, "gw-1", "s3cret")
+    try:
+        uploader = Uploader(buffer, api, sleep=lambda s: None)
+        assert uploader.drain(max_failures=2).reported == 1
+        assert uploader.drain(max_failures=2).reported == 1  # nothing new to report
+    finally:
+        api.close()
+    [reported] = stub.dead_letters.values()
+    assert (reported["source"], reported["payload"]) == ("unit", b"\x01\x01garbage".hex())
+    assert all(d["reported_at"] for d in buffer.dead_letters())
+
+
+def test_a_server_that_takes_no_reports_is_not_asked_in_a_loop(stub, buffer):
+    stub.take_dead_letters = False
+    buffer.record_missing(SERIAL, 3, 5)
+    api = ApiClient(stub.url, "gw-1", "s3cret")
+    try:
+        progress = Uploader(buffer, api, sleep=lambda s: None).drain(max_failures=2)
+    finally:
+        api.close()
+    assert progress.retries == 0 and buffer.dead_letters(unreported_only=True)
+
+
+def test_dead_letters_are_listed_and_replayed_with_the_command(tmp_path, capsys):
+    config = GatewayConfig(state_dir=str(tmp_path))
+    buffer = config.open_buffer()
+    session = simulated_session(9, 1_760_000_000)
+    good_frame = encode_record(session)
+    buffer.dead_letter_frame(SERIAL, good_frame, "UnknownVersion: format version 1")  # an older gateway's verdict
+    buffer.dead_letter_frame(SERIAL, b"\x01\x01garbage", "BadChecksum: crc 0x0000 does not match content")
+    _fill(buffer, 1)
+    buffer.dead_letter([(f"{SERIAL}:1", "record_id must be '<device_serial>:<device_seq>'")])
+    buffer.close()
+
+    assert main(["--state-dir", str(tmp_path), "dead-letters"]) == 0
+    listing = capsys.readouterr().out
+    assert "3 dead letter(s)" in listing and "BadChecksum" in listing and "not yet reported" in listing
+
+    assert main(["--state-dir", str(tmp_path), "dead-letters", "--replay-all"]) == 0
+    replayed = capsys.readouterr().out
+    assert "#1: decoded and queued" in replayed and "#2: still undecodable (TruncatedFrame" in replayed
+    assert "#3: queued again" in replayed and "2 queued for upload" in replayed
+    buffer = config.open_buffer()
+    try:
+        queued = {p.record_id: p.payload for p in buffer.pending(10)}
+        assert set(queued) == {f"{SERIAL}:9", f"{SERIAL}:1"}
+        assert queued[f"{SERIAL}:9"]["clock_status"] == "reset" and queued[f"{SERIAL}:9"]["sync_id"] is None
+        assert [d["source"] for d in buffer.dead_letters()] == ["unit"] and buffer.status().replayed == 2
+    finally:
+        buffer.close()

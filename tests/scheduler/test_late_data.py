@@ -1,0 +1,163 @@
+"""Late and changed data recompute what they touched: the days a change touches are marked, the adherence job
+recomputes them however late (within 30 days), and alerts whose condition no longer holds are resolved with
+the reason, their unsent notifications withdrawn, nothing new pushed."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+from companion.api.ingestion import SessionRecordSchema
+from companion.domain.access import Grant, Relationship
+from tests.scheduler.helpers import (
+    daily_reminder,
+    link_caregiver,
+    make_person,
+    phone,
+    run_minute,
+    services_on,
+)
+from tests.support.records import session_record
+
+T10 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+PLAN = {"tens": {"sessions_per_day": 2, "daily_minutes_target": None, "minutes_per_session": 30, "programmes": [1],
+                 "intensity_min_ma": 10.0, "intensity_max_ma": 30.0, "start_date": date(2026, 2, 1), "end_date": None,
+                 "counts_towards_adherence": True}, "medications": [], "mindfulness": None}
+
+
+def _bound(db, services, patient, serial="CTU-L0001"):
+    services.gateways.bind_unit(patient.id, serial, "companion-tens", bound_at=datetime(2026, 1, 1, tzinfo=UTC))
+    return serial
+
+
+def _upload(services, patient, serial, *starts: datetime, seq_from: int = 1, minutes: int = 30):
+    records = [SessionRecordSchema().load(session_record(serial, seq_from + n, started_at=start, duration_s=minutes * 60))
+               for n, start in enumerate(starts)]
+    return services.ingestion.receive(None, patient.id, records, {serial})
+
+
+def _marks(db, patient) -> set[str]:
+    return {m["date"] for m in db.days_to_recompute.find({"patient_id": patient.id})}
+
+
+def test_every_kind_of_change_marks_the_days_it_touches(jobs_db, settings, clock, traveller):
+    services = services_on(jobs_db, settings, clock)
+    patient = make_person(jobs_db, "patient", "America/New_York")
+    serial = _bound(jobs_db, services, patient)
+    _upload(services, patient, serial, T10 - timedelta(days=6))  # 04:00 in New York on 24 February
+    assert _marks(jobs_db, patient) == {"2026-02-24"}
+    jobs_db.days_to_recompute.delete_many({})
+    entry, _ = services.diary.record_entry(Grant(patient.id, Relationship.SELF), {
+        "client_entry_id": "e1", "recorded_at": T10 - timedelta(days=3), "nrs": 4, "context": None, "bpi": None,
+        "session_record_id": None, "phase": None})
+    services.diary.edit_entry(Grant(patient.id, Relationship.SELF), entry["_id"], {"recorded_at": T10 - timedelta(days=4)})
+    assert _marks(jobs_db, patient) == {"2026-02-26", "2026-02-27"}
+    jobs_db.days_to_recompute.delete_many({})
+    services.library.load()
+    slug = services.library.short_items(10)[0]
+    practice = services.library.start_practice(patient.id, slug, T10 - timedelta(days=2))
+    services.library.complete_practice(patient.id, practice["_id"], T10 - timedelta(days=2) + timedelta(minutes=5), None)
+    assert _marks(jobs_db, patient) == {"2026-02-28"}
+    jobs_db.days_to_recompute.delete_many({})
+    services.plans.prescribe(patient.id, PLAN, created_by="clinician")
+    assert _marks(jobs_db, patient) == {"2026-03-02"}
+    jobs_db.days_to_recompute.delete_many({})
+    traveller.move_to(T10 + timedelta(days=1))
+    services.profiles.update(patient.id, {"time_zone": "Europe/London"})
+    assert _marks(jobs_db, patient) == {"2026-03-03"}
+
+
+def test_a_session_ten_days_late_recomputes_its_day_and_the_mark_goes(jobs_db, settings, clock, traveller):
+    services = services_on(jobs_db, settings, clock)
+    patient = make_person(jobs_db, "patient", "Europe/London")
+    serial = _bound(jobs_db, services, patient)
+    services.plans.prescribe(patient.id, PLAN, created_by="clinician", at=datetime(2026, 2, 1, tzinfo=UTC))
+    late_day = T10 - timedelta(days=10)
+    services.adherence.compute_day(services.accounts.account(patient.id), late_day.date())
+    assert jobs_db.adherence_days.find_one({"_id": f"{patient.id}:{late_day.date()}"})["state"] == "no_events"
+    _upload(services, patient, serial, late_day - timedelta(hours=2), late_day + timedelta(hours=4))
+    services.adherence_job.run()
+    day = jobs_db.adherence_days.find_one({"_id": f"{patient.id}:{late_day.date()}"})
+    assert (day["covered"], day["tens_minutes"]) == (True, 60)
+    assert _marks(jobs_db, patient) == set()
+
+
+def test_a_day_marked_again_while_it_was_recomputed_stays_marked(jobs_db, settings, clock, traveller):
+    services = services_on(jobs_db, settings, clock)
+    patient = make_person(jobs_db, "patient")
+    services.touched_days.dates(patient.id, {date(2026, 3, 1)}, "test")
+    read = jobs_db.days_to_recompute.find_one({})
+    services.touched_days.dates(patient.id, {date(2026, 3, 1)}, "again")  # new data while the job works
+    assert jobs_db.days_to_recompute.count_documents({}) == 1
+    assert services.stores.days_to_recompute.done([read]) == 0
+    assert _marks(jobs_db, patient) == {"2026-03-01"}
+
+
+def test_a_day_beyond_the_thirty_day_window_is_not_recomputed(jobs_db, settings, clock, traveller):
+    services = services_on(jobs_db, settings, clock)
+    patient = make_person(jobs_db, "patient")
+    services.touched_days.dates(patient.id, {date(2026, 1, 2)}, "too late")
+    services.adherence_job.run()
+    assert jobs_db.adherence_days.find_one({"_id": f"{patient.id}:2026-01-02"}) is None
+    assert _marks(jobs_db, patient) == set()
+
+
+def test_a_missed_session_alert_is_resolved_when_the_session_arrives_late_and_nothing_more_is_pushed(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    patient = make_person(jobs_db, "patient", caregiver_alert_delay_min=30)
+    daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02", window_min=30)
+    caregiver = link_caregiver(jobs_db, patient, ["missed_session"], quiet_hours={"start": "11:00", "end": "23:00"})
+    token = phone(jobs_db, caregiver)
+    for at in (T10, T10 + timedelta(minutes=31)):
+        traveller.move_to(at)
+        run_minute(jobs_db, settings, clock, sender)
+        services = services_on(jobs_db, settings, clock, sender)
+        services.alerts.evaluate()
+    [alert] = list(jobs_db.alerts.find({"patient_id": patient.id}))
+    [queued] = list(jobs_db.push_outbox.find({"source_key": f"alert:{alert['_id']}"}))
+    assert queued["state"] == "scheduled"  # held until the caregiver's quiet hours end
+    # The hub was offline: the session done at 10:05 arrives at 14:00.
+    traveller.move_to(T10 + timedelta(hours=4))
+    services = services_on(jobs_db, settings, clock, sender)
+    serial = _bound(jobs_db, services, patient)
+    _upload(services, patient, serial, T10 + timedelta(minutes=5))
+    services.adherence_job.run()
+    resolved = jobs_db.alerts.find_one({"_id": alert["_id"]})
+    assert resolved["resolved_at"] is not None and "10:05" in resolved["resolved_reason"]
+    withdrawn = jobs_db.push_outbox.find_one({"_id": queued["_id"]})
+    assert withdrawn["state"] == "withdrawn" and "resolved" in withdrawn["withdrawn_reason"]
+    traveller.move_to(T10 + timedelta(hours=14))
+    services.alerts.evaluate()
+    services.push.send_due(owner="test-worker")
+    assert emulator.delivered_to(token) == []
+    assert jobs_db.alerts.count_documents({"patient_id": patient.id}) == 1
+
+
+def test_a_flare_alert_is_resolved_when_its_ratings_are_deleted(jobs_db, settings, clock, traveller):
+    services = services_on(jobs_db, settings, clock)
+    patient = make_person(jobs_db, "patient")
+    traveller.move_to(T10)
+    entries = [services.diary.record_entry(Grant(patient.id, Relationship.SELF), {
+        "client_entry_id": f"e{n}", "recorded_at": T10 - timedelta(hours=hours), "nrs": nrs, "context": None,
+        "bpi": None, "session_record_id": None, "phase": None})[0] for n, (hours, nrs) in enumerate([(3, 8), (1, 9)])]
+    services.alerts.evaluate()
+    [alert] = list(jobs_db.alerts.find({"patient_id": patient.id, "kind": "pain_flare"}))
+    services.diary.delete_entry(Grant(patient.id, Relationship.SELF), entries[1]["_id"])  # entered by mistake
+    services.adherence_job.run()
+    resolved = jobs_db.alerts.find_one({"_id": alert["_id"]})
+    assert resolved["resolved_at"] is not None and "changed or removed" in resolved["resolved_reason"]
+
+
+def test_a_silent_unit_heard_from_again_ends_its_alert(jobs_db, settings, clock, traveller):
+    services = services_on(jobs_db, settings, clock)
+    patient = make_person(jobs_db, "patient")
+    serial = _bound(jobs_db, services, patient)
+    jobs_db.devices.update_one({"_id": serial}, {"$set": {"status.last_seen_at": T10}})
+    traveller.move_to(T10 + timedelta(hours=25))
+    services.alerts.evaluate()
+    assert jobs_db.alerts.count_documents({"kind": "unit_silent", "resolved_at": None}) == 1
+    services.ingestion.device_status(patient.id, [{"serial": serial, "battery_pct": 70, "firmware": "1.4.2",
+                                                   "last_seen_at": T10 + timedelta(hours=25), "last_error": None}])
+    services.alerts.evaluate()
+    alert = jobs_db.alerts.find_one({"kind": "unit_silent"})
+    assert alert["resolved_at"] is not None and "heard from again" in alert["resolved_reason"]
+    assert services.alerts.review_list(patient.id, open_only=True) == []
