@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from companion.api.moments import check_range, reported_moment
+from companion.api.moments import RANGE_RULE, check_range, reported_moment
 from companion.api.schemas import changes_schema, version_field
 from companion.domain.pain import bpi_severity_problems
 from companion.http.paging import cursor_field, next_field
@@ -41,6 +41,9 @@ class InterferenceSchema(StrictSchema):
 class BriefPainInventorySchema(StrictSchema):
     """The BPI short form: worst and least pain of the last 24 hours bound the average and the pain now."""
 
+    class Meta:
+        rules = "least <= average <= worst and least <= now <= worst (equal answers are consistent)"
+
     worst = score(required=True, metadata={"description": "pain at its worst in the last 24 hours"})
     least = score(required=True, metadata={"description": "pain at its least in the last 24 hours (<= worst)"})
     average = score(required=True, metadata={"description": "pain on the average (between least and worst)"})
@@ -60,6 +63,9 @@ def _linked_session(data: dict) -> None:
 
 
 class PainEntryInputSchema(StrictSchema):
+    class Meta:
+        rules = "phase and session_record_id go together: a before/after rating names both, other entries neither"
+
     client_entry_id = fields.String(required=True, validate=CLIENT_ID,
                                     metadata={"description": "the app's own id; a repeat returns the original"})
     recorded_at = reported_moment(required=True)
@@ -89,8 +95,11 @@ class PainEntryEditSchema(StrictSchema):
 
 
 class PainRangeArgs(StrictSchema):
+    class Meta:
+        rules = RANGE_RULE
+
     start = fields.AwareDateTime(required=True, data_key="from")
-    end = fields.AwareDateTime(required=True, data_key="to")
+    end = fields.AwareDateTime(required=True, data_key="to", metadata={"description": RANGE_RULE})
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
     cursor = cursor_field()
 

@@ -77,6 +77,9 @@ class GatewayClockSchema(StrictSchema):
 
 
 class SessionBatchSchema(StrictSchema):
+    class Meta:
+        rules = "at least one record or one sync"
+
     records = fields.List(fields.Dict(), load_default=list, validate=validate.Length(max=MAX_BATCH),
                           metadata={"description": f"0 to {MAX_BATCH} records, each a SessionRecord"})
     syncs = fields.List(fields.Dict(), load_default=list, validate=validate.Length(max=MAX_SYNCS),

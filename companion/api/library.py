@@ -7,7 +7,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate, validates_schema
 
 from companion.api import examples
-from companion.api.moments import check_range, reported_moment
+from companion.api.moments import RANGE_RULE, check_range, reported_moment
 from companion.api.schemas import ChangesArgs, changes_schema, version_field
 from companion.domain.access import Operation, Role
 from companion.domain.content_library import CATEGORIES, LEVELS
@@ -73,8 +73,11 @@ class PracticeCompleteSchema(StrictSchema):
 
 
 class PracticeArgs(StrictSchema):
+    class Meta:
+        rules = RANGE_RULE
+
     start = fields.AwareDateTime(required=True, data_key="from")
-    end = fields.AwareDateTime(required=True, data_key="to")
+    end = fields.AwareDateTime(required=True, data_key="to", metadata={"description": RANGE_RULE})
 
     @validates_schema
     def bounded(self, data, **kwargs):

@@ -13,6 +13,14 @@ OLDEST = timedelta(days=366)
 MAX_RANGE = timedelta(days=366)
 
 
+def range_rule(limit: timedelta = MAX_RANGE) -> str:
+    """The rule :func:`check_range` applies, as the OpenAPI document states it."""
+    return f"'to' may not be before 'from' (equal: a range all the same), and at most {limit.days} days later"
+
+
+RANGE_RULE = range_rule()
+
+
 def _plausible(value: datetime) -> None:
     current = now()
     if value > current + FUTURE_TOLERANCE:

@@ -31,6 +31,10 @@ class TensPrescriptionSchema(StrictSchema):
     end_date = fields.Date(load_default=None, allow_none=True)
     counts_towards_adherence = fields.Boolean(load_default=True)
 
+    class Meta:
+        rules = ("sessions_per_day or daily_minutes_target (or both); intensity_min_ma <= intensity_max_ma; "
+                 "end_date, when given, not before start_date")
+
     @validates_schema
     def consistent(self, data, **kwargs):
         if data.get("sessions_per_day") is None and data.get("daily_minutes_target") is None:

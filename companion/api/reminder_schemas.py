@@ -6,13 +6,14 @@ from datetime import timedelta
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from companion.api.moments import check_range, reported_moment
+from companion.api.moments import check_range, range_rule, reported_moment
 from companion.api.schedule_schemas import ScheduleSchema
 from companion.api.schemas import changes_schema, version_field
 from companion.http.schemas import StrictSchema, text
 
 KINDS = ("tens", "medication", "mindfulness", "custom")
 OCCURRENCE_RANGE = timedelta(days=31)
+OCCURRENCE_RANGE_RULE = range_rule(OCCURRENCE_RANGE)
 
 
 class RepeatSchema(StrictSchema):
@@ -21,6 +22,9 @@ class RepeatSchema(StrictSchema):
 
 
 class ReminderInputSchema(StrictSchema):
+    class Meta:
+        rules = "repeat.count x repeat.every_min must fit inside completion_window_min"
+
     kind = fields.String(required=True, validate=validate.OneOf(KINDS))
     title = text(100, required=True, min_len=1,
                  metadata={"description": "the patient's own words; shown in the app, never in a push"})
@@ -72,8 +76,11 @@ ReminderChangesSchema = changes_schema("ReminderChangesSchema", ReminderSchema)
 
 
 class OccurrenceRangeArgs(StrictSchema):
+    class Meta:
+        rules = OCCURRENCE_RANGE_RULE
+
     start = fields.AwareDateTime(required=True, data_key="from")
-    end = fields.AwareDateTime(required=True, data_key="to")
+    end = fields.AwareDateTime(required=True, data_key="to", metadata={"description": OCCURRENCE_RANGE_RULE})
 
     @validates_schema
     def bounded(self, data, **kwargs):
@@ -81,6 +88,9 @@ class OccurrenceRangeArgs(StrictSchema):
 
 
 class OccurrenceOutcomeSchema(StrictSchema):
+    class Meta:
+        rules = "status skipped needs a skip_reason"
+
     status = fields.String(required=True, validate=validate.OneOf(("done", "skipped")))
     skip_reason = text(200, load_default=None, allow_none=True)
     at = reported_moment(load_default=None, metadata={

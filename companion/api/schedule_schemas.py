@@ -13,6 +13,10 @@ NEEDS = {"weekly": ("times",), "every_n_days": ("times", "every_days"),
 
 
 class ScheduleSchema(StrictSchema):
+    class Meta:
+        rules = ("weekly needs times (weekdays optional); every_n_days needs times and every_days; hourly needs "
+                 "window_start, window_end and every_hours; each type refuses the other types' fields")
+
     type = fields.String(required=True, validate=validate.OneOf(TYPES),
                          metadata={"description": "weekly: times on weekdays; every_n_days: times every N days "
                                                   "from start_date; hourly: every N hours inside a daily window. "

@@ -20,11 +20,15 @@ from companion.http.security import allow, current_actor, require_patient
 
 blp = Blueprint("sessions", __name__, url_prefix="/api/v1/patients", description="TENS sessions")
 MAX_RANGE = timedelta(days=366)
+SESSION_RANGE_RULE = "'to' may not be before 'from' (equal: an empty range), and at most 366 days later"
 
 
 class SessionRangeArgs(StrictSchema):
+    class Meta:
+        rules = SESSION_RANGE_RULE
+
     start = fields.AwareDateTime(load_default=None, data_key="from")
-    end = fields.AwareDateTime(load_default=None, data_key="to")
+    end = fields.AwareDateTime(load_default=None, data_key="to", metadata={"description": SESSION_RANGE_RULE})
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
     cursor = cursor_field()
 

@@ -16,7 +16,7 @@ from flask import Flask, Response, request
 ALLOWED_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "If-Match", "If-None-Match",
                    "X-Request-ID", "traceparent")
 EXPOSED_HEADERS = ("ETag", "Location", "Link", "Retry-After", "Idempotent-Replayed", "X-Request-ID",
-                   "traceresponse", "WWW-Authenticate")
+                   "traceresponse", "WWW-Authenticate", "X-Server-Time")
 PREFLIGHT_MAX_AGE_S = 600
 
 

@@ -13,6 +13,11 @@ Two kinds of schema, told apart by their base class:
 
 Every operation has an ``operationId`` (``@blp.doc(operationId=...)`` beside the view); the test suite checks
 that they are there and unique.
+
+Every header the kernel reads or writes is documented on every operation it applies to, by the plugin below
+rather than view by view: ``X-Request-ID`` and ``traceparent`` (read), ``X-Request-ID``, ``traceresponse`` and
+``X-Server-Time`` (on every answer), ``WWW-Authenticate`` (401), ``Retry-After`` (409, 429, 503), ``Location``
+(201). Rules across fields (``Meta.rules`` of a request schema) become the schema's description.
 """
 
 from __future__ import annotations
@@ -57,15 +62,85 @@ def _nullable_ref(prop: dict) -> None:
         prop["nullable"] = True
 
 
+def _header(description: str, **schema) -> dict:
+    return {"description": description, "schema": {"type": "string", **schema}}
+
+
+REQUEST_HEADERS = {
+    "XRequestId": {"in": "header", "name": "X-Request-ID", "required": False, "description":
+                   "your own id for this request (1-128 letters, digits or -_.:/+=@): echoed in the answer's "
+                   "X-Request-ID and carried in the server's log lines; a malformed one is ignored",
+                   "schema": {"type": "string"}},
+    "Traceparent": {"in": "header", "name": "traceparent", "required": False, "description":
+                    "W3C Trace Context: the server's log lines carry its trace id, and the answer's traceresponse "
+                    "names the server's span; a malformed one is ignored", "schema": {"type": "string"}},
+}
+ANSWER_HEADERS = {
+    "X-Request-ID": _header("your X-Request-ID, or the server's id of the request when you sent none"),
+    "X-Server-Time": _header("the server's clock as it answered (ISO 8601, UTC, milliseconds)", format="date-time"),
+    "traceresponse": _header("W3C Trace Context level 2, when the request carried a valid traceparent: "
+                             "00-<trace id>-<the server's span id>-<flags>"),
+}
+RETRY_AFTER = _header("seconds to wait before trying again", pattern="^[0-9]+$")
+WWW_AUTHENTICATE = _header('`Bearer realm="companion"`, with `error="invalid_token"` when a token was sent but is '
+                           "not (or no longer) valid")
+SHARED_RESPONSES = {
+    "401": ("SIGN_IN_REQUIRED", "no valid credentials: sign in (or refresh the session) and send "
+                            "`Authorization: Bearer <token>`", {"WWW-Authenticate": WWW_AUTHENTICATE}),
+    "429": ("WAIT_AND_RETRY", "too many attempts: wait Retry-After seconds", {"Retry-After": RETRY_AFTER}),
+    "503": ("DATABASE_UNAVAILABLE", "the database (or the audit trail) cannot be reached right now: retry after "
+                                   "Retry-After seconds", {"Retry-After": RETRY_AFTER}),
+}
+WITHOUT_DATABASE = frozenset({"/healthz", "/"})  # answered without the database: never a 503
+_PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
+def _with_answer_headers(response: dict, status: str) -> None:
+    if "$ref" in response:
+        return
+    headers = response.setdefault("headers", {})
+    for name in ANSWER_HEADERS:
+        headers.setdefault(name, {"$ref": f"#/components/headers/{name}"})
+    if status in ("409", "429", "503"):
+        headers.setdefault("Retry-After", RETRY_AFTER)
+
+
 class ContractPlugin(BasePlugin):
-    """Answers open to new members and explicit about what they always carry; ``Location`` on every 201."""
+    """Answers open to new members and explicit about what they always carry; ``Location`` on every 201; the
+    kernel's headers and shared error answers on every operation they apply to."""
+
+    def init_spec(self, spec):
+        super().init_spec(spec)
+        for name, parameter in REQUEST_HEADERS.items():
+            spec.components.parameter(name, parameter["in"], {k: v for k, v in parameter.items() if k != "in"})
+        for name, header in ANSWER_HEADERS.items():
+            spec.components.header(name, header)
+        for _, (name, description, headers) in SHARED_RESPONSES.items():
+            response = {"description": description, "content": _PROBLEM, "headers": dict(headers)}
+            _with_answer_headers(response, "")
+            spec.components.response(name, response)
+
+    def response_helper(self, response, **kwargs):
+        _with_answer_headers(response, "")
+        return response
 
     def operation_helper(self, path=None, operations=None, **kwargs):
         for operation in (operations or {}).values():
-            responses = operation.get("responses") or {}
+            responses = operation.setdefault("responses", {})
             created = responses.get(201, responses.get("201"))
             if isinstance(created, dict):
                 created.setdefault("headers", {})["Location"] = LOCATION_HEADER
+            for status, response in responses.items():
+                if isinstance(response, dict):
+                    _with_answer_headers(response, str(status))
+            operation.setdefault("parameters", []).extend(REQUEST_HEADERS)
+            public = operation.get("security") == []
+            for status, (name, _, _) in SHARED_RESPONSES.items():
+                if ((status == "401" and public) or (status == "429" and not (path or "").startswith("/api/v1/auth"))
+                        or (status == "503" and path in WITHOUT_DATABASE)):
+                    continue
+                if status not in responses and int(status) not in responses:
+                    responses[status] = name
 
     def schema_helper(self, name, definition, **kwargs):
         schema = _schema_class(kwargs.get("schema"))
@@ -74,6 +149,9 @@ class ContractPlugin(BasePlugin):
         for prop in (definition.get("properties") or {}).values():
             _nullable_ref(prop)
         if issubclass(schema, StrictSchema):
+            rules = getattr(getattr(schema, "Meta", None), "rules", None)
+            if rules:
+                definition["description"] = f"Rules across fields: {rules}"
             return None
         if definition.get("additionalProperties") is False:
             del definition["additionalProperties"]

@@ -64,9 +64,9 @@ def test_every_201_documents_its_location(spec):
 
 def test_idempotency_and_conditional_headers_are_documented(spec):
     reminders = spec["paths"]["/api/v1/patients/{patient_id}/reminders/{reminder_id}"]
-    assert "If-Match" in {p["name"] for p in reminders["patch"]["parameters"]}
+    assert "If-Match" in {p.get("name") for p in reminders["patch"]["parameters"]}
     create = spec["paths"]["/api/v1/patients/{patient_id}/reminders"]["post"]
-    assert "Idempotency-Key" in {p["name"] for p in create["parameters"]}
+    assert "Idempotency-Key" in {p.get("name") for p in create["parameters"]}
 
 
 def test_a_created_object_is_answered_with_its_location(client, world):
@@ -179,3 +179,51 @@ def test_cors_answers_only_the_configured_origins(settings_overrides):
         assert "Origin" in other.headers["Vary"]
     finally:
         app.extensions["companion"].client.close()
+
+
+def _strict_schemas():
+    from companion.http.schemas import StrictSchema
+
+    found, todo = set(), [StrictSchema]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub not in found:
+                found.add(sub)
+                todo.append(sub)
+    return found
+
+
+def test_every_rule_across_fields_is_documented(spec):
+    ruled = [s for s in _strict_schemas() if s._hooks.get("validates_schema")]
+    assert len(ruled) >= 10
+    assert [s.__name__ for s in ruled if not getattr(getattr(s, "Meta", None), "rules", None)] == []
+    text = str(spec)
+    missing = [s.__name__ for s in ruled if s.Meta.rules not in text]
+    assert missing == [], "a rule across fields is not in the OpenAPI document"
+
+
+def test_every_header_the_kernel_reads_or_writes_is_documented(spec):
+    components = spec["components"]
+    assert {"X-Request-ID", "X-Server-Time", "traceresponse"} <= set(components["headers"])
+    assert components["responses"]["SIGN_IN_REQUIRED"]["headers"]["WWW-Authenticate"]
+    assert components["responses"]["DATABASE_UNAVAILABLE"]["headers"]["Retry-After"]
+    for method, path, op in _operations(spec):
+        names = {p.get("name") or p.get("$ref", "").rsplit("/", 1)[-1] for p in op.get("parameters", [])}
+        assert {"XRequestId", "Traceparent"} <= names, (method, path)
+        for status, answer in op["responses"].items():
+            if "$ref" not in answer:
+                assert "X-Request-ID" in answer["headers"], (method, path, status)
+            if status in ("409", "429", "503") and "$ref" not in answer:
+                assert "Retry-After" in answer["headers"], (method, path, status)
+        if op.get("security") != []:
+            assert op["responses"]["401"] == {"$ref": "#/components/responses/SIGN_IN_REQUIRED"}, (method, path)
+    login = spec["paths"]["/api/v1/auth/login"]["post"]
+    assert login["responses"]["429"] == {"$ref": "#/components/responses/WAIT_AND_RETRY"}
+
+
+def test_answers_carry_the_documented_headers(client, world):
+    answer = client.get("/api/v1/auth/me", headers={**world["patient_a"].headers, "X-Request-ID": "app-42",
+                                                    "traceparent": f"00-{'a' * 32}-{'b' * 16}-01"})
+    assert answer.headers["X-Request-ID"] == "app-42"
+    assert answer.headers["traceresponse"].startswith(f"00-{'a' * 32}-")
+    assert datetime.fromisoformat(answer.headers["X-Server-Time"].replace("Z", "+00:00"))
