@@ -24,7 +24,9 @@ from an older API): drop the local copy and read from the start, without a curso
 **Conflicts.** Every object the app edits has a `version`, sent as its `ETag`. `If-Match: "<version>"` on
 PUT, PATCH or DELETE writes only that version, atomically: otherwise **412** with the object as it is now in
 the problem's `current` member. Without If-Match a PATCH changes only the fields it names. `If-None-Match`
-on a GET answers 304 while nothing changed.
+on a GET answers 304 while nothing changed. Every other JSON read (today, the panel, the review, lists and
+feeds) carries a weak ETag, a hash of the answer and of the caller: `If-None-Match` with it is a 304 with no
+body while the answer is unchanged.
 
 **Retries.** A PATCH that changes nothing, a DELETE of something already deleted, and a diary entry sent
 again with its `client_entry_id` and the same content all answer as the first time; the same
@@ -49,6 +51,7 @@ def create_app(test_config: dict | None = None, *, services=None) -> Flask:
     from companion.http import (
         auditing,
         bodies,
+        conditional,
         correlation,
         cors,
         headers,
@@ -89,6 +92,7 @@ def create_app(test_config: dict | None = None, *, services=None) -> Flask:
     cors.install(app, settings.cors_origins)  # before the gate: a preflight carries no credentials
     security.install(app)
     paging.install(app)
+    conditional.install(app)  # after auditing: its hook runs first, so a 304 is audited as such
     bodies.install(app)
     headers.install(app)
     headers.trust_proxies(app, settings.trusted_proxies)

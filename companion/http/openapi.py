@@ -17,7 +17,8 @@ that they are there and unique.
 Every header the kernel reads or writes is documented on every operation it applies to, by the plugin below
 rather than view by view: ``X-Request-ID`` and ``traceparent`` (read), ``X-Request-ID``, ``traceresponse`` and
 ``X-Server-Time`` (on every answer), ``WWW-Authenticate`` (401), ``Retry-After`` (409, 429, 503), ``Location``
-(201). Rules across fields (``Meta.rules`` of a request schema) become the schema's description.
+(201), and, on every read tagged by the hash of its answer (companion.http.conditional), ``If-None-Match``,
+``ETag`` and the 304. Rules across fields (``Meta.rules`` of a request schema) become the schema's description.
 """
 
 from __future__ import annotations
@@ -84,6 +85,13 @@ ANSWER_HEADERS = {
 RETRY_AFTER = _header("seconds to wait before trying again", pattern="^[0-9]+$")
 WWW_AUTHENTICATE = _header('`Bearer realm="companion"`, with `error="invalid_token"` when a token was sent but is '
                            "not (or no longer) valid")
+HASHED_IF_NONE_MATCH = {
+    "in": "header", "name": "If-None-Match", "required": False, "schema": {"type": "string"},
+    "description": "an ETag this answer carried before (one or more, comma-separated): 304 with no body while the "
+                   "answer, as you would get it, is unchanged",
+}
+HASHED_ETAG = _header("a weak tag of this answer as given to you (a hash of its content and of the caller): send it "
+                      "back in If-None-Match to be answered 304 while nothing you would see has changed")
 SHARED_RESPONSES = {
     "401": ("SIGN_IN_REQUIRED", "no valid credentials: sign in (or refresh the session) and send "
                             "`Authorization: Bearer <token>`", {"WWW-Authenticate": WWW_AUTHENTICATE}),
@@ -103,6 +111,15 @@ def _with_answer_headers(response: dict, status: str) -> None:
         headers.setdefault(name, {"$ref": f"#/components/headers/{name}"})
     if status in ("409", "429", "503"):
         headers.setdefault("Retry-After", RETRY_AFTER)
+
+
+def _hashed_read(path: str, method: str, operation: dict) -> bool:
+    """Whether companion.http.conditional tags this operation's answer with the hash of it."""
+    ok = (operation.get("responses") or {}).get("200")
+    return (method == "get" and path.startswith("/api/") and isinstance(ok, dict)
+            and "application/json" in (ok.get("content") or {})
+            and not any(isinstance(p, dict) and p.get("name") == "If-None-Match"
+                        for p in operation.get("parameters") or []))
 
 
 class ContractPlugin(BasePlugin):
@@ -125,11 +142,18 @@ class ContractPlugin(BasePlugin):
         return response
 
     def operation_helper(self, path=None, operations=None, **kwargs):
-        for operation in (operations or {}).values():
+        for method, operation in (operations or {}).items():
             responses = operation.setdefault("responses", {})
             created = responses.get(201, responses.get("201"))
             if isinstance(created, dict):
                 created.setdefault("headers", {})["Location"] = LOCATION_HEADER
+            if path and _hashed_read(path, method, {**operation, "responses": {
+                    str(k): v for k, v in responses.items()}}):
+                operation.setdefault("parameters", []).append(HASHED_IF_NONE_MATCH)
+                ok = responses.get(200, responses.get("200"))
+                ok.setdefault("headers", {})["ETag"] = HASHED_ETAG
+                responses["304"] = {"description": "Not Modified: your If-None-Match names this answer's ETag (no "
+                                                   "body)", "headers": {"ETag": HASHED_ETAG}}
             for status, response in responses.items():
                 if isinstance(response, dict):
                     _with_answer_headers(response, str(status))

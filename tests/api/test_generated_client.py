@@ -72,7 +72,12 @@ def test_a_generated_client_drives_a_patients_day(companion_client, served, clie
     me = _call("auth.get_my_account", client=api).parsed
     assert me.id == patient.id
 
-    today = _call("progress.get_today", patient_id=me.id, client=api).parsed
+    polled = _call("progress.get_today", patient_id=me.id, client=api)
+    today = polled.parsed
+    # An app polling today: the generated operation takes If-None-Match, and an unchanged today is a 304.
+    unchanged = importlib.import_module("companion_client.api.progress.get_today").sync_detailed(
+        patient_id=me.id, client=api, if_none_match=polled.headers["ETag"])
+    assert unchanged.status_code == 304 and unchanged.content == b"" and unchanged.parsed is None
     plan = _call("plans.get_therapy_plan", patient_id=me.id, client=api).parsed
     assert plan.tens.sessions_per_day == 2 and plan.medications[0].name == "Paracetamol"
     assert today.date
