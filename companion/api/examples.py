@@ -27,3 +27,14 @@ TODAY = {"date": "2026-11-30", "zone": "Europe/London",
          "medication": {"state": "no_tasks", "fraction": None, "minutes": 0.0, "minutes_target": 0.0, "done": 0,
                         "planned": 0, "counts_towards_adherence": False},
          "pain": {"entries": 1, "latest_nrs": 6}}
+TENS_SESSION = {"record_id": "CTU-4821:311", "device_serial": "CTU-4821", "device_seq": 311,
+                "started_at": "2026-11-30T07:42:10+00:00", "started_earliest": "2026-11-30T07:42:10+00:00",
+                "started_latest": "2026-11-30T07:42:10+00:00", "time_quality": "exact", "time_basis": "offset_known",
+                "local_date": "2026-11-30", "device_started_at": "2026-11-30T07:42:13+00:00",
+                "reported_started_at": "2026-11-30T07:42:10+00:00", "unit_offset_s": 3.0, "clock_offset_s": 3.0,
+                "clock_status": "ok", "gateway_received_at": "2026-11-30T08:25:02+00:00",
+                "server_received_at": "2026-11-30T08:25:03+00:00", "flags": [], "held": False, "counts": True,
+                "counted_minutes": 30.0, "resolution": None, "duration_s": 1800, "programme": 2,
+                "frequency_hz": 80, "pulse_width_us": 200, "intensity_mean_ma": 18.5, "intensity_peak_ma": 22.0,
+                "end_reason": "completed", "battery_pct": 71}
+TENS_SESSIONS = {"items": [TENS_SESSION], "next": None}

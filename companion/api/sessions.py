@@ -10,6 +10,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate, validates_schema
 from marshmallow.exceptions import ValidationError
 
+from companion.api import examples
 from companion.api.schemas import ChangesArgs, changes_schema
 from companion.domain.access import Operation, Role
 from companion.domain.sessions import RESOLUTIONS
@@ -123,7 +124,7 @@ class ResolveSchema(StrictSchema):
 class TensSessions(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
     @blp.arguments(SessionRangeArgs, location="query")
-    @blp.response(200, TensSessionListSchema, headers=LINK_HEADER)
+    @blp.response(200, TensSessionListSchema, headers=LINK_HEADER, example=examples.TENS_SESSIONS)
     @blp.doc(operationId="list_tens_sessions")
     def get(self, args, patient_id):
         """TENS sessions, newest first, started from `from` (inclusive) to `to` (exclusive; default: the last
