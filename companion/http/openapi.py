@@ -16,7 +16,8 @@ that they are there and unique.
 
 Every header the kernel reads or writes is documented on every operation it applies to, by the plugin below
 rather than view by view: ``X-Request-ID`` and ``traceparent`` (read), ``X-Request-ID``, ``traceresponse`` and
-``X-Server-Time`` (on every answer), ``WWW-Authenticate`` (401), ``Retry-After`` (409, 429, 503), ``Location``
+``X-Server-Time`` and ``Cache-Control`` (on every answer), ``Idempotent-Replayed`` (2xx of an operation taking
+an ``Idempotency-Key``), ``WWW-Authenticate`` (401), ``Retry-After`` (409, 429, 503), ``Location``
 (201), and, on every read tagged by the hash of its answer (companion.http.conditional), ``If-None-Match``,
 ``ETag`` and the 304. Rules across fields (``Meta.rules`` of a request schema) become the schema's description.
 """
@@ -79,9 +80,13 @@ REQUEST_HEADERS = {
 ANSWER_HEADERS = {
     "X-Request-ID": _header("your X-Request-ID, or the server's id of the request when you sent none"),
     "X-Server-Time": _header("the server's clock as it answered (ISO 8601, UTC, milliseconds)", format="date-time"),
+    "Cache-Control": _header("`no-store`: answers carry health data or credentials; no cache may keep them (an "
+                             "app keeps an ETag and the body itself)"),
     "traceresponse": _header("W3C Trace Context level 2, when the request carried a valid traceparent: "
                              "00-<trace id>-<the server's span id>-<flags>"),
 }
+REPLAYED = _header("`true` on an answer replayed for a repeated Idempotency-Key (nothing was done again)",
+                   enum=["true"])
 RETRY_AFTER = _header("seconds to wait before trying again", pattern="^[0-9]+$")
 WWW_AUTHENTICATE = _header('`Bearer realm="companion"`, with `error="invalid_token"` when a token was sent but is '
                            "not (or no longer) valid")
@@ -157,6 +162,10 @@ class ContractPlugin(BasePlugin):
             for status, response in responses.items():
                 if isinstance(response, dict):
                     _with_answer_headers(response, str(status))
+            if any(isinstance(p, dict) and p.get("name") == "Idempotency-Key" for p in operation.get("parameters") or []):
+                for status, response in responses.items():
+                    if str(status).startswith("2") and isinstance(response, dict):
+                        response.setdefault("headers", {})["Idempotent-Replayed"] = REPLAYED
             operation.setdefault("parameters", []).extend(REQUEST_HEADERS)
             public = operation.get("security") == []
             for status, (name, _, _) in SHARED_RESPONSES.items():

@@ -204,7 +204,7 @@ def test_every_rule_across_fields_is_documented(spec):
 
 def test_every_header_the_kernel_reads_or_writes_is_documented(spec):
     components = spec["components"]
-    assert {"X-Request-ID", "X-Server-Time", "traceresponse"} <= set(components["headers"])
+    assert {"X-Request-ID", "X-Server-Time", "traceresponse", "Cache-Control"} <= set(components["headers"])
     assert components["responses"]["SIGN_IN_REQUIRED"]["headers"]["WWW-Authenticate"]
     assert components["responses"]["DATABASE_UNAVAILABLE"]["headers"]["Retry-After"]
     for method, path, op in _operations(spec):
@@ -217,6 +217,8 @@ def test_every_header_the_kernel_reads_or_writes_is_documented(spec):
                 assert "Retry-After" in answer["headers"], (method, path, status)
         if op.get("security") != []:
             assert op["responses"]["401"] == {"$ref": "#/components/responses/SIGN_IN_REQUIRED"}, (method, path)
+    create = spec["paths"]["/api/v1/patients/{patient_id}/reminders"]["post"]
+    assert "Idempotent-Replayed" in create["responses"]["201"]["headers"]
     login = spec["paths"]["/api/v1/auth/login"]["post"]
     assert login["responses"]["429"] == {"$ref": "#/components/responses/WAIT_AND_RETRY"}
 
@@ -259,3 +261,10 @@ def test_every_example_in_the_document_matches_its_schema(spec):
                     assert errors == [], (method, path, where, [e.message for e in errors])
                     checked.append((method, path, where))
     assert len(checked) >= 10 and ("get", "/api/v1/patients/{patient_id}/sessions", "200") in checked
+
+
+def test_the_cors_headers_are_described(spec):
+    from companion.http.cors import ALLOWED_HEADERS, EXPOSED_HEADERS
+
+    description = spec["info"]["description"]
+    assert [h for h in ALLOWED_HEADERS + EXPOSED_HEADERS if f"`{h}`" not in description] == []
