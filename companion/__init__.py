@@ -8,6 +8,7 @@ import weakref
 
 from flask import Flask
 
+from companion.http.json_provider import IsoJSONProvider
 from companion.logs import configure_logging
 from companion.settings import load_settings
 
@@ -23,12 +24,21 @@ from an older API): drop the local copy and read from the start, without a curso
 **Conflicts.** Every object the app edits has a `version`, sent as its `ETag`. `If-Match: "<version>"` on
 PUT, PATCH or DELETE writes only that version, atomically: otherwise **412** with the object as it is now in
 the problem's `current` member. Without If-Match a PATCH changes only the fields it names. `If-None-Match`
-on a GET answers 304 while nothing changed.
+on a GET answers 304 while nothing changed. Every other JSON read (today, the panel, the review, lists and
+feeds) carries a weak ETag, a hash of the answer and of the caller: `If-None-Match` with it is a 304 with no
+body while the answer is unchanged.
 
 **Retries.** A PATCH that changes nothing, a DELETE of something already deleted, and a diary entry sent
 again with its `client_entry_id` and the same content all answer as the first time; the same
 `client_entry_id` with other content is 409 with the stored entry. POSTs that create something take an
-`Idempotency-Key`. The README's "Sync, conflicts and retries" section has the details."""
+`Idempotency-Key`. The README's "Sync, conflicts and retries" section has the details.
+
+**Cross-origin.** Only the origins the operator lists (`COMPANION_CORS_ORIGINS`) get
+`Access-Control-Allow-Origin` (with `Vary: Origin`) and may read `ETag`, `Location`, `Link`, `Retry-After`,
+`Idempotent-Replayed`, `X-Request-ID`, `traceresponse`, `WWW-Authenticate` and `X-Server-Time`
+(`Access-Control-Expose-Headers`); their preflight (`OPTIONS`, 204 with `Allow`) may send `Authorization`,
+`Content-Type`, `Idempotency-Key`, `If-Match`, `If-None-Match`, `X-Request-ID` and `traceparent`. No cookies:
+tokens go in `Authorization`."""
 
 
 def _anchor_at_exit(services_ref) -> None:
@@ -45,12 +55,24 @@ def _anchor_at_exit(services_ref) -> None:
 def create_app(test_config: dict | None = None, *, services=None) -> Flask:
     """Application factory. `test_config` overrides settings (see companion.settings.Settings)."""
     from companion import api, web
-    from companion.http import auditing, bodies, correlation, headers, problems, security, server_time
+    from companion.http import (
+        auditing,
+        bodies,
+        conditional,
+        correlation,
+        cors,
+        headers,
+        paging,
+        problems,
+        security,
+        server_time,
+    )
     from companion.services.container import Services
 
     settings = load_settings(test_config)
     configure_logging(settings.log_level)
     app = Flask(__name__)
+    app.json = IsoJSONProvider(app)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_content_length,
         API_TITLE="Companion API",
@@ -74,7 +96,10 @@ def create_app(test_config: dict | None = None, *, services=None) -> Flask:
     web.register(app)
     correlation.install(app)  # first, so that its after-request hook runs last and sees the final answer
     auditing.install(app)
+    cors.install(app, settings.cors_origins)  # before the gate: a preflight carries no credentials
     security.install(app)
+    paging.install(app)
+    conditional.install(app)  # after auditing: its hook runs first, so a 304 is audited as such
     bodies.install(app)
     headers.install(app)
     headers.trust_proxies(app, settings.trusted_proxies)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -65,6 +66,7 @@ class Settings:
     password_time_cost: int = 3
     # Access: proxies, sessions, audit, mail
     trusted_proxies: int = 0
+    cors_origins: tuple[str, ...] = ()
     session_max: timedelta = timedelta(days=30)
     staff_session_max: timedelta = timedelta(hours=12)
     refresh_grace: timedelta = timedelta(seconds=10)
@@ -140,6 +142,18 @@ def _duration(unit: str, low: float, high: float) -> Callable[[str, str], timede
     return read
 
 
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+
+
+def _origins(name: str, raw: str) -> tuple[str, ...]:
+    origins = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for origin in origins:
+        if not _ORIGIN.match(origin):
+            raise SettingError(f"{name}: {origin!r} is not an origin: use comma-separated scheme://host[:port], "
+                               "without a path or a trailing slash")
+    return origins
+
+
 def _mfa(name: str, raw: str) -> bool:
     return _one_of(*MFA_POLICIES)(name, raw) == "required"
 
@@ -182,6 +196,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("COMPANION_PASSWORD_TIME_COST", "password_time_cost", _whole(1, 20), "argon2id passes"),
     Setting("COMPANION_TRUSTED_PROXIES", "trusted_proxies", _whole(0, 10),
             "how many proxies in front of the API to trust for X-Forwarded-For/-Proto (0: use the socket's address)"),
+    Setting("COMPANION_CORS_ORIGINS", "cors_origins", _origins,
+            "comma-separated origins (`https://app.example.org`) whose web pages may call the API (CORS); empty: none"),
     Setting("COMPANION_SESSION_MAX_DAYS", "session_max", _duration("days", 1, 365),
             "absolute lifetime of a patient's or caregiver's session, however often it is refreshed"),
     Setting("COMPANION_STAFF_SESSION_MAX_H", "staff_session_max", _duration("hours", 1, 24),

@@ -41,6 +41,7 @@ def register(app: Flask, api: Api) -> None:
         api.register_blueprint(importlib.import_module(name).blp)
     _serve_docs_assets(app)
     operations.register(app)
+    operations.document(app, api.spec)
 
 
 def _serve_docs_assets(app: Flask) -> None:

@@ -44,7 +44,7 @@ class AdherenceSnapshotSchema(Schema):
 
 class AdherenceSnapshotListSchema(Schema):
     patient_id = fields.String()
-    items = fields.List(fields.Nested(AdherenceSnapshotSchema))
+    items = fields.List(fields.Nested(AdherenceSnapshotSchema), required=True)
 
 
 class AdherencePdcSchema(Schema):
@@ -86,6 +86,7 @@ class AdherenceDays(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
     @blp.arguments(AdherenceArgsSchema, location="query")
     @blp.response(200, AdherenceSnapshotListSchema)
+    @blp.doc(operationId="list_adherence_days")
     def get(self, args, patient_id):
         """Daily adherence for ``from``..``to`` (local dates; the last 30 days by default)."""
         require_patient(patient_id, Operation.READ)
@@ -99,6 +100,7 @@ class AdherenceSummary(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
     @blp.arguments(SummaryArgsSchema, location="query")
     @blp.response(200, AdherenceSummarySchema)
+    @blp.doc(operationId="get_adherence_summary")
     def get(self, args, patient_id):
         """PDC over 7, 30 and 90 days (80% threshold flagged) per kind of task, and the responder check. The
         periods end on yesterday at the latest: today is in progress, given apart."""

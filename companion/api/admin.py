@@ -4,6 +4,7 @@ care teams (clinicians and patients in and out); a clinician's own patient list;
 
 from __future__ import annotations
 
+from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
@@ -11,6 +12,7 @@ from marshmallow import Schema, fields, validate
 from companion.api.auth import AccountSchema, valid_zone
 from companion.domain.access import Role
 from companion.http import auditing, services
+from companion.http.paging import LINK_HEADER, cursor_field, next_field, offset_page
 from companion.http.schemas import StrictSchema, text
 from companion.http.security import allow, current_actor
 
@@ -50,7 +52,7 @@ class PatientRefSchema(Schema):
 
 
 class PatientRefListSchema(Schema):
-    items = fields.List(fields.Nested(PatientRefSchema))
+    items = fields.List(fields.Nested(PatientRefSchema), required=True)
 
 
 class EmergencySchema(StrictSchema):
@@ -70,10 +72,12 @@ class AccountArgs(StrictSchema):
     email = fields.Email(load_default=None, validate=validate.Length(max=254))
     role = fields.String(load_default=None, validate=validate.OneOf([r.value for r in Role if r is not Role.GATEWAY]))
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = cursor_field()
 
 
 class AccountListSchema(Schema):
-    items = fields.List(fields.Nested(AccountSchema))
+    items = fields.List(fields.Nested(AccountSchema), required=True)
+    next = next_field()
 
 
 class DeactivationSchema(StrictSchema):
@@ -106,23 +110,30 @@ def _note_account(user_id: str, action: str) -> None:
 class StaffAccounts(MethodView):
     @allow(Role.ADMIN)
     @blp.arguments(AccountArgs, location="query")
-    @blp.response(200, AccountListSchema)
+    @blp.response(200, AccountListSchema, headers=LINK_HEADER)
+    @blp.doc(operationId="list_accounts")
     def get(self, args):
         """Find accounts by exact email and/or role (to act on them)."""
-        return {"items": services().accounts.search(email=args["email"], role=args["role"], limit=args["limit"])}
+        items, following = offset_page(
+            lambda count: services().accounts.search(email=args["email"], role=args["role"], limit=count),
+            args["cursor"], args["limit"])
+        return {"items": items, "next": following}
 
     @allow(Role.ADMIN)
     @blp.arguments(StaffSchema)
     @blp.response(201, AccountSchema)
+    @blp.doc(operationId="create_staff_account")
     def post(self, body):
-        """Create a clinician, admin or caregiver account."""
-        return services().accounts.sign_up(**body)
+        """Create a clinician, admin or caregiver account (its `Location` is where an admin deletes it)."""
+        account = services().accounts.sign_up(**body)
+        return account, 201, {"Location": f"{request.path}/{account.id}"}
 
 
 @blp.route("/admin/users/<user_id>")
 class AccountView(MethodView):
     @allow(Role.ADMIN)
     @blp.response(200, ClosureSchema)
+    @blp.doc(operationId="delete_account")
     def delete(self, user_id):
         """Delete an account: it is closed for good (sign-in, phones and sessions erased, every access it held
         or granted ended). A patient's account is closed as if they had asked: the answer says what was
@@ -137,6 +148,7 @@ class Deactivation(MethodView):
     @allow(Role.ADMIN)
     @blp.arguments(DeactivationSchema)
     @blp.response(200, AccountSchema)
+    @blp.doc(operationId="deactivate_account")
     def post(self, body, user_id):
         """Deactivate an account: from its next request it cannot sign in or use any session; nothing is pushed
         to it (nor, for a patient, about them, and their gateways are refused). Its data stays. Reversible."""
@@ -145,6 +157,7 @@ class Deactivation(MethodView):
 
     @allow(Role.ADMIN)
     @blp.response(200, AccountSchema)
+    @blp.doc(operationId="reactivate_account")
     def delete(self, user_id):
         """Reactivate an account (its old sessions stay ended: its owner signs in again)."""
         _note_account(user_id, "U")
@@ -155,6 +168,7 @@ class Deactivation(MethodView):
 class PasswordResetCode(MethodView):
     @allow(Role.ADMIN)
     @blp.response(201, ResetCodeSchema)
+    @blp.doc(operationId="issue_password_reset_code")
     def post(self, user_id):
         """Issue a one-time password reset code (24 hours) for the account's owner, who sets a new password with
         it (``POST /auth/password-reset``). Issuing another replaces it."""
@@ -168,6 +182,7 @@ class Teams(MethodView):
     @allow(Role.ADMIN)
     @blp.arguments(TeamCreateSchema)
     @blp.response(201, TeamSchema)
+    @blp.doc(operationId="create_team")
     def post(self, body):
         """Create a care team."""
         return services().care.create_team(body["name"])
@@ -178,6 +193,7 @@ class TeamClinicians(MethodView):
     @allow(Role.ADMIN)
     @blp.arguments(TeamMemberSchema)
     @blp.response(200, TeamSchema)
+    @blp.doc(operationId="add_team_clinician")
     def post(self, body, team_id):
         """Add a clinician to a care team."""
         return services().care.add_clinician(team_id, body["clinician_id"])
@@ -187,6 +203,7 @@ class TeamClinicians(MethodView):
 class TeamClinician(MethodView):
     @allow(Role.ADMIN)
     @blp.response(204)
+    @blp.doc(operationId="remove_team_clinician")
     def delete(self, team_id, clinician_id):
         """Take a clinician off a care team: its patients drop off their panel from their next request."""
         services().care.remove_clinician(team_id, clinician_id)
@@ -197,6 +214,7 @@ class TeamPatients(MethodView):
     @allow(Role.ADMIN)
     @blp.arguments(EnrolSchema)
     @blp.response(204)
+    @blp.doc(operationId="enrol_team_patient")
     def post(self, body, team_id):
         """Enrol a patient in a care team: the team's clinicians gain access. The act is audited and the patient
         is told (a push, and the team appears in their list of who can see their data, which they can leave)."""
@@ -209,6 +227,7 @@ class TeamPatients(MethodView):
 class TeamPatient(MethodView):
     @allow(Role.ADMIN)
     @blp.response(204)
+    @blp.doc(operationId="remove_team_patient")
     def delete(self, team_id, member_id):
         """Take a patient out of a care team: its clinicians lose access from their next request."""
         auditing.note(patient_ids=[member_id], resource="team_enrolment", action="D", resource_ids=[team_id])
@@ -219,6 +238,7 @@ class TeamPatient(MethodView):
 class ClinicianPatients(MethodView):
     @allow(Role.CLINICIAN)
     @blp.response(200, PatientRefListSchema)
+    @blp.doc(operationId="list_clinician_patients")
     def get(self):
         """The patients on the calling clinician's care teams."""
         patients = services().care.patients_of(current_actor().id)
@@ -232,6 +252,7 @@ class EmergencyAccess(MethodView):
     @allow(Role.CLINICIAN)
     @blp.arguments(EmergencySchema)
     @blp.response(201, EmergencyGrantSchema)
+    @blp.doc(operationId="grant_emergency_access")
     def post(self, body):
         """Break-glass: read access to a patient outside one's teams, for at most an hour, with a reason. The answer
         is the same whether or not the id is a patient's."""

@@ -16,6 +16,7 @@ from companion.api.push_tokens import NotificationFieldsSchema
 from companion.domain.access import Operation, Role
 from companion.domain.alerts import ALERT_KINDS, Resolution
 from companion.http import auditing, services
+from companion.http.paging import LINK_HEADER, cursor_field, next_field, offset_page
 from companion.http.schemas import StrictSchema
 from companion.http.security import allow, current_actor, require_patient
 
@@ -26,6 +27,7 @@ class AlertArgsSchema(StrictSchema):
     since = fields.AwareDateTime(load_default=None)
     unacknowledged = fields.Boolean(load_default=False)
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+    cursor = cursor_field()
 
 
 ALERT_KIND_NAMES = [kind.value for kind in ALERT_KINDS]
@@ -82,13 +84,15 @@ class AlertSchema(AlertFactsSchema):
 
 
 class AlertListSchema(Schema):
-    items = fields.List(fields.Nested(AlertSchema))
+    items = fields.List(fields.Nested(AlertSchema), required=True)
+    next = next_field()
 
 
 class NotificationArgsSchema(StrictSchema):
     since = fields.AwareDateTime(load_default=None)
     until = fields.AwareDateTime(load_default=None)
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+    cursor = cursor_field()
 
 
 class PatientNotificationSchema(NotificationFieldsSchema):
@@ -96,36 +100,44 @@ class PatientNotificationSchema(NotificationFieldsSchema):
 
 
 class PatientNotificationListSchema(Schema):
-    items = fields.List(fields.Nested(PatientNotificationSchema))
+    items = fields.List(fields.Nested(PatientNotificationSchema), required=True)
+    next = next_field()
 
 
 @blp.route("/<patient_id>/alerts")
 class PatientAlerts(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
     @blp.arguments(AlertArgsSchema, location="query")
-    @blp.response(200, AlertListSchema)
+    @blp.response(200, AlertListSchema, headers=LINK_HEADER)
+    @blp.doc(operationId="list_patient_alerts")
     def get(self, args, patient_id):
         """The patient's alerts, newest first (a caregiver sees only the kinds shared with them)."""
         grant = require_patient(patient_id, Operation.READ)
         actor = current_actor()
         reader = (services().alerts.reader_for(actor.id, *[tag for tag, _ in request.accept_languages][:3])
                   if actor.role in (Role.PATIENT, Role.CAREGIVER) else None)
-        items = services().alerts.for_patient(grant, since=args["since"], unacknowledged=args["unacknowledged"],
-                                              limit=args["limit"], reader=reader)
+        items, following = offset_page(
+            lambda count: services().alerts.for_patient(grant, since=args["since"],
+                                                        unacknowledged=args["unacknowledged"], limit=count,
+                                                        reader=reader),
+            args["cursor"], args["limit"])
         auditing.note(patient_ids=[patient_id], resource="alert", action="R", resource_ids=[a["_id"] for a in items])
-        return {"items": items}
+        return {"items": items, "next": following}
 
 
 @blp.route("/<patient_id>/notifications")
 class PatientNotifications(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
     @blp.arguments(NotificationArgsSchema, location="query")
-    @blp.response(200, PatientNotificationListSchema)
+    @blp.response(200, PatientNotificationListSchema, headers=LINK_HEADER)
+    @blp.doc(operationId="list_patient_notifications")
     def get(self, args, patient_id):
         """Notifications sent about the patient, newest first (a caregiver sees only those sent to them)."""
         grant = require_patient(patient_id, Operation.READ)
-        items = services().notifications.about_patient(grant, current_actor().id, since=args["since"],
-                                                       until=args["until"], limit=args["limit"])
+        items, following = offset_page(
+            lambda count: services().notifications.about_patient(grant, current_actor().id, since=args["since"],
+                                                                 until=args["until"], limit=count),
+            args["cursor"], args["limit"])
         auditing.note(patient_ids=[patient_id], resource="notification", action="R",
                       resource_ids=[n["_id"] for n in items])
-        return {"items": items}
+        return {"items": items, "next": following}

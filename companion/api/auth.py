@@ -8,6 +8,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 from marshmallow.exceptions import ValidationError
 
+from companion.api import examples
 from companion.domain.access import Role
 from companion.http import services
 from companion.http.schemas import StrictSchema, text
@@ -68,6 +69,9 @@ class MfaEnrolmentSchema(Schema):
 
 
 class AccountSchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     id = fields.String(dump_only=True)
     email = fields.String(dump_only=True)
     role = fields.String(attribute="role.value", dump_only=True)
@@ -98,6 +102,7 @@ class SignUp(MethodView):
     @blp.doc(security=[])
     @blp.arguments(SignUpSchema)
     @blp.response(202, SignUpAcceptedSchema)
+    @blp.doc(operationId="sign_up")
     def post(self, body):
         """Ask for a patient or caregiver account. The answer is the same whether or not the email has an
         account already: the mailbox gets a code to finish signing up (``/auth/signup/confirm``), or a note that
@@ -113,6 +118,7 @@ class SignUpConfirm(MethodView):
     @blp.doc(security=[])
     @blp.arguments(SignUpConfirmSchema)
     @blp.response(201, AccountSchema)
+    @blp.doc(operationId="confirm_sign_up")
     def post(self, body):
         """Finish signing up with the code sent by email: the account is made, sign in with your password."""
         return services().accounts.confirm_signup(email=body["email"], code=body["code"], address=client_address())
@@ -122,8 +128,9 @@ class SignUpConfirm(MethodView):
 class Login(MethodView):
     @public
     @blp.doc(security=[])
-    @blp.arguments(LoginSchema)
-    @blp.response(200, TokensSchema)
+    @blp.arguments(LoginSchema, example=examples.LOGIN)
+    @blp.response(200, TokensSchema, example=examples.TOKENS)
+    @blp.doc(operationId="log_in")
     def post(self, body):
         """Exchange email and password for tokens (or, for staff with MFA, an MFA challenge).
 
@@ -140,6 +147,7 @@ class Mfa(MethodView):
     @blp.doc(security=[])
     @blp.arguments(MfaSchema)
     @blp.response(200, TokensSchema)
+    @blp.doc(operationId="log_in_with_second_factor")
     def post(self, body):
         """Complete a staff login with a TOTP code (each code works once; after 3 wrong codes each try waits
         longer, up to 5 minutes)."""
@@ -152,6 +160,7 @@ class MfaEnrol(MethodView):
     @blp.doc(security=[])
     @blp.arguments(MfaStartSchema)
     @blp.response(200, MfaEnrolmentSchema)
+    @blp.doc(operationId="start_mfa_enrolment")
     def post(self, body):
         """Start TOTP enrolment (staff): returns the secret and an otpauth:// URI for an authenticator app."""
         return services().accounts.begin_enrolment_with(body["mfa_token"])
@@ -163,6 +172,7 @@ class MfaConfirm(MethodView):
     @blp.doc(security=[])
     @blp.arguments(MfaSchema)
     @blp.response(200, TokensSchema)
+    @blp.doc(operationId="confirm_mfa_enrolment")
     def post(self, body):
         """Confirm TOTP enrolment with a first code; returns a full session."""
         return services().accounts.confirm_totp_enrolment(body["mfa_token"], body["code"], address=client_address())
@@ -174,6 +184,7 @@ class Refresh(MethodView):
     @blp.doc(security=[])
     @blp.arguments(RefreshSchema)
     @blp.response(200, TokensSchema)
+    @blp.doc(operationId="refresh_tokens")
     def post(self, body):
         """Rotate a refresh token. Reusing a used one revokes the whole session family, except a retry within
         10 seconds (its answer was lost), which gets the same new pair. A session ends 30 days (staff: 12 hours)
@@ -185,6 +196,7 @@ class Refresh(MethodView):
 class Logout(MethodView):
     @allow(*Role)
     @blp.response(204)
+    @blp.doc(operationId="log_out")
     def post(self):
         """End this session: its access and refresh tokens stop working at once."""
         services().tokens.end_session(current_actor())
@@ -200,6 +212,7 @@ class Password(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN, Role.ADMIN)
     @blp.arguments(PasswordChangeSchema)
     @blp.response(200, TokensSchema)
+    @blp.doc(operationId="change_password")
     def post(self, body):
         """Change one's password (needs the current one). Every other session of the account ends."""
         return services().accounts.change_password(current_actor().id, body["current_password"],
@@ -219,6 +232,7 @@ class PasswordReset(MethodView):
     @blp.doc(security=[])
     @blp.arguments(PasswordResetSchema)
     @blp.response(204)
+    @blp.doc(operationId="reset_password")
     def post(self, body):
         """Set a new password with a one-time code an admin issued (valid 24 hours). Every session of the
         account ends. One answer for a wrong email, a wrong code or an expired one."""
@@ -230,6 +244,7 @@ class PasswordReset(MethodView):
 class Me(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN, Role.ADMIN)
     @blp.response(200, AccountSchema)
+    @blp.doc(operationId="get_my_account")
     def get(self):
         """The caller's own account."""
         return services().accounts.account(current_actor().id)

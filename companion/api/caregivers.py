@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
@@ -51,7 +52,7 @@ class LinkSchema(Schema):
 
 
 class LinkListSchema(Schema):
-    items = fields.List(fields.Nested(LinkSchema))
+    items = fields.List(fields.Nested(LinkSchema), required=True)
 
 
 class CaredForSchema(Schema):
@@ -61,13 +62,14 @@ class CaredForSchema(Schema):
 
 
 class CaredForListSchema(Schema):
-    items = fields.List(fields.Nested(CaredForSchema))
+    items = fields.List(fields.Nested(CaredForSchema), required=True)
 
 
 @blp.route("/patients/<patient_id>/caregivers")
 class Caregivers(MethodView):
     @allow(Role.PATIENT, Role.CLINICIAN)
     @blp.response(200, LinkListSchema)
+    @blp.doc(operationId="list_caregivers")
     def get(self, patient_id):
         """Who can see this patient's data (the patient, or their care team)."""
         require_patient(patient_id, Operation.READ)
@@ -80,6 +82,7 @@ class Caregivers(MethodView):
     @idempotent
     @blp.arguments(GrantSchema)
     @blp.response(201, LinkSchema)
+    @blp.doc(operationId="grant_caregiver")
     def post(self, body, patient_id):
         """Grant a caregiver access (needs the patient's current password)."""
         require_patient(patient_id, Operation.MANAGE)
@@ -89,13 +92,14 @@ class Caregivers(MethodView):
             permissions=CaregiverPermissions(write=permissions["write"], alerts=frozenset(permissions["alerts"]),
                                              diary_notes=permissions["diary_notes"]))
         auditing.note(patient_ids=[patient_id], resource="care_link", action="C", resource_ids=[named.link.id])
-        return named
+        return named, 201, {"Location": f"{request.path}/{named.link.id}"}
 
 
 @blp.route("/patients/<patient_id>/caregivers/<link_id>")
 class Caregiver(MethodView):
     @allow(Role.PATIENT)
     @blp.response(204)
+    @blp.doc(operationId="revoke_caregiver")
     def delete(self, patient_id, link_id):
         """Revoke a caregiver's access; it ends on their very next request. Revoking it again answers 204 as
         the first time."""
@@ -108,6 +112,7 @@ class Caregiver(MethodView):
 class CaredFor(MethodView):
     @allow(Role.CAREGIVER)
     @blp.response(200, CaredForListSchema)
+    @blp.doc(operationId="list_cared_for_patients")
     def get(self):
         """The patients who share their data with the calling caregiver."""
         items = [{"patient_id": link.patient_id, "display_name": patient.display_name if patient else None,

@@ -10,6 +10,7 @@ from marshmallow import Schema, fields, validate
 
 from companion.domain.access import Operation, Role
 from companion.http import auditing, services
+from companion.http.paging import LINK_HEADER, next_field, next_link
 from companion.http.panel import PanelArgs, panel_filter
 from companion.http.schemas import StrictSchema, text
 from companion.http.security import allow, current_actor, require_patient
@@ -26,7 +27,7 @@ class ClinicianTeamSchema(Schema):
 
 
 class ClinicianTeamListSchema(Schema):
-    items = fields.List(fields.Nested(ClinicianTeamSchema))
+    items = fields.List(fields.Nested(ClinicianTeamSchema), required=True)
 
 
 class InvitationCreateSchema(StrictSchema):
@@ -48,7 +49,7 @@ class InvitationSchema(Schema):
 
 
 class InvitationListSchema(Schema):
-    items = fields.List(fields.Nested(InvitationSchema))
+    items = fields.List(fields.Nested(InvitationSchema), required=True)
 
 
 class PanelRowSchema(Schema):
@@ -67,17 +68,21 @@ class PanelRowSchema(Schema):
 
 
 class PanelSchema(Schema):
-    items = fields.List(fields.Nested(PanelRowSchema))
+    items = fields.List(fields.Nested(PanelRowSchema), required=True)
     total = fields.Integer()
     offset = fields.Integer()
     limit = fields.Integer()
-    next_offset = fields.Integer(allow_none=True)
+    next = next_field()
+    next_offset = fields.Integer(allow_none=True, metadata={
+        "description": "the `offset` of the following page, null on the last (kept for clients written before "
+                       "`next`)"})
 
 
 @blp.route("/teams")
 class MyTeams(MethodView):
     @allow(Role.CLINICIAN)
     @blp.response(200, ClinicianTeamListSchema)
+    @blp.doc(operationId="list_my_teams")
     def get(self):
         """The care teams the calling clinician belongs to."""
         return {"items": services().care.teams_of(current_actor().id)}
@@ -87,6 +92,7 @@ class MyTeams(MethodView):
 class MyTeamInvitations(MethodView):
     @allow(Role.CLINICIAN)
     @blp.response(200, InvitationListSchema)
+    @blp.doc(operationId="list_team_invitations")
     def get(self, team_id):
         """The team's invitations, newest first."""
         return {"items": services().care.team_invitations(current_actor().id, team_id)}
@@ -94,6 +100,7 @@ class MyTeamInvitations(MethodView):
     @allow(Role.CLINICIAN)
     @blp.arguments(InvitationCreateSchema)
     @blp.response(202, InvitationSchema)
+    @blp.doc(operationId="invite_patient")
     def post(self, body, team_id):
         """Invite a patient, by their account's email, to let one of the caller's teams see their data. The
         answer is the same whatever the email (nothing says whether it belongs to a patient); the patient sees
@@ -106,6 +113,7 @@ class MyTeamInvitations(MethodView):
 class MyTeamInvitation(MethodView):
     @allow(Role.CLINICIAN)
     @blp.response(204)
+    @blp.doc(operationId="withdraw_team_invitation")
     def delete(self, team_id, invitation_id):
         """Withdraw an invitation not yet answered."""
         services().care.withdraw_invitation(current_actor().id, team_id, invitation_id)
@@ -115,6 +123,7 @@ class MyTeamInvitation(MethodView):
 class MyTeamPatient(MethodView):
     @allow(Role.CLINICIAN)
     @blp.response(204)
+    @blp.doc(operationId="discharge_team_patient")
     def delete(self, team_id, patient_id):
         """Remove a patient from one of the caller's teams (other teams keep them)."""
         require_patient(patient_id, Operation.CLINICAL)
@@ -126,6 +135,7 @@ class MyTeamPatient(MethodView):
 class MyTeamMembership(MethodView):
     @allow(Role.CLINICIAN)
     @blp.response(204)
+    @blp.doc(operationId="leave_team")
     def delete(self, team_id):
         """Leave a care team: its patients drop off the caller's panel at once."""
         services().care.leave_team(current_actor().id, team_id)
@@ -140,7 +150,8 @@ def _panel(args: dict, *, offset: int, limit: int):
 class Panel(MethodView):
     @allow(Role.CLINICIAN)
     @blp.arguments(PanelArgs, location="query")
-    @blp.response(200, PanelSchema)
+    @blp.response(200, PanelSchema, headers=LINK_HEADER)
+    @blp.doc(operationId="get_clinician_panel")
     def get(self, args):
         """The caller's patients with 7/30-day PDC, pain trend, days since the last sync and open alerts,
         ordered by need (or a figure), filtered and paged."""
@@ -148,8 +159,9 @@ class Panel(MethodView):
         ids = [r.patient_id for r in rows]
         auditing.note(patient_ids=ids, resource="patient", action="search", resource_ids=ids)
         following = args["offset"] + len(rows)
+        more = following < total and bool(rows)
         return {"items": rows, "total": total, "offset": args["offset"], "limit": args["limit"],
-                "next_offset": following if following < total else None}
+                "next": next_link(offset=following) if more else None, "next_offset": following if more else None}
 
 
 @blp.route("/panel/export")
@@ -157,6 +169,7 @@ class PanelExport(MethodView):
     @allow(Role.CLINICIAN)
     @blp.arguments(PanelArgs, location="query")
     @blp.response(200, content_type="text/csv", description="the panel as CSV, one patient per row")
+    @blp.doc(operationId="export_clinician_panel")
     def get(self, args):
         """The filtered, ordered panel as CSV (every matching patient, not one page)."""
         rows, _ = _panel(args, offset=0, limit=100000)

@@ -26,7 +26,7 @@ class WaitingInvitationSchema(Schema):
 
 
 class WaitingInvitationListSchema(Schema):
-    items = fields.List(fields.Nested(WaitingInvitationSchema))
+    items = fields.List(fields.Nested(WaitingInvitationSchema), required=True)
 
 
 class AcceptSchema(StrictSchema):
@@ -49,7 +49,7 @@ class PatientTeamSchema(Schema):
 
 
 class PatientTeamListSchema(Schema):
-    items = fields.List(fields.Nested(PatientTeamSchema))
+    items = fields.List(fields.Nested(PatientTeamSchema), required=True)
 
 
 def _patient(patient_id: str):
@@ -60,6 +60,7 @@ def _patient(patient_id: str):
 class Invitations(MethodView):
     @allow(Role.PATIENT)
     @blp.response(200, WaitingInvitationListSchema)
+    @blp.doc(operationId="list_team_invitations_to_patient")
     def get(self, patient_id):
         """Care teams asking to see the patient's data, waiting for an answer."""
         require_patient(patient_id, Operation.MANAGE)
@@ -71,6 +72,7 @@ class InvitationAcceptance(MethodView):
     @allow(Role.PATIENT)
     @blp.arguments(AcceptSchema)
     @blp.response(200, AcceptedSchema)
+    @blp.doc(operationId="accept_team_invitation")
     def post(self, body, patient_id, invitation_id):
         """Accept an invitation (with the current password): the team's clinicians can see the patient's data
         from now on, until the patient leaves the team."""
@@ -86,6 +88,7 @@ class InvitationAcceptance(MethodView):
 class Invitation(MethodView):
     @allow(Role.PATIENT)
     @blp.response(204)
+    @blp.doc(operationId="decline_team_invitation")
     def delete(self, patient_id, invitation_id):
         """Decline an invitation (the team is not told: it sees the invitation open until it expires)."""
         require_patient(patient_id, Operation.MANAGE)
@@ -96,6 +99,7 @@ class Invitation(MethodView):
 class CareTeams(MethodView):
     @allow(Role.PATIENT)
     @blp.response(200, PatientTeamListSchema)
+    @blp.doc(operationId="list_patient_care_teams")
     def get(self, patient_id):
         """The care teams that can see the patient's data, and how each came to (the patient's acceptance, or an
         admin's enrolment)."""
@@ -107,6 +111,7 @@ class CareTeams(MethodView):
 class CareTeam(MethodView):
     @allow(Role.PATIENT)
     @blp.response(204)
+    @blp.doc(operationId="leave_care_team")
     def delete(self, patient_id, team_id):
         """Leave a care team: its clinicians lose access from their next request."""
         require_patient(patient_id, Operation.MANAGE)

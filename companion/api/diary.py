@@ -3,9 +3,11 @@ edits and deletions that name the version they change (ETag / If-Match)."""
 
 from __future__ import annotations
 
+from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from companion.api import examples
 from companion.api.diary_schemas import (
     PainBatchResultSchema,
     PainEntryBatchSchema,
@@ -19,8 +21,9 @@ from companion.api.diary_schemas import (
 from companion.api.schemas import ChangesArgs
 from companion.domain.access import Operation, Role
 from companion.domain.errors import Conflict
-from companion.http import auditing, conditional, services
+from companion.http import auditing, conditional, paging, services
 from companion.http.conditional import ETAG_HEADERS, IF_MATCH_DOC, IF_NONE_MATCH_DOC, PRECONDITION_FAILED_DOC
+from companion.http.paging import LINK_HEADER, offset_page
 from companion.http.problems import PROBLEM_JSON
 from companion.http.schemas import ProblemSchema
 from companion.http.security import allow, require_patient
@@ -36,22 +39,27 @@ REUSED_ID_DOC = {"description": "this client_entry_id already holds an entry wit
 class PainEntriesView(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
     @blp.arguments(PainRangeArgs, location="query")
-    @blp.response(200, PainEntryListSchema)
+    @blp.response(200, PainEntryListSchema, headers=LINK_HEADER)
+    @blp.doc(operationId="list_pain_entries")
     def get(self, args, patient_id):
-        """Entries recorded in a range (at most 366 days), oldest first; deleted entries left out."""
+        """Entries recorded in a range (at most 366 days; `to` may equal `from`), oldest first; deleted
+        entries left out. At most `limit` per page: follow `next` for more."""
         grant = require_patient(patient_id, Operation.READ)
-        items = services().diary.entries_between(grant, args["start"], args["end"], args["limit"])
+        items, following = offset_page(
+            lambda count: services().diary.entries_between(grant, args["start"], args["end"], count),
+            args["cursor"], args["limit"])
         auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="search",
                       resource_ids=[e["_id"] for e in items])
-        return {"items": items}
+        return {"items": items, "next": following}
 
     @allow(Role.PATIENT, Role.CAREGIVER)
-    @blp.arguments(PainEntryInputSchema)
-    @blp.response(201, PainEntrySchema, headers=ETAG_HEADERS)
+    @blp.arguments(PainEntryInputSchema, example=examples.PAIN_ENTRY_INPUT)
+    @blp.response(201, PainEntrySchema, headers=ETAG_HEADERS, example=examples.PAIN_ENTRY)
     @blp.alt_response(200, schema=PainEntrySchema, headers=ETAG_HEADERS, success=True,
                       description="sent before with the same content: the entry as stored now (a safe retry)")
     @blp.alt_response(409, **REUSED_ID_DOC)
     @conditional.shows_current(PainEntrySchema)
+    @blp.doc(operationId="create_pain_entry")
     def post(self, body, patient_id):
         """Record one entry (201). The same client_entry_id again: 200 with the stored entry if it was created
         with the same content, 409 with the stored entry if not."""
@@ -63,7 +71,8 @@ class PainEntriesView(MethodView):
             raise
         auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="C" if created else "R",
                       resource_ids=[entry["_id"]])
-        return conditional.tagged(entry, entry.get("seq"), 201 if created else 200)
+        return conditional.tagged(entry, entry.get("seq"), 201 if created else 200,
+                                  location=f"{request.path}/{entry['_id']}")
 
 
 @blp.route("/patients/<patient_id>/pain-entries/batch")
@@ -71,6 +80,7 @@ class PainEntryBatch(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.arguments(PainEntryBatchSchema)
     @blp.response(200, PainBatchResultSchema)
+    @blp.doc(operationId="create_pain_entries_batch")
     def post(self, body, patient_id):
         """Upload up to 500 entries recorded offline; each is stored once however often it is sent. Each item
         answers created, duplicate (sent before with the same content) or conflict (its client_entry_id holds
@@ -94,9 +104,10 @@ class PainEntryBatch(MethodView):
 class PainEntryChanges(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
     @blp.arguments(ChangesArgs, location="query")
-    @blp.response(200, PainEntryChangesSchema)
+    @blp.response(200, PainEntryChangesSchema, headers=paging.LINK_HEADER)
     @blp.alt_response(410, response="GONE", description="the cursor can no longer be continued from: read again "
                                                        "from the start, without a cursor")
+    @blp.doc(operationId="list_pain_entry_changes")
     def get(self, args, patient_id):
         """Entries created, edited or deleted after the cursor (none: from the start), oldest change first;
         deleted entries come as tombstones (`deleted: true`). See the README's "Sync" section."""
@@ -104,7 +115,7 @@ class PainEntryChanges(MethodView):
         page = services().diary.changes_since(grant, args["cursor"], args["limit"])
         auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="search",
                       resource_ids=[e["_id"] for e in page["items"]])
-        return page
+        return paging.feed_page(page)
 
 
 @blp.route("/patients/<patient_id>/pain-entries/<entry_id>")
@@ -113,6 +124,7 @@ class PainEntryView(MethodView):
     @blp.doc(parameters=[IF_NONE_MATCH_DOC])
     @blp.response(200, PainEntrySchema, headers=ETAG_HEADERS)
     @blp.alt_response(304, response="NOT_MODIFIED", description="still at the version named by If-None-Match")
+    @blp.doc(operationId="get_pain_entry")
     def get(self, patient_id, entry_id):
         """One entry (a deleted one is shown as deleted)."""
         grant = require_patient(patient_id, Operation.READ)
@@ -126,6 +138,7 @@ class PainEntryView(MethodView):
     @blp.response(200, PainEntrySchema, headers=ETAG_HEADERS)
     @blp.alt_response(412, **PRECONDITION_FAILED_DOC)
     @conditional.shows_current(PainEntrySchema)
+    @blp.doc(operationId="update_pain_entry")
     def patch(self, body, patient_id, entry_id):
         """Correct an entry: the fields sent replace the stored ones. With If-Match, only if the entry is still
         at that version (else 412 with the current entry); without it, on the current version. A PATCH that
@@ -140,6 +153,7 @@ class PainEntryView(MethodView):
     @blp.response(204)
     @blp.alt_response(412, **PRECONDITION_FAILED_DOC)
     @conditional.shows_current(PainEntrySchema)
+    @blp.doc(operationId="delete_pain_entry")
     def delete(self, patient_id, entry_id):
         """Delete an entry (kept as a tombstone for the sync window). Deleting a deleted entry answers 204
         again, whatever If-Match says: a retried DELETE succeeds as the first did."""

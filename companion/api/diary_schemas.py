@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from companion.api.moments import check_range, reported_moment
+from companion.api.moments import RANGE_RULE, check_range, reported_moment
 from companion.api.schemas import changes_schema, version_field
 from companion.domain.pain import bpi_severity_problems
+from companion.http.paging import cursor_field, next_field
 from companion.http.schemas import StrictSchema, text
 
 SCORE = validate.Range(min=0, max=10)
@@ -40,6 +41,9 @@ class InterferenceSchema(StrictSchema):
 class BriefPainInventorySchema(StrictSchema):
     """The BPI short form: worst and least pain of the last 24 hours bound the average and the pain now."""
 
+    class Meta:
+        rules = "least <= average <= worst and least <= now <= worst (equal answers are consistent)"
+
     worst = score(required=True, metadata={"description": "pain at its worst in the last 24 hours"})
     least = score(required=True, metadata={"description": "pain at its least in the last 24 hours (<= worst)"})
     average = score(required=True, metadata={"description": "pain on the average (between least and worst)"})
@@ -59,6 +63,9 @@ def _linked_session(data: dict) -> None:
 
 
 class PainEntryInputSchema(StrictSchema):
+    class Meta:
+        rules = "phase and session_record_id go together: a before/after rating names both, other entries neither"
+
     client_entry_id = fields.String(required=True, validate=CLIENT_ID,
                                     metadata={"description": "the app's own id; a repeat returns the original"})
     recorded_at = reported_moment(required=True)
@@ -88,9 +95,13 @@ class PainEntryEditSchema(StrictSchema):
 
 
 class PainRangeArgs(StrictSchema):
+    class Meta:
+        rules = RANGE_RULE
+
     start = fields.AwareDateTime(required=True, data_key="from")
-    end = fields.AwareDateTime(required=True, data_key="to")
+    end = fields.AwareDateTime(required=True, data_key="to", metadata={"description": RANGE_RULE})
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+    cursor = cursor_field()
 
     @validates_schema
     def bounded(self, data, **kwargs):
@@ -116,6 +127,9 @@ class BriefPainInventoryOutSchema(Schema):
 
 
 class PainEntrySchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     id = fields.String(attribute="_id")
     client_entry_id = fields.String()
     recorded_at = fields.DateTime()
@@ -131,7 +145,11 @@ class PainEntrySchema(Schema):
 
 
 class PainEntryListSchema(Schema):
-    items = fields.List(fields.Nested(PainEntrySchema))
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
+    items = fields.List(fields.Nested(PainEntrySchema), required=True)
+    next = next_field()
 
 
 class PainBatchItemResultSchema(Schema):
@@ -144,7 +162,7 @@ class PainBatchItemResultSchema(Schema):
 
 
 class PainBatchResultSchema(Schema):
-    items = fields.List(fields.Nested(PainBatchItemResultSchema))
+    items = fields.List(fields.Nested(PainBatchItemResultSchema), required=True)
     created = fields.Integer()
     duplicates = fields.Integer()
     conflicts = fields.Integer()

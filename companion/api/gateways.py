@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
+from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
@@ -67,13 +70,14 @@ class GatewaySchema(Schema):
 
 
 class GatewayListSchema(Schema):
-    items = fields.List(fields.Nested(GatewaySchema))
+    items = fields.List(fields.Nested(GatewaySchema), required=True)
 
 
 @blp.route("/patients/<patient_id>/pairing-codes")
 class PairingCodesView(MethodView):
     @allow(Role.PATIENT)
     @blp.response(201, PairingCodeSchema)
+    @blp.doc(operationId="create_pairing_code")
     def post(self, patient_id):
         """A short-lived, single-use code to pair a home gateway with this patient."""
         require_patient(patient_id, Operation.MANAGE)
@@ -88,6 +92,7 @@ class Pair(MethodView):
     @blp.doc(security=[])
     @blp.arguments(PairSchema)
     @blp.response(201, PairedSchema)
+    @blp.doc(operationId="pair_gateway")
     def post(self, body):
         """Exchange a pairing code for gateway credentials bound to the code's patient."""
         paired = services().gateways.pair(body["code"], body["name"], address=client_address())
@@ -101,6 +106,7 @@ class GatewayToken(MethodView):
     @blp.doc(security=[])
     @blp.arguments(GatewayLoginSchema)
     @blp.response(200, GatewayTokenSchema)
+    @blp.doc(operationId="get_gateway_token")
     def post(self, body):
         """A gateway's access token (15 minutes), from its id and secret."""
         return services().gateways.token(body["gateway_id"], body["gateway_secret"], address=client_address())
@@ -110,6 +116,7 @@ class GatewayToken(MethodView):
 class PatientGateways(MethodView):
     @allow(Role.PATIENT, Role.CLINICIAN)
     @blp.response(200, GatewayListSchema)
+    @blp.doc(operationId="list_patient_gateways")
     def get(self, patient_id):
         """The home gateways paired with the patient, revoked ones included."""
         require_patient(patient_id, Operation.READ)
@@ -122,6 +129,7 @@ class PatientGateways(MethodView):
 class PatientGateway(MethodView):
     @allow(Role.PATIENT, Role.CLINICIAN)
     @blp.response(204)
+    @blp.doc(operationId="revoke_gateway")
     def delete(self, patient_id, gateway_id):
         """Revoke a paired gateway (the patient, or their care team): its tokens stop working at once and it
         cannot get new ones; what it uploaded stays."""
@@ -138,6 +146,7 @@ def _unit_manager_operation() -> Operation:
 class PatientDevices(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
     @blp.response(200, DeviceListSchema)
+    @blp.doc(operationId="list_patient_devices")
     def get(self, patient_id):
         """The TENS units bound to a patient, with their last known status."""
         require_patient(patient_id, Operation.READ)
@@ -149,17 +158,20 @@ class PatientDevices(MethodView):
     @idempotent
     @blp.arguments(BindSchema)
     @blp.response(201, DeviceSchema)
+    @blp.doc(operationId="bind_device")
     def post(self, body, patient_id):
         """Bind a unit to the patient by its serial (the patient, or their care team)."""
         require_patient(patient_id, _unit_manager_operation())
         auditing.note(patient_ids=[patient_id], resource="device", action="C", resource_ids=[body["serial"]])
-        return services().gateways.bind_unit(patient_id, body["serial"], body["profile"])
+        device = services().gateways.bind_unit(patient_id, body["serial"], body["profile"])
+        return device, 201, {"Location": f"{request.path}/{quote(body['serial'], safe='')}"}
 
 
 @blp.route("/patients/<patient_id>/devices/<serial>")
 class PatientDevice(MethodView):
     @allow(Role.PATIENT, Role.CLINICIAN)
     @blp.response(204)
+    @blp.doc(operationId="unbind_device")
     def delete(self, patient_id, serial):
         """Release a unit from the patient; releasing one that is not bound to them answers 204 too (a retried
         release succeeds as the first did)."""
@@ -173,6 +185,7 @@ class GatewayDevices(MethodView):
     @allow(Role.GATEWAY)
     @auditing.routine
     @blp.response(200, DeviceListSchema)
+    @blp.doc(operationId="list_gateway_devices")
     def get(self):
         """The units this gateway may collect from: those bound to its patient (a routine call, every 30 s:
         counted per day in the audit trail, not written one by one)."""

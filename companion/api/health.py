@@ -32,6 +32,7 @@ class Health(MethodView):
     @public
     @blp.response(200, HealthSchema)
     @blp.doc(security=[])
+    @blp.doc(operationId="check_liveness")
     def get(self):
         """The process is up (does not touch the database)."""
         return {"status": "ok", "scheduler_in_process": "companion.jobs.worker" in sys.modules}
@@ -42,6 +43,7 @@ class Ready(MethodView):
     @public
     @blp.response(200, HealthSchema)
     @blp.doc(security=[])
+    @blp.doc(operationId="check_readiness")
     def get(self):
         """Ready to serve: the database answers and the indexes are as the code declares them (503 with what
         is missing otherwise); also says whether the scheduler worker's heartbeat is recent."""

@@ -77,6 +77,9 @@ class GatewayClockSchema(StrictSchema):
 
 
 class SessionBatchSchema(StrictSchema):
+    class Meta:
+        rules = "at least one record or one sync"
+
     records = fields.List(fields.Dict(), load_default=list, validate=validate.Length(max=MAX_BATCH),
                           metadata={"description": f"0 to {MAX_BATCH} records, each a SessionRecord"})
     syncs = fields.List(fields.Dict(), load_default=list, validate=validate.Length(max=MAX_SYNCS),
@@ -90,8 +93,8 @@ class SessionBatchSchema(StrictSchema):
 
 
 class RecordResultSchema(Schema):
-    record_id = fields.String()
-    status = fields.String(metadata={"enum": ["created", "duplicate", "rejected"], "description":
+    record_id = fields.String(required=True)
+    status = fields.String(required=True, metadata={"enum": ["created", "duplicate", "rejected"], "description":
                                      "created and duplicate: stored (safe to forget), whatever its flags; "
                                      "rejected: it has no identity to be stored under (do not resend)"})
     reason = fields.String(allow_none=True)
@@ -102,12 +105,15 @@ class RecordResultSchema(Schema):
 
 
 class SyncResultSchema(Schema):
-    sync_id = fields.String()
-    status = fields.String(metadata={"enum": ["created", "duplicate", "rejected"]})
+    sync_id = fields.String(required=True)
+    status = fields.String(required=True, metadata={"enum": ["created", "duplicate", "rejected"]})
     reason = fields.String(allow_none=True)
 
 
 class ClockVerdictSchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     server_time = fields.DateTime()
     gateway_offset_s = fields.Float(allow_none=True, metadata={
         "description": "how far the gateway's clock is ahead of the server's (the request's time on the wire "
@@ -116,6 +122,9 @@ class ClockVerdictSchema(Schema):
 
 
 class BatchResultSchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     results = fields.List(fields.Nested(RecordResultSchema))
     syncs = fields.List(fields.Nested(SyncResultSchema))
     clock = fields.Nested(ClockVerdictSchema)
@@ -151,8 +160,11 @@ class DeadLetterBatchSchema(StrictSchema):
 
 
 class DeadLetterAnswerSchema(Schema):
-    received = fields.Integer()
-    new = fields.Integer()
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
+    received = fields.Integer(metadata={"description": "how many dead letters the request carried"})
+    new = fields.Integer(metadata={"description": "how many of them the server did not hold yet"})
 
 
 def _flatten(messages) -> str:
@@ -180,6 +192,7 @@ class SessionRecords(MethodView):
     @allow(Role.GATEWAY)
     @blp.arguments(SessionBatchSchema)
     @blp.response(200, BatchResultSchema)
+    @blp.doc(operationId="upload_session_records")
     def post(self, body):
         """Upload session records and the syncs that captured them. Each record is answered on its own:
         created or duplicate (stored: safe to forget), with the findings that may hold it back from the
@@ -206,6 +219,7 @@ class DeviceStatus(MethodView):
     @auditing.routine
     @blp.arguments(DeviceStatusBatchSchema)
     @blp.response(204)
+    @blp.doc(operationId="upload_device_status")
     def post(self, body):
         """Report units' battery, firmware, last contact and last error (a unit that has since moved to
         another patient is skipped)."""
@@ -221,6 +235,7 @@ class DeadLetters(MethodView):
     @allow(Role.GATEWAY)
     @blp.arguments(DeadLetterBatchSchema)
     @blp.response(200, DeadLetterAnswerSchema)
+    @blp.doc(operationId="report_dead_letters")
     def post(self, body):
         """Report what the gateway could not deliver as records: frames a unit sent that could not be decoded,
         records the server once refused, records the buffer could no longer read. Kept on the server (once

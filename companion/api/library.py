@@ -6,12 +6,14 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate, validates_schema
 
-from companion.api.moments import check_range, reported_moment
+from companion.api import examples
+from companion.api.moments import RANGE_RULE, check_range, reported_moment
 from companion.api.schemas import ChangesArgs, changes_schema, version_field
 from companion.domain.access import Operation, Role
 from companion.domain.content_library import CATEGORIES, LEVELS
-from companion.http import auditing, services
+from companion.http import auditing, paging, services
 from companion.http.idempotency import idempotent, request_key
+from companion.http.paging import LINK_HEADER, cursor_field, next_field, offset_page
 from companion.http.schemas import StrictSchema, text
 from companion.http.security import allow, require_patient
 
@@ -27,9 +29,13 @@ class LibraryArgs(StrictSchema):
     max_minutes = fields.Float(load_default=None, validate=validate.Range(min=0, max=600))
     q = text(100, load_default=None, metadata={"description": "words to find in title, summary or tags"})
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=100))
+    cursor = cursor_field()
 
 
 class LibraryItemSummarySchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     slug = fields.String()
     title = fields.String()
     category = fields.String()
@@ -48,7 +54,11 @@ class LibraryItemSchema(LibraryItemSummarySchema):
 
 
 class LibraryListSchema(Schema):
-    items = fields.List(fields.Nested(LibraryItemSummarySchema))
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
+    items = fields.List(fields.Nested(LibraryItemSummarySchema), required=True)
+    next = next_field()
 
 
 class PracticeStartSchema(StrictSchema):
@@ -63,8 +73,11 @@ class PracticeCompleteSchema(StrictSchema):
 
 
 class PracticeArgs(StrictSchema):
+    class Meta:
+        rules = RANGE_RULE
+
     start = fields.AwareDateTime(required=True, data_key="from")
-    end = fields.AwareDateTime(required=True, data_key="to")
+    end = fields.AwareDateTime(required=True, data_key="to", metadata={"description": RANGE_RULE})
 
     @validates_schema
     def bounded(self, data, **kwargs):
@@ -72,6 +85,9 @@ class PracticeArgs(StrictSchema):
 
 
 class PracticeSchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     id = fields.String(attribute="_id")
     item_slug = fields.String()
     started_at = fields.DateTime()
@@ -81,7 +97,10 @@ class PracticeSchema(Schema):
 
 
 class PracticeListSchema(Schema):
-    items = fields.List(fields.Nested(PracticeSchema))
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
+    items = fields.List(fields.Nested(PracticeSchema), required=True)
 
 
 class FavouriteSchema(Schema):
@@ -99,18 +118,21 @@ FavouriteChangesSchema = changes_schema("FavouriteChangesSchema", FavouriteSchem
 class Library(MethodView):
     @allow(*READERS)
     @blp.arguments(LibraryArgs, location="query")
-    @blp.response(200, LibraryListSchema)
+    @blp.response(200, LibraryListSchema, headers=LINK_HEADER)
+    @blp.doc(operationId="list_library_items")
     def get(self, args):
         """Browse the library: filter by category, level, tag and maximum duration; search by text."""
-        return {"items": services().library.browse(
+        items, following = offset_page(lambda count: services().library.browse(
             category=args["category"], level=args["level"], tag=args["tag"], max_minutes=args["max_minutes"],
-            text=args["q"], limit=args["limit"])}
+            text=args["q"], limit=count), args["cursor"], args["limit"])
+        return {"items": items, "next": following}
 
 
 @blp.route("/library/<slug>")
 class LibraryItem(MethodView):
     @allow(*READERS)
     @blp.response(200, LibraryItemSchema)
+    @blp.doc(operationId="get_library_item")
     def get(self, slug):
         """One item with its step-by-step script."""
         return services().library.item(slug)
@@ -120,20 +142,22 @@ class LibraryItem(MethodView):
 class FavouriteList(MethodView):
     @allow(*READERS)
     @blp.response(200, LibraryListSchema)
+    @blp.doc(operationId="list_favourites")
     def get(self, patient_id):
         """The patient's favourite items, in the order they were chosen."""
         require_patient(patient_id, Operation.READ)
         items = services().library.favourite_items(patient_id)
         auditing.note(patient_ids=[patient_id], resource="favourite", action="R", resource_ids=[i["_id"] for i in items])
-        return {"items": items}
+        return {"items": items, "next": None}  # all of them: the list is never cut
 
 
 @blp.route("/patients/<patient_id>/favourites/changes")
 class FavouriteChanges(MethodView):
     @allow(*READERS)
     @blp.arguments(ChangesArgs, location="query")
-    @blp.response(200, FavouriteChangesSchema)
+    @blp.response(200, FavouriteChangesSchema, headers=paging.LINK_HEADER)
     @blp.alt_response(410, response="GONE", description="read again from the start, without a cursor")
+    @blp.doc(operationId="list_favourite_changes")
     def get(self, args, patient_id):
         """Favourites chosen or removed (tombstones) after the cursor, oldest change first. See the README's
         "Sync" section."""
@@ -141,13 +165,14 @@ class FavouriteChanges(MethodView):
         page = services().library.favourite_changes_since(patient_id, args["cursor"], args["limit"])
         auditing.note(patient_ids=[patient_id], resource="favourite", action="search",
                       resource_ids=[f["item_slug"] for f in page["items"]])
-        return page
+        return paging.feed_page(page)
 
 
 @blp.route("/patients/<patient_id>/favourites/<slug>")
 class Favourite(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.response(200, LibraryItemSummarySchema)
+    @blp.doc(operationId="add_favourite")
     def put(self, patient_id, slug):
         """Mark an item as a favourite (doing it twice is harmless)."""
         require_patient(patient_id, Operation.WRITE)
@@ -156,6 +181,7 @@ class Favourite(MethodView):
 
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.response(204)
+    @blp.doc(operationId="remove_favourite")
     def delete(self, patient_id, slug):
         """Remove an item from the favourites. Removing it again answers 204 as the first removal did (404 only
         for an item that was never a favourite)."""
@@ -169,6 +195,7 @@ class PracticeList(MethodView):
     @allow(*READERS)
     @blp.arguments(PracticeArgs, location="query")
     @blp.response(200, PracticeListSchema)
+    @blp.doc(operationId="list_practice")
     def get(self, args, patient_id):
         """Practice started in a range (at most 366 days)."""
         require_patient(patient_id, Operation.READ)
@@ -179,8 +206,9 @@ class PracticeList(MethodView):
 
     @allow(Role.PATIENT, Role.CAREGIVER)
     @idempotent
-    @blp.arguments(PracticeStartSchema)
+    @blp.arguments(PracticeStartSchema, example=examples.PRACTICE_START)
     @blp.response(201, PracticeSchema)
+    @blp.doc(operationId="start_practice")
     def post(self, body, patient_id):
         """Start practising an item."""
         require_patient(patient_id, Operation.WRITE)
@@ -194,8 +222,9 @@ class PracticeList(MethodView):
 class PracticeChanges(MethodView):
     @allow(*READERS)
     @blp.arguments(ChangesArgs, location="query")
-    @blp.response(200, PracticeChangesSchema)
+    @blp.response(200, PracticeChangesSchema, headers=paging.LINK_HEADER)
     @blp.alt_response(410, response="GONE", description="read again from the start, without a cursor")
+    @blp.doc(operationId="list_practice_changes")
     def get(self, args, patient_id):
         """Practice started or completed after the cursor, oldest change first. See the README's "Sync"
         section."""
@@ -203,7 +232,7 @@ class PracticeChanges(MethodView):
         page = services().library.practice_changes_since(patient_id, args["cursor"], args["limit"])
         auditing.note(patient_ids=[patient_id], resource="practice", action="search",
                       resource_ids=[p["_id"] for p in page["items"]])
-        return page
+        return paging.feed_page(page)
 
 
 @blp.route("/patients/<patient_id>/practice/<practice_id>/complete")
@@ -212,6 +241,7 @@ class PracticeComplete(MethodView):
     @idempotent
     @blp.arguments(PracticeCompleteSchema)
     @blp.response(200, PracticeSchema)
+    @blp.doc(operationId="complete_practice")
     def post(self, body, patient_id, practice_id):
         """Finish a practice; the server records the minutes practised. A second completion is 409; send an
         Idempotency-Key to make a retry replay the first answer instead."""

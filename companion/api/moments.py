@@ -13,6 +13,14 @@ OLDEST = timedelta(days=366)
 MAX_RANGE = timedelta(days=366)
 
 
+def range_rule(limit: timedelta = MAX_RANGE) -> str:
+    """The rule :func:`check_range` applies, as the OpenAPI document states it."""
+    return f"'to' may not be before 'from' (equal: a range all the same), and at most {limit.days} days later"
+
+
+RANGE_RULE = range_rule()
+
+
 def _plausible(value: datetime) -> None:
     current = now()
     if value > current + FUTURE_TOLERANCE:
@@ -27,8 +35,9 @@ def reported_moment(**kwargs) -> fields.AwareDateTime:
 
 
 def check_range(start: datetime | date, end: datetime | date, limit: timedelta = MAX_RANGE) -> None:
-    """Refuse a range that runs backwards or spans more than the limit (422 with a field error)."""
-    if end <= start:
-        raise ValidationError("must be after 'from'", "to")
+    """Refuse a range that runs backwards or spans more than the limit (422 with a field error). ``to`` equal
+    to ``from`` is a range all the same: one day of dates, or an empty range of moments."""
+    if end < start:
+        raise ValidationError("may not be before 'from'", "to")
     if end - start > limit:
         raise ValidationError(f"the range may span at most {limit.days} days", "to")

@@ -1,5 +1,6 @@
 """The routes for people and programs that arrive without the docs: ``GET /`` (where everything is) and
-``GET /metrics`` (Prometheus). Plain Flask routes, outside the OpenAPI document: they are not the app's API."""
+``GET /metrics`` (Prometheus). Plain Flask routes (not the app's API, no blueprint), described in the OpenAPI
+document by :func:`document` so that an operator finds them there too."""
 
 from __future__ import annotations
 
@@ -29,6 +30,37 @@ INDEX_PAGE = """<!doctype html>
 <li><a href="{{ links.health }}">Liveness</a> and <a href="{{ links.ready }}">readiness</a></li>
 </ul></main></body></html>
 """
+
+
+INDEX_ANSWER = {
+    "type": "object", "required": ["name", "api", *LINKS],
+    "properties": {"name": {"type": "string"}, "api": {"type": "string", "description": "the API's base path"},
+                   **{name: {"type": "string", "description": f"where the {name} is"} for name in LINKS}},
+}
+
+
+def document(app: Flask, spec) -> None:
+    """Describe ``GET /`` and ``GET /metrics`` in the OpenAPI document (tag ``operations``)."""
+    spec.tag({"name": "operations", "description": "Where things are, and the Prometheus metrics"})
+    spec.components.security_scheme("metricsToken", {
+        "type": "http", "scheme": "bearer", "description": "COMPANION_METRICS_TOKEN, when the operator sets one"})
+    spec.path(rule=next(app.url_map.iter_rules("index")), operations={"get": {
+        "operationId": "get_index", "tags": ["operations"], "security": [],
+        "summary": "Where the docs and the dashboard are: JSON for a program, a page for a browser (Accept: "
+                   "text/html first).",
+        "responses": {"200": {"description": "the links", "content": {
+            "application/json": {"schema": INDEX_ANSWER, "example": {"name": "Companion API", "api": "/api/v1",
+                                                                     **LINKS}},
+            "text/html": {"schema": {"type": "string"}}}}},
+    }})
+    spec.path(rule=next(app.url_map.iter_rules("metrics")), operations={"get": {
+        "operationId": "get_metrics", "tags": ["operations"], "security": [{}, {"metricsToken": []}],
+        "summary": "Prometheus metrics of every web worker on this host (Prometheus text exposition format): requests "
+                   "and latencies, outbox depth, job runs and lag, ingestion counts, dead letters. With "
+                   "COMPANION_METRICS_TOKEN set, only for a scraper sending it as a bearer token (else 401).",
+        "responses": {"200": {"description": "the exposition", "content": {
+            metrics.CONTENT_TYPE.split(";")[0]: {"schema": {"type": "string"}}}}},
+    }})
 
 
 def register(app: Flask) -> None:

@@ -64,6 +64,7 @@ class Patient(MethodView):
     @blp.doc(parameters=[IF_NONE_MATCH_DOC])
     @blp.response(200, PatientSchema, headers=ETAG_HEADERS)
     @blp.alt_response(304, response="NOT_MODIFIED", description="still at the version named by If-None-Match")
+    @blp.doc(operationId="get_patient")
     def get(self, patient_id):
         """A patient's profile (self, a consenting caregiver, or the care team)."""
         require_patient(patient_id, Operation.READ)
@@ -77,6 +78,7 @@ class Patient(MethodView):
     @blp.response(200, PatientSchema, headers=ETAG_HEADERS)
     @blp.alt_response(412, **PRECONDITION_FAILED_DOC)
     @conditional.shows_current(PatientSchema)
+    @blp.doc(operationId="update_patient")
     def patch(self, body, patient_id):
         """Update one's own profile: the fields sent change, the others stay. With If-Match, only if the
         profile is still at that version (else 412 with the current profile). A new time zone is recorded

@@ -8,7 +8,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from companion.api.schemas import ChangesArgs, changes_schema
 from companion.domain.access import Operation, Role
-from companion.http import auditing, conditional, services
+from companion.http import auditing, conditional, paging, services
 from companion.http.conditional import ETAG_HEADERS, IF_MATCH_DOC, IF_NONE_MATCH_DOC, PRECONDITION_FAILED_DOC
 from companion.http.schemas import StrictSchema, text
 from companion.http.security import allow, current_actor, require_patient
@@ -30,6 +30,10 @@ class TensPrescriptionSchema(StrictSchema):
     start_date = fields.Date(required=True)
     end_date = fields.Date(load_default=None, allow_none=True)
     counts_towards_adherence = fields.Boolean(load_default=True)
+
+    class Meta:
+        rules = ("sessions_per_day or daily_minutes_target (or both); intensity_min_ma <= intensity_max_ma; "
+                 "end_date, when given, not before start_date")
 
     @validates_schema
     def consistent(self, data, **kwargs):
@@ -109,7 +113,7 @@ class PlanSchema(Schema):
 
 
 class PlanHistorySchema(Schema):
-    items = fields.List(fields.Nested(PlanSchema))
+    items = fields.List(fields.Nested(PlanSchema), required=True)
 
 
 PlanChangesSchema = changes_schema("PlanChangesSchema", PlanSchema)
@@ -121,6 +125,7 @@ class CurrentPlan(MethodView):
     @blp.doc(parameters=[IF_NONE_MATCH_DOC])
     @blp.response(200, PlanSchema, headers=ETAG_HEADERS)
     @blp.alt_response(304, response="NOT_MODIFIED", description="still at the version named by If-None-Match")
+    @blp.doc(operationId="get_therapy_plan")
     def get(self, patient_id):
         """The current therapy plan (the highest version); version 0, with no tasks, until one is set."""
         require_patient(patient_id, Operation.READ)
@@ -135,6 +140,7 @@ class CurrentPlan(MethodView):
     @blp.response(201, PlanSchema, headers=ETAG_HEADERS)
     @blp.alt_response(412, **PRECONDITION_FAILED_DOC)
     @conditional.shows_current(PlanSchema)
+    @blp.doc(operationId="replace_therapy_plan")
     def put(self, body, patient_id):
         """Prescribe a new version of the plan (a clinician on the patient's care team). With If-Match
         ("<version>" of the plan it replaces, "0" for the first), refused with 412 and the current plan if
@@ -151,8 +157,9 @@ class CurrentPlan(MethodView):
 class PlanChanges(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
     @blp.arguments(ChangesArgs, location="query")
-    @blp.response(200, PlanChangesSchema)
+    @blp.response(200, PlanChangesSchema, headers=paging.LINK_HEADER)
     @blp.alt_response(410, response="GONE", description="read again from the start, without a cursor")
+    @blp.doc(operationId="list_therapy_plan_changes")
     def get(self, args, patient_id):
         """Plan versions created or ended (active_to set) after the cursor, oldest change first. See the
         README's "Sync" section."""
@@ -160,13 +167,14 @@ class PlanChanges(MethodView):
         page = services().plans.changes_since(patient_id, args["cursor"], args["limit"])
         auditing.note(patient_ids=[patient_id], resource="therapy_plan", action="search",
                       resource_ids=[p["_id"] for p in page["items"]])
-        return page
+        return paging.feed_page(page)
 
 
 @blp.route("/patients/<patient_id>/therapy-plan/versions")
 class PlanHistory(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
     @blp.response(200, PlanHistorySchema)
+    @blp.doc(operationId="list_therapy_plan_versions")
     def get(self, patient_id):
         """Every version of the plan, newest first."""
         require_patient(patient_id, Operation.READ)

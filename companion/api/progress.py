@@ -6,6 +6,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
+from companion.api import examples
 from companion.api.library import LibraryItemSummarySchema
 from companion.api.reminder_schemas import OccurrenceSchema
 from companion.api.schemas import TaskProgressSchema
@@ -21,6 +22,9 @@ READERS = (Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
 class TaskTodaySchema(TaskProgressSchema):
     """Today's progress towards the plan's goal of one kind (shown whether or not it counts towards adherence)."""
 
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     counts_towards_adherence = fields.Boolean()
 
 
@@ -29,6 +33,9 @@ class TensTodaySchema(TaskTodaySchema):
 
 
 class MindfulnessGoalSchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     minutes_per_day = fields.Integer(allow_none=True)
     sessions_per_week = fields.Integer(allow_none=True)
 
@@ -40,20 +47,29 @@ class MindfulnessTodaySchema(TaskTodaySchema):
 
 
 class RemindersTodaySchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     due = fields.Integer()
     pending = fields.Integer()
     done = fields.Integer()
     skipped = fields.Integer()
     missed = fields.Integer()
-    items = fields.List(fields.Nested(OccurrenceSchema))
+    items = fields.List(fields.Nested(OccurrenceSchema), required=True)
 
 
 class PainTodaySchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     entries = fields.Integer()
     latest_nrs = fields.Integer(allow_none=True)
 
 
 class TodaySchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     date = fields.String()
     zone = fields.String()
     reminders = fields.Nested(RemindersTodaySchema)
@@ -70,6 +86,9 @@ class StreakArgs(StrictSchema):
 
 
 class StreakSchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     current = fields.Integer()
     longest = fields.Integer()
     grace_days = fields.Integer()
@@ -82,6 +101,9 @@ class WeekArgs(StrictSchema):
 
 
 class WeekDaySchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     date = fields.String()
     covered = fields.Boolean(allow_none=True)
     tens_minutes = fields.Float()
@@ -95,6 +117,9 @@ class WeekDaySchema(Schema):
 
 
 class WeekSchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     week_start = fields.String()
     iso_week = fields.Integer()
     days_with_plan = fields.Integer()
@@ -121,13 +146,14 @@ class SuggestedItemSchema(LibraryItemSummarySchema):
 
 class SuggestionsSchema(Schema):
     flare = fields.Nested(FlareSchema, allow_none=True)
-    items = fields.List(fields.Nested(SuggestedItemSchema))
+    items = fields.List(fields.Nested(SuggestedItemSchema), required=True)
 
 
 @blp.route("/patients/<patient_id>/today")
 class Today(MethodView):
     @allow(*READERS)
-    @blp.response(200, TodaySchema)
+    @blp.response(200, TodaySchema, example=examples.TODAY)
+    @blp.doc(operationId="get_today")
     def get(self, patient_id):
         """Today on the patient's clock: reminders due and done, TENS minutes against the plan."""
         require_patient(patient_id, Operation.READ)
@@ -140,6 +166,7 @@ class StreakView(MethodView):
     @allow(*READERS)
     @blp.arguments(StreakArgs, location="query")
     @blp.response(200, StreakSchema)
+    @blp.doc(operationId="get_streak")
     def get(self, args, patient_id):
         """Days in a row meeting the TENS prescription, forgiving a few missed days."""
         require_patient(patient_id, Operation.READ)
@@ -152,6 +179,7 @@ class WeekView(MethodView):
     @allow(*READERS)
     @blp.arguments(WeekArgs, location="query")
     @blp.response(200, WeekSchema)
+    @blp.doc(operationId="get_week_summary")
     def get(self, args, patient_id):
         """A week (Monday to Sunday on the patient's clock): totals and each day."""
         require_patient(patient_id, Operation.READ)
@@ -163,6 +191,7 @@ class WeekView(MethodView):
 class SuggestionsView(MethodView):
     @allow(*READERS)
     @blp.response(200, SuggestionsSchema)
+    @blp.doc(operationId="list_suggestions")
     def get(self, patient_id):
         """After a pain flare in the last 48 hours: short items, those followed by less pain first."""
         require_patient(patient_id, Operation.READ)

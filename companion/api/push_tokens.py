@@ -15,10 +15,12 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
+from companion.api import examples
 from companion.domain.access import Role
 from companion.domain.errors import Invalid, NotFound
 from companion.domain.notifications import PLATFORMS
 from companion.http import auditing, services
+from companion.http.paging import LINK_HEADER, cursor_field, next_field, offset_page
 from companion.http.schemas import StrictSchema, valid_locale
 from companion.http.security import allow, current_actor
 
@@ -48,7 +50,7 @@ class PhoneSchema(Schema):
 
 
 class PhoneListSchema(Schema):
-    items = fields.List(fields.Nested(PhoneSchema))
+    items = fields.List(fields.Nested(PhoneSchema), required=True)
 
 
 class ReceiptBodySchema(StrictSchema):
@@ -76,11 +78,13 @@ class NotificationDetailSchema(NotificationFieldsSchema):
 
 
 class NotificationDetailListSchema(Schema):
-    items = fields.List(fields.Nested(NotificationDetailSchema))
+    items = fields.List(fields.Nested(NotificationDetailSchema), required=True)
+    next = next_field()
 
 
 class MyNotificationArgsSchema(StrictSchema):
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = cursor_field()
 
 
 def _install_id(value: str) -> str:
@@ -94,6 +98,7 @@ def _install_id(value: str) -> str:
 class Phones(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.response(200, PhoneListSchema)
+    @blp.doc(operationId="list_my_phones")
     def get(self):
         """The caller's registered phones (never the tokens themselves)."""
         return {"items": services().notifications.phones(current_actor().id)}
@@ -102,8 +107,9 @@ class Phones(MethodView):
 @blp.route("/push-tokens/<install_id>")
 class Phone(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER)
-    @blp.arguments(PushTokenBodySchema)
+    @blp.arguments(PushTokenBodySchema, example=examples.PUSH_TOKEN)
     @blp.response(200, PhoneSchema)
+    @blp.doc(operationId="register_push_token")
     def put(self, body, install_id):
         """Register or refresh this install's token (the app does so at least monthly)."""
         return services().notifications.register_phone(current_actor().id, _install_id(install_id), body["token"],
@@ -111,6 +117,7 @@ class Phone(MethodView):
 
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.response(204)
+    @blp.doc(operationId="remove_push_token")
     def delete(self, install_id):
         """Forget this install's token (signing out on that phone); again: 204 as the first time."""
         services().notifications.forget_phone(current_actor().id, _install_id(install_id))
@@ -120,13 +127,15 @@ class Phone(MethodView):
 class MyNotifications(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.arguments(MyNotificationArgsSchema, location="query")
-    @blp.response(200, NotificationDetailListSchema)
+    @blp.response(200, NotificationDetailListSchema, headers=LINK_HEADER)
+    @blp.doc(operationId="list_my_notifications")
     def get(self, args):
         """The notifications sent to the caller, newest first: what each is about (a push carries only its id)."""
-        items = services().notifications.sent_to(current_actor(), args["limit"])
+        items, following = offset_page(lambda count: services().notifications.sent_to(current_actor(), count),
+                                       args["cursor"], args["limit"])
         auditing.note(patient_ids=[d["patient_id"] for d in items], resource="notification", action="R",
                       resource_ids=[d["_id"] for d in items])
-        return {"items": items}
+        return {"items": items, "next": following}
 
 
 @blp.route("/notifications/<notification_id>/receipts")
@@ -134,6 +143,7 @@ class Receipts(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.arguments(ReceiptBodySchema)
     @blp.response(204)
+    @blp.doc(operationId="record_notification_receipt")
     def post(self, body, notification_id):
         """The app got (``delivered``) or the person opened (``opened``) a notification; recipient only."""
         if not _OPAQUE_ID.match(notification_id):

@@ -6,13 +6,14 @@ from datetime import timedelta
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from companion.api.moments import check_range, reported_moment
+from companion.api.moments import check_range, range_rule, reported_moment
 from companion.api.schedule_schemas import ScheduleSchema
 from companion.api.schemas import changes_schema, version_field
 from companion.http.schemas import StrictSchema, text
 
 KINDS = ("tens", "medication", "mindfulness", "custom")
 OCCURRENCE_RANGE = timedelta(days=31)
+OCCURRENCE_RANGE_RULE = range_rule(OCCURRENCE_RANGE)
 
 
 class RepeatSchema(StrictSchema):
@@ -21,12 +22,16 @@ class RepeatSchema(StrictSchema):
 
 
 class ReminderInputSchema(StrictSchema):
+    class Meta:
+        rules = "repeat.count x repeat.every_min must fit inside completion_window_min"
+
     kind = fields.String(required=True, validate=validate.OneOf(KINDS))
     title = text(100, required=True, min_len=1,
                  metadata={"description": "the patient's own words; shown in the app, never in a push"})
     schedule = fields.Nested(ScheduleSchema, required=True)
     completion_window_min = fields.Integer(load_default=60, validate=validate.Range(min=5, max=24 * 60))
-    repeat = fields.Nested(RepeatSchema, load_default=None, allow_none=True)
+    repeat = fields.Nested(RepeatSchema, load_default=None, allow_none=True, metadata={
+        "description": "reminders again if not done: `count` x `every_min` must fit inside `completion_window_min`"})
 
     @validates_schema
     def repeats_fit_the_window(self, data, **kwargs):
@@ -44,6 +49,9 @@ class ReminderEditSchema(StrictSchema):
 
 
 class ReminderSchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
     id = fields.String(attribute="_id")
     patient_id = fields.String()
     kind = fields.String()
@@ -58,15 +66,21 @@ class ReminderSchema(Schema):
 
 
 class ReminderListSchema(Schema):
-    items = fields.List(fields.Nested(ReminderSchema))
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
+    items = fields.List(fields.Nested(ReminderSchema), required=True)
 
 
 ReminderChangesSchema = changes_schema("ReminderChangesSchema", ReminderSchema)
 
 
 class OccurrenceRangeArgs(StrictSchema):
+    class Meta:
+        rules = OCCURRENCE_RANGE_RULE
+
     start = fields.AwareDateTime(required=True, data_key="from")
-    end = fields.AwareDateTime(required=True, data_key="to")
+    end = fields.AwareDateTime(required=True, data_key="to", metadata={"description": OCCURRENCE_RANGE_RULE})
 
     @validates_schema
     def bounded(self, data, **kwargs):
@@ -74,6 +88,9 @@ class OccurrenceRangeArgs(StrictSchema):
 
 
 class OccurrenceOutcomeSchema(StrictSchema):
+    class Meta:
+        rules = "status skipped needs a skip_reason"
+
     status = fields.String(required=True, validate=validate.OneOf(("done", "skipped")))
     skip_reason = text(200, load_default=None, allow_none=True)
     at = reported_moment(load_default=None, metadata={
@@ -117,7 +134,7 @@ class OccurrenceSchema(Schema):
 
 
 class OccurrenceListSchema(Schema):
-    items = fields.List(fields.Nested(OccurrenceSchema))
+    items = fields.List(fields.Nested(OccurrenceSchema), required=True)
 
 
 OccurrenceChangesSchema = changes_schema("OccurrenceChangesSchema", OccurrenceSchema)

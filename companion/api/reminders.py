@@ -3,9 +3,11 @@ both; changes and stops that name the version they change (ETag / If-Match)."""
 
 from __future__ import annotations
 
+from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from companion.api import examples
 from companion.api.reminder_schemas import (
     OccurrenceChangesSchema,
     OccurrenceListSchema,
@@ -21,7 +23,7 @@ from companion.api.reminder_schemas import (
 )
 from companion.api.schemas import ChangesArgs
 from companion.domain.access import Operation, Role
-from companion.http import auditing, conditional, services
+from companion.http import auditing, conditional, paging, services
 from companion.http.conditional import ETAG_HEADERS, IF_MATCH_DOC, IF_NONE_MATCH_DOC, PRECONDITION_FAILED_DOC
 from companion.http.idempotency import idempotent, request_key
 from companion.http.security import allow, require_patient
@@ -35,6 +37,7 @@ WRITERS = (Role.PATIENT, Role.CAREGIVER)
 class ReminderList(MethodView):
     @allow(*READERS)
     @blp.response(200, ReminderListSchema)
+    @blp.doc(operationId="list_reminders")
     def get(self, patient_id):
         """The patient's reminders, active and stopped."""
         require_patient(patient_id, Operation.READ)
@@ -45,23 +48,25 @@ class ReminderList(MethodView):
 
     @allow(*WRITERS)
     @idempotent
-    @blp.arguments(ReminderInputSchema)
+    @blp.arguments(ReminderInputSchema, example=examples.REMINDER_INPUT)
     @blp.response(201, ReminderSchema, headers=ETAG_HEADERS)
+    @blp.doc(operationId="create_reminder")
     def post(self, body, patient_id):
         """Create a reminder; its occurrences for the next two days are materialized at once. Send an
         Idempotency-Key to make a retry safe."""
         require_patient(patient_id, Operation.WRITE)
         reminder = services().reminders.create(patient_id, body, request_key=request_key())
         auditing.note(patient_ids=[patient_id], resource="reminder", action="C", resource_ids=[reminder["_id"]])
-        return conditional.tagged(reminder, reminder.get("seq"), 201)
+        return conditional.tagged(reminder, reminder.get("seq"), 201, location=f"{request.path}/{reminder['_id']}")
 
 
 @blp.route("/patients/<patient_id>/reminders/changes")
 class ReminderChanges(MethodView):
     @allow(*READERS)
     @blp.arguments(ChangesArgs, location="query")
-    @blp.response(200, ReminderChangesSchema)
+    @blp.response(200, ReminderChangesSchema, headers=paging.LINK_HEADER)
     @blp.alt_response(410, response="GONE", description="read again from the start, without a cursor")
+    @blp.doc(operationId="list_reminder_changes")
     def get(self, args, patient_id):
         """Reminders created, changed or stopped after the cursor (none: from the start), oldest change first.
         See the README's "Sync" section."""
@@ -69,7 +74,7 @@ class ReminderChanges(MethodView):
         page = services().reminders.changes_since(grant, args["cursor"], args["limit"])
         auditing.note(patient_ids=[patient_id], resource="reminder", action="search",
                       resource_ids=[r["_id"] for r in page["items"]])
-        return page
+        return paging.feed_page(page)
 
 
 @blp.route("/patients/<patient_id>/reminders/<reminder_id>")
@@ -78,6 +83,7 @@ class ReminderView(MethodView):
     @blp.doc(parameters=[IF_NONE_MATCH_DOC])
     @blp.response(200, ReminderSchema, headers=ETAG_HEADERS)
     @blp.alt_response(304, response="NOT_MODIFIED", description="still at the version named by If-None-Match")
+    @blp.doc(operationId="get_reminder")
     def get(self, patient_id, reminder_id):
         """One reminder."""
         require_patient(patient_id, Operation.READ)
@@ -91,6 +97,7 @@ class ReminderView(MethodView):
     @blp.response(200, ReminderSchema, headers=ETAG_HEADERS)
     @blp.alt_response(412, **PRECONDITION_FAILED_DOC)
     @conditional.shows_current(ReminderSchema)
+    @blp.doc(operationId="update_reminder")
     def patch(self, body, patient_id, reminder_id):
         """Change a reminder: the fields sent replace the stored ones (a schedule without start_date keeps
         the current one). With If-Match, only if it is still at that version (else 412 with the current
@@ -106,6 +113,7 @@ class ReminderView(MethodView):
     @blp.response(204)
     @blp.alt_response(412, **PRECONDITION_FAILED_DOC)
     @conditional.shows_current(ReminderSchema)
+    @blp.doc(operationId="stop_reminder")
     def delete(self, patient_id, reminder_id):
         """Stop a reminder (its history stays; its pending future occurrences are cancelled). Stopping a
         stopped reminder answers 204 again: a retried DELETE succeeds as the first did."""
@@ -119,6 +127,7 @@ class OccurrenceList(MethodView):
     @allow(*READERS)
     @blp.arguments(OccurrenceRangeArgs, location="query")
     @blp.response(200, OccurrenceListSchema)
+    @blp.doc(operationId="list_occurrences")
     def get(self, args, patient_id):
         """Reminder occurrences due in a range of at most 31 days, in time order."""
         grant = require_patient(patient_id, Operation.READ)
@@ -132,8 +141,9 @@ class OccurrenceList(MethodView):
 class OccurrenceChanges(MethodView):
     @allow(*READERS)
     @blp.arguments(ChangesArgs, location="query")
-    @blp.response(200, OccurrenceChangesSchema)
+    @blp.response(200, OccurrenceChangesSchema, headers=paging.LINK_HEADER)
     @blp.alt_response(410, response="GONE", description="read again from the start, without a cursor")
+    @blp.doc(operationId="list_occurrence_changes")
     def get(self, args, patient_id):
         """Occurrences created, moved, recorded, missed or cancelled (tombstones) after the cursor, oldest
         change first. Only occurrences the server has materialized appear: it keeps two days ahead; read a
@@ -142,7 +152,7 @@ class OccurrenceChanges(MethodView):
         page = services().reminders.occurrence_changes_since(grant, args["cursor"], args["limit"])
         auditing.note(patient_ids=[patient_id], resource="reminder_occurrence", action="search",
                       resource_ids=[o["_id"] for o in page["items"]])
-        return page
+        return paging.feed_page(page)
 
 
 @blp.route("/patients/<patient_id>/occurrences/<occurrence_id>")
@@ -150,6 +160,7 @@ class OccurrenceView(MethodView):
     @allow(*WRITERS)
     @blp.arguments(OccurrenceOutcomeSchema)
     @blp.response(200, OccurrenceSchema, headers=ETAG_HEADERS)
+    @blp.doc(operationId="record_occurrence_outcome")
     def patch(self, body, patient_id, occurrence_id):
         """Record an occurrence as done, or skipped with a reason, saying when (`at`, default now). An
         outcome is a state change, not an edit, so it takes no If-Match: the patient's outcome replaces
@@ -168,6 +179,7 @@ class OccurrenceSnooze(MethodView):
     @allow(*WRITERS)
     @blp.arguments(SnoozeSchema)
     @blp.response(200, OccurrenceSchema)
+    @blp.doc(operationId="snooze_occurrence")
     def post(self, body, patient_id, occurrence_id):
         """Remind again in a few minutes, counted from the due time when it has not come yet (a snooze never
         brings a reminder forward); pushes planned before the snooze time are held back. Never past the end

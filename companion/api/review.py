@@ -35,6 +35,7 @@ class ReviewAdherence(MethodView):
     @allow(Role.CLINICIAN)
     @blp.arguments(s.ReviewDaysArgs, location="query")
     @blp.response(200, s.AdherenceReviewSchema)
+    @blp.doc(operationId="review_adherence")
     def get(self, args, patient_id):
         """Adherence calendar (one entry per local day) and PDC over 7, 30 and 90 completed days."""
         result = open_review(patient_id).adherence(args["days"])
@@ -62,6 +63,7 @@ class ReviewTens(MethodView):
     @allow(Role.CLINICIAN)
     @blp.arguments(s.ReviewDaysArgs, location="query")
     @blp.response(200, s.TensReviewSchema)
+    @blp.doc(operationId="review_tens")
     def get(self, args, patient_id):
         """TENS minutes and sessions per local day, against the plan's daily target."""
         days = open_review(patient_id).tens(args["days"])
@@ -74,6 +76,7 @@ class ReviewPain(MethodView):
     @allow(Role.CLINICIAN)
     @blp.arguments(s.ReviewDaysArgs, location="query")
     @blp.response(200, s.PainReviewSchema)
+    @blp.doc(operationId="review_pain")
     def get(self, args, patient_id):
         """Pain (NRS) over time, before/after pairs around TENS sessions, and the 14-day trend."""
         result = open_review(patient_id).pain(args["days"])
@@ -86,6 +89,7 @@ class ReviewProgrammes(MethodView):
     @allow(Role.CLINICIAN)
     @blp.arguments(s.ReviewDaysArgs, location="query")
     @blp.response(200, s.ProgrammeReviewSchema)
+    @blp.doc(operationId="review_programmes")
     def get(self, args, patient_id):
         """Mean pain change after sessions, by programme and frequency; the most helpful first."""
         items = open_review(patient_id).programmes(args["days"])
@@ -98,6 +102,7 @@ class ReviewNotifications(MethodView):
     @allow(Role.CLINICIAN)
     @blp.arguments(s.ReviewDaysArgs, location="query")
     @blp.response(200, s.NotificationReviewSchema)
+    @blp.doc(operationId="review_notifications")
     def get(self, args, patient_id):
         """Reminder occurrences with their outcome, and push notifications with their delivery state."""
         result = open_review(patient_id).notifications(args["days"])
@@ -109,6 +114,7 @@ class ReviewNotifications(MethodView):
 class ReviewDevice(MethodView):
     @allow(Role.CLINICIAN)
     @blp.response(200, s.DeviceReviewSchema)
+    @blp.doc(operationId="review_device")
     def get(self, patient_id):
         """The patient's TENS units with battery, firmware and last sync, and the last 30 days' device events."""
         result = open_review(patient_id).device()
@@ -121,6 +127,7 @@ class ReviewDiary(MethodView):
     @allow(Role.CLINICIAN)
     @blp.arguments(s.ReviewDaysArgs, location="query")
     @blp.response(200, s.DiaryReviewSchema)
+    @blp.doc(operationId="review_diary")
     def get(self, args, patient_id):
         """Diary entries (newest first, with context and BPI) and mindfulness practice."""
         result = open_review(patient_id).diary(args["days"])
@@ -132,6 +139,7 @@ class ReviewDiary(MethodView):
 class ReviewPlans(MethodView):
     @allow(Role.CLINICIAN)
     @blp.response(200, s.ReviewPlanHistorySchema)
+    @blp.doc(operationId="review_plans")
     def get(self, patient_id):
         """Every version of the therapy plan, newest first."""
         items = open_review(patient_id).plans()
@@ -144,6 +152,7 @@ class ReviewAlerts(MethodView):
     @allow(Role.CLINICIAN)
     @blp.arguments(s.AlertListArgs, location="query")
     @blp.response(200, s.ReviewAlertListSchema)
+    @blp.doc(operationId="review_alerts")
     def get(self, args, patient_id):
         """The patient's alerts, open ones only by default, newest first."""
         require_patient(patient_id, Operation.READ)
@@ -156,6 +165,7 @@ class ReviewAlerts(MethodView):
 class AlertAcknowledgement(MethodView):
     @allow(Role.CLINICIAN)
     @blp.response(200, s.ReviewAlertSchema)
+    @blp.doc(operationId="acknowledge_alert")
     def post(self, patient_id, alert_id):
         """Acknowledge an alert (a care-team act). Acknowledging twice keeps the first acknowledgement."""
         require_patient(patient_id, Operation.CLINICAL)
@@ -167,6 +177,7 @@ class AlertAcknowledgement(MethodView):
 class ClinicalNotesView(MethodView):
     @allow(Role.CLINICIAN)
     @blp.response(200, s.ClinicalNoteListSchema)
+    @blp.doc(operationId="list_clinical_notes")
     def get(self, patient_id):
         """The care team's clinical notes about this patient, newest first."""
         require_patient(patient_id, Operation.READ)
@@ -177,6 +188,7 @@ class ClinicalNotesView(MethodView):
     @allow(Role.CLINICIAN)
     @blp.arguments(s.ClinicalNoteCreateSchema)
     @blp.response(201, s.ClinicalNoteSchema)
+    @blp.doc(operationId="add_clinical_note")
     def post(self, body, patient_id):
         """Write a clinical note (a care-team act; notes are never edited: write another)."""
         require_patient(patient_id, Operation.CLINICAL)
@@ -196,6 +208,7 @@ class PatientCsvExport(MethodView):
     @allow(Role.CLINICIAN, Role.PATIENT)
     @blp.arguments(s.ReviewDaysArgs, location="query")
     @blp.response(200, content_type="text/csv", description="one row per local day")
+    @blp.doc(operationId="export_patient_csv")
     def get(self, args, patient_id):
         """The patient's days as CSV: adherence, TENS minutes against the plan, pain (the care team, or the
         patient themself). UTF-8 with a byte order mark."""
@@ -210,6 +223,7 @@ class PatientEventsCsvExport(MethodView):
     @blp.arguments(s.ReviewDaysArgs, location="query")
     @blp.response(200, content_type="text/csv",
                   description="one row per TENS session, diary entry, medication dose and mindfulness practice")
+    @blp.doc(operationId="export_patient_events_csv")
     def get(self, args, patient_id):
         """The patient's events as CSV, oldest first, each with its local time (the patient's zone) and its
         UTC time: TENS sessions with their parameters, diary entries with context and BPI, medication doses
@@ -225,6 +239,7 @@ class PatientFhirExport(MethodView):
     @allow(Role.CLINICIAN, Role.PATIENT)
     @blp.arguments(s.ReviewDaysArgs, location="query")
     @blp.response(200, content_type="application/fhir+json", description="a FHIR R4 Bundle of type transaction")
+    @blp.doc(operationId="export_patient_fhir")
     def get(self, args, patient_id):
         """The patient's record as a FHIR R4 transaction Bundle, ready to POST to a FHIR server's base URL:
         Patient (created once), TENS sessions (Observation of the parameters in UCUM units, DeviceUseStatement,

@@ -84,7 +84,7 @@ class ProgrammeEffectSchema(Schema):
 
 
 class ProgrammeReviewSchema(Schema):
-    items = fields.List(fields.Nested(ProgrammeEffectSchema))
+    items = fields.List(fields.Nested(ProgrammeEffectSchema), required=True)
 
 
 class ReviewOccurrenceSchema(Schema):
@@ -198,7 +198,7 @@ class PlanVersionSchema(Schema):
 
 
 class ReviewPlanHistorySchema(Schema):
-    items = fields.List(fields.Nested(PlanVersionSchema))
+    items = fields.List(fields.Nested(PlanVersionSchema), required=True)
 
 
 class ReviewAlertSchema(AlertFactsSchema):
@@ -212,7 +212,7 @@ class ReviewAlertSchema(AlertFactsSchema):
 
 
 class ReviewAlertListSchema(Schema):
-    items = fields.List(fields.Nested(ReviewAlertSchema))
+    items = fields.List(fields.Nested(ReviewAlertSchema), required=True)
 
 
 class AlertListArgs(StrictSchema):
@@ -232,4 +232,4 @@ class ClinicalNoteSchema(Schema):
 
 
 class ClinicalNoteListSchema(Schema):
-    items = fields.List(fields.Nested(ClinicalNoteSchema))
+    items = fields.List(fields.Nested(ClinicalNoteSchema), required=True)

@@ -14,6 +14,7 @@ from marshmallow import Schema, fields, validate
 from companion.api.admin import ClosureSchema, KeptSchema
 from companion.domain.access import Operation, Role
 from companion.http import auditing, services
+from companion.http.paging import LINK_HEADER, next_field, next_link
 from companion.http.schemas import StrictSchema
 from companion.http.security import allow, require_patient
 from companion.services.lifecycle import closure_statement
@@ -22,7 +23,8 @@ blp = Blueprint("rights", __name__, url_prefix="/api/v1/patients", description="
 
 
 class AccessLogArgs(StrictSchema):
-    before = fields.AwareDateTime(load_default=None, metadata={"description": "page: events before this instant"})
+    before = fields.AwareDateTime(load_default=None, metadata={
+        "description": "events before this instant; the `next` link of the previous page sets it"})
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
 
 
@@ -41,8 +43,11 @@ class AccessEventSchema(Schema):
 
 
 class AccessLogSchema(Schema):
-    items = fields.List(fields.Nested(AccessEventSchema))
-    next_before = fields.DateTime(allow_none=True)
+    items = fields.List(fields.Nested(AccessEventSchema), required=True)
+    next = next_field()
+    next_before = fields.DateTime(allow_none=True, metadata={
+        "description": "the `before` of the following page, null on the last (kept for clients written before "
+                       "`next`)"})
 
 
 class ClosureStatementSchema(Schema):
@@ -68,14 +73,19 @@ def _json_value(value):
 class AccessLog(MethodView):
     @allow(Role.PATIENT)
     @blp.arguments(AccessLogArgs, location="query")
-    @blp.response(200, AccessLogSchema)
+    @blp.response(200, AccessLogSchema, headers=LINK_HEADER)
+    @blp.doc(operationId="get_access_log")
     def get(self, args, patient_id):
         """Who accessed the patient's data, newest first: every recorded access by anyone but the patient
         (care team, caregivers, emergency access, gateways, admins), refused attempts included."""
         require_patient(patient_id, Operation.MANAGE)
-        items = services().rights.access_log(patient_id, before=args["before"], limit=args["limit"])
+        found = services().rights.access_log(patient_id, before=args["before"], limit=args["limit"] + 1)
+        items = found[:args["limit"]]
         auditing.note(patient_ids=[patient_id], resource="audit_event", action="R")
-        return {"items": items, "next_before": items[-1]["at"] if len(items) == args["limit"] else None}
+        if len(found) <= args["limit"]:
+            return {"items": items, "next": None, "next_before": None}
+        before = items[-1]["at"]
+        return {"items": items, "next": next_link(before=before.isoformat()), "next_before": before}
 
 
 @blp.route("/<patient_id>/data-export")
@@ -83,6 +93,7 @@ class DataExport(MethodView):
     @allow(Role.PATIENT)
     @blp.response(200, content_type="application/json",
                   description="everything held about the patient, as one JSON document (a download)")
+    @blp.doc(operationId="export_patient_data")
     def get(self, patient_id):
         """Download everything held about the patient: account, consents (caregivers, care teams, invitations,
         emergency access), devices, gateways and phones, reminders, the clinical record (therapy plans, TENS
@@ -100,6 +111,7 @@ class DataExport(MethodView):
 class Closure(MethodView):
     @allow(Role.PATIENT)
     @blp.response(200, ClosureStatementSchema)
+    @blp.doc(operationId="get_account_closure")
     def get(self, patient_id):
         """What closing the account would delete at once, and what would be kept, for how long and why."""
         require_patient(patient_id, Operation.MANAGE)
@@ -108,6 +120,7 @@ class Closure(MethodView):
     @allow(Role.PATIENT)
     @blp.arguments(ClosureRequestSchema)
     @blp.response(200, ClosureSchema)
+    @blp.doc(operationId="close_patient_account")
     def post(self, body, patient_id):
         """Close the account (with the current password; it cannot be undone): this session ends with it. The
         answer says what was deleted, and what is kept, for how long and why."""

@@ -13,9 +13,17 @@ NEEDS = {"weekly": ("times",), "every_n_days": ("times", "every_days"),
 
 
 class ScheduleSchema(StrictSchema):
+    class Meta:
+        rules = ("weekly needs times (weekdays optional); every_n_days needs times and every_days; hourly needs "
+                 "window_start, window_end and every_hours; each type refuses the other types' fields")
+
     type = fields.String(required=True, validate=validate.OneOf(TYPES),
                          metadata={"description": "weekly: times on weekdays; every_n_days: times every N days "
-                                                  "from start_date; hourly: every N hours inside a daily window"})
+                                                  "from start_date; hourly: every N hours inside a daily window. "
+                                                  "Each type needs its own fields and refuses the others' (422): "
+                                                  "weekly `times` (and optionally `weekdays`); every_n_days `times` "
+                                                  "and `every_days`; hourly `window_start`, `window_end` and "
+                                                  "`every_hours`. `end_date` may not be before `start_date`"})
     times = fields.List(fields.String(validate=CLOCK), validate=validate.Length(max=24),
                         metadata={"description": "wall-clock times in the patient's zone"})
     weekdays = fields.List(fields.Integer(strict=True, validate=validate.Range(min=1, max=7)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from companion.http.paging import next_field
 from companion.http.schemas import StrictSchema
 
 FEED_LIMIT = 500
@@ -11,6 +12,9 @@ FEED_LIMIT = 500
 
 class TaskProgressSchema(Schema):
     """One kind of task on one day (TENS, mindfulness or medication): the domain's DayAdherence."""
+
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
 
     state = fields.String(metadata={"description": "no_tasks | no_events | progress"})
     fraction = fields.Float(allow_none=True)
@@ -40,7 +44,10 @@ def changes_schema(name: str, item_schema: type[Schema]) -> type[Schema]:
     return type(name, (Schema,), {
         "__doc__": "Changes after the cursor, oldest change first: each item is the object as it is now "
                    "(deleted ones as tombstones, `deleted: true`).",
-        "items": fields.List(fields.Nested(item_schema)),
-        "next_cursor": fields.String(metadata={"description": "where to continue from next time (opaque)"}),
-        "has_more": fields.Boolean(metadata={"description": "true: ask again at once with next_cursor"}),
+        "items": fields.List(fields.Nested(item_schema), required=True),
+        "next_cursor": fields.String(required=True, metadata={"description": "where to continue from next time (opaque): keep it "
+                                                              "for the next sync, even when `next` is null"}),
+        "has_more": fields.Boolean(required=True, metadata={"description": "true: ask again at once with next_cursor (or follow "
+                                                            "`next`)"}),
+        "next": next_field(),
     })

@@ -6,12 +6,18 @@ mistake the parsers in front of the views (webargs, Flask) turn into a 400. This
 on every route, signed in or not: a body nested deeper than :data:`MAX_DEPTH` or holding a number longer
 than :data:`MAX_NUMBER_CHARS` is answered 400 with a problem, and nothing else sees it. No schema of the
 API nests deeper than a few levels or takes a number of more than a few digits.
+
+A route that declares a JSON body (``@blp.arguments(Schema)``, required unless it says otherwise) refuses a
+request without one (422), after the caller's credentials are checked: an empty PATCH is not a PATCH of
+nothing (send ``{}`` for that).
 """
 
 from __future__ import annotations
 
 from flask import Flask, request
-from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import BadRequest, UnprocessableEntity
+
+from companion.http.auditing import handler_of
 
 MAX_DEPTH = 32
 MAX_NUMBER_CHARS = 40
@@ -62,3 +68,21 @@ def install(app: Flask) -> None:
         if problem:
             raise BadRequest(f"the JSON body is {problem}")
         return None
+
+    @app.before_request
+    def require_declared_body():
+        if request.method not in BODY_METHODS or request.get_data(cache=True):
+            return None
+        if _declares_required_body(handler_of(app, request.endpoint, request.method)):
+            error = UnprocessableEntity("this operation needs a JSON body (send {} to change nothing)")
+            error.data = {"messages": {"json": {"_schema": ["a JSON body is required"]}}}
+            raise error
+        return None
+
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def _declares_required_body(handler) -> bool:
+    parameters = (getattr(handler, "_apidoc", None) or {}).get("arguments", {}).get("parameters", [])
+    return any(p.get("in") == "json" and p.get("required") for p in parameters)

@@ -10,6 +10,13 @@
   documented rule applies (a PATCH changes only the fields it names, on whatever version is current).
 - ``If-None-Match: "<version>"`` on GET: **304** without a body when the object is still at that version.
 
+Reads that show more than one object (a patient's "today", the clinician panel, the review, every list and
+change feed) have no version of their own: :func:`install` tags every other ``200`` JSON answer to a ``GET``
+under ``/api/`` with a weak ETag, a hash of the serialised answer *and of the caller*, and answers a
+matching ``If-None-Match`` with **304**, no body and the same ETag. The view runs in full first, so a 304
+has passed the same authorisation and is audited like the read it stands for (status 304); the tag depends
+on the caller, so one account's tag never matches (or tells anything about) another's answer.
+
 flask-smorest has an ETag feature of its own, but it hashes the answer and compares tags in Python before
 the view runs, which is not part of the write (two PATCHes from one version would both pass) and which
 makes If-Match mandatory; so the kernel does it here, and documents the headers with flask-smorest's
@@ -19,9 +26,10 @@ public ``doc``/``alt_response`` hooks.
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 
-from flask import Response, request
+from flask import Flask, Response, g, request
 from werkzeug.exceptions import BadRequest
 
 from companion.domain.errors import DomainError
@@ -68,9 +76,13 @@ def if_match() -> int | None:
     return _tag("If-Match")
 
 
-def tagged(body, version: int | None, status: int = 200):
-    """A view's answer with the ETag of ``version`` (what flask-smorest's ``response`` accepts)."""
-    return body, status, {"ETag": etag(version)}
+def tagged(body, version: int | None, status: int = 200, *, location: str | None = None):
+    """A view's answer with the ETag of ``version`` (what flask-smorest's ``response`` accepts), and with a
+    ``location`` the ``Location`` of what a 201 created."""
+    headers = {"ETag": etag(version)}
+    if location and status == 201:
+        headers["Location"] = location
+    return body, status, headers
 
 
 def not_modified(version: int | None) -> Response | None:
@@ -80,6 +92,47 @@ def not_modified(version: int | None) -> Response | None:
     response = Response(status=304)
     response.headers["ETag"] = etag(version)
     return response
+
+
+def answer_tag(body: bytes, caller: str) -> str:
+    """The weak ETag of ``body`` as answered to ``caller``."""
+    digest = hashlib.sha256(caller.encode() + b"\0")
+    digest.update(body)
+    return f'W/"{digest.hexdigest()[:32]}"'
+
+
+def _matches(header: str | None, tag: str) -> bool:
+    """Weak comparison (RFC 9110 13.1.2) of ``tag`` with an If-None-Match list; anything else never matches."""
+    if not header:
+        return False
+    opaque = tag.removeprefix("W/")
+    return any(candidate.strip() == "*" or candidate.strip().removeprefix("W/") == opaque
+               for candidate in header.split(","))
+
+
+def _hashed(response: Response) -> bool:
+    return (request.method == "GET" and response.status_code == 200 and request.path.startswith("/api/")
+            and response.mimetype == "application/json" and "ETag" not in response.headers
+            and not response.is_streamed)
+
+
+def install(app: Flask) -> None:
+    """Tag multi-object reads with the hash of their answer, and answer a matching If-None-Match with 304.
+    Installed after the audit hook, so that it runs before it: the audit sees the 304."""
+
+    @app.after_request
+    def tag_read(response: Response) -> Response:
+        if not _hashed(response):
+            return response
+        actor = g.get("actor")
+        tag = answer_tag(response.get_data(), actor.id if actor is not None else "")
+        response.headers["ETag"] = tag
+        if _matches(request.headers.get("If-None-Match"), tag):
+            response.status_code = 304
+            response.set_data(b"")
+            for name in ("Content-Type", "Content-Length"):
+                response.headers.pop(name, None)
+        return response
 
 
 def shows_current(schema):

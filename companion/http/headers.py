@@ -5,6 +5,8 @@
 - ``Cache-Control: no-store`` on every answer that is not a static asset: nearly all of them carry
   health data or credentials, and no browser, proxy or phone cache may keep them. A view that sets its
   own Cache-Control keeps it.
+- ``Location`` on every 201: the view names the new object's URL where the API has one; otherwise it is the
+  URL the request created it at (the collection, or the object itself for a PUT).
 - The API description's page (``/docs``, Swagger UI) gets a Content-Security-Policy allowing only its own
   scripts: the bundle served from ``/docs-assets/`` and the page's one inline script, by its hash.
 
@@ -51,6 +53,8 @@ def install(app: Flask) -> None:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         if request.endpoint not in STATIC_ENDPOINTS and "Cache-Control" not in response.headers:
             response.headers["Cache-Control"] = "no-store"
+        if response.status_code == 201:
+            response.headers.setdefault("Location", request.path)
         if request.endpoint == DOCS_ENDPOINT and response.status_code == 200:
             response.headers["Content-Security-Policy"] = docs_policy(response.get_data())
             response.headers["X-Frame-Options"] = "DENY"

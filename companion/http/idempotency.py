@@ -21,11 +21,12 @@ from companion.http import services
 from companion.http.security import current_actor
 
 HEADER = "Idempotency-Key"
+REPLAYED_HEADERS = ("Location", "ETag")
 _VALID = re.compile(r"^[A-Za-z0-9_.:-]{8,100}$")
 HEADER_DOC = {"in": "header", "name": HEADER, "required": False,
               "description": "Makes a retry safe: a key of your choice (8-100 letters, digits or _.:-), new for each "
                              "operation and the same for its retries, kept 24 hours per caller. The same key with the "
-                             "same body again: the first answer is replayed (status and body, header "
+                             "same body again: the first answer is replayed (status, body, Location and ETag, header "
                              "`Idempotent-Replayed: true`) and nothing is done twice. The same key with another body: "
                              "422. While the first request is still running: 409 with Retry-After; if it died, a "
                              "retry after the lease (60 s by default) does the work. Answers of 5xx are not kept: "
@@ -58,6 +59,7 @@ def idempotent(view):
         stored = keys.begin(caller, key, digest)
         if stored is not None:
             replay = Response(stored.body, status=stored.status, mimetype=stored.mimetype)
+            replay.headers.update(stored.headers or {})
             replay.headers["Idempotent-Replayed"] = "true"
             return replay
         try:
@@ -66,7 +68,8 @@ def idempotent(view):
             keys.release(caller, key)
             raise
         if isinstance(response, Response) and response.status_code < 500:
-            keys.complete(caller, key, response.status_code, response.get_data(), response.mimetype)
+            kept = {name: response.headers[name] for name in REPLAYED_HEADERS if name in response.headers}
+            keys.complete(caller, key, response.status_code, response.get_data(), response.mimetype, kept)
         else:
             keys.release(caller, key)
         return response

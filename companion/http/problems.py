@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 
 from apispec import BasePlugin
-from flask import Flask, g, jsonify
+from flask import Flask, g, jsonify, request
 from flask_smorest import Api
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
 from werkzeug.exceptions import HTTPException
+from werkzeug.http import HTTP_STATUS_CODES
 
 from companion.domain.errors import (
     Conflict,
@@ -28,6 +29,7 @@ from companion.domain.errors import (
     TooManyRequests,
     Unauthorized,
 )
+from companion.http.openapi import ContractPlugin
 from companion.http.schemas import ProblemSchema
 
 log = logging.getLogger(__name__)
@@ -38,29 +40,32 @@ _SLUGS = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-f
           405: "method-not-allowed", 409: "conflict", 410: "resync-required", 412: "precondition-failed", 413: "payload-too-large",
           415: "unsupported-media-type", 422: "validation-failed", 428: "precondition-required",
           429: "too-many-requests", 500: "internal-error", 503: "unavailable"}
-# Each kind of domain error as HTTP: (status, title). Subclasses inherit their base's answer.
-_DOMAIN_STATUS: dict[type[DomainError], tuple[int, str]] = {
-    NotFound: (404, "Not found"),
-    Forbidden: (403, "Forbidden"),
-    Unauthorized: (401, "Unauthorized"),
-    Conflict: (409, "Conflict"),
-    PreconditionFailed: (412, "Precondition failed"),
-    ResyncRequired: (410, "Resync required"),
-    Invalid: (422, "Unprocessable content"),
-    TooManyRequests: (429, "Too many requests"),
-    ServiceUnavailable: (503, "Service unavailable"),
+# One title per status, whoever raised the error (the framework, webargs or a domain rule): a client may
+# show or match it, and `type` names the same thing as a URI.
+TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
+          409: "Conflict", 410: "Resync required", 412: "Precondition failed", 413: "Payload too large",
+          415: "Unsupported media type", 422: "Unprocessable content", 428: "Precondition required",
+          429: "Too many requests", 500: "Internal error", 503: "Service unavailable"}
+# Each kind of domain error as an HTTP status. Subclasses inherit their base's answer.
+_DOMAIN_STATUS: dict[type[DomainError], int] = {
+    NotFound: 404,
+    Forbidden: 403,
+    Unauthorized: 401,
+    Conflict: 409,
+    PreconditionFailed: 412,
+    ResyncRequired: 410,
+    Invalid: 422,
+    TooManyRequests: 429,
+    ServiceUnavailable: 503,
 }
+REALM = "companion"
 _UNAVAILABLE_ERRORS = (ConnectionFailure, ExecutionTimeout, WTimeoutError)
 
 
 def status_of(exc: DomainError) -> tuple[int, str, dict[str, str]]:
     """The status code, title and headers that answer a domain error."""
-    for kind in type(exc).__mro__:
-        if kind in _DOMAIN_STATUS:
-            status, title = _DOMAIN_STATUS[kind]
-            break
-    else:
-        status, title = 400, "Bad request"
+    status = next((_DOMAIN_STATUS[kind] for kind in type(exc).__mro__ if kind in _DOMAIN_STATUS), 400)
+    title = title_of(status)
     headers = {}
     retry_after = getattr(exc, "retry_after_s", None)
     if retry_after is not None:
@@ -87,12 +92,24 @@ class ProblemApi(Api):
     ERROR_SCHEMA = ProblemSchema
 
     def __init__(self, app: Flask):
-        super().__init__(app, spec_kwargs={"extra_plugins": [_ProblemResponses()]})
+        super().__init__(app, spec_kwargs={"extra_plugins": [_ProblemResponses(), ContractPlugin()]})
 
 
-def problem(status: int, title: str, detail: str = "", *, errors: dict | None = None,
+def title_of(status: int) -> str:
+    """The one title problem details give ``status``."""
+    return TITLES.get(status) or HTTP_STATUS_CODES.get(status, "Error")
+
+
+def _authenticate_header() -> str:
+    """RFC 6750: the scheme and realm, and ``invalid_token`` when the request presented a bearer token."""
+    presented = request.headers.get("Authorization", "").lower().startswith("bearer ")
+    return f'Bearer realm="{REALM}"' + (', error="invalid_token"' if presented else "")
+
+
+def problem(status: int, detail: str = "", *, errors: dict | None = None,
             headers: dict | None = None, current: dict | None = None):
     """The problem-details response for ``status`` (the only way any error is answered)."""
+    title = title_of(status)
     body = {"type": PROBLEM_BASE + _SLUGS.get(status, "error"), "title": title, "status": status,
             "detail": detail or title}
     if errors:
@@ -107,6 +124,8 @@ def problem(status: int, title: str, detail: str = "", *, errors: dict | None = 
     response.mimetype = PROBLEM_JSON
     for key, value in (headers or {}).items():
         response.headers[key] = value
+    if status == 401 and request:
+        response.headers.setdefault("WWW-Authenticate", _authenticate_header())
     return response
 
 
@@ -115,7 +134,7 @@ def domain_problem(exc: DomainError):
     status, title, headers = status_of(exc)
     # The stored object, as the route's own answer schema shows it (companion.http.conditional puts it there).
     current = getattr(exc, "representation", None)
-    return problem(status, title, exc.detail or title, errors=exc.errors, headers=headers, current=current)
+    return problem(status, exc.detail or title, errors=exc.errors, headers=headers, current=current)
 
 
 def _validation_errors(exc: HTTPException) -> dict | None:
@@ -138,7 +157,7 @@ def _detail(exc: HTTPException) -> str:
 
 def unavailable(detail: str = "the database is unavailable; try again shortly"):
     """503 with a Retry-After: the database (or the audit trail) cannot be reached right now."""
-    return problem(503, "Service unavailable", detail, headers={"Retry-After": "5"})
+    return problem(503, detail, headers={"Retry-After": "5"})
 
 
 def register(app: Flask) -> None:
@@ -152,7 +171,7 @@ def register(app: Flask) -> None:
             headers["Allow"] = ", ".join(sorted(exc.valid_methods))
         data = getattr(exc, "data", None) or {}
         headers.update(data.get("headers") or {})
-        return problem(status, exc.name, _detail(exc), errors=_validation_errors(exc), headers=headers)
+        return problem(status, _detail(exc), errors=_validation_errors(exc), headers=headers)
 
     app.register_error_handler(DomainError, domain_problem)
 
@@ -162,9 +181,9 @@ def register(app: Flask) -> None:
             log.warning("database unavailable: %s", type(exc).__name__)
             return unavailable()
         log.error("database error: %s (code %s)", type(exc).__name__, getattr(exc, "code", None))
-        return problem(500, "Internal error", "an unexpected database error occurred")
+        return problem(500, "an unexpected database error occurred")
 
     @app.errorhandler(Exception)
     def unexpected_problem(exc: Exception):
         log.exception("unhandled error in %s", type(exc).__name__)
-        return problem(500, "Internal error", "an unexpected error occurred")
+        return problem(500, "an unexpected error occurred")

@@ -51,10 +51,10 @@ def text(max_len: int = 200, **kwargs) -> fields.String:
 
 
 class ProblemSchema(Schema):
-    type = fields.String()
-    title = fields.String()
-    status = fields.Integer()
-    detail = fields.String()
+    type = fields.String(required=True)
+    title = fields.String(required=True, metadata={"description": "one title per status code"})
+    status = fields.Integer(required=True)
+    detail = fields.String(required=True)
     errors = fields.Dict()
     request_id = fields.String()
     current = fields.Dict(metadata={"description": "412 and 409 on a write: the object as stored now (its ETag "

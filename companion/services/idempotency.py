@@ -29,8 +29,10 @@ class IdempotencyClaims:
                              retry_after_s=max(1, int(self.lease.total_seconds())))
         return stored
 
-    def complete(self, caller_id: str, key: str, status: int, body: bytes, mimetype: str) -> None:
-        self.keys.complete(caller_id, key, status, body, mimetype)
+    def complete(self, caller_id: str, key: str, status: int, body: bytes, mimetype: str,
+                 headers: dict[str, str] | None = None) -> None:
+        """Keep the answer (and the headers that name what it made: its Location, its ETag) for replays."""
+        self.keys.complete(caller_id, key, status, body, mimetype, headers)
 
     def release(self, caller_id: str, key: str) -> None:
         self.keys.release(caller_id, key)

@@ -37,10 +37,10 @@ class TensSessions:
         page = self.changes.page(patient_id, self.records, cursor, limit)
         return page.with_items(page.items)
 
-    def held(self, patient_id: str) -> list[dict]:
-        """Sessions held back from the figures that are the patient's, or may be (a unit that changed hands
-        when they happened), newest first."""
-        return self.records.held_for(patient_id)
+    def held(self, patient_id: str, limit: int) -> list[dict]:
+        """The first ``limit`` sessions held back from the figures that are the patient's, or may be (a unit that
+        changed hands when they happened), newest first."""
+        return self.records.held_for(patient_id, limit)
 
     def resolve(self, patient_id: str, record_id: str, action: str, clinician_id: str, *,
                 started_at: datetime | None = None, note: str | None = None) -> dict:

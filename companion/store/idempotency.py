@@ -31,11 +31,12 @@ class StoredKey:
     status: int | None = None
     body: bytes | None = None
     mimetype: str | None = None
+    headers: dict[str, str] | None = None
 
 
 def _stored(doc: dict) -> StoredKey:
     return StoredKey(doc["request_hash"], doc["state"], doc.get("lease_until"), doc.get("status"), doc.get("body"),
-                     doc.get("mimetype"))
+                     doc.get("mimetype"), doc.get("headers"))
 
 
 class IdempotencyKeys:
@@ -69,9 +70,11 @@ class IdempotencyKeys:
             existing = self.col.find_one({"_id": _id}) or existing
         return _stored(existing)
 
-    def complete(self, caller_id: str, key: str, status: int, body: bytes, mimetype: str) -> None:
+    def complete(self, caller_id: str, key: str, status: int, body: bytes, mimetype: str,
+                 headers: dict[str, str] | None = None) -> None:
         self.col.update_one({"_id": f"{caller_id}:{key}"}, {"$set": {
-            "state": DONE, "status": status, "body": body, "mimetype": mimetype, "lease_until": None}})
+            "state": DONE, "status": status, "body": body, "mimetype": mimetype, "headers": headers or {},
+            "lease_until": None}})
 
     def release(self, caller_id: str, key: str) -> None:
         self.col.delete_one({"_id": f"{caller_id}:{key}", "state": IN_FLIGHT})

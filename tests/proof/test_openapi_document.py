@@ -8,8 +8,6 @@ import flask_smorest
 from openapi_spec_validator import validate
 
 _FRAMEWORK = ("api-docs.", "static", "swagger_ui_bundle")
-# Not the app's API: the page that points to the docs, and the Prometheus scrape (companion/api/operations.py).
-_OPERATORS = {"index", "metrics"}
 _PARAM = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 _METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
 
@@ -24,7 +22,7 @@ def _is_web_page(app, rule) -> bool:
 def served_operations(app) -> set[str]:
     operations = set()
     for rule in app.url_map.iter_rules():
-        if rule.endpoint.startswith(_FRAMEWORK) or rule.endpoint in _OPERATORS or _is_web_page(app, rule):
+        if rule.endpoint.startswith(_FRAMEWORK) or _is_web_page(app, rule):
             continue
         path = _PARAM.sub(lambda m: "{" + m.group(1) + "}", rule.rule)
         operations |= {f"{method} {path}" for method in rule.methods & _METHODS}

@@ -71,8 +71,9 @@ def test_no_operation_answers_5xx_or_breaks_its_schema(role, app, client, world,
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
     headers = world[role].headers
     real_ids = _real_ids(client, world, services)
-    failures, answered_2xx = [], set()
-    for operation in _operations(schema):
+    failures, answered_2xx, calls = [], set(), []
+    operations = _operations(schema)
+    for operation in operations:
 
         @FUZZ_SETTINGS
         @given(case=_strategy(operation, real_ids))
@@ -81,6 +82,7 @@ def test_no_operation_answers_5xx_or_breaks_its_schema(role, app, client, world,
             # mangles the Authorization header (bad tokens are pinned by tests/api/test_auth.py).
             case.headers = {**(case.headers or {}), **headers}
             response = case.call()
+            calls.append(response.status_code)
             if response.status_code < 300:
                 answered_2xx.add(f"{case.operation.method.upper()} {case.operation.path}")
             case.validate_response(response, checks=CHECKS)
@@ -89,6 +91,8 @@ def test_no_operation_answers_5xx_or_breaks_its_schema(role, app, client, world,
             call()
         except Exception as exc:  # noqa: BLE001 - collect every operation's failure, then report them all
             failures.append(f"{operation.method.upper()} {operation.path}: {exc}")
+    print(f"schemathesis as {role}: {len(operations)} operations, {len(calls)} calls, {len(calls) * len(CHECKS)} "
+          f"checks, {len(answered_2xx)} operations answered 2xx, {len(failures)} failures")
     assert failures == [], "\n\n".join(failures)
     assert answered_2xx, f"no operation accepted {role}: the fuzzing never got past authentication"
 
@@ -119,6 +123,7 @@ def test_linked_sequences_answer_no_5xx_and_keep_their_schema(role, app, client,
     machine = schema.as_state_machine()
     assert schema.statistic.transitions.total > 100, "no links inferred: the stateful phase would test nothing"
     answered_2xx: set[str] = set()
+    calls: list[int] = []
 
     class AsTheRole(machine):
         def setup(self):
@@ -131,6 +136,7 @@ def test_linked_sequences_answer_no_5xx_and_keep_their_schema(role, app, client,
             case.headers = {**(case.headers or {}), **headers}
 
         def validate_response(self, response, case, additional_checks=None, **kwargs):
+            calls.append(response.status_code)
             if response.status_code < 300:
                 answered_2xx.add(f"{case.operation.method.upper()} {case.operation.path}")
             case.validate_response(response, checks=CHECKS)
@@ -138,4 +144,6 @@ def test_linked_sequences_answer_no_5xx_and_keep_their_schema(role, app, client,
     AsTheRole.run(settings=settings(
         max_examples=MAX_EXAMPLES * 6, stateful_step_count=STATEFUL_STEPS, derandomize=True, database=None,
         deadline=None, phases=[Phase.generate], suppress_health_check=list(HealthCheck)))
+    print(f"schemathesis linked sequences as {role}: {len(calls)} calls, {len(calls) * len(CHECKS)} checks, "
+          f"{len(answered_2xx)} operations answered 2xx")
     assert answered_2xx, f"no linked call was accepted as {role}"

@@ -1,0 +1,194 @@
+"""The OpenAPI document as a contract an app team can generate a client from.
+
+Two kinds of schema, told apart by their base class:
+
+- **requests** (:class:`~companion.http.schemas.StrictSchema`): ``additionalProperties: false``, as they are
+  enforced (an unknown field is a 422);
+- **answers** (every other schema): open to new members (no ``additionalProperties: false``), so a client
+  generated today keeps working when the server adds a field. A field every answer carries (possibly
+  ``null`` when it is nullable) is ``required``: declared with ``required=True``, or, for a schema whose
+  ``Meta`` says ``every_field_present = True``, every field but those with ``metadata={"optional": True}``.
+  A field marked so is one a generated client may rely on; ``tests/api/test_generated_client.py`` and the
+  schemathesis runs check the answers against it.
+
+Every operation has an ``operationId`` (``@blp.doc(operationId=...)`` beside the view); the test suite checks
+that they are there and unique.
+
+Every header the kernel reads or writes is documented on every operation it applies to, by the plugin below
+rather than view by view: ``X-Request-ID`` and ``traceparent`` (read), ``X-Request-ID``, ``traceresponse`` and
+``X-Server-Time`` and ``Cache-Control`` (on every answer), ``Idempotent-Replayed`` (2xx of an operation taking
+an ``Idempotency-Key``), ``WWW-Authenticate`` (401), ``Retry-After`` (409, 429, 503), ``Location``
+(201), and, on every read tagged by the hash of its answer (companion.http.conditional), ``If-None-Match``,
+``ETag`` and the 304. Rules across fields (``Meta.rules`` of a request schema) become the schema's description.
+"""
+
+from __future__ import annotations
+
+from apispec import BasePlugin
+from marshmallow import Schema
+
+from companion.http.schemas import StrictSchema
+
+OPTIONAL = "optional"
+
+
+def _schema_class(schema) -> type[Schema] | None:
+    if isinstance(schema, Schema):
+        return type(schema)
+    return schema if isinstance(schema, type) and issubclass(schema, Schema) else None
+
+
+def always_present(schema: type[Schema]) -> list[str]:
+    """The names (as sent) of an answer schema's fields that every answer carries."""
+    instance = schema()
+    every = getattr(getattr(schema, "Meta", None), "every_field_present", False)
+    return [field.data_key or name for name, field in instance.dump_fields.items()
+            if field.required or (every and not field.metadata.get(OPTIONAL))]
+
+
+LOCATION_HEADER = {"description": "the URL of what was created (or, where the API has none for it, of the "
+                                  "collection it was created in)", "schema": {"type": "string"}}
+
+
+def _nullable_ref(prop: dict) -> None:
+    """apispec writes a nullable nested schema as ``anyOf: [{type: object, nullable: true}, {$ref}]``, which any
+    object matches by its first branch (generated clients parse it as a bare object); OpenAPI 3.0's idiom is
+    ``nullable: true`` beside ``allOf: [{$ref}]``."""
+    branches = prop.get("anyOf")
+    if not branches or len(branches) != 2:
+        return
+    refs = [b for b in branches if "$ref" in b]
+    if len(refs) == 1 and {"type": "object", "nullable": True} in branches:
+        del prop["anyOf"]
+        prop["allOf"] = refs
+        prop["nullable"] = True
+
+
+def _header(description: str, **schema) -> dict:
+    return {"description": description, "schema": {"type": "string", **schema}}
+
+
+REQUEST_HEADERS = {
+    "XRequestId": {"in": "header", "name": "X-Request-ID", "required": False, "description":
+                   "your own id for this request (1-128 letters, digits or -_.:/+=@): echoed in the answer's "
+                   "X-Request-ID and carried in the server's log lines; a malformed one is ignored",
+                   "schema": {"type": "string"}},
+    "Traceparent": {"in": "header", "name": "traceparent", "required": False, "description":
+                    "W3C Trace Context: the server's log lines carry its trace id, and the answer's traceresponse "
+                    "names the server's span; a malformed one is ignored", "schema": {"type": "string"}},
+}
+ANSWER_HEADERS = {
+    "X-Request-ID": _header("your X-Request-ID, or the server's id of the request when you sent none"),
+    "X-Server-Time": _header("the server's clock as it answered (ISO 8601, UTC, milliseconds)", format="date-time"),
+    "Cache-Control": _header("`no-store`: answers carry health data or credentials; no cache may keep them (an "
+                             "app keeps an ETag and the body itself)"),
+    "traceresponse": _header("W3C Trace Context level 2, when the request carried a valid traceparent: "
+                             "00-<trace id>-<the server's span id>-<flags>"),
+}
+REPLAYED = _header("`true` on an answer replayed for a repeated Idempotency-Key (nothing was done again)",
+                   enum=["true"])
+RETRY_AFTER = _header("seconds to wait before trying again", pattern="^[0-9]+$")
+WWW_AUTHENTICATE = _header('`Bearer realm="companion"`, with `error="invalid_token"` when a token was sent but is '
+                           "not (or no longer) valid")
+HASHED_IF_NONE_MATCH = {
+    "in": "header", "name": "If-None-Match", "required": False, "schema": {"type": "string"},
+    "description": "an ETag this answer carried before (one or more, comma-separated): 304 with no body while the "
+                   "answer, as you would get it, is unchanged",
+}
+HASHED_ETAG = _header("a weak tag of this answer as given to you (a hash of its content and of the caller): send it "
+                      "back in If-None-Match to be answered 304 while nothing you would see has changed")
+SHARED_RESPONSES = {
+    "401": ("SIGN_IN_REQUIRED", "no valid credentials: sign in (or refresh the session) and send "
+                            "`Authorization: Bearer <token>`", {"WWW-Authenticate": WWW_AUTHENTICATE}),
+    "429": ("WAIT_AND_RETRY", "too many attempts: wait Retry-After seconds", {"Retry-After": RETRY_AFTER}),
+    "503": ("DATABASE_UNAVAILABLE", "the database (or the audit trail) cannot be reached right now: retry after "
+                                   "Retry-After seconds", {"Retry-After": RETRY_AFTER}),
+}
+WITHOUT_DATABASE = frozenset({"/healthz", "/"})  # answered without the database: never a 503
+_PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
+def _with_answer_headers(response: dict, status: str) -> None:
+    if "$ref" in response:
+        return
+    headers = response.setdefault("headers", {})
+    for name in ANSWER_HEADERS:
+        headers.setdefault(name, {"$ref": f"#/components/headers/{name}"})
+    if status in ("409", "429", "503"):
+        headers.setdefault("Retry-After", RETRY_AFTER)
+
+
+def _hashed_read(path: str, method: str, operation: dict) -> bool:
+    """Whether companion.http.conditional tags this operation's answer with the hash of it."""
+    ok = (operation.get("responses") or {}).get("200")
+    return (method == "get" and path.startswith("/api/") and isinstance(ok, dict)
+            and "application/json" in (ok.get("content") or {})
+            and not any(isinstance(p, dict) and p.get("name") == "If-None-Match"
+                        for p in operation.get("parameters") or []))
+
+
+class ContractPlugin(BasePlugin):
+    """Answers open to new members and explicit about what they always carry; ``Location`` on every 201; the
+    kernel's headers and shared error answers on every operation they apply to."""
+
+    def init_spec(self, spec):
+        super().init_spec(spec)
+        for name, parameter in REQUEST_HEADERS.items():
+            spec.components.parameter(name, parameter["in"], {k: v for k, v in parameter.items() if k != "in"})
+        for name, header in ANSWER_HEADERS.items():
+            spec.components.header(name, header)
+        for _, (name, description, headers) in SHARED_RESPONSES.items():
+            response = {"description": description, "content": _PROBLEM, "headers": dict(headers)}
+            _with_answer_headers(response, "")
+            spec.components.response(name, response)
+
+    def response_helper(self, response, **kwargs):
+        _with_answer_headers(response, "")
+        return response
+
+    def operation_helper(self, path=None, operations=None, **kwargs):
+        for method, operation in (operations or {}).items():
+            responses = operation.setdefault("responses", {})
+            created = responses.get(201, responses.get("201"))
+            if isinstance(created, dict):
+                created.setdefault("headers", {})["Location"] = LOCATION_HEADER
+            if path and _hashed_read(path, method, {**operation, "responses": {
+                    str(k): v for k, v in responses.items()}}):
+                operation.setdefault("parameters", []).append(HASHED_IF_NONE_MATCH)
+                ok = responses.get(200, responses.get("200"))
+                ok.setdefault("headers", {})["ETag"] = HASHED_ETAG
+                responses["304"] = {"description": "Not Modified: your If-None-Match names this answer's ETag (no "
+                                                   "body)", "headers": {"ETag": HASHED_ETAG}}
+            for status, response in responses.items():
+                if isinstance(response, dict):
+                    _with_answer_headers(response, str(status))
+            if any(isinstance(p, dict) and p.get("name") == "Idempotency-Key" for p in operation.get("parameters") or []):
+                for status, response in responses.items():
+                    if str(status).startswith("2") and isinstance(response, dict):
+                        response.setdefault("headers", {})["Idempotent-Replayed"] = REPLAYED
+            operation.setdefault("parameters", []).extend(REQUEST_HEADERS)
+            public = operation.get("security") == []
+            for status, (name, _, _) in SHARED_RESPONSES.items():
+                if ((status == "401" and public) or (status == "429" and not (path or "").startswith("/api/v1/auth"))
+                        or (status == "503" and path in WITHOUT_DATABASE)):
+                    continue
+                if status not in responses and int(status) not in responses:
+                    responses[status] = name
+
+    def schema_helper(self, name, definition, **kwargs):
+        schema = _schema_class(kwargs.get("schema"))
+        if schema is None:
+            return None
+        for prop in (definition.get("properties") or {}).values():
+            _nullable_ref(prop)
+        if issubclass(schema, StrictSchema):
+            rules = getattr(getattr(schema, "Meta", None), "rules", None)
+            if rules:
+                definition["description"] = f"Rules across fields: {rules}"
+            return None
+        if definition.get("additionalProperties") is False:
+            del definition["additionalProperties"]
+        required = always_present(schema)
+        if required:
+            definition["required"] = required
+        return None
