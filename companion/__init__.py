@@ -45,7 +45,16 @@ def _anchor_at_exit(services_ref) -> None:
 def create_app(test_config: dict | None = None, *, services=None) -> Flask:
     """Application factory. `test_config` overrides settings (see companion.settings.Settings)."""
     from companion import api, web
-    from companion.http import auditing, bodies, correlation, headers, problems, security, server_time
+    from companion.http import (
+        admission,
+        auditing,
+        bodies,
+        correlation,
+        headers,
+        problems,
+        security,
+        server_time,
+    )
     from companion.services.container import Services
 
     settings = load_settings(test_config)
@@ -73,6 +82,10 @@ def create_app(test_config: dict | None = None, *, services=None) -> Flask:
     api.register(app, problems.ProblemApi(app))
     web.register(app)
     correlation.install(app)  # first, so that its after-request hook runs last and sees the final answer
+    admission.install(app, app.extensions["companion"].health.reachable,
+                      gateway_concurrency=settings.gateway_upload_concurrency,
+                      gateway_retry_spread_s=settings.gateway_retry_spread_s,
+                      breaker_failures=settings.db_breaker_failures, breaker_cooldown_s=settings.db_breaker_cooldown_s)
     auditing.install(app)
     security.install(app)
     bodies.install(app)

@@ -28,6 +28,7 @@ from companion.domain.errors import (
     TooManyRequests,
     Unauthorized,
 )
+from companion.http import admission
 from companion.http.schemas import ProblemSchema
 
 log = logging.getLogger(__name__)
@@ -160,6 +161,8 @@ def register(app: Flask) -> None:
     def database_problem(exc: PyMongoError):
         if isinstance(exc, _UNAVAILABLE_ERRORS):
             log.warning("database unavailable: %s", type(exc).__name__)
+            if isinstance(exc, ConnectionFailure):  # not a slow query: the database could not be reached
+                admission.database_unreachable()
             return unavailable()
         log.error("database error: %s (code %s)", type(exc).__name__, getattr(exc, "code", None))
         return problem(500, "Internal error", "an unexpected database error occurred")
