@@ -3,15 +3,16 @@
 Two rules, both per process (each gunicorn worker keeps its own), both answering a request they turn away
 with 503 problem details and a ``Retry-After`` before it is authenticated or touches the database:
 
-- **Gateway uploads have a budget of their own.** At most ``gateway_upload_concurrency`` gateway requests
-  (session records, unit status, dead letters) run at once in a process; one over that budget is answered
+- **Gateway uploads have a budget of their own.** At most ``gateway_upload_concurrency`` gateway uploads
+  (session records, dead letters; not the small unit-status reports) run at once in a process; one over that budget is answered
   at once, with a server-suggested delay drawn at random between 1 and ``gateway_retry_spread_s`` seconds,
   so that many gateways reconnecting together (after an outage, say) come back spread out instead of
   together again. The other threads stay free for patients, caregivers and clinicians. The gateway's
   uploader waits at least the ``Retry-After`` it is given (device_gateway.uploader.backoff_delay).
 - **A database known to be down is not waited for.** Every request holds a thread for the whole database
   budget (``db_timeout_ms``) when the database hangs; after ``db_breaker_failures`` consecutive requests
-  failed to reach it, the breaker opens: requests that need the database are answered at once for a
+  failed to reach it, a one-second ping decides (a database that answers it is overloaded, not down, and
+  requests keep going to it); if it does not answer, the breaker opens: requests that need the database are answered at once for a
   cool-down (``db_breaker_cooldown_s``, doubled on each failed probe up to 30 s). Then one request probes
   the database with a short ping (half-open): if it answers, everything flows again; if not, the breaker
   stays open. ``/healthz`` (liveness, no database) and the API documents are never turned away.
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 
 EXTENSION = "companion_admission"
 NEVER_TURNED_AWAY = ("api-docs.", "static", "swagger_ui_bundle", "health.Health", "metrics", "index")
-GATEWAY_ENDPOINTS = "ingestion."
+# The gateways' bulk uploads; their unit-status reports are small and bounded, and not held back behind them.
+GATEWAY_ENDPOINTS = ("ingestion.SessionRecords", "ingestion.DeadLetters")
 MAX_COOLDOWN_S = 30.0
 PROBE_TIMEOUT_S = 1.0
 
@@ -70,12 +72,7 @@ class DatabaseBreaker:
             if wait > 0 or self.probing:
                 raise self._turned_away(max(wait, 0.0))
             self.probing = True
-        try:
-            reachable = self.probe(PROBE_TIMEOUT_S)
-        except Exception:  # noqa: BLE001 - whatever went wrong, the database was not shown to answer
-            log.exception("database probe failed")
-            reachable = False
-        if not reachable:
+        if not self._probe():
             with self.lock:
                 self.probing = False
                 self._open(longer=True)
@@ -86,11 +83,27 @@ class DatabaseBreaker:
         log.warning("database reachable again: requests flow")
 
     def failed(self) -> None:
-        """A request could not reach the database."""
+        """A request could not reach the database. At the threshold, a short ping decides: a database that
+        answers it is slow (overloaded), not down, and is not turned away from; one that does not is."""
         with self.lock:
             self.failures += 1
-            if self.open_until is None and self.failures >= self.failures_to_open:
+            if self.open_until is not None or self.probing or self.failures < self.failures_to_open:
+                return
+            self.probing = True
+        reachable = self._probe()
+        with self.lock:
+            self.probing = False
+            if reachable:
+                self.failures = 0
+            else:
                 self._open(longer=False)
+
+    def _probe(self) -> bool:
+        try:
+            return self.probe(PROBE_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - whatever went wrong, the database was not shown to answer
+            log.exception("database probe failed")
+            return False
 
     def succeeded(self) -> None:
         """A request was answered without a database outage."""

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from companion import create_app
-from companion.http.admission import EXTENSION
+from companion.http.admission import EXTENSION, DatabaseBreaker
 from tests.api.test_database_outage import own_server  # noqa: F401 - the fixture
 from tests.conftest import FAST_PASSWORDS
 from tests.support.mailbox import Mailbox, sign_up
@@ -40,6 +40,9 @@ def test_gateway_uploads_over_the_budget_get_a_spread_retry_after_while_patients
         assert refused.status_code == 503 and refused.mimetype == "application/problem+json"
         delays.append(int(refused.headers["Retry-After"]))
     assert all(1 <= d <= SPREAD_S for d in delays) and len(set(delays)) > 1  # spread, not all at once
+    status = {"serial": world.a_device, "battery_pct": 80, "firmware": "1.2", "last_seen_at": "2026-03-01T10:00:00Z"}
+    assert client.post("/api/v1/gateway/device-status", json={"devices": [status]},
+                       headers=world["gateway_a"].headers).status_code == 204  # small reports are not held back
     patient = world["patient_a"]
     assert client.get(f"/api/v1/patients/{patient.id}/sessions", headers=patient.headers).status_code == 200
     assert client.get("/api/v1/auth/me", headers=patient.headers).status_code == 200
@@ -83,3 +86,13 @@ def test_a_database_known_to_be_down_is_answered_at_once_then_the_api_recovers(o
         assert client.get("/readyz").status_code == 200
     finally:
         app.extensions["companion"].client.close()
+
+
+@pytest.mark.parametrize(("answers_ping", "state"), [(True, "closed"), (False, "open")])
+def test_the_breaker_opens_only_for_a_database_that_does_not_answer_a_ping(answers_ping, state):
+    pings = []
+    breaker = DatabaseBreaker(lambda timeout_s: pings.append(timeout_s) or answers_ping, failures=2, cooldown_s=5)
+    breaker.failed()
+    assert breaker.state == "closed" and pings == []
+    breaker.failed()  # the threshold: a ping decides (slow is not down)
+    assert breaker.state == state and len(pings) == 1
