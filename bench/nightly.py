@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import time
 import uuid
@@ -151,6 +152,40 @@ def floor(db, patients: int) -> float:
     return elapsed
 
 
+def next_day(client, db) -> dict:
+    """The hourly job after the first run: a day later every patient's local day has rolled over once and each
+    has one new session on it (its day marked, as ingestion marks it); then, ten minutes later, nothing new
+    (no zone of the world passes midnight). Each run timed alone."""
+    later = NOW + timedelta(days=1)
+    sessions, marks = [], []
+    for user in db.users.find({"role": "patient"}, {"time_zone": 1}):
+        pid, zone = user["_id"], ZoneInfo(user["time_zone"])
+        day = later.astimezone(zone).date()
+        started = min(datetime(day.year, day.month, day.day, 0, 30, tzinfo=zone).astimezone(UTC), later)
+        sessions.append({"_id": f"{pid}:next", "device_serial": f"CTU-X{pid}", "device_seq": 0, "patient_id": pid,
+                         "device_started_at": started, "started_at": started, "duration_s": 1800, "programme": 1,
+                         "end_reason": "completed", "battery_pct": 80, "server_received_at": later})
+        marks.append({"_id": f"{pid}:{day.isoformat()}", "patient_id": pid, "date": day.isoformat(),
+                      "token": uuid.uuid4().hex, "marked_at": later, "reason": "sessions"})
+    for start in range(0, len(sessions), BATCH):
+        db.session_records.insert_many(sessions[start:start + BATCH], ordered=False)
+        db.days_to_recompute.insert_many(marks[start:start + BATCH], ordered=False)
+    figures = {}
+    for name, at in (("one_new_day", later), ("nothing_new", later + timedelta(minutes=10))):
+        services = Services(load_settings({"mongodb_db": db.name}, environ={}), client=client, clock=lambda at=at: at)
+        started = time.perf_counter()
+        profiler = cProfile.Profile() if os.environ.get("NIGHTLY_PROFILE_NEXT") else None
+        if profiler:
+            profiler.enable()
+        written = services.adherence_job.run()
+        if profiler:
+            profiler.disable()
+            print(name, _top(profiler, 40), flush=True)
+        figures[f"{name}_s"] = round(time.perf_counter() - started, 2)
+        figures[f"{name}_written"] = written
+    return figures
+
+
 def _top(profile: cProfile.Profile, count: int = 12) -> str:
     out = io.StringIO()
     pstats.Stats(profile, stream=out).sort_stats("cumulative").print_stats(count)
@@ -177,11 +212,12 @@ def bench_nightly(patients: int, days: int, profile: bool = False) -> dict:
         job_s = time.perf_counter() - started
         alerts = db.alerts.count_documents({"kind": "low_adherence"})
         floor_s = floor(db, patients)
+        changed = next_day(client, db)
         client.close()
     figures = {"patients": patients, "days": days, "seeded": counts, "seed_s": round(seed_s, 1),
                "job_s": round(job_s, 2), "snapshots_written": written, "low_adherence_alerts": alerts,
                "floor_s": round(floor_s, 2), "ratio_job_to_floor": round(job_s / floor_s, 2),
-               "patients_per_s": round(patients / job_s)}
+               "patients_per_s": round(patients / job_s), **changed}
     if profiler:
         figures["profile_top"] = _top(profiler)
     return figures

@@ -26,15 +26,19 @@ def bench_app(uri: str, db_name: str, **settings):
                        **settings})
 
 
-def paired_gateways(uri: str, db_name: str, count: int) -> list[Gateway]:
-    """`count` patients, each with one TENS unit and a gateway paired to it."""
+def paired_gateways(uri: str, db_name: str, count: int, prefix: str = "") -> list[Gateway]:
+    """`count` patients, each with one TENS unit and a gateway paired to it (``prefix``: letters and digits
+    that set this set of gateways apart from another in the same database)."""
     app = bench_app(uri, db_name)
     client, services = app.test_client(), app.extensions["companion"]
     gateways = []
     for index in range(count):
-        patient = make_user(client, services, key=f"bench_patient_{index}", role="patient")
-        serial = f"CTU-G{index:05d}"
-        gateway = pair_gateway(client, patient, f"bench_gateway_{index}", serial)
+        # Each pairing from its own address: pairing is throttled per address (a flood bench pairs hundreds).
+        client = app.test_client()
+        client.environ_base["REMOTE_ADDR"] = f"10.{index // 65536 % 256}.{index // 256 % 256}.{index % 256}"
+        patient = make_user(client, services, key=f"bench_patient_{prefix}{index}", role="patient")
+        serial = f"CTU-{prefix}G{index:05d}"
+        gateway = pair_gateway(client, patient, f"bench_gateway_{prefix}{index}", serial)
         gateways.append(Gateway(gateway.id, patient.id, serial, gateway.headers))
     services.client.close()
     return gateways

@@ -56,6 +56,7 @@ def create_app(test_config: dict | None = None, *, services=None) -> Flask:
     """Application factory. `test_config` overrides settings (see companion.settings.Settings)."""
     from companion import api, web
     from companion.http import (
+        admission,
         auditing,
         bodies,
         conditional,
@@ -95,6 +96,10 @@ def create_app(test_config: dict | None = None, *, services=None) -> Flask:
     api.register(app, problems.ProblemApi(app))
     web.register(app)
     correlation.install(app)  # first, so that its after-request hook runs last and sees the final answer
+    admission.install(app, app.extensions["companion"].health.reachable,
+                      gateway_concurrency=settings.gateway_upload_concurrency,
+                      gateway_retry_spread_s=settings.gateway_retry_spread_s,
+                      breaker_failures=settings.db_breaker_failures, breaker_cooldown_s=settings.db_breaker_cooldown_s)
     auditing.install(app)
     cors.install(app, settings.cors_origins)  # before the gate: a preflight carries no credentials
     security.install(app)

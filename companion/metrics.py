@@ -48,6 +48,10 @@ SESSION_RECORDS = Counter("companion_session_records", "TENS session records rec
                           "(created, duplicate, rejected)", ["result"])
 SESSION_RECORDS_HELD = Counter("companion_session_records_held", "TENS session records stored but held back from "
                                "the figures until resolved (a time or content finding)")
+GATEWAY_UPLOADS_TURNED_AWAY = Counter("companion_gateway_uploads_turned_away", "Gateway requests answered 503 "
+                                      "because the process's gateway budget was in use (companion.http.admission)")
+DB_BREAKER_OPENED = Counter("companion_db_breaker_opened", "Times the database breaker opened: requests answered "
+                            "503 at once until a probe reaches the database (companion.http.admission)")
 # -- worker --
 JOB_RUNS = Counter("companion_job_runs", "Scheduled job runs, by job and outcome (ok, error, skipped: not the "
                    "leader, missed: later than its grace time)", ["job", "outcome"])

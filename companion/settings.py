@@ -54,6 +54,10 @@ class Settings:
     gateway_uploads_per_min: int = 60
     max_content_length: int = 1024 * 1024
     db_timeout_ms: int = 5000
+    gateway_upload_concurrency: int = 2
+    gateway_retry_spread_s: int = 30
+    db_breaker_failures: int = 2
+    db_breaker_cooldown_s: int = 2
     server_selection_timeout_ms: int = 2000
     jwt_issuer: str = "companion"
     jwt_audience: str = "companion-api"
@@ -185,6 +189,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("COMPANION_ACCESS_TOKEN_TTL", "access_token_ttl_s", _whole(60, 3600), "access-token lifetime in seconds"),
     Setting("COMPANION_GATEWAY_UPLOADS_PER_MIN", "gateway_uploads_per_min", _whole(1, 10**7),
             "session-record batches each gateway may post per minute"),
+    Setting("COMPANION_GATEWAY_UPLOAD_CONCURRENCY", "gateway_upload_concurrency", _whole(1, 1000),
+            "gateway requests one web process runs at once; more are answered 503 with a Retry-After (keep it "
+            "below the threads per process, so patients' and clinicians' requests always find a thread)"),
+    Setting("COMPANION_GATEWAY_RETRY_SPREAD_S", "gateway_retry_spread_s", _whole(1, 3600),
+            "a gateway turned away is told to retry after a random 1..this many seconds (spreads reconnects)"),
+    Setting("COMPANION_DB_BREAKER_FAILURES", "db_breaker_failures", _whole(1, 1000),
+            "consecutive requests that cannot reach the database before the others are answered 503 at once"),
+    Setting("COMPANION_DB_BREAKER_COOLDOWN_S", "db_breaker_cooldown_s", _whole(1, 60),
+            "how long requests are answered 503 at once before one probes the database again (doubles, to 30 s)"),
     Setting("COMPANION_IDEMPOTENCY_LEASE_S", "idempotency_lease_s", _whole(5, 3600),
             "how long a request holding an Idempotency-Key may run before a retry takes the key over"),
     Setting("COMPANION_SYNC_WINDOW_DAYS", "sync_window", _duration("days", 1, 3650),

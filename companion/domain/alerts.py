@@ -243,6 +243,13 @@ def low_adherence(
     )
 
 
+def low_adherence_run_ended(daily_progress: Mapping[date, float | None], today: date) -> bool:
+    """Whether a planned day before ``today`` in ``daily_progress`` reached the threshold: then the low-adherence
+    rule's run (the low planned days after it) lies within these days, and older days cannot change its
+    answer."""
+    return any(p is not None and p >= LOW_ADHERENCE and d < today for d, p in daily_progress.items())
+
+
 def low_adherence_holds(
     run_start: date, daily_progress: Mapping[date, float | None], today: date
 ) -> bool:

@@ -29,6 +29,7 @@ from companion.domain.errors import (
     TooManyRequests,
     Unauthorized,
 )
+from companion.http import admission
 from companion.http.openapi import ContractPlugin
 from companion.http.schemas import ProblemSchema
 
@@ -179,6 +180,8 @@ def register(app: Flask) -> None:
     def database_problem(exc: PyMongoError):
         if isinstance(exc, _UNAVAILABLE_ERRORS):
             log.warning("database unavailable: %s", type(exc).__name__)
+            if isinstance(exc, ConnectionFailure):  # not a slow query: the database could not be reached
+                admission.database_unreachable()
             return unavailable()
         log.error("database error: %s (code %s)", type(exc).__name__, getattr(exc, "code", None))
         return problem(500, "an unexpected database error occurred")

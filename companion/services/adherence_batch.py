@@ -1,26 +1,28 @@
-"""The adherence job: every patient's last two local days computed in one pass, then every day that late or
-changed data touched, however late (within 30 days), and the alert rules judged again for those days.
+"""The adherence job: its cost follows the change, not the population. Each run recomputes only
+- the days that received data since its last run, however late (the marks of
+  companion.services.touched_days, within 30 days), and
+- the local days that began since its last run (the day roll-over: the only change that comes without data;
+  a planned day with nothing done yet must have its snapshot, for PDC and the low-adherence rule),
+then judges the alert rules for the patients whose days it recomputed. A run with nothing new and no local
+midnight passed writes nothing and reads the patients' zones and the marks only. The first run (no record
+of an earlier one) recomputes every patient's last two local days.
 
 Computing day by day (companion.services.adherence.compute_day) costs several queries per patient and
-day; on a server without secondary indexes each is a scan of a whole collection. Here each input
-collection is read ONCE per run for all patients: therapy plans (whole collection, small), session
-records and completed practice within the run's time window, medication doses of the run's local
-dates. Each row is grouped in Python onto its patient's local day, by the same rules as compute_day
-(a session belongs to the local date at its start, in the zone in force then; the plan in force at the
-end of the local day). Then, a chunk of patients at a time (so what a chunk holds stays bounded), the
-snapshots are written, one replace by _id each, and the 30 days the low-adherence rule reads are taken from
-the patients' panel rows (companion.services.read_models keeps each day's state and TENS fraction there: one
-read of a chunk's rows instead of 31 snapshots a patient); a row whose kept yesterday differs from the fresh
-snapshot is marked for the refresher, and a patient without a row yet has their snapshots read as before.
+day; on a server without secondary indexes each is a scan of a whole collection. Here the days to compute
+are gathered first, then each input collection is read for all of them at once: therapy plans of those
+patients; session records and completed practice in the time window of each group of nearby dates (dates
+three or more days apart are read apart, so one late day does not widen the window for everyone);
+medication doses of those local dates. Each row is grouped in Python onto its patient's local day, by the
+same rules as compute_day (a session belongs to the local date at its start, in the zone in force then; the
+plan in force at the end of the local day). Then, a chunk of patients at a time (so what a chunk holds stays
+bounded), the snapshots are written, one replace by _id each, the 30 days the low-adherence rule reads are
+fetched by their computed ids (`_id $in`), the chunk's open alerts are read at once, and the rules judged:
+raising what holds, and for patients with touched days resolving what no longer does. The queries of a run
+depend on how many dates and chunks it covers, not on how many patients there are.
 
-What is held for the whole run is one small entry per patient (zone history, two days' planned tasks
-and events): a few hundred bytes each.
-
-Touched days (companion.services.touched_days) are then recomputed one by one (late data is rare next to the
-daily roll-over), each patient's alert rules judged again over the fresh snapshots (raising what now holds,
-resolving what no longer does), and the marks cleared, each only if it was not marked again meanwhile. A day
-more than 30 days back is not recomputed (the offline window: nothing that old is accepted as counting); its
-mark is cleared with a log line.
+A day more than 30 days back is not recomputed (the offline window: nothing that old is accepted as
+counting); its mark is cleared with a log line. A patient whose days fail keeps (or gets) marks for them,
+so the next run does them again.
 """
 
 from __future__ import annotations
@@ -33,21 +35,29 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from companion.clock import Clock, now
 from companion.domain.adherence import PlannedTask, TaskEvent, TaskKind
-from companion.domain.alerts import AlertCandidate
+from companion.domain.alerts import AlertCandidate, AlertKind, low_adherence_run_ended
 from companion.domain.localtime import TimeZoneHistory
 from companion.domain.people import Account
 from companion.domain.plans import planned_tasks
 from companion.services.adherence import Adherence, day_bounds, snapshot_of, tens_event
-from companion.services.alerts import LOW_ADHERENCE_LOOKBACK, AlertService, AlertsReport, low_adherence_in
+from companion.services.alerts import (
+    LOW_ADHERENCE_LOOKBACK,
+    RECONSIDERED,
+    AlertService,
+    AlertsReport,
+    low_adherence_in,
+)
 from companion.services.item_failures import ItemFailures
-from companion.services.read_models import kept_day, kept_snapshots
+from companion.services.read_models import kept_day
 from companion.services.touched_days import RECOMPUTE_WINDOW_DAYS
 from companion.store.adherence import snapshot_id
 from companion.store.stores import Stores
 
 logger = logging.getLogger(__name__)
 
-RECENT_DAYS = 2  # yesterday (now complete) and today (partial)
+JOB = "adherence-daily"
+RECENT_DAYS = 2  # the first run: yesterday (now complete) and today (partial)
+DATE_GAP = 3  # dates this many days apart are read in separate windows (their windows do not overlap)
 CHUNK = 1_000  # patients whose snapshots are written and whose rule is evaluated together
 # Any zone's local day lies within its UTC date widened by 15 hours on each side.
 WINDOW_MARGIN = timedelta(hours=15)
@@ -68,10 +78,15 @@ class _Day:
 
 @dataclass
 class _Patient:
-    patient_id: str
+    account: Account
     history: TimeZoneHistory
     today: date
     days: dict[date, _Day]
+    touched: set[date] = field(default_factory=set)  # days that received data (the rules are judged again)
+
+    @property
+    def patient_id(self) -> str:
+        return self.account.id
 
 
 @dataclass(frozen=True)
@@ -82,19 +97,43 @@ class ChunkResult:
     candidates: list[AlertCandidate]
 
 
-def _patient(account: Account, now: datetime) -> _Patient:
+def local_today(history: TimeZoneHistory, at: datetime) -> date:
+    return at.astimezone(history.zone_at(at)).date()
+
+
+def _patient(account: Account, now: datetime, dates: set[date], touched: set[date] = frozenset()) -> _Patient:
     history = account.zone_history()
-    today = now.astimezone(history.zone_at(now)).date()
     days = {}
-    for n in range(RECENT_DAYS - 1, -1, -1):
-        local_date = today - timedelta(days=n)
+    for local_date in sorted(dates):
         _, day_end, zone = day_bounds(history, local_date)
         days[local_date] = _Day(local_date, day_end, zone)
-    return _Patient(account.id, history, today, days)
+    return _Patient(account, history, local_today(history, now), days, set(touched) & set(dates))
 
 
-def _window(patients: dict[str, _Patient]) -> tuple[datetime, datetime]:
-    dates = {d for p in patients.values() for d in p.days}
+def days_begun(history: TimeZoneHistory, since: datetime, now: datetime) -> set[date]:
+    """The patient's local dates that began after ``since`` up to ``now`` (at most the recompute window)."""
+    today = local_today(history, now)
+    first = max(local_today(history, since) + timedelta(days=1), today - timedelta(days=RECOMPUTE_WINDOW_DAYS))
+    return {first + timedelta(days=n) for n in range((today - first).days + 1)}
+
+
+def _date_groups(patients: dict[str, _Patient]) -> list[tuple[list[date], set[str]]]:
+    """The run's dates in groups of nearby dates, each with the patients having a day among them."""
+    by_date: dict[date, set[str]] = defaultdict(set)
+    for p in patients.values():
+        for d in p.days:
+            by_date[d].add(p.patient_id)
+    groups: list[tuple[list[date], set[str]]] = []
+    for d in sorted(by_date):
+        if groups and (d - groups[-1][0][-1]).days < DATE_GAP:
+            groups[-1][0].append(d)
+            groups[-1][1].update(by_date[d])
+        else:
+            groups.append(([d], set(by_date[d])))
+    return groups
+
+
+def _window(dates: list[date]) -> tuple[datetime, datetime]:
     return (datetime.combine(min(dates), time(0), UTC) - WINDOW_MARGIN,
             datetime.combine(max(dates) + timedelta(days=1), time(0), UTC) + WINDOW_MARGIN)
 
@@ -114,141 +153,203 @@ def _apply_plan(plan: dict, patient: _Patient) -> None:
 
 
 def _read_plans(stores: Stores, patients: dict[str, _Patient], failures: ItemFailures) -> None:
-    for plan in stores.plans.every_version(_PLAN_FIELDS):
+    for plan in stores.plans.versions_of(patients, _PLAN_FIELDS):
         patient = patients.get(plan.get("patient_id"))
         if patient is not None:
             failures.attempt(plan["_id"], lambda plan=plan, patient=patient: _apply_plan(plan, patient))
 
 
 def _read_events(stores: Stores, patients: dict[str, _Patient]) -> None:
-    start, end = _window(patients)
-    for s in stores.session_records.in_window(start, end):
-        day = _day_of(patients.get(s.get("patient_id")), s["started_at"])
-        if day is not None:
-            day.events.append(tens_event(s))
-    for p in stores.practice.completed_in_window(start, end):
-        day = _day_of(patients.get(p.get("patient_id")), p["started_at"])
-        if day is not None:
-            day.events.append(TaskEvent(TaskKind.MINDFULNESS, p["started_at"], p.get("minutes") or 0))
-    dates = sorted({d.isoformat() for p in patients.values() for d in p.days})
-    for d in stores.occurrences.doses_taken_on(dates):
-        patient = patients.get(d.get("patient_id"))
-        day = patient.days.get(date.fromisoformat(d["local_date"])) if patient else None
-        if day is not None:
-            day.doses.append(TaskEvent(TaskKind.MEDICATION, d["due_at"]))
+    for dates, ids in _date_groups(patients):
+        start, end = _window(dates)
+        for s in stores.session_records.in_window(start, end, ids):
+            day = _day_of(patients.get(s.get("patient_id")), s["started_at"])
+            if day is not None:
+                day.events.append(tens_event(s))
+        for p in stores.practice.completed_in_window(start, end, ids):
+            day = _day_of(patients.get(p.get("patient_id")), p["started_at"])
+            if day is not None:
+                day.events.append(TaskEvent(TaskKind.MINDFULNESS, p["started_at"], p.get("minutes") or 0))
+        for d in stores.occurrences.doses_taken_on([d.isoformat() for d in dates], ids):
+            patient = patients.get(d.get("patient_id"))
+            day = patient.days.get(date.fromisoformat(d["local_date"])) if patient else None
+            if day is not None:
+                day.doses.append(TaskEvent(TaskKind.MEDICATION, d["due_at"]))
+
+
+# The rule's 31 days read a slice at a time, each only for the patients whose run is not settled yet (no planned
+# day at or above the threshold read so far): most patients settle on yesterday alone.
+LOOKBACK_SLICES = ((1, 1), (2, 7), (8, LOW_ADHERENCE_LOOKBACK.days))
+
+
+def _progress(snapshots: list[dict]) -> dict[date, float | None]:
+    return {date.fromisoformat(s["date"]): None if s["state"] == "no_tasks" else s["tens_fraction"] or 0.0
+            for s in snapshots}
+
+
+def _write_and_read(stores: Stores, chunk: list[_Patient], now: datetime,
+                    whole: set[str] = frozenset()) -> dict[str, list[dict]]:
+    """Write the chunk's recomputed days; return each patient's snapshots the rules need: the fresh ones and
+    the stored ones of the rule's 31 days (today - 30 .. today), or only the most recent of them that settle the
+    low-adherence rule (all 31 for the patients in ``whole``: an open low-adherence alert is judged again on
+    them)."""
+    store = stores.adherence_days
+    snapshots: dict[str, list[dict]] = defaultdict(list)
+    fresh = []
+    for p in chunk:
+        first = p.today - LOW_ADHERENCE_LOOKBACK
+        for day in p.days.values():
+            doc = snapshot_of(p.patient_id, day.local_date, day.zone, day.tasks, day.events + day.doses, now)
+            fresh.append(doc)
+            if first <= day.local_date <= p.today:
+                snapshots[p.patient_id].append(doc)
+    # The days just begun are new: one insert for all of them; the touched days stored already are replaced.
+    store.save_many(fresh)
+    _mark_changed_rows(stores, chunk, fresh, now)
+    waiting = list(chunk)
+    for index, (nearest, furthest) in enumerate(LOOKBACK_SLICES):
+        last = index == len(LOOKBACK_SLICES) - 1
+        wanted = [snapshot_id(p.patient_id, d) for p in waiting
+                  for d in (p.today - timedelta(days=n) for n in range(
+                      0 if p.patient_id in whole and index == 0 else nearest,
+                      LOW_ADHERENCE_LOOKBACK.days + 1 if p.patient_id in whole else furthest + 1))
+                  if d not in p.days]
+        for doc in store.by_ids(wanted):
+            snapshots[doc["patient_id"]].append(doc)
+        waiting = [p for p in waiting if p.patient_id not in whole
+                   and not low_adherence_run_ended(_progress(snapshots[p.patient_id]), p.today)]
+        if last or not waiting:
+            break
+    for docs in snapshots.values():
+        docs.sort(key=lambda d: d["date"])
+    return snapshots
+
+
+def _mark_changed_rows(stores: Stores, chunk: list[_Patient], fresh: list[dict], now: datetime) -> None:
+    """Mark the panel rows (companion.services.read_models) whose kept completed days differ from the fresh
+    snapshots: one read of the chunk's kept days."""
+    rows = stores.panel_row_days.by_ids([p.patient_id for p in chunk])
+    today = {p.patient_id: p.today.isoformat() for p in chunk}
+    changed = {doc["patient_id"] for doc in fresh
+               if doc["date"] < today[doc["patient_id"]]
+               and (rows.get(doc["patient_id"]) or {}).get(doc["date"]) != kept_day(doc)}
+    stores.panel_row_marks.mark(changed, "adherence", now)
 
 
 def _chunk(stores: Stores, chunk: list[_Patient], now: datetime) -> ChunkResult:
-    store = stores.adherence_days
-    fresh = [snapshot_of(p.patient_id, day.local_date, day.zone, day.tasks, day.events + day.doses, now)
-             for p in chunk for day in p.days.values()]
-    # One replace by _id per snapshot (served from the _id index). Not a bulk_write: FerretDB v1.24 hangs
-    # on an unordered bulk of ~100 upserting replaces of these documents (seen in bench/nightly.py).
-    for doc in fresh:
-        store.save(doc)
-    older = defaultdict(list)
-    lookback = LOW_ADHERENCE_LOOKBACK.days
-    rows = stores.panel_row_days.by_ids([p.patient_id for p in chunk])
-    for p in chunk:
-        first, last = (p.today - timedelta(days=n) for n in (lookback, RECENT_DAYS))
-        older[p.patient_id] = [s for s in kept_snapshots(rows.get(p.patient_id))
-                               if first.isoformat() <= s["date"] <= last.isoformat()]
-    rowless = [p for p in chunk if p.patient_id not in rows]
-    for doc in store.by_ids(snapshot_id(p.patient_id, p.today - timedelta(days=n))
-                            for p in rowless for n in range(RECENT_DAYS, lookback + 1)):
-        older[doc["patient_id"]].append(doc)
-    changed = set()
-    today = {p.patient_id: p.today.isoformat() for p in chunk}
-    for doc in fresh:
-        older[doc["patient_id"]].append(doc)
-        kept = (rows.get(doc["patient_id"]) or {}).get(doc["date"])
-        if doc["date"] < today[doc["patient_id"]] and kept != kept_day(doc):  # rows keep completed days
-            changed.add(doc["patient_id"])
-    stores.panel_row_marks.mark(changed, "adherence", now)
-    candidates = [c for p in chunk if (c := low_adherence_in(p.patient_id, older[p.patient_id], p.today))]
-    return ChunkResult(len(fresh), candidates)
+    snapshots = _write_and_read(stores, chunk, now)
+    candidates = [c for p in chunk if (c := low_adherence_in(p.patient_id, snapshots[p.patient_id], p.today))]
+    return ChunkResult(sum(len(p.days) for p in chunk), candidates)
+
+
+def _gathered(stores: Stores, accounts: Iterator[Account] | list[Account], dates_of, now: datetime,
+              failures: ItemFailures) -> dict[str, _Patient]:
+    """The patients with days to compute (``dates_of(account)`` -> (dates, touched dates)), their plans and
+    events read."""
+    patients = {}
+    for account in accounts:
+        def build(a=account) -> _Patient | None:
+            dates, touched = dates_of(a)
+            return _patient(a, now, dates, touched) if dates else None
+        patient = failures.attempt(account.id, build)
+        if patient is not None:
+            patients[account.id] = patient
+    if patients:
+        _read_plans(stores, patients, failures)
+        _read_events(stores, patients)
+    return patients
 
 
 def recompute_everyone(stores: Stores, now: datetime, chunk_size: int = CHUNK,
                        failures: ItemFailures | None = None) -> Iterator[ChunkResult]:
-    """Recompute every patient's last two local days and judge the low-adherence rule, chunk by chunk. A
-    patient or a plan that cannot be read (a malformed stored item) is logged and skipped."""
-    failures = failures or ItemFailures("adherence-daily")
-    patients = {}
-    for account in stores.users.patients():
-        patient = failures.attempt(account.id, lambda a=account: _patient(a, now))
-        if patient is not None:
-            patients[account.id] = patient
-    if not patients:
-        return
-    _read_plans(stores, patients, failures)
-    _read_events(stores, patients)
-    ordered = list(patients.values())
+    """Recompute every patient's last two local days and judge the low-adherence rule, chunk by chunk (the
+    first run). A patient or a plan that cannot be read (a malformed stored item) is logged and skipped."""
+    failures = failures or ItemFailures(JOB)
+
+    def last_two(account: Account) -> tuple[set[date], set[date]]:
+        today = local_today(account.zone_history(), now)
+        return {today - timedelta(days=n) for n in range(RECENT_DAYS)}, set()
+
+    ordered = list(_gathered(stores, stores.users.patients(), last_two, now, failures).values())
     for start in range(0, len(ordered), chunk_size):
         yield _chunk(stores, ordered[start:start + chunk_size], now)
 
 
 class AdherenceJob:
-    """The hourly adherence job: every patient's yesterday (now complete) and today (partial), then the
-    low-adherence alert rule over the fresh snapshots; then every touched day, and the rules judged again."""
+    """The hourly adherence job: the days that received data since the last run and the local days begun since,
+    then the alert rules judged for those patients (see the module docstring)."""
 
-    def __init__(self, stores: Stores, alerts: AlertService, adherence: Adherence, clock: Clock = now):
+    def __init__(self, stores: Stores, alerts: AlertService, adherence: Adherence, clock: Clock = now,
+                 chunk_size: int = CHUNK):
         self.stores = stores
         self.alerts = alerts
         self.adherence = adherence
         self.clock = clock
+        self.chunk_size = chunk_size
 
     def run(self) -> int:
-        """Recompute the snapshots of every patient's last two local days and of every touched day; returns how
-        many were written."""
+        """Recompute the touched days and the days begun since the last run (every patient's last two days on
+        the first run); returns how many snapshots were written."""
         at = self.clock()
-        marks = self.stores.days_to_recompute.pending()
-        written = 0
+        marks = self.stores.days_to_recompute
+        since = marks.last_run(JOB)
+        pending = marks.pending()
         report = AlertsReport()
-        failures = ItemFailures("adherence-daily")
-        for chunk in recompute_everyone(self.stores, at, failures=failures):
-            written += chunk.written
-            for candidate in chunk.candidates:
-                failures.attempt(candidate.dedup_key, lambda c=candidate: self.alerts.raise_once(c, report))
-        written += self.recompute_touched(marks, report, failures)
+        failures = ItemFailures(JOB)
+        marked: dict[str, set[date]] = defaultdict(set)
+        for mark in pending:
+            marked[mark["patient_id"]].add(date.fromisoformat(mark["date"]))
+
+        def dates_of(account: Account) -> tuple[set[date], set[date]]:
+            history = account.zone_history()
+            today = local_today(history, at)
+            if since is None:
+                begun = {today - timedelta(days=n) for n in range(RECENT_DAYS)}
+            else:
+                begun = days_begun(history, since, at)
+            touched = marked.get(account.id, set())
+            inside = {d for d in touched if today - timedelta(days=RECOMPUTE_WINDOW_DAYS) <= d <= today}
+            for day in sorted(touched - inside):
+                logger.info("touched day outside the recompute window, not recomputed",
+                            extra={"patient_id": account.id, "date": day.isoformat()})
+            return begun | inside, inside
+
+        # Every patient's zone is read (one query) to see whose local day began; nothing else is read for the
+        # patients with no day to compute.
+        patients = _gathered(self.stores, self.stores.users.patients(), dates_of, at, failures)
+        ordered = sorted(patients.values(), key=lambda p: p.patient_id)
+        written = 0
+        failed: set[str] = set(marked) & set(failures.item_ids)  # a patient whose account could not be read
+        for start in range(0, len(ordered), self.chunk_size):
+            chunk = ordered[start:start + self.chunk_size]
+            written += self._judge(chunk, at, report, failures, failed)
+        if failed:  # their days again on the next run
+            for p in (patients[pid] for pid in failed if pid in patients):
+                marks.mark(p.patient_id, p.days, "the adherence job failed for this patient", at)
+        marks.done([m for m in pending if m["patient_id"] not in failed])
+        marks.ran(JOB, at)
         logger.info("adherence snapshots written: %d; alerts %s; failed %d", written, report.raised, len(failures))
         return written
 
-    def recompute_touched(self, marks: list[dict], report: AlertsReport | None = None,
-                          failures: ItemFailures | None = None) -> int:
-        """Recompute the marked days (within 30 days of each patient's today), judge the patients' alert rules
-        again, then clear the marks that were not marked again meanwhile; returns the snapshots written. A
-        patient whose days fail keeps their marks for the next run; the others go on."""
-        failures = failures or ItemFailures("adherence-daily")
-        by_patient: dict[str, set[date]] = defaultdict(set)
-        for mark in marks:
-            by_patient[mark["patient_id"]].add(date.fromisoformat(mark["date"]))
-        written = 0
-        failed: set[str] = set()
-        for patient in self.stores.users.by_ids(sorted(by_patient)):
-            if not patient.is_patient:
-                continue
-            count = failures.attempt(patient.id, lambda p=patient: self._recompute_patient(p, by_patient[p.id], report))
-            if count is None:
-                failed.add(patient.id)
-            else:
-                written += count
-        self.stores.days_to_recompute.done([m for m in marks if m["patient_id"] not in failed])
-        # The panel rows read the snapshots just written (their PDC and the days they keep).
-        self.stores.panel_row_marks.mark(set(by_patient) - failed, "adherence", self.clock())
-        return written
-
-    def _recompute_patient(self, patient: Account, marked: set[date], report: AlertsReport | None) -> int:
-        history = patient.zone_history()
-        at = self.clock()
-        today = at.astimezone(history.zone_at(at)).date()
-        days = {d for d in marked if today - timedelta(days=RECOMPUTE_WINDOW_DAYS) <= d <= today}
-        for day in sorted(marked - days):
-            logger.info("touched day outside the recompute window, not recomputed",
-                        extra={"patient_id": patient.id, "date": day.isoformat()})
-        for day in sorted(days):
-            self.adherence.compute_day(patient, day)
-        if days:
-            snapshots = self.stores.adherence_days.between(patient.id, today - LOW_ADHERENCE_LOOKBACK, today)
-            self.alerts.reconsider(patient, days, snapshots, today, report)
-        return len(days)
+    def _judge(self, chunk: list[_Patient], at: datetime, report: AlertsReport, failures: ItemFailures,
+               failed: set[str]) -> int:
+        """Write the chunk's days and judge the rules for its patients: raise the low-adherence alerts that hold;
+        for patients with touched days, resolve what no longer holds (their open alerts read at once)."""
+        touched = [p for p in chunk if p.touched]
+        open_alerts: dict[str, list[dict]] = defaultdict(list)
+        for alert in self.stores.alerts.unresolved([p.patient_id for p in touched], RECONSIDERED):
+            open_alerts[alert["patient_id"]].append(alert)
+        whole = {pid for pid, alerts in open_alerts.items()
+                 if any(a["kind"] == AlertKind.LOW_ADHERENCE.value for a in alerts)}
+        snapshots = _write_and_read(self.stores, chunk, at, whole)
+        for p in chunk:
+            def judge(p=p) -> bool:
+                if p.touched:
+                    self.alerts.reconsider(p.account, p.touched, snapshots[p.patient_id], p.today, report,
+                                           open_alerts=open_alerts[p.patient_id])
+                elif (candidate := low_adherence_in(p.patient_id, snapshots[p.patient_id], p.today)) is not None:
+                    self.alerts.raise_once(candidate, report)
+                return True
+            if failures.attempt(p.patient_id, judge) is None:
+                failed.add(p.patient_id)
+        return sum(len(p.days) for p in chunk)

@@ -71,6 +71,8 @@ LOOKBACK = timedelta(hours=24)
 SILENT_LOOKBACK = timedelta(days=8)  # units silent for longer were alerted about already
 FLARE_HISTORY = timedelta(days=14)
 LOW_ADHERENCE_LOOKBACK = timedelta(days=30)  # the snapshots the low-adherence rule reads, before today
+# The alerts late data may end (judged again for the days it touched).
+RECONSIDERED = (AlertKind.LOW_ADHERENCE.value, AlertKind.MISSED_TENS.value, AlertKind.PAIN_FLARE.value)
 
 
 @dataclass
@@ -212,12 +214,14 @@ class AlertService:
         """Battery-low, electrode-off and overload events of the last day."""
         events = self.stores.device_events.between(now - LOOKBACK, now)
         zones = self._zones({e["patient_id"] for e in events}, failures)
+        batteries = self.stores.session_records.batteries_of(e.get("record_id") for e in events
+                                                             if e["kind"] == "battery_low")
 
         def judge(event: dict) -> AlertCandidate | None:
             patient_id = event["patient_id"]
             tz = zones.get(patient_id, ZoneInfo("UTC"))
             if event["kind"] == "battery_low":
-                battery = self.stores.session_records.battery_of(event.get("record_id"))
+                battery = batteries.get(event.get("record_id"))
                 return battery_low(patient_id, event["device_serial"], int(battery or 0), event["at"], tz)
             if event["kind"] in ("electrode_off", "overload"):
                 return device_fault(patient_id, event["device_serial"], AlertKind(event["kind"]), event["at"], tz)
@@ -235,10 +239,12 @@ class AlertService:
 
         units = list(self.stores.devices.heard_from_between(now - SILENT_LOOKBACK, now - timedelta(hours=24)))
         zones = self._zones({unit.patient_id for unit in units}, failures)
+        # A record received before the lookback cannot be later than a status seen within it.
+        received = self.stores.session_records.last_received_from_units((u.serial for u in units),
+                                                                        now - SILENT_LOOKBACK)
 
         def judge(unit) -> AlertCandidate | None:
-            latest = self.stores.session_records.last_received_from(unit.serial)
-            heard = max(filter(None, [unit.status.get("last_seen_at"), latest]))
+            heard = max(filter(None, [unit.status.get("last_seen_at"), received.get(unit.serial)]))
             return unit_silent(unit.patient_id, unit.serial, heard, now, zones.get(unit.patient_id, ZoneInfo("UTC")))
 
         found = []
@@ -252,8 +258,13 @@ class AlertService:
         """Flares among the pain ratings of the last day (judged against each patient's last 14 days)."""
         patient_ids = self.stores.pain_entries.patients_recording_between(now - LOOKBACK, now)
         zones = self._zones(patient_ids, failures)
+        scores: dict[str, list[dict]] = {}
+        for doc in self.stores.pain_entries.scores_of(patient_ids, now - LOOKBACK - FLARE_HISTORY):
+            if not doc.get("deleted") and doc["recorded_at"] <= now:
+                scores.setdefault(doc["patient_id"], []).append(doc)
+
         def judge(patient_id: str) -> list[AlertCandidate]:
-            docs = self.stores.pain_entries.scores_between(patient_id, now - LOOKBACK - FLARE_HISTORY, now)
+            docs = sorted(scores.get(patient_id, []), key=lambda d: (d["recorded_at"], str(d["_id"])))
             entries = [PainEntry(d["_id"], d["recorded_at"], d["nrs"]) for d in docs]
             tz = zones.get(patient_id, ZoneInfo("UTC"))
             return [pain_flare(patient_id, flare, tz) for flare in flares(entries)
@@ -297,7 +308,7 @@ class AlertService:
         return True
 
     def _end_silences(self, now: datetime) -> None:
-        silent = self.stores.alerts.unresolved_of_kind(AlertKind.UNIT_SILENT.value, limit=10_000)
+        silent = self.stores.alerts.unresolved_of_kind(AlertKind.UNIT_SILENT.value)
         if not silent:
             return
         units = {u.serial: u for u in self.stores.devices.for_patients({a["patient_id"] for a in silent})}
@@ -311,17 +322,17 @@ class AlertService:
                              Resolution.UNIT_HEARD, heard)
 
     def reconsider(self, patient: Account, days: set[date], snapshots: list[dict], today: date,
-                   report: AlertsReport | None = None) -> None:
+                   report: AlertsReport | None = None, open_alerts: list[dict] | None = None) -> None:
         """Judge the rules again for a patient whose ``days`` were recomputed (``snapshots``: their adherence
-        days from 30 days before today): raise what now holds, resolve what no longer does."""
+        days from 30 days before today): raise what now holds, resolve what no longer does (``open_alerts``:
+        the patient's unresolved alerts of the RECONSIDERED kinds, when the caller read them already)."""
         progress = {date.fromisoformat(s["date"]): (None if s["state"] == "no_tasks" else s["tens_fraction"] or 0.0)
                     for s in snapshots}
         candidate = low_adherence_in(patient.id, snapshots, today)
         if candidate is not None:
             self.raise_once(candidate, report)
-        open_alerts = self.stores.alerts.unresolved([patient.id], [AlertKind.LOW_ADHERENCE.value,
-                                                                    AlertKind.MISSED_TENS.value,
-                                                                    AlertKind.PAIN_FLARE.value])
+        if open_alerts is None:
+            open_alerts = self.stores.alerts.unresolved([patient.id], RECONSIDERED)
         for alert in open_alerts:
             if alert["kind"] == AlertKind.LOW_ADHERENCE.value:
                 run_start = date.fromisoformat(alert.get("period_key") or alert["dedup_key"].rsplit(":", 1)[1])

@@ -6,6 +6,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+import pymongo
+from pymongo.errors import PyMongoError
+
 from companion.domain.errors import DomainError, ServiceUnavailable
 from companion.store.db import IndexChange, IndexesOutOfDate, IndexMigrationFailed, redacted_uri
 from companion.store.stores import Stores
@@ -68,6 +71,15 @@ class Health:
         except Exception as exc:  # noqa: BLE001 - the app starts; /readyz reports the database
             log.warning("could not ensure indexes at start-up (%s); /readyz will retry", type(exc).__name__)
             self.indexes_pending = True
+
+    def reachable(self, timeout_s: float) -> bool:
+        """Whether the database answers a ping within ``timeout_s`` (the web's breaker probes with it)."""
+        try:
+            with pymongo.timeout(timeout_s):
+                self.stores.ping()
+        except PyMongoError:
+            return False
+        return True
 
     def ready(self) -> None:
         """Raise ServiceUnavailable unless the database answers and the indexes are as declared; the detail

@@ -116,12 +116,13 @@ class Alerts:
         found = []
         for part in chunks(sorted(set(patient_ids))):
             found += self.col.find({"patient_id": {"$in": part}, "kind": {"$in": sorted(set(kinds))},
-                                    "resolved_at": None}).limit(LIST_LIMIT * 20)
+                                    "resolved_at": None})
         return found
 
-    def unresolved_of_kind(self, kind: str, limit: int = LIST_LIMIT) -> list[dict]:
-        """Every patient's alerts of one kind that are not resolved (the silence alerts the job may end)."""
-        return list(self.col.find({"kind": kind, "resolved_at": None}).limit(limit))
+    def unresolved_of_kind(self, kind: str) -> list[dict]:
+        """Every patient's alerts of one kind that are not resolved (the silence alerts the job may end), all of
+        them (the cursor pages through them)."""
+        return list(self.col.find({"kind": kind, "resolved_at": None}))
 
     def resolve(self, alert_id: str, reason: str, at: datetime, resolution: dict | None = None) -> bool:
         """Resolve an alert whose condition no longer holds, with the reason (English, for the care team) and

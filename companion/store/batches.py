@@ -3,7 +3,7 @@ the ones already stored (a duplicate key) told apart from real failures."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from pymongo.errors import BulkWriteError
 
@@ -15,6 +15,16 @@ def chunks(items: list, size: int = CHUNK) -> Iterator[list]:
     """``items`` in consecutive slices of at most ``size``."""
     for start in range(0, len(items), size):
         yield items[start:start + size]
+
+
+def find_among_patients(collection, query: dict, fields: dict | None,
+                        patient_ids: Iterable[str] | None = None) -> Iterator[dict]:
+    """``find(query, fields)`` over every patient, or over ``patient_ids`` only, a bounded ``$in`` at a time."""
+    if patient_ids is None:
+        yield from collection.find(query, fields)
+        return
+    for part in chunks(sorted(set(patient_ids))):
+        yield from collection.find({**query, "patient_id": {"$in": part}}, fields)
 
 
 def insert_new(collection, docs: list[dict]) -> set[int]:

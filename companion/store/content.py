@@ -8,6 +8,7 @@ choosing it again brings it back (at the end of the list).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import datetime
 
 from bson import ObjectId
@@ -16,6 +17,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from companion.store import feeds
+from companion.store.batches import find_among_patients
 
 INDEXES = {
     "content_items": [IndexModel([("category", ASCENDING), ("duration_min", ASCENDING)], name="category_duration")],
@@ -161,10 +163,11 @@ class PracticeLog(feeds.SyncedCollection):
         return list(self.col.find({"patient_id": patient_id, "started_at": {"$gte": start, "$lt": end},
                                    "completed_at": {"$ne": None}}).limit(limit))
 
-    def completed_in_window(self, start: datetime, end: datetime):
-        """Every patient's completed practice started in [start, end) (one read per job pass)."""
-        return self.col.find({"started_at": {"$gte": start, "$lt": end}, "completed_at": {"$ne": None}},
-                             {"patient_id": 1, "started_at": 1, "minutes": 1})
+    def completed_in_window(self, start: datetime, end: datetime, patient_ids: Iterable[str] | None = None):
+        """Completed practice started in [start, end), of every patient or of ``patient_ids`` (a bounded
+        ``$in`` at a time)."""
+        return find_among_patients(self.col, {"started_at": {"$gte": start, "$lt": end}, "completed_at": {"$ne": None}},
+                                   {"patient_id": 1, "started_at": 1, "minutes": 1}, patient_ids)
 
     def recent(self, patient_id: str, limit: int = 50) -> list[dict]:
         return list(self.col.find({"patient_id": patient_id}).sort("started_at", DESCENDING).limit(limit))

@@ -27,7 +27,6 @@ INDEXES = {
 }
 MAX_BINDINGS = 1000
 MAX_UNITS_PER_PATIENT = 50
-MAX_UNITS = 1_000_000
 
 
 def unit_of(doc: dict | None) -> TensUnit | None:
@@ -120,10 +119,9 @@ class Devices:
                             {"$set": {f"status.{key}": value for key, value in status.items()}})
 
     def heard_from_between(self, since: datetime, until: datetime) -> list[TensUnit]:
-        """Bound units last heard from in [since, until)."""
+        """Bound units last heard from in [since, until), all of them (the cursor pages through them)."""
         query = {"patient_id": {"$ne": None}, "status.last_seen_at": {"$gte": since, "$lt": until}}
-        return [unit_of(d) for d in self.col.find(query, {"patient_id": 1, "status": 1, "profile": 1, "bound_at": 1})
-                .limit(MAX_UNITS)]
+        return [unit_of(d) for d in self.col.find(query, {"patient_id": 1, "status": 1, "profile": 1, "bound_at": 1})]
 
 
 class PairingCodes:

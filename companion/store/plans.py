@@ -4,6 +4,7 @@ closing of its ``active_to`` when the next version comes."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from bson import ObjectId
@@ -12,6 +13,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from companion.store import feeds
+from companion.store.batches import find_among_patients
 
 INDEXES = {
     "therapy_plans": [
@@ -46,6 +48,10 @@ class TherapyPlans(feeds.SyncedCollection):
     def every_version(self, fields: dict | None = None):
         """Every plan version of every patient (a job pass reads the small collection once)."""
         return self.col.find({}, fields)
+
+    def versions_of(self, patient_ids: Iterable[str], fields: dict | None = None) -> Iterator[dict]:
+        """Every plan version of these patients, a bounded ``$in`` at a time."""
+        return find_among_patients(self.col, {}, fields, patient_ids)
 
     def version(self, patient_id: str, version: int) -> dict | None:
         return self.col.find_one({"patient_id": patient_id, "version": version})

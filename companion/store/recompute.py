@@ -4,6 +4,10 @@
 Marking is idempotent (an upsert by ``_id``) and every mark carries a fresh token: the job clears a day only
 if its token is still the one it read, so a day touched again while it was being recomputed stays marked for
 the next run. No multi-document transaction is needed, and a crash anywhere leaves the marks to do again.
+
+``recompute_runs`` holds one document per job (``_id`` = the job's name): the instant its last complete run
+started, so the next run knows which local days began since (the day roll-over is the only change that
+comes without data).
 """
 
 from __future__ import annotations
@@ -12,13 +16,15 @@ import uuid
 from collections.abc import Iterable
 from datetime import date, datetime
 
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.database import Database
 
 INDEXES = {
     "days_to_recompute": [IndexModel([("marked_at", ASCENDING)], name="marked")],
+    "recompute_runs": [],  # read by _id only
 }
 PASS_LIMIT = 50_000
+CLEAR_BATCH = 2000  # marks cleared per delete
 
 
 def mark_id(patient_id: str, local_date: date) -> str:
@@ -29,6 +35,7 @@ def mark_id(patient_id: str, local_date: date) -> str:
 class DaysToRecompute:
     def __init__(self, db: Database):
         self.col = db.days_to_recompute
+        self.runs = db.recompute_runs
 
     def delete_for_patient(self, patient_id: str) -> int:
         """Forget the patient's marks (their record is being deleted)."""
@@ -36,15 +43,34 @@ class DaysToRecompute:
 
     def mark(self, patient_id: str, dates: Iterable[date], reason: str, at: datetime) -> None:
         """Note that these local dates of the patient need recomputing (again, if already marked)."""
-        for day in sorted(set(dates)):
-            self.col.update_one({"_id": mark_id(patient_id, day)}, {"$set": {
-                "patient_id": patient_id, "date": day.isoformat(), "token": uuid.uuid4().hex, "marked_at": at,
-                "reason": reason}}, upsert=True)
+        # One command for all the days (an ordered bulk of upserting updates by _id).
+        writes = [UpdateOne({"_id": mark_id(patient_id, day)}, {"$set": {
+            "patient_id": patient_id, "date": day.isoformat(), "token": uuid.uuid4().hex, "marked_at": at,
+            "reason": reason}}, upsert=True) for day in sorted(set(dates))]
+        if writes:
+            self.col.bulk_write(writes, ordered=True)
 
     def pending(self, limit: int = PASS_LIMIT) -> list[dict]:
         """The marks waiting, oldest first."""
         return list(self.col.find({}).sort("marked_at", ASCENDING).limit(limit))
 
     def done(self, marks: Iterable[dict]) -> int:
-        """Clear marks the job has handled, each only if it was not marked again since it was read."""
-        return sum(self.col.delete_one({"_id": m["_id"], "token": m["token"]}).deleted_count for m in marks)
+        """Clear marks the job has handled, each only if it was not marked again since it was read. One delete
+        per batch: each token is a fresh uuid, so a mark matches ``token $in`` only with the token it was read
+        with (marked again, it carries a token nobody read)."""
+        marks = list(marks)
+        cleared = 0
+        for start in range(0, len(marks), CLEAR_BATCH):
+            part = marks[start:start + CLEAR_BATCH]
+            cleared += self.col.delete_many({"_id": {"$in": [m["_id"] for m in part]},
+                                             "token": {"$in": [m["token"] for m in part]}}).deleted_count
+        return cleared
+
+    def last_run(self, job: str) -> datetime | None:
+        """When the last complete run of ``job`` started (None before the first)."""
+        doc = self.runs.find_one({"_id": job})
+        return doc["started_at"] if doc else None
+
+    def ran(self, job: str, started_at: datetime) -> None:
+        """Note a complete run of ``job`` that started at ``started_at`` (never moving back)."""
+        self.runs.update_one({"_id": job}, {"$max": {"started_at": started_at}}, upsert=True)

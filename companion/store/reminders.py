@@ -23,7 +23,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from companion.store import feeds
-from companion.store.batches import chunks, insert_new
+from companion.store.batches import chunks, find_among_patients, insert_new
 
 INDEXES = {
     "reminders": [IndexModel([("patient_id", ASCENDING), ("active", ASCENDING)], name="patient_active"),
@@ -40,7 +40,6 @@ INDEXES = {
 }
 MAX_REMINDERS = 50  # per patient; keeps materialization bounded
 MAX_OCCURRENCES = 5000
-RECENT_LIMIT = 100_000
 CANCELLED = "cancelled"
 LIVE = {"deleted": {"$ne": True}}
 
@@ -170,10 +169,11 @@ class Occurrences(feeds.SyncedCollection):
         return list(self.col.find({"patient_id": patient_id, "kind": "medication", "status": "done",
                                    "local_date": local_date}).limit(MAX_OCCURRENCES))
 
-    def doses_taken_on(self, local_dates: list[str]) -> Iterator[dict]:
-        """Every patient's medication occurrences marked done on these local dates (one job pass)."""
-        return self.col.find({"kind": "medication", "status": "done", "local_date": {"$in": local_dates}},
-                             {"patient_id": 1, "local_date": 1, "due_at": 1})
+    def doses_taken_on(self, local_dates: list[str], patient_ids: Iterable[str] | None = None) -> Iterator[dict]:
+        """Medication occurrences marked done on these local dates, of every patient or of ``patient_ids`` (a
+        bounded ``$in`` at a time)."""
+        return find_among_patients(self.col, {"kind": "medication", "status": "done", "local_date": {"$in": local_dates}},
+                                   {"patient_id": 1, "local_date": 1, "due_at": 1}, patient_ids)
 
     # The scheduler's view: what is due now, and what has been missed.
     def open_at(self, at: datetime) -> Iterator[dict]:
@@ -197,6 +197,7 @@ class Occurrences(feeds.SyncedCollection):
         return result.modified_count == 1
 
     def recent_of_kind(self, kind: str, since: datetime, until: datetime, statuses: tuple[str, ...]) -> list[dict]:
-        """Occurrences of ``kind`` due in [since, until) whose status is one of ``statuses``."""
+        """Occurrences of ``kind`` due in [since, until) whose status is one of ``statuses``, all of them (the
+        cursor pages through them)."""
         return list(self.col.find({"kind": kind, "status": {"$in": list(statuses)},
-                                   "due_at": {"$gte": since, "$lt": until}}).limit(RECENT_LIMIT))
+                                   "due_at": {"$gte": since, "$lt": until}}))

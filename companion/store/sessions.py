@@ -11,7 +11,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.database import Database
 
 from companion.store import feeds
-from companion.store.batches import chunks, insert_new
+from companion.store.batches import chunks, find_among_patients, insert_new
 
 INDEXES = {
     "session_records": [
@@ -29,7 +29,6 @@ INDEXES = {
     "session_conflicts": [IndexModel([("record_id", ASCENDING)], name="record")],
 }
 MAX_ROWS = 5000
-EVENTS_PER_PASS = 100_000
 UNIT_WINDOW = 5000  # the most of one unit's sessions (or syncs) a placement reads
 WINDOW_FIELDS = {"patient_id": 1, "started_at": 1, "duration_s": 1, "held": 1, "counts": 1, "counted_minutes": 1}
 
@@ -75,10 +74,11 @@ class SessionRecords(feeds.SyncedCollection):
             query["held"] = {"$ne": True}
         return list(self.col.find(query).sort("started_at", order).limit(limit))
 
-    def in_window(self, start: datetime, end: datetime) -> Iterator[dict]:
-        """Every patient's counted sessions starting in [start, end), with the fields the adherence job needs
-        (one read for the whole job pass)."""
-        return self.col.find({"started_at": {"$gte": start, "$lt": end}, "held": {"$ne": True}}, WINDOW_FIELDS)
+    def in_window(self, start: datetime, end: datetime, patient_ids: Iterable[str] | None = None) -> Iterator[dict]:
+        """Counted sessions starting in [start, end) (of every patient, or of ``patient_ids``, a bounded ``$in``
+        at a time), with the fields the adherence job needs."""
+        return find_among_patients(self.col, {"started_at": {"$gte": start, "$lt": end}, "held": {"$ne": True}},
+                                   WINDOW_FIELDS, patient_ids)
 
     def set_fields(self, record_id: str, fields: dict) -> None:
         """Change what the server derived about a stored record (its placement, findings, owner, counting)."""
@@ -96,16 +96,22 @@ class SessionRecords(feeds.SyncedCollection):
     def get(self, record_id: str) -> dict | None:
         return self.col.find_one({"_id": record_id})
 
-    def battery_of(self, record_id: str | None) -> int | None:
-        doc = self.col.find_one({"_id": record_id}, {"battery_pct": 1}) if record_id else None
-        return doc.get("battery_pct") if doc else None
+    def batteries_of(self, record_ids: Iterable[str | None]) -> dict[str, int | None]:
+        """The battery level each of these records reported, by record id (a bounded ``$in`` at a time)."""
+        return {i: d.get("battery_pct") for i, d in self.by_ids([i for i in record_ids if i],
+                                                                 {"battery_pct": 1}).items()}
 
-    def last_received_from(self, serial: str) -> datetime | None:
-        """When the server last received a record from this unit."""
-        latest = self.col.find_one({"device_serial": serial}, {"server_received_at": 1},
-                                   sort=[("server_received_at", DESCENDING)])
-        return (latest or {}).get("server_received_at")
-
+    def last_received_from_units(self, serials: Iterable[str], since: datetime) -> dict[str, datetime]:
+        """When the server last received a record from each of these units, if it did since ``since`` (a
+        bounded ``$in`` at a time; FerretDB v1.24 has no $max or $first accumulator in $group)."""
+        latest: dict[str, datetime] = {}
+        for part in chunks(sorted(set(serials))):
+            for doc in self.col.find({"device_serial": {"$in": part}, "server_received_at": {"$gte": since}},
+                                     {"device_serial": 1, "server_received_at": 1}):
+                serial, at = doc["device_serial"], doc["server_received_at"]
+                if serial not in latest or at > latest[serial]:
+                    latest[serial] = at
+        return latest
 
 class UnitSyncs:
     """Syncs: each time a gateway connected to a unit, what the unit's clock read and when that really was
@@ -165,8 +171,8 @@ class DeviceEvents:
             self.col.update_one({"_id": f"{record_id}:{kind}"}, {"$set": {"at": at, "patient_id": patient_id}})
 
     def between(self, since: datetime, until: datetime) -> list[dict]:
-        """Every patient's events in [since, until]."""
-        return list(self.col.find({"at": {"$gte": since, "$lte": until}}).limit(EVENTS_PER_PASS))
+        """Every patient's events in [since, until], all of them (the cursor pages through them)."""
+        return list(self.col.find({"at": {"$gte": since, "$lte": until}}))
 
     def for_patient(self, patient_id: str, since: datetime, limit: int = 200) -> list[dict]:
         return list(self.col.find({"patient_id": patient_id, "at": {"$gte": since}}).sort("at", DESCENDING)

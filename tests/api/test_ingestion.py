@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+from companion.http.admission import EXTENSION, GatewayBudget
 from tests.support.records import session_record
 
 URL = "/api/v1/gateway/session-records"
@@ -30,6 +31,9 @@ def test_a_batch_is_stored_once_however_often_it_is_replayed(client, world, db):
 
 
 def test_concurrent_replays_store_each_record_exactly_once(app, world, db):
+    # The race needs all 8 uploads inside the handler at once: a gateway budget that admits them (the budget
+    # itself, which turns the others away, is tested in tests/api/test_admission.py).
+    app.extensions[EXTENSION].gateways = GatewayBudget(8, 30)
     batch = [session_record(world.a_device, seq) for seq in range(1, 51)]
 
     def send(_):

@@ -112,3 +112,18 @@ def test_alert_dedup_key_is_stable_across_recomputation():
     a = battery_low("p1", "SN1", 3, utc(2025, 6, 1, 9), LONDON)
     b = battery_low("p1", "SN1", 10, utc(2025, 6, 1, 18), LONDON)
     assert a.dedup_key == b.dedup_key
+
+
+def test_a_planned_day_at_the_threshold_ends_the_low_adherence_run_so_older_days_need_not_be_read():
+    from companion.domain.alerts import low_adherence_run_ended
+
+    today = date(2026, 3, 10)
+    assert low_adherence_run_ended({date(2026, 3, 9): 0.8}, today)
+    assert not low_adherence_run_ended({date(2026, 3, 9): 0.79, date(2026, 3, 8): None}, today)
+    assert not low_adherence_run_ended({today: 1.0}, today)  # today is not judged
+    # Whatever lies before the day that ends the run, the rule says the same.
+    recent = {date(2026, 3, 9): 0.5, date(2026, 3, 8): 0.5, date(2026, 3, 7): 0.2, date(2026, 3, 6): 0.9}
+    older = {date(2026, 3, d): 0.1 for d in range(1, 6)}
+    assert low_adherence_run_ended(recent, today)
+    alert = low_adherence("p1", recent, today)
+    assert alert == low_adherence("p1", {**older, **recent}, today) and alert.period_key == "2026-03-07"

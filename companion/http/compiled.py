@@ -1,0 +1,123 @@
+"""A flat StrictSchema compiled into plain checks, for the items a request carries by the hundred (a gateway's
+session records and syncs).
+
+Loading one record through marshmallow costs tens of microseconds of machinery (hooks, field lookups,
+error bookkeeping) for a few comparisons. ``CompiledLoader`` reads the schema's own declarations once
+(each field's type, whether it is required, its default, ``allow_none`` and its validators: Length, Range,
+Regexp, OneOf) and checks an item with them directly. It only ever *accepts*: an item it does not accept in
+full is loaded by the schema itself, so every error (its wording, its field) is the schema's, and an item
+the schema would accept in a way the compiled checks do not (a number sent as a string, say) is still
+accepted. A schema it cannot compile (another field type, another validator, a hook other than the
+operator-key check) raises at import, never silently differs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from marshmallow import RAISE, Schema, fields, validate
+from marshmallow.utils import missing
+
+_REFUSED = object()  # the compiled checks do not accept the value (the schema decides)
+_ALLOWED_HOOKS = {"refuse_operator_keys"}
+
+
+def _string(value: Any) -> Any:
+    return value if type(value) is str else _REFUSED
+
+
+def _integer(value: Any) -> Any:
+    return value if type(value) is int else _REFUSED
+
+
+def _float(value: Any) -> Any:
+    if type(value) is float:
+        return value if math.isfinite(value) else _REFUSED
+    return float(value) if type(value) is int else _REFUSED
+
+
+def _aware_datetime(value: Any) -> Any:
+    if type(value) is not str:
+        return _REFUSED
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return _REFUSED
+    return parsed if parsed.tzinfo is not None and parsed.tzinfo.utcoffset(parsed) is not None else _REFUSED
+
+
+def _converter(field: fields.Field) -> Callable[[Any], Any]:
+    if type(field) is fields.String:
+        return _string
+    if type(field) is fields.Integer:
+        return _integer
+    if type(field) is fields.Float and not field.allow_nan and not field.as_string:
+        return _float
+    if type(field) is fields.AwareDateTime and field.default_timezone is None and field.format in (None, "iso"):
+        return _aware_datetime
+    raise TypeError(f"cannot compile a {type(field).__name__} field")
+
+
+def _check(validator) -> Callable[[Any], bool]:
+    if type(validator) is validate.Length and validator.equal is None:
+        low, high = validator.min, validator.max
+        return lambda v: (low is None or len(v) >= low) and (high is None or len(v) <= high)
+    if type(validator) is validate.Range:
+        low, high, low_in, high_in = validator.min, validator.max, validator.min_inclusive, validator.max_inclusive
+        return lambda v: (low is None or (v >= low if low_in else v > low)) and \
+            (high is None or (v <= high if high_in else v < high))
+    if type(validator) is validate.Regexp:
+        match = validator.regex.match
+        return lambda v: match(v) is not None
+    if type(validator) is validate.OneOf:
+        choices = set(validator.choices)
+        return lambda v: v in choices
+    raise TypeError(f"cannot compile a {type(validator).__name__} validator")
+
+
+class CompiledLoader:
+    """``load(item)``: what ``schema.load(item)`` returns, faster for the items it accepts in full."""
+
+    def __init__(self, schema: Schema):
+        hooks = {hook[0] for hooks in schema._hooks.values() for hook in hooks}
+        if hooks - _ALLOWED_HOOKS or schema.unknown != RAISE:
+            raise TypeError(f"cannot compile {type(schema).__name__}: hooks {sorted(hooks - _ALLOWED_HOOKS)}")
+        self.schema = schema
+        self.fields = []
+        for name, field in schema.load_fields.items():
+            checks = tuple(_check(v) for v in field.validators)
+            self.fields.append((name, field.data_key or name, _converter(field), checks, field.required,
+                                field.load_default, field.allow_none))
+        self.known = frozenset(key for _, key, *_ in self.fields)
+
+    def accepted(self, item: Any) -> dict | None:
+        """The loaded item if the compiled checks accept all of it, else None (the schema must decide)."""
+        if type(item) is not dict or not self.known.issuperset(item):
+            return None
+        loaded = {}
+        for name, key, convert, checks, required, default, allow_none in self.fields:
+            value = item.get(key, missing)
+            if value is missing:
+                if required:
+                    return None
+                if default is not missing:
+                    loaded[name] = default() if callable(default) else default
+                continue
+            if value is None:
+                if not allow_none:
+                    return None
+                loaded[name] = None
+                continue
+            value = convert(value)
+            if value is _REFUSED or not all(check(value) for check in checks):
+                return None
+            loaded[name] = value
+        return loaded
+
+    def load(self, item: Any) -> dict:
+        """Load ``item`` as the schema does (its ValidationError, if it refuses the item)."""
+        loaded = self.accepted(item)
+        return loaded if loaded is not None else self.schema.load(item)
