@@ -66,7 +66,9 @@ class NotificationFieldsSchema(Schema):
     about_id = fields.String(allow_none=True)
     state = fields.String(metadata={"description": "scheduled, sent, failed, expired or withdrawn"})
     withdrawn_reason = fields.String(allow_none=True, metadata={
-        "description": "why a withdrawn notification did not go out (consent ended, account inactive)"})
+        "description": "why a withdrawn notification did not go out, as a code an app can say in its language: "
+                       "consent_revoked, alert_kind_not_shared, recipient_inactive, patient_inactive or "
+                       "alert_resolved (the alert's resolution says why)"})
     created_at = fields.DateTime()
     sent_at = fields.DateTime(allow_none=True)
     delivered_at = fields.DateTime(allow_none=True)

@@ -113,7 +113,9 @@ class NotificationSchema(Schema):
     opened_at = fields.DateTime(allow_none=True)
     error_codes = fields.List(fields.String())
     withdrawn_reason = fields.String(allow_none=True, metadata={
-        "description": "why a withdrawn notification did not go out (consent ended, account inactive)"})
+        "description": "why a withdrawn notification did not go out, as a code an app can say in its language: "
+                       "consent_revoked, alert_kind_not_shared, recipient_inactive, patient_inactive or "
+                       "alert_resolved (the alert's resolution says why)"})
 
 
 class NotificationReviewSchema(Schema):

@@ -134,6 +134,7 @@ RECIPIENT_INACTIVE = "recipient_inactive"  # the recipient's account was deactiv
 PATIENT_INACTIVE = "patient_inactive"  # the patient's account was deactivated or closed
 CONSENT_REVOKED = "consent_revoked"  # the patient revoked the caregiver's access
 NOT_SHARED = "alert_kind_not_shared"  # the caregiver's access no longer covers this kind of alert
+ALERT_RESOLVED = "alert_resolved"  # the alert was resolved before it went out (later data: see its resolution)
 
 
 def delivery_refusal(*, recipient_active: bool, patient_active: bool, to_patient: bool,

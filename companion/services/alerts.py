@@ -32,7 +32,7 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from companion.clock import Clock, now
-from companion.domain.access import Grant, visible_alert_kinds
+from companion.domain.access import ALERT_RESOLVED, Grant, visible_alert_kinds
 from companion.domain.alerts import (
     ALERT_KINDS,
     ALERT_MESSAGES,
@@ -303,7 +303,7 @@ class AlertService:
         if not self.stores.alerts.resolve(alert["_id"], reason, self.clock(), {"code": code.value, "at": at}):
             return False
         self.stores.panel_row_marks.mark([alert["patient_id"]], "alert", self.clock())
-        self.stores.outbox.withdraw(reason="the alert was resolved: " + reason, source_key=f"alert:{alert['_id']}")
+        self.stores.outbox.withdraw(reason=ALERT_RESOLVED, source_key=f"alert:{alert['_id']}")
         logger.info("alert resolved", extra={"alert_id": alert["_id"], "kind": alert["kind"]})
         return True
 
