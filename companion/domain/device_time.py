@@ -20,7 +20,10 @@ The rules, for one unit:
 2. **Offsets.** A unit's clock offset (its reading minus the real time) is known at each anchored sync, and
    just after one where the gateway set the clock. Within an interval it runs from the offset after the
    earlier sync to the offset at the later one. If those agree within drift (``JUMP_FLOOR`` plus
-   ``DRIFT_PPM`` of the interval), one offset covers every session of the interval.
+   ``DRIFT_PPM`` of the interval), one offset covers every session of the interval: the range between them,
+   widened by that same drift. Readings agreeing do not rule out a jump: a reading whose real time is loosely
+   bounded (a sync nothing ties to real time) measures a wide offset that fits the other one whatever the
+   clock did, and the sessions before a jump hidden there kept the earlier offset, drifting.
 3. **One jump.** Otherwise the clock jumped (a reset, or a change nobody recorded). The sessions before the
    jump keep the earlier offset and those after it take the later one; the jump is placed where the sessions
    then break the unit's order least (a session never starts before the one before it ended: one unit cannot
@@ -302,10 +305,12 @@ def _place(session: UnitSession, options: Sequence[_Option]) -> Placement:
     return tuple(dict.fromkeys(fits))
 
 
-def _options(main: _Option, earlier: Sequence[_Point]) -> tuple[list[_Option], str | None]:
+def _options(main: _Option, earlier: Sequence[_Point], agreeing: _Span | None = None) -> tuple[list[_Option], str | None]:
     """The options of a session of an interval (``main``: the interval's own offset; ``earlier``: the syncs
     before the interval, the one that opens it last), and the assumption that takes, if any (``first_sync``
-    or ``unmeasured``, see the module docstring).
+    or ``unmeasured``, see the module docstring). ``agreeing``: the offsets an earlier one must meet to be
+    taken as the main one (default: ``main``'s own); a main offset widened for a jump it cannot rule out
+    would otherwise swallow an earlier offset it merely touches, and lose that offset's own bounds.
 
     A session can start before the sync that opens its interval (it ended after it): then it was recorded
     with an offset the clock had before that sync, before a set, or before a jump in an earlier interval, as
@@ -327,7 +332,8 @@ def _options(main: _Option, earlier: Sequence[_Point]) -> tuple[list[_Option], s
         assumed = "unmeasured"
     elif reaching is None:
         assumed = "first_sync"  # the session may have begun before the unit's first sync
-    if main.offset is not None and all(_gap(offset, main.offset) == timedelta(0) for offset, _ in known):
+    agreeing = agreeing or main.offset
+    if agreeing is not None and all(_gap(offset, agreeing) == timedelta(0) for offset, _ in known):
         return [main], assumed
     options = []
     after = main.window.meet(_Span(lower.when.lo, None))
@@ -403,12 +409,15 @@ def _place_interval(group: Sequence[UnitSession], earlier: Sequence[_Point], upp
     end_offset, end_regimes = upper.reading() if upper is not None else (None, (0, 0))
     gap = _gap(start_offset, end_offset) if start_offset is not None and end_offset is not None else None
     if gap is not None and gap <= drift:
-        # No jump: a clock drifts steadily, so between two readings that agree its offset stayed between them.
-        steady = start_offset.hull(end_offset).widened(JUMP_FLOOR)
+        # No jump seen: a clock drifts steadily, so between two readings that agree its offset stayed between
+        # them; but a jump may hide behind a loosely bounded reading (an unanchored sync), and the sessions
+        # before it kept the earlier offset, drifting up to `drift` (as in the jump branch below).
+        between = start_offset.hull(end_offset)
+        steady = between.widened(drift)
         regimes = (start_regimes[0], end_regimes[1])
         out = []
         for session, window in zip(group, windows, strict=True):
-            options, assumed = _options(_Option(steady, window, regimes), earlier)
+            options, assumed = _options(_Option(steady, window, regimes), earlier, between.widened(JUMP_FLOOR))
             fits = _place(session, options)
             out.append((fits, _basis(fits, assumed, "offset_known", lower)))
         return out

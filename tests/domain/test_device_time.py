@@ -332,3 +332,62 @@ def test_the_jump_is_searched_in_linear_time_with_the_same_answer_as_scoring_eve
     sessions, early, late = case
     assert _best_splits(sessions, early, late) == _brute_force_splits(sessions, early, late)
 
+
+
+def test_a_reset_hidden_by_a_sync_nothing_ties_to_real_time_leaves_the_drifting_offset_before_it_bounded():
+    # The clock, reset to 1970 at the first sync, runs 50 ppm fast for three days (14 s ahead by the session),
+    # then is reset to 1970 again just before a sync nothing ties to real time. That sync's reading fits the
+    # first offset (its real time is known only between the first sync and the upload), so the two seem to
+    # agree; the session still had the first offset plus its drift, which the bounds must cover.
+    after_reset = EPOCH_1970 - BASE
+    real = BASE + timedelta(hours=80)
+    drifted = timedelta(hours=80) * 50 / 1_000_000
+    syncs = [SyncPoint(0, EPOCH_1970, BASE), SyncPoint(1, EPOCH_1970, None)]
+    placed = reconstruct(syncs, [session(1, real, after_reset + drifted)], received_at=BASE + timedelta(hours=90))
+    assert placed[1].basis == "offset_known"
+    assert placed[1].earliest <= real <= placed[1].latest
+
+
+def test_the_case_hypothesis_found_of_a_reset_hidden_by_unanchored_syncs():
+    # Saved from the property test above: resets to 1970 at the pairing sync, just before the anchored sync
+    # s3 and just before the unanchored s4; sessions 4 to 13 have s3's offset, drifting 12 s by session 13.
+    def clock(hours=0, minutes=0, secs=0, micro=0) -> datetime:
+        return EPOCH_1970 + timedelta(hours=hours, minutes=minutes, seconds=secs, microseconds=micro)
+
+    syncs = [SyncPoint(0, clock(), BASE, order=0.0),
+             SyncPoint(2, clock(1, 27, 53, 664258), None, order=1.0),
+             SyncPoint(2, clock(1, 27, 53, 664258), None, order=2.0),
+             SyncPoint(2, clock(), datetime(2026, 1, 5, 10, 32, 58, 249418, tzinfo=UTC), order=3.0),
+             SyncPoint(13, clock(), None, order=4.0),
+             SyncPoint(13, clock(11, 44, 9, 316643), None, order=5.0)]
+    readings = [(0, 5, 0, 30), (0, 40, 0, 30), (1, 15, 0, 30), (0, 17, 1, 30), (5, 45, 2, 30), (6, 20, 2, 30),
+                (6, 57, 2, 30), (9, 18, 3, 30), (11, 28, 3, 54), (27, 21, 5, 30), (31, 51, 6, 45), (52, 8, 9, 60),
+                (79, 8, 14, 30)]
+    sessions = [UnitSession(n, clock(h, m, s), timedelta(minutes=minutes))
+                for n, (h, m, s, minutes) in enumerate(readings, start=1)]
+    placed = reconstruct(syncs, sessions, received_at=datetime(2026, 1, 9, 6, 46, 5, tzinfo=UTC))
+    real = datetime(2026, 1, 8, 17, 41, tzinfo=UTC)
+    assert placed[13].basis == "offset_known"
+    assert placed[13].earliest <= real <= placed[13].latest
+
+
+def test_a_session_begun_before_a_sync_that_set_the_clock_keeps_the_offset_it_was_recorded_with():
+    # Found at 5,000 examples while widening the interval's offset for a hidden jump: session 5 began 43 s
+    # by the unit's old offset before the sync that set the clock right, and ended after it. The interval's
+    # widened offset touches the old one without containing its drift; the old offset must stay an option.
+    def at(day, hours, minutes, secs, micro=0) -> datetime:
+        return datetime(2026, 1, day, hours, minutes, secs, micro, tzinfo=UTC)
+
+    syncs = [SyncPoint(0, at(5, 8, 59, 19, 222400), at(5, 9, 0, 0), order=0.0),
+             SyncPoint(4, at(6, 22, 19, 48, 12530), at(6, 22, 20, 30), order=1.0),
+             SyncPoint(4, at(6, 22, 19, 48, 12530), at(6, 22, 20, 29), timedelta(seconds=1), order=2.0),
+             SyncPoint(4, at(7, 0, 39, 49, 811913), at(7, 0, 40, 30, 875000), timedelta(seconds=1),
+                       at(7, 0, 40, 30), order=3.0),
+             SyncPoint(6, at(8, 10, 30, 56, 91055), at(8, 10, 31, 0, 62500), timedelta(seconds=2), order=4.0),
+             SyncPoint(6, at(8, 11, 41, 56, 990207), at(8, 11, 42, 0), order=5.0)]
+    readings = [(at(5, 9, 4, 19), 30), (at(5, 9, 39, 19), 30), (at(5, 10, 14, 19), 30), (at(5, 20, 40, 18), 60),
+                (at(6, 23, 40, 17), 60), (at(7, 8, 40, 57), 60)]
+    sessions = [UnitSession(n, reading, timedelta(minutes=minutes))
+                for n, (reading, minutes) in enumerate(readings, start=1)]
+    placed = reconstruct(syncs, sessions, received_at=at(8, 11, 42, 5))
+    assert placed[5].earliest <= at(6, 23, 41, 0) <= placed[5].latest
