@@ -47,6 +47,7 @@ class ReviewAdherence(MethodView):
 class ReviewSummary(MethodView):
     @allow(Role.CLINICIAN)
     @blp.response(200, PanelRowSchema)
+    @blp.doc(operationId="review_summary")
     def get(self, patient_id):
         """The patient's summary figures, as their line on the panel: PDC over 7 and 30 completed days, the pain
         trend, days since the last sync, open alerts and why they may need attention (one read of the panel's
