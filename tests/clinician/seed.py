@@ -136,7 +136,7 @@ class Seed:
         self.db.device_events.insert_one({"_id": oid(), "patient_id": patient_id, "device_serial": serial,
                                           "kind": kind, "at": at, "record_id": None})
 
-    def alert(self, patient_id: str, raised_at: datetime, *, kind: str = "adherence_low", severity: str = "warning",
+    def alert(self, patient_id: str, raised_at: datetime, *, kind: str = "low_adherence", severity: str = "warning",
               text: str = "Adherence below 80% for 3 days", acknowledged: bool = False) -> dict:
         doc = {"_id": oid(), "patient_id": patient_id, "kind": kind, "severity": severity, "text": text,
                "dedup_key": f"{patient_id}:{kind}:{uuid.uuid4().hex[:6]}", "raised_at": raised_at,
