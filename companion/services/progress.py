@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from companion.clock import Clock, now
+from companion.domain.access import Grant, sees_free_text, without_free_text
 from companion.domain.adherence import (
     DayAdherence,
     KindProgress,
@@ -84,9 +85,11 @@ def _shown(occurrence: dict) -> dict:
     return {k: v for k, v in occurrence.items() if k not in PUSH_BOOKKEEPING}
 
 
-def _today_answer(row: dict) -> dict:
+def _today_answer(row: dict, grant: Grant | None) -> dict:
     occurrences = row["occurrences"]
     statuses = {s: sum(1 for o in occurrences if o["status"] == s) for s in ("pending", "done", "skipped", "missed")}
+    if grant is not None and not sees_free_text(grant):
+        occurrences = [without_free_text(o, ("skip_reason",)) for o in occurrences]
     return {"date": row["date"], "zone": row["zone"],
             "reminders": {"due": len(occurrences), **statuses, "items": occurrences}, **row["figures"]}
 
@@ -106,13 +109,15 @@ class Progress:
     def _history(self, patient_id: str) -> TimeZoneHistory:
         return self._patient(patient_id).zone_history()
 
-    def today(self, patient_id: str, patient: Account | None = None) -> dict:
+    def today(self, patient_id: str, patient: Account | None = None, grant: Grant | None = None) -> dict:
         """What is due today on the patient's clock, what is done, and TENS minutes against the plan.
 
         Answered from the patient's today row (companion.store.read_models.TodayRows: one read) while no write
         has changed their today since it was computed and it is still the same local day; computed (the day's
         reminders materialized first) and stored again otherwise. ``patient``: their account when the caller
-        has it already (the patient's own request: their session was checked against it)."""
+        has it already (the patient's own request: their session was checked against it). ``grant``: the
+        caller's, when it is not the patient's own (a caregiver not allowed the patient's words does not see
+        the reasons for skipping)."""
         patient = patient or self._patient(patient_id)
         history = patient.zone_history()
         current = self.clock()
@@ -121,7 +126,7 @@ class Progress:
         row = self.stores.today_rows.get(patient_id)
         if row is not None and row.get("computed") == row.get("token") and (row.get("date"), row.get("zone")) == (
                 day.isoformat(), zone.key):
-            return _today_answer(row)
+            return _today_answer(row, grant)
         start, end = local_day_bounds(zone, day)
         self.reminders.materialize(patient_id, start, end, patient=patient)
         # The materialization (which changes the token when it writes) comes before the token is read, and the
@@ -133,7 +138,7 @@ class Progress:
         computed = {"_id": patient_id, "date": day.isoformat(), "zone": zone.key, "occurrences": occurrences,
                     "figures": self._today_figures(patient_id, history, zone, day)}
         self.stores.today_rows.save(computed, token)
-        return _today_answer(computed)
+        return _today_answer(computed, grant)
 
     def _today_figures(self, patient_id: str, history: TimeZoneHistory, zone, day: date) -> dict:
         start, end = local_day_bounds(zone, day)

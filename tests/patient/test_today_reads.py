@@ -12,6 +12,7 @@ from companion import create_app
 from companion.services.container import Services
 from companion.settings import load_settings
 from tests.patient.test_reminders import DAILY, create, occurrences, record
+from tests.support import response_guard
 
 # A patient's own "today": their token family and account (the session check, whose account today reuses),
 # the today row, and the audit event.
@@ -44,8 +45,11 @@ def app(settings_overrides, commands):
     watched = pymongo.MongoClient(settings.mongodb_uri, tz_aware=True, event_listeners=[commands])
     app = create_app(settings_overrides, services=Services(settings, client=watched))
     app.config["TESTING"] = True
+    violations: list[str] = []
+    response_guard.install(app, violations)
     yield app
     watched.close()
+    assert violations == [], "responses carried secret or internal fields"
 
 
 def _today(client, world, commands, who="patient_a") -> tuple[dict, list[tuple[str, str]]]:
@@ -76,3 +80,14 @@ def test_todays_request_sends_at_most_four_commands_once_its_row_is_current(clie
     assert len(_today(client, world, commands)[1]) <= TODAY_BOUND
     db.today_rows.delete_many({})
     assert _today(client, world, commands)[0] == after  # the served answer is a fresh computation's
+
+
+def test_a_caregiver_not_allowed_the_patients_words_sees_no_reason_for_skipping_in_today(client, world, commands):
+    assert create(client, world, DAILY).status_code == 201
+    dose = occurrences(client, world)[0]
+    assert record(client, world, dose["id"], {"status": "skipped", "skip_reason": "felt sick"}).status_code == 200
+    mine, _ = _today(client, world, commands)
+    theirs, _ = _today(client, world, commands, who="caregiver_linked")  # served from the row the patient's read stored
+    assert [i["skip_reason"] for i in mine["reminders"]["items"] if i["status"] == "skipped"] == ["felt sick"]
+    assert [i["skip_reason"] for i in theirs["reminders"]["items"] if i["status"] == "skipped"] == [None]
+    assert theirs["reminders"]["skipped"] == 1
