@@ -91,3 +91,12 @@ def test_a_caregiver_not_allowed_the_patients_words_sees_no_reason_for_skipping_
     assert [i["skip_reason"] for i in mine["reminders"]["items"] if i["status"] == "skipped"] == ["felt sick"]
     assert [i["skip_reason"] for i in theirs["reminders"]["items"] if i["status"] == "skipped"] == [None]
     assert theirs["reminders"]["skipped"] == 1
+
+
+def test_a_closed_patients_today_has_no_reminders_left(client, world, services):
+    assert create(client, world, DAILY).status_code == 201
+    pid = world["patient_a"].id
+    assert services.progress.today(pid)["reminders"]["due"] == 2  # the row, with the day's reminders
+    services.lifecycle.close(pid, by=world["admin"].id)  # closure deletes reminders and occurrences
+    assert services.progress.today(pid)["reminders"] == {"due": 0, "pending": 0, "done": 0, "skipped": 0,
+                                                         "missed": 0, "items": []}
