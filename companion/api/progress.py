@@ -13,7 +13,7 @@ from companion.api.schemas import TaskProgressSchema
 from companion.domain.access import Operation, Role
 from companion.http import auditing, services
 from companion.http.schemas import StrictSchema
-from companion.http.security import allow, require_patient
+from companion.http.security import allow, own_account, require_patient
 
 blp = Blueprint("progress", __name__, url_prefix="/api/v1", description="Today, streaks, weekly summary")
 READERS = (Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
@@ -156,9 +156,9 @@ class Today(MethodView):
     @blp.doc(operationId="get_today")
     def get(self, patient_id):
         """Today on the patient's clock: reminders due and done, TENS minutes against the plan."""
-        require_patient(patient_id, Operation.READ)
+        grant = require_patient(patient_id, Operation.READ)
         auditing.note(patient_ids=[patient_id], resource="progress", action="R", resource_ids=["today"])
-        return services().progress.today(patient_id)
+        return services().progress.today(patient_id, own_account(patient_id), grant)
 
 
 @blp.route("/patients/<patient_id>/progress/streak")

@@ -18,6 +18,7 @@ from flask import Flask, g, request
 
 from companion.domain.access import Actor, Decision, Grant, Operation, Relationship, Role
 from companion.domain.errors import Forbidden, NotFound, Unauthorized
+from companion.domain.people import Account
 from companion.http import auditing, services
 
 ROLES_ATTR = "_companion_roles"
@@ -49,6 +50,13 @@ def declared_roles(app: Flask, endpoint: str, method: str) -> frozenset[str] | N
 
 def current_actor() -> Actor:
     return g.actor
+
+
+def own_account(patient_id: str) -> Account | None:
+    """The caller's account, read when their session was checked at the start of this request, if the caller
+    is the patient ``patient_id`` (a service given it need not read it again); None otherwise."""
+    account = g.get("account")
+    return account if account is not None and account.id == patient_id and account.is_patient else None
 
 
 def client_address() -> str:
@@ -86,16 +94,16 @@ def _action_of_method() -> str:
     return {"GET": "R", "HEAD": "R", "POST": "C", "DELETE": "D"}.get(request.method, "U")
 
 
-def authenticate(token: str) -> Actor:
-    """The caller behind a bearer token (Unauthorized if it is not a live one)."""
+def authenticate(token: str) -> tuple[Actor, Account | None]:
+    """The caller behind a bearer token (Unauthorized if it is not a live one), and their account (None for a
+    gateway)."""
     svc = services()
     actor = svc.tokens.actor_from(token)
     if actor.role is Role.GATEWAY:
         if not svc.gateways.is_active(actor.id):
             raise Unauthorized("invalid or expired token")
-    else:
-        svc.accounts.require_live_session(actor)
-    return actor
+        return actor, None
+    return actor, svc.accounts.require_live_session(actor)
 
 
 def _bearer() -> str | None:
@@ -130,7 +138,7 @@ def install(app: Flask) -> None:
         token = _bearer()
         if not token:
             raise Unauthorized("authentication required")
-        g.actor = authenticate(token)
+        g.actor, g.account = authenticate(token)
         if g.actor.role.value not in roles:
             raise Forbidden("this role may not call this route")
         gate_patient_in_url(_action_of_method())

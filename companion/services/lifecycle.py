@@ -132,6 +132,7 @@ class AccountLifecycle:
         stores.push_tokens.delete_for_user(patient.id)
         stores.reminders.delete_for_patient(patient.id)
         stores.occurrences.delete_for_patient(patient.id)
+        stores.today_rows.touch([patient.id])  # its reminders are gone
         stores.favourites.delete_for_patient(patient.id)
         stores.pairing_codes.delete_for_patient(patient.id)
         for gateway_id in stores.gateways.revoke_all_for(patient.id):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from companion.clock import Clock, now
+from companion.domain.access import Grant, sees_free_text, without_free_text
 from companion.domain.adherence import (
     DayAdherence,
     KindProgress,
@@ -21,6 +22,7 @@ from companion.domain.adherence import (
 from companion.domain.errors import NotFound
 from companion.domain.localtime import TimeZoneHistory
 from companion.domain.pain import flare_at
+from companion.domain.people import Account
 from companion.domain.plans import planned_tasks
 from companion.domain.sessions import counts_as_session
 from companion.domain.streaks import streak, weekly_summary
@@ -31,6 +33,7 @@ from companion.store.stores import Stores
 
 FLARE_RECENT = timedelta(hours=48)  # a flare older than this no longer prompts suggestions
 EVIDENCE_DAYS = 90  # how far back practice and pain are paired to learn what helps this patient
+PUSH_BOOKKEEPING = ("nudges_sent",)
 
 
 def _kind(progress: KindProgress) -> dict:
@@ -76,52 +79,75 @@ def _day_line(day: date, adherence: DayAdherence, covered: bool | None, facts: P
     }
 
 
+def _shown(occurrence: dict) -> dict:
+    """An occurrence as today keeps it: without the push bookkeeping (nudges sent), which the sender changes
+    without changing the patient's today and which no answer shows."""
+    return {k: v for k, v in occurrence.items() if k not in PUSH_BOOKKEEPING}
+
+
+def _today_answer(row: dict, grant: Grant | None) -> dict:
+    occurrences = row["occurrences"]
+    statuses = {s: sum(1 for o in occurrences if o["status"] == s) for s in ("pending", "done", "skipped", "missed")}
+    if grant is not None and not sees_free_text(grant):
+        occurrences = [without_free_text(o, ("skip_reason",)) for o in occurrences]
+    return {"date": row["date"], "zone": row["zone"],
+            "reminders": {"due": len(occurrences), **statuses, "items": occurrences}, **row["figures"]}
+
+
 class Progress:
     def __init__(self, stores: Stores, reminders: ReminderService, clock: Clock = now):
         self.stores = stores
         self.reminders = reminders
         self.clock = clock
 
-    def _history(self, patient_id: str) -> TimeZoneHistory:
+    def _patient(self, patient_id: str) -> Account:
         patient = self.stores.users.by_id(patient_id)
         if patient is None:
             raise NotFound("no such patient")
-        return patient.zone_history()
+        return patient
 
-    def today(self, patient_id: str) -> dict:
+    def _history(self, patient_id: str) -> TimeZoneHistory:
+        return self._patient(patient_id).zone_history()
+
+    def today(self, patient_id: str, patient: Account | None = None, grant: Grant | None = None) -> dict:
         """What is due today on the patient's clock, what is done, and TENS minutes against the plan.
 
-        The reminders are read as they stand (materialized first); the figures come from the patient's today
-        row when no write has touched the patient since it was computed (companion.store.read_models.TodayRows),
-        and are computed and stored again otherwise."""
-        history = self._history(patient_id)
+        Answered from the patient's today row (companion.store.read_models.TodayRows: one read) while no write
+        has changed their today since it was computed and it is still the same local day; computed (the day's
+        reminders materialized first) and stored again otherwise. ``patient``: their account when the caller
+        has it already (the patient's own request: their session was checked against it). ``grant``: the
+        caller's, when it is not the patient's own (a caregiver not allowed the patient's words does not see
+        the reasons for skipping)."""
+        patient = patient or self._patient(patient_id)
+        history = patient.zone_history()
         current = self.clock()
         zone = history.zone_at(current)
         day = local_date(current, history)
+        row = self.stores.today_rows.get(patient_id)
+        if row is not None and row.get("computed") == row.get("token") and (row.get("date"), row.get("zone")) == (
+                day.isoformat(), zone.key):
+            return _today_answer(row, grant)
         start, end = local_day_bounds(zone, day)
-        self.reminders.materialize(patient_id, start, end)
-        occurrences = [o for o in self.stores.occurrences.between(patient_id, start, end)
+        self.reminders.materialize(patient_id, start, end, patient=patient)
+        # The materialization (which changes the token when it writes) comes before the token is read, and the
+        # token before the data: a write after this read changes it, so a row computed from data older than a
+        # write is never stored as current.
+        token = self.stores.today_rows.token_of(patient_id)
+        occurrences = [_shown(o) for o in self.stores.occurrences.between(patient_id, start, end)
                        if o["local_date"] == day.isoformat()]
-        statuses = {s: sum(1 for o in occurrences if o["status"] == s) for s in ("pending", "done", "skipped", "missed")}
-        return {"date": day.isoformat(), "zone": zone.key,
-                "reminders": {"due": len(occurrences), **statuses, "items": occurrences},
-                **self._today_figures(patient_id, history, zone, day)}
+        computed = {"_id": patient_id, "date": day.isoformat(), "zone": zone.key, "occurrences": occurrences,
+                    "figures": self._today_figures(patient_id, history, zone, day)}
+        self.stores.today_rows.save(computed, token)
+        return _today_answer(computed, grant)
 
     def _today_figures(self, patient_id: str, history: TimeZoneHistory, zone, day: date) -> dict:
-        # The mark's token is read before the data: a write after this read changes it, so a row computed from
-        # data older than a write is never taken for current.
-        token = self.stores.panel_row_marks.token_of(patient_id)
-        row = self.stores.today_rows.get(patient_id)
-        if token is not None and row is not None and (row["date"], row["zone"], row["token"]) == (
-                day.isoformat(), zone.key, token):
-            return row["figures"]
         start, end = local_day_bounds(zone, day)
         facts = gather(self.stores, patient_id, start, end)
         plan = facts.plan_on(end)
         tasks = planned_tasks(plan, day)
         events = events_by_local_day(facts.events(), history).get(day, [])
         scores = [e["nrs"] for e in facts.pain]
-        figures = {
+        return {
             "tens": {**_goal(TaskKind.TENS, tasks, events, (plan or {}).get("tens")),
                      "sessions": sum(counts_as_session(s) for s in facts.sessions)},
             "mindfulness": {**_goal(TaskKind.MINDFULNESS, tasks, events, (plan or {}).get("mindfulness")),
@@ -129,10 +155,6 @@ class Progress:
             "medication": _goal(TaskKind.MEDICATION, tasks, events, None, _medication_counts(plan)),
             "pain": {"entries": len(scores), "latest_nrs": scores[-1] if scores else None},
         }
-        if token is not None:
-            self.stores.today_rows.save({"_id": patient_id, "date": day.isoformat(), "zone": zone.key,
-                                         "token": token, "figures": figures})
-        return figures
 
     def _mindfulness_goal(self, patient_id: str, plan: dict | None, zone, day: date, day_end) -> dict:
         """The plan's mindfulness goal as set, and the practice completed this week (Monday to today)."""

@@ -213,7 +213,8 @@ class ReminderDispatch:
         """
         now = self.clock()
         due = self.stores.occurrences
-        newly_missed = mark_closed_missed(due, self.changes, due.closed_at(now, MISSED_BATCH), now)
+        newly_missed = mark_closed_missed(due, self.changes, due.closed_at(now, MISSED_BATCH), now,
+                                          self.stores.today_rows)
         result = MissedResult(marked=len(newly_missed))
         if not newly_missed:
             return result

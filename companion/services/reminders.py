@@ -43,6 +43,7 @@ from companion.services.item_failures import ItemFailures
 from companion.services.reminder_schedules import check_reminder, skipped_slots_for, slots_for
 from companion.services.sync import Changes
 from companion.services.touched_days import TouchedDays
+from companion.store.read_models import TodayRows
 from companion.store.reminders import CANCELLED, Occurrences
 from companion.store.stores import Stores
 
@@ -96,9 +97,11 @@ def version_of(doc: dict) -> int:
     return doc.get("seq") or 0
 
 
-def mark_closed_missed(occurrences: Occurrences, changes: Changes, closed: list[dict], at: datetime) -> list[dict]:
+def mark_closed_missed(occurrences: Occurrences, changes: Changes, closed: list[dict], at: datetime,
+                       today: TodayRows) -> list[dict]:
     """Mark these occurrences (whose windows have closed) missed where still pending, each patient's under
-    one reservation of change numbers; returns those marked (the patient may have recorded one meanwhile)."""
+    one reservation of change numbers (and their today changed); returns those marked (the patient may have
+    recorded one meanwhile)."""
     by_patient: dict[str, list[dict]] = defaultdict(list)
     for occurrence in closed:
         by_patient[occurrence["patient_id"]].append(occurrence)
@@ -106,6 +109,7 @@ def mark_closed_missed(occurrences: Occurrences, changes: Changes, closed: list[
     for patient_id, items in by_patient.items():
         with changes.stamp(patient_id, occurrences, len(items)) as first:
             marked += [o for n, o in enumerate(items) if occurrences.mark_one_missed(o["_id"], at, first + n)]
+    today.touch({o["patient_id"] for o in marked})
     return marked
 
 
@@ -115,6 +119,7 @@ class ReminderService:
         self.users = stores.users
         self.reminders = stores.reminders
         self.occurrences = stores.occurrences
+        self.today = stores.today_rows  # every write to the patient's reminders or occurrences changes it
         self.clock = clock
         self.changes = changes or Changes(stores, clock)
         self.touched = touched
@@ -209,7 +214,8 @@ class ReminderService:
         return page.with_items(page.items)
 
     # Occurrences
-    def materialize(self, patient_id: str, start_utc: datetime, end_utc: datetime) -> int:
+    def materialize(self, patient_id: str, start_utc: datetime, end_utc: datetime, *,
+                    patient: Account | None = None) -> int:
         """Make the stored occurrences of [start_utc, end_utc) match the patient's reminders; returns how
         many were added.
 
@@ -218,12 +224,13 @@ class ReminderService:
         are cancelled, cancelled future ones the schedules produce again come back, and pending future
         ones whose moment changed are moved. Slots a zone change jumped over are kept (module docstring).
         Occurrences already done, skipped or missed, and anything in the past, are history and stay.
+        ``patient``: their account, when the caller has just read it.
         """
         if end_utc <= start_utc:
             return 0
         if end_utc - start_utc > MAX_WINDOW:
             raise ValueError("materialize at most 31 days at a time")
-        patient = self._patient(patient_id)
+        patient = patient or self._patient(patient_id)
         history, quiet = patient.zone_history(), patient.quiet_hours
         current = self.clock()
         wanted: dict[str, dict] = {}
@@ -268,7 +275,9 @@ class ReminderService:
                 seq += 1
             self.occurrences.cancel_pending(stale, seq, current)
             seq += len(stale)
-            return self.occurrences.insert_new([{**doc, "seq": seq + n} for n, doc in enumerate(new)])
+            added = self.occurrences.insert_new([{**doc, "seq": seq + n} for n, doc in enumerate(new)])
+        self.today.touch([patient_id])
+        return added
 
     def refresh_future(self, patient_id: str) -> int:
         """Recompute the patient's pending future occurrences (after a schedule or time-zone change)."""
@@ -276,7 +285,9 @@ class ReminderService:
         pending = self.occurrences.pending_from(patient_id, current)
         latest = max((o["due_at"] for o in pending), default=current)
         end = min(max(current + HORIZON, latest + timedelta(minutes=1)), current + MAX_WINDOW)
-        return self.materialize(patient_id, current, end)
+        added = self.materialize(patient_id, current, end)
+        self.today.touch([patient_id])  # a reminder (or the zone) changed, whether or not an occurrence did
+        return added
 
     def materialize_ahead(self, grace: timedelta, horizon: timedelta) -> int:
         """The scheduler's hourly pass: every patient's occurrences kept ``horizon`` ahead (a patient whose
@@ -332,6 +343,8 @@ class ReminderService:
             raise Conflict(f"this reminder was already recorded as {again['status']}")
         if self.touched is not None:  # a dose taken (or a session ticked off) changes that day's figures
             self.touched.dates(patient_id, {date.fromisoformat(updated["local_date"])}, "reminder_outcome")
+        else:  # (TouchedDays changes the patient's today itself)
+            self.today.touch([patient_id])
         return updated
 
     def snooze(self, patient_id: str, key: str, minutes: int) -> dict:
@@ -345,12 +358,13 @@ class ReminderService:
             updated = self.occurrences.record(patient_id, key, ("pending",), {"snoozed_until": until}, seq)
         if not updated:
             raise Conflict(f"this reminder was already recorded as {occurrence['status']}")
+        self.today.touch([patient_id])
         return updated
 
     def mark_missed(self, now_utc: datetime) -> int:
         """Every pending occurrence whose completion window has closed is now missed; returns how many."""
         closed = self.occurrences.closed_at(now_utc, limit=100_000)
-        return len(mark_closed_missed(self.occurrences, self.changes, closed, now_utc))
+        return len(mark_closed_missed(self.occurrences, self.changes, closed, now_utc, self.today))
 
 
 def _visible(grant: Grant, occurrences: list[dict]) -> list[dict]:

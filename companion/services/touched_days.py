@@ -7,8 +7,9 @@ durable (``days_to_recompute``, one per patient and local date, idempotent), so 
 late it arrives: the adherence job recomputes every marked day within the 30-day window on its next run,
 then judges the alert rules again for them (companion.services.adherence_batch).
 
-The panel's read model hooks in at the same place: every mark of a day marks the patient's panel row
-(companion.services.read_models), and the job marks it again once it has recomputed the days.
+The read models hook in at the same place: every mark of a day marks the patient's panel row
+(companion.services.read_models), and the job marks it again once it has recomputed the days; and it changes
+the patient's today row (companion.store.read_models.TodayRows), computed again on their next "today".
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class TouchedDays:
     def __init__(self, stores: Stores, clock: Clock = now):
         self.marks = stores.days_to_recompute
         self.panel_rows = stores.panel_row_marks
+        self.today_rows = stores.today_rows
         self.users = stores.users
         self.clock = clock
 
@@ -46,6 +48,7 @@ class TouchedDays:
             at = self.clock()
             self.marks.mark(patient_id, dates, reason, at)
             self.panel_rows.mark([patient_id], reason, at)
+            self.today_rows.touch([patient_id])
 
     def instants(self, patient_id: str, instants: Iterable[datetime], reason: str,
                  history: TimeZoneHistory | None = None) -> None:

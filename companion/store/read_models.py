@@ -162,8 +162,11 @@ class PanelRowDays:
 
 
 class TodayRows:
-    """A patient's "today" figures as last computed (``_id`` = the patient's id), with the local date they are of
-    and the token of the patient's mark when they were computed: a write since then has changed the token."""
+    """A patient's "today" as last computed (``_id`` = the patient's id): the local date and zone it is of, its
+    figures and its reminders, and two tokens. ``token`` is changed by every write that changes the patient's
+    today (:meth:`touch`: a touched day, a reminder or occurrence written); ``computed`` is the token the row
+    was computed under. The row is current while the two are equal and its date is the patient's today: one
+    read by ``_id`` answers the patient's "today"."""
 
     def __init__(self, db: Database):
         self.col = db.today_rows
@@ -171,11 +174,33 @@ class TodayRows:
     def get(self, patient_id: str) -> dict | None:
         return self.col.find_one({"_id": patient_id})
 
-    def save(self, doc: dict) -> None:
-        try:
-            self.col.replace_one({"_id": doc["_id"]}, doc, upsert=True)
-        except DuplicateKeyError:
-            self.col.replace_one({"_id": doc["_id"]}, doc, upsert=True)
+    def token_of(self, patient_id: str) -> str | None:
+        doc = self.col.find_one({"_id": patient_id}, {"token": 1})
+        return doc.get("token") if doc else None
+
+    def touch(self, patient_ids: Iterable[str]) -> None:
+        """These patients' today changed: a new token (created if need be, so that a computation that began
+        before this write, when no row existed, cannot store what it read)."""
+        for pid in sorted(set(patient_ids)):
+            change = {"$set": {"token": uuid.uuid4().hex}}
+            try:
+                self.col.update_one({"_id": pid}, change, upsert=True)
+            except DuplicateKeyError:  # two first touches raced; the other inserted it
+                self.col.update_one({"_id": pid}, change)
+
+    def save(self, doc: dict, token: str | None) -> bool:
+        """Store a row computed from data read after the token was ``token`` (None: no row existed), unless the
+        token changed meanwhile (a write since: the row may miss it); returns whether it was stored."""
+        if token is None:
+            fresh = uuid.uuid4().hex
+            try:
+                self.col.insert_one({**doc, "token": fresh, "computed": fresh})
+            except DuplicateKeyError:  # touched (or computed by another request) meanwhile
+                return False
+            return True
+        fields = {k: v for k, v in doc.items() if k != "_id"}
+        return self.col.update_one({"_id": doc["_id"], "token": token},
+                                   {"$set": {**fields, "computed": token}}).matched_count == 1
 
     def delete_for_patient(self, patient_id: str) -> int:
         return self.col.delete_one({"_id": patient_id}).deleted_count

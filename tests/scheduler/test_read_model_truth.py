@@ -21,7 +21,7 @@ from companion.api.ingestion import SessionRecordSchema
 from companion.domain import review as rules
 from companion.domain.access import Grant, Relationship
 from companion.domain.adherence import TaskEvent, TaskKind, events_by_local_day
-from companion.domain.alerts import AlertCandidate, AlertKind, Severity
+from companion.domain.alerts import AlertCandidate, AlertKind, Resolution, Severity
 from companion.domain.plans import plan_in_force, planned_tasks
 from companion.services.adherence import day_bounds, snapshot_of, tens_event
 from companion.services.read_models import KEPT_DAYS, as_panel_row
@@ -142,7 +142,8 @@ class Scenario:
             svc.alerts.acknowledge(self.patients[p], alert["_id"], self.clinician)
         elif kind == "resolve" and self.alerts[args[0]]:
             p, index = args
-            svc.alerts.resolve(self.alerts[p][index % len(self.alerts[p])], "the test resolved it")
+            svc.alerts.resolve(self.alerts[p][index % len(self.alerts[p])], "the test resolved it",
+                               Resolution.UNIT_HEARD)
         elif kind == "advance" and self.advanced + timedelta(hours=args[0]) <= MAX_ADVANCE:
             self.advanced += timedelta(hours=args[0])
             self.traveller.move_to(self.now() + timedelta(hours=args[0]))
