@@ -37,8 +37,6 @@ from companion.services.container import Services
 from companion.services.push_delivery import PER_PASS, OutboxDispatcher
 from companion.settings import load_settings
 from companion.store.db import ensure_indexes, make_client
-from companion.store.outbox import Outbox
-from companion.store.push_tokens import PushTokens
 from tests.support.due_reminders import CHUNK, seed_due_reminders
 from tests.support.ferretdb import FerretServer, free_port
 
@@ -142,8 +140,7 @@ def _send_all(db, sender: PushSender, started: float, budget_s: float) -> tuple[
     """What ``send_push`` does (dispatch passes until one finds nothing), noting how many went out in
     the first minute and starting no new pass after ``budget_s``; returns (delivered, delivered in the
     first minute, finished)."""
-    dispatcher = OutboxDispatcher(Outbox(db), PushTokens(db), sender, owner="bench",
-                                  batch_size=load_settings(environ={}).dispatch_batch)
+    dispatcher = _worker_dispatcher(db, sender, "bench")
     delivered, first_minute = 0, None
 
     def progress(report) -> None:
@@ -158,6 +155,13 @@ def _send_all(db, sender: PushSender, started: float, budget_s: float) -> tuple[
             return delivered, delivered if first_minute is None else first_minute, True
         if time.perf_counter() - started > budget_s:
             return delivered, delivered if first_minute is None else first_minute, False
+
+
+def _worker_dispatcher(db, sender: PushSender, owner: str) -> OutboxDispatcher:
+    """The dispatcher the worker's ``push-send`` runs: default settings, consent checked before each batch
+    goes out, each recipient's language and zones read."""
+    services = Services(load_settings({"mongodb_db": db.name}, environ={}), client=db.client, sender=sender)
+    return services.push.dispatcher(owner)
 
 
 def _send_in_processes(db, uri: str, name: str, emulator: Emulator, senders: int, started: float,
@@ -183,8 +187,7 @@ def _send_only(uri: str, name: str, account: str, fcm_url: str, owner: str, budg
     sender = PushSender(account, fcm_url=fcm_url, app_name=owner)
     try:
         db = client[name]
-        dispatcher = OutboxDispatcher(Outbox(db), PushTokens(db), sender, owner=owner,
-                                      batch_size=load_settings(environ={}).dispatch_batch)
+        dispatcher = _worker_dispatcher(db, sender, owner)
         started = time.perf_counter()
         while dispatcher.run_pass(PER_PASS).claimed:
             if time.perf_counter() - started > budget_s:
@@ -215,8 +218,8 @@ def render(figures: list[Figures], server: str, budget_s: float) -> str:
         "call; *insert_many* is the database floor (N outbox-sized documents). *dispatch* creates the N outbox "
         "notifications (what already exists looked up by _id, the rest in one unordered insert under the unique "
         "key); *peak* is dispatch plus sending them all the way "
-        "the worker does (`OutboxDispatcher.run_pass` until a pass finds nothing: the due notifications and "
-        "their phones read once per pass, then claim, push, settle 500 at a time, the next batch claimed and built while one is at FCM), by this process or by *sender processes* OS processes on the one outbox, no new pass after the budget. *growth* is peak time per reminder relative to the smallest size (1.00 = linear).", "",
+        "the worker does (the worker's `OutboxDispatcher`, consent and readers' accounts included, `run_pass` until a pass finds nothing: the due notifications and "
+        "their phones read once per pass, then claim, check, push, settle 500 at a time, the next batch claimed and built while one is sent and settled), by this process or by *sender processes* OS processes on the one outbox, no new pass after the budget. *growth* is peak time per reminder relative to the smallest size (1.00 = linear).", "",
         "| due reminders | sender processes | send_each s | insert_many s | dispatch s | peak s | peak / send_each "
         "| growth | delivered in the first minute | delivered |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
