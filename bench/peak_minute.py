@@ -37,8 +37,6 @@ from companion.services.container import Services
 from companion.services.push_delivery import PER_PASS, OutboxDispatcher
 from companion.settings import load_settings
 from companion.store.db import ensure_indexes, make_client
-from companion.store.outbox import Outbox
-from companion.store.push_tokens import PushTokens
 from tests.support.due_reminders import CHUNK, seed_due_reminders
 from tests.support.ferretdb import FerretServer, free_port
 
@@ -58,6 +56,7 @@ class Figures:
     complete: bool
     stopped_by: str = ""
     senders: int = 1
+    cpu_s: dict[str, float] | None = None  # CPU seconds spent while sending, by process (when known)
 
     @property
     def peak_s(self) -> float:
@@ -103,8 +102,14 @@ def _time_insert_many(db, size: int) -> float:
     return time.perf_counter() - started
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far (Linux /proc), children not included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(client: MongoClient, emulator: Emulator, size: int, budget_s: float, uri: str = "",
-            senders: int = 1) -> Figures:
+            senders: int = 1, server_pid: int | None = None) -> Figures:
     """One size: a fresh database, seeded, then the floors and the peak minute measured, the sending done
     by this process (``senders`` 1) or by that many sender processes on the same outbox."""
     name = f"bench_peak_{uuid.uuid4().hex[:8]}"
@@ -119,6 +124,9 @@ def measure(client: MongoClient, emulator: Emulator, size: int, budget_s: float,
         started = time.perf_counter()
         result = Services(load_settings({"mongodb_db": name}, environ={}), client=client).reminder_dispatch.dispatch_due()
         dispatched = time.perf_counter()
+        pids = {"sender": os.getpid(), "emulator": emulator.process.pid,
+                **({"database": server_pid} if server_pid else {})}
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         stopped_by = ""
         try:
             if senders == 1:
@@ -130,20 +138,20 @@ def measure(client: MongoClient, emulator: Emulator, size: int, budget_s: float,
             delivered, first_minute, complete = db.push_outbox.count_documents({"state": "sent"}), 0, False
             stopped_by = f"{type(exc).__name__} while sending"
         finished = time.perf_counter()
+        cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
     finally:
         sender.close()
         client.drop_database(name)
     assert result.scheduled == size, result
     return Figures(size, send_each_s, insert_many_s, dispatched - started, finished - dispatched, delivered,
-                   first_minute, complete, stopped_by, senders)
+                   first_minute, complete, stopped_by, senders, cpu)
 
 
 def _send_all(db, sender: PushSender, started: float, budget_s: float) -> tuple[int, int, bool]:
     """What ``send_push`` does (dispatch passes until one finds nothing), noting how many went out in
     the first minute and starting no new pass after ``budget_s``; returns (delivered, delivered in the
     first minute, finished)."""
-    dispatcher = OutboxDispatcher(Outbox(db), PushTokens(db), sender, owner="bench",
-                                  batch_size=load_settings(environ={}).dispatch_batch)
+    dispatcher = _worker_dispatcher(db, sender, "bench")
     delivered, first_minute = 0, None
 
     def progress(report) -> None:
@@ -158,6 +166,13 @@ def _send_all(db, sender: PushSender, started: float, budget_s: float) -> tuple[
             return delivered, delivered if first_minute is None else first_minute, True
         if time.perf_counter() - started > budget_s:
             return delivered, delivered if first_minute is None else first_minute, False
+
+
+def _worker_dispatcher(db, sender: PushSender, owner: str) -> OutboxDispatcher:
+    """The dispatcher the worker's ``push-send`` runs: default settings, consent checked before each batch
+    goes out, each recipient's language and zones read."""
+    services = Services(load_settings({"mongodb_db": db.name}, environ={}), client=db.client, sender=sender)
+    return services.push.dispatcher(owner)
 
 
 def _send_in_processes(db, uri: str, name: str, emulator: Emulator, senders: int, started: float,
@@ -183,8 +198,7 @@ def _send_only(uri: str, name: str, account: str, fcm_url: str, owner: str, budg
     sender = PushSender(account, fcm_url=fcm_url, app_name=owner)
     try:
         db = client[name]
-        dispatcher = OutboxDispatcher(Outbox(db), PushTokens(db), sender, owner=owner,
-                                      batch_size=load_settings(environ={}).dispatch_batch)
+        dispatcher = _worker_dispatcher(db, sender, owner)
         started = time.perf_counter()
         while dispatcher.run_pass(PER_PASS).claimed:
             if time.perf_counter() - started > budget_s:
@@ -202,8 +216,9 @@ def render(figures: list[Figures], server: str, budget_s: float) -> str:
         ratio = f"{f.peak_s / f.send_each_s:.2f}" if f.complete else f"> {f.peak_s / f.send_each_s:.0f}"
         base = next(b for b in figures if b.senders == f.senders)
         growth = f"{(f.peak_s / base.peak_s) / (f.size / base.size):.2f}" if f.complete and base.complete else "–"
+        cpu = " / ".join(f"{f.cpu_s[k]:.1f}" if k in (f.cpu_s or {}) else "–" for k in ("sender", "database"))
         return (f"| {f.size:,} | {f.senders} | {f.send_each_s:.1f} | {f.insert_many_s:.1f} | {f.dispatch_s:.1f} | {peak} | {ratio} "
-                f"| {growth} | {f.delivered_first_minute:,} | {f.delivered:,} |")
+                f"| {growth} | {f.delivered_first_minute:,} | {f.delivered:,} | {cpu} |")
 
     return "\n".join([
         SECTION, "",
@@ -215,11 +230,11 @@ def render(figures: list[Figures], server: str, budget_s: float) -> str:
         "call; *insert_many* is the database floor (N outbox-sized documents). *dispatch* creates the N outbox "
         "notifications (what already exists looked up by _id, the rest in one unordered insert under the unique "
         "key); *peak* is dispatch plus sending them all the way "
-        "the worker does (`OutboxDispatcher.run_pass` until a pass finds nothing: the due notifications and "
-        "their phones read once per pass, then claim, push, settle 500 at a time, the next batch claimed and built while one is at FCM), by this process or by *sender processes* OS processes on the one outbox, no new pass after the budget. *growth* is peak time per reminder relative to the smallest size (1.00 = linear).", "",
+        "the worker does (the worker's `OutboxDispatcher`, consent and readers' accounts included, `run_pass` until a pass finds nothing: the due notifications and "
+        "their phones read once per pass, then claim, check, push, settle 500 at a time, the next batch claimed and built while one is sent and settled), by this process or by *sender processes* OS processes on the one outbox, no new pass after the budget. *growth* is peak time per reminder relative to the smallest size (1.00 = linear). *CPU while sending* is the CPU time the sending process (both its threads) and the database server used from the end of dispatch to the last settle: unlike the wall times it does not grow with other work on the machine.", "",
         "| due reminders | sender processes | send_each s | insert_many s | dispatch s | peak s | peak / send_each "
-        "| growth | delivered in the first minute | delivered |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| growth | delivered in the first minute | delivered | CPU while sending s (sender / database) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *[row(f) for f in figures], "",
     ])
 
@@ -261,7 +276,8 @@ def main(argv: list[str] | None = None) -> None:
             figures = []
             for size in sizes:
                 for senders in sender_counts:
-                    figures.append(measure(client, emulator, size, args.budget_s, uri, senders))
+                    figures.append(measure(client, emulator, size, args.budget_s, uri, senders,
+                                           server.proc.pid if server is not None and server.proc else None))
                     print(f"{size} x{senders}: {figures[-1]}", flush=True)
         finally:
             client.close()

@@ -19,6 +19,7 @@ from companion.domain.access import (
     notifications_visible_to,
 )
 from companion.domain.errors import NotFound
+from companion.domain.people import Account
 from companion.store.stores import Stores
 
 NO_LONGER_CONSENTED = (CONSENT_REVOKED, NOT_SHARED)
@@ -49,12 +50,13 @@ class DeliveryConsent:
         self.links = stores.care_links
         self.alerts = stores.alerts
 
-    def refusals(self, docs: list[dict]) -> dict[str, str]:
-        """For each notification that must not go out, why (by notification id)."""
+    def refusals(self, docs: list[dict], people: dict[str, Account] | None = None) -> dict[str, str]:
+        """For each notification that must not go out, why (by notification id). ``people``: the accounts of
+        the notifications' recipients and patients when the caller has just read them (else read here)."""
         if not docs:
             return {}
-        people = {a.id: a for a in self.users.by_ids({d["recipient_user_id"] for d in docs}
-                                                        | {d["patient_id"] for d in docs})}
+        if people is None:
+            people = self.people(docs)
         to_caregivers = [d for d in docs if d["recipient_user_id"] != d["patient_id"]]
         links = self.links.active_pairs({(d["patient_id"], d["recipient_user_id"]) for d in to_caregivers})
         share_kinds = self._share_kinds(to_caregivers)
@@ -69,6 +71,11 @@ class DeliveryConsent:
             if reason is not None:
                 refused[doc["_id"]] = reason
         return refused
+
+    def people(self, docs: list[dict]) -> dict[str, Account]:
+        """The accounts of the notifications' recipients and patients, by id (one read)."""
+        return {a.id: a for a in self.users.by_ids({d["recipient_user_id"] for d in docs}
+                                                   | {d["patient_id"] for d in docs})}
 
     def _share_kinds(self, docs: list[dict]) -> dict[str, str | None]:
         """The consent kind each caregiver notification needs: recorded on it, or (for one queued before it was

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from companion.clock import Clock, now
-from companion.domain.localtime import TimeZoneHistory
+from companion.domain.people import Account
 from companion.notify.push import Address, Outcome, PushItem, PushResult, PushSender
 from companion.services.notifications import DeliveryConsent
 from companion.services.telemetry import NoTelemetry, Telemetry
@@ -142,11 +142,12 @@ class OutboxDispatcher:
         settled meanwhile), claims them and sends them. ``progress`` is told the running totals after
         each batch.
 
-        **Pipelined:** while one batch is at FCM (``send_each`` waits on the network), the next is read,
-        claimed, checked and built, so that database work hides behind FCM's instead of adding to it. A
-        batch is settled before the next one goes to FCM, so one batch at most is ever sent and not yet
-        settled: a crash still costs at most one batch sent twice (two batches are claimed at once, both
-        under their lease; the one not sent yet is simply sent after the lease).
+        **Pipelined:** while one batch is at FCM and then being settled (a second thread sends it and
+        records its outcomes), the next is read, claimed, checked and built, so that this database work
+        hides behind FCM's and the settling writes instead of adding to them. A batch is settled before the
+        next one goes to FCM, so one batch at most is ever sent and not yet settled: a crash still costs at
+        most one batch sent twice (two batches are claimed at once, both under their lease; the one not
+        sent yet is simply sent after the lease).
 
         **Several dispatchers** (processes or hosts) share the outbox: each starts its pass at a different
         batch (by its owner's name) and goes round, so they rarely contend for the same batch; when they
@@ -161,7 +162,7 @@ class OutboxDispatcher:
         first = _start_of(self.owner, len(batches))
         batches = batches[first:] + batches[:first]
         phones: PhoneBook | None = None
-        in_flight: tuple[_Prepared, Future[list[PushResult]] | None] | None = None
+        in_flight: Future[DispatchReport] | None = None
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="push-send") as lane:
             for batch in batches:
                 claimed = self.outbox.claim(self.outbox.open_among(batch), self.owner, self.lease)
@@ -171,11 +172,11 @@ class OutboxDispatcher:
                     phones = PhoneBook(self.tokens, set(due.values()))
                 prepared = self._prepare(claimed, phones, report)
                 if in_flight is not None:
-                    self._settle(*in_flight, phones, report, progress)
+                    _add(report, in_flight.result(), progress)  # the previous batch is sent and settled
                     prepared = prepared.without_forgotten(phones)  # phones FCM just called dead
-                in_flight = (prepared, lane.submit(self.sender.send, prepared.items) if prepared.items else None)
-            if in_flight is not None and phones is not None:
-                self._settle(*in_flight, phones, report, progress)
+                in_flight = lane.submit(self._send_and_settle, prepared, phones)
+            if in_flight is not None:
+                _add(report, in_flight.result(), progress)
         logger.info("outbox pass: claimed %d, states %s, dead tokens %d", report.claimed, report.states,
                     report.dead_tokens_removed)
         return report
@@ -183,7 +184,9 @@ class OutboxDispatcher:
     def _prepare(self, claimed: list[dict], phones: PhoneBook, report: DispatchReport) -> _Prepared:
         """A claimed batch made ready to send: consent checked, one push item per phone, in each reader's words."""
         report.claimed += len(claimed)
-        refused = self.consent.refusals(claimed) if self.consent is not None else {}
+        recipients = {d["recipient_user_id"] for d in claimed}
+        people = self._people(claimed)
+        refused = self.consent.refusals(claimed, people) if self.consent is not None else {}
         outcomes = []
         for doc in claimed:
             if doc["_id"] in refused:
@@ -192,7 +195,8 @@ class OutboxDispatcher:
         claimed = [doc for doc in claimed if doc["_id"] not in refused]
         items: list[PushItem] = []
         installs: list[tuple[str, str]] = []  # (recipient, install) of each item
-        readers = self._readers(claimed)
+        readers = {} if people is None or self.users is None else {
+            a.id: (a.locale, a.zone_history()) for a in people.values() if a.id in recipients}
         for doc in claimed:
             language, zone = readers.get(doc["recipient_user_id"], (None, None))
             planned = doc.get("planned_at")
@@ -206,10 +210,11 @@ class OutboxDispatcher:
                 installs.append((doc["recipient_user_id"], phone["install_id"]))
         return _Prepared(claimed, items, installs, outcomes)
 
-    def _settle(self, prepared: _Prepared, sending: Future[list[PushResult]] | None, phones: PhoneBook,
-                report: DispatchReport, progress: Callable[[DispatchReport], None] | None) -> None:
-        """Wait for a batch's answers, drop the phones FCM called dead, and record each notification's state."""
-        results = sending.result() if sending is not None else []
+    def _send_and_settle(self, prepared: _Prepared, phones: PhoneBook) -> DispatchReport:
+        """Send a batch, drop the phones FCM called dead, and record each notification's state (in the
+        lane's thread); returns what it did for the pass's report."""
+        report = DispatchReport()
+        results = self.sender.send(prepared.items) if prepared.items else []
         per_doc: dict[str, list[tuple[str, PushResult]]] = {}
         for item, (recipient, install), result in zip(prepared.items, prepared.installs, results, strict=True):
             per_doc.setdefault(item.outbox_id, []).append((install, result))
@@ -222,14 +227,27 @@ class OutboxDispatcher:
             outcomes.append((doc, settlement.state, settlement.details()))
             report.states[settlement.state] = report.states.get(settlement.state, 0) + 1
         self.outbox.settle(outcomes)
-        if progress is not None:
-            progress(report)
+        return report
 
-    def _readers(self, docs: list[dict]) -> dict[str, tuple[str | None, TimeZoneHistory]]:
-        """Each recipient's chosen language (None: their phones') and zones, read once per batch."""
-        if self.users is None or not docs:
+    def _people(self, docs: list[dict]) -> dict[str, Account] | None:
+        """The accounts of a batch's recipients and patients, read once for both the consent check and each
+        recipient's language and zones (None: this dispatcher reads no accounts)."""
+        if not docs:
             return {}
-        return {a.id: (a.locale, a.zone_history()) for a in self.users.by_ids({d["recipient_user_id"] for d in docs})}
+        if self.consent is not None:
+            return self.consent.people(docs)
+        if self.users is not None:
+            return {a.id: a for a in self.users.by_ids({d["recipient_user_id"] for d in docs})}
+        return None
+
+
+def _add(report: DispatchReport, batch: DispatchReport, progress: Callable[[DispatchReport], None] | None) -> None:
+    """Count a settled batch into the pass's report (in the pass's thread) and tell ``progress``."""
+    report.dead_tokens_removed += batch.dead_tokens_removed
+    for state, count in batch.states.items():
+        report.states[state] = report.states.get(state, 0) + count
+    if progress is not None:
+        progress(report)
 
 
 class PhoneBook:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import pymongo
+
+from companion.services.notifications import DeliveryConsent
 from companion.services.push_delivery import OutboxDispatcher
 from companion.store.outbox import NotificationRequest, Outbox, notification_id
 from companion.store.push_tokens import PushTokens
+from companion.store.stores import Stores
 from tests.notify.clock import T0
 from tests.notify.test_outbox import LEASE, delivered_ids, run_two_dispatchers
+from tests.scheduler.test_today_row import _Finds
 
 
 def requests_for(people: list[str], per_person: int) -> list[NotificationRequest]:
@@ -64,6 +69,29 @@ def test_a_token_fcm_reports_dead_is_not_addressed_again_later_in_the_same_pass(
     OutboxDispatcher(outbox, tokens, sender, owner="worker-1", lease=LEASE, batch_size=2).run_pass(100)
     # The first batch (two notifications, sent together) addresses it twice; the second batch not at all.
     assert (emulator.hits_for("tok-live"), emulator.hits_for("tok-dead")) == (4, 2)
+
+
+def test_a_batch_reads_its_people_once_for_both_consent_and_their_language(store_db, mongo_uri, clock, sender,
+                                                                          emulator):
+    people = [f"p-{n}" for n in range(6)]
+    store_db.users.insert_many([{"_id": p, "email": f"{p}@example.org", "role": "patient", "password_hash": "-",
+                                 "display_name": p, "time_zone": "Europe/Berlin", "locale": "de"} for p in people])
+    finds = _Finds()
+    client = pymongo.MongoClient(mongo_uri, tz_aware=True, event_listeners=[finds])
+    try:
+        stores = Stores(client[store_db.name], clock)
+        for user in people:
+            stores.push_tokens.register(user, "phone", f"tok-{user}", "android")
+        stores.outbox.schedule_many(requests_for(people, 1))
+        finds.collections.clear()
+        report = OutboxDispatcher(stores.outbox, stores.push_tokens, sender, owner="worker-1", lease=LEASE,
+                                  batch_size=2, consent=DeliveryConsent(stores), users=stores.users).run_pass(100)
+    finally:
+        client.close()
+    assert (report.claimed, report.states, len(delivered_ids(emulator))) == (6, {"sent": 6}, 6)
+    assert finds.collections.count("users") == 3  # one read per batch of two, not one for consent and one more
+    titles = {d.body["message"]["notification"]["title"] for d in emulator.deliveries}
+    assert titles == {"Zeit für Ihre Therapiesitzung"}  # each in the account's language, read in the same read
 
 
 def test_phones_of_a_large_set_of_people_read_in_one_go_match_the_indexed_lookup(store_db, clock):
