@@ -11,8 +11,8 @@ from device_gateway.buffer import RecordBuffer
 from device_gateway.clock import GatewayClock, ServerClock
 from device_gateway.link import BluetoothUnavailable, GatewayLink
 from device_gateway.profiles.companion_tens import ControlOp
-from device_gateway.simulator.radio import FakeBluez
 from device_gateway.simulator.unit import FakeTensUnit
+from tests.support.scenario import run_with_units
 
 UNIT_A = ("CT-000001", "C0:FF:EE:00:00:01")
 UNIT_B = ("CT-000002", "C0:FF:EE:00:00:02")
@@ -24,21 +24,6 @@ def buffer(tmp_path):
     buf = RecordBuffer(tmp_path / "buffer.db")
     yield buf
     buf.close()
-
-
-def run_with_units(units: list[FakeTensUnit], scenario):
-    """Start the fake BlueZ with ``units`` in range, run ``scenario(fake)`` in the same loop as bleak."""
-
-    async def main():
-        fake = await FakeBluez().start()
-        try:
-            for unit in units:
-                fake.add_unit(unit)
-            return await scenario(fake)
-        finally:
-            await fake.stop()
-
-    return asyncio.run(main())
 
 
 def make_link(buffer, serials, **kwargs) -> GatewayLink:
