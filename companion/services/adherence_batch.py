@@ -51,6 +51,7 @@ from companion.services.item_failures import ItemFailures
 from companion.services.read_models import kept_day
 from companion.services.touched_days import RECOMPUTE_WINDOW_DAYS
 from companion.store.adherence import snapshot_id
+from companion.store.recompute import PASS_LIMIT
 from companion.store.stores import Stores
 
 logger = logging.getLogger(__name__)
@@ -294,6 +295,9 @@ class AdherenceJob:
         marks = self.stores.days_to_recompute
         since = marks.last_run(JOB)
         pending = marks.pending()
+        if len(pending) >= PASS_LIMIT:  # the rest stay marked: the next run takes them, oldest first
+            logger.warning("touched days waiting past one run's %d: the oldest now, the rest on the next run",
+                           PASS_LIMIT)
         report = AlertsReport()
         failures = ItemFailures(JOB)
         marked: dict[str, set[date]] = defaultdict(set)
