@@ -53,7 +53,7 @@ class DemoPatient:
 
 
 PATIENTS = [
-    DemoPatient("maria", "Maria Santos", "Europe/London", "CTU-M0001", 0.93, 6.5),
+    DemoPatient("maria", "Maria Santos", "Europe/London", "CTU-M0001", 0.98, 6.5),
     DemoPatient("james", "James Walker", "America/New_York", "CTU-J0002", 0.5, 7.0, clock_reset_days_ago=10),
     DemoPatient("priya", "Priya Raman", "Asia/Kolkata", "CTU-P0003", 0.85, 5.5, late_days=LATE_DAYS),
 ]
