@@ -33,7 +33,7 @@ from apscheduler.events import (
     JobExecutionEvent,
     JobSubmissionEvent,
 )
-from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.schedulers.base import BaseScheduler, SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from companion import metrics
@@ -221,8 +221,18 @@ def main() -> None:
 
     def stop(signum, frame):
         stopping.set()
-        if scheduler.running:
-            scheduler.shutdown(wait=False)
+
+    def shut_down_when_asked():
+        # Not from the signal handler: it runs on the main thread wherever that was interrupted, possibly inside
+        # the thread pool's submit, which holds the lock shutdown takes too (it would wait on itself for ever);
+        # and a signal between the check below and the scheduler's start would find it not running yet.
+        stopping.wait()
+        while True:
+            try:
+                scheduler.shutdown(wait=False)
+                return
+            except SchedulerNotRunningError:
+                time.sleep(0.05)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -238,6 +248,7 @@ def main() -> None:
         logger.info("scheduler worker started", extra={"holder": worker.lease.holder})
         try:
             if not stopping.is_set():
+                threading.Thread(target=shut_down_when_asked, name="worker-stop", daemon=True).start()
                 scheduler.start()
         finally:
             worker.lease.release()

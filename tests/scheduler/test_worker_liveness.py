@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from datetime import timedelta
 
 import pytest
@@ -134,6 +135,7 @@ def test_the_worker_waits_for_the_database_with_a_clear_line_then_starts(tmp_pat
         assert process.poll() is None
         server.start()
         _line_with(process, "scheduler worker started")
+        _drain(process)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:
@@ -154,6 +156,12 @@ def test_a_worker_told_to_stop_while_waiting_for_the_database_exits_at_once(db_n
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def _drain(process: subprocess.Popen) -> None:
+    """Keep reading the process's log once the test has seen what it waited for: a started worker logs every
+    job it runs, and a full pipe would block it in a log write, where it cannot stop."""
+    threading.Thread(target=process.stderr.read, daemon=True).start()
 
 
 def _line_with(process: subprocess.Popen, text: str) -> str:
