@@ -20,12 +20,17 @@
 #   (lost $inc and $set, several winners of one conditional claim). Each statement now holds a lock of
 #   its collection across its read-modify-write, making single-document writes atomic as on MongoDB
 #   (tests/proof/test_single_document_atomicity.py).
-# The build is stamped v1.24.2-companion.3 so that a binary without the current patches is rebuilt.
+# - scripts/ferretdb-v1.24.2-sorted-page.patch: a sorted query decoded and sorted every matching document in
+#   Go to return one page (a clinician's panel of 50 out of 2,000 rows read all 2,000). When the filter is one
+#   SQLite applies exactly (none, or on _id alone), SQLite now orders and limits the page itself, as MongoDB
+#   orders the types it can (null, numbers, strings, ObjectIDs, booleans, dates), and falls back to the old
+#   way when a sort field holds anything else (tests/proof/test_sorted_page.py).
+# The build is stamped v1.24.2-companion.4 so that a binary without the current patches is rebuilt.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${FERRETDB_BIN:-$root/var/bin/ferretdb}"
 version="v1.24.2"
-stamp="${version}-companion.3"
+stamp="${version}-companion.4"
 if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "version: ${stamp}$"; then
   echo "$bin"; exit 0
 fi
@@ -36,7 +41,7 @@ work="$(mktemp -d)"
 trap 'chmod -R u+w "$work"; rm -rf "$work"' EXIT
 cp -r "$src/." "$work/"
 chmod -R u+w "$work"
-for patch in sqlite-pushdown update-statement-close write-atomicity; do
+for patch in sqlite-pushdown update-statement-close write-atomicity sorted-page; do
   (cd "$work" && git apply -p1 "$root/scripts/ferretdb-${version}-${patch}.patch")
 done
 echo "${stamp}" > "$work/build/version/version.txt"

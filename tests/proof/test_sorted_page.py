@@ -1,0 +1,119 @@
+"""One page of a sorted query is the same page whether the server reads only that page or every document.
+
+The project's FerretDB build reads one page of a query sorted on top-level fields straight from SQLite
+(ordered, limited to skip + limit) when the filter is one it applies exactly (none, or on `_id` alone):
+see scripts/ferretdb-v1.24.2-sorted-page.patch. SQLite orders the values as MongoDB does only for some types
+(null or missing, numbers, strings, ObjectIDs, booleans, dates); when a sort field holds anything else in a
+matching document, the server reads and sorts everything as before. These tests compare each page with the
+same query written so that the patch cannot apply (a second, always-true condition), which FerretDB answers
+by reading, filtering and sorting every document in Go, and with the order MongoDB documents.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from bson import ObjectId
+
+SORTS = [
+    [("v", 1), ("_id", 1)],
+    [("v", -1), ("_id", 1)],
+    [("v", 1), ("w", -1), ("_id", -1)],
+    [("w", 1), ("v", 1), ("_id", 1)],
+]
+# MongoDB's order of types (https://www.mongodb.com/docs/manual/reference/bson-type-comparison-order/).
+RANK = {type(None): 1, int: 2, float: 2, str: 3, ObjectId: 7, bool: 8, datetime: 9}
+
+
+def sortable_value(rng: random.Random):
+    """A value of one of the types the patch orders in SQLite, or nothing (the field left out)."""
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    return rng.choice([
+        lambda: None,
+        lambda: rng.randint(-5, 5),
+        lambda: rng.choice([-2.5, 0.0, 0.25, 1.5, 3.0, 1e12]),
+        lambda: 2**40 + rng.randint(0, 3),
+        lambda: rng.choice(["", "a", "B", "b", "ab", "é", "zz", "10", "9"]),
+        lambda: ObjectId(f"{rng.randint(0, 15):024x}"),
+        lambda: rng.choice([True, False]),
+        lambda: base + timedelta(milliseconds=rng.randint(-10**9, 10**9)),
+        lambda: "MISSING",
+    ])()
+
+
+def documents(rng: random.Random, n: int, *, unsortable: bool = False) -> list[dict]:
+    docs = []
+    for i in range(n):
+        doc = {"_id": f"p{i:04d}"}
+        for field in ("v", "w"):
+            value = sortable_value(rng)
+            if value != "MISSING":
+                doc[field] = value
+        docs.append(doc)
+    if unsortable:  # one document whose sort field MongoDB orders by an element or a sub-document
+        docs[rng.randrange(n)]["v"] = rng.choice([[3, "a"], {"x": 1}, [], [None]])
+    return docs
+
+
+def mongodb_key(doc: dict, sort: list[tuple[str, int]]):
+    """The order MongoDB documents for these scalar types (ties broken by the sort's last key, _id)."""
+    class Key:
+        def __init__(self, d):
+            self.d = d
+
+        def __lt__(self, other):
+            for field, direction in sort:
+                a, b = self.d.get(field), other.d.get(field)
+                ka, kb = (RANK[type(a)], a), (RANK[type(b)], b)
+                if ka[0] != kb[0]:
+                    return (ka[0] < kb[0]) if direction == 1 else (ka[0] > kb[0])
+                if a is None or a == b:
+                    continue
+                if isinstance(a, str):
+                    a, b = a.encode(), b.encode()
+                return (a < b) if direction == 1 else (a > b)
+            return False
+    return Key(doc)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_page_read_in_sqlite_is_the_page_mongodb_returns(mongo_client, db_name, seed):
+    rng = random.Random(seed)
+    col = mongo_client[db_name].things
+    docs = documents(rng, 300)
+    col.insert_many(docs)
+    ids = [d["_id"] for d in docs]
+    for sort in SORTS:
+        expected = [d["_id"] for d in sorted(docs, key=lambda d: mongodb_key(d, sort))]
+        for skip, limit in ((0, 1), (0, 50), (37, 20), (280, 50)):
+            subset = rng.sample(ids, 200)
+            want = [i for i in expected if i in set(subset)][skip:skip + limit]
+            paged = [d["_id"] for d in col.find({"_id": {"$in": subset}}).sort(sort).skip(skip).limit(limit)]
+            everything = [d["_id"] for d in col.find({"_id": {"$in": subset}, "_id_": {"$exists": False}})
+                          .sort(sort).skip(skip).limit(limit)]
+            assert paged == everything == want, (sort, skip, limit)
+            whole = [d["_id"] for d in col.find({}).sort(sort).skip(skip).limit(limit)]
+            assert whole == expected[skip:skip + limit], (sort, skip, limit)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_value_sqlite_cannot_order_makes_the_server_sort_everything_as_before(mongo_client, db_name, seed):
+    rng = random.Random(100 + seed)
+    col = mongo_client[db_name].things
+    col.insert_many(documents(rng, 200, unsortable=True))
+    for sort in SORTS:
+        for skip, limit in ((0, 10), (50, 50), (190, 20)):
+            paged = [d["_id"] for d in col.find({}).sort(sort).skip(skip).limit(limit)]
+            everything = [d["_id"] for d in col.find({"_id_": {"$exists": False}}).sort(sort).skip(skip).limit(limit)]
+            assert paged == everything, (sort, skip, limit)
+
+
+def test_a_page_by_id_and_one_document_by_id(mongo_client, db_name):
+    col = mongo_client[db_name].things
+    col.insert_many([{"_id": f"p{i}", "v": i % 7} for i in range(50)])
+    assert [d["_id"] for d in col.find({"_id": "p3"}).sort([("v", 1)]).limit(5)] == ["p3"]
+    # v: p6 -> 6, p8 -> 1, p20 -> 6; ties by _id as strings
+    assert [d["_id"] for d in col.find({"_id": {"$in": ["p6", "p8", "p20", "nobody"]}}).sort([("v", -1), ("_id", 1)])
+            .limit(2)] == ["p20", "p6"]
