@@ -36,12 +36,13 @@ import httpx
 
 from bench.common import ROOT, app_env, database, gunicorn, mongo, write_result
 from bench.ingestion import RECORDS_PATH, item
-from bench.reads import DAYS, TODAY_PATHS, first_served, history, load
+from bench.reads import TODAY_PATH, history, load, sessions
 from bench.world import bench_app, paired_gateways
 from device_gateway.uploader import backoff_delay, parse_retry_after
 from tests.support.world import make_user
 
 BATCH = 50
+DAYS = 90  # of the reading patient's history, as bench.reads seeds it
 
 
 def _records(serial: str, count: int) -> list[dict]:
@@ -149,12 +150,15 @@ def main(argv: list[str] | None = None) -> None:
         app = bench_app(uri, db_name)
         client, services = app.test_client(), app.extensions["companion"]
         patient = make_user(client, services, key="flood_reader", role="patient")
-        history(services.db, patient.id, "CTU-READER", DAYS)
+        now = datetime.now(UTC)
+        history(services.db, [patient.id], DAYS, now)
+        sessions(services.db, patient.id, "CTU-READER", DAYS, now)
         services.client.close()
+        today_path = TODAY_PATH.format(patient_id=patient.id)
         with gunicorn("companion.wsgi:app", app_env(uri, db_name)) as server:
-            today_path, answers = first_served(server.url, TODAY_PATHS, patient.headers, {"patient_id": patient.id})
-        if today_path is None:
-            raise SystemExit(f"no today endpoint answered: {answers}")
+            status = httpx.get(server.url + today_path, headers=patient.headers, timeout=60).status_code
+        if status != 200:
+            raise SystemExit(f"{today_path} answered {status}")
         figures["today_path"] = today_path
         for budget in args.budgets:
             figures["runs"].append(run_budget(uri, db_name, budget, args, patient, today_path))

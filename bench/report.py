@@ -200,6 +200,33 @@ def gateway(lines: list[str]) -> None:
               f"{g['read_upload_batch_ms']} ms, {g['read_upload_batch_tracemalloc_peak_mib']} MiB.", ""]
 
 
+def flood(lines: list[str]) -> None:
+    lines += ["## Flood: many gateways reconnecting at once", ""]
+    f = _load("flood")
+    if not f:
+        lines += _missing("flood", None)
+        return
+    lines += [f"`python -m bench.flood`: {f['gateways']} gateways, each paired to its own patient with one unit and a "
+              f"day's backlog of {f['records_per_gateway']} records, all start uploading at the same instant (threads "
+              "of one separate process, batches of 50, waiting on 503/429 as device_gateway's uploader does: "
+              "full-jitter backoff, never less than Retry-After), then keep replaying their backlog until the "
+              f"window ends. One patient's \"today\" (90 days of history) under {f['today_clients']} closed-loop "
+              f"clients for {f['seconds']:g} s, without the flood and during it, same server (gunicorn 2 workers × "
+              "4 threads), same run. *budget* is COMPANION_GATEWAY_UPLOAD_CONCURRENCY per web process (8: every "
+              "thread, i.e. no budget; the default is 2).", "",
+              "| budget | today p95 quiet ms | today p95 during the flood ms | **p95 flood / quiet** | p50 flood / quiet "
+              "| today errors | uploads 200 / 503 | all delivered s | stored / expected | every record once |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for run in f["runs"]:
+        statuses = run.get("statuses", {})
+        lines.append(f"| {run['budget']} | {run['today_quiet']['p95_ms']:,.0f} | {run['today_flood']['p95_ms']:,.0f} "
+                     f"| **{run['p95_ratio_flood_to_quiet']}** | {run['p50_ratio_flood_to_quiet']} "
+                     f"| {run['today_flood'].get('errors', 0)} | {statuses.get('200', 0)} / {statuses.get('503', 0)} "
+                     f"| {run['all_delivered_s']} | {run['stored']:,} / {run['expected']:,} "
+                     f"| {'yes' if run['every_record_once'] else '**no**'} |")
+    lines.append("")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--elapsed-s", type=int, default=0)
@@ -215,6 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     ingestion(lines)
     reads(lines)
     scheduler(lines)
+    flood(lines)
     gateway(lines)
     notes = ROOT / "bench" / "NOTES.md"
     if notes.exists():

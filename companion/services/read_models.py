@@ -112,6 +112,7 @@ class PanelReadModel:
     def __init__(self, stores: Stores, clock: Clock = now):
         self.stores = stores
         self.rows = stores.panel_rows
+        self.entries = stores.panel_entries
         self.marks = stores.panel_row_marks
         self.clock = clock
         self._last_refresh: datetime | None = None
@@ -146,7 +147,7 @@ class PanelReadModel:
         for pid in sorted(ids):
             person = people.get(pid)
             if person is None:
-                for store in (self.rows, self.stores.panel_row_days, self.marks):
+                for store in (self.rows, self.stores.panel_row_days, self.entries, self.marks):
                     store.delete_for_patient(pid)
                 continue
             computed = failures.attempt(pid, lambda p=person: self.compute(p, at))
@@ -155,6 +156,7 @@ class PanelReadModel:
             row, days, due_at = computed
             self.stores.panel_row_days.save(pid, days)
             self.rows.save(row)
+            self.entries.save(row, self.stores.care_teams.team_ids_of_patient(pid))
             if pid in marks:
                 self.marks.reschedule(marks[pid], due_at)
             else:
@@ -192,7 +194,7 @@ class PanelReadModel:
             if progress is not None:
                 progress(min(start + batch, len(ids)), len(ids))
         for stale in set(self.rows.all_ids()) - set(ids):
-            for store in (self.rows, self.stores.panel_row_days):
+            for store in (self.rows, self.stores.panel_row_days, self.entries):
                 store.delete_for_patient(stale)
         return done
 
@@ -208,6 +210,28 @@ class PanelReadModel:
         if doc is None and self.refresh([patient_id]):
             doc = self.rows.get(patient_id)
         return as_panel_row(doc, at or self.clock()) if doc else None
+
+    def team_page(self, team_id: str, *, sort: str = "need", descending: bool = False, offset: int = 0,
+                  limit: int = 50, at: datetime | None = None) -> tuple[list[rules.PanelRow], int]:
+        """One page of a team's whole panel in a stored order (ENTRY_ORDERS), and how many patients it has: the
+        page's entries read from that order's index, then their rows by ``_id``; nothing else of the team is
+        read. The rows of the team's patients marked since the refresher's last pass are computed first. An
+        entry whose enrolment has ended (a crash between the two deletions) is dropped, never shown."""
+        at = at or self.clock()
+        marked = {m["_id"]: m for m in self.marks.all_now()}
+        enrolled = self.stores.care_teams.enrolled(f"{team_id}:{pid}" for pid in marked)
+        mine = {pid for pid in marked if f"{team_id}:{pid}" in enrolled}
+        if mine:
+            self.refresh(mine, {pid: marked[pid] for pid in mine})
+        while True:
+            entries = self.entries.page(team_id, sort, descending, offset, limit)
+            ended = {e["_id"] for e in entries} - self.stores.care_teams.enrolled(e["_id"] for e in entries)
+            if not ended:
+                break
+            self.entries.delete_ids(ended)
+        rows = {d["_id"]: d for d in self.rows.by_ids(e["patient_id"] for e in entries)}
+        page = [as_panel_row(rows[e["patient_id"]], at) for e in entries if e["patient_id"] in rows]
+        return page, self.entries.count(team_id)
 
     def page(self, patient_ids: list[str], *, sort: str = "need", descending: bool = False,
              keep: PanelFilter | None = None, offset: int = 0, limit: int = 50,

@@ -15,6 +15,7 @@ from companion.domain.people import Account
 from companion.domain.review import PanelFilter
 from companion.services.read_models import PanelReadModel
 from companion.store.adherence import snapshot_id
+from companion.store.read_models import ENTRY_ORDERS
 from companion.store.stores import Stores
 
 REVIEW_SNAPSHOT_DAYS = 90  # a patient's review reads the snapshots of today and the 90 days before
@@ -138,6 +139,12 @@ class Review:
         """One page of the clinician's patients (those of their care teams, and no one else), filtered, ordered
         and paged in the database over the panel's read model, and how many patients matched in all. Rows
         whose inputs changed since the refresher last ran are computed first."""
+        keep = keep or PanelFilter()
+        teams = self.stores.care_teams.team_ids_of(clinician_id)
+        if len(teams) == 1 and keep == PanelFilter() and sort in ENTRY_ORDERS:
+            # The whole panel of one team in a stored order: read from the order's index, whatever its size.
+            return self.panel_rows.team_page(teams[0], sort=sort, descending=descending, offset=offset, limit=limit,
+                                             at=at)
         ids = self.stores.care_teams.patient_ids_for(clinician_id)
         if not ids:
             return [], 0

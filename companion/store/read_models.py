@@ -19,7 +19,9 @@ fresh token: the refresher clears a mark only if it was not marked again while t
 
 from __future__ import annotations
 
+import calendar
 import re
+import struct
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
@@ -36,6 +38,10 @@ INDEXES = {
     "panel_row_days": [],
     "today_rows": [],
     "panel_row_marks": [IndexModel([("due", ASCENDING)], name="due")],
+    # A team's page of the panel in one of its stored orders: one index per order, named by hint.
+    "panel_entries": [IndexModel([("team_id", ASCENDING), ("k_need", ASCENDING)], name="team_need"),
+                      IndexModel([("team_id", ASCENDING), ("k_name", ASCENDING)], name="team_name"),
+                      IndexModel([("patient_id", ASCENDING)], name="patient")],
 }
 NOW = "now"
 SLOT = timedelta(minutes=10)
@@ -51,6 +57,39 @@ FIGURE_KEYS = {"pdc_7": ("none_pdc_7", "pdc_7", 1), "pdc_30": ("none_pdc_30", "p
                "pain_change": ("none_pain_change", "pain_change", 1), "open_alerts": (None, "open_alerts", 1),
                # fewer days since the sync = a later sync
                "days_since_sync": ("none_sync", "last_sync", -1)}
+
+
+# The orders a team's panel is read in from panel_entries: (the entry's key, the index that serves it).
+ENTRY_ORDERS = {"need": ("k_need", "team_need"), "name": ("k_name", "team_name")}
+_COMPLEMENT = str.maketrans("0123456789abcdef", "fedcba9876543210")
+
+
+def _number_key(x: float) -> str:
+    """16 hex digits that order as the numbers do (IEEE 754 bits, sign-adjusted; -0.0 is 0.0 as in MongoDB)."""
+    bits = struct.unpack(">Q", struct.pack(">d", float(x) + 0.0))[0]
+    return f"{bits ^ 0xFFFFFFFFFFFFFFFF if bits >> 63 else bits | 1 << 63:016x}"
+
+
+def _instant_key(at: datetime) -> str:
+    """16 hex digits that order as the instants do, at the milliseconds MongoDB keeps (a naive time is UTC)."""
+    ms = calendar.timegm(at.utctimetuple()) * 1000 + at.microsecond // 1000
+    return f"{ms + (1 << 63):016x}"
+
+
+def _descending(key: str) -> str:
+    return key.translate(_COMPLEMENT)
+
+
+def entry_keys(row: dict) -> dict:
+    """A row's place in each stored order, as strings that sort bytewise as the order's fields do: hex digits
+    for the figures, the name as the hex of its UTF-8 bytes then ``!`` (below every hex digit, so that a name
+    sorts before the names it begins), then the patient's id. Nothing in them is escaped in JSON, which the
+    development server's index order relies on (see scripts/ferretdb-v1.24.2-sorted-page.patch)."""
+    name = row["name_key"].encode().hex() + "!" + row["_id"]
+    need = (_descending(f"{min(row['open_alerts'], 0xFFFFFF):06x}") + ("0" if row["low_pdc"] else "1")
+            + _number_key(row["pdc_7_key"]) + _descending(_number_key(row["pain_change_key"]))
+            + _instant_key(row["sync_key"]) + name)
+    return {"k_need": need, "k_name": name}
 
 
 def slot_of(at: datetime) -> str:
@@ -206,6 +245,49 @@ class TodayRows:
         return self.col.delete_one({"_id": patient_id}).deleted_count
 
 
+class PanelEntries:
+    """A line per (care team, patient) holding the patient's row's place in each stored order, so that a team's
+    page of the panel is read from an index (team, order) alone: the page's entries, then their rows by
+    ``_id``. ``_id`` is the enrolment's (``<team>:<patient>``). Written with the row
+    (companion.services.read_models), deleted with the enrolment (companion.store.relationships)."""
+
+    def __init__(self, db: Database):
+        self.col = db.panel_entries
+
+    def save(self, row: dict, team_ids: Iterable[str]) -> None:
+        """The row's entries: one for each team the patient is enrolled in, and none for any other."""
+        teams = sorted(set(team_ids))
+        keys = entry_keys(row)
+        for team_id in teams:
+            update = {"$set": {"team_id": team_id, "patient_id": row["_id"], **keys}}
+            try:
+                self.col.update_one({"_id": f"{team_id}:{row['_id']}"}, update, upsert=True)
+            except DuplicateKeyError:  # a concurrent first write inserted it
+                self.col.update_one({"_id": f"{team_id}:{row['_id']}"}, update)
+        self.col.delete_many({"patient_id": row["_id"], "team_id": {"$nin": teams}})
+
+    def page(self, team_id: str, sort: str, descending: bool, offset: int, limit: int) -> list[dict]:
+        """One page of the team's entries in a stored order, read from that order's index. Need has one direction
+        (as in panel_order)."""
+        key, index = ENTRY_ORDERS[sort]
+        descending = descending and sort != "need"
+        return list(self.col.find({"team_id": team_id}, {"patient_id": 1}).sort(key, DESCENDING if descending else
+                                                                                  ASCENDING)
+                    .hint(index).skip(offset).limit(limit))
+
+    def count(self, team_id: str) -> int:
+        """How many entries the team has, counted from its index (the `count` command takes a hint; pymongo's
+        count_documents is an aggregation, which the development server would answer by reading them all)."""
+        return int(self.col.database.command("count", self.col.name, query={"team_id": team_id},
+                                             hint=ENTRY_ORDERS["need"][1])["n"])
+
+    def delete_ids(self, entry_ids: Iterable[str]) -> int:
+        return self.col.delete_many({"_id": {"$in": sorted(set(entry_ids))}}).deleted_count
+
+    def delete_for_patient(self, patient_id: str) -> int:
+        return self.col.delete_many({"patient_id": patient_id}).deleted_count
+
+
 class PanelRowMarks:
     def __init__(self, db: Database):
         self.col = db.panel_row_marks
@@ -243,7 +325,11 @@ class PanelRowMarks:
         """The marks for now among these patients: one equality on the slot (an index lookup on FerretDB too, where
         an `_id $in` of a whole panel would decode every mark), then the patients kept in Python."""
         wanted = set(patient_ids)
-        return [m for m in self.col.find({"due": NOW}) if m["_id"] in wanted]
+        return [m for m in self.all_now() if m["_id"] in wanted]
+
+    def all_now(self) -> list[dict]:
+        """Every mark for now (one equality on the slot)."""
+        return list(self.col.find({"due": NOW}))
 
     def due(self, at: datetime, lookback: timedelta = timedelta(days=2), limit: int = 10_000) -> list[dict]:
         """The marks due by ``at``: those for now, then those of the slots up to ``at`` (``lookback`` back)."""

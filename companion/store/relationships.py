@@ -13,6 +13,7 @@ from pymongo.errors import DuplicateKeyError
 from companion.clock import now
 from companion.domain.access import CaregiverPermissions
 from companion.domain.people import CareLink, CareTeam, EmergencyAccess, Gateway
+from companion.store.read_models import PanelEntries, PanelRowMarks
 
 INDEXES = {
     "care_links": [
@@ -130,9 +131,15 @@ class CareLinks:
 
 
 class CareTeams:
+    """Care teams, their clinicians and the patients enrolled in them. An enrolment marks the patient's panel row
+    (its computation writes the patient's line on the team's panel, companion.store.read_models.PanelEntries); an
+    enrolment ended takes that line off at once."""
+
     def __init__(self, db: Database):
         self.teams = db.care_teams
         self.enrolments = db.team_enrolments
+        self.panel_entries = PanelEntries(db)
+        self.panel_marks = PanelRowMarks(db)
 
     def create(self, name: str) -> CareTeam:
         doc = {"_id": new_id(), "name": name, "clinician_ids": [], "created_at": now()}
@@ -173,10 +180,15 @@ class CareTeams:
                                                 {"$setOnInsert": fields}, upsert=True)
         except DuplicateKeyError:
             return False  # enrolled by a concurrent request: the same outcome
-        return result.upserted_id is not None
+        if result.upserted_id is None:
+            return False
+        self.panel_marks.mark([patient_id], "enrolment", now())
+        return True
 
     def unenrol(self, team_id: str, patient_id: str) -> int:
-        return self.enrolments.delete_one({"team_id": team_id, "patient_id": patient_id}).deleted_count
+        deleted = self.enrolments.delete_one({"team_id": team_id, "patient_id": patient_id}).deleted_count
+        self.panel_entries.delete_ids([f"{team_id}:{patient_id}"])
+        return deleted
 
     def enrolments_of(self, patient_id: str) -> list[dict]:
         """The patient's enrolments (which teams can see their data, since when, by whose act)."""
@@ -186,7 +198,20 @@ class CareTeams:
         return {d["_id"]: _team(d) for d in self.teams.find({"_id": {"$in": sorted(set(team_ids))}})}
 
     def delete_enrolments_of(self, patient_id: str) -> int:
-        return self.enrolments.delete_many({"patient_id": patient_id}).deleted_count
+        deleted = self.enrolments.delete_many({"patient_id": patient_id}).deleted_count
+        self.panel_entries.delete_for_patient(patient_id)
+        return deleted
+
+    def team_ids_of_patient(self, patient_id: str) -> list[str]:
+        """The teams the patient is enrolled in."""
+        return sorted(e["team_id"] for e in self.enrolments.find({"patient_id": patient_id}, {"team_id": 1}))
+
+    def enrolled(self, enrolment_ids: Iterable[str]) -> set[str]:
+        """Which of these enrolments (``<team>:<patient>``) exist."""
+        wanted = sorted(set(enrolment_ids))
+        if not wanted:  # no query: an empty `$in` is no _id lookup for the development server, but a full read
+            return set()
+        return {e["_id"] for e in self.enrolments.find({"_id": {"$in": wanted}}, {"_id": 1})}
 
     def remove_clinician_everywhere(self, clinician_id: str) -> int:
         """Take a clinician off every team (an account closed)."""

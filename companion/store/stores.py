@@ -30,7 +30,7 @@ from companion.store.leases import Leases
 from companion.store.outbox import Outbox
 from companion.store.plans import TherapyPlans
 from companion.store.push_tokens import PushTokens
-from companion.store.read_models import PanelRowDays, PanelRowMarks, PanelRows, TodayRows
+from companion.store.read_models import PanelEntries, PanelRowDays, PanelRowMarks, PanelRows, TodayRows
 from companion.store.recompute import DaysToRecompute
 from companion.store.relationships import CareInvitations, CareLinks, CareTeams, EmergencyGrants, Gateways
 from companion.store.reminders import Occurrences, Reminders
@@ -208,6 +208,10 @@ class Stores:
     @cached_property
     def panel_row_days(self) -> PanelRowDays:
         return PanelRowDays(self.db)
+
+    @cached_property
+    def panel_entries(self) -> PanelEntries:
+        return PanelEntries(self.db)
 
     @cached_property
     def panel_row_marks(self) -> PanelRowMarks:

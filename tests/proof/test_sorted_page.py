@@ -117,3 +117,65 @@ def test_a_page_by_id_and_one_document_by_id(mongo_client, db_name):
     # v: p6 -> 6, p8 -> 1, p20 -> 6; ties by _id as strings
     assert [d["_id"] for d in col.find({"_id": {"$in": ["p6", "p8", "p20", "nobody"]}}).sort([("v", -1), ("_id", 1)])
             .limit(2)] == ["p20", "p6"]
+
+
+def _team_lines(rng: random.Random, n: int) -> list[dict]:
+    alphabet = "0123456789abcdef!"
+    return [{"_id": f"l{i:04d}", "team": rng.choice(["t1", "t2", "t3"]),
+             "k": "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6))) + f"!{i:04d}"} for i in range(n)]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_page_read_from_the_index_the_hint_names_is_mongodbs_page(mongo_client, db_name, seed):
+    rng = random.Random(200 + seed)
+    col = mongo_client[db_name].lines
+    col.create_index([("team", 1), ("k", 1)], name="team_k")
+    docs = _team_lines(rng, 400)
+    col.insert_many(docs)
+    for team in ("t1", "t2", "t3", "nobody"):
+        mine = sorted((d for d in docs if d["team"] == team), key=lambda d: d["k"].encode())
+        for direction in (1, -1):
+            ordered = [d["_id"] for d in (mine if direction == 1 else mine[::-1])]
+            for skip, limit in ((0, 1), (0, 50), (40, 25), (150, 50)):
+                for hint in ("team_k", [("team", 1), ("k", 1)]):
+                    page = [d["_id"] for d in col.find({"team": team}).sort("k", direction).hint(hint)
+                            .skip(skip).limit(limit)]
+                    assert page == ordered[skip:skip + limit], (team, direction, skip, limit, hint)
+        assert mongo_client[db_name].command("count", "lines", query={"team": team}, hint="team_k")["n"] == len(mine)
+
+
+def test_what_the_index_cannot_answer_is_answered_as_before(mongo_client, db_name):
+    col = mongo_client[db_name].lines
+    col.create_index([("team", 1), ("k", 1)], name="team_k")
+    col.insert_many(_team_lines(random.Random(9), 200))
+    ids = [d["_id"] for d in col.find({"team": "t1"}, {"_id": 1})]
+
+    def page():
+        return [d["_id"] for d in col.find({"team": "t1"}).sort("k", 1).hint("team_k").limit(20)]
+
+    def unhinted():
+        return [d["_id"] for d in col.find({"team": "t1"}).sort("k", 1).limit(20)]
+
+    def count():
+        return mongo_client[db_name].command("count", "lines", query={"team": "t1"}, hint="team_k")["n"]
+
+    # A number among the strings: MongoDB orders numbers first.
+    col.update_one({"_id": ids[-1]}, {"$set": {"k": 5}})
+    assert page() == unhinted() and page()[0] == ids[-1]
+    # A missing sort field: MongoDB orders it as null, first.
+    col.update_one({"_id": ids[-2]}, {"$unset": {"k": ""}})
+    assert page() == unhinted() and page()[0] == ids[-2]
+    # An array in the equality field: MongoDB's equality matches its elements.
+    col.insert_one({"_id": "both", "team": ["t1", "t2"], "k": "!"})
+    assert "both" in page() and page() == unhinted()
+    assert count() == len(ids) + 1 == col.count_documents({"team": "t1"})
+
+
+def test_an_equality_to_an_objectids_hex_matches_the_string_only(mongo_client, db_name):
+    col = mongo_client[db_name].lines
+    col.create_index([("team", 1), ("k", 1)], name="team_k")
+    hexed = "0123456789abcdef01234567"
+    col.insert_many([{"_id": f"s{i}", "team": hexed, "k": f"a{i}"} for i in range(3)]
+                    + [{"_id": f"o{i}", "team": ObjectId(hexed), "k": f"0{i}"} for i in range(3)])
+    assert [d["_id"] for d in col.find({"team": hexed}).sort("k", 1).hint("team_k").limit(2)] == ["s0", "s1"]
+    assert mongo_client[db_name].command("count", "lines", query={"team": hexed}, hint="team_k")["n"] == 3
