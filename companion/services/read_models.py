@@ -199,8 +199,11 @@ class PanelReadModel:
         return done
 
     def missing(self) -> bool:
-        """Whether patients exist while no row does (a database from before the read model: migrate builds it)."""
-        return self.rows.is_empty() and bool(self.stores.users.patients())
+        """Whether patients exist while no row does, or enrolments while no panel line does (a database from before
+        the read model or its panel lines: migrate builds them)."""
+        if self.rows.is_empty():
+            return bool(self.stores.users.patients())
+        return self.entries.is_empty() and self.stores.care_teams.has_enrolments()
 
     # Reading
     def one(self, patient_id: str, at: datetime | None = None) -> rules.PanelRow | None:
@@ -218,17 +221,17 @@ class PanelReadModel:
         read. The rows of the team's patients marked since the refresher's last pass are computed first. An
         entry whose enrolment has ended (a crash between the two deletions) is dropped, never shown."""
         at = at or self.clock()
+        teams = self.stores.care_teams
         marked = {m["_id"]: m for m in self.marks.all_now()}
-        enrolled = self.stores.care_teams.enrolled(f"{team_id}:{pid}" for pid in marked)
-        mine = {pid for pid in marked if f"{team_id}:{pid}" in enrolled}
+        mine = teams.enrolled(team_id, marked)
         if mine:
             self.refresh(mine, {pid: marked[pid] for pid in mine})
         while True:
             entries = self.entries.page(team_id, sort, descending, offset, limit)
-            ended = {e["_id"] for e in entries} - self.stores.care_teams.enrolled(e["_id"] for e in entries)
+            ended = {e["patient_id"] for e in entries} - teams.enrolled(team_id, (e["patient_id"] for e in entries))
             if not ended:
                 break
-            self.entries.delete_ids(ended)
+            self.entries.delete_ids(f"{team_id}:{pid}" for pid in ended)
         rows = {d["_id"]: d for d in self.rows.by_ids(e["patient_id"] for e in entries)}
         page = [as_panel_row(rows[e["patient_id"]], at) for e in entries if e["patient_id"] in rows]
         return page, self.entries.count(team_id)

@@ -281,6 +281,9 @@ class PanelEntries:
         return int(self.col.database.command("count", self.col.name, query={"team_id": team_id},
                                              hint=ENTRY_ORDERS["need"][1])["n"])
 
+    def is_empty(self) -> bool:
+        return self.col.find_one({}, {"_id": 1}) is None
+
     def delete_ids(self, entry_ids: Iterable[str]) -> int:
         return self.col.delete_many({"_id": {"$in": sorted(set(entry_ids))}}).deleted_count
 

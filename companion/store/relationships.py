@@ -202,16 +202,24 @@ class CareTeams:
         self.panel_entries.delete_for_patient(patient_id)
         return deleted
 
+    def has_enrolments(self) -> bool:
+        return self.enrolments.find_one({}, {"_id": 1}) is not None
+
     def team_ids_of_patient(self, patient_id: str) -> list[str]:
         """The teams the patient is enrolled in."""
         return sorted(e["team_id"] for e in self.enrolments.find({"patient_id": patient_id}, {"team_id": 1}))
 
-    def enrolled(self, enrolment_ids: Iterable[str]) -> set[str]:
-        """Which of these enrolments (``<team>:<patient>``) exist."""
-        wanted = sorted(set(enrolment_ids))
+    def enrolled(self, team_id: str, patient_ids: Iterable[str]) -> set[str]:
+        """Which of these patients are enrolled in the team: by the enrolments' ids (``<team>:<patient>``, one
+        lookup for all), then, for any not found so, by team and patient (an enrolment written before its id
+        was derived from them)."""
+        wanted = sorted(set(patient_ids))
         if not wanted:  # no query: an empty `$in` is no _id lookup for the development server, but a full read
             return set()
-        return {e["_id"] for e in self.enrolments.find({"_id": {"$in": wanted}}, {"_id": 1})}
+        ids = {f"{team_id}:{pid}": pid for pid in wanted}
+        found = {ids[e["_id"]] for e in self.enrolments.find({"_id": {"$in": list(ids)}}, {"_id": 1})}
+        return found | {pid for pid in wanted if pid not in found
+                        and self.enrolments.find_one({"patient_id": pid, "team_id": team_id}, {"_id": 1})}
 
     def remove_clinician_everywhere(self, clinician_id: str) -> int:
         """Take a clinician off every team (an account closed)."""

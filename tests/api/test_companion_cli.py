@@ -11,6 +11,7 @@ import pytest
 
 from companion import cli
 from companion.settings import load_settings
+from companion.store.relationships import CareTeams
 from device_gateway.config import load_config
 from tests.support.ferretdb import ROOT, free_port
 
@@ -77,3 +78,21 @@ def test_migrate_builds_the_panel_rows_and_rebuild_repairs_them_with_progress(mo
     row = db.panel_rows.find_one({"_id": "cli-patient-1"})
     assert (row["display_name"], row["open_alerts"]) == ("Patient 1", 0)
     assert db.panel_rows.find_one({"_id": "no-longer-a-patient"}) is None
+
+
+def test_migrate_builds_the_panel_lines_of_a_database_from_before_them(mongo_uri, db_name, db, monkeypatch, capsys):
+    monkeypatch.setenv("MONGODB_URI", mongo_uri)
+    monkeypatch.setenv("MONGODB_DB", db_name)
+    teams = CareTeams(db)
+    team = teams.create("Older clinic")
+    for n in range(3):
+        db.users.insert_one({"_id": f"cli-patient-{n}", "email": f"cli{n}@example.org", "password_hash": "x",
+                             "role": "patient", "display_name": f"Patient {n}", "time_zone": "UTC",
+                             "time_zone_history": [], "caregiver_alert_delay_min": 60})
+        teams.enrol(team.id, f"cli-patient-{n}")
+    assert cli.main(["migrate"]) == 0
+    assert db.panel_entries.count_documents({"team_id": team.id}) == 3
+    db.panel_entries.delete_many({})  # rows computed before panel lines existed
+    assert cli.main(["migrate"]) == 0
+    assert "building the panel's read model" in capsys.readouterr().out
+    assert db.panel_entries.count_documents({"team_id": team.id}) == 3
