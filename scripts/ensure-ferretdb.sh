@@ -24,13 +24,16 @@
 #   Go to return one page (a clinician's panel of 50 out of 2,000 rows read all 2,000). When the filter is one
 #   SQLite applies exactly (none, or on _id alone), SQLite now orders and limits the page itself, as MongoDB
 #   orders the types it can (null, numbers, strings, ObjectIDs, booleans, dates), and falls back to the old
-#   way when a sort field holds anything else (tests/proof/test_sorted_page.py).
-# The build is stamped v1.24.2-companion.4 so that a binary without the current patches is rebuilt.
+#   way when a sort field holds anything else (tests/proof/test_sorted_page.py). It also reads a page of the
+#   index a query names by hint, and answers a count with a hint, from that index alone (the panel's lines).
+# - scripts/ferretdb-v1.24.2-in-set.patch: $in compared each value with every element of its list in turn
+#   (a find by 10,000 ids: 50 million comparisons); a long list of strings and ObjectIDs is now a set.
+# The build is stamped v1.24.2-companion.5 so that a binary without the current patches is rebuilt.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${FERRETDB_BIN:-$root/var/bin/ferretdb}"
 version="v1.24.2"
-stamp="${version}-companion.4"
+stamp="${version}-companion.5"
 if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "version: ${stamp}$"; then
   echo "$bin"; exit 0
 fi
@@ -41,7 +44,7 @@ work="$(mktemp -d)"
 trap 'chmod -R u+w "$work"; rm -rf "$work"' EXIT
 cp -r "$src/." "$work/"
 chmod -R u+w "$work"
-for patch in sqlite-pushdown update-statement-close write-atomicity sorted-page; do
+for patch in sqlite-pushdown update-statement-close write-atomicity sorted-page in-set; do
   (cd "$work" && git apply -p1 "$root/scripts/ferretdb-${version}-${patch}.patch")
 done
 echo "${stamp}" > "$work/build/version/version.txt"

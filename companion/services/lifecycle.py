@@ -166,7 +166,7 @@ class AccountLifecycle:
                       s.favourites, s.practice, s.adherence_days, s.alerts, s.clinical_notes, s.outbox, s.devices,
                       s.pairing_codes, s.care_links, s.emergency_grants, s.gateways, s.care_invitations,
                       s.session_conflicts, s.gateway_dead_letters, s.days_to_recompute, s.panel_rows,
-                      s.panel_row_days, s.panel_row_marks, s.today_rows):
+                      s.panel_row_days, s.panel_row_marks, s.panel_entries, s.today_rows):
             store.delete_for_patient(patient_id)
         s.care_teams.delete_enrolments_of(patient_id)
         s.push_tokens.delete_for_user(patient_id)

@@ -15,7 +15,7 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from bson import ObjectId
+from bson import ObjectId, Regex
 
 SORTS = [
     [("v", 1), ("_id", 1)],
@@ -179,3 +179,26 @@ def test_an_equality_to_an_objectids_hex_matches_the_string_only(mongo_client, d
                     + [{"_id": f"o{i}", "team": ObjectId(hexed), "k": f"0{i}"} for i in range(3)])
     assert [d["_id"] for d in col.find({"team": hexed}).sort("k", 1).hint("team_k").limit(2)] == ["s0", "s1"]
     assert mongo_client[db_name].command("count", "lines", query={"team": hexed}, hint="team_k")["n"] == 3
+
+
+def test_in_over_a_long_list_matches_as_mongodb_does(mongo_client, db_name):
+    """The build looks a long `$in` list of strings and ObjectIDs up in a set instead of comparing each element in
+    turn (same patch); what matches must not change: values of other types, arrays, regular expressions."""
+    col = mongo_client[db_name].things
+    oids = [ObjectId(f"{n:024x}") for n in range(40)]
+    values = ["a", "b", "ab", "", "é", 5, 5.0, None, True, oids[3], oids[7], [1, "a"], ["zz"], {"x": 1}, "A"]
+    col.insert_many([{"_id": i, "v": v} for i, v in enumerate(values)])
+    many = [f"s{n}" for n in range(30)]
+
+    def ids(query):
+        return sorted(d["_id"] for d in col.find(query))
+
+    assert ids({"v": {"$in": [*many, "a", oids[3]]}}) == [0, 9, 11]  # "a", the ObjectID, and the array holding "a"
+    assert ids({"v": {"$in": [*many, "zz", 5]}}) == [5, 6, 12]
+    assert ids({"v": {"$in": [*many, None]}}) == [7]
+    assert ids({"v": {"$in": [*many, "A"]}}) == [14]
+    assert ids({"v": {"$in": [*many, *[str(o) for o in oids]]}}) == []  # an ObjectID's hex is no ObjectID
+    assert ids({"v": {"$in": [*many, *oids]}}) == [9, 10]
+    assert ids({"v": {"$in": [*many, Regex("^a")]}}) == [0, 2, 11]
+    assert ids({"_id": {"$in": list(range(100))}, "v": {"$in": [*many, "b", "é"]}}) == [1, 4]
+    assert ids({"v": {"$nin": [*many, "a", "b"]}}) == [i for i in range(len(values)) if i not in (0, 1, 11)]
