@@ -28,12 +28,12 @@
 #   index a query names by hint, and answers a count with a hint, from that index alone (the panel's lines).
 # - scripts/ferretdb-v1.24.2-in-set.patch: $in compared each value with every element of its list in turn
 #   (a find by 10,000 ids: 50 million comparisons); a long list of strings and ObjectIDs is now a set.
-# The build is stamped v1.24.2-companion.5 so that a binary without the current patches is rebuilt.
+# The build is stamped v1.24.2-companion.6 so that a binary without the current patches is rebuilt.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${FERRETDB_BIN:-$root/var/bin/ferretdb}"
 version="v1.24.2"
-stamp="${version}-companion.5"
+stamp="${version}-companion.6"
 if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "version: ${stamp}$"; then
   echo "$bin"; exit 0
 fi

@@ -202,3 +202,9 @@ def test_in_over_a_long_list_matches_as_mongodb_does(mongo_client, db_name):
     assert ids({"v": {"$in": [*many, Regex("^a")]}}) == [0, 2, 11]
     assert ids({"_id": {"$in": list(range(100))}, "v": {"$in": [*many, "b", "é"]}}) == [1, 4]
     assert ids({"v": {"$nin": [*many, "a", "b"]}}) == [i for i in range(len(values)) if i not in (0, 1, 11)]
+
+
+def test_a_hint_on_a_collection_not_yet_created_answers_nothing(mongo_client, db_name):
+    db = mongo_client[db_name]
+    assert list(db.nowhere.find({"team": "t1"}).sort("k", 1).hint("team_k").limit(5)) == []
+    assert db.command("count", "nowhere", query={"team": "t1"}, hint="team_k")["n"] == 0
