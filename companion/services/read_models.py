@@ -223,7 +223,9 @@ class PanelReadModel:
         at = at or self.clock()
         teams = self.stores.care_teams
         marked = {m["_id"]: m for m in self.marks.all_now()}
-        mine = teams.enrolled(team_id, marked)
+        # (Marks of every team's patients: one lookup for all. A patient enrolled before enrolment ids were
+        # derived is not caught up here; the refresher computes their row within a minute.)
+        mine = teams.enrolled(team_id, marked, by_pair=False)
         if mine:
             self.refresh(mine, {pid: marked[pid] for pid in mine})
         while True:

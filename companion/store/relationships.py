@@ -209,15 +209,17 @@ class CareTeams:
         """The teams the patient is enrolled in."""
         return sorted(e["team_id"] for e in self.enrolments.find({"patient_id": patient_id}, {"team_id": 1}))
 
-    def enrolled(self, team_id: str, patient_ids: Iterable[str]) -> set[str]:
+    def enrolled(self, team_id: str, patient_ids: Iterable[str], *, by_pair: bool = True) -> set[str]:
         """Which of these patients are enrolled in the team: by the enrolments' ids (``<team>:<patient>``, one
-        lookup for all), then, for any not found so, by team and patient (an enrolment written before its id
-        was derived from them)."""
+        lookup for all), then, with ``by_pair``, for each not found so, by team and patient (an enrolment
+        written before its id was derived from them: one lookup each, so only for a few)."""
         wanted = sorted(set(patient_ids))
         if not wanted:  # no query: an empty `$in` is no _id lookup for the development server, but a full read
             return set()
         ids = {f"{team_id}:{pid}": pid for pid in wanted}
         found = {ids[e["_id"]] for e in self.enrolments.find({"_id": {"$in": list(ids)}}, {"_id": 1})}
+        if not by_pair:
+            return found
         return found | {pid for pid in wanted if pid not in found
                         and self.enrolments.find_one({"patient_id": pid, "team_id": team_id}, {"_id": 1})}
 

@@ -52,7 +52,7 @@ def test_patient_csv_has_one_row_per_day_with_the_scripted_figures(client, world
 
 def test_panel_csv_lists_every_matching_patient_and_defuses_formulas(client, world, seed, db):
     sneaky = seed.patient("=HYPERLINK(\"http://x\")")
-    db.team_enrolments.insert_one({"_id": "e1", "team_id": world.team_id, "patient_id": sneaky})
+    seed.enrol(world.team_id, sneaky)
     response = client.get("/api/v1/clinician/panel/export?sort=name", headers=world["clinician_team"].headers)
     assert response.status_code == 200
     rows = _rows(response.get_data(as_text=True))

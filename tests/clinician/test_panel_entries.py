@@ -155,3 +155,14 @@ def test_a_patient_enrolled_appears_once_their_row_is_computed_and_a_second_team
     teams.delete_enrolments_of(ids[0])
     assert db.panel_entries.count_documents({"patient_id": ids[0]}) == 0
     assert review.panel_page("clinician-second") == ([], 0)
+
+
+def test_an_enrolment_written_before_its_id_was_derived_still_counts(db):
+    rng = random.Random(13)
+    stores, team_id, ids = _team_with_rows(db, rng, 6)
+    older = ids[2]
+    db.team_enrolments.delete_one({"_id": f"{team_id}:{older}"})
+    db.team_enrolments.insert_one({"_id": "enrolment-from-before", "team_id": team_id, "patient_id": older})
+    rows, total = Review(stores, clock=lambda: NOW).panel_page("clinician-entries")
+    assert older in {r.patient_id for r in rows} and total == 6
+    assert db.panel_entries.find_one({"_id": f"{team_id}:{older}"}) is not None
