@@ -270,10 +270,9 @@ class PanelEntries:
         """One page of the team's entries in a stored order, read from that order's index. Need has one direction
         (as in panel_order)."""
         key, index = ENTRY_ORDERS[sort]
-        descending = descending and sort != "need"
-        return list(self.col.find({"team_id": team_id}, {"patient_id": 1}).sort(key, DESCENDING if descending else
-                                                                                  ASCENDING)
-                    .hint(index).skip(offset).limit(limit))
+        direction = DESCENDING if descending and sort != "need" else ASCENDING
+        found = self.col.find({"team_id": team_id}, {"patient_id": 1}).sort(key, direction).hint(index)
+        return list(found.skip(offset).limit(limit))
 
     def count(self, team_id: str) -> int:
         """How many entries the team has, counted from its index (the `count` command takes a hint; pymongo's
@@ -285,7 +284,8 @@ class PanelEntries:
         return self.col.find_one({}, {"_id": 1}) is None
 
     def delete_ids(self, entry_ids: Iterable[str]) -> int:
-        return self.col.delete_many({"_id": {"$in": sorted(set(entry_ids))}}).deleted_count
+        wanted = sorted(set(entry_ids))
+        return self.col.delete_many({"_id": {"$in": wanted}}).deleted_count if wanted else 0
 
     def delete_for_patient(self, patient_id: str) -> int:
         return self.col.delete_many({"patient_id": patient_id}).deleted_count
