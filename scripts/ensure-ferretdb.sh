@@ -27,13 +27,14 @@
 #   way when a sort field holds anything else (tests/proof/test_sorted_page.py). It also reads a page of the
 #   index a query names by hint, and answers a count with a hint, from that index alone (the panel's lines).
 # - scripts/ferretdb-v1.24.2-in-set.patch: $in compared each value with every element of its list in turn
-#   (a find by 10,000 ids: 50 million comparisons); a long list of strings and ObjectIDs is now a set.
-# The build is stamped v1.24.2-companion.6 so that a binary without the current patches is rebuilt.
+#   (a find by 10,000 ids: 50 million comparisons); a long list of strings and ObjectIDs is now a set, and an
+#   $in of strings on a top-level field is pushed down to SQLite as an equality is (served by its index).
+# The build is stamped v1.24.2-companion.7 so that a binary without the current patches is rebuilt.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${FERRETDB_BIN:-$root/var/bin/ferretdb}"
 version="v1.24.2"
-stamp="${version}-companion.6"
+stamp="${version}-companion.7"
 if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "version: ${stamp}$"; then
   echo "$bin"; exit 0
 fi

@@ -46,6 +46,22 @@ def test_an_equality_on_an_indexed_field_uses_the_index_and_still_matches_array_
     assert found == {f"n{n}" for n in range(1, 50, 5)} | {"shared"}
 
 
+def test_an_in_list_on_an_indexed_field_uses_the_index_and_still_matches_array_elements(mongo_client, db_name):
+    db = mongo_client[db_name]
+    db.probe.create_index([("patient_id", 1), ("started_at", 1)])
+    db.probe.insert_many([{"_id": f"n{n}", "patient_id": f"p{n % 5}", "started_at": n} for n in range(50)]
+                         + [{"_id": "shared", "patient_id": ["p1", "p9"], "started_at": 0},
+                            {"_id": "other", "patient_id": ["p8"], "started_at": 0}])
+    wanted = ["p1", "p3", *[f"q{n}" for n in range(30)]]
+    plan = plan_of(db, "probe", {"patient_id": {"$in": wanted}, "started_at": {"$gte": 10}})
+    if is_ferretdb(db):
+        assert "USING INDEX" in plan, plan
+    else:
+        assert "COLLSCAN" not in plan, plan
+    found = {d["_id"] for d in db.probe.find({"patient_id": {"$in": wanted}})}
+    assert found == {f"n{n}" for n in range(50) if n % 5 in (1, 3)} | {"shared"}
+
+
 def test_a_filter_on_another_field_is_still_answered_correctly(mongo_client, db_name):
     db = mongo_client[db_name]
     db.probe.insert_many([{"_id": f"n{n}", "state": "sent" if n % 3 else "scheduled"} for n in range(30)])
