@@ -50,3 +50,11 @@ def test_the_demo_tells_a_clinician_the_right_story(client, services, db):
     # Today is shown in progress, never counted against the patient.
     summary = services.adherence.summary(ids["maria"])
     assert summary["in_progress"]["date"] == services.adherence.local_today(ids["maria"]).isoformat()
+    # The clinician's panel (one team, by need: read from the team's panel lines) lists the three, the least
+    # adherent first (no alert is open), Maria last.
+    headers, _ = login(client, "dr.okafor")
+    panel = client.get("/api/v1/clinician/panel", headers=headers).json
+    assert panel["total"] == 3 and {r["patient_id"] for r in panel["items"]} == set(ids.values())
+    assert [r["open_alerts"] for r in panel["items"]] == [0, 0, 0]
+    assert [r["pdc_7"] for r in panel["items"]] == sorted(r["pdc_7"] for r in panel["items"])
+    assert panel["items"][-1]["patient_id"] == ids["maria"]
