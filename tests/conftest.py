@@ -13,6 +13,7 @@ import pytest
 from companion import create_app
 from companion.notify.fcm_emulator import FcmEmulator, write_service_account
 from tests.support import response_guard
+from tests.support.api_server import ApiServer
 from tests.support.ferretdb import FerretServer
 from tests.support.mailbox import Mailbox
 from tests.support.world import build_world
@@ -114,3 +115,12 @@ def emulator(fcm: FcmEmulator) -> FcmEmulator:
     """The session emulator with no scripts and no deliveries left over from other tests."""
     fcm.reset()
     return fcm
+
+
+@pytest.fixture
+def api_server(app):
+    """The real app served over HTTP on a loopback port (in a thread), for clients that speak HTTP."""
+    server = ApiServer(app)
+    server.start()
+    yield server
+    server.stop()

@@ -18,19 +18,10 @@ from pathlib import Path
 import pytest
 
 from tests.patient.helpers import PLAN
-from tests.support.api_server import ApiServer
 from tests.support.world import PASSWORD
 
 GENERATOR = Path(sys.executable).with_name("openapi-python-client")
 CONFIG = "post_hooks: []\npackage_name_override: companion_client\nproject_name_override: companion-client\n"
-
-
-@pytest.fixture
-def served(app):
-    server = ApiServer(app)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -57,7 +48,7 @@ def _call(module_name: str, **kwargs):
     return response
 
 
-def test_a_generated_client_drives_a_patients_day(companion_client, served, client, world, services):
+def test_a_generated_client_drives_a_patients_day(companion_client, api_server, client, world, services):
     from companion_client import AuthenticatedClient, Client
     from companion_client.models import Login, PainEntryInput, PracticeComplete, PracticeStart
 
@@ -65,10 +56,10 @@ def test_a_generated_client_drives_a_patients_day(companion_client, served, clie
     patient = world["patient_a"]
     assert client.put(f"/api/v1/patients/{patient.id}/therapy-plan", json=PLAN,
                       headers=world["clinician_team"].headers).status_code == 201
-    anonymous = Client(base_url=served.url, raise_on_unexpected_status=True)
+    anonymous = Client(base_url=api_server.url, raise_on_unexpected_status=True)
 
     tokens = _call("auth.log_in", client=anonymous, body=Login(email=patient.email, password=PASSWORD)).parsed
-    api = AuthenticatedClient(base_url=served.url, token=tokens.access_token, raise_on_unexpected_status=True)
+    api = AuthenticatedClient(base_url=api_server.url, token=tokens.access_token, raise_on_unexpected_status=True)
     me = _call("auth.get_my_account", client=api).parsed
     assert me.id == patient.id
 

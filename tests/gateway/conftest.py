@@ -3,7 +3,6 @@
 import pytest
 
 from device_gateway.simulator.bus import PrivateSystemBus
-from tests.support.api_server import ApiServer
 from tests.support.gateway_api_stub import ContractStub
 
 
@@ -19,14 +18,5 @@ def system_bus(monkeypatch):
 def stub():
     """A stdlib stub of the API contract the gateway talks to."""
     server = ContractStub().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def api_server(app):
-    """The real app served over HTTP on a loopback port (in a thread), for the real uploader."""
-    server = ApiServer(app)
-    server.start()
     yield server
     server.stop()

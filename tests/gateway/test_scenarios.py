@@ -21,7 +21,6 @@ from companion.services.container import Services
 from companion.services.gateways import digest
 from companion.settings import load_settings
 from device_gateway.simulator.unit import EPOCH_2000
-from tests.support.api_server import ApiServer
 from tests.support.scenario import HomeGateway, Timeline, Unit, local_day
 from tests.support.world import make_user
 
@@ -47,15 +46,7 @@ def app(settings_overrides, services):
 
 
 @pytest.fixture
-def server(app):
-    api = ApiServer(app)
-    api.start()
-    yield api
-    api.stop()
-
-
-@pytest.fixture
-def homes(tmp_path, server, services, timeline):
+def homes(tmp_path, api_server, services, timeline):
     """Open a home (a patient, their units bound, a plan, a paired gateway) at the timeline's now."""
     opened = []
 
@@ -71,7 +62,7 @@ def homes(tmp_path, server, services, timeline):
                      "end_date": None, "counts_towards_adherence": True},
             "medications": [], "mindfulness": None}, created_by="clinician-test", at=at)
         gateway_id, secret = paired(services, patient.id, key)
-        home = HomeGateway(tmp_path / key, server.url, gateway_id, secret, timeline, serials, **gateway)
+        home = HomeGateway(tmp_path / key, api_server.url, gateway_id, secret, timeline, serials, **gateway)
         opened.append(home)
         return patient.id, home
 
@@ -271,7 +262,7 @@ def test_a_unit_moved_between_patients_leaves_each_session_with_whoever_wore_it(
 
 
 def test_a_gateway_that_crashes_mid_sync_and_mid_upload_loses_and_doubles_nothing(
-        client, services, timeline, homes, system_bus, server):
+        client, services, timeline, homes, system_bus, api_server):
     zone = "Asia/Kolkata"
     timeline.to(timeline.today_at(-4, 7, zone=zone))
     patient, home = homes(client, "crash", zone, ["CTU-C0009"])
@@ -289,10 +280,10 @@ def test_a_gateway_that_crashes_mid_sync_and_mid_upload_loses_and_doubles_nothin
     home.crash_and_restart()  # the process dies after the link did; it starts again from the same buffer
     home.visit(unit)
     home.uploader.batch_size = 4
-    server.stop()  # the API goes away mid-upload
+    api_server.stop()  # the API goes away mid-upload
     progress = home.uploader.drain(max_failures=2)
     assert progress.sent == 0
-    server.start()
+    api_server.start()
     home.crash_and_restart()
     home.go_online()
     services.adherence_job.run()
