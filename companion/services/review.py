@@ -145,7 +145,7 @@ class Review:
             # The whole panel of one team in a stored order: read from the order's index, whatever its size.
             return self.panel_rows.team_page(teams[0], sort=sort, descending=descending, offset=offset, limit=limit,
                                              at=at)
-        ids = self.stores.care_teams.patient_ids_for(clinician_id)
+        ids = self.stores.care_teams.patient_ids_of_teams(teams)
         if not ids:
             return [], 0
         self.panel_rows.catch_up(ids)

@@ -238,10 +238,11 @@ class CareTeams:
         ) is not None
 
     def patient_ids_for(self, clinician_id: str) -> list[str]:
-        team_ids = self.team_ids_of(clinician_id)
-        if not team_ids:
-            return []
-        # One equality a team: FerretDB serves a top-level string equality from the index, not an `$in` on it.
+        return self.patient_ids_of_teams(self.team_ids_of(clinician_id))
+
+    def patient_ids_of_teams(self, team_ids: Iterable[str]) -> list[str]:
+        """The patients enrolled in any of these teams."""
+        # One equality a team: FerretDB serves a top-level string equality from the index.
         return sorted({e["patient_id"] for team_id in team_ids
                        for e in self.enrolments.find({"team_id": team_id}, {"patient_id": 1})})
 
