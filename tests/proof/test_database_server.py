@@ -9,6 +9,7 @@ turning quadratic.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 
 def plan_of(db, collection: str, query: dict) -> str:
@@ -67,3 +68,41 @@ def test_a_filter_on_another_field_is_still_answered_correctly(mongo_client, db_
     db.probe.insert_many([{"_id": f"n{n}", "state": "sent" if n % 3 else "scheduled"} for n in range(30)])
     found = sorted(d["_id"] for d in db.probe.find({"_id": {"$in": ["n0", "n1", "n3", "n4"]}, "state": "scheduled"}))
     assert found == ["n0", "n3"]
+
+
+def test_a_date_range_on_an_indexed_field_uses_the_index_and_answers_as_mongodb_does(mongo_client, db_name):
+    """The adherence job's windowed reads: a range between two dates is served by the field's index (on our
+    FerretDB build, pushed down as a comparison of the dates' JSON texts), and what it finds is MongoDB's answer
+    over values of every kind: dates before 2001 and after 2286 (whose texts have another length), numbers
+    and strings that sort between the bounds' texts, arrays, null, missing."""
+    db = mongo_client[db_name]
+    db.probe.create_index([("started_at", 1)])
+    base = datetime(2026, 6, 1, tzinfo=UTC)
+    days = {f"d{n}": base + timedelta(days=n) for n in range(-5, 15)}
+    odd = {"y1990": datetime(1990, 1, 1, tzinfo=UTC), "y2300": datetime(2300, 1, 1, tzinfo=UTC),
+           "y1969": datetime(1969, 12, 31, tzinfo=UTC),
+           "number": int((base + timedelta(days=2)).timestamp() * 1000),
+           "text": str(int((base + timedelta(days=2)).timestamp() * 1000)), "null": None,
+           "inside_array": [base + timedelta(days=3)], "outside_array": [base - timedelta(days=30)]}
+    db.probe.insert_many([{"_id": k, "started_at": v} for k, v in {**days, **odd}.items()]
+                         + [{"_id": "missing"}] + [{"_id": f"filler{n}", "started_at": base - timedelta(days=400 + n)}
+                                                   for n in range(200)])
+    lo, hi = base, base + timedelta(days=7)
+    plan = plan_of(db, "probe", {"started_at": {"$gte": lo, "$lt": hi}})
+    if is_ferretdb(db):
+        assert "USING INDEX" in plan, plan
+    else:
+        assert "COLLSCAN" not in plan, plan
+
+    def found(condition: dict) -> set[str]:
+        return {d["_id"] for d in db.probe.find({"started_at": condition})}
+
+    assert found({"$gte": lo, "$lt": hi}) == {f"d{n}" for n in range(7)} | {"inside_array"}
+    assert found({"$gt": lo, "$lte": hi}) == {f"d{n}" for n in range(1, 8)} | {"inside_array"}
+    # Bounds whose texts differ in length from the dates between them (not pushed down): still every match.
+    assert found({"$gte": datetime(1980, 1, 1, tzinfo=UTC), "$lt": lo}) == (
+        {f"d{n}" for n in range(-5, 0)} | {"y1990", "outside_array"} | {f"filler{n}" for n in range(200)})
+    assert found({"$gte": lo, "$lt": datetime(2400, 1, 1, tzinfo=UTC)}) == (
+        {f"d{n}" for n in range(15)} | {"y2300", "inside_array"})
+    assert found({"$gte": lo}) == {f"d{n}" for n in range(15)} | {"y2300", "inside_array"}
+    assert found({"$lt": datetime(2001, 1, 1, tzinfo=UTC)}) == {"y1990", "y1969"}
