@@ -179,8 +179,11 @@ def _read_events(stores: Stores, patients: dict[str, _Patient]) -> None:
 
 
 # The rule's 31 days read a slice at a time, each only for the patients whose run is not settled yet (no planned
-# day at or above the threshold read so far): most patients settle on yesterday alone.
-LOOKBACK_SLICES = ((1, 1), (2, 7), (8, LOW_ADHERENCE_LOOKBACK.days))
+# day at or above the threshold read so far): most patients settle on yesterday alone, most of the rest on the
+# day before; a patient low on both reads the rest of the week, and one low all week the rest of the month.
+LOOKBACK_SLICES = ((1, 1), (2, 2), (3, 7), (8, LOW_ADHERENCE_LOOKBACK.days))
+# What the rules read of a stored snapshot (the fresh ones are whole documents).
+RULE_FIELDS = {"patient_id": 1, "date": 1, "state": 1, "tens_fraction": 1}
 
 
 def _progress(snapshots: list[dict]) -> dict[date, float | None]:
@@ -215,7 +218,7 @@ def _write_and_read(stores: Stores, chunk: list[_Patient], now: datetime,
                       0 if p.patient_id in whole and index == 0 else nearest,
                       LOW_ADHERENCE_LOOKBACK.days + 1 if p.patient_id in whole else furthest + 1))
                   if d not in p.days]
-        for doc in store.by_ids(wanted):
+        for doc in store.by_ids(wanted, RULE_FIELDS):
             snapshots[doc["patient_id"]].append(doc)
         waiting = [p for p in waiting if p.patient_id not in whole
                    and not low_adherence_run_ended(_progress(snapshots[p.patient_id]), p.today)]
