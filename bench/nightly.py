@@ -154,8 +154,9 @@ def floor(db, patients: int) -> float:
 
 def next_day(client, db) -> dict:
     """The hourly job after the first run: a day later every patient's local day has rolled over once and each
-    has one new session on it (its day marked, as ingestion marks it); then, ten minutes later, nothing new
-    (no zone of the world passes midnight). Each run timed alone."""
+    has one new session on it (its day and panel row marked, as ingestion marks them, and the rows computed by
+    the refresher's pass); then, ten minutes later, nothing new (no zone of the world passes midnight). Each run
+    timed alone, and the refresher's pass."""
     later = NOW + timedelta(days=1)
     sessions, marks = [], []
     for user in db.users.find({"role": "patient"}, {"time_zone": 1}):
@@ -170,7 +171,13 @@ def next_day(client, db) -> dict:
     for start in range(0, len(sessions), BATCH):
         db.session_records.insert_many(sessions[start:start + BATCH], ordered=False)
         db.days_to_recompute.insert_many(marks[start:start + BATCH], ordered=False)
-    figures = {}
+    # As ingestion does, the patients' panel rows are marked too; the refresher (every minute, the job at minute
+    # 5) computes them, and the rows due at each local midnight, before the job runs. Its pass is timed apart.
+    refresher = Services(load_settings({"mongodb_db": db.name}, environ={}), client=client, clock=lambda: later)
+    refresher.panel_rows.mark([m["patient_id"] for m in marks], "sessions")
+    started = time.perf_counter()
+    refreshed = refresher.panel_rows.refresh_due()
+    figures = {"refresher_s": round(time.perf_counter() - started, 2), "refresher_rows": refreshed}
     for name, at in (("one_new_day", later), ("nothing_new", later + timedelta(minutes=10))):
         services = Services(load_settings({"mongodb_db": db.name}, environ={}), client=client, clock=lambda at=at: at)
         started = time.perf_counter()

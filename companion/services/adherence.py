@@ -125,7 +125,8 @@ class Adherence:
         return mine + [TaskEvent(TaskKind.MEDICATION, d["due_at"]) for d in doses]
 
     def compute_day(self, patient: Account, local_date: date) -> dict:
-        """Compute and store one local day's adherence snapshot for ``patient``."""
+        """Compute and store one local day's adherence snapshot for ``patient`` (their panel row is marked: it
+        keeps the days that the low-adherence rule reads)."""
         history = patient.zone_history()
         _, day_end, zone = day_bounds(history, local_date)
         plans = self.stores.plans.history(patient.id)
@@ -133,6 +134,7 @@ class Adherence:
         doc = snapshot_of(patient.id, local_date, zone, tasks, self._events(patient.id, history, local_date),
                           self.clock())
         self.stores.adherence_days.save(doc)
+        self.stores.panel_row_marks.mark([patient.id], "adherence", self.clock())
         return doc
 
     def days_between(self, patient_id: str, first: date | None, last: date | None) -> list[dict]:

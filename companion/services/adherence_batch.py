@@ -15,8 +15,10 @@ three or more days apart are read apart, so one late day does not widen the wind
 medication doses of those local dates. Each row is grouped in Python onto its patient's local day, by the
 same rules as compute_day (a session belongs to the local date at its start, in the zone in force then; the
 plan in force at the end of the local day). Then, a chunk of patients at a time (so what a chunk holds stays
-bounded), the snapshots are written, one replace by _id each, the 30 days the low-adherence rule reads are
-fetched by their computed ids (`_id $in`), the chunk's open alerts are read at once, and the rules judged:
+bounded), the snapshots are written (the new days in one insert, the others one replace by _id each), the
+30 days the low-adherence rule reads are taken from the patients' panel rows where those are settled (one
+read of the chunk's kept days, which the job reads anyway to mark the rows it changes) and otherwise fetched
+by their computed ids (`_id $in`, the most recent first), the chunk's open alerts are read at once, and the rules judged:
 raising what holds, and for patients with touched days resolving what no longer does. The queries of a run
 depend on how many dates and chunks it covers, not on how many patients there are.
 
@@ -48,7 +50,7 @@ from companion.services.alerts import (
     low_adherence_in,
 )
 from companion.services.item_failures import ItemFailures
-from companion.services.read_models import kept_day
+from companion.services.read_models import kept_day, kept_snapshots
 from companion.services.touched_days import RECOMPUTE_WINDOW_DAYS
 from companion.store.adherence import snapshot_id
 from companion.store.recompute import PASS_LIMIT
@@ -194,10 +196,16 @@ def _progress(snapshots: list[dict]) -> dict[date, float | None]:
 def _write_and_read(stores: Stores, chunk: list[_Patient], now: datetime,
                     whole: set[str] = frozenset()) -> dict[str, list[dict]]:
     """Write the chunk's recomputed days; return each patient's snapshots the rules need: the fresh ones and
-    the stored ones of the rule's 31 days (today - 30 .. today), or only the most recent of them that settle the
-    low-adherence rule (all 31 for the patients in ``whole``: an open low-adherence alert is judged again on
-    them)."""
+    the stored ones of the rule's 31 days (today - 30 .. today). A patient whose panel row is settled (computed
+    on their today, nothing marked since: companion.services.read_models) is judged on the days the row keeps,
+    which are those snapshots' state and TENS fraction; for the others the snapshots are read, only the most
+    recent of them that settle the low-adherence rule (all 31 for the patients in ``whole``: an open
+    low-adherence alert is judged again on them)."""
     store = stores.adherence_days
+    settled = stores.panel_row_marks.settled([p.patient_id for p in chunk], now)  # before this run marks rows
+    # The kept days: those rows', and those of rows whose completed days this run may change (to mark them).
+    kept = stores.panel_row_days.by_ids(p.patient_id for p in chunk
+                                        if p.patient_id in settled or min(p.days) < p.today)
     snapshots: dict[str, list[dict]] = defaultdict(list)
     fresh = []
     for p in chunk:
@@ -209,8 +217,15 @@ def _write_and_read(stores: Stores, chunk: list[_Patient], now: datetime,
                 snapshots[p.patient_id].append(doc)
     # The days just begun are new: one insert for all of them; the touched days stored already are replaced.
     store.save_many(fresh)
-    _mark_changed_rows(stores, chunk, fresh, now)
-    waiting = list(chunk)
+    _mark_changed_rows(stores, chunk, fresh, kept, now)
+    waiting = []
+    for p in chunk:
+        row = kept.get(p.patient_id)
+        if p.patient_id in settled and row is not None and row.get("today") == p.today.isoformat():
+            snapshots[p.patient_id] += [s for s in kept_snapshots(row["days"])
+                                        if date.fromisoformat(s["date"]) not in p.days]
+        else:
+            waiting.append(p)
     for index, (nearest, furthest) in enumerate(LOOKBACK_SLICES):
         last = index == len(LOOKBACK_SLICES) - 1
         wanted = [snapshot_id(p.patient_id, d) for p in waiting
@@ -229,14 +244,14 @@ def _write_and_read(stores: Stores, chunk: list[_Patient], now: datetime,
     return snapshots
 
 
-def _mark_changed_rows(stores: Stores, chunk: list[_Patient], fresh: list[dict], now: datetime) -> None:
-    """Mark the panel rows (companion.services.read_models) whose kept completed days differ from the fresh
-    snapshots: one read of the chunk's kept days."""
-    rows = stores.panel_row_days.by_ids([p.patient_id for p in chunk])
+def _mark_changed_rows(stores: Stores, chunk: list[_Patient], fresh: list[dict], kept: dict[str, dict],
+                       now: datetime) -> None:
+    """Mark the panel rows (companion.services.read_models) whose kept completed days (``kept``, by patient)
+    differ from the fresh snapshots."""
     today = {p.patient_id: p.today.isoformat() for p in chunk}
     changed = {doc["patient_id"] for doc in fresh
                if doc["date"] < today[doc["patient_id"]]
-               and (rows.get(doc["patient_id"]) or {}).get(doc["date"]) != kept_day(doc)}
+               and (kept.get(doc["patient_id"]) or {}).get("days", {}).get(doc["date"]) != kept_day(doc)}
     stores.panel_row_marks.mark(changed, "adherence", now)
 
 

@@ -11,12 +11,13 @@ same domain rules the panel used to apply on every request (companion.domain.rev
 - when time alone changes a figure: at the patient's next local midnight (the PDC periods move on) and when a
   pain rating leaves the 14- or 28-day window (the trend moves). Each row schedules its own next computation.
 
-The marks are durable (companion.store.read_models.PanelRowMarks) and the refresher (a job every minute, and
-at the end of each adherence run) computes the rows they name. A row is therefore at most one refresher run
-behind its inputs; days since the last sync are counted when the row is read, from the stored instant.
+The marks are durable (companion.store.read_models.PanelRowMarks) and the refresher (a job every minute)
+computes the rows they name. A row is therefore at most one refresher run behind its inputs; days since the
+last sync are counted when the row is read, from the stored instant.
 
-The low-adherence rule reads the days a row keeps (state and TENS fraction of the 30 days before today)
-instead of reading 31 snapshots a patient (companion.services.adherence_batch).
+The adherence job's low-adherence rule reads the days a row keeps (state and TENS fraction of the 30 days
+before the row's local date) instead of the patient's snapshots, when the row is settled: computed on the
+patient's today with nothing marked since (companion.services.adherence_batch).
 """
 
 from __future__ import annotations
@@ -69,13 +70,18 @@ def _next_change(entries: list[dict], at: datetime, zone: str, today: date) -> d
     return soonest
 
 
+def row_today(person: Account, at: datetime) -> date:
+    """The local date a row computed at ``at`` is of: the days it keeps are the 30 before it."""
+    return rules.local_date(at, person.time_zone or "UTC")
+
+
 def panel_row_doc(person: Account, snapshots: list[dict], pain: list[dict], last_sync: datetime | None,
                   open_alerts: int, at: datetime) -> tuple[dict, dict, datetime]:
     """A patient's stored panel row as of ``at`` from their snapshots (the 30 completed days before today: today
     is in progress and no PDC counts it), pain ratings (the 28 days before ``at``), last sync and open alerts;
     with the days it was computed from, and when time alone changes it."""
     zone = person.time_zone or "UTC"
-    today = rules.local_date(at, zone)
+    today = row_today(person, at)
     first = today - timedelta(days=KEPT_DAYS)
     days = {s["date"]: kept_day(s) for s in snapshots if first.isoformat() <= s["date"] < today.isoformat()}
     pdc_7 = rules.pdc(kept_snapshots(days), *rules.completed_days(today, 7))
@@ -125,7 +131,7 @@ class PanelReadModel:
     def compute(self, person: Account, at: datetime) -> tuple[dict, dict, datetime]:
         """A patient's row from their stored data as of ``at`` (a handful of queries), the days it kept, and
         when time alone changes it."""
-        today = rules.local_date(at, person.time_zone or "UTC")
+        today = row_today(person, at)
         snapshots = self.stores.adherence_days.by_ids(
             [snapshot_id(person.id, today - timedelta(days=n)) for n in range(KEPT_DAYS, 0, -1)], DAY_FIELDS)
         pain = self.stores.pain_entries.scores_between(person.id, at - PAIN_WINDOW, at)
@@ -154,7 +160,7 @@ class PanelReadModel:
             if computed is None:
                 continue
             row, days, due_at = computed
-            self.stores.panel_row_days.save(pid, days)
+            self.stores.panel_row_days.save(pid, days, row_today(person, at).isoformat())
             self.rows.save(row)
             self.entries.save(row, self.stores.care_teams.team_ids_of_patient(pid))
             if pid in marks:

@@ -211,7 +211,7 @@ def test_every_panel_row_matches_a_recomputation_from_the_raw_events(jobs_db, se
     expected = {}
     for pid in scenario.patients:
         row = jobs_db.panel_rows.find_one({"_id": pid})
-        kept = jobs_db.panel_row_days.find_one({"_id": pid})
+        kept = services.stores.panel_row_days.by_ids([pid]).get(pid)
         expected[pid] = _row_from_scratch(jobs_db, services, pid, at)
         assert row is not None and kept is not None, (writes, pid)
         assert {**{k: row[k] for k in COMPARED if k != "days"}, "days": kept["days"]} == expected[pid], (writes, pid)
