@@ -14,16 +14,21 @@ MAX_DEPTH = 8
 
 
 def _check_keys(value, path: str, depth: int = 0) -> None:
+    """Refuse keys that look like operators anywhere in ``value``, and nesting deeper than MAX_DEPTH. Only
+    containers are descended into (a batch of 500 records holds about 9,000 scalars), and a key's path is
+    spelled out only for a container or an error."""
     if depth > MAX_DEPTH:
         raise ValidationError("nested too deeply", path or "_schema")
     if isinstance(value, dict):
         for key, inner in value.items():
             if not isinstance(key, str) or _UNSAFE_KEY.search(key):
                 raise ValidationError("keys may not start with '$' or contain '.'", f"{path}{key}")
-            _check_keys(inner, f"{path}{key}.", depth + 1)
+            if depth == MAX_DEPTH or isinstance(inner, dict | list):
+                _check_keys(inner, f"{path}{key}.", depth + 1)
     elif isinstance(value, list):
         for index, inner in enumerate(value):
-            _check_keys(inner, f"{path}{index}.", depth + 1)
+            if depth == MAX_DEPTH or isinstance(inner, dict | list):
+                _check_keys(inner, f"{path}{index}.", depth + 1)
 
 
 class StrictSchema(Schema):

@@ -7,6 +7,8 @@ import logging
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.support.matrix_params import PROVIDERS
 from tests.support.problems import assert_problem
@@ -47,9 +49,56 @@ def test_the_shape_check_is_linear_and_ignores_brackets_and_digits_inside_string
 
     assert shape_problem(b'{"note": "' + b"[" * 5000 + b"0" * 5000 + b'"}') is None
     assert shape_problem(b'{"a": "\\"[[["}') is None
+    assert shape_problem(b'{"a": "\\\n' + b"[" * (MAX_DEPTH + 1) + b'"}') is None  # any byte may be escaped
     assert shape_problem(("[" * MAX_DEPTH + "]" * MAX_DEPTH).encode()) is None
     assert "nested" in shape_problem(("[" * (MAX_DEPTH + 1)).encode())
     assert "number" in shape_problem(b"[" + b"9" * 41 + b"]")
+
+
+def _scan_byte_by_byte(body: bytes) -> str | None:
+    """The shape check as first written, one byte at a time: the reference the fast check is held to."""
+    from companion.http.bodies import MAX_DEPTH, MAX_NUMBER_CHARS
+
+    depth, in_string, escaped, run = 0, False, False, 0
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+            continue
+        if byte in b"0123456789+-.eE":
+            run += 1
+            if run > MAX_NUMBER_CHARS:
+                return "number"
+            continue
+        run = 0
+        if byte == 0x22:
+            in_string = True
+        elif byte in b"[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return "nested"
+        elif byte in b"]}":
+            depth -= 1
+    return None
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from([b"[", b"]", b"{", b"}", b'"', b"\\", b"\\", b",", b":", b" ", b"e",
+                                           b"true", b"-", b".", b"\n"]),
+                          st.binary(max_size=3), st.just(b"9" * 20), st.just(b"[" * 20)), max_size=120))
+def test_the_fast_shape_check_finds_what_the_byte_by_byte_scan_finds(parts):
+    from companion.http.bodies import shape_problem
+
+    body = b"".join(parts)
+    found, expected = shape_problem(body), _scan_byte_by_byte(body)
+    assert (found is None) == (expected is None), (body, found, expected)
+    if expected is not None and not (_scan_byte_by_byte(body.replace(b"[", b" ").replace(b"{", b" "))
+                                     and _scan_byte_by_byte(body.translate(None, b"0123456789"))):
+        assert expected in found, (body, found, expected)  # only one of the two problems: the same one
 
 
 def _routes(app):
