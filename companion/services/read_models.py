@@ -34,7 +34,7 @@ from companion.domain.people import Account
 from companion.domain.review import PanelFilter
 from companion.services.item_failures import ItemFailures
 from companion.store.adherence import snapshot_id
-from companion.store.read_models import SLOT, panel_order, panel_query
+from companion.store.read_models import NOW, SLOT, panel_order, panel_query
 from companion.store.stores import Stores
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ NO_CHANGE_KEY = -1_000.0  # below any change of a 0-10 scale
 NO_SYNC_KEY = datetime(9999, 1, 1)  # after any sync
 DAY_FIELDS = {"patient_id": 1, "date": 1, "state": 1, "covered": 1, "tens_fraction": 1}
 MAX_LOOKBACK = timedelta(days=2)
+OVERDUE_LIMIT = 10_000  # marks a pass that reads every mark due computes (the rest on the next pass)
 
 
 def kept_day(snapshot: dict) -> dict:
@@ -128,12 +129,19 @@ class PanelReadModel:
         """These patients' rows must be computed again (their inputs changed)."""
         self.marks.mark(patient_ids, reason, self.clock())
 
-    def compute(self, person: Account, at: datetime) -> tuple[dict, dict, datetime]:
+    def compute(self, person: Account, at: datetime, kept: dict | None = None) -> tuple[dict, dict, datetime]:
         """A patient's row from their stored data as of ``at`` (a handful of queries), the days it kept, and
-        when time alone changes it."""
+        when time alone changes it. ``kept``: the days the row was last computed from (companion.store.read_models
+        .PanelRowDays), given when only time has passed since (its mark is the scheduled one): those days are
+        taken as they are, and only the snapshots of the days completed since are read."""
         today = row_today(person, at)
-        snapshots = self.stores.adherence_days.by_ids(
-            [snapshot_id(person.id, today - timedelta(days=n)) for n in range(KEPT_DAYS, 0, -1)], DAY_FIELDS)
+        dates = [today - timedelta(days=n) for n in range(KEPT_DAYS, 0, -1)]
+        known: list[dict] = []
+        if kept and kept.get("today") and kept["today"] <= today.isoformat():
+            since = kept["today"]  # the days before it are kept; the later ones were not complete then
+            known = [s for s in kept_snapshots(kept["days"]) if s["date"] >= dates[0].isoformat()]
+            dates = [d for d in dates if d.isoformat() >= since]
+        snapshots = known + self.stores.adherence_days.by_ids([snapshot_id(person.id, d) for d in dates], DAY_FIELDS)
         pain = self.stores.pain_entries.scores_between(person.id, at - PAIN_WINDOW, at)
         synced = [u.last_sync for u in self.stores.devices.for_patient(person.id) if u.last_sync]
         alerts = self.stores.alerts.open_counts([person.id]).get(person.id, 0)
@@ -149,6 +157,10 @@ class PanelReadModel:
         at = self.clock()
         ids = set(patient_ids)
         people = {p.id: p for p in self.stores.users.by_ids(ids) if p.is_patient}
+        # Rows that only time has changed since they were computed (their mark is the scheduled one their
+        # computation left; any change marks them for now): their kept days stand, read at once.
+        kept = self.stores.panel_row_days.by_ids(pid for pid, m in marks.items()
+                                                 if pid in people and m.get("due") != NOW)
         written = 0
         for pid in sorted(ids):
             person = people.get(pid)
@@ -156,7 +168,7 @@ class PanelReadModel:
                 for store in (self.rows, self.stores.panel_row_days, self.entries, self.marks):
                     store.delete_for_patient(pid)
                 continue
-            computed = failures.attempt(pid, lambda p=person: self.compute(p, at))
+            computed = failures.attempt(pid, lambda p=person: self.compute(p, at, kept.get(p.id)))
             if computed is None:
                 continue
             row, days, due_at = computed
@@ -171,11 +183,18 @@ class PanelReadModel:
         return written
 
     def refresh_due(self) -> int:
-        """The refresher (a job every minute): compute the rows whose marks are due; returns how many."""
+        """The refresher (a job every minute): compute the rows whose marks are due; returns how many. A pass
+        finds the marks of the slots since the last one; the first pass of a process, and one after a gap longer
+        than MAX_LOOKBACK (the worker stopped, or another held the lead), reads every mark due, however old (one
+        scan of the marks), until one such pass finds fewer than its limit."""
         at = self.clock()
-        lookback = MAX_LOOKBACK if self._last_refresh is None else min(MAX_LOOKBACK, at - self._last_refresh + SLOT)
-        marks = self.marks.due(at, lookback)
-        self._last_refresh = at
+        gap = None if self._last_refresh is None else at - self._last_refresh + SLOT
+        if gap is None or gap > MAX_LOOKBACK:
+            marks = self.marks.overdue(at, OVERDUE_LIMIT)
+            self._last_refresh = at if len(marks) < OVERDUE_LIMIT else None
+        else:
+            marks = self.marks.due(at, gap)
+            self._last_refresh = at
         written = self.refresh({m["_id"] for m in marks}, {m["_id"]: m for m in marks}) if marks else 0
         if written:
             logger.info("panel rows refreshed: %d", written)

@@ -362,5 +362,10 @@ class PanelRowMarks:
             slot -= SLOT
         return found[:limit]
 
+    def overdue(self, at: datetime, limit: int = 10_000) -> list[dict]:
+        """Every mark due by ``at``, however long ago (for now, or scheduled at or before ``at``): one read of the
+        marks, for a refresher that has not run for a while."""
+        return list(self.col.find({"due_at": {"$lte": at}}).limit(limit))
+
     def delete_for_patient(self, patient_id: str) -> int:
         return self.col.delete_one({"_id": patient_id}).deleted_count
