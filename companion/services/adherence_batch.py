@@ -17,8 +17,8 @@ same rules as compute_day (a session belongs to the local date at its start, in 
 plan in force at the end of the local day). Then, a chunk of patients at a time (so what a chunk holds stays
 bounded), the snapshots are written (the new days in one insert, the others one replace by _id each), the
 30 days the low-adherence rule reads are taken from the patients' panel rows where those are settled (one
-read of the chunk's kept days, which the job reads anyway to mark the rows it changes) and otherwise fetched
-by their computed ids (`_id $in`, the most recent first), the chunk's open alerts are read at once, and the rules judged:
+read of the chunk's kept days, which also tell which rows this run changes) and otherwise fetched by their
+computed ids (`_id $in`, the most recent first), the chunk's open alerts are read at once, and the rules judged:
 raising what holds, and for patients with touched days resolving what no longer does. The queries of a run
 depend on how many dates and chunks it covers, not on how many patients there are.
 
