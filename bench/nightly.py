@@ -152,6 +152,11 @@ def floor(db, patients: int) -> float:
     return elapsed
 
 
+def _services(client, db, at: datetime) -> Services:
+    """The app's services on the bench database, their clock stopped at ``at``."""
+    return Services(load_settings({"mongodb_db": db.name}, environ={}), client=client, clock=lambda: at)
+
+
 def next_day(client, db) -> dict:
     """The hourly job after the first run: a day later every patient's local day has rolled over once and each
     has one new session on it (its day and panel row marked, as ingestion marks them, and the rows computed by
@@ -173,13 +178,13 @@ def next_day(client, db) -> dict:
         db.days_to_recompute.insert_many(marks[start:start + BATCH], ordered=False)
     # As ingestion does, the patients' panel rows are marked too; the refresher (every minute, the job at minute
     # 5) computes them, and the rows due at each local midnight, before the job runs. Its pass is timed apart.
-    refresher = Services(load_settings({"mongodb_db": db.name}, environ={}), client=client, clock=lambda: later)
+    refresher = _services(client, db, later)
     refresher.panel_rows.mark([m["patient_id"] for m in marks], "sessions")
     started = time.perf_counter()
     refreshed = refresher.panel_rows.refresh_due()
     figures = {"refresher_s": round(time.perf_counter() - started, 2), "refresher_rows": refreshed}
     for name, at in (("one_new_day", later), ("nothing_new", later + timedelta(minutes=10))):
-        services = Services(load_settings({"mongodb_db": db.name}, environ={}), client=client, clock=lambda at=at: at)
+        services = _services(client, db, at)
         started = time.perf_counter()
         profiler = cProfile.Profile() if os.environ.get("NIGHTLY_PROFILE_NEXT") else None
         if profiler:
@@ -192,8 +197,7 @@ def next_day(client, db) -> dict:
         figures[f"{name}_written"] = written
     # The next local midnight with nothing new: the refresher computes every row again (their PDC periods move
     # on), by time alone, from the days each row keeps plus the day just completed.
-    midnight = Services(load_settings({"mongodb_db": db.name}, environ={}), client=client,
-                        clock=lambda: later + timedelta(days=1))
+    midnight = _services(client, db, later + timedelta(days=1))
     started = time.perf_counter()
     figures["midnight_rows"] = midnight.panel_rows.refresh_due()
     figures["midnight_refresher_s"] = round(time.perf_counter() - started, 2)
@@ -219,7 +223,7 @@ def bench_nightly(patients: int, days: int, profile: bool = False) -> dict:
         started = time.perf_counter()
         if profiler:
             profiler.enable()
-        services = Services(load_settings({"mongodb_db": db.name}, environ={}), client=client, clock=lambda: NOW)
+        services = _services(client, db, NOW)
         written = services.adherence_job.run()
         if profiler:
             profiler.disable()

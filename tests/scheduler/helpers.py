@@ -4,16 +4,32 @@ running the worker's jobs as the worker does (through the service container)."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+
+from hypothesis import strategies as st
 
 from companion.domain.access import CaregiverPermissions
 from companion.domain.people import Account
 from companion.services.container import Services
 from companion.store.accounts import Users
+from companion.store.adherence import snapshot_id
 from companion.store.push_tokens import PushTokens
 from companion.store.relationships import CareLinks
 
 SIGNED_UP = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+# A stored adherence day: missing (None), unplanned ("no_tasks"), or planned with this TENS fraction (below and
+# above the low-adherence threshold of 0.8).
+STORED_DAY = st.one_of(st.none(), st.just("no_tasks"), st.sampled_from([0.0, 0.3, 0.5, 0.79, 0.8, 1.0, 1.2]))
+
+
+def stored_day(patient_id: str, day: date, value) -> dict:
+    """The snapshot fields the panel rows and the low-adherence rule read, for a STORED_DAY value (not None)."""
+    return {"_id": snapshot_id(patient_id, day), "patient_id": patient_id, "date": day.isoformat(),
+            "state": "no_tasks" if value == "no_tasks" else "progress",
+            "tens_fraction": None if value == "no_tasks" else value,
+            "covered": value != "no_tasks" and value >= 1.0}
 
 
 def services_on(db, settings, clock, sender=None) -> Services:

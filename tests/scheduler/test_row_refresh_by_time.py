@@ -5,7 +5,7 @@ snapshot) is computed from every snapshot."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pymongo
 import pymongo.monitoring
@@ -13,8 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from companion.services.container import Services
-from companion.store.adherence import snapshot_id
-from tests.scheduler.helpers import make_person, services_on
+from tests.scheduler.helpers import STORED_DAY, make_person, services_on, stored_day
 
 
 class _SnapshotIds(pymongo.monitoring.CommandListener):
@@ -35,14 +34,6 @@ class _SnapshotIds(pymongo.monitoring.CommandListener):
 
 START = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 ZONES = ["Pacific/Auckland", "Europe/London", "America/Los_Angeles"]
-DAY = st.one_of(st.none(), st.just("no_tasks"), st.sampled_from([0.0, 0.5, 0.79, 0.8, 1.0, 1.3]))
-
-
-def _snapshot(patient_id: str, day: date, value) -> dict:
-    return {"_id": snapshot_id(patient_id, day), "patient_id": patient_id, "date": day.isoformat(),
-            "state": "no_tasks" if value == "no_tasks" else "progress",
-            "tens_fraction": None if value == "no_tasks" else value,
-            "covered": value != "no_tasks" and value >= 1.0}
 
 
 def _row_and_days(db, services, pid: str) -> tuple[dict, dict]:
@@ -53,8 +44,8 @@ def _row_and_days(db, services, pid: str) -> tuple[dict, dict]:
 
 @settings(max_examples=25, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(zone=st.sampled_from(ZONES), history=st.lists(DAY, min_size=34, max_size=34),
-       later=st.lists(DAY, min_size=3, max_size=3), days_on=st.integers(min_value=1, max_value=3),
+@given(zone=st.sampled_from(ZONES), history=st.lists(STORED_DAY, min_size=34, max_size=34),
+       later=st.lists(STORED_DAY, min_size=3, max_size=3), days_on=st.integers(min_value=1, max_value=3),
        changed=st.one_of(st.none(), st.integers(min_value=2, max_value=25)))
 def test_a_row_computed_again_by_time_alone_is_the_row_computed_from_every_snapshot(
         jobs_db, settings, mongo_uri, zone, history, later, days_on, changed):
@@ -64,7 +55,7 @@ def test_a_row_computed_again_by_time_alone_is_the_row_computed_from_every_snaps
     services = services_on(jobs_db, settings, lambda: clock["at"])
     patient = make_person(jobs_db, "patient", zone)
     today = START.astimezone(patient.zone_history().zone_at(START)).date()
-    docs = [_snapshot(patient.id, today - timedelta(days=n), v) for n, v in enumerate(history) if v is not None]
+    docs = [stored_day(patient.id, today - timedelta(days=n), v) for n, v in enumerate(history) if v is not None]
     if docs:
         jobs_db.adherence_days.insert_many(docs)
     services.panel_rows.refresh([patient.id])
@@ -73,11 +64,11 @@ def test_a_row_computed_again_by_time_alone_is_the_row_computed_from_every_snaps
     for n in range(days_on):
         value = later[n]
         if value is not None:
-            doc = _snapshot(patient.id, today + timedelta(days=n), value)
+            doc = stored_day(patient.id, today + timedelta(days=n), value)
             jobs_db.adherence_days.replace_one({"_id": doc["_id"]}, doc, upsert=True)
     clock["at"] = START + timedelta(days=days_on)
     if changed is not None:
-        doc = _snapshot(patient.id, today - timedelta(days=changed), 0.25)
+        doc = stored_day(patient.id, today - timedelta(days=changed), 0.25)
         jobs_db.adherence_days.replace_one({"_id": doc["_id"]}, doc, upsert=True)
         services.panel_rows.mark([patient.id], "adherence")
     listener = _SnapshotIds()

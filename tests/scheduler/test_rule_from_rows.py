@@ -16,25 +16,15 @@ from companion.domain.alerts import low_adherence, low_adherence_holds
 from companion.services.adherence_batch import JOB
 from companion.services.alerts import low_adherence_in
 from companion.services.container import Services
-from companion.store.adherence import snapshot_id
-from tests.scheduler.helpers import make_person, services_on
+from tests.scheduler.helpers import STORED_DAY, make_person, services_on, stored_day
 from tests.scheduler.test_adherence_follows_change import _Commands
 
 NOW = datetime(2026, 3, 10, 6, 0, tzinfo=UTC)
 ZONES = ["Pacific/Auckland", "Europe/London", "America/Los_Angeles"]
-# A stored day: missing, unplanned, or planned with this TENS fraction (below and above the 0.8 threshold).
-DAY = st.one_of(st.none(), st.just("no_tasks"), st.sampled_from([0.0, 0.3, 0.79, 0.8, 1.0, 1.2]))
 
 
 def _history(db, patient, today: date, days: list) -> None:
-    docs = []
-    for n, value in enumerate(days, start=1):
-        day = today - timedelta(days=n)
-        if value is not None:
-            docs.append({"_id": snapshot_id(patient.id, day), "patient_id": patient.id, "date": day.isoformat(),
-                         "state": "no_tasks" if value == "no_tasks" else "progress",
-                         "tens_fraction": None if value == "no_tasks" else value,
-                         "covered": value not in ("no_tasks",) and value >= 1.0})
+    docs = [stored_day(patient.id, today - timedelta(days=n), v) for n, v in enumerate(days, start=1) if v is not None]
     if docs:
         db.adherence_days.insert_many(docs)
 
@@ -55,7 +45,7 @@ def _judged(db, settings_, mongo_uri) -> tuple[dict, list]:
 
 @settings(max_examples=30, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(zone=st.sampled_from(ZONES), days=st.lists(DAY, min_size=30, max_size=30),
+@given(zone=st.sampled_from(ZONES), days=st.lists(STORED_DAY, min_size=30, max_size=30),
        open_run=st.one_of(st.none(), st.integers(min_value=3, max_value=28)),
        other=st.sampled_from(["marked", "missing"]))
 def test_the_rule_from_a_settled_row_is_the_rule_from_the_snapshots(jobs_db, settings, mongo_uri, zone, days,
