@@ -9,6 +9,10 @@ before any worker imports it, and an empty directory at each start. When the ope
 fresh temporary directory is used; a named one is emptied here. A worker that exits has its live gauges
 dropped (``child_exit``), so ``/metrics`` on any worker answers for the living ones.
 
+Admission: the gateway upload budget (COMPANION_GATEWAY_UPLOAD_CONCURRENCY) is one for the whole server, every
+worker together: the workers share a directory of lock files (``COMPANION_ADMISSION_DIR``, companion.http.admission):
+the one named, or a fresh one made here at each start and removed at exit.
+
 Logs: gunicorn's own lines are JSON like the app's (companion.logs); the app logs one line per request
 itself, with its request id and the route's template, never the query string (a query can carry what a
 clinician typed, such as the panel's name search), so gunicorn's access log is off (the Procfile names none).
@@ -28,6 +32,13 @@ if _multiproc_dir:
         stale.unlink()
 else:
     _multiproc_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="companion-metrics-")
+
+# A lock is held only while its holder lives, so a named directory needs no emptying; unnamed, a fresh one.
+_own_admission_dir = not os.environ.get("COMPANION_ADMISSION_DIR")
+if _own_admission_dir:
+    os.environ["COMPANION_ADMISSION_DIR"] = tempfile.mkdtemp(prefix="companion-admission-")
+_admission_dir = os.environ["COMPANION_ADMISSION_DIR"]
+Path(_admission_dir).mkdir(parents=True, exist_ok=True)
 
 logconfig_dict = {
     "version": 1,
@@ -60,5 +71,7 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
+    if _own_admission_dir:
+        shutil.rmtree(_admission_dir, ignore_errors=True)
     if _own_multiproc_dir:
         shutil.rmtree(_multiproc_dir, ignore_errors=True)

@@ -100,9 +100,9 @@ def app_env(uri: str, db_name: str) -> dict:
             "COMPANION_PASSWORD_MEMORY_KIB": "1024", "COMPANION_LOG_LEVEL": "WARNING",
             # The per-gateway upload limit (60 batches/min) would measure the limiter, not the ingestion.
             "COMPANION_GATEWAY_UPLOADS_PER_MIN": "100000",
-            # Every thread may take a gateway upload: the ingestion figures measure ingestion, not the budget
-            # (bench/flood.py measures the budget).
-            "COMPANION_GATEWAY_UPLOAD_CONCURRENCY": "4"}
+            # Every thread of the server (2 processes x 4) may take a gateway upload: the ingestion figures measure
+            # ingestion, not the budget (bench/flood.py measures the budget).
+            "COMPANION_GATEWAY_UPLOAD_CONCURRENCY": "8"}
 
 
 def mongo(uri: str) -> pymongo.MongoClient:

@@ -228,8 +228,9 @@ def flood(lines: list[str]) -> None:
               "full-jitter backoff, never less than Retry-After), then keep replaying their backlog until the "
               f"window ends. One patient's \"today\" (90 days of history) under {f['today_clients']} closed-loop "
               f"clients for {f['seconds']:g} s, without the flood and during it, same server (gunicorn 2 workers × "
-              "4 threads), same run. *budget* is COMPANION_GATEWAY_UPLOAD_CONCURRENCY per web process (8: every "
-              "thread, i.e. no budget; the default is 2).", "",
+              "4 threads), same run, the flood measured from the moment every gateway is ready to send. *budget* is "
+              "COMPANION_GATEWAY_UPLOAD_CONCURRENCY, one for the web server, both its processes together (8: every "
+              "thread, i.e. no budget; the default is 1).", "",
               "| budget | today p95 quiet ms | today p95 during the flood ms | **p95 flood / quiet** | p50 flood / quiet "
               "| today errors | uploads 200 / 503 | all delivered s | stored / expected | every record once |",
               "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]

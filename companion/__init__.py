@@ -99,7 +99,8 @@ def create_app(test_config: dict | None = None, *, services=None) -> Flask:
     admission.install(app, app.extensions["companion"].health.reachable,
                       gateway_concurrency=settings.gateway_upload_concurrency,
                       gateway_retry_spread_s=settings.gateway_retry_spread_s,
-                      breaker_failures=settings.db_breaker_failures, breaker_cooldown_s=settings.db_breaker_cooldown_s)
+                      breaker_failures=settings.db_breaker_failures, breaker_cooldown_s=settings.db_breaker_cooldown_s,
+                      shared_dir=os.environ.get(admission.SHARED_DIR_VARIABLE) or None)
     auditing.install(app)
     cors.install(app, settings.cors_origins)  # before the gate: a preflight carries no credentials
     security.install(app)

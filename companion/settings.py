@@ -54,7 +54,7 @@ class Settings:
     gateway_uploads_per_min: int = 60
     max_content_length: int = 1024 * 1024
     db_timeout_ms: int = 5000
-    gateway_upload_concurrency: int = 2
+    gateway_upload_concurrency: int = 1
     gateway_retry_spread_s: int = 30
     db_breaker_failures: int = 2
     db_breaker_cooldown_s: int = 2
@@ -190,8 +190,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("COMPANION_GATEWAY_UPLOADS_PER_MIN", "gateway_uploads_per_min", _whole(1, 10**7),
             "session-record batches each gateway may post per minute"),
     Setting("COMPANION_GATEWAY_UPLOAD_CONCURRENCY", "gateway_upload_concurrency", _whole(1, 1000),
-            "gateway requests one web process runs at once; more are answered 503 with a Retry-After (keep it "
-            "below the threads per process, so patients' and clinicians' requests always find a thread)"),
+            "gateway uploads one web server runs at once, all its worker processes together; more are answered 503 "
+            "with a Retry-After, so that patients' and clinicians' requests keep threads and database time"),
     Setting("COMPANION_GATEWAY_RETRY_SPREAD_S", "gateway_retry_spread_s", _whole(1, 3600),
             "a gateway turned away is told to retry after a random 1..this many seconds (spreads reconnects)"),
     Setting("COMPANION_DB_BREAKER_FAILURES", "db_breaker_failures", _whole(1, 1000),

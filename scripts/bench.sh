@@ -17,7 +17,7 @@ $py -m bench.profile_ingestion
 $py -m bench.reads
 $py -m bench.profile_reads --repeat 2
 $py -m bench.scheduler
-$py -m bench.flood --gateways ${FLOOD_GATEWAYS:-200} --records 100 --seconds 30 --budgets 2 8
+$py -m bench.flood --gateways ${FLOOD_GATEWAYS:-200} --records 100 --seconds 30 --budgets 1 2 8
 $py -m bench.gateway
 $py -m bench.report --elapsed-s $(( $(date +%s) - started )) --command "scripts/bench.sh${INGEST_SIZES:+ (INGEST_SIZES=$INGEST_SIZES)}"
 echo "==> bench/RESULTS.md written" >&2

@@ -1,31 +1,37 @@
 """Admission: which requests a web process takes on, so that floods and outages do not take everyone down.
 
-Two rules, both per process (each gunicorn worker keeps its own), both answering a request they turn away
-with 503 problem details and a ``Retry-After`` before it is authenticated or touches the database:
+Two rules, both answering a request they turn away with 503 problem details and a ``Retry-After`` before
+it is authenticated or touches the database:
 
 - **Gateway uploads have a budget of their own.** At most ``gateway_upload_concurrency`` gateway uploads
-  (session records, dead letters; not the small unit-status reports) run at once in a process; one over that budget is answered
-  at once, with a server-suggested delay drawn at random between 1 and ``gateway_retry_spread_s`` seconds,
-  so that many gateways reconnecting together (after an outage, say) come back spread out instead of
-  together again. The other threads stay free for patients, caregivers and clinicians. The gateway's
-  uploader waits at least the ``Retry-After`` it is given (device_gateway.uploader.backoff_delay).
-- **A database known to be down is not waited for.** Every request holds a thread for the whole database
-  budget (``db_timeout_ms``) when the database hangs; after ``db_breaker_failures`` consecutive requests
-  failed to reach it, a one-second ping decides (a database that answers it is overloaded, not down, and
-  requests keep going to it); if it does not answer, the breaker opens: requests that need the database are answered at once for a
-  cool-down (``db_breaker_cooldown_s``, doubled on each failed probe up to 30 s). Then one request probes
+  (session records, dead letters; not the small unit-status reports) run at once in one web server: all its
+  gunicorn worker processes together, which share a directory of lock files (``COMPANION_ADMISSION_DIR``,
+  made by gunicorn.conf.py at each start); a server of one process (``flask run``, tests) counts its
+  threads. One over that budget is answered at once, with a server-suggested delay drawn at random between
+  1 and ``gateway_retry_spread_s`` seconds, so that many gateways reconnecting together (after an outage,
+  say) come back spread out instead of together again. The other threads, and most of the database's
+  time, stay free for patients, caregivers and clinicians. The gateway's uploader waits at least the
+  ``Retry-After`` it is given (device_gateway.uploader.backoff_delay).
+- **A database known to be down is not waited for** (each process keeps its own breaker). Every request
+  holds a thread for the whole database budget (``db_timeout_ms``) when the database hangs; after
+  ``db_breaker_failures`` consecutive requests failed to reach it, a one-second ping decides (a database
+  that answers it is overloaded, not down, and requests keep going to it); if it does not answer, the
+  breaker opens: requests that need the database are answered at once for a cool-down (``db_breaker_cooldown_s``, doubled on each failed probe up to 30 s). Then one request probes
   the database with a short ping (half-open): if it answers, everything flows again; if not, the breaker
   stays open. ``/healthz`` (liveness, no database) and the API documents are never turned away.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import math
+import os
 import random
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from flask import Flask, current_app, g, request
 
@@ -35,6 +41,8 @@ from companion.domain.errors import ServiceUnavailable
 log = logging.getLogger(__name__)
 
 EXTENSION = "companion_admission"
+# Where the worker processes of one web server keep their shared gateway slots (set by gunicorn.conf.py).
+SHARED_DIR_VARIABLE = "COMPANION_ADMISSION_DIR"
 NEVER_TURNED_AWAY = ("api-docs.", "static", "swagger_ui_bundle", "health.Health", "metrics", "index")
 # The gateways' bulk uploads; their unit-status reports are small and bounded, and not held back behind them.
 GATEWAY_ENDPOINTS = ("ingestion.SessionRecords", "ingestion.DeadLetters")
@@ -124,22 +132,83 @@ class DatabaseBreaker:
                                   retry_after_s=math.ceil(wait) + self.rng.randint(0, 1) or 1)
 
 
-class GatewayBudget:
-    """At most ``limit`` gateway requests at once in this process; over it, a jittered Retry-After."""
+class ProcessSlots:
+    """``limit`` slots for the threads of this process alone (a server of one process: ``flask run``, tests)."""
 
-    def __init__(self, limit: int, retry_spread_s: int, rng: random.Random | None = None):
+    def __init__(self, limit: int):
         self.slots = threading.BoundedSemaphore(limit)
+
+    def acquire(self) -> object | None:
+        return True if self.slots.acquire(blocking=False) else None
+
+    def release(self, _slot: object) -> None:
+        self.slots.release()
+
+
+class ServerSlots:
+    """``limit`` slots shared by every worker process of one web server: slot i is an exclusive ``flock`` on
+    the file ``gateway-upload-<i>.lock`` of ``directory`` (gunicorn.conf.py makes one per server start), held
+    with a thread lock of this process beside it (a ``flock`` belongs to an open file, which every thread of
+    the process shares). A process that dies holding a slot gives it back with its open files: a crash
+    never leaks one. The files are opened in each process, after gunicorn's fork, never shared with it."""
+
+    def __init__(self, directory: str | os.PathLike, limit: int, rng: random.Random | None = None):
+        self.paths = [Path(directory) / f"gateway-upload-{i}.lock" for i in range(limit)]
+        self.held = [threading.Lock() for _ in range(limit)]
+        self.rng = rng or random.Random()
+        self.opening = threading.Lock()
+        self.pid: int | None = None
+        self.fds: list[int] = []
+
+    def _files(self) -> list[int]:
+        if self.pid != os.getpid():
+            with self.opening:
+                if self.pid != os.getpid():
+                    self.fds = [os.open(path, os.O_RDWR | os.O_CREAT, 0o600) for path in self.paths]
+                    self.held = [threading.Lock() for _ in self.paths]
+                    self.pid = os.getpid()
+        return self.fds
+
+    def acquire(self) -> int | None:
+        fds = self._files()
+        first = self.rng.randrange(len(fds))  # not always slot 0 first: fewer failed tries under load
+        for slot in ((first + n) % len(fds) for n in range(len(fds))):
+            if not self.held[slot].acquire(blocking=False):
+                continue
+            try:
+                fcntl.flock(fds[slot], fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.held[slot].release()
+                continue
+            return slot
+        return None
+
+    def release(self, slot: int) -> None:
+        fcntl.flock(self.fds[slot], fcntl.LOCK_UN)
+        self.held[slot].release()
+
+
+class GatewayBudget:
+    """At most ``limit`` gateway requests at once in this web server (every worker process of it together,
+    when they share ``shared_dir``; this process alone otherwise); over it, a jittered Retry-After."""
+
+    def __init__(self, limit: int, retry_spread_s: int, rng: random.Random | None = None,
+                 shared_dir: str | os.PathLike | None = None):
+        self.slots = ServerSlots(shared_dir, limit, rng) if shared_dir else ProcessSlots(limit)
         self.retry_spread_s = retry_spread_s
         self.rng = rng or random.Random()
 
-    def take(self) -> None:
-        if not self.slots.acquire(blocking=False):
+    def take(self) -> object:
+        """A slot (give it back with :meth:`give_back`), or ServiceUnavailable with a spread Retry-After."""
+        slot = self.slots.acquire()
+        if slot is None:
             metrics.GATEWAY_UPLOADS_TURNED_AWAY.inc()
             raise ServiceUnavailable("busy with other gateways' uploads; retry after the delay given",
                                      retry_after_s=self.rng.randint(1, self.retry_spread_s))
+        return slot
 
-    def give_back(self) -> None:
-        self.slots.release()
+    def give_back(self, slot: object) -> None:
+        self.slots.release(slot)
 
 
 class Admission:
@@ -160,11 +229,12 @@ def database_unreachable() -> None:
 
 
 def install(app: Flask, probe: Callable[[float], bool], *, gateway_concurrency: int, gateway_retry_spread_s: int,
-            breaker_failures: int, breaker_cooldown_s: float) -> None:
-    """Install the rules; before authentication, so that what is turned away costs nothing."""
+            breaker_failures: int, breaker_cooldown_s: float, shared_dir: str | None = None) -> None:
+    """Install the rules; before authentication, so that what is turned away costs nothing. ``shared_dir``: the
+    directory every worker process of this web server shares for the gateway budget (None: this process's)."""
     app.extensions[EXTENSION] = Admission(
         DatabaseBreaker(probe, failures=breaker_failures, cooldown_s=breaker_cooldown_s),
-        GatewayBudget(gateway_concurrency, gateway_retry_spread_s))
+        GatewayBudget(gateway_concurrency, gateway_retry_spread_s, shared_dir=shared_dir))
 
     @app.before_request
     def admit():
@@ -174,8 +244,7 @@ def install(app: Flask, probe: Callable[[float], bool], *, gateway_concurrency: 
         current = app.extensions[EXTENSION]
         current.breaker.admit()
         if endpoint.startswith(GATEWAY_ENDPOINTS):
-            current.gateways.take()
-            g.gateway_slot = True
+            g.gateway_slot = current.gateways.take()
         return None
 
     @app.after_request
@@ -186,5 +255,6 @@ def install(app: Flask, probe: Callable[[float], bool], *, gateway_concurrency: 
 
     @app.teardown_request
     def give_back(_exc):
-        if g.pop("gateway_slot", False):
-            app.extensions[EXTENSION].gateways.give_back()
+        slot = g.pop("gateway_slot", None)
+        if slot is not None:
+            app.extensions[EXTENSION].gateways.give_back(slot)
