@@ -133,10 +133,10 @@ def _events_for(notes: list[dict] | None, status: int) -> list[dict]:
                   "action": _action_of_method(), "resource_ids": []}]
     events = []
     for n in notes or []:
-        base = _event(n["action"], n["resource"], n["resource_ids"], status, outcome)
-        # One event per patient: a search over three patients lists all three (and can be
-        # found from each patient's side).
-        events.extend({**base, "patient_ids": [pid]} for pid in n["patient_ids"] or [None])
+        # One event per interaction, naming every patient it touched: a search over three patients lists all
+        # three, and is found from each patient's side (``patient_ids`` is indexed element by element).
+        events.append({**_event(n["action"], n["resource"], n["resource_ids"], status, outcome),
+                       "patient_ids": n["patient_ids"] or [None]})
     if not events and g.get("audit_intent"):  # a write that noted nothing still closes its intent
         patient_id = (request.view_args or {}).get("patient_id")
         events = [{**_event(OUTCOME, "request", [], status, outcome), "patient_ids": [patient_id]}]
