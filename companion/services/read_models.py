@@ -34,7 +34,7 @@ from companion.domain.people import Account
 from companion.domain.review import PanelFilter
 from companion.services.item_failures import ItemFailures
 from companion.store.adherence import snapshot_id
-from companion.store.read_models import NOW, SLOT, panel_order, panel_query
+from companion.store.read_models import NOW, SHOWN_FIELDS, SLOT, panel_order, panel_query
 from companion.store.stores import Stores
 
 logger = logging.getLogger(__name__)
@@ -242,8 +242,8 @@ class PanelReadModel:
     def team_page(self, team_id: str, *, sort: str = "need", descending: bool = False, offset: int = 0,
                   limit: int = 50, at: datetime | None = None) -> tuple[list[rules.PanelRow], int]:
         """One page of a team's whole panel in a stored order (ENTRY_ORDERS), and how many patients it has: the
-        page's entries read from that order's index, then their rows by ``_id``; nothing else of the team is
-        read. The rows of the team's patients marked since the refresher's last pass are computed first. An
+        page's entries read from that order's index, each with what its line shows (SHOWN_FIELDS, copied from
+        the row when both are written); nothing else of the team is read. The rows of the team's patients marked since the refresher's last pass are computed first. An
         entry whose enrolment has ended (a crash between the two deletions) is dropped, never shown."""
         at = at or self.clock()
         teams = self.stores.care_teams
@@ -259,7 +259,11 @@ class PanelReadModel:
             if not ended:
                 break
             self.entries.delete_ids(f"{team_id}:{pid}" for pid in ended)
-        rows = {d["_id"]: d for d in self.rows.by_ids(e["patient_id"] for e in entries)}
+        # Each entry holds what its line shows; an entry written before it did is shown from its row.
+        copied = {e["patient_id"]: {**e, "_id": e["patient_id"]} for e in entries
+                  if all(field in e for field in SHOWN_FIELDS)}
+        rows = {d["_id"]: d for d in self.rows.by_ids(e["patient_id"] for e in entries
+                                                      if e["patient_id"] not in copied)} | copied
         page = [as_panel_row(rows[e["patient_id"]], at) for e in entries if e["patient_id"] in rows]
         return page, self.entries.count(team_id)
 

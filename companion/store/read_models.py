@@ -62,6 +62,10 @@ FIGURE_KEYS = {"pdc_7": ("none_pdc_7", "pdc_7", 1), "pdc_30": ("none_pdc_30", "p
 
 # The orders a team's panel is read in from panel_entries: (the entry's key, the index that serves it).
 ENTRY_ORDERS = {"need": ("k_need", "team_need"), "name": ("k_name", "team_name")}
+# What a panel line shows of its row, copied into each of the row's entries so that a page of the panel is
+# one read of its entries (the rows themselves are read only for entries written before the copies).
+SHOWN_FIELDS = ("display_name", "time_zone", "pdc_7", "pdc_30", "pain_recent_mean", "pain_previous_mean",
+                "last_sync", "open_alerts")
 _COMPLEMENT = str.maketrans("0123456789abcdef", "fedcba9876543210")
 
 
@@ -256,9 +260,9 @@ class TodayRows:
 
 
 class PanelEntries:
-    """A line per (care team, patient) holding the patient's row's place in each stored order, so that a team's
-    page of the panel is read from an index (team, order) alone: the page's entries, then their rows by
-    ``_id``. ``_id`` is the enrolment's (``<team>:<patient>``). Written with the row
+    """A line per (care team, patient) holding the patient's row's place in each stored order and what the panel
+    shows of the row (SHOWN_FIELDS), so that a team's page of the panel is one read from an index (team,
+    order). ``_id`` is the enrolment's (``<team>:<patient>``). Written with the row, from the same values
     (companion.services.read_models), deleted with the enrolment (companion.store.relationships)."""
 
     def __init__(self, db: Database):
@@ -267,7 +271,7 @@ class PanelEntries:
     def save(self, row: dict, team_ids: Iterable[str]) -> None:
         """The row's entries: one for each team the patient is enrolled in, and none for any other."""
         teams = sorted(set(team_ids))
-        keys = entry_keys(row)
+        keys = entry_keys(row) | {field: row[field] for field in SHOWN_FIELDS}
         for team_id in teams:
             update = {"$set": {"team_id": team_id, "patient_id": row["_id"], **keys}}
             try:
@@ -277,11 +281,12 @@ class PanelEntries:
         self.col.delete_many({"patient_id": row["_id"], "team_id": {"$nin": teams}})
 
     def page(self, team_id: str, sort: str, descending: bool, offset: int, limit: int) -> list[dict]:
-        """One page of the team's entries in a stored order, read from that order's index. Need has one direction
-        (as in panel_order)."""
+        """One page of the team's entries in a stored order, read from that order's index, each with what its line
+        shows. Need has one direction (as in panel_order)."""
         key, index = ENTRY_ORDERS[sort]
         direction = DESCENDING if descending and sort != "need" else ASCENDING
-        found = self.col.find({"team_id": team_id}, {"patient_id": 1}).sort(key, direction).hint(index)
+        shown = {"patient_id": 1} | dict.fromkeys(SHOWN_FIELDS, 1)
+        found = self.col.find({"team_id": team_id}, shown).sort(key, direction).hint(index)
         return list(found.skip(offset).limit(limit))
 
     def count(self, team_id: str) -> int:

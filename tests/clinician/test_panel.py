@@ -9,6 +9,7 @@ import pytest
 from pymongo import monitoring
 
 from companion.services.review import Review
+from companion.store.read_models import SHOWN_FIELDS
 from companion.store.relationships import CareTeams
 from companion.store.stores import Stores
 from tests.clinician.conftest import at_day
@@ -110,13 +111,17 @@ class _Commands(monitoring.CommandListener):
     def __init__(self):
         self.names = []
         self.panel_rows_returned = []
+        self.panel_entries_returned = []
 
     def started(self, event):
         self.names.append(event.command_name)
 
     def succeeded(self, event):
-        if event.command_name == "find" and event.reply.get("cursor", {}).get("ns", "").endswith(".panel_rows"):
+        namespace = event.reply.get("cursor", {}).get("ns", "") if event.command_name == "find" else ""
+        if namespace.endswith(".panel_rows"):
             self.panel_rows_returned.append(len(event.reply["cursor"]["firstBatch"]))
+        if namespace.endswith(".panel_entries"):
+            self.panel_entries_returned.append(len(event.reply["cursor"]["firstBatch"]))
 
     def failed(self, event):
         pass
@@ -140,9 +145,11 @@ def test_panel_reads_only_the_rows_of_its_page_whatever_the_number_of_patients(m
             review.panel_page(f"clinician-{size}")  # the first read computes the rows the seed marked
             listener.names.clear()
             listener.panel_rows_returned.clear()
+            listener.panel_entries_returned.clear()
             rows, total = review.panel_page(f"clinician-{size}", limit=2)
             assert (len(rows), total) == (2, size)
-            assert listener.panel_rows_returned == [2]
+            # The page's two lines come from its two entries alone: no row is read.
+            assert (listener.panel_entries_returned, listener.panel_rows_returned) == ([2], [])
             counts.append(len([n for n in listener.names if n in ("find", "aggregate", "count")]))
     finally:
         watched.close()
@@ -186,3 +193,19 @@ def test_a_patients_review_summary_is_their_panel_line_read_by_the_care_team_onl
     assert db.audit_events.find_one({"actor_id": clinician.id, "action": "R", "patient_ids": [ids["Dan"]]})
     outsider = client.get(f"/api/v1/patients/{ids['Dan']}/review/summary", headers=world["clinician_other"].headers)
     assert outsider.status_code == 404
+
+
+def test_entries_written_before_they_held_their_lines_are_shown_from_their_rows_until_written_again(
+        client, panel_world, db, services):
+    clinician, ids = panel_world
+    before = _panel(client, clinician)["items"]
+    entries = db.panel_entries.count_documents({"patient_id": {"$in": list(ids.values())}})
+    assert entries == len(ids) and db.panel_entries.count_documents({"display_name": {"$exists": True}}) == entries
+    for field in SHOWN_FIELDS:  # as an entry written before this change
+        db.panel_entries.update_many({"patient_id": ids["Cara"]}, {"$unset": {field: ""}})
+    db.panel_rows.update_one({"_id": ids["Dan"]}, {"$set": {"open_alerts": 7}})  # rows are read only when needed
+    assert _panel(client, clinician)["items"] == before
+    services.panel_rows.refresh([ids["Cara"]])
+    cara = db.panel_entries.find_one({"patient_id": ids["Cara"]})
+    assert all(field in cara for field in SHOWN_FIELDS)
+    assert _panel(client, clinician)["items"] == before

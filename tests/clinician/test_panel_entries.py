@@ -107,11 +107,11 @@ def test_the_clinicians_panel_of_one_team_is_served_from_the_entries(db):
     rng = random.Random(11)
     stores, team_id, ids = _team_with_rows(db, rng, 30)
     review = Review(stores, clock=lambda: NOW)
-    db.panel_rows.update_many({}, {"$set": {"display_name": "changed behind the entries' back"}})
+    db.panel_entries.update_many({}, {"$set": {"display_name": "changed behind the rows' back"}})
     rows, total = review.panel_page("clinician-entries", limit=10)
     assert total == 30 and len(rows) == 10
-    # Rows come from panel_rows by the entries' order; filtered views take the general path and agree.
-    assert all(r.display_name == "changed behind the entries' back" for r in rows)
+    # The lines come from the entries alone, in their order; filtered views take the general path and agree.
+    assert all(r.display_name == "changed behind the rows' back" for r in rows)
     expected = [r.patient_id for r in PanelReadModel(stores, clock=lambda: NOW).page(ids, limit=10)[0]]
     assert [r.patient_id for r in rows] == expected
 
