@@ -285,8 +285,9 @@ class PanelEntries:
         shows. Need has one direction (as in panel_order)."""
         key, index = ENTRY_ORDERS[sort]
         direction = DESCENDING if descending and sort != "need" else ASCENDING
-        shown = {"patient_id": 1} | dict.fromkeys(SHOWN_FIELDS, 1)
-        found = self.col.find({"team_id": team_id}, shown).sort(key, direction).hint(index)
+        # Whole: the entry is little more than what its line shows, and the development server copies a
+        # document to project it (4.8 ms for a page of 50 whole, 5.4 ms projected).
+        found = self.col.find({"team_id": team_id}).sort(key, direction).hint(index)
         return list(found.skip(offset).limit(limit))
 
     def count(self, team_id: str) -> int:
