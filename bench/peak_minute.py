@@ -32,6 +32,7 @@ from firebase_admin import messaging
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
+from bench.common import machine
 from companion.notify.push import PushSender
 from companion.services.container import Services
 from companion.services.push_delivery import PER_PASS, OutboxDispatcher
@@ -284,7 +285,8 @@ def main(argv: list[str] | None = None) -> None:
             emulator.stop()
             if server is not None:
                 server.stop()
-    server_name = "MongoDB at MONGODB_URI" if os.environ.get("MONGODB_URI") else "FerretDB v1.24.2-companion.2 (SQLite, patched to use indexes: see README)"
+    server_name = "MongoDB at MONGODB_URI" if os.environ.get("MONGODB_URI") else \
+        f"FerretDB {machine()['ferretdb']} (SQLite, patched: see README)"
     section = render(figures, server_name, args.budget_s)
     print(section)
     if not args.no_write:
