@@ -9,9 +9,9 @@ before any worker imports it, and an empty directory at each start. When the ope
 fresh temporary directory is used; a named one is emptied here. A worker that exits has its live gauges
 dropped (``child_exit``), so ``/metrics`` on any worker answers for the living ones.
 
-Admission: the gateway upload budget (COMPANION_GATEWAY_UPLOAD_CONCURRENCY) is one for the whole server, every
-worker together: the workers share a directory of lock files (``COMPANION_ADMISSION_DIR``, companion.http.admission):
-the one named, or a fresh one made here at each start and removed at exit.
+Admission: the gateway upload budget (COMPANION_GATEWAY_UPLOAD_CONCURRENCY) is one for the whole server,
+every worker together: the workers share a directory of lock files (``COMPANION_ADMISSION_DIR``, see
+companion.http.admission), the one named or a fresh one made here at each start and removed at exit.
 
 Logs: gunicorn's own lines are JSON like the app's (companion.logs); the app logs one line per request
 itself, with its request id and the route's template, never the query string (a query can carry what a

@@ -16,8 +16,9 @@ it is authenticated or touches the database:
   holds a thread for the whole database budget (``db_timeout_ms``) when the database hangs; after
   ``db_breaker_failures`` consecutive requests failed to reach it, a one-second ping decides (a database
   that answers it is overloaded, not down, and requests keep going to it); if it does not answer, the
-  breaker opens: requests that need the database are answered at once for a cool-down (``db_breaker_cooldown_s``, doubled on each failed probe up to 30 s). Then one request probes
-  the database with a short ping (half-open): if it answers, everything flows again; if not, the breaker
+  breaker opens: requests that need the database are answered at once for a cool-down
+  (``db_breaker_cooldown_s``, doubled on each failed probe up to 30 s). Then one request probes the
+  database with a short ping (half-open): if it answers, everything flows again; if not, the breaker
   stays open. ``/healthz`` (liveness, no database) and the API documents are never turned away.
 """
 
@@ -164,6 +165,8 @@ class ServerSlots:
         if self.pid != os.getpid():
             with self.opening:
                 if self.pid != os.getpid():
+                    # Made again if something cleaned it away (a long-lived server's temporary directory).
+                    self.paths[0].parent.mkdir(parents=True, exist_ok=True)
                     self.fds = [os.open(path, os.O_RDWR | os.O_CREAT, 0o600) for path in self.paths]
                     self.held = [threading.Lock() for _ in self.paths]
                     self.pid = os.getpid()

@@ -243,8 +243,9 @@ class PanelReadModel:
                   limit: int = 50, at: datetime | None = None) -> tuple[list[rules.PanelRow], int]:
         """One page of a team's whole panel in a stored order (ENTRY_ORDERS), and how many patients it has: the
         page's entries read from that order's index, each with what its line shows (SHOWN_FIELDS, copied from
-        the row when both are written); nothing else of the team is read. The rows of the team's patients marked since the refresher's last pass are computed first. An
-        entry whose enrolment has ended (a crash between the two deletions) is dropped, never shown."""
+        the row when both are written); nothing else of the team is read. The rows of the team's patients
+        marked since the refresher's last pass are computed first. An entry whose enrolment has ended (a crash
+        between the two deletions) is dropped, never shown."""
         at = at or self.clock()
         teams = self.stores.care_teams
         marked = {m["_id"]: m for m in self.marks.all_now()}
