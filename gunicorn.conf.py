@@ -37,8 +37,7 @@ else:
 _own_admission_dir = not os.environ.get("COMPANION_ADMISSION_DIR")
 if _own_admission_dir:
     os.environ["COMPANION_ADMISSION_DIR"] = tempfile.mkdtemp(prefix="companion-admission-")
-_admission_dir = os.environ["COMPANION_ADMISSION_DIR"]
-Path(_admission_dir).mkdir(parents=True, exist_ok=True)
+_admission_dir = os.environ["COMPANION_ADMISSION_DIR"]  # a named one is made by the workers if missing
 
 logconfig_dict = {
     "version": 1,

@@ -155,7 +155,7 @@ class ServerSlots:
 
     def __init__(self, directory: str | os.PathLike, limit: int, rng: random.Random | None = None):
         self.paths = [Path(directory) / f"gateway-upload-{i}.lock" for i in range(limit)]
-        self.held = [threading.Lock() for _ in range(limit)]
+        self.held: list[threading.Lock] = []  # made with the files, in each process
         self.rng = rng or random.Random()
         self.opening = threading.Lock()
         self.pid: int | None = None

@@ -368,7 +368,7 @@ class PanelRowMarks:
             slot -= SLOT
         return found[:limit]
 
-    def overdue(self, at: datetime, limit: int = 10_000) -> list[dict]:
+    def overdue(self, at: datetime, limit: int) -> list[dict]:
         """Every mark due by ``at``, however long ago (for now, or scheduled at or before ``at``): one read of the
         marks, for a refresher that has not run for a while."""
         return list(self.col.find({"due_at": {"$lte": at}}).limit(limit))
