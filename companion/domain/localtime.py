@@ -21,6 +21,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import cached_property
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 
@@ -118,10 +119,16 @@ class TimeZoneHistory:
         """A history with a single zone, in force at every instant."""
         return cls.of([(datetime(1970, 1, 1, tzinfo=UTC), zone)])
 
+    @cached_property
+    def _starts(self) -> list[datetime]:
+        return [c.effective_from_utc for c in self.changes]
+
     def zone_at(self, instant: datetime) -> ZoneInfo:
         """Return the zone in force at ``instant`` (the earliest zone before the first change)."""
-        starts = [c.effective_from_utc for c in self.changes]
-        index = max(bisect_right(starts, require_utc(instant)) - 1, 0)
+        instant = require_utc(instant)
+        if len(self.changes) == 1:  # most patients never move: asked once per record placed
+            return ZoneInfo(self.changes[0].zone)
+        index = max(bisect_right(self._starts, instant) - 1, 0)
         return ZoneInfo(self.changes[index].zone)
 
     def segments(self, start_utc: datetime, end_utc: datetime) -> list[tuple[datetime, datetime, ZoneInfo]]:

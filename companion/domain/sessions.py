@@ -138,31 +138,48 @@ class Ownership:
         return self.patient_id is not None
 
 
+class UnitOwners:
+    """Whose a unit's sessions are, by its bindings: the spans (bound to a patient, or a gap bound to nobody)
+    laid out once, then asked for each session (:meth:`at`)."""
+
+    def __init__(self, bindings: Sequence[Binding]):
+        ordered = sorted(bindings, key=lambda b: b.start)
+        spans: list[tuple[datetime | None, datetime | None, str | None]] = []
+        for n, binding in enumerate(ordered):
+            start = None if n == 0 else binding.start
+            spans.append((start, binding.end, binding.patient_id))
+            following = ordered[n + 1].start if n + 1 < len(ordered) else None
+            if binding.end is not None and (following is None or following > binding.end):
+                spans.append((binding.end, following, None))  # a gap: bound to nobody
+        self.spans = spans
+        # One binding for ever (the common case): every session is certainly its patient's.
+        self._only = Ownership(spans[0][2], (spans[0][2],)) if len(spans) == 1 and spans[0][1] is None else None
+
+    def at(self, earliest: datetime | None, latest: datetime | None) -> Ownership:
+        """Whose a session that started between ``earliest`` and ``latest`` (None: unbounded) is."""
+        if self._only is not None:
+            return self._only
+        spans = self.spans
+        if not spans:
+            return Ownership(None, ())
+        touched = [(s, e, p) for s, e, p in spans
+                   if (latest is None or s is None or s <= latest) and (earliest is None or e is None or e > earliest)]
+        patients = tuple(dict.fromkeys(p for _, _, p in touched if p is not None))
+        gaps = [n for n, (_, _, p) in enumerate(spans) if p is None and (spans[n] in touched)]
+        if len(patients) == 1 and not gaps:
+            return Ownership(patients[0], patients)
+        for n in gaps:  # a gap's neighbours may have had it
+            for neighbour in (n - 1, n + 1):
+                if 0 <= neighbour < len(spans) and spans[neighbour][2] is not None:
+                    patients += (spans[neighbour][2],)
+        return Ownership(None, tuple(dict.fromkeys(patients)))
+
+
 def owner_at(bindings: Sequence[Binding], earliest: datetime | None, latest: datetime | None) -> Ownership:
     """Whose a session that started between ``earliest`` and ``latest`` (None: unbounded) is, by the unit's
     bindings: certain when one binding covers the whole range; the first binding also covers everything
     before it. A range that touches a gap between bindings, or several bindings, is uncertain."""
-    ordered = sorted(bindings, key=lambda b: b.start)
-    if not ordered:
-        return Ownership(None, ())
-    spans: list[tuple[datetime | None, datetime | None, str | None]] = []
-    for n, binding in enumerate(ordered):
-        start = None if n == 0 else binding.start
-        spans.append((start, binding.end, binding.patient_id))
-        following = ordered[n + 1].start if n + 1 < len(ordered) else None
-        if binding.end is not None and (following is None or following > binding.end):
-            spans.append((binding.end, following, None))  # a gap: bound to nobody
-    touched = [(s, e, p) for s, e, p in spans
-               if (latest is None or s is None or s <= latest) and (earliest is None or e is None or e > earliest)]
-    patients = tuple(dict.fromkeys(p for _, _, p in touched if p is not None))
-    gaps = [n for n, (_, _, p) in enumerate(spans) if p is None and (spans[n] in touched)]
-    if len(patients) == 1 and not gaps:
-        return Ownership(patients[0], patients)
-    for n in gaps:  # a gap's neighbours may have had it
-        for neighbour in (n - 1, n + 1):
-            if 0 <= neighbour < len(spans) and spans[neighbour][2] is not None:
-                patients += (spans[neighbour][2],)
-    return Ownership(None, tuple(dict.fromkeys(patients)))
+    return UnitOwners(bindings).at(earliest, latest)
 
 
 @dataclass(frozen=True)
@@ -181,16 +198,18 @@ def overlaps(sessions: Iterable[Timed]) -> dict[str, tuple[str, timedelta]]:
     absent. One sweep in time order: what is checked against each session is only what is still running."""
     by_key = {s.key: s for s in sessions}
     covering: dict[str, list[tuple[datetime, datetime, str]]] = {}
-    running: list[Timed] = []
+    running: list[tuple[datetime, Timed]] = []  # (end, session) of those that may still overlap a later one
     for session in sorted(by_key.values(), key=lambda s: (s.start, s.seq)):
-        end = session.start + session.duration
-        running = [r for r in running if r.start + r.duration > session.start + OVERLAP_SLACK]
-        for other in running:
-            lo, hi = session.start, min(end, other.start + other.duration)
-            if hi - lo > OVERLAP_SLACK:
+        lo, end = session.start, session.start + session.duration
+        threshold = lo + OVERLAP_SLACK
+        # What ends by ``threshold`` overlaps neither this session nor any later one by more than the slack.
+        running = [r for r in running if r[0] > threshold]
+        if end > threshold:  # then it overlaps every one still running by more than the slack
+            for other_end, other in running:
+                hi = end if end < other_end else other_end
                 later, earlier = (session, other) if session.seq > other.seq else (other, session)
                 covering.setdefault(later.key, []).append((lo, hi, earlier.key))
-        running.append(session)
+        running.append((end, session))
     found: dict[str, tuple[str, timedelta]] = {}
     for key, covered in covering.items():
         session = by_key[key]

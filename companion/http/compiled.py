@@ -112,8 +112,11 @@ class CompiledLoader:
                 loaded[name] = None
                 continue
             value = convert(value)
-            if value is _REFUSED or not all(check(value) for check in checks):
+            if value is _REFUSED:
                 return None
+            for check in checks:
+                if not check(value):
+                    return None
             loaded[name] = value
         return loaded
 

@@ -68,9 +68,30 @@ class AnchorSink:
         return self.path.read_text(errors="replace").splitlines()
 
 
+class AuditWriteFailed(RuntimeError):
+    """The events were not (all) stored: the caller must fail its request."""
+
+
+class _Waiting:
+    """One caller's events, queued for the next group write, and how that write ended."""
+
+    __slots__ = ("events", "done", "error")
+
+    def __init__(self, events: list[dict]):
+        self.events = events
+        self.done = False
+        self.error: BaseException | None = None
+
+
 class AuditTrail:
-    """One hash chain per process, writes serialised by a lock. A failed write raises, and the
-    caller must fail the request (no patient data leaves without its audit event)."""
+    """One hash chain per process. A failed write raises, and the caller must fail the request (no patient
+    data leaves without its audit event).
+
+    Writes are group-committed: each caller queues its events and waits for the chain's lock; whoever holds
+    it writes every event queued so far in one insert and wakes their callers. A caller returns only once its
+    own events are stored (or raises if that insert failed), so nothing is answered before it is recorded;
+    under load, one database command carries many requests' events instead of one each, in turn.
+    """
 
     def __init__(self, events: AuditEvents, clock: Clock = now, *, key: bytes | str,
                  anchors: AnchorSink | None = None, anchor_every: timedelta = timedelta(seconds=60)):
@@ -84,29 +105,50 @@ class AuditTrail:
         self.chain_id = f"{uuid.uuid4()}"
         self._seq = 0
         self._prev = GENESIS
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the chain: held while a group of events is linked and written
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Waiting] = []
         self._anchored: tuple[str, int] | None = None  # the last (chain, seq) anchored
         self._last_anchor_at: datetime | None = None
         self._timer: threading.Timer | None = None
 
     def write(self, events: list[dict]) -> None:
+        """Store ``events`` in the chain; returns once they are stored, raises AuditWriteFailed if not."""
         if not events:
             return
+        mine = _Waiting(events)
+        with self._queue_lock:
+            self._queue.append(mine)
         with self._lock:
-            seq, prev, linked = self._seq, self._prev, []
-            for event in events:
-                doc = link({"at": to_millis(self.clock()), **event}, prev, seq, self.chain_id, self.key)
-                linked.append(doc)
-                seq, prev = seq + 1, doc["hash"]
-            try:
-                self.events.append(linked)
-            except Exception:
-                # Part of the batch may have landed; continuing this chain could collide or fork,
-                # so the next event starts a fresh chain. The caller fails the request.
-                self.chain_id, self._seq, self._prev = f"{uuid.uuid4()}", 0, GENESIS
-                raise
-            self._seq, self._prev = seq, prev
-            self._anchor_soon()
+            if not mine.done:  # no earlier holder took it along: write everything queued now
+                self._write_queued_locked()
+        if mine.error is not None:
+            raise AuditWriteFailed("the audit events could not be stored") from mine.error
+
+    def _write_queued_locked(self) -> None:
+        with self._queue_lock:
+            group, self._queue = self._queue, []
+        seq, prev, linked = self._seq, self._prev, []
+        try:
+            for waiting in group:
+                for event in waiting.events:
+                    doc = link({"at": to_millis(self.clock()), **event}, prev, seq, self.chain_id, self.key)
+                    linked.append(doc)
+                    seq, prev = seq + 1, doc["hash"]
+            self.events.append(linked)
+        except Exception as exc:  # noqa: BLE001 - every caller in the group is told, and fails its request
+            # Part of the group may have landed; continuing this chain could collide or fork,
+            # so the next event starts a fresh chain.
+            log.error("audit write of %d events failed (%s)", sum(len(w.events) for w in group),
+                      type(exc).__name__)
+            self.chain_id, self._seq, self._prev = f"{uuid.uuid4()}", 0, GENESIS
+            for waiting in group:
+                waiting.error, waiting.done = exc, True
+            return
+        self._seq, self._prev = seq, prev
+        for waiting in group:
+            waiting.done = True
+        self._anchor_soon()
 
     # Anchors
     def _anchor_soon(self) -> None:

@@ -32,10 +32,10 @@ from companion.domain.sessions import (
     Finding,
     Flag,
     Timed,
+    UnitOwners,
     clinical_findings,
     counting,
     overlaps,
-    owner_at,
     time_findings,
 )
 from companion.services.sync import Changes
@@ -264,6 +264,7 @@ class SessionTimes:
                received_at: datetime) -> dict[str, dict]:
         judged: dict[str, dict] = {}
         findings: dict[str, list[Finding]] = {}
+        owners = UnitOwners(bindings)
         for doc in docs:
             placed = times[doc["device_seq"]]
             resolution = doc.get("resolution") or {}
@@ -272,7 +273,7 @@ class SessionTimes:
             if resolution.get("started_at"):
                 start = earliest = latest = resolution["started_at"]
                 quality, basis = TimeQuality.CORRECTED, "clinician"
-            owner = owner_at(bindings, earliest, latest)
+            owner = owners.at(earliest, latest)
             if resolution.get("patient_id"):
                 owner_id, candidates = resolution["patient_id"], (resolution["patient_id"],)
             else:

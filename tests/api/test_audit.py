@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
 from companion.clock import now
-from companion.services.audit import AuditTrail
+from companion.services.audit import AuditTrail, AuditWriteFailed
 from companion.store.audit import AuditEvents
 
 
@@ -90,3 +92,92 @@ def test_a_write_whose_outcome_cannot_be_recorded_is_reported_unfinished(client,
     (unfinished,) = services.audit.verify(settled_before=now() + timedelta(hours=1))["unfinished"]
     assert unfinished["request_id"] == response.headers["X-Request-ID"]
     assert unfinished["route"] == "/api/v1/patients/<patient_id>/pain-entries"
+
+
+class _GatedEvents(AuditEvents):
+    """The real store, with the first insert held at a gate and any insert made to fail on demand."""
+
+    def __init__(self, db):
+        super().__init__(db)
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.inserts: list[int] = []
+        self.fail_insert: int | None = None  # the insert (counting from 1) that fails
+
+    def append(self, events):
+        self.inserts.append(len(events))
+        if len(self.inserts) == 1:
+            self.entered.set()
+            assert self.gate.wait(60)
+        if len(self.inserts) == self.fail_insert:
+            raise OSError("audit store unavailable")
+        super().append(events)
+
+
+def _write_in_threads(trail, writers: int, prefix: str):
+    errors: dict[str, BaseException] = {}
+
+    def one(n):
+        try:
+            trail.write([{"actor_id": f"{prefix}{n}", "action": "R", "patient_ids": ["p"], "outcome": "success"}])
+        except Exception as exc:  # noqa: BLE001 - recorded for the assertion
+            errors[f"{prefix}{n}"] = exc
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(writers)]
+    for thread in threads:
+        thread.start()
+    return threads, errors
+
+
+def _queued(trail) -> int:
+    with trail._queue_lock:
+        return sum(len(w.events) for w in trail._queue)
+
+
+def _wait_for(predicate, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_writers_waiting_on_an_insert_are_written_together_in_the_next_one(db):
+    events = _GatedEvents(db)
+    trail = AuditTrail(events, key="k" * 32)
+    first, first_errors = _write_in_threads(trail, 1, "first-")
+    assert events.entered.wait(60)  # the first insert is at the database
+    waiting, errors = _write_in_threads(trail, 15, "later-")
+    _wait_for(lambda: _queued(trail) == 15)
+    assert not any(db.audit_events.find_one({"actor_id": f"later-{n}"}) for n in range(15))
+    events.gate.set()
+    for thread in first + waiting:
+        thread.join(60)
+    assert not first_errors and not errors
+    assert events.inserts == [1, 15]  # one command carried all fifteen waiting requests' events
+    stored = list(db.audit_events.find({"chain_id": trail.chain_id}).sort("seq", 1))
+    assert [e["seq"] for e in stored] == list(range(16))
+    assert {e["actor_id"] for e in stored} == {"first-0"} | {f"later-{n}" for n in range(15)}
+    assert trail.verify()["breaks"] == []
+
+
+def test_every_writer_in_a_failed_group_is_told_and_the_next_write_starts_a_fresh_chain(db):
+    events = _GatedEvents(db)
+    events.fail_insert = 2
+    trail = AuditTrail(events, key="k" * 32)
+    first, first_errors = _write_in_threads(trail, 1, "first-")
+    assert events.entered.wait(60)
+    waiting, errors = _write_in_threads(trail, 6, "doomed-")
+    _wait_for(lambda: _queued(trail) == 6)
+    failing_chain = trail.chain_id
+    events.gate.set()
+    for thread in first + waiting:
+        thread.join(60)
+    assert not first_errors and events.inserts == [1, 6]
+    assert set(errors) == {f"doomed-{n}" for n in range(6)}  # every caller in the group fails its request
+    assert all(isinstance(e, AuditWriteFailed) for e in errors.values())
+    assert db.audit_events.count_documents({"actor_id": {"$regex": "^doomed-"}}) == 0
+    assert trail.chain_id != failing_chain
+    trail.write([{"actor_id": "after", "action": "R", "patient_ids": ["p"], "outcome": "success"}])
+    after = db.audit_events.find_one({"actor_id": "after"})
+    assert after["chain_id"] == trail.chain_id and after["seq"] == 0
+    assert trail.verify()["breaks"] == []

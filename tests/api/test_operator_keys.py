@@ -38,7 +38,7 @@ def _outcome(check, value):
 
 
 KEYS = st.sampled_from(["a", "started_at", "$gt", "a.b", "x\x00", "$", "records"])
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=3))
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=3))
 BODIES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=3),
                                                        st.dictionaries(KEYS, inner, max_size=3)), max_leaves=40)
 
@@ -61,3 +61,12 @@ def test_a_scalar_one_level_too_deep_is_refused_as_before():
     assert _outcome(_check_keys, _nest(MAX_DEPTH, 1)) is None
     too_deep = _outcome(_check_keys, _nest(MAX_DEPTH + 1, 1))
     assert too_deep is not None and "nested too deeply" in str(too_deep), too_deep
+
+
+def test_a_record_of_known_safe_keys_is_still_refused_one_level_too_deep():
+    record = {"a": 1, "started_at": "x", "records": 2.5}
+    assert _outcome(_check_keys, record) is None  # its keys are now known safe
+    for levels in (MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1):
+        value = _nest(levels, record)
+        assert _outcome(_check_keys, value) == _outcome(_visit_every_value, value), levels
+    assert _outcome(_check_keys, _nest(MAX_DEPTH, record)) is not None

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from companion.domain.localtime import TimeZoneHistory
 from companion.domain.sessions import (
     Binding,
@@ -101,3 +104,36 @@ def test_records_stored_before_these_rules_count_whole():
     assert counted_minutes({"duration_s": 1800}) == 30.0 and counts_as_session({"duration_s": 1800})
     assert counted_minutes({"duration_s": 1800, "counted_minutes": 0, "held": True}) == 0.0
     assert not counts_as_session({"held": True})
+
+
+def _overlaps_by_every_pair(sessions: list[Timed]) -> dict[str, tuple[str, timedelta]]:
+    """The overlap rule read literally, every pair compared: what ``overlaps``'s sweep must agree with."""
+    by_key = {s.key: s for s in sessions}
+    ordered = sorted(by_key.values(), key=lambda s: (s.start, s.seq))
+    covering: dict[str, list] = {}
+    for i, first in enumerate(ordered):
+        for second in ordered[i + 1:]:
+            lo, hi = second.start, min(first.start + first.duration, second.start + second.duration)
+            if hi - lo > timedelta(minutes=1):
+                later, earlier = (second, first) if second.seq > first.seq else (first, second)
+                covering.setdefault(later.key, []).append((lo, hi, earlier.key))
+    found = {}
+    for key, covered in covering.items():
+        session, outside = by_key[key], timedelta(0)
+        covered.sort()
+        cursor = session.start
+        for lo, hi, _ in covered:
+            outside += max(lo - cursor, timedelta(0))
+            cursor = max(cursor, hi)
+        outside += max(timedelta(0), session.start + session.duration - cursor)
+        found[key] = (covered[0][2], outside)
+    return found
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(1, 12), st.integers(0, 6)), max_size=25))
+def test_the_overlap_sweep_agrees_with_comparing_every_pair(spec):
+    """Starts and durations in steps of 30 s (so some overlaps are exactly the one-minute slack)."""
+    sessions = [Timed(f"r{key}", seq, T + timedelta(seconds=30 * start), timedelta(seconds=30 * length))
+                for seq, (start, length, key) in enumerate(spec)]
+    assert overlaps(sessions) == _overlaps_by_every_pair(sessions)
