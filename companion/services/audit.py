@@ -122,12 +122,14 @@ class AuditTrail:
         with self._lock:
             if not mine.done:  # no earlier holder took it along: write everything queued now
                 self._write_queued_locked()
-        if mine.error is not None:
+        if not mine.done or mine.error is not None:  # not done: a holder that took it along was interrupted
             raise AuditWriteFailed("the audit events could not be stored") from mine.error
 
     def _write_queued_locked(self) -> None:
         with self._queue_lock:
             group, self._queue = self._queue, []
+        if not group:  # only after an interrupted holder took everything queued along
+            return
         seq, prev, linked = self._seq, self._prev, []
         try:
             for waiting in group:

@@ -103,6 +103,7 @@ class _GatedEvents(AuditEvents):
         self.entered = threading.Event()
         self.inserts: list[int] = []
         self.fail_insert: int | None = None  # the insert (counting from 1) that fails
+        self.failure: BaseException = OSError("audit store unavailable")
 
     def append(self, events):
         self.inserts.append(len(events))
@@ -110,7 +111,7 @@ class _GatedEvents(AuditEvents):
             self.entered.set()
             assert self.gate.wait(60)
         if len(self.inserts) == self.fail_insert:
-            raise OSError("audit store unavailable")
+            raise self.failure
         super().append(events)
 
 
@@ -120,7 +121,7 @@ def _write_in_threads(trail, writers: int, prefix: str):
     def one(n):
         try:
             trail.write([{"actor_id": f"{prefix}{n}", "action": "R", "patient_ids": ["p"], "outcome": "success"}])
-        except Exception as exc:  # noqa: BLE001 - recorded for the assertion
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
             errors[f"{prefix}{n}"] = exc
 
     threads = [threading.Thread(target=one, args=(n,)) for n in range(writers)]
@@ -181,3 +182,25 @@ def test_every_writer_in_a_failed_group_is_told_and_the_next_write_starts_a_fres
     after = db.audit_events.find_one({"actor_id": "after"})
     assert after["chain_id"] == trail.chain_id and after["seq"] == 0
     assert trail.verify()["breaks"] == []
+
+
+class _Interrupted(BaseException):
+    """What a worker thread may be stopped with mid-write (not an Exception)."""
+
+
+def test_when_the_writer_of_a_group_is_interrupted_every_other_writer_in_it_fails_too(db):
+    events = _GatedEvents(db)
+    events.fail_insert, events.failure = 2, _Interrupted()
+    trail = AuditTrail(events, key="k" * 32)
+    first, first_errors = _write_in_threads(trail, 1, "first-")
+    assert events.entered.wait(60)
+    waiting, errors = _write_in_threads(trail, 5, "cut-")
+    _wait_for(lambda: _queued(trail) == 5)
+    events.gate.set()
+    for thread in first + waiting:
+        thread.join(60)
+    assert not first_errors and set(errors) == {f"cut-{n}" for n in range(5)}
+    kinds = sorted(type(e).__name__ for e in errors.values())
+    assert kinds == ["AuditWriteFailed"] * 4 + ["_Interrupted"]  # the one writing it, and the four it took along
+    trail.write([{"actor_id": "after", "action": "R", "patient_ids": ["p"], "outcome": "success"}])
+    assert db.audit_events.find_one({"actor_id": "after"}) is not None
