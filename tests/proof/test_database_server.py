@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from pymongo.errors import PyMongoError
+
 
 def plan_of(db, collection: str, query: dict) -> str:
     explained = db.command("explain", {"find": collection, "filter": query})
@@ -106,3 +109,22 @@ def test_a_date_range_on_an_indexed_field_uses_the_index_and_answers_as_mongodb_
         {f"d{n}" for n in range(15)} | {"y2300", "inside_array"})
     assert found({"$gte": lo}) == {f"d{n}" for n in range(15)} | {"y2300", "inside_array"}
     assert found({"$lt": datetime(2001, 1, 1, tzinfo=UTC)}) == {"y1990", "y1969"}
+
+
+def test_an_update_of_many_documents_changes_each_once_and_stops_where_one_fails(mongo_client, db_name):
+    """An update statement changes every document it matches, past 500 (FerretDB companion.10 writes them
+    back 500 to a transaction); when one document cannot take the change, the documents before it are
+    changed and those after it are not, as when each was written on its own."""
+    db = mongo_client[db_name]
+    db.many.insert_many([{"_id": f"d{n:04d}", "n": n, "group": "all"} for n in range(1234)])
+    result = db.many.update_many({"group": "all"}, {"$inc": {"n": 1}, "$set": {"seen": True}})
+    assert (result.matched_count, result.modified_count) == (1234, 1234)
+    assert sorted(d["n"] for d in db.many.find()) == list(range(1, 1235))
+    assert db.many.count_documents({"seen": True}) == 1234
+
+    db.failing.insert_many([{"_id": f"d{n:04d}", "n": n} for n in range(700)])
+    db.failing.update_one({"_id": "d0600"}, {"$set": {"n": "not a number"}})
+    with pytest.raises(PyMongoError):  # MongoDB and FerretDB name the failure differently
+        db.failing.update_many({}, {"$inc": {"n": 1000}})
+    changed = sorted(d["_id"] for d in db.failing.find({"n": {"$gte": 1000}}))
+    assert changed == [f"d{n:04d}" for n in range(600)]  # every one before the failing one, none after
