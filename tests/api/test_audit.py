@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import threading
-import time
 from datetime import timedelta
 
 from companion.clock import now
 from companion.services.audit import AuditTrail, AuditWriteFailed
 from companion.store.audit import AuditEvents
+from tests.support.gateway_processes import wait_for
 
 
 def test_a_read_writes_one_event_with_who_what_and_outcome(client, world, db):
@@ -135,20 +135,13 @@ def _queued(trail) -> int:
         return sum(len(w.events) for w in trail._queue)
 
 
-def _wait_for(predicate, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-
-
 def test_writers_waiting_on_an_insert_are_written_together_in_the_next_one(db):
     events = _GatedEvents(db)
     trail = AuditTrail(events, key="k" * 32)
     first, first_errors = _write_in_threads(trail, 1, "first-")
     assert events.entered.wait(60)  # the first insert is at the database
     waiting, errors = _write_in_threads(trail, 15, "later-")
-    _wait_for(lambda: _queued(trail) == 15)
+    assert wait_for(lambda: _queued(trail) == 15, 60)
     assert not any(db.audit_events.find_one({"actor_id": f"later-{n}"}) for n in range(15))
     events.gate.set()
     for thread in first + waiting:
@@ -168,7 +161,7 @@ def test_every_writer_in_a_failed_group_is_told_and_the_next_write_starts_a_fres
     first, first_errors = _write_in_threads(trail, 1, "first-")
     assert events.entered.wait(60)
     waiting, errors = _write_in_threads(trail, 6, "doomed-")
-    _wait_for(lambda: _queued(trail) == 6)
+    assert wait_for(lambda: _queued(trail) == 6, 60)
     failing_chain = trail.chain_id
     events.gate.set()
     for thread in first + waiting:
@@ -195,7 +188,7 @@ def test_when_the_writer_of_a_group_is_interrupted_every_other_writer_in_it_fail
     first, first_errors = _write_in_threads(trail, 1, "first-")
     assert events.entered.wait(60)
     waiting, errors = _write_in_threads(trail, 5, "cut-")
-    _wait_for(lambda: _queued(trail) == 5)
+    assert wait_for(lambda: _queued(trail) == 5, 60)
     events.gate.set()
     for thread in first + waiting:
         thread.join(60)
