@@ -35,12 +35,14 @@
 #   value and its schema by reflection each time; now one json.Unmarshal each, and schemas kept by text.
 # - scripts/ferretdb-v1.24.2-update-batch.patch: an update statement wrote each document it changed back in a
 #   transaction of its own (update_many of 500: 220-350 ms); now 500 at a time in one transaction (70-100 ms).
-# The build is stamped v1.24.2-companion.10 so that a binary without the current patches is rebuilt.
+# - scripts/ferretdb-v1.24.2-id-prefix-count.patch: a count of the _ids that start with "<team>:" (the panel's
+#   total) is counted from the _id index; by team_id, SQLite read every entry of the team (13 -> 0.7 ms, 2,000).
+# The build is stamped v1.24.2-companion.11 so that a binary without the current patches is rebuilt.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${FERRETDB_BIN:-$root/var/bin/ferretdb}"
 version="v1.24.2"
-stamp="${version}-companion.10"
+stamp="${version}-companion.11"
 if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "version: ${stamp}$"; then
   echo "$bin"; exit 0
 fi
@@ -51,7 +53,7 @@ work="$(mktemp -d)"
 trap 'chmod -R u+w "$work"; rm -rf "$work"' EXIT
 cp -r "$src/." "$work/"
 chmod -R u+w "$work"
-for patch in sqlite-pushdown update-statement-close write-atomicity sorted-page in-set date-range sjson-decode update-batch; do
+for patch in sqlite-pushdown update-statement-close write-atomicity sorted-page in-set date-range sjson-decode update-batch id-prefix-count; do
   (cd "$work" && git apply -p1 "$root/scripts/ferretdb-${version}-${patch}.patch")
 done
 echo "${stamp}" > "$work/build/version/version.txt"

@@ -291,10 +291,14 @@ class PanelEntries:
         return list(found.skip(offset).limit(limit))
 
     def count(self, team_id: str) -> int:
-        """How many entries the team has, counted from its index (the `count` command takes a hint; pymongo's
-        count_documents is an aggregation, which the development server would answer by reading them all)."""
-        return int(self.col.database.command("count", self.col.name, query={"team_id": team_id},
-                                             hint=ENTRY_ORDERS["need"][1])["n"])
+        """How many entries the team has: those whose ``_id`` starts with ``<team>:``, counted from the ``_id``
+        index (a string range; every entry's ``_id`` is ``<team>:<patient>``, see save). The `count` command
+        takes a hint; pymongo's count_documents is an aggregation, which the development server would answer
+        by reading them all. Not by team_id: a team id is 24 hex digits, which the development server stores
+        as it stores an ObjectID's, so it would read each entry to check its type."""
+        return int(self.col.database.command("count", self.col.name,
+                                             query={"_id": {"$gte": f"{team_id}:", "$lt": f"{team_id};"}},
+                                             hint="_id_")["n"])
 
     def is_empty(self) -> bool:
         return self.col.find_one({}, {"_id": 1}) is None

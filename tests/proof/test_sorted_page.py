@@ -15,7 +15,7 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from bson import ObjectId, Regex
+from bson import Binary, ObjectId, Regex
 
 SORTS = [
     [("v", 1), ("_id", 1)],
@@ -208,3 +208,36 @@ def test_a_hint_on_a_collection_not_yet_created_answers_nothing(mongo_client, db
     db = mongo_client[db_name]
     assert list(db.nowhere.find({"team": "t1"}).sort("k", 1).hint("team_k").limit(5)) == []
     assert db.command("count", "nowhere", query={"team": "t1"}, hint="team_k")["n"] == 0
+
+
+def test_a_count_of_an_id_prefix_counts_exactly_the_strings_with_that_prefix(mongo_client, db_name):
+    """The build counts {_id: {$gte: p, $lt: p with its last character's successor}} from the _id index when no
+    value of another type can be stored as a text starting with p (p holds a ':' or '.': no ObjectID's hex or
+    binary data's base64 can); other prefixes are counted as before. Either way the count is MongoDB's: the
+    strings in the range, compared bytewise (tests the panel's total, companion.store.read_models)."""
+    db = mongo_client[db_name]
+    hexed = "0123456789abcdef01234567"
+    ids = ["t1:", "t1:a", "t1:b:c", "t1:\u00e9", "t1:<x>", 't1:"q', "t1:\\", "t1", "t1;", "t1;a", "t10:a", "t0:z",
+           "T1:a", "t1.x", "t1.", "u", "", f"{hexed}:p1", f"{hexed}:p2", f"{hexed};", f"{hexed[:-1]}8:p",
+           ObjectId(hexed), 7, 7.5, datetime(2026, 1, 1, tzinfo=UTC), Binary(b"t1:abc"), Binary(b"\x00" * 30),
+           ObjectId(f"{1:024x}"), f"{1:024x}:x"]  # (no string equal to an ObjectID's hex: the build's _id index
+    # holds both as the same text, so it refuses the second as a duplicate, where MongoDB would not)
+    db.things.insert_many([{"_id": i, "n": n} for n, i in enumerate(ids)])
+
+    def mongodb(lower: str, upper: str, *, inclusive: bool = True) -> int:  # strings only, compared bytewise
+        return sum(1 for i in ids if isinstance(i, str) and lower.encode() <= i.encode() < upper.encode()
+                   and (inclusive or i != lower))
+
+    for prefix in ("t1:", "t1.", "t1", "t", f"{hexed}:", hexed, "0123", f"{1:024x}:", "T1:", "u", "t1:b:"):
+        query = {"_id": {"$gte": prefix, "$lt": prefix[:-1] + chr(ord(prefix[-1]) + 1)}}
+        counted = db.command("count", "things", query=query, hint="_id_")["n"]
+        assert counted == mongodb(*query["_id"].values()) == db.things.count_documents(query), prefix
+    assert db.command("count", "things", query={"_id": {"$gte": "t1:", "$lt": "t1;"}}, hint="_id_")["n"] == 7
+    assert db.command("count", "things", query={"_id": {"$gte": f"{hexed}:", "$lt": f"{hexed};"}},
+                      hint="_id_")["n"] == 2
+    # Not the form counted from the index: answered as before, all the same.
+    assert db.command("count", "things", query={"_id": {"$gte": "t1:", "$lt": "t1<"}},
+                      hint="_id_")["n"] == mongodb("t1:", "t1<") == 9
+    assert db.command("count", "things", query={"_id": {"$gt": "t1:", "$lt": "t1;"}},
+                      hint="_id_")["n"] == mongodb("t1:", "t1;", inclusive=False) == 6
+    assert db.command("count", "nowhere", query={"_id": {"$gte": "t1:", "$lt": "t1;"}}, hint="_id_")["n"] == 0
