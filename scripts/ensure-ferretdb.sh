@@ -36,13 +36,14 @@
 # - scripts/ferretdb-v1.24.2-update-batch.patch: an update statement wrote each document it changed back in a
 #   transaction of its own (update_many of 500: 220-350 ms); now 500 at a time in one transaction (70-100 ms).
 # - scripts/ferretdb-v1.24.2-id-prefix-count.patch: a count of the _ids that start with "<team>:" (the panel's
-#   total) is counted from the _id index; by team_id, SQLite read every entry of the team (13 -> 0.7 ms, 2,000).
-# The build is stamped v1.24.2-companion.11 so that a binary without the current patches is rebuilt.
+#   total) is counted from the _id index; by team_id, SQLite read every entry of the team (13 -> 0.7 ms, 2,000);
+#   so is a count of _ids in a list of such strings (the panel's check that a page's patients are enrolled).
+# The build is stamped v1.24.2-companion.12 so that a binary without the current patches is rebuilt.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${FERRETDB_BIN:-$root/var/bin/ferretdb}"
 version="v1.24.2"
-stamp="${version}-companion.11"
+stamp="${version}-companion.12"
 if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "version: ${stamp}$"; then
   echo "$bin"; exit 0
 fi

@@ -1,10 +1,10 @@
 """Delivering the outbox: claim due notifications, push them to every phone, record what happened.
 
-A pass (:meth:`OutboxDispatcher.run_pass`) finds the due notifications once, reads their recipients'
-phones once, then a batch of ``batch_size`` at a time claims them (see :mod:`companion.store.outbox`
-for why a claim is an insert and "sending" is a live claim), fans each out to its recipient's phones,
-sends them all through :class:`~companion.notify.push.PushSender`, removes tokens FCM reported dead,
-and settles each notification:
+A pass (:meth:`OutboxDispatcher.run_pass`) finds the due notifications once, then a batch of
+``batch_size`` at a time claims them (see :mod:`companion.store.outbox` for why a claim is an insert and
+"sending" is a live claim), reads the phones of its recipients not read yet in the pass, fans each out to
+its recipient's phones, sends them all through :class:`~companion.notify.push.PushSender`, removes tokens
+FCM reported dead, and settles each notification:
 
 - ``sent`` as soon as one phone got it (the others' failures are kept per phone);
 - back to ``scheduled`` at the earliest retry time when only retryable failures came back;
@@ -137,10 +137,10 @@ class OutboxDispatcher:
     def run_pass(self, limit: int, progress: Callable[[DispatchReport], None] | None = None) -> DispatchReport:
         """Send up to ``limit`` due notifications, a batch at a time.
 
-        The due notifications are found once for the whole pass, and the recipients' phones read once;
-        each batch then re-reads its notifications by ``_id`` (skipping any another dispatcher has
-        settled meanwhile), claims them and sends them. ``progress`` is told the running totals after
-        each batch.
+        The due notifications are found once for the whole pass; each batch then re-reads its notifications
+        by ``_id`` (skipping any another dispatcher has settled meanwhile), claims them, reads the phones of
+        those of its recipients not read yet in this pass, and sends them. ``progress`` is told the running
+        totals after each batch.
 
         **Pipelined:** while one batch is at FCM and then being settled (a second thread sends it and
         records its outcomes), the next is read, claimed, checked and built, so that this database work
@@ -161,15 +161,14 @@ class OutboxDispatcher:
         batches = [ids[start:start + self.batch_size] for start in range(0, len(ids), self.batch_size)]
         first = _start_of(self.owner, len(batches))
         batches = batches[first:] + batches[:first]
-        phones: PhoneBook | None = None
+        phones = PhoneBook(self.tokens)
         in_flight: Future[DispatchReport] | None = None
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="push-send") as lane:
             for batch in batches:
                 claimed = self.outbox.claim(self.outbox.open_among(batch), self.owner, self.lease)
                 if not claimed:
                     continue
-                if phones is None:
-                    phones = PhoneBook(self.tokens, set(due.values()))
+                phones.read({doc["recipient_user_id"] for doc in claimed})
                 prepared = self._prepare(claimed, phones, report)
                 if in_flight is not None:
                     _add(report, in_flight.result(), progress)  # the previous batch is sent and settled
@@ -251,10 +250,22 @@ def _add(report: DispatchReport, batch: DispatchReport, progress: Callable[[Disp
 
 
 class PhoneBook:
-    """The phones of a pass's recipients, read once for the pass; tokens FCM reports dead drop out."""
+    """The phones of a pass's recipients, each read once in the pass, with the batch that first claims one of
+    their notifications: a dispatcher reads only the phones of what it claims (several dispatchers share a
+    pass's due set). Tokens FCM reports dead drop out. Read in the pass's thread; ``forget`` runs in the
+    sending lane's, for recipients already read."""
 
-    def __init__(self, tokens: PushTokens, user_ids: set[str]):
-        self._phones = tokens.for_users(user_ids)
+    def __init__(self, tokens: PushTokens):
+        self.tokens = tokens
+        self._phones: dict[str, list[dict]] = {}
+        self._read: set[str] = set()
+
+    def read(self, user_ids: set[str]) -> None:
+        """Read the phones of those of ``user_ids`` not read yet in this pass."""
+        missing = user_ids - self._read
+        if missing:
+            self._phones.update(self.tokens.for_users(missing))
+            self._read |= missing
 
     def of(self, user_id: str) -> list[dict]:
         """The phones to address for ``user_id`` (none: the notification fails as NO_DEVICE)."""

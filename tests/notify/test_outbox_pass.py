@@ -123,3 +123,45 @@ def test_two_workers_running_passes_at_once_deliver_each_notification_exactly_on
     counts = delivered_ids(emulator)
     assert (len(counts), set(counts.values())) == (400, {1})
     assert store_db.push_outbox.count_documents({"state": "sent"}) == 400
+
+
+class _PhoneReads(pymongo.monitoring.CommandListener):
+    """The people whose phones each find on push_tokens asked for."""
+
+    def __init__(self):
+        self.asked: list[list[str]] = []
+
+    def started(self, event):
+        if event.command_name == "find" and event.command["find"] == "push_tokens":
+            self.asked.append(list(event.command["filter"]["user_id"]["$in"]))
+
+    def succeeded(self, event):
+        pass
+
+    def failed(self, event):
+        pass
+
+
+def test_a_dispatcher_reads_the_phones_of_what_it_claims_each_person_once(store_db, mongo_uri, clock, sender,
+                                                                          emulator):
+    """Another dispatcher holds part of the due set: this one reads none of those people's phones, and reads each
+    of its own recipients' once however many of its batches they appear in."""
+    people = [f"u-{n}" for n in range(8)]
+    reads = _PhoneReads()
+    client = pymongo.MongoClient(mongo_uri, tz_aware=True, event_listeners=[reads])
+    try:
+        stores = Stores(client[store_db.name], clock)
+        for user in people:
+            stores.push_tokens.register(user, "phone", f"tok-{user}", "android")
+        stores.outbox.schedule_many(requests_for(people, 3))
+        taken = [d for d in store_db.push_outbox.find() if d["recipient_user_id"] in people[:3]]
+        assert len(stores.outbox.claim(taken, "worker-2", LEASE)) == 9
+        reads.asked.clear()
+        report = OutboxDispatcher(stores.outbox, stores.push_tokens, sender, owner="worker-1", lease=LEASE,
+                                  batch_size=4).run_pass(100)
+    finally:
+        client.close()
+    asked = [person for read in reads.asked for person in read]
+    assert (report.claimed, report.states) == (15, {"sent": 15})
+    assert sorted(asked) == people[3:]  # each of its recipients once, no one of the other dispatcher's
+    assert len(reads.asked) >= 2  # with the batches that claimed them, not one read of the whole due set

@@ -241,3 +241,22 @@ def test_a_count_of_an_id_prefix_counts_exactly_the_strings_with_that_prefix(mon
     assert db.command("count", "things", query={"_id": {"$gt": "t1:", "$lt": "t1;"}},
                       hint="_id_")["n"] == mongodb("t1:", "t1;", inclusive=False) == 6
     assert db.command("count", "nowhere", query={"_id": {"$gte": "t1:", "$lt": "t1;"}}, hint="_id_")["n"] == 0
+
+
+def test_a_count_of_ids_in_a_list_counts_exactly_the_strings_listed(mongo_client, db_name):
+    """The same patch counts {_id: {$in: [s, ...]}} from the _id index when every s holds a ':' or '.' and nothing
+    JSON escapes (the panel's enrolment check, companion.store.relationships); other lists are counted as before."""
+    db = mongo_client[db_name]
+    hexed = "0123456789abcdef01234567"
+    ids = ["t1:a", "t1:b", "t1:c", "t1.x", f"{hexed}:p", "plain", ObjectId(hexed), 7, Binary(b"t1:a")]
+    db.things.insert_many([{"_id": i} for i in ids])
+
+    def count(values: list) -> int:
+        return db.command("count", "things", query={"_id": {"$in": values}}, hint="_id_")["n"]
+
+    for values in (["t1:a"], ["t1:a", "t1:b", "t1:zz"], ["t1:a", "t1:a", "t1:c"], ["t1.x", f"{hexed}:p", "t2:a"],
+                   ["t1:zz"], [f"{hexed}:p", hexed], ["plain", "t1:b"], ["t1:a", 7], [ObjectId(hexed), "t1:c"],
+                   [f"t1:{n}" for n in range(3000)] + ["t1:b"]):
+        assert count(values) == db.things.count_documents({"_id": {"$in": values}}), values
+    assert count(["t1:a", "t1:b", "t1:zz"]) == 2 and count(["t1:a", "t1:a", "t1:c"]) == 2
+    assert count([f"{hexed}:p", hexed]) == 1 and count(["t1:a", 7]) == 2
