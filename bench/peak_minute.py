@@ -231,8 +231,8 @@ def render(figures: list[Figures], server: str, budget_s: float) -> str:
         "call; *insert_many* is the database floor (N outbox-sized documents). *dispatch* creates the N outbox "
         "notifications (what already exists looked up by _id, the rest in one unordered insert under the unique "
         "key); *peak* is dispatch plus sending them all the way "
-        "the worker does (the worker's `OutboxDispatcher`, consent and readers' accounts included, `run_pass` until a pass finds nothing: the due notifications and "
-        "their phones read once per pass, then claim, check, push, settle 500 at a time, the next batch claimed and built while one is sent and settled), by this process or by *sender processes* OS processes on the one outbox, no new pass after the budget. *growth* is peak time per reminder relative to the smallest size (1.00 = linear). *CPU while sending* is the CPU time the sending process (both its threads) and the database server used from the end of dispatch to the last settle: unlike the wall times it does not grow with other work on the machine.", "",
+        "the worker does (the worker's `OutboxDispatcher`, consent and readers' accounts included, `run_pass` until a pass finds nothing: the due notifications read once per pass, "
+        "then claim, read the phones of recipients not read yet in the pass, check, push, settle 500 at a time, the next batch claimed and built while one is sent and settled), by this process or by *sender processes* OS processes on the one outbox, no new pass after the budget. *growth* is peak time per reminder relative to the smallest size (1.00 = linear). *CPU while sending* is the CPU time the sending process (both its threads) and the database server used from the end of dispatch to the last settle: unlike the wall times it does not grow with other work on the machine.", "",
         "| due reminders | sender processes | send_each s | insert_many s | dispatch s | peak s | peak / send_each "
         "| growth | delivered in the first minute | delivered | CPU while sending s (sender / database) |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",

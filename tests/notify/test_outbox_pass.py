@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pymongo
 
 from companion.services.notifications import DeliveryConsent
@@ -17,6 +19,21 @@ from tests.scheduler.test_today_row import _Finds
 def requests_for(people: list[str], per_person: int) -> list[NotificationRequest]:
     return [NotificationRequest(f"reminder:{user}:{k}", user, user, "therapy_reminder", T0)
             for user in people for k in range(per_person)]
+
+
+@contextmanager
+def _watched_outbox(mongo_uri, store_db, clock, listener, people: list[str], per_person: int):
+    """Stores on a client that ``listener`` watches, each person with one phone and ``per_person`` notifications
+    due."""
+    client = pymongo.MongoClient(mongo_uri, tz_aware=True, event_listeners=[listener])
+    try:
+        stores = Stores(client[store_db.name], clock)
+        for user in people:
+            stores.push_tokens.register(user, "phone", f"tok-{user}", "android")
+        stores.outbox.schedule_many(requests_for(people, per_person))
+        yield stores
+    finally:
+        client.close()
 
 
 def test_scheduling_in_bulk_creates_each_notification_once_and_says_which_existed(store_db, clock):
@@ -77,17 +94,10 @@ def test_a_batch_reads_its_people_once_for_both_consent_and_their_language(store
     store_db.users.insert_many([{"_id": p, "email": f"{p}@example.org", "role": "patient", "password_hash": "-",
                                  "display_name": p, "time_zone": "Europe/Berlin", "locale": "de"} for p in people])
     finds = _Finds()
-    client = pymongo.MongoClient(mongo_uri, tz_aware=True, event_listeners=[finds])
-    try:
-        stores = Stores(client[store_db.name], clock)
-        for user in people:
-            stores.push_tokens.register(user, "phone", f"tok-{user}", "android")
-        stores.outbox.schedule_many(requests_for(people, 1))
+    with _watched_outbox(mongo_uri, store_db, clock, finds, people, 1) as stores:
         finds.collections.clear()
         report = OutboxDispatcher(stores.outbox, stores.push_tokens, sender, owner="worker-1", lease=LEASE,
                                   batch_size=2, consent=DeliveryConsent(stores), users=stores.users).run_pass(100)
-    finally:
-        client.close()
     assert (report.claimed, report.states, len(delivered_ids(emulator))) == (6, {"sent": 6}, 6)
     assert finds.collections.count("users") == 3  # one read per batch of two, not one for consent and one more
     titles = {d.body["message"]["notification"]["title"] for d in emulator.deliveries}
@@ -148,19 +158,12 @@ def test_a_dispatcher_reads_the_phones_of_what_it_claims_each_person_once(store_
     of its own recipients' once however many of its batches they appear in."""
     people = [f"u-{n}" for n in range(8)]
     reads = _PhoneReads()
-    client = pymongo.MongoClient(mongo_uri, tz_aware=True, event_listeners=[reads])
-    try:
-        stores = Stores(client[store_db.name], clock)
-        for user in people:
-            stores.push_tokens.register(user, "phone", f"tok-{user}", "android")
-        stores.outbox.schedule_many(requests_for(people, 3))
+    with _watched_outbox(mongo_uri, store_db, clock, reads, people, 3) as stores:
         taken = [d for d in store_db.push_outbox.find() if d["recipient_user_id"] in people[:3]]
         assert len(stores.outbox.claim(taken, "worker-2", LEASE)) == 9
         reads.asked.clear()
         report = OutboxDispatcher(stores.outbox, stores.push_tokens, sender, owner="worker-1", lease=LEASE,
                                   batch_size=4).run_pass(100)
-    finally:
-        client.close()
     asked = [person for read in reads.asked for person in read]
     assert (report.claimed, report.states) == (15, {"sent": 15})
     assert sorted(asked) == people[3:]  # each of its recipients once, no one of the other dispatcher's
