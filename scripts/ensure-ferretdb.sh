@@ -38,12 +38,15 @@
 # - scripts/ferretdb-v1.24.2-id-prefix-count.patch: a count of the _ids that start with "<team>:" (the panel's
 #   total) is counted from the _id index; by team_id, SQLite read every entry of the team (13 -> 0.7 ms, 2,000);
 #   so is a count of _ids in a list of such strings (the panel's check that a page's patients are enrolled).
-# The build is stamped v1.24.2-companion.12 so that a binary without the current patches is rebuilt.
+# - scripts/ferretdb-v1.24.2-resource-track.patch: every iterator (each document's included) was tracked with a
+#   stack trace captured for a pprof profile, about a tenth of the server's CPU on reads; release builds now
+#   keep only the finalizer that reports a leak.
+# The build is stamped v1.24.2-companion.13 so that a binary without the current patches is rebuilt.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${FERRETDB_BIN:-$root/var/bin/ferretdb}"
 version="v1.24.2"
-stamp="${version}-companion.12"
+stamp="${version}-companion.13"
 if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "version: ${stamp}$"; then
   echo "$bin"; exit 0
 fi
@@ -54,7 +57,7 @@ work="$(mktemp -d)"
 trap 'chmod -R u+w "$work"; rm -rf "$work"' EXIT
 cp -r "$src/." "$work/"
 chmod -R u+w "$work"
-for patch in sqlite-pushdown update-statement-close write-atomicity sorted-page in-set date-range sjson-decode update-batch id-prefix-count; do
+for patch in sqlite-pushdown update-statement-close write-atomicity sorted-page in-set date-range sjson-decode update-batch id-prefix-count resource-track; do
   (cd "$work" && git apply -p1 "$root/scripts/ferretdb-${version}-${patch}.patch")
 done
 echo "${stamp}" > "$work/build/version/version.txt"
