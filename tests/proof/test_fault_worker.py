@@ -10,18 +10,17 @@ lapses (at most one extra each, folded on the phone by the shared collapse key).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from tests.support.due_reminders import seed_due_reminders
+from tests.support.gateway_processes import wait_for
 
 REMINDERS = 1500
 BATCH = 500
@@ -33,18 +32,6 @@ def start_worker(mongo_uri: str, db_name: str, service_account, emulator) -> sub
            "FCM_URL": emulator.fcm_url, "COMPANION_LEASE_TTL_S": "2", "COMPANION_PUSH_LEASE_S": "2"}
     return subprocess.Popen([sys.executable, "-m", "companion.jobs.worker"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def wait_for(condition, seconds: float, what: str) -> None:
-    """Poll until ``condition`` holds; an error while asking (the database slow or briefly unreachable on a
-    busy machine) counts as "not yet"."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):  # polling: any error is a "not yet"
-            if condition():
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"not within {seconds} s: {what}")
 
 
 def notifications_per_phone(emulator) -> Counter:
@@ -59,14 +46,14 @@ def test_worker_killed_mid_peak_loses_nothing_and_resends_only_the_batch_in_flig
     first = start_worker(mongo_uri, db_name, service_account, emulator)
     second = None
     try:
-        wait_for(lambda: len(emulator.deliveries) >= KILL_AFTER, 120, f"{KILL_AFTER} pushes from the first worker")
+        assert wait_for(lambda: len(emulator.deliveries) >= KILL_AFTER, 120), f"{KILL_AFTER} pushes from the first worker"
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
         at_kill = len(notifications_per_phone(emulator))
         assert at_kill < REMINDERS, "the worker finished before the kill: nothing was interrupted"
         second = start_worker(mongo_uri, db_name, service_account, emulator)
-        wait_for(lambda: db.push_outbox.count_documents({"state": "sent"}) == REMINDERS, 120,
-                 "every reminder sent after the restart")
+        assert wait_for(lambda: db.push_outbox.count_documents({"state": "sent"}) == REMINDERS, 120), \
+            "every reminder sent after the restart"
     finally:
         for process in (first, second):
             if process is not None and process.poll() is None:
