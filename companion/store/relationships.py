@@ -210,14 +210,14 @@ class CareTeams:
         return sorted(e["team_id"] for e in self.enrolments.find({"patient_id": patient_id}, {"team_id": 1}))
 
     def enrolled(self, team_id: str, patient_ids: Iterable[str], *, by_pair: bool = True) -> set[str]:
-        """Which of these patients are enrolled in the team: by the enrolments' ids (``<team>:<patient>``, one
-        lookup for all), then, with ``by_pair``, for each not found so, by team and patient (an enrolment
-        written before its id was derived from them: one lookup each, so only for a few)."""
+        """Which of these patients are enrolled in the team: by the enrolments' ids (``<team>:<patient>``,
+        counted from the ``_id`` index, and read, one lookup for all, only when the count falls short), then,
+        with ``by_pair``, for each not found so, by team and patient (an enrolment written before its id was
+        derived from them: one lookup each, so only for a few)."""
         wanted = sorted(set(patient_ids))
         if not wanted:  # no query: an empty `$in` is no _id lookup for the development server, but a full read
             return set()
         ids = {f"{team_id}:{pid}": pid for pid in wanted}
-        # Usually every one is: counted from the _id index first (no enrolment read), read only when not.
         counted = self.enrolments.database.command("count", self.enrolments.name,
                                                    query={"_id": {"$in": list(ids)}}, hint="_id_")["n"]
         if counted == len(ids):
