@@ -20,8 +20,9 @@ import pytest
 
 from companion.services.container import Services
 from companion.settings import load_settings
-from tests.proof.test_fault_worker import notifications_per_phone, wait_for
+from tests.proof.test_fault_worker import notifications_per_phone
 from tests.support.due_reminders import seed_due_reminders
+from tests.support.gateway_processes import wait_for
 
 REMINDERS = 1500
 BATCH = 100
@@ -66,7 +67,7 @@ def _three_senders_ready(mongo_client, mongo_uri, db_name, service_account, emul
     seed_due_reminders(db, REMINDERS, datetime.now(UTC) - timedelta(seconds=5))
     senders = [Sender(mongo_uri, db_name, service_account, emulator, lease_s) for _ in range(3)]
     try:
-        wait_for(lambda: all(s.started() for s in senders), 120, "three senders polling the outbox")
+        assert wait_for(lambda: all(s.started() for s in senders), 120), "three senders polling the outbox"
     except AssertionError:
         for sender in senders:
             sender.stop()
@@ -84,8 +85,8 @@ def test_three_sender_processes_deliver_every_notification_exactly_once(
     senders = []
     try:
         senders = _three_senders_ready(mongo_client, mongo_uri, db_name, service_account, emulator, lease_s=60)
-        wait_for(lambda: db.push_outbox.count_documents({"state": "sent"}) == REMINDERS, 180,
-                 "every reminder sent by the three senders")
+        assert wait_for(lambda: db.push_outbox.count_documents({"state": "sent"}) == REMINDERS, 180), \
+            "every reminder sent by the three senders"
     finally:
         codes = [s.stop() for s in senders]
     assert codes == [0, 0, 0]  # each stopped cleanly on SIGTERM
@@ -104,12 +105,12 @@ def test_a_sender_killed_mid_peak_is_covered_by_the_others_with_at_most_its_batc
     senders = []
     try:
         senders = _three_senders_ready(mongo_client, mongo_uri, db_name, service_account, emulator, lease_s=20)
-        wait_for(lambda: len(emulator.deliveries) >= 3 * BATCH, 120, "a few batches out")
+        assert wait_for(lambda: len(emulator.deliveries) >= 3 * BATCH, 120), "a few batches out"
         victim = senders[0]
         victim.process.send_signal(signal.SIGKILL)
         victim.process.wait(timeout=10)
-        wait_for(lambda: db.push_outbox.count_documents({"state": "sent"}) == REMINDERS, 180,
-                 "every reminder sent by the two survivors")
+        assert wait_for(lambda: db.push_outbox.count_documents({"state": "sent"}) == REMINDERS, 180), \
+            "every reminder sent by the two survivors"
     finally:
         for sender in senders[1:]:
             sender.stop()
