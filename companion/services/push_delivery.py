@@ -154,10 +154,9 @@ class OutboxDispatcher:
         do, the claim's unique key gives each notification to one of them.
         """
         report = DispatchReport()
-        due = self.outbox.due(limit)
-        if not due:
+        ids = self.outbox.due(limit)
+        if not ids:
             return report
-        ids = list(due)
         batches = [ids[start:start + self.batch_size] for start in range(0, len(ids), self.batch_size)]
         first = _start_of(self.owner, len(batches))
         batches = batches[first:] + batches[:first]

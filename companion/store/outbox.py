@@ -135,15 +135,15 @@ class Outbox:
     def get(self, outbox_id: str) -> dict | None:
         return self.col.find_one({"_id": outbox_id})
 
-    def due(self, limit: int) -> dict[str, str]:
-        """Up to ``limit`` scheduled notifications whose time has come, earliest first: id -> recipient.
+    def due(self, limit: int) -> list[str]:
+        """The ids of up to ``limit`` scheduled notifications whose time has come, earliest first.
 
         One read for a whole dispatch pass: the pass then takes them a batch at a time
         (:meth:`open_among`), so the cost of finding work does not repeat per batch.
         """
-        return {doc["_id"]: doc["recipient_user_id"] for doc in self.col.find(
-            {"state": SCHEDULED, "not_before": {"$lte": self.clock()}}, {"recipient_user_id": 1},
-        ).sort("not_before", ASCENDING).limit(limit)}
+        return [doc["_id"] for doc in self.col.find(
+            {"state": SCHEDULED, "not_before": {"$lte": self.clock()}}, {"_id": 1},
+        ).sort("not_before", ASCENDING).limit(limit)]
 
     def open_among(self, ids: list[str]) -> list[dict]:
         """Those of ``ids`` that are still scheduled and due now (read by ``_id``), in the order given."""
