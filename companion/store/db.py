@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from pymongo import IndexModel, MongoClient
+from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
@@ -55,6 +56,14 @@ INDEX_MODULES = [
 def redacted_uri(uri: str) -> str:
     """A MongoDB URI fit for a log line or an error: without its user name and password."""
     return re.sub(r"//[^@/]*@", "//", uri)
+
+
+def count_by_id(col: Collection, id_condition: dict) -> int:
+    """How many documents of ``col`` have an ``_id`` matching ``id_condition`` (a string range or an ``$in``),
+    counted from the ``_id`` index by the `count` command with a hint: pymongo's count_documents is an
+    aggregation, which the development server answers by reading every matching document (its build counts
+    such conditions from the index: scripts/ferretdb-v1.24.2-id-prefix-count.patch)."""
+    return int(col.database.command("count", col.name, query={"_id": id_condition}, hint="_id_")["n"])
 
 
 def make_client(uri: str, *, timeout_ms: int = 5000, server_selection_timeout_ms: int = 2000) -> MongoClient:

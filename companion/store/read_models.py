@@ -32,6 +32,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from companion.store.batches import chunks
+from companion.store.db import count_by_id
 
 # Rows, days and today rows are found by `_id` or `_id $in` (the _id index); marks by their slot.
 INDEXES = {
@@ -293,13 +294,9 @@ class PanelEntries:
     def count(self, team_id: str) -> int:
         """How many entries the team has: those whose ``_id`` starts with ``<team>:``, counted from the ``_id``
         index (a string range; every entry's ``_id`` is ``<team>:<patient>``, see save, and a team id, an
-        ObjectID's hex, holds no ``:``). The `count` command takes a hint; pymongo's count_documents is an
-        aggregation, which the development server would answer by reading them all. Not by team_id: a team id
-        is 24 hex digits, which the development server stores as it stores an ObjectID's, so it would read
-        each entry to check its type."""
-        return int(self.col.database.command("count", self.col.name,
-                                             query={"_id": {"$gte": f"{team_id}:", "$lt": f"{team_id};"}},
-                                             hint="_id_")["n"])
+        ObjectID's hex, holds no ``:``). Not by team_id: a team id is 24 hex digits, which the development
+        server stores as it stores an ObjectID's, so it would read each entry to check its type."""
+        return count_by_id(self.col, {"$gte": f"{team_id}:", "$lt": f"{team_id};"})
 
     def is_empty(self) -> bool:
         return self.col.find_one({}, {"_id": 1}) is None

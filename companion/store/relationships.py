@@ -13,6 +13,7 @@ from pymongo.errors import DuplicateKeyError
 from companion.clock import now
 from companion.domain.access import CaregiverPermissions
 from companion.domain.people import CareLink, CareTeam, EmergencyAccess, Gateway
+from companion.store.db import count_by_id
 from companion.store.read_models import PanelEntries, PanelRowMarks
 
 INDEXES = {
@@ -218,9 +219,7 @@ class CareTeams:
         if not wanted:  # no query: an empty `$in` is no _id lookup for the development server, but a full read
             return set()
         ids = {f"{team_id}:{pid}": pid for pid in wanted}
-        counted = self.enrolments.database.command("count", self.enrolments.name,
-                                                   query={"_id": {"$in": list(ids)}}, hint="_id_")["n"]
-        if counted == len(ids):
+        if count_by_id(self.enrolments, {"$in": list(ids)}) == len(ids):
             return set(wanted)
         found = {ids[e["_id"]] for e in self.enrolments.find({"_id": {"$in": list(ids)}}, {"_id": 1})}
         if not by_pair:
