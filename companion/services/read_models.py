@@ -154,8 +154,15 @@ class PanelReadModel:
         written (an id that is no patient's loses its row). A row that fails keeps its mark."""
         failures = failures or ItemFailures("panel-rows")
         marks = marks or {}
-        at = self.clock()
         ids = set(patient_ids)
+        # Each row is stored with the seq of the patient's mark read before its data (given, or read now), and
+        # only over a row of no later seq: one computed from data read before a write never replaces one computed
+        # after it (two refreshes of a patient can race: the refresher, a panel read, a review).
+        seqs = {pid: marks[pid].get("seq", 0) for pid in ids if pid in marks}
+        unread = [pid for pid in ids if pid not in seqs]
+        if unread:
+            seqs.update(self.marks.seqs(unread))
+        at = self.clock()
         people = {p.id: p for p in self.stores.users.by_ids(ids) if p.is_patient}
         # Rows that only time has changed since they were computed (their mark is the scheduled one their
         # computation left; any change marks them for now): their kept days stand, read at once.
@@ -172,9 +179,12 @@ class PanelReadModel:
             if computed is None:
                 continue
             row, days, due_at = computed
-            self.stores.panel_row_days.save(pid, days, row_today(person, at).isoformat())
-            self.rows.save(row)
-            self.entries.save(row, self.stores.care_teams.team_ids_of_patient(pid))
+            seq, teams = seqs[pid], self.stores.care_teams
+            self.stores.panel_row_days.save(pid, days, row_today(person, at).isoformat(), seq)
+            self.rows.save(row, seq)
+            self.entries.save(row, teams.team_ids_of_patient(pid), seq)
+            # The teams read again: an enrolment ended since the first read lost its entry before ours was written.
+            self.entries.keep_only(pid, teams.team_ids_of_patient(pid), seq)
             if pid in marks:
                 self.marks.reschedule(marks[pid], due_at)
             else:

@@ -6,7 +6,9 @@ before sorting (about 0.1 ms each for a row this size, ten times that with the 3
 beside it (``panel_row_days``, read by the adherence job, never by the panel).
 
 Rows are written only by companion.services.read_models (a whole row at a time, from the raw data), so two
-writers never merge halves of a row. The panel filters, sorts and pages over them in the database: a query
+writers never merge halves of a row. Each row, its days and its entries carry the ``seq`` of the patient's mark
+read before the data they were computed from, and are written only over a version of no later ``seq``: a
+computation that read the data before a write never replaces one that read it after. The panel filters, sorts and pages over them in the database: a query
 by ``_id $in`` (the caller's patients: the care-team authorisation, served from the _id index on MongoDB and
 on the patched FerretDB), its conditions and a sort on stored keys, and only the page's rows come back.
 
@@ -14,7 +16,8 @@ Marks (``panel_row_marks``, one per patient) say "compute this row again": now (
 later instant (a figure that changes with time alone: the local day rolling over, a pain entry leaving the
 14- or 28-day window), filed under the 10-minute slot it falls in so that the refresher finds them by string
 equality (served from an index on FerretDB as on MongoDB; a range is not, on FerretDB). Each mark carries a
-fresh token: the refresher clears a mark only if it was not marked again while the row was computed.
+fresh token and a greater ``seq``: the refresher clears a mark only if it was not marked again while the row was
+computed.
 """
 
 from __future__ import annotations
@@ -98,6 +101,24 @@ def entry_keys(row: dict) -> dict:
     return {"k_need": need, "k_name": name}
 
 
+def not_newer(seq: int) -> dict:
+    """The condition a row, its days or an entry is replaced under: stored from a mark no later than ``seq`` (or
+    before marks were numbered)."""
+    return {"seq": {"$not": {"$gt": seq}}}
+
+
+def _unless_newer(write, doc_id: str, seq: int, change: dict) -> bool:
+    """``write`` (a collection's replace_one or update_one) ``change`` to the document ``doc_id``, computed after
+    reading its patient's mark's ``seq``, as an upsert guarded by not_newer; False when a later computation's
+    version is stored (the upsert then finds the ``_id`` taken), True when this one is."""
+    for upsert in (True, False):
+        try:
+            return write({"_id": doc_id, **not_newer(seq)}, change, upsert=upsert).matched_count == 1 or upsert
+        except DuplicateKeyError:  # a later version is stored, or a concurrent first write inserted one: look again
+            continue
+    return False
+
+
 def slot_of(at: datetime) -> str:
     """The 10-minute slot an instant falls in, as the string marks are filed under."""
     floored = at.replace(minute=at.minute - at.minute % 10, second=0, microsecond=0)
@@ -141,12 +162,10 @@ class PanelRows:
     def __init__(self, db: Database):
         self.col = db.panel_rows
 
-    def save(self, row: dict) -> None:
-        """Write a patient's row, replacing the one computed before."""
-        try:
-            self.col.replace_one({"_id": row["_id"]}, row, upsert=True)
-        except DuplicateKeyError:  # two first computations raced; the other inserted it
-            self.col.replace_one({"_id": row["_id"]}, row, upsert=True)
+    def save(self, row: dict, seq: int) -> bool:
+        """Write a patient's row computed after reading their mark's ``seq``, unless a row computed after a later
+        mark is stored; returns whether it was written."""
+        return _unless_newer(self.col.replace_one, row["_id"], seq, {**row, "seq": seq})
 
     def get(self, patient_id: str) -> dict | None:
         return self.col.find_one({"_id": patient_id})
@@ -194,12 +213,11 @@ class PanelRowDays:
     def __init__(self, db: Database):
         self.col = db.panel_row_days
 
-    def save(self, patient_id: str, days: dict, today: str) -> None:
-        doc = {"_id": patient_id, "days": json.dumps(days, sort_keys=True, separators=(",", ":")), "today": today}
-        try:
-            self.col.replace_one({"_id": patient_id}, doc, upsert=True)
-        except DuplicateKeyError:
-            self.col.replace_one({"_id": patient_id}, doc, upsert=True)
+    def save(self, patient_id: str, days: dict, today: str, seq: int) -> bool:
+        """As PanelRows.save, for the days the row was computed from."""
+        doc = {"_id": patient_id, "days": json.dumps(days, sort_keys=True, separators=(",", ":")), "today": today,
+               "seq": seq}
+        return _unless_newer(self.col.replace_one, patient_id, seq, doc)
 
     def by_ids(self, patient_ids: Iterable[str]) -> dict[str, dict]:
         """Each patient's document (``days`` by date, and ``today`` unless written before it was kept); patients
@@ -269,17 +287,20 @@ class PanelEntries:
     def __init__(self, db: Database):
         self.col = db.panel_entries
 
-    def save(self, row: dict, team_ids: Iterable[str]) -> None:
-        """The row's entries: one for each team the patient is enrolled in, and none for any other."""
-        teams = sorted(set(team_ids))
+    def save(self, row: dict, team_ids: Iterable[str], seq: int) -> None:
+        """The row's entries, one for each of these teams (those the patient is enrolled in), each written unless
+        an entry computed after a later mark is stored; then keep_only, with the teams read again."""
         keys = entry_keys(row) | {field: row[field] for field in SHOWN_FIELDS}
-        for team_id in teams:
-            update = {"$set": {"team_id": team_id, "patient_id": row["_id"], **keys}}
-            try:
-                self.col.update_one({"_id": f"{team_id}:{row['_id']}"}, update, upsert=True)
-            except DuplicateKeyError:  # a concurrent first write inserted it
-                self.col.update_one({"_id": f"{team_id}:{row['_id']}"}, update)
-        self.col.delete_many({"patient_id": row["_id"], "team_id": {"$nin": teams}})
+        for team_id in sorted(set(team_ids)):
+            _unless_newer(self.col.update_one, f"{team_id}:{row['_id']}", seq,
+                          {"$set": {"team_id": team_id, "patient_id": row["_id"], **keys, "seq": seq}})
+
+    def keep_only(self, patient_id: str, team_ids: Iterable[str], seq: int) -> int:
+        """Delete the patient's entries of teams other than these (read after the entries were written: an
+        enrolment ended meanwhile loses the entry written after its deletion), but none written after a later
+        mark (it may be of a team enrolled since)."""
+        return self.col.delete_many({"patient_id": patient_id, "team_id": {"$nin": sorted(set(team_ids))},
+                                     **not_newer(seq)}).deleted_count
 
     def page(self, team_id: str, sort: str, descending: bool, offset: int, limit: int) -> list[dict]:
         """One page of the team's entries in a stored order, read from that order's index, each with what its line
@@ -317,7 +338,7 @@ class PanelRowMarks:
         """These patients' rows must be computed again now (replacing any later mark)."""
         for pid in sorted(set(patient_ids)):
             self.col.update_one({"_id": pid}, {"$set": {"due": NOW, "due_at": at, "token": uuid.uuid4().hex,
-                                                        "reason": reason}}, upsert=True)
+                                                        "reason": reason}, "$inc": {"seq": 1}}, upsert=True)
 
     @staticmethod
     def _later(due_at: datetime) -> dict:
@@ -326,16 +347,24 @@ class PanelRowMarks:
     def schedule(self, patient_id: str, due_at: datetime) -> None:
         """The row must be computed again at ``due_at`` at the latest (a mark due sooner stays)."""
         try:
-            self.col.insert_one({"_id": patient_id, **self._later(due_at)})
+            self.col.insert_one({"_id": patient_id, **self._later(due_at), "seq": 1})
         except DuplicateKeyError:
             self.col.update_one({"_id": patient_id, "due": {"$ne": NOW}, "due_at": {"$gt": due_at}},
-                                {"$set": self._later(due_at)})
+                                {"$set": self._later(due_at), "$inc": {"seq": 1}})
 
     def reschedule(self, mark: dict, due_at: datetime) -> bool:
         """A mark whose row was just computed becomes the mark of its next computation, at ``due_at``, unless
         it was marked again meanwhile (then it stays, for the refresher's next run)."""
         return self.col.update_one({"_id": mark["_id"], "token": mark["token"]},
-                                   {"$set": self._later(due_at)}).modified_count == 1
+                                   {"$set": self._later(due_at), "$inc": {"seq": 1}}).modified_count == 1
+
+    def seqs(self, patient_ids: Iterable[str]) -> dict[str, int]:
+        """The ``seq`` of each patient's mark (0 for a patient without one, or a mark from before they were
+        numbered): read before a row is computed, it orders that computation after every write marked before."""
+        found = dict.fromkeys(patient_ids, 0)
+        for part in chunks(sorted(found)):
+            found.update({m["_id"]: m.get("seq", 0) for m in self.col.find({"_id": {"$in": part}}, {"seq": 1})})
+        return found
 
     def token_of(self, patient_id: str) -> str | None:
         """The current token of the patient's mark: every mark and every computation of the row changes it."""

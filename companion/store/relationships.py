@@ -187,6 +187,9 @@ class CareTeams:
         return True
 
     def unenrol(self, team_id: str, patient_id: str) -> int:
+        # The row is marked first: should the process stop between the two deletions, the refresher's next
+        # computation of the row (within a minute) takes the line off.
+        self.panel_marks.mark([patient_id], "enrolment ended", now())
         deleted = self.enrolments.delete_one({"team_id": team_id, "patient_id": patient_id}).deleted_count
         self.panel_entries.delete_ids([f"{team_id}:{patient_id}"])
         return deleted

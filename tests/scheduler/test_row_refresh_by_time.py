@@ -37,8 +37,10 @@ ZONES = ["Pacific/Auckland", "Europe/London", "America/Los_Angeles"]
 
 
 def _row_and_days(db, services, pid: str) -> tuple[dict, dict]:
-    row = db.panel_rows.find_one({"_id": pid})
-    kept = services.stores.panel_row_days.by_ids([pid])[pid]
+    """The row and its kept days, without the versions they were stored under (the mark's seq, which the
+    rebuild below moves on)."""
+    row = db.panel_rows.find_one({"_id": pid}, {"seq": 0})
+    kept = {k: v for k, v in services.stores.panel_row_days.by_ids([pid])[pid].items() if k != "seq"}
     return row, kept
 
 
