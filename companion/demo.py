@@ -320,7 +320,7 @@ def _reminders(services, patient_id, zone, started: datetime, now: datetime) -> 
     sessions = services.sessions.between(patient_id, window_start - timedelta(days=1), now, 5000)
     for occurrence in reminders.occurrences_between(Grant(patient_id, Relationship.SELF), window_start, now):
         if any(abs(s["started_at"] - occurrence["due_at"]) <= timedelta(hours=1) for s in sessions):
-            reminders.record_outcome(patient_id, occurrence["_id"], "done", None)
+            reminders.record_outcome(Grant(patient_id, Relationship.SELF), occurrence["_id"], "done", None)
     reminders.mark_missed(now)
     # An hourly breathing nudge in the daytime, so that a newcomer sees a push reach the local
     # emulator within the hour, whatever the time of day in London.

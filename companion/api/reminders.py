@@ -166,10 +166,10 @@ class OccurrenceView(MethodView):
         outcome is a state change, not an edit, so it takes no If-Match: the patient's outcome replaces
         `missed` whenever it arrives (on_time when `at` was inside the window); the same outcome again is
         answered 200; a different recorded outcome is 409."""
-        require_patient(patient_id, Operation.WRITE)
+        grant = require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource="reminder_occurrence", action="U",
                       resource_ids=[occurrence_id])
-        occurrence = services().reminders.record_outcome(patient_id, occurrence_id, body["status"],
+        occurrence = services().reminders.record_outcome(grant, occurrence_id, body["status"],
                                                          body["skip_reason"], at=body["at"])
         return conditional.tagged(occurrence, occurrence.get("seq"))
 
@@ -184,7 +184,7 @@ class OccurrenceSnooze(MethodView):
         """Remind again in a few minutes, counted from the due time when it has not come yet (a snooze never
         brings a reminder forward); pushes planned before the snooze time are held back. Never past the end
         of the completion window."""
-        require_patient(patient_id, Operation.WRITE)
+        grant = require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource="reminder_occurrence", action="U",
                       resource_ids=[occurrence_id])
-        return services().reminders.snooze(patient_id, occurrence_id, body["minutes"])
+        return services().reminders.snooze(grant, occurrence_id, body["minutes"])

@@ -318,15 +318,18 @@ class ReminderService:
             raise Invalid("this reminder is not due yet", errors={"status": ["not due yet"]})
         return occurrence
 
-    def record_outcome(self, patient_id: str, key: str, status: str, reason: str | None, *,
+    def record_outcome(self, grant: Grant, key: str, status: str, reason: str | None, *,
                        at: datetime | None = None) -> dict:
         """Record an occurrence as done or skipped, at ``at`` (when the patient did it; default now). A
         missed one can still be recorded late: the patient's outcome replaces ``missed`` whichever of the
         two reached the database first, ``on_time`` saying whether ``at`` was inside the window.
-        Recording the same outcome again is harmless; changing a recorded outcome is a conflict."""
+        Recording the same outcome again is harmless; changing a recorded outcome is a conflict. The answer is
+        the occurrence as the caller may see it (a caregiver not allowed the patient's own words does not see
+        the reason a skip already recorded gave)."""
+        patient_id = grant.patient_id
         occurrence = self._open_occurrence(patient_id, key)
         if occurrence["status"] == status:
-            return occurrence
+            return _visible(grant, [occurrence])[0]
         current = self.clock()
         when = at or current
         if when < occurrence["due_at"] - EARLY_MARK:
@@ -339,17 +342,18 @@ class ReminderService:
         if not updated:
             again = self.occurrences.get(patient_id, key) or occurrence
             if again["status"] == status:
-                return again
+                return _visible(grant, [again])[0]
             raise Conflict(f"this reminder was already recorded as {again['status']}")
         if self.touched is not None:  # a dose taken (or a session ticked off) changes that day's figures
             self.touched.dates(patient_id, {date.fromisoformat(updated["local_date"])}, "reminder_outcome")
         else:  # (TouchedDays changes the patient's today itself)
             self.today.touch([patient_id])
-        return updated
+        return _visible(grant, [updated])[0]
 
-    def snooze(self, patient_id: str, key: str, minutes: int) -> dict:
+    def snooze(self, grant: Grant, key: str, minutes: int) -> dict:
         """Remind again in `minutes`, counted from the due time if it has not come yet (never past the end
-        of the completion window)."""
+        of the completion window); the answer as the caller may see it."""
+        patient_id = grant.patient_id
         occurrence = self._open_occurrence(patient_id, key)
         until = snoozed_until(as_slot(occurrence), self.clock(), minutes)
         if until is None:
@@ -359,7 +363,7 @@ class ReminderService:
         if not updated:
             raise Conflict(f"this reminder was already recorded as {occurrence['status']}")
         self.today.touch([patient_id])
-        return updated
+        return _visible(grant, [updated])[0]
 
     def mark_missed(self, now_utc: datetime) -> int:
         """Every pending occurrence whose completion window has closed is now missed; returns how many."""

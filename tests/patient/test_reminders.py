@@ -144,6 +144,30 @@ def test_a_caregiver_without_note_permission_does_not_see_skip_reasons(client, w
     assert occurrences(client, world)[0]["skip_reason"] == "felt low"
 
 
+def test_a_caregiver_who_may_write_but_not_read_notes_gets_no_skip_reason_back_from_a_write(client, world,
+                                                                                           services, clock):
+    create(client, world)
+    first, second, *_ = occurrences(client, world)
+    clock.move_to(datetime(2026, 3, 2, 9, 40, tzinfo=UTC))
+    record(client, world, first["id"], {"status": "skipped", "skip_reason": "felt low"})
+    services.stores.care_links.grant(world["patient_a"].id, world["caregiver_linked"].id,
+                                     CaregiverPermissions(write=True))
+    # The same outcome again (answered with the stored occurrence), a new one, and a snooze: none shows the
+    # patient's words to this caregiver.
+    again = record(client, world, first["id"], {"status": "skipped", "skip_reason": "anything"},
+                   who="caregiver_linked")
+    assert (again.status_code, again.json["status"], again.json["skip_reason"]) == (200, "skipped", None)
+    clock.move_to(datetime(2026, 3, 2, 17, 55, tzinfo=UTC))
+    snoozed = client.post(f"/api/v1/patients/{world['patient_a'].id}/occurrences/{second['id']}/snooze",
+                          json={"minutes": 10}, headers=world["caregiver_linked"].headers)
+    assert snoozed.status_code == 200 and snoozed.json["skip_reason"] is None
+    clock.move_to(datetime(2026, 3, 2, 18, 20, tzinfo=UTC))
+    skipped = record(client, world, second["id"], {"status": "skipped", "skip_reason": "their own words"},
+                     who="caregiver_linked")
+    assert (skipped.status_code, skipped.json["skip_reason"]) == (200, None)
+    assert occurrences(client, world)[1]["skip_reason"] == "their own words"  # stored, and the patient sees it
+
+
 BAD_REMINDERS = {
     "never fires (weekend only, but ends on Friday)": {**DAILY, "schedule": {
         "type": "weekly", "times": ["09:00"], "weekdays": [6, 7], "start_date": "2026-03-02",

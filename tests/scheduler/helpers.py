@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime
 
 from hypothesis import strategies as st
 
-from companion.domain.access import CaregiverPermissions
+from companion.domain.access import CaregiverPermissions, Grant, Relationship
 from companion.domain.people import Account
 from companion.services.container import Services
 from companion.store.accounts import Users
@@ -35,6 +35,11 @@ def stored_day(patient_id: str, day: date, value) -> dict:
 def services_on(db, settings, clock, sender=None) -> Services:
     """The worker's service container on the test's database, with the test's clock and sender."""
     return Services(settings.with_changes(mongodb_db=db.name), client=db.client, clock=clock, sender=sender)
+
+
+def own(patient_id: str) -> Grant:
+    """The patient's own standing with their record (what the API decides for the patient's own request)."""
+    return Grant(patient_id, Relationship.SELF)
 
 
 def make_person(db, role: str, zone: str = "UTC", **extra) -> Account:

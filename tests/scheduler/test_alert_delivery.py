@@ -9,6 +9,7 @@ from tests.scheduler.helpers import (
     daily_reminder,
     link_caregiver,
     make_person,
+    own,
     phone,
     run_minute,
     services_on,
@@ -69,7 +70,7 @@ def test_session_done_in_time_raises_no_alert(jobs_db, settings, clock, travelle
     patient = _patient_with_session_reminder(jobs_db)
     traveller.move_to(T10 + timedelta(minutes=5))
     occurrence = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "due_at": T10})
-    services_on(jobs_db, settings, clock).reminders.record_outcome(patient.id, occurrence["_id"], "done", None)
+    services_on(jobs_db, settings, clock).reminders.record_outcome(own(patient.id), occurrence["_id"], "done", None)
     traveller.move_to(T10 + timedelta(hours=3))
     _evaluate_and_send(jobs_db, settings, clock, sender)
     assert _alert_kinds(jobs_db, patient) == []

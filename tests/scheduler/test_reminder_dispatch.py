@@ -12,7 +12,7 @@ import pytest
 
 from companion.notify.push import PushSender, TransportRetry
 from companion.store.outbox import Outbox
-from tests.scheduler.helpers import daily_reminder, make_person, phone, run_minute, services_on
+from tests.scheduler.helpers import daily_reminder, make_person, own, phone, run_minute, services_on
 
 # zone, local date, local time, expected UTC instant (worked out by hand from the zone's offsets)
 DST_CASES = {
@@ -112,7 +112,7 @@ def test_nudges_repeat_until_the_session_is_done(jobs_db, settings, clock, trave
         traveller.move_to(start + timedelta(minutes=minutes))
         run_minute(jobs_db, settings, clock, sender)
     occurrence = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "due_at": start})
-    services_on(jobs_db, settings, clock).reminders.record_outcome(patient.id, occurrence["_id"], "done", None)
+    services_on(jobs_db, settings, clock).reminders.record_outcome(own(patient.id), occurrence["_id"], "done", None)
     for minutes in (20, 30, 40):
         traveller.move_to(start + timedelta(minutes=minutes))
         run_minute(jobs_db, settings, clock, sender)

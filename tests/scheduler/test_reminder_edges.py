@@ -9,7 +9,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 from companion.jobs.worker import Worker
-from tests.scheduler.helpers import daily_reminder, link_caregiver, make_person, phone, services_on
+from tests.scheduler.helpers import daily_reminder, link_caregiver, make_person, own, phone, services_on
 
 T10 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
@@ -62,7 +62,7 @@ def test_a_snooze_before_the_due_time_counts_from_it_and_only_the_snoozed_push_a
     daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02", window_min=60)
     traveller.move_to(T10 - timedelta(minutes=30))
     occurrence = occurrence_at(jobs_db, patient, T10)
-    snoozed = services_on(jobs_db, settings, clock).reminders.snooze(patient.id, occurrence["_id"], 15)
+    snoozed = services_on(jobs_db, settings, clock).reminders.snooze(own(patient.id), occurrence["_id"], 15)
     assert snoozed["snoozed_until"] == T10 + timedelta(minutes=15)
     minute_by_minute(jobs_db, settings, clock, traveller, sender, T10 - timedelta(minutes=2), T10 + timedelta(minutes=20))
     assert [(d.received_at, d.body["message"]["data"]["kind"]) for d in emulator.delivered_to(token)] == [
@@ -78,7 +78,7 @@ def test_a_snooze_after_the_due_time_counts_from_now(jobs_db, settings, clock, t
     daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02", window_min=60)
     minute_by_minute(jobs_db, settings, clock, traveller, sender, T10, T10 + timedelta(minutes=5))
     occurrence = occurrence_at(jobs_db, patient, T10)
-    services_on(jobs_db, settings, clock).reminders.snooze(patient.id, occurrence["_id"], 10)
+    services_on(jobs_db, settings, clock).reminders.snooze(own(patient.id), occurrence["_id"], 10)
     minute_by_minute(jobs_db, settings, clock, traveller, sender, T10 + timedelta(minutes=6), T10 + timedelta(minutes=20))
     assert [d.received_at for d in emulator.delivered_to(token)] == [T10, T10 + timedelta(minutes=15)]
 
@@ -97,7 +97,7 @@ def test_done_within_the_window_wins_against_the_worker_marking_missed_whichever
         occurrence = occurrence_at(jobs_db, patient, T10)
         race(lambda: run_jobs(jobs_db, settings, clock, sender, "reminders-missed"),
              lambda p=patient, o=occurrence: services_on(jobs_db, settings, clock).reminders.record_outcome(
-                 p.id, o["_id"], "done", None, at=T10 + timedelta(minutes=20)))
+                 own(p.id), o["_id"], "done", None, at=T10 + timedelta(minutes=20)))
         final = jobs_db.reminder_occurrences.find_one({"_id": occurrence["_id"]})
         assert (final["status"], final["on_time"], final["status_at"]) == ("done", True, T10 + timedelta(minutes=20))
     traveller.move_to(T10 + timedelta(hours=3))
@@ -142,7 +142,7 @@ def test_a_slot_a_move_east_jumps_over_is_kept_missed_without_alerts_and_can_sti
     assert emulator.delivered_to(token) == [] and emulator.delivered_to(caregiver_token) == []
     assert jobs_db.alerts.count_documents({}) == 0
     dose = next(o for o in kept if o["kind"] == "medication")
-    recorded = services.reminders.record_outcome(patient.id, dose["_id"], "done", None,
+    recorded = services.reminders.record_outcome(own(patient.id), dose["_id"], "done", None,
                                                  at=datetime(2026, 3, 11, 11, 0, tzinfo=UTC))
     assert (recorded["status"], recorded["on_time"]) == ("done", False)
     minute_by_minute(jobs_db, settings, clock, traveller, sender, datetime(2026, 3, 11, 20, 0, tzinfo=UTC),
@@ -151,7 +151,7 @@ def test_a_slot_a_move_east_jumps_over_is_kept_missed_without_alerts_and_can_sti
     assert evening.received_at == datetime(2026, 3, 11, 20, 0, tzinfo=UTC)  # the next dose, on London time
     evening_dose = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "kind": "medication",
                                                           "local_date": "2026-03-11", "local_time": "20:00"})
-    services.reminders.record_outcome(patient.id, evening_dose["_id"], "done", None)
+    services.reminders.record_outcome(own(patient.id), evening_dose["_id"], "done", None)
     medication = services.progress.today(patient.id)["medication"]
     assert (medication["done"], medication["planned"], medication["fraction"]) == (2, 2, 1.0)
 
@@ -186,9 +186,9 @@ def test_two_slots_the_spring_forward_gap_makes_due_at_once_share_one_push_and_b
     pair = list(jobs_db.reminder_occurrences.find({"patient_id": patient.id, "due_at": due}).sort("local_time", 1))
     assert [(o["local_time"], o["push_with"]) for o in pair] == [("02:30", None), ("03:00", pair[0]["_id"])]
     services = services_on(jobs_db, settings, clock, sender)
-    assert services.reminders.record_outcome(patient.id, pair[0]["_id"], "done", None)["status"] == "done"
+    assert services.reminders.record_outcome(own(patient.id), pair[0]["_id"], "done", None)["status"] == "done"
     traveller.move_to(due + timedelta(minutes=61))
     run_jobs(jobs_db, settings, clock, sender, "reminders-missed", "push-send")
     assert jobs_db.reminder_occurrences.find_one({"_id": pair[1]["_id"]})["status"] == "missed"
     assert len(emulator.delivered_to(token)) == 1  # the shared push reminded of both: no missed summary
-    assert services.reminders.record_outcome(patient.id, pair[1]["_id"], "done", None)["status"] == "done"
+    assert services.reminders.record_outcome(own(patient.id), pair[1]["_id"], "done", None)["status"] == "done"

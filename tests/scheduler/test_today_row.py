@@ -16,7 +16,7 @@ from companion.clock import now
 from companion.domain.access import Grant, Relationship
 from companion.domain.errors import Conflict, Invalid, NotFound
 from companion.services.container import Services
-from tests.scheduler.helpers import make_person, services_on
+from tests.scheduler.helpers import make_person, own, services_on
 from tests.support.records import session_record
 
 NOON = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -167,9 +167,9 @@ class TodayScenario:
             occurrence = found[args[0] % len(found)]["_id"]
             with suppress(Conflict, Invalid, NotFound):
                 if kind == "outcome":
-                    svc.reminders.record_outcome(pid, occurrence, args[1], None)
+                    svc.reminders.record_outcome(own(pid), occurrence, args[1], None)
                 else:
-                    svc.reminders.snooze(pid, occurrence, args[1])
+                    svc.reminders.snooze(own(pid), occurrence, args[1])
         elif kind == "missed":
             svc.reminder_dispatch.mark_missed()
         elif kind == "dispatch":
