@@ -21,6 +21,10 @@ from companion.store.stores import Stores
 
 ACCESS_LOG_EXPORTED = 10_000
 MAX_EXPORT_DAYS = 3660  # ten years: the record's figures over the whole life of the account
+# How long before an instant the app may report something as having happened (companion.api.moments.OLDEST):
+# a patient who signs up today may enter last month's pain ratings, so the download reaches that far before
+# the account's creation.
+BACKDATED_DAYS = 366
 # What the patient is shown of each audit event: who, what, when, with what outcome (not the staff's addresses).
 ACCESS_FIELDS = ("at", "actor_id", "actor_role", "action", "resource_type", "outcome", "route", "method")
 
@@ -56,7 +60,8 @@ class PatientRights:
     def export(self, patient: Account) -> dict:
         """Everything held about the patient, as one JSON document."""
         at = self.clock()
-        days = max(1, min(MAX_EXPORT_DAYS, (at - (patient.created_at or at)).days + 2))
+        lived = max(1, (at - (patient.created_at or at)).days + 2)  # the account's days
+        days = min(MAX_EXPORT_DAYS, lived + BACKDATED_DAYS)  # and what may have been entered as before them
         review = PatientReview(self.stores, patient, at=at)
         pid = patient.id
         stores = self.stores
@@ -91,7 +96,7 @@ class PatientRights:
             "tens_sessions": review.sessions(days),
             "pain_diary": review.diary(days)["entries"],
             "practice": review.diary(days)["practice"],
-            "adherence": review.adherence(min(days, 366))["calendar"],
+            "adherence": review.adherence(min(lived, 366))["calendar"],
             "alerts": stores.alerts.newest(pid, open_only=False, limit=5000),
             "clinical_notes": stores.clinical_notes.for_patient(pid, 5000),
             "notifications": stores.outbox.for_patient(pid, limit=5000),

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import time_machine
 
+from companion.api.moments import OLDEST
+from companion.services.rights import BACKDATED_DAYS
 from tests.support.world import PASSWORD
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -22,7 +24,9 @@ def _touch_the_record(client, world):
     assert client.get(f"/api/v1/patients/{patient.id}", headers=world["clinician_team"].headers).status_code == 200
     assert client.get(f"/api/v1/patients/{patient.id}", headers=world["clinician_other"].headers).status_code == 404
     assert client.post(f"/api/v1/patients/{patient.id}/pain-entries", headers=patient.headers, json={
-        "client_entry_id": "rights-entry-1", "recorded_at": "2026-11-29T09:00:00+00:00", "nrs": 5,
+        "client_entry_id": "rights-entry-1", "nrs": 5,
+        # entered as six weeks ago: before the account was made (a patient catching up their diary)
+        "recorded_at": (datetime.now(UTC) - timedelta(days=42)).isoformat(),
         "context": {"note": "after gardening"}}).status_code == 201
 
 
@@ -39,6 +43,10 @@ def test_the_patient_sees_who_accessed_their_data_refusals_included(client, worl
     for other in ("clinician_team", "caregiver_linked", "patient_b"):
         assert client.get(f"/api/v1/patients/{patient.id}/access-log",
                           headers=world[other].headers).status_code in (403, 404)
+
+
+def test_the_download_reaches_as_far_before_sign_up_as_the_app_may_report():
+    assert timedelta(days=BACKDATED_DAYS) == OLDEST
 
 
 def test_the_patient_downloads_everything_held_about_them(client, world, services):
