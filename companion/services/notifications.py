@@ -14,6 +14,7 @@ from companion.domain.access import (
     NOT_SHARED,
     Actor,
     Grant,
+    Relationship,
     Role,
     delivery_refusal,
     notifications_visible_to,
@@ -99,6 +100,9 @@ class Notifications:
         """Those of a caregiver's notifications whose patient still shares them with the caregiver."""
         if actor.role is not Role.CAREGIVER:
             return items
+        return self._shared_with_caregiver(items)
+
+    def _shared_with_caregiver(self, items: list[dict]) -> list[dict]:
         refused = self.consent.refusals(items)
         return [item for item in items if refused.get(item["_id"]) not in NO_LONGER_CONSENTED]
 
@@ -133,7 +137,10 @@ class Notifications:
 
     def about_patient(self, grant: Grant, caller_id: str, *, since: datetime | None, until: datetime | None,
                       limit: int) -> list[dict]:
-        """Notifications sent about the patient, newest first (a caregiver sees only those sent to them)."""
-        return _described(self.outbox.for_patient(grant.patient_id, since=since, until=until,
-                                                  recipient_user_id=notifications_visible_to(grant, caller_id),
-                                                  limit=limit))
+        """Notifications sent about the patient, newest first (a caregiver sees only those sent to them, of the
+        kinds the patient still shares with them)."""
+        items = self.outbox.for_patient(grant.patient_id, since=since, until=until,
+                                        recipient_user_id=notifications_visible_to(grant, caller_id), limit=limit)
+        if grant.relationship is Relationship.CAREGIVER:
+            items = self._shared_with_caregiver(items)
+        return _described(items)

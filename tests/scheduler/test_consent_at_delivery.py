@@ -118,6 +118,26 @@ def test_narrowing_what_is_shared_stops_the_alerts_no_longer_covered(api, people
     assert states[flare["_id"]] == ("sent", None)
 
 
+def test_a_narrowed_caregiver_no_longer_lists_the_notifications_of_kinds_not_shared(api, people, jobs_db,
+                                                                                    settings, sender, traveller):
+    svc, client = api.extensions["companion"], api.test_client()
+    missed = _queue_alert(svc, people["pat"].id, AlertKind.MISSED_TENS)
+    flare = _queue_alert(svc, people["pat"].id, AlertKind.PAIN_FLARE)
+    caregiver, pid = people["cara"].headers, people["pat"].id
+    about = f"/api/v1/patients/{pid}/notifications"
+    assert {n["id"] for n in client.get(about, headers=caregiver).json["items"]} == {missed["_id"], flare["_id"]}
+    narrowed = client.post(f"/api/v1/patients/{pid}/caregivers", headers=people["pat"].headers, json={
+        "caregiver_email": "cara@example.org", "current_password": PASSWORD, "permissions": {"alerts": ["pain_flare"]}})
+    assert narrowed.status_code == 201
+    # Neither the list about the patient nor the caregiver's own shows the missed-session one any more; the
+    # patient still sees both.
+    assert [n["id"] for n in client.get(about, headers=caregiver).json["items"]] == [flare["_id"]]
+    assert missed["_id"] not in {n["id"] for n in client.get("/api/v1/me/notifications",
+                                                             headers=caregiver).json["items"]}
+    assert {n["id"] for n in client.get(about, headers=people["pat"].headers).json["items"]} >= {missed["_id"],
+                                                                                                 flare["_id"]}
+
+
 def test_a_deactivated_caregiver_gets_nothing_more(api, people, jobs_db, settings, sender, emulator, traveller):
     svc, client = api.extensions["companion"], api.test_client()
     queued = _queue_alert(svc, people["pat"].id)
