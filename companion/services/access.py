@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from companion.domain.access import Actor, Decision, Grant, Operation, Relationship, Role, no_access
 from companion.domain.errors import Forbidden, NotFound
+from companion.domain.people import CLOSED
 from companion.store.stores import Stores
 
 NOT_FOUND = "no such patient, or no access to them"
@@ -15,6 +16,7 @@ class AccessControl:
         self.teams = stores.care_teams
         self.grants = stores.emergency_grants
         self.gateways = stores.gateways
+        self.users = stores.users
 
     def grant(self, actor: Actor, patient_id: str) -> Grant:
         """The caller's grant for the patient, read fresh (so a revocation takes effect on the next request)."""
@@ -28,13 +30,19 @@ class AccessControl:
             if self.teams.is_on_team_of(actor.id, patient_id):
                 return Grant(patient_id, Relationship.CARE_TEAM)
             emergency = self.grants.active(actor.id, patient_id)
-            return Grant(patient_id, Relationship.EMERGENCY, expires_at=emergency.expires_at) if emergency \
-                else no_access(patient_id)
+            # Break-glass opens no closed record: after closure only the patient's care team reads it.
+            if emergency is None or self._closed(patient_id):
+                return no_access(patient_id)
+            return Grant(patient_id, Relationship.EMERGENCY, expires_at=emergency.expires_at)
         if actor.role is Role.GATEWAY:
             gateway = self.gateways.get(actor.id)
             if gateway and not gateway.revoked and gateway.patient_id == patient_id:
                 return Grant(patient_id, Relationship.BOUND_GATEWAY)
         return no_access(patient_id)
+
+    def _closed(self, patient_id: str) -> bool:
+        patient = self.users.by_id(patient_id)
+        return patient is not None and patient.status == CLOSED
 
     def require(self, actor: Actor, patient_id: str, operation: Operation) -> Grant:
         """The grant if it allows ``operation``; NotFound (no relationship) or Forbidden (wrong act)."""

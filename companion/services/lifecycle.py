@@ -138,6 +138,7 @@ class AccountLifecycle:
         for gateway_id in stores.gateways.revoke_all_for(patient.id):
             self.tokens.end_every_session(gateway_id, "patient account closed")
         stores.care_links.revoke_all(patient_id=patient.id)
+        stores.emergency_grants.end_for_patient(patient.id, at)  # (and none opens the record from now on)
 
     def _close_other(self, account: Account, at: datetime) -> None:
         self.users.close(account.id, at, keep_name=False)

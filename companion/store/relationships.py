@@ -280,6 +280,11 @@ class EmergencyGrants:
     def delete_for_patient(self, patient_id: str) -> int:
         return self.col.delete_many({"patient_id": patient_id}).deleted_count
 
+    def end_for_patient(self, patient_id: str, at: datetime) -> int:
+        """End every running emergency grant to a patient's record now (the patient closed their account)."""
+        return self.col.update_many({"patient_id": patient_id, "expires_at": {"$gt": at}},
+                                    {"$set": {"expires_at": at}}).modified_count
+
     def end_for_clinician(self, clinician_id: str, at: datetime) -> int:
         """End a clinician's running emergency grants now (an account deactivated or closed)."""
         return self.col.update_many({"clinician_id": clinician_id, "expires_at": {"$gt": at}},

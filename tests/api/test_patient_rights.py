@@ -119,6 +119,23 @@ def test_closing_the_account_deletes_what_it_says_keeps_what_it_says_and_ends_ev
                                      time_zone="UTC").id != patient.id
 
 
+def test_break_glass_opens_no_closed_record_and_ends_with_the_closure(client, world):
+    patient, other = world["patient_a"], world["clinician_other"]
+    review = f"/api/v1/patients/{patient.id}/review/diary"
+    glass = {"patient_id": patient.id, "minutes": 60, "reason": "seen in the emergency department"}
+    assert client.post("/api/v1/emergency-access", headers=other.headers, json=glass).status_code == 201
+    assert client.get(review, headers=other.headers).status_code == 200  # an open record, in an emergency
+    assert client.post(f"/api/v1/patients/{patient.id}/closure", headers=patient.headers,
+                       json={"current_password": PASSWORD, "confirm": True}).status_code == 200
+    # The grant running at the closure ends with it, and a new one opens nothing (nor says whether the id is a
+    # patient's: granting answers as for any id).
+    assert client.get(review, headers=other.headers).status_code == 404
+    assert client.post("/api/v1/emergency-access", headers=other.headers, json=glass).status_code == 201
+    assert client.get(review, headers=other.headers).status_code == 404
+    assert client.get(f"/api/v1/patients/{patient.id}/exports/fhir", headers=other.headers).status_code == 404
+    assert client.get(review, headers=world["clinician_team"].headers).status_code == 200  # the care team still
+
+
 def test_the_worker_deletes_the_clinical_record_when_its_retention_ends(client, world, services, db):
     from companion.domain.access import CaregiverPermissions
 
