@@ -72,7 +72,7 @@ class PainEntriesView(MethodView):
         auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="C" if created else "R",
                       resource_ids=[entry["_id"]])
         return conditional.tagged(entry, entry.get("seq"), 201 if created else 200,
-                                  location=f"{request.path}/{entry['_id']}")
+                                  location=f"{request.path}/{entry['_id']}", view=conditional.view_of(grant))
 
 
 @blp.route("/patients/<patient_id>/pain-entries/batch")
@@ -130,7 +130,9 @@ class PainEntryView(MethodView):
         grant = require_patient(patient_id, Operation.READ)
         auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="R", resource_ids=[entry_id])
         entry = services().diary.entry(grant, entry_id)
-        return conditional.not_modified(entry.get("seq")) or conditional.tagged(entry, entry.get("seq"))
+        view = conditional.view_of(grant)
+        return conditional.not_modified(entry.get("seq"), view) or conditional.tagged(entry, entry.get("seq"),
+                                                                                     view=view)
 
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.doc(parameters=[IF_MATCH_DOC])
@@ -146,7 +148,7 @@ class PainEntryView(MethodView):
         grant = require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="U", resource_ids=[entry_id])
         entry = services().diary.edit_entry(grant, entry_id, body, if_version=conditional.if_match())
-        return conditional.tagged(entry, entry.get("seq"))
+        return conditional.tagged(entry, entry.get("seq"), view=conditional.view_of(grant))
 
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.doc(parameters=[IF_MATCH_DOC])

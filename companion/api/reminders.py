@@ -171,7 +171,7 @@ class OccurrenceView(MethodView):
                       resource_ids=[occurrence_id])
         occurrence = services().reminders.record_outcome(grant, occurrence_id, body["status"],
                                                          body["skip_reason"], at=body["at"])
-        return conditional.tagged(occurrence, occurrence.get("seq"))
+        return conditional.tagged(occurrence, occurrence.get("seq"), view=conditional.view_of(grant))
 
 
 @blp.route("/patients/<patient_id>/occurrences/<occurrence_id>/snooze")

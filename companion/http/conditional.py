@@ -9,6 +9,11 @@
   the problem's ``current`` member and its ``ETag`` header. ``If-Match: *`` or no If-Match: the route's
   documented rule applies (a PATCH changes only the fields it names, on whatever version is current).
 - ``If-None-Match: "<version>"`` on GET: **304** without a body when the object is still at that version.
+- An object some callers see with parts withheld (a diary note, a reason for skipping, to a caregiver the patient
+  has not allowed their own words) is tagged ``"<version>.<view>"`` in that view (``"7.withheld"``): a copy
+  taken in one view is never confirmed as current in the other (a caregiver granted the notes gets the note;
+  one whose notes were withdrawn is not told their copy with it still stands). If-Match reads the version
+  alone, so either tag of a version names it.
 
 Reads that show more than one object (a patient's "today", the clinician panel, the review, every list and
 change feed) have no version of their own: :func:`install` tags every other ``200`` JSON answer to a ``GET``
@@ -32,11 +37,13 @@ import re
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import BadRequest
 
+from companion.domain.access import Grant, sees_free_text
 from companion.domain.errors import DomainError
 from companion.http.problems import PROBLEM_JSON
 from companion.http.schemas import ProblemSchema
 
-_TAG = re.compile(r'^"(\d{1,18})"$')
+_TAG = re.compile(r'^"(\d{1,18})(?:\.([a-z]{1,16}))?"$')
+WITHHELD = "withheld"  # the view of an object with the patient's own words withheld
 
 IF_MATCH_DOC = {
     "in": "header", "name": "If-Match", "required": False, "schema": {"type": "string"},
@@ -47,7 +54,8 @@ IF_NONE_MATCH_DOC = {
     "in": "header", "name": "If-None-Match", "required": False, "schema": {"type": "string"},
     "description": "the ETag you hold: 304 (no body) while the object is still at that version",
 }
-ETAG_HEADERS = {"ETag": {"description": 'the version of the object in the answer, e.g. "42"',
+ETAG_HEADERS = {"ETag": {"description": 'the version of the object in the answer, e.g. "42"; "42.withheld" when '
+                                        "the patient's own words in it are withheld from the caller",
                          "schema": {"type": "string"}}}
 PRECONDITION_FAILED_DOC = {
     "description": "If-Match named a version that is no longer current: nothing was written; `current` holds "
@@ -56,41 +64,50 @@ PRECONDITION_FAILED_DOC = {
 }
 
 
-def etag(version: int | None) -> str:
-    """The ETag of an object at ``version`` (0 for an object that does not exist yet)."""
-    return f'"{int(version or 0)}"'
+def view_of(grant: Grant) -> str | None:
+    """The view a caller sees objects holding the patient's own words in: whole (None), or ``withheld``."""
+    return None if sees_free_text(grant) else WITHHELD
 
 
-def _tag(header: str) -> int | None:
+def etag(version: int | None, view: str | None = None) -> str:
+    """The ETag of an object at ``version`` (0 for an object that does not exist yet), in ``view`` (None: the
+    whole object)."""
+    return f'"{int(version or 0)}.{view}"' if view else f'"{int(version or 0)}"'
+
+
+def _tag(header: str) -> tuple[int, str | None] | None:
     value = (request.headers.get(header) or "").strip()
     if not value or value == "*":
         return None
     found = _TAG.match(value)
     if not found:
         raise BadRequest(f'{header} must be one ETag this API sent, such as "42" (or *)')
-    return int(found.group(1))
+    return int(found.group(1)), found.group(2)
 
 
 def if_match() -> int | None:
-    """The version named by the request's If-Match (None when absent or ``*``)."""
-    return _tag("If-Match")
+    """The version named by the request's If-Match (None when absent or ``*``), whatever the view it was
+    seen in."""
+    named = _tag("If-Match")
+    return named[0] if named else None
 
 
-def tagged(body, version: int | None, status: int = 200, *, location: str | None = None):
-    """A view's answer with the ETag of ``version`` (what flask-smorest's ``response`` accepts), and with a
-    ``location`` the ``Location`` of what a 201 created."""
-    headers = {"ETag": etag(version)}
+def tagged(body, version: int | None, status: int = 200, *, location: str | None = None,
+           view: str | None = None):
+    """A view's answer with the ETag of ``version`` in ``view`` (what flask-smorest's ``response`` accepts), and
+    with a ``location`` the ``Location`` of what a 201 created."""
+    headers = {"ETag": etag(version, view)}
     if location and status == 201:
         headers["Location"] = location
     return body, status, headers
 
 
-def not_modified(version: int | None) -> Response | None:
-    """304 when the request's If-None-Match names ``version``, else None (answer as usual)."""
-    if request.headers.get("If-None-Match") is None or _tag("If-None-Match") != int(version or 0):
+def not_modified(version: int | None, view: str | None = None) -> Response | None:
+    """304 when the request's If-None-Match names ``version`` in ``view``, else None (answer as usual)."""
+    if request.headers.get("If-None-Match") is None or _tag("If-None-Match") != (int(version or 0), view):
         return None
     response = Response(status=304)
-    response.headers["ETag"] = etag(version)
+    response.headers["ETag"] = etag(version, view)
     return response
 
 

@@ -167,7 +167,9 @@ class Users:
                   "password_hash": "", "mfa": {"enabled": False}, "quiet_hours": None, "status_reason": "closed"}
         if not keep_name:
             fields["display_name"] = "Closed account"
-        return account_of(self.col.find_one_and_update({"_id": user_id, "status": {"$ne": CLOSED}}, {"$set": fields},
+        # A new profile version: the quiet hours erased are a change of the profile others may hold a copy of.
+        return account_of(self.col.find_one_and_update({"_id": user_id, "status": {"$ne": CLOSED}},
+                                                       {"$set": fields, "$inc": {"profile_version": 1}},
                                                        return_document=ReturnDocument.AFTER))
 
     def closed_patients_before(self, cutoff: datetime, limit: int = 1000) -> list[str]:

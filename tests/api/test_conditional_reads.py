@@ -8,6 +8,8 @@ from urllib.parse import urlencode
 
 import pytest
 
+from companion.domain.access import CaregiverPermissions
+
 RANGE = "?" + urlencode({"from": (datetime.now(UTC) - timedelta(days=2)).isoformat(),
                          "to": (datetime.now(UTC) + timedelta(days=2)).isoformat()})
 POLLED = ("today", "sessions", "pain-entries" + RANGE, "reminders", "alerts", "notifications", "favourites",
@@ -89,6 +91,29 @@ def test_objects_keep_their_version_as_etag(client, world):
     read = client.get(url, headers=patient.headers)
     assert read.headers["ETag"] == f'"{read.json["version"]}"'
     assert client.get(url, headers={**patient.headers, "If-None-Match": read.headers["ETag"]}).status_code == 304
+
+
+def test_a_copy_with_the_note_withheld_is_not_confirmed_once_the_note_is_granted_nor_the_reverse(client, world,
+                                                                                                 services):
+    patient, caregiver = world["patient_a"], world["caregiver_linked"]
+    created = client.post(f"/api/v1/patients/{patient.id}/pain-entries", headers=patient.headers, json={
+        "client_entry_id": "etag-view-1", "recorded_at": datetime.now(UTC).isoformat(), "nrs": 6,
+        "context": {"note": "after the school run"}})
+    url = created.headers["Location"]
+    withheld = client.get(url, headers=caregiver.headers)
+    assert withheld.json["context"]["note"] is None
+    assert withheld.headers["ETag"] == f'"{withheld.json["version"]}.withheld"'
+    assert client.get(url, headers={**caregiver.headers, "If-None-Match": withheld.headers["ETag"]}).status_code == 304
+    services.stores.care_links.grant(patient.id, caregiver.id, CaregiverPermissions(diary_notes=True))
+    whole = client.get(url, headers={**caregiver.headers, "If-None-Match": withheld.headers["ETag"]})
+    assert (whole.status_code, whole.json["context"]["note"]) == (200, "after the school run")
+    assert whole.headers["ETag"] == f'"{whole.json["version"]}"'
+    services.stores.care_links.grant(patient.id, caregiver.id, CaregiverPermissions())
+    again = client.get(url, headers={**caregiver.headers, "If-None-Match": whole.headers["ETag"]})
+    assert (again.status_code, again.json["context"]["note"]) == (200, None)
+    # If-Match reads the version whichever view named it.
+    edited = client.patch(url, headers={**patient.headers, "If-Match": withheld.headers["ETag"]}, json={"nrs": 5})
+    assert edited.status_code == 200 and edited.headers["ETag"] == f'"{edited.json["version"]}"'
 
 
 def test_every_tagged_read_documents_if_none_match_etag_and_304(client):

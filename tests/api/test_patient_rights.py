@@ -95,6 +95,11 @@ def test_closing_the_account_deletes_what_it_says_keeps_what_it_says_and_ends_ev
     _touch_the_record(client, world)
     client.put("/api/v1/me/push-tokens/phone-a", headers=patient.headers, json={"token": "tok-a", "platform": "ios"})
     url = f"/api/v1/patients/{patient.id}/closure"
+    profile = f"/api/v1/patients/{patient.id}"
+    assert client.patch(profile, headers=patient.headers, json={"quiet_hours": {"start": "22:00", "end": "07:00"}}) \
+        .status_code == 200
+    seen = client.get(profile, headers=clinician.headers)
+    assert seen.json["quiet_hours"] is not None
     assert client.post(url, headers=patient.headers, json={"current_password": "nope", "confirm": True}) \
         .status_code == 401
     assert client.post(url, headers=patient.headers, json={"current_password": PASSWORD, "confirm": False}) \
@@ -114,6 +119,9 @@ def test_closing_the_account_deletes_what_it_says_keeps_what_it_says_and_ends_ev
     # Kept, for the care team.
     assert db.pain_entries.count_documents({"patient_id": patient.id}) == 1
     assert client.get(f"/api/v1/patients/{patient.id}/review/diary", headers=clinician.headers).status_code == 200
+    # The profile the care team held a copy of changed (its quiet hours are erased): not confirmed by a 304.
+    now_seen = client.get(profile, headers={**clinician.headers, "If-None-Match": seen.headers["ETag"]})
+    assert (now_seen.status_code, now_seen.json["quiet_hours"]) == (200, None)
     # The email is free for a new account.
     assert services.accounts.sign_up(email=patient.email, password=PASSWORD, display_name="New", role="patient",
                                      time_zone="UTC").id != patient.id
