@@ -243,8 +243,9 @@ class PracticeComplete(MethodView):
     @blp.response(200, PracticeSchema)
     @blp.doc(operationId="complete_practice")
     def post(self, body, patient_id, practice_id):
-        """Finish a practice; the server records the minutes practised. A second completion is 409; send an
-        Idempotency-Key to make a retry replay the first answer instead."""
+        """Finish a practice; the server records the minutes practised. The same completion again (a retry:
+        no `completed_at` or the same one, and the same minutes) is answered 200 with the stored one; another
+        completion of a completed practice is 409."""
         require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource="practice", action="U", resource_ids=[practice_id])
         return services().library.complete_practice(patient_id, practice_id, body["completed_at"], body["minutes"])

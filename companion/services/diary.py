@@ -127,6 +127,10 @@ class Diary:
             current = self._live(patient_id, entry_id)
             update = _normalised(_keeping_unseen_note(grant, current, changes))
             if _unchanged(current, update):
+                # Perhaps a retry of an edit whose marks were never written (the process stopped between):
+                # mark again the days it touched, the one it may have moved the entry from included.
+                self._touch(patient_id, current, {"recorded_at": current["moved_from"]}
+                            if current.get("moved_from") else None)
                 return _shown(grant, current)
             if if_version is not None and if_version != _version(current):
                 raise _stale(grant, current)
@@ -134,8 +138,10 @@ class Diary:
             if bool(merged.get("phase")) != bool(merged.get("session_record_id")):
                 raise Invalid("a before/after rating needs both phase and session_record_id",
                               errors={"phase": ["give phase and session_record_id together"]})
+            moved = {"moved_from": current["recorded_at"]} if update.get("recorded_at", current["recorded_at"]) \
+                != current["recorded_at"] else {}
             with self.changes.stamp(patient_id, self.entries) as seq:
-                updated = self.entries.update(patient_id, entry_id, update, self._now_ms(), seq=seq,
+                updated = self.entries.update(patient_id, entry_id, {**update, **moved}, self._now_ms(), seq=seq,
                                               version=_version(current))
             if updated:
                 self._touch(patient_id, current, updated)
@@ -151,6 +157,7 @@ class Diary:
             if not current:
                 raise NotFound("no such diary entry")
             if current["deleted"]:
+                self._touch(patient_id, current)  # a retry finishes a deletion whose marks were never written
                 return _shown(grant, current)
             if if_version is not None and if_version != _version(current):
                 raise _stale(grant, current)

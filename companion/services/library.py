@@ -6,7 +6,7 @@ from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
-from companion.clock import Clock, now
+from companion.clock import Clock, now, to_millis
 from companion.domain import content_library
 from companion.domain.errors import Conflict, Invalid, NotFound
 from companion.services.derived_ids import derived_id
@@ -97,23 +97,27 @@ class Library:
     def complete_practice(self, patient_id: str, practice_id: str, completed_at: datetime | None,
                           minutes: float | None) -> dict:
         """Close a practice. The time recorded is what the patient reports, never more than the time that
-        passed since they started nor more than the item lasts."""
+        passed since they started nor more than the item lasts. The same completion again (a retry: no time
+        or the same time, and the same minutes) is answered with the stored one and finishes what the first
+        left undone; another completion of a completed practice is a conflict."""
         started = self.log.get(patient_id, practice_id)
         if not started:
             raise NotFound("no such practice")
-        if started["completed_at"] is not None:
-            raise Conflict("this practice was already completed")
-        completed_at = completed_at or self.clock()
+        completed_at = to_millis(completed_at or started["completed_at"] or self.clock())  # as it is stored
         if completed_at < started["started_at"]:
             raise Invalid("a practice cannot end before it started",
                           errors={"completed_at": ["must not be before started_at"]})
         item = self.item(started["item_slug"])
         elapsed = (completed_at - started["started_at"]).total_seconds() / 60
-        practised = min(elapsed, float(item["duration_min"]), minutes if minutes is not None else elapsed)
-        with self.changes.stamp(patient_id, self.log) as seq:
-            done = self.log.complete(patient_id, practice_id, completed_at, round(practised, 1), seq)
-        if not done:
-            raise Conflict("this practice was already completed")
+        practised = round(min(elapsed, float(item["duration_min"]), minutes if minutes is not None else elapsed), 1)
+        done = None
+        if started["completed_at"] is None:
+            with self.changes.stamp(patient_id, self.log) as seq:
+                done = self.log.complete(patient_id, practice_id, completed_at, practised, seq)
+        if done is None:  # completed already (or just now, by a concurrent request)
+            done = self.log.get(patient_id, practice_id)
+            if (done["completed_at"], done.get("minutes")) != (completed_at, practised):
+                raise Conflict("this practice was already completed")
         if self.touched is not None:  # a practice completed counts on the day it began
             self.touched.instants(patient_id, [started["started_at"]], "practice")
         return done

@@ -13,6 +13,8 @@ from companion.services.reminders import ReminderService
 from companion.services.touched_days import TouchedDays
 from companion.store.stores import Stores
 
+RETRIED_WITHIN = timedelta(days=1)  # a move this recent, named again, may be a retry: its marks are written again
+
 NOT_FOUND = "no such patient, or no access to them"
 ATTEMPTS = 20
 
@@ -55,6 +57,9 @@ class Profiles:
             zone = changes.get("time_zone")
             moving = zone is not None and zone != patient.time_zone
             if not moving and _unchanged(patient, changes, quiet):
+                latest = max((m.effective_from for m in patient.time_zone_history), default=None)
+                if zone is not None and latest is not None and self.clock() - latest < RETRIED_WITHIN:
+                    self._moved(patient, latest)  # perhaps a retry of a move whose marks were never written
                 return patient
             if if_version is not None and if_version != patient.profile_version:
                 raise PreconditionFailed("the profile changed since that version; see current", current=patient,
@@ -66,9 +71,7 @@ class Profiles:
                 locale=changes.get("locale", False), move=move)
             if updated is None:
                 continue  # changed meanwhile: read it again (and answer 412 if the caller named a version)
-            self.panel_rows.mark([patient_id], "profile", self.clock())  # name and zone on the panel
-            if move is not None and self.touched is not None:  # the days from the move on fall on other dates
-                self.touched.from_instant(patient_id, move.effective_from, "time_zone")
+            self._moved(updated, move.effective_from if move is not None else None)
             if moving or "quiet_hours" in changes:
                 # Travel: pending future reminders move to the same wall-clock times in the new zone
                 # (and new quiet hours move their pushes). Derived from the stored profile on every call,
@@ -76,6 +79,14 @@ class Profiles:
                 self.reminders.refresh_future(patient_id)
             return updated
         raise Conflict("the profile is being changed by someone else right now; try again")
+
+
+    def _moved(self, patient: Account, moved_at: datetime | None) -> None:
+        """What follows a change of the profile: the panel row shows the name and zone; after a move of time
+        zone (at ``moved_at``), the days from it on fall on other dates."""
+        self.panel_rows.mark([patient.id], "profile", self.clock())
+        if moved_at is not None and self.touched is not None:
+            self.touched.from_instant(patient.id, moved_at, "time_zone")
 
 
 def _unchanged(patient: Account, changes: dict, quiet) -> bool:

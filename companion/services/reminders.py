@@ -174,6 +174,7 @@ class ReminderService:
             if "schedule" in wanted and not wanted["schedule"].get("start_date"):
                 wanted["schedule"] = {**wanted["schedule"], "start_date": current["schedule"]["start_date"]}
             if all(current.get(key) == value for key, value in wanted.items()):
+                self.refresh_future(patient_id)  # finishes a change interrupted between its two writes
                 return current
             self._check_version(current, if_version)
             check_reminder({**current, **wanted})
@@ -329,6 +330,7 @@ class ReminderService:
         patient_id = grant.patient_id
         occurrence = self._open_occurrence(patient_id, key)
         if occurrence["status"] == status:
+            self._outcome_recorded(patient_id, occurrence)  # a retry finishes what the first left undone
             return _visible(grant, [occurrence])[0]
         current = self.clock()
         when = at or current
@@ -344,11 +346,15 @@ class ReminderService:
             if again["status"] == status:
                 return _visible(grant, [again])[0]
             raise Conflict(f"this reminder was already recorded as {again['status']}")
-        if self.touched is not None:  # a dose taken (or a session ticked off) changes that day's figures
-            self.touched.dates(patient_id, {date.fromisoformat(updated["local_date"])}, "reminder_outcome")
+        self._outcome_recorded(patient_id, updated)
+        return _visible(grant, [updated])[0]
+
+    def _outcome_recorded(self, patient_id: str, occurrence: dict) -> None:
+        """What follows an outcome: a dose taken (or a session ticked off) changes that day's figures."""
+        if self.touched is not None:
+            self.touched.dates(patient_id, {date.fromisoformat(occurrence["local_date"])}, "reminder_outcome")
         else:  # (TouchedDays changes the patient's today itself)
             self.today.touch([patient_id])
-        return _visible(grant, [updated])[0]
 
     def snooze(self, grant: Grant, key: str, minutes: int) -> dict:
         """Remind again in `minutes`, counted from the due time if it has not come yet (never past the end
