@@ -146,7 +146,8 @@ def touched_days_of(docs: Iterable[Mapping]) -> dict[str, set[date]]:
 def write_changes(stores: Stores, feed: Changes, touched: TouchedDays | None, changes: list[tuple[dict, dict]],
                   reason: str) -> None:
     """Write what changed about stored records. Each takes the next change number of the patient it now
-    belongs to, so the app's session feed hands it out again; the days it left and the days it came to are
+    belongs to, so the app's session feed hands it out again; a patient a record left has their feeds read
+    again from the start (they carry no tombstone for it); the days it left and the days it came to are
     marked for recomputing."""
     by_patient: dict[str | None, list[tuple[dict, dict]]] = {}
     for doc, fields in changes:
@@ -159,6 +160,9 @@ def write_changes(stores: Stores, feed: Changes, touched: TouchedDays | None, ch
         with feed.stamp(patient_id, stores.session_records, len(items)) as first:
             for n, (doc, fields) in enumerate(items):
                 stores.session_records.set_fields(doc["_id"], {**fields, "seq": first + n})
+    for left in sorted({doc["patient_id"] for doc, fields in changes
+                        if doc.get("patient_id") and fields.get("patient_id", doc["patient_id"]) != doc["patient_id"]}):
+        feed.departed(left)
     if touched is not None:
         days = touched_days_of([doc for doc, _ in changes] + [{**doc, **fields} for doc, fields in changes])
         for patient_id, dates in days.items():

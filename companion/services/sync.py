@@ -87,6 +87,14 @@ class Changes:
             first = new_first
         raise RuntimeError("could not settle a change reservation")
 
+    def departed(self, patient_id: str) -> None:
+        """Something the patient's feeds handed out has left them with no tombstone to say so (a session placed
+        with another patient, or with nobody until the care team decides): every cursor issued so far is
+        answered ResyncRequired, and the app reads its feeds again from the start (without it)."""
+        first = self.sequences.reserve(patient_id, 1, self.clock())
+        self.sequences.settle(patient_id, first)
+        self.sequences.note_purged(patient_id, first)
+
     def page(self, patient_id: str, synced: Synced, cursor: str | None, limit: int) -> FeedPage:
         """The documents of ``synced`` changed after ``cursor`` (None: from the start), at most ``limit``."""
         after = _position(cursor)
@@ -96,7 +104,8 @@ class Changes:
                                  "sync again from the start, without a cursor")
         if 0 < after < horizon.purged_through:
             raise ResyncRequired("this cursor is older than the sync window: deletions it has not seen were "
-                                 "purged; sync again from the start, without a cursor")
+                                 "purged (or a session it holds is no longer this patient's); sync again from the "
+                                 "start, without a cursor")
         rows = synced.changed_between(patient_id, after, horizon.settled, limit + 1)
         has_more = len(rows) > limit
         rows = rows[:limit]

@@ -226,6 +226,29 @@ def test_the_session_feed_hands_out_records_uploaded_late_in_the_order_they_were
     assert [s["record_id"] for s in later] == [f"{world.a_device}:{n}" for n in (1, 2)]
 
 
+def test_a_session_placed_with_another_patient_has_the_first_ones_app_read_its_feeds_again(client, world,
+                                                                                           services):
+    from companion.services.session_times import write_changes
+    from tests.support.records import session_record
+
+    record = session_record(world.a_device, 1)
+    assert client.post("/api/v1/gateway/session-records", json={"records": [record]},
+                       headers=world["gateway_a"].headers).status_code == 200
+    held, cursor = follow(client, world, "sessions")
+    assert [s["record_id"] for s in held] == [record["record_id"]]
+    # A later clock fix places it with patient B (a unit that changed hands): A's feed has no tombstone for it.
+    stored = services.db.session_records.find_one({"_id": record["record_id"]})
+    write_changes(services.stores, services.sessions.changes, None, [(stored, {"patient_id": world["patient_b"].id})],
+                  "a test")
+    body = assert_problem(client.get(f"{base(world)}/sessions/changes", query_string={"cursor": cursor},
+                                     headers=world["patient_a"].headers), 410)
+    assert "sync again from the start" in body["detail"]
+    assert follow(client, world, "sessions")[0] == []  # read again from the start: not A's any more
+    b_feed = client.get(f"/api/v1/patients/{world['patient_b'].id}/sessions/changes",
+                        headers=world["patient_b"].headers).json["items"]
+    assert [s["record_id"] for s in b_feed] == [record["record_id"]]
+
+
 def test_documents_written_before_change_feeds_are_numbered_once_by_the_migration_step_and_then_synced(client, world, services):
     pid = world["patient_a"].id
     services.db.pain_entries.insert_one({"_id": "legacy-1", "patient_id": pid, "client_entry_id": "legacy-0001",
