@@ -56,6 +56,7 @@ TIME_ZONE_CHANGE = "time_zone_change"
 MOMENT = ("due_at", "window_ends_at", "notify_at", "zone", "push_with")
 KEPT = (*MOMENT, "skipped_by_move_at", "status", "status_at", "missed_reason")
 ATTEMPTS = 20
+RUNS = 3  # materialize runs again (at most this often in all) when what it was computed from changed meanwhile
 
 
 def _occurrence_doc(reminder: dict, slot: ReminderOccurrence, zone, quiet) -> dict:
@@ -231,12 +232,29 @@ class ReminderService:
             return 0
         if end_utc - start_utc > MAX_WINDOW:
             raise ValueError("materialize at most 31 days at a time")
+        added = 0
+        for _ in range(RUNS):
+            written, basis = self._materialize_once(patient_id, start_utc, end_utc, patient)
+            added += written
+            # Computed from reminders (or a profile) that changed while it ran? Its writes may have undone those
+            # of the run the change made (revived the old slots, cancelled the new ones): again, from what is
+            # stored now.
+            if basis is None or basis == _basis(self._patient(patient_id),
+                                                self.reminders.for_patient(patient_id, active_only=True)):
+                break
+            patient = None
+        return added
+
+    def _materialize_once(self, patient_id: str, start_utc: datetime, end_utc: datetime,
+                          patient: Account | None) -> tuple[int, tuple | None]:
+        """One run of materialize: how many it added, and what it was computed from (None: it wrote nothing)."""
         patient = patient or self._patient(patient_id)
         history, quiet = patient.zone_history(), patient.quiet_hours
         current = self.clock()
         wanted: dict[str, dict] = {}
         kept: dict[str, dict] = {}
-        for reminder in self.reminders.for_patient(patient_id, active_only=True):
+        reminders = self.reminders.for_patient(patient_id, active_only=True)
+        for reminder in reminders:
             begin = max(start_utc, reminder["created_at"])
             if begin < end_utc:
                 for slot in slots_for(reminder, history, begin, end_utc):
@@ -266,7 +284,7 @@ class ReminderService:
         new = [doc for key, doc in wanted.items() if key not in existing]
         writes = len(moves) + len(revivals) + len(stale) + len(new)
         if not writes:
-            return 0
+            return 0, None
         with self.changes.stamp(patient_id, self.occurrences, writes) as seq:
             for key, fields in moves:
                 self.occurrences.move_pending(key, fields, seq)
@@ -278,7 +296,7 @@ class ReminderService:
             seq += len(stale)
             added = self.occurrences.insert_new([{**doc, "seq": seq + n} for n, doc in enumerate(new)])
         self.today.touch([patient_id])
-        return added
+        return added, _basis(patient, reminders)
 
     def refresh_future(self, patient_id: str) -> int:
         """Recompute the patient's pending future occurrences (after a schedule or time-zone change)."""
@@ -375,6 +393,12 @@ class ReminderService:
         """Every pending occurrence whose completion window has closed is now missed; returns how many."""
         closed = self.occurrences.closed_at(now_utc, limit=100_000)
         return len(mark_closed_missed(self.occurrences, self.changes, closed, now_utc, self.today))
+
+
+def _basis(patient: Account, reminders: list[dict]) -> tuple:
+    """What a patient's occurrences are computed from, as versions: their profile's (zone, quiet hours) and each
+    active reminder's."""
+    return patient.profile_version, sorted((r["_id"], r.get("seq")) for r in reminders)
 
 
 def _visible(grant: Grant, occurrences: list[dict]) -> list[dict]:

@@ -168,6 +168,28 @@ def test_a_caregiver_who_may_write_but_not_read_notes_gets_no_skip_reason_back_f
     assert occurrences(client, world)[1]["skip_reason"] == "their own words"  # stored, and the patient sees it
 
 
+def test_a_run_computed_from_a_reminder_changed_meanwhile_does_not_undo_the_change(client, world, db, services,
+                                                                                 monkeypatch):
+    created = create(client, world)
+    pid, url = world["patient_a"].id, f"/api/v1/patients/{world['patient_a'].id}/reminders/{created.json['id']}"
+    occurrences_store = type(services.stores.occurrences)
+    real_by_ids, changed = occurrences_store.by_ids, []
+
+    def changed_meanwhile(self, ids):
+        if not changed:  # the run has read the reminder (09:30 and 18:00); now it changes to 10:00
+            changed.append("changing")
+            changed[0] = client.patch(url, json={"schedule": {"type": "weekly", "times": ["10:00"]}},
+                                      headers=world["patient_a"].headers).status_code
+        return real_by_ids(self, ids)
+
+    monkeypatch.setattr(occurrences_store, "by_ids", changed_meanwhile)
+    services.reminders.materialize(pid, START, START + timedelta(days=3))
+    monkeypatch.undo()
+    assert changed == [200]
+    pending = list(db.reminder_occurrences.find({"patient_id": pid, "status": "pending"}))
+    assert pending and {o["due_at"].strftime("%H:%M") for o in pending} == {"10:00"}
+
+
 BAD_REMINDERS = {
     "never fires (weekend only, but ends on Friday)": {**DAILY, "schedule": {
         "type": "weekly", "times": ["09:00"], "weekdays": [6, 7], "start_date": "2026-03-02",
