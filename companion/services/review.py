@@ -18,7 +18,7 @@ from companion.store.adherence import snapshot_id
 from companion.store.read_models import ENTRY_ORDERS
 from companion.store.stores import Stores
 
-REVIEW_SNAPSHOT_DAYS = 90  # a patient's review reads the snapshots of today and the 90 days before
+REVIEW_SNAPSHOT_DAYS = 90  # a review reads the snapshots of today and the 90 days before (the 90-day PDC), at least
 # Ids per `_id $in`: FerretDB serves up to 10,000 from its _id index but re-checks every fetched document
 # against the whole list, so 1,000 at a time is faster there (0.57 s against 0.78 s for 6,000 snapshots).
 SNAPSHOT_ID_CHUNK = 1000
@@ -47,8 +47,9 @@ class PatientReview:
     def adherence(self, days: int) -> dict:
         """The calendar (one entry per local day, `missing` where no snapshot exists) and PDC."""
         first = self.first_day(days)
+        back = max(REVIEW_SNAPSHOT_DAYS, days - 1)  # the calendar's first day, or the 90-day PDC's if earlier
         stored = {d["date"]: d for d in self.stores.adherence_days.by_ids(
-            [snapshot_id(self.pid, self.today - timedelta(days=n)) for n in range(REVIEW_SNAPSHOT_DAYS, -1, -1)],
+            [snapshot_id(self.pid, self.today - timedelta(days=n)) for n in range(back, -1, -1)],
             batch=SNAPSHOT_ID_CHUNK)}
         calendar = []
         for i in range(days):
