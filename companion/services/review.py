@@ -22,16 +22,17 @@ REVIEW_SNAPSHOT_DAYS = 90  # a review reads the snapshots of today and the 90 da
 # Ids per `_id $in`: FerretDB serves up to 10,000 from its _id index but re-checks every fetched document
 # against the whole list, so 1,000 at a time is faster there (0.57 s against 0.78 s for 6,000 snapshots).
 SNAPSHOT_ID_CHUNK = 1000
-MAX_ROWS = 5000
+MAX_ROWS = 5000  # rows of each kind a review reads: more than a year of any of them (up to 366 days are asked)
 NOTE_MAX = 5000
 
 
 class PatientReview:
     """One patient's figures over the last `days` local days (today included)."""
 
-    def __init__(self, stores: Stores, patient: Account, *, at: datetime | None = None):
+    def __init__(self, stores: Stores, patient: Account, *, at: datetime | None = None, rows: int = MAX_ROWS):
         self.stores = stores
         self.patient = patient
+        self.rows = rows  # of each kind (sessions, ratings, occurrences, pushes, practice) at most
         self.pid = patient.id
         self.zone = patient.time_zone or "UTC"
         self.at = at or now()
@@ -67,7 +68,7 @@ class PatientReview:
     def sessions(self, days: int) -> list[dict]:
         """TENS sessions of the period, oldest first."""
         return self.stores.session_records.for_patient(self.pid, self._since(days), self.at + timedelta(minutes=5),
-                                                       MAX_ROWS, newest_first=False)
+                                                       self.rows, newest_first=False)
 
     def tens(self, days: int) -> list[rules.TensDay]:
         return rules.tens_by_day(self.sessions(days), self.plans(), self.zone, self.first_day(days), self.today)
@@ -84,7 +85,7 @@ class PatientReview:
         return {"counts": counts, "not_exact": not_exact[:50], "held": self.stores.session_records.held_for(self.pid)}
 
     def _pain_entries(self, since: datetime) -> list[dict]:
-        return self.stores.pain_entries.recorded_between(self.pid, since, self.at + timedelta(minutes=5), MAX_ROWS)
+        return self.stores.pain_entries.recorded_between(self.pid, since, self.at + timedelta(minutes=5), self.rows)
 
     def pain(self, days: int) -> dict:
         """Entries in the period, before/after pairs, and the 14-day trend."""
@@ -102,10 +103,10 @@ class PatientReview:
         """Reminder occurrences with their outcome, and push notifications with their delivery state."""
         since = self._since(days)
         titles = self.stores.reminders.titles(self.pid)
-        occurrences = self.stores.occurrences.newest_between(self.pid, since, self.at + timedelta(days=1))
+        occurrences = self.stores.occurrences.newest_between(self.pid, since, self.at + timedelta(days=1), self.rows)
         for occurrence in occurrences:
             occurrence["title"] = titles.get(occurrence.get("reminder_id"), {}).get("title")
-        notifications = self.stores.outbox.for_patient(self.pid, since=since, limit=1000)
+        notifications = self.stores.outbox.for_patient(self.pid, since=since, limit=self.rows)
         for note in notifications:
             note["to_patient"] = note.get("recipient_user_id") == self.pid
         return {"occurrences": occurrences, "notifications": notifications}
@@ -122,7 +123,7 @@ class PatientReview:
 
     def diary(self, days: int) -> dict:
         return {"entries": list(reversed(self.pain(days)["entries"])),
-                "practice": self.stores.practice.started_since(self.pid, self._since(days))}
+                "practice": self.stores.practice.started_since(self.pid, self._since(days), self.rows)}
 
     def plans(self) -> list[dict]:
         return self.stores.plans.history(self.pid, limit=200)

@@ -25,6 +25,7 @@ MAX_EXPORT_DAYS = 3660  # ten years: the record's figures over the whole life of
 # a patient who signs up today may enter last month's pain ratings, so the download reaches that far before
 # the account's creation.
 BACKDATED_DAYS = 366
+DOWNLOAD_ROWS = 100_000  # of each kind of record in the download (ten years at several a day is far fewer)
 # What the patient is shown of each audit event: who, what, when, with what outcome (not the staff's addresses).
 ACCESS_FIELDS = ("at", "actor_id", "actor_role", "action", "resource_type", "outcome", "route", "method")
 
@@ -62,11 +63,19 @@ class PatientRights:
         at = self.clock()
         lived = max(1, (at - (patient.created_at or at)).days + 2)  # the account's days
         days = min(MAX_EXPORT_DAYS, lived + BACKDATED_DAYS)  # and what may have been entered as before them
-        review = PatientReview(self.stores, patient, at=at)
+        review = PatientReview(self.stores, patient, at=at, rows=DOWNLOAD_ROWS)
         pid = patient.id
         stores = self.stores
         access = self.access_log(pid, before=None, limit=ACCESS_LOG_EXPORTED)
         emergency = [{"clinician_name": name, **grant} for grant, name in self._emergency(pid)]
+        records = {
+            "tens_sessions": review.sessions(days),
+            "pain_diary": review.diary(days)["entries"],
+            "practice": review.diary(days)["practice"],
+            "alerts": stores.alerts.newest(pid, open_only=False, limit=DOWNLOAD_ROWS),
+            "clinical_notes": stores.clinical_notes.for_patient(pid, DOWNLOAD_ROWS),
+            "notifications": stores.outbox.for_patient(pid, limit=DOWNLOAD_ROWS),
+        }
         return {
             "generated_at": at,
             "account": {"id": pid, "email": patient.email, "display_name": patient.display_name,
@@ -93,13 +102,10 @@ class PatientRights:
                        for p in stores.push_tokens.for_users([pid]).get(pid, [])],
             "reminders": stores.reminders.for_patient(pid),
             "therapy_plans": review.plans(),
-            "tens_sessions": review.sessions(days),
-            "pain_diary": review.diary(days)["entries"],
-            "practice": review.diary(days)["practice"],
+            **records,
             "adherence": review.adherence(min(lived, 366))["calendar"],
-            "alerts": stores.alerts.newest(pid, open_only=False, limit=5000),
-            "clinical_notes": stores.clinical_notes.for_patient(pid, 5000),
-            "notifications": stores.outbox.for_patient(pid, limit=5000),
+            # Whether every kind of record above came whole (each is read up to DOWNLOAD_ROWS).
+            "records_complete": all(len(rows) < DOWNLOAD_ROWS for rows in records.values()),
             "access_log": access,
             "access_log_complete": len(access) < ACCESS_LOG_EXPORTED,
             "also_available": {"fhir": f"/api/v1/patients/{pid}/exports/fhir?days=366",

@@ -64,7 +64,7 @@ def test_the_patient_downloads_everything_held_about_them(client, world, service
     assert [g["id"] for g in record["gateways"]] == [world["gateway_a"].id]
     assert "secret_hash" not in answer.get_data(as_text=True) and "password" not in answer.get_data(as_text=True)
     assert any(e["actor_name"] == "Clinician Team" for e in record["access_log"])
-    assert record["access_log_complete"] is True
+    assert record["access_log_complete"] is True and record["records_complete"] is True
     # The same FHIR and CSV exports a clinician gets.
     fhir = client.get(f"/api/v1/patients/{patient.id}/exports/fhir?days=30", headers=patient.headers)
     csv = client.get(f"/api/v1/patients/{patient.id}/exports/csv?days=30", headers=patient.headers)

@@ -59,6 +59,15 @@ def test_a_years_patient_csv_shows_every_stored_day_not_only_the_last_ninety(cli
     assert [r["covered"] for r in rows[:3]] == ["true", "false", "false"]
 
 
+def test_a_years_events_csv_holds_every_dose_not_only_the_newest_thousand(client, world, db):
+    pid, now = world["patient_a"].id, datetime.now(UTC)
+    doses = [{"_id": f"dose-{n}", "patient_id": pid, "reminder_id": "r-export", "kind": "medication", "status": "done",
+              "due_at": now - timedelta(days=300) + timedelta(hours=6 * n), "deleted": False} for n in range(1200)]
+    db.reminder_occurrences.insert_many(doses)
+    rows = _rows(_export(client, world, "events", days=366).get_data(as_text=True))
+    assert sorted(r["id"] for r in rows if r["event"] == "medication_dose") == sorted(d["_id"] for d in doses)
+
+
 def test_panel_csv_lists_every_matching_patient_and_defuses_formulas(client, world, seed, db):
     sneaky = seed.patient("=HYPERLINK(\"http://x\")")
     seed.enrol(world.team_id, sneaky)
