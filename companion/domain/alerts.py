@@ -260,6 +260,17 @@ def low_adherence_holds(
     return len(first) == LOW_ADHERENCE_DAYS and all(p < LOW_ADHERENCE for _, p in first)
 
 
+def low_adherence_continues(
+    run_start: date, daily_progress: Mapping[date, float | None], today: date
+) -> bool:
+    """Whether the run an alert was raised for (from ``run_start``) goes on: every planned day from it (or from
+    the first of ``daily_progress``, when it began before them) up to ``today`` was below the threshold. Then a
+    candidate whose run starts elsewhere is that same run, seen with another start: its start slid because the
+    run outgrew the days the rule reads, or a recompute lengthened the run at its start."""
+    planned = [p for d, p in daily_progress.items() if p is not None and run_start <= d < today]
+    return bool(planned) and all(p < LOW_ADHERENCE for p in planned)
+
+
 def session_during(
     occurrence: ReminderOccurrence, session_starts: Sequence[datetime], early: timedelta = timedelta(hours=1)
 ) -> datetime | None:

@@ -370,7 +370,7 @@ class AdherenceJob:
                     self.alerts.reconsider(p.account, p.touched, snapshots[p.patient_id], p.today, report,
                                            open_alerts=open_alerts[p.patient_id])
                 elif (candidate := low_adherence_in(p.patient_id, snapshots[p.patient_id], p.today)) is not None:
-                    self.alerts.raise_once(candidate, report)
+                    self.alerts.raise_low_adherence(candidate, snapshots[p.patient_id], p.today, report)
                 return True
             if failures.attempt(p.patient_id, judge) is None:
                 failed.add(p.patient_id)

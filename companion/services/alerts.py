@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -43,6 +43,7 @@ from companion.domain.alerts import (
     battery_low,
     delivery_time,
     device_fault,
+    low_adherence_continues,
     low_adherence_holds,
     missed_tens_session,
     pain_flare,
@@ -84,11 +85,20 @@ class AlertsReport:
     failed: int = 0
 
 
+def _progress(snapshots: Iterable[dict]) -> dict[date, float | None]:
+    """Each day's TENS progress (None: a day without a plan), as the low-adherence rule reads it."""
+    return {datetime.fromisoformat(s["date"]).date(): (None if s["state"] == "no_tasks" else s["tens_fraction"] or 0.0)
+            for s in snapshots}
+
+
 def low_adherence_in(patient_id: str, snapshots: Iterable[dict], today: date) -> AlertCandidate | None:
     """The low-adherence rule over snapshots already read (those of ``today`` - 30 days .. ``today``)."""
-    progress = {datetime.fromisoformat(s["date"]).date(): (None if s["state"] == "no_tasks"
-                                                           else s["tens_fraction"] or 0.0) for s in snapshots}
-    return low_adherence_rule(patient_id, progress, today)
+    return low_adherence_rule(patient_id, _progress(snapshots), today)
+
+
+def run_start_of(alert: dict) -> date:
+    """The first day of the run a low-adherence alert was raised for."""
+    return date.fromisoformat(alert.get("period_key") or alert["dedup_key"].rsplit(":", 1)[1])
 
 
 
@@ -141,6 +151,24 @@ class AlertService:
             if report is not None:
                 report.notifications += sent
         return alert
+
+    def raise_low_adherence(self, candidate: AlertCandidate, snapshots: list[dict], today: date,
+                            report: AlertsReport | None = None, open_alerts: list[dict] | None = None) -> dict:
+        """Raise a low-adherence alert, unless one not yet resolved was raised for the same run (it still holds
+        and goes on: low_adherence_holds, low_adherence_continues): then that one stands (notified, if a crash left it unnotified), and no new
+        alert or push comes for a run that merely outgrew the 30 days the rule reads (its start sliding a day a
+        day) or that a recompute lengthened at its start. ``open_alerts``: the patient's unresolved alerts,
+        when the caller read them already."""
+        if open_alerts is None:
+            open_alerts = self.stores.alerts.unresolved([candidate.patient_id], (AlertKind.LOW_ADHERENCE.value,))
+        progress = _progress(snapshots)
+        for alert in sorted(open_alerts, key=lambda a: a.get("created_at") or self.clock()):
+            start = run_start_of(alert) if alert["kind"] == AlertKind.LOW_ADHERENCE.value else None
+            if start is not None and alert["dedup_key"] != candidate.dedup_key \
+                    and low_adherence_holds(start, progress, today) and low_adherence_continues(start, progress, today):
+                candidate = replace(candidate, dedup_key=alert["dedup_key"], period_key=start.isoformat())
+                break
+        return self.raise_once(candidate, report)
 
     def _notify(self, alert: dict, candidate: AlertCandidate) -> int:
         recipients: list[tuple[Account, str, str | None]] = []
@@ -326,16 +354,15 @@ class AlertService:
         """Judge the rules again for a patient whose ``days`` were recomputed (``snapshots``: their adherence
         days from 30 days before today): raise what now holds, resolve what no longer does (``open_alerts``:
         the patient's unresolved alerts of the RECONSIDERED kinds, when the caller read them already)."""
-        progress = {date.fromisoformat(s["date"]): (None if s["state"] == "no_tasks" else s["tens_fraction"] or 0.0)
-                    for s in snapshots}
-        candidate = low_adherence_in(patient.id, snapshots, today)
-        if candidate is not None:
-            self.raise_once(candidate, report)
+        progress = _progress(snapshots)
         if open_alerts is None:
             open_alerts = self.stores.alerts.unresolved([patient.id], RECONSIDERED)
+        candidate = low_adherence_in(patient.id, snapshots, today)
+        if candidate is not None:
+            self.raise_low_adherence(candidate, snapshots, today, report, open_alerts)
         for alert in open_alerts:
             if alert["kind"] == AlertKind.LOW_ADHERENCE.value:
-                run_start = date.fromisoformat(alert.get("period_key") or alert["dedup_key"].rsplit(":", 1)[1])
+                run_start = run_start_of(alert)
                 if not low_adherence_holds(run_start, progress, today):
                     recomputed = ", ".join(f"{d.isoformat()} {p:.0%}" for d, p in sorted(progress.items())
                                            if p is not None and d >= run_start and d < today)[:300]

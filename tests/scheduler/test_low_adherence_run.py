@@ -1,0 +1,63 @@
+"""A run of low-adherence days alerts once, however long it goes on.
+
+The rule reads the 30 days before today. A run longer than that has no visible start: the start the rule sees
+slides a day a day, and so did the alert's key, which raised a new alert and a new push to the caregiver every
+day, for exactly the patients who have stopped their therapy. A run that a good day broke, followed by a new
+run, is a new alert.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from companion.domain.alerts import low_adherence
+from companion.services.adherence_batch import JOB
+from tests.scheduler.helpers import link_caregiver, make_person, services_on, stored_day
+from tests.scheduler.test_late_data import PLAN
+
+NOW = datetime(2026, 3, 10, 6, 0, tzinfo=UTC)
+
+
+def _patient_with_days(jobs_db, services, days: dict[int, float]):
+    """A patient on PLAN whose stored days are ``days`` (days before NOW's date -> TENS fraction), a caregiver
+    told of low adherence, and the job's last run an hour before NOW."""
+    patient = make_person(jobs_db, "patient")
+    link_caregiver(jobs_db, patient, ["adherence_low"])
+    services.plans.prescribe(patient.id, PLAN, created_by="clinician", at=datetime(2026, 1, 1, tzinfo=UTC))
+    jobs_db.adherence_days.insert_many([stored_day(patient.id, NOW.date() - timedelta(days=n), value)
+                                        for n, value in days.items()])
+    jobs_db.days_to_recompute.delete_many({})
+    services.stores.days_to_recompute.ran(JOB, NOW - timedelta(hours=1))
+    return patient
+
+
+def _runs(jobs_db, settings, clock, traveller, days: int) -> None:
+    for k in range(days):
+        traveller.move_to(NOW + timedelta(days=k))
+        services_on(jobs_db, settings, clock).adherence_job.run()
+
+
+def test_a_run_longer_than_the_thirty_days_read_alerts_once(jobs_db, settings, clock, traveller):
+    traveller.move_to(NOW)
+    services = services_on(jobs_db, settings, clock)
+    patient = _patient_with_days(jobs_db, services, dict.fromkeys(range(36), 0.0))
+    _runs(jobs_db, settings, clock, traveller, 4)
+    alerts = list(jobs_db.alerts.find({"kind": "low_adherence", "patient_id": patient.id}))
+    assert len(alerts) == 1 and alerts[0]["resolved_at"] is None
+    assert jobs_db.push_outbox.count_documents({"source_key": f"alert:{alerts[0]['_id']}"}) == 1
+    assert jobs_db.push_outbox.count_documents({"source_key": {"$regex": "^alert:"}}) == 1
+
+
+def test_a_new_run_after_a_good_day_is_a_new_alert(jobs_db, settings, clock, traveller):
+    traveller.move_to(NOW)
+    services = services_on(jobs_db, settings, clock)
+    # Low from 20 to 10 days back, a good day 9 days back, low again since.
+    days = {n: 0.0 for n in range(1, 21)} | {9: 1.0}
+    patient = _patient_with_days(jobs_db, services, days)
+    # The first run's alert, raised while it went on (still open: nobody acknowledged it).
+    first_run = {NOW.date() - timedelta(days=n): 0.0 for n in range(10, 21)}
+    services.alerts.raise_once(low_adherence(patient.id, first_run, NOW.date() - timedelta(days=9)))
+    _runs(jobs_db, settings, clock, traveller, 2)  # (a day begins in the second: the rule is judged)
+    keys = sorted(a["period_key"] for a in jobs_db.alerts.find({"kind": "low_adherence", "patient_id": patient.id}))
+    # The run in progress, from after the good day, is an alert of its own.
+    assert keys == [(NOW.date() - timedelta(days=20)).isoformat(), (NOW.date() - timedelta(days=8)).isoformat()]
