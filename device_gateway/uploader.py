@@ -8,9 +8,10 @@ see ``device_gateway/clock.py``).
 Per item: ``created`` or ``duplicate`` → the record leaves the queue, whatever its flags (a record the server
 holds back from the figures is stored all the same: nothing is dead-lettered for its content);
 ``rejected`` (only a record with no identity to be stored under, a gateway fault) → dead-letter with the
-server's reason, never retried. An item the response does not mention stays queued. A batch refused as a
-whole (400/403/413/422) is split in halves until the culprit is alone, and the culprit is dead-lettered
-with the server's detail. Dead letters are reported to the server (``/gateway/dead-letters``) once the queue
+server's reason, never retried. An item the response does not mention stays queued. A batch the API refuses
+as a whole (400/403/413/422 in its problem details) is split in halves until the culprit is alone, and the
+culprit is dead-lettered with the server's detail; the same statuses without problem details (a proxy, a
+firewall, a captive portal in front of the API) are about the request, not a record: retried with backoff. Dead letters are reported to the server (``/gateway/dead-letters``) once the queue
 is empty, and can be listed and put back in the queue with ``device-gateway dead-letters``. 5xx, 429 and network errors keep everything
 queued and back off: exponential with full jitter (1 s start, 5 min cap), never sooner than the
 server's ``Retry-After``. Sleep is injectable so tests never sleep; by default a wait ends early on ``stop``.
@@ -115,6 +116,11 @@ def item_results(body: object) -> list[dict]:
     ]
 
 
+def _from_the_api(response: httpx.Response) -> bool:
+    """Whether an error answer is the API's own (problem details), not a proxy's or a firewall's page."""
+    return response.headers.get("Content-Type", "").split(";")[0].strip() == "application/problem+json"
+
+
 def _problem_detail(response: httpx.Response) -> str:
     try:
         body = response.json()
@@ -180,6 +186,12 @@ class Uploader:
             self._note_clock(body)
             return self._apply_syncs(syncs, body) + self._apply_results(batch, results)
         if status in _BATCH_CLIENT_ERRORS:
+            if status != 413 and not _from_the_api(response):
+                # Not the API's answer about these records (every error of the API is problem details): a
+                # proxy, firewall or captive portal refusing the request as a whole. Splitting would end with
+                # every record dead-lettered; waiting loses nothing.
+                raise RetryLater(f"HTTP {status} without the API's problem details (something in front of it "
+                                 "refused the request)", parse_retry_after(response.headers.get("Retry-After")))
             return self._split(batch, syncs, status, _problem_detail(response))
         raise RetryLater(f"HTTP {status}", parse_retry_after(response.headers.get("Retry-After")))
 

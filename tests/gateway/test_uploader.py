@@ -208,6 +208,20 @@ def test_batch_refused_as_a_whole_is_split_until_only_the_culprit_is_dead_letter
     assert set(stub.stored) == {rid(n) for n in range(1, 11)} - {rid(6)}
 
 
+def test_a_refusal_from_in_front_of_the_api_keeps_every_record_queued(stub, buffer, make_uploader):
+    fill(buffer, 12)
+    # A firewall or proxy blocking this home for a while: an HTML page, not the API's problem details.
+    stub.answer_hook = lambda records: (403, {"Content-Type": "text/html"}, b"<html>Access denied</html>")
+    uploader, sleeps = make_uploader()
+
+    uploader.drain(max_failures=3)
+
+    assert buffer.pending_count() == 12 and buffer.dead_letters() == [] and len(sleeps) == 2
+    stub.answer_hook = None  # it lets the home through again
+    uploader.drain()
+    assert buffer.pending_count() == 0 and len(stub.stored) == 12
+
+
 def test_expired_token_is_renewed_once_and_the_upload_continues(stub, buffer, make_uploader):
     fill(buffer, 2)
     uploader, _ = make_uploader()

@@ -83,7 +83,9 @@ class ContractStub:
                     self.send_header(name, value)
                 server_now = datetime.now(UTC) + stub.server_time_offset
                 self.send_header("X-Server-Time", server_now.isoformat(timespec="milliseconds"))
-                self.send_header("Content-Type", "application/json")
+                if "Content-Type" not in headers:  # the API answers every error in problem details
+                    self.send_header("Content-Type", "application/problem+json" if status >= 400 and
+                                     isinstance(body, dict) else "application/json")
                 self.send_header("Content-Length", str(len(raw)))
                 self.end_headers()
                 self.wfile.write(raw)
