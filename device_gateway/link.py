@@ -70,6 +70,13 @@ class LinkLost(Exception):
     """The connection ended before the transfer summary arrived."""
 
 
+class SequenceWentBack(Exception):
+    """The unit's highest sequence number is below the highest this gateway stored from it: its counter
+    restarted (reflashed, replaced under the same serial, or wrapped). Its records would take ids already
+    used, so nothing is read or acknowledged: the unit keeps them, and the error is in the unit's status,
+    which the server shows, until someone looks."""
+
+
 class LocalBufferFull(Exception):
     """The buffer refused records; the unit keeps them until uploads free space."""
 
@@ -213,6 +220,11 @@ class GatewayLink:
                     result.errors.append(str(exc))
                     status.last_error = str(exc)
                     break
+                except SequenceWentBack as exc:  # waiting cannot fix it: said once a cycle, in the unit's status
+                    logger.error("unit %s: %s", unit.serial, exc)
+                    result.errors.append(str(exc))
+                    status.last_error = f"sequence went back: {exc}"
+                    break
                 except BufferDamaged:
                     raise
                 except Exception as exc:  # one misbehaving unit (or a full disk) must not stop the gateway
@@ -310,6 +322,10 @@ class GatewayLink:
             raise LinkLost(f"unreadable transfer summary ({type(exc).__name__})") from None
         if not isinstance(summary, TransferSummary):
             raise LinkLost("session-record characteristic did not return a transfer summary")
+        if summary.highest_seq < last_stored:
+            raise SequenceWentBack(
+                f"its highest sequence number ({summary.highest_seq}) is below the highest already stored from it "
+                f"({last_stored}): its counter restarted; nothing is read or acknowledged, the unit keeps its records")
         window = TransferWindow.start(last_stored, summary.highest_seq, summary.records_stored)
         if window.expected > last_stored + 1:
             if last_stored:
@@ -373,9 +389,10 @@ class GatewayLink:
             if summary is not None:
                 if not window.is_complete(summary.highest_seq):
                     raise LinkLost(f"transfer ended before sequence {summary.highest_seq}; resuming")
-                if window.expected - 1 > acked:
+                done = min(window.expected - 1, summary.highest_seq)  # never past what the unit holds
+                if done > acked:
                     await client.write_gatt_char(
-                        profile.CONTROL_CHAR_UUID, profile.ack_up_to(window.expected - 1), response=True
+                        profile.CONTROL_CHAR_UUID, profile.ack_up_to(done), response=True
                     )
                 return
 

@@ -184,6 +184,27 @@ def test_second_run_pulls_only_new_records(system_bus, buffer):
     assert [arg for op, arg in unit.commands if op is ControlOp.SEND_FROM] == [1, 5]
 
 
+def test_a_unit_whose_sequence_restarted_keeps_its_records_and_says_why(system_bus, buffer):
+    unit = FakeTensUnit.with_history(*UNIT_A, count=5)
+    link = make_link(buffer, [unit.serial])
+
+    before_reset = []
+
+    async def scenario(fake):
+        await link.run_once(scan_timeout_s=5)  # stores 1..5, acknowledges them
+        before_reset.append(len(unit.commands))
+        unit.highest_seq = 0  # reflashed, or replaced under the same serial: its counter starts again
+        unit.record_sessions(3)  # three new sessions, numbered 1..3
+        return await link.run_once(scan_timeout_s=5)
+
+    results = run_with_units([unit], scenario)
+
+    assert [r.seq for r in unit.records] == [1, 2, 3]  # not acknowledged: the unit keeps them
+    assert [op for op, _ in unit.commands[before_reset[0]:]] == []  # neither asked to send nor to free
+    assert stored_seqs(buffer, unit.serial) == [1, 2, 3, 4, 5] and not results[0].completed
+    assert "counter restarted" in link.statuses[unit.serial].last_error  # reported with the unit's status
+
+
 def test_unit_that_leaves_range_is_retried_then_given_up_without_stopping_the_gateway(system_bus, buffer):
     unit = FakeTensUnit.with_history(*UNIT_A, count=3)
     link = make_link(buffer, [unit.serial], max_attempts=2, connect_timeout_s=2)
