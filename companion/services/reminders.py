@@ -281,6 +281,7 @@ class ReminderService:
                 revivals.append(doc)
         stale = [o["_id"] for o in self.occurrences.pending_from(patient_id, max(start_utc, current), end_utc)
                  if o["_id"] not in wanted]
+        stale = list(dict.fromkeys(stale + self._open_unwanted(patient_id, reminders, history, kept, current)))
         new = [doc for key, doc in wanted.items() if key not in existing]
         writes = len(moves) + len(revivals) + len(stale) + len(new)
         if not writes:
@@ -297,6 +298,21 @@ class ReminderService:
             added = self.occurrences.insert_new([{**doc, "seq": seq + n} for n, doc in enumerate(new)])
         self.today.touch([patient_id])
         return added, _basis(patient, reminders)
+
+    def _open_unwanted(self, patient_id: str, reminders: list[dict], history, kept: dict, current: datetime
+                       ) -> list[str]:
+        """The patient's occurrences open now (due, their completion window not closed) that their reminders no
+        longer produce (a reminder stopped, or its time changed, while its occurrence was open): cancelled with
+        the future ones, so that no nudge follows and no missed-session alert is raised for what the patient or
+        their care team called off."""
+        open_now = list(self.occurrences.open_for(patient_id, current))
+        if not open_now:
+            return []
+        first = min(o["due_at"] for o in open_now)
+        still = set(kept) | {slot.occurrence_id for reminder in reminders
+                             for slot in slots_for(reminder, history, max(first, reminder["created_at"]),
+                                                   current + timedelta(microseconds=1))}
+        return [o["_id"] for o in open_now if o["_id"] not in still]
 
     def refresh_future(self, patient_id: str) -> int:
         """Recompute the patient's pending future occurrences (after a schedule or time-zone change)."""

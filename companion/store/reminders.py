@@ -181,6 +181,11 @@ class Occurrences(feeds.SyncedCollection):
         return self.col.find({"status": "pending", "window_ends_at": {"$gt": at}, "due_at": {"$lte": at}}
                              ).sort("due_at", ASCENDING)
 
+    def open_for(self, patient_id: str, at: datetime) -> list[dict]:
+        """The patient's pending occurrences already due whose completion window is still open at ``at``."""
+        return list(self.col.find({"patient_id": patient_id, "status": "pending", "window_ends_at": {"$gt": at},
+                                   "due_at": {"$lte": at}}).limit(MAX_OCCURRENCES))
+
     def closed_at(self, at: datetime, limit: int) -> list[dict]:
         """Pending occurrences whose completion window had closed by ``at``."""
         return list(self.col.find({"status": "pending", "window_ends_at": {"$lte": at}})

@@ -8,8 +8,18 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from companion.jobs.worker import Worker
-from tests.scheduler.helpers import daily_reminder, link_caregiver, make_person, own, phone, services_on
+from tests.scheduler.helpers import (
+    daily_reminder,
+    link_caregiver,
+    make_person,
+    own,
+    phone,
+    run_minute,
+    services_on,
+)
 
 T10 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
@@ -192,3 +202,35 @@ def test_two_slots_the_spring_forward_gap_makes_due_at_once_share_one_push_and_b
     assert jobs_db.reminder_occurrences.find_one({"_id": pair[1]["_id"]})["status"] == "missed"
     assert len(emulator.delivered_to(token)) == 1  # the shared push reminded of both: no missed summary
     assert services.reminders.record_outcome(own(patient.id), pair[1]["_id"], "done", None)["status"] == "done"
+
+
+@pytest.mark.parametrize("change", ["stopped", "moved to the evening"])
+def test_a_reminder_called_off_while_its_occurrence_is_open_nudges_no_more_and_alerts_nobody(
+        jobs_db, settings, clock, traveller, sender, emulator, change):
+    patient = make_person(jobs_db, "patient", "Europe/Berlin")
+    token = phone(jobs_db, patient)
+    caregiver = link_caregiver(jobs_db, patient, ["missed_session"])
+    caregiver_token = phone(jobs_db, caregiver)
+    start = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # 10:00 in Berlin
+    traveller.move_to(start)
+    reminder = daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02", repeat={"count": 3, "every_min": 10})
+    run_minute(jobs_db, settings, clock, sender)  # the 10:00 push
+    traveller.move_to(start + timedelta(minutes=5))  # the patient (or their clinician) calls it off
+    services = services_on(jobs_db, settings, clock, sender)
+    if change == "stopped":
+        services.reminders.stop(patient.id, reminder["_id"])
+    else:
+        services.reminders.update(patient.id, reminder["_id"], {"schedule": {"type": "weekly", "times": ["18:00"]}})
+    for minutes in (10, 20, 30, 61, 95, 131):
+        traveller.move_to(start + timedelta(minutes=minutes))
+        run_minute(jobs_db, settings, clock, sender)
+        services = services_on(jobs_db, settings, clock, sender)
+        services.reminder_dispatch.mark_missed()
+        services.alerts.evaluate()
+        services.push.send_due(owner="test-worker")
+    assert [d.body["message"]["data"]["kind"] for d in emulator.delivered_to(token)] == ["therapy_reminder"]
+    morning = jobs_db.reminder_occurrences.find_one({"reminder_id": reminder["_id"], "local_time": "10:00",
+                                                      "local_date": "2026-03-02"})
+    assert morning["status"] == "cancelled"
+    assert jobs_db.alerts.count_documents({}) == 0 and emulator.delivered_to(caregiver_token) == []
+
