@@ -55,7 +55,8 @@ class AlertFactsSchema(Schema):
 
 class ResolutionFactsSchema(Schema):
     code = fields.String(metadata={"enum": [r.value for r in Resolution], "description": "what later data showed: "
-                                   "unit_heard_again, adherence_reached, session_found, ratings_changed"})
+                                   "unit_heard_again, adherence_reached, session_found, ratings_changed, "
+                                   "outcome_recorded (the reminder was recorded done or skipped after the alert)"})
     at = fields.Function(lambda r: _iso(r.get("at")), metadata={
         "type": "string", "format": "date-time", "nullable": True,
         "description": "the instant the reason names (ISO 8601, UTC): when the unit was heard again, when the "

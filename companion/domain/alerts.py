@@ -118,6 +118,7 @@ class Resolution(StrEnum):
     ADHERENCE_REACHED = "adherence_reached"
     SESSION_FOUND = "session_found"
     RATINGS_CHANGED = "ratings_changed"
+    OUTCOME_RECORDED = "outcome_recorded"
 
 
 # The same reasons in the reader's language; ``{when}`` is the resolution's ``at`` on the reader's clock.
@@ -127,6 +128,7 @@ RESOLUTION_MESSAGES: Mapping[Resolution, str] = {
     Resolution.SESSION_FOUND: N_("Resolved: a TENS session that started at {when} arrived later, so the session "
                                  "was done."),
     Resolution.RATINGS_CHANGED: N_("Resolved: the pain ratings that made this a flare were changed or removed."),
+    Resolution.OUTCOME_RECORDED: N_("Resolved: the reminder was then recorded as done or skipped."),
 }
 
 
@@ -271,8 +273,11 @@ def low_adherence_continues(
     return bool(planned) and all(p < LOW_ADHERENCE for p in planned)
 
 
+EARLY_SESSION = timedelta(hours=1)  # a session that started up to this long before a reminder was due counts for it
+
+
 def session_during(
-    occurrence: ReminderOccurrence, session_starts: Sequence[datetime], early: timedelta = timedelta(hours=1)
+    occurrence: ReminderOccurrence, session_starts: Sequence[datetime], early: timedelta = EARLY_SESSION
 ) -> datetime | None:
     """The first TENS session that started while a reminder was open (from ``early`` before it was due to the
     end of its completion window), or None: a session there means the reminder was in fact done."""

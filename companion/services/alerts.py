@@ -36,6 +36,7 @@ from companion.domain.access import ALERT_RESOLVED, Grant, visible_alert_kinds
 from companion.domain.alerts import (
     ALERT_KINDS,
     ALERT_MESSAGES,
+    EARLY_SESSION,
     RESOLUTION_MESSAGES,
     AlertCandidate,
     AlertKind,
@@ -73,6 +74,7 @@ SILENT_LOOKBACK = timedelta(days=8)  # units silent for longer were alerted abou
 FLARE_HISTORY = timedelta(days=14)
 LOW_ADHERENCE_LOOKBACK = timedelta(days=30)  # the snapshots the low-adherence rule reads, before today
 # The alerts late data may end (judged again for the days it touched).
+RECORDED = ("done", "skipped")  # an occurrence's outcomes the patient records
 RECONSIDERED = (AlertKind.LOW_ADHERENCE.value, AlertKind.MISSED_TENS.value, AlertKind.PAIN_FLARE.value)
 
 
@@ -375,10 +377,35 @@ class AlertService:
                     alert.get("period_key") or alert["dedup_key"].rsplit(":", 1)[1]) in days:
                 self._reconsider_flare(patient, alert)
 
+    def outcome_recorded(self, patient_id: str, occurrence: dict) -> None:
+        """The patient recorded an occurrence done or skipped (companion.services.reminders): a missed-session
+        alert raised for it meanwhile no longer holds (a skip is the patient's own decision and does not alert),
+        and its caregiver pushes still waiting (quiet hours) are withdrawn."""
+        if occurrence.get("kind") != "tens" or occurrence.get("status") not in RECORDED:
+            return
+        for alert in self.stores.alerts.unresolved([patient_id], (AlertKind.MISSED_TENS.value,)):
+            if (alert.get("period_key") or alert["dedup_key"].rsplit(":", 1)[1]) == occurrence["_id"]:
+                self._resolve_recorded(alert, occurrence)
+
+    def _resolve_recorded(self, alert: dict, occurrence: dict) -> None:
+        self.resolve(alert, f"the reminder was recorded as {occurrence['status']} after the alert",
+                     Resolution.OUTCOME_RECORDED, occurrence.get("status_at"))
+
     def _reconsider_missed(self, patient: Account, alert: dict, days: set[date]) -> None:
         occurrence_id = alert.get("period_key") or alert["dedup_key"].rsplit(":", 1)[1]
         occurrence = self.stores.occurrences.get(patient.id, occurrence_id)
-        if occurrence is None or date.fromisoformat(occurrence["local_date"]) not in days:
+        if occurrence is None:
+            return
+        if occurrence.get("status") in RECORDED:  # (a crash between the outcome and its resolution)
+            self._resolve_recorded(alert, occurrence)
+            return
+        # A session counts from an hour before the reminder was due to the end of its window, which can cross
+        # midnight: the alert is looked at again when any local day of that span was recomputed.
+        history = patient.zone_history()
+        span = {date.fromisoformat(occurrence["local_date"])} | {
+            moment.astimezone(history.zone_at(moment)).date()
+            for moment in (occurrence["due_at"] - EARLY_SESSION, occurrence["window_ends_at"])}
+        if not span & days:
             return
         sessions = self.stores.session_records.for_patient(
             patient.id, occurrence["due_at"] - timedelta(hours=2), occurrence["window_ends_at"] + timedelta(minutes=1),

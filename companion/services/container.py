@@ -156,7 +156,8 @@ class Services:
 
     @cached_property
     def reminders(self) -> ReminderService:
-        return ReminderService(self.stores, self.clock, changes=self.changes, touched=self.touched_days)
+        return ReminderService(self.stores, self.clock, changes=self.changes, touched=self.touched_days,
+                               on_outcome=self.alerts.outcome_recorded)
 
     @cached_property
     def plans(self) -> Plans:

@@ -29,6 +29,7 @@ Edges, decided here:
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 
 from companion.clock import Clock, now
@@ -116,7 +117,7 @@ def mark_closed_missed(occurrences: Occurrences, changes: Changes, closed: list[
 
 class ReminderService:
     def __init__(self, stores: Stores, clock: Clock = now, *, changes: Changes | None = None,
-                 touched: TouchedDays | None = None):
+                 touched: TouchedDays | None = None, on_outcome: Callable[[str, dict], None] | None = None):
         self.users = stores.users
         self.reminders = stores.reminders
         self.occurrences = stores.occurrences
@@ -124,6 +125,7 @@ class ReminderService:
         self.clock = clock
         self.changes = changes or Changes(stores, clock)
         self.touched = touched
+        self.on_outcome = on_outcome  # told of every outcome recorded (the alerts it settles: AlertService)
 
     def _patient(self, patient_id: str) -> Account:
         patient = self.users.by_id(patient_id)
@@ -384,11 +386,14 @@ class ReminderService:
         return _visible(grant, [updated])[0]
 
     def _outcome_recorded(self, patient_id: str, occurrence: dict) -> None:
-        """What follows an outcome: a dose taken (or a session ticked off) changes that day's figures."""
+        """What follows an outcome: a dose taken (or a session ticked off) changes that day's figures, and an
+        alert raised for the occurrence meanwhile may no longer hold."""
         if self.touched is not None:
             self.touched.dates(patient_id, {date.fromisoformat(occurrence["local_date"])}, "reminder_outcome")
         else:  # (TouchedDays changes the patient's today itself)
             self.today.touch([patient_id])
+        if self.on_outcome is not None:
+            self.on_outcome(patient_id, occurrence)
 
     def snooze(self, grant: Grant, key: str, minutes: int) -> dict:
         """Remind again in `minutes`, counted from the due time if it has not come yet (never past the end

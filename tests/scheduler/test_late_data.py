@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+import pytest
+
 from companion.api.ingestion import SessionRecordSchema
 from companion.domain.access import Grant, Relationship
 from tests.scheduler.helpers import (
     daily_reminder,
     link_caregiver,
     make_person,
+    own,
     phone,
     run_minute,
     services_on,
@@ -164,3 +167,55 @@ def test_a_silent_unit_heard_from_again_ends_its_alert(jobs_db, settings, clock,
     assert alert["resolved_at"] is not None and "heard from again" in alert["resolved_reason"]
     assert alert["resolution"] == {"code": "unit_heard_again", "at": T10 + timedelta(hours=25)}
     assert services.alerts.review_list(patient.id, open_only=True) == []
+
+
+def _alert_then(jobs_db, settings, clock, traveller, sender, due: datetime, window_min: int):
+    """A patient with a reminder due at ``due`` (UTC, their zone), its missed-session alert raised at the end of
+    its window plus their 30-minute delay, held for their caregiver (quiet hours): (patient, alert, queued push,
+    the caregiver's phone)."""
+    patient = make_person(jobs_db, "patient", caregiver_alert_delay_min=30)
+    daily_reminder(jobs_db, patient, [due.strftime("%H:%M")], due.date().isoformat(), window_min=window_min)
+    quiet = {"start": (due + timedelta(minutes=window_min + 15)).strftime("%H:%M"),
+             "end": (due + timedelta(minutes=window_min + 600)).strftime("%H:%M")}
+    caregiver = link_caregiver(jobs_db, patient, ["missed_session"], quiet_hours=quiet)
+    token = phone(jobs_db, caregiver)
+    for at in (due, due + timedelta(minutes=window_min + 31)):
+        traveller.move_to(at)
+        run_minute(jobs_db, settings, clock, sender)
+        services_on(jobs_db, settings, clock, sender).alerts.evaluate()
+    [alert] = list(jobs_db.alerts.find({"patient_id": patient.id}))
+    [queued] = list(jobs_db.push_outbox.find({"source_key": f"alert:{alert['_id']}"}))
+    assert queued["state"] == "scheduled"
+    return patient, alert, queued, token
+
+
+def test_a_late_session_past_midnight_resolves_the_evening_reminders_alert(jobs_db, settings, clock, traveller,
+                                                                            sender, emulator):
+    due = datetime(2026, 3, 2, 23, 30, tzinfo=UTC)  # an evening reminder, a 60-minute window
+    patient, alert, queued, token = _alert_then(jobs_db, settings, clock, traveller, sender, due, 60)
+    traveller.move_to(due + timedelta(hours=4))  # the hub uploads a session begun at 00:05, the next local day
+    services = services_on(jobs_db, settings, clock, sender)
+    serial = _bound(jobs_db, services, patient)
+    _upload(services, patient, serial, due + timedelta(minutes=35))
+    services.adherence_job.run()
+    resolved = jobs_db.alerts.find_one({"_id": alert["_id"]})
+    assert resolved["resolution"] == {"code": "session_found", "at": due + timedelta(minutes=35)}
+    assert jobs_db.push_outbox.find_one({"_id": queued["_id"]})["state"] == "withdrawn"
+
+
+@pytest.mark.parametrize("outcome", ["skipped", "done"])
+def test_an_outcome_recorded_after_the_alert_resolves_it_and_withdraws_the_held_push(
+        jobs_db, settings, clock, traveller, sender, emulator, outcome):
+    patient, alert, queued, token = _alert_then(jobs_db, settings, clock, traveller, sender, T10, 30)
+    traveller.move_to(T10 + timedelta(minutes=40))  # the patient says what happened (a skip does not alert)
+    services = services_on(jobs_db, settings, clock, sender)
+    occurrence = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "due_at": T10})
+    services.reminders.record_outcome(own(patient.id), occurrence["_id"], outcome, None,
+                                      at=T10 + timedelta(minutes=10))
+    resolved = jobs_db.alerts.find_one({"_id": alert["_id"]})
+    assert resolved["resolution"] == {"code": "outcome_recorded", "at": T10 + timedelta(minutes=10)}
+    assert jobs_db.push_outbox.find_one({"_id": queued["_id"]})["state"] == "withdrawn"
+    traveller.move_to(T10 + timedelta(hours=14))
+    services.push.send_due(owner="test-worker")
+    assert emulator.delivered_to(token) == []
+
