@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 from companion.clock import Clock, now
 from companion.domain.notifications import reminder_kind
+from companion.domain.quiet_hours import next_allowed
 from companion.domain.schedules import ReminderOccurrence, Repeats, nudge_times
 from companion.services.item_failures import ItemFailures
 from companion.services.reminders import mark_closed_missed
@@ -222,7 +223,9 @@ class ReminderDispatch:
         sent_for = _existing(outbox, [(key, o) for o in newly_missed for key in reminding_keys(o)])
         unreminded: dict[str, dict] = {}
         for occurrence in newly_missed:
-            if not any(key in sent_for for key in reminding_keys(occurrence)):
+            # (One whose first push quiet hours held past its window was meant to go unreminded, not missed.)
+            held_all_along = (occurrence.get("notify_at") or occurrence["due_at"]) >= occurrence["window_ends_at"]
+            if not held_all_along and not any(key in sent_for for key in reminding_keys(occurrence)):
                 unreminded.setdefault(occurrence["patient_id"], occurrence)
         failures = ItemFailures("reminders-missed")
         for patient_id, occurrence in unreminded.items():
@@ -234,10 +237,13 @@ class ReminderDispatch:
         return result
 
     def _summary(self, patient_id: str, occurrence: dict, now: datetime) -> bool:
-        local_day = now.astimezone(ZoneInfo(occurrence["zone"])).date().isoformat()
+        zone = ZoneInfo(occurrence["zone"])
+        local_day = now.astimezone(zone).date().isoformat()
+        patient = self.stores.users.by_id(patient_id)
+        send_at = next_allowed(now, zone, patient.quiet_hours if patient else None)  # not in their quiet hours
         _, created = self.stores.outbox.schedule(source_key=f"missed-summary:{patient_id}:{local_day}",
                                                  recipient_user_id=patient_id, patient_id=patient_id,
-                                                 kind=MISSED_SUMMARY_KIND, send_at=now)
+                                                 kind=MISSED_SUMMARY_KIND, send_at=send_at)
         return created
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import random
 import threading
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 import pytest
 
+from companion.domain.quiet_hours import QuietHours
 from companion.notify.push import PushSender, TransportRetry
 from companion.store.outbox import Outbox
 from tests.scheduler.helpers import daily_reminder, make_person, own, phone, run_minute, services_on
@@ -174,8 +175,8 @@ def test_503_burst_is_retried_and_the_reminder_arrives(jobs_db, settings, clock,
 
 def _three_reminders(db, start_date="2026-03-02"):
     patient, token = _one_patient_with_phone(db)
-    for time in ("10:00", "10:03", "10:06"):
-        daily_reminder(db, patient, [time], start_date)
+    for at in ("10:00", "10:03", "10:06"):
+        daily_reminder(db, patient, [at], start_date)
     return patient, token
 
 
@@ -217,3 +218,34 @@ def test_worker_down_two_hours_sends_nothing_late_marks_missed_and_one_summary(
     missed = jobs_db.reminder_occurrences.count_documents({"patient_id": patient.id, "status": "missed",
                                                            "local_date": "2026-03-02"})
     assert missed == 3
+
+
+def test_a_reminder_quiet_hours_hold_past_its_window_brings_no_update_push_at_night(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    traveller.move_to(datetime(2026, 3, 2, 12, 0, tzinfo=UTC))
+    patient = make_person(jobs_db, "patient", "Europe/Berlin")
+    services_on(jobs_db, settings, clock, sender).stores.users.update_profile(
+        patient.id, version=0, quiet_hours=QuietHours(time(22, 0), time(7, 0)))
+    token = phone(jobs_db, patient)
+    daily_reminder(jobs_db, patient, ["23:00"], "2026-03-02", kind="medication")  # inside their quiet hours
+    start = datetime(2026, 3, 2, 22, 0, tzinfo=UTC)  # 23:00 in Berlin
+    for minutes in range(0, 100, 5):
+        traveller.move_to(start + timedelta(minutes=minutes))
+        run_minute(jobs_db, settings, clock, sender)
+        services_on(jobs_db, settings, clock, sender).reminder_dispatch.mark_missed()
+    assert jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "local_date": "2026-03-02"})[
+        "status"] == "missed"
+    assert emulator.delivered_to(token) == [] and jobs_db.push_outbox.count_documents({}) == 0
+
+
+def test_the_summary_after_an_outage_waits_for_the_end_of_quiet_hours(jobs_db, settings, clock, traveller, sender):
+    patient, _ = _three_reminders(jobs_db)
+    services_on(jobs_db, settings, clock, sender).stores.users.update_profile(
+        patient.id, version=0, quiet_hours=QuietHours(time(11, 30), time(13, 0)))
+    traveller.move_to(datetime(2026, 3, 2, 9, 59, tzinfo=UTC))
+    run_minute(jobs_db, settings, clock, sender)
+    traveller.move_to(datetime(2026, 3, 2, 11, 59, tzinfo=UTC))  # back after two hours, inside quiet hours
+    _restart_and_catch_up(jobs_db, settings, clock, sender)
+    [summary] = list(jobs_db.push_outbox.find({"source_key": {"$regex": "^missed-summary:"}}))
+    assert summary["not_before"] >= datetime(2026, 3, 2, 13, 0, tzinfo=UTC)
+
