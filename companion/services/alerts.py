@@ -60,7 +60,7 @@ from companion.domain.people import Account
 from companion.domain.schedules import nudge_times
 from companion.i18n import Reader
 from companion.services.item_failures import ItemFailures
-from companion.services.reminder_dispatch import as_domain_occurrence, repeats_of
+from companion.services.reminder_dispatch import as_domain_occurrence, planned_pushes, repeats_of
 from companion.settings import Settings
 from companion.store.stores import Stores
 
@@ -229,7 +229,11 @@ class AlertService:
 
         def judge(occurrence: dict) -> AlertCandidate | None:
             domain_occurrence = as_domain_occurrence(occurrence)
-            last = nudge_times(domain_occurrence, repeats_of(reminders.get(occurrence["reminder_id"])))[-1]
+            reminder = reminders.get(occurrence["reminder_id"])
+            # The last push the patient was to get: the last nudge, or later if their quiet hours held the first
+            # push back or they snoozed it (the delay runs from the reminder they actually had).
+            last = max([nudge_times(domain_occurrence, repeats_of(reminder))[-1]]
+                       + [p.send_at for p in planned_pushes(occurrence, reminder)])
             done = session_during(domain_occurrence, starts.get(occurrence["patient_id"], [])) is not None
             return missed_tens_session(occurrence["patient_id"], domain_occurrence, last, done, now,
                                        delays.get(occurrence["patient_id"], default_delay))

@@ -3,8 +3,11 @@ patient's delay, respecting quiet hours; device troubles also reach the patient.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
+import pytest
+
+from companion.domain.quiet_hours import QuietHours
 from tests.scheduler.helpers import (
     daily_reminder,
     link_caregiver,
@@ -205,3 +208,26 @@ def test_three_low_adherence_days_raise_one_alert_for_the_run(jobs_db, settings,
     (alert,) = jobs_db.alerts.find({"patient_id": patient.id})
     assert alert["kind"] == "low_adherence"
     assert alert["dedup_key"].endswith(":2026-03-02")
+
+
+@pytest.mark.parametrize("held", ["snoozed", "quiet hours"])
+def test_the_missed_session_delay_runs_from_the_last_reminder_the_patient_actually_had(
+        jobs_db, settings, clock, traveller, sender, held):
+    due = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+    traveller.move_to(due - timedelta(hours=3))
+    patient = make_person(jobs_db, "patient")  # a 60-minute delay before their caregiver is alerted
+    link_caregiver(jobs_db, patient, ["missed_session"])
+    services = services_on(jobs_db, settings, clock, sender)
+    if held == "quiet hours":  # the first push waits for 08:30
+        services.stores.users.update_profile(patient.id, version=0, quiet_hours=QuietHours(time(22, 0), time(8, 30)))
+    daily_reminder(jobs_db, patient, ["08:00"], "2026-03-02", window_min=120)
+    occurrence = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "due_at": due})
+    last_push = due + timedelta(minutes=30)
+    if held == "snoozed":
+        traveller.move_to(due + timedelta(minutes=5))
+        services_on(jobs_db, settings, clock, sender).reminders.snooze(own(patient.id), occurrence["_id"], 25)
+    for minutes, alerted in ((61, False), (89, False), (last_push - due + timedelta(minutes=61), True)):
+        traveller.move_to(due + (minutes if isinstance(minutes, timedelta) else timedelta(minutes=minutes)))
+        services_on(jobs_db, settings, clock, sender).alerts.evaluate()
+        assert (jobs_db.alerts.count_documents({"patient_id": patient.id}) == 1) is alerted, minutes
+
