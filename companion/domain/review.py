@@ -7,7 +7,7 @@ Plain Python over plain values (dicts as stored, dates, datetimes); no database,
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -120,20 +120,27 @@ class TensDay:
     target_minutes: int | None = None
 
 
-def tens_by_day(sessions: Iterable[dict], plans: list[dict], zone: str, first: date, last: date) -> list[TensDay]:
+def tens_by_day(sessions: Iterable[dict], plans: list[dict], zone: str, first: date, last: date,
+                zone_at: Callable[[datetime], ZoneInfo] | None = None) -> list[TensDay]:
     """Minutes and sessions per local day from `first` to `last`, each with the plan's target. Sessions held
-    back from the figures count nothing; one that overlaps another counts only its own minutes."""
+    back from the figures count nothing; one that overlaps another counts only its own minutes. ``zone_at``:
+    the patient's zone at an instant (their history of moves), so that each session counts on the local day it
+    was in where it happened, as the adherence days do; without it, every day is in ``zone``."""
+    def zone_of(moment: datetime) -> ZoneInfo:
+        return zone_at(moment) if zone_at is not None else ZoneInfo(zone)
+
     days = {first + timedelta(days=i): TensDay(first + timedelta(days=i)) for i in range((last - first).days + 1)}
     for session in sessions:
         if session.get("held"):
             continue
-        day = days.get(local_date(session["started_at"], zone))
+        day = days.get(session["started_at"].astimezone(zone_of(session["started_at"])).date())
         if day is not None:
             day.minutes += counted_minutes(session)
             day.sessions += counts_as_session(session)
     for day in days.values():
         day.minutes = round(day.minutes, 1)
-        day.target_minutes = tens_target_minutes(plan_on(plans, day.date, zone), day.date)
+        day_end = datetime.combine(day.date + timedelta(days=1), datetime.min.time(), ZoneInfo("UTC"))
+        day.target_minutes = tens_target_minutes(plan_on(plans, day.date, zone_of(day_end).key), day.date)
     return list(days.values())
 
 

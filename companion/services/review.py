@@ -71,7 +71,8 @@ class PatientReview:
                                                        self.rows, newest_first=False)
 
     def tens(self, days: int) -> list[rules.TensDay]:
-        return rules.tens_by_day(self.sessions(days), self.plans(), self.zone, self.first_day(days), self.today)
+        return rules.tens_by_day(self.sessions(days), self.plans(), self.zone, self.first_day(days), self.today,
+                                 zone_at=self.patient.zone_history().zone_at)
 
     def session_times(self, days: int) -> dict:
         """How sure the period's session times are: how many are exact, corrected and estimated, the ones that

@@ -4,12 +4,16 @@ the reason, their unsent notifications withdrawn, nothing new pushed."""
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
 from companion.api.ingestion import SessionRecordSchema
 from companion.domain.access import Grant, Relationship
+from companion.services.exports import patient_csv
+from companion.services.review import PatientReview
 from tests.scheduler.helpers import (
     daily_reminder,
     link_caregiver,
@@ -218,4 +222,23 @@ def test_an_outcome_recorded_after_the_alert_resolves_it_and_withdraws_the_held_
     traveller.move_to(T10 + timedelta(hours=14))
     services.push.send_due(owner="test-worker")
     assert emulator.delivered_to(token) == []
+
+
+def test_a_moved_patients_days_in_the_review_and_csv_are_the_days_of_their_adherence(jobs_db, settings, clock,
+                                                                                       traveller):
+    services = services_on(jobs_db, settings, clock)
+    patient = make_person(jobs_db, "patient", "America/New_York")
+    services.plans.prescribe(patient.id, PLAN, created_by="clinician", at=datetime(2026, 2, 1, tzinfo=UTC))
+    serial = _bound(jobs_db, services, patient)
+    traveller.move_to(datetime(2026, 3, 3, 2, 0, tzinfo=UTC))
+    _upload(services, patient, serial, datetime(2026, 3, 3, 1, 0, tzinfo=UTC), minutes=60)  # 20:00 on 2 March there
+    services.adherence_job.run()
+    traveller.move_to(datetime(2026, 3, 4, 12, 0, tzinfo=UTC))
+    services.profiles.update(patient.id, {"time_zone": "Europe/London"})  # then they moved
+    services.adherence_job.run()
+    review = PatientReview(services.stores, services.stores.users.by_id(patient.id), at=clock())
+    rows = {r["date"]: r for r in csv.DictReader(io.StringIO(patient_csv(review, 4)[1:]))}
+    assert (rows["2026-03-02"]["tens_minutes"], rows["2026-03-02"]["tens_sessions"]) == ("60", "1")
+    assert (rows["2026-03-03"]["tens_minutes"], rows["2026-03-03"]["tens_sessions"]) == ("0", "0")
+    assert jobs_db.adherence_days.find_one({"_id": f"{patient.id}:2026-03-02"})["tens_minutes"] == 60
 
