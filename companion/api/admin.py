@@ -117,6 +117,9 @@ class StaffAccounts(MethodView):
         items, following = offset_page(
             lambda count: services().accounts.search(email=args["email"], role=args["role"], limit=count),
             args["cursor"], args["limit"])
+        # Patients' names and addresses are read: each patient listed finds it in their access history.
+        auditing.note(patient_ids=[a.id for a in items if a.is_patient], resource="account", action="search",
+                      resource_ids=[a.id for a in items])
         return {"items": items, "next": following}
 
     @allow(Role.ADMIN)

@@ -95,7 +95,11 @@ class MyTeamInvitations(MethodView):
     @blp.doc(operationId="list_team_invitations")
     def get(self, team_id):
         """The team's invitations, newest first."""
-        return {"items": services().care.team_invitations(current_actor().id, team_id)}
+        items = services().care.team_invitations(current_actor().id, team_id)
+        # An accepted one names its patient (with the address it was sent to): a read of that patient's data.
+        auditing.note(patient_ids=[i["patient_id"] for i in items if i["patient_id"]], resource="invitation",
+                      action="search", resource_ids=[i["id"] for i in items])
+        return {"items": items}
 
     @allow(Role.CLINICIAN)
     @blp.arguments(InvitationCreateSchema)

@@ -21,6 +21,16 @@ def test_a_read_writes_one_event_with_who_what_and_outcome(client, world, db):
     assert event["request_id"] and event["at"] and event["client_ip"]
 
 
+def test_an_admin_listing_patients_is_in_each_listed_patients_access_history(client, world, db):
+    admin, patient = world["admin"], world["patient_a"]
+    listed = client.get("/api/v1/admin/users", query_string={"role": "patient"}, headers=admin.headers)
+    assert listed.status_code == 200 and patient.id in {a["id"] for a in listed.json["items"]}
+    event = db.audit_events.find_one({"actor_id": admin.id, "resource_type": "account", "action": "search"})
+    assert event is not None and patient.id in event["patient_ids"]
+    history = client.get(f"/api/v1/patients/{patient.id}/access-log", headers=patient.headers).json["items"]
+    assert any(e["actor_role"] == "admin" and e["action"] == "search" for e in history)
+
+
 def test_audit_failure_fails_the_request_closed(client, world, services, monkeypatch):
     patient = world["patient_a"]
 

@@ -54,6 +54,9 @@ def test_the_patient_sees_the_invitation_accepts_it_with_their_password_and_the_
     assert client.get(f"/api/v1/patients/{patient.id}", headers=clinician.headers).status_code == 200
     listed = client.get(f"/api/v1/clinician/teams/{world.team_id}/invitations", headers=clinician.headers).json
     assert [(i["status"], i["patient_id"]) for i in listed["items"]] == [("accepted", patient.id)]
+    # The list names the patient (and the address they were invited at): in their access history.
+    assert db.audit_events.find_one({"resource_type": "invitation", "actor_id": clinician.id,
+                                  "patient_ids": patient.id})
     teams = client.get(f"/api/v1/patients/{patient.id}/care-teams", headers=patient.headers).json["items"]
     assert [(t["team_name"], t["consent"]) for t in teams if t["team_id"] == world.team_id] == [
         ("Pain clinic A", f"invitation:{invited['id']}")]
