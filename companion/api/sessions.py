@@ -133,8 +133,9 @@ class TensSessions(MethodView):
         items, following = offset_page(
             lambda count: services().sessions.between(patient_id, args["start"], args["end"], count),
             args["cursor"], args["limit"])
-        auditing.note(patient_ids=[patient_id], resource="session_record", action="R",
-                      resource_ids=[i["_id"] for i in items])
+        # A session held because its unit changed hands may be another patient's: each it may be is named.
+        auditing.note(patient_ids=[patient_id, *(c for i in items for c in i.get("candidate_patient_ids") or [])],
+                      resource="session_record", action="R", resource_ids=[i["_id"] for i in items])
         return {"items": items, "next": following}
 
 
@@ -169,8 +170,9 @@ class HeldSessions(MethodView):
         require_patient(patient_id, Operation.READ)
         items, following = offset_page(lambda count: services().sessions.held(patient_id, count),
                                        args["cursor"], args["limit"])
-        auditing.note(patient_ids=[patient_id], resource="session_record", action="R",
-                      resource_ids=[i["_id"] for i in items])
+        # A session held because its unit changed hands may be another patient's: each it may be is named.
+        auditing.note(patient_ids=[patient_id, *(c for i in items for c in i.get("candidate_patient_ids") or [])],
+                      resource="session_record", action="R", resource_ids=[i["_id"] for i in items])
         return {"items": items, "next": following}
 
 

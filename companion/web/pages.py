@@ -93,7 +93,9 @@ def patient(patient_id):
     resolved_alerts = [a for a in recent if a.get("resolved_at")]
     notes = svc.review.notes(patient_id, limit=20)
     authors = {n["author_id"]: n["author_name"] for n in notes}
-    auditing.note(patient_ids=[patient_id], resource="patient", action="R", resource_ids=[patient_id])
+    # The page lists the sessions held (session_times["held"]): one whose unit changed hands may be another's.
+    maybe = {c for s in session_times["held"] for c in s.get("candidate_patient_ids") or []}
+    auditing.note(patient_ids=[patient_id, *maybe], resource="patient", action="R", resource_ids=[patient_id])
     return render_template(
         "patient.html", patient=review.patient, days=days, day_choices=PATIENT_DAYS, adherence=adherence,
         heatmap=charts.adherence_heatmap(adherence["calendar"]), heat_legend=charts.HEAT_LEGEND,

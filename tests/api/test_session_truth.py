@@ -109,6 +109,11 @@ def test_a_moved_units_sessions_stay_with_whoever_wore_it_whichever_hub_brings_t
     assert held["held"] is True
     doc = db.session_records.find_one({"_id": f"{serial}:4"})
     assert doc["patient_id"] is None and set(doc["candidate_patient_ids"]) == {a.id, b.id}
+    # A's care team reads it: B's access history shows it too, for it may be B's session.
+    listed = client.get(f"/api/v1/patients/{a.id}/sessions/held", headers=world["clinician_team"].headers)
+    assert f"{serial}:4" in {h["record_id"] for h in listed.json["items"]}
+    event = db.audit_events.find_one({"actor_id": world["clinician_team"].id, "resource_type": "session_record"})
+    assert set(event["patient_ids"]) == {a.id, b.id}
     # The old hub's status reports for the unit are skipped, not refused.
     report = {"serial": serial, "battery_pct": 50, "firmware": "1.0", "last_seen_at": now.isoformat()}
     assert client.post("/api/v1/gateway/device-status", json={"devices": [report]},
