@@ -133,7 +133,9 @@ def _devices(out: _Entries, review: PatientReview, serials: Iterable[str], patie
                   "property": [{"type": {"text": "battery level at last sync"},
                                 "valueQuantity": [quantity(status["battery_pct"], "%")]}]
                   if isinstance(status.get("battery_pct"), int | float) else None}
-        refs[serial] = out.upsert(device, record_urn("Device", serial), f"TENS unit {serial}")
+        # One Device per unit *and patient*: a unit that changed hands appears in both patients' bundles, and
+        # one identifier for both would make the receiving server's single Device point at whoever came last.
+        refs[serial] = out.upsert(device, record_urn("Device", f"{serial}/{review.patient.id}"), f"TENS unit {serial}")
     return refs
 
 

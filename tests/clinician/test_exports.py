@@ -13,7 +13,8 @@ from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import Bundle
 
 from companion.services.exports import EVENTS_CSV_HEADER, PANEL_CSV_HEADER, PATIENT_CSV_HEADER
-from companion.services.fhir import IDENTIFIER_SYSTEM, UCUM
+from companion.services.fhir import IDENTIFIER_SYSTEM, UCUM, transaction_bundle
+from companion.services.review import PatientReview
 from tests.clinician.conftest import at_day
 from tests.clinician.test_pages import sign_in
 
@@ -255,3 +256,20 @@ def test_an_export_without_any_data_or_a_name_is_still_a_valid_transaction(clien
     by_type = _by_type(body)
     assert {k: len(v) for k, v in by_type.items()} == {"Patient": 1, "Device": 1}  # the unit bound in the world
     assert "name" not in by_type["Patient"][0]  # FHIR strings are never empty
+
+
+def test_a_unit_that_changed_hands_is_a_device_of_each_patient_in_their_bundles(world, seed, services):
+    serial = "CTU-HANDS1"
+    a, b = world["patient_a"].id, world["patient_b"].id
+    seed.session(a, at_day(5, 9), serial=serial)  # A wore it, then B
+    seed.session(b, at_day(2, 9), serial=serial)
+    devices = {}
+    for pid in (a, b):
+        review = PatientReview(services.stores, services.stores.users.by_id(pid))
+        bundle = transaction_bundle(review, 30)
+        [device] = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Device"
+                    and e["resource"]["serialNumber"] == serial]
+        devices[pid] = device
+    # Each imports as a Device of its own patient: the identifiers differ, so neither overwrites the other.
+    assert devices[a]["identifier"] != devices[b]["identifier"]
+
