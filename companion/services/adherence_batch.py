@@ -60,6 +60,8 @@ logger = logging.getLogger(__name__)
 
 JOB = "adherence-daily"
 RECENT_DAYS = 2  # the first run: yesterday (now complete) and today (partial)
+DECIDED = "session_resolved"  # the reason a clinician's decision on a held session marks its days with
+DECIDED_REACH = timedelta(days=366)  # how far back such a decision is recomputed (the review's longest period)
 DATE_GAP = 3  # dates this many days apart are read in separate windows (their windows do not overlap)
 CHUNK = 1_000  # patients whose snapshots are written and whose rule is evaluated together
 # Any zone's local day lies within its UTC date widened by 15 hours on each side.
@@ -319,8 +321,11 @@ class AdherenceJob:
         report = AlertsReport()
         failures = ItemFailures(JOB)
         marked: dict[str, set[date]] = defaultdict(set)
+        decided: dict[str, set[date]] = defaultdict(set)  # days a clinician's decision on a held session touched
         for mark in pending:
             marked[mark["patient_id"]].add(date.fromisoformat(mark["date"]))
+            if mark.get("reason") == DECIDED:
+                decided[mark["patient_id"]].add(date.fromisoformat(mark["date"]))
 
         def dates_of(account: Account) -> tuple[set[date], set[date]]:
             history = account.zone_history()
@@ -331,6 +336,9 @@ class AdherenceJob:
                 begun = days_begun(history, since, at)
             touched = marked.get(account.id, set())
             inside = {d for d in touched if today - timedelta(days=RECOMPUTE_WINDOW_DAYS) <= d <= today}
+            # A clinician's decision to count (or exclude) a held session reaches as far back as the session:
+            # held because it arrived over 30 days late, it would otherwise never count.
+            inside |= {d for d in decided.get(account.id, set()) if today - DECIDED_REACH <= d <= today}
             for day in sorted(touched - inside):
                 logger.info("touched day outside the recompute window, not recomputed",
                             extra={"patient_id": account.id, "date": day.isoformat()})

@@ -242,3 +242,21 @@ def test_a_moved_patients_days_in_the_review_and_csv_are_the_days_of_their_adher
     assert (rows["2026-03-03"]["tens_minutes"], rows["2026-03-03"]["tens_sessions"]) == ("0", "0")
     assert jobs_db.adherence_days.find_one({"_id": f"{patient.id}:2026-03-02"})["tens_minutes"] == 60
 
+
+def test_a_held_session_over_thirty_days_old_that_a_clinician_counts_is_counted(jobs_db, settings, clock,
+                                                                                traveller):
+    now = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
+    services = services_on(jobs_db, settings, clock)
+    patient = make_person(jobs_db, "patient", "Europe/London")
+    services.plans.prescribe(patient.id, PLAN, created_by="clinician", at=datetime(2026, 1, 20, tzinfo=UTC))
+    serial = _bound(jobs_db, services, patient)
+    traveller.move_to(now)
+    old = now - timedelta(days=35)  # a hub offline for five weeks: the session arrives held
+    _upload(services, patient, serial, old, minutes=60)
+    services.adherence_job.run()
+    assert services.sessions.resolve(patient.id, f"{serial}:1", "count", "clinician-1")["held"] is False
+    services.adherence_job.run()
+    day = jobs_db.adherence_days.find_one({"_id": f"{patient.id}:{old.date().isoformat()}"})
+    assert day is not None and day["tens_minutes"] == 60
+    assert _marks(jobs_db, patient) == set()
+
