@@ -25,6 +25,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -195,9 +196,15 @@ class RecordBuffer:
             if is_damage(exc):
                 raise buffer_unreadable(self.path, exc) from None
             raise
-        if replacing_lost and recorded:
+        if replacing_lost:
             with self._transaction() as db:
-                db.executemany("INSERT INTO units(serial, last_stored_seq) VALUES (?, ?)", sorted(recorded.items()))
+                # The server keeps one report per gateway and dead-letter id: the new buffer's ids start above
+                # any the lost one can have used (milliseconds since 1970, x 1000: under 2^53 until 2255).
+                db.execute("INSERT OR REPLACE INTO sqlite_sequence(name, seq) VALUES ('dead_letters', ?)",
+                           (int(time.time() * 1000) * 1000,))
+                if recorded:
+                    db.executemany("INSERT INTO units(serial, last_stored_seq) VALUES (?, ?)",
+                                   sorted(recorded.items()))
         self._ledger_units = self._reconcile_ledger(recorded)
 
     def _reconcile_ledger(self, recorded: dict[str, int] | None) -> dict[str, int]:
