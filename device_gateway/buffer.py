@@ -449,9 +449,23 @@ class RecordBuffer:
         logger.warning("unit %s sent an undecodable frame (%s); kept in the dead-letter table", serial, reason)
 
     def record_missing(self, serial: str, first_seq: int, last_seq: int) -> None:
-        """Note that a unit no longer holds records the gateway never stored (so the loss is not silent)."""
+        """Note that a unit no longer holds records the gateway never stored (so the loss is not silent), and
+        move the unit's position past them in the same transaction, so that the gap is noted once, not at
+        every connection (another gateway of the patient's may have taken them)."""
         payload = json.dumps({"missing_from_seq": first_seq, "missing_to_seq": last_seq})
-        self._dead_letter_from_unit(serial, payload, "unit no longer holds these records")
+        sealed = self._sealer.seal(payload.encode(), _unit_context(serial))
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO dead_letters(record_id, device_serial, sealed, reason, source, dead_at) "
+                "VALUES (NULL,?,?,?,?,?)",
+                (serial, sealed, "unit no longer holds these records", "unit", _now()),
+            )
+            db.execute(
+                "INSERT INTO units(serial, last_stored_seq) VALUES (?, ?) "
+                "ON CONFLICT(serial) DO UPDATE SET last_stored_seq = MAX(last_stored_seq, excluded.last_stored_seq)",
+                (serial, last_seq),
+            )
+        self._note_in_ledger(serial, last_seq)
         logger.error("unit %s no longer holds records %d..%d that were never stored", serial, first_seq, last_seq)
 
     def _dead_letter_from_unit(self, serial: str, payload: str, reason: str) -> None:

@@ -249,6 +249,23 @@ def test_records_the_unit_no_longer_holds_are_noted_not_silently_skipped(system_
     ]
 
 
+def test_records_another_gateway_took_are_noted_once_not_at_every_connection(system_bus, buffer):
+    unit = FakeTensUnit.with_history(*UNIT_A, count=2)
+    link = make_link(buffer, [unit.serial])
+
+    async def scenario(fake):
+        await link.run_once(scan_timeout_s=5)
+        unit.record_sessions(3)
+        unit.records = []  # the patient's other gateway pulled 3..5 and the unit freed them
+        for _ in range(3):
+            await link.run_once(scan_timeout_s=5)
+
+    run_with_units([unit], scenario)
+
+    assert [d["payload"] for d in buffer.dead_letters()] == ['{"missing_from_seq": 3, "missing_to_seq": 5}']
+    assert buffer.last_stored_seq(unit.serial) == 5
+
+
 def test_first_contact_with_a_unit_starts_at_its_oldest_record_without_a_dead_letter(system_bus, buffer):
     unit = FakeTensUnit(serial=UNIT_A[0], address=UNIT_A[1], highest_seq=500)
     unit.record_sessions(3)
