@@ -181,6 +181,25 @@ def _validate_record(record: SessionRecord) -> None:
     _check_range("battery_pct", record.battery_pct, 0, 100)
 
 
+# What a decoded record may hold and still be sent: the API's own bounds (companion.api.ingestion), wider than the
+# clinical ranges above. A CRC-valid record whose content breaks a clinical range (a session of 25 hours, a mean
+# above its peak) is decoded and sent, and the server stores it held back from the figures with its finding:
+# nothing is dropped for its content. Only what the API cannot take is refused here.
+API_MAX_SETTING = 10_000  # Hz, µs
+API_MAX_DECI_MA = 10_000  # 1,000.0 mA
+API_MAX_DURATION_S = 2**31
+
+
+def _check_sendable(record: SessionRecord) -> None:
+    _check_range("seq", record.seq, 1, UINT32_MAX)
+    _check_range("duration_s", record.duration_s, 0, API_MAX_DURATION_S)
+    _check_range("frequency_hz", record.frequency_hz, 0, API_MAX_SETTING)
+    _check_range("pulse_width_us", record.pulse_width_us, 0, API_MAX_SETTING)
+    _check_range("intensity_peak", record.intensity_peak_dma, 0, API_MAX_DECI_MA)
+    _check_range("intensity_mean", record.intensity_mean_dma, 0, API_MAX_DECI_MA)
+    _check_range("battery_pct", record.battery_pct, 0, 100)
+
+
 def encode_record(record: SessionRecord) -> bytes:
     """Encode a session record into its fixed-length frame (raises ValueOutOfRange on bad fields)."""
     _validate_record(record)
@@ -245,7 +264,9 @@ def decode_frame(data: bytes) -> SessionRecord | TransferSummary:
 def decode_record(data: bytes) -> SessionRecord:
     """Decode one session-record frame into a :class:`SessionRecord`.
 
-    Raises TruncatedFrame, BadLength, BadChecksum, UnknownVersion, UnknownFrameKind or ValueOutOfRange.
+    Raises TruncatedFrame, BadLength, BadChecksum, UnknownVersion, UnknownFrameKind or ValueOutOfRange (no
+    sequence number, an end reason or battery level the profile does not define, or a value beyond what the API
+    takes; a value beyond a clinical range is decoded: the server judges it).
     """
     data = bytes(data)
     if len(data) >= 1 and data[0] != FORMAT_VERSION:
@@ -270,7 +291,7 @@ def decode_record(data: bytes) -> SessionRecord:
         end_reason=end_reason,
         battery_pct=fields[11],
     )
-    _validate_record(record)
+    _check_sendable(record)
     return record
 
 

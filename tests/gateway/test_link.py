@@ -1,6 +1,7 @@
 """The gateway's BLE link, with the real bleak against the fake BlueZ on a private bus."""
 
 import asyncio
+import dataclasses
 import logging
 import sqlite3
 from datetime import UTC, datetime, timedelta
@@ -10,6 +11,7 @@ import pytest
 from device_gateway.buffer import RecordBuffer
 from device_gateway.clock import GatewayClock, ServerClock
 from device_gateway.link import BluetoothUnavailable, GatewayLink
+from device_gateway.profiles import companion_tens as profile
 from device_gateway.profiles.companion_tens import ControlOp
 from device_gateway.simulator.unit import FakeTensUnit
 from tests.support.scenario import run_with_units
@@ -264,6 +266,25 @@ def test_records_another_gateway_took_are_noted_once_not_at_every_connection(sys
 
     assert [d["payload"] for d in buffer.dead_letters()] == ['{"missing_from_seq": 3, "missing_to_seq": 5}']
     assert buffer.last_stored_seq(unit.serial) == 5
+
+
+def test_a_session_outside_the_clinical_ranges_is_stored_and_sent_not_dead_lettered(system_bus, buffer):
+    unit = FakeTensUnit.with_history(*UNIT_A, count=3)
+    unit.records[1] = dataclasses.replace(unit.records[1], duration_s=25 * 3600)  # left running for 25 hours
+
+    def frame_as_the_unit_sends_it(record):  # (the simulator's encoder refuses to make such a frame)
+        return profile._with_crc(profile._RECORD.pack(
+            profile.FORMAT_VERSION, profile.FRAME_SESSION_RECORD, record.seq, record.device_started_at,
+            record.duration_s, record.programme, record.frequency_hz, record.pulse_width_us,
+            record.intensity_mean_dma, record.intensity_peak_dma, int(record.end_reason), record.battery_pct))
+
+    unit.frame_for = frame_as_the_unit_sends_it
+    link = make_link(buffer, [unit.serial])
+    run_with_units([unit], lambda fake: link.run_once(scan_timeout_s=5))
+
+    # Stored for the server, which holds it back from the figures with its finding; nothing dead-lettered.
+    assert stored_seqs(buffer, unit.serial) == [1, 2, 3] and buffer.dead_letters() == []
+    assert [p.payload["duration_s"] for p in buffer.pending(10)][1] == 25 * 3600
 
 
 def test_first_contact_with_a_unit_starts_at_its_oldest_record_without_a_dead_letter(system_bus, buffer):
