@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 
 from companion.clock import Clock, now
 from companion.domain.notifications import reminder_kind
-from companion.domain.quiet_hours import next_allowed
+from companion.domain.quiet_hours import in_quiet_hours, next_allowed
 from companion.domain.schedules import ReminderOccurrence, Repeats, nudge_times
 from companion.services.item_failures import ItemFailures
 from companion.services.reminders import mark_closed_missed
@@ -191,7 +191,7 @@ class ReminderDispatch:
                             + [(initial_key(o["_id"]), o) for o in resend_candidates])
         resends = _resends(resend_candidates, reminders, sources, settings, now)
         sources.update(_existing(outbox, [(p.source_key, o) for o, p in resends]))
-        todo = [(o, p) for o, p in plans + resends if p.source_key not in sources]
+        todo = self._outside_quiet_hours([(o, p) for o, p in plans + resends if p.source_key not in sources])
         created = outbox.schedule_many([
             NotificationRequest(p.source_key, o["patient_id"], o["patient_id"], p.kind, p.send_at,
                                 p.window_ends_at - p.send_at, planned_at=o["due_at"]) for o, p in todo])
@@ -205,6 +205,18 @@ class ReminderDispatch:
         logger.info("reminder dispatch: examined %d, scheduled %s, failed %d", result.examined, result.by_kind,
                     result.failed)
         return result
+
+    def _outside_quiet_hours(self, planned: list[tuple[dict, PlannedPush]]) -> list[tuple[dict, PlannedPush]]:
+        """Leave out the nudges and re-sends that fall in the patient's quiet hours: the first push already
+        waited for their end (``notify_at``), and a snooze is the patient's own request, but reminding again
+        is not worth waking them for (quiet hours hold back what is not urgent)."""
+        again = [(o, p) for o, p in planned if ":repeat:" in p.source_key or p.source_key.endswith(":resend")]
+        if not again:
+            return planned
+        quiet = {a.id: a.quiet_hours for a in self.stores.users.by_ids({o["patient_id"] for o, _ in again})}
+        held = {id(p) for o, p in again
+                if in_quiet_hours(p.send_at.astimezone(ZoneInfo(o["zone"])).time(), quiet.get(o["patient_id"]))}
+        return [(o, p) for o, p in planned if id(p) not in held]
 
     def mark_missed(self) -> MissedResult:
         """Mark occurrences whose window closed as missed; one summary per patient and day for never-sent ones.

@@ -249,3 +249,18 @@ def test_the_summary_after_an_outage_waits_for_the_end_of_quiet_hours(jobs_db, s
     [summary] = list(jobs_db.push_outbox.find({"source_key": {"$regex": "^missed-summary:"}}))
     assert summary["not_before"] >= datetime(2026, 3, 2, 13, 0, tzinfo=UTC)
 
+
+def test_nudges_that_fall_in_quiet_hours_are_not_sent(jobs_db, settings, clock, traveller, sender, emulator):
+    traveller.move_to(datetime(2026, 3, 2, 12, 0, tzinfo=UTC))
+    patient = make_person(jobs_db, "patient", "Europe/Berlin")
+    services_on(jobs_db, settings, clock, sender).stores.users.update_profile(
+        patient.id, version=0, quiet_hours=QuietHours(time(22, 0), time(7, 0)))
+    token = phone(jobs_db, patient)
+    daily_reminder(jobs_db, patient, ["21:45"], "2026-03-02", repeat={"count": 3, "every_min": 10})
+    start = datetime(2026, 3, 2, 20, 45, tzinfo=UTC)  # 21:45 in Berlin: nudges at 21:55, 22:05 and 22:15
+    for minutes in range(0, 60, 5):
+        traveller.move_to(start + timedelta(minutes=minutes))
+        run_minute(jobs_db, settings, clock, sender)
+    sent = [(d.received_at - start, d.body["message"]["data"]["kind"]) for d in emulator.delivered_to(token)]
+    assert sent == [(timedelta(0), "therapy_reminder"), (timedelta(minutes=10), "reminder_repeat")]
+
