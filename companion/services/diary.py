@@ -68,7 +68,10 @@ def _content_hash(entry: dict) -> str:
 
 def _for_storage(entry: dict) -> dict:
     stored = _normalised(entry)
-    stored["created_hash"] = _content_hash(stored)
+    # Two digests: of everything sent, and of what a caregiver not allowed the patient's own words sees of it,
+    # so that a re-send from such a caregiver is judged only on what they can see (see _same_creation).
+    stored["created_hash"], stored["created_hash_shared"] = (
+        _content_hash(stored), _content_hash(without_free_text(stored, DIARY_FREE_TEXT)))
     return stored
 
 
@@ -101,7 +104,7 @@ class Diary:
         stored = _for_storage(entry)
         with self.changes.stamp(grant.patient_id, self.entries) as seq:
             found, created = self.entries.add(grant.patient_id, stored, self._now_ms(), seq)
-        if not created and not _same_creation(found, stored):
+        if not created and not _same_creation(grant, found, stored):
             raise _reused(grant, found)
         self._touch(grant.patient_id, found)
         return _shown(grant, found), created
@@ -114,7 +117,7 @@ class Diary:
             results = self.entries.add_many(grant.patient_id, stored, self._now_ms(), first)
         outcome = []
         for sent, (found, created) in zip(stored, results, strict=True):
-            status = "created" if created else "duplicate" if _same_creation(found, sent) else "conflict"
+            status = "created" if created else "duplicate" if _same_creation(grant, found, sent) else "conflict"
             outcome.append((_shown(grant, found), status))
         self._touch(grant.patient_id, *(found for found, _ in results))
         return outcome
@@ -125,7 +128,7 @@ class Diary:
         patient_id = grant.patient_id
         for _ in range(ATTEMPTS):
             current = self._live(patient_id, entry_id)
-            update = _normalised(_keeping_unseen_note(grant, current, changes))
+            update = _normalised(_keeping_unseen_text(grant, current, changes))
             if _unchanged(current, update):
                 # Perhaps a retry of an edit whose marks were never written (the process stopped between):
                 # mark again the days it touched, the one it may have moved the entry from included.
@@ -193,19 +196,30 @@ class Diary:
         return page.with_items(_visible(grant, page.items))
 
 
-def _keeping_unseen_note(grant: Grant, current: dict, changes: dict) -> dict:
-    """A caller who may not read the patient's note (it was shown to them blank) changes the context around
-    it, never the note itself: otherwise editing the mood would erase what the patient wrote."""
+def _keeping_unseen_text(grant: Grant, current: dict, changes: dict) -> dict:
+    """A caller who may not read the patient's own words (the note, where the pain is, what they were doing:
+    shown to them blank) changes the context around them, never the words themselves: otherwise editing the
+    mood would erase what the patient wrote, and an edit would tell them whether a guess at it was right."""
     if "context" not in changes or sees_free_text(grant):
         return changes
-    note = (current.get("context") or {}).get("note")
-    context = {**(changes["context"] or {}), "note": note} if changes["context"] is not None or note else None
-    return {**changes, "context": context}
+    stored = current.get("context") or {}
+    unseen = {path.split(".", 1)[1] for path in DIARY_FREE_TEXT if path.startswith("context.")}
+    kept = {field: stored.get(field) for field in unseen}
+    if changes["context"] is None and not any(kept.values()):
+        return changes
+    return {**changes, "context": {**(changes["context"] or {}), **kept}}
 
 
-def _same_creation(stored: dict, sent: dict) -> bool:
-    # Entries stored before creation digests were kept count as the same request.
-    return stored.get("created_hash") in (None, sent["created_hash"])
+def _same_creation(grant: Grant, stored: dict, sent: dict) -> bool:
+    """Whether ``sent`` is a re-send of what created ``stored``: judged on everything for a caller who reads
+    the patient's own words, and on what they can see for one who does not (so that duplicate against conflict
+    never tells them whether a guess at hidden words was right). Entries stored before creation digests were
+    kept count as the same request; one stored before the second digest, for such a caller, as another."""
+    if stored.get("created_hash") is None:
+        return True
+    if sees_free_text(grant):
+        return stored["created_hash"] == sent["created_hash"]
+    return stored.get("created_hash_shared") == sent["created_hash_shared"]
 
 
 def _reused(grant: Grant, stored: dict) -> Conflict:

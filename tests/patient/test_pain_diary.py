@@ -240,6 +240,39 @@ def test_a_caregiver_who_may_not_read_notes_edits_an_entry_without_erasing_the_n
     assert (stored["mood"], stored["note"]) == (6, "private words")
 
 
+@pytest.mark.parametrize("sent", [{"mood": 6}, None])
+def test_a_caregiver_who_may_not_read_the_patients_words_never_erases_them(client, world, services, db, sent):
+    services.stores.care_links.grant(world["patient_a"].id, world["caregiver_linked"].id,
+                                     CaregiverPermissions(write=True))
+    words = {"location": "lower back", "activity": "gardening", "note": "private words"}
+    created = client.post(url(world), json=entry(1, context={**words, "mood": 4}),
+                          headers=world["patient_a"].headers).json
+    edited = client.patch(url(world, f"/{created['id']}"), json={"context": sent},
+                          headers=world["caregiver_linked"].headers)
+    assert edited.status_code == 200 and edited.json["context"]["location"] is None  # still not shown to them
+    stored = db.pain_entries.find_one({"_id": created["id"]})["context"]
+    assert {k: stored[k] for k in words} == words
+
+
+def test_a_caregiver_cannot_tell_by_re_sending_an_entry_whether_a_guess_at_hidden_words_is_right(
+        client, world, services):
+    services.stores.care_links.grant(world["patient_a"].id, world["caregiver_linked"].id,
+                                     CaregiverPermissions(write=True))
+    sent = entry(2, context={"location": "lower back", "activity": "gardening", "mood": 4})
+    assert client.post(url(world), json=sent, headers=world["patient_a"].headers).status_code == 201
+    guesses = [{**sent, "context": {**sent["context"], "location": place, "activity": doing}}
+               for place, doing in (("knee", "walking"), ("lower back", "gardening"), ("neck", "reading"))]
+    answers = client.post(url(world, "/batch"), json={"entries": guesses},
+                          headers=world["caregiver_linked"].headers).json["items"]
+    assert len({a["status"] for a in answers}) == 1  # the same answer, right guess or wrong
+    single = [client.post(url(world), json=g, headers=world["caregiver_linked"].headers).status_code
+              for g in guesses]
+    assert len(set(single)) == 1
+    # The patient, who wrote them, is still told a different re-send from the same one.
+    assert client.post(url(world), json=guesses[0], headers=world["patient_a"].headers).status_code == 409
+    assert client.post(url(world), json=sent, headers=world["patient_a"].headers).status_code == 200
+
+
 def test_a_view_only_caregiver_cannot_write_the_diary(client, world, db):
     assert client.post(url(world), json=entry(1), headers=world["caregiver_linked"].headers).status_code == 403
     assert db.pain_entries.count_documents({}) == 0
