@@ -216,7 +216,7 @@ class Password(MethodView):
     def post(self, body):
         """Change one's password (needs the current one). Every other session of the account ends."""
         return services().accounts.change_password(current_actor().id, body["current_password"],
-                                                   body["new_password"])
+                                                   body["new_password"], address=client_address())
 
 
 class PasswordResetSchema(StrictSchema):

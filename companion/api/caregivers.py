@@ -12,7 +12,7 @@ from companion.domain.alerts import SHARE_KINDS
 from companion.http import auditing, services
 from companion.http.idempotency import idempotent
 from companion.http.schemas import StrictSchema
-from companion.http.security import allow, current_actor, require_patient
+from companion.http.security import allow, client_address, current_actor, require_patient
 
 blp = Blueprint("caregivers", __name__, url_prefix="/api/v1", description="Caregiver consent")
 
@@ -89,6 +89,7 @@ class Caregivers(MethodView):
         permissions = body["permissions"]
         named = services().care.grant_caregiver(
             patient_id, caregiver_email=body["caregiver_email"], current_password=body["current_password"],
+            address=client_address(),
             permissions=CaregiverPermissions(write=permissions["write"], alerts=frozenset(permissions["alerts"]),
                                              diary_notes=permissions["diary_notes"]))
         auditing.note(patient_ids=[patient_id], resource="care_link", action="C", resource_ids=[named.link.id])

@@ -16,7 +16,7 @@ from companion.domain.access import Operation, Role
 from companion.http import auditing, services
 from companion.http.paging import LINK_HEADER, next_field, next_link
 from companion.http.schemas import StrictSchema
-from companion.http.security import allow, require_patient
+from companion.http.security import allow, client_address, require_patient
 from companion.services.lifecycle import closure_statement
 
 blp = Blueprint("rights", __name__, url_prefix="/api/v1/patients", description="The patient's rights over their record")
@@ -126,6 +126,6 @@ class Closure(MethodView):
         answer says what was deleted, and what is kept, for how long and why."""
         require_patient(patient_id, Operation.MANAGE)
         svc = services()
-        svc.accounts.reauthenticate(patient_id, body["current_password"])
+        svc.accounts.reauthenticate(patient_id, body["current_password"], address=client_address())
         auditing.note(patient_ids=[patient_id], resource="account", action="D", resource_ids=[patient_id])
         return svc.lifecycle.close(patient_id, by=patient_id)

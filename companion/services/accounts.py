@@ -283,10 +283,11 @@ class Accounts:
             raise
 
     # Passwords
-    def change_password(self, user_id: str, current_password: str, new_password: str) -> dict:
+    def change_password(self, user_id: str, current_password: str, new_password: str, *,
+                        address: str | None = None) -> dict:
         """Change a password after checking the current one; every other session ends (API and clinician
         pages alike), this one continues on a fresh token pair."""
-        self.reauthenticate(user_id, current_password)
+        self.reauthenticate(user_id, current_password, address=address)
         if current_password == new_password:
             raise Invalid("the new password must differ from the current one",
                           errors={"new_password": ["must differ from the current password"]})
@@ -334,11 +335,18 @@ class Accounts:
             raise Unauthorized("invalid or expired token")
         return user
 
-    def reauthenticate(self, user_id: str, password: str) -> None:
-        """Step-up for sensitive changes: the current password, checked afresh."""
+    def reauthenticate(self, user_id: str, password: str, *, address: str | None = None) -> None:
+        """Step-up for sensitive changes: the current password, checked afresh, under the sign-in throttle (its
+        failures count with sign-in's, for the account and the caller's ``address``): a stolen session cannot
+        guess the password through a change that asks for it."""
         user = self.users.by_id(user_id)
+        account_key = email_digest(user.email) if user else f"id:{user_id}"
+        where = address or f"session-of:{user_id}"
+        self.throttle.check("login", address=where, account=account_key)
         if not user or not self.passwords.matches(user.password_hash, password):
+            self.throttle.failed("login", address=where, account=account_key)
             raise Unauthorized("re-authentication failed")
+        self.throttle.succeeded("login", address=where, account=account_key)
 
     # The clinician pages sign in with a server-side session behind a cookie.
     def start_web_session(self, user: Account, *, stage: str) -> str:

@@ -75,10 +75,10 @@ class Care:
         return self._named(self.links.for_patient(patient_id))
 
     def grant_caregiver(self, patient_id: str, *, caregiver_email: str, permissions: CaregiverPermissions,
-                        current_password: str) -> NamedLink:
+                        current_password: str, address: str | None = None) -> NamedLink:
         """The patient grants a caregiver access, or changes what it covers (a sensitive change: it needs the
         patient's password). Queued alerts of kinds no longer shared are withdrawn."""
-        self.accounts.reauthenticate(patient_id, current_password)
+        self.accounts.reauthenticate(patient_id, current_password, address=address)
         caregiver = self.users.by_email(normalise_email(caregiver_email))
         if not caregiver or caregiver.role is not Role.CAREGIVER or not caregiver.active:
             raise Invalid("no caregiver account with that email; ask them to sign up as a caregiver first",
@@ -183,10 +183,10 @@ class Care:
                 for i in waiting]
 
     def answer_invitation(self, patient: Account, invitation_id: str, *, accept: bool,
-                          current_password: str | None = None) -> dict:
+                          current_password: str | None = None, address: str | None = None) -> dict:
         """The patient accepts (with their password: it lets a team see their data) or declines an invitation."""
         if accept:
-            self.accounts.reauthenticate(patient.id, current_password or "")
+            self.accounts.reauthenticate(patient.id, current_password or "", address=address)
         invitation = self.invitations.answer(invitation_id, email_digest(patient.email),
                                              ACCEPTED if accept else DECLINED, self.clock(),
                                              patient_id=patient.id if accept else None)

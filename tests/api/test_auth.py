@@ -7,6 +7,7 @@ from email.header import decode_header, make_header
 
 import jwt
 import pyotp
+import pytest
 import time_machine
 
 from tests.conftest import FAST_PASSWORDS
@@ -239,6 +240,24 @@ def test_a_staff_session_ends_twelve_hours_after_login(client, services):
     with time_machine.travel(start + timedelta(hours=12, minutes=1)):
         assert client.get("/api/v1/auth/me", headers=headers).status_code == 401
         assert client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}).status_code == 401
+
+
+@pytest.mark.parametrize("change", ["password", "caregiver"])
+def test_guessing_the_password_through_a_change_that_asks_for_it_is_throttled_as_signing_in_is(
+        client, world, change):
+    """A stolen session cannot guess the password through a step-up: its failures count with sign-in's."""
+    patient = world["patient_a"]
+
+    def guess(n):
+        if change == "password":
+            return client.post("/api/v1/auth/password", headers=patient.headers,
+                               json={"current_password": f"guess {n}", "new_password": "a brand new passphrase"})
+        return client.post(f"/api/v1/patients/{patient.id}/caregivers", headers=patient.headers, json={
+            "caregiver_email": world["caregiver_unlinked"].email, "current_password": f"guess {n}",
+            "permissions": {"alerts": []}})
+
+    answers = [guess(n).status_code for n in range(12)]
+    assert answers[:5] == [401] * 5 and 429 in answers[5:]
 
 
 def test_password_change_needs_the_current_one_and_ends_other_sessions(client):
