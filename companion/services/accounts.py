@@ -195,6 +195,13 @@ class Accounts:
 
         Used by the API login and by the clinician pages' login alike, so both count failures together.
         """
+        return self.check_password(email=email, password=password, ip=ip)[0]
+
+    def check_password(self, *, email: str, password: str, ip: str) -> tuple[Account, datetime]:
+        """:meth:`authenticate`, and the instant the check began: a session it opens starts then, so that a
+        change of password (or of the account's state) made while the check ran, or before the session is
+        stored, ends that session too (it is older than the change)."""
+        checked_at = to_millis(self.clock())
         email = normalise_email(email)
         account_key = email_digest(email)
         self.throttle.check("login", address=ip, account=account_key)
@@ -206,18 +213,19 @@ class Accounts:
             log.info("login failed", extra={"account": account_key[:12]})
             raise Unauthorized("email or password is wrong")
         self.throttle.succeeded("login", address=ip, account=account_key)
-        return user
+        return user, checked_at
 
     def needs_mfa(self, user: Account) -> bool:
         return user.role in STAFF and (user.mfa_enabled or self.s.staff_mfa_required)
 
     def login(self, *, email: str, password: str, ip: str) -> dict:
         """Tokens for the account, or for staff with MFA an MFA challenge."""
-        user = self.authenticate(email=email, password=password, ip=ip)
+        user, checked_at = self.check_password(email=email, password=password, ip=ip)
         if self.needs_mfa(user):
-            return {"mfa_required": True, "mfa_token": self.tokens.mfa_token(user.id, user.role.value),
+            return {"mfa_required": True,
+                    "mfa_token": self.tokens.mfa_token(user.id, user.role.value, password_checked_at=checked_at),
                     "mfa_enrolled": user.mfa_enabled}
-        return self.tokens.start_session(user.id, user.role.value)
+        return self.tokens.start_session(user.id, user.role.value, started_at=checked_at)
 
     def verify_totp(self, user: Account, code: str) -> bool:
         """True for a valid code (±1 step) not used before; a replayed code is refused."""
@@ -240,22 +248,25 @@ class Accounts:
         self.throttle.failed("totp", address=address, account=user.id)
         return False
 
-    def _mfa_user(self, mfa_token: str) -> Account:
+    def _mfa_user(self, mfa_token: str) -> tuple[Account, datetime | None]:
+        """The account an MFA token names, and when its password was checked; Unauthorized if the account
+        has since been deactivated or had its password changed (the token is older than the change)."""
         claims = self.tokens.decode(mfa_token, expected_type="mfa")
         user = self.users.by_id(claims["sub"])
-        if user is None or not user.active:
+        checked_at = self.tokens.password_checked_at(claims)
+        if user is None or not user.accepts_session_from(checked_at):
             raise Unauthorized("invalid or expired code")
-        return user
+        return user, checked_at
 
     def complete_mfa(self, mfa_token: str, code: str, *, address: str) -> dict:
-        user = self._mfa_user(mfa_token)
+        user, checked_at = self._mfa_user(mfa_token)
         if not user.mfa_enabled or not self.check_totp(user, code, address=address):
             raise Unauthorized("invalid or expired code")
-        return self.tokens.start_session(user.id, user.role.value)
+        return self.tokens.start_session(user.id, user.role.value, started_at=checked_at)
 
     def begin_enrolment_with(self, mfa_token: str) -> dict:
         """Start TOTP enrolment for the account an MFA token names: a new secret and its otpauth URI."""
-        user = self._mfa_user(mfa_token)
+        user, _ = self._mfa_user(mfa_token)
         secret = pyotp.random_base32()
         if user.mfa_enabled or not self.users.start_mfa_enrolment(user.id, secret):
             raise Conflict("two-factor authentication is already enabled")
@@ -264,23 +275,32 @@ class Accounts:
 
     def confirm_totp_enrolment(self, mfa_token: str, code: str, *, address: str) -> dict:
         """Enable TOTP with a first valid code; the caller leaves with a full session."""
-        user = self._mfa_user(mfa_token)
+        user, checked_at = self._mfa_user(mfa_token)
         if user.mfa_enabled:
             raise Conflict("two-factor authentication is already enabled")
         if not user.mfa_secret or not self.check_totp(user, code, address=address):
             raise Invalid("the code does not match", errors={"code": ["does not match"]})
         if not self.users.enable_mfa(user.id, user.mfa_secret):
             raise Conflict("two-factor authentication is already enabled")
-        return self.tokens.start_session(user.id, user.role.value)
+        return self.tokens.start_session(user.id, user.role.value, started_at=checked_at)
 
     def refresh(self, refresh_token: str, *, address: str) -> dict:
         """Rotate a refresh token (companion.services.tokens) under the refresh throttle."""
         self.throttle.check("refresh", address=address)
         try:
-            return self.tokens.refresh(refresh_token)
+            pair = self.tokens.refresh(refresh_token)
         except Unauthorized:
             self.throttle.failed("refresh", address=address)
             raise
+        # The account must still accept the session (a session whose password check straddled a change of
+        # password is older than the change): otherwise it ends here rather than renewing itself.
+        actor = self.tokens.actor_from(pair["access_token"])
+        try:
+            self.require_live_session(actor)
+        except Unauthorized:
+            self.tokens.end_session(actor)
+            raise
+        return pair
 
     # Passwords
     def change_password(self, user_id: str, current_password: str, new_password: str, *,
@@ -349,9 +369,10 @@ class Accounts:
         self.throttle.succeeded("login", address=where, account=account_key)
 
     # The clinician pages sign in with a server-side session behind a cookie.
-    def start_web_session(self, user: Account, *, stage: str) -> str:
-        """A new dashboard session (``stage`` "mfa": code pending; "full": signed in); returns its token."""
-        token, _ = self.web_sessions.start(user.id, user.role.value, stage=stage, at=self.clock())
+    def start_web_session(self, user: Account, *, stage: str, started_at: datetime | None = None) -> str:
+        """A new dashboard session (``stage`` "mfa": code pending; "full": signed in); returns its token.
+        ``started_at``: when the password it rests on was checked (check_password), if not now."""
+        token, _ = self.web_sessions.start(user.id, user.role.value, stage=stage, at=started_at or self.clock())
         return token
 
     def web_session(self, token: str | None) -> dict | None:
@@ -374,7 +395,7 @@ class Accounts:
     def web_session_user(self, session: dict) -> Account | None:
         """The account a dashboard session belongs to (None if it no longer exists or is not active)."""
         user = self.users.by_id(session["user_id"])
-        return user if user is not None and user.active else None
+        return user if user is not None and user.accepts_session_from(session["created_at"]) else None
 
     def web_code_failed(self, session: dict) -> bool:
         """Count a wrong code on a pending session; True when it used up its tries (the session is ended)."""

@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import jwt
 
@@ -60,9 +60,17 @@ class TokenService:
         return self._encode({"sub": user_id, "role": role, "fam": family_id, "typ": "access"},
                             self.s.access_token_ttl_s, issued=issued, jti=jti)
 
-    def mfa_token(self, user_id: str, role: str) -> str:
-        """A token that proves the password only; it opens nothing but the MFA step."""
-        return self._encode({"sub": user_id, "role": role, "typ": "mfa"}, self.s.mfa_token_ttl_s)
+    def mfa_token(self, user_id: str, role: str, *, password_checked_at: datetime) -> str:
+        """A token that proves the password only (checked at ``password_checked_at``, to the millisecond: the
+        session it leads to starts then); it opens nothing but the MFA step."""
+        checked_ms = int(password_checked_at.timestamp() * 1000)
+        return self._encode({"sub": user_id, "role": role, "typ": "mfa", "pwd_ms": checked_ms}, self.s.mfa_token_ttl_s)
+
+    @staticmethod
+    def password_checked_at(claims: dict) -> datetime | None:
+        """When the password behind an MFA token was checked (None for a token from before it was said)."""
+        checked_ms = claims.get("pwd_ms")
+        return datetime.fromtimestamp(checked_ms / 1000, UTC) if isinstance(checked_ms, int) else None
 
     def decode(self, token: str, *, expected_type: str = "access") -> dict:
         try:
@@ -100,9 +108,10 @@ class TokenService:
             raise Unauthorized("invalid or expired token")
         return Actor(id=claims["sub"], role=role, family=family["_id"], session_started_at=family.get("created_at"))
 
-    def start_session(self, user_id: str, role: str) -> dict:
+    def start_session(self, user_id: str, role: str, *, started_at: datetime | None = None) -> dict:
+        """A new token family (a session), started at ``started_at`` (when its password was checked) or now."""
         family_id = uuid.uuid4().hex
-        self.families.start(family_id, user_id, role)
+        self.families.start(family_id, user_id, role, started_at=started_at)
         return self._pair(user_id, role, family_id, secrets.token_urlsafe(32), issued=None, jti=None)
 
     def _pair(self, user_id: str, role: str, family_id: str, refresh: str, *, issued: datetime | None,

@@ -25,9 +25,10 @@ class TokenFamilies:
         self.families = db.token_families
         self.tokens = db.refresh_tokens
 
-    def start(self, family_id: str, user_id: str, role: str) -> None:
+    def start(self, family_id: str, user_id: str, role: str, *, started_at: datetime | None = None) -> None:
         self.families.insert_one(
-            {"_id": family_id, "user_id": user_id, "role": role, "revoked": False, "created_at": now()}
+            {"_id": family_id, "user_id": user_id, "role": role, "revoked": False,
+             "created_at": started_at or now()}
         )
 
     def revoke(self, family_id: str, reason: str) -> None:

@@ -32,8 +32,8 @@ def _login_form(message: str = "", status: int = 200):
     return response
 
 
-def _signed_in(user, target: str):
-    token = services().accounts.start_web_session(user, stage="full")
+def _signed_in(user, target: str, started_at=None):
+    token = services().accounts.start_web_session(user, stage="full", started_at=started_at)
     response = redirect(_safe_next(target), code=303)
     set_session_cookie(response, token)
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/clinician/")
@@ -50,8 +50,9 @@ def login():
         return _login_form("The sign-in form expired. Please try again.", 403)
     accounts = services().accounts
     try:
-        user = accounts.authenticate(email=request.form.get("email", "")[:254],
-                                     password=request.form.get("password", "")[:200], ip=client_address())
+        user, checked_at = accounts.check_password(email=request.form.get("email", "")[:254],
+                                                   password=request.form.get("password", "")[:200],
+                                                   ip=client_address())
     except Unauthorized:
         return _login_form("Email or password is wrong.", 401)
     except TooManyRequests as exc:
@@ -59,13 +60,13 @@ def login():
     if user.role is not Role.CLINICIAN:
         return _login_form("This dashboard is for clinicians.", 403)
     if user.mfa_enabled:
-        token = accounts.start_web_session(user, stage="mfa")
+        token = accounts.start_web_session(user, stage="mfa", started_at=checked_at)
         response = redirect(url_for("web.login_code", next=request.form.get("next", "")), code=303)
         set_session_cookie(response, token)
         return response
     if services().settings.staff_mfa_required:
         return _login_form("Set up two-factor authentication in the Companion app before signing in here.", 403)
-    return _signed_in(user, request.form.get("next", ""))
+    return _signed_in(user, request.form.get("next", ""), checked_at)
 
 
 @bp.route("/login/code", methods=["GET", "POST"])
@@ -93,7 +94,7 @@ def login_code():
                                message=f"Too many wrong codes. Try again in {exc.retry_after_s} seconds."), 429
     if good:
         accounts.end_web_session(cookie)
-        return _signed_in(user, request.form.get("next", ""))
+        return _signed_in(user, request.form.get("next", ""), pending["created_at"])
     if accounts.web_code_failed(pending):
         return _login_form("Too many wrong codes. Sign in again.", 401)
     return render_template("mfa.html", csrf_token=pending["csrf_token"], message="That code did not match.",

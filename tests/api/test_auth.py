@@ -139,7 +139,8 @@ def test_clinician_enrols_totp_and_then_needs_it_to_log_in(client, services):
     email = _staff(client, services)
     challenge = login(client, email=email).json
     assert "access_token" in challenge  # MFA optional in development until enrolled
-    mfa_token = services.tokens.mfa_token(services.accounts.by_email(email).id, "clinician")
+    mfa_token = services.tokens.mfa_token(services.accounts.by_email(email).id, "clinician",
+                                        password_checked_at=datetime.now(UTC))
     enrolment = client.post("/api/v1/auth/mfa/enrol", json={"mfa_token": mfa_token}).json
     totp = pyotp.TOTP(enrolment["secret"])
     confirmed = client.post("/api/v1/auth/mfa/confirm", json={"mfa_token": mfa_token, "code": totp.now()})
@@ -258,6 +259,40 @@ def test_guessing_the_password_through_a_change_that_asks_for_it_is_throttled_as
 
     answers = [guess(n).status_code for n in range(12)]
     assert answers[:5] == [401] * 5 and 429 in answers[5:]
+
+
+def test_a_sign_in_under_way_while_the_password_changes_ends_with_the_change(client, services, monkeypatch):
+    signup(client)
+    owner = {"Authorization": f"Bearer {login(client).json['access_token']}"}
+    passwords = services.accounts.passwords
+    real_matches, changed = passwords.matches, []
+
+    def checked_then_changed(stored_hash, password):
+        matched = real_matches(stored_hash, password)
+        if not changed:  # someone else's sign-in has passed the old password; the owner changes it now
+            changed.append("changing")
+            changed[0] = client.post("/api/v1/auth/password", headers=owner, json={
+                "current_password": PASSWORD, "new_password": "a brand new passphrase"}).status_code
+        return matched
+
+    monkeypatch.setattr(passwords, "matches", checked_then_changed)
+    other = login(client)  # with the old password, checked just before the change
+    monkeypatch.undo()
+    assert changed == [200] and other.status_code == 200
+    stale = {"Authorization": f"Bearer {other.json['access_token']}"}
+    assert client.get("/api/v1/auth/me", headers=stale).status_code == 401
+    assert client.post("/api/v1/auth/refresh", json={"refresh_token": other.json["refresh_token"]}).status_code == 401
+
+
+def test_an_mfa_token_from_before_a_password_change_opens_nothing(client, services):
+    email = _staff(client, services)
+    user = services.accounts.by_email(email)
+    mfa_token = services.tokens.mfa_token(user.id, "clinician", password_checked_at=datetime.now(UTC))
+    # An admin resets the password (the owner reported it leaked) before the token's five minutes are up.
+    code, _ = services.accounts.issue_password_reset(user.id)
+    services.accounts.reset_password(email=email, code=code, new_password="another long passphrase",
+                                     address="192.0.2.1")
+    assert client.post("/api/v1/auth/mfa/enrol", json={"mfa_token": mfa_token}).status_code == 401
 
 
 def test_password_change_needs_the_current_one_and_ends_other_sessions(client):

@@ -15,7 +15,7 @@ from tests.support.world import PASSWORD, make_user
 
 def _enrolled_clinician(client, services, key="totp_doc"):
     person = make_user(client, services, key=key, role="clinician")
-    mfa_token = services.tokens.mfa_token(person.id, "clinician")
+    mfa_token = services.tokens.mfa_token(person.id, "clinician", password_checked_at=datetime.now(UTC))
     secret = client.post("/api/v1/auth/mfa/enrol", json={"mfa_token": mfa_token}).json["secret"]
     totp = pyotp.TOTP(secret)
     assert client.post("/api/v1/auth/mfa/confirm", json={"mfa_token": mfa_token, "code": totp.now()}).status_code == 200
@@ -48,7 +48,7 @@ def test_totp_guesses_through_the_api_are_slowed_down_and_the_right_code_waits_i
 
 def test_totp_enrolment_confirmation_is_throttled_too(client, services):
     person = make_user(client, services, key="new_doc", role="clinician")
-    mfa_token = services.tokens.mfa_token(person.id, "clinician")
+    mfa_token = services.tokens.mfa_token(person.id, "clinician", password_checked_at=datetime.now(UTC))
     secret = client.post("/api/v1/auth/mfa/enrol", json={"mfa_token": mfa_token}).json["secret"]
     wrong = _wrong(pyotp.TOTP(secret).now())
     statuses = [client.post("/api/v1/auth/mfa/confirm", json={"mfa_token": mfa_token, "code": wrong}).status_code
