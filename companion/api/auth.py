@@ -90,6 +90,9 @@ class SignUpConfirmSchema(StrictSchema):
     email = fields.Email(required=True, validate=validate.Length(max=254))
     code = fields.String(required=True, validate=validate.Length(min=6, max=20),
                          metadata={"description": "the code sent by email"})
+    password = fields.String(required=True, load_only=True, validate=validate.Length(min=1, max=200), metadata={
+        "description": "the password chosen when signing up: the code makes the account only with it, so that a "
+                       "second sign-up for the same email by someone else cannot choose it"})
 
 
 SIGNUP_ACCEPTED = ("If this email can be used for a new account, a code to finish signing up has been sent to it. "
@@ -120,8 +123,11 @@ class SignUpConfirm(MethodView):
     @blp.response(201, AccountSchema)
     @blp.doc(operationId="confirm_sign_up")
     def post(self, body):
-        """Finish signing up with the code sent by email: the account is made, sign in with your password."""
-        return services().accounts.confirm_signup(email=body["email"], code=body["code"], address=client_address())
+        """Finish signing up with the code sent by email and the password chosen: the account is made, sign in
+        with that password. A wrong code, or a password other than the one the pending sign-up holds, gets
+        the same 401."""
+        return services().accounts.confirm_signup(email=body["email"], code=body["code"], password=body["password"],
+                                                  address=client_address())
 
 
 @blp.route("/login")

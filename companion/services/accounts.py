@@ -137,9 +137,11 @@ class Accounts:
                                   "role": role, "time_zone": time_zone})
         self._mail(mails.signup_code(email, code, int(SIGNUP_CODE_TTL.total_seconds() // 60), say))
 
-    def confirm_signup(self, *, email: str, code: str, address: str) -> Account:
-        """Self-service sign-up, step two: the code from the email makes the account. Unauthorized (one answer
-        for every case) when the email or code is wrong or expired."""
+    def confirm_signup(self, *, email: str, code: str, password: str, address: str) -> Account:
+        """Self-service sign-up, step two: the code from the email and the password chosen make the account.
+        Unauthorized (one answer for every case) when the email or code is wrong or expired, or the password is
+        not the one the pending sign-up holds (a later request for the same email, by someone else, replaced
+        it: the mailbox's owner never makes an account with another's password)."""
         email = normalise_email(email)
         subject = email_digest(email)
         self.throttle.check("code", address=address, account=f"{SIGNUP}:{subject}")
@@ -148,6 +150,9 @@ class Accounts:
             self.throttle.failed("code", address=address, account=f"{SIGNUP}:{subject}")
             raise Unauthorized(BAD_CODE)
         payload = taken["payload"]
+        if not self.passwords.matches(payload["password_hash"], password):
+            self.throttle.failed("code", address=address, account=f"{SIGNUP}:{subject}")
+            raise Unauthorized(BAD_CODE)
         try:
             return self._create(email=payload["email"], password_hash=payload["password_hash"],
                                 display_name=payload["display_name"], role=payload["role"],

@@ -28,19 +28,42 @@ def test_signing_up_with_a_taken_email_gets_the_same_answer_and_creates_nothing(
 def test_the_emailed_code_makes_the_account_and_a_wrong_one_does_not(client, db, mailbox):
     asked = client.post("/api/v1/auth/signup", json={"email": "carla@example.org", **ASK})
     assert asked.status_code == 202
-    wrong = client.post("/api/v1/auth/signup/confirm", json={"email": "carla@example.org", "code": "ABCDEFGH"})
-    unknown = client.post("/api/v1/auth/signup/confirm", json={"email": "nobody@example.org", "code": "ABCDEFGH"})
+    wrong = client.post("/api/v1/auth/signup/confirm", json={"email": "carla@example.org", "code": "ABCDEFGH",
+                                                                    "password": PASSWORD})
+    unknown = client.post("/api/v1/auth/signup/confirm", json={"email": "nobody@example.org", "code": "ABCDEFGH",
+                                                                      "password": PASSWORD})
     assert wrong.status_code == unknown.status_code == 401
     assert wrong.get_json()["detail"] == unknown.get_json()["detail"]
     assert db.users.count_documents({"email": "carla@example.org"}) == 0
     made = client.post("/api/v1/auth/signup/confirm",
-                       json={"email": "carla@example.org", "code": mailbox.last_code("carla@example.org")})
+                       json={"email": "carla@example.org", "code": mailbox.last_code("carla@example.org"),
+                             "password": PASSWORD})
     assert made.status_code == 201 and made.get_json()["email"] == "carla@example.org"
     login = client.post("/api/v1/auth/login", json={"email": "carla@example.org", "password": PASSWORD})
     assert login.status_code == 200
     again = client.post("/api/v1/auth/signup/confirm",
-                        json={"email": "carla@example.org", "code": mailbox.last_code("carla@example.org")})
+                        json={"email": "carla@example.org", "code": mailbox.last_code("carla@example.org"),
+                             "password": PASSWORD})
     assert again.status_code == 401  # a code works once
+
+
+def test_a_second_sign_up_for_the_same_email_cannot_choose_the_owners_password(client, db, mailbox):
+    """Someone else asks for the same email during the owner's sign-up (their request replaces the pending one
+    and its code): the owner's code, with the owner's password, makes no account with the other's password."""
+    assert client.post("/api/v1/auth/signup", json={"email": "dana@example.org", **ASK}).status_code == 202
+    other = {**ASK, "password": "the other person's passphrase", "role": "caregiver"}
+    assert client.post("/api/v1/auth/signup", json={"email": "dana@example.org", **other}).status_code == 202
+    code = mailbox.last_code("dana@example.org")  # the owner reads the latest mail
+    owner = client.post("/api/v1/auth/signup/confirm",
+                        json={"email": "dana@example.org", "code": code, "password": PASSWORD})
+    assert owner.status_code == 401 and db.users.count_documents({"email": "dana@example.org"}) == 0
+    assert client.post("/api/v1/auth/login", json={"email": "dana@example.org",
+                                                   "password": other["password"]}).status_code == 401
+    # Asking again, the owner makes their own account.
+    assert client.post("/api/v1/auth/signup", json={"email": "dana@example.org", **ASK}).status_code == 202
+    made = client.post("/api/v1/auth/signup/confirm", json={"email": "dana@example.org", "password": PASSWORD,
+                                                            "code": mailbox.last_code("dana@example.org")})
+    assert made.status_code == 201 and made.get_json()["role"] == "patient"
 
 
 def test_a_taken_email_cannot_be_claimed_through_a_pending_signup(client, world, mailbox):
@@ -52,7 +75,8 @@ def test_a_taken_email_cannot_be_claimed_through_a_pending_signup(client, world,
     client.application.extensions["companion"].accounts.sign_up(
         email="late@example.org", password="another password entirely", display_name="Late", role="caregiver",
         time_zone="UTC")
-    taken = client.post("/api/v1/auth/signup/confirm", json={"email": "late@example.org", "code": code})
+    taken = client.post("/api/v1/auth/signup/confirm", json={"email": "late@example.org", "code": code,
+                                                             "password": PASSWORD})
     assert taken.status_code == 401
 
 

@@ -40,4 +40,5 @@ def sign_up(client, mailbox: Mailbox, *, email: str, password: str, display_name
     asked = client.post("/api/v1/auth/signup", json={"email": email, "password": password, "display_name": display_name,
                                                      "role": role, "time_zone": time_zone})
     assert asked.status_code == 202, asked.get_json()
-    return client.post("/api/v1/auth/signup/confirm", json={"email": email, "code": mailbox.last_code(email)})
+    return client.post("/api/v1/auth/signup/confirm", json={"email": email, "code": mailbox.last_code(email),
+                                                           "password": password})
