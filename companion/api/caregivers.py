@@ -109,6 +109,20 @@ class Caregiver(MethodView):
         services().care.revoke_caregiver(patient_id, link_id)
 
 
+@blp.route("/caregiver/patients/<patient_id>")
+class CaredForPatient(MethodView):
+    @allow(Role.CAREGIVER)
+    @blp.response(204)
+    @blp.doc(operationId="leave_cared_for_patient")
+    def delete(self, patient_id):
+        """End one's own access to a patient's data (a link one no longer wants, or never agreed to): as the
+        patient's revocation, from the very next request; nothing queued about them is sent. Afterwards the
+        patient is as any other the caller has no link to (404)."""
+        caregiver = current_actor().id
+        auditing.note(patient_ids=[patient_id], resource="care_link", action="D", resource_ids=[caregiver])
+        services().care.leave_patient(caregiver, patient_id)
+
+
 @blp.route("/caregiver/patients")
 class CaredFor(MethodView):
     @allow(Role.CAREGIVER)

@@ -98,6 +98,15 @@ class Care:
             raise NotFound("no such caregiver link")
         self.outbox.withdraw(reason=CONSENT_REVOKED, recipient_user_id=link.caregiver_id, patient_id=patient_id)
 
+    def leave_patient(self, caregiver_id: str, patient_id: str) -> None:
+        """A caregiver ends a link themselves (one they no longer want, or never agreed to: a patient grants
+        a link by the caregiver's email): as the patient's revocation, from their very next request. NotFound
+        when they have no link to the patient (any more)."""
+        link = self.links.active(patient_id, caregiver_id)
+        if link is None:
+            raise NotFound("no such patient, or no access to them")
+        self.revoke_caregiver(patient_id, link.id)
+
     def cared_for(self, caregiver_id: str) -> list[tuple[CareLink, Account | None]]:
         """The patients who share their data with a caregiver, with their accounts."""
         links = self.links.for_caregiver(caregiver_id)

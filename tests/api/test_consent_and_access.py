@@ -22,6 +22,22 @@ def test_patient_grants_and_revokes_a_caregiver_effective_next_request(client, w
     assert client.get(url, headers=caregiver.headers).status_code == 404
 
 
+def test_a_caregiver_can_end_a_link_themselves_effective_next_request(client, world, db):
+    patient, caregiver = world["patient_a"], world["caregiver_linked"]
+    url = f"/api/v1/patients/{patient.id}"
+    assert client.get(url, headers=caregiver.headers).status_code == 200
+    leave = f"/api/v1/caregiver/patients/{patient.id}"
+    assert client.delete(leave, headers=caregiver.headers).status_code == 204
+    assert client.get(url, headers=caregiver.headers).status_code == 404
+    assert client.get("/api/v1/caregiver/patients", headers=caregiver.headers).json == {"items": []}
+    # Once left, the patient is as any other they have no link to: 404, never told apart from no patient at all.
+    assert client.delete(leave, headers=caregiver.headers).status_code == 404
+    assert client.delete(f"/api/v1/caregiver/patients/{world['patient_b'].id}",
+                         headers=caregiver.headers).status_code == 404
+    listed = client.get(f"{url}/caregivers", headers=patient.headers).json["items"]
+    assert [link["status"] for link in listed if link["caregiver_id"] == caregiver.id] == ["revoked"]
+
+
 def test_adding_a_caregiver_needs_the_current_password(client, world, db):
     patient, caregiver = world["patient_a"], world["caregiver_unlinked"]
     response = client.post(f"/api/v1/patients/{patient.id}/caregivers", headers=patient.headers,
