@@ -12,7 +12,7 @@ from marshmallow.exceptions import ValidationError
 
 from companion.api import examples
 from companion.api.schemas import ChangesArgs, changes_schema
-from companion.domain.access import Operation, Role
+from companion.domain.access import Grant, Operation, Relationship, Role
 from companion.domain.sessions import RESOLUTIONS
 from companion.http import auditing, paging, services
 from companion.http.paging import LINK_HEADER, cursor_field, next_field, offset_page
@@ -44,9 +44,18 @@ class FindingSchema(Schema):
     reason = fields.String()
 
 
+def _as_seen_by(grant: Grant, items: list[dict]) -> list[dict]:
+    """Sessions as the caller may see them: a caregiver does not read the care team's note on a decision about
+    a held session (it may name another patient, the unit's other wearer) nor who made it."""
+    if grant.relationship is not Relationship.CAREGIVER:
+        return items
+    return [{**item, "resolution": {**item["resolution"], "note": None, "by": None}} if item.get("resolution")
+            else item for item in items]
+
+
 class ResolutionSchema(Schema):
     action = fields.String()
-    by = fields.String()
+    by = fields.String(allow_none=True)
     at = fields.DateTime()
     note = fields.String(allow_none=True)
     started_at = fields.DateTime(allow_none=True)
@@ -129,10 +138,11 @@ class TensSessions(MethodView):
     def get(self, args, patient_id):
         """TENS sessions, newest first, started from `from` (inclusive) to `to` (exclusive; default: the last
         30 days), at most `limit` per page: follow `next` for more."""
-        require_patient(patient_id, Operation.READ)
+        grant = require_patient(patient_id, Operation.READ)
         items, following = offset_page(
             lambda count: services().sessions.between(patient_id, args["start"], args["end"], count),
             args["cursor"], args["limit"])
+        items = _as_seen_by(grant, items)
         # A session held because its unit changed hands may be another patient's: each it may be is named.
         auditing.note(patient_ids=[patient_id, *(c for i in items for c in i.get("candidate_patient_ids") or [])],
                       resource="session_record", action="R", resource_ids=[i["_id"] for i in items])
@@ -151,8 +161,9 @@ class TensSessionChanges(MethodView):
         any order of start time), after the cursor. A record is never deleted; one placed again (a later clock fix,
         the care team's decision on a held one) comes round again with its new fields. See the README's "Sync"
         section."""
-        require_patient(patient_id, Operation.READ)
+        grant = require_patient(patient_id, Operation.READ)
         page = services().sessions.changes_since(patient_id, args["cursor"], args["limit"])
+        page = {**page, "items": _as_seen_by(grant, page["items"])}
         auditing.note(patient_ids=[patient_id], resource="session_record", action="search",
                       resource_ids=[i["_id"] for i in page["items"]])
         return paging.feed_page(page)

@@ -141,6 +141,23 @@ def test_a_held_session_is_listed_for_the_care_team_and_resolved_by_them(client,
                       headers=clinician).status_code == 404
 
 
+def test_a_caregiver_reads_a_decided_session_without_the_care_teams_note(client, world):
+    serial = world.a_device
+    record = session_record(serial, 1, duration_s=0, started_at=datetime.now(UTC) - timedelta(days=1))
+    upload(client, world["gateway_a"], [record])
+    url = f"/api/v1/patients/{world['patient_a'].id}/sessions"
+    note = "probably the session of the unit's other wearer"
+    assert client.put(f"{url}/{record['record_id']}/resolution", json={"action": "exclude", "note": note},
+                      headers=world["clinician_team"].headers).status_code == 200
+    for path in ("", "/changes"):
+        seen = client.get(f"{url}{path}", headers=world["caregiver_linked"].headers).json["items"]
+        [decided] = [s for s in seen if s["record_id"] == record["record_id"]]
+        assert decided["resolution"]["action"] == "exclude"
+        assert (decided["resolution"]["note"], decided["resolution"]["by"]) == (None, None), path
+    team = client.get(url, headers=world["clinician_team"].headers).json["items"]
+    assert [s["resolution"]["note"] for s in team if s["record_id"] == record["record_id"]] == [note]
+
+
 def test_dead_letters_reported_by_a_gateway_are_kept_once(client, world, db):
     item = {"id": 3, "device_serial": world.a_device, "record_id": None, "reason": "BadChecksum: crc",
             "source": "unit", "dead_at": datetime.now(UTC).isoformat(), "payload": "0101ff"}
