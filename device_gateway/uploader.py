@@ -11,8 +11,9 @@ holds back from the figures is stored all the same: nothing is dead-lettered for
 server's reason, never retried. An item the response does not mention stays queued. A batch the API refuses
 as a whole (400/403/413/422 in its problem details) is split in halves until the culprit is alone, and the
 culprit is dead-lettered with the server's detail; the same statuses without problem details (a proxy, a
-firewall, a captive portal in front of the API) are about the request, not a record: retried with backoff. Dead letters are reported to the server (``/gateway/dead-letters``) once the queue
-is empty, and can be listed and put back in the queue with ``device-gateway dead-letters``. 5xx, 429 and network errors keep everything
+firewall, a captive portal in front of the API) are about the request, not a record: retried with backoff.
+Dead letters are reported to the server (``/gateway/dead-letters``) once the queue is empty, and can be listed
+and put back in the queue with ``device-gateway dead-letters``. 5xx, 429 and network errors keep everything
 queued and back off: exponential with full jitter (1 s start, 5 min cap), never sooner than the
 server's ``Retry-After``. Sleep is injectable so tests never sleep; by default a wait ends early on ``stop``.
 

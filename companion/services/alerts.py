@@ -157,14 +157,14 @@ class AlertService:
     def raise_low_adherence(self, candidate: AlertCandidate, snapshots: list[dict], today: date,
                             report: AlertsReport | None = None, open_alerts: list[dict] | None = None) -> dict:
         """Raise a low-adherence alert, unless one not yet resolved was raised for the same run (it still holds
-        and goes on: low_adherence_holds, low_adherence_continues): then that one stands (notified, if a crash left it unnotified), and no new
-        alert or push comes for a run that merely outgrew the 30 days the rule reads (its start sliding a day a
-        day) or that a recompute lengthened at its start. ``open_alerts``: the patient's unresolved alerts,
-        when the caller read them already."""
+        and goes on: low_adherence_holds, low_adherence_continues): then that one stands (notified, if a crash
+        left it unnotified), and no new alert or push comes for a run that merely outgrew the 30 days the rule
+        reads (its start sliding a day a day) or that a recompute lengthened at its start. ``open_alerts``: the
+        patient's unresolved alerts, when the caller read them already."""
         if open_alerts is None:
             open_alerts = self.stores.alerts.unresolved([candidate.patient_id], (AlertKind.LOW_ADHERENCE.value,))
         progress = _progress(snapshots)
-        for alert in sorted(open_alerts, key=lambda a: a.get("created_at") or self.clock()):
+        for alert in sorted(open_alerts, key=lambda a: a.get("raised_at") or self.clock()):  # the oldest first
             start = run_start_of(alert) if alert["kind"] == AlertKind.LOW_ADHERENCE.value else None
             if start is not None and alert["dedup_key"] != candidate.dedup_key \
                     and low_adherence_holds(start, progress, today) and low_adherence_continues(start, progress, today):
