@@ -9,8 +9,9 @@ Rows are written only by companion.services.read_models (a whole row at a time, 
 writers never merge halves of a row. Each row, its days and its entries carry the ``seq`` of the patient's mark
 read before the data they were computed from, and are written only over a version of no later ``seq``: a
 computation that read the data before a write never replaces one that read it after. The panel filters, sorts
-and pages over them in the database: a query by ``_id $in`` (the caller's patients: the care-team authorisation, served from the _id index on MongoDB and
-on the patched FerretDB), its conditions and a sort on stored keys, and only the page's rows come back.
+and pages over them in the database: a query by ``_id $in`` (the caller's patients: the care-team authorisation,
+served from the _id index on MongoDB and on the patched FerretDB), its conditions and a sort on stored keys, and
+only the page's rows come back.
 
 Marks (``panel_row_marks``, one per patient) say "compute this row again": now (``due`` = ``NOW``), or at a
 later instant (a figure that changes with time alone: the local day rolling over, a pain entry leaving the
