@@ -8,6 +8,8 @@ exactly as it would in the field (the gateway resends its batch; the app resends
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from pymongo.errors import ConnectionFailure
 
@@ -22,9 +24,15 @@ def _dead_database(*args, **kwargs):
 
 
 def _batch(world):
-    # Seq 2 ended with the electrodes off and seq 3 on a flat battery: each raises a device event.
-    return [session_record(world.a_device, 1), session_record(world.a_device, 2, end_reason="electrode_off"),
-            session_record(world.a_device, 3, end_reason="battery", battery_pct=9)]
+    # Seq 2 ended with the electrodes off and seq 3 on a flat battery: each raises a device event. Yesterday at
+    # 10, 11 and 12 (UTC, the world's zone): an hour apart, since sessions of one unit that overlap are judged,
+    # and far from midnight, since a session whose start may fall on either side of it is held as uncertain
+    # (either made this test fail at some times of day; neither is what it is about).
+    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    return [session_record(world.a_device, 1, started_at=day + timedelta(hours=10)),
+            session_record(world.a_device, 2, started_at=day + timedelta(hours=11), end_reason="electrode_off"),
+            session_record(world.a_device, 3, started_at=day + timedelta(hours=12), end_reason="battery",
+                           battery_pct=9)]
 
 
 @pytest.mark.parametrize("crash_before", ["device events", "unit status"])
