@@ -48,6 +48,7 @@ from companion.services.alerts import (
     AlertService,
     AlertsReport,
     low_adherence_in,
+    progress_of,
 )
 from companion.services.item_failures import ItemFailures
 from companion.services.read_models import kept_day, kept_snapshots
@@ -190,11 +191,6 @@ LOOKBACK_SLICES = ((1, 1), (2, 2), (3, 7), (8, LOW_ADHERENCE_LOOKBACK.days))
 RULE_FIELDS = {"patient_id": 1, "date": 1, "state": 1, "tens_fraction": 1}
 
 
-def _progress(snapshots: list[dict]) -> dict[date, float | None]:
-    return {date.fromisoformat(s["date"]): None if s["state"] == "no_tasks" else s["tens_fraction"] or 0.0
-            for s in snapshots}
-
-
 def _write_and_read(stores: Stores, chunk: list[_Patient], now: datetime,
                     whole: set[str] = frozenset()) -> dict[str, list[dict]]:
     """Write the chunk's recomputed days; return each patient's snapshots the rules need: the fresh ones and
@@ -238,7 +234,7 @@ def _write_and_read(stores: Stores, chunk: list[_Patient], now: datetime,
         for doc in store.by_ids(wanted, RULE_FIELDS):
             snapshots[doc["patient_id"]].append(doc)
         waiting = [p for p in waiting if p.patient_id not in whole
-                   and not low_adherence_run_ended(_progress(snapshots[p.patient_id]), p.today)]
+                   and not low_adherence_run_ended(progress_of(snapshots[p.patient_id]), p.today)]
         if last or not waiting:
             break
     for docs in snapshots.values():

@@ -87,20 +87,26 @@ class AlertsReport:
     failed: int = 0
 
 
-def _progress(snapshots: Iterable[dict]) -> dict[date, float | None]:
+def progress_of(snapshots: Iterable[dict]) -> dict[date, float | None]:
     """Each day's TENS progress (None: a day without a plan), as the low-adherence rule reads it."""
-    return {datetime.fromisoformat(s["date"]).date(): (None if s["state"] == "no_tasks" else s["tens_fraction"] or 0.0)
+    return {date.fromisoformat(s["date"]): None if s["state"] == "no_tasks" else s["tens_fraction"] or 0.0
             for s in snapshots}
 
 
 def low_adherence_in(patient_id: str, snapshots: Iterable[dict], today: date) -> AlertCandidate | None:
     """The low-adherence rule over snapshots already read (those of ``today`` - 30 days .. ``today``)."""
-    return low_adherence_rule(patient_id, _progress(snapshots), today)
+    return low_adherence_rule(patient_id, progress_of(snapshots), today)
+
+
+def period_of(alert: dict) -> str:
+    """What an alert is about, as its key names it: the first day of a low-adherence run, the occurrence of a
+    missed session, the day of a flare (kept as ``period_key``; the end of the key for alerts from before)."""
+    return alert.get("period_key") or alert["dedup_key"].rsplit(":", 1)[1]
 
 
 def run_start_of(alert: dict) -> date:
     """The first day of the run a low-adherence alert was raised for."""
-    return date.fromisoformat(alert.get("period_key") or alert["dedup_key"].rsplit(":", 1)[1])
+    return date.fromisoformat(period_of(alert))
 
 
 
@@ -163,7 +169,7 @@ class AlertService:
         patient's unresolved alerts, when the caller read them already."""
         if open_alerts is None:
             open_alerts = self.stores.alerts.unresolved([candidate.patient_id], (AlertKind.LOW_ADHERENCE.value,))
-        progress = _progress(snapshots)
+        progress = progress_of(snapshots)
         for alert in sorted(open_alerts, key=lambda a: a.get("raised_at") or self.clock()):  # the oldest first
             start = run_start_of(alert) if alert["kind"] == AlertKind.LOW_ADHERENCE.value else None
             if start is not None and alert["dedup_key"] != candidate.dedup_key \
@@ -360,7 +366,7 @@ class AlertService:
         """Judge the rules again for a patient whose ``days`` were recomputed (``snapshots``: their adherence
         days from 30 days before today): raise what now holds, resolve what no longer does (``open_alerts``:
         the patient's unresolved alerts of the RECONSIDERED kinds, when the caller read them already)."""
-        progress = _progress(snapshots)
+        progress = progress_of(snapshots)
         if open_alerts is None:
             open_alerts = self.stores.alerts.unresolved([patient.id], RECONSIDERED)
         candidate = low_adherence_in(patient.id, snapshots, today)
@@ -377,8 +383,7 @@ class AlertService:
                                  Resolution.ADHERENCE_REACHED)
             elif alert["kind"] == AlertKind.MISSED_TENS.value:
                 self._reconsider_missed(patient, alert, days)
-            elif alert["kind"] == AlertKind.PAIN_FLARE.value and date.fromisoformat(
-                    alert.get("period_key") or alert["dedup_key"].rsplit(":", 1)[1]) in days:
+            elif alert["kind"] == AlertKind.PAIN_FLARE.value and date.fromisoformat(period_of(alert)) in days:
                 self._reconsider_flare(patient, alert)
 
     def outcome_recorded(self, patient_id: str, occurrence: dict) -> None:
@@ -388,7 +393,7 @@ class AlertService:
         if occurrence.get("kind") != "tens" or occurrence.get("status") not in RECORDED:
             return
         for alert in self.stores.alerts.unresolved([patient_id], (AlertKind.MISSED_TENS.value,)):
-            if (alert.get("period_key") or alert["dedup_key"].rsplit(":", 1)[1]) == occurrence["_id"]:
+            if period_of(alert) == occurrence["_id"]:
                 self._resolve_recorded(alert, occurrence)
 
     def _resolve_recorded(self, alert: dict, occurrence: dict) -> None:
@@ -396,7 +401,7 @@ class AlertService:
                      Resolution.OUTCOME_RECORDED, occurrence.get("status_at"))
 
     def _reconsider_missed(self, patient: Account, alert: dict, days: set[date]) -> None:
-        occurrence_id = alert.get("period_key") or alert["dedup_key"].rsplit(":", 1)[1]
+        occurrence_id = period_of(alert)
         occurrence = self.stores.occurrences.get(patient.id, occurrence_id)
         if occurrence is None:
             return
@@ -421,7 +426,7 @@ class AlertService:
                                 "time) was received later: the session was done", Resolution.SESSION_FOUND, started)
 
     def _reconsider_flare(self, patient: Account, alert: dict) -> None:
-        day = date.fromisoformat(alert.get("period_key") or alert["dedup_key"].rsplit(":", 1)[1])
+        day = date.fromisoformat(period_of(alert))
         history = patient.zone_history()
         zone = history.zone_at(datetime.combine(day, datetime.min.time(), ZoneInfo("UTC")))
         start = datetime.combine(day, datetime.min.time(), zone).astimezone(ZoneInfo("UTC"))
