@@ -453,13 +453,8 @@ class RecordBuffer:
         move the unit's position past them in the same transaction, so that the gap is noted once, not at
         every connection (another gateway of the patient's may have taken them)."""
         payload = json.dumps({"missing_from_seq": first_seq, "missing_to_seq": last_seq})
-        sealed = self._sealer.seal(payload.encode(), _unit_context(serial))
         with self._transaction() as db:
-            db.execute(
-                "INSERT INTO dead_letters(record_id, device_serial, sealed, reason, source, dead_at) "
-                "VALUES (NULL,?,?,?,?,?)",
-                (serial, sealed, "unit no longer holds these records", "unit", _now()),
-            )
+            self._insert_unit_dead_letter(db, serial, payload, "unit no longer holds these records")
             db.execute(
                 "INSERT INTO units(serial, last_stored_seq) VALUES (?, ?) "
                 "ON CONFLICT(serial) DO UPDATE SET last_stored_seq = MAX(last_stored_seq, excluded.last_stored_seq)",
@@ -469,13 +464,16 @@ class RecordBuffer:
         logger.error("unit %s no longer holds records %d..%d that were never stored", serial, first_seq, last_seq)
 
     def _dead_letter_from_unit(self, serial: str, payload: str, reason: str) -> None:
-        sealed = self._sealer.seal(payload.encode(), _unit_context(serial))
         with self._reading() as db:
-            db.execute(
-                "INSERT INTO dead_letters(record_id, device_serial, sealed, reason, source, dead_at) "
-                "VALUES (NULL,?,?,?,?,?)",
-                (serial, sealed, reason, "unit", _now()),
-            )
+            self._insert_unit_dead_letter(db, serial, payload, reason)
+
+    def _insert_unit_dead_letter(self, db: sqlite3.Connection, serial: str, payload: str, reason: str) -> None:
+        """A dead letter about a unit (no record id), sealed, written on ``db`` (inside the caller's lock)."""
+        db.execute(
+            "INSERT INTO dead_letters(record_id, device_serial, sealed, reason, source, dead_at) "
+            "VALUES (NULL,?,?,?,?,?)",
+            (serial, self._sealer.seal(payload.encode(), _unit_context(serial)), reason, "unit", _now()),
+        )
 
     def dead_letters(self, *, unreported_only: bool = False, limit: int = 1_000_000) -> list[dict]:
         """Dead letters, oldest first, their payloads opened (``unreported_only``: those not yet reported to
