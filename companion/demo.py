@@ -192,6 +192,7 @@ class _History:
         reset = None
         if self.demo.clock_reset_days_ago is not None:
             reset = datetime.combine(today - timedelta(days=self.demo.clock_reset_days_ago), time(10, 40), zone)
+        pulled = self.now - timedelta(minutes=5)  # the hub's last pull: a session ended by then is in it
         seq = 0
         day = today - timedelta(days=self.days)
         self._sync(datetime.combine(day, time(7, 0), zone).astimezone(UTC), seq, offset)  # paired that morning
@@ -201,7 +202,7 @@ class _History:
                 start = datetime.combine(day, time(hour, minute), zone) + timedelta(minutes=self.rng.randint(-20, 25))
                 start = start.astimezone(UTC)
                 minutes = self.rng.choice([30, 30, 30, 35, 45])
-                if start + timedelta(minutes=minutes) > self.now or self.rng.random() > self.demo.adherence:
+                if start + timedelta(minutes=minutes) > pulled or self.rng.random() > self.demo.adherence:
                     continue
                 if reset is not None and reset <= start:
                     offset = EPOCH_2000 - reset.astimezone(UTC)  # the battery change: the clock restarts at 2000
@@ -223,7 +224,7 @@ class _History:
                     offset = timedelta(0)
             day += timedelta(days=1)
         if self.sessions and (not self.syncs or self.syncs[-1].highest_seq < seq):
-            self._sync(self.now - timedelta(minutes=5), seq, offset)  # the hub pulled today's sessions just now
+            self._sync(pulled, seq, offset)  # the hub pulled today's sessions just now
 
     def _sync(self, at: datetime, highest_seq: int, offset: timedelta, set_to: datetime | None = None) -> None:
         self.syncs.append(_Sync(uuid.uuid4().hex, at, highest_seq, at + offset, set_to))

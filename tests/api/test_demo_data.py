@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+import pytest
+
 from companion.demo import DEMO_DOMAIN, DEMO_PASSWORD, LATE_DAYS, PATIENTS, seed
+from companion.services.container import Services
+from companion.settings import load_settings
 
 
 def login(client, key: str) -> tuple[dict, str]:
@@ -58,3 +64,16 @@ def test_the_demo_tells_a_clinician_the_right_story(client, services, db):
     assert [r["open_alerts"] for r in panel["items"]] == [0, 0, 0]
     assert [r["pdc_7"] for r in panel["items"]] == sorted(r["pdc_7"] for r in panel["items"])
     assert panel["items"][-1]["patient_id"] == ids["maria"]
+
+
+@pytest.mark.parametrize("at", ["2026-12-01T08:40:00", "2026-12-01T13:40:00"])
+def test_the_demo_holds_no_session_whatever_the_time_it_is_loaded(settings_overrides, at):
+    """The hub's last pull is five minutes before the load: a session that ended after it is not in it (a session
+    the hub carried before its end would be held as of unknown time). These instants are ends of such sessions."""
+    services = Services(load_settings(settings_overrides), clock=lambda: datetime.fromisoformat(at).replace(tzinfo=UTC))
+    try:
+        seed(services, days=14, progress=False)
+        held = [r["_id"] for r in services.db.session_records.find({"held": True})]
+        assert services.db.session_records.count_documents({}) > 80 and held == []
+    finally:
+        services.client.close()
