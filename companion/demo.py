@@ -100,10 +100,11 @@ def seed(services, *, days: int = 28, progress: bool = True, now: datetime | Non
         started = _first_day(now, demo.zone, days)
         services.gateways.bind_unit(patient.id, demo.serial, "companion-tens", bound_at=started)
         if demo.key == "maria":
-            services.care.grant_caregiver(
+            offer = services.care.grant_caregiver(
                 patient.id, caregiver_email=caregiver.email, current_password=DEMO_PASSWORD,
                 permissions=CaregiverPermissions(write=False, diary_notes=False, alerts=frozenset(
                     {"missed_session", "device_silent", "battery_low", "device_fault"})))
+            services.care.answer_offer(caregiver, offer["id"], accept=True, current_password=DEMO_PASSWORD)
         _prescribe(services, patient.id, clinician.id, demo.zone, started)
         history = _History(demo, rng, now, days)
         history.live()

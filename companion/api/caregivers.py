@@ -1,4 +1,5 @@
-"""Caregiver consent: a patient grants (and revokes) a caregiver's view of their data."""
+"""Caregiver consent: a patient offers a caregiver a view of their data by email, the caregiver accepts it (or
+declines it), and either of them ends it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from companion.domain.alerts import SHARE_KINDS
 from companion.http import auditing, services
 from companion.http.idempotency import idempotent
 from companion.http.schemas import StrictSchema
-from companion.http.security import allow, client_address, current_actor, require_patient
+from companion.http.security import allow, caller_account, client_address, current_actor, require_patient
 
 blp = Blueprint("caregivers", __name__, url_prefix="/api/v1", description="Caregiver consent")
 
@@ -40,15 +41,22 @@ def _permissions(permissions: CaregiverPermissions) -> dict:
 
 
 class LinkSchema(Schema):
-    id = fields.String(attribute="link.id", dump_only=True)
-    patient_id = fields.String(attribute="link.patient_id", dump_only=True)
-    caregiver_id = fields.String(attribute="link.caregiver_id", dump_only=True)
-    caregiver_name = fields.String(dump_only=True)
-    status = fields.String(attribute="link.status", dump_only=True)
-    permissions = fields.Function(lambda named: _permissions(named.link.permissions), dump_only=True,
+    id = fields.String(dump_only=True, metadata={"description": "the link's id, or the offer's while pending"})
+    patient_id = fields.String(dump_only=True)
+    caregiver_id = fields.String(dump_only=True, allow_none=True, metadata={"description": "null until accepted"})
+    caregiver_name = fields.String(dump_only=True, allow_none=True)
+    caregiver_email = fields.String(dump_only=True, allow_none=True,
+                                    metadata={"description": "the email offered to, while the offer is pending"})
+    status = fields.String(dump_only=True, metadata={
+        "description": "pending (offered, not accepted yet: a decline is not told apart), expired (not accepted "
+                       "in time), active (accepted), or revoked (ended by the patient or the caregiver)",
+        "enum": ["pending", "expired", "active", "revoked"]})
+    permissions = fields.Function(lambda view: _permissions(view["permissions"]), dump_only=True,
                                   metadata={"type": "object"})
-    granted_at = fields.DateTime(attribute="link.granted_at", dump_only=True)
-    revoked_at = fields.DateTime(attribute="link.revoked_at", dump_only=True, allow_none=True)
+    granted_at = fields.DateTime(dump_only=True, allow_none=True)
+    revoked_at = fields.DateTime(dump_only=True, allow_none=True)
+    offered_at = fields.DateTime(dump_only=True, allow_none=True)
+    expires_at = fields.DateTime(dump_only=True, allow_none=True, metadata={"description": "a pending offer's end"})
 
 
 class LinkListSchema(Schema):
@@ -75,7 +83,7 @@ class Caregivers(MethodView):
         require_patient(patient_id, Operation.READ)
         links = services().care.caregivers_of(patient_id)
         auditing.note(patient_ids=[patient_id], resource="care_link", action="R",
-                      resource_ids=[named.link.id for named in links])
+                      resource_ids=[view["id"] for view in links])
         return {"items": links}
 
     @allow(Role.PATIENT)
@@ -84,16 +92,21 @@ class Caregivers(MethodView):
     @blp.response(201, LinkSchema)
     @blp.doc(operationId="grant_caregiver")
     def post(self, body, patient_id):
-        """Grant a caregiver access (needs the patient's current password)."""
+        """Offer a caregiver access by their email (needs the patient's current password).
+
+        The answer is the same whatever the email: an offer, ``pending`` until the owner of the email accepts it
+        from a caregiver account with their password (or it expires in 14 days). Nobody sees anything before
+        that. For a caregiver the patient is linked with already, the new permissions apply at once (``active``).
+        Offering again to the same email renews the offer with the new permissions."""
         require_patient(patient_id, Operation.MANAGE)
         permissions = body["permissions"]
-        named = services().care.grant_caregiver(
+        view = services().care.grant_caregiver(
             patient_id, caregiver_email=body["caregiver_email"], current_password=body["current_password"],
             address=client_address(),
             permissions=CaregiverPermissions(write=permissions["write"], alerts=frozenset(permissions["alerts"]),
                                              diary_notes=permissions["diary_notes"]))
-        auditing.note(patient_ids=[patient_id], resource="care_link", action="C", resource_ids=[named.link.id])
-        return named, 201, {"Location": f"{request.path}/{named.link.id}"}
+        auditing.note(patient_ids=[patient_id], resource="care_link", action="C", resource_ids=[view["id"]])
+        return view, 201, {"Location": f"{request.path}/{view['id']}"}
 
 
 @blp.route("/patients/<patient_id>/caregivers/<link_id>")
@@ -102,8 +115,9 @@ class Caregiver(MethodView):
     @blp.response(204)
     @blp.doc(operationId="revoke_caregiver")
     def delete(self, patient_id, link_id):
-        """Revoke a caregiver's access; it ends on their very next request. Revoking it again answers 204 as
-        the first time."""
+        """Revoke a caregiver's access, or take back a pending offer; access ends on their very next request.
+        The id of an offer that was accepted ends the link it made. Revoking again answers 204 as the first
+        time."""
         require_patient(patient_id, Operation.MANAGE)
         auditing.note(patient_ids=[patient_id], resource="care_link", action="D", resource_ids=[link_id])
         services().care.revoke_caregiver(patient_id, link_id)
@@ -115,8 +129,7 @@ class CaredForPatient(MethodView):
     @blp.response(204)
     @blp.doc(operationId="leave_cared_for_patient")
     def delete(self, patient_id):
-        """End one's own access to a patient's data (a link one no longer wants, or never agreed to): as the
-        patient's revocation, from the very next request; nothing queued about them is sent. Afterwards the
+        """End one's own access to a patient's data (a link one no longer wants): as the patient's revocation, from the very next request; nothing queued about them is sent. Afterwards the
         patient is as any other the caller has no link to (404)."""
         caregiver = current_actor().id
         auditing.note(patient_ids=[patient_id], resource="care_link", action="D", resource_ids=[caregiver])
@@ -136,3 +149,67 @@ class CaredFor(MethodView):
         auditing.note(patient_ids=[i["patient_id"] for i in items], resource="patient", action="search",
                       resource_ids=[i["patient_id"] for i in items])
         return {"items": items}
+
+
+class OfferSchema(Schema):
+    id = fields.String()
+    patient_id = fields.String()
+    patient_name = fields.String(allow_none=True)
+    permissions = fields.Function(lambda offer: _permissions(offer["permissions"]), metadata={"type": "object"})
+    offered_at = fields.DateTime()
+    expires_at = fields.DateTime()
+
+
+class OfferListSchema(Schema):
+    items = fields.List(fields.Nested(OfferSchema), required=True)
+
+
+class AcceptOfferSchema(StrictSchema):
+    current_password = fields.String(required=True, load_only=True, validate=validate.Length(max=200),
+                                     metadata={"description": "re-authentication: accepting gives this account "
+                                                              "access to someone's health data"})
+
+
+class AcceptedOfferSchema(Schema):
+    patient_id = fields.String()
+    status = fields.String()
+
+
+@blp.route("/caregiver/invitations")
+class Offers(MethodView):
+    @allow(Role.CAREGIVER)
+    @blp.response(200, OfferListSchema)
+    @blp.doc(operationId="list_caregiver_invitations")
+    def get(self):
+        """Patients offering to share their data with the caller (matched by the caller's email), waiting for an
+        answer."""
+        items = services().care.offers_for(caller_account())
+        auditing.note(patient_ids=[o["patient_id"] for o in items], resource="caregiver_invitation", action="R",
+                      resource_ids=[o["id"] for o in items])
+        return {"items": items}
+
+
+@blp.route("/caregiver/invitations/<invitation_id>/acceptance")
+class OfferAcceptance(MethodView):
+    @allow(Role.CAREGIVER)
+    @blp.arguments(AcceptOfferSchema)
+    @blp.response(200, AcceptedOfferSchema)
+    @blp.doc(operationId="accept_caregiver_invitation")
+    def post(self, body, invitation_id):
+        """Accept an offer (with the current password): the caller sees the patient's data, as the offer's
+        permissions allow, until the patient revokes it or the caller leaves."""
+        offer = services().care.answer_offer(caller_account(), invitation_id, accept=True,
+                                             current_password=body["current_password"], address=client_address())
+        auditing.note(patient_ids=[offer["patient_id"]], resource="care_link", action="C",
+                      resource_ids=[offer["_id"]])
+        return {"patient_id": offer["patient_id"], "status": offer["status"]}
+
+
+@blp.route("/caregiver/invitations/<invitation_id>")
+class Offer(MethodView):
+    @allow(Role.CAREGIVER)
+    @blp.response(204)
+    @blp.doc(operationId="decline_caregiver_invitation")
+    def delete(self, invitation_id):
+        """Decline an offer (the patient is not told: they see it pending until it expires)."""
+        services().care.answer_offer(caller_account(), invitation_id, accept=False)

@@ -62,13 +62,16 @@ class NotificationFieldsSchema(Schema):
 
     id = fields.String(attribute="_id")
     kind = fields.String()
-    about = fields.String(metadata={"description": "reminder_occurrence, alert or missed_summary"})
+    about = fields.String(metadata={"description": "reminder_occurrence, alert, missed_summary, care_team_invitation "
+                                                   "(a team asks the patient), care_team (an admin enrolled them) "
+                                                   "or caregiver_invitation (a patient's offer to the caller)"})
     about_id = fields.String(allow_none=True)
     state = fields.String(metadata={"description": "scheduled, sent, failed, expired or withdrawn"})
     withdrawn_reason = fields.String(allow_none=True, metadata={
         "description": "why a withdrawn notification did not go out, as a code an app can say in its language: "
-                       "consent_revoked, alert_kind_not_shared, recipient_inactive, patient_inactive or "
-                       "alert_resolved (the alert's resolution says why)"})
+                       "consent_revoked, alert_kind_not_shared, recipient_inactive, patient_inactive, "
+                       "alert_resolved (the alert's resolution says why) or invitation_settled (answered or "
+                       "taken back first)"})
     created_at = fields.DateTime()
     sent_at = fields.DateTime(allow_none=True)
     delivered_at = fields.DateTime(allow_none=True)

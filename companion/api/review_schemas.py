@@ -114,8 +114,9 @@ class NotificationSchema(Schema):
     error_codes = fields.List(fields.String())
     withdrawn_reason = fields.String(allow_none=True, metadata={
         "description": "why a withdrawn notification did not go out, as a code an app can say in its language: "
-                       "consent_revoked, alert_kind_not_shared, recipient_inactive, patient_inactive or "
-                       "alert_resolved (the alert's resolution says why)"})
+                       "consent_revoked, alert_kind_not_shared, recipient_inactive, patient_inactive, "
+                       "alert_resolved (the alert's resolution says why) or invitation_settled (answered or "
+                       "taken back first)"})
 
 
 class NotificationReviewSchema(Schema):

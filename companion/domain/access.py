@@ -135,6 +135,7 @@ PATIENT_INACTIVE = "patient_inactive"  # the patient's account was deactivated o
 CONSENT_REVOKED = "consent_revoked"  # the patient revoked the caregiver's access
 NOT_SHARED = "alert_kind_not_shared"  # the caregiver's access no longer covers this kind of alert
 ALERT_RESOLVED = "alert_resolved"  # the alert was resolved before it went out (later data: see its resolution)
+INVITATION_SETTLED = "invitation_settled"  # the invitation it told of was answered or taken back before it went out
 
 
 def delivery_refusal(*, recipient_active: bool, patient_active: bool, to_patient: bool,

@@ -59,6 +59,11 @@ def own_account(patient_id: str) -> Account | None:
     return account if account is not None and account.id == patient_id and account.is_patient else None
 
 
+def caller_account() -> Account:
+    """The caller's own account, read when their session was checked at the start of this request."""
+    return g.account
+
+
 def client_address() -> str:
     """The caller's address: the socket's, or with ``COMPANION_TRUSTED_PROXIES`` the one the nearest trusted
     proxy saw (resolved by ProxyFix in the WSGI layer, companion.http.headers). Throttles and audit use it."""

@@ -2,9 +2,12 @@
 the patient agreed to (an invitation accepted in the app, or an admin's enrolment the patient is told of),
 and time-boxed emergency ("break-glass") access. Every one of them can be ended.
 
-- A **caregiver** is granted and revoked by the patient. Revoking, or narrowing what is shared, withdraws
-  at once the notifications queued for that caregiver that no longer have consent (and the push sender checks
-  again when sending).
+- A **caregiver** is offered access by the patient, by email, and has it once they accept the offer with their
+  password from a caregiver account; the patient's answer is the same whatever the email, and sees the offer
+  "pending" until it is accepted or expires (a decline is not told apart from silence). The patient revokes a
+  link, or takes back an offer, at any time; the caregiver can end a link too. Revoking, or narrowing what is
+  shared, withdraws at once the notifications queued for that caregiver that no longer have consent (and the
+  push sender checks again when sending).
 - A **clinician** reaches a patient through a team. A clinician cannot enrol anyone: they *invite* an email,
   and the answer is the same whatever the email is; the patient sees the invitation in the app (matched by
   their email) and accepts it with their password, or declines. The clinician sees "open" until the patient
@@ -22,13 +25,19 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from companion.clock import Clock, now
-from companion.domain.access import CONSENT_REVOKED, NOT_SHARED, CaregiverPermissions, Role
+from companion.domain.access import (
+    CONSENT_REVOKED,
+    INVITATION_SETTLED,
+    NOT_SHARED,
+    CaregiverPermissions,
+    Role,
+)
 from companion.domain.errors import Invalid, NotFound
 from companion.domain.people import Account, CareLink, CareTeam, EmergencyAccess
 from companion.services.accounts import Accounts, email_digest, normalise_email
 from companion.services.patients import Profiles
 from companion.settings import Settings
-from companion.store.relationships import ACCEPTED, DECLINED, OPEN
+from companion.store.relationships import ACCEPTED, DECLINED, OPEN, permissions_of
 from companion.store.stores import Stores
 
 INVITATION_TTL = timedelta(days=14)
@@ -36,12 +45,9 @@ INVITATION_TTL = timedelta(days=14)
 CLINICIAN_VIEW = {OPEN: "open", DECLINED: "open", ACCEPTED: "accepted", "withdrawn": "withdrawn"}
 
 
-@dataclass(frozen=True)
-class NamedLink:
-    """A care link with the caregiver's display name, as the patient and care team see it."""
-
-    link: CareLink
-    caregiver_name: str | None
+def _offer_source(offer_id: str) -> str:
+    """What the push telling a caregiver of an offer is caused by (one push per offer)."""
+    return f"caregiver-invitation:{offer_id}"
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,7 @@ class Care:
         self.links = stores.care_links
         self.teams = stores.care_teams
         self.invitations = stores.care_invitations
+        self.caregiver_offers = stores.caregiver_invitations
         self.emergency = stores.emergency_grants
         self.outbox = stores.outbox
         self.panel_rows = stores.panel_row_marks
@@ -65,47 +72,116 @@ class Care:
         self.profiles = profiles
         self.clock = clock
 
-    # Caregivers, by the patient's consent
-    def _named(self, links: list[CareLink]) -> list[NamedLink]:
-        names = self.users.names(link.caregiver_id for link in links)
-        return [NamedLink(link, names.get(link.caregiver_id)) for link in links]
+    # Caregivers, by the patient's consent and the caregiver's
+    def _link_view(self, link: CareLink, name: str | None) -> dict:
+        return {"id": link.id, "patient_id": link.patient_id, "caregiver_id": link.caregiver_id,
+                "caregiver_name": name, "caregiver_email": None, "status": link.status,
+                "permissions": link.permissions, "granted_at": link.granted_at, "revoked_at": link.revoked_at,
+                "offered_at": None, "expires_at": None}
 
-    def caregivers_of(self, patient_id: str) -> list[NamedLink]:
-        """Who can see this patient's data, active and revoked."""
-        return self._named(self.links.for_patient(patient_id))
+    def _offer_view(self, offer: dict) -> dict:
+        """An offer as the patient sees it: ``pending`` until it is accepted (then the link is listed instead)
+        or expires. A decline is not told apart from silence: it says the email has a caregiver account."""
+        expired = offer["expires_at"] <= self.clock()
+        return {"id": offer["_id"], "patient_id": offer["patient_id"], "caregiver_id": None, "caregiver_name": None,
+                "caregiver_email": offer["email"], "status": "expired" if expired else "pending",
+                "permissions": permissions_of(offer["permissions"]), "granted_at": None, "revoked_at": None,
+                "offered_at": offer["created_at"], "expires_at": offer["expires_at"]}
+
+    def caregivers_of(self, patient_id: str) -> list[dict]:
+        """Who can see this patient's data (links, active and revoked) and whom the patient offered it to (offers
+        not yet accepted: pending, or expired)."""
+        links = self.links.for_patient(patient_id)
+        names = self.users.names(link.caregiver_id for link in links)
+        offers = [o for o in self.caregiver_offers.of_patient(patient_id) if o["status"] != ACCEPTED]
+        return [self._link_view(link, names.get(link.caregiver_id)) for link in links] + [
+            self._offer_view(o) for o in offers]
 
     def grant_caregiver(self, patient_id: str, *, caregiver_email: str, permissions: CaregiverPermissions,
-                        current_password: str, address: str | None = None) -> NamedLink:
-        """The patient grants a caregiver access, or changes what it covers (a sensitive change: it needs the
-        patient's password). Queued alerts of kinds no longer shared are withdrawn."""
+                        current_password: str, address: str | None = None) -> dict:
+        """The patient offers a caregiver access by email, or changes what an active link covers (a sensitive
+        change: it needs the patient's password).
+
+        A caregiver the patient has an active link with gets the new permissions at once (queued alerts of kinds
+        no longer shared are withdrawn). Any other email gets an offer that the owner of the email accepts, with
+        their password, from a caregiver account; the answer is the same whether or not the email has an account,
+        and nobody is linked to a patient without saying yes. A caregiver account with that email is told by a
+        push that carries nothing about the patient."""
         self.accounts.reauthenticate(patient_id, current_password, address=address)
-        caregiver = self.users.by_email(normalise_email(caregiver_email))
-        if not caregiver or caregiver.role is not Role.CAREGIVER or not caregiver.active:
-            raise Invalid("no caregiver account with that email; ask them to sign up as a caregiver first",
-                          errors={"caregiver_email": ["no caregiver account with that email"]})
-        link = self.links.grant(patient_id, caregiver.id, permissions)
-        self.outbox.withdraw(reason=NOT_SHARED, recipient_user_id=caregiver.id, patient_id=patient_id,
-                             keep_share_kinds=permissions.alerts)
-        return NamedLink(link, caregiver.display_name)
+        email = normalise_email(caregiver_email)
+        caregiver = self.users.by_email(email)
+        linked = self.links.active(patient_id, caregiver.id) if caregiver is not None else None
+        if linked is not None:
+            link = self.links.grant(patient_id, caregiver.id, permissions)
+            self.outbox.withdraw(reason=NOT_SHARED, recipient_user_id=caregiver.id, patient_id=patient_id,
+                                 keep_share_kinds=permissions.alerts)
+            return self._link_view(link, caregiver.display_name)
+        at = self.clock()
+        offer = self.caregiver_offers.offer(patient_id=patient_id, email=email, email_digest=email_digest(email),
+                                            permissions=permissions, at=at, expires_at=at + INVITATION_TTL)
+        if caregiver is not None and caregiver.role is Role.CAREGIVER and caregiver.active:
+            # About the caregiver themselves (an offer waiting for them), not about the patient: no link yet.
+            self.outbox.schedule(source_key=_offer_source(offer["_id"]), recipient_user_id=caregiver.id,
+                                 patient_id=caregiver.id, kind="generic_update", send_at=at)
+        return self._offer_view(offer)
 
     def revoke_caregiver(self, patient_id: str, link_id: str) -> None:
-        """Revoke a caregiver's access; it ends on their very next request, and nothing queued for them about
-        the patient is sent. Revoking a revoked link changes nothing more (a retried revocation succeeds as the
-        first did, and finishes withdrawing what is queued if the first was interrupted)."""
+        """Revoke a caregiver's access, or take back an offer; access ends on the caregiver's very next request,
+        and nothing queued for them about the patient is sent. The id of an offer that was accepted ends the link
+        it made. Revoking a revoked link changes nothing more (a retried revocation succeeds as the first did,
+        and finishes withdrawing what is queued if the first was interrupted)."""
         link = self.links.revoke(patient_id, link_id) or next(
             (known for known in self.links.for_patient(patient_id) if known.id == link_id), None)
-        if not link:
-            raise NotFound("no such caregiver link")
+        if link is None:
+            offer = self.caregiver_offers.withdraw(link_id, patient_id, self.clock()) or \
+                self.caregiver_offers.get(link_id, patient_id)
+            if offer is None:
+                raise NotFound("no such caregiver link")
+            self.outbox.withdraw(reason=INVITATION_SETTLED, source_key=_offer_source(offer["_id"]))
+            if offer["status"] != ACCEPTED:
+                return
+            link = self.links.active(patient_id, offer["caregiver_id"])
+            if link is None:
+                return
+            link = self.links.revoke(patient_id, link.id) or link
         self.outbox.withdraw(reason=CONSENT_REVOKED, recipient_user_id=link.caregiver_id, patient_id=patient_id)
 
     def leave_patient(self, caregiver_id: str, patient_id: str) -> None:
-        """A caregiver ends a link themselves (one they no longer want, or never agreed to: a patient grants
-        a link by the caregiver's email): as the patient's revocation, from their very next request. NotFound
-        when they have no link to the patient (any more)."""
+        """A caregiver ends a link themselves (one they no longer want): as the patient's revocation, from their
+        very next request. NotFound when they have no link to the patient (any more)."""
         link = self.links.active(patient_id, caregiver_id)
         if link is None:
             raise NotFound("no such patient, or no access to them")
         self.revoke_caregiver(patient_id, link.id)
+
+    def offers_for(self, caregiver: Account) -> list[dict]:
+        """The offers waiting for a caregiver (matched by their email), with the patient's name."""
+        waiting = self.caregiver_offers.open_for(email_digest(caregiver.email), self.clock())
+        names = self.users.names(o["patient_id"] for o in waiting)
+        return [{"id": o["_id"], "patient_id": o["patient_id"], "patient_name": names.get(o["patient_id"]),
+                 "permissions": permissions_of(o["permissions"]), "offered_at": o["created_at"],
+                 "expires_at": o["expires_at"]} for o in waiting]
+
+    def answer_offer(self, caregiver: Account, offer_id: str, *, accept: bool, current_password: str | None = None,
+                     address: str | None = None) -> dict:
+        """The caregiver accepts (with their password: it gives their account access to someone's health data)
+        or declines an offer made to their email. Accepting links them with the offer's permissions."""
+        if accept:
+            self.accounts.reauthenticate(caregiver.id, current_password or "", address=address)
+        at, digest = self.clock(), email_digest(caregiver.email)
+        waiting = self.caregiver_offers.waiting(offer_id, digest, at)
+        patient = self.users.by_id(waiting["patient_id"]) if waiting is not None else None
+        if patient is None or not patient.active:  # (a patient deactivated meanwhile: the offer stays open)
+            raise NotFound("no such invitation waiting for you")
+        offer = self.caregiver_offers.answer(offer_id, digest, ACCEPTED if accept else DECLINED, at,
+                                             caregiver_id=caregiver.id if accept else None)
+        if offer is None:
+            raise NotFound("no such invitation waiting for you")
+        self.outbox.withdraw(reason=INVITATION_SETTLED, source_key=_offer_source(offer["_id"]))
+        if accept:
+            self.links.grant(offer["patient_id"], caregiver.id, permissions_of(offer["permissions"]))
+            self.caregiver_offers.close_others(offer["patient_id"], offer["email_digest"], at)
+        return offer
 
     def cared_for(self, caregiver_id: str) -> list[tuple[CareLink, Account | None]]:
         """The patients who share their data with a caregiver, with their accounts."""

@@ -126,6 +126,7 @@ class AccountLifecycle:
         stores = self.stores
         # Invitations are found by the email, which the closure erases: they go first.
         stores.care_invitations.close_open_for(email_digest(patient.email), at)
+        stores.caregiver_invitations.withdraw_all_of(patient.id, at)
         # Then the closure itself: from this write on, nothing can sign in or be delivered.
         self.users.close(patient.id, at, keep_name=True)
         self._end_everything_running(patient, "account closed")
@@ -141,6 +142,8 @@ class AccountLifecycle:
         stores.emergency_grants.end_for_patient(patient.id, at)  # (and none opens the record from now on)
 
     def _close_other(self, account: Account, at: datetime) -> None:
+        if account.role is Role.CAREGIVER:  # found by the email, which the closure erases: first
+            self.stores.caregiver_invitations.close_open_for(email_digest(account.email), at)
         self.users.close(account.id, at, keep_name=False)
         self._end_everything_running(account, "account closed")
         self.stores.push_tokens.delete_for_user(account.id)
@@ -166,7 +169,7 @@ class AccountLifecycle:
         for store in (s.session_records, s.device_events, s.plans, s.reminders, s.occurrences, s.pain_entries,
                       s.favourites, s.practice, s.adherence_days, s.alerts, s.clinical_notes, s.outbox, s.devices,
                       s.pairing_codes, s.care_links, s.emergency_grants, s.gateways, s.care_invitations,
-                      s.session_conflicts, s.gateway_dead_letters, s.days_to_recompute, s.panel_rows,
+                      s.caregiver_invitations, s.session_conflicts, s.gateway_dead_letters, s.days_to_recompute, s.panel_rows,
                       s.panel_row_days, s.panel_row_marks, s.panel_entries, s.today_rows):
             store.delete_for_patient(patient_id)
         s.care_teams.delete_enrolments_of(patient_id)

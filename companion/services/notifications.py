@@ -33,6 +33,12 @@ def describe_source(source_key: str) -> tuple[str, str | None]:
         return "reminder_occurrence", rest.split(":repeat:")[0].split(":snooze:")[0].removesuffix(":resend")
     if kind == "alert":
         return "alert", rest
+    if kind == "invitation":
+        return "care_team_invitation", rest
+    if kind == "enrolment":
+        return "care_team", rest
+    if kind == "caregiver-invitation":
+        return "caregiver_invitation", rest
     return "missed_summary", None
 
 

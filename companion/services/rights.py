@@ -17,6 +17,7 @@ from companion.domain.people import Account
 from companion.services.care import Care
 from companion.services.review import PatientReview
 from companion.settings import Settings
+from companion.store.relationships import permissions_doc
 from companion.store.stores import Stores
 
 ACCESS_LOG_EXPORTED = 10_000
@@ -87,8 +88,8 @@ class PatientRights:
                         "caregiver_alert_delay_min": patient.caregiver_alert_delay_min,
                         "mfa_enabled": patient.mfa_enabled},
             "consents": {
-                "caregivers": [{**_plain([n.link])[0], "caregiver_name": n.caregiver_name}
-                               for n in self.care.caregivers_of(pid)],
+                "caregivers": [{**view, "permissions": permissions_doc(view["permissions"])}
+                               for view in self.care.caregivers_of(pid)],
                 "care_teams": self.care.teams_of_patient(pid),
                 "invitations_waiting": self.care.invitations_for(patient),
                 "invitations_accepted": [{k: i.get(k) for k in ("_id", "team_id", "reason", "created_at",

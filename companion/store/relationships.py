@@ -7,6 +7,7 @@ from datetime import datetime
 
 from bson import ObjectId
 from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
@@ -30,6 +31,10 @@ INDEXES = {
     "care_invitations": [
         IndexModel([("email_digest", ASCENDING), ("status", ASCENDING)], name="invitee_status"),
         IndexModel([("team_id", ASCENDING), ("created_at", ASCENDING)], name="team_time"),
+    ],
+    "caregiver_invitations": [
+        IndexModel([("email_digest", ASCENDING), ("status", ASCENDING)], name="invitee_status"),
+        IndexModel([("patient_id", ASCENDING), ("created_at", ASCENDING)], name="patient_time"),
     ],
     "gateways": [IndexModel([("patient_id", ASCENDING)], name="patient")],
 }
@@ -337,7 +342,23 @@ class Gateways:
 OPEN, ACCEPTED, DECLINED, WITHDRAWN, EXPIRED = "open", "accepted", "declined", "withdrawn", "expired"
 
 
-class CareInvitations:
+class _ToAnEmail:
+    """Invitations addressed to an email, matched to an account by the email's digest only when its owner looks."""
+
+    col: Collection
+
+    def open_for(self, email_digest: str, at: datetime) -> list[dict]:
+        """Those waiting for the owner of an email (not answered, not expired), oldest first."""
+        return [d for d in self.col.find({"email_digest": email_digest, "status": OPEN})
+                .sort("created_at", ASCENDING).limit(100) if d["expires_at"] > at]
+
+    def close_open_for(self, email_digest: str, at: datetime) -> int:
+        """Close every open one to an email (its owner's account closed)."""
+        return self.col.update_many({"email_digest": email_digest, "status": OPEN},
+                                    {"$set": {"status": DECLINED, "answered_at": at}}).modified_count
+
+
+class CareInvitations(_ToAnEmail):
     """A clinician's invitation to a patient, by email, to let a care team see their data. The patient sees it
     (matched by the digest of their email) and accepts or declines it in the app; until they accept, nothing
     is linked to any account, so the invitation says nothing about whether the email belongs to a patient."""
@@ -356,11 +377,6 @@ class CareInvitations:
     def get(self, invitation_id: str) -> dict | None:
         return self.col.find_one({"_id": invitation_id})
 
-    def open_for(self, email_digest: str, at: datetime) -> list[dict]:
-        """Invitations waiting for the owner of an email (not answered, not expired), oldest first."""
-        return [d for d in self.col.find({"email_digest": email_digest, "status": OPEN})
-                .sort("created_at", ASCENDING).limit(100) if d["expires_at"] > at]
-
     def of_team(self, team_id: str, limit: int = 200) -> list[dict]:
         return list(self.col.find({"team_id": team_id}).sort("created_at", -1).limit(limit))
 
@@ -378,13 +394,67 @@ class CareInvitations:
                                             {"$set": {"status": WITHDRAWN, "answered_at": at}},
                                             return_document=ReturnDocument.AFTER)
 
-    def close_open_for(self, email_digest: str, at: datetime) -> int:
-        """Close every open invitation to an email (its owner's account closed)."""
-        return self.col.update_many({"email_digest": email_digest, "status": OPEN},
-                                    {"$set": {"status": DECLINED, "answered_at": at}}).modified_count
-
     def delete_for_patient(self, patient_id: str) -> int:
         return self.col.delete_many({"patient_id": patient_id}).deleted_count
 
     def accepted_by(self, patient_id: str) -> list[dict]:
         return list(self.col.find({"patient_id": patient_id}).sort("created_at", ASCENDING).limit(200))
+
+
+class CaregiverInvitations(_ToAnEmail):
+    """A patient's offer, by email, to share their data with a caregiver. The caregiver sees it (matched by the
+    digest of their account's email) and accepts it with their password, or declines it; until they accept,
+    nothing is linked to any account, so the offer says nothing to the patient about whether the email has an
+    account. One offer is open per patient and email: offering again renews it with the new permissions."""
+
+    def __init__(self, db: Database):
+        self.col = db.caregiver_invitations
+
+    def offer(self, *, patient_id: str, email: str, email_digest: str, permissions: CaregiverPermissions,
+              at: datetime, expires_at: datetime) -> dict:
+        """The open offer to this email (made, or renewed with these permissions and a new expiry)."""
+        query = {"patient_id": patient_id, "email_digest": email_digest, "status": OPEN}
+        update = {"$set": {"permissions": permissions_doc(permissions), "expires_at": expires_at, "renewed_at": at},
+                  "$setOnInsert": {"_id": new_id(), "email": email, "created_at": at, "answered_at": None,
+                                   "caregiver_id": None}}
+        return self.col.find_one_and_update(query, update, upsert=True, return_document=ReturnDocument.AFTER)
+
+    def get(self, invitation_id: str, patient_id: str) -> dict | None:
+        return self.col.find_one({"_id": invitation_id, "patient_id": patient_id})
+
+    def waiting(self, invitation_id: str, email_digest: str, at: datetime) -> dict | None:
+        """One offer waiting for the owner of an email (not answered, not expired)."""
+        return self.col.find_one({"_id": invitation_id, "email_digest": email_digest, "status": OPEN,
+                                  "expires_at": {"$gt": at}})
+
+    def of_patient(self, patient_id: str, limit: int = 100) -> list[dict]:
+        """The patient's offers not withdrawn, oldest first."""
+        return list(self.col.find({"patient_id": patient_id, "status": {"$ne": WITHDRAWN}})
+                    .sort("created_at", ASCENDING).limit(limit))
+
+    def answer(self, invitation_id: str, email_digest: str, status: str, at: datetime,
+               caregiver_id: str | None = None) -> dict | None:
+        """Answer an open, unexpired offer addressed to ``email_digest`` (accepted or declined), once."""
+        return self.col.find_one_and_update(
+            {"_id": invitation_id, "email_digest": email_digest, "status": OPEN, "expires_at": {"$gt": at}},
+            {"$set": {"status": status, "answered_at": at, "caregiver_id": caregiver_id}},
+            return_document=ReturnDocument.AFTER)
+
+    def close_others(self, patient_id: str, email_digest: str, at: datetime) -> int:
+        """Close the offers of a patient to an email still open (two offers raced; one was accepted)."""
+        return self.col.update_many({"patient_id": patient_id, "email_digest": email_digest, "status": OPEN},
+                                    {"$set": {"status": WITHDRAWN, "answered_at": at}}).modified_count
+
+    def withdraw(self, invitation_id: str, patient_id: str, at: datetime) -> dict | None:
+        """The patient takes back an offer not yet answered."""
+        return self.col.find_one_and_update({"_id": invitation_id, "patient_id": patient_id, "status": OPEN},
+                                            {"$set": {"status": WITHDRAWN, "answered_at": at}},
+                                            return_document=ReturnDocument.AFTER)
+
+    def withdraw_all_of(self, patient_id: str, at: datetime) -> int:
+        """Take back every open offer of a patient (their account closed)."""
+        return self.col.update_many({"patient_id": patient_id, "status": OPEN},
+                                    {"$set": {"status": WITHDRAWN, "answered_at": at}}).modified_count
+
+    def delete_for_patient(self, patient_id: str) -> int:
+        return self.col.delete_many({"patient_id": patient_id}).deleted_count

@@ -32,7 +32,14 @@ from companion.store.plans import TherapyPlans
 from companion.store.push_tokens import PushTokens
 from companion.store.read_models import PanelEntries, PanelRowDays, PanelRowMarks, PanelRows, TodayRows
 from companion.store.recompute import DaysToRecompute
-from companion.store.relationships import CareInvitations, CareLinks, CareTeams, EmergencyGrants, Gateways
+from companion.store.relationships import (
+    CaregiverInvitations,
+    CareInvitations,
+    CareLinks,
+    CareTeams,
+    EmergencyGrants,
+    Gateways,
+)
 from companion.store.reminders import Occurrences, Reminders
 from companion.store.sessions import DeviceEvents, SessionConflicts, SessionRecords, UnitSyncs
 from companion.store.throttle import Counters
@@ -88,6 +95,10 @@ class Stores:
     @cached_property
     def care_invitations(self) -> CareInvitations:
         return CareInvitations(self.db)
+
+    @cached_property
+    def caregiver_invitations(self) -> CaregiverInvitations:
+        return CaregiverInvitations(self.db)
 
     @cached_property
     def emergency_grants(self) -> EmergencyGrants:

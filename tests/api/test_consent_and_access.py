@@ -16,7 +16,10 @@ def test_patient_grants_and_revokes_a_caregiver_effective_next_request(client, w
     granted = client.post(f"{url}/caregivers", headers=patient.headers,
                           json={"caregiver_email": caregiver.email, "current_password": PASSWORD})
     assert granted.status_code == 201
-    assert granted.json["permissions"]["write"] is False
+    assert (granted.json["status"], granted.json["permissions"]["write"]) == ("pending", False)
+    assert client.get(url, headers=caregiver.headers).status_code == 404  # not before the caregiver says yes
+    assert client.post(f"/api/v1/caregiver/invitations/{granted.json['id']}/acceptance", headers=caregiver.headers,
+                       json={"current_password": PASSWORD}).status_code == 200
     assert client.get(url, headers=caregiver.headers).status_code == 200
     assert client.delete(f"{url}/caregivers/{granted.json['id']}", headers=patient.headers).status_code == 204
     assert client.get(url, headers=caregiver.headers).status_code == 404
@@ -44,6 +47,7 @@ def test_adding_a_caregiver_needs_the_current_password(client, world, db):
                            json={"caregiver_email": caregiver.email, "current_password": "wrong password"})
     assert response.status_code == 401
     assert db.care_links.count_documents({"caregiver_id": caregiver.id}) == 0
+    assert db.caregiver_invitations.count_documents({}) == 0
 
 
 def test_caregiver_is_view_only_unless_granted_more(client, world):

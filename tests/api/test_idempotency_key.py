@@ -25,7 +25,7 @@ def test_same_key_and_body_replays_the_first_answer_and_writes_once(client, worl
     assert second.json == first.json
     assert second.headers["Idempotent-Replayed"] == "true"
     assert second.headers["Location"] == first.headers["Location"] != f"/api/v1/patients/{world['patient_a'].id}/caregivers"
-    assert db.care_links.count_documents({"caregiver_id": world["caregiver_unlinked"].id}) == 1
+    assert db.caregiver_invitations.count_documents({"email": world["caregiver_unlinked"].email}) == 1
 
 
 def test_same_key_with_a_different_body_is_refused(client, world):

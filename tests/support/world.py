@@ -72,9 +72,9 @@ def build_world(client, services) -> World:
         ("admin", "admin", "UTC"),
     ]:
         w.people[key] = make_user(client, services, key=key, role=role, time_zone=zone)
-    services.care.grant_caregiver(w["patient_a"].id, caregiver_email=w["caregiver_linked"].email,
-                                  current_password=PASSWORD,
-                                  permissions=CaregiverPermissions(alerts=frozenset({"missed_session"})))
+    # Seeded consent (the offer and its acceptance are under test in tests/api/test_caregiver_offers.py).
+    services.stores.care_links.grant(w["patient_a"].id, w["caregiver_linked"].id,
+                                     CaregiverPermissions(alerts=frozenset({"missed_session"})))
     care = services.care
     team = care.create_team("Pain clinic A")
     care.add_clinician(team.id, w["clinician_team"].id)

@@ -1,0 +1,173 @@
+"""A caregiver sees a patient's data only once both said yes: the patient offers access by email, and the owner of
+the email accepts it, with their password, from a caregiver account. The patient's answer says nothing about the
+email (whether it has an account, whether they declined), and either of them can end it at any time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import time_machine
+
+from tests.support.world import PASSWORD, login, make_user
+
+
+def _offer(client, patient, email, **permissions):
+    return client.post(f"/api/v1/patients/{patient.id}/caregivers", headers=patient.headers, json={
+        "caregiver_email": email, "current_password": PASSWORD, "permissions": permissions or {"alerts": []}})
+
+
+def _accept(client, caregiver, offer_id, password=PASSWORD):
+    return client.post(f"/api/v1/caregiver/invitations/{offer_id}/acceptance", headers=caregiver.headers,
+                       json={"current_password": password})
+
+
+def _waiting(client, caregiver):
+    return client.get("/api/v1/caregiver/invitations", headers=caregiver.headers).json["items"]
+
+
+def _permissions_seen_by(client, caregiver) -> dict:
+    return client.get("/api/v1/caregiver/patients", headers=caregiver.headers).json["items"][0]["permissions"]
+
+
+def _listed(client, patient):
+    return client.get(f"/api/v1/patients/{patient.id}/caregivers", headers=patient.headers).json["items"]
+
+
+def test_the_answer_to_an_offer_is_the_same_whatever_the_email(client, world, db):
+    patient = world["patient_a"]
+    answers = [_offer(client, patient, email) for email in (
+        world["caregiver_unlinked"].email, world["patient_b"].email, "nobody-at-all@example.org")]
+    assert [a.status_code for a in answers] == [201, 201, 201]
+    shapes = [{k: v for k, v in a.json.items() if k not in ("id", "caregiver_email", "offered_at", "expires_at")}
+              for a in answers]
+    assert shapes[0] == shapes[1] == shapes[2]
+    assert (shapes[0]["status"], shapes[0]["caregiver_id"], shapes[0]["caregiver_name"]) == ("pending", None, None)
+    # Nobody was linked: the caregiver with that email still cannot see the patient.
+    assert db.care_links.count_documents({"caregiver_id": world["caregiver_unlinked"].id}) == 0
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=world["caregiver_unlinked"].headers).status_code == 404
+    pending = [(c["caregiver_email"], c["status"]) for c in _listed(client, patient) if c["status"] == "pending"]
+    assert sorted(pending) == sorted((a.json["caregiver_email"], "pending") for a in answers)
+
+
+def test_the_caregiver_accepts_with_their_password_and_sees_the_patient_from_then_on(client, world, db):
+    patient, caregiver = world["patient_a"], world["caregiver_unlinked"]
+    offered = _offer(client, patient, caregiver.email.upper(), diary_notes=True, alerts=["missed_session"]).json
+    # Told by a push that says nothing about the patient (it is about an offer waiting for the caregiver).
+    told = db.push_outbox.find_one({"recipient_user_id": caregiver.id})
+    assert (told["kind"], told["patient_id"], told["source_key"]) == (
+        "generic_update", caregiver.id, f"caregiver-invitation:{offered['id']}")
+    waiting = _waiting(client, caregiver)
+    assert [(w["id"], w["patient_id"], w["patient_name"], w["permissions"]) for w in waiting] == [
+        (offered["id"], patient.id, "Patient A", {"write": False, "alerts": ["missed_session"], "diary_notes": True})]
+    # The caregiver's list of offers names the patient: in the patient's access history.
+    assert db.audit_events.find_one({"actor_id": caregiver.id, "resource_type": "caregiver_invitation",
+                                     "patient_ids": patient.id})
+    assert _accept(client, caregiver, offered["id"], "not my password").status_code == 401
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=caregiver.headers).status_code == 404
+    assert _accept(client, caregiver, offered["id"]).json == {"patient_id": patient.id, "status": "accepted"}
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=caregiver.headers).status_code == 200
+    cared_for = client.get("/api/v1/caregiver/patients", headers=caregiver.headers).json["items"]
+    assert [(p["patient_id"], p["permissions"]["diary_notes"]) for p in cared_for] == [(patient.id, True)]
+    # The patient sees the link (named now) in the offer's place; the push, not sent yet, is not sent at all.
+    mine = [c for c in _listed(client, patient) if c["caregiver_id"] == caregiver.id or c["status"] == "pending"]
+    assert [(c["status"], c["caregiver_name"]) for c in mine] == [("active", "Caregiver Unlinked")]
+    assert db.push_outbox.find_one({"_id": told["_id"]})["withdrawn_reason"] == "invitation_settled"
+    assert _accept(client, caregiver, offered["id"]).status_code == 404
+    assert _waiting(client, caregiver) == []
+
+
+def test_a_declined_offer_looks_to_the_patient_like_one_never_answered(client, world, services):
+    patient, caregiver = world["patient_a"], world["caregiver_unlinked"]
+    declined = _offer(client, patient, caregiver.email).json
+    ignored = _offer(client, patient, "nobody-at-all@example.org").json
+    assert client.delete(f"/api/v1/caregiver/invitations/{declined['id']}", headers=caregiver.headers).status_code == 204
+    assert _waiting(client, caregiver) == []
+
+    def statuses():
+        return {c["id"]: c["status"] for c in _listed(client, patient) if c["caregiver_id"] is None}
+
+    assert statuses() == {declined["id"]: "pending", ignored["id"]: "pending"}
+    with time_machine.travel(datetime.now(UTC) + timedelta(days=15)):
+        patient = login(client, "patient_a", patient.email, patient.id, "patient")
+        assert statuses() == {declined["id"]: "expired", ignored["id"]: "expired"}
+        # An offer that expired cannot be accepted: the email's owner signing up now sees nothing.
+        late = make_user(client, services, key="nobody_at_all", role="caregiver")
+        assert _waiting(client, late) == []
+
+
+def test_a_caregiver_who_signs_up_after_the_offer_finds_it(client, world, services):
+    patient = world["patient_a"]
+    offered = _offer(client, patient, "new_helper@example.org").json
+    helper = make_user(client, services, key="new_helper", role="caregiver")
+    assert [w["id"] for w in _waiting(client, helper)] == [offered["id"]]
+    assert _accept(client, helper, offered["id"]).status_code == 200
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=helper.headers).status_code == 200
+
+
+def test_only_the_owner_of_the_email_can_answer_an_offer(client, world, services):
+    patient = world["patient_a"]
+    offered = _offer(client, patient, world["caregiver_unlinked"].email).json
+    intruder = world["caregiver_linked"]
+    assert _accept(client, intruder, offered["id"]).status_code == 404
+    assert client.delete(f"/api/v1/caregiver/invitations/{offered['id']}", headers=intruder.headers).status_code == 404
+    assert client.get("/api/v1/caregiver/invitations", headers=world["patient_b"].headers).status_code == 403
+    # A patient account with the email cannot take a caregiver's access either.
+    to_patient = _offer(client, patient, world["patient_b"].email).json
+    assert client.post(f"/api/v1/caregiver/invitations/{to_patient['id']}/acceptance", headers=world["patient_b"].headers,
+                       json={"current_password": PASSWORD}).status_code == 403
+    assert _accept(client, world["caregiver_unlinked"], offered["id"]).status_code == 200
+
+
+def test_the_patient_takes_back_an_offer_and_ends_an_accepted_one_by_its_id(client, world, db):
+    patient, caregiver = world["patient_a"], world["caregiver_unlinked"]
+    taken_back = _offer(client, patient, caregiver.email).json
+    url = f"/api/v1/patients/{patient.id}/caregivers"
+    assert client.delete(f"{url}/{taken_back['id']}", headers=patient.headers).status_code == 204
+    assert client.delete(f"{url}/{taken_back['id']}", headers=patient.headers).status_code == 204  # a retry
+    assert _waiting(client, caregiver) == []
+    assert _accept(client, caregiver, taken_back["id"]).status_code == 404
+    assert taken_back["id"] not in {c["id"] for c in _listed(client, patient)}
+    assert db.push_outbox.find_one({"source_key": f"caregiver-invitation:{taken_back['id']}"})["state"] == "withdrawn"
+    # Offered again and accepted: the id the patient's app kept (the offer's) ends the link it made.
+    offered = _offer(client, patient, caregiver.email).json
+    assert _accept(client, caregiver, offered["id"]).status_code == 200
+    assert client.delete(f"{url}/{offered['id']}", headers=patient.headers).status_code == 204
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=caregiver.headers).status_code == 404
+    assert [c["status"] for c in _listed(client, patient) if c["caregiver_id"] == caregiver.id] == ["revoked"]
+    assert client.delete(f"{url}/not-an-id", headers=patient.headers).status_code == 404
+
+
+def test_a_linked_caregivers_permissions_change_at_once(client, world, db):
+    patient, caregiver = world["patient_a"], world["caregiver_linked"]
+    changed = _offer(client, patient, caregiver.email, write=True, alerts=["pain_flare"])
+    assert changed.status_code == 201
+    assert (changed.json["status"], changed.json["caregiver_id"], changed.json["caregiver_name"],
+            changed.json["permissions"]) == ("active", caregiver.id, "Caregiver Linked",
+                                             {"write": True, "alerts": ["pain_flare"], "diary_notes": False})
+    assert db.caregiver_invitations.count_documents({}) == 0
+    cared_for = client.get("/api/v1/caregiver/patients", headers=caregiver.headers).json["items"]
+    assert [p["permissions"]["write"] for p in cared_for] == [True]
+
+
+def test_offering_again_renews_the_offer_with_the_new_permissions(client, world, db):
+    patient, caregiver = world["patient_a"], world["caregiver_unlinked"]
+    first = _offer(client, patient, caregiver.email, alerts=["missed_session"]).json
+    again = _offer(client, patient, caregiver.email, alerts=["pain_flare"], write=True).json
+    assert again["id"] == first["id"] and db.caregiver_invitations.count_documents({}) == 1
+    assert [w["permissions"]["alerts"] for w in _waiting(client, caregiver)] == [["pain_flare"]]
+    assert db.push_outbox.count_documents({"recipient_user_id": caregiver.id}) == 1  # told once
+    assert _accept(client, caregiver, first["id"]).status_code == 200
+    assert _permissions_seen_by(client, caregiver) == {"write": True, "alerts": ["pain_flare"], "diary_notes": False}
+
+
+def test_closing_an_account_ends_the_offers_it_made_or_was_made(client, world, services):
+    patient, caregiver = world["patient_a"], world["caregiver_unlinked"]
+    _offer(client, patient, caregiver.email)
+    services.lifecycle.close(patient.id, by=patient.id)
+    assert _waiting(client, caregiver) == []
+    other = world["patient_b"]
+    to_closed = _offer(client, other, caregiver.email).json
+    services.lifecycle.close(caregiver.id, by=world["admin"].id)
+    reborn = make_user(client, services, key="caregiver_unlinked", role="caregiver")  # the email signed up anew
+    assert _waiting(client, reborn) == []
+    assert _accept(client, reborn, to_closed["id"]).status_code == 404
