@@ -47,6 +47,9 @@ def test_the_answer_to_an_offer_is_the_same_whatever_the_email(client, world, db
     assert client.get(f"/api/v1/patients/{patient.id}", headers=world["caregiver_unlinked"].headers).status_code == 404
     pending = [(c["caregiver_email"], c["status"]) for c in _listed(client, patient) if c["status"] == "pending"]
     assert sorted(pending) == sorted((a.json["caregiver_email"], "pending") for a in answers)
+    # The care team sees that offers are pending, not the addresses the patient typed.
+    seen = client.get(f"/api/v1/patients/{patient.id}/caregivers", headers=world["clinician_team"].headers).json
+    assert [c["caregiver_email"] for c in seen["items"] if c["status"] == "pending"] == [None, None, None]
 
 
 def test_the_caregiver_accepts_with_their_password_and_sees_the_patient_from_then_on(client, world, db):
