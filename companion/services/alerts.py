@@ -26,7 +26,7 @@ condition holds again (later data again) is reopened, without a second push.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -201,14 +201,20 @@ class AlertService:
         return created
 
     # Finding the conditions
-    def _zones(self, patient_ids, failures: ItemFailures) -> dict[str, ZoneInfo]:
-        at = self.clock()
+    def _zones(self, patient_ids, failures: ItemFailures) -> dict[str, Callable[[datetime], ZoneInfo]]:
+        """Each patient's zone at any instant (their zone history): an alert about a moment is dated on the day
+        the patient lived it, as the adherence days and the reconsideration of a flare are."""
         zones = {}
         for person in self.stores.users.by_ids(patient_ids):
-            zone = failures.attempt(person.id, lambda p=person: p.zone_history().zone_at(at))
-            if zone is not None:
-                zones[person.id] = zone
+            history = failures.attempt(person.id, lambda p=person: p.zone_history())
+            if history is not None:
+                zones[person.id] = history.zone_at
         return zones
+
+    @staticmethod
+    def _zone(zones: dict[str, Callable[[datetime], ZoneInfo]], patient_id: str, at: datetime) -> ZoneInfo:
+        zone_at = zones.get(patient_id)
+        return zone_at(at) if zone_at is not None else ZoneInfo("UTC")
 
     def _session_starts(self, since: datetime, until: datetime) -> dict[str, list[datetime]]:
         """Every patient's counted sessions that started in [since, until), by patient (one read)."""
@@ -259,7 +265,7 @@ class AlertService:
 
         def judge(event: dict) -> AlertCandidate | None:
             patient_id = event["patient_id"]
-            tz = zones.get(patient_id, ZoneInfo("UTC"))
+            tz = self._zone(zones, patient_id, event["at"])
             if event["kind"] == "battery_low":
                 battery = batteries.get(event.get("record_id"))
                 return battery_low(patient_id, event["device_serial"], int(battery or 0), event["at"], tz)
@@ -285,7 +291,7 @@ class AlertService:
 
         def judge(unit) -> AlertCandidate | None:
             heard = max(filter(None, [unit.status.get("last_seen_at"), received.get(unit.serial)]))
-            return unit_silent(unit.patient_id, unit.serial, heard, now, zones.get(unit.patient_id, ZoneInfo("UTC")))
+            return unit_silent(unit.patient_id, unit.serial, heard, now, self._zone(zones, unit.patient_id, now))
 
         found = []
         for unit in units:
@@ -306,9 +312,8 @@ class AlertService:
         def judge(patient_id: str) -> list[AlertCandidate]:
             docs = sorted(scores.get(patient_id, []), key=lambda d: (d["recorded_at"], str(d["_id"])))
             entries = [PainEntry(d["_id"], d["recorded_at"], d["nrs"]) for d in docs]
-            tz = zones.get(patient_id, ZoneInfo("UTC"))
-            return [pain_flare(patient_id, flare, tz) for flare in flares(entries)
-                    if flare.entry.recorded_at_utc >= now - LOOKBACK]
+            return [pain_flare(patient_id, flare, self._zone(zones, patient_id, flare.entry.recorded_at_utc))
+                    for flare in flares(entries) if flare.entry.recorded_at_utc >= now - LOOKBACK]
 
         found = []
         for patient_id in patient_ids:

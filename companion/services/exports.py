@@ -58,7 +58,7 @@ def patient_csv(review: PatientReview, days: int) -> str:
     calendar = {d["date"]: d for d in review.adherence(days)["calendar"]}
     pain: dict[str, list[int]] = defaultdict(list)
     for entry in review.pain(days)["entries"]:
-        pain[rules.local_date(entry["recorded_at"], review.zone).isoformat()].append(entry["nrs"])
+        pain[review.local_date(entry["recorded_at"]).isoformat()].append(entry["nrs"])
     rows = []
     for day in review.tens(days):
         on = day.date.isoformat()
@@ -102,10 +102,10 @@ def _minutes(value: float | None) -> float | None:
 
 
 def _event_rows(review: PatientReview, days: int) -> list[tuple[datetime, int, dict]]:
-    first, zone = review.first_day(days), review.zone
+    first = review.first_day(days)
 
     def in_period(moment: datetime) -> bool:
-        return first <= rules.local_date(moment, zone) and moment <= review.at
+        return first <= review.local_date(moment) and moment <= review.at
 
     rows = []
     for s in review.sessions(days):
@@ -138,7 +138,7 @@ def events_csv(review: PatientReview, days: int) -> str:
     with its local time in the patient's zone and its UTC time; the columns that do not apply stay empty."""
     rows = []
     for moment, kind, fields in _event_rows(review, days):
-        row = {"event": EVENT_KINDS[kind], **_when(moment, review.zone), **fields}
+        row = {"event": EVENT_KINDS[kind], **_when(moment, review.zone_of(moment)), **fields}
         rows.append([row.get(column) for column in EVENTS_CSV_HEADER])
     return _csv(EVENTS_CSV_HEADER, rows)
 

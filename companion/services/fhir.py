@@ -25,7 +25,6 @@ from datetime import date, datetime, timedelta
 from html import escape
 from zoneinfo import ZoneInfo
 
-from companion.domain import review as rules
 from companion.services.review import PatientReview
 
 IDENTIFIER_SYSTEM = "urn:ietf:rfc:3986"
@@ -111,11 +110,11 @@ class _Entries:
 
 
 def _in_period(moment: datetime, review: PatientReview, first: date) -> bool:
-    return first <= rules.local_date(moment, review.zone) and moment <= review.at
+    return first <= review.local_date(moment) and moment <= review.at
 
 
 def _local(moment: datetime, review: PatientReview) -> str:
-    return moment.astimezone(ZoneInfo(review.zone)).strftime("%d %b %Y %H:%M")
+    return moment.astimezone(ZoneInfo(review.zone_of(moment))).strftime("%d %b %Y %H:%M")
 
 
 def _devices(out: _Entries, review: PatientReview, serials: Iterable[str], patient: dict) -> dict[str, dict]:
@@ -162,7 +161,7 @@ def _session(out: _Entries, session: dict, patient: dict, device: dict, review: 
     if session.get("time_quality"):
         components.append(_component("how sure the start time is (exact, corrected, estimated)",
                                      valueString=session["time_quality"]))
-    summary = (f"TENS session {sid}, {_local(session['started_at'], review)} ({review.zone}), {minutes:g} min, "
+    summary = (f"TENS session {sid}, {_local(session['started_at'], review)} ({review.zone_of(session['started_at'])}), {minutes:g} min, "
                f"{session.get('frequency_hz')} Hz, {session.get('pulse_width_us')} µs, "
                f"mean {session.get('intensity_mean_ma')} mA")
     record = out.upsert({"resourceType": "Observation", "status": "final", "category": THERAPY,

@@ -27,6 +27,7 @@ from companion.domain.plans import planned_tasks
 from companion.domain.sessions import counts_as_session
 from companion.domain.streaks import streak, weekly_summary
 from companion.domain.suggestions import ContentItem, PracticeCompletion, suggest_after_flare
+from companion.services.adherence import day_bounds
 from companion.services.day_facts import PatientFacts, days_between, gather, local_date, local_day_bounds
 from companion.services.reminders import ReminderService
 from companion.store.stores import Stores
@@ -54,12 +55,11 @@ def _goal(kind: TaskKind, tasks, events, prescription: dict | None, counts: bool
     return {**_kind(goal_progress(kind, tasks, events)), "counts_towards_adherence": counts}
 
 
-def _adherence_by_day(facts: PatientFacts, history, days: list[date], at) -> dict[date, DayAdherence]:
+def _adherence_by_day(facts: PatientFacts, history, days: list[date]) -> dict[date, DayAdherence]:
     by_day = events_by_local_day(facts.events(), history)
-    zone = history.zone_at(at)
     result = {}
     for day in days:
-        plan = facts.plan_on(local_day_bounds(zone, day)[1])
+        plan = facts.plan_on(day_bounds(history, day)[1])  # as the day's snapshot: the end of it where it was lived
         result[day] = adherence_for_day(day, planned_tasks(plan, day), by_day.get(day, []))
     return result
 
@@ -133,7 +133,8 @@ class Progress:
         # token before the data: a write after this read changes it, so a row computed from data older than a
         # write is never stored as current.
         token = self.stores.today_rows.token_of(patient_id)
-        occurrences = [_shown(o) for o in self.stores.occurrences.between(patient_id, start, end)
+        occurrences = [_shown(o) for o in self.stores.occurrences.between(patient_id, start - timedelta(days=1),
+                                                                          end + timedelta(days=1))
                        if o["local_date"] == day.isoformat()]
         computed = {"_id": patient_id, "date": day.isoformat(), "zone": zone.key, "occurrences": occurrences,
                     "figures": self._today_figures(patient_id, history, zone, day)}
@@ -141,15 +142,19 @@ class Progress:
         return _today_answer(computed, grant)
 
     def _today_figures(self, patient_id: str, history: TimeZoneHistory, zone, day: date) -> dict:
+        # A day's records are those made on it in the zone in force when they were made: after a move, some of
+        # today's lie before today's start on the new clock (flying west) or after its end (east). Read a day
+        # either side, and keep those of the day.
         start, end = local_day_bounds(zone, day)
-        facts = gather(self.stores, patient_id, start, end)
-        plan = facts.plan_on(end)
+        facts = gather(self.stores, patient_id, start - timedelta(days=1), end + timedelta(days=1))
+        plan = facts.plan_on(day_bounds(history, day)[1])
         tasks = planned_tasks(plan, day)
         events = events_by_local_day(facts.events(), history).get(day, [])
-        scores = [e["nrs"] for e in facts.pain]
+        scores = [e["nrs"] for e in facts.pain if local_date(e["recorded_at"], history) == day]
+        sessions = [s for s in facts.sessions if local_date(s["started_at"], history) == day]
         return {
             "tens": {**_goal(TaskKind.TENS, tasks, events, (plan or {}).get("tens")),
-                     "sessions": sum(counts_as_session(s) for s in facts.sessions)},
+                     "sessions": sum(counts_as_session(s) for s in sessions)},
             "mindfulness": {**_goal(TaskKind.MINDFULNESS, tasks, events, (plan or {}).get("mindfulness")),
                             **self._mindfulness_goal(patient_id, plan, zone, day, end)},
             "medication": _goal(TaskKind.MEDICATION, tasks, events, None, _medication_counts(plan)),
@@ -175,7 +180,7 @@ class Progress:
         first = last - timedelta(days=days - 1)
         start = local_day_bounds(history.zone_at(current), first)[0] - timedelta(days=1)
         facts = gather(self.stores, patient_id, start, current + timedelta(days=1))
-        adherence = _adherence_by_day(facts, history, days_between(first, last), current)
+        adherence = _adherence_by_day(facts, history, days_between(first, last))
         result = streak({d: is_covered(a) for d, a in adherence.items()}, last, grace_days)
         return {"current": result.current, "longest": result.longest, "grace_days": grace_days,
                 "forgiven": [d.isoformat() for d in result.forgiven], "since": first.isoformat()}
@@ -196,7 +201,7 @@ class Progress:
         facts.sessions = [s for s in facts.sessions if local_date(s["started_at"], history) in in_week]
         facts.practice = [p for p in facts.practice if local_date(p["started_at"], history) in in_week]
         facts.pain = [e for e in facts.pain if local_date(e["recorded_at"], history) in in_week]
-        adherence = _adherence_by_day(facts, history, days, current)
+        adherence = _adherence_by_day(facts, history, days)
         today_here = local_date(current, history)
         # Days still to come have a plan but no verdict yet: they count neither way.
         covered = {d: is_covered(a) if d <= today_here else None for d, a in adherence.items()}

@@ -34,9 +34,18 @@ class PatientReview:
         self.patient = patient
         self.rows = rows  # of each kind (sessions, ratings, occurrences, pushes, practice) at most
         self.pid = patient.id
-        self.zone = patient.time_zone or "UTC"
+        self.zone = patient.time_zone or "UTC"  # today's
+        self.history = patient.zone_history()
         self.at = at or now()
         self.today = rules.local_date(self.at, self.zone)
+
+    def zone_of(self, moment: datetime) -> str:
+        """The zone the patient lived in at an instant (their zone history): a record's day and clock time."""
+        return self.history.zone_at(moment).key
+
+    def local_date(self, moment: datetime) -> date:
+        """The patient's calendar date at an instant, in the zone in force then."""
+        return rules.local_date(moment, self.zone_of(moment))
 
     def first_day(self, days: int) -> date:
         return self.today - timedelta(days=days - 1)
@@ -72,7 +81,7 @@ class PatientReview:
 
     def tens(self, days: int) -> list[rules.TensDay]:
         return rules.tens_by_day(self.sessions(days), self.plans(), self.zone, self.first_day(days), self.today,
-                                 zone_at=self.patient.zone_history().zone_at)
+                                 zone_at=self.history.zone_at)
 
     def session_times(self, days: int) -> dict:
         """How sure the period's session times are: how many are exact, corrected and estimated, the ones that
@@ -91,7 +100,7 @@ class PatientReview:
     def pain(self, days: int) -> dict:
         """Entries in the period, before/after pairs, and the 14-day trend."""
         entries = [e for e in self._pain_entries(self._since(days))
-                   if rules.local_date(e["recorded_at"], self.zone) >= self.first_day(days)]
+                   if self.local_date(e["recorded_at"]) >= self.first_day(days)]
         linked = sorted({e["session_record_id"] for e in entries if e.get("session_record_id")})
         pairs = rules.before_after_pairs(entries, self.stores.session_records.of_patient_by_ids(self.pid, linked))
         trend_entries = self._pain_entries(self.at - timedelta(days=28))

@@ -30,7 +30,7 @@ def scripted_a(world, seed, db):
     - pain entries for the trend: 4 in the last 14 days (mean 6), 2 in the 14 before (mean 4);
     - one open and one acknowledged alert; a unit last synced 3 days ago; reminders and notifications."""
     a = world["patient_a"].id
-    db.users.update_one({"_id": a}, {"$set": {"time_zone": "UTC"}})
+    db.users.update_one({"_id": a}, {"$set": {"time_zone": "UTC", "time_zone_history": []}})  # always UTC
     today = datetime.now(UTC).date()
     seed.adherence_run(a, today - timedelta(days=1), [True] * 23 + [True, False, True, False, True, False, True])
     seed.plan(a, 1, at_day(40, 0), active_to=at_day(5, 0), daily_minutes=60)

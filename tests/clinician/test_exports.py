@@ -81,8 +81,8 @@ def test_panel_csv_lists_every_matching_patient_and_defuses_formulas(client, wor
 
 def test_events_csv_has_one_row_per_session_entry_dose_and_practice_with_local_and_utc_times(
         client, world, export_a, db):
-    zone = "America/New_York"
-    db.users.update_one({"_id": world["patient_a"].id}, {"$set": {"time_zone": zone}})
+    zone = "America/New_York"  # where the patient has always lived (each event's zone is the one of its moment)
+    db.users.update_one({"_id": world["patient_a"].id}, {"$set": {"time_zone": zone, "time_zone_history": []}})
     response = _export(client, world, "events")
     assert response.status_code == 200 and response.mimetype == "text/csv"
     assert response.headers["Content-Disposition"].endswith('-events.csv"')
