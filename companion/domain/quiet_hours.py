@@ -10,7 +10,7 @@ quiet hours end on the patient's clock; an end time in a DST gap resolves like a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from companion.domain.localtime import require_utc, resolve_local
@@ -43,4 +43,10 @@ def next_allowed(due_utc: datetime, tz: ZoneInfo, quiet: QuietHours | None) -> d
     end_date = local.date()
     if quiet.start > quiet.end and local.time().replace(tzinfo=None, fold=0) >= quiet.start:
         end_date += timedelta(days=1)
-    return resolve_local(end_date, quiet.end, tz)
+    end = resolve_local(end_date, quiet.end, tz)
+    if end <= due:
+        # The end's wall time happens twice (the autumn change) and the nudge is due in the repeated hour,
+        # after its first passing: the quiet hours end at its second.
+        second = datetime.combine(end_date, quiet.end).replace(tzinfo=tz, fold=1).astimezone(UTC)
+        return second if second > due else due
+    return end

@@ -49,6 +49,16 @@ def test_next_allowed_defers_to_end_of_quiet_hours_in_london(due, quiet, expecte
     assert next_allowed(due, ZoneInfo("Europe/London"), quiet) == expected
 
 
+@pytest.mark.parametrize(("due", "expected"), [
+    (utc(2026, 10, 25, 0, 10), utc(2026, 10, 25, 0, 30)),  # 01:10 BST: quiet until 01:30 BST
+    (utc(2026, 10, 25, 1, 10), utc(2026, 10, 25, 1, 30)),  # 01:10 GMT, the hour again: until 01:30 GMT
+    (utc(2026, 10, 25, 0, 40), utc(2026, 10, 25, 0, 40)),  # 01:40 BST: quiet hours are over
+])
+def test_next_allowed_quiet_hours_ending_in_the_repeated_hour_end_at_the_wall_time_the_patient_sees(due, expected):
+    quiet = QuietHours(time(23, 0), time(1, 30))
+    assert next_allowed(due, ZoneInfo("Europe/London"), quiet) == expected
+
+
 def test_next_allowed_quiet_end_in_dst_gap_goes_to_end_of_gap():
     quiet = QuietHours(time(0, 0), time(2, 30))
     assert next_allowed(utc(2025, 3, 9, 5, 30), ZoneInfo("America/New_York"), quiet) == utc(2025, 3, 9, 7)
