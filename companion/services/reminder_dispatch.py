@@ -65,10 +65,15 @@ def snooze_key(occurrence: dict) -> str | None:
     return None if snoozed is None else f"{initial_key(occurrence['_id'])}:snooze:{snoozed:%Y%m%dT%H%M%S}"
 
 
+def _leader(occurrence: dict) -> str:
+    """The occurrence whose pushes this one's are: itself, or the one whose push it shares."""
+    return occurrence.get("push_with") or occurrence["_id"]
+
+
 def reminding_keys(occurrence: dict) -> list[str]:
     """The pushes any one of which means the patient was reminded of ``occurrence``: its first push (or the
     one it shares) and its snooze's."""
-    keys = [initial_key(occurrence.get("push_with") or occurrence["_id"])]
+    keys = [initial_key(_leader(occurrence))]
     snoozed = snooze_key(occurrence)
     return keys + [snoozed] if snoozed else keys
 
@@ -78,11 +83,11 @@ def planned_pushes(occurrence: dict, reminder: dict | None) -> list[PlannedPush]
 
     The first push goes at ``notify_at`` (the due time, or the end of the patient's quiet hours);
     nudges that would come before it are dropped, since the first push has not even gone yet. A snooze
-    holds back what was planned before it. An occurrence sharing another's push plans none.
+    holds back what was planned before it. An occurrence sharing another's push (``push_with``, a DST gap)
+    plans that one's pushes, under its keys: whichever of the two is still open when they are due causes
+    them, once.
     """
-    if occurrence.get("push_with"):
-        return []
-    key = initial_key(occurrence["_id"])
+    key = initial_key(_leader(occurrence))
     ends = occurrence["window_ends_at"]
     times = nudge_times(as_domain_occurrence(occurrence), repeats_of(reminder))
     first = max(times[0], occurrence.get("notify_at") or times[0])
@@ -138,10 +143,10 @@ def _resends(candidates: list[dict], reminders: dict[str, dict], sources: dict[s
     for occurrence in candidates:
         if repeats_of(reminders.get(occurrence["reminder_id"])).count > 0:
             continue  # its nudges already remind again
-        first = sources.get(initial_key(occurrence["_id"]))
+        first = sources.get(initial_key(_leader(occurrence)))
         if first is None or first["state"] != SENT or first.get("delivered_at") or first.get("opened_at"):
             continue
-        plan = PlannedPush(f"{initial_key(occurrence['_id'])}:resend", reminder_kind(occurrence.get("kind"), nudge=True),
+        plan = PlannedPush(f"{initial_key(_leader(occurrence))}:resend", reminder_kind(occurrence.get("kind"), nudge=True),
                            first["sent_at"] + settings.reminder_resend_after, occurrence["window_ends_at"])
         snoozed = occurrence.get("snoozed_until")
         if snoozed is not None and plan.send_at < snoozed:
@@ -181,14 +186,17 @@ class ReminderDispatch:
         reminders = self.stores.reminders.by_ids(o["reminder_id"] for o in occurrences)
         failures = ItemFailures("reminders-dispatch")
         plans: list[tuple[dict, PlannedPush]] = []
-        for o in occurrences:
+        open_ids = {o.get("_id") for o in occurrences}
+        # A slot that shares another's push leaves it to that one while it is open (ticked off early, it is not).
+        for o in [o for o in occurrences if o.get("push_with") not in open_ids]:
             planned = failures.attempt(o.get("_id"), lambda o=o: planned_pushes(o, reminders.get(o["reminder_id"])))
             plans += [(o, p) for p in planned or () if _in_grace(p, now, settings.reminder_grace)]
         usable = [o for o in occurrences if str(o.get("_id")) not in failures.item_ids]
         outbox = self.stores.outbox
-        resend_candidates = [o for o in usable if o["due_at"] + settings.reminder_resend_after <= now]
+        resend_candidates = [o for o in usable if o["due_at"] + settings.reminder_resend_after <= now
+                             and o.get("push_with") not in open_ids]
         sources = _existing(outbox, [(p.source_key, o) for o, p in plans]
-                            + [(initial_key(o["_id"]), o) for o in resend_candidates])
+                            + [(initial_key(_leader(o)), o) for o in resend_candidates])
         resends = _resends(resend_candidates, reminders, sources, settings, now)
         sources.update(_existing(outbox, [(p.source_key, o) for o, p in resends]))
         todo = self._outside_quiet_hours([(o, p) for o, p in plans + resends if p.source_key not in sources])

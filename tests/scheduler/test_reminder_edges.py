@@ -204,6 +204,25 @@ def test_two_slots_the_spring_forward_gap_makes_due_at_once_share_one_push_and_b
     assert services.reminders.record_outcome(own(patient.id), pair[1]["_id"], "done", None)["status"] == "done"
 
 
+def test_a_slot_sharing_the_gaps_push_is_still_pushed_when_the_other_was_ticked_off_early(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    due = datetime(2026, 3, 8, 7, 0, tzinfo=UTC)  # 03:00 EDT: 02:30 and 03:00 both fall due then
+    traveller.move_to(due - timedelta(hours=6))
+    patient = make_person(jobs_db, "patient", "America/New_York")
+    token = phone(jobs_db, patient)
+    daily_reminder(jobs_db, patient, ["02:30", "03:00"], "2026-03-08", kind="medication", window_min=60)
+    traveller.move_to(due - timedelta(minutes=20))
+    services = services_on(jobs_db, settings, clock, sender)
+    services.reminders.materialize_ahead(timedelta(minutes=15), timedelta(days=2))
+    pair = list(jobs_db.reminder_occurrences.find({"patient_id": patient.id, "due_at": due}).sort("local_time", 1))
+    assert pair[1]["push_with"] == pair[0]["_id"]
+    services.reminders.record_outcome(own(patient.id), pair[0]["_id"], "done", None)  # the 02:30 dose, early
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, due - timedelta(minutes=1), due + timedelta(minutes=3))
+    assert jobs_db.reminder_occurrences.find_one({"_id": pair[1]["_id"]})["status"] == "pending"
+    (push,) = emulator.delivered_to(token)  # the 03:00 dose is reminded of, once
+    assert push.received_at == due
+
+
 @pytest.mark.parametrize("change", ["stopped", "moved to the evening"])
 def test_a_reminder_called_off_while_its_occurrence_is_open_nudges_no_more_and_alerts_nobody(
         jobs_db, settings, clock, traveller, sender, emulator, change):
