@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from companion.domain.adherence import TaskEvent, TaskKind
+from companion.domain.adherence import TaskEvent, TaskKind, events_by_local_day
 from companion.domain.localtime import TimeZoneHistory, resolve_local
 from companion.domain.pain import PainEntry, Role
 from companion.domain.plans import plan_in_force
@@ -43,6 +43,18 @@ class PatientFacts:
         events += [TaskEvent(TaskKind.MEDICATION, o["due_at"]) for o in self.occurrences
                    if o["kind"] == "medication" and o["status"] == "done"]
         return events
+
+    def events_by_day(self, history: TimeZoneHistory) -> dict[date, list[TaskEvent]]:
+        """The task events on each of the patient's local days, as the adherence snapshots place them: a session
+        or a practice on the day it started where the patient was (their zone history), a dose on its slot's
+        day (which a move east can make differ from the day its due time fell on in the old zone)."""
+        timed = [e for e in self.events() if e.kind is not TaskKind.MEDICATION]
+        by_day = events_by_local_day(timed, history)
+        for o in self.occurrences:
+            if o["kind"] == "medication" and o["status"] == "done":
+                by_day.setdefault(date.fromisoformat(o["local_date"]), []).append(
+                    TaskEvent(TaskKind.MEDICATION, o["due_at"]))
+        return by_day
 
     def pain_entries(self) -> list[PainEntry]:
         return [PainEntry(e["_id"], e["recorded_at"], e["nrs"], e.get("session_record_id"),

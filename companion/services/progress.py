@@ -15,7 +15,6 @@ from companion.domain.adherence import (
     KindProgress,
     TaskKind,
     adherence_for_day,
-    events_by_local_day,
     goal_progress,
     is_covered,
 )
@@ -56,7 +55,7 @@ def _goal(kind: TaskKind, tasks, events, prescription: dict | None, counts: bool
 
 
 def _adherence_by_day(facts: PatientFacts, history, days: list[date]) -> dict[date, DayAdherence]:
-    by_day = events_by_local_day(facts.events(), history)
+    by_day = facts.events_by_day(history)
     result = {}
     for day in days:
         plan = facts.plan_on(day_bounds(history, day)[1])  # as the day's snapshot: the end of it where it was lived
@@ -149,7 +148,7 @@ class Progress:
         facts = gather(self.stores, patient_id, start - timedelta(days=1), end + timedelta(days=1))
         plan = facts.plan_on(day_bounds(history, day)[1])
         tasks = planned_tasks(plan, day)
-        events = events_by_local_day(facts.events(), history).get(day, [])
+        events = facts.events_by_day(history).get(day, [])
         scores = [e["nrs"] for e in facts.pain if local_date(e["recorded_at"], history) == day]
         sessions = [s for s in facts.sessions if local_date(s["started_at"], history) == day]
         return {

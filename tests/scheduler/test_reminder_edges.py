@@ -166,6 +166,27 @@ def test_a_slot_a_move_east_jumps_over_is_kept_missed_without_alerts_and_can_sti
     assert (medication["done"], medication["planned"], medication["fraction"]) == (2, 2, 1.0)
 
 
+def test_a_dose_a_move_east_jumps_over_counts_on_its_slots_day_in_today_as_in_the_snapshot(
+        jobs_db, settings, clock, traveller, sender):
+    # The 03:00 dose of Wednesday on London's clock is 23:00 on Tuesday in New York, where the patient still was.
+    traveller.move_to(datetime(2026, 3, 10, 20, 0, tzinfo=UTC))
+    patient = make_person(jobs_db, "patient", "America/New_York")
+    services = services_on(jobs_db, settings, clock, sender)
+    services.plans.prescribe(patient.id, {**PLAN_WITH_DOSES, "medications": [
+        {"name": "Tablet", "dose": "1", "times": ["03:00"], "counts_towards_adherence": True}]}, created_by="clinician")
+    daily_reminder(jobs_db, patient, ["03:00"], "2026-03-11", kind="medication", window_min=60)
+    landed = datetime(2026, 3, 11, 5, 0, tzinfo=UTC)  # 05:00 in London, 01:00 in New York
+    traveller.move_to(landed)
+    services.profiles.update(patient.id, {"time_zone": "Europe/London"})
+    run_jobs(jobs_db, settings, clock, sender, "reminders-materialize")
+    dose = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "local_date": "2026-03-11"})
+    assert dose["due_at"] == datetime(2026, 3, 11, 3, 0, tzinfo=UTC)
+    services.reminders.record_outcome(own(patient.id), dose["_id"], "done", None, at=landed)
+    snapshot = services.adherence.compute_day(services.stores.users.by_id(patient.id), datetime(2026, 3, 11).date())
+    medication = services.progress.today(patient.id)["medication"]
+    assert (medication["done"], medication["fraction"]) == (1, snapshot["medication_fraction"]) == (1, 1.0)
+
+
 def test_a_slot_a_move_east_jumps_over_while_its_window_is_open_is_pushed_at_the_landing(
         jobs_db, settings, clock, traveller, sender, emulator):
     traveller.move_to(datetime(2026, 3, 10, 20, 0, tzinfo=UTC))
