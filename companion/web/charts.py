@@ -3,6 +3,7 @@ and every chart has labelled axes with units. Functions take plain values and re
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from html import escape
 from zoneinfo import ZoneInfo
@@ -93,14 +94,15 @@ def tens_chart(days: list[TensDay]) -> Markup:
     return _svg(body, f"TENS minutes per day from {first} to {last}, with the plan's target")
 
 
-def pain_chart(entries: list[dict], pairs: list, zone: str, first: date, last: date) -> Markup:
-    """Pain NRS over time: every entry as a grey dot; before/after a session in blue/orange, joined."""
+def pain_chart(entries: list[dict], pairs: list, zone_of: Callable[[datetime], str], first: date, last: date) -> Markup:
+    """Pain NRS over time: every entry as a grey dot; before/after a session in blue/orange, joined. Each is
+    placed at its clock time where the patient was (``zone_of`` an instant: their zone history)."""
     bottom, plot_w = HEIGHT - BOTTOM, WIDTH - LEFT - RIGHT
     start = datetime.combine(first, datetime.min.time())
     span = (last - first).days + 1
 
     def x_at(moment: datetime) -> float:
-        local = moment.astimezone(ZoneInfo(zone)).replace(tzinfo=None)
+        local = moment.astimezone(ZoneInfo(zone_of(moment))).replace(tzinfo=None)
         return LEFT + plot_w * ((local - start) / timedelta(days=1)) / span
 
     def x_of(day: date) -> float:
@@ -123,7 +125,7 @@ def pain_chart(entries: list[dict], pairs: list, zone: str, first: date, last: d
     for entry in entries:
         colour = {"before": BEFORE, "after": AFTER}.get(entry.get("phase") or "", ENTRY)
         radius = 4.5 if entry["_id"] in paired else 3.5
-        when = local_date(entry["recorded_at"], zone)
+        when = local_date(entry["recorded_at"], zone_of(entry["recorded_at"]))
         body.append(f'<circle cx="{x_at(entry["recorded_at"]):.1f}" cy="{y_of(entry["nrs"]):.1f}" r="{radius}" '
                     f'fill="{colour}"><title>{when}: NRS {entry["nrs"]}{" (" + entry["phase"] + " session)" if entry.get("phase") else ""}'
                     f'</title></circle>')

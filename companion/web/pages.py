@@ -103,7 +103,7 @@ def patient(patient_id):
         has_adherence=any(d["state"] != "missing" for d in adherence["calendar"]),
         tens=tens, tens_chart=charts.tens_chart(tens), has_tens=any(d.sessions for d in tens),
         has_target=any(d.target_minutes for d in tens),
-        pain=pain, pain_chart=charts.pain_chart(pain["entries"], pain["pairs"], review.zone, review.first_day(days),
+        pain=pain, pain_chart=charts.pain_chart(pain["entries"], pain["pairs"], review.zone_of, review.first_day(days),
                                                 review.today),
         programmes=review.programmes(days), history=history, device=device, diary=diary, plans=review.plans(),
         alerts=alerts, recent_alerts=recent_alerts, resolved_alerts=resolved_alerts, session_times=session_times,

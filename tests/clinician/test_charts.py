@@ -1,11 +1,20 @@
-"""The adherence heat map's month labels: a column is named after a month it shows, and no label is cut."""
+"""The adherence heat map's month labels: a column is named after a month it shows, and no label is cut; the pain
+chart places a rating at its clock time where it was made."""
 
 from __future__ import annotations
 
 import re
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
-from companion.web.charts import CELL, GAP, HEAT_LEFT, LABEL_CHAR_W, adherence_heatmap, month_labels
+from companion.web.charts import (
+    CELL,
+    GAP,
+    HEAT_LEFT,
+    LABEL_CHAR_W,
+    adherence_heatmap,
+    month_labels,
+    pain_chart,
+)
 
 
 def calendar(first: date, last: date) -> list[dict]:
@@ -39,3 +48,15 @@ def test_a_label_in_the_last_column_fits_inside_the_drawing():
     assert text == "Dec 2026"
     width = int(re.search(r'<svg class="heatmap" width="(\d+)"', str(adherence_heatmap(days))).group(1))
     assert HEAT_LEFT + col * (CELL + GAP) + len(text) * LABEL_CHAR_W <= width
+
+
+def test_a_rating_made_before_a_move_is_shown_at_its_time_where_it_was_made():
+    moved = datetime(2026, 3, 11, 12, tzinfo=UTC)
+    rated = datetime(2026, 3, 11, 1, 35, tzinfo=UTC)  # 21:35 on 10 March in New York, before the move to London
+
+    def zone_of(moment):
+        return "America/New_York" if moment < moved else "Europe/London"
+
+    entry = {"_id": "e1", "recorded_at": rated, "nrs": 6}
+    drawn = str(pain_chart([entry], [], zone_of, date(2026, 3, 10), date(2026, 3, 12)))
+    assert "<title>2026-03-10: NRS 6</title>" in drawn
