@@ -39,7 +39,7 @@ from companion.clock import Clock, now
 from companion.domain.adherence import PlannedTask, TaskEvent, TaskKind
 from companion.domain.alerts import AlertCandidate, AlertKind, low_adherence_run_ended
 from companion.domain.localtime import TimeZoneHistory
-from companion.domain.people import Account
+from companion.domain.people import CLOSED, Account
 from companion.domain.plans import planned_tasks
 from companion.services.adherence import Adherence, day_bounds, snapshot_of, tens_event
 from companion.services.alerts import (
@@ -284,6 +284,8 @@ def recompute_everyone(stores: Stores, now: datetime, chunk_size: int = CHUNK,
     failures = failures or ItemFailures(JOB)
 
     def last_two(account: Account) -> tuple[set[date], set[date]]:
+        if account.status == CLOSED:  # nothing new is added to a closed record
+            return set(), set()
         today = local_today(account.zone_history(), now)
         return {today - timedelta(days=n) for n in range(RECENT_DAYS)}, set()
 
@@ -326,7 +328,9 @@ class AdherenceJob:
         def dates_of(account: Account) -> tuple[set[date], set[date]]:
             history = account.zone_history()
             today = local_today(history, at)
-            if since is None:
+            if account.status == CLOSED:  # no new day is added to a closed record (touched ones are redone)
+                begun = set()
+            elif since is None:
                 begun = {today - timedelta(days=n) for n in range(RECENT_DAYS)}
             else:
                 begun = days_begun(history, since, at)
@@ -373,6 +377,8 @@ class AdherenceJob:
                 if p.touched:
                     self.alerts.reconsider(p.account, p.touched, snapshots[p.patient_id], p.today, report,
                                            open_alerts=open_alerts[p.patient_id])
+                elif p.account.status == CLOSED:
+                    pass  # no alert is raised about someone who has left
                 elif (candidate := low_adherence_in(p.patient_id, snapshots[p.patient_id], p.today)) is not None:
                     self.alerts.raise_low_adherence(candidate, snapshots[p.patient_id], p.today, report)
                 return True

@@ -56,7 +56,7 @@ from companion.domain.alerts import low_adherence as low_adherence_rule
 from companion.domain.errors import NotFound
 from companion.domain.notifications import caregiver_kind
 from companion.domain.pain import PainEntry, flares
-from companion.domain.people import Account
+from companion.domain.people import CLOSED, Account
 from companion.domain.schedules import nudge_times
 from companion.i18n import Reader
 from companion.services.item_failures import ItemFailures
@@ -201,18 +201,26 @@ class AlertService:
         return created
 
     # Finding the conditions
-    def _zones(self, patient_ids, failures: ItemFailures) -> dict[str, Callable[[datetime], ZoneInfo]]:
+    def _zones(self, patient_ids, failures: ItemFailures) -> dict[str, Callable[[datetime], ZoneInfo] | None]:
         """Each patient's zone at any instant (their zone history): an alert about a moment is dated on the day
         the patient lived it, as the adherence days and the reconsideration of a flare are."""
         zones = {}
         for person in self.stores.users.by_ids(patient_ids):
+            if person.status == CLOSED:
+                zones[person.id] = None  # nothing is raised about someone who has left (see _left)
+                continue
             history = failures.attempt(person.id, lambda p=person: p.zone_history())
             if history is not None:
                 zones[person.id] = history.zone_at
         return zones
 
     @staticmethod
-    def _zone(zones: dict[str, Callable[[datetime], ZoneInfo]], patient_id: str, at: datetime) -> ZoneInfo:
+    def _left(zones: dict, patient_id: str) -> bool:
+        """Whether the patient closed their account (their record is kept; nothing new is raised about it)."""
+        return patient_id in zones and zones[patient_id] is None
+
+    @staticmethod
+    def _zone(zones: dict[str, Callable[[datetime], ZoneInfo] | None], patient_id: str, at: datetime) -> ZoneInfo:
         zone_at = zones.get(patient_id)
         return zone_at(at) if zone_at is not None else ZoneInfo("UTC")
 
@@ -265,6 +273,8 @@ class AlertService:
 
         def judge(event: dict) -> AlertCandidate | None:
             patient_id = event["patient_id"]
+            if self._left(zones, patient_id):
+                return None
             tz = self._zone(zones, patient_id, event["at"])
             if event["kind"] == "battery_low":
                 battery = batteries.get(event.get("record_id"))
@@ -290,6 +300,8 @@ class AlertService:
                                                                         now - SILENT_LOOKBACK)
 
         def judge(unit) -> AlertCandidate | None:
+            if self._left(zones, unit.patient_id):
+                return None
             heard = max(filter(None, [unit.status.get("last_seen_at"), received.get(unit.serial)]))
             return unit_silent(unit.patient_id, unit.serial, heard, now, self._zone(zones, unit.patient_id, now))
 
@@ -310,6 +322,8 @@ class AlertService:
                 scores.setdefault(doc["patient_id"], []).append(doc)
 
         def judge(patient_id: str) -> list[AlertCandidate]:
+            if self._left(zones, patient_id):
+                return []
             docs = sorted(scores.get(patient_id, []), key=lambda d: (d["recorded_at"], str(d["_id"])))
             entries = [PainEntry(d["_id"], d["recorded_at"], d["nrs"]) for d in docs]
             return [pain_flare(patient_id, flare, self._zone(zones, patient_id, flare.entry.recorded_at_utc))

@@ -45,7 +45,7 @@ INVITATION_TTL = timedelta(days=14)
 CLINICIAN_VIEW = {OPEN: "open", DECLINED: "open", ACCEPTED: "accepted", "withdrawn": "withdrawn"}
 
 
-def _offer_source(offer_id: str) -> str:
+def caregiver_offer_source(offer_id: str) -> str:
     """What the push telling a caregiver of an offer is caused by (one push per offer)."""
     return f"caregiver-invitation:{offer_id}"
 
@@ -121,7 +121,7 @@ class Care:
                                             permissions=permissions, at=at, expires_at=at + INVITATION_TTL)
         if caregiver is not None and caregiver.role is Role.CAREGIVER and caregiver.active:
             # About the caregiver themselves (an offer waiting for them), not about the patient: no link yet.
-            self.outbox.schedule(source_key=_offer_source(offer["_id"]), recipient_user_id=caregiver.id,
+            self.outbox.schedule(source_key=caregiver_offer_source(offer["_id"]), recipient_user_id=caregiver.id,
                                  patient_id=caregiver.id, kind="generic_update", send_at=at)
         return self._offer_view(offer)
 
@@ -137,7 +137,7 @@ class Care:
                 self.caregiver_offers.get(link_id, patient_id)
             if offer is None:
                 raise NotFound("no such caregiver link")
-            self.outbox.withdraw(reason=INVITATION_SETTLED, source_key=_offer_source(offer["_id"]))
+            self.outbox.withdraw(reason=INVITATION_SETTLED, source_key=caregiver_offer_source(offer["_id"]))
             if offer["status"] != ACCEPTED:
                 return
             link = self.links.active(patient_id, offer["caregiver_id"])
@@ -177,10 +177,14 @@ class Care:
                                              caregiver_id=caregiver.id if accept else None)
         if offer is None:
             raise NotFound("no such invitation waiting for you")
-        self.outbox.withdraw(reason=INVITATION_SETTLED, source_key=_offer_source(offer["_id"]))
+        self.outbox.withdraw(reason=INVITATION_SETTLED, source_key=caregiver_offer_source(offer["_id"]))
         if accept:
-            self.links.grant(offer["patient_id"], caregiver.id, permissions_of(offer["permissions"]))
+            link = self.links.grant(offer["patient_id"], caregiver.id, permissions_of(offer["permissions"]))
             self.caregiver_offers.close_others(offer["patient_id"], offer["email_digest"], at)
+            now_patient = self.users.by_id(offer["patient_id"])
+            if now_patient is None or not now_patient.active:  # closed (or suspended) while this was accepted
+                self.links.revoke(offer["patient_id"], link.id)
+                raise NotFound("no such invitation waiting for you")
         return offer
 
     def cared_for(self, caregiver_id: str) -> list[tuple[CareLink, Account | None]]:

@@ -16,10 +16,11 @@ import logging
 from datetime import datetime
 
 from companion.clock import Clock, now
-from companion.domain.access import PATIENT_INACTIVE, RECIPIENT_INACTIVE, Role
+from companion.domain.access import INVITATION_SETTLED, PATIENT_INACTIVE, RECIPIENT_INACTIVE, Role
 from companion.domain.errors import Conflict, NotFound
 from companion.domain.people import ACTIVE, CLOSED, DEACTIVATED, Account
 from companion.services.accounts import Accounts, email_digest
+from companion.services.care import caregiver_offer_source
 from companion.services.tokens import TokenService
 from companion.settings import Settings
 from companion.store.stores import Stores
@@ -37,8 +38,8 @@ def closure_statement(settings: Settings) -> dict:
             "the email address can be used for a new account)",
             "your phones' push registrations, and every notification not yet sent to you or about you",
             "your reminders and their upcoming occurrences, and your library favourites",
-            "caregivers' access (every link is revoked: they see nothing from their next request) and "
-            "care-team invitations waiting for you",
+            "caregivers' access (every link is revoked: they see nothing from their next request), the offers "
+            "you made to caregivers and not yet accepted, and care-team invitations waiting for you",
             "paired home gateways (revoked: they can no longer upload), pairing codes, and every session",
         ],
         "kept": [
@@ -124,9 +125,17 @@ class AccountLifecycle:
 
     def _close_patient(self, patient: Account, at: datetime) -> None:
         stores = self.stores
-        # Invitations are found by the email, which the closure erases: they go first.
-        stores.care_invitations.close_open_for(email_digest(patient.email), at)
-        stores.caregiver_invitations.withdraw_all_of(patient.id, at)
+        # Invitations are found by the email, which the closure erases: they go first (kept with the record,
+        # and deleted with it, as the patient's).
+        stores.care_invitations.close_open_for(email_digest(patient.email), at, erase_with=patient.id)
+        for offer_id in stores.caregiver_invitations.withdraw_all_of(patient.id, at):
+            stores.outbox.withdraw(reason=INVITATION_SETTLED, source_key=caregiver_offer_source(offer_id))
+        # Every access others have ends before the account is closed: a closure that fails half-way leaves the
+        # patient signed in to try again, never a caregiver or a gateway still reaching a closed record.
+        for gateway_id in stores.gateways.revoke_all_for(patient.id):
+            self.tokens.end_every_session(gateway_id, "patient account closed")
+        stores.care_links.revoke_all(patient_id=patient.id)
+        stores.emergency_grants.end_for_patient(patient.id, at)  # (and none opens the record from now on)
         # Then the closure itself: from this write on, nothing can sign in or be delivered.
         self.users.close(patient.id, at, keep_name=True)
         self._end_everything_running(patient, "account closed")
@@ -136,10 +145,6 @@ class AccountLifecycle:
         stores.today_rows.touch([patient.id])  # its reminders are gone
         stores.favourites.delete_for_patient(patient.id)
         stores.pairing_codes.delete_for_patient(patient.id)
-        for gateway_id in stores.gateways.revoke_all_for(patient.id):
-            self.tokens.end_every_session(gateway_id, "patient account closed")
-        stores.care_links.revoke_all(patient_id=patient.id)
-        stores.emergency_grants.end_for_patient(patient.id, at)  # (and none opens the record from now on)
 
     def _close_other(self, account: Account, at: datetime) -> None:
         if account.role is Role.CAREGIVER:  # found by the email, which the closure erases: first
@@ -174,5 +179,7 @@ class AccountLifecycle:
             store.delete_for_patient(patient_id)
         s.care_teams.delete_enrolments_of(patient_id)
         s.push_tokens.delete_for_user(patient_id)
+        s.token_families.delete_for_user(patient_id)
+        s.change_sequences.delete_for_patient(patient_id)
         # The account last: until it goes, a retry of this job finds the patient and finishes.
         self.users.delete(patient_id)

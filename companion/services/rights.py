@@ -10,7 +10,7 @@ trail. The same FHIR R4 and CSV exports a clinician gets are open to the patient
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from companion.clock import Clock, now
 from companion.domain.people import Account
@@ -76,6 +76,9 @@ class PatientRights:
             "alerts": stores.alerts.newest(pid, open_only=False, limit=DOWNLOAD_ROWS),
             "clinical_notes": stores.clinical_notes.for_patient(pid, DOWNLOAD_ROWS),
             "notifications": stores.outbox.for_patient(pid, limit=DOWNLOAD_ROWS),
+            "device_events": stores.device_events.for_patient(pid, at - timedelta(days=days), DOWNLOAD_ROWS),
+            "reminder_occurrences": stores.occurrences.newest_between(pid, at - timedelta(days=days),
+                                                                      at + timedelta(days=2), DOWNLOAD_ROWS),
         }
         return {
             "generated_at": at,
@@ -98,6 +101,8 @@ class PatientRights:
                 "emergency_access": emergency,
             },
             "devices": _plain(stores.devices.for_patient(pid)),
+            "devices_worn_before": stores.devices.released_by(pid),
+            "library_favourites": stores.favourites.slugs(pid),
             "gateways": _plain(stores.gateways.for_patient(pid)),
             "phones": [{k: p.get(k) for k in ("install_id", "platform", "updated_at")}
                        for p in stores.push_tokens.for_users([pid]).get(pid, [])],

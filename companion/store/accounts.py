@@ -89,7 +89,7 @@ class Users:
         return [account_of({**doc, "role": Role.PATIENT.value}) for doc in self.col.find(
             {"role": Role.PATIENT.value},
             {"time_zone": 1, "time_zone_history": 1, "caregiver_alert_delay_min": 1, "quiet_hours": 1,
-             "created_at": 1}).limit(MAX_PATIENTS)]
+             "created_at": 1, "status": 1}).limit(MAX_PATIENTS)]
 
     def update_profile(self, user_id: str, *, version: int, display_name: str | None = None,
                        quiet_hours: QuietHours | None | bool = False, caregiver_alert_delay_min: int | None = None,

@@ -52,6 +52,9 @@ class ChangeSequences:
     def __init__(self, db: Database):
         self.col = db.change_sequences
 
+    def delete_for_patient(self, patient_id: str) -> int:
+        return self.col.delete_many({"_id": patient_id}).deleted_count
+
     def reserve(self, patient_id: str, count: int, at: datetime) -> int:
         """Reserve ``count`` consecutive numbers for one write; returns the first. Pending until settled."""
         if count < 1:

@@ -86,6 +86,11 @@ class Devices:
             found[serial].append(Binding(doc["patient_id"], doc["bound_at"]))
         return {serial: sorted(bindings, key=lambda b: b.start) for serial, bindings in found.items()}
 
+    def released_by(self, patient_id: str) -> list[dict]:
+        """The binding intervals of the units the patient wore and no longer does, oldest first."""
+        return [{k: d.get(k) for k in ("serial", "bound_at", "released_at")}
+                for d in self.history.find({"patient_id": patient_id}).sort("bound_at", ASCENDING).limit(MAX_BINDINGS)]
+
     def get(self, serial: str) -> TensUnit | None:
         return unit_of(self.col.find_one({"_id": serial}))
 

@@ -352,8 +352,11 @@ class _ToAnEmail:
         return [d for d in self.col.find({"email_digest": email_digest, "status": OPEN})
                 .sort("created_at", ASCENDING).limit(100) if d["expires_at"] > at]
 
-    def close_open_for(self, email_digest: str, at: datetime) -> int:
-        """Close every open one to an email (its owner's account closed)."""
+    def close_open_for(self, email_digest: str, at: datetime, *, erase_with: str | None = None) -> int:
+        """Close every open one to an email (its owner's account closed). ``erase_with``: the closed patient's
+        id, with whose record every one to the email (answered or not: they hold the address) is deleted."""
+        if erase_with is not None:
+            self.col.update_many({"email_digest": email_digest}, {"$set": {"erase_with": erase_with}})
         return self.col.update_many({"email_digest": email_digest, "status": OPEN},
                                     {"$set": {"status": DECLINED, "answered_at": at}}).modified_count
 
@@ -395,7 +398,7 @@ class CareInvitations(_ToAnEmail):
                                             return_document=ReturnDocument.AFTER)
 
     def delete_for_patient(self, patient_id: str) -> int:
-        return self.col.delete_many({"patient_id": patient_id}).deleted_count
+        return self.col.delete_many({"$or": [{"patient_id": patient_id}, {"erase_with": patient_id}]}).deleted_count
 
     def accepted_by(self, patient_id: str) -> list[dict]:
         return list(self.col.find({"patient_id": patient_id}).sort("created_at", ASCENDING).limit(200))
@@ -412,11 +415,13 @@ class CaregiverInvitations(_ToAnEmail):
 
     def offer(self, *, patient_id: str, email: str, email_digest: str, permissions: CaregiverPermissions,
               at: datetime, expires_at: datetime) -> dict:
-        """The open offer to this email (made, or renewed with these permissions and a new expiry)."""
-        query = {"patient_id": patient_id, "email_digest": email_digest, "status": OPEN}
-        update = {"$set": {"permissions": permissions_doc(permissions), "expires_at": expires_at, "renewed_at": at},
-                  "$setOnInsert": {"_id": new_id(), "email": email, "created_at": at, "answered_at": None,
-                                   "caregiver_id": None}}
+        """The open offer to this email (made, or renewed with these permissions and a new expiry). An offer
+        declined is renewed as one never answered is (the same id, open again): a new one would tell the patient
+        that the email has an account, which said no."""
+        query = {"patient_id": patient_id, "email_digest": email_digest, "status": {"$in": [OPEN, DECLINED]}}
+        update = {"$set": {"permissions": permissions_doc(permissions), "expires_at": expires_at, "renewed_at": at,
+                           "status": OPEN, "answered_at": None},
+                  "$setOnInsert": {"_id": new_id(), "email": email, "created_at": at, "caregiver_id": None}}
         return self.col.find_one_and_update(query, update, upsert=True, return_document=ReturnDocument.AFTER)
 
     def get(self, invitation_id: str, patient_id: str) -> dict | None:
@@ -446,15 +451,20 @@ class CaregiverInvitations(_ToAnEmail):
                                     {"$set": {"status": WITHDRAWN, "answered_at": at}}).modified_count
 
     def withdraw(self, invitation_id: str, patient_id: str, at: datetime) -> dict | None:
-        """The patient takes back an offer not yet answered."""
-        return self.col.find_one_and_update({"_id": invitation_id, "patient_id": patient_id, "status": OPEN},
+        """The patient takes back an offer not accepted (declined or not: the patient cannot tell)."""
+        return self.col.find_one_and_update({"_id": invitation_id, "patient_id": patient_id,
+                                             "status": {"$in": [OPEN, DECLINED]}},
                                             {"$set": {"status": WITHDRAWN, "answered_at": at}},
                                             return_document=ReturnDocument.AFTER)
 
-    def withdraw_all_of(self, patient_id: str, at: datetime) -> int:
-        """Take back every open offer of a patient (their account closed)."""
-        return self.col.update_many({"patient_id": patient_id, "status": OPEN},
-                                    {"$set": {"status": WITHDRAWN, "answered_at": at}}).modified_count
+    def withdraw_all_of(self, patient_id: str, at: datetime) -> list[str]:
+        """Take back every offer of a patient not accepted (their account closed); returns their ids."""
+        ids = [d["_id"] for d in self.col.find({"patient_id": patient_id, "status": {"$in": [OPEN, DECLINED]}},
+                                               {"_id": 1})]
+        if ids:
+            self.col.update_many({"_id": {"$in": ids}, "status": {"$in": [OPEN, DECLINED]}},
+                                 {"$set": {"status": WITHDRAWN, "answered_at": at}})
+        return ids
 
     def delete_for_patient(self, patient_id: str) -> int:
         return self.col.delete_many({"patient_id": patient_id}).deleted_count

@@ -71,5 +71,10 @@ class TokenFamilies:
         doc = self.tokens.find_one({"_id": token_hash})
         return ("reused", doc) if doc else ("unknown", None)
 
+    def delete_for_user(self, user_id: str) -> int:
+        """Forget a person's sign-in history (their record's retention ended)."""
+        self.tokens.delete_many({"user_id": user_id})
+        return self.families.delete_many({"user_id": user_id}).deleted_count
+
     def delete_expired(self, older_than: timedelta = timedelta(0)) -> int:
         return self.tokens.delete_many({"expires_at": {"$lt": now() - older_than}}).deleted_count

@@ -174,3 +174,30 @@ def test_closing_an_account_ends_the_offers_it_made_or_was_made(client, world, s
     reborn = make_user(client, services, key="caregiver_unlinked", role="caregiver")  # the email signed up anew
     assert _waiting(client, reborn) == []
     assert _accept(client, reborn, to_closed["id"]).status_code == 404
+
+
+def test_offering_again_after_a_decline_looks_as_after_silence_and_both_can_be_taken_back(client, world):
+    patient, caregiver = world["patient_a"], world["caregiver_unlinked"]
+    declined = _offer(client, patient, caregiver.email).json
+    ignored = _offer(client, patient, "nobody-at-all@example.org").json
+    assert client.delete(f"/api/v1/caregiver/invitations/{declined['id']}", headers=caregiver.headers).status_code == 204
+    # Offered again: the same offer, open again, in both cases (a new one would say the email had said no).
+    assert _offer(client, patient, "nobody-at-all@example.org").json["id"] == ignored["id"]
+    assert _offer(client, patient, caregiver.email).json["id"] == declined["id"]
+    assert [w["id"] for w in _waiting(client, caregiver)] == [declined["id"]]
+    assert client.delete(f"/api/v1/caregiver/invitations/{declined['id']}", headers=caregiver.headers).status_code == 204
+    # Taken back: gone from the patient's list either way.
+    for offer in (declined, ignored):
+        assert client.delete(f"/api/v1/patients/{patient.id}/caregivers/{offer['id']}",
+                             headers=patient.headers).status_code == 204
+    assert {declined["id"], ignored["id"]} & {c["id"] for c in _listed(client, patient)} == set()
+
+
+def test_the_push_telling_of_an_offer_is_withdrawn_when_the_patient_closes_their_account(client, world, db):
+    patient, caregiver = world["patient_a"], world["caregiver_unlinked"]
+    offered = _offer(client, patient, caregiver.email).json
+    assert client.post(f"/api/v1/patients/{patient.id}/closure", headers=patient.headers,
+                       json={"current_password": PASSWORD, "confirm": True}).status_code == 200
+    told = db.push_outbox.find_one({"source_key": f"caregiver-invitation:{offered['id']}"})
+    assert (told["state"], told["withdrawn_reason"]) == ("withdrawn", "invitation_settled")
+    assert _waiting(client, caregiver) == []

@@ -12,6 +12,7 @@ from pathlib import Path
 import time_machine
 
 from companion.api.moments import OLDEST
+from companion.domain.access import Grant, Relationship
 from companion.services.rights import BACKDATED_DAYS
 from tests.support.world import PASSWORD
 
@@ -150,6 +151,9 @@ def test_the_worker_deletes_the_clinical_record_when_its_retention_ends(client, 
     patient = world["patient_a"]
     _touch_the_record(client, world)
     services.stores.care_links.grant(patient.id, world["caregiver_unlinked"].id, CaregiverPermissions())
+    other = services.care.create_team("Physiotherapy")
+    services.care.add_clinician(other.id, world["clinician_other"].id)
+    services.care.invite(world["clinician_other"].id, other.id, patient.email, "physio referral for the knee")
     closed = client.post(f"/api/v1/patients/{patient.id}/closure", headers=patient.headers,
                          json={"current_password": PASSWORD, "confirm": True})
     assert closed.status_code == 200
@@ -161,5 +165,53 @@ def test_the_worker_deletes_the_clinical_record_when_its_retention_ends(client, 
     for collection in ("pain_entries", "care_links", "team_enrolments", "gateways", "devices", "push_outbox"):
         assert db[collection].count_documents({"patient_id": patient.id}) == 0, collection
     assert db.users.find_one({"_id": patient.id}) is None
+    # Nor anything else that names the patient: an invitation they never accepted holds their address and the
+    # clinician's reason; their sign-in history and sync counter hold their id.
+    assert db.care_invitations.count_documents({"email": patient.email}) == 0
+    assert db.token_families.count_documents({"user_id": patient.id}) == 0
+    assert db.change_sequences.count_documents({"_id": patient.id}) == 0
     # The audit trail keeps its own, shorter or longer, period.
     assert db.audit_events.count_documents({"patient_ids": patient.id}) >= audit_before
+
+
+def test_a_closure_that_fails_half_way_leaves_no_one_else_reading_and_can_be_tried_again(client, world, services,
+                                                                                        monkeypatch):
+    patient, caregiver = world["patient_a"], world["caregiver_linked"]
+    url = f"/api/v1/patients/{patient.id}/closure"
+    closing = {"current_password": PASSWORD, "confirm": True}
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("the process died here")
+
+    monkeypatch.setattr(services.stores.users, "close", crash)  # every access others had is ended before this
+    assert client.post(url, headers=patient.headers, json=closing).status_code == 500
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=caregiver.headers).status_code == 404
+    assert client.get("/api/v1/gateway/devices", headers=world["gateway_a"].headers).status_code == 401
+    monkeypatch.undo()
+    assert client.post(url, headers=patient.headers, json=closing).status_code == 200  # still signed in: again
+
+
+def test_the_download_holds_device_events_reminders_favourites_and_units_worn_before(client, world, services, db):
+    patient = world["patient_a"]
+    pid = patient.id
+    at = datetime.now(UTC)
+    services.stores.device_events.record([{"_id": "CTU-A0001:1:electrode_off", "patient_id": pid,
+                                           "device_serial": "CTU-A0001", "kind": "electrode_off", "at": at,
+                                           "record_id": "CTU-A0001:1"}])
+    services.stores.favourites.add(pid, "box-breathing", at, 1)
+    db.unit_bindings.insert_one({"_id": "CTU-OLD1:x", "serial": "CTU-OLD1", "patient_id": pid,
+                                 "bound_at": at - timedelta(days=40), "released_at": at - timedelta(days=10)})
+    reminder = client.post(f"/api/v1/patients/{pid}/reminders", headers=patient.headers, json={
+        "kind": "medication", "title": "Tablet", "schedule": {"type": "hourly", "window_start": "00:00",
+                                                              "window_end": "23:00", "every_hours": 1}})
+    assert reminder.status_code == 201
+    slot = services.reminders.occurrences_between(Grant(pid, Relationship.SELF), at, at + timedelta(hours=2))[0]
+    assert client.patch(f"/api/v1/patients/{pid}/occurrences/{slot['_id']}", headers=patient.headers,
+                        json={"status": "skipped", "skip_reason": "felt sick after the tablet"}).status_code == 200
+    record = client.get(f"/api/v1/patients/{pid}/data-export", headers=patient.headers).json
+    assert [e["kind"] for e in record["device_events"]] == ["electrode_off"]
+    assert [(o["_id"], o["skip_reason"]) for o in record["reminder_occurrences"] if o["status"] == "skipped"] == [
+        (slot["_id"], "felt sick after the tablet")]
+    assert record["library_favourites"] == ["box-breathing"]
+    assert [u["serial"] for u in record["devices_worn_before"]] == ["CTU-OLD1"]
+    assert record["records_complete"] is True

@@ -61,3 +61,21 @@ def test_a_new_run_after_a_good_day_is_a_new_alert(jobs_db, settings, clock, tra
     keys = sorted(a["period_key"] for a in jobs_db.alerts.find({"kind": "low_adherence", "patient_id": patient.id}))
     # The run in progress, from after the good day, is an alert of its own.
     assert keys == [(NOW.date() - timedelta(days=20)).isoformat(), (NOW.date() - timedelta(days=8)).isoformat()]
+
+
+def test_nothing_is_added_to_a_closed_record_nor_raised_about_someone_who_has_left(jobs_db, settings, clock,
+                                                                                    traveller):
+    traveller.move_to(NOW)
+    services = services_on(jobs_db, settings, clock)
+    patient = _patient_with_days(jobs_db, services, {n: 1.0 for n in range(1, 8)})
+    services.gateways.bind_unit(patient.id, "CTU-GONE1", "companion-tens", bound_at=NOW - timedelta(days=30))
+    services.stores.devices.note_status("CTU-GONE1", patient.id, {"last_seen_at": NOW - timedelta(hours=1)})
+    services.lifecycle.close(patient.id, by=patient.id)
+    kept = jobs_db.adherence_days.count_documents({"patient_id": patient.id})
+    for k in range(1, 6):  # five days on: no new days of the closed record, no alert about them or the unit
+        traveller.move_to(NOW + timedelta(days=k))
+        later = services_on(jobs_db, settings, clock)
+        later.adherence_job.run()
+        later.alerts.evaluate()
+    assert jobs_db.adherence_days.count_documents({"patient_id": patient.id}) == kept
+    assert list(jobs_db.alerts.find({"patient_id": patient.id}, {"kind": 1, "_id": 0})) == []
