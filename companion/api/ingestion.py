@@ -8,6 +8,8 @@ it happened.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
@@ -27,18 +29,22 @@ MAX_DEAD_LETTERS = 100
 SERIAL = validate.Regexp(r"^[A-Za-z0-9-]{4,32}$")
 SYNC_ID = validate.Regexp(r"^[A-Za-z0-9-]{8,64}$")
 FLAGS = [f.value for f in Flag] + ["conflicting_copy"]
+# The instants a clock can have read (a unit reset to its epoch reads 2000, or 1970): beyond them a correction
+# or a margin added to a reading would overflow, and a stored one would break every later upload of the unit.
+INSTANT = validate.Range(min=datetime(1970, 1, 1, tzinfo=UTC), max=datetime(2200, 1, 1, tzinfo=UTC),
+                         error="must be an instant between 1970 and 2200")
 
 
 class SessionRecordSchema(StrictSchema):
     record_id = fields.String(required=True, validate=validate.Length(max=48))
     device_serial = fields.String(required=True, validate=SERIAL)
     device_seq = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=2**32 - 1))
-    device_started_at = fields.AwareDateTime(required=True, metadata={"description": "by the unit's clock"})
-    started_at = fields.AwareDateTime(required=True, metadata={
+    device_started_at = fields.AwareDateTime(validate=INSTANT, required=True, metadata={"description": "by the unit's clock"})
+    started_at = fields.AwareDateTime(validate=INSTANT, required=True, metadata={
         "description": "the gateway's own correction; the server places the session itself from the syncs"})
     clock_offset_s = fields.Float(required=True, validate=validate.Range(min=-100 * 365 * 86400, max=100 * 365 * 86400))
     clock_status = fields.String(required=True, validate=validate.OneOf(CLOCK_STATUSES))
-    gateway_received_at = fields.AwareDateTime(required=True)
+    gateway_received_at = fields.AwareDateTime(validate=INSTANT, required=True)
     duration_s = fields.Integer(required=True, strict=True, validate=validate.Range(min=-(2**31), max=2**31))
     programme = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=255))
     frequency_hz = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=10000))
@@ -59,20 +65,20 @@ class SyncSchema(StrictSchema):
     serial = fields.String(required=True, validate=SERIAL)
     highest_seq = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=2**32 - 1),
                                  metadata={"description": "the unit's highest sequence number at this sync"})
-    unit_clock = fields.AwareDateTime(required=True, allow_none=True,
+    unit_clock = fields.AwareDateTime(validate=INSTANT, required=True, allow_none=True,
                                       metadata={"description": "the unit's clock reading (null: unreadable)"})
-    gateway_clock = fields.AwareDateTime(required=True, metadata={"description": "the gateway's wall clock then"})
+    gateway_clock = fields.AwareDateTime(validate=INSTANT, required=True, metadata={"description": "the gateway's wall clock then"})
     boot_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
     monotonic_s = fields.Float(required=True, validate=validate.Range(min=0, max=10**10))
-    clock_set_to = fields.AwareDateTime(load_default=None, allow_none=True,
+    clock_set_to = fields.AwareDateTime(validate=INSTANT, load_default=None, allow_none=True,
                                         metadata={"description": "what the gateway set the unit's clock to, if it did"})
-    vouched_time = fields.AwareDateTime(load_default=None, allow_none=True, metadata={
+    vouched_time = fields.AwareDateTime(validate=INSTANT, load_default=None, allow_none=True, metadata={
         "description": "the server's time as the gateway last measured it (X-Server-Time), if it had one"})
     vouched_error_s = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=0, max=86400))
 
 
 class GatewayClockSchema(StrictSchema):
-    wall = fields.AwareDateTime(required=True, metadata={"description": "the gateway's wall clock as it sends"})
+    wall = fields.AwareDateTime(validate=INSTANT, required=True, metadata={"description": "the gateway's wall clock as it sends"})
     boot_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
     monotonic_s = fields.Float(required=True, validate=validate.Range(min=0, max=10**10))
 
@@ -135,7 +141,7 @@ class DeviceReportSchema(StrictSchema):
     serial = fields.String(required=True, validate=SERIAL)
     battery_pct = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=100))
     firmware = fields.String(required=True, validate=validate.Length(max=32))
-    last_seen_at = fields.AwareDateTime(required=True)
+    last_seen_at = fields.AwareDateTime(validate=INSTANT, required=True)
     last_error = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
 
 
@@ -150,7 +156,7 @@ class DeadLetterSchema(StrictSchema):
     record_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=48))
     reason = fields.String(required=True, validate=validate.Length(max=500))
     source = fields.String(required=True, validate=validate.OneOf(["unit", "server", "buffer", "sync"]))
-    dead_at = fields.AwareDateTime(required=True)
+    dead_at = fields.AwareDateTime(validate=INSTANT, required=True)
     payload = fields.String(required=True, validate=validate.Length(max=8000),
                             metadata={"description": "what was kept: raw frame bytes as hex, or the record"})
 

@@ -104,26 +104,35 @@ class Ingestion:
             self.stores.gateways.note_clock(gateway_id, check.as_doc())
         sync_docs = [self._sync_doc(gateway_id, s, check, received_at) for s in syncs]
         results: dict[str, dict] = {}
-        docs = []
+        docs: dict[str, dict] = {}
+        repeated = []  # a record id twice in one batch: the first copy is taken, another content kept apart
         for record in records:
             problem = identity_problem(record)
             if problem:
                 results[record["record_id"]] = {"status": "rejected", "reason": problem}
+            elif record["record_id"] in docs:
+                repeated.append(self._record_doc(gateway_id, patient_id, record, check, received_at))
             else:
-                docs.append(self._record_doc(gateway_id, patient_id, record, check, received_at))
-        stored = self.records.by_ids([d["_id"] for d in docs]) if docs else {}
-        fresh = [d for d in docs if d["_id"] not in stored]
-        kept = self._answer_stored(docs, stored, results)
+                docs[record["record_id"]] = self._record_doc(gateway_id, patient_id, record, check, received_at)
+        stored = self.records.by_ids(docs) if docs else {}
+        fresh = [d for d in docs.values() if d["_id"] not in stored]
+        kept = self._answer_stored(list(docs.values()), stored, results)
         placed, changes = [], []
         by_unit: dict[str, list[dict]] = defaultdict(list)
         for doc in fresh:
             by_unit[doc["device_serial"]].append(doc)
+        # Records of this batch stored already (a retry of one that failed after storing them): what their first
+        # arrival was to change about their unit's other records is placed again, as if they were new.
+        again: dict[str, list[int]] = defaultdict(list)
+        for doc in kept:
+            again[doc["device_serial"]].append(doc["device_seq"])
         syncs_by_unit: dict[str, list[dict]] = defaultdict(list)
         for doc in sync_docs:
             syncs_by_unit[doc["serial"]].append(doc)
-        for serial in sorted(set(by_unit) | set(syncs_by_unit)):
+        for serial in sorted(set(by_unit) | set(syncs_by_unit) | set(again)):
             unit_placed, unit_changes = SessionTimes(self.stores).place_unit(
-                serial, by_unit.get(serial, []), syncs_by_unit.get(serial, []), bindings.get(serial, []), received_at)
+                serial, by_unit.get(serial, []), syncs_by_unit.get(serial, []), bindings.get(serial, []), received_at,
+                touched_seqs=again.get(serial, ()))
             placed += unit_placed
             changes += unit_changes
         known = self.stores.unit_syncs.insert_new(sync_docs)
@@ -132,8 +141,13 @@ class Ingestion:
             if doc["_id"] in created:
                 results[doc["_id"]] = self._created(doc)
                 kept.append(doc)
-            else:  # a concurrent upload stored it first: the stored one stands
-                results[doc["_id"]] = {"status": "duplicate", "reason": None}
+        # Stored meanwhile by a concurrent upload (or its own earlier attempt, still running): answered as any
+        # record stored already, so that the same content is still derived and other content kept apart.
+        raced = [doc for doc in placed if doc["_id"] not in created]
+        if raced:
+            kept += self._answer_stored(raced, self.records.by_ids(d["_id"] for d in raced), results)
+        if repeated:
+            self._answer_stored(repeated, {d["_id"]: d for d in kept}, {})
         write_changes(self.stores, self.changes, self.touched, changes, "sessions")
         if self.touched is not None:
             for patient, dates in touched_days_of(kept).items():

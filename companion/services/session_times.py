@@ -35,6 +35,7 @@ from companion.domain.sessions import (
     UnitOwners,
     clinical_findings,
     counting,
+    device_events_for,
     overlaps,
     time_findings,
 )
@@ -149,6 +150,15 @@ def write_changes(stores: Stores, feed: Changes, touched: TouchedDays | None, ch
     belongs to, so the app's session feed hands it out again; a patient a record left has their feeds read
     again from the start (they carry no tombstone for it); the days it left and the days it came to are
     marked for recomputing."""
+    # The marks first: a write that fails after them leaves days recomputed for nothing, one that failed before
+    # them would leave the fields written and nothing to tell a retry (which finds no change) to mark them.
+    for left in sorted({doc["patient_id"] for doc, fields in changes
+                        if doc.get("patient_id") and fields.get("patient_id", doc["patient_id"]) != doc["patient_id"]}):
+        feed.departed(left)
+    if touched is not None:
+        days = touched_days_of([doc for doc, _ in changes] + [{**doc, **fields} for doc, fields in changes])
+        for patient_id, dates in days.items():
+            touched.dates(patient_id, dates, reason)
     by_patient: dict[str | None, list[tuple[dict, dict]]] = {}
     for doc, fields in changes:
         by_patient.setdefault({**doc, **fields}.get("patient_id"), []).append((doc, fields))
@@ -160,13 +170,13 @@ def write_changes(stores: Stores, feed: Changes, touched: TouchedDays | None, ch
         with feed.stamp(patient_id, stores.session_records, len(items)) as first:
             for n, (doc, fields) in enumerate(items):
                 stores.session_records.set_fields(doc["_id"], {**fields, "seq": first + n})
-    for left in sorted({doc["patient_id"] for doc, fields in changes
-                        if doc.get("patient_id") and fields.get("patient_id", doc["patient_id"]) != doc["patient_id"]}):
-        feed.departed(left)
-    if touched is not None:
-        days = touched_days_of([doc for doc, _ in changes] + [{**doc, **fields} for doc, fields in changes])
-        for patient_id, dates in days.items():
-            touched.dates(patient_id, dates, reason)
+    # A record no longer held (a later clock fix, a clinician's decision) has the device events a record stored
+    # counted has from the start (electrode off, battery low, ...); those it had already are left as they are.
+    counted = [{**doc, **fields} for doc, fields in changes if doc.get("held") and not fields.get("held", True)]
+    stores.device_events.record([
+        {"_id": f"{d['_id']}:{kind}", "patient_id": d["patient_id"], "device_serial": d["device_serial"],
+         "kind": kind, "at": d["started_at"], "record_id": d["_id"], "created_at": feed.clock()}
+        for d in counted if d.get("patient_id") for kind in device_events_for(d)])
 
 
 def _finding_docs(findings: Iterable[Finding]) -> list[dict]:
@@ -200,8 +210,11 @@ class SessionTimes:
         ``UNIT_WINDOW`` records: a 5,000-record backlog takes minutes rather than seconds."""
         self._histories = {}
         syncs = {d["_id"]: d for d in self.stores.unit_syncs.of_unit(serial)}
-        evidence = [d["device_seq"] for d in fresh] + [self._reach(d, syncs, received_at) for d in new_syncs
-                                                       if d["_id"] not in syncs] + list(touched_seqs)
+        # A sync of this batch stored already (a retry of a batch that failed after storing it) is evidence as a
+        # new one is: what its first arrival was to change may not have been written.
+        evidence = [d["device_seq"] for d in fresh] + [
+            self._reach(d, {k: v for k, v in syncs.items() if k != d["_id"]}, received_at)
+            for d in new_syncs] + list(touched_seqs)
         syncs.update({d["_id"]: d for d in new_syncs})
         if not evidence:
             return fresh, []

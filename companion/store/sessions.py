@@ -47,8 +47,8 @@ class SessionRecords(feeds.SyncedCollection):
         if not docs:
             return set(), set()
         ids = [d["_id"] for d in docs]
-        duplicates = {ids[n] for n in insert_new(self.col, docs)}
-        return set(ids) - duplicates, duplicates
+        refused = set(insert_new(self.col, docs))
+        return {ids[n] for n in range(len(ids)) if n not in refused}, {ids[n] for n in refused}
 
     def by_ids(self, ids: Iterable[str], fields: dict | None = None) -> dict[str, dict]:
         """The stored records among ``ids``, by id."""

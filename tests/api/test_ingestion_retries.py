@@ -1,0 +1,137 @@
+"""An upload that fails half-way, races another, or carries odd values: every record the gateway handed over is
+stored once, placed, counted and followed by its day marks and device events, whatever the interleaving."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pymongo.errors import ConnectionFailure
+
+from tests.support.records import session_record
+
+URL = "/api/v1/gateway/session-records"
+
+
+def _yesterday() -> datetime:
+    return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+
+
+def _once(target, name, behaviour):
+    """``target.name`` behaving as ``behaviour(real, ...)`` on its first call only."""
+    real = getattr(target, name)
+    state = {"done": False}
+
+    def wrapper(*args, **kwargs):
+        if not state["done"]:
+            state["done"] = True
+            return behaviour(real, *args, **kwargs)
+        return real(*args, **kwargs)
+    return wrapper
+
+
+def _fail(real, *args, **kwargs):
+    raise ConnectionFailure("the database went away")
+
+
+def _not_yet_stored(real, *args, **kwargs):
+    return {}  # a read that ran before a concurrent upload's insert landed
+
+
+def test_a_retry_after_a_failure_past_the_insert_places_the_neighbours_the_first_attempt_did_not(
+        client, world, db, services, monkeypatch):
+    day, gateway = _yesterday(), world["gateway_a"].headers
+    later = session_record(world.a_device, 5, started_at=day + timedelta(hours=10, minutes=10))
+    assert client.post(URL, json={"records": [later]}, headers=gateway).status_code == 200
+    records = services.stores.session_records
+    monkeypatch.setattr(records, "set_fields", _once(records, "set_fields", _fail))
+    earlier = session_record(world.a_device, 4, started_at=day + timedelta(hours=10))  # overlaps it by 20 min
+    assert client.post(URL, json={"records": [earlier]}, headers=gateway).status_code == 503
+    assert client.post(URL, json={"records": [earlier]}, headers=gateway).status_code == 200
+    stored = {d["device_seq"]: d for d in db.session_records.find({})}
+    assert (stored[5]["counts"], stored[5]["counted_minutes"]) == (False, 10.0)
+
+
+def test_a_retry_racing_its_failed_original_still_marks_the_day_and_records_the_events(
+        client, world, db, services, monkeypatch):
+    gateway = world["gateway_a"].headers
+    batch = [session_record(world.a_device, 1, started_at=_yesterday() + timedelta(hours=10),
+                            end_reason="electrode_off")]
+    marks = services.stores.days_to_recompute
+    monkeypatch.setattr(marks, "mark", _once(marks, "mark", _fail))
+    assert client.post(URL, json={"records": batch}, headers=gateway).status_code == 503
+    monkeypatch.undo()
+    records = services.stores.session_records
+    monkeypatch.setattr(records, "by_ids", _once(records, "by_ids", _not_yet_stored))
+    retry = client.post(URL, json={"records": batch}, headers=gateway)
+    assert retry.json["results"][0]["status"] == "duplicate"
+    assert db.days_to_recompute.count_documents({"patient_id": world["patient_a"].id}) >= 1
+    assert [e["kind"] for e in db.device_events.find({})] == ["electrode_off"]
+
+
+def test_another_content_racing_the_first_copy_is_kept_apart(client, world, db, services, monkeypatch):
+    gateway = world["gateway_a"].headers
+    first, other = session_record(world.a_device, 1), session_record(world.a_device, 1, duration_s=900)
+    assert client.post(URL, json={"records": [first]}, headers=gateway).status_code == 200
+    records = services.stores.session_records
+    monkeypatch.setattr(records, "by_ids", _once(records, "by_ids", _not_yet_stored))
+    answer = client.post(URL, json={"records": [other]}, headers=gateway).json["results"][0]
+    assert (answer["status"], answer["flags"]) == ("duplicate", ["conflicting_copy"])
+    assert db.session_conflicts.count_documents({"record_id": first["record_id"]}) == 1
+
+
+def test_a_record_twice_in_one_batch_is_stored_counted_and_derived_once(client, world, db):
+    record = session_record(world.a_device, 1, started_at=_yesterday() + timedelta(hours=10),
+                            end_reason="electrode_off")
+    answer = client.post(URL, json={"records": [record, record]}, headers=world["gateway_a"].headers).json
+    assert [r["status"] for r in answer["results"]] == ["created"]
+    assert db.session_records.count_documents({}) == 1
+    assert db.days_to_recompute.count_documents({"patient_id": world["patient_a"].id}) >= 1
+    assert [e["kind"] for e in db.device_events.find({})] == ["electrode_off"]
+
+
+def test_two_contents_under_one_id_in_one_batch_keep_the_first_and_set_the_other_apart(client, world, db):
+    first, other = session_record(world.a_device, 1), session_record(world.a_device, 1, duration_s=900)
+    answer = client.post(URL, json={"records": [first, other]}, headers=world["gateway_a"].headers).json
+    assert [r["status"] for r in answer["results"]] == ["created"]
+    assert db.session_records.find_one({})["duration_s"] == first["duration_s"]
+    assert db.session_conflicts.count_documents({"record_id": first["record_id"]}) == 1
+
+
+def test_a_held_session_a_clinician_counts_gets_its_device_events(client, world, db):
+    record = session_record(world.a_device, 1, frequency_hz=5000, end_reason="electrode_off", battery_pct=9,
+                            started_at=datetime.now(UTC) - timedelta(days=1))
+    stored = client.post(URL, json={"records": [record]}, headers=world["gateway_a"].headers).json["results"][0]
+    assert stored["held"] is True and db.device_events.count_documents({}) == 0
+    url = f"/api/v1/patients/{world['patient_a'].id}/sessions/{record['record_id']}/resolution"
+    assert client.put(url, json={"action": "count"}, headers=world["clinician_team"].headers).json["held"] is False
+    assert sorted(e["kind"] for e in db.device_events.find({})) == ["battery_low", "electrode_off"]
+
+
+@pytest.mark.parametrize("reading", ["9999-12-31T23:59:30+00:00", "0001-01-01T00:00:10+00:00"])
+def test_a_record_read_at_the_ends_of_time_is_refused_alone(client, world, db, reading):
+    good, odd = session_record(world.a_device, 1), session_record(world.a_device, 2)
+    odd["started_at"] = odd["device_started_at"] = reading
+    answer = client.post(URL, json={"records": [good, odd]}, headers=world["gateway_a"].headers)
+    assert answer.status_code == 200
+    assert {r["record_id"]: r["status"] for r in answer.json["results"]} == {
+        good["record_id"]: "created", odd["record_id"]: "rejected"}
+
+
+def test_a_gateway_clock_at_the_end_of_time_is_answered_422_and_such_a_sync_is_refused_alone(client, world, db):
+    gateway, now = world["gateway_a"].headers, datetime.now(UTC)
+    far = {"wall": "9999-01-01T00:00:00+00:00", "boot_id": "b1", "monotonic_s": 5.0}
+    answer = client.post(URL, json={"records": [session_record(world.a_device, 1)], "gateway_clock": far},
+                         headers=gateway)
+    assert answer.status_code == 422 and answer.mimetype == "application/problem+json"
+    clock = {"wall": now.isoformat(), "boot_id": "b1", "monotonic_s": 200.0}
+    bad = {"sync_id": "sync-0000001", "serial": world.a_device, "highest_seq": 0,
+           "unit_clock": "9999-12-31T00:00:00+00:00", "gateway_clock": now.isoformat(), "boot_id": "b1",
+           "monotonic_s": 100.0}
+    refused = client.post(URL, json={"syncs": [bad], "gateway_clock": clock}, headers=gateway)
+    assert [s["status"] for s in refused.json["syncs"]] == ["rejected"]
+    assert db.unit_syncs.count_documents({}) == 0
+    good = {**bad, "sync_id": "sync-0000002", "highest_seq": 1, "unit_clock": now.isoformat(), "monotonic_s": 150.0}
+    record = session_record(world.a_device, 1, sync_id="sync-0000002", offset_s=0.0)
+    assert client.post(URL, json={"records": [record], "syncs": [good], "gateway_clock": clock},
+                       headers=gateway).status_code == 200
