@@ -93,8 +93,11 @@ def rebuild_read_models(args) -> int:
 
 
 def create_user(args) -> int:
-    """Create an account (admins and clinicians are created this way or by an admin through the API)."""
-    password = os.environ.get("COMPANION_NEW_PASSWORD") or getpass.getpass("password: ")
+    """Create an account (admins and clinicians are created this way or by an admin through the API). The
+    password (10 to 200 characters) is asked for at the terminal, read from standard input when that is not a
+    terminal, or taken from COMPANION_NEW_PASSWORD."""
+    password = os.environ.get("COMPANION_NEW_PASSWORD") or (
+        getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n"))
     user = _services().accounts.sign_up(email=args.email, password=password, display_name=args.name,
                                         role=args.role, time_zone=args.time_zone)
     print(f"created {user.role.value} {user.id}")
@@ -135,6 +138,9 @@ def audit_verify(args) -> int:
         print(f"BREAK anchor {problem}")
     for b in result["breaks"]:
         print(f"BREAK chain {b.chain_id} seq {b.seq}: {b.problem}")
+    if result["breaks"] and all(b.seq == 0 for b in result["breaks"]):
+        print("NOTE every chain breaks at its first event: the audit key may differ from the one that wrote them "
+              "(is COMPANION_AUDIT_KEY the web and worker processes' key?)")
     for u in result["unfinished"]:
         print(f"UNFINISHED write {u['request_id']} at {u['at']:%Y-%m-%dT%H:%M:%SZ}: {u['method']} {u['route']} "
               f"by {u['actor_id']} (its intent was recorded, its outcome never was)")
@@ -193,7 +199,7 @@ def _add_common_options(parser: argparse.ArgumentParser, default: object) -> Non
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="companion", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="companion", description=" ".join(__doc__.split("\n\n")[0].split()))
     _add_common_options(parser, default=False)
     # The same options after the subcommand; SUPPRESS keeps a value given before it when they are absent.
     common = argparse.ArgumentParser(add_help=False)
@@ -201,7 +207,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, func, help_text: str | None = None) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, parents=[common], help=help_text or func.__doc__.splitlines()[0])
+        about = " ".join(func.__doc__.split("\n\n")[0].split())
+        p = sub.add_parser(name, parents=[common], help=help_text or about.split(". ")[0].rstrip(".") + ".",
+                           description=about)
         p.set_defaults(func=func)
         return p
 
@@ -228,8 +236,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _development_defaults(environ=os.environ, root: str = "var") -> None:
+    """In development, the secrets `make run` keeps under ``var/`` (scripts/run-local.sh), unless set: the
+    command finds that run's audit key and anchor file as it finds its database, so that ``audit-verify`` checks
+    the trail that run wrote (with another key every event would read as changed)."""
+    if environ.get("COMPANION_ENV", "development") != "development":
+        return
+    if environ.get("COMPANION_SECRET_KEY") or environ.get("COMPANION_AUDIT_KEY"):
+        return  # the environment says which keys (the audit key set, or derived from the secret key set)
+    for name, file in (("COMPANION_SECRET_KEY", "dev-secret"), ("COMPANION_AUDIT_KEY", "audit-key")):
+        path = os.path.join(root, file)
+        if os.path.isfile(path):
+            with open(path) as f:
+                environ[name] = f.read().strip()
+    anchors = os.path.join(root, "audit-anchors.log")
+    if not environ.get("COMPANION_AUDIT_ANCHOR_FILE") and os.path.isfile(anchors):
+        environ["COMPANION_AUDIT_ANCHOR_FILE"] = os.path.abspath(anchors)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _development_defaults()
     try:
         settings = load_settings()
     except SettingError as exc:

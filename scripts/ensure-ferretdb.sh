@@ -47,7 +47,9 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${FERRETDB_BIN:-$root/var/bin/ferretdb}"
 version="v1.24.2"
 stamp="${version}-companion.13"
-if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "version: ${stamp}$"; then
+# (Read whole, then matched: with pipefail, grep -q quitting early could make the pipe fail on SIGPIPE and
+# rebuild a current binary, or fail on a machine without Go.)
+if [ -x "$bin" ] && grep -q "version: ${stamp}$" <<<"$("$bin" --version 2>/dev/null || true)"; then
   echo "$bin"; exit 0
 fi
 command -v go >/dev/null || { echo "Go is required to build FerretDB (https://go.dev)" >&2; exit 1; }

@@ -13,7 +13,7 @@ from companion.domain.access import Role
 from companion.http import services
 from companion.http.schemas import StrictSchema, text
 from companion.http.security import allow, client_address, current_actor, public
-from companion.services.accounts import SELF_SERVICE_ROLES
+from companion.services.accounts import PASSWORD_LENGTH, SELF_SERVICE_ROLES
 
 blp = Blueprint("auth", __name__, url_prefix="/api/v1/auth", description="Accounts and sessions")
 
@@ -29,7 +29,7 @@ def valid_zone(value: str) -> None:
 
 class SignUpSchema(StrictSchema):
     email = fields.Email(required=True, validate=validate.Length(max=254))
-    password = fields.String(required=True, load_only=True, validate=validate.Length(min=10, max=200))
+    password = fields.String(required=True, load_only=True, validate=validate.Length(*PASSWORD_LENGTH))
     display_name = text(100, required=True, min_len=1)
     role = fields.String(load_default="patient", validate=validate.OneOf(SELF_SERVICE_ROLES))
     time_zone = fields.String(load_default="UTC", validate=[validate.Length(max=64), valid_zone])
@@ -210,7 +210,7 @@ class Logout(MethodView):
 
 class PasswordChangeSchema(StrictSchema):
     current_password = fields.String(required=True, load_only=True, validate=validate.Length(max=200))
-    new_password = fields.String(required=True, load_only=True, validate=validate.Length(min=10, max=200))
+    new_password = fields.String(required=True, load_only=True, validate=validate.Length(*PASSWORD_LENGTH))
 
 
 @blp.route("/password")
@@ -229,7 +229,7 @@ class PasswordResetSchema(StrictSchema):
     email = fields.Email(required=True, validate=validate.Length(max=254))
     code = fields.String(required=True, validate=validate.Length(min=6, max=20),
                          metadata={"description": "the one-time code an admin issued"})
-    new_password = fields.String(required=True, load_only=True, validate=validate.Length(min=10, max=200))
+    new_password = fields.String(required=True, load_only=True, validate=validate.Length(*PASSWORD_LENGTH))
 
 
 @blp.route("/password-reset")

@@ -100,11 +100,19 @@ HASHED_ETAG = _header("a weak tag of this answer as given to you (a hash of its 
 SHARED_RESPONSES = {
     "401": ("SIGN_IN_REQUIRED", "no valid credentials: sign in (or refresh the session) and send "
                             "`Authorization: Bearer <token>`", {"WWW-Authenticate": WWW_AUTHENTICATE}),
+    "403": ("NOT_ALLOWED", "this role may not call this operation, or the relationship does not allow this act "
+                           "(a caregiver writing without leave); where the operation asks for `current_password`, "
+                           "a wrong one (`errors.current_password`: the session is sound, ask again)", {}),
+    "404": ("NO_SUCH_RESOURCE", "no such resource, or none the caller has a relationship to (the two are never told "
+                         "apart)", {}),
     "429": ("WAIT_AND_RETRY", "too many attempts: wait Retry-After seconds", {"Retry-After": RETRY_AFTER}),
     "503": ("DATABASE_UNAVAILABLE", "the database (or the audit trail) cannot be reached right now: retry after "
                                    "Retry-After seconds", {"Retry-After": RETRY_AFTER}),
 }
 WITHOUT_DATABASE = frozenset({"/healthz", "/"})  # answered without the database: never a 503
+# The public operations that check a credential (a password, a refresh token, a gateway secret, a pairing code):
+# they answer 401 (and 403 for an account not allowed there) and are throttled (429).
+SIGN_IN_PATHS = ("/api/v1/auth", "/api/v1/gateways/pair")
 _PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
 
@@ -168,8 +176,11 @@ class ContractPlugin(BasePlugin):
                         response.setdefault("headers", {})["Idempotent-Replayed"] = REPLAYED
             operation.setdefault("parameters", []).extend(REQUEST_HEADERS)
             public = operation.get("security") == []
+            signs_in = (path or "").startswith(SIGN_IN_PATHS)
             for status, (name, _, _) in SHARED_RESPONSES.items():
-                if ((status == "401" and public) or (status == "429" and not (path or "").startswith("/api/v1/auth"))
+                if ((status in ("401", "403") and public and not signs_in)
+                        or (status == "404" and public and "{" not in (path or ""))
+                        or (status == "429" and not signs_in)
                         or (status == "503" and path in WITHOUT_DATABASE)):
                     continue
                 if status not in responses and int(status) not in responses:

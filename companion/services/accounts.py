@@ -20,7 +20,7 @@ from pymongo.errors import DuplicateKeyError
 from companion.clock import Clock, now, to_millis
 from companion.domain import mail as mails
 from companion.domain.access import Actor, Role
-from companion.domain.errors import Conflict, Invalid, NotFound, ServiceUnavailable, Unauthorized
+from companion.domain.errors import Conflict, Forbidden, Invalid, NotFound, ServiceUnavailable, Unauthorized
 from companion.domain.people import Account
 from companion.i18n import Reader
 from companion.services.throttle import Throttle
@@ -36,6 +36,7 @@ STAFF_ROLES = (Role.CLINICIAN.value, Role.ADMIN.value, Role.CAREGIVER.value)
 MAX_CODE_FAILURES = 5
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I to misread
 CODE_LENGTH = 8
+PASSWORD_LENGTH = (10, 200)  # characters: the API's rule (companion.api.auth), kept by every way an account is made
 SIGNUP_CODE_TTL = timedelta(minutes=30)
 RESET_CODE_TTL = timedelta(hours=24)
 SIGNUP, RESET = "signup", "reset"
@@ -98,7 +99,12 @@ class Accounts:
     # Making accounts
     def sign_up(self, *, email: str, password: str, display_name: str, role: str, time_zone: str) -> Account:
         """Create an account at once (an admin, the command line, the demo). A patient's zone history starts
-        with the zone they sign up in. Conflict when the email is taken: only staff see that."""
+        with the zone they sign up in. Conflict when the email is taken: only staff see that. The password
+        follows the rule the API's own sign-up applies (``PASSWORD_LENGTH``)."""
+        if not PASSWORD_LENGTH[0] <= len(password) <= PASSWORD_LENGTH[1]:
+            raise Invalid(f"a password of {PASSWORD_LENGTH[0]} to {PASSWORD_LENGTH[1]} characters",
+                          errors={"password": [f"Length must be between {PASSWORD_LENGTH[0]} and "
+                                               f"{PASSWORD_LENGTH[1]}."]})
         return self._create(email=email, password_hash=self.passwords.hash(password), display_name=display_name,
                             role=role, time_zone=time_zone)
 
@@ -370,7 +376,10 @@ class Accounts:
         self.throttle.check("login", address=where, account=account_key)
         if not user or not self.passwords.matches(user.password_hash, password):
             self.throttle.failed("login", address=where, account=account_key)
-            raise Unauthorized("re-authentication failed")
+            # 403, not 401: the session is sound (an app that signs the person out on a 401 must not do so
+            # over a mistyped password); the field at fault is named.
+            raise Forbidden("the current password is wrong",
+                            errors={"current_password": ["is not this account's password"]})
         self.throttle.succeeded("login", address=where, account=account_key)
 
     # The clinician pages sign in with a server-side session behind a cookie.

@@ -48,7 +48,7 @@ def test_the_patient_sees_the_invitation_accepts_it_with_their_password_and_the_
         (invited["id"], "Pain clinic A", "Clinician Team", "Referral from the GP")]
     assert db.push_outbox.count_documents({"recipient_user_id": patient.id, "source_key": f"invitation:{invited['id']}"}) == 1
     accept = f"/api/v1/patients/{patient.id}/invitations/{invited['id']}/acceptance"
-    assert client.post(accept, headers=patient.headers, json={"current_password": "not my password"}).status_code == 401
+    assert client.post(accept, headers=patient.headers, json={"current_password": "not my password"}).status_code == 403
     assert client.get(f"/api/v1/patients/{patient.id}", headers=clinician.headers).status_code == 404
     assert client.post(accept, headers=patient.headers, json={"current_password": PASSWORD}).status_code == 200
     assert client.get(f"/api/v1/patients/{patient.id}", headers=clinician.headers).status_code == 200

@@ -65,7 +65,7 @@ def test_the_caregiver_accepts_with_their_password_and_sees_the_patient_from_the
     # The caregiver's list of offers names the patient: in the patient's access history.
     assert db.audit_events.find_one({"actor_id": caregiver.id, "resource_type": "caregiver_invitation",
                                      "patient_ids": patient.id})
-    assert _accept(client, caregiver, offered["id"], "not my password").status_code == 401
+    assert _accept(client, caregiver, offered["id"], "not my password").status_code == 403
     assert client.get(f"/api/v1/patients/{patient.id}", headers=caregiver.headers).status_code == 404
     assert _accept(client, caregiver, offered["id"]).json == {"patient_id": patient.id, "status": "accepted"}
     assert client.get(f"/api/v1/patients/{patient.id}", headers=caregiver.headers).status_code == 200

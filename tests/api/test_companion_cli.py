@@ -96,3 +96,27 @@ def test_migrate_builds_the_panel_lines_of_a_database_from_before_them(mongo_uri
     assert cli.main(["migrate"]) == 0
     assert "building the panel's read model" in capsys.readouterr().out
     assert db.panel_entries.count_documents({"team_id": team.id}) == 3
+
+
+def test_in_development_the_commands_use_the_audit_key_and_anchors_make_run_keeps(tmp_path):
+    """Else `companion audit-verify`, as the README gives it, checked make run's trail with another key and
+    reported every event as changed."""
+    var = tmp_path / "var"
+    var.mkdir()
+    (var / "audit-key").write_text("k" * 48 + "\n")
+    (var / "dev-secret").write_text("s" * 48 + "\n")
+    (var / "audit-anchors.log").write_text("")
+    environ: dict[str, str] = {}
+    cli._development_defaults(environ, str(var))
+    assert (environ["COMPANION_AUDIT_KEY"], environ["COMPANION_SECRET_KEY"]) == ("k" * 48, "s" * 48)
+    assert environ["COMPANION_AUDIT_ANCHOR_FILE"] == str(var / "audit-anchors.log")
+    assert load_settings(environ=environ).audit_key == "k" * 48
+    chosen = {"COMPANION_AUDIT_KEY": "c" * 40}  # what is set wins
+    cli._development_defaults(chosen, str(var))
+    assert chosen == {"COMPANION_AUDIT_KEY": "c" * 40}
+    derived = {"COMPANION_SECRET_KEY": "d" * 40}  # (the audit key derived from the secret key set)
+    cli._development_defaults(derived, str(var))
+    assert derived == {"COMPANION_SECRET_KEY": "d" * 40}
+    production = {"COMPANION_ENV": "production"}  # and production never reads files it did not name
+    cli._development_defaults(production, str(var))
+    assert production == {"COMPANION_ENV": "production"}

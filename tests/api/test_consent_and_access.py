@@ -45,7 +45,7 @@ def test_adding_a_caregiver_needs_the_current_password(client, world, db):
     patient, caregiver = world["patient_a"], world["caregiver_unlinked"]
     response = client.post(f"/api/v1/patients/{patient.id}/caregivers", headers=patient.headers,
                            json={"caregiver_email": caregiver.email, "current_password": "wrong password"})
-    assert response.status_code == 401
+    assert response.status_code == 403
     assert db.care_links.count_documents({"caregiver_id": caregiver.id}) == 0
     assert db.caregiver_invitations.count_documents({}) == 0
 

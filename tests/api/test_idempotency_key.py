@@ -48,7 +48,7 @@ def test_a_failed_request_does_not_burn_the_key(client, world):
     bad = client.post(f"/api/v1/patients/{patient.id}/caregivers",
                       json={"caregiver_email": world["caregiver_unlinked"].email, "current_password": "wrong!"},
                       headers={**patient.headers, "Idempotency-Key": "grant-0003"})
-    assert bad.status_code == 401
+    assert bad.status_code == 403
     assert grant(client, world, "grant-0003").status_code == 201
 
 

@@ -59,17 +59,19 @@ def test_stored_record_keeps_device_gateway_and_server_times(client, world, db):
 
 def test_records_breaking_a_rule_are_stored_held_with_their_reasons_and_only_a_broken_identity_is_refused(
         client, world, db):
-    now = datetime.now(UTC)
+    # Every start at noon of some day: a start within a minute of local midnight may fall on either day and is
+    # held as time_uncertain too (at 01:58, 23:50 and 00:00 UTC this test failed for that reason).
+    noon = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0) - timedelta(days=1)
     serial = world.a_device
     batch = [
-        session_record(serial, 1),
-        session_record(serial, 2, duration_s=0),
-        session_record(serial, 3, started_at=now + timedelta(minutes=10)),
-        session_record(serial, 4, started_at=now - timedelta(days=31)),
-        session_record(serial, 5, started_at=now - timedelta(days=6)),
-        session_record(serial, 6, patient_id=world["patient_b"].id),
-        session_record(serial, 7, frequency_hz=5000),
-        session_record(serial, 8, record_id=f"{serial}:999"),
+        session_record(serial, 1, started_at=noon + timedelta(minutes=1)),
+        session_record(serial, 2, started_at=noon + timedelta(minutes=2), duration_s=0),
+        session_record(serial, 3, started_at=noon + timedelta(days=2)),  # tomorrow: in the future
+        session_record(serial, 4, started_at=noon - timedelta(days=31)),
+        session_record(serial, 5, started_at=noon - timedelta(days=6)),
+        session_record(serial, 6, started_at=noon + timedelta(minutes=6), patient_id=world["patient_b"].id),
+        session_record(serial, 7, started_at=noon + timedelta(minutes=7), frequency_hz=5000),
+        session_record(serial, 8, started_at=noon + timedelta(minutes=8), record_id=f"{serial}:999"),
     ]
     results = {r["record_id"]: r for r in upload(client, world["gateway_a"], batch).json["results"]}
     assert {rid for rid, r in results.items() if r["status"] == "created"} == {f"{serial}:{n}" for n in (1, 2, 3, 4, 5, 7)}

@@ -102,7 +102,7 @@ def test_closing_the_account_deletes_what_it_says_keeps_what_it_says_and_ends_ev
     seen = client.get(profile, headers=clinician.headers)
     assert seen.json["quiet_hours"] is not None
     assert client.post(url, headers=patient.headers, json={"current_password": "nope", "confirm": True}) \
-        .status_code == 401
+        .status_code == 403
     assert client.post(url, headers=patient.headers, json={"current_password": PASSWORD, "confirm": False}) \
         .status_code == 422
     closed = client.post(url, headers=patient.headers, json={"current_password": PASSWORD, "confirm": True})

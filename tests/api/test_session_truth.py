@@ -4,7 +4,8 @@ wore it, held sessions resolved by the care team, dead letters kept, PDC that le
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from tests.support.records import session_record
 
@@ -65,7 +66,9 @@ def test_a_unit_reset_to_1970_is_placed_from_its_syncs_and_its_raw_reading_kept(
 
 
 def test_one_unit_in_two_sessions_at_once_counts_once(client, world, db, services):
-    start = datetime.now(UTC) - timedelta(days=2)
+    # Noon two days ago: far from midnight, since a start within a minute of it may fall on either local day and
+    # is held as time_uncertain (at 23:40 the second session started at 00:00).
+    start = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0) - timedelta(days=2)
     records = [session_record(world.a_device, 1, started_at=start),
                session_record(world.a_device, 2, started_at=start + timedelta(minutes=20))]
     results = by_id(upload(client, world["gateway_a"], records))
@@ -176,7 +179,9 @@ def test_pdc_leaves_today_out_and_shows_it_in_progress(client, world, services):
                  "intensity_min_ma": 10.0, "intensity_max_ma": 30.0, "start_date": today - timedelta(days=3),
                  "end_date": None, "counts_towards_adherence": True},
         "medications": [], "mindfulness": None}, created_by="c", at=datetime.now(UTC) - timedelta(days=3))
-    noon = datetime.now(UTC).replace(hour=12, minute=0) - timedelta(days=1)
+    # Noon of the patient's yesterday, in their zone (Europe/London): noon UTC of the UTC yesterday is two local
+    # days back from 23:00 to 24:00 UTC in summer.
+    noon = datetime.combine(today - timedelta(days=1), time(12), ZoneInfo("Europe/London")).astimezone(UTC)
     upload(client, world["gateway_a"], [session_record(world.a_device, n, started_at=noon - timedelta(days=n - 1))
                                         for n in (1, 2, 3)])
     services.adherence_job.run()

@@ -51,8 +51,8 @@ def test_patient_csv_has_one_row_per_day_with_the_scripted_figures(client, world
     assert export["actor_id"] == world["clinician_team"].id
 
 
-def test_a_years_patient_csv_shows_every_stored_day_not_only_the_last_ninety(client, world, seed):
-    today = datetime.now(UTC).date()
+def test_a_years_patient_csv_shows_every_stored_day_not_only_the_last_ninety(client, world, seed, services):
+    today = services.adherence.local_today(world["patient_a"].id)  # Europe/London's today, not UTC's
     seed.adherence_run(world["patient_a"].id, today - timedelta(days=1), [n % 3 == 0 for n in range(365)])
     rows = _rows(_export(client, world, "csv", days=366).get_data(as_text=True))
     assert len(rows) == 366 and rows[-1]["date"] == str(today)

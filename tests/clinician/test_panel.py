@@ -15,7 +15,12 @@ from companion.store.stores import Stores
 from tests.clinician.conftest import at_day
 from tests.support.world import PASSWORD, make_user
 
-TODAY = datetime.now(UTC).date()
+
+def today():
+    """Today (UTC) when the test runs, not when the module was collected: a run can cross midnight."""
+    return datetime.now(UTC).date()
+
+
 GOOD_WEEK = [True] * 7
 
 
@@ -31,7 +36,7 @@ def panel_world(client, services, seed):
     def patient(name, week, *, alerts=0, pain=None, synced_days_ago=0):
         pid = seed.patient(name)
         teams.enrol(team.id, pid)
-        seed.adherence_run(pid, TODAY - timedelta(days=1), [True] * 23 + week)
+        seed.adherence_run(pid, today() - timedelta(days=1), [True] * 23 + week)
         for _ in range(alerts):
             seed.alert(pid, at_day(1))
         for days_ago, nrs in pain or []:
@@ -139,7 +144,7 @@ def test_panel_reads_only_the_rows_of_its_page_whatever_the_number_of_patients(m
             for i in range(size):
                 pid = seed.patient(f"P{i}")
                 teams.enrol(team.id, pid)
-                seed.adherence_run(pid, TODAY - timedelta(days=1), GOOD_WEEK)
+                seed.adherence_run(pid, today() - timedelta(days=1), GOOD_WEEK)
                 seed.pain(pid, at_day(1), 5)
             review = Review(Stores(watched[db.name]))
             review.panel_page(f"clinician-{size}")  # the first read computes the rows the seed marked

@@ -18,7 +18,10 @@ from companion.store.accounts import Users
 from companion.store.relationships import CareTeams
 from companion.store.stores import Stores
 
-TODAY = datetime.now(UTC).date()
+
+def today():
+    """Today (UTC) when the test runs, not when the module was collected: a run can cross midnight."""
+    return datetime.now(UTC).date()
 
 
 class _SnapshotFilters(monitoring.CommandListener):
@@ -52,7 +55,7 @@ def _team(db, seed, names: list[str], zone: str = "UTC") -> tuple[str, list[str]
     for index, name in enumerate(names):
         pid = seed.patient(name, zone=zone)
         teams.enrol(team.id, pid)
-        seed.adherence_run(pid, TODAY - timedelta(days=1), [index % 2 == 0, True, False] * 12)
+        seed.adherence_run(pid, today() - timedelta(days=1), [index % 2 == 0, True, False] * 12)
         ids.append(pid)
     return "clinician-snapshots", ids
 
@@ -63,7 +66,7 @@ def test_a_panel_row_reads_the_patients_thirty_completed_days_by_snapshot_id(wat
     assert PanelReadModel(Stores(snapshot_db)).refresh(ids) == 2
     assert [list(f) for f in listener.filters] == [["_id"], ["_id"]]
     for pid, query in zip(sorted(ids), listener.filters, strict=True):
-        assert set(query["_id"]["$in"]) == {f"{pid}:{(TODAY - timedelta(days=n)).isoformat()}" for n in range(1, 31)}
+        assert set(query["_id"]["$in"]) == {f"{pid}:{(today() - timedelta(days=n)).isoformat()}" for n in range(1, 31)}
 
 
 def test_a_patients_review_reads_today_and_the_ninety_days_before_by_snapshot_id(watched, db, seed):
