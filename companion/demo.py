@@ -295,7 +295,9 @@ def _diary(services, patient_id: str, history: _History) -> None:
         record_id = f"{history.demo.serial}:{session.seq}"
         for phase, score, minutes in (("before", session.before, -5), ("after", session.after, session.minutes + 5)):
             entries.append({
-                "client_entry_id": f"demo-{record_id}-{phase}", "recorded_at": session.start + timedelta(minutes=minutes),
+                # (An id as an app makes them: the API refuses a ':' in one.)
+                "client_entry_id": f"demo-{history.demo.serial}-{session.seq}-{phase}",
+                "recorded_at": session.start + timedelta(minutes=minutes),
                 "nrs": int(score),
                 "context": {"location": "lower back", "activity": None, "sleep_quality": None, "mood": None,
                             "note": None},

@@ -160,6 +160,7 @@ class GatewayLink:
         self.backoff_cap_s = backoff_cap_s
         self.statuses: dict[str, UnitStatus] = {}
         self._busy: set[str] = set()
+        self._first_contact_told: dict[str, int] = {}  # serial -> the start of its records last said
 
     async def scan(self, timeout_s: float = 5.0, only_bound: bool = True) -> list[FoundUnit]:
         """Scan for units advertising the Companion TENS service whose serial is bound to this gateway.
@@ -331,8 +332,11 @@ class GatewayLink:
             if last_stored:
                 await asyncio.to_thread(self.buffer.record_missing, serial, last_stored + 1, window.expected - 1)
             else:
-                # First contact: earlier records were collected (and acknowledged) by another gateway.
-                logger.info("unit %s: first contact; it holds records from sequence %d", serial, window.expected)
+                # First contact: earlier records were collected (and acknowledged) by another gateway. Said once
+                # per unit and start (each connection until its first record is stored would say it again).
+                if self._first_contact_told.get(serial) != window.expected:
+                    self._first_contact_told[serial] = window.expected
+                    logger.info("unit %s: first contact; it holds records from sequence %d", serial, window.expected)
         return window, summary
 
     async def _read_unit_clock(self, client: BleakClient) -> tuple[datetime | None, ClockReading]:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from companion.api.diary_schemas import CLIENT_ID
 from companion.demo import DEMO_DOMAIN, DEMO_PASSWORD, LATE_DAYS, PATIENTS, seed
 from companion.services.container import Services
 from companion.settings import load_settings
@@ -29,6 +30,9 @@ def test_demo_seed_loads_people_and_history_once(client, services, db):
     statuses = {o["status"] for o in db.reminder_occurrences.find({"status": {"$ne": "pending"}})}
     assert statuses == {"done", "missed"}
     assert db.practice_log.count_documents({"patient_id": maria}) > 0
+    # The diary as an app would have sent it: every id one the API takes (an app may send it again).
+    ids = [e["client_entry_id"] for e in db.pain_entries.find({}, {"client_entry_id": 1})]
+    assert ids and all(CLIENT_ID.regex.match(i) for i in ids)
 
 
 def test_the_demo_tells_a_clinician_the_right_story(client, services, db):

@@ -141,6 +141,13 @@ def test_a_clinician_on_no_team_is_told_why_the_panel_is_empty(client, services)
     assert "You are not on a care team yet" in client.get("/clinician/").get_data(as_text=True)
 
 
+def test_a_page_past_the_last_says_so_and_leads_back_to_the_first(client, world):
+    sign_in(client, world["clinician_team"].email)
+    html = client.get("/clinician/?offset=500").get_data(as_text=True)
+    assert "No patients on this page" in html and "You have 1 patient" in html
+    assert "No patients enrolled yet" not in html
+
+
 def test_the_patient_page_draws_charts_with_axes_and_units(client, world, scripted_a):
     sign_in(client, world["clinician_team"].email)
     html = client.get(f"/clinician/patients/{world['patient_a'].id}").get_data(as_text=True)
