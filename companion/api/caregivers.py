@@ -113,6 +113,19 @@ class Caregivers(MethodView):
 
 @blp.route("/patients/<patient_id>/caregivers/<link_id>")
 class Caregiver(MethodView):
+    @allow(Role.PATIENT, Role.CLINICIAN)
+    @blp.response(200, LinkSchema)
+    @blp.doc(operationId="get_caregiver")
+    def get(self, patient_id, link_id):
+        """One caregiver link or offer (as listed); the id of an offer that was accepted answers the link it
+        made."""
+        require_patient(patient_id, Operation.READ)
+        view = services().care.caregiver_of(patient_id, link_id)
+        if current_actor().role is not Role.PATIENT:
+            view = {**view, "caregiver_email": None}
+        auditing.note(patient_ids=[patient_id], resource="care_link", action="R", resource_ids=[view["id"]])
+        return view
+
     @allow(Role.PATIENT)
     @blp.response(204)
     @blp.doc(operationId="revoke_caregiver")
@@ -175,6 +188,7 @@ class AcceptOfferSchema(StrictSchema):
 class AcceptedOfferSchema(Schema):
     patient_id = fields.String()
     status = fields.String()
+    link_id = fields.String(metadata={"description": "the link made (the patient lists it under this id)"})
 
 
 @blp.route("/caregiver/invitations")
@@ -204,7 +218,7 @@ class OfferAcceptance(MethodView):
                                              current_password=body["current_password"], address=client_address())
         auditing.note(patient_ids=[offer["patient_id"]], resource="care_link", action="C",
                       resource_ids=[offer["_id"]])
-        return {"patient_id": offer["patient_id"], "status": offer["status"]}
+        return {"patient_id": offer["patient_id"], "status": offer["status"], "link_id": offer["link_id"]}
 
 
 @blp.route("/caregiver/invitations/<invitation_id>")

@@ -97,6 +97,18 @@ class Care:
         return [self._link_view(link, names.get(link.caregiver_id)) for link in links] + [
             self._offer_view(o) for o in offers]
 
+    def caregiver_of(self, patient_id: str, link_id: str) -> dict:
+        """One link or offer of the patient, by its id; an offer accepted is answered by the link it made."""
+        views = self.caregivers_of(patient_id)
+        found = next((v for v in views if v["id"] == link_id), None)
+        if found is None:
+            offer = self.caregiver_offers.get(link_id, patient_id)
+            if offer is not None and offer["status"] == ACCEPTED:
+                found = next((v for v in views if v["caregiver_id"] == offer["caregiver_id"]), None)
+        if found is None:
+            raise NotFound("no such caregiver link")
+        return found
+
     def grant_caregiver(self, patient_id: str, *, caregiver_email: str, permissions: CaregiverPermissions,
                         current_password: str, address: str | None = None) -> dict:
         """The patient offers a caregiver access by email, or changes what an active link covers (a sensitive
@@ -180,6 +192,7 @@ class Care:
         self.outbox.withdraw(reason=INVITATION_SETTLED, source_key=caregiver_offer_source(offer["_id"]))
         if accept:
             link = self.links.grant(offer["patient_id"], caregiver.id, permissions_of(offer["permissions"]))
+            offer = {**offer, "link_id": link.id}
             self.caregiver_offers.close_others(offer["patient_id"], offer["email_digest"], at)
             now_patient = self.users.by_id(offer["patient_id"])
             if now_patient is None or not now_patient.active:  # closed (or suspended) while this was accepted

@@ -38,6 +38,8 @@ def test_the_answer_to_an_offer_is_the_same_whatever_the_email(client, world, db
     answers = [_offer(client, patient, email) for email in (
         world["caregiver_unlinked"].email, world["patient_b"].email, "nobody-at-all@example.org")]
     assert [a.status_code for a in answers] == [201, 201, 201]
+    assert [client.get(a.headers["Location"], headers=patient.headers).json for a in answers] == [
+        a.json for a in answers]
     shapes = [{k: v for k, v in a.json.items() if k not in ("id", "caregiver_email", "offered_at", "expires_at")}
               for a in answers]
     assert shapes[0] == shapes[1] == shapes[2]
@@ -67,13 +69,18 @@ def test_the_caregiver_accepts_with_their_password_and_sees_the_patient_from_the
                                      "patient_ids": patient.id})
     assert _accept(client, caregiver, offered["id"], "not my password").status_code == 403
     assert client.get(f"/api/v1/patients/{patient.id}", headers=caregiver.headers).status_code == 404
-    assert _accept(client, caregiver, offered["id"]).json == {"patient_id": patient.id, "status": "accepted"}
+    accepted = _accept(client, caregiver, offered["id"]).json
+    link_id = accepted.pop("link_id")
+    assert accepted == {"patient_id": patient.id, "status": "accepted"}
     assert client.get(f"/api/v1/patients/{patient.id}", headers=caregiver.headers).status_code == 200
     cared_for = client.get("/api/v1/caregiver/patients", headers=caregiver.headers).json["items"]
     assert [(p["patient_id"], p["permissions"]["diary_notes"]) for p in cared_for] == [(patient.id, True)]
     # The patient sees the link (named now) in the offer's place; the push, not sent yet, is not sent at all.
     mine = [c for c in _listed(client, patient) if c["caregiver_id"] == caregiver.id or c["status"] == "pending"]
-    assert [(c["status"], c["caregiver_name"]) for c in mine] == [("active", "Caregiver Unlinked")]
+    assert [(c["id"], c["status"], c["caregiver_name"]) for c in mine] == [(link_id, "active", "Caregiver Unlinked")]
+    # The offer's URL (its Location), kept by the patient's app, now answers the link it made.
+    seen = client.get(f"/api/v1/patients/{patient.id}/caregivers/{offered['id']}", headers=patient.headers).json
+    assert (seen["id"], seen["status"]) == (link_id, "active")
     assert db.push_outbox.find_one({"_id": told["_id"]})["withdrawn_reason"] == "invitation_settled"
     assert _accept(client, caregiver, offered["id"]).status_code == 404
     assert _waiting(client, caregiver) == []
