@@ -28,16 +28,23 @@ def _rate(services, patient, key, at, nrs):
         "session_record_id": None, "phase": None})
 
 
-def test_today_keeps_the_session_done_before_flying_west_on_the_same_date(jobs_db, settings, clock, traveller):
-    session = datetime(2026, 3, 10, 0, 0, tzinfo=UTC)  # 09:00 on 10 March in Tokyo
+def _rated_session(jobs_db, settings, clock, traveller, zone: str, session: datetime, nrs: int):
+    """A patient living in ``zone`` on a plan of one 30-minute session a day, who did one at ``session`` and
+    rated their pain 35 minutes after it began (uploaded then)."""
     traveller.move_to(session - timedelta(hours=1))
     services = services_on(jobs_db, settings, clock)
-    patient = make_person(jobs_db, "patient", "Asia/Tokyo")
+    patient = make_person(jobs_db, "patient", zone)
     jobs_db.therapy_plans.insert_one(_plan(patient))
     serial = _bound(jobs_db, services, patient)
     traveller.move_to(session + timedelta(minutes=40))
     _upload(services, patient, serial, session)
-    _rate(services, patient, "after-session", session + timedelta(minutes=35), 3)
+    _rate(services, patient, "after-session", session + timedelta(minutes=35), nrs)
+    return services, patient
+
+
+def test_today_keeps_the_session_done_before_flying_west_on_the_same_date(jobs_db, settings, clock, traveller):
+    session = datetime(2026, 3, 10, 0, 0, tzinfo=UTC)  # 09:00 on 10 March in Tokyo
+    services, patient = _rated_session(jobs_db, settings, clock, traveller, "Asia/Tokyo", session, 3)
     traveller.move_to(LANDED_IN_LA)
     services = services_on(jobs_db, settings, clock)
     services.profiles.update(patient.id, {"time_zone": "America/Los_Angeles"})
@@ -84,15 +91,7 @@ def test_the_week_takes_a_past_days_plan_where_that_day_was_lived(jobs_db, setti
 
 def test_the_review_and_its_export_put_a_rating_on_the_day_of_its_session(jobs_db, settings, clock, traveller):
     session = datetime(2026, 3, 11, 1, 0, tzinfo=UTC)  # 21:00 on 10 March in New York
-    rated = session + timedelta(minutes=35)
-    traveller.move_to(session - timedelta(hours=1))
-    services = services_on(jobs_db, settings, clock)
-    patient = make_person(jobs_db, "patient", "America/New_York")
-    jobs_db.therapy_plans.insert_one(_plan(patient))
-    serial = _bound(jobs_db, services, patient)
-    traveller.move_to(rated + timedelta(minutes=1))
-    _upload(services, patient, serial, session)
-    _rate(services, patient, "after-session", rated, 6)
+    services, patient = _rated_session(jobs_db, settings, clock, traveller, "America/New_York", session, 6)
     traveller.move_to(datetime(2026, 3, 11, 12, tzinfo=UTC))
     services.profiles.update(patient.id, {"time_zone": "Europe/London"})
     traveller.move_to(datetime(2026, 3, 12, 12, tzinfo=UTC))
