@@ -151,9 +151,12 @@ def write_changes(stores: Stores, feed: Changes, touched: TouchedDays | None, ch
     again from the start (they carry no tombstone for it); the days it left and the days it came to are
     marked for recomputing."""
     # The marks first: a write that fails after them leaves days recomputed for nothing, one that failed before
-    # them would leave the fields written and nothing to tell a retry (which finds no change) to mark them.
-    for left in sorted({doc["patient_id"] for doc, fields in changes
-                        if doc.get("patient_id") and fields.get("patient_id", doc["patient_id"]) != doc["patient_id"]}):
+    # them would leave the fields written and nothing to tell a retry (which finds no change) to mark them. A
+    # patient a record leaves has their cursors ended before and again after (an app that read its feeds
+    # again in between still held the record).
+    departing = sorted({doc["patient_id"] for doc, fields in changes
+                        if doc.get("patient_id") and fields.get("patient_id", doc["patient_id"]) != doc["patient_id"]})
+    for left in departing:
         feed.departed(left)
     if touched is not None:
         days = touched_days_of([doc for doc, _ in changes] + [{**doc, **fields} for doc, fields in changes])
@@ -170,6 +173,8 @@ def write_changes(stores: Stores, feed: Changes, touched: TouchedDays | None, ch
         with feed.stamp(patient_id, stores.session_records, len(items)) as first:
             for n, (doc, fields) in enumerate(items):
                 stores.session_records.set_fields(doc["_id"], {**fields, "seq": first + n})
+    for left in departing:
+        feed.departed(left)
     # A record no longer held (a later clock fix, a clinician's decision) has the device events a record stored
     # counted has from the start (electrode off, battery low, ...); those it had already are left as they are.
     counted = [{**doc, **fields} for doc, fields in changes if doc.get("held") and not fields.get("held", True)]
