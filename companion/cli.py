@@ -256,7 +256,16 @@ def _development_defaults(environ=os.environ, root: str = "var") -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    before = dict(os.environ)
     _development_defaults()
+    try:
+        return _run(args)
+    finally:  # (called in a process that goes on, a test's, the environment is left as it was)
+        for name in set(os.environ) - set(before):
+            del os.environ[name]
+
+
+def _run(args) -> int:
     try:
         settings = load_settings()
     except SettingError as exc:

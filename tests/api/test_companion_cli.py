@@ -120,3 +120,15 @@ def test_in_development_the_commands_use_the_audit_key_and_anchors_make_run_keep
     production = {"COMPANION_ENV": "production"}  # and production never reads files it did not name
     cli._development_defaults(production, str(var))
     assert production == {"COMPANION_ENV": "production"}
+
+
+def test_the_development_defaults_last_only_as_long_as_the_command(tmp_path, monkeypatch):
+    var = tmp_path / "var"
+    var.mkdir()
+    (var / "audit-key").write_text("k" * 48)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("COMPANION_SECRET_KEY", raising=False)
+    monkeypatch.delenv("COMPANION_AUDIT_KEY", raising=False)
+    monkeypatch.setenv("MONGODB_URI", f"mongodb://127.0.0.1:{free_port()}/")
+    assert cli.main(["migrate"]) == cli.EXIT_UNAVAILABLE
+    assert "COMPANION_AUDIT_KEY" not in os.environ  # a test (or any caller) goes on with its own environment
