@@ -322,6 +322,7 @@ def slots_skipped_by_moves(
     start, end = require_utc(start_utc, "start_utc"), require_utc(end_utc, "end_utc")
     zones = {ZoneInfo(c.zone) for c in history.changes}
     skipped: list[ReminderOccurrence] = []
+    seen: set[tuple[date, time]] = set()  # a slot two moves of the same day jump over is skipped once (the first)
     for before, change in zip(history.changes, history.changes[1:], strict=False):
         moment = change.effective_from_utc
         if not start <= moment < end or before.zone == change.zone:
@@ -332,7 +333,9 @@ def slots_skipped_by_moves(
         while day <= last:
             for local_time in times_on(schedule, day):
                 jumped = resolve_local(day, local_time, new) < moment <= resolve_local(day, local_time, old)
-                if jumped and not _falls_due_somewhere(day, local_time, history, zones):
+                if jumped and (day, local_time) not in seen and not _falls_due_somewhere(day, local_time, history,
+                                                                                         zones):
+                    seen.add((day, local_time))
                     slot = occurrence_on(schedule, day, local_time, new)
                     skipped.append(replace(slot, skipped_by_move_at=moment))
             day += timedelta(days=1)
