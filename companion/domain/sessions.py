@@ -16,8 +16,11 @@ Findings (``Flag``):
   profile allows; held.
 * ``future``: the session's start (as placed) is more than 5 minutes after the server received it; held.
 * ``outside_window``: it started more than 30 days before the server received it (the offline window); held.
-* ``time_uncertain``: its bounds span more than one of the patient's local days, or are open (see
-  ``device_time``): which day it counts on cannot be known; held.
+* ``time_uncertain``: its bounds span more than one of the patient's local days by more than ``DAY_EDGE``
+  (ten minutes), or are open (see ``device_time``): which day it counts on cannot be known; held. A start
+  known to within ten minutes (an exact clock's, say, at 23:59 or 00:00) counts on the day of its best estimate
+  even when its bounds cross midnight: holding a bedtime session from the figures until a clinician looks
+  would miscount it far more than a day's edge could.
 * ``owner_uncertain``: its bounds straddle a change of the unit's binding (or a gap between bindings): which
   patient wore the unit cannot be known; held for a clinician, with the candidates.
 * ``overlap``: the unit was already in another session then (one unit cannot be in two sessions at once);
@@ -49,6 +52,7 @@ PULSE_WIDTH_US = (20, 400)
 INTENSITY_MA = (0.0, 100.0)
 LOW_BATTERY_PCT = 15
 OVERLAP_SLACK = timedelta(minutes=1)
+DAY_EDGE = timedelta(minutes=10)  # bounds this narrow count on their best estimate's day, across midnight too
 
 
 class Flag(StrEnum):
@@ -111,7 +115,8 @@ def time_findings(start: datetime, earliest: datetime | None, latest: datetime |
         found.append(Finding(Flag.OUTSIDE_WINDOW, "started more than 30 days before the server received it"))
     if earliest is None or latest is None:
         found.append(Finding(Flag.TIME_UNCERTAIN, "its time cannot be bounded on both sides"))
-    elif history is not None and _local_date(earliest, history) != _local_date(latest, history):
+    elif (history is not None and latest - earliest > DAY_EDGE
+          and _local_date(earliest, history) != _local_date(latest, history)):
         found.append(Finding(Flag.TIME_UNCERTAIN, "its time may fall on more than one local day"))
     return found
 

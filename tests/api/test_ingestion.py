@@ -59,8 +59,8 @@ def test_stored_record_keeps_device_gateway_and_server_times(client, world, db):
 
 def test_records_breaking_a_rule_are_stored_held_with_their_reasons_and_only_a_broken_identity_is_refused(
         client, world, db):
-    # Every start at noon of some day: a start within a minute of local midnight may fall on either day and is
-    # held as time_uncertain too (at 01:58, 23:50 and 00:00 UTC this test failed for that reason).
+    # Every start at noon of some day, far from midnight and from the offline window's edge, so that each record
+    # breaks only the rule it is written to break (at 01:58, 23:50 and 00:00 UTC this test once failed).
     noon = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0) - timedelta(days=1)
     serial = world.a_device
     batch = [

@@ -65,9 +65,24 @@ def test_a_unit_reset_to_1970_is_placed_from_its_syncs_and_its_raw_reading_kept(
     assert stored[3]["device_started_at"].year == 1970 and stored[3]["unit_offset_s"] < -50 * 365 * 86400
 
 
+def test_a_bedtime_session_just_before_midnight_counts_on_its_day(client, world, db):
+    # Patient A lives in London; a unit with a right clock starts 20 seconds before midnight, two days ago.
+    london = ZoneInfo("Europe/London")
+    day = datetime.now(london).date() - timedelta(days=2)
+    start = datetime.combine(day + timedelta(days=1), time(0, 0), tzinfo=london) - timedelta(seconds=20)
+    result = by_id(upload(client, world["gateway_a"], [session_record(world.a_device, 1, started_at=start,
+                                                                       offset_s=0.0)]))[f"{world.a_device}:1"]
+    assert result["status"] == "created" and result["held"] is False and result["flags"] == []
+    stored = db.session_records.find_one({"_id": f"{world.a_device}:1"})
+    assert stored["local_date"] == day.isoformat() and stored["counts"] is True
+    # Its bounds do cross midnight: it counts on the day of its best estimate, not held for the care team.
+    bounds = [stored[k].replace(tzinfo=stored[k].tzinfo or UTC).astimezone(london).date()
+              for k in ("started_earliest", "started_latest")]
+    assert bounds == [day, day + timedelta(days=1)]
+
+
 def test_one_unit_in_two_sessions_at_once_counts_once(client, world, db, services):
-    # Noon two days ago: far from midnight, since a start within a minute of it may fall on either local day and
-    # is held as time_uncertain (at 23:40 the second session started at 00:00).
+    # Noon two days ago: far from midnight, where each start counts on its own day.
     start = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0) - timedelta(days=2)
     records = [session_record(world.a_device, 1, started_at=start),
                session_record(world.a_device, 2, started_at=start + timedelta(minutes=20))]

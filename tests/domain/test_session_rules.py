@@ -57,6 +57,17 @@ def test_time_findings_future_window_and_uncertain_day():
     assert time_findings(T - HOUR, T - 3 * HOUR, T - HOUR, T, LONDON) == []
 
 
+def test_a_start_known_to_minutes_counts_on_its_days_even_at_midnight():
+    midnight = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)  # London is on UTC in March before the clocks change
+    minute = timedelta(minutes=1)
+    # An exact clock's bedtime session: 30 seconds before midnight, known to a minute either side.
+    assert time_findings(midnight - minute / 2, midnight - 3 * minute / 2, midnight + minute / 2, T, LONDON) == []
+    # Ten minutes wide is still known well enough; anything wider across midnight is held.
+    assert time_findings(midnight, midnight - 5 * minute, midnight + 5 * minute, T, LONDON) == []
+    wider = time_findings(midnight, midnight - 6 * minute, midnight + 5 * minute, T, LONDON)
+    assert [f.flag for f in wider] == [Flag.TIME_UNCERTAIN]
+
+
 def test_a_session_belongs_to_whoever_wore_the_unit_then():
     moved = T - timedelta(days=2)
     bindings = [Binding("maria", T - timedelta(days=30), moved), Binding("james", moved)]
