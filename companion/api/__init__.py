@@ -6,7 +6,12 @@ from __future__ import annotations
 import importlib
 
 from flask import Flask
-from flask_smorest import Api
+from flask_smorest import Api, Blueprint
+
+# Unknown query parameters are refused like unknown body fields: each query schema's own ``unknown = RAISE``
+# (companion.http.schemas.StrictSchema) decides, not webargs' default of dropping them from a query string.
+# (A route with no query schema refuses any: companion.http.bodies.)
+Blueprint.ARGUMENTS_PARSER.unknown = None
 
 # Each module exposes `blp`, a flask_smorest.Blueprint. Add a module here to expose its routes.
 BLUEPRINT_MODULES = [

@@ -10,6 +10,10 @@ API nests deeper than a few levels or takes a number of more than a few digits.
 A route that declares a JSON body (``@blp.arguments(Schema)``, required unless it says otherwise) refuses a
 request without one (422), after the caller's credentials are checked: an empty PATCH is not a PATCH of
 nothing (send ``{}`` for that).
+
+Unknown fields are refused in the query string too: a route's query schema raises on a parameter it does not
+name, and an API route that declares no query parameters at all refuses any (422, each named), instead of
+ignoring a misspelt ``?form=`` and answering as if it had not been sent.
 """
 
 from __future__ import annotations
@@ -69,10 +73,29 @@ def install(app: Flask) -> None:
             raise error
         return None
 
+    @app.before_request
+    def refuse_undeclared_query():
+        if not request.args or request.method == "OPTIONS":
+            return None
+        handler = handler_of(app, request.endpoint, request.method)
+        if getattr(handler, "_apidoc", None) is None or _declares_query(handler):
+            return None  # not an API operation (the pages, the docs), or its query schema judges the parameters
+        error = UnprocessableEntity("this operation takes no query parameters")
+        error.data = {"message": "this operation takes no query parameters",
+                      "messages": {"query": {name: ["Unknown field."] for name in request.args}}}
+        raise error
+
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
+def _parameters(handler) -> list[dict]:
+    return (getattr(handler, "_apidoc", None) or {}).get("arguments", {}).get("parameters", [])
+
+
+def _declares_query(handler) -> bool:
+    return any(p.get("in") == "query" for p in _parameters(handler))
+
+
 def _declares_required_body(handler) -> bool:
-    parameters = (getattr(handler, "_apidoc", None) or {}).get("arguments", {}).get("parameters", [])
-    return any(p.get("in") == "json" and p.get("required") for p in parameters)
+    return any(p.get("in") == "json" and p.get("required") for p in _parameters(handler))

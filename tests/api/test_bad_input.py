@@ -61,12 +61,32 @@ def test_operator_injection_in_login_does_not_log_in(client, world):
     assert_problem(response, 422)
 
 
-def test_operator_injection_in_query_string_changes_nothing(client, world):
+def test_operator_injection_in_query_string_is_refused_and_changes_nothing(client, world, db):
     patient = world["patient_a"]
-    clean = client.get(f"/api/v1/patients/{patient.id}", headers=patient.headers)
+    before = snapshot(db)
     injected = client.get(f"/api/v1/patients/{patient.id}?_id[$ne]=x&patient_id[$gt]=", headers=patient.headers)
-    assert injected.status_code == clean.status_code == 200
-    assert injected.json == clean.json
+    assert_problem(injected, 422)
+    assert set(injected.json["errors"]["query"]) == {"_id[$ne]", "patient_id[$gt]"}
+    assert "display_name" not in injected.json
+    assert snapshot(db) == before
+
+
+def test_unknown_query_parameters_are_refused_not_ignored(client, world):
+    patient, stranger = world["patient_a"], world["patient_b"]
+    # A route with no query parameters at all: a misspelt one is named, not ignored.
+    today = client.get(f"/api/v1/patients/{patient.id}/today?form=2026-01-01", headers=patient.headers)
+    assert_problem(today, 422)
+    assert today.json["errors"] == {"query": {"form": ["Unknown field."]}}
+    # A route with a query schema: the parameters it does not name are refused beside the ones it does.
+    week = client.get(f"/api/v1/patients/{patient.id}/progress/week?date=2026-03-02&dates=x", headers=patient.headers)
+    assert_problem(week, 422)
+    assert week.json["errors"] == {"query": {"dates": ["Unknown field."]}}
+    assert client.get(f"/api/v1/patients/{patient.id}/progress/week?date=2026-03-02",
+                      headers=patient.headers).status_code == 200
+    # Who may not see the patient learns nothing from the query: the same 404 as without one.
+    assert_problem(client.get(f"/api/v1/patients/{patient.id}/today?form=x", headers=stranger.headers), 404)
+    # Signed out, the credentials come first.
+    assert_problem(client.get(f"/api/v1/patients/{patient.id}/today?form=x"), 401)
 
 
 def test_profile_update_rejects_unknown_fields_and_changes_nothing(client, world, db):
