@@ -5,6 +5,7 @@
 - ``Cache-Control: no-store`` on every answer that is not a static asset: nearly all of them carry
   health data or credentials, and no browser, proxy or phone cache may keep them. A view that sets its
   own Cache-Control keeps it.
+- No ``Content-Type`` on a 204: it has no content (a client that parses by the type would try to read JSON).
 - ``Location`` on every 201: the view names the new object's URL where the API has one; otherwise it is the
   URL the request created it at (the collection, or the object itself for a PUT).
 - The API description's page (``/docs``, Swagger UI) gets a Content-Security-Policy allowing only its own
@@ -55,6 +56,8 @@ def install(app: Flask) -> None:
             response.headers["Cache-Control"] = "no-store"
         if response.status_code == 201:
             response.headers.setdefault("Location", request.path)
+        if response.status_code == 204:
+            response.headers.pop("Content-Type", None)
         if request.endpoint == DOCS_ENDPOINT and response.status_code == 200:
             response.headers["Content-Security-Policy"] = docs_policy(response.get_data())
             response.headers["X-Frame-Options"] = "DENY"

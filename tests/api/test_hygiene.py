@@ -140,3 +140,11 @@ def world_of(mongo_uri, mongo_client, tmp_path):
         app.extensions["companion"].close()
         mongo_client.drop_database(name)
 
+
+
+def test_an_answer_with_no_content_claims_no_content_type(client, world):
+    patient = world["patient_a"]
+    answer = client.post("/api/v1/auth/logout", headers=patient.headers)
+    assert answer.status_code == 204 and answer.get_data() == b""
+    assert "Content-Type" not in answer.headers
+    assert answer.headers["Cache-Control"] == "no-store"
