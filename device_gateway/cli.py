@@ -10,6 +10,7 @@ cannot get past on its own ends the command with one line on stderr and an exit 
  69     no Bluetooth: no D-Bus system bus, BlueZ not running, or no adapter (``scan``, ``run``)
  77     the API refuses the gateway's credentials at every renewal: pair it again
  78     the buffer's key is missing, unreadable, too open or not the buffer's
+ 66     ``status``: no state directory there (a mistyped ``--state-dir``, or a gateway not set up yet)
 ======  ====================================================================================
 """
 
@@ -22,6 +23,7 @@ import signal
 import socket
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 
@@ -44,6 +46,7 @@ EXIT_BUFFER_DAMAGED = 65  # EX_DATAERR
 EXIT_BLUETOOTH_UNAVAILABLE = 69  # EX_UNAVAILABLE
 EXIT_CREDENTIALS_REVOKED = 77  # EX_NOPERM
 EXIT_BUFFER_KEY = 78  # EX_CONFIG
+EXIT_NO_STATE = 66  # EX_NOINPUT
 
 
 def _progress_line(progress: UploadProgress) -> None:
@@ -91,6 +94,9 @@ def _loop_line(health: LoopHealth | None) -> str:
 
 def cmd_status(args: argparse.Namespace, config: GatewayConfig) -> int:
     """Show pairing, loop and buffer state (never the secret); reads files only, creates none."""
+    if not Path(config.state_dir).is_dir():
+        return _fail(f"no state directory at {config.state_dir}: check --state-dir (or "
+                     "COMPANION_GATEWAY_STATE_DIR); a new gateway has one once it is paired", EXIT_NO_STATE)
     print(f"state dir:      {config.state_dir}")
     print(f"api:            {config.api_url}")
     print(f"gateway:        {config.gateway_id or 'not paired'}")

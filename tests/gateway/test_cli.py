@@ -66,6 +66,8 @@ def test_status_shows_the_queue_but_never_the_secret(tmp_path, stub, capsys):
 
 
 def test_options_may_come_after_the_command(tmp_path, capsys):
+    (tmp_path / "after").mkdir()
+    (tmp_path / "before").mkdir()
     assert main(["status", "--state-dir", str(tmp_path / "after"), "-v"]) == 0
     assert main(["--state-dir", str(tmp_path / "before"), "status"]) == 0
     out = capsys.readouterr().out
@@ -74,9 +76,16 @@ def test_options_may_come_after_the_command(tmp_path, capsys):
 
 def test_status_creates_neither_a_buffer_nor_the_state_dir(tmp_path, capsys):
     state = tmp_path / "state"
+    state.mkdir()
     assert main(["status", "--state-dir", str(state)]) == 0
     assert "buffer:         none yet" in capsys.readouterr().out
-    assert not state.exists()
+    assert list(state.iterdir()) == []
+    # A mistyped --state-dir is not a gateway "not paired yet": it fails, names the directory, creates nothing.
+    typo = tmp_path / "stat"
+    assert main(["status", "--state-dir", str(typo)]) == 66
+    captured = capsys.readouterr()
+    assert captured.out == "" and f"no state directory at {typo}" in captured.err
+    assert not typo.exists()
 
 
 def test_status_shows_each_loops_last_error_and_since_when(tmp_path, capsys):
