@@ -92,6 +92,22 @@ def rebuild_read_models(args) -> int:
     return 0
 
 
+def after_restore(args) -> int:
+    """Run once after restoring the database from a backup, before the API serves phones again: every sync
+    cursor issued before is answered 410, so each app reads its feeds again in full instead of skipping the
+    changes whose numbers the restored database hands out again."""
+    services = _services()
+
+    def progress(done: int, total: int) -> None:
+        print(f"\rchange sequences: {done}/{total} patients ({done * 100 // max(total, 1)}%)", end="",
+              flush=True, file=sys.stderr)
+
+    moved = services.changes.after_restore(progress)
+    print(file=sys.stderr)
+    print(f"{moved} patient(s)' change sequences moved on: their apps will resync in full")
+    return 0
+
+
 def create_user(args) -> int:
     """Create an account (admins and clinicians are created this way or by an admin through the API). The
     password (10 to 200 characters) is asked for at the terminal, read from standard input when that is not a
@@ -230,6 +246,7 @@ def _parser() -> argparse.ArgumentParser:
     p = command("load-content", load_content)
     p.add_argument("--file", help="a library file in the format of companion/content/mindfulness.json")
     command("rebuild-read-models", rebuild_read_models)
+    command("after-restore", after_restore)
     p = command("worker-status", worker_status)
     p.add_argument("--local", action="store_true", help="only this host's workers (a container's health check)")
     p.add_argument("--jobs", action="store_true", help="each job's last runs too")

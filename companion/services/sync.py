@@ -9,11 +9,15 @@ Writers use :meth:`Changes.stamp` around the write::
 which reserves the numbers before the write and settles them after it (whatever happened in between). A
 feed asks :meth:`Changes.page` for the documents changed after a cursor: it never reads past the horizon
 (companion.store.changes), answers in sequence order, and hands back the cursor to continue from. The
-cursor is the number of the last change read (a decimal string to the app: opaque, compare nothing).
+cursor is ``<last change read>.<since>`` (opaque to the app), where ``since`` is how far the patient's changes
+were all written when the app's copy was read from the start: an app whose copy began there cannot hold
+anything deleted up to it.
 
-A cursor older than the sync window (a deletion it has not seen was purged), one this server never issued
-(a database restored from a backup), or one from an older version of the API is answered
-:class:`~companion.domain.errors.ResyncRequired`: the app drops its copy and reads the feed from the start.
+A cursor that may have missed a deletion whose tombstone was purged (it is below the highest purged change,
+and its copy began before that change), one this server never issued (a database restored from a backup), or
+one from an older version of the API is answered :class:`~companion.domain.errors.ResyncRequired`: the app
+drops its copy and reads the feed from the start. A read from the start pages through to its end whatever was
+purged before it began.
 """
 
 from __future__ import annotations
@@ -32,7 +36,10 @@ from companion.store.stores import Stores
 
 DEFAULT_SETTLE = timedelta(seconds=30)
 SETTLE_ATTEMPTS = 20
-_CURSOR = re.compile(r"^\d{1,18}$")
+_CURSOR = re.compile(r"^(\d{1,18})(?:\.(\d{1,18}))?$")  # a bare number: a cursor issued before ``since``
+# How far each sequence moves on after a restore: more numbers than any patient's feed hands out in years
+# (cursors stay within 18 digits for thousands of restores).
+RESTORE_JUMP = 10**12
 
 
 class Synced(Protocol):
@@ -95,14 +102,25 @@ class Changes:
         self.sequences.settle(patient_id, first)
         self.sequences.note_purged(patient_id, first)
 
+    def after_restore(self, progress=None) -> int:
+        """After the database is restored from a backup: every cursor the phones hold was issued by the lost
+        timeline, and new writes would soon reuse its numbers (a phone at cursor N would then skip the changes
+        numbered up to N). Each patient's sequence skips ``RESTORE_JUMP`` numbers ahead and everything before
+        is marked purged, so every cursor issued before is answered ResyncRequired. Returns how many
+        patients' sequences moved."""
+        return self.sequences.skip_ahead(RESTORE_JUMP, progress)
+
     def page(self, patient_id: str, synced: Synced, cursor: str | None, limit: int) -> FeedPage:
         """The documents of ``synced`` changed after ``cursor`` (None: from the start), at most ``limit``."""
-        after = _position(cursor)
+        after, since = _position(cursor)
         horizon = self.sequences.horizon(patient_id, self.clock() - self.settle_after)
-        if after > horizon.issued:
+        if max(after, since) > horizon.issued:
             raise ResyncRequired("this cursor was not issued for the data held now (restored from a backup?): "
                                  "sync again from the start, without a cursor")
-        if 0 < after < horizon.purged_through:
+        if cursor is None or cursor == "":
+            since = horizon.settled  # every change up to here is written: the copy begins after them all
+        elif after < horizon.purged_through and since < horizon.purged_through:
+            # Its copy began before a deletion that was purged, and it has not read as far as that deletion.
             raise ResyncRequired("this cursor is older than the sync window: deletions it has not seen were "
                                  "purged (or a session it holds is no longer this patient's); sync again from the "
                                  "start, without a cursor")
@@ -110,13 +128,15 @@ class Changes:
         has_more = len(rows) > limit
         rows = rows[:limit]
         position = rows[-1]["seq"] if has_more else max(after, horizon.settled)
-        return FeedPage(rows, str(position), has_more)
+        return FeedPage(rows, f"{position}.{since}", has_more)
 
 
-def _position(cursor: str | None) -> int:
+def _position(cursor: str | None) -> tuple[int, int]:
+    """(the last change read, where the copy began) of a cursor; (0, 0) for none."""
     if cursor is None or cursor == "":
-        return 0
-    if not _CURSOR.match(cursor):
+        return 0, 0
+    matched = _CURSOR.match(cursor)
+    if not matched:
         raise ResyncRequired("this cursor comes from an older version of the API or was not issued by it: "
                              "sync again from the start, without a cursor")
-    return int(cursor)
+    return int(matched[1]), int(matched[2] or 0)

@@ -108,6 +108,27 @@ class ChangeSequences:
     def note_numbering_done(self, at: datetime) -> None:
         self.col.update_one({"_id": NUMBERED}, {"$setOnInsert": {"at": at}}, upsert=True)
 
+    def skip_ahead(self, jump: int, progress=None) -> int:
+        """Move every patient's sequence ``jump`` numbers on, and mark everything before the new start as
+        purged, so that no cursor issued so far is taken as current (after a restore from a backup). Returns
+        how many patients' sequences moved; ``progress(done, total)`` after each."""
+        patients = [doc["_id"] for doc in self.col.find({"_id": {"$ne": NUMBERED}}, {"_id": 1})]
+        for done, patient_id in enumerate(patients, start=1):
+            for _ in range(ATTEMPTS):
+                doc = self.col.find_one({"_id": patient_id}, {"issued": 1})
+                if doc is None:
+                    break
+                start = doc["issued"] + jump
+                if self.col.update_one({"_id": patient_id, "issued": doc["issued"]},
+                                       {"$set": {"issued": start, "pending": {}},
+                                        "$max": {"purged_through": start}}).modified_count:
+                    break
+            else:
+                raise SequenceBusy(f"the change sequence of {patient_id} kept moving")
+            if progress:
+                progress(done, len(patients))
+        return len(patients)
+
     def note_purged(self, patient_id: str, through: int) -> None:
         """Tombstones up to ``through`` are about to be purged: older cursors must resync."""
         self.col.update_one({"_id": patient_id}, {"$max": {"purged_through": through}})
