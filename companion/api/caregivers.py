@@ -8,7 +8,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
-from companion.domain.access import CaregiverPermissions, Operation, Role
+from companion.domain.access import CaregiverPermissions, Operation, Relationship, Role
 from companion.domain.alerts import SHARE_KINDS
 from companion.http import auditing, services
 from companion.http.idempotency import idempotent
@@ -80,10 +80,8 @@ class Caregivers(MethodView):
     @blp.doc(operationId="list_caregivers")
     def get(self, patient_id):
         """Who can see this patient's data (the patient, or their care team)."""
-        require_patient(patient_id, Operation.READ)
-        links = services().care.caregivers_of(patient_id)
-        if current_actor().role is not Role.PATIENT:  # the address the patient typed is theirs to see
-            links = [{**view, "caregiver_email": None} for view in links]
+        grant = require_patient(patient_id, Operation.READ)
+        links = services().care.caregivers_of(patient_id, by_the_patient=grant.relationship is Relationship.SELF)
         auditing.note(patient_ids=[patient_id], resource="care_link", action="R",
                       resource_ids=[view["id"] for view in links])
         return {"items": links}
@@ -119,10 +117,8 @@ class Caregiver(MethodView):
     def get(self, patient_id, link_id):
         """One caregiver link or offer (as listed); the id of an offer that was accepted answers the link it
         made."""
-        require_patient(patient_id, Operation.READ)
-        view = services().care.caregiver_of(patient_id, link_id)
-        if current_actor().role is not Role.PATIENT:
-            view = {**view, "caregiver_email": None}
+        grant = require_patient(patient_id, Operation.READ)
+        view = services().care.caregiver_of(patient_id, link_id, by_the_patient=grant.relationship is Relationship.SELF)
         auditing.note(patient_ids=[patient_id], resource="care_link", action="R", resource_ids=[view["id"]])
         return view
 

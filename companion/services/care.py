@@ -88,18 +88,20 @@ class Care:
                 "permissions": permissions_of(offer["permissions"]), "granted_at": None, "revoked_at": None,
                 "offered_at": offer["created_at"], "expires_at": offer["expires_at"]}
 
-    def caregivers_of(self, patient_id: str) -> list[dict]:
+    def caregivers_of(self, patient_id: str, *, by_the_patient: bool) -> list[dict]:
         """Who can see this patient's data (links, active and revoked) and whom the patient offered it to (offers
-        not yet accepted: pending, or expired)."""
+        not yet accepted: pending, or expired). The address the patient typed for an offer is theirs to see:
+        read by anyone else (``by_the_patient`` False, their care team), it is left out."""
         links = self.links.for_patient(patient_id)
         names = self.users.names(link.caregiver_id for link in links)
         offers = [o for o in self.caregiver_offers.of_patient(patient_id) if o["status"] != ACCEPTED]
-        return [self._link_view(link, names.get(link.caregiver_id)) for link in links] + [
+        views = [self._link_view(link, names.get(link.caregiver_id)) for link in links] + [
             self._offer_view(o) for o in offers]
+        return views if by_the_patient else [{**view, "caregiver_email": None} for view in views]
 
-    def caregiver_of(self, patient_id: str, link_id: str) -> dict:
+    def caregiver_of(self, patient_id: str, link_id: str, *, by_the_patient: bool) -> dict:
         """One link or offer of the patient, by its id; an offer accepted is answered by the link it made."""
-        views = self.caregivers_of(patient_id)
+        views = self.caregivers_of(patient_id, by_the_patient=by_the_patient)
         found = next((v for v in views if v["id"] == link_id), None)
         if found is None:
             offer = self.caregiver_offers.get(link_id, patient_id)

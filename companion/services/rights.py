@@ -92,7 +92,7 @@ class PatientRights:
                         "mfa_enabled": patient.mfa_enabled},
             "consents": {
                 "caregivers": [{**view, "permissions": permissions_doc(view["permissions"])}
-                               for view in self.care.caregivers_of(pid)],
+                               for view in self.care.caregivers_of(pid, by_the_patient=True)],
                 "care_teams": self.care.teams_of_patient(pid),
                 "invitations_waiting": self.care.invitations_for(patient),
                 "invitations_accepted": [{k: i.get(k) for k in ("_id", "team_id", "reason", "created_at",
