@@ -110,6 +110,22 @@ def run_start_of(alert: dict) -> date:
 
 
 
+@dataclass(frozen=True)
+class _Patients:
+    """The patients an evaluation is about: each one's zone at any instant, and those who closed their account."""
+
+    zone_at: dict[str, Callable[[datetime], ZoneInfo]]
+    closed: frozenset[str]
+
+    def left(self, patient_id: str) -> bool:
+        """Whether the patient closed their account (their record is kept; nothing new is raised about it)."""
+        return patient_id in self.closed
+
+    def zone(self, patient_id: str, at: datetime) -> ZoneInfo:
+        zone_at = self.zone_at.get(patient_id)
+        return zone_at(at) if zone_at is not None else ZoneInfo("UTC")
+
+
 class AlertService:
     def __init__(self, settings: Settings, stores: Stores, clock: Clock = now):
         self.settings = settings
@@ -201,28 +217,19 @@ class AlertService:
         return created
 
     # Finding the conditions
-    def _zones(self, patient_ids, failures: ItemFailures) -> dict[str, Callable[[datetime], ZoneInfo] | None]:
+    def _zones(self, patient_ids, failures: ItemFailures) -> _Patients:
         """Each patient's zone at any instant (their zone history): an alert about a moment is dated on the day
-        the patient lived it, as the adherence days and the reconsideration of a flare are."""
-        zones = {}
+        the patient lived it, as the adherence days and the reconsideration of a flare are. And who among them
+        closed their account: their record is kept, and nothing new is raised about it."""
+        zone_at, closed = {}, set()
         for person in self.stores.users.by_ids(patient_ids):
             if person.status == CLOSED:
-                zones[person.id] = None  # nothing is raised about someone who has left (see _left)
+                closed.add(person.id)
                 continue
             history = failures.attempt(person.id, lambda p=person: p.zone_history())
             if history is not None:
-                zones[person.id] = history.zone_at
-        return zones
-
-    @staticmethod
-    def _left(zones: dict, patient_id: str) -> bool:
-        """Whether the patient closed their account (their record is kept; nothing new is raised about it)."""
-        return patient_id in zones and zones[patient_id] is None
-
-    @staticmethod
-    def _zone(zones: dict[str, Callable[[datetime], ZoneInfo] | None], patient_id: str, at: datetime) -> ZoneInfo:
-        zone_at = zones.get(patient_id)
-        return zone_at(at) if zone_at is not None else ZoneInfo("UTC")
+                zone_at[person.id] = history.zone_at
+        return _Patients(zone_at, frozenset(closed))
 
     def _session_starts(self, since: datetime, until: datetime) -> dict[str, list[datetime]]:
         """Every patient's counted sessions that started in [since, until), by patient (one read)."""
@@ -273,9 +280,9 @@ class AlertService:
 
         def judge(event: dict) -> AlertCandidate | None:
             patient_id = event["patient_id"]
-            if self._left(zones, patient_id):
+            if zones.left(patient_id):
                 return None
-            tz = self._zone(zones, patient_id, event["at"])
+            tz = zones.zone(patient_id, event["at"])
             if event["kind"] == "battery_low":
                 battery = batteries.get(event.get("record_id"))
                 return battery_low(patient_id, event["device_serial"], int(battery or 0), event["at"], tz)
@@ -300,10 +307,10 @@ class AlertService:
                                                                         now - SILENT_LOOKBACK)
 
         def judge(unit) -> AlertCandidate | None:
-            if self._left(zones, unit.patient_id):
+            if zones.left(unit.patient_id):
                 return None
             heard = max(filter(None, [unit.status.get("last_seen_at"), received.get(unit.serial)]))
-            return unit_silent(unit.patient_id, unit.serial, heard, now, self._zone(zones, unit.patient_id, now))
+            return unit_silent(unit.patient_id, unit.serial, heard, now, zones.zone(unit.patient_id, now))
 
         found = []
         for unit in units:
@@ -322,11 +329,11 @@ class AlertService:
                 scores.setdefault(doc["patient_id"], []).append(doc)
 
         def judge(patient_id: str) -> list[AlertCandidate]:
-            if self._left(zones, patient_id):
+            if zones.left(patient_id):
                 return []
             docs = sorted(scores.get(patient_id, []), key=lambda d: (d["recorded_at"], str(d["_id"])))
             entries = [PainEntry(d["_id"], d["recorded_at"], d["nrs"]) for d in docs]
-            return [pain_flare(patient_id, flare, self._zone(zones, patient_id, flare.entry.recorded_at_utc))
+            return [pain_flare(patient_id, flare, zones.zone(patient_id, flare.entry.recorded_at_utc))
                     for flare in flares(entries) if flare.entry.recorded_at_utc >= now - LOOKBACK]
 
         found = []
