@@ -26,6 +26,14 @@ def open_review(patient_id: str, operation: Operation = Operation.READ) -> Patie
     return svc.review.of_patient(svc.profiles.patient(patient_id))
 
 
+def open_period(patient_id: str, args: dict) -> tuple[PatientReview, int]:
+    """The review of the period an export asks for (s.ExportArgs), and its number of days."""
+    require_patient(patient_id, Operation.READ)
+    svc = services()
+    return svc.review.of_period(svc.profiles.patient(patient_id), days=args.get("days"), first=args.get("from_"),
+                                last=args.get("to"))
+
+
 def _read(patient_id: str, resource: str, ids=()) -> None:
     auditing.note(patient_ids=[patient_id], resource=resource, action="R", resource_ids=list(ids))
 
@@ -207,21 +215,21 @@ def _download(body: str, mimetype: str, filename: str) -> Response:
 @blp.route("/<patient_id>/exports/csv")
 class PatientCsvExport(MethodView):
     @allow(Role.CLINICIAN, Role.PATIENT)
-    @blp.arguments(s.ReviewDaysArgs, location="query")
+    @blp.arguments(s.ExportArgs, location="query")
     @blp.response(200, content_type="text/csv", description="one row per local day")
     @blp.doc(operationId="export_patient_csv")
     def get(self, args, patient_id):
         """The patient's days as CSV: adherence, TENS minutes against the plan, pain (the care team, or the
         patient themself). UTF-8 with a byte order mark."""
-        review = open_review(patient_id)
+        review, days = open_period(patient_id, args)
         auditing.note(patient_ids=[patient_id], resource="patient", action="E", resource_ids=[patient_id])
-        return _download(exports.patient_csv(review, args["days"]), "text/csv", f"patient-{patient_id}.csv")
+        return _download(exports.patient_csv(review, days), "text/csv", f"patient-{patient_id}.csv")
 
 
 @blp.route("/<patient_id>/exports/events")
 class PatientEventsCsvExport(MethodView):
     @allow(Role.CLINICIAN, Role.PATIENT)
-    @blp.arguments(s.ReviewDaysArgs, location="query")
+    @blp.arguments(s.ExportArgs, location="query")
     @blp.response(200, content_type="text/csv",
                   description="one row per TENS session, diary entry, medication dose and mindfulness practice")
     @blp.doc(operationId="export_patient_events_csv")
@@ -230,15 +238,15 @@ class PatientEventsCsvExport(MethodView):
         UTC time: TENS sessions with their parameters, diary entries with context and BPI, medication doses
         with their outcome, mindfulness practice. UTF-8 with a byte order mark. For the care team, or the
         patient themself."""
-        review = open_review(patient_id)
+        review, days = open_period(patient_id, args)
         auditing.note(patient_ids=[patient_id], resource="patient", action="E", resource_ids=[patient_id])
-        return _download(exports.events_csv(review, args["days"]), "text/csv", f"patient-{patient_id}-events.csv")
+        return _download(exports.events_csv(review, days), "text/csv", f"patient-{patient_id}-events.csv")
 
 
 @blp.route("/<patient_id>/exports/fhir")
 class PatientFhirExport(MethodView):
     @allow(Role.CLINICIAN, Role.PATIENT)
-    @blp.arguments(s.ReviewDaysArgs, location="query")
+    @blp.arguments(s.ExportArgs, location="query")
     @blp.response(200, content_type="application/fhir+json", description="a FHIR R4 Bundle of type transaction")
     @blp.doc(operationId="export_patient_fhir")
     def get(self, args, patient_id):
@@ -247,7 +255,7 @@ class PatientFhirExport(MethodView):
         Device), pain NRS Observations with diary context, BPI QuestionnaireResponses with their scores,
         CarePlans and Communications, each updated in place when imported again (docs/exports.md). For the
         care team, or the patient themself."""
-        review = open_review(patient_id)
+        review, days = open_period(patient_id, args)
         auditing.note(patient_ids=[patient_id], resource="patient", action="E", resource_ids=[patient_id])
-        return _download(json.dumps(exports.fhir_bundle(review, args["days"])), "application/fhir+json",
+        return _download(json.dumps(exports.fhir_bundle(review, days)), "application/fhir+json",
                          f"patient-{patient_id}.fhir.json")

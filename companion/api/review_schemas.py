@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from companion.api.alerts import AlertFactsSchema
 from companion.http.schemas import StrictSchema, text
@@ -11,6 +11,26 @@ from companion.http.schemas import StrictSchema, text
 class ReviewDaysArgs(StrictSchema):
     days = fields.Integer(load_default=30, validate=validate.Range(min=1, max=366),
                           metadata={"description": "local days up to and including today"})
+
+
+class ExportArgs(StrictSchema):
+    """Which of the patient's local days an export covers: the last ``days`` (30 by default) up to and including
+    ``to`` (today by default), or ``from`` to ``to``; at most 366 days, none after the patient's today."""
+
+    days = fields.Integer(validate=validate.Range(min=1, max=366),
+                          metadata={"description": "local days up to and including `to` (not with `from`)"})
+    from_ = fields.Date(data_key="from", metadata={"description": "the first local day (YYYY-MM-DD)"})
+    to = fields.Date(metadata={"description": "the last local day (YYYY-MM-DD); default: the patient's today"})
+
+    @validates_schema
+    def one_window(self, data, **kwargs):
+        if "days" in data and "from_" in data:
+            raise ValidationError("give `days` or `from`, not both", "days")
+        if "from_" in data and "to" in data:
+            if data["from_"] > data["to"]:
+                raise ValidationError("must be on or before `to`", "from")
+            if (data["to"] - data["from_"]).days >= 366:
+                raise ValidationError("at most 366 days from `to`", "from")
 
 
 class AdherenceDaySchema(Schema):

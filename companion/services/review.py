@@ -13,6 +13,7 @@ from companion.domain import review as rules
 from companion.domain.errors import Invalid, NotFound
 from companion.domain.people import Account
 from companion.domain.review import PanelFilter
+from companion.services.adherence import day_bounds
 from companion.services.read_models import PanelReadModel
 from companion.store.adherence import snapshot_id
 from companion.store.read_models import ENTRY_ORDERS
@@ -29,7 +30,8 @@ NOTE_MAX = 5000
 class PatientReview:
     """One patient's figures over the last `days` local days (today included)."""
 
-    def __init__(self, stores: Stores, patient: Account, *, at: datetime | None = None, rows: int = MAX_ROWS):
+    def __init__(self, stores: Stores, patient: Account, *, at: datetime | None = None, rows: int = MAX_ROWS,
+                 last_day: date | None = None):
         self.stores = stores
         self.patient = patient
         self.rows = rows  # of each kind (sessions, ratings, occurrences, pushes, practice) at most
@@ -37,7 +39,8 @@ class PatientReview:
         self.zone = patient.time_zone or "UTC"  # today's
         self.history = patient.zone_history()
         self.at = at or now()
-        self.today = rules.local_date(self.at, self.zone)
+        # The last day of the figures: today, or an earlier day for a review of a past period (``at`` its end).
+        self.today = last_day or rules.local_date(self.at, self.zone)
 
     def zone_of(self, moment: datetime) -> str:
         """The zone the patient lived in at an instant (their zone history): a record's day and clock time."""
@@ -100,7 +103,7 @@ class PatientReview:
     def pain(self, days: int) -> dict:
         """Entries in the period, before/after pairs, and the 14-day trend."""
         entries = [e for e in self._pain_entries(self._since(days))
-                   if self.local_date(e["recorded_at"]) >= self.first_day(days)]
+                   if self.first_day(days) <= self.local_date(e["recorded_at"]) <= self.today]
         linked = sorted({e["session_record_id"] for e in entries if e.get("session_record_id")})
         pairs = rules.before_after_pairs(entries, self.stores.session_records.of_patient_by_ids(self.pid, linked))
         trend_entries = self._pain_entries(self.at - timedelta(days=28))
@@ -175,6 +178,29 @@ class Review:
     def of_patient(self, patient: Account) -> PatientReview:
         """One patient's figures as of now."""
         return PatientReview(self.stores, patient, at=self.clock())
+
+    def of_period(self, patient: Account, *, days: int | None = None, first: date | None = None,
+                  last: date | None = None) -> tuple[PatientReview, int]:
+        """One patient's figures over a period of their local days, and how many days it has: the last ``days``
+        (30 by default) up to ``last`` (their today by default), or ``first`` to ``last``. Invalid when the
+        period ends after their today or is longer than 366 days. A past period's figures are as they stand now,
+        seen from the end of its last day."""
+        current = self.clock()
+        today = rules.local_date(current, patient.zone_history().zone_at(current).key)
+        last = last or today
+        if last > today:
+            raise Invalid("the period ends after the patient's today", errors={"to": [f"is after {today}"]})
+        if first is None:
+            first = last - timedelta(days=(days or 30) - 1)
+        elif first > last:
+            raise Invalid("the period starts after it ends", errors={"from": ["must be on or before `to`"]})
+        length = (last - first).days + 1
+        if length > 366:
+            raise Invalid("a period is at most 366 days", errors={"from": ["at most 366 days before `to`"]})
+        if last == today:
+            return PatientReview(self.stores, patient, at=current), length
+        end = day_bounds(patient.zone_history(), last)[1]
+        return PatientReview(self.stores, patient, at=end - timedelta(microseconds=1), last_day=last), length
 
     def notes(self, patient_id: str, limit: int = 100) -> list[dict]:
         """The care team's clinical notes about a patient, newest first, with their authors' names."""

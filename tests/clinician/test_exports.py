@@ -17,6 +17,7 @@ from companion.services.fhir import IDENTIFIER_SYSTEM, UCUM, transaction_bundle
 from companion.services.review import PatientReview
 from tests.clinician.conftest import at_day
 from tests.clinician.test_pages import sign_in
+from tests.support.problems import assert_problem
 
 BOM = "\ufeff"
 
@@ -49,6 +50,34 @@ def test_patient_csv_has_one_row_per_day_with_the_scripted_figures(client, world
     assert rows[str(datetime.now(UTC).date() - timedelta(days=1))]["covered"] == "true"
     export = db.audit_events.find_one({"action": "E", "patient_ids": world["patient_a"].id})
     assert export["actor_id"] == world["clinician_team"].id
+
+
+def test_an_export_covers_the_period_asked_for_and_refuses_one_it_cannot(client, world, scripted_a):
+    url, headers = f"/api/v1/patients/{world['patient_a'].id}/exports", world["clinician_team"].headers
+    today = datetime.now(UTC).date()  # the patient lives on UTC here
+    day = today - timedelta(days=2)  # two sessions (60 min) and four pain ratings
+
+    def rows(path):
+        answer = client.get(f"{url}/{path}", headers=headers)
+        assert answer.status_code == 200, answer.json
+        return _rows(answer.get_data(as_text=True))
+
+    one = rows(f"csv?from={day}&to={day}")
+    assert [(r["date"], r["tens_minutes"], r["pain_entries"]) for r in one] == [(str(day), "60", "4")]
+    assert [r["date"] for r in rows(f"csv?days=3&to={today - timedelta(days=1)}")] == [
+        str(today - timedelta(days=n)) for n in (3, 2, 1)]
+    events = rows(f"events?from={day}&to={day}")
+    assert {r["local_date"] for r in events} == {str(day)}
+    assert [r["event"] for r in events].count("tens_session") == 2
+    assert [r["event"] for r in events].count("pain_entry") == 4
+    bundle = client.get(f"{url}/fhir?from={day}&to={day}", headers=headers).json
+    assert [e["resource"]["resourceType"] for e in bundle["entry"]].count("DeviceUseStatement") == 2
+    assert bundle["timestamp"].startswith(str(day))  # seen from the end of the period
+    # A period that cannot be: named in the answer, nothing exported.
+    for query, field in ((f"to={today + timedelta(days=2)}", "to"), (f"days=3&from={day}", "days"),
+                         (f"from={today}&to={day}", "from"), (f"from={today - timedelta(days=400)}", "from")):
+        answer = assert_problem(client.get(f"{url}/csv?{query}", headers=headers), 422)
+        assert field in str(answer["errors"]), (query, answer)
 
 
 def test_a_years_patient_csv_shows_every_stored_day_not_only_the_last_ninety(client, world, seed, services):
