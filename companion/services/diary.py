@@ -102,8 +102,9 @@ class Diary:
         """Store one entry; (entry, created). The same client_entry_id again returns the stored entry when
         it was created with the same content, and is a Conflict (with the stored entry) otherwise."""
         stored = _for_storage(entry)
-        with self.changes.stamp(grant.patient_id, self.entries) as seq:
-            found, created = self.entries.add(grant.patient_id, stored, self._now_ms(), seq)
+        with self.changes.reservation(grant.patient_id, self.entries) as held:
+            found, created = self.entries.add(grant.patient_id, stored, self._now_ms(), held.first)
+        found = held.as_stored(found)
         if not created and not _same_creation(grant, found, stored):
             raise _reused(grant, found)
         self._touch(grant.patient_id, found)
@@ -113,8 +114,9 @@ class Diary:
         """Store an offline batch; each entry is stored once however often (or concurrently) it arrives.
         Returns (entry, "created" | "duplicate" | "conflict") in order; a conflict writes nothing."""
         stored = [_for_storage(e) for e in entries]
-        with self.changes.stamp(grant.patient_id, self.entries, len(stored)) as first:
-            results = self.entries.add_many(grant.patient_id, stored, self._now_ms(), first)
+        with self.changes.reservation(grant.patient_id, self.entries, len(stored)) as held:
+            results = self.entries.add_many(grant.patient_id, stored, self._now_ms(), held.first)
+        results = [(held.as_stored(found), created) for found, created in results]
         outcome = []
         for sent, (found, created) in zip(stored, results, strict=True):
             status = "created" if created else "duplicate" if _same_creation(grant, found, sent) else "conflict"
@@ -143,9 +145,10 @@ class Diary:
                               errors={"phase": ["give phase and session_record_id together"]})
             moved = {"moved_from": current["recorded_at"]} if update.get("recorded_at", current["recorded_at"]) \
                 != current["recorded_at"] else {}
-            with self.changes.stamp(patient_id, self.entries) as seq:
-                updated = self.entries.update(patient_id, entry_id, {**update, **moved}, self._now_ms(), seq=seq,
-                                              version=_version(current))
+            with self.changes.reservation(patient_id, self.entries) as held:
+                updated = self.entries.update(patient_id, entry_id, {**update, **moved}, self._now_ms(),
+                                              seq=held.first, version=_version(current))
+            updated = held.as_stored(updated)
             if updated:
                 self._touch(patient_id, current, updated)
                 return _shown(grant, updated)
@@ -164,9 +167,10 @@ class Diary:
                 return _shown(grant, current)
             if if_version is not None and if_version != _version(current):
                 raise _stale(grant, current)
-            with self.changes.stamp(patient_id, self.entries) as seq:
-                deleted = self.entries.soft_delete(patient_id, entry_id, self._now_ms(), seq=seq,
+            with self.changes.reservation(patient_id, self.entries) as held:
+                deleted = self.entries.soft_delete(patient_id, entry_id, self._now_ms(), seq=held.first,
                                                    version=_version(current))
+            deleted = held.as_stored(deleted)
             if deleted:
                 self._touch(patient_id, deleted)
                 return _shown(grant, deleted)

@@ -91,8 +91,9 @@ class Library:
         ``request_key`` a retry of the same request finds the practice the first attempt stored."""
         self.item(slug)
         practice_id = derived_id("practice", request_key) if request_key else None
-        with self.changes.stamp(patient_id, self.log) as seq:
-            return self.log.start(patient_id, slug, started_at or self.clock(), seq, practice_id)
+        with self.changes.reservation(patient_id, self.log) as held:
+            started = self.log.start(patient_id, slug, started_at or self.clock(), held.first, practice_id)
+        return held.as_stored(started)
 
     def complete_practice(self, patient_id: str, practice_id: str, completed_at: datetime | None,
                           minutes: float | None) -> dict:
@@ -112,8 +113,9 @@ class Library:
         practised = round(min(elapsed, float(item["duration_min"]), minutes if minutes is not None else elapsed), 1)
         done = None
         if started["completed_at"] is None:
-            with self.changes.stamp(patient_id, self.log) as seq:
-                done = self.log.complete(patient_id, practice_id, completed_at, practised, seq)
+            with self.changes.reservation(patient_id, self.log) as held:
+                done = self.log.complete(patient_id, practice_id, completed_at, practised, held.first)
+            done = held.as_stored(done)
         if done is None:  # completed already (or just now, by a concurrent request)
             done = self.log.get(patient_id, practice_id)
             if (done["completed_at"], done.get("minutes")) != (completed_at, practised):

@@ -163,8 +163,9 @@ class ReminderService:
                 request_key and self.reminders.get(patient_id, derived_id("reminder", request_key))):
             raise Invalid(f"a patient can have at most {MAX_ACTIVE} active reminders")
         reminder_id = derived_id("reminder", request_key) if request_key else None
-        with self.changes.stamp(patient_id, self.reminders) as seq:
-            reminder = self.reminders.create(patient_id, fields, created_at or current, seq, reminder_id)
+        with self.changes.reservation(patient_id, self.reminders) as held:
+            reminder = self.reminders.create(patient_id, fields, created_at or current, held.first, reminder_id)
+        reminder = held.as_stored(reminder)
         self.refresh_future(patient_id)
         return reminder
 
@@ -181,9 +182,10 @@ class ReminderService:
                 return current
             self._check_version(current, if_version)
             check_reminder({**current, **wanted})
-            with self.changes.stamp(patient_id, self.reminders) as seq:
-                updated = self.reminders.update(patient_id, reminder_id, wanted, self.clock(), seq=seq,
+            with self.changes.reservation(patient_id, self.reminders) as held:
+                updated = self.reminders.update(patient_id, reminder_id, wanted, self.clock(), seq=held.first,
                                                 version=version_of(current))
+            updated = held.as_stored(updated)
             if updated:
                 self.refresh_future(patient_id)
                 return updated
@@ -198,9 +200,10 @@ class ReminderService:
                 self.refresh_future(patient_id)  # finishes a stop interrupted between its two writes
                 return current
             self._check_version(current, if_version)
-            with self.changes.stamp(patient_id, self.reminders) as seq:
-                stopped = self.reminders.update(patient_id, reminder_id, {"active": False}, self.clock(), seq=seq,
-                                                version=version_of(current))
+            with self.changes.reservation(patient_id, self.reminders) as held:
+                stopped = self.reminders.update(patient_id, reminder_id, {"active": False}, self.clock(),
+                                                seq=held.first, version=version_of(current))
+            stopped = held.as_stored(stopped)
             if stopped:
                 self.refresh_future(patient_id)
                 return stopped
@@ -375,8 +378,9 @@ class ReminderService:
         changes = {"status": status, "status_at": when, "recorded_at": current,
                    "on_time": when <= occurrence["window_ends_at"],
                    "skip_reason": reason if status == "skipped" else None}
-        with self.changes.stamp(patient_id, self.occurrences) as seq:
-            updated = self.occurrences.record(patient_id, key, ("pending", "missed"), changes, seq)
+        with self.changes.reservation(patient_id, self.occurrences) as held:
+            updated = self.occurrences.record(patient_id, key, ("pending", "missed"), changes, held.first)
+        updated = held.as_stored(updated)
         if not updated:
             again = self.occurrences.get(patient_id, key) or occurrence
             if again["status"] == status:
@@ -403,8 +407,9 @@ class ReminderService:
         until = snoozed_until(as_slot(occurrence), self.clock(), minutes)
         if until is None:
             raise Conflict("the time for this reminder has passed; record it as done or skipped instead")
-        with self.changes.stamp(patient_id, self.occurrences) as seq:
-            updated = self.occurrences.record(patient_id, key, ("pending",), {"snoozed_until": until}, seq)
+        with self.changes.reservation(patient_id, self.occurrences) as held:
+            updated = self.occurrences.record(patient_id, key, ("pending",), {"snoozed_until": until}, held.first)
+        updated = held.as_stored(updated)
         if not updated:
             raise Conflict(f"this reminder was already recorded as {occurrence['status']}")
         self.today.touch([patient_id])

@@ -50,6 +50,25 @@ class Synced(Protocol):
     def restamp(self, patient_id: str, first: int, count: int, new_first: int) -> int: ...
 
 
+@dataclass
+class Reservation:
+    """The change numbers held for one write: ``first`` (stamp the write with it) and, once settled, ``final``:
+    the first number what was written is stored with (another one when it had to be stamped again)."""
+
+    first: int
+    count: int
+    final: int
+
+    def as_stored(self, doc: dict | None) -> dict | None:
+        """``doc`` as this write left it in the store: with the number it was stamped again with, if it was (a
+        document this write did not stamp is as it is). An answer shows this version, the one the feed shows
+        and the one an If-Match must name."""
+        seq = (doc or {}).get("seq")
+        if doc is None or seq is None or not self.first <= seq < self.first + self.count:
+            return doc
+        return {**doc, "seq": self.final + seq - self.first}
+
+
 @dataclass(frozen=True)
 class FeedPage:
     """Documents changed after a cursor, oldest change first, and where to continue from."""
@@ -73,20 +92,29 @@ class Changes:
     def stamp(self, patient_id: str, synced: Synced, count: int = 1) -> Iterator[int]:
         """Reserve ``count`` change numbers for one write to ``synced`` (yields the first) and settle them
         once the write is over, successful or not."""
+        with self.reservation(patient_id, synced, count) as held:
+            yield held.first
+
+    @contextmanager
+    def reservation(self, patient_id: str, synced: Synced, count: int = 1) -> Iterator[Reservation]:
+        """As :meth:`stamp`, yielding the :class:`Reservation`: after the block, ``as_stored`` gives a document
+        written in it with the number it is stored with, for a write that answers what it wrote."""
         try:
             first = self.sequences.reserve(patient_id, count, self.clock())
         except SequenceBusy:
             raise ServiceUnavailable("too many changes to this patient's data at once; try again",
                                      retry_after_s=1) from None
+        held = Reservation(first, count, first)
         try:
-            yield first
+            yield held
         finally:
-            self._settle(patient_id, synced, first, count)
+            held.final = self._settle(patient_id, synced, first, count)
 
-    def _settle(self, patient_id: str, synced: Synced, first: int, count: int) -> None:
+    def _settle(self, patient_id: str, synced: Synced, first: int, count: int) -> int:
+        """Settle a reservation; returns the first number what was written is stored with."""
         for _ in range(SETTLE_ATTEMPTS):
             if self.sequences.settle(patient_id, first):
-                return
+                return first
             # A reader gave this reservation up (the write took longer than the settle time) and may have
             # read past it: stamp what was written again, with numbers no reader has passed.
             new_first = self.sequences.reserve(patient_id, count, self.clock())

@@ -309,3 +309,54 @@ def test_after_a_restore_every_earlier_cursor_resyncs_and_the_fresh_read_misses_
                               headers=headers), 410)
     fresh, _ = follow(client, world, "pain-entries", limit=1)
     assert [e["id"] for e in fresh] == [ids[0], ids[1], again]
+
+
+def _slow(monkeypatch, services, clock, store, method: str) -> None:
+    """Make ``store.method`` outlast the settle time while another device reads the feed (which gives the
+    writer's reservation up: the write is stamped again with a new number when it settles)."""
+    original = getattr(store, method)
+
+    def slow(patient_id, *args, **kwargs):
+        result = original(patient_id, *args, **kwargs)
+        clock.shift(services.settings.sync_settle.total_seconds() + 1)
+        services.changes.page(patient_id, store, None, 100)
+        return result
+
+    monkeypatch.setattr(store, method, slow)
+
+
+def test_a_write_stamped_again_answers_the_version_it_is_stored_with(client, world, services, clock, monkeypatch):
+    headers, entries = world["patient_a"].headers, services.stores.pain_entries
+    _slow(monkeypatch, services, clock, entries, "add")
+    created = client.post(f"{base(world)}/pain-entries", json=entry(1), headers=headers)
+    monkeypatch.undo()
+    stored = services.db.pain_entries.find_one({"_id": created.json["id"]})
+    assert (created.json["version"], created.headers["ETag"]) == (stored["seq"], f'"{stored["seq"]}"')
+    assert [e["version"] for e in follow(client, world, "pain-entries")[0]] == [stored["seq"]]
+    _slow(monkeypatch, services, clock, entries, "update")
+    edited = client.patch(f"{base(world)}/pain-entries/{created.json['id']}", json={"nrs": 2},
+                          headers={**headers, "If-Match": created.headers["ETag"]})
+    monkeypatch.undo()
+    # The phone's next edit names the version it was answered: it is the one stored, so it is not refused.
+    again = client.patch(f"{base(world)}/pain-entries/{created.json['id']}", json={"nrs": 3},
+                         headers={**headers, "If-Match": edited.headers["ETag"]})
+    assert again.status_code == 200, again.json
+    _slow(monkeypatch, services, clock, entries, "add_many")
+    batch = client.post(f"{base(world)}/pain-entries/batch", json={"entries": [entry(2), entry(3)]}, headers=headers)
+    monkeypatch.undo()
+    for item in batch.json["items"]:
+        assert item["entry"]["version"] == services.db.pain_entries.find_one({"_id": item["id"]})["seq"]
+
+
+def test_a_reminder_change_stamped_again_answers_the_version_it_is_stored_with(client, world, services, clock,
+                                                                               monkeypatch):
+    headers = world["patient_a"].headers
+    created = client.post(f"{base(world)}/reminders", json=REMINDER, headers=headers)
+    _slow(monkeypatch, services, clock, services.stores.reminders, "update")
+    renamed = client.patch(f"{base(world)}/reminders/{created.json['id']}", json={"title": "Session"},
+                           headers={**headers, "If-Match": created.headers["ETag"]})
+    monkeypatch.undo()
+    assert renamed.status_code == 200
+    again = client.patch(f"{base(world)}/reminders/{created.json['id']}", json={"title": "Evening"},
+                         headers={**headers, "If-Match": renamed.headers["ETag"]})
+    assert again.status_code == 200, again.json
