@@ -267,6 +267,17 @@ def counts_as_session(record: Mapping) -> bool:
     return bool(record.get("counts", True)) and not record.get("held", False)
 
 
+def how_it_counts(record: Mapping) -> str:
+    """How a stored session counts in the figures, in a word: ``counted``; ``partly_counted`` (it overlapped an
+    earlier session of its unit: only its minutes outside that one count); ``held`` (held back, awaiting the care
+    team); ``excluded`` (the care team decided it does not count)."""
+    if (record.get("resolution") or {}).get("action") == "exclude":
+        return "excluded"
+    if record.get("held"):
+        return "held"
+    return "counted" if counts_as_session(record) else "partly_counted"
+
+
 def device_events_for(record: Mapping) -> list[str]:
     """The device events a record raises: electrode off, overload, low battery."""
     kinds = []

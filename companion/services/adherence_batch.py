@@ -52,7 +52,7 @@ from companion.services.alerts import (
 )
 from companion.services.item_failures import ItemFailures
 from companion.services.read_models import kept_day, kept_snapshots
-from companion.services.touched_days import RECOMPUTE_WINDOW_DAYS
+from companion.services.touched_days import DECIDED, RECOMPUTE_WINDOW_DAYS, WINDOW_SLACK_DAYS
 from companion.store.adherence import snapshot_id
 from companion.store.recompute import PASS_LIMIT
 from companion.store.stores import Stores
@@ -61,7 +61,6 @@ logger = logging.getLogger(__name__)
 
 JOB = "adherence-daily"
 RECENT_DAYS = 2  # the first run: yesterday (now complete) and today (partial)
-DECIDED = "session_resolved"  # the reason a clinician's decision on a held session marks its days with
 DECIDED_REACH = timedelta(days=366)  # how far back such a decision is recomputed (the review's longest period)
 DATE_GAP = 3  # dates this many days apart are read in separate windows (their windows do not overlap)
 CHUNK = 1_000  # patients whose snapshots are written and whose rule is evaluated together
@@ -322,7 +321,7 @@ class AdherenceJob:
         decided: dict[str, set[date]] = defaultdict(set)  # days a clinician's decision on a held session touched
         for mark in pending:
             marked[mark["patient_id"]].add(date.fromisoformat(mark["date"]))
-            if mark.get("reason") == DECIDED:
+            if mark.get("decided") or mark.get("reason") == DECIDED:
                 decided[mark["patient_id"]].add(date.fromisoformat(mark["date"]))
 
         def dates_of(account: Account) -> tuple[set[date], set[date]]:
@@ -335,7 +334,8 @@ class AdherenceJob:
             else:
                 begun = days_begun(history, since, at)
             touched = marked.get(account.id, set())
-            inside = {d for d in touched if today - timedelta(days=RECOMPUTE_WINDOW_DAYS) <= d <= today}
+            inside = {d for d in touched
+                      if today - timedelta(days=RECOMPUTE_WINDOW_DAYS + WINDOW_SLACK_DAYS) <= d <= today}
             # A clinician's decision to count (or exclude) a held session reaches as far back as the session:
             # held because it arrived over 30 days late, it would otherwise never count.
             inside |= {d for d in decided.get(account.id, set()) if today - DECIDED_REACH <= d <= today}

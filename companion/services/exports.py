@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from companion.domain import review as rules
+from companion.domain.sessions import counted_minutes, how_it_counts
 from companion.services import fhir
 from companion.services.review import PatientReview
 
@@ -81,7 +82,8 @@ def panel_csv(rows: Iterable[rules.PanelRow]) -> str:
 
 
 EVENTS_CSV_HEADER = [
-    "event", "id", "local_date", "local_time", "utc_offset", "utc_time", "time_zone", "duration_min", "title", "status",
+    "event", "id", "local_date", "local_time", "utc_offset", "utc_time", "time_zone", "duration_min", "counted_min",
+    "title", "status",
     "device_serial", "programme", "frequency_hz", "pulse_width_us", "intensity_mean_ma", "intensity_peak_ma",
     "end_reason", "clock_status",
     "nrs", "phase", "session_id", "location", "activity", "sleep_quality", "mood", "note",
@@ -112,6 +114,7 @@ def _event_rows(review: PatientReview, days: int) -> list[tuple[datetime, int, d
         if in_period(s["started_at"]):
             rows.append((s["started_at"], 0, {
                 "id": s["_id"], "duration_min": _minutes((s.get("duration_s") or 0) / 60),
+                "counted_min": _minutes(counted_minutes(s)), "status": how_it_counts(s),
                 **{k: s.get(k) for k in ("device_serial", "programme", "frequency_hz", "pulse_width_us",
                                          "intensity_mean_ma", "intensity_peak_ma", "end_reason", "clock_status")}}))
     for e in review.pain(days)["entries"]:

@@ -25,6 +25,7 @@ from datetime import date, datetime, timedelta
 from html import escape
 from zoneinfo import ZoneInfo
 
+from companion.domain.sessions import how_it_counts
 from companion.services.review import PatientReview
 
 IDENTIFIER_SYSTEM = "urn:ietf:rfc:3986"
@@ -169,8 +170,9 @@ def _session(out: _Entries, session: dict, patient: dict, device: dict, review: 
                          "effectivePeriod": period, "issued": _instant(session.get("server_received_at")),
                          "performer": [patient], "device": device, "component": [c for c in components if c]},
                         record_urn("Observation/tens-session", sid), summary)
-    # A session held back from the figures (its time, owner or values in doubt) is "on-hold" until resolved.
-    status = "on-hold" if session.get("held") else "completed"
+    # A session held back from the figures (its time, owner or values in doubt) is "on-hold" until resolved; one
+    # the care team excluded is "entered-in-error": the unit's record stands, but it was not this therapy.
+    status = {"excluded": "entered-in-error", "held": "on-hold"}.get(how_it_counts(session), "completed")
     out.upsert({"resourceType": "DeviceUseStatement", "status": status, "subject": patient, "device": device,
                 "timingPeriod": period, "recordedOn": _instant(session.get("server_received_at")),
                 "derivedFrom": [record]}, record_urn("DeviceUseStatement", sid), summary)

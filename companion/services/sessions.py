@@ -56,6 +56,10 @@ class TensSessions:
         at = self.clock()
         if started_at is not None and started_at > at + FUTURE_MARGIN:
             raise Invalid("a session cannot start in the future", errors={"started_at": ["in the future"]})
+        if action == "count" and started_at is None and doc["started_at"] > at + FUTURE_MARGIN:
+            # Counted where it is placed, it would count on a day the patient has not lived yet.
+            raise Invalid("this session is placed in the future: give the time it started",
+                          errors={"started_at": ["required: the session is placed in the future"]})
         resolution = {"action": action, "by": clinician_id, "at": at, "note": note, "started_at": started_at,
                       "patient_id": patient_id if action == "count" else doc.get("patient_id")}
         self.records.set_fields(record_id, {"resolution": resolution})

@@ -22,6 +22,10 @@ from companion.domain.localtime import TimeZoneHistory
 from companion.store.stores import Stores
 
 RECOMPUTE_WINDOW_DAYS = 30  # how late a day may still be recomputed (the API's offline window)
+# The offline window is 30 days of elapsed time when a record arrives; its day can be 31 or 32 local dates back
+# by the job's next run (midnight passed since, a DST change, a move east). The job reaches that much further.
+WINDOW_SLACK_DAYS = 2
+DECIDED = "session_resolved"  # a clinician's decision on a held session: its days are redone however old
 
 
 def local_dates(instants: Iterable[datetime], history: TimeZoneHistory) -> set[date]:
@@ -46,7 +50,8 @@ class TouchedDays:
         dates = set(dates)
         if dates:
             at = self.clock()
-            self.marks.mark(patient_id, dates, reason, at)
+            # A decision's marks keep saying so when a later mark of the same day (late data) comes first.
+            self.marks.mark(patient_id, dates, reason, at, decided=reason == DECIDED)
             self.panel_rows.mark([patient_id], reason, at)
             self.today_rows.touch([patient_id])
 

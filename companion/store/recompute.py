@@ -41,12 +41,16 @@ class DaysToRecompute:
         """Forget the patient's marks (their record is being deleted)."""
         return self.col.delete_many({"patient_id": patient_id}).deleted_count
 
-    def mark(self, patient_id: str, dates: Iterable[date], reason: str, at: datetime) -> None:
-        """Note that these local dates of the patient need recomputing (again, if already marked)."""
+    def mark(self, patient_id: str, dates: Iterable[date], reason: str, at: datetime, *,
+             decided: bool = False) -> None:
+        """Note that these local dates of the patient need recomputing (again, if already marked). ``decided``:
+        a clinician decided something about them (``decided: true`` stays on the mark, whatever marks it next,
+        until the job clears it)."""
         # One command for all the days (an ordered bulk of upserting updates by _id).
         writes = [UpdateOne({"_id": mark_id(patient_id, day)}, {"$set": {
             "patient_id": patient_id, "date": day.isoformat(), "token": uuid.uuid4().hex, "marked_at": at,
-            "reason": reason}}, upsert=True) for day in sorted(set(dates))]
+            "reason": reason, **({"decided": True} if decided else {})}}, upsert=True)
+            for day in sorted(set(dates))]
         if writes:
             self.col.bulk_write(writes, ordered=True)
 

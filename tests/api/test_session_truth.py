@@ -159,6 +159,21 @@ def test_a_held_session_is_listed_for_the_care_team_and_resolved_by_them(client,
                       headers=clinician).status_code == 404
 
 
+def test_a_session_placed_in_the_future_is_counted_only_at_a_time_the_care_team_gives(client, world, db):
+    # The gateway's clock ran two days ahead: the session is held as "future".
+    now = datetime.now(UTC)
+    record = session_record(world.a_device, 1, started_at=now + timedelta(days=2))
+    assert by_id(upload(client, world["gateway_a"], [record]))[record["record_id"]]["flags"] == ["future"]
+    url = f"/api/v1/patients/{world['patient_a'].id}/sessions/{record['record_id']}/resolution"
+    clinician = world["clinician_team"].headers
+    refused = client.put(url, json={"action": "count"}, headers=clinician)
+    assert refused.status_code == 422 and "started_at" in refused.json["errors"]
+    assert db.session_records.find_one({"_id": record["record_id"]})["held"] is True
+    counted = client.put(url, json={"action": "count", "started_at": (now - timedelta(hours=3)).isoformat()},
+                         headers=clinician)
+    assert counted.status_code == 200 and counted.json["counts"] is True
+
+
 def test_a_caregiver_reads_a_decided_session_without_the_care_teams_note(client, world):
     serial = world.a_device
     record = session_record(serial, 1, duration_s=0, started_at=datetime.now(UTC) - timedelta(days=1))

@@ -260,3 +260,78 @@ def test_a_held_session_over_thirty_days_old_that_a_clinician_counts_is_counted(
     assert day is not None and day["tens_minutes"] == 60
     assert _marks(jobs_db, patient) == set()
 
+
+
+SINCE_JANUARY = {**PLAN, "tens": {**PLAN["tens"], "sessions_per_day": 1, "start_date": date(2026, 1, 1)}}
+
+
+def _day_shown(services, patient, day: date) -> tuple[str, bool]:
+    calendar = services.review.of_patient(services.stores.users.by_id(patient.id)).adherence(60)["calendar"]
+    shown = next(d for d in calendar if d["date"] == day.isoformat())
+    return shown["state"], shown["covered"]
+
+
+def test_a_decision_on_an_old_held_session_outlives_the_late_data_of_its_day(jobs_db, settings, clock, traveller):
+    """An old hub delivers a backlog from 40 days ago in two uploads; between them the care team counts the first
+    session (held: outside the offline window). The second upload marks the same day again before the job runs:
+    the decision must still reach back to it."""
+    services = services_on(jobs_db, settings, clock)
+    patient = make_person(jobs_db, "patient", "UTC")
+    serial = _bound(jobs_db, services, patient)
+    services.plans.prescribe(patient.id, SINCE_JANUARY, created_by="clinician", at=datetime(2025, 12, 1, tzinfo=UTC))
+    day = T10 - timedelta(days=40)
+    assert _upload(services, patient, serial, day)["results"][0]["held"] is True
+    services.adherence_job.run()
+    services.sessions.resolve(patient.id, f"{serial}:1", "count", "clinician-1")
+    _upload(services, patient, serial, day + timedelta(hours=6), seq_from=2, minutes=20)  # held too
+    services.adherence_job.run()
+    assert _day_shown(services, patient, day.date()) == ("progress", True)
+
+
+def test_a_session_accepted_at_the_edge_of_the_offline_window_reaches_its_day(jobs_db, settings, clock, traveller):
+    """The hub catches up at 23:50: a session from 29 days 23 hours 55 minutes before is accepted, not held. The
+    adherence job next runs after midnight, when its day is 31 local dates back: it is still recomputed."""
+    services = services_on(jobs_db, settings, clock)
+    patient = make_person(jobs_db, "patient", "UTC")
+    serial = _bound(jobs_db, services, patient)
+    services.plans.prescribe(patient.id, SINCE_JANUARY, created_by="clinician", at=datetime(2025, 12, 1, tzinfo=UTC))
+    evening = datetime(2026, 3, 1, 23, 50, tzinfo=UTC)
+    traveller.move_to(evening)
+    services.adherence_job.run()
+    started = evening - timedelta(days=29, hours=23, minutes=55)
+    answer = _upload(services, patient, serial, started)
+    assert answer["results"][0]["held"] is False
+    traveller.move_to(evening + timedelta(minutes=30))
+    services.adherence_job.run()
+    assert _day_shown(services, patient, started.date()) == ("progress", True)
+
+
+def test_the_events_export_says_how_each_session_counts_and_adds_up_to_the_days_minutes(
+        jobs_db, settings, clock, traveller):
+    """Three days ago: a 30-minute session, a second overlapping it by 20 minutes (10 count), and a 40-minute one
+    the care team excluded. The events export's counted minutes add up to the day export's 40, each session
+    says how it counts, and the FHIR bundle marks the excluded one as entered in error."""
+    from companion.services import fhir
+    from companion.services.exports import events_csv
+
+    services = services_on(jobs_db, settings, clock)
+    patient = make_person(jobs_db, "patient", "UTC")
+    serial = _bound(jobs_db, services, patient)
+    services.plans.prescribe(patient.id, SINCE_JANUARY, created_by="clinician", at=datetime(2025, 12, 1, tzinfo=UTC))
+    day = T10 - timedelta(days=3)
+    _upload(services, patient, serial, day, day + timedelta(minutes=10))
+    _upload(services, patient, serial, day + timedelta(hours=5), seq_from=3, minutes=40)
+    services.sessions.resolve(patient.id, f"{serial}:3", "exclude", "clinician-1", note="not a real session")
+    services.adherence_job.run()
+    review = services.review.of_patient(services.stores.users.by_id(patient.id))
+    [by_day] = [r for r in csv.DictReader(io.StringIO(patient_csv(review, 7).lstrip("\ufeff")))
+                if r["date"] == day.date().isoformat()]
+    assert float(by_day["tens_minutes"]) == 40.0
+    sessions = [r for r in csv.DictReader(io.StringIO(events_csv(review, 7).lstrip("\ufeff")))
+                if r["event"] == "tens_session"]
+    assert [(r["duration_min"], r["counted_min"], r["status"]) for r in sessions] == [
+        ("30", "30", "counted"), ("30", "10", "partly_counted"), ("40", "0", "excluded")]
+    assert sum(float(r["counted_min"]) for r in sessions) == float(by_day["tens_minutes"])
+    statuses = [e["resource"]["status"] for e in fhir.transaction_bundle(review, 7)["entry"]
+                if e["resource"]["resourceType"] == "DeviceUseStatement"]
+    assert sorted(statuses) == ["completed", "completed", "entered-in-error"]
