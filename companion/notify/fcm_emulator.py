@@ -76,6 +76,9 @@ FAULTS: dict[str, FcmFault] = {
                                "Quota exceeded for quota metric 'Send requests'", "QUOTA_EXCEEDED"),
     "UNAVAILABLE": FcmFault(503, "UNAVAILABLE", "The service is currently unavailable.", "UNAVAILABLE"),
     "INTERNAL": FcmFault(500, "INTERNAL", "Internal error encountered.", "INTERNAL"),
+    # Google's front end, not FCM itself: no FCM error code (firebase-admin reports them as UnknownError).
+    "BAD_GATEWAY": FcmFault(502, "UNKNOWN", "Bad Gateway"),
+    "GATEWAY_TIMEOUT": FcmFault(504, "UNKNOWN", "Gateway Timeout"),
 }
 
 

@@ -4,9 +4,10 @@
 them with ``send_each`` in chunks of at most 500, and classifies each answer:
 
 - ``sent``: FCM accepted it (the result carries FCM's message name);
-- ``token_dead``: UNREGISTERED, SENDER_ID_MISMATCH, or INVALID_ARGUMENT about the token; the caller
-  removes the token and never retries;
-- ``retry``: 429, 500, 503 (or no answer at all); the result carries the earliest retry time;
+- ``token_dead``: UNREGISTERED, or INVALID_ARGUMENT about the token; the caller removes the token and never
+  retries (not SENDER_ID_MISMATCH: every token answers that when the server runs with another project's
+  credentials, and pruning then would forget every phone; it is ``failed``, and logged as a likely setup error);
+- ``retry``: 429, 500, 502, 503, 504 (or no answer at all); the result carries the earliest retry time;
 - ``expired``: the message's validity ended before it could go (out, or out again);
 - ``failed``: anything else, or retries used up; the result carries FCM's error code.
 
@@ -118,7 +119,7 @@ class TransportRetry:
 
     def as_urllib3(self) -> Retry:
         """The urllib3 ``Retry`` mounted on the messaging session for the FCM address."""
-        return Retry(total=None, connect=1, read=1, status=self.retries, status_forcelist=[500, 503],
+        return Retry(total=None, connect=1, read=1, status=self.retries, status_forcelist=[500, 502, 503, 504],
                      backoff_factor=self.backoff_factor, respect_retry_after_header=False,
                      raise_on_status=False, allowed_methods=None)
 
@@ -275,7 +276,11 @@ class PushSender:
         code = fcm_error_code(error)
         if _token_is_dead(error):
             return PushResult(item.outbox_id, Outcome.TOKEN_DEAD, error_code=code)
-        if not isinstance(error, _RETRYABLE):
+        if isinstance(error, messaging.SenderIdMismatchError):
+            logger.error("FCM answered SENDER_ID_MISMATCH for notification %s: the token belongs to another Firebase "
+                      "project than these credentials (check the service account if every push answers this)",
+                      item.outbox_id)
+        if not _retryable(error):
             return PushResult(item.outbox_id, Outcome.FAILED, error_code=code)
         retry_at = self._retry_policy.earliest_retry(now, item.attempt, _retry_after(error), self._rng)
         if retry_at is None:
@@ -289,6 +294,12 @@ class PushSender:
 # a timeout, which firebase-admin reports as Unavailable/DeadlineExceeded). Never 400/401/403/404.
 _RETRYABLE = (exceptions.ResourceExhaustedError, exceptions.InternalError, exceptions.UnavailableError,
               exceptions.DeadlineExceededError)
+_GATEWAY_ERRORS = (502, 504)  # Google's front end: firebase-admin calls them UnknownError
+
+
+def _retryable(error: exceptions.FirebaseError) -> bool:
+    response = error.http_response
+    return isinstance(error, _RETRYABLE) or (response is not None and response.status_code in _GATEWAY_ERRORS)
 
 
 def _error_body(error: exceptions.FirebaseError) -> dict:
@@ -311,7 +322,7 @@ def fcm_error_code(error: exceptions.FirebaseError) -> str:
 
 
 def _token_is_dead(error: exceptions.FirebaseError) -> bool:
-    if isinstance(error, messaging.UnregisteredError | messaging.SenderIdMismatchError):
+    if isinstance(error, messaging.UnregisteredError):
         return True
     if not isinstance(error, exceptions.InvalidArgumentError):
         return False

@@ -59,6 +59,7 @@ from companion.domain.pain import PainEntry, flares
 from companion.domain.people import CLOSED, Account
 from companion.domain.schedules import nudge_times
 from companion.i18n import Reader
+from companion.services.derived_ids import derived_id
 from companion.services.item_failures import ItemFailures
 from companion.services.reminder_dispatch import as_domain_occurrence, planned_pushes, repeats_of
 from companion.settings import Settings
@@ -354,7 +355,9 @@ class AlertService:
         done = self.stores.alerts.notified_keys([c.dedup_key for c in candidates])
         for candidate in candidates:
             if candidate.dedup_key not in done:
-                failures.attempt(candidate.dedup_key, lambda c=candidate: self.raise_once(c, report))
+                # Logged by a digest of its key: the key itself names the kind of alert, the patient and the day.
+                failures.attempt(derived_id("alert-candidate", candidate.dedup_key),
+                                 lambda c=candidate: self.raise_once(c, report))
         report.failed = len(failures)
         logger.info("alerts: raised %s, notifications %d, failed %d", report.raised, report.notifications,
                     report.failed)
@@ -370,7 +373,7 @@ class AlertService:
             return False
         self.stores.panel_row_marks.mark([alert["patient_id"]], "alert", self.clock())
         self.stores.outbox.withdraw(reason=ALERT_RESOLVED, source_key=f"alert:{alert['_id']}")
-        logger.info("alert resolved", extra={"alert_id": alert["_id"], "kind": alert["kind"]})
+        logger.info("alert resolved", extra={"alert_id": alert["_id"]})  # its kind is health data: not logged
         return True
 
     def _end_silences(self, now: datetime) -> None:

@@ -39,12 +39,29 @@ def test_sent_result_carries_fcm_message_name(sender, emulator):
     assert result.message_name == emulator.deliveries[0].name
 
 
-@pytest.mark.parametrize("fault", ["UNREGISTERED", "SENDER_ID_MISMATCH", "INVALID_TOKEN"])
+@pytest.mark.parametrize("fault", ["UNREGISTERED", "INVALID_TOKEN"])
 def test_dead_token_is_reported_and_the_patients_other_phones_still_get_the_message(sender, emulator, fault):
     emulator.script(fault, token="phone-2")
     results = sender.send([item("phone-1"), item("phone-2"), item("phone-3")])
     assert [r.outcome for r in results] == [Outcome.SENT, Outcome.TOKEN_DEAD, Outcome.SENT]
     assert {d.token for d in emulator.deliveries} == {"phone-1", "phone-3"}
+
+
+def test_a_sender_id_mismatch_fails_and_keeps_the_token_for_it_may_be_our_setup(sender, emulator, caplog):
+    # Every token answers SENDER_ID_MISMATCH when the server runs with another project's credentials: pruning
+    # on it would forget every patient's phone after one misconfigured deploy.
+    emulator.script("SENDER_ID_MISMATCH", token="phone-2")
+    [result] = sender.send([item("phone-2")])
+    assert (result.outcome, result.error_code) == (Outcome.FAILED, "SENDER_ID_MISMATCH")
+    assert any("SENDER_ID_MISMATCH" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+
+
+@pytest.mark.parametrize("fault", ["BAD_GATEWAY", "GATEWAY_TIMEOUT"])
+def test_a_gateway_error_in_front_of_fcm_is_retried_not_lost(sender, emulator, fault):
+    # The transport retries it first; after those, it is scheduled again, never marked failed.
+    emulator.script(fault, token="phone-1", times=50)
+    [result] = sender.send([item("phone-1")])
+    assert result.outcome is Outcome.RETRY and result.retry_at is not None
 
 
 def test_dead_token_result_names_fcm_error_code(sender, emulator):

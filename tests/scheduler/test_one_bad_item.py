@@ -89,3 +89,30 @@ def test_a_notification_that_cannot_be_built_fails_alone_and_the_rest_go_out(job
     states = {d["_id"]: (d["state"]) for d in jobs_db.push_outbox.find()}
     assert [states[i] for i in ids] == ["sent", "failed", "sent"]
     assert jobs_db.push_attempts.find_one({"outbox_id": ids[1]})["error_codes"] == ["UNSENDABLE"]
+
+
+def test_an_alert_that_cannot_be_raised_or_is_resolved_is_logged_without_its_kind_or_patient(
+        jobs_db, settings, clock, traveller, monkeypatch, caplog):
+    from companion.domain.alerts import AlertCandidate, AlertKind, Resolution, Severity
+
+    traveller.move_to(T9)
+    patient = make_person(jobs_db, "patient")
+    alerts = services_on(jobs_db, settings, clock).alerts
+    flare = AlertCandidate(AlertKind.PAIN_FLARE, Severity.WARNING, patient.id, f"pain_flare:{patient.id}:2026-03-02",
+                           "2026-03-02", "Pain flare on 2026-03-02: pain 9/10", details={"score": 9})
+    for rule in ("missed_sessions", "device_alerts", "silent_units"):
+        monkeypatch.setattr(alerts, rule, lambda now, failures: [])
+    monkeypatch.setattr(alerts, "pain_flares", lambda now, failures: [flare])
+    raise_once = alerts.raise_once
+
+    def database_blip(*args, **kwargs):
+        raise ConnectionError("the database went away for a moment")
+
+    monkeypatch.setattr(alerts, "raise_once", database_blip)
+    with caplog.at_level(logging.INFO):
+        assert alerts.evaluate().failed == 1
+        alert = raise_once(flare)
+        alerts.resolve(alert, "ratings changed", Resolution.RATINGS_CHANGED)
+    lines = [" ".join([r.getMessage(), *(str(v) for v in vars(r).values())]) for r in caplog.records]
+    assert len(_failed_ids(caplog, "alerts-evaluate")) == 1 and any("alert resolved" in line for line in lines)
+    assert not [line for line in lines if "pain_flare" in line or patient.id in line]
