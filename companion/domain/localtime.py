@@ -149,3 +149,28 @@ class TimeZoneHistory:
         if cursor < end:
             pieces.append((cursor, end, self.zone_at(cursor)))
         return pieces
+
+
+def day_span(history: TimeZoneHistory, local_date: date) -> tuple[datetime, datetime, ZoneInfo]:
+    """When the patient's local day ``local_date`` began and ended (UTC instants), as they lived it, and the zone
+    they ended it in: from the first instant whose local date (in the zone in force then) is that day to the
+    last. A move east that lands past the day ends it at the move (the patient left it then); a move west back
+    into it makes it end later. A day a move jumped over entirely was never lived: its bounds are those of the
+    zone in force at noon UTC on that date, as for a patient who never moved."""
+    if len(history.changes) == 1:  # most patients never move
+        zone = ZoneInfo(history.changes[0].zone)
+        return resolve_local(local_date, time(0), zone), resolve_local(local_date + timedelta(days=1), time(0), zone), \
+            zone
+    margin = timedelta(hours=15)  # every UTC offset is within 14 hours
+    lived = []
+    for start, end, zone in history.segments(datetime.combine(local_date, time(0), UTC) - margin,
+                                             datetime.combine(local_date + timedelta(days=1), time(0), UTC) + margin):
+        began = max(start, resolve_local(local_date, time(0), zone))
+        ended = min(end, resolve_local(local_date + timedelta(days=1), time(0), zone))
+        if began < ended:
+            lived.append((began, ended, zone))
+    if not lived:
+        zone = history.zone_at(datetime.combine(local_date, time(12), UTC))
+        return resolve_local(local_date, time(0), zone), resolve_local(local_date + timedelta(days=1), time(0), zone), \
+            zone
+    return lived[0][0], lived[-1][1], lived[-1][2]

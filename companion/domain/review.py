@@ -7,11 +7,12 @@ Plain Python over plain values (dicts as stored, dates, datetimes); no database,
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from companion.domain.localtime import TimeZoneHistory, day_span
 from companion.domain.plans import plan_in_force, tens_minutes_prescribed
 from companion.domain.sessions import counted_minutes, counts_as_session
 
@@ -121,13 +122,16 @@ class TensDay:
 
 
 def tens_by_day(sessions: Iterable[dict], plans: list[dict], zone: str, first: date, last: date,
-                zone_at: Callable[[datetime], ZoneInfo] | None = None) -> list[TensDay]:
+                history: TimeZoneHistory | None = None) -> list[TensDay]:
     """Minutes and sessions per local day from `first` to `last`, each with the plan's target. Sessions held
-    back from the figures count nothing; one that overlaps another counts only its own minutes. ``zone_at``:
-    the patient's zone at an instant (their history of moves), so that each session counts on the local day it
-    was in where it happened, as the adherence days do; without it, every day is in ``zone``."""
+    back from the figures count nothing; one that overlaps another counts only its own minutes. ``history``: the
+    patient's zones over time, so that each session counts on the local day it was in where it happened, and each
+    day's target is the plan in force when the patient ended that day (day_span), as the adherence days do;
+    without it, every day is in ``zone``."""
+    history = history or TimeZoneHistory.fixed(zone)
+
     def zone_of(moment: datetime) -> ZoneInfo:
-        return zone_at(moment) if zone_at is not None else ZoneInfo(zone)
+        return history.zone_at(moment)
 
     days = {first + timedelta(days=i): TensDay(first + timedelta(days=i)) for i in range((last - first).days + 1)}
     for session in sessions:
@@ -139,8 +143,7 @@ def tens_by_day(sessions: Iterable[dict], plans: list[dict], zone: str, first: d
             day.sessions += counts_as_session(session)
     for day in days.values():
         day.minutes = round(day.minutes, 1)
-        day_end = datetime.combine(day.date + timedelta(days=1), datetime.min.time(), ZoneInfo("UTC"))
-        day.target_minutes = tens_target_minutes(plan_on(plans, day.date, zone_of(day_end).key), day.date)
+        day.target_minutes = tens_target_minutes(plan_in_force(plans, day_span(history, day.date)[1]), day.date)
     return list(days.values())
 
 

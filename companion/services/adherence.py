@@ -32,7 +32,7 @@ from companion.domain.adherence import (
     responder_check,
 )
 from companion.domain.errors import Invalid, NotFound
-from companion.domain.localtime import TimeZoneHistory, resolve_local
+from companion.domain.localtime import TimeZoneHistory, day_span
 from companion.domain.people import Account
 from companion.domain.plans import plan_in_force, planned_tasks
 from companion.domain.sessions import counted_minutes, counts_as_session
@@ -46,10 +46,10 @@ _EVENT_LIMIT = 2000
 
 
 def day_bounds(history: TimeZoneHistory, local_date: date) -> tuple[datetime, datetime, str]:
-    """The UTC instants the patient's local day starts and ends, and the zone in force that day."""
-    zone = history.zone_at(datetime.combine(local_date, time(12), UTC))
-    return (resolve_local(local_date, time(0), zone), resolve_local(local_date + timedelta(days=1), time(0), zone),
-            zone.key)
+    """The UTC instants the patient's local day starts and ends as they lived it, and the zone they ended it in
+    (companion.domain.localtime.day_span): the day's plan is the one in force at its end."""
+    start, end, zone = day_span(history, local_date)
+    return start, end, zone.key
 
 
 def tens_event(session: dict) -> TaskEvent:

@@ -84,7 +84,7 @@ class PatientReview:
 
     def tens(self, days: int) -> list[rules.TensDay]:
         return rules.tens_by_day(self.sessions(days), self.plans(), self.zone, self.first_day(days), self.today,
-                                 zone_at=self.history.zone_at)
+                                 history=self.history)
 
     def session_times(self, days: int) -> dict:
         """How sure the period's session times are: how many are exact, corrected and estimated, the ones that

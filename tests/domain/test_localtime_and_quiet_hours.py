@@ -1,4 +1,4 @@
-from datetime import UTC, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -88,3 +88,28 @@ def test_unknown_zone_and_naive_instants_are_rejected():
         require_utc(datetime(2025, 1, 1))
     with pytest.raises(ValueError):
         TimeZoneHistory.of([])
+
+
+def test_a_day_spans_what_the_patient_lived_of_it():
+    from companion.domain.localtime import day_span
+
+    day = date(2026, 3, 10)
+    new_york = TimeZoneHistory.fixed("America/New_York")
+    assert day_span(new_york, day) == (datetime(2026, 3, 10, 4, 0, tzinfo=UTC), datetime(2026, 3, 11, 4, 0, tzinfo=UTC),
+                                       ZoneInfo("America/New_York"))  # daylight time from 8 March
+    # Flying east at 20:00 UTC lands at 01:30 on 11 March in Kolkata: 10 March ended at the move.
+    east = TimeZoneHistory.of([(datetime(2026, 1, 1, tzinfo=UTC), "America/New_York"),
+                               (datetime(2026, 3, 10, 20, 0, tzinfo=UTC), "Asia/Kolkata")])
+    assert day_span(east, day)[:2] == (datetime(2026, 3, 10, 4, 0, tzinfo=UTC), datetime(2026, 3, 10, 20, 0, tzinfo=UTC))
+    assert day_span(east, date(2026, 3, 11))[0] == datetime(2026, 3, 10, 20, 0, tzinfo=UTC)
+    # Flying west at 06:00 UTC (15:00 in Tokyo) into the same date's morning in Los Angeles: it ends there.
+    west = TimeZoneHistory.of([(datetime(2026, 1, 1, tzinfo=UTC), "Asia/Tokyo"),
+                               (datetime(2026, 3, 10, 6, 0, tzinfo=UTC), "America/Los_Angeles")])
+    assert day_span(west, day) == (datetime(2026, 3, 9, 15, 0, tzinfo=UTC), datetime(2026, 3, 11, 7, 0, tzinfo=UTC),
+                                   ZoneInfo("America/Los_Angeles"))
+    # A date a move jumped over entirely (UTC-12 to Kiritimati's UTC+14: 23:00 on 9 March becomes 01:00 on 11 March)
+    # was never lived: it keeps the plain bounds of the zone in force at noon UTC.
+    jump = TimeZoneHistory.of([(datetime(2026, 1, 1, tzinfo=UTC), "Etc/GMT+12"),
+                               (datetime(2026, 3, 10, 11, 0, tzinfo=UTC), "Pacific/Kiritimati")])
+    start, end, zone = day_span(jump, day)
+    assert (end - start, zone) == (timedelta(days=1), ZoneInfo("Pacific/Kiritimati"))  # in force at noon UTC

@@ -131,3 +131,34 @@ def test_a_flare_is_dated_where_it_was_lived_and_later_data_does_not_resolve_it(
     _upload(services, patient, serial, moved + timedelta(hours=2))
     services.adherence_job.run()
     assert jobs_db.alerts.find_one({"kind": "pain_flare"})["resolved_at"] is None
+
+
+def test_a_plan_written_after_the_patient_left_a_day_by_flying_east_does_not_judge_it(jobs_db, settings, clock,
+                                                                                       traveller):
+    """New York, 10 March: 30 minutes against a plan of 30. At 20:00 UTC (16:00 in New York) the patient sets their
+    zone to Kolkata, where it is already 01:30 on 11 March: 10 March is over for them. At 21:00 UTC the plan goes
+    up to 60 minutes. 10 March stays covered, and the days export shows the target it was judged against."""
+    from tests.scheduler.test_late_data import PLAN
+
+    traveller.move_to(datetime(2026, 3, 10, 13, 0, tzinfo=UTC))
+    services = services_on(jobs_db, settings, clock)
+    patient = make_person(jobs_db, "patient", "America/New_York")
+    serial = _bound(jobs_db, services, patient)
+    thirty = {**PLAN, "tens": {**PLAN["tens"], "sessions_per_day": 1}}
+    sixty = {**PLAN, "tens": {**PLAN["tens"], "sessions_per_day": 1, "minutes_per_session": 60}}
+    services.plans.prescribe(patient.id, thirty, created_by="clinician", at=datetime(2026, 2, 1, tzinfo=UTC))
+    services.adherence_job.run()
+    traveller.move_to(datetime(2026, 3, 10, 14, 45, tzinfo=UTC))
+    _upload(services, patient, serial, datetime(2026, 3, 10, 14, 0, tzinfo=UTC))  # 10:00 in New York
+    traveller.move_to(datetime(2026, 3, 10, 20, 0, tzinfo=UTC))
+    services.profiles.update(patient.id, {"time_zone": "Asia/Kolkata"})
+    traveller.move_to(datetime(2026, 3, 10, 21, 0, tzinfo=UTC))
+    services.plans.prescribe(patient.id, sixty, created_by="clinician")
+    traveller.move_to(datetime(2026, 3, 11, 6, 0, tzinfo=UTC))  # 11:30 on 11 March in Kolkata
+    services.adherence_job.run()
+    snapshot = jobs_db.adherence_days.find_one({"patient_id": patient.id, "date": "2026-03-10"})
+    assert (snapshot["covered"], snapshot["tens_minutes_target"]) == (True, 30)
+    review = services.review.of_patient(services.stores.users.by_id(patient.id))
+    [row] = [r for r in csv.DictReader(io.StringIO(exports.patient_csv(review, 3).lstrip("\ufeff")))
+             if r["date"] == "2026-03-10"]
+    assert (row["covered"], row["tens_target_minutes"]) == ("true", "30")
