@@ -16,6 +16,8 @@ from device_gateway.profiles.companion_tens import SessionRecord
 
 # A unit whose clock reads earlier than this has lost its time (RTC reset, e.g. back to 1970).
 CLOCK_RESET_FLOOR = datetime(2020, 1, 1, tzinfo=UTC)
+# The instants the API takes (companion.http.schemas INSTANT): a record outside them would be refused.
+API_EARLIEST, API_LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC)
 # Beyond this difference from the gateway's clock, a unit's clock counts as skewed.
 SKEW_LIMIT_S = 300.0
 
@@ -110,6 +112,11 @@ def capture(
     """Build the record the gateway keeps from a decoded record and what the link knows (``sync_id``: the sync
     of the connection that received it)."""
     device_started = datetime.fromtimestamp(record.device_started_at, UTC)
+    if not API_EARLIEST <= device_started - timedelta(seconds=offset_s) < API_LATEST:
+        # A correction the API cannot take comes from a gateway clock that lost its time (a Pi without a
+        # battery clock, booted offline, reads 1970): the unit's own reading is sent, and the server places
+        # the session from the syncs, as it does every session.
+        offset_s = 0.0
     return CapturedRecord(
         record_id=record_id_for(serial, record.seq),
         device_serial=serial,

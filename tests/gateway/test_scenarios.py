@@ -169,6 +169,22 @@ def test_unit_and_gateway_clocks_off_either_way_put_every_session_on_its_day(
     assert syncs and all(s["anchor"] in ("monotonic", "vouched") for s in syncs)
 
 
+def test_a_gateway_booted_offline_with_its_clock_at_1970_loses_no_session(
+        client, services, timeline, homes, system_bus):
+    # A power cut: the hub (no battery clock) boots at 1970 plus a few minutes, before the router is back.
+    zone = "Europe/London"
+    timeline.to(timeline.today_at(-3, 10, zone=zone))
+    skew = datetime(1970, 1, 1, 0, 5, tzinfo=UTC) - timeline.now()
+    patient, home = homes(client, "boot1970", zone, ["CTU-Z0001"], skew=skew)
+    unit = Unit(timeline, "CTU-Z0001", "C0:FF:EE:00:02:01")
+    unit.session_at(timeline.today_at(-3, 8, zone=zone))  # two hours before; the unit's clock is right
+    home.visit(unit)  # pulled offline: no correction from a clock that lost its time
+    home.skew = timedelta(0)  # the network is back, and the clock with it
+    home.go_online()
+    assert home.buffer.dead_letters() == []
+    assert f"CTU-Z0001:{unit.sessions[0].seq}" in stored(services, "CTU-Z0001")
+
+
 def test_a_gateway_offline_for_days_uploads_late_and_the_figures_and_alerts_follow(
         client, services, timeline, homes, system_bus):
     zone = "America/New_York"
