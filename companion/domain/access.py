@@ -136,6 +136,9 @@ CONSENT_REVOKED = "consent_revoked"  # the patient revoked the caregiver's acces
 NOT_SHARED = "alert_kind_not_shared"  # the caregiver's access no longer covers this kind of alert
 ALERT_RESOLVED = "alert_resolved"  # the alert was resolved before it went out (later data: see its resolution)
 INVITATION_SETTLED = "invitation_settled"  # the invitation it told of was answered or taken back before it went out
+REMINDER_ANSWERED = "reminder_answered"  # the patient recorded the reminder done or skipped before it went out
+REMINDER_SNOOZED = "reminder_snoozed"  # the patient snoozed it before it went out (the snooze reminds them again)
+REMINDER_CALLED_OFF = "reminder_called_off"  # the reminder was stopped or moved before it went out
 
 
 def delivery_refusal(*, recipient_active: bool, patient_active: bool, to_patient: bool,

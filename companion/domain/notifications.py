@@ -305,3 +305,27 @@ def notice_for(kind: str, notification_id: str, context: Mapping[str, Any],
 def data_for(kind: str, notification_id: str) -> dict[str, str]:
     """The data block of a push: the opaque notification id and the kind's public name, nothing else."""
     return {"notification_id": notification_id, "kind": template_for(kind).public_kind}
+
+
+# The source keys of the pushes that remind a patient of one reminder occurrence (one notification each).
+MAX_NUDGES = 5  # a reminder repeats at most this often (companion.api.reminder_schemas)
+
+
+def initial_key(occurrence_id: str) -> str:
+    """The source key of an occurrence's first reminder push."""
+    return f"reminder:{occurrence_id}"
+
+
+def snooze_key(occurrence: dict) -> str | None:
+    """The source key of the push an occurrence's current snooze causes (None when not snoozed)."""
+    snoozed = occurrence.get("snoozed_until")
+    return None if snoozed is None else f"{initial_key(occurrence['_id'])}:snooze:{snoozed:%Y%m%dT%H%M%S}"
+
+
+def reminding_keys_of(occurrence: dict) -> list[str]:
+    """Every push that may remind of ``occurrence`` as it stands: its (or its leader's, a DST gap) first push,
+    nudges and re-send, and its current snooze's."""
+    first = initial_key(occurrence.get("push_with") or occurrence["_id"])
+    keys = [first, f"{first}:resend", *(f"{first}:repeat:{n}" for n in range(1, MAX_NUDGES + 1))]
+    snoozed = snooze_key(occurrence)
+    return keys + [snoozed] if snoozed else keys

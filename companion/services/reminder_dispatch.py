@@ -27,7 +27,7 @@ from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from companion.clock import Clock, now
-from companion.domain.notifications import reminder_kind
+from companion.domain.notifications import initial_key, reminder_kind, snooze_key
 from companion.domain.quiet_hours import in_quiet_hours, next_allowed
 from companion.domain.schedules import ReminderOccurrence, Repeats, nudge_times
 from companion.services.item_failures import ItemFailures
@@ -52,17 +52,6 @@ class PlannedPush:
     send_at: datetime
     window_ends_at: datetime
     nudge: int = 0
-
-
-def initial_key(occurrence_id: str) -> str:
-    """The source key of an occurrence's first reminder push."""
-    return f"reminder:{occurrence_id}"
-
-
-def snooze_key(occurrence: dict) -> str | None:
-    """The source key of the push an occurrence's current snooze causes (None when not snoozed)."""
-    snoozed = occurrence.get("snoozed_until")
-    return None if snoozed is None else f"{initial_key(occurrence['_id'])}:snooze:{snoozed:%Y%m%dT%H%M%S}"
 
 
 def _leader(occurrence: dict) -> str:

@@ -33,9 +33,17 @@ from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 
 from companion.clock import Clock, now
-from companion.domain.access import Grant, sees_free_text, without_free_text
+from companion.domain.access import (
+    REMINDER_ANSWERED,
+    REMINDER_CALLED_OFF,
+    REMINDER_SNOOZED,
+    Grant,
+    sees_free_text,
+    without_free_text,
+)
 from companion.domain.errors import Conflict, Invalid, NotFound, PreconditionFailed
 from companion.domain.localtime import local_date_of
+from companion.domain.notifications import reminding_keys_of
 from companion.domain.people import Account
 from companion.domain.quiet_hours import next_allowed
 from companion.domain.schedules import ReminderOccurrence, snoozed_until
@@ -122,6 +130,7 @@ class ReminderService:
         self.reminders = stores.reminders
         self.occurrences = stores.occurrences
         self.today = stores.today_rows  # every write to the patient's reminders or occurrences changes it
+        self.outbox = stores.outbox
         self.clock = clock
         self.changes = changes or Changes(stores, clock)
         self.touched = touched
@@ -301,6 +310,10 @@ class ReminderService:
             self.occurrences.cancel_pending(stale, seq, current)
             seq += len(stale)
             added = self.occurrences.insert_new([{**doc, "seq": seq + n} for n, doc in enumerate(new)])
+        if stale:  # what was queued to remind of them never goes out
+            called_off = self.occurrences.by_ids(stale).values()
+            self.outbox.withdraw_sources(patient_id, [k for o in called_off for k in reminding_keys_of(o)],
+                                         REMINDER_CALLED_OFF)
         self.today.touch([patient_id])
         return added, _basis(patient, reminders)
 
@@ -389,9 +402,17 @@ class ReminderService:
         self._outcome_recorded(patient_id, updated)
         return _visible(grant, [updated])[0]
 
+    def _stop_reminding(self, occurrence: dict, reason: str) -> None:
+        """Withdraw the pushes queued for an occurrence the patient has answered or snoozed (a nudge waiting for
+        its place in the spread, a push waiting to be retried): none may reach the phone after it. Not when its
+        push is shared with a slot still open (a DST gap): that one is still to be reminded of."""
+        if not self.occurrences.others_open_in_push_group(occurrence):
+            self.outbox.withdraw_sources(occurrence["patient_id"], reminding_keys_of(occurrence), reason)
+
     def _outcome_recorded(self, patient_id: str, occurrence: dict) -> None:
-        """What follows an outcome: a dose taken (or a session ticked off) changes that day's figures, and an
-        alert raised for the occurrence meanwhile may no longer hold."""
+        """What follows an outcome: a dose taken (or a session ticked off) changes that day's figures, the pushes
+        still queued for it are withdrawn, and an alert raised for the occurrence meanwhile may no longer hold."""
+        self._stop_reminding(occurrence, REMINDER_ANSWERED)
         if self.touched is not None:
             self.touched.dates(patient_id, {date.fromisoformat(occurrence["local_date"])}, "reminder_outcome")
         else:  # (TouchedDays changes the patient's today itself)
@@ -412,6 +433,7 @@ class ReminderService:
         updated = held.as_stored(updated)
         if not updated:
             raise Conflict(f"this reminder was already recorded as {occurrence['status']}")
+        self._stop_reminding(occurrence, REMINDER_SNOOZED)  # a snooze holds back every push planned before it
         self.today.touch([patient_id])
         return _visible(grant, [updated])[0]
 

@@ -241,6 +241,15 @@ class Outbox:
         return self.col.update_many(query, {"$set": {"state": WITHDRAWN, "withdrawn_reason": reason,
                                                      "settled_at": self.clock()}}).modified_count
 
+    def withdraw_sources(self, recipient_user_id: str, source_keys: Iterable[str], reason: str) -> int:
+        """Withdraw these notifications to one recipient, those not yet sent (looked up by ``_id``)."""
+        ids = [notification_id(key, recipient_user_id) for key in source_keys]
+        if not ids:
+            return 0
+        return self.col.update_many({"_id": {"$in": ids}, "state": SCHEDULED},
+                                    {"$set": {"state": WITHDRAWN, "withdrawn_reason": reason,
+                                              "settled_at": self.clock()}}).modified_count
+
     def delete_for_patient(self, patient_id: str) -> int:
         """Delete every notification about the patient and its send log (a closed account's retention ended)."""
         ids = [d["_id"] for d in self.col.find({"patient_id": patient_id}, {"_id": 1})]

@@ -181,6 +181,15 @@ class Occurrences(feeds.SyncedCollection):
         return self.col.find({"status": "pending", "window_ends_at": {"$gt": at}, "due_at": {"$lte": at}}
                              ).sort("due_at", ASCENDING)
 
+    def others_open_in_push_group(self, occurrence: dict) -> bool:
+        """Whether another occurrence sharing ``occurrence``'s push (a DST gap: the same reminder and local date,
+        ``push_with`` naming the first) is still pending."""
+        leader = occurrence.get("push_with") or occurrence["_id"]
+        return self.col.find_one({"reminder_id": occurrence["reminder_id"], "local_date": occurrence["local_date"],
+                                  "status": "pending", "$and": [{"_id": {"$ne": occurrence["_id"]}},
+                                                               {"$or": [{"_id": leader}, {"push_with": leader}]}]},
+                                 {"_id": 1}) is not None
+
     def open_for(self, patient_id: str, at: datetime) -> list[dict]:
         """The patient's pending occurrences already due whose completion window is still open at ``at``."""
         return list(self.col.find({"patient_id": patient_id, "status": "pending", "window_ends_at": {"$gt": at},

@@ -274,3 +274,58 @@ def test_a_reminder_called_off_while_its_occurrence_is_open_nudges_no_more_and_a
     assert morning["status"] == "cancelled"
     assert jobs_db.alerts.count_documents({}) == 0 and emulator.delivered_to(caregiver_token) == []
 
+
+
+def _patient_late_in_the_spread(db):
+    """A patient whose practice nudge waits at least two minutes for its place in the spread."""
+    from companion.domain.notifications import send_offset, ttl_for
+
+    ttl = ttl_for("practice_nudge", timedelta(minutes=30))
+    while True:
+        patient = make_person(db, "patient")
+        if send_offset("practice_nudge", patient.id, ttl) >= timedelta(minutes=2):
+            return patient
+
+
+@pytest.mark.parametrize("action", ["done", "snoozed", "stopped"])
+def test_a_push_still_queued_is_withdrawn_when_the_patient_answers_snoozes_or_stops_the_reminder(
+        jobs_db, settings, clock, traveller, sender, emulator, action):
+    patient = _patient_late_in_the_spread(jobs_db)
+    token = phone(jobs_db, patient)
+    reminder = daily_reminder(jobs_db, patient, ["10:00"], "2026-03-01", kind="mindfulness", window_min=30)
+    traveller.move_to(T10)
+    run_minute(jobs_db, settings, clock, sender)
+    assert emulator.delivered_to(token) == []  # queued at its place in the spread
+    occurrence = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "due_at": T10})
+    traveller.move_to(T10 + timedelta(seconds=60))
+    services = services_on(jobs_db, settings, clock)
+    if action == "done":
+        services.reminders.record_outcome(own(patient.id), occurrence["_id"], "done", None)
+    elif action == "snoozed":
+        services.reminders.snooze(own(patient.id), occurrence["_id"], 20)  # until 10:21: that push comes then
+    else:
+        services.reminders.stop(patient.id, reminder["_id"])
+    traveller.move_to(T10 + timedelta(minutes=10))
+    services_on(jobs_db, settings, clock, sender).push.send_due(owner="test-worker")
+    assert emulator.delivered_to(token) == []
+    [queued] = list(jobs_db.push_outbox.find({"recipient_user_id": patient.id}))
+    assert (queued["state"], queued["withdrawn_reason"]) == (
+        "withdrawn", {"done": "reminder_answered", "snoozed": "reminder_snoozed", "stopped": "reminder_called_off"}[action])
+
+
+def test_a_reminder_waiting_to_be_retried_is_not_sent_once_the_patient_recorded_it(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    patient = make_person(jobs_db, "patient")
+    token = phone(jobs_db, patient)
+    daily_reminder(jobs_db, patient, ["10:00"], "2026-03-01", window_min=60)
+    emulator.script("UNAVAILABLE", token=token, times=5)  # the first try and firebase-admin's transport retries
+    traveller.move_to(T10)
+    run_minute(jobs_db, settings, clock, sender)
+    [queued] = list(jobs_db.push_outbox.find({"recipient_user_id": patient.id}))
+    assert (queued["state"], queued["attempts"]) == ("scheduled", 1)  # back for a retry
+    occurrence = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "due_at": T10})
+    traveller.move_to(T10 + timedelta(seconds=5))
+    services_on(jobs_db, settings, clock).reminders.record_outcome(own(patient.id), occurrence["_id"], "done", None)
+    traveller.move_to(T10 + timedelta(minutes=2))
+    services_on(jobs_db, settings, clock, sender).push.send_due(owner="test-worker")
+    assert emulator.delivered_to(token) == []
