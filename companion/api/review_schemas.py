@@ -13,14 +13,21 @@ class ReviewDaysArgs(StrictSchema):
                           metadata={"description": "local days up to and including today"})
 
 
+EXPORT_PERIOD_RULE = ("days or from, not both; from on or before to, at most 366 days before it; to on or before "
+                      "the patient's today (default: today, and days 30)")
+
+
 class ExportArgs(StrictSchema):
     """Which of the patient's local days an export covers: the last ``days`` (30 by default) up to and including
     ``to`` (today by default), or ``from`` to ``to``; at most 366 days, none after the patient's today."""
 
+    class Meta:
+        rules = EXPORT_PERIOD_RULE
+
     days = fields.Integer(validate=validate.Range(min=1, max=366),
                           metadata={"description": "local days up to and including `to` (not with `from`)"})
     from_ = fields.Date(data_key="from", metadata={"description": "the first local day (YYYY-MM-DD)"})
-    to = fields.Date(metadata={"description": "the last local day (YYYY-MM-DD); default: the patient's today"})
+    to = fields.Date(metadata={"description": f"the last local day (YYYY-MM-DD). {EXPORT_PERIOD_RULE}"})
 
     @validates_schema
     def one_window(self, data, **kwargs):
