@@ -416,7 +416,7 @@ class GatewayLink:
                 decoded = profile.decode_frame(frame)
             except ProfileError as exc:
                 result.undecodable += 1
-                window.note_undecodable()
+                window.note_undecodable(getattr(exc, "seq", None))
                 await asyncio.to_thread(self.buffer.dead_letter_frame, serial, frame, f"{type(exc).__name__}: {exc}")
                 continue
             if isinstance(decoded, TransferSummary):

@@ -22,9 +22,15 @@ class TransferWindow:
         lowest_held = unit_highest_seq - unit_records_stored + 1
         return cls(expected=max(last_stored_seq + 1, lowest_held))
 
-    def note_undecodable(self) -> None:
-        """An undecodable frame arrived: it may have been the record with the expected sequence."""
-        self.undecodable_since_stored += 1
+    def note_undecodable(self, seq: int | None = None) -> None:
+        """An undecodable frame arrived (dead-lettered raw). Its sequence number unknown, it may have been the
+        record with the expected one (or any in a gap). Its sequence number known (a sound frame holding a value
+        the profile does not define), it explains that record and no other: a copy of it notified twice must
+        not let the window jump over a record that comes late."""
+        if seq is None:
+            self.undecodable_since_stored += 1
+        else:
+            self.admit(seq)
 
     def admit(self, seq: int) -> bool:
         """True if the record with ``seq`` is the next one to store (then the window moves past it)."""

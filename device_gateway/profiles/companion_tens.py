@@ -104,7 +104,10 @@ class UnknownFrameKind(ProfileError):
 
 
 class ValueOutOfRange(ProfileError):
-    """A field decoded correctly but holds a value the profile does not allow."""
+    """A field decoded correctly but holds a value the profile does not allow. ``seq``: the record's sequence
+    number when the frame is otherwise sound (its length and CRC right, its sequence number valid)."""
+
+    seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,10 +278,13 @@ def decode_record(data: bytes) -> SessionRecord:
     fields = _RECORD.unpack_from(data)
     if fields[1] != FRAME_SESSION_RECORD:
         raise UnknownFrameKind(f"frame kind 0x{fields[1]:02x}")
+    seq = fields[2] if 1 <= fields[2] <= UINT32_MAX else None
     try:
         end_reason = EndReason(fields[10])
     except ValueError:
-        raise ValueOutOfRange(f"end_reason={fields[10]}") from None
+        error = ValueOutOfRange(f"end_reason={fields[10]}")
+        error.seq = seq
+        raise error from None
     record = SessionRecord(
         seq=fields[2],
         device_started_at=fields[3],
@@ -291,7 +297,11 @@ def decode_record(data: bytes) -> SessionRecord:
         end_reason=end_reason,
         battery_pct=fields[11],
     )
-    _check_sendable(record)
+    try:
+        _check_sendable(record)
+    except ValueOutOfRange as error:
+        error.seq = seq
+        raise
     return record
 
 

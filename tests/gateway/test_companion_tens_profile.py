@@ -234,3 +234,16 @@ def test_em70_frame_round_trips(frame, raw):
 def test_em70_invalid_frame_raises_profile_error(raw, error):
     with pytest.raises(error):
         beurer_em70.decode_frame(raw)
+
+
+def test_a_sound_record_with_a_value_the_profile_does_not_define_names_its_sequence_number():
+    # (The link dead-letters it and lets it explain that one record only: device_gateway.sequencing.)
+    with pytest.raises(ValueOutOfRange) as end_reason:
+        decode_frame(_with_byte(ELECTRODE_OFF_BYTES, 23, 9))
+    assert end_reason.value.seq == 7
+    with pytest.raises(ValueOutOfRange) as battery:
+        decode_frame(_with_byte(ELECTRODE_OFF_BYTES, 24, 101))
+    assert battery.value.seq == 7
+    with pytest.raises(ValueOutOfRange) as no_number:
+        decode_frame(_with_byte(ELECTRODE_OFF_BYTES, 2, 0))
+    assert no_number.value.seq is None

@@ -52,3 +52,14 @@ def test_missing_tail_explained_by_undecodable_frames_completes_the_transfer():
 def test_missing_tail_without_explanation_leaves_the_transfer_incomplete():
     window = TransferWindow(expected=5)
     assert not window.is_complete(6)
+
+
+def test_an_undecodable_record_whose_sequence_is_known_explains_that_record_and_no_other():
+    # Record 5 holds a value this gateway's profile does not define (newer firmware): dead-lettered, its number
+    # known. Notified twice, then 7 before 6: the window must not jump from 5 to 7 and drop the late 6.
+    window = TransferWindow(expected=5)
+    window.note_undecodable(5)
+    window.note_undecodable(5)
+    assert window.admit(7) is False
+    assert window.admit(6) is True and window.expected == 7
+    assert not window.is_complete(8)  # 7 and 8 were refused: the next connection reads them again
