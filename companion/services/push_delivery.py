@@ -102,6 +102,7 @@ class _Prepared:
     items: list[PushItem]
     installs: list[tuple[str, str]]
     outcomes: list[tuple[dict, str, dict]]
+    people: dict | None = None  # the accounts read for it (recipients and patients)
 
     def without_forgotten(self, phones: PhoneBook) -> _Prepared:
         """The same batch without the items for phones the phone book has forgotten since it was built."""
@@ -109,7 +110,8 @@ class _Prepared:
                 if any(p["token"] == item.token for p in phones.of(recipient))]
         if len(keep) == len(self.items):
             return self
-        return _Prepared(self.claimed, [self.items[n] for n in keep], [self.installs[n] for n in keep], self.outcomes)
+        return _Prepared(self.claimed, [self.items[n] for n in keep], [self.installs[n] for n in keep], self.outcomes,
+                         self.people)
 
 
 def _start_of(owner: str, batches: int) -> int:
@@ -172,6 +174,8 @@ class OutboxDispatcher:
                 if in_flight is not None:
                     _add(report, in_flight.result(), progress)  # the previous batch is sent and settled
                     prepared = prepared.without_forgotten(phones)  # phones FCM just called dead
+                    # Consent again: a revocation while the previous batch was at FCM stops this one.
+                    prepared = self._consent_again(prepared, report)
                 in_flight = lane.submit(self._send_and_settle, prepared, phones)
             if in_flight is not None:
                 _add(report, in_flight.result(), progress)
@@ -206,7 +210,23 @@ class OutboxDispatcher:
                                       zone=zone.zone_at(planned or doc["not_before"]).key if zone else "UTC",
                                       planned_at=planned))
                 installs.append((doc["recipient_user_id"], phone["install_id"]))
-        return _Prepared(claimed, items, installs, outcomes)
+        return _Prepared(claimed, items, installs, outcomes, people)
+
+    def _consent_again(self, prepared: _Prepared, report: DispatchReport) -> _Prepared:
+        """A batch prepared while the one before was at FCM, without what a caregiver's consent no longer allows
+        (their links read again just before it goes; the accounts as read when it was prepared)."""
+        to_caregivers = [d for d in prepared.claimed if d["recipient_user_id"] != d["patient_id"]]
+        if self.consent is None or not to_caregivers or prepared.people is None:
+            return prepared
+        refused = self.consent.refusals(to_caregivers, prepared.people)
+        if not refused:
+            return prepared
+        report.states[WITHDRAWN] = report.states.get(WITHDRAWN, 0) + len(refused)
+        keep = [n for n, item in enumerate(prepared.items) if item.outbox_id not in refused]
+        return _Prepared([d for d in prepared.claimed if d["_id"] not in refused],
+                         [prepared.items[n] for n in keep], [prepared.installs[n] for n in keep],
+                         prepared.outcomes + [(d, WITHDRAWN, {"reason": refused[d["_id"]]})
+                                              for d in prepared.claimed if d["_id"] in refused], prepared.people)
 
     def _send_and_settle(self, prepared: _Prepared, phones: PhoneBook) -> DispatchReport:
         """Send a batch, drop the phones FCM called dead, and record each notification's state (in the
@@ -249,22 +269,21 @@ def _add(report: DispatchReport, batch: DispatchReport, progress: Callable[[Disp
 
 
 class PhoneBook:
-    """The phones of a pass's recipients, each read once in the pass, with the batch that first claims one of
-    their notifications: a dispatcher reads only the phones of what it claims (several dispatchers share a
-    pass's due set). Tokens FCM reports dead drop out. Read in the pass's thread; ``forget`` runs in the
-    sending lane's, for recipients already read."""
+    """The phones of the recipients of the batch being prepared, read with each batch: a dispatcher reads only
+    the phones of what it claims (several dispatchers share a pass's due set), and a phone signed out during a
+    pass is not addressed by a later batch. Tokens FCM reports dead drop out. Read in the pass's thread;
+    ``forget`` runs in the sending lane's, for recipients already read."""
 
     def __init__(self, tokens: PushTokens):
         self.tokens = tokens
         self._phones: dict[str, list[dict]] = {}
-        self._read: set[str] = set()
 
     def read(self, user_ids: set[str]) -> None:
-        """Read the phones of those of ``user_ids`` not read yet in this pass."""
-        missing = user_ids - self._read
-        if missing:
-            self._phones.update(self.tokens.for_users(missing))
-            self._read |= missing
+        """Read the phones of ``user_ids`` afresh, for the batch about to be prepared: a phone signed out since
+        an earlier batch of the pass is not addressed again (a pass can last minutes)."""
+        if user_ids:
+            fresh = self.tokens.for_users(user_ids)
+            self._phones.update({user_id: fresh.get(user_id, []) for user_id in user_ids})
 
     def of(self, user_id: str) -> list[dict]:
         """The phones to address for ``user_id`` (none: the notification fails as NO_DEVICE)."""

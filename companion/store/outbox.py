@@ -216,7 +216,10 @@ class Outbox:
         for (state, attempts, reason), ids in groups.items():
             fields = {"state": state, "attempts": attempts, "settled_at": at, **({"sent_at": at} if state == SENT else {}),
                       **({"withdrawn_reason": reason} if state == WITHDRAWN else {})}
-            self.col.update_many({"_id": {"$in": ids}, "state": SCHEDULED}, {"$set": fields})
+            # One withdrawn while it was at FCM did go out: the record says so (sent), not that it never went.
+            settling = [SCHEDULED, WITHDRAWN] if state == SENT else [SCHEDULED]
+            self.col.update_many({"_id": {"$in": ids}, "state": {"$in": settling}},
+                                 {"$set": fields, **({"$unset": {"withdrawn_reason": ""}} if state == SENT else {})})
         # The claims stay: a dispatcher that read a notification before it settled must find its round
         # taken, or it would send it again. purge_claims() drops them once no such read can be around.
 

@@ -154,8 +154,8 @@ class _PhoneReads(pymongo.monitoring.CommandListener):
 
 def test_a_dispatcher_reads_the_phones_of_what_it_claims_each_person_once(store_db, mongo_uri, clock, sender,
                                                                           emulator):
-    """Another dispatcher holds part of the due set: this one reads none of those people's phones, and reads each
-    of its own recipients' once however many of its batches they appear in."""
+    """Another dispatcher holds part of the due set: this one reads none of those people's phones, and reads its
+    own recipients' with each batch that claims them (a phone signed out during the pass is not addressed)."""
     people = [f"u-{n}" for n in range(8)]
     reads = _PhoneReads()
     with _watched_outbox(mongo_uri, store_db, clock, reads, people, 3) as stores:
@@ -166,5 +166,5 @@ def test_a_dispatcher_reads_the_phones_of_what_it_claims_each_person_once(store_
                                   batch_size=4).run_pass(100)
     asked = [person for read in reads.asked for person in read]
     assert (report.claimed, report.states) == (15, {"sent": 15})
-    assert sorted(asked) == people[3:]  # each of its recipients once, no one of the other dispatcher's
+    assert set(asked) == set(people[3:])  # its recipients, no one of the other dispatcher's
     assert len(reads.asked) >= 2  # with the batches that claimed them, not one read of the whole due set

@@ -193,3 +193,75 @@ def test_a_revoked_caregiver_can_no_longer_read_the_notifications_nor_post_recei
         "caregiver_invitation"]
     assert client.post(receipt, headers=caregiver, json={"receipt": "opened"}).status_code == 404
     assert jobs_db.push_outbox.find_one({"_id": queued["_id"]})["opened_at"] is None
+
+
+class _SlowFirstBatch:
+    """The real sender, whose first batch takes a while at FCM (the pass prepares the next batch meanwhile);
+    ``meanwhile`` runs right after FCM has answered that first batch (a revocation, a sign-out)."""
+
+    def __init__(self, real, meanwhile):
+        self.real, self.meanwhile, self.calls = real, meanwhile, 0
+
+    def send(self, items):
+        self.calls += 1
+        results = self.real.send(items)
+        if self.calls == 1:
+            self.meanwhile()
+        return results
+
+
+def _one_at_a_time(jobs_db, clock, sender):
+    from datetime import timedelta
+
+    from companion.services.notifications import DeliveryConsent
+    from companion.services.push_delivery import OutboxDispatcher
+    from companion.store.stores import Stores
+
+    stores = Stores(jobs_db, clock)
+    return stores, lambda real: OutboxDispatcher(stores.outbox, stores.push_tokens, real, owner="w-1",
+                                                 lease=timedelta(minutes=5), batch_size=1,
+                                                 consent=DeliveryConsent(stores), users=stores.users)
+
+
+def test_a_revocation_while_a_batch_is_at_fcm_stops_the_batches_after_it_and_the_record_tells_the_truth(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    from companion.store.relationships import CareLinks
+    from tests.scheduler.helpers import link_caregiver, make_person, phone
+
+    patient = make_person(jobs_db, "patient")
+    caregiver = link_caregiver(jobs_db, patient, ["missed_session"])
+    token = phone(jobs_db, caregiver)
+    link = CareLinks(jobs_db).active(patient.id, caregiver.id)
+    stores, dispatcher = _one_at_a_time(jobs_db, clock, sender)
+    for n in range(3):
+        stores.outbox.schedule(source_key=f"alert:a-{n}", recipient_user_id=caregiver.id, patient_id=patient.id,
+                               kind="caregiver_missed_tens_session", send_at=START, share_kind="missed_session")
+
+    def revoke():
+        services_on(jobs_db, settings, clock).care.revoke_caregiver(patient.id, link.id)
+
+    dispatcher(_SlowFirstBatch(sender, revoke)).run_pass(100)
+    assert len(emulator.delivered_to(token)) == 1  # the batch at FCM when the patient revoked: no more
+    states = sorted((d["state"], d.get("withdrawn_reason")) for d in jobs_db.push_outbox.find())
+    assert states == [("sent", None), ("withdrawn", "consent_revoked"), ("withdrawn", "consent_revoked")]
+
+
+def test_a_phone_signed_out_during_a_pass_gets_nothing_from_the_batches_prepared_after(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    from datetime import timedelta
+
+    from tests.scheduler.helpers import make_person, phone
+
+    patient = make_person(jobs_db, "patient")
+    token = phone(jobs_db, patient, "phone-1")
+    stores, dispatcher = _one_at_a_time(jobs_db, clock, sender)
+    for n in range(4):
+        stores.outbox.schedule(source_key=f"reminder:occ-{n}", recipient_user_id=patient.id, patient_id=patient.id,
+                               kind="therapy_reminder", send_at=START, completion_window=timedelta(minutes=30))
+
+    def sign_out():
+        services_on(jobs_db, settings, clock).notifications.forget_phone(patient.id, "phone-1")
+
+    dispatcher(_SlowFirstBatch(sender, sign_out)).run_pass(100)
+    # The first batch, and the second (prepared while the first was at FCM): no later one.
+    assert len(emulator.delivered_to(token)) <= 2
