@@ -70,7 +70,9 @@ _SCHEMA = [
         dead_at TEXT NOT NULL,
         reported_at TEXT
     )""",
-    "CREATE TABLE IF NOT EXISTS units (serial TEXT PRIMARY KEY, last_stored_seq INTEGER NOT NULL)",
+    # last_hash: the content hash of the record stored last (None when the position moved without one: records
+    # the unit no longer held, a recovery), to tell a lost acknowledgement from a counter that restarted.
+    "CREATE TABLE IF NOT EXISTS units (serial TEXT PRIMARY KEY, last_stored_seq INTEGER NOT NULL, last_hash TEXT)",
     """CREATE TABLE IF NOT EXISTS syncs (
         position INTEGER PRIMARY KEY AUTOINCREMENT,
         sync_id TEXT NOT NULL UNIQUE,
@@ -187,6 +189,8 @@ class RecordBuffer:
                 self._db.execute(statement)
             if "reported_at" not in {row[1] for row in self._db.execute("PRAGMA table_info(dead_letters)")}:
                 self._db.execute("ALTER TABLE dead_letters ADD COLUMN reported_at TEXT")  # a buffer from before
+            if "last_hash" not in {row[1] for row in self._db.execute("PRAGMA table_info(units)")}:
+                self._db.execute("ALTER TABLE units ADD COLUMN last_hash TEXT")  # a buffer from before
             self._sealer = self._open_sealer(key_file)
             if _has_plaintext_schema(self._db):
                 self._seal_plaintext_buffer()
@@ -301,9 +305,14 @@ class RecordBuffer:
 
     def last_stored_seq(self, serial: str) -> int:
         """Highest sequence number stored for a unit (0 if none): resume pulling after it."""
+        return self.last_stored(serial)[0]
+
+    def last_stored(self, serial: str) -> tuple[int, str | None]:
+        """Highest sequence number stored for a unit (0 if none), and the content hash of that record (None when
+        not known)."""
         with self._reading() as db:
-            row = db.execute("SELECT last_stored_seq FROM units WHERE serial = ?", (serial,)).fetchone()
-        return row[0] if row else 0
+            row = db.execute("SELECT last_stored_seq, last_hash FROM units WHERE serial = ?", (serial,)).fetchone()
+        return (row[0], row[1]) if row else (0, None)
 
     def store(self, serial: str, records: Sequence[CapturedRecord]) -> StoreResult:
         """Commit records from one unit, in sequence order, and return how far it is safe to ack.
@@ -313,6 +322,7 @@ class RecordBuffer:
         is brought up to the returned sequence before this returns, so it always covers every ack.
         """
         stored = already = refused = 0
+        last_hash = None
         with self._transaction() as db:
             last = self._last_stored_locked(serial)
             pending_bytes = self._pending_bytes_locked()
@@ -327,12 +337,13 @@ class RecordBuffer:
                     break
                 self._insert_locked(record, payload, size)
                 pending_bytes += size
-                last = record.device_seq
+                last, last_hash = record.device_seq, record.content_hash
                 stored += 1
             db.execute(
-                "INSERT INTO units(serial, last_stored_seq) VALUES (?, ?) "
-                "ON CONFLICT(serial) DO UPDATE SET last_stored_seq = excluded.last_stored_seq",
-                (serial, last),
+                "INSERT INTO units(serial, last_stored_seq, last_hash) VALUES (?, ?, ?) "
+                "ON CONFLICT(serial) DO UPDATE SET last_stored_seq = excluded.last_stored_seq, "
+                "last_hash = COALESCE(excluded.last_hash, units.last_hash)",
+                (serial, last, last_hash),
             )
             if refused:
                 self._bump_locked(REFUSED_AT_CAP, refused)
@@ -457,7 +468,9 @@ class RecordBuffer:
             self._insert_unit_dead_letter(db, serial, payload, "unit no longer holds these records")
             db.execute(
                 "INSERT INTO units(serial, last_stored_seq) VALUES (?, ?) "
-                "ON CONFLICT(serial) DO UPDATE SET last_stored_seq = MAX(last_stored_seq, excluded.last_stored_seq)",
+                "ON CONFLICT(serial) DO UPDATE SET last_stored_seq = MAX(last_stored_seq, excluded.last_stored_seq), "
+                "last_hash = CASE WHEN excluded.last_stored_seq > units.last_stored_seq THEN NULL "
+                "ELSE units.last_hash END",
                 (serial, last_seq),
             )
         self._note_in_ledger(serial, last_seq)

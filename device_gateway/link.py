@@ -32,7 +32,7 @@ from bleak.exc import BleakBluetoothNotAvailableError, BleakDBusError, BleakErro
 
 from device_gateway.buffer import RecordBuffer
 from device_gateway.buffer_integrity import BufferDamaged
-from device_gateway.capture import CapturedRecord, capture, isoformat_utc
+from device_gateway.capture import CapturedRecord, capture, content_hash, isoformat_utc
 from device_gateway.clock import ClockReading, GatewayClock, ServerClock, ServerTime
 from device_gateway.errors import GatewayError
 from device_gateway.health import describe_error
@@ -284,7 +284,7 @@ class GatewayLink:
                 await self._note_sync(unit.serial, sync, offset, reading)
             await client.start_notify(profile.SESSION_RECORD_CHAR_UUID, on_notify)
             await client.write_gatt_char(
-                profile.CONTROL_CHAR_UUID, profile.send_from(window.expected), response=True
+                profile.CONTROL_CHAR_UUID, profile.send_from(window.first_to_ask()), response=True
             )
             await self._receive(client, unit.serial, frames, offset, window, result, sync)
 
@@ -316,7 +316,7 @@ class GatewayLink:
         self._last_noted[serial] = (after_set, reading.monotonic_s)
 
     async def _open_window(self, client: BleakClient, serial: str) -> tuple[TransferWindow, TransferSummary]:
-        last_stored = await asyncio.to_thread(self.buffer.last_stored_seq, serial)
+        last_stored, last_hash = await asyncio.to_thread(self.buffer.last_stored, serial)
         try:
             summary = profile.decode_frame(await client.read_gatt_char(profile.SESSION_RECORD_CHAR_UUID))
         except ProfileError as exc:
@@ -328,6 +328,11 @@ class GatewayLink:
                 f"its highest sequence number ({summary.highest_seq}) is below the highest already stored from it "
                 f"({last_stored}): its counter restarted; nothing is read or acknowledged, the unit keeps its records")
         window = TransferWindow.start(last_stored, summary.highest_seq, summary.records_stored)
+        lowest_held = summary.highest_seq - summary.records_stored + 1
+        if last_stored and last_hash and summary.records_stored and lowest_held <= last_stored:
+            # It still holds the record stored last: a lost acknowledgement, or a counter that restarted and has
+            # counted past it since. That record must come back the same before anything is stored.
+            window.verify = (last_stored, last_hash)
         if window.expected > last_stored + 1:
             if last_stored:
                 await asyncio.to_thread(self.buffer.record_missing, serial, last_stored + 1, window.expected - 1)
@@ -421,6 +426,10 @@ class GatewayLink:
                 continue
             if isinstance(decoded, TransferSummary):
                 summary = decoded
+            elif window.seen_again(decoded.seq, content_hash(serial, frame)) is False:
+                raise SequenceWentBack(
+                    f"record {decoded.seq} is not the one stored under that number: its counter restarted; nothing "
+                    "is read or acknowledged, the unit keeps its records")
             elif window.admit(decoded.seq):
                 captured.append(capture(serial, decoded, frame, offset, received_at, self.paired_at, sync_id))
             else:

@@ -4,6 +4,11 @@ notification can never make the gateway skip (and then acknowledge away) records
 A gap is admitted only when something explains it: undecodable frames received since the last stored
 record (their sequence numbers are unknown, and they are dead-lettered raw), or the unit no longer
 holding the first records asked for (known from its transfer summary before the transfer starts).
+
+A unit that still holds the record stored last either never heard the last acknowledgement, or restarted its
+counter (reflashed, or replaced under the same serial) and has since counted past it. The transfer then asks
+from that record, and nothing is admitted until it came back the same (``verify``): a different record under
+that number is a restarted counter, and nothing is stored or acknowledged.
 """
 
 from dataclasses import dataclass
@@ -11,10 +16,27 @@ from dataclasses import dataclass
 
 @dataclass
 class TransferWindow:
-    """The next sequence number a transfer may store, and how many undecodable frames may explain a gap."""
+    """The next sequence number a transfer may store, how many undecodable frames may explain a gap, and the
+    record stored last with its content hash while it is still to be seen again (``verify``)."""
 
     expected: int
     undecodable_since_stored: int = 0
+    verify: tuple[int, str] | None = None
+
+    def first_to_ask(self) -> int:
+        """The sequence number to ask the unit to send from."""
+        return self.verify[0] if self.verify is not None else self.expected
+
+    def seen_again(self, seq: int, content_hash: str | None) -> bool | None:
+        """The record stored last came again (``content_hash`` None: it was undecodable, so it cannot be told
+        apart and is taken as the same): True if it is the same, False if another record holds its number (the
+        counter restarted); None for any other record."""
+        if self.verify is None or seq != self.verify[0]:
+            return None
+        same = content_hash is None or content_hash == self.verify[1]
+        if same:
+            self.verify = None
+        return same
 
     @classmethod
     def start(cls, last_stored_seq: int, unit_highest_seq: int, unit_records_stored: int) -> "TransferWindow":
@@ -29,11 +51,13 @@ class TransferWindow:
         not let the window jump over a record that comes late."""
         if seq is None:
             self.undecodable_since_stored += 1
-        else:
+        elif self.seen_again(seq, None) is None:
             self.admit(seq)
 
     def admit(self, seq: int) -> bool:
         """True if the record with ``seq`` is the next one to store (then the window moves past it)."""
+        if self.verify is not None:
+            return False  # not before the record stored last has come back the same
         gap = seq - self.expected
         if gap < 0 or gap > self.undecodable_since_stored:
             return False
@@ -47,6 +71,8 @@ class TransferWindow:
         A missing tail counts as explained when as many undecodable frames arrived since the last
         stored record; the window then moves past it.
         """
+        if self.verify is not None:
+            return False
         missing = unit_highest_seq - self.expected + 1
         if 0 < missing <= self.undecodable_since_stored:
             self.expected = unit_highest_seq + 1

@@ -72,6 +72,26 @@ def test_resume_point_is_kept_per_unit(buffer):
     assert (buffer.last_stored_seq(SERIAL), buffer.last_stored_seq("CT-000002"), buffer.last_stored_seq("x")) == (2, 1, 0)
 
 
+def test_the_record_stored_last_is_known_by_its_hash_until_the_position_moves_without_one(tmp_path):
+    import sqlite3
+
+    buffer = RecordBuffer(tmp_path / "buffer.db")
+    buffer.store(SERIAL, [captured(1), captured(2)])
+    assert buffer.last_stored(SERIAL) == (2, captured(2).content_hash)
+    buffer.store(SERIAL, [captured(2)])  # resent after a lost acknowledgement: nothing new, the hash stays
+    assert buffer.last_stored(SERIAL) == (2, captured(2).content_hash)
+    buffer.record_missing(SERIAL, 3, 4)  # records the unit no longer holds: position moved, no record to know
+    assert buffer.last_stored(SERIAL) == (4, None)
+    buffer.close()
+    # A buffer written before the hash was kept opens, its units without one.
+    with sqlite3.connect(tmp_path / "old.db") as db:
+        db.execute("CREATE TABLE units (serial TEXT PRIMARY KEY, last_stored_seq INTEGER NOT NULL)")
+        db.execute("INSERT INTO units VALUES (?, 7)", (SERIAL,))
+    old = RecordBuffer(tmp_path / "old.db")
+    assert old.last_stored(SERIAL) == (7, None)
+    old.close()
+
+
 def test_record_keeps_device_time_gateway_time_offset_status_and_hash(buffer):
     buffer.store(SERIAL, [captured(1)])
     payload = buffer.pending(1)[0].payload

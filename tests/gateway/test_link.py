@@ -207,6 +207,42 @@ def test_a_unit_whose_sequence_restarted_keeps_its_records_and_says_why(system_b
     assert "counter restarted" in link.statuses[unit.serial].last_error  # reported with the unit's status
 
 
+def test_a_unit_whose_restarted_counter_overtook_the_gateway_keeps_its_new_records_and_says_why(system_bus, buffer):
+    unit = FakeTensUnit.with_history(*UNIT_A, count=5)
+    link = make_link(buffer, [unit.serial])
+
+    async def scenario(fake):
+        await link.run_once(scan_timeout_s=5)  # stores 1..5, acknowledges them
+        unit.highest_seq = 0  # its counter starts again...
+        unit.record_sessions(8)  # ... and counts past 5 before the unit is back in range: new 1..8
+        return await link.run_once(scan_timeout_s=5)
+
+    results = run_with_units([unit], scenario)
+
+    # Record 5 came back as another record: nothing of the new counter is stored or acknowledged away.
+    assert [r.seq for r in unit.records] == list(range(1, 9))
+    assert stored_seqs(buffer, unit.serial) == [1, 2, 3, 4, 5] and not results[0].completed
+    assert "counter restarted" in link.statuses[unit.serial].last_error
+
+
+def test_a_lost_acknowledgement_is_told_from_a_restarted_counter_by_the_record_stored_last(system_bus, buffer):
+    unit = FakeTensUnit.with_history(*UNIT_A, count=5)
+    link = make_link(buffer, [unit.serial])
+
+    async def scenario(fake):
+        held = list(unit.records)
+        await link.run_once(scan_timeout_s=5)  # stores 1..5, acknowledges them...
+        unit.records = held  # ... but the unit never heard it: it still holds 1..5
+        unit.record_sessions(2)
+        return await link.run_once(scan_timeout_s=5)
+
+    results = run_with_units([unit], scenario)
+
+    assert results[0].completed and stored_seqs(buffer, unit.serial) == list(range(1, 8))
+    assert unit.records == []  # all acknowledged once 5 came back the same
+    assert [arg for op, arg in unit.commands if op is ControlOp.SEND_FROM][-1] == 5
+
+
 def test_unit_that_leaves_range_is_retried_then_given_up_without_stopping_the_gateway(system_bus, buffer):
     unit = FakeTensUnit.with_history(*UNIT_A, count=3)
     link = make_link(buffer, [unit.serial], max_attempts=2, connect_timeout_s=2)

@@ -63,3 +63,17 @@ def test_an_undecodable_record_whose_sequence_is_known_explains_that_record_and_
     assert window.admit(7) is False
     assert window.admit(6) is True and window.expected == 7
     assert not window.is_complete(8)  # 7 and 8 were refused: the next connection reads them again
+
+
+def test_the_record_stored_last_must_come_back_the_same_before_anything_is_admitted():
+    window = TransferWindow(expected=6, verify=(5, "hash-of-5"))
+    assert window.first_to_ask() == 5
+    assert window.admit(6) is False and not window.is_complete(6)  # not before 5 came back
+    assert window.seen_again(6, "other") is None  # not the record to verify
+    assert window.seen_again(5, "hash-of-5") is True and window.first_to_ask() == 6
+    assert window.admit(6) is True
+    restarted = TransferWindow(expected=6, verify=(5, "hash-of-5"))
+    assert restarted.seen_again(5, "another record numbered 5") is False  # a counter that restarted
+    undecodable = TransferWindow(expected=6, verify=(5, "hash-of-5"))
+    undecodable.note_undecodable(5)  # cannot be told apart: taken as the same
+    assert undecodable.admit(6) is True
