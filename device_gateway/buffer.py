@@ -372,6 +372,26 @@ class RecordBuffer:
             (record.record_id, record.device_serial, record.device_seq, size, self._seal_record(record.record_id, payload)),
         )
 
+    def take_over(self, records: Sequence[PendingRecord]) -> int:
+        """Queue records read from a buffer that was replaced (``buffer-recover``), as they were waiting there;
+        those already here are left as they are. Returns how many were queued."""
+        taken = 0
+        with self._transaction() as db:
+            for record in records:
+                payload = json.dumps(record.payload, separators=(",", ":"))
+                taken += db.execute(
+                    "INSERT OR IGNORE INTO records(record_id, device_serial, device_seq, size_bytes, sealed) "
+                    "VALUES (?,?,?,?,?)",
+                    (record.record_id, record.payload["device_serial"], record.payload["device_seq"], len(payload),
+                     self._seal_record(record.record_id, payload))).rowcount
+        return taken
+
+    def note_replaced(self, serial: str, detail: dict, reason: str) -> None:
+        """A dead letter about a unit, reported to the server like the others: its records may have been lost
+        with a buffer that was replaced."""
+        with self._transaction() as db:
+            self._insert_unit_dead_letter(db, serial, json.dumps(detail), reason)
+
     def _last_stored_locked(self, serial: str) -> int:
         row = self._db.execute("SELECT last_stored_seq FROM units WHERE serial = ?", (serial,)).fetchone()
         return row[0] if row else 0

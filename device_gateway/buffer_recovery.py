@@ -4,12 +4,17 @@ each unit after the last record it was acknowledged.
 The damaged files are moved, not deleted (``buffer-damaged-20260102T030405Z.db`` and its ``-wal``), so
 someone can still try to read them. The new buffer takes each unit's position from the ledger, so the
 link asks the unit for what comes after it instead of greeting it as a first contact. Records that were
-waiting for upload in the damaged buffer are not carried over: the units already freed them, and only the
-moved file may still hold them.
+waiting for upload in the damaged buffer (the units already freed them) are carried over from a copy of the
+moved file where its rows still open with the buffer's key (a buffer restored from an older image, or lost
+only in part); and each unit gets a dead letter, reported to the server like the others, saying that the
+buffer was replaced and how many of its queued records were carried over, so that a record lost with the
+damaged file is not lost in silence.
 """
 
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +36,7 @@ class Recovery:
     intact: bool
     moved: list[Path]
     resumes_after: dict[str, int]
+    carried_over: int = 0
 
 
 def _aside(path: Path, stamp: str) -> Path:
@@ -66,8 +72,41 @@ def recover_buffer(config: GatewayConfig, now: Callable[[], datetime] = _utcnow)
             moved.append(target)
     buffer = RecordBuffer(path, config.max_buffer_bytes, key_file=config.buffer_key_path, replacing_lost=True)
     try:
+        salvaged = _salvage(aside, config) if moved else []
+        carried = buffer.take_over(salvaged)
         resumes_after = buffer.status().units
+        per_unit: dict[str, int] = {}
+        for record in salvaged:
+            per_unit[record.payload["device_serial"]] = per_unit.get(record.payload["device_serial"], 0) + 1
+        for serial in sorted(set(resumes_after) | set(per_unit)):
+            buffer.note_replaced(serial, {"buffer_replaced_at": now().isoformat(), "moved_to": str(aside),
+                                          "queued_records_carried_over": per_unit.get(serial, 0),
+                                          "resumes_after_seq": resumes_after.get(serial, 0)},
+                                 "the gateway's buffer was replaced (damaged or lost): records it held that were "
+                                 "not yet uploaded may be lost, apart from those carried over")
     finally:
         buffer.close()
-    logger.warning("new buffer %s; units resume after %s", path, resumes_after or "nothing (first contact)")
-    return Recovery(intact=False, moved=moved, resumes_after=resumes_after)
+    logger.warning("new buffer %s; %d queued record(s) carried over; units resume after %s", path, carried,
+                   resumes_after or "nothing (first contact)")
+    return Recovery(intact=False, moved=moved, resumes_after=resumes_after, carried_over=carried)
+
+
+def _salvage(aside: Path, config: GatewayConfig) -> list:
+    """The queued records that still open in the moved buffer, read from a copy of it (the moved file is left
+    as it was): none when it cannot be opened at all."""
+    with tempfile.TemporaryDirectory(prefix="buffer-salvage-") as scratch:
+        copy = Path(scratch) / "buffer.db"
+        for side in _SQLITE_SIDE_FILES:
+            if Path(f"{aside}{side}").exists():
+                shutil.copyfile(f"{aside}{side}", f"{copy}{side}")
+        try:
+            # Its own ledger (none): the copy is read for its rows, whatever the real ledger says of it.
+            old = RecordBuffer(copy, key_file=config.buffer_key_path, ledger_file=Path(scratch) / "ledger.json")
+        except Exception as exc:  # noqa: BLE001 - a file past reading: nothing to carry over, said in the log
+            logger.warning("the moved buffer cannot be read (%s): none of its queued records is carried over",
+                           type(exc).__name__)
+            return []
+        try:
+            return old.pending(1_000_000)
+        finally:
+            old.close()

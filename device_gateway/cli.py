@@ -200,8 +200,8 @@ def cmd_buffer_recover(args: argparse.Namespace, config: GatewayConfig) -> int:
         print(f"units resume: {positions}")
     else:
         print("units resume: no positions were recorded; each unit is read from the oldest record it holds")
-    print("records that were waiting for upload in the old buffer are not in the new one; "
-          "the units no longer hold them")
+    print(f"carried over: {recovery.carried_over} record(s) still waiting for upload that the old buffer still "
+          "held readable; any others are lost (the units no longer hold them), and the server is told so")
     return 0
 
 

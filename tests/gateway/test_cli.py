@@ -2,8 +2,10 @@
 one-line errors with distinct exit statuses, and run as a real process (SIGTERM, SIGKILL)."""
 
 import asyncio
+import json
 import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -207,13 +209,45 @@ def test_buffer_recover_sets_the_damage_aside_and_the_link_resumes_after_what_th
 
     buffer = RecordBuffer(tmp_path / "buffer.db")
     assert [p.payload["device_seq"] for p in buffer.pending(10)] == [8, 9]
-    assert [(d["reason"], d["payload"]) for d in buffer.dead_letters()] == [
-        ("unit no longer holds these records", '{"missing_from_seq": 6, "missing_to_seq": 7}')
-    ], "resumed after 5: the gap is noted, where a first contact would have started silently at 8"
+    replaced, missing = buffer.dead_letters()
+    assert (missing["reason"], missing["payload"]) == (
+        "unit no longer holds these records", '{"missing_from_seq": 6, "missing_to_seq": 7}'
+    ), "resumed after 5: the gap is noted, where a first contact would have started silently at 8"
+    # The server is told the buffer was replaced: what it held unsent (here, the five pulled) may be lost.
+    assert replaced["reason"].startswith("the gateway's buffer was replaced") and replaced["source"] == "unit"
+    assert json.loads(replaced["payload"])["resumes_after_seq"] == 5
     assert [arg for op, arg in unit.commands if op is ControlOp.SEND_FROM] == [1, 8]
     # The server keeps one report per gateway and dead-letter id: the new buffer's ids are above any the lost
     # one used (it numbered from 1), so its reports are never taken for ones the server already has.
     assert buffer.dead_letters()[0]["id"] > 10**12
+    buffer.close()
+
+
+def test_buffer_recover_carries_over_what_an_older_copy_still_holds_and_tells_the_server(
+        tmp_path, stub, system_bus, capsys):
+    paired_config(tmp_path, stub.url, [SERIAL])
+    unit = FakeTensUnit.with_history(SERIAL, "C0:FF:EE:00:00:01", count=5)
+    _pull(tmp_path, unit)  # 1..5 stored and acknowledged (freed by the unit), not uploaded yet
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    for side in ("", "-wal", "-shm"):
+        if Path(f"{tmp_path / 'buffer.db'}{side}").exists():
+            shutil.copy(f"{tmp_path / 'buffer.db'}{side}", backup)
+    unit.record_sessions(5)
+    _pull(tmp_path, unit)  # 6..10 stored and acknowledged
+    for side in ("", "-wal", "-shm"):  # the SD card is restored from last night's image: an older buffer
+        Path(f"{tmp_path / 'buffer.db'}{side}").unlink(missing_ok=True)
+        if Path(f"{backup / 'buffer.db'}{side}").exists():
+            shutil.copy(f"{backup / 'buffer.db'}{side}", tmp_path)
+    assert main(["status", "--state-dir", str(tmp_path)]) == EXIT_BUFFER_DAMAGED
+    assert main(["buffer-recover", "--state-dir", str(tmp_path)]) == 0
+    assert "carried over: 5 record(s)" in capsys.readouterr().out
+
+    buffer = RecordBuffer(tmp_path / "buffer.db")
+    assert [p.payload["device_seq"] for p in buffer.pending(100)] == [1, 2, 3, 4, 5]  # queued again, readable
+    [replaced] = buffer.dead_letters()
+    assert json.loads(replaced["payload"])["queued_records_carried_over"] == 5  # 6..10 are lost: said so
+    assert buffer.last_stored_seq(SERIAL) == 10  # the unit resumes after what it was acknowledged
     buffer.close()
 
 
