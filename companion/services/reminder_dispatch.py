@@ -27,7 +27,7 @@ from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from companion.clock import Clock, now
-from companion.domain.notifications import initial_key, reminder_kind, snooze_key
+from companion.domain.notifications import initial_key, reminder_kind, send_offset, snooze_key, ttl_for
 from companion.domain.quiet_hours import in_quiet_hours, next_allowed
 from companion.domain.schedules import ReminderOccurrence, Repeats, nudge_times
 from companion.services.item_failures import ItemFailures
@@ -189,9 +189,11 @@ class ReminderDispatch:
         resends = _resends(resend_candidates, reminders, sources, settings, now)
         sources.update(_existing(outbox, [(p.source_key, o) for o, p in resends]))
         todo = self._outside_quiet_hours([(o, p) for o, p in plans + resends if p.source_key not in sources])
+        spread = self._spread_outside_quiet_hours(todo)
         created = outbox.schedule_many([
             NotificationRequest(p.source_key, o["patient_id"], o["patient_id"], p.kind, p.send_at,
-                                p.window_ends_at - p.send_at, planned_at=o["due_at"]) for o, p in todo])
+                                p.window_ends_at - p.send_at, planned_at=o["due_at"], spread=id(p) in spread)
+            for o, p in todo])
         for (occurrence, plan), was_created in zip(todo, created, strict=True):
             if was_created:
                 result.scheduled += 1
@@ -202,6 +204,20 @@ class ReminderDispatch:
         logger.info("reminder dispatch: examined %d, scheduled %s, failed %d", result.examined, result.by_kind,
                     result.failed)
         return result
+
+    def _spread_outside_quiet_hours(self, planned: list[tuple[dict, PlannedPush]]) -> set[int]:
+        """The pushes (by ``id``) that may take their place in their kind's spread (a few minutes after their
+        time, so that not every phone is pushed on the minute): those whose place does not fall in the
+        patient's quiet hours. The others go at their time, which was judged against the quiet hours."""
+        spread = {id(p): (o, p, send_offset(p.kind, o["patient_id"], ttl_for(p.kind, p.window_ends_at - p.send_at)))
+                  for o, p in planned}
+        late = {key: value for key, value in spread.items() if value[2] > timedelta(0)}
+        if not late:
+            return set(spread)
+        quiet = {a.id: a.quiet_hours for a in self.stores.users.by_ids({o["patient_id"] for o, _, _ in late.values()})}
+        return set(spread) - {key for key, (o, p, offset) in late.items()
+                              if in_quiet_hours((p.send_at + offset).astimezone(ZoneInfo(o["zone"])).time(),
+                                                quiet.get(o["patient_id"]))}
 
     def _outside_quiet_hours(self, planned: list[tuple[dict, PlannedPush]]) -> list[tuple[dict, PlannedPush]]:
         """Leave out the nudges and re-sends that fall in the patient's quiet hours: the first push already

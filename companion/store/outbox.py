@@ -68,6 +68,7 @@ class NotificationRequest:
     completion_window: timedelta | None = None
     share_kind: str | None = None  # for a caregiver: the consent kind it needs (an alert's share kind)
     planned_at: datetime | None = None  # a reminder's due time, the one argument a push text may name
+    spread: bool = True  # False: at ``send_at`` exactly (its place in the spread would fall in quiet hours)
 
 
 def notification_id(source_key: str, recipient_user_id: str) -> str:
@@ -116,7 +117,8 @@ class Outbox:
             "_id": notification_id(request.source_key, request.recipient_user_id), "source_key": request.source_key,
             "recipient_user_id": request.recipient_user_id, "patient_id": request.patient_id,
             "kind": template_for(kind).kind, "collapse_key": collapse_key_for(kind, request.patient_id),
-            "expires_at": send_at + ttl, "not_before": send_at + send_offset(kind, request.recipient_user_id, ttl),
+            "expires_at": send_at + ttl,
+            "not_before": send_at + (send_offset(kind, request.recipient_user_id, ttl) if request.spread else timedelta(0)),
             "state": SCHEDULED, "attempts": 0, "round": 0, "created_at": self.clock(), "settled_at": None,
             "sent_at": None, "delivered_at": None, "opened_at": None,
             **({"share_kind": request.share_kind} if request.share_kind else {}),

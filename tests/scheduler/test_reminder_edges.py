@@ -329,3 +329,28 @@ def test_a_reminder_waiting_to_be_retried_is_not_sent_once_the_patient_recorded_
     traveller.move_to(T10 + timedelta(minutes=2))
     services_on(jobs_db, settings, clock, sender).push.send_due(owner="test-worker")
     assert emulator.delivered_to(token) == []
+
+
+def test_a_first_push_whose_place_in_the_spread_falls_in_quiet_hours_goes_at_its_time(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    from datetime import time as wall
+
+    from companion.domain.notifications import send_offset, ttl_for
+    from companion.domain.quiet_hours import QuietHours
+
+    traveller.move_to(datetime(2026, 3, 2, 12, 0, tzinfo=UTC))
+    ttl = ttl_for("practice_nudge", timedelta(minutes=30))
+    while True:  # a patient whose place in the spread is at least four minutes in
+        patient = make_person(jobs_db, "patient")
+        if send_offset("practice_nudge", patient.id, ttl) >= timedelta(minutes=4):
+            break
+    services_on(jobs_db, settings, clock).stores.users.update_profile(
+        patient.id, version=0, quiet_hours=QuietHours(wall(22, 0), wall(7, 0)))
+    token = phone(jobs_db, patient)
+    daily_reminder(jobs_db, patient, ["21:58"], "2026-03-02", kind="mindfulness", window_min=30)
+    start = datetime(2026, 3, 2, 21, 58, tzinfo=UTC)
+    for minutes in range(0, 12):
+        traveller.move_to(start + timedelta(minutes=minutes))
+        run_minute(jobs_db, settings, clock, sender)
+    sent = [d.received_at.strftime("%H:%M") for d in emulator.delivered_to(token)]
+    assert sent == ["21:58"]  # at its time, not at its place in the spread (22:02 or later, in quiet hours)
