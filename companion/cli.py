@@ -74,12 +74,17 @@ def migrate(args) -> int:
     return 0
 
 
-def _rebuild(services) -> int:
+def _progress(what: str):
+    """A progress line on stderr for a command that goes through every patient: ``what: done/total (pct)``."""
     def progress(done: int, total: int) -> None:
-        print(f"\rpanel rows: {done}/{total} patients ({done * 100 // max(total, 1)}%)", end="", flush=True,
+        print(f"\r{what}: {done}/{total} patients ({done * 100 // max(total, 1)}%)", end="", flush=True,
               file=sys.stderr)
 
-    written = services.panel_rows.rebuild(progress)
+    return progress
+
+
+def _rebuild(services) -> int:
+    written = services.panel_rows.rebuild(_progress("panel rows"))
     print(file=sys.stderr)
     print(f"{written} panel row(s) computed")
     return written
@@ -96,13 +101,7 @@ def after_restore(args) -> int:
     """Run once after restoring the database from a backup, before the API serves phones again: every sync
     cursor issued before is answered 410, so each app reads its feeds again in full instead of skipping the
     changes whose numbers the restored database hands out again."""
-    services = _services()
-
-    def progress(done: int, total: int) -> None:
-        print(f"\rchange sequences: {done}/{total} patients ({done * 100 // max(total, 1)}%)", end="",
-              flush=True, file=sys.stderr)
-
-    moved = services.changes.after_restore(progress)
+    moved = _services().changes.after_restore(_progress("change sequences"))
     print(file=sys.stderr)
     print(f"{moved} patient(s)' change sequences moved on: their apps will resync in full")
     return 0

@@ -101,11 +101,6 @@ def local_date(moment: datetime, zone: str) -> date:
     return moment.astimezone(ZoneInfo(zone)).date()
 
 
-def plan_on(plans: Iterable[dict], day: date, zone: str) -> dict | None:
-    """The therapy-plan version in force at the end of a local day (the highest version active then)."""
-    return plan_in_force(plans, datetime.combine(day + timedelta(days=1), datetime.min.time(), ZoneInfo(zone)))
-
-
 def tens_target_minutes(plan: dict | None, day: date) -> int | None:
     """Minutes of TENS a plan prescribes for a day, or None when it prescribes none that day."""
     return tens_minutes_prescribed(plan, day)

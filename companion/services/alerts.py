@@ -218,7 +218,7 @@ class AlertService:
         return created
 
     # Finding the conditions
-    def _zones(self, patient_ids, failures: ItemFailures) -> _Patients:
+    def _patients(self, patient_ids, failures: ItemFailures) -> _Patients:
         """Each patient's zone at any instant (their zone history): an alert about a moment is dated on the day
         the patient lived it, as the adherence days and the reconsideration of a flare are. And who among them
         closed their account: their record is kept, and nothing new is raised about it."""
@@ -275,7 +275,7 @@ class AlertService:
     def device_alerts(self, now: datetime, failures: ItemFailures) -> list[AlertCandidate]:
         """Battery-low, electrode-off and overload events of the last day."""
         events = self.stores.device_events.between(now - LOOKBACK, now)
-        zones = self._zones({e["patient_id"] for e in events}, failures)
+        zones = self._patients({e["patient_id"] for e in events}, failures)
         batteries = self.stores.session_records.batteries_of(e.get("record_id") for e in events
                                                              if e["kind"] == "battery_low")
 
@@ -302,7 +302,7 @@ class AlertService:
         """Bound units not heard from (no upload, no status) for 24 hours."""
 
         units = list(self.stores.devices.heard_from_between(now - SILENT_LOOKBACK, now - timedelta(hours=24)))
-        zones = self._zones({unit.patient_id for unit in units}, failures)
+        zones = self._patients({unit.patient_id for unit in units}, failures)
         # A record received before the lookback cannot be later than a status seen within it.
         received = self.stores.session_records.last_received_from_units((u.serial for u in units),
                                                                         now - SILENT_LOOKBACK)
@@ -323,7 +323,7 @@ class AlertService:
     def pain_flares(self, now: datetime, failures: ItemFailures) -> list[AlertCandidate]:
         """Flares among the pain ratings of the last day (judged against each patient's last 14 days)."""
         patient_ids = self.stores.pain_entries.patients_recording_between(now - LOOKBACK, now)
-        zones = self._zones(patient_ids, failures)
+        zones = self._patients(patient_ids, failures)
         scores: dict[str, list[dict]] = {}
         for doc in self.stores.pain_entries.scores_of(patient_ids, now - LOOKBACK - FLARE_HISTORY):
             if not doc.get("deleted") and doc["recorded_at"] <= now:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 from companion.domain import review as rules
+from companion.domain.localtime import TimeZoneHistory, day_span
+from companion.domain.plans import plan_in_force
 
 AT = datetime(2025, 3, 31, 12, tzinfo=UTC)
 
@@ -51,8 +53,11 @@ def test_plan_target_uses_the_version_in_force_at_the_end_of_the_local_day():
           "tens": {"sessions_per_day": 2, "minutes_per_session": 30, "start_date": "2025-01-01"}}
     v2 = {"version": 2, "active_from": AT, "active_to": None,
           "tens": {"daily_minutes_target": 45, "start_date": "2025-04-02"}}
-    assert rules.tens_target_minutes(rules.plan_on([v1, v2], date(2025, 3, 30), "UTC"), date(2025, 3, 30)) == 60
-    assert rules.plan_on([v1, v2], date(2025, 3, 31), "UTC")["version"] == 2
+    def plan_on(day):  # as tens_by_day and the adherence job take it: in force when the day ended
+        return plan_in_force([v1, v2], day_span(TimeZoneHistory.fixed("UTC"), day)[1])
+
+    assert rules.tens_target_minutes(plan_on(date(2025, 3, 30)), date(2025, 3, 30)) == 60
+    assert plan_on(date(2025, 3, 31))["version"] == 2
     assert rules.tens_target_minutes(v2, date(2025, 4, 1)) is None  # before the TENS start date
     assert rules.tens_target_minutes(v2, date(2025, 4, 2)) == 45
 
