@@ -30,8 +30,9 @@ from companion.http.security import allow, require_patient
 
 blp = Blueprint("diary", __name__, url_prefix="/api/v1", description="Pain diary")
 RESOURCE = "pain_entry"
-REUSED_ID_DOC = {"description": "this client_entry_id already holds an entry with other content: nothing was "
-                                "written; `current` is the stored entry", "schema": ProblemSchema,
+REUSED_ID_DOC = {"description": "this client_entry_id already holds an entry with other content (`current` is the "
+                                "stored entry), or held one deleted longer ago than the sync window (no "
+                                "`current`; the entry stays deleted): nothing was written", "schema": ProblemSchema,
                  "content_type": PROBLEM_JSON}
 
 
@@ -66,8 +67,10 @@ class PainEntriesView(MethodView):
         grant = require_patient(patient_id, Operation.WRITE)
         try:
             entry, created = services().diary.record_entry(grant, body)
-        except Conflict as reused:  # the answer shows the stored entry: a read
-            auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="R", resource_ids=[reused.current["_id"]])
+        except Conflict as refused:
+            if refused.current is not None:  # the answer shows the stored entry: a read
+                auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="R",
+                              resource_ids=[refused.current["_id"]])
             raise
         auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="C" if created else "R",
                       resource_ids=[entry["_id"]])
@@ -83,8 +86,9 @@ class PainEntryBatch(MethodView):
     @blp.doc(operationId="create_pain_entries_batch")
     def post(self, body, patient_id):
         """Upload up to 500 entries recorded offline; each is stored once however often it is sent. Each item
-        answers created, duplicate (sent before with the same content) or conflict (its client_entry_id holds
-        other content; nothing written)."""
+        answers created, duplicate (sent before with the same content), conflict (its client_entry_id holds
+        other content; nothing written) or deleted (its entry was deleted longer ago than the sync window; it stays
+        deleted, nothing written, no ``entry``)."""
         grant = require_patient(patient_id, Operation.WRITE)
         results = services().diary.record_batch(grant, body["entries"])
         created = [e["_id"] for e, status in results if status == "created"]
@@ -93,11 +97,12 @@ class PainEntryBatch(MethodView):
             auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="C", resource_ids=created)
         if repeated:
             auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="R", resource_ids=repeated)
-        items = [{"client_entry_id": e["client_entry_id"], "id": e["_id"], "status": status, "entry": e}
-                 for e, status in results]
+        items = [{"client_entry_id": e["client_entry_id"], "id": e["_id"], "status": status,
+                  **({} if status == "deleted" else {"entry": e})} for e, status in results]
         return {"items": items, "created": len(created),
                 "duplicates": sum(1 for _, status in results if status == "duplicate"),
-                "conflicts": sum(1 for _, status in results if status == "conflict")}
+                "conflicts": sum(1 for _, status in results if status == "conflict"),
+                "deleted": sum(1 for _, status in results if status == "deleted")}
 
 
 @blp.route("/patients/<patient_id>/pain-entries/changes")

@@ -157,8 +157,10 @@ class PainBatchItemResultSchema(Schema):
     id = fields.String()
     status = fields.String(metadata={"description": "created | duplicate (sent before with the same content: the "
                                                    "entry as stored now) | conflict (this client_entry_id holds "
-                                                   "other content: the stored entry, nothing written)"})
-    entry = fields.Nested(PainEntrySchema)
+                                                   "other content: the stored entry, nothing written) | "
+                                                   "deleted (its entry was deleted longer ago than the sync "
+                                                   "window: nothing written, no entry)"})
+    entry = fields.Nested(PainEntrySchema, metadata={"description": "absent when status is deleted"})
 
 
 class PainBatchResultSchema(Schema):
@@ -166,6 +168,7 @@ class PainBatchResultSchema(Schema):
     created = fields.Integer()
     duplicates = fields.Integer()
     conflicts = fields.Integer()
+    deleted = fields.Integer(metadata={"description": "items whose entry was deleted longer ago than the sync window"})
 
 
 PainEntryChangesSchema = changes_schema("PainEntryChangesSchema", PainEntrySchema)

@@ -105,6 +105,8 @@ class Diary:
         with self.changes.reservation(grant.patient_id, self.entries) as held:
             found, created = self.entries.add(grant.patient_id, stored, self._now_ms(), held.first)
         found = held.as_stored(found)
+        if not created and found.get("purged"):
+            raise _deleted_long_ago()
         if not created and not _same_creation(grant, found, stored):
             raise _reused(grant, found)
         self._touch(grant.patient_id, found)
@@ -112,16 +114,18 @@ class Diary:
 
     def record_batch(self, grant: Grant, entries: list[dict]) -> list[tuple[dict, str]]:
         """Store an offline batch; each entry is stored once however often (or concurrently) it arrives.
-        Returns (entry, "created" | "duplicate" | "conflict") in order; a conflict writes nothing."""
+        Returns (entry, "created" | "duplicate" | "conflict" | "deleted") in order; a conflict writes nothing,
+        and "deleted" answers an entry deleted longer ago than the sync window (only its ids are left)."""
         stored = [_for_storage(e) for e in entries]
         with self.changes.reservation(grant.patient_id, self.entries, len(stored)) as held:
             results = self.entries.add_many(grant.patient_id, stored, self._now_ms(), held.first)
         results = [(held.as_stored(found), created) for found, created in results]
         outcome = []
         for sent, (found, created) in zip(stored, results, strict=True):
-            status = "created" if created else "duplicate" if _same_creation(grant, found, sent) else "conflict"
+            status = ("created" if created else "deleted" if found.get("purged")
+                      else "duplicate" if _same_creation(grant, found, sent) else "conflict")
             outcome.append((_shown(grant, found), status))
-        self._touch(grant.patient_id, *(found for found, _ in results))
+        self._touch(grant.patient_id, *(found for found, _ in results if not found.get("purged")))
         return outcome
 
     def edit_entry(self, grant: Grant, entry_id: str, changes: dict, *, if_version: int | None = None) -> dict:
@@ -230,6 +234,11 @@ def _reused(grant: Grant, stored: dict) -> Conflict:
     return Conflict("this client_entry_id was already used for an entry with other content; see current",
                     errors={"client_entry_id": ["already used for other content"]},
                     current=_shown(grant, stored), version=_version(stored))
+
+
+def _deleted_long_ago() -> Conflict:
+    return Conflict("this client_entry_id belonged to an entry that was deleted longer ago than the sync window: "
+                    "nothing was written", errors={"client_entry_id": ["belongs to a deleted entry"]})
 
 
 def _stale(grant: Grant, current: dict) -> PreconditionFailed:

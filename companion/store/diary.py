@@ -1,7 +1,9 @@
 """The pain diary: entries keyed by the app's own id, so an offline upload is stored exactly once.
 
 Every change carries the patient's change number (``seq``, companion.store.feeds), which is also the
-entry's version: edits and deletions are conditional on it. A deleted entry stays as a tombstone.
+entry's version: edits and deletions are conditional on it. A deleted entry stays as a tombstone for the sync
+window; then it is purged down to a stub that holds nothing the patient wrote (its ids, ``purged``), so that a
+phone re-sending the entry's original creation is told it was deleted instead of bringing it back.
 """
 
 from __future__ import annotations
@@ -27,7 +29,14 @@ INDEXES = {
     ],
 }
 MAX_ROWS = 5000
+# What a purged tombstone keeps: who it belongs to and the app's id, nothing the patient wrote or when.
+STUB_FIELDS = ("_id", "patient_id", "client_entry_id", "deleted", "purged", "seq")
 SCORE_FIELDS = {"patient_id": 1, "recorded_at": 1, "nrs": 1, "bpi": 1, "deleted": 1}
+
+
+# Every field an entry may hold besides the stub's (companion.services.diary writes them): unset on purge.
+_CONTENT_FIELDS = ("recorded_at", "nrs", "context", "bpi", "session_record_id", "phase", "server_received_at",
+                   "updated_at", "deleted_at", "moved_from", "created_hash", "created_hash_shared")
 
 
 class PainEntries(feeds.SyncedCollection):
@@ -69,7 +78,18 @@ class PainEntries(feeds.SyncedCollection):
         return self.col.find_one({"patient_id": patient_id, "client_entry_id": client_entry_id})
 
     def get(self, patient_id: str, entry_id: str) -> dict | None:
-        return self.col.find_one({"_id": entry_id, "patient_id": patient_id})
+        """The entry, live or a tombstone (None once purged)."""
+        return self.col.find_one({"_id": entry_id, "patient_id": patient_id, "purged": {"$ne": True}})
+
+    def purge(self, ids: list, cutoff: datetime) -> int:
+        """Strip these tombstones (still tombstones older than ``cutoff``) down to stubs: everything the patient
+        wrote, and when, goes; the stub keeps the app's id taken (a re-sent creation finds it) and leaves the
+        feeds (no change number) and the purge's reach (no ``deleted_at``)."""
+        if not ids:
+            return 0
+        content = dict.fromkeys(_CONTENT_FIELDS, "")
+        return self.col.update_many({"_id": {"$in": ids}, "deleted": True, "deleted_at": {"$lt": cutoff}},
+                                    {"$set": {"purged": True, "seq": None}, "$unset": content}).modified_count
 
     def update(self, patient_id: str, entry_id: str, changes: dict, at: datetime, *, seq: int,
                version: int) -> dict | None:

@@ -168,7 +168,7 @@ def test_tombstones_are_purged_after_the_sync_window_and_older_cursors_must_resy
     assert services.housekeeping.purge_expired()["tombstones"] == 0
     months_later(client, world, clock, 2)
     assert services.housekeeping.purge_expired()["tombstones"] == 1
-    assert services.db.pain_entries.count_documents({"_id": ids[0]}) == 0
+    assert services.db.pain_entries.find_one({"_id": ids[0]})["purged"] is True  # a stub without content
     body = assert_problem(client.get(f"{base(world)}/pain-entries/changes", query_string={"cursor": old_cursor},
                                      headers=world["patient_a"].headers), 410)
     assert "older than the sync window" in body["detail"]
@@ -184,6 +184,44 @@ def test_a_deleted_entry_can_no_longer_be_found_once_its_tombstone_is_purged(cli
     months_later(client, world, clock, 91)
     services.housekeeping.purge_expired()
     assert_problem(client.delete(f"{base(world)}/pain-entries/{gone}", headers=world["patient_a"].headers), 404)
+
+
+def test_a_purged_entry_stays_deleted_when_a_phone_sends_its_creation_again(client, world, services, clock):
+    """A phone whose answer to a creation was lost, back after the entry was deleted elsewhere and its tombstone
+    purged, sends the creation again: it is told the entry was deleted, and the entry does not come back."""
+    headers = world["patient_a"].headers
+    first = {**entry(1), "context": {"location": "lower back", "activity": "gardening", "sleep_quality": 2,
+                                     "mood": 3, "note": "after the long drive"},
+             "bpi": {"worst": 7, "least": 2, "average": 4, "now": 3, "interference": {"sleep": 5}}}
+    gone = client.post(f"{base(world)}/pain-entries", json=first, headers=headers).json["id"]
+    kept = client.post(f"{base(world)}/pain-entries", json=entry(2), headers=headers).json["id"]
+    moved = client.patch(f"{base(world)}/pain-entries/{gone}", json={"recorded_at": entry(5)["recorded_at"]},
+                         headers=headers)
+    assert moved.status_code == 200, moved.json
+    client.delete(f"{base(world)}/pain-entries/{gone}", headers=headers)
+    months_later(client, world, clock, 91)
+    headers = world["patient_a"].headers
+    assert services.housekeeping.purge_expired()["tombstones"] == 1
+    stub = services.db.pain_entries.find_one({"_id": gone})
+    assert set(stub) == {"_id", "patient_id", "client_entry_id", "deleted", "purged", "seq"}, stub
+    assert services.housekeeping.purge_expired()["tombstones"] == 0  # a stub is not purged again
+
+    again = assert_problem(client.post(f"{base(world)}/pain-entries", json=first, headers=headers), 409)
+    assert "deleted" in again["detail"] and "client_entry_id" in again["errors"] and "current" not in again
+    batch = client.post(f"{base(world)}/pain-entries/batch", json={"entries": [first, entry(2), entry(3)]},
+                        headers=headers)
+    assert batch.status_code == 200, batch.json
+    assert [(i["id"], i["status"]) for i in batch.json["items"][:2]] == [(gone, "deleted"), (kept, "duplicate")]
+    assert "entry" not in batch.json["items"][0] and batch.json["items"][2]["status"] == "created"
+    assert (batch.json["created"], batch.json["duplicates"], batch.json["deleted"]) == (1, 1, 1)
+
+    fresh, _ = follow(client, world, "pain-entries")
+    assert gone not in [e["id"] for e in fresh] and kept in [e["id"] for e in fresh]
+    listed = client.get(f"{base(world)}/pain-entries", headers=headers, query_string={
+        "from": (START - timedelta(days=1)).isoformat(), "to": (START + timedelta(days=1)).isoformat()})
+    assert gone not in [e["id"] for e in listed.json["items"]]
+    assert_problem(client.get(f"{base(world)}/pain-entries/{gone}", headers=headers), 404)
+    assert_problem(client.patch(f"{base(world)}/pain-entries/{gone}", json={"nrs": 1}, headers=headers), 404)
 
 
 @pytest.mark.parametrize("limit", [1, 2, 7])
