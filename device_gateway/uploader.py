@@ -242,15 +242,20 @@ class Uploader:
         return sent + dead
 
     def _split(self, batch: list[PendingRecord], syncs: list[dict], status: int, detail: str) -> int:
-        if len(batch) <= 1 and not (batch and syncs):
+        """Send the parts of a refused batch on their own (the syncs, then the records; each in halves) until
+        the culprit, a record or a sync, is alone: only it is dead-lettered."""
+        if len(batch) + len(syncs) == 1:
             dead = self.buffer.dead_letter([(batch[0].record_id, f"HTTP {status}: {detail}")]) if batch else 0
             dead += self.buffer.dead_letter_syncs([(s["sync_id"], f"HTTP {status}: {detail}") for s in syncs])
             self.progress.dead_lettered += dead
             return dead
         logger.warning("server refused a batch of %d record(s) and %d sync(s) (HTTP %d); splitting it",
                        len(batch), len(syncs), status)
-        if syncs:  # the syncs alone first, then the records alone
+        if batch and syncs:
             return self._send([], syncs) + self._send(batch, [])
+        if syncs:
+            middle = len(syncs) // 2
+            return self._send([], syncs[:middle]) + self._send([], syncs[middle:])
         middle = len(batch) // 2
         return self._send(batch[:middle], []) + self._send(batch[middle:], [])
 

@@ -2,6 +2,7 @@
 every batch; held records leaving the queue like any stored one; dead letters reported to the server, listed
 and replayed with ``device-gateway dead-letters``."""
 
+import json
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -104,6 +105,26 @@ def test_syncs_and_the_clock_reading_go_up_with_the_records_and_leave_the_queue_
     assert list(stub.syncs) == ["0123456789abcdef"] and buffer.pending_sync_count() == 0
     assert {r["sync_id"] for r in stub.stored.values()} == {"0123456789abcdef"}
     assert stub.clock_readings and {"wall", "boot_id", "monotonic_s"} <= set(stub.clock_readings[0])
+
+
+def test_a_batch_refused_for_one_sync_dead_letters_that_sync_alone(stub, buffer):
+    """A unit moved away from this gateway's patient makes the server refuse a batch carrying its sync (403):
+    the other units' syncs still reach the server, and their records are placed by them."""
+    ids = [f"{n:016x}" for n in range(1, 6)]
+    for sync_id in ids:
+        buffer.store_sync(SERIAL, _sync(sync_id))
+    _fill(buffer, 3, ids[0])
+    stub.poison_syncs.add(ids[3])
+    api = ApiClient(stub.url, "gw-1", "s3cret")
+    try:
+        Uploader(buffer, api, sleep=lambda s: None, rng=random.Random(1)).drain(max_failures=2)
+    finally:
+        api.close()
+    assert sorted(stub.syncs) == sorted(set(ids) - {ids[3]}) and buffer.pending_sync_count() == 0
+    dead = buffer.dead_letters()
+    assert [(d["record_id"], json.loads(d["payload"])["sync_id"]) for d in dead] == [(None, ids[3])]
+    assert "403" in dead[0]["reason"]
+    assert len(stub.stored) == 3
 
 
 def test_a_record_the_server_stores_held_leaves_the_queue_like_any_stored_one(stub, buffer):

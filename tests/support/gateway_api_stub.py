@@ -31,6 +31,7 @@ class ContractStub:
         self.reject: dict[str, str] = {}
         self.omit: set[str] = set()
         self.poison: set[str] = set()
+        self.poison_syncs: set[str] = set()  # a batch carrying one of these syncs is refused whole (403)
         self.devices = ["CT-000001"]
         self.profiles: dict[str, str] = {}  # serial -> profile, for units not of the default profile
         self.syncs: dict[str, dict] = {}
@@ -141,6 +142,8 @@ class ContractStub:
                     scripted = stub.scripted.pop(0) if stub.scripted and records else None
                     hook = scripted or stub.answer_hook
                     answer = hook(records) if hook and records else None
+                    if stub.poison_syncs & {s["sync_id"] for s in syncs}:
+                        answer = (403, {}, {"title": "Forbidden", "detail": "a unit in this batch is not yours"})
                     status, headers, answer_body = answer or stub.answer_records(records)
                     if status == 200 and isinstance(answer_body, dict):
                         for sync in syncs:
