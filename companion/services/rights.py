@@ -70,8 +70,10 @@ class PatientRights:
         access = self.access_log(pid, before=None, limit=ACCESS_LOG_EXPORTED)
         emergency = [{"clinician_name": name, **grant} for grant, name in self._emergency(pid)]
         records = {
-            "tens_sessions": review.sessions(days),
+            "tens_sessions": stores.session_records.every_one_of(pid, DOWNLOAD_ROWS),
+            "tens_session_copies_kept_apart": stores.session_conflicts.delivered_for(pid, DOWNLOAD_ROWS),
             "pain_diary": review.diary(days)["entries"],
+            "pain_diary_deleted": stores.pain_entries.deleted_not_purged(pid, DOWNLOAD_ROWS),
             "practice": review.diary(days)["practice"],
             "alerts": stores.alerts.newest(pid, open_only=False, limit=DOWNLOAD_ROWS),
             "clinical_notes": stores.clinical_notes.for_patient(pid, DOWNLOAD_ROWS),

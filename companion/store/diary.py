@@ -106,6 +106,11 @@ class PainEntries(feeds.SyncedCollection):
             {"$set": {"deleted": True, "deleted_at": at, "updated_at": at, "seq": seq}},
             return_document=ReturnDocument.AFTER)
 
+    def deleted_not_purged(self, patient_id: str, limit: int = MAX_ROWS) -> list[dict]:
+        """The patient's deleted entries still held as tombstones (their content too, for the sync window)."""
+        return list(self.col.find({"patient_id": patient_id, "deleted": True, "purged": {"$ne": True}})
+                    .sort("deleted_at", ASCENDING).limit(limit))
+
     def recorded_between(self, patient_id: str, start: datetime, end: datetime, limit: int = 2000) -> list[dict]:
         return list(self.col.find({"patient_id": patient_id, "deleted": False,
                                    "recorded_at": {"$gte": start, "$lt": end}})

@@ -74,6 +74,12 @@ class SessionRecords(feeds.SyncedCollection):
             query["held"] = {"$ne": True}
         return list(self.col.find(query).sort("started_at", order).limit(limit))
 
+    def every_one_of(self, patient_id: str, limit: int = MAX_ROWS) -> list[dict]:
+        """Every session stored as the patient's, oldest first, whenever it is placed (held ones included: a unit
+        whose clock was reset places its sessions in 2001)."""
+        return list(self.col.find({"patient_id": patient_id}).sort([("started_at", ASCENDING), ("_id", ASCENDING)])
+                    .limit(limit))
+
     def in_window(self, start: datetime, end: datetime, patient_ids: Iterable[str] | None = None) -> Iterator[dict]:
         """Counted sessions starting in [start, end) (of every patient, or of ``patient_ids``, a bounded ``$in``
         at a time), with the fields the adherence job needs."""
@@ -138,9 +144,16 @@ class SessionConflicts:
         self.col = db.session_conflicts
 
     def delete_for_patient(self, patient_id: str) -> int:
-        """Delete the copies attributed to the patient or kept beside one of the patient's records."""
+        """Delete the copies delivered for the patient; a copy delivered for another patient beside one of this
+        patient's records stays theirs, no longer naming this one."""
+        self.col.update_many({"first_patient_id": patient_id, "delivered_for": {"$ne": patient_id}},
+                             {"$set": {"first_patient_id": None}})
         return self.col.delete_many({"$or": [{"patient_id": patient_id},
-                                             {"first_patient_id": patient_id}]}).deleted_count
+                                             {"delivered_for": patient_id}]}).deleted_count
+
+    def delivered_for(self, patient_id: str, limit: int) -> list[dict]:
+        """The copies delivered for the patient (by the gateway of theirs that sent them), oldest first."""
+        return list(self.col.find({"delivered_for": patient_id}).sort("_id", ASCENDING).limit(limit))
 
     def keep(self, docs: list[dict]) -> None:
         """Keep each copy once (ids ``<record id>:<content hash>``)."""

@@ -14,6 +14,7 @@ import time_machine
 from companion.api.moments import OLDEST
 from companion.domain.access import Grant, Relationship
 from companion.services.rights import BACKDATED_DAYS
+from tests.support.records import session_record
 from tests.support.world import PASSWORD
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -215,3 +216,74 @@ def test_the_download_holds_device_events_reminders_favourites_and_units_worn_be
     assert record["library_favourites"] == ["box-breathing"]
     assert [u["serial"] for u in record["devices_worn_before"]] == ["CTU-OLD1"]
     assert record["records_complete"] is True
+
+
+UPLOAD = "/api/v1/gateway/session-records"
+
+
+def _upload(client, gateway, records) -> dict:
+    answer = client.post(UPLOAD, json={"records": records}, headers=gateway.headers)
+    assert answer.status_code == 200, answer.json
+    return {r["record_id"]: r for r in answer.json["results"]}
+
+
+def _hand_unit_from_a_to_b(client, world) -> None:
+    a, b = world["patient_a"], world["patient_b"]
+    assert client.delete(f"/api/v1/patients/{a.id}/devices/{world.a_device}", headers=a.headers).status_code == 204
+    assert client.post(f"/api/v1/patients/{b.id}/devices", headers=b.headers,
+                       json={"serial": world.a_device}).status_code == 201
+
+
+def _close_and_purge(client, services, patient) -> None:
+    assert client.post(f"/api/v1/patients/{patient.id}/closure", headers=patient.headers,
+                       json={"current_password": PASSWORD, "confirm": True}).status_code == 200
+    with time_machine.travel(datetime.now(UTC) + timedelta(days=3654)):
+        assert services.lifecycle.purge_expired_records() == {"patients": 1}
+
+
+def test_the_download_holds_every_session_whenever_its_unit_placed_it_and_the_copies_kept_apart(client, world,
+                                                                                               db):
+    patient = world["patient_a"]
+    now = datetime.now(UTC)
+    answer = _upload(client, world["gateway_a"], [
+        session_record(world.a_device, 1, started_at=now - timedelta(hours=3)),
+        session_record(world.a_device, 2, started_at=now + timedelta(days=40)),  # the unit's clock far ahead
+        session_record(world.a_device, 3, started_at=datetime(2001, 1, 1, tzinfo=UTC))])  # its clock reset
+    assert answer[f"{world.a_device}:3"]["held"] is True
+    # The unit restarted its count: record 1 again with other content is kept apart, for review.
+    again = _upload(client, world["gateway_a"], [session_record(world.a_device, 1, duration_s=2400,
+                                                                started_at=now - timedelta(minutes=20))])
+    assert "conflicting_copy" in again[f"{world.a_device}:1"]["flags"]
+    stored = sorted(d["_id"] for d in db.session_records.find({"patient_id": patient.id}))
+    download = client.get(f"/api/v1/patients/{patient.id}/data-export", headers=patient.headers).json
+    assert sorted(s["_id"] for s in download["tens_sessions"]) == stored and len(stored) == 3
+    assert [c["record_id"] for c in download["tens_session_copies_kept_apart"]] == [f"{world.a_device}:1"]
+
+
+def test_the_download_holds_a_deleted_diary_entry_while_its_tombstone_is_kept(client, world):
+    patient = world["patient_a"]
+    made = client.post(f"/api/v1/patients/{patient.id}/pain-entries", headers=patient.headers, json={
+        "client_entry_id": "to-delete-1", "nrs": 7, "recorded_at": datetime.now(UTC).isoformat(),
+        "context": {"note": "argued with my sister about money"}})
+    assert made.status_code == 201
+    assert client.delete(f"/api/v1/patients/{patient.id}/pain-entries/{made.json['id']}",
+                         headers=patient.headers).status_code == 204
+    download = client.get(f"/api/v1/patients/{patient.id}/data-export", headers=patient.headers).json
+    assert made.json["id"] not in [e["_id"] for e in download["pain_diary"]]
+    assert [(e["_id"], e["context"]["note"]) for e in download["pain_diary_deleted"]] == [
+        (made.json["id"], "argued with my sister about money")]
+
+
+def test_purging_one_patient_leaves_another_patients_copy_kept_apart_and_purges_their_own(client, world, services,
+                                                                                          db):
+    a, b = world["patient_a"], world["patient_b"]
+    _upload(client, world["gateway_a"], [session_record(world.a_device, 1,
+                                                        started_at=datetime.now(UTC) - timedelta(days=3))])
+    _hand_unit_from_a_to_b(client, world)
+    copy = session_record(world.a_device, 1, started_at=datetime.now(UTC) - timedelta(minutes=50), duration_s=2400)
+    assert "conflicting_copy" in _upload(client, world["gateway_b"], [copy])[copy["record_id"]]["flags"]
+    _close_and_purge(client, services, a)
+    kept = db.session_conflicts.find_one({"delivered_for": b.id})
+    assert kept is not None and kept["first_patient_id"] is None  # B's, no longer naming A
+    _close_and_purge(client, services, b)
+    assert db.session_conflicts.count_documents({}) == 0
