@@ -96,6 +96,8 @@ class Worker:
                     timedelta(days=1)),
             JobSpec("audit-retention", svc.housekeeping.audit_retention, "cron", {"hour": 0, "minute": 20},
                     timedelta(days=1)),
+            JobSpec("closures-finish", svc.lifecycle.finish_closures, "interval", {"minutes": 10},
+                    timedelta(minutes=10)),
             JobSpec("records-retention", svc.lifecycle.purge_expired_records, "cron", {"hour": 4, "minute": 13},
                     timedelta(days=1)),
         ]

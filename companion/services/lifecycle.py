@@ -110,11 +110,10 @@ class AccountLifecycle:
         if account.role is Role.ADMIN and user_id == by:
             raise Conflict("an admin cannot delete their own account")
         at = self.clock()
+        self._close(account, at)
         if account.role is Role.PATIENT:
-            self._close_patient(account, at)
             statement = closure_statement(self.settings)
         else:
-            self._close_other(account, at)
             statement = {"deleted_now": ["sign-in, name, phones and every session; access to every patient"],
                          "kept": [{"what": "what this account did, in the audit trail", "for_days":
                                    self.settings.audit_retention.days, "why": "accountability for access to "
@@ -122,6 +121,23 @@ class AccountLifecycle:
         log.info("account closed", extra={"account_id": user_id, "role": account.role.value})
         closed = self.users.by_id(user_id)
         return {"closed_at": closed.status_changed_at if closed and closed.status == CLOSED else at, **statement}
+
+    def _close(self, account: Account, at: datetime) -> None:
+        if account.role is Role.PATIENT:
+            self._close_patient(account, at)
+        else:
+            self._close_other(account, at)
+        self.users.closure_done(account.id)
+
+    def finish_closures(self) -> dict[str, int]:
+        """Every few minutes: finish the closures a stopped process left half-done. Once an account is closed,
+        its owner can no longer sign in to try again, and its phones, reminders and sessions must still go."""
+        unfinished = self.users.closures_unfinished()
+        for account in unfinished:
+            self._close(account, self.clock())
+        if unfinished:
+            log.warning("closures left unfinished were finished", extra={"accounts": len(unfinished)})
+        return {"finished": len(unfinished)}
 
     def _close_patient(self, patient: Account, at: datetime) -> None:
         stores = self.stores

@@ -172,6 +172,14 @@ class Users:
                                                        {"$set": fields, "$inc": {"profile_version": 1}},
                                                        return_document=ReturnDocument.AFTER))
 
+    def closure_done(self, user_id: str) -> None:
+        """Note that every step of the account's closure is done (companion.services.lifecycle)."""
+        self.col.update_one({"_id": user_id, "status": CLOSED}, {"$set": {"closure_done": True}})
+
+    def closures_unfinished(self, limit: int = 100) -> list[Account]:
+        """Closed accounts whose closure has not been noted done (a process stopped half-way through it)."""
+        return [account_of(d) for d in self.col.find({"status": CLOSED, "closure_done": {"$ne": True}}).limit(limit)]
+
     def closed_patients_before(self, cutoff: datetime, limit: int = 1000) -> list[str]:
         """Ids of patient accounts closed before ``cutoff`` (their clinical record's retention has ended)."""
         return [d["_id"] for d in self.col.find({"role": Role.PATIENT.value, "status": CLOSED,

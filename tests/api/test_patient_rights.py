@@ -192,6 +192,36 @@ def test_a_closure_that_fails_half_way_leaves_no_one_else_reading_and_can_be_tri
     assert client.post(url, headers=patient.headers, json=closing).status_code == 200  # still signed in: again
 
 
+def test_a_closure_stopped_after_the_account_closed_is_finished_by_the_worker(client, world, services, db,
+                                                                             monkeypatch):
+    """Once the account is closed its owner cannot sign in to try again: the worker finishes the closure."""
+    patient = world["patient_a"]
+    assert client.put("/api/v1/me/push-tokens/phone-a", headers=patient.headers,
+                      json={"token": "tok-a", "platform": "ios"}).status_code in (200, 201)
+    assert client.post(f"/api/v1/patients/{patient.id}/reminders", headers=patient.headers, json={
+        "kind": "medication", "title": "Tablet", "schedule": {"type": "hourly", "window_start": "00:00",
+                                                              "window_end": "23:00", "every_hours": 1}}) \
+        .status_code == 201
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("the process died here")
+
+    monkeypatch.setattr(services.stores.push_tokens, "delete_for_user", crash)  # after the account is closed
+    url = f"/api/v1/patients/{patient.id}/closure"
+    closing = {"current_password": PASSWORD, "confirm": True}
+    assert client.post(url, headers=patient.headers, json=closing).status_code == 500
+    monkeypatch.undo()
+    assert client.post(url, headers=patient.headers, json=closing).status_code == 401  # no way back in
+    assert services.lifecycle.finish_closures() == {"finished": 1}
+    assert db.push_tokens.count_documents({"user_id": patient.id}) == 0
+    assert db.reminders.count_documents({"patient_id": patient.id}) == 0
+    assert services.lifecycle.finish_closures() == {"finished": 0}
+    # A closure that went through whole is not done again.
+    assert client.post(f"/api/v1/patients/{world['patient_b'].id}/closure", headers=world["patient_b"].headers,
+                       json=closing).status_code == 200
+    assert services.lifecycle.finish_closures() == {"finished": 0}
+
+
 def test_the_download_holds_device_events_reminders_favourites_and_units_worn_before(client, world, services, db):
     patient = world["patient_a"]
     pid = patient.id
