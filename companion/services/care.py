@@ -263,7 +263,7 @@ class Care:
     def unenrol_from_own_team(self, clinician_id: str, team_id: str, patient_id: str) -> None:
         """Remove a patient from one of the clinician's teams (other teams keep them)."""
         self._team_of(clinician_id, team_id)
-        if not self.teams.unenrol(team_id, patient_id):
+        if not self.teams.unenrol(team_id, patient_id, ended_by="clinician"):
             raise NotFound("the patient is not on this team")
 
     def leave_team(self, clinician_id: str, team_id: str) -> None:
@@ -317,7 +317,7 @@ class Care:
 
     def leave_care_team(self, patient_id: str, team_id: str) -> None:
         """The patient ends a team's access to their data (from its clinicians' very next request)."""
-        if not self.teams.unenrol(team_id, patient_id):
+        if not self.teams.unenrol(team_id, patient_id, ended_by="patient"):
             raise NotFound("this team does not have access to your data")
 
     # Care teams: admins
@@ -354,7 +354,7 @@ class Care:
 
     def unenrol(self, team_id: str, patient_id: str) -> None:
         """An admin takes a patient out of a team."""
-        if not self.teams.unenrol(team_id, patient_id):
+        if not self.teams.unenrol(team_id, patient_id, ended_by="admin"):
             raise NotFound("the patient is not on this team")
 
     # Break-glass

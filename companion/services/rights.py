@@ -96,6 +96,9 @@ class PatientRights:
                 "caregivers": [{**view, "permissions": permissions_doc(view["permissions"])}
                                for view in self.care.caregivers_of(pid, by_the_patient=True)],
                 "care_teams": self.care.teams_of_patient(pid),
+                "care_teams_before": [{k: e.get(k) for k in ("team_id", "enrolled_at", "consent", "ended_at",
+                                                             "ended_by")}
+                                      for e in stores.care_teams.enrolments_ended(pid)],
                 "invitations_waiting": self.care.invitations_for(patient),
                 "invitations_accepted": [{k: i.get(k) for k in ("_id", "team_id", "reason", "created_at",
                                                                 "answered_at")}

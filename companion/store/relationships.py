@@ -14,6 +14,7 @@ from pymongo.errors import DuplicateKeyError
 from companion.clock import now
 from companion.domain.access import CaregiverPermissions
 from companion.domain.people import CareLink, CareTeam, EmergencyAccess, Gateway
+from companion.store.batches import insert_new
 from companion.store.db import count_by_id
 from companion.store.read_models import PanelEntries, PanelRowMarks
 
@@ -27,6 +28,7 @@ INDEXES = {
         IndexModel([("patient_id", ASCENDING), ("team_id", ASCENDING)], unique=True, name="enrolment_unique"),
         IndexModel([("team_id", ASCENDING)], name="team"),
     ],
+    "team_enrolments_ended": [IndexModel([("patient_id", ASCENDING), ("ended_at", ASCENDING)], name="patient_ended")],
     "emergency_grants": [IndexModel([("clinician_id", ASCENDING), ("patient_id", ASCENDING)], name="pair")],
     "care_invitations": [
         IndexModel([("email_digest", ASCENDING), ("status", ASCENDING)], name="invitee_status"),
@@ -144,6 +146,7 @@ class CareTeams:
     def __init__(self, db: Database):
         self.teams = db.care_teams
         self.enrolments = db.team_enrolments
+        self.ended = db.team_enrolments_ended  # the history of which teams had access, kept with the record
         self.panel_entries = PanelEntries(db)
         self.panel_marks = PanelRowMarks(db)
 
@@ -191,10 +194,16 @@ class CareTeams:
         self.panel_marks.mark([patient_id], "enrolment", now())
         return True
 
-    def unenrol(self, team_id: str, patient_id: str) -> int:
+    def unenrol(self, team_id: str, patient_id: str, *, ended_by: str) -> int:
+        """End an enrolment (``ended_by``: patient, clinician or admin); its record goes to the history first."""
         # The row is marked first: should the process stop between the two deletions, the refresher's next
         # computation of the row (within a minute) takes the line off.
-        self.panel_marks.mark([patient_id], "enrolment ended", now())
+        at = now()
+        self.panel_marks.mark([patient_id], "enrolment ended", at)
+        current = self.enrolments.find_one({"team_id": team_id, "patient_id": patient_id})
+        if current is not None:  # once (a retry after a stop between the writes finds it there)
+            insert_new(self.ended, [{**current, "_id": f"{current['_id']}:{current['enrolled_at'].isoformat()}",
+                                     "ended_at": at, "ended_by": ended_by}])
         deleted = self.enrolments.delete_one({"team_id": team_id, "patient_id": patient_id}).deleted_count
         self.panel_entries.delete_ids([f"{team_id}:{patient_id}"])
         return deleted
@@ -206,7 +215,12 @@ class CareTeams:
     def by_ids(self, team_ids: Iterable[str]) -> dict[str, CareTeam]:
         return {d["_id"]: _team(d) for d in self.teams.find({"_id": {"$in": sorted(set(team_ids))}})}
 
+    def enrolments_ended(self, patient_id: str, limit: int = 1000) -> list[dict]:
+        """The patient's ended enrolments, oldest first: which teams had access, from when to when, ended by whom."""
+        return list(self.ended.find({"patient_id": patient_id}).sort("ended_at", ASCENDING).limit(limit))
+
     def delete_enrolments_of(self, patient_id: str) -> int:
+        self.ended.delete_many({"patient_id": patient_id})
         deleted = self.enrolments.delete_many({"patient_id": patient_id}).deleted_count
         self.panel_entries.delete_for_patient(patient_id)
         return deleted

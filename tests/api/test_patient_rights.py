@@ -317,3 +317,18 @@ def test_purging_one_patient_leaves_another_patients_copy_kept_apart_and_purges_
     assert kept is not None and kept["first_patient_id"] is None  # B's, no longer naming A
     _close_and_purge(client, services, b)
     assert db.session_conflicts.count_documents({}) == 0
+
+
+def test_the_download_still_shows_a_care_team_that_had_access_after_it_ended(client, world, services, db):
+    patient = world["patient_a"]
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=world["clinician_team"].headers).status_code == 200
+    assert client.delete(f"/api/v1/patients/{patient.id}/care-teams/{world.team_id}",
+                         headers=patient.headers).status_code == 204
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=world["clinician_team"].headers).status_code == 404
+    consents = client.get(f"/api/v1/patients/{patient.id}/data-export", headers=patient.headers).json["consents"]
+    assert consents["care_teams"] == []
+    [before] = consents["care_teams_before"]
+    assert (before["team_id"], before["ended_by"]) == (world.team_id, "patient")
+    assert before["enrolled_at"] < before["ended_at"]
+    _close_and_purge(client, services, patient)
+    assert db.team_enrolments_ended.count_documents({"patient_id": patient.id}) == 0

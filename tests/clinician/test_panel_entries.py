@@ -121,7 +121,7 @@ def test_an_ended_enrolment_takes_the_patient_off_the_panel_at_once(db):
     stores, team_id, ids = _team_with_rows(db, rng, 12)
     review = Review(stores, clock=lambda: NOW)
     gone, crashed = ids[0], ids[1]
-    CareTeams(db).unenrol(team_id, gone)
+    CareTeams(db).unenrol(team_id, gone, ended_by="admin")
     assert db.panel_entries.find_one({"_id": f"{team_id}:{gone}"}) is None
     # A crash between the enrolment's deletion and its entry's: the entry is never shown, and is removed.
     db.team_enrolments.delete_one({"_id": f"{team_id}:{crashed}"})

@@ -84,7 +84,7 @@ def test_an_enrolment_ended_while_the_row_is_computed_leaves_no_line(jobs_db, se
         teams = real_teams(self, patient_id)
         if not ended:  # the computation has read the team; the patient leaves it before the line is written
             ended.append(patient_id)
-            CareTeams(jobs_db).unenrol(team_id, person.id)
+            CareTeams(jobs_db).unenrol(team_id, person.id, ended_by="admin")
         return teams
 
     services.panel_rows.mark([person.id], "a pain rating")
@@ -107,7 +107,7 @@ def test_a_stop_between_the_enrolments_deletion_and_its_lines_is_mended_by_the_n
 
     monkeypatch.setattr(PanelEntries, "delete_ids", stopped)
     with pytest.raises(RuntimeError):
-        CareTeams(jobs_db).unenrol(team_id, person.id)
+        CareTeams(jobs_db).unenrol(team_id, person.id, ended_by="admin")
     monkeypatch.undo()
     assert jobs_db.team_enrolments.find_one({"patient_id": person.id}) is None
     assert Stores(jobs_db).panel_entries.count(team_id) == 1  # the line outlived its enrolment
