@@ -8,6 +8,7 @@ it happened.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from flask.views import MethodView
@@ -26,7 +27,8 @@ blp = Blueprint("ingestion", __name__, url_prefix="/api/v1/gateway", description
 MAX_BATCH = 500
 MAX_SYNCS = 200
 MAX_DEAD_LETTERS = 100
-SERIAL = validate.Regexp(r"^[A-Za-z0-9-]{4,32}$")
+SERIAL_PATTERN = re.compile(r"^[A-Za-z0-9-]{4,32}$")
+SERIAL = validate.Regexp(SERIAL_PATTERN)
 SYNC_ID = validate.Regexp(r"^[A-Za-z0-9-]{8,64}$")
 FLAGS = [f.value for f in Flag] + ["conflicting_copy"]
 # The instants a clock can have read (a unit reset to its epoch reads 2000, or 1970): beyond them a correction
@@ -217,8 +219,11 @@ class SessionRecords(MethodView):
         syncs, rejected_syncs = _load_each(SYNCS, body["syncs"], "sync_id", 64)
         auditing.note(patient_ids=[patient_id], resource="session_record", action="C",
                       resource_ids=[r["record_id"] for r in valid])
-        named = {r["device_serial"] for r in valid} | {r["device_serial"] for r in body["records"]
-                                                       if isinstance(r, dict) and isinstance(r.get("device_serial"), str)}
+        # The units named, the rejected records' too (a gateway may write for its own units only, whatever it
+        # sends); a serial that is not one (refused by the schema) names no unit: its record is rejected alone.
+        named = {r["device_serial"] for r in valid} | {
+            r["device_serial"] for r in body["records"] if isinstance(r, dict)
+            and isinstance(r.get("device_serial"), str) and SERIAL_PATTERN.match(r["device_serial"])}
         answer = svc.ingestion.receive(gateway_id, patient_id, valid, named, syncs=syncs,
                                        gateway_clock=body["gateway_clock"], refused_by_schema=len(rejected))
         return {"results": answer["results"] + rejected, "syncs": answer["syncs"] + rejected_syncs,

@@ -220,7 +220,9 @@ class SessionTimes:
         evidence = [d["device_seq"] for d in fresh] + [
             self._reach(d, {k: v for k, v in syncs.items() if k != d["_id"]}, received_at)
             for d in new_syncs] + list(touched_seqs)
-        syncs.update({d["_id"]: d for d in new_syncs})
+        # A sync is stored once and never changed: a retry's copy (anchored again from whatever the gateway knows
+        # now, perhaps after a reboot that lost the tie to the server's clock) never replaces the stored one.
+        syncs.update({d["_id"]: d for d in new_syncs if d["_id"] not in syncs})
         if not evidence:
             return fresh, []
         highs = sorted({d["highest_seq"] for d in syncs.values()})

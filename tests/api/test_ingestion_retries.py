@@ -135,3 +135,43 @@ def test_a_gateway_clock_at_the_end_of_time_is_answered_422_and_such_a_sync_is_r
     record = session_record(world.a_device, 1, sync_id="sync-0000002", offset_s=0.0)
     assert client.post(URL, json={"records": [record], "syncs": [good], "gateway_clock": clock},
                        headers=gateway).status_code == 200
+
+
+def test_a_retry_from_a_rebooted_gateway_leaves_what_the_first_attempt_placed(client, world, db):
+    """A hub booted offline syncs a unit, comes online and uploads: the server ties the sync to its own clock
+    through the boot's monotonic clock and counts the session. The answer is lost and the hub reboots; its retry
+    carries the same sync from a boot that no longer ties it to anything. The stored sync stands: the session
+    stays counted, then and after the next sync of the new boot."""
+    now = datetime.now(UTC)
+    serial, gateway = world.a_device, world["gateway_a"].headers
+    sync = {"sync_id": "sync-boot1-0001", "serial": serial, "highest_seq": 1,
+            "unit_clock": (now - timedelta(minutes=10)).isoformat(),
+            "gateway_clock": (now - timedelta(minutes=10)).isoformat(), "boot_id": "b1", "monotonic_s": 1000.0}
+    record = session_record(serial, 1, started_at=now - timedelta(hours=2), offset_s=0.0, sync_id=sync["sync_id"])
+    body = {"records": [record], "syncs": [sync]}
+    for boot, monotonic in (("b1", 1600.0), ("b2", 40.0)):
+        assert client.post(URL, json={**body, "gateway_clock": {"wall": now.isoformat(), "boot_id": boot,
+                                                                "monotonic_s": monotonic}},
+                           headers=gateway).status_code == 200
+        stored = db.session_records.find_one({"_id": record["record_id"]})
+        assert (stored["held"], stored["counts"], stored["time_quality"]) == (False, True, "exact"), stored["flags"]
+    later = {"sync_id": "sync-boot2-0001", "serial": serial, "highest_seq": 2, "unit_clock": now.isoformat(),
+             "gateway_clock": now.isoformat(), "boot_id": "b2", "monotonic_s": 100.0,
+             "vouched_time": now.isoformat(), "vouched_error_s": 0.5}
+    second = session_record(serial, 2, started_at=now - timedelta(minutes=50), offset_s=0.0,
+                            sync_id=later["sync_id"])
+    assert client.post(URL, json={"records": [second], "syncs": [later], "gateway_clock": {
+        "wall": now.isoformat(), "boot_id": "b2", "monotonic_s": 110.0}}, headers=gateway).status_code == 200
+    assert db.session_records.count_documents({"held": False, "counts": True}) == 2
+
+
+def test_a_record_whose_serial_is_not_one_is_rejected_alone_with_its_reason(client, world):
+    good, bad = session_record(world.a_device, 1), session_record(world.a_device, 2)
+    bad["device_serial"] = "CTU A0001"  # a space: a bit flipped in the hub's buffer
+    answer = client.post(URL, json={"records": [good, bad]}, headers=world["gateway_a"].headers)
+    assert answer.status_code == 200, answer.json
+    results = {r["record_id"]: r for r in answer.json["results"]}
+    assert results[good["record_id"]]["status"] == "created"
+    assert results[bad["record_id"]]["status"] == "rejected" and "device_serial" in results[bad["record_id"]]["reason"]
+    other = session_record(world.b_device, 3)  # a unit that is not this gateway's: the batch is refused whole
+    assert client.post(URL, json={"records": [good, other]}, headers=world["gateway_a"].headers).status_code == 403
