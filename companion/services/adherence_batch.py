@@ -319,8 +319,10 @@ class AdherenceJob:
         failures = ItemFailures(JOB)
         marked: dict[str, set[date]] = defaultdict(set)
         decided: dict[str, set[date]] = defaultdict(set)  # days a clinician's decision on a held session touched
+        marked_at: dict[tuple[str, date], datetime] = {}
         for mark in pending:
             marked[mark["patient_id"]].add(date.fromisoformat(mark["date"]))
+            marked_at[mark["patient_id"], date.fromisoformat(mark["date"])] = mark.get("marked_at") or at
             if mark.get("decided") or mark.get("reason") == DECIDED:
                 decided[mark["patient_id"]].add(date.fromisoformat(mark["date"]))
 
@@ -334,8 +336,11 @@ class AdherenceJob:
             else:
                 begun = days_begun(history, since, at)
             touched = marked.get(account.id, set())
+            # Each day is judged by the window in force when it was marked: data accepted as counting then still
+            # counts when the job reaches it days later (a worker that was down, a backlog of marks).
+            reach = timedelta(days=RECOMPUTE_WINDOW_DAYS + WINDOW_SLACK_DAYS)
             inside = {d for d in touched
-                      if today - timedelta(days=RECOMPUTE_WINDOW_DAYS + WINDOW_SLACK_DAYS) <= d <= today}
+                      if min(today, local_today(history, marked_at[account.id, d])) - reach <= d <= today}
             # A clinician's decision to count (or exclude) a held session reaches as far back as the session:
             # held because it arrived over 30 days late, it would otherwise never count.
             inside |= {d for d in decided.get(account.id, set()) if today - DECIDED_REACH <= d <= today}

@@ -108,6 +108,25 @@ def test_a_day_beyond_the_thirty_day_window_is_not_recomputed(jobs_db, settings,
     assert _marks(jobs_db, patient) == set()
 
 
+def test_a_day_marked_inside_the_window_is_recomputed_when_the_job_comes_back_days_later(jobs_db, settings, clock,
+                                                                                         traveller):
+    """A session 28 days late counts when it arrives; the worker is down five days; when it catches up, the day
+    is 33 days back, and is recomputed all the same: the window is the one in force when the data arrived."""
+    services = services_on(jobs_db, settings, clock)
+    patient = make_person(jobs_db, "patient", "Europe/London")
+    serial = _bound(jobs_db, services, patient)
+    services.plans.prescribe(patient.id, PLAN, created_by="clinician", at=datetime(2026, 1, 2, tzinfo=UTC))
+    services.adherence_job.run()  # the worker ran, then went down
+    late = T10 - timedelta(days=28)
+    [result] = _upload(services, patient, serial, late)["results"]
+    assert (result["status"], result["held"]) == ("created", False)
+    traveller.move_to(T10 + timedelta(days=5))
+    services.adherence_job.run()
+    day = jobs_db.adherence_days.find_one({"_id": f"{patient.id}:{late.date()}"})
+    assert day is not None and day["tens_minutes"] == 30
+    assert _marks(jobs_db, patient) == set()
+
+
 def test_a_missed_session_alert_is_resolved_when_the_session_arrives_late_and_nothing_more_is_pushed(
         jobs_db, settings, clock, traveller, sender, emulator):
     patient = make_person(jobs_db, "patient", caregiver_alert_delay_min=30)
