@@ -124,9 +124,11 @@ class Care:
         self.accounts.reauthenticate(patient_id, current_password, address=address)
         email = normalise_email(caregiver_email)
         caregiver = self.users.by_email(email)
-        linked = self.links.active(patient_id, caregiver.id) if caregiver is not None else None
-        if linked is not None:
-            link = self.links.grant(patient_id, caregiver.id, permissions)
+        # Only a link still active takes new permissions (one the caregiver ended meanwhile is never revived:
+        # they get an offer, as anyone not linked does).
+        link = self.links.change_permissions(patient_id, caregiver.id, permissions) if caregiver is not None \
+            else None
+        if link is not None:
             self.outbox.withdraw(reason=NOT_SHARED, recipient_user_id=caregiver.id, patient_id=patient_id,
                                  keep_share_kinds=permissions.alerts)
             return self._link_view(link, caregiver.display_name)
@@ -154,6 +156,9 @@ class Care:
             self.outbox.withdraw(reason=INVITATION_SETTLED, source_key=caregiver_offer_source(offer["_id"]))
             if offer["status"] != ACCEPTED:
                 return
+            # Noted on the offer first, then the link looked for: an acceptance still making it either finds
+            # the note when it checks its offer again, or made the link before this looks (companion answer_offer).
+            self.caregiver_offers.take_back(offer["_id"], patient_id, self.clock())
             link = self.links.active(patient_id, offer["caregiver_id"])
             if link is None:
                 return
@@ -196,8 +201,11 @@ class Care:
             link = self.links.grant(offer["patient_id"], caregiver.id, permissions_of(offer["permissions"]))
             offer = {**offer, "link_id": link.id}
             self.caregiver_offers.close_others(offer["patient_id"], offer["email_digest"], at)
+            # Checked again now that the link exists: the patient may have taken the offer back, or closed (or
+            # suspended) the account, while this was accepted (both note it before they look for a link).
             now_patient = self.users.by_id(offer["patient_id"])
-            if now_patient is None or not now_patient.active:  # closed (or suspended) while this was accepted
+            now_offer = self.caregiver_offers.get(offer["_id"], offer["patient_id"])
+            if now_patient is None or not now_patient.active or now_offer is None or now_offer.get("taken_back_at"):
                 self.links.revoke(offer["patient_id"], link.id)
                 raise NotFound("no such invitation waiting for you")
         return offer

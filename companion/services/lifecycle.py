@@ -154,6 +154,9 @@ class AccountLifecycle:
         stores.emergency_grants.end_for_patient(patient.id, at)  # (and none opens the record from now on)
         # Then the closure itself: from this write on, nothing can sign in or be delivered.
         self.users.close(patient.id, at, keep_name=True)
+        # Again once closed: an offer accepted while the links were revoked may have made one since (its
+        # acceptance checks the account after making its link; one of the two sees the other).
+        stores.care_links.revoke_all(patient_id=patient.id)
         self._end_everything_running(patient, "account closed")
         stores.push_tokens.delete_for_user(patient.id)
         stores.reminders.delete_for_patient(patient.id)

@@ -95,6 +95,14 @@ class CareLinks:
             doc = self.col.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
         return _link(doc)
 
+    def change_permissions(self, patient_id: str, caregiver_id: str,
+                           permissions: CaregiverPermissions) -> CareLink | None:
+        """New permissions for an active link; None when it is not active (ended meanwhile: never revived)."""
+        return _link(self.col.find_one_and_update(
+            {"patient_id": patient_id, "caregiver_id": caregiver_id, "status": "active"},
+            {"$set": {"permissions": permissions_doc(permissions), "granted_at": now()}},
+            return_document=ReturnDocument.AFTER))
+
     def revoke(self, patient_id: str, link_id: str) -> CareLink | None:
         return _link(self.col.find_one_and_update(
             {"_id": link_id, "patient_id": patient_id, "status": "active"},
@@ -470,6 +478,12 @@ class CaregiverInvitations(_ToAnEmail):
                                              "status": {"$in": [OPEN, DECLINED]}},
                                             {"$set": {"status": WITHDRAWN, "answered_at": at}},
                                             return_document=ReturnDocument.AFTER)
+
+    def take_back(self, invitation_id: str, patient_id: str, at: datetime) -> None:
+        """The patient ended what an accepted offer gave: noted on the offer, so that an acceptance still making
+        its link sees it (companion.services.care)."""
+        self.col.update_one({"_id": invitation_id, "patient_id": patient_id, "status": ACCEPTED,
+                             "taken_back_at": None}, {"$set": {"taken_back_at": at}})
 
     def withdraw_all_of(self, patient_id: str, at: datetime) -> list[str]:
         """Take back every offer of a patient not accepted (their account closed); returns their ids."""

@@ -1,0 +1,110 @@
+"""Consent under two requests at once: a revocation, a caregiver leaving or an account closing while an offer is
+being accepted or a link changed. Whatever the interleaving, nobody keeps access the patient (or the caregiver)
+ended. Each test makes its interleaving certain: one store call runs the competing real request on a second
+thread at the point where the race bites."""
+
+import threading
+
+from tests.support.world import PASSWORD
+
+
+def _in_another_thread(call):
+    """Run one HTTP call on its own thread (its own Flask contexts), as a second request arriving meanwhile."""
+    out = []
+    thread = threading.Thread(target=lambda: out.append(call()))
+    thread.start()
+    thread.join()
+    return out[0]
+
+
+def _offer(client, patient, email, **permissions):
+    return client.post(f"/api/v1/patients/{patient.id}/caregivers", headers=patient.headers, json={
+        "caregiver_email": email, "current_password": PASSWORD, "permissions": permissions or {"alerts": []}})
+
+
+def test_patient_taking_back_an_offer_while_it_is_being_accepted_leaves_no_link(client, world, services, monkeypatch):
+    patient, caregiver = world["patient_a"], world["caregiver_unlinked"]
+    offer_id = _offer(client, patient, caregiver.email).json["id"]
+    links = services.stores.care_links
+    real_grant = links.grant
+    revoked = []
+
+    def grant_after_a_revocation(*args, **kwargs):
+        # The caregiver's acceptance has marked the offer accepted; the link is not written yet. The patient's
+        # "take back this offer" arrives now.
+        revoked.append(_in_another_thread(lambda: client.delete(
+            f"/api/v1/patients/{patient.id}/caregivers/{offer_id}", headers=patient.headers)).status_code)
+        return real_grant(*args, **kwargs)
+
+    monkeypatch.setattr(links, "grant", grant_after_a_revocation)
+    accepted = client.post(f"/api/v1/caregiver/invitations/{offer_id}/acceptance", headers=caregiver.headers,
+                           json={"current_password": PASSWORD})
+    monkeypatch.undo()
+    assert revoked == [204]  # the patient was told the offer is taken back / the access ended
+    # ... so the caregiver must not see the patient.
+    seen = client.get(f"/api/v1/patients/{patient.id}", headers=caregiver.headers)
+    assert (accepted.status_code, seen.status_code) == (404, 404)
+
+
+def test_a_link_the_caregiver_ended_is_not_revived_by_the_patient_changing_permissions(
+        client, world, services, monkeypatch):
+    patient, caregiver = world["patient_a"], world["caregiver_linked"]
+    links = services.stores.care_links
+    real_change = links.change_permissions
+    left = []
+
+    def change_after_the_caregiver_left(*args, **kwargs):
+        # The patient's change of permissions is on its way; the caregiver's "stop sharing with me" arrives now.
+        left.append(_in_another_thread(lambda: client.delete(
+            f"/api/v1/caregiver/patients/{patient.id}", headers=caregiver.headers)).status_code)
+        return real_change(*args, **kwargs)
+
+    monkeypatch.setattr(links, "change_permissions", change_after_the_caregiver_left)
+    changed = _offer(client, patient, caregiver.email, alerts=["missed_session"], diary_notes=True)
+    monkeypatch.undo()
+    assert (changed.status_code, left) == (201, [204])
+    assert changed.json["status"] == "pending"  # an offer the caregiver may accept again, or not
+    # The caregiver ended the link; nobody is linked to a patient without saying yes.
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=caregiver.headers).status_code == 404
+
+
+def test_closing_the_account_while_an_offer_is_being_accepted_leaves_no_link(client, world, services, monkeypatch):
+    """Closure: "caregivers' access (every link is revoked: they see nothing from their next request)". The
+    acceptance re-checks the patient after making the link, but the closure revokes links before it marks the
+    account closed: an acceptance that makes its link, and checks, in between is missed by both."""
+    patient, caregiver = world["patient_a"], world["caregiver_unlinked"]
+    offer_id = _offer(client, patient, caregiver.email).json["id"]
+    stores = services.stores
+    real_grant, real_close = stores.care_links.grant, stores.users.close
+    links_revoked, go_on = threading.Event(), threading.Event()
+    closing = {}
+
+    def close_after_the_acceptance(*args, **kwargs):
+        links_revoked.set()  # the closure has revoked every link (none was there yet) and ends grants ...
+        go_on.wait(10)       # ... and is about to mark the account closed
+        return real_close(*args, **kwargs)
+
+    def grant_while_closing(*args, **kwargs):
+        def close():
+            closing["answer"] = client.post(f"/api/v1/patients/{patient.id}/closure", headers=patient.headers,
+                                            json={"current_password": PASSWORD, "confirm": True})
+        closing["thread"] = threading.Thread(target=close)
+        closing["thread"].start()
+        links_revoked.wait(10)
+        return real_grant(*args, **kwargs)
+
+    monkeypatch.setattr(stores.users, "close", close_after_the_acceptance)
+    monkeypatch.setattr(stores.care_links, "grant", grant_while_closing)
+    accepted = client.post(f"/api/v1/caregiver/invitations/{offer_id}/acceptance", headers=caregiver.headers,
+                           json={"current_password": PASSWORD})
+    go_on.set()
+    closing["thread"].join()
+    monkeypatch.undo()
+    assert closing["answer"].status_code == 200
+    assert services.stores.users.by_id(patient.id).status == "closed"
+    # The account is closed: no caregiver may read the record (the acceptance made its link before the closure
+    # was done; the closure, once the account is closed, revokes every link again).
+    assert accepted.status_code in (200, 404)
+    seen = client.get(f"/api/v1/patients/{patient.id}/alerts", headers=caregiver.headers)
+    assert seen.status_code == 404
+    assert services.stores.care_links.active(patient.id, caregiver.id) is None
