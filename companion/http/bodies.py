@@ -7,6 +7,10 @@ on every route, signed in or not: a body nested deeper than :data:`MAX_DEPTH` or
 than :data:`MAX_NUMBER_CHARS` is answered 400 with a problem, and nothing else sees it. No schema of the
 API nests deeper than a few levels or takes a number of more than a few digits.
 
+A string holding half of a UTF-16 surrogate pair (``"\\ud83d"``: an app that cut a note in the middle of an
+emoji; JavaScript's JSON.stringify writes it so) is text no database can store: it is answered 422 naming the
+field, before any write (a 500 would have the app retry it for ever).
+
 A route that declares a JSON body (``@blp.arguments(Schema)``, required unless it says otherwise) refuses a
 request without one (422), after the caller's credentials are checked: an empty PATCH is not a PATCH of
 nothing (send ``{}`` for that).
@@ -32,6 +36,7 @@ _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)  # runs 
 _LONG_NUMBER = re.compile(rb"[0-9+\-.eE]{%d}" % (MAX_NUMBER_CHARS + 1))
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 _STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # only a body with one is parsed and walked
 
 
 def shape_problem(body: bytes) -> str | None:
@@ -53,14 +58,51 @@ def shape_problem(body: bytes) -> str | None:
     return None
 
 
+def lone_surrogate_at(value: object) -> list | None:
+    """The path (keys and indexes) to the first string, or key, holding a lone UTF-16 surrogate, or None."""
+    if isinstance(value, str):
+        return None if not _has_lone_surrogate(value) else []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(key, str) and _has_lone_surrogate(key):
+            return [key]
+        found = lone_surrogate_at(item)
+        if found is not None:
+            return [key, *found]
+    return None
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _nested(path: list, message: str) -> dict:
+    errors: object = [message]
+    for key in reversed(path or ["_schema"]):
+        errors = {key: errors}
+    return errors  # type: ignore[return-value]
+
+
 def install(app: Flask) -> None:
     @app.before_request
     def check_json_shape():
         if not request.is_json or not request.content_length and not request.headers.get("Transfer-Encoding"):
             return None
-        problem = shape_problem(request.get_data(cache=True))
+        body = request.get_data(cache=True)
+        problem = shape_problem(body)
         if problem:
             raise BadRequest(f"the JSON body is {problem}")
+        if _SURROGATE_ESCAPE.search(body):
+            path = lone_surrogate_at(request.get_json(silent=True))
+            if path is not None:
+                message = "holds half of a character (a lone UTF-16 surrogate): send the whole character"
+                error = UnprocessableEntity(f"a text {message}")
+                error.data = {"messages": {"json": _nested(path, message)}}
+                raise error
         return None
 
     @app.before_request

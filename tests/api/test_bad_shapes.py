@@ -44,6 +44,31 @@ def test_a_five_thousand_digit_integer_is_a_problem_not_a_crash(client, world, c
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
+def test_half_a_character_in_a_text_is_a_422_naming_the_field_and_whole_ones_are_stored(client, world, caplog):
+    """An app that cuts a note in the middle of an emoji sends a lone surrogate (JSON.stringify escapes it):
+    no database stores it, so it is refused, naming the field, instead of a 500 the app would retry for ever."""
+    patient = world["patient_a"]
+    url = f"/api/v1/patients/{patient.id}/pain-entries"
+    entry = '{"client_entry_id": "surrogate-%d", "recorded_at": "2026-11-30T08:00:00+00:00", "nrs": 6, ' \
+            '"context": {"note": "%s"}}'
+    with caplog.at_level(logging.ERROR):
+        half = assert_problem(client.post(url, headers=patient.headers, data=entry % (1, "knee pain \\ud83d"),
+                                          content_type="application/json"), 422)
+        assert list(half["errors"]["json"]["context"]) == ["note"]
+        sign_up = client.post("/api/v1/auth/signup", content_type="application/json", data=(
+            '{"email": "new.person@example.org", "password": "a long enough password", "display_name": '
+            '"Ana \\udc00", "time_zone": "UTC"}'))
+        assert list(assert_problem(sign_up, 422)["errors"]["json"]) == ["display_name"]
+        batch = client.post(f"{url}/batch", headers=patient.headers, content_type="application/json",
+                            data='{"entries": [' + entry % (2, "fine") + ", " + entry % (3, "\\ud83d end") + "]}")
+        assert assert_problem(batch, 422)["errors"]["json"]["entries"]["1"]["context"] == {"note": [
+            "holds half of a character (a lone UTF-16 surrogate): send the whole character"]}
+        whole = client.post(url, headers=patient.headers, data=entry % (4, "knee pain \\ud83d\\ude23"),
+                            content_type="application/json")
+        assert whole.status_code == 201 and whole.json["context"]["note"] == "knee pain \U0001f623"
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
 def test_the_shape_check_is_linear_and_ignores_brackets_and_digits_inside_strings():
     from companion.http.bodies import MAX_DEPTH, shape_problem
 
