@@ -217,6 +217,8 @@ class TeamPatients(MethodView):
     @allow(Role.ADMIN)
     @blp.arguments(EnrolSchema)
     @blp.response(204)
+    @blp.alt_response(409, response="CONFLICT", description="the patient's account is closed: no other team can "
+                                                             "be given the record")
     @blp.doc(operationId="enrol_team_patient")
     def post(self, body, team_id):
         """Enrol a patient in a care team: the team's clinicians gain access. The act is audited and the patient

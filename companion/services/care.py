@@ -32,8 +32,8 @@ from companion.domain.access import (
     CaregiverPermissions,
     Role,
 )
-from companion.domain.errors import Invalid, NotFound
-from companion.domain.people import Account, CareLink, CareTeam, EmergencyAccess
+from companion.domain.errors import Conflict, Invalid, NotFound
+from companion.domain.people import CLOSED, Account, CareLink, CareTeam, EmergencyAccess
 from companion.services.accounts import Accounts, email_digest, normalise_email
 from companion.services.patients import Profiles
 from companion.settings import Settings
@@ -354,11 +354,17 @@ class Care:
         push, and the team in their list of who can see their data)."""
         if not self.teams.get(team_id):
             raise NotFound("no such team")
-        self.profiles.patient(patient_id)
+        if self.profiles.patient(patient_id).status == CLOSED:
+            # After closure the care teams of the day keep the record; nobody new is given it (the patient can
+            # neither be told nor leave the team).
+            raise Conflict("this patient's account is closed: no other team can be given the record")
         if self.teams.enrol(team_id, patient_id, by=by, consent="admin"):
             self.panel_rows.mark([patient_id], "enrolment", self.clock())
-            self.outbox.schedule(source_key=f"enrolment:{team_id}", recipient_user_id=patient_id,
-                                 patient_id=patient_id, kind="generic_update", send_at=self.clock())
+            # Each enrolment is told, a second one in a team the patient had left included.
+            times = self.teams.enrolments_ended_in(team_id, patient_id)
+            self.outbox.schedule(source_key=f"enrolment:{team_id}" + (f":{times}" if times else ""),
+                                 recipient_user_id=patient_id, patient_id=patient_id, kind="generic_update",
+                                 send_at=self.clock())
 
     def unenrol(self, team_id: str, patient_id: str) -> None:
         """An admin takes a patient out of a team."""

@@ -1,17 +1,15 @@
 """A person's phones and what was pushed to them: FCM tokens per app install, receipts, and the history of
 notifications about a patient (what each was about, since a push carries only an opaque id).
 
-Consent holds here as at sending (:class:`DeliveryConsent`): a caregiver whose access the patient revoked, or
-narrowed so that it no longer covers an alert's kind, no longer sees those notifications in their list nor
-can post receipts for them."""
+Consent holds here as at sending (:class:`DeliveryConsent`): a caregiver whose access ended (the patient
+revoked it or closed the account, or the caregiver left), or was narrowed so that it no longer covers an alert's
+kind, no longer sees those notifications in their list nor can post receipts for them."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
 from companion.domain.access import (
-    CONSENT_REVOKED,
-    NOT_SHARED,
     Actor,
     Grant,
     Relationship,
@@ -22,8 +20,6 @@ from companion.domain.access import (
 from companion.domain.errors import NotFound
 from companion.domain.people import Account
 from companion.store.stores import Stores
-
-NO_LONGER_CONSENTED = (CONSENT_REVOKED, NOT_SHARED)
 
 
 def describe_source(source_key: str) -> tuple[str, str | None]:
@@ -36,7 +32,7 @@ def describe_source(source_key: str) -> tuple[str, str | None]:
     if kind == "invitation":
         return "care_team_invitation", rest
     if kind == "enrolment":
-        return "care_team", rest
+        return "care_team", rest.split(":")[0]
     if kind == "caregiver-invitation":
         return "caregiver_invitation", rest
     return "missed_summary", None
@@ -79,6 +75,20 @@ class DeliveryConsent:
                 refused[doc["_id"]] = reason
         return refused
 
+    def unconsented(self, docs: list[dict]) -> set[str]:
+        """The caregivers' notifications whose patient no longer shares them with the caregiver (no active link,
+        or one that does not cover the alert's kind), judged on consent alone: whatever the accounts' state
+        (a closed patient's links are revoked)."""
+        to_caregivers = [d for d in docs if d["recipient_user_id"] != d["patient_id"]]
+        if not to_caregivers:
+            return set()
+        links = self.links.active_pairs({(d["patient_id"], d["recipient_user_id"]) for d in to_caregivers})
+        share_kinds = self._share_kinds(to_caregivers)
+        return {doc["_id"] for doc in to_caregivers if delivery_refusal(
+            recipient_active=True, patient_active=True, to_patient=False,
+            caregiver=links[key].permissions if (key := (doc["patient_id"], doc["recipient_user_id"])) in links
+            else None, share_kind=share_kinds.get(doc["_id"])) is not None}
+
     def people(self, docs: list[dict]) -> dict[str, Account]:
         """The accounts of the notifications' recipients and patients, by id (one read)."""
         return {a.id: a for a in self.users.by_ids({d["recipient_user_id"] for d in docs}
@@ -109,8 +119,8 @@ class Notifications:
         return self._shared_with_caregiver(items)
 
     def _shared_with_caregiver(self, items: list[dict]) -> list[dict]:
-        refused = self.consent.refusals(items)
-        return [item for item in items if refused.get(item["_id"]) not in NO_LONGER_CONSENTED]
+        hidden = self.consent.unconsented(items)
+        return [item for item in items if item["_id"] not in hidden]
 
     def phones(self, user_id: str) -> list[dict]:
         """The person's registered phones (never the tokens themselves), by install id."""

@@ -227,6 +227,10 @@ class CareTeams:
         """The patient's ended enrolments, oldest first: which teams had access, from when to when, ended by whom."""
         return list(self.ended.find({"patient_id": patient_id}).sort("ended_at", ASCENDING).limit(limit))
 
+    def enrolments_ended_in(self, team_id: str, patient_id: str) -> int:
+        """How many of the patient's enrolments in this team have ended."""
+        return self.ended.count_documents({"patient_id": patient_id, "team_id": team_id})
+
     def delete_enrolments_of(self, patient_id: str) -> int:
         self.ended.delete_many({"patient_id": patient_id})
         deleted = self.enrolments.delete_many({"patient_id": patient_id}).deleted_count

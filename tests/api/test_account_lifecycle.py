@@ -134,3 +134,36 @@ def test_admins_find_accounts_by_email_and_see_their_state(client, world):
     assert found.status_code == 200
     assert [(a["id"], a["status"]) for a in found.json["items"]] == [(caregiver.id, "active")]
     assert client.get("/api/v1/admin/users", headers=world["clinician_team"].headers).status_code == 403
+
+
+def test_caregiver_no_longer_lists_notifications_about_a_closed_patient(client, world, services, db):
+    patient, caregiver = world["patient_a"], world["caregiver_linked"]
+    # An alert notification about the patient, sent to the caregiver while they shared it.
+    doc, _ = services.stores.outbox.schedule(source_key="alert:abc123", recipient_user_id=caregiver.id,
+                                             patient_id=patient.id, kind="missed_session_caregiver", send_at=services.clock(),
+                                             share_kind="missed_session")
+    db.push_outbox.update_one({"_id": doc["_id"]}, {"$set": {"state": "sent", "sent_at": services.clock()}})
+    listed = client.get("/api/v1/me/notifications", headers=caregiver.headers).json["items"]
+    assert [n["patient_id"] for n in listed] == [patient.id]
+    # The patient closes the account: "caregivers' access (every link is revoked: they see nothing from their
+    # next request)".
+    closed = client.post(f"/api/v1/patients/{patient.id}/closure", headers=patient.headers,
+                         json={"current_password": PASSWORD, "confirm": True})
+    assert closed.status_code == 200, closed.json
+    assert db.care_links.find_one({"patient_id": patient.id})["status"] == "revoked"
+    listed = client.get("/api/v1/me/notifications", headers=caregiver.headers).json["items"]
+    assert [n["patient_id"] for n in listed] == []
+
+
+def test_caregiver_cannot_post_receipts_for_notifications_about_a_closed_patient(client, world, services, db):
+    patient, caregiver = world["patient_a"], world["caregiver_linked"]
+    doc, _ = services.stores.outbox.schedule(source_key="alert:def456", recipient_user_id=caregiver.id,
+                                             patient_id=patient.id, kind="missed_session_caregiver",
+                                             send_at=services.clock(), share_kind="missed_session")
+    db.push_outbox.update_one({"_id": doc["_id"]}, {"$set": {"state": "sent", "sent_at": services.clock()}})
+    assert client.post(f"/api/v1/patients/{patient.id}/closure", headers=patient.headers,
+                       json={"current_password": PASSWORD, "confirm": True}).status_code == 200
+    # As for a revoked link (tests/scheduler/test_consent_at_delivery.py): 404, as for any notification not theirs.
+    receipt = client.post(f"/api/v1/me/notifications/{doc['_id']}/receipts", headers=caregiver.headers,
+                          json={"receipt": "opened"})
+    assert receipt.status_code == 404

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import time_machine
 
+from tests.support.problems import assert_problem
 from tests.support.world import PASSWORD, login, make_user
 
 
@@ -109,6 +110,36 @@ def test_an_admin_enrolment_is_audited_and_told_to_the_patient(client, world, db
     assert told is not None and told["kind"] == "generic_update"
     teams = client.get(f"/api/v1/patients/{patient.id}/care-teams", headers=patient.headers).json["items"]
     assert {t["team_id"]: t["consent"] for t in teams}[world.team_id] == "admin"
+
+
+def test_the_patient_is_told_again_when_an_admin_puts_them_back_in_a_team_they_left(client, world, db):
+    patient, admin, team = world["patient_a"], world["admin"], world.team_id
+    assert client.delete(f"/api/v1/patients/{patient.id}/care-teams/{team}", headers=patient.headers).status_code \
+        == 204
+    for _ in range(2):
+        assert client.post(f"/api/v1/admin/teams/{team}/patients", headers=admin.headers,
+                           json={"patient_id": patient.id}).status_code == 204
+        db.push_outbox.update_many({"recipient_user_id": patient.id}, {"$set": {"state": "sent"}})  # told, read
+        assert client.delete(f"/api/v1/patients/{patient.id}/care-teams/{team}",
+                             headers=patient.headers).status_code == 204
+    told = sorted(d["source_key"] for d in db.push_outbox.find({"recipient_user_id": patient.id}))
+    assert told == [f"enrolment:{team}:1", f"enrolment:{team}:2"]
+    listed = client.get("/api/v1/me/notifications", headers=patient.headers).json["items"]
+    assert {(n["about"], n["about_id"]) for n in listed} == {("care_team", team)}
+
+
+def test_no_team_is_given_a_closed_patients_record(client, world, services):
+    patient, outsider, admin = world["patient_a"], world["clinician_other"], world["admin"]
+    assert client.post(f"/api/v1/patients/{patient.id}/closure", headers=patient.headers,
+                       json={"current_password": PASSWORD, "confirm": True}).status_code == 200
+    other_team = services.stores.care_teams.of_clinician(outsider.id)[0].id
+    refused = client.post(f"/api/v1/admin/teams/{other_team}/patients", headers=admin.headers,
+                          json={"patient_id": patient.id})
+    assert "closed" in assert_problem(refused, 409)["detail"]
+    assert client.get(f"/api/v1/patients/{patient.id}/review/diary", headers=outsider.headers).status_code == 404
+    # The team of the day keeps reading it.
+    assert client.get(f"/api/v1/patients/{patient.id}/review/diary",
+                      headers=world["clinician_team"].headers).status_code == 200
 
 
 def test_admins_take_clinicians_and_patients_off_teams(client, world, services):
