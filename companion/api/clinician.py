@@ -41,11 +41,13 @@ class InvitationSchema(Schema):
     team_id = fields.String()
     email = fields.String(metadata={"description": "as the clinician typed it"})
     status = fields.String(metadata={"description": "open (until the patient accepts, or it expires), accepted, "
+                                                    "ended (accepted, and the patient is no longer on the team), "
                                                     "closed (expired unaccepted) or withdrawn; a decline is not "
                                                     "told apart from silence"})
     created_at = fields.DateTime()
     expires_at = fields.DateTime()
-    patient_id = fields.String(allow_none=True, metadata={"description": "once accepted"})
+    patient_id = fields.String(allow_none=True, metadata={"description": "once accepted, while the patient is on "
+                                                                       "the team"})
 
 
 class InvitationListSchema(Schema):

@@ -260,8 +260,14 @@ class Care:
                 "patient_id": invitation["patient_id"] if invitation["status"] == ACCEPTED else None}
 
     def team_invitations(self, clinician_id: str, team_id: str) -> list[dict]:
+        """The team's invitations; one accepted by a patient who has since left the team (or been taken off it)
+        is ``ended`` and no longer names them."""
         self._team_of(clinician_id, team_id)
-        return [self.clinician_view(i) for i in self.invitations.of_team(team_id)]
+        views = [self.clinician_view(i) for i in self.invitations.of_team(team_id)]
+        still = self.teams.enrolled(team_id, [v["patient_id"] for v in views if v["patient_id"]])
+        return [v if v["patient_id"] is None or v["patient_id"] in still else {**v, "status": "ended",
+                                                                                 "patient_id": None}
+                for v in views]
 
     def withdraw_invitation(self, clinician_id: str, team_id: str, invitation_id: str) -> None:
         self._team_of(clinician_id, team_id)

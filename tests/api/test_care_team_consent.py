@@ -162,3 +162,18 @@ def test_emergency_access_is_still_the_reasoned_time_boxed_way_in(client, world,
     assert granted.status_code == 201
     assert client.get(f"/api/v1/patients/{patient.id}", headers=clinician.headers).status_code == 200
     assert db.audit_events.count_documents({"actor_id": clinician.id, "action": "emergency"}) == 1
+
+
+def test_a_team_the_patient_left_no_longer_sees_who_accepted_its_invitation(client, world, db):
+    patient, clinician = world["patient_b"], world["clinician_team"]
+    team = world.team_id
+    invited = client.post(f"/api/v1/clinician/teams/{team}/invitations", headers=clinician.headers,
+                          json={"patient_email": patient.email, "reason": "referral from GP"}).json
+    assert client.post(f"/api/v1/patients/{patient.id}/invitations/{invited['id']}/acceptance",
+                       headers=patient.headers, json={"current_password": PASSWORD}).status_code == 200
+    assert client.delete(f"/api/v1/patients/{patient.id}/care-teams/{team}",
+                         headers=patient.headers).status_code == 204
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=clinician.headers).status_code == 404
+    listed = client.get(f"/api/v1/clinician/teams/{team}/invitations", headers=clinician.headers).json["items"]
+    # The patient ended the team's access: the team no longer reads their account id.
+    assert [(i["status"], i["patient_id"]) for i in listed if i["id"] == invited["id"]] == [("ended", None)]
