@@ -34,6 +34,7 @@ from device_gateway.buffer_recovery import recover_buffer
 from device_gateway.buffer_status import inspect_buffer
 from device_gateway.config import GatewayConfig, load_config
 from device_gateway.dead_letters import replay
+from device_gateway.errors import ConfigError
 from device_gateway.health import LOOPS, GatewayHealth, LoopHealth, read_health
 from device_gateway.link import BluetoothUnavailable, GatewayLink
 from device_gateway.runner import GatewayRunner
@@ -46,6 +47,7 @@ EXIT_BUFFER_DAMAGED = 65  # EX_DATAERR
 EXIT_BLUETOOTH_UNAVAILABLE = 69  # EX_UNAVAILABLE
 EXIT_CREDENTIALS_REVOKED = 77  # EX_NOPERM
 EXIT_BUFFER_KEY = 78  # EX_CONFIG
+EXIT_CONFIG = 78  # EX_CONFIG: the config file or an environment setting
 EXIT_NO_STATE = 66  # EX_NOINPUT
 
 
@@ -272,8 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("bleak", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING if not args.verbose else logging.DEBUG)
-    config = load_config(args.state_dir)
     with contextlib.suppress(KeyboardInterrupt):
+        try:
+            config = load_config(args.state_dir, replacing=args.handler is cmd_pair)
+        except ConfigError as exc:
+            return _fail(str(exc), EXIT_CONFIG)
         try:
             return args.handler(args, config)
         except BufferDamaged as exc:

@@ -14,7 +14,9 @@ from datetime import datetime
 from pathlib import Path
 
 from device_gateway.api import ApiClient
+from device_gateway.atomic_file import write_atomically
 from device_gateway.buffer import DEFAULT_MAX_BYTES, RecordBuffer
+from device_gateway.errors import ConfigError
 from device_gateway.health import HEALTH_FILE
 
 DEFAULT_STATE_DIR = "~/.companion-gateway"
@@ -81,23 +83,40 @@ class GatewayConfig:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = directory / CONFIG_FILE
         data = {key: value for key, value in asdict(self).items() if key != "state_dir"}
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
+        # Replaced whole (a power cut while pairing leaves the old file or the new one, never half of one).
+        write_atomically(path, json.dumps(data, indent=2))
 
 
-def load_config(state_dir: str | None = None, environ: dict[str, str] | None = None) -> GatewayConfig:
-    """Read the config file (if any) under the state directory, then apply environment overrides."""
+def load_config(state_dir: str | None = None, environ: dict[str, str] | None = None, *,
+                replacing: bool = False) -> GatewayConfig:
+    """Read the config file (if any) under the state directory, then apply environment overrides (ConfigError
+    for a file that cannot be read, unless ``replacing`` it: pairing again starts from a blank one)."""
     env = os.environ if environ is None else environ
     directory = Path(state_dir or env.get("COMPANION_GATEWAY_STATE_DIR") or DEFAULT_STATE_DIR).expanduser()
     path = directory / CONFIG_FILE
-    stored = json.loads(path.read_text()) if path.exists() else {}
-    config = GatewayConfig(state_dir=str(directory), **stored)
+    try:
+        stored = json.loads(path.read_text()) if path.exists() else {}
+        config = GatewayConfig(state_dir=str(directory), **stored)
+    except (OSError, ValueError, TypeError) as exc:
+        if replacing:
+            return _overridden(GatewayConfig(state_dir=str(directory)), env)
+        raise ConfigError(f"{path} cannot be read ({type(exc).__name__}): pair the gateway again "
+                          "(`device-gateway pair CODE`); its buffered records are kept") from None
+    return _overridden(config, env)
+
+
+def _overridden(config: GatewayConfig, env) -> GatewayConfig:
     config.api_url = env.get("COMPANION_API_URL", config.api_url)
     config.gateway_id = env.get("COMPANION_GATEWAY_ID", config.gateway_id)
     config.gateway_secret = env.get("COMPANION_GATEWAY_SECRET", config.gateway_secret)
     config.ca_file = env.get("COMPANION_GATEWAY_CA_FILE", config.ca_file)
     config.key_file = env.get("COMPANION_GATEWAY_KEY_FILE", config.key_file)
     if "COMPANION_GATEWAY_MAX_BUFFER_BYTES" in env:
-        config.max_buffer_bytes = int(env["COMPANION_GATEWAY_MAX_BUFFER_BYTES"])
+        value = env["COMPANION_GATEWAY_MAX_BUFFER_BYTES"]
+        if not value.strip().isdigit() or int(value) <= 0:
+            raise ConfigError(f"COMPANION_GATEWAY_MAX_BUFFER_BYTES must be a whole number of bytes above 0, not "
+                              f"{value!r}")
+        config.max_buffer_bytes = int(value)
+    if config.ca_file and not os.access(config.ca_file, os.R_OK):
+        raise ConfigError(f"the CA file {config.ca_file} (COMPANION_GATEWAY_CA_FILE) cannot be read")
     return config

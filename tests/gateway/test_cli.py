@@ -18,7 +18,13 @@ import pytest
 from device_gateway import api
 from device_gateway.buffer import RecordBuffer
 from device_gateway.capture import capture
-from device_gateway.cli import EXIT_BLUETOOTH_UNAVAILABLE, EXIT_BUFFER_DAMAGED, EXIT_CREDENTIALS_REVOKED, main
+from device_gateway.cli import (
+    EXIT_BLUETOOTH_UNAVAILABLE,
+    EXIT_BUFFER_DAMAGED,
+    EXIT_CONFIG,
+    EXIT_CREDENTIALS_REVOKED,
+    main,
+)
 from device_gateway.config import GatewayConfig, load_config
 from device_gateway.health import RADIO, UPLOAD, GatewayHealth
 from device_gateway.link import GatewayLink
@@ -57,6 +63,35 @@ def test_environment_overrides_the_config_file(tmp_path):
     paired_config(tmp_path, "http://file", ["CT-1"])
     config = load_config(str(tmp_path), environ={"COMPANION_API_URL": "http://env", "COMPANION_GATEWAY_ID": "gw-env"})
     assert (config.api_url, config.gateway_id) == ("http://env", "gw-env")
+
+
+def _command(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "device_gateway.cli", *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **env}, timeout=60)
+
+
+@pytest.mark.parametrize(("setting", "value", "said"), [
+    ("COMPANION_GATEWAY_MAX_BUFFER_BYTES", "1GiB", "COMPANION_GATEWAY_MAX_BUFFER_BYTES must be"),
+    ("COMPANION_GATEWAY_MAX_BUFFER_BYTES", "0", "COMPANION_GATEWAY_MAX_BUFFER_BYTES must be"),
+    ("COMPANION_GATEWAY_CA_FILE", "/nonexistent/ca.pem", "the CA file /nonexistent/ca.pem"),
+])
+def test_a_setting_that_cannot_be_used_ends_the_command_with_one_line(tmp_path, setting, value, said):
+    paired_config(tmp_path, "http://127.0.0.1:9", ["CT-1"])
+    done = _command("status", "--state-dir", str(tmp_path), **{setting: value})
+    assert done.returncode == EXIT_CONFIG and "Traceback" not in done.stderr
+    assert len(done.stderr.splitlines()) == 1 and said in done.stderr
+
+
+def test_a_config_file_cut_short_says_so_in_one_line_and_pairing_again_replaces_it(tmp_path, stub):
+    paired_config(tmp_path, stub.url, ["CT-1"])
+    config = tmp_path / "config.json"
+    config.write_text(config.read_text()[:40])  # a power cut while an older gateway wrote it in place
+    done = _command("status", "--state-dir", str(tmp_path))
+    assert done.returncode == EXIT_CONFIG and len(done.stderr.splitlines()) == 1
+    assert "config.json cannot be read" in done.stderr and "pair" in done.stderr
+    assert main(["--state-dir", str(tmp_path), "pair", "ABC-123", "--api", stub.url]) == 0
+    assert load_config(str(tmp_path), environ={}).gateway_id == "gw-1"
+    assert not (tmp_path / "config.json.tmp").exists()  # written beside, then renamed over
 
 
 def test_status_shows_the_queue_but_never_the_secret(tmp_path, stub, capsys):
