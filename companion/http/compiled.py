@@ -7,8 +7,8 @@ error bookkeeping) for a few comparisons. ``CompiledLoader`` reads the schema's 
 Regexp, OneOf) and checks an item with them directly. It only ever *accepts*: an item it does not accept in
 full is loaded by the schema itself, so every error (its wording, its field) is the schema's, and an item
 the schema would accept in a way the compiled checks do not (a number sent as a string, say) is still
-accepted. A schema it cannot compile (another field type, another validator, a hook other than the
-operator-key check) raises at import, never silently differs.
+accepted. A schema it cannot compile (another field type, another validator, a hook other than StrictSchema's
+operator-key and years checks) raises at import, never silently differs.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from typing import Any
 from marshmallow import RAISE, Schema, fields, validate
 from marshmallow.utils import missing
 
+from companion.http.schemas import YEARS
+
 _REFUSED = object()  # the compiled checks do not accept the value (the schema decides)
-_ALLOWED_HOOKS = {"refuse_operator_keys"}
+_ALLOWED_HOOKS = {"refuse_operator_keys", "refuse_dates_out_of_time"}  # StrictSchema's (the second: in _datetime)
 
 
 def _string(value: Any) -> Any:
@@ -45,6 +47,8 @@ def _aware_datetime(value: Any) -> Any:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
+        return _REFUSED
+    if not YEARS[0] <= parsed.year <= YEARS[1]:
         return _REFUSED
     return parsed if parsed.tzinfo is not None and parsed.tzinfo.utcoffset(parsed) is not None else _REFUSED
 

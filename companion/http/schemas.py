@@ -4,8 +4,9 @@ keys), bounded strings, paging, and the problem-details body."""
 from __future__ import annotations
 
 import re
+from datetime import date
 
-from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, pre_load, validate
 
 from companion.domain.messages import is_locale_tag
 
@@ -49,9 +50,14 @@ def _check_keys(value, path: str, depth: int = 0) -> None:
                 _check_keys(inner, f"{path}{index}.", depth + 1)
 
 
+# Dates and moments the API takes lie in these years: nothing the app or a clinician means lies outside, and a
+# date at the ends of the calendar (0001-01-01, 9999-12-31) overflows when it is moved to UTC or widened by a day.
+YEARS = (1900, 2200)
+
+
 class StrictSchema(Schema):
     """Base of every load schema: unknown fields raise, operator-looking keys are refused
-    before anything reaches the database."""
+    before anything reaches the database, and dates and moments lie in :data:`YEARS`."""
 
     class Meta:
         unknown = RAISE
@@ -59,6 +65,20 @@ class StrictSchema(Schema):
     @pre_load
     def refuse_operator_keys(self, data, **kwargs):
         _check_keys(data, "")
+        return data
+
+    @post_load
+    def refuse_dates_out_of_time(self, data, **kwargs):
+        if not isinstance(data, dict):
+            return data
+        errors = {}
+        for name, value in data.items():
+            if isinstance(value, date) and not YEARS[0] <= value.year <= YEARS[1]:
+                field = self.fields.get(name)
+                errors[(field.data_key if field is not None else None) or name] = [
+                    f"must lie in the years {YEARS[0]} to {YEARS[1]}"]
+        if errors:
+            raise ValidationError(errors)
         return data
 
 

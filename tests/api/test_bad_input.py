@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from tests.support.problems import assert_problem
@@ -103,3 +105,20 @@ def test_response_guard_catches_a_leaked_password_hash():
 
     assert forbidden_keys({"items": [{"id": "1", "password_hash": "$argon2id$..."}]}) == {"password_hash"}
     assert forbidden_keys({"items": [{"id": "1", "display_name": "A"}]}) == set()
+
+
+@pytest.mark.parametrize("query", [
+    "pain-entries?from=0001-01-01T00:00:00%2B14:00&to=0001-01-02T00:00:00%2B00:00",
+    "pain-entries?from=9999-12-31T00:00:00-14:00&to=9999-12-31T23:59:59-14:00",
+    "progress/week?date=9999-12-31",
+    "progress/week?date=0001-01-01",
+    "adherence/summary?as_of=0001-01-01",
+])
+def test_a_date_at_the_ends_of_the_calendar_is_a_422_naming_it_not_a_500(client, world, query, caplog):
+    patient = world["patient_a"]
+    with caplog.at_level(logging.ERROR):
+        answer = client.get(f"/api/v1/patients/{patient.id}/{query}", headers=patient.headers)
+        problem = assert_problem(answer, 422)
+    named = query.split("?")[1].split("=")[0]
+    assert named in problem["errors"]["query"], problem
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
