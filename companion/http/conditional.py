@@ -52,7 +52,8 @@ IF_MATCH_DOC = {
 }
 IF_NONE_MATCH_DOC = {
     "in": "header", "name": "If-None-Match", "required": False, "schema": {"type": "string"},
-    "description": "the ETag you hold: 304 (no body) while the object is still at that version",
+    "description": "the ETag you hold (or a list of them, strong or weak: compared weakly; or *): 304 (no body) "
+                   "while the object is still at that version",
 }
 ETAG_HEADERS = {"ETag": {"description": 'the version of the object in the answer, e.g. "42"; "42.withheld" when '
                                         "the patient's own words in it are withheld from the caller",
@@ -102,9 +103,27 @@ def tagged(body, version: int | None, status: int = 200, *, location: str | None
     return body, status, headers
 
 
+def _none_match() -> tuple[set[tuple[int, str | None]], bool]:
+    """The versions If-None-Match names, and whether it is ``*``. Compared weakly (RFC 9110 13.1.2): a list of
+    tags, each strong or weak (a proxy compressing the answer turns ``"42"`` into ``W/"42"``); a tag this API
+    never sends matches nothing."""
+    named, anything = set(), False
+    for part in (request.headers.get("If-None-Match") or "").split(","):
+        part = part.strip().removeprefix("W/")
+        anything = anything or part == "*"
+        found = _TAG.match(part)
+        if found:
+            named.add((int(found.group(1)), found.group(2)))
+    return named, anything
+
+
 def not_modified(version: int | None, view: str | None = None) -> Response | None:
-    """304 when the request's If-None-Match names ``version`` in ``view``, else None (answer as usual)."""
-    if request.headers.get("If-None-Match") is None or _tag("If-None-Match") != (int(version or 0), view):
+    """304 when the request's If-None-Match names ``version`` in ``view`` (or is ``*``), else None (answer as
+    usual)."""
+    if request.headers.get("If-None-Match") is None:
+        return None
+    named, anything = _none_match()
+    if not anything and (int(version or 0), view) not in named:
         return None
     response = Response(status=304)
     response.headers["ETag"] = etag(version, view)
