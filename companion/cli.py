@@ -26,7 +26,7 @@ import socket
 import sys
 from datetime import datetime
 
-from companion.domain.errors import DomainError
+from companion.domain.errors import DomainError, Invalid
 from companion.logs import configure_logging
 from companion.settings import EXIT_BAD_SETTING, SettingError, load_settings
 
@@ -295,7 +295,7 @@ def _run(args) -> int:
         return exc.status
     except DomainError as exc:
         print(f"companion {args.command}: {exc.detail or type(exc).__name__}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_BAD_SETTING if isinstance(exc, Invalid) else EXIT_FAILED  # Invalid: an argument at fault
     except KeyboardInterrupt:
         print(f"companion {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 from datetime import datetime, timedelta
 
@@ -21,6 +22,7 @@ from companion.clock import Clock, now, to_millis
 from companion.domain import mail as mails
 from companion.domain.access import Actor, Role
 from companion.domain.errors import Conflict, Forbidden, Invalid, NotFound, ServiceUnavailable, Unauthorized
+from companion.domain.localtime import is_known_zone
 from companion.domain.people import Account
 from companion.i18n import Reader
 from companion.services.throttle import Throttle
@@ -65,6 +67,9 @@ class Passwords:
             return False
 
 
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
 def normalise_email(email: str) -> str:
     return email.strip().lower()
 
@@ -105,6 +110,15 @@ class Accounts:
             raise Invalid(f"a password of {PASSWORD_LENGTH[0]} to {PASSWORD_LENGTH[1]} characters",
                           errors={"password": [f"Length must be between {PASSWORD_LENGTH[0]} and "
                                                f"{PASSWORD_LENGTH[1]}."]})
+        # The rules the API's own sign-up applies to the rest: an account made here must work there.
+        if not _EMAIL.match(normalise_email(email)) or len(email) > 254:
+            raise Invalid(f"{email!r} is not an email address", errors={"email": ["Not a valid email address."]})
+        if not is_known_zone(time_zone):
+            raise Invalid(f"{time_zone!r} is not a known IANA time zone (e.g. Europe/London)",
+                          errors={"time_zone": ["not a known IANA time zone (e.g. Europe/London)"]})
+        if not display_name.strip() or len(display_name) > 100:
+            raise Invalid("a name of 1 to 100 characters", errors={"display_name": ["Length must be between 1 "
+                                                                                    "and 100."]})
         return self._create(email=email, password_hash=self.passwords.hash(password), display_name=display_name,
                             role=role, time_zone=time_zone)
 

@@ -132,3 +132,21 @@ def test_the_development_defaults_last_only_as_long_as_the_command(tmp_path, mon
     monkeypatch.setenv("MONGODB_URI", f"mongodb://127.0.0.1:{free_port()}/")
     assert cli.main(["migrate"]) == cli.EXIT_UNAVAILABLE
     assert "COMPANION_AUDIT_KEY" not in os.environ  # a test (or any caller) goes on with its own environment
+
+
+@pytest.mark.parametrize(("option", "value", "said"), [
+    ("--time-zone", "Europe/Londn", "not a known IANA time zone"),
+    ("--email", "dr.okafor at clinic", "is not an email address"),
+])
+def test_create_user_refuses_what_the_api_would_refuse_with_status_2(mongo_uri, db_name, monkeypatch, capsys, option,
+                                                                     value, said):
+    """An account the command line makes must work in the API: a mistyped zone made a caregiver whose alerts
+    answered 500."""
+    monkeypatch.setenv("MONGODB_URI", mongo_uri)
+    monkeypatch.setenv("MONGODB_DB", db_name)
+    monkeypatch.setenv("COMPANION_NEW_PASSWORD", "a long enough password")
+    given = {"--email": "sam.carer@example.org", "--time-zone": "Europe/London", option: value}
+    status = cli.main(["create-user", "--name", "Sam", "--role", "caregiver", *[x for kv in given.items() for x in kv]])
+    assert status == 2 and said in capsys.readouterr().err
+    assert cli.main(["create-user", "--name", "Sam", "--role", "caregiver", "--email", "sam.carer@example.org",
+                     "--time-zone", "Europe/London"]) == 0
