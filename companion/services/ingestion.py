@@ -22,15 +22,21 @@ idempotent and the status only moves forward.
 
 Each batch's records (and every stored record placed again) take their patient's next change numbers
 (companion.services.sync), so the app's session feed hands them out however late they arrive.
+
+A batch holds a claim on each unit it names while it is placed and written (companion.store.sessions
+.UnitClaims): placement reads the unit's stored records, so two batches of one unit placed at once would each
+miss the other's (an overlap between them counted twice). One arriving meanwhile is answered 503 with a short
+Retry-After; the gateway keeps it and sends it again.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from companion.clock import Clock, now
-from companion.domain.errors import Forbidden, TooManyRequests
+from companion.domain.errors import Forbidden, ServiceUnavailable, TooManyRequests
 from companion.domain.sessions import Binding, device_events_for, identity_problem
 from companion.services.session_times import (
     ClockCheck,
@@ -46,6 +52,10 @@ from companion.services.touched_days import TouchedDays
 from companion.settings import Settings
 from companion.store.stores import Stores
 
+# A placement holds its units' claims at most this long (one left by a stopped process lapses then); placing a
+# unit's first-contact backlog again takes minutes at most.
+CLAIM_TTL = timedelta(minutes=5)
+CLAIM_RETRY_S = 2
 IMPORT = "import"  # the gateway id part of syncs imported without a gateway (the demo's history)
 
 
@@ -97,7 +107,22 @@ class Ingestion:
         syncs = syncs or []
         if gateway_id is not None:
             self._throttle(gateway_id)
-        bindings = self._bindings(patient_id, named_serials | {s["serial"] for s in syncs})
+        units = named_serials | {s["serial"] for s in syncs}
+        bindings = self._bindings(patient_id, units)
+        # One placement of a unit at a time (companion.store.sessions.UnitClaims): a batch arriving while another
+        # of the same unit is placed is answered 503 with a short Retry-After, and the gateway sends it again.
+        holder, started = uuid.uuid4().hex, self.clock()
+        if not self.stores.unit_claims.claim(units, holder, started, started + CLAIM_TTL):
+            raise ServiceUnavailable("another upload of these units is being placed; send this batch again shortly",
+                                     retry_after_s=CLAIM_RETRY_S)
+        try:
+            return self._receive(gateway_id, patient_id, records, bindings, syncs, gateway_clock, refused_by_schema)
+        finally:
+            self.stores.unit_claims.release(units, holder)
+
+    def _receive(self, gateway_id: str | None, patient_id: str, records: list[dict],
+                 bindings: dict[str, list[Binding]], syncs: list[dict], gateway_clock: dict | None,
+                 refused_by_schema: int) -> dict:
         received_at = self.clock()
         check = clock_check(gateway_clock, received_at)
         if check is not None and gateway_id is not None:

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
 
 from companion.store import feeds
 from companion.store.batches import chunks, find_among_patients, insert_new
@@ -134,6 +135,44 @@ class UnitSyncs:
         """One unit's syncs from every gateway (the latest ``limit`` by highest sequence)."""
         docs = list(self.col.find({"serial": serial}).sort("highest_seq", DESCENDING).limit(limit))
         return docs[::-1]
+
+
+class UnitClaims:
+    """One placement of a unit's records at a time: a batch places its records from the unit's stored ones, so
+    two batches of one unit placed at once (two hubs, or several web servers) would each miss the other's
+    records (an overlap counted twice). A claim is one document per unit (``_id`` the serial), inserted while
+    the batch is placed and deleted after; one left by a stopped process lapses after ``until``."""
+
+    def __init__(self, db: Database):
+        self.col = db.unit_claims
+
+    def claim(self, serials: Iterable[str], holder: str, at: datetime, until: datetime) -> bool:
+        """Claim every one of ``serials`` for ``holder``, or none (False: another placement holds one)."""
+        taken: list[str] = []
+        for serial in sorted(set(serials)):
+            if not self._take(serial, holder, at, until):
+                self.release(taken, holder)
+                return False
+            taken.append(serial)
+        return True
+
+    def _take(self, serial: str, holder: str, at: datetime, until: datetime) -> bool:
+        for _ in range(2):
+            try:
+                self.col.insert_one({"_id": serial, "holder": holder, "until": until})
+                return True
+            except DuplicateKeyError:
+                held = self.col.find_one({"_id": serial})
+                if held is not None and held["until"] > at:
+                    return False
+                if held is not None:  # lapsed: its holder stopped
+                    self.col.delete_one({"_id": serial, "holder": held["holder"]})
+        return False
+
+    def release(self, serials: Iterable[str], holder: str) -> None:
+        serials = sorted(set(serials))
+        if serials:
+            self.col.delete_many({"_id": {"$in": serials}, "holder": holder})
 
 
 class SessionConflicts:

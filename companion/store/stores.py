@@ -41,7 +41,7 @@ from companion.store.relationships import (
     Gateways,
 )
 from companion.store.reminders import Occurrences, Reminders
-from companion.store.sessions import DeviceEvents, SessionConflicts, SessionRecords, UnitSyncs
+from companion.store.sessions import DeviceEvents, SessionConflicts, SessionRecords, UnitClaims, UnitSyncs
 from companion.store.throttle import Counters
 from companion.store.tokens import TokenFamilies
 from companion.store.web_sessions import WebSessions
@@ -135,6 +135,10 @@ class Stores:
     @cached_property
     def unit_syncs(self) -> UnitSyncs:
         return UnitSyncs(self.db)
+
+    @cached_property
+    def unit_claims(self) -> UnitClaims:
+        return UnitClaims(self.db)
 
     @cached_property
     def session_conflicts(self) -> SessionConflicts:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -37,7 +39,14 @@ def test_concurrent_replays_store_each_record_exactly_once(app, world, db):
     batch = [session_record(world.a_device, seq) for seq in range(1, 51)]
 
     def send(_):
-        return statuses(app.test_client().post(URL, json={"records": batch}, headers=world["gateway_a"].headers))
+        # As the gateway does: an upload answered 503 (another placement of the unit under way) is sent again.
+        for _ in range(200):
+            answer = app.test_client().post(URL, json={"records": batch}, headers=world["gateway_a"].headers)
+            if answer.status_code != 503:
+                return statuses(answer)
+            assert answer.headers["Retry-After"] == "2"
+            time.sleep(0.05)
+        raise AssertionError("never placed")
 
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(send, range(8)))
@@ -45,6 +54,47 @@ def test_concurrent_replays_store_each_record_exactly_once(app, world, db):
     for record in batch:
         fates = [a[record["record_id"]] for a in answers]
         assert fates.count("created") == 1 and fates.count("duplicate") == 7
+    assert db.unit_claims.count_documents({}) == 0  # each placement let go of its claim
+
+
+def test_two_batches_of_one_unit_at_once_count_an_overlap_once(app, world, db, services, monkeypatch):
+    """Two hubs (or two web servers) send batches of one unit at once; the second starts 20 minutes into the
+    first's 30-minute session. The batch arriving while the other is placed waits its turn (503): placed one after
+    the other, the 10 minutes they share are counted once (30 + 20 minutes), not twice (60)."""
+    app.extensions[EXTENSION].gateways = GatewayBudget(8, 30)
+    start = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0) - timedelta(days=2)
+    one = session_record(world.a_device, 1, started_at=start)
+    two = session_record(world.a_device, 2, started_at=start + timedelta(minutes=20))
+    records = services.stores.session_records
+    real_by_ids, placing, second_answered = records.by_ids, threading.Event(), threading.Event()
+    answers: dict[str, list[int]] = {"one": [], "two": []}
+
+    def by_ids(ids, fields=None):
+        if threading.current_thread().name == "one" and not placing.is_set():
+            placing.set()  # batch one reads the unit's stored records; batch two arrives now
+            second_answered.wait(30)
+        return real_by_ids(ids, fields)
+
+    def send(name, record):
+        for _ in range(200):
+            answer = app.test_client().post(URL, json={"records": [record]}, headers=world["gateway_a"].headers)
+            answers[name].append(answer.status_code)
+            if name == "two":
+                second_answered.set()
+            if answer.status_code != 503:
+                return
+            time.sleep(0.05)
+
+    monkeypatch.setattr(records, "by_ids", by_ids)
+    first = threading.Thread(target=send, args=("one", one), name="one")
+    first.start()
+    assert placing.wait(30)
+    send("two", two)
+    first.join(60)
+    assert answers["one"] == [200] and answers["two"][0] == 503 and answers["two"][-1] == 200
+    stored = {d["device_seq"]: d for d in db.session_records.find({})}
+    assert sum(d["counted_minutes"] for d in stored.values()) == 50.0, {
+        seq: (d["counts"], d["counted_minutes"]) for seq, d in stored.items()}
 
 
 def test_stored_record_keeps_device_gateway_and_server_times(client, world, db):
