@@ -136,6 +136,7 @@ class StaffAccounts(MethodView):
 class AccountView(MethodView):
     @allow(Role.ADMIN)
     @blp.response(200, ClosureSchema)
+    @blp.alt_response(409, response="CONFLICT", description="an admin cannot delete their own account")
     @blp.doc(operationId="delete_account")
     def delete(self, user_id):
         """Delete an account: it is closed for good (sign-in, phones and sessions erased, every access it held
@@ -151,6 +152,7 @@ class Deactivation(MethodView):
     @allow(Role.ADMIN)
     @blp.arguments(DeactivationSchema)
     @blp.response(200, AccountSchema)
+    @blp.alt_response(409, response="CONFLICT", description="an admin cannot deactivate their own account")
     @blp.doc(operationId="deactivate_account")
     def post(self, body, user_id):
         """Deactivate an account: from its next request it cannot sign in or use any session; nothing is pushed

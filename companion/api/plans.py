@@ -139,6 +139,8 @@ class CurrentPlan(MethodView):
     @blp.arguments(PlanInputSchema)
     @blp.response(201, PlanSchema, headers=ETAG_HEADERS)
     @blp.alt_response(412, **PRECONDITION_FAILED_DOC)
+    @blp.alt_response(409, response="CONFLICT", description="based_on_version is no longer the current plan: read it "
+                                                             "and decide again")
     @conditional.shows_current(PlanSchema)
     @blp.doc(operationId="replace_therapy_plan")
     def put(self, body, patient_id):

@@ -160,6 +160,8 @@ class OccurrenceView(MethodView):
     @allow(*WRITERS)
     @blp.arguments(OccurrenceOutcomeSchema)
     @blp.response(200, OccurrenceSchema, headers=ETAG_HEADERS)
+    @blp.alt_response(409, response="CONFLICT", description="another outcome is recorded already (the same one "
+                                                             "again is a 200)")
     @blp.doc(operationId="record_occurrence_outcome")
     def patch(self, body, patient_id, occurrence_id):
         """Record an occurrence as done, or skipped with a reason, saying when (`at`, default now). An
@@ -179,6 +181,8 @@ class OccurrenceSnooze(MethodView):
     @allow(*WRITERS)
     @blp.arguments(SnoozeSchema)
     @blp.response(200, OccurrenceSchema)
+    @blp.alt_response(409, response="CONFLICT", description="the occurrence has an outcome already, or its time "
+                                                             "has passed")
     @blp.doc(operationId="snooze_occurrence")
     def post(self, body, patient_id, occurrence_id):
         """Remind again in a few minutes, counted from the due time when it has not come yet (a snooze never

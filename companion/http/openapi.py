@@ -113,6 +113,17 @@ WITHOUT_DATABASE = frozenset({"/healthz", "/"})  # answered without the database
 # The public operations that check a credential (a password, a refresh token, a gateway secret, a pairing code):
 # they answer 401 (and 403 for an account not allowed there) and are throttled (429).
 SIGN_IN_PATHS = ("/api/v1/auth", "/api/v1/gateways/pair")
+# Other operations with a throttle of their own (429): making pairing codes, a gateway's uploads.
+# The downloads: answered as files (a media type of their own and a Content-Disposition), not as JSON objects.
+DOWNLOADS = {
+    "/api/v1/patients/{patient_id}/data-export": "application/json",
+    "/api/v1/patients/{patient_id}/exports/fhir": "application/fhir+json",
+    "/api/v1/patients/{patient_id}/exports/csv": "text/csv",
+    "/api/v1/patients/{patient_id}/exports/events": "text/csv",
+    "/api/v1/clinician/panel/export": "text/csv",
+}
+CONTENT_DISPOSITION = _header('`attachment; filename="..."`: save the answer as a file of that name')
+THROTTLED_PATHS = ("/api/v1/patients/{patient_id}/pairing-codes", "/api/v1/gateway/session-records")
 _PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
 
@@ -157,6 +168,10 @@ class ContractPlugin(BasePlugin):
     def operation_helper(self, path=None, operations=None, **kwargs):
         for method, operation in (operations or {}).items():
             responses = operation.setdefault("responses", {})
+            ok = responses.get(200, responses.get("200"))
+            if path in DOWNLOADS and method == "get" and isinstance(ok, dict):
+                ok["content"] = {DOWNLOADS[path]: {"schema": {"type": "string", "format": "binary"}}}
+                ok.setdefault("headers", {})["Content-Disposition"] = CONTENT_DISPOSITION
             created = responses.get(201, responses.get("201"))
             if isinstance(created, dict):
                 created.setdefault("headers", {})["Location"] = LOCATION_HEADER
@@ -180,7 +195,7 @@ class ContractPlugin(BasePlugin):
             for status, (name, _, _) in SHARED_RESPONSES.items():
                 if ((status in ("401", "403") and public and not signs_in)
                         or (status == "404" and public and "{" not in (path or ""))
-                        or (status == "429" and not signs_in)
+                        or (status == "429" and not signs_in and path not in THROTTLED_PATHS)
                         or (status == "503" and path in WITHOUT_DATABASE)):
                     continue
                 if status not in responses and int(status) not in responses:

@@ -1,0 +1,93 @@
+"""Each status a route answers is declared by its operation in /openapi.json (not only as `default`, which has
+no Retry-After and tells a generated client nothing): an app team codes against the declared ones. Each test
+provokes the status, then finds it declared."""
+
+import pytest
+
+from companion import create_app
+from tests.support.matrix_params import PROVIDERS
+from tests.support.records import session_record
+from tests.support.world import build_world
+
+
+def _declared(client, path, method):
+    return set(client.get("/openapi.json").json["paths"][path][method]["responses"])
+
+
+def test_recording_another_outcome_is_a_409_its_operation_declares(client, world, services):
+    patient = world["patient_a"]
+    occurrence = PROVIDERS["occurrence_id"](client, world, services)
+    url = f"/api/v1/patients/{patient.id}/occurrences/{occurrence}"
+    assert client.patch(url, headers=patient.headers, json={"status": "done"}).status_code == 200
+    again = client.patch(url, headers=patient.headers, json={"status": "skipped", "skip_reason": "felt unwell"})
+    assert again.status_code == 409
+    assert "409" in _declared(client, "/api/v1/patients/{patient_id}/occurrences/{occurrence_id}", "patch")
+
+
+def test_snoozing_a_recorded_occurrence_is_a_409_its_operation_declares(client, world, services):
+    patient = world["patient_a"]
+    occurrence = PROVIDERS["occurrence_id"](client, world, services)
+    base = f"/api/v1/patients/{patient.id}/occurrences/{occurrence}"
+    assert client.patch(base, headers=patient.headers, json={"status": "done"}).status_code == 200
+    snoozed = client.post(f"{base}/snooze", headers=patient.headers, json={"minutes": 10})
+    assert snoozed.status_code == 409
+    assert "409" in _declared(client, "/api/v1/patients/{patient_id}/occurrences/{occurrence_id}/snooze", "post")
+
+
+def test_a_stale_based_on_version_is_a_409_the_plan_put_does_not_declare(client, world):
+    patient, clinician = world["patient_a"], world["clinician_team"]
+    plan = {"tens": {"sessions_per_day": 2, "minutes_per_session": 30, "intensity_min_ma": 10,
+                     "intensity_max_ma": 20, "start_date": "2026-01-01"}, "based_on_version": 7}
+    answer = client.put(f"/api/v1/patients/{patient.id}/therapy-plan", headers=clinician.headers, json=plan)
+    assert answer.status_code == 409, answer.json
+    assert "409" in _declared(client, "/api/v1/patients/{patient_id}/therapy-plan", "put")
+
+
+def test_an_admin_deactivating_themselves_is_a_409_its_operation_declares(client, world):
+    admin = world["admin"]
+    answer = client.post(f"/api/v1/admin/users/{admin.id}/deactivation", headers=admin.headers,
+                         json={"reason": "testing"})
+    assert answer.status_code == 409, answer.json
+    assert "409" in _declared(client, "/api/v1/admin/users/{user_id}/deactivation", "post")
+
+
+def test_making_pairing_codes_is_throttled_with_a_429_its_operation_declares(client, world):
+    patient = world["patient_a"]
+    url = f"/api/v1/patients/{patient.id}/pairing-codes"
+    statuses = [client.post(url, headers=patient.headers).status_code for _ in range(15)]
+    assert 429 in statuses, statuses
+    assert "429" in _declared(client, "/api/v1/patients/{patient_id}/pairing-codes", "post")
+
+
+def test_a_gateway_over_its_upload_rate_gets_a_429_its_operation_declares(settings_overrides):
+    app = create_app({**settings_overrides, "gateway_uploads_per_min": 1})
+    try:
+        client = app.test_client()
+        world = build_world(client, app.extensions["companion"])
+        gateway = world["gateway_a"]
+        body = {"records": [session_record(world.a_device, 1)]}
+        statuses = [client.post("/api/v1/gateway/session-records", headers=gateway.headers, json=body).status_code
+                    for _ in range(3)]
+        assert 429 in statuses, statuses
+        assert "429" in _declared(client, "/api/v1/gateway/session-records", "post")
+    finally:
+        app.extensions["companion"].client.close()
+
+
+DOWNLOADS = [
+    ("/api/v1/patients/{patient_id}/data-export", "patient_a", "application/json"),
+    ("/api/v1/patients/{patient_id}/exports/fhir", "clinician_team", "application/fhir+json"),
+    ("/api/v1/patients/{patient_id}/exports/csv", "clinician_team", "text/csv"),
+    ("/api/v1/patients/{patient_id}/exports/events", "clinician_team", "text/csv"),
+    ("/api/v1/clinician/panel/export", "clinician_team", "text/csv"),
+]
+
+
+@pytest.mark.parametrize(("path", "caller", "media"), DOWNLOADS)
+def test_a_download_documents_the_media_type_and_headers_it_answers(client, world, path, caller, media):
+    answer = client.get(path.format(patient_id=world["patient_a"].id), headers=world[caller].headers)
+    assert answer.status_code == 200 and answer.mimetype == media
+    assert answer.headers["Content-Disposition"].startswith("attachment; filename=")
+    documented = client.get("/openapi.json").json["paths"][path]["get"]["responses"]["200"]
+    assert media in documented["content"], documented.get("content")
+    assert "Content-Disposition" in documented["headers"]
