@@ -5,7 +5,8 @@ with) and the gateway's clock reading, which the server checks against its own (
 vouches for it; the gateway's measure of the server's time is kept from every answer's ``X-Server-Time``,
 see ``device_gateway/clock.py``).
 
-Per item: ``created`` or ``duplicate`` → the record leaves the queue, whatever its flags (a record the server
+Per item: ``created``, ``duplicate`` or ``discarded`` (recorded while the unit was worn by a patient whose
+record has since been deleted) → the record leaves the queue, whatever its flags (a record the server
 holds back from the figures is stored all the same: nothing is dead-lettered for its content);
 ``rejected`` (only a record with no identity to be stored under, a gateway fault) → dead-letter with the
 server's reason, never retried. An item the response does not mention stays queued. A batch the API refuses
@@ -50,7 +51,7 @@ MAX_REPORTS = 100
 BACKOFF_START_S = 1.0
 BACKOFF_CAP_S = 300.0
 _BATCH_CLIENT_ERRORS = {400, 403, 413, 422}
-_ACKNOWLEDGED = {"created", "duplicate"}
+_ACKNOWLEDGED = {"created", "duplicate", "discarded"}  # the server needs nothing more of it
 
 
 class RetryLater(GatewayError):

@@ -103,8 +103,11 @@ class SessionBatchSchema(StrictSchema):
 
 class RecordResultSchema(Schema):
     record_id = fields.String(required=True)
-    status = fields.String(required=True, metadata={"enum": ["created", "duplicate", "rejected"], "description":
+    status = fields.String(required=True, metadata={"enum": ["created", "duplicate", "discarded", "rejected"],
+                                                    "description":
                                      "created and duplicate: stored (safe to forget), whatever its flags; "
+                                     "discarded: recorded while the unit was worn by a patient whose record has "
+                                     "since been deleted, so kept by nobody (safe to forget); "
                                      "rejected: it has no identity to be stored under (do not resend)"})
     reason = fields.String(allow_none=True)
     flags = fields.List(fields.String(metadata={"enum": FLAGS}), metadata={

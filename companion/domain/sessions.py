@@ -121,9 +121,15 @@ def time_findings(start: datetime, earliest: datetime | None, latest: datetime |
     return found
 
 
+# Who wore a unit during a binding whose patient's record has been deleted (after its retention): the interval
+# stays, so that the unit's next wearer is never given what was recorded then; such a session is kept by nobody.
+ERASED_WEARER = "erased"
+
+
 @dataclass(frozen=True)
 class Binding:
-    """A unit bound to a patient from ``start`` until ``end`` (``None``: still bound)."""
+    """A unit bound to a patient (or to :data:`ERASED_WEARER`) from ``start`` until ``end`` (``None``: still
+    bound)."""
 
     patient_id: str
     start: datetime

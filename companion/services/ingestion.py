@@ -56,6 +56,8 @@ from companion.store.stores import Stores
 # unit's first-contact backlog again takes minutes at most.
 CLAIM_TTL = timedelta(minutes=5)
 CLAIM_RETRY_S = 2
+DISCARDED = ("its unit was worn then by a patient whose record has since been deleted: not kept, and never "
+             "given to anyone else")
 IMPORT = "import"  # the gateway id part of syncs imported without a gateway (the demo's history)
 
 
@@ -160,6 +162,11 @@ class Ingestion:
                 touched_seqs=again.get(serial, ()))
             placed += unit_placed
             changes += unit_changes
+        # A session recorded while the unit was worn by a patient whose record has since been deleted is kept by
+        # nobody: answered "discarded" (the gateway forgets it), never given to the unit's next wearer.
+        for doc in [d for d in placed if d.get("erased_wearer")]:
+            results[doc["_id"]] = {"status": "discarded", "flags": [], "held": False, "reason": DISCARDED}
+        placed = [d for d in placed if not d.get("erased_wearer")]
         known = self.stores.unit_syncs.insert_new(sync_docs)
         created = self._insert(placed)
         for doc in placed:
@@ -178,7 +185,7 @@ class Ingestion:
             for patient, dates in touched_days_of(kept).items():
                 self.touched.dates(patient, dates, "sessions")
         self._derive(patient_id, kept, changes, received_at)
-        for result in ("created", "duplicate", "rejected"):
+        for result in ("created", "duplicate", "discarded", "rejected"):
             count = sum(1 for r in results.values() if r["status"] == result)
             self.telemetry.records_received(result, count + (refused_by_schema if result == "rejected" else 0))
         self.telemetry.records_held(sum(1 for d in kept if d["_id"] in created and d.get("held")))

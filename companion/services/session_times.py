@@ -28,6 +28,7 @@ from datetime import UTC, date, datetime, timedelta
 from companion.domain.device_time import SessionTime, SyncPoint, TimeQuality, UnitSession, reconstruct
 from companion.domain.localtime import TimeZoneHistory
 from companion.domain.sessions import (
+    ERASED_WEARER,
     Binding,
     Finding,
     Flag,
@@ -302,6 +303,10 @@ class SessionTimes:
                 owner_id, candidates = resolution["patient_id"], (resolution["patient_id"],)
             else:
                 owner_id, candidates = owner.patient_id, owner.candidates
+            erased = owner_id == ERASED_WEARER  # worn by a patient whose record is deleted: kept by nobody
+            if erased or ERASED_WEARER in candidates:
+                owner_id = None if erased else owner_id
+                candidates = tuple(c for c in candidates if c != ERASED_WEARER)
             history = self._history(owner_id) if owner_id else None
             found = clinical_findings(doc)
             found += time_findings(start, earliest, latest, doc.get("server_received_at") or received_at, history)
@@ -314,6 +319,7 @@ class SessionTimes:
                 "time_quality": quality.value, "time_basis": basis,
                 "unit_offset_s": round(placed.offset.total_seconds(), 3) if placed.offset is not None else None,
                 "patient_id": owner_id, "candidate_patient_ids": list(candidates),
+                **({"erased_wearer": True} if erased else {}),
                 "local_date": start.astimezone(history.zone_at(start)).date().isoformat() if history else None,
             }
         self._count(docs, judged, findings)

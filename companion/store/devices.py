@@ -16,7 +16,7 @@ from pymongo.errors import DuplicateKeyError
 
 from companion.clock import now
 from companion.domain.people import TensUnit
-from companion.domain.sessions import Binding
+from companion.domain.sessions import ERASED_WEARER, Binding
 from companion.store.batches import chunks, insert_new
 
 INDEXES = {
@@ -46,10 +46,14 @@ class Devices:
         self.history = db.unit_bindings
 
     def delete_for_patient(self, patient_id: str) -> int:
-        """Delete every document of the patient, their units' binding intervals included (a closed account;
-        see companion.services.lifecycle)."""
-        self.history.delete_many({"patient_id": patient_id})
-        return self.col.delete_many({"patient_id": patient_id}).deleted_count
+        """Release the patient's units and keep their binding intervals as worn by nobody nameable
+        (:data:`ERASED_WEARER`): the patient's record is deleted (a closed account; see
+        companion.services.lifecycle), and the unit's next wearer must never be given what it recorded then."""
+        released = 0
+        for unit in self.col.find({"patient_id": patient_id}, {"_id": 1}):
+            released += self.unbind(unit["_id"], patient_id)
+        self.history.update_many({"patient_id": patient_id}, {"$set": {"patient_id": ERASED_WEARER}})
+        return released
 
     def bind(self, serial: str, patient_id: str, profile: str, bound_at: datetime | None = None) -> tuple[TensUnit, bool]:
         """Bind a unit to a patient (from ``bound_at``, default now). Returns (unit, created); a unit bound to

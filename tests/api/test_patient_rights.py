@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -332,3 +333,31 @@ def test_the_download_still_shows_a_care_team_that_had_access_after_it_ended(cli
     assert before["enrolled_at"] < before["ended_at"]
     _close_and_purge(client, services, patient)
     assert db.team_enrolments_ended.count_documents({"patient_id": patient.id}) == 0
+
+
+def test_after_a_purge_what_the_unit_recorded_for_the_closed_patient_is_given_to_nobody(client, world, services,
+                                                                                        db, monkeypatch):
+    """The purge deletes the closed patient's record but keeps who wore the unit when (as nobody nameable): the
+    unit's next wearer is never given the sessions its memory still holds from then."""
+    a, b = world["patient_a"], world["patient_b"]
+    old = [session_record(world.a_device, seq, started_at=datetime.now(UTC) - timedelta(days=5, minutes=-seq * 60))
+           for seq in (1, 2, 3)]
+    _upload(client, world["gateway_a"], old)
+    assert db.session_records.count_documents({"patient_id": a.id}) == 3
+    assert client.post(f"/api/v1/patients/{a.id}/closure", headers=a.headers,
+                       json={"current_password": PASSWORD, "confirm": True}).status_code == 200
+    # A clinic that keeps closed records for no time at all: the purge runs at once (no travel in time, so that
+    # the unit's release is now, before its next wearer's binding).
+    monkeypatch.setattr(services.lifecycle, "settings", replace(services.settings, clinical_retention=timedelta(0)))
+    assert services.lifecycle.purge_expired_records() == {"patients": 1}
+    assert db.unit_bindings.count_documents({"patient_id": a.id}) == 0  # nothing names the patient
+    assert client.post(f"/api/v1/patients/{b.id}/devices", headers=b.headers,
+                       json={"serial": world.a_device}).status_code == 201
+    answered = _upload(client, world["gateway_b"], old)  # the unit's memory, read by B's new gateway
+    assert {r["status"] for r in answered.values()} == {"discarded"}
+    assert db.session_records.count_documents({}) == 0
+    # A session begun as the unit changed hands may be B's, never the erased wearer's: held, with B alone named.
+    new = session_record(world.a_device, 4, started_at=datetime.now(UTC))
+    assert _upload(client, world["gateway_b"], [new])[new["record_id"]]["status"] == "created"
+    stored = db.session_records.find_one({"_id": new["record_id"]})
+    assert (stored["patient_id"], stored["candidate_patient_ids"], stored["held"]) == (None, [b.id], True)

@@ -447,3 +447,15 @@ def test_a_stored_record_that_no_longer_opens_is_dead_lettered_and_the_others_ar
     assert (dead["record_id"], dead["source"]) == (rid(2), "buffer")
     assert dead["reason"].startswith("stored content unreadable: sealed field does not open")
     buffer.close()
+
+
+def test_a_record_the_server_discards_leaves_the_queue_and_is_not_dead_lettered(stub, buffer, make_uploader):
+    """'discarded': recorded while the unit was worn by a patient whose record has since been deleted; the
+    server keeps it for nobody, and the gateway has nothing more to do with it."""
+    fill(buffer, 3)
+    stub.answer_hook = lambda records: (200, {}, {"results": [
+        {"record_id": r["record_id"], "status": "discarded", "reason": "worn by an erased patient"}
+        for r in records]})
+    uploader, _ = make_uploader()
+    uploader.drain(max_failures=2)
+    assert buffer.pending_count() == 0 and buffer.dead_letters() == []
