@@ -27,6 +27,7 @@ INDEXES = {
         IndexModel([("at", ASCENDING)], name="at"),  # the alerts job reads the last day's events of everyone
     ],
     "unit_syncs": [IndexModel([("serial", ASCENDING), ("highest_seq", ASCENDING)], name="serial_seq")],
+    "unit_claims": [],  # by _id (the serial) only
     "session_conflicts": [IndexModel([("record_id", ASCENDING)], name="record")],
 }
 MAX_ROWS = 5000
