@@ -158,6 +158,54 @@ def _origins(name: str, raw: str) -> tuple[str, ...]:
     return origins
 
 
+def _mongodb_uri(name: str, raw: str) -> str:
+    from pymongo.errors import InvalidURI
+    from pymongo.uri_parser import parse_uri
+
+    if raw.startswith("mongodb+srv://"):  # parsing one looks its host up in DNS: left to the driver
+        return raw
+    try:
+        parse_uri(raw)
+    except (InvalidURI, ValueError) as exc:
+        raise SettingError(f"{name} is not a MongoDB connection string ({str(exc).splitlines()[0][:120]}): use "
+                           "mongodb://host:port/ or mongodb+srv://...") from None
+    return raw
+
+
+_DATABASE_NAME = re.compile(r'^[^/\\. "$\x00]{1,63}$')  # MongoDB's rules for a database name
+
+
+def _database_name(name: str, raw: str) -> str:
+    if not _DATABASE_NAME.match(raw):
+        raise SettingError(f"{name}={raw!r} is not a database name: 1 to 63 characters, none of / \\ . space \" $")
+    return raw
+
+
+def _smtp_url(name: str, raw: str) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(raw)
+        port = parts.port
+    except ValueError:
+        port, parts = None, None
+    if parts is None or parts.scheme not in ("smtp", "smtp+starttls") or not parts.hostname or (
+            port is None and parts.netloc.rpartition("@")[2].count(":")):
+        raise SettingError(f"{name} is not valid: use smtp://host:port or smtp+starttls://user:password@host:port")
+    return raw
+
+
+def _readable_json_file(name: str, raw: str) -> str:
+    import json
+
+    try:
+        with open(raw, encoding="utf-8") as handle:
+            json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise SettingError(f"{name}={raw!r} cannot be read as a JSON file ({type(exc).__name__})") from None
+    return raw
+
+
 def _mfa(name: str, raw: str) -> bool:
     return _one_of(*MFA_POLICIES)(name, raw) == "required"
 
@@ -175,8 +223,8 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("COMPANION_ENV", "env", _one_of(*ENVIRONMENTS),
             "`production` requires a secret key, forces staff MFA, refuses demo data"),
-    Setting("MONGODB_URI", "mongodb_uri", _text, "database; when set, the scripts start no database"),
-    Setting("MONGODB_DB", "mongodb_db", _text, "database name"),
+    Setting("MONGODB_URI", "mongodb_uri", _mongodb_uri, "database; when set, the scripts start no database"),
+    Setting("MONGODB_DB", "mongodb_db", _database_name, "database name"),
     Setting("COMPANION_SECRET_KEY", "secret_key", _text,
             "JWT signing key, at least 32 characters (random per process in development)"),
     Setting("COMPANION_STAFF_MFA", "staff_mfa_required", _mfa,
@@ -228,10 +276,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("COMPANION_CLINICAL_RETENTION_DAYS", "clinical_retention", _duration("days", 365, 36525),
             "how long a closed patient account's clinical record is kept before the worker deletes it"),
     Setting("COMPANION_MAIL_DIR", "mail_dir", _text, "directory each outgoing email is written to as a .eml file"),
-    Setting("COMPANION_SMTP_URL", "smtp_url", _text,
+    Setting("COMPANION_SMTP_URL", "smtp_url", _smtp_url,
             "`smtp://host:port` or `smtp+starttls://user:password@host:port`: outgoing email (signup codes)"),
     Setting("COMPANION_MAIL_FROM", "mail_from", _text, "sender address of outgoing email"),
-    Setting("FCM_SERVICE_ACCOUNT", "fcm_service_account", _text, "path of the Firebase service-account JSON"),
+    Setting("FCM_SERVICE_ACCOUNT", "fcm_service_account", _readable_json_file, "path of the Firebase service-account JSON"),
     Setting("FCM_URL", "fcm_url", _text, "FCM send endpoint (the run script points it at the local emulator)"),
     Setting("COMPANION_REMINDER_GRACE_MIN", "reminder_grace", _duration("minutes", 1, 24 * 60),
             "worker: a reminder push still goes out this late (catch-up after a restart)"),

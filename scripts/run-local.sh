@@ -68,7 +68,7 @@ echo "==> starting the local FCM emulator on http://127.0.0.1:${fcm_port}/ (see 
 rm -f var/run/fcm-service-account.json
 supervise fcm bash -c "exec python -m companion.notify.fcm_emulator --port $fcm_port \
   --write-service-account var/run/fcm-service-account.json >> var/run/fcm.log 2>&1"
-for _ in $(seq 1 50); do [ -f var/run/fcm-service-account.json ] && break; sleep 0.1; done
+for _ in $(seq 1 300); do [ -f var/run/fcm-service-account.json ] && break; sleep 0.1; done
 export FCM_SERVICE_ACCOUNT="$root/var/run/fcm-service-account.json"
 export FCM_URL="http://127.0.0.1:${fcm_port}/v1/projects/{project_id}/messages:send"
 

@@ -19,6 +19,11 @@ BAD = [
     ("COMPANION_DB_TIMEOUT_MS", "5s", "whole number"),
     ("COMPANION_REMINDER_GRACE_MIN", "soon", "number of minutes"),
     ("COMPANION_LOG_LEVEL", "LOUD", "DEBUG, INFO, WARNING, ERROR"),
+    # Read as text until they reached pymongo, smtplib or firebase-admin: a traceback in every process.
+    ("MONGODB_URI", "mongodb://127.0.0.1:270170/", "mongodb://host:port/"),
+    ("MONGODB_DB", "clinic/prod", "1 to 63 characters"),
+    ("COMPANION_SMTP_URL", "smtp://mail.example.org:25x", "smtp://host:port"),
+    ("FCM_SERVICE_ACCOUNT", "/etc/companion/no-such-service-account.json", "cannot be read as a JSON file"),
 ]
 
 
