@@ -51,7 +51,7 @@ def idempotent(view):
             return view(*args, **kwargs)
         if not _VALID.match(key):
             raise Invalid(f"{HEADER} must be 8-100 characters of letters, digits and _.:-",
-                          errors={HEADER: ["invalid"]})
+                          errors={"headers": {HEADER: ["8-100 characters of letters, digits and _.:-"]}})
         caller = current_actor().id
         digest = hashlib.sha256(request.method.encode() + request.path.encode() + request.get_data()).hexdigest()
         g.idempotency_key = f"{caller}:{key}"

@@ -86,7 +86,8 @@ def decode_position(cursor: str | None) -> int:
 
 
 def _not_ours() -> Invalid:
-    return Invalid("not a cursor this API made; follow a `next` link", errors={"cursor": ["invalid"]})
+    return Invalid("not a cursor this API made; follow a `next` link",
+                   errors={"query": {"cursor": ["not a cursor this API made"]}})
 
 
 def offset_page(fetch: Callable[[int], list], cursor: str | None, limit: int) -> tuple[list, str | None]:

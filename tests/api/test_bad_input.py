@@ -122,3 +122,13 @@ def test_a_date_at_the_ends_of_the_calendar_is_a_422_naming_it_not_a_500(client,
     named = query.split("?")[1].split("=")[0]
     assert named in problem["errors"]["query"], problem
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_a_bad_cursor_and_a_bad_idempotency_key_are_named_by_their_location(client, world):
+    patient = world["patient_a"]
+    bad_cursor = client.get(f"/api/v1/patients/{patient.id}/pain-entries", headers=patient.headers, query_string={
+        "from": "2026-11-01T00:00:00+00:00", "to": "2026-11-02T00:00:00+00:00", "cursor": "not-a-cursor"})
+    assert list(assert_problem(bad_cursor, 422)["errors"]["query"]) == ["cursor"]
+    bad_key = client.post(f"/api/v1/patients/{patient.id}/reminders",
+                          headers={**patient.headers, "Idempotency-Key": "short"}, json={})
+    assert list(assert_problem(bad_key, 422)["errors"]["headers"]) == ["Idempotency-Key"]
