@@ -160,7 +160,9 @@ class Care:
             # the note when it checks its offer again, or made the link before this looks (companion answer_offer).
             self.caregiver_offers.take_back(offer["_id"], patient_id, self.clock())
             link = self.links.active(patient_id, offer["caregiver_id"])
-            if link is None:
+            if link is None:  # revoked already (a retry): finish withdrawing what may still be queued
+                self.outbox.withdraw(reason=CONSENT_REVOKED, recipient_user_id=offer["caregiver_id"],
+                                     patient_id=patient_id)
                 return
             link = self.links.revoke(patient_id, link.id) or link
         self.outbox.withdraw(reason=CONSENT_REVOKED, recipient_user_id=link.caregiver_id, patient_id=patient_id)
@@ -273,6 +275,7 @@ class Care:
         self._team_of(clinician_id, team_id)
         if self.invitations.withdraw(invitation_id, team_id, self.clock()) is None:
             raise NotFound("no open invitation with that id")
+        self.outbox.withdraw(reason=INVITATION_SETTLED, source_key=f"invitation:{invitation_id}")
 
     def unenrol_from_own_team(self, clinician_id: str, team_id: str, patient_id: str) -> None:
         """Remove a patient from one of the clinician's teams (other teams keep them)."""
@@ -310,6 +313,7 @@ class Care:
                                              patient_id=patient.id if accept else None)
         if invitation is None:
             raise NotFound("no such invitation waiting for you")
+        self.outbox.withdraw(reason=INVITATION_SETTLED, source_key=f"invitation:{invitation['_id']}")
         if accept:
             if self.teams.get(invitation["team_id"]) is None:
                 raise NotFound("the team no longer exists")

@@ -64,6 +64,21 @@ def test_the_patient_sees_the_invitation_accepts_it_with_their_password_and_the_
     assert client.post(accept, headers=patient.headers, json={"current_password": PASSWORD}).status_code == 404
 
 
+def test_an_invitation_answered_or_withdrawn_takes_its_waiting_push_with_it(client, world, db):
+    """The push telling the patient of an invitation is still waiting (quiet hours, a retry): once the patient
+    answered it, or the team took it back, it is withdrawn, not sent about nothing."""
+    clinician, patient = world["clinician_team"], world["patient_b"]
+    answered, declined, withdrawn = (_invite(client, clinician, world.team_id, patient.email).json for _ in range(3))
+    assert client.post(f"/api/v1/patients/{patient.id}/invitations/{answered['id']}/acceptance",
+                       headers=patient.headers, json={"current_password": PASSWORD}).status_code == 200
+    assert client.delete(f"/api/v1/patients/{patient.id}/invitations/{declined['id']}",
+                         headers=patient.headers).status_code == 204
+    assert client.delete(f"/api/v1/clinician/teams/{world.team_id}/invitations/{withdrawn['id']}",
+                         headers=clinician.headers).status_code == 204
+    states = {d["source_key"]: d["state"] for d in db.push_outbox.find({"recipient_user_id": patient.id})}
+    assert {states[f"invitation:{i['id']}"] for i in (answered, declined, withdrawn)} == {"withdrawn"}
+
+
 def test_a_declined_invitation_looks_to_the_team_like_one_never_answered(client, world):
     clinician, patient = world["clinician_team"], world["patient_b"]
     declined = _invite(client, clinician, world.team_id, patient.email).json

@@ -208,3 +208,27 @@ def test_the_push_telling_of_an_offer_is_withdrawn_when_the_patient_closes_their
     told = db.push_outbox.find_one({"source_key": f"caregiver-invitation:{offered['id']}"})
     assert (told["state"], told["withdrawn_reason"]) == ("withdrawn", "invitation_settled")
     assert _waiting(client, caregiver) == []
+
+
+def test_a_revocation_by_the_offers_id_retried_after_a_stop_withdraws_what_waits_for_the_caregiver(
+        client, world, services, db, monkeypatch):
+    patient, caregiver = world["patient_a"], world["caregiver_unlinked"]
+    offered = _offer(client, patient, caregiver.email, alerts=["missed_session"]).json
+    assert _accept(client, caregiver, offered["id"]).status_code == 200
+    waiting, _ = services.stores.outbox.schedule(
+        source_key="alert:retried-revocation", recipient_user_id=caregiver.id, patient_id=patient.id,
+        kind="missed_session_caregiver", send_at=services.clock() + timedelta(hours=1), share_kind="missed_session")
+    real_withdraw = services.stores.outbox.withdraw
+
+    def stops_before_withdrawing(*args, **kwargs):
+        if kwargs.get("recipient_user_id") == caregiver.id:
+            raise RuntimeError("the process stopped here")
+        return real_withdraw(*args, **kwargs)
+
+    url = f"/api/v1/patients/{patient.id}/caregivers/{offered['id']}"
+    monkeypatch.setattr(services.stores.outbox, "withdraw", stops_before_withdrawing)
+    assert client.delete(url, headers=patient.headers).status_code == 500  # the link is revoked, nothing withdrawn
+    monkeypatch.undo()
+    assert db.push_outbox.find_one({"_id": waiting["_id"]})["state"] == "scheduled"
+    assert client.delete(url, headers=patient.headers).status_code == 204  # the app retries with the same id
+    assert db.push_outbox.find_one({"_id": waiting["_id"]})["state"] == "withdrawn"
