@@ -88,14 +88,17 @@ class PatientReview:
 
     def session_times(self, days: int) -> dict:
         """How sure the period's session times are: how many are exact, corrected and estimated, the ones that
-        are not exact (newest first), and the sessions held back from the figures (the patient's, or possibly
-        theirs: a unit that changed hands when they happened)."""
+        are not exact (newest first), the sessions held back from the figures (the patient's, or possibly
+        theirs: a unit that changed hands when they happened), and the copies kept apart (a number used again)."""
         sessions = self.sessions(days)
         counts = {quality: 0 for quality in ("exact", "corrected", "estimated")}
         for session in sessions:
             counts[session.get("time_quality", "exact")] = counts.get(session.get("time_quality", "exact"), 0) + 1
         not_exact = [s for s in reversed(sessions) if s.get("time_quality", "exact") != "exact" and not s.get("held")]
-        return {"counts": counts, "not_exact": not_exact[:50], "held": self.stores.session_records.held_for(self.pid)}
+        return {"counts": counts, "not_exact": not_exact[:50], "held": self.stores.session_records.held_for(self.pid),
+                # Sessions that arrived under a number already used, with other content (a unit whose counter
+                # restarted): kept apart, counted nowhere; the care team sees them here.
+                "kept_apart": list(reversed(self.stores.session_conflicts.delivered_for(self.pid, 50)))}
 
     def _pain_entries(self, since: datetime) -> list[dict]:
         return self.stores.pain_entries.recorded_between(self.pid, since, self.at + timedelta(minutes=5), self.rows)

@@ -178,6 +178,22 @@ def test_the_patient_page_shows_how_sure_session_times_are_and_lets_the_clinicia
     assert decided["resolution"]["action"] == "exclude" and decided["resolution"]["by"] == world["clinician_team"].id
 
 
+def test_the_patient_page_shows_the_sessions_kept_apart_under_a_number_already_used(client, world):
+    from tests.support.records import session_record
+
+    serial, gateway = world.a_device, world["gateway_a"].headers
+    noon = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    first = session_record(serial, 1, started_at=noon - timedelta(days=7))
+    assert client.post("/api/v1/gateway/session-records", json={"records": [first]}, headers=gateway).status_code == 200
+    # The unit is reflashed, its counter starts again: yesterday's session comes as number 1, other content.
+    again = session_record(serial, 1, started_at=noon - timedelta(days=1), duration_s=2400)
+    answer = client.post("/api/v1/gateway/session-records", json={"records": [again]}, headers=gateway)
+    assert answer.json["results"][0]["flags"] == ["conflicting_copy"]
+    sign_in(client, world["clinician_team"].email)
+    page = client.get(f"/clinician/patients/{world['patient_a'].id}").get_data(as_text=True)
+    assert "Arrived under a number already used" in page and f"{serial}:1</strong>, 40 min" in page
+
+
 def test_every_chart_has_a_table_with_its_figures(client, world, scripted_a):
     sign_in(client, world["clinician_team"].email)
     html = client.get(f"/clinician/patients/{world['patient_a'].id}").get_data(as_text=True)
