@@ -22,21 +22,26 @@ def _offer(client, patient, email, **permissions):
         "caregiver_email": email, "current_password": PASSWORD, "permissions": permissions or {"alerts": []}})
 
 
+def _meanwhile(monkeypatch, store, method: str, request) -> list[int]:
+    """``store.method`` runs ``request`` (another caller's real request, on its own thread) first: the statuses
+    that request was answered are collected in the list returned."""
+    real, answered = getattr(store, method), []
+
+    def first_the_other_request(*args, **kwargs):
+        answered.append(_in_another_thread(request).status_code)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, method, first_the_other_request)
+    return answered
+
+
 def test_patient_taking_back_an_offer_while_it_is_being_accepted_leaves_no_link(client, world, services, monkeypatch):
     patient, caregiver = world["patient_a"], world["caregiver_unlinked"]
     offer_id = _offer(client, patient, caregiver.email).json["id"]
-    links = services.stores.care_links
-    real_grant = links.grant
-    revoked = []
-
-    def grant_after_a_revocation(*args, **kwargs):
-        # The caregiver's acceptance has marked the offer accepted; the link is not written yet. The patient's
-        # "take back this offer" arrives now.
-        revoked.append(_in_another_thread(lambda: client.delete(
-            f"/api/v1/patients/{patient.id}/caregivers/{offer_id}", headers=patient.headers)).status_code)
-        return real_grant(*args, **kwargs)
-
-    monkeypatch.setattr(links, "grant", grant_after_a_revocation)
+    # The caregiver's acceptance has marked the offer accepted; the link is not written yet. The patient's "take
+    # back this offer" arrives now.
+    revoked = _meanwhile(monkeypatch, services.stores.care_links, "grant", lambda: client.delete(
+        f"/api/v1/patients/{patient.id}/caregivers/{offer_id}", headers=patient.headers))
     accepted = client.post(f"/api/v1/caregiver/invitations/{offer_id}/acceptance", headers=caregiver.headers,
                            json={"current_password": PASSWORD})
     monkeypatch.undo()
@@ -49,17 +54,9 @@ def test_patient_taking_back_an_offer_while_it_is_being_accepted_leaves_no_link(
 def test_a_link_the_caregiver_ended_is_not_revived_by_the_patient_changing_permissions(
         client, world, services, monkeypatch):
     patient, caregiver = world["patient_a"], world["caregiver_linked"]
-    links = services.stores.care_links
-    real_change = links.change_permissions
-    left = []
-
-    def change_after_the_caregiver_left(*args, **kwargs):
-        # The patient's change of permissions is on its way; the caregiver's "stop sharing with me" arrives now.
-        left.append(_in_another_thread(lambda: client.delete(
-            f"/api/v1/caregiver/patients/{patient.id}", headers=caregiver.headers)).status_code)
-        return real_change(*args, **kwargs)
-
-    monkeypatch.setattr(links, "change_permissions", change_after_the_caregiver_left)
+    # The patient's change of permissions is on its way; the caregiver's "stop sharing with me" arrives now.
+    left = _meanwhile(monkeypatch, services.stores.care_links, "change_permissions", lambda: client.delete(
+        f"/api/v1/caregiver/patients/{patient.id}", headers=caregiver.headers))
     changed = _offer(client, patient, caregiver.email, alerts=["missed_session"], diary_notes=True)
     monkeypatch.undo()
     assert (changed.status_code, left) == (201, [204])
