@@ -39,7 +39,7 @@ from device_gateway.health import LOOPS, GatewayHealth, LoopHealth, read_health
 from device_gateway.link import BluetoothUnavailable, GatewayLink
 from device_gateway.runner import GatewayRunner
 from device_gateway.sealing import SealingError
-from device_gateway.uploader import UploadProgress
+from device_gateway.uploader import UploadProgress, problem_detail
 
 logger = logging.getLogger("device_gateway")
 
@@ -70,7 +70,10 @@ def cmd_pair(args: argparse.Namespace, config: GatewayConfig) -> int:
     try:
         pairing = pair(config.api_url, args.code, name, ca_file=config.ca_file)
     except httpx.HTTPStatusError as exc:
-        print(f"pairing refused: HTTP {exc.response.status_code}", file=sys.stderr)
+        answer = exc.response
+        wait = answer.headers.get("Retry-After")
+        print(f"pairing refused: HTTP {answer.status_code}: {problem_detail(answer)}"
+              + (f" (try again in {wait} s)" if wait else ""), file=sys.stderr)
         return 1
     except httpx.HTTPError as exc:
         print(f"cannot reach {config.api_url}: {exc}", file=sys.stderr)

@@ -123,7 +123,8 @@ def _from_the_api(response: httpx.Response) -> bool:
     return response.headers.get("Content-Type", "").split(";")[0].strip() == "application/problem+json"
 
 
-def _problem_detail(response: httpx.Response) -> str:
+def problem_detail(response: httpx.Response) -> str:
+    """The detail of the API's problem answer (or its status)."""
     try:
         body = response.json()
     except ValueError:
@@ -194,7 +195,7 @@ class Uploader:
                 # every record dead-lettered; waiting loses nothing.
                 raise RetryLater(f"HTTP {status} without the API's problem details (something in front of it "
                                  "refused the request)", parse_retry_after(response.headers.get("Retry-After")))
-            return self._split(batch, syncs, status, _problem_detail(response))
+            return self._split(batch, syncs, status, problem_detail(response))
         raise RetryLater(f"HTTP {status}", parse_retry_after(response.headers.get("Retry-After")))
 
     def _note_clock(self, body: dict) -> None:

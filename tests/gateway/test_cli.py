@@ -59,6 +59,18 @@ def test_pair_stores_credentials_in_a_private_config_file(tmp_path, stub):
     assert stat.S_IMODE((tmp_path / "config.json").stat().st_mode) == 0o600
 
 
+def test_a_refused_pairing_says_why_and_when_to_try_again(tmp_path, stub, capsys):
+    stub.pair_scripted = [(429, {"Retry-After": "60", "Content-Type": "application/problem+json"},
+                           {"title": "Too many requests", "status": 429, "detail": "too many pairing attempts"}),
+                          (404, {"Content-Type": "application/problem+json"},
+                           {"title": "Not found", "status": 404, "detail": "no such pairing code, or it expired"})]
+    assert main(["--state-dir", str(tmp_path), "pair", "ABC-123", "--api", stub.url]) == 1
+    assert capsys.readouterr().err.strip() == ("pairing refused: HTTP 429: too many pairing attempts "
+                                               "(try again in 60 s)")
+    assert main(["--state-dir", str(tmp_path), "pair", "ABC-123", "--api", stub.url]) == 1
+    assert capsys.readouterr().err.strip() == "pairing refused: HTTP 404: no such pairing code, or it expired"
+
+
 def test_environment_overrides_the_config_file(tmp_path):
     paired_config(tmp_path, "http://file", ["CT-1"])
     config = load_config(str(tmp_path), environ={"COMPANION_API_URL": "http://env", "COMPANION_GATEWAY_ID": "gw-env"})

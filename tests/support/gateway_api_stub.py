@@ -24,6 +24,7 @@ class ContractStub:
         self.answer_hook = None  # a callable like those in scripted, consulted for every batch once scripted is empty
         self.tokens_issued = 0
         self.token_requests = 0
+        self.pair_scripted: list = []  # (status, headers, body) answers to the next pairing requests
         self.token_scripted: list = []  # (status, headers, body) answers to the next token requests
         self.refuse_tokens = False  # answer every token request 401, as the API does for a revoked gateway
         self.valid_token = "token-1"
@@ -103,6 +104,9 @@ class ContractStub:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 with stub.lock:
                     if self.path == "/api/v1/gateways/pair":
+                        if stub.pair_scripted:
+                            self._reply(*stub.pair_scripted.pop(0))
+                            return
                         self._reply(201, {}, {
                             "gateway_id": "gw-1", "gateway_secret": "s3cret", "patient_ref": "p-1",
                             "device_serials": ["CT-000001"],
