@@ -13,7 +13,8 @@ field, before any write (a 500 would have the app retry it for ever).
 
 A route that declares a JSON body (``@blp.arguments(Schema)``, required unless it says otherwise) refuses a
 request without one (422), after the caller's credentials are checked: an empty PATCH is not a PATCH of
-nothing (send ``{}`` for that).
+nothing (send ``{}`` for that); and a body sent as another media type (a JSON text as ``text/plain``) is a 415,
+not a 422 listing every field as missing.
 
 Unknown fields are refused in the query string too: a route's query schema raises on a parameter it does not
 name, and an API route that declares no query parameters at all refuses any (422, each named), instead of
@@ -25,7 +26,7 @@ from __future__ import annotations
 import re
 
 from flask import Flask, request
-from werkzeug.exceptions import BadRequest, UnprocessableEntity
+from werkzeug.exceptions import BadRequest, UnprocessableEntity, UnsupportedMediaType
 
 from companion.http.auditing import handler_of
 
@@ -107,7 +108,13 @@ def install(app: Flask) -> None:
 
     @app.before_request
     def require_declared_body():
-        if request.method not in BODY_METHODS or request.get_data(cache=True):
+        if request.method not in BODY_METHODS:
+            return None
+        if request.get_data(cache=True):
+            if not request.is_json and _declares_body(handler_of(app, request.endpoint, request.method)):
+                # A JSON text sent as text/plain (or a form) would otherwise be read as no body at all, and
+                # answered with every required field missing.
+                raise UnsupportedMediaType("this operation takes a JSON body: send Content-Type: application/json")
             return None
         if _declares_required_body(handler_of(app, request.endpoint, request.method)):
             error = UnprocessableEntity("this operation needs a JSON body (send {} to change nothing)")
@@ -137,6 +144,10 @@ def _parameters(handler) -> list[dict]:
 
 def _declares_query(handler) -> bool:
     return any(p.get("in") == "query" for p in _parameters(handler))
+
+
+def _declares_body(handler) -> bool:
+    return any(p.get("in") == "json" for p in _parameters(handler))
 
 
 def _declares_required_body(handler) -> bool:

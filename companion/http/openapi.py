@@ -105,6 +105,8 @@ SHARED_RESPONSES = {
                            "a wrong one (`errors.current_password`: the session is sound, ask again)", {}),
     "404": ("NO_SUCH_RESOURCE", "no such resource, or none the caller has a relationship to (the two are never told "
                          "apart)", {}),
+    "415": ("SEND_JSON", "the body was sent as another media type: send it as `Content-Type: application/json`",
+            {}),
     "429": ("WAIT_AND_RETRY", "too many attempts: wait Retry-After seconds", {"Retry-After": RETRY_AFTER}),
     "503": ("DATABASE_UNAVAILABLE", "the database (or the audit trail) cannot be reached right now: retry after "
                                    "Retry-After seconds", {"Retry-After": RETRY_AFTER}),
@@ -196,6 +198,7 @@ class ContractPlugin(BasePlugin):
                 if ((status in ("401", "403") and public and not signs_in)
                         or (status == "404" and public and "{" not in (path or ""))
                         or (status == "429" and not signs_in and path not in THROTTLED_PATHS)
+                        or (status == "415" and "requestBody" not in operation)
                         or (status == "503" and path in WITHOUT_DATABASE)):
                     continue
                 if status not in responses and int(status) not in responses:

@@ -132,3 +132,14 @@ def test_a_bad_cursor_and_a_bad_idempotency_key_are_named_by_their_location(clie
     bad_key = client.post(f"/api/v1/patients/{patient.id}/reminders",
                           headers={**patient.headers, "Idempotency-Key": "short"}, json={})
     assert list(assert_problem(bad_key, 422)["errors"]["headers"]) == ["Idempotency-Key"]
+
+
+def test_a_json_body_sent_as_text_plain_is_a_415_not_every_field_missing(client, world):
+    patient = world["patient_a"]
+    answer = client.post(f"/api/v1/patients/{patient.id}/pain-entries", headers=patient.headers,
+                         data='{"client_entry_id": "plain-1", "recorded_at": "2026-11-30T08:00:00+00:00", "nrs": 4}',
+                         content_type="text/plain")
+    assert "application/json" in assert_problem(answer, 415)["detail"]
+    login = client.post("/api/v1/auth/login", data="email=a@b.example&password=x",
+                        content_type="application/x-www-form-urlencoded")
+    assert_problem(login, 415)
