@@ -7,8 +7,9 @@ from datetime import date, datetime, timedelta
 from marshmallow import ValidationError, fields
 
 from companion.clock import now
+from companion.domain.localtime import REPORTED_AHEAD
 
-FUTURE_TOLERANCE = timedelta(minutes=5)  # phones' clocks drift; more than this is a bad clock or a bad app
+FUTURE_TOLERANCE = REPORTED_AHEAD  # phones' clocks drift; more than this is a bad clock or a bad app
 OLDEST = timedelta(days=366)
 MAX_RANGE = timedelta(days=366)
 

@@ -24,6 +24,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import cached_property
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+# How far ahead of the server a moment a phone reports may lie (its clock runs a little fast): accepted, and it
+# counts once its time comes.
+REPORTED_AHEAD = timedelta(minutes=5)
+
 
 def zone_named(name: str) -> ZoneInfo:
     """Return the IANA zone called ``name``; raise ``ValueError`` for an unknown or malformed name."""

@@ -126,13 +126,16 @@ class Gateways:
         unit, created = self.devices.bind(serial, patient_id, profile, bound_at or self.clock())
         if not created and unit.patient_id != patient_id:
             raise Conflict("this unit is bound to someone else; it must be released first")
+        if created:  # the panel's last sync is that of the units bound to the patient
+            self.stores.panel_row_marks.mark([patient_id], "unit bound", self.clock())
         return unit
 
     def release_unit(self, patient_id: str, serial: str) -> None:
         """Release a unit from the patient; the interval it was bound for is kept (its sessions stay theirs).
         A unit not bound to the patient is released already: a retried release succeeds as the first did (and
         says nothing of units bound to others)."""
-        self.devices.unbind(serial, patient_id, self.clock())
+        if self.devices.unbind(serial, patient_id, self.clock()):
+            self.stores.panel_row_marks.mark([patient_id], "unit released", self.clock())
 
     def keep_dead_letters(self, gateway_id: str, patient_id: str, items: list[dict]) -> int:
         """Keep what a gateway reports it could not deliver as records (each once); returns how many were new."""

@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 
 from companion.clock import Clock, now
 from companion.domain import review as rules
-from companion.domain.localtime import resolve_local
+from companion.domain.localtime import REPORTED_AHEAD, resolve_local
 from companion.domain.people import Account
 from companion.domain.review import PanelFilter
 from companion.services.item_failures import ItemFailures
@@ -62,10 +62,11 @@ def kept_snapshots(days: dict | None) -> list[dict]:
 
 
 def _next_change(entries: list[dict], at: datetime, zone: str, today: date) -> datetime:
-    """When time alone next changes the row: the next local midnight or a rating leaving a 14-day window."""
+    """When time alone next changes the row: the next local midnight, a rating recorded ahead of ``at`` (a phone
+    whose clock runs a few minutes fast) coming to count, or a rating leaving a 14-day window."""
     soonest = resolve_local(today + timedelta(days=1), time(0), ZoneInfo(zone))
     for entry in entries:
-        for edge in (entry["recorded_at"] + PAIN_HALF, entry["recorded_at"] + PAIN_WINDOW):
+        for edge in (entry["recorded_at"], entry["recorded_at"] + PAIN_HALF, entry["recorded_at"] + PAIN_WINDOW):
             if at < edge < soonest:
                 soonest = edge
     return soonest
@@ -87,7 +88,8 @@ def panel_row_doc(person: Account, snapshots: list[dict], pain: list[dict], last
     days = {s["date"]: kept_day(s) for s in snapshots if first.isoformat() <= s["date"] < today.isoformat()}
     pdc_7 = rules.pdc(kept_snapshots(days), *rules.completed_days(today, 7))
     pdc_30 = rules.pdc(kept_snapshots(days), *rules.completed_days(today, KEPT_DAYS))
-    live = [e for e in pain if not e.get("deleted") and timedelta(0) <= at - e["recorded_at"] < PAIN_WINDOW]
+    kept = [e for e in pain if not e.get("deleted") and at - e["recorded_at"] < PAIN_WINDOW]
+    live = [e for e in kept if e["recorded_at"] <= at]
     trend = rules.pain_trend(live, at)
     name = person.display_name or ""
     return {
@@ -102,7 +104,7 @@ def panel_row_doc(person: Account, snapshots: list[dict], pain: list[dict], last
         "last_sync": last_sync, "none_sync": int(last_sync is None),
         "sync_key": NO_SYNC_KEY if last_sync is None else last_sync,
         "open_alerts": open_alerts,
-    }, dict(sorted(days.items())), _next_change(live, at, zone, today)
+    }, dict(sorted(days.items())), _next_change(kept, at, zone, today)
 
 
 def as_panel_row(doc: dict, at: datetime) -> rules.PanelRow:
@@ -142,7 +144,8 @@ class PanelReadModel:
             known = [s for s in kept_snapshots(kept["days"]) if s["date"] >= dates[0].isoformat()]
             dates = [d for d in dates if d.isoformat() >= since]
         snapshots = known + self.stores.adherence_days.by_ids([snapshot_id(person.id, d) for d in dates], DAY_FIELDS)
-        pain = self.stores.pain_entries.scores_between(person.id, at - PAIN_WINDOW, at)
+        # Up to the few minutes ahead the API accepts a rating at: one recorded so counts when its time comes.
+        pain = self.stores.pain_entries.scores_between(person.id, at - PAIN_WINDOW, at + REPORTED_AHEAD)
         synced = [u.last_sync for u in self.stores.devices.for_patient(person.id) if u.last_sync]
         alerts = self.stores.alerts.open_counts([person.id]).get(person.id, 0)
         return panel_row_doc(person, snapshots, pain, max(synced, default=None), alerts, at)

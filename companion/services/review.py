@@ -122,7 +122,9 @@ class PatientReview:
         occurrences = self.stores.occurrences.newest_between(self.pid, since, self.at + timedelta(days=1), self.rows)
         for occurrence in occurrences:
             occurrence["title"] = titles.get(occurrence.get("reminder_id"), {}).get("title")
-        notifications = self.stores.outbox.for_patient(self.pid, since=since, limit=self.rows)
+        # Bounded at the review's moment too: read newest first, a past period's own would fall past the limit.
+        notifications = self.stores.outbox.for_patient(self.pid, since=since, until=self.at + timedelta(minutes=5),
+                                                       limit=self.rows)
         for note in notifications:
             note["to_patient"] = note.get("recipient_user_id") == self.pid
         return {"occurrences": occurrences, "notifications": notifications}
@@ -139,7 +141,8 @@ class PatientReview:
 
     def diary(self, days: int) -> dict:
         return {"entries": list(reversed(self.pain(days)["entries"])),
-                "practice": self.stores.practice.started_since(self.pid, self._since(days), self.rows)}
+                "practice": self.stores.practice.started_since(self.pid, self._since(days), self.rows,
+                                                               until=self.at + timedelta(minutes=5))}
 
     def plans(self) -> list[dict]:
         return self.stores.plans.history(self.pid, limit=200)

@@ -153,9 +153,11 @@ class PracticeLog(feeds.SyncedCollection):
         return list(self.col.find({"patient_id": patient_id, "started_at": {"$gte": start, "$lt": end}})
                     .sort("started_at", ASCENDING).limit(limit))
 
-    def started_since(self, patient_id: str, since: datetime, limit: int = 500) -> list[dict]:
-        """The patient's practice started since ``since``, newest first."""
-        return list(self.col.find({"patient_id": patient_id, "started_at": {"$gte": since}})
+    def started_since(self, patient_id: str, since: datetime, limit: int = 500, *,
+                      until: datetime | None = None) -> list[dict]:
+        """The patient's practice started since ``since`` (and before ``until``), newest first."""
+        started = {"$gte": since, **({"$lt": until} if until is not None else {})}
+        return list(self.col.find({"patient_id": patient_id, "started_at": started})
                     .sort("started_at", DESCENDING).limit(limit))
 
     def completed_between(self, patient_id: str, start: datetime, end: datetime, limit: int = 2000) -> list[dict]:

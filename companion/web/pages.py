@@ -46,15 +46,15 @@ def static_file(filename):
 @allow(Role.CLINICIAN)
 def panel():
     args = _panel_args()
+    page_size = min(args["limit"], PAGE_SIZE)
     rows, total = services().review.panel_page(g.actor.id, sort=args["sort"], descending=args["order"] == "desc",
-                                               keep=panel_filter(args), offset=args["offset"],
-                                               limit=min(args["limit"], PAGE_SIZE))
+                                               keep=panel_filter(args), offset=args["offset"], limit=page_size)
     ids = [r.patient_id for r in rows]
     auditing.note(patient_ids=ids, resource="patient", action="search", resource_ids=ids)
     filtered = any(request.args.get(k) for k in ("q", "needs_attention", "pdc_7_below", "pain_rising",
                                                  "silent_days", "open_alerts"))
     svc = services()
-    return render_template("panel.html", rows=rows, total=total, args=args, filtered=filtered,
+    return render_template("panel.html", rows=rows, total=total, args=args, filtered=filtered, page_size=page_size,
                            has_team=svc.care.has_team(g.actor.id),
                            query={k: v for k, v in request.args.items() if k != "offset"},
                            me=svc.accounts.account(g.actor.id))

@@ -89,6 +89,29 @@ def test_a_years_patient_csv_shows_every_stored_day_not_only_the_last_ninety(cli
     assert [r["covered"] for r in rows[:3]] == ["true", "false", "false"]
 
 
+def test_a_past_periods_fhir_export_keeps_its_notifications_however_many_came_after(client, world, scripted_a, db):
+    """The notifications were read newest first from the period's start up to now, at most 5,000: two years of
+    seven a day later, a past month's own fell past the limit and its export carried none."""
+    a = scripted_a["patient_id"]
+    last = datetime.now(UTC).date() - timedelta(days=760)
+
+    def note(created_at: datetime, n: int) -> dict:
+        return {"_id": f"later-note-{n}", "source_key": f"reminder:later-{n}", "recipient_user_id": a,
+                "patient_id": a, "kind": "reminder", "collapse_key": "c", "expires_at": created_at,
+                "not_before": created_at, "state": "sent", "attempts": 1, "round": 1, "lease_until": None,
+                "owner": None, "phones": [], "created_at": created_at, "sent_at": created_at, "delivered_at": None,
+                "opened_at": None, "error_codes": []}
+
+    in_period = datetime.combine(last - timedelta(days=3), datetime.min.time(), UTC) + timedelta(hours=8)
+    after = datetime.combine(last + timedelta(days=1), datetime.min.time(), UTC) + timedelta(hours=6)
+    db.push_outbox.insert_many([note(in_period, 0)] + [note(after + timedelta(hours=24 * (n // 7) + 2 * (n % 7)), n + 1)
+                                                       for n in range(7 * 740)])
+    answer = client.get(f"/api/v1/patients/{a}/exports/fhir?to={last.isoformat()}&days=30",
+                        headers=world["clinician_team"].headers)
+    assert answer.status_code == 200
+    assert [e["resource"]["resourceType"] for e in answer.json["entry"]].count("Communication") == 1
+
+
 def test_a_years_events_csv_holds_every_dose_not_only_the_newest_thousand(client, world, db):
     pid, now = world["patient_a"].id, datetime.now(UTC)
     doses = [{"_id": f"dose-{n}", "patient_id": pid, "reminder_id": "r-export", "kind": "medication", "status": "done",

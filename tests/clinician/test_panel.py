@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pymongo
@@ -13,6 +14,7 @@ from companion.store.read_models import SHOWN_FIELDS
 from companion.store.relationships import CareTeams
 from companion.store.stores import Stores
 from tests.clinician.conftest import at_day
+from tests.clinician.test_pages import sign_in
 from tests.support.world import PASSWORD, make_user
 
 
@@ -215,3 +217,16 @@ def test_entries_written_before_they_held_their_lines_are_shown_from_their_rows_
     cara = db.panel_entries.find_one({"patient_id": ids["Cara"]})
     assert all(field in cara for field in SHOWN_FIELDS)
     assert _panel(client, clinician)["items"] == before
+
+
+def test_the_pages_links_step_by_the_page_shown(client, panel_world):
+    """A bookmarked address with a limit under 50: Next and Previous step by the rows shown, so every patient can
+    be reached."""
+    clinician, _ = panel_world
+    assert sign_in(client, clinician.email).status_code == 303
+    html = client.get("/clinician/?limit=3").get_data(as_text=True)
+    assert "1–3 of 7" in html
+    assert re.search(r'href="[^"]*offset=(\d+)[^"]*">Next', html).group(1) == "3"
+    html = client.get("/clinician/?limit=3&offset=3").get_data(as_text=True)
+    assert "4–6 of 7" in html and re.search(r'href="[^"]*offset=(\d+)[^"]*">← Previous', html).group(1) == "0"
+    assert re.search(r'href="[^"]*offset=(\d+)[^"]*">Next', html).group(1) == "6"

@@ -1,0 +1,69 @@
+"""Inputs of a panel row that no write marked, found by a review of what clinicians see: a rating recorded a few
+minutes ahead (a phone whose clock runs fast) and a unit released. Each row must agree with the review page as
+soon as the input counts, not at the patient's next local midnight."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from companion.api.ingestion import SessionRecordSchema
+from companion.clock import now
+from companion.domain.access import Grant, Relationship
+from companion.domain.review import PanelFilter
+from companion.services.read_models import panel_row_doc
+from companion.store.relationships import CareTeams
+from tests.scheduler.helpers import make_person, services_on
+from tests.support.records import session_record
+
+
+def _clinic(db, settings):
+    services = services_on(db, settings, now)
+    teams = CareTeams(db)
+    team = teams.create("Pain clinic")
+    clinician, patient = make_person(db, "clinician"), make_person(db, "patient", "UTC")
+    teams.add_clinician(team.id, clinician.id)
+    teams.enrol(team.id, patient.id)
+    return services, clinician, patient
+
+
+def _rate(services, patient_id: str, at: datetime, nrs: int) -> None:
+    services.diary.record_entry(Grant(patient_id, Relationship.SELF), {
+        "client_entry_id": f"e-{at.timestamp()}-{nrs}", "nrs": nrs, "context": None, "recorded_at": at, "bpi": None,
+        "session_record_id": None, "phase": None})
+
+
+def test_a_rating_from_a_phone_a_few_minutes_ahead_reaches_the_panel_when_its_time_comes(jobs_db, settings,
+                                                                                         traveller):
+    services, clinician, patient = _clinic(jobs_db, settings)
+    wall = datetime.now(UTC)
+    _rate(services, patient.id, wall - timedelta(days=20), 3)  # the fortnight before: a mean of 3
+    _rate(services, patient.id, wall - timedelta(days=2), 3)
+    services.review.panel_page(clinician.id)
+    _rate(services, patient.id, wall + timedelta(minutes=4), 10)  # the phone's clock 4 minutes ahead
+    services.review.panel_page(clinician.id)  # a clinician reads the panel at that moment
+    for _ in range(18):  # three hours of the refresher, every ten minutes
+        traveller.shift(timedelta(minutes=10))
+        services.panel_rows.refresh_due()
+    review_trend = services.review.of_patient(patient).pain(30)["trend"]
+    assert review_trend.direction == "rising"
+    flagged, _ = services.review.panel_page(clinician.id, keep=PanelFilter(needs_attention=True))
+    assert (services.review.summary(patient).pain, [r.patient_id for r in flagged]) == (review_trend, [patient.id])
+
+
+def test_a_released_unit_leaves_the_panels_last_sync_at_once(jobs_db, settings, traveller):
+    services, clinician, patient = _clinic(jobs_db, settings)
+    services.gateways.bind_unit(patient.id, "CTU-R0001", "companion-tens",
+                                bound_at=datetime.now(UTC) - timedelta(days=30))
+    traveller.shift(timedelta(days=-3))  # the unit last uploaded three days ago
+    record = SessionRecordSchema().load(session_record("CTU-R0001", 1,
+                                                       started_at=datetime.now(UTC) - timedelta(hours=2)))
+    services.ingestion.receive(None, patient.id, [record], {"CTU-R0001"})
+    traveller.shift(timedelta(days=3))
+    services.panel_rows.refresh_due()
+    assert services.review.summary(patient).days_since_sync == 3
+    services.gateways.release_unit(patient.id, "CTU-R0001")  # the unit went back to the clinic
+    services.review.panel_page(clinician.id)
+    assert services.review.of_patient(patient).device()["devices"] == []
+    assert panel_row_doc(patient, [], [], None, 0, datetime.now(UTC))[0]["last_sync"] is None
+    row = services.review.summary(patient)
+    assert (row.days_since_sync, row.reasons) == (None, [])
