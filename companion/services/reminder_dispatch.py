@@ -86,9 +86,15 @@ def planned_pushes(occurrence: dict, reminder: dict | None) -> list[PlannedPush]
               for n, at in enumerate(times[1:], 1) if at > first]
     snoozed = occurrence.get("snoozed_until")
     if snoozed is not None:
-        plans = [p for p in plans if p.send_at >= snoozed]
-        plans.append(PlannedPush(snooze_key(occurrence), repeat_kind, snoozed, ends))
+        # The snooze's own push, once: a nudge planned at that very minute gives way to it, and a snooze capped
+        # at the window's end reminds in its last minute (at the end itself, nothing would go).
+        remind_at = max(min(snoozed, ends - LAST_MINUTE), occurrence["due_at"])
+        plans = [p for p in plans if p.send_at > remind_at]
+        plans.append(PlannedPush(snooze_key(occurrence), repeat_kind, remind_at, ends))
     return [p for p in plans if p.send_at < ends]
+
+
+LAST_MINUTE = timedelta(minutes=1)
 
 
 def repeats_of(reminder: dict | None) -> Repeats:
@@ -179,7 +185,11 @@ class ReminderDispatch:
         # A slot that shares another's push leaves it to that one while it is open (ticked off early, it is not).
         for o in [o for o in occurrences if o.get("push_with") not in open_ids]:
             planned = failures.attempt(o.get("_id"), lambda o=o: planned_pushes(o, reminders.get(o["reminder_id"])))
-            plans += [(o, p) for p in planned or () if _in_grace(p, now, settings.reminder_grace)]
+            # Of the pushes due by now, the latest: after a worker outage the first push and the nudges that fell
+            # due meanwhile are not sent in one burst; a later one supersedes them, on this pass and the next.
+            due_now = [p for p in planned or () if _in_grace(p, now, settings.reminder_grace)]
+            if due_now:
+                plans.append((o, max(due_now, key=lambda p: p.send_at)))
         usable = [o for o in occurrences if str(o.get("_id")) not in failures.item_ids]
         outbox = self.stores.outbox
         resend_candidates = [o for o in usable if o["due_at"] + settings.reminder_resend_after <= now

@@ -191,6 +191,14 @@ class ReminderService:
                 return current
             self._check_version(current, if_version)
             check_reminder({**current, **wanted})
+            reactivated = wanted.get("active") is True and not current["active"]
+            if reactivated and self.reminders.count_active(patient_id) >= MAX_ACTIVE:
+                raise Invalid(f"a patient can have at most {MAX_ACTIVE} active reminders",
+                              errors={"active": [f"{MAX_ACTIVE} reminders are active already"]})
+            if reactivated or wanted.get("schedule", current["schedule"]) != current["schedule"]:
+                # What the reminder reminds of from now on: no slot of the new schedule is made for a time
+                # before it (it would be a reminder the patient never had, marked missed).
+                wanted["schedule_since"] = self.clock()
             with self.changes.reservation(patient_id, self.reminders) as held:
                 updated = self.reminders.update(patient_id, reminder_id, wanted, self.clock(), seq=held.first,
                                                 version=version_of(current))
@@ -269,7 +277,7 @@ class ReminderService:
         kept: dict[str, dict] = {}
         reminders = self.reminders.for_patient(patient_id, active_only=True)
         for reminder in reminders:
-            begin = max(start_utc, reminder["created_at"])
+            begin = max(start_utc, reminder["created_at"], reminder.get("schedule_since") or reminder["created_at"])
             if begin < end_utc:
                 for slot in slots_for(reminder, history, begin, end_utc):
                     doc = _occurrence_doc(reminder, slot, history.zone_at(slot.due_at_utc), quiet)
@@ -327,9 +335,14 @@ class ReminderService:
         if not open_now:
             return []
         first = min(o["due_at"] for o in open_now)
-        still = set(kept) | {slot.occurrence_id for reminder in reminders
-                             for slot in slots_for(reminder, history, max(first, reminder["created_at"]),
-                                                   current + timedelta(microseconds=1))}
+        after_now = current + timedelta(microseconds=1)
+        # Slots a move jumped over, kept while open: looked for around the open ones (the range being read may
+        # lie days away from them).
+        kept_open = {slot.occurrence_id for reminder in reminders
+                     for slot in skipped_slots_for(reminder, history, first - MOVES_LOOKBACK, after_now)}
+        still = set(kept) | kept_open | {slot.occurrence_id for reminder in reminders
+                                         for slot in slots_for(reminder, history, max(first, reminder["created_at"]),
+                                                               after_now)}
         return [o["_id"] for o in open_now if o["_id"] not in still]
 
     def refresh_future(self, patient_id: str) -> int:
@@ -363,9 +376,13 @@ class ReminderService:
         page = self.changes.page(grant.patient_id, self.occurrences, cursor, limit)
         return page.with_items(_visible(grant, page.items))
 
-    def _open_occurrence(self, patient_id: str, key: str) -> dict:
+    def _open_occurrence(self, patient_id: str, key: str, *, answered_at: datetime | None = None) -> dict:
+        """The occurrence an answer or a snooze is for. A cancelled one is found only for an answer the patient
+        gave before it was called off (a phone offline while a caregiver moved the reminder)."""
         occurrence = self.occurrences.get(patient_id, key)
-        if not occurrence or occurrence["status"] == CANCELLED:
+        if not occurrence or (occurrence["status"] == CANCELLED and not (
+                answered_at is not None and occurrence.get("status_at") and answered_at <= occurrence["status_at"]
+                and answered_at >= occurrence["due_at"] - EARLY_MARK)):
             raise NotFound("no such reminder occurrence")
         if occurrence["due_at"] - EARLY_MARK > self.clock():
             raise Invalid("this reminder is not due yet", errors={"status": ["not due yet"]})
@@ -380,7 +397,7 @@ class ReminderService:
         the occurrence as the caller may see it (a caregiver not allowed the patient's own words does not see
         the reason a skip already recorded gave)."""
         patient_id = grant.patient_id
-        occurrence = self._open_occurrence(patient_id, key)
+        occurrence = self._open_occurrence(patient_id, key, answered_at=at)
         if occurrence["status"] == status:
             self._outcome_recorded(patient_id, occurrence)  # a retry finishes what the first left undone
             return _visible(grant, [occurrence])[0]
@@ -391,8 +408,11 @@ class ReminderService:
         changes = {"status": status, "status_at": when, "recorded_at": current,
                    "on_time": when <= occurrence["window_ends_at"],
                    "skip_reason": reason if status == "skipped" else None}
+        if occurrence["status"] == CANCELLED:  # answered before it was called off: it stands, as answered
+            changes.update({"deleted": False, "deleted_at": None})
         with self.changes.reservation(patient_id, self.occurrences) as held:
-            updated = self.occurrences.record(patient_id, key, ("pending", "missed"), changes, held.first)
+            updated = self.occurrences.record(patient_id, key, ("pending", "missed", CANCELLED), changes,
+                                              held.first)
         updated = held.as_stored(updated)
         if not updated:
             again = self.occurrences.get(patient_id, key) or occurrence

@@ -1,0 +1,188 @@
+"""Reminders over the patient's time, as a review found them failing: a schedule edit inventing past occurrences
+(missed, and a caregiver alerted, for reminders the patient never had); a slot kept open after a move east
+cancelled by a read of another range; an answer given offline lost to an edit that called the occurrence off;
+a reactivation past the 50-reminder limit silencing another reminder; a snooze that sent nothing or two pushes;
+a worker back from a short outage sending the first push and every nudge at once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from companion.domain.errors import Invalid
+from companion.jobs.worker import Worker
+from companion.services.reminders import MAX_ACTIVE, ReminderService
+from companion.store.stores import Stores
+from tests.scheduler.helpers import daily_reminder, link_caregiver, make_person, own, phone, services_on
+
+T10 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+
+
+def test_changing_the_time_after_todays_dose_does_not_add_a_missed_one_to_today(jobs_db, settings, clock, traveller):
+    traveller.move_to(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
+    patient = make_person(jobs_db, "patient")  # UTC
+    reminder = daily_reminder(jobs_db, patient, ["09:30"], "2026-03-02", kind="tens", window_min=60)
+    services = services_on(jobs_db, settings, clock)
+    morning = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "local_date": "2026-03-02"})
+    traveller.move_to(datetime(2026, 3, 2, 9, 40, tzinfo=UTC))
+    services.reminders.record_outcome(own(patient.id), morning["_id"], "done", None)
+    traveller.move_to(datetime(2026, 3, 2, 12, 0, tzinfo=UTC))
+    # From tomorrow on, the patient would rather be reminded at 10:00.
+    services.reminders.update(patient.id, reminder["_id"], {"schedule": {"type": "weekly", "times": ["10:00"]}})
+    today = services.progress.today(patient.id)["reminders"]
+    services.reminders.mark_missed(datetime.now(UTC))
+    mine = list(jobs_db.reminder_occurrences.find({"patient_id": patient.id, "local_date": "2026-03-02",
+                                                   "deleted": {"$ne": True}}))
+    assert [(o["local_time"], o["status"]) for o in mine] == [("09:30", "done")]
+    assert (today["due"], today["missed"]) == (1, 0)
+
+
+def test_reading_last_week_after_a_time_change_does_not_invent_missed_occurrences(jobs_db, settings, clock,
+                                                                                   traveller):
+    traveller.move_to(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
+    patient = make_person(jobs_db, "patient")
+    reminder = daily_reminder(jobs_db, patient, ["09:30"], "2026-03-02", kind="medication", window_min=60)
+    services = services_on(jobs_db, settings, clock)
+    for day in range(7):  # a week of doses taken at 09:30, the worker keeping ahead
+        traveller.move_to(datetime(2026, 3, 2 + day, 9, 35, tzinfo=UTC))
+        services.reminders.materialize_ahead(timedelta(minutes=15), timedelta(days=2))
+        dose = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id,
+                                                      "local_date": f"2026-03-{2 + day:02d}"})
+        services.reminders.record_outcome(own(patient.id), dose["_id"], "done", None)
+    traveller.move_to(datetime(2026, 3, 9, 12, 0, tzinfo=UTC))
+    services.reminders.update(patient.id, reminder["_id"], {"schedule": {"type": "weekly", "times": ["20:00"]}})
+    # The app shows last week's history.
+    items = services.reminders.occurrences_between(own(patient.id), datetime(2026, 3, 2, tzinfo=UTC),
+                                                   datetime(2026, 3, 9, tzinfo=UTC))
+    assert [(o["local_date"], o["local_time"], o["status"]) for o in items] == [
+        (f"2026-03-{d:02d}", "09:30", "done") for d in range(2, 9)]
+
+
+def test_changing_the_time_after_todays_session_alerts_no_caregiver(jobs_db, settings, clock, traveller):
+    traveller.move_to(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
+    patient = make_person(jobs_db, "patient")
+    link_caregiver(jobs_db, patient, ["missed_session"])
+    reminder = daily_reminder(jobs_db, patient, ["09:30"], "2026-03-02", kind="tens", window_min=60)
+    services = services_on(jobs_db, settings, clock)
+    morning = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "local_date": "2026-03-02"})
+    traveller.move_to(datetime(2026, 3, 2, 9, 40, tzinfo=UTC))
+    services.reminders.record_outcome(own(patient.id), morning["_id"], "done", None)
+    traveller.move_to(datetime(2026, 3, 2, 12, 0, tzinfo=UTC))
+    services.reminders.update(patient.id, reminder["_id"], {"schedule": {"type": "weekly", "times": ["10:00"]}})
+    services.progress.today(patient.id)  # the app opens its today screen
+    traveller.move_to(datetime(2026, 3, 2, 12, 5, tzinfo=UTC))
+    services = services_on(jobs_db, settings, clock)
+    services.reminder_dispatch.mark_missed()
+    services.alerts.evaluate()
+    assert list(jobs_db.alerts.find({}, {"kind": 1, "_id": 0})) == []
+
+
+def test_reading_next_weeks_occurrences_does_not_cancel_the_open_slot_kept_after_a_move_east(
+        jobs_db, settings, clock, traveller):
+    traveller.move_to(datetime(2026, 3, 10, 20, 0, tzinfo=UTC))
+    patient = make_person(jobs_db, "patient", "America/New_York")
+    daily_reminder(jobs_db, patient, ["08:00"], "2026-03-11", kind="medication", window_min=180)
+    landed = datetime(2026, 3, 11, 9, 0, tzinfo=UTC)  # 09:00 in London: 08:00 passed an hour ago, window open
+    traveller.move_to(landed)
+    services = services_on(jobs_db, settings, clock)
+    services.profiles.update(patient.id, {"time_zone": "Europe/London"})
+    kept = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "local_date": "2026-03-11"})
+    assert kept["status"] == "pending"
+    traveller.move_to(landed + timedelta(minutes=10))
+    # The app shows next week's calendar.
+    services.reminders.occurrences_between(own(patient.id), datetime(2026, 3, 16, tzinfo=UTC),
+                                           datetime(2026, 3, 18, tzinfo=UTC))
+    after = jobs_db.reminder_occurrences.find_one({"_id": kept["_id"]})
+    assert after["status"] == "pending", after
+    # and the patient can still record the dose they take now
+    recorded = services.reminders.record_outcome(own(patient.id), kept["_id"], "done", None)
+    assert recorded["status"] == "done"
+
+
+def test_a_dose_taken_offline_before_a_caregiver_moved_the_reminder_can_still_be_recorded(
+        jobs_db, settings, clock, traveller):
+    traveller.move_to(T10 - timedelta(hours=1))
+    patient = make_person(jobs_db, "patient")
+    reminder = daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02", kind="medication", window_min=60)
+    occurrence = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "due_at": T10})
+    # 10:05 the patient takes the dose and ticks it off on a phone that is offline.
+    traveller.move_to(T10 + timedelta(minutes=10))  # 10:10 their caregiver moves the reminder to the evening
+    services = services_on(jobs_db, settings, clock)
+    services.reminders.update(patient.id, reminder["_id"], {"schedule": {"type": "weekly", "times": ["18:00"]}})
+    traveller.move_to(T10 + timedelta(minutes=20))  # 10:20 the phone syncs
+    recorded = services.reminders.record_outcome(own(patient.id), occurrence["_id"], "done", None,
+                                                 at=T10 + timedelta(minutes=5))
+    assert (recorded["status"], recorded["on_time"]) == ("done", True)
+
+
+def test_reactivating_a_stopped_reminder_cannot_push_another_out_of_materialization(jobs_db, clock, traveller):
+    traveller.move_to(datetime(2026, 3, 2, 6, 0, tzinfo=UTC))
+    patient = make_person(jobs_db, "patient")
+    service = ReminderService(Stores(jobs_db))
+
+    def create(time):
+        return service.create(patient.id, {"kind": "custom", "title": "x", "completion_window_min": 30, "repeat": None,
+                                           "schedule": {"type": "weekly", "times": [time], "start_date": "2026-03-02",
+                                                        "end_date": None}})
+
+    made = [create(f"{8 + n // 60:02d}:{n % 60:02d}") for n in range(MAX_ACTIVE)]
+    service.stop(patient.id, made[0]["_id"])
+    traveller.move_to(datetime(2026, 3, 2, 6, 5, tzinfo=UTC))
+    newest = create("20:00")
+    with pytest.raises(Invalid):  # 50 are active: a 51st would leave the newest out of every materialization
+        service.update(patient.id, made[0]["_id"], {"active": True})
+    assert jobs_db.reminder_occurrences.count_documents({"reminder_id": newest["_id"], "status": "pending"}) == 2
+    assert service.reminders.count_active(patient.id) <= MAX_ACTIVE
+
+
+def run_jobs(db, settings, clock, sender, *job_ids):
+    specs = {spec.id: spec for spec in Worker(services_on(db, settings, clock, sender), holder="test").specs()}
+    for job_id in job_ids:
+        specs[job_id].run()
+
+
+def minute_by_minute(db, settings, clock, traveller, sender, start, end):
+    at = start
+    while at <= end:
+        traveller.move_to(at)
+        run_jobs(db, settings, clock, sender, "reminders-dispatch", "push-send")
+        at += timedelta(minutes=1)
+
+
+def test_a_snooze_landing_on_a_nudge_time_reminds_once_then(jobs_db, settings, clock, traveller, sender, emulator):
+    patient = make_person(jobs_db, "patient")
+    token = phone(jobs_db, patient)
+    daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02", window_min=60, repeat={"count": 3, "every_min": 10})
+    traveller.move_to(T10 - timedelta(minutes=5))  # the patient sees it coming in the app: "10 minutes later"
+    occurrence = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "due_at": T10})
+    snoozed = services_on(jobs_db, settings, clock).reminders.snooze(own(patient.id), occurrence["_id"], 10)
+    assert snoozed["snoozed_until"] == T10 + timedelta(minutes=10)
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, T10, T10 + timedelta(minutes=15))
+    got = [d.received_at for d in emulator.delivered_to(token)]
+    assert len(got) == 1, got  # one reminder at 10:10 (or its place in the spread), not two
+
+
+def test_a_snooze_capped_at_the_window_end_still_reminds(jobs_db, settings, clock, traveller, sender, emulator):
+    patient = make_person(jobs_db, "patient")
+    token = phone(jobs_db, patient)
+    daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02", window_min=30)
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, T10, T10 + timedelta(minutes=1))
+    assert len(emulator.delivered_to(token)) == 1
+    traveller.move_to(T10 + timedelta(minutes=10))
+    occurrence = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "due_at": T10})
+    snoozed = services_on(jobs_db, settings, clock).reminders.snooze(own(patient.id), occurrence["_id"], 30)
+    assert snoozed["snoozed_until"] == T10 + timedelta(minutes=30)  # answered: "we will remind you at 10:30"
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, T10 + timedelta(minutes=10), T10 + timedelta(minutes=31))
+    assert len(emulator.delivered_to(token)) == 2  # the promised reminder came
+
+
+def test_after_a_twelve_minute_outage_one_push_not_three(jobs_db, settings, clock, traveller, sender, emulator):
+    patient = make_person(jobs_db, "patient")
+    token = phone(jobs_db, patient)
+    daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02", window_min=60, repeat={"count": 3, "every_min": 5})
+    # The worker is down from 09:59 to 10:12 (less than the 15-minute grace).
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, T10 + timedelta(minutes=12),
+                     T10 + timedelta(minutes=13))
+    got = [d.received_at.strftime("%H:%M") for d in emulator.delivered_to(token)]
+    assert len(got) == 1, got
