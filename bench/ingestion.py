@@ -79,8 +79,15 @@ def warm_up(url: str, gateway, base: datetime) -> None:
     """Every gunicorn worker thread serves a few small uploads first (connections, first-request paths),
     from a gateway of its own whose records are not counted."""
     warm = [b[:50] for b in batches(gateway.serial, 16 * BATCH, base)]
+
+    def post(http, batch) -> None:
+        # One unit's batches are placed one at a time (companion.store.sessions.UnitClaims): the others wait.
+        while (response := http.post(RECORDS_PATH, json={"records": batch})).status_code == 503:
+            time.sleep(float(response.headers.get("Retry-After", "1")))
+        response.raise_for_status()
+
     with ThreadPoolExecutor(8) as pool, httpx.Client(base_url=url, timeout=120, headers=gateway.headers) as http:
-        list(pool.map(lambda batch: http.post(RECORDS_PATH, json={"records": batch}).raise_for_status(), warm))
+        list(pool.map(lambda batch: post(http, batch), warm))
 
 
 def through_api(url: str, gateways: list, per_gateway: int, base: datetime, seqs: tuple[int, int],
