@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 from companion.clock import Clock, now
 from companion.domain.notifications import initial_key, reminder_kind, send_offset, snooze_key, ttl_for
+from companion.domain.people import Account
 from companion.domain.quiet_hours import in_quiet_hours, next_allowed
 from companion.domain.schedules import ReminderOccurrence, Repeats, nudge_times
 from companion.services.item_failures import ItemFailures
@@ -95,6 +96,15 @@ def planned_pushes(occurrence: dict, reminder: dict | None) -> list[PlannedPush]
 
 
 LAST_MINUTE = timedelta(minutes=1)
+
+
+def _in_their_quiet_hours(at: datetime, occurrence: dict, patient: Account | None) -> bool:
+    """Whether ``at`` falls in the patient's quiet hours on the clock they live by then (after a move, the new
+    one: an occurrence still open keeps the zone it was due in, the patient's night is where they are)."""
+    if patient is None:
+        return False
+    zone = patient.zone_history().zone_at(at) if patient.time_zone else ZoneInfo(occurrence["zone"])
+    return in_quiet_hours(at.astimezone(zone).time(), patient.quiet_hours)
 
 
 def repeats_of(reminder: dict | None) -> Repeats:
@@ -224,10 +234,9 @@ class ReminderDispatch:
         late = {key: value for key, value in spread.items() if value[2] > timedelta(0)}
         if not late:
             return set(spread)
-        quiet = {a.id: a.quiet_hours for a in self.stores.users.by_ids({o["patient_id"] for o, _, _ in late.values()})}
+        people = {a.id: a for a in self.stores.users.by_ids({o["patient_id"] for o, _, _ in late.values()})}
         return set(spread) - {key for key, (o, p, offset) in late.items()
-                              if in_quiet_hours((p.send_at + offset).astimezone(ZoneInfo(o["zone"])).time(),
-                                                quiet.get(o["patient_id"]))}
+                              if _in_their_quiet_hours(p.send_at + offset, o, people.get(o["patient_id"]))}
 
     def _outside_quiet_hours(self, planned: list[tuple[dict, PlannedPush]]) -> list[tuple[dict, PlannedPush]]:
         """Leave out the nudges and re-sends that fall in the patient's quiet hours: the first push already
@@ -236,9 +245,8 @@ class ReminderDispatch:
         again = [(o, p) for o, p in planned if ":repeat:" in p.source_key or p.source_key.endswith(":resend")]
         if not again:
             return planned
-        quiet = {a.id: a.quiet_hours for a in self.stores.users.by_ids({o["patient_id"] for o, _ in again})}
-        held = {id(p) for o, p in again
-                if in_quiet_hours(p.send_at.astimezone(ZoneInfo(o["zone"])).time(), quiet.get(o["patient_id"]))}
+        people = {a.id: a for a in self.stores.users.by_ids({o["patient_id"] for o, _ in again})}
+        held = {id(p) for o, p in again if _in_their_quiet_hours(p.send_at, o, people.get(o["patient_id"]))}
         return [(o, p) for o, p in planned if id(p) not in held]
 
     def mark_missed(self) -> MissedResult:
@@ -275,7 +283,8 @@ class ReminderDispatch:
         zone = ZoneInfo(occurrence["zone"])
         local_day = now.astimezone(zone).date().isoformat()
         patient = self.stores.users.by_id(patient_id)
-        send_at = next_allowed(now, zone, patient.quiet_hours if patient else None)  # not in their quiet hours
+        here = patient.zone_history().zone_at(now) if patient and patient.time_zone else zone  # where they are now
+        send_at = next_allowed(now, here, patient.quiet_hours if patient else None)  # not in their quiet hours
         _, created = self.stores.outbox.schedule(source_key=f"missed-summary:{patient_id}:{local_day}",
                                                  recipient_user_id=patient_id, patient_id=patient_id,
                                                  kind=MISSED_SUMMARY_KIND, send_at=send_at)

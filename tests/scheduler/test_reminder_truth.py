@@ -2,15 +2,18 @@
 (missed, and a caregiver alerted, for reminders the patient never had); a slot kept open after a move east
 cancelled by a read of another range; an answer given offline lost to an edit that called the occurrence off;
 a reactivation past the 50-reminder limit silencing another reminder; a snooze that sent nothing or two pushes;
-a worker back from a short outage sending the first push and every nudge at once."""
+a worker back from a short outage sending the first push and every nudge at once; nudges after a move judged
+against quiet hours on the old clock."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from companion.domain.errors import Invalid
+from companion.domain.quiet_hours import QuietHours
 from companion.jobs.worker import Worker
 from companion.services.reminders import MAX_ACTIVE, ReminderService
 from companion.store.stores import Stores
@@ -186,3 +189,22 @@ def test_after_a_twelve_minute_outage_one_push_not_three(jobs_db, settings, cloc
                      T10 + timedelta(minutes=13))
     got = [d.received_at.strftime("%H:%M") for d in emulator.delivered_to(token)]
     assert len(got) == 1, got
+
+
+def test_nudges_after_flying_west_during_the_window_respect_quiet_hours_on_the_new_clock(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    traveller.move_to(T10 - timedelta(hours=2))
+    patient = make_person(jobs_db, "patient", "Europe/London")
+    services = services_on(jobs_db, settings, clock)
+    services.stores.users.update_profile(patient.id, version=0, quiet_hours=QuietHours(time(22, 0), time(7, 0)))
+    token = phone(jobs_db, patient)
+    daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02", window_min=120, repeat={"count": 3, "every_min": 30})
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, T10, T10 + timedelta(minutes=1))
+    assert len(emulator.delivered_to(token)) == 1  # 10:00 in London
+    traveller.move_to(T10 + timedelta(minutes=5))  # landed in New York: 05:05 there, in the patient's quiet hours
+    services_on(jobs_db, settings, clock).profiles.update(patient.id, {"time_zone": "America/New_York"})
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, T10 + timedelta(minutes=5),
+                     T10 + timedelta(minutes=95))
+    late = [d.received_at.astimezone(ZoneInfo("America/New_York")).strftime("%H:%M")
+            for d in emulator.delivered_to(token)[1:]]
+    assert late == [], f"nudged at {late} New York time, inside quiet hours 22:00-07:00"
