@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from companion.clock import Clock, now
 from companion.domain.access import (
@@ -352,8 +353,26 @@ class ReminderService:
         latest = max((o["due_at"] for o in pending), default=current)
         end = min(max(current + HORIZON, latest + timedelta(minutes=1)), current + MAX_WINDOW)
         added = self.materialize(patient_id, current, end)
+        self._hold_first_pushes_again(patient_id, current)
         self.today.touch([patient_id])  # a reminder (or the zone) changed, whether or not an occurrence did
         return added
+
+    def _hold_first_pushes_again(self, patient_id: str, current: datetime) -> None:
+        """Occurrences due already whose first push quiet hours still hold back: held by the quiet hours as they
+        are now (extended while the push waited, it waits for their new end; shortened, it goes sooner)."""
+        waiting = [o for o in self.occurrences.open_for(patient_id, current)
+                   if (o.get("notify_at") or o["due_at"]) > current]
+        if not waiting:
+            return
+        quiet = self._patient(patient_id).quiet_hours
+        moves = [(o["_id"], at) for o in waiting
+                 if (at := max(current, next_allowed(o.get("skipped_by_move_at") or o["due_at"], ZoneInfo(o["zone"]),
+                                                     quiet))) != o["notify_at"]]
+        if not moves:
+            return
+        with self.changes.stamp(patient_id, self.occurrences, len(moves)) as seq:
+            for n, (key, at) in enumerate(moves):
+                self.occurrences.move_pending(key, {"notify_at": at}, seq + n)
 
     def materialize_ahead(self, grace: timedelta, horizon: timedelta) -> int:
         """The scheduler's hourly pass: every patient's occurrences kept ``horizon`` ahead (a patient whose

@@ -3,7 +3,8 @@
 cancelled by a read of another range; an answer given offline lost to an edit that called the occurrence off;
 a reactivation past the 50-reminder limit silencing another reminder; a snooze that sent nothing or two pushes;
 a worker back from a short outage sending the first push and every nudge at once; nudges after a move judged
-against quiet hours on the old clock."""
+against quiet hours on the old clock; a first push held by quiet hours let out at their old end after they
+were extended."""
 
 from __future__ import annotations
 
@@ -208,3 +209,20 @@ def test_nudges_after_flying_west_during_the_window_respect_quiet_hours_on_the_n
     late = [d.received_at.astimezone(ZoneInfo("America/New_York")).strftime("%H:%M")
             for d in emulator.delivered_to(token)[1:]]
     assert late == [], f"nudged at {late} New York time, inside quiet hours 22:00-07:00"
+
+
+def test_quiet_hours_extended_while_the_first_push_waits_for_their_end(jobs_db, settings, clock, traveller, sender,
+                                                                       emulator):
+    traveller.move_to(datetime(2026, 3, 2, 5, 0, tzinfo=UTC))
+    patient = make_person(jobs_db, "patient")  # UTC
+    services = services_on(jobs_db, settings, clock)
+    services.profiles.update(patient.id, {"quiet_hours": {"start": "22:00", "end": "07:00"}})
+    token = phone(jobs_db, patient)
+    daily_reminder(jobs_db, patient, ["06:30"], "2026-03-02", window_min=180)
+    traveller.move_to(datetime(2026, 3, 2, 6, 40, tzinfo=UTC))  # due, its push waiting for 07:00
+    services_on(jobs_db, settings, clock).profiles.update(patient.id, {"quiet_hours": {"start": "22:00",
+                                                                                        "end": "08:00"}})
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, datetime(2026, 3, 2, 6, 59, tzinfo=UTC),
+                     datetime(2026, 3, 2, 8, 1, tzinfo=UTC))
+    got = [d.received_at.strftime("%H:%M") for d in emulator.delivered_to(token)]
+    assert got == ["08:00"], got
