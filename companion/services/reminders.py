@@ -418,6 +418,14 @@ class ReminderService:
         patient_id = grant.patient_id
         occurrence = self._open_occurrence(patient_id, key, answered_at=at)
         if occurrence["status"] == status:
+            if at is not None and occurrence.get("status_at") and at < occurrence["status_at"] \
+                    and at >= occurrence["due_at"] - EARLY_MARK:
+                # Another phone's copy of the same answer, given earlier (offline meanwhile): the moment it was
+                # done is the earlier one, and it may have been in time.
+                with self.changes.reservation(patient_id, self.occurrences) as held:
+                    earlier = self.occurrences.answered_earlier(patient_id, key, status, at,
+                                                                at <= occurrence["window_ends_at"], held.first)
+                occurrence = held.as_stored(earlier) or self.occurrences.get(patient_id, key) or occurrence
             self._outcome_recorded(patient_id, occurrence)  # a retry finishes what the first left undone
             return _visible(grant, [occurrence])[0]
         current = self.clock()

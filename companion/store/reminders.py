@@ -159,6 +159,14 @@ class Occurrences(feeds.SyncedCollection):
             {"_id": occurrence, "patient_id": patient_id, "status": {"$in": list(allowed_from)}},
             {"$set": {**changes, "seq": seq}}, return_document=ReturnDocument.AFTER)
 
+    def answered_earlier(self, patient_id: str, occurrence: str, status: str, at: datetime, on_time: bool,
+                         seq: int) -> dict | None:
+        """The same outcome answered from another phone, at an earlier moment than the one recorded: that moment
+        stands (a conditional update: only while the recorded one is later)."""
+        return self.col.find_one_and_update(
+            {"_id": occurrence, "patient_id": patient_id, "status": status, "status_at": {"$gt": at}},
+            {"$set": {"status_at": at, "on_time": on_time, "seq": seq}}, return_document=ReturnDocument.AFTER)
+
     def newest_between(self, patient_id: str, since: datetime, until: datetime, limit: int = 1000) -> list[dict]:
         """The patient's occurrences due in [since, until), newest first (cancelled ones left out)."""
         return list(self.col.find({"patient_id": patient_id, "due_at": {"$gte": since, "$lt": until}, **LIVE})

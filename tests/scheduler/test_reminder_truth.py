@@ -226,3 +226,26 @@ def test_quiet_hours_extended_while_the_first_push_waits_for_their_end(jobs_db, 
                      datetime(2026, 3, 2, 8, 1, tzinfo=UTC))
     got = [d.received_at.strftime("%H:%M") for d in emulator.delivered_to(token)]
     assert got == ["08:00"], got
+
+
+def test_done_in_time_on_an_offline_phone_arriving_after_a_late_done_from_the_tablet(jobs_db, settings, clock,
+                                                                                     traveller):
+    """Two phones answering the same occurrence: the moment the patient did it in time is not lost to a later
+    copy of the same answer."""
+    traveller.move_to(T10 - timedelta(hours=1))
+    patient = make_person(jobs_db, "patient")
+    daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02", kind="tens", window_min=30)
+    occurrence = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "due_at": T10})
+    services = services_on(jobs_db, settings, clock)
+    traveller.move_to(T10 + timedelta(minutes=50))
+    late = services.reminders.record_outcome(own(patient.id), occurrence["_id"], "done", None)  # the tablet, now
+    assert late["on_time"] is False
+    traveller.move_to(T10 + timedelta(minutes=55))  # the phone, offline since, syncs its tick of 10:10
+    answer = services.reminders.record_outcome(own(patient.id), occurrence["_id"], "done", None,
+                                               at=T10 + timedelta(minutes=10))
+    assert (answer["on_time"], answer["status_at"]) == (True, T10 + timedelta(minutes=10))
+    assert answer["seq"] > late["seq"]  # a change the other devices' feeds carry
+    again = services.reminders.record_outcome(own(patient.id), occurrence["_id"], "done", None,
+                                              at=T10 + timedelta(minutes=40))  # a later copy changes nothing
+    assert (again["status_at"], again["seq"]) == (T10 + timedelta(minutes=10), answer["seq"])
+
