@@ -85,14 +85,21 @@ def planned_pushes(occurrence: dict, reminder: dict | None) -> list[PlannedPush]
     plans = [PlannedPush(key, kind, first, ends)]
     plans += [PlannedPush(f"{key}:repeat:{n}", repeat_kind, at, ends, n)
               for n, at in enumerate(times[1:], 1) if at > first]
-    snoozed = occurrence.get("snoozed_until")
-    if snoozed is not None:
-        # The snooze's own push, once: a nudge planned at that very minute gives way to it, and a snooze capped
-        # at the window's end reminds in its last minute (at the end itself, nothing would go).
-        remind_at = max(min(snoozed, ends - LAST_MINUTE), occurrence["due_at"])
-        plans = [p for p in plans if p.send_at > remind_at]
-        plans.append(PlannedPush(snooze_key(occurrence), repeat_kind, remind_at, ends))
+    snoozed = snooze_push(occurrence)
+    if snoozed is not None:  # a nudge planned at its very minute gives way to it
+        plans = [p for p in plans if p.send_at > snoozed.send_at] + [snoozed]
     return [p for p in plans if p.send_at < ends]
+
+
+def snooze_push(occurrence: dict) -> PlannedPush | None:
+    """The push a snooze asked for (None without one): once, at the snooze's time; a snooze capped at the
+    window's end reminds in its last minute (at the end itself, nothing would go)."""
+    snoozed = occurrence.get("snoozed_until")
+    if snoozed is None:
+        return None
+    ends = occurrence["window_ends_at"]
+    remind_at = max(min(snoozed, ends - LAST_MINUTE), occurrence["due_at"])
+    return PlannedPush(snooze_key(occurrence), reminder_kind(occurrence.get("kind"), nudge=True), remind_at, ends)
 
 
 LAST_MINUTE = timedelta(minutes=1)
@@ -192,9 +199,14 @@ class ReminderDispatch:
         failures = ItemFailures("reminders-dispatch")
         plans: list[tuple[dict, PlannedPush]] = []
         open_ids = {o.get("_id") for o in occurrences}
-        # A slot that shares another's push leaves it to that one while it is open (ticked off early, it is not).
-        for o in [o for o in occurrences if o.get("push_with") not in open_ids]:
-            planned = failures.attempt(o.get("_id"), lambda o=o: planned_pushes(o, reminders.get(o["reminder_id"])))
+        # A slot that shares another's push leaves it to that one while it is open (ticked off early, it is not),
+        # all but the push its own snooze asked for.
+        for o in occurrences:
+            if o.get("push_with") in open_ids:
+                planned = failures.attempt(o.get("_id"), lambda o=o: [p for p in [snooze_push(o)] if p])
+            else:
+                planned = failures.attempt(o.get("_id"),
+                                           lambda o=o: planned_pushes(o, reminders.get(o["reminder_id"])))
             # Of the pushes due by now, the latest: after a worker outage the first push and the nudges that fell
             # due meanwhile are not sent in one burst; a later one supersedes them, on this pass and the next.
             due_now = [p for p in planned or () if _in_grace(p, now, settings.reminder_grace)]

@@ -249,3 +249,26 @@ def test_done_in_time_on_an_offline_phone_arriving_after_a_late_done_from_the_ta
                                               at=T10 + timedelta(minutes=40))  # a later copy changes nothing
     assert (again["status_at"], again["seq"]) == (T10 + timedelta(minutes=10), answer["seq"])
 
+
+def test_snoozing_the_slot_that_shares_the_push_reminds_at_the_snooze_time(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    """Two slots the spring-forward gap makes due at once share one push; snoozing the one that does not lead
+    it reminds again at the snooze's time."""
+    due = datetime(2026, 3, 8, 7, 0, tzinfo=UTC)  # 03:00 EDT: 02:30 and 03:00 both fall due then
+    traveller.move_to(due - timedelta(hours=6))
+    patient = make_person(jobs_db, "patient", "America/New_York")
+    token = phone(jobs_db, patient)
+    daily_reminder(jobs_db, patient, ["02:30", "03:00"], "2026-03-08", kind="medication", window_min=60)
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, due, due + timedelta(minutes=1))
+    assert len(emulator.delivered_to(token)) == 1
+    pair = list(jobs_db.reminder_occurrences.find({"patient_id": patient.id, "due_at": due}).sort("local_time", 1))
+    follower = next(o for o in pair if o.get("push_with"))
+    traveller.move_to(due + timedelta(minutes=2))
+    services_on(jobs_db, settings, clock).reminders.snooze(own(patient.id), follower["_id"], 10)
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, due + timedelta(minutes=2),
+                     due + timedelta(minutes=13))
+    snoozes = [q for q in jobs_db.push_outbox.find({"recipient_user_id": patient.id})
+               if ":snooze:" in q["source_key"]]
+    assert [q["state"] for q in snoozes] == ["sent"]
+    assert due + timedelta(minutes=12) in [d.received_at for d in emulator.delivered_to(token)]
+
