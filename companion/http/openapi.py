@@ -172,7 +172,9 @@ class ContractPlugin(BasePlugin):
             responses = operation.setdefault("responses", {})
             ok = responses.get(200, responses.get("200"))
             if path in DOWNLOADS and method == "get" and isinstance(ok, dict):
-                ok["content"] = {DOWNLOADS[path]: {"schema": {"type": "string", "format": "binary"}}}
+                media = DOWNLOADS[path]
+                ok["content"] = {media: {"schema": {"type": "object"} if media.endswith("json")
+                                         else {"type": "string", "format": "binary"}}}
                 ok.setdefault("headers", {})["Content-Disposition"] = CONTENT_DISPOSITION
             created = responses.get(201, responses.get("201"))
             if isinstance(created, dict):
