@@ -23,17 +23,25 @@ from tests.scheduler.helpers import daily_reminder, link_caregiver, make_person,
 T10 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
 
-def test_changing_the_time_after_todays_dose_does_not_add_a_missed_one_to_today(jobs_db, settings, clock, traveller):
+def _done_at_0930_then_moved_to_1000_at_noon(jobs_db, settings, clock, traveller, *, caregiver: bool = False):
+    """A patient (UTC) does the 09:30 TENS session at 09:40; at noon the reminder moves to 10:00 from tomorrow
+    on. Returns the patient and the services."""
     traveller.move_to(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
-    patient = make_person(jobs_db, "patient")  # UTC
+    patient = make_person(jobs_db, "patient")
+    if caregiver:
+        link_caregiver(jobs_db, patient, ["missed_session"])
     reminder = daily_reminder(jobs_db, patient, ["09:30"], "2026-03-02", kind="tens", window_min=60)
     services = services_on(jobs_db, settings, clock)
     morning = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "local_date": "2026-03-02"})
     traveller.move_to(datetime(2026, 3, 2, 9, 40, tzinfo=UTC))
     services.reminders.record_outcome(own(patient.id), morning["_id"], "done", None)
     traveller.move_to(datetime(2026, 3, 2, 12, 0, tzinfo=UTC))
-    # From tomorrow on, the patient would rather be reminded at 10:00.
     services.reminders.update(patient.id, reminder["_id"], {"schedule": {"type": "weekly", "times": ["10:00"]}})
+    return patient, services
+
+
+def test_changing_the_time_after_todays_dose_does_not_add_a_missed_one_to_today(jobs_db, settings, clock, traveller):
+    patient, services = _done_at_0930_then_moved_to_1000_at_noon(jobs_db, settings, clock, traveller)
     today = services.progress.today(patient.id)["reminders"]
     services.reminders.mark_missed(datetime.now(UTC))
     mine = list(jobs_db.reminder_occurrences.find({"patient_id": patient.id, "local_date": "2026-03-02",
@@ -64,16 +72,7 @@ def test_reading_last_week_after_a_time_change_does_not_invent_missed_occurrence
 
 
 def test_changing_the_time_after_todays_session_alerts_no_caregiver(jobs_db, settings, clock, traveller):
-    traveller.move_to(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
-    patient = make_person(jobs_db, "patient")
-    link_caregiver(jobs_db, patient, ["missed_session"])
-    reminder = daily_reminder(jobs_db, patient, ["09:30"], "2026-03-02", kind="tens", window_min=60)
-    services = services_on(jobs_db, settings, clock)
-    morning = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "local_date": "2026-03-02"})
-    traveller.move_to(datetime(2026, 3, 2, 9, 40, tzinfo=UTC))
-    services.reminders.record_outcome(own(patient.id), morning["_id"], "done", None)
-    traveller.move_to(datetime(2026, 3, 2, 12, 0, tzinfo=UTC))
-    services.reminders.update(patient.id, reminder["_id"], {"schedule": {"type": "weekly", "times": ["10:00"]}})
+    patient, services = _done_at_0930_then_moved_to_1000_at_noon(jobs_db, settings, clock, traveller, caregiver=True)
     services.progress.today(patient.id)  # the app opens its today screen
     traveller.move_to(datetime(2026, 3, 2, 12, 5, tzinfo=UTC))
     services = services_on(jobs_db, settings, clock)
