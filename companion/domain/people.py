@@ -56,6 +56,8 @@ class Account:
     status: str = ACTIVE
     status_changed_at: datetime | None = None
     locale: str | None = None  # the language the person reads notifications in (BCP 47), if they chose one
+    # The API sessions (token families) ended before their time: signed out, or a refresh token replayed.
+    ended_sessions: frozenset[str] = field(default=frozenset(), repr=False)
 
     @property
     def is_patient(self) -> bool:
@@ -74,6 +76,11 @@ class Account:
             return False
         boundary = max(filter(None, (self.credentials_changed_at, self.status_changed_at)), default=None)
         return boundary is None or (started_at is not None and started_at >= boundary)
+
+    def accepts_session(self, session: str | None, started_at: datetime | None) -> bool:
+        """Whether the API session ``session`` (a token family), started at ``started_at``, may go on: it was not
+        ended early, and the account accepts a session of that age (accepts_session_from)."""
+        return session not in self.ended_sessions and self.accepts_session_from(started_at)
 
     def zone_history(self) -> TimeZoneHistory:
         """The zones this person lived in over time (the registration zone applies before any move)."""

@@ -374,9 +374,10 @@ class Accounts:
     # Every request
     def require_live_session(self, actor: Actor) -> Account:
         """The caller's account, if it still exists, is active and still accepts the caller's session
-        (Unauthorized if not: removed, deactivated or closed, or its password changed after the session began)."""
+        (Unauthorized if not: removed, deactivated or closed, its password changed after the session began, or
+        the session was ended early: signed out, or a refresh token replayed). One read decides."""
         user = self.users.by_id(actor.id)
-        if user is None or not user.accepts_session_from(actor.session_started_at):
+        if user is None or not user.accepts_session(actor.family, actor.session_started_at):
             raise Unauthorized("invalid or expired token")
         return user
 

@@ -9,6 +9,12 @@
 - A session ends, however often it is refreshed, ``COMPANION_SESSION_MAX_DAYS`` (30) after its login for
   patients and caregivers and ``COMPANION_STAFF_SESSION_MAX_H`` (12) for clinicians and admins; its access
   tokens stop working at the same moment.
+- Checking a person's access token reads one document, their account, which the request needs anyway
+  (companion.services.accounts.Accounts.require_live_session). The token says when its session started (``ses``,
+  signed with the rest), so its lifetime is checked without a read; the account says whether it is active,
+  when its password or state last changed, and which of its sessions ended early (signed out, or a refresh
+  token replayed): one document decides, in one read, whether the session goes on. A gateway's token is
+  checked against its token family, as is every refresh.
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ from companion.clock import Clock, now, to_millis
 from companion.domain.access import Actor, Role
 from companion.domain.errors import Unauthorized
 from companion.settings import Settings
+from companion.store.accounts import Users
 from companion.store.tokens import TokenFamilies
 
 ALGORITHM = "HS256"
 STAFF = frozenset({Role.CLINICIAN.value, Role.ADMIN.value})
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def hash_token(token: str) -> str:
@@ -37,9 +45,10 @@ def hash_token(token: str) -> str:
 
 
 class TokenService:
-    def __init__(self, settings: Settings, families: TokenFamilies, clock: Clock = now):
+    def __init__(self, settings: Settings, families: TokenFamilies, users: Users, clock: Clock = now):
         self.s = settings
         self.families = families
+        self.users = users
         self.clock = clock
 
     def _encode(self, claims: dict, ttl_s: int, *, issued: datetime | None = None, jti: str | None = None) -> str:
@@ -55,9 +64,10 @@ class TokenService:
         }
         return jwt.encode(payload, self.s.secret_key, algorithm=ALGORITHM)
 
-    def access_token(self, user_id: str, role: str, family_id: str, *, issued: datetime | None = None,
-                     jti: str | None = None) -> str:
-        return self._encode({"sub": user_id, "role": role, "fam": family_id, "typ": "access"},
+    def access_token(self, user_id: str, role: str, family_id: str, session_started_at: datetime, *,
+                     issued: datetime | None = None, jti: str | None = None) -> str:
+        started_ms = round((session_started_at - EPOCH) / timedelta(milliseconds=1))
+        return self._encode({"sub": user_id, "role": role, "fam": family_id, "ses": started_ms, "typ": "access"},
                             self.s.access_token_ttl_s, issued=issued, jti=jti)
 
     def mfa_token(self, user_id: str, role: str, *, password_checked_at: datetime) -> str:
@@ -98,28 +108,46 @@ class TokenService:
         return self.clock() < family["created_at"] + self.session_limit(family["role"])
 
     def actor_from(self, token: str) -> Actor:
+        """The caller behind an access token, or Unauthorized.
+
+        For a person, only what the token itself proves is checked here (signature, expiry, the session's
+        lifetime from ``ses``): the caller must then check the session against the person's account
+        (Accounts.require_live_session), which holds the sessions ended early. A gateway's session is checked
+        here, against its family."""
         claims = self.decode(token)
         try:
             role = Role(claims["role"])
         except (KeyError, ValueError) as exc:
             raise Unauthorized("invalid or expired token") from exc
-        family = self.families.family(claims.get("fam")) if claims.get("fam") else None
-        if not self._live(family):
+        session = claims.get("fam")
+        if not isinstance(session, str) or not session:
             raise Unauthorized("invalid or expired token")
-        return Actor(id=claims["sub"], role=role, family=family["_id"], session_started_at=family.get("created_at"))
+        if role is Role.GATEWAY:
+            family = self.families.family(session)
+            if not self._live(family):
+                raise Unauthorized("invalid or expired token")
+            return Actor(id=claims["sub"], role=role, family=session, session_started_at=family.get("created_at"))
+        started_ms = claims.get("ses")
+        if not isinstance(started_ms, int) or isinstance(started_ms, bool):
+            raise Unauthorized("invalid or expired token")  # issued before tokens said it: the app refreshes
+        started = EPOCH + timedelta(milliseconds=started_ms)
+        if self.clock() >= started + self.session_limit(role.value):
+            raise Unauthorized("invalid or expired token")
+        return Actor(id=claims["sub"], role=role, family=session, session_started_at=started)
 
     def start_session(self, user_id: str, role: str, *, started_at: datetime | None = None) -> dict:
         """A new token family (a session), started at ``started_at`` (when its password was checked) or now."""
         family_id = uuid.uuid4().hex
-        self.families.start(family_id, user_id, role, started_at=started_at)
-        return self._pair(user_id, role, family_id, secrets.token_urlsafe(32), issued=None, jti=None)
+        started = to_millis(started_at or now())  # as the family keeps it
+        self.families.start(family_id, user_id, role, started_at=started)
+        return self._pair(user_id, role, family_id, started, secrets.token_urlsafe(32), issued=None, jti=None)
 
-    def _pair(self, user_id: str, role: str, family_id: str, refresh: str, *, issued: datetime | None,
-              jti: str | None) -> dict:
+    def _pair(self, user_id: str, role: str, family_id: str, started_at: datetime, refresh: str, *,
+              issued: datetime | None, jti: str | None) -> dict:
         self.families.add_token(hash_token(refresh), family_id, user_id,
                                 now() + timedelta(seconds=self.s.refresh_token_ttl_s))
         return {
-            "access_token": self.access_token(user_id, role, family_id, issued=issued, jti=jti),
+            "access_token": self.access_token(user_id, role, family_id, started_at, issued=issued, jti=jti),
             "refresh_token": refresh,
             "token_type": "Bearer",
             "expires_in": self.s.access_token_ttl_s,
@@ -139,14 +167,15 @@ class TokenService:
             raise Unauthorized("invalid or expired token")
         successor, jti = self._successor(refresh_token)
         if status == "reused" and not self._retry_in_grace(doc, successor):
-            self.families.revoke(doc["family_id"], "refresh token reused")
+            self._end(doc["family_id"], "refresh token reused")
             raise Unauthorized("invalid or expired token")
         if doc["expires_at"] < now():
             raise Unauthorized("invalid or expired token")
         family = self.families.family(doc["family_id"])
         if not self._live(family):
             raise Unauthorized("invalid or expired token")
-        return self._pair(doc["user_id"], family["role"], doc["family_id"], successor, issued=doc["used_at"], jti=jti)
+        return self._pair(doc["user_id"], family["role"], doc["family_id"], family["created_at"], successor,
+                          issued=doc["used_at"], jti=jti)
 
     def _retry_in_grace(self, doc: dict, successor: str) -> bool:
         """A repeat of a refresh whose answer may have been lost: soon after the first use, and its successor
@@ -158,7 +187,22 @@ class TokenService:
 
     def end_session(self, actor: Actor) -> None:
         """Log out: this session's access and refresh tokens stop working at once."""
+        if actor.role is not Role.GATEWAY:
+            self._mark_ended(actor.id, actor.family, actor.session_started_at)
         self.families.revoke(actor.family, "logout")
+
+    def _end(self, family_id: str, reason: str) -> None:
+        """End a session: on the person's account first (their access tokens die), then its family (its refresh
+        tokens die; the account alone would already refuse what they lead to)."""
+        family = self.families.family(family_id)
+        if family is not None and family["role"] != Role.GATEWAY.value:
+            self._mark_ended(family["user_id"], family_id, family["created_at"])
+        self.families.revoke(family_id, reason)
+
+    def _mark_ended(self, user_id: str, family_id: str, started_at: datetime) -> None:
+        """On the person's account (what each of their requests reads): this session ended early."""
+        longest = max(self.s.session_max, self.s.staff_session_max)
+        self.users.end_session(user_id, family_id, started_at, forget_started_before=self.clock() - longest)
 
     def end_every_session(self, user_id: str, reason: str) -> None:
         """Every API session of an account ends (a password change, a deactivation, a revoked gateway)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import datetime, time
 
@@ -22,6 +23,7 @@ INDEXES = {
     ],
 }
 MAX_PATIENTS = 1_000_000
+SESSION_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def account_of(doc: dict | None) -> Account | None:
@@ -40,6 +42,7 @@ def account_of(doc: dict | None) -> Account | None:
         caregiver_alert_delay_min=doc.get("caregiver_alert_delay_min"),
         credentials_changed_at=doc.get("credentials_changed_at"), profile_version=doc.get("profile_version") or 0,
         status=doc.get("status") or ACTIVE, status_changed_at=doc.get("status_changed_at"), locale=doc.get("locale"),
+        ended_sessions=frozenset(doc.get("ended_sessions") or ()),
     )
 
 
@@ -123,6 +126,20 @@ class Users:
         return account_of(self.col.find_one_and_update(
             {"_id": user_id}, {"$set": {"password_hash": password_hash, "credentials_changed_at": at}},
             return_document=ReturnDocument.AFTER))
+
+    def end_session(self, user_id: str, session: str, started_at: datetime, *, forget_started_before: datetime) -> None:
+        """Record on the account that its API session ``session`` (a token family id) has ended, keyed by the
+        family and holding when it started; entries for sessions started before ``forget_started_before`` are
+        dropped (those sessions are past their lifetime anyway), so the list stays as short as the sessions
+        ended within one lifetime. A single-document write: every request checks the account it reads."""
+        if not SESSION_ID.fullmatch(session):
+            raise ValueError("a session id is 32 hex digits")
+        doc = self.col.find_one_and_update({"_id": user_id}, {"$set": {f"ended_sessions.{session}": started_at}},
+                                           return_document=ReturnDocument.AFTER)
+        stale = {f"ended_sessions.{key}": "" for key, started in ((doc or {}).get("ended_sessions") or {}).items()
+                 if started < forget_started_before}
+        if stale:
+            self.col.update_one({"_id": user_id}, {"$unset": stale})
 
     def start_mfa_enrolment(self, user_id: str, secret: str) -> bool:
         """Store a new TOTP secret, not yet enabled; False when TOTP is already enabled."""

@@ -113,6 +113,8 @@ def test_bad_tokens_are_refused_with_one_uniform_body(client, world):
         "wrong issuer": _forged({**base, "iss": "evil"}),
         "no expiry": _forged(base, drop="exp"),
         "mfa-only token": _forged({**base, "typ": "mfa"}),
+        "no session start": _forged(base),  # signed, but issued before tokens said when their session began
+        "session start not a number": _forged({**base, "ses": str(real["ses"])}),
         "garbage": "not-a-jwt",
     }
     bodies = set()
@@ -122,6 +124,28 @@ def test_bad_tokens_are_refused_with_one_uniform_body(client, world):
         bodies.add((response.json["title"], response.json["detail"]))
     assert len(bodies) == 1
     assert client.get(f"/api/v1/patients/{patient.id}", headers=patient.headers).status_code == 200
+
+
+def test_a_session_ended_early_is_kept_on_the_account_only_while_it_could_still_be_alive(client, db):
+    """Each sign-out is recorded on the account (its one read per request decides); entries for sessions past
+    the longest lifetime (30 days) are dropped at the next sign-out, so the list stays short."""
+    signup(client)
+    start = datetime.now(UTC)
+    ended = []
+    for _ in range(3):
+        tokens = login(client).json
+        ended.append(jwt.decode(tokens["access_token"], options={"verify_signature": False})["fam"])
+        assert client.post("/api/v1/auth/logout", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+                           ).status_code == 204
+    assert set(db.users.find_one({"email": "pat@example.org"})["ended_sessions"]) == set(ended)
+    with time_machine.travel(start + timedelta(days=30, minutes=5)):
+        tokens = login(client).json
+        headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+        assert client.get("/api/v1/auth/me", headers=headers).status_code == 200
+        assert client.post("/api/v1/auth/logout", headers=headers).status_code == 204
+        assert client.get("/api/v1/auth/me", headers=headers).status_code == 401
+        latest = jwt.decode(tokens["access_token"], options={"verify_signature": False})["fam"]
+        assert set(db.users.find_one({"email": "pat@example.org"})["ended_sessions"]) == {latest}
 
 
 def test_access_token_expires_after_fifteen_minutes(client, world):

@@ -14,9 +14,9 @@ from companion.settings import load_settings
 from tests.patient.test_reminders import DAILY, create, occurrences, record
 from tests.support import response_guard
 
-# A patient's own "today": their token family and account (the session check, whose account today reuses),
-# the today row, and the audit event.
-TODAY_BOUND = 4
+# A patient's own "today": their account (the whole session check, whose account today reuses), the today row,
+# and the audit event.
+TODAY_BOUND = 3
 
 
 class _Commands(monitoring.CommandListener):
@@ -59,7 +59,7 @@ def _today(client, world, commands, who="patient_a") -> tuple[dict, list[tuple[s
     return answer.json, list(commands.seen)
 
 
-def test_todays_request_sends_at_most_four_commands_once_its_row_is_current(client, world, commands, db):
+def test_todays_request_sends_at_most_three_commands_once_its_row_is_current(client, world, commands, db):
     assert create(client, world, DAILY).status_code == 201
     first, _ = _today(client, world, commands)  # computes the row (materializes the day's reminders)
     assert first["reminders"]["due"] == 2
@@ -68,6 +68,7 @@ def test_todays_request_sends_at_most_four_commands_once_its_row_is_current(clie
     assert again == first
     assert len(sent) <= TODAY_BOUND, sent
     assert sent.count(("find", "users")) == 1  # the session check's read, reused
+    assert ("find", "token_families") not in sent  # a person's session is decided by their account alone
     assert ("find", "today_rows") in sent and ("insert", "audit_events") in sent
     assert not {c for _, c in sent} & {"reminder_occurrences", "reminders", "session_records", "panel_row_marks"}
 
