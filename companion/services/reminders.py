@@ -28,6 +28,7 @@ Edges, decided here:
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
@@ -57,7 +58,10 @@ from companion.store.read_models import TodayRows
 from companion.store.reminders import CANCELLED, Occurrences
 from companion.store.stores import Stores
 
+logger = logging.getLogger(__name__)
+
 HORIZON = timedelta(days=2)  # how far ahead a change re-materializes at once; the scheduler keeps ahead
+MATERIALIZE_JOB = "reminders-materialize"
 MAX_WINDOW = timedelta(days=31)
 EARLY_MARK = timedelta(hours=1)  # an occurrence can be ticked off at most this long before it is due
 MAX_ACTIVE = 50
@@ -132,6 +136,7 @@ class ReminderService:
         self.occurrences = stores.occurrences
         self.today = stores.today_rows  # every write to the patient's reminders or occurrences changes it
         self.outbox = stores.outbox
+        self.runs = stores.days_to_recompute  # (its recompute_runs: when each job's last complete pass began)
         self.clock = clock
         self.changes = changes or Changes(stores, clock)
         self.touched = touched
@@ -376,12 +381,24 @@ class ReminderService:
 
     def materialize_ahead(self, grace: timedelta, horizon: timedelta) -> int:
         """The scheduler's hourly pass: every patient's occurrences kept ``horizon`` ahead (a patient whose
-        reminders cannot be materialized is logged and skipped; the others are not held up)."""
+        reminders cannot be materialized is logged and skipped; the others are not held up).
+
+        A pass begins where the last complete one left off when that is earlier than the grace (the worker was
+        stopped for longer than the horizon), as far back as one 31-day window allows: the days of the outage get their
+        occurrences too, and the next missed pass marks them missed (one summary per patient; dispatch sends
+        nothing for them, being past the grace), so they count in the figures like any other dose; an answer
+        the patient gives late is recorded as for any missed one."""
         current = self.clock()
-        failures = ItemFailures("reminders-materialize")
-        added = [failures.attempt(patient_id, lambda p=patient_id: self.materialize(p, current - grace,
-                                                                                     current + horizon))
+        start = current - grace
+        last = self.runs.last_run(MATERIALIZE_JOB)
+        if last is not None and last + horizon < start:
+            start = max(last + horizon, current + horizon - MAX_WINDOW)
+            logger.warning("reminders: the last complete materializing pass began %s ago; making the slots "
+                           "since %s", current - last, start.isoformat())
+        failures = ItemFailures(MATERIALIZE_JOB)
+        added = [failures.attempt(patient_id, lambda p=patient_id: self.materialize(p, start, current + horizon))
                  for patient_id in self.reminders.patients_with_active()]
+        self.runs.ran(MATERIALIZE_JOB, current)
         return sum(n or 0 for n in added)
 
     def occurrences_between(self, grant: Grant, start_utc: datetime, end_utc: datetime) -> list[dict]:

@@ -271,3 +271,29 @@ def test_snoozing_the_slot_that_shares_the_push_reminds_at_the_snooze_time(
     assert [q["state"] for q in snoozes] == ["sent"]
     assert due + timedelta(minutes=12) in [d.received_at for d in emulator.delivered_to(token)]
 
+
+
+def test_a_worker_stopped_longer_than_the_horizon_makes_the_days_it_missed_and_counts_them_missed(
+        jobs_db, settings, clock, traveller):
+    """The worker keeps occurrences two days ahead; stopped for six days, its first pass back made only the days
+    from its return, so the doses of the days between were never made: neither missed nor counted anywhere
+    (the patient's figures simply lost them). Now the pass starts where the last complete one left off."""
+    traveller.move_to(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
+    patient = make_person(jobs_db, "patient")
+    daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02", kind="medication", window_min=60)
+    services = services_on(jobs_db, settings, clock)
+    services.reminders.materialize_ahead(settings.reminder_grace, settings.materialize_horizon)
+    traveller.move_to(datetime(2026, 3, 8, 12, 0, tzinfo=UTC))  # back after six days
+    services = services_on(jobs_db, settings, clock)
+    services.reminders.materialize_ahead(settings.reminder_grace, settings.materialize_horizon)
+    services.reminder_dispatch.dispatch_due()
+    services.reminder_dispatch.mark_missed()
+    made = {o["local_date"]: o["status"] for o in jobs_db.reminder_occurrences.find({"patient_id": patient.id})}
+    assert made == {f"2026-03-{d:02d}": "missed" for d in range(2, 9)} | {"2026-03-09": "pending",
+                                                                          "2026-03-10": "pending"}
+    queued = list(jobs_db.push_outbox.find({"recipient_user_id": patient.id}))
+    assert [n["kind"] for n in queued] == ["generic_update"]  # one summary, no stale reminders
+    # A normal pass an hour later starts at the grace again: nothing more is made or marked.
+    traveller.move_to(datetime(2026, 3, 8, 13, 0, tzinfo=UTC))
+    assert services_on(jobs_db, settings, clock).reminders.materialize_ahead(settings.reminder_grace,
+                                                                             settings.materialize_horizon) == 0
