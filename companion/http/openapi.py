@@ -154,6 +154,7 @@ class ContractPlugin(BasePlugin):
 
     def init_spec(self, spec):
         super().init_spec(spec)
+        self._spec = spec
         for name, parameter in REQUEST_HEADERS.items():
             spec.components.parameter(name, parameter["in"], {k: v for k, v in parameter.items() if k != "in"})
         for name, header in ANSWER_HEADERS.items():
@@ -195,7 +196,9 @@ class ContractPlugin(BasePlugin):
                         response.setdefault("headers", {})["Idempotent-Replayed"] = REPLAYED
             operation.setdefault("parameters", []).extend(REQUEST_HEADERS)
             public = operation.get("security") == []
-            signs_in = (path or "").startswith(SIGN_IN_PATHS)
+            # Sign-in, and every operation that asks for the current password again (its failures count with
+            # sign-in's: companion.services.accounts.Accounts.reauthenticate), answer 429 when throttled.
+            signs_in = (path or "").startswith(SIGN_IN_PATHS) or self._asks_password(operation)
             for status, (name, _, _) in SHARED_RESPONSES.items():
                 if ((status in ("401", "403") and public and not signs_in)
                         or (status == "404" and public and "{" not in (path or ""))
@@ -205,6 +208,14 @@ class ContractPlugin(BasePlugin):
                     continue
                 if status not in responses and int(status) not in responses:
                     responses[status] = name
+
+    def _asks_password(self, operation: dict) -> bool:
+        """Whether the operation's body holds ``current_password`` (a step-up, throttled as sign-in is)."""
+        content = (operation.get("requestBody") or {}).get("content") or {}
+        schema = (content.get("application/json") or {}).get("schema") or {}
+        ref = schema.get("$ref", "") if isinstance(schema, dict) else ""
+        definition = self._spec.components.schemas.get(ref.rsplit("/", 1)[-1], {}) if ref else schema
+        return isinstance(definition, dict) and "current_password" in (definition.get("properties") or {})
 
     def schema_helper(self, name, definition, **kwargs):
         schema = _schema_class(kwargs.get("schema"))

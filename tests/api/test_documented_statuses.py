@@ -91,3 +91,17 @@ def test_a_download_documents_the_media_type_and_headers_it_answers(client, worl
     documented = client.get("/openapi.json").json["paths"][path]["get"]["responses"]["200"]
     assert media in documented["content"], documented.get("content")
     assert "Content-Disposition" in documented["headers"]
+
+
+def test_a_wrong_current_password_again_and_again_is_a_429_each_step_up_operation_declares(client, world):
+    """The operations that ask for the current password share sign-in's throttle: a stolen session guessing it
+    gets 429, which each of them declares (found from its body's ``current_password``)."""
+    patient = world["patient_a"]
+    url = f"/api/v1/patients/{patient.id}/closure"
+    statuses = [client.post(url, headers=patient.headers, json={"current_password": f"wrong-{n}", "confirm": True}).status_code
+                for n in range(12)]
+    assert 429 in statuses, statuses
+    for path in ("/api/v1/patients/{patient_id}/closure", "/api/v1/patients/{patient_id}/caregivers",
+                 "/api/v1/caregiver/invitations/{invitation_id}/acceptance",
+                 "/api/v1/patients/{patient_id}/invitations/{invitation_id}/acceptance", "/api/v1/auth/password"):
+        assert "429" in _declared(client, path, "post"), path
