@@ -220,8 +220,8 @@ class SessionRecords(MethodView):
         patient_id = svc.gateways.patient_of(gateway_id)
         valid, rejected = _load_each(RECORDS, body["records"], "record_id", 48)
         syncs, rejected_syncs = _load_each(SYNCS, body["syncs"], "sync_id", 64)
-        auditing.note(patient_ids=[patient_id], resource="session_record", action="C",
-                      resource_ids=[r["record_id"] for r in valid])
+        noted = auditing.note(patient_ids=[patient_id], resource="session_record", action="C",
+                              resource_ids=[r["record_id"] for r in valid])
         # The units named, the rejected records' too (a gateway may write for its own units only, whatever it
         # sends); a serial that is not one (refused by the schema) names no unit: its record is rejected alone.
         named = {r["device_serial"] for r in valid} | {
@@ -229,6 +229,8 @@ class SessionRecords(MethodView):
             and isinstance(r.get("device_serial"), str) and SERIAL_PATTERN.match(r["device_serial"])}
         answer = svc.ingestion.receive(gateway_id, patient_id, valid, named, syncs=syncs,
                                        gateway_clock=body["gateway_clock"], refused_by_schema=len(rejected))
+        # A unit that changed hands brings records of whoever wore it then: each patient written to is named.
+        auditing.also_touched(noted, answer["patients"])
         return {"results": answer["results"] + rejected, "syncs": answer["syncs"] + rejected_syncs,
                 "clock": answer["clock"]}
 

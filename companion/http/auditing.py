@@ -58,14 +58,20 @@ def _is_routine() -> bool:
     return bool(getattr(handler_of(current_app, request.endpoint, request.method), ROUTINE_ATTR, False))
 
 
-def note(*, patient_ids, resource: str, action: str, resource_ids=()) -> None:
-    """Record that this request touches these patients' data (called before data is returned)."""
+def note(*, patient_ids, resource: str, action: str, resource_ids=()) -> dict:
+    """Record that this request touches these patients' data (called before data is returned); returns the note,
+    for :func:`also_touched`."""
     if action not in ACTIONS:
         raise ValueError(f"unknown audit action {action!r}")
-    g.setdefault("audit_notes", []).append(
-        {"patient_ids": sorted(set(patient_ids)), "resource": resource, "action": action,
-         "resource_ids": [str(r) for r in resource_ids][:500]}
-    )
+    noted = {"patient_ids": sorted(set(patient_ids)), "resource": resource, "action": action,
+             "resource_ids": [str(r) for r in resource_ids][:500]}
+    g.setdefault("audit_notes", []).append(noted)
+    return noted
+
+
+def also_touched(noted: dict, patient_ids) -> None:
+    """Add the patients a write turned out to touch (known once it is done) to the note made before it."""
+    noted["patient_ids"] = sorted(set(noted["patient_ids"]) | {p for p in patient_ids if p})
 
 
 def deny(patient_id: str | None) -> None:

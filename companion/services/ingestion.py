@@ -70,6 +70,13 @@ def _touched(doc: dict) -> tuple[str | None, str | None]:
     return doc.get("patient_id"), doc.get("local_date")
 
 
+def _patients_of(records: list[dict], changes: list[tuple[dict, dict]]) -> list[str]:
+    """Every patient whose record a batch wrote or answered from: the records' owners and, for one whose owner is
+    in doubt, each it may be; a stored record placed again, before and after (its unit changed hands)."""
+    docs = [*records, *(doc for doc, _ in changes), *({**doc, **fields} for doc, fields in changes)]
+    return sorted({p for d in docs for p in [d.get("patient_id"), *(d.get("candidate_patient_ids") or [])] if p})
+
+
 class Ingestion:
     def __init__(self, settings: Settings, stores: Stores, clock: Clock = now, *,
                  telemetry: Telemetry | None = None, changes: Changes | None = None,
@@ -192,7 +199,8 @@ class Ingestion:
         return {"results": [{"record_id": rid, **res} for rid, res in results.items()],
                 "syncs": [{"sync_id": s["sync_id"], "status": "duplicate" if s["_id"] in known else "created"}
                           for s in sync_docs],
-                "clock": self._verdict(check, received_at)}
+                "clock": self._verdict(check, received_at),
+                "patients": _patients_of([*kept, *stored.values()], changes)}
 
     @staticmethod
     def _verdict(check: ClockCheck | None, received_at: datetime) -> dict:

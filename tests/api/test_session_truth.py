@@ -140,6 +140,32 @@ def test_a_moved_units_sessions_stay_with_whoever_wore_it_whichever_hub_brings_t
     assert "firmware" not in db.devices.find_one({"_id": serial})["status"]
 
 
+def test_a_hub_that_brings_another_patients_sessions_is_in_that_patients_access_history(client, world, db, services):
+    serial = "CTU-MOVED2"
+    a, b = world["patient_a"], world["patient_b"]
+    now = datetime.now(UTC)
+    moved = now - timedelta(hours=6)
+    services.gateways.bind_unit(a.id, serial, "companion-tens", bound_at=now - timedelta(days=3))
+    services.stores.devices.unbind(serial, a.id, at=moved)
+    services.gateways.bind_unit(b.id, serial, "companion-tens", bound_at=moved)
+    # B's hub brings a session the unit recorded while A wore it (placed with A), and one of B's own.
+    answer = upload(client, world["gateway_b"], [session_record(serial, 1, started_at=moved - timedelta(hours=2)),
+                                                 session_record(serial, 2, started_at=now - timedelta(hours=2))])
+    assert answer.status_code == 200
+    assert {d["device_seq"]: d["patient_id"] for d in db.session_records.find({"device_serial": serial})} == {
+        1: a.id, 2: b.id}
+    # A's record was written by a hub that is not A's: the event names A as well as B.
+    event = db.audit_events.find_one({"actor_id": world["gateway_b"].id, "resource_type": "session_record",
+                                      "action": "C"})
+    assert set(event["patient_ids"]) == {a.id, b.id}
+    # A session that may be either's (held, with both as candidates) names both too, whichever hub brings it.
+    upload(client, world["gateway_a"], [session_record(serial, 3, started_at=moved, clock_status="reset")])
+    assert set(db.session_records.find_one({"_id": f"{serial}:3"})["candidate_patient_ids"]) == {a.id, b.id}
+    event = db.audit_events.find_one({"actor_id": world["gateway_a"].id, "resource_type": "session_record",
+                                      "action": "C", "resource_ids": f"{serial}:3"})
+    assert set(event["patient_ids"]) == {a.id, b.id}
+
+
 def test_a_held_session_is_listed_for_the_care_team_and_resolved_by_them(client, world, db, services):
     serial = world.a_device
     record = session_record(serial, 1, duration_s=0, started_at=datetime.now(UTC) - timedelta(days=1))
