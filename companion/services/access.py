@@ -30,8 +30,10 @@ class AccessControl:
             if self.teams.is_on_team_of(actor.id, patient_id):
                 return Grant(patient_id, Relationship.CARE_TEAM)
             emergency = self.grants.active(actor.id, patient_id)
-            # Break-glass opens no closed record: after closure only the patient's care team reads it.
-            if emergency is None or self._closed(patient_id):
+            # Break-glass opens a patient's record, and no closed one: after closure only the patient's care team
+            # reads it. A grant naming an id that is no patient's (nobody's, or a caregiver's or a clinician's
+            # account) opens nothing: every read answers 404, as for any id.
+            if emergency is None or not self._open_patient(patient_id):
                 return no_access(patient_id)
             return Grant(patient_id, Relationship.EMERGENCY, expires_at=emergency.expires_at)
         if actor.role is Role.GATEWAY:
@@ -40,9 +42,9 @@ class AccessControl:
                 return Grant(patient_id, Relationship.BOUND_GATEWAY)
         return no_access(patient_id)
 
-    def _closed(self, patient_id: str) -> bool:
+    def _open_patient(self, patient_id: str) -> bool:
         patient = self.users.by_id(patient_id)
-        return patient is not None and patient.status == CLOSED
+        return patient is not None and patient.is_patient and patient.status != CLOSED
 
     def require(self, actor: Actor, patient_id: str, operation: Operation) -> Grant:
         """The grant if it allows ``operation``; NotFound (no relationship) or Forbidden (wrong act)."""

@@ -93,3 +93,21 @@ def test_emergency_access_answers_the_same_for_a_patient_and_for_no_one(client, 
     assert client.get(f"/api/v1/patients/{world['patient_a'].id}", headers=clinician.headers).status_code == 200
     assert client.get("/api/v1/patients/0123456789abcdef01234567", headers=clinician.headers).status_code == 404
 
+
+
+def test_emergency_access_to_an_id_that_is_no_patients_opens_nothing_anywhere(client, world, services, db):
+    clinician = world["clinician_other"]
+    caregiver = world["caregiver_unlinked"]
+    # A patient offers the caregiver access: the caregiver's own notice of it is about the caregiver.
+    assert client.post(f"/api/v1/patients/{world['patient_b'].id}/caregivers", headers=world["patient_b"].headers,
+                       json={"caregiver_email": caregiver.email, "current_password": PASSWORD,
+                             "permissions": {"write": False, "alerts": [], "diary_notes": False}}).status_code == 201
+    assert db.push_outbox.count_documents({"recipient_user_id": caregiver.id, "patient_id": caregiver.id}) == 1
+    body = {"reason": "unconscious in A&E, no team reachable", "minutes": 15}
+    for someone in ("0123456789abcdef01234567", caregiver.id, world["clinician_team"].id, world["admin"].id):
+        assert client.post("/api/v1/emergency-access", headers=clinician.headers,
+                           json={**body, "patient_id": someone}).status_code == 201
+        # Reading answers 404 as for any id: no list of nothing, and nobody's notifications.
+        for path in ("", "/sessions", "/notifications", "/alerts", "/pain-entries/changes", "/devices"):
+            answer = client.get(f"/api/v1/patients/{someone}{path}", headers=clinician.headers)
+            assert answer.status_code == 404, (someone, path, answer.status_code)
