@@ -42,6 +42,13 @@ class TensSessions:
         changed hands when they happened), newest first."""
         return self.records.held_for(patient_id, limit)
 
+    def patients_a_decision_touches(self, patient_id: str, record_id: str) -> list[str]:
+        """Whose record a decision on one of the patient's sessions touches: theirs and, for a session that may be
+        another's (its unit changed hands then), each patient it may be."""
+        doc = self.records.get(record_id)
+        maybe = [doc.get("patient_id"), *(doc.get("candidate_patient_ids") or [])] if doc is not None else []
+        return sorted({patient_id, *(p for p in maybe if p)}) if patient_id in maybe else [patient_id]
+
     def resolve(self, patient_id: str, record_id: str, action: str, clinician_id: str, *,
                 started_at: datetime | None = None, note: str | None = None) -> dict:
         """A clinician's decision on a held session: ``count`` it (as the patient's, at ``started_at`` if

@@ -125,7 +125,9 @@ def acknowledge_alert(patient_id, alert_id):
 def resolve_session(patient_id, record_id):
     _review(patient_id, Operation.CLINICAL)
     action = request.form.get("action", "")
-    auditing.note(patient_ids=[patient_id], resource="session_record", action="U", resource_ids=[record_id])
+    # A session that may be another patient's (its unit changed hands then): the decision names each.
+    auditing.note(patient_ids=services().sessions.patients_a_decision_touches(patient_id, record_id),
+                  resource="session_record", action="U", resource_ids=[record_id])
     services().sessions.resolve(patient_id, record_id, action, g.actor.id,
                                 note=(request.form.get("note") or "")[:500] or None)
     return redirect(url_for("web.patient", patient_id=patient_id, _anchor="session-times"), code=303)

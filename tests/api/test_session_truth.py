@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from companion.store.web_sessions import WebSessions
 from tests.support.records import session_record
 
 URL = "/api/v1/gateway/session-records"
@@ -163,6 +164,37 @@ def test_a_hub_that_brings_another_patients_sessions_is_in_that_patients_access_
     assert set(db.session_records.find_one({"_id": f"{serial}:3"})["candidate_patient_ids"]) == {a.id, b.id}
     event = db.audit_events.find_one({"actor_id": world["gateway_a"].id, "resource_type": "session_record",
                                       "action": "C", "resource_ids": f"{serial}:3"})
+    assert set(event["patient_ids"]) == {a.id, b.id}
+
+
+def test_a_care_teams_decision_on_a_session_that_may_be_another_patients_names_that_patient(app, client, world, db,
+                                                                                            services):
+    serial = "CTU-MOVED3"
+    a, b = world["patient_a"], world["patient_b"]
+    now = datetime.now(UTC)
+    moved = now - timedelta(hours=6)
+    services.gateways.bind_unit(a.id, serial, "companion-tens", bound_at=now - timedelta(days=3))
+    services.stores.devices.unbind(serial, a.id, at=moved)
+    services.gateways.bind_unit(b.id, serial, "companion-tens", bound_at=moved)
+    for seq in (1, 2):
+        upload(client, world["gateway_b"], [session_record(serial, seq, started_at=moved, clock_status="reset")])
+        assert set(db.session_records.find_one({"_id": f"{serial}:{seq}"})["candidate_patient_ids"]) == {a.id, b.id}
+    # A's care team counts one as A's: it leaves B's held sessions, so B's access history shows the decision.
+    url = f"/api/v1/patients/{a.id}/sessions/{serial}:1/resolution"
+    assert client.put(url, json={"action": "count"}, headers=world["clinician_team"].headers).status_code == 200
+    assert db.session_records.find_one({"_id": f"{serial}:1"})["patient_id"] == a.id
+    event = db.audit_events.find_one({"actor_id": world["clinician_team"].id, "resource_type": "session_record",
+                                      "action": "U", "resource_ids": f"{serial}:1"})
+    assert set(event["patient_ids"]) == {a.id, b.id}
+    # The same from the clinician page.
+    token, session = WebSessions(services.db).start(world["clinician_team"].id, "clinician", stage="full",
+                                                    at=datetime.now(UTC))
+    page = app.test_client()
+    page.set_cookie("companion_web", token)
+    assert page.post(f"/clinician/patients/{a.id}/sessions/{serial}:2/resolve",
+                     data={"csrf_token": session["csrf_token"], "action": "exclude"}).status_code == 303
+    event = db.audit_events.find_one({"actor_id": world["clinician_team"].id, "resource_type": "session_record",
+                                      "action": "U", "resource_ids": f"{serial}:2"})
     assert set(event["patient_ids"]) == {a.id, b.id}
 
 
