@@ -64,7 +64,9 @@ class Invitations(MethodView):
     def get(self, patient_id):
         """Care teams asking to see the patient's data, waiting for an answer."""
         require_patient(patient_id, Operation.MANAGE)
-        return {"items": services().care.invitations_for(_patient(patient_id))}
+        items = services().care.invitations_for(_patient(patient_id))
+        auditing.note(patient_ids=[patient_id], resource="invitation", action="R", resource_ids=[i["id"] for i in items])
+        return {"items": items}
 
 
 @blp.route("/<patient_id>/invitations/<invitation_id>/acceptance")
@@ -105,7 +107,10 @@ class CareTeams(MethodView):
         """The care teams that can see the patient's data, and how each came to (the patient's acceptance, or an
         admin's enrolment)."""
         require_patient(patient_id, Operation.MANAGE)
-        return {"items": services().care.teams_of_patient(patient_id)}
+        items = services().care.teams_of_patient(patient_id)
+        auditing.note(patient_ids=[patient_id], resource="team_enrolment", action="R",
+                      resource_ids=[t["team_id"] for t in items])
+        return {"items": items}
 
 
 @blp.route("/<patient_id>/care-teams/<team_id>")

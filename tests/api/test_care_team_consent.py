@@ -192,3 +192,15 @@ def test_a_team_the_patient_left_no_longer_sees_who_accepted_its_invitation(clie
     listed = client.get(f"/api/v1/clinician/teams/{team}/invitations", headers=clinician.headers).json["items"]
     # The patient ended the team's access: the team no longer reads their account id.
     assert [(i["status"], i["patient_id"]) for i in listed if i["id"] == invited["id"]] == [("ended", None)]
+
+
+def test_the_patient_reading_their_invitations_and_care_teams_is_audited(client, world, db):
+    clinician, patient = world["clinician_team"], world["patient_b"]
+    invited = _invite(client, clinician, world.team_id, patient.email).json
+    assert client.get(f"/api/v1/patients/{patient.id}/invitations", headers=patient.headers).status_code == 200
+    read = db.audit_events.find_one({"actor_id": patient.id, "resource_type": "invitation", "action": "R"})
+    assert read is not None and read["patient_ids"] == [patient.id] and read["resource_ids"] == [invited["id"]]
+    assert read["outcome"] == "success"
+    assert client.get(f"/api/v1/patients/{patient.id}/care-teams", headers=patient.headers).status_code == 200
+    read = db.audit_events.find_one({"actor_id": patient.id, "resource_type": "team_enrolment", "action": "R"})
+    assert read is not None and read["patient_ids"] == [patient.id] and read["outcome"] == "success"
