@@ -143,7 +143,13 @@ def install(app: Flask) -> None:
         token = _bearer()
         if not token:
             raise Unauthorized("authentication required")
-        g.actor, g.account = authenticate(token)
+        try:
+            g.actor, g.account = authenticate(token)
+        except Unauthorized:
+            # Refused, and recorded under the account or gateway the token names if it is one we signed (a session
+            # ended by a deactivation, a closure or a revoked gateway): the patient's history says who tried.
+            g.actor = services().tokens.claimed_actor(token)
+            raise
         if g.actor.role.value not in roles:
             raise Forbidden("this role may not call this route")
         gate_patient_in_url(_action_of_method())

@@ -135,6 +135,16 @@ class TokenService:
             raise Unauthorized("invalid or expired token")
         return Actor(id=claims["sub"], role=role, family=session, session_started_at=started)
 
+    def claimed_actor(self, token: str) -> Actor | None:
+        """Whom a token signed with our key names, though its session may have ended (an account deactivated or
+        closed, a gateway revoked): the audit's actor of a refused request. None for a token that is not ours
+        or has expired."""
+        try:
+            claims = self.decode(token)
+            return Actor(id=str(claims["sub"]), role=Role(claims["role"]))
+        except (Unauthorized, KeyError, ValueError):
+            return None
+
     def start_session(self, user_id: str, role: str, *, started_at: datetime | None = None) -> dict:
         """A new token family (a session), started at ``started_at`` (when its password was checked) or now."""
         family_id = uuid.uuid4().hex

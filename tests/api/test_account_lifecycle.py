@@ -167,3 +167,24 @@ def test_caregiver_cannot_post_receipts_for_notifications_about_a_closed_patient
     receipt = client.post(f"/api/v1/me/notifications/{doc['_id']}/receipts", headers=caregiver.headers,
                           json={"receipt": "opened"})
     assert receipt.status_code == 404
+
+
+def test_a_refused_session_is_audited_under_the_account_or_gateway_it_belongs_to(client, world, db):
+    admin, clinician, patient = world["admin"], world["clinician_team"], world["patient_a"]
+    assert client.post(f"/api/v1/admin/users/{clinician.id}/deactivation", headers=admin.headers,
+                       json={"reason": "left the clinic"}).status_code == 200
+    # The deactivated clinician's app still asks for A's record: refused, and A's history says by whom.
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=clinician.headers).status_code == 401
+    (refused,) = db.audit_events.find({"patient_ids": patient.id, "outcome": "denied", "status": 401})
+    assert (refused["actor_id"], refused["actor_role"]) == (clinician.id, "clinician")
+    # A revoked hub that keeps uploading is named too.
+    gateway = world["gateway_a"]
+    assert client.delete(f"/api/v1/patients/{patient.id}/gateways/{gateway.id}",
+                         headers=patient.headers).status_code == 204
+    assert client.get("/api/v1/gateway/devices", headers=gateway.headers).status_code == 401
+    refused = db.audit_events.find_one({"route": "/api/v1/gateway/devices", "outcome": "denied"})
+    assert (refused["actor_id"], refused["actor_role"]) == (gateway.id, "gateway")
+    # A token that is no one's (not signed with the key) stays anonymous.
+    assert client.get(f"/api/v1/patients/{patient.id}", headers={"Authorization": "Bearer x.y.z"}).status_code == 401
+    forged = db.audit_events.find_one({"patient_ids": patient.id, "status": 401, "actor_id": None})
+    assert forged is not None and forged["actor_role"] == "anonymous"
