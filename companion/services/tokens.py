@@ -31,13 +31,13 @@ import jwt
 from companion.clock import Clock, now, to_millis
 from companion.domain.access import Actor, Role
 from companion.domain.errors import Unauthorized
+from companion.domain.people import EPOCH
 from companion.settings import Settings
 from companion.store.accounts import Users
 from companion.store.tokens import TokenFamilies
 
 ALGORITHM = "HS256"
 STAFF = frozenset({Role.CLINICIAN.value, Role.ADMIN.value})
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def hash_token(token: str) -> str:

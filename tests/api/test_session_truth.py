@@ -22,6 +22,14 @@ def by_id(response):
     return {r["record_id"]: r for r in response.json["results"]}
 
 
+def _move_unit(services, serial: str, from_id: str, to_id: str, *, now: datetime, moved: datetime) -> None:
+    """The unit ``serial``: bound to ``from_id`` three days before ``now``, released at ``moved`` and given to
+    ``to_id`` then."""
+    services.gateways.bind_unit(from_id, serial, "companion-tens", bound_at=now - timedelta(days=3))
+    services.stores.devices.unbind(serial, from_id, at=moved)
+    services.gateways.bind_unit(to_id, serial, "companion-tens", bound_at=moved)
+
+
 def test_every_answer_carries_the_servers_time(client):
     answer = client.get("/healthz")
     stamped = datetime.fromisoformat(answer.headers["X-Server-Time"].replace("Z", "+00:00"))
@@ -110,9 +118,7 @@ def test_a_moved_units_sessions_stay_with_whoever_wore_it_whichever_hub_brings_t
     a, b = world["patient_a"], world["patient_b"]
     now = datetime.now(UTC)
     moved = now - timedelta(hours=6)
-    services.gateways.bind_unit(a.id, serial, "companion-tens", bound_at=now - timedelta(days=3))
-    services.stores.devices.unbind(serial, a.id, at=moved)  # released six hours ago...
-    services.gateways.bind_unit(b.id, serial, "companion-tens", bound_at=moved)  # ... and given to B
+    _move_unit(services, serial, a.id, b.id, now=now, moved=moved)  # A wore it for three days, B since six hours ago
     # The old hub's backlog for the unit that has moved: accepted for the patient it belonged to.
     old = upload(client, world["gateway_a"], [session_record(serial, 1, started_at=now - timedelta(days=1))])
     assert old.status_code == 200 and by_id(old)[f"{serial}:1"]["status"] == "created"
@@ -146,9 +152,7 @@ def test_a_hub_that_brings_another_patients_sessions_is_in_that_patients_access_
     a, b = world["patient_a"], world["patient_b"]
     now = datetime.now(UTC)
     moved = now - timedelta(hours=6)
-    services.gateways.bind_unit(a.id, serial, "companion-tens", bound_at=now - timedelta(days=3))
-    services.stores.devices.unbind(serial, a.id, at=moved)
-    services.gateways.bind_unit(b.id, serial, "companion-tens", bound_at=moved)
+    _move_unit(services, serial, a.id, b.id, now=now, moved=moved)  # A wore it for three days, B since six hours ago
     # B's hub brings a session the unit recorded while A wore it (placed with A), and one of B's own.
     answer = upload(client, world["gateway_b"], [session_record(serial, 1, started_at=moved - timedelta(hours=2)),
                                                  session_record(serial, 2, started_at=now - timedelta(hours=2))])
@@ -173,9 +177,7 @@ def test_a_care_teams_decision_on_a_session_that_may_be_another_patients_names_t
     a, b = world["patient_a"], world["patient_b"]
     now = datetime.now(UTC)
     moved = now - timedelta(hours=6)
-    services.gateways.bind_unit(a.id, serial, "companion-tens", bound_at=now - timedelta(days=3))
-    services.stores.devices.unbind(serial, a.id, at=moved)
-    services.gateways.bind_unit(b.id, serial, "companion-tens", bound_at=moved)
+    _move_unit(services, serial, a.id, b.id, now=now, moved=moved)  # A wore it for three days, B since six hours ago
     for seq in (1, 2):
         upload(client, world["gateway_b"], [session_record(serial, seq, started_at=moved, clock_status="reset")])
         assert set(db.session_records.find_one({"_id": f"{serial}:{seq}"})["candidate_patient_ids"]) == {a.id, b.id}
