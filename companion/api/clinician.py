@@ -10,6 +10,7 @@ from marshmallow import Schema, fields, validate
 
 from companion.domain.access import Operation, Role
 from companion.http import auditing, services
+from companion.http.compiled import CompiledDump
 from companion.http.paging import LINK_HEADER, next_field, next_link
 from companion.http.panel import PanelArgs, panel_filter
 from companion.http.schemas import StrictSchema, text
@@ -69,7 +70,7 @@ class PanelRowSchema(Schema):
     reasons = fields.List(fields.String(), metadata={"description": "why this patient may need attention"})
 
 
-class PanelSchema(Schema):
+class PanelSchema(CompiledDump, Schema):
     items = fields.List(fields.Nested(PanelRowSchema), required=True)
     total = fields.Integer()
     offset = fields.Integer()

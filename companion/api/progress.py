@@ -12,6 +12,7 @@ from companion.api.reminder_schemas import OccurrenceSchema
 from companion.api.schemas import TaskProgressSchema
 from companion.domain.access import Operation, Role
 from companion.http import auditing, services
+from companion.http.compiled import CompiledDump
 from companion.http.schemas import StrictSchema
 from companion.http.security import allow, own_account, require_patient
 
@@ -66,7 +67,7 @@ class PainTodaySchema(Schema):
     latest_nrs = fields.Integer(allow_none=True)
 
 
-class TodaySchema(Schema):
+class TodaySchema(CompiledDump, Schema):
     class Meta:
         every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
 
