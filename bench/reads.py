@@ -10,6 +10,9 @@ has three TENS sessions a day over those days. The panel's read model is built a
 - the database floor: a Flask endpoint doing one `find_one` by `_id` on the same server (measured in each
   case, just before the endpoints it is the floor of).
 
+The panel is measured twice: as served (a page read again while the team's panel is unchanged is answered from
+the page each web process kept, after checking the team's panel version) and with no page kept
+(`panel_unkept`: every read after a change costs this).
 Figures: requests/s and p50/p95/p99, each as a ratio to the database floor, and each case at its longest
 history against the same panel size at its shortest (the growth column).
 Usage: python -m bench.reads [--seconds 10] [--concurrency 16] [--sizes 200,2000] [--days 90,365]
@@ -145,6 +148,12 @@ def one_case(uri: str, patients: int, days: int, seconds: float, concurrency: in
             measured = load(server.url + path, person.headers, seconds, concurrency)
             case[name] = {"available": True, "path": path.split("?")[0], **measured,
                           **ratios(measured, case["floor"])}
+    # The panel again with no page kept by the web processes: what every read costs when the team's panel has
+    # changed since the last one (the figure above is the panel read again while nothing changed).
+    with gunicorn("companion.wsgi:app", env | {"COMPANION_PANEL_PAGE_CACHE": "0"}) as server:
+        measured = load(server.url + PANEL_PATH, people["clinician"].headers, seconds, concurrency)
+        case["panel_unkept"] = {"available": True, "path": PANEL_PATH.split("?")[0], **measured,
+                                **ratios(measured, case["floor"])}
     mongo(uri).drop_database(db_name)
     return case
 

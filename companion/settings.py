@@ -64,6 +64,7 @@ class Settings:
     pairing_code_ttl_s: int = 10 * 60
     break_glass_max_minutes: int = 60
     idempotency_lease_s: int = 60
+    panel_page_cache: int = 256
     sync_window: timedelta = timedelta(days=90)
     sync_settle: timedelta = timedelta(seconds=30)
     password_memory_kib: int = 65536
@@ -246,6 +247,9 @@ SETTINGS: tuple[Setting, ...] = (
             "consecutive requests that cannot reach the database before the others are answered 503 at once"),
     Setting("COMPANION_DB_BREAKER_COOLDOWN_S", "db_breaker_cooldown_s", _whole(1, 60),
             "how long requests are answered 503 at once before one probes the database again (doubles, to 30 s)"),
+    Setting("COMPANION_PANEL_PAGE_CACHE", "panel_page_cache", _whole(0, 100_000),
+            "pages of clinicians' panels each web process keeps, answered again while no entry of the team has "
+            "changed (checked against the database on every read) and for at most a minute; 0 keeps none"),
     Setting("COMPANION_IDEMPOTENCY_LEASE_S", "idempotency_lease_s", _whole(5, 3600),
             "how long a request holding an Idempotency-Key may run before a retry takes the key over"),
     Setting("COMPANION_SYNC_WINDOW_DAYS", "sync_window", _duration("days", 1, 3650),

@@ -37,7 +37,7 @@ from companion.services.patients import Profiles
 from companion.services.plans import Plans
 from companion.services.progress import Progress
 from companion.services.push_delivery import PushDelivery
-from companion.services.read_models import PanelReadModel
+from companion.services.read_models import PanelPages, PanelReadModel
 from companion.services.reminder_dispatch import ReminderDispatch
 from companion.services.reminders import ReminderService
 from companion.services.review import Review
@@ -181,7 +181,7 @@ class Services:
 
     @cached_property
     def panel_rows(self) -> PanelReadModel:
-        return PanelReadModel(self.stores, self.clock)
+        return PanelReadModel(self.stores, self.clock, PanelPages(self.settings.panel_page_cache))
 
     @cached_property
     def review(self) -> Review:

@@ -23,8 +23,11 @@ patient's today with nothing marked since (companion.services.adherence_batch).
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import date, datetime, time, timedelta
+from time import monotonic
 from zoneinfo import ZoneInfo
 
 from companion.clock import Clock, now
@@ -117,13 +120,49 @@ def as_panel_row(doc: dict, at: datetime) -> rules.PanelRow:
         last_sync=doc["last_sync"])
 
 
+class PanelPages:
+    """Pages of teams' panels this process has read, each kept under the team's panel version it was read at
+    (companion.store.read_models.PanelEntries moves the version on after every change to the team's entries)
+    and served again only while the team's version is the same, and for at most ``max_age_s`` (the bound on a
+    page kept after a crash between an entry's write and its version's move). Least recently used pages go
+    first beyond ``size``; a size of 0 keeps none."""
+
+    def __init__(self, size: int = 256, max_age_s: float = 60.0, ticker: Callable[[], float] = monotonic):
+        self.size = size
+        self.max_age_s = max_age_s
+        self.ticker = ticker
+        self._pages: OrderedDict[tuple, tuple[int, float, list[dict], int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, version: int) -> tuple[list[dict], int] | None:
+        with self._lock:
+            kept = self._pages.get(key)
+            if kept is None:
+                return None
+            if kept[0] != version or self.ticker() - kept[1] > self.max_age_s:
+                del self._pages[key]
+                return None
+            self._pages.move_to_end(key)
+            return kept[2], kept[3]
+
+    def put(self, key: tuple, version: int, docs: list[dict], total: int) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._pages[key] = (version, self.ticker(), docs, total)
+            self._pages.move_to_end(key)
+            while len(self._pages) > self.size:
+                self._pages.popitem(last=False)
+
+
 class PanelReadModel:
-    def __init__(self, stores: Stores, clock: Clock = now):
+    def __init__(self, stores: Stores, clock: Clock = now, pages: PanelPages | None = None):
         self.stores = stores
         self.rows = stores.panel_rows
         self.entries = stores.panel_entries
         self.marks = stores.panel_row_marks
         self.clock = clock
+        self.pages = pages or PanelPages(size=0)
         self._last_refresh: datetime | None = None
 
     # Keeping rows current
@@ -253,12 +292,15 @@ class PanelReadModel:
         return as_panel_row(doc, at or self.clock()) if doc else None
 
     def team_page(self, team_id: str, *, sort: str = "need", descending: bool = False, offset: int = 0,
-                  limit: int = 50, at: datetime | None = None) -> tuple[list[rules.PanelRow], int]:
+                  limit: int = 50, at: datetime | None = None,
+                  version: int | None = None) -> tuple[list[rules.PanelRow], int]:
         """One page of a team's whole panel in a stored order (ENTRY_ORDERS), and how many patients it has: the
         page's entries read from that order's index, each with what its line shows (SHOWN_FIELDS, copied from
         the row when both are written); nothing else of the team is read. The rows of the team's patients
         marked since the refresher's last pass are computed first. An entry whose enrolment has ended (a crash
-        between the two deletions) is dropped, never shown."""
+        between the two deletions) is dropped, never shown. ``version``: the team's panel version, read before
+        this call (with the team): the page this process last read under it is answered again, its figures
+        taken as of ``at`` (none of the team's entries has changed since), unless a row was computed first."""
         at = at or self.clock()
         teams = self.stores.care_teams
         marked = {m["_id"]: m for m in self.marks.all_now()}
@@ -267,6 +309,14 @@ class PanelReadModel:
         mine = teams.enrolled(team_id, marked, by_pair=False)
         if mine:
             self.refresh(mine, {pid: marked[pid] for pid in mine})
+            version = None  # moved on by the refresh: this read is not kept under the version read before it
+        key = (team_id, sort, descending, offset, limit)
+        kept = self.pages.get(key, version) if version is not None else None
+        # A kept page's patients are still checked against the enrolments: one whose enrolment ended (in a
+        # process that died before the entry went and the version moved) is never shown; the page is read again.
+        if kept is not None and len(teams.enrolled(team_id, (d["_id"] for d in kept[0]))) == len(kept[0]):
+            docs, total = kept
+            return [as_panel_row(d, at) for d in docs], total
         while True:
             entries = self.entries.page(team_id, sort, descending, offset, limit)
             ended = {e["patient_id"] for e in entries} - teams.enrolled(team_id, (e["patient_id"] for e in entries))
@@ -278,8 +328,11 @@ class PanelReadModel:
                   if all(field in e for field in SHOWN_FIELDS)}
         rows = {d["_id"]: d for d in self.rows.by_ids(e["patient_id"] for e in entries
                                                       if e["patient_id"] not in copied)} | copied
-        page = [as_panel_row(rows[e["patient_id"]], at) for e in entries if e["patient_id"] in rows]
-        return page, self.entries.count(team_id)
+        docs = [rows[e["patient_id"]] for e in entries if e["patient_id"] in rows]
+        total = self.entries.count(team_id)
+        if version is not None:
+            self.pages.put(key, version, docs, total)
+        return [as_panel_row(d, at) for d in docs], total
 
     def page(self, patient_ids: list[str], *, sort: str = "need", descending: bool = False,
              keep: PanelFilter | None = None, offset: int = 0, limit: int = 50,

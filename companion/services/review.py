@@ -161,11 +161,13 @@ class Review:
         and paged in the database over the panel's read model, and how many patients matched in all. Rows
         whose inputs changed since the refresher last ran are computed first."""
         keep = keep or PanelFilter()
-        teams = self.stores.care_teams.team_ids_of(clinician_id)
+        versions = self.stores.care_teams.panel_versions_of(clinician_id)
+        teams = sorted(versions)
         if len(teams) == 1 and keep == PanelFilter() and sort in ENTRY_ORDERS:
-            # The whole panel of one team in a stored order: read from the order's index, whatever its size.
+            # The whole panel of one team in a stored order: read from the order's index, whatever its size
+            # (or, unchanged since this process read it, kept).
             return self.panel_rows.team_page(teams[0], sort=sort, descending=descending, offset=offset, limit=limit,
-                                             at=at)
+                                             at=at, version=versions[teams[0]])
         ids = self.stores.care_teams.patient_ids_of_teams(teams)
         if not ids:
             return [], 0

@@ -287,21 +287,36 @@ class PanelEntries:
 
     def __init__(self, db: Database):
         self.col = db.panel_entries
+        self.teams = db.care_teams
+
+    def _changed(self, team_ids: Iterable[str]) -> None:
+        """Move on these teams' panel version (``panel_v`` on the care team's document, read with the team):
+        after every write or deletion of their entries, so that a page kept under an earlier version is never
+        served again (companion.services.read_models.PanelReadModel.team_page)."""
+        wanted = sorted(set(team_ids))
+        if wanted:
+            self.teams.update_many({"_id": {"$in": wanted}}, {"$inc": {"panel_v": 1}})
 
     def save(self, row: dict, team_ids: Iterable[str], seq: int) -> None:
         """The row's entries, one for each of these teams (those the patient is enrolled in), each written unless
         an entry computed after a later mark is stored; then keep_only, with the teams read again."""
         keys = entry_keys(row) | {field: row[field] for field in SHOWN_FIELDS}
-        for team_id in sorted(set(team_ids)):
-            _unless_newer(self.col.update_one, f"{team_id}:{row['_id']}", seq,
-                          {"$set": {"team_id": team_id, "patient_id": row["_id"], **keys, "seq": seq}})
+        written = [team_id for team_id in sorted(set(team_ids))
+                   if _unless_newer(self.col.update_one, f"{team_id}:{row['_id']}", seq,
+                                    {"$set": {"team_id": team_id, "patient_id": row["_id"], **keys, "seq": seq}})]
+        self._changed(written)
 
     def keep_only(self, patient_id: str, team_ids: Iterable[str], seq: int) -> int:
         """Delete the patient's entries of teams other than these (read after the entries were written: an
         enrolment ended meanwhile loses the entry written after its deletion), but none written after a later
         mark (it may be of a team enrolled since)."""
-        return self.col.delete_many({"patient_id": patient_id, "team_id": {"$nin": sorted(set(team_ids))},
-                                     **not_newer(seq)}).deleted_count
+        stale = list(self.col.find({"patient_id": patient_id, "team_id": {"$nin": sorted(set(team_ids))},
+                                    **not_newer(seq)}, {"team_id": 1}))
+        if not stale:
+            return 0
+        deleted = self.col.delete_many({"_id": {"$in": [e["_id"] for e in stale]}, **not_newer(seq)}).deleted_count
+        self._changed(e["team_id"] for e in stale)
+        return deleted
 
     def page(self, team_id: str, sort: str, descending: bool, offset: int, limit: int) -> list[dict]:
         """One page of the team's entries in a stored order, read from that order's index, each with what its line
@@ -324,11 +339,19 @@ class PanelEntries:
         return self.col.find_one({}, {"_id": 1}) is None
 
     def delete_ids(self, entry_ids: Iterable[str]) -> int:
+        """Delete these entries (``<team>:<patient>``) and move on their teams' panel versions."""
         wanted = sorted(set(entry_ids))
-        return self.col.delete_many({"_id": {"$in": wanted}}).deleted_count if wanted else 0
+        if not wanted:
+            return 0
+        deleted = self.col.delete_many({"_id": {"$in": wanted}}).deleted_count
+        self._changed(entry_id.split(":", 1)[0] for entry_id in wanted)
+        return deleted
 
     def delete_for_patient(self, patient_id: str) -> int:
-        return self.col.delete_many({"patient_id": patient_id}).deleted_count
+        teams = [e["team_id"] for e in self.col.find({"patient_id": patient_id}, {"team_id": 1})]
+        deleted = self.col.delete_many({"patient_id": patient_id}).deleted_count
+        self._changed(teams)
+        return deleted
 
 
 class PanelRowMarks:

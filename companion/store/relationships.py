@@ -180,6 +180,12 @@ class CareTeams:
     def team_ids_of(self, clinician_id: str) -> list[str]:
         return [t["_id"] for t in self.teams.find({"clinician_ids": clinician_id}, {"_id": 1})]
 
+    def panel_versions_of(self, clinician_id: str) -> dict[str, int]:
+        """The clinician's teams, each with its panel version (moved on by every change to the team's panel
+        entries: companion.store.read_models.PanelEntries)."""
+        return {t["_id"]: t.get("panel_v", 0)
+                for t in self.teams.find({"clinician_ids": clinician_id}, {"_id": 1, "panel_v": 1})}
+
     def has_team(self, clinician_id: str) -> bool:
         return self.teams.find_one({"clinician_ids": clinician_id}, {"_id": 1}) is not None
 
