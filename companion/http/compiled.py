@@ -140,9 +140,17 @@ class CompiledLoader:
         return loaded if loaded is not None else self.schema.load(item)
 
 
+_INDEXABLE: dict[type, bool] = {}  # by type: an instance's own ``__getitem__`` is not used by ``obj[key]``
+
+
 def _value_for_key(obj: Any, key: str) -> Any:
-    """``marshmallow.utils.get_value`` for one key: an item when ``obj`` has one, else its attribute."""
-    if not hasattr(obj, "__getitem__"):
+    """``marshmallow.utils.get_value`` for one key: an item when ``obj`` has one, else its attribute (an object
+    whose type has no ``__getitem__`` gives its attribute there too: ``obj[key]`` raises TypeError)."""
+    kind = type(obj)
+    indexable = _INDEXABLE.get(kind)
+    if indexable is None:
+        indexable = _INDEXABLE[kind] = hasattr(kind, "__getitem__")
+    if not indexable:
         return getattr(obj, key, missing)
     try:
         return obj[key]
