@@ -13,7 +13,7 @@ from companion.services.reminders import ReminderService
 from companion.services.touched_days import TouchedDays
 from companion.store.stores import Stores
 
-RETRIED_WITHIN = timedelta(days=1)  # a move this recent, named again, may be a retry: its marks are written again
+RETRIED_WITHIN = timedelta(days=1)  # a move this recent, named again, may be a retry: what follows it is done again
 
 NOT_FOUND = "no such patient, or no access to them"
 ATTEMPTS = 20
@@ -48,7 +48,8 @@ class Profiles:
         when it took effect, in the same write as the zone itself, so reminders before the move keep their
         old local times and later ones follow the new zone; pending future reminders (and their
         quiet-hours pushes) are moved at once, and slots the move jumped over are kept. A change that
-        changes nothing writes nothing."""
+        changes nothing writes nothing, unless it names again a zone moved to within the last day: it may be
+        the retry of a move stopped after its write, so what follows the move is done again."""
         quiet = changes.get("quiet_hours", False)
         if quiet not in (None, False):
             quiet = QuietHours(time.fromisoformat(quiet["start"]), time.fromisoformat(quiet["end"]))
@@ -59,7 +60,10 @@ class Profiles:
             if not moving and _unchanged(patient, changes, quiet):
                 latest = max((m.effective_from for m in patient.time_zone_history), default=None)
                 if zone is not None and latest is not None and self.clock() - latest < RETRIED_WITHIN:
-                    self._moved(patient, latest)  # perhaps a retry of a move whose marks were never written
+                    # Perhaps a retry of a move stopped after its write: what follows it is done again (each
+                    # step is idempotent), the reminders moved to the new zone included.
+                    self._moved(patient, latest)
+                    self.reminders.refresh_future(patient_id)
                 return patient
             if if_version is not None and if_version != patient.profile_version:
                 raise PreconditionFailed("the profile changed since that version; see current", current=patient,

@@ -112,3 +112,17 @@ def test_a_move_of_time_zone_is_marked_by_its_retry(client, world, db, services,
     assert (retry.status_code, retry.json["time_zone"]) == (200, "Asia/Tokyo")
     assert "2026-03-02" in _marked(db, pid)
     assert db.panel_row_marks.find_one({"_id": pid})["due"] == "now"
+
+
+def test_a_move_of_time_zone_interrupted_before_the_reminders_moved_is_finished_by_its_retry(
+        client, world, db, services, monkeypatch):
+    headers, pid = world["patient_a"].headers, world["patient_a"].id
+    client.post(f"{_base(world)}/reminders", json=REMINDER, headers=headers)
+    first, retry = _interrupted_then_retried(
+        client, db, monkeypatch, services.stores.days_to_recompute, "mark",
+        lambda: client.patch(_base(world), json={"time_zone": "Asia/Tokyo"}, headers=headers))
+    assert (retry.status_code, retry.json["time_zone"]) == (200, "Asia/Tokyo")
+    # From the day after the move on, 09:30 is Tokyo's (00:30 UTC), as if the first attempt had not stopped.
+    later = [o["due_at"].strftime("%H:%M") for o in db.reminder_occurrences.find(
+        {"patient_id": pid, "status": "pending", "due_at": {"$gte": START + timedelta(days=1)}})]
+    assert later and set(later) == {"00:30"}
