@@ -56,6 +56,7 @@ class Account:
     status: str = ACTIVE
     status_changed_at: datetime | None = None
     locale: str | None = None  # the language the person reads notifications in (BCP 47), if they chose one
+    profile_changed_at: datetime | None = None  # the last change of the profile (a retry within a day finishes it)
     # The API sessions (token families) ended before their time: signed out, or a refresh token replayed.
     ended_sessions: frozenset[str] = field(default=frozenset(), repr=False)
 

@@ -13,7 +13,7 @@ from companion.services.reminders import ReminderService
 from companion.services.touched_days import TouchedDays
 from companion.store.stores import Stores
 
-RETRIED_WITHIN = timedelta(days=1)  # a move this recent, named again, may be a retry: what follows it is done again
+RETRIED_WITHIN = timedelta(days=1)  # a change this recent, sent again, may be a retry: what follows it is done again
 
 NOT_FOUND = "no such patient, or no access to them"
 ATTEMPTS = 20
@@ -48,8 +48,8 @@ class Profiles:
         when it took effect, in the same write as the zone itself, so reminders before the move keep their
         old local times and later ones follow the new zone; pending future reminders (and their
         quiet-hours pushes) are moved at once, and slots the move jumped over are kept. A change that
-        changes nothing writes nothing, unless it names again a zone moved to within the last day: it may be
-        the retry of a move stopped after its write, so what follows the move is done again."""
+        changes nothing writes nothing, unless the profile changed within the last day: it may be the retry
+        of a change stopped after its write, so what follows the change is done again."""
         quiet = changes.get("quiet_hours", False)
         if quiet not in (None, False):
             quiet = QuietHours(time.fromisoformat(quiet["start"]), time.fromisoformat(quiet["end"]))
@@ -58,12 +58,7 @@ class Profiles:
             zone = changes.get("time_zone")
             moving = zone is not None and zone != patient.time_zone
             if not moving and _unchanged(patient, changes, quiet):
-                latest = max((m.effective_from for m in patient.time_zone_history), default=None)
-                if zone is not None and latest is not None and self.clock() - latest < RETRIED_WITHIN:
-                    # Perhaps a retry of a move stopped after its write: what follows it is done again (each
-                    # step is idempotent), the reminders moved to the new zone included.
-                    self._moved(patient, latest)
-                    self.reminders.refresh_future(patient_id)
+                self._finish_a_retry(patient, changes)
                 return patient
             if if_version is not None and if_version != patient.profile_version:
                 raise PreconditionFailed("the profile changed since that version; see current", current=patient,
@@ -72,7 +67,7 @@ class Profiles:
             updated = self.users.update_profile(
                 patient_id, version=patient.profile_version, display_name=changes.get("display_name"),
                 quiet_hours=quiet, caregiver_alert_delay_min=changes.get("caregiver_alert_delay_min"),
-                locale=changes.get("locale", False), move=move)
+                locale=changes.get("locale", False), move=move, at=self.clock())
             if updated is None:
                 continue  # changed meanwhile: read it again (and answer 412 if the caller named a version)
             self._moved(updated, move.effective_from if move is not None else None)
@@ -84,6 +79,19 @@ class Profiles:
             return updated
         raise Conflict("the profile is being changed by someone else right now; try again")
 
+
+    def _finish_a_retry(self, patient: Account, changes: dict) -> None:
+        """A change that changes nothing may be the retry of one stopped after its write: within a day of the
+        last change (or of a move, for a zone named again), what follows a change is done again (each step is
+        idempotent), the reminders moved to the new zone included."""
+        current = self.clock()
+        latest = max((m.effective_from for m in patient.time_zone_history), default=None)
+        moved = "time_zone" in changes and latest is not None and current - latest < RETRIED_WITHIN
+        changed = patient.profile_changed_at is not None and current - patient.profile_changed_at < RETRIED_WITHIN
+        if moved or changed:
+            self._moved(patient, latest if moved else None)
+        if moved:
+            self.reminders.refresh_future(patient.id)
 
     def _moved(self, patient: Account, moved_at: datetime | None) -> None:
         """What follows a change of the profile: the panel row shows the name and zone; after a move of time

@@ -42,6 +42,7 @@ def account_of(doc: dict | None) -> Account | None:
         caregiver_alert_delay_min=doc.get("caregiver_alert_delay_min"),
         credentials_changed_at=doc.get("credentials_changed_at"), profile_version=doc.get("profile_version") or 0,
         status=doc.get("status") or ACTIVE, status_changed_at=doc.get("status_changed_at"), locale=doc.get("locale"),
+        profile_changed_at=doc.get("profile_changed_at"),
         ended_sessions=frozenset(doc.get("ended_sessions") or ()),
     )
 
@@ -96,12 +97,14 @@ class Users:
 
     def update_profile(self, user_id: str, *, version: int, display_name: str | None = None,
                        quiet_hours: QuietHours | None | bool = False, caregiver_alert_delay_min: int | None = None,
-                       move: ZoneMove | None = None, locale: str | None | bool = False) -> Account | None:
+                       move: ZoneMove | None = None, locale: str | None | bool = False,
+                       at: datetime | None = None) -> Account | None:
         """Change the fields given (``quiet_hours`` and ``locale``: None clears, ``False`` leaves) and, with
         ``move``, record a move to ``move.zone`` and make it the current zone: one single-document update,
         applied only while the profile is still at ``version`` (None otherwise), which it raises by one.
-        The zone and its history entry are written together or not at all."""
-        fields: dict = {}
+        The zone and its history entry are written together or not at all; so is ``at``, when the profile
+        changed (a retry of the change can tell it may be finishing it)."""
+        fields: dict = {} if at is None else {"profile_changed_at": at}
         if display_name is not None:
             fields["display_name"] = display_name
         if quiet_hours is not False:

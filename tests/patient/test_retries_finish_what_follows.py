@@ -126,3 +126,15 @@ def test_a_move_of_time_zone_interrupted_before_the_reminders_moved_is_finished_
     later = [o["due_at"].strftime("%H:%M") for o in db.reminder_occurrences.find(
         {"patient_id": pid, "status": "pending", "due_at": {"$gte": START + timedelta(days=1)}})]
     assert later and set(later) == {"00:30"}
+
+
+def test_a_change_of_name_interrupted_before_the_panel_row_is_marked_by_its_retry(client, world, db, services,
+                                                                                   monkeypatch):
+    headers, pid = world["patient_a"].headers, world["patient_a"].id
+    db.panel_row_marks.delete_many({"_id": pid})  # the refresher computed the row since the set-up
+    first, retry = _interrupted_then_retried(
+        client, db, monkeypatch, services.stores.panel_row_marks, "mark",
+        lambda: client.patch(_base(world), json={"display_name": "Patient A Renamed"}, headers=headers))
+    assert (retry.status_code, retry.json["display_name"]) == (200, "Patient A Renamed")
+    # The clinicians' panel shows the new name: its row is computed again.
+    assert db.panel_row_marks.find_one({"_id": pid})["due"] == "now"
