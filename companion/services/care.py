@@ -186,21 +186,32 @@ class Care:
     def answer_offer(self, caregiver: Account, offer_id: str, *, accept: bool, current_password: str | None = None,
                      address: str | None = None) -> dict:
         """The caregiver accepts (with their password: it gives their account access to someone's health data)
-        or declines an offer made to their email. Accepting links them with the offer's permissions."""
+        or declines an offer made to their email. Accepting links them with the offer's permissions. Accepting
+        again an offer one accepted (a retry) answers as the first time, with the link it made, and makes that
+        link if the first attempt stopped before it; once that link has ended, it is not made again."""
         if accept:
             self.accounts.reauthenticate(caregiver.id, current_password or "", address=address)
         at, digest = self.clock(), email_digest(caregiver.email)
         waiting = self.caregiver_offers.waiting(offer_id, digest, at)
+        if waiting is None and accept:
+            waiting = self.caregiver_offers.accepted(offer_id, digest, caregiver.id)
         patient = self.users.by_id(waiting["patient_id"]) if waiting is not None else None
         if patient is None or not patient.active:  # (a patient deactivated meanwhile: the offer stays open)
             raise NotFound("no such invitation waiting for you")
-        offer = self.caregiver_offers.answer(offer_id, digest, ACCEPTED if accept else DECLINED, at,
-                                             caregiver_id=caregiver.id if accept else None)
-        if offer is None:
+        offer = waiting if waiting["status"] == ACCEPTED else self.caregiver_offers.answer(
+            offer_id, digest, ACCEPTED if accept else DECLINED, at, caregiver_id=caregiver.id if accept else None)
+        if offer is None or offer.get("taken_back_at"):
             raise NotFound("no such invitation waiting for you")
         self.outbox.withdraw(reason=INVITATION_SETTLED, source_key=caregiver_offer_source(offer["_id"]))
         if accept:
-            link = self.links.grant(offer["patient_id"], caregiver.id, permissions_of(offer["permissions"]))
+            # The link this acceptance made is given at the acceptance's time: one given since then is it (or a
+            # later change of it); an older one is from before and is renewed, as a first acceptance renews it.
+            link = self.links.of_pair(offer["patient_id"], caregiver.id)
+            if link is None or link.granted_at < offer["answered_at"]:
+                link = self.links.grant(offer["patient_id"], caregiver.id, permissions_of(offer["permissions"]),
+                                        at=offer["answered_at"])
+            elif link.status != "active":  # made by this acceptance and ended since: not made again
+                raise NotFound("no such invitation waiting for you")
             offer = {**offer, "link_id": link.id}
             self.caregiver_offers.close_others(offer["patient_id"], offer["email_digest"], at)
             # Checked again now that the link exists: the patient may have taken the offer back, or closed (or

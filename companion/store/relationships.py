@@ -82,9 +82,11 @@ class CareLinks:
     def __init__(self, db: Database):
         self.col = db.care_links
 
-    def grant(self, patient_id: str, caregiver_id: str, permissions: CaregiverPermissions) -> CareLink:
-        """Make (or renew) the patient's consent for this caregiver, with these permissions."""
-        update = {"$set": {"status": "active", "permissions": permissions_doc(permissions), "granted_at": now(),
+    def grant(self, patient_id: str, caregiver_id: str, permissions: CaregiverPermissions, *,
+              at: datetime | None = None) -> CareLink:
+        """Make (or renew) the patient's consent for this caregiver, with these permissions, given ``at`` (now by
+        default)."""
+        update = {"$set": {"status": "active", "permissions": permissions_doc(permissions), "granted_at": at or now(),
                            "revoked_at": None},
                   "$setOnInsert": {"_id": new_id()}}
         query = {"patient_id": patient_id, "caregiver_id": caregiver_id}
@@ -112,6 +114,10 @@ class CareLinks:
 
     def active(self, patient_id: str, caregiver_id: str) -> CareLink | None:
         return _link(self.col.find_one({"patient_id": patient_id, "caregiver_id": caregiver_id, "status": "active"}))
+
+    def of_pair(self, patient_id: str, caregiver_id: str) -> CareLink | None:
+        """The link between them, active or revoked (one per pair), if there ever was one."""
+        return _link(self.col.find_one({"patient_id": patient_id, "caregiver_id": caregiver_id}))
 
     def for_patient(self, patient_id: str) -> list[CareLink]:
         return [_link(d) for d in self.col.find({"patient_id": patient_id}).sort("granted_at", ASCENDING).limit(100)]
@@ -476,6 +482,11 @@ class CaregiverInvitations(_ToAnEmail):
             {"_id": invitation_id, "email_digest": email_digest, "status": OPEN, "expires_at": {"$gt": at}},
             {"$set": {"status": status, "answered_at": at, "caregiver_id": caregiver_id}},
             return_document=ReturnDocument.AFTER)
+
+    def accepted(self, invitation_id: str, email_digest: str, caregiver_id: str) -> dict | None:
+        """The offer to ``email_digest``, if ``caregiver_id`` accepted it."""
+        return self.col.find_one({"_id": invitation_id, "email_digest": email_digest, "status": ACCEPTED,
+                                  "caregiver_id": caregiver_id})
 
     def close_others(self, patient_id: str, email_digest: str, at: datetime) -> int:
         """Close the offers of a patient to an email still open (two offers raced; one was accepted)."""

@@ -82,8 +82,27 @@ def test_the_caregiver_accepts_with_their_password_and_sees_the_patient_from_the
     seen = client.get(f"/api/v1/patients/{patient.id}/caregivers/{offered['id']}", headers=patient.headers).json
     assert (seen["id"], seen["status"]) == (link_id, "active")
     assert db.push_outbox.find_one({"_id": told["_id"]})["withdrawn_reason"] == "invitation_settled"
-    assert _accept(client, caregiver, offered["id"]).status_code == 404
+    # Accepting again (a retry whose answer was lost) answers as the first time, with the same link.
+    again = _accept(client, caregiver, offered["id"])
+    assert (again.status_code, again.json) == (200, {**accepted, "link_id": link_id})
+    assert db.care_links.count_documents({"caregiver_id": caregiver.id}) == 1
     assert _waiting(client, caregiver) == []
+
+
+def test_a_retried_acceptance_does_not_bring_back_a_link_that_ended(client, world, db):
+    patient, caregiver = world["patient_a"], world["caregiver_unlinked"]
+    offered = _offer(client, patient, caregiver.email).json
+    link_id = _accept(client, caregiver, offered["id"]).json["link_id"]
+    assert client.delete(f"/api/v1/patients/{patient.id}/caregivers/{link_id}", headers=patient.headers).status_code \
+        == 204
+    assert _accept(client, caregiver, offered["id"]).status_code == 404
+    assert db.care_links.find_one({"_id": link_id})["status"] == "revoked"
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=caregiver.headers).status_code == 404
+    # Offered anew and accepted: the link is given again, and a late retry of the old acceptance keeps it.
+    renewed = _offer(client, patient, caregiver.email, alerts=["pain_flare"]).json
+    assert _accept(client, caregiver, renewed["id"]).json["link_id"] == link_id
+    assert _accept(client, caregiver, offered["id"]).status_code == 200
+    assert _permissions_seen_by(client, caregiver)["alerts"] == ["pain_flare"]
 
 
 def test_a_declined_offer_looks_to_the_patient_like_one_never_answered(client, world, services):

@@ -88,3 +88,30 @@ def test_a_password_change_interrupted_before_ending_the_sessions_leaves_no_old_
         assert client.get("/api/v1/auth/me", headers=session.headers).status_code == 401
     fresh = client.post("/api/v1/auth/login", json={"email": patient.email, "password": "a brand new passphrase"})
     assert fresh.status_code == 200
+
+
+def test_an_offer_accepted_before_its_link_was_made_is_linked_by_the_caregivers_retry(client, world, db, services,
+                                                                                      monkeypatch):
+    patient, caregiver = world["patient_a"], world["caregiver_unlinked"]
+    offered = client.post(f"/api/v1/patients/{patient.id}/caregivers", headers=patient.headers, json={
+        "caregiver_email": caregiver.email, "current_password": PASSWORD,
+        "permissions": {"alerts": ["missed_session"]}}).json
+
+    def accept():
+        return client.post(f"/api/v1/caregiver/invitations/{offered['id']}/acceptance", headers=caregiver.headers,
+                           json={"current_password": PASSWORD})
+
+    monkeypatch.setattr(services.stores.care_links, "grant", _dead_database)
+    assert accept().status_code == 503
+    assert db.caregiver_invitations.find_one({"_id": offered["id"]})["status"] == "accepted"  # the first write
+    assert db.care_links.count_documents({"caregiver_id": caregiver.id}) == 0
+    monkeypatch.undo()
+    retry = accept()
+    assert retry.status_code == 200
+    link = db.care_links.find_one({"caregiver_id": caregiver.id})
+    assert retry.json == {"patient_id": patient.id, "status": "accepted", "link_id": link["_id"]}
+    assert (link["status"], link["permissions"]["alerts"]) == ("active", ["missed_session"])
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=caregiver.headers).status_code == 200
+    again = accept()
+    assert (again.status_code, again.json) == (200, retry.json)
+    assert db.care_links.count_documents({"caregiver_id": caregiver.id}) == 1
