@@ -316,12 +316,18 @@ class Care:
 
     def answer_invitation(self, patient: Account, invitation_id: str, *, accept: bool,
                           current_password: str | None = None, address: str | None = None) -> dict:
-        """The patient accepts (with their password: it lets a team see their data) or declines an invitation."""
+        """The patient accepts (with their password: it lets a team see their data) or declines an invitation.
+        Accepting again an invitation one accepted (a retry) answers as the first time, and enrols the patient
+        if the first attempt stopped before it; once that enrolment has ended, it is not made again."""
         if accept:
             self.accounts.reauthenticate(patient.id, current_password or "", address=address)
-        invitation = self.invitations.answer(invitation_id, email_digest(patient.email),
-                                             ACCEPTED if accept else DECLINED, self.clock(),
+        digest = email_digest(patient.email)
+        invitation = self.invitations.answer(invitation_id, digest, ACCEPTED if accept else DECLINED, self.clock(),
                                              patient_id=patient.id if accept else None)
+        if invitation is None and accept:
+            invitation = self.invitations.accepted(invitation_id, digest, patient.id)
+            if invitation is not None and self.teams.ended_with_consent(patient.id, f"invitation:{invitation_id}"):
+                invitation = None  # the patient left the team since: the retry does not put them back
         if invitation is None:
             raise NotFound("no such invitation waiting for you")
         self.outbox.withdraw(reason=INVITATION_SETTLED, source_key=f"invitation:{invitation['_id']}")

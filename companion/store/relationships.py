@@ -239,6 +239,10 @@ class CareTeams:
         """The patient's ended enrolments, oldest first: which teams had access, from when to when, ended by whom."""
         return list(self.ended.find({"patient_id": patient_id}).sort("ended_at", ASCENDING).limit(limit))
 
+    def ended_with_consent(self, patient_id: str, consent: str) -> bool:
+        """Whether an enrolment of the patient made with ``consent`` (``invitation:<id>``) has ended."""
+        return self.ended.find_one({"patient_id": patient_id, "consent": consent}, {"_id": 1}) is not None
+
     def enrolments_ended_in(self, team_id: str, patient_id: str) -> int:
         """How many of the patient's enrolments in this team have ended."""
         return self.ended.count_documents({"patient_id": patient_id, "team_id": team_id})
@@ -428,6 +432,11 @@ class CareInvitations(_ToAnEmail):
             {"_id": invitation_id, "email_digest": email_digest, "status": OPEN, "expires_at": {"$gt": at}},
             {"$set": {"status": status, "answered_at": at, "patient_id": patient_id}},
             return_document=ReturnDocument.AFTER)
+
+    def accepted(self, invitation_id: str, email_digest: str, patient_id: str) -> dict | None:
+        """The invitation to ``email_digest``, if ``patient_id`` accepted it."""
+        return self.col.find_one({"_id": invitation_id, "email_digest": email_digest, "status": ACCEPTED,
+                                  "patient_id": patient_id})
 
     def withdraw(self, invitation_id: str, team_id: str, at: datetime) -> dict | None:
         """The clinicians of the team take back an invitation not yet answered."""

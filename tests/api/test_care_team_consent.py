@@ -61,7 +61,15 @@ def test_the_patient_sees_the_invitation_accepts_it_with_their_password_and_the_
     teams = client.get(f"/api/v1/patients/{patient.id}/care-teams", headers=patient.headers).json["items"]
     assert [(t["team_name"], t["consent"]) for t in teams if t["team_id"] == world.team_id] == [
         ("Pain clinic A", f"invitation:{invited['id']}")]
+    # Accepting again (a retry whose answer was lost) answers as the first time and enrols nothing more.
+    again = client.post(accept, headers=patient.headers, json={"current_password": PASSWORD})
+    assert (again.status_code, again.json) == (200, {"team_id": world.team_id, "status": "accepted"})
+    assert db.team_enrolments.count_documents({"patient_id": patient.id, "team_id": world.team_id}) == 1
+    # Once the patient left the team, a late retry does not put them back.
+    assert client.delete(f"/api/v1/patients/{patient.id}/care-teams/{world.team_id}",
+                         headers=patient.headers).status_code == 204
     assert client.post(accept, headers=patient.headers, json={"current_password": PASSWORD}).status_code == 404
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=clinician.headers).status_code == 404
 
 
 def test_an_invitation_answered_or_withdrawn_takes_its_waiting_push_with_it(client, world, db):

@@ -115,3 +115,29 @@ def test_an_offer_accepted_before_its_link_was_made_is_linked_by_the_caregivers_
     again = accept()
     assert (again.status_code, again.json) == (200, retry.json)
     assert db.care_links.count_documents({"caregiver_id": caregiver.id}) == 1
+
+
+def test_an_invitation_accepted_before_the_enrolment_is_enrolled_by_the_patients_retry(client, world, db, services,
+                                                                                       monkeypatch):
+    clinician, patient = world["clinician_team"], world["patient_b"]
+    invited = client.post(f"/api/v1/clinician/teams/{world.team_id}/invitations", headers=clinician.headers,
+                          json={"patient_email": patient.email, "reason": "Referral from the GP"}).json
+
+    def accept():
+        return client.post(f"/api/v1/patients/{patient.id}/invitations/{invited['id']}/acceptance",
+                           headers=patient.headers, json={"current_password": PASSWORD})
+
+    monkeypatch.setattr(services.stores.care_teams, "enrol", _dead_database)
+    assert accept().status_code == 503
+    assert db.care_invitations.find_one({"_id": invited["id"]})["status"] == "accepted"  # the first write
+    monkeypatch.undo()
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=clinician.headers).status_code == 404
+    retry = accept()
+    assert (retry.status_code, retry.json) == (200, {"team_id": world.team_id, "status": "accepted"})
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=clinician.headers).status_code == 200
+    enrolments = list(db.team_enrolments.find({"patient_id": patient.id, "team_id": world.team_id}))
+    assert [e["consent"] for e in enrolments] == [f"invitation:{invited['id']}"]
+    assert db.panel_row_marks.find_one({"_id": patient.id})["due"] == "now"
+    again = accept()
+    assert (again.status_code, again.json) == (200, retry.json)
+    assert db.team_enrolments.count_documents({"patient_id": patient.id, "team_id": world.team_id}) == 1
