@@ -35,7 +35,7 @@ from companion.domain.access import (
 from companion.domain.errors import Conflict, Invalid, NotFound
 from companion.domain.people import CLOSED, Account, CareLink, CareTeam, EmergencyAccess
 from companion.services.accounts import Accounts, email_digest, normalise_email
-from companion.services.patients import Profiles
+from companion.services.patients import RETRIED_WITHIN, Profiles
 from companion.settings import Settings
 from companion.store.relationships import ACCEPTED, DECLINED, OPEN, permissions_of
 from companion.store.stores import Stores
@@ -378,20 +378,29 @@ class Care:
 
     def enrol(self, team_id: str, patient_id: str, *, by: str | None = None) -> None:
         """An admin enrols a patient in a team: the team's clinicians gain access, and the patient is told (a
-        push, and the team in their list of who can see their data)."""
+        push, and the team in their list of who can see their data). Enrolling again a patient an admin
+        enrolled in the last day (a retry) finishes what may not have followed the first attempt: the patient
+        is told once either way."""
         if not self.teams.get(team_id):
             raise NotFound("no such team")
         if self.profiles.patient(patient_id).status == CLOSED:
             # After closure the care teams of the day keep the record; nobody new is given it (the patient can
             # neither be told nor leave the team).
             raise Conflict("this patient's account is closed: no other team can be given the record")
-        if self.teams.enrol(team_id, patient_id, by=by, consent="admin"):
+        if self.teams.enrol(team_id, patient_id, by=by, consent="admin") or self._enrolled_lately(team_id, patient_id):
             self.panel_rows.mark([patient_id], "enrolment", self.clock())
             # Each enrolment is told, a second one in a team the patient had left included.
             times = self.teams.enrolments_ended_in(team_id, patient_id)
             self.outbox.schedule(source_key=f"enrolment:{team_id}" + (f":{times}" if times else ""),
                                  recipient_user_id=patient_id, patient_id=patient_id, kind="generic_update",
                                  send_at=self.clock())
+
+    def _enrolled_lately(self, team_id: str, patient_id: str) -> bool:
+        """Whether an admin enrolled the patient in the team within the last day: a retry may find the
+        enrolment made and its push not yet scheduled (scheduling it again makes nothing twice)."""
+        enrolment = self.teams.enrolment(team_id, patient_id)
+        return enrolment is not None and enrolment.get("consent") == "admin" and \
+            self.clock() - enrolment["enrolled_at"] < RETRIED_WITHIN
 
     def unenrol(self, team_id: str, patient_id: str) -> None:
         """An admin takes a patient out of a team."""

@@ -228,6 +228,10 @@ class CareTeams:
         self.panel_entries.delete_ids([f"{team_id}:{patient_id}"])
         return deleted
 
+    def enrolment(self, team_id: str, patient_id: str) -> dict | None:
+        """The patient's enrolment in the team, if they are enrolled."""
+        return self.enrolments.find_one({"team_id": team_id, "patient_id": patient_id})
+
     def enrolments_of(self, patient_id: str) -> list[dict]:
         """The patient's enrolments (which teams can see their data, since when, by whose act)."""
         return list(self.enrolments.find({"patient_id": patient_id}).sort("enrolled_at", ASCENDING).limit(100))

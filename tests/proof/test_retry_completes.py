@@ -141,3 +141,25 @@ def test_an_invitation_accepted_before_the_enrolment_is_enrolled_by_the_patients
     again = accept()
     assert (again.status_code, again.json) == (200, retry.json)
     assert db.team_enrolments.count_documents({"patient_id": patient.id, "team_id": world.team_id}) == 1
+
+
+@pytest.mark.parametrize("crash_before", ["panel row", "push"])
+def test_an_admin_enrolment_interrupted_before_its_push_tells_the_patient_once_on_the_retry(
+        client, world, db, services, monkeypatch, crash_before):
+    admin, patient = world["admin"], world["patient_b"]
+    store, method = {"panel row": (services.stores.panel_row_marks, "mark"),
+                     "push": (services.stores.outbox, "schedule")}[crash_before]
+
+    def enrol():
+        return client.post(f"/api/v1/admin/teams/{world.team_id}/patients", headers=admin.headers,
+                           json={"patient_id": patient.id})
+
+    monkeypatch.setattr(store, method, _dead_database)
+    assert enrol().status_code == 503
+    monkeypatch.undo()
+    assert db.team_enrolments.count_documents({"patient_id": patient.id, "team_id": world.team_id}) == 1
+    assert enrol().status_code == 204
+    assert enrol().status_code == 204  # and again: still told once
+    told = list(db.push_outbox.find({"recipient_user_id": patient.id, "source_key": f"enrolment:{world.team_id}"}))
+    assert [t["kind"] for t in told] == ["generic_update"]
+    assert db.panel_row_marks.find_one({"_id": patient.id})["due"] == "now"
