@@ -186,20 +186,21 @@ class Care:
     def answer_offer(self, caregiver: Account, offer_id: str, *, accept: bool, current_password: str | None = None,
                      address: str | None = None) -> dict:
         """The caregiver accepts (with their password: it gives their account access to someone's health data)
-        or declines an offer made to their email. Accepting links them with the offer's permissions. Accepting
-        again an offer one accepted (a retry) answers as the first time, with the link it made, and makes that
-        link if the first attempt stopped before it; once that link has ended, it is not made again."""
+        or declines an offer made to their email. Accepting links them with the offer's permissions. Answering
+        again as one answered (a retry) answers as the first time and finishes what the first attempt may not
+        have done: the push telling of the offer withdrawn and, for an acceptance, the link made (once that link
+        has ended, it is not made again)."""
         if accept:
             self.accounts.reauthenticate(caregiver.id, current_password or "", address=address)
         at, digest = self.clock(), email_digest(caregiver.email)
-        waiting = self.caregiver_offers.waiting(offer_id, digest, at)
-        if waiting is None and accept:
-            waiting = self.caregiver_offers.accepted(offer_id, digest, caregiver.id)
+        status = ACCEPTED if accept else DECLINED
+        waiting = self.caregiver_offers.waiting(offer_id, digest, at) or self.caregiver_offers.answered(
+            offer_id, digest, status, caregiver.id if accept else None)
         patient = self.users.by_id(waiting["patient_id"]) if waiting is not None else None
         if patient is None or not patient.active:  # (a patient deactivated meanwhile: the offer stays open)
             raise NotFound("no such invitation waiting for you")
-        offer = waiting if waiting["status"] == ACCEPTED else self.caregiver_offers.answer(
-            offer_id, digest, ACCEPTED if accept else DECLINED, at, caregiver_id=caregiver.id if accept else None)
+        offer = waiting if waiting["status"] == status else self.caregiver_offers.answer(
+            offer_id, digest, status, at, caregiver_id=caregiver.id if accept else None)
         if offer is None or offer.get("taken_back_at"):
             raise NotFound("no such invitation waiting for you")
         self.outbox.withdraw(reason=INVITATION_SETTLED, source_key=caregiver_offer_source(offer["_id"]))
@@ -317,16 +318,18 @@ class Care:
     def answer_invitation(self, patient: Account, invitation_id: str, *, accept: bool,
                           current_password: str | None = None, address: str | None = None) -> dict:
         """The patient accepts (with their password: it lets a team see their data) or declines an invitation.
-        Accepting again an invitation one accepted (a retry) answers as the first time, and enrols the patient
-        if the first attempt stopped before it; once that enrolment has ended, it is not made again."""
+        Answering again as one answered (a retry) answers as the first time and finishes what the first attempt
+        may not have done: the push telling of the invitation withdrawn and, for an acceptance, the patient
+        enrolled (once that enrolment has ended, it is not made again)."""
         if accept:
             self.accounts.reauthenticate(patient.id, current_password or "", address=address)
-        digest = email_digest(patient.email)
-        invitation = self.invitations.answer(invitation_id, digest, ACCEPTED if accept else DECLINED, self.clock(),
-                                             patient_id=patient.id if accept else None)
-        if invitation is None and accept:
-            invitation = self.invitations.accepted(invitation_id, digest, patient.id)
-            if invitation is not None and self.teams.ended_with_consent(patient.id, f"invitation:{invitation_id}"):
+        digest, status, answered_by = email_digest(patient.email), ACCEPTED if accept else DECLINED, \
+            patient.id if accept else None
+        invitation = self.invitations.answer(invitation_id, digest, status, self.clock(), patient_id=answered_by)
+        if invitation is None:
+            invitation = self.invitations.answered(invitation_id, digest, status, answered_by)
+            if invitation is not None and accept and \
+                    self.teams.ended_with_consent(patient.id, f"invitation:{invitation_id}"):
                 invitation = None  # the patient left the team since: the retry does not put them back
         if invitation is None:
             raise NotFound("no such invitation waiting for you")

@@ -437,9 +437,9 @@ class CareInvitations(_ToAnEmail):
             {"$set": {"status": status, "answered_at": at, "patient_id": patient_id}},
             return_document=ReturnDocument.AFTER)
 
-    def accepted(self, invitation_id: str, email_digest: str, patient_id: str) -> dict | None:
-        """The invitation to ``email_digest``, if ``patient_id`` accepted it."""
-        return self.col.find_one({"_id": invitation_id, "email_digest": email_digest, "status": ACCEPTED,
+    def answered(self, invitation_id: str, email_digest: str, status: str, patient_id: str | None) -> dict | None:
+        """The invitation to ``email_digest``, if it was answered so (accepted by ``patient_id``, or declined)."""
+        return self.col.find_one({"_id": invitation_id, "email_digest": email_digest, "status": status,
                                   "patient_id": patient_id})
 
     def withdraw(self, invitation_id: str, team_id: str, at: datetime) -> dict | None:
@@ -496,9 +496,9 @@ class CaregiverInvitations(_ToAnEmail):
             {"$set": {"status": status, "answered_at": at, "caregiver_id": caregiver_id}},
             return_document=ReturnDocument.AFTER)
 
-    def accepted(self, invitation_id: str, email_digest: str, caregiver_id: str) -> dict | None:
-        """The offer to ``email_digest``, if ``caregiver_id`` accepted it."""
-        return self.col.find_one({"_id": invitation_id, "email_digest": email_digest, "status": ACCEPTED,
+    def answered(self, invitation_id: str, email_digest: str, status: str, caregiver_id: str | None) -> dict | None:
+        """The offer to ``email_digest``, if it was answered so (accepted by ``caregiver_id``, or declined)."""
+        return self.col.find_one({"_id": invitation_id, "email_digest": email_digest, "status": status,
                                   "caregiver_id": caregiver_id})
 
     def close_others(self, patient_id: str, email_digest: str, at: datetime) -> int:

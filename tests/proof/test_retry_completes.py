@@ -163,3 +163,27 @@ def test_an_admin_enrolment_interrupted_before_its_push_tells_the_patient_once_o
     told = list(db.push_outbox.find({"recipient_user_id": patient.id, "source_key": f"enrolment:{world.team_id}"}))
     assert [t["kind"] for t in told] == ["generic_update"]
     assert db.panel_row_marks.find_one({"_id": patient.id})["due"] == "now"
+
+
+@pytest.mark.parametrize("from_whom", ["a patient to a caregiver", "a care team to a patient"])
+def test_a_decline_interrupted_before_its_push_is_withdrawn_is_finished_by_the_retry(client, world, db, services,
+                                                                                    monkeypatch, from_whom):
+    if from_whom == "a patient to a caregiver":
+        patient, invitee = world["patient_a"], world["caregiver_unlinked"]
+        made = client.post(f"/api/v1/patients/{patient.id}/caregivers", headers=patient.headers, json={
+            "caregiver_email": invitee.email, "current_password": PASSWORD}).json
+        url, source = f"/api/v1/caregiver/invitations/{made['id']}", f"caregiver-invitation:{made['id']}"
+    else:
+        invitee = world["patient_b"]
+        made = client.post(f"/api/v1/clinician/teams/{world.team_id}/invitations",
+                           headers=world["clinician_team"].headers,
+                           json={"patient_email": invitee.email, "reason": "Referral from the GP"}).json
+        url, source = f"/api/v1/patients/{invitee.id}/invitations/{made['id']}", f"invitation:{made['id']}"
+    assert db.push_outbox.find_one({"source_key": source})["state"] == "scheduled"
+    monkeypatch.setattr(services.stores.outbox, "withdraw", _dead_database)
+    assert client.delete(url, headers=invitee.headers).status_code == 503
+    monkeypatch.undo()
+    assert client.delete(url, headers=invitee.headers).status_code == 204
+    told = db.push_outbox.find_one({"source_key": source})
+    assert (told["state"], told["withdrawn_reason"]) == ("withdrawn", "invitation_settled")
+    assert client.delete(url, headers=invitee.headers).status_code == 204
