@@ -37,12 +37,12 @@ from companion.domain.people import CLOSED, Account, CareLink, CareTeam, Emergen
 from companion.services.accounts import Accounts, email_digest, normalise_email
 from companion.services.patients import RETRIED_WITHIN, Profiles
 from companion.settings import Settings
-from companion.store.relationships import ACCEPTED, DECLINED, OPEN, permissions_of
+from companion.store.relationships import ACCEPTED, DECLINED, OPEN, WITHDRAWN, permissions_of
 from companion.store.stores import Stores
 
 INVITATION_TTL = timedelta(days=14)
 # What the inviting clinician sees of an invitation: nothing that depends on the email until it is accepted.
-CLINICIAN_VIEW = {OPEN: "open", DECLINED: "open", ACCEPTED: "accepted", "withdrawn": "withdrawn"}
+CLINICIAN_VIEW = {OPEN: "open", DECLINED: "open", ACCEPTED: "accepted", WITHDRAWN: "withdrawn"}
 
 
 def caregiver_offer_source(offer_id: str) -> str:
@@ -284,9 +284,13 @@ class Care:
                 for v in views]
 
     def withdraw_invitation(self, clinician_id: str, team_id: str, invitation_id: str) -> None:
+        """The team takes back an invitation not answered yet, and the push telling the patient of it. Taking
+        it back again (a retry) succeeds as the first time, and withdraws the push if the first stopped before."""
         self._team_of(clinician_id, team_id)
         if self.invitations.withdraw(invitation_id, team_id, self.clock()) is None:
-            raise NotFound("no open invitation with that id")
+            found = self.invitations.get(invitation_id)
+            if found is None or found["team_id"] != team_id or found["status"] != WITHDRAWN:
+                raise NotFound("no open invitation with that id")
         self.outbox.withdraw(reason=INVITATION_SETTLED, source_key=f"invitation:{invitation_id}")
 
     def unenrol_from_own_team(self, clinician_id: str, team_id: str, patient_id: str) -> None:

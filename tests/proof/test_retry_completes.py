@@ -187,3 +187,23 @@ def test_a_decline_interrupted_before_its_push_is_withdrawn_is_finished_by_the_r
     told = db.push_outbox.find_one({"source_key": source})
     assert (told["state"], told["withdrawn_reason"]) == ("withdrawn", "invitation_settled")
     assert client.delete(url, headers=invitee.headers).status_code == 204
+
+
+def test_an_invitation_withdrawn_before_its_push_is_taken_back_by_the_clinicians_retry(client, world, db, services,
+                                                                                     monkeypatch):
+    clinician, patient = world["clinician_team"], world["patient_b"]
+    invited = client.post(f"/api/v1/clinician/teams/{world.team_id}/invitations", headers=clinician.headers,
+                          json={"patient_email": patient.email, "reason": "Referral from the GP"}).json
+    url = f"/api/v1/clinician/teams/{world.team_id}/invitations/{invited['id']}"
+    monkeypatch.setattr(services.stores.outbox, "withdraw", _dead_database)
+    assert client.delete(url, headers=clinician.headers).status_code == 503
+    monkeypatch.undo()
+    assert db.care_invitations.find_one({"_id": invited["id"]})["status"] == "withdrawn"  # the first write
+    assert client.delete(url, headers=clinician.headers).status_code == 204
+    told = db.push_outbox.find_one({"source_key": f"invitation:{invited['id']}"})
+    assert (told["state"], told["withdrawn_reason"]) == ("withdrawn", "invitation_settled")
+    assert client.delete(url, headers=clinician.headers).status_code == 204
+    # Only the team's own invitations: another team's clinician still finds nothing there.
+    other_team = services.stores.care_teams.of_clinician(world["clinician_other"].id)[0].id
+    assert client.delete(f"/api/v1/clinician/teams/{other_team}/invitations/{invited['id']}",
+                         headers=world["clinician_other"].headers).status_code == 404
