@@ -83,14 +83,14 @@ class Profiles:
     def _finish_a_retry(self, patient: Account, changes: dict) -> None:
         """A change that changes nothing may be the retry of one stopped after its write: within a day of the
         last change (or of a move, for a zone named again), what follows a change is done again (each step is
-        idempotent), the reminders moved to the new zone included."""
+        idempotent), the reminders moved to the new zone, or their pushes to new quiet hours, included."""
         current = self.clock()
         latest = max((m.effective_from for m in patient.time_zone_history), default=None)
         moved = "time_zone" in changes and latest is not None and current - latest < RETRIED_WITHIN
         changed = patient.profile_changed_at is not None and current - patient.profile_changed_at < RETRIED_WITHIN
         if moved or changed:
             self._moved(patient, latest if moved else None)
-        if moved:
+        if moved or (changed and "quiet_hours" in changes):
             self.reminders.refresh_future(patient.id)
 
     def _moved(self, patient: Account, moved_at: datetime | None) -> None:

@@ -138,3 +138,17 @@ def test_a_change_of_name_interrupted_before_the_panel_row_is_marked_by_its_retr
     assert (retry.status_code, retry.json["display_name"]) == (200, "Patient A Renamed")
     # The clinicians' panel shows the new name: its row is computed again.
     assert db.panel_row_marks.find_one({"_id": pid})["due"] == "now"
+
+
+def test_new_quiet_hours_interrupted_before_the_pushes_moved_are_finished_by_the_retry(client, world, db, services,
+                                                                                      monkeypatch):
+    headers, pid = world["patient_a"].headers, world["patient_a"].id
+    early = {**REMINDER, "schedule": {"type": "weekly", "times": ["06:30"], "start_date": "2026-03-02"}}
+    client.post(f"{_base(world)}/reminders", json=early, headers=headers)
+    first, retry = _interrupted_then_retried(
+        client, db, monkeypatch, services.stores.panel_row_marks, "mark",
+        lambda: client.patch(_base(world), json={"quiet_hours": {"start": "22:00", "end": "07:00"}}, headers=headers))
+    assert (retry.status_code, retry.json["quiet_hours"]) == (200, {"start": "22:00", "end": "07:00"})
+    # Tomorrow's 06:30 push waits for the end of the new quiet hours, as if the first attempt had not stopped.
+    stored = db.reminder_occurrences.find_one({"patient_id": pid, "local_date": "2026-03-03"})
+    assert stored["notify_at"] == START.replace(day=3, hour=7, minute=0)
