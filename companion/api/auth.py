@@ -11,7 +11,7 @@ from marshmallow.exceptions import ValidationError
 from companion.api import examples
 from companion.domain.access import Role
 from companion.http import services
-from companion.http.schemas import StrictSchema, text
+from companion.http.schemas import Pattern, StrictSchema, text
 from companion.http.security import allow, client_address, current_actor, public
 from companion.services.accounts import PASSWORD_LENGTH, SELF_SERVICE_ROLES
 
@@ -56,7 +56,7 @@ class RefreshSchema(StrictSchema):
 
 class MfaSchema(StrictSchema):
     mfa_token = fields.String(required=True, validate=validate.Length(max=2000))
-    code = fields.String(required=True, validate=validate.Regexp(r"^\d{6}$"))
+    code = fields.String(required=True, validate=Pattern(r"^\d{6}$"))
 
 
 class MfaStartSchema(StrictSchema):

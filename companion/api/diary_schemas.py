@@ -8,11 +8,11 @@ from companion.api.moments import RANGE_RULE, check_range, reported_moment
 from companion.api.schemas import changes_schema, version_field
 from companion.domain.pain import bpi_severity_problems
 from companion.http.paging import cursor_field, next_field
-from companion.http.schemas import StrictSchema, text
+from companion.http.schemas import Pattern, StrictSchema, text
 
 SCORE = validate.Range(min=0, max=10)
-CLIENT_ID = validate.Regexp(r"^[A-Za-z0-9_-]{8,64}$", error="8-64 letters, digits, '-' or '_' (e.g. a UUID)")
-SESSION_RECORD_ID = validate.Regexp(r"^[A-Za-z0-9-]{1,40}:\d{1,12}$", error="a session record id (SERIAL:SEQ)")
+CLIENT_ID = Pattern(r"^[A-Za-z0-9_-]{8,64}$", error="8-64 letters, digits, '-' or '_' (e.g. a UUID)")
+SESSION_RECORD_ID = Pattern(r"^[A-Za-z0-9-]{1,40}:\d{1,12}$", error="a session record id (SERIAL:SEQ)")
 BATCH_LIMIT = 500
 
 

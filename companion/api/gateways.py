@@ -12,7 +12,7 @@ from marshmallow import Schema, fields, validate
 from companion.domain.access import Operation, Role
 from companion.http import auditing, services
 from companion.http.idempotency import idempotent
-from companion.http.schemas import StrictSchema, text
+from companion.http.schemas import Pattern, StrictSchema, text
 from companion.http.security import allow, client_address, current_actor, public, require_patient
 from companion.services.gateways import PROFILES
 
@@ -25,7 +25,7 @@ class PairingCodeSchema(Schema):
 
 
 class PairSchema(StrictSchema):
-    code = fields.String(required=True, validate=validate.Regexp(r"^[A-Z0-9]{8}$"))
+    code = fields.String(required=True, validate=Pattern(r"^[A-Z0-9]{8}$"))
     name = text(100, load_default="gateway", min_len=1)
 
 
@@ -47,7 +47,7 @@ class GatewayTokenSchema(Schema):
 
 
 class BindSchema(StrictSchema):
-    serial = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9-]{4,32}$"))
+    serial = fields.String(required=True, validate=Pattern(r"^[A-Za-z0-9-]{4,32}$"))
     profile = fields.String(load_default="companion-tens", validate=validate.OneOf(PROFILES))
 
 

@@ -19,7 +19,7 @@ from companion.domain.access import Role
 from companion.domain.sessions import CLOCK_STATUSES, END_REASONS, Flag
 from companion.http import auditing, services
 from companion.http.compiled import CompiledLoader
-from companion.http.schemas import StrictSchema
+from companion.http.schemas import Pattern, StrictSchema
 from companion.http.security import allow, current_actor
 
 blp = Blueprint("ingestion", __name__, url_prefix="/api/v1/gateway", description="Gateway uploads")
@@ -28,8 +28,8 @@ MAX_BATCH = 500
 MAX_SYNCS = 200
 MAX_DEAD_LETTERS = 100
 SERIAL_PATTERN = re.compile(r"^[A-Za-z0-9-]{4,32}$")
-SERIAL = validate.Regexp(SERIAL_PATTERN)
-SYNC_ID = validate.Regexp(r"^[A-Za-z0-9-]{8,64}$")
+SERIAL = Pattern(SERIAL_PATTERN)
+SYNC_ID = Pattern(r"^[A-Za-z0-9-]{8,64}$")
 FLAGS = [f.value for f in Flag] + ["conflicting_copy"]
 # The instants a clock can have read (a unit reset to its epoch reads 2000, or 1970): beyond them a correction
 # or a margin added to a reading would overflow, and a stored one would break every later upload of the unit.
@@ -226,7 +226,7 @@ class SessionRecords(MethodView):
         # sends); a serial that is not one (refused by the schema) names no unit: its record is rejected alone.
         named = {r["device_serial"] for r in valid} | {
             r["device_serial"] for r in body["records"] if isinstance(r, dict)
-            and isinstance(r.get("device_serial"), str) and SERIAL_PATTERN.match(r["device_serial"])}
+            and isinstance(r.get("device_serial"), str) and SERIAL_PATTERN.fullmatch(r["device_serial"])}
         answer = svc.ingestion.receive(gateway_id, patient_id, valid, named, syncs=syncs,
                                        gateway_clock=body["gateway_clock"], refused_by_schema=len(rejected))
         # A unit that changed hands brings records of whoever wore it then: each patient written to is named.

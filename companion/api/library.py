@@ -14,11 +14,11 @@ from companion.domain.content_library import CATEGORIES, LEVELS
 from companion.http import auditing, paging, services
 from companion.http.idempotency import idempotent, request_key
 from companion.http.paging import LINK_HEADER, cursor_field, next_field, offset_page
-from companion.http.schemas import StrictSchema, text
+from companion.http.schemas import Pattern, StrictSchema, text
 from companion.http.security import allow, require_patient
 
 blp = Blueprint("library", __name__, url_prefix="/api/v1", description="Mindfulness library and practice")
-SLUG = validate.Regexp(r"^[a-z0-9][a-z0-9-]{0,79}$", error="a library item slug")
+SLUG = Pattern(r"^[a-z0-9][a-z0-9-]{0,79}$", error="a library item slug")
 READERS = (Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
 
 

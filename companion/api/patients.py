@@ -11,7 +11,7 @@ from companion.domain.access import Operation, Role
 from companion.domain.people import DEFAULT_CAREGIVER_ALERT_DELAY_MIN
 from companion.http import auditing, conditional, services
 from companion.http.conditional import ETAG_HEADERS, IF_MATCH_DOC, IF_NONE_MATCH_DOC, PRECONDITION_FAILED_DOC
-from companion.http.schemas import StrictSchema, text, valid_locale
+from companion.http.schemas import Pattern, StrictSchema, text, valid_locale
 from companion.http.security import allow, require_patient
 
 blp = Blueprint("patients", __name__, url_prefix="/api/v1/patients", description="Patient profiles")
@@ -45,8 +45,8 @@ class PatientSchema(Schema):
 
 
 class QuietHoursSchema(StrictSchema):
-    start = fields.String(required=True, validate=validate.Regexp(r"^([01]\d|2[0-3]):[0-5]\d$"))
-    end = fields.String(required=True, validate=validate.Regexp(r"^([01]\d|2[0-3]):[0-5]\d$"))
+    start = fields.String(required=True, validate=Pattern(r"^([01]\d|2[0-3]):[0-5]\d$"))
+    end = fields.String(required=True, validate=Pattern(r"^([01]\d|2[0-3]):[0-5]\d$"))
 
 
 class PatientUpdateSchema(StrictSchema):

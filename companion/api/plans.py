@@ -10,7 +10,7 @@ from companion.api.schemas import ChangesArgs, changes_schema
 from companion.domain.access import Operation, Role
 from companion.http import auditing, conditional, paging, services
 from companion.http.conditional import ETAG_HEADERS, IF_MATCH_DOC, IF_NONE_MATCH_DOC, PRECONDITION_FAILED_DOC
-from companion.http.schemas import StrictSchema, text
+from companion.http.schemas import Pattern, StrictSchema, text
 from companion.http.security import allow, current_actor, require_patient
 
 blp = Blueprint("plans", __name__, url_prefix="/api/v1", description="Therapy plans")
@@ -48,7 +48,7 @@ class TensPrescriptionSchema(StrictSchema):
 class MedicationSchema(StrictSchema):
     name = text(100, required=True, min_len=1)
     dose = text(100, required=True, min_len=1)
-    times = fields.List(fields.String(validate=validate.Regexp(CLOCK, error="use HH:MM")),
+    times = fields.List(fields.String(validate=Pattern(CLOCK, error="use HH:MM")),
                         load_default=list, validate=validate.Length(max=12))
     counts_towards_adherence = fields.Boolean(load_default=True)
 

@@ -21,7 +21,7 @@ from companion.domain.errors import Invalid, NotFound
 from companion.domain.notifications import PLATFORMS
 from companion.http import auditing, services
 from companion.http.paging import LINK_HEADER, cursor_field, next_field, offset_page
-from companion.http.schemas import StrictSchema, valid_locale
+from companion.http.schemas import Pattern, StrictSchema, valid_locale
 from companion.http.security import allow, current_actor
 
 blp = Blueprint("push_tokens", __name__, url_prefix="/api/v1/me", description="Phones and notifications")
@@ -32,7 +32,7 @@ _OPAQUE_ID = re.compile(r"^[0-9a-f]{24}$")
 
 class PushTokenBodySchema(StrictSchema):
     token = fields.String(required=True, load_only=True,
-                          validate=[validate.Length(min=1, max=4096), validate.Regexp(r"^\S+$")],
+                          validate=[validate.Length(min=1, max=4096), Pattern(r"^\S+$")],
                           metadata={"description": "FCM registration token (or Firebase installation id)"})
     platform = fields.String(required=True, validate=validate.OneOf(PLATFORMS))
     address = fields.String(load_default="token", validate=validate.OneOf(("token", "fid")))
@@ -94,7 +94,7 @@ class MyNotificationArgsSchema(StrictSchema):
 
 
 def _install_id(value: str) -> str:
-    if not _INSTALL_ID.match(value):
+    if not _INSTALL_ID.fullmatch(value):
         raise Invalid("install id: 1-100 letters, digits, '.', '_', ':' or '-'",
                       errors={"install_id": ["invalid install id"]})
     return value
@@ -152,6 +152,6 @@ class Receipts(MethodView):
     @blp.doc(operationId="record_notification_receipt")
     def post(self, body, notification_id):
         """The app got (``delivered``) or the person opened (``opened``) a notification; recipient only."""
-        if not _OPAQUE_ID.match(notification_id):
+        if not _OPAQUE_ID.fullmatch(notification_id):
             raise NotFound("no such notification for you")
         services().notifications.record_receipt(current_actor(), notification_id, body["receipt"])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from marshmallow import ValidationError, fields, post_load, validate, validates_schema
 
-from companion.http.schemas import StrictSchema
+from companion.http.schemas import Pattern, StrictSchema
 
-CLOCK = validate.Regexp(r"^([01]\d|2[0-3]):[0-5]\d$", error="use HH:MM on a 24-hour clock")
+CLOCK = Pattern(r"^([01]\d|2[0-3]):[0-5]\d$", error="use HH:MM on a 24-hour clock")
 TYPES = ("weekly", "every_n_days", "hourly")
 NEEDS = {"weekly": ("times",), "every_n_days": ("times", "every_days"),
          "hourly": ("window_start", "window_end", "every_hours")}

@@ -21,4 +21,4 @@ def N_(message: str) -> str:  # noqa: N802 - the gettext convention for "mark, d
 
 def is_locale_tag(tag: str) -> bool:
     """Whether ``tag`` is a language tag Companion accepts for a person or a phone (BCP 47, common shapes)."""
-    return bool(_LOCALE_TAG.match(tag))
+    return bool(_LOCALE_TAG.fullmatch(tag))

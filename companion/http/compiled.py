@@ -5,7 +5,7 @@ what an answer shows (the clinician panel's lines).
 Loading one record through marshmallow costs tens of microseconds of machinery (hooks, field lookups,
 error bookkeeping) for a few comparisons. ``CompiledLoader`` reads the schema's own declarations once
 (each field's type, whether it is required, its default, ``allow_none`` and its validators: Length, Range,
-Regexp, OneOf) and checks an item with them directly. It only ever *accepts*: an item it does not accept in
+Pattern, Regexp, OneOf) and checks an item with them directly. It only ever *accepts*: an item it does not accept in
 full is loaded by the schema itself, so every error (its wording, its field) is the schema's, and an item
 the schema would accept in a way the compiled checks do not (a number sent as a string, say) is still
 accepted. A schema it cannot compile (another field type, another validator, a hook other than StrictSchema's
@@ -31,7 +31,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, fields, validate
 from marshmallow.utils import ensure_text_type, missing
 
-from companion.http.schemas import YEARS
+from companion.http.schemas import YEARS, Pattern
 
 _REFUSED = object()  # the compiled checks do not accept the value (the schema decides)
 _ALLOWED_HOOKS = {"refuse_operator_keys", "refuse_dates_out_of_time"}  # StrictSchema's (the second: in _datetime)
@@ -83,7 +83,10 @@ def _check(validator) -> Callable[[Any], bool]:
         low, high, low_in, high_in = validator.min, validator.max, validator.min_inclusive, validator.max_inclusive
         return lambda v: (low is None or (v >= low if low_in else v > low)) and \
             (high is None or (v <= high if high_in else v < high))
-    if type(validator) is validate.Regexp:
+    if type(validator) is Pattern:  # the whole value, as Pattern checks it
+        fullmatch = validator.regex.fullmatch
+        return lambda v: fullmatch(v) is not None
+    if type(validator) is validate.Regexp:  # marshmallow's: the start of the value ("x$" passes "x\n")
         match = validator.regex.match
         return lambda v: match(v) is not None
     if type(validator) is validate.OneOf:

@@ -80,7 +80,7 @@ def _tag(header: str) -> tuple[int, str | None] | None:
     value = (request.headers.get(header) or "").strip()
     if not value or value == "*":
         return None
-    found = _TAG.match(value)
+    found = _TAG.fullmatch(value)
     if not found:
         raise BadRequest(f'{header} must be one ETag this API sent, such as "42" (or *)')
     return int(found.group(1)), found.group(2)
@@ -111,7 +111,7 @@ def _none_match() -> tuple[set[tuple[int, str | None]], bool]:
     for part in (request.headers.get("If-None-Match") or "").split(","):
         part = part.strip().removeprefix("W/")
         anything = anything or part == "*"
-        found = _TAG.match(part)
+        found = _TAG.fullmatch(part)
         if found:
             named.add((int(found.group(1)), found.group(2)))
     return named, anything

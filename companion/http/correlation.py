@@ -42,7 +42,7 @@ class TraceParent:
 
 def parse_traceparent(header: str | None) -> TraceParent | None:
     """The trace context of a W3C ``traceparent`` header, or None when it is absent or malformed."""
-    match = TRACEPARENT.match((header or "").strip())
+    match = TRACEPARENT.fullmatch((header or "").strip())
     if match is None:
         return None
     version, trace_id, parent_id, flags, rest = match.groups()
@@ -54,7 +54,7 @@ def parse_traceparent(header: str | None) -> TraceParent | None:
 def client_request_id(header: str | None) -> str | None:
     """The caller's X-Request-ID when it is well-formed, else None."""
     value = (header or "").strip()
-    return value if CLIENT_REQUEST_ID.match(value) else None
+    return value if CLIENT_REQUEST_ID.fullmatch(value) else None
 
 
 @dataclass(frozen=True)

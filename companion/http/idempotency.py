@@ -49,7 +49,7 @@ def idempotent(view):
         key = request.headers.get(HEADER)
         if key is None:
             return view(*args, **kwargs)
-        if not _VALID.match(key):
+        if not _VALID.fullmatch(key):
             raise Invalid(f"{HEADER} must be 8-100 characters of letters, digits and _.:-",
                           errors={"headers": {HEADER: ["8-100 characters of letters, digits and _.:-"]}})
         caller = current_actor().id

@@ -111,7 +111,7 @@ class Accounts:
                           errors={"password": [f"Length must be between {PASSWORD_LENGTH[0]} and "
                                                f"{PASSWORD_LENGTH[1]}."]})
         # The rules the API's own sign-up applies to the rest: an account made here must work there.
-        if not _EMAIL.match(normalise_email(email)) or len(email) > 254:
+        if not _EMAIL.fullmatch(normalise_email(email)) or len(email) > 254:
             raise Invalid(f"{email!r} is not an email address", errors={"email": ["Not a valid email address."]})
         if not is_known_zone(time_zone):
             raise Invalid(f"{time_zone!r} is not a known IANA time zone (e.g. Europe/London)",

@@ -163,7 +163,7 @@ def _position(cursor: str | None) -> tuple[int, int]:
     """(the last change read, where the copy began) of a cursor; (0, 0) for none."""
     if cursor is None or cursor == "":
         return 0, 0
-    matched = _CURSOR.match(cursor)
+    matched = _CURSOR.fullmatch(cursor)
     if not matched:
         raise ResyncRequired("this cursor comes from an older version of the API or was not issued by it: "
                              "sync again from the start, without a cursor")

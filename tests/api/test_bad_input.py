@@ -129,6 +129,9 @@ def test_a_bad_cursor_and_a_bad_idempotency_key_are_named_by_their_location(clie
     bad_cursor = client.get(f"/api/v1/patients/{patient.id}/pain-entries", headers=patient.headers, query_string={
         "from": "2026-11-01T00:00:00+00:00", "to": "2026-11-02T00:00:00+00:00", "cursor": "not-a-cursor"})
     assert list(assert_problem(bad_cursor, 422)["errors"]["query"]) == ["cursor"]
+    feed = f"/api/v1/patients/{patient.id}/pain-entries/changes"
+    assert client.get(feed, headers=patient.headers, query_string={"cursor": "0"}).status_code == 200
+    assert_problem(client.get(feed, headers=patient.headers, query_string={"cursor": "0\n"}), 410)
     bad_key = client.post(f"/api/v1/patients/{patient.id}/reminders",
                           headers={**patient.headers, "Idempotency-Key": "short"}, json={})
     assert list(assert_problem(bad_key, 422)["errors"]["headers"]) == ["Idempotency-Key"]
@@ -143,3 +146,74 @@ def test_a_json_body_sent_as_text_plain_is_a_415_not_every_field_missing(client,
     login = client.post("/api/v1/auth/login", data="email=a@b.example&password=x",
                         content_type="application/x-www-form-urlencoded")
     assert_problem(login, 415)
+
+
+def _newline_cases(world):
+    patient, url = world["patient_a"], f"/api/v1/patients/{world['patient_a'].id}"
+    entry = {"client_entry_id": "entry-000001", "recorded_at": "2026-11-30T08:00:00+00:00", "nrs": 4}
+    return {
+        "an install id in the URL": ("PUT", "/api/v1/me/push-tokens/phone-1%0A",
+                                     {"token": "fcm-token-1", "platform": "android"}),
+        "a device serial": ("POST", f"{url}/devices", {"serial": "CTU-1234\n"}),
+        "a diary entry's own id": ("POST", f"{url}/pain-entries", {**entry, "client_entry_id": "entry-000001\n"}),
+        "a rating's session record id": ("POST", f"{url}/pain-entries", {**entry, "phase": "after",
+                                                                         "session_record_id": "CTU-A0001:7\n"}),
+        "a quiet hour": ("PATCH", url, {"quiet_hours": {"start": "22:00\n", "end": "07:00"}}),
+        "a language": ("PATCH", url, {"locale": "de-AT\n"}),
+        "a library item": ("POST", f"{url}/practice", {"item_slug": "body-scan\n",
+                                                       "started_at": "2026-11-30T08:00:00+00:00"}),
+    }, patient
+
+
+def test_a_value_with_a_trailing_newline_is_refused_and_stores_nothing(client, world, db):
+    """``$`` matches before a final newline, so a pattern checked with re.match let "CTU-1234\\n" through and
+    stored it: every pattern is now matched against the whole value."""
+    cases, patient = _newline_cases(world)
+    before = snapshot(db)
+    answers = {what: client.open(url, method=method, json=body, headers=patient.headers)
+               for what, (method, url, body) in cases.items()}
+    assert {what: a.status_code for what, a in answers.items() if a.status_code != 422} == {}
+    for answer in answers.values():
+        assert_problem(answer, 422)
+    assert snapshot(db) == before
+    assert db.users.find_one({"_id": patient.id}).get("locale") is None
+    # The same values without the newline are taken.
+    assert client.put("/api/v1/me/push-tokens/phone-1", json={"token": "fcm-token-1", "platform": "android"},
+                      headers=patient.headers).status_code == 200
+    assert client.post(f"/api/v1/patients/{patient.id}/devices", json={"serial": "CTU-1234"},
+                       headers=patient.headers).status_code == 201
+
+
+def test_every_pattern_a_schema_checks_matches_the_whole_value():
+    """marshmallow's own Regexp matches only the start of a value; a guard that no schema uses it."""
+    import importlib
+    import pkgutil
+
+    from marshmallow import Schema, fields, validate
+
+    import companion.api
+    from companion.http.schemas import Pattern
+
+    for module in pkgutil.iter_modules(companion.api.__path__):
+        importlib.import_module(f"companion.api.{module.name}")
+
+    def schemas(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from schemas(sub)
+
+    def validators(field):
+        yield from field.validators
+        if isinstance(field, fields.List):
+            yield from validators(field.inner)
+
+    found, bare = 0, []
+    for schema in schemas(Schema):
+        for name, field in schema._declared_fields.items():
+            for check in validators(field):
+                if isinstance(check, validate.Regexp):
+                    found += 1
+                    if type(check) is not Pattern:
+                        bare.append(f"{schema.__module__}.{schema.__name__}.{name}")
+    assert found >= 10
+    assert bare == []

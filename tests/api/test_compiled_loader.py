@@ -9,10 +9,11 @@ import math
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from marshmallow import Schema, ValidationError, fields
+from marshmallow import Schema, ValidationError, fields, validate
 
 from companion.api.ingestion import RECORDS, SYNCS, SessionRecordSchema, SyncSchema
 from companion.http.compiled import CompiledLoader
+from companion.http.schemas import Pattern, StrictSchema
 from tests.support.records import session_record
 
 SYNC = {"sync_id": "sync-0001-abcd", "serial": "CTU-1234", "highest_seq": 12, "unit_clock": "2026-03-01T10:00:00Z",
@@ -66,6 +67,32 @@ def test_syncs_load_and_fail_as_the_schema_says(item):
     if compiled is not None:
         assert _outcome(lambda i: compiled, item) == _outcome(SyncSchema().load, item)
     assert _outcome(SYNCS.load, item) == _outcome(SyncSchema().load, item)
+
+
+def test_a_serial_or_a_sync_id_with_a_trailing_newline_is_refused_as_the_schema_refuses_it():
+    record, sync = session_record("CTU-1234", 7), {**SYNC, "sync_id": "sync-0001-abcd\n"}
+    for loader, schema, item in ((RECORDS, SessionRecordSchema(), {**record, "device_serial": "CTU-1234\n"}),
+                                 (SYNCS, SyncSchema(), sync), (SYNCS, SyncSchema(), {**SYNC, "serial": "CTU-1234\n"})):
+        assert loader.accepted(item) is None
+        assert _outcome(loader.load, item) == _outcome(schema.load, item)
+        assert _outcome(loader.load, item)[0] == "refused"
+
+
+def test_a_pattern_is_compiled_as_a_whole_match_and_a_regexp_as_marshmallows():
+    class Codes(StrictSchema):
+        whole = fields.String(validate=Pattern(r"^[A-Z]{3}$"))
+        start = fields.String(validate=validate.Regexp(r"^[A-Z]{3}$"))
+
+    loader = CompiledLoader(Codes())
+    for value in ("ABC", "ABC\n", "ABCD", "AB", "\nABC", "ABC\n\n", "abc"):
+        for key in ("whole", "start"):
+            item = {key: value}
+            assert _outcome(loader.load, item) == _outcome(Codes().load, item), item
+            compiled = loader.accepted(item)
+            if compiled is not None:
+                assert _outcome(lambda i, loaded=compiled: loaded, item) == _outcome(Codes().load, item), item
+    assert loader.accepted({"whole": "ABC\n"}) is None
+    assert loader.accepted({"start": "ABC\n"}) == {"start": "ABC\n"}  # marshmallow's Regexp lets it through
 
 
 def test_a_schema_it_cannot_compile_is_refused_at_once():

@@ -207,6 +207,9 @@ BAD_REMINDERS = {
     "operator injection": {**DAILY, "title": {"$ne": None}},
     "operator key": {**DAILY, "schedule": {**DAILY["schedule"], "$where": "1"}},
     "unknown kind": {**DAILY, "kind": "coffee"},
+    "a time with a trailing newline": {**DAILY, "schedule": {**DAILY["schedule"], "times": ["08:00\n"]}},
+    "a window end with a trailing newline": {**DAILY, "schedule": {
+        "type": "hourly", "window_start": "08:00", "window_end": "20:00\n", "every_hours": 3}},
 }
 
 
