@@ -209,6 +209,8 @@ def test_every_pattern_a_schema_checks_matches_the_whole_value():
 
     found, bare = 0, []
     for schema in schemas(Schema):
+        if not schema.__module__.startswith("companion."):
+            continue  # a test's own schema
         for name, field in schema._declared_fields.items():
             for check in validators(field):
                 if isinstance(check, validate.Regexp):
