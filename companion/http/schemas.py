@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from datetime import date
 
-from marshmallow import RAISE, Schema, ValidationError, fields, post_load, pre_load, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 from companion.domain.messages import is_locale_tag
 
@@ -67,10 +67,12 @@ class StrictSchema(Schema):
         _check_keys(data, "")
         return data
 
-    @post_load
+    @validates_schema
     def refuse_dates_out_of_time(self, data, **kwargs):
+        """A schema validator, so that it sees the dates before any ``post_load`` of a subclass turns them into
+        something else (marshmallow runs hooks of one kind in the order of their names)."""
         if not isinstance(data, dict):
-            return data
+            return
         errors = {}
         for name, value in data.items():
             if isinstance(value, date) and not YEARS[0] <= value.year <= YEARS[1]:
@@ -79,7 +81,6 @@ class StrictSchema(Schema):
                     f"must lie in the years {YEARS[0]} to {YEARS[1]}"]
         if errors:
             raise ValidationError(errors)
-        return data
 
 
 class Pattern(validate.Regexp):

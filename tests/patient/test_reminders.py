@@ -210,6 +210,9 @@ BAD_REMINDERS = {
     "a time with a trailing newline": {**DAILY, "schedule": {**DAILY["schedule"], "times": ["08:00\n"]}},
     "a window end with a trailing newline": {**DAILY, "schedule": {
         "type": "hourly", "window_start": "08:00", "window_end": "20:00\n", "every_hours": 3}},
+    "starts on the first day of the calendar": {**DAILY, "schedule": {**DAILY["schedule"], "start_date": "0001-01-01"}},
+    "ends on the last day of the calendar": {**DAILY, "schedule": {**DAILY["schedule"], "end_date": "9999-12-31"}},
+    "starts in 1800": {**DAILY, "schedule": {**DAILY["schedule"], "start_date": "1800-03-02"}},
 }
 
 
@@ -219,6 +222,22 @@ def test_a_bad_reminder_is_refused_and_stores_nothing(client, world, db, case):
     body = assert_problem(create(client, world, BAD_REMINDERS[case]), 422)
     assert body["errors"]
     assert snapshot(db, "reminders", "reminder_occurrences") == before
+
+
+def test_a_schedule_at_the_ends_of_the_calendar_is_refused_naming_the_date_created_or_edited(client, world, db):
+    """The schedule's post_load stored its dates as text before the check of their years saw them."""
+    reminder = create(client, world).json
+    url = f"/api/v1/patients/{world['patient_a'].id}/reminders/{reminder['id']}"
+    before = snapshot(db, "reminders", "reminder_occurrences")
+    stored = db.reminders.find_one({"_id": reminder["id"]})
+    for name, value in (("start_date", "0001-01-01"), ("end_date", "9999-12-31")):
+        schedule = {**DAILY["schedule"], name: value}
+        for answer in (create(client, world, {**DAILY, "schedule": schedule}),
+                       client.patch(url, json={"schedule": schedule}, headers=world["patient_a"].headers)):
+            problem = assert_problem(answer, 422)
+            assert problem["errors"]["json"]["schedule"] == {name: ["must lie in the years 1900 to 2200"]}
+    assert snapshot(db, "reminders", "reminder_occurrences") == before
+    assert db.reminders.find_one({"_id": reminder["id"]}) == stored
 
 
 def test_an_unknown_time_zone_is_refused_and_changes_nothing(client, world, db):
