@@ -194,7 +194,8 @@ def _strict_schemas():
 
 
 def test_every_rule_across_fields_is_documented(spec):
-    ruled = [s for s in _strict_schemas() if s._hooks.get("validates_schema")]
+    ruled = [s for s in _strict_schemas()  # StrictSchema's own check of each date's years is no rule across fields
+             if {hook[0] for hook in s._hooks.get("validates_schema", ())} - {"refuse_dates_out_of_time"}]
     assert len(ruled) >= 10
     assert [s.__name__ for s in ruled if not getattr(getattr(s, "Meta", None), "rules", None)] == []
     text = str(spec)
