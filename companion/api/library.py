@@ -11,7 +11,8 @@ from companion.api.moments import RANGE_RULE, check_range, reported_moment
 from companion.api.schemas import ChangesArgs, changes_schema, version_field
 from companion.domain.access import Operation, Role
 from companion.domain.content_library import CATEGORIES, LEVELS
-from companion.http import auditing, paging, services
+from companion.http import auditing, conditional, paging, services
+from companion.http.conditional import ETAG_HEADERS
 from companion.http.idempotency import idempotent, request_key
 from companion.http.paging import LINK_HEADER, cursor_field, next_field, offset_page
 from companion.http.schemas import Pattern, StrictSchema, text
@@ -207,7 +208,7 @@ class PracticeList(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER)
     @idempotent
     @blp.arguments(PracticeStartSchema, example=examples.PRACTICE_START)
-    @blp.response(201, PracticeSchema)
+    @blp.response(201, PracticeSchema, headers=ETAG_HEADERS)
     @blp.doc(operationId="start_practice")
     def post(self, body, patient_id):
         """Start practising an item."""
@@ -215,7 +216,7 @@ class PracticeList(MethodView):
         practice = services().library.start_practice(patient_id, body["item_slug"], body["started_at"],
                                                      request_key=request_key())
         auditing.note(patient_ids=[patient_id], resource="practice", action="C", resource_ids=[practice["_id"]])
-        return practice
+        return conditional.tagged(practice, practice.get("seq"), 201)
 
 
 @blp.route("/patients/<patient_id>/practice/changes")
@@ -240,7 +241,7 @@ class PracticeComplete(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER)
     @idempotent
     @blp.arguments(PracticeCompleteSchema)
-    @blp.response(200, PracticeSchema)
+    @blp.response(200, PracticeSchema, headers=ETAG_HEADERS)
     @blp.doc(operationId="complete_practice")
     def post(self, body, patient_id, practice_id):
         """Finish a practice; the server records the minutes practised. The same completion again (a retry:
@@ -248,4 +249,5 @@ class PracticeComplete(MethodView):
         completion of a completed practice is 409."""
         require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource="practice", action="U", resource_ids=[practice_id])
-        return services().library.complete_practice(patient_id, practice_id, body["completed_at"], body["minutes"])
+        done = services().library.complete_practice(patient_id, practice_id, body["completed_at"], body["minutes"])
+        return conditional.tagged(done, done.get("seq"))

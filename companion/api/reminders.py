@@ -180,7 +180,7 @@ class OccurrenceView(MethodView):
 class OccurrenceSnooze(MethodView):
     @allow(*WRITERS)
     @blp.arguments(SnoozeSchema)
-    @blp.response(200, OccurrenceSchema)
+    @blp.response(200, OccurrenceSchema, headers=ETAG_HEADERS)
     @blp.alt_response(409, response="CONFLICT", description="the occurrence has an outcome already, or its time "
                                                              "has passed")
     @blp.doc(operationId="snooze_occurrence")
@@ -191,4 +191,5 @@ class OccurrenceSnooze(MethodView):
         grant = require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource="reminder_occurrence", action="U",
                       resource_ids=[occurrence_id])
-        return services().reminders.snooze(grant, occurrence_id, body["minutes"])
+        occurrence = services().reminders.snooze(grant, occurrence_id, body["minutes"])
+        return conditional.tagged(occurrence, occurrence.get("seq"), view=conditional.view_of(grant))

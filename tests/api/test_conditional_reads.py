@@ -133,3 +133,27 @@ def test_every_tagged_read_documents_if_none_match_etag_and_304(client):
         assert "If-None-Match" in names, path
         assert "ETag" in operation["responses"]["200"]["headers"], path
         assert "304" in operation["responses"], path
+
+
+def test_every_answer_that_shows_one_versioned_object_documents_its_etag(client):
+    """Reads and writes alike: an answer whose body has a ``version`` says ``ETag: "<version>"`` (the README's
+    "Versions and conflicts"); starting and completing a practice and snoozing a reminder did not."""
+    spec = client.get("/openapi.json").json
+    components = spec["components"]["schemas"]
+
+    def properties(schema):
+        if "$ref" in schema:
+            schema = components[schema["$ref"].rsplit("/", 1)[-1]]
+        return schema.get("properties", {})
+
+    answers, untagged = 0, []
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            for status, response in operation.get("responses", {}).items() if isinstance(operation, dict) else ():
+                schema = response.get("content", {}).get("application/json", {}).get("schema")
+                if status.startswith("2") and schema and "version" in properties(schema):
+                    answers += 1
+                    if "ETag" not in response.get("headers", {}):
+                        untagged.append(f"{method.upper()} {path} {status}")
+    assert answers >= 15
+    assert untagged == []

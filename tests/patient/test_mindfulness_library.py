@@ -114,6 +114,23 @@ def test_practice_time_is_what_passed_and_never_more_than_the_item_lasts(client,
     assert capped.json["minutes"] == item["duration_min"]
 
 
+def test_starting_and_completing_a_practice_answer_with_its_version_as_etag(client, world, library, clock):
+    headers, pid = world["patient_a"].headers, world["patient_a"].id
+    slug = min(library, key=lambda s: library[s]["duration_min"])
+    keyed = {**headers, "Idempotency-Key": "practice-etag-1"}
+    started = client.post(f"/api/v1/patients/{pid}/practice", json={"item_slug": slug}, headers=keyed)
+    assert started.status_code == 201 and started.headers["ETag"] == f'"{started.json["version"]}"'
+    replayed = client.post(f"/api/v1/patients/{pid}/practice", json={"item_slug": slug}, headers=keyed)
+    assert replayed.headers["Idempotent-Replayed"] == "true" and replayed.headers["ETag"] == started.headers["ETag"]
+    clock.shift(timedelta(minutes=2))
+    url = f"/api/v1/patients/{pid}/practice/{started.json['id']}/complete"
+    done = client.post(url, json={}, headers=headers)
+    assert done.status_code == 200 and done.headers["ETag"] == f'"{done.json["version"]}"'
+    assert done.headers["ETag"] != started.headers["ETag"]
+    again = client.post(url, json={}, headers=headers)
+    assert again.headers["ETag"] == done.headers["ETag"]
+
+
 BAD_PRACTICE = {
     "unknown item": ({"item_slug": "no-such-item"}, 404),
     "start in the future": ({"item_slug": "{slug}", "started_at": (START + timedelta(minutes=10)).isoformat()}, 422),

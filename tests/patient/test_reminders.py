@@ -81,6 +81,8 @@ def test_snooze_reminds_again_but_never_past_the_completion_window(client, world
     url = f"/api/v1/patients/{world['patient_a'].id}/occurrences/{first['id']}/snooze"
     snoozed = client.post(url, json={"minutes": 15}, headers=world["patient_a"].headers)
     assert snoozed.json["snoozed_until"].startswith("2026-03-02T09:50")
+    assert snoozed.headers["ETag"] == f'"{snoozed.json["version"]}"'  # like the outcome's answer
+    assert snoozed.json["version"] != first["version"]
     capped = client.post(url, json={"minutes": 120}, headers=world["patient_a"].headers)
     assert capped.json["snoozed_until"].startswith("2026-03-02T10:30")  # the window closes at 10:30
     clock.move_to(datetime(2026, 3, 2, 10, 31, tzinfo=UTC))
