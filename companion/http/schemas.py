@@ -100,9 +100,16 @@ class PageArgs(StrictSchema):
     cursor = fields.String(load_default=None, validate=validate.Length(max=200))
 
 
+def no_nul(value: str) -> None:
+    """Text a person writes holds no NUL character: it is no character of theirs, and it would go on to the
+    exports, the pages and the pushes (and a server on PostgreSQL cannot store it)."""
+    if "\x00" in value:
+        raise ValidationError("may not hold a NUL character (\\u0000)")
+
+
 def text(max_len: int = 200, **kwargs) -> fields.String:
-    """A string field with a length bound (every string has one)."""
-    return fields.String(validate=validate.Length(min=kwargs.pop("min_len", 0), max=max_len), **kwargs)
+    """A string field with a length bound (every string has one) and no NUL character."""
+    return fields.String(validate=[validate.Length(min=kwargs.pop("min_len", 0), max=max_len), no_nul], **kwargs)
 
 
 class ProblemSchema(Schema):

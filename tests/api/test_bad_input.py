@@ -219,3 +219,27 @@ def test_every_pattern_a_schema_checks_matches_the_whole_value():
                         bare.append(f"{schema.__module__}.{schema.__name__}.{name}")
     assert found >= 10
     assert bare == []
+
+
+def test_a_nul_character_in_a_persons_text_is_a_422_naming_the_field_and_stores_nothing(client, world, db):
+    patient = world["patient_a"]
+    url = f"/api/v1/patients/{patient.id}"
+    cases = {
+        ("POST", f"{url}/pain-entries", ("context", "note")): {
+            "client_entry_id": "nul-000001", "recorded_at": "2026-11-30T08:00:00+00:00", "nrs": 4,
+            "context": {"note": "knee\u0000pain"}},
+        ("POST", f"{url}/reminders", ("title",)): {
+            "kind": "custom", "title": "stretch\u0000", "schedule": {"type": "weekly", "times": ["09:00"]}},
+        ("PATCH", url, ("display_name",)): {"display_name": "Ana\u0000"},
+        ("POST", "/api/v1/auth/signup", ("display_name",)): {**VALID_SIGNUP, "display_name": "\u0000"},
+    }
+    before, name = snapshot(db), db.users.find_one({"_id": patient.id})["display_name"]
+    for (method, route, field), body in cases.items():
+        problem = assert_problem(client.open(route, method=method, json=body, headers=patient.headers), 422)
+        errors = problem["errors"]["json"]
+        for key in field:
+            errors = errors[key]
+        assert errors == ["may not hold a NUL character (\\u0000)"], (route, problem)
+    assert_problem(client.get("/api/v1/library", query_string={"q": "body\u0000"}, headers=patient.headers), 422)
+    assert snapshot(db) == before
+    assert db.users.find_one({"_id": patient.id})["display_name"] == name
