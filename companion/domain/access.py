@@ -142,18 +142,23 @@ REMINDER_CALLED_OFF = "reminder_called_off"  # the reminder was stopped or moved
 
 
 def delivery_refusal(*, recipient_active: bool, patient_active: bool, to_patient: bool,
-                     caregiver: CaregiverPermissions | None, share_kind: str | None) -> str | None:
+                     caregiver: CaregiverPermissions | None, share_kind: str | None,
+                     alert_resolved: bool = False) -> str | None:
     """Why a notification about a patient must not be delivered now, or None when it may go.
 
     Consent is checked at the moment of sending as well as at reading: a notification to the patient goes
     while both accounts are active; one to anyone else also needs the patient's caregiver link to be active
     now and, for an alert, to cover its kind (``share_kind``). Clinicians receive no pushes, so a lapsed
-    emergency grant has nothing to stop here.
+    emergency grant has nothing to stop here. A notification about an alert that has been resolved since it
+    was queued (``alert_resolved``) goes to nobody: its resolution withdraws it, and this catches one that a
+    crash between the resolution and the withdrawal left queued.
     """
     if not recipient_active:
         return RECIPIENT_INACTIVE
     if not patient_active:
         return PATIENT_INACTIVE
+    if alert_resolved:
+        return ALERT_RESOLVED
     if to_patient:
         return None
     if caregiver is None:

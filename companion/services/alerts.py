@@ -19,7 +19,9 @@ during the reminder's window arrived later, a flare whose ratings were changed o
 silent and is heard from again ends its silence alert (``evaluate``). Such an alert is **resolved** with the
 reason, which the patient, caregivers and clinicians who see it also see. Nothing is pushed about it: a push
 that says "never mind" would wake people for nothing. Its notifications that have not gone out yet (held
-for quiet hours, say) are withdrawn instead, so nobody is alerted about what no longer holds. An alert whose
+for quiet hours, say) are withdrawn instead, so nobody is alerted about what no longer holds; the sender checks
+the alert again before each goes out, so one left queued by a crash between the resolution and the withdrawal
+is withdrawn then. An alert whose
 condition holds again (later data again) is reopened, without a second push.
 """
 

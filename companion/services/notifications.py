@@ -46,7 +46,7 @@ def _described(items: list[dict]) -> list[dict]:
 
 class DeliveryConsent:
     """Whether each notification may still go to its recipient, decided afresh at the moment of sending
-    (companion.domain.access.delivery_refusal), from the accounts and caregiver links as they are now."""
+    (companion.domain.access.delivery_refusal), from the accounts, caregiver links and alerts as they are now."""
 
     def __init__(self, stores: Stores):
         self.users = stores.users
@@ -63,6 +63,7 @@ class DeliveryConsent:
         to_caregivers = [d for d in docs if d["recipient_user_id"] != d["patient_id"]]
         links = self.links.active_pairs({(d["patient_id"], d["recipient_user_id"]) for d in to_caregivers})
         share_kinds = self._share_kinds(to_caregivers)
+        resolved = self._about_resolved_alerts(docs)
         refused = {}
         for doc in docs:
             recipient, patient = people.get(doc["recipient_user_id"]), people.get(doc["patient_id"])
@@ -70,7 +71,8 @@ class DeliveryConsent:
             reason = delivery_refusal(
                 recipient_active=bool(recipient and recipient.active), patient_active=bool(patient and patient.active),
                 to_patient=doc["recipient_user_id"] == doc["patient_id"],
-                caregiver=link.permissions if link else None, share_kind=share_kinds.get(doc["_id"]))
+                caregiver=link.permissions if link else None, share_kind=share_kinds.get(doc["_id"]),
+                alert_resolved=doc["_id"] in resolved)
             if reason is not None:
                 refused[doc["_id"]] = reason
         return refused
@@ -93,6 +95,15 @@ class DeliveryConsent:
         """The accounts of the notifications' recipients and patients, by id (one read)."""
         return {a.id: a for a in self.users.by_ids({d["recipient_user_id"] for d in docs}
                                                    | {d["patient_id"] for d in docs})}
+
+    def _about_resolved_alerts(self, docs: list[dict]) -> set[str]:
+        """The notifications about an alert that is resolved now (by notification id): resolving withdraws them,
+        but a crash between the two writes leaves them queued, and this is the check that still stops them."""
+        about = {d["_id"]: d["source_key"].partition(":")[2] for d in docs if d["source_key"].startswith("alert:")}
+        if not about:
+            return set()
+        resolved = self.alerts.resolved_among(set(about.values()))
+        return {nid for nid, alert_id in about.items() if alert_id in resolved}
 
     def _share_kinds(self, docs: list[dict]) -> dict[str, str | None]:
         """The consent kind each caregiver notification needs: recorded on it, or (for one queued before it was

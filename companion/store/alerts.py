@@ -72,6 +72,14 @@ class Alerts:
         return {d["_id"]: d.get("share_kind") for d in self.col.find({"_id": {"$in": sorted(set(alert_ids))}},
                                                                      {"share_kind": 1})}
 
+    def resolved_among(self, alert_ids: Iterable[str]) -> set[str]:
+        """Those of ``alert_ids`` whose alert is resolved (looked up by ``_id``)."""
+        found: set[str] = set()
+        for part in chunks(sorted(set(alert_ids))):
+            found.update(d["_id"] for d in self.col.find({"_id": {"$in": part}, "resolved_at": {"$ne": None}},
+                                                         {"_id": 1}))
+        return found
+
     def mark_notified(self, alert_id: str) -> None:
         """Note that the alert's notifications are in the outbox (so they are not fanned out again)."""
         self.col.update_one({"_id": alert_id}, {"$set": {"notified_at": self.clock()}})

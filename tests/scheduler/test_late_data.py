@@ -9,6 +9,7 @@ import io
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from pymongo.errors import ConnectionFailure
 
 from companion.api.ingestion import SessionRecordSchema
 from companion.domain.access import Grant, Relationship
@@ -241,6 +242,39 @@ def test_an_outcome_recorded_after_the_alert_resolves_it_and_withdraws_the_held_
     traveller.move_to(T10 + timedelta(hours=14))
     services.push.send_due(owner="test-worker")
     assert emulator.delivered_to(token) == []
+
+
+def _dead_database(*args, **kwargs):
+    raise ConnectionFailure("the database went away between the resolution and the withdrawal")
+
+
+@pytest.mark.parametrize("resolved_by", ["a late session", "the patient's outcome"])
+def test_an_alert_resolved_by_a_process_that_stopped_before_withdrawing_its_held_push_never_sends_it(
+        jobs_db, settings, clock, traveller, sender, emulator, monkeypatch, resolved_by):
+    patient, alert, queued, token = _alert_then(jobs_db, settings, clock, traveller, sender, T10, 30)
+    traveller.move_to(T10 + timedelta(hours=4))
+    services = services_on(jobs_db, settings, clock, sender)
+    monkeypatch.setattr(services.stores.outbox, "withdraw", _dead_database)  # the resolution's second write
+    if resolved_by == "a late session":
+        _upload(services, patient, _bound(jobs_db, services, patient), T10 + timedelta(minutes=5))
+        services.adherence_job.run()  # (its per-patient failure is logged and counted)
+    else:
+        occurrence = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "due_at": T10})
+        with pytest.raises(ConnectionFailure):
+            services.reminders.record_outcome(own(patient.id), occurrence["_id"], "done", None,
+                                              at=T10 + timedelta(minutes=10))
+    monkeypatch.undo()
+    assert jobs_db.alerts.find_one({"_id": alert["_id"]})["resolved_at"] is not None
+    assert jobs_db.push_outbox.find_one({"_id": queued["_id"]})["state"] == "scheduled"  # left behind
+    for at in (T10 + timedelta(hours=5), T10 + timedelta(hours=14)):  # the caregiver's quiet hours end at 20:30
+        traveller.move_to(at)
+        services = services_on(jobs_db, settings, clock, sender)  # the processes started again
+        services.adherence_job.run()
+        services.alerts.evaluate()
+        services.push.send_due(owner="test-worker")
+    assert emulator.delivered_to(token) == []
+    stopped = jobs_db.push_outbox.find_one({"_id": queued["_id"]})
+    assert (stopped["state"], stopped["withdrawn_reason"]) == ("withdrawn", "alert_resolved")
 
 
 def test_a_moved_patients_days_in_the_review_and_csv_are_the_days_of_their_adherence(jobs_db, settings, clock,
