@@ -265,41 +265,56 @@ class ReminderDispatch:
         """Mark occurrences whose window closed as missed; one summary per patient and day for never-sent ones.
 
         A patient whose reminders could not go out (the worker was down for longer than the grace) gets
-        one "you have an update" push instead of a burst of stale reminders.
+        one "you have an update" push instead of a burst of stale reminders. Whether an occurrence needs one is
+        decided before it is marked and written with the mark (one write); the summaries are then queued for
+        every occurrence so noted, this pass's and any a stopped pass left, under a key of the patient and their
+        local day at the mark, so a pass stopped at any point is finished by the next, with one summary each.
         """
         now = self.clock()
         due = self.stores.occurrences
-        newly_missed = mark_closed_missed(due, self.changes, due.closed_at(now, MISSED_BATCH), now,
-                                          self.stores.today_rows)
+        closed = due.closed_at(now, MISSED_BATCH)
+        newly_missed = mark_closed_missed(due, self.changes, closed, now, self.stores.today_rows,
+                                          summary_due=self._unreminded(closed))
         result = MissedResult(marked=len(newly_missed))
-        if not newly_missed:
+        waiting = due.summaries_due(MISSED_BATCH)
+        if not waiting:
             return result
-        outbox = self.stores.outbox
-        sent_for = _existing(outbox, [(key, o) for o in newly_missed for key in reminding_keys(o)])
-        unreminded: dict[str, dict] = {}
-        for occurrence in newly_missed:
-            # (One whose first push quiet hours held past its window was meant to go unreminded, not missed.)
-            held_all_along = (occurrence.get("notify_at") or occurrence["due_at"]) >= occurrence["window_ends_at"]
-            if not held_all_along and not any(key in sent_for for key in reminding_keys(occurrence)):
-                unreminded.setdefault(occurrence["patient_id"], occurrence)
+        patients = {a.id: a for a in self.stores.users.by_ids({o["patient_id"] for o in waiting})}
+        by_key: dict[str, list[dict]] = {}
+        for occurrence in waiting:
+            by_key.setdefault(self._summary_key(occurrence, patients.get(occurrence["patient_id"])), []).append(occurrence)
         failures = ItemFailures("reminders-missed")
-        for patient_id, occurrence in unreminded.items():
-            created = failures.attempt(occurrence["_id"], lambda p=patient_id, o=occurrence: self._summary(p, o, now))
+        for key, occurrences in by_key.items():
+            created = failures.attempt(occurrences[0]["_id"], lambda k=key, o=occurrences: self._summary(
+                k, o, patients.get(o[0]["patient_id"]), now))
             result.summaries += int(bool(created))
         result.failed = len(failures)
         logger.info("missed occurrences: marked %d, summaries %d, failed %d", result.marked, result.summaries,
                     result.failed)
         return result
 
-    def _summary(self, patient_id: str, occurrence: dict, now: datetime) -> bool:
-        zone = ZoneInfo(occurrence["zone"])
-        local_day = now.astimezone(zone).date().isoformat()
-        patient = self.stores.users.by_id(patient_id)
-        here = patient.zone_history().zone_at(now) if patient and patient.time_zone else zone  # where they are now
+    def _unreminded(self, closed: list[dict]) -> set[str]:
+        """Those of ``closed`` (by id) that were never reminded of: no first push, none shared, no snooze push
+        (one whose first push quiet hours held past its window was meant to go unreminded, not missed)."""
+        sent_for = _existing(self.stores.outbox, [(key, o) for o in closed for key in reminding_keys(o)])
+        return {o["_id"] for o in closed
+                if (o.get("notify_at") or o["due_at"]) < o["window_ends_at"]
+                and not any(key in sent_for for key in reminding_keys(o))}
+
+    @staticmethod
+    def _summary_key(occurrence: dict, patient: Account | None) -> str:
+        """The summary an occurrence belongs to: its patient's, of the local day it was marked missed on (their
+        clock then), from what is stored, so the pass that queues it derives the same key as any before it."""
+        marked = occurrence["status_at"]
+        zone = patient.zone_history().zone_at(marked) if patient and patient.time_zone else ZoneInfo(occurrence["zone"])
+        return f"missed-summary:{occurrence['patient_id']}:{marked.astimezone(zone).date().isoformat()}"
+
+    def _summary(self, key: str, occurrences: list[dict], patient: Account | None, now: datetime) -> bool:
+        """Queue the summary ``key`` (once: its key is unique) for ``occurrences``, then note it on them."""
+        patient_id = occurrences[0]["patient_id"]
+        here = patient.zone_history().zone_at(now) if patient and patient.time_zone else ZoneInfo(occurrences[0]["zone"])
         send_at = next_allowed(now, here, patient.quiet_hours if patient else None)  # not in their quiet hours
-        _, created = self.stores.outbox.schedule(source_key=f"missed-summary:{patient_id}:{local_day}",
-                                                 recipient_user_id=patient_id, patient_id=patient_id,
+        _, created = self.stores.outbox.schedule(source_key=key, recipient_user_id=patient_id, patient_id=patient_id,
                                                  kind=MISSED_SUMMARY_KIND, send_at=send_at)
+        self.stores.occurrences.note_summarised([o["_id"] for o in occurrences])
         return created
-
-

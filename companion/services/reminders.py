@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -113,17 +113,18 @@ def version_of(doc: dict) -> int:
 
 
 def mark_closed_missed(occurrences: Occurrences, changes: Changes, closed: list[dict], at: datetime,
-                       today: TodayRows) -> list[dict]:
+                       today: TodayRows, summary_due: Collection[str] = ()) -> list[dict]:
     """Mark these occurrences (whose windows have closed) missed where still pending, each patient's under
     one reservation of change numbers (and their today changed); returns those marked (the patient may have
-    recorded one meanwhile)."""
+    recorded one meanwhile). Those in ``summary_due`` (ids) are marked with their summary push still to queue."""
     by_patient: dict[str, list[dict]] = defaultdict(list)
     for occurrence in closed:
         by_patient[occurrence["patient_id"]].append(occurrence)
     marked = []
     for patient_id, items in by_patient.items():
         with changes.stamp(patient_id, occurrences, len(items)) as first:
-            marked += [o for n, o in enumerate(items) if occurrences.mark_one_missed(o["_id"], at, first + n)]
+            marked += [o for n, o in enumerate(items)
+                       if occurrences.mark_one_missed(o["_id"], at, first + n, o["_id"] in summary_due)]
     today.touch({o["patient_id"] for o in marked})
     return marked
 

@@ -9,7 +9,7 @@ Both are synced to the app (companion.store.feeds): every change the app can see
 next change number in ``seq`` (a reminder's version). An occurrence its schedule no longer has is not
 deleted but *cancelled*: a tombstone (``status: cancelled``, ``deleted: true``) that the feed hands to
 the app, and that comes back to life if the schedule has the slot again. The scheduler's own bookkeeping
-(``nudges_sent``) is not a change the app sees and takes no number.
+(``nudges_sent``, ``missed_summary``) is not a change the app sees and takes no number.
 """
 
 from __future__ import annotations
@@ -36,11 +36,13 @@ INDEXES = {
         feeds.tombstone_index(),
         IndexModel([("status", ASCENDING), ("window_ends_at", ASCENDING)], name="status_window"),
         IndexModel([("local_date", ASCENDING), ("kind", ASCENDING)], name="day_kind"),  # the adherence job's doses
+        IndexModel([("missed_summary", ASCENDING)], name="missed_summary"),  # summaries still to queue
     ],
 }
 MAX_REMINDERS = 50  # per patient; keeps materialization bounded
 MAX_OCCURRENCES = 5000
 CANCELLED = "cancelled"
+DUE, QUEUED = "due", "queued"  # an occurrence's missed_summary: its summary push still to queue, or queued
 LIVE = {"deleted": {"$ne": True}}
 
 
@@ -212,11 +214,22 @@ class Occurrences(feeds.SyncedCollection):
         """Record that ``count`` nudges have gone out for an occurrence."""
         self.col.update_one({"_id": occurrence_id}, {"$max": {"nudges_sent": count}})
 
-    def mark_one_missed(self, occurrence_id: str, at: datetime, seq: int) -> bool:
-        """Turn a still-pending occurrence into `missed`; False when the patient recorded it meanwhile."""
-        result = self.col.update_one({"_id": occurrence_id, "status": "pending"},
-                                     {"$set": {"status": "missed", "status_at": at, "seq": seq}})
+    def mark_one_missed(self, occurrence_id: str, at: datetime, seq: int, summary_due: bool = False) -> bool:
+        """Turn a still-pending occurrence into `missed`; False when the patient recorded it meanwhile. With
+        ``summary_due``, the same write notes that a summary push is still to be queued for it
+        (``missed_summary: "due"``), so that a pass stopped before queuing it leaves the note for the next."""
+        fields = {"status": "missed", "status_at": at, "seq": seq, **({"missed_summary": DUE} if summary_due else {})}
+        result = self.col.update_one({"_id": occurrence_id, "status": "pending"}, {"$set": fields})
         return result.modified_count == 1
+
+    def summaries_due(self, limit: int) -> list[dict]:
+        """Missed occurrences whose summary push is still to be queued (``mark_one_missed``)."""
+        return list(self.col.find({"missed_summary": DUE}).limit(limit))
+
+    def note_summarised(self, occurrence_ids: list[str]) -> None:
+        """The summary push of these occurrences is queued (scheduler bookkeeping: takes no change number)."""
+        for part in chunks(occurrence_ids):
+            self.col.update_many({"_id": {"$in": part}, "missed_summary": DUE}, {"$set": {"missed_summary": QUEUED}})
 
     def recent_of_kind(self, kind: str, since: datetime, until: datetime, statuses: tuple[str, ...]) -> list[dict]:
         """Occurrences of ``kind`` due in [since, until) whose status is one of ``statuses``, all of them (the

@@ -9,6 +9,7 @@ import uuid
 from datetime import UTC, datetime, time, timedelta
 
 import pytest
+from pymongo.errors import ConnectionFailure
 
 from companion.domain.quiet_hours import QuietHours
 from companion.notify.push import PushSender, TransportRetry
@@ -236,6 +237,48 @@ def test_a_reminder_quiet_hours_hold_past_its_window_brings_no_update_push_at_ni
     assert jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "local_date": "2026-03-02"})[
         "status"] == "missed"
     assert emulator.delivered_to(token) == [] and jobs_db.push_outbox.count_documents({}) == 0
+
+
+def _dead_database(*args, **kwargs):
+    raise ConnectionFailure("the database went away in the middle of the missed-marking pass")
+
+
+@pytest.mark.parametrize("stopped", ["between two patients' marks", "before the summaries",
+                                     "after the summaries, on the next day"])
+def test_a_missed_pass_stopped_midway_is_finished_by_the_next_with_one_summary_per_patient(
+        jobs_db, settings, clock, traveller, sender, emulator, monkeypatch, stopped):
+    first, first_token = _three_reminders(jobs_db)  # windows closing at 11:00, 11:03 and 11:06
+    second, second_token = _one_patient_with_phone(jobs_db)
+    daily_reminder(jobs_db, second, ["10:30"], "2026-03-02")  # closing at 11:30, marked after the first's
+    traveller.move_to(datetime(2026, 3, 2, 9, 59, tzinfo=UTC))
+    run_minute(jobs_db, settings, clock, sender)
+    traveller.move_to(datetime(2026, 3, 2, 11, 59, tzinfo=UTC))  # the worker was down for two hours
+    services = services_on(jobs_db, settings, clock, sender)
+    occurrences = services.stores.occurrences
+    if stopped == "between two patients' marks":
+        second_ids = {o["_id"] for o in jobs_db.reminder_occurrences.find({"patient_id": second.id})}
+        mark = occurrences.mark_one_missed
+        monkeypatch.setattr(occurrences, "mark_one_missed", lambda oid, *args: _dead_database() if oid in second_ids
+                            else mark(oid, *args))
+        with pytest.raises(ConnectionFailure):
+            services.reminder_dispatch.mark_missed()
+        assert jobs_db.reminder_occurrences.count_documents({"patient_id": first.id, "status": "missed"}) == 3
+    else:
+        write = (services.stores.outbox, "schedule") if stopped == "before the summaries" \
+            else (occurrences, "note_summarised")
+        monkeypatch.setattr(*write, _dead_database)
+        services.reminder_dispatch.mark_missed()  # (each patient's summary failing is logged and counted)
+        assert jobs_db.reminder_occurrences.count_documents({"status": "missed"}) == 4
+    monkeypatch.undo()
+    for at in (datetime(2026, 3, 2, 12, 5, tzinfo=UTC), datetime(2026, 3, 2, 12, 40, tzinfo=UTC),
+               datetime(2026, 3, 3, 0, 5, tzinfo=UTC), datetime(2026, 3, 3, 0, 40, tzinfo=UTC)):
+        traveller.move_to(at)
+        _restart_and_catch_up(jobs_db, settings, clock, sender)
+    for patient, token in ((first, first_token), (second, second_token)):
+        assert [d.body["message"]["data"]["kind"] for d in emulator.delivered_to(token)] == ["generic_update"]
+        assert jobs_db.reminder_occurrences.count_documents({"patient_id": patient.id, "status": "missed",
+                                                             "local_date": "2026-03-02"}) == (3 if patient is first else 1)
+    assert jobs_db.reminder_occurrences.count_documents({"missed_summary": "due"}) == 0
 
 
 def test_the_summary_after_an_outage_waits_for_the_end_of_quiet_hours(jobs_db, settings, clock, traveller, sender):
