@@ -170,7 +170,8 @@ class AlertService:
             alerts.reopen(alert["_id"])
             alert = {**alert, "resolved_at": None, "resolved_reason": None, "resolution": None}
             created = True
-        if created:  # the patient's panel row counts open alerts
+        if created or alert.get("notified_at") is None:  # the patient's panel row counts open alerts (marked again
+            # while the alert is not fanned out: a pass stopped between the alert and its mark left it unmarked)
             self.stores.panel_row_marks.mark([candidate.patient_id], "alert", self.clock())
         if alert.get("notified_at") is None:
             sent = self._notify(alert, candidate)

@@ -1,10 +1,13 @@
 """Inputs of a panel row that no write marked, found by a review of what clinicians see: a rating recorded a few
-minutes ahead (a phone whose clock runs fast) and a unit released. Each row must agree with the review page as
+minutes ahead (a phone whose clock runs fast), a unit released, an alert raised by a pass that stopped before
+marking the row. Each row must agree with the review page as
 soon as the input counts, not at the patient's next local midnight."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+
+from pymongo.errors import ConnectionFailure
 
 from companion.api.ingestion import SessionRecordSchema
 from companion.clock import now
@@ -67,3 +70,26 @@ def test_a_released_unit_leaves_the_panels_last_sync_at_once(jobs_db, settings, 
     assert panel_row_doc(patient, [], [], None, 0, datetime.now(UTC))[0]["last_sync"] is None
     row = services.review.summary(patient)
     assert (row.days_since_sync, row.reasons) == (None, [])
+
+
+def _dead_database(*args, **kwargs):
+    raise ConnectionFailure("the database went away between the alert and its panel mark")
+
+
+def test_an_alert_raised_by_a_pass_stopped_before_marking_the_row_reaches_the_panel_with_the_next_pass(
+        jobs_db, settings, traveller, monkeypatch):
+    services, clinician, patient = _clinic(jobs_db, settings)
+    wall = datetime.now(UTC)
+    for hours, nrs in ((20, 7), (1, 8), (0.5, 9)):  # a flare: two high ratings within the day
+        _rate(services, patient.id, wall - timedelta(hours=hours), nrs)
+    services.review.panel_page(clinician.id)
+    assert services.review.summary(patient).open_alerts == 0
+    monkeypatch.setattr(services.stores.panel_row_marks, "mark", _dead_database)
+    services.alerts.evaluate()  # (the failure is logged and counted; the alert stands, unmarked and unnotified)
+    monkeypatch.undo()
+    assert jobs_db.alerts.count_documents({"patient_id": patient.id, "kind": "pain_flare"}) == 1
+    traveller.shift(timedelta(minutes=1))
+    services.alerts.evaluate()
+    traveller.shift(timedelta(minutes=1))
+    services.panel_rows.refresh_due()
+    assert services.review.summary(patient).open_alerts == 1
