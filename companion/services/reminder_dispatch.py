@@ -232,6 +232,9 @@ class ReminderDispatch:
                 result.by_kind[plan.kind] = result.by_kind.get(plan.kind, 0) + 1
                 if plan.nudge:
                     due.note_nudge(occurrence["_id"], plan.nudge)
+        for occurrence, plan in plans:  # a pass stopped between a nudge's push and its note: noted now
+            if plan.nudge > (occurrence.get("nudges_sent") or 0) and plan.source_key in sources:
+                due.note_nudge(occurrence["_id"], plan.nudge)
         result.failed = len(failures)
         logger.info("reminder dispatch: examined %d, scheduled %s, failed %d", result.examined, result.by_kind,
                     result.failed)

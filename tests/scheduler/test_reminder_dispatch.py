@@ -123,6 +123,26 @@ def test_nudges_repeat_until_the_session_is_done(jobs_db, settings, clock, trave
     assert jobs_db.reminder_occurrences.find_one({"_id": occurrence["_id"]})["nudges_sent"] == 1
 
 
+def test_a_nudge_queued_by_a_pass_stopped_before_noting_it_is_counted_by_the_next_pass(
+        jobs_db, settings, clock, traveller, sender, emulator, monkeypatch):
+    patient, token = _one_patient_with_phone(jobs_db)
+    daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02", repeat={"count": 3, "every_min": 10})
+    start = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    traveller.move_to(start)
+    run_minute(jobs_db, settings, clock, sender)
+    traveller.move_to(start + timedelta(minutes=10))
+    services = services_on(jobs_db, settings, clock, sender)
+    monkeypatch.setattr(services.stores.occurrences, "note_nudge", _dead_database)
+    with pytest.raises(ConnectionFailure):
+        services.reminder_dispatch.dispatch_due()
+    monkeypatch.undo()
+    traveller.move_to(start + timedelta(minutes=11))
+    run_minute(jobs_db, settings, clock, sender)
+    assert [d.body["message"]["data"]["kind"] for d in emulator.delivered_to(token)] == [
+        "therapy_reminder", "reminder_repeat"]
+    assert jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "due_at": start})["nudges_sent"] == 1
+
+
 def test_unconfirmed_reminder_is_sent_once_more_after_the_delay(jobs_db, settings, clock, traveller, sender, emulator):
     patient, token = _one_patient_with_phone(jobs_db)
     daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02")
