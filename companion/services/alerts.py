@@ -372,6 +372,10 @@ class AlertService:
         reason names (``at``: what a patient or caregiver reads is said from these, in their language), and
         withdraw its notifications not sent yet (nothing new is pushed: see the module docstring). False if it
         was resolved already."""
+        # The patient's panel row counts open alerts: it is marked before the resolution (a process stopped between
+        # the resolution and a mark after it would leave the row counting the alert until its next computation)
+        # and after it (a refresh between the first mark and the resolution read the alert still open).
+        self.stores.panel_row_marks.mark([alert["patient_id"]], "alert", self.clock())
         if not self.stores.alerts.resolve(alert["_id"], reason, self.clock(), {"code": code.value, "at": at}):
             return False
         self.stores.panel_row_marks.mark([alert["patient_id"]], "alert", self.clock())

@@ -1,6 +1,6 @@
 """Inputs of a panel row that no write marked, found by a review of what clinicians see: a rating recorded a few
-minutes ahead (a phone whose clock runs fast), a unit released, an alert raised by a pass that stopped before
-marking the row. Each row must agree with the review page as
+minutes ahead (a phone whose clock runs fast), a unit released, an alert raised or resolved by a pass that
+stopped before marking the row. Each row must agree with the review page as
 soon as the input counts, not at the patient's next local midnight."""
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ def _clinic(db, settings):
     return services, clinician, patient
 
 
-def _rate(services, patient_id: str, at: datetime, nrs: int) -> None:
-    services.diary.record_entry(Grant(patient_id, Relationship.SELF), {
+def _rate(services, patient_id: str, at: datetime, nrs: int) -> dict:
+    return services.diary.record_entry(Grant(patient_id, Relationship.SELF), {
         "client_entry_id": f"e-{at.timestamp()}-{nrs}", "nrs": nrs, "context": None, "recorded_at": at, "bpi": None,
         "session_record_id": None, "phase": None})
 
@@ -93,3 +93,34 @@ def test_an_alert_raised_by_a_pass_stopped_before_marking_the_row_reaches_the_pa
     traveller.shift(timedelta(minutes=1))
     services.panel_rows.refresh_due()
     assert services.review.summary(patient).open_alerts == 1
+
+
+def test_an_alert_resolved_by_a_pass_stopped_before_marking_the_row_leaves_the_panel_with_the_next_pass(
+        jobs_db, settings, traveller, monkeypatch):
+    services, clinician, patient = _clinic(jobs_db, settings)
+    wall = datetime.now(UTC)
+    services.gateways.bind_unit(patient.id, "CTU-S0001", "companion-tens", bound_at=wall - timedelta(days=30))
+    jobs_db.devices.update_one({"_id": "CTU-S0001"}, {"$set": {"status.last_seen_at": wall}})
+    traveller.shift(timedelta(hours=25))
+    services.alerts.evaluate()
+    services.review.panel_page(clinician.id)
+    assert services.review.summary(patient).open_alerts == 1  # the unit has been silent for a day
+    services.ingestion.device_status(patient.id, [{"serial": "CTU-S0001", "battery_pct": 70, "firmware": "1.4.2",
+                                                   "last_seen_at": datetime.now(UTC), "last_error": None}])
+    traveller.shift(timedelta(minutes=1))
+    services.panel_rows.refresh_due()  # the status's own mark is answered before the alerts job runs
+    mark = services.stores.panel_row_marks.mark
+
+    def mark_until_resolved(*args):
+        if jobs_db.alerts.count_documents({"patient_id": patient.id, "resolved_at": {"$ne": None}}):
+            _dead_database()
+        return mark(*args)
+
+    monkeypatch.setattr(services.stores.panel_row_marks, "mark", mark_until_resolved)
+    services.alerts.evaluate()  # (the failure is logged and counted; the alert stands resolved)
+    monkeypatch.undo()
+    assert jobs_db.alerts.find_one({"patient_id": patient.id})["resolved_at"] is not None
+    traveller.shift(timedelta(minutes=1))
+    services.alerts.evaluate()
+    services.panel_rows.refresh_due()
+    assert services.review.summary(patient).open_alerts == 0
