@@ -122,6 +122,9 @@ def mark_closed_missed(occurrences: Occurrences, changes: Changes, closed: list[
         by_patient[occurrence["patient_id"]].append(occurrence)
     marked = []
     for patient_id, items in by_patient.items():
+        # Their today is touched before the marks as well as after: a pass stopped between the marks and the touch
+        # after them would leave their today showing these reminders pending until the next write or day.
+        today.touch([patient_id])
         with changes.stamp(patient_id, occurrences, len(items)) as first:
             marked += [o for n, o in enumerate(items)
                        if occurrences.mark_one_missed(o["_id"], at, first + n, o["_id"] in summary_due)]

@@ -301,6 +301,31 @@ def test_a_missed_pass_stopped_midway_is_finished_by_the_next_with_one_summary_p
     assert jobs_db.reminder_occurrences.count_documents({"missed_summary": "due"}) == 0
 
 
+def test_a_reminder_marked_missed_by_a_pass_stopped_before_touching_today_shows_missed_in_today(
+        jobs_db, settings, clock, traveller, sender, monkeypatch):
+    patient, _ = _one_patient_with_phone(jobs_db)
+    daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02")
+    traveller.move_to(datetime(2026, 3, 2, 10, 30, tzinfo=UTC))
+    assert services_on(jobs_db, settings, clock, sender).progress.today(patient.id)["reminders"]["pending"] == 1
+    traveller.move_to(datetime(2026, 3, 2, 11, 5, tzinfo=UTC))  # its window closed at 11:00
+    services = services_on(jobs_db, settings, clock, sender)
+    touch = services.stores.today_rows.touch
+
+    def touch_until_marked(*args):
+        if jobs_db.reminder_occurrences.count_documents({"patient_id": patient.id, "status": "missed"}):
+            _dead_database()
+        return touch(*args)
+
+    monkeypatch.setattr(services.stores.today_rows, "touch", touch_until_marked)
+    with pytest.raises(ConnectionFailure):
+        services.reminder_dispatch.mark_missed()
+    monkeypatch.undo()
+    traveller.move_to(datetime(2026, 3, 2, 11, 10, tzinfo=UTC))
+    services.reminder_dispatch.mark_missed()
+    today = services.progress.today(patient.id)["reminders"]
+    assert (today["pending"], today["missed"]) == (0, 1)
+
+
 def test_the_summary_after_an_outage_waits_for_the_end_of_quiet_hours(jobs_db, settings, clock, traveller, sender):
     patient, _ = _three_reminders(jobs_db)
     services_on(jobs_db, settings, clock, sender).stores.users.update_profile(
