@@ -167,6 +167,9 @@ class AlertService:
         if created and report is not None:
             report.raised[candidate.kind.value] = report.raised.get(candidate.kind.value, 0) + 1
         if not created and alert.get("resolved_at") is not None:
+            # Marked before reopening as well as after (below): as for a resolution, a pass stopped between the two
+            # would leave the row not counting the alert.
+            self.stores.panel_row_marks.mark([candidate.patient_id], "alert", self.clock())
             alerts.reopen(alert["_id"])
             alert = {**alert, "resolved_at": None, "resolved_reason": None, "resolution": None}
             created = True

@@ -1,7 +1,7 @@
 """Inputs of a panel row that no write marked, found by a review of what clinicians see: a rating recorded a few
-minutes ahead (a phone whose clock runs fast), a unit released, an alert raised or resolved by a pass that
-stopped before marking the row. Each row must agree with the review page as
-soon as the input counts, not at the patient's next local midnight."""
+minutes ahead (a phone whose clock runs fast), a unit released, an alert raised, resolved or reopened by a
+pass that stopped before marking the row. Each row must agree with the review page as soon as the input counts,
+not at the patient's next local midnight."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pymongo.errors import ConnectionFailure
 from companion.api.ingestion import SessionRecordSchema
 from companion.clock import now
 from companion.domain.access import Grant, Relationship
+from companion.domain.alerts import Resolution
 from companion.domain.review import PanelFilter
 from companion.services.read_models import panel_row_doc
 from companion.store.relationships import CareTeams
@@ -124,3 +125,44 @@ def test_an_alert_resolved_by_a_pass_stopped_before_marking_the_row_leaves_the_p
     services.alerts.evaluate()
     services.panel_rows.refresh_due()
     assert services.review.summary(patient).open_alerts == 0
+
+
+def test_an_alert_reopened_by_a_pass_stopped_before_marking_the_row_reaches_the_panel_with_the_next_pass(
+        jobs_db, settings, traveller, monkeypatch):
+    services, clinician, patient = _clinic(jobs_db, settings)
+    wall = datetime.now(UTC)
+    jobs_db.therapy_plans.insert_one({
+        "_id": "plan-1", "patient_id": patient.id, "version": 1, "created_at": wall - timedelta(days=10),
+        "created_by": "clinician", "active_from": wall - timedelta(days=10), "active_to": None,
+        "tens": {"sessions_per_day": 2, "daily_minutes_target": None, "minutes_per_session": 30,
+                 "start_date": (wall - timedelta(days=10)).date().isoformat(), "end_date": None,
+                 "counts_towards_adherence": True},
+        "medications": [], "mindfulness": {}})  # no session at all: every day is low
+    for _ in range(4):
+        traveller.shift(timedelta(days=1))
+        services.adherence_job.run()
+    [alert] = list(jobs_db.alerts.find({"patient_id": patient.id, "kind": "low_adherence"}))
+    services.alerts.resolve(alert, "resolved by hand for the test", Resolution.ADHERENCE_REACHED)
+    traveller.shift(timedelta(minutes=1))
+    services.panel_rows.refresh_due()
+    assert services.review.summary(patient).open_alerts == 0
+    mark = services.stores.panel_row_marks.mark
+
+    def mark_until_reopened(*args):
+        if jobs_db.alerts.count_documents({"_id": alert["_id"], "resolved_at": None}):
+            _dead_database()
+        return mark(*args)
+
+    # Data for yesterday arrives that changes nothing (its own mark answered by the refresher): the job judges the
+    # run again, which still holds, and reopens the alert.
+    services.touched_days.dates(patient.id, {datetime.now(UTC).date() - timedelta(days=1)}, "session")
+    traveller.shift(timedelta(minutes=1))
+    services.panel_rows.refresh_due()
+    monkeypatch.setattr(services.stores.panel_row_marks, "mark", mark_until_reopened)
+    services.adherence_job.run()  # (the failure is logged and counted)
+    monkeypatch.undo()
+    assert jobs_db.alerts.find_one({"_id": alert["_id"]})["resolved_at"] is None
+    traveller.shift(timedelta(hours=1))
+    services.adherence_job.run()
+    services.panel_rows.refresh_due()
+    assert services.review.summary(patient).open_alerts == 1
