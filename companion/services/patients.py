@@ -79,7 +79,6 @@ class Profiles:
             return updated
         raise Conflict("the profile is being changed by someone else right now; try again")
 
-
     def _finish_a_retry(self, patient: Account, changes: dict) -> None:
         """A change that changes nothing may be the retry of one stopped after its write: within a day of the
         last change (or of a move, for a zone named again), what follows a change is done again (each step is
