@@ -10,6 +10,7 @@ from marshmallow.exceptions import ValidationError
 
 from companion.api import examples
 from companion.domain.access import Role
+from companion.domain.localtime import is_known_zone
 from companion.http import services
 from companion.http.schemas import Pattern, StrictSchema, text
 from companion.http.security import allow, client_address, current_actor, public
@@ -19,12 +20,8 @@ blp = Blueprint("auth", __name__, url_prefix="/api/v1/auth", description="Accoun
 
 
 def valid_zone(value: str) -> None:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValidationError("not a known IANA time zone (e.g. Europe/London)") from exc
+    if not is_known_zone(value):
+        raise ValidationError("not a known IANA time zone (e.g. Europe/London)")
 
 
 class SignUpSchema(StrictSchema):

@@ -21,7 +21,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from functools import cached_property
+from functools import cache, cached_property
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 # How far ahead of the server a moment a phone reports may lie (its clock runs a little fast): accepted, and it
@@ -37,9 +37,17 @@ def zone_named(name: str) -> ZoneInfo:
         raise ValueError(f"unknown time zone {name!r}") from exc
 
 
+@cache
+def _zone_names() -> frozenset[str]:
+    # "localtime" is this server's own zone (a link to /etc/localtime), not a zone of the IANA database: a patient
+    # given it would follow the server's clock, and another server may have no such file.
+    return frozenset(available_timezones() - {"localtime"})
+
+
 def is_known_zone(name: str) -> bool:
-    """Tell whether ``name`` is an IANA zone this installation knows."""
-    return name in available_timezones()
+    """Tell whether ``name`` is an IANA zone this installation knows (by its name in the database: not a file
+    of the zone directory such as ``right/Europe/London``, ``posixrules`` or ``localtime``)."""
+    return isinstance(name, str) and name in _zone_names()
 
 
 def require_utc(instant: datetime, name: str = "instant") -> datetime:

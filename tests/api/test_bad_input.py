@@ -25,6 +25,8 @@ BAD_SIGNUPS = {
     "operator key": {**VALID_SIGNUP, "$where": "1"},
     "dotted key": {**VALID_SIGNUP, "a.b": 1},
     "unknown zone": {**VALID_SIGNUP, "time_zone": "Mars/Olympus"},
+    "the server's own zone": {**VALID_SIGNUP, "time_zone": "localtime"},
+    "a leap-second zone": {**VALID_SIGNUP, "time_zone": "right/Europe/London"},
     "too long": {**VALID_SIGNUP, "display_name": "x" * 101},
     "role escalation": {**VALID_SIGNUP, "role": "admin"},
 }

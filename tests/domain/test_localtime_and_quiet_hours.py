@@ -84,6 +84,10 @@ def test_unknown_zone_and_naive_instants_are_rejected():
     with pytest.raises(ValueError, match="unknown time zone"):
         zone_named("Mars/Olympus_Mons")
     assert not is_known_zone("Mars/Olympus_Mons") and is_known_zone("Asia/Kolkata")
+    # Files of the zone directory that are not zones of the database: the server's own zone, leap-second time
+    # (27 seconds off), a copy, the rules file; and a name that ZoneInfo would read as a path.
+    for name in ("localtime", "right/Europe/London", "posix/Europe/London", "posixrules", "Europe/London\n"):
+        assert not is_known_zone(name), name
     with pytest.raises(ValueError, match="timezone-aware"):
         require_utc(datetime(2025, 1, 1))
     with pytest.raises(ValueError):
