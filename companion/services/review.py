@@ -219,6 +219,8 @@ class Review:
         text = text.strip()
         if not 1 <= len(text) <= NOTE_MAX:
             raise Invalid(f"a note needs between 1 and {NOTE_MAX} characters", errors={"text": ["1 to 5000 characters"]})
+        if "\x00" in text:  # the API's schema refuses it; the page's form comes here as it was typed
+            raise Invalid("a note may not hold a NUL character", errors={"text": ["may not hold a NUL character"]})
         return self._with_authors([self.stores.clinical_notes.add(patient_id, author_id, text)])[0]
 
     def _with_authors(self, notes: list[dict]) -> list[dict]:

@@ -56,6 +56,8 @@ class TensSessions:
         recomputed. Deciding again replaces the earlier decision."""
         if action not in RESOLUTIONS:
             raise Invalid("resolve a session by counting or excluding it", errors={"action": list(RESOLUTIONS)})
+        if note is not None and "\x00" in note:  # the API's schema refuses it; the page's form comes here as sent
+            raise Invalid("a note may not hold a NUL character", errors={"note": ["may not hold a NUL character"]})
         doc = self.records.get(record_id)
         if doc is None or (doc.get("patient_id") != patient_id
                            and patient_id not in (doc.get("candidate_patient_ids") or [])):

@@ -105,6 +105,18 @@ def test_acknowledging_from_the_page_needs_the_form_token(client, world, seed, d
     assert db.alerts.find_one({"_id": alert["_id"]})["acknowledged_by"] == world["clinician_team"].id
 
 
+def test_a_note_from_the_page_with_a_nul_character_is_refused_and_stores_nothing(client, world, db):
+    """The API's schema refuses a NUL in a person's text; the page's form reaches the service as it was sent."""
+    sign_in(client, world["clinician_team"].email)
+    url = f"/clinician/patients/{world['patient_a'].id}"
+    csrf = page_csrf(client.get(url).get_data(as_text=True))
+    refused = client.post(f"{url}/notes", data={"csrf_token": csrf, "text": "call\x00back"})
+    assert refused.status_code == 422 and "NUL" in refused.get_data(as_text=True)
+    assert db.clinical_notes.count_documents({}) == 0
+    assert client.post(f"{url}/notes", data={"csrf_token": csrf, "text": "call back"}).status_code == 303
+    assert db.clinical_notes.count_documents({}) == 1
+
+
 def test_a_clinician_outside_the_team_gets_404_on_every_patient_page(client, world, seed):
     alert = seed.alert(world["patient_a"].id, datetime.now(UTC))
     sign_in(client, world["clinician_other"].email)
@@ -171,6 +183,10 @@ def test_the_patient_page_shows_how_sure_session_times_are_and_lets_the_clinicia
     page = client.get(f"/clinician/patients/{a}").get_data(as_text=True)
     assert "2 exact" in page and "1 corrected" in page and "Held back from the figures" in page
     assert "duration must be more than 0" in page and f"{serial}:3" in page
+    refused = client.post(f"/clinician/patients/{a}/sessions/{serial}:3/resolve",
+                          data={"csrf_token": page_csrf(page), "action": "exclude", "note": "odd\x00one"})
+    assert refused.status_code == 422 and "NUL" in refused.get_data(as_text=True)
+    assert services.db.session_records.find_one({"_id": f"{serial}:3"}).get("resolution") is None
     answer = client.post(f"/clinician/patients/{a}/sessions/{serial}:3/resolve",
                          data={"csrf_token": page_csrf(page), "action": "exclude"})
     assert answer.status_code == 303
