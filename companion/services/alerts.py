@@ -484,6 +484,8 @@ class AlertService:
 
     def acknowledge(self, patient_id: str, alert_id: str, clinician_id: str) -> dict:
         """Acknowledge an alert (a care-team act). Acknowledging twice keeps the first acknowledgement."""
+        # The panel row counts open alerts: marked before the acknowledgement as well as after, as for a resolution.
+        self.stores.panel_row_marks.mark([patient_id], "alert", self.clock())
         alert = self.stores.alerts.acknowledge(patient_id, alert_id, clinician_id, self.clock())
         if alert is None:
             raise NotFound("no such alert")

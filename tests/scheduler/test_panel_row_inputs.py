@@ -1,12 +1,13 @@
 """Inputs of a panel row that no write marked, found by a review of what clinicians see: a rating recorded a few
-minutes ahead (a phone whose clock runs fast), a unit released, an alert raised, resolved or reopened by a
-pass that stopped before marking the row. Each row must agree with the review page as soon as the input counts,
+minutes ahead (a phone whose clock runs fast), a unit released, an alert raised, resolved, reopened or
+acknowledged by a process that stopped before marking the row. Each row must agree with the review page as soon as the input counts,
 not at the patient's next local midnight."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from pymongo.errors import ConnectionFailure
 
 from companion.api.ingestion import SessionRecordSchema
@@ -166,3 +167,29 @@ def test_an_alert_reopened_by_a_pass_stopped_before_marking_the_row_reaches_the_
     services.adherence_job.run()
     services.panel_rows.refresh_due()
     assert services.review.summary(patient).open_alerts == 1
+
+
+def test_an_alert_acknowledged_by_a_request_stopped_before_marking_the_row_leaves_the_panel(
+        jobs_db, settings, traveller, monkeypatch):
+    services, clinician, patient = _clinic(jobs_db, settings)
+    wall = datetime.now(UTC)
+    for hours, nrs in ((3, 8), (1, 9)):
+        _rate(services, patient.id, wall - timedelta(hours=hours), nrs)
+    services.alerts.evaluate()
+    services.review.panel_page(clinician.id)
+    assert services.review.summary(patient).open_alerts == 1
+    [alert] = list(jobs_db.alerts.find({"patient_id": patient.id}))
+    mark = services.stores.panel_row_marks.mark
+
+    def mark_until_acknowledged(*args):
+        if jobs_db.alerts.count_documents({"_id": alert["_id"], "acknowledged_at": {"$ne": None}}):
+            _dead_database()
+        return mark(*args)
+
+    monkeypatch.setattr(services.stores.panel_row_marks, "mark", mark_until_acknowledged)
+    with pytest.raises(ConnectionFailure):
+        services.alerts.acknowledge(patient.id, alert["_id"], clinician.id)
+    monkeypatch.undo()
+    traveller.shift(timedelta(minutes=1))
+    services.panel_rows.refresh_due()
+    assert services.review.summary(patient).open_alerts == 0
