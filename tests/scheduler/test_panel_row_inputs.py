@@ -1,7 +1,7 @@
 """Inputs of a panel row that no write marked, found by a review of what clinicians see: a rating recorded a few
 minutes ahead (a phone whose clock runs fast), a unit released, an alert raised, resolved, reopened or
-acknowledged by a process that stopped before marking the row. Each row must agree with the review page as soon as the input counts,
-not at the patient's next local midnight."""
+acknowledged by a process that stopped before marking the row. Each row must agree with the review page as
+soon as the input counts, not at the patient's next local midnight."""
 
 from __future__ import annotations
 
