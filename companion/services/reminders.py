@@ -318,6 +318,10 @@ class ReminderService:
         writes = len(moves) + len(revivals) + len(stale) + len(new)
         if not writes:
             return 0, None
+        called_off = list(self.occurrences.by_ids(stale).values()) if stale else []
+        # What was queued to remind of them never goes out: withdrawn before they are cancelled as well as after (a
+        # retry finds nothing left to cancel, so a process stopped between the two would leave it queued).
+        self._withdraw_called_off(patient_id, called_off)
         with self.changes.stamp(patient_id, self.occurrences, writes) as seq:
             for key, fields in moves:
                 self.occurrences.move_pending(key, fields, seq)
@@ -328,12 +332,14 @@ class ReminderService:
             self.occurrences.cancel_pending(stale, seq, current)
             seq += len(stale)
             added = self.occurrences.insert_new([{**doc, "seq": seq + n} for n, doc in enumerate(new)])
-        if stale:  # what was queued to remind of them never goes out
-            called_off = self.occurrences.by_ids(stale).values()
-            self.outbox.withdraw_sources(patient_id, [k for o in called_off for k in reminding_keys_of(o)],
-                                         REMINDER_CALLED_OFF)
+        self._withdraw_called_off(patient_id, called_off)  # (one queued while they were being cancelled)
         self.today.touch([patient_id])
         return added, _basis(patient, reminders)
+
+    def _withdraw_called_off(self, patient_id: str, called_off: list[dict]) -> None:
+        if called_off:
+            self.outbox.withdraw_sources(patient_id, [k for o in called_off for k in reminding_keys_of(o)],
+                                         REMINDER_CALLED_OFF)
 
     def _open_unwanted(self, patient_id: str, reminders: list[dict], history, kept: dict, current: datetime
                        ) -> list[str]:

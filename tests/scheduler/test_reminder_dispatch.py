@@ -326,6 +326,31 @@ def test_a_reminder_marked_missed_by_a_pass_stopped_before_touching_today_shows_
     assert (today["pending"], today["missed"]) == (0, 1)
 
 
+def test_a_stop_interrupted_between_cancelling_and_withdrawing_is_finished_by_its_retry_and_nothing_goes_out(
+        jobs_db, settings, clock, traveller, sender, emulator, monkeypatch):
+    patient, token = _one_patient_with_phone(jobs_db)
+    reminder = daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02")
+    traveller.move_to(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))
+    services = services_on(jobs_db, settings, clock, sender)
+    services.reminder_dispatch.dispatch_due()  # its push is queued, not sent yet
+    [queued] = list(jobs_db.push_outbox.find({"recipient_user_id": patient.id}))
+    withdraw = services.stores.outbox.withdraw_sources
+
+    def withdraw_until_cancelled(*args):
+        if jobs_db.reminder_occurrences.count_documents({"patient_id": patient.id, "status": "cancelled"}):
+            _dead_database()
+        return withdraw(*args)
+
+    monkeypatch.setattr(services.stores.outbox, "withdraw_sources", withdraw_until_cancelled)
+    with pytest.raises(ConnectionFailure):
+        services.reminders.stop(patient.id, reminder["_id"])
+    monkeypatch.undo()
+    services.reminders.stop(patient.id, reminder["_id"])  # the app's retry
+    services.push.send_due(owner="test-worker")
+    assert emulator.delivered_to(token) == []
+    assert jobs_db.push_outbox.find_one({"_id": queued["_id"]})["state"] == "withdrawn"
+
+
 def test_the_summary_after_an_outage_waits_for_the_end_of_quiet_hours(jobs_db, settings, clock, traveller, sender):
     patient, _ = _three_reminders(jobs_db)
     services_on(jobs_db, settings, clock, sender).stores.users.update_profile(
