@@ -19,6 +19,7 @@ from companion.services.read_models import panel_row_doc
 from companion.store.relationships import CareTeams
 from tests.scheduler.helpers import make_person, services_on
 from tests.support.records import session_record
+from tests.support.stops import dead_database, fail_once
 
 
 def _clinic(db, settings):
@@ -74,9 +75,6 @@ def test_a_released_unit_leaves_the_panels_last_sync_at_once(jobs_db, settings, 
     assert (row.days_since_sync, row.reasons) == (None, [])
 
 
-def _dead_database(*args, **kwargs):
-    raise ConnectionFailure("the database went away between the alert and its panel mark")
-
 
 def test_an_alert_raised_by_a_pass_stopped_before_marking_the_row_reaches_the_panel_with_the_next_pass(
         jobs_db, settings, traveller, monkeypatch):
@@ -86,7 +84,7 @@ def test_an_alert_raised_by_a_pass_stopped_before_marking_the_row_reaches_the_pa
         _rate(services, patient.id, wall - timedelta(hours=hours), nrs)
     services.review.panel_page(clinician.id)
     assert services.review.summary(patient).open_alerts == 0
-    monkeypatch.setattr(services.stores.panel_row_marks, "mark", _dead_database)
+    monkeypatch.setattr(services.stores.panel_row_marks, "mark", dead_database)
     services.alerts.evaluate()  # (the failure is logged and counted; the alert stands, unmarked and unnotified)
     monkeypatch.undo()
     assert jobs_db.alerts.count_documents({"patient_id": patient.id, "kind": "pain_flare"}) == 1
@@ -111,14 +109,8 @@ def test_an_alert_resolved_by_a_pass_stopped_before_marking_the_row_leaves_the_p
                                                    "last_seen_at": datetime.now(UTC), "last_error": None}])
     traveller.shift(timedelta(minutes=1))
     services.panel_rows.refresh_due()  # the status's own mark is answered before the alerts job runs
-    mark = services.stores.panel_row_marks.mark
-
-    def mark_until_resolved(*args):
-        if jobs_db.alerts.count_documents({"patient_id": patient.id, "resolved_at": {"$ne": None}}):
-            _dead_database()
-        return mark(*args)
-
-    monkeypatch.setattr(services.stores.panel_row_marks, "mark", mark_until_resolved)
+    fail_once(monkeypatch, services.stores.panel_row_marks, "mark",
+              lambda: jobs_db.alerts.count_documents({"patient_id": patient.id, "resolved_at": {"$ne": None}}))
     services.alerts.evaluate()  # (the failure is logged and counted; the alert stands resolved)
     monkeypatch.undo()
     assert jobs_db.alerts.find_one({"patient_id": patient.id})["resolved_at"] is not None
@@ -147,19 +139,14 @@ def test_an_alert_reopened_by_a_pass_stopped_before_marking_the_row_reaches_the_
     traveller.shift(timedelta(minutes=1))
     services.panel_rows.refresh_due()
     assert services.review.summary(patient).open_alerts == 0
-    mark = services.stores.panel_row_marks.mark
-
-    def mark_until_reopened(*args):
-        if jobs_db.alerts.count_documents({"_id": alert["_id"], "resolved_at": None}):
-            _dead_database()
-        return mark(*args)
 
     # Data for yesterday arrives that changes nothing (its own mark answered by the refresher): the job judges the
     # run again, which still holds, and reopens the alert.
     services.touched_days.dates(patient.id, {datetime.now(UTC).date() - timedelta(days=1)}, "session")
     traveller.shift(timedelta(minutes=1))
     services.panel_rows.refresh_due()
-    monkeypatch.setattr(services.stores.panel_row_marks, "mark", mark_until_reopened)
+    fail_once(monkeypatch, services.stores.panel_row_marks, "mark",
+              lambda: jobs_db.alerts.count_documents({"_id": alert["_id"], "resolved_at": None}))
     services.adherence_job.run()  # (the failure is logged and counted)
     monkeypatch.undo()
     assert jobs_db.alerts.find_one({"_id": alert["_id"]})["resolved_at"] is None
@@ -179,14 +166,9 @@ def test_an_alert_acknowledged_by_a_request_stopped_before_marking_the_row_leave
     services.review.panel_page(clinician.id)
     assert services.review.summary(patient).open_alerts == 1
     [alert] = list(jobs_db.alerts.find({"patient_id": patient.id}))
-    mark = services.stores.panel_row_marks.mark
 
-    def mark_until_acknowledged(*args):
-        if jobs_db.alerts.count_documents({"_id": alert["_id"], "acknowledged_at": {"$ne": None}}):
-            _dead_database()
-        return mark(*args)
-
-    monkeypatch.setattr(services.stores.panel_row_marks, "mark", mark_until_acknowledged)
+    fail_once(monkeypatch, services.stores.panel_row_marks, "mark",
+              lambda: jobs_db.alerts.count_documents({"_id": alert["_id"], "acknowledged_at": {"$ne": None}}))
     with pytest.raises(ConnectionFailure):
         services.alerts.acknowledge(patient.id, alert["_id"], clinician.id)
     monkeypatch.undo()

@@ -15,6 +15,7 @@ from companion.domain.quiet_hours import QuietHours
 from companion.notify.push import PushSender, TransportRetry
 from companion.store.outbox import Outbox
 from tests.scheduler.helpers import daily_reminder, make_person, own, phone, run_minute, services_on
+from tests.support.stops import dead_database, fail_once
 
 # zone, local date, local time, expected UTC instant (worked out by hand from the zone's offsets)
 DST_CASES = {
@@ -132,7 +133,7 @@ def test_a_nudge_queued_by_a_pass_stopped_before_noting_it_is_counted_by_the_nex
     run_minute(jobs_db, settings, clock, sender)
     traveller.move_to(start + timedelta(minutes=10))
     services = services_on(jobs_db, settings, clock, sender)
-    monkeypatch.setattr(services.stores.occurrences, "note_nudge", _dead_database)
+    monkeypatch.setattr(services.stores.occurrences, "note_nudge", dead_database)
     with pytest.raises(ConnectionFailure):
         services.reminder_dispatch.dispatch_due()
     monkeypatch.undo()
@@ -259,9 +260,6 @@ def test_a_reminder_quiet_hours_hold_past_its_window_brings_no_update_push_at_ni
     assert emulator.delivered_to(token) == [] and jobs_db.push_outbox.count_documents({}) == 0
 
 
-def _dead_database(*args, **kwargs):
-    raise ConnectionFailure("the database went away in the middle of the missed-marking pass")
-
 
 @pytest.mark.parametrize("stopped", ["between two patients' marks", "before the summaries",
                                      "after the summaries, on the next day"])
@@ -278,7 +276,7 @@ def test_a_missed_pass_stopped_midway_is_finished_by_the_next_with_one_summary_p
     if stopped == "between two patients' marks":
         second_ids = {o["_id"] for o in jobs_db.reminder_occurrences.find({"patient_id": second.id})}
         mark = occurrences.mark_one_missed
-        monkeypatch.setattr(occurrences, "mark_one_missed", lambda oid, *args: _dead_database() if oid in second_ids
+        monkeypatch.setattr(occurrences, "mark_one_missed", lambda oid, *args: dead_database() if oid in second_ids
                             else mark(oid, *args))
         with pytest.raises(ConnectionFailure):
             services.reminder_dispatch.mark_missed()
@@ -286,7 +284,7 @@ def test_a_missed_pass_stopped_midway_is_finished_by_the_next_with_one_summary_p
     else:
         write = (services.stores.outbox, "schedule") if stopped == "before the summaries" \
             else (occurrences, "note_summarised")
-        monkeypatch.setattr(*write, _dead_database)
+        monkeypatch.setattr(*write, dead_database)
         services.reminder_dispatch.mark_missed()  # (each patient's summary failing is logged and counted)
         assert jobs_db.reminder_occurrences.count_documents({"status": "missed"}) == 4
     monkeypatch.undo()
@@ -309,14 +307,8 @@ def test_a_reminder_marked_missed_by_a_pass_stopped_before_touching_today_shows_
     assert services_on(jobs_db, settings, clock, sender).progress.today(patient.id)["reminders"]["pending"] == 1
     traveller.move_to(datetime(2026, 3, 2, 11, 5, tzinfo=UTC))  # its window closed at 11:00
     services = services_on(jobs_db, settings, clock, sender)
-    touch = services.stores.today_rows.touch
-
-    def touch_until_marked(*args):
-        if jobs_db.reminder_occurrences.count_documents({"patient_id": patient.id, "status": "missed"}):
-            _dead_database()
-        return touch(*args)
-
-    monkeypatch.setattr(services.stores.today_rows, "touch", touch_until_marked)
+    fail_once(monkeypatch, services.stores.today_rows, "touch",
+              lambda: jobs_db.reminder_occurrences.count_documents({"patient_id": patient.id, "status": "missed"}))
     with pytest.raises(ConnectionFailure):
         services.reminder_dispatch.mark_missed()
     monkeypatch.undo()
@@ -334,14 +326,8 @@ def test_a_stop_interrupted_between_cancelling_and_withdrawing_is_finished_by_it
     services = services_on(jobs_db, settings, clock, sender)
     services.reminder_dispatch.dispatch_due()  # its push is queued, not sent yet
     [queued] = list(jobs_db.push_outbox.find({"recipient_user_id": patient.id}))
-    withdraw = services.stores.outbox.withdraw_sources
-
-    def withdraw_until_cancelled(*args):
-        if jobs_db.reminder_occurrences.count_documents({"patient_id": patient.id, "status": "cancelled"}):
-            _dead_database()
-        return withdraw(*args)
-
-    monkeypatch.setattr(services.stores.outbox, "withdraw_sources", withdraw_until_cancelled)
+    fail_once(monkeypatch, services.stores.outbox, "withdraw_sources",
+              lambda: jobs_db.reminder_occurrences.count_documents({"patient_id": patient.id, "status": "cancelled"}))
     with pytest.raises(ConnectionFailure):
         services.reminders.stop(patient.id, reminder["_id"])
     monkeypatch.undo()
