@@ -149,6 +149,9 @@ def install(app: Flask) -> None:
             # Refused, and recorded under the account or gateway the token names if it is one we signed (a session
             # ended by a deactivation, a closure or a revoked gateway): the patient's history says who tried.
             g.actor = services().tokens.claimed_actor(token)
+            if g.actor is not None and g.actor.role is Role.GATEWAY:
+                # Its calls name no patient in the URL: its record still says whose data they were about.
+                auditing.deny(services().gateways.paired_with(g.actor.id))
             raise
         if g.actor.role.value not in roles:
             raise Forbidden("this role may not call this route")

@@ -115,6 +115,12 @@ class Gateways:
             raise Unauthorized("unknown or revoked gateway")
         return gateway.patient_id
 
+    def paired_with(self, gateway_id: str) -> str | None:
+        """The patient a gateway was paired with, revoked or not (None for an unknown one): whose data its
+        refused calls were about."""
+        gateway = self.gateways.get(gateway_id)
+        return gateway.patient_id if gateway else None
+
     def units_of(self, patient_id: str) -> list[TensUnit]:
         """The TENS units bound to a patient, with their last known status."""
         return self.devices.for_patient(patient_id)

@@ -4,6 +4,7 @@ account's state on every request, so the next request after any of these is refu
 
 from __future__ import annotations
 
+from tests.support.records import session_record
 from tests.support.world import PASSWORD, login
 
 NEW_PASSWORD = "a completely new passphrase"
@@ -126,6 +127,22 @@ def test_a_deactivated_patients_gateway_is_refused(client, world):
     assert client.post(f"/api/v1/admin/users/{patient.id}/deactivation", headers=admin.headers,
                        json={"reason": "moved to another clinic"}).status_code == 200
     assert client.get("/api/v1/gateway/devices", headers=gateway.headers).status_code == 401
+
+
+def test_a_revoked_gateways_refused_calls_name_the_patient_it_belonged_to(client, world, db):
+    patient, gateway = world["patient_a"], world["gateway_a"]
+    assert client.delete(f"/api/v1/patients/{patient.id}/gateways/{gateway.id}",
+                         headers=patient.headers).status_code == 204
+    assert client.post("/api/v1/gateway/session-records", headers=gateway.headers,
+                       json={"records": [session_record(world.a_device, 1)]}).status_code == 401
+    assert client.post("/api/v1/gateway/device-status", headers=gateway.headers, json={"devices": [{
+        "serial": world.a_device, "battery_pct": 50, "firmware": "1.0", "last_seen_at": "2026-01-01T00:00:00Z"}]}) \
+        .status_code == 401
+    refused = list(db.audit_events.find({"actor_id": gateway.id, "outcome": "denied"}))
+    assert sorted((e["route"], e["patient_ids"]) for e in refused) == [
+        ("/api/v1/gateway/device-status", [patient.id]), ("/api/v1/gateway/session-records", [patient.id])]
+    history = client.get(f"/api/v1/patients/{patient.id}/access-log", headers=patient.headers).json["items"]
+    assert sum(e["actor_id"] == gateway.id and e["outcome"] == "denied" for e in history) == 2
 
 
 def test_admins_find_accounts_by_email_and_see_their_state(client, world):
