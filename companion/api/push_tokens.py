@@ -154,4 +154,9 @@ class Receipts(MethodView):
         """The app got (``delivered``) or the person opened (``opened``) a notification; recipient only."""
         if not _OPAQUE_ID.fullmatch(notification_id):
             raise NotFound("no such notification for you")
+        # The notification's patient is named whatever the answer (a refusal too), which stays the same for a
+        # notification that is not the caller's as for none.
+        patient_id = services().notifications.patient_of(notification_id)
+        auditing.note(patient_ids=[patient_id] if patient_id else [], resource="notification", action="U",
+                      resource_ids=[notification_id])
         services().notifications.record_receipt(current_actor(), notification_id, body["receipt"])

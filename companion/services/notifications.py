@@ -153,6 +153,12 @@ class Notifications:
         patients who still share them)."""
         return _described(self._still_consented(actor, self.outbox.for_recipient(actor.id, limit=limit)))
 
+    def patient_of(self, notification_id: str) -> str | None:
+        """The patient a notification is about, whoever it was sent to (None for no such notification): whose
+        data a receipt for it concerns, refused or not."""
+        doc = self.outbox.get(notification_id)
+        return doc["patient_id"] if doc else None
+
     def record_receipt(self, actor: Actor, notification_id: str, receipt: str) -> None:
         """The recipient's app got (``delivered``) or the person opened (``opened``) a notification (not a
         caregiver whose access to the patient has ended)."""

@@ -64,6 +64,21 @@ def test_only_the_recipient_may_report_delivery_and_opening(client, world, servi
     assert doc["delivered_at"] is not None and doc["opened_at"] is not None
 
 
+def test_a_refused_receipt_names_the_notifications_patient_and_answers_as_for_no_notification(client, world,
+                                                                                               services, db):
+    patient, caregiver = world["patient_a"], world["caregiver_linked"]
+    not_theirs = _notification(services, patient, patient)
+    access_ended = _notification(services, caregiver, patient, source="reminder:occ-2")
+    services.stores.care_links.revoke_all(patient_id=patient.id, caregiver_id=caregiver.id)
+    answers = [client.post(f"/api/v1/me/notifications/{n}/receipts", headers=caregiver.headers,
+                           json={"receipt": "opened"}) for n in (not_theirs, access_ended, "0" * 24)]
+    assert {(a.status_code, a.json["detail"]) for a in answers} == {(404, "no such notification for you")}
+    refused = list(db.audit_events.find({"actor_id": caregiver.id, "route": "/api/v1/me/notifications/"
+                                         "<notification_id>/receipts", "status": 404}).sort([("at", 1), ("seq", 1)]))
+    assert [(e["patient_ids"], e["outcome"]) for e in refused] == [
+        ([patient.id], "denied"), ([patient.id], "denied"), ([None], "denied")]
+
+
 def test_the_app_learns_what_a_push_was_about_from_its_own_list(client, world, services):
     patient = world["patient_a"]
     notification = _notification(services, patient, patient, source="reminder:occ-7:repeat:2")
