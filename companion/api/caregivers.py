@@ -210,10 +210,13 @@ class OfferAcceptance(MethodView):
     def post(self, body, invitation_id):
         """Accept an offer (with the current password): the caller sees the patient's data, as the offer's
         permissions allow, until the patient revokes it or the caller leaves."""
+        # Noted before it is tried: a failed acceptance (a wrong password, an offer taken back or not made to the
+        # caller) is in the access log of the patient who made the offer too.
+        patient_id = services().care.patient_offering(invitation_id)
+        auditing.note(patient_ids=[patient_id] if patient_id else [], resource="care_link", action="C",
+                      resource_ids=[invitation_id])
         offer = services().care.answer_offer(caller_account(), invitation_id, accept=True,
                                              current_password=body["current_password"], address=client_address())
-        auditing.note(patient_ids=[offer["patient_id"]], resource="care_link", action="C",
-                      resource_ids=[offer["_id"]])
         return {"patient_id": offer["patient_id"], "status": offer["status"], "link_id": offer["link_id"]}
 
 

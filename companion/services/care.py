@@ -183,6 +183,11 @@ class Care:
                  "permissions": permissions_of(o["permissions"]), "offered_at": o["created_at"],
                  "expires_at": o["expires_at"]} for o in waiting]
 
+    def patient_offering(self, offer_id: str) -> str | None:
+        """The patient who made an offer, whoever it was made to and whatever its state (None for no such offer):
+        whose data an answer to it concerns, refused or not."""
+        return self.caregiver_offers.patient_of(offer_id)
+
     def answer_offer(self, caregiver: Account, offer_id: str, *, accept: bool, current_password: str | None = None,
                      address: str | None = None) -> dict:
         """The caregiver accepts (with their password: it gives their account access to someone's health data)

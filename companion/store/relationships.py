@@ -478,6 +478,11 @@ class CaregiverInvitations(_ToAnEmail):
     def get(self, invitation_id: str, patient_id: str) -> dict | None:
         return self.col.find_one({"_id": invitation_id, "patient_id": patient_id})
 
+    def patient_of(self, invitation_id: str) -> str | None:
+        """The patient who made an offer, whatever its state (None for no such offer)."""
+        doc = self.col.find_one({"_id": invitation_id}, {"patient_id": 1})
+        return doc["patient_id"] if doc else None
+
     def waiting(self, invitation_id: str, email_digest: str, at: datetime) -> dict | None:
         """One offer waiting for the owner of an email (not answered, not expired)."""
         return self.col.find_one({"_id": invitation_id, "email_digest": email_digest, "status": OPEN,

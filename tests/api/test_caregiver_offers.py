@@ -147,6 +147,23 @@ def test_only_the_owner_of_the_email_can_answer_an_offer(client, world, services
     assert _accept(client, world["caregiver_unlinked"], offered["id"]).status_code == 200
 
 
+def test_a_failed_acceptance_is_audited_naming_the_patient_who_made_the_offer(client, world, db):
+    patient, caregiver, intruder = world["patient_a"], world["caregiver_unlinked"], world["caregiver_linked"]
+    offered = _offer(client, patient, caregiver.email).json
+    taken_back = _offer(client, patient, "someone-else@example.org").json
+    assert client.delete(f"/api/v1/patients/{patient.id}/caregivers/{taken_back['id']}",
+                         headers=patient.headers).status_code == 204
+    assert _accept(client, caregiver, offered["id"], "not my password").status_code == 403
+    assert _accept(client, intruder, offered["id"]).status_code == 404
+    assert _accept(client, caregiver, taken_back["id"]).status_code == 404
+    assert _accept(client, caregiver, "0" * 24).status_code == 404
+    failed = list(db.audit_events.find({"route": "/api/v1/caregiver/invitations/<invitation_id>/acceptance",
+                                        "outcome": "denied"}).sort([("at", 1), ("seq", 1)]))
+    assert [(e["actor_id"], e["status"], e["patient_ids"]) for e in failed] == [
+        (caregiver.id, 403, [patient.id]), (intruder.id, 404, [patient.id]), (caregiver.id, 404, [patient.id]),
+        (caregiver.id, 404, [None])]
+
+
 def test_the_patient_takes_back_an_offer_and_ends_an_accepted_one_by_its_id(client, world, db):
     patient, caregiver = world["patient_a"], world["caregiver_unlinked"]
     taken_back = _offer(client, patient, caregiver.email).json
