@@ -227,4 +227,7 @@ class Offer(MethodView):
     @blp.doc(operationId="decline_caregiver_invitation")
     def delete(self, invitation_id):
         """Decline an offer (the patient is not told: they see it pending until it expires)."""
+        patient_id = services().care.patient_offering(invitation_id)  # named, refused or not, as for an acceptance
+        auditing.note(patient_ids=[patient_id] if patient_id else [], resource="caregiver_invitation", action="U",
+                      resource_ids=[invitation_id])
         services().care.answer_offer(caller_account(), invitation_id, accept=False)

@@ -164,6 +164,19 @@ def test_a_failed_acceptance_is_audited_naming_the_patient_who_made_the_offer(cl
         (caregiver.id, 404, [None])]
 
 
+def test_a_decline_refused_or_not_is_audited_naming_the_patient_who_made_the_offer(client, world, db):
+    patient, caregiver, intruder = world["patient_a"], world["caregiver_unlinked"], world["caregiver_linked"]
+    offered = _offer(client, patient, caregiver.email).json
+    url = f"/api/v1/caregiver/invitations/{offered['id']}"
+    assert client.delete(url, headers=intruder.headers).status_code == 404
+    assert client.delete(url, headers=caregiver.headers).status_code == 204
+    assert client.delete("/api/v1/caregiver/invitations/" + "0" * 24, headers=caregiver.headers).status_code == 404
+    answers = list(db.audit_events.find({"route": "/api/v1/caregiver/invitations/<invitation_id>",
+                                         "status": {"$ne": None}}).sort([("at", 1), ("seq", 1)]))
+    assert [(e["actor_id"], e["status"], e["patient_ids"]) for e in answers] == [
+        (intruder.id, 404, [patient.id]), (caregiver.id, 204, [patient.id]), (caregiver.id, 404, [None])]
+
+
 def test_the_patient_takes_back_an_offer_and_ends_an_accepted_one_by_its_id(client, world, db):
     patient, caregiver = world["patient_a"], world["caregiver_unlinked"]
     taken_back = _offer(client, patient, caregiver.email).json
