@@ -10,6 +10,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from companion.domain.access import Operation, Role
+from companion.domain.errors import Unauthorized
 from companion.http import auditing, services
 from companion.http.idempotency import idempotent
 from companion.http.schemas import Pattern, StrictSchema, text
@@ -109,7 +110,16 @@ class GatewayToken(MethodView):
     @blp.doc(operationId="get_gateway_token")
     def post(self, body):
         """A gateway's access token (15 minutes), from its id and secret."""
-        return services().gateways.token(body["gateway_id"], body["gateway_secret"], address=client_address())
+        gateways = services().gateways
+        try:
+            return gateways.token(body["gateway_id"], body["gateway_secret"], address=client_address())
+        except Unauthorized:
+            # A revoked gateway still asking (or anyone with its id): named in its patient's access log. The
+            # answer is the same as for no such gateway.
+            patient_id = gateways.paired_with(body["gateway_id"])
+            auditing.note(patient_ids=[patient_id] if patient_id else [], resource="gateway", action="R",
+                          resource_ids=[body["gateway_id"]])
+            raise
 
 
 @blp.route("/patients/<patient_id>/gateways")

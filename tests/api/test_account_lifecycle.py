@@ -145,6 +145,22 @@ def test_a_revoked_gateways_refused_calls_name_the_patient_it_belonged_to(client
     assert sum(e["actor_id"] == gateway.id and e["outcome"] == "denied" for e in history) == 2
 
 
+def test_a_revoked_gateway_asking_for_a_new_token_is_refused_naming_the_patient_it_belonged_to(client, world, db):
+    patient = world["patient_a"]
+    code = client.post(f"/api/v1/patients/{patient.id}/pairing-codes", headers=patient.headers).json["code"]
+    paired = client.post("/api/v1/gateways/pair", json={"code": code, "name": "hall"}).json
+    assert client.delete(f"/api/v1/patients/{patient.id}/gateways/{paired['gateway_id']}",
+                         headers=patient.headers).status_code == 204
+    credentials = {"gateway_id": paired["gateway_id"], "gateway_secret": paired["gateway_secret"]}
+    refused = client.post("/api/v1/auth/gateway-token", json=credentials)
+    unknown = client.post("/api/v1/auth/gateway-token", json={**credentials, "gateway_id": "0" * 24})
+    assert (refused.status_code, refused.json["detail"]) == (unknown.status_code, unknown.json["detail"])
+    assert refused.status_code == 401
+    events = list(db.audit_events.find({"route": "/api/v1/auth/gateway-token", "outcome": "denied"})
+                  .sort([("at", 1), ("seq", 1)]))
+    assert [e["patient_ids"] for e in events] == [[patient.id], [None]]
+
+
 def test_admins_find_accounts_by_email_and_see_their_state(client, world):
     admin, caregiver = world["admin"], world["caregiver_unlinked"]
     found = client.get("/api/v1/admin/users", query_string={"email": caregiver.email.upper()}, headers=admin.headers)
