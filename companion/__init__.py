@@ -73,6 +73,9 @@ def create_app(test_config: dict | None = None, *, services=None) -> Flask:
     settings = load_settings(test_config)
     configure_logging(settings.log_level)
     app = Flask(__name__)
+    # A path with "//" in it (an id such as "a://b") is no route's: answered 404 as problem details, not
+    # redirected (308, an HTML body) to another path.
+    app.url_map.merge_slashes = False
     app.json = IsoJSONProvider(app)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_content_length,

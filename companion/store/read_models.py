@@ -28,7 +28,7 @@ import json
 import re
 import struct
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
@@ -285,17 +285,17 @@ class PanelEntries:
     order). ``_id`` is the enrolment's (``<team>:<patient>``). Written with the row, from the same values
     (companion.services.read_models), deleted with the enrolment (companion.store.relationships)."""
 
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, teams_changed: Callable[[list[str]], None]):
+        """``teams_changed``: moves on these teams' panel versions (companion.store.relationships.CareTeams
+        .panel_changed), called after every write or deletion of their entries, so that a page kept under an
+        earlier version is never served again (companion.services.read_models.PanelReadModel.team_page)."""
         self.col = db.panel_entries
-        self.teams = db.care_teams
+        self.teams_changed = teams_changed
 
     def _changed(self, team_ids: Iterable[str]) -> None:
-        """Move on these teams' panel version (``panel_v`` on the care team's document, read with the team):
-        after every write or deletion of their entries, so that a page kept under an earlier version is never
-        served again (companion.services.read_models.PanelReadModel.team_page)."""
         wanted = sorted(set(team_ids))
         if wanted:
-            self.teams.update_many({"_id": {"$in": wanted}}, {"$inc": {"panel_v": 1}})
+            self.teams_changed(wanted)
 
     def save(self, row: dict, team_ids: Iterable[str], seq: int) -> None:
         """The row's entries, one for each of these teams (those the patient is enrolled in), each written unless

@@ -161,7 +161,7 @@ class CareTeams:
         self.teams = db.care_teams
         self.enrolments = db.team_enrolments
         self.ended = db.team_enrolments_ended  # the history of which teams had access, kept with the record
-        self.panel_entries = PanelEntries(db)
+        self.panel_entries = PanelEntries(db, self.panel_changed)
         self.panel_marks = PanelRowMarks(db)
 
     def create(self, name: str) -> CareTeam:
@@ -185,6 +185,10 @@ class CareTeams:
 
     def team_ids_of(self, clinician_id: str) -> list[str]:
         return [t["_id"] for t in self.teams.find({"clinician_ids": clinician_id}, {"_id": 1})]
+
+    def panel_changed(self, team_ids: list[str]) -> None:
+        """Move on these teams' panel versions (after a change to their panel entries)."""
+        self.teams.update_many({"_id": {"$in": team_ids}}, {"$inc": {"panel_v": 1}})
 
     def panel_versions_of(self, clinician_id: str) -> dict[str, int]:
         """The clinician's teams, each with its panel version (moved on by every change to the team's panel

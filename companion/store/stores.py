@@ -226,7 +226,7 @@ class Stores:
 
     @cached_property
     def panel_entries(self) -> PanelEntries:
-        return PanelEntries(self.db)
+        return self.care_teams.panel_entries  # (which moves its teams' panel versions on)
 
     @cached_property
     def panel_row_marks(self) -> PanelRowMarks:
