@@ -142,6 +142,11 @@ class DispatchResult:
     failed: int = 0
 
 
+def _zone_at(patient: Account | None, occurrence: dict, at: datetime) -> ZoneInfo:
+    """The patient's zone at ``at`` (from their zone history), or the occurrence's when they have none."""
+    return patient.zone_history().zone_at(at) if patient and patient.time_zone else ZoneInfo(occurrence["zone"])
+
+
 def _existing(outbox: Outbox, wanted: list[tuple[str, dict]]) -> dict[str, dict]:
     """The notifications already created for these (source key, occurrence) pairs, by source key (a
     reminder's pushes all go to the patient)."""
@@ -309,13 +314,13 @@ class ReminderDispatch:
         """The summary an occurrence belongs to: its patient's, of the local day it was marked missed on (their
         clock then), from what is stored, so the pass that queues it derives the same key as any before it."""
         marked = occurrence["status_at"]
-        zone = patient.zone_history().zone_at(marked) if patient and patient.time_zone else ZoneInfo(occurrence["zone"])
+        zone = _zone_at(patient, occurrence, marked)
         return f"missed-summary:{occurrence['patient_id']}:{marked.astimezone(zone).date().isoformat()}"
 
     def _summary(self, key: str, occurrences: list[dict], patient: Account | None, now: datetime) -> bool:
         """Queue the summary ``key`` (once: its key is unique) for ``occurrences``, then note it on them."""
         patient_id = occurrences[0]["patient_id"]
-        here = patient.zone_history().zone_at(now) if patient and patient.time_zone else ZoneInfo(occurrences[0]["zone"])
+        here = _zone_at(patient, occurrences[0], now)  # where they are now
         send_at = next_allowed(now, here, patient.quiet_hours if patient else None)  # not in their quiet hours
         _, created = self.stores.outbox.schedule(source_key=key, recipient_user_id=patient_id, patient_id=patient_id,
                                                  kind=MISSED_SUMMARY_KIND, send_at=send_at)
