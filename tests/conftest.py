@@ -1,9 +1,8 @@
-"""Test fixtures: one real FerretDB per test session (or MONGODB_URI), a fresh database per test."""
+"""Test fixtures: one real FerretDB per test session (or MONGODB_URI), an empty database per test."""
 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from companion import create_app
 from companion.notify.fcm_emulator import FcmEmulator, write_service_account
 from tests.support import response_guard
 from tests.support.api_server import ApiServer
+from tests.support.databases import DatabasePool
 from tests.support.ferretdb import FerretServer
 from tests.support.mailbox import Mailbox
 from tests.support.world import build_world
@@ -42,11 +42,20 @@ def mongo_client(mongo_uri):
     client.close()
 
 
+@pytest.fixture(scope="session")
+def database_pool(mongo_client) -> Iterator[DatabasePool]:
+    pool = DatabasePool(mongo_client)
+    yield pool
+    pool.drop_all()
+
+
 @pytest.fixture
-def db_name(mongo_client):
-    name = f"t_{uuid.uuid4().hex[:12]}"
+def db_name(database_pool, request):
+    """A database for this test: empty, with the declared indexes in place when one used before is free
+    (tests.support.databases); one the app has never touched with ``@pytest.mark.fresh_database``."""
+    name = database_pool.take(fresh=request.node.get_closest_marker("fresh_database") is not None)
     yield name
-    mongo_client.drop_database(name)
+    database_pool.give_back(name)
 
 
 @pytest.fixture

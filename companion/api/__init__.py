@@ -6,7 +6,9 @@ from __future__ import annotations
 import importlib
 
 from flask import Flask
-from flask_smorest import Api, Blueprint
+from flask_smorest import Blueprint
+
+from companion.http.problems import ProblemApi
 
 # Unknown query parameters are refused like unknown body fields: each query schema's own ``unknown = RAISE``
 # (companion.http.schemas.StrictSchema) decides, not webargs' default of dropping them from a query string.
@@ -38,7 +40,7 @@ BLUEPRINT_MODULES = [
 ]
 
 
-def register(app: Flask, api: Api) -> None:
+def register(app: Flask, api: ProblemApi) -> None:
     """Register every area's blueprint, and serve the Swagger UI's assets."""
     from companion.api import operations
 
@@ -46,7 +48,7 @@ def register(app: Flask, api: Api) -> None:
         api.register_blueprint(importlib.import_module(name).blp)
     _serve_docs_assets(app)
     operations.register(app)
-    operations.document(app, api.spec)
+    api.document_later(lambda spec: operations.document(app, spec))
 
 
 def _serve_docs_assets(app: Flask) -> None:

@@ -9,8 +9,10 @@ other content) carries it as the extension member ``current``, with its ``ETag``
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 
-from apispec import BasePlugin
+from apispec import APISpec, BasePlugin
 from flask import Flask, g, jsonify, request
 from flask_smorest import Api
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
@@ -88,12 +90,64 @@ class _ProblemResponses(BasePlugin):
 
 
 class ProblemApi(Api):
-    """flask-smorest's Api with every documented error response described by ProblemSchema."""
+    """flask-smorest's Api with every documented error response described by ProblemSchema, whose OpenAPI
+    document is written on first use.
+
+    flask-smorest describes a blueprint's views (schemas resolved, deep copies made) as it registers them:
+    about 0.1 s of every process's start for an API this size, paid by each web worker and each test's app
+    whether or not anyone asks for the document. Here a blueprint's routes are registered at once and its
+    description is queued; the first read of :attr:`spec` (``/openapi.json``, ``/docs``, the contract
+    checks) writes the queued descriptions in the order they were registered, so the document is the one
+    flask-smorest would have built (``tests/api/test_contract.py`` compares the two)."""
 
     ERROR_SCHEMA = ProblemSchema
+    DOCUMENT_ON_FIRST_USE = True
 
     def __init__(self, app: Flask):
+        self._undocumented: list[Callable[[APISpec], None]] = []
+        self._documenting = threading.Lock()
+        self._writer: int | None = None
         super().__init__(app, spec_kwargs={"extra_plugins": [_ProblemResponses(), ContractPlugin()]})
+
+    @property
+    def spec(self) -> APISpec:
+        """The OpenAPI document, with every description queued so far written into it."""
+        if self._undocumented and self._writer != threading.get_ident():
+            with self._documenting:  # another thread reading it meanwhile waits for the whole document
+                self._writer = threading.get_ident()  # a description reading api.spec gets it as it stands
+                try:
+                    while self._undocumented:
+                        self._undocumented.pop(0)(self._spec)
+                finally:
+                    self._writer = None
+        return self._spec
+
+    @spec.setter
+    def spec(self, value: APISpec) -> None:
+        self._spec = value
+
+    def document_later(self, describe: Callable[[APISpec], None]) -> None:
+        """Run ``describe(spec)`` when the document is first read (after the descriptions queued before it)."""
+        if self.DOCUMENT_ON_FIRST_USE:
+            self._undocumented.append(describe)
+        else:
+            describe(self.spec)
+
+    def register_blueprint(self, blp, *, parameters=None, **options):
+        """Register ``blp``'s routes now and queue its description (flask-smorest's Api.register_blueprint,
+        in two halves)."""
+        if not self.DOCUMENT_ON_FIRST_USE:
+            return super().register_blueprint(blp, parameters=parameters, **options)
+        name = options.get("name", blp.name)
+        self._app.extensions["flask-smorest"]["blp_name_to_api"][name] = self
+        self._app.register_blueprint(blp, **options)
+
+        def describe(spec: APISpec) -> None:
+            blp.register_views_in_doc(self, self._app, spec, name=name, parameters=parameters)
+            spec.tag({"name": name, "description": blp.description})
+
+        self._undocumented.append(describe)
+        return None
 
 
 def title_of(status: int) -> str:

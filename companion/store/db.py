@@ -135,7 +135,8 @@ class IndexMigrationFailed(RuntimeError):
     """An index could not be created (e.g. a new unique index over duplicate documents)."""
 
 
-def _declared() -> Iterator[tuple[str, list[IndexModel]]]:
+def declared_indexes() -> Iterator[tuple[str, list[IndexModel]]]:
+    """Each collection the stores own, with the indexes they declare for it."""
     for module_name in INDEX_MODULES:
         module = importlib.import_module(module_name)
         yield from getattr(module, "INDEXES", {}).items()
@@ -145,7 +146,9 @@ def _key(doc: dict) -> list[tuple[str, object]]:
     return [(field, int(d) if isinstance(d, int | float) else d) for field, d in doc["key"].items()]
 
 
-def _form(doc: dict) -> tuple:
+def index_form(doc: dict) -> tuple:
+    """What an index is, from its description (a listed index's or a declaration's ``document``): its keys and
+    options. Two descriptions with the same form are the same index, whatever their names."""
     return (_key(doc), tuple((opt, doc.get(opt)) for opt in INDEX_OPTIONS if doc.get(opt) not in (None, False)))
 
 
@@ -164,14 +167,14 @@ def plan_indexes(db: Database) -> list[IndexChange]:
     # Not list_indexes on a collection that does not exist yet: FerretDB answers it with an error (which
     # pymongo hides) and logs the whole exchange as a warning.
     present = set(db.list_collection_names())
-    for collection, models in _declared():
+    for collection, models in declared_indexes():
         existing = {doc["name"]: doc for doc in db[collection].list_indexes()} if collection in present else {}
         declared = {model.document["name"] for model in models}
         for model in models:
             wanted = model.document
             current = existing.get(wanted["name"])
             if current is not None:
-                if _form(current) != _form(wanted):
+                if index_form(current) != index_form(wanted):
                     changes.append(IndexChange(collection, wanted["name"], "recreate", wanted, current))
                 continue
             renamed = next((doc for name, doc in existing.items()

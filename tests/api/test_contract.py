@@ -269,3 +269,17 @@ def test_the_cors_headers_are_described(spec):
 
     description = spec["info"]["description"]
     assert [h for h in ALLOWED_HEADERS + EXPOSED_HEADERS if f"`{h}`" not in description] == []
+
+
+def test_the_document_written_on_first_use_is_the_one_flask_smorest_writes_at_registration(
+        settings_overrides, monkeypatch):
+    from companion.http.problems import ProblemApi
+
+    lazy = create_app(settings_overrides)
+    served = lazy.test_client().get("/openapi.json").json
+    monkeypatch.setattr(ProblemApi, "DOCUMENT_ON_FIRST_USE", False)
+    eager = create_app(settings_overrides)
+    assert eager.test_client().get("/openapi.json").json == served
+    assert len(served["paths"]) > 50 and "get_index" in str(served["paths"]["/"])
+    for app in (lazy, eager):
+        app.extensions["companion"].client.close()

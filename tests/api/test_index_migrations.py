@@ -32,7 +32,7 @@ def _redefine(db, collection: str, name: str, *keys: str, unique: bool = False) 
 
 def test_every_declared_index_uses_only_options_both_servers_keep():
     # FerretDB v1 keeps keys and `unique` only: another option would look changed at every start.
-    for _, models in store_db._declared():
+    for _, models in store_db.declared_indexes():
         for model in models:
             assert set(model.document) <= {"key", "name", "unique"}, model.document
 
