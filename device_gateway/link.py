@@ -254,12 +254,11 @@ class GatewayLink:
         async with BleakClient(
             unit.device, disconnected_callback=on_disconnect, timeout=self.connect_timeout_s
         ) as client:
-            serial = (await client.read_gatt_char(profile.SERIAL_NUMBER_CHAR_UUID)).decode("utf-8", "replace")
+            serial = profile.decode_device_text(await client.read_gatt_char(profile.SERIAL_NUMBER_CHAR_UUID))
             if serial != unit.serial:
-                raise LinkLost(f"unit advertised {unit.serial} but reports serial {serial}")
-            status.firmware = (await client.read_gatt_char(profile.FIRMWARE_REVISION_CHAR_UUID)).decode(
-                "utf-8", "replace"
-            )
+                raise LinkLost(f"unit advertised {unit.serial} but reports serial {serial!r}")
+            status.firmware = profile.decode_device_text(
+                await client.read_gatt_char(profile.FIRMWARE_REVISION_CHAR_UUID))
             battery = await client.read_gatt_char(profile.BATTERY_LEVEL_CHAR_UUID)
             status.battery_pct = battery[0] if len(battery) == 1 and battery[0] <= 100 else None
             status.last_seen_at = self.now()

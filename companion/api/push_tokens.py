@@ -32,8 +32,9 @@ _OPAQUE_ID = re.compile(r"^[0-9a-f]{24}$")
 
 class PushTokenBodySchema(StrictSchema):
     token = fields.String(required=True, load_only=True,
-                          validate=[validate.Length(min=1, max=4096), Pattern(r"^\S+$")],
-                          metadata={"description": "FCM registration token (or Firebase installation id)"})
+                          validate=[validate.Length(min=1, max=4096), Pattern(r"[!-~]+")],
+                          metadata={"description": "FCM registration token (or Firebase installation id): "
+                                                   "printable ASCII, no spaces"})
     platform = fields.String(required=True, validate=validate.OneOf(PLATFORMS))
     address = fields.String(load_default="token", validate=validate.OneOf(("token", "fid")))
     locale = fields.String(load_default=None, allow_none=True, validate=[validate.Length(max=35), valid_locale],

@@ -322,6 +322,9 @@ class ReminderService:
         # What was queued to remind of them never goes out: withdrawn before they are cancelled as well as after (a
         # retry finds nothing left to cancel, so a process stopped between the two would leave it queued).
         self._withdraw_called_off(patient_id, called_off)
+        # The patient's today changes before the writes as well as after: a pass stopped between the two finds
+        # nothing left to write when it runs again, and would leave a today computed before it as current.
+        self.today.touch([patient_id])
         with self.changes.stamp(patient_id, self.occurrences, writes) as seq:
             for key, fields in moves:
                 self.occurrences.move_pending(key, fields, seq)

@@ -357,14 +357,18 @@ def decode_current_time(data: bytes) -> datetime:
         raise ValueOutOfRange(f"current time: {exc}") from None
 
 
-def encode_advertised_serial(serial: str) -> bytes:
-    """The manufacturer-data payload a unit advertises: its serial in ASCII."""
-    return serial.encode("ascii")
-
-
 def decode_advertised_serial(data: bytes) -> str:
-    """Read the serial from a unit's manufacturer data (raises ValueOutOfRange if not ASCII)."""
+    """Read the serial from a unit's manufacturer data (raises ValueOutOfRange if not ASCII), without the NULs
+    that fill a fixed-length field."""
     try:
-        return bytes(data).decode("ascii")
+        return bytes(data).decode("ascii").rstrip("\x00")
     except UnicodeDecodeError:
         raise ValueOutOfRange("advertised serial is not ASCII") from None
+
+
+def decode_device_text(data: bytes) -> str:
+    """A Device Information string (serial number, firmware revision): UTF-8, without the NULs some units add
+    to fill a fixed-length field (the characteristic's value is the string's bytes, with no terminator, so a
+    padded "CT-000123" would otherwise not be the serial it advertises, and its sessions would never be
+    pulled)."""
+    return bytes(data).decode("utf-8", "replace").rstrip("\x00")

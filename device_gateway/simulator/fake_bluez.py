@@ -187,7 +187,7 @@ class FakeDevice(ServiceInterface):
 
     @dbus_property(access=PropertyAccess.READ)
     def ManufacturerData(self) -> ManufacturerData:
-        return {profile.MANUFACTURER_ID: Variant("ay", profile.encode_advertised_serial(self.unit.serial))}
+        return {profile.MANUFACTURER_ID: Variant("ay", self.unit.padded(self.unit.serial))}
 
     @dbus_property(access=PropertyAccess.READ)
     def ServiceData(self) -> ServiceData:

@@ -41,8 +41,8 @@ class _GattLink:
         battery = self._service(profile.BATTERY_SERVICE_UUID)
         self._char(battery, profile.BATTERY_LEVEL_CHAR_UUID, ["read", "notify"], read=lambda: bytes([unit.battery_pct]))
         info = self._service(profile.DEVICE_INFORMATION_SERVICE_UUID)
-        self._char(info, profile.SERIAL_NUMBER_CHAR_UUID, ["read"], read=lambda: unit.serial.encode())
-        self._char(info, profile.FIRMWARE_REVISION_CHAR_UUID, ["read"], read=lambda: unit.firmware.encode())
+        self._char(info, profile.SERIAL_NUMBER_CHAR_UUID, ["read"], read=lambda: unit.padded(unit.serial))
+        self._char(info, profile.FIRMWARE_REVISION_CHAR_UUID, ["read"], read=lambda: unit.padded(unit.firmware))
         clock = self._service(profile.CURRENT_TIME_SERVICE_UUID)
         self._char(clock, profile.CURRENT_TIME_CHAR_UUID, ["read", "notify"], read=unit.current_time)
 

@@ -39,6 +39,12 @@ class FakeTensUnit:
     notified: list[int] = field(default_factory=list)
     clock_sets: int = 0
     real_clock: Callable[[], float] = time.time
+    text_field_length: int = 0  # > 0: its serial and firmware fill fixed-length fields, padded with NULs
+
+    def padded(self, text: str) -> bytes:
+        """``text`` as the unit sends it (advertisement, Device Information): its bytes, NUL-padded to
+        ``text_field_length`` when that is set."""
+        return text.encode().ljust(self.text_field_length, b"\x00")
 
     def __post_init__(self) -> None:
         self.highest_seq = max([self.highest_seq, *(r.seq for r in self.records)])

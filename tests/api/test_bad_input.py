@@ -243,5 +243,10 @@ def test_a_nul_character_in_a_persons_text_is_a_422_naming_the_field_and_stores_
             errors = errors[key]
         assert errors == ["may not hold a NUL character (\\u0000)"], (route, problem)
     assert_problem(client.get("/api/v1/library", query_string={"q": "body\u0000"}, headers=patient.headers), 422)
+    # A phone's FCM token is printable ASCII: one holding a NUL (or a space, or a newline) is no token.
+    for token in ("fcm\u0000token", "fcm token", "fcm-token\n", "fcm-tökén"):
+        answer = client.put("/api/v1/me/push-tokens/phone-1", json={"token": token, "platform": "android"},
+                            headers=patient.headers)
+        assert list(assert_problem(answer, 422)["errors"]["json"]) == ["token"], token
     assert snapshot(db) == before
     assert db.users.find_one({"_id": patient.id})["display_name"] == name

@@ -247,3 +247,10 @@ def test_a_sound_record_with_a_value_the_profile_does_not_define_names_its_seque
     with pytest.raises(ValueOutOfRange) as no_number:
         decode_frame(_with_byte(ELECTRODE_OFF_BYTES, 2, 0))
     assert no_number.value.seq is None
+
+
+def test_device_strings_lose_only_the_nuls_that_fill_their_field():
+    assert companion_tens.decode_device_text(b"1.4.2\x00\x00\x00") == "1.4.2"
+    assert companion_tens.decode_device_text(b"CT-000123") == "CT-000123"
+    assert companion_tens.decode_device_text("Ärzte-1".encode()) == "Ärzte-1"
+    assert companion_tens.decode_advertised_serial(b"CT-000123\x00\x00") == "CT-000123"

@@ -73,6 +73,20 @@ def test_pull_reads_device_information_and_sets_the_unit_clock_from_the_servers_
     assert {p.payload["sync_id"] for p in buffer.pending(10)} == {sync["sync_id"]}
 
 
+def test_a_unit_that_pads_its_serial_and_firmware_with_nuls_is_recognised_and_pulled(system_bus, buffer):
+    # Some units send Device Information strings (and the advertised serial) as fixed-length, NUL-filled
+    # fields: "CT-000001" plus eleven NULs is still unit CT-000001, not a stranger.
+    unit = FakeTensUnit.with_history(*UNIT_A, count=3, firmware="2.0.1", text_field_length=20)
+    assert unit.padded(unit.serial).endswith(b"\x00" * 11)
+    link = make_link(buffer, [unit.serial])
+
+    results = run_with_units([unit], lambda fake: link.run_once(scan_timeout_s=5))
+
+    assert [(r.serial, r.completed, r.stored) for r in results] == [(unit.serial, True, 3)]
+    assert link.statuses[unit.serial].firmware == "2.0.1"
+    assert stored_seqs(buffer, unit.serial) == [1, 2, 3]
+
+
 def test_a_gateway_whose_clock_the_server_has_not_vouched_for_never_sets_a_units_clock(system_bus, buffer):
     unit = FakeTensUnit.with_history(*UNIT_A, count=2, clock_offset_s=-3 * 3600)
     wrong_gateway = GatewayClock(wall=lambda: datetime.now(UTC) + timedelta(hours=5))

@@ -318,6 +318,31 @@ def test_a_reminder_marked_missed_by_a_pass_stopped_before_touching_today_shows_
     assert (today["pending"], today["missed"]) == (0, 1)
 
 
+def test_a_materializing_pass_stopped_before_touching_today_still_leaves_today_showing_the_moved_reminder(
+        jobs_db, settings, clock, traveller, sender, monkeypatch):
+    patient, _ = _one_patient_with_phone(jobs_db)
+    reminder = daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02")
+    traveller.move_to(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
+    services = services_on(jobs_db, settings, clock, sender)
+    assert [o["due_at"].strftime("%H:%M") for o in services.progress.today(patient.id)["reminders"]["items"]] == ["10:00"]
+    # The patient moved it to 15:00 from a request that stopped after writing the reminder: the worker's pass
+    # moves its occurrence, and stops before it can say that today changed.
+    fail_once(monkeypatch, services.reminders, "refresh_future", lambda: True)
+    with pytest.raises(ConnectionFailure):
+        services.reminders.update(patient.id, reminder["_id"], {"schedule": {**reminder["schedule"],
+                                                                             "times": ["15:00"]}})
+    monkeypatch.undo()
+    moved = {"patient_id": patient.id, "local_date": "2026-03-02", "local_time": "15:00"}
+    fail_once(monkeypatch, services.stores.today_rows, "touch",
+              lambda: jobs_db.reminder_occurrences.count_documents(moved))
+    with pytest.raises(ConnectionFailure):
+        services.reminders.materialize(patient.id, datetime(2026, 3, 2, tzinfo=UTC), datetime(2026, 3, 4, tzinfo=UTC))
+    monkeypatch.undo()
+    services.reminders.materialize_ahead(settings.reminder_grace, settings.materialize_horizon)  # nothing left
+    assert [o["due_at"].strftime("%H:%M") for o in services.progress.today(patient.id)["reminders"]["items"]
+            if o["status"] == "pending"] == ["15:00"]
+
+
 def test_a_stop_interrupted_between_cancelling_and_withdrawing_is_finished_by_its_retry_and_nothing_goes_out(
         jobs_db, settings, clock, traveller, sender, emulator, monkeypatch):
     patient, token = _one_patient_with_phone(jobs_db)
