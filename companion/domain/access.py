@@ -143,7 +143,7 @@ REMINDER_CALLED_OFF = "reminder_called_off"  # the reminder was stopped or moved
 
 def delivery_refusal(*, recipient_active: bool, patient_active: bool, to_patient: bool,
                      caregiver: CaregiverPermissions | None, share_kind: str | None,
-                     alert_resolved: bool = False) -> str | None:
+                     alert_resolved: bool = False, reminder_settled: str | None = None) -> str | None:
     """Why a notification about a patient must not be delivered now, or None when it may go.
 
     Consent is checked at the moment of sending as well as at reading: a notification to the patient goes
@@ -151,7 +151,9 @@ def delivery_refusal(*, recipient_active: bool, patient_active: bool, to_patient
     now and, for an alert, to cover its kind (``share_kind``). Clinicians receive no pushes, so a lapsed
     emergency grant has nothing to stop here. A notification about an alert that has been resolved since it
     was queued (``alert_resolved``) goes to nobody: its resolution withdraws it, and this catches one that a
-    crash between the resolution and the withdrawal left queued.
+    crash between the resolution and the withdrawal left queued. Nor does a reminder of an occurrence the
+    patient has answered, or that was called off, meanwhile (``reminder_settled``: its status): the answer
+    withdraws what is queued, and this stops one that was already being sent when the answer came.
     """
     if not recipient_active:
         return RECIPIENT_INACTIVE
@@ -159,6 +161,8 @@ def delivery_refusal(*, recipient_active: bool, patient_active: bool, to_patient
         return PATIENT_INACTIVE
     if alert_resolved:
         return ALERT_RESOLVED
+    if reminder_settled is not None:
+        return REMINDER_CALLED_OFF if reminder_settled == "cancelled" else REMINDER_ANSWERED
     if to_patient:
         return None
     if caregiver is None:

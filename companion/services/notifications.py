@@ -52,6 +52,7 @@ class DeliveryConsent:
         self.users = stores.users
         self.links = stores.care_links
         self.alerts = stores.alerts
+        self.occurrences = stores.occurrences
 
     def refusals(self, docs: list[dict], people: dict[str, Account] | None = None) -> dict[str, str]:
         """For each notification that must not go out, why (by notification id). ``people``: the accounts of
@@ -64,6 +65,7 @@ class DeliveryConsent:
         links = self.links.active_pairs({(d["patient_id"], d["recipient_user_id"]) for d in to_caregivers})
         share_kinds = self._share_kinds(to_caregivers)
         resolved = self._about_resolved_alerts(docs)
+        settled = self._about_settled_reminders(docs)
         refused = {}
         for doc in docs:
             recipient, patient = people.get(doc["recipient_user_id"]), people.get(doc["patient_id"])
@@ -72,7 +74,7 @@ class DeliveryConsent:
                 recipient_active=bool(recipient and recipient.active), patient_active=bool(patient and patient.active),
                 to_patient=doc["recipient_user_id"] == doc["patient_id"],
                 caregiver=link.permissions if link else None, share_kind=share_kinds.get(doc["_id"]),
-                alert_resolved=doc["_id"] in resolved)
+                alert_resolved=doc["_id"] in resolved, reminder_settled=settled.get(doc["_id"]))
             if reason is not None:
                 refused[doc["_id"]] = reason
         return refused
@@ -104,6 +106,16 @@ class DeliveryConsent:
             return set()
         resolved = self.alerts.resolved_among(set(about.values()))
         return {nid for nid, alert_id in about.items() if alert_id in resolved}
+
+    def _about_settled_reminders(self, docs: list[dict]) -> dict[str, str]:
+        """The reminder pushes whose occurrence (with the rest of its push group) the patient has answered, or
+        that was called off, since they were queued: {notification id: the occurrence's status}. Answering
+        withdraws them, but one claimed by a sender just before is already past that, and this check stops it."""
+        about = {d["_id"]: d["source_key"].split(":")[1] for d in docs if d["source_key"].startswith("reminder:")}
+        if not about:
+            return {}
+        settled = self.occurrences.settled_pushes(set(about.values()))
+        return {nid: settled[leader] for nid, leader in about.items() if leader in settled}
 
     def _share_kinds(self, docs: list[dict]) -> dict[str, str | None]:
         """The consent kind each caregiver notification needs: recorded on it, or (for one queued before it was

@@ -12,8 +12,9 @@ FCM reported dead, and settles each notification:
 - ``withdrawn``, with a reason, when consent no longer holds at the moment of sending (checked for every
   notification of a batch after it is claimed and before anything goes to FCM, see :class:`DeliveryConsent`):
   the recipient's or the patient's account is no longer active, a caregiver's access was revoked or no
-  longer covers the alert's kind, or the alert it is about has been resolved (its resolution withdraws it too,
-  but a process that stopped between the two writes leaves it queued).
+  longer covers the alert's kind, the alert it is about has been resolved (its resolution withdraws it too,
+  but a process that stopped between the two writes leaves it queued), or the reminder occurrence it is about
+  has been answered or called off (the answer withdraws what is queued, not what a sender has claimed).
 
 Several dispatchers may run at once (threads or processes). Each notification goes out once, unless a
 dispatcher dies between FCM's answer and its ``sent`` write: then, after the lease, it is sent again,

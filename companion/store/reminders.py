@@ -191,6 +191,17 @@ class Occurrences(feeds.SyncedCollection):
         return self.col.find({"status": "pending", "window_ends_at": {"$gt": at}, "due_at": {"$lte": at}}
                              ).sort("due_at", ASCENDING)
 
+    def settled_pushes(self, leaders: Iterable[str]) -> dict[str, str]:
+        """Of these occurrences (each the first of its push group), those answered or called off, none of whose
+        group is still pending: ``{occurrence: its status}``. A push about one of them reminds of nothing."""
+        settled: dict[str, str] = {}
+        for part in chunks(sorted(set(leaders))):
+            for doc in self.col.find({"_id": {"$in": part}, "status": {"$in": ["done", "skipped", CANCELLED]}},
+                                     {"status": 1, "reminder_id": 1, "local_date": 1}):
+                if not self.others_open_in_push_group(doc):
+                    settled[doc["_id"]] = doc["status"]
+        return settled
+
     def others_open_in_push_group(self, occurrence: dict) -> bool:
         """Whether another occurrence sharing ``occurrence``'s push (a DST gap: the same reminder and local date,
         ``push_with`` naming the first) is still pending."""

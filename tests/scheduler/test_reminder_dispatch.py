@@ -388,3 +388,39 @@ def test_nudges_that_fall_in_quiet_hours_are_not_sent(jobs_db, settings, clock, 
     sent = [(d.received_at - start, d.body["message"]["data"]["kind"]) for d in emulator.delivered_to(token)]
     assert sent == [(timedelta(0), "therapy_reminder"), (timedelta(minutes=10), "reminder_repeat")]
 
+
+
+@pytest.mark.parametrize("status", ["done", "skipped"])
+def test_a_reminder_answered_while_its_push_was_past_withdrawing_is_withdrawn_at_sending_not_sent(
+        jobs_db, settings, clock, traveller, sender, emulator, monkeypatch, status):
+    patient, token = _one_patient_with_phone(jobs_db)
+    daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02")
+    traveller.move_to(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))
+    services = services_on(jobs_db, settings, clock, sender)
+    services.reminder_dispatch.dispatch_due()  # its push is queued, not sent yet
+    occurrence = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "local_date": "2026-03-02"})
+    # The answer is recorded, and its withdrawal of the queued push never happens (a sender had claimed it
+    # already, or the request stopped there): the sender's own check at sending stops it.
+    monkeypatch.setattr(services.stores.outbox, "withdraw_sources", dead_database)
+    with pytest.raises(ConnectionFailure):
+        services.reminders.record_outcome(own(patient.id), occurrence["_id"], status, None)
+    monkeypatch.undo()
+    services.push.send_due(owner="test-worker")
+    assert emulator.delivered_to(token) == []
+    [push] = list(jobs_db.push_outbox.find({"recipient_user_id": patient.id}))
+    assert (push["state"], push["withdrawn_reason"]) == ("withdrawn", "reminder_answered")
+
+
+def test_a_push_shared_by_two_slots_of_a_dst_gap_is_settled_only_when_both_are(jobs_db):
+    from companion.store.reminders import Occurrences
+
+    slots = Occurrences(jobs_db)
+    base = {"patient_id": "p", "reminder_id": "r", "local_date": "2026-03-08"}
+    jobs_db.reminder_occurrences.insert_many([{**base, "_id": "first", "status": "done", "local_time": "02:00"},
+                                              {**base, "_id": "second", "status": "pending", "local_time": "02:30",
+                                               "push_with": "first"},
+                                              {**base, "_id": "alone", "status": "cancelled", "local_time": "09:00"},
+                                              {**base, "_id": "open", "status": "pending", "local_time": "10:00"}])
+    assert slots.settled_pushes(["first", "alone", "open", "unknown"]) == {"alone": "cancelled"}
+    jobs_db.reminder_occurrences.update_one({"_id": "second"}, {"$set": {"status": "skipped"}})
+    assert slots.settled_pushes(["first", "alone"]) == {"first": "done", "alone": "cancelled"}
