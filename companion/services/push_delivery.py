@@ -216,11 +216,13 @@ class OutboxDispatcher:
 
     def _consent_again(self, prepared: _Prepared, report: DispatchReport) -> _Prepared:
         """A batch prepared while the one before was at FCM, without what a caregiver's consent no longer allows
-        (their links read again just before it goes; the accounts as read when it was prepared)."""
-        to_caregivers = [d for d in prepared.claimed if d["recipient_user_id"] != d["patient_id"]]
-        if self.consent is None or not to_caregivers or prepared.people is None:
+        and what is about an alert resolved or a reminder answered meanwhile (links, alerts and occurrences read
+        again just before it goes; the accounts as read when it was prepared)."""
+        again = [d for d in prepared.claimed if d["recipient_user_id"] != d["patient_id"]
+                 or d["source_key"].startswith(("alert:", "reminder:"))]
+        if self.consent is None or not again or prepared.people is None:
             return prepared
-        refused = self.consent.refusals(to_caregivers, prepared.people)
+        refused = self.consent.refusals(again, prepared.people)
         if not refused:
             return prepared
         report.states[WITHDRAWN] = report.states.get(WITHDRAWN, 0) + len(refused)

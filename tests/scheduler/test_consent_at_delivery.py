@@ -265,3 +265,27 @@ def test_a_phone_signed_out_during_a_pass_gets_nothing_from_the_batches_prepared
     dispatcher(_SlowFirstBatch(sender, sign_out)).run_pass(100)
     # The first batch, and the second (prepared while the first was at FCM): no later one.
     assert len(emulator.delivered_to(token)) <= 2
+
+
+def test_reminders_answered_while_a_batch_is_at_fcm_are_not_sent_from_the_batches_after_it(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    from datetime import timedelta
+
+    from tests.scheduler.helpers import make_person, phone
+
+    patient = make_person(jobs_db, "patient")
+    token = phone(jobs_db, patient)
+    stores, dispatcher = _one_at_a_time(jobs_db, clock, sender)
+    for n in range(3):
+        jobs_db.reminder_occurrences.insert_one({"_id": f"occ-{n}", "patient_id": patient.id, "reminder_id": "r",
+                                                 "local_date": "2026-03-02", "status": "pending"})
+        stores.outbox.schedule(source_key=f"reminder:occ-{n}", recipient_user_id=patient.id, patient_id=patient.id,
+                               kind="therapy_reminder", send_at=START, completion_window=timedelta(minutes=30))
+
+    def answered():  # the patient ticks them all off: the batch prepared meanwhile is already claimed
+        jobs_db.reminder_occurrences.update_many({}, {"$set": {"status": "done"}})
+
+    dispatcher(_SlowFirstBatch(sender, answered)).run_pass(100)
+    assert len(emulator.delivered_to(token)) == 1  # the one at FCM when they answered
+    states = sorted((d["state"], d.get("withdrawn_reason")) for d in jobs_db.push_outbox.find())
+    assert states == [("sent", None), ("withdrawn", "reminder_answered"), ("withdrawn", "reminder_answered")]
