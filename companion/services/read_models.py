@@ -51,6 +51,7 @@ NO_SYNC_KEY = datetime(9999, 1, 1)  # after any sync
 DAY_FIELDS = {"patient_id": 1, "date": 1, "state": 1, "covered": 1, "tens_fraction": 1}
 MAX_LOOKBACK = timedelta(days=2)
 OVERDUE_LIMIT = 10_000  # marks a pass that reads every mark due computes (the rest on the next pass)
+MARKS_READ_AT_MOST = 1_000  # marks for now a panel read takes to catch its team's patients up (the rest: refresher)
 
 
 def kept_day(snapshot: dict) -> dict:
@@ -303,13 +304,19 @@ class PanelReadModel:
         taken as of ``at`` (none of the team's entries has changed since), unless a row was computed first."""
         at = at or self.clock()
         teams = self.stores.care_teams
-        marked = {m["_id"]: m for m in self.marks.all_now()}
+        now_marks = self.marks.all_now(MARKS_READ_AT_MOST)
+        marked = {m["_id"]: m for m in now_marks}
         # (Marks of every team's patients: one lookup for all. A patient enrolled before enrolment ids were
         # derived is not caught up here; the refresher computes their row within a minute.)
         mine = teams.enrolled(team_id, marked, by_pair=False)
         if mine:
             self.refresh(mine, {pid: marked[pid] for pid in mine})
             version = None  # moved on by the refresh: this read is not kept under the version read before it
+        if len(now_marks) >= MARKS_READ_AT_MOST:
+            # More patients marked than one read takes (a flood of uploads): this read computes the team's among
+            # those it read, shows the rest as they are, and is not kept; the refresher catches them up within a
+            # minute. Reading every mark on every panel read would make each read cost what the flood wrote.
+            version = None
         key = (team_id, sort, descending, offset, limit)
         kept = self.pages.get(key, version) if version is not None else None
         # A kept page's patients are still checked against the enrolments: one whose enrolment ended (in a

@@ -51,6 +51,7 @@ INDEXES = {
 }
 NOW = "now"
 SLOT = timedelta(minutes=10)
+BY_ID_AT_MOST = 100  # patients whose marks for now are read by `_id` (more: by the slot, see marked_now)
 SILENT_DEVICE = timedelta(days=2)  # companion.domain.review.SILENT_DEVICE_DAYS, as a duration
 EXPORT_LIMIT = 100_000
 
@@ -395,11 +396,14 @@ class PanelRowMarks:
         mark = self.col.find_one({"_id": patient_id}, {"token": 1})
         return mark["token"] if mark else None
 
-    def marked_now(self, patient_ids: Iterable[str]) -> list[dict]:
-        """The marks for now among these patients: one equality on the slot (an index lookup on FerretDB too, where
-        an `_id $in` of a whole panel would decode every mark), then the patients kept in Python."""
+    def marked_now(self, patient_ids: Iterable[str], *, at_most: int = 0) -> list[dict]:
+        """The marks for now among these patients. A few patients (a review, a page): their marks by `_id`. More:
+        one equality on the slot (an index lookup on FerretDB too, where an `_id $in` of a whole panel would decode
+        every mark), then the patients kept in Python, reading at most ``at_most`` marks when that is given."""
         wanted = set(patient_ids)
-        return [m for m in self.all_now() if m["_id"] in wanted]
+        if len(wanted) <= BY_ID_AT_MOST:
+            return list(self.col.find({"_id": {"$in": sorted(wanted)}, "due": NOW}))
+        return [m for m in self.all_now(at_most) if m["_id"] in wanted]
 
     def settled(self, patient_ids: Iterable[str], at: datetime) -> set[str]:
         """The patients whose rows nothing waits to change at ``at``: their mark is the next computation's,
@@ -410,9 +414,9 @@ class PanelRowMarks:
                          if m.get("due") != NOW and m["due_at"] > at)
         return found
 
-    def all_now(self) -> list[dict]:
-        """Every mark for now (one equality on the slot)."""
-        return list(self.col.find({"due": NOW}))
+    def all_now(self, at_most: int = 0) -> list[dict]:
+        """Every mark for now (one equality on the slot); only the first ``at_most`` when that is given."""
+        return list(self.col.find({"due": NOW}).limit(at_most))
 
     def due(self, at: datetime, lookback: timedelta = timedelta(days=2), limit: int = 10_000) -> list[dict]:
         """The marks due by ``at``: those for now, then those of the slots up to ``at`` (``lookback`` back)."""

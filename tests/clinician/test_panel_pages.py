@@ -109,3 +109,19 @@ def test_a_process_that_keeps_no_pages_reads_the_entries_every_time(db):
     names(reader, limit=5)
     db.panel_entries.update_many({}, {"$set": {"display_name": "at once"}})
     assert names(reader, limit=5) == ["at once"] * 5
+
+
+def test_a_read_that_finds_more_marks_for_now_than_it_takes_is_not_kept(db, monkeypatch):
+    from companion.services import read_models
+
+    stores, _, _ = _team_with_rows(db, random.Random(11), 6)
+    reader = process(db)
+    first = names(reader, limit=4)
+    monkeypatch.setattr(read_models, "MARKS_READ_AT_MOST", 3)
+    # A flood of uploads marked other patients, more than a read takes: the read reads only the first marks,
+    # so it cannot know that none of the rest is the team's, and answers from the entries, not a kept page.
+    stores.panel_row_marks.mark(["elsewhere-1", "elsewhere-2"], "sessions", NOW)
+    db.panel_entries.update_many({}, {"$set": {"display_name": "behind the stores' back"}})
+    assert names(reader, limit=4) == first  # fewer marks than it takes: still kept
+    stores.panel_row_marks.mark(["elsewhere-3"], "sessions", NOW)
+    assert names(reader, limit=4) == ["behind the stores' back"] * 4
