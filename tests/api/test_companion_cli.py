@@ -36,12 +36,19 @@ def test_an_unreachable_database_is_one_line_and_status_69(command):
     assert "secret" not in lines[0] and "make run" in lines[0]
 
 
-def test_options_go_before_or_after_the_command(mongo_uri, db_name, monkeypatch, capsys):
+@pytest.mark.fresh_database
+def test_options_go_before_or_after_the_command_and_migrate_creates_every_index_once(mongo_uri, db_name,
+                                                                                     monkeypatch, capsys):
+    from companion.store.db import declared_indexes
+
     monkeypatch.setenv("MONGODB_URI", mongo_uri)
     monkeypatch.setenv("MONGODB_DB", db_name)
     assert cli.main(["migrate", "-v"]) == 0
     assert cli.main(["-v", "migrate"]) == 0
-    assert "indexes as declared" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    declared = sum(len(models) for _, models in declared_indexes())
+    assert f"indexes as declared ({declared} change(s) applied)" in out  # a new database: each one created
+    assert "indexes as declared (0 change(s) applied)" in out  # then nothing left to do
 
 
 def test_an_unexpected_error_is_one_line_unless_verbose(monkeypatch, capsys):

@@ -94,3 +94,22 @@ def test_a_unique_index_over_duplicates_fails_with_one_line_naming_it(db, capsys
     err = capsys.readouterr().err.strip()
     assert err.startswith("companion migrate: users.email_unique could not be created (email 1) unique")
     assert len(err.splitlines()) == 1
+
+
+def test_a_test_database_is_handed_out_again_emptied_unless_its_indexes_changed(mongo_client):
+    """tests.support.databases: what every test's database comes from."""
+    from tests.support.databases import DatabasePool
+
+    pool = DatabasePool(mongo_client)
+    name = pool.take()
+    ensure_indexes(mongo_client[name])
+    mongo_client[name].users.insert_one({"email": "left@example.org"})
+    mongo_client[name].scratch.insert_one({"an": "undeclared collection"})
+    pool.give_back(name)
+    assert pool.free == [name]
+    assert pool.take() == name
+    assert mongo_client[name].users.count_documents({}) == 0
+    assert "scratch" not in mongo_client[name].list_collection_names()
+    mongo_client[name].audit_events.drop_index("request")  # a test changed an index: never handed out again
+    pool.give_back(name)
+    assert pool.free == [] and name not in mongo_client.list_database_names()
