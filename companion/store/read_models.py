@@ -396,14 +396,14 @@ class PanelRowMarks:
         mark = self.col.find_one({"_id": patient_id}, {"token": 1})
         return mark["token"] if mark else None
 
-    def marked_now(self, patient_ids: Iterable[str], *, at_most: int = 0) -> list[dict]:
+    def marked_now(self, patient_ids: Iterable[str]) -> list[dict]:
         """The marks for now among these patients. A few patients (a review, a page): their marks by `_id`. More:
         one equality on the slot (an index lookup on FerretDB too, where an `_id $in` of a whole panel would decode
-        every mark), then the patients kept in Python, reading at most ``at_most`` marks when that is given."""
+        every mark), then the patients kept in Python."""
         wanted = set(patient_ids)
         if len(wanted) <= BY_ID_AT_MOST:
             return list(self.col.find({"_id": {"$in": sorted(wanted)}, "due": NOW}))
-        return [m for m in self.all_now(at_most) if m["_id"] in wanted]
+        return [m for m in self.all_now() if m["_id"] in wanted]
 
     def settled(self, patient_ids: Iterable[str], at: datetime) -> set[str]:
         """The patients whose rows nothing waits to change at ``at``: their mark is the next computation's,
