@@ -51,6 +51,7 @@ NO_SYNC_KEY = datetime(9999, 1, 1)  # after any sync
 DAY_FIELDS = {"patient_id": 1, "date": 1, "state": 1, "covered": 1, "tens_fraction": 1}
 MAX_LOOKBACK = timedelta(days=2)
 OVERDUE_LIMIT = 10_000  # marks a pass that reads every mark due computes (the rest on the next pass)
+ENDING_FINISHED_AFTER = timedelta(minutes=10)  # an enrolment's ending unfinished this long stopped half-way
 MARKS_READ_AT_MOST = 1_000  # marks for now a panel read takes to catch its team's patients up (the rest: refresher)
 
 
@@ -251,6 +252,8 @@ class PanelReadModel:
         written = self.refresh({m["_id"] for m in marks}, {m["_id"]: m for m in marks}) if marks else 0
         if written:
             logger.info("panel rows refreshed: %d", written)
+        if self.stores.care_teams.finish_endings(at - ENDING_FINISHED_AFTER):
+            logger.warning("enrolment endings left half-way were finished")
         return written
 
     def catch_up(self, patient_ids: list[str]) -> int:
@@ -300,8 +303,9 @@ class PanelReadModel:
         the row when both are written); nothing else of the team is read. The rows of the team's patients
         marked since the refresher's last pass are computed first. An entry whose enrolment has ended (a crash
         between the two deletions) is dropped, never shown. ``version``: the team's panel version, read before
-        this call (with the team): the page this process last read under it is answered again, its figures
-        taken as of ``at`` (none of the team's entries has changed since), unless a row was computed first."""
+        this call (with the team; None while one of its enrolments is ending): the page this process last read
+        under it is answered again, its figures taken as of ``at`` (none of the team's entries has changed since),
+        unless a row was computed first."""
         at = at or self.clock()
         teams = self.stores.care_teams
         now_marks = self.marks.all_now(MARKS_READ_AT_MOST)
@@ -319,9 +323,9 @@ class PanelReadModel:
             version = None
         key = (team_id, sort, descending, offset, limit)
         kept = self.pages.get(key, version) if version is not None else None
-        # A kept page's patients are still checked against the enrolments: one whose enrolment ended (in a
-        # process that died before the entry went and the version moved) is never shown; the page is read again.
-        if kept is not None and len(teams.enrolled(team_id, (d["_id"] for d in kept[0]))) == len(kept[0]):
+        if kept is not None:
+            # (An enrolment ended since the page was read moved the version on. One ending now, or stopped
+            # half-way with its entry left behind, gives no version: companion.store.relationships.CareTeams.)
             docs, total = kept
             return [as_panel_row(d, at) for d in docs], total
         while True:

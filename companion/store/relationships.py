@@ -190,11 +190,30 @@ class CareTeams:
         """Move on these teams' panel versions (after a change to their panel entries)."""
         self.teams.update_many({"_id": {"$in": team_ids}}, {"$inc": {"panel_v": 1}})
 
-    def panel_versions_of(self, clinician_id: str) -> dict[str, int]:
+    def panel_versions_of(self, clinician_id: str) -> dict[str, int | None]:
         """The clinician's teams, each with its panel version (moved on by every change to the team's panel
-        entries: companion.store.read_models.PanelEntries)."""
-        return {t["_id"]: t.get("panel_v", 0)
-                for t in self.teams.find({"clinician_ids": clinician_id}, {"_id": 1, "panel_v": 1})}
+        entries: companion.store.read_models.PanelEntries), or None while an enrolment of the team is ending
+        (unenrol): no page of that team's panel may be served as kept then, for its entry may outlive the
+        enrolment should the ending stop half-way."""
+        return {t["_id"]: None if t.get("ending") else t.get("panel_v", 0)
+                for t in self.teams.find({"clinician_ids": clinician_id}, {"_id": 1, "panel_v": 1, "ending": 1})}
+
+    def finish_endings(self, started_before: datetime) -> int:
+        """Finish the endings of enrolments that started before this instant and never finished (a process that
+        stopped half-way through unenrol): the panel entry of each enrolment no longer there is deleted, and the
+        team's ending cleared, so that its pages can be kept again. An ending begun meanwhile in the same team
+        leaves it for a later run. Returns how many teams were cleared."""
+        cleared = 0
+        for team in self.teams.find({"ending_at": {"$lt": started_before}}, {"_id": 1, "ending": 1, "ending_at": 1}):
+            pending = sorted(team.get("ending") or [])
+            gone = set(pending) - self.enrolled(team["_id"], pending, by_pair=False)
+            self.panel_entries.delete_ids(f"{team['_id']}:{pid}" for pid in gone)
+            change: dict = {"$unset": {"ending_at": ""}}
+            if pending:
+                change |= {"$pullAll": {"ending": pending}, "$inc": {"panel_v": 1}}
+            cleared += self.teams.update_one({"_id": team["_id"], "ending_at": team["ending_at"]},
+                                             change).modified_count
+        return cleared
 
     def has_team(self, clinician_id: str) -> bool:
         return self.teams.find_one({"clinician_ids": clinician_id}, {"_id": 1}) is not None
@@ -224,12 +243,18 @@ class CareTeams:
         # computation of the row (within a minute) takes the line off.
         at = now()
         self.panel_marks.mark([patient_id], "enrolment ended", at)
+        # The team notes the ending first, so that no process serves a page of its panel kept from before while
+        # the enrolment is gone and its entry is not (a stop between the two deletions): such a stop leaves the
+        # note, and finish_endings (the panel refresher) deletes the entry and clears it.
+        self.teams.update_one({"_id": team_id}, {"$addToSet": {"ending": patient_id}, "$set": {"ending_at": at},
+                                                 "$inc": {"panel_v": 1}})
         current = self.enrolments.find_one({"team_id": team_id, "patient_id": patient_id})
         if current is not None:  # once (a retry after a stop between the writes finds it there)
             insert_new(self.ended, [{**current, "_id": f"{current['_id']}:{current['enrolled_at'].isoformat()}",
                                      "ended_at": at, "ended_by": ended_by}])
         deleted = self.enrolments.delete_one({"team_id": team_id, "patient_id": patient_id}).deleted_count
         self.panel_entries.delete_ids([f"{team_id}:{patient_id}"])
+        self.teams.update_one({"_id": team_id}, {"$pull": {"ending": patient_id}, "$inc": {"panel_v": 1}})
         return deleted
 
     def enrolment(self, team_id: str, patient_id: str) -> dict | None:

@@ -9,8 +9,11 @@ was kept, then through the stores to see that it no longer is.
 from __future__ import annotations
 
 import random
+from datetime import UTC, timedelta
 
-from companion.services.read_models import PanelPages, PanelReadModel
+import pytest
+
+from companion.services.read_models import ENDING_FINISHED_AFTER, PanelPages, PanelReadModel
 from companion.services.review import Review
 from companion.store.relationships import CareTeams
 from companion.store.stores import Stores
@@ -90,16 +93,82 @@ def test_a_page_is_kept_for_at_most_its_age(db):
     assert names(reader, limit=4) == ["renamed"] * 4
 
 
-def test_a_patient_whose_enrolment_ended_is_never_shown_from_a_kept_page(db):
+def _stop_between_the_deletions(teams: CareTeams, monkeypatch) -> None:
+    """These stores stop (a process killed) when unenrol deletes the panel entry, after the enrolment went."""
+    def stopped(entry_ids):
+        raise RuntimeError("the process stopped here")
+    monkeypatch.setattr(teams.panel_entries, "delete_ids", stopped)
+
+
+def test_a_patient_whose_enrolment_ended_is_never_shown_from_a_kept_page(db, monkeypatch):
     stores, team_id, ids = _team_with_rows(db, random.Random(4), 10)
     reader = process(db)
     shown = [r.patient_id for r in reader.panel_page(CLINICIAN, limit=10)[0]]
     gone = shown[3]
-    # A process that died right after deleting the enrolment: the entry is still there, no version moved.
-    db.team_enrolments.delete_one({"_id": f"{team_id}:{gone}"})
+    # A process that stopped right after deleting the enrolment: the entry is still there.
+    dying = CareTeams(db)
+    _stop_between_the_deletions(dying, monkeypatch)
+    with pytest.raises(RuntimeError):
+        dying.unenrol(team_id, gone, ended_by="clinician")
+    assert db.team_enrolments.find_one({"_id": f"{team_id}:{gone}"}) is None
+    assert db.panel_entries.find_one({"_id": f"{team_id}:{gone}"}) is not None
     rows, total = reader.panel_page(CLINICIAN, limit=10)
     assert gone not in {r.patient_id for r in rows} and len(rows) == 9 and total == 9
     assert db.panel_entries.find_one({"_id": f"{team_id}:{gone}"}) is None
+    # While the ending is unfinished no page of the team is kept: every read reads the entries.
+    db.panel_entries.update_many({}, {"$set": {"display_name": "behind the stores' back"}})
+    assert names(reader, limit=9) == ["behind the stores' back"] * 9
+
+
+def test_an_ending_stopped_half_way_is_finished_and_pages_are_kept_again(db, monkeypatch):
+    stores, team_id, ids = _team_with_rows(db, random.Random(12), 6)
+    dying = CareTeams(db)
+    _stop_between_the_deletions(dying, monkeypatch)
+    with pytest.raises(RuntimeError):
+        dying.unenrol(team_id, ids[0], ended_by="admin")
+    started = db.care_teams.find_one({"_id": team_id})["ending_at"].replace(tzinfo=UTC)
+    teams = CareTeams(db)
+    assert teams.finish_endings(started) == 0  # only endings begun before the instant given
+    assert db.care_teams.find_one({"_id": team_id})["ending"] == [ids[0]]
+    assert db.panel_entries.find_one({"_id": f"{team_id}:{ids[0]}"}) is not None
+    assert teams.finish_endings(started + timedelta(seconds=1)) == 1
+    team = db.care_teams.find_one({"_id": team_id})
+    assert team["ending"] == [] and "ending_at" not in team
+    assert db.panel_entries.find_one({"_id": f"{team_id}:{ids[0]}"}) is None
+    reader = process(db)
+    first = names(reader, limit=5)
+    assert len(first) == 5
+    db.panel_entries.update_many({}, {"$set": {"display_name": "behind the stores' back"}})
+    assert names(reader, limit=5) == first  # kept again
+
+
+def test_the_refresher_finishes_an_ending_stopped_before_the_enrolment_went_and_the_patient_stays(db, monkeypatch):
+    stores, team_id, ids = _team_with_rows(db, random.Random(13), 4)
+    dying = CareTeams(db)
+    monkeypatch.setattr(dying, "enrolments", None)  # stops at its first use: after the team noted the ending
+    with pytest.raises(AttributeError):
+        dying.unenrol(team_id, ids[1], ended_by="patient")
+    db.panel_row_marks.delete_many({})  # (these rows are made up, no patient's data: none is computed again)
+    started = db.care_teams.find_one({"_id": team_id})["ending_at"].replace(tzinfo=UTC)
+    clock = {"at": started + ENDING_FINISHED_AFTER - timedelta(seconds=5)}
+    refresher = PanelReadModel(Stores(db), clock=lambda: clock["at"])
+    refresher.refresh_due()  # too soon: it may still be under way
+    assert db.care_teams.find_one({"_id": team_id})["ending"] == [ids[1]]
+    clock["at"] += timedelta(seconds=10)
+    refresher.refresh_due()
+    assert db.care_teams.find_one({"_id": team_id})["ending"] == []
+    assert db.team_enrolments.find_one({"_id": f"{team_id}:{ids[1]}"}) is not None
+    assert ids[1] in {r.patient_id for r in process(db).panel_page(CLINICIAN, limit=10)[0]}
+
+
+def test_an_ending_that_finishes_lets_pages_be_kept_at_once(db):
+    stores, team_id, ids = _team_with_rows(db, random.Random(14), 6)
+    CareTeams(db).unenrol(team_id, ids[2], ended_by="clinician")
+    reader = process(db)
+    first = names(reader, limit=5)
+    assert ids[2] not in {r.patient_id for r in reader.panel_page(CLINICIAN, limit=5)[0]}
+    db.panel_entries.update_many({}, {"$set": {"display_name": "behind the stores' back"}})
+    assert names(reader, limit=5) == first
 
 
 def test_a_process_that_keeps_no_pages_reads_the_entries_every_time(db):
