@@ -143,7 +143,8 @@ REMINDER_CALLED_OFF = "reminder_called_off"  # the reminder was stopped or moved
 
 def delivery_refusal(*, recipient_active: bool, patient_active: bool, to_patient: bool,
                      caregiver: CaregiverPermissions | None, share_kind: str | None,
-                     alert_resolved: bool = False, reminder_settled: str | None = None) -> str | None:
+                     alert_resolved: bool = False, reminder_settled: str | None = None,
+                     reminder_snoozed: bool = False) -> str | None:
     """Why a notification about a patient must not be delivered now, or None when it may go.
 
     Consent is checked at the moment of sending as well as at reading: a notification to the patient goes
@@ -153,7 +154,8 @@ def delivery_refusal(*, recipient_active: bool, patient_active: bool, to_patient
     was queued (``alert_resolved``) goes to nobody: its resolution withdraws it, and this catches one that a
     crash between the resolution and the withdrawal left queued. Nor does a reminder of an occurrence the
     patient has answered, or that was called off, meanwhile (``reminder_settled``: its status): the answer
-    withdraws what is queued, and this stops one that was already being sent when the answer came.
+    withdraws what is queued, and this stops one that was already being sent when the answer came. Nor, alike,
+    one planned before a snooze whose time has not come (``reminder_snoozed``): the snooze reminds them then.
     """
     if not recipient_active:
         return RECIPIENT_INACTIVE
@@ -163,6 +165,8 @@ def delivery_refusal(*, recipient_active: bool, patient_active: bool, to_patient
         return ALERT_RESOLVED
     if reminder_settled is not None:
         return REMINDER_CALLED_OFF if reminder_settled == "cancelled" else REMINDER_ANSWERED
+    if reminder_snoozed:
+        return REMINDER_SNOOZED
     if to_patient:
         return None
     if caregiver is None:

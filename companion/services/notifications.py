@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from companion.clock import Clock, now
 from companion.domain.access import (
     Actor,
     Grant,
@@ -18,6 +19,7 @@ from companion.domain.access import (
     notifications_visible_to,
 )
 from companion.domain.errors import NotFound
+from companion.domain.notifications import snooze_key
 from companion.domain.people import Account
 from companion.store.stores import Stores
 
@@ -48,8 +50,9 @@ class DeliveryConsent:
     """Whether each notification may still go to its recipient, decided afresh at the moment of sending
     (companion.domain.access.delivery_refusal), from the accounts, caregiver links and alerts as they are now."""
 
-    def __init__(self, stores: Stores):
+    def __init__(self, stores: Stores, clock: Clock = now):
         self.users = stores.users
+        self.clock = clock
         self.links = stores.care_links
         self.alerts = stores.alerts
         self.occurrences = stores.occurrences
@@ -65,7 +68,7 @@ class DeliveryConsent:
         links = self.links.active_pairs({(d["patient_id"], d["recipient_user_id"]) for d in to_caregivers})
         share_kinds = self._share_kinds(to_caregivers)
         resolved = self._about_resolved_alerts(docs)
-        settled = self._about_settled_reminders(docs)
+        settled, snoozed = self._about_held_reminders(docs)
         refused = {}
         for doc in docs:
             recipient, patient = people.get(doc["recipient_user_id"]), people.get(doc["patient_id"])
@@ -74,7 +77,8 @@ class DeliveryConsent:
                 recipient_active=bool(recipient and recipient.active), patient_active=bool(patient and patient.active),
                 to_patient=doc["recipient_user_id"] == doc["patient_id"],
                 caregiver=link.permissions if link else None, share_kind=share_kinds.get(doc["_id"]),
-                alert_resolved=doc["_id"] in resolved, reminder_settled=settled.get(doc["_id"]))
+                alert_resolved=doc["_id"] in resolved, reminder_settled=settled.get(doc["_id"]),
+                reminder_snoozed=doc["_id"] in snoozed)
             if reason is not None:
                 refused[doc["_id"]] = reason
         return refused
@@ -107,15 +111,26 @@ class DeliveryConsent:
         resolved = self.alerts.resolved_among(set(about.values()))
         return {nid for nid, alert_id in about.items() if alert_id in resolved}
 
-    def _about_settled_reminders(self, docs: list[dict]) -> dict[str, str]:
+    def _about_held_reminders(self, docs: list[dict]) -> tuple[dict[str, str], set[str]]:
         """The reminder pushes whose occurrence (with the rest of its push group) the patient has answered, or
-        that was called off, since they were queued: {notification id: the occurrence's status}. Answering
-        withdraws them, but one claimed by a sender just before is already past that, and this check stops it."""
+        that was called off, since they were queued: {notification id: the occurrence's status}; and those
+        planned before a snooze whose time has not come (all but the push the snooze asked for). Answering or
+        snoozing withdraws them, but one claimed by a sender just before is already past that, and this check
+        stops it."""
         about = {d["_id"]: d["source_key"].split(":")[1] for d in docs if d["source_key"].startswith("reminder:")}
         if not about:
-            return {}
-        settled = self.occurrences.settled_pushes(set(about.values()))
-        return {nid: settled[leader] for nid, leader in about.items() if leader in settled}
+            return {}, set()
+        held = self.occurrences.held_pushes(set(about.values()), self.clock())
+        settled, snoozed = {}, set()
+        for doc in docs:
+            occurrence = held.get(about.get(doc["_id"], ""))
+            if occurrence is None:
+                continue
+            if occurrence["status"] != "pending":
+                settled[doc["_id"]] = occurrence["status"]
+            elif doc["source_key"] != snooze_key(occurrence):
+                snoozed.add(doc["_id"])
+        return settled, snoozed
 
     def _share_kinds(self, docs: list[dict]) -> dict[str, str | None]:
         """The consent kind each caregiver notification needs: recorded on it, or (for one queued before it was

@@ -315,7 +315,7 @@ class PushDelivery:
             raise RuntimeError("no FCM service account configured")
         return OutboxDispatcher(self.stores.outbox, self.stores.push_tokens, self.sender, owner=owner or self.owner,
                                 lease=self.settings.push_lease, batch_size=self.settings.dispatch_batch,
-                                consent=DeliveryConsent(self.stores), users=self.stores.users)
+                                consent=DeliveryConsent(self.stores, self.clock), users=self.stores.users)
 
     def send_due(self, owner: str | None = None) -> DispatchReport:
         """Send every due outbox notification, a batch at a time, until a pass finds none left to claim."""

@@ -191,16 +191,21 @@ class Occurrences(feeds.SyncedCollection):
         return self.col.find({"status": "pending", "window_ends_at": {"$gt": at}, "due_at": {"$lte": at}}
                              ).sort("due_at", ASCENDING)
 
-    def settled_pushes(self, leaders: Iterable[str]) -> dict[str, str]:
-        """Of these occurrences (each the first of its push group), those answered or called off, none of whose
-        group is still pending: ``{occurrence: its status}``. A push about one of them reminds of nothing."""
-        settled: dict[str, str] = {}
+    def held_pushes(self, leaders: Iterable[str], at: datetime) -> dict[str, dict]:
+        """Of these occurrences (each named by a reminder push's source key), those whose pushes must not go at
+        ``at``: answered or called off, or snoozed to a later time, none of whose push group is still pending
+        without them (a DST gap). ``{occurrence: {_id, status, snoozed_until, ...}}``, one query for all (and
+        one more for each such occurrence, to check its group)."""
+        held: dict[str, dict] = {}
         for part in chunks(sorted(set(leaders))):
-            for doc in self.col.find({"_id": {"$in": part}, "status": {"$in": ["done", "skipped", CANCELLED]}},
-                                     {"status": 1, "reminder_id": 1, "local_date": 1}):
+            for doc in self.col.find({"_id": {"$in": part},
+                                      "$or": [{"status": {"$in": ["done", "skipped", CANCELLED]}},
+                                              {"status": "pending", "snoozed_until": {"$gt": at}}]},
+                                     {"status": 1, "reminder_id": 1, "local_date": 1, "snoozed_until": 1,
+                                      "push_with": 1}):
                 if not self.others_open_in_push_group(doc):
-                    settled[doc["_id"]] = doc["status"]
-        return settled
+                    held[doc["_id"]] = doc
+        return held
 
     def others_open_in_push_group(self, occurrence: dict) -> bool:
         """Whether another occurrence sharing ``occurrence``'s push (a DST gap: the same reminder and local date,
