@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, timedelta
 
+import pymongo
 import pytest
 
 from companion.services.read_models import ENDING_FINISHED_AFTER, PanelPages, PanelReadModel
@@ -79,6 +80,35 @@ def test_every_change_to_a_teams_entries_moves_its_version_and_no_other_teams(db
     before = version(db, team_id)
     entries.keep_only(ids[0], [team_id, other], 2)
     assert version(db, team_id) == before
+
+
+class _Collections(pymongo.monitoring.CommandListener):
+    def __init__(self):
+        self.seen: list[tuple[str, str]] = []
+
+    def started(self, event):
+        self.seen.append((event.command_name, str(event.command.get(event.command_name))))
+
+    def succeeded(self, event):
+        pass
+
+    def failed(self, event):
+        pass
+
+
+def test_a_kept_page_is_answered_after_reading_the_team_and_the_marks_due_now_alone(db, mongo_uri):
+    _team_with_rows(db, random.Random(15), 12)
+    listener = _Collections()
+    watched = pymongo.MongoClient(mongo_uri, tz_aware=True, event_listeners=[listener])
+    try:
+        reader = process(watched[db.name])
+        first = names(reader, limit=5)
+        listener.seen.clear()
+        assert names(reader, limit=5) == first
+        # No entry, row or enrolment is read: the team's version says none of its lines changed or ended.
+        assert listener.seen == [("find", "care_teams"), ("find", "panel_row_marks")]
+    finally:
+        watched.close()
 
 
 def test_a_page_is_kept_for_at_most_its_age(db):
