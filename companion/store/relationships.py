@@ -206,7 +206,7 @@ class CareTeams:
         cleared = 0
         for team in self.teams.find({"ending_at": {"$lt": started_before}}, {"_id": 1, "ending": 1, "ending_at": 1}):
             pending = sorted(team.get("ending") or [])
-            gone = set(pending) - self.enrolled(team["_id"], pending, by_pair=False)
+            gone = set(pending) - self.enrolled(team["_id"], pending)  # (by pair too: a few, and an old id)
             self.panel_entries.delete_ids(f"{team['_id']}:{pid}" for pid in gone)
             change: dict = {"$unset": {"ending_at": ""}}
             if pending:

@@ -172,8 +172,13 @@ def test_an_ending_stopped_half_way_is_finished_and_pages_are_kept_again(db, mon
     assert names(reader, limit=5) == first  # kept again
 
 
-def test_the_refresher_finishes_an_ending_stopped_before_the_enrolment_went_and_the_patient_stays(db, monkeypatch):
+@pytest.mark.parametrize("enrolment_id", ["derived", "from before ids were derived"])
+def test_the_refresher_finishes_an_ending_stopped_before_the_enrolment_went_and_the_patient_stays(
+        db, monkeypatch, enrolment_id):
     stores, team_id, ids = _team_with_rows(db, random.Random(13), 4)
+    if enrolment_id != "derived":
+        old = db.team_enrolments.find_one_and_delete({"_id": f"{team_id}:{ids[1]}"})
+        db.team_enrolments.insert_one({**old, "_id": "5f0000000000000000000001"})
     dying = CareTeams(db)
     monkeypatch.setattr(dying, "enrolments", None)  # stops at its first use: after the team noted the ending
     with pytest.raises(AttributeError):
@@ -187,7 +192,8 @@ def test_the_refresher_finishes_an_ending_stopped_before_the_enrolment_went_and_
     clock["at"] += timedelta(seconds=10)
     refresher.refresh_due()
     assert db.care_teams.find_one({"_id": team_id})["ending"] == []
-    assert db.team_enrolments.find_one({"_id": f"{team_id}:{ids[1]}"}) is not None
+    assert db.team_enrolments.find_one({"team_id": team_id, "patient_id": ids[1]}) is not None
+    assert db.panel_entries.find_one({"_id": f"{team_id}:{ids[1]}"}) is not None
     assert ids[1] in {r.patient_id for r in process(db).panel_page(CLINICIAN, limit=10)[0]}
 
 
