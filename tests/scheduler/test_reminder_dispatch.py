@@ -390,25 +390,35 @@ def test_nudges_that_fall_in_quiet_hours_are_not_sent(jobs_db, settings, clock, 
 
 
 
-@pytest.mark.parametrize("status", ["done", "skipped"])
-def test_a_reminder_answered_while_its_push_was_past_withdrawing_is_withdrawn_at_sending_not_sent(
-        jobs_db, settings, clock, traveller, sender, emulator, monkeypatch, status):
+@pytest.mark.parametrize("act", ["done", "skipped", "snoozed"])
+def test_a_reminder_answered_or_snoozed_while_its_push_was_past_withdrawing_is_withdrawn_at_sending_not_sent(
+        jobs_db, settings, clock, traveller, sender, emulator, monkeypatch, act):
     patient, token = _one_patient_with_phone(jobs_db)
-    daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02")
+    daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02", window_min=60)
     traveller.move_to(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))
     services = services_on(jobs_db, settings, clock, sender)
     services.reminder_dispatch.dispatch_due()  # its push is queued, not sent yet
     occurrence = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "local_date": "2026-03-02"})
-    # The answer is recorded, and its withdrawal of the queued push never happens (a sender had claimed it
-    # already, or the request stopped there): the sender's own check at sending stops it.
+    # The answer (or snooze) is recorded, and its withdrawal of the queued push never happens (a sender had
+    # claimed it already, or the request stopped there): the sender's own check at sending stops it.
     monkeypatch.setattr(services.stores.outbox, "withdraw_sources", dead_database)
     with pytest.raises(ConnectionFailure):
-        services.reminders.record_outcome(own(patient.id), occurrence["_id"], status, None)
+        if act == "snoozed":
+            services.reminders.snooze(own(patient.id), occurrence["_id"], 15)
+        else:
+            services.reminders.record_outcome(own(patient.id), occurrence["_id"], act, None)
     monkeypatch.undo()
     services.push.send_due(owner="test-worker")
     assert emulator.delivered_to(token) == []
     [push] = list(jobs_db.push_outbox.find({"recipient_user_id": patient.id}))
-    assert (push["state"], push["withdrawn_reason"]) == ("withdrawn", "reminder_answered")
+    assert (push["state"], push["withdrawn_reason"]) == (
+        "withdrawn", "reminder_snoozed" if act == "snoozed" else "reminder_answered")
+    if act == "snoozed":
+        traveller.move_to(datetime(2026, 3, 2, 10, 15, tzinfo=UTC))  # the snooze's time: its own push goes
+        later = services_on(jobs_db, settings, clock, sender)
+        later.reminder_dispatch.dispatch_due()
+        later.push.send_due(owner="test-worker")
+        assert [d.body["message"]["data"]["kind"] for d in emulator.delivered_to(token)] == ["reminder_repeat"]
 
 
 def test_a_push_shared_by_two_slots_of_a_dst_gap_is_settled_only_when_both_are(jobs_db):
@@ -434,27 +444,3 @@ def test_a_push_shared_by_two_slots_of_a_dst_gap_is_settled_only_when_both_are(j
     assert held(["open"]) == {"open": "pending"}
     jobs_db.reminder_occurrences.update_one({"_id": "open"}, {"$set": {"snoozed_until": at}})
     assert held(["open"]) == {}
-
-
-def test_a_reminder_snoozed_while_its_push_was_past_withdrawing_is_held_back_and_the_snooze_reminds_at_its_time(
-        jobs_db, settings, clock, traveller, sender, emulator, monkeypatch):
-    patient, token = _one_patient_with_phone(jobs_db)
-    daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02", window_min=60)
-    traveller.move_to(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))
-    services = services_on(jobs_db, settings, clock, sender)
-    services.reminder_dispatch.dispatch_due()  # its push is queued, not sent yet
-    occurrence = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "local_date": "2026-03-02"})
-    # The snooze is recorded, and its withdrawal of the queued push never happens (a sender had claimed it).
-    monkeypatch.setattr(services.stores.outbox, "withdraw_sources", dead_database)
-    with pytest.raises(ConnectionFailure):
-        services.reminders.snooze(own(patient.id), occurrence["_id"], 15)
-    monkeypatch.undo()
-    services.push.send_due(owner="test-worker")
-    assert emulator.delivered_to(token) == []
-    [push] = list(jobs_db.push_outbox.find({"recipient_user_id": patient.id}))
-    assert (push["state"], push["withdrawn_reason"]) == ("withdrawn", "reminder_snoozed")
-    traveller.move_to(datetime(2026, 3, 2, 10, 15, tzinfo=UTC))  # the snooze's time: its own push goes
-    later = services_on(jobs_db, settings, clock, sender)
-    later.reminder_dispatch.dispatch_due()
-    later.push.send_due(owner="test-worker")
-    assert [d.body["message"]["data"]["kind"] for d in emulator.delivered_to(token)] == ["reminder_repeat"]
