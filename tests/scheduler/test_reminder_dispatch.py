@@ -421,6 +421,24 @@ def test_a_reminder_answered_or_snoozed_while_its_push_was_past_withdrawing_is_w
         assert [d.body["message"]["data"]["kind"] for d in emulator.delivered_to(token)] == ["reminder_repeat"]
 
 
+def test_a_snooze_capped_at_the_windows_end_still_sends_its_own_push_a_minute_before_its_time(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    patient, token = _one_patient_with_phone(jobs_db)
+    daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02", window_min=30)
+    traveller.move_to(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))
+    run_minute(jobs_db, settings, clock, sender)
+    assert len(emulator.delivered_to(token)) == 1
+    occurrence = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "local_date": "2026-03-02"})
+    traveller.move_to(datetime(2026, 3, 2, 10, 20, tzinfo=UTC))
+    services_on(jobs_db, settings, clock).reminders.snooze(own(patient.id), occurrence["_id"], 15)  # to 10:30, the end
+    # Its push goes at 10:29, the last minute of the window, while the snooze's time (10:30) has not come: the
+    # send-time check holds back every push planned before a snooze but this one.
+    traveller.move_to(datetime(2026, 3, 2, 10, 29, tzinfo=UTC))
+    run_minute(jobs_db, settings, clock, sender)
+    assert [d.body["message"]["data"]["kind"] for d in emulator.delivered_to(token)] == [
+        "therapy_reminder", "reminder_repeat"]
+
+
 def test_a_push_shared_by_two_slots_of_a_dst_gap_is_settled_only_when_both_are(jobs_db):
     from companion.store.reminders import Occurrences
 
