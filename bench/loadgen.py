@@ -1,7 +1,8 @@
 """A small closed-loop HTTP load generator, run as its own process so it does not share the server's GIL.
 
 python -m bench.loadgen URL [--header 'Name: value'] [--concurrency 16] [--seconds 10]
-prints one JSON line: requests, requests per second (all, and answered 200), p50/p95/p99 latency, error count.
+prints one JSON line: requests, requests per second (all, and answered 200), p50/p95/p99 latency, error count
+(with --raw, every latency too, for a caller that adds runs together).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import httpx
 from bench.common import percentiles
 
 
-def run(url: str, headers: dict, concurrency: int, seconds: float) -> dict:
+def run(url: str, headers: dict, concurrency: int, seconds: float, raw: bool = False) -> dict:
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
@@ -46,7 +47,8 @@ def run(url: str, headers: dict, concurrency: int, seconds: float) -> dict:
     elapsed = time.perf_counter() - started
     return {"requests": len(latencies), "rps": round(len(latencies) / elapsed, 1),
             "ok_rps": round((len(latencies) - errors[0]) / elapsed, 1), "errors": errors[0],
-            "concurrency": concurrency, "seconds": round(elapsed, 1), **percentiles(latencies)}
+            "concurrency": concurrency, "seconds": round(elapsed, 1), **percentiles(latencies),
+            **({"elapsed_s": elapsed, "latencies_s": latencies} if raw else {})}
 
 
 def main() -> None:
@@ -55,9 +57,10 @@ def main() -> None:
     parser.add_argument("--header", action="append", default=[])
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--raw", action="store_true", help="also print every latency (s) and the exact elapsed time")
     args = parser.parse_args()
     headers = dict(h.split(": ", 1) for h in args.header)
-    print(json.dumps(run(args.url, headers, args.concurrency, args.seconds)))
+    print(json.dumps(run(args.url, headers, args.concurrency, args.seconds, args.raw)))
 
 
 if __name__ == "__main__":

@@ -7,8 +7,11 @@ has three TENS sessions a day over those days. The panel's read model is built a
 (bench/bare_app.py) run on the same gunicorn setup (2 workers × 4 threads):
 
 - the bare floor: a Flask endpoint that touches no database;
-- the database floor: a Flask endpoint doing one `find_one` by `_id` on the same server (measured in each
-  case, just before the endpoints it is the floor of).
+- the database floor: a Flask endpoint doing one `find_one` by `_id` on the same server, measured in each case
+  in turns with the endpoints it is the floor of (``--slices`` turns: in each, the floor and every endpoint run
+  for seconds / slices, in an order that moves on by one each turn), so that load from other work on a shared
+  machine falls on the floor and the endpoints alike; each figure adds its turns together, and the ratio of
+  each turn is kept (``slice_rps_ratios``) to show how steady the machine was.
 
 The panel is measured twice: as served (a page read again while the team's panel is unchanged is answered from
 the page each web process kept, after checking the team's panel version) and with no page kept
@@ -31,7 +34,7 @@ import httpx
 from bson import ObjectId
 
 from bench.bare_app import FLOOR_ID
-from bench.common import ROOT, app_env, database, gunicorn, mongo, write_result
+from bench.common import ROOT, app_env, database, gunicorn, mongo, percentiles, write_result
 from bench.ingestion import item, stored
 from bench.world import bench_app
 from tests.support.world import make_user
@@ -115,20 +118,49 @@ def seed(uri: str, db_name: str, patients: int, days: int) -> dict:
     return {"patient": reader, "clinician": clinician, "rows": built, "rebuild_s": rebuild_s}
 
 
-def load(url: str, headers: dict, seconds: float, concurrency: int) -> dict:
+def load(url: str, headers: dict, seconds: float, concurrency: int, raw: bool = False) -> dict:
     command = [sys.executable, "-m", "bench.loadgen", url, "--seconds", str(seconds),
                "--concurrency", str(concurrency)] + [f"--header={k}: {v}" for k, v in headers.items()]
-    out = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(command + (["--raw"] if raw else []), cwd=ROOT, check=True, capture_output=True,
+                         text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
+def added(runs: list[dict], concurrency: int) -> dict:
+    """Several load runs of one endpoint (``load(..., raw=True)``) as one: their requests and errors over their
+    summed time, and the percentiles of all their latencies."""
+    latencies = [x for r in runs for x in r["latencies_s"]]
+    elapsed = sum(r["elapsed_s"] for r in runs)
+    errors = sum(r["errors"] for r in runs)
+    return {"requests": len(latencies), "rps": round(len(latencies) / elapsed, 1),
+            "ok_rps": round((len(latencies) - errors) / elapsed, 1), "errors": errors, "concurrency": concurrency,
+            "seconds": round(elapsed, 1), **percentiles(latencies)}
+
+
+def sliced(targets: dict[str, tuple[str, dict]], seconds: float, concurrency: int, slices: int) -> dict[str, dict]:
+    """Measure each target (name: (url, headers)) for ``seconds`` in all, cut into ``slices`` turns: in each turn
+    every target runs once, in an order that moves on by one each turn, so that load from other work on the
+    machine falls on each alike (the floor included). Each target's figures are its turns added together, with
+    ``slice_ok_rps``: its rate in each turn (the ratios per turn show how steady the machine was)."""
+    names = list(targets)
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    for turn in range(slices):
+        for name in names[turn % len(names):] + names[:turn % len(names)]:
+            url, headers = targets[name]
+            runs[name].append(load(url, headers, seconds / slices, concurrency, raw=True))
+    return {name: {**added(runs[name], concurrency), "slice_ok_rps": [r["ok_rps"] for r in runs[name]]}
+            for name in names}
+
+
 def ratios(measured: dict, floor: dict) -> dict:
+    turns = list(zip(measured.get("slice_ok_rps", []), floor.get("slice_ok_rps", []), strict=True))
     return {"rps_ratio_to_floor": round(measured["ok_rps"] / floor["ok_rps"], 4),
             "p50_ratio_to_floor": round(measured["p50_ms"] / floor["p50_ms"], 2),
-            "p95_ratio_to_floor": round(measured["p95_ms"] / floor["p95_ms"], 2)}
+            "p95_ratio_to_floor": round(measured["p95_ms"] / floor["p95_ms"], 2),
+            **({"slice_rps_ratios": [round(m / f, 3) for m, f in turns]} if turns else {})}
 
 
-def one_case(uri: str, patients: int, days: int, seconds: float, concurrency: int) -> dict:
+def one_case(uri: str, patients: int, days: int, seconds: float, concurrency: int, slices: int = 5) -> dict:
     db_name = f"bench_reads_{patients}_{days}"
     mongo(uri).drop_database(db_name)
     started = time.perf_counter()
@@ -136,24 +168,27 @@ def one_case(uri: str, patients: int, days: int, seconds: float, concurrency: in
     case = {"patients": patients, "days": days, "seed_s": round(time.perf_counter() - started, 1),
             "rows": people["rows"], "rebuild_s": people["rebuild_s"]}
     env = app_env(uri, db_name)
-    with gunicorn("bench.bare_app:app", env) as floor:
-        case["floor"] = load(floor.url + "/floor", {}, seconds, concurrency)
-    with gunicorn("companion.wsgi:app", env) as server:
-        for name, path, person in (("today", TODAY_PATH.format(patient_id=people["patient"].id), people["patient"]),
-                                   ("panel", PANEL_PATH, people["clinician"])):
-            status = httpx.get(server.url + path, headers=person.headers, timeout=60).status_code
+    today_path = TODAY_PATH.format(patient_id=people["patient"].id)
+    # The panel is also served with no page kept by the web processes (*panel_unkept*): what every read costs
+    # when the team's panel has changed since the last one (the *panel* figure is the page read again while
+    # nothing changed). The three servers run side by side, the load taking turns among them.
+    with gunicorn("bench.bare_app:app", env) as floor, gunicorn("companion.wsgi:app", env) as server, \
+            gunicorn("companion.wsgi:app", env | {"COMPANION_PANEL_PAGE_CACHE": "0"}) as unkept:
+        targets = {"floor": (floor.url + "/floor", {})}
+        for name, url, person in (("today", server.url + today_path, people["patient"]),
+                                  ("panel", server.url + PANEL_PATH, people["clinician"]),
+                                  ("panel_unkept", unkept.url + PANEL_PATH, people["clinician"])):
+            status = httpx.get(url, headers=person.headers, timeout=60).status_code
             if status != 200:
-                case[name] = {"available": False, "reason": f"{path} answered {status}"}
+                case[name] = {"available": False, "reason": f"{url.split('/api')[1]} answered {status}"}
                 continue
-            measured = load(server.url + path, person.headers, seconds, concurrency)
-            case[name] = {"available": True, "path": path.split("?")[0], **measured,
-                          **ratios(measured, case["floor"])}
-    # The panel again with no page kept by the web processes: what every read costs when the team's panel has
-    # changed since the last one (the figure above is the panel read again while nothing changed).
-    with gunicorn("companion.wsgi:app", env | {"COMPANION_PANEL_PAGE_CACHE": "0"}) as server:
-        measured = load(server.url + PANEL_PATH, people["clinician"].headers, seconds, concurrency)
-        case["panel_unkept"] = {"available": True, "path": PANEL_PATH.split("?")[0], **measured,
-                                **ratios(measured, case["floor"])}
+            targets[name] = (url, person.headers)
+        measured = sliced(targets, seconds, concurrency, slices)
+    case["floor"] = measured.pop("floor")
+    case["slices"] = slices
+    for name, figures in measured.items():
+        path = (today_path if name == "today" else PANEL_PATH).split("?")[0]
+        case[name] = {"available": True, "path": path, **figures, **ratios(figures, case["floor"])}
     mongo(uri).drop_database(db_name)
     return case
 
@@ -164,14 +199,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--sizes", default="200,2000", help="panel sizes (patients on the clinician's team)")
     parser.add_argument("--days", default="90,365", help="days of history per patient")
+    parser.add_argument("--slices", type=int, default=5,
+                        help="turns the floor and the endpoints take (each measured seconds / slices a turn)")
     args = parser.parse_args(argv)
-    figures: dict = {"concurrency": args.concurrency, "seconds": args.seconds, "page": 50, "cases": []}
+    figures: dict = {"concurrency": args.concurrency, "seconds": args.seconds, "slices": args.slices, "page": 50,
+                     "cases": []}
     with database() as uri:
         with gunicorn("bench.bare_app:app", {"MONGODB_URI": uri, "MONGODB_DB": "bench_floor"}) as bare:
             figures["bare"] = load(bare.url + "/bare", {}, args.seconds, args.concurrency)
         for patients in (int(s) for s in args.sizes.split(",")):
             for days in (int(d) for d in args.days.split(",")):
-                figures["cases"].append(one_case(uri, patients, days, args.seconds, args.concurrency))
+                figures["cases"].append(one_case(uri, patients, days, args.seconds, args.concurrency, args.slices))
                 print(json.dumps(figures["cases"][-1]), flush=True)
     write_result("reads", figures)
 

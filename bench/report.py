@@ -75,8 +75,10 @@ def _case_line(case: dict, name: str, shortest: dict | None) -> str:
     growth = ""
     if shortest is not None and shortest is not case and shortest.get(name, {}).get("available"):
         growth = f"{r['p95_ms'] / shortest[name]['p95_ms']:.2f}"
+    turns = r.get("slice_rps_ratios") or []
+    spread = f" ({min(turns):.2f}–{max(turns):.2f})" if len(turns) > 1 else ""
     return (f"| {label} | {r['ok_rps']} | {r['p50_ms']} | {r['p95_ms']} | {r['errors']} / {r['requests']} | "
-            f"**{r['rps_ratio_to_floor']:.3f}** | {r['p95_ratio_to_floor']} | {growth} |")
+            f"**{r['rps_ratio_to_floor']:.3f}**{spread} | {r['p95_ratio_to_floor']} | {growth} |")
 
 
 def reads(lines: list[str]) -> None:
@@ -91,7 +93,9 @@ def reads(lines: list[str]) -> None:
               "each with D days of adherence snapshots and a pain rating every third day; the patient who opens "
               "'today' also has three TENS sessions a day over the D days. The panel is a page of "
               f"{figures['page']}. The **database floor** is a bare Flask endpoint on the same gunicorn setup doing "
-              "one `find_one` by `_id` on the same server, measured in each case just before the endpoints; "
+              "one `find_one` by `_id` on the same server, measured in each case in turns with the endpoints "
+              f"({figures.get('slices', 1)} turns, each endpoint and the floor once a turn, so that other work on "
+              "the machine weighs on both alike; in brackets, the lowest and highest ratio of one turn); "
               f"the bare floor (no database) ran at {bare['ok_rps']} req/s, p50 {bare['p50_ms']} ms, "
               f"p95 {bare['p95_ms']} ms. *growth*: p95 against the same panel size with the shortest history. "
               "*panel*: the same page read again while the team's panel is unchanged (each web process keeps the "
