@@ -45,10 +45,15 @@ def run(url: str, headers: dict, concurrency: int, seconds: float, raw: bool = F
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
-    return {"requests": len(latencies), "rps": round(len(latencies) / elapsed, 1),
-            "ok_rps": round((len(latencies) - errors[0]) / elapsed, 1), "errors": errors[0],
-            "concurrency": concurrency, "seconds": round(elapsed, 1), **percentiles(latencies),
+    return {**summary(latencies, errors[0], elapsed, concurrency),
             **({"elapsed_s": elapsed, "latencies_s": latencies} if raw else {})}
+
+
+def summary(latencies: list[float], errors: int, elapsed: float, concurrency: int) -> dict:
+    """The figures of a closed loop's requests (their latencies in seconds, how many failed) over ``elapsed``."""
+    return {"requests": len(latencies), "rps": round(len(latencies) / elapsed, 1),
+            "ok_rps": round((len(latencies) - errors) / elapsed, 1), "errors": errors,
+            "concurrency": concurrency, "seconds": round(elapsed, 1), **percentiles(latencies)}
 
 
 def main() -> None:

@@ -34,8 +34,9 @@ import httpx
 from bson import ObjectId
 
 from bench.bare_app import FLOOR_ID
-from bench.common import ROOT, app_env, database, gunicorn, mongo, percentiles, write_result
+from bench.common import ROOT, app_env, database, gunicorn, mongo, write_result
 from bench.ingestion import item, stored
+from bench.loadgen import summary
 from bench.world import bench_app
 from tests.support.world import make_user
 
@@ -129,12 +130,8 @@ def load(url: str, headers: dict, seconds: float, concurrency: int, raw: bool = 
 def added(runs: list[dict], concurrency: int) -> dict:
     """Several load runs of one endpoint (``load(..., raw=True)``) as one: their requests and errors over their
     summed time, and the percentiles of all their latencies."""
-    latencies = [x for r in runs for x in r["latencies_s"]]
-    elapsed = sum(r["elapsed_s"] for r in runs)
-    errors = sum(r["errors"] for r in runs)
-    return {"requests": len(latencies), "rps": round(len(latencies) / elapsed, 1),
-            "ok_rps": round((len(latencies) - errors) / elapsed, 1), "errors": errors, "concurrency": concurrency,
-            "seconds": round(elapsed, 1), **percentiles(latencies)}
+    return summary([x for r in runs for x in r["latencies_s"]], sum(r["errors"] for r in runs),
+                   sum(r["elapsed_s"] for r in runs), concurrency)
 
 
 def sliced(targets: dict[str, tuple[str, dict]], seconds: float, concurrency: int, slices: int) -> dict[str, dict]:
@@ -174,21 +171,20 @@ def one_case(uri: str, patients: int, days: int, seconds: float, concurrency: in
     # nothing changed). The three servers run side by side, the load taking turns among them.
     with gunicorn("bench.bare_app:app", env) as floor, gunicorn("companion.wsgi:app", env) as server, \
             gunicorn("companion.wsgi:app", env | {"COMPANION_PANEL_PAGE_CACHE": "0"}) as unkept:
-        targets = {"floor": (floor.url + "/floor", {})}
-        for name, url, person in (("today", server.url + today_path, people["patient"]),
-                                  ("panel", server.url + PANEL_PATH, people["clinician"]),
-                                  ("panel_unkept", unkept.url + PANEL_PATH, people["clinician"])):
-            status = httpx.get(url, headers=person.headers, timeout=60).status_code
+        targets, paths = {"floor": (floor.url + "/floor", {})}, {}
+        for name, base, path, person in (("today", server.url, today_path, people["patient"]),
+                                         ("panel", server.url, PANEL_PATH, people["clinician"]),
+                                         ("panel_unkept", unkept.url, PANEL_PATH, people["clinician"])):
+            status = httpx.get(base + path, headers=person.headers, timeout=60).status_code
             if status != 200:
-                case[name] = {"available": False, "reason": f"{url.split('/api')[1]} answered {status}"}
+                case[name] = {"available": False, "reason": f"{path} answered {status}"}
                 continue
-            targets[name] = (url, person.headers)
+            targets[name], paths[name] = (base + path, person.headers), path.split("?")[0]
         measured = sliced(targets, seconds, concurrency, slices)
     case["floor"] = measured.pop("floor")
     case["slices"] = slices
     for name, figures in measured.items():
-        path = (today_path if name == "today" else PANEL_PATH).split("?")[0]
-        case[name] = {"available": True, "path": path, **figures, **ratios(figures, case["floor"])}
+        case[name] = {"available": True, "path": paths[name], **figures, **ratios(figures, case["floor"])}
     mongo(uri).drop_database(db_name)
     return case
 
