@@ -194,17 +194,31 @@ class Occurrences(feeds.SyncedCollection):
     def held_pushes(self, leaders: Iterable[str], at: datetime) -> dict[str, dict]:
         """Of these occurrences (each named by a reminder push's source key), those whose pushes must not go at
         ``at``: answered or called off, or snoozed to a later time, none of whose push group is still pending
-        without them (a DST gap). ``{occurrence: {_id, status, snoozed_until, ...}}``, one query for all (and
-        one more for each such occurrence, to check its group)."""
-        held: dict[str, dict] = {}
+        without them (a DST gap). ``{occurrence: {_id, status, snoozed_until, ...}}``: one query for all, and one
+        more for the push groups of those it finds."""
+        found: list[dict] = []
         for part in chunks(sorted(set(leaders))):
-            for doc in self.col.find({"_id": {"$in": part},
-                                      "$or": [{"status": {"$in": ["done", "skipped", CANCELLED]}},
-                                              {"status": "pending", "snoozed_until": {"$gt": at}}]},
-                                     {"status": 1, "reminder_id": 1, "local_date": 1, "snoozed_until": 1,
-                                      "push_with": 1}):
-                if not self.others_open_in_push_group(doc):
-                    held[doc["_id"]] = doc
+            found.extend(self.col.find({"_id": {"$in": part},
+                                        "$or": [{"status": {"$in": ["done", "skipped", CANCELLED]}},
+                                                {"status": "pending", "snoozed_until": {"$gt": at}}]},
+                                       {"status": 1, "reminder_id": 1, "local_date": 1, "snoozed_until": 1,
+                                        "push_with": 1}))
+        # A push group's other occurrences still pending: the same reminder and local date, sharing the leader.
+        pending: dict[tuple, list[dict]] = {}
+        for part in chunks(found):
+            groups = sorted({doc.get("push_with") or doc["_id"] for doc in part})
+            for other in self.col.find({"reminder_id": {"$in": sorted({doc["reminder_id"] for doc in part})},
+                                        "local_date": {"$in": sorted({doc["local_date"] for doc in part})},
+                                        "status": "pending",
+                                        "$or": [{"_id": {"$in": groups}}, {"push_with": {"$in": groups}}]},
+                                       {"reminder_id": 1, "local_date": 1, "push_with": 1}):
+                group = other.get("push_with") or other["_id"]
+                pending.setdefault((other["reminder_id"], other["local_date"], group), []).append(other)
+        held: dict[str, dict] = {}
+        for doc in found:
+            group = pending.get((doc["reminder_id"], doc["local_date"], doc.get("push_with") or doc["_id"]), [])
+            if not any(other["_id"] != doc["_id"] for other in group):
+                held[doc["_id"]] = doc
         return held
 
     def others_open_in_push_group(self, occurrence: dict) -> bool:
