@@ -8,7 +8,7 @@ from companion.api.moments import RANGE_RULE, check_range, reported_moment
 from companion.api.schemas import changes_schema, version_field
 from companion.domain.pain import bpi_severity_problems
 from companion.http.paging import cursor_field, next_field
-from companion.http.schemas import Pattern, StrictSchema, text
+from companion.http.schemas import Pattern, StrictSchema, edit_form, text
 
 SCORE = validate.Range(min=0, max=10)
 CLIENT_ID = Pattern(r"^[A-Za-z0-9_-]{8,64}$", error="8-64 letters, digits, '-' or '_' (e.g. a UUID)")
@@ -85,11 +85,22 @@ class PainEntryBatchSchema(StrictSchema):
                           validate=validate.Length(min=1, max=BATCH_LIMIT))
 
 
+PainContextEditSchema = edit_form(PainContextSchema, "PainContextEditSchema")
+BriefPainInventoryEditSchema = edit_form(
+    BriefPainInventorySchema, "BriefPainInventoryEditSchema",
+    interference=fields.Nested(edit_form(InterferenceSchema, "InterferenceEditSchema")))
+
+
 class PainEntryEditSchema(StrictSchema):
+    class Meta:
+        rules = ("context and bpi change only the items named (an item sent as null is cleared; context or bpi "
+                 "sent as null removes it); the pain form's items, merged with the stored ones, must all be "
+                 "there and agree (least <= average <= worst, least <= now <= worst)")
+
     recorded_at = reported_moment()
     nrs = score()
-    context = fields.Nested(PainContextSchema, allow_none=True)
-    bpi = fields.Nested(BriefPainInventorySchema, allow_none=True)
+    context = fields.Nested(PainContextEditSchema, allow_none=True)
+    bpi = fields.Nested(BriefPainInventoryEditSchema, allow_none=True)
     session_record_id = fields.String(allow_none=True, validate=SESSION_RECORD_ID)
     phase = fields.String(allow_none=True, validate=validate.OneOf(("before", "after")))
 

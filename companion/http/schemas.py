@@ -3,10 +3,11 @@ keys), bounded strings, paging, and the problem-details body."""
 
 from __future__ import annotations
 
+import copy
 import re
 from datetime import date
 
-from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, missing, pre_load, validate, validates_schema
 
 from companion.domain.messages import is_locale_tag
 
@@ -92,6 +93,20 @@ class Pattern(validate.Regexp):
         if self.regex.fullmatch(value) is None:
             raise ValidationError(self._format_error(value))
         return value
+
+
+def edit_form(schema: type[Schema], name: str, **replaced: fields.Field) -> type[Schema]:
+    """The items of ``schema`` as an edit names them (JSON merge patch, RFC 7386): none required, none filled in
+    when left out, so that an edit changes only the items it names; its schema-wide checks are left to the use
+    case, which makes them on the stored form merged with the edit. ``replaced``: fields given instead (an
+    inner form, itself an edit form)."""
+    items = {}
+    for key, field in schema._declared_fields.items():
+        item = copy.deepcopy(field)
+        item.required, item.load_default = False, missing
+        items[key] = item
+    return type(name, (StrictSchema,), {**items, **replaced,
+                                         "__doc__": f"{schema.__name__}'s items, each changed only when named."})
 
 
 class PageArgs(StrictSchema):

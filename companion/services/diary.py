@@ -9,7 +9,7 @@ Retries and conflicts:
 - Every change carries the patient's next change number (companion.services.sync), which is also the
   entry's version. An edit or deletion naming a version (If-Match) applies only to that version, in the
   same conditional update that writes it; without one it applies to whatever version is current (an edit
-  changes only the fields it names). An edit that changes nothing writes nothing (so a retried edit is
+  changes only the fields it names, and of the context and the pain form only the items it names). An edit that changes nothing writes nothing (so a retried edit is
   answered with the entry even though its version moved on); deleting a deleted entry answers as the
   first deletion did.
 """
@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from companion.clock import Clock, now, to_millis
 from companion.domain.access import DIARY_FREE_TEXT, Grant, sees_free_text, without_free_text
 from companion.domain.errors import Conflict, Invalid, NotFound, PreconditionFailed
-from companion.domain.pain import BriefPainInventory, bpi_interference, bpi_severity
+from companion.domain.pain import BriefPainInventory, bpi_interference, bpi_severity, bpi_severity_problems
 from companion.services.sync import Changes
 from companion.services.touched_days import TouchedDays
 from companion.store.stores import Stores
@@ -36,6 +36,8 @@ def _utc_ms(value: datetime) -> datetime:
 
 
 # The BPI short form's interference items, in the order of the form.
+CONTEXT_ITEMS = ("location", "activity", "sleep_quality", "mood", "note")
+SEVERITY_ITEMS = ("worst", "least", "average", "now")
 INTERFERENCE_ITEMS = ("general_activity", "mood", "walking_ability", "normal_work", "relations", "sleep",
                       "enjoyment_of_life")
 
@@ -134,7 +136,12 @@ class Diary:
         patient_id = grant.patient_id
         for _ in range(ATTEMPTS):
             current = self._live(patient_id, entry_id)
-            update = _normalised(_keeping_unseen_text(grant, current, changes))
+            try:
+                update = _normalised(_keeping_unseen_text(grant, current, _merged(current, changes)))
+            except Invalid:
+                if if_version is not None and if_version != _version(current):
+                    raise _stale(grant, current) from None  # merged with another version: the app merges again
+                raise
             if _unchanged(current, update):
                 # Perhaps a retry of an edit whose marks were never written (the process stopped between):
                 # mark again the days it touched, the one it may have moved the entry from included.
@@ -202,6 +209,28 @@ class Diary:
         continue from (companion.services.sync)."""
         page = self.changes.page(grant.patient_id, self.entries, cursor, limit)
         return page.with_items(_visible(grant, page.items))
+
+
+def _merged(current: dict, changes: dict) -> dict:
+    """An edit of the context or the pain form names the items it changes; the others stay as stored (an item
+    sent as null is cleared; the context or form sent as null is removed). The form, so merged, must be whole
+    and agree with itself (Invalid, naming the items at fault, if not)."""
+    merged = dict(changes)
+    if changes.get("context") is not None:
+        stored = current.get("context") or {}
+        merged["context"] = {item: stored.get(item) for item in CONTEXT_ITEMS} | changes["context"]
+    if changes.get("bpi") is not None:
+        stored = current.get("bpi") or {}
+        sent = changes["bpi"]
+        form = {item: sent.get(item, stored.get(item)) for item in SEVERITY_ITEMS}
+        problems = {item: "Missing data for required field." for item, value in form.items() if value is None}
+        problems = problems or bpi_severity_problems(**form)
+        if problems:
+            raise Invalid("the pain form is incomplete or contradicts itself",
+                          errors={"bpi": {item: [reason] for item, reason in problems.items()}})
+        merged["bpi"] = {**form, "interference": {**(stored.get("interference") or {}),
+                                                  **(sent.get("interference") or {})}}
+    return merged
 
 
 def _keeping_unseen_text(grant: Grant, current: dict, changes: dict) -> dict:

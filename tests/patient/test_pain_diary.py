@@ -170,6 +170,61 @@ def test_an_edit_without_if_match_changes_only_its_fields_on_the_current_version
     assert (second["nrs"], second["context"]["mood"]) == (2, 5)
 
 
+def test_an_edit_of_the_context_changes_only_the_items_it_names(client, world, db):
+    # Two phones (or a phone and a caregiver's tablet), neither naming a version: the mood from one and the
+    # note from the other both stay, and what the patient wrote first is never wiped by an edit of the mood.
+    headers = world["patient_a"].headers
+    created = client.post(url(world), json=entry(4, context={"mood": 3, "note": "after the walk",
+                                                             "location": "lower back"}), headers=headers).json
+    target = url(world, f"/{created['id']}")
+    client.patch(target, json={"context": {"mood": 5}}, headers=headers)
+    edited = client.patch(target, json={"context": {"note": "after the long walk", "location": None}},
+                          headers=headers)
+    assert edited.status_code == 200
+    assert edited.json["context"] == {"location": None, "activity": None, "sleep_quality": None, "mood": 5,
+                                      "note": "after the long walk"}
+    assert db.pain_entries.find_one({"_id": created["id"]})["context"] == edited.json["context"]
+    # The whole context sent as null removes it.
+    assert client.patch(target, json={"context": None}, headers=headers).json["context"] is None
+
+
+def test_an_edit_of_the_pain_form_changes_only_the_items_it_names_and_the_form_must_still_agree(client, world, db):
+    headers = world["patient_a"].headers
+    bpi = {"worst": 8, "least": 2, "average": 5, "now": 6,
+           "interference": {"general_activity": 4, "mood": 6, "walking_ability": 2, "normal_work": 5,
+                            "relations": 1, "sleep": 7, "enjoyment_of_life": 3}}
+    created = client.post(url(world), json=entry(1, bpi=bpi), headers=headers)
+    target = url(world, f"/{created.json['id']}")
+    edited = client.patch(target, json={"bpi": {"worst": 9, "interference": {"sleep": 9}}}, headers=headers)
+    assert edited.status_code == 200
+    form = edited.json["bpi"]
+    assert (form["worst"], form["least"], form["average"], form["now"]) == (9, 2, 5, 6)
+    assert form["interference"] == {**bpi["interference"], "sleep": 9}
+    assert form["severity"] == 5.5 and form["interference_score"] == pytest.approx((28 - 7 + 9) / 7)
+    # Merged with the stored items, the form must still agree with itself: refused per item, nothing stored.
+    body = assert_problem(client.patch(target, json={"bpi": {"least": 7}}, headers=headers), 422)
+    assert set(body["errors"]["bpi"]) == {"average", "now"}
+    assert db.pain_entries.find_one({"_id": created.json["id"]})["bpi"]["least"] == 2
+    # On an entry with no form yet, the four severity items are all needed.
+    bare = client.post(url(world), json=entry(2), headers=headers).json
+    body = assert_problem(client.patch(url(world, f"/{bare['id']}"), json={"bpi": {"worst": 5, "least": 1}},
+                                       headers=headers), 422)
+    assert set(body["errors"]["bpi"]) == {"average", "now"}
+    assert db.pain_entries.find_one({"_id": bare["id"]})["bpi"] is None
+
+
+def test_an_edit_that_no_longer_agrees_with_a_newer_version_is_refused_as_stale(client, world):
+    # Merged with a version the phone has not seen, the edit would contradict itself: the phone is shown the
+    # current entry (412) to merge again, not told its own edit was wrong.
+    headers = world["patient_a"].headers
+    created = client.post(url(world), json=entry(1, bpi={"worst": 8, "least": 2, "average": 5, "now": 6}),
+                          headers=headers)
+    target = url(world, f"/{created.json['id']}")
+    assert client.patch(target, json={"bpi": {"worst": 6, "now": 4}}, headers=headers).status_code == 200
+    stale = client.patch(target, json={"bpi": {"average": 7}}, headers={**headers, "If-Match": created.headers["ETag"]})
+    assert assert_problem(stale, 412)["current"]["bpi"]["worst"] == 6
+
+
 def test_a_deletion_retried_answers_as_the_first_did(client, world):
     headers = world["patient_a"].headers
     created = client.post(url(world), json=entry(4), headers=headers)
