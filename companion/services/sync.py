@@ -6,7 +6,8 @@ Writers use :meth:`Changes.stamp` around the write::
     with self.changes.stamp(patient_id, self.entries) as seq:
         self.entries.update(..., seq=seq)
 
-which reserves the numbers before the write and settles them after it (whatever happened in between). A
+which reserves the numbers before the write and settles them after it (whatever happened in between, but a
+lost answer: a write that may still land keeps its numbers until the settle time has passed). A
 feed asks :meth:`Changes.page` for the documents changed after a cursor: it never reads past the horizon
 (companion.store.changes), answers in sequence order, and hands back the cursor to continue from. The
 cursor is ``<last change read>.<since>`` (opaque to the app), where ``since`` is how far the patient's changes
@@ -28,6 +29,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol
+
+from pymongo.errors import ConnectionFailure
 
 from companion.clock import Clock, now
 from companion.domain.errors import ResyncRequired, ServiceUnavailable
@@ -105,10 +108,19 @@ class Changes:
             raise ServiceUnavailable("too many changes to this patient's data at once; try again",
                                      retry_after_s=1) from None
         held = Reservation(first, count, first)
+        outcome_unknown = False
         try:
             yield held
+        except ConnectionFailure:
+            # The write's answer was lost (a dropped connection, a timeout): it may still land. Its numbers stay
+            # held, as a crashed writer's do, until the settle time has passed (far longer than the database
+            # takes to finish or drop a write it was sent); no feed reads past them meanwhile, so a write that
+            # lands late is read, not skipped behind a cursor that moved on.
+            outcome_unknown = True
+            raise
         finally:
-            held.final = self._settle(patient_id, synced, first, count)
+            if not outcome_unknown:
+                held.final = self._settle(patient_id, synced, first, count)
 
     def _settle(self, patient_id: str, synced: Synced, first: int, count: int) -> int:
         """Settle a reservation; returns the first number what was written is stored with."""

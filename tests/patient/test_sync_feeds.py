@@ -133,6 +133,27 @@ def test_a_feed_never_reads_past_a_change_whose_write_has_not_finished(client, w
     assert [e["client_entry_id"] for e in after] == ["slow-writer-1", fast["client_entry_id"]]
 
 
+def test_a_write_whose_answer_was_lost_keeps_its_number_so_that_landing_late_it_is_still_read(
+        client, world, services, clock):
+    """The database took the write but its answer was lost (a dropped connection, a timeout), and the write
+    lands after the request failed: had its number been settled at the failure, a feed read in between would
+    have moved past it, and the entry would never reach the patient's other phone."""
+    from pymongo.errors import NetworkTimeout
+
+    pid, headers = world["patient_a"].id, world["patient_a"].headers
+    with pytest.raises(NetworkTimeout), services.changes.stamp(pid, services.stores.pain_entries) as seq:
+        raise NetworkTimeout("the answer was lost")
+    client.post(f"{base(world)}/pain-entries", json=entry(2), headers=headers)
+    before, cursor = follow(client, world, "pain-entries")
+    assert before == [] and int(cursor.split(".")[0]) < seq  # held at the lost write's number
+    services.stores.pain_entries.add(pid, {"client_entry_id": "landed-late-1", "recorded_at": START, "nrs": 4},
+                                     START, seq)
+    assert [e["client_entry_id"] for e in follow(client, world, "pain-entries", cursor)[0]] == []
+    clock.shift(services.settings.sync_settle.total_seconds() + 1)  # then given up, as a crashed writer's
+    after, _ = follow(client, world, "pain-entries", cursor)
+    assert [e["client_entry_id"] for e in after] == ["landed-late-1", "feed-entry-0002"]
+
+
 def test_a_feed_moves_on_from_a_writer_that_died_after_the_settle_time(client, world, services, clock):
     pid, headers = world["patient_a"].id, world["patient_a"].headers
     services.stores.change_sequences.reserve(pid, 1, datetime.now(UTC))  # its process dies here
