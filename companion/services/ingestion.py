@@ -31,18 +31,18 @@ Retry-After; the gateway keeps it and sends it again.
 
 from __future__ import annotations
 
-import uuid
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from companion.clock import Clock, now
-from companion.domain.errors import Forbidden, ServiceUnavailable, TooManyRequests
+from companion.domain.errors import Forbidden, TooManyRequests
 from companion.domain.sessions import Binding, device_events_for, identity_problem
 from companion.services.session_times import (
     ClockCheck,
     SessionTimes,
     anchor,
     clock_check,
+    placing,
     touched_days_of,
     write_changes,
 )
@@ -54,8 +54,6 @@ from companion.store.stores import Stores
 
 # A placement holds its units' claims at most this long (one left by a stopped process lapses then); placing a
 # unit's first-contact backlog again takes minutes at most.
-CLAIM_TTL = timedelta(minutes=5)
-CLAIM_RETRY_S = 2
 DISCARDED = ("its unit was worn then by a patient whose record has since been deleted: not kept, and never "
              "given to anyone else")
 IMPORT = "import"  # the gateway id part of syncs imported without a gateway (the demo's history)
@@ -118,16 +116,11 @@ class Ingestion:
             self._throttle(gateway_id)
         units = named_serials | {s["serial"] for s in syncs}
         bindings = self._bindings(patient_id, units)
-        # One placement of a unit at a time (companion.store.sessions.UnitClaims): a batch arriving while another
-        # of the same unit is placed is answered 503 with a short Retry-After, and the gateway sends it again.
-        holder, started = uuid.uuid4().hex, self.clock()
-        if not self.stores.unit_claims.claim(units, holder, started, started + CLAIM_TTL):
-            raise ServiceUnavailable("another upload of these units is being placed; send this batch again shortly",
-                                     retry_after_s=CLAIM_RETRY_S)
-        try:
+        # One placement of a unit at a time: a batch arriving while another of the same unit is placed is
+        # answered 503 with a short Retry-After, and the gateway sends it again.
+        with placing(self.stores, units, self.clock(),
+                     "another upload of these units is being placed; send this batch again shortly"):
             return self._receive(gateway_id, patient_id, records, bindings, syncs, gateway_clock, refused_by_schema)
-        finally:
-            self.stores.unit_claims.release(units, holder)
 
     def _receive(self, gateway_id: str | None, patient_id: str, records: list[dict],
                  bindings: dict[str, list[Binding]], syncs: list[dict], gateway_clock: dict | None,

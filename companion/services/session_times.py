@@ -21,11 +21,14 @@ reset.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from companion.domain.device_time import SessionTime, SyncPoint, TimeQuality, UnitSession, reconstruct
+from companion.domain.errors import ServiceUnavailable
 from companion.domain.localtime import TimeZoneHistory
 from companion.domain.sessions import (
     ERASED_WEARER,
@@ -55,6 +58,21 @@ LEGACY_QUALITY = {"ok": TimeQuality.EXACT, "skewed": TimeQuality.CORRECTED}
 DERIVED = ("started_at", "started_earliest", "started_latest", "time_quality", "time_basis", "unit_offset_s",
            "patient_id", "candidate_patient_ids", "local_date", "flags", "held", "counts", "counted_minutes",
            "overlaps")
+PLACEMENT_TTL = timedelta(minutes=5)  # a claim left by a stopped process lapses then
+PLACEMENT_RETRY_S = 2
+
+
+@contextmanager
+def placing(stores: Stores, serials: Iterable[str], at: datetime, busy: str) -> Iterator[None]:
+    """One placement of these units' records at a time (companion.store.sessions.UnitClaims): an upload's, or a
+    clinician's decision on a held session. ServiceUnavailable (``busy``, retry shortly) while another holds one."""
+    serials, holder = sorted(set(serials)), uuid.uuid4().hex
+    if not stores.unit_claims.claim(serials, holder, at, at + PLACEMENT_TTL):
+        raise ServiceUnavailable(busy, retry_after_s=PLACEMENT_RETRY_S)
+    try:
+        yield
+    finally:
+        stores.unit_claims.release(serials, holder)
 
 
 @dataclass(frozen=True)

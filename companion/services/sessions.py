@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from companion.clock import Clock, now
 from companion.domain.errors import Invalid, NotFound
 from companion.domain.sessions import RESOLUTIONS
-from companion.services.session_times import SessionTimes, write_changes
+from companion.services.session_times import SessionTimes, placing, write_changes
 from companion.services.sync import Changes
 from companion.services.touched_days import TouchedDays
 from companion.store.stores import Stores
@@ -71,9 +71,13 @@ class TensSessions:
                           errors={"started_at": ["required: the session is placed in the future"]})
         resolution = {"action": action, "by": clinician_id, "at": at, "note": note, "started_at": started_at,
                       "patient_id": patient_id if action == "count" else doc.get("patient_id")}
-        self.records.set_fields(record_id, {"resolution": resolution})
         serial = doc["device_serial"]
-        bindings = self.stores.devices.bindings_of([serial])[serial]
-        _, changes = SessionTimes(self.stores).place_unit(serial, [], [], bindings, at, [doc["device_seq"]])
-        write_changes(self.stores, self.changes, self.touched, changes, "session_resolved")
+        # Placed as an upload is, one placement of the unit at a time: an upload placing it meanwhile would
+        # neither see the decision nor be seen by it (its records counted beside this one, or the decision's
+        # placement written over).
+        with placing(self.stores, [serial], at, "the unit's records are being placed right now; try again shortly"):
+            self.records.set_fields(record_id, {"resolution": resolution})
+            bindings = self.stores.devices.bindings_of([serial])[serial]
+            _, changes = SessionTimes(self.stores).place_unit(serial, [], [], bindings, at, [doc["device_seq"]])
+            write_changes(self.stores, self.changes, self.touched, changes, "session_resolved")
         return self.records.get(record_id)

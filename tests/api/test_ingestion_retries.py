@@ -108,6 +108,24 @@ def test_a_held_session_a_clinician_counts_gets_its_device_events(client, world,
     assert sorted(e["kind"] for e in db.device_events.find({})) == ["battery_low", "electrode_off"]
 
 
+def test_a_clinicians_decision_waits_for_an_upload_of_the_same_unit_being_placed(client, world, db):
+    """The decision places the unit's records again, as an upload does: while an upload of the unit holds its
+    placement, the decision is answered 503 with a short Retry-After and nothing of it is written (else the
+    upload would write its placement over the decision's, or each would miss the other's records)."""
+    record = session_record(world.a_device, 1, frequency_hz=5000, started_at=datetime.now(UTC) - timedelta(days=1))
+    assert client.post(URL, json={"records": [record]}, headers=world["gateway_a"].headers).json[
+        "results"][0]["held"] is True
+    db.unit_claims.insert_one({"_id": world.a_device, "holder": "an upload being placed",
+                               "until": datetime.now(UTC) + timedelta(minutes=5)})
+    url = f"/api/v1/patients/{world['patient_a'].id}/sessions/{record['record_id']}/resolution"
+    busy = client.put(url, json={"action": "count"}, headers=world["clinician_team"].headers)
+    assert busy.status_code == 503 and int(busy.headers["Retry-After"]) >= 1
+    assert db.session_records.find_one({"_id": record["record_id"]}).get("resolution") is None
+    db.unit_claims.delete_one({"_id": world.a_device})
+    assert client.put(url, json={"action": "count"}, headers=world["clinician_team"].headers).json["held"] is False
+    assert db.unit_claims.count_documents({}) == 0  # the decision let go of its claim
+
+
 @pytest.mark.parametrize("reading", ["9999-12-31T23:59:30+00:00", "0001-01-01T00:00:10+00:00"])
 def test_a_record_read_at_the_ends_of_time_is_refused_alone(client, world, db, reading):
     good, odd = session_record(world.a_device, 1), session_record(world.a_device, 2)
