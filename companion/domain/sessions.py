@@ -22,7 +22,9 @@ Findings (``Flag``):
   even when its bounds cross midnight: holding a bedtime session from the figures until a clinician looks
   would miscount it far more than a day's edge could.
 * ``owner_uncertain``: its bounds straddle a change of the unit's binding (or a gap between bindings): which
-  patient wore the unit cannot be known; held for a clinician, with the candidates.
+  patient wore the unit cannot be known; held for a clinician, with the candidates. Also a session that
+  another patient's gateway handed over, unless it is what the unit still held when it changed hands (see
+  ``relay_vouched``): one patient's gateway does not write into another's figures at will.
 * ``overlap``: the unit was already in another session then (one unit cannot be in two sessions at once);
   counted once: it counts only its minutes outside the earlier sessions (by sequence) and not as a session
   of its own. Not held.
@@ -52,6 +54,7 @@ PULSE_WIDTH_US = (20, 400)
 INTENSITY_MA = (0.0, 100.0)
 LOW_BATTERY_PCT = 15
 OVERLAP_SLACK = timedelta(minutes=1)
+UNPULLED_AT_HANDOVER = timedelta(days=14)  # the backlog a unit may still hold when it changes hands
 DAY_EDGE = timedelta(minutes=10)  # bounds this narrow count on their best estimate's day, across midnight too
 
 
@@ -191,6 +194,23 @@ def owner_at(bindings: Sequence[Binding], earliest: datetime | None, latest: dat
     bindings: certain when one binding covers the whole range; the first binding also covers everything
     before it. A range that touches a gap between bindings, or several bindings, is uncertain."""
     return UnitOwners(bindings).at(earliest, latest)
+
+
+def relay_vouched(bindings: Sequence[Binding], owner_id: str, delivered_for: str | None,
+                  latest: datetime | None) -> bool:
+    """Whether a session whose unit was bound to ``owner_id`` when it started (at the latest ``latest``) counts as
+    theirs though the gateway of ``delivered_for`` handed it over. Always from the wearer's own gateway. From
+    another patient's, only as the unit's backlog when it changed hands: a session the unit recorded at most
+    ``UNPULLED_AT_HANDOVER`` before the owner's binding ended, which their hub had not yet pulled (the new
+    wearer's hub pulls it at first contact). Anything else another patient's gateway hands over (a session
+    placed weeks before the unit changed hands, or one after a unit it no longer holds moved on) is held for a
+    clinician, with both patients as candidates."""
+    if delivered_for is None or delivered_for == owner_id:
+        return True
+    if latest is None:
+        return False
+    ends = [b.end for b in bindings if b.patient_id == owner_id and b.end is not None and b.end >= latest]
+    return bool(ends) and min(ends) - latest <= UNPULLED_AT_HANDOVER
 
 
 @dataclass(frozen=True)

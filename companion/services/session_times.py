@@ -41,6 +41,7 @@ from companion.domain.sessions import (
     counting,
     device_events_for,
     overlaps,
+    relay_vouched,
     time_findings,
 )
 from companion.services.sync import Changes
@@ -325,12 +326,17 @@ class SessionTimes:
             if erased or ERASED_WEARER in candidates:
                 owner_id = None if erased else owner_id
                 candidates = tuple(c for c in candidates if c != ERASED_WEARER)
+            uncertain = "the unit's binding changed (or it was bound to nobody) when this may have happened"
+            delivered_for = doc.get("delivered_for")
+            if owner_id and not resolution.get("patient_id") and not relay_vouched(bindings, owner_id, delivered_for,
+                                                                                   latest):
+                owner_id, candidates = None, tuple(dict.fromkeys((owner_id, delivered_for)))
+                uncertain = "another patient's gateway handed this over, and not as what the unit held when it moved"
             history = self._history(owner_id) if owner_id else None
             found = clinical_findings(doc)
             found += time_findings(start, earliest, latest, doc.get("server_received_at") or received_at, history)
             if owner_id is None:
-                found.append(Finding(Flag.OWNER_UNCERTAIN,
-                                     "the unit's binding changed (or it was bound to nobody) when this may have happened"))
+                found.append(Finding(Flag.OWNER_UNCERTAIN, uncertain))
             findings[doc["_id"]] = found
             judged[doc["_id"]] = {
                 "started_at": start, "started_earliest": earliest, "started_latest": latest,

@@ -147,6 +147,39 @@ def test_a_moved_units_sessions_stay_with_whoever_wore_it_whichever_hub_brings_t
     assert "firmware" not in db.devices.find_one({"_id": serial})["status"]
 
 
+def test_another_patients_hub_is_taken_at_its_word_only_for_what_the_unit_held_when_it_moved(client, world, db,
+                                                                                              services):
+    """A hub writes into its own patient's record. Into another's only the unit's backlog when it changed hands
+    (what the new wearer's hub pulls at first contact): a session it places weeks before the move, or one after
+    the unit left the old hub's home, is held for a clinician with both patients named, and counts for nobody."""
+    serial = "CTU-MOVED3"
+    a, b = world["patient_a"], world["patient_b"]
+    now = datetime.now(UTC)
+    moved = now - timedelta(hours=6)
+    services.gateways.bind_unit(a.id, serial, "companion-tens", bound_at=now - timedelta(days=40))
+    services.stores.devices.unbind(serial, a.id, at=moved)
+    services.gateways.bind_unit(b.id, serial, "companion-tens", bound_at=moved)
+    answer = by_id(upload(client, world["gateway_b"], [
+        session_record(serial, 1, started_at=moved - timedelta(days=21)),  # three weeks before A gave it up
+        session_record(serial, 2, started_at=moved - timedelta(days=2)),  # the unit's backlog at the move
+        session_record(serial, 3, started_at=now - timedelta(hours=2))]))  # B's own
+    docs = {d["device_seq"]: d for d in db.session_records.find({"device_serial": serial})}
+    assert (docs[2]["patient_id"], docs[2]["held"], docs[3]["patient_id"], docs[3]["held"]) == (a.id, False,
+                                                                                                 b.id, False)
+    assert answer[f"{serial}:1"]["held"] is True
+    assert docs[1]["patient_id"] is None and docs[1]["candidate_patient_ids"] == [a.id, b.id]
+    assert [f["flag"] for f in docs[1]["flags"]] == ["owner_uncertain"]
+    # A's old hub, bringing a session from after the unit moved on to B's home: not B's on A's hub's word.
+    late = by_id(upload(client, world["gateway_a"], [session_record(serial, 4, started_at=now - timedelta(hours=1))]))
+    assert late[f"{serial}:4"]["held"] is True
+    assert db.session_records.find_one({"_id": f"{serial}:4"})["candidate_patient_ids"] == [b.id, a.id]
+    # A's care team decides the three weeks' old one was A's after all: counted as A's.
+    url = f"/api/v1/patients/{a.id}/sessions/{serial}:1/resolution"
+    counted = client.put(url, json={"action": "count"}, headers=world["clinician_team"].headers)
+    assert counted.status_code == 200 and counted.json["held"] is False
+    assert db.session_records.find_one({"_id": f"{serial}:1"})["patient_id"] == a.id
+
+
 def test_a_hub_that_brings_another_patients_sessions_is_in_that_patients_access_history(client, world, db, services):
     serial = "CTU-MOVED2"
     a, b = world["patient_a"], world["patient_b"]

@@ -19,6 +19,7 @@ from companion.domain.sessions import (
     identity_problem,
     overlaps,
     owner_at,
+    relay_vouched,
     time_findings,
 )
 
@@ -148,3 +149,14 @@ def test_the_overlap_sweep_agrees_with_comparing_every_pair(spec):
     sessions = [Timed(f"r{key}", seq, T + timedelta(seconds=30 * start), timedelta(seconds=30 * length))
                 for seq, (start, length, key) in enumerate(spec)]
     assert overlaps(sessions) == _overlaps_by_every_pair(sessions)
+
+
+def test_another_patients_gateway_is_vouched_for_only_as_the_units_backlog_when_it_changed_hands():
+    day = timedelta(days=1)
+    bindings = [Binding("a", T - 60 * day, T), Binding("b", T)]
+    assert relay_vouched(bindings, "a", "a", T - 50 * day)  # the wearer's own hub: always
+    assert relay_vouched(bindings, "a", None, T - 50 * day)  # history imported without a hub
+    assert relay_vouched(bindings, "a", "b", T - 14 * day)  # what the unit held when it moved
+    assert not relay_vouched(bindings, "a", "b", T - 14 * day - timedelta(seconds=1))
+    assert not relay_vouched(bindings, "b", "a", T + HOUR)  # after the unit left A's home: B's binding goes on
+    assert not relay_vouched(bindings, "a", "b", None)  # a start with no bound
