@@ -20,6 +20,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from pymongo import monitoring
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -100,16 +101,52 @@ def test_no_operation_answers_5xx_or_breaks_its_schema(role, app, client, world,
 STATEFUL_STEPS = int(os.environ.get("COMPANION_FUZZ_STEPS", "12"))
 
 
-def _snapshot(db) -> dict[str, list[dict]]:
-    return {name: list(db[name].find({})) for name in db.list_collection_names()}
+class _Written(monitoring.CommandListener):
+    """The collections written since the last restore (by any client made after this module was imported: the
+    app's, the test's), so that a scenario's restore rewrites those and not all 48. ``commands`` counts every
+    command seen: none at all since the last restore means this listener is not attached to the app's client,
+    and the restore falls back to every collection."""
+
+    WRITES = frozenset({"insert", "update", "delete", "findAndModify", "findandmodify", "create", "drop"})
+
+    def __init__(self):
+        self.commands = 0
+        self.collections: set[str] = set()
+
+    def started(self, event):
+        self.commands += 1
+        if event.command_name in self.WRITES and isinstance(event.command.get(event.command_name), str):
+            self.collections.add(event.command[event.command_name])
+
+    def succeeded(self, event):
+        pass
+
+    def failed(self, event):
+        pass
 
 
-def _restore(db, snapshot: dict[str, list[dict]]) -> None:
-    for name in db.list_collection_names():
-        db[name].delete_many({})
-    for name, docs in snapshot.items():
-        if docs:
-            db[name].insert_many(docs)
+WRITTEN = _Written()
+monitoring.register(WRITTEN)  # before the app's client is made (collection imports this module first)
+
+
+class _Pristine:
+    """The database as a scenario starts from, and :meth:`restore` to put it back: the collections written since
+    the last restore (every one the first time, or when the listener saw no command at all)."""
+
+    def __init__(self, db):
+        self.db = db
+        self.docs = {name: list(db[name].find({})) for name in db.list_collection_names()}
+        self.restored = False
+
+    def restore(self) -> None:
+        whole = not self.restored or WRITTEN.commands == 0
+        names = set(self.db.list_collection_names()) | set(self.docs) if whole else set(WRITTEN.collections)
+        for name in sorted(names):
+            self.db[name].delete_many({})
+            if self.docs.get(name):
+                self.db[name].insert_many(self.docs[name])
+        self.restored = True
+        WRITTEN.commands, WRITTEN.collections = 0, set()
 
 
 @pytest.mark.slow
@@ -119,7 +156,7 @@ def test_linked_sequences_answer_no_5xx_and_keep_their_schema(role, app, client,
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
     headers = world[role].headers
     _real_ids(client, world, services)  # patient A's objects exist for the links to find
-    pristine = _snapshot(services.db)
+    pristine = _Pristine(services.db)
     machine = schema.as_state_machine()
     assert schema.statistic.transitions.total > 100, "no links inferred: the stateful phase would test nothing"
     answered_2xx: set[str] = set()
@@ -129,7 +166,7 @@ def test_linked_sequences_answer_no_5xx_and_keep_their_schema(role, app, client,
         def setup(self):
             # Every scenario starts from the same world: Hypothesis replays scenarios and must see the same
             # answers to the same calls (a sequence that deleted or created something must not leak into the next).
-            _restore(services.db, pristine)
+            pristine.restore()
 
         def before_call(self, case):
             # Every call is made as the role, whatever the generated headers say (bad tokens: test_auth.py).
