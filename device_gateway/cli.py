@@ -78,6 +78,16 @@ def cmd_pair(args: argparse.Namespace, config: GatewayConfig) -> int:
     except httpx.HTTPError as exc:
         print(f"cannot reach {config.api_url}: {exc}", file=sys.stderr)
         return 1
+    held = _held_for_another_patient(config, pairing.patient_ref)
+    if held:
+        # Sent under the new pairing, the previous patient's records would be refused one by one and reported
+        # back as dead letters, their content filed with the new patient's record.
+        print(f"paired as gateway {pairing.gateway_id}, but for another patient than the one this gateway served, "
+              f"and it still holds {held} of theirs: they must not go out under the new pairing. Nothing was "
+              f"saved. Upload them first (`device-gateway run` with the current pairing), or move "
+              f"{config.state_dir} aside to keep them and pair again with a fresh code; gateway "
+              f"{pairing.gateway_id} stays unused: revoke it in the app.", file=sys.stderr)
+        return 1
     config.gateway_id = pairing.gateway_id
     config.gateway_secret = pairing.gateway_secret
     config.patient_ref = pairing.patient_ref
@@ -87,6 +97,19 @@ def cmd_pair(args: argparse.Namespace, config: GatewayConfig) -> int:
     config.save()
     print(f"paired as gateway {pairing.gateway_id}; units: {', '.join(pairing.device_serials) or 'none yet'}")
     return 0
+
+
+def _held_for_another_patient(config: GatewayConfig, patient_ref: str) -> str:
+    """What the buffer still holds for the patient this gateway was paired for, when a new pairing is for another
+    ("" when it is for the same patient, the first pairing, or nothing waits)."""
+    if not config.patient_ref or config.patient_ref == patient_ref:
+        return ""
+    status = inspect_buffer(config.buffer_path)
+    if status is None:
+        return ""
+    waiting = {"record(s)": status.pending, "sync(s)": status.syncs_pending,
+               "dead letter(s) not yet reported": status.dead_letters_unreported}
+    return ", ".join(f"{count} {what}" for what, count in waiting.items() if count)
 
 
 def _loop_line(health: LoopHealth | None) -> str:

@@ -71,6 +71,23 @@ def test_a_refused_pairing_says_why_and_when_to_try_again(tmp_path, stub, capsys
     assert capsys.readouterr().err.strip() == "pairing refused: HTTP 404: no such pairing code, or it expired"
 
 
+def test_pairing_for_another_patient_is_refused_while_the_previous_patients_records_wait(tmp_path, stub, capsys):
+    config = paired_config(tmp_path, stub.url, [SERIAL])
+    config.patient_ref = "p-0"
+    config.save()
+    _buffer_that_held(tmp_path, 2)  # two records of the previous patient's, not yet uploaded
+    assert main(["--state-dir", str(tmp_path), "pair", "ABC-123", "--api", stub.url]) == 1
+    err = capsys.readouterr().err
+    assert "another patient" in err and "2 record(s)" in err and "revoke it" in err
+    assert load_config(str(tmp_path), environ={}).patient_ref == "p-0"  # the old pairing stands
+    # Once they are uploaded (or for the same patient), pairing again keeps the buffer, as before.
+    buffer = RecordBuffer(tmp_path / "buffer.db")
+    buffer.mark_sent([p.record_id for p in buffer.pending(10)])
+    buffer.close()
+    assert main(["--state-dir", str(tmp_path), "pair", "ABC-123", "--api", stub.url]) == 0
+    assert load_config(str(tmp_path), environ={}).patient_ref == "p-1"
+
+
 def test_environment_overrides_the_config_file(tmp_path):
     paired_config(tmp_path, "http://file", ["CT-1"])
     config = load_config(str(tmp_path), environ={"COMPANION_API_URL": "http://env", "COMPANION_GATEWAY_ID": "gw-env"})
