@@ -158,7 +158,10 @@ class Changes:
             raise ResyncRequired("this cursor was not issued for the data held now (restored from a backup?): "
                                  "sync again from the start, without a cursor")
         if cursor is None or cursor == "":
-            since = horizon.settled  # every change up to here is written: the copy begins after them all
+            # Every change up to ``settled`` is written: the copy begins after them all. Nothing purged (or gone
+            # to another patient) up to ``purged_through`` can be in it either, though a write below that is still
+            # pending: the copy begins after those too, or its next page would be told to start again.
+            since = max(horizon.settled, horizon.purged_through)
         elif after < horizon.purged_through and since < horizon.purged_through:
             # Its copy began before a deletion that was purged, and it has not read as far as that deletion.
             raise ResyncRequired("this cursor is older than the sync window: deletions it has not seen were "

@@ -154,6 +154,22 @@ def test_a_write_whose_answer_was_lost_keeps_its_number_so_that_landing_late_it_
     assert [e["client_entry_id"] for e in after] == ["landed-late-1", "feed-entry-0002"]
 
 
+def test_a_copy_read_from_the_start_just_after_a_session_left_the_patient_is_not_told_to_start_again(
+        client, world, services):
+    """A session placed with another patient leaves no tombstone, so every older cursor must resync; a copy
+    read from the start after it left cannot hold it, even while a write numbered before it is still running."""
+    pid = world["patient_a"].id
+    slow = services.changes.stamp(pid, services.stores.pain_entries)
+    seq = slow.__enter__()  # reserved, not yet written
+    services.changes.departed(pid)
+    _, cursor = follow(client, world, "pain-entries")  # from the start
+    services.stores.pain_entries.add(pid, {"client_entry_id": "slow-writer-2", "recorded_at": START, "nrs": 4},
+                                     START, seq)
+    slow.__exit__(None, None, None)
+    after, _ = follow(client, world, "pain-entries", cursor)  # was 410: "sync again from the start"
+    assert [e["client_entry_id"] for e in after] == ["slow-writer-2"]
+
+
 def test_a_feed_moves_on_from_a_writer_that_died_after_the_settle_time(client, world, services, clock):
     pid, headers = world["patient_a"].id, world["patient_a"].headers
     services.stores.change_sequences.reserve(pid, 1, datetime.now(UTC))  # its process dies here
