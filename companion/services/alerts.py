@@ -411,9 +411,14 @@ class AlertService:
         candidate = low_adherence_in(patient.id, snapshots, today)
         if candidate is not None:
             self.raise_low_adherence(candidate, snapshots, today, report, open_alerts)
+        judged_from = min(progress, default=today)
         for alert in open_alerts:
             if alert["kind"] == AlertKind.LOW_ADHERENCE.value:
                 run_start = run_start_of(alert)
+                if run_start < judged_from:
+                    # Its first days are older than the days read: what it was raised on cannot be judged here
+                    # (judged on later days, it would be called resolved by data that never came).
+                    continue
                 if not low_adherence_holds(run_start, progress, today):
                     recomputed = ", ".join(f"{d.isoformat()} {p:.0%}" for d, p in sorted(progress.items())
                                            if p is not None and d >= run_start and d < today)[:300]

@@ -79,3 +79,20 @@ def test_nothing_is_added_to_a_closed_record_nor_raised_about_someone_who_has_le
         later.alerts.evaluate()
     assert jobs_db.adherence_days.count_documents({"patient_id": patient.id}) == kept
     assert list(jobs_db.alerts.find({"patient_id": patient.id}, {"kind": 1, "_id": 0})) == []
+
+
+def test_an_alert_whose_run_began_before_the_days_read_is_not_called_resolved_by_later_days(
+        jobs_db, settings, clock, traveller):
+    """A run of low days 40 days ago alerted, nobody acknowledged it, and the patient has done well since: data
+    arriving now recomputes a recent day, and the alert is judged again on the 30 days read. Its own first days
+    are not among them: it stands (a clinician acknowledges it), rather than being resolved "with data that
+    arrived later, the sessions reached the plan", which never happened."""
+    traveller.move_to(NOW)
+    services = services_on(jobs_db, settings, clock)
+    patient = _patient_with_days(jobs_db, services, {n: 0.0 if n >= 38 else 1.0 for n in range(1, 41)})
+    first_run = {NOW.date() - timedelta(days=n): 0.0 for n in range(38, 41)}
+    alert = services.alerts.raise_once(low_adherence(patient.id, first_run, NOW.date() - timedelta(days=37)))
+    services.stores.days_to_recompute.mark(patient.id, [NOW.date() - timedelta(days=2)], "sessions", NOW)
+    _runs(jobs_db, settings, clock, traveller, 1)
+    assert jobs_db.adherence_days.find_one({"_id": f"{patient.id}:{(NOW.date() - timedelta(days=2)).isoformat()}"})
+    assert jobs_db.alerts.find_one({"_id": alert["_id"]})["resolved_at"] is None
