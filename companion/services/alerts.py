@@ -403,12 +403,14 @@ class AlertService:
     def reconsider(self, patient: Account, days: set[date], snapshots: list[dict], today: date,
                    report: AlertsReport | None = None, open_alerts: list[dict] | None = None) -> None:
         """Judge the rules again for a patient whose ``days`` were recomputed (``snapshots``: their adherence
-        days from 30 days before today): raise what now holds, resolve what no longer does (``open_alerts``:
-        the patient's unresolved alerts of the RECONSIDERED kinds, when the caller read them already)."""
+        days from 30 days before today): raise what now holds (unless they have left: a closed record's days
+        may still be recomputed, a held session counted, but no alert is raised about them), resolve what no
+        longer does (``open_alerts``: the patient's unresolved alerts of the RECONSIDERED kinds, when the
+        caller read them already)."""
         progress = progress_of(snapshots)
         if open_alerts is None:
             open_alerts = self.stores.alerts.unresolved([patient.id], RECONSIDERED)
-        candidate = low_adherence_in(patient.id, snapshots, today)
+        candidate = low_adherence_in(patient.id, snapshots, today) if patient.status != CLOSED else None
         if candidate is not None:
             self.raise_low_adherence(candidate, snapshots, today, report, open_alerts)
         judged_from = min(progress, default=today)

@@ -96,3 +96,17 @@ def test_an_alert_whose_run_began_before_the_days_read_is_not_called_resolved_by
     _runs(jobs_db, settings, clock, traveller, 1)
     assert jobs_db.adherence_days.find_one({"_id": f"{patient.id}:{(NOW.date() - timedelta(days=2)).isoformat()}"})
     assert jobs_db.alerts.find_one({"_id": alert["_id"]})["resolved_at"] is None
+
+
+def test_a_closed_records_days_recomputed_raise_no_alert_about_someone_who_has_left(jobs_db, settings, clock,
+                                                                                      traveller):
+    """A closed record's days may still be recomputed (a clinician counts one of its held sessions): its last
+    days were low, but no alert is raised about a patient who has left."""
+    traveller.move_to(NOW)
+    services = services_on(jobs_db, settings, clock)
+    patient = _patient_with_days(jobs_db, services, {n: 0.0 for n in range(1, 6)})
+    services.lifecycle.close(patient.id, by=patient.id)
+    services.stores.days_to_recompute.mark(patient.id, [NOW.date() - timedelta(days=2)], "session_resolved", NOW)
+    _runs(jobs_db, settings, clock, traveller, 1)
+    assert jobs_db.days_to_recompute.count_documents({"patient_id": patient.id}) == 0  # the day was judged
+    assert list(jobs_db.alerts.find({"patient_id": patient.id}, {"kind": 1, "_id": 0})) == []
