@@ -209,7 +209,8 @@ class OutboxDispatcher:
                                       expires_at=doc["expires_at"], collapse_key=doc["collapse_key"],
                                       attempt=doc["attempts"] + 1, address=Address(phone.get("address", "token")),
                                       locales=(language, phone.get("locale")),
-                                      zone=zone.zone_at(planned or doc["not_before"]).key if zone else "UTC",
+                                      zone=doc.get("planned_zone") or (
+                                          zone.zone_at(planned or doc["not_before"]).key if zone else "UTC"),
                                       planned_at=planned))
                 installs.append((doc["recipient_user_id"], phone["install_id"]))
         return _Prepared(claimed, items, installs, outcomes, people)

@@ -229,7 +229,8 @@ class ReminderDispatch:
         spread = self._spread_outside_quiet_hours(todo)
         created = outbox.schedule_many([
             NotificationRequest(p.source_key, o["patient_id"], o["patient_id"], p.kind, p.send_at,
-                                p.window_ends_at - p.send_at, planned_at=o["due_at"], spread=id(p) in spread)
+                                p.window_ends_at - p.send_at, planned_at=o["due_at"], spread=id(p) in spread,
+                                planned_zone=o.get("zone"))
             for o, p in todo])
         for (occurrence, plan), was_created in zip(todo, created, strict=True):
             if was_created:

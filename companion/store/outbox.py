@@ -69,6 +69,7 @@ class NotificationRequest:
     share_kind: str | None = None  # for a caregiver: the consent kind it needs (an alert's share kind)
     planned_at: datetime | None = None  # a reminder's due time, the one argument a push text may name
     spread: bool = True  # False: at ``send_at`` exactly (its place in the spread would fall in quiet hours)
+    planned_zone: str | None = None  # the zone of the reminder's slot, whose clock the text names planned_at on
 
 
 def notification_id(source_key: str, recipient_user_id: str) -> str:
@@ -123,6 +124,7 @@ class Outbox:
             "sent_at": None, "delivered_at": None, "opened_at": None,
             **({"share_kind": request.share_kind} if request.share_kind else {}),
             **({"planned_at": request.planned_at} if request.planned_at else {}),
+            **({"planned_zone": request.planned_zone} if request.planned_zone else {}),
         }
 
     def existing(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict]:

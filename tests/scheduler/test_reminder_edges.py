@@ -199,6 +199,9 @@ def test_a_slot_a_move_east_jumps_over_while_its_window_is_open_is_pushed_at_the
     minute_by_minute(jobs_db, settings, clock, traveller, sender, landed, landed + timedelta(minutes=2))
     (push,) = emulator.delivered_to(token)
     assert push.received_at == landed
+    # The text names the slot as the app lists it, 08:00 on London's clock; on New York's, where the patient was
+    # at 08:00 UTC, it said 04:00.
+    assert push.body["message"]["android"]["notification"]["body_loc_args"] == ["8:00\u202fAM"]
     kept = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "local_date": "2026-03-11"})
     assert (kept["status"], kept["due_at"], kept["zone"]) == ("pending", datetime(2026, 3, 11, 8, 0, tzinfo=UTC),
                                                               "Europe/London")
