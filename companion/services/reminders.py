@@ -377,15 +377,18 @@ class ReminderService:
 
     def _hold_first_pushes_again(self, patient_id: str, current: datetime) -> None:
         """Occurrences due already whose first push quiet hours still hold back: held by the quiet hours as they
-        are now (extended while the push waited, it waits for their new end; shortened, it goes sooner)."""
+        are now (extended while the push waited, it waits for their new end; shortened, it goes sooner), on the
+        clock the patient lives by now (landed in another zone, their night is where they are; the slot keeps
+        the zone it was due in)."""
         waiting = [o for o in self.occurrences.open_for(patient_id, current)
                    if (o.get("notify_at") or o["due_at"]) > current]
         if not waiting:
             return
-        quiet = self._patient(patient_id).quiet_hours
+        patient = self._patient(patient_id)
+        quiet, zone = patient.quiet_hours, patient.zone_history().zone_at(current) if patient.time_zone else None
         moves = [(o["_id"], at) for o in waiting
-                 if (at := max(current, next_allowed(o.get("skipped_by_move_at") or o["due_at"], ZoneInfo(o["zone"]),
-                                                     quiet))) != o["notify_at"]]
+                 if (at := max(current, next_allowed(o.get("skipped_by_move_at") or o["due_at"],
+                                                     zone or ZoneInfo(o["zone"]), quiet))) != o["notify_at"]]
         if not moves:
             return
         with self.changes.stamp(patient_id, self.occurrences, len(moves)) as seq:

@@ -4,7 +4,7 @@ cancelled by a read of another range; an answer given offline lost to an edit th
 a reactivation past the 50-reminder limit silencing another reminder; a snooze that sent nothing or two pushes;
 a worker back from a short outage sending the first push and every nudge at once; nudges after a move judged
 against quiet hours on the old clock; a first push held by quiet hours let out at their old end after they
-were extended."""
+were extended, or at the end of the night where the patient no longer was."""
 
 from __future__ import annotations
 
@@ -225,6 +225,23 @@ def test_quiet_hours_extended_while_the_first_push_waits_for_their_end(jobs_db, 
                      datetime(2026, 3, 2, 8, 1, tzinfo=UTC))
     got = [d.received_at.strftime("%H:%M") for d in emulator.delivered_to(token)]
     assert got == ["08:00"], got
+
+
+def test_a_first_push_waiting_for_the_end_of_the_night_waits_for_the_night_where_the_patient_landed(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    traveller.move_to(datetime(2026, 3, 2, 5, 0, tzinfo=UTC))
+    patient = make_person(jobs_db, "patient", "Europe/London")  # UTC in March
+    services = services_on(jobs_db, settings, clock)
+    services.profiles.update(patient.id, {"quiet_hours": {"start": "22:00", "end": "07:00"}})
+    token = phone(jobs_db, patient)
+    daily_reminder(jobs_db, patient, ["06:30"], "2026-03-02", window_min=360)
+    traveller.move_to(datetime(2026, 3, 2, 6, 40, tzinfo=UTC))  # due, its push waiting for 07:00 in London
+    services_on(jobs_db, settings, clock).profiles.update(patient.id, {"time_zone": "America/New_York"})
+    for start in (datetime(2026, 3, 2, 6, 59, tzinfo=UTC), datetime(2026, 3, 2, 11, 59, tzinfo=UTC)):
+        minute_by_minute(jobs_db, settings, clock, traveller, sender, start, start + timedelta(minutes=3))
+    got = [d.received_at.astimezone(ZoneInfo("America/New_York")).strftime("%H:%M")
+           for d in emulator.delivered_to(token)]
+    assert got == ["07:00"], f"pushed at {got} New York time (quiet hours 22:00-07:00 there)"
 
 
 def test_done_in_time_on_an_offline_phone_arriving_after_a_late_done_from_the_tablet(jobs_db, settings, clock,
