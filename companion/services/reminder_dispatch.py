@@ -27,7 +27,14 @@ from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from companion.clock import Clock, now
-from companion.domain.notifications import initial_key, reminder_kind, send_offset, snooze_key, ttl_for
+from companion.domain.notifications import (
+    initial_key,
+    reminder_kind,
+    reminding_keys_of,
+    send_offset,
+    snooze_key,
+    ttl_for,
+)
 from companion.domain.people import Account
 from companion.domain.quiet_hours import in_quiet_hours, next_allowed
 from companion.domain.schedules import ReminderOccurrence, Repeats, nudge_times
@@ -58,14 +65,6 @@ class PlannedPush:
 def _leader(occurrence: dict) -> str:
     """The occurrence whose pushes this one's are: itself, or the one whose push it shares."""
     return occurrence.get("push_with") or occurrence["_id"]
-
-
-def reminding_keys(occurrence: dict) -> list[str]:
-    """The pushes any one of which means the patient was reminded of ``occurrence``: its first push (or the
-    one it shares) and its snooze's."""
-    keys = [initial_key(_leader(occurrence))]
-    snoozed = snooze_key(occurrence)
-    return keys + [snoozed] if snoozed else keys
 
 
 def planned_pushes(occurrence: dict, reminder: dict | None) -> list[PlannedPush]:
@@ -303,12 +302,13 @@ class ReminderDispatch:
         return result
 
     def _unreminded(self, closed: list[dict]) -> set[str]:
-        """Those of ``closed`` (by id) that were never reminded of: no first push, none shared, no snooze push
-        (one whose first push quiet hours held past its window was meant to go unreminded, not missed)."""
-        sent_for = _existing(self.stores.outbox, [(key, o) for o in closed for key in reminding_keys(o)])
+        """Those of ``closed`` (by id) that were never reminded of: no push of any kind queued for them, the first,
+        one shared, a nudge (after a short outage the latest due one goes instead of the first), a re-send or a
+        snooze's (one whose first push quiet hours held past its window was meant to go unreminded, not missed)."""
+        sent_for = _existing(self.stores.outbox, [(key, o) for o in closed for key in reminding_keys_of(o)])
         return {o["_id"] for o in closed
                 if (o.get("notify_at") or o["due_at"]) < o["window_ends_at"]
-                and not any(key in sent_for for key in reminding_keys(o))}
+                and not any(key in sent_for for key in reminding_keys_of(o))}
 
     @staticmethod
     def _summary_key(occurrence: dict, patient: Account | None) -> str:

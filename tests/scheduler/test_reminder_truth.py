@@ -2,7 +2,7 @@
 (missed, and a caregiver alerted, for reminders the patient never had); a slot kept open after a move east
 cancelled by a read of another range; an answer given offline lost to an edit that called the occurrence off;
 a reactivation past the 50-reminder limit silencing another reminder; a snooze that sent nothing or two pushes;
-a worker back from a short outage sending the first push and every nudge at once; nudges after a move judged
+a worker back from a short outage sending the first push and every nudge at once, and then a missed summary; nudges after a move judged
 against quiet hours on the old clock; a first push held by quiet hours let out at their old end after they
 were extended, or at the end of the night where the patient no longer was."""
 
@@ -189,6 +189,13 @@ def test_after_a_twelve_minute_outage_one_push_not_three(jobs_db, settings, cloc
                      T10 + timedelta(minutes=13))
     got = [d.received_at.strftime("%H:%M") for d in emulator.delivered_to(token)]
     assert len(got) == 1, got
+    # Reminded (by the nudge that superseded the rest), the patient gets no "you have an update" when it is missed.
+    for at in (T10 + timedelta(minutes=61), T10 + timedelta(minutes=90)):
+        traveller.move_to(at)
+        run_jobs(jobs_db, settings, clock, sender, "reminders-missed", "push-send")
+    assert jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "due_at": T10})["status"] == "missed"
+    assert jobs_db.push_outbox.count_documents({"source_key": {"$regex": "^missed-summary:"}}) == 0
+    assert len(emulator.delivered_to(token)) == 1
 
 
 def test_nudges_after_flying_west_during_the_window_respect_quiet_hours_on_the_new_clock(
