@@ -273,6 +273,17 @@ def low_adherence_continues(
     return bool(planned) and all(p < LOW_ADHERENCE for p in planned)
 
 
+def low_adherence_redated(
+    run_start: date, raised_on: date, candidate_start: date, daily_progress: Mapping[date, float | None], today: date
+) -> bool:
+    """Whether the run an alert was raised for (from ``run_start``, raised on the patient's day ``raised_on``) is
+    the candidate's run (low from ``candidate_start`` to ``today``) with a later first day: data that arrived
+    later brought a day at its start up to the threshold, so that from ``run_start`` it no longer holds, while the
+    candidate's run had begun before the alert was raised, inside the run it was raised for. Then the alert is
+    about that run still, told from its new first day; not resolved, and not a new alert with a new push."""
+    return run_start < candidate_start < raised_on and not low_adherence_holds(run_start, daily_progress, today)
+
+
 EARLY_SESSION = timedelta(hours=1)  # a session that started up to this long before a reminder was due counts for it
 
 

@@ -385,7 +385,7 @@ class AdherenceJob:
                 elif p.account.status == CLOSED:
                     pass  # no alert is raised about someone who has left
                 elif (candidate := low_adherence_in(p.patient_id, snapshots[p.patient_id], p.today)) is not None:
-                    self.alerts.raise_low_adherence(candidate, snapshots[p.patient_id], p.today, report)
+                    self.alerts.raise_low_adherence(candidate, snapshots[p.patient_id], p.today, p.account, report)
                 return True
             if failures.attempt(p.patient_id, judge) is None:
                 failed.add(p.patient_id)

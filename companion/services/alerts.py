@@ -48,6 +48,7 @@ from companion.domain.alerts import (
     device_fault,
     low_adherence_continues,
     low_adherence_holds,
+    low_adherence_redated,
     missed_tens_session,
     pain_flare,
     session_during,
@@ -183,21 +184,30 @@ class AlertService:
                 report.notifications += sent
         return alert
 
-    def raise_low_adherence(self, candidate: AlertCandidate, snapshots: list[dict], today: date,
+    def raise_low_adherence(self, candidate: AlertCandidate, snapshots: list[dict], today: date, patient: Account,
                             report: AlertsReport | None = None, open_alerts: list[dict] | None = None) -> dict:
-        """Raise a low-adherence alert, unless one not yet resolved was raised for the same run (it still holds
-        and goes on: low_adherence_holds, low_adherence_continues): then that one stands (notified, if a crash
-        left it unnotified), and no new alert or push comes for a run that merely outgrew the 30 days the rule
-        reads (its start sliding a day a day) or that a recompute lengthened at its start. ``open_alerts``: the
-        patient's unresolved alerts, when the caller read them already."""
+        """Raise a low-adherence alert, unless one not yet resolved was raised for the same run: then that one
+        stands (notified, if a crash left it unnotified), and no new alert or push comes for a run that merely
+        outgrew the 30 days the rule reads (its start sliding a day a day) or that a recompute lengthened at its
+        start (it still holds and goes on: low_adherence_holds, low_adherence_continues), nor for one that a
+        recompute shortened at its start (low_adherence_redated: the alert is told from the run's new first day).
+        ``open_alerts``: the patient's unresolved alerts, when the caller read them already. Returns the alert
+        that stands for the candidate."""
         if open_alerts is None:
             open_alerts = self.stores.alerts.unresolved([candidate.patient_id], (AlertKind.LOW_ADHERENCE.value,))
         progress = progress_of(snapshots)
+        history = patient.zone_history()
         for alert in sorted(open_alerts, key=lambda a: a.get("raised_at") or self.clock()):  # the oldest first
-            start = run_start_of(alert) if alert["kind"] == AlertKind.LOW_ADHERENCE.value else None
-            if start is not None and alert["dedup_key"] != candidate.dedup_key \
-                    and low_adherence_holds(start, progress, today) and low_adherence_continues(start, progress, today):
+            if alert["kind"] != AlertKind.LOW_ADHERENCE.value or alert["dedup_key"] == candidate.dedup_key:
+                continue
+            start = run_start_of(alert)
+            if low_adherence_holds(start, progress, today) and low_adherence_continues(start, progress, today):
                 candidate = replace(candidate, dedup_key=alert["dedup_key"], period_key=start.isoformat())
+                break
+            raised_on = alert["raised_at"].astimezone(history.zone_at(alert["raised_at"])).date()
+            if low_adherence_redated(start, raised_on, date.fromisoformat(candidate.period_key), progress, today):
+                self.stores.alerts.redate(alert["_id"], candidate.period_key, candidate.text, dict(candidate.details))
+                candidate = replace(candidate, dedup_key=alert["dedup_key"])
                 break
         return self.raise_once(candidate, report)
 
@@ -412,7 +422,8 @@ class AlertService:
             open_alerts = self.stores.alerts.unresolved([patient.id], RECONSIDERED)
         candidate = low_adherence_in(patient.id, snapshots, today) if patient.status != CLOSED else None
         if candidate is not None:
-            self.raise_low_adherence(candidate, snapshots, today, report, open_alerts)
+            stands = self.raise_low_adherence(candidate, snapshots, today, patient, report, open_alerts)
+            open_alerts = [stands if a["_id"] == stands["_id"] else a for a in open_alerts]  # as it is now (redated)
         judged_from = min(progress, default=today)
         for alert in open_alerts:
             if alert["kind"] == AlertKind.LOW_ADHERENCE.value:

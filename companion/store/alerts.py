@@ -139,6 +139,12 @@ class Alerts:
                                    {"$set": {"resolved_at": at, "resolved_reason": reason,
                                              "resolution": resolution}}).modified_count == 1
 
+    def redate(self, alert_id: str, period_key: str, text: str, details: dict) -> None:
+        """An open alert's run told from another first day (later data moved its start): its period, text and
+        details; its key, and whom it was sent to, stay."""
+        self.col.update_one({"_id": alert_id, "resolved_at": None},
+                            {"$set": {"period_key": period_key, "text": text, "details": dict(details)}})
+
     def reopen(self, alert_id: str) -> None:
         """The condition of a resolved alert holds again (later data said so): it is open again."""
         self.col.update_one({"_id": alert_id}, {"$set": {"resolved_at": None, "resolved_reason": None,

@@ -10,6 +10,7 @@ from companion.domain.alerts import (
     delivery_time,
     device_fault,
     low_adherence,
+    low_adherence_redated,
     missed_tens_session,
     pain_flare,
     unit_silent,
@@ -127,3 +128,18 @@ def test_a_planned_day_at_the_threshold_ends_the_low_adherence_run_so_older_days
     assert low_adherence_run_ended(recent, today)
     alert = low_adherence("p1", recent, today)
     assert alert == low_adherence("p1", {**older, **recent}, today) and alert.period_key == "2026-03-07"
+
+
+@pytest.mark.parametrize(("progress", "candidate_start", "redated"), [
+    # Low 1-5 March, alerted on the 6th; the 1st then came up to the plan: the run is the same, from the 2nd.
+    ({1: 1.0, 2: 0.0, 3: 0.0, 4: 0.0, 5: 0.0, 6: 0.0}, 2, True),
+    # The alert still holds from its own first day (a later day came up): not re-dated, a new run is a new alert.
+    ({1: 0.0, 2: 0.0, 3: 0.0, 4: 1.0, 5: 0.0, 6: 0.0, 7: 0.0, 8: 0.0}, 5, False),
+    # A run that began on or after the day the alert was raised is a new run.
+    ({1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0, 5: 1.0, 6: 0.0, 7: 0.0, 8: 0.0}, 6, False),
+])
+def test_a_run_shortened_at_its_start_by_later_data_is_the_alerts_run_told_from_its_new_start(
+        progress, candidate_start, redated):
+    daily = {date(2026, 3, d): p for d, p in progress.items()}
+    assert low_adherence_redated(date(2026, 3, 1), date(2026, 3, 6), date(2026, 3, candidate_start), daily,
+                                 date(2026, 3, 9)) is redated

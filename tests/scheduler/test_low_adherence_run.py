@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from companion.domain.alerts import low_adherence
 from companion.services.adherence_batch import JOB
 from tests.scheduler.helpers import link_caregiver, make_person, services_on, stored_day
-from tests.scheduler.test_late_data import PLAN
+from tests.scheduler.test_late_data import PLAN, _bound, _upload
 
 NOW = datetime(2026, 3, 10, 6, 0, tzinfo=UTC)
 
@@ -110,3 +110,33 @@ def test_a_closed_records_days_recomputed_raise_no_alert_about_someone_who_has_l
     _runs(jobs_db, settings, clock, traveller, 1)
     assert jobs_db.days_to_recompute.count_documents({"patient_id": patient.id}) == 0  # the day was judged
     assert list(jobs_db.alerts.find({"patient_id": patient.id}, {"kind": 1, "_id": 0})) == []
+
+
+def test_a_run_that_late_data_shortens_at_its_start_is_the_same_alert_told_from_its_new_start(
+        jobs_db, settings, clock, traveller):
+    """Low for five days, alerted (the caregiver told). The sessions of the first day then arrive: the run is four
+    days from the second. It is the run the alert is about, not a new one, nor one that ended: the alert stays
+    open and now tells the run from its new first day, and nobody is pushed again."""
+    traveller.move_to(NOW)
+    services = services_on(jobs_db, settings, clock)
+    patient = _patient_with_days(jobs_db, services, {n: 0.0 if n <= 5 else 1.0 for n in range(1, 11)})
+    run = {NOW.date() - timedelta(days=n): 0.0 for n in range(1, 6)}
+    alert = services.alerts.raise_once(low_adherence(patient.id, run, NOW.date()))
+    assert jobs_db.push_outbox.count_documents({"source_key": f"alert:{alert['_id']}"}) == 1
+    first_day = datetime.combine(NOW.date() - timedelta(days=5), datetime.min.time(), UTC)
+    _upload(services, patient, _bound(jobs_db, services, patient), first_day + timedelta(hours=9),
+            first_day + timedelta(hours=18))
+    traveller.move_to(NOW + timedelta(hours=1))
+    services_on(jobs_db, settings, clock).adherence_job.run()
+    assert jobs_db.adherence_days.find_one({"_id": f"{patient.id}:{first_day.date().isoformat()}"})["covered"]
+    (stands,) = jobs_db.alerts.find({"kind": "low_adherence", "patient_id": patient.id})
+    assert (stands["_id"], stands["resolved_at"]) == (alert["_id"], None)
+    second_day = (NOW.date() - timedelta(days=4)).isoformat()
+    assert (stands["period_key"], stands["details"]["first_day"], stands["details"]["days"]) == (second_day,
+                                                                                                second_day, 4)
+    assert jobs_db.push_outbox.count_documents({"source_key": {"$regex": "^alert:"}}) == 1
+    # Judged again later with nothing new, it still holds from its new first day: neither resolved nor raised again.
+    traveller.move_to(NOW + timedelta(days=1))
+    services_on(jobs_db, settings, clock).adherence_job.run()
+    assert [(a["_id"], a["resolved_at"]) for a in jobs_db.alerts.find({"patient_id": patient.id})] == [
+        (alert["_id"], None)]
