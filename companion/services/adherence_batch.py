@@ -232,8 +232,11 @@ def _write_and_read(stores: Stores, chunk: list[_Patient], now: datetime,
                   if d not in p.days]
         for doc in store.by_ids(wanted, RULE_FIELDS):
             snapshots[doc["patient_id"]].append(doc)
-        waiting = [p for p in waiting if p.patient_id not in whole
-                   and not low_adherence_run_ended(progress_of(snapshots[p.patient_id]), p.today)]
+        # Settled by a good day only among the days read without a gap (back to ``furthest``): a fresh day further
+        # back (recomputed, its data late) may have low days not read yet between it and yesterday.
+        waiting = [p for p in waiting if p.patient_id not in whole and not low_adherence_run_ended(
+            {d: v for d, v in progress_of(snapshots[p.patient_id]).items() if d >= p.today - timedelta(days=furthest)},
+            p.today)]
         if last or not waiting:
             break
     for docs in snapshots.values():

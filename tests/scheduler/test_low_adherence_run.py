@@ -140,3 +140,25 @@ def test_a_run_that_late_data_shortens_at_its_start_is_the_same_alert_told_from_
     services_on(jobs_db, settings, clock).adherence_job.run()
     assert [(a["_id"], a["resolved_at"]) for a in jobs_db.alerts.find({"patient_id": patient.id})] == [
         (alert["_id"], None)]
+
+
+def test_a_good_day_recomputed_long_ago_does_not_hide_the_low_days_between_it_and_yesterday(
+        jobs_db, settings, clock, traveller):
+    """Low yesterday and the day before; the day before that was good until a session of it went to another
+    patient. Recomputed in the same run: that day (now low) and one twenty days back (now good, its sessions
+    arrived late). The rule reads back only as far as it must, up to a good day: twenty days back is not the end of
+    the run unless every day after it was read; the three low days in a row are an alert."""
+    traveller.move_to(NOW)
+    services = services_on(jobs_db, settings, clock)
+    patient = _patient_with_days(jobs_db, services, {n: 0.0 if n <= 2 else 1.0 for n in range(1, 31)})
+    old_day = datetime.combine(NOW.date() - timedelta(days=20), datetime.min.time(), UTC)
+    _upload(services, patient, _bound(jobs_db, services, patient), old_day + timedelta(hours=9),
+            old_day + timedelta(hours=18))
+    services.stores.days_to_recompute.mark(patient.id, [NOW.date() - timedelta(days=3)], "session_moved", NOW)
+    traveller.move_to(NOW + timedelta(minutes=30))
+    services_on(jobs_db, settings, clock).adherence_job.run()
+    assert jobs_db.adherence_days.find_one({"_id": f"{patient.id}:{old_day.date().isoformat()}"})["covered"]
+    assert not jobs_db.adherence_days.find_one(
+        {"_id": f"{patient.id}:{(NOW.date() - timedelta(days=3)).isoformat()}"})["covered"]
+    (alert,) = jobs_db.alerts.find({"kind": "low_adherence", "patient_id": patient.id})
+    assert alert["period_key"] == (NOW.date() - timedelta(days=3)).isoformat()
