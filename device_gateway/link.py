@@ -419,22 +419,27 @@ class GatewayLink:
             try:
                 decoded = profile.decode_frame(frame)
             except ProfileError as exc:
+                if not window.note_undecodable(getattr(exc, "seq", None), content_hash(serial, frame)):
+                    raise _restarted(getattr(exc, "seq", None)) from None
                 result.undecodable += 1
-                window.note_undecodable(getattr(exc, "seq", None))
                 await asyncio.to_thread(self.buffer.dead_letter_frame, serial, frame, f"{type(exc).__name__}: {exc}")
                 continue
             if isinstance(decoded, TransferSummary):
                 summary = decoded
             elif window.seen_again(decoded.seq, content_hash(serial, frame)) is False:
-                raise SequenceWentBack(
-                    f"record {decoded.seq} is not the one stored under that number: its counter restarted; nothing "
-                    "is read or acknowledged, the unit keeps its records")
+                raise _restarted(decoded.seq)
             elif window.admit(decoded.seq):
                 captured.append(capture(serial, decoded, frame, offset, received_at, self.paired_at, sync_id))
             else:
                 result.out_of_sequence += 1
                 logger.debug("unit %s: record %d out of sequence (expected %d)", serial, decoded.seq, window.expected)
         return captured, summary
+
+
+def _restarted(seq: int | None) -> SequenceWentBack:
+    return SequenceWentBack(
+        f"record {seq} is not the one stored under that number: its counter restarted; nothing is read or "
+        "acknowledged, the unit keeps its records")
 
 
 def advertised_serial(adv: AdvertisementData) -> str | None:

@@ -27,13 +27,12 @@ class TransferWindow:
         """The sequence number to ask the unit to send from."""
         return self.verify[0] if self.verify is not None else self.expected
 
-    def seen_again(self, seq: int, content_hash: str | None) -> bool | None:
-        """The record stored last came again (``content_hash`` None: it was undecodable, so it cannot be told
-        apart and is taken as the same): True if it is the same, False if another record holds its number (the
-        counter restarted); None for any other record."""
+    def seen_again(self, seq: int, content_hash: str) -> bool | None:
+        """The record stored last came again: True if it is the same (the same content hash), False if another
+        record holds its number (the counter restarted); None for any other record."""
         if self.verify is None or seq != self.verify[0]:
             return None
-        same = content_hash is None or content_hash == self.verify[1]
+        same = content_hash == self.verify[1]
         if same:
             self.verify = None
         return same
@@ -44,15 +43,20 @@ class TransferWindow:
         lowest_held = unit_highest_seq - unit_records_stored + 1
         return cls(expected=max(last_stored_seq + 1, lowest_held))
 
-    def note_undecodable(self, seq: int | None = None) -> None:
+    def note_undecodable(self, seq: int | None = None, content_hash: str = "") -> bool:
         """An undecodable frame arrived (dead-lettered raw). Its sequence number unknown, it may have been the
         record with the expected one (or any in a gap). Its sequence number known (a sound frame holding a value
         the profile does not define), it explains that record and no other: a copy of it notified twice must
-        not let the window jump over a record that comes late."""
+        not let the window jump over a record that comes late. Under the number of the record stored last, it
+        is that record only if it is the same frame (``content_hash``; the record stored had decoded, so
+        another frame is another record). False: another record holds that number (the counter restarted)."""
         if seq is None:
             self.undecodable_since_stored += 1
-        elif self.seen_again(seq, None) is None:
+            return True
+        same = self.seen_again(seq, content_hash)
+        if same is None:
             self.admit(seq)
+        return same is not False
 
     def admit(self, seq: int) -> bool:
         """True if the record with ``seq`` is the next one to store (then the window moves past it)."""

@@ -239,6 +239,34 @@ def test_a_unit_whose_restarted_counter_overtook_the_gateway_keeps_its_new_recor
     assert "counter restarted" in link.statuses[unit.serial].last_error
 
 
+def test_a_restarted_counter_is_seen_even_when_its_record_under_the_last_stored_number_does_not_decode(
+        system_bus, buffer):
+    unit = FakeTensUnit.with_history(*UNIT_A, count=5)
+    link = make_link(buffer, [unit.serial])
+
+    def frame_with_an_end_reason_this_gateway_lacks(record):  # a sound frame (newer firmware), its number readable
+        return profile._with_crc(profile._RECORD.pack(
+            profile.FORMAT_VERSION, profile.FRAME_SESSION_RECORD, record.seq, record.device_started_at,
+            record.duration_s, record.programme, record.frequency_hz, record.pulse_width_us,
+            record.intensity_mean_dma, record.intensity_peak_dma, 5 if record.seq == 5 else int(record.end_reason),
+            record.battery_pct))
+
+    async def scenario(fake):
+        await link.run_once(scan_timeout_s=5)  # stores 1..5, acknowledges them
+        unit.highest_seq = 0  # reflashed: new 1..8, and its new 5 is a frame this gateway cannot decode
+        unit.record_sessions(8)
+        unit.frame_for = frame_with_an_end_reason_this_gateway_lacks
+        return await link.run_once(scan_timeout_s=5)
+
+    results = run_with_units([unit], scenario)
+
+    # Taken for the record stored last, it let 6..8 be stored and 1..8 acknowledged: the new 1..4 freed unread.
+    assert [r.seq for r in unit.records] == list(range(1, 9))
+    assert stored_seqs(buffer, unit.serial) == [1, 2, 3, 4, 5] and not results[0].completed
+    assert buffer.dead_letters() == []
+    assert "counter restarted" in link.statuses[unit.serial].last_error
+
+
 def test_a_lost_acknowledgement_is_told_from_a_restarted_counter_by_the_record_stored_last(system_bus, buffer):
     unit = FakeTensUnit.with_history(*UNIT_A, count=5)
     link = make_link(buffer, [unit.serial])

@@ -75,5 +75,9 @@ def test_the_record_stored_last_must_come_back_the_same_before_anything_is_admit
     restarted = TransferWindow(expected=6, verify=(5, "hash-of-5"))
     assert restarted.seen_again(5, "another record numbered 5") is False  # a counter that restarted
     undecodable = TransferWindow(expected=6, verify=(5, "hash-of-5"))
-    undecodable.note_undecodable(5)  # cannot be told apart: taken as the same
+    assert undecodable.note_undecodable(5, "hash-of-5") is True  # the same frame, which no longer decodes here
     assert undecodable.admit(6) is True
+    # Another frame under that number that does not decode: the record stored had decoded, so it is another record.
+    restarted_undecodable = TransferWindow(expected=6, verify=(5, "hash-of-5"))
+    assert restarted_undecodable.note_undecodable(5, "hash of a frame with an end reason this gateway lacks") is False
+    assert restarted_undecodable.admit(6) is False and restarted_undecodable.first_to_ask() == 5
