@@ -72,7 +72,10 @@ _SCHEMA = [
     )""",
     # last_hash: the content hash of the record stored last (None when the position moved without one: records
     # the unit no longer held, a recovery), to tell a lost acknowledgement from a counter that restarted.
-    "CREATE TABLE IF NOT EXISTS units (serial TEXT PRIMARY KEY, last_stored_seq INTEGER NOT NULL, last_hash TEXT)",
+    # explained_to: how far the gateway acknowledged records it could not decode after the one stored last (kept
+    # as dead letters): the unit freeing them is not a loss to report again.
+    "CREATE TABLE IF NOT EXISTS units (serial TEXT PRIMARY KEY, last_stored_seq INTEGER NOT NULL, last_hash TEXT, "
+    "explained_to INTEGER)",
     """CREATE TABLE IF NOT EXISTS syncs (
         position INTEGER PRIMARY KEY AUTOINCREMENT,
         sync_id TEXT NOT NULL UNIQUE,
@@ -189,8 +192,11 @@ class RecordBuffer:
                 self._db.execute(statement)
             if "reported_at" not in {row[1] for row in self._db.execute("PRAGMA table_info(dead_letters)")}:
                 self._db.execute("ALTER TABLE dead_letters ADD COLUMN reported_at TEXT")  # a buffer from before
-            if "last_hash" not in {row[1] for row in self._db.execute("PRAGMA table_info(units)")}:
+            unit_columns = {row[1] for row in self._db.execute("PRAGMA table_info(units)")}
+            if "last_hash" not in unit_columns:
                 self._db.execute("ALTER TABLE units ADD COLUMN last_hash TEXT")  # a buffer from before
+            if "explained_to" not in unit_columns:
+                self._db.execute("ALTER TABLE units ADD COLUMN explained_to INTEGER")  # a buffer from before
             self._sealer = self._open_sealer(key_file)
             if _has_plaintext_schema(self._db):
                 self._seal_plaintext_buffer()
@@ -313,6 +319,23 @@ class RecordBuffer:
         with self._reading() as db:
             row = db.execute("SELECT last_stored_seq, last_hash FROM units WHERE serial = ?", (serial,)).fetchone()
         return (row[0], row[1]) if row else (0, None)
+
+    def explained_through(self, serial: str) -> int:
+        """How far the gateway acknowledged a unit's records (0 if never beyond those stored), the last ones
+        undecodable and kept as dead letters rather than stored."""
+        with self._reading() as db:
+            row = db.execute("SELECT explained_to FROM units WHERE serial = ?", (serial,)).fetchone()
+        return (row[0] or 0) if row else 0
+
+    def note_explained(self, serial: str, seq: int) -> None:
+        """The records after the one stored last up to ``seq`` were undecodable, dead-lettered, and are about to be
+        acknowledged: once the unit frees them, that is not a loss (``record_missing``). The position and the
+        hash of the record stored last stay, for telling a lost acknowledgement from a restarted counter."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO units(serial, last_stored_seq, explained_to) VALUES (?, 0, ?) "
+                "ON CONFLICT(serial) DO UPDATE SET explained_to = MAX(COALESCE(units.explained_to, 0), "
+                "excluded.explained_to)", (serial, seq))
 
     def store(self, serial: str, records: Sequence[CapturedRecord]) -> StoreResult:
         """Commit records from one unit, in sequence order, and return how far it is safe to ack.

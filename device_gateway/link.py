@@ -334,7 +334,10 @@ class GatewayLink:
             window.verify = (last_stored, last_hash)
         if window.expected > last_stored + 1:
             if last_stored:
-                await asyncio.to_thread(self.buffer.record_missing, serial, last_stored + 1, window.expected - 1)
+                # Those it freed after the ones acknowledged undecodable (dead-lettered already) were never stored.
+                explained = max(last_stored, await asyncio.to_thread(self.buffer.explained_through, serial))
+                if window.expected > explained + 1:
+                    await asyncio.to_thread(self.buffer.record_missing, serial, explained + 1, window.expected - 1)
             else:
                 # First contact: earlier records were collected (and acknowledged) by another gateway. Said once
                 # per unit and start (each connection until its first record is stored would say it again).
@@ -399,6 +402,8 @@ class GatewayLink:
                     raise LinkLost(f"transfer ended before sequence {summary.highest_seq}; resuming")
                 done = min(window.expected - 1, summary.highest_seq)  # never past what the unit holds
                 if done > acked:
+                    if done > await asyncio.to_thread(self.buffer.last_stored_seq, serial):  # an undecodable tail
+                        await asyncio.to_thread(self.buffer.note_explained, serial, done)
                     await client.write_gatt_char(
                         profile.CONTROL_CHAR_UUID, profile.ack_up_to(done), response=True
                     )

@@ -311,6 +311,28 @@ def test_corrupt_last_record_does_not_stall_the_transfer(system_bus, buffer):
     assert unit.acked_up_to == 4
 
 
+def test_a_corrupt_last_record_acknowledged_is_one_dead_letter_and_the_next_connection_reports_no_loss(
+        system_bus, buffer):
+    unit = FakeTensUnit.with_history(*UNIT_A, count=4, corrupt_seqs={4})
+    link = make_link(buffer, [unit.serial])
+
+    async def scenario(fake):
+        await link.run_once(scan_timeout_s=5)  # stores 1..3, dead-letters 4, acknowledges 4
+        await link.run_once(scan_timeout_s=5)  # nothing new: the unit freed 4, which the gateway let go itself
+        between = buffer.last_stored(unit.serial)
+        unit.record_sessions(1)
+        return between, await link.run_once(scan_timeout_s=5)
+
+    between, results = run_with_units([unit], scenario)
+
+    assert results[0].completed and stored_seqs(buffer, unit.serial) == [1, 2, 3, 5]
+    # One dead letter, the frame; not a second one saying the unit no longer holds a record never stored.
+    assert [d["source"] for d in buffer.dead_letters()] == ["unit"] and "missing" not in buffer.dead_letters()[0][
+        "payload"]
+    # The record stored last keeps its hash (a NULL hash would stop telling a restarted counter apart).
+    assert between[0] == 3 and between[1] is not None
+
+
 def test_records_the_unit_no_longer_holds_are_noted_not_silently_skipped(system_bus, buffer):
     unit = FakeTensUnit.with_history(*UNIT_A, count=2)
     link = make_link(buffer, [unit.serial])
