@@ -409,6 +409,31 @@ class RecordBuffer:
                      self._seal_record(record.record_id, payload))).rowcount
         return taken
 
+    def take_over_syncs(self, syncs: Sequence[dict]) -> int:
+        """Queue syncs read from a buffer that was replaced, as they were waiting there (the clock readings its
+        records are placed by); those already here are left. Returns how many were queued."""
+        taken = 0
+        with self._transaction() as db:
+            for sync in syncs:
+                sealed = self._sealer.seal(json.dumps(sync, separators=(",", ":")).encode(),
+                                           _sync_context(sync["sync_id"]))
+                taken += db.execute("INSERT OR IGNORE INTO syncs(sync_id, device_serial, sealed) VALUES (?,?,?)",
+                                    (sync["sync_id"], sync["serial"], sealed)).rowcount
+        return taken
+
+    def take_over_dead_letters(self, letters: Sequence[dict]) -> int:
+        """Keep dead letters not yet reported that were read from a buffer that was replaced (as ``dead_letters``
+        gives them), to be reported from here. Returns how many were kept."""
+        with self._transaction() as db:
+            for letter in letters:
+                rid, serial, payload = letter["record_id"], letter["device_serial"], letter["payload"]
+                sealed = self._seal_record(rid, payload) if rid else \
+                    self._sealer.seal(payload.encode(), _unit_context(serial))
+                db.execute("INSERT INTO dead_letters(record_id, device_serial, sealed, reason, source, dead_at) "
+                           "VALUES (?,?,?,?,?,?)",
+                           (rid, serial, sealed, letter["reason"], letter["source"], letter["dead_at"]))
+        return len(letters)
+
     def note_replaced(self, serial: str, detail: dict, reason: str) -> None:
         """A dead letter about a unit, reported to the server like the others: its records may have been lost
         with a buffer that was replaced."""

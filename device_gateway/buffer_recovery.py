@@ -8,13 +8,15 @@ waiting for upload in the damaged buffer (the units already freed them) are carr
 moved file where its rows still open with the buffer's key (a buffer restored from an older image, or lost
 only in part); and each unit gets a dead letter, reported to the server like the others, saying that the
 buffer was replaced and how many of its queued records were carried over, so that a record lost with the
-damaged file is not lost in silence.
+damaged file is not lost in silence. Its syncs and its dead letters not yet reported are carried over the same
+way (the records are placed by the syncs; a dead letter holds what a unit sent that was never a record).
 """
 
 import logging
 import os
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -72,15 +74,19 @@ def recover_buffer(config: GatewayConfig, now: Callable[[], datetime] = _utcnow)
             moved.append(target)
     buffer = RecordBuffer(path, config.max_buffer_bytes, key_file=config.buffer_key_path, replacing_lost=True)
     try:
-        salvaged = _salvage(aside, config) if moved else []
-        carried = buffer.take_over(salvaged)
+        salvaged = _salvage(aside, config) if moved else _Salvage([], [], [])
+        carried = buffer.take_over(salvaged.records)
+        buffer.take_over_syncs(salvaged.syncs)
+        buffer.take_over_dead_letters(salvaged.dead_letters)
         resumes_after = buffer.status().units
-        per_unit: dict[str, int] = {}
-        for record in salvaged:
-            per_unit[record.payload["device_serial"]] = per_unit.get(record.payload["device_serial"], 0) + 1
-        for serial in sorted(set(resumes_after) | set(per_unit)):
+        records = Counter(record.payload["device_serial"] for record in salvaged.records)
+        syncs = Counter(sync["serial"] for sync in salvaged.syncs)
+        letters = Counter(letter["device_serial"] for letter in salvaged.dead_letters)
+        for serial in sorted(set(resumes_after) | set(records) | set(syncs) | set(letters)):
             buffer.note_replaced(serial, {"buffer_replaced_at": now().isoformat(), "moved_to": str(aside),
-                                          "queued_records_carried_over": per_unit.get(serial, 0),
+                                          "queued_records_carried_over": records[serial],
+                                          "syncs_carried_over": syncs[serial],
+                                          "dead_letters_carried_over": letters[serial],
                                           "resumes_after_seq": resumes_after.get(serial, 0)},
                                  "the gateway's buffer was replaced (damaged or lost): records it held that were "
                                  "not yet uploaded may be lost, apart from those carried over")
@@ -91,9 +97,19 @@ def recover_buffer(config: GatewayConfig, now: Callable[[], datetime] = _utcnow)
     return Recovery(intact=False, moved=moved, resumes_after=resumes_after, carried_over=carried)
 
 
-def _salvage(aside: Path, config: GatewayConfig) -> list:
-    """The queued records that still open in the moved buffer, read from a copy of it (the moved file is left
-    as it was): none when it cannot be opened at all."""
+@dataclass(frozen=True, slots=True)
+class _Salvage:
+    """What still opens in a moved buffer and was still to go to the server: its queued records, its syncs (the
+    clock readings the records are placed by) and its dead letters not yet reported."""
+
+    records: list
+    syncs: list[dict]
+    dead_letters: list[dict]
+
+
+def _salvage(aside: Path, config: GatewayConfig) -> _Salvage:
+    """What was still to go to the server in the moved buffer, read from a copy of it (the moved file is left
+    as it was): nothing when it cannot be opened at all."""
     with tempfile.TemporaryDirectory(prefix="buffer-salvage-") as scratch:
         copy = Path(scratch) / "buffer.db"
         for side in _SQLITE_SIDE_FILES:
@@ -105,8 +121,9 @@ def _salvage(aside: Path, config: GatewayConfig) -> list:
         except Exception as exc:  # noqa: BLE001 - a file past reading: nothing to carry over, said in the log
             logger.warning("the moved buffer cannot be read (%s): none of its queued records is carried over",
                            type(exc).__name__)
-            return []
+            return _Salvage([], [], [])
         try:
-            return old.pending(1_000_000)
+            return _Salvage(old.pending(1_000_000), old.pending_syncs(1_000_000),
+                            old.dead_letters(unreported_only=True))
         finally:
             old.close()

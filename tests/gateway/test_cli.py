@@ -315,6 +315,40 @@ def test_buffer_recover_carries_over_what_an_older_copy_still_holds_and_tells_th
     buffer.close()
 
 
+def test_buffer_recover_carries_over_the_older_copys_syncs_and_unreported_dead_letters_too(
+        tmp_path, stub, system_bus, capsys):
+    paired_config(tmp_path, stub.url, [SERIAL])
+    unit = FakeTensUnit.with_history(SERIAL, "C0:FF:EE:00:00:01", count=4, corrupt_seqs={3})
+    _pull(tmp_path, unit)  # 1, 2 and 4 stored, 3's frame dead-lettered, the transfer's sync kept; none uploaded
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    for side in ("", "-wal", "-shm"):
+        if Path(f"{tmp_path / 'buffer.db'}{side}").exists():
+            shutil.copy(f"{tmp_path / 'buffer.db'}{side}", backup)
+    unit.record_sessions(2)
+    _pull(tmp_path, unit)
+    for side in ("", "-wal", "-shm"):  # restored from the older image
+        Path(f"{tmp_path / 'buffer.db'}{side}").unlink(missing_ok=True)
+        if Path(f"{backup / 'buffer.db'}{side}").exists():
+            shutil.copy(f"{backup / 'buffer.db'}{side}", tmp_path)
+    older = RecordBuffer(backup / "buffer.db", key_file=tmp_path / "buffer.key", ledger_file=tmp_path / "scratch-ledger.json")
+    older_syncs = older.pending_syncs(100)
+    [frame] = older.dead_letters()
+    older.close()
+    assert main(["buffer-recover", "--state-dir", str(tmp_path)]) == 0
+    capsys.readouterr()
+
+    buffer = RecordBuffer(tmp_path / "buffer.db")
+    assert [p.payload["device_seq"] for p in buffer.pending(100)] == [1, 2, 4]
+    assert buffer.pending_syncs(100) == older_syncs and older_syncs  # the readings the records are placed by
+    carried, replaced = buffer.dead_letters(unreported_only=True)
+    assert (carried["payload"], carried["reason"], carried["source"]) == (frame["payload"], frame["reason"], "unit")
+    assert {k: json.loads(replaced["payload"])[k] for k in ("queued_records_carried_over", "syncs_carried_over",
+                                                            "dead_letters_carried_over")} == {
+        "queued_records_carried_over": 3, "syncs_carried_over": len(older_syncs), "dead_letters_carried_over": 1}
+    buffer.close()
+
+
 def test_buffer_recover_leaves_an_intact_buffer_alone(tmp_path, capsys):
     _buffer_that_held(tmp_path, 3)
     assert main(["buffer-recover", "--state-dir", str(tmp_path)]) == 0
