@@ -320,6 +320,14 @@ class RecordBuffer:
             row = db.execute("SELECT last_stored_seq, last_hash FROM units WHERE serial = ?", (serial,)).fetchone()
         return (row[0], row[1]) if row else (0, None)
 
+    def note_patient(self, patient_ref: str) -> None:
+        """Whose records this buffer holds (the pairing's patient), kept with them: a pairing for another patient
+        is refused while they wait, even when the configuration that named the patient is lost."""
+        with self._transaction() as db:
+            db.execute("INSERT INTO meta(name, value) VALUES ('patient_ref', ?) "
+                       "ON CONFLICT(name) DO UPDATE SET value = excluded.value WHERE value != excluded.value",
+                       (patient_ref,))
+
     def explained_through(self, serial: str) -> int:
         """How far the gateway acknowledged a unit's records (0 if never beyond those stored), the last ones
         undecodable and kept as dead letters rather than stored."""

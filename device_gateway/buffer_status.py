@@ -36,6 +36,8 @@ class BufferStatus:
     dead_letters_unreported: int = 0
     syncs_pending: int = 0
     replayed: int = 0
+    patient_ref: str | None = None  # whose records it holds, as noted when it was last opened paired
+    waiting_units: tuple[str, ...] = ()  # the units whose records, syncs or dead letters wait for the server
 
 
 def read_status(db: sqlite3.Connection) -> BufferStatus:
@@ -47,10 +49,15 @@ def read_status(db: sqlite3.Connection) -> BufferStatus:
     try:  # a buffer written before syncs and dead-letter reports existed has neither
         unreported = db.execute("SELECT COUNT(*) FROM dead_letters WHERE reported_at IS NULL").fetchone()[0]
         syncs = db.execute("SELECT COUNT(*) FROM syncs").fetchone()[0]
+        waiting = db.execute("SELECT device_serial FROM records UNION SELECT device_serial FROM syncs UNION "
+                             "SELECT device_serial FROM dead_letters WHERE reported_at IS NULL").fetchall()
     except sqlite3.OperationalError:
         unreported, syncs = dead, 0
+        waiting = db.execute("SELECT device_serial FROM records UNION SELECT device_serial FROM dead_letters").fetchall()
+    patient = db.execute("SELECT value FROM meta WHERE name = 'patient_ref'").fetchone()
     return BufferStatus(pending, pending_bytes, dead, counters.get(REFUSED_AT_CAP, 0), counters.get(SENT, 0), units,
-                        unreported, syncs, counters.get(REPLAYED, 0))
+                        unreported, syncs, counters.get(REPLAYED, 0), patient[0] if patient else None,
+                        tuple(sorted(serial for (serial,) in waiting)))
 
 
 def inspect_buffer(path: str | Path, ledger_file: str | Path | None = None) -> BufferStatus | None:

@@ -78,7 +78,7 @@ def cmd_pair(args: argparse.Namespace, config: GatewayConfig) -> int:
     except httpx.HTTPError as exc:
         print(f"cannot reach {config.api_url}: {exc}", file=sys.stderr)
         return 1
-    held = _held_for_another_patient(config, pairing.patient_ref)
+    held = _held_for_another_patient(config, pairing.patient_ref, pairing.device_serials)
     if held:
         # Sent under the new pairing, the previous patient's records would be refused one by one and reported
         # back as dead letters, their content filed with the new patient's record.
@@ -99,13 +99,18 @@ def cmd_pair(args: argparse.Namespace, config: GatewayConfig) -> int:
     return 0
 
 
-def _held_for_another_patient(config: GatewayConfig, patient_ref: str) -> str:
+def _held_for_another_patient(config: GatewayConfig, patient_ref: str, units: list[str]) -> str:
     """What the buffer still holds for the patient this gateway was paired for, when a new pairing is for another
-    ("" when it is for the same patient, the first pairing, or nothing waits)."""
-    if not config.patient_ref or config.patient_ref == patient_ref:
+    ("" when it is for the same patient, the first pairing, or nothing waits). The previous patient is the one
+    the configuration names, else (a configuration lost or cut short) the one the buffer noted; named nowhere (a
+    buffer from before it noted one), the new pairing may take what waits only if it is all from its units."""
+    if config.patient_ref == patient_ref:
         return ""
     status = inspect_buffer(config.buffer_path)
     if status is None:
+        return ""
+    previous = config.patient_ref or status.patient_ref
+    if previous == patient_ref or previous is None and set(status.waiting_units) <= set(units):
         return ""
     waiting = {"record(s)": status.pending, "sync(s)": status.syncs_pending,
                "dead letter(s) not yet reported": status.dead_letters_unreported}

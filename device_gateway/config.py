@@ -63,8 +63,12 @@ class GatewayConfig:
         return Path(self.state_dir) / HEALTH_FILE
 
     def open_buffer(self) -> RecordBuffer:
-        """The gateway's buffer with its cap and key (raises BufferDamaged for a damaged or lost one)."""
-        return RecordBuffer(self.buffer_path, self.max_buffer_bytes, key_file=self.buffer_key_path)
+        """The gateway's buffer with its cap and key (raises BufferDamaged for a damaged or lost one), noting in it
+        whose records it holds."""
+        buffer = RecordBuffer(self.buffer_path, self.max_buffer_bytes, key_file=self.buffer_key_path)
+        if self.patient_ref:
+            buffer.note_patient(self.patient_ref)
+        return buffer
 
     def api_client(self) -> ApiClient | None:
         """An API client with this gateway's credentials and CA settings (None when not paired)."""

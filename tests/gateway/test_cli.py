@@ -88,6 +88,42 @@ def test_pairing_for_another_patient_is_refused_while_the_previous_patients_reco
     assert load_config(str(tmp_path), environ={}).patient_ref == "p-1"
 
 
+def test_pairing_for_another_patient_is_refused_after_the_config_naming_the_previous_one_was_lost(
+        tmp_path, stub, capsys):
+    config = paired_config(tmp_path, stub.url, [SERIAL])
+    config.patient_ref = "p-0"
+    config.save()
+    _buffer_that_held(tmp_path, 2)  # two records of p-0's, not yet uploaded
+    config.open_buffer().close()  # (the gateway ran paired for p-0: the buffer notes whose records it holds)
+    (tmp_path / "config.json").write_text((tmp_path / "config.json").read_text()[:40])  # cut short: exit 78
+    assert main(["--state-dir", str(tmp_path), "pair", "ABC-123", "--api", stub.url]) == 1
+    err = capsys.readouterr().err
+    assert "another patient" in err and "2 record(s)" in err
+    assert RecordBuffer(tmp_path / "buffer.db").pending_count() == 2
+    # Pairing again for the patient whose records they are is what the config's loss asks for: it goes ahead.
+    buffer = RecordBuffer(tmp_path / "buffer.db")
+    buffer.note_patient("p-1")
+    buffer.close()
+    assert main(["--state-dir", str(tmp_path), "pair", "ABC-123", "--api", stub.url]) == 0
+    assert load_config(str(tmp_path), environ={}).patient_ref == "p-1"
+
+
+def test_with_no_record_of_the_previous_patient_a_pairing_takes_only_what_its_own_units_left_waiting(
+        tmp_path, stub, capsys):
+    paired_config(tmp_path, stub.url, [SERIAL])
+    _buffer_that_held(tmp_path, 2)  # a buffer from before it noted whose records it holds
+    (tmp_path / "config.json").write_text((tmp_path / "config.json").read_text()[:40])
+    buffer = RecordBuffer(tmp_path / "buffer.db")
+    buffer.store_sync("CT-OTHER1", {"sync_id": "s-1", "serial": "CT-OTHER1"})  # a unit the new pairing lacks
+    buffer.close()
+    assert main(["--state-dir", str(tmp_path), "pair", "ABC-123", "--api", stub.url]) == 1
+    assert "1 sync(s)" in capsys.readouterr().err
+    buffer = RecordBuffer(tmp_path / "buffer.db")
+    buffer.mark_syncs_sent(["s-1"])
+    buffer.close()
+    assert main(["--state-dir", str(tmp_path), "pair", "ABC-123", "--api", stub.url]) == 0  # its unit's records
+
+
 def test_environment_overrides_the_config_file(tmp_path):
     paired_config(tmp_path, "http://file", ["CT-1"])
     config = load_config(str(tmp_path), environ={"COMPANION_API_URL": "http://env", "COMPANION_GATEWAY_ID": "gw-env"})
