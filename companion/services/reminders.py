@@ -465,11 +465,11 @@ class ReminderService:
         when = at or current
         if when < occurrence["due_at"] - EARLY_MARK:
             raise Invalid("that is more than an hour before this reminder was due", errors={"at": ["too early"]})
+        # Answered before it was called off, it stands, as answered: not a tombstone, whether it was cancelled
+        # when read or between that read and this write (the write takes it pending, missed or cancelled).
         changes = {"status": status, "status_at": when, "recorded_at": current,
                    "on_time": when <= occurrence["window_ends_at"],
-                   "skip_reason": reason if status == "skipped" else None}
-        if occurrence["status"] == CANCELLED:  # answered before it was called off: it stands, as answered
-            changes.update({"deleted": False, "deleted_at": None})
+                   "skip_reason": reason if status == "skipped" else None, "deleted": False, "deleted_at": None}
         with self.changes.reservation(patient_id, self.occurrences) as held:
             updated = self.occurrences.record(patient_id, key, ("pending", "missed", CANCELLED), changes,
                                               held.first)

@@ -147,3 +147,27 @@ def test_retried_deletes_of_a_caregiver_link_a_phone_and_a_unit_succeed_as_the_f
     for _ in range(2):
         assert client.delete(f"{base(world)}/devices/{world.a_device}", headers=patient.headers).status_code == 204
     assert services.stores.devices.get(world.a_device) is None
+
+
+def test_a_done_racing_the_reminders_stop_stands_as_answered_not_as_a_deleted_occurrence(
+        client, world, services, clock, monkeypatch):
+    headers = world["patient_a"].headers
+    reminder = client.post(f"{base(world)}/reminders", json=REMINDER, headers=headers).json
+    first = client.get(f"{base(world)}/occurrences", headers=headers, query_string={
+        "from": START.isoformat(), "to": (START + timedelta(hours=3)).isoformat()}).json["items"][0]
+    clock.move_to(datetime(2026, 3, 2, 9, 40, tzinfo=UTC))
+    reminders = type(services.reminders)
+    read = reminders._open_occurrence
+
+    def read_then_stopped_by_a_caregiver(self, patient_id, key, **kwargs):
+        found = read(self, patient_id, key, **kwargs)  # read while pending...
+        self.stop(patient_id, reminder["id"])  # ... then another request stops the reminder: it is cancelled
+        return found
+
+    monkeypatch.setattr(reminders, "_open_occurrence", read_then_stopped_by_a_caregiver)
+    answered = client.patch(f"{base(world)}/occurrences/{first['id']}", json={"status": "done"}, headers=headers)
+    monkeypatch.undo()
+    assert answered.status_code == 200 and answered.json["status"] == "done"
+    listed = client.get(f"{base(world)}/occurrences", headers=headers, query_string={
+        "from": START.isoformat(), "to": (START + timedelta(hours=3)).isoformat()}).json["items"]
+    assert [(o["id"], o["status"]) for o in listed] == [(first["id"], "done")]  # not a tombstone
