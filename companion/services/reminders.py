@@ -412,8 +412,12 @@ class ReminderService:
             logger.warning("reminders: the last complete materializing pass began %s ago; making the slots "
                            "since %s", current - last, start.isoformat())
         failures = ItemFailures(MATERIALIZE_JOB)
+        # With the patients whose reminders changed since the last pass (an hour's margin for the clocks of other
+        # processes): a stop interrupted between its two writes, and never retried, left the stopped reminder's
+        # occurrences pending, and a patient whose last reminder it was has no active one to be visited for.
+        changed_since = (last or current) - timedelta(hours=1)
         added = [failures.attempt(patient_id, lambda p=patient_id: self.materialize(p, start, current + horizon))
-                 for patient_id in self.reminders.patients_with_active()]
+                 for patient_id in self.reminders.patients_with_active(changed_since)]
         self.runs.ran(MATERIALIZE_JOB, current)
         return sum(n or 0 for n in added)
 

@@ -92,9 +92,12 @@ class Reminders(feeds.SyncedCollection):
         return {r["_id"]: r for r in self.col.find({"patient_id": patient_id}, {"kind": 1, "title": 1, "active": 1})
                 .limit(200)}
 
-    def patients_with_active(self) -> list[str]:
-        """Every patient with at least one active reminder."""
-        rows = self.col.aggregate([{"$match": {"active": True}}, {"$group": {"_id": "$patient_id"}}])
+    def patients_with_active(self, changed_since: datetime | None = None) -> list[str]:
+        """Every patient with at least one active reminder (and, with ``changed_since``, every patient with a
+        reminder changed or stopped since then)."""
+        match = {"active": True} if changed_since is None else {
+            "$or": [{"active": True}, {"updated_at": {"$gte": changed_since}}]}
+        rows = self.col.aggregate([{"$match": match}, {"$group": {"_id": "$patient_id"}}])
         return [row["_id"] for row in rows]
 
     def update(self, patient_id: str, reminder_id: str, changes: dict, at: datetime, *, seq: int,

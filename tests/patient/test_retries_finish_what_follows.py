@@ -152,3 +152,24 @@ def test_new_quiet_hours_interrupted_before_the_pushes_moved_are_finished_by_the
     # Tomorrow's 06:30 push waits for the end of the new quiet hours, as if the first attempt had not stopped.
     stored = db.reminder_occurrences.find_one({"patient_id": pid, "local_date": "2026-03-03"})
     assert stored["notify_at"] == START.replace(day=3, hour=7, minute=0)
+
+
+def test_a_stop_of_the_last_reminder_interrupted_and_never_retried_is_finished_by_the_hourly_pass(
+        client, world, db, services, clock, monkeypatch):
+    """The phone went offline after the 503 and never retried: the reminder is stopped, its occurrences pending.
+    The patient has no other reminder, so no active one to be visited for; the hourly pass still finishes it."""
+    headers, pid = world["patient_a"].headers, world["patient_a"].id
+    reminder = client.post(f"{_base(world)}/reminders", headers=headers, json={
+        **REMINDER, "schedule": {**REMINDER["schedule"], "times": ["09:30", "18:00"]}}).json
+    monkeypatch.setattr(services.reminders.occurrences, "cancel_pending", _dead_database)
+    assert client.delete(f"{_base(world)}/reminders/{reminder['id']}", headers=headers).status_code == 503
+    monkeypatch.undo()
+    assert db.reminder_occurrences.count_documents({"patient_id": pid, "status": "pending"}) > 0
+    clock.move_to(START + timedelta(hours=1))
+    services.reminders.materialize_ahead(timedelta(minutes=15), timedelta(days=2))
+    assert db.reminder_occurrences.count_documents({"patient_id": pid, "status": "pending",
+                                                    "due_at": {"$gt": START + timedelta(hours=1)}}) == 0
+    clock.move_to(START + timedelta(hours=12))
+    services.reminders.mark_missed(START + timedelta(hours=12))
+    assert db.reminder_occurrences.count_documents({"patient_id": pid, "status": "missed",
+                                                    "local_time": "18:00"}) == 0  # never missed: it was stopped
