@@ -133,7 +133,7 @@ class MyTeamPatient(MethodView):
     @blp.doc(operationId="discharge_team_patient")
     def delete(self, team_id, patient_id):
         """Remove a patient from one of the caller's teams (other teams keep them)."""
-        require_patient(patient_id, Operation.CLINICAL)
+        require_patient(patient_id, Operation.SETTLE)
         auditing.note(patient_ids=[patient_id], resource="team_enrolment", action="D", resource_ids=[team_id])
         services().care.unenrol_from_own_team(current_actor().id, team_id, patient_id)
 

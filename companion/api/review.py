@@ -177,7 +177,7 @@ class AlertAcknowledgement(MethodView):
     @blp.doc(operationId="acknowledge_alert")
     def post(self, patient_id, alert_id):
         """Acknowledge an alert (a care-team act). Acknowledging twice keeps the first acknowledgement."""
-        require_patient(patient_id, Operation.CLINICAL)
+        require_patient(patient_id, Operation.SETTLE)
         auditing.note(patient_ids=[patient_id], resource="alert", action="U", resource_ids=[alert_id])
         return services().alerts.acknowledge(patient_id, alert_id, current_actor().id)
 

@@ -196,7 +196,7 @@ class SessionResolution(MethodView):
     def put(self, body, patient_id, record_id):
         """Decide on a held session: count it (as this patient's, at ``started_at`` if given) or exclude it.
         Its day's figures are recomputed. Deciding again replaces the earlier decision."""
-        require_patient(patient_id, Operation.CLINICAL)
+        require_patient(patient_id, Operation.SETTLE)
         # A session that may be another patient's (its unit changed hands then): the decision names each.
         auditing.note(patient_ids=services().sessions.patients_a_decision_touches(patient_id, record_id),
                       resource="session_record", action="U", resource_ids=[record_id])

@@ -32,7 +32,9 @@ class Relationship(StrEnum):
 class Operation(StrEnum):
     READ = "read"
     WRITE = "write"        # the patient's own records: diary, reminders, practice
-    CLINICAL = "clinical"  # a care-team act: plans, notes, acknowledging alerts
+    CLINICAL = "clinical"  # a care-team act that adds to the record: plans, notes, binding a unit
+    SETTLE = "settle"      # a care-team act on what the record holds: acknowledging an alert, deciding a held
+                           # session, discharging the patient from the team (allowed on a closed record too)
     MANAGE = "manage"      # consent and identity: caregiver links, pairing, devices
     INGEST = "ingest"      # device data arriving from a bound gateway
 
@@ -56,11 +58,14 @@ class Actor:
 _ALLOWED: dict[Relationship, frozenset[Operation]] = {
     Relationship.SELF: frozenset({Operation.READ, Operation.WRITE, Operation.MANAGE}),
     Relationship.CAREGIVER: frozenset({Operation.READ}),
-    Relationship.CARE_TEAM: frozenset({Operation.READ, Operation.CLINICAL}),
+    Relationship.CARE_TEAM: frozenset({Operation.READ, Operation.CLINICAL, Operation.SETTLE}),
     Relationship.EMERGENCY: frozenset({Operation.READ}),
     Relationship.BOUND_GATEWAY: frozenset({Operation.INGEST}),
     Relationship.NONE: frozenset(),
 }
+
+
+KEPT_RECORD = frozenset({Operation.READ, Operation.SETTLE})  # what may still be done with a closed record
 
 
 def decide(relationship: Relationship, operation: Operation, *, caregiver_can_write: bool = False) -> Decision:
@@ -96,9 +101,13 @@ class Grant:
     relationship: Relationship
     caregiver: CaregiverPermissions | None = None
     expires_at: datetime | None = None
+    record_closed: bool = False  # the patient closed their account: their record is kept to be read, not added to
 
     def decide(self, operation: Operation) -> Decision:
-        """Whether this grant allows ``operation`` (see :func:`decide`)."""
+        """Whether this grant allows ``operation`` (see :func:`decide`); of a closed record, only reading it and
+        settling what it holds (nothing new is added to it)."""
+        if self.record_closed and operation not in KEPT_RECORD and self.relationship is not Relationship.NONE:
+            return Decision.FORBID
         return decide(self.relationship, operation,
                       caregiver_can_write=bool(self.caregiver and self.caregiver.write))
 

@@ -20,6 +20,7 @@ from companion.domain.access import Actor, Decision, Grant, Operation, Relations
 from companion.domain.errors import Forbidden, NotFound, Unauthorized
 from companion.domain.people import Account
 from companion.http import auditing, services
+from companion.services.access import refusal
 
 ROLES_ATTR = "_companion_roles"
 PUBLIC = "public"
@@ -81,14 +82,14 @@ def grant_for(patient_id: str) -> Grant:
 def require_patient(patient_id: str, operation: Operation) -> Grant:
     """The caller's grant for ``patient_id`` if it allows ``operation``; NotFound (no relationship) or
     Forbidden (a relationship that does not allow this act) otherwise, each audited as a denial."""
-    grant = grant_for(patient_id)
+    grant = services().access.for_acting(grant_for(patient_id), operation)
     decision = grant.decide(operation)
     if decision is Decision.ALLOW:
         return grant
     auditing.note(patient_ids=[patient_id], resource="patient", action=_action_of(operation))
     if decision is Decision.HIDE:
         raise NotFound(NOT_FOUND)
-    raise Forbidden(f"a {grant.relationship.value} may not {operation.value} this")
+    raise Forbidden(refusal(grant, operation))
 
 
 def _action_of(operation: Operation) -> str:

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from companion.domain.access import Actor, Decision, Grant, Operation, Relationship, Role, no_access
+from dataclasses import replace
+
+from companion.domain.access import (
+    KEPT_RECORD,
+    Actor,
+    Decision,
+    Grant,
+    Operation,
+    Relationship,
+    Role,
+    no_access,
+)
 from companion.domain.errors import Forbidden, NotFound
 from companion.domain.people import CLOSED
 from companion.store.stores import Stores
@@ -42,16 +53,32 @@ class AccessControl:
                 return Grant(patient_id, Relationship.BOUND_GATEWAY)
         return no_access(patient_id)
 
+    def for_acting(self, grant: Grant, operation: Operation) -> Grant:
+        """``grant`` as it stands for ``operation``: a care team's act that adds to a record its patient closed is
+        not allowed (the closure kept the record to be read and what it holds settled; nothing new is added). Only
+        the care team still holds a grant on a closed record, and only such acts need the patient's account read."""
+        if operation in KEPT_RECORD or grant.relationship is not Relationship.CARE_TEAM:
+            return grant
+        patient = self.users.by_id(grant.patient_id)
+        return replace(grant, record_closed=patient is not None and patient.status == CLOSED)
+
     def _open_patient(self, patient_id: str) -> bool:
         patient = self.users.by_id(patient_id)
         return patient is not None and patient.is_patient and patient.status != CLOSED
 
     def require(self, actor: Actor, patient_id: str, operation: Operation) -> Grant:
         """The grant if it allows ``operation``; NotFound (no relationship) or Forbidden (wrong act)."""
-        grant = self.grant(actor, patient_id)
+        grant = self.for_acting(self.grant(actor, patient_id), operation)
         decision = grant.decide(operation)
         if decision is Decision.HIDE:
             raise NotFound(NOT_FOUND)
         if decision is Decision.FORBID:
-            raise Forbidden(f"a {grant.relationship.value} may not {operation.value} this")
+            raise Forbidden(refusal(grant, operation))
         return grant
+
+
+def refusal(grant: Grant, operation: Operation) -> str:
+    """Why ``grant`` does not allow ``operation``, in a sentence."""
+    if grant.record_closed:
+        return "the patient closed their account: their record is kept for the care team to read, nothing new is added"
+    return f"a {grant.relationship.value} may not {operation.value} this"

@@ -114,7 +114,7 @@ def patient(patient_id):
 @bp.route("/patients/<patient_id>/alerts/<alert_id>/acknowledge", methods=["POST"])
 @allow(Role.CLINICIAN)
 def acknowledge_alert(patient_id, alert_id):
-    _review(patient_id, Operation.CLINICAL)
+    _review(patient_id, Operation.SETTLE)
     auditing.note(patient_ids=[patient_id], resource="alert", action="U", resource_ids=[alert_id])
     services().alerts.acknowledge(patient_id, alert_id, g.actor.id)
     return redirect(url_for("web.patient", patient_id=patient_id, _anchor="alerts"), code=303)
@@ -123,7 +123,7 @@ def acknowledge_alert(patient_id, alert_id):
 @bp.route("/patients/<patient_id>/sessions/<record_id>/resolve", methods=["POST"])
 @allow(Role.CLINICIAN)
 def resolve_session(patient_id, record_id):
-    _review(patient_id, Operation.CLINICAL)
+    _review(patient_id, Operation.SETTLE)
     action = request.form.get("action", "")
     # A session that may be another patient's (its unit changed hands then): the decision names each.
     auditing.note(patient_ids=services().sessions.patients_a_decision_touches(patient_id, record_id),

@@ -361,3 +361,25 @@ def test_after_a_purge_what_the_unit_recorded_for_the_closed_patient_is_given_to
     assert _upload(client, world["gateway_b"], [new])[new["record_id"]]["status"] == "created"
     stored = db.session_records.find_one({"_id": new["record_id"]})
     assert (stored["patient_id"], stored["candidate_patient_ids"], stored["held"]) == (None, [b.id], True)
+
+
+def test_the_care_team_reads_and_settles_a_closed_record_but_adds_nothing_to_it(client, world, services, db):
+    """Closing, the patient is told their care team can still read the record and nothing new is added: a plan,
+    a note or a unit is refused (403, saying why); acknowledging an alert and reading are not."""
+    patient, clinician = world["patient_a"], world["clinician_team"]
+    alert, _ = services.stores.alerts.raise_once(
+        patient_id=patient.id, kind="battery_low", severity="info", text="Battery low", dedup_key="battery_low:t:1",
+        shared_with_caregivers=True, urgent=False, share_kind="device_fault")
+    assert client.post(f"/api/v1/patients/{patient.id}/closure", headers=patient.headers,
+                       json={"current_password": PASSWORD, "confirm": True}).status_code == 200
+    base = f"/api/v1/patients/{patient.id}"
+    plan = {"tens": {"sessions_per_day": 2, "minutes_per_session": 30, "intensity_min_ma": 10,
+                     "intensity_max_ma": 20, "start_date": "2026-01-01"}}
+    for refused in (client.put(f"{base}/therapy-plan", headers=clinician.headers, json=plan),
+                    client.post(f"{base}/review/notes", headers=clinician.headers, json={"text": "Seen today"}),
+                    client.post(f"{base}/devices", headers=clinician.headers, json={"serial": "CTU-CLOSED1"})):
+        assert refused.status_code == 403 and "closed their account" in refused.json["detail"], refused.json
+    assert db.clinical_notes.count_documents({"patient_id": patient.id}) == 0
+    assert client.post(f"{base}/review/alerts/{alert['_id']}/acknowledgement", headers=clinician.headers) \
+        .status_code == 200
+    assert client.get(f"{base}/review/diary", headers=clinician.headers).status_code == 200
