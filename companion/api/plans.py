@@ -8,6 +8,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from companion.api.schemas import ChangesArgs, changes_schema
 from companion.domain.access import Operation, Role
+from companion.domain.errors import DomainError
 from companion.http import auditing, conditional, paging, services
 from companion.http.conditional import ETAG_HEADERS, IF_MATCH_DOC, IF_NONE_MATCH_DOC, PRECONDITION_FAILED_DOC
 from companion.http.schemas import Pattern, StrictSchema, text
@@ -148,9 +149,15 @@ class CurrentPlan(MethodView):
         ("<version>" of the plan it replaces, "0" for the first), refused with 412 and the current plan if
         another version came first; without it, the new version goes on top of whatever is current."""
         require_patient(patient_id, Operation.CLINICAL)
-        plan = services().plans.prescribe(patient_id, body, created_by=current_actor().id,
-                                          based_on_version=body["based_on_version"],
-                                          if_version=conditional.if_match())
+        try:
+            plan = services().plans.prescribe(patient_id, body, created_by=current_actor().id,
+                                              based_on_version=body["based_on_version"],
+                                              if_version=conditional.if_match())
+        except DomainError as refused:
+            if refused.current is not None:  # the answer (412) shows the current plan: a read
+                auditing.note(patient_ids=[patient_id], resource="therapy_plan", action="R",
+                              resource_ids=[refused.current.get("_id")])
+            raise
         auditing.note(patient_ids=[patient_id], resource="therapy_plan", action="C", resource_ids=[plan["_id"]])
         return conditional.tagged(plan, plan["version"], 201)
 

@@ -70,6 +70,9 @@ def test_a_new_plan_version_naming_a_replaced_one_is_refused_with_the_current_pl
     body = assert_problem(stale, 412)
     assert (body["current"]["version"], stale.headers["ETag"]) == (2, '"2"')
     assert db.therapy_plans.count_documents({}) == 2
+    # The refusal shows the current plan: the patient's access log has it as a read of their plan.
+    shown = db.audit_events.find_one({"request_id": stale.headers["X-Request-ID"], "action": "R"})
+    assert (shown["resource_type"], shown["resource_ids"]) == ("therapy_plan", [body["current"]["id"]])
 
 
 def test_a_profile_change_naming_a_stale_version_is_refused_and_a_change_without_one_keeps_other_fields(client, world):
