@@ -151,6 +151,8 @@ def _caregiver(alert: AlertKind, ttl: timedelta, delivery: Delivery) -> Notifica
 
 
 _HOUR = timedelta(hours=1)
+_CAREGIVER_URGENT_TTL = 6 * _HOUR  # a missed session, a flare, an overload: worth little once the day moved on
+_CAREGIVER_ROUTINE_TTL = 24 * _HOUR  # a unit to check, low adherence: still worth hearing of the next day
 
 TEMPLATES: Mapping[str, NotificationTemplate] = {
     t.kind: t
@@ -189,14 +191,16 @@ TEMPLATES: Mapping[str, NotificationTemplate] = {
         _patient("generic_update", PushText("generic_update_title", N_("You have a new update")),
                  PushText("generic_update_body", N_("Open Companion to see it.")),
                  24 * _HOUR, QUIET, _PATIENT_GENERAL_CHANNEL, max_ttl=72 * _HOUR, spread=SUMMARY_SPREAD),
-        # Caregiver alerts: the time-critical ones (a missed session, a flare, an overload) at high priority.
-        _caregiver(AlertKind.MISSED_TENS, 6 * _HOUR, URGENT),
-        _caregiver(AlertKind.PAIN_FLARE, 12 * _HOUR, URGENT),
-        _caregiver(AlertKind.OVERLOAD, 6 * _HOUR, URGENT),
-        _caregiver(AlertKind.ELECTRODE_OFF, 12 * _HOUR, ROUTINE),
-        _caregiver(AlertKind.BATTERY_LOW, 12 * _HOUR, ROUTINE),
-        _caregiver(AlertKind.LOW_ADHERENCE, 24 * _HOUR, ROUTINE),
-        _caregiver(AlertKind.UNIT_SILENT, 24 * _HOUR, ROUTINE),
+        # Caregiver alerts: the time-critical ones (a missed session, a flare, an overload) at high priority. Within
+        # each priority the same lifetime, so that nothing on the wire (TTL, apns-expiration) tells one kind from
+        # another of its priority.
+        _caregiver(AlertKind.MISSED_TENS, _CAREGIVER_URGENT_TTL, URGENT),
+        _caregiver(AlertKind.PAIN_FLARE, _CAREGIVER_URGENT_TTL, URGENT),
+        _caregiver(AlertKind.OVERLOAD, _CAREGIVER_URGENT_TTL, URGENT),
+        _caregiver(AlertKind.ELECTRODE_OFF, _CAREGIVER_ROUTINE_TTL, ROUTINE),
+        _caregiver(AlertKind.BATTERY_LOW, _CAREGIVER_ROUTINE_TTL, ROUTINE),
+        _caregiver(AlertKind.LOW_ADHERENCE, _CAREGIVER_ROUTINE_TTL, ROUTINE),
+        _caregiver(AlertKind.UNIT_SILENT, _CAREGIVER_ROUTINE_TTL, ROUTINE),
     )
 }
 
@@ -262,15 +266,19 @@ def send_offset(kind: str, recipient_user_id: str, ttl: timedelta) -> timedelta:
     return timedelta(seconds=int.from_bytes(digest, "big") % seconds)
 
 
-def collapse_key_for(kind: str, patient_id: str) -> str:
-    """The collapse key (and APNs collapse id) for ``kind`` about ``patient_id``.
+def collapse_key_for(kind: str, patient_id: str, recipient_id: str | None = None) -> str:
+    """The collapse key (and APNs collapse id) for ``kind`` about ``patient_id`` (sent to ``recipient_id``).
 
-    One key per kind and patient, so a phone that was offline gets only the latest of each. The
-    patient id is digested so that FCM and APNs see no identifier they could join with anything else;
-    the result stays well under APNs' 64-byte limit.
+    One key per kind and patient, so a phone that was offline gets only the latest of each. Caregiver alerts,
+    which all say the same line, share one key per patient and caregiver: a key per alert kind would let FCM and
+    APNs count each kind, and one shared by every caregiver of a patient would link their phones. The ids are
+    digested so that FCM and APNs see no identifier they could join with anything else; the result stays well
+    under APNs' 64-byte limit.
     """
     template = template_for(kind)
-    digest = hashlib.sha256(f"{template.kind}\x00{patient_id}".encode()).hexdigest()[:24]
+    basis = f"{template.public_kind}\x00{patient_id}\x00{recipient_id or ''}" \
+        if template.audience is Audience.CAREGIVER else f"{template.kind}\x00{patient_id}"
+    digest = hashlib.sha256(basis.encode()).hexdigest()[:24]
     return f"{template.public_kind}-{digest}"
 
 

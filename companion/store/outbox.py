@@ -117,7 +117,8 @@ class Outbox:
         return {
             "_id": notification_id(request.source_key, request.recipient_user_id), "source_key": request.source_key,
             "recipient_user_id": request.recipient_user_id, "patient_id": request.patient_id,
-            "kind": template_for(kind).kind, "collapse_key": collapse_key_for(kind, request.patient_id),
+            "kind": template_for(kind).kind, "collapse_key": collapse_key_for(kind, request.patient_id,
+                                                                               request.recipient_user_id),
             "expires_at": send_at + ttl,
             "not_before": send_at + (send_offset(kind, request.recipient_user_id, ttl) if request.spread else timedelta(0)),
             "state": SCHEDULED, "attempts": 0, "round": 0, "created_at": self.clock(), "settled_at": None,

@@ -54,10 +54,10 @@ EXPECTED = {
                               "caregiver_alert", "caregiver_alert", ttl)
        for alert, priority, apns, level, ttl in (
            ("missed_tens_session", "high", "10", "time-sensitive", "21600s"),
-           ("pain_flare", "high", "10", "time-sensitive", "43200s"),
+           ("pain_flare", "high", "10", "time-sensitive", "21600s"),
            ("overload", "high", "10", "time-sensitive", "21600s"),
-           ("electrode_off", "normal", "5", "active", "43200s"),
-           ("battery_low", "normal", "5", "active", "43200s"),
+           ("electrode_off", "normal", "5", "active", "86400s"),
+           ("battery_low", "normal", "5", "active", "86400s"),
            ("low_adherence", "normal", "5", "active", "86400s"),
            ("unit_silent", "normal", "5", "active", "86400s"),
        )},
@@ -197,6 +197,26 @@ def test_no_template_line_names_a_health_detail():
 def test_collapse_key_differs_per_kind_and_patient():
     keys = {collapse_key_for(kind, patient) for kind in ("therapy_reminder", "battery_low")
             for patient in ("p-1", "p-2")}
+    assert len(keys) == 4
+
+
+def test_a_caregiver_alert_looks_the_same_on_the_wire_whatever_its_kind_within_its_priority():
+    """What reaches FCM and APNs for a caregiver (the whole message: texts, data, TTL, expiration, collapse key,
+    label) tells nothing of the alert's kind beyond its priority (the documented trade-off: a flare must not
+    wait like a low battery)."""
+    def wire(kind: str) -> str:
+        item = PushItem(outbox_id="ob-1", token="phone-1", kind=kind, expires_at=T0 + ttl_for(kind),
+                        collapse_key=collapse_key_for(kind, "patient-1", "caregiver-1"), locales=("en-GB",))
+        return json.dumps(json.loads(str(build_message(item, T0))), sort_keys=True)
+
+    by_priority: dict[bool, set[str]] = {}
+    for kind, template in TEMPLATES.items():
+        if template.audience is Audience.CAREGIVER:
+            by_priority.setdefault(template.urgent, set()).add(wire(kind))
+    assert {urgent: len(messages) for urgent, messages in by_priority.items()} == {True: 1, False: 1}
+    # One key per patient and caregiver: two caregivers' phones are not linked by it, two patients not merged.
+    keys = {collapse_key_for(kind, patient, caregiver) for kind in ("caregiver_pain_flare", "caregiver_battery_low")
+            for patient in ("p-1", "p-2") for caregiver in ("c-1", "c-2")}
     assert len(keys) == 4
 
 
