@@ -323,22 +323,33 @@ def test_buffer_recover_sets_the_damage_aside_and_the_link_resumes_after_what_th
     buffer.close()
 
 
+def _image_of_the_buffer(state_dir: Path) -> Path:
+    """A copy of the buffer's files as they are now (an SD card image), in ``state_dir/backup``."""
+    backup = state_dir / "backup"
+    backup.mkdir()
+    for side in ("", "-wal", "-shm"):
+        if Path(f"{state_dir / 'buffer.db'}{side}").exists():
+            shutil.copy(f"{state_dir / 'buffer.db'}{side}", backup)
+    return backup
+
+
+def _restore_image(backup: Path, state_dir: Path) -> None:
+    """The buffer's files replaced by the image's."""
+    for side in ("", "-wal", "-shm"):
+        Path(f"{state_dir / 'buffer.db'}{side}").unlink(missing_ok=True)
+        if Path(f"{backup / 'buffer.db'}{side}").exists():
+            shutil.copy(f"{backup / 'buffer.db'}{side}", state_dir)
+
+
 def test_buffer_recover_carries_over_what_an_older_copy_still_holds_and_tells_the_server(
         tmp_path, stub, system_bus, capsys):
     paired_config(tmp_path, stub.url, [SERIAL])
     unit = FakeTensUnit.with_history(SERIAL, "C0:FF:EE:00:00:01", count=5)
     _pull(tmp_path, unit)  # 1..5 stored and acknowledged (freed by the unit), not uploaded yet
-    backup = tmp_path / "backup"
-    backup.mkdir()
-    for side in ("", "-wal", "-shm"):
-        if Path(f"{tmp_path / 'buffer.db'}{side}").exists():
-            shutil.copy(f"{tmp_path / 'buffer.db'}{side}", backup)
+    backup = _image_of_the_buffer(tmp_path)
     unit.record_sessions(5)
     _pull(tmp_path, unit)  # 6..10 stored and acknowledged
-    for side in ("", "-wal", "-shm"):  # the SD card is restored from last night's image: an older buffer
-        Path(f"{tmp_path / 'buffer.db'}{side}").unlink(missing_ok=True)
-        if Path(f"{backup / 'buffer.db'}{side}").exists():
-            shutil.copy(f"{backup / 'buffer.db'}{side}", tmp_path)
+    _restore_image(backup, tmp_path)  # the SD card is restored from last night's image: an older buffer
     assert main(["status", "--state-dir", str(tmp_path)]) == EXIT_BUFFER_DAMAGED
     assert main(["buffer-recover", "--state-dir", str(tmp_path)]) == 0
     assert "carried over: 5 record(s)" in capsys.readouterr().out
@@ -356,17 +367,10 @@ def test_buffer_recover_carries_over_the_older_copys_syncs_and_unreported_dead_l
     paired_config(tmp_path, stub.url, [SERIAL])
     unit = FakeTensUnit.with_history(SERIAL, "C0:FF:EE:00:00:01", count=4, corrupt_seqs={3})
     _pull(tmp_path, unit)  # 1, 2 and 4 stored, 3's frame dead-lettered, the transfer's sync kept; none uploaded
-    backup = tmp_path / "backup"
-    backup.mkdir()
-    for side in ("", "-wal", "-shm"):
-        if Path(f"{tmp_path / 'buffer.db'}{side}").exists():
-            shutil.copy(f"{tmp_path / 'buffer.db'}{side}", backup)
+    backup = _image_of_the_buffer(tmp_path)
     unit.record_sessions(2)
     _pull(tmp_path, unit)
-    for side in ("", "-wal", "-shm"):  # restored from the older image
-        Path(f"{tmp_path / 'buffer.db'}{side}").unlink(missing_ok=True)
-        if Path(f"{backup / 'buffer.db'}{side}").exists():
-            shutil.copy(f"{backup / 'buffer.db'}{side}", tmp_path)
+    _restore_image(backup, tmp_path)
     older = RecordBuffer(backup / "buffer.db", key_file=tmp_path / "buffer.key", ledger_file=tmp_path / "scratch-ledger.json")
     older_syncs = older.pending_syncs(100)
     [frame] = older.dead_letters()
