@@ -143,13 +143,18 @@ class PatientGateway(MethodView):
     def delete(self, patient_id, gateway_id):
         """Revoke a paired gateway (the patient, or their care team): its tokens stop working at once and it
         cannot get new ones; what it uploaded stays."""
-        require_patient(patient_id, _unit_manager_operation())
+        require_patient(patient_id, _unit_manager_operation(releasing=True))
         auditing.note(patient_ids=[patient_id], resource="gateway", action="D", resource_ids=[gateway_id])
         services().gateways.revoke(patient_id, gateway_id)
 
 
-def _unit_manager_operation() -> Operation:
-    return Operation.MANAGE if current_actor().role is Role.PATIENT else Operation.CLINICAL
+def _unit_manager_operation(*, releasing: bool = False) -> Operation:
+    """The patient manages their units and gateways; their care team binds a unit (adding to the record) and
+    releases a unit or revokes a gateway (settling it: allowed on a closed record too, where nobody else can, so
+    that a unit can be given to another patient)."""
+    if current_actor().role is Role.PATIENT:
+        return Operation.MANAGE
+    return Operation.SETTLE if releasing else Operation.CLINICAL
 
 
 @blp.route("/patients/<patient_id>/devices")
@@ -185,7 +190,7 @@ class PatientDevice(MethodView):
     def delete(self, patient_id, serial):
         """Release a unit from the patient; releasing one that is not bound to them answers 204 too (a retried
         release succeeds as the first did)."""
-        require_patient(patient_id, _unit_manager_operation())
+        require_patient(patient_id, _unit_manager_operation(releasing=True))
         auditing.note(patient_ids=[patient_id], resource="device", action="D", resource_ids=[serial])
         services().gateways.release_unit(patient_id, serial)
 

@@ -382,4 +382,7 @@ def test_the_care_team_reads_and_settles_a_closed_record_but_adds_nothing_to_it(
     assert db.clinical_notes.count_documents({"patient_id": patient.id}) == 0
     assert client.post(f"{base}/review/alerts/{alert['_id']}/acknowledgement", headers=clinician.headers) \
         .status_code == 200
+    # Releasing the patient's unit (nobody else can now) lets it be given to another patient.
+    assert client.delete(f"{base}/devices/{world.a_device}", headers=clinician.headers).status_code == 204
+    assert db.devices.find_one({"_id": world.a_device}) is None  # released: its interval kept in the history
     assert client.get(f"{base}/review/diary", headers=clinician.headers).status_code == 200
