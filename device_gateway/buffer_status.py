@@ -54,7 +54,10 @@ def read_status(db: sqlite3.Connection) -> BufferStatus:
     except sqlite3.OperationalError:
         unreported, syncs = dead, 0
         waiting = db.execute("SELECT device_serial FROM records UNION SELECT device_serial FROM dead_letters").fetchall()
-    patient = db.execute("SELECT value FROM meta WHERE name = 'patient_ref'").fetchone()
+    try:  # a buffer written before sealing has no meta table until a newer gateway opens it
+        patient = db.execute("SELECT value FROM meta WHERE name = 'patient_ref'").fetchone()
+    except sqlite3.OperationalError:
+        patient = None
     return BufferStatus(pending, pending_bytes, dead, counters.get(REFUSED_AT_CAP, 0), counters.get(SENT, 0), units,
                         unreported, syncs, counters.get(REPLAYED, 0), patient[0] if patient else None,
                         tuple(sorted(serial for (serial,) in waiting)))

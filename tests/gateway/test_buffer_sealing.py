@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from device_gateway.buffer import RecordBuffer
+from device_gateway.buffer_status import inspect_buffer
 from device_gateway.capture import capture
 from device_gateway.config import load_config
 from device_gateway.profiles.companion_tens import encode_record
@@ -145,6 +146,8 @@ def test_buffer_written_before_sealing_is_converted_and_keeps_its_queue(tmp_path
         raw.execute("INSERT INTO units VALUES (?, 1)", (SERIAL,))
     raw.close()
 
+    before = inspect_buffer(db)  # what `status` and `pair` read before the first run converts it
+    assert (before.pending, before.patient_ref, before.waiting_units) == (1, None, (SERIAL,))
     buffer = RecordBuffer(db)
 
     assert buffer.pending(10)[0].payload == record.as_api_item()
