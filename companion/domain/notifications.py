@@ -270,13 +270,15 @@ def collapse_key_for(kind: str, patient_id: str, recipient_id: str | None = None
     """The collapse key (and APNs collapse id) for ``kind`` about ``patient_id`` (sent to ``recipient_id``).
 
     One key per kind and patient, so a phone that was offline gets only the latest of each. Caregiver alerts,
-    which all say the same line, share one key per patient and caregiver: a key per alert kind would let FCM and
-    APNs count each kind, and one shared by every caregiver of a patient would link their phones. The ids are
+    which all say the same line, share one key per patient, caregiver and priority: a key per alert kind would let
+    FCM and APNs count each kind, one shared by every caregiver of a patient would link their phones, and one
+    shared by both priorities would let a routine alert replace an urgent one held for an offline phone (or the
+    reverse, the urgent one then lost when the routine one's longer lifetime outlasts it). The ids are
     digested so that FCM and APNs see no identifier they could join with anything else; the result stays well
     under APNs' 64-byte limit.
     """
     template = template_for(kind)
-    basis = f"{template.public_kind}\x00{patient_id}\x00{recipient_id or ''}" \
+    basis = f"{template.public_kind}\x00{template.urgent}\x00{patient_id}\x00{recipient_id or ''}" \
         if template.audience is Audience.CAREGIVER else f"{template.kind}\x00{patient_id}"
     digest = hashlib.sha256(basis.encode()).hexdigest()[:24]
     return f"{template.public_kind}-{digest}"

@@ -214,10 +214,12 @@ def test_a_caregiver_alert_looks_the_same_on_the_wire_whatever_its_kind_within_i
         if template.audience is Audience.CAREGIVER:
             by_priority.setdefault(template.urgent, set()).add(wire(kind))
     assert {urgent: len(messages) for urgent, messages in by_priority.items()} == {True: 1, False: 1}
-    # One key per patient and caregiver: two caregivers' phones are not linked by it, two patients not merged.
-    keys = {collapse_key_for(kind, patient, caregiver) for kind in ("caregiver_pain_flare", "caregiver_battery_low")
-            for patient in ("p-1", "p-2") for caregiver in ("c-1", "c-2")}
-    assert len(keys) == 4
+    # One key per patient, caregiver and priority: two caregivers' phones are not linked by it, two patients not
+    # merged, and an urgent alert held for an offline phone is not replaced by a routine one.
+    keys = {collapse_key_for(kind, patient, caregiver)
+            for kind in ("caregiver_pain_flare", "caregiver_missed_tens_session", "caregiver_battery_low",
+                         "caregiver_unit_silent") for patient in ("p-1", "p-2") for caregiver in ("c-1", "c-2")}
+    assert len(keys) == 8
 
 
 def test_collapse_key_does_not_carry_the_patient_id():
