@@ -154,9 +154,9 @@ class CurrentPlan(MethodView):
                                               based_on_version=body["based_on_version"],
                                               if_version=conditional.if_match())
         except DomainError as refused:
-            if refused.current is not None:  # the answer (412) shows the current plan: a read
+            if refused.current is not None and refused.current.get("_id"):  # the 412 shows the current plan: a read
                 auditing.note(patient_ids=[patient_id], resource="therapy_plan", action="R",
-                              resource_ids=[refused.current.get("_id")])
+                              resource_ids=[refused.current["_id"]])
             raise
         auditing.note(patient_ids=[patient_id], resource="therapy_plan", action="C", resource_ids=[plan["_id"]])
         return conditional.tagged(plan, plan["version"], 201)

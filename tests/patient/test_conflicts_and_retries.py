@@ -62,6 +62,9 @@ def test_a_new_plan_version_naming_a_replaced_one_is_refused_with_the_current_pl
     clinician = world["clinician_team"].headers
     none_yet = client.get(f"{base(world)}/therapy-plan", headers=clinician)
     assert none_yet.headers["ETag"] == '"0"'
+    too_soon = client.put(f"{base(world)}/therapy-plan", json=PLAN, headers={**clinician, "If-Match": '"1"'})
+    assert_problem(too_soon, 412)  # no plan yet: nothing shown, no read of a plan recorded
+    assert db.audit_events.count_documents({"request_id": too_soon.headers["X-Request-ID"], "action": "R"}) == 0
     first = client.put(f"{base(world)}/therapy-plan", json=PLAN, headers={**clinician, "If-Match": '"0"'})
     assert (first.status_code, first.headers["ETag"]) == (201, '"1"')
     colleague = client.put(f"{base(world)}/therapy-plan", json=PLAN, headers={**clinician, "If-Match": '"1"'})
