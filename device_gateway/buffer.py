@@ -328,6 +328,12 @@ class RecordBuffer:
                        "ON CONFLICT(name) DO UPDATE SET value = excluded.value WHERE value != excluded.value",
                        (patient_ref,))
 
+    def patient(self) -> str | None:
+        """Whose records this buffer holds, as noted (None: never noted)."""
+        with self._reading() as db:
+            row = db.execute("SELECT value FROM meta WHERE name = 'patient_ref'").fetchone()
+        return row[0] if row else None
+
     def explained_through(self, serial: str) -> int:
         """How far the gateway acknowledged a unit's records (0 if never beyond those stored), the last ones
         undecodable and kept as dead letters rather than stored."""
@@ -403,9 +409,15 @@ class RecordBuffer:
             (record.record_id, record.device_serial, record.device_seq, size, self._seal_record(record.record_id, payload)),
         )
 
-    def take_over(self, records: Sequence[PendingRecord]) -> int:
-        """Queue records read from a buffer that was replaced (``buffer-recover``), as they were waiting there;
-        those already here are left as they are. Returns how many were queued."""
+    def take_over(self, records: Sequence[PendingRecord], syncs: Sequence[dict] = (),
+                  dead_letters: Sequence[dict] = (), *, patient_ref: str | None = None,
+                  notes: Sequence[tuple[str, dict, str]] = ()) -> int:
+        """Take what a buffer that was replaced (``buffer-recover``) still had for the server: its queued records
+        and syncs (the clock readings its records are placed by) as they were waiting there (those already here
+        are left), its dead letters not yet reported (as ``dead_letters`` gives them), whose records they are
+        (``patient_ref``), and the notes to the server saying it was replaced (``(serial, detail, reason)``).
+        One transaction: a stop midway takes none of it, not part (the moved files stay where they were put).
+        Returns how many records were queued."""
         taken = 0
         with self._transaction() as db:
             for record in records:
@@ -415,38 +427,23 @@ class RecordBuffer:
                     "VALUES (?,?,?,?,?)",
                     (record.record_id, record.payload["device_serial"], record.payload["device_seq"], len(payload),
                      self._seal_record(record.record_id, payload))).rowcount
-        return taken
-
-    def take_over_syncs(self, syncs: Sequence[dict]) -> int:
-        """Queue syncs read from a buffer that was replaced, as they were waiting there (the clock readings its
-        records are placed by); those already here are left. Returns how many were queued."""
-        taken = 0
-        with self._transaction() as db:
             for sync in syncs:
                 sealed = self._sealer.seal(json.dumps(sync, separators=(",", ":")).encode(),
                                            _sync_context(sync["sync_id"]))
-                taken += db.execute("INSERT OR IGNORE INTO syncs(sync_id, device_serial, sealed) VALUES (?,?,?)",
-                                    (sync["sync_id"], sync["serial"], sealed)).rowcount
-        return taken
-
-    def take_over_dead_letters(self, letters: Sequence[dict]) -> int:
-        """Keep dead letters not yet reported that were read from a buffer that was replaced (as ``dead_letters``
-        gives them), to be reported from here. Returns how many were kept."""
-        with self._transaction() as db:
-            for letter in letters:
+                db.execute("INSERT OR IGNORE INTO syncs(sync_id, device_serial, sealed) VALUES (?,?,?)",
+                           (sync["sync_id"], sync["serial"], sealed))
+            for letter in dead_letters:
                 rid, serial, payload = letter["record_id"], letter["device_serial"], letter["payload"]
                 sealed = self._seal_record(rid, payload) if rid else \
                     self._sealer.seal(payload.encode(), _unit_context(serial))
                 db.execute("INSERT INTO dead_letters(record_id, device_serial, sealed, reason, source, dead_at) "
                            "VALUES (?,?,?,?,?,?)",
                            (rid, serial, sealed, letter["reason"], letter["source"], letter["dead_at"]))
-        return len(letters)
-
-    def note_replaced(self, serial: str, detail: dict, reason: str) -> None:
-        """A dead letter about a unit, reported to the server like the others: its records may have been lost
-        with a buffer that was replaced."""
-        with self._transaction() as db:
-            self._insert_unit_dead_letter(db, serial, json.dumps(detail), reason)
+            if patient_ref:
+                db.execute("INSERT OR REPLACE INTO meta(name, value) VALUES ('patient_ref', ?)", (patient_ref,))
+            for serial, detail, reason in notes:
+                self._insert_unit_dead_letter(db, serial, json.dumps(detail), reason)
+        return taken
 
     def _last_stored_locked(self, serial: str) -> int:
         row = self._db.execute("SELECT last_stored_seq FROM units WHERE serial = ?", (serial,)).fetchone()

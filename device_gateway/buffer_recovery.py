@@ -74,22 +74,20 @@ def recover_buffer(config: GatewayConfig, now: Callable[[], datetime] = _utcnow)
             moved.append(target)
     buffer = RecordBuffer(path, config.max_buffer_bytes, key_file=config.buffer_key_path, replacing_lost=True)
     try:
-        salvaged = _salvage(aside, config) if moved else _Salvage([], [], [])
-        carried = buffer.take_over(salvaged.records)
-        buffer.take_over_syncs(salvaged.syncs)
-        buffer.take_over_dead_letters(salvaged.dead_letters)
+        salvaged = _salvage(aside, config) if moved else _Salvage([], [], [], None)
         resumes_after = buffer.status().units
         records = Counter(record.payload["device_serial"] for record in salvaged.records)
         syncs = Counter(sync["serial"] for sync in salvaged.syncs)
         letters = Counter(letter["device_serial"] for letter in salvaged.dead_letters)
-        for serial in sorted(set(resumes_after) | set(records) | set(syncs) | set(letters)):
-            buffer.note_replaced(serial, {"buffer_replaced_at": now().isoformat(), "moved_to": str(aside),
-                                          "queued_records_carried_over": records[serial],
-                                          "syncs_carried_over": syncs[serial],
-                                          "dead_letters_carried_over": letters[serial],
-                                          "resumes_after_seq": resumes_after.get(serial, 0)},
-                                 "the gateway's buffer was replaced (damaged or lost): records it held that were "
-                                 "not yet uploaded may be lost, apart from those carried over")
+        notes = [(serial, {"buffer_replaced_at": now().isoformat(), "moved_to": str(aside),
+                           "queued_records_carried_over": records[serial], "syncs_carried_over": syncs[serial],
+                           "dead_letters_carried_over": letters[serial],
+                           "resumes_after_seq": resumes_after.get(serial, 0)},
+                  "the gateway's buffer was replaced (damaged or lost): records it held that were not yet uploaded "
+                  "may be lost, apart from those carried over")
+                 for serial in sorted(set(resumes_after) | set(records) | set(syncs) | set(letters))]
+        carried = buffer.take_over(salvaged.records, salvaged.syncs, salvaged.dead_letters,
+                                   patient_ref=salvaged.patient_ref or config.patient_ref, notes=notes)
     finally:
         buffer.close()
     logger.warning("new buffer %s; %d queued record(s) carried over; units resume after %s", path, carried,
@@ -105,6 +103,7 @@ class _Salvage:
     records: list
     syncs: list[dict]
     dead_letters: list[dict]
+    patient_ref: str | None  # whose records they are, as the moved buffer noted
 
 
 def _salvage(aside: Path, config: GatewayConfig) -> _Salvage:
@@ -121,9 +120,9 @@ def _salvage(aside: Path, config: GatewayConfig) -> _Salvage:
         except Exception as exc:  # noqa: BLE001 - a file past reading: nothing to carry over, said in the log
             logger.warning("the moved buffer cannot be read (%s): none of its queued records is carried over",
                            type(exc).__name__)
-            return _Salvage([], [], [])
+            return _Salvage([], [], [], None)
         try:
             return _Salvage(old.pending(1_000_000), old.pending_syncs(1_000_000),
-                            old.dead_letters(unreported_only=True))
+                            old.dead_letters(unreported_only=True), old.patient())
         finally:
             old.close()

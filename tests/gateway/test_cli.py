@@ -364,7 +364,9 @@ def test_buffer_recover_carries_over_what_an_older_copy_still_holds_and_tells_th
 
 def test_buffer_recover_carries_over_the_older_copys_syncs_and_unreported_dead_letters_too(
         tmp_path, stub, system_bus, capsys):
-    paired_config(tmp_path, stub.url, [SERIAL])
+    config = paired_config(tmp_path, stub.url, [SERIAL])
+    config.patient_ref = "p-0"
+    config.save()
     unit = FakeTensUnit.with_history(SERIAL, "C0:FF:EE:00:00:01", count=4, corrupt_seqs={3})
     _pull(tmp_path, unit)  # 1, 2 and 4 stored, 3's frame dead-lettered, the transfer's sync kept; none uploaded
     backup = _image_of_the_buffer(tmp_path)
@@ -375,6 +377,8 @@ def test_buffer_recover_carries_over_the_older_copys_syncs_and_unreported_dead_l
     older_syncs = older.pending_syncs(100)
     [frame] = older.dead_letters()
     older.close()
+    config.patient_ref = None  # the config went with the SD card too: whose records they are, the buffer says
+    config.save()
     assert main(["buffer-recover", "--state-dir", str(tmp_path)]) == 0
     capsys.readouterr()
 
@@ -386,6 +390,7 @@ def test_buffer_recover_carries_over_the_older_copys_syncs_and_unreported_dead_l
     assert {k: json.loads(replaced["payload"])[k] for k in ("queued_records_carried_over", "syncs_carried_over",
                                                             "dead_letters_carried_over")} == {
         "queued_records_carried_over": 3, "syncs_carried_over": len(older_syncs), "dead_letters_carried_over": 1}
+    assert buffer.patient() == "p-0"  # a pairing for another patient is still refused while they wait
     buffer.close()
 
 
