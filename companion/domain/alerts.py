@@ -228,6 +228,25 @@ def low_adherence(
         if progress >= LOW_ADHERENCE:
             break
         run.append((day, progress))
+    return _low_run(patient_id, run)
+
+
+def low_adherence_from(
+    patient_id: str, first_day: date, daily_progress: Mapping[date, float | None], today: date
+) -> AlertCandidate | None:
+    """The low-adherence alert for the run that begins on ``first_day``: its planned days below 80% from that
+    day until one reaches it or ``today`` (None when fewer than 3)."""
+    run: list[tuple[date, float]] = []
+    for day, progress in sorted((d, p) for d, p in daily_progress.items()
+                                if p is not None and first_day <= d < today):
+        if progress >= LOW_ADHERENCE:
+            break
+        run.insert(0, (day, progress))
+    return _low_run(patient_id, run)
+
+
+def _low_run(patient_id: str, run: list[tuple[date, float]]) -> AlertCandidate | None:
+    """The alert for ``run`` (its low planned days, the latest first), if it is long enough."""
     if len(run) < LOW_ADHERENCE_DAYS:
         return None
     run_start = run[-1][0]
@@ -282,6 +301,20 @@ def low_adherence_redated(
     candidate's run had begun before the alert was raised, inside the run it was raised for. Then the alert is
     about that run still, told from its new first day; not resolved, and not a new alert with a new push."""
     return run_start < candidate_start < raised_on and not low_adherence_holds(run_start, daily_progress, today)
+
+
+def low_adherence_still_from(
+    run_start: date, raised_on: date, daily_progress: Mapping[date, float | None], today: date
+) -> date | None:
+    """For an alert raised on the patient's day ``raised_on`` for the run from ``run_start`` that no longer holds
+    from there (later data brought days at its start up to the threshold): the later first day from which the
+    run it was raised for still holds (its planned days from that day to the day before the alert all below the
+    threshold, and its first 3 planned days too), or None (the run is over: the alert is resolved)."""
+    planned = sorted((d, p) for d, p in daily_progress.items() if p is not None and run_start < d < raised_on)
+    for n, (day, _) in enumerate(planned):
+        if all(p < LOW_ADHERENCE for _, p in planned[n:]):
+            return day if low_adherence_holds(day, daily_progress, today) else None
+    return None
 
 
 EARLY_SESSION = timedelta(hours=1)  # a session that started up to this long before a reminder was due counts for it

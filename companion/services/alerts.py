@@ -47,8 +47,10 @@ from companion.domain.alerts import (
     delivery_time,
     device_fault,
     low_adherence_continues,
+    low_adherence_from,
     low_adherence_holds,
     low_adherence_redated,
+    low_adherence_still_from,
     missed_tens_session,
     pain_flare,
     session_during,
@@ -57,6 +59,7 @@ from companion.domain.alerts import (
 )
 from companion.domain.alerts import low_adherence as low_adherence_rule
 from companion.domain.errors import NotFound
+from companion.domain.localtime import TimeZoneHistory
 from companion.domain.notifications import caregiver_kind
 from companion.domain.pain import PainEntry, flares
 from companion.domain.people import CLOSED, Account
@@ -111,6 +114,11 @@ def period_of(alert: dict) -> str:
 def run_start_of(alert: dict) -> date:
     """The first day of the run a low-adherence alert was raised for."""
     return date.fromisoformat(period_of(alert))
+
+
+def _raised_on(alert: dict, history: TimeZoneHistory) -> date:
+    """The patient's day on which an alert was raised."""
+    return alert["raised_at"].astimezone(history.zone_at(alert["raised_at"])).date()
 
 
 
@@ -204,8 +212,8 @@ class AlertService:
             if low_adherence_holds(start, progress, today) and low_adherence_continues(start, progress, today):
                 candidate = replace(candidate, dedup_key=alert["dedup_key"], period_key=start.isoformat())
                 break
-            raised_on = alert["raised_at"].astimezone(history.zone_at(alert["raised_at"])).date()
-            if low_adherence_redated(start, raised_on, date.fromisoformat(candidate.period_key), progress, today):
+            if low_adherence_redated(start, _raised_on(alert, history), date.fromisoformat(candidate.period_key),
+                                     progress, today):
                 self.stores.alerts.redate(alert["_id"], candidate.period_key, candidate.text, dict(candidate.details))
                 candidate = replace(candidate, dedup_key=alert["dedup_key"])
                 break
@@ -432,7 +440,8 @@ class AlertService:
                     # Its first days are older than the days read: what it was raised on cannot be judged here
                     # (judged on later days, it would be called resolved by data that never came).
                     continue
-                if not low_adherence_holds(run_start, progress, today):
+                if not low_adherence_holds(run_start, progress, today) \
+                        and not self._told_from_later_day(patient, alert, progress, today):
                     recomputed = ", ".join(f"{d.isoformat()} {p:.0%}" for d, p in sorted(progress.items())
                                            if p is not None and d >= run_start and d < today)[:300]
                     self.resolve(alert, "recomputed with data that arrived later, TENS adherence no longer stays "
@@ -442,6 +451,19 @@ class AlertService:
                 self._reconsider_missed(patient, alert, days)
             elif alert["kind"] == AlertKind.PAIN_FLARE.value and date.fromisoformat(period_of(alert)) in days:
                 self._reconsider_flare(patient, alert)
+
+    def _told_from_later_day(self, patient: Account, alert: dict, progress: dict[date, float | None],
+                             today: date) -> bool:
+        """Whether the run a low-adherence alert was raised for, shortened at its start by later data, still
+        holds from a later first day (low_adherence_still_from): then the alert is told from that day (re-dated,
+        as raise_low_adherence does for the run the rule finds now) rather than resolved."""
+        later = low_adherence_still_from(run_start_of(alert), _raised_on(alert, patient.zone_history()), progress,
+                                         today)
+        told = low_adherence_from(patient.id, later, progress, today) if later is not None else None
+        if told is None:
+            return False
+        self.stores.alerts.redate(alert["_id"], told.period_key, told.text, dict(told.details))
+        return True
 
     def outcome_recorded(self, patient_id: str, occurrence: dict) -> None:
         """The patient recorded an occurrence done or skipped (companion.services.reminders): a missed-session

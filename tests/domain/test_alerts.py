@@ -11,6 +11,7 @@ from companion.domain.alerts import (
     device_fault,
     low_adherence,
     low_adherence_redated,
+    low_adherence_still_from,
     missed_tens_session,
     pain_flare,
     unit_silent,
@@ -143,3 +144,19 @@ def test_a_run_shortened_at_its_start_by_later_data_is_the_alerts_run_told_from_
     daily = {date(2026, 3, d): p for d, p in progress.items()}
     assert low_adherence_redated(date(2026, 3, 1), date(2026, 3, 6), date(2026, 3, candidate_start), daily,
                                  date(2026, 3, 9)) is redated
+
+
+@pytest.mark.parametrize(("progress", "still_from"), [
+    # Low 1-5 March, alerted on the 6th; the 1st came up: the run holds from the 2nd.
+    ({1: 1.0, 2: 0.0, 3: 0.0, 4: 0.0, 5: 0.0}, 2),
+    # The 3rd came up: 4 and 5 are low but only two planned days before the alert, and the 6th was good: over.
+    ({1: 0.0, 2: 0.0, 3: 1.0, 4: 0.0, 5: 0.0, 6: 1.0}, None),
+    # ... unless the run went on after the alert (the 6th and 7th low): it holds from the 4th.
+    ({1: 0.0, 2: 0.0, 3: 1.0, 4: 0.0, 5: 0.0, 6: 0.0, 7: 0.0}, 4),
+    # The 5th came up, the last day before the alert: nothing of the run remains.
+    ({1: 0.0, 2: 0.0, 3: 0.0, 4: 0.0, 5: 1.0, 6: 1.0}, None),
+])
+def test_a_run_shortened_at_its_start_still_holds_from_the_day_after_its_last_good_day(progress, still_from):
+    daily = {date(2026, 3, d): p for d, p in progress.items()}
+    expected = date(2026, 3, still_from) if still_from else None
+    assert low_adherence_still_from(date(2026, 3, 1), date(2026, 3, 6), daily, date(2026, 3, 9)) == expected

@@ -162,3 +162,28 @@ def test_a_good_day_recomputed_long_ago_does_not_hide_the_low_days_between_it_an
         {"_id": f"{patient.id}:{(NOW.date() - timedelta(days=3)).isoformat()}"})["covered"]
     (alert,) = jobs_db.alerts.find({"kind": "low_adherence", "patient_id": patient.id})
     assert alert["period_key"] == (NOW.date() - timedelta(days=3)).isoformat()
+
+
+def test_an_older_alert_whose_run_late_data_shortens_is_told_from_its_new_start_while_a_newer_run_has_its_own(
+        jobs_db, settings, clock, traveller):
+    """Low 28 February to 4 March (alerted on the 5th), a good 5 March, low again from the 6th (alerted on the
+    10th). The sessions of 28 February then arrive: the first alert's run is four days from 1 March, not over."""
+    traveller.move_to(NOW)
+    services = services_on(jobs_db, settings, clock)
+    patient = _patient_with_days(jobs_db, services, {n: 1.0 if n == 5 else 0.0 for n in range(1, 11)})
+    day = {n: NOW.date() - timedelta(days=n) for n in range(1, 11)}
+    traveller.move_to(NOW - timedelta(days=5))
+    first = services.alerts.raise_once(low_adherence(patient.id, {day[n]: 0.0 for n in range(6, 11)}, day[5]))
+    traveller.move_to(NOW)
+    second = services.alerts.raise_once(low_adherence(patient.id, {day[n]: 0.0 for n in range(1, 5)}, NOW.date()))
+    feb28 = datetime.combine(day[10], datetime.min.time(), UTC)
+    _upload(services, patient, _bound(jobs_db, services, patient), feb28 + timedelta(hours=9),
+            feb28 + timedelta(hours=18))
+    traveller.move_to(NOW + timedelta(hours=1))
+    services_on(jobs_db, settings, clock).adherence_job.run()
+    assert jobs_db.adherence_days.find_one({"_id": f"{patient.id}:{day[10].isoformat()}"})["covered"]
+    stands = {a["_id"]: a for a in jobs_db.alerts.find({"patient_id": patient.id})}
+    assert set(stands) == {first["_id"], second["_id"]}
+    assert [stands[first["_id"]][k] for k in ("resolved_at", "period_key")] == [None, day[9].isoformat()]
+    assert stands[first["_id"]]["details"]["days"] == 4
+    assert [stands[second["_id"]][k] for k in ("resolved_at", "period_key")] == [None, day[4].isoformat()]
