@@ -322,8 +322,12 @@ class ReminderDispatch:
         """Queue the summary ``key`` (once: its key is unique) for ``occurrences``, then note it on them."""
         patient_id = occurrences[0]["patient_id"]
         here = _zone_at(patient, occurrences[0], now)  # where they are now
-        send_at = next_allowed(now, here, patient.quiet_hours if patient else None)  # not in their quiet hours
+        quiet = patient.quiet_hours if patient else None
+        send_at = next_allowed(now, here, quiet)  # not in their quiet hours
+        # Nor its place in the summaries' spread: one that would fall in them goes at send_at itself.
+        place = send_at + send_offset(MISSED_SUMMARY_KIND, patient_id, ttl_for(MISSED_SUMMARY_KIND))
+        spread = not in_quiet_hours(place.astimezone(here).time(), quiet)
         _, created = self.stores.outbox.schedule(source_key=key, recipient_user_id=patient_id, patient_id=patient_id,
-                                                 kind=MISSED_SUMMARY_KIND, send_at=send_at)
+                                                 kind=MISSED_SUMMARY_KIND, send_at=send_at, spread=spread)
         self.stores.occurrences.note_summarised([o["_id"] for o in occurrences])
         return created

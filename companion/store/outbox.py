@@ -86,15 +86,17 @@ class Outbox:
 
     def schedule(self, *, source_key: str, recipient_user_id: str, patient_id: str, kind: str,
                  send_at: datetime, completion_window: timedelta | None = None,
-                 share_kind: str | None = None, planned_at: datetime | None = None) -> tuple[dict, bool]:
+                 share_kind: str | None = None, planned_at: datetime | None = None,
+                 spread: bool = True) -> tuple[dict, bool]:
         """Create the notification for (``source_key``, recipient) once; returns (document, created).
 
         ``source_key`` names what caused it (e.g. ``reminder:<id>:<occurrence>``); the TTL, collapse
         key and expiry come from the kind's template and the completion window; ``share_kind`` is the
-        consent a caregiver must still have given when it is sent.
+        consent a caregiver must still have given when it is sent; ``spread`` False: at ``send_at`` exactly, not
+        at its place in the kind's spread (which would fall in the recipient's quiet hours).
         """
         request = NotificationRequest(source_key, recipient_user_id, patient_id, kind, send_at, completion_window,
-                                      share_kind, planned_at)
+                                      share_kind, planned_at, spread)
         doc = self._document(request)
         try:
             self.col.insert_one(doc)

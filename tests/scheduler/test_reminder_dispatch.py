@@ -11,6 +11,7 @@ from datetime import UTC, datetime, time, timedelta
 import pytest
 from pymongo.errors import ConnectionFailure
 
+from companion.domain.notifications import send_offset
 from companion.domain.quiet_hours import QuietHours
 from companion.notify.push import PushSender, TransportRetry
 from companion.store.outbox import Outbox
@@ -372,6 +373,27 @@ def test_the_summary_after_an_outage_waits_for_the_end_of_quiet_hours(jobs_db, s
     _restart_and_catch_up(jobs_db, settings, clock, sender)
     [summary] = list(jobs_db.push_outbox.find({"source_key": {"$regex": "^missed-summary:"}}))
     assert summary["not_before"] >= datetime(2026, 3, 2, 13, 0, tzinfo=UTC)
+
+
+def test_a_summary_whose_place_in_the_spread_falls_in_quiet_hours_goes_at_its_time(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    summaries = timedelta(hours=24)
+    while True:  # a patient whose place in the summaries' spread is a few minutes after the marking
+        patient, token = _one_patient_with_phone(jobs_db)
+        if send_offset("generic_update", patient.id, summaries) > timedelta(minutes=3):
+            break
+    for at in ("10:00", "10:03", "10:06"):
+        daily_reminder(jobs_db, patient, [at], "2026-03-02")
+    marked = datetime(2026, 3, 2, 11, 59, tzinfo=UTC)
+    services_on(jobs_db, settings, clock, sender).stores.users.update_profile(  # quiet from two minutes after
+        patient.id, version=0, quiet_hours=QuietHours(time(12, 1), time(13, 30)))
+    traveller.move_to(datetime(2026, 3, 2, 9, 59, tzinfo=UTC))
+    run_minute(jobs_db, settings, clock, sender)
+    traveller.move_to(marked)  # back after two hours, just before the quiet hours
+    _restart_and_catch_up(jobs_db, settings, clock, sender)
+    [summary] = list(jobs_db.push_outbox.find({"source_key": {"$regex": "^missed-summary:"}}))
+    assert summary["not_before"] == marked  # not at its place in the spread, inside the quiet hours
+    assert [d.received_at for d in emulator.delivered_to(token)] == [marked]
 
 
 def test_nudges_that_fall_in_quiet_hours_are_not_sent(jobs_db, settings, clock, traveller, sender, emulator):
