@@ -29,11 +29,12 @@ import os
 import socket
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from companion.clock import Clock, now
 from companion.domain.people import Account
+from companion.domain.quiet_hours import in_quiet_hours, next_allowed
 from companion.notify.push import Address, Outcome, PushItem, PushResult, PushSender
 from companion.services.notifications import DeliveryConsent
 from companion.services.telemetry import NoTelemetry, Telemetry
@@ -68,6 +69,25 @@ class Settlement:
     def details(self) -> dict:
         """The details :meth:`companion.store.outbox.Outbox.settle` records."""
         return {"phones": self.phones, "error_codes": self.error_codes, "not_before": self.not_before}
+
+
+def retried_outside_quiet_hours(doc: dict, settlement: Settlement, recipient: Account | None) -> Settlement:
+    """A retry of a push that was due outside its recipient's quiet hours goes outside them too: at their end, or
+    expired if that is past its lifetime (an urgent alert or a snooze, due inside them, is retried at once)."""
+    if settlement.state != SCHEDULED or recipient is None or recipient.quiet_hours is None:
+        return settlement
+    history, quiet = recipient.zone_history(), recipient.quiet_hours
+
+    def in_them(at: datetime) -> bool:
+        return in_quiet_hours(at.astimezone(history.zone_at(at)).time(), quiet)
+
+    retry_at = settlement.not_before
+    if retry_at is None or in_them(doc["not_before"]) or not in_them(retry_at):
+        return settlement
+    after = next_allowed(retry_at, history.zone_at(retry_at), quiet)
+    if after >= doc["expires_at"]:
+        return replace(settlement, state=EXPIRED, not_before=None)
+    return replace(settlement, not_before=after)
 
 
 def settle(results: Sequence[tuple[str, PushResult]]) -> Settlement:
@@ -245,8 +265,10 @@ class OutboxDispatcher:
                 report.dead_tokens_removed += self.tokens.remove_dead(item.token)
                 phones.forget(recipient, item.token)
         outcomes = list(prepared.outcomes)
+        people = prepared.people or {}
         for doc in prepared.claimed:
-            settlement = settle(per_doc.get(doc["_id"], []))
+            settlement = retried_outside_quiet_hours(doc, settle(per_doc.get(doc["_id"], [])),
+                                                     people.get(doc["recipient_user_id"]))
             outcomes.append((doc, settlement.state, settlement.details()))
             report.states[settlement.state] = report.states.get(settlement.state, 0) + 1
         self.outbox.settle(outcomes)

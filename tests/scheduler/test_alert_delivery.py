@@ -7,6 +7,7 @@ from datetime import UTC, datetime, time, timedelta
 
 import pytest
 
+from companion.domain.alerts import AlertCandidate, AlertKind, Severity
 from companion.domain.quiet_hours import QuietHours
 from tests.scheduler.helpers import (
     daily_reminder,
@@ -186,6 +187,30 @@ def test_non_urgent_alert_waits_for_the_end_of_the_caregiver_quiet_hours(
     morning = datetime(2026, 3, 3, 7, 0, tzinfo=UTC)
     traveller.move_to(morning)
     _evaluate_and_send(jobs_db, settings, clock, sender)
+    assert [d.received_at for d in emulator.delivered_to(token)] == [morning]
+
+
+def _low_adherence_candidate(patient) -> AlertCandidate:
+    return AlertCandidate(AlertKind.LOW_ADHERENCE, Severity.WARNING, patient.id,
+                          f"low_adherence:{patient.id}:2026-02-28", "2026-02-28", "low")
+
+
+def test_a_routine_alert_retried_after_fcm_said_wait_waits_for_the_end_of_the_quiet_hours_it_ran_into(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    traveller.move_to(datetime(2026, 3, 2, 21, 59, 50, tzinfo=UTC))  # ten seconds before the caregiver's night
+    patient = make_person(jobs_db, "patient")
+    caregiver = link_caregiver(jobs_db, patient, ["adherence_low"], quiet_hours={"start": "22:00", "end": "07:00"})
+    token = phone(jobs_db, caregiver)
+    services = services_on(jobs_db, settings, clock, sender)
+    services.alerts.raise_once(_low_adherence_candidate(patient))
+    emulator.script("QUOTA_EXCEEDED", token=token, times=1, retry_after=30)
+    services.push.send_due(owner="test-worker")
+    queued = jobs_db.push_outbox.find_one({"recipient_user_id": caregiver.id})
+    morning = datetime(2026, 3, 3, 7, 0, tzinfo=UTC)
+    assert (queued["state"], queued["not_before"]) == ("scheduled", morning)  # not 22:00:20
+    for at in (datetime(2026, 3, 2, 22, 0, 30, tzinfo=UTC), morning):
+        traveller.move_to(at)
+        services_on(jobs_db, settings, clock, sender).push.send_due(owner="test-worker")
     assert [d.received_at for d in emulator.delivered_to(token)] == [morning]
 
 
