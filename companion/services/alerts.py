@@ -165,7 +165,8 @@ class AlertService:
     # Raising
     def raise_once(self, candidate: AlertCandidate, report: AlertsReport | None = None) -> dict:
         """Store ``candidate`` once and notify whoever it concerns (idempotent). A resolved alert whose
-        condition holds again is reopened (its people were notified already)."""
+        condition holds again is reopened: its people were notified already, but for those whose notification
+        its resolution withdrew before it went out (``_notify_again``)."""
         alerts = self.stores.alerts
         alert, created = alerts.raise_once(
             patient_id=candidate.patient_id, kind=candidate.kind.value, severity=candidate.severity.value,
@@ -182,6 +183,7 @@ class AlertService:
             alerts.reopen(alert["_id"])
             alert = {**alert, "resolved_at": None, "resolved_reason": None, "resolution": None}
             created = True
+            self._notify_again(alert, candidate)
         if created or alert.get("notified_at") is None:  # the patient's panel row counts open alerts (marked again
             # while the alert is not fanned out: a pass stopped between the alert and its mark left it unmarked)
             self.stores.panel_row_marks.mark([candidate.patient_id], "alert", self.clock())
@@ -240,6 +242,21 @@ class AlertService:
                                                  share_kind=needs)
             created += int(new)
         return created
+
+    def _notify_again(self, alert: dict, candidate: AlertCandidate) -> None:
+        """A reopened alert's notifications that its resolution withdrew before they went out (held for quiet
+        hours, say) go out after all, each when its recipient may be told now; those sent stay sent (no second
+        push). A retry of a reopening finds none withdrawn and does nothing."""
+        withdrawn = self.stores.outbox.withdrawn_for(f"alert:{alert['_id']}", ALERT_RESOLVED)
+        if not withdrawn:
+            return
+        people = {a.id: a for a in self.stores.users.by_ids({d["recipient_user_id"] for d in withdrawn})}
+        at = self.clock()
+        for doc in withdrawn:
+            person = people.get(doc["recipient_user_id"])
+            if person is not None:
+                zone = person.zone_history().zone_at(at)
+                self.stores.outbox.revive(doc, delivery_time(candidate, at, zone, person.quiet_hours))
 
     # Finding the conditions
     def _patients(self, patient_ids, failures: ItemFailures) -> _Patients:

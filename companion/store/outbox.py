@@ -251,6 +251,20 @@ class Outbox:
         return self.col.update_many(query, {"$set": {"state": WITHDRAWN, "withdrawn_reason": reason,
                                                      "settled_at": self.clock()}}).modified_count
 
+    def withdrawn_for(self, source_key: str, reason: str) -> list[dict]:
+        """The notifications of ``source_key`` withdrawn for ``reason`` (never sent)."""
+        return list(self.col.find({"source_key": source_key, "state": WITHDRAWN, "withdrawn_reason": reason}))
+
+    def revive(self, doc: dict, send_at: datetime) -> bool:
+        """Schedule a withdrawn notification again (its cause holds again), at ``send_at`` and for its kind's
+        lifetime from then, in a round of its own (no claim of an earlier round can stand for it). False if it is
+        no longer withdrawn."""
+        return self.col.update_one(
+            {"_id": doc["_id"], "state": WITHDRAWN},
+            {"$set": {"state": SCHEDULED, "not_before": send_at, "expires_at": send_at + ttl_for(doc["kind"]),
+                      "settled_at": None},
+             "$unset": {"withdrawn_reason": ""}, "$inc": {"round": 1}}).modified_count == 1
+
     def withdraw_sources(self, recipient_user_id: str, source_keys: Iterable[str], reason: str) -> int:
         """Withdraw these notifications to one recipient, those not yet sent (looked up by ``_id``)."""
         ids = [notification_id(key, recipient_user_id) for key in source_keys]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, time, timedelta
 
 import pytest
 
-from companion.domain.alerts import AlertCandidate, AlertKind, Severity
+from companion.domain.alerts import AlertCandidate, AlertKind, Resolution, Severity
 from companion.domain.quiet_hours import QuietHours
 from tests.scheduler.helpers import (
     daily_reminder,
@@ -212,6 +212,27 @@ def test_a_routine_alert_retried_after_fcm_said_wait_waits_for_the_end_of_the_qu
         traveller.move_to(at)
         services_on(jobs_db, settings, clock, sender).push.send_due(owner="test-worker")
     assert [d.received_at for d in emulator.delivered_to(token)] == [morning]
+
+
+def test_a_reopened_alert_whose_held_push_its_resolution_withdrew_is_pushed_after_all(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    traveller.move_to(datetime(2026, 3, 2, 23, 5, tzinfo=UTC))  # raised in the caregiver's night: held until 07:00
+    patient = make_person(jobs_db, "patient")
+    caregiver = link_caregiver(jobs_db, patient, ["adherence_low"], quiet_hours={"start": "22:00", "end": "07:00"})
+    token = phone(jobs_db, caregiver)
+    alert = services_on(jobs_db, settings, clock, sender).alerts.raise_once(_low_adherence_candidate(patient))
+    traveller.move_to(datetime(2026, 3, 3, 1, 5, tzinfo=UTC))  # later data: it no longer holds; the push withdrawn
+    services = services_on(jobs_db, settings, clock, sender)
+    services.alerts.resolve(jobs_db.alerts.find_one({"_id": alert["_id"]}), "late data", Resolution.ADHERENCE_REACHED)
+    traveller.move_to(datetime(2026, 3, 3, 3, 5, tzinfo=UTC))  # later data again: it holds again, reopened
+    services_on(jobs_db, settings, clock, sender).alerts.raise_once(_low_adherence_candidate(patient))
+    services_on(jobs_db, settings, clock, sender).alerts.raise_once(_low_adherence_candidate(patient))  # a retry
+    morning = datetime(2026, 3, 3, 7, 0, tzinfo=UTC)
+    for at in (datetime(2026, 3, 3, 3, 6, tzinfo=UTC), morning, morning + timedelta(minutes=1)):
+        traveller.move_to(at)
+        services_on(jobs_db, settings, clock, sender).push.send_due(owner="test-worker")
+    assert jobs_db.alerts.find_one({"_id": alert["_id"]})["resolved_at"] is None
+    assert [d.received_at for d in emulator.delivered_to(token)] == [morning]  # once, when the night ended
 
 
 def test_three_low_adherence_days_raise_one_alert_for_the_run(jobs_db, settings, clock, traveller):
