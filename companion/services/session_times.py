@@ -178,10 +178,10 @@ def write_changes(stores: Stores, feed: Changes, touched: TouchedDays | None, ch
                         if doc.get("patient_id") and fields.get("patient_id", doc["patient_id"]) != doc["patient_id"]})
     for left in departing:
         feed.departed(left)
-    if touched is not None:
-        days = touched_days_of([doc for doc, _ in changes] + [{**doc, **fields} for doc, fields in changes])
-        for patient_id, dates in days.items():
-            touched.dates(patient_id, dates, reason)
+    days = touched_days_of([doc for doc, _ in changes] + [{**doc, **fields} for doc, fields in changes]) \
+        if touched is not None else {}
+    for patient_id, dates in days.items():
+        touched.dates(patient_id, dates, reason)
     by_patient: dict[str | None, list[tuple[dict, dict]]] = {}
     for doc, fields in changes:
         by_patient.setdefault({**doc, **fields}.get("patient_id"), []).append((doc, fields))
@@ -195,6 +195,10 @@ def write_changes(stores: Stores, feed: Changes, touched: TouchedDays | None, ch
                 stores.session_records.set_fields(doc["_id"], {**fields, "seq": first + n})
     for left in departing:
         feed.departed(left)
+    # And marked again once written: the adherence job (or a read of "today") that took the first marks while the
+    # records were still being written computed the days from what they were, and the marks it cleared with them.
+    for patient_id, dates in days.items():
+        touched.dates(patient_id, dates, reason)
     # A record no longer held (a later clock fix, a clinician's decision) has the device events a record stored
     # counted has from the start (electrode off, battery low, ...); those it had already are left as they are.
     counted = [{**doc, **fields} for doc, fields in changes if doc.get("held") and not fields.get("held", True)]

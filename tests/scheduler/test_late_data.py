@@ -15,6 +15,7 @@ from companion.api.ingestion import SessionRecordSchema
 from companion.domain.access import Grant, Relationship
 from companion.services.exports import patient_csv
 from companion.services.review import PatientReview
+from companion.services.touched_days import TouchedDays
 from tests.scheduler.helpers import (
     daily_reminder,
     link_caregiver,
@@ -313,6 +314,38 @@ def test_a_held_session_over_thirty_days_old_that_a_clinician_counts_is_counted(
     assert day is not None and day["tens_minutes"] == 60
     assert _marks(jobs_db, patient) == set()
 
+
+
+def test_a_decision_written_while_the_job_recomputed_its_day_is_counted_by_the_next_run(
+        jobs_db, settings, clock, traveller, monkeypatch):
+    """The hourly job ran in the worker right after a clinician's decision marked the session's day and before
+    the session itself was written: it recomputed the day from what was stored, and took the mark with it."""
+    now = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
+    services = services_on(jobs_db, settings, clock)
+    patient = make_person(jobs_db, "patient", "Europe/London")
+    services.plans.prescribe(patient.id, PLAN, created_by="clinician", at=datetime(2026, 1, 20, tzinfo=UTC))
+    serial = _bound(jobs_db, services, patient)
+    traveller.move_to(now)
+    old = now - timedelta(days=35)
+    _upload(services, patient, serial, old, minutes=60)
+    services.adherence_job.run()
+    mark = TouchedDays.dates
+    job_ran = []
+
+    def marked_then_the_job_runs(self, patient_id, dates, reason):
+        mark(self, patient_id, dates, reason)
+        if reason == "session_resolved" and not job_ran:
+            job_ran.append(True)
+            services.adherence_job.run()
+
+    monkeypatch.setattr(TouchedDays, "dates", marked_then_the_job_runs)
+    services.sessions.resolve(patient.id, f"{serial}:1", "count", "clinician-1")
+    monkeypatch.undo()
+    traveller.move_to(now + timedelta(hours=1))
+    services.adherence_job.run()
+    day = jobs_db.adherence_days.find_one({"_id": f"{patient.id}:{old.date().isoformat()}"})
+    assert job_ran and day["tens_minutes"] == 60
+    assert _marks(jobs_db, patient) == set()
 
 
 SINCE_JANUARY = {**PLAN, "tens": {**PLAN["tens"], "sessions_per_day": 1, "start_date": date(2026, 1, 1)}}
