@@ -169,7 +169,8 @@ def write_changes(stores: Stores, feed: Changes, touched: TouchedDays | None, ch
     """Write what changed about stored records. Each takes the next change number of the patient it now
     belongs to, so the app's session feed hands it out again; a patient a record left has their feeds read
     again from the start (they carry no tombstone for it); the days it left and the days it came to are
-    marked for recomputing."""
+    marked for recomputing, however old (whether a record counts was judged when it arrived, within the offline
+    window of then; the days it is placed on or leaves may be older than the window is now)."""
     # The marks first: a write that fails after them leaves days recomputed for nothing, one that failed before
     # them would leave the fields written and nothing to tell a retry (which finds no change) to mark them. A
     # patient a record leaves has their cursors ended before and again after (an app that read its feeds
@@ -181,7 +182,7 @@ def write_changes(stores: Stores, feed: Changes, touched: TouchedDays | None, ch
     days = touched_days_of([doc for doc, _ in changes] + [{**doc, **fields} for doc, fields in changes]) \
         if touched is not None else {}
     for patient_id, dates in days.items():
-        touched.dates(patient_id, dates, reason)
+        touched.dates(patient_id, dates, reason, reach_back=True)
     by_patient: dict[str | None, list[tuple[dict, dict]]] = {}
     for doc, fields in changes:
         by_patient.setdefault({**doc, **fields}.get("patient_id"), []).append((doc, fields))
@@ -198,7 +199,7 @@ def write_changes(stores: Stores, feed: Changes, touched: TouchedDays | None, ch
     # And marked again once written: the adherence job (or a read of "today") that took the first marks while the
     # records were still being written computed the days from what they were, and the marks it cleared with them.
     for patient_id, dates in days.items():
-        touched.dates(patient_id, dates, reason)
+        touched.dates(patient_id, dates, reason, reach_back=True)
     # A record no longer held (a later clock fix, a clinician's decision) has the device events a record stored
     # counted has from the start (electrode off, battery low, ...); those it had already are left as they are.
     counted = [{**doc, **fields} for doc, fields in changes if doc.get("held") and not fields.get("held", True)]

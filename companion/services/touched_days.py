@@ -45,13 +45,15 @@ class TouchedDays:
         patient = self.users.by_id(patient_id)
         return patient.zone_history() if patient is not None else None
 
-    def dates(self, patient_id: str, dates: Iterable[date], reason: str) -> None:
-        """Mark these local dates of the patient."""
+    def dates(self, patient_id: str, dates: Iterable[date], reason: str, *, reach_back: bool = False) -> None:
+        """Mark these local dates of the patient. ``reach_back``: recomputed however old (as a clinician's
+        decision's days are), for a change to records whose days were judged when they arrived, not now: a
+        session placed again or given to another patient days after it was stored."""
         dates = set(dates)
         if dates:
             at = self.clock()
             # A decision's marks keep saying so when a later mark of the same day (late data) comes first.
-            self.marks.mark(patient_id, dates, reason, at, decided=reason == DECIDED)
+            self.marks.mark(patient_id, dates, reason, at, decided=reason == DECIDED or reach_back)
             self.panel_rows.mark([patient_id], reason, at)
             self.today_rows.touch([patient_id])
 

@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from pymongo.errors import ConnectionFailure
 
-from companion.api.ingestion import SessionRecordSchema
+from companion.api.ingestion import SessionRecordSchema, SyncSchema
 from companion.domain.access import Grant, Relationship
 from companion.services.exports import patient_csv
 from companion.services.review import PatientReview
@@ -345,6 +345,45 @@ def test_a_decision_written_while_the_job_recomputed_its_day_is_counted_by_the_n
     services.adherence_job.run()
     day = jobs_db.adherence_days.find_one({"_id": f"{patient.id}:{old.date().isoformat()}"})
     assert job_ran and day["tens_minutes"] == 60
+    assert _marks(jobs_db, patient) == set()
+
+
+def test_a_session_placed_days_after_it_arrived_on_a_day_now_beyond_the_window_reaches_that_day(
+        jobs_db, settings, clock, traveller):
+    """A unit whose clock was reset uploads a session 29 days after it was lived (counted: inside the offline
+    window when it arrived), its time unknown; five days later the sync that places it arrives. Its day is then
+    34 days back: recomputed all the same, as the review's raw figures already count it."""
+    now = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
+    traveller.move_to(now)
+    services = services_on(jobs_db, settings, clock)
+    patient = make_person(jobs_db, "patient", "UTC")
+    services.plans.prescribe(patient.id, PLAN, created_by="clinician", at=now - timedelta(days=60))
+    serial = "CTU-P0001"
+    services.gateways.bind_unit(patient.id, serial, "companion-tens", bound_at=now - timedelta(days=60))
+    lived = now - timedelta(days=29)
+    reset_at = lived - timedelta(hours=1)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    record = session_record(serial, 1, started_at=lived, offset_s=0.0, sync_id="sync-after-reset",
+                            clock_status="reset", duration_s=3600)
+    record["device_started_at"] = (epoch + (lived - reset_at)).isoformat()
+    services.ingestion.receive(None, patient.id, [SessionRecordSchema().load(record)], {serial})
+    services.adherence_job.run()
+    traveller.move_to(now + timedelta(days=5))
+
+    def sync(sync_id, highest, at, unit_clock, boot):
+        return SyncSchema().load({"sync_id": sync_id, "serial": serial, "highest_seq": highest,
+                                  "unit_clock": unit_clock.isoformat(), "gateway_clock": at.isoformat(),
+                                  "boot_id": boot, "monotonic_s": 100.0, "vouched_time": at.isoformat(),
+                                  "vouched_error_s": 1.0})
+
+    services.ingestion.receive(None, patient.id, [], {serial}, syncs=[
+        sync("sync-pairing-00", 0, lived - timedelta(days=1), lived - timedelta(days=1), "b0"),
+        sync("sync-after-reset", 1, now, epoch + (now - reset_at), "b1")])
+    placed = jobs_db.session_records.find_one({"_id": f"{serial}:1"})
+    assert (placed["held"], placed["local_date"]) == (False, lived.date().isoformat())
+    services.adherence_job.run()
+    day = jobs_db.adherence_days.find_one({"_id": f"{patient.id}:{lived.date().isoformat()}"})
+    assert (day["tens_minutes"], day["covered"]) == (60, True)
     assert _marks(jobs_db, patient) == set()
 
 
