@@ -332,8 +332,8 @@ def test_a_decision_written_while_the_job_recomputed_its_day_is_counted_by_the_n
     mark = TouchedDays.dates
     job_ran = []
 
-    def marked_then_the_job_runs(self, patient_id, dates, reason):
-        mark(self, patient_id, dates, reason)
+    def marked_then_the_job_runs(self, patient_id, dates, reason, **how):
+        mark(self, patient_id, dates, reason, **how)
         if reason == "session_resolved" and not job_ran:
             job_ran.append(True)
             services.adherence_job.run()
