@@ -121,5 +121,5 @@ class Library:
             if (done["completed_at"], done.get("minutes")) != (completed_at, practised):
                 raise Conflict("this practice was already completed")
         if self.touched is not None:  # a practice completed counts on the day it began
-            self.touched.instants(patient_id, [started["started_at"]], "practice")
+            self.touched.instants(patient_id, [started["started_at"]], "practice", reach_back=True)
         return done

@@ -498,7 +498,8 @@ class ReminderService:
         still queued for it are withdrawn, and an alert raised for the occurrence meanwhile may no longer hold."""
         self._stop_reminding(occurrence, REMINDER_ANSWERED)
         if self.touched is not None:
-            self.touched.dates(patient_id, {date.fromisoformat(occurrence["local_date"])}, "reminder_outcome")
+            self.touched.dates(patient_id, {date.fromisoformat(occurrence["local_date"])}, "reminder_outcome",
+                               reach_back=True)
         else:  # (TouchedDays changes the patient's today itself)
             self.today.touch([patient_id])
         if self.on_outcome is not None:

@@ -47,8 +47,10 @@ class TouchedDays:
 
     def dates(self, patient_id: str, dates: Iterable[date], reason: str, *, reach_back: bool = False) -> None:
         """Mark these local dates of the patient. ``reach_back``: recomputed however old (as a clinician's
-        decision's days are), for a change to records whose days were judged when they arrived, not now: a
-        session placed again or given to another patient days after it was stored."""
+        decision's days are), for what the API accepts beyond the offline window and counts where it shows raw
+        data (a practice recorded late, a dose answered late) and for a change to records whose days were judged
+        when they arrived, not now (a session placed again or given to another patient days after it was
+        stored)."""
         dates = set(dates)
         if dates:
             at = self.clock()
@@ -58,12 +60,12 @@ class TouchedDays:
             self.today_rows.touch([patient_id])
 
     def instants(self, patient_id: str, instants: Iterable[datetime], reason: str,
-                 history: TimeZoneHistory | None = None) -> None:
+                 history: TimeZoneHistory | None = None, *, reach_back: bool = False) -> None:
         """Mark the patient's local dates at these instants."""
         instants = list(instants)
         history = history or (self._history(patient_id) if instants else None)
         if history is not None:
-            self.dates(patient_id, local_dates(instants, history), reason)
+            self.dates(patient_id, local_dates(instants, history), reason, reach_back=reach_back)
 
     def from_instant(self, patient_id: str, since: datetime, reason: str) -> None:
         """Mark every local date from the one at ``since`` (in the zones around it) to today, at most the

@@ -387,6 +387,26 @@ def test_a_session_placed_days_after_it_arrived_on_a_day_now_beyond_the_window_r
     assert _marks(jobs_db, patient) == set()
 
 
+def test_a_practice_recorded_forty_days_late_reaches_its_days_snapshot_as_it_reaches_the_week(
+        jobs_db, settings, clock, traveller):
+    now = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
+    traveller.move_to(now)
+    services = services_on(jobs_db, settings, clock)
+    services.library.load()
+    patient = make_person(jobs_db, "patient", "UTC")
+    services.plans.prescribe(patient.id, {**PLAN, "mindfulness": {
+        "minutes_per_day": 1, "sessions_per_week": None, "counts_towards_adherence": True}},
+        created_by="clinician", at=now - timedelta(days=60))
+    started = now - timedelta(days=40)
+    practice = services.library.start_practice(patient.id, services.library.short_items(10)[0], started)
+    services.library.complete_practice(patient.id, practice["_id"], started + timedelta(minutes=2), 2)
+    services.adherence_job.run()
+    day = jobs_db.adherence_days.find_one({"_id": f"{patient.id}:{started.date().isoformat()}"})
+    week = services.progress.week(patient.id, started.date())
+    shown = next(d for d in week["days"] if d["date"] == started.date().isoformat())
+    assert day is not None and day["mindfulness"]["minutes"] == shown["mindfulness_minutes"] == 2
+
+
 SINCE_JANUARY = {**PLAN, "tens": {**PLAN["tens"], "sessions_per_day": 1, "start_date": date(2026, 1, 1)}}
 
 
