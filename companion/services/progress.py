@@ -155,18 +155,20 @@ class Progress:
             "tens": {**_goal(TaskKind.TENS, tasks, events, (plan or {}).get("tens")),
                      "sessions": sum(counts_as_session(s) for s in sessions)},
             "mindfulness": {**_goal(TaskKind.MINDFULNESS, tasks, events, (plan or {}).get("mindfulness")),
-                            **self._mindfulness_goal(patient_id, plan, zone, day, end)},
+                            **self._mindfulness_goal(patient_id, plan, history, day, end)},
             "medication": _goal(TaskKind.MEDICATION, tasks, events, None, _medication_counts(plan)),
             "pain": {"entries": len(scores), "latest_nrs": scores[-1] if scores else None},
         }
 
-    def _mindfulness_goal(self, patient_id: str, plan: dict | None, zone, day: date, day_end) -> dict:
-        """The plan's mindfulness goal as set, and the practice completed this week (Monday to today)."""
+    def _mindfulness_goal(self, patient_id: str, plan: dict | None, history: TimeZoneHistory, day: date,
+                          day_end) -> dict:
+        """The plan's mindfulness goal as set, and the practice completed this week (Monday to today, each day
+        as the patient lived it: the Monday of a week begun in another zone is that zone's)."""
         goal = (plan or {}).get("mindfulness") or {}
         if not (goal.get("minutes_per_day") or goal.get("sessions_per_week")):
             return {"goal": None, "sessions_this_week": 0}
         monday = day - timedelta(days=day.isoweekday() - 1)
-        week = self.stores.practice.completed_between(patient_id, local_day_bounds(zone, monday)[0], day_end)
+        week = self.stores.practice.completed_between(patient_id, day_bounds(history, monday)[0], day_end)
         return {"goal": {"minutes_per_day": goal.get("minutes_per_day"),
                          "sessions_per_week": goal.get("sessions_per_week")},
                 "sessions_this_week": len(week)}

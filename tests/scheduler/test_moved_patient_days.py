@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 from companion.domain.access import Grant, Relationship
 from companion.services import exports
 from tests.scheduler.helpers import daily_reminder, make_person, own, services_on
-from tests.scheduler.test_late_data import _bound, _upload
+from tests.scheduler.test_late_data import PLAN, _bound, _upload
 
 LANDED_IN_LA = datetime(2026, 3, 10, 17, 30, tzinfo=UTC)  # 10:30 on 10 March in Los Angeles
 
@@ -162,3 +162,22 @@ def test_a_plan_written_after_the_patient_left_a_day_by_flying_east_does_not_jud
     [row] = [r for r in csv.DictReader(io.StringIO(exports.patient_csv(review, 3).lstrip("\ufeff")))
              if r["date"] == "2026-03-10"]
     assert (row["covered"], row["tens_target_minutes"]) == ("true", "30")
+
+
+def test_the_weeks_practice_count_keeps_the_monday_lived_in_another_zone(jobs_db, settings, clock, traveller):
+    services = services_on(jobs_db, settings, clock)
+    services.library.load()
+    patient = make_person(jobs_db, "patient", "Asia/Tokyo")
+    services.plans.prescribe(patient.id, {**PLAN, "mindfulness": {
+        "minutes_per_day": 5, "sessions_per_week": 3, "counts_towards_adherence": True}},
+        created_by="clinician", at=datetime(2026, 2, 1, tzinfo=UTC))
+    traveller.move_to(datetime(2026, 3, 2, 0, 0, tzinfo=UTC))  # Monday 2 March, 09:00 in Tokyo
+    practice = services.library.start_practice(patient.id, services.library.short_items(10)[0], None)
+    done = services.library.complete_practice(patient.id, practice["_id"], datetime(2026, 3, 2, 0, 3, tzinfo=UTC), 3)
+    traveller.move_to(datetime(2026, 3, 3, 12, 0, tzinfo=UTC))  # Tuesday: to New York
+    services.profiles.update(patient.id, {"time_zone": "America/New_York"})
+    traveller.move_to(datetime(2026, 3, 4, 15, 0, tzinfo=UTC))  # Wednesday in New York
+    week = services.progress.week(patient.id)
+    monday = next(d for d in week["days"] if d["date"] == "2026-03-02")
+    assert monday["mindfulness_minutes"] == done["minutes"] > 0  # the week shows it on Monday...
+    assert services.progress.today(patient.id)["mindfulness"]["sessions_this_week"] == 1  # ... and today counts it
