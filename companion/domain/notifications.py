@@ -266,6 +266,16 @@ def send_offset(kind: str, recipient_user_id: str, ttl: timedelta) -> timedelta:
     return timedelta(seconds=int.from_bytes(digest, "big") % seconds)
 
 
+def ignores_quiet_hours(kind: str, source_key: str) -> bool:
+    """Whether a push goes whatever the hour of its recipient's quiet hours: an urgent alert (an overload, to the
+    patient and to their caregivers) and a snooze's reminder (the patient asked for that time). Every other push
+    waits for their end (companion.domain.alerts.delivery_time, companion.services.reminder_dispatch)."""
+    return template_for(kind).kind in _URGENT_ALERT_KINDS or ":snooze:" in source_key
+
+
+_URGENT_ALERT_KINDS = frozenset({AlertKind.OVERLOAD.value, caregiver_kind(AlertKind.OVERLOAD)})
+
+
 def collapse_key_for(kind: str, patient_id: str, recipient_id: str | None = None) -> str:
     """The collapse key (and APNs collapse id) for ``kind`` about ``patient_id`` (sent to ``recipient_id``).
 

@@ -180,9 +180,11 @@ class AlertService:
             # Marked before reopening as well as after (below): as for a resolution, a pass stopped between the two
             # would leave the row not counting the alert.
             self.stores.panel_row_marks.mark([candidate.patient_id], "alert", self.clock())
-            alerts.reopen(alert["_id"])
-            alert = {**alert, "resolved_at": None, "resolved_reason": None, "resolution": None}
+            alerts.reopen(alert["_id"], self.clock())
+            alert = {**alert, "resolved_at": None, "resolved_reason": None, "resolution": None,
+                     "reopened_at": self.clock()}
             created = True
+        if alert.get("reopened_at") is not None:  # (again on a later pass: one stopped after the reopening)
             self._notify_again(alert, candidate)
         if created or alert.get("notified_at") is None:  # the patient's panel row counts open alerts (marked again
             # while the alert is not fanned out: a pass stopped between the alert and its mark left it unmarked)
@@ -254,7 +256,7 @@ class AlertService:
         at = self.clock()
         for doc in withdrawn:
             person = people.get(doc["recipient_user_id"])
-            if person is not None:
+            if person is not None:  # (within the lifetime it had: revive leaves it withdrawn past that)
                 zone = person.zone_history().zone_at(at)
                 self.stores.outbox.revive(doc, delivery_time(candidate, at, zone, person.quiet_hours))
 

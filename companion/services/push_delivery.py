@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from companion.clock import Clock, now
+from companion.domain.notifications import ignores_quiet_hours
 from companion.domain.people import Account
 from companion.domain.quiet_hours import in_quiet_hours, next_allowed
 from companion.notify.push import Address, Outcome, PushItem, PushResult, PushSender
@@ -73,8 +74,10 @@ class Settlement:
 
 def retried_outside_quiet_hours(doc: dict, settlement: Settlement, recipient: Account | None) -> Settlement:
     """A retry of a push that was due outside its recipient's quiet hours goes outside them too: at their end, or
-    expired if that is past its lifetime (an urgent alert or a snooze, due inside them, is retried at once)."""
-    if settlement.state != SCHEDULED or recipient is None or recipient.quiet_hours is None:
+    expired if that is past its lifetime. Not a push that goes whatever the hour (an urgent alert, a snooze the
+    patient asked for): retried as FCM said."""
+    if settlement.state != SCHEDULED or recipient is None or recipient.quiet_hours is None \
+            or ignores_quiet_hours(doc["kind"], doc["source_key"]):
         return settlement
     history, quiet = recipient.zone_history(), recipient.quiet_hours
 

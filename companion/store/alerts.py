@@ -145,10 +145,11 @@ class Alerts:
         self.col.update_one({"_id": alert_id, "resolved_at": None},
                             {"$set": {"period_key": period_key, "text": text, "details": dict(details)}})
 
-    def reopen(self, alert_id: str) -> None:
-        """The condition of a resolved alert holds again (later data said so): it is open again."""
+    def reopen(self, alert_id: str, at: datetime) -> None:
+        """The condition of a resolved alert holds again (later data said so): it is open again (``reopened_at``
+        says it was, for finishing what follows a reopening)."""
         self.col.update_one({"_id": alert_id}, {"$set": {"resolved_at": None, "resolved_reason": None,
-                                                              "resolution": None}})
+                                                              "resolution": None, "reopened_at": at}})
 
     def acknowledge(self, patient_id: str, alert_id: str, clinician_id: str, at: datetime) -> dict | None:
         """Mark an alert of this patient acknowledged; the first acknowledgement stands. None: no such alert.

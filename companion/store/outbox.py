@@ -256,14 +256,22 @@ class Outbox:
         return list(self.col.find({"source_key": source_key, "state": WITHDRAWN, "withdrawn_reason": reason}))
 
     def revive(self, doc: dict, send_at: datetime) -> bool:
-        """Schedule a withdrawn notification again (its cause holds again), at ``send_at`` and for its kind's
-        lifetime from then, in a round of its own (no claim of an earlier round can stand for it). False if it is
-        no longer withdrawn."""
+        """Schedule a withdrawn notification again (its cause holds again) at ``send_at``, in a round of its own,
+        within the lifetime it had. False, and left withdrawn: past that lifetime; no longer withdrawn (another
+        process revived it first: both write the same round); or withdrawn while a dispatcher held its round
+        (claimed, and not settled withdrawn), which may have sent it (at most the documented extra copy after a
+        crash, never a second push on purpose)."""
+        if send_at >= doc["expires_at"]:
+            return False
+        claim = _claim_id(doc)
+        if self.claims.find_one({"_id": claim}, {"_id": 1}) is not None:
+            attempt = self.attempts.find_one({"_id": claim}, {"state": 1})
+            if attempt is None or attempt["state"] != WITHDRAWN:
+                return False
         return self.col.update_one(
-            {"_id": doc["_id"], "state": WITHDRAWN},
-            {"$set": {"state": SCHEDULED, "not_before": send_at, "expires_at": send_at + ttl_for(doc["kind"]),
-                      "settled_at": None},
-             "$unset": {"withdrawn_reason": ""}, "$inc": {"round": 1}}).modified_count == 1
+            {"_id": doc["_id"], "state": WITHDRAWN, "round": doc["round"]},
+            {"$set": {"state": SCHEDULED, "not_before": send_at, "settled_at": None, "round": doc["round"] + 1},
+             "$unset": {"withdrawn_reason": ""}}).modified_count == 1
 
     def withdraw_sources(self, recipient_user_id: str, source_keys: Iterable[str], reason: str) -> int:
         """Withdraw these notifications to one recipient, those not yet sent (looked up by ``_id``)."""

@@ -235,3 +235,22 @@ def test_nudges_and_summaries_spread_over_their_window_reminders_go_on_the_minut
     clock.advance(timedelta(minutes=10))
     dispatcher.run_once()
     assert len({d.token for d in emulator.deliveries}) == 41
+
+
+def test_a_withdrawn_notification_is_revived_once_and_never_while_a_dispatcher_may_have_sent_it(outbox, store_db):
+    """Its cause holds again (an alert reopened): revived in a round of its own, once however many processes
+    revive it; not one withdrawn while a dispatcher held its round unsettled (it may be at FCM, or gone)."""
+    quiet = remind(outbox, user="c-1", source="alert:a-1", kind="caregiver_low_adherence")
+    outbox.withdraw(reason="alert_resolved", source_key="alert:a-1")
+    [withdrawn] = outbox.withdrawn_for("alert:a-1", "alert_resolved")
+    assert outbox.revive(withdrawn, T0 + timedelta(hours=1)) is True
+    assert outbox.revive(withdrawn, T0 + timedelta(hours=1)) is False  # a second process, the same snapshot
+    revived = store_db.push_outbox.find_one({"_id": quiet["_id"]})
+    assert (revived["state"], revived["round"], revived["not_before"]) == ("scheduled", 1, T0 + timedelta(hours=1))
+    assert revived["expires_at"] == quiet["expires_at"]  # the lifetime it had
+    at_fcm = remind(outbox, user="c-2", source="alert:a-2", kind="caregiver_low_adherence")
+    assert outbox.claim([at_fcm], "worker-1", LEASE)  # a dispatcher holds round 0...
+    outbox.withdraw(reason="alert_resolved", source_key="alert:a-2")  # ... when the alert is resolved
+    [held] = outbox.withdrawn_for("alert:a-2", "alert_resolved")
+    assert outbox.revive(held, T0 + timedelta(hours=1)) is False
+    assert outbox.revive(quiet, quiet["expires_at"]) is False  # (nor past its lifetime)

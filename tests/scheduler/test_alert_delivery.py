@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 
 import pytest
+from pymongo.errors import ConnectionFailure
 
 from companion.domain.alerts import AlertCandidate, AlertKind, Resolution, Severity
 from companion.domain.quiet_hours import QuietHours
@@ -18,6 +19,7 @@ from tests.scheduler.helpers import (
     run_minute,
     services_on,
 )
+from tests.support.stops import dead_database
 
 T10 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
@@ -233,6 +235,46 @@ def test_a_reopened_alert_whose_held_push_its_resolution_withdrew_is_pushed_afte
         services_on(jobs_db, settings, clock, sender).push.send_due(owner="test-worker")
     assert jobs_db.alerts.find_one({"_id": alert["_id"]})["resolved_at"] is None
     assert [d.received_at for d in emulator.delivered_to(token)] == [morning]  # once, when the night ended
+
+
+def _withdrawn_at_night_by_a_resolution(jobs_db, settings, clock, traveller, sender):
+    """A caregiver's low-adherence push raised at 23:05 (held until 07:00), withdrawn by a resolution at 01:05."""
+    traveller.move_to(datetime(2026, 3, 2, 23, 5, tzinfo=UTC))
+    patient = make_person(jobs_db, "patient")
+    caregiver = link_caregiver(jobs_db, patient, ["adherence_low"], quiet_hours={"start": "22:00", "end": "07:00"})
+    token = phone(jobs_db, caregiver)
+    alert = services_on(jobs_db, settings, clock, sender).alerts.raise_once(_low_adherence_candidate(patient))
+    traveller.move_to(datetime(2026, 3, 3, 1, 5, tzinfo=UTC))
+    services_on(jobs_db, settings, clock, sender).alerts.resolve(
+        jobs_db.alerts.find_one({"_id": alert["_id"]}), "late data", Resolution.ADHERENCE_REACHED)
+    return patient, token
+
+
+def test_a_reopening_stopped_before_its_withdrawn_push_was_revived_is_finished_by_the_next_pass(
+        jobs_db, settings, clock, traveller, sender, emulator, monkeypatch):
+    patient, token = _withdrawn_at_night_by_a_resolution(jobs_db, settings, clock, traveller, sender)
+    traveller.move_to(datetime(2026, 3, 3, 3, 5, tzinfo=UTC))
+    services = services_on(jobs_db, settings, clock, sender)
+    monkeypatch.setattr(services.stores.outbox, "withdrawn_for", dead_database)  # the process stops right there
+    with pytest.raises(ConnectionFailure):
+        services.alerts.raise_once(_low_adherence_candidate(patient))
+    monkeypatch.undo()
+    services_on(jobs_db, settings, clock, sender).alerts.raise_once(_low_adherence_candidate(patient))  # next pass
+    morning = datetime(2026, 3, 3, 7, 0, tzinfo=UTC)
+    traveller.move_to(morning)
+    services_on(jobs_db, settings, clock, sender).push.send_due(owner="test-worker")
+    assert [d.received_at for d in emulator.delivered_to(token)] == [morning]
+
+
+def test_a_push_withdrawn_by_a_resolution_is_not_revived_past_the_lifetime_it_had(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    patient, token = _withdrawn_at_night_by_a_resolution(jobs_db, settings, clock, traveller, sender)
+    friday = datetime(2026, 3, 6, 12, 0, tzinfo=UTC)  # reopened days after the push would have expired
+    traveller.move_to(friday)
+    services_on(jobs_db, settings, clock, sender).alerts.raise_once(_low_adherence_candidate(patient))
+    services_on(jobs_db, settings, clock, sender).push.send_due(owner="test-worker")
+    assert emulator.delivered_to(token) == []
+    assert jobs_db.push_outbox.find_one({"recipient_user_id": {"$ne": patient.id}})["state"] == "withdrawn"
 
 
 def test_three_low_adherence_days_raise_one_alert_for_the_run(jobs_db, settings, clock, traveller):
