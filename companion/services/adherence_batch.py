@@ -321,7 +321,7 @@ class AdherenceJob:
         report = AlertsReport()
         failures = ItemFailures(JOB)
         marked: dict[str, set[date]] = defaultdict(set)
-        decided: dict[str, set[date]] = defaultdict(set)  # days a clinician's decision on a held session touched
+        decided: dict[str, set[date]] = defaultdict(set)  # days marked to be recomputed however old (reach_back)
         marked_at: dict[tuple[str, date], datetime] = {}
         for mark in pending:
             marked[mark["patient_id"]].add(date.fromisoformat(mark["date"]))
@@ -344,8 +344,9 @@ class AdherenceJob:
             reach = timedelta(days=RECOMPUTE_WINDOW_DAYS + WINDOW_SLACK_DAYS)
             inside = {d for d in touched
                       if min(today, local_today(history, marked_at[account.id, d])) - reach <= d <= today}
-            # A clinician's decision to count (or exclude) a held session reaches as far back as the session:
-            # held because it arrived over 30 days late, it would otherwise never count.
+            # A clinician's decision to count (or exclude) a held session reaches as far back as the session
+            # (held because it arrived over 30 days late, it would otherwise never count), and so do the other
+            # marks made to reach back (touched_days: records placed again, late practice and dose answers).
             inside |= {d for d in decided.get(account.id, set()) if today - DECIDED_REACH <= d <= today}
             for day in sorted(touched - inside):
                 logger.info("touched day outside the recompute window, not recomputed",

@@ -44,8 +44,9 @@ class DaysToRecompute:
     def mark(self, patient_id: str, dates: Iterable[date], reason: str, at: datetime, *,
              decided: bool = False) -> None:
         """Note that these local dates of the patient need recomputing (again, if already marked). ``decided``:
-        a clinician decided something about them (``decided: true`` stays on the mark, whatever marks it next,
-        until the job clears it)."""
+        recomputed however old (a clinician's decision on a held session, a record placed again, a practice or a
+        dose answer recorded late: companion.services.touched_days); ``decided: true`` stays on the mark, whatever
+        marks it next, until the job clears it."""
         # One command for all the days (an ordered bulk of upserting updates by _id).
         writes = [UpdateOne({"_id": mark_id(patient_id, day)}, {"$set": {
             "patient_id": patient_id, "date": day.isoformat(), "token": uuid.uuid4().hex, "marked_at": at,
