@@ -166,6 +166,24 @@ def test_a_slot_a_move_east_jumps_over_is_kept_missed_without_alerts_and_can_sti
     assert (medication["done"], medication["planned"], medication["fraction"]) == (2, 2, 1.0)
 
 
+def test_a_reminder_changed_after_a_move_east_keeps_no_slot_of_its_new_schedule_for_that_move(
+        jobs_db, settings, clock, traveller):
+    traveller.move_to(datetime(2026, 3, 10, 20, 0, tzinfo=UTC))
+    patient = make_person(jobs_db, "patient", "America/New_York")
+    reminder = daily_reminder(jobs_db, patient, ["08:00"], "2026-03-11", kind="medication", window_min=60)
+    landed = datetime(2026, 3, 11, 10, 0, tzinfo=UTC)  # 10:00 in London: the 08:00 dose was jumped over
+    traveller.move_to(landed)
+    services_on(jobs_db, settings, clock).profiles.update(patient.id, {"time_zone": "Europe/London"})
+    traveller.move_to(landed + timedelta(minutes=30))  # then the dose is moved to 09:00
+    services_on(jobs_db, settings, clock).reminders.update(patient.id, reminder["_id"],
+                                                            {"schedule": {"type": "weekly", "times": ["09:00"]}})
+    today = sorted((o["local_time"], o["status"], o["missed_reason"])
+                   for o in jobs_db.reminder_occurrences.find({"patient_id": patient.id, "local_date": "2026-03-11",
+                                                               "deleted": {"$ne": True}}))
+    # The 08:00 dose the move jumped over, kept; not a 09:00 one of a schedule that did not exist at the move.
+    assert today == [("08:00", "missed", "time_zone_change")]
+
+
 def test_a_dose_a_move_east_jumps_over_counts_on_its_slots_day_in_today_as_in_the_snapshot(
         jobs_db, settings, clock, traveller, sender):
     # The 03:00 dose of Wednesday on London's clock is 23:00 on Tuesday in New York, where the patient still was.
