@@ -202,20 +202,24 @@ class ReminderDispatch:
         reminders = self.stores.reminders.by_ids(o["reminder_id"] for o in occurrences)
         failures = ItemFailures("reminders-dispatch")
         plans: list[tuple[dict, PlannedPush]] = []
-        open_ids = {o.get("_id") for o in occurrences}
-        # A slot that shares another's push leaves it to that one while it is open (ticked off early, it is not),
-        # all but the push its own snooze asked for.
+        # A slot that shares another's push leaves it to that one while it is open (ticked off early, it is not;
+        # snoozed, it holds back its own pushes, not the other's), all but the push its own snooze asked for.
+        open_ids = {o.get("_id") for o in occurrences if not o.get("snoozed_until")}
+        pushes_due: list[tuple[dict, list[PlannedPush]]] = []
         for o in occurrences:
             if o.get("push_with") in open_ids:
                 planned = failures.attempt(o.get("_id"), lambda o=o: [p for p in [snooze_push(o)] if p])
             else:
                 planned = failures.attempt(o.get("_id"),
                                            lambda o=o: planned_pushes(o, reminders.get(o["reminder_id"])))
-            # Of the pushes due by now, the latest: after a worker outage the first push and the nudges that fell
-            # due meanwhile are not sent in one burst; a later one supersedes them, on this pass and the next.
             due_now = [p for p in planned or () if _in_grace(p, now, settings.reminder_grace)]
             if due_now:
-                plans.append((o, max(due_now, key=lambda p: p.send_at)))
+                pushes_due.append((o, due_now))
+        # Of the pushes due by now, the latest not held by quiet hours: after a worker outage the first push and
+        # the nudges that fell due meanwhile are not sent in one burst (a later one supersedes them, on this pass
+        # and the next), and a nudge that quiet hours hold back does not take the place of the push before it.
+        for o, due_now in self._without_nudges_in_quiet_hours(pushes_due):
+            plans.append((o, max(due_now, key=lambda p: p.send_at)))
         usable = [o for o in occurrences if str(o.get("_id")) not in failures.item_ids]
         outbox = self.stores.outbox
         resend_candidates = [o for o in usable if o["due_at"] + settings.reminder_resend_after <= now
@@ -257,6 +261,18 @@ class ReminderDispatch:
         people = {a.id: a for a in self.stores.users.by_ids({o["patient_id"] for o, _, _ in late.values()})}
         return set(spread) - {key for key, (o, p, offset) in late.items()
                               if _in_their_quiet_hours(p.send_at + offset, o, people.get(o["patient_id"]))}
+
+    def _without_nudges_in_quiet_hours(self, due: list[tuple[dict, list[PlannedPush]]]
+                                       ) -> list[tuple[dict, list[PlannedPush]]]:
+        """Each occurrence's pushes due now without the nudges that fall in the patient's quiet hours (those with
+        none left are left out); the patients' accounts are read only when a nudge is among them."""
+        nudging = {o["patient_id"] for o, pushes in due if any(":repeat:" in p.source_key for p in pushes)}
+        if not nudging:
+            return due
+        people = {a.id: a for a in self.stores.users.by_ids(nudging)}
+        kept = [(o, [p for p in pushes if ":repeat:" not in p.source_key
+                     or not _in_their_quiet_hours(p.send_at, o, people.get(o["patient_id"]))]) for o, pushes in due]
+        return [(o, pushes) for o, pushes in kept if pushes]
 
     def _outside_quiet_hours(self, planned: list[tuple[dict, PlannedPush]]) -> list[tuple[dict, PlannedPush]]:
         """Leave out the nudges and re-sends that fall in the patient's quiet hours: the first push already

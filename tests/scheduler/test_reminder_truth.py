@@ -198,6 +198,41 @@ def test_after_a_twelve_minute_outage_one_push_not_three(jobs_db, settings, cloc
     assert len(emulator.delivered_to(token)) == 1
 
 
+def test_after_a_short_outage_a_nudge_quiet_hours_hold_back_does_not_take_the_first_pushs_place(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    traveller.move_to(datetime(2026, 3, 2, 12, 0, tzinfo=UTC))
+    patient = make_person(jobs_db, "patient", "Europe/Berlin")
+    services_on(jobs_db, settings, clock).stores.users.update_profile(
+        patient.id, version=0, quiet_hours=QuietHours(time(22, 0), time(7, 0)))
+    token = phone(jobs_db, patient)
+    daily_reminder(jobs_db, patient, ["21:50"], "2026-03-02", window_min=60, repeat={"count": 3, "every_min": 5})
+    due = datetime(2026, 3, 2, 20, 50, tzinfo=UTC)  # 21:50 in Berlin; nudges at 21:55, 22:00 and 22:05
+    # The worker is down from 21:49 to 22:01 (inside the 15-minute grace); the latest push due then is the 22:00
+    # nudge, which quiet hours hold back: the first push still goes, late, once.
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, due + timedelta(minutes=11),
+                     due + timedelta(minutes=20))
+    assert [d.received_at for d in emulator.delivered_to(token)] == [due + timedelta(minutes=11)]
+
+
+def test_snoozing_the_slot_that_leads_a_dst_gaps_shared_push_leaves_the_push_to_the_other(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    due = datetime(2026, 3, 8, 7, 0, tzinfo=UTC)  # 03:00 EDT: the 02:30 and 03:00 doses both fall due
+    traveller.move_to(due - timedelta(hours=6))
+    patient = make_person(jobs_db, "patient", "America/New_York")
+    token = phone(jobs_db, patient)
+    daily_reminder(jobs_db, patient, ["02:30", "03:00"], "2026-03-08", kind="medication", window_min=60)
+    traveller.move_to(due - timedelta(minutes=30))
+    pair = list(jobs_db.reminder_occurrences.find({"patient_id": patient.id, "due_at": due}))
+    leader = next(o for o in pair if not o.get("push_with"))
+    services_on(jobs_db, settings, clock).reminders.snooze(own(patient.id), leader["_id"], 20)  # the 02:30 dose
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, due - timedelta(minutes=1),
+                     due + timedelta(minutes=21))
+    # The 03:00 dose, not snoozed, is pushed when due (and again ten minutes on, as any first push no phone
+    # confirmed); the snoozed one at its snooze's time.
+    assert [d.received_at for d in emulator.delivered_to(token)] == [due, due + timedelta(minutes=10),
+                                                                      due + timedelta(minutes=20)]
+
+
 def test_nudges_after_flying_west_during_the_window_respect_quiet_hours_on_the_new_clock(
         jobs_db, settings, clock, traveller, sender, emulator):
     traveller.move_to(T10 - timedelta(hours=2))
