@@ -71,10 +71,13 @@ def slots_for(reminder: dict, history: TimeZoneHistory, start_utc: datetime,
 
 
 def skipped_slots_for(reminder: dict, history: TimeZoneHistory, start_utc: datetime,
-                      end_utc: datetime) -> list[ReminderOccurrence]:
+                      end_utc: datetime, *, new_schedule_too: bool = False) -> list[ReminderOccurrence]:
     """The reminder's slots jumped over by the patient's zone changes in [start_utc, end_utc) (travel east),
     each on the new clock; a reminder created (or its schedule changed) after a change has nothing skipped by
-    it: the move jumped over slots of the schedule it had then, not of this one."""
-    since = max(reminder["created_at"], reminder.get("schedule_since") or reminder["created_at"])
+    it: the move jumped over slots of the schedule it had then, not of this one. ``new_schedule_too``: also the
+    slots of a schedule changed since that its slots at the move still share (a kept slot the new schedule
+    still has is still wanted)."""
+    since = reminder["created_at"] if new_schedule_too else \
+        max(reminder["created_at"], reminder.get("schedule_since") or reminder["created_at"])
     return [slot for slot in slots_skipped_by_moves(schedule_of(reminder), history, start_utc, end_utc)
             if slot.skipped_by_move_at > since]

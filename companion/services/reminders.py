@@ -358,7 +358,8 @@ class ReminderService:
         # Slots a move jumped over, kept while open: looked for around the open ones (the range being read may
         # lie days away from them).
         kept_open = {slot.occurrence_id for reminder in reminders
-                     for slot in skipped_slots_for(reminder, history, first - MOVES_LOOKBACK, after_now)}
+                     for slot in skipped_slots_for(reminder, history, first - MOVES_LOOKBACK, after_now,
+                                                   new_schedule_too=True)}
         still = set(kept) | kept_open | {slot.occurrence_id for reminder in reminders
                                          for slot in slots_for(reminder, history, max(first, reminder["created_at"]),
                                                                after_now)}

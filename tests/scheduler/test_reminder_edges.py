@@ -184,6 +184,22 @@ def test_a_reminder_changed_after_a_move_east_keeps_no_slot_of_its_new_schedule_
     assert today == [("08:00", "missed", "time_zone_change")]
 
 
+def test_a_slot_kept_open_after_a_move_east_stays_when_the_schedule_changed_since_still_has_it(
+        jobs_db, settings, clock, traveller):
+    traveller.move_to(datetime(2026, 3, 10, 20, 0, tzinfo=UTC))
+    patient = make_person(jobs_db, "patient", "America/New_York")
+    reminder = daily_reminder(jobs_db, patient, ["08:00"], "2026-03-11", kind="medication", window_min=180)
+    landed = datetime(2026, 3, 11, 10, 0, tzinfo=UTC)  # 10:00 in London: 08:00 jumped over, its window open
+    traveller.move_to(landed)
+    services_on(jobs_db, settings, clock).profiles.update(patient.id, {"time_zone": "Europe/London"})
+    traveller.move_to(landed + timedelta(minutes=30))  # an evening dose is added
+    services_on(jobs_db, settings, clock).reminders.update(
+        patient.id, reminder["_id"], {"schedule": {"type": "weekly", "times": ["08:00", "21:00"]}})
+    today = sorted((o["local_time"], o["status"])
+                   for o in jobs_db.reminder_occurrences.find({"patient_id": patient.id, "local_date": "2026-03-11"}))
+    assert today == [("08:00", "pending"), ("21:00", "pending")]
+
+
 def test_a_dose_a_move_east_jumps_over_counts_on_its_slots_day_in_today_as_in_the_snapshot(
         jobs_db, settings, clock, traveller, sender):
     # The 03:00 dose of Wednesday on London's clock is 23:00 on Tuesday in New York, where the patient still was.
