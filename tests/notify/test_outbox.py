@@ -10,8 +10,10 @@ from datetime import timedelta
 
 import pytest
 
+from companion.domain.alerts import AlertKind
+from companion.domain.notifications import TEMPLATES, caregiver_kind, ttl_for
 from companion.notify.push import PushSender, TransportRetry
-from companion.services.push_delivery import OutboxDispatcher
+from companion.services.push_delivery import CLAIMS_KEPT, OutboxDispatcher
 from companion.store.outbox import Outbox
 from companion.store.push_tokens import PushTokens
 from tests.notify.clock import T0
@@ -254,3 +256,11 @@ def test_a_withdrawn_notification_is_revived_once_and_never_while_a_dispatcher_m
     [held] = outbox.withdrawn_for("alert:a-2", "alert_resolved")
     assert outbox.revive(held, T0 + timedelta(hours=1)) is False
     assert outbox.revive(quiet, quiet["expires_at"]) is False  # (nor past its lifetime)
+
+
+def test_no_alert_push_outlives_the_claims_that_keep_a_revival_from_sending_it_twice():
+    """Outbox.revive refuses a notification whose round a dispatcher held unsettled, which it knows from the
+    claim; claims are purged after CLAIMS_KEPT. An alert push living longer could be revived, and sent twice,
+    once its claim is gone."""
+    alert_kinds = [kind for alert in AlertKind for kind in (alert.value, caregiver_kind(alert)) if kind in TEMPLATES]
+    assert alert_kinds and max(ttl_for(kind) for kind in alert_kinds) <= CLAIMS_KEPT
