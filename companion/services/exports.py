@@ -13,7 +13,7 @@ import csv
 import io
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from companion.domain import review as rules
@@ -91,6 +91,9 @@ EVENTS_CSV_HEADER = [
 EVENT_KINDS = ("tens_session", "pain_entry", "medication_dose", "mindfulness_practice")
 
 
+ZONE = "_zone"  # (an event row's own zone, when it has one: a dose's slot)
+
+
 def _when(moment: datetime, zone: str) -> dict:
     local = moment.astimezone(ZoneInfo(zone))
     offset = local.strftime("%z")
@@ -125,9 +128,12 @@ def _event_rows(review: PatientReview, days: int) -> list[tuple[datetime, int, d
             **{f"bpi_{k}": bpi.get(k) for k in ("worst", "least", "average", "now", "severity")},
             "bpi_interference": bpi.get("interference_score")}))
     for o in review.notifications(days)["occurrences"]:
-        if o.get("kind") == "medication" and in_period(o["due_at"]):
+        # A dose is on its slot's day and clock (a slot a move east jumped over lies on the new clock), as the
+        # figures and the app count it.
+        if o.get("kind") == "medication" and first <= date.fromisoformat(o["local_date"]) \
+                and o["due_at"] <= review.at:
             rows.append((o["due_at"], 2, {"id": o["_id"], "title": o.get("title"), "status": o.get("status"),
-                                          "note": o.get("skip_reason")}))
+                                          "note": o.get("skip_reason"), ZONE: o.get("zone")}))
     for p in review.diary(days)["practice"]:
         if in_period(p["started_at"]):
             rows.append((p["started_at"], 3, {"id": p["_id"], "title": p.get("item_slug"),
@@ -141,7 +147,8 @@ def events_csv(review: PatientReview, days: int) -> str:
     with its local time in the patient's zone and its UTC time; the columns that do not apply stay empty."""
     rows = []
     for moment, kind, fields in _event_rows(review, days):
-        row = {"event": EVENT_KINDS[kind], **_when(moment, review.zone_of(moment)), **fields}
+        zone = fields.pop(ZONE, None) or review.zone_of(moment)
+        row = {"event": EVENT_KINDS[kind], **_when(moment, zone), **fields}
         rows.append([row.get(column) for column in EVENTS_CSV_HEADER])
     return _csv(EVENTS_CSV_HEADER, rows)
 

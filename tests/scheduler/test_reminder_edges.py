@@ -5,12 +5,15 @@ spring-forward gap makes fall due at the same instant."""
 
 from __future__ import annotations
 
+import csv
+import io
 import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from companion.jobs.worker import Worker
+from companion.services import exports
 from tests.scheduler.helpers import (
     daily_reminder,
     link_caregiver,
@@ -219,6 +222,13 @@ def test_a_dose_a_move_east_jumps_over_counts_on_its_slots_day_in_today_as_in_th
     snapshot = services.adherence.compute_day(services.stores.users.by_id(patient.id), datetime(2026, 3, 11).date())
     medication = services.progress.today(patient.id)["medication"]
     assert (medication["done"], medication["fraction"]) == (1, snapshot["medication_fraction"]) == (1, 1.0)
+    # The events export puts the dose on its slot's day and clock too (not 23:00 on 10 March in New York), and a
+    # period from the 11th keeps it.
+    review = services.review.of_patient(services.stores.users.by_id(patient.id))
+    for period in (7, 1):
+        events = csv.DictReader(io.StringIO(exports.events_csv(review, period).lstrip("\ufeff")))
+        assert [(e["local_date"], e["local_time"], e["time_zone"]) for e in events
+                if e["event"] == "medication_dose"] == [("2026-03-11", "03:00", "Europe/London")], period
 
 
 def test_a_slot_a_move_east_jumps_over_while_its_window_is_open_is_pushed_at_the_landing(
