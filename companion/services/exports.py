@@ -91,7 +91,7 @@ EVENTS_CSV_HEADER = [
 EVENT_KINDS = ("tens_session", "pain_entry", "medication_dose", "mindfulness_practice")
 
 
-ZONE = "_zone"  # (an event row's own zone, when it has one: a dose's slot)
+ZONE = "_zone"  # (an event row's own zone, when it has one: a kept dose's slot)
 
 
 def _when(moment: datetime, zone: str) -> dict:
@@ -128,12 +128,13 @@ def _event_rows(review: PatientReview, days: int) -> list[tuple[datetime, int, d
             **{f"bpi_{k}": bpi.get(k) for k in ("worst", "least", "average", "now", "severity")},
             "bpi_interference": bpi.get("interference_score")}))
     for o in review.notifications(days)["occurrences"]:
-        # A dose is on its slot's day and clock (a slot a move east jumped over lies on the new clock), as the
-        # figures and the app count it.
-        if o.get("kind") == "medication" and first <= date.fromisoformat(o["local_date"]) \
-                and o["due_at"] <= review.at:
+        # A dose a move east jumped over is on its slot's day and clock (the new one), as the figures and the app
+        # count it; any other on the clock of its moment, as every event.
+        kept = o.get("skipped_by_move_at") is not None
+        day = date.fromisoformat(o["local_date"]) if kept else review.local_date(o["due_at"])
+        if o.get("kind") == "medication" and first <= day and o["due_at"] <= review.at:
             rows.append((o["due_at"], 2, {"id": o["_id"], "title": o.get("title"), "status": o.get("status"),
-                                          "note": o.get("skip_reason"), ZONE: o.get("zone")}))
+                                          "note": o.get("skip_reason"), **({ZONE: o["zone"]} if kept else {})}))
     for p in review.diary(days)["practice"]:
         if in_period(p["started_at"]):
             rows.append((p["started_at"], 3, {"id": p["_id"], "title": p.get("item_slug"),
