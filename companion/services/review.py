@@ -108,7 +108,10 @@ class PatientReview:
         entries = [e for e in self._pain_entries(self._since(days))
                    if self.first_day(days) <= self.local_date(e["recorded_at"]) <= self.today]
         linked = sorted({e["session_record_id"] for e in entries if e.get("session_record_id")})
-        pairs = rules.before_after_pairs(entries, self.stores.session_records.of_patient_by_ids(self.pid, linked))
+        # Held sessions (kept for a clinician's decision, or excluded by one) are counted nowhere, nor here.
+        sessions = {k: s for k, s in self.stores.session_records.of_patient_by_ids(self.pid, linked).items()
+                    if not s.get("held")}
+        pairs = rules.before_after_pairs(entries, sessions)
         trend_entries = self._pain_entries(self.at - timedelta(days=28))
         return {"entries": entries, "pairs": pairs, "trend": rules.pain_trend(trend_entries, self.at)}
 

@@ -45,6 +45,12 @@ def test_programmes_that_helped_most_come_first(client, world, scripted_a):
                      {"programme": 3, "frequency_hz": 4, "sessions": 1, "mean_change": -1.0}]
 
 
+def test_a_held_or_excluded_session_does_not_count_in_what_helped(client, world, scripted_a, db):
+    db.session_records.update_many({"patient_id": world["patient_a"].id, "programme": 3}, {"$set": {"held": True}})
+    items = _get(client, world, "programmes?days=30").json["items"]
+    assert items == [{"programme": 1, "frequency_hz": 100, "sessions": 2, "mean_change": -3.5}]
+
+
 def test_reminder_and_notification_history_carries_delivery_states(client, world, scripted_a):
     body = _get(client, world, "notifications?days=30").json
     assert [(o["status"], o["title"]) for o in body["occurrences"]] == [("done", "Morning TENS"), ("missed", "Morning TENS")]
