@@ -25,6 +25,7 @@ REVIEW_SNAPSHOT_DAYS = 90  # a review reads the snapshots of today and the 90 da
 SNAPSHOT_ID_CHUNK = 1000
 MAX_ROWS = 5000  # rows of each kind a review reads: more than a year of any of them (up to 366 days are asked)
 NOTE_MAX = 5000
+KEPT_APART_SHOWN = 50  # copies kept apart under a used session number that the review lists (the latest)
 
 
 class PatientReview:
@@ -98,7 +99,12 @@ class PatientReview:
         return {"counts": counts, "not_exact": not_exact[:50], "held": self.stores.session_records.held_for(self.pid),
                 # Sessions that arrived under a number already used, with other content (a unit whose counter
                 # restarted): kept apart, counted nowhere; the care team sees them here.
-                "kept_apart": list(reversed(self.stores.session_conflicts.delivered_for(self.pid, 50)))}
+                **self._kept_apart()}
+
+    def _kept_apart(self) -> dict:
+        """The latest 50 copies kept apart, oldest of them first, and how many there are in all."""
+        latest, total = self.stores.session_conflicts.delivered_for(self.pid, KEPT_APART_SHOWN)
+        return {"kept_apart": list(reversed(latest)), "kept_apart_total": total}
 
     def _pain_entries(self, since: datetime) -> list[dict]:
         return self.stores.pain_entries.recorded_between(self.pid, since, self.at + timedelta(minutes=5), self.rows)

@@ -71,7 +71,7 @@ class PatientRights:
         emergency = [{"clinician_name": name, **grant} for grant, name in self._emergency(pid)]
         records = {
             "tens_sessions": stores.session_records.every_one_of(pid, DOWNLOAD_ROWS),
-            "tens_session_copies_kept_apart": stores.session_conflicts.delivered_for(pid, DOWNLOAD_ROWS),
+            "tens_session_copies_kept_apart": stores.session_conflicts.delivered_for(pid, DOWNLOAD_ROWS)[0],
             "pain_diary": review.diary(days)["entries"],
             "pain_diary_deleted": stores.pain_entries.deleted_not_purged(pid, DOWNLOAD_ROWS),
             "practice": review.diary(days)["practice"],

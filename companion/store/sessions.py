@@ -191,9 +191,13 @@ class SessionConflicts:
         return self.col.delete_many({"$or": [{"patient_id": patient_id},
                                              {"delivered_for": patient_id}]}).deleted_count
 
-    def delivered_for(self, patient_id: str, limit: int) -> list[dict]:
-        """The copies delivered for the patient (by the gateway of theirs that sent them), oldest first."""
-        return list(self.col.find({"delivered_for": patient_id}).sort("_id", ASCENDING).limit(limit))
+    def delivered_for(self, patient_id: str, limit: int) -> tuple[list[dict], int]:
+        """The latest ``limit`` copies delivered for the patient (by the gateway of theirs that sent them), the
+        newest received first, and how many there are in all."""
+        query = {"delivered_for": patient_id}
+        latest = list(self.col.find(query).sort([("server_received_at", DESCENDING), ("_id", DESCENDING)])
+                      .limit(limit))
+        return latest, (len(latest) if len(latest) < limit else self.col.count_documents(query))
 
     def keep(self, docs: list[dict]) -> None:
         """Keep each copy once (ids ``<record id>:<content hash>``)."""

@@ -210,6 +210,21 @@ def test_the_patient_page_shows_the_sessions_kept_apart_under_a_number_already_u
     assert "Arrived under a number already used" in page and f"{serial}:1</strong>, 40 min" in page
 
 
+def test_the_patient_page_lists_the_latest_copies_kept_apart_and_says_how_many_there_are(client, world, db):
+    """A reflashed unit whose new counter conflicts session after session: the latest 50 are listed (not the
+    first 50 by id, where 10 sorts before 2), with the count of all."""
+    serial, pid = world.a_device, world["patient_a"].id
+    received = datetime.now(UTC) - timedelta(days=2)
+    db.session_conflicts.insert_many([
+        {"_id": f"{serial}:{n}:h{n}", "record_id": f"{serial}:{n}", "delivered_for": pid, "first_patient_id": pid,
+         "duration_s": 1800, "started_at": received, "server_received_at": received + timedelta(minutes=n)}
+        for n in range(1, 61)])
+    sign_in(client, world["clinician_team"].email)
+    page = client.get(f"/clinician/patients/{pid}").get_data(as_text=True)
+    listed = re.findall(rf"<strong>{serial}:(\d+)</strong>", page)
+    assert listed == [str(n) for n in range(11, 61)] and "The latest 50 of 60 are listed." in page
+
+
 def test_every_chart_has_a_table_with_its_figures(client, world, scripted_a):
     sign_in(client, world["clinician_team"].email)
     html = client.get(f"/clinician/patients/{world['patient_a'].id}").get_data(as_text=True)
