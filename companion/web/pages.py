@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from flask import Response, g, redirect, render_template, request, send_from_directory, url_for
@@ -108,7 +110,17 @@ def patient(patient_id):
         programmes=review.programmes(days), history=history, device=device, diary=diary, plans=review.plans(),
         alerts=alerts, recent_alerts=recent_alerts, resolved_alerts=resolved_alerts, session_times=session_times,
         alert_label=alert_label, notes=notes, authors=authors,
-        csrf_token=g.web_session["csrf_token"], zone=review.zone, zone_info=ZoneInfo(review.zone))
+        csrf_token=g.web_session["csrf_token"], zone=review.zone, lived=_lived_in(review))
+
+
+def _lived_in(review: PatientReview) -> Callable[[datetime], str]:
+    """How the page writes an instant: on the clock of the zone the patient was in then (as the charts, the
+    figures and the exports place it), that zone named when it is not the one they are in now."""
+    def lived(moment: datetime) -> str:
+        zone = review.zone_of(moment)
+        shown = moment.astimezone(ZoneInfo(zone)).strftime("%d %b %Y %H:%M")
+        return shown if zone == review.zone else f"{shown} ({zone})"
+    return lived
 
 
 @bp.route("/patients/<patient_id>/alerts/<alert_id>/acknowledge", methods=["POST"])

@@ -4,7 +4,9 @@ CSRF, access (404 outside the team), audit, and empty states."""
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pyotp
 import time_machine
@@ -223,6 +225,22 @@ def test_the_patient_page_lists_the_latest_copies_kept_apart_and_says_how_many_t
     page = client.get(f"/clinician/patients/{pid}").get_data(as_text=True)
     listed = re.findall(rf"<strong>{serial}:(\d+)</strong>", page)
     assert listed == [str(n) for n in range(11, 61)] and "The latest 50 of 60 are listed." in page
+
+
+def test_a_time_from_before_the_patient_moved_is_shown_on_the_clock_of_where_they_were(client, world):
+    patient = world["patient_a"]
+    base = f"/api/v1/patients/{patient.id}"
+    assert client.patch(base, headers=patient.headers, json={"time_zone": "America/New_York"}).status_code == 200
+    rated = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)  # after the move to New York
+    assert client.post(f"{base}/pain-entries", headers=patient.headers, json={
+        "client_entry_id": "before-the-flight", "nrs": 6, "recorded_at": rated.isoformat()}).status_code == 201
+    time.sleep(2)  # the flight to Tokyo after the rating (a move takes effect when it is made)
+    assert client.patch(base, headers=patient.headers, json={"time_zone": "Asia/Tokyo"}).status_code == 200
+    sign_in(client, world["clinician_team"].email)
+    page = client.get(f"/clinician/patients/{patient.id}").get_data(as_text=True)
+    in_new_york = rated.astimezone(ZoneInfo("America/New_York")).strftime("%d %b %Y %H:%M")
+    in_tokyo = rated.astimezone(ZoneInfo("Asia/Tokyo")).strftime("%d %b %Y %H:%M")
+    assert f"{in_new_york} (America/New_York)" in page and in_tokyo not in page
 
 
 def test_every_chart_has_a_table_with_its_figures(client, world, scripted_a):
