@@ -297,29 +297,9 @@ def test_a_moved_patients_days_in_the_review_and_csv_are_the_days_of_their_adher
     assert jobs_db.adherence_days.find_one({"_id": f"{patient.id}:2026-03-02"})["tens_minutes"] == 60
 
 
-def test_a_held_session_over_thirty_days_old_that_a_clinician_counts_is_counted(jobs_db, settings, clock,
-                                                                                traveller):
-    now = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
-    services = services_on(jobs_db, settings, clock)
-    patient = make_person(jobs_db, "patient", "Europe/London")
-    services.plans.prescribe(patient.id, PLAN, created_by="clinician", at=datetime(2026, 1, 20, tzinfo=UTC))
-    serial = _bound(jobs_db, services, patient)
-    traveller.move_to(now)
-    old = now - timedelta(days=35)  # a hub offline for five weeks: the session arrives held
-    _upload(services, patient, serial, old, minutes=60)
-    services.adherence_job.run()
-    assert services.sessions.resolve(patient.id, f"{serial}:1", "count", "clinician-1")["held"] is False
-    services.adherence_job.run()
-    day = jobs_db.adherence_days.find_one({"_id": f"{patient.id}:{old.date().isoformat()}"})
-    assert day is not None and day["tens_minutes"] == 60
-    assert _marks(jobs_db, patient) == set()
-
-
-
-def test_a_decision_written_while_the_job_recomputed_its_day_is_counted_by_the_next_run(
-        jobs_db, settings, clock, traveller, monkeypatch):
-    """The hourly job ran in the worker right after a clinician's decision marked the session's day and before
-    the session itself was written: it recomputed the day from what was stored, and took the mark with it."""
+def _held_hour_five_weeks_back(jobs_db, settings, clock, traveller):
+    """A patient (London, on PLAN) whose hub was offline for five weeks: an hour's session 35 days before
+    2026-03-20 12:00 arrives held; the job has run. Returns the services, the patient, the unit and that time."""
     now = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
     services = services_on(jobs_db, settings, clock)
     patient = make_person(jobs_db, "patient", "Europe/London")
@@ -329,6 +309,25 @@ def test_a_decision_written_while_the_job_recomputed_its_day_is_counted_by_the_n
     old = now - timedelta(days=35)
     _upload(services, patient, serial, old, minutes=60)
     services.adherence_job.run()
+    return services, patient, serial, old
+
+
+def test_a_held_session_over_thirty_days_old_that_a_clinician_counts_is_counted(jobs_db, settings, clock,
+                                                                                traveller):
+    services, patient, serial, old = _held_hour_five_weeks_back(jobs_db, settings, clock, traveller)
+    assert services.sessions.resolve(patient.id, f"{serial}:1", "count", "clinician-1")["held"] is False
+    services.adherence_job.run()
+    day = jobs_db.adherence_days.find_one({"_id": f"{patient.id}:{old.date().isoformat()}"})
+    assert day is not None and day["tens_minutes"] == 60
+    assert _marks(jobs_db, patient) == set()
+
+
+def test_a_decision_written_while_the_job_recomputed_its_day_is_counted_by_the_next_run(
+        jobs_db, settings, clock, traveller, monkeypatch):
+    """The hourly job ran in the worker right after a clinician's decision marked the session's day and before
+    the session itself was written: it recomputed the day from what was stored, and took the mark with it."""
+    services, patient, serial, old = _held_hour_five_weeks_back(jobs_db, settings, clock, traveller)
+    now = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
     mark = TouchedDays.dates
     job_ran = []
 
