@@ -195,8 +195,9 @@ class SessionConflicts:
         """The latest ``limit`` copies delivered for the patient (by the gateway of theirs that sent them), the
         newest received first, and how many there are in all."""
         query = {"delivered_for": patient_id}
-        latest = list(self.col.find(query).sort([("server_received_at", DESCENDING), ("_id", DESCENDING)])
-                      .limit(limit))
+        # (One upload's copies share their receipt time: then the unit's counter orders them, not the _id's text.)
+        latest = list(self.col.find(query).sort([("server_received_at", DESCENDING), ("device_seq", DESCENDING),
+                                                 ("_id", DESCENDING)]).limit(limit))
         return latest, (len(latest) if len(latest) < limit else self.col.count_documents(query))
 
     def keep(self, docs: list[dict]) -> None:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pyotp
+import pytest
 import time_machine
 
 from companion.store.web_sessions import ABSOLUTE_LIMIT, WebSessions
@@ -212,14 +213,18 @@ def test_the_patient_page_shows_the_sessions_kept_apart_under_a_number_already_u
     assert "Arrived under a number already used" in page and f"{serial}:1</strong>, 40 min" in page
 
 
-def test_the_patient_page_lists_the_latest_copies_kept_apart_and_says_how_many_there_are(client, world, db):
+@pytest.mark.parametrize("uploads", ["one each", "all in one"])
+def test_the_patient_page_lists_the_latest_copies_kept_apart_and_says_how_many_there_are(client, world, db,
+                                                                                          uploads):
     """A reflashed unit whose new counter conflicts session after session: the latest 50 are listed (not the
-    first 50 by id, where 10 sorts before 2), with the count of all."""
+    first 50 by id, where 10 sorts before 2; in one upload, they share their receipt time), with the count of
+    all."""
     serial, pid = world.a_device, world["patient_a"].id
     received = datetime.now(UTC) - timedelta(days=2)
     db.session_conflicts.insert_many([
-        {"_id": f"{serial}:{n}:h{n}", "record_id": f"{serial}:{n}", "delivered_for": pid, "first_patient_id": pid,
-         "duration_s": 1800, "started_at": received, "server_received_at": received + timedelta(minutes=n)}
+        {"_id": f"{serial}:{n}:h{n}", "record_id": f"{serial}:{n}", "device_seq": n, "delivered_for": pid,
+         "first_patient_id": pid, "duration_s": 1800, "started_at": received,
+         "server_received_at": received + (timedelta(minutes=n) if uploads == "one each" else timedelta(0))}
         for n in range(1, 61)])
     sign_in(client, world["clinician_team"].email)
     page = client.get(f"/clinician/patients/{pid}").get_data(as_text=True)
