@@ -215,6 +215,32 @@ def open_process(name: str, *, need_sender: bool = False) -> tuple[Settings, Pus
     return settings, sender, Services(settings, sender=sender)
 
 
+def run_until_asked(scheduler, stopping: threading.Event) -> None:
+    """Run ``scheduler`` until ``stopping`` is set, and return only once the jobs running then have finished:
+    the lease is released and the database and FCM clients closed after them (a push batch at FCM is settled,
+    not left claimed, to be sent again by the next leader once its lease lapses). The scheduler's own ``start``
+    may return before its jobs end (its loop sees the stopped state at its next wake-up), so this waits for the
+    shutdown that waits for them.
+
+    The shutdown runs on a thread of its own, not in the signal handler: that runs on the main thread wherever it
+    was interrupted, possibly inside the thread pool's submit, which holds the lock shutdown takes too (it would
+    wait on itself for ever); and a signal before the scheduler started would find it not running yet."""
+    def shut_down_when_asked() -> None:
+        stopping.wait()
+        while True:
+            try:
+                scheduler.shutdown(wait=True)
+                return
+            except SchedulerNotRunningError:
+                time.sleep(0.05)
+
+    stopper = threading.Thread(target=shut_down_when_asked, name="worker-stop", daemon=True)
+    stopper.start()
+    scheduler.start()
+    if stopping.is_set():
+        stopper.join()
+
+
 def main() -> None:
     """Run the worker until SIGTERM/SIGINT; release the lease on the way out."""
     settings, sender, services = open_process("worker")
@@ -223,18 +249,6 @@ def main() -> None:
 
     def stop(signum, frame):
         stopping.set()
-
-    def shut_down_when_asked():
-        # Not from the signal handler: it runs on the main thread wherever that was interrupted, possibly inside
-        # the thread pool's submit, which holds the lock shutdown takes too (it would wait on itself for ever);
-        # and a signal between the check below and the scheduler's start would find it not running yet.
-        stopping.wait()
-        while True:
-            try:
-                scheduler.shutdown(wait=False)
-                return
-            except SchedulerNotRunningError:
-                time.sleep(0.05)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -250,8 +264,7 @@ def main() -> None:
         logger.info("scheduler worker started", extra={"holder": worker.lease.holder})
         try:
             if not stopping.is_set():
-                threading.Thread(target=shut_down_when_asked, name="worker-stop", daemon=True).start()
-                scheduler.start()
+                run_until_asked(scheduler, stopping)
         finally:
             worker.lease.release()
     finally:

@@ -14,9 +14,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
 
 from companion.clock import now
-from companion.jobs.worker import JobSpec, Worker
+from companion.jobs.worker import JobSpec, Worker, run_until_asked
 from companion.services.leadership import LEASE_NAME
 from companion.store.leases import Leases
 from tests.scheduler.helpers import daily_reminder, make_person, phone, services_on
@@ -188,3 +189,24 @@ def test_two_worker_processes_one_leads_and_the_other_takes_over_when_it_is_kill
             if process is not None and process.poll() is None:
                 process.send_signal(signal.SIGTERM)
                 process.wait(timeout=20)
+
+
+def test_a_worker_told_to_stop_lets_the_jobs_in_hand_finish_before_it_lets_go():
+    """SIGTERM at a deploy while push-send has a batch at FCM: the scheduler's start returns (and the worker
+    releases its lease and closes its clients) only once that job has finished, so the batch is settled rather
+    than left claimed, to be sent again by the next leader once its lease lapses."""
+    scheduler = BlockingScheduler(timezone="UTC")
+    in_hand, settled, stopping = threading.Event(), threading.Event(), threading.Event()
+
+    def batch_at_fcm():
+        in_hand.set()
+        time.sleep(1.0)
+        settled.set()
+
+    scheduler.add_job(batch_at_fcm, "date", run_date=datetime.now(UTC), misfire_grace_time=60)
+    main = threading.Thread(target=run_until_asked, args=(scheduler, stopping))
+    main.start()
+    assert in_hand.wait(timeout=30)
+    stopping.set()  # the signal
+    main.join(timeout=60)
+    assert not main.is_alive() and settled.is_set()
