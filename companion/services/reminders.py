@@ -419,7 +419,8 @@ class ReminderService:
         changed_since = (last or current) - timedelta(hours=1)
         added = [failures.attempt(patient_id, lambda p=patient_id: self.materialize(p, start, current + horizon))
                  for patient_id in self.reminders.patients_with_active(changed_since)]
-        self.runs.ran(MATERIALIZE_JOB, current)
+        if not failures:  # a pass that left a patient out is not complete: the next begins where this one did
+            self.runs.ran(MATERIALIZE_JOB, current)
         return sum(n or 0 for n in added)
 
     def occurrences_between(self, grant: Grant, start_utc: datetime, end_utc: datetime) -> list[dict]:

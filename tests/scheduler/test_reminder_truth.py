@@ -19,6 +19,7 @@ from companion.jobs.worker import Worker
 from companion.services.reminders import MAX_ACTIVE, ReminderService
 from companion.store.stores import Stores
 from tests.scheduler.helpers import daily_reminder, link_caregiver, make_person, own, phone, services_on
+from tests.support.stops import dead_database
 
 T10 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
@@ -330,6 +331,25 @@ def test_snoozing_the_slot_that_shares_the_push_reminds_at_the_snooze_time(
     assert [q["state"] for q in snoozes] == ["sent"]
     assert due + timedelta(minutes=12) in [d.received_at for d in emulator.delivered_to(token)]
 
+
+
+def test_a_catch_up_pass_that_failed_for_a_patient_is_taken_up_again_by_the_next(
+        jobs_db, settings, clock, traveller, monkeypatch):
+    traveller.move_to(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
+    patient = make_person(jobs_db, "patient")
+    daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02", kind="medication", window_min=60)
+    services_on(jobs_db, settings, clock).reminders.materialize_ahead(settings.reminder_grace,
+                                                                      settings.materialize_horizon)
+    traveller.move_to(datetime(2026, 3, 8, 12, 0, tzinfo=UTC))  # back after six days...
+    services = services_on(jobs_db, settings, clock)
+    monkeypatch.setattr(services.reminders, "materialize", dead_database)  # ... and the database drops out
+    services.reminders.materialize_ahead(settings.reminder_grace, settings.materialize_horizon)
+    monkeypatch.undo()
+    traveller.move_to(datetime(2026, 3, 8, 13, 0, tzinfo=UTC))  # the next pass, an hour later
+    services_on(jobs_db, settings, clock).reminders.materialize_ahead(settings.reminder_grace,
+                                                                      settings.materialize_horizon)
+    made = sorted(o["local_date"] for o in jobs_db.reminder_occurrences.find({"patient_id": patient.id}))
+    assert made == [f"2026-03-{d:02d}" for d in range(2, 11)]  # the days of the outage too
 
 
 def test_a_worker_stopped_longer_than_the_horizon_makes_the_days_it_missed_and_counts_them_missed(
