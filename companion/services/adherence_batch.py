@@ -158,10 +158,13 @@ def _apply_plan(plan: dict, patient: _Patient) -> None:
 
 
 def _read_plans(stores: Stores, patients: dict[str, _Patient], failures: ItemFailures) -> None:
+    """Each patient's plan versions applied to their days; a version that cannot be read fails its patient (in
+    ``failures``, under the patient's id): their days are not computed without it."""
     for plan in stores.plans.versions_of(patients, _PLAN_FIELDS):
         patient = patients.get(plan.get("patient_id"))
         if patient is not None:
-            failures.attempt(plan["_id"], lambda plan=plan, patient=patient: _apply_plan(plan, patient))
+            failures.attempt(patient.patient_id,
+                             lambda plan=plan, patient=patient: _apply_plan(plan, patient) or True)
 
 
 def _read_events(stores: Stores, patients: dict[str, _Patient]) -> None:
@@ -291,7 +294,8 @@ def recompute_everyone(stores: Stores, now: datetime, chunk_size: int = CHUNK,
         today = local_today(account.zone_history(), now)
         return {today - timedelta(days=n) for n in range(RECENT_DAYS)}, set()
 
-    ordered = list(_gathered(stores, stores.users.patients(), last_two, now, failures).values())
+    ordered = [p for p in _gathered(stores, stores.users.patients(), last_two, now, failures).values()
+               if p.patient_id not in failures.item_ids]
     for start in range(0, len(ordered), chunk_size):
         yield _chunk(stores, ordered[start:start + chunk_size], now)
 
@@ -356,9 +360,10 @@ class AdherenceJob:
         # Every patient's zone is read (one query) to see whose local day began; nothing else is read for the
         # patients with no day to compute.
         patients = _gathered(self.stores, self.stores.users.patients(), dates_of, at, failures)
-        ordered = sorted(patients.values(), key=lambda p: p.patient_id)
+        # A patient whose account or a plan version could not be read: nothing of theirs is computed or judged.
+        failed: set[str] = (set(marked) | set(patients)) & set(failures.item_ids)
+        ordered = sorted((p for p in patients.values() if p.patient_id not in failed), key=lambda p: p.patient_id)
         written = 0
-        failed: set[str] = set(marked) & set(failures.item_ids)  # a patient whose account could not be read
         for start in range(0, len(ordered), self.chunk_size):
             chunk = ordered[start:start + self.chunk_size]
             written += self._judge(chunk, at, report, failures, failed)

@@ -60,6 +60,25 @@ def test_a_patient_with_an_unreadable_zone_history_does_not_stop_the_adherence_j
     assert _failed_ids(caplog, "adherence-daily") == [broken.id]
 
 
+def test_a_patient_with_an_unreadable_plan_version_keeps_their_marks_and_no_day_is_computed_without_it(
+        jobs_db, settings, clock, traveller, caplog):
+    traveller.move_to(T9)
+    healthy, broken = make_person(jobs_db, "patient"), make_person(jobs_db, "patient")
+    jobs_db.therapy_plans.insert_one({  # a version whose start cannot be read
+        "_id": "plan-broken-2", "patient_id": broken.id, "version": 2, "created_at": T9 - timedelta(days=1),
+        "created_by": "clinician", "active_from": "not a time", "active_to": None,
+        "tens": {"sessions_per_day": 2, "minutes_per_session": 30, "start_date": "2026-01-01", "end_date": None,
+                 "counts_towards_adherence": True}, "medications": [], "mindfulness": {}})
+    services = services_on(jobs_db, settings, clock)
+    marked = (T9 - timedelta(days=3)).date()
+    services.stores.days_to_recompute.mark(broken.id, [marked], "sessions", T9)
+    with caplog.at_level(logging.ERROR, logger="companion.jobs"):
+        services.adherence_job.run()
+    assert {d["patient_id"] for d in jobs_db.adherence_days.find()} == {healthy.id}
+    assert _failed_ids(caplog, "adherence-daily") == [broken.id]
+    assert marked.isoformat() in {m["date"] for m in jobs_db.days_to_recompute.find({"patient_id": broken.id})}
+
+
 def test_a_malformed_device_event_does_not_stop_the_other_alerts(jobs_db, settings, clock, traveller, caplog):
     traveller.move_to(T9)
     patient = make_person(jobs_db, "patient")
