@@ -50,6 +50,7 @@ MAX_SYNCS = 200
 MAX_REPORTS = 100
 BACKOFF_START_S = 1.0
 BACKOFF_CAP_S = 300.0
+RETRY_AFTER_CAP_S = 3600.0  # the longest a Retry-After is obeyed for
 _BATCH_CLIENT_ERRORS = {400, 403, 413, 422}
 _ACKNOWLEDGED = {"created", "duplicate", "discarded"}  # the server needs nothing more of it
 
@@ -82,11 +83,12 @@ def backoff_delay(
     start_s: float = BACKOFF_START_S,
     cap_s: float = BACKOFF_CAP_S,
 ) -> float:
-    """Full-jitter exponential backoff after ``failures`` consecutive failures, never below Retry-After."""
+    """Full-jitter exponential backoff after ``failures`` consecutive failures, never below Retry-After (itself
+    at most RETRY_AFTER_CAP_S: a date measured on a gateway clock that is years wrong must not park the uploads)."""
     ceiling = min(cap_s, start_s * 2 ** max(failures - 1, 0))
     delay = rng.uniform(0, ceiling)
     if retry_after_s is not None:
-        delay = max(delay, retry_after_s)
+        delay = max(delay, min(retry_after_s, RETRY_AFTER_CAP_S))
     return delay
 
 
@@ -280,7 +282,7 @@ class Uploader:
                 raise RetryLater(f"network: {type(exc).__name__}") from None
             except ApiUnavailable as exc:
                 raise RetryLater(str(exc), parse_retry_after(exc.retry_after)) from None
-            if response.status_code in (404, 405):
+            if response.status_code in (404, 405) and _from_the_api(response):  # (a proxy's 404 is an outage)
                 logger.warning("the API does not take dead-letter reports (HTTP %d); they stay in the buffer",
                                response.status_code)
                 self._reports_refused = True

@@ -169,6 +169,18 @@ def test_a_server_that_takes_no_reports_is_not_asked_in_a_loop(stub, buffer):
     assert progress.retries == 0 and buffer.dead_letters(unreported_only=True)
 
 
+def test_a_proxys_404_to_a_report_is_an_outage_not_a_server_without_reports(stub, buffer):
+    stub.dead_letters_scripted = [(404, {"Content-Type": "text/html"}, b"<html>Not Found</html>")]  # a deploy
+    buffer.record_missing(SERIAL, 3, 5)
+    api = ApiClient(stub.url, "gw-1", "s3cret")
+    try:
+        progress = Uploader(buffer, api, sleep=lambda s: None).drain(max_failures=3)
+    finally:
+        api.close()
+    assert progress.retries == 1 and buffer.dead_letters(unreported_only=True) == []
+    assert [item["reason"] for item in stub.dead_letters.values()] == ["unit no longer holds these records"]
+
+
 def test_dead_letters_are_listed_and_replayed_with_the_command(tmp_path, capsys):
     config = GatewayConfig(state_dir=str(tmp_path))
     buffer = config.open_buffer()

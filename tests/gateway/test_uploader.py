@@ -18,6 +18,7 @@ from device_gateway.profiles.companion_tens import encode_record
 from device_gateway.simulator.sessions import simulated_session
 from device_gateway.uploader import (
     BACKOFF_CAP_S,
+    RETRY_AFTER_CAP_S,
     Uploader,
     backoff_delay,
     item_results,
@@ -266,6 +267,21 @@ def test_credentials_refused_at_every_renewal_for_a_minute_end_the_drain_as_revo
 
     assert stub.token_requests >= REVOKED_AFTER_REFUSALS and sum(sleeps) >= REVOKED_AFTER_S
     assert buffer.pending_count() == 2 and stub.batches == []
+
+
+def test_a_proxy_refusing_the_token_for_minutes_is_an_outage_not_revoked_credentials(stub, buffer, make_uploader):
+    fill(buffer, 2)
+    stub.token_scripted = [(403, {"Content-Type": "text/html"}, b"<html>Request blocked</html>")] * 10
+    uploader, sleeps = make_uploader()
+
+    uploader.drain()  # no CredentialsRevoked: the gateway would exit 77 and never be restarted
+
+    assert sum(sleeps) >= REVOKED_AFTER_S and stub.token_requests == 11
+    assert sorted(stub.stored) == [rid(1), rid(2)] and buffer.pending_count() == 0
+
+
+def test_a_retry_after_date_read_on_a_clock_years_behind_parks_the_uploads_for_an_hour_at_most():
+    assert backoff_delay(1, random.Random(1), retry_after_s=56 * 365 * 86400.0) == RETRY_AFTER_CAP_S == 3600
 
 
 def test_503_while_renewing_the_token_is_retried_after_retry_after_and_the_upload_resumes(stub, buffer, make_uploader):

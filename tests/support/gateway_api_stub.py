@@ -26,6 +26,7 @@ class ContractStub:
         self.token_requests = 0
         self.pair_scripted: list = []  # (status, headers, body) answers to the next pairing requests
         self.token_scripted: list = []  # (status, headers, body) answers to the next token requests
+        self.dead_letters_scripted: list = []  # (status, headers, body) answers to the next dead-letter reports
         self.refuse_tokens = False  # answer every token request 401, as the API does for a revoked gateway
         self.valid_token = "token-1"
         self.issued_token = "token-1"
@@ -130,6 +131,9 @@ class ContractStub:
                         self._reply(204, {}, None)
                         return
                     if self.path == "/api/v1/gateway/dead-letters":
+                        if stub.dead_letters_scripted:
+                            self._reply(*stub.dead_letters_scripted.pop(0))
+                            return
                         if not stub.take_dead_letters:
                             self._reply(404, {}, {"title": "Not Found"})
                             return
