@@ -158,25 +158,25 @@ def test_dead_letters_are_reported_to_the_server_once_the_queue_is_empty_and_onl
     assert all(d["reported_at"] for d in buffer.dead_letters())
 
 
-def test_a_server_that_takes_no_reports_is_not_asked_in_a_loop(stub, buffer):
-    stub.take_dead_letters = False
+def _report_a_loss(stub, buffer, max_failures: int):
+    """Note records a unit no longer holds, and drain the buffer to the stub; the drain's progress."""
     buffer.record_missing(SERIAL, 3, 5)
     api = ApiClient(stub.url, "gw-1", "s3cret")
     try:
-        progress = Uploader(buffer, api, sleep=lambda s: None).drain(max_failures=2)
+        return Uploader(buffer, api, sleep=lambda s: None).drain(max_failures=max_failures)
     finally:
         api.close()
+
+
+def test_a_server_that_takes_no_reports_is_not_asked_in_a_loop(stub, buffer):
+    stub.take_dead_letters = False
+    progress = _report_a_loss(stub, buffer, 2)
     assert progress.retries == 0 and buffer.dead_letters(unreported_only=True)
 
 
 def test_a_proxys_404_to_a_report_is_an_outage_not_a_server_without_reports(stub, buffer):
     stub.dead_letters_scripted = [(404, {"Content-Type": "text/html"}, b"<html>Not Found</html>")]  # a deploy
-    buffer.record_missing(SERIAL, 3, 5)
-    api = ApiClient(stub.url, "gw-1", "s3cret")
-    try:
-        progress = Uploader(buffer, api, sleep=lambda s: None).drain(max_failures=3)
-    finally:
-        api.close()
+    progress = _report_a_loss(stub, buffer, 3)
     assert progress.retries == 1 and buffer.dead_letters(unreported_only=True) == []
     assert [item["reason"] for item in stub.dead_letters.values()] == ["unit no longer holds these records"]
 
