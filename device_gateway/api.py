@@ -138,7 +138,7 @@ class ApiClient:
                               json={"gateway_id": self.gateway_id, "gateway_secret": self._secret})
         # Refused by the API itself (problem details): a page from a proxy or a firewall in front of it says
         # nothing of the credentials, and is retried like any outage.
-        if response.status_code in (400, 401, 403) and _problem(response):
+        if response.status_code in (400, 401, 403) and from_the_api(response):
             raise self._refused(response.status_code)
         if response.status_code != 200:
             raise ApiUnavailable(f"token renewal: HTTP {response.status_code}", response.headers.get("Retry-After"))
@@ -199,6 +199,6 @@ class ApiClient:
         self.request("POST", STATUS_PATH, json={"devices": devices}).raise_for_status()
 
 
-def _problem(response: httpx.Response) -> bool:
+def from_the_api(response: httpx.Response) -> bool:
     """Whether an error answer is the API's own (problem details), not a proxy's or a firewall's page."""
     return response.headers.get("Content-Type", "").split(";")[0].strip() == "application/problem+json"

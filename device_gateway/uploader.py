@@ -37,7 +37,7 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
-from device_gateway.api import ApiClient, ApiUnavailable, CredentialsRevoked
+from device_gateway.api import ApiClient, ApiUnavailable, CredentialsRevoked, from_the_api
 from device_gateway.buffer import PendingRecord, RecordBuffer
 from device_gateway.buffer_integrity import BufferDamaged
 from device_gateway.errors import GatewayError
@@ -120,11 +120,6 @@ def item_results(body: object) -> list[dict]:
     ]
 
 
-def _from_the_api(response: httpx.Response) -> bool:
-    """Whether an error answer is the API's own (problem details), not a proxy's or a firewall's page."""
-    return response.headers.get("Content-Type", "").split(";")[0].strip() == "application/problem+json"
-
-
 def problem_detail(response: httpx.Response) -> str:
     """The detail of the API's problem answer (or its status)."""
     try:
@@ -191,7 +186,7 @@ class Uploader:
             self._note_clock(body)
             return self._apply_syncs(syncs, body) + self._apply_results(batch, results)
         if status in _BATCH_CLIENT_ERRORS:
-            if status != 413 and not _from_the_api(response):
+            if status != 413 and not from_the_api(response):
                 # Not the API's answer about these records (every error of the API is problem details): a
                 # proxy, firewall or captive portal refusing the request as a whole. Splitting would end with
                 # every record dead-lettered; waiting loses nothing.
@@ -282,7 +277,7 @@ class Uploader:
                 raise RetryLater(f"network: {type(exc).__name__}") from None
             except ApiUnavailable as exc:
                 raise RetryLater(str(exc), parse_retry_after(exc.retry_after)) from None
-            if response.status_code in (404, 405) and _from_the_api(response):  # (a proxy's 404 is an outage)
+            if response.status_code in (404, 405) and from_the_api(response):  # (a proxy's 404 is an outage)
                 logger.warning("the API does not take dead-letter reports (HTTP %d); they stay in the buffer",
                                response.status_code)
                 self._reports_refused = True
