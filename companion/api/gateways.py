@@ -15,7 +15,7 @@ from companion.http import auditing, services
 from companion.http.idempotency import idempotent
 from companion.http.schemas import Pattern, StrictSchema, text
 from companion.http.security import allow, client_address, current_actor, public, require_patient
-from companion.services.gateways import PROFILES
+from companion.services.gateways import PROFILES, GatewayPaused
 
 blp = Blueprint("gateways", __name__, url_prefix="/api/v1", description="Gateways and TENS units")
 
@@ -113,12 +113,12 @@ class GatewayToken(MethodView):
         gateways = services().gateways
         try:
             return gateways.token(body["gateway_id"], body["gateway_secret"], address=client_address())
-        except Unauthorized:
-            # A revoked gateway still asking (or anyone with its id): named in its patient's access log. The
-            # answer is the same as for no such gateway.
+        except (Unauthorized, GatewayPaused):
+            # A revoked gateway still asking (or anyone with its id), or one whose patient's account is paused:
+            # named in its patient's access log. A revoked one's answer is the same as for no such gateway.
             patient_id = gateways.paired_with(body["gateway_id"])
             auditing.note(patient_ids=[patient_id] if patient_id else [], resource="gateway", action="R",
-                          resource_ids=[body["gateway_id"]])
+                          resource_ids=[body["gateway_id"]], denied=True)
             raise
 
 

@@ -58,11 +58,13 @@ def _is_routine() -> bool:
     return bool(getattr(handler_of(current_app, request.endpoint, request.method), ROUTINE_ATTR, False))
 
 
-def note(*, patient_ids, resource: str, action: str, resource_ids=()) -> dict:
+def note(*, patient_ids, resource: str, action: str, resource_ids=(), denied: bool = False) -> dict:
     """Record that this request touches these patients' data (called before data is returned); returns the note,
-    for :func:`also_touched`."""
+    for :func:`also_touched`. ``denied``: the request is recorded as refused whatever its status."""
     if action not in ACTIONS:
         raise ValueError(f"unknown audit action {action!r}")
+    if denied:
+        g.audit_denied = True
     noted = {"patient_ids": sorted(set(patient_ids)), "resource": resource, "action": action,
              "resource_ids": [str(r) for r in resource_ids][:500]}
     g.setdefault("audit_notes", []).append(noted)
@@ -77,9 +79,8 @@ def also_touched(noted: dict, patient_ids) -> None:
 def deny(patient_id: str | None) -> None:
     """Record this request as refused whatever its status (the clinician pages send a signed-out caller to the
     sign-in page with a redirect, not a 401)."""
-    g.audit_denied = True
     note(patient_ids=[patient_id] if patient_id else [], resource="patient" if patient_id else "request",
-         action=_action_of_method())
+         action=_action_of_method(), denied=True)
 
 
 def _action_of_method() -> str:

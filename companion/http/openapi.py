@@ -109,7 +109,9 @@ SHARED_RESPONSES = {
             {}),
     "429": ("WAIT_AND_RETRY", "too many attempts: wait Retry-After seconds", {"Retry-After": RETRY_AFTER}),
     "503": ("DATABASE_UNAVAILABLE", "the database (or the audit trail) cannot be reached right now: retry after "
-                                   "Retry-After seconds", {"Retry-After": RETRY_AFTER}),
+                                   "Retry-After seconds (a gateway is also answered 503 while its patient's "
+                                   "account is paused by an admin: keep the records and ask again then)",
+            {"Retry-After": RETRY_AFTER}),
 }
 WITHOUT_DATABASE = frozenset({"/healthz", "/"})  # answered without the database: never a 503
 # The public operations that check a credential (a password, a refresh token, a gateway secret, a pairing code):

@@ -21,6 +21,7 @@ from companion.domain.errors import Forbidden, NotFound, Unauthorized
 from companion.domain.people import Account
 from companion.http import auditing, services
 from companion.services.access import refusal
+from companion.services.gateways import GatewayPaused
 
 ROLES_ATTR = "_companion_roles"
 PUBLIC = "public"
@@ -146,8 +147,8 @@ def install(app: Flask) -> None:
             raise Unauthorized("authentication required")
         try:
             g.actor, g.account = authenticate(token)
-        except Unauthorized:
-            # Refused, and recorded under the account or gateway the token names if it is one we signed (a session
+        except (Unauthorized, GatewayPaused):
+            # Refused (or told to wait), and recorded under the account or gateway the token names if it is one we signed (a session
             # ended by a deactivation, a closure or a revoked gateway): the patient's history says who tried.
             g.actor = services().tokens.claimed_actor(token)
             if g.actor is not None and g.actor.role is Role.GATEWAY:

@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 
 from companion.clock import Clock, now
 from companion.domain.access import Role
-from companion.domain.errors import Conflict, NotFound, Unauthorized
-from companion.domain.people import Gateway, TensUnit
+from companion.domain.errors import Conflict, NotFound, ServiceUnavailable, Unauthorized
+from companion.domain.people import DEACTIVATED, Gateway, TensUnit
 from companion.services.patients import Profiles
 from companion.services.telemetry import NoTelemetry, Telemetry
 from companion.services.throttle import Throttle
@@ -22,6 +22,13 @@ from companion.store.stores import Stores
 PROFILES = ("companion-tens", "beurer-em70")
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I to misread
 CODE_LENGTH = 8
+# A gateway whose patient's account is deactivated (reversible) is told to keep its records and ask again
+# this much later, not that its credentials are revoked: that would stop it for good (exit 77).
+PATIENT_PAUSED_RETRY_S = 900
+
+
+class GatewayPaused(ServiceUnavailable):
+    """The gateway's patient's account is deactivated (reversible): keep the records, ask again later."""
 
 
 def digest(value: str) -> str:
@@ -81,21 +88,28 @@ class Gateways:
         self.throttle.check("gateway_token", address=address, account=gateway_id)
         gateway = self.gateways.get(gateway_id)
         if not gateway or not secrets.compare_digest(gateway.secret_hash, digest(gateway_secret)) \
-                or not self._may_upload(gateway):
+                or not self._heard(gateway):
             self.throttle.failed("gateway_token", address=address, account=gateway_id)
             raise Unauthorized("unknown or revoked gateway")
         tokens = self.tokens.start_session(gateway.id, Role.GATEWAY.value)
         return {"access_token": tokens["access_token"], "expires_in": tokens["expires_in"]}
 
-    def _may_upload(self, gateway: Gateway | None) -> bool:
-        """A gateway is heard while it is not revoked and its patient's account is active."""
+    def _heard(self, gateway: Gateway | None) -> bool:
+        """Whether a gateway is heard: it is not revoked and its patient's account is active. Unauthorized-worthy
+        (False) if revoked, unknown, or the account is closed or gone; ServiceUnavailable while the account is
+        deactivated: an admin may lift that, and until then the gateway keeps what it collects and asks again
+        later (a refusal of its credentials would stop it for good)."""
         if gateway is None or gateway.revoked:
             return False
         patient = self.users.by_id(gateway.patient_id)
+        if patient is not None and patient.status == DEACTIVATED:
+            raise GatewayPaused("the patient's account is paused: keep the records and try again later",
+                                     retry_after_s=PATIENT_PAUSED_RETRY_S)
         return patient is not None and patient.active
 
     def is_active(self, gateway_id: str) -> bool:
-        return self._may_upload(self.gateways.get(gateway_id))
+        """Whether a gateway's calls are heard (ServiceUnavailable while its patient's account is deactivated)."""
+        return self._heard(self.gateways.get(gateway_id))
 
     def of_patient(self, patient_id: str) -> list[Gateway]:
         """The gateways paired with a patient, revoked ones included."""

@@ -122,10 +122,34 @@ def test_the_patient_revokes_a_gateway_and_it_is_refused_at_its_next_call(client
     assert services.gateways.is_active(gateway.id) is False
 
 
-def test_a_deactivated_patients_gateway_is_refused(client, world):
+def test_a_deactivated_patients_gateway_is_told_to_wait_and_is_heard_again_once_reactivated(client, world, db):
+    """A deactivation is reversible: the gateway is paused (503, Retry-After), not refused as revoked (401,
+    which stops it for good after a minute), and each call it makes meanwhile is in the patient's log."""
     admin, patient, gateway = world["admin"], world["patient_b"], world["gateway_b"]
+    code = client.post(f"/api/v1/patients/{patient.id}/pairing-codes", headers=patient.headers).json["code"]
+    paired = client.post("/api/v1/gateways/pair", json={"code": code, "name": "hall"}).json
+    credentials = {"gateway_id": paired["gateway_id"], "gateway_secret": paired["gateway_secret"]}
     assert client.post(f"/api/v1/admin/users/{patient.id}/deactivation", headers=admin.headers,
                        json={"reason": "moved to another clinic"}).status_code == 200
+    paused = client.get("/api/v1/gateway/devices", headers=gateway.headers)
+    assert paused.status_code == 503 and paused.mimetype == "application/problem+json", paused.json
+    assert int(paused.headers["Retry-After"]) >= 600
+    assert "paused" in paused.json["detail"] and patient.id not in paused.get_data(as_text=True)
+    renewal = client.post("/api/v1/auth/gateway-token", json=credentials)
+    assert renewal.status_code == 503 and int(renewal.headers["Retry-After"]) >= 600
+    refused = [(e["route"], e["patient_ids"]) for e in db.audit_events.find(
+        {"outcome": "denied", "patient_ids": patient.id}).sort("seq", 1)]
+    assert refused == [("/api/v1/gateway/devices", [patient.id]), ("/api/v1/auth/gateway-token", [patient.id])]
+
+    assert client.delete(f"/api/v1/admin/users/{patient.id}/deactivation", headers=admin.headers).status_code == 200
+    assert client.get("/api/v1/gateway/devices", headers=gateway.headers).status_code == 200
+    assert client.post("/api/v1/auth/gateway-token", json=credentials).status_code == 200
+
+
+def test_a_closed_patients_gateway_is_refused_as_revoked(client, world):
+    patient, gateway = world["patient_b"], world["gateway_b"]
+    assert client.post(f"/api/v1/patients/{patient.id}/closure", headers=patient.headers,
+                       json={"current_password": PASSWORD, "confirm": True}).status_code == 200
     assert client.get("/api/v1/gateway/devices", headers=gateway.headers).status_code == 401
 
 

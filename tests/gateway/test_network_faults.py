@@ -74,3 +74,30 @@ def test_every_record_is_stored_exactly_once_through_every_network_fault(
     assert missing_a_time == 0
     assert uploader.progress.retries >= 6
     assert any(b'"duplicate"' in answer for answer in proxy.answers), "resent records were answered as duplicates"
+
+
+def test_a_deactivated_patients_gateway_keeps_its_records_and_uploads_them_once_the_patient_is_reactivated(
+    tmp_path, client, services, db, api_server
+):
+    """A deactivation is reversible: the gateway is told to wait (503 with a Retry-After), not that its
+    credentials are revoked (which would make it exit 77 and never come back by itself)."""
+    gateway = paired_gateway(client, services, SERIALS[:1], key="patient_paused")
+    buffer = RecordBuffer(tmp_path / "buffer.db")
+    buffer.store(SERIALS[0], captured_records(SERIALS[0], 3))
+    services.lifecycle.deactivate(gateway.patient_id, by="admin-1", reason="paused by the clinic")
+    monotonic = iter(range(0, 10_000, 30))  # 30 s between the gateway's readings of its clock
+    api = ApiClient(api_server.url, gateway.gateway_id, gateway.gateway_secret, clock=lambda: next(monotonic))
+    waits: list[float] = []
+    uploader = Uploader(buffer, api, sleep=waits.append)
+    try:
+        uploader.drain(max_failures=6)  # minutes of refusals: no CredentialsRevoked
+        assert buffer.pending_count() == 3 and db.session_records.count_documents({}) == 0
+        assert len(waits) == 5 and min(waits) >= 600, waits  # the server's Retry-After, not a fast retry
+        services.lifecycle.reactivate(gateway.patient_id)
+        uploader.drain(max_failures=1)
+    finally:
+        api.close()
+    assert buffer.pending_count() == 0 and buffer.dead_letters() == []
+    buffer.close()
+    assert sorted(doc["_id"] for doc in db.session_records.find({}, {"_id": 1})) == [
+        f"{SERIALS[0]}:{seq}" for seq in (1, 2, 3)]
