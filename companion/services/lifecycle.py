@@ -21,6 +21,7 @@ from companion.domain.errors import Conflict, NotFound
 from companion.domain.people import ACTIVE, CLOSED, DEACTIVATED, Account
 from companion.services.accounts import Accounts, email_digest
 from companion.services.care import caregiver_offer_source
+from companion.services.item_failures import ItemFailures
 from companion.services.tokens import TokenService
 from companion.settings import Settings
 from companion.store.stores import Stores
@@ -132,12 +133,20 @@ class AccountLifecycle:
     def finish_closures(self) -> dict[str, int]:
         """Every few minutes: finish the closures a stopped process left half-done. Once an account is closed,
         its owner can no longer sign in to try again, and its phones, reminders and sessions must still go."""
-        unfinished = self.users.closures_unfinished()
-        for account in unfinished:
-            self._close(account, self.clock())
-        if unfinished:
-            log.warning("closures left unfinished were finished", extra={"accounts": len(unfinished)})
-        return {"finished": len(unfinished)}
+        failures, finished = ItemFailures("closures-finish"), 0
+        for account_id in self.users.closures_unfinished():
+            if failures.attempt(account_id, lambda account_id=account_id: self._finish_closure(account_id)):
+                finished += 1
+        if finished:
+            log.warning("closures left unfinished were finished", extra={"accounts": finished})
+        return {"finished": finished, "failed": len(failures)}
+
+    def _finish_closure(self, account_id: str) -> bool:
+        account = self.users.by_id(account_id)
+        if account is None or account.status != CLOSED:  # deleted after its retention meanwhile
+            return False
+        self._close(account, self.clock())
+        return True
 
     def _close_patient(self, patient: Account, at: datetime) -> None:
         stores = self.stores
@@ -180,15 +189,16 @@ class AccountLifecycle:
         """Daily: delete the clinical record of each patient whose account was closed longer ago than
         ``COMPANION_CLINICAL_RETENTION_DAYS``, then the account itself. The audit trail keeps its own period."""
         cutoff = self.clock() - self.settings.clinical_retention
-        done = 0
+        failures, done = ItemFailures("records-retention"), 0
         for patient_id in self.users.closed_patients_before(cutoff):
-            self._delete_record(patient_id)
-            done += 1
+            # One record that cannot be deleted today is tried again tomorrow; it keeps no other past its time.
+            if failures.attempt(patient_id, lambda patient_id=patient_id: self._delete_record(patient_id)):
+                done += 1
         if done:
             log.info("closed patients' records deleted after their retention", extra={"patients": done})
-        return {"patients": done}
+        return {"patients": done, "failed": len(failures)}
 
-    def _delete_record(self, patient_id: str) -> None:
+    def _delete_record(self, patient_id: str) -> bool:
         s = self.stores
         for store in (s.session_records, s.device_events, s.plans, s.reminders, s.occurrences, s.pain_entries,
                       s.favourites, s.practice, s.adherence_days, s.alerts, s.clinical_notes, s.outbox, s.devices,
@@ -202,3 +212,4 @@ class AccountLifecycle:
         s.change_sequences.delete_for_patient(patient_id)
         # The account last: until it goes, a retry of this job finds the patient and finishes.
         self.users.delete(patient_id)
+        return True

@@ -196,9 +196,11 @@ class Users:
         """Note that every step of the account's closure is done (companion.services.lifecycle)."""
         self.col.update_one({"_id": user_id, "status": CLOSED}, {"$set": {"closure_done": True}})
 
-    def closures_unfinished(self, limit: int = 100) -> list[Account]:
-        """Closed accounts whose closure has not been noted done (a process stopped half-way through it)."""
-        return [account_of(d) for d in self.col.find({"status": CLOSED, "closure_done": {"$ne": True}}).limit(limit)]
+    def closures_unfinished(self, limit: int = 100) -> list[str]:
+        """Ids of closed accounts whose closure has not been noted done (a process stopped half-way through it),
+        those closed first first."""
+        return [d["_id"] for d in self.col.find({"status": CLOSED, "closure_done": {"$ne": True}}, {"_id": 1})
+                .sort("status_changed_at", 1).limit(limit)]
 
     def closed_patients_before(self, cutoff: datetime, limit: int = 1000) -> list[str]:
         """Ids of patient accounts closed before ``cutoff`` (their clinical record's retention has ended)."""

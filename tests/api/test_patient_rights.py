@@ -5,6 +5,7 @@ kept, for how long and why, said in the answer and in the README."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -161,9 +162,9 @@ def test_the_worker_deletes_the_clinical_record_when_its_retention_ends(client, 
     assert closed.status_code == 200
     audit_before = db.audit_events.count_documents({"patient_ids": patient.id})
     with time_machine.travel(datetime.now(UTC) + timedelta(days=3652)):
-        assert services.lifecycle.purge_expired_records() == {"patients": 0}
+        assert services.lifecycle.purge_expired_records() == {"patients": 0, "failed": 0}
     with time_machine.travel(datetime.now(UTC) + timedelta(days=3654)):
-        assert services.lifecycle.purge_expired_records() == {"patients": 1}
+        assert services.lifecycle.purge_expired_records() == {"patients": 1, "failed": 0}
     for collection in ("pain_entries", "care_links", "team_enrolments", "gateways", "devices", "push_outbox"):
         assert db[collection].count_documents({"patient_id": patient.id}) == 0, collection
     assert db.users.find_one({"_id": patient.id}) is None
@@ -213,14 +214,69 @@ def test_a_closure_stopped_after_the_account_closed_is_finished_by_the_worker(cl
     assert client.post(url, headers=patient.headers, json=closing).status_code == 500
     monkeypatch.undo()
     assert client.post(url, headers=patient.headers, json=closing).status_code == 401  # no way back in
-    assert services.lifecycle.finish_closures() == {"finished": 1}
+    assert services.lifecycle.finish_closures() == {"finished": 1, "failed": 0}
     assert db.push_tokens.count_documents({"user_id": patient.id}) == 0
     assert db.reminders.count_documents({"patient_id": patient.id}) == 0
-    assert services.lifecycle.finish_closures() == {"finished": 0}
+    assert services.lifecycle.finish_closures() == {"finished": 0, "failed": 0}
     # A closure that went through whole is not done again.
     assert client.post(f"/api/v1/patients/{world['patient_b'].id}/closure", headers=world["patient_b"].headers,
                        json=closing).status_code == 200
-    assert services.lifecycle.finish_closures() == {"finished": 0}
+    assert services.lifecycle.finish_closures() == {"finished": 0, "failed": 0}
+
+
+def test_a_closure_the_worker_cannot_finish_does_not_hold_up_the_others(client, world, services, db, monkeypatch,
+                                                                      caplog):
+    """Each unfinished closure is tried on its own: one account the worker cannot read (or whose steps keep
+    failing) is logged by its id and tried again at the next pass, and the others finish now."""
+    first, second = world["patient_a"], world["patient_b"]
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("the process died here")
+
+    closing = {"current_password": PASSWORD, "confirm": True}
+    monkeypatch.setattr(services.stores.push_tokens, "delete_for_user", crash)  # after each account is closed
+    for patient in (first, second):
+        assert client.post(f"/api/v1/patients/{patient.id}/closure", headers=patient.headers,
+                           json=closing).status_code == 500
+    monkeypatch.undo()
+    db.users.update_one({"_id": first.id}, {"$set": {"quiet_hours": {"start": "25:99", "end": "07:00"}}})
+    with caplog.at_level(logging.ERROR, logger="companion.jobs"):
+        assert services.lifecycle.finish_closures() == {"finished": 1, "failed": 1}
+    assert [r.item_id for r in caplog.records if getattr(r, "job_id", None) == "closures-finish"] == [first.id]
+    assert db.users.find_one({"_id": second.id})["closure_done"] is True
+    db.users.update_one({"_id": first.id}, {"$set": {"quiet_hours": {"start": "22:00", "end": "07:00"}}})
+    assert services.lifecycle.finish_closures() == {"finished": 1, "failed": 0}
+    assert services.lifecycle.finish_closures() == {"finished": 0, "failed": 0}
+
+
+def test_a_record_the_worker_cannot_delete_does_not_keep_the_others_past_their_retention(client, world, services,
+                                                                                         db, monkeypatch, caplog):
+    """A patient whose record cannot be deleted today (the database timing out on it) is logged by id and
+    tried again tomorrow; the other records due are deleted now, not kept past their retention with it."""
+    from pymongo.errors import ExecutionTimeout
+
+    first, second = world["patient_a"], world["patient_b"]
+    for patient in (first, second):
+        assert client.post(f"/api/v1/patients/{patient.id}/closure", headers=patient.headers,
+                           json={"current_password": PASSWORD, "confirm": True}).status_code == 200
+    deleting = services.stores.pain_entries.delete_for_patient
+
+    def times_out_for_the_first(patient_id):
+        if patient_id == first.id:
+            raise ExecutionTimeout("operation exceeded time limit")
+        return deleting(patient_id)
+
+    monkeypatch.setattr(services.stores.pain_entries, "delete_for_patient", times_out_for_the_first)
+    with time_machine.travel(datetime.now(UTC) + timedelta(days=3654)), \
+            caplog.at_level(logging.ERROR, logger="companion.jobs"):
+        assert services.lifecycle.purge_expired_records() == {"patients": 1, "failed": 1}
+        assert [r.item_id for r in caplog.records if getattr(r, "job_id", None) == "records-retention"] \
+            == [first.id]
+        assert db.users.find_one({"_id": second.id}) is None
+        assert db.users.find_one({"_id": first.id}) is not None
+        monkeypatch.undo()
+        assert services.lifecycle.purge_expired_records() == {"patients": 1, "failed": 0}
+    assert db.users.find_one({"_id": first.id}) is None
 
 
 def test_the_download_holds_device_events_reminders_favourites_and_units_worn_before(client, world, services, db):
@@ -269,7 +325,7 @@ def _close_and_purge(client, services, patient) -> None:
     assert client.post(f"/api/v1/patients/{patient.id}/closure", headers=patient.headers,
                        json={"current_password": PASSWORD, "confirm": True}).status_code == 200
     with time_machine.travel(datetime.now(UTC) + timedelta(days=3654)):
-        assert services.lifecycle.purge_expired_records() == {"patients": 1}
+        assert services.lifecycle.purge_expired_records() == {"patients": 1, "failed": 0}
 
 
 def test_the_download_holds_every_session_whenever_its_unit_placed_it_and_the_copies_kept_apart(client, world,
@@ -349,7 +405,7 @@ def test_after_a_purge_what_the_unit_recorded_for_the_closed_patient_is_given_to
     # A clinic that keeps closed records for no time at all: the purge runs at once (no travel in time, so that
     # the unit's release is now, before its next wearer's binding).
     monkeypatch.setattr(services.lifecycle, "settings", replace(services.settings, clinical_retention=timedelta(0)))
-    assert services.lifecycle.purge_expired_records() == {"patients": 1}
+    assert services.lifecycle.purge_expired_records() == {"patients": 1, "failed": 0}
     assert db.unit_bindings.count_documents({"patient_id": a.id}) == 0  # nothing names the patient
     assert client.post(f"/api/v1/patients/{b.id}/devices", headers=b.headers,
                        json={"serial": world.a_device}).status_code == 201
