@@ -217,9 +217,11 @@ class Password(MethodView):
     @blp.response(200, TokensSchema)
     @blp.doc(operationId="change_password")
     def post(self, body):
-        """Change one's password (needs the current one). Every other session of the account ends."""
-        return services().accounts.change_password(current_actor().id, body["current_password"],
-                                                   body["new_password"], address=client_address())
+        """Change one's password (needs the current one). Every other session of the account ends, and every
+        phone signed in under one of them stops receiving notifications; this one goes on with the new tokens."""
+        actor = current_actor()
+        return services().accounts.change_password(actor.id, body["current_password"], body["new_password"],
+                                                   address=client_address(), session=actor.family)
 
 
 class PasswordResetSchema(StrictSchema):

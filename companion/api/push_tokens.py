@@ -118,9 +118,13 @@ class Phone(MethodView):
     @blp.response(200, PhoneSchema)
     @blp.doc(operationId="register_push_token")
     def put(self, body, install_id):
-        """Register or refresh this install's token (the app does so at least monthly)."""
-        return services().notifications.register_phone(current_actor().id, _install_id(install_id), body["token"],
-                                                       body["platform"], body["address"], body["locale"])
+        """Register or refresh this install's token (the app does so at least monthly, and after each sign-in).
+        It is registered under the session that sends it: when that session ends (signing out, a password
+        change or reset, a deactivation) the phone receives nothing more until it registers again."""
+        actor = current_actor()
+        return services().notifications.register_phone(actor.id, _install_id(install_id), body["token"],
+                                                       body["platform"], body["address"], body["locale"],
+                                                       session=actor.family)
 
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.response(204)

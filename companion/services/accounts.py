@@ -329,23 +329,24 @@ class Accounts:
 
     # Passwords
     def change_password(self, user_id: str, current_password: str, new_password: str, *,
-                        address: str | None = None) -> dict:
+                        address: str | None = None, session: str | None = None) -> dict:
         """Change a password after checking the current one; every other session ends (API and clinician
-        pages alike), this one continues on a fresh token pair."""
+        pages alike), and every phone signed in under one stops receiving notifications; this session (``session``)
+        continues on a fresh token pair, its phone with it."""
         self.reauthenticate(user_id, current_password, address=address)
         if current_password == new_password:
             raise Invalid("the new password must differ from the current one",
                           errors={"new_password": ["must differ from the current password"]})
-        user = self._set_password(user_id, new_password)
-        return self.tokens.start_session(user_id, user.role.value)
+        user = self._set_password(user_id, new_password, keep_phones_of=session)
+        return self.tokens.start_session(user_id, user.role.value, replacing=session)
 
-    def _set_password(self, user_id: str, new_password: str) -> Account:
+    def _set_password(self, user_id: str, new_password: str, *, keep_phones_of: str | None = None) -> Account:
         # One write changes the password and stops every older session being accepted (checked on each
         # request), so a crash after it leaves no session alive; ending them below is the tidy-up.
         user = self.users.set_password_hash(user_id, self.passwords.hash(new_password), to_millis(self.clock()))
         if user is None:
             raise NotFound("no such account")
-        self.tokens.end_every_session(user_id, "password changed")
+        self.tokens.end_every_session(user_id, "password changed", but=keep_phones_of)
         self.web_sessions.end_for_user(user_id)
         return user
 

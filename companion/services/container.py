@@ -97,7 +97,8 @@ class Services:
 
     @cached_property
     def tokens(self) -> TokenService:
-        return TokenService(self.settings, self.stores.token_families, self.stores.users, self.clock)
+        return TokenService(self.settings, self.stores.token_families, self.stores.users, self.stores.push_tokens,
+                            self.clock)
 
     @cached_property
     def accounts(self) -> Accounts:

@@ -165,10 +165,11 @@ class Notifications:
         return sorted(self.tokens.for_users([user_id]).get(user_id, []), key=lambda p: p["install_id"])
 
     def register_phone(self, user_id: str, install_id: str, token: str, platform: str, address: str,
-                       locale: str | None = None) -> dict:
+                       locale: str | None = None, *, session: str | None = None) -> dict:
         """Register or refresh one install's token (the app does so at least monthly), with the phone's
-        language, which notifications use unless the account chose one."""
-        return self.tokens.register(user_id, install_id, token, platform, address, locale)
+        language, which notifications use unless the account chose one, under the API session ``session``
+        (the phone is forgotten when it ends)."""
+        return self.tokens.register(user_id, install_id, token, platform, address, locale, session)
 
     def forget_phone(self, user_id: str, install_id: str) -> None:
         """Forget one install's token (signing out on that phone). An install with no token registered is

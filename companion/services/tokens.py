@@ -34,6 +34,7 @@ from companion.domain.errors import Unauthorized
 from companion.domain.people import EPOCH
 from companion.settings import Settings
 from companion.store.accounts import Users
+from companion.store.push_tokens import PushTokens
 from companion.store.tokens import TokenFamilies
 
 ALGORITHM = "HS256"
@@ -45,10 +46,12 @@ def hash_token(token: str) -> str:
 
 
 class TokenService:
-    def __init__(self, settings: Settings, families: TokenFamilies, users: Users, clock: Clock = now):
+    def __init__(self, settings: Settings, families: TokenFamilies, users: Users, phones: PushTokens,
+                 clock: Clock = now):
         self.s = settings
         self.families = families
         self.users = users
+        self.phones = phones  # each registered under the session that registered it, forgotten when it ends
         self.clock = clock
 
     def _encode(self, claims: dict, ttl_s: int, *, issued: datetime | None = None, jti: str | None = None) -> str:
@@ -145,11 +148,15 @@ class TokenService:
         except (Unauthorized, KeyError, ValueError):
             return None
 
-    def start_session(self, user_id: str, role: str, *, started_at: datetime | None = None) -> dict:
-        """A new token family (a session), started at ``started_at`` (when its password was checked) or now."""
+    def start_session(self, user_id: str, role: str, *, started_at: datetime | None = None,
+                      replacing: str | None = None) -> dict:
+        """A new token family (a session), started at ``started_at`` (when its password was checked) or now;
+        the phones registered under the session it is ``replacing`` (if any) go on under it."""
         family_id = uuid.uuid4().hex
         started = to_millis(started_at or now())  # as the family keeps it
         self.families.start(family_id, user_id, role, started_at=started)
+        if replacing is not None:
+            self.phones.move_session(user_id, replacing, family_id)
         return self._pair(user_id, role, family_id, started, secrets.token_urlsafe(32), issued=None, jti=None)
 
     def _pair(self, user_id: str, role: str, family_id: str, started_at: datetime, refresh: str, *,
@@ -200,6 +207,8 @@ class TokenService:
         if actor.role is not Role.GATEWAY:
             self._mark_ended(actor.id, actor.family, actor.session_started_at)
         self.families.revoke(actor.family, "logout")
+        if actor.family is not None:
+            self.phones.forget_session(actor.id, actor.family)
 
     def _end(self, family_id: str, reason: str) -> None:
         """End a session: on the person's account first (their access tokens die), then its family (its refresh
@@ -208,12 +217,17 @@ class TokenService:
         if family is not None and family["role"] != Role.GATEWAY.value:
             self._mark_ended(family["user_id"], family_id, family["created_at"])
         self.families.revoke(family_id, reason)
+        if family is not None:
+            self.phones.forget_session(family["user_id"], family_id)
 
     def _mark_ended(self, user_id: str, family_id: str, started_at: datetime) -> None:
         """On the person's account (what each of their requests reads): this session ended early."""
         longest = max(self.s.session_max, self.s.staff_session_max)
         self.users.end_session(user_id, family_id, started_at, forget_started_before=self.clock() - longest)
 
-    def end_every_session(self, user_id: str, reason: str) -> None:
-        """Every API session of an account ends (a password change, a deactivation, a revoked gateway)."""
+    def end_every_session(self, user_id: str, reason: str, *, but: str | None = None) -> None:
+        """Every API session of an account ends (a password change, a deactivation, a revoked gateway), and so
+        does every phone's registration but those of session ``but`` (the one changing the password, which
+        goes on under a fresh session)."""
         self.families.revoke_all_for_user(user_id, reason)
+        self.phones.delete_for_user(user_id, except_session=but)

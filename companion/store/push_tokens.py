@@ -36,8 +36,9 @@ class PushTokens:
         self.read_all_over = READ_ALL_OVER
 
     def register(self, user_id: str, install_id: str, token: str, platform: str,
-                 address: str = "token", locale: str | None = None) -> dict:
-        """Record (or refresh) the token of one install of the app.
+                 address: str = "token", locale: str | None = None, session: str | None = None) -> dict:
+        """Record (or refresh) the token of one install of the app, under the API session (token family)
+        ``session`` that registered it: the phone is forgotten when that session ends.
 
         ``address`` is ``"token"`` for an FCM registration token, ``"fid"`` for a Firebase installation
         id. The same token under another user or install is removed first: a phone handed over to
@@ -50,7 +51,7 @@ class PushTokens:
         self.col.delete_many({"token": token, "$or": [{"user_id": {"$ne": user_id}},
                                                       {"install_id": {"$ne": install_id}}]})
         update = {"$set": {"token": token, "platform": platform, "address": address, "locale": locale,
-                           "updated_at": self.clock()}}
+                           "session": session, "updated_at": self.clock()}}
         try:
             return self._upsert(user_id, install_id, update)
         except DuplicateKeyError:
@@ -85,9 +86,21 @@ class PushTokens:
         """Forget one install's token (sign-out on that phone)."""
         return self.col.delete_one({"user_id": user_id, "install_id": install_id}).deleted_count
 
-    def delete_for_user(self, user_id: str) -> int:
-        """Forget every phone of a person (their account was closed)."""
-        return self.col.delete_many({"user_id": user_id}).deleted_count
+    def delete_for_user(self, user_id: str, *, except_session: str | None = None) -> int:
+        """Forget every phone of a person (every session of theirs ended, or their account was closed), but
+        those registered under ``except_session`` if given."""
+        query: dict = {"user_id": user_id}
+        if except_session is not None:
+            query["session"] = {"$ne": except_session}
+        return self.col.delete_many(query).deleted_count
+
+    def forget_session(self, user_id: str, session: str) -> int:
+        """Forget the phones registered under one API session of a person (it ended)."""
+        return self.col.delete_many({"user_id": user_id, "session": session}).deleted_count
+
+    def move_session(self, user_id: str, old: str, new: str) -> int:
+        """The phones registered under session ``old`` go on under ``new`` (which replaced it)."""
+        return self.col.update_many({"user_id": user_id, "session": old}, {"$set": {"session": new}}).modified_count
 
     def remove_dead(self, token: str) -> int:
         """Delete a token FCM reported dead (UNREGISTERED, SENDER_ID_MISMATCH, invalid).

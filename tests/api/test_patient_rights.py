@@ -208,7 +208,7 @@ def test_a_closure_stopped_after_the_account_closed_is_finished_by_the_worker(cl
     def crash(*args, **kwargs):
         raise RuntimeError("the process died here")
 
-    monkeypatch.setattr(services.stores.push_tokens, "delete_for_user", crash)  # after the account is closed
+    monkeypatch.setattr(services.stores.reminders, "delete_for_patient", crash)  # after the account is closed
     url = f"/api/v1/patients/{patient.id}/closure"
     closing = {"current_password": PASSWORD, "confirm": True}
     assert client.post(url, headers=patient.headers, json=closing).status_code == 500
@@ -234,7 +234,7 @@ def test_a_closure_the_worker_cannot_finish_does_not_hold_up_the_others(client, 
         raise RuntimeError("the process died here")
 
     closing = {"current_password": PASSWORD, "confirm": True}
-    monkeypatch.setattr(services.stores.push_tokens, "delete_for_user", crash)  # after each account is closed
+    monkeypatch.setattr(services.stores.reminders, "delete_for_patient", crash)  # after each account is closed
     for patient in (first, second):
         assert client.post(f"/api/v1/patients/{patient.id}/closure", headers=patient.headers,
                            json=closing).status_code == 500

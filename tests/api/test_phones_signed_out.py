@@ -1,0 +1,77 @@
+"""A phone whose session ended stops receiving the person's notifications.
+
+Each install's push token is registered under the API session (token family) that registered it. When that
+session ends (signing out, a replayed refresh token), so does the phone's registration; a password change,
+an admin's reset code or a deactivation ends every session, and with them every phone but the one that changed
+the password. A stolen phone left signed in therefore stops getting "your 08:00 session is ready" or a
+caregiver's alerts the moment its owner changes the password, not 60 days later when its token goes stale.
+"""
+
+from __future__ import annotations
+
+from tests.support.world import PASSWORD, login
+
+NEW_PASSWORD = "a completely new passphrase"
+
+
+def _signed_in_again(client, person):
+    return login(client, person.key, person.email, person.id, person.role)
+
+
+def _register(client, person, install: str) -> None:
+    assert client.put(f"/api/v1/me/push-tokens/{install}", headers=person.headers,
+                      json={"token": f"tok-{install}", "platform": "android"}).status_code == 200
+
+
+def _installs(db, person) -> list[str]:
+    return sorted(doc["install_id"] for doc in db.push_tokens.find({"user_id": person.id}))
+
+
+def test_signing_out_on_one_phone_forgets_that_phone_only(client, world, db):
+    on_a = world["patient_a"]
+    on_b = _signed_in_again(client, on_a)
+    _register(client, on_a, "phone-a")
+    _register(client, on_b, "phone-b")
+    assert client.post("/api/v1/auth/logout", headers=on_b.headers).status_code == 204
+    assert _installs(db, on_a) == ["phone-a"]
+
+
+def test_a_password_change_forgets_every_other_phone_and_keeps_the_one_that_changed_it(client, world, db):
+    on_a = world["patient_a"]
+    stolen = _signed_in_again(client, on_a)
+    _register(client, on_a, "phone-a")
+    _register(client, stolen, "stolen-phone")
+    changed = client.post("/api/v1/auth/password", headers=on_a.headers,
+                          json={"current_password": PASSWORD, "new_password": NEW_PASSWORD})
+    assert changed.status_code == 200
+    assert _installs(db, on_a) == ["phone-a"]
+    # The phone that changed it goes on under its new session: signing out there forgets it too.
+    assert client.post("/api/v1/auth/logout",
+                       headers={"Authorization": f"Bearer {changed.json['access_token']}"}).status_code == 204
+    assert _installs(db, on_a) == []
+
+
+def test_an_admins_reset_code_and_a_deactivation_forget_every_phone(client, world, db):
+    admin, patient, caregiver = world["admin"], world["patient_a"], world["caregiver_linked"]
+    _register(client, patient, "phone-a")
+    _register(client, caregiver, "cara-phone")
+    code = client.post(f"/api/v1/admin/users/{patient.id}/password-reset", headers=admin.headers).json["code"]
+    assert client.post("/api/v1/auth/password-reset", json={"email": patient.email, "code": code,
+                                                             "new_password": NEW_PASSWORD}).status_code == 204
+    assert _installs(db, patient) == []
+    assert client.post(f"/api/v1/admin/users/{caregiver.id}/deactivation", headers=admin.headers,
+                       json={"reason": "lost phone"}).status_code == 200
+    assert _installs(db, caregiver) == []
+
+
+def test_a_replayed_refresh_token_forgets_the_phones_of_the_session_it_ended(client, world, db):
+    patient = world["patient_a"]
+    other = _signed_in_again(client, patient)
+    _register(client, patient, "phone-a")
+    _register(client, other, "phone-b")
+    first = client.post("/api/v1/auth/refresh", json={"refresh_token": other.refresh_token})
+    assert first.status_code == 200
+    assert client.post("/api/v1/auth/refresh", json={"refresh_token": first.json["refresh_token"]}).status_code == 200
+    # The first refresh token again, after its successor was used: a theft; the whole session ends.
+    assert client.post("/api/v1/auth/refresh", json={"refresh_token": other.refresh_token}).status_code == 401
+    assert _installs(db, patient) == ["phone-a"]
