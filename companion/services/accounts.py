@@ -11,6 +11,7 @@ import hmac
 import logging
 import re
 import secrets
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import pyotp
@@ -165,14 +166,13 @@ class Accounts:
         email = normalise_email(email)
         subject = email_digest(email)
         self.throttle.check("code", address=address, account=f"{SIGNUP}:{subject}")
-        taken = self._take_code(SIGNUP, subject, code)
+        # The code is spent only with the password the pending sign-up holds: a typo leaves it for a retry.
+        taken = self._take_code(SIGNUP, subject, code,
+                                if_also=lambda live: self.passwords.matches(live["payload"]["password_hash"], password))
         if taken is None:
             self.throttle.failed("code", address=address, account=f"{SIGNUP}:{subject}")
             raise Unauthorized(BAD_CODE)
         payload = taken["payload"]
-        if not self.passwords.matches(payload["password_hash"], password):
-            self.throttle.failed("code", address=address, account=f"{SIGNUP}:{subject}")
-            raise Unauthorized(BAD_CODE)
         try:
             return self._create(email=payload["email"], password_hash=payload["password_hash"],
                                 display_name=payload["display_name"], role=payload["role"],
@@ -183,9 +183,14 @@ class Accounts:
     def _code_hash(self, code: str) -> str:
         return hmac.new(self.s.secret_key.encode(), normalise_code(code).encode(), hashlib.sha256).hexdigest()
 
-    def _take_code(self, purpose: str, subject: str, code: str) -> dict | None:
+    def _take_code(self, purpose: str, subject: str, code: str,
+                   if_also: Callable[[dict], bool] | None = None) -> dict | None:
+        """Spend the live code of ``purpose`` for ``subject`` if it is ``code`` (and ``if_also`` accepts the
+        stored code); None, and the code kept, otherwise."""
         live = self.codes.live(purpose, subject, self.clock())
         if live is None or not hmac.compare_digest(live["code_hash"], self._code_hash(code)):
+            return None
+        if if_also is not None and not if_also(live):
             return None
         return self.codes.use(purpose, subject, live["code_hash"])
 

@@ -36,6 +36,21 @@ def test_signup_then_login_reads_own_account(client):
     assert me.json["email"] == "pat@example.org" and me.json["time_zone"] == "Europe/London"
 
 
+def test_a_mistyped_password_at_confirmation_leaves_the_code_for_the_right_one(client):
+    """The code is spent only by a confirmation that makes the account: a typo in the password is refused
+    (and counted, like a wrong code) but the person can try again with the code they were sent."""
+    mailbox = Mailbox(client.application.extensions["companion"].settings.mail_dir)
+    assert client.post("/api/v1/auth/signup", json={"email": "pat@example.org", "password": PASSWORD,
+                                                    "display_name": "Pat", "role": "patient",
+                                                    "time_zone": "Europe/London"}).status_code == 202
+    confirm = {"email": "pat@example.org", "code": mailbox.last_code("pat@example.org"), "password": PASSWORD}
+    typo = client.post("/api/v1/auth/signup/confirm", json={**confirm, "password": PASSWORD + "x"})
+    assert typo.status_code == 401
+    made = client.post("/api/v1/auth/signup/confirm", json=confirm)
+    assert made.status_code == 201, made.json
+    assert client.post("/api/v1/auth/signup/confirm", json=confirm).status_code == 401  # spent now
+
+
 def test_signup_cannot_choose_a_staff_role(client, db):
     response = client.post("/api/v1/auth/signup", json={"email": "pat@example.org", "password": PASSWORD,
                                                          "display_name": "Pat", "role": "clinician"})
