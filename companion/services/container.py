@@ -211,4 +211,5 @@ class Services:
     @cached_property
     def housekeeping(self) -> Housekeeping:
         return Housekeeping(self.stores, self.heartbeats, self.clock, sync_window=self.settings.sync_window,
-                            changes=self.changes, audit=self.audit, audit_retention=self.settings.audit_retention)
+                            changes=self.changes, audit=self.audit, audit_retention=self.settings.audit_retention,
+                            longest_session=max(self.settings.session_max, self.settings.staff_session_max))

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from companion.clock import Clock, now
-from companion.domain.access import Role
 from companion.domain.errors import Conflict, NotFound, ServiceUnavailable, Unauthorized
 from companion.domain.people import DEACTIVATED, Gateway, TensUnit
 from companion.services.patients import Profiles
@@ -91,8 +90,7 @@ class Gateways:
                 or not self._heard(gateway):
             self.throttle.failed("gateway_token", address=address, account=gateway_id)
             raise Unauthorized("unknown or revoked gateway")
-        tokens = self.tokens.start_session(gateway.id, Role.GATEWAY.value)
-        return {"access_token": tokens["access_token"], "expires_in": tokens["expires_in"]}
+        return self.tokens.start_gateway_session(gateway.id)
 
     def _heard(self, gateway: Gateway | None) -> bool:
         """Whether a gateway is heard: it is not revoked and its patient's account is active. Unauthorized-worthy

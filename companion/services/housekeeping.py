@@ -12,14 +12,17 @@ from companion.services.sync import Changes
 from companion.store.stores import Stores
 
 DEFAULT_SYNC_WINDOW = timedelta(days=90)
+GATEWAY_SESSION_KEPT = timedelta(days=1)  # a gateway's session serves one 15-minute access token
 PURGE_ROUNDS = 1000  # batches per collection and run; a backlog larger than that is finished by the next run
 
 
 class Housekeeping:
     def __init__(self, stores: Stores, heartbeats: Heartbeats, clock: Clock = now, *,
                  sync_window: timedelta = DEFAULT_SYNC_WINDOW, changes: Changes | None = None,
-                 audit: AuditTrail | None = None, audit_retention: timedelta = timedelta(days=2192)):
+                 audit: AuditTrail | None = None, audit_retention: timedelta = timedelta(days=2192),
+                 longest_session: timedelta = timedelta(days=30)):
         self.stores = stores
+        self.longest_session = longest_session
         self.clock = clock
         self.heartbeats = heartbeats
         self.sync_window = sync_window
@@ -37,6 +40,11 @@ class Housekeeping:
             "rate_events": self.stores.counters.delete_expired(),
             "idempotency_keys": self.stores.idempotency_keys.delete_expired(),
             "refresh_tokens": self.stores.token_families.delete_expired(older_than=timedelta(days=1)),
+            # A session can no longer be alive once its lifetime from its login is over (a gateway's: its one
+            # 15-minute access token); each is kept a day more.
+            "sessions": self.stores.token_families.delete_dead(
+                started_before=cutoff - self.longest_session - timedelta(days=1),
+                gateways_started_before=cutoff - GATEWAY_SESSION_KEPT),
             "pairing_codes": self.stores.pairing_codes.delete_expired(cutoff - timedelta(days=1)),
             "web_sessions": self.stores.web_sessions.purge_expired(cutoff),
             "one_time_codes": self.stores.one_time_codes.delete_expired(cutoff),

@@ -159,6 +159,15 @@ class TokenService:
             self.phones.move_session(user_id, replacing, family_id)
         return self._pair(user_id, role, family_id, started, secrets.token_urlsafe(32), issued=None, jti=None)
 
+    def start_gateway_session(self, gateway_id: str) -> dict:
+        """A gateway's session: one access token (15 minutes), no refresh token (it asks again with its
+        secret)."""
+        family_id = uuid.uuid4().hex
+        started = to_millis(now())
+        self.families.start(family_id, gateway_id, Role.GATEWAY.value, started_at=started)
+        return {"access_token": self.access_token(gateway_id, Role.GATEWAY.value, family_id, started),
+                "expires_in": self.s.access_token_ttl_s}
+
     def _pair(self, user_id: str, role: str, family_id: str, started_at: datetime, refresh: str, *,
               issued: datetime | None, jti: str | None) -> dict:
         self.families.add_token(hash_token(refresh), family_id, user_id,

@@ -16,7 +16,8 @@ INDEXES = {
         IndexModel([("family_id", ASCENDING)], name="family"),
         IndexModel([("expires_at", ASCENDING)], name="expires"),
     ],
-    "token_families": [IndexModel([("user_id", ASCENDING)], name="user")],
+    "token_families": [IndexModel([("user_id", ASCENDING)], name="user"),
+                       IndexModel([("created_at", ASCENDING)], name="started")],
 }
 
 
@@ -75,6 +76,13 @@ class TokenFamilies:
         """Forget a person's sign-in history (their record's retention ended)."""
         self.tokens.delete_many({"user_id": user_id})
         return self.families.delete_many({"user_id": user_id}).deleted_count
+
+    def delete_dead(self, *, started_before: datetime, gateways_started_before: datetime) -> int:
+        """Forget the sessions that can no longer be alive: every one started before ``started_before``, and
+        gateways' started before ``gateways_started_before``."""
+        gone = self.families.delete_many({"role": "gateway", "created_at": {"$lt": gateways_started_before}})
+        return gone.deleted_count + self.families.delete_many(
+            {"created_at": {"$lt": started_before}}).deleted_count
 
     def delete_expired(self, older_than: timedelta = timedelta(0)) -> int:
         return self.tokens.delete_many({"expires_at": {"$lt": now() - older_than}}).deleted_count
