@@ -94,7 +94,8 @@ STEPS: dict[str, Step] = {s.name: s for s in (
          known_addresses_exempt=True),
     # TOTP codes (the password is already proven): 3 free mistakes, then 2 s, 4 s, ... up to 5 minutes.
     Step("totp", Limit(60, MINUTE), None, Backoff(3, QUARTER, 2, 300)),
-    # Refresh tokens are unguessable; a client presenting unknown ones waits.
+    # Refresh tokens are unguessable (the rate per address bounds a flood); a client repeating one that is
+    # refused waits, per token and address (the "account" is the token's digest): many patients share an address.
     Step("refresh", Limit(120, MINUTE), Backoff(10, QUARTER, 1, 300)),
     # Pairing codes (8 characters of 32): per address only, since a guesser names no patient.
     Step("pairing", Limit(20, MINUTE), Backoff(5, QUARTER, 2, 900)),

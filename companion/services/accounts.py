@@ -315,12 +315,15 @@ class Accounts:
         return self.tokens.start_session(user.id, user.role.value, started_at=checked_at)
 
     def refresh(self, refresh_token: str, *, address: str) -> dict:
-        """Rotate a refresh token (companion.services.tokens) under the refresh throttle."""
-        self.throttle.check("refresh", address=address)
+        """Rotate a refresh token (companion.services.tokens) under the refresh throttle: a client repeating a
+        token that is refused waits, kept per token and address (many patients share a clinic's or a carrier's
+        address, and one's dead session must not hold back the others' refreshes)."""
+        token_key = hashlib.sha256(refresh_token.encode()).hexdigest()[:32]
+        self.throttle.check("refresh", address=address, account=token_key)
         try:
             pair = self.tokens.refresh(refresh_token)
         except Unauthorized:
-            self.throttle.failed("refresh", address=address)
+            self.throttle.failed("refresh", address=address, account=token_key)
             raise
         # The account must still accept the session (a session whose password check straddled a change of
         # password is older than the change): otherwise it ends here rather than renewing itself.
