@@ -182,6 +182,20 @@ class PasswordResetCode(MethodView):
         return {"code": code, "expires_at": expires_at}
 
 
+@blp.route("/admin/users/<user_id>/mfa")
+class Authenticator(MethodView):
+    @allow(Role.ADMIN)
+    @blp.response(200, AccountSchema)
+    @blp.alt_response(409, response="CONFLICT", description="an admin cannot clear their own authenticator")
+    @blp.doc(operationId="clear_authenticator")
+    def delete(self, user_id):
+        """Clear the account's authenticator (TOTP), when its owner lost the phone that held it: every session
+        of the account ends, and its owner enrols a new one at the next sign-in (required for staff where
+        `COMPANION_STAFF_MFA=required`). Check who is asking before doing this: it is the second factor."""
+        _note_account(user_id, "U")
+        return services().accounts.clear_mfa(user_id, by=current_actor().id)
+
+
 @blp.route("/admin/teams")
 class Teams(MethodView):
     @allow(Role.ADMIN)

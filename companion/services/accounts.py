@@ -358,6 +358,23 @@ class Accounts:
         self.web_sessions.end_for_user(user_id)
         return user
 
+    def clear_mfa(self, user_id: str, *, by: str) -> Account:
+        """An admin clears an account's authenticator (its owner lost the phone that held it): every session
+        ends, as after a password change, and the next sign-in enrols a new one. Not one's own: a second
+        factor is cleared by another admin."""
+        if user_id == by:
+            raise Conflict("an admin cannot clear their own authenticator")
+        user = self.users.by_id(user_id)
+        if user is None or user.status == "closed":
+            raise NotFound("no such account")
+        user = self.users.clear_mfa(user_id, to_millis(self.clock()))
+        if user is None:
+            raise NotFound("no such account")
+        self.tokens.end_every_session(user_id, "authenticator cleared")
+        self.web_sessions.end_for_user(user_id)
+        log.info("authenticator cleared", extra={"account_id": user_id})
+        return user
+
     def issue_password_reset(self, user_id: str) -> tuple[str, datetime]:
         """An admin issues a one-time reset code for an account (handed to its owner in person or by phone;
         there is no reset by email link). Valid 24 hours; issuing another replaces it."""

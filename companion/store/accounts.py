@@ -156,6 +156,13 @@ class Users:
                                      {"$set": {"mfa.enabled": True}})
         return result.modified_count == 1
 
+    def clear_mfa(self, user_id: str, at: datetime) -> Account | None:
+        """Forget the account's TOTP secret (its owner lost it), and in the same write the instant every older
+        session stops being accepted, as a new password does."""
+        return account_of(self.col.find_one_and_update(
+            {"_id": user_id}, {"$set": {"mfa": {"enabled": False}, "credentials_changed_at": at}},
+            return_document=ReturnDocument.AFTER))
+
     def claim_totp_step(self, user_id: str, step: int) -> bool:
         """Use a TOTP time step once: True only for the first use of a step later than every step used.
 

@@ -4,6 +4,8 @@ account's state on every request, so the next request after any of these is refu
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from tests.support.records import session_record
 from tests.support.world import PASSWORD, login
 
@@ -245,3 +247,31 @@ def test_a_refused_session_is_audited_under_the_account_or_gateway_it_belongs_to
     assert client.get(f"/api/v1/patients/{patient.id}", headers={"Authorization": "Bearer x.y.z"}).status_code == 401
     forged = db.audit_events.find_one({"patient_ids": patient.id, "status": 401, "actor_id": None})
     assert forged is not None and forged["actor_role"] == "anonymous"
+
+
+def test_an_admin_clears_a_lost_authenticator_and_its_owner_enrols_a_new_one_at_the_next_sign_in(client, world,
+                                                                                                 services, db):
+    """A clinician with a new phone has lost their TOTP secret: an admin clears it (audited against the
+    account; every session ends, as after a password change) and the next sign-in goes through enrolment."""
+    import pyotp
+
+    admin, clinician = world["admin"], world["clinician_team"]
+    mfa_token = services.tokens.mfa_token(clinician.id, "clinician", password_checked_at=datetime.now(UTC))
+    secret = client.post("/api/v1/auth/mfa/enrol", json={"mfa_token": mfa_token}).json["secret"]
+    assert client.post("/api/v1/auth/mfa/confirm", json={"mfa_token": mfa_token,
+                                                         "code": pyotp.TOTP(secret).now()}).status_code == 200
+    signing_in = client.post("/api/v1/auth/login", json={"email": clinician.email, "password": PASSWORD}).json
+    assert signing_in["mfa_required"] is True and signing_in.get("mfa_enrolled", True) is True
+    assert client.delete(f"/api/v1/admin/users/{admin.id}/mfa", headers=admin.headers).status_code == 409
+
+    cleared = client.delete(f"/api/v1/admin/users/{clinician.id}/mfa", headers=admin.headers)
+    assert cleared.status_code == 200, cleared.json
+    assert _me(client, clinician).status_code == 401  # every session ended
+    assert client.post("/api/v1/auth/mfa", json={"mfa_token": signing_in["mfa_token"],
+                                                 "code": pyotp.TOTP(secret).now()}).status_code == 401
+    assert db.audit_events.count_documents({"route": "/api/v1/admin/users/<user_id>/mfa",
+                                            "resource_ids": clinician.id, "outcome": "success"}) == 1
+    again = client.post("/api/v1/auth/login", json={"email": clinician.email, "password": PASSWORD}).json
+    assert "access_token" in again or again.get("mfa_enrolled") is False  # enrolment, not the lost code
+    assert client.delete("/api/v1/admin/users/000000000000000000000000/mfa",
+                         headers=admin.headers).status_code == 404
