@@ -236,7 +236,14 @@ def run_until_asked(scheduler, stopping: threading.Event) -> None:
 
     stopper = threading.Thread(target=shut_down_when_asked, name="worker-stop", daemon=True)
     stopper.start()
-    scheduler.start()
+    try:
+        scheduler.start()
+    except Exception:
+        # APScheduler's loop can trip over the shutdown it races (a one-off job it is removing when the state
+        # turns to stopped: JobLookupError); asked to stop, that is no reason to let go before the jobs end.
+        if not stopping.is_set():
+            raise
+        logger.debug("the scheduler's loop ended with an error while stopping", exc_info=True)
     if stopping.is_set():
         stopper.join()
 
