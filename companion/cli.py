@@ -31,6 +31,7 @@ from companion.logs import configure_logging
 from companion.settings import EXIT_BAD_SETTING, SettingError, load_settings
 
 EXIT_FAILED = 1
+EXIT_USAGE = 2  # as argparse's own
 EXIT_UNAVAILABLE = 69
 EXIT_INTERRUPTED = 130
 
@@ -129,18 +130,29 @@ def seed_demo(args) -> int:
     return 0
 
 
+def _days_of_history(value: str) -> int:
+    days = int(value) if value.strip().lstrip("-").isdigit() else None
+    if days is None or not 1 <= days <= 365:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of days from 1 to 365")
+    return days
+
+
 def audit_verify(args) -> int:
     """Walk every audit chain (keyed hashes) and check each against its latest anchor; exit 1 and list the
     breaks (events changed, removed or re-linked; chains cut short or deleted; anchors altered) and the writes
     whose outcome was never recorded."""
     from pathlib import Path
 
-    services = _services()
     lines = None
-    if args.anchors:
+    if args.anchors:  # read first: a wrong path is the operator's to fix, before any database work
         lines = []
         for path in args.anchors:
-            lines += Path(path).read_text(errors="replace").splitlines()
+            try:
+                lines += Path(path).read_text(errors="replace").splitlines()
+            except OSError as exc:
+                raise CommandFailed(f"cannot read the anchors in {path}: {exc.strerror or type(exc).__name__}",
+                                    EXIT_USAGE) from None
+    services = _services()
     print("reading every audit event and checking each chain's hashes...", file=sys.stderr, flush=True)
     result = services.audit.verify(anchor_lines=lines)
     anchors = result["anchors"]
@@ -236,7 +248,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--role", required=True, choices=["patient", "caregiver", "clinician", "admin"])
     p.add_argument("--time-zone", default="UTC")
     p = command("seed-demo", seed_demo)
-    p.add_argument("--days", type=int, default=28)
+    p.add_argument("--days", type=_days_of_history, default=28, help="days of history (1-365; default 28)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p = command("audit-verify", audit_verify)
     p.add_argument("--anchors", action="append", metavar="FILE",

@@ -157,3 +157,22 @@ def test_create_user_refuses_what_the_api_would_refuse_with_status_2(mongo_uri, 
     assert status == 2 and said in capsys.readouterr().err
     assert cli.main(["create-user", "--name", "Sam", "--role", "caregiver", "--email", "sam.carer@example.org",
                      "--time-zone", "Europe/London"]) == 0
+
+
+@pytest.mark.parametrize("days", ["-3", "0", "many"])
+def test_seed_demo_refuses_a_history_that_is_not_a_positive_number_of_days_with_status_2(days, capsys):
+    """A demo seeded with no history would be marked loaded, and a later correct run would then do nothing."""
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["seed-demo", "--days", days])
+    assert stopped.value.code == 2 and "--days" in capsys.readouterr().err
+
+
+def test_audit_verify_names_an_anchor_file_it_cannot_read_with_status_2(tmp_path, mongo_uri, db_name, monkeypatch,
+                                                                       capsys):
+    monkeypatch.setenv("MONGODB_URI", mongo_uri)
+    monkeypatch.setenv("MONGODB_DB", db_name)
+    missing = tmp_path / "no-such-anchors.log"
+    assert cli.main(["audit-verify", "--anchors", str(missing)]) == 2
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and said[0].startswith("companion audit-verify: cannot read the anchors in ")
+    assert str(missing) in said[0]
