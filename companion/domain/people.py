@@ -12,7 +12,7 @@ from typing import Any
 
 from companion.domain.access import CaregiverPermissions, Role
 from companion.domain.localtime import TimeZoneHistory
-from companion.domain.quiet_hours import QuietHours
+from companion.domain.quiet_hours import QuietHours, in_quiet_hours
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DEFAULT_CAREGIVER_ALERT_DELAY_MIN = 60
@@ -93,6 +93,13 @@ class Account:
         first = moves[0].previous or moves[0].zone
         return TimeZoneHistory.of([(EPOCH, first)] + [(m.effective_from, m.zone) for m in moves
                                                      if m.effective_from > EPOCH])
+
+    def quiet_at(self, at: datetime) -> bool:
+        """Whether the instant ``at`` falls in this person's quiet hours on the clock they lived by then (after a
+        move, the new zone's: their night is where they are)."""
+        if self.quiet_hours is None:
+            return False
+        return in_quiet_hours(at.astimezone(self.zone_history().zone_at(at)).time(), self.quiet_hours)
 
     def alert_delay_min(self, default: int = DEFAULT_CAREGIVER_ALERT_DELAY_MIN) -> int:
         """Minutes after a missed TENS session before caregivers hear of it (the patient's choice, if any)."""

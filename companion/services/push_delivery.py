@@ -35,7 +35,7 @@ from datetime import datetime, timedelta
 from companion.clock import Clock, now
 from companion.domain.notifications import ignores_quiet_hours
 from companion.domain.people import Account
-from companion.domain.quiet_hours import in_quiet_hours, next_allowed
+from companion.domain.quiet_hours import next_allowed
 from companion.notify.push import Address, Outcome, PushItem, PushResult, PushSender
 from companion.services.notifications import DeliveryConsent
 from companion.services.telemetry import NoTelemetry, Telemetry
@@ -79,15 +79,10 @@ def retried_outside_quiet_hours(doc: dict, settlement: Settlement, recipient: Ac
     if settlement.state != SCHEDULED or recipient is None or recipient.quiet_hours is None \
             or ignores_quiet_hours(doc["kind"], doc["source_key"]):
         return settlement
-    history, quiet = recipient.zone_history(), recipient.quiet_hours
-
-    def in_them(at: datetime) -> bool:
-        return in_quiet_hours(at.astimezone(history.zone_at(at)).time(), quiet)
-
     retry_at = settlement.not_before
-    if retry_at is None or in_them(doc["not_before"]) or not in_them(retry_at):
+    if retry_at is None or recipient.quiet_at(doc["not_before"]) or not recipient.quiet_at(retry_at):
         return settlement
-    after = next_allowed(retry_at, history.zone_at(retry_at), quiet)
+    after = next_allowed(retry_at, recipient.zone_history().zone_at(retry_at), recipient.quiet_hours)
     if after >= doc["expires_at"]:
         return replace(settlement, state=EXPIRED, not_before=None)
     return replace(settlement, not_before=after)

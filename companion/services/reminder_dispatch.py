@@ -104,13 +104,10 @@ def snooze_push(occurrence: dict) -> PlannedPush | None:
 LAST_MINUTE = timedelta(minutes=1)
 
 
-def _in_their_quiet_hours(at: datetime, occurrence: dict, patient: Account | None) -> bool:
+def _in_their_quiet_hours(at: datetime, patient: Account | None) -> bool:
     """Whether ``at`` falls in the patient's quiet hours on the clock they live by then (after a move, the new
     one: an occurrence still open keeps the zone it was due in, the patient's night is where they are)."""
-    if patient is None:
-        return False
-    zone = patient.zone_history().zone_at(at) if patient.time_zone else ZoneInfo(occurrence["zone"])
-    return in_quiet_hours(at.astimezone(zone).time(), patient.quiet_hours)
+    return patient is not None and patient.quiet_at(at)
 
 
 def repeats_of(reminder: dict | None) -> Repeats:
@@ -260,7 +257,7 @@ class ReminderDispatch:
             return set(spread)
         people = {a.id: a for a in self.stores.users.by_ids({o["patient_id"] for o, _, _ in late.values()})}
         return set(spread) - {key for key, (o, p, offset) in late.items()
-                              if _in_their_quiet_hours(p.send_at + offset, o, people.get(o["patient_id"]))}
+                              if _in_their_quiet_hours(p.send_at + offset, people.get(o["patient_id"]))}
 
     def _without_nudges_in_quiet_hours(self, due: list[tuple[dict, list[PlannedPush]]]
                                        ) -> list[tuple[dict, list[PlannedPush]]]:
@@ -271,7 +268,7 @@ class ReminderDispatch:
             return due
         people = {a.id: a for a in self.stores.users.by_ids(nudging)}
         kept = [(o, [p for p in pushes if ":repeat:" not in p.source_key
-                     or not _in_their_quiet_hours(p.send_at, o, people.get(o["patient_id"]))]) for o, pushes in due]
+                     or not _in_their_quiet_hours(p.send_at, people.get(o["patient_id"]))]) for o, pushes in due]
         return [(o, pushes) for o, pushes in kept if pushes]
 
     def _outside_quiet_hours(self, planned: list[tuple[dict, PlannedPush]]) -> list[tuple[dict, PlannedPush]]:
@@ -282,7 +279,7 @@ class ReminderDispatch:
         if not again:
             return planned
         people = {a.id: a for a in self.stores.users.by_ids({o["patient_id"] for o, _ in again})}
-        held = {id(p) for o, p in again if _in_their_quiet_hours(p.send_at, o, people.get(o["patient_id"]))}
+        held = {id(p) for o, p in again if _in_their_quiet_hours(p.send_at, people.get(o["patient_id"]))}
         return [(o, p) for o, p in planned if id(p) not in held]
 
     def mark_missed(self) -> MissedResult:
