@@ -106,7 +106,9 @@ class WeekDaySchema(Schema):
         every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
 
     date = fields.String()
-    covered = fields.Boolean(allow_none=True)
+    covered = fields.Boolean(allow_none=True, metadata={
+        "description": "whether the day's TENS plan was met; null for a day with no plan, a day still to come, "
+                       "and today until it is met (in progress, not missed)"})
     tens_minutes = fields.Float()
     tens_minutes_target = fields.Float()
     mindfulness_minutes = fields.Float()

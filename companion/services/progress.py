@@ -64,6 +64,13 @@ def _adherence_by_day(facts: PatientFacts, history, days: list[date]) -> dict[da
 
 
 
+def _verdict(covered: bool | None, day: date, today: date) -> bool | None:
+    """A day's covered / not covered in the week view: past days as they ended, today only once covered."""
+    if day < today or (day == today and covered):
+        return covered
+    return None
+
+
 def _day_line(day: date, adherence: DayAdherence, covered: bool | None, facts: PatientFacts, history) -> dict:
     occurrences = [o for o in facts.occurrences if o["local_date"] == day.isoformat()]
     scores = [e["nrs"] for e in facts.pain if local_date(e["recorded_at"], history) == day]
@@ -204,8 +211,9 @@ class Progress:
         facts.pain = [e for e in facts.pain if local_date(e["recorded_at"], history) in in_week]
         adherence = _adherence_by_day(facts, history, days)
         today_here = local_date(current, history)
-        # Days still to come have a plan but no verdict yet: they count neither way.
-        covered = {d: is_covered(a) if d <= today_here else None for d, a in adherence.items()}
+        # Days still to come have a plan but no verdict yet: they count neither way; nor does today until it is
+        # covered (at noon, half done, it is in progress, not "not covered").
+        covered = {d: _verdict(is_covered(a), d, today_here) for d, a in adherence.items()}
         summary = weekly_summary(covered, facts.events(), facts.pain_entries(), history)
         totals = next((s for s in summary if (s.iso_year, s.iso_week) == monday.isocalendar()[:2]), None)
         return {
