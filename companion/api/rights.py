@@ -9,23 +9,42 @@ from datetime import date, datetime
 from flask import Response
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from companion.api.admin import ClosureSchema, KeptSchema
 from companion.domain.access import Operation, Role
 from companion.http import auditing, services
-from companion.http.paging import LINK_HEADER, next_field, next_link
+from companion.http.paging import (
+    LINK_HEADER,
+    cursor_field,
+    decode_cursor,
+    encode_cursor,
+    next_field,
+    next_link,
+    not_ours,
+)
 from companion.http.schemas import StrictSchema
 from companion.http.security import allow, client_address, require_patient
 from companion.services.lifecycle import closure_statement
 
 blp = Blueprint("rights", __name__, url_prefix="/api/v1/patients", description="The patient's rights over their record")
+ACCESS_LOG_START_RULE = "either 'cursor' (from a `next` link) or 'before', not both"
 
 
 class AccessLogArgs(StrictSchema):
+    class Meta:
+        rules = ACCESS_LOG_START_RULE
+
+    cursor = cursor_field()
     before = fields.AwareDateTime(load_default=None, metadata={
-        "description": "events before this instant; the `next` link of the previous page sets it"})
+        "description": "events before this instant (kept for clients written before `next`: paging by it can miss "
+                       f"events of the same millisecond; follow `next`); {ACCESS_LOG_START_RULE}"})
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+
+    @validates_schema
+    def one_place_to_start(self, data, **kwargs):
+        if data.get("cursor") and data.get("before"):
+            raise ValidationError(ACCESS_LOG_START_RULE, "cursor")
 
 
 class AccessEventSchema(Schema):
@@ -47,7 +66,7 @@ class AccessLogSchema(Schema):
     next = next_field()
     next_before = fields.DateTime(allow_none=True, metadata={
         "description": "the `before` of the following page, null on the last (kept for clients written before "
-                       "`next`)"})
+                       "`next`: paging by it can miss events of the same millisecond)"})
 
 
 class ClosureStatementSchema(Schema):
@@ -79,13 +98,28 @@ class AccessLog(MethodView):
         """Who accessed the patient's data, newest first: every recorded access by anyone but the patient
         (care team, caregivers, emergency access, gateways, admins), refused attempts included."""
         require_patient(patient_id, Operation.MANAGE)
-        found = services().rights.access_log(patient_id, before=args["before"], limit=args["limit"] + 1)
-        items = found[:args["limit"]]
+        after = _access_log_position(args["cursor"]) if args["cursor"] else None
+        items, last = services().rights.access_log(patient_id, before=args["before"], after=after,
+                                                   limit=args["limit"])
         auditing.note(patient_ids=[patient_id], resource="audit_event", action="R")
-        if len(found) <= args["limit"]:
+        if last is None:
             return {"items": items, "next": None, "next_before": None}
-        before = items[-1]["at"]
-        return {"items": items, "next": next_link(before=before.isoformat()), "next_before": before}
+        at, chain_id, seq = last
+        cursor = encode_cursor({"at": at.isoformat(), "c": chain_id, "s": seq})
+        return {"items": items, "next": next_link(cursor=cursor, before=None), "next_before": at}
+
+
+def _access_log_position(cursor: str) -> tuple[datetime, str, int]:
+    """The (at, chain, seq) an access log's cursor names; one this API did not make is a 422."""
+    value = decode_cursor(cursor)
+    try:
+        at = datetime.fromisoformat(value["at"])
+        chain_id, seq = value["c"], value["s"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise not_ours() from exc
+    if at.tzinfo is None or not isinstance(chain_id, str) or not isinstance(seq, int):
+        raise not_ours()
+    return at, chain_id, seq
 
 
 @blp.route("/<patient_id>/data-export")

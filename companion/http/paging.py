@@ -9,7 +9,7 @@ How a route continues is its own business, and the cursor is opaque:
 
 - change feeds continue from ``next_cursor`` (they also keep ``has_more`` for clients written before
   ``next``);
-- keyset lists (the access log) continue before the last item they answered;
+- keyset lists (the access log) continue after the last item they answered, in an order without ties;
 - the other lists continue at a position in the same query (:func:`offset_page`): a page is read as the data
   stands when it is asked for, so an item written between two pages may shift the next one by a place.
   Apps that keep a copy use the change feeds, which never skip a change.
@@ -67,25 +67,37 @@ def next_link(**replace: object) -> str:
     return link
 
 
+def encode_cursor(value: dict) -> str:
+    """An opaque cursor holding ``value`` (JSON): the client hands it back, never reads it."""
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> dict:
+    """What a cursor made by :func:`encode_cursor` holds; a cursor this API did not make is a 422."""
+    try:
+        value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise not_ours() from exc
+    if not isinstance(value, dict):
+        raise not_ours()
+    return value
+
+
 def encode_position(offset: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"o": offset}).encode()).decode().rstrip("=")
+    return encode_cursor({"o": offset})
 
 
 def decode_position(cursor: str | None) -> int:
     """The offset a positional cursor names (0 without one); a cursor this API did not make is a 422."""
     if not cursor:
         return 0
-    try:
-        value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        offset = value["o"]
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise _not_ours() from exc
+    offset = decode_cursor(cursor).get("o")
     if not isinstance(offset, int) or not 0 <= offset <= 100_000:
-        raise _not_ours()
+        raise not_ours()
     return offset
 
 
-def _not_ours() -> Invalid:
+def not_ours() -> Invalid:
     return Invalid("not a cursor this API made; follow a `next` link",
                    errors={"query": {"cursor": ["not a cursor this API made"]}})
 

@@ -17,6 +17,7 @@ from companion.domain.people import Account
 from companion.services.care import Care
 from companion.services.review import PatientReview
 from companion.settings import Settings
+from companion.store.audit import EventPosition
 from companion.store.relationships import permissions_doc
 from companion.store.stores import Stores
 
@@ -49,15 +50,20 @@ class PatientRights:
         self.care = care
         self.clock = clock
 
-    def access_log(self, patient_id: str, *, before: datetime | None, limit: int) -> list[dict]:
+    def access_log(self, patient_id: str, *, limit: int, before: datetime | None = None,
+                   after: EventPosition | None = None) -> tuple[list[dict], EventPosition | None]:
         """Who accessed the patient's data, newest first: every audit event about them by anyone but themselves
-        (care team, caregivers, emergency access, gateways, admins), denials included."""
-        events = self.stores.audit_events.about_patient(patient_id, before=before, limit=limit,
+        (care team, caregivers, emergency access, gateways, admins), denials included. At most ``limit``, those
+        before an instant or after a position; with the position of the last one answered while more follow."""
+        events = self.stores.audit_events.about_patient(patient_id, before=before, after=after, limit=limit + 1,
                                                         excluding_actor=patient_id)
+        events, more = events[:limit], len(events) > limit
         names = self.stores.users.names(e["actor_id"] for e in events if e.get("actor_id"))
         gateways = {g.id: g.name for g in self.stores.gateways.for_patient(patient_id)}
-        return [{**{k: e.get(k) for k in ACCESS_FIELDS},
-                 "actor_name": names.get(e.get("actor_id")) or gateways.get(e.get("actor_id"))} for e in events]
+        items = [{**{k: e.get(k) for k in ACCESS_FIELDS},
+                  "actor_name": names.get(e.get("actor_id")) or gateways.get(e.get("actor_id"))} for e in events]
+        last = events[-1] if more else None
+        return items, (last["at"], last["chain_id"], last["seq"]) if last else None
 
     def export(self, patient: Account) -> dict:
         """Everything held about the patient, as one JSON document."""
@@ -67,7 +73,7 @@ class PatientRights:
         review = PatientReview(self.stores, patient, at=at, rows=DOWNLOAD_ROWS)
         pid = patient.id
         stores = self.stores
-        access = self.access_log(pid, before=None, limit=ACCESS_LOG_EXPORTED)
+        access, more_access = self.access_log(pid, limit=ACCESS_LOG_EXPORTED)
         emergency = [{"clinician_name": name, **grant} for grant, name in self._emergency(pid)]
         records = {
             "tens_sessions": stores.session_records.every_one_of(pid, DOWNLOAD_ROWS),
@@ -118,7 +124,7 @@ class PatientRights:
             # Whether every kind of record above came whole (each is read up to DOWNLOAD_ROWS).
             "records_complete": all(len(rows) < DOWNLOAD_ROWS for rows in records.values()),
             "access_log": access,
-            "access_log_complete": len(access) < ACCESS_LOG_EXPORTED,
+            "access_log_complete": more_access is None,
             "also_available": {"fhir": f"/api/v1/patients/{pid}/exports/fhir?days=366",
                                "csv": f"/api/v1/patients/{pid}/exports/csv?days=366"},
         }

@@ -14,14 +14,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime
 
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
+
+# Where an event stands in a patient's access history: (at, chain_id, seq), unique by the chain_seq index.
+EventPosition = tuple[datetime, str, int]
 
 INDEXES = {
     "audit_events": [
         IndexModel([("chain_id", ASCENDING), ("seq", ASCENDING)], unique=True, name="chain_seq"),
-        IndexModel([("patient_ids", ASCENDING), ("at", ASCENDING)], name="patient_time"),
+        # (chain_id, seq) after the instant: events written together share their millisecond, and the access
+        # log pages by (at, chain_id, seq), read in this index's order.
+        IndexModel([("patient_ids", ASCENDING), ("at", ASCENDING), ("chain_id", ASCENDING), ("seq", ASCENDING)],
+                   name="patient_time"),
         IndexModel([("request_id", ASCENDING)], name="request"),
         IndexModel([("at", ASCENDING)], name="time"),
     ],
@@ -50,15 +56,22 @@ class AuditEvents:
     def for_patient(self, patient_id: str, limit: int = 100) -> list[dict]:
         return list(self.col.find({"patient_ids": patient_id}).sort("at", -1).limit(limit))
 
-    def about_patient(self, patient_id: str, *, before: datetime | None, limit: int,
-                      excluding_actor: str | None = None) -> list[dict]:
-        """Events about a patient before an instant (any, when None), newest first, leaving out one actor's."""
+    def about_patient(self, patient_id: str, *, limit: int, before: datetime | None = None,
+                      after: EventPosition | None = None, excluding_actor: str | None = None) -> list[dict]:
+        """Events about a patient, newest first (those of one instant by chain and seq, descending), leaving out
+        one actor's: those before an instant, or those after a position in this order (all, with neither)."""
         query: dict = {"patient_ids": patient_id}
         if before is not None:
             query["at"] = {"$lt": before}
+        if after is not None:
+            at, chain_id, seq = after
+            query["at"] = {"$lte": at}
+            query["$or"] = [{"at": {"$lt": at}}, {"chain_id": {"$lt": chain_id}},
+                            {"chain_id": chain_id, "seq": {"$lt": seq}}]
         if excluding_actor is not None:
             query["actor_id"] = {"$ne": excluding_actor}
-        return list(self.col.find(query).sort("at", -1).limit(limit))
+        return list(self.col.find(query).sort([("at", DESCENDING), ("chain_id", DESCENDING), ("seq", DESCENDING)])
+                    .limit(limit))
 
     def with_request_id(self, request_id: str) -> dict | None:
         return self.col.find_one({"request_id": request_id}, {"_id": 1})

@@ -49,6 +49,54 @@ def test_the_patient_sees_who_accessed_their_data_refusals_included(client, worl
                           headers=world[other].headers).status_code in (403, 404)
 
 
+def _access_log_pages(client, patient, first: str) -> list[list[dict]]:
+    pages, url = [], first
+    while url:
+        answer = client.get(url, headers=patient.headers)
+        assert answer.status_code == 200, answer.json
+        pages.append(answer.json["items"])
+        url = answer.json["next"]
+        assert len(pages) < 50
+    return pages
+
+
+def test_paging_the_access_log_skips_no_event_sharing_a_millisecond(client, world, services):
+    patient, clinician = world["patient_a"], world["clinician_team"]
+    # One group write: the events share one `at` (stamped to the millisecond), as concurrent requests' do.
+    services.audit.write([{"actor_id": clinician.id, "actor_role": "clinician", "action": "R",
+                           "resource_type": f"tie-{i}", "patient_ids": [patient.id], "outcome": "success"}
+                          for i in range(3)])
+    url = f"/api/v1/patients/{patient.id}/access-log"
+    whole = _access_log_pages(client, patient, url + "?limit=500")
+    paged = _access_log_pages(client, patient, url + "?limit=1")
+    assert len(whole) == 1
+    assert [e for page in paged for e in page] == whole[0]
+    assert sorted(e["resource_type"] for page in paged for e in page if e["resource_type"].startswith("tie-")) \
+        == ["tie-0", "tie-1", "tie-2"]
+
+
+def test_the_access_log_still_answers_a_before_instant(client, world, services):
+    patient, clinician = world["patient_a"], world["clinician_team"]
+    services.audit.write([{"actor_id": clinician.id, "actor_role": "clinician", "action": "R",
+                           "resource_type": "old", "patient_ids": [patient.id], "outcome": "success"}])
+    url = f"/api/v1/patients/{patient.id}/access-log"
+    newest = client.get(url, headers=patient.headers).json["items"][0]["at"]
+    before = client.get(url, headers=patient.headers,
+                        query_string={"before": (datetime.fromisoformat(newest) + timedelta(seconds=1)).isoformat()})
+    assert before.status_code == 200 and "old" in {e["resource_type"] for e in before.json["items"]}
+    assert client.get(url, headers=patient.headers, query_string={"before": "2000-01-01T00:00:00+00:00"}) \
+        .json["items"] == []
+
+
+def test_the_access_log_refuses_a_cursor_it_did_not_make(client, world):
+    patient = world["patient_a"]
+    url = f"/api/v1/patients/{patient.id}/access-log"
+    for cursor in ("not-a-cursor", "eyJvIjogMX0"):  # the second: an offset cursor of another list
+        assert client.get(url, headers=patient.headers, query_string={"cursor": cursor}).status_code == 422
+    both = {"cursor": "eyJvIjogMX0", "before": "2026-01-01T00:00:00+00:00"}
+    assert client.get(url, headers=patient.headers, query_string=both).status_code == 422
+
+
 def test_the_download_reaches_as_far_before_sign_up_as_the_app_may_report():
     assert timedelta(days=BACKDATED_DAYS) == OLDEST
 
