@@ -17,6 +17,7 @@ from companion.domain.access import (
     Role,
     delivery_refusal,
     notifications_visible_to,
+    visible_alert_kinds,
 )
 from companion.domain.errors import NotFound
 from companion.domain.notifications import snooze_key
@@ -148,6 +149,7 @@ class Notifications:
     def __init__(self, stores: Stores):
         self.tokens = stores.push_tokens
         self.outbox = stores.outbox
+        self.links = stores.care_links
         self.consent = DeliveryConsent(stores)
 
     def _still_consented(self, actor: Actor, items: list[dict]) -> list[dict]:
@@ -157,6 +159,8 @@ class Notifications:
         return self._shared_with_caregiver(items)
 
     def _shared_with_caregiver(self, items: list[dict]) -> list[dict]:
+        # The lists read only what is shared (by the consent kind recorded on each); this also judges those
+        # queued before the kind was recorded, by their alert's kind.
         hidden = self.consent.unconsented(items)
         return [item for item in items if item["_id"] not in hidden]
 
@@ -178,8 +182,12 @@ class Notifications:
 
     def sent_to(self, actor: Actor, limit: int) -> list[dict]:
         """The notifications sent to a person, newest first, with what each is about (a caregiver: only about
-        patients who still share them)."""
-        return _described(self._still_consented(actor, self.outbox.for_recipient(actor.id, limit=limit)))
+        patients who still share them, read as such so that ``limit`` of them come back while there are)."""
+        shared = None
+        if actor.role is Role.CAREGIVER:
+            shared = {link.patient_id: link.permissions.alerts for link in self.links.for_caregiver(actor.id)}
+        return _described(self._still_consented(actor, self.outbox.for_recipient(actor.id, limit=limit,
+                                                                                 shared=shared)))
 
     def patient_of(self, notification_id: str) -> str | None:
         """The patient a notification is about, whoever it was sent to (None for no such notification): whose
@@ -201,7 +209,8 @@ class Notifications:
         """Notifications sent about the patient, newest first (a caregiver sees only those sent to them, of the
         kinds the patient still shares with them)."""
         items = self.outbox.for_patient(grant.patient_id, since=since, until=until,
-                                        recipient_user_id=notifications_visible_to(grant, caller_id), limit=limit)
+                                        recipient_user_id=notifications_visible_to(grant, caller_id),
+                                        share_kinds=visible_alert_kinds(grant), limit=limit)
         if grant.relationship is Relationship.CAREGIVER:
             items = self._shared_with_caregiver(items)
         return _described(items)

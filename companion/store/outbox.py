@@ -28,7 +28,7 @@ notification to the next round, which any dispatcher may then claim: the notific
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -321,11 +321,15 @@ class Outbox:
 
     # Reading the history: what was sent about a patient, or to a person.
     def for_patient(self, patient_id: str, *, since: datetime | None = None, until: datetime | None = None,
-                    recipient_user_id: str | None = None, limit: int = HISTORY_LIMIT) -> list[dict]:
-        """Notifications about ``patient_id``, newest first (optionally only those sent to one person)."""
+                    recipient_user_id: str | None = None, share_kinds: Iterable[str] | None = None,
+                    limit: int = HISTORY_LIMIT) -> list[dict]:
+        """Notifications about ``patient_id``, newest first (optionally only those sent to one person, and only
+        those needing no consent kind or one of ``share_kinds``: what a caregiver is still shared)."""
         query: dict = {"patient_id": patient_id}
         if recipient_user_id is not None:
             query["recipient_user_id"] = recipient_user_id
+        if share_kinds is not None:
+            query["$or"] = [{"share_kind": {"$exists": False}}, {"share_kind": {"$in": sorted(share_kinds)}}]
         created: dict = {}
         if since is not None:
             created["$gte"] = since
@@ -335,10 +339,28 @@ class Outbox:
             query["created_at"] = created
         return list(self.col.find(query).sort("created_at", DESCENDING).limit(limit))
 
-    def for_recipient(self, recipient_user_id: str, limit: int = HISTORY_LIMIT) -> list[dict]:
-        """The notifications addressed to one person, newest first."""
-        return list(self.col.find({"recipient_user_id": recipient_user_id})
-                    .sort("created_at", DESCENDING).limit(min(limit, HISTORY_LIMIT)))
+    def for_recipient(self, recipient_user_id: str, limit: int = HISTORY_LIMIT, *,
+                      shared: Mapping[str, Iterable[str]] | None = None) -> list[dict]:
+        """The notifications addressed to one person, newest first. With ``shared`` (patient id: the consent
+        kinds each patient shares with them), only those about themselves, or about one of these patients and
+        needing no consent kind or one the patient shares."""
+        query: dict = {"recipient_user_id": recipient_user_id}
+        if shared is not None:
+            query["$or"] = _shared_with(recipient_user_id, shared)
+        return list(self.col.find(query).sort("created_at", DESCENDING).limit(min(limit, HISTORY_LIMIT)))
+
+
+def _shared_with(recipient_user_id: str, shared: Mapping[str, Iterable[str]]) -> list[dict]:
+    """The conditions of a recipient's notifications that ``shared`` covers (one per set of kinds shared)."""
+    patients_by_kinds: dict[tuple[str, ...], list[str]] = {}
+    for patient_id, kinds in shared.items():
+        patients_by_kinds.setdefault(tuple(sorted(kinds)), []).append(patient_id)
+    conditions: list[dict] = [{"patient_id": recipient_user_id}]
+    if shared:
+        conditions.append({"patient_id": {"$in": sorted(shared)}, "share_kind": {"$exists": False}})
+    conditions += [{"patient_id": {"$in": sorted(patients)}, "share_kind": {"$in": list(kinds)}}
+                   for kinds, patients in sorted(patients_by_kinds.items()) if kinds]
+    return conditions
 
 
 def _claim_id(doc: dict) -> str:
