@@ -231,6 +231,13 @@ class ResponderResult:
     interference_reduction: float | None = None
 
 
+def responder_windows(therapy_start_utc: datetime, as_of_utc: datetime) -> tuple[tuple[datetime, datetime], ...]:
+    """The periods the responder check compares, each [start, end): the baseline, from 14 days before the
+    therapy start to 7 days after it, and the recent, the 14 days up to ``as_of_utc``."""
+    return ((therapy_start_utc - timedelta(days=14), therapy_start_utc + timedelta(days=7)),
+            (as_of_utc - timedelta(days=14), as_of_utc))
+
+
 def responder_check(
     therapy_start_utc: datetime,
     as_of_utc: datetime,
@@ -241,14 +248,13 @@ def responder_check(
     """Compare baseline with recent pain after 60 days of therapy.
 
     Baseline: entries from 14 days before the therapy start to 7 days after it. Recent: the 14 days up
-    to ``as_of_utc``. A responder has mean NRS at least 30% lower, or mean BPI interference at least 2
+    to ``as_of_utc`` (:func:`responder_windows`). A responder has mean NRS at least 30% lower, or mean BPI interference at least 2
     points lower (interference needs one score in each window). Each pain window needs ``min_entries``
     entries, else the status is ``insufficient_data`` (unless interference alone shows a response).
     """
     if as_of_utc - therapy_start_utc < timedelta(days=RESPONDER_AFTER_DAYS):
         return ResponderResult(ResponderStatus.TOO_EARLY)
-    base_from, base_to = therapy_start_utc - timedelta(days=14), therapy_start_utc + timedelta(days=7)
-    recent_from = as_of_utc - timedelta(days=14)
+    (base_from, base_to), (recent_from, _) = responder_windows(therapy_start_utc, as_of_utc)
 
     def window(series, start, end):
         return [value for at, value in series if start <= at < end]

@@ -30,6 +30,7 @@ from companion.domain.adherence import (
     pdc_period_end,
     pdc_report,
     responder_check,
+    responder_windows,
 )
 from companion.domain.errors import Invalid, NotFound
 from companion.domain.localtime import TimeZoneHistory, day_span
@@ -175,8 +176,11 @@ class Adherence:
             return {"status": "no_plan"}
         start_date = (first.get("tens") or {}).get("start_date")
         started = datetime.combine(date.fromisoformat(start_date), time(0), UTC) if start_date else first["active_from"]
-        entries = self.stores.pain_entries.scores_between(patient_id, started - timedelta(days=14), at)
-        entries = [e for e in entries if e["recorded_at"] < at]
+        # Each window read apart (by _id: they overlap in the first weeks): one read from the baseline to now
+        # stopped at its row limit after a long diary, short of the recent weeks.
+        read = {e["_id"]: e for start, end in responder_windows(started, at)
+                for e in self.stores.pain_entries.scores_between(patient_id, start, end)}
+        entries = [e for e in read.values() if e["recorded_at"] < at]
         result = responder_check(started, at, [(e["recorded_at"], e["nrs"]) for e in entries],
                                  [(e["recorded_at"], e["bpi"]["interference_score"]) for e in entries
                                   if (e.get("bpi") or {}).get("interference_score") is not None])

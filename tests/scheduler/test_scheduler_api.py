@@ -135,6 +135,30 @@ def test_adherence_days_and_summary_are_served_from_the_snapshots(client, world,
     assert summary.json["responder"]["status"] == "no_plan"
 
 
+def test_the_responder_check_reads_the_recent_weeks_after_a_long_diary(client, world, db):
+    patient = world["patient_a"]
+    at = now()
+    started = datetime.combine(at.date() - timedelta(days=120), datetime.min.time(), UTC)
+    db.therapy_plans.insert_one({
+        "_id": "plan-long-diary", "patient_id": patient.id, "version": 1, "created_at": started,
+        "created_by": "clinician", "active_from": started, "active_to": None,
+        "tens": {"sessions_per_day": 1, "minutes_per_session": 30, "start_date": started.date().isoformat(),
+                 "counts_towards_adherence": True}, "medications": [], "mindfulness": {}})
+    # A rating every half hour from two weeks before the start until now: more than 5,000 of them, 6 at the
+    # start and 4 since (a third less).
+    first, step = started - timedelta(days=14), timedelta(minutes=30)
+    count = int((at - first) / step)
+    assert count > 5_000
+    db.pain_entries.insert_many([
+        {"_id": f"long-diary-{n}", "patient_id": patient.id, "client_entry_id": f"long-diary-{n}",
+         "recorded_at": first + n * step, "nrs": 6 if first + n * step < started + timedelta(days=7) else 4,
+         "deleted": False, "bpi": None} for n in range(count)])
+    summary = client.get(f"/api/v1/patients/{patient.id}/adherence/summary", headers=patient.headers)
+    assert summary.status_code == 200
+    responder = summary.json["responder"]
+    assert (responder["status"], responder["baseline_pain"], responder["recent_pain"]) == ("responder", 6, 4)
+
+
 def test_adherence_range_longer_than_a_year_is_refused(client, world):
     patient = world["patient_a"]
     response = client.get(f"/api/v1/patients/{patient.id}/adherence", headers=patient.headers,
