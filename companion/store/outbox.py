@@ -46,6 +46,7 @@ INDEXES = {
                    name="source_recipient_unique"),
         IndexModel([("state", ASCENDING), ("not_before", ASCENDING)], name="due"),
         IndexModel([("patient_id", ASCENDING), ("created_at", DESCENDING)], name="patient_history"),
+        IndexModel([("recipient_user_id", ASCENDING), ("created_at", DESCENDING)], name="recipient_history"),
     ],
     "push_claims": [IndexModel([("lease_until", ASCENDING)], name="lease_until")],
     "push_attempts": [IndexModel([("outbox_id", ASCENDING)], name="outbox")],

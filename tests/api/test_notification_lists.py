@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from tests.proof.test_database_server import is_ferretdb, plan_of
+
 ME = "/api/v1/me/notifications"
 
 
@@ -67,3 +69,17 @@ def test_a_patients_own_list_is_every_notification_sent_to_them(client, world, s
     mine = [_queue(services, db, source=f"reminder:r{i}:2026-12-01T08:00", recipient=patient.id,
                    patient=patient.id, kind="therapy_reminder", share_kind=None, minutes_ago=10 - i) for i in range(3)]
     assert _pages(client, patient.headers, ME + "?limit=2") == [mine[::-1][:2], mine[::-1][2:]]
+
+
+def test_a_persons_list_is_read_from_an_index(db):
+    """GET /me/notifications reads by recipient: without an index of its own that read went through the whole
+    outbox (every person's notifications)."""
+    db.push_outbox.insert_one({"_id": "probe", "recipient_user_id": "c", "patient_id": "p"})
+    mine = {"recipient_user_id": "c"}
+    shared = {**mine, "$or": [{"patient_id": "c"}, {"patient_id": {"$in": ["p"]}, "share_kind": {"$exists": False}}]}
+    for query in (mine, shared):
+        plan = plan_of(db, "push_outbox", query)
+        if is_ferretdb(db):
+            assert "USING INDEX" in plan, plan
+        else:
+            assert "COLLSCAN" not in plan, plan
