@@ -23,7 +23,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from datetime import time as time_of_day
 from typing import TYPE_CHECKING
 
 from apscheduler.events import (
@@ -60,6 +61,9 @@ class JobSpec:
     trigger_args: dict
     misfire_grace: timedelta
     leader_only: bool = True
+    # A daily job: tried every hour at its minute, it runs when it has not run since this time of day (UTC)
+    # last came round, so a run whose time found no leader is made up at the next hour, not the next day.
+    daily_at: time_of_day | None = None
 
 
 class Worker:
@@ -90,16 +94,13 @@ class Worker:
             JobSpec("alerts-evaluate", svc.alerts.evaluate, "cron", {"second": 30}, s.reminder_grace),
             JobSpec("adherence-daily", svc.adherence_job.run, "cron", {"minute": 5}, timedelta(hours=6)),
             JobSpec("panel-rows-refresh", svc.panel_rows.refresh_due, "interval", {"minutes": 1}, minute),
-            JobSpec("push-tokens-prune", svc.push.prune_phones, "cron", {"hour": 3, "minute": 17}, timedelta(days=1)),
+            daily("push-tokens-prune", svc.push.prune_phones, 3, 17),
             JobSpec("push-claims-purge", svc.push.purge_claims, "interval", {"hours": 1}, timedelta(hours=1)),
-            JobSpec("housekeeping", svc.housekeeping.purge_expired, "cron", {"hour": 3, "minute": 43},
-                    timedelta(days=1)),
-            JobSpec("audit-retention", svc.housekeeping.audit_retention, "cron", {"hour": 0, "minute": 20},
-                    timedelta(days=1)),
+            daily("housekeeping", svc.housekeeping.purge_expired, 3, 43),
+            daily("audit-retention", svc.housekeeping.audit_retention, 0, 20),
             JobSpec("closures-finish", svc.lifecycle.finish_closures, "interval", {"minutes": 10},
                     timedelta(minutes=10)),
-            JobSpec("records-retention", svc.lifecycle.purge_expired_records, "cron", {"hour": 4, "minute": 13},
-                    timedelta(days=1)),
+            daily("records-retention", svc.lifecycle.purge_expired_records, 4, 13),
         ]
         if svc.sender is not None:
             # Every worker sends, the passive ones too: a claim gives each notification to one sender
@@ -117,6 +118,10 @@ class Worker:
             logger.debug("not the leader; skipping %s", spec.id)
             metrics.JOB_RUNS.labels(spec.id, "skipped").inc()
             return None
+        at = self.services.clock()
+        marks = self.services.stores.job_marks
+        if spec.daily_at is not None and not _daily_due(spec.daily_at, at, marks.last_done(spec.id)):
+            return None
         started = time.perf_counter()
         with log_context(job_id=spec.id):
             try:
@@ -124,6 +129,8 @@ class Worker:
             except Exception as exc:
                 self._note_run(spec.id, time.perf_counter() - started, error=type(exc).__name__)
                 raise
+        if spec.daily_at is not None:
+            marks.done(spec.id, at)
         self._note_run(spec.id, time.perf_counter() - started)
         return result
 
@@ -164,6 +171,19 @@ class Worker:
         scheduler.add_listener(_log_event, EVENT_JOB_MISSED | EVENT_JOB_ERROR)
         scheduler.remove_listener(_measure_lag)
         scheduler.add_listener(_measure_lag, EVENT_JOB_SUBMITTED)
+
+
+def daily(job_id: str, run: Callable[[], object], hour: int, minute: int) -> JobSpec:
+    """A job that runs once a day at ``hour``:``minute`` UTC, tried every hour at its minute (JobSpec.daily_at)."""
+    return JobSpec(job_id, run, "cron", {"minute": minute}, timedelta(hours=1), daily_at=time_of_day(hour, minute))
+
+
+def _daily_due(at_time: time_of_day, at: datetime, last_done: datetime | None) -> bool:
+    """Whether a daily job is due at ``at``: it has not run since its time of day last came round."""
+    latest = datetime.combine(at.date(), at_time, tzinfo=UTC)
+    if latest > at:
+        latest -= timedelta(days=1)
+    return last_done is None or last_done < latest
 
 
 def _log_event(event: JobExecutionEvent) -> None:

@@ -98,3 +98,18 @@ class Leases:
 
 def _lease_of(doc: dict) -> Lease:
     return Lease(doc["name"], doc["term"], doc["holder"], doc["expires_at"])
+
+
+class JobMarks:
+    """When each daily job last finished (``job_marks``, one document per job): a daily job whose time of day
+    found no leader (a hand-over, a deploy) runs at the next hourly try instead of a day later."""
+
+    def __init__(self, db: Database):
+        self.col = db.job_marks
+
+    def last_done(self, job_id: str) -> datetime | None:
+        doc = self.col.find_one({"_id": job_id})
+        return doc["at"] if doc else None
+
+    def done(self, job_id: str, at: datetime) -> None:
+        self.col.update_one({"_id": job_id}, {"$max": {"at": at}}, upsert=True)

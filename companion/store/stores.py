@@ -26,7 +26,7 @@ from companion.store.diary import PainEntries
 from companion.store.gateway_reports import GatewayDeadLetters
 from companion.store.heartbeats import WorkerHeartbeats
 from companion.store.idempotency import IdempotencyKeys
-from companion.store.leases import Leases
+from companion.store.leases import JobMarks, Leases
 from companion.store.outbox import Outbox
 from companion.store.plans import TherapyPlans
 from companion.store.push_tokens import PushTokens
@@ -207,6 +207,10 @@ class Stores:
     @cached_property
     def leases(self) -> Leases:
         return Leases(self.db, self.clock)
+
+    @cached_property
+    def job_marks(self) -> JobMarks:
+        return JobMarks(self.db)
 
     @cached_property
     def worker_heartbeats(self) -> WorkerHeartbeats:

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from datetime import time as dt_time
 
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -20,6 +21,7 @@ from companion.clock import now
 from companion.jobs.worker import JobSpec, Worker, run_until_asked
 from companion.services.leadership import LEASE_NAME
 from companion.store.leases import Leases
+from tests.scheduler.conftest import START
 from tests.scheduler.helpers import daily_reminder, make_person, phone, services_on
 
 
@@ -40,6 +42,40 @@ def test_only_the_lease_holder_runs_jobs(jobs_db, settings, clock, traveller):
     assert first.run_gated(spec) == "ran"
     assert second.run_gated(spec) is None
     assert ran == [1]
+
+
+def test_a_daily_job_whose_time_found_no_leader_runs_at_the_next_hourly_try_and_then_waits_for_the_next_day(
+        jobs_db, settings, clock, traveller):
+    """A hand-over or a deploy at 03:43 used to cost a day of housekeeping (and of retention deletions): each
+    daily job is tried every hour at its minute and runs when it has not run since its latest time of day."""
+    first, second = _worker(jobs_db, settings, clock, "first"), _worker(jobs_db, settings, clock, "second")
+    ran = []
+    spec = JobSpec("daily-probe", lambda: ran.append(now()) or "ran", "cron", {"minute": 43}, timedelta(hours=1),
+                   daily_at=dt_time(3, 43))
+    day = START.replace(hour=3, minute=43, second=0, microsecond=0)
+    traveller.move_to(day)
+    assert first.lease.tick() is True
+    assert first.run_gated(spec) == "ran"  # never run before: now
+    traveller.move_to(day + timedelta(hours=1))
+    assert first.run_gated(spec) is None  # done since 03:43
+    traveller.move_to(day + timedelta(days=1) - timedelta(minutes=1))
+    assert first.run_gated(spec) is None  # 03:42 the next day: not its time yet
+    traveller.move_to(day + timedelta(days=1, seconds=30))
+    first.lease.release()  # the leader went away at its minute; nobody ran it
+    assert second.run_gated(spec) is None
+    traveller.move_to(day + timedelta(days=1, hours=1))
+    assert second.lease.tick() is True
+    assert second.run_gated(spec) == "ran"  # the next hourly try catches up
+    traveller.move_to(day + timedelta(days=1, hours=2))
+    assert second.run_gated(spec) is None
+    assert ran == [day, day + timedelta(days=1, hours=1)]
+
+
+def test_every_daily_job_is_tried_hourly_at_its_minute(jobs_db, settings, clock):
+    worker = _worker(jobs_db, settings, clock, "first")
+    daily = {s.id: s for s in worker.specs() if s.daily_at is not None}
+    assert set(daily) == {"push-tokens-prune", "housekeeping", "audit-retention", "records-retention"}
+    assert all(s.trigger == "cron" and s.trigger_args == {"minute": s.daily_at.minute} for s in daily.values())
 
 
 def test_holder_keeps_the_lease_by_renewing_every_third_of_its_ttl(jobs_db, settings, clock, traveller):
