@@ -38,14 +38,16 @@ def closure_statement(settings: Settings) -> dict:
             "your sign-in: email address, password and second factor (the account can never sign in again, and "
             "the email address can be used for a new account)",
             "your phones' push registrations, and every notification not yet sent to you or about you",
-            "your reminders and their upcoming occurrences, and your library favourites",
+            "your reminders' upcoming occurrences (the reminders stop; the doses you answered or missed stay "
+            "with your clinical record), and your library favourites",
             "caregivers' access (every link is revoked: they see nothing from their next request), the offers "
             "you made to caregivers and not yet accepted, and care-team invitations waiting for you",
             "paired home gateways (revoked: they can no longer upload), pairing codes, and every session",
         ],
         "kept": [
             {"what": "your clinical record: name and time zone, therapy plans, TENS session records and device "
-                     "events, pain diary, mindfulness practice, adherence, alerts, clinical notes, the history of "
+                     "events, pain diary, mindfulness practice, your reminders (stopped) and the doses you answered "
+                     "or missed, adherence, alerts, clinical notes, the history of "
                      "notifications and of who was given access (caregivers, care teams, emergency access)",
              "for_days": clinical_days,
              "why": "medical records must be kept for a period after care ends, and your care team's decisions "
@@ -168,9 +170,11 @@ class AccountLifecycle:
         stores.care_links.revoke_all(patient_id=patient.id)
         self._end_everything_running(patient, "account closed")
         stores.push_tokens.delete_for_user(patient.id)
-        stores.reminders.delete_for_patient(patient.id)
-        stores.occurrences.delete_for_patient(patient.id)
-        stores.today_rows.touch([patient.id])  # its reminders are gone
+        # The reminders stop and what was still to come goes; the doses answered or missed are the dose history
+        # the care team keeps with the record (adherence rests on it), deleted with it after its retention.
+        stores.reminders.stop_all(patient.id, at)
+        stores.occurrences.delete_unanswered(patient.id)
+        stores.today_rows.touch([patient.id])  # its reminders are stopped
         stores.favourites.delete_for_patient(patient.id)
         stores.pairing_codes.delete_for_patient(patient.id)
 

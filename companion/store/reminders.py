@@ -54,6 +54,11 @@ class Reminders(feeds.SyncedCollection):
         """Delete every document of the patient (a closed account; see companion.services.lifecycle)."""
         return self.col.delete_many({"patient_id": patient_id}).deleted_count
 
+    def stop_all(self, patient_id: str, at: datetime) -> int:
+        """Stop every reminder of the patient (a closed account: kept with the record, nothing more planned)."""
+        return self.col.update_many({"patient_id": patient_id, "active": True},
+                                    {"$set": {"active": False, "updated_at": at}}).modified_count
+
     def create(self, patient_id: str, fields: dict, at: datetime, seq: int, reminder_id: str | None = None) -> dict:
         """Insert a reminder (numbered ``seq``); with a ``reminder_id`` derived from a request, a repeat of that
         request gets back the reminder the first attempt stored."""
@@ -116,6 +121,11 @@ class Occurrences(feeds.SyncedCollection):
     def delete_for_patient(self, patient_id: str) -> int:
         """Delete every document of the patient (a closed account; see companion.services.lifecycle)."""
         return self.col.delete_many({"patient_id": patient_id}).deleted_count
+
+    def delete_unanswered(self, patient_id: str) -> int:
+        """Delete the patient's occurrences still pending (a closed account: what was answered or missed is its
+        dose history, kept with the record)."""
+        return self.col.delete_many({"patient_id": patient_id, "status": "pending"}).deleted_count
 
     def insert_new(self, docs: list[dict]) -> int:
         """Insert occurrences, ignoring those already stored; returns how many were new."""

@@ -256,7 +256,7 @@ def test_a_closure_stopped_after_the_account_closed_is_finished_by_the_worker(cl
     def crash(*args, **kwargs):
         raise RuntimeError("the process died here")
 
-    monkeypatch.setattr(services.stores.reminders, "delete_for_patient", crash)  # after the account is closed
+    monkeypatch.setattr(services.stores.reminders, "stop_all", crash)  # after the account is closed
     url = f"/api/v1/patients/{patient.id}/closure"
     closing = {"current_password": PASSWORD, "confirm": True}
     assert client.post(url, headers=patient.headers, json=closing).status_code == 500
@@ -264,12 +264,52 @@ def test_a_closure_stopped_after_the_account_closed_is_finished_by_the_worker(cl
     assert client.post(url, headers=patient.headers, json=closing).status_code == 401  # no way back in
     assert services.lifecycle.finish_closures() == {"finished": 1, "failed": 0}
     assert db.push_tokens.count_documents({"user_id": patient.id}) == 0
-    assert db.reminders.count_documents({"patient_id": patient.id}) == 0
+    assert db.reminders.count_documents({"patient_id": patient.id, "active": True}) == 0
+    assert db.reminder_occurrences.count_documents({"patient_id": patient.id, "status": "pending"}) == 0
     assert services.lifecycle.finish_closures() == {"finished": 0, "failed": 0}
     # A closure that went through whole is not done again.
     assert client.post(f"/api/v1/patients/{world['patient_b'].id}/closure", headers=world["patient_b"].headers,
                        json=closing).status_code == 200
     assert services.lifecycle.finish_closures() == {"finished": 0, "failed": 0}
+
+
+def test_a_closure_keeps_the_dose_history_the_care_team_reads_and_deletes_only_what_was_still_to_come(
+        client, world, services, db):
+    """The doses a patient answered or missed are part of the clinical record kept after the closure (the events
+    export, the review, the adherence a decision on a held session recomputes): the closure stops the reminders
+    and deletes only the occurrences still pending."""
+    import csv
+    import io
+
+    patient, team = world["patient_a"], world["clinician_team"]
+    made = client.post(f"/api/v1/patients/{patient.id}/reminders", headers=patient.headers, json={
+        "kind": "medication", "title": "Tablet", "schedule": {"type": "hourly", "window_start": "00:00",
+                                                              "window_end": "23:00", "every_hours": 1}})
+    assert made.status_code == 201
+    reminder_id, at = made.json["id"], datetime.now(UTC)
+    # Three doses of the days before (answered, skipped with a reason, missed), and the day's still to come.
+    db.reminder_occurrences.insert_many([
+        {"_id": f"{reminder_id}:past-{n}", "patient_id": patient.id, "reminder_id": reminder_id, "kind": "medication",
+         "status": status, "skip_reason": "nausea" if status == "skipped" else None, "due_at": at - timedelta(days=3 - n),
+         "local_date": (at - timedelta(days=3 - n)).date().isoformat(), "local_time": "08:00", "deleted": False}
+        for n, status in enumerate(("done", "skipped", "missed"))])
+    services.reminders.materialize(patient.id, at, at + timedelta(days=1))
+    assert db.reminder_occurrences.count_documents({"patient_id": patient.id, "status": "pending"}) > 0
+    url = f"/api/v1/patients/{patient.id}/exports/events?days=30"
+
+    def doses() -> list[tuple[str, str]]:
+        text = client.get(url, headers=team.headers).get_data(as_text=True).lstrip("\ufeff")
+        return sorted((r["id"], r.get("status", "")) for r in csv.DictReader(io.StringIO(text))
+                      if r["event"] == "medication_dose")
+
+    before = doses()
+    assert len(before) == 3
+    assert client.post(f"/api/v1/patients/{patient.id}/closure", headers=patient.headers,
+                       json={"current_password": PASSWORD, "confirm": True}).status_code == 200
+    assert doses() == before
+    assert db.reminder_occurrences.count_documents({"patient_id": patient.id, "status": "pending"}) == 0
+    assert db.reminders.find_one({"_id": reminder_id})["active"] is False
+    assert services.reminders.materialize(patient.id, at, at + timedelta(days=2)) == 0
 
 
 def test_a_closure_the_worker_cannot_finish_does_not_hold_up_the_others(client, world, services, db, monkeypatch,
@@ -282,7 +322,7 @@ def test_a_closure_the_worker_cannot_finish_does_not_hold_up_the_others(client, 
         raise RuntimeError("the process died here")
 
     closing = {"current_password": PASSWORD, "confirm": True}
-    monkeypatch.setattr(services.stores.reminders, "delete_for_patient", crash)  # after each account is closed
+    monkeypatch.setattr(services.stores.reminders, "stop_all", crash)  # after each account is closed
     for patient in (first, second):
         assert client.post(f"/api/v1/patients/{patient.id}/closure", headers=patient.headers,
                            json=closing).status_code == 500
