@@ -117,6 +117,7 @@ class CareLink:
     permissions: CaregiverPermissions
     granted_at: datetime
     revoked_at: datetime | None = None
+    offer_id: str | None = None  # the offer whose acceptance made (or last renewed) it; None: from before offers
 
     @property
     def active(self) -> bool:

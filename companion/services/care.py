@@ -160,6 +160,8 @@ class Care:
             # the note when it checks its offer again, or made the link before this looks (companion answer_offer).
             self.caregiver_offers.take_back(offer["_id"], patient_id, self.clock())
             link = self.links.active(patient_id, offer["caregiver_id"])
+            if link is not None and link.offer_id not in (None, offer["_id"]):
+                return  # given again since, by a later offer: a late retry of this one ends nothing more
             if link is None:  # revoked already (a retry): finish withdrawing what may still be queued
                 self.outbox.withdraw(reason=CONSENT_REVOKED, recipient_user_id=offer["caregiver_id"],
                                      patient_id=patient_id)
@@ -215,7 +217,7 @@ class Care:
             link = self.links.of_pair(offer["patient_id"], caregiver.id)
             if link is None or link.granted_at < offer["answered_at"]:
                 link = self.links.grant(offer["patient_id"], caregiver.id, permissions_of(offer["permissions"]),
-                                        at=offer["answered_at"])
+                                        at=offer["answered_at"], offer_id=offer["_id"])
             elif link.status != "active":  # made by this acceptance and ended since: not made again
                 raise NotFound("no such invitation waiting for you")
             offer = {**offer, "link_id": link.id}

@@ -61,7 +61,7 @@ def _link(doc: dict | None) -> CareLink | None:
         return None
     return CareLink(id=doc["_id"], patient_id=doc["patient_id"], caregiver_id=doc["caregiver_id"],
                     status=doc["status"], permissions=permissions_of(doc.get("permissions")),
-                    granted_at=doc["granted_at"], revoked_at=doc.get("revoked_at"))
+                    granted_at=doc["granted_at"], revoked_at=doc.get("revoked_at"), offer_id=doc.get("offer_id"))
 
 
 def _team(doc: dict | None) -> CareTeam | None:
@@ -83,11 +83,11 @@ class CareLinks:
         self.col = db.care_links
 
     def grant(self, patient_id: str, caregiver_id: str, permissions: CaregiverPermissions, *,
-              at: datetime | None = None) -> CareLink:
+              at: datetime | None = None, offer_id: str | None = None) -> CareLink:
         """Make (or renew) the patient's consent for this caregiver, with these permissions, given ``at`` (now by
-        default)."""
+        default), by the acceptance of offer ``offer_id``."""
         update = {"$set": {"status": "active", "permissions": permissions_doc(permissions), "granted_at": at or now(),
-                           "revoked_at": None},
+                           "revoked_at": None, "offer_id": offer_id},
                   "$setOnInsert": {"_id": new_id()}}
         query = {"patient_id": patient_id, "caregiver_id": caregiver_id}
         try:

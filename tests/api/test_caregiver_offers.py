@@ -196,6 +196,26 @@ def test_the_patient_takes_back_an_offer_and_ends_an_accepted_one_by_its_id(clie
     assert client.delete(f"{url}/not-an-id", headers=patient.headers).status_code == 404
 
 
+def test_a_late_retry_of_ending_an_old_offer_leaves_the_link_a_newer_offer_made(client, world, db):
+    """The patient ends an accepted offer, offers again and it is accepted; the first ending's answer was lost and
+    the app retries it, late: the retry answers as the first did and ends nothing more (the caregiver keeps the
+    access just given again, and what is queued for them stays)."""
+    patient, caregiver = world["patient_a"], world["caregiver_unlinked"]
+    url = f"/api/v1/patients/{patient.id}/caregivers"
+    first = _offer(client, patient, caregiver.email).json
+    assert _accept(client, caregiver, first["id"]).status_code == 200
+    assert client.delete(f"{url}/{first['id']}", headers=patient.headers).status_code == 204
+    second = _offer(client, patient, caregiver.email).json
+    assert _accept(client, caregiver, second["id"]).status_code == 200
+    # Narrowed since (the link's permissions changed): still the second offer's link.
+    assert _offer(client, patient, caregiver.email, alerts=["pain_flare"]).json["status"] == "active"
+    assert client.delete(f"{url}/{first['id']}", headers=patient.headers).status_code == 204  # the late retry
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=caregiver.headers).status_code == 200
+    # Ending the second offer by its id still ends the link it made, narrowed or not.
+    assert client.delete(f"{url}/{second['id']}", headers=patient.headers).status_code == 204
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=caregiver.headers).status_code == 404
+
+
 def test_a_linked_caregivers_permissions_change_at_once(client, world, db):
     patient, caregiver = world["patient_a"], world["caregiver_linked"]
     changed = _offer(client, patient, caregiver.email, write=True, alerts=["pain_flare"])
