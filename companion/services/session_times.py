@@ -225,7 +225,8 @@ class SessionTimes:
         return self._histories[patient_id]
 
     def place_unit(self, serial: str, fresh: list[dict], new_syncs: list[dict], bindings: list[Binding],
-                   received_at: datetime, touched_seqs: Iterable[int] = ()) -> tuple[list[dict], list[tuple[dict, dict]]]:
+                   received_at: datetime, touched_seqs: Iterable[int] = (), *,
+                   deciding: dict[str, dict] | None = None) -> tuple[list[dict], list[tuple[dict, dict]]]:
         """Place a unit's new records and the stored ones new evidence (or a change at ``touched_seqs``) touches.
 
         Returns the new records with their derived fields, and (stored record, changed fields) for every stored
@@ -237,7 +238,11 @@ class SessionTimes:
         A new sync that saw no more than a stored one before it is evidence only for what came after it. The
         records of one interval are placed together (a jump may lie anywhere in it), so each batch of a long
         interval (a unit's first-contact backlog) reads and places the whole interval again, up to
-        ``UNIT_WINDOW`` records: a 5,000-record backlog takes minutes rather than seconds."""
+        ``UNIT_WINDOW`` records: a 5,000-record backlog takes minutes rather than seconds.
+
+        ``deciding`` (record id: fields) places stored records as if those fields were stored (a clinician's
+        decision, written with the placement it makes: each such record is among the changes returned, with
+        those fields)."""
         self._histories = {}
         syncs = {d["_id"]: d for d in self.stores.unit_syncs.of_unit(serial)}
         # A sync of this batch stored already (a retry of a batch that failed after storing it) is evidence as a
@@ -265,7 +270,9 @@ class SessionTimes:
         context_from = max(context_from, last - UNIT_WINDOW)
         fresh_ids = {d["_id"] for d in fresh}
         ids = [f"{serial}:{seq}" for seq in range(context_from + 1, last + 1) if f"{serial}:{seq}" not in fresh_ids]
-        stored = sorted(self.stores.session_records.by_ids(ids).values(), key=lambda d: d["device_seq"])
+        deciding = deciding or {}
+        stored = sorted(({**d, **deciding.get(d["_id"], {})} for d in self.stores.session_records.by_ids(ids).values()),
+                        key=lambda d: d["device_seq"])
         derived = self.derive(list(syncs.values()), stored + fresh, bindings, received_at)
         placed_fresh = [{**doc, **derived[doc["_id"]]} for doc in fresh]
         changes = []
@@ -273,6 +280,7 @@ class SessionTimes:
             if doc["device_seq"] <= write_from:
                 continue
             fields = {k: v for k, v in derived[doc["_id"]].items() if not _same(doc.get(k), v)}
+            fields.update(deciding.get(doc["_id"], {}))
             if fields:
                 changes.append((doc, fields))
         return placed_fresh, changes

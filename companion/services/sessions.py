@@ -63,21 +63,27 @@ class TensSessions:
                            and patient_id not in (doc.get("candidate_patient_ids") or [])):
             raise NotFound("no such session for this patient")
         at = self.clock()
-        if started_at is not None and started_at > at + FUTURE_MARGIN:
-            raise Invalid("a session cannot start in the future", errors={"started_at": ["in the future"]})
-        if action == "count" and started_at is None and doc["started_at"] > at + FUTURE_MARGIN:
-            # Counted where it is placed, it would count on a day the patient has not lived yet.
-            raise Invalid("this session is placed in the future: give the time it started",
-                          errors={"started_at": ["required: the session is placed in the future"]})
+        # A unit cannot have recorded a session after its record reached us: placed later than that, the placement
+        # is wrong (a clock ahead), however much time has passed since.
+        latest = min(at, doc.get("server_received_at") or at) + FUTURE_MARGIN
+        if started_at is not None and started_at > latest:
+            raise Invalid("a session cannot start after its record reached the server",
+                          errors={"started_at": ["after the record reached the server"]})
+        if action == "count" and started_at is None and doc["started_at"] > latest:
+            # Counted where it is placed, it would count on a day the patient had not lived when it was recorded.
+            raise Invalid("this session is placed after its record reached the server: give the time it started",
+                          errors={"started_at": ["required: the session is placed after its record arrived"]})
         resolution = {"action": action, "by": clinician_id, "at": at, "note": note, "started_at": started_at,
                       "patient_id": patient_id if action == "count" else doc.get("patient_id")}
         serial = doc["device_serial"]
         # Placed as an upload is, one placement of the unit at a time: an upload placing it meanwhile would
         # neither see the decision nor be seen by it (its records counted beside this one, or the decision's
         # placement written over).
+        # The decision is written with the placement it makes (one write of the record): a failure before that
+        # leaves no decision stored beside a session still held, and deciding again applies it.
         with placing(self.stores, [serial], at, "the unit's records are being placed right now; try again shortly"):
-            self.records.set_fields(record_id, {"resolution": resolution})
             bindings = self.stores.devices.bindings_of([serial])[serial]
-            _, changes = SessionTimes(self.stores).place_unit(serial, [], [], bindings, at, [doc["device_seq"]])
+            _, changes = SessionTimes(self.stores).place_unit(serial, [], [], bindings, at, [doc["device_seq"]],
+                                                              deciding={record_id: {"resolution": resolution}})
             write_changes(self.stores, self.changes, self.touched, changes, "session_resolved")
         return self.records.get(record_id)

@@ -267,6 +267,59 @@ def test_a_session_placed_in_the_future_is_counted_only_at_a_time_the_care_team_
     assert counted.status_code == 200 and counted.json["counts"] is True
 
 
+def test_a_session_placed_after_it_reached_us_is_not_counted_there_once_that_day_has_come(client, world, db,
+                                                                                         services, monkeypatch):
+    """A unit cannot record a session after its record reached the server: the check of the time a decision
+    counts it at is against the record's arrival, not the clinician's clock (three days on, the wrong day has
+    come and would have been counted)."""
+    now = datetime.now(UTC)
+    record = session_record(world.a_device, 1, started_at=now + timedelta(days=2))
+    assert by_id(upload(client, world["gateway_a"], [record]))[record["record_id"]]["flags"] == ["future"]
+    monkeypatch.setattr(services.sessions, "clock", lambda: now + timedelta(days=3))
+    url = f"/api/v1/patients/{world['patient_a'].id}/sessions/{record['record_id']}/resolution"
+    clinician = world["clinician_team"].headers
+    refused = client.put(url, json={"action": "count"}, headers=clinician)
+    assert refused.status_code == 422 and "started_at" in refused.json["errors"]
+    too_late = client.put(url, json={"action": "count", "started_at": (now + timedelta(days=1)).isoformat()},
+                          headers=clinician)
+    assert too_late.status_code == 422 and "started_at" in too_late.json["errors"]
+    assert db.session_records.find_one({"_id": record["record_id"]})["held"] is True
+    counted = client.put(url, json={"action": "count", "started_at": (now - timedelta(hours=3)).isoformat()},
+                         headers=clinician)
+    assert counted.status_code == 200 and counted.json["counts"] is True
+
+
+def test_a_decision_cut_off_by_the_database_leaves_no_trace_and_taken_again_is_applied(client, world, db, services,
+                                                                                      monkeypatch):
+    """A "count it" that fails half-way (503) must not leave the decision stored while the session stays held:
+    later uploads do not place it again, and the page read it as excluded. The decision is written with the
+    placement it makes, so a failure before that leaves nothing, and deciding again applies it."""
+    from pymongo.errors import ConnectionFailure
+
+    now = datetime.now(UTC)
+    record = session_record(world.a_device, 1, duration_s=0, started_at=now - timedelta(days=1))
+    upload(client, world["gateway_a"], [record])
+    assert db.session_records.find_one({"_id": record["record_id"]})["held"] is True
+    devices, calls = services.stores.devices, []
+    real = devices.bindings_of
+
+    def drops_once(serials):
+        calls.append(serials)
+        if len(calls) == 1:
+            raise ConnectionFailure("the database went away")
+        return real(serials)
+
+    monkeypatch.setattr(devices, "bindings_of", drops_once)
+    url = f"/api/v1/patients/{world['patient_a'].id}/sessions/{record['record_id']}/resolution"
+    clinician = world["clinician_team"].headers
+    assert client.put(url, json={"action": "count"}, headers=clinician).status_code == 503
+    stored = db.session_records.find_one({"_id": record["record_id"]})
+    assert stored["held"] is True and stored.get("resolution") is None
+    assert client.put(url, json={"action": "count"}, headers=clinician).status_code == 200
+    stored = db.session_records.find_one({"_id": record["record_id"]})
+    assert (stored["held"], stored["counts"], stored["resolution"]["action"]) == (False, True, "count")
+
+
 def test_a_caregiver_reads_a_decided_session_without_the_care_teams_note(client, world):
     serial = world.a_device
     record = session_record(serial, 1, duration_s=0, started_at=datetime.now(UTC) - timedelta(days=1))
