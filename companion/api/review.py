@@ -28,7 +28,7 @@ def open_review(patient_id: str, operation: Operation = Operation.READ) -> Patie
 
 def open_period(patient_id: str, args: dict) -> tuple[PatientReview, int]:
     """The review of the period an export asks for (s.ExportArgs), and its number of days."""
-    require_patient(patient_id, Operation.READ)
+    require_patient(patient_id, Operation.EXPORT)
     svc = services()
     return svc.review.of_period(svc.profiles.patient(patient_id), days=args.get("days"), first=args.get("from_"),
                                 last=args.get("to"))

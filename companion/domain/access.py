@@ -35,6 +35,8 @@ class Operation(StrEnum):
     CLINICAL = "clinical"  # a care-team act that adds to the record: plans, notes, binding a unit
     SETTLE = "settle"      # a care-team act on what the record holds: acknowledging an alert, deciding a held
                            # session, discharging the patient from the team (allowed on a closed record too)
+    EXPORT = "export"      # downloading the record in bulk (CSV, FHIR): the patient and their care team only,
+                           # not an emergency grant (it reads what the emergency needs)
     MANAGE = "manage"      # consent and identity: caregiver links, pairing, devices
     INGEST = "ingest"      # device data arriving from a bound gateway
 
@@ -56,16 +58,16 @@ class Actor:
 
 
 _ALLOWED: dict[Relationship, frozenset[Operation]] = {
-    Relationship.SELF: frozenset({Operation.READ, Operation.WRITE, Operation.MANAGE}),
+    Relationship.SELF: frozenset({Operation.READ, Operation.WRITE, Operation.MANAGE, Operation.EXPORT}),
     Relationship.CAREGIVER: frozenset({Operation.READ}),
-    Relationship.CARE_TEAM: frozenset({Operation.READ, Operation.CLINICAL, Operation.SETTLE}),
+    Relationship.CARE_TEAM: frozenset({Operation.READ, Operation.CLINICAL, Operation.SETTLE, Operation.EXPORT}),
     Relationship.EMERGENCY: frozenset({Operation.READ}),
     Relationship.BOUND_GATEWAY: frozenset({Operation.INGEST}),
     Relationship.NONE: frozenset(),
 }
 
 
-KEPT_RECORD = frozenset({Operation.READ, Operation.SETTLE})  # what may still be done with a closed record
+KEPT_RECORD = frozenset({Operation.READ, Operation.EXPORT, Operation.SETTLE})  # what a closed record still allows
 
 
 def decide(relationship: Relationship, operation: Operation, *, caregiver_can_write: bool = False) -> Decision:

@@ -94,7 +94,7 @@ def require_patient(patient_id: str, operation: Operation) -> Grant:
 
 
 def _action_of(operation: Operation) -> str:
-    return "R" if operation is Operation.READ else "U"
+    return {Operation.READ: "R", Operation.EXPORT: "E"}.get(operation, "U")
 
 
 def _action_of_method() -> str:

@@ -157,7 +157,7 @@ def add_note(patient_id):
 @bp.route("/patients/<patient_id>/export.csv")
 @allow(Role.CLINICIAN)
 def patient_csv(patient_id):
-    review = _review(patient_id)
+    review = _review(patient_id, Operation.EXPORT)
     auditing.note(patient_ids=[patient_id], resource="patient", action="E", resource_ids=[patient_id])
     return Response(exports.patient_csv(review, 90), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="patient-{patient_id}.csv"'})
@@ -166,7 +166,7 @@ def patient_csv(patient_id):
 @bp.route("/patients/<patient_id>/events.csv")
 @allow(Role.CLINICIAN)
 def events_csv(patient_id):
-    review = _review(patient_id)
+    review = _review(patient_id, Operation.EXPORT)
     auditing.note(patient_ids=[patient_id], resource="patient", action="E", resource_ids=[patient_id])
     return Response(exports.events_csv(review, 90), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="patient-{patient_id}-events.csv"'})
@@ -175,7 +175,7 @@ def events_csv(patient_id):
 @bp.route("/patients/<patient_id>/export.fhir.json")
 @allow(Role.CLINICIAN)
 def patient_fhir(patient_id):
-    review = _review(patient_id)
+    review = _review(patient_id, Operation.EXPORT)
     auditing.note(patient_ids=[patient_id], resource="patient", action="E", resource_ids=[patient_id])
     return Response(json.dumps(exports.fhir_bundle(review, 90)), mimetype="application/fhir+json",
                     headers={"Content-Disposition": f'attachment; filename="patient-{patient_id}.fhir.json"'})

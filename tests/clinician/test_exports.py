@@ -193,6 +193,25 @@ def test_the_dashboard_offers_the_events_csv_and_audits_it_as_an_export(client, 
     assert client.get(f"/clinician/patients/{a}/events.csv").status_code == 404
 
 
+def test_an_emergency_grant_reads_the_record_but_does_not_download_it(client, world, db):
+    """Break-the-glass access opens what an emergency needs to read; the bulk downloads stay with the patient and
+    their care team (403 says why; the refusal is audited as an attempted export)."""
+    patient, other = world["patient_a"], world["clinician_other"]
+    glass = {"patient_id": patient.id, "minutes": 5, "reason": "seen in the emergency department"}
+    assert client.post("/api/v1/emergency-access", headers=other.headers, json=glass).status_code == 201
+    assert client.get(f"/api/v1/patients/{patient.id}/review/adherence", headers=other.headers).status_code == 200
+    for kind in ("csv", "events", "fhir"):
+        refused = client.get(f"/api/v1/patients/{patient.id}/exports/{kind}?days=366", headers=other.headers)
+        assert refused.status_code == 403, kind
+    assert db.audit_events.count_documents({"actor_id": other.id, "action": "E", "outcome": "denied"}) == 3
+    sign_in(client, other.email)
+    for page in ("export.csv", "events.csv", "export.fhir.json"):
+        assert client.get(f"/clinician/patients/{patient.id}/{page}").status_code == 403, page
+    assert _export(client, world, "events").status_code == 200  # the care team
+    assert client.get(f"/api/v1/patients/{patient.id}/exports/csv?days=30",
+                      headers=patient.headers).status_code == 200  # the patient
+
+
 def _references(node) -> list[str]:
     if isinstance(node, dict):
         found = [node["reference"]] if isinstance(node.get("reference"), str) else []
