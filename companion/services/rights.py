@@ -120,7 +120,7 @@ class PatientRights:
             "reminders": stores.reminders.for_patient(pid),
             "therapy_plans": review.plans(),
             **records,
-            "adherence": review.adherence(min(lived, 366))["calendar"],
+            "adherence": review.adherence(days)["calendar"],  # the whole life of the account, as the records
             # Whether every kind of record above came whole (each is read up to DOWNLOAD_ROWS).
             "records_complete": all(len(rows) < DOWNLOAD_ROWS for rows in records.values()),
             "access_log": access,

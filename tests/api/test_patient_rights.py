@@ -312,6 +312,19 @@ def test_a_closure_keeps_the_dose_history_the_care_team_reads_and_deletes_only_w
     assert services.reminders.materialize(patient.id, at, at + timedelta(days=2)) == 0
 
 
+def test_the_download_holds_the_adherence_of_the_accounts_whole_life(client, world, db):
+    """A patient two years in gets every day's adherence, not the last 366 (the snapshots are kept ten years)."""
+    patient = world["patient_a"]
+    at = datetime.now(UTC)
+    db.users.update_one({"_id": patient.id}, {"$set": {"created_at": at - timedelta(days=800)}})
+    old = (at - timedelta(days=500)).date().isoformat()
+    db.adherence_days.insert_one({"_id": f"{patient.id}:{old}", "patient_id": patient.id, "date": old,
+                                  "state": "complete", "covered": True, "tens_fraction": 1.0})
+    record = client.get(f"/api/v1/patients/{patient.id}/data-export", headers=patient.headers).json
+    calendar = {d["date"]: d for d in record["adherence"]}
+    assert len(calendar) > 800 and calendar[old]["covered"] is True
+
+
 def test_a_closure_the_worker_cannot_finish_does_not_hold_up_the_others(client, world, services, db, monkeypatch,
                                                                       caplog):
     """Each unfinished closure is tried on its own: one account the worker cannot read (or whose steps keep
