@@ -4,7 +4,7 @@ item's id (never its content), counted, and the item is left as it is for the ne
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 logger = logging.getLogger("companion.jobs")
@@ -27,6 +27,10 @@ class ItemFailures:
             logger.error("%s: item failed (%s); skipped until the next pass", self.job, type(exc).__name__,
                          extra={"job_id": self.job, "item_id": str(item_id)})
             return None
+
+    def each(self, item_ids: Iterable[str], work: Callable[[str], object]) -> int:
+        """Run ``work`` for each item on its own (as :meth:`attempt`); how many returned something truthy."""
+        return sum(1 for item_id in item_ids if self.attempt(item_id, lambda item_id=item_id: work(item_id)))
 
     def __len__(self) -> int:
         return len(self.item_ids)

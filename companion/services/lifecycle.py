@@ -135,10 +135,8 @@ class AccountLifecycle:
     def finish_closures(self) -> dict[str, int]:
         """Every few minutes: finish the closures a stopped process left half-done. Once an account is closed,
         its owner can no longer sign in to try again, and its phones, reminders and sessions must still go."""
-        failures, finished = ItemFailures("closures-finish"), 0
-        for account_id in self.users.closures_unfinished():
-            if failures.attempt(account_id, lambda account_id=account_id: self._finish_closure(account_id)):
-                finished += 1
+        failures = ItemFailures("closures-finish")
+        finished = failures.each(self.users.closures_unfinished(), self._finish_closure)
         if finished:
             log.warning("closures left unfinished were finished", extra={"accounts": finished})
         return {"finished": finished, "failed": len(failures)}
@@ -193,11 +191,9 @@ class AccountLifecycle:
         """Daily: delete the clinical record of each patient whose account was closed longer ago than
         ``COMPANION_CLINICAL_RETENTION_DAYS``, then the account itself. The audit trail keeps its own period."""
         cutoff = self.clock() - self.settings.clinical_retention
-        failures, done = ItemFailures("records-retention"), 0
-        for patient_id in self.users.closed_patients_before(cutoff):
-            # One record that cannot be deleted today is tried again tomorrow; it keeps no other past its time.
-            if failures.attempt(patient_id, lambda patient_id=patient_id: self._delete_record(patient_id)):
-                done += 1
+        # One record that cannot be deleted today is tried again tomorrow; it keeps no other past its time.
+        failures = ItemFailures("records-retention")
+        done = failures.each(self.users.closed_patients_before(cutoff), self._delete_record)
         if done:
             log.info("closed patients' records deleted after their retention", extra={"patients": done})
         return {"patients": done, "failed": len(failures)}
