@@ -112,6 +112,54 @@ def test_compose_gives_every_companion_process_the_production_settings():
         assert env["COMPANION_SECRET_KEY"].startswith("${COMPANION_SECRET_KEY:?")  # refuses to start without one
 
 
+# Values a deployer would give the variables compose.yaml requires (`${NAME:?message}`); a variable compose
+# requires and this table lacks fails the test, so a new requirement comes with a value to check it with.
+_DEPLOYER_VALUES = {
+    "COMPANION_SECRET_KEY": "s" * 48,
+    "COMPANION_AUDIT_KEY": "a" * 48,
+    "COMPANION_SMTP_URL": "smtp+starttls://companion:password@mail.example.org:587",
+}
+
+
+def _interpolated(value: object) -> tuple[str, set[str]]:
+    """A compose environment value as the container sees it, and the variables it requires.
+
+    Resolves `${NAME:?message}` (required: the deployer's value), `${NAME:-default}` and `${NAME}` (unset: the
+    default, or empty), as `docker compose` does with only the required variables set."""
+    required: set[str] = set()
+
+    def resolve(match: re.Match) -> str:
+        name, operator, word = match.group(1), match.group(2) or "", match.group(3) or ""
+        if operator in (":?", "?"):
+            required.add(name)
+            assert name in _DEPLOYER_VALUES, f"compose.yaml requires {name}: give it a value in _DEPLOYER_VALUES"
+            return _DEPLOYER_VALUES[name]
+        return word if operator in (":-", "-") else ""
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:\?|\?|:-|-)?([^}]*)\}", resolve, str(value)), required
+
+
+def test_the_settings_accept_exactly_the_environment_compose_gives_each_companion_process():
+    from companion.settings import load_settings
+
+    services = _compose()["services"]
+    for name in ("migrate", "web", "worker"):
+        environ, required = {}, set()
+        for variable, value in services[name]["environment"].items():
+            environ[variable], needs = _interpolated(value)
+            required |= needs
+        settings = load_settings(environ=environ)  # what `migrate`, web and the worker do first
+        assert required == set(_DEPLOYER_VALUES), name  # compose refuses to start without each of them
+        assert settings.is_production and settings.smtp_url == _DEPLOYER_VALUES["COMPANION_SMTP_URL"], name
+
+
+def test_the_readme_and_the_compose_header_name_every_variable_compose_requires():
+    readme, header = (ROOT / "README.md").read_text(), (ROOT / "compose.yaml").read_text().split("\n\n")[0]
+    command = re.search(r"^  `(COMPANION_SECRET_KEY=.*docker compose up -d)`", readme, re.MULTILINE).group(1)
+    for variable in _DEPLOYER_VALUES:
+        assert f"{variable}=" in command and f"{variable}=" in header, variable
+
+
 def test_the_supervisor_restarts_a_process_that_exits_and_says_so():
     process = subprocess.Popen([str(ROOT / "scripts" / "supervise.sh"), "probe", "bash", "-c", "echo up; exit 3"],
                                stdout=subprocess.PIPE, text=True, start_new_session=True)
