@@ -52,16 +52,17 @@ LOCATION_HEADER = {"description": "the URL of what was created (or, where the AP
 
 def _nullable_ref(prop: dict) -> None:
     """apispec writes a nullable nested schema as ``anyOf: [{type: object, nullable: true}, {$ref}]``, which any
-    object matches by its first branch (generated clients parse it as a bare object); OpenAPI 3.0's idiom is
-    ``nullable: true`` beside ``allOf: [{$ref}]``."""
+    object matches by its first branch (generated clients parse it as a bare object). In OpenAPI 3.0.3 `nullable`
+    only adds null to the `type` of its own Schema Object, so ``nullable: true`` beside ``allOf: [{$ref}]`` (with or
+    without a `type`) still refuses null through the referenced object; the branch that admits null must admit
+    nothing else: ``oneOf: [{$ref}, {type: object, nullable: true, enum: [null]}]``."""
     branches = prop.get("anyOf")
     if not branches or len(branches) != 2:
         return
     refs = [b for b in branches if "$ref" in b]
     if len(refs) == 1 and {"type": "object", "nullable": True} in branches:
         del prop["anyOf"]
-        prop["allOf"] = refs
-        prop["nullable"] = True
+        prop["oneOf"] = [*refs, {"type": "object", "nullable": True, "enum": [None]}]
 
 
 def _header(description: str, **schema) -> dict:
