@@ -170,7 +170,7 @@ class PatientDevices(MethodView):
         return {"devices": units}
 
     @allow(Role.PATIENT, Role.CLINICIAN)
-    @idempotent
+    @idempotent(conflict="the unit is bound to someone else: it must be released from them first")
     @blp.arguments(BindSchema)
     @blp.response(201, DeviceSchema)
     @blp.doc(operationId="bind_device")

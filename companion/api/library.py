@@ -239,7 +239,7 @@ class PracticeChanges(MethodView):
 @blp.route("/patients/<patient_id>/practice/<practice_id>/complete")
 class PracticeComplete(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER)
-    @idempotent
+    @idempotent(conflict="the practice was completed already with another time or other minutes (read it again)")
     @blp.arguments(PracticeCompleteSchema)
     @blp.response(200, PracticeSchema, headers=ETAG_HEADERS)
     @blp.doc(operationId="complete_practice")

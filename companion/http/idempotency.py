@@ -33,16 +33,28 @@ HEADER_DOC = {"in": "header", "name": HEADER, "required": False,
                              "retry with the same key. Without the header the request runs as usual.",
               "schema": {"type": "string", "minLength": 8, "maxLength": 100}}
 _PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
-RESPONSES_DOC = {
-    "409": {"description": "a request with this Idempotency-Key is still being processed: retry after "
-                           "Retry-After seconds", "content": _PROBLEM},
-    "422": {"description": "the body does not pass validation, or this Idempotency-Key was used with another body",
-            "content": _PROBLEM},
-}
+IN_PROGRESS = "a request with this Idempotency-Key is still being processed: retry after Retry-After seconds"
+RETRY_AFTER_DOC = {"description": "only on the 409 answered while a request with this Idempotency-Key is still "
+                                  "being processed: seconds to wait before retrying", "schema": {
+                       "type": "string", "pattern": "^[0-9]+$"}}
+UNPROCESSABLE_DOC = {"description": "the body does not pass validation, or this Idempotency-Key was used with another "
+                                    "body", "content": _PROBLEM}
 
 
-def idempotent(view):
-    """Honour an Idempotency-Key header on this POST (optional: without one the POST runs as usual)."""
+def _conflict_doc(conflict: str | None) -> dict:
+    description = IN_PROGRESS if conflict is None else (
+        f"two causes, told apart by Retry-After. With Retry-After: {IN_PROGRESS}. Without it: {conflict}; this "
+        "conflicts with what is stored, so do not retry the same request")
+    return {"description": description, "content": _PROBLEM, "headers": {"Retry-After": RETRY_AFTER_DOC}}
+
+
+def idempotent(view=None, *, conflict: str | None = None):
+    """Honour an Idempotency-Key header on this POST (optional: without one the POST runs as usual).
+
+    ``conflict`` says when the operation also answers 409 because the request conflicts with what is stored (no
+    Retry-After: retrying cannot succeed), so that its documented 409 names both causes."""
+    if view is None:
+        return functools.partial(idempotent, conflict=conflict)
 
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
@@ -74,8 +86,9 @@ def idempotent(view):
             keys.release(caller, key)
         return response
 
+    responses = {"409": _conflict_doc(conflict), "422": UNPROCESSABLE_DOC}
     wrapper._apidoc = deepupdate(getattr(wrapper, "_apidoc", {}),
-                                 {"manual_doc": {"parameters": [HEADER_DOC], "responses": RESPONSES_DOC}})
+                                 {"manual_doc": {"parameters": [HEADER_DOC], "responses": responses}})
     return wrapper
 
 

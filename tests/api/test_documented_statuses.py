@@ -2,6 +2,8 @@
 no Retry-After and tells a generated client nothing): an app team codes against the declared ones. Each test
 provokes the status, then finds it declared."""
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from companion import create_app
@@ -49,6 +51,40 @@ def test_an_admin_deactivating_themselves_is_a_409_its_operation_declares(client
                          json={"reason": "testing"})
     assert answer.status_code == 409, answer.json
     assert "409" in _declared(client, "/api/v1/admin/users/{user_id}/deactivation", "post")
+
+
+def _documented_409(client, path, method) -> dict:
+    return client.get("/openapi.json").json["paths"][path][method]["responses"]["409"]
+
+
+def test_binding_a_unit_bound_to_someone_else_is_a_409_without_retry_after_documented_as_no_use_retrying(
+        client, world):
+    patient_b = world["patient_b"]
+    answer = client.post(f"/api/v1/patients/{patient_b.id}/devices", headers=patient_b.headers,
+                         json={"serial": world.a_device})  # patient A's unit
+    assert answer.status_code == 409 and "Retry-After" not in answer.headers, answer.json
+    documented = _documented_409(client, "/api/v1/patients/{patient_id}/devices", "post")
+    assert "bound to someone else" in documented["description"] and "not retry" in documented["description"]
+    assert "Idempotency-Key" in documented["headers"]["Retry-After"]["description"]  # only that 409 carries it
+
+
+def test_completing_a_completed_practice_otherwise_is_a_409_without_retry_after_documented_as_no_use_retrying(
+        client, world, services):
+    services.library.load()
+    patient = world["patient_a"]
+    base = f"/api/v1/patients/{patient.id}/practice"
+    started = client.post(base, headers=patient.headers, json={
+        "item_slug": "three-breath-reset", "started_at": (datetime.now(UTC) - timedelta(minutes=2)).isoformat()}).json
+    assert client.post(f"{base}/{started['id']}/complete", headers=patient.headers, json={}).status_code == 200
+    answer = client.post(f"{base}/{started['id']}/complete", headers=patient.headers, json={"minutes": 0.5})
+    assert answer.status_code == 409 and "Retry-After" not in answer.headers, answer.json
+    documented = _documented_409(client, "/api/v1/patients/{patient_id}/practice/{practice_id}/complete", "post")
+    assert "completed already" in documented["description"] and "not retry" in documented["description"]
+
+
+def test_a_409_that_never_carries_retry_after_does_not_document_it(client):
+    pain_entries = _documented_409(client, "/api/v1/patients/{patient_id}/pain-entries", "post")
+    assert "Retry-After" not in pain_entries["headers"]
 
 
 def test_making_pairing_codes_is_throttled_with_a_429_its_operation_declares(client, world):
