@@ -6,7 +6,7 @@ from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.database import Database
 
-from companion.clock import now
+from companion.clock import now, to_millis
 
 INDEXES = {
     "clinical_notes": [IndexModel([("patient_id", ASCENDING), ("created_at", DESCENDING)], name="patient_time")],
@@ -23,7 +23,7 @@ class ClinicalNotes:
 
     def add(self, patient_id: str, author_id: str, text: str) -> dict:
         doc = {"_id": str(ObjectId()), "patient_id": patient_id, "author_id": author_id, "text": text,
-               "created_at": now()}
+               "created_at": to_millis(now())}  # as stored: the answer is what later reads show
         self.col.insert_one(doc)
         return doc
 

@@ -16,6 +16,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from companion.clock import to_millis
 from companion.store import feeds
 from companion.store.batches import find_among_patients
 
@@ -129,7 +130,7 @@ class PracticeLog(feeds.SyncedCollection):
         """Log a started practice (numbered ``seq``); with a ``practice_id`` derived from a request, a repeat of
         that request gets back the practice the first attempt stored."""
         doc = {"_id": practice_id or str(ObjectId()), "patient_id": patient_id, "item_slug": slug,
-               "started_at": started_at, "completed_at": None, "minutes": 0.0, "seq": seq}
+               "started_at": to_millis(started_at), "completed_at": None, "minutes": 0.0, "seq": seq}  # as stored
         try:
             self.col.insert_one(doc)
         except DuplicateKeyError:

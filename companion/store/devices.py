@@ -14,7 +14,7 @@ from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from companion.clock import now
+from companion.clock import now, to_millis
 from companion.domain.people import TensUnit
 from companion.domain.sessions import ERASED_WEARER, Binding
 from companion.store.batches import chunks, insert_new
@@ -58,7 +58,8 @@ class Devices:
     def bind(self, serial: str, patient_id: str, profile: str, bound_at: datetime | None = None) -> tuple[TensUnit, bool]:
         """Bind a unit to a patient (from ``bound_at``, default now). Returns (unit, created); a unit bound to
         someone else is refused by the caller (the unique _id makes a double binding impossible)."""
-        doc = {"_id": serial, "patient_id": patient_id, "profile": profile, "bound_at": bound_at or now(), "status": {}}
+        doc = {"_id": serial, "patient_id": patient_id, "profile": profile, "bound_at": to_millis(bound_at or now()),
+               "status": {}}  # dates as stored (milliseconds): the answer is what later reads show
         try:
             self.col.insert_one(doc)
             return unit_of(doc), True

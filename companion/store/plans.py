@@ -12,6 +12,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from companion.clock import to_millis
 from companion.store import feeds
 from companion.store.batches import find_among_patients
 
@@ -59,6 +60,7 @@ class TherapyPlans(feeds.SyncedCollection):
     def insert_version(self, patient_id: str, version: int, plan: dict, *, created_by: str,
                        at: datetime, seq: int) -> dict:
         """Insert exactly this version; the unique (patient_id, version) index lets one writer win."""
+        at = to_millis(at)  # as stored: the answer is what later reads show
         doc = {"_id": str(ObjectId()), "patient_id": patient_id, "version": version, "created_at": at,
                "created_by": created_by, "active_from": at, "active_to": None, **plan, "seq": seq}
         try:

@@ -11,7 +11,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from companion.clock import now
+from companion.clock import now, to_millis
 from companion.domain.access import CaregiverPermissions
 from companion.domain.people import CareLink, CareTeam, EmergencyAccess, Gateway
 from companion.store.batches import insert_new
@@ -339,10 +339,10 @@ class EmergencyGrants:
         self.col = db.emergency_grants
 
     def grant(self, clinician_id: str, patient_id: str, reason: str, expires_at: datetime) -> EmergencyAccess:
-        doc = {"_id": new_id(), "clinician_id": clinician_id, "patient_id": patient_id,
-               "reason": reason, "granted_at": now(), "expires_at": expires_at}
+        doc = {"_id": new_id(), "clinician_id": clinician_id, "patient_id": patient_id,  # dates as stored
+               "reason": reason, "granted_at": to_millis(now()), "expires_at": to_millis(expires_at)}
         self.col.insert_one(doc)
-        return EmergencyAccess(doc["_id"], clinician_id, patient_id, reason, doc["granted_at"], expires_at)
+        return EmergencyAccess(doc["_id"], clinician_id, patient_id, reason, doc["granted_at"], doc["expires_at"])
 
     def active(self, clinician_id: str, patient_id: str) -> EmergencyAccess | None:
         doc = self.col.find_one({"clinician_id": clinician_id, "patient_id": patient_id, "expires_at": {"$gt": now()}})
@@ -447,8 +447,8 @@ class CareInvitations(_ToAnEmail):
     def create(self, *, team_id: str, clinician_id: str, email: str, email_digest: str, reason: str,
                at: datetime, expires_at: datetime) -> dict:
         doc = {"_id": new_id(), "team_id": team_id, "clinician_id": clinician_id, "email": email,
-               "email_digest": email_digest, "reason": reason, "status": OPEN, "created_at": at,
-               "expires_at": expires_at, "answered_at": None, "patient_id": None}
+               "email_digest": email_digest, "reason": reason, "status": OPEN, "created_at": to_millis(at),
+               "expires_at": to_millis(expires_at), "answered_at": None, "patient_id": None}  # dates as stored
         self.col.insert_one(doc)
         return doc
 

@@ -22,6 +22,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from companion.clock import to_millis
 from companion.store import feeds
 from companion.store.batches import chunks, find_among_patients, insert_new
 
@@ -62,6 +63,7 @@ class Reminders(feeds.SyncedCollection):
     def create(self, patient_id: str, fields: dict, at: datetime, seq: int, reminder_id: str | None = None) -> dict:
         """Insert a reminder (numbered ``seq``); with a ``reminder_id`` derived from a request, a repeat of that
         request gets back the reminder the first attempt stored."""
+        at = to_millis(at)  # as stored: the answer is what later reads show
         doc = {"_id": reminder_id or str(ObjectId()), "patient_id": patient_id, **fields, "active": True,
                "created_at": at, "updated_at": at, "seq": seq}
         try:
