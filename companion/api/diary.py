@@ -153,7 +153,7 @@ class PainEntryView(MethodView):
         changes nothing is answered 200 with the entry, so a retried PATCH succeeds."""
         grant = require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="U", resource_ids=[entry_id])
-        entry = services().diary.edit_entry(grant, entry_id, body, if_version=conditional.if_match())
+        entry = services().diary.edit_entry(grant, entry_id, body, if_versions=conditional.if_match())
         return conditional.tagged(entry, entry.get("seq"), view=conditional.view_of(grant))
 
     @allow(Role.PATIENT, Role.CAREGIVER)
@@ -167,4 +167,4 @@ class PainEntryView(MethodView):
         again, whatever If-Match says: a retried DELETE succeeds as the first did."""
         grant = require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="D", resource_ids=[entry_id])
-        services().diary.delete_entry(grant, entry_id, if_version=conditional.if_match())
+        services().diary.delete_entry(grant, entry_id, if_versions=conditional.if_match())

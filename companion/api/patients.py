@@ -87,5 +87,5 @@ class Patient(MethodView):
         edges")."""
         require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource="patient", action="U", resource_ids=[patient_id])
-        patient = services().profiles.update(patient_id, body, if_version=conditional.if_match())
+        patient = services().profiles.update(patient_id, body, if_versions=conditional.if_match())
         return conditional.tagged(patient, patient.profile_version)

@@ -152,7 +152,7 @@ class CurrentPlan(MethodView):
         try:
             plan = services().plans.prescribe(patient_id, body, created_by=current_actor().id,
                                               based_on_version=body["based_on_version"],
-                                              if_version=conditional.if_match())
+                                              if_versions=conditional.if_match())
         except DomainError as refused:
             if refused.current is not None and refused.current.get("_id"):  # the 412 shows the current plan: a read
                 auditing.note(patient_ids=[patient_id], resource="therapy_plan", action="R",

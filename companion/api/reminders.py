@@ -105,7 +105,8 @@ class ReminderView(MethodView):
         kept. A PATCH that changes nothing is answered 200, so a retried PATCH succeeds."""
         require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource="reminder", action="U", resource_ids=[reminder_id])
-        reminder = services().reminders.update(patient_id, reminder_id, body, if_version=conditional.if_match())
+        reminder = services().reminders.update(patient_id, reminder_id, body,
+                                               if_versions=conditional.if_match())
         return conditional.tagged(reminder, reminder.get("seq"))
 
     @allow(*WRITERS)
@@ -119,7 +120,7 @@ class ReminderView(MethodView):
         stopped reminder answers 204 again: a retried DELETE succeeds as the first did."""
         require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource="reminder", action="D", resource_ids=[reminder_id])
-        services().reminders.stop(patient_id, reminder_id, if_version=conditional.if_match())
+        services().reminders.stop(patient_id, reminder_id, if_versions=conditional.if_match())
 
 
 @blp.route("/patients/<patient_id>/occurrences")

@@ -2,8 +2,8 @@
 
 - ``ETag: "<version>"`` on every answer that shows one object (GET, POST, PUT, PATCH); the same number is
   the object's ``version`` field in lists and change feeds, so an app can edit straight from its cache.
-- ``If-Match: "<version>"`` on PUT, PATCH or DELETE: the write happens only if the object is still at that
-  version. The comparison is part of the write itself (the version is in the update's filter, one
+- ``If-Match: "<version>"`` (or a list of tags, compared strongly: a weak one matches nothing) on PUT, PATCH or
+  DELETE: the write happens only if the object is still at that version (one of them). The comparison is part of the write itself (the version is in the update's filter, one
   single-document update, atomic on MongoDB and on the project's FerretDB build), so of two writes from
   the same version exactly one succeeds. The other is answered **412** with the object as it is now in
   the problem's ``current`` member and its ``ETag`` header. ``If-Match: *`` or no If-Match: the route's
@@ -43,12 +43,16 @@ from companion.http.problems import PROBLEM_JSON
 from companion.http.schemas import ProblemSchema
 
 _TAG = re.compile(r'^"(\d{1,18})(?:\.([a-z]{1,16}))?"$')
+# RFC 9110: entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE (a comma may sit inside one); If-Match = "*" / #entity-tag.
+_ENTITY_TAG = re.compile(r'(W/)?"([\x21\x23-\x7e\x80-\xff]*)"')
+_LIST_OF_TAGS = re.compile(r"[\s,]*\0(?:\s*,[\s,]*\0)*[\s,]*")  # each tag replaced by \0
 WITHHELD = "withheld"  # the view of an object with the patient's own words withheld
 
 IF_MATCH_DOC = {
     "in": "header", "name": "If-Match", "required": False, "schema": {"type": "string"},
-    "description": 'the ETag of the version you changed (e.g. "42"): the write happens only if it is still the '
-                   "current one, else 412 with the current object. Without it the route's own rule applies.",
+    "description": 'the ETag of the version you changed (e.g. "42"), or a list of them: the write happens only if '
+                   "one names the current version, else 412 with the current object (compared strongly: a weak "
+                   'tag such as W/"42" never matches). Without it, or with *, the route\'s own rule applies.',
 }
 IF_NONE_MATCH_DOC = {
     "in": "header", "name": "If-None-Match", "required": False, "schema": {"type": "string"},
@@ -76,21 +80,23 @@ def etag(version: int | None, view: str | None = None) -> str:
     return f'"{int(version or 0)}.{view}"' if view else f'"{int(version or 0)}"'
 
 
-def _tag(header: str) -> tuple[int, str | None] | None:
-    value = (request.headers.get(header) or "").strip()
+def if_match() -> frozenset[int] | None:
+    """The versions the request's If-Match names, whatever the view each was seen in; None when it is absent or
+    ``*`` (the route's own rule applies). RFC 9110 13.1.1: a list of entity tags compared strongly, matching when
+    any names the current version; a weak tag (``W/"42"``) or one this API never sends names none, so a list
+    of only those is refused as a stale one is (412 with the current object). A value that is no list of
+    entity tags at all is a 400."""
+    value = (request.headers.get("If-Match") or "").strip()
     if not value or value == "*":
         return None
-    found = _TAG.fullmatch(value)
-    if not found:
-        raise BadRequest(f'{header} must be one ETag this API sent, such as "42" (or *)')
-    return int(found.group(1)), found.group(2)
-
-
-def if_match() -> int | None:
-    """The version named by the request's If-Match (None when absent or ``*``), whatever the view it was
-    seen in."""
-    named = _tag("If-Match")
-    return named[0] if named else None
+    if "\0" in value or not _LIST_OF_TAGS.fullmatch(_ENTITY_TAG.sub("\0", value)):
+        raise BadRequest('If-Match must be * or a list of entity tags, such as "42" or "41", "42"')
+    versions = set()
+    for weak, opaque in _ENTITY_TAG.findall(value):
+        found = None if weak else _TAG.fullmatch(f'"{opaque}"')
+        if found:
+            versions.add(int(found.group(1)))
+    return frozenset(versions)
 
 
 def tagged(body, version: int | None, status: int = 200, *, location: str | None = None,

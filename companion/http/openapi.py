@@ -99,6 +99,9 @@ HASHED_IF_NONE_MATCH = {
 HASHED_ETAG = _header("a weak tag of this answer as given to you (a hash of its content and of the caller): send it "
                       "back in If-None-Match to be answered 304 while nothing you would see has changed")
 SHARED_RESPONSES = {
+    "400": ("UNREADABLE_REQUEST", "the request cannot be read: a body that is not well-formed JSON (or nests or "
+                                  "spells numbers too deeply), or an If-Match that is neither * nor a list of "
+                                  "entity tags", {}),
     "401": ("SIGN_IN_REQUIRED", "no valid credentials: sign in (or refresh the session) and send "
                             "`Authorization: Bearer <token>`", {"WWW-Authenticate": WWW_AUTHENTICATE}),
     "403": ("NOT_ALLOWED", "this role may not call this operation, or the relationship does not allow this act "
@@ -140,6 +143,10 @@ def _with_answer_headers(response: dict, status: str) -> None:
         headers.setdefault(name, {"$ref": f"#/components/headers/{name}"})
     if status in ("429", "503"):  # a 409 carries it only for an Idempotency-Key in use (companion.http.idempotency)
         headers.setdefault("Retry-After", RETRY_AFTER)
+
+
+def _takes_if_match(operation: dict) -> bool:
+    return any(isinstance(p, dict) and p.get("name") == "If-Match" for p in operation.get("parameters") or [])
 
 
 def _hashed_read(path: str, method: str, operation: dict) -> bool:
@@ -207,6 +214,7 @@ class ContractPlugin(BasePlugin):
                         or (status == "404" and public and "{" not in (path or ""))
                         or (status == "429" and not signs_in and path not in THROTTLED_PATHS)
                         or (status == "415" and "requestBody" not in operation)
+                        or (status == "400" and "requestBody" not in operation and not _takes_if_match(operation))
                         or (status == "503" and path in WITHOUT_DATABASE)):
                     continue
                 if status not in responses and int(status) not in responses:

@@ -130,7 +130,8 @@ class Diary:
         self._touch(grant.patient_id, *(found for found, _ in results if not found.get("purged")))
         return outcome
 
-    def edit_entry(self, grant: Grant, entry_id: str, changes: dict, *, if_version: int | None = None) -> dict:
+    def edit_entry(self, grant: Grant, entry_id: str, changes: dict, *,
+                   if_versions: frozenset[int] | None = None) -> dict:
         """Change the fields given, on the version named (PreconditionFailed if it is no longer current) or
         on the current one; deleted entries cannot be edited."""
         patient_id = grant.patient_id
@@ -139,7 +140,7 @@ class Diary:
             try:
                 update = _normalised(_keeping_unseen_text(grant, current, _merged(current, changes)))
             except Invalid:
-                if if_version is not None and if_version != _version(current):
+                if if_versions is not None and _version(current) not in if_versions:
                     raise _stale(grant, current) from None  # merged with another version: the app merges again
                 raise
             if _unchanged(current, update):
@@ -148,7 +149,7 @@ class Diary:
                 self._touch(patient_id, current, {"recorded_at": current["moved_from"]}
                             if current.get("moved_from") else None)
                 return _shown(grant, current)
-            if if_version is not None and if_version != _version(current):
+            if if_versions is not None and _version(current) not in if_versions:
                 raise _stale(grant, current)
             merged = {**current, **update}
             if bool(merged.get("phase")) != bool(merged.get("session_record_id")):
@@ -165,7 +166,7 @@ class Diary:
                 return _shown(grant, updated)
         raise Conflict("the entry is being changed by someone else right now; try again")
 
-    def delete_entry(self, grant: Grant, entry_id: str, *, if_version: int | None = None) -> dict:
+    def delete_entry(self, grant: Grant, entry_id: str, *, if_versions: frozenset[int] | None = None) -> dict:
         """Soft-delete: the entry stays as a tombstone so other devices learn of the deletion when they sync.
         Deleting it again answers the tombstone (a retried deletion succeeds as the first did)."""
         patient_id = grant.patient_id
@@ -176,7 +177,7 @@ class Diary:
             if current["deleted"]:
                 self._touch(patient_id, current)  # a retry finishes a deletion whose marks were never written
                 return _shown(grant, current)
-            if if_version is not None and if_version != _version(current):
+            if if_versions is not None and _version(current) not in if_versions:
                 raise _stale(grant, current)
             with self.changes.reservation(patient_id, self.entries) as held:
                 deleted = self.entries.soft_delete(patient_id, entry_id, self._now_ms(), seq=held.first,

@@ -42,7 +42,7 @@ class Profiles:
         latest = max((m.effective_from for m in patient.time_zone_history), default=None)
         return max(at, latest + timedelta(milliseconds=1)) if latest else at
 
-    def update(self, patient_id: str, changes: dict, *, if_version: int | None = None) -> Account:
+    def update(self, patient_id: str, changes: dict, *, if_versions: frozenset[int] | None = None) -> Account:
         """Change one's own profile, at the version named (PreconditionFailed with the current profile if it
         moved on) or at the current one (only the fields given change). A new time zone is recorded with
         when it took effect, in the same write as the zone itself, so reminders before the move keep their
@@ -60,7 +60,7 @@ class Profiles:
             if not moving and _unchanged(patient, changes, quiet):
                 self._finish_a_retry(patient, changes)
                 return patient
-            if if_version is not None and if_version != patient.profile_version:
+            if if_versions is not None and patient.profile_version not in if_versions:
                 raise PreconditionFailed("the profile changed since that version; see current", current=patient,
                                          version=patient.profile_version)
             move = ZoneMove(zone, self._next_move_at(patient), patient.time_zone) if moving else None

@@ -42,13 +42,13 @@ class Plans:
         return self.plans.history(patient_id)
 
     def prescribe(self, patient_id: str, plan: dict, *, created_by: str, based_on_version: int | None = None,
-                  if_version: int | None = None, at: datetime | None = None) -> dict:
+                  if_versions: frozenset[int] | None = None, at: datetime | None = None) -> dict:
         """Store a new version of the patient's plan (``plan`` holds its TENS dates as dates), in force from
         now (``at``: from an earlier moment, for history imported as it happened, e.g. the demo's). The days it
         governs are marked for recomputing.
 
-        With ``if_version`` (If-Match) the change is refused (PreconditionFailed, with the current plan)
-        unless that is still the current version, so a clinician never silently overwrites a colleague's
+        With ``if_versions`` (the versions If-Match names) the change is refused (PreconditionFailed, with the
+        current plan) unless one of them is still the current version, so a clinician never silently overwrites a colleague's
         edit; `based_on_version` in the body does the same with a 409. Without either, a writer that loses a
         race for the next version number simply takes the one after.
         """
@@ -60,7 +60,7 @@ class Plans:
             if based_on_version is not None and based_on_version != current_version:
                 raise Conflict(f"the plan changed meanwhile: the current version is {current_version}",
                                errors={"based_on_version": [f"current version is {current_version}"]})
-            if if_version is not None and if_version != current_version:
+            if if_versions is not None and current_version not in if_versions:
                 raise PreconditionFailed(f"the plan changed meanwhile: the current version is {current_version}",
                                          current=current, version=current_version)
             at = given_at or self.clock()

@@ -188,7 +188,8 @@ class ReminderService:
         self.refresh_future(patient_id)
         return reminder
 
-    def update(self, patient_id: str, reminder_id: str, changes: dict, *, if_version: int | None = None) -> dict:
+    def update(self, patient_id: str, reminder_id: str, changes: dict, *,
+               if_versions: frozenset[int] | None = None) -> dict:
         """Change a reminder (the version named, or the current one); its pending future occurrences follow
         the new settings. A change that changes nothing writes nothing."""
         for _ in range(ATTEMPTS):
@@ -199,7 +200,7 @@ class ReminderService:
             if all(current.get(key) == value for key, value in wanted.items()):
                 self.refresh_future(patient_id)  # finishes a change interrupted between its two writes
                 return current
-            self._check_version(current, if_version)
+            self._check_version(current, if_versions)
             check_reminder({**current, **wanted})
             reactivated = wanted.get("active") is True and not current["active"]
             if reactivated and self.reminders.count_active(patient_id) >= MAX_ACTIVE:
@@ -218,7 +219,7 @@ class ReminderService:
                 return updated
         raise Conflict("the reminder is being changed by someone else right now; try again")
 
-    def stop(self, patient_id: str, reminder_id: str, *, if_version: int | None = None) -> dict:
+    def stop(self, patient_id: str, reminder_id: str, *, if_versions: frozenset[int] | None = None) -> dict:
         """Stop a reminder: it becomes inactive, its future pending occurrences are cancelled, its history
         stays. Stopping a stopped reminder changes nothing (a retried stop succeeds as the first did)."""
         for _ in range(ATTEMPTS):
@@ -226,7 +227,7 @@ class ReminderService:
             if not current["active"]:
                 self.refresh_future(patient_id)  # finishes a stop interrupted between its two writes
                 return current
-            self._check_version(current, if_version)
+            self._check_version(current, if_versions)
             with self.changes.reservation(patient_id, self.reminders) as held:
                 stopped = self.reminders.update(patient_id, reminder_id, {"active": False}, self.clock(),
                                                 seq=held.first, version=version_of(current))
@@ -237,8 +238,8 @@ class ReminderService:
         raise Conflict("the reminder is being changed by someone else right now; try again")
 
     @staticmethod
-    def _check_version(current: dict, if_version: int | None) -> None:
-        if if_version is not None and if_version != version_of(current):
+    def _check_version(current: dict, if_versions: frozenset[int] | None) -> None:
+        if if_versions is not None and version_of(current) not in if_versions:
             raise PreconditionFailed("the reminder changed since that version; see current", current=current,
                                      version=version_of(current))
 

@@ -34,6 +34,39 @@ def test_a_reminder_change_naming_a_stale_version_is_refused_with_the_current_re
     assert db.reminders.find_one({})["active"] is True
 
 
+def test_a_weak_if_match_never_matches_and_is_refused_with_the_current_reminder(client, world, db):
+    """RFC 9110 13.1.1: If-Match compares strongly, so W/"1" matches no version, not even version 1."""
+    created = client.post(f"{base(world)}/reminders", json=REMINDER, headers=world["patient_a"].headers)
+    target = f"{base(world)}/reminders/{created.json['id']}"
+    weak = client.patch(target, json={"title": "Session"}, headers=with_tag(world, f"W/{created.headers['ETag']}"))
+    body = assert_problem(weak, 412)
+    assert body["current"]["title"] == REMINDER["title"] and weak.headers["ETag"] == created.headers["ETag"]
+    unknown = client.patch(target, json={"title": "Session"}, headers=with_tag(world, '"not-one-of-ours"'))
+    assert assert_problem(unknown, 412)["current"]["title"] == REMINDER["title"]
+    assert db.reminders.find_one({})["title"] == REMINDER["title"]
+
+
+def test_an_if_match_list_writes_when_any_of_its_tags_names_the_current_version(client, world, db):
+    created = client.post(f"{base(world)}/reminders", json=REMINDER, headers=world["patient_a"].headers)
+    target = f"{base(world)}/reminders/{created.json['id']}"
+    version = created.json["version"]
+    listed = f'"{version + 7}", W/"{version}" , {created.headers["ETag"]}'
+    renamed = client.patch(target, json={"title": "Session"}, headers=with_tag(world, listed))
+    assert renamed.status_code == 200 and renamed.json["title"] == "Session"
+    stale = f'"{version + 7}", {created.headers["ETag"]}, W/"{renamed.json["version"]}"'
+    body = assert_problem(client.delete(target, headers=with_tag(world, stale)), 412)
+    assert body["current"]["title"] == "Session" and db.reminders.find_one({})["active"] is True
+
+
+def test_an_if_match_that_is_no_list_of_entity_tags_is_a_400_its_operation_documents(client, world):
+    created = client.post(f"{base(world)}/reminders", json=REMINDER, headers=world["patient_a"].headers)
+    target = f"{base(world)}/reminders/{created.json['id']}"
+    for malformed in (str(created.json["version"]), '"1", 2', '"1'):
+        assert_problem(client.patch(target, json={"title": "x"}, headers=with_tag(world, malformed)), 400)
+    operations = client.get("/openapi.json").json["paths"]["/api/v1/patients/{patient_id}/reminders/{reminder_id}"]
+    assert {"400"} <= set(operations["patch"]["responses"]) & set(operations["delete"]["responses"])
+
+
 def test_a_retried_reminder_change_and_stop_succeed_as_the_first_did(client, world, db):
     created = client.post(f"{base(world)}/reminders", json=REMINDER, headers=world["patient_a"].headers)
     target = f"{base(world)}/reminders/{created.json['id']}"

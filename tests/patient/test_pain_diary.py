@@ -256,11 +256,14 @@ def test_reading_an_entry_again_with_its_etag_answers_304(client, world):
     assert client.get(target, headers={**headers, "If-None-Match": created.headers["ETag"]}).status_code == 200
 
 
-def test_a_malformed_if_match_is_refused(client, world):
+def test_a_weak_if_match_never_matches_and_a_malformed_one_is_refused(client, world):
     headers = world["patient_a"].headers
     created = client.post(url(world), json=entry(4), headers=headers).json
+    weak = f'W/"{created["version"]}"'  # If-Match compares strongly (RFC 9110 13.1.1)
     assert_problem(client.patch(url(world, f"/{created['id']}"), json={"nrs": 1},
-                                headers={**headers, "If-Match": "W/\"3\""}), 400)
+                                headers={**headers, "If-Match": weak}), 412)
+    assert_problem(client.patch(url(world, f"/{created['id']}"), json={"nrs": 1},
+                                headers={**headers, "If-Match": str(created["version"])}), 400)
 
 
 def test_a_deleted_entry_leaves_the_range_listing_and_cannot_be_edited(client, world):
