@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from datetime import time as time_of_day
 from typing import TYPE_CHECKING
 
@@ -119,8 +119,7 @@ class Worker:
             metrics.JOB_RUNS.labels(spec.id, "skipped").inc()
             return None
         at = self.services.clock()
-        marks = self.services.stores.job_marks
-        if spec.daily_at is not None and not _daily_due(spec.daily_at, at, marks.last_done(spec.id)):
+        if spec.daily_at is not None and not self.lease.daily_due(spec.id, spec.daily_at, at):
             return None
         started = time.perf_counter()
         with log_context(job_id=spec.id):
@@ -130,7 +129,7 @@ class Worker:
                 self._note_run(spec.id, time.perf_counter() - started, error=type(exc).__name__)
                 raise
         if spec.daily_at is not None:
-            marks.done(spec.id, at)
+            self.lease.daily_done(spec.id, at)
         self._note_run(spec.id, time.perf_counter() - started)
         return result
 
@@ -176,14 +175,6 @@ class Worker:
 def daily(job_id: str, run: Callable[[], object], hour: int, minute: int) -> JobSpec:
     """A job that runs once a day at ``hour``:``minute`` UTC, tried every hour at its minute (JobSpec.daily_at)."""
     return JobSpec(job_id, run, "cron", {"minute": minute}, timedelta(hours=1), daily_at=time_of_day(hour, minute))
-
-
-def _daily_due(at_time: time_of_day, at: datetime, last_done: datetime | None) -> bool:
-    """Whether a daily job is due at ``at``: it has not run since its time of day last came round."""
-    latest = datetime.combine(at.date(), at_time, tzinfo=UTC)
-    if latest > at:
-        latest -= timedelta(days=1)
-    return last_done is None or last_done < latest
 
 
 def _log_event(event: JobExecutionEvent) -> None:

@@ -206,7 +206,7 @@ class Services:
 
     def leader_lease(self, holder: str) -> LeaderLease:
         """This worker's hold on the scheduler's leader lease."""
-        return LeaderLease(self.stores.leases, holder, self.settings.lease_ttl)
+        return LeaderLease(self.stores.leases, holder, self.settings.lease_ttl, self.stores.job_marks)
 
     @cached_property
     def housekeeping(self) -> Housekeeping:

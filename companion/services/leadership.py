@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 
-from companion.store.leases import Lease, Leases
+from companion.store.leases import JobMarks, Lease, Leases
 
 logger = logging.getLogger("companion.jobs.worker")
 
@@ -19,8 +19,9 @@ LEASE_NAME = "scheduler"
 class LeaderLease:
     """This worker's hold on the leader lease; renewed by the `leader-lease` job every ttl/3."""
 
-    def __init__(self, leases: Leases, holder: str, ttl: timedelta):
+    def __init__(self, leases: Leases, holder: str, ttl: timedelta, marks: JobMarks | None = None):
         self.leases = leases
+        self.marks = marks
         self.holder = holder
         self.ttl = ttl
         self._lease: Lease | None = None
@@ -49,3 +50,17 @@ class LeaderLease:
             if self._lease is not None:
                 self.leases.release(self._lease)
                 self._lease = None
+
+    # Daily jobs: tried every hour, run once a day
+    def daily_due(self, job_id: str, at_time: time, at: datetime) -> bool:
+        """Whether a daily job is due at ``at``: it has not run since its time of day (UTC) last came round."""
+        latest = datetime.combine(at.date(), at_time, tzinfo=UTC)
+        if latest > at:
+            latest -= timedelta(days=1)
+        last_done = self.marks.last_done(job_id) if self.marks is not None else None
+        return last_done is None or last_done < latest
+
+    def daily_done(self, job_id: str, at: datetime) -> None:
+        """Note that a daily job ran (started) at ``at``."""
+        if self.marks is not None:
+            self.marks.done(job_id, at)

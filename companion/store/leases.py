@@ -26,6 +26,7 @@ from companion.clock import now
 
 INDEXES = {
     "leases": [IndexModel([("name", ASCENDING), ("term", DESCENDING)], name="name_term")],
+    "job_marks": [IndexModel([("at", ASCENDING)], name="at")],  # (read by _id; declared here as its owner)
 }
 
 KEEP_TERMS = 10  # older term documents are history nobody reads; keep a few for diagnosis
