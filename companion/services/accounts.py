@@ -354,9 +354,14 @@ class Accounts:
         user = self.users.set_password_hash(user_id, self.passwords.hash(new_password), to_millis(self.clock()))
         if user is None:
             raise NotFound("no such account")
-        self.tokens.end_every_session(user_id, "password changed", but=keep_phones_of)
-        self.web_sessions.end_for_user(user_id)
+        self._end_every_session(user_id, "password changed", but=keep_phones_of)
         return user
+
+    def _end_every_session(self, user_id: str, reason: str, *, but: str | None = None) -> None:
+        """The tidy-up after a write that stops every older session being accepted: the API sessions (and the
+        phones signed in under them, but those of session ``but``) and the clinician pages' sessions end now."""
+        self.tokens.end_every_session(user_id, reason, but=but)
+        self.web_sessions.end_for_user(user_id)
 
     def clear_mfa(self, user_id: str, *, by: str) -> Account:
         """An admin clears an account's authenticator (its owner lost the phone that held it): every session
@@ -370,8 +375,7 @@ class Accounts:
         user = self.users.clear_mfa(user_id, to_millis(self.clock()))
         if user is None:
             raise NotFound("no such account")
-        self.tokens.end_every_session(user_id, "authenticator cleared")
-        self.web_sessions.end_for_user(user_id)
+        self._end_every_session(user_id, "authenticator cleared")
         log.info("authenticator cleared", extra={"account_id": user_id})
         return user
 

@@ -19,7 +19,7 @@ LEASE_NAME = "scheduler"
 class LeaderLease:
     """This worker's hold on the leader lease; renewed by the `leader-lease` job every ttl/3."""
 
-    def __init__(self, leases: Leases, holder: str, ttl: timedelta, marks: JobMarks | None = None):
+    def __init__(self, leases: Leases, holder: str, ttl: timedelta, marks: JobMarks):
         self.leases = leases
         self.marks = marks
         self.holder = holder
@@ -57,10 +57,9 @@ class LeaderLease:
         latest = datetime.combine(at.date(), at_time, tzinfo=UTC)
         if latest > at:
             latest -= timedelta(days=1)
-        last_done = self.marks.last_done(job_id) if self.marks is not None else None
+        last_done = self.marks.last_done(job_id)
         return last_done is None or last_done < latest
 
     def daily_done(self, job_id: str, at: datetime) -> None:
         """Note that a daily job ran (started) at ``at``."""
-        if self.marks is not None:
-            self.marks.done(job_id, at)
+        self.marks.done(job_id, at)
