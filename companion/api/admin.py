@@ -13,6 +13,7 @@ from companion.api.auth import AccountSchema, valid_zone
 from companion.domain.access import Role
 from companion.http import auditing, services
 from companion.http.paging import LINK_HEADER, cursor_field, next_field, offset_page
+from companion.http.problems import conflict_doc
 from companion.http.schemas import StrictSchema, text
 from companion.http.security import allow, current_actor
 
@@ -136,7 +137,7 @@ class StaffAccounts(MethodView):
 class AccountView(MethodView):
     @allow(Role.ADMIN)
     @blp.response(200, ClosureSchema)
-    @blp.alt_response(409, response="CONFLICT", description="an admin cannot delete their own account")
+    @blp.alt_response(409, **conflict_doc("an admin cannot delete their own account"))
     @blp.doc(operationId="delete_account")
     def delete(self, user_id):
         """Delete an account: it is closed for good (sign-in, phones and sessions erased, every access it held
@@ -152,7 +153,7 @@ class Deactivation(MethodView):
     @allow(Role.ADMIN)
     @blp.arguments(DeactivationSchema)
     @blp.response(200, AccountSchema)
-    @blp.alt_response(409, response="CONFLICT", description="an admin cannot deactivate their own account")
+    @blp.alt_response(409, **conflict_doc("an admin cannot deactivate their own account"))
     @blp.doc(operationId="deactivate_account")
     def post(self, body, user_id):
         """Deactivate an account: from its next request it cannot sign in or use any session; nothing is pushed
@@ -186,7 +187,7 @@ class PasswordResetCode(MethodView):
 class Authenticator(MethodView):
     @allow(Role.ADMIN)
     @blp.response(200, AccountSchema)
-    @blp.alt_response(409, response="CONFLICT", description="an admin cannot clear their own authenticator")
+    @blp.alt_response(409, **conflict_doc("an admin cannot clear their own authenticator"))
     @blp.doc(operationId="clear_authenticator")
     def delete(self, user_id):
         """Clear the account's authenticator (TOTP), when its owner lost the phone that held it: every session
@@ -233,8 +234,7 @@ class TeamPatients(MethodView):
     @allow(Role.ADMIN)
     @blp.arguments(EnrolSchema)
     @blp.response(204)
-    @blp.alt_response(409, response="CONFLICT", description="the patient's account is closed: no other team can "
-                                                             "be given the record")
+    @blp.alt_response(409, **conflict_doc("the patient's account is closed: no other team can be given the record"))
     @blp.doc(operationId="enrol_team_patient")
     def post(self, body, team_id):
         """Enrol a patient in a care team: the team's clinicians gain access. The act is audited and the patient

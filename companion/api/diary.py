@@ -24,7 +24,7 @@ from companion.domain.errors import Conflict
 from companion.http import auditing, conditional, paging, services
 from companion.http.conditional import ETAG_HEADERS, IF_MATCH_DOC, IF_NONE_MATCH_DOC, PRECONDITION_FAILED_DOC
 from companion.http.paging import LINK_HEADER, offset_page
-from companion.http.problems import PROBLEM_JSON
+from companion.http.problems import PROBLEM_JSON, conflict_doc
 from companion.http.schemas import ProblemSchema
 from companion.http.security import allow, require_patient
 
@@ -144,6 +144,7 @@ class PainEntryView(MethodView):
     @blp.arguments(PainEntryEditSchema)
     @blp.response(200, PainEntrySchema, headers=ETAG_HEADERS)
     @blp.alt_response(412, **PRECONDITION_FAILED_DOC)
+    @blp.alt_response(409, **conflict_doc(contended=True))
     @conditional.shows_current(PainEntrySchema)
     @blp.doc(operationId="update_pain_entry")
     def patch(self, body, patient_id, entry_id):
@@ -160,6 +161,7 @@ class PainEntryView(MethodView):
     @blp.doc(parameters=[IF_MATCH_DOC])
     @blp.response(204)
     @blp.alt_response(412, **PRECONDITION_FAILED_DOC)
+    @blp.alt_response(409, **conflict_doc(contended=True))
     @conditional.shows_current(PainEntrySchema)
     @blp.doc(operationId="delete_pain_entry")
     def delete(self, patient_id, entry_id):

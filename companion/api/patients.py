@@ -11,6 +11,7 @@ from companion.domain.access import Operation, Role
 from companion.domain.people import DEFAULT_CAREGIVER_ALERT_DELAY_MIN
 from companion.http import auditing, conditional, services
 from companion.http.conditional import ETAG_HEADERS, IF_MATCH_DOC, IF_NONE_MATCH_DOC, PRECONDITION_FAILED_DOC
+from companion.http.problems import conflict_doc
 from companion.http.schemas import Pattern, StrictSchema, text, valid_locale
 from companion.http.security import allow, require_patient
 
@@ -77,6 +78,7 @@ class Patient(MethodView):
     @blp.arguments(PatientUpdateSchema)
     @blp.response(200, PatientSchema, headers=ETAG_HEADERS)
     @blp.alt_response(412, **PRECONDITION_FAILED_DOC)
+    @blp.alt_response(409, **conflict_doc(contended=True))
     @conditional.shows_current(PatientSchema)
     @blp.doc(operationId="update_patient")
     def patch(self, body, patient_id):

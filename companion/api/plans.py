@@ -11,6 +11,7 @@ from companion.domain.access import Operation, Role
 from companion.domain.errors import DomainError
 from companion.http import auditing, conditional, paging, services
 from companion.http.conditional import ETAG_HEADERS, IF_MATCH_DOC, IF_NONE_MATCH_DOC, PRECONDITION_FAILED_DOC
+from companion.http.problems import conflict_doc
 from companion.http.schemas import Pattern, StrictSchema, text
 from companion.http.security import allow, current_actor, require_patient
 
@@ -140,8 +141,8 @@ class CurrentPlan(MethodView):
     @blp.arguments(PlanInputSchema)
     @blp.response(201, PlanSchema, headers=ETAG_HEADERS)
     @blp.alt_response(412, **PRECONDITION_FAILED_DOC)
-    @blp.alt_response(409, response="CONFLICT", description="based_on_version is no longer the current plan: read it "
-                                                             "and decide again")
+    @blp.alt_response(409, **conflict_doc("based_on_version is no longer the current plan: read it and decide again",
+                                           contended=True))
     @conditional.shows_current(PlanSchema)
     @blp.doc(operationId="replace_therapy_plan")
     def put(self, body, patient_id):

@@ -26,6 +26,7 @@ from companion.domain.access import Operation, Role
 from companion.http import auditing, conditional, paging, services
 from companion.http.conditional import ETAG_HEADERS, IF_MATCH_DOC, IF_NONE_MATCH_DOC, PRECONDITION_FAILED_DOC
 from companion.http.idempotency import idempotent, request_key
+from companion.http.problems import conflict_doc
 from companion.http.security import allow, require_patient
 
 blp = Blueprint("reminders", __name__, url_prefix="/api/v1", description="Reminders and their occurrences")
@@ -96,6 +97,7 @@ class ReminderView(MethodView):
     @blp.arguments(ReminderEditSchema)
     @blp.response(200, ReminderSchema, headers=ETAG_HEADERS)
     @blp.alt_response(412, **PRECONDITION_FAILED_DOC)
+    @blp.alt_response(409, **conflict_doc(contended=True))
     @conditional.shows_current(ReminderSchema)
     @blp.doc(operationId="update_reminder")
     def patch(self, body, patient_id, reminder_id):
@@ -113,6 +115,7 @@ class ReminderView(MethodView):
     @blp.doc(parameters=[IF_MATCH_DOC])
     @blp.response(204)
     @blp.alt_response(412, **PRECONDITION_FAILED_DOC)
+    @blp.alt_response(409, **conflict_doc(contended=True))
     @conditional.shows_current(ReminderSchema)
     @blp.doc(operationId="stop_reminder")
     def delete(self, patient_id, reminder_id):
@@ -161,8 +164,7 @@ class OccurrenceView(MethodView):
     @allow(*WRITERS)
     @blp.arguments(OccurrenceOutcomeSchema)
     @blp.response(200, OccurrenceSchema, headers=ETAG_HEADERS)
-    @blp.alt_response(409, response="CONFLICT", description="another outcome is recorded already (the same one "
-                                                             "again is a 200)")
+    @blp.alt_response(409, **conflict_doc("another outcome is recorded already (the same one again is a 200)"))
     @blp.doc(operationId="record_occurrence_outcome")
     def patch(self, body, patient_id, occurrence_id):
         """Record an occurrence as done, or skipped with a reason, saying when (`at`, default now). An
@@ -182,8 +184,7 @@ class OccurrenceSnooze(MethodView):
     @allow(*WRITERS)
     @blp.arguments(SnoozeSchema)
     @blp.response(200, OccurrenceSchema, headers=ETAG_HEADERS)
-    @blp.alt_response(409, response="CONFLICT", description="the occurrence has an outcome already, or its time "
-                                                             "has passed")
+    @blp.alt_response(409, **conflict_doc("the occurrence has an outcome already, or its time has passed"))
     @blp.doc(operationId="snooze_occurrence")
     def post(self, body, patient_id, occurrence_id):
         """Remind again in a few minutes, counted from the due time when it has not come yet (a snooze never

@@ -35,6 +35,15 @@ class Conflict(DomainError):
     """The object is not in a state that allows this (already done, changed meanwhile)."""
 
 
+class Contended(Conflict):
+    """Others kept changing the same object while this change was tried: nothing was written, and the same
+    request is worth sending again after ``retry_after_s`` seconds (unlike the other conflicts)."""
+
+    def __init__(self, detail: str = "", *, retry_after_s: int = 1):
+        super().__init__(detail)
+        self.retry_after_s = max(1, int(retry_after_s))
+
+
 class PreconditionFailed(DomainError):
     """The caller changed a version of the object that is no longer the current one (``current``)."""
 

@@ -17,8 +17,9 @@ that they are there and unique.
 Every header the kernel reads or writes is documented on every operation it applies to, by the plugin below
 rather than view by view: ``X-Request-ID`` and ``traceparent`` (read), ``X-Request-ID``, ``traceresponse`` and
 ``X-Server-Time`` and ``Cache-Control`` (on every answer), ``Idempotent-Replayed`` (2xx of an operation taking
-an ``Idempotency-Key``), ``WWW-Authenticate`` (401), ``Retry-After`` (429, 503, and the 409 of an
-``Idempotency-Key`` still in use), ``Location`` (201), and, on every read tagged by the hash of its answer
+an ``Idempotency-Key``), ``WWW-Authenticate`` (401), ``Retry-After`` (429, 503; a 409 documents it
+itself where it may carry it: an ``Idempotency-Key`` still in use, an edit that lost to others, see
+companion.http.problems.conflict_doc), ``Location`` (201), and, on every read tagged by the hash of its answer
 (companion.http.conditional), ``If-None-Match``, ``ETag`` and the 304. Rules across fields (``Meta.rules`` of a request schema) become the schema's description.
 """
 
@@ -141,7 +142,7 @@ def _with_answer_headers(response: dict, status: str) -> None:
     headers = response.setdefault("headers", {})
     for name in ANSWER_HEADERS:
         headers.setdefault(name, {"$ref": f"#/components/headers/{name}"})
-    if status in ("429", "503"):  # a 409 carries it only for an Idempotency-Key in use (companion.http.idempotency)
+    if status in ("429", "503"):  # a 409 that carries it says so itself
         headers.setdefault("Retry-After", RETRY_AFTER)
 
 

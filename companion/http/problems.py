@@ -32,7 +32,7 @@ from companion.domain.errors import (
     Unauthorized,
 )
 from companion.http import admission
-from companion.http.openapi import ContractPlugin
+from companion.http.openapi import RETRY_AFTER, ContractPlugin
 from companion.http.schemas import ProblemSchema
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,28 @@ _DOMAIN_STATUS: dict[type[DomainError], int] = {
 }
 REALM = "companion"
 _UNAVAILABLE_ERRORS = (ConnectionFailure, ExecutionTimeout, WTimeoutError)
+
+
+CONTENDED = ("others were changing the same object at that moment and this change lost each try: nothing was "
+             "written; send the same request again after Retry-After seconds")
+
+
+def conflict_doc(cause: str | None = None, *, contended: bool = False) -> dict:
+    """How an operation documents its 409 (``blp.alt_response(409, **conflict_doc(...))``): ``cause`` is a
+    conflict with what is stored, which sending the same request again cannot cure (no Retry-After);
+    ``contended`` says it may also answer :class:`~companion.domain.errors.Contended`, which only that header
+    tells apart. (flask-smorest drops the description of a 409 given as ``response="CONFLICT"``.)"""
+    if contended:
+        description = CONTENDED if cause is None else (
+            f"two causes, told apart by Retry-After. With Retry-After: {CONTENDED}. Without it: {cause}; "
+            "do not send the same request again")
+    else:
+        description = f"{cause}: do not send the same request again"
+    doc = {"description": description, "schema": ProblemSchema, "content_type": PROBLEM_JSON}
+    if contended:
+        doc["headers"] = {"Retry-After": {**RETRY_AFTER, "description": "only when others were changing the same "
+                                                                        "object: seconds to wait before retrying"}}
+    return doc
 
 
 def status_of(exc: DomainError) -> tuple[int, str, dict[str, str]]:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 
 from companion.clock import Clock, now, to_millis
 from companion.domain.access import DIARY_FREE_TEXT, Grant, sees_free_text, without_free_text
-from companion.domain.errors import Conflict, Invalid, NotFound, PreconditionFailed
+from companion.domain.errors import Conflict, Contended, Invalid, NotFound, PreconditionFailed
 from companion.domain.pain import BriefPainInventory, bpi_interference, bpi_severity, bpi_severity_problems
 from companion.services.sync import Changes
 from companion.services.touched_days import TouchedDays
@@ -164,7 +164,7 @@ class Diary:
             if updated:
                 self._touch(patient_id, current, updated)
                 return _shown(grant, updated)
-        raise Conflict("the entry is being changed by someone else right now; try again")
+        raise Contended("the entry is being changed by someone else right now; try again")
 
     def delete_entry(self, grant: Grant, entry_id: str, *, if_versions: frozenset[int] | None = None) -> dict:
         """Soft-delete: the entry stays as a tombstone so other devices learn of the deletion when they sync.
@@ -186,7 +186,7 @@ class Diary:
             if deleted:
                 self._touch(patient_id, deleted)
                 return _shown(grant, deleted)
-        raise Conflict("the entry is being changed by someone else right now; try again")
+        raise Contended("the entry is being changed by someone else right now; try again")
 
     def _live(self, patient_id: str, entry_id: str) -> dict:
         current = self.entries.get(patient_id, entry_id)

@@ -6,7 +6,7 @@ from datetime import datetime, time, timedelta
 
 from companion.clock import Clock, now, to_millis
 from companion.domain.access import Role
-from companion.domain.errors import Conflict, NotFound, PreconditionFailed
+from companion.domain.errors import Contended, NotFound, PreconditionFailed
 from companion.domain.people import Account, ZoneMove
 from companion.domain.quiet_hours import QuietHours
 from companion.services.reminders import ReminderService
@@ -77,7 +77,7 @@ class Profiles:
                 # so the hourly materialization finishes a move interrupted here.
                 self.reminders.refresh_future(patient_id)
             return updated
-        raise Conflict("the profile is being changed by someone else right now; try again")
+        raise Contended("the profile is being changed by someone else right now; try again")
 
     def _finish_a_retry(self, patient: Account, changes: dict) -> None:
         """A change that changes nothing may be the retry of one stopped after its write: within a day of the

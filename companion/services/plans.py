@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from companion.clock import Clock, now
-from companion.domain.errors import Conflict, PreconditionFailed
+from companion.domain.errors import Conflict, Contended, PreconditionFailed
 from companion.services.sync import Changes
 from companion.services.touched_days import TouchedDays
 from companion.store.plans import VersionTaken
@@ -76,7 +76,7 @@ class Plans:
             if self.touched is not None:
                 self.touched.from_instant(patient_id, at, "plan")
             return created
-        raise Conflict("the plan is being changed by someone else; try again")
+        raise Contended("the plan is being changed by someone else right now; try again")
 
     def _close_earlier(self, patient_id: str, created: dict) -> None:
         # Every earlier version still open ends now (not only the previous one: a crash between the two

@@ -43,7 +43,7 @@ from companion.domain.access import (
     sees_free_text,
     without_free_text,
 )
-from companion.domain.errors import Conflict, Invalid, NotFound, PreconditionFailed
+from companion.domain.errors import Conflict, Contended, Invalid, NotFound, PreconditionFailed
 from companion.domain.localtime import local_date_of
 from companion.domain.notifications import reminding_keys_of
 from companion.domain.people import Account
@@ -217,7 +217,7 @@ class ReminderService:
             if updated:
                 self.refresh_future(patient_id)
                 return updated
-        raise Conflict("the reminder is being changed by someone else right now; try again")
+        raise Contended("the reminder is being changed by someone else right now; try again")
 
     def stop(self, patient_id: str, reminder_id: str, *, if_versions: frozenset[int] | None = None) -> dict:
         """Stop a reminder: it becomes inactive, its future pending occurrences are cancelled, its history
@@ -235,7 +235,7 @@ class ReminderService:
             if stopped:
                 self.refresh_future(patient_id)
                 return stopped
-        raise Conflict("the reminder is being changed by someone else right now; try again")
+        raise Contended("the reminder is being changed by someone else right now; try again")
 
     @staticmethod
     def _check_version(current: dict, if_versions: frozenset[int] | None) -> None:

@@ -141,3 +141,56 @@ def test_a_wrong_current_password_again_and_again_is_a_429_each_step_up_operatio
                  "/api/v1/caregiver/invitations/{invitation_id}/acceptance",
                  "/api/v1/patients/{patient_id}/invitations/{invitation_id}/acceptance", "/api/v1/auth/password"):
         assert "429" in _declared(client, path, "post"), path
+
+
+def test_an_edit_that_loses_every_race_is_a_409_with_retry_after_its_operation_documents(client, world, services):
+    """Another phone of the patient's saves the same entry between each of this edit's tries (a real write, each
+    time): the edit writes nothing and is told to send the same request again, which then succeeds."""
+    patient = world["patient_a"]
+    created = client.post(f"/api/v1/patients/{patient.id}/pain-entries", headers=patient.headers, json={
+        "client_entry_id": "contended-entry-1", "recorded_at": datetime.now(UTC).isoformat(),
+        "nrs": 5}).json
+    entries = services.diary.entries
+    real_update = entries.update
+    competitor = iter(range(1, 100))
+
+    def another_phone_first(patient_id, entry_id, changes, at, **kwargs):
+        turn = next(competitor)  # the other phone's save wins the race for this version (a version of its own)
+        real_update(patient_id, entry_id, {"nrs": 7 + turn % 2}, at, seq=kwargs["seq"] + 10_000 + turn,
+                    version=kwargs["version"])
+        return real_update(patient_id, entry_id, changes, at, **kwargs)
+
+    url = f"/api/v1/patients/{patient.id}/pain-entries/{created['id']}"
+    entries.update = another_phone_first
+    try:
+        lost = client.patch(url, headers=patient.headers, json={"nrs": 3})
+    finally:
+        entries.update = real_update
+    assert lost.status_code == 409, lost.json
+    assert int(lost.headers["Retry-After"]) >= 1
+    assert client.get(url, headers=patient.headers).json["nrs"] != 3  # nothing of this edit written
+    assert client.patch(url, headers=patient.headers, json={"nrs": 3}).json["nrs"] == 3
+
+    documented = _documented_409(client, "/api/v1/patients/{patient_id}/pain-entries/{entry_id}", "patch")
+    assert "Retry-After" in documented["headers"] and "send the same request again" in documented["description"]
+
+
+@pytest.mark.parametrize(("path", "method", "cause"), [
+    ("/api/v1/admin/users/{user_id}", "delete", "cannot delete their own account"),
+    ("/api/v1/admin/users/{user_id}/mfa", "delete", "cannot clear their own authenticator"),
+    ("/api/v1/patients/{patient_id}/occurrences/{occurrence_id}", "patch", "another outcome is recorded"),
+    ("/api/v1/patients/{patient_id}/therapy-plan", "put", "based_on_version is no longer the current plan"),
+])
+def test_a_409_documents_its_own_cause_not_the_bare_status_name(client, path, method, cause):
+    documented = _documented_409(client, path, method)
+    assert cause in documented["description"], documented
+
+
+def test_only_the_409s_that_may_say_retry_document_retry_after(client):
+    paths = client.get("/openapi.json").json["paths"]
+    with_retry = {(path, method) for path, operations in paths.items() for method, operation in operations.items()
+                  if method != "parameters" and "Retry-After" in (operation["responses"].get("409") or {}).get("headers", {})}
+    assert ("/api/v1/patients/{patient_id}/pain-entries/{entry_id}", "delete") in with_retry
+    assert ("/api/v1/patients/{patient_id}", "patch") in with_retry
+    assert ("/api/v1/patients/{patient_id}/reminders/{reminder_id}", "patch") in with_retry
+    assert ("/api/v1/admin/users/{user_id}/deactivation", "post") not in with_retry
