@@ -22,7 +22,13 @@ from companion.api.schemas import ChangesArgs
 from companion.domain.access import Operation, Role
 from companion.domain.errors import Conflict
 from companion.http import auditing, conditional, paging, services
-from companion.http.conditional import ETAG_HEADERS, IF_MATCH_DOC, IF_NONE_MATCH_DOC, PRECONDITION_FAILED_DOC
+from companion.http.conditional import (
+    ETAG_HEADERS,
+    IF_MATCH_DOC,
+    IF_NONE_MATCH_DOC,
+    NOT_MODIFIED_DOC,
+    PRECONDITION_FAILED_DOC,
+)
 from companion.http.paging import LINK_HEADER, offset_page
 from companion.http.problems import PROBLEM_JSON, conflict_doc
 from companion.http.schemas import ProblemSchema
@@ -128,7 +134,7 @@ class PainEntryView(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
     @blp.doc(parameters=[IF_NONE_MATCH_DOC])
     @blp.response(200, PainEntrySchema, headers=ETAG_HEADERS)
-    @blp.alt_response(304, response="NOT_MODIFIED", description="still at the version named by If-None-Match")
+    @blp.alt_response(304, **NOT_MODIFIED_DOC)
     @blp.doc(operationId="get_pain_entry")
     def get(self, patient_id, entry_id):
         """One entry (a deleted one is shown as deleted)."""

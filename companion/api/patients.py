@@ -10,7 +10,13 @@ from companion.api.auth import valid_zone
 from companion.domain.access import Operation, Role
 from companion.domain.people import DEFAULT_CAREGIVER_ALERT_DELAY_MIN
 from companion.http import auditing, conditional, services
-from companion.http.conditional import ETAG_HEADERS, IF_MATCH_DOC, IF_NONE_MATCH_DOC, PRECONDITION_FAILED_DOC
+from companion.http.conditional import (
+    ETAG_HEADERS,
+    IF_MATCH_DOC,
+    IF_NONE_MATCH_DOC,
+    NOT_MODIFIED_DOC,
+    PRECONDITION_FAILED_DOC,
+)
 from companion.http.problems import conflict_doc
 from companion.http.schemas import Pattern, StrictSchema, text, valid_locale
 from companion.http.security import allow, require_patient
@@ -64,7 +70,7 @@ class Patient(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
     @blp.doc(parameters=[IF_NONE_MATCH_DOC])
     @blp.response(200, PatientSchema, headers=ETAG_HEADERS)
-    @blp.alt_response(304, response="NOT_MODIFIED", description="still at the version named by If-None-Match")
+    @blp.alt_response(304, **NOT_MODIFIED_DOC)
     @blp.doc(operationId="get_patient")
     def get(self, patient_id):
         """A patient's profile (self, a consenting caregiver, or the care team)."""

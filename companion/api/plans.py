@@ -10,7 +10,13 @@ from companion.api.schemas import ChangesArgs, changes_schema
 from companion.domain.access import Operation, Role
 from companion.domain.errors import DomainError
 from companion.http import auditing, conditional, paging, services
-from companion.http.conditional import ETAG_HEADERS, IF_MATCH_DOC, IF_NONE_MATCH_DOC, PRECONDITION_FAILED_DOC
+from companion.http.conditional import (
+    ETAG_HEADERS,
+    IF_MATCH_DOC,
+    IF_NONE_MATCH_DOC,
+    NOT_MODIFIED_DOC,
+    PRECONDITION_FAILED_DOC,
+)
 from companion.http.problems import conflict_doc
 from companion.http.schemas import Pattern, StrictSchema, text
 from companion.http.security import allow, current_actor, require_patient
@@ -126,7 +132,7 @@ class CurrentPlan(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
     @blp.doc(parameters=[IF_NONE_MATCH_DOC])
     @blp.response(200, PlanSchema, headers=ETAG_HEADERS)
-    @blp.alt_response(304, response="NOT_MODIFIED", description="still at the version named by If-None-Match")
+    @blp.alt_response(304, **NOT_MODIFIED_DOC)
     @blp.doc(operationId="get_therapy_plan")
     def get(self, patient_id):
         """The current therapy plan (the highest version); version 0, with no tasks, until one is set."""

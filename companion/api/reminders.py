@@ -24,7 +24,13 @@ from companion.api.reminder_schemas import (
 from companion.api.schemas import ChangesArgs
 from companion.domain.access import Operation, Role
 from companion.http import auditing, conditional, paging, services
-from companion.http.conditional import ETAG_HEADERS, IF_MATCH_DOC, IF_NONE_MATCH_DOC, PRECONDITION_FAILED_DOC
+from companion.http.conditional import (
+    ETAG_HEADERS,
+    IF_MATCH_DOC,
+    IF_NONE_MATCH_DOC,
+    NOT_MODIFIED_DOC,
+    PRECONDITION_FAILED_DOC,
+)
 from companion.http.idempotency import idempotent, request_key
 from companion.http.problems import conflict_doc
 from companion.http.security import allow, require_patient
@@ -83,7 +89,7 @@ class ReminderView(MethodView):
     @allow(*READERS)
     @blp.doc(parameters=[IF_NONE_MATCH_DOC])
     @blp.response(200, ReminderSchema, headers=ETAG_HEADERS)
-    @blp.alt_response(304, response="NOT_MODIFIED", description="still at the version named by If-None-Match")
+    @blp.alt_response(304, **NOT_MODIFIED_DOC)
     @blp.doc(operationId="get_reminder")
     def get(self, patient_id, reminder_id):
         """One reminder."""

@@ -62,6 +62,8 @@ IF_NONE_MATCH_DOC = {
 ETAG_HEADERS = {"ETag": {"description": 'the version of the object in the answer, e.g. "42"; "42.withheld" when '
                                         "the patient's own words in it are withheld from the caller",
                          "schema": {"type": "string"}}}
+NOT_MODIFIED_DOC = {"description": "still at the version named by If-None-Match: no body; ETag names that version",
+                    "headers": ETAG_HEADERS}
 PRECONDITION_FAILED_DOC = {
     "description": "If-Match named a version that is no longer current: nothing was written; `current` holds "
                    "the object as it is now and the ETag header its version",
