@@ -194,3 +194,14 @@ def test_only_the_409s_that_may_say_retry_document_retry_after(client):
     assert ("/api/v1/patients/{patient_id}", "patch") in with_retry
     assert ("/api/v1/patients/{patient_id}/reminders/{reminder_id}", "patch") in with_retry
     assert ("/api/v1/admin/users/{user_id}/deactivation", "post") not in with_retry
+
+
+def test_a_versioned_read_documents_its_304_and_the_etag_it_carries(client, world, services):
+    patient = world["patient_a"]
+    url = f"/api/v1/patients/{patient.id}/therapy-plan"
+    first = client.get(url, headers=patient.headers)
+    again = client.get(url, headers={**patient.headers, "If-None-Match": first.headers["ETag"]})
+    assert again.status_code == 304 and again.headers["ETag"] == first.headers["ETag"]
+    documented = client.get("/openapi.json").json["paths"]["/api/v1/patients/{patient_id}/therapy-plan"]["get"][
+        "responses"]["304"]
+    assert "If-None-Match" in documented["description"] and "ETag" in documented["headers"]
