@@ -75,6 +75,27 @@ def _patients_of(records: list[dict], changes: list[tuple[dict, dict]]) -> list[
     return sorted({p for d in docs for p in [d.get("patient_id"), *(d.get("candidate_patient_ids") or [])] if p})
 
 
+def _delivered_again(stored: list[dict], patient_id: str) -> dict[str, dict]:
+    """For the stored records another patient's gateway handed over first and this patient's gateway hands over
+    again, with the same content: the field naming this patient too (``also_delivered_for``), to be placed and
+    written with the placement it makes. A session the unit recorded while this patient wore it is theirs,
+    whichever hub reached the server first (companion.domain.sessions.relay_vouched)."""
+    return {doc["_id"]: {"also_delivered_for": [*(doc.get("also_delivered_for") or []), patient_id]}
+            for doc in stored
+            if doc.get("delivered_for") not in (None, patient_id)
+            and patient_id not in (doc.get("also_delivered_for") or [])}
+
+
+def _answer_placed_again(results: dict[str, dict], changes: list[tuple[dict, dict]]) -> None:
+    """A duplicate that this batch placed again (held no longer, or held now) is answered as it stands now."""
+    for doc, fields in changes:
+        answer = results.get(doc["_id"])
+        if answer is not None and answer["status"] == "duplicate" and "conflicting_copy" not in answer["flags"]:
+            now = {**doc, **fields}
+            answer.update(flags=[f["flag"] for f in now.get("flags") or []], held=bool(now.get("held")),
+                          time_quality=now.get("time_quality"))
+
+
 class Ingestion:
     def __init__(self, settings: Settings, stores: Stores, clock: Clock = now, *,
                  telemetry: Telemetry | None = None, changes: Changes | None = None,
@@ -156,10 +177,11 @@ class Ingestion:
         syncs_by_unit: dict[str, list[dict]] = defaultdict(list)
         for doc in sync_docs:
             syncs_by_unit[doc["serial"]].append(doc)
+        delivered = _delivered_again(kept, patient_id)
         for serial in sorted(set(by_unit) | set(syncs_by_unit) | set(again)):
             unit_placed, unit_changes = SessionTimes(self.stores).place_unit(
                 serial, by_unit.get(serial, []), syncs_by_unit.get(serial, []), bindings.get(serial, []), received_at,
-                touched_seqs=again.get(serial, ()))
+                touched_seqs=again.get(serial, ()), deciding=delivered)
             placed += unit_placed
             changes += unit_changes
         # A session recorded while the unit was worn by a patient whose record has since been deleted is kept by
@@ -181,6 +203,7 @@ class Ingestion:
         if repeated:
             self._answer_stored(repeated, {d["_id"]: d for d in kept}, {})
         write_changes(self.stores, self.changes, self.touched, changes, "sessions")
+        _answer_placed_again(results, changes)
         if self.touched is not None:
             for patient, dates in touched_days_of(kept).items():
                 self.touched.dates(patient, dates, "sessions")

@@ -241,8 +241,8 @@ class SessionTimes:
         ``UNIT_WINDOW`` records: a 5,000-record backlog takes minutes rather than seconds.
 
         ``deciding`` (record id: fields) places stored records as if those fields were stored (a clinician's
-        decision, written with the placement it makes: each such record is among the changes returned, with
-        those fields)."""
+        decision, or another patient's gateway handing over the same record, written with the placement it
+        makes: each such record is among the changes returned, with those fields)."""
         self._histories = {}
         syncs = {d["_id"]: d for d in self.stores.unit_syncs.of_unit(serial)}
         # A sync of this batch stored already (a retry of a batch that failed after storing it) is evidence as a
@@ -341,8 +341,11 @@ class SessionTimes:
                 candidates = tuple(c for c in candidates if c != ERASED_WEARER)
             uncertain = "the unit's binding changed (or it was bound to nobody) when this may have happened"
             delivered_for = doc.get("delivered_for")
-            if owner_id and not resolution.get("patient_id") and not relay_vouched(bindings, owner_id, delivered_for,
-                                                                                   latest):
+            # Each patient whose gateway handed it over (the first, then any other with the same content): what
+            # one of them vouches for does not depend on which hub reached the server first.
+            deliverers = (delivered_for, *(doc.get("also_delivered_for") or ()))
+            if owner_id and not resolution.get("patient_id") and not any(
+                    relay_vouched(bindings, owner_id, by, latest) for by in deliverers):
                 owner_id, candidates = None, tuple(dict.fromkeys((owner_id, delivered_for)))
                 uncertain = "another patient's gateway handed this over, and not as what the unit held when it moved"
             history = self._history(owner_id) if owner_id else None

@@ -147,6 +147,31 @@ def test_a_moved_units_sessions_stay_with_whoever_wore_it_whichever_hub_brings_t
     assert "firmware" not in db.devices.find_one({"_id": serial})["status"]
 
 
+def test_the_wearers_own_hub_bringing_a_session_another_hub_brought_first_counts_it_for_them(client, world, db,
+                                                                                             services):
+    """Whose a session is does not depend on which hub reaches the server first: the new wearer's hub brings a
+    session from weeks before the unit moved (held: it cannot vouch for it), then the old wearer's hub, back
+    online, brings the very same record: it is theirs and counted, as it is when their hub comes first."""
+    serial = "CTU-MOVED9"
+    a, b = world["patient_a"], world["patient_b"]
+    now = datetime.now(UTC)
+    moved = now - timedelta(hours=6)
+    services.gateways.bind_unit(a.id, serial, "companion-tens", bound_at=now - timedelta(days=40))
+    services.stores.devices.unbind(serial, a.id, at=moved)
+    services.gateways.bind_unit(b.id, serial, "companion-tens", bound_at=moved)
+    record = session_record(serial, 1, started_at=moved - timedelta(days=21))  # A wore the unit then
+    assert by_id(upload(client, world["gateway_b"], [record]))[f"{serial}:1"]["held"] is True
+    again = by_id(upload(client, world["gateway_a"], [record]))[f"{serial}:1"]
+    assert again["status"] == "duplicate" and again["held"] is False, again
+    doc = db.session_records.find_one({"_id": f"{serial}:1"})
+    assert (doc["patient_id"], doc["held"]) == (a.id, False), doc["flags"]
+    listed = client.get(f"/api/v1/patients/{a.id}/sessions/held", headers=world["clinician_team"].headers)
+    assert f"{serial}:1" not in {h["record_id"] for h in listed.json["items"]}
+    # B's hub sending it again changes nothing: it stays A's.
+    upload(client, world["gateway_b"], [record])
+    assert db.session_records.find_one({"_id": f"{serial}:1"})["patient_id"] == a.id
+
+
 def test_another_patients_hub_is_taken_at_its_word_only_for_what_the_unit_held_when_it_moved(client, world, db,
                                                                                               services):
     """A hub writes into its own patient's record. Into another's only the unit's backlog when it changed hands
