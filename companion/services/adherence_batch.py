@@ -218,6 +218,11 @@ def _write_and_read(stores: Stores, chunk: list[_Patient], now: datetime,
     # The days just begun are new: one insert for all of them; the touched days stored already are replaced.
     store.save_many(fresh)
     _mark_changed_rows(stores, chunk, fresh, kept, now)
+    # This run's today is written after the refresher may have passed the patient's midnight and computed the row
+    # with it as a completed day, read before this write (the run's clock is taken once, at its start): such a
+    # row, read after the write, is marked, and computed again with the day as written.
+    on_today = {p.patient_id: p.today.isoformat() for p in chunk if p.today in p.days}
+    stores.panel_row_marks.mark(stores.panel_row_days.computed_after(on_today), "adherence", now)
     waiting = []
     for p in chunk:
         row = kept.get(p.patient_id)

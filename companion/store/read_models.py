@@ -231,6 +231,15 @@ class PanelRowDays:
                 found[doc["_id"]] = {**doc, "days": json.loads(days) if isinstance(days, str) else days or {}}
         return found
 
+    def computed_after(self, days: dict[str, str]) -> set[str]:
+        """The patients among ``days`` (patient id: local date) whose row was computed on a later local date than
+        the one given (its ``today`` only is read)."""
+        later = set()
+        for part in chunks(sorted(days)):
+            later |= {doc["_id"] for doc in self.col.find({"_id": {"$in": part}}, {"today": 1})
+                      if (doc.get("today") or "") > days[doc["_id"]]}
+        return later
+
     def delete_for_patient(self, patient_id: str) -> int:
         return self.col.delete_one({"_id": patient_id}).deleted_count
 

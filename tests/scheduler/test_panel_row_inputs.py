@@ -175,3 +175,45 @@ def test_an_alert_acknowledged_by_a_request_stopped_before_marking_the_row_leave
     traveller.shift(timedelta(minutes=1))
     services.panel_rows.refresh_due()
     assert services.review.summary(patient).open_alerts == 0
+
+
+def test_a_day_the_adherence_job_writes_after_the_patients_midnight_reaches_the_row_computed_past_it(
+        jobs_db, settings, traveller, monkeypatch):
+    """The job takes its clock once: a run that starts before the patient's midnight recomputes that day (a late
+    session) and writes it after the refresher, past midnight, computed the row with the day as completed, from
+    its snapshot before the run. The row must take the day as written, not keep the old one for 30 days."""
+    day = datetime(2026, 3, 10, tzinfo=UTC)
+    traveller.move_to(day + timedelta(hours=23, minutes=55))
+    services, clinician, patient = _clinic(jobs_db, settings)
+    jobs_db.therapy_plans.insert_one({
+        "_id": "plan-midnight", "patient_id": patient.id, "version": 1, "created_at": day - timedelta(days=10),
+        "created_by": "clinician", "active_from": day - timedelta(days=10), "active_to": None,
+        "tens": {"sessions_per_day": 1, "daily_minutes_target": None, "minutes_per_session": 30,
+                 "start_date": (day - timedelta(days=10)).date().isoformat(), "end_date": None,
+                 "counts_towards_adherence": True},
+        "medications": [], "mindfulness": {}})
+    services.adherence_job.run()
+    services.panel_rows.refresh_due()
+    services.gateways.bind_unit(patient.id, "CTU-MID01", "companion-tens", bound_at=day - timedelta(days=30))
+    record = SessionRecordSchema().load(session_record("CTU-MID01", 1, started_at=day + timedelta(hours=12)))
+    services.ingestion.receive(None, patient.id, [record], {"CTU-MID01"})  # the day's session, uploaded late
+
+    store = services.stores.adherence_days
+    real_save = store.save_many
+
+    def refresher_passes_midnight_first(docs):
+        monkeypatch.setattr(store, "save_many", real_save)
+        traveller.move_to(day + timedelta(days=1, minutes=1))
+        services.panel_rows.refresh_due()  # the row, now of the 11th, takes the 10th as it was stored before
+        return real_save(docs)
+
+    monkeypatch.setattr(store, "save_many", refresher_passes_midnight_first)
+    services.adherence_job.run()  # its clock: 23:55 on the 10th
+    monkeypatch.undo()
+    traveller.move_to(day + timedelta(days=1, minutes=10))
+    services.panel_rows.refresh_due()
+    kept = services.stores.panel_row_days.by_ids([patient.id])[patient.id]
+    _, fresh_days, _ = services.panel_rows.compute(patient, datetime.now(UTC))
+    assert kept["today"] == "2026-03-11"
+    assert kept["days"]["2026-03-10"] == fresh_days["2026-03-10"], (kept["days"]["2026-03-10"],
+                                                                     fresh_days["2026-03-10"])
