@@ -17,7 +17,8 @@ anything deleted up to it.
 A cursor that may have missed a deletion whose tombstone was purged (it is below the highest purged change,
 and its copy began before that change), one this server never issued (a database restored from a backup), or
 one from an older version of the API is answered :class:`~companion.domain.errors.ResyncRequired`: the app
-drops its copy and reads the feed from the start. A read from the start pages through to its end whatever was
+drops its copy and reads the feed from the start. The purge is checked again after the rows are read, since the
+housekeeping job may purge in between. A read from the start pages through to its end whatever was
 purged before it began.
 """
 
@@ -157,21 +158,35 @@ class Changes:
         if max(after, since) > horizon.issued:
             raise ResyncRequired("this cursor was not issued for the data held now (restored from a backup?): "
                                  "sync again from the start, without a cursor")
-        if cursor is None or cursor == "":
+        fresh = cursor is None or cursor == ""
+        if fresh:
             # Every change up to ``settled`` is written: the copy begins after them all. Nothing purged (or gone
             # to another patient) up to ``purged_through`` can be in it either, though a write below that is still
             # pending: the copy begins after those too, or its next page would be told to start again.
             since = max(horizon.settled, horizon.purged_through)
-        elif after < horizon.purged_through and since < horizon.purged_through:
-            # Its copy began before a deletion that was purged, and it has not read as far as that deletion.
-            raise ResyncRequired("this cursor is older than the sync window: deletions it has not seen were "
-                                 "purged (or a session it holds is no longer this patient's); sync again from the "
-                                 "start, without a cursor")
+        else:
+            _check_not_purged_past(after, since, horizon.purged_through)
         rows = synced.changed_between(patient_id, after, horizon.settled, limit + 1)
+        if not fresh:
+            # The housekeeping job may have purged, since the horizon was read, a tombstone these rows were to
+            # hand out, and the cursor would move past the deletion for good. It notes a purge before it deletes
+            # (note_purged, then purge), so asking again now that the rows are read catches any purge they
+            # missed: one more find_one of one field by _id. (A copy read from the start cannot hold what was
+            # purged before it read it; one that went to another patient meanwhile, its next page is told.)
+            _check_not_purged_past(after, since, self.sequences.purged_through(patient_id))
         has_more = len(rows) > limit
         rows = rows[:limit]
         position = rows[-1]["seq"] if has_more else max(after, horizon.settled)
         return FeedPage(rows, f"{position}.{since}", has_more)
+
+
+def _check_not_purged_past(after: int, since: int, purged_through: int) -> None:
+    """ResyncRequired if a copy that began at ``since`` and has read up to ``after`` may hold something purged
+    (or gone to another patient) since: it began before the purged change and has not read as far as it."""
+    if after < purged_through and since < purged_through:
+        raise ResyncRequired("this cursor is older than the sync window: deletions it has not seen were "
+                             "purged (or a session it holds is no longer this patient's); sync again from the "
+                             "start, without a cursor")
 
 
 def _position(cursor: str | None) -> tuple[int, int]:

@@ -101,6 +101,11 @@ class ChangeSequences:
         settled = min(alive) - 1 if alive else doc["issued"]
         return Horizon(settled, doc["issued"], doc.get("purged_through", 0))
 
+    def purged_through(self, patient_id: str) -> int:
+        """Only ``purged_through`` (a feed asks again after reading its rows): the one field, by ``_id``."""
+        doc = self.col.find_one({"_id": patient_id}, {"purged_through": 1})
+        return (doc or {}).get("purged_through", 0)
+
     def numbering_done(self) -> bool:
         """Whether the documents written before change feeds existed have been numbered (an upgrade step)."""
         return self.col.find_one({"_id": NUMBERED}, {"_id": 1}) is not None

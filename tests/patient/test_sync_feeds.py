@@ -214,6 +214,32 @@ def test_tombstones_are_purged_after_the_sync_window_and_older_cursors_must_resy
     assert sorted(e["id"] for e in fresh) == sorted(ids[1:])
 
 
+def test_a_purge_between_the_feeds_horizon_check_and_its_read_never_skips_a_deletion(
+        client, world, services, clock, monkeypatch):
+    """A phone back after the sync window syncs while the daily housekeeping purges: it must be told to resync
+    (410), never moved past the deletion with its copy still holding the entry."""
+    headers = world["patient_a"].headers
+    kept, gone = (client.post(f"{base(world)}/pain-entries", json=entry(n), headers=headers).json["id"]
+                  for n in (1, 2))
+    _, cursor = follow(client, world, "pain-entries")  # the phone's copy holds both
+    assert client.delete(f"{base(world)}/pain-entries/{gone}", headers=headers).status_code == 204
+    months_later(client, world, clock, 91)
+    entries = services.stores.pain_entries
+    original = entries.changed_between
+
+    def purge_meanwhile(*args, **kwargs):  # the housekeeping job runs between the horizon read and the rows read
+        monkeypatch.setattr(entries, "changed_between", original)
+        assert services.housekeeping.purge_expired()["tombstones"] == 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(entries, "changed_between", purge_meanwhile)
+    answer = client.get(f"{base(world)}/pain-entries/changes", query_string={"cursor": cursor},
+                        headers=world["patient_a"].headers)
+    monkeypatch.undo()
+    assert "older than the sync window" in assert_problem(answer, 410)["detail"]
+    assert [e["id"] for e in follow(client, world, "pain-entries")[0]] == [kept]
+
+
 def test_a_deleted_entry_can_no_longer_be_found_once_its_tombstone_is_purged(client, world, services, clock):
     headers = world["patient_a"].headers
     gone = client.post(f"{base(world)}/pain-entries", json=entry(1), headers=headers).json["id"]
