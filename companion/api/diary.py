@@ -155,9 +155,10 @@ class PainEntryView(MethodView):
     @blp.doc(operationId="update_pain_entry")
     def patch(self, body, patient_id, entry_id):
         """Correct an entry: the fields sent replace the stored ones; of the context and the pain form, the items
-        sent (the others stay; null clears one, and the context or form sent as null is removed). With If-Match, only if the entry is still
-        at that version (else 412 with the current entry); without it, on the current version. A PATCH that
-        changes nothing is answered 200 with the entry, so a retried PATCH succeeds."""
+        sent (the others stay; null clears one, and the context or form sent as null is removed). With If-Match,
+        only if the entry is still at that version (else 412 with the current entry: its tombstone if it was
+        deleted meanwhile); without it, on the current version (404 for a deleted entry). A PATCH that changes
+        nothing is answered 200 with the entry, so a retried PATCH succeeds."""
         grant = require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="U", resource_ids=[entry_id])
         entry = services().diary.edit_entry(grant, entry_id, body, if_versions=conditional.if_match())

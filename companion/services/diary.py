@@ -133,10 +133,16 @@ class Diary:
     def edit_entry(self, grant: Grant, entry_id: str, changes: dict, *,
                    if_versions: frozenset[int] | None = None) -> dict:
         """Change the fields given, on the version named (PreconditionFailed if it is no longer current) or
-        on the current one; deleted entries cannot be edited."""
+        on the current one; deleted entries cannot be edited. An edit naming a version the entry has left by
+        being deleted (on another phone) is PreconditionFailed with the tombstone, as GET shows it, so the app
+        learns of the deletion; one naming no version, or the tombstone's own, is NotFound."""
         patient_id = grant.patient_id
         for _ in range(ATTEMPTS):
-            current = self._live(patient_id, entry_id)
+            current = self.entries.get(patient_id, entry_id)
+            if current and current["deleted"] and if_versions is not None and _version(current) not in if_versions:
+                raise _stale(grant, current)
+            if not current or current["deleted"]:
+                raise NotFound("no such diary entry")
             try:
                 update = _normalised(_keeping_unseen_text(grant, current, _merged(current, changes)))
             except Invalid:
@@ -187,12 +193,6 @@ class Diary:
                 self._touch(patient_id, deleted)
                 return _shown(grant, deleted)
         raise Contended("the entry is being changed by someone else right now; try again")
-
-    def _live(self, patient_id: str, entry_id: str) -> dict:
-        current = self.entries.get(patient_id, entry_id)
-        if not current or current["deleted"]:
-            raise NotFound("no such diary entry")
-        return current
 
     def entries_between(self, grant: Grant, start: datetime, end: datetime, limit: int) -> list[dict]:
         """Live entries recorded in a range, oldest first, as the caller may see them."""

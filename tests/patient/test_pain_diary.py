@@ -246,6 +246,24 @@ def test_a_deletion_naming_a_stale_version_is_refused(client, world, db):
     assert db.pain_entries.find_one({})["deleted"] is False
 
 
+def test_an_edit_naming_a_version_that_another_phone_since_deleted_is_a_412_with_the_tombstone(client, world, db):
+    """Two phones hold version v; one deletes the entry, the other edits it with If-Match v: the README promises
+    the loser a 412 with the object as stored now (GET shows the tombstone), not a 404 'no such entry'. Naming
+    the tombstone's own version is no stale copy to merge: the entry is deleted (404), so no app loops on 412."""
+    headers = world["patient_a"].headers
+    created = client.post(url(world), json=entry(1), headers=headers)
+    target = url(world, f"/{created.json['id']}")
+    assert client.delete(target, headers={**headers, "If-Match": created.headers["ETag"]}).status_code == 204
+    tombstone = client.get(target, headers=headers)
+    assert tombstone.json["deleted"] is True
+    refused = client.patch(target, json={"nrs": 9}, headers={**headers, "If-Match": created.headers["ETag"]})
+    assert assert_problem(refused, 412)["current"]["deleted"] is True
+    assert refused.headers["ETag"] == tombstone.headers["ETag"]
+    assert_problem(client.patch(target, json={"nrs": 9}, headers={**headers, "If-Match": tombstone.headers["ETag"]}),
+                   404)
+    assert db.pain_entries.find_one({})["nrs"] == entry(1)["nrs"]
+
+
 def test_reading_an_entry_again_with_its_etag_answers_304(client, world):
     headers = world["patient_a"].headers
     created = client.post(url(world), json=entry(4), headers=headers)
