@@ -33,7 +33,7 @@ from companion.http.conditional import (
 )
 from companion.http.idempotency import idempotent, request_key
 from companion.http.problems import conflict_doc
-from companion.http.security import allow, require_patient
+from companion.http.security import allow, current_actor, require_patient
 
 blp = Blueprint("reminders", __name__, url_prefix="/api/v1", description="Reminders and their occurrences")
 READERS = (Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
@@ -170,18 +170,25 @@ class OccurrenceView(MethodView):
     @allow(*WRITERS)
     @blp.arguments(OccurrenceOutcomeSchema)
     @blp.response(200, OccurrenceSchema, headers=ETAG_HEADERS)
-    @blp.alt_response(409, **conflict_doc("another outcome is recorded already (the same one again is a 200)"))
+    @blp.alt_response(409, **conflict_doc(
+        "another outcome is recorded already, or a skip with another reason (the same one again is a 200); "
+        "`current` holds the occurrence as stored, as you may see it"))
+    @conditional.shows_current(OccurrenceSchema)
     @blp.doc(operationId="record_occurrence_outcome")
     def patch(self, body, patient_id, occurrence_id):
         """Record an occurrence as done, or skipped with a reason, saying when (`at`, default now). An
         outcome is a state change, not an edit, so it takes no If-Match: the patient's outcome replaces
         `missed` whenever it arrives (on_time when `at` was inside the window); the same outcome again is
-        answered 200; a different recorded outcome is 409."""
+        answered 200 (a skip: with the same reason, spacing and case aside); a different recorded outcome, or
+        a skip with another reason, is 409 with the stored occurrence in `current`, nothing written. A caregiver
+        not allowed the patient's own words is not shown the recorded reason, nor compared with one someone else
+        gave: their skip of a skipped occurrence is 409 unless they recorded it themselves."""
         grant = require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource="reminder_occurrence", action="U",
                       resource_ids=[occurrence_id])
         occurrence = services().reminders.record_outcome(grant, occurrence_id, body["status"],
-                                                         body["skip_reason"], at=body["at"])
+                                                         body["skip_reason"], at=body["at"],
+                                                         by=current_actor().id)
         return conditional.tagged(occurrence, occurrence.get("seq"), view=conditional.view_of(grant))
 
 

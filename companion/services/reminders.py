@@ -16,7 +16,8 @@ Edges, decided here:
 - **Done against missed.** The worker marks an occurrence missed when its window closes; the patient may
   still record it (done or skipped) afterwards, saying when they did it (``at``, default now). Whichever
   reaches the database first, the result is the patient's outcome, with ``on_time`` true when ``at`` lies
-  inside the completion window. Two outcomes that differ (done, then skipped) are a conflict.
+  inside the completion window. Two outcomes that differ (done, then skipped), or two skips with different
+  reasons, are a conflict (see ``_same_outcome`` below).
 - **Snooze before the due time** counts from the due time (companion.domain.schedules.snoozed_until), and
   the pushes planned before the snooze time are held back (companion.services.reminder_dispatch).
 - **Travel east.** A slot the zone change jumped over (companion.domain.schedules.slots_skipped_by_moves)
@@ -70,6 +71,7 @@ TIME_ZONE_CHANGE = "time_zone_change"
 MOMENT = ("due_at", "window_ends_at", "notify_at", "zone", "push_with")
 KEPT = (*MOMENT, "skipped_by_move_at", "status", "status_at", "missed_reason")
 ATTEMPTS = 20
+ANSWERED = ("done", "skipped")  # the patient's outcomes: recorded once, never changed
 RUNS = 3  # materialize runs again (at most this often in all) when what it was computed from changed meanwhile
 
 
@@ -448,15 +450,18 @@ class ReminderService:
         return occurrence
 
     def record_outcome(self, grant: Grant, key: str, status: str, reason: str | None, *,
-                       at: datetime | None = None) -> dict:
-        """Record an occurrence as done or skipped, at ``at`` (when the patient did it; default now). A
-        missed one can still be recorded late: the patient's outcome replaces ``missed`` whichever of the
-        two reached the database first, ``on_time`` saying whether ``at`` was inside the window.
-        Recording the same outcome again is harmless; changing a recorded outcome is a conflict. The answer is
-        the occurrence as the caller may see it (a caregiver not allowed the patient's own words does not see
-        the reason a skip already recorded gave)."""
+                       at: datetime | None = None, by: str | None = None) -> dict:
+        """Record an occurrence as done or skipped, at ``at`` (when the patient did it; default now), by the
+        account ``by`` (kept, so that it can send its own skip again). A missed one can still be recorded late:
+        the patient's outcome replaces ``missed`` whichever of the two reached the database first, ``on_time``
+        saying whether ``at`` was inside the window. Recording the same outcome again is harmless (see
+        :func:`_same_outcome`); anything else on a recorded outcome is a Conflict with the occurrence as the
+        caller may see it, nothing written. The answer is the occurrence as the caller may see it (a caregiver
+        not allowed the patient's own words does not see the reason a skip already recorded gave)."""
         patient_id = grant.patient_id
         occurrence = self._open_occurrence(patient_id, key, answered_at=at)
+        if occurrence["status"] in ANSWERED and not _same_outcome(grant, occurrence, status, reason, by):
+            raise _other_outcome(grant, occurrence)
         if occurrence["status"] == status:
             if at is not None and occurrence.get("status_at") and at < occurrence["status_at"] \
                     and at >= occurrence["due_at"] - EARLY_MARK:
@@ -476,16 +481,17 @@ class ReminderService:
         # when read or between that read and this write (the write takes it pending, missed or cancelled).
         changes = {"status": status, "status_at": when, "recorded_at": current,
                    "on_time": when <= occurrence["window_ends_at"],
-                   "skip_reason": reason if status == "skipped" else None, "deleted": False, "deleted_at": None}
+                   "skip_reason": reason if status == "skipped" else None, "recorded_by": by, "deleted": False,
+                   "deleted_at": None}
         with self.changes.reservation(patient_id, self.occurrences) as held:
             updated = self.occurrences.record(patient_id, key, ("pending", "missed", CANCELLED), changes,
                                               held.first)
         updated = held.as_stored(updated)
-        if not updated:
+        if not updated:  # answered meanwhile, from another phone
             again = self.occurrences.get(patient_id, key) or occurrence
-            if again["status"] == status:
+            if _same_outcome(grant, again, status, reason, by):
                 return _visible(grant, [again])[0]
-            raise Conflict(f"this reminder was already recorded as {again['status']}")
+            raise _other_outcome(grant, again)
         self._outcome_recorded(patient_id, updated)
         return _visible(grant, [updated])[0]
 
@@ -535,6 +541,35 @@ def _basis(patient: Account, reminders: list[dict]) -> tuple:
     """What a patient's occurrences are computed from, as versions: their profile's (zone, quiet hours) and each
     active reminder's."""
     return patient.profile_version, sorted((r["_id"], r.get("seq")) for r in reminders)
+
+
+def _same_outcome(grant: Grant, stored: dict, status: str, reason: str | None, by: str | None) -> bool:
+    """Whether ``status`` (with ``reason``, for a skip) is the outcome ``stored`` has: a retry, or another phone
+    saying the same. Two reasons are the same when they differ only in spacing or case; any other reason would
+    be dropped unseen. A caller who may not read the patient's own words is never compared with a reason
+    someone else gave (the answer would tell them whether a guess at it was right): their skip of a skipped
+    occurrence is the same only if they gave the reason recorded themselves (their retry)."""
+    if stored["status"] != status:
+        return False
+    if status != "skipped":
+        return True
+    if not sees_free_text(grant) and (by is None or stored.get("recorded_by") != by):
+        return False
+    return _as_said(stored.get("skip_reason")) == _as_said(reason)
+
+
+def _as_said(reason: str | None) -> str:
+    return " ".join((reason or "").split()).casefold()
+
+
+def _other_outcome(grant: Grant, stored: dict) -> Conflict:
+    if stored["status"] != "skipped" or sees_free_text(grant):
+        detail = (f"this reminder was already recorded as {stored['status']}"
+                  + (", for another reason" if stored["status"] == "skipped" else "") + "; see current")
+    else:
+        detail = ("this reminder was already recorded as skipped, by someone else: the reason they gave is not "
+                  "shown to you, and yours was not recorded; see current")
+    return Conflict(detail, current=_visible(grant, [stored])[0], version=version_of(stored))
 
 
 def _visible(grant: Grant, occurrences: list[dict]) -> list[dict]:

@@ -154,11 +154,11 @@ def test_a_caregiver_who_may_write_but_not_read_notes_gets_no_skip_reason_back_f
     record(client, world, first["id"], {"status": "skipped", "skip_reason": "felt low"})
     services.stores.care_links.grant(world["patient_a"].id, world["caregiver_linked"].id,
                                      CaregiverPermissions(write=True))
-    # The same outcome again (answered with the stored occurrence), a new one, and a snooze: none shows the
-    # patient's words to this caregiver.
-    again = record(client, world, first["id"], {"status": "skipped", "skip_reason": "anything"},
-                   who="caregiver_linked")
-    assert (again.status_code, again.json["status"], again.json["skip_reason"]) == (200, "skipped", None)
+    # A skip of the patient's skip (refused: see below), a new one, and a snooze: none shows the patient's words
+    # to this caregiver.
+    again = assert_problem(record(client, world, first["id"], {"status": "skipped", "skip_reason": "anything"},
+                                  who="caregiver_linked"), 409)
+    assert (again["current"]["status"], again["current"]["skip_reason"]) == ("skipped", None)
     clock.move_to(datetime(2026, 3, 2, 17, 55, tzinfo=UTC))
     snoozed = client.post(f"/api/v1/patients/{world['patient_a'].id}/occurrences/{second['id']}/snooze",
                           json={"minutes": 10}, headers=world["caregiver_linked"].headers)
@@ -168,6 +168,50 @@ def test_a_caregiver_who_may_write_but_not_read_notes_gets_no_skip_reason_back_f
                      who="caregiver_linked")
     assert (skipped.status_code, skipped.json["skip_reason"]) == (200, None)
     assert occurrences(client, world)[1]["skip_reason"] == "their own words"  # stored, and the patient sees it
+
+
+def test_a_second_skip_with_another_reason_is_a_conflict_showing_the_first(client, world, db, clock):
+    """Two phones of the patient answer the same occurrence 'skipped', each with its own reason: the second is
+    told of the first (409 with it in current, nothing written), never answered 200 with its reason dropped. The
+    same reason typed with other spacing or case is the same answer."""
+    create(client, world)
+    first = occurrences(client, world)[0]
+    clock.move_to(datetime(2026, 3, 2, 9, 40, tzinfo=UTC))
+    one = record(client, world, first["id"], {"status": "skipped", "skip_reason": "felt sick"})
+    assert one.status_code == 200, one.json
+    other = assert_problem(record(client, world, first["id"], {"status": "skipped",
+                                                               "skip_reason": "ran out of tablets"}), 409)
+    assert (other["current"]["skip_reason"], other["current"]["version"]) == ("felt sick", one.json["version"])
+    same = record(client, world, first["id"], {"status": "skipped", "skip_reason": " Felt  sick"})
+    assert (same.status_code, same.json["skip_reason"]) == (200, "felt sick")
+    stored = db.reminder_occurrences.find_one({"_id": first["id"]})
+    assert (stored["skip_reason"], stored["seq"]) == ("felt sick", one.json["version"])
+
+
+def test_a_caregiver_who_may_not_read_notes_cannot_tell_by_skipping_again_whether_a_guess_at_the_reason_is_right(
+        client, world, services, clock):
+    """Compared with the patient's reason, this caregiver's skip would tell them whether they guessed it: a skip
+    of an occurrence someone else skipped is a 409 whatever they send, with the reason withheld. Their own skip
+    sent again (a lost answer) is still the same answer, 200; with another reason, 409."""
+    create(client, world)
+    first, second, *_ = occurrences(client, world)
+    clock.move_to(datetime(2026, 3, 2, 9, 40, tzinfo=UTC))
+    record(client, world, first["id"], {"status": "skipped", "skip_reason": "felt low"})
+    services.stores.care_links.grant(world["patient_a"].id, world["caregiver_linked"].id,
+                                     CaregiverPermissions(write=True))
+    guesses = [record(client, world, first["id"], {"status": "skipped", "skip_reason": guess},
+                      who="caregiver_linked") for guess in ("felt low", "was away")]
+    bodies = [{k: v for k, v in assert_problem(g, 409).items() if k != "request_id"} for g in guesses]
+    assert bodies[0] == bodies[1] and bodies[0]["current"]["skip_reason"] is None
+    assert not any("felt low" in g.get_data(as_text=True) for g in guesses)
+    clock.move_to(datetime(2026, 3, 2, 18, 20, tzinfo=UTC))
+    theirs = {"status": "skipped", "skip_reason": "she was asleep"}
+    assert record(client, world, second["id"], theirs, who="caregiver_linked").status_code == 200
+    assert record(client, world, second["id"], theirs, who="caregiver_linked").status_code == 200
+    assert_problem(record(client, world, second["id"], {**theirs, "skip_reason": "out"}, who="caregiver_linked"),
+                   409)
+    assert_problem(record(client, world, second["id"], {**theirs, "skip_reason": "out"}), 409)
+    assert record(client, world, second["id"], theirs).status_code == 200  # the patient reads it: compared
 
 
 def test_a_run_computed_from_a_reminder_changed_meanwhile_does_not_undo_the_change(client, world, db, services,
