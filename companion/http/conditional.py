@@ -191,6 +191,11 @@ def shows_current(schema):
             except DomainError as exc:
                 if exc.current is not None:
                     exc.representation = schema().dump(exc.current)
+                    # Tagged in the caller's view, as a GET would tag it: a copy with the patient's words withheld
+                    # never carries the whole object's tag (an If-None-Match with it would confirm it as whole).
+                    grant = (g.get("grants") or {}).get(kwargs.get("patient_id"))
+                    if exc.version is not None and grant is not None:
+                        exc.etag = etag(exc.version, view_of(grant))
                 raise
 
         return wrapper

@@ -96,7 +96,7 @@ def status_of(exc: DomainError) -> tuple[int, str, dict[str, str]]:
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
     if exc.current is not None and exc.version is not None:
-        headers["ETag"] = f'"{exc.version}"'
+        headers["ETag"] = getattr(exc, "etag", None) or f'"{exc.version}"'
     return status, title, headers
 
 

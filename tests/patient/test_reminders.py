@@ -204,6 +204,8 @@ def test_a_caregiver_who_may_not_read_notes_cannot_tell_by_skipping_again_whethe
     bodies = [{k: v for k, v in assert_problem(g, 409).items() if k != "request_id"} for g in guesses]
     assert bodies[0] == bodies[1] and bodies[0]["current"]["skip_reason"] is None
     assert not any("felt low" in g.get_data(as_text=True) for g in guesses)
+    # Tagged as the withheld copy it is, as a GET tags it: never as the whole occurrence.
+    assert {g.headers["ETag"] for g in guesses} == {f'"{bodies[0]["current"]["version"]}.withheld"'}
     clock.move_to(datetime(2026, 3, 2, 18, 20, tzinfo=UTC))
     theirs = {"status": "skipped", "skip_reason": "she was asleep"}
     assert record(client, world, second["id"], theirs, who="caregiver_linked").status_code == 200
