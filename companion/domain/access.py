@@ -146,6 +146,7 @@ PATIENT_INACTIVE = "patient_inactive"  # the patient's account was deactivated o
 CONSENT_REVOKED = "consent_revoked"  # the patient revoked the caregiver's access
 NOT_SHARED = "alert_kind_not_shared"  # the caregiver's access no longer covers this kind of alert
 ALERT_RESOLVED = "alert_resolved"  # the alert was resolved before it went out (later data: see its resolution)
+ALERT_ACKNOWLEDGED = "alert_acknowledged"  # the care team acknowledged the alert before a caregiver's push went out
 INVITATION_SETTLED = "invitation_settled"  # the invitation it told of was answered or taken back before it went out
 REMINDER_ANSWERED = "reminder_answered"  # the patient recorded the reminder done or skipped before it went out
 REMINDER_SNOOZED = "reminder_snoozed"  # the patient snoozed it before it went out (the snooze reminds them again)
@@ -154,8 +155,8 @@ REMINDER_CALLED_OFF = "reminder_called_off"  # the reminder was stopped or moved
 
 def delivery_refusal(*, recipient_active: bool, patient_active: bool, to_patient: bool,
                      caregiver: CaregiverPermissions | None, share_kind: str | None,
-                     alert_resolved: bool = False, reminder_settled: str | None = None,
-                     reminder_snoozed: bool = False) -> str | None:
+                     alert_resolved: bool = False, alert_acknowledged: bool = False,
+                     reminder_settled: str | None = None, reminder_snoozed: bool = False) -> str | None:
     """Why a notification about a patient must not be delivered now, or None when it may go.
 
     Consent is checked at the moment of sending as well as at reading: a notification to the patient goes
@@ -163,10 +164,15 @@ def delivery_refusal(*, recipient_active: bool, patient_active: bool, to_patient
     now and, for an alert, to cover its kind (``share_kind``). Clinicians receive no pushes, so a lapsed
     emergency grant has nothing to stop here. A notification about an alert that has been resolved since it
     was queued (``alert_resolved``) goes to nobody: its resolution withdraws it, and this catches one that a
-    crash between the resolution and the withdrawal left queued. Nor does a reminder of an occurrence the
-    patient has answered, or that was called off, meanwhile (``reminder_settled``: its status): the answer
-    withdraws what is queued, and this stops one that was already being sent when the answer came. Nor, alike,
-    one planned before a snooze whose time has not come (``reminder_snoozed``): the snooze reminds them then.
+    crash between the resolution and the withdrawal left queued. A caregiver's notification about an alert the
+    care team has acknowledged since it was queued (``alert_acknowledged``) does not go either: the care team has
+    it in hand, so it is not worth a push (the caregiver still reads the alert in the app's list). The
+    patient's own (the unit's troubles: a battery to charge, pads to place again) still goes: no acknowledgement
+    does that for them. The acknowledgement withdraws it; this stops one that a crash between the two writes left
+    queued, or that a sender had claimed just before. Nor does a reminder of an occurrence the patient has
+    answered, or that was called off, meanwhile (``reminder_settled``: its status): the answer withdraws what is
+    queued, and this stops one that was already being sent when the answer came. Nor, alike, one planned before a
+    snooze whose time has not come (``reminder_snoozed``): the snooze reminds them then.
     """
     if not recipient_active:
         return RECIPIENT_INACTIVE
@@ -180,6 +186,8 @@ def delivery_refusal(*, recipient_active: bool, patient_active: bool, to_patient
         return REMINDER_SNOOZED
     if to_patient:
         return None
+    if alert_acknowledged:
+        return ALERT_ACKNOWLEDGED
     if caregiver is None:
         return CONSENT_REVOKED
     if share_kind is not None and share_kind not in caregiver.alerts:

@@ -21,8 +21,11 @@ reason, which the patient, caregivers and clinicians who see it also see. Nothin
 that says "never mind" would wake people for nothing. Its notifications that have not gone out yet (held
 for quiet hours, say) are withdrawn instead, so nobody is alerted about what no longer holds; the sender checks
 the alert again before each goes out, so one left queued by a crash between the resolution and the withdrawal
-is withdrawn then. An alert whose
-condition holds again (later data again) is reopened, without a second push.
+is withdrawn then. An alert whose condition holds again (later data again) is reopened, without a second push.
+
+An alert the care team acknowledges withdraws its caregivers' notifications not sent yet, and the sender refuses
+any left (a request stopped between the two writes, a batch a sender had claimed): the care team has it in hand.
+The patient's own stays: the unit's troubles are theirs to put right whoever has seen the alert.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from companion.clock import Clock, now
-from companion.domain.access import ALERT_RESOLVED, Grant, visible_alert_kinds
+from companion.domain.access import ALERT_ACKNOWLEDGED, ALERT_RESOLVED, Grant, visible_alert_kinds
 from companion.domain.alerts import (
     ALERT_KINDS,
     ALERT_MESSAGES,
@@ -248,8 +251,12 @@ class AlertService:
     def _notify_again(self, alert: dict, candidate: AlertCandidate) -> None:
         """A reopened alert's notifications that its resolution withdrew before they went out (held for quiet
         hours, say) go out after all, each when its recipient may be told now; those sent stay sent (no second
-        push). A retry of a reopening finds none withdrawn and does nothing."""
+        push). A retry of a reopening finds none withdrawn and does nothing. Of an alert the care team has
+        acknowledged, only the patient's: its caregivers' stay withdrawn, as the acknowledgement would have left
+        them."""
         withdrawn = self.stores.outbox.withdrawn_for(f"alert:{alert['_id']}", ALERT_RESOLVED)
+        if alert.get("acknowledged_at") is not None:
+            withdrawn = [d for d in withdrawn if d["recipient_user_id"] == alert["patient_id"]]
         if not withdrawn:
             return
         people = {a.id: a for a in self.stores.users.by_ids({d["recipient_user_id"] for d in withdrawn})}
@@ -542,13 +549,18 @@ class AlertService:
         return self.stores.alerts.newest(patient_id, open_only=open_only, limit=limit)
 
     def acknowledge(self, patient_id: str, alert_id: str, clinician_id: str) -> dict:
-        """Acknowledge an alert (a care-team act). Acknowledging twice keeps the first acknowledgement."""
+        """Acknowledge an alert (a care-team act), and withdraw its caregivers' pushes not sent yet (held for
+        their quiet hours, say): the care team has it in hand, and nobody is to be woken for it. The patient's
+        own push stays (the unit's troubles, which only the patient can put right). Acknowledging twice keeps
+        the first acknowledgement; a retry withdraws what a request stopped before withdrawing left (and the
+        sender checks the alert again before each push goes out)."""
         # The panel row counts open alerts: marked before the acknowledgement as well as after, as for a resolution.
         self.stores.panel_row_marks.mark([patient_id], "alert", self.clock())
         alert = self.stores.alerts.acknowledge(patient_id, alert_id, clinician_id, self.clock())
         if alert is None:
             raise NotFound("no such alert")
         self.stores.panel_row_marks.mark([patient_id], "alert", self.clock())
+        self.stores.outbox.withdraw(reason=ALERT_ACKNOWLEDGED, source_key=f"alert:{alert['_id']}", sparing=patient_id)
         return alert
 
 

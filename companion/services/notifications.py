@@ -68,7 +68,7 @@ class DeliveryConsent:
         to_caregivers = [d for d in docs if d["recipient_user_id"] != d["patient_id"]]
         links = self.links.active_pairs({(d["patient_id"], d["recipient_user_id"]) for d in to_caregivers})
         share_kinds = self._share_kinds(to_caregivers)
-        resolved = self._about_resolved_alerts(docs)
+        resolved, acknowledged = self._about_settled_alerts(docs)
         settled, snoozed = self._about_held_reminders(docs)
         refused = {}
         for doc in docs:
@@ -78,8 +78,8 @@ class DeliveryConsent:
                 recipient_active=bool(recipient and recipient.active), patient_active=bool(patient and patient.active),
                 to_patient=doc["recipient_user_id"] == doc["patient_id"],
                 caregiver=link.permissions if link else None, share_kind=share_kinds.get(doc["_id"]),
-                alert_resolved=doc["_id"] in resolved, reminder_settled=settled.get(doc["_id"]),
-                reminder_snoozed=doc["_id"] in snoozed)
+                alert_resolved=doc["_id"] in resolved, alert_acknowledged=doc["_id"] in acknowledged,
+                reminder_settled=settled.get(doc["_id"]), reminder_snoozed=doc["_id"] in snoozed)
             if reason is not None:
                 refused[doc["_id"]] = reason
         return refused
@@ -103,14 +103,17 @@ class DeliveryConsent:
         return {a.id: a for a in self.users.by_ids({d["recipient_user_id"] for d in docs}
                                                    | {d["patient_id"] for d in docs})}
 
-    def _about_resolved_alerts(self, docs: list[dict]) -> set[str]:
-        """The notifications about an alert that is resolved now (by notification id): resolving withdraws them,
-        but a crash between the two writes leaves them queued, and this is the check that still stops them."""
+    def _about_settled_alerts(self, docs: list[dict]) -> tuple[set[str], set[str]]:
+        """The notifications about an alert that is resolved now, and those about one the care team has
+        acknowledged (by notification id; one read): resolving or acknowledging withdraws them, but a crash
+        between the two writes leaves them queued, or a sender had claimed them just before, and this is the check
+        that still stops them."""
         about = {d["_id"]: d["source_key"].partition(":")[2] for d in docs if d["source_key"].startswith("alert:")}
         if not about:
-            return set()
-        resolved = self.alerts.resolved_among(set(about.values()))
-        return {nid for nid, alert_id in about.items() if alert_id in resolved}
+            return set(), set()
+        resolved, acknowledged = self.alerts.settled_among(set(about.values()))
+        return ({nid for nid, alert_id in about.items() if alert_id in resolved},
+                {nid for nid, alert_id in about.items() if alert_id in acknowledged})
 
     def _about_held_reminders(self, docs: list[dict]) -> tuple[dict[str, str], set[str]]:
         """The reminder pushes whose occurrence (with the rest of its push group) the patient has answered, or

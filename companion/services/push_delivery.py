@@ -235,8 +235,9 @@ class OutboxDispatcher:
 
     def _consent_again(self, prepared: _Prepared, report: DispatchReport) -> _Prepared:
         """A batch prepared while the one before was at FCM, without what a caregiver's consent no longer allows
-        and what is about an alert resolved or a reminder answered meanwhile (links, alerts and occurrences read
-        again just before it goes; the accounts as read when it was prepared)."""
+        and what is about an alert resolved (or, to a caregiver, acknowledged) or a reminder answered meanwhile
+        (links, alerts and occurrences read again just before it goes; the accounts as read when it was
+        prepared)."""
         again = [d for d in prepared.claimed if d["recipient_user_id"] != d["patient_id"]
                  or d["source_key"].startswith(("alert:", "reminder:"))]
         if self.consent is None or not again or prepared.people is None:

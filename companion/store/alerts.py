@@ -72,13 +72,18 @@ class Alerts:
         return {d["_id"]: d.get("share_kind") for d in self.col.find({"_id": {"$in": sorted(set(alert_ids))}},
                                                                      {"share_kind": 1})}
 
-    def resolved_among(self, alert_ids: Iterable[str]) -> set[str]:
-        """Those of ``alert_ids`` whose alert is resolved (looked up by ``_id``)."""
-        found: set[str] = set()
+    def settled_among(self, alert_ids: Iterable[str]) -> tuple[set[str], set[str]]:
+        """Those of ``alert_ids`` whose alert is resolved, and those whose alert is acknowledged (looked up by
+        ``_id``)."""
+        resolved: set[str] = set()
+        acknowledged: set[str] = set()
         for part in chunks(sorted(set(alert_ids))):
-            found.update(d["_id"] for d in self.col.find({"_id": {"$in": part}, "resolved_at": {"$ne": None}},
-                                                         {"_id": 1}))
-        return found
+            for doc in self.col.find({"_id": {"$in": part}}, {"resolved_at": 1, "acknowledged_at": 1}):
+                if doc.get("resolved_at") is not None:
+                    resolved.add(doc["_id"])
+                if doc.get("acknowledged_at") is not None:
+                    acknowledged.add(doc["_id"])
+        return resolved, acknowledged
 
     def mark_notified(self, alert_id: str) -> None:
         """Note that the alert's notifications are in the outbox (so they are not fanned out again)."""

@@ -232,15 +232,21 @@ class Outbox:
         # taken, or it would send it again. purge_claims() drops them once no such read can be around.
 
     def withdraw(self, *, reason: str, recipient_user_id: str | None = None, patient_id: str | None = None,
-                 keep_share_kinds: Iterable[str] | None = None, source_key: str | None = None) -> int:
+                 keep_share_kinds: Iterable[str] | None = None, source_key: str | None = None,
+                 sparing: str | None = None) -> int:
         """Withdraw notifications not yet sent, so that they never go out: those to ``recipient_user_id``
         and/or about ``patient_id``, and/or caused by ``source_key`` (an alert resolved before its notifications
         went out); with ``keep_share_kinds``, only those needing a consent kind not among them (a caregiver whose
-        permissions were narrowed). Each ends ``withdrawn`` with ``reason``. One that a dispatcher already
-        claimed may still go out once."""
+        permissions were narrowed); with ``sparing``, all but the one to that person (an acknowledged alert's
+        push to the patient). Each ends ``withdrawn`` with ``reason``. One that a dispatcher already claimed may
+        still go out once."""
+        if recipient_user_id is not None and sparing is not None:
+            raise ValueError("withdraw names a recipient or spares one, not both")
         query: dict = {"state": SCHEDULED}
         if recipient_user_id is not None:
             query["recipient_user_id"] = recipient_user_id
+        if sparing is not None:
+            query["recipient_user_id"] = {"$ne": sparing}
         if patient_id is not None:
             query["patient_id"] = patient_id
         if source_key is not None:

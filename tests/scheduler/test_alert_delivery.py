@@ -277,6 +277,80 @@ def test_a_push_withdrawn_by_a_resolution_is_not_revived_past_the_lifetime_it_ha
     assert jobs_db.push_outbox.find_one({"recipient_user_id": {"$ne": patient.id}})["state"] == "withdrawn"
 
 
+NIGHT = {"start": "22:00", "end": "07:00"}
+MORNING = datetime(2026, 3, 3, 7, 0, tzinfo=UTC)
+
+
+def _send_in_the_morning(jobs_db, settings, clock, traveller, sender) -> None:
+    traveller.move_to(MORNING)
+    services_on(jobs_db, settings, clock, sender).push.send_due(owner="test-worker")
+
+
+def test_an_alert_acknowledged_during_the_caregivers_night_is_not_pushed_when_the_night_ends(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    traveller.move_to(datetime(2026, 3, 2, 23, 5, tzinfo=UTC))  # raised in the caregiver's night: held until 07:00
+    patient = make_person(jobs_db, "patient")
+    caregiver = link_caregiver(jobs_db, patient, ["adherence_low"], quiet_hours=NIGHT)
+    token = phone(jobs_db, caregiver)
+    alert = services_on(jobs_db, settings, clock, sender).alerts.raise_once(_low_adherence_candidate(patient))
+    traveller.move_to(datetime(2026, 3, 3, 1, 0, tzinfo=UTC))  # the on-call clinician deals with it at 01:00
+    services_on(jobs_db, settings, clock, sender).alerts.acknowledge(patient.id, alert["_id"], "clinician-1")
+    _send_in_the_morning(jobs_db, settings, clock, traveller, sender)
+    assert emulator.delivered_to(token) == []  # nobody needs waking about what the care team already handled
+    held = jobs_db.push_outbox.find_one({"recipient_user_id": caregiver.id})
+    assert (held["state"], held["withdrawn_reason"]) == ("withdrawn", "alert_acknowledged")
+
+
+def test_an_acknowledged_battery_alert_still_reaches_the_patient_who_must_charge_the_unit(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    traveller.move_to(datetime(2026, 3, 2, 23, 5, tzinfo=UTC))  # both are asleep: both pushes held until 07:00
+    patient = make_person(jobs_db, "patient", quiet_hours=NIGHT)
+    caregiver = link_caregiver(jobs_db, patient, ["battery_low"], quiet_hours=NIGHT)
+    patient_token, caregiver_token = phone(jobs_db, patient), phone(jobs_db, caregiver)
+    battery = AlertCandidate(AlertKind.BATTERY_LOW, Severity.INFO, patient.id, "battery_low:CTU-1:2026-03-02",
+                             "2026-03-02", "battery at 9%", device_serial="CTU-1", details={"battery_percent": 9})
+    alert = services_on(jobs_db, settings, clock, sender).alerts.raise_once(battery)
+    traveller.move_to(datetime(2026, 3, 3, 1, 0, tzinfo=UTC))
+    services_on(jobs_db, settings, clock, sender).alerts.acknowledge(patient.id, alert["_id"], "clinician-1")
+    _send_in_the_morning(jobs_db, settings, clock, traveller, sender)
+    assert [d.body["message"]["data"]["kind"] for d in emulator.delivered_to(patient_token)] == ["battery_low"]
+    assert emulator.delivered_to(caregiver_token) == []
+
+
+def test_an_acknowledgement_stopped_before_withdrawing_the_held_push_never_sends_it(
+        jobs_db, settings, clock, traveller, sender, emulator, monkeypatch):
+    traveller.move_to(datetime(2026, 3, 2, 23, 5, tzinfo=UTC))
+    patient = make_person(jobs_db, "patient")
+    caregiver = link_caregiver(jobs_db, patient, ["adherence_low"], quiet_hours=NIGHT)
+    token = phone(jobs_db, caregiver)
+    alert = services_on(jobs_db, settings, clock, sender).alerts.raise_once(_low_adherence_candidate(patient))
+    traveller.move_to(datetime(2026, 3, 3, 1, 0, tzinfo=UTC))
+    services = services_on(jobs_db, settings, clock, sender)
+    monkeypatch.setattr(services.stores.outbox, "withdraw", dead_database)  # the request stops right there
+    with pytest.raises(ConnectionFailure):
+        services.alerts.acknowledge(patient.id, alert["_id"], "clinician-1")
+    monkeypatch.undo()
+    assert jobs_db.push_outbox.find_one({"recipient_user_id": caregiver.id})["state"] == "scheduled"  # left behind
+    _send_in_the_morning(jobs_db, settings, clock, traveller, sender)
+    assert emulator.delivered_to(token) == []  # the sender read the alert again
+    stopped = jobs_db.push_outbox.find_one({"recipient_user_id": caregiver.id})
+    assert (stopped["state"], stopped["withdrawn_reason"]) == ("withdrawn", "alert_acknowledged")
+
+
+def test_a_resolved_alert_acknowledged_and_then_reopened_does_not_revive_its_caregivers_push(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    patient, token = _withdrawn_at_night_by_a_resolution(jobs_db, settings, clock, traveller, sender)
+    alert = jobs_db.alerts.find_one({"patient_id": patient.id})
+    traveller.move_to(datetime(2026, 3, 3, 2, 0, tzinfo=UTC))
+    services_on(jobs_db, settings, clock, sender).alerts.acknowledge(patient.id, alert["_id"], "clinician-1")
+    traveller.move_to(datetime(2026, 3, 3, 3, 5, tzinfo=UTC))  # later data again: it holds again, reopened
+    services_on(jobs_db, settings, clock, sender).alerts.raise_once(_low_adherence_candidate(patient))
+    _send_in_the_morning(jobs_db, settings, clock, traveller, sender)
+    assert emulator.delivered_to(token) == []
+    held = jobs_db.push_outbox.find_one({"recipient_user_id": {"$ne": patient.id}})
+    assert (held["state"], held["withdrawn_reason"], held["round"]) == ("withdrawn", "alert_resolved", 0)
+
+
 def test_three_low_adherence_days_raise_one_alert_for_the_run(jobs_db, settings, clock, traveller):
     patient = make_person(jobs_db, "patient")
     jobs_db.therapy_plans.insert_one({
