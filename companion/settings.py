@@ -22,6 +22,8 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from typing import Any
 
+from companion.domain.people import LONGEST_CAREGIVER_ALERT_DELAY_MIN, SHORTEST_CAREGIVER_ALERT_DELAY_MIN
+
 EXIT_BAD_SETTING = 2
 ENVIRONMENTS = ("development", "production")
 MFA_POLICIES = ("optional", "required")
@@ -289,7 +291,8 @@ SETTINGS: tuple[Setting, ...] = (
             "worker: a reminder push still goes out this late (catch-up after a restart)"),
     Setting("COMPANION_REMINDER_RESEND_MIN", "reminder_resend_after", _duration("minutes", 1, 24 * 60),
             "worker: a reminder the app did not confirm is sent once more after this delay"),
-    Setting("COMPANION_CAREGIVER_ALERT_DELAY_MIN", "caregiver_alert_delay", _duration("minutes", 15, 24 * 60),
+    Setting("COMPANION_CAREGIVER_ALERT_DELAY_MIN", "caregiver_alert_delay",
+            _duration("minutes", SHORTEST_CAREGIVER_ALERT_DELAY_MIN, LONGEST_CAREGIVER_ALERT_DELAY_MIN),
             "worker: missed-session delay for patients who have not chosen their own"),
     Setting("COMPANION_LEASE_TTL_S", "lease_ttl", _duration("seconds", 1, 3600),
             "worker: leader-lease length, renewed every third of it"),

@@ -8,7 +8,11 @@ from marshmallow import Schema, fields, validate
 
 from companion.api.auth import valid_zone
 from companion.domain.access import Operation, Role
-from companion.domain.people import DEFAULT_CAREGIVER_ALERT_DELAY_MIN
+from companion.domain.people import (
+    DEFAULT_CAREGIVER_ALERT_DELAY_MIN,
+    LONGEST_CAREGIVER_ALERT_DELAY_MIN,
+    SHORTEST_CAREGIVER_ALERT_DELAY_MIN,
+)
 from companion.http import auditing, conditional, services
 from companion.http.conditional import (
     ETAG_HEADERS,
@@ -60,7 +64,8 @@ class PatientUpdateSchema(StrictSchema):
     display_name = text(100, min_len=1)
     time_zone = fields.String(validate=[validate.Length(max=64), valid_zone])
     quiet_hours = fields.Nested(QuietHoursSchema, allow_none=True)
-    caregiver_alert_delay_min = fields.Integer(validate=validate.Range(min=15, max=24 * 60))
+    caregiver_alert_delay_min = fields.Integer(validate=validate.Range(min=SHORTEST_CAREGIVER_ALERT_DELAY_MIN,
+                                                                       max=LONGEST_CAREGIVER_ALERT_DELAY_MIN))
     locale = fields.String(allow_none=True, validate=[validate.Length(max=35), valid_locale], metadata={
         "description": "the language notifications are written in (BCP 47, e.g. de-AT); null: the phone's"})
 

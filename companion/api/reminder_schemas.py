@@ -9,6 +9,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from companion.api.moments import check_range, range_rule, reported_moment
 from companion.api.schedule_schemas import ScheduleSchema
 from companion.api.schemas import changes_schema, version_field
+from companion.domain.schedules import MAX_COMPLETION_WINDOW_MINUTES
 from companion.http.schemas import StrictSchema, text
 
 KINDS = ("tens", "medication", "mindfulness", "custom")
@@ -29,7 +30,8 @@ class ReminderInputSchema(StrictSchema):
     title = text(100, required=True, min_len=1,
                  metadata={"description": "the patient's own words; shown in the app, never in a push"})
     schedule = fields.Nested(ScheduleSchema, required=True)
-    completion_window_min = fields.Integer(load_default=60, validate=validate.Range(min=5, max=24 * 60))
+    completion_window_min = fields.Integer(load_default=60,
+                                           validate=validate.Range(min=5, max=MAX_COMPLETION_WINDOW_MINUTES))
     repeat = fields.Nested(RepeatSchema, load_default=None, allow_none=True, metadata={
         "description": "reminders again if not done: `count` x `every_min` must fit inside `completion_window_min`"})
 
@@ -43,7 +45,7 @@ class ReminderInputSchema(StrictSchema):
 class ReminderEditSchema(StrictSchema):
     title = text(100, min_len=1)
     schedule = fields.Nested(ScheduleSchema)
-    completion_window_min = fields.Integer(validate=validate.Range(min=5, max=24 * 60))
+    completion_window_min = fields.Integer(validate=validate.Range(min=5, max=MAX_COMPLETION_WINDOW_MINUTES))
     repeat = fields.Nested(RepeatSchema, allow_none=True)
     active = fields.Boolean()
 

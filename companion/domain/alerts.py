@@ -34,6 +34,7 @@ from zoneinfo import ZoneInfo
 from companion.domain.localtime import require_utc
 from companion.domain.messages import N_
 from companion.domain.pain import Flare, FlareReason
+from companion.domain.people import LONGEST_CAREGIVER_ALERT_DELAY_MIN
 from companion.domain.quiet_hours import QuietHours, next_allowed
 from companion.domain.schedules import ReminderOccurrence
 
@@ -182,6 +183,15 @@ def missed_session_due_at(
 ) -> datetime:
     """Return when a TENS reminder still not done counts as missed: the last reminder/repeat plus the delay."""
     return require_utc(last_nudge_utc) + timedelta(minutes=delay_minutes)
+
+
+# How long after a reminder's completion window ends its missed-session alert may fall due. The delay runs from
+# the last push the patient had, and every push (the first, however long quiet hours held it, its repeats, a
+# snooze) comes before the window ends (``schedules.nudge_times``, ``schedules.snoozed_until``): so at most the
+# longest delay accepted after that end, whatever window and repeats the reminder has. The margin lets a worker
+# stopped for a few hours raise, when it is back, what fell due meanwhile.
+MISSED_ALERT_MARGIN = timedelta(hours=6)
+MISSED_ALERT_AFTER_WINDOW = timedelta(minutes=LONGEST_CAREGIVER_ALERT_DELAY_MIN) + MISSED_ALERT_MARGIN
 
 
 def missed_tens_session(

@@ -16,6 +16,9 @@ from companion.domain.quiet_hours import QuietHours, in_quiet_hours
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DEFAULT_CAREGIVER_ALERT_DELAY_MIN = 60
+# The delays a patient (PATCH caregiver_alert_delay_min) and the deployment (COMPANION_CAREGIVER_ALERT_DELAY_MIN)
+# may choose, in minutes: the alerts job reads back far enough for the longest (companion.domain.alerts).
+SHORTEST_CAREGIVER_ALERT_DELAY_MIN, LONGEST_CAREGIVER_ALERT_DELAY_MIN = 15, 24 * 60
 # An account's states: only an active one signs in, holds sessions, receives pushes or is reached by gateways.
 ACTIVE, DEACTIVATED, CLOSED = "active", "deactivated", "closed"
 ACCOUNT_STATES = (ACTIVE, DEACTIVATED, CLOSED)

@@ -42,6 +42,7 @@ from companion.domain.alerts import (
     ALERT_KINDS,
     ALERT_MESSAGES,
     EARLY_SESSION,
+    MISSED_ALERT_AFTER_WINDOW,
     RESOLUTION_MESSAGES,
     AlertCandidate,
     AlertKind,
@@ -54,6 +55,7 @@ from companion.domain.alerts import (
     low_adherence_holds,
     low_adherence_redated,
     low_adherence_still_from,
+    missed_session_due_at,
     missed_tens_session,
     pain_flare,
     session_during,
@@ -79,7 +81,7 @@ logger = logging.getLogger(__name__)
 # Who hears of an alert besides its caregivers: the patient, of the unit's own troubles (the push kind
 # is the alert kind's own name; see companion.domain.notifications.TEMPLATES).
 PATIENT_HEARS = frozenset({AlertKind.BATTERY_LOW, AlertKind.ELECTRODE_OFF, AlertKind.OVERLOAD})
-LOOKBACK = timedelta(hours=24)
+LOOKBACK = timedelta(hours=24)  # the device events and pain ratings the alerts job reads: those of the last day
 SILENT_LOOKBACK = timedelta(days=8)  # units silent for longer were alerted about already
 FLARE_HISTORY = timedelta(days=14)
 LOW_ADHERENCE_LOOKBACK = timedelta(days=30)  # the snapshots the low-adherence rule reads, before today
@@ -282,42 +284,54 @@ class AlertService:
                 zone_at[person.id] = history.zone_at
         return _Patients(zone_at, frozenset(closed))
 
-    def _session_starts(self, since: datetime, until: datetime) -> dict[str, list[datetime]]:
-        """Every patient's counted sessions that started in [since, until), by patient (one read)."""
+    def _session_starts(self, since: datetime, until: datetime, patient_ids: set[str]) -> dict[str, list[datetime]]:
+        """The patients' counted sessions that started in [since, until), by patient (a bounded read per chunk of
+        patients)."""
         starts: dict[str, list[datetime]] = {}
-        for session in self.stores.session_records.in_window(since, until):
+        for session in self.stores.session_records.in_window(since, until, patient_ids):
             if session.get("patient_id"):
                 starts.setdefault(session["patient_id"], []).append(session["started_at"])
         return starts
 
     def missed_sessions(self, now: datetime, failures: ItemFailures) -> list[AlertCandidate]:
-        """TENS occurrences of the last day neither done nor skipped by their last reminder plus the delay, and
-        with no session of the unit while they were open (the unit's record says it was done); not those missed
-        because a time-zone change jumped over them (the patient was travelling)."""
-        occurrences = [o for o in self.stores.occurrences.recent_of_kind("tens", now - LOOKBACK, now,
-                                                                          ("pending", "missed"))
+        """TENS occurrences neither done nor skipped by their last reminder plus the delay, and with no session
+        of the unit while they were open (the unit's record says it was done); not those missed because a
+        time-zone change jumped over them (the patient was travelling). Read: those whose window ended within
+        the longest delay accepted (and a margin) or is still open, so that every delay, window and repeats the
+        API accepts is alerted; the alert's dedup key raises each once."""
+        occurrences = [o for o in self.stores.occurrences.due_and_ended_since("tens", now - MISSED_ALERT_AFTER_WINDOW,
+                                                                               now, ("pending", "missed"))
                        if not o.get("missed_reason")]
         reminders = self.stores.reminders.by_ids(o["reminder_id"] for o in occurrences)
         default_delay = int(self.settings.caregiver_alert_delay.total_seconds() // 60)
         delays = {p.id: p.alert_delay_min(default_delay)
                   for p in self.stores.users.by_ids({o["patient_id"] for o in occurrences})}
-        starts = self._session_starts(now - LOOKBACK - timedelta(hours=2), now + timedelta(minutes=5)) \
-            if occurrences else {}
-        found = []
 
-        def judge(occurrence: dict) -> AlertCandidate | None:
-            domain_occurrence = as_domain_occurrence(occurrence)
-            reminder = reminders.get(occurrence["reminder_id"])
+        def last_push(occurrence: dict) -> datetime:
             # The last push the patient was to get: the last nudge, or later if their quiet hours held the first
             # push back or they snoozed it (the delay runs from the reminder they actually had).
-            last = max([nudge_times(domain_occurrence, repeats_of(reminder))[-1]]
+            reminder = reminders.get(occurrence["reminder_id"])
+            return max([nudge_times(as_domain_occurrence(occurrence), repeats_of(reminder))[-1]]
                        + [p.send_at for p in planned_pushes(occurrence, reminder)])
-            done = session_during(domain_occurrence, starts.get(occurrence["patient_id"], [])) is not None
-            return missed_tens_session(occurrence["patient_id"], domain_occurrence, last, done, now,
-                                       delays.get(occurrence["patient_id"], default_delay))
 
+        due = []  # (occurrence, its last push, the patient's delay) of those whose alert has come
         for occurrence in occurrences:
-            candidate = failures.attempt(occurrence.get("_id"), lambda o=occurrence: judge(o))
+            last = failures.attempt(occurrence.get("_id"), lambda o=occurrence: last_push(o))
+            delay = delays.get(occurrence["patient_id"], default_delay)
+            if last is not None and missed_session_due_at(last, delay) <= now:
+                due.append((occurrence, last, delay))
+        # Only their patients' sessions are read, from the earliest of them: not every patient's of the days read.
+        starts = self._session_starts(min(o["due_at"] for o, _, _ in due) - EARLY_SESSION, now + timedelta(minutes=5),
+                                      {o["patient_id"] for o, _, _ in due}) if due else {}
+
+        def judge(occurrence: dict, last: datetime, delay: int) -> AlertCandidate | None:
+            domain_occurrence = as_domain_occurrence(occurrence)
+            done = session_during(domain_occurrence, starts.get(occurrence["patient_id"], [])) is not None
+            return missed_tens_session(occurrence["patient_id"], domain_occurrence, last, done, now, delay)
+
+        found = []
+        for occurrence, last, delay in due:
+            candidate = failures.attempt(occurrence.get("_id"), lambda o=occurrence, t=last, d=delay: judge(o, t, d))
             if candidate is not None:
                 found.append(candidate)
         return found

@@ -15,7 +15,7 @@ the app, and that comes back to life if the schedule has the slot again. The sch
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
@@ -23,6 +23,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from companion.clock import to_millis
+from companion.domain.schedules import MAX_COMPLETION_WINDOW_MINUTES
 from companion.store import feeds
 from companion.store.batches import chunks, find_among_patients, insert_new
 
@@ -276,8 +277,13 @@ class Occurrences(feeds.SyncedCollection):
         for part in chunks(occurrence_ids):
             self.col.update_many({"_id": {"$in": part}, "missed_summary": DUE}, {"$set": {"missed_summary": QUEUED}})
 
-    def recent_of_kind(self, kind: str, since: datetime, until: datetime, statuses: tuple[str, ...]) -> list[dict]:
-        """Occurrences of ``kind`` due in [since, until) whose status is one of ``statuses``, all of them (the
-        cursor pages through them)."""
-        return list(self.col.find({"kind": kind, "status": {"$in": list(statuses)},
-                                   "due_at": {"$gte": since, "$lt": until}}))
+    def due_and_ended_since(self, kind: str, ended_since: datetime, due_before: datetime,
+                            statuses: tuple[str, ...]) -> list[dict]:
+        """Occurrences of ``kind`` due before ``due_before`` whose completion window ended at ``ended_since`` or
+        later (or is still open) and whose status is one of ``statuses``, all of them (the cursor pages through
+        them). Read on the status_window index within bounds at both ends (a window ends at most the longest
+        completion window after its occurrence was due): never every missed occurrence ever kept."""
+        longest = timedelta(minutes=MAX_COMPLETION_WINDOW_MINUTES)
+        return list(self.col.find({"status": {"$in": list(statuses)},
+                                   "window_ends_at": {"$gte": ended_since, "$lt": due_before + longest},
+                                   "kind": kind, "due_at": {"$lt": due_before}}))

@@ -1,9 +1,13 @@
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from companion.domain.alerts import (
+    MISSED_ALERT_AFTER_WINDOW,
+    MISSED_ALERT_MARGIN,
     AlertKind,
     Severity,
     battery_low,
@@ -12,13 +16,23 @@ from companion.domain.alerts import (
     low_adherence,
     low_adherence_redated,
     low_adherence_still_from,
+    missed_session_due_at,
     missed_tens_session,
     pain_flare,
     unit_silent,
 )
 from companion.domain.pain import PainEntry, flare_at
+from companion.domain.people import LONGEST_CAREGIVER_ALERT_DELAY_MIN, SHORTEST_CAREGIVER_ALERT_DELAY_MIN
 from companion.domain.quiet_hours import QuietHours
-from companion.domain.schedules import ReminderSchedule, Repeats, WeeklyTimes, nudge_times, occurrences
+from companion.domain.schedules import (
+    MAX_COMPLETION_WINDOW_MINUTES,
+    ReminderSchedule,
+    Repeats,
+    WeeklyTimes,
+    nudge_times,
+    occurrences,
+    snoozed_until,
+)
 
 LONDON = ZoneInfo("Europe/London")
 
@@ -52,6 +66,25 @@ def test_missed_session_uses_patient_delay_and_dedups_per_occurrence():
     later = missed_tens_session("p1", OCCURRENCE, LAST_NUDGE, False, utc(2025, 1, 6, 11), delay_minutes=20)
     assert early.dedup_key == later.dedup_key and OCCURRENCE.occurrence_id in early.dedup_key
     assert "2025-01-06 09:00" in early.text
+
+
+@given(window=st.integers(1, MAX_COMPLETION_WINDOW_MINUTES), count=st.integers(0, 5), every=st.integers(5, 120),
+       delay=st.integers(SHORTEST_CAREGIVER_ALERT_DELAY_MIN, LONGEST_CAREGIVER_ALERT_DELAY_MIN),
+       snooze=st.one_of(st.none(), st.tuples(st.integers(0, 2 * MAX_COMPLETION_WINDOW_MINUTES), st.integers(5, 120))))
+def test_a_missed_session_alert_falls_due_within_the_longest_delay_after_the_window_ends(
+        window, count, every, delay, snooze):
+    """What the alerts job reads back (MISSED_ALERT_AFTER_WINDOW) holds every alert any accepted delay, window,
+    repeats (even ones an edit left longer than the window) and snooze can bring."""
+    schedule = ReminderSchedule("r1", WeeklyTimes((time(9),)), date(2025, 1, 1), completion_window_minutes=window,
+                                repeats=Repeats(count, every))
+    occurrence = next(occurrences(schedule, LONDON, utc(2025, 1, 6), utc(2025, 1, 7)))
+    pushes = list(nudge_times(occurrence, schedule.repeats))
+    if snooze is not None:
+        asked, minutes = snooze
+        snoozed = snoozed_until(occurrence, occurrence.due_at_utc + timedelta(minutes=asked), minutes)
+        pushes += [snoozed] if snoozed is not None else []
+    alert_due = missed_session_due_at(max(pushes), delay)
+    assert alert_due <= occurrence.window_ends_at_utc + MISSED_ALERT_AFTER_WINDOW - MISSED_ALERT_MARGIN
 
 
 def test_low_adherence_needs_three_consecutive_planned_days_below_80_percent():

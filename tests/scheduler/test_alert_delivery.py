@@ -393,3 +393,28 @@ def test_the_missed_session_delay_runs_from_the_last_reminder_the_patient_actual
         services_on(jobs_db, settings, clock, sender).alerts.evaluate()
         assert (jobs_db.alerts.count_documents({"patient_id": patient.id}) == 1) is alerted, minutes
 
+
+
+@pytest.mark.parametrize("delay_min, window_min, repeat", [
+    (60, 30, None),
+    (24 * 60, 30, None),  # the longest delay the API accepts (PATCH caregiver_alert_delay_min)
+    (14 * 60, 12 * 60, {"count": 5, "every_min": 120}),  # last nudge at +10 h, then a 14-hour delay
+    # the last nudge (+10 h) a minute before the window ends, then the longest delay: due 24 h after the window
+    (24 * 60, 10 * 60 + 1, {"count": 5, "every_min": 120}),
+])
+def test_a_missed_session_is_alerted_whatever_delay_and_window_the_api_accepts(
+        jobs_db, settings, clock, traveller, sender, delay_min, window_min, repeat):
+    due = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    traveller.move_to(due - timedelta(hours=1))
+    patient = make_person(jobs_db, "patient", caregiver_alert_delay_min=delay_min)
+    link_caregiver(jobs_db, patient, ["missed_session"])
+    daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02", window_min=window_min, repeat=repeat)
+    # The alerts job runs every minute at second 30 (companion/jobs/worker.py); walked here every 10 minutes over
+    # the hours the alert may fall due (a missed-session alert once due stays due).
+    at = due + timedelta(hours=23, seconds=30)
+    while at <= due + timedelta(hours=35):
+        traveller.move_to(at)
+        services_on(jobs_db, settings, clock, sender).alerts.evaluate()
+        at += timedelta(minutes=10)
+    assert jobs_db.alerts.count_documents({"patient_id": patient.id, "kind": "missed_tens_session",
+                                           "details.local_date": "2026-03-02"}) == 1

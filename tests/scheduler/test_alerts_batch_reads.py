@@ -9,6 +9,8 @@ from datetime import timedelta
 import pymongo
 
 from companion.services.container import Services
+from companion.services.item_failures import ItemFailures
+from tests.proof.test_database_server import is_ferretdb, plan_of
 from tests.scheduler.helpers import daily_reminder, make_person, run_minute
 from tests.scheduler.test_adherence_follows_change import _Commands
 from tests.scheduler.test_alert_delivery import T10, _device, _event, _pain
@@ -60,3 +62,41 @@ def test_the_alerts_jobs_reads_do_not_grow_with_the_number_of_patients(jobs_db, 
             mongo_client.drop_database(db.name)
     assert kinds[0] == ["battery_low", "missed_tens_session", "pain_flare", "unit_silent"] == kinds[1]
     assert reads[0] == reads[1], reads
+
+
+class _Finds(pymongo.monitoring.CommandListener):
+    def __init__(self):
+        self.filters: list[tuple[str, dict]] = []
+
+    def started(self, event):
+        if event.command_name == "find":
+            self.filters.append((event.command["find"], event.command.get("filter", {})))
+
+    def succeeded(self, event):
+        pass
+
+    def failed(self, event):
+        pass
+
+
+def test_the_missed_session_read_is_bounded_on_an_index(jobs_db, settings, clock, traveller, sender, mongo_uri):
+    """The alerts job reads the TENS reminders it may alert about every minute, back as far as the longest delay
+    accepted: within bounds of the status_window index at both ends, never every missed occurrence ever kept
+    (occurrences stay missed for good)."""
+    Services(settings.with_changes(mongodb_db=jobs_db.name), client=jobs_db.client, clock=clock).stores \
+        .ensure_indexes()
+    _world(jobs_db, settings, clock, traveller, sender, 2)
+    listener = _Finds()
+    watched = pymongo.MongoClient(mongo_uri, tz_aware=True, event_listeners=[listener])
+    try:
+        alerts = Services(settings.with_changes(mongodb_db=jobs_db.name), client=watched, clock=clock).alerts
+        assert len(alerts.missed_sessions(EVALUATED_AT, ItemFailures("test"))) == 2
+    finally:
+        watched.close()
+    (query,) = [f for collection, f in listener.filters if collection == "reminder_occurrences"]
+    plan = plan_of(jobs_db, "reminder_occurrences", query)
+    if is_ferretdb(jobs_db):  # SQLite's plan: each index search bounded on window_ends_at (> and <)
+        searches = [line for line in plan.split('", "') if "USING INDEX" in line]
+        assert searches and all("status_window" in s and "<expr>>? AND <expr><?" in s for s in searches), plan
+    else:  # MongoDB: the status_window index, with window_ends_at bounded
+        assert "status_window" in plan and "MinKey" not in plan and "MaxKey" not in plan, plan
