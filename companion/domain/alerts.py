@@ -12,11 +12,13 @@ Periods:
 * unit silent 24 h: per silence (keyed by the last time the unit was heard), so a unit silent for a
   week alerts once;
 * battery low, electrode off, overload: per device per kind per local day;
-* pain flare: per patient per local day.
+* pain flare: per patient per local day; one raised more than 48 hours after its rating (a phone that
+  synced late) is pushed to no caregiver (``pushed_to_caregivers``).
 
 Alerts end: the rules are judged again whenever late or changed data touch the days they were about, and
 an alert whose condition no longer holds is resolved with the reason (``low_adherence_holds``,
-``session_during``, ``still_silent``; a flare whose ratings changed is judged again by ``pain.flares``).
+``session_during``, ``still_silent``; a flare whose ratings changed is judged again by ``pain.flares``). The
+same judging raises what late data brings: a flare in ratings synced days late.
 
 Urgency: only an overload event is urgent (it happens during stimulation and may mean a fault or
 skin problem). Urgent alerts go out at once; every other alert waits for the end of the recipient's
@@ -432,6 +434,22 @@ def pain_flare(
         occurred_at=require_utc(flare.entry.recorded_at_utc),
         details={"score": flare.entry.score, "reason": flare.reason.value},
     )
+
+
+# A flare raised this long after the rating that made it (ratings synced late from a phone that was offline)
+# pushes no caregiver.
+LATE_FLARE = timedelta(hours=48)
+
+
+def pushed_to_caregivers(candidate: AlertCandidate, raised_at_utc: datetime) -> bool:
+    """Whether the caregivers who share ``candidate``'s kind are pushed about it when it is raised at
+    ``raised_at_utc``: all alerts but a pain flare raised more than ``LATE_FLARE`` after its rating. By then
+    the flare is two days past, and a push about it, at the end of a caregiver's quiet hours or in the middle of
+    their day, would alarm them about a moment they can no longer help with; it is raised all the same, for
+    the care team's panel and the caregiver's list of alerts."""
+    if candidate.kind is not AlertKind.PAIN_FLARE or candidate.occurred_at is None:
+        return True
+    return require_utc(raised_at_utc) - require_utc(candidate.occurred_at) <= LATE_FLARE
 
 
 def delivery_time(

@@ -19,8 +19,9 @@ bounded), the snapshots are written (the new days in one insert, the others one 
 30 days the low-adherence rule reads are taken from the patients' panel rows where those are settled (one
 read of the chunk's kept days, which also tell which rows this run changes) and otherwise fetched by their
 computed ids (`_id $in`, the most recent first), the chunk's open alerts are read at once, and the rules judged:
-raising what holds, and for patients with touched days resolving what no longer does. The queries of a run
-depend on how many dates and chunks it covers, not on how many patients there are.
+raising what holds, and for patients with touched days resolving what no longer does and raising the flares of
+those days (ratings synced late: their ratings read at once too). The queries of a run depend on how many dates
+and chunks it covers, not on how many patients there are.
 
 A day more than 30 days back is not recomputed (the offline window: nothing that old is accepted as
 counting); its mark is cleared with a log line. A patient whose days fail keeps (or gets) marks for them,
@@ -383,7 +384,8 @@ class AdherenceJob:
     def _judge(self, chunk: list[_Patient], at: datetime, report: AlertsReport, failures: ItemFailures,
                failed: set[str]) -> int:
         """Write the chunk's days and judge the rules for its patients: raise the low-adherence alerts that hold;
-        for patients with touched days, resolve what no longer holds (their open alerts read at once)."""
+        for patients with touched days, resolve what no longer holds and raise the flares of those days (their
+        open alerts and ratings read at once)."""
         touched = [p for p in chunk if p.touched]
         open_alerts: dict[str, list[dict]] = defaultdict(list)
         for alert in self.stores.alerts.unresolved([p.patient_id for p in touched], RECONSIDERED):
@@ -391,11 +393,13 @@ class AdherenceJob:
         whole = {pid for pid, alerts in open_alerts.items()
                  if any(a["kind"] == AlertKind.LOW_ADHERENCE.value for a in alerts)}
         snapshots = _write_and_read(self.stores, chunk, at, whole)
+        ratings = self.alerts.ratings_for({p.patient_id: p.touched for p in touched})  # their flares judged again
         for p in chunk:
             def judge(p=p) -> bool:
                 if p.touched:
                     self.alerts.reconsider(p.account, p.touched, snapshots[p.patient_id], p.today, report,
-                                           open_alerts=open_alerts[p.patient_id])
+                                           open_alerts=open_alerts[p.patient_id],
+                                           ratings=ratings.get(p.patient_id, []))
                 elif p.account.status == CLOSED:
                     pass  # no alert is raised about someone who has left
                 elif (candidate := low_adherence_in(p.patient_id, snapshots[p.patient_id], p.today)) is not None:

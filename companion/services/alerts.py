@@ -22,6 +22,9 @@ that says "never mind" would wake people for nothing. Its notifications that hav
 for quiet hours, say) are withdrawn instead, so nobody is alerted about what no longer holds; the sender checks
 the alert again before each goes out, so one left queued by a crash between the resolution and the withdrawal
 is withdrawn then. An alert whose condition holds again (later data again) is reopened, without a second push.
+The same judging raises what late data brings: a flare in ratings synced a day or more late, which the minute
+job (the last day's ratings) never reads; one raised more than 48 hours after its rating pushes no caregiver
+(``pushed_to_caregivers``).
 
 An alert the care team acknowledges withdraws its caregivers' notifications not sent yet, and the sender refuses
 any left (a request stopped between the two writes, a batch a sender had claimed): the care team has it in hand.
@@ -33,7 +36,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from companion.clock import Clock, now
@@ -58,6 +61,7 @@ from companion.domain.alerts import (
     missed_session_due_at,
     missed_tens_session,
     pain_flare,
+    pushed_to_caregivers,
     session_during,
     still_silent,
     unit_silent,
@@ -119,6 +123,17 @@ def period_of(alert: dict) -> str:
 def run_start_of(alert: dict) -> date:
     """The first day of the run a low-adherence alert was raised for."""
     return date.fromisoformat(period_of(alert))
+
+
+def _spans(days: set[date], gap: timedelta) -> list[list[date]]:
+    """``days`` in order, in runs whose neighbours lie at most ``gap`` apart."""
+    spans: list[list[date]] = []
+    for day in sorted(days):
+        if spans and day - spans[-1][-1] <= gap:
+            spans[-1].append(day)
+        else:
+            spans.append([day])
+    return spans
 
 
 def _raised_on(alert: dict, history: TimeZoneHistory) -> date:
@@ -231,10 +246,11 @@ class AlertService:
     def _notify(self, alert: dict, candidate: AlertCandidate) -> int:
         recipients: list[tuple[Account, str, str | None]] = []
         share_kind = ALERT_KINDS[candidate.kind].share_kind
-        links = [link for link in self.stores.care_links.for_patient(candidate.patient_id)
-                 if link.active and share_kind in link.permissions.alerts]
-        for caregiver in self.stores.users.by_ids(link.caregiver_id for link in links):
-            recipients.append((caregiver, caregiver_kind(candidate.kind), share_kind))
+        if pushed_to_caregivers(candidate, alert["raised_at"]):
+            links = [link for link in self.stores.care_links.for_patient(candidate.patient_id)
+                     if link.active and share_kind in link.permissions.alerts]
+            for caregiver in self.stores.users.by_ids(link.caregiver_id for link in links):
+                recipients.append((caregiver, caregiver_kind(candidate.kind), share_kind))
         if candidate.kind in PATIENT_HEARS:
             patient = self.stores.users.by_id(candidate.patient_id)
             if patient is not None:
@@ -459,15 +475,18 @@ class AlertService:
                              Resolution.UNIT_HEARD, heard)
 
     def reconsider(self, patient: Account, days: set[date], snapshots: list[dict], today: date,
-                   report: AlertsReport | None = None, open_alerts: list[dict] | None = None) -> None:
+                   report: AlertsReport | None = None, open_alerts: list[dict] | None = None,
+                   ratings: list[dict] | None = None) -> None:
         """Judge the rules again for a patient whose ``days`` were recomputed (``snapshots``: their adherence
         days from 30 days before today): raise what now holds (unless they have left: a closed record's days
         may still be recomputed, a held session counted, but no alert is raised about them), resolve what no
-        longer does (``open_alerts``: the patient's unresolved alerts of the RECONSIDERED kinds, when the
-        caller read them already)."""
+        longer does (``open_alerts``: the patient's unresolved alerts of the RECONSIDERED kinds, and
+        ``ratings``: ratings_for their days, when the caller read them already)."""
         progress = progress_of(snapshots)
         if open_alerts is None:
             open_alerts = self.stores.alerts.unresolved([patient.id], RECONSIDERED)
+        if ratings is None:
+            ratings = self.ratings_for({patient.id: days}).get(patient.id, [])
         candidate = low_adherence_in(patient.id, snapshots, today) if patient.status != CLOSED else None
         if candidate is not None:
             stands = self.raise_low_adherence(candidate, snapshots, today, patient, report, open_alerts)
@@ -489,8 +508,8 @@ class AlertService:
                                  Resolution.ADHERENCE_REACHED)
             elif alert["kind"] == AlertKind.MISSED_TENS.value:
                 self._reconsider_missed(patient, alert, days)
-            elif alert["kind"] == AlertKind.PAIN_FLARE.value and date.fromisoformat(period_of(alert)) in days:
-                self._reconsider_flare(patient, alert)
+        self._reconsider_flares(patient, days, ratings,
+                                [a for a in open_alerts if a["kind"] == AlertKind.PAIN_FLARE.value], report)
 
     def _told_from_later_day(self, patient: Account, alert: dict, progress: dict[date, float | None],
                              today: date) -> bool:
@@ -544,18 +563,47 @@ class AlertService:
             self.resolve(alert, f"a TENS session that started at {started.astimezone(zone):%H:%M} (patient's local "
                                 "time) was received later: the session was done", Resolution.SESSION_FOUND, started)
 
-    def _reconsider_flare(self, patient: Account, alert: dict) -> None:
-        day = date.fromisoformat(period_of(alert))
+    def ratings_for(self, touched: dict[str, set[date]]) -> dict[str, list[dict]]:
+        """The pain ratings the flares of each patient's ``touched`` days are judged on (those days and the 14
+        days before each; live ones only), by patient, read for all of them at once: one read per run of nearby
+        dates (and bounded chunk of patients), however many patients (a date far from the others, a care team's
+        decision on an old session, is read apart and does not widen the rest's read)."""
+        by_date: dict[date, set[str]] = {}
+        for patient_id, days in touched.items():
+            for day in days:
+                by_date.setdefault(day, set()).add(patient_id)
+        ratings: dict[str, dict[str, dict]] = {}
+        for span in _spans(set(by_date), FLARE_HISTORY):
+            # Any zone's local day lies within its UTC date and a day either side; a flare is judged against the
+            # ratings of the 14 days before it.
+            start = datetime.combine(span[0], time.min, UTC) - timedelta(days=1) - FLARE_HISTORY
+            end = min(datetime.combine(span[-1], time.min, UTC) + timedelta(days=2), self.clock())
+            for doc in self.stores.pain_entries.scores_of(set().union(*(by_date[d] for d in span)), start, end):
+                if not doc.get("deleted"):
+                    ratings.setdefault(doc["patient_id"], {})[doc["_id"]] = doc  # (spans' reads may overlap)
+        return {patient_id: list(docs.values()) for patient_id, docs in ratings.items()}
+
+    def _reconsider_flares(self, patient: Account, days: set[date], ratings: list[dict], open_flares: list[dict],
+                           report: AlertsReport | None) -> None:
+        """The flares of the recomputed ``days`` judged again from the ratings as they are now (``ratings``:
+        ratings_for those days): a flare alert of one of them whose ratings were changed or removed is resolved;
+        a flare found on one is raised (ratings that reached the server a day or more late, from a phone offline,
+        are read by no other pass: the minute job reads the last day's), or reopened, once per day under its key
+        (not about someone who has left)."""
         history = patient.zone_history()
-        zone = history.zone_at(datetime.combine(day, datetime.min.time(), ZoneInfo("UTC")))
-        start = datetime.combine(day, datetime.min.time(), zone).astimezone(ZoneInfo("UTC"))
-        end = start + timedelta(days=1, hours=2)
-        docs = self.stores.pain_entries.scores_between(patient.id, start - FLARE_HISTORY, end)
-        entries = [PainEntry(d["_id"], d["recorded_at"], d["nrs"]) for d in docs]
-        if not any(f.entry.recorded_at_utc.astimezone(history.zone_at(f.entry.recorded_at_utc)).date() == day
-                   for f in flares(entries)):
-            self.resolve(alert, "the pain ratings that made this a flare were changed or removed",
-                         Resolution.RATINGS_CHANGED)
+        found: dict[date, AlertCandidate] = {}
+        for flare in flares([PainEntry(d["_id"], d["recorded_at"], d["nrs"]) for d in ratings]):
+            zone = history.zone_at(flare.entry.recorded_at_utc)
+            day = flare.entry.recorded_at_utc.astimezone(zone).date()
+            if day in days and day not in found:
+                found[day] = pain_flare(patient.id, flare, zone)
+        for alert in open_flares:
+            if date.fromisoformat(period_of(alert)) in days and date.fromisoformat(period_of(alert)) not in found:
+                self.resolve(alert, "the pain ratings that made this a flare were changed or removed",
+                             Resolution.RATINGS_CHANGED)
+        if patient.status != CLOSED:
+            for candidate in found.values():
+                self.raise_once(candidate, report)
 
     # The care team's acts
     def review_list(self, patient_id: str, *, open_only: bool, limit: int = 200) -> list[dict]:

@@ -122,11 +122,13 @@ class PainEntries(feeds.SyncedCollection):
                                    "recorded_at": {"$gte": start, "$lte": end}}, SCORE_FIELDS)
                     .sort("recorded_at", ASCENDING).limit(limit))
 
-    def scores_of(self, patient_ids: Iterable[str], since: datetime) -> list[dict]:
-        """Many patients' entries recorded since ``since`` (deleted ones included, flagged)."""
+    def scores_of(self, patient_ids: Iterable[str], since: datetime, until: datetime | None = None) -> list[dict]:
+        """Many patients' entries recorded since ``since`` (and up to ``until``, inclusive, if given; deleted ones
+        included, flagged)."""
+        recorded = {"$gte": since} if until is None else {"$gte": since, "$lte": until}
         found = []
         for part in chunks(sorted(set(patient_ids))):
-            found += self.col.find({"patient_id": {"$in": part}, "recorded_at": {"$gte": since}}, SCORE_FIELDS)
+            found += self.col.find({"patient_id": {"$in": part}, "recorded_at": recorded}, SCORE_FIELDS)
         return found
 
     def patients_recording_between(self, start: datetime, end: datetime) -> list[str]:

@@ -19,6 +19,7 @@ from companion.domain.alerts import (
     missed_session_due_at,
     missed_tens_session,
     pain_flare,
+    pushed_to_caregivers,
     unit_silent,
 )
 from companion.domain.pain import PainEntry, flare_at
@@ -129,6 +130,15 @@ def test_pain_flare_alert_once_per_local_day_with_reason():
     alert = pain_flare("p1", flare_at(entries[1], entries), LONDON)
     assert alert.dedup_key == "pain_flare:p1:2025-06-01"
     assert "within 24 hours" in alert.text
+
+
+def test_a_flare_raised_more_than_two_days_after_its_rating_is_pushed_to_no_caregiver():
+    entries = [PainEntry("a", utc(2025, 6, 1, 8), 7), PainEntry("b", utc(2025, 6, 1, 20), 8)]
+    flare = pain_flare("p1", flare_at(entries[1], entries), LONDON)
+    assert pushed_to_caregivers(flare, utc(2025, 6, 3, 20))  # 48 hours after the rating
+    assert not pushed_to_caregivers(flare, utc(2025, 6, 3, 20, 1))
+    silent = unit_silent("p1", "SN1", utc(2025, 6, 1, 8), utc(2025, 6, 5))  # other alerts, however late
+    assert pushed_to_caregivers(silent, utc(2025, 6, 5))
 
 
 QUIET = QuietHours(time(22), time(7))

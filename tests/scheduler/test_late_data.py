@@ -177,6 +177,52 @@ def test_a_flare_alert_is_resolved_when_its_ratings_are_deleted(jobs_db, setting
     assert resolved["resolution"] == {"code": "ratings_changed", "at": None}
 
 
+SYNCED = datetime(2026, 3, 4, 16, 0, tzinfo=UTC)
+
+
+def _ratings_synced_late(jobs_db, settings, clock, traveller, sender, patient, hours_ago) -> None:
+    """Two ratings of 8 and 9 made ``hours_ago`` hours before the phone synced them at SYNCED (a flare), then the
+    alerts job (every minute) and the adherence job (hourly; it judges again the days the ratings touched)."""
+    traveller.move_to(SYNCED)
+    services = services_on(jobs_db, settings, clock, sender)
+    for n, (ago, nrs) in enumerate(zip(hours_ago, (8, 9), strict=True)):
+        services.diary.record_entry(own(patient.id), {"client_entry_id": f"late-{n}", "nrs": nrs,
+                                                      "recorded_at": SYNCED - timedelta(hours=ago)})
+    for minutes in (1, 65):
+        traveller.move_to(SYNCED + timedelta(minutes=minutes))
+        services = services_on(jobs_db, settings, clock, sender)
+        services.alerts.evaluate()
+        services.adherence_job.run()
+        services.push.send_due(owner="test-worker")
+
+
+@pytest.mark.parametrize("hours_ago", [(2, 1), (31, 30)])
+def test_a_flare_in_ratings_synced_a_day_late_is_raised(jobs_db, settings, clock, traveller, sender, emulator,
+                                                        hours_ago):
+    """A phone offline for a day and a half syncs two ratings of 8 and 9 made 30 hours ago: a flare that day, raised
+    once, and the caregiver told (as of ratings synced at once)."""
+    patient = make_person(jobs_db, "patient")
+    token = phone(jobs_db, link_caregiver(jobs_db, patient, ["pain_flare"]))
+    _ratings_synced_late(jobs_db, settings, clock, traveller, sender, patient, hours_ago)
+    [alert] = jobs_db.alerts.find({"patient_id": patient.id, "kind": "pain_flare"})
+    assert alert["period_key"] == (SYNCED - timedelta(hours=hours_ago[1])).date().isoformat()
+    assert len(emulator.delivered_to(token)) == 1
+
+
+def test_a_flare_in_ratings_synced_more_than_two_days_late_is_raised_and_pushed_to_no_caregiver(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    """Decided: a flare two and a half days past reaches the care team's panel and the caregiver's list of alerts,
+    but no caregiver's phone (companion.domain.alerts.pushed_to_caregivers)."""
+    patient = make_person(jobs_db, "patient")
+    caregiver = link_caregiver(jobs_db, patient, ["pain_flare"])
+    token = phone(jobs_db, caregiver)
+    _ratings_synced_late(jobs_db, settings, clock, traveller, sender, patient, (61, 60))
+    [alert] = jobs_db.alerts.find({"patient_id": patient.id, "kind": "pain_flare"})
+    assert alert["notified_at"] is not None and alert["resolved_at"] is None
+    assert emulator.delivered_to(token) == []
+    assert jobs_db.push_outbox.count_documents({"recipient_user_id": caregiver.id}) == 0
+
+
 def test_a_silent_unit_heard_from_again_ends_its_alert(jobs_db, settings, clock, traveller):
     services = services_on(jobs_db, settings, clock)
     patient = make_person(jobs_db, "patient")
