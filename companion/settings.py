@@ -294,7 +294,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("COMPANION_CAREGIVER_ALERT_DELAY_MIN", "caregiver_alert_delay",
             _duration("minutes", SHORTEST_CAREGIVER_ALERT_DELAY_MIN, LONGEST_CAREGIVER_ALERT_DELAY_MIN),
             "worker: missed-session delay for patients who have not chosen their own"),
-    Setting("COMPANION_LEASE_TTL_S", "lease_ttl", _duration("seconds", 1, 3600),
+    # At least 3 s: renewed every third of it, a shorter lease lapses at the first slow round trip to the database.
+    Setting("COMPANION_LEASE_TTL_S", "lease_ttl", _duration("seconds", 3, 3600),
             "worker: leader-lease length, renewed every third of it"),
     Setting("COMPANION_PUSH_LEASE_S", "push_lease", _duration("seconds", 1, 3600),
             "worker: how long a batch being pushed is held before another worker may send it again"),

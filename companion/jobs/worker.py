@@ -16,6 +16,7 @@ waits for the database (one log line per attempt) instead of exiting.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
@@ -34,6 +35,7 @@ from apscheduler.events import (
     JobExecutionEvent,
     JobSubmissionEvent,
 )
+from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.base import BaseScheduler, SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
 
@@ -49,6 +51,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("companion.jobs.worker")  # also when run as __main__
 FIRST_RETRY_S, LAST_RETRY_S = 1.0, 30.0  # waiting for the database at start: doubling delays between these
+# The executor of the lease's renewal and the heartbeat, apart from the pool the other jobs share: a pool busy with
+# long runs would hold them up past the lease, and another worker would take over while this one still runs jobs.
+LIVENESS = "liveness"
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,7 @@ class JobSpec:
     # A daily job: tried every hour at its minute, it runs when it has not run since this time of day (UTC)
     # last came round, so a run whose time found no leader is made up at the next hour, not the next day.
     daily_at: time_of_day | None = None
+    executor: str = "default"
 
 
 class Worker:
@@ -81,10 +87,11 @@ class Worker:
         """Every job this worker schedules."""
         svc, s = self.services, self.settings
         minute = timedelta(minutes=1)
-        beat = {"seconds": max(1, int(s.lease_ttl.total_seconds() / 3))}
+        beat = {"seconds": s.lease_ttl.total_seconds() / 3}
         specs = [
-            JobSpec("leader-lease", self.lease.tick, "interval", beat, s.lease_ttl, leader_only=False),
-            JobSpec("heartbeat", self.beat, "interval", beat, s.lease_ttl, leader_only=False),
+            JobSpec("leader-lease", self.lease.tick, "interval", beat, s.lease_ttl, leader_only=False,
+                    executor=LIVENESS),
+            JobSpec("heartbeat", self.beat, "interval", beat, s.lease_ttl, leader_only=False, executor=LIVENESS),
             JobSpec("outbox-depth", svc.push.measure_outbox, "interval", {"seconds": 30}, minute),
             JobSpec("reminders-dispatch", svc.reminder_dispatch.dispatch_due, "cron", {"second": 0}, s.reminder_grace),
             JobSpec("reminders-missed", svc.reminder_dispatch.mark_missed, "interval", {"minutes": 5}, s.reminder_grace),
@@ -119,7 +126,7 @@ class Worker:
             metrics.JOB_RUNS.labels(spec.id, "skipped").inc()
             return None
         at = self.services.clock()
-        if spec.daily_at is not None and not self.lease.daily_due(spec.id, spec.daily_at, at):
+        if spec.daily_at is not None and not self.lease.claim_daily(spec.id, spec.daily_at, at):
             return None
         started = time.perf_counter()
         with log_context(job_id=spec.id):
@@ -127,6 +134,8 @@ class Worker:
                 result = spec.run()
             except Exception as exc:
                 self._note_run(spec.id, time.perf_counter() - started, error=type(exc).__name__)
+                if spec.daily_at is not None:
+                    self.lease.daily_failed(spec.id, at)
                 raise
         if spec.daily_at is not None:
             self.lease.daily_done(spec.id, at)
@@ -161,9 +170,12 @@ class Worker:
     def install(self, scheduler: BaseScheduler, *, start_at: datetime | None = None) -> None:
         """Add every job to ``scheduler`` under its stable id (re-installing replaces, never duplicates)."""
         first_run = {"next_run_time": start_at} if start_at is not None else {}
-        for spec in self.specs():
+        specs = self.specs()
+        with contextlib.suppress(ValueError):  # installed before: the scheduler has it already
+            scheduler.add_executor(ThreadPoolExecutor(sum(s.executor == LIVENESS for s in specs)), LIVENESS)
+        for spec in specs:
             scheduler.add_job(self.run_gated, spec.trigger, args=[spec], id=spec.id, name=spec.id,
-                              replace_existing=True, coalesce=True, max_instances=1,
+                              executor=spec.executor, replace_existing=True, coalesce=True, max_instances=1,
                               misfire_grace_time=int(spec.misfire_grace.total_seconds()),
                               **first_run, **spec.trigger_args)
         scheduler.remove_listener(_log_event)

@@ -14,6 +14,9 @@ from companion.store.leases import JobMarks, Lease, Leases
 logger = logging.getLogger("companion.jobs.worker")
 
 LEASE_NAME = "scheduler"
+# How long a daily job's run is taken to be under way. Meant to be longer than any daily job runs (one still going
+# after it may be started again beside it), and short enough that a run lost with its process is made up that day.
+DAILY_CLAIM = timedelta(hours=6)
 
 
 class LeaderLease:
@@ -51,15 +54,22 @@ class LeaderLease:
                 self.leases.release(self._lease)
                 self._lease = None
 
-    # Daily jobs: tried every hour, run once a day
-    def daily_due(self, job_id: str, at_time: time, at: datetime) -> bool:
-        """Whether a daily job is due at ``at``: it has not run since its time of day (UTC) last came round."""
+    # Daily jobs: tried every hour, run once a day, claimed for the run
+    def claim_daily(self, job_id: str, at_time: time, at: datetime) -> bool:
+        """Claim the run of a daily job that is due at ``at``: it has not run since its time of day (UTC) last
+        came round, and no other run of it is under way. The lease is checked only before a run, so a run can
+        outlive its leader's lease (a stalled database, a paused VM) and the next leader's hourly try find the
+        job not done yet: the claim, one conditional write, lets one of them start it. A claim lapses after
+        DAILY_CLAIM, so a run that died with its process is made up at a later hourly try."""
         latest = datetime.combine(at.date(), at_time, tzinfo=UTC)
         if latest > at:
             latest -= timedelta(days=1)
-        last_done = self.marks.last_done(job_id)
-        return last_done is None or last_done < latest
+        return self.marks.claim(job_id, self.holder, latest, at, at + DAILY_CLAIM)
 
     def daily_done(self, job_id: str, at: datetime) -> None:
-        """Note that a daily job ran (started) at ``at``."""
+        """Note that the daily job's run claimed at ``at`` finished."""
         self.marks.done(job_id, at)
+
+    def daily_failed(self, job_id: str, at: datetime) -> None:
+        """Give up the claim made at ``at`` (the run failed), so the next hourly try runs the job again."""
+        self.marks.unclaim(job_id, self.holder, at)

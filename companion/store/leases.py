@@ -8,8 +8,10 @@ term document, which no one else writes.
 
 A holder counts as leader only until the ``expires_at`` it last wrote; it renews every ttl/3 and,
 on each renewal, checks that no later term exists. Workers' clocks are assumed to agree to well
-within the TTL (NTP); every job is idempotent anyway, so a brief overlap at a hand-over could only
-repeat work, never duplicate a push (see companion.store.outbox).
+within the TTL (NTP). A job's run can outlive its leader's lease (the lease is checked only as a run
+starts), so two leaders' runs of a job can overlap at a hand-over: every job is idempotent, so that could
+only repeat work, never duplicate a push (see companion.store.outbox), and a daily job also claims its run
+(:class:`JobMarks`), so the next leader does not start it again while it goes on.
 """
 
 from __future__ import annotations
@@ -102,15 +104,36 @@ def _lease_of(doc: dict) -> Lease:
 
 
 class JobMarks:
-    """When each daily job last finished (``job_marks``, one document per job): a daily job whose time of day
-    found no leader (a hand-over, a deploy) runs at the next hourly try instead of a day later."""
+    """Each daily job's runs (``job_marks``, one document per job): when it last ran (``at``, the start of a
+    run that finished) and the run under way, if any (``claimed_by``, ``claimed_at``, ``claim_until``). A daily
+    job whose time of day found no leader (a hand-over, a deploy) runs at the next hourly try instead of a day
+    later; one whose leader lost the lease mid-run is not started again by the next leader while the claim
+    lasts. Claiming is a conditional single-document update, which MongoDB and the project's FerretDB build
+    apply atomically (README, "Things learned about FerretDB"), or the insert of the job's first document,
+    settled by its ``_id``."""
 
     def __init__(self, db: Database):
         self.col = db.job_marks
 
-    def last_done(self, job_id: str) -> datetime | None:
-        doc = self.col.find_one({"_id": job_id})
-        return doc["at"] if doc else None
+    def claim(self, job_id: str, holder: str, not_done_since: datetime, at: datetime, until: datetime) -> bool:
+        """Claim a run of ``job_id`` for ``holder`` until ``until``: only if it has not run since
+        ``not_done_since`` and no other claim lasts past ``at``. False when either holds."""
+        free = {"_id": job_id, "$and": [
+            {"$or": [{"at": {"$exists": False}}, {"at": {"$lt": not_done_since}}]},
+            {"$or": [{"claim_until": {"$exists": False}}, {"claim_until": {"$lte": at}}]},
+        ]}
+        try:
+            self.col.update_one(free, {"$set": {"claimed_by": holder, "claimed_at": at, "claim_until": until}},
+                                upsert=True)
+        except DuplicateKeyError:  # the job's document exists and is done or claimed: the upsert's insert lost
+            return False
+        return True
 
     def done(self, job_id: str, at: datetime) -> None:
+        """Note that the run started at ``at`` finished (a later run's mark is kept)."""
         self.col.update_one({"_id": job_id}, {"$max": {"at": at}}, upsert=True)
+
+    def unclaim(self, job_id: str, holder: str, claimed_at: datetime) -> None:
+        """Drop ``holder``'s claim made at ``claimed_at`` (its run failed), if it is still the one held."""
+        self.col.update_one({"_id": job_id, "claimed_by": holder, "claimed_at": claimed_at},
+                            {"$unset": {"claimed_by": "", "claimed_at": "", "claim_until": ""}})

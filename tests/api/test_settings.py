@@ -18,6 +18,8 @@ BAD = [
     ("COMPANION_STAFF_MFA", "REQUIRED", "optional, required"),
     ("COMPANION_DB_TIMEOUT_MS", "5s", "whole number"),
     ("COMPANION_REMINDER_GRACE_MIN", "soon", "number of minutes"),
+    # Renewed every third of it, a 1 s lease was renewed every second (at least 1 s): the whole lease.
+    ("COMPANION_LEASE_TTL_S", "1", "number of seconds from 3 to 3600"),
     ("COMPANION_LOG_LEVEL", "LOUD", "DEBUG, INFO, WARNING, ERROR"),
     # Read as text until they reached pymongo, smtplib or firebase-admin: a traceback in every process.
     ("MONGODB_URI", "mongodb://127.0.0.1:270170/", "mongodb://host:port/"),

@@ -29,7 +29,7 @@ KILL_AFTER = 600  # deliveries: the first batch is out, the second in flight, th
 
 def start_worker(mongo_uri: str, db_name: str, service_account, emulator) -> subprocess.Popen:
     env = {**os.environ, "MONGODB_URI": mongo_uri, "MONGODB_DB": db_name, "FCM_SERVICE_ACCOUNT": str(service_account),
-           "FCM_URL": emulator.fcm_url, "COMPANION_LEASE_TTL_S": "2", "COMPANION_PUSH_LEASE_S": "2"}
+           "FCM_URL": emulator.fcm_url, "COMPANION_LEASE_TTL_S": "3", "COMPANION_PUSH_LEASE_S": "2"}
     return subprocess.Popen([sys.executable, "-m", "companion.jobs.worker"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -14,12 +14,13 @@ from datetime import UTC, datetime, timedelta
 from datetime import time as dt_time
 
 import pytest
+from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from companion.clock import now
 from companion.jobs.worker import JobSpec, Worker, run_until_asked
-from companion.services.leadership import LEASE_NAME
+from companion.services.leadership import DAILY_CLAIM, LEASE_NAME
 from companion.store.leases import Leases
 from tests.scheduler.conftest import START
 from tests.scheduler.helpers import daily_reminder, make_person, phone, services_on
@@ -246,3 +247,120 @@ def test_a_worker_told_to_stop_lets_the_jobs_in_hand_finish_before_it_lets_go():
     stopping.set()  # the signal
     main.join(timeout=60)
     assert not main.is_alive() and settled.is_set()
+
+
+def test_a_daily_job_still_running_when_its_leader_lost_the_lease_is_not_started_again_by_the_next_leader(
+        jobs_db, settings, clock, traveller):
+    """ops review: run_gated checks the lease only before a run and marks a daily job done only after it, so a
+    run that outlives its lease (a stalled database, a paused VM) is started again by the next leader."""
+    first, second = _worker(jobs_db, settings, clock, "first"), _worker(jobs_db, settings, clock, "second")
+    day = START.replace(hour=3, minute=43, second=0, microsecond=0)
+    traveller.move_to(day)
+    assert first.lease.tick() is True
+    runs = []
+
+    def job():
+        runs.append(now())
+        if len(runs) == 1:  # the first leader's run: its renewals do not get through while it works
+            traveller.shift(settings.lease_ttl + timedelta(hours=1))
+            assert second.lease.tick() is True
+            second.run_gated(spec)  # the new leader's hourly try, while the first run goes on
+        return "ran"
+
+    spec = JobSpec("daily-probe", job, "cron", {"minute": 43}, timedelta(hours=1), daily_at=dt_time(3, 43))
+    assert first.run_gated(spec) == "ran"
+    assert len(runs) == 1, f"the daily job ran {len(runs)} times at once"
+
+
+def test_a_daily_run_lost_with_its_process_is_made_up_once_its_claim_lapses(jobs_db, settings, clock, traveller):
+    first, second = _worker(jobs_db, settings, clock, "first"), _worker(jobs_db, settings, clock, "second")
+    ran = []
+    spec = JobSpec("daily-probe", lambda: ran.append(now()) or "ran", "cron", {"minute": 43}, timedelta(hours=1),
+                   daily_at=dt_time(3, 43))
+    day = START.replace(hour=3, minute=43, second=0, microsecond=0)
+    traveller.move_to(day)
+    assert first.lease.claim_daily(spec.id, spec.daily_at, day) is True  # its run began; then the process died
+    traveller.move_to(day + timedelta(hours=1))
+    assert second.lease.tick() is True
+    assert second.run_gated(spec) is None  # the run may still be going on
+    made_up = day + DAILY_CLAIM + timedelta(hours=1)  # the first hourly try after the claim lapsed
+    traveller.move_to(made_up)
+    assert second.lease.tick() is True
+    assert second.run_gated(spec) == "ran"
+    traveller.move_to(made_up + timedelta(hours=1))
+    assert second.lease.tick() is True
+    assert second.run_gated(spec) is None
+    assert ran == [made_up]
+
+
+def test_a_failed_daily_run_is_tried_again_at_the_next_hourly_try(jobs_db, settings, clock, traveller):
+    worker = _worker(jobs_db, settings, clock, "first")
+    outcomes = iter([RuntimeError("the database went away"), "ran"])
+
+    def job():
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    spec = JobSpec("daily-probe", job, "cron", {"minute": 43}, timedelta(hours=1), daily_at=dt_time(3, 43))
+    day = START.replace(hour=3, minute=43, second=0, microsecond=0)
+    traveller.move_to(day)
+    assert worker.lease.tick() is True
+    with pytest.raises(RuntimeError):
+        worker.run_gated(spec)
+    traveller.move_to(day + timedelta(hours=1))
+    assert worker.lease.tick() is True
+    assert worker.run_gated(spec) == "ran"
+
+
+def _claim_at_once(workers) -> dict[str, bool]:
+    barrier = threading.Barrier(len(workers))
+    claimed: dict[str, bool] = {}
+
+    def claim(worker):
+        barrier.wait()
+        claimed[worker.lease.holder] = worker.lease.claim_daily("daily-probe", dt_time(3, 43), now())
+
+    threads = [threading.Thread(target=claim, args=(w,)) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return claimed
+
+
+def test_of_eight_workers_claiming_a_daily_run_at_once_one_gets_it(jobs_db, settings, clock, traveller):
+    workers = [_worker(jobs_db, settings, clock, f"w{n}") for n in range(8)]
+    day = START.replace(hour=3, minute=43, second=0, microsecond=0)
+    for run in ("first", "next day's"):  # the job's first run (an insert), and a later one (an update)
+        traveller.move_to(day)
+        claimed = _claim_at_once(workers)
+        assert sum(claimed.values()) == 1, f"the {run} run"
+        winner = next(w for w in workers if claimed[w.lease.holder])
+        winner.lease.daily_done("daily-probe", day)
+        day += timedelta(days=1)
+
+
+def test_the_lease_is_renewed_while_long_jobs_hold_every_thread_of_the_shared_pool(jobs_db, settings):
+    """The renewal shared APScheduler's pool with every other job: long runs there held it up past the lease, and
+    another worker took over while this one still ran jobs."""
+    worker = _worker(jobs_db, settings.with_changes(lease_ttl=timedelta(seconds=3)), now, "first")
+    ticks, release = [], threading.Event()
+    tick = worker.lease.tick
+    worker.lease.tick = lambda: ticks.append(now()) or tick()
+    scheduler = BackgroundScheduler(timezone="UTC", executors={"default": ThreadPoolExecutor(2)})
+    worker.install(scheduler, start_at=datetime.now(UTC))
+    for job in scheduler.get_jobs():
+        if job.id not in ("leader-lease", "heartbeat"):
+            job.remove()
+    for n in range(2):
+        scheduler.add_job(release.wait, "date", run_date=datetime.now(UTC), id=f"long-{n}", misfire_grace_time=60)
+    scheduler.start()
+    try:
+        time.sleep(2.5)  # a renewal every second
+        renewed_meanwhile = len(ticks) - 1
+    finally:
+        release.set()
+        scheduler.shutdown(wait=True)
+    assert renewed_meanwhile >= 1
