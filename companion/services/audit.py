@@ -125,6 +125,25 @@ class AuditTrail:
         if not mine.done or mine.error is not None:  # not done: a holder that took it along was interrupted
             raise AuditWriteFailed("the audit events could not be stored") from mine.error
 
+    def write_once(self, event: dict, event_id: str) -> bool:
+        """Store ``event`` in the chain under ``event_id`` unless an event is stored under that id already
+        (False): of two processes writing the same event at once, one stores it. Written alone, outside the
+        group commit, so that a refusal fails no other caller's events and leaves the chain as it was (nothing
+        of it landed: the next event takes its seq). Raises AuditWriteFailed if it could not be stored."""
+        with self._lock:
+            doc = link({"_id": event_id, "at": to_millis(self.clock()), **event}, self._prev, self._seq,
+                       self.chain_id, self.key)
+            try:
+                stored = self.events.append_unless_stored(doc)
+            except Exception as exc:
+                log.error("audit write of 1 event failed (%s)", type(exc).__name__)
+                self.chain_id, self._seq, self._prev = f"{uuid.uuid4()}", 0, GENESIS  # it may have landed
+                raise AuditWriteFailed("the audit event could not be stored") from exc
+            if stored:
+                self._seq, self._prev = self._seq + 1, doc["hash"]
+                self._anchor_soon()
+            return stored
+
     def _write_queued_locked(self) -> None:
         with self._queue_lock:
             group, self._queue = self._queue, []
@@ -203,19 +222,21 @@ class AuditTrail:
         self.events.count_heartbeat(key, {**fields, "day": day}, at)
 
     def roll_up_heartbeats(self) -> int:
-        """Daily: each finished day's count of a gateway's routine calls becomes one chained event (its request
-        id derived from the counter, so a retry after a crash does not write it twice)."""
+        """Daily: each finished day's count of a gateway's routine calls becomes one chained event. Its ``_id``
+        and request id are derived from the counter, so neither a retry after a crash nor a run overlapping this
+        one (two leaders across a hand-over) writes it twice: the second write is refused."""
         today = self.clock().date().isoformat()
         written = 0
         for count in self.events.heartbeats_before(today):
             request_id = f"heartbeat:{count['_id']}"
-            if self.events.with_request_id(request_id) is None:
-                self.write([{"actor_id": count.get("actor_id"), "actor_role": count.get("actor_role"),
-                             "action": HEARTBEAT, "resource_type": count.get("resource_type"),
-                             "resource_ids": [], "patient_ids": count.get("patient_ids") or [],
-                             "outcome": "success", "status": None, "request_id": request_id,
-                             "method": count.get("method"), "route": count.get("route"), "count": count["count"],
-                             "first_at": count["first_at"], "last_at": count["last_at"], "day": count["day"]}])
+            # (by request id too: events rolled up before they had their own _id)
+            if self.events.with_request_id(request_id) is None and self.write_once(
+                    {"actor_id": count.get("actor_id"), "actor_role": count.get("actor_role"), "action": HEARTBEAT,
+                     "resource_type": count.get("resource_type"), "resource_ids": [],
+                     "patient_ids": count.get("patient_ids") or [], "outcome": "success", "status": None,
+                     "request_id": request_id, "method": count.get("method"), "route": count.get("route"),
+                     "count": count["count"], "first_at": count["first_at"], "last_at": count["last_at"],
+                     "day": count["day"]}, request_id):
                 written += 1
             self.events.forget_heartbeat(count["_id"])
         return written
@@ -223,17 +244,16 @@ class AuditTrail:
     # Retention
     def purge_before(self, cutoff: datetime) -> int:
         """Delete every event older than ``cutoff``, chain by chain: a keyed cut (and an anchor line) first,
-        then the events up to it. Safe to run again after a crash (the cut only ever moves forward)."""
+        then the events up to it. Safe to run again after a crash, and beside another run (two leaders across a
+        hand-over): a cut is saved only if it moves the chain's forward, so the events deleted are always behind
+        the chain's stored cut, whichever run saved it."""
         deleted = 0
-        cuts = self.events.cuts_by_chain()
         for chain_id, seq, hash_ in list(self.events.chain_heads_before(cutoff)):
-            earlier = cuts.get(chain_id)
-            if earlier is None or earlier["seq"] < seq:
-                cut = make_cut(chain_id, seq, hash_, self.clock().isoformat(), self.key)
-                self.events.save_cut({"_id": chain_id, "seq": cut.seq, "hash": cut.hash, "at": cut.at,
-                                      "mac": cut.mac})
+            cut = make_cut(chain_id, seq, hash_, self.clock().isoformat(), self.key)
+            if self.events.save_cut({"_id": chain_id, "seq": cut.seq, "hash": cut.hash, "at": cut.at,
+                                     "mac": cut.mac}):
                 self.anchors.write(anchor_line(Anchor(chain_id, seq, hash_, cut.at), self.key))
-            deleted += self.events.delete_through(chain_id, seq)
+            deleted += self.events.delete_through(chain_id, seq)  # not saved: the stored cut is at seq or beyond
         return deleted
 
     # Verification

@@ -5,8 +5,9 @@ global "last hash"; the unique (chain_id, seq) index makes a forked or replayed 
 
 A gateway's routine calls (fetching its units, reporting their status every 30 seconds) are counted, one
 document per gateway, route and day (``audit_heartbeats``), and rolled up into one chained event per
-document once the day is over. The retention job's cuts (``audit_cuts``, one per chain) say up to where a
-chain's oldest events were deleted.
+document once the day is over, under an ``_id`` derived from the counter's, so that a second roll-up of it is
+refused by the primary key. The retention job's cuts (``audit_cuts``, one per chain) say up to where a chain's
+oldest events were deleted; they only ever move forward.
 """
 
 from __future__ import annotations
@@ -45,6 +46,17 @@ class AuditEvents:
     def append(self, events: list[dict]) -> None:
         if events:
             self.col.insert_many(events, ordered=True)
+
+    def append_unless_stored(self, event: dict) -> bool:
+        """Insert one event under its own ``_id``; False, with nothing written, if an event with that ``_id`` is
+        stored already. Another unique key refusing it (its chain position) raises, as any failure does."""
+        try:
+            self.col.insert_one(event)
+        except DuplicateKeyError:
+            if self.col.find_one({"_id": event["_id"]}, {"_id": 1}) is None:  # FerretDB names no index
+                raise
+            return False
+        return True
 
     def chain_ids(self) -> list[str]:
         # not distinct(): FerretDB v1 refuses the maxTimeMS that the client's timeoutMS adds to it
@@ -105,13 +117,23 @@ class AuditEvents:
         for chain_id, (seq, hash_) in sorted(heads.items()):
             yield chain_id, seq, hash_
 
-    def save_cut(self, cut: dict) -> None:
-        """Record (or move forward) a chain's retention cut."""
-        self.cuts.replace_one({"_id": cut["_id"]}, cut, upsert=True)
+    def save_cut(self, cut: dict) -> bool:
+        """Record a chain's retention cut, or move it forward: False, with nothing written, when the chain's cut
+        is already at or past ``cut`` (a retention run that overlapped this one got further). Never moves a cut
+        back, which would report the events deleted behind the later cut as a truncation."""
+        forward = {"_id": cut["_id"], "seq": {"$lt": cut["seq"]}}
+        fields = {k: v for k, v in cut.items() if k != "_id"}
+        try:
+            self.cuts.update_one(forward, {"$set": fields}, upsert=True)
+        except DuplicateKeyError:
+            # The chain has a cut this one is not ahead of, or one inserted just now by a run racing this one,
+            # which may be behind it: try moving that one forward.
+            return self.cuts.update_one(forward, {"$set": fields}).matched_count == 1
+        return True
 
     def cuts_by_chain(self) -> dict[str, dict]:
         return {doc["_id"]: doc for doc in self.cuts.find({})}
 
     def delete_through(self, chain_id: str, seq: int) -> int:
-        """Delete a chain's events up to and including ``seq`` (after its cut is saved)."""
+        """Delete a chain's events up to and including ``seq`` (its cut saved at ``seq`` or beyond)."""
         return self.col.delete_many({"chain_id": chain_id, "seq": {"$lte": seq}}).deleted_count

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -222,3 +223,74 @@ def test_an_event_names_its_chain_position_and_its_keyed_hash(audited):
     unkeyed = hashlib.sha256(canonical(event)).hexdigest()
     assert event["hash"] != unkeyed and len(event["hash"]) == 64
     assert json.loads(canonical(event))["prev_hash"] == event["prev_hash"]
+
+
+def test_two_retention_runs_at_once_never_move_a_cut_back(audited, capsys, monkeypatch):
+    """ops review: purge_before reads the cuts once, then saves each chain's cut with replace_one; a run that
+    overlaps a later one (two leaders across a hand-over) moves the cut back below events already deleted."""
+    app, client, world = audited
+    services = app.extensions["companion"]
+    audit = services.audit
+    first_cutoff = datetime.now(UTC) + timedelta(hours=1)  # covers the world's events
+    with time_machine.travel(datetime.now(UTC) + timedelta(days=1)):
+        client.get(f"/api/v1/patients/{world['patient_a'].id}", headers=world["clinician_team"].headers)
+        audit.anchor_now()
+    later_cutoff = datetime.now(UTC) + timedelta(days=2)  # the other run, an hour or a day later
+    original = audit.events.chain_heads_before
+
+    def heads_then_the_later_run_overtakes(cutoff):
+        heads = list(original(cutoff))
+        monkeypatch.setattr(audit.events, "chain_heads_before", original)
+        audit.purge_before(later_cutoff)
+        return iter(heads)
+
+    monkeypatch.setattr(audit.events, "chain_heads_before", heads_then_the_later_run_overtakes)
+    audit.purge_before(first_cutoff)
+    status, out = _verify(capsys)
+    assert status == 0, out
+
+
+def test_two_heartbeat_roll_ups_at_once_write_each_days_count_once_and_the_chain_still_verifies(
+        audited, capsys, monkeypatch):
+    """The roll-up looked its event up by request id, then wrote it: two runs at once (two leaders across a
+    hand-over) both found none and both wrote it."""
+    app, client, world = audited
+    services = app.extensions["companion"]
+    audit, db, gateway = services.audit, services.db, world["gateway_a"]
+    for _ in range(3):
+        assert client.get("/api/v1/gateway/devices", headers=gateway.headers).status_code == 200
+    original = audit.events.with_request_id
+    other_run = []
+
+    def looked_up_then_the_other_run_goes_through(request_id):
+        found = original(request_id)
+        monkeypatch.setattr(audit.events, "with_request_id", original)
+        other_run.append(audit.roll_up_heartbeats())
+        return found
+
+    monkeypatch.setattr(audit.events, "with_request_id", looked_up_then_the_other_run_goes_through)
+    with time_machine.travel(datetime.now(UTC) + timedelta(days=1)):
+        assert (audit.roll_up_heartbeats(), other_run) == (0, [1])
+        client.get(f"/api/v1/patients/{world['patient_a'].id}", headers=world["clinician_team"].headers)
+        audit.anchor_now()
+    assert [e["count"] for e in db.audit_events.find({"action": "heartbeat"})] == [3]
+    status, out = _verify(capsys)
+    assert status == 0, out
+
+
+def test_cuts_saved_at_once_for_a_new_chain_end_at_the_furthest(audited):
+    events = audited[0].extensions["companion"].audit.events
+    chain_id, barrier = "9d1f0c4e-0000-4000-8000-000000000001", threading.Barrier(8)
+
+    def save(seq):
+        barrier.wait()
+        events.save_cut({"_id": chain_id, "seq": seq, "hash": "0" * 64, "at": "-", "mac": "-"})
+
+    threads = [threading.Thread(target=save, args=(seq,)) for seq in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert events.cuts_by_chain()[chain_id]["seq"] == 7
+    assert events.save_cut({"_id": chain_id, "seq": 5, "hash": "0" * 64, "at": "-", "mac": "-"}) is False
+    assert events.cuts_by_chain()[chain_id]["seq"] == 7
