@@ -113,7 +113,7 @@ def seed(uri: str, db_name: str, patients: int, days: int) -> dict:
     sessions(db, reader.id, "CTU-R00000", days, now)
     db.bench_floor.insert_one({"_id": FLOOR_ID, "name": "floor"})
     started = time.perf_counter()
-    built = services.panel_rows.rebuild()
+    built = services.panel_rows.rebuild().written
     rebuild_s = round(time.perf_counter() - started, 2)
     services.client.close()
     return {"patient": reader, "clinician": clinician, "rows": built, "rebuild_s": rebuild_s}

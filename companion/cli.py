@@ -61,17 +61,20 @@ def _services(*, indexes: bool = True):
 
 def migrate(args) -> int:
     """Bring the database to what the code declares: create missing indexes, and drop and create again those
-    whose definition changed; give documents written before change feeds their change numbers (run it before
-    starting new web and worker processes; safe to run again)."""
+    whose definition changed; give documents written before change feeds their change numbers; compute the
+    panel rows and lines of the patients missing from the panel (run it before starting new web and worker
+    processes; safe to run again, and a run stopped half-way is finished by the next)."""
     services = _services(indexes=False)
     changes = services.health.migrate_indexes(progress=lambda c: print(c.describe(), flush=True))
     print(f"indexes as declared ({len(changes)} change(s) applied)")
     numbered = services.housekeeping.number_unsynced()
     if numbered:
         print(f"{numbered} document(s) written before change feeds given change numbers")
-    if services.panel_rows.missing():
-        print("building the panel's read model (rows computed before the panel reads them)", flush=True)
-        _rebuild(services)
+    missing = services.panel_rows.missing()
+    if missing:
+        print(f"building the panel's read model for {len(missing)} patient(s) without a row or a panel line",
+              flush=True)
+        _rebuild(services, missing)
     return 0
 
 
@@ -84,11 +87,18 @@ def _progress(what: str):
     return progress
 
 
-def _rebuild(services) -> int:
-    written = services.panel_rows.rebuild(_progress("panel rows"))
-    print(file=sys.stderr)
-    print(f"{written} panel row(s) computed")
-    return written
+def _rebuild(services, patient_ids: list[str] | None = None) -> None:
+    """Compute these patients' panel rows (every patient's by default) with a progress line; a patient whose row
+    failed makes the command fail, once every other row is computed."""
+    try:
+        built = services.panel_rows.rebuild(_progress("panel rows"), patient_ids=patient_ids)
+    finally:
+        print(file=sys.stderr)  # ends the progress line, before any message saying what stopped it
+    print(f"{built.written} panel row(s) computed")
+    if built.failed:
+        named = ", ".join(built.failed[:5]) + (", ..." if len(built.failed) > 5 else "")
+        raise CommandFailed(f"the panel rows of {len(built.failed)} patient(s) could not be computed ({named}; "
+                            "the log says why): run the command again")
 
 
 def rebuild_read_models(args) -> int:

@@ -73,26 +73,32 @@ class Housekeeping:
         return purged
 
     def number_unsynced(self) -> int:
-        """Give a change number to every synced document written before change feeds existed (an upgrade
-        step, run by ``companion migrate``): without one a document would never appear in a feed. Done once:
-        afterwards every write numbers its documents, and the collections are not scanned again."""
+        """Give a change number to every synced document without one (an upgrade step, run by ``companion
+        migrate``): without one a document would never appear in a feed. The scan stops for good only after a run
+        that found none: the run of the upgrade's release step numbers what was written before change feeds, but
+        the previous version's processes go on writing unnumbered documents until the new ones replace them, and
+        a run stopped half-way, or cut short by its bound (PURGE_ROUNDS batches a collection), leaves some; the
+        next run numbers those. Afterwards every write numbers its documents, and the collections are not
+        scanned again."""
         stores = self.stores
         if stores.change_sequences.numbering_done():
             return 0
-        numbered = 0
+        numbered, found = 0, False
         for synced in (stores.pain_entries, stores.reminders, stores.occurrences, stores.plans, stores.practice,
                        stores.favourites, stores.session_records):
             for _ in range(PURGE_ROUNDS):
                 rows = synced.unnumbered()
                 if not rows:
                     break
+                found = True
                 by_patient: dict[str, list] = {}
                 for row in rows:
                     by_patient.setdefault(row["patient_id"], []).append(row["_id"])
                 for patient_id, ids in by_patient.items():
                     with self.changes.stamp(patient_id, synced, len(ids)) as first:
                         numbered += synced.number(ids, first)
-        stores.change_sequences.note_numbering_done(self.clock())
+        if not found:
+            stores.change_sequences.note_numbering_done(self.clock())
         return numbered
 
     def audit_retention(self) -> dict[str, int]:

@@ -26,6 +26,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from time import monotonic
 from zoneinfo import ZoneInfo
@@ -157,6 +158,14 @@ class PanelPages:
                 self._pages.popitem(last=False)
 
 
+@dataclass(frozen=True)
+class Rebuilt:
+    """What a rebuild of panel rows did: rows written, and the patients whose row could not be computed."""
+
+    written: int
+    failed: tuple[str, ...]
+
+
 class PanelReadModel:
     def __init__(self, stores: Stores, clock: Clock = now, pages: PanelPages | None = None):
         self.stores = stores
@@ -196,7 +205,7 @@ class PanelReadModel:
         """Compute and store these patients' rows now; each mark that named one (``marks``, by patient) becomes
         the mark of its next computation unless it was marked again meanwhile; returns how many rows were
         written (an id that is no patient's loses its row). A row that fails keeps its mark."""
-        failures = failures or ItemFailures("panel-rows")
+        failures = ItemFailures("panel-rows") if failures is None else failures  # (an empty one is falsy)
         marks = marks or {}
         ids = set(patient_ids)
         # Each row is stored with the seq of the patient's mark read before its data (given, or read now), and
@@ -263,28 +272,41 @@ class PanelReadModel:
         marks = self.marks.marked_now(patient_ids)
         return self.refresh({m["_id"] for m in marks}, {m["_id"]: m for m in marks}) if marks else 0
 
-    def rebuild(self, progress: Callable[[int, int], None] | None = None, batch: int = 200) -> int:
-        """Compute every patient's row again (a migration or a repair), and drop rows of non-patients."""
-        ids = [p.id for p in self.stores.users.patients()]
+    def rebuild(self, progress: Callable[[int, int], None] | None = None, batch: int = 200, *,
+                patient_ids: Iterable[str] | None = None) -> Rebuilt:
+        """Compute these patients' rows again (by default every patient's, a repair, which also drops rows of
+        non-patients), ``batch`` at a time, with ``progress(done, total)`` after each batch. A patient whose row
+        fails is logged, keeps any mark, and is named in the answer (their row is computed on the next run)."""
+        every = patient_ids is None
+        ids = self.stores.users.patient_ids() if every else sorted(set(patient_ids))
+        failures = ItemFailures("panel-rows")
         done = 0
         for start in range(0, len(ids), batch):
             part = ids[start:start + batch]
             # The marks waiting now are answered by this computation (unless marked again meanwhile).
             marks = {m["_id"]: m for m in self.marks.marked_now(part)}
-            done += self.refresh(part, marks)
+            done += self.refresh(part, marks, failures)
             if progress is not None:
                 progress(min(start + batch, len(ids)), len(ids))
-        for stale in set(self.rows.all_ids()) - set(ids):
-            for store in (self.rows, self.stores.panel_row_days, self.entries):
-                store.delete_for_patient(stale)
-        return done
+        if every:
+            for stale in set(self.rows.all_ids()) - set(ids):
+                for store in (self.rows, self.stores.panel_row_days, self.entries):
+                    store.delete_for_patient(stale)
+        return Rebuilt(done, tuple(failures.item_ids))
 
-    def missing(self) -> bool:
-        """Whether patients exist while no row does, or enrolments while no panel line does (a database from before
-        the read model or its panel lines: migrate builds them)."""
-        if self.rows.is_empty():
-            return bool(self.stores.users.patients())
-        return self.entries.is_empty() and self.stores.care_teams.has_enrolments()
+    def missing(self) -> list[str]:
+        """The patients missing from the panel: those without a row, and those enrolled in a team without their
+        line on its panel (a database from before the read model or its lines, a build stopped half-way, a
+        patient signed up or enrolled by a process of a version before them). Found by ids, never by scanning
+        the rows: the patients' ids from the role index, which of them have a row by `_id $in` a chunk at a time,
+        each team's enrolments from the team index and which of their lines exist counted from the `_id` index
+        (10,000 patients in 100 teams, nothing missing: 1-2 s on the development server, 2 shared cores)."""
+        patients = self.stores.users.patient_ids()
+        wanted = set(patients) - self.rows.present(patients)
+        lines = {f"{team_id}:{pid}": pid for team_id, enrolled in self.stores.care_teams.enrolled_by_team()
+                 for pid in enrolled}
+        wanted.update(lines[line] for line in set(lines) - self.entries.present(lines))
+        return sorted(wanted & set(patients))
 
     # Reading
     def one(self, patient_id: str, at: datetime | None = None) -> rules.PanelRow | None:

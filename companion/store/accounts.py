@@ -95,6 +95,10 @@ class Users:
             {"time_zone": 1, "time_zone_history": 1, "caregiver_alert_delay_min": 1, "quiet_hours": 1,
              "created_at": 1, "status": 1}).limit(MAX_PATIENTS)]
 
+    def patient_ids(self) -> list[str]:
+        """Every patient's id (an equality on the role index, ids only)."""
+        return [doc["_id"] for doc in self.col.find({"role": Role.PATIENT.value}, {"_id": 1}).limit(MAX_PATIENTS)]
+
     def update_profile(self, user_id: str, *, version: int, display_name: str | None = None,
                        quiet_hours: QuietHours | None | bool = False, caregiver_alert_delay_min: int | None = None,
                        move: ZoneMove | None = None, locale: str | None | bool = False,

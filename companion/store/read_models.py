@@ -189,8 +189,12 @@ class PanelRows:
             return rows, len(rows)
         return rows, self.col.count_documents(query)
 
-    def is_empty(self) -> bool:
-        return self.col.find_one({}, {"_id": 1}) is None
+    def present(self, patient_ids: Iterable[str]) -> set[str]:
+        """Which of these patients have a row (their ids read by `_id $in`, a chunk at a time)."""
+        found: set[str] = set()
+        for part in chunks(sorted(set(patient_ids))):
+            found.update(doc["_id"] for doc in self.col.find({"_id": {"$in": part}}, {"_id": 1}))
+        return found
 
     def all_ids(self) -> Iterator[str]:
         for doc in self.col.find({}, {"_id": 1}):
@@ -345,8 +349,16 @@ class PanelEntries:
         server stores as it stores an ObjectID's, so it would read each entry to check its type."""
         return count_by_id(self.col, {"$gte": f"{team_id}:", "$lt": f"{team_id};"})
 
-    def is_empty(self) -> bool:
-        return self.col.find_one({}, {"_id": 1}) is None
+    def present(self, entry_ids: Iterable[str]) -> set[str]:
+        """Which of these entries (``<team>:<patient>``) are stored: counted from the `_id` index a chunk at a
+        time (companion.store.db.count_by_id), and read only where the count falls short."""
+        found: set[str] = set()
+        for part in chunks(sorted(set(entry_ids))):
+            if count_by_id(self.col, {"$in": part}) == len(part):
+                found.update(part)
+            else:
+                found.update(doc["_id"] for doc in self.col.find({"_id": {"$in": part}}, {"_id": 1}))
+        return found
 
     def delete_ids(self, entry_ids: Iterable[str]) -> int:
         """Delete these entries (``<team>:<patient>``) and move on their teams' panel versions."""

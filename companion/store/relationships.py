@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from bson import ObjectId
@@ -286,8 +286,10 @@ class CareTeams:
         self.panel_entries.delete_for_patient(patient_id)
         return deleted
 
-    def has_enrolments(self) -> bool:
-        return self.enrolments.find_one({}, {"_id": 1}) is not None
+    def enrolled_by_team(self) -> Iterator[tuple[str, list[str]]]:
+        """Every team with the patients enrolled in it, a team at a time (an equality on the team index each)."""
+        for team_id in [t["_id"] for t in self.teams.find({}, {"_id": 1})]:
+            yield team_id, [e["patient_id"] for e in self.enrolments.find({"team_id": team_id}, {"patient_id": 1})]
 
     def team_ids_of_patient(self, patient_id: str) -> list[str]:
         """The teams the patient is enrolled in."""

@@ -176,3 +176,98 @@ def test_audit_verify_names_an_anchor_file_it_cannot_read_with_status_2(tmp_path
     said = capsys.readouterr().err.strip().splitlines()
     assert len(said) == 1 and said[0].startswith("companion audit-verify: cannot read the anchors in ")
     assert str(missing) in said[0]
+
+
+def test_a_migrate_stopped_while_building_the_panel_is_finished_by_the_next(mongo_uri, db_name, db, monkeypatch,
+                                                                            capsys):
+    """ops review: migrate builds the panel's rows only while none exists (PanelReadModel.missing), so one stopped
+    after its first batch leaves the other patients out of their clinicians' panels for good, and says so nowhere."""
+    from pymongo.errors import AutoReconnect
+
+    from companion.services.read_models import PanelReadModel
+
+    monkeypatch.setenv("MONGODB_URI", mongo_uri)
+    monkeypatch.setenv("MONGODB_DB", db_name)
+    teams = CareTeams(db)
+    team = teams.create("Older clinic")
+    for n in range(3):  # patients written before the read model existed: no row, no mark, no line
+        db.users.insert_one({"_id": f"cli-patient-{n}", "email": f"cli{n}@example.org", "password_hash": "x",
+                             "role": "patient", "display_name": f"Patient {n}", "time_zone": "UTC",
+                             "time_zone_history": [], "caregiver_alert_delay_min": 60})
+        teams.enrol(team.id, f"cli-patient-{n}")
+    db.panel_rows.delete_many({})
+    db.panel_entries.delete_many({})
+    real_refresh, calls = PanelReadModel.refresh, []
+
+    def refresh_until_the_connection_drops(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise AutoReconnect("connection closed")
+        return real_refresh(self, *args, **kwargs)
+
+    with monkeypatch.context() as stopped:
+        stopped.setattr(PanelReadModel.rebuild, "__defaults__", (None, 1))  # batches of one patient
+        stopped.setattr(PanelReadModel, "refresh", refresh_until_the_connection_drops)
+        assert cli.main(["migrate"]) == cli.EXIT_FAILED
+    assert cli.main(["migrate"]) == 0  # the operator runs it again, as the README says
+    capsys.readouterr()
+    assert db.panel_entries.count_documents({"team_id": team.id}) == 3
+
+
+def _old_patient(db, n: int) -> str:
+    """A patient as a process of a version before the read model writes one: no row, no mark, no line."""
+    db.users.insert_one({"_id": f"cli-patient-{n}", "email": f"cli{n}@example.org", "password_hash": "x",
+                         "role": "patient", "display_name": f"Patient {n}", "time_zone": "UTC",
+                         "time_zone_history": [], "caregiver_alert_delay_min": 60})
+    return f"cli-patient-{n}"
+
+
+def test_migrate_builds_what_is_missing_for_each_patient_while_the_others_have_theirs(mongo_uri, db_name, db,
+                                                                                       monkeypatch, capsys):
+    """Patients signed up or enrolled by the previous version's processes while the release step ran: the panel
+    was built only while no row (or no line) existed at all, so theirs never were."""
+    monkeypatch.setenv("MONGODB_URI", mongo_uri)
+    monkeypatch.setenv("MONGODB_DB", db_name)
+    teams = CareTeams(db)
+    team = teams.create("Older clinic")
+    for n in range(2):
+        teams.enrol(team.id, _old_patient(db, n))
+    assert cli.main(["migrate"]) == 0
+    capsys.readouterr()
+    assert cli.main(["migrate"]) == 0
+    assert "building" not in capsys.readouterr().out  # nothing missing: nothing built
+    late = _old_patient(db, 2)  # signed up after the release step's check
+    db.care_teams.insert_one({"_id": "other-team", "name": "Second clinic", "clinician_ids": []})
+    db.team_enrolments.insert_one({"_id": "other-team:cli-patient-1", "team_id": "other-team",
+                                   "patient_id": "cli-patient-1"})  # enrolled by an old process: no mark
+    assert cli.main(["migrate"]) == 0
+    assert "building the panel's read model for 2 patient(s)" in capsys.readouterr().out
+    assert db.panel_rows.find_one({"_id": late}) is not None
+    assert db.panel_entries.find_one({"_id": "other-team:cli-patient-1"}) is not None
+    assert db.panel_entries.count_documents({"team_id": team.id}) == 2
+
+
+def test_a_patient_whose_row_cannot_be_computed_fails_migrate_and_rebuild_after_the_others(mongo_uri, db_name, db,
+                                                                                            monkeypatch, capsys):
+    from companion.services.read_models import PanelReadModel
+
+    monkeypatch.setenv("MONGODB_URI", mongo_uri)
+    monkeypatch.setenv("MONGODB_DB", db_name)
+    ids = [_old_patient(db, n) for n in range(3)]
+    real_compute = PanelReadModel.compute
+
+    def compute_but_not_the_first(self, person, *args, **kwargs):
+        if person.id == ids[0]:
+            raise ValueError("a stored value the rules cannot read")
+        return real_compute(self, person, *args, **kwargs)
+
+    monkeypatch.setattr(PanelReadModel, "compute", compute_but_not_the_first)
+    for command in ("migrate", "rebuild-read-models"):
+        assert cli.main([command]) == cli.EXIT_FAILED
+        said = capsys.readouterr()
+        assert "2 panel row(s) computed" in said.out
+        assert f"companion {command}: the panel rows of 1 patient(s) could not be computed ({ids[0]};" in said.err
+    assert db.panel_rows.find_one({"_id": ids[0]}) is None and db.panel_rows.count_documents({}) == 2
+    monkeypatch.setattr(PanelReadModel, "compute", real_compute)
+    assert cli.main(["migrate"]) == 0  # run again, it computes the one that failed
+    assert db.panel_rows.find_one({"_id": ids[0]}) is not None

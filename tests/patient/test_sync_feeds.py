@@ -350,16 +350,35 @@ def test_a_session_placed_with_another_patient_has_the_first_ones_app_read_its_f
     assert [s["record_id"] for s in b_feed] == [record["record_id"]]
 
 
-def test_documents_written_before_change_feeds_are_numbered_once_by_the_migration_step_and_then_synced(client, world, services):
-    pid = world["patient_a"].id
-    services.db.pain_entries.insert_one({"_id": "legacy-1", "patient_id": pid, "client_entry_id": "legacy-0001",
+def _legacy_entry(services, pid: str, n: int) -> None:
+    """A diary entry as a version before change feeds wrote it: no change number."""
+    services.db.pain_entries.insert_one({"_id": f"legacy-{n}", "patient_id": pid, "client_entry_id": f"legacy-{n:04d}",
                                          "recorded_at": START, "nrs": 3, "deleted": False})
+
+
+def test_documents_written_before_change_feeds_are_numbered_by_the_migration_step_until_a_run_finds_none(
+        client, world, services):
+    pid = world["patient_a"].id
+    _legacy_entry(services, pid, 1)
     assert follow(client, world, "pain-entries")[0] == []
     assert services.housekeeping.number_unsynced() == 1
     assert [e["id"] for e in follow(client, world, "pain-entries")[0]] == ["legacy-1"]
-    services.db.pain_entries.insert_one({"_id": "legacy-2", "patient_id": pid, "client_entry_id": "legacy-0002",
-                                         "recorded_at": START, "nrs": 3, "deleted": False})
-    assert services.housekeeping.number_unsynced() == 0  # done once: the collections are not scanned again
+    _legacy_entry(services, pid, 2)  # written meanwhile by a process of the version before, still serving
+    assert services.housekeeping.number_unsynced() == 1  # numbered by the next run (the next release's)
+    assert services.housekeeping.number_unsynced() == 0  # a run that found none: done
+    _legacy_entry(services, pid, 3)
+    assert services.housekeeping.number_unsynced() == 0  # the collections are not scanned again
+
+
+def test_a_numbering_cut_short_by_its_bound_is_finished_by_the_next_run(client, world, services, monkeypatch):
+    """It noted the numbering done after PURGE_ROUNDS batches of a collection even when more were left: those
+    documents never reached a feed."""
+    monkeypatch.setattr("companion.services.housekeeping.PURGE_ROUNDS", 1)
+    monkeypatch.setattr("companion.store.feeds.BATCH", 2)
+    for n in range(3):
+        _legacy_entry(services, world["patient_a"].id, n)
+    assert [services.housekeeping.number_unsynced() for _ in range(3)] == [2, 1, 0]
+    assert services.db.pain_entries.count_documents({"seq": {"$exists": False}}) == 0
 
 
 def test_a_patient_whose_change_numbers_cannot_be_reserved_gets_a_503_to_retry_and_nothing_is_written(
