@@ -4,7 +4,9 @@ One table (:data:`SETTINGS`) names each setting, its environment variable, how i
 default and what it means; the README's configuration table is checked against it by a test. An
 unknown or malformed value (``COMPANION_ENV=prod``, ``COMPANION_STAFF_MFA=REQUIRED``,
 ``COMPANION_DB_TIMEOUT_MS=5s``) raises :class:`SettingError`, whose message is one line naming the
-variable and what it accepts; the entry points (web, worker, CLI) print it and exit with status 2.
+variable and what it accepts; the entry points (web, worker, CLI) print it and exit with status 2. So does a
+``COMPANION_*`` variable that is neither a setting nor one another part of the project reads
+(:data:`READ_ELSEWHERE`): a misspelt name would otherwise be ignored and its default kept unseen.
 
 In production (``COMPANION_ENV=production``) there is no default secret nor audit key, staff MFA is always on,
 and outgoing email must be configured.
@@ -12,6 +14,7 @@ and outgoing email must be configured.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import hmac
 import os
@@ -308,13 +311,61 @@ SETTINGS: tuple[Setting, ...] = (
 )
 _BY_FIELD = {s.field: s for s in SETTINGS}
 
+PREFIX = "COMPANION_"
+# The COMPANION_* variables that are no setting of these processes, each with what reads it. Any other COMPANION_*
+# variable set is refused (load_settings): behind a load balancer, COMPANION_TRUSTED_PROXY=1 (for
+# COMPANION_TRUSTED_PROXIES) left every client with the balancer's address, one sign-in throttle for all, and
+# nothing said so. A variable read anywhere in the project is a setting or is listed here
+# (tests/api/test_settings.py looks for every COMPANION_ name in the repository).
+READ_ELSEWHERE: dict[str, str] = {
+    # How `make run` (scripts/run-local.sh), the Procfile and the image start the processes
+    "COMPANION_BIND": "the Procfile, the Dockerfile and scripts/run-local.sh: the address gunicorn binds",
+    "COMPANION_DB_PORT": "scripts/run-local.sh: the port of the FerretDB it starts",
+    "COMPANION_FCM_PORT": "scripts/run-local.sh: the port of the FCM emulator it starts",
+    "COMPANION_ADMISSION_DIR": "gunicorn.conf.py, for companion.http.admission: the lock files web workers share",
+    # Commands
+    "COMPANION_NEW_PASSWORD": "`companion create-user`: the new account's password",
+    # The test suite's switches
+    "COMPANION_SKIP_INDEXES": "companion.create_app: 1 skips creating indexes at start (a test's app)",
+    "COMPANION_BROWSER_TESTS": "scripts/test.sh: 0 skips installing Chromium for the browser tests",
+    "COMPANION_FUZZ_EXAMPLES": "tests/proof/test_schemathesis.py: examples per operation",
+    "COMPANION_FUZZ_STEPS": "tests/proof/test_schemathesis.py: steps of the stateful run",
+    # The home gateway (device_gateway/config.py, docs/device-gateway.md), which may run beside the server
+    "COMPANION_API_URL": "the gateway: the API's base URL",
+    "COMPANION_GATEWAY_STATE_DIR": "the gateway: its state directory",
+    "COMPANION_GATEWAY_ID": "the gateway: its credentials (instead of pairing)",
+    "COMPANION_GATEWAY_SECRET": "the gateway: its credentials (instead of pairing)",
+    "COMPANION_GATEWAY_MAX_BUFFER_BYTES": "the gateway: its buffer's cap",
+    "COMPANION_GATEWAY_CA_FILE": "the gateway: the CA bundle that signs the API's certificate",
+    "COMPANION_GATEWAY_KEY_FILE": "the gateway: its buffer's encryption key",
+}
+
+
+def _refuse_unknown_variables(environ: Mapping[str, str]) -> None:
+    """Refuse every COMPANION_* variable set (not empty) that is neither a setting nor in READ_ELSEWHERE, naming the
+    nearest known name (compared without the prefix, which every name shares)."""
+    known = [s.variable[len(PREFIX):] for s in SETTINGS if s.variable.startswith(PREFIX)] + \
+        [name[len(PREFIX):] for name in READ_ELSEWHERE]
+    unknown = sorted(name for name, raw in environ.items()
+                     if name.startswith(PREFIX) and name[len(PREFIX):] not in known and raw.strip())
+    if not unknown:
+        return
+    said = []
+    for name in unknown:
+        nearest = difflib.get_close_matches(name[len(PREFIX):], known, n=1)
+        said.append(f"{name} (did you mean {PREFIX}{nearest[0]}?)" if nearest else name)
+    verb, them = ("is", "it") if len(said) == 1 else ("are", "them")
+    raise SettingError(f"{', '.join(said)} {verb} set but nothing reads {them}: correct or unset {them} (the README's "
+                       "configuration table lists the settings)")
+
 
 def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Read every setting from the environment, apply ``overrides`` (tests), and check the result.
 
-    Raises :class:`SettingError` (one line) for a malformed, unknown or unsafe value.
-    """
+    Raises :class:`SettingError` (one line) for a malformed, unknown or unsafe value, and for a COMPANION_*
+    variable that no part of the project reads (a misspelt name)."""
     environ = os.environ if environ is None else environ
+    _refuse_unknown_variables(environ)
     values: dict[str, Any] = {}
     for setting in SETTINGS:
         raw = environ.get(setting.variable, "")

@@ -4,13 +4,16 @@ the variable and what it accepts, exit status 2, no traceback."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
-from companion.settings import SETTINGS, SettingError, load_settings
+from companion import cli
+from companion.settings import READ_ELSEWHERE, SETTINGS, SettingError, load_settings
 from tests.support.ferretdb import ROOT
 
 BAD = [
@@ -87,3 +90,66 @@ def test_each_process_stops_with_one_line_and_status_2_on_a_bad_setting(command)
     ours = [line for line in result.stderr.splitlines() if not line.startswith(("[", "{"))]  # gunicorn's own (JSON) lines
     assert result.returncode == 2, result.stderr[-2000:]
     assert len(ours) == 1 and "COMPANION_ENV" in ours[0] and "Traceback" not in result.stderr
+
+
+MISSPELT = ["COMPANION_TRUSTED_PROXY", "COMPANION_STAFF_SESSION_MAX_HOURS", "COMPANION_AUDIT_RETENTION"]
+
+
+@pytest.mark.parametrize("variable", MISSPELT)
+def test_a_misspelt_companion_variable_is_refused_not_ignored(variable):
+    """ops review: only listed names are read; a typo silently keeps the default (behind a load balancer,
+    COMPANION_TRUSTED_PROXY=1 leaves every client with the balancer's address: one login throttle for all)."""
+    with pytest.raises(SettingError):
+        load_settings(environ={variable: "1"})
+
+
+def test_a_misspelt_variable_stops_a_command_with_one_line_naming_the_setting_meant(monkeypatch, capsys):
+    monkeypatch.setenv("COMPANION_TRUSTED_PROXY", "1")
+    assert cli.main(["migrate"]) == 2
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and said[0].startswith("companion: COMPANION_TRUSTED_PROXY (did you mean "
+                                                 "COMPANION_TRUSTED_PROXIES?) is set but nothing reads it")
+
+
+def test_a_variable_read_elsewhere_or_set_empty_is_not_refused():
+    settings = load_settings(environ={"COMPANION_BIND": "127.0.0.1", "COMPANION_GATEWAY_STATE_DIR": "/tmp/gw",
+                                      "COMPANION_TRUSTED_PROXY": ""})  # empty: as unset, for a setting too
+    assert settings.trusted_proxies == 0
+
+
+# Where the project reads or sets environment variables: the processes, the gateway, the scripts behind `make
+# run`, `make test` and the benchmarks, the deployment files, the tests, and the documents that name them.
+_PLACES = ["companion", "device_gateway", "scripts", "bench", "tests", "docs", ".ci", "Makefile", "Procfile",
+           "Dockerfile", "compose.yaml", "gunicorn.conf.py", "pyproject.toml", "README.md"]
+
+
+def _companion_names() -> dict[str, set[str]]:
+    """Every COMPANION_ name written in the project, with the files that write it (the settings' own module aside)."""
+    found: dict[str, set[str]] = {}
+    for place in _PLACES:
+        root = ROOT / place
+        for path in [root] if root.is_file() else sorted(root.rglob("*")):
+            if not path.is_file() or "__pycache__" in path.parts or path == ROOT / "companion" / "settings.py":
+                continue
+            try:
+                text = path.read_text()
+            except (UnicodeDecodeError, OSError):
+                continue
+            for name in re.findall(r"COMPANION_[A-Z0-9_]*[A-Z0-9]", text):
+                found.setdefault(name, set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+def test_every_companion_variable_the_project_names_is_a_setting_or_listed_as_read_elsewhere():
+    """Else `make run`, the Procfile, compose, the gateway or the tests would set a variable the processes refuse."""
+    known = {s.variable for s in SETTINGS} | set(READ_ELSEWHERE)
+    strays = {name: sorted(paths) for name, paths in _companion_names().items()
+              if name not in known and name not in MISSPELT}
+    assert strays == {}
+
+
+def test_every_variable_listed_as_read_elsewhere_is_still_read_there():
+    names = _companion_names()
+    assert [name for name in READ_ELSEWHERE
+            if not any(Path(p).suffix in ("", ".py", ".sh", ".conf", ".yaml") for p in names.get(name, ()))
+            or name in {s.variable for s in SETTINGS}] == []
