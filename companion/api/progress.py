@@ -137,7 +137,7 @@ class WeekSchema(Schema):
 class FlareSchema(Schema):
     recorded_at = fields.DateTime()
     nrs = fields.Integer()
-    reason = fields.String(metadata={"description": "two_high | above_median"})
+    reason = fields.String(metadata={"description": "two_high | one_high | above_median"})
     baseline_median = fields.Float(allow_none=True)
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from companion.clock import Clock, now, to_millis
 from companion.domain import content_library
 from companion.domain.errors import Conflict, Invalid, NotFound
+from companion.domain.localtime import REPORTED_AHEAD
 from companion.services.derived_ids import derived_id
 from companion.services.sync import Changes
 from companion.services.touched_days import TouchedDays
@@ -104,11 +105,20 @@ class Library:
         started = self.log.get(patient_id, practice_id)
         if not started:
             raise NotFound("no such practice")
+        item = self.item(started["item_slug"])
+        now_here = completed_at is None and started["completed_at"] is None
         completed_at = to_millis(completed_at or started["completed_at"] or self.clock())  # as it is stored
+        lead = started["started_at"] - completed_at
+        if now_here and timedelta(0) < lead <= REPORTED_AHEAD:
+            # Completed now, by the server's clock, before the start the phone reported: that phone's clock was
+            # ahead (accepted up to REPORTED_AHEAD), so the patient practised at most REPORTED_AHEAD - lead. The
+            # completion is recorded that long (or the minutes reported, or the item's length) after the start.
+            most = min((REPORTED_AHEAD - lead).total_seconds() / 60, float(item["duration_min"]),
+                       minutes if minutes is not None else float("inf"))
+            completed_at = to_millis(started["started_at"] + timedelta(minutes=round(most, 1)))
         if completed_at < started["started_at"]:
             raise Invalid("a practice cannot end before it started",
                           errors={"completed_at": ["must not be before started_at"]})
-        item = self.item(started["item_slug"])
         elapsed = (completed_at - started["started_at"]).total_seconds() / 60
         practised = round(min(elapsed, float(item["duration_min"]), minutes if minutes is not None else elapsed), 1)
         done = None

@@ -156,3 +156,22 @@ def test_negative_practice_minutes_are_refused(client, world, library):
                           headers=headers).json
     assert_problem(client.post(f"/api/v1/patients/{pid}/practice/{started['id']}/complete", json={"minutes": -3},
                                headers=headers), 422)
+
+
+def test_a_practice_started_on_a_phone_a_little_ahead_is_completed_on_the_servers_clock(client, world, services,
+                                                                                        clock):
+    """The API takes a start up to 5 minutes ahead of the server (a phone's clock drifts): completing it a couple of
+    minutes later, on the server's clock, must not be refused as ending before it began. The patient practised at
+    most 5 minutes less the lead seen; a retry answers the same completion."""
+    services.library.load()
+    pid, headers = world["patient_a"].id, world["patient_a"].headers
+    started = client.post(f"/api/v1/patients/{pid}/practice", json={
+        "item_slug": "three-breath-reset", "started_at": (START + timedelta(minutes=4)).isoformat()}, headers=headers)
+    assert started.status_code == 201, started.json
+    clock.shift(timedelta(minutes=2))  # two minutes later by the server: still "before" the phone's start
+    url = f"/api/v1/patients/{pid}/practice/{started.json['id']}/complete"
+    done = client.post(url, json={}, headers=headers)
+    assert done.status_code == 200, done.json
+    assert done.json["minutes"] == 2.0  # at most 5 - (4 - 2) = 3 minutes passed; the item lasts 2
+    assert client.post(url, json={}, headers=headers).json == done.json
+    assert_problem(client.post(url, json={"minutes": 1}, headers=headers), 409)
