@@ -441,6 +441,19 @@ def pain_flare(
 LATE_FLARE = timedelta(hours=48)
 
 
+# A flare found in ratings synced late is raised only this long after its rating: older, it is history (the care
+# team's review shows it in the pain chart), not a call to act now; an import of past ratings raises none.
+LATE_FLARE_RAISED = timedelta(hours=72)
+
+
+def flare_still_raised(candidate: AlertCandidate, now_utc: datetime) -> bool:
+    """Whether a pain flare found late (in ratings that reached the server after the minute job's day) is raised
+    at ``now_utc``: when its rating is at most ``LATE_FLARE_RAISED`` old."""
+    if candidate.kind is not AlertKind.PAIN_FLARE or candidate.occurred_at is None:
+        return True
+    return require_utc(now_utc) - require_utc(candidate.occurred_at) <= LATE_FLARE_RAISED
+
+
 def pushed_to_caregivers(candidate: AlertCandidate, raised_at_utc: datetime) -> bool:
     """Whether the caregivers who share ``candidate``'s kind are pushed about it when it is raised at
     ``raised_at_utc``: all alerts but a pain flare raised more than ``LATE_FLARE`` after its rating. By then

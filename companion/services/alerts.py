@@ -24,7 +24,7 @@ the alert again before each goes out, so one left queued by a crash between the 
 is withdrawn then. An alert whose condition holds again (later data again) is reopened, without a second push.
 The same judging raises what late data brings: a flare in ratings synced a day or more late, which the minute
 job (the last day's ratings) never reads; one raised more than 48 hours after its rating pushes no caregiver
-(``pushed_to_caregivers``).
+(``pushed_to_caregivers``), and one more than 72 hours past its rating is not raised (``flare_still_raised``).
 
 An alert the care team acknowledges withdraws its caregivers' notifications not sent yet, and the sender refuses
 any left (a request stopped between the two writes, a batch a sender had claimed): the care team has it in hand.
@@ -53,6 +53,7 @@ from companion.domain.alerts import (
     battery_low,
     delivery_time,
     device_fault,
+    flare_still_raised,
     low_adherence_continues,
     low_adherence_from,
     low_adherence_holds,
@@ -603,7 +604,8 @@ class AlertService:
                              Resolution.RATINGS_CHANGED)
         if patient.status != CLOSED:
             for candidate in found.values():
-                self.raise_once(candidate, report)
+                if flare_still_raised(candidate, self.clock()):
+                    self.raise_once(candidate, report)
 
     # The care team's acts
     def review_list(self, patient_id: str, *, open_only: bool, limit: int = 200) -> list[dict]:

@@ -13,6 +13,7 @@ from companion.domain.alerts import (
     battery_low,
     delivery_time,
     device_fault,
+    flare_still_raised,
     low_adherence,
     low_adherence_redated,
     low_adherence_still_from,
@@ -139,6 +140,15 @@ def test_a_flare_raised_more_than_two_days_after_its_rating_is_pushed_to_no_care
     assert not pushed_to_caregivers(flare, utc(2025, 6, 3, 20, 1))
     silent = unit_silent("p1", "SN1", utc(2025, 6, 1, 8), utc(2025, 6, 5))  # other alerts, however late
     assert pushed_to_caregivers(silent, utc(2025, 6, 5))
+
+
+def test_a_flare_found_more_than_three_days_after_its_rating_is_not_raised():
+    entries = [PainEntry("a", utc(2025, 6, 1, 8), 7), PainEntry("b", utc(2025, 6, 1, 20), 8)]
+    flare = pain_flare("p1", flare_at(entries[1], entries), LONDON)
+    assert flare_still_raised(flare, utc(2025, 6, 4, 20))  # 72 hours after the rating
+    assert not flare_still_raised(flare, utc(2025, 6, 4, 20, 1))
+    silent = unit_silent("p1", "SN1", utc(2025, 6, 1, 8), utc(2025, 6, 5))
+    assert flare_still_raised(silent, utc(2025, 7, 5))  # the rule is the flare's alone
 
 
 QUIET = QuietHours(time(22), time(7))

@@ -223,6 +223,17 @@ def test_a_flare_in_ratings_synced_more_than_two_days_late_is_raised_and_pushed_
     assert jobs_db.push_outbox.count_documents({"recipient_user_id": caregiver.id}) == 0
 
 
+def test_a_flare_in_ratings_synced_more_than_three_days_late_is_history_and_raises_nothing(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    """Decided: ratings a phone syncs four days late are kept and shown in the review's pain chart, but a flare in
+    them is no call to act now (companion.domain.alerts.flare_still_raised): no alert, no push."""
+    patient = make_person(jobs_db, "patient")
+    token = phone(jobs_db, link_caregiver(jobs_db, patient, ["pain_flare"]))
+    _ratings_synced_late(jobs_db, settings, clock, traveller, sender, patient, (97, 96))
+    assert jobs_db.alerts.count_documents({"patient_id": patient.id}) == 0
+    assert emulator.delivered_to(token) == []
+
+
 def test_a_silent_unit_heard_from_again_ends_its_alert(jobs_db, settings, clock, traveller):
     services = services_on(jobs_db, settings, clock)
     patient = make_person(jobs_db, "patient")
