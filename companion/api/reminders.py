@@ -139,7 +139,8 @@ class OccurrenceList(MethodView):
     @blp.response(200, OccurrenceListSchema)
     @blp.doc(operationId="list_occurrences")
     def get(self, args, patient_id):
-        """Reminder occurrences due in a range of at most 31 days, in time order."""
+        """Reminder occurrences due in a range of at most 31 days, in time order. Those due more than 31 days
+        ahead are the slots planned there, not yet made (version 0; made under the same id once in reach)."""
         grant = require_patient(patient_id, Operation.READ)
         items = services().reminders.occurrences_between(grant, args["start"], args["end"])
         auditing.note(patient_ids=[patient_id], resource="reminder_occurrence", action="search",
@@ -157,7 +158,7 @@ class OccurrenceChanges(MethodView):
     def get(self, args, patient_id):
         """Occurrences created, moved, recorded, missed or cancelled (tombstones) after the cursor, oldest
         change first. Only occurrences the server has materialized appear: it keeps two days ahead; read a
-        range (GET occurrences) to have further ones made. See the README's "Sync" section."""
+        range (GET occurrences) to have further ones made, up to 31 days ahead. See the README's "Sync" section."""
         grant = require_patient(patient_id, Operation.READ)
         page = services().reminders.occurrence_changes_since(grant, args["cursor"], args["limit"])
         auditing.note(patient_ids=[patient_id], resource="reminder_occurrence", action="search",

@@ -202,7 +202,7 @@ class Progress:
         days = days_between(monday, monday + timedelta(days=6))
         start = local_day_bounds(history.zone_at(current), monday)[0] - timedelta(days=1)
         end = local_day_bounds(history.zone_at(current), days[-1])[1] + timedelta(days=1)
-        if end > current:  # the rest of the week's reminders, so the app can show what is coming
+        if end > current:  # the rest of the week's reminders (those in reach), so the app can show what is coming
             self.reminders.materialize(patient_id, max(start, current), end)
         facts = gather(self.stores, patient_id, start, end)
         in_week = set(days)

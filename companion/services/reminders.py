@@ -45,7 +45,7 @@ from companion.domain.access import (
     without_free_text,
 )
 from companion.domain.errors import Conflict, Contended, Invalid, NotFound, PreconditionFailed
-from companion.domain.localtime import local_date_of
+from companion.domain.localtime import TimeZoneHistory, local_date_of
 from companion.domain.notifications import reminding_keys_of
 from companion.domain.people import Account
 from companion.domain.quiet_hours import next_allowed
@@ -64,6 +64,10 @@ logger = logging.getLogger(__name__)
 HORIZON = timedelta(days=2)  # how far ahead a change re-materializes at once; the scheduler keeps ahead
 MATERIALIZE_JOB = "reminders-materialize"
 MAX_WINDOW = timedelta(days=31)
+# No occurrence is stored due further ahead: a stop, or a change of schedule, zone or quiet hours, re-plans those
+# stored within it (refresh_future), and one stored beyond would outlive them (pushed, then counted missed, for a
+# reminder the patient had stopped). A range read further ahead shows the slots planned there (occurrences_between).
+STORED_AHEAD = timedelta(days=31)
 EARLY_MARK = timedelta(hours=1)  # an occurrence can be ticked off at most this long before it is due
 MAX_ACTIVE = 50
 MOVES_LOOKBACK = timedelta(days=1)  # zone changes this long before a window are checked for skipped slots
@@ -99,6 +103,25 @@ def _kept_doc(reminder: dict, slot: ReminderOccurrence, zone, quiet, current: da
     else:
         doc.update(status="missed", status_at=moved_at, missed_reason=TIME_ZONE_CHANGE)
     return doc
+
+
+def _planned(reminders: list[dict], history: TimeZoneHistory, quiet, start_utc: datetime, end_utc: datetime,
+             current: datetime) -> tuple[dict[str, dict], dict[str, dict]]:
+    """The occurrences these (active) reminders plan in [start_utc, end_utc), by id, the slots a zone change
+    jumped over among them; and those slots apart (module docstring)."""
+    wanted: dict[str, dict] = {}
+    kept: dict[str, dict] = {}
+    for reminder in reminders:
+        begin = max(start_utc, reminder["created_at"], reminder.get("schedule_since") or reminder["created_at"])
+        if begin < end_utc:
+            for slot in slots_for(reminder, history, begin, end_utc):
+                doc = _occurrence_doc(reminder, slot, history.zone_at(slot.due_at_utc), quiet)
+                wanted.setdefault(doc["_id"], doc)
+        for slot in skipped_slots_for(reminder, history, start_utc - MOVES_LOOKBACK, end_utc):
+            zone = history.zone_at(slot.skipped_by_move_at)
+            kept.setdefault(slot.occurrence_id, _kept_doc(reminder, slot, zone, quiet, current))
+    wanted.update(kept)
+    return wanted, kept
 
 
 def as_slot(occurrence: dict) -> ReminderOccurrence:
@@ -261,12 +284,14 @@ class ReminderService:
         are cancelled, cancelled future ones the schedules produce again come back, and pending future
         ones whose moment changed are moved. Slots a zone change jumped over are kept (module docstring).
         Occurrences already done, skipped or missed, and anything in the past, are history and stay.
+        Nothing due ``STORED_AHEAD`` or more from now is stored: the range ends there at the latest.
         ``patient``: their account, when the caller has just read it.
         """
-        if end_utc <= start_utc:
-            return 0
         if end_utc - start_utc > MAX_WINDOW:
             raise ValueError("materialize at most 31 days at a time")
+        end_utc = min(end_utc, self.clock() + STORED_AHEAD)
+        if end_utc <= start_utc:
+            return 0
         added = 0
         for _ in range(RUNS):
             written, basis = self._materialize_once(patient_id, start_utc, end_utc, patient)
@@ -284,21 +309,10 @@ class ReminderService:
                           patient: Account | None) -> tuple[int, tuple | None]:
         """One run of materialize: how many it added, and what it was computed from (None: it wrote nothing)."""
         patient = patient or self._patient(patient_id)
-        history, quiet = patient.zone_history(), patient.quiet_hours
+        history = patient.zone_history()
         current = self.clock()
-        wanted: dict[str, dict] = {}
-        kept: dict[str, dict] = {}
         reminders = self.reminders.for_patient(patient_id, active_only=True)
-        for reminder in reminders:
-            begin = max(start_utc, reminder["created_at"], reminder.get("schedule_since") or reminder["created_at"])
-            if begin < end_utc:
-                for slot in slots_for(reminder, history, begin, end_utc):
-                    doc = _occurrence_doc(reminder, slot, history.zone_at(slot.due_at_utc), quiet)
-                    wanted.setdefault(doc["_id"], doc)
-            for slot in skipped_slots_for(reminder, history, start_utc - MOVES_LOOKBACK, end_utc):
-                zone = history.zone_at(slot.skipped_by_move_at)
-                kept.setdefault(slot.occurrence_id, _kept_doc(reminder, slot, zone, quiet, current))
-        wanted.update(kept)
+        wanted, kept = _planned(reminders, history, patient.quiet_hours, start_utc, end_utc, current)
         existing = self.occurrences.by_ids(list(wanted))
         moves: list[tuple[str, dict]] = []
         revivals: list[dict] = []
@@ -428,9 +442,22 @@ class ReminderService:
 
     def occurrences_between(self, grant: Grant, start_utc: datetime, end_utc: datetime) -> list[dict]:
         """The occurrences in a range (at most 31 days), materialized first so the app sees every one; a
-        caregiver not allowed the patient's own words does not see the reasons for skipping."""
-        self.materialize(grant.patient_id, start_utc, end_utc)
-        return _visible(grant, self.occurrences.between(grant.patient_id, start_utc, end_utc))
+        caregiver not allowed the patient's own words does not see the reasons for skipping.
+
+        Those due ``STORED_AHEAD`` or more from now are not stored: the slots the reminders plan there are shown
+        as they will be stored once in reach, under the same ids (derived from the reminder, local date and
+        local time), at version 0 (never changed)."""
+        patient_id, beyond = grant.patient_id, self.clock() + STORED_AHEAD
+        self.materialize(patient_id, start_utc, end_utc)
+        items = self.occurrences.between(patient_id, start_utc, end_utc)
+        if max(start_utc, beyond) < end_utc:
+            patient = self._patient(patient_id)
+            wanted, _ = _planned(self.reminders.for_patient(patient_id, active_only=True), patient.zone_history(),
+                                 patient.quiet_hours, max(start_utc, beyond), end_utc, self.clock())
+            stored = {o["_id"] for o in items}
+            items = sorted(items + [doc for key, doc in wanted.items() if key not in stored],
+                           key=lambda o: (o["due_at"], o["_id"]))
+        return _visible(grant, items)
 
     def occurrence_changes_since(self, grant: Grant, cursor: str | None, limit: int) -> dict:
         """Occurrences created, changed or cancelled after the cursor (companion.services.sync)."""

@@ -13,6 +13,7 @@ from companion.domain.access import CaregiverPermissions
 from tests.patient.conftest import START
 from tests.patient.helpers import snapshot
 from tests.support.problems import assert_problem
+from tests.support.world import login
 
 DAILY = {"kind": "medication", "title": "Evening tablet", "completion_window_min": 60,
          "schedule": {"type": "weekly", "times": ["09:30", "18:00"], "start_date": "2026-03-02"}}
@@ -236,6 +237,29 @@ def test_a_run_computed_from_a_reminder_changed_meanwhile_does_not_undo_the_chan
     assert changed == [200]
     pending = list(db.reminder_occurrences.find({"patient_id": pid, "status": "pending"}))
     assert pending and {o["due_at"].strftime("%H:%M") for o in pending} == {"10:00"}
+
+
+def test_a_week_paged_far_ahead_is_shown_without_being_stored_under_the_ids_stored_later(client, world, db, services,
+                                                                                        clock):
+    """Paging more than 31 days ahead (the week view, a range of occurrences) stores nothing there: a stop or a
+    change of schedule or zone re-plans the stored occurrences within 31 days, and one stored further ahead
+    outlived them (pushed, then counted missed, for a reminder the patient had stopped). The range shows the
+    slots planned there under the ids they are stored with once in reach, so the app's answer to one works."""
+    pid, headers = world["patient_a"].id, world["patient_a"].headers
+    create(client, world)
+    week = client.get(f"/api/v1/patients/{pid}/progress/week", query_string={"date": "2026-04-15"}, headers=headers)
+    shown = occurrences(client, world, start=datetime(2026, 4, 13, tzinfo=UTC), days=7)
+    assert week.status_code == 200
+    assert db.reminder_occurrences.count_documents({"patient_id": pid,
+                                                    "due_at": {"$gte": START + timedelta(days=31)}}) == 0
+    assert [(o["local_time"], o["status"], o["version"]) for o in shown] == [
+        ("09:30", "pending", 0), ("18:00", "pending", 0)] * 7
+    clock.move_to(datetime(2026, 4, 15, 8, 40, tzinfo=UTC))  # 09:40 in London (BST): the worker has made it
+    services.reminders.materialize_ahead(timedelta(minutes=15), timedelta(days=2))
+    patient = world["patient_a"]  # signed in again (access tokens do not last weeks)
+    world.people["patient_a"] = login(client, "patient_a", patient.email, patient.id, "patient")
+    slot = next(o for o in shown if (o["local_date"], o["local_time"]) == ("2026-04-15", "09:30"))
+    assert record(client, world, slot["id"], {"status": "done"}).status_code == 200
 
 
 BAD_REMINDERS = {
