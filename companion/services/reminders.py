@@ -55,6 +55,7 @@ from companion.services.item_failures import ItemFailures
 from companion.services.reminder_schedules import check_reminder, skipped_slots_for, slots_for
 from companion.services.sync import Changes
 from companion.services.touched_days import TouchedDays
+from companion.store.outbox import Outbox
 from companion.store.read_models import TodayRows
 from companion.store.reminders import CANCELLED, Occurrences
 from companion.store.stores import Stores
@@ -155,6 +156,26 @@ def mark_closed_missed(occurrences: Occurrences, changes: Changes, closed: list[
                        if occurrences.mark_one_missed(o["_id"], at, first + n, o["_id"] in summary_due)]
     today.touch({o["patient_id"] for o in marked})
     return marked
+
+
+def call_off(occurrences: Occurrences, outbox: Outbox, today: TodayRows, changes: Changes, called_off: list[dict],
+             at: datetime) -> int:
+    """Cancel these occurrences where still pending (tombstones), each patient's under one reservation of change
+    numbers; returns how many. What was queued to remind of them is withdrawn, and their today changes, before
+    the cancel as well as after it (as in materialize: a retry finds nothing left to cancel)."""
+    by_patient: dict[str, list[dict]] = defaultdict(list)
+    for occurrence in called_off:
+        by_patient[occurrence["patient_id"]].append(occurrence)
+    cancelled = 0
+    for patient_id, items in by_patient.items():
+        keys = [key for o in items for key in reminding_keys_of(o)]
+        outbox.withdraw_sources(patient_id, keys, REMINDER_CALLED_OFF)
+        today.touch([patient_id])
+        with changes.stamp(patient_id, occurrences, len(items)) as first:
+            cancelled += occurrences.cancel_pending([o["_id"] for o in items], first, at)
+        outbox.withdraw_sources(patient_id, keys, REMINDER_CALLED_OFF)
+        today.touch([patient_id])
+    return cancelled
 
 
 class ReminderService:
@@ -385,13 +406,24 @@ class ReminderService:
     def refresh_future(self, patient_id: str) -> int:
         """Recompute the patient's pending future occurrences (after a schedule or time-zone change)."""
         current = self.clock()
-        pending = self.occurrences.pending_from(patient_id, current)
+        reach = current + STORED_AHEAD
+        pending = self.occurrences.pending_from(patient_id, current, reach)
         latest = max((o["due_at"] for o in pending), default=current)
-        end = min(max(current + HORIZON, latest + timedelta(minutes=1)), current + MAX_WINDOW)
+        end = min(max(current + HORIZON, latest + timedelta(minutes=1)), reach)
         added = self.materialize(patient_id, current, end)
+        self._call_off_beyond(patient_id, reach, current)
         self._hold_first_pushes_again(patient_id, current)
         self.today.touch([patient_id])  # a reminder (or the zone) changed, whether or not an occurrence did
         return added
+
+    def _call_off_beyond(self, patient_id: str, reach: datetime, current: datetime) -> None:
+        """Cancel the patient's occurrences pending due at ``reach`` or later, all of them (a page at a time, on
+        the patient_due index). None is stored there any more (materialize): these were stored by earlier
+        versions, computed from a reminder since stopped, or from a schedule, zone or quiet hours since changed.
+        The slots the reminders still plan there are shown by range reads, and made again under the same ids
+        (revived) once in reach."""
+        while stale := self.occurrences.pending_from(patient_id, reach):
+            call_off(self.occurrences, self.outbox, self.today, self.changes, stale, current)
 
     def _hold_first_pushes_again(self, patient_id: str, current: datetime) -> None:
         """Occurrences due already whose first push quiet hours still hold back: held by the quiet hours as they

@@ -262,6 +262,58 @@ def test_a_week_paged_far_ahead_is_shown_without_being_stored_under_the_ids_stor
     assert record(client, world, slot["id"], {"status": "done"}).status_code == 200
 
 
+def stored_six_weeks_ahead(client, world, monkeypatch) -> None:
+    """The week of 13 April paged to as versions before 31 days' reach answered it: storing its occurrences."""
+    pid = world["patient_a"].id
+    with monkeypatch.context() as earlier:
+        earlier.setattr("companion.services.reminders.STORED_AHEAD", timedelta(days=366))
+        week = client.get(f"/api/v1/patients/{pid}/progress/week", query_string={"date": "2026-04-15"},
+                          headers=world["patient_a"].headers)
+    assert week.status_code == 200
+
+
+def test_stopping_a_reminder_cancels_its_occurrences_stored_however_far_ahead(client, world, db, services, clock,
+                                                                              monkeypatch):
+    pid, headers = world["patient_a"].id, world["patient_a"].headers
+    reminder = create(client, world).json
+    stored_six_weeks_ahead(client, world, monkeypatch)
+    assert db.reminder_occurrences.count_documents({"patient_id": pid, "local_date": "2026-04-15"}) == 2
+    assert client.delete(f"/api/v1/patients/{pid}/reminders/{reminder['id']}", headers=headers).status_code == 204
+    left = db.reminder_occurrences.count_documents({"patient_id": pid, "status": "pending", "due_at": {"$gt": START}})
+    # What the worker does when 15 April 09:30 (London, BST: 08:30 UTC) comes, the patient having no reminder.
+    clock.move_to(datetime(2026, 4, 15, 8, 31, tzinfo=UTC))
+    services.reminders.materialize_ahead(timedelta(minutes=15), timedelta(days=2))
+    services.reminder_dispatch.dispatch_due()
+    pushed = services.stores.outbox.col.count_documents({"recipient_user_id": pid, "kind": {"$ne": "generic_update"}})
+    # ...and once its window has closed, it would be a missed dose in the patient's figures.
+    clock.move_to(datetime(2026, 4, 15, 9, 31, tzinfo=UTC))
+    services.reminder_dispatch.mark_missed()
+    missed = db.reminder_occurrences.count_documents({"reminder_id": reminder["id"], "status": "missed"})
+    assert (left, pushed, missed) == (0, 0, 0), \
+        f"{left} pending occurrences of the stopped reminder, {pushed} push queued, {missed} marked missed"
+
+
+@pytest.mark.parametrize("change", ["schedule", "time zone"])
+def test_a_change_re_plans_the_occurrences_stored_however_far_ahead(client, world, db, monkeypatch, change):
+    """Those beyond 31 days' reach are cancelled; the app sees the slots planned there (and they are made again,
+    under the same ids, once in reach)."""
+    pid, headers = world["patient_a"].id, world["patient_a"].headers
+    reminder = create(client, world).json
+    stored_six_weeks_ahead(client, world, monkeypatch)
+    if change == "schedule":
+        answer = client.patch(f"/api/v1/patients/{pid}/reminders/{reminder['id']}", headers=headers, json={
+            "schedule": {"type": "weekly", "times": ["09:30", "21:00"], "start_date": "2026-03-02"}})
+        planned = [("09:30", "Europe/London"), ("21:00", "Europe/London")]
+    else:
+        answer = client.patch(f"/api/v1/patients/{pid}", json={"time_zone": "America/New_York"}, headers=headers)
+        planned = [("09:30", "America/New_York"), ("18:00", "America/New_York")]
+    assert answer.status_code == 200, answer.json
+    stale = db.reminder_occurrences.count_documents({"patient_id": pid, "status": "pending",
+                                                     "due_at": {"$gte": START + timedelta(days=31)}})
+    shown = occurrences(client, world, start=datetime(2026, 4, 15, 6, tzinfo=UTC), days=1)
+    assert (stale, [(o["local_time"], o["zone"]) for o in shown]) == (0, planned)
+
+
 BAD_REMINDERS = {
     "never fires (weekend only, but ends on Friday)": {**DAILY, "schedule": {
         "type": "weekly", "times": ["09:00"], "weekdays": [6, 7], "start_date": "2026-03-02",
