@@ -39,7 +39,7 @@ from companion.domain.people import Account
 from companion.domain.quiet_hours import in_quiet_hours, next_allowed
 from companion.domain.schedules import ReminderOccurrence, Repeats, nudge_times
 from companion.services.item_failures import ItemFailures
-from companion.services.reminders import mark_closed_missed
+from companion.services.reminders import call_off, mark_closed_missed, unplanned
 from companion.services.sync import Changes
 from companion.settings import Settings
 from companion.store.outbox import SENT, NotificationRequest, Outbox
@@ -136,6 +136,7 @@ class DispatchResult:
     scheduled: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
     failed: int = 0
+    called_off: int = 0  # occurrences of a reminder stopped or gone, cancelled
 
 
 def _zone_at(patient: Account | None, occurrence: dict, at: datetime) -> ZoneInfo:
@@ -197,6 +198,11 @@ class ReminderDispatch:
         if not occurrences:
             return result
         reminders = self.stores.reminders.by_ids(o["reminder_id"] for o in occurrences)
+        # Of a reminder stopped (or gone) with its occurrences left pending: cancelled, never pushed.
+        stale = {o["_id"]: o for o in occurrences if unplanned(o, reminders.get(o["reminder_id"]))}
+        if stale:
+            result.called_off = call_off(self.stores, self.changes, list(stale.values()), now)
+            occurrences = [o for o in occurrences if o["_id"] not in stale]
         failures = ItemFailures("reminders-dispatch")
         plans: list[tuple[dict, PlannedPush]] = []
         # A slot that shares another's push leaves it to that one while it is open (ticked off early, it is not;
@@ -242,8 +248,8 @@ class ReminderDispatch:
             if plan.nudge > (occurrence.get("nudges_sent") or 0) and plan.source_key in sources:
                 due.note_nudge(occurrence["_id"], plan.nudge)
         result.failed = len(failures)
-        logger.info("reminder dispatch: examined %d, scheduled %s, failed %d", result.examined, result.by_kind,
-                    result.failed)
+        logger.info("reminder dispatch: examined %d, scheduled %s, failed %d, called off %d", result.examined,
+                    result.by_kind, result.failed, result.called_off)
         return result
 
     def _spread_outside_quiet_hours(self, planned: list[tuple[dict, PlannedPush]]) -> set[int]:
@@ -294,8 +300,7 @@ class ReminderDispatch:
         now = self.clock()
         due = self.stores.occurrences
         closed = due.closed_at(now, MISSED_BATCH)
-        newly_missed = mark_closed_missed(due, self.changes, closed, now, self.stores.today_rows,
-                                          summary_due=self._unreminded(closed))
+        newly_missed = mark_closed_missed(self.stores, self.changes, closed, now, summary_due=self._unreminded(closed))
         result = MissedResult(marked=len(newly_missed))
         waiting = due.summaries_due(MISSED_BATCH)
         if not waiting:

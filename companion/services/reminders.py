@@ -55,9 +55,7 @@ from companion.services.item_failures import ItemFailures
 from companion.services.reminder_schedules import check_reminder, skipped_slots_for, slots_for
 from companion.services.sync import Changes
 from companion.services.touched_days import TouchedDays
-from companion.store.outbox import Outbox
-from companion.store.read_models import TodayRows
-from companion.store.reminders import CANCELLED, Occurrences
+from companion.store.reminders import CANCELLED
 from companion.store.stores import Stores
 
 logger = logging.getLogger(__name__)
@@ -138,11 +136,26 @@ def version_of(doc: dict) -> int:
     return doc.get("seq") or 0
 
 
-def mark_closed_missed(occurrences: Occurrences, changes: Changes, closed: list[dict], at: datetime,
-                       today: TodayRows, summary_due: Collection[str] = ()) -> list[dict]:
+def unplanned(occurrence: dict, reminder: dict | None) -> bool:
+    """Whether a pending occurrence is one no reminder plans any more: its reminder is gone, or was stopped before
+    the occurrence's window closed (``updated_at``: when it was stopped, or changed since). A stop or an account
+    closure stopped between its two writes leaves such occurrences pending, as do those stored further ahead than
+    a stop re-planned (by earlier versions). Nothing may remind of them, nor count them as missed doses."""
+    return reminder is None or (not reminder["active"] and occurrence["window_ends_at"] > reminder["updated_at"])
+
+
+def mark_closed_missed(stores: Stores, changes: Changes, closed: list[dict], at: datetime,
+                       summary_due: Collection[str] = ()) -> list[dict]:
     """Mark these occurrences (whose windows have closed) missed where still pending, each patient's under
     one reservation of change numbers (and their today changed); returns those marked (the patient may have
-    recorded one meanwhile). Those in ``summary_due`` (ids) are marked with their summary push still to queue."""
+    recorded one meanwhile). Those in ``summary_due`` (ids) are marked with their summary push still to queue.
+    Those :func:`unplanned` are cancelled instead."""
+    occurrences, today = stores.occurrences, stores.today_rows
+    reminders = stores.reminders.by_ids(o["reminder_id"] for o in closed)
+    orphans = {o["_id"]: o for o in closed if unplanned(o, reminders.get(o["reminder_id"]))}
+    if orphans:
+        call_off(stores, changes, list(orphans.values()), at)
+        closed = [o for o in closed if o["_id"] not in orphans]
     by_patient: dict[str, list[dict]] = defaultdict(list)
     for occurrence in closed:
         by_patient[occurrence["patient_id"]].append(occurrence)
@@ -158,13 +171,13 @@ def mark_closed_missed(occurrences: Occurrences, changes: Changes, closed: list[
     return marked
 
 
-def call_off(occurrences: Occurrences, outbox: Outbox, today: TodayRows, changes: Changes, called_off: list[dict],
-             at: datetime) -> int:
+def call_off(stores: Stores, changes: Changes, stale: list[dict], at: datetime) -> int:
     """Cancel these occurrences where still pending (tombstones), each patient's under one reservation of change
     numbers; returns how many. What was queued to remind of them is withdrawn, and their today changes, before
     the cancel as well as after it (as in materialize: a retry finds nothing left to cancel)."""
+    occurrences, outbox, today = stores.occurrences, stores.outbox, stores.today_rows
     by_patient: dict[str, list[dict]] = defaultdict(list)
-    for occurrence in called_off:
+    for occurrence in stale:
         by_patient[occurrence["patient_id"]].append(occurrence)
     cancelled = 0
     for patient_id, items in by_patient.items():
@@ -181,6 +194,7 @@ def call_off(occurrences: Occurrences, outbox: Outbox, today: TodayRows, changes
 class ReminderService:
     def __init__(self, stores: Stores, clock: Clock = now, *, changes: Changes | None = None,
                  touched: TouchedDays | None = None, on_outcome: Callable[[str, dict], None] | None = None):
+        self.stores = stores  # (for call_off and mark_closed_missed, which the worker shares)
         self.users = stores.users
         self.reminders = stores.reminders
         self.occurrences = stores.occurrences
@@ -423,7 +437,7 @@ class ReminderService:
         The slots the reminders still plan there are shown by range reads, and made again under the same ids
         (revived) once in reach."""
         while stale := self.occurrences.pending_from(patient_id, reach):
-            call_off(self.occurrences, self.outbox, self.today, self.changes, stale, current)
+            call_off(self.stores, self.changes, stale, current)
 
     def _hold_first_pushes_again(self, patient_id: str, current: datetime) -> None:
         """Occurrences due already whose first push quiet hours still hold back: held by the quiet hours as they
@@ -593,7 +607,7 @@ class ReminderService:
     def mark_missed(self, now_utc: datetime) -> int:
         """Every pending occurrence whose completion window has closed is now missed; returns how many."""
         closed = self.occurrences.closed_at(now_utc, limit=100_000)
-        return len(mark_closed_missed(self.occurrences, self.changes, closed, now_utc, self.today))
+        return len(mark_closed_missed(self.stores, self.changes, closed, now_utc))
 
 
 def _basis(patient: Account, reminders: list[dict]) -> tuple:

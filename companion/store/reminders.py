@@ -91,7 +91,8 @@ class Reminders(feeds.SyncedCollection):
         """The reminders named, by id (only the fields the scheduler needs)."""
         found: dict[str, dict] = {}
         for part in chunks(sorted(set(reminder_ids))):
-            for doc in self.col.find({"_id": {"$in": part}}, {"repeat": 1, "kind": 1, "completion_window_min": 1}):
+            for doc in self.col.find({"_id": {"$in": part}}, {"repeat": 1, "kind": 1, "completion_window_min": 1,
+                                                              "active": 1, "updated_at": 1}):
                 found[doc["_id"]] = doc
         return found
 

@@ -314,6 +314,40 @@ def test_a_change_re_plans_the_occurrences_stored_however_far_ahead(client, worl
     assert (stale, [(o["local_time"], o["zone"]) for o in shown]) == (0, planned)
 
 
+def test_the_worker_cancels_what_a_stopped_reminder_left_pending_instead_of_pushing_it_or_counting_it_missed(
+        client, world, db, services, clock):
+    """A stop stopped between its two writes (the reminder stopped, its occurrences not yet cancelled) and never
+    retried: what falls due after it is called off, not pushed, then missed; what had closed before it is a missed
+    dose as it was."""
+    pid = world["patient_a"].id
+    reminder = create(client, world).json  # Monday 09:00: Monday's and Tuesday's 09:30 and 18:00 are made
+    clock.move_to(datetime(2026, 3, 2, 19, 5, tzinfo=UTC))  # Monday 18:00's window closed at 19:00
+    db.reminders.update_one({"_id": reminder["id"]}, {"$set": {"active": False, "updated_at": datetime.now(UTC)}})
+    clock.move_to(datetime(2026, 3, 3, 9, 31, tzinfo=UTC))
+    services.reminders.materialize_ahead(timedelta(minutes=15), timedelta(days=2))
+    services.reminder_dispatch.dispatch_due()
+    clock.move_to(datetime(2026, 3, 3, 10, 31, tzinfo=UTC))
+    services.reminder_dispatch.mark_missed()
+    pushed = services.stores.outbox.col.count_documents({"recipient_user_id": pid, "kind": {"$ne": "generic_update"}})
+    statuses = {(o["local_date"], o["local_time"]): o["status"] for o in db.reminder_occurrences.find({"patient_id": pid})}
+    assert (pushed, statuses) == (0, {("2026-03-02", "09:30"): "missed", ("2026-03-02", "18:00"): "missed",
+                                      ("2026-03-03", "09:30"): "cancelled", ("2026-03-03", "18:00"): "pending"})
+
+
+def test_the_worker_cancels_an_occurrence_whose_reminder_is_gone(client, world, db, services, clock):
+    pid = world["patient_a"].id
+    reminder = create(client, world).json
+    db.reminders.delete_one({"_id": reminder["id"]})
+    clock.move_to(datetime(2026, 3, 2, 9, 31, tzinfo=UTC))
+    services.reminder_dispatch.dispatch_due()
+    clock.move_to(datetime(2026, 3, 2, 19, 1, tzinfo=UTC))
+    services.reminder_dispatch.mark_missed()
+    pushed = services.stores.outbox.col.count_documents({"recipient_user_id": pid, "kind": {"$ne": "generic_update"}})
+    statuses = [o["status"] for o in db.reminder_occurrences.find({"patient_id": pid, "due_at": {"$lt": START
+                                                                                              + timedelta(days=1)}})]
+    assert (pushed, statuses) == (0, ["cancelled", "cancelled"])
+
+
 BAD_REMINDERS = {
     "never fires (weekend only, but ends on Friday)": {**DAILY, "schedule": {
         "type": "weekly", "times": ["09:00"], "weekdays": [6, 7], "start_date": "2026-03-02",
