@@ -26,7 +26,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -71,7 +71,8 @@ _SCHEMA = [
         reported_at TEXT
     )""",
     # last_hash: the content hash of the record stored last (None when the position moved without one: records
-    # the unit no longer held, a recovery), to tell a lost acknowledgement from a counter that restarted.
+    # the unit no longer held, a recovery), to tell a lost acknowledgement from a counter that restarted; with
+    # None, a unit holding numbers at or below the position again is taken for a restarted counter.
     # explained_to: how far the gateway acknowledged records it could not decode after the one stored last (kept
     # as dead letters): the unit freeing them is not a loss to report again.
     "CREATE TABLE IF NOT EXISTS units (serial TEXT PRIMARY KEY, last_stored_seq INTEGER NOT NULL, last_hash TEXT, "
@@ -411,13 +412,16 @@ class RecordBuffer:
 
     def take_over(self, records: Sequence[PendingRecord], syncs: Sequence[dict] = (),
                   dead_letters: Sequence[dict] = (), *, patient_ref: str | None = None,
-                  notes: Sequence[tuple[str, dict, str]] = ()) -> int:
+                  notes: Sequence[tuple[str, dict, str]] = (),
+                  last_stored: Mapping[str, tuple[int, str | None]] | None = None) -> int:
         """Take what a buffer that was replaced (``buffer-recover``) still had for the server: its queued records
         and syncs (the clock readings its records are placed by) as they were waiting there (those already here
         are left), its dead letters not yet reported (as ``dead_letters`` gives them), whose records they are
-        (``patient_ref``), and the notes to the server saying it was replaced (``(serial, detail, reason)``).
-        One transaction: a stop midway takes none of it, not part (the moved files stay where they were put).
-        Returns how many records were queued."""
+        (``patient_ref``), the notes to the server saying it was replaced (``(serial, detail, reason)``), and the
+        hash of the record stored last of each unit whose position there (``last_stored``: serial → (sequence,
+        hash)) is the one this buffer resumes it at, so a lost acknowledgement is still told from a restarted
+        counter. One transaction: a stop midway takes none of it, not part (the moved files stay where they were
+        put). Returns how many records were queued."""
         taken = 0
         with self._transaction() as db:
             for record in records:
@@ -443,6 +447,10 @@ class RecordBuffer:
                 db.execute("INSERT OR REPLACE INTO meta(name, value) VALUES ('patient_ref', ?)", (patient_ref,))
             for serial, detail, reason in notes:
                 self._insert_unit_dead_letter(db, serial, json.dumps(detail), reason)
+            db.executemany("UPDATE units SET last_hash = ? WHERE serial = ? AND last_stored_seq = ? "
+                           "AND last_hash IS NULL",
+                           [(digest, serial, seq) for serial, (seq, digest) in sorted((last_stored or {}).items())
+                            if digest is not None])
         return taken
 
     def _last_stored_locked(self, serial: str) -> int:

@@ -74,7 +74,7 @@ def recover_buffer(config: GatewayConfig, now: Callable[[], datetime] = _utcnow)
             moved.append(target)
     buffer = RecordBuffer(path, config.max_buffer_bytes, key_file=config.buffer_key_path, replacing_lost=True)
     try:
-        salvaged = _salvage(aside, config) if moved else _Salvage([], [], [], None)
+        salvaged = _salvage(aside, config) if moved else _Salvage([], [], [], None, {})
         resumes_after = buffer.status().units
         records = Counter(record.payload["device_serial"] for record in salvaged.records)
         syncs = Counter(sync["serial"] for sync in salvaged.syncs)
@@ -87,7 +87,8 @@ def recover_buffer(config: GatewayConfig, now: Callable[[], datetime] = _utcnow)
                   "may be lost, apart from those carried over")
                  for serial in sorted(set(resumes_after) | set(records) | set(syncs) | set(letters))]
         carried = buffer.take_over(salvaged.records, salvaged.syncs, salvaged.dead_letters,
-                                   patient_ref=salvaged.patient_ref or config.patient_ref, notes=notes)
+                                   patient_ref=salvaged.patient_ref or config.patient_ref, notes=notes,
+                                   last_stored=salvaged.last_stored)
     finally:
         buffer.close()
     logger.warning("new buffer %s; %d queued record(s) carried over; units resume after %s", path, carried,
@@ -104,6 +105,7 @@ class _Salvage:
     syncs: list[dict]
     dead_letters: list[dict]
     patient_ref: str | None  # whose records they are, as the moved buffer noted
+    last_stored: dict[str, tuple[int, str | None]]  # per unit: its position there and the hash of the record at it
 
 
 def _salvage(aside: Path, config: GatewayConfig) -> _Salvage:
@@ -120,9 +122,10 @@ def _salvage(aside: Path, config: GatewayConfig) -> _Salvage:
         except Exception as exc:  # noqa: BLE001 - a file past reading: nothing to carry over, said in the log
             logger.warning("the moved buffer cannot be read (%s): none of its queued records is carried over",
                            type(exc).__name__)
-            return _Salvage([], [], [], None)
+            return _Salvage([], [], [], None, {})
         try:
             return _Salvage(old.pending(1_000_000), old.pending_syncs(1_000_000),
-                            old.dead_letters(unreported_only=True), old.patient())
+                            old.dead_letters(unreported_only=True), old.patient(),
+                            {serial: old.last_stored(serial) for serial in old.status().units})
         finally:
             old.close()

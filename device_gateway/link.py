@@ -328,7 +328,16 @@ class GatewayLink:
                 f"({last_stored}): its counter restarted; nothing is read or acknowledged, the unit keeps its records")
         window = TransferWindow.start(last_stored, summary.highest_seq, summary.records_stored)
         lowest_held = summary.highest_seq - summary.records_stored + 1
-        if last_stored and last_hash and summary.records_stored and lowest_held <= last_stored:
+        if last_stored and summary.records_stored and lowest_held <= last_stored:
+            if last_hash is None:
+                # The position moved past records never stored here (the unit said it no longer held them, or the
+                # buffer was replaced), so no record stands at it to compare: a unit that holds numbers at or
+                # below it again can only be a counter that restarted. Asking from the position would store what
+                # follows and acknowledge away the new records below it, unread.
+                raise SequenceWentBack(
+                    f"it holds records from sequence {lowest_held}, at or below {last_stored}, where the gateway moved "
+                    "on without storing a record (no longer held by the unit, or a buffer replaced): its counter "
+                    "restarted; nothing is read or acknowledged, the unit keeps its records")
             # It still holds the record stored last: a lost acknowledgement, or a counter that restarted and has
             # counted past it since. That record must come back the same before anything is stored.
             window.verify = (last_stored, last_hash)

@@ -218,9 +218,9 @@ def _damage(state_dir: Path, how: str) -> None:
         db.write_bytes(os.urandom(16384))
 
 
-def _buffer_that_held(state_dir: Path, last_seq: int) -> None:
+def _buffer_that_held(state_dir: Path, last_seq: int, first_seq: int = 1) -> None:
     buffer = RecordBuffer(state_dir / "buffer.db")
-    records = [simulated_session(seq, 1_760_000_000 + seq * 3600) for seq in range(1, last_seq + 1)]
+    records = [simulated_session(seq, 1_760_000_000 + seq * 3600) for seq in range(first_seq, last_seq + 1)]
     buffer.store(SERIAL, [capture(SERIAL, r, encode_record(r), 0.0, datetime(2026, 1, 1, tzinfo=UTC)) for r in records])
     buffer.close()
 
@@ -400,6 +400,57 @@ def test_buffer_recover_leaves_an_intact_buffer_alone(tmp_path, capsys):
     assert "is intact; nothing to recover" in capsys.readouterr().out
     assert not list(tmp_path.glob("buffer-damaged-*"))
     assert RecordBuffer(tmp_path / "buffer.db").pending_count() == 3
+
+
+def _older_image_restored(state_dir: Path) -> None:
+    """1..5 queued, an SD-card image taken, 6..10 queued (and acknowledged), then the image restored."""
+    _buffer_that_held(state_dir, 5)
+    backup = _image_of_the_buffer(state_dir)
+    _buffer_that_held(state_dir, 10, first_seq=6)
+    _restore_image(backup, state_dir)
+
+
+def test_after_buffer_recover_a_unit_whose_counter_restarted_keeps_its_new_records(tmp_path, stub, system_bus):
+    paired_config(tmp_path, stub.url, [SERIAL])
+    _older_image_restored(tmp_path)  # the ledger says 10
+    assert main(["buffer-recover", "--state-dir", str(tmp_path)]) == 0  # resumes after 10, no record there
+    unit = FakeTensUnit(SERIAL, "C0:FF:EE:00:00:01")
+    unit.record_sessions(14)  # the unit was reflashed meanwhile: a new 1..14
+
+    _pull(tmp_path, unit)
+
+    # Asked from 11, it would have stored 11..14 and acknowledged 1..14: the new 1..10 freed unread.
+    assert [r.seq for r in unit.records] == list(range(1, 15))
+    buffer = RecordBuffer(tmp_path / "buffer.db")
+    assert [p.payload["device_seq"] for p in buffer.pending(100)] == [1, 2, 3, 4, 5]  # those carried over only
+    buffer.close()
+
+
+def test_buffer_recover_keeps_the_record_stored_last_of_a_unit_the_older_copy_is_not_behind_on(
+        tmp_path, stub, system_bus, capsys):
+    other = FakeTensUnit.with_history("CT-000002", "C0:FF:EE:00:00:02", count=5)
+    paired_config(tmp_path, stub.url, [SERIAL, other.serial])
+    unit = FakeTensUnit.with_history(SERIAL, "C0:FF:EE:00:00:01", count=3)
+    held = list(unit.records)
+    _pull(tmp_path, unit)  # 1..3 stored and acknowledged...
+    unit.records = held  # ... but the unit never heard it
+    _pull(tmp_path, other)
+    backup = _image_of_the_buffer(tmp_path)
+    other.record_sessions(5)
+    _pull(tmp_path, other)  # the image is behind on the other unit only
+    _restore_image(backup, tmp_path)
+    assert main(["buffer-recover", "--state-dir", str(tmp_path)]) == 0
+    capsys.readouterr()
+    unit.record_sessions(2)
+
+    _pull(tmp_path, unit)
+
+    # Record 3 came back as the one the moved buffer stored last: a lost acknowledgement, not a restarted counter.
+    assert unit.records == []
+    buffer = RecordBuffer(tmp_path / "buffer.db")
+    assert [p.payload["device_seq"] for p in buffer.pending(100) if p.payload["device_serial"] == SERIAL] == [
+        1, 2, 3, 4, 5]
+    buffer.close()
 
 
 def test_scan_without_a_system_bus_says_so_in_one_line(tmp_path):

@@ -239,6 +239,27 @@ def test_a_unit_whose_restarted_counter_overtook_the_gateway_keeps_its_new_recor
     assert "counter restarted" in link.statuses[unit.serial].last_error
 
 
+def test_a_restarted_counter_after_a_noted_gap_keeps_its_new_records_and_says_why(system_bus, buffer):
+    unit = FakeTensUnit.with_history(*UNIT_A, count=2)
+    link = make_link(buffer, [unit.serial])
+
+    async def scenario(fake):
+        await link.run_once(scan_timeout_s=5)  # stores 1..2
+        unit.record_sessions(3)
+        unit.records = []  # the patient's other gateway took 3..5: the position moves to 5, no record stored there
+        await link.run_once(scan_timeout_s=5)
+        unit.highest_seq = 0  # reflashed: its counter restarts and passes 5 before it is back in range
+        unit.record_sessions(8)  # new 1..8
+        return await link.run_once(scan_timeout_s=5)
+
+    results = run_with_units([unit], scenario)
+
+    # Asked from 6, it would have stored 6..8 and acknowledged 1..8: the new 1..5 freed unread.
+    assert [r.seq for r in unit.records] == list(range(1, 9))
+    assert stored_seqs(buffer, unit.serial) == [1, 2] and not results[0].completed
+    assert "counter restarted" in link.statuses[unit.serial].last_error
+
+
 def test_a_restarted_counter_is_seen_even_when_its_record_under_the_last_stored_number_does_not_decode(
         system_bus, buffer):
     unit = FakeTensUnit.with_history(*UNIT_A, count=5)
