@@ -37,6 +37,7 @@ from device_gateway.buffer_integrity import (
     buffer_emptied,
     buffer_missing,
     buffer_unreadable,
+    check_not_being_recovered,
     check_readable,
     is_damage,
     is_empty,
@@ -169,6 +170,8 @@ class RecordBuffer:
         self._ledger = None if in_memory else BufferLedger(Path(ledger_file) if ledger_file else ledger_path_for(path))
         recorded = read_ledger(self._ledger) if self._ledger else None
         if self._ledger is not None:
+            if not replacing_lost:
+                check_not_being_recovered(self.path)
             if replacing_lost and Path(self.path).exists():
                 raise FileExistsError(f"{self.path} must be moved aside before it is replaced")
             if recorded is not None and not replacing_lost and not Path(self.path).exists():

@@ -2,13 +2,14 @@
 
 A buffer that is damaged or has lost records is refused loudly (:class:`BufferDamaged`), never silently
 replaced by an empty one: at open, a file SQLite cannot read or whose ``quick_check`` fails, and a file
-that is missing, empty, or holds fewer records than its ledger says (see ``ledger``); at run time, SQLite
-reporting the file corrupt. A full disk is not damage: that error is raised as is, and the caller retries
+that is missing, empty, or holds fewer records than its ledger says (see ``ledger``), and any file while a
+``buffer-recover`` of it is unfinished; at run time, SQLite reporting the file corrupt. A full disk is not damage: that error is raised as is, and the caller retries
 once there is room. ``device-gateway buffer-recover`` is the way out; the command line names it.
 """
 
 import logging
 import sqlite3
+from pathlib import Path
 
 from device_gateway.errors import GatewayError
 from device_gateway.ledger import BufferLedger, LedgerUnreadable
@@ -73,6 +74,20 @@ def buffer_behind_ledger(path: str, ledger: BufferLedger, short: dict[str, tuple
     """The buffer holds fewer records for some unit than the ledger says were stored (and acknowledged)."""
     detail = ", ".join(f"unit {serial} up to {stored}, ledger {recorded}" for serial, (stored, recorded) in short.items())
     return BufferDamaged(path, f"holds fewer records than its ledger {ledger.path} says ({detail})")
+
+
+def recovery_marker_path_for(buffer_path: str | Path) -> Path:
+    """Where ``buffer-recover`` notes how far it got while it replaces a buffer: ``buffer.recovery.json``."""
+    path = Path(buffer_path)
+    return path.with_name(path.stem + ".recovery.json")
+
+
+def check_not_being_recovered(path: str) -> None:
+    """Raise BufferDamaged while a ``buffer-recover`` of this buffer is unfinished (its marker exists): until it
+    is, the file there is the damaged one, part of the new one, or none, and nothing may open or create one."""
+    marker = recovery_marker_path_for(path)
+    if marker.exists():
+        raise BufferDamaged(path, f"is being replaced by a buffer-recover that stopped before it finished ({marker})")
 
 
 def buffer_unreadable(path: str, exc: sqlite3.DatabaseError) -> BufferDamaged:

@@ -10,8 +10,17 @@ only in part); and each unit gets a dead letter, reported to the server like the
 buffer was replaced and how many of its queued records were carried over, so that a record lost with the
 damaged file is not lost in silence. Its syncs and its dead letters not yet reported are carried over the same
 way (the records are placed by the syncs; a dead letter holds what a unit sent that was never a record).
+
+A recovery stopped midway (Ctrl-C, a power cut) is finished by running it again. Before the first file is
+moved, a marker beside the buffer (``buffer.recovery.json``, replaced atomically) names where the files go and
+how far the recovery got: moving them, moved, or the new buffer built. While it exists every command refuses
+the buffer (nothing may open, or create, a buffer where the recovery will put its own), and a second run
+carries on from it: it moves what is left to the same place, salvages from there, and builds the new buffer
+beside (``buffer.recovering.db``, made again from the start if a stop left part of one), renames it into place
+once complete, and deletes the marker last.
 """
 
+import json
 import logging
 import os
 import shutil
@@ -22,23 +31,28 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from device_gateway.atomic_file import write_atomically
 from device_gateway.buffer import RecordBuffer
-from device_gateway.buffer_integrity import BufferDamaged
+from device_gateway.buffer_integrity import BufferDamaged, recovery_marker_path_for
 from device_gateway.config import GatewayConfig
+from device_gateway.ledger import ledger_path_for
 
 logger = logging.getLogger(__name__)
 
 _SQLITE_SIDE_FILES = ("", "-wal", "-shm")
+_MOVING, _MOVED, _BUILT = "moving", "moved", "built"  # how far a recovery got, as its marker says
 
 
 @dataclass(frozen=True, slots=True)
 class Recovery:
-    """What ``buffer-recover`` did: nothing (``intact``), or the files it moved and where each unit resumes."""
+    """What ``buffer-recover`` did: nothing (``intact``), or the files it moved and where each unit resumes;
+    ``resumed``: it finished a recovery that had stopped midway."""
 
     intact: bool
     moved: list[Path]
     resumes_after: dict[str, int]
     carried_over: int = 0
+    resumed: bool = False
 
 
 def _aside(path: Path, stamp: str) -> Path:
@@ -57,24 +71,58 @@ def _utcnow() -> datetime:
 
 
 def recover_buffer(config: GatewayConfig, now: Callable[[], datetime] = _utcnow) -> Recovery:
-    """Replace the buffer if (and only if) opening it is refused as damaged or lost."""
+    """Replace the buffer if (and only if) opening it is refused as damaged or lost; finish a recovery that
+    stopped midway."""
     path = config.buffer_path
+    marker_path = recovery_marker_path_for(path)
+    marker = _read_marker(marker_path)
+    resumed = marker is not None
+    if marker is None:
+        try:
+            config.open_buffer().close()
+            return Recovery(intact=True, moved=[], resumes_after={})
+        except BufferDamaged as exc:
+            logger.warning("recovering: %s", exc)
+        marker = {"moved_to": str(_aside(path, now().strftime("%Y%m%dT%H%M%SZ"))), "stage": _MOVING}
+        _write_marker(marker_path, marker)
+    else:
+        logger.warning("finishing the recovery that stopped at stage %r (damaged files: %s)", marker["stage"],
+                       marker["moved_to"])
+    aside = Path(marker["moved_to"])
+    if marker["stage"] == _MOVING:
+        for side in _SQLITE_SIDE_FILES:
+            if Path(f"{path}{side}").exists():
+                _move(Path(f"{path}{side}"), Path(f"{aside}{side}"))
+        marker = {**marker, "stage": _MOVED}
+        _write_marker(marker_path, marker)
+    building = path.with_name(f"{path.stem}.recovering{path.suffix}")
+    if marker["stage"] == _MOVED:
+        carried, resumes_after = _build(building, aside, config, now)
+        marker = {**marker, "stage": _BUILT, "carried_over": carried, "resumes_after": resumes_after}
+        _write_marker(marker_path, marker)
+    for side in ("-wal", "-shm", ""):  # the database file last: it is what says the new buffer is there
+        if Path(f"{building}{side}").exists():
+            _move(Path(f"{building}{side}"), Path(f"{path}{side}"))
+    marker_path.unlink()
+    _sync_directory(path.parent)
+    logger.warning("new buffer %s; %d queued record(s) carried over; units resume after %s", path,
+                   marker["carried_over"], marker["resumes_after"] or "nothing (first contact)")
+    moved = [Path(f"{aside}{side}") for side in _SQLITE_SIDE_FILES if Path(f"{aside}{side}").exists()]
+    return Recovery(intact=False, moved=moved, resumes_after=marker["resumes_after"],
+                    carried_over=marker["carried_over"], resumed=resumed)
+
+
+def _build(building: Path, aside: Path, config: GatewayConfig, now: Callable[[], datetime]) -> tuple[int, dict]:
+    """The new buffer, made complete under ``building`` (anything a stop left there is made again): each unit's
+    position from the ledger, and what the moved buffer still had for the server. Returns how many queued
+    records it carried over, and where each unit resumes."""
+    for side in (*_SQLITE_SIDE_FILES, "-journal"):
+        Path(f"{building}{side}").unlink(missing_ok=True)
+    buffer = RecordBuffer(building, config.max_buffer_bytes, key_file=config.buffer_key_path,
+                          ledger_file=ledger_path_for(config.buffer_path), replacing_lost=True)
     try:
-        config.open_buffer().close()
-        return Recovery(intact=True, moved=[], resumes_after={})
-    except BufferDamaged as exc:
-        logger.warning("recovering: %s", exc)
-    aside = _aside(path, now().strftime("%Y%m%dT%H%M%SZ"))
-    moved = []
-    for side in _SQLITE_SIDE_FILES:
-        source = Path(f"{path}{side}")
-        if source.exists():
-            target = Path(f"{aside}{side}")
-            os.replace(source, target)
-            moved.append(target)
-    buffer = RecordBuffer(path, config.max_buffer_bytes, key_file=config.buffer_key_path, replacing_lost=True)
-    try:
-        salvaged = _salvage(aside, config) if moved else _Salvage([], [], [], None, {})
+        salvaged = _salvage(aside, config) if any(Path(f"{aside}{side}").exists() for side in _SQLITE_SIDE_FILES) \
+            else _Salvage([], [], [], None, {})
         resumes_after = buffer.status().units
         records = Counter(record.payload["device_serial"] for record in salvaged.records)
         syncs = Counter(sync["serial"] for sync in salvaged.syncs)
@@ -91,9 +139,31 @@ def recover_buffer(config: GatewayConfig, now: Callable[[], datetime] = _utcnow)
                                    last_stored=salvaged.last_stored)
     finally:
         buffer.close()
-    logger.warning("new buffer %s; %d queued record(s) carried over; units resume after %s", path, carried,
-                   resumes_after or "nothing (first contact)")
-    return Recovery(intact=False, moved=moved, resumes_after=resumes_after, carried_over=carried)
+    return carried, resumes_after
+
+
+def _move(source: Path, target: Path) -> None:
+    os.replace(source, target)
+    _sync_directory(target.parent)
+
+
+def _sync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_marker(marker_path: Path) -> dict | None:
+    try:
+        return json.loads(marker_path.read_text())
+    except FileNotFoundError:
+        return None
+
+
+def _write_marker(marker_path: Path, marker: dict) -> None:
+    write_atomically(marker_path, json.dumps(marker, indent=1) + "\n")
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from device_gateway.buffer_integrity import (
     buffer_emptied,
     buffer_missing,
     buffer_unreadable,
+    check_not_being_recovered,
     check_readable,
     is_damage,
     is_empty,
@@ -69,6 +70,7 @@ def inspect_buffer(path: str | Path, ledger_file: str | Path | None = None) -> B
     None when there is no buffer yet. Raises BufferDamaged in every case where opening it would.
     """
     path = str(path)
+    check_not_being_recovered(path)
     ledger = BufferLedger(Path(ledger_file) if ledger_file else ledger_path_for(path))
     recorded = read_ledger(ledger)
     if not Path(path).exists():

@@ -6,7 +6,8 @@ cannot get past on its own ends the command with one line on stderr and an exit 
 ``RestartPreventExitStatus=65 77 78``):
 
 ======  ====================================================================================
- 65     the buffer is damaged or lost (the line names the file and ``buffer-recover``)
+ 65     the buffer is damaged or lost, or its recovery stopped midway (the line names the file and
+        ``buffer-recover``)
  69     no Bluetooth: no D-Bus system bus, BlueZ not running, or no adapter (``scan``, ``run``)
  77     the API refuses the gateway's credentials at every renewal: pair it again
  78     the buffer's key is missing, unreadable, too open or not the buffer's
@@ -225,6 +226,8 @@ def cmd_buffer_recover(args: argparse.Namespace, config: GatewayConfig) -> int:
     if recovery.intact:
         print(f"buffer {config.buffer_path} is intact; nothing to recover")
         return 0
+    if recovery.resumed:
+        print("finished the recovery that had stopped before it was done")
     for moved in recovery.moved:
         print(f"moved aside: {moved}")
     print(f"new buffer:  {config.buffer_path}")

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from device_gateway import api
+from device_gateway import api, buffer_recovery
 from device_gateway.buffer import RecordBuffer
+from device_gateway.buffer_recovery import recover_buffer
 from device_gateway.capture import capture
 from device_gateway.cli import (
     EXIT_BLUETOOTH_UNAVAILABLE,
@@ -451,6 +452,85 @@ def test_buffer_recover_keeps_the_record_stored_last_of_a_unit_the_older_copy_is
     assert [p.payload["device_seq"] for p in buffer.pending(100) if p.payload["device_serial"] == SERIAL] == [
         1, 2, 3, 4, 5]
     buffer.close()
+
+
+def _recovered_once(state_dir: Path) -> None:
+    """The state a single, uninterrupted buffer-recover of ``_older_image_restored`` leaves."""
+    assert not (state_dir / "buffer.recovery.json").exists() and not list(state_dir.glob("buffer.recovering*"))
+    assert len(list(state_dir.glob("buffer-damaged-*.db"))) == 1
+    buffer = RecordBuffer(state_dir / "buffer.db")
+    try:
+        assert [p.payload["device_seq"] for p in buffer.pending(100)] == [1, 2, 3, 4, 5]
+        [replaced] = buffer.dead_letters()
+        assert replaced["reason"].startswith("the gateway's buffer was replaced")
+        assert json.loads(replaced["payload"])["queued_records_carried_over"] == 5
+        assert buffer.last_stored_seq(SERIAL) == 10
+    finally:
+        buffer.close()
+
+
+def test_buffer_recover_stopped_while_salvaging_is_finished_by_running_it_again(tmp_path, stub, monkeypatch, capsys):
+    paired_config(tmp_path, stub.url, [SERIAL])
+    _older_image_restored(tmp_path)
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt  # while the (large) moved buffer is copied and read
+
+    with monkeypatch.context() as patched:
+        patched.setattr(buffer_recovery, "_salvage", ctrl_c)
+        assert main(["buffer-recover", "--state-dir", str(tmp_path)]) == 130
+    capsys.readouterr()
+
+    # Until it is finished, the half-made buffer is refused like a damaged one, naming the way out.
+    assert main(["status", "--state-dir", str(tmp_path)]) == EXIT_BUFFER_DAMAGED
+    err = capsys.readouterr().err
+    assert "buffer-recover that stopped before it finished" in err and "To recover: device-gateway buffer-recover" in err
+    assert main(["buffer-recover", "--state-dir", str(tmp_path)]) == 0  # not "intact; nothing to recover"
+    out = capsys.readouterr().out
+    assert "finished the recovery that had stopped" in out and "carried over: 5 record(s)" in out
+    _recovered_once(tmp_path)
+
+
+def test_buffer_recover_stopped_after_moving_the_files_carries_them_over_when_run_again(tmp_path, stub, monkeypatch):
+    config = paired_config(tmp_path, stub.url, [SERIAL])
+    _older_image_restored(tmp_path)
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt  # between moving the damaged files and making the new buffer
+
+    with monkeypatch.context() as patched:
+        patched.setattr(buffer_recovery, "RecordBuffer", stop)
+        with pytest.raises(KeyboardInterrupt):
+            recover_buffer(config)
+
+    again = recover_buffer(config)
+
+    assert (again.intact, again.carried_over) == (False, 5), "moved nothing the second time, salvaged nothing"
+    assert again.resumed
+    assert [path.name for path in again.moved] == [path.name for path in tmp_path.glob("buffer-damaged-*.db")]
+    _recovered_once(tmp_path)
+
+
+def test_buffer_recover_stopped_once_the_new_buffer_is_in_place_does_not_replace_it_again(
+        tmp_path, stub, monkeypatch):
+    config = paired_config(tmp_path, stub.url, [SERIAL])
+    _older_image_restored(tmp_path)
+    move = buffer_recovery._move
+
+    def move_then_stop(source, target):
+        move(source, target)
+        if target == config.buffer_path:
+            raise KeyboardInterrupt  # the new buffer is in place, its marker not yet deleted
+
+    with monkeypatch.context() as patched:
+        patched.setattr(buffer_recovery, "_move", move_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            recover_buffer(config)
+
+    again = recover_buffer(config)
+
+    assert (again.intact, again.carried_over, again.resumes_after) == (False, 5, {SERIAL: 10})
+    _recovered_once(tmp_path)
 
 
 def test_scan_without_a_system_bus_says_so_in_one_line(tmp_path):
