@@ -195,8 +195,10 @@ class ApiClient:
         return self.request("POST", DEAD_LETTERS_PATH, json={"items": items})
 
     def post_device_status(self, devices: list[dict]) -> None:
-        """Report battery, firmware, last seen and last error for each unit."""
-        self.request("POST", STATUS_PATH, json={"devices": devices}).raise_for_status()
+        """Report battery, firmware, last seen and last error for each unit, with the gateway's clock reading (by
+        which the server corrects a last contact seen on the gateway's wall clock)."""
+        body = {"devices": devices, "gateway_clock": self.gateway_clock.read().as_api()}
+        self.request("POST", STATUS_PATH, json=body).raise_for_status()
 
 
 def from_the_api(response: httpx.Response) -> bool:

@@ -98,6 +98,7 @@ class UnitStatus:
     battery_pct: int | None = None
     firmware: str | None = None
     last_seen_at: datetime | None = None
+    last_seen_on_server_clock: bool = False  # last_seen_at is the server's time as measured, not the wall clock
     last_error: str | None = None
     clock_offset_s: float | None = None
     clock_set: bool = False
@@ -261,9 +262,12 @@ class GatewayLink:
                 await client.read_gatt_char(profile.FIRMWARE_REVISION_CHAR_UUID))
             battery = await client.read_gatt_char(profile.BATTERY_LEVEL_CHAR_UUID)
             status.battery_pct = battery[0] if len(battery) == 1 and battery[0] <= 100 else None
-            status.last_seen_at = self.now()
             unit_now, reading = await self._read_unit_clock(client)
             vouched = self.server_clock.now() if self.server_clock is not None else None
+            # The server's silent-unit alert runs on this: the server's time when it vouches for one, else the
+            # gateway's wall clock, said to be that (the server corrects it by the offset it measures).
+            status.last_seen_at = vouched.now if vouched is not None else reading.wall
+            status.last_seen_on_server_clock = vouched is not None
             # The reference: the server's time at the reading when the server vouches for it, else the gateway's.
             reference = (vouched.now - timedelta(seconds=self.clock.read().monotonic_s - reading.monotonic_s)
                          if vouched is not None else reading.wall)

@@ -26,7 +26,7 @@ from device_gateway.buffer_integrity import BufferDamaged
 from device_gateway.capture import isoformat_utc
 from device_gateway.config import GatewayConfig
 from device_gateway.health import RADIO, GatewayHealth, describe_error
-from device_gateway.link import BluetoothUnavailable, GatewayLink, SyncResult
+from device_gateway.link import BluetoothUnavailable, GatewayLink, SyncResult, UnitStatus
 from device_gateway.profiles.companion_tens import PROFILE_NAME
 from device_gateway.uploader import BACKOFF_CAP_S, BACKOFF_START_S, Uploader, UploadProgress, backoff_delay
 
@@ -108,13 +108,7 @@ class GatewayRunner:
             return
         gateway_error = self.health.current_error()
         devices = [
-            {
-                "serial": status.serial,
-                "battery_pct": status.battery_pct,
-                "firmware": status.firmware,
-                "last_seen_at": isoformat_utc(status.last_seen_at),
-                "last_error": (status.last_error or gateway_error or "")[:200] or None,
-            }
+            device_report(status, gateway_error)
             for status in self.link.statuses.values()
             if status.last_seen_at is not None and status.battery_pct is not None and status.firmware is not None
             and status.serial in self.link.bound_serials  # a unit that moved to another patient is theirs to report
@@ -236,3 +230,16 @@ class GatewayRunner:
         if self.uploader is None:
             return None
         return self.uploader.drain(max_failures=max_failures)
+
+
+def device_report(status: UnitStatus, gateway_error: str | None) -> dict:
+    """One unit's entry in ``POST /api/v1/gateway/device-status`` (a unit seen at least once; the gateway's own
+    trouble stands in for a unit without an error of its own)."""
+    return {
+        "serial": status.serial,
+        "battery_pct": status.battery_pct,
+        "firmware": status.firmware,
+        "last_seen_at": isoformat_utc(status.last_seen_at),
+        "last_seen_clock": "server" if status.last_seen_on_server_clock else "gateway",
+        "last_error": (status.last_error or gateway_error or "")[:200] or None,
+    }

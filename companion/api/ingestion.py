@@ -146,12 +146,19 @@ class DeviceReportSchema(StrictSchema):
     serial = fields.String(required=True, validate=SERIAL)
     battery_pct = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=100))
     firmware = fields.String(required=True, validate=validate.Length(max=32))
-    last_seen_at = fields.AwareDateTime(validate=INSTANT, required=True)
+    last_seen_at = fields.AwareDateTime(validate=INSTANT, required=True, metadata={
+        "description": "when the gateway last connected to the unit, by the clock last_seen_clock names; the server "
+                       "moves a gateway-clock reading by the offset it measures from gateway_clock, takes none later "
+                       "than the report's arrival, and never moves a unit's last contact back"})
+    last_seen_clock = fields.String(load_default="gateway", validate=validate.OneOf(["server", "gateway"]), metadata={
+        "description": "server: the server's time as the gateway measured it (X-Server-Time); gateway: the "
+                       "gateway's own wall clock, not to be trusted alone"})
     last_error = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
 
 
 class DeviceStatusBatchSchema(StrictSchema):
     devices = fields.List(fields.Nested(DeviceReportSchema), required=True, validate=validate.Length(min=1, max=50))
+    gateway_clock = fields.Nested(GatewayClockSchema, load_default=None, allow_none=True)
 
 
 class DeadLetterSchema(StrictSchema):
@@ -249,7 +256,7 @@ class DeviceStatus(MethodView):
         patient_id = svc.gateways.patient_of(current_actor().id)
         auditing.note(patient_ids=[patient_id], resource="device", action="U",
                       resource_ids=[d["serial"] for d in body["devices"]])
-        svc.ingestion.device_status(patient_id, body["devices"])
+        svc.ingestion.device_status(patient_id, body["devices"], gateway_clock=body["gateway_clock"])
 
 
 @blp.route("/dead-letters")

@@ -43,6 +43,7 @@ from companion.services.session_times import (
     anchor,
     clock_check,
     placing,
+    seen_at,
     touched_days_of,
     write_changes,
 )
@@ -306,17 +307,22 @@ class Ingestion:
         if latest:  # the panel row's last sync
             self.stores.panel_row_marks.mark([patient_id], "sync", received_at)
 
-    def device_status(self, patient_id: str, reports: list[dict]) -> None:
+    def device_status(self, patient_id: str, reports: list[dict], gateway_clock: dict | None = None) -> None:
         """A gateway's report on its units: battery, firmware, last contact and last error. A unit that has
-        since moved to another patient is skipped (its new patient's gateway reports it)."""
+        since moved to another patient is skipped (its new patient's gateway reports it). The last contact is
+        put on the server's clock (``seen_at``: a gateway's wall clock is not trusted alone; the silent-unit
+        alert runs on it) and never moves back."""
+        received_at = self.clock()
+        check = clock_check(gateway_clock, received_at)
         bindings = self._bindings(patient_id, {r["serial"] for r in reports})
         for r in reports:
             if not bindings[r["serial"]] or bindings[r["serial"]][-1].end is not None \
                     or bindings[r["serial"]][-1].patient_id != patient_id:
                 continue
+            last_seen = seen_at(r["last_seen_at"], r.get("last_seen_clock") == "server", check, received_at)
             self.devices.note_status(r["serial"], patient_id, {
-                "battery_pct": r["battery_pct"], "firmware": r["firmware"], "last_seen_at": r["last_seen_at"],
-                "last_error": r.get("last_error")})
+                "battery_pct": r["battery_pct"], "firmware": r["firmware"], "last_error": r.get("last_error")},
+                last_seen_at=last_seen)
         if reports:  # the panel row's last sync (a unit never synced counts its last contact)
-            self.stores.panel_row_marks.mark([patient_id], "sync", self.clock())
+            self.stores.panel_row_marks.mark([patient_id], "sync", received_at)
 

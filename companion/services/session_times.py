@@ -107,6 +107,16 @@ def clock_check(reading: Mapping | None, received_at: datetime) -> ClockCheck | 
     return ClockCheck(received_at, reading["wall"], reading["boot_id"], reading["monotonic_s"])
 
 
+def seen_at(reported: datetime, on_server_clock: bool, check: ClockCheck | None, received_at: datetime) -> datetime:
+    """When a gateway saw what it reports, on the server's clock: a reading of the gateway's own wall clock is
+    moved by the offset this request's clock check measured (when it carried one), and nothing is taken as seen
+    later than the report arrived, by whichever clock (a wall clock ahead would otherwise keep a unit from ever
+    counting as silent)."""
+    if not on_server_clock and check is not None:
+        reported -= check.offset
+    return min(reported, received_at)
+
+
 def anchor(sync: Mapping, check: ClockCheck | None) -> tuple[datetime | None, timedelta, str]:
     """When a sync really happened, within what error, and how the server knows: ``monotonic`` (same boot as
     this upload), ``vouched`` (the server time the gateway had measured then) or ``none``."""

@@ -123,10 +123,13 @@ class Devices:
                      "status.battery_pct": battery_pct},
             "$max": {"status.last_record_seq": last_record_seq}})
 
-    def note_status(self, serial: str, patient_id: str, status: dict) -> None:
-        """A gateway's report on a unit (battery, firmware, last contact, last error)."""
-        self.col.update_one({"_id": serial, "patient_id": patient_id},
-                            {"$set": {f"status.{key}": value for key, value in status.items()}})
+    def note_status(self, serial: str, patient_id: str, status: dict, *, last_seen_at: datetime) -> None:
+        """A gateway's report on a unit (battery, firmware, last error), and its last contact, which only moves
+        forward (a report that saw it earlier than one already noted, or than an upload, changes nothing)."""
+        update: dict = {"$max": {"status.last_seen_at": last_seen_at}}
+        if status:
+            update["$set"] = {f"status.{key}": value for key, value in status.items()}
+        self.col.update_one({"_id": serial, "patient_id": patient_id}, update)
 
     def heard_from_between(self, since: datetime, until: datetime) -> list[TensUnit]:
         """Bound units last heard from in [since, until), all of them (the cursor pages through them)."""

@@ -190,6 +190,38 @@ def test_device_status_reports_update_the_unit(client, world, db):
                        headers=world["gateway_a"].headers).status_code == 403
 
 
+def _report_last_seen(client, world, db, seen: datetime, **extra) -> datetime:
+    """Report unit A seen at ``seen`` (``extra``: the report's clock, the batch's gateway clock); the last contact
+    the server then holds."""
+    device = {"serial": world.a_device, "battery_pct": 55, "firmware": "1.4.2", "last_seen_at": seen.isoformat()}
+    body = {"devices": [{**device, **{k: v for k, v in extra.items() if k != "gateway_clock"}}]}
+    if "gateway_clock" in extra:
+        body["gateway_clock"] = extra["gateway_clock"]
+    assert client.post("/api/v1/gateway/device-status", json=body, headers=world["gateway_a"].headers).status_code == 204
+    held = db.devices.find_one({"_id": world.a_device})["status"]["last_seen_at"]
+    return held if held.tzinfo else held.replace(tzinfo=UTC)
+
+
+def test_a_units_last_contact_is_never_later_than_the_report_and_never_moves_back(client, world, db):
+    # A gateway clock two days ahead would keep the unit from ever counting as silent.
+    held = _report_last_seen(client, world, db, datetime.now(UTC) + timedelta(days=2))
+    assert held <= datetime.now(UTC)
+    # A report of an earlier contact (a slow retry, a clock behind) leaves the later one standing.
+    assert _report_last_seen(client, world, db, datetime.now(UTC) - timedelta(hours=5)) == held
+    assert _report_last_seen(client, world, db, held - timedelta(hours=1), last_seen_clock="server") == held
+
+
+def test_a_last_contact_on_the_gateways_own_clock_is_moved_by_the_offset_the_server_measures(client, world, db):
+    three_days_behind = datetime.now(UTC) - timedelta(days=3)  # a gateway without a battery clock, no NTP
+    clock = {"wall": three_days_behind.isoformat(), "boot_id": "boot-1", "monotonic_s": 120.0}
+
+    held = _report_last_seen(client, world, db, three_days_behind - timedelta(minutes=10), last_seen_clock="gateway",
+                             gateway_clock=clock)
+
+    # Seen ten minutes ago, not three days ago: the caregiver is not told a unit in use went silent.
+    assert abs(held - (datetime.now(UTC) - timedelta(minutes=10))) < timedelta(seconds=30)
+
+
 def test_a_gateway_is_limited_to_its_upload_rate_with_retry_after(services, client, world, db, monkeypatch):
     monkeypatch.setattr(services.ingestion, "settings", services.settings.with_changes(gateway_uploads_per_min=3))
     answers = [upload(client, world["gateway_a"], [session_record(world.a_device, seq)]) for seq in range(1, 6)]

@@ -1,16 +1,24 @@
 """The session record is the one contract between the home gateway and the cloud: the gateway's
 CapturedRecord (device_gateway/capture.py) is what the API's SessionRecordSchema accepts and what the
 domain's rules (companion/domain/sessions.py) judge; the syncs the link notes (device_gateway/link.py), the
-gateway's clock reading (device_gateway/clock.py) and its dead-letter reports (device_gateway/uploader.py) are
-what the API's SyncSchema, GatewayClockSchema and DeadLetterSchema accept. The two programs share no code, so
+gateway's clock reading (device_gateway/clock.py), its dead-letter reports (device_gateway/uploader.py) and its
+units' status (device_gateway/runner.py) are what the API's SyncSchema, GatewayClockSchema, DeadLetterSchema and
+DeviceStatusBatchSchema accept. The two programs share no code, so
 this pins them together: a field, an end reason or a clock status added on one side only fails here."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import fields
 from datetime import UTC, datetime
 
-from companion.api.ingestion import DeadLetterSchema, GatewayClockSchema, SessionRecordSchema, SyncSchema
+from companion.api.ingestion import (
+    DeadLetterSchema,
+    DeviceStatusBatchSchema,
+    GatewayClockSchema,
+    SessionRecordSchema,
+    SyncSchema,
+)
 from companion.domain import sessions as server_rules
 from device_gateway import capture
 from device_gateway.clock import GatewayClock
@@ -94,3 +102,28 @@ def test_the_dead_letters_the_gateway_reports_load_through_the_api_schema(tmp_pa
     Uploader(buffer, Api()).report_dead_letters()  # type: ignore[arg-type]
     assert [DeadLetterSchema().load(item)["source"] for item in sent] == ["unit", "unit"]
     buffer.close()
+
+
+def test_the_unit_status_the_gateway_reports_loads_through_the_api_schema():
+    import httpx
+
+    from device_gateway.api import ApiClient
+    from device_gateway.link import UnitStatus
+    from device_gateway.runner import device_report
+
+    sent = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/gateway-token"):
+            return httpx.Response(200, json={"access_token": "t", "expires_in": 900})
+        sent.append(json.loads(request.content))
+        return httpx.Response(204)
+
+    api = ApiClient("http://api.test", "gw-1", "s3cret", transport=httpx.MockTransport(answer))
+    api.post_device_status([
+        device_report(UnitStatus("CTU-C0001", battery_pct=64, firmware="1.4.2", last_seen_at=RECEIVED,
+                                 last_seen_on_server_clock=on_server_clock), None)
+        for on_server_clock in (True, False)])
+    loaded = DeviceStatusBatchSchema().load(sent[0])
+    assert [d["last_seen_clock"] for d in loaded["devices"]] == ["server", "gateway"]
+    assert loaded["devices"][0]["last_seen_at"] == RECEIVED and loaded["gateway_clock"]["boot_id"]

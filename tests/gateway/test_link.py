@@ -114,6 +114,30 @@ def test_a_gateway_with_a_wrong_clock_sets_the_unit_from_the_servers_time_not_it
     assert unit.clock_sets == 1 and abs(unit.clock_offset_s) < 5
 
 
+def test_a_units_last_contact_is_the_servers_time_not_a_wrong_gateway_clock(system_bus, buffer):
+    unit = FakeTensUnit.with_history(*UNIT_A, count=1)
+    three_days_behind = lambda: datetime.now(UTC) - timedelta(days=3)  # noqa: E731 - a Pi without RTC, no NTP
+    link = make_link(buffer, [unit.serial], now=three_days_behind, server_clock=vouched_server_clock())
+
+    run_with_units([unit], lambda fake: link.run_once(scan_timeout_s=5))
+
+    # Reported so, the server's silent-unit alert would call a unit seen just now silent for three days.
+    status = link.statuses[unit.serial]
+    assert abs((status.last_seen_at - datetime.now(UTC)).total_seconds()) < 60, status.last_seen_at
+    assert status.last_seen_on_server_clock
+
+
+def test_without_the_servers_time_a_units_last_contact_is_reported_as_the_gateways_own_clock(system_bus, buffer):
+    unit = FakeTensUnit.with_history(*UNIT_A, count=1)
+    link = make_link(buffer, [unit.serial], now=lambda: datetime.now(UTC) - timedelta(days=3))
+
+    run_with_units([unit], lambda fake: link.run_once(scan_timeout_s=5))
+
+    # Said to be the gateway's clock: the server moves it by the offset it measures, and never past its own now.
+    status = link.statuses[unit.serial]
+    assert status.last_seen_at < datetime.now(UTC) - timedelta(days=2) and not status.last_seen_on_server_clock
+
+
 def test_a_unit_whose_clock_is_right_is_left_alone_and_syncs_without_news_are_not_noted(system_bus, buffer):
     unit = FakeTensUnit.with_history(*UNIT_A, count=2)
     link = make_link(buffer, [unit.serial], server_clock=vouched_server_clock())
