@@ -69,7 +69,8 @@ _SCHEMA = [
         reason TEXT NOT NULL,
         source TEXT NOT NULL,
         dead_at TEXT NOT NULL,
-        reported_at TEXT
+        reported_at TEXT,
+        frame_hash TEXT
     )""",
     # last_hash: the content hash of the record stored last (None when the position moved without one: records
     # the unit no longer held, a recovery), to tell a lost acknowledgement from a counter that restarted; with
@@ -98,6 +99,11 @@ _PENDING_TOTAL = [
        BEGIN UPDATE pending_total SET bytes = bytes - OLD.size_bytes WHERE id = 1; END""",
     "INSERT OR REPLACE INTO pending_total(id, bytes) SELECT 1, COALESCE(SUM(size_bytes), 0) FROM records",
 ]
+# An undecodable frame is kept once per unit (frame_hash: the sealer's keyed fingerprint of the raw frame): a unit
+# sends it again after a transfer cut short before the acknowledgement that covers it. Created after any
+# conversion of an old buffer, which replaces the table.
+_ONE_DEAD_LETTER_PER_FRAME = ("CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_one_per_frame "
+                              "ON dead_letters(device_serial, frame_hash) WHERE frame_hash IS NOT NULL")
 _KEY_CHECK = b"companion gateway buffer"
 
 
@@ -194,8 +200,11 @@ class RecordBuffer:
             self._db.execute("PRAGMA secure_delete=ON")
             for statement in _SCHEMA:
                 self._db.execute(statement)
-            if "reported_at" not in {row[1] for row in self._db.execute("PRAGMA table_info(dead_letters)")}:
+            dead_letter_columns = {row[1] for row in self._db.execute("PRAGMA table_info(dead_letters)")}
+            if "reported_at" not in dead_letter_columns:
                 self._db.execute("ALTER TABLE dead_letters ADD COLUMN reported_at TEXT")  # a buffer from before
+            if "frame_hash" not in dead_letter_columns:
+                self._db.execute("ALTER TABLE dead_letters ADD COLUMN frame_hash TEXT")  # a buffer from before
             unit_columns = {row[1] for row in self._db.execute("PRAGMA table_info(units)")}
             if "last_hash" not in unit_columns:
                 self._db.execute("ALTER TABLE units ADD COLUMN last_hash TEXT")  # a buffer from before
@@ -206,6 +215,7 @@ class RecordBuffer:
                 self._seal_plaintext_buffer()
             for statement in _PENDING_TOTAL:
                 self._db.execute(statement)
+            self._db.execute(_ONE_DEAD_LETTER_PER_FRAME)
         except sqlite3.DatabaseError as exc:
             if is_damage(exc):
                 raise buffer_unreadable(self.path, exc) from None
@@ -443,9 +453,10 @@ class RecordBuffer:
                 rid, serial, payload = letter["record_id"], letter["device_serial"], letter["payload"]
                 sealed = self._seal_record(rid, payload) if rid else \
                     self._sealer.seal(payload.encode(), _unit_context(serial))
-                db.execute("INSERT INTO dead_letters(record_id, device_serial, sealed, reason, source, dead_at) "
-                           "VALUES (?,?,?,?,?,?)",
-                           (rid, serial, sealed, letter["reason"], letter["source"], letter["dead_at"]))
+                db.execute("INSERT OR IGNORE INTO dead_letters(record_id, device_serial, sealed, reason, source, "
+                           "dead_at, frame_hash) VALUES (?,?,?,?,?,?,?)",
+                           (rid, serial, sealed, letter["reason"], letter["source"], letter["dead_at"],
+                            letter.get("frame_hash")))
             if patient_ref:
                 db.execute("INSERT OR REPLACE INTO meta(name, value) VALUES ('patient_ref', ?)", (patient_ref,))
             for serial, detail, reason in notes:
@@ -539,9 +550,21 @@ class RecordBuffer:
         return moved
 
     def dead_letter_frame(self, serial: str, frame: bytes, reason: str) -> None:
-        """Keep a frame a unit sent that could not be decoded, raw (hex), with the reason."""
-        self._dead_letter_from_unit(serial, bytes(frame).hex(), reason)
-        logger.warning("unit %s sent an undecodable frame (%s); kept in the dead-letter table", serial, reason)
+        """Keep a frame a unit sent that could not be decoded, raw (hex), with the reason: once, however often the
+        unit sends it again (a transfer cut short before the acknowledgement covering it is asked again from
+        before it)."""
+        frame = bytes(frame)
+        context = _unit_context(serial)
+        with self._reading() as db:
+            kept = db.execute(
+                "INSERT OR IGNORE INTO dead_letters(record_id, device_serial, sealed, reason, source, dead_at, frame_hash) "
+                "VALUES (NULL,?,?,?,'unit',?,?)",
+                (serial, self._sealer.seal(frame.hex().encode(), context), reason, _now(),
+                 self._sealer.fingerprint(frame, context))).rowcount == 1
+        if kept:
+            logger.warning("unit %s sent an undecodable frame (%s); kept in the dead-letter table", serial, reason)
+        else:
+            logger.info("unit %s sent an undecodable frame again (%s); kept once already", serial, reason)
 
     def record_missing(self, serial: str, first_seq: int, last_seq: int) -> None:
         """Note that a unit no longer holds records the gateway never stored (so the loss is not silent), and
@@ -560,10 +583,6 @@ class RecordBuffer:
         self._note_in_ledger(serial, last_seq)
         logger.error("unit %s no longer holds records %d..%d that were never stored", serial, first_seq, last_seq)
 
-    def _dead_letter_from_unit(self, serial: str, payload: str, reason: str) -> None:
-        with self._reading() as db:
-            self._insert_unit_dead_letter(db, serial, payload, reason)
-
     def _insert_unit_dead_letter(self, db: sqlite3.Connection, serial: str, payload: str, reason: str) -> None:
         """A dead letter about a unit (no record id), sealed, written on ``db`` (inside the caller's lock)."""
         db.execute(
@@ -574,18 +593,20 @@ class RecordBuffer:
 
     def dead_letters(self, *, unreported_only: bool = False, limit: int = 1_000_000) -> list[dict]:
         """Dead letters, oldest first, their payloads opened (``unreported_only``: those not yet reported to
-        the server). Each has its ``id`` in the buffer."""
+        the server). Each has its ``id`` in the buffer, and an undecodable frame its ``frame_hash``."""
         with self._reading() as db:
             rows = db.execute(
-                "SELECT id, record_id, device_serial, sealed, reason, source, dead_at, reported_at FROM dead_letters "
-                "WHERE reported_at IS NULL OR ? = 0 ORDER BY id LIMIT ?", (int(unreported_only), limit)
+                "SELECT id, record_id, device_serial, sealed, reason, source, dead_at, reported_at, frame_hash "
+                "FROM dead_letters WHERE reported_at IS NULL OR ? = 0 ORDER BY id LIMIT ?",
+                (int(unreported_only), limit)
             ).fetchall()
         return [
             {
                 "id": n, "record_id": rid, "device_serial": serial, "reason": reason, "source": source,
                 "dead_at": dead_at, "reported_at": reported, "payload": self._open_dead(rid, serial, sealed),
+                "frame_hash": frame_hash,
             }
-            for n, rid, serial, sealed, reason, source, dead_at, reported in rows
+            for n, rid, serial, sealed, reason, source, dead_at, reported, frame_hash in rows
         ]
 
     def _open_dead(self, record_id: str | None, serial: str, sealed: bytes) -> str:

@@ -8,6 +8,8 @@ not open. The key is 32 random bytes, base64 in a key file created with mode 060
 
 import base64
 import binascii
+import hashlib
+import hmac
 import os
 import stat
 from pathlib import Path
@@ -33,6 +35,7 @@ class Sealer:
         if len(key) != KEY_BYTES:
             raise SealingError(f"buffer key must be {KEY_BYTES} bytes, got {len(key)}")
         self._aead = AESGCM(key)
+        self._fingerprint_key = hmac.new(key, b"companion buffer fingerprint", hashlib.sha256).digest()
 
     @classmethod
     def ephemeral(cls) -> "Sealer":
@@ -43,6 +46,11 @@ class Sealer:
         """Encrypt and authenticate ``plaintext`` bound to ``context`` (e.g. the record id)."""
         nonce = os.urandom(_NONCE_BYTES)
         return _VERSION + nonce + self._aead.encrypt(nonce, plaintext, context.encode())
+
+    def fingerprint(self, data: bytes, context: str) -> str:
+        """A keyed hash of ``data`` bound to ``context`` (hex), to tell the same content again without keeping it
+        in clear: without the key it cannot be checked against a guess."""
+        return hmac.new(self._fingerprint_key, context.encode() + b"\x00" + data, hashlib.sha256).hexdigest()
 
     def open(self, blob: bytes, context: str) -> bytes:
         """Decrypt a sealed blob; raises SealingError if it was altered, moved or sealed with another key."""

@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -122,6 +123,41 @@ def test_undecodable_frame_is_kept_raw_in_dead_letters(buffer):
     assert [(d["payload"], d["reason"], d["source"]) for d in buffer.dead_letters()] == [
         ("010203", "BadChecksum", "unit")
     ]
+
+
+FRAME_WITH_A_BAD_CRC = bytes.fromhex("0101040000008de8106bdb090000027800c80001010e0100602a71")
+
+
+def test_the_same_undecodable_frame_kept_twice_is_one_dead_letter(buffer):
+    buffer.dead_letter_frame(SERIAL, FRAME_WITH_A_BAD_CRC, "BadChecksum: crc 0x712a does not match content")
+    # The transfer was cut short before the acknowledgement covering it: the unit sends the same frame again.
+    buffer.dead_letter_frame(SERIAL, FRAME_WITH_A_BAD_CRC, "BadChecksum: crc 0x712a does not match content")
+
+    assert [d["payload"] for d in buffer.dead_letters()] == [FRAME_WITH_A_BAD_CRC.hex()]
+    # Another unit's, or another frame, is a dead letter of its own.
+    buffer.dead_letter_frame("CT-000002", FRAME_WITH_A_BAD_CRC, "BadChecksum")
+    buffer.dead_letter_frame(SERIAL, FRAME_WITH_A_BAD_CRC[:-1] + b"\x00", "BadChecksum")
+    assert len(buffer.dead_letters()) == 3
+
+
+def test_a_buffer_from_before_frames_were_kept_once_gets_the_rule_at_open(tmp_path):
+    path = tmp_path / "buffer.db"
+    buffer = RecordBuffer(path)
+    buffer.dead_letter_frame(SERIAL, FRAME_WITH_A_BAD_CRC, "BadChecksum")
+    buffer.close()
+    old = sqlite3.connect(path)  # as an older gateway left it: no frame_hash column, no unique index
+    old.execute("DROP INDEX dead_letters_one_per_frame")
+    old.execute("ALTER TABLE dead_letters DROP COLUMN frame_hash")
+    old.commit()
+    old.close()
+
+    buffer = RecordBuffer(path)
+    try:
+        buffer.dead_letter_frame(SERIAL, FRAME_WITH_A_BAD_CRC, "BadChecksum")  # (the one kept before has no hash)
+        buffer.dead_letter_frame(SERIAL, FRAME_WITH_A_BAD_CRC, "BadChecksum")
+        assert len(buffer.dead_letters()) == 2
+    finally:
+        buffer.close()
 
 
 def test_full_buffer_refuses_records_so_the_unit_keeps_them(tmp_path, caplog):

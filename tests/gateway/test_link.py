@@ -194,6 +194,32 @@ def test_corrupt_record_is_dead_lettered_and_the_rest_are_stored(system_bus, buf
     assert "undecodable frame" in caplog.text
 
 
+class UnitCutShortOnce(FakeTensUnit):
+    """A unit whose first transfer stops after the record ``cut_short_after`` (then its summary), as one that
+    lost the link would; it sends everything it holds when asked again."""
+
+    cut_short_after: int | None = None
+
+    def records_from(self, seq: int) -> list:
+        held, cut = super().records_from(seq), self.cut_short_after
+        self.cut_short_after = None
+        return held if cut is None else [record for record in held if record.seq <= cut]
+
+
+def test_an_undecodable_frame_sent_again_after_a_transfer_cut_short_is_one_dead_letter(system_bus, buffer):
+    unit = UnitCutShortOnce.with_history(*UNIT_A, count=6, corrupt_seqs={4})
+    unit.cut_short_after = 4  # the unit sends 1..4 and stops: 4 is kept, not yet covered by an acknowledgement
+    corrupt = unit.frame_for(unit.records[3])
+    link = make_link(buffer, [unit.serial])
+
+    results = run_with_units([unit], lambda fake: link.run_once(scan_timeout_s=5))
+
+    assert results[0].completed and results[0].attempts == 2 and stored_seqs(buffer, unit.serial) == [1, 2, 3, 5, 6]
+    assert [op_arg for op_arg in unit.commands if op_arg[0] is ControlOp.SEND_FROM] == [
+        (ControlOp.SEND_FROM, 1), (ControlOp.SEND_FROM, 4)]  # asked again from 4: its frame came twice
+    assert [d["payload"] for d in buffer.dead_letters()] == [corrupt.hex()]
+
+
 def test_unit_whose_clock_was_reset_has_its_records_flagged(system_bus, buffer):
     unit = FakeTensUnit(serial=UNIT_A[0], address=UNIT_A[1])
     unit.reset_clock()
