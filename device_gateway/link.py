@@ -77,6 +77,13 @@ class SequenceWentBack(Exception):
     which the server shows, until someone looks."""
 
 
+class LastStoredUnreadable(Exception):
+    """The unit still holds the record stored last but its copy comes back undecodable: a lost acknowledgement
+    cannot be told from a restarted counter, so nothing is stored or acknowledged (the unit keeps its records)
+    and the error is in the unit's status until someone looks, or the record reads again. Asking again within
+    the cycle would only bring the same frame back."""
+
+
 class LocalBufferFull(Exception):
     """The buffer refused records; the unit keeps them until uploads free space."""
 
@@ -222,10 +229,12 @@ class GatewayLink:
                     result.errors.append(str(exc))
                     status.last_error = str(exc)
                     break
-                except SequenceWentBack as exc:  # waiting cannot fix it: said once a cycle, in the unit's status
+                except (SequenceWentBack, LastStoredUnreadable) as exc:
+                    # Waiting cannot fix it: said once a cycle, and in the unit's status.
                     logger.error("unit %s: %s", unit.serial, exc)
                     result.errors.append(str(exc))
-                    status.last_error = f"sequence went back: {exc}"
+                    said = "sequence went back" if isinstance(exc, SequenceWentBack) else "record stored last unreadable"
+                    status.last_error = f"{said}: {exc}"
                     break
                 except BufferDamaged:
                     raise
@@ -411,6 +420,11 @@ class GatewayLink:
             if link_lost:
                 raise LinkLost("link dropped mid-transfer")
             if summary is not None:
+                if window.verify is not None and window.verify_undecodable:
+                    raise LastStoredUnreadable(
+                        f"its copy of record {window.verify[0]}, the one stored last, comes back undecodable: a lost "
+                        "acknowledgement cannot be told from a counter that restarted; nothing is stored or "
+                        "acknowledged, the unit keeps its records")
                 if not window.is_complete(summary.highest_seq):
                     raise LinkLost(f"transfer ended before sequence {summary.highest_seq}; resuming")
                 done = min(window.expected - 1, summary.highest_seq)  # never past what the unit holds

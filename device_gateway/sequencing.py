@@ -8,7 +8,10 @@ holding the first records asked for (known from its transfer summary before the 
 A unit that still holds the record stored last either never heard the last acknowledgement, or restarted its
 counter (reflashed, or replaced under the same serial) and has since counted past it. The transfer then asks
 from that record, and nothing is admitted until it came back the same (``verify``): a different record under
-that number is a restarted counter, and nothing is stored or acknowledged.
+that number is a restarted counter, and nothing is stored or acknowledged. When it does not come back at all
+and a frame that does not decode (its number unknown) came in its place, the unit's copy of it is likely
+damaged (``verify_undecodable``): nothing can tell the two apart then, and nothing is stored or acknowledged
+either.
 """
 
 from dataclasses import dataclass
@@ -22,6 +25,7 @@ class TransferWindow:
     expected: int
     undecodable_since_stored: int = 0
     verify: tuple[int, str] | None = None
+    verify_undecodable: bool = False  # while verifying, a frame came that does not decode and names no number
 
     def first_to_ask(self) -> int:
         """The sequence number to ask the unit to send from."""
@@ -52,6 +56,7 @@ class TransferWindow:
         another frame is another record). False: another record holds that number (the counter restarted)."""
         if seq is None:
             self.undecodable_since_stored += 1
+            self.verify_undecodable = self.verify_undecodable or self.verify is not None
             return True
         same = self.seen_again(seq, content_hash)
         if same is None:

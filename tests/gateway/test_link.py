@@ -356,6 +356,29 @@ def test_a_lost_acknowledgement_is_told_from_a_restarted_counter_by_the_record_s
     assert [arg for op, arg in unit.commands if op is ControlOp.SEND_FROM][-1] == 5
 
 
+def test_a_unit_whose_copy_of_the_record_stored_last_is_corrupt_keeps_its_records_and_says_why_once_a_cycle(
+        system_bus, buffer):
+    unit = FakeTensUnit.with_history(*UNIT_A, count=5)
+    link = make_link(buffer, [unit.serial])
+
+    async def scenario(fake):
+        held = list(unit.records)
+        await link.run_once(scan_timeout_s=5)  # stores 1..5, acknowledges them...
+        unit.records = held  # ... but the unit never heard it
+        unit.corrupt_seqs = {5}  # and its copy of 5 no longer reads: 5 cannot come back the same
+        unit.record_sessions(2)
+        return await link.run_once(scan_timeout_s=5)
+
+    results = run_with_units([unit], scenario)
+
+    # Nothing to tell a lost acknowledgement from a restarted counter by: nothing stored, nothing acknowledged,
+    # and not asked again and again within the cycle (each time the same frame, the same failure).
+    assert [r.seq for r in unit.records] == list(range(1, 8)) and stored_seqs(buffer, unit.serial) == [1, 2, 3, 4, 5]
+    assert (results[0].completed, results[0].attempts) == (False, 1)
+    assert [d["source"] for d in buffer.dead_letters()] == ["unit"]
+    assert "record stored last unreadable" in link.statuses[unit.serial].last_error
+
+
 def test_unit_that_leaves_range_is_retried_then_given_up_without_stopping_the_gateway(system_bus, buffer):
     unit = FakeTensUnit.with_history(*UNIT_A, count=3)
     link = make_link(buffer, [unit.serial], max_attempts=2, connect_timeout_s=2)
