@@ -161,8 +161,9 @@ def test_link_dropped_mid_transfer_resumes_without_gap_or_duplicate(system_bus, 
     assert results[0].completed and results[0].attempts == 2
     assert stored_seqs(buffer, unit.serial) == list(range(1, 21))
     first, resumed = [arg for op, arg in unit.commands if op is ControlOp.SEND_FROM]
-    # Frames still in flight when the link dropped may be lost with it: the unit resends them.
-    assert first == 1 and 2 <= resumed <= 8
+    # Frames still in flight when the link dropped may be lost with it (on a busy machine, all seven): the unit
+    # resends them, from the first not stored.
+    assert first == 1 and 1 <= resumed <= 8
     assert unit.notified == list(range(1, 8)) + list(range(resumed, 21))
 
 
