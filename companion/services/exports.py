@@ -13,7 +13,7 @@ import csv
 import io
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from companion.domain import review as rules
@@ -128,11 +128,10 @@ def _event_rows(review: PatientReview, days: int) -> list[tuple[datetime, int, d
             **{f"bpi_{k}": bpi.get(k) for k in ("worst", "least", "average", "now", "severity")},
             "bpi_interference": bpi.get("interference_score")}))
     for o in review.notifications(days)["occurrences"]:
-        # A dose a move east jumped over is on its slot's day and clock (the new one), as the figures and the app
-        # count it; any other on the clock of its moment, as every event.
+        # A dose a move east jumped over is on its slot's clock (the new one) and day (review.occurrence_day), as
+        # the figures and the app count it; any other on the clock of its moment, as every event.
         kept = o.get("skipped_by_move_at") is not None
-        day = date.fromisoformat(o["local_date"]) if kept else review.local_date(o["due_at"])
-        if o.get("kind") == "medication" and first <= day and o["due_at"] <= review.at:
+        if o.get("kind") == "medication" and o["due_at"] <= review.at:
             rows.append((o["due_at"], 2, {"id": o["_id"], "title": o.get("title"), "status": o.get("status"),
                                           "note": o.get("skip_reason"), **({ZONE: o["zone"]} if kept else {})}))
     for p in review.diary(days)["practice"]:

@@ -55,8 +55,19 @@ class PatientReview:
         return self.today - timedelta(days=days - 1)
 
     def _since(self, days: int) -> datetime:
-        # A day's margin either side covers every time zone; callers filter by local date.
+        # A day's margin either side covers every time zone; callers filter by local date (in_period).
         return self.at - timedelta(days=days + 1)
+
+    def in_period(self, days: int, moment: datetime) -> bool:
+        """Whether an instant falls on one of the period's local days (first_day(days) to today)."""
+        return self.first_day(days) <= self.local_date(moment) <= self.today
+
+    def occurrence_day(self, occurrence: dict) -> date:
+        """The local day a reminder occurrence is on: a slot a move east jumped over (kept, skipped) on its own
+        day, as the figures and the app count it; any other on the day of its moment."""
+        if occurrence.get("skipped_by_move_at") is not None:
+            return date.fromisoformat(occurrence["local_date"])
+        return self.local_date(occurrence["due_at"])
 
     def adherence(self, days: int) -> dict:
         """The calendar (one entry per local day, `missing` where no snapshot exists) and PDC."""
@@ -91,7 +102,7 @@ class PatientReview:
         """How sure the period's session times are: how many are exact, corrected and estimated, the ones that
         are not exact (newest first), the sessions held back from the figures (the patient's, or possibly
         theirs: a unit that changed hands when they happened), and the copies kept apart (a number used again)."""
-        sessions = self.sessions(days)
+        sessions = [s for s in self.sessions(days) if self.in_period(days, s["started_at"])]
         counts = {quality: 0 for quality in ("exact", "corrected", "estimated")}
         for session in sessions:
             counts[session.get("time_quality", "exact")] = counts.get(session.get("time_quality", "exact"), 0) + 1
@@ -111,8 +122,7 @@ class PatientReview:
 
     def pain(self, days: int) -> dict:
         """Entries in the period, before/after pairs, and the 14-day trend."""
-        entries = [e for e in self._pain_entries(self._since(days))
-                   if self.first_day(days) <= self.local_date(e["recorded_at"]) <= self.today]
+        entries = [e for e in self._pain_entries(self._since(days)) if self.in_period(days, e["recorded_at"])]
         linked = sorted({e["session_record_id"] for e in entries if e.get("session_record_id")})
         # Held sessions (kept for a clinician's decision, or excluded by one) are counted nowhere, nor here.
         sessions = {k: s for k, s in self.stores.session_records.of_patient_by_ids(self.pid, linked).items()
@@ -125,15 +135,21 @@ class PatientReview:
         return rules.programme_effects(self.pain(days)["pairs"])
 
     def notifications(self, days: int) -> dict:
-        """Reminder occurrences with their outcome, and push notifications with their delivery state."""
+        """Reminder occurrences of the period's days with their outcome (today's still to come included), and
+        push notifications with their delivery state."""
         since = self._since(days)
         titles = self.stores.reminders.titles(self.pid)
-        occurrences = self.stores.occurrences.newest_between(self.pid, since, self.at + timedelta(days=1), self.rows)
+        first = self.first_day(days)
+        occurrences = [o for o in self.stores.occurrences.newest_between(self.pid, since, self.at + timedelta(days=1),
+                                                                         self.rows)
+                       if first <= self.occurrence_day(o) <= self.today]
         for occurrence in occurrences:
             occurrence["title"] = titles.get(occurrence.get("reminder_id"), {}).get("title")
         # Bounded at the review's moment too: read newest first, a past period's own would fall past the limit.
-        notifications = self.stores.outbox.for_patient(self.pid, since=since, until=self.at + timedelta(minutes=5),
-                                                       limit=self.rows)
+        notifications = [n for n in self.stores.outbox.for_patient(self.pid, since=since,
+                                                                   until=self.at + timedelta(minutes=5),
+                                                                   limit=self.rows)
+                         if self.in_period(days, n["created_at"])]
         for note in notifications:
             note["to_patient"] = note.get("recipient_user_id") == self.pid
         return {"occurrences": occurrences, "notifications": notifications}
@@ -149,9 +165,10 @@ class PatientReview:
                                                                                      self.at - timedelta(days=30))}
 
     def diary(self, days: int) -> dict:
+        practice = self.stores.practice.started_since(self.pid, self._since(days), self.rows,
+                                                      until=self.at + timedelta(minutes=5))
         return {"entries": list(reversed(self.pain(days)["entries"])),
-                "practice": self.stores.practice.started_since(self.pid, self._since(days), self.rows,
-                                                               until=self.at + timedelta(minutes=5))}
+                "practice": [p for p in practice if self.in_period(days, p["started_at"])]}
 
     def plans(self) -> list[dict]:
         return self.stores.plans.history(self.pid, limit=200)

@@ -287,3 +287,18 @@ def test_sorting_is_announced_on_the_column_header_and_each_navigation_has_its_o
     navs = re.findall(r"<nav\b[^>]*>", html)
     labels = [re.search(r'aria-label="([^"]+)"', nav).group(1) for nav in navs]
     assert len(navs) == 2 and len(set(labels)) == 2
+
+
+def test_the_session_time_counts_are_of_the_days_shown(client, world, seed, db):
+    """"In the last 14 days" counted the sessions of the day before the 14 too (read with a day's margin for the
+    time zones, never dropped), which the page's TENS figures leave out."""
+    pid = world["patient_a"].id
+    db.users.update_one({"_id": pid}, {"$set": {"time_zone": "UTC", "time_zone_history": []}})
+    first = datetime.now(UTC).date() - timedelta(days=13)
+    before = seed.session(pid, datetime.combine(first - timedelta(days=1), datetime.min.time(), UTC)
+                          + timedelta(hours=12))
+    db.session_records.update_one({"_id": before["_id"]}, {"$set": {"time_quality": "corrected"}})
+    seed.session(pid, datetime.combine(first, datetime.min.time(), UTC) + timedelta(minutes=30))
+    sign_in(client, world["clinician_team"].email)
+    page = client.get(f"/clinician/patients/{pid}?days=14").get_data(as_text=True)
+    assert "In the last 14 days: 1 exact" in page and " 0 corrected" in page

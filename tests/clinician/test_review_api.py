@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import csv
+import io
+from datetime import UTC, datetime, time, timedelta
 
 
 def _get(client, world, path, who="clinician_team"):
     return client.get(f"/api/v1/patients/{world['patient_a'].id}/review/{path}", headers=world[who].headers)
+
+
+def _on_utc(db, patient_id):
+    db.users.update_one({"_id": patient_id}, {"$set": {"time_zone": "UTC", "time_zone_history": []}})
 
 
 def test_adherence_calendar_and_pdc_match_the_scripted_days(client, world, scripted_a):
@@ -121,3 +127,37 @@ def test_review_reads_are_audited_for_the_patient(client, world, db):
     _get(client, world, "pain?days=7")
     event = db.audit_events.find_one({"patient_ids": world["patient_a"].id, "resource_type": "pain_entry"})
     assert event["actor_id"] == world["clinician_team"].id and event["outcome"] == "success"
+
+
+def test_the_diary_review_holds_the_practice_of_its_days_as_the_events_csv_does(client, world, seed, db):
+    """The review read a day's margin before the period for the time zones and kept it: a 7-day review listed
+    a practice of the day before its first, which the events CSV of the same 7 days leaves out."""
+    pid = world["patient_a"].id
+    _on_utc(db, pid)
+    first = datetime.now(UTC).date() - timedelta(days=6)
+    seed.practice(pid, datetime.combine(first - timedelta(days=1), time(12), UTC), minutes=20)
+    seed.practice(pid, datetime.combine(first, time(0, 30), UTC), minutes=15)
+    practice = _get(client, world, "diary?days=7").json["practice"]
+    export = client.get(f"/api/v1/patients/{pid}/exports/events?days=7", headers=world["clinician_team"].headers)
+    in_csv = [r for r in csv.DictReader(io.StringIO(export.get_data(as_text=True).lstrip("\ufeff")))
+              if r["event"] == "mindfulness_practice"]
+    assert [p["minutes"] for p in practice] == [float(r["duration_min"]) for r in in_csv] == [15]
+
+
+def test_the_reminder_review_holds_the_occurrences_of_its_days_only(client, world, seed, db):
+    """Read from a day before the period up to tomorrow, the review listed the day before's occurrences and
+    tomorrow's; today's still to come stay."""
+    pid = world["patient_a"].id
+    _on_utc(db, pid)
+    today = datetime.now(UTC).date()
+    rid = seed.reminder(pid, title="Morning TENS")
+    seed.occurrence(pid, rid, datetime.combine(today - timedelta(days=7), time(20), UTC), "missed")  # before the 7
+    seed.occurrence(pid, rid, datetime.combine(today - timedelta(days=6), time(0, 30), UTC), "done")
+    seed.occurrence(pid, rid, datetime.combine(today, time(23, 59), UTC), "pending")
+    seed.occurrence(pid, rid, datetime.combine(today + timedelta(days=1), time(0, 30), UTC), "pending")
+    seed.notification(pid, pid, datetime.combine(today - timedelta(days=7), time(20), UTC), "sent")
+    seed.notification(pid, pid, datetime.combine(today - timedelta(days=6), time(0, 30), UTC), "sent")
+    history = _get(client, world, "notifications?days=7").json
+    assert sorted((o["local_date"], o["status"]) for o in history["occurrences"]) == [
+        (str(today - timedelta(days=6)), "done"), (str(today), "pending")]
+    assert [n["created_at"][:10] for n in history["notifications"]] == [str(today - timedelta(days=6))]
