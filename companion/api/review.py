@@ -4,8 +4,9 @@ notifications, devices, diary, plan history; alerts to acknowledge, clinical not
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
-from flask import Response
+from flask import Response, stream_with_context
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -207,7 +208,11 @@ class ClinicalNotesView(MethodView):
         return note
 
 
-def _download(body: str, mimetype: str, filename: str) -> Response:
+def _download(body: str | Iterator[str], mimetype: str, filename: str) -> Response:
+    """An export as a file; one in pieces is streamed as it is read (a failure on the way ends the transfer
+    unfinished, so that no client takes a cut file for a whole one)."""
+    if not isinstance(body, str):
+        body = stream_with_context(body)
     return Response(body, mimetype=mimetype, headers={
         "Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"})
 
@@ -240,7 +245,7 @@ class PatientEventsCsvExport(MethodView):
         patient themself."""
         review, days = open_period(patient_id, args)
         auditing.note(patient_ids=[patient_id], resource="patient", action="E", resource_ids=[patient_id])
-        return _download(exports.events_csv(review, days), "text/csv", f"patient-{patient_id}-events.csv")
+        return _download(exports.events_csv_chunks(review, days), "text/csv", f"patient-{patient_id}-events.csv")
 
 
 @blp.route("/<patient_id>/exports/fhir")

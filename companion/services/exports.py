@@ -10,9 +10,10 @@ and a cell a spreadsheet would run as a formula starts with an apostrophe.
 from __future__ import annotations
 
 import csv
+import heapq
 import io
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -40,14 +41,26 @@ def _cell(value) -> str:
     return text
 
 
-def _csv(header: list[str], rows: Iterable[list]) -> str:
+ROWS_PER_CHUNK = 200  # rows a streamed CSV sends at a time
+
+
+def csv_chunks(header: list[str], rows: Iterable[list]) -> Iterator[str]:
+    """A CSV file (byte order mark, header, CRLF lines) in pieces of up to ROWS_PER_CHUNK rows, to stream."""
     out = io.StringIO()
     out.write(BOM)
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(header)
-    for row in rows:
+    for n, row in enumerate(rows, start=1):
         writer.writerow([_cell(v) for v in row])
-    return out.getvalue()
+        if n % ROWS_PER_CHUNK == 0:
+            yield out.getvalue()
+            out.seek(0)
+            out.truncate()
+    yield out.getvalue()
+
+
+def _csv(header: list[str], rows: Iterable[list]) -> str:
+    return "".join(csv_chunks(header, rows))
 
 
 PATIENT_CSV_HEADER = ["date", "adherence_state", "covered", "tens_minutes", "tens_target_minutes", "tens_sessions",
@@ -58,7 +71,7 @@ def patient_csv(review: PatientReview, days: int) -> str:
     """One row per local day: adherence, TENS delivered against the plan, and pain."""
     calendar = {d["date"]: d for d in review.adherence(days)["calendar"]}
     pain: dict[str, list[int]] = defaultdict(list)
-    for entry in review.pain(days)["entries"]:
+    for entry in review.period_entries(days):
         pain[review.local_date(entry["recorded_at"]).isoformat()].append(entry["nrs"])
     rows = []
     for day in review.tens(days):
@@ -106,51 +119,65 @@ def _minutes(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
-def _event_rows(review: PatientReview, days: int) -> list[tuple[datetime, int, dict]]:
-    first = review.first_day(days)
+Event = tuple[datetime, int, dict]  # (its moment, its kind: an index of EVENT_KINDS, its row's fields)
 
-    def in_period(moment: datetime) -> bool:
-        return first <= review.local_date(moment) and moment <= review.at
 
-    rows = []
-    for s in review.sessions(days):
-        if in_period(s["started_at"]):
-            rows.append((s["started_at"], 0, {
-                "id": s["_id"], "duration_min": _minutes((s.get("duration_s") or 0) / 60),
-                "counted_min": _minutes(counted_minutes(s)), "status": how_it_counts(s),
-                **{k: s.get(k) for k in ("device_serial", "programme", "frequency_hz", "pulse_width_us",
-                                         "intensity_mean_ma", "intensity_peak_ma", "end_reason", "clock_status")}}))
-    for e in review.pain(days)["entries"]:
+def _sessions(review: PatientReview, days: int) -> Iterator[Event]:
+    for s in review.period_sessions(days):
+        yield (s["started_at"], 0, {
+            "id": s["_id"], "duration_min": _minutes((s.get("duration_s") or 0) / 60),
+            "counted_min": _minutes(counted_minutes(s)), "status": how_it_counts(s),
+            **{k: s.get(k) for k in ("device_serial", "programme", "frequency_hz", "pulse_width_us",
+                                     "intensity_mean_ma", "intensity_peak_ma", "end_reason", "clock_status")}})
+
+
+def _entries(review: PatientReview, days: int) -> Iterator[Event]:
+    for e in review.period_entries(days):
         context, bpi = e.get("context") or {}, e.get("bpi") or {}
-        rows.append((e["recorded_at"], 1, {
+        yield (e["recorded_at"], 1, {
             "id": e["_id"], "nrs": e["nrs"], "phase": e.get("phase"), "session_id": e.get("session_record_id"),
             **{k: context.get(k) for k in ("location", "activity", "sleep_quality", "mood", "note")},
             **{f"bpi_{k}": bpi.get(k) for k in ("worst", "least", "average", "now", "severity")},
-            "bpi_interference": bpi.get("interference_score")}))
-    for o in review.notifications(days)["occurrences"]:
+            "bpi_interference": bpi.get("interference_score")})
+
+
+def _doses(review: PatientReview, days: int) -> Iterator[Event]:
+    for o in review.period_doses(days):
         # A dose a move east jumped over is on its slot's clock (the new one) and day (review.occurrence_day), as
         # the figures and the app count it; any other on the clock of its moment, as every event.
         kept = o.get("skipped_by_move_at") is not None
-        if o.get("kind") == "medication" and o["due_at"] <= review.at:
-            rows.append((o["due_at"], 2, {"id": o["_id"], "title": o.get("title"), "status": o.get("status"),
-                                          "note": o.get("skip_reason"), **({ZONE: o["zone"]} if kept else {})}))
-    for p in review.diary(days)["practice"]:
-        if in_period(p["started_at"]):
-            rows.append((p["started_at"], 3, {"id": p["_id"], "title": p.get("item_slug"),
-                                              "duration_min": _minutes(p.get("minutes")),
-                                              "status": "completed" if p.get("completed_at") else "started"}))
-    return sorted(rows, key=lambda r: (r[0], r[1], str(r[2]["id"])))
+        yield (o["due_at"], 2, {"id": o["_id"], "title": o.get("title"), "status": o.get("status"),
+                                "note": o.get("skip_reason"), **({ZONE: o["zone"]} if kept else {})})
+
+
+def _practice(review: PatientReview, days: int) -> Iterator[Event]:
+    for p in review.period_practice(days):
+        yield (p["started_at"], 3, {"id": p["_id"], "title": p.get("item_slug"),
+                                    "duration_min": _minutes(p.get("minutes")),
+                                    "status": "completed" if p.get("completed_at") else "started"})
+
+
+def _event_order(event: Event) -> tuple:
+    return event[0], event[1], str(event[2]["id"])
+
+
+def events_csv_chunks(review: PatientReview, days: int) -> Iterator[str]:
+    """One row per TENS session, diary entry, medication dose and mindfulness practice, oldest first, each
+    with its local time in the patient's zone and its UTC time; the columns that do not apply stay empty. In
+    pieces, to stream: every event of the period, each kind read a page at a time, oldest first, and merged."""
+    def rows() -> Iterator[list]:
+        # Each kind comes in this order already (its moment, then its id): merged, they stay in it.
+        for moment, kind, fields in heapq.merge(_sessions(review, days), _entries(review, days),
+                                                _doses(review, days), _practice(review, days), key=_event_order):
+            zone = fields.pop(ZONE, None) or review.zone_of(moment)
+            row = {"event": EVENT_KINDS[kind], **_when(moment, zone), **fields}
+            yield [row.get(column) for column in EVENTS_CSV_HEADER]
+    return csv_chunks(EVENTS_CSV_HEADER, rows())
 
 
 def events_csv(review: PatientReview, days: int) -> str:
-    """One row per TENS session, diary entry, medication dose and mindfulness practice, oldest first, each
-    with its local time in the patient's zone and its UTC time; the columns that do not apply stay empty."""
-    rows = []
-    for moment, kind, fields in _event_rows(review, days):
-        zone = fields.pop(ZONE, None) or review.zone_of(moment)
-        row = {"event": EVENT_KINDS[kind], **_when(moment, zone), **fields}
-        rows.append([row.get(column) for column in EVENTS_CSV_HEADER])
-    return _csv(EVENTS_CSV_HEADER, rows)
+    """The events CSV (events_csv_chunks) as one text."""
+    return "".join(events_csv_chunks(review, days))
 
 
 def fhir_bundle(review: PatientReview, days: int) -> dict:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from html import escape
 from zoneinfo import ZoneInfo
 
@@ -108,10 +108,6 @@ class _Entries:
         self.entries.append({"fullUrl": urn, "resource": resource, "request": {
             "method": "POST", "url": kind, "ifNoneExist": f"identifier={IDENTIFIER_SYSTEM}|{urn}"}})
         return {"reference": urn}
-
-
-def _in_period(moment: datetime, review: PatientReview, first: date) -> bool:
-    return first <= review.local_date(moment) and moment <= review.at
 
 
 def _local(moment: datetime, review: PatientReview) -> str:
@@ -295,22 +291,20 @@ def transaction_bundle(review: PatientReview, days: int) -> dict:
     Observation with its context, and a BPI as a QuestionnaireResponse with its scores; the therapy plan
     versions as CarePlans; push notifications as Communications."""
     out = _Entries()
-    first = review.first_day(days)
     patient_id = review.patient.id
     name = (review.patient.display_name or "").strip()
     patient = out.create_once({"resourceType": "Patient", "active": True,
                                **({"name": [{"text": name}]} if name else {})},  # FHIR has no empty strings
                               record_urn("Patient", patient_id), f"{name or 'A patient'} (exported from Companion)")
-    sessions = [s for s in review.sessions(days) if _in_period(s["started_at"], review, first)]
+    sessions = list(review.period_sessions(days))
     devices = _devices(out, review, (s["device_serial"] for s in sessions), patient)
     previous = None
     for plan in sorted(review.plans(), key=lambda p: p["version"]):
         previous = _care_plan(out, plan, patient, previous)
     for session in sessions:
         _session(out, session, patient, devices[session["device_serial"]], review)
-    for entry in review.pain(days)["entries"]:
+    for entry in review.period_entries(days):
         _pain_entry(out, entry, patient, review)
-    for note in review.notifications(days)["notifications"]:
-        if _in_period(note["created_at"], review, first):
-            _communication(out, note, patient, patient_id)
+    for note in review.period_notifications(days):
+        _communication(out, note, patient, patient_id)
     return {"resourceType": "Bundle", "type": "transaction", "timestamp": _instant(review.at), "entry": out.entries}

@@ -6,6 +6,7 @@ Called by the JSON API, the clinician pages and the exports alike.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from datetime import date, datetime, timedelta
 
 from companion.clock import Clock, now
@@ -23,7 +24,8 @@ REVIEW_SNAPSHOT_DAYS = 90  # a review reads the snapshots of today and the 90 da
 # Ids per `_id $in`: FerretDB serves up to 10,000 from its _id index but re-checks every fetched document
 # against the whole list, so 1,000 at a time is faster there (0.57 s against 0.78 s for 6,000 snapshots).
 SNAPSHOT_ID_CHUNK = 1000
-MAX_ROWS = 5000  # rows of each kind a review reads: more than a year of any of them (up to 366 days are asked)
+# Rows of each kind a review's lists read (the exports and the TENS figures read the whole period: period_*).
+MAX_ROWS = 5000
 NOTE_MAX = 5000
 KEPT_APART_SHOWN = 50  # copies kept apart under a used session number that the review lists (the latest)
 
@@ -35,7 +37,7 @@ class PatientReview:
                  last_day: date | None = None):
         self.stores = stores
         self.patient = patient
-        self.rows = rows  # of each kind (sessions, ratings, occurrences, pushes, practice) at most
+        self.rows = rows  # of each kind (sessions, ratings, occurrences, pushes, practice) in the lists, at most
         self.pid = patient.id
         self.zone = patient.time_zone or "UTC"  # today's
         self.history = patient.zone_history()
@@ -69,6 +71,50 @@ class PatientReview:
             return date.fromisoformat(occurrence["local_date"])
         return self.local_date(occurrence["due_at"])
 
+    # The period read whole: every record of the period's local days up to the review's moment (one reported a
+    # little ahead counts once its time comes), oldest first, a page at a time: what the exports and the TENS
+    # figures read, with no cap on any kind and one page held at a time.
+    def period_start(self, days: int) -> datetime:
+        """The instant the period's first local day began, as the patient lived it."""
+        return day_bounds(self.history, self.first_day(days))[0]
+
+    def _of_period(self, days: int, records: Iterable[dict], field: str) -> Iterator[dict]:
+        # A move west after the first day began can bring a later instant back onto the day before it.
+        return (r for r in records if self.in_period(days, r[field]))
+
+    def period_sessions(self, days: int) -> Iterator[dict]:
+        """The period's TENS sessions, held ones included."""
+        return self._of_period(days, self.stores.session_records.started_in_order(
+            self.pid, self.period_start(days), self.at), "started_at")
+
+    def period_entries(self, days: int) -> Iterator[dict]:
+        """The period's pain diary entries (deleted ones left out)."""
+        return self._of_period(days, self.stores.pain_entries.recorded_in_order(
+            self.pid, self.period_start(days), self.at), "recorded_at")
+
+    def period_practice(self, days: int) -> Iterator[dict]:
+        """The period's mindfulness practice."""
+        return self._of_period(days, self.stores.practice.started_in_order(
+            self.pid, self.period_start(days), self.at), "started_at")
+
+    def period_notifications(self, days: int) -> Iterator[dict]:
+        """The push notifications about the patient created in the period."""
+        return self._of_period(days, self.stores.outbox.created_in_order(
+            self.pid, self.period_start(days), self.at), "created_at")
+
+    def period_doses(self, days: int) -> Iterator[dict]:
+        """The medication reminders' occurrences of the period's days due by the review's moment, whatever their
+        outcome, each with its reminder's title."""
+        titles = self.stores.reminders.titles(self.pid)
+        first = self.first_day(days)
+        # A slot a move east jumped over is due on the new clock, up to 26 hours (the widest gap between two zones)
+        # before its day began where the patient was: read with two days' margin, kept by its day.
+        for dose in self.stores.occurrences.due_in_order(self.pid, self.period_start(days) - timedelta(days=2),
+                                                         self.at, kind="medication"):
+            if first <= self.occurrence_day(dose) <= self.today:
+                dose["title"] = titles.get(dose.get("reminder_id"), {}).get("title")
+                yield dose
+
     def adherence(self, days: int) -> dict:
         """The calendar (one entry per local day, `missing` where no snapshot exists) and PDC."""
         first = self.first_day(days)
@@ -95,8 +141,9 @@ class PatientReview:
                                                        self.rows, newest_first=False)
 
     def tens(self, days: int) -> list[rules.TensDay]:
-        return rules.tens_by_day(self.sessions(days), self.plans(), self.zone, self.first_day(days), self.today,
-                                 history=self.history)
+        """Each of the period's days' TENS minutes and sessions against the plan, from every session of the period."""
+        return rules.tens_by_day(self.period_sessions(days), self.plans(), self.zone, self.first_day(days),
+                                 self.today, history=self.history)
 
     def session_times(self, days: int) -> dict:
         """How sure the period's session times are: how many are exact, corrected and estimated, the ones that

@@ -1,13 +1,16 @@
-"""Many documents at once: read by a list of keys, a bounded ``$in`` at a time; inserted unordered, with
-the ones already stored (a duplicate key) told apart from real failures."""
+"""Many documents at once: read by a list of keys, a bounded ``$in`` at a time, or a whole time range a page at a
+time; inserted unordered, with the ones already stored (a duplicate key) told apart from real failures."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 
+from pymongo import ASCENDING
 from pymongo.errors import BulkWriteError
 
 CHUNK = 2000  # keys per $in query unless a caller says otherwise
+PAGE = 1000  # documents per page of a range read in order
 DUPLICATE_KEY = 11000
 
 
@@ -25,6 +28,24 @@ def find_among_patients(collection, query: dict, fields: dict | None,
         return
     for part in chunks(sorted(set(patient_ids))):
         yield from collection.find({**query, "patient_id": {"$in": part}}, fields)
+
+
+def oldest_first(collection, query: dict, field: str, start: datetime, end: datetime,
+                 page: int = PAGE) -> Iterator[dict]:
+    """Every document matching ``query`` whose ``field`` lies in [start, end], in the order of ``field`` (ties by
+    ``str(_id)``), however many there are, holding one page at a time. Read on an index of the query's equality
+    fields then ``field``, as a keyset: each page starts after the instant the last one ended on (an instant a
+    page ends on is read again whole, so that none of its documents is cut off or read twice)."""
+    after: dict = {"$gte": start}
+    while True:
+        found = list(collection.find({**query, field: {**after, "$lte": end}}).sort(field, ASCENDING).limit(page))
+        if len(found) < page:
+            yield from sorted(found, key=lambda d: (d[field], str(d["_id"])))
+            return
+        last = found[-1][field]
+        found = [d for d in found if d[field] < last] + list(collection.find({**query, field: last}))
+        yield from sorted(found, key=lambda d: (d[field], str(d["_id"])))
+        after = {"$gt": last}
 
 
 def insert_new(collection, docs: list[dict]) -> set[int]:

@@ -8,7 +8,7 @@ choosing it again brings it back (at the end of the list).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from bson import ObjectId
@@ -18,7 +18,7 @@ from pymongo.errors import DuplicateKeyError
 
 from companion.clock import to_millis
 from companion.store import feeds
-from companion.store.batches import find_among_patients
+from companion.store.batches import find_among_patients, oldest_first
 
 INDEXES = {
     "content_items": [IndexModel([("category", ASCENDING), ("duration_min", ASCENDING)], name="category_duration")],
@@ -160,6 +160,11 @@ class PracticeLog(feeds.SyncedCollection):
         started = {"$gte": since, **({"$lt": until} if until is not None else {})}
         return list(self.col.find({"patient_id": patient_id, "started_at": started})
                     .sort("started_at", DESCENDING).limit(limit))
+
+    def started_in_order(self, patient_id: str, start: datetime, end: datetime) -> Iterator[dict]:
+        """Every practice of the patient started in [start, end], oldest first, read a page at a time on
+        ``patient_started``."""
+        return oldest_first(self.col, {"patient_id": patient_id}, "started_at", start, end)
 
     def completed_between(self, patient_id: str, start: datetime, end: datetime, limit: int = 2000) -> list[dict]:
         """The patient's completed practice started in [start, end)."""

@@ -8,7 +8,7 @@ phone re-sending the entry's original creation is told it was deleted instead of
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from bson import ObjectId
@@ -17,7 +17,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from companion.store import feeds
-from companion.store.batches import chunks, insert_new
+from companion.store.batches import chunks, insert_new, oldest_first
 
 INDEXES = {
     "pain_entries": [
@@ -115,6 +115,11 @@ class PainEntries(feeds.SyncedCollection):
         return list(self.col.find({"patient_id": patient_id, "deleted": False,
                                    "recorded_at": {"$gte": start, "$lt": end}})
                     .sort("recorded_at", ASCENDING).limit(limit))
+
+    def recorded_in_order(self, patient_id: str, start: datetime, end: datetime) -> Iterator[dict]:
+        """Every live entry of the patient recorded in [start, end], oldest first, read a page at a time on
+        ``patient_recorded``."""
+        return oldest_first(self.col, {"patient_id": patient_id, "deleted": False}, "recorded_at", start, end)
 
     def scores_between(self, patient_id: str, start: datetime, end: datetime, limit: int = MAX_ROWS) -> list[dict]:
         """The patient's live entries recorded in [start, end]: when, NRS and BPI only."""

@@ -28,7 +28,7 @@ notification to the next round, which any dispatcher may then claim: the notific
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -38,7 +38,7 @@ from pymongo.errors import DuplicateKeyError
 
 from companion.clock import now
 from companion.domain.notifications import collapse_key_for, send_offset, template_for, ttl_for
-from companion.store.batches import chunks, insert_new
+from companion.store.batches import chunks, insert_new, oldest_first
 
 INDEXES = {
     "push_outbox": [
@@ -345,6 +345,11 @@ class Outbox:
         if created:
             query["created_at"] = created
         return list(self.col.find(query).sort("created_at", DESCENDING).limit(limit))
+
+    def created_in_order(self, patient_id: str, start: datetime, end: datetime) -> Iterator[dict]:
+        """Every notification about ``patient_id`` created in [start, end], oldest first, read a page at a time on
+        ``patient_history``."""
+        return oldest_first(self.col, {"patient_id": patient_id}, "created_at", start, end)
 
     def for_recipient(self, recipient_user_id: str, limit: int = HISTORY_LIMIT, *,
                       shared: Mapping[str, Iterable[str]] | None = None) -> list[dict]:

@@ -25,7 +25,7 @@ from pymongo.errors import DuplicateKeyError
 from companion.clock import to_millis
 from companion.domain.schedules import MAX_COMPLETION_WINDOW_MINUTES
 from companion.store import feeds
-from companion.store.batches import chunks, find_among_patients, insert_new
+from companion.store.batches import chunks, find_among_patients, insert_new, oldest_first
 
 INDEXES = {
     "reminders": [IndexModel([("patient_id", ASCENDING), ("active", ASCENDING)], name="patient_active"),
@@ -190,6 +190,12 @@ class Occurrences(feeds.SyncedCollection):
         """The patient's occurrences due in [since, until), newest first (cancelled ones left out)."""
         return list(self.col.find({"patient_id": patient_id, "due_at": {"$gte": since, "$lt": until}, **LIVE})
                     .sort("due_at", DESCENDING).limit(limit))
+
+    def due_in_order(self, patient_id: str, start: datetime, end: datetime, kind: str | None = None) -> Iterator[dict]:
+        """Every occurrence of the patient (of one ``kind``, if given) due in [start, end], oldest first, read a
+        page at a time on ``patient_due`` (cancelled ones left out)."""
+        query = {"patient_id": patient_id, **LIVE, **({"kind": kind} if kind is not None else {})}
+        return oldest_first(self.col, query, "due_at", start, end)
 
     def doses_taken(self, patient_id: str, local_date: str) -> list[dict]:
         """The patient's medication occurrences of a local date marked done."""

@@ -12,7 +12,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from companion.store import feeds
-from companion.store.batches import chunks, find_among_patients, insert_new
+from companion.store.batches import chunks, find_among_patients, insert_new, oldest_first
 
 INDEXES = {
     "session_records": [
@@ -75,6 +75,11 @@ class SessionRecords(feeds.SyncedCollection):
         if counted_only:
             query["held"] = {"$ne": True}
         return list(self.col.find(query).sort("started_at", order).limit(limit))
+
+    def started_in_order(self, patient_id: str, start: datetime, end: datetime) -> Iterator[dict]:
+        """Every session of the patient starting in [start, end], held ones included, oldest first, read a page at
+        a time on ``patient_time``."""
+        return oldest_first(self.col, {"patient_id": patient_id}, "started_at", start, end)
 
     def every_one_of(self, patient_id: str, limit: int = MAX_ROWS) -> list[dict]:
         """Every session stored as the patient's, oldest first, whenever it is placed (held ones included: a unit

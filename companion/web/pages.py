@@ -7,7 +7,16 @@ from collections.abc import Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from flask import Response, g, redirect, render_template, request, send_from_directory, url_for
+from flask import (
+    Response,
+    g,
+    redirect,
+    render_template,
+    request,
+    send_from_directory,
+    stream_with_context,
+    url_for,
+)
 from marshmallow import ValidationError
 
 from companion.domain.access import Operation, Role
@@ -168,7 +177,7 @@ def patient_csv(patient_id):
 def events_csv(patient_id):
     review = _review(patient_id, Operation.EXPORT)
     auditing.note(patient_ids=[patient_id], resource="patient", action="E", resource_ids=[patient_id])
-    return Response(exports.events_csv(review, 90), mimetype="text/csv",
+    return Response(stream_with_context(exports.events_csv_chunks(review, 90)), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="patient-{patient_id}-events.csv"'})
 
 

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import Bundle
 
 from companion.services.exports import EVENTS_CSV_HEADER, PANEL_CSV_HEADER, PATIENT_CSV_HEADER
-from companion.services.fhir import IDENTIFIER_SYSTEM, UCUM, transaction_bundle
+from companion.services.fhir import IDENTIFIER_SYSTEM, UCUM, record_urn, transaction_bundle
 from companion.services.review import PatientReview
+from companion.store.batches import oldest_first
 from tests.clinician.conftest import at_day
 from tests.clinician.test_pages import sign_in
 from tests.support.problems import assert_problem
@@ -119,6 +120,66 @@ def test_a_years_events_csv_holds_every_dose_not_only_the_newest_thousand(client
     db.reminder_occurrences.insert_many(doses)
     rows = _rows(_export(client, world, "events", days=366).get_data(as_text=True))
     assert sorted(r["id"] for r in rows if r["event"] == "medication_dose") == sorted(d["_id"] for d in doses)
+
+
+def _on_utc(db, patient_id):
+    db.users.update_one({"_id": patient_id}, {"$set": {"time_zone": "UTC", "time_zone_history": []}})
+
+
+def test_a_years_events_csv_keeps_its_first_doses_beside_other_reminders(client, world, db):
+    """A patient with 14 reminders a day (an hourly check 08:00-20:00 and a morning tablet): a year of them is more
+    than the 5,000 occurrences a review reads, newest first and up to tomorrow, and the first days' doses fell
+    out of the export."""
+    pid = world["patient_a"].id
+    _on_utc(db, pid)
+    today = datetime.now(UTC).date()
+    docs = []
+    for n in range(365, -2, -1):  # tomorrow's too
+        day = today - timedelta(days=n)
+        docs.append({"_id": f"med-{day}", "patient_id": pid, "reminder_id": "r-med", "kind": "medication",
+                     "status": "done", "local_date": day.isoformat(), "local_time": "07:00", "zone": "UTC",
+                     "due_at": datetime.combine(day, time(7), UTC), "deleted": False})
+        docs += [{"_id": f"chk-{day}-{hour}", "patient_id": pid, "reminder_id": "r-chk", "kind": "tens",
+                  "status": "done", "local_date": day.isoformat(), "local_time": f"{hour:02d}:00", "zone": "UTC",
+                  "due_at": datetime.combine(day, time(hour), UTC), "deleted": False} for hour in range(8, 21)]
+    db.reminder_occurrences.insert_many(docs)
+    rows = _rows(_export(client, world, "events", days=366).get_data(as_text=True))
+    doses = [r["local_date"] for r in rows if r["event"] == "medication_dose"]
+    assert doses == sorted(d["local_date"] for d in docs if d["kind"] == "medication" and d["due_at"] <= datetime.now(UTC))
+
+
+def test_a_years_fhir_export_holds_every_push_of_the_year(client, world, db):
+    """Fourteen pushes a day: a year of them is more than the 5,000 notifications the review reads, newest first."""
+    pid = world["patient_a"].id
+    _on_utc(db, pid)
+    first = datetime.now(UTC).date() - timedelta(days=365)
+    db.push_outbox.insert_many([
+        {"_id": f"push-{n}", "source_key": f"reminder:{n}", "recipient_user_id": pid, "patient_id": pid,
+         "kind": "reminder", "state": "sent", "round": 1, "attempts": 1,
+         "created_at": datetime.combine(first + timedelta(days=n // 14), time(7 + n % 14), UTC)}
+        for n in range(14 * 365)])
+    bundle = _export(client, world, "fhir", days=366).json
+    sent = sorted(e["resource"]["identifier"][0]["value"] for e in bundle["entry"]
+                  if e["resource"]["resourceType"] == "Communication")
+    assert len(sent) == 14 * 365 and sent == sorted(record_urn("Communication", f"push-{n}") for n in range(14 * 365))
+
+
+def test_the_events_csv_is_sent_as_it_is_read(client, world, scripted_a):
+    answer = _export(client, world, "events")
+    assert answer.status_code == 200 and answer.is_streamed and "Content-Length" not in answer.headers
+
+
+def test_an_export_reads_a_range_a_page_at_a_time_without_losing_or_repeating_an_instant(db):
+    """Pages cut at an instant several records share: each is read once, in order of time, then of id."""
+    at = [datetime(2026, 3, 1, 8, tzinfo=UTC) + timedelta(minutes=n) for n in range(4)]
+    shares = {at[0]: 2, at[1]: 4, at[2]: 5, at[3]: 1}
+    docs = [{"_id": f"{moment:%H%M}-{n}", "patient_id": "p-pages", "due_at": moment}
+            for moment, count in shares.items() for n in range(count)]
+    db.reminder_occurrences.insert_many(docs + [{"_id": "another", "patient_id": "p-other", "due_at": at[1]}])
+    read = list(oldest_first(db.reminder_occurrences, {"patient_id": "p-pages"}, "due_at", at[0], at[3], page=3))
+    assert [d["_id"] for d in read] == [d["_id"] for d in sorted(docs, key=lambda d: (d["due_at"], d["_id"]))]
+    assert [d["_id"] for d in oldest_first(db.reminder_occurrences, {"patient_id": "p-pages"}, "due_at", at[1], at[2],
+                                           page=3)] == [d["_id"] for d in docs if at[1] <= d["due_at"] <= at[2]]
 
 
 def test_panel_csv_lists_every_matching_patient_and_defuses_formulas(client, world, seed, db):
