@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from companion.domain.localtime import TimeZoneHistory, day_span
 from companion.domain.plans import plan_in_force, tens_minutes_prescribed
-from companion.domain.sessions import counted_minutes, counts_as_session
+from companion.domain.sessions import counted_minutes_shown, counts_as_session
 
 ADHERENT_PDC = 0.8
 # A change of one point in the 14-day mean NRS is where a panel starts to care; the clinically
@@ -119,7 +119,9 @@ class TensDay:
 def tens_by_day(sessions: Iterable[dict], plans: list[dict], zone: str, first: date, last: date,
                 history: TimeZoneHistory | None = None) -> list[TensDay]:
     """Minutes and sessions per local day from `first` to `last`, each with the plan's target. Sessions held
-    back from the figures count nothing; one that overlaps another counts only its own minutes. ``history``: the
+    back from the figures count nothing; one that overlaps another counts only its own minutes. A day's minutes are
+    the sum of its sessions' minutes as shown (to a tenth: counted_minutes_shown), so that a list of the day's
+    sessions adds up to it. ``history``: the
     patient's zones over time, so that each session counts on the local day it was in where it happened, and each
     day's target is the plan in force when the patient ended that day (day_span), as the adherence days do;
     without it, every day is in ``zone``."""
@@ -134,10 +136,10 @@ def tens_by_day(sessions: Iterable[dict], plans: list[dict], zone: str, first: d
             continue
         day = days.get(session["started_at"].astimezone(zone_of(session["started_at"])).date())
         if day is not None:
-            day.minutes += counted_minutes(session)
+            day.minutes += counted_minutes_shown(session)
             day.sessions += counts_as_session(session)
     for day in days.values():
-        day.minutes = round(day.minutes, 1)
+        day.minutes = round(day.minutes, 1)  # tenths added up in binary floating point
         day.target_minutes = tens_target_minutes(plan_in_force(plans, day_span(history, day.date)[1]), day.date)
     return list(days.values())
 

@@ -288,6 +288,13 @@ def counted_minutes(record: Mapping) -> float:
     return (record.get("duration_s") or 0) / 60
 
 
+def counted_minutes_shown(record: Mapping) -> float:
+    """The minutes a stored session adds to its day's figures, to a tenth of a minute, as the figures and the
+    exports show them: a day's minutes are the sum of its sessions' (tens_by_day), so that the sessions listed
+    add up to their day."""
+    return round(counted_minutes(record), 1)
+
+
 def counts_as_session(record: Mapping) -> bool:
     """Whether a stored session counts as a session of its own (records stored before these rules: yes)."""
     return bool(record.get("counts", True)) and not record.get("held", False)

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from companion.domain import review as rules
-from companion.domain.sessions import counted_minutes, how_it_counts
+from companion.domain.sessions import counted_minutes_shown, how_it_counts
 from companion.services import fhir
 from companion.services.review import PatientReview
 
@@ -126,7 +126,7 @@ def _sessions(review: PatientReview, days: int) -> Iterator[Event]:
     for s in review.period_sessions(days):
         yield (s["started_at"], 0, {
             "id": s["_id"], "duration_min": _minutes((s.get("duration_s") or 0) / 60),
-            "counted_min": _minutes(counted_minutes(s)), "status": how_it_counts(s),
+            "counted_min": counted_minutes_shown(s), "status": how_it_counts(s),
             **{k: s.get(k) for k in ("device_serial", "programme", "frequency_hz", "pulse_width_us",
                                      "intensity_mean_ma", "intensity_peak_ma", "end_reason", "clock_status")}})
 

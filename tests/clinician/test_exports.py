@@ -164,6 +164,22 @@ def test_a_years_fhir_export_holds_every_push_of_the_year(client, world, db):
     assert len(sent) == 14 * 365 and sent == sorted(record_urn("Communication", f"push-{n}") for n in range(14 * 365))
 
 
+def test_a_days_counted_minutes_add_up_to_the_day_csvs_tens_minutes(client, world, seed, db):
+    """Each session's minutes were rounded in the events CSV and the day's total in the day CSV: two sessions of
+    10 min 2 s were listed as 10 and 10 on a day of 20.1."""
+    pid = world["patient_a"].id
+    _on_utc(db, pid)
+    day = datetime.now(UTC).date() - timedelta(days=1)
+    for hour in (8, 14):
+        session = seed.session(pid, datetime.combine(day, time(hour), UTC), minutes=10)
+        db.session_records.update_one({"_id": session["_id"]}, {"$set": {"duration_s": 602}})
+    days = _rows(_export(client, world, "csv", days=7).get_data(as_text=True))
+    events = _rows(_export(client, world, "events", days=7).get_data(as_text=True))
+    [tens_minutes] = [r["tens_minutes"] for r in days if r["date"] == str(day)]
+    counted = [r["counted_min"] for r in events if r["event"] == "tens_session" and r["local_date"] == str(day)]
+    assert (counted, tens_minutes) == (["10", "10"], "20")
+
+
 def test_the_events_csv_is_sent_as_it_is_read(client, world, scripted_a):
     answer = _export(client, world, "events")
     assert answer.status_code == 200 and answer.is_streamed and "Content-Length" not in answer.headers

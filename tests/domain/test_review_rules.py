@@ -62,6 +62,13 @@ def test_plan_target_uses_the_version_in_force_at_the_end_of_the_local_day():
     assert rules.tens_target_minutes(v2, date(2025, 4, 2)) == 45
 
 
+def test_a_days_tens_minutes_are_the_sum_of_its_sessions_minutes_as_shown():
+    """Three sessions of 10 min 2 s each count 10.0 minutes as listed; their day counts 30.0, not 30.1."""
+    sessions = [{"started_at": AT + timedelta(hours=h), "duration_s": 602} for h in (0, 2, 4)]
+    [day] = rules.tens_by_day(sessions, [], "UTC", AT.date(), AT.date())
+    assert (day.minutes, day.sessions) == (30.0, 3)
+
+
 PANEL_AT = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
