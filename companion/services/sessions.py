@@ -49,6 +49,17 @@ class TensSessions:
         maybe = [doc.get("patient_id"), *(doc.get("candidate_patient_ids") or [])] if doc is not None else []
         return sorted({patient_id, *(p for p in maybe if p)}) if patient_id in maybe else [patient_id]
 
+    def needs_start(self, doc: dict) -> bool:
+        """Whether a held session can be counted only at a start the care team gives: it is placed after its
+        record reached the server (its unit's clock was ahead)."""
+        return doc["started_at"] > self._latest_start(doc, self.clock())
+
+    @staticmethod
+    def _latest_start(doc: dict, at: datetime) -> datetime:
+        # A unit cannot have recorded a session after its record reached us: placed later than that, the placement
+        # is wrong (a clock ahead), however much time has passed since.
+        return min(at, doc.get("server_received_at") or at) + FUTURE_MARGIN
+
     def resolve(self, patient_id: str, record_id: str, action: str, clinician_id: str, *,
                 started_at: datetime | None = None, note: str | None = None) -> dict:
         """A clinician's decision on a held session: ``count`` it (as the patient's, at ``started_at`` if
@@ -63,9 +74,7 @@ class TensSessions:
                            and patient_id not in (doc.get("candidate_patient_ids") or [])):
             raise NotFound("no such session for this patient")
         at = self.clock()
-        # A unit cannot have recorded a session after its record reached us: placed later than that, the placement
-        # is wrong (a clock ahead), however much time has passed since.
-        latest = min(at, doc.get("server_received_at") or at) + FUTURE_MARGIN
+        latest = self._latest_start(doc, at)
         if started_at is not None and started_at > latest:
             raise Invalid("a session cannot start after its record reached the server",
                           errors={"started_at": ["after the record reached the server"]})

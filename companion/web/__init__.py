@@ -67,7 +67,11 @@ def gate():
 @bp.errorhandler(DomainError)
 def error_page(exc: DomainError):
     status, title, headers = status_of(exc)
-    return render_template("error.html", status=status, title=title, detail=exc.detail or title), status, headers
+    patient_id = (request.view_args or {}).get("patient_id")
+    # A form of a patient's page that was refused: back to that page (the form is there, as it was).
+    back = url_for("web.patient", patient_id=patient_id) if status == 422 and patient_id else None
+    return render_template("error.html", status=status, title=title, detail=exc.detail or title,
+                           back=back), status, headers
 
 
 @bp.after_request

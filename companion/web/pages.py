@@ -22,8 +22,10 @@ from marshmallow import ValidationError
 from companion.domain.access import Operation, Role
 from companion.domain.alerts import label_of as alert_label
 from companion.domain.errors import Invalid
+from companion.domain.localtime import resolve_local
 from companion.http import auditing, services
 from companion.http.panel import PanelArgs, panel_filter
+from companion.http.schemas import YEARS
 from companion.http.security import allow, public, require_patient
 from companion.services import exports
 from companion.services.review import PatientReview
@@ -31,6 +33,7 @@ from companion.web import bp, charts
 
 PAGE_SIZE = 50
 PATIENT_DAYS = (14, 30, 90)
+LOCAL_INPUT_SHAPES = ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S")  # what a datetime-local field sends
 
 
 def _review(patient_id: str, operation: Operation = Operation.READ) -> PatientReview:
@@ -106,6 +109,7 @@ def patient(patient_id):
     authors = {n["author_id"]: n["author_name"] for n in notes}
     # The page lists the sessions held (session_times["held"]): one whose unit changed hands may be another's.
     maybe = {c for s in session_times["held"] for c in s.get("candidate_patient_ids") or []}
+    needs_start = {s["_id"] for s in session_times["held"] if svc.sessions.needs_start(s)}
     auditing.note(patient_ids=[patient_id, *maybe], resource="patient", action="R", resource_ids=[patient_id])
     return render_template(
         "patient.html", patient=review.patient, days=days, day_choices=PATIENT_DAYS, adherence=adherence,
@@ -118,7 +122,7 @@ def patient(patient_id):
                                                 review.today),
         programmes=review.programmes(days), history=history, device=device, diary=diary, plans=review.plans(),
         alerts=alerts, recent_alerts=recent_alerts, resolved_alerts=resolved_alerts, session_times=session_times,
-        alert_label=alert_label, notes=notes, authors=authors,
+        needs_start=needs_start, alert_label=alert_label, notes=notes, authors=authors,
         csrf_token=g.web_session["csrf_token"], zone=review.zone, lived=_lived_in(review))
 
 
@@ -144,14 +148,32 @@ def acknowledge_alert(patient_id, alert_id):
 @bp.route("/patients/<patient_id>/sessions/<record_id>/resolve", methods=["POST"])
 @allow(Role.CLINICIAN)
 def resolve_session(patient_id, record_id):
-    _review(patient_id, Operation.SETTLE)
+    review = _review(patient_id, Operation.SETTLE)
     action = request.form.get("action", "")
     # A session that may be another patient's (its unit changed hands then): the decision names each.
     auditing.note(patient_ids=services().sessions.patients_a_decision_touches(patient_id, record_id),
                   resource="session_record", action="U", resource_ids=[record_id])
-    services().sessions.resolve(patient_id, record_id, action, g.actor.id,
+    started_at = _started_at(request.form.get("started_at", ""), review.zone) if action == "count" else None
+    services().sessions.resolve(patient_id, record_id, action, g.actor.id, started_at=started_at,
                                 note=(request.form.get("note") or "")[:500] or None)
     return redirect(url_for("web.patient", patient_id=patient_id, _anchor="session-times"), code=303)
+
+
+def _started_at(typed: str, zone: str) -> datetime | None:
+    """The start a clinician gave a held session (a datetime-local field: date and time on the patient's clock,
+    without an offset) as an instant; a time the clock skips or shows twice is read as every local time is
+    (companion.domain.localtime.resolve_local). None when none was given."""
+    if not typed.strip():
+        return None
+    for shape in LOCAL_INPUT_SHAPES:
+        try:
+            local = datetime.strptime(typed.strip(), shape)
+        except ValueError:
+            continue
+        if YEARS[0] <= local.year <= YEARS[1]:
+            return resolve_local(local.date(), local.time(), ZoneInfo(zone))
+    raise Invalid(f"give the time the session started as a date and a time on the patient's clock ({zone})",
+                  errors={"started_at": ["a date and a time, YYYY-MM-DDTHH:MM"]})
 
 
 @bp.route("/patients/<patient_id>/notes", methods=["POST"])

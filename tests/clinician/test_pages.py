@@ -302,3 +302,63 @@ def test_the_session_time_counts_are_of_the_days_shown(client, world, seed, db):
     sign_in(client, world["clinician_team"].email)
     page = client.get(f"/clinician/patients/{pid}?days=14").get_data(as_text=True)
     assert "In the last 14 days: 1 exact" in page and " 0 corrected" in page
+
+
+def _held_in_the_future(db, seed, world) -> tuple[dict, datetime]:
+    """A session its unit placed a year ahead (its clock), held; its record reached the server an hour ago."""
+    received = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
+    session = seed.session(world["patient_a"].id, received + timedelta(days=400), serial=world.a_device)
+    db.session_records.update_one({"_id": session["_id"]}, {"$set": {
+        "held": True, "counts": False, "server_received_at": received,
+        "flags": [{"flag": "future", "reason": "starts more than 5 minutes after the server received it"}]}})
+    return session, received
+
+
+def _count_at(client, world, page: str, session: dict, typed: str):
+    return client.post(f"/clinician/patients/{world['patient_a'].id}/sessions/{session['_id']}/resolve",
+                       data={"csrf_token": page_csrf(page), "action": "count", "started_at": typed})
+
+
+def _on_london_clock(moment: datetime) -> str:
+    return moment.astimezone(ZoneInfo("Europe/London")).strftime("%Y-%m-%dT%H:%M")
+
+
+def test_a_held_session_placed_in_the_future_is_counted_at_the_start_given_on_the_page(client, world, seed, db):
+    """"Count it" answered 422 "give the time it started", and the page had no field to give it in."""
+    session, received = _held_in_the_future(db, seed, world)
+    seed.session(world["patient_a"].id, received - timedelta(days=1), serial=world.a_device)  # held, time right
+    db.session_records.update_many({"started_at": received - timedelta(days=1)}, {"$set": {"held": True}})
+    sign_in(client, world["clinician_team"].email)
+    page = client.get(f"/clinician/patients/{world['patient_a'].id}").get_data(as_text=True)
+    assert page.count('<input type="datetime-local" name="started_at" required') == 1  # only where it is needed
+    assert "When it started (the patient's clock, Europe/London)" in page
+    started = received - timedelta(hours=3)
+    assert _count_at(client, world, page, session, _on_london_clock(started)).status_code == 303
+    counted = db.session_records.find_one({"_id": session["_id"]})
+    assert counted["started_at"] == started and counted["resolution"]["started_at"] == started
+    assert counted["resolution"]["by"] == world["clinician_team"].id
+
+
+def test_a_start_from_the_page_that_is_no_time_or_after_the_record_arrived_is_refused_on_the_page(
+        client, world, seed, db):
+    session, received = _held_in_the_future(db, seed, world)
+    sign_in(client, world["clinician_team"].email)
+    page = client.get(f"/clinician/patients/{world['patient_a'].id}").get_data(as_text=True)
+    for typed, says in (("yesterday at nine", "as a date and a time on the patient&#39;s clock (Europe/London)"),
+                        ("0001-01-01T00:30", "as a date and a time"),
+                        (_on_london_clock(received + timedelta(minutes=30)), "after its record reached the server")):
+        answer = _count_at(client, world, page, session, typed)
+        text = answer.get_data(as_text=True)
+        assert answer.status_code == 422 and says in text and "Back to the patient's page" in text, typed
+    assert db.session_records.find_one({"_id": session["_id"]}).get("resolution") is None
+
+
+def test_a_start_from_the_page_in_the_hour_the_clocks_skip_is_read_as_the_end_of_the_gap(client, world, seed, db):
+    session, received = _held_in_the_future(db, seed, world)
+    year = received.year if received.month > 4 else received.year - 1
+    end_of_march = datetime(year, 3, 31, tzinfo=UTC)
+    change = end_of_march - timedelta(days=(end_of_march.weekday() - 6) % 7)  # the last Sunday: 01:00 -> 02:00
+    sign_in(client, world["clinician_team"].email)
+    page = client.get(f"/clinician/patients/{world['patient_a'].id}").get_data(as_text=True)
+    assert _count_at(client, world, page, session, f"{change:%Y-%m-%d}T01:30").status_code == 303
+    assert db.session_records.find_one({"_id": session["_id"]})["started_at"] == change.replace(hour=1)
