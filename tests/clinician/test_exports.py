@@ -81,6 +81,12 @@ def test_an_export_covers_the_period_asked_for_and_refuses_one_it_cannot(client,
         assert field in str(answer["errors"]), (query, answer)
 
 
+def test_an_export_period_near_year_one_is_refused_not_a_500(client, world):
+    url, headers = f"/api/v1/patients/{world['patient_a'].id}/exports/csv", world["clinician_team"].headers
+    for query in ("to=0001-01-10", "from=0001-01-01&to=0001-01-02", "days=1&to=0001-01-01"):
+        assert_problem(client.get(f"{url}?{query}", headers=headers), 422)
+
+
 def test_a_years_patient_csv_shows_every_stored_day_not_only_the_last_ninety(client, world, seed, services):
     today = services.adherence.local_today(world["patient_a"].id)  # Europe/London's today, not UTC's
     seed.adherence_run(world["patient_a"].id, today - timedelta(days=1), [n % 3 == 0 for n in range(365)])
