@@ -22,10 +22,11 @@ def by_id(response):
     return {r["record_id"]: r for r in response.json["results"]}
 
 
-def _move_unit(services, serial: str, from_id: str, to_id: str, *, now: datetime, moved: datetime) -> None:
-    """The unit ``serial``: bound to ``from_id`` three days before ``now``, released at ``moved`` and given to
+def _move_unit(services, serial: str, from_id: str, to_id: str, *, now: datetime, moved: datetime,
+               worn_days: int = 3) -> None:
+    """The unit ``serial``: bound to ``from_id`` ``worn_days`` before ``now``, released at ``moved`` and given to
     ``to_id`` then."""
-    services.gateways.bind_unit(from_id, serial, "companion-tens", bound_at=now - timedelta(days=3))
+    services.gateways.bind_unit(from_id, serial, "companion-tens", bound_at=now - timedelta(days=worn_days))
     services.stores.devices.unbind(serial, from_id, at=moved)
     services.gateways.bind_unit(to_id, serial, "companion-tens", bound_at=moved)
 
@@ -156,9 +157,7 @@ def test_the_wearers_own_hub_bringing_a_session_another_hub_brought_first_counts
     a, b = world["patient_a"], world["patient_b"]
     now = datetime.now(UTC)
     moved = now - timedelta(hours=6)
-    services.gateways.bind_unit(a.id, serial, "companion-tens", bound_at=now - timedelta(days=40))
-    services.stores.devices.unbind(serial, a.id, at=moved)
-    services.gateways.bind_unit(b.id, serial, "companion-tens", bound_at=moved)
+    _move_unit(services, serial, a.id, b.id, now=now, moved=moved, worn_days=40)
     record = session_record(serial, 1, started_at=moved - timedelta(days=21))  # A wore the unit then
     assert by_id(upload(client, world["gateway_b"], [record]))[f"{serial}:1"]["held"] is True
     again = by_id(upload(client, world["gateway_a"], [record]))[f"{serial}:1"]
@@ -181,9 +180,7 @@ def test_another_patients_hub_is_taken_at_its_word_only_for_what_the_unit_held_w
     a, b = world["patient_a"], world["patient_b"]
     now = datetime.now(UTC)
     moved = now - timedelta(hours=6)
-    services.gateways.bind_unit(a.id, serial, "companion-tens", bound_at=now - timedelta(days=40))
-    services.stores.devices.unbind(serial, a.id, at=moved)
-    services.gateways.bind_unit(b.id, serial, "companion-tens", bound_at=moved)
+    _move_unit(services, serial, a.id, b.id, now=now, moved=moved, worn_days=40)
     answer = by_id(upload(client, world["gateway_b"], [
         session_record(serial, 1, started_at=moved - timedelta(days=21)),  # three weeks before A gave it up
         session_record(serial, 2, started_at=moved - timedelta(days=2)),  # the unit's backlog at the move

@@ -147,14 +147,21 @@ def test_a_caregiver_without_note_permission_does_not_see_skip_reasons(client, w
     assert occurrences(client, world)[0]["skip_reason"] == "felt low"
 
 
-def test_a_caregiver_who_may_write_but_not_read_notes_gets_no_skip_reason_back_from_a_write(client, world,
-                                                                                           services, clock):
+def _skipped_by_the_patient_then_the_caregiver_may_write(client, world, services, clock) -> tuple[dict, dict]:
+    """The day's first two occurrences; the patient skipped the first ("felt low"), and the linked caregiver was
+    then given leave to write, not to read the patient's words."""
     create(client, world)
     first, second, *_ = occurrences(client, world)
     clock.move_to(datetime(2026, 3, 2, 9, 40, tzinfo=UTC))
     record(client, world, first["id"], {"status": "skipped", "skip_reason": "felt low"})
     services.stores.care_links.grant(world["patient_a"].id, world["caregiver_linked"].id,
                                      CaregiverPermissions(write=True))
+    return first, second
+
+
+def test_a_caregiver_who_may_write_but_not_read_notes_gets_no_skip_reason_back_from_a_write(client, world,
+                                                                                           services, clock):
+    first, second = _skipped_by_the_patient_then_the_caregiver_may_write(client, world, services, clock)
     # A skip of the patient's skip (refused: see below), a new one, and a snooze: none shows the patient's words
     # to this caregiver.
     again = assert_problem(record(client, world, first["id"], {"status": "skipped", "skip_reason": "anything"},
@@ -194,12 +201,7 @@ def test_a_caregiver_who_may_not_read_notes_cannot_tell_by_skipping_again_whethe
     """Compared with the patient's reason, this caregiver's skip would tell them whether they guessed it: a skip
     of an occurrence someone else skipped is a 409 whatever they send, with the reason withheld. Their own skip
     sent again (a lost answer) is still the same answer, 200; with another reason, 409."""
-    create(client, world)
-    first, second, *_ = occurrences(client, world)
-    clock.move_to(datetime(2026, 3, 2, 9, 40, tzinfo=UTC))
-    record(client, world, first["id"], {"status": "skipped", "skip_reason": "felt low"})
-    services.stores.care_links.grant(world["patient_a"].id, world["caregiver_linked"].id,
-                                     CaregiverPermissions(write=True))
+    first, second = _skipped_by_the_patient_then_the_caregiver_may_write(client, world, services, clock)
     guesses = [record(client, world, first["id"], {"status": "skipped", "skip_reason": guess},
                       who="caregiver_linked") for guess in ("felt low", "was away")]
     bodies = [{k: v for k, v in assert_problem(g, 409).items() if k != "request_id"} for g in guesses]

@@ -34,6 +34,12 @@ def _spec(worker, job_id):
     return next(s for s in worker.specs() if s.id == job_id)
 
 
+def _daily_probe(ran: list) -> JobSpec:
+    """A daily job at 03:43 that notes each time it runs in ``ran``."""
+    return JobSpec("daily-probe", lambda: ran.append(now()) or "ran", "cron", {"minute": 43}, timedelta(hours=1),
+                   daily_at=dt_time(3, 43))
+
+
 def test_only_the_lease_holder_runs_jobs(jobs_db, settings, clock, traveller):
     first, second = _worker(jobs_db, settings, clock, "first"), _worker(jobs_db, settings, clock, "second")
     assert first.lease.tick() is True
@@ -51,8 +57,7 @@ def test_a_daily_job_whose_time_found_no_leader_runs_at_the_next_hourly_try_and_
     daily job is tried every hour at its minute and runs when it has not run since its latest time of day."""
     first, second = _worker(jobs_db, settings, clock, "first"), _worker(jobs_db, settings, clock, "second")
     ran = []
-    spec = JobSpec("daily-probe", lambda: ran.append(now()) or "ran", "cron", {"minute": 43}, timedelta(hours=1),
-                   daily_at=dt_time(3, 43))
+    spec = _daily_probe(ran)
     day = START.replace(hour=3, minute=43, second=0, microsecond=0)
     traveller.move_to(day)
     assert first.lease.tick() is True
@@ -275,8 +280,7 @@ def test_a_daily_job_still_running_when_its_leader_lost_the_lease_is_not_started
 def test_a_daily_run_lost_with_its_process_is_made_up_once_its_claim_lapses(jobs_db, settings, clock, traveller):
     first, second = _worker(jobs_db, settings, clock, "first"), _worker(jobs_db, settings, clock, "second")
     ran = []
-    spec = JobSpec("daily-probe", lambda: ran.append(now()) or "ran", "cron", {"minute": 43}, timedelta(hours=1),
-                   daily_at=dt_time(3, 43))
+    spec = _daily_probe(ran)
     day = START.replace(hour=3, minute=43, second=0, microsecond=0)
     traveller.move_to(day)
     assert first.lease.claim_daily(spec.id, spec.daily_at, day) is True  # its run began; then the process died
