@@ -36,11 +36,10 @@ from zoneinfo import ZoneInfo
 from companion.domain.localtime import require_utc
 from companion.domain.messages import N_
 from companion.domain.pain import Flare, FlareReason
-from companion.domain.people import LONGEST_CAREGIVER_ALERT_DELAY_MIN
+from companion.domain.people import DEFAULT_CAREGIVER_ALERT_DELAY_MIN, LONGEST_CAREGIVER_ALERT_DELAY_MIN
 from companion.domain.quiet_hours import QuietHours, next_allowed
 from companion.domain.schedules import ReminderOccurrence
 
-DEFAULT_MISSED_DELAY_MINUTES = 60
 LOW_ADHERENCE = 0.8
 LOW_ADHERENCE_DAYS = 3
 SILENT_AFTER = timedelta(hours=24)
@@ -181,7 +180,7 @@ def _local(instant: datetime, tz: ZoneInfo) -> str:
 
 
 def missed_session_due_at(
-    last_nudge_utc: datetime, delay_minutes: int = DEFAULT_MISSED_DELAY_MINUTES
+    last_nudge_utc: datetime, delay_minutes: int = DEFAULT_CAREGIVER_ALERT_DELAY_MIN
 ) -> datetime:
     """Return when a TENS reminder still not done counts as missed: the last reminder/repeat plus the delay."""
     return require_utc(last_nudge_utc) + timedelta(minutes=delay_minutes)
@@ -202,7 +201,7 @@ def missed_tens_session(
     last_nudge_utc: datetime,
     done_or_skipped: bool,
     now_utc: datetime,
-    delay_minutes: int = DEFAULT_MISSED_DELAY_MINUTES,
+    delay_minutes: int = DEFAULT_CAREGIVER_ALERT_DELAY_MIN,
 ) -> AlertCandidate | None:
     """Alert when a TENS reminder was neither done nor skipped by the last nudge plus the patient's delay.
 

@@ -292,7 +292,7 @@ def recompute_everyone(stores: Stores, now: datetime, chunk_size: int = CHUNK,
                        failures: ItemFailures | None = None) -> Iterator[ChunkResult]:
     """Recompute every patient's last two local days and judge the low-adherence rule, chunk by chunk (the
     first run). A patient or a plan that cannot be read (a malformed stored item) is logged and skipped."""
-    failures = failures or ItemFailures(JOB)
+    failures = ItemFailures(JOB) if failures is None else failures  # (an empty one is falsy)
 
     def last_two(account: Account) -> tuple[set[date], set[date]]:
         if account.status == CLOSED:  # nothing new is added to a closed record
