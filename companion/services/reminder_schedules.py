@@ -55,13 +55,18 @@ def schedule_of(reminder: dict) -> ReminderSchedule:
 
 
 def check_reminder(reminder: dict) -> None:
-    """Refuse (422, per field) a reminder whose schedule is malformed or would never fire."""
+    """Refuse (422, per field) a reminder whose schedule is malformed or would never fire, or whose repeats do
+    not fit inside its completion window (a change of either alone is checked against the other as stored)."""
     problems = schedule_problems(schedule_of(reminder))
     if problems:
         errors: dict[str, list[str]] = {}
         for problem in problems:
             errors.setdefault(f"schedule.{problem.field}", []).append(problem.reason)
         raise Invalid("this schedule would never remind you; see errors", errors=errors)
+    repeat, window = reminder.get("repeat"), reminder.get("completion_window_min")
+    if repeat and window is not None and repeat["count"] * repeat["every_min"] > window:
+        raise Invalid("repeats must fit inside the completion window",
+                      errors={"repeat": [f"count x every_min must be at most completion_window_min ({window})"]})
 
 
 def slots_for(reminder: dict, history: TimeZoneHistory, start_utc: datetime,

@@ -421,3 +421,16 @@ def test_new_quiet_hours_move_the_pushes_of_pending_occurrences(client, world, d
                  headers=world["patient_a"].headers)
     stored = db.reminder_occurrences.find_one({"local_date": "2026-03-03"})
     assert stored["notify_at"] == datetime(2026, 3, 3, 7, 0, tzinfo=UTC)
+
+
+def test_an_edit_of_the_window_or_the_repeats_alone_is_checked_against_the_other_as_stored(client, world):
+    """Repeats that outlast the completion window would remind after the patient can no longer answer on time:
+    refused at creation, and at an edit of either alone."""
+    reminder = create(client, world, {**DAILY, "repeat": {"count": 3, "every_min": 15}}).json  # 45 of 60 minutes
+    url = f"/api/v1/patients/{world['patient_a'].id}/reminders/{reminder['id']}"
+    headers = world["patient_a"].headers
+    narrowed = assert_problem(client.patch(url, json={"completion_window_min": 30}, headers=headers), 422)
+    assert "repeat" in narrowed["errors"]
+    assert_problem(client.patch(url, json={"repeat": {"count": 5, "every_min": 15}}, headers=headers), 422)
+    assert client.get(url, headers=headers).json["completion_window_min"] == 60  # nothing written
+    assert client.patch(url, json={"completion_window_min": 45}, headers=headers).status_code == 200
