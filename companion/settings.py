@@ -341,13 +341,19 @@ READ_ELSEWHERE: dict[str, str] = {
 }
 
 
+# What Kubernetes puts into every pod for a Service named "companion" (service links: COMPANION_SERVICE_HOST,
+# COMPANION_PORT_5000_TCP_ADDR, ...): set by the platform, not by an operator, so not taken for misspellings.
+SERVICE_LINKS = re.compile(r"COMPANION_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)?)")
+
+
 def _refuse_unknown_variables(environ: Mapping[str, str]) -> None:
     """Refuse every COMPANION_* variable set (not empty) that is neither a setting nor in READ_ELSEWHERE, naming the
     nearest known name (compared without the prefix, which every name shares)."""
     known = [s.variable[len(PREFIX):] for s in SETTINGS if s.variable.startswith(PREFIX)] + \
         [name[len(PREFIX):] for name in READ_ELSEWHERE]
     unknown = sorted(name for name, raw in environ.items()
-                     if name.startswith(PREFIX) and name[len(PREFIX):] not in known and raw.strip())
+                     if name.startswith(PREFIX) and name[len(PREFIX):] not in known and raw.strip()
+                     and not SERVICE_LINKS.fullmatch(name))
     if not unknown:
         return
     said = []

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from companion import cli
-from companion.settings import READ_ELSEWHERE, SETTINGS, SettingError, load_settings
+from companion.settings import READ_ELSEWHERE, SERVICE_LINKS, SETTINGS, SettingError, load_settings
 from tests.support.ferretdb import ROOT
 
 BAD = [
@@ -103,6 +103,16 @@ def test_a_misspelt_companion_variable_is_refused_not_ignored(variable):
         load_settings(environ={variable: "1"})
 
 
+def test_the_variables_kubernetes_sets_for_a_service_named_companion_are_not_taken_for_misspellings():
+    """Service links: every pod of a namespace with a Service "companion" gets these (enableServiceLinks)."""
+    load_settings(environ={"COMPANION_SERVICE_HOST": "10.0.0.12", "COMPANION_SERVICE_PORT": "5000",
+                           "COMPANION_SERVICE_PORT_HTTP": "5000", "COMPANION_PORT": "tcp://10.0.0.12:5000",
+                           "COMPANION_PORT_5000_TCP": "tcp://10.0.0.12:5000", "COMPANION_PORT_5000_TCP_PROTO": "tcp",
+                           "COMPANION_PORT_5000_TCP_PORT": "5000", "COMPANION_PORT_5000_TCP_ADDR": "10.0.0.12"})
+    with pytest.raises(SettingError):
+        load_settings(environ={"COMPANION_PORTS": "5000"})  # no service link: a misspelling still
+
+
 def test_a_misspelt_variable_stops_a_command_with_one_line_naming_the_setting_meant(monkeypatch, capsys):
     monkeypatch.setenv("COMPANION_TRUSTED_PROXY", "1")
     assert cli.main(["migrate"]) == 2
@@ -140,11 +150,17 @@ def _companion_names() -> dict[str, set[str]]:
     return found
 
 
+def path_is_not_this_test(paths: set[str]) -> bool:
+    """A name only this file spells (a misspelling it shows refused) is not one the project sets."""
+    return paths != {"tests/api/test_settings.py"}
+
+
 def test_every_companion_variable_the_project_names_is_a_setting_or_listed_as_read_elsewhere():
     """Else `make run`, the Procfile, compose, the gateway or the tests would set a variable the processes refuse."""
     known = {s.variable for s in SETTINGS} | set(READ_ELSEWHERE)
     strays = {name: sorted(paths) for name, paths in _companion_names().items()
-              if name not in known and name not in MISSPELT}
+              if name not in known and name not in MISSPELT and not SERVICE_LINKS.fullmatch(name)
+              and path_is_not_this_test(paths)}
     assert strays == {}
 
 
