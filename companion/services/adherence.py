@@ -36,7 +36,7 @@ from companion.domain.errors import Invalid, NotFound
 from companion.domain.localtime import TimeZoneHistory, day_span
 from companion.domain.people import Account
 from companion.domain.plans import plan_in_force, planned_tasks
-from companion.domain.sessions import counted_minutes, counts_as_session
+from companion.domain.sessions import counted_minutes_shown, counts_as_session
 from companion.store.adherence import snapshot_id
 from companion.store.stores import Stores
 
@@ -55,8 +55,10 @@ def day_bounds(history: TimeZoneHistory, local_date: date) -> tuple[datetime, da
 
 def tens_event(session: dict) -> TaskEvent:
     """A stored session as a TENS task event: the minutes it counts (all of them, or those outside an earlier
-    session it overlaps) and whether it counts as a session of its own. Held sessions are never read here."""
-    return TaskEvent(TaskKind.TENS, session["started_at"], counted_minutes(session), int(counts_as_session(session)))
+    session it overlaps), to the tenth every figure and export shows (so a day shown at its target is covered),
+    and whether it counts as a session of its own. Held sessions are never read here."""
+    return TaskEvent(TaskKind.TENS, session["started_at"], counted_minutes_shown(session),
+                     int(counts_as_session(session)))
 
 
 def _progress_doc(progress: KindProgress) -> dict:

@@ -12,7 +12,7 @@ from companion.domain.adherence import TaskEvent, TaskKind, events_by_local_day
 from companion.domain.localtime import TimeZoneHistory, resolve_local
 from companion.domain.pain import PainEntry, Role
 from companion.domain.plans import plan_in_force
-from companion.domain.sessions import counted_minutes, counts_as_session
+from companion.domain.sessions import counted_minutes_shown, counts_as_session
 from companion.store.stores import Stores
 
 SESSION_LIMIT = 5000  # ~8 sessions a day for the longest range asked (a year is refused elsewhere)
@@ -36,7 +36,7 @@ class PatientFacts:
 
     def events(self) -> list[TaskEvent]:
         """TENS sessions, completed practice and medication doses taken, as the domain's task events."""
-        events = [TaskEvent(TaskKind.TENS, s["started_at"], counted_minutes(s), int(counts_as_session(s)))
+        events = [TaskEvent(TaskKind.TENS, s["started_at"], counted_minutes_shown(s), int(counts_as_session(s)))
                   for s in self.sessions]
         events += [TaskEvent(TaskKind.MINDFULNESS, p["started_at"], minutes=p["minutes"])
                    for p in self.practice if p["completed_at"] is not None]

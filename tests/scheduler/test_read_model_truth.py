@@ -227,3 +227,18 @@ def test_every_panel_row_matches_a_recomputation_from_the_raw_events(jobs_db, se
     served = {pid: services.progress.today(pid) for pid in scenario.patients}
     jobs_db.today_rows.delete_many({})
     assert {pid: services.progress.today(pid) for pid in scenario.patients} == served, writes
+
+
+def test_a_day_shown_at_its_target_minutes_is_covered():
+    """The day CSV, the review and the chart add up each session's minutes to a tenth: the adherence figures
+    (covered, PDC, the panel) count the same minutes, so a row never reads 30 of 30 minutes and not covered."""
+    from companion.domain import review as rules
+    from companion.domain.adherence import PlannedTask, TaskKind, adherence_for_day, is_covered
+
+    at = datetime(2025, 3, 31, 8, tzinfo=UTC)
+    sessions = [{"started_at": at + timedelta(hours=h), "duration_s": 598} for h in (0, 2, 4)]  # 9.97 min each
+    [day] = rules.tens_by_day(sessions, [], "UTC", at.date(), at.date())
+    snapshot = adherence_for_day(at.date(), [PlannedTask(TaskKind.TENS, target_minutes=30)],
+                                 [tens_event(s) for s in sessions])
+    assert day.minutes == 30.0 and snapshot.tens.delivered_minutes == 30.0
+    assert is_covered(snapshot)
