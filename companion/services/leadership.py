@@ -67,8 +67,8 @@ class LeaderLease:
         return self.marks.claim(job_id, self.holder, latest, at, at + DAILY_CLAIM)
 
     def daily_done(self, job_id: str, at: datetime) -> None:
-        """Note that the daily job's run claimed at ``at`` finished."""
-        self.marks.done(job_id, at)
+        """Note that the daily job's run claimed at ``at`` finished, and end its claim."""
+        self.marks.done(job_id, self.holder, at)
 
     def daily_failed(self, job_id: str, at: datetime) -> None:
         """Give up the claim made at ``at`` (the run failed), so the next hourly try runs the job again."""

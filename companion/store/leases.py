@@ -129,9 +129,15 @@ class JobMarks:
             return False
         return True
 
-    def done(self, job_id: str, at: datetime) -> None:
-        """Note that the run started at ``at`` finished (a later run's mark is kept)."""
-        self.col.update_one({"_id": job_id}, {"$max": {"at": at}}, upsert=True)
+    def done(self, job_id: str, holder: str, claimed_at: datetime) -> None:
+        """Note that ``holder``'s run claimed at ``claimed_at`` finished (a later run's mark is kept) and, in the
+        same update, drop its claim, so the next time of day is not kept waiting for the claim to lapse. Another
+        run's claim (this one's lapsed and was taken over) is left alone."""
+        ended = self.col.update_one({"_id": job_id, "claimed_by": holder, "claimed_at": claimed_at},
+                                    {"$max": {"at": claimed_at},
+                                     "$unset": {"claimed_by": "", "claimed_at": "", "claim_until": ""}})
+        if ended.matched_count == 0:
+            self.col.update_one({"_id": job_id}, {"$max": {"at": claimed_at}}, upsert=True)
 
     def unclaim(self, job_id: str, holder: str, claimed_at: datetime) -> None:
         """Drop ``holder``'s claim made at ``claimed_at`` (its run failed), if it is still the one held."""

@@ -77,6 +77,18 @@ def test_a_daily_job_whose_time_found_no_leader_runs_at_the_next_hourly_try_and_
     assert ran == [day, day + timedelta(days=1, hours=1)]
 
 
+def test_an_ended_daily_run_does_not_hold_its_claim(jobs_db, settings, clock, traveller):
+    """A catch-up run at 02:43 kept its six-hour claim after it ended, so the run due at 03:43 waited till 08:43."""
+    worker, ran = _worker(jobs_db, settings, clock, "first"), []
+    spec = _daily_probe(ran)
+    first = START.replace(hour=2, minute=43, second=0, microsecond=0) + timedelta(days=1)
+    traveller.move_to(first)
+    assert worker.lease.tick() and worker.run_gated(spec) == "ran"
+    traveller.move_to(first + timedelta(hours=1))
+    assert worker.lease.tick()
+    assert worker.run_gated(spec) == "ran"
+
+
 def test_every_daily_job_is_tried_hourly_at_its_minute(jobs_db, settings, clock):
     worker = _worker(jobs_db, settings, clock, "first")
     daily = {s.id: s for s in worker.specs() if s.daily_at is not None}
@@ -295,6 +307,19 @@ def test_a_daily_run_lost_with_its_process_is_made_up_once_its_claim_lapses(jobs
     assert second.lease.tick() is True
     assert second.run_gated(spec) is None
     assert ran == [made_up]
+
+
+def test_a_run_that_ends_after_its_claim_lapsed_leaves_the_next_claim_alone(jobs_db, settings, clock, traveller):
+    first, second = _worker(jobs_db, settings, clock, "first"), _worker(jobs_db, settings, clock, "second")
+    day = START.replace(hour=3, minute=43, second=0, microsecond=0)
+    traveller.move_to(day)
+    assert first.lease.claim_daily("daily-probe", dt_time(3, 43), day) is True  # its run stalls
+    taken_over = day + DAILY_CLAIM + timedelta(hours=1)
+    traveller.move_to(taken_over)
+    assert second.lease.claim_daily("daily-probe", dt_time(3, 43), taken_over) is True
+    first.lease.daily_done("daily-probe", day)  # the stalled run ends at last
+    mark = jobs_db.job_marks.find_one({"_id": "daily-probe"})
+    assert (mark["at"], mark["claimed_by"], mark["claimed_at"]) == (day, "second", taken_over)
 
 
 def test_a_failed_daily_run_is_tried_again_at_the_next_hourly_try(jobs_db, settings, clock, traveller):
