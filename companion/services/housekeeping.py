@@ -79,8 +79,11 @@ class Housekeeping:
         the previous version's processes go on writing unnumbered documents until the new ones replace them, and
         a run stopped half-way, or cut short by its bound (PURGE_ROUNDS batches a collection), leaves some; the
         next run numbers those. Afterwards every write numbers its documents, and the collections are not
-        scanned again."""
+        scanned again. Documents nobody owns are not numbered (they are in no feed until they are given an
+        owner, which numbers them); the null patient's sequence that an earlier run left by numbering them is
+        deleted."""
         stores = self.stores
+        stores.change_sequences.forget_ownerless()
         if stores.change_sequences.numbering_done():
             return 0
         numbered, found = 0, False

@@ -113,6 +113,11 @@ class ChangeSequences:
     def note_numbering_done(self, at: datetime) -> None:
         self.col.update_one({"_id": NUMBERED}, {"$setOnInsert": {"at": at}}, upsert=True)
 
+    def forget_ownerless(self) -> int:
+        """Delete the sequence of a null patient, which an upgrade step numbering ownerless held sessions left:
+        no feed reads it (every feed is a patient's)."""
+        return self.col.delete_one({"_id": None}).deleted_count
+
     def skip_ahead(self, jump: int, progress=None) -> int:
         """Move every patient's sequence ``jump`` numbers on, and mark everything before the new start as
         purged, so that no cursor issued so far is taken as current (after a restore from a backup). Returns

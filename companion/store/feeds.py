@@ -68,8 +68,11 @@ class SyncedCollection:
                                      "deleted_at": {"$lt": cutoff}}).deleted_count
 
     def unnumbered(self) -> list[dict]:
-        """Documents written before change numbers existed (id, patient), at most a batch at a time."""
-        return list(self.col.find({"seq": {"$exists": False}}, {"patient_id": 1}).limit(BATCH))
+        """Documents written before change numbers existed (id, patient), at most a batch at a time. A document
+        nobody owns (a held session whose unit had changed hands) is in no feed and is numbered when it is
+        given an owner: it is not one of them."""
+        return list(self.col.find({"seq": {"$exists": False}, "patient_id": {"$ne": None}}, {"patient_id": 1})
+                    .limit(BATCH))
 
     def number(self, ids: list, first_seq: int) -> int:
         """Give these unnumbered documents the numbers from ``first_seq`` on (those still unnumbered)."""

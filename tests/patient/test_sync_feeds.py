@@ -381,6 +381,36 @@ def test_a_numbering_cut_short_by_its_bound_is_finished_by_the_next_run(client, 
     assert services.db.pain_entries.count_documents({"seq": {"$exists": False}}) == 0
 
 
+def test_ownerless_held_sessions_are_not_numbered(client, world, services):
+    """Ingestion stores a held session nobody owns yet without a change number: the scan took those for documents
+    written before change feeds, numbered them under a null patient and, as new ones kept arriving, never
+    finished."""
+    db = services.db
+    for n in (1, 2):
+        db.session_records.insert_one({"_id": f"CT-000009:{n}", "patient_id": None,
+                                       "candidate_patient_ids": [world["patient_a"].id, world["patient_b"].id],
+                                       "held": True, "device_serial": "CT-000009", "device_seq": n,
+                                       "started_at": START, "duration_s": 600})
+        services.housekeeping.number_unsynced()
+    assert db.change_sequences.find_one({"_id": None}) is None
+    assert db.session_records.count_documents({"seq": {"$exists": True}}) == 0
+
+
+@pytest.mark.parametrize("store", ["pain_entries", "reminders", "occurrences", "plans", "practice", "favourites",
+                                   "session_records"])
+def test_a_numbering_run_that_finds_only_documents_nobody_owns_is_done(client, world, services, store):
+    synced = getattr(services.stores, store).col
+    synced.insert_many([{"_id": "ownerless-1", "patient_id": None}, {"_id": "ownerless-2"}])
+    assert services.housekeeping.number_unsynced() == 0
+    assert services.stores.change_sequences.numbering_done()
+
+
+def test_the_numbering_step_removes_the_null_patients_sequence_an_earlier_run_left(client, world, services):
+    services.db.change_sequences.insert_one({"_id": None, "issued": 2, "pending": {}})
+    services.housekeeping.number_unsynced()
+    assert services.db.change_sequences.find_one({"_id": None}) is None
+
+
 def test_a_patient_whose_change_numbers_cannot_be_reserved_gets_a_503_to_retry_and_nothing_is_written(
         client, world, db, monkeypatch):
     monkeypatch.setattr("companion.store.changes.ATTEMPTS", 0)  # as if other writers always came first
