@@ -61,15 +61,19 @@ def _services(*, indexes: bool = True):
 
 def migrate(args) -> int:
     """Bring the database to what the code declares: create missing indexes, and drop and create again those
-    whose definition changed; give documents written before change feeds their change numbers; compute the
-    panel rows and lines of the patients missing from the panel (run it before starting new web and worker
-    processes; safe to run again, and a run stopped half-way is finished by the next)."""
+    whose definition changed; give documents written before change feeds their change numbers; set units' last
+    contacts stored in the future (from gateways' clocks ahead) to now; compute the panel rows and lines of the
+    patients missing from the panel (run it before starting new web and worker processes; safe to run again, and
+    a run stopped half-way is finished by the next)."""
     services = _services(indexes=False)
     changes = services.health.migrate_indexes(progress=lambda c: print(c.describe(), flush=True))
     print(f"indexes as declared ({len(changes)} change(s) applied)")
     numbered = services.housekeeping.number_unsynced()
     if numbered:
         print(f"{numbered} document(s) written before change feeds given change numbers")
+    ahead = services.housekeeping.bring_back_future_contacts()
+    if ahead:
+        print(f"{ahead} unit(s)' last contact, stored in the future from a gateway's clock ahead, set to now")
     missing = services.panel_rows.missing()
     if missing:
         print(f"building the panel's read model for {len(missing)} patient(s) without a row or a panel line",

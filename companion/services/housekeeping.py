@@ -8,6 +8,7 @@ from datetime import timedelta
 from companion.clock import Clock, now
 from companion.services.audit import AuditTrail
 from companion.services.heartbeat import Heartbeats
+from companion.services.session_times import CONTACT_MARGIN
 from companion.services.sync import Changes
 from companion.store.stores import Stores
 
@@ -103,6 +104,16 @@ class Housekeeping:
         if not found:
             stores.change_sequences.note_numbering_done(self.clock())
         return numbered
+
+    def bring_back_future_contacts(self) -> int:
+        """Set to now every unit's last contact that lies in the future (an upgrade step, run by ``companion
+        migrate``): before the server put a gateway's reading on its own clock, a gateway whose clock was ahead had
+        one stored, and as a last contact never moves back it stood, so a unit gone silent raised no alert until
+        then. Now is the latest the unit can have been heard from; the unit's next report or upload sets the
+        real time. Run by every migrate (a unit's update by _id, a scan of the units): processes of the version
+        before go on storing such times until the new ones replace them."""
+        at = self.clock()
+        return self.stores.devices.bring_back_last_contacts(at + CONTACT_MARGIN, at)
 
     def audit_retention(self) -> dict[str, int]:
         """Daily: finished days' counts of gateways' routine calls become chained events, then audit events older

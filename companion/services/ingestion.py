@@ -38,6 +38,7 @@ from companion.clock import Clock, now
 from companion.domain.errors import Forbidden, TooManyRequests
 from companion.domain.sessions import Binding, device_events_for, identity_problem
 from companion.services.session_times import (
+    CONTACT_MARGIN,
     ClockCheck,
     SessionTimes,
     anchor,
@@ -311,7 +312,8 @@ class Ingestion:
         """A gateway's report on its units: battery, firmware, last contact and last error. A unit that has
         since moved to another patient is skipped (its new patient's gateway reports it). The last contact is
         put on the server's clock (``seen_at``: a gateway's wall clock is not trusted alone; the silent-unit
-        alert runs on it) and never moves back."""
+        alert runs on it) and never moves back, except from a time in the future, which one noted before readings
+        were clamped may be."""
         received_at = self.clock()
         check = clock_check(gateway_clock, received_at)
         bindings = self._bindings(patient_id, {r["serial"] for r in reports})
@@ -322,7 +324,7 @@ class Ingestion:
             last_seen = seen_at(r["last_seen_at"], r.get("last_seen_clock") == "server", check, received_at)
             self.devices.note_status(r["serial"], patient_id, {
                 "battery_pct": r["battery_pct"], "firmware": r["firmware"], "last_error": r.get("last_error")},
-                last_seen_at=last_seen)
+                last_seen_at=last_seen, future_after=received_at + CONTACT_MARGIN)
         if reports:  # the panel row's last sync (a unit never synced counts its last contact)
             self.stores.panel_row_marks.mark([patient_id], "sync", received_at)
 

@@ -107,6 +107,9 @@ def clock_check(reading: Mapping | None, received_at: datetime) -> ClockCheck | 
     return ClockCheck(received_at, reading["wall"], reading["boot_id"], reading["monotonic_s"])
 
 
+CONTACT_MARGIN = timedelta(minutes=1)  # a unit's last contact later than now by more than this is in the future
+
+
 def seen_at(reported: datetime, on_server_clock: bool, check: ClockCheck | None, received_at: datetime) -> datetime:
     """When a gateway saw what it reports, on the server's clock: a reading of the gateway's own wall clock is
     moved by the offset this request's clock check measured (when it carried one), and nothing is taken as seen

@@ -123,13 +123,23 @@ class Devices:
                      "status.battery_pct": battery_pct},
             "$max": {"status.last_record_seq": last_record_seq}})
 
-    def note_status(self, serial: str, patient_id: str, status: dict, *, last_seen_at: datetime) -> None:
+    def note_status(self, serial: str, patient_id: str, status: dict, *, last_seen_at: datetime,
+                    future_after: datetime) -> None:
         """A gateway's report on a unit (battery, firmware, last error), and its last contact, which only moves
-        forward (a report that saw it earlier than one already noted, or than an upload, changes nothing)."""
+        forward (a report that saw it earlier than one already noted, or than an upload, changes nothing), except
+        from a contact noted later than ``future_after``: one in the future (a gateway's clock ahead, before
+        readings were clamped), which would keep the unit from ever counting as silent until then."""
+        self.col.update_one({"_id": serial, "patient_id": patient_id, "status.last_seen_at": {"$gt": future_after}},
+                            {"$set": {"status.last_seen_at": last_seen_at}})
         update: dict = {"$max": {"status.last_seen_at": last_seen_at}}
         if status:
             update["$set"] = {f"status.{key}": value for key, value in status.items()}
         self.col.update_one({"_id": serial, "patient_id": patient_id}, update)
+
+    def bring_back_last_contacts(self, later_than: datetime, to: datetime) -> int:
+        """Set every last contact noted later than ``later_than`` (in the future) to ``to``; how many there were."""
+        return self.col.update_many({"status.last_seen_at": {"$gt": later_than}},
+                                    {"$set": {"status.last_seen_at": to}}).modified_count
 
     def heard_from_between(self, since: datetime, until: datetime) -> list[TensUnit]:
         """Bound units last heard from in [since, until), all of them (the cursor pages through them)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -103,6 +104,23 @@ def test_migrate_builds_the_panel_lines_of_a_database_from_before_them(mongo_uri
     assert cli.main(["migrate"]) == 0
     assert "building the panel's read model" in capsys.readouterr().out
     assert db.panel_entries.count_documents({"team_id": team.id}) == 3
+
+
+def test_migrate_sets_a_units_last_contact_stored_in_the_future_to_now(mongo_uri, db_name, db, monkeypatch, capsys):
+    """Stored from a gateway clock ahead before the server clamped readings, and kept since (never moved back): the
+    unit raised no silent-unit alert until that time came."""
+    monkeypatch.setenv("MONGODB_URI", mongo_uri)
+    monkeypatch.setenv("MONGODB_DB", db_name)
+    before = datetime.now(UTC)
+    contacts = {"CT-AHEAD": before + timedelta(days=2), "CT-HEARD": before - timedelta(hours=30),
+                "CT-JUST-NOW": before + timedelta(seconds=5)}  # within the margin: a report's own arrival
+    db.devices.insert_many([{"_id": serial, "patient_id": f"cli-patient-{serial}", "profile": "generic",
+                             "status": {"last_seen_at": at}} for serial, at in contacts.items()])
+    assert cli.main(["migrate"]) == 0
+    assert "1 unit(s)' last contact" in capsys.readouterr().out
+    held = {d["_id"]: d["status"]["last_seen_at"].replace(tzinfo=UTC) for d in db.devices.find({"_id": {"$in": [*contacts]}})}
+    assert before <= held.pop("CT-AHEAD") <= datetime.now(UTC)
+    assert all(abs(at - contacts[serial]) < timedelta(milliseconds=1) for serial, at in held.items())  # as they were
 
 
 def test_in_development_the_commands_use_the_audit_key_and_anchors_make_run_keeps(tmp_path):

@@ -211,6 +211,17 @@ def test_a_units_last_contact_is_never_later_than_the_report_and_never_moves_bac
     assert _report_last_seen(client, world, db, held - timedelta(hours=1), last_seen_clock="server") == held
 
 
+def test_a_last_contact_stored_in_the_future_before_readings_were_clamped_is_replaced_by_the_next_report(
+        client, world, db):
+    """Kept with $max, a contact stored from a gateway clock ahead (before the server clamped readings) stood, and
+    the unit raised no silent-unit alert until that time came."""
+    db.devices.update_one({"_id": world.a_device},
+                          {"$set": {"status.last_seen_at": datetime.now(UTC) + timedelta(days=2)}})
+    seen = datetime.now(UTC) - timedelta(minutes=10)
+    held = _report_last_seen(client, world, db, seen, last_seen_clock="server")
+    assert abs(held - seen) < timedelta(seconds=1)
+
+
 def test_a_last_contact_on_the_gateways_own_clock_is_moved_by_the_offset_the_server_measures(client, world, db):
     three_days_behind = datetime.now(UTC) - timedelta(days=3)  # a gateway without a battery clock, no NTP
     clock = {"wall": three_days_behind.isoformat(), "boot_id": "boot-1", "monotonic_s": 120.0}

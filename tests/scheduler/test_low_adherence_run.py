@@ -69,7 +69,8 @@ def test_nothing_is_added_to_a_closed_record_nor_raised_about_someone_who_has_le
     services = services_on(jobs_db, settings, clock)
     patient = _patient_with_days(jobs_db, services, {n: 1.0 for n in range(1, 8)})
     services.gateways.bind_unit(patient.id, "CTU-GONE1", "companion-tens", bound_at=NOW - timedelta(days=30))
-    services.stores.devices.note_status("CTU-GONE1", patient.id, {}, last_seen_at=NOW - timedelta(hours=1))
+    services.stores.devices.note_status("CTU-GONE1", patient.id, {}, last_seen_at=NOW - timedelta(hours=1),
+                                        future_after=NOW)
     services.lifecycle.close(patient.id, by=patient.id)
     kept = jobs_db.adherence_days.count_documents({"patient_id": patient.id})
     for k in range(1, 6):  # five days on: no new days of the closed record, no alert about them or the unit
