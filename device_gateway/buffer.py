@@ -73,12 +73,16 @@ _SCHEMA = [
         frame_hash TEXT
     )""",
     # last_hash: the content hash of the record stored last (None when the position moved without one: records
-    # the unit no longer held, a recovery), to tell a lost acknowledgement from a counter that restarted; with
-    # None, a unit holding numbers at or below the position again is taken for a restarted counter.
+    # the unit no longer held, a recovery), to tell a lost acknowledgement from a counter that restarted.
+    # moved_without_record: 1 while the position is one the gateway moved to without storing a record there
+    # (record_missing, buffer-recover), so a unit holding numbers at or below it again is a restarted counter;
+    # None once a record is stored. A row written before this column has neither (for a buffer older than the
+    # hash, every row): taken for a record stored there whose hash was never kept, so the unit is asked from
+    # the record after it, unchecked, as it was then, not taken for a restarted counter.
     # explained_to: how far the gateway acknowledged records it could not decode after the one stored last (kept
     # as dead letters): the unit freeing them is not a loss to report again.
     "CREATE TABLE IF NOT EXISTS units (serial TEXT PRIMARY KEY, last_stored_seq INTEGER NOT NULL, last_hash TEXT, "
-    "explained_to INTEGER)",
+    "explained_to INTEGER, moved_without_record INTEGER)",
     """CREATE TABLE IF NOT EXISTS syncs (
         position INTEGER PRIMARY KEY AUTOINCREMENT,
         sync_id TEXT NOT NULL UNIQUE,
@@ -115,6 +119,18 @@ class StoreResult:
     stored: int
     already_stored: int
     refused: int
+
+
+@dataclass(frozen=True, slots=True)
+class UnitPosition:
+    """Where a unit's records resume (``seq``, 0 if none stored), the content hash of the record stored there
+    (None when not known), and whether the gateway moved there without storing a record (``moved_without_record``:
+    the unit no longer held the records before it, or ``buffer-recover`` started anew). A position with neither
+    was written before the note existed: taken for a record stored there whose hash was never kept."""
+
+    seq: int
+    last_hash: str | None
+    moved_without_record: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +226,10 @@ class RecordBuffer:
                 self._db.execute("ALTER TABLE units ADD COLUMN last_hash TEXT")  # a buffer from before
             if "explained_to" not in unit_columns:
                 self._db.execute("ALTER TABLE units ADD COLUMN explained_to INTEGER")  # a buffer from before
+            if "moved_without_record" not in unit_columns:
+                # A buffer from before: its rows keep the rule they were written under (no restarted counter is
+                # inferred from a missing hash, which a buffer older than the hash lacks for every unit).
+                self._db.execute("ALTER TABLE units ADD COLUMN moved_without_record INTEGER")
             self._sealer = self._open_sealer(key_file)
             if _has_plaintext_schema(self._db):
                 self._seal_plaintext_buffer()
@@ -227,7 +247,9 @@ class RecordBuffer:
                 db.execute("INSERT OR REPLACE INTO sqlite_sequence(name, seq) VALUES ('dead_letters', ?)",
                            (int(time.time() * 1000) * 1000,))
                 if recorded:
-                    db.executemany("INSERT INTO units(serial, last_stored_seq) VALUES (?, ?)",
+                    # No record of the unit's stands at the position the ledger gives (unless take_over carries
+                    # the moved buffer's hash of it).
+                    db.executemany("INSERT INTO units(serial, last_stored_seq, moved_without_record) VALUES (?, ?, 1)",
                                    sorted(recorded.items()))
         self._ledger_units = self._reconcile_ledger(recorded)
 
@@ -330,9 +352,16 @@ class RecordBuffer:
     def last_stored(self, serial: str) -> tuple[int, str | None]:
         """Highest sequence number stored for a unit (0 if none), and the content hash of that record (None when
         not known)."""
+        position = self.position(serial)
+        return position.seq, position.last_hash
+
+    def position(self, serial: str) -> UnitPosition:
+        """Where a unit's records resume, the hash of the record stored there, and whether the position moved
+        there without a record being stored (see ``UnitPosition``)."""
         with self._reading() as db:
-            row = db.execute("SELECT last_stored_seq, last_hash FROM units WHERE serial = ?", (serial,)).fetchone()
-        return (row[0], row[1]) if row else (0, None)
+            row = db.execute("SELECT last_stored_seq, last_hash, moved_without_record FROM units WHERE serial = ?",
+                             (serial,)).fetchone()
+        return UnitPosition(row[0], row[1], bool(row[2])) if row else UnitPosition(0, None, False)
 
     def note_patient(self, patient_ref: str) -> None:
         """Whose records this buffer holds (the pairing's patient), kept with them: a pairing for another patient
@@ -393,7 +422,8 @@ class RecordBuffer:
             db.execute(
                 "INSERT INTO units(serial, last_stored_seq, last_hash) VALUES (?, ?, ?) "
                 "ON CONFLICT(serial) DO UPDATE SET last_stored_seq = excluded.last_stored_seq, "
-                "last_hash = COALESCE(excluded.last_hash, units.last_hash)",
+                "last_hash = COALESCE(excluded.last_hash, units.last_hash), "
+                "moved_without_record = CASE WHEN excluded.last_hash IS NULL THEN units.moved_without_record END",
                 (serial, last, last_hash),
             )
             if refused:
@@ -461,8 +491,8 @@ class RecordBuffer:
                 db.execute("INSERT OR REPLACE INTO meta(name, value) VALUES ('patient_ref', ?)", (patient_ref,))
             for serial, detail, reason in notes:
                 self._insert_unit_dead_letter(db, serial, json.dumps(detail), reason)
-            db.executemany("UPDATE units SET last_hash = ? WHERE serial = ? AND last_stored_seq = ? "
-                           "AND last_hash IS NULL",
+            db.executemany("UPDATE units SET last_hash = ?, moved_without_record = NULL WHERE serial = ? "
+                           "AND last_stored_seq = ? AND last_hash IS NULL",
                            [(digest, serial, seq) for serial, (seq, digest) in sorted((last_stored or {}).items())
                             if digest is not None])
         return taken
@@ -574,10 +604,12 @@ class RecordBuffer:
         with self._transaction() as db:
             self._insert_unit_dead_letter(db, serial, payload, "unit no longer holds these records")
             db.execute(
-                "INSERT INTO units(serial, last_stored_seq) VALUES (?, ?) "
+                "INSERT INTO units(serial, last_stored_seq, moved_without_record) VALUES (?, ?, 1) "
                 "ON CONFLICT(serial) DO UPDATE SET last_stored_seq = MAX(last_stored_seq, excluded.last_stored_seq), "
                 "last_hash = CASE WHEN excluded.last_stored_seq > units.last_stored_seq THEN NULL "
-                "ELSE units.last_hash END",
+                "ELSE units.last_hash END, "
+                "moved_without_record = CASE WHEN excluded.last_stored_seq > units.last_stored_seq THEN 1 "
+                "ELSE units.moved_without_record END",
                 (serial, last_seq),
             )
         self._note_in_ledger(serial, last_seq)

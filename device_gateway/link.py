@@ -328,7 +328,8 @@ class GatewayLink:
         self._last_noted[serial] = (after_set, reading.monotonic_s)
 
     async def _open_window(self, client: BleakClient, serial: str) -> tuple[TransferWindow, TransferSummary]:
-        last_stored, last_hash = await asyncio.to_thread(self.buffer.last_stored, serial)
+        position = await asyncio.to_thread(self.buffer.position, serial)
+        last_stored, last_hash = position.seq, position.last_hash
         try:
             summary = profile.decode_frame(await client.read_gatt_char(profile.SESSION_RECORD_CHAR_UUID))
         except ProfileError as exc:
@@ -342,7 +343,11 @@ class GatewayLink:
         window = TransferWindow.start(last_stored, summary.highest_seq, summary.records_stored)
         lowest_held = summary.highest_seq - summary.records_stored + 1
         if last_stored and summary.records_stored and lowest_held <= last_stored:
-            if last_hash is None:
+            if last_hash is not None:
+                # It still holds the record stored last: a lost acknowledgement, or a counter that restarted and
+                # has counted past it since. That record must come back the same before anything is stored.
+                window.verify = (last_stored, last_hash)
+            elif position.moved_without_record:
                 # The position moved past records never stored here (the unit said it no longer held them, or the
                 # buffer was replaced), so no record stands at it to compare: a unit that holds numbers at or
                 # below it again can only be a counter that restarted. Asking from the position would store what
@@ -351,9 +356,9 @@ class GatewayLink:
                     f"it holds records from sequence {lowest_held}, at or below {last_stored}, where the gateway moved "
                     "on without storing a record (no longer held by the unit, or a buffer replaced): its counter "
                     "restarted; nothing is read or acknowledged, the unit keeps its records")
-            # It still holds the record stored last: a lost acknowledgement, or a counter that restarted and has
-            # counted past it since. That record must come back the same before anything is stored.
-            window.verify = (last_stored, last_hash)
+            # Otherwise a position written before that note (every unit's, in a buffer older than the hash): taken
+            # for a record stored there, its hash never kept (a lost acknowledgement, or a unit that keeps what it
+            # was acknowledged). Nothing to compare it with: asked from the record after it, as it was then.
         if window.expected > last_stored + 1:
             if last_stored:
                 # Those it freed after the ones acknowledged undecodable (dead-lettered already) were never stored.

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from device_gateway.buffer import REFUSED_AT_CAP, RecordBuffer
+from device_gateway.buffer import REFUSED_AT_CAP, RecordBuffer, UnitPosition
 from device_gateway.capture import capture
 from device_gateway.profiles.companion_tens import encode_record
 from device_gateway.simulator.sessions import simulated_session
@@ -91,6 +91,45 @@ def test_the_record_stored_last_is_known_by_its_hash_until_the_position_moves_wi
     old = RecordBuffer(tmp_path / "old.db")
     assert old.last_stored(SERIAL) == (7, None)
     old.close()
+
+
+def test_a_position_moved_without_a_record_is_noted_until_a_record_is_stored(tmp_path):
+    buffer = RecordBuffer(tmp_path / "buffer.db")
+    buffer.store(SERIAL, [captured(1), captured(2)])
+    assert buffer.position(SERIAL) == UnitPosition(2, captured(2).content_hash, False)
+    buffer.record_missing(SERIAL, 3, 4)
+    assert buffer.position(SERIAL) == UnitPosition(4, None, True)
+    buffer.store(SERIAL, [])  # a connection that stored nothing leaves it so
+    assert buffer.position(SERIAL) == UnitPosition(4, None, True)
+    buffer.store(SERIAL, [captured(5)])
+    assert buffer.position(SERIAL) == UnitPosition(5, captured(5).content_hash, False)
+    buffer.close()
+    # buffer-recover: the new buffer's positions come from the ledger, with no record there...
+    (tmp_path / "buffer.db").rename(tmp_path / "moved.db")
+    for side in ("-wal", "-shm"):
+        if (tmp_path / f"buffer.db{side}").exists():
+            (tmp_path / f"buffer.db{side}").rename(tmp_path / f"moved.db{side}")
+    new = RecordBuffer(tmp_path / "buffer.db", replacing_lost=True)
+    assert new.position(SERIAL) == UnitPosition(5, None, True)
+    new.take_over([], last_stored={SERIAL: (5, captured(5).content_hash)})  # ... unless the moved one had it
+    assert new.position(SERIAL) == UnitPosition(5, captured(5).content_hash, False)
+    new.close()
+
+
+def test_a_position_from_a_buffer_older_than_the_hash_is_not_taken_for_one_moved_without_a_record(tmp_path):
+    with sqlite3.connect(tmp_path / "older.db") as db:  # before the hash: its position is a record stored there
+        db.execute("CREATE TABLE units (serial TEXT PRIMARY KEY, last_stored_seq INTEGER NOT NULL)")
+        db.execute("INSERT INTO units VALUES (?, 7)", (SERIAL,))
+    with sqlite3.connect(tmp_path / "old.db") as db:  # with the hash, from before the note (NULL: a record)
+        db.execute("CREATE TABLE units (serial TEXT PRIMARY KEY, last_stored_seq INTEGER NOT NULL, last_hash TEXT, "
+                   "explained_to INTEGER)")
+        db.execute("INSERT INTO units VALUES (?, 7, NULL, NULL)", (SERIAL,))
+    for name in ("older.db", "old.db"):
+        old = RecordBuffer(tmp_path / name)
+        assert old.position(SERIAL) == UnitPosition(7, None, False)
+        old.store(SERIAL, [captured(8)])
+        assert old.position(SERIAL) == UnitPosition(8, captured(8).content_hash, False)
+        old.close()
 
 
 def test_record_keeps_device_time_gateway_time_offset_status_and_hash(buffer):

@@ -311,6 +311,50 @@ def test_a_restarted_counter_after_a_noted_gap_keeps_its_new_records_and_says_wh
     assert "counter restarted" in link.statuses[unit.serial].last_error
 
 
+def _as_a_buffer_from_before_the_hash(path) -> None:
+    """The units table as a gateway from before the hash of the record stored last was kept leaves it: the
+    serial and the position only (opening it adds the other columns, empty)."""
+    db = sqlite3.connect(path)
+    try:
+        for column in [row[1] for row in db.execute("PRAGMA table_info(units)")]:
+            if column not in ("serial", "last_stored_seq"):
+                db.execute(f"ALTER TABLE units DROP COLUMN {column}")
+        db.commit()
+    finally:
+        db.close()
+
+
+def test_a_lost_ack_in_a_buffer_from_before_last_hash_is_not_a_restarted_counter(system_bus, tmp_path):
+    path = tmp_path / "buffer.db"
+    unit = FakeTensUnit.with_history(*UNIT_A, count=5)
+    upgraded = []
+
+    async def scenario(fake):
+        held = list(unit.records)
+        before = RecordBuffer(path)
+        await make_link(before, [unit.serial]).run_once(scan_timeout_s=5)  # stores 1..5 and acknowledges them...
+        before.close()
+        unit.records = held  # ... but the unit never heard it (or keeps what it was acknowledged)
+        _as_a_buffer_from_before_the_hash(path)
+        buffer = RecordBuffer(path)  # the gateway upgraded: its position 5 has no hash, and is a record stored
+        upgraded.append(buffer)
+        link = make_link(buffer, [unit.serial])
+        unit.record_sessions(2)
+        return link, await link.run_once(scan_timeout_s=5)
+
+    try:
+        link, (result,) = run_with_units([unit], scenario)
+        buffer = upgraded[0]
+        # Taken for a restarted counter, it would never be read or acknowledged again.
+        assert result.completed, link.statuses[unit.serial].last_error
+        assert stored_seqs(buffer, unit.serial) == list(range(1, 8))
+        assert unit.acked_up_to == 7 and unit.records == []
+        assert [arg for op, arg in unit.commands if op is ControlOp.SEND_FROM][-1] == 6  # after it, as before
+    finally:
+        for buffer in upgraded:
+            buffer.close()
+
+
 def test_a_restarted_counter_is_seen_even_when_its_record_under_the_last_stored_number_does_not_decode(
         system_bus, buffer):
     unit = FakeTensUnit.with_history(*UNIT_A, count=5)
