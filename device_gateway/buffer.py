@@ -74,9 +74,11 @@ _SCHEMA = [
     )""",
     # last_hash: the content hash of the record stored last (None when the position moved without one: records
     # the unit no longer held, a recovery), to tell a lost acknowledgement from a counter that restarted.
-    # moved_without_record: 1 while the position is one the gateway moved to without storing a record there
-    # (record_missing, buffer-recover), so a unit holding numbers at or below it again is a restarted counter;
-    # None once a record is stored. A row written before this column has neither (for a buffer older than the
+    # moved_without_record: 1 while the position is one the gateway moved to past records the unit no longer held
+    # (record_missing), so a unit holding numbers at or below it again is a restarted counter; 2 while it is a
+    # position buffer-recover gave from the ledger without the record's hash (a unit may keep records it was
+    # acknowledged, so holding them proves nothing: it is asked from the record after, and told once); None once
+    # a record is stored. A row written before this column has neither (for a buffer older than the
     # hash, every row): taken for a record stored there whose hash was never kept, so the unit is asked from
     # the record after it, unchecked, as it was then, not taken for a restarted counter.
     # explained_to: how far the gateway acknowledged records it could not decode after the one stored last (kept
@@ -121,6 +123,10 @@ class StoreResult:
     refused: int
 
 
+MOVED_PAST = 1  # units.moved_without_record: moved past records the unit no longer held
+RECOVERED_UNCHECKED = 2  # units.moved_without_record: given by buffer-recover without the record's hash
+
+
 @dataclass(frozen=True, slots=True)
 class UnitPosition:
     """Where a unit's records resume (``seq``, 0 if none stored), the content hash of the record stored there
@@ -131,6 +137,7 @@ class UnitPosition:
     seq: int
     last_hash: str | None
     moved_without_record: bool
+    recovered_unchecked: bool = False  # given by buffer-recover from the ledger, without the record's hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,8 +256,8 @@ class RecordBuffer:
                 if recorded:
                     # No record of the unit's stands at the position the ledger gives (unless take_over carries
                     # the moved buffer's hash of it).
-                    db.executemany("INSERT INTO units(serial, last_stored_seq, moved_without_record) VALUES (?, ?, 1)",
-                                   sorted(recorded.items()))
+                    db.executemany("INSERT INTO units(serial, last_stored_seq, moved_without_record) VALUES (?, ?, ?)",
+                                   [(serial, seq, RECOVERED_UNCHECKED) for serial, seq in sorted(recorded.items())])
         self._ledger_units = self._reconcile_ledger(recorded)
 
     def _reconcile_ledger(self, recorded: dict[str, int] | None) -> dict[str, int]:
@@ -361,7 +368,24 @@ class RecordBuffer:
         with self._reading() as db:
             row = db.execute("SELECT last_stored_seq, last_hash, moved_without_record FROM units WHERE serial = ?",
                              (serial,)).fetchone()
-        return UnitPosition(row[0], row[1], bool(row[2])) if row else UnitPosition(0, None, False)
+        return UnitPosition(row[0], row[1], row[2] == MOVED_PAST, row[2] == RECOVERED_UNCHECKED) if row else \
+            UnitPosition(0, None, False)
+
+    def note_unchecked(self, serial: str, lowest_held: int, position: int) -> None:
+        """Say once (a dead letter, reported to the server) that a unit holding records at or below the position
+        buffer-recover gave it could not be checked: no record's hash stands there. It is asked from the record
+        after (a unit may keep what it was acknowledged); had its counter restarted too, its records
+        ``lowest_held``..``position`` are not collected."""
+        payload = json.dumps({"unchecked_from_seq": lowest_held, "unchecked_to_seq": position})
+        with self._transaction() as db:
+            self._insert_unit_dead_letter(
+                db, serial, payload, "after the buffer was replaced, records at or below its position could not be "
+                "checked against a stored one; if the unit's counter restarted, these were not collected")
+            db.execute("UPDATE units SET moved_without_record = NULL WHERE serial = ? AND moved_without_record = ?",
+                       (serial, RECOVERED_UNCHECKED))
+        logger.warning("unit %s holds records %d..%d at or below the position the buffer's recovery gave it; they "
+                       "cannot be checked (no stored record there): asked from the record after", serial,
+                       lowest_held, position)
 
     def note_patient(self, patient_ref: str) -> None:
         """Whose records this buffer holds (the pairing's patient), kept with them: a pairing for another patient

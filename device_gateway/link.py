@@ -348,14 +348,19 @@ class GatewayLink:
                 # has counted past it since. That record must come back the same before anything is stored.
                 window.verify = (last_stored, last_hash)
             elif position.moved_without_record:
-                # The position moved past records never stored here (the unit said it no longer held them, or the
-                # buffer was replaced), so no record stands at it to compare: a unit that holds numbers at or
-                # below it again can only be a counter that restarted. Asking from the position would store what
+                # The position moved past records never stored here (the unit said it no longer held them), so no
+                # record stands at it to compare: a unit that holds numbers at or below it again can only be a
+                # counter that restarted. Asking from the position would store what
                 # follows and acknowledge away the new records below it, unread.
                 raise SequenceWentBack(
                     f"it holds records from sequence {lowest_held}, at or below {last_stored}, where the gateway moved "
-                    "on without storing a record (no longer held by the unit, or a buffer replaced): its counter "
+                    "on past records the unit no longer held: its counter "
                     "restarted; nothing is read or acknowledged, the unit keeps its records")
+            elif position.recovered_unchecked:
+                # buffer-recover gave the position from the ledger, without the hash of the record stored there: a
+                # unit may keep what it was acknowledged (the profile lets it), so holding these proves nothing, and
+                # refusing it would stop its collection for good. Asked from the record after, and said once.
+                await asyncio.to_thread(self.buffer.note_unchecked, serial, lowest_held, last_stored)
             # Otherwise a position written before that note (every unit's, in a buffer older than the hash): taken
             # for a record stored there, its hash never kept (a lost acknowledgement, or a unit that keeps what it
             # was acknowledged). Nothing to compare it with: asked from the record after it, as it was then.

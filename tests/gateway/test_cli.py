@@ -411,19 +411,26 @@ def _older_image_restored(state_dir: Path) -> None:
     _restore_image(backup, state_dir)
 
 
-def test_after_buffer_recover_a_unit_whose_counter_restarted_keeps_its_new_records(tmp_path, stub, system_bus):
+def test_after_buffer_recover_a_unit_that_keeps_what_it_was_acknowledged_is_still_collected_and_told_once(
+        tmp_path, stub, system_bus):
+    """Decided: the position buffer-recover takes from the ledger has no stored record's hash, and a unit may keep
+    the records it was acknowledged (the profile lets it), so holding them proves nothing: refusing it as a
+    restarted counter would stop its collection for good. It is asked from the record after, and a dead letter
+    (reported to the server) says once that records at or below the position could not be checked: had its
+    counter also restarted, those were not collected."""
     paired_config(tmp_path, stub.url, [SERIAL])
     _older_image_restored(tmp_path)  # the ledger says 10
     assert main(["buffer-recover", "--state-dir", str(tmp_path)]) == 0  # resumes after 10, no record there
     unit = FakeTensUnit(SERIAL, "C0:FF:EE:00:00:01")
-    unit.record_sessions(14)  # the unit was reflashed meanwhile: a new 1..14
+    unit.record_sessions(12)  # it still holds 1..10 (acknowledged before) and 11..12 are new
 
     _pull(tmp_path, unit)
+    _pull(tmp_path, unit)
 
-    # Asked from 11, it would have stored 11..14 and acknowledged 1..14: the new 1..10 freed unread.
-    assert [r.seq for r in unit.records] == list(range(1, 15))
     buffer = RecordBuffer(tmp_path / "buffer.db")
-    assert [p.payload["device_seq"] for p in buffer.pending(100)] == [1, 2, 3, 4, 5]  # those carried over only
+    assert [p.payload["device_seq"] for p in buffer.pending(100)] == [1, 2, 3, 4, 5, 11, 12]  # carried over; new
+    unchecked = [d for d in buffer.dead_letters() if "could not be checked" in d["reason"]]
+    assert len(unchecked) == 1
     buffer.close()
 
 
