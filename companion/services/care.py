@@ -331,7 +331,7 @@ class Care:
         """The patient accepts (with their password: it lets a team see their data) or declines an invitation.
         Answering again as one answered (a retry) answers as the first time and finishes what the first attempt
         may not have done: the push telling of the invitation withdrawn and, for an acceptance, the patient
-        enrolled (once that enrolment has ended, it is not made again)."""
+        enrolled (once the patient left the team after answering, whatever enrolment ended, it is not made again)."""
         if accept:
             self.accounts.reauthenticate(patient.id, current_password or "", address=address)
         digest, status, answered_by = email_digest(patient.email), ACCEPTED if accept else DECLINED, \
@@ -340,8 +340,10 @@ class Care:
         if invitation is None:
             invitation = self.invitations.answered(invitation_id, digest, status, answered_by)
             if invitation is not None and accept and \
-                    self.teams.ended_with_consent(patient.id, f"invitation:{invitation_id}"):
-                invitation = None  # the patient left the team since: the retry does not put them back
+                    self.teams.ended_since(invitation["team_id"], patient.id, invitation["answered_at"]):
+                # The patient left the team since (whichever enrolment ended: this invitation's, an admin's or
+                # another invitation's): the retry does not put them back.
+                invitation = None
         if invitation is None:
             raise NotFound("no such invitation waiting for you")
         self.outbox.withdraw(reason=INVITATION_SETTLED, source_key=f"invitation:{invitation['_id']}")

@@ -272,9 +272,10 @@ class CareTeams:
         """The patient's ended enrolments, oldest first: which teams had access, from when to when, ended by whom."""
         return list(self.ended.find({"patient_id": patient_id}).sort("ended_at", ASCENDING).limit(limit))
 
-    def ended_with_consent(self, patient_id: str, consent: str) -> bool:
-        """Whether an enrolment of the patient made with ``consent`` (``invitation:<id>``) has ended."""
-        return self.ended.find_one({"patient_id": patient_id, "consent": consent}, {"_id": 1}) is not None
+    def ended_since(self, team_id: str, patient_id: str, since: datetime) -> bool:
+        """Whether an enrolment of the patient in the team (however it was made) ended at or after ``since``."""
+        return self.ended.find_one({"patient_id": patient_id, "ended_at": {"$gte": since}, "team_id": team_id},
+                                   {"_id": 1}) is not None
 
     def enrolments_ended_in(self, team_id: str, patient_id: str) -> int:
         """How many of the patient's enrolments in this team have ended."""

@@ -202,6 +202,22 @@ def test_a_team_the_patient_left_no_longer_sees_who_accepted_its_invitation(clie
     assert [(i["status"], i["patient_id"]) for i in listed if i["id"] == invited["id"]] == [("ended", None)]
 
 
+def test_a_retried_acceptance_does_not_put_back_a_patient_who_left_the_team_whoever_enrolled_them(client, world):
+    """docs/access.md 2: "once the patient left that team, a retry does not put them back (404)". Patient A is on
+    the team already (an admin's enrolment); the team invites them and they accept (200, nothing new). They leave
+    the team (the admin's enrolment ends); their app retries the acceptance whose answer was lost."""
+    patient, clinician, team = world["patient_a"], world["clinician_team"], world.team_id
+    invited = _invite(client, clinician, team, patient.email).json
+    accept = f"/api/v1/patients/{patient.id}/invitations/{invited['id']}/acceptance"
+    assert client.post(accept, headers=patient.headers, json={"current_password": PASSWORD}).status_code == 200
+    assert client.delete(f"/api/v1/patients/{patient.id}/care-teams/{team}", headers=patient.headers).status_code \
+        == 204
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=clinician.headers).status_code == 404
+    retried = client.post(accept, headers=patient.headers, json={"current_password": PASSWORD})
+    seen = client.get(f"/api/v1/patients/{patient.id}", headers=clinician.headers)
+    assert (retried.status_code, seen.status_code) == (404, 404)
+
+
 def test_the_patient_reading_their_invitations_and_care_teams_is_audited(client, world, db):
     clinician, patient = world["clinician_team"], world["patient_b"]
     invited = _invite(client, clinician, world.team_id, patient.email).json
