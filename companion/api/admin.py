@@ -107,6 +107,13 @@ def _note_account(user_id: str, action: str) -> None:
     auditing.note(patient_ids=[user_id], resource="account", action=action, resource_ids=[user_id])
 
 
+def _note_team_clinician(team_id: str, clinician_id: str, action: str) -> None:
+    # Who is on a team is who reads its patients' data: a change is recorded against each patient enrolled (a
+    # large team's, as several events: companion.http.auditing.PATIENTS_PER_EVENT), as an enrolment is.
+    auditing.note(patient_ids=services().care.patients_of_team(team_id), resource="team_clinician", action=action,
+                  resource_ids=[team_id, clinician_id])
+
+
 @blp.route("/admin/users")
 class StaffAccounts(MethodView):
     @allow(Role.ADMIN)
@@ -215,7 +222,9 @@ class TeamClinicians(MethodView):
     @blp.response(200, TeamSchema)
     @blp.doc(operationId="add_team_clinician")
     def post(self, body, team_id):
-        """Add a clinician to a care team."""
+        """Add a clinician to a care team: they read the data of every patient of the team from then on. The act
+        is audited against each of those patients (it is in their access log)."""
+        _note_team_clinician(team_id, body["clinician_id"], "C")
         return services().care.add_clinician(team_id, body["clinician_id"])
 
 
@@ -225,7 +234,9 @@ class TeamClinician(MethodView):
     @blp.response(204)
     @blp.doc(operationId="remove_team_clinician")
     def delete(self, team_id, clinician_id):
-        """Take a clinician off a care team: its patients drop off their panel from their next request."""
+        """Take a clinician off a care team: its patients drop off their panel from their next request. The act is
+        audited against each of the team's patients."""
+        _note_team_clinician(team_id, clinician_id, "D")
         services().care.remove_clinician(team_id, clinician_id)
 
 

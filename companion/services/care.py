@@ -385,6 +385,10 @@ class Care:
             raise NotFound("no such team")
         return team
 
+    def patients_of_team(self, team_id: str) -> list[str]:
+        """The patients enrolled in a team (none for no such team): whose data its clinicians read."""
+        return self.teams.patient_ids_of_teams([team_id])
+
     def remove_clinician(self, team_id: str, clinician_id: str) -> None:
         """An admin takes a clinician off a team: the team's patients drop off their panel at once."""
         team = self.teams.get(team_id)

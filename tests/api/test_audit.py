@@ -6,6 +6,7 @@ import threading
 from datetime import timedelta
 
 from companion.clock import now
+from companion.http import auditing
 from companion.services.audit import AuditTrail, AuditWriteFailed
 from companion.store.audit import AuditEvents
 from tests.support.gateway_processes import wait_for
@@ -29,6 +30,22 @@ def test_an_admin_listing_patients_is_in_each_listed_patients_access_history(cli
     assert event is not None and patient.id in event["patient_ids"]
     history = client.get(f"/api/v1/patients/{patient.id}/access-log", headers=patient.headers).json["items"]
     assert any(e["actor_role"] == "admin" and e["action"] == "search" for e in history)
+
+
+def test_an_act_over_many_patients_is_written_as_several_events_sharing_the_request_id(client, world, db,
+                                                                                        monkeypatch, services):
+    """Adding a clinician to a team is audited against every patient of the team; a large team's patients are
+    named across several events (at most PATIENTS_PER_EVENT each), one request id, each patient in exactly one."""
+    admin, team = world["admin"], world.team_id
+    services.stores.care_teams.enrol(team, world["patient_b"].id)
+    monkeypatch.setattr(auditing, "PATIENTS_PER_EVENT", 1)
+    clinician = world["clinician_other"]
+    assert client.post(f"/api/v1/admin/teams/{team}/clinicians", headers=admin.headers,
+                       json={"clinician_id": clinician.id}).status_code == 200
+    events = list(db.audit_events.find({"actor_id": admin.id, "resource_type": "team_clinician"}))
+    assert sorted(e["patient_ids"] for e in events) == sorted([[world["patient_a"].id], [world["patient_b"].id]])
+    assert len({e["request_id"] for e in events}) == 1
+    assert {tuple(e["resource_ids"]) for e in events} == {(team, clinician.id)}
 
 
 def test_audit_failure_fails_the_request_closed(client, world, services, monkeypatch):

@@ -135,6 +135,35 @@ def test_an_admin_enrolment_is_audited_and_told_to_the_patient(client, world, db
     assert {t["team_id"]: t["consent"] for t in teams}[world.team_id] == "admin"
 
 
+def test_an_admin_adding_or_removing_a_clinician_is_in_the_access_log_of_each_patient_of_the_team(
+        client, world, services):
+    """An admin's enrolment of a patient is audited against the patient; adding a clinician to the team opens the
+    same records to a new person (and taking one off closes them to them), so each patient of the team reads it
+    in their access log too, and no one else."""
+    admin, team, patient_a, patient_b = world["admin"], world.team_id, world["patient_a"], world["patient_b"]
+    assert client.post(f"/api/v1/admin/teams/{team}/patients", headers=admin.headers,
+                       json={"patient_id": patient_b.id}).status_code == 204
+    other = services.accounts.sign_up(email="new-doctor@example.org", password=PASSWORD, display_name="New Doctor",
+                                      role="clinician", time_zone="UTC")
+    assert client.post(f"/api/v1/admin/teams/{team}/clinicians", headers=admin.headers,
+                       json={"clinician_id": other.id}).status_code == 200
+    assert client.delete(f"/api/v1/admin/teams/{team}/clinicians/{other.id}", headers=admin.headers).status_code \
+        == 204
+
+    def team_changes(patient):
+        log = client.get(f"/api/v1/patients/{patient.id}/access-log", headers=patient.headers).json["items"]
+        return [(e["actor_id"], e["actor_role"], e["action"], e["outcome"]) for e in log
+                if e["resource_type"] == "team_clinician"]
+
+    both = [(admin.id, "admin", "D", "success"), (admin.id, "admin", "C", "success")]
+    assert (team_changes(patient_a), team_changes(patient_b)) == (both, both)
+    # Patient B's other team (A is not on it): in B's log only.
+    other_team = services.care.teams_of(world["clinician_other"].id)[0].team.id
+    assert client.post(f"/api/v1/admin/teams/{other_team}/clinicians", headers=admin.headers,
+                       json={"clinician_id": other.id}).status_code == 200
+    assert (len(team_changes(patient_a)), len(team_changes(patient_b))) == (2, 3)
+
+
 def test_the_patient_is_told_again_when_an_admin_puts_them_back_in_a_team_they_left(client, world, db):
     patient, admin, team = world["patient_a"], world["admin"], world.team_id
     assert client.delete(f"/api/v1/patients/{patient.id}/care-teams/{team}", headers=patient.headers).status_code \
