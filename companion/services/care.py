@@ -141,12 +141,13 @@ class Care:
                                  patient_id=caregiver.id, kind="generic_update", send_at=at)
         return self._offer_view(offer)
 
-    def revoke_caregiver(self, patient_id: str, link_id: str) -> None:
+    def revoke_caregiver(self, patient_id: str, link_id: str, *, ended_by: str = "patient") -> None:
         """Revoke a caregiver's access, or take back an offer; access ends on the caregiver's very next request,
         and nothing queued for them about the patient is sent. The id of an offer that was accepted ends the link
         it made. Revoking a revoked link changes nothing more (a retried revocation succeeds as the first did,
-        and finishes withdrawing what is queued if the first was interrupted)."""
-        link = self.links.revoke(patient_id, link_id) or next(
+        and finishes withdrawing what is queued if the first was interrupted). ``ended_by``: who ended it, the
+        patient or (leaving) the caregiver."""
+        link = self.links.revoke(patient_id, link_id, ended_by=ended_by) or next(
             (known for known in self.links.for_patient(patient_id) if known.id == link_id), None)
         if link is None:
             offer = self.caregiver_offers.withdraw(link_id, patient_id, self.clock()) or \
@@ -166,7 +167,7 @@ class Care:
                 self.outbox.withdraw(reason=CONSENT_REVOKED, recipient_user_id=offer["caregiver_id"],
                                      patient_id=patient_id)
                 return
-            link = self.links.revoke(patient_id, link.id) or link
+            link = self.links.revoke(patient_id, link.id, ended_by=ended_by) or link
         self.outbox.withdraw(reason=CONSENT_REVOKED, recipient_user_id=link.caregiver_id, patient_id=patient_id)
 
     def leave_patient(self, caregiver_id: str, patient_id: str) -> None:
@@ -175,7 +176,7 @@ class Care:
         link = self.links.active(patient_id, caregiver_id)
         if link is None:
             raise NotFound("no such patient, or no access to them")
-        self.revoke_caregiver(patient_id, link.id)
+        self.revoke_caregiver(patient_id, link.id, ended_by="caregiver")
 
     def offers_for(self, caregiver: Account) -> list[dict]:
         """The offers waiting for a caregiver (matched by their email), with the patient's name."""
@@ -227,7 +228,8 @@ class Care:
             now_patient = self.users.by_id(offer["patient_id"])
             now_offer = self.caregiver_offers.get(offer["_id"], offer["patient_id"])
             if now_patient is None or not now_patient.active or now_offer is None or now_offer.get("taken_back_at"):
-                self.links.revoke(offer["patient_id"], link.id)
+                taken_back = now_offer is not None and now_offer.get("taken_back_at")
+                self.links.revoke(offer["patient_id"], link.id, ended_by="patient" if taken_back else "closure")
                 raise NotFound("no such invitation waiting for you")
         return offer
 

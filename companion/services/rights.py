@@ -101,6 +101,9 @@ class PatientRights:
             "consents": {
                 "caregivers": [{**view, "permissions": permissions_doc(view["permissions"])}
                                for view in self.care.caregivers_of(pid, by_the_patient=True)],
+                # What the links above no longer show: each earlier period of a caregiver's access and each
+                # earlier set of permissions, who ended it (the patient, the caregiver, or a closure) and when.
+                "caregivers_before": self._caregivers_before(pid),
                 "care_teams": self.care.teams_of_patient(pid),
                 "care_teams_before": [{k: e.get(k) for k in ("team_id", "enrolled_at", "consent", "ended_at",
                                                              "ended_by")}
@@ -128,6 +131,13 @@ class PatientRights:
             "also_available": {"fhir": f"/api/v1/patients/{pid}/exports/fhir?days=366",
                                "csv": f"/api/v1/patients/{pid}/exports/csv?days=366"},
         }
+
+    def _caregivers_before(self, patient_id: str) -> list[dict]:
+        history = self.stores.care_links.history_of(patient_id)
+        names = self.stores.users.names(h["caregiver_id"] for h in history)
+        return [{"caregiver_id": h["caregiver_id"], "caregiver_name": names.get(h["caregiver_id"]),
+                 **{k: h.get(k) for k in ("offer_id", "permissions", "granted_at", "ended_at", "ended_by", "status")}}
+                for h in history]
 
     def _emergency(self, patient_id: str) -> list[tuple[dict, str | None]]:
         grants = self.care.emergency_grants_for(patient_id)

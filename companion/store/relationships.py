@@ -23,6 +23,7 @@ INDEXES = {
         IndexModel([("patient_id", ASCENDING), ("caregiver_id", ASCENDING)], unique=True, name="pair_unique"),
         IndexModel([("caregiver_id", ASCENDING), ("status", ASCENDING)], name="caregiver_status"),
     ],
+    "care_link_history": [IndexModel([("patient_id", ASCENDING), ("ended_at", ASCENDING)], name="patient_ended")],
     "care_teams": [IndexModel([("clinician_ids", ASCENDING)], name="clinicians")],
     "team_enrolments": [
         IndexModel([("patient_id", ASCENDING), ("team_id", ASCENDING)], unique=True, name="enrolment_unique"),
@@ -79,17 +80,57 @@ def _gateway(doc: dict | None) -> Gateway | None:
 
 
 class CareLinks:
+    """The patient's consent for each caregiver: one document per patient and caregiver, with what it covers now
+    (active) or covered last (revoked, with when and by whom: ``ended_by`` patient, caregiver, or closure). What
+    that document no longer shows, each earlier period of access and each earlier set of permissions, is kept in
+    ``care_link_history``, written before the link is changed or given again: a stop between the two writes
+    loses nothing, and an entry kept for a change that then did not happen is replaced by what really ended
+    those permissions once that is known (one entry per set of permissions: the last word stands). The history
+    stays with the patient's record and is deleted with it."""
+
     def __init__(self, db: Database):
         self.col = db.care_links
+        self.history = db.care_link_history
+
+    @staticmethod
+    def _since(doc: dict) -> datetime:
+        """Since when ``doc``'s permissions were given: its last change, or the grant."""
+        return doc.get("changed_at") or doc["granted_at"]
+
+    def _keep(self, doc: dict, *, ended_at: datetime, ended_by: str | None, status: str) -> str:
+        """Keep in the history what ``doc`` shows (the permissions it has given since ``changed_at``, or since
+        ``granted_at``), ended at ``ended_at``: ``revoked`` (access ended) or ``changed`` (the permissions
+        replaced). One entry for those permissions, its id the link's and the instant they were given: kept again
+        (a retry, or the true end of what a stopped change kept but never changed), the last word stands."""
+        since = self._since(doc)
+        kept_id = f"{doc['_id']}:{since.isoformat()}"
+        entry = {"link_id": doc["_id"], "patient_id": doc["patient_id"], "caregiver_id": doc["caregiver_id"],
+                 "offer_id": doc.get("offer_id"), "permissions": doc.get("permissions"), "granted_at": since,
+                 "ended_at": ended_at, "ended_by": ended_by, "status": status}
+        try:
+            self.history.replace_one({"_id": kept_id}, entry, upsert=True)
+        except DuplicateKeyError:  # two first keeps raced; the other inserted it
+            self.history.replace_one({"_id": kept_id}, entry)
+        return kept_id
+
+    def _keep_ended(self, doc: dict) -> None:
+        self._keep(doc, ended_at=doc.get("revoked_at") or doc["granted_at"], ended_by=doc.get("ended_by"),
+                   status="revoked")
 
     def grant(self, patient_id: str, caregiver_id: str, permissions: CaregiverPermissions, *,
               at: datetime | None = None, offer_id: str | None = None) -> CareLink:
         """Make (or renew) the patient's consent for this caregiver, with these permissions, given ``at`` (now by
-        default), by the acceptance of offer ``offer_id``."""
-        update = {"$set": {"status": "active", "permissions": permissions_doc(permissions), "granted_at": at or now(),
-                           "revoked_at": None, "offer_id": offer_id},
-                  "$setOnInsert": {"_id": new_id()}}
+        default), by the acceptance of offer ``offer_id``. The link given before (ended, or active with other
+        permissions) goes to the history first."""
         query = {"patient_id": patient_id, "caregiver_id": caregiver_id}
+        before = self.col.find_one(query)
+        if before is not None and before["status"] == "active":
+            self._keep(before, ended_at=now(), ended_by="patient", status="changed")
+        elif before is not None:
+            self._keep_ended(before)
+        update = {"$set": {"status": "active", "permissions": permissions_doc(permissions), "granted_at": at or now(),
+                           "revoked_at": None, "offer_id": offer_id, "changed_at": None, "ended_by": None},
+                  "$setOnInsert": {"_id": new_id()}}
         try:
             doc = self.col.find_one_and_update(query, update, upsert=True, return_document=ReturnDocument.AFTER)
         except DuplicateKeyError:
@@ -99,16 +140,33 @@ class CareLinks:
 
     def change_permissions(self, patient_id: str, caregiver_id: str,
                            permissions: CaregiverPermissions) -> CareLink | None:
-        """New permissions for an active link; None when it is not active (ended meanwhile: never revived)."""
-        return _link(self.col.find_one_and_update(
-            {"patient_id": patient_id, "caregiver_id": caregiver_id, "status": "active"},
-            {"$set": {"permissions": permissions_doc(permissions), "granted_at": now()}},
-            return_document=ReturnDocument.AFTER))
+        """New permissions for an active link, from now (since when access was given stays); None when it is not
+        active (ended meanwhile: never revived). The permissions replaced go to the history first."""
+        at = now()
+        while True:
+            doc = self.col.find_one({"patient_id": patient_id, "caregiver_id": caregiver_id, "status": "active"})
+            if doc is None:
+                return None
+            kept_id = self._keep(doc, ended_at=at, ended_by="patient", status="changed")
+            changed = self.col.find_one_and_update(
+                {"_id": doc["_id"], "status": "active", "granted_at": doc["granted_at"],
+                 "changed_at": doc.get("changed_at")},
+                {"$set": {"permissions": permissions_doc(permissions), "changed_at": at}},
+                return_document=ReturnDocument.AFTER)
+            if changed is not None:
+                return _link(changed)
+            # Ended or changed by another request meanwhile. Still showing those permissions (ended, not changed),
+            # the link holds them: what was kept is taken back. Changed, the other change kept them.
+            now_doc = self.col.find_one({"_id": doc["_id"]})
+            if now_doc is not None and self._since(now_doc) == self._since(doc):
+                self.history.delete_one({"_id": kept_id})
 
-    def revoke(self, patient_id: str, link_id: str) -> CareLink | None:
+    def revoke(self, patient_id: str, link_id: str, *, ended_by: str) -> CareLink | None:
+        """End an active link, noting who ended it (the patient, the caregiver, or ``closure``: an account closed,
+        or the patient's suspended while the caregiver was accepting); None when it is not active."""
         return _link(self.col.find_one_and_update(
             {"_id": link_id, "patient_id": patient_id, "status": "active"},
-            {"$set": {"status": "revoked", "revoked_at": now()}},
+            {"$set": {"status": "revoked", "revoked_at": now(), "ended_by": ended_by}},
             return_document=ReturnDocument.AFTER,
         ))
 
@@ -135,11 +193,17 @@ class CareLinks:
                     found[(doc["patient_id"], caregiver_id)] = _link(doc)
         return found
 
+    def history_of(self, patient_id: str, limit: int = 1000) -> list[dict]:
+        """What the patient's links no longer show, oldest first: each earlier period of a caregiver's access
+        (``revoked``) and each earlier set of permissions (``changed``), from ``granted_at`` to ``ended_at``."""
+        return list(self.history.find({"patient_id": patient_id}).sort("ended_at", ASCENDING).limit(limit))
+
     def delete_for_patient(self, patient_id: str) -> int:
+        self.history.delete_many({"patient_id": patient_id})
         return self.col.delete_many({"patient_id": patient_id}).deleted_count
 
     def revoke_all(self, *, patient_id: str | None = None, caregiver_id: str | None = None) -> list[CareLink]:
-        """Revoke every active link of a patient or of a caregiver (an account closed or deleted)."""
+        """Revoke every active link of a patient or of a caregiver (an account closed or deleted: ``closure``)."""
         query: dict = {"status": "active"}
         if patient_id is not None:
             query["patient_id"] = patient_id
@@ -148,7 +212,7 @@ class CareLinks:
         links = [_link(d) for d in self.col.find(query).limit(1000)]
         for link in links:
             self.col.update_one({"_id": link.id, "status": "active"},
-                                {"$set": {"status": "revoked", "revoked_at": now()}})
+                                {"$set": {"status": "revoked", "revoked_at": now(), "ended_by": "closure"}})
         return links
 
 

@@ -105,3 +105,37 @@ def test_closing_the_account_while_an_offer_is_being_accepted_leaves_no_link(cli
     seen = client.get(f"/api/v1/patients/{patient.id}/alerts", headers=caregiver.headers)
     assert seen.status_code == 404
     assert services.stores.care_links.active(patient.id, caregiver.id) is None
+
+
+class _AfterWriting:
+    """A collection that runs another request once, right after its first ``replace_one``: a second request
+    arriving between two writes of the first."""
+
+    def __init__(self, collection, request):
+        self.collection, self.request, self.answered = collection, request, []
+
+    def __getattr__(self, name):
+        return getattr(self.collection, name)
+
+    def replace_one(self, *args, **kwargs):
+        result = self.collection.replace_one(*args, **kwargs)
+        if not self.answered:
+            self.answered.append(_in_another_thread(self.request).status_code)
+        return result
+
+
+def test_a_change_of_permissions_the_caregivers_leaving_overtook_leaves_no_change_in_the_history(
+        client, world, services, monkeypatch, db):
+    """The change keeps the permissions it replaces in the history before it writes the new ones; the caregiver
+    leaves in between. The link is not revived (an offer instead), and the history says the caregiver ended that
+    period, not that the patient changed it."""
+    patient, caregiver = world["patient_a"], world["caregiver_linked"]
+    links = services.stores.care_links
+    history = _AfterWriting(links.history, lambda: client.delete(f"/api/v1/caregiver/patients/{patient.id}",
+                                                                   headers=caregiver.headers))
+    monkeypatch.setattr(links, "history", history)
+    changed = _offer(client, patient, caregiver.email, alerts=["missed_session"], diary_notes=True)
+    monkeypatch.undo()
+    assert (changed.status_code, changed.json["status"], history.answered) == (201, "pending", [204])
+    assert db.care_link_history.count_documents({"patient_id": patient.id, "status": "changed"}) == 0
+    assert db.care_links.find_one({"patient_id": patient.id, "caregiver_id": caregiver.id})["ended_by"] == "caregiver"

@@ -492,6 +492,93 @@ def test_the_download_still_shows_a_care_team_that_had_access_after_it_ended(cli
     assert db.team_enrolments_ended.count_documents({"patient_id": patient.id}) == 0
 
 
+def test_the_download_keeps_each_period_of_a_caregivers_access_and_each_change_of_what_it_covered(
+        client, world, services, db):
+    """The closure statement and the download promise "the history ... of who was given access (caregivers, care
+    teams, emergency access)", as care_teams_before keeps it for teams. A caregiver is given the notes, then not;
+    leaves; is given access again, which the patient ends; and a third time, which the closure ends."""
+    patient, caregiver = world["patient_a"], world["caregiver_unlinked"]
+    url = f"/api/v1/patients/{patient.id}/caregivers"
+
+    def offer(**permissions):
+        return client.post(url, headers=patient.headers, json={"caregiver_email": caregiver.email,
+                                                               "current_password": PASSWORD,
+                                                               "permissions": {"alerts": [], **permissions}}).json
+
+    def accept(offered):
+        answer = client.post(f"/api/v1/caregiver/invitations/{offered['id']}/acceptance", headers=caregiver.headers,
+                             json={"current_password": PASSWORD})
+        assert answer.status_code == 200
+        return answer.json["link_id"]
+
+    first = offer(diary_notes=True)
+    link_id = accept(first)
+    assert offer(diary_notes=False)["status"] == "active"  # a change of what the link covers
+    assert client.delete(f"/api/v1/caregiver/patients/{patient.id}", headers=caregiver.headers).status_code == 204
+    second = offer(write=True)
+    assert accept(second) == link_id
+    assert client.delete(f"{url}/{link_id}", headers=patient.headers).status_code == 204
+    third = offer()
+    accept(third)
+    consents = client.get(f"/api/v1/patients/{patient.id}/data-export", headers=patient.headers).json["consents"]
+    assert [(c["status"], c["permissions"]["write"]) for c in consents["caregivers"]
+            if c["caregiver_id"] == caregiver.id] == [("active", False)]
+    before = consents["caregivers_before"]
+    assert [(b["caregiver_id"], b["offer_id"], b["status"], b["ended_by"], b["permissions"]["diary_notes"],
+             b["permissions"]["write"]) for b in before] == [
+        (caregiver.id, first["id"], "changed", "patient", True, False),
+        (caregiver.id, first["id"], "revoked", "caregiver", False, False),
+        (caregiver.id, second["id"], "revoked", "patient", False, True)]
+    assert all(b["granted_at"] <= b["ended_at"] for b in before)
+    assert before[0]["ended_at"] == before[1]["granted_at"]  # the change: one set of permissions, then the next
+    assert {b["caregiver_name"] for b in before} == {"Caregiver Unlinked"}
+    # The closure ends the third, and says so; the history goes with the record once its retention ends.
+    services.lifecycle.close(patient.id, by=patient.id)
+    ended = db.care_links.find_one({"_id": link_id})
+    assert (ended["status"], ended["ended_by"], ended["offer_id"]) == ("revoked", "closure", third["id"])
+    with time_machine.travel(datetime.now(UTC) + timedelta(days=3654)):
+        assert services.lifecycle.purge_expired_records() == {"patients": 1, "failed": 0}
+    assert db.care_link_history.count_documents({"patient_id": patient.id}) == 0
+
+
+class _StopsOnce:
+    """A collection whose first ``find_one_and_update`` stops the process (raises) before writing."""
+
+    def __init__(self, collection):
+        self.collection, self.stopped = collection, False
+
+    def __getattr__(self, name):
+        return getattr(self.collection, name)
+
+    def find_one_and_update(self, *args, **kwargs):
+        if not self.stopped:
+            self.stopped = True
+            raise RuntimeError("the process stopped here")
+        return self.collection.find_one_and_update(*args, **kwargs)
+
+
+def test_a_change_of_permissions_that_stopped_half_way_leaves_the_history_true(client, world, services, db,
+                                                                                 monkeypatch):
+    """A change keeps the permissions it replaces before writing the new ones. Stopped between the two, the link
+    is unchanged and the history holds an entry for a change that never happened; what really ended those
+    permissions (here the caregiver leaving) takes its place once known."""
+    patient, caregiver = world["patient_a"], world["caregiver_linked"]
+    url = f"/api/v1/patients/{patient.id}/caregivers"
+    monkeypatch.setattr(services.stores.care_links, "col", _StopsOnce(services.stores.care_links.col))
+    assert client.post(url, headers=patient.headers, json={
+        "caregiver_email": caregiver.email, "current_password": PASSWORD,
+        "permissions": {"alerts": [], "diary_notes": True}}).status_code == 500
+    monkeypatch.undo()
+    assert client.delete(f"/api/v1/caregiver/patients/{patient.id}", headers=caregiver.headers).status_code == 204
+    offered = client.post(url, headers=patient.headers, json={
+        "caregiver_email": caregiver.email, "current_password": PASSWORD, "permissions": {"alerts": []}}).json
+    assert client.post(f"/api/v1/caregiver/invitations/{offered['id']}/acceptance", headers=caregiver.headers,
+                       json={"current_password": PASSWORD}).status_code == 200
+    kept = list(db.care_link_history.find({"patient_id": patient.id}))
+    assert [(k["status"], k["ended_by"], k["permissions"]["diary_notes"], k["permissions"]["alerts"])
+            for k in kept] == [("revoked", "caregiver", False, ["missed_session"])]
+
+
 def test_after_a_purge_what_the_unit_recorded_for_the_closed_patient_is_given_to_nobody(client, world, services,
                                                                                         db, monkeypatch):
     """The purge deletes the closed patient's record but keeps who wore the unit when (as nobody nameable): the

@@ -96,7 +96,7 @@ def test_a_revocation_that_lands_after_the_queue_is_read_is_caught_by_the_sender
     without it (as when the revocation races a dispatcher that has read the queue already)."""
     svc = api.extensions["companion"]
     queued = _queue_alert(svc, people["pat"].id)
-    assert svc.stores.care_links.revoke(people["pat"].id, people["link_id"]) is not None  # no withdrawal
+    assert svc.stores.care_links.revoke(people["pat"].id, people["link_id"], ended_by="patient") is not None  # no withdrawal
     traveller.move_to(AFTER_QUIET)
     _run_the_worker_push_job(jobs_db, settings, sender)
     assert emulator.delivered_to(people["token"]) == []
