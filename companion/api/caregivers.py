@@ -115,8 +115,9 @@ class Caregiver(MethodView):
     @blp.response(200, LinkSchema)
     @blp.doc(operationId="get_caregiver")
     def get(self, patient_id, link_id):
-        """One caregiver link or offer (as listed); the id of an offer that was accepted answers the link it
-        made."""
+        """One caregiver link or offer (as listed); the id of an offer that was accepted answers the access it
+        gave: the link while it shows that access, or that access as it ended (``revoked``) once a later offer
+        gave access again. What DELETE on the same id ends."""
         grant = require_patient(patient_id, Operation.READ)
         view = services().care.caregiver_of(patient_id, link_id, by_the_patient=grant.relationship is Relationship.SELF)
         auditing.note(patient_ids=[patient_id], resource="care_link", action="R", resource_ids=[view["id"]])
@@ -127,8 +128,8 @@ class Caregiver(MethodView):
     @blp.doc(operationId="revoke_caregiver")
     def delete(self, patient_id, link_id):
         """Revoke a caregiver's access, or take back a pending offer; access ends on their very next request.
-        The id of an offer that was accepted ends the link it made. Revoking again answers 204 as the first
-        time."""
+        The id of an offer that was accepted ends the access it gave (as GET on it shows: once that ended and a
+        later offer gave access again, nothing more). Revoking again answers 204 as the first time."""
         require_patient(patient_id, Operation.MANAGE)
         auditing.note(patient_ids=[patient_id], resource="care_link", action="D", resource_ids=[link_id])
         services().care.revoke_caregiver(patient_id, link_id)

@@ -100,16 +100,43 @@ class Care:
         return views if by_the_patient else [{**view, "caregiver_email": None} for view in views]
 
     def caregiver_of(self, patient_id: str, link_id: str, *, by_the_patient: bool) -> dict:
-        """One link or offer of the patient, by its id; an offer accepted is answered by the link it made."""
+        """One link or offer of the patient, by its id. An offer accepted is answered by the access it gave: the
+        link while it shows that access (active, or the last ended), else that access as it ended (``revoked``,
+        under the offer's id: ended, and given again since by a later offer, it is no longer the link's); what
+        DELETE on the same id ends (:meth:`revoke_caregiver`)."""
         views = self.caregivers_of(patient_id, by_the_patient=by_the_patient)
         found = next((v for v in views if v["id"] == link_id), None)
         if found is None:
             offer = self.caregiver_offers.get(link_id, patient_id)
             if offer is not None and offer["status"] == ACCEPTED:
-                found = next((v for v in views if v["caregiver_id"] == offer["caregiver_id"]), None)
+                link = self.links.of_pair(patient_id, offer["caregiver_id"])
+                if link is not None and self._gave(offer, link):
+                    found = next((v for v in views if v["id"] == link.id), None)
+                else:
+                    found = self._ended_offer_view(offer)
         if found is None:
             raise NotFound("no such caregiver link")
         return found
+
+    def _gave(self, offer: dict, link: CareLink) -> bool:
+        """Whether the link shows the access this accepted offer gave. A link from before links named their offer
+        (``offer_id`` None) is taken for the patient's offer to that caregiver accepted last before it was given."""
+        if link.offer_id is not None:
+            return link.offer_id == offer["_id"]
+        last = self.caregiver_offers.accepted_last(offer["patient_id"], link.caregiver_id, link.granted_at)
+        return last is not None and last["_id"] == offer["_id"]
+
+    def _ended_offer_view(self, offer: dict) -> dict | None:
+        """The access an accepted offer gave, from the history, once the link shows another's (None if none)."""
+        kept = self.links.kept_of_offer(offer["patient_id"], offer["_id"])
+        if not kept:
+            return None
+        last = kept[-1]
+        names = self.users.names([offer["caregiver_id"]])
+        return {"id": offer["_id"], "patient_id": offer["patient_id"], "caregiver_id": offer["caregiver_id"],
+                "caregiver_name": names.get(offer["caregiver_id"]), "caregiver_email": None, "status": "revoked",
+                "permissions": permissions_of(last["permissions"]), "granted_at": kept[0]["granted_at"],
+                "revoked_at": last["ended_at"], "offered_at": None, "expires_at": None}
 
     def grant_caregiver(self, patient_id: str, *, caregiver_email: str, permissions: CaregiverPermissions,
                         current_password: str, address: str | None = None) -> dict:
@@ -144,9 +171,10 @@ class Care:
     def revoke_caregiver(self, patient_id: str, link_id: str, *, ended_by: str = "patient") -> None:
         """Revoke a caregiver's access, or take back an offer; access ends on the caregiver's very next request,
         and nothing queued for them about the patient is sent. The id of an offer that was accepted ends the link
-        it made. Revoking a revoked link changes nothing more (a retried revocation succeeds as the first did,
-        and finishes withdrawing what is queued if the first was interrupted). ``ended_by``: who ended it, the
-        patient or (leaving) the caregiver."""
+        it made (:meth:`caregiver_of` shows the same): once that access ended and a later offer gave access
+        again, the first offer's id ends nothing more. Revoking a revoked link changes nothing more (a retried
+        revocation succeeds as the first did, and finishes withdrawing what is queued if the first was
+        interrupted). ``ended_by``: who ended it, the patient or (leaving) the caregiver."""
         link = self.links.revoke(patient_id, link_id, ended_by=ended_by) or next(
             (known for known in self.links.for_patient(patient_id) if known.id == link_id), None)
         if link is None:
@@ -160,10 +188,12 @@ class Care:
             # Noted on the offer first, then the link looked for: an acceptance still making it either finds
             # the note when it checks its offer again, or made the link before this looks (companion answer_offer).
             self.caregiver_offers.take_back(offer["_id"], patient_id, self.clock())
-            link = self.links.active(patient_id, offer["caregiver_id"])
-            if link is not None and link.offer_id not in (None, offer["_id"]):
-                return  # given again since, by a later offer: a late retry of this one ends nothing more
-            if link is None:  # revoked already (a retry): finish withdrawing what may still be queued
+            link = self.links.of_pair(patient_id, offer["caregiver_id"])
+            if link is not None and not self._gave(offer, link):
+                # What this offer gave ended, and a later offer gave access since: that is the later offer's (its
+                # id, or the link's, ends it); this one's ends nothing more, as GET on it shows.
+                return
+            if link is None or not link.active:  # not made, or ended already (a retry): finish withdrawing
                 self.outbox.withdraw(reason=CONSENT_REVOKED, recipient_user_id=offer["caregiver_id"],
                                      patient_id=patient_id)
                 return

@@ -193,6 +193,11 @@ class CareLinks:
                     found[(doc["patient_id"], caregiver_id)] = _link(doc)
         return found
 
+    def kept_of_offer(self, patient_id: str, offer_id: str) -> list[dict]:
+        """What the history holds of the access an offer gave, oldest first (its sets of permissions)."""
+        return list(self.history.find({"patient_id": patient_id, "offer_id": offer_id}).sort("ended_at", ASCENDING)
+                    .limit(1000))
+
     def history_of(self, patient_id: str, limit: int = 1000) -> list[dict]:
         """What the patient's links no longer show, oldest first: each earlier period of a caregiver's access
         (``revoked``) and each earlier set of permissions (``changed``), from ``granted_at`` to ``ended_at``."""
@@ -601,6 +606,11 @@ class CaregiverInvitations(_ToAnEmail):
         """The offer to ``email_digest``, if it was answered so (accepted by ``caregiver_id``, or declined)."""
         return self.col.find_one({"_id": invitation_id, "email_digest": email_digest, "status": status,
                                   "caregiver_id": caregiver_id})
+
+    def accepted_last(self, patient_id: str, caregiver_id: str, before: datetime) -> dict | None:
+        """The patient's offer that this caregiver accepted last at or before ``before``, if any."""
+        return next(iter(self.col.find({"patient_id": patient_id, "caregiver_id": caregiver_id, "status": ACCEPTED,
+                                        "answered_at": {"$lte": before}}).sort("answered_at", -1).limit(1)), None)
 
     def close_others(self, patient_id: str, email_digest: str, at: datetime) -> int:
         """Close the offers of a patient to an email still open (two offers raced; one was accepted)."""

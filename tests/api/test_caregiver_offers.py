@@ -216,6 +216,50 @@ def test_a_late_retry_of_ending_an_old_offer_leaves_the_link_a_newer_offer_made(
     assert client.get(f"/api/v1/patients/{patient.id}", headers=caregiver.headers).status_code == 404
 
 
+def test_an_offers_url_shows_and_ends_the_access_that_offer_gave_and_no_other(client, world):
+    """The offer's URL (its Location, kept by the patient's app) answered the link the caregiver had now, given by
+    a later offer, while DELETE on it answered 204 and ended nothing. It shows what that offer gave (ended by the
+    caregiver), and DELETE on it ends that (nothing more); the later offer's URL shows and ends the access now."""
+    patient, caregiver = world["patient_a"], world["caregiver_unlinked"]
+    url = f"/api/v1/patients/{patient.id}/caregivers"
+    first = _offer(client, patient, caregiver.email, diary_notes=True).json
+    assert _accept(client, caregiver, first["id"]).status_code == 200
+    assert client.delete(f"/api/v1/caregiver/patients/{patient.id}", headers=caregiver.headers).status_code == 204
+    second = _offer(client, patient, caregiver.email).json
+    assert _accept(client, caregiver, second["id"]).status_code == 200
+    shown = client.get(f"{url}/{first['id']}", headers=patient.headers).json
+    assert (shown["status"], shown["caregiver_id"], shown["permissions"]["diary_notes"]) == (
+        "revoked", caregiver.id, True)
+    assert shown["granted_at"] < shown["revoked_at"]
+    assert client.delete(f"{url}/{first['id']}", headers=patient.headers).status_code == 204
+    assert client.get(f"{url}/{first['id']}", headers=patient.headers).json == shown
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=caregiver.headers).status_code == 200
+    assert client.get(f"{url}/{second['id']}", headers=patient.headers).json["status"] == "active"
+    assert client.delete(f"{url}/{second['id']}", headers=patient.headers).status_code == 204
+    assert client.get(f"{url}/{second['id']}", headers=patient.headers).json["status"] == "revoked"
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=caregiver.headers).status_code == 404
+
+
+def test_a_link_from_before_links_named_their_offer_is_the_last_accepted_offers(client, world, db):
+    """Links made before they recorded their offer (no offer_id): the offer the caregiver accepted last before the
+    link was given is the one whose URL shows and ends it; an earlier offer's shows nothing and ends nothing."""
+    patient, caregiver = world["patient_a"], world["caregiver_unlinked"]
+    url = f"/api/v1/patients/{patient.id}/caregivers"
+    earlier = _offer(client, patient, caregiver.email).json
+    assert _accept(client, caregiver, earlier["id"]).status_code == 200
+    assert client.delete(f"/api/v1/caregiver/patients/{patient.id}", headers=caregiver.headers).status_code == 204
+    last = _offer(client, patient, caregiver.email).json
+    assert _accept(client, caregiver, last["id"]).status_code == 200
+    db.care_links.update_many({"patient_id": patient.id}, {"$unset": {"offer_id": ""}})  # as written then
+    db.care_link_history.delete_many({"patient_id": patient.id})  # (nor was there a history)
+    assert client.get(f"{url}/{earlier['id']}", headers=patient.headers).status_code == 404
+    assert client.delete(f"{url}/{earlier['id']}", headers=patient.headers).status_code == 204
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=caregiver.headers).status_code == 200
+    assert client.get(f"{url}/{last['id']}", headers=patient.headers).json["status"] == "active"
+    assert client.delete(f"{url}/{last['id']}", headers=patient.headers).status_code == 204
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=caregiver.headers).status_code == 404
+
+
 def test_a_linked_caregivers_permissions_change_at_once(client, world, db):
     patient, caregiver = world["patient_a"], world["caregiver_linked"]
     changed = _offer(client, patient, caregiver.email, write=True, alerts=["pain_flare"])
