@@ -22,7 +22,7 @@ and time-boxed emergency ("break-glass") access. Every one of them can be ended.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from companion.clock import Clock, now
 from companion.domain.access import (
@@ -81,7 +81,8 @@ class Care:
 
     def _offer_view(self, offer: dict) -> dict:
         """An offer as the patient sees it: ``pending`` until it is accepted (then the link is listed instead)
-        or expires. A decline is not told apart from silence: it says the email has a caregiver account."""
+        or expires. A decline is not told apart from silence: it says the email has a caregiver account. Nor is
+        an acceptance that stopped before making the link: its retry may still make it while the offer runs."""
         expired = offer["expires_at"] <= self.clock()
         return {"id": offer["_id"], "patient_id": offer["patient_id"], "caregiver_id": None, "caregiver_name": None,
                 "caregiver_email": offer["email"], "status": "expired" if expired else "pending",
@@ -90,14 +91,32 @@ class Care:
 
     def caregivers_of(self, patient_id: str, *, by_the_patient: bool) -> list[dict]:
         """Who can see this patient's data (links, active and revoked) and whom the patient offered it to (offers
-        not yet accepted: pending, or expired). The address the patient typed for an offer is theirs to see:
-        read by anyone else (``by_the_patient`` False, their care team), it is left out."""
+        not yet accepted, or whose acceptance stopped before making the link: pending, or expired). The address
+        the patient typed for an offer is theirs to see: read by anyone else (``by_the_patient`` False, their
+        care team), it is left out."""
         links = self.links.for_patient(patient_id)
         names = self.users.names(link.caregiver_id for link in links)
-        offers = [o for o in self.caregiver_offers.of_patient(patient_id) if o["status"] != ACCEPTED]
+        offers = self.caregiver_offers.of_patient(patient_id)
+        being_accepted = self._being_accepted(patient_id, offers, links)
+        offers = [o for o in offers if o["status"] != ACCEPTED or o["_id"] in being_accepted]
         views = [self._link_view(link, names.get(link.caregiver_id)) for link in links] + [
             self._offer_view(o) for o in offers]
         return views if by_the_patient else [{**view, "caregiver_email": None} for view in views]
+
+    def _being_accepted(self, patient_id: str, offers: list[dict], links: list[CareLink]) -> set[str]:
+        """The offers accepted whose acceptance stopped before it made the link: a retry of it may still make it,
+        so the patient sees each as the offer it is (pending, or expired), not as nothing (which would have them
+        offer again, unaware). Not once taken back, nor once replaced by a newer offer to that email (a retry is
+        then refused)."""
+        shown = {link.offer_id for link in links}
+        # A link from before links named their offer was made by an offer accepted by then (see _gave).
+        before = {link.caregiver_id: link.granted_at for link in links if link.offer_id is None}
+        unmade = [o for o in offers if o["status"] == ACCEPTED and not o.get("taken_back_at") and o["_id"] not in shown
+                  and not (o["caregiver_id"] in before and o["answered_at"] <= before[o["caregiver_id"]])]
+        if not unmade:
+            return set()
+        kept = self.links.offers_kept(patient_id)
+        return {o["_id"] for o in unmade if o["_id"] not in kept and self.caregiver_offers.newer_than(o) is None}
 
     def caregiver_of(self, patient_id: str, link_id: str, *, by_the_patient: bool) -> dict:
         """One link or offer of the patient, by its id. An offer accepted is answered by the access it gave: the
@@ -243,25 +262,38 @@ class Care:
             raise NotFound("no such invitation waiting for you")
         self.outbox.withdraw(reason=INVITATION_SETTLED, source_key=caregiver_offer_source(offer["_id"]))
         if accept:
-            # The link this acceptance made is given at the acceptance's time: one given since then is it (or a
-            # later change of it); an older one is from before and is renewed, as a first acceptance renews it.
             link = self.links.of_pair(offer["patient_id"], caregiver.id)
-            if link is None or link.granted_at < offer["answered_at"]:
+            made_now = link is None or not self._gave(offer, link)
+            if made_now:
+                # Not made by this acceptance (made since by another, or never): made now unless it was made and
+                # ended since, or (a retry of an acceptance that stopped before making it) the patient no longer
+                # sees it pending: the offer expired, or the patient offered again since.
+                if self.links.kept_of_offer(offer["patient_id"], offer["_id"]) or not self._still_pending(offer, at):
+                    raise NotFound("no such invitation waiting for you")
                 link = self.links.grant(offer["patient_id"], caregiver.id, permissions_of(offer["permissions"]),
                                         at=offer["answered_at"], offer_id=offer["_id"])
-            elif link.status != "active":  # made by this acceptance and ended since: not made again
+            elif not link.active:  # made by this acceptance and ended since: not made again
                 raise NotFound("no such invitation waiting for you")
             offer = {**offer, "link_id": link.id}
-            self.caregiver_offers.close_others(offer["patient_id"], offer["email_digest"], at)
+            self.caregiver_offers.close_older(offer, at)
             # Checked again now that the link exists: the patient may have taken the offer back, or closed (or
-            # suspended) the account, while this was accepted (both note it before they look for a link).
+            # suspended) the account, while this was accepted (both note it before they look for a link), or
+            # offered again meanwhile (what they see since).
             now_patient = self.users.by_id(offer["patient_id"])
             now_offer = self.caregiver_offers.get(offer["_id"], offer["patient_id"])
-            if now_patient is None or not now_patient.active or now_offer is None or now_offer.get("taken_back_at"):
-                taken_back = now_offer is not None and now_offer.get("taken_back_at")
-                self.links.revoke(offer["patient_id"], link.id, ended_by="patient" if taken_back else "closure")
+            superseded = made_now and self.caregiver_offers.newer_than(offer) is not None
+            if now_patient is None or not now_patient.active or now_offer is None or now_offer.get("taken_back_at") \
+                    or superseded:
+                by_the_patient = superseded or (now_offer is not None and now_offer.get("taken_back_at"))
+                self.links.revoke(offer["patient_id"], link.id, ended_by="patient" if by_the_patient else "closure")
                 raise NotFound("no such invitation waiting for you")
         return offer
+
+    def _still_pending(self, offer: dict, at: datetime) -> bool:
+        """Whether an accepted offer whose link is not made may still make it: what the patient's list shows it
+        as (pending: :meth:`_being_accepted`), not expired (the list says expired) nor replaced by a newer offer
+        to that email (the list shows that one)."""
+        return offer["expires_at"] > at and self.caregiver_offers.newer_than(offer) is None
 
     def cared_for(self, caregiver_id: str) -> list[tuple[CareLink, Account | None]]:
         """The patients who share their data with a caregiver, with their accounts."""

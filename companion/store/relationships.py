@@ -193,6 +193,11 @@ class CareLinks:
                     found[(doc["patient_id"], caregiver_id)] = _link(doc)
         return found
 
+    def offers_kept(self, patient_id: str) -> set[str]:
+        """The offers whose access is in the patient's history (given, and ended or changed since)."""
+        return {d["offer_id"] for d in self.history.find({"patient_id": patient_id}, {"offer_id": 1}).limit(1000)
+                if d.get("offer_id")}
+
     def kept_of_offer(self, patient_id: str, offer_id: str) -> list[dict]:
         """What the history holds of the access an offer gave, oldest first (its sets of permissions)."""
         return list(self.history.find({"patient_id": patient_id, "offer_id": offer_id}).sort("ended_at", ASCENDING)
@@ -612,10 +617,17 @@ class CaregiverInvitations(_ToAnEmail):
         return next(iter(self.col.find({"patient_id": patient_id, "caregiver_id": caregiver_id, "status": ACCEPTED,
                                         "answered_at": {"$lte": before}}).sort("answered_at", -1).limit(1)), None)
 
-    def close_others(self, patient_id: str, email_digest: str, at: datetime) -> int:
-        """Close the offers of a patient to an email still open (two offers raced; one was accepted)."""
-        return self.col.update_many({"patient_id": patient_id, "email_digest": email_digest, "status": OPEN},
+    def close_older(self, offer: dict, at: datetime) -> int:
+        """Close the offers of the patient to the email of ``offer`` (one accepted) made before it and still open
+        (two offers raced). A newer one stays: it is what the patient offered last."""
+        return self.col.update_many({"patient_id": offer["patient_id"], "email_digest": offer["email_digest"],
+                                     "status": OPEN, "created_at": {"$lt": offer["created_at"]}},
                                     {"$set": {"status": WITHDRAWN, "answered_at": at}}).modified_count
+
+    def newer_than(self, offer: dict) -> dict | None:
+        """An offer of the patient to the same email made after ``offer`` (whatever became of it), if any."""
+        return self.col.find_one({"patient_id": offer["patient_id"], "email_digest": offer["email_digest"],
+                                  "created_at": {"$gt": offer["created_at"]}}, {"_id": 1})
 
     def withdraw(self, invitation_id: str, patient_id: str, at: datetime) -> dict | None:
         """The patient takes back an offer not accepted (declined or not: the patient cannot tell)."""

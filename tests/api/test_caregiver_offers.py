@@ -98,11 +98,93 @@ def test_a_retried_acceptance_does_not_bring_back_a_link_that_ended(client, worl
     assert _accept(client, caregiver, offered["id"]).status_code == 404
     assert db.care_links.find_one({"_id": link_id})["status"] == "revoked"
     assert client.get(f"/api/v1/patients/{patient.id}", headers=caregiver.headers).status_code == 404
-    # Offered anew and accepted: the link is given again, and a late retry of the old acceptance keeps it.
+    # Offered anew and accepted: the link is given again, and a late retry of the old acceptance changes nothing
+    # (what that offer gave ended: 404, as its URL shows it revoked).
     renewed = _offer(client, patient, caregiver.email, alerts=["pain_flare"]).json
     assert _accept(client, caregiver, renewed["id"]).json["link_id"] == link_id
-    assert _accept(client, caregiver, offered["id"]).status_code == 200
+    assert _accept(client, caregiver, offered["id"]).status_code == 404
     assert _permissions_seen_by(client, caregiver)["alerts"] == ["pain_flare"]
+
+
+def test_a_retried_acceptance_does_not_override_the_patients_later_narrower_offer(client, world, services, db,
+                                                                                  monkeypatch):
+    """The acceptance marked the offer accepted and stopped before making the link (a crash, a lost answer). The
+    patient's list showed nothing for that email, so the patient offered again, narrower (no notes); the
+    caregiver's app retried the first acceptance, the link was made with the first offer's permissions and the
+    newer offer silently withdrawn. The patient now sees the first offer pending meanwhile; once they offered
+    again, the retry is refused (404) and the newer offer stays, for the caregiver to accept or not."""
+    patient, caregiver = world["patient_a"], world["caregiver_unlinked"]
+    wide = _offer(client, patient, caregiver.email, diary_notes=True, alerts=["pain_flare"]).json
+    real_grant = services.stores.care_links.grant
+
+    def stops(*args, **kwargs):
+        raise RuntimeError("the process stopped here")
+
+    monkeypatch.setattr(services.stores.care_links, "grant", stops)
+    assert _accept(client, caregiver, wide["id"]).status_code == 500
+    monkeypatch.setattr(services.stores.care_links, "grant", real_grant)
+    assert [(c["id"], c["status"]) for c in _listed(client, patient) if c["caregiver_id"] is None] == [
+        (wide["id"], "pending")]
+    narrow = _offer(client, patient, caregiver.email, diary_notes=False, alerts=[]).json
+    assert narrow["status"] == "pending" and narrow["id"] != wide["id"]
+    assert [c["id"] for c in _listed(client, patient) if c["caregiver_id"] is None] == [narrow["id"]]
+    assert _accept(client, caregiver, wide["id"]).status_code == 404  # the app's retry
+    assert client.get("/api/v1/caregiver/patients", headers=caregiver.headers).json["items"] == []
+    assert [w["id"] for w in _waiting(client, caregiver)] == [narrow["id"]]
+    assert _accept(client, caregiver, narrow["id"]).status_code == 200
+    assert _permissions_seen_by(client, caregiver) == {"write": False, "alerts": [], "diary_notes": False}
+    assert db.caregiver_invitations.find_one({"_id": narrow["id"]})["status"] == "accepted"
+
+
+def test_a_retried_acceptance_makes_the_link_while_the_patient_sees_the_offer_pending_and_not_after(
+        client, world, services, monkeypatch):
+    """The first acceptance stopped before making the link. Retried while the offer runs, it makes it; retried
+    once the offer expired (the patient's list says expired), or after the patient took it back, it does not."""
+    patient = world["patient_a"]
+    stopped = {}
+
+    def stops(*args, **kwargs):
+        raise RuntimeError("the process stopped here")
+
+    for key in ("retried_in_time", "retried_late", "taken_back"):
+        caregiver = make_user(client, services, key=key, role="caregiver")
+        offered = _offer(client, patient, caregiver.email).json
+        monkeypatch.setattr(services.stores.care_links, "grant", stops)
+        assert _accept(client, caregiver, offered["id"]).status_code == 500
+        monkeypatch.undo()
+        stopped[key] = (caregiver, offered["id"])
+    caregiver, offer_id = stopped["retried_in_time"]
+    assert _accept(client, caregiver, offer_id).status_code == 200
+    assert _permissions_seen_by(client, caregiver)["alerts"] == []
+    caregiver, offer_id = stopped["taken_back"]
+    assert client.delete(f"/api/v1/patients/{patient.id}/caregivers/{offer_id}", headers=patient.headers) \
+        .status_code == 204
+    assert offer_id not in {c["id"] for c in _listed(client, patient)}
+    assert _accept(client, caregiver, offer_id).status_code == 404
+    caregiver, offer_id = stopped["retried_late"]
+    with time_machine.travel(datetime.now(UTC) + timedelta(days=15)):
+        patient = login(client, "patient_a", patient.email, patient.id, "patient")
+        caregiver = login(client, caregiver.key, caregiver.email, caregiver.id, "caregiver")
+        assert [c["status"] for c in _listed(client, patient) if c["id"] == offer_id] == ["expired"]
+        assert _accept(client, caregiver, offer_id).status_code == 404
+        assert client.get("/api/v1/caregiver/patients", headers=caregiver.headers).json["items"] == []
+
+
+def test_of_two_offers_that_raced_the_newer_is_the_one_accepted(client, world, db):
+    """Two offers to one email made at once are both open. Accepting the older is refused (the patient offered
+    again since); accepting the newer closes the older, never the reverse."""
+    patient, caregiver = world["patient_a"], world["caregiver_unlinked"]
+    older = _offer(client, patient, caregiver.email, diary_notes=True).json
+    stored = db.caregiver_invitations.find_one({"_id": older["id"]})
+    newer_id = "6b0000000000000000000001"
+    db.caregiver_invitations.insert_one({**stored, "_id": newer_id, "created_at": stored["created_at"] +
+                                         timedelta(milliseconds=5), "permissions": {"alerts": []}})
+    assert _accept(client, caregiver, older["id"]).status_code == 404
+    assert [w["id"] for w in _waiting(client, caregiver)] == [newer_id]
+    assert _accept(client, caregiver, newer_id).status_code == 200
+    assert _permissions_seen_by(client, caregiver)["diary_notes"] is False
+    assert db.caregiver_invitations.find_one({"_id": older["id"]})["status"] == "accepted"  # (refused; not made)
+    assert older["id"] not in {c["id"] for c in _listed(client, patient)}
 
 
 def test_a_declined_offer_looks_to_the_patient_like_one_never_answered(client, world, services):
