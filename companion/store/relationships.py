@@ -13,10 +13,13 @@ from pymongo.errors import DuplicateKeyError
 
 from companion.clock import now, to_millis
 from companion.domain.access import CaregiverPermissions
+from companion.domain.errors import Contended
 from companion.domain.people import CareLink, CareTeam, EmergencyAccess, Gateway
 from companion.store.batches import insert_new
 from companion.store.db import count_by_id
 from companion.store.read_models import PanelEntries, PanelRowMarks
+
+CHANGE_ATTEMPTS = 20  # a change of permissions that loses this many races in a row is told to try again
 
 INDEXES = {
     "care_links": [
@@ -143,7 +146,7 @@ class CareLinks:
         """New permissions for an active link, from now (since when access was given stays); None when it is not
         active (ended meanwhile: never revived). The permissions replaced go to the history first."""
         at = now()
-        while True:
+        for _ in range(CHANGE_ATTEMPTS):
             doc = self.col.find_one({"patient_id": patient_id, "caregiver_id": caregiver_id, "status": "active"})
             if doc is None:
                 return None
@@ -160,6 +163,7 @@ class CareLinks:
             now_doc = self.col.find_one({"_id": doc["_id"]})
             if now_doc is not None and self._since(now_doc) == self._since(doc):
                 self.history.delete_one({"_id": kept_id})
+        raise Contended("the caregiver's access is being changed by someone else right now; try again")
 
     def revoke(self, patient_id: str, link_id: str, *, ended_by: str) -> CareLink | None:
         """End an active link, noting who ended it (the patient, the caregiver, or ``closure``: an account closed,
