@@ -54,15 +54,19 @@ def schedule_of(reminder: dict) -> ReminderSchedule:
     )
 
 
-def check_reminder(reminder: dict) -> None:
-    """Refuse (422, per field) a reminder whose schedule is malformed or would never fire, or whose repeats do
-    not fit inside its completion window (a change of either alone is checked against the other as stored)."""
+def check_reminder(reminder: dict, *, repeats: bool = True) -> None:
+    """Refuse (422, per field) a reminder whose schedule is malformed or would never fire, or (``repeats``: the
+    repeats or the window are being set) whose repeats do not fit inside its completion window: a change of
+    either alone is checked against the other as stored, while a change of neither (a pause, a new title) is not
+    held up by a reminder stored before this rule."""
     problems = schedule_problems(schedule_of(reminder))
     if problems:
         errors: dict[str, list[str]] = {}
         for problem in problems:
             errors.setdefault(f"schedule.{problem.field}", []).append(problem.reason)
         raise Invalid("this schedule would never remind you; see errors", errors=errors)
+    if not repeats:
+        return
     repeat, window = reminder.get("repeat"), reminder.get("completion_window_min")
     if repeat and window is not None and repeat["count"] * repeat["every_min"] > window:
         raise Invalid("repeats must fit inside the completion window",

@@ -434,3 +434,14 @@ def test_an_edit_of_the_window_or_the_repeats_alone_is_checked_against_the_other
     assert_problem(client.patch(url, json={"repeat": {"count": 5, "every_min": 15}}, headers=headers), 422)
     assert client.get(url, headers=headers).json["completion_window_min"] == 60  # nothing written
     assert client.patch(url, json={"completion_window_min": 45}, headers=headers).status_code == 200
+
+
+def test_a_reminder_stored_before_the_repeat_rule_can_still_be_paused_or_renamed(client, world, db):
+    """Its repeats outlast its window (stored before edits were checked): a change of neither is not refused."""
+    reminder = create(client, world, {**DAILY, "repeat": {"count": 3, "every_min": 20}}).json
+    db.reminders.update_one({"_id": reminder["id"]}, {"$set": {"completion_window_min": 30}})
+    url = f"/api/v1/patients/{world['patient_a'].id}/reminders/{reminder['id']}"
+    headers = world["patient_a"].headers
+    assert client.patch(url, json={"title": "Evening tablets"}, headers=headers).status_code == 200
+    assert client.patch(url, json={"active": False}, headers=headers).status_code == 200
+    assert_problem(client.patch(url, json={"completion_window_min": 40}, headers=headers), 422)  # still short
