@@ -480,15 +480,18 @@ class RecordBuffer:
     def take_over(self, records: Sequence[PendingRecord], syncs: Sequence[dict] = (),
                   dead_letters: Sequence[dict] = (), *, patient_ref: str | None = None,
                   notes: Sequence[tuple[str, dict, str]] = (),
-                  last_stored: Mapping[str, tuple[int, str | None]] | None = None) -> int:
+                  last_stored: Mapping[str, tuple[int, str | None]] | None = None,
+                  moved_past: Mapping[str, int] | None = None) -> int:
         """Take what a buffer that was replaced (``buffer-recover``) still had for the server: its queued records
         and syncs (the clock readings its records are placed by) as they were waiting there (those already here
         are left), its dead letters not yet reported (as ``dead_letters`` gives them), whose records they are
         (``patient_ref``), the notes to the server saying it was replaced (``(serial, detail, reason)``), and the
         hash of the record stored last of each unit whose position there (``last_stored``: serial → (sequence,
         hash)) is the one this buffer resumes it at, so a lost acknowledgement is still told from a restarted
-        counter. One transaction: a stop midway takes none of it, not part (the moved files stay where they were
-        put). Returns how many records were queued."""
+        counter, and the units whose position there was moved past records they no longer held (``moved_past``:
+        serial → that position), which stay so here: one holding such records again is a restarted counter. One
+        transaction: a stop midway takes none of it, not part (the moved files stay where they were put). Returns
+        how many records were queued."""
         taken = 0
         with self._transaction() as db:
             for record in records:
@@ -519,6 +522,9 @@ class RecordBuffer:
                            "AND last_stored_seq = ? AND last_hash IS NULL",
                            [(digest, serial, seq) for serial, (seq, digest) in sorted((last_stored or {}).items())
                             if digest is not None])
+            db.executemany("UPDATE units SET moved_without_record = ? WHERE serial = ? AND last_stored_seq = ? "
+                           "AND last_hash IS NULL",
+                           [(MOVED_PAST, serial, seq) for serial, seq in sorted((moved_past or {}).items())])
         return taken
 
     def _last_stored_locked(self, serial: str) -> int:

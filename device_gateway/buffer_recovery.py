@@ -27,7 +27,7 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -136,7 +136,7 @@ def _build(building: Path, aside: Path, config: GatewayConfig, now: Callable[[],
                  for serial in sorted(set(resumes_after) | set(records) | set(syncs) | set(letters))]
         carried = buffer.take_over(salvaged.records, salvaged.syncs, salvaged.dead_letters,
                                    patient_ref=salvaged.patient_ref or config.patient_ref, notes=notes,
-                                   last_stored=salvaged.last_stored)
+                                   last_stored=salvaged.last_stored, moved_past=salvaged.moved_past)
     finally:
         buffer.close()
     return carried, resumes_after
@@ -176,6 +176,8 @@ class _Salvage:
     dead_letters: list[dict]
     patient_ref: str | None  # whose records they are, as the moved buffer noted
     last_stored: dict[str, tuple[int, str | None]]  # per unit: its position there and the hash of the record at it
+    # per unit whose position there was moved past records the unit no longer held: that position
+    moved_past: dict[str, int] = field(default_factory=dict)
 
 
 def _salvage(aside: Path, config: GatewayConfig) -> _Salvage:
@@ -194,8 +196,10 @@ def _salvage(aside: Path, config: GatewayConfig) -> _Salvage:
                            type(exc).__name__)
             return _Salvage([], [], [], None, {})
         try:
+            positions = {serial: old.position(serial) for serial in old.status().units}
             return _Salvage(old.pending(1_000_000), old.pending_syncs(1_000_000),
                             old.dead_letters(unreported_only=True), old.patient(),
-                            {serial: old.last_stored(serial) for serial in old.status().units})
+                            {serial: (p.seq, p.last_hash) for serial, p in positions.items()},
+                            {serial: p.seq for serial, p in positions.items() if p.moved_without_record})
         finally:
             old.close()

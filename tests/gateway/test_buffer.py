@@ -267,3 +267,24 @@ def test_every_acknowledged_record_survives_sigkill_and_restart(tmp_path):
     buf.close()
     assert acknowledged <= stored
     assert stored == set(range(1, total + 1))
+
+
+def test_buffer_recover_keeps_a_position_the_moved_buffer_had_moved_past_records(tmp_path):
+    """A unit that had freed records never stored (a noted gap) and holds numbers at or below that position
+    again is a restarted counter: a recovery that still reads the moved buffer keeps that, not "unchecked"."""
+    old = RecordBuffer(tmp_path / "buffer.db")
+    old.store(SERIAL, [captured(1), captured(2)])
+    old.record_missing(SERIAL, 3, 4)
+    position = old.position(SERIAL)
+    old.close()
+    (tmp_path / "buffer.db").rename(tmp_path / "moved.db")
+    for side in ("-wal", "-shm"):
+        if (tmp_path / f"buffer.db{side}").exists():
+            (tmp_path / f"buffer.db{side}").rename(tmp_path / f"moved.db{side}")
+    new = RecordBuffer(tmp_path / "buffer.db", replacing_lost=True)
+    new.take_over([], last_stored={SERIAL: (position.seq, position.last_hash)},
+                  moved_past={SERIAL: position.seq} if position.moved_without_record else {})
+    try:
+        assert new.position(SERIAL) == UnitPosition(4, None, True)
+    finally:
+        new.close()
