@@ -148,8 +148,9 @@ class DeviceReportSchema(StrictSchema):
     firmware = fields.String(required=True, validate=validate.Length(max=32))
     last_seen_at = fields.AwareDateTime(validate=INSTANT, required=True, metadata={
         "description": "when the gateway last connected to the unit, by the clock last_seen_clock names; the server "
-                       "moves a gateway-clock reading by the offset it measures from gateway_clock, takes none later "
-                       "than the report's arrival, and never moves a unit's last contact back"})
+                       "moves a gateway-clock reading by the offset it measures from gateway_clock (without one, by the "
+                       "offset it measured at the gateway's last upload, within a day), takes none later than the "
+                       "report's arrival, and never moves a unit's last contact back"})
     last_seen_clock = fields.String(load_default="gateway", validate=validate.OneOf(["server", "gateway"]), metadata={
         "description": "server: the server's time as the gateway measured it (X-Server-Time); gateway: the "
                        "gateway's own wall clock, not to be trusted alone"})
@@ -253,10 +254,12 @@ class DeviceStatus(MethodView):
         """Report units' battery, firmware, last contact and last error (a unit that has since moved to
         another patient is skipped)."""
         svc = services()
-        patient_id = svc.gateways.patient_of(current_actor().id)
+        gateway_id = current_actor().id
+        patient_id = svc.gateways.patient_of(gateway_id)
         auditing.note(patient_ids=[patient_id], resource="device", action="U",
                       resource_ids=[d["serial"] for d in body["devices"]])
-        svc.ingestion.device_status(patient_id, body["devices"], gateway_clock=body["gateway_clock"])
+        svc.ingestion.device_status(patient_id, body["devices"], gateway_clock=body["gateway_clock"],
+                                    gateway_id=gateway_id)
 
 
 @blp.route("/dead-letters")

@@ -43,6 +43,7 @@ from companion.services.session_times import (
     SessionTimes,
     anchor,
     clock_check,
+    gateway_offset,
     placing,
     seen_at,
     touched_days_of,
@@ -308,20 +309,25 @@ class Ingestion:
         if latest:  # the panel row's last sync
             self.stores.panel_row_marks.mark([patient_id], "sync", received_at)
 
-    def device_status(self, patient_id: str, reports: list[dict], gateway_clock: dict | None = None) -> None:
+    def device_status(self, patient_id: str, reports: list[dict], gateway_clock: dict | None = None, *,
+                      gateway_id: str | None = None) -> None:
         """A gateway's report on its units: battery, firmware, last contact and last error. A unit that has
         since moved to another patient is skipped (its new patient's gateway reports it). The last contact is
         put on the server's clock (``seen_at``: a gateway's wall clock is not trusted alone; the silent-unit
-        alert runs on it) and never moves back, except from a time in the future, which one noted before readings
-        were clamped may be."""
+        alert runs on it): a reading of the gateway's wall clock is moved by the offset measured from the
+        report's own clock reading, else (an older gateway sends none) by the one the server measured at the
+        gateway's last upload, within a day (``gateway_offset``); a clock not measured for a day is taken as it
+        reads. It never moves back, except from a time in the future, which one noted before readings were clamped may be."""
         received_at = self.clock()
         check = clock_check(gateway_clock, received_at)
+        last_check = self.stores.gateways.clock_of(gateway_id) if check is None and gateway_id is not None else None
+        offset = gateway_offset(check, last_check, received_at)
         bindings = self._bindings(patient_id, {r["serial"] for r in reports})
         for r in reports:
             if not bindings[r["serial"]] or bindings[r["serial"]][-1].end is not None \
                     or bindings[r["serial"]][-1].patient_id != patient_id:
                 continue
-            last_seen = seen_at(r["last_seen_at"], r.get("last_seen_clock") == "server", check, received_at)
+            last_seen = seen_at(r["last_seen_at"], r.get("last_seen_clock") == "server", offset, received_at)
             self.devices.note_status(r["serial"], patient_id, {
                 "battery_pct": r["battery_pct"], "firmware": r["firmware"], "last_error": r.get("last_error")},
                 last_seen_at=last_seen, future_after=received_at + CONTACT_MARGIN)

@@ -108,15 +108,32 @@ def clock_check(reading: Mapping | None, received_at: datetime) -> ClockCheck | 
 
 
 CONTACT_MARGIN = timedelta(minutes=1)  # a unit's last contact later than now by more than this is in the future
+# A gateway's clock offset measured at an upload still corrects its wall-clock readings in reports that carry no
+# clock reading of their own this long after (a gateway uploads a sync of each unit it reaches every 6 hours at
+# least; a clock without NTP drifts seconds a day, and a jump since is bounded by the clamp to the receipt time).
+OFFSET_KEPT = timedelta(days=1)
 
 
-def seen_at(reported: datetime, on_server_clock: bool, check: ClockCheck | None, received_at: datetime) -> datetime:
+def gateway_offset(check: ClockCheck | None, last_check: Mapping | None, received_at: datetime) -> timedelta | None:
+    """How far ahead of the server's the gateway's wall clock is now, as far as the server knows: by this request's
+    clock reading, else by the check of its last upload (``Gateways.note_clock``) if that is at most
+    ``OFFSET_KEPT`` old; None: not measured (a gateway that never sent its clock) or too long ago to go by."""
+    if check is not None:
+        return check.offset
+    if not last_check or last_check.get("offset_s") is None or last_check.get("checked_at") is None:
+        return None
+    if received_at - last_check["checked_at"] > OFFSET_KEPT:
+        return None
+    return timedelta(seconds=last_check["offset_s"])
+
+
+def seen_at(reported: datetime, on_server_clock: bool, offset: timedelta | None, received_at: datetime) -> datetime:
     """When a gateway saw what it reports, on the server's clock: a reading of the gateway's own wall clock is
-    moved by the offset this request's clock check measured (when it carried one), and nothing is taken as seen
-    later than the report arrived, by whichever clock (a wall clock ahead would otherwise keep a unit from ever
-    counting as silent)."""
-    if not on_server_clock and check is not None:
-        reported -= check.offset
+    moved by its measured ``offset`` (``gateway_offset``; taken as it is when there is none), and nothing is taken
+    as seen later than the report arrived, by whichever clock (a wall clock ahead, or one moved forward since its
+    offset was measured, would otherwise keep a unit from ever counting as silent)."""
+    if not on_server_clock and offset is not None:
+        reported -= offset
     return min(reported, received_at)
 
 

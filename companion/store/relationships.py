@@ -490,6 +490,11 @@ class Gateways:
         """The server's last check of the gateway's clock (its offset, whether it vouched for it, when)."""
         self.col.update_one({"_id": gateway_id}, {"$set": {"clock": check}})
 
+    def clock_of(self, gateway_id: str) -> dict | None:
+        """The server's last check of the gateway's clock (``note_clock``), None before its first."""
+        doc = self.col.find_one({"_id": gateway_id}, {"clock": 1})
+        return (doc or {}).get("clock")
+
     def clocks_of(self, patient_id: str) -> list[dict]:
         """The last clock check of each of the patient's gateways (``_id``, ``name``, ``clock``)."""
         return list(self.col.find({"patient_id": patient_id}, {"name": 1, "clock": 1, "revoked": 1}).limit(50))

@@ -233,6 +233,42 @@ def test_a_last_contact_on_the_gateways_own_clock_is_moved_by_the_offset_the_ser
     assert abs(held - (datetime.now(UTC) - timedelta(minutes=10))) < timedelta(seconds=30)
 
 
+def _measure_gateway_clock(client, world, wall: datetime) -> None:
+    """A sync-only upload from gateway A whose wall clock reads ``wall``: the server measures (and keeps) its
+    offset, and says it in the answer."""
+    sync = {"sync_id": "sync-0000001", "serial": world.a_device, "highest_seq": 0,
+            "unit_clock": datetime.now(UTC).isoformat(), "gateway_clock": wall.isoformat(), "boot_id": "b1",
+            "monotonic_s": 100.0}
+    answer = client.post(URL, json={"syncs": [sync], "gateway_clock": {
+        "wall": wall.isoformat(), "boot_id": "b1", "monotonic_s": 101.0}}, headers=world["gateway_a"].headers).json
+    assert answer["clock"]["vouched"] is False and answer["clock"]["gateway_offset_s"] < -29 * 3600
+
+
+def test_a_unit_reported_every_cycle_by_a_gateway_whose_clock_is_behind_is_not_called_silent(client, world, db,
+                                                                                            services):
+    """A gateway whose wall clock is 30 hours behind (a Pi without an RTC, booted offline) and which sends no
+    clock reading with its status (an older gateway) reports the unit's status at every cycle: the unit is
+    heard from now, by the server's clock (the offset measured at its last upload)."""
+    behind = datetime.now(UTC) - timedelta(hours=30)
+    _measure_gateway_clock(client, world, behind)
+    for minutes_later in (0, 10):
+        _report_last_seen(client, world, db, behind + timedelta(minutes=minutes_later))
+        services.alerts.evaluate()
+    silent = list(db.alerts.find({"kind": "unit_silent"}))
+    seen = db.devices.find_one({"_id": world.a_device})["status"]["last_seen_at"]
+    assert silent == [], f"{len(silent)} unit_silent alert(s); last contact stored as {seen}"
+
+
+def test_a_gateway_clock_offset_measured_more_than_a_day_before_a_report_is_not_applied_to_it(client, world, db):
+    """The clock may have been set right since (NTP came back): a reading two hours old by it stays two hours
+    old, not moved 30 hours forward by the offset of then (which would say the unit was heard from now)."""
+    _measure_gateway_clock(client, world, datetime.now(UTC) - timedelta(hours=30))
+    db.gateways.update_one({"_id": world["gateway_a"].id},
+                           {"$set": {"clock.checked_at": datetime.now(UTC) - timedelta(hours=25)}})
+    seen = datetime.now(UTC) - timedelta(hours=2)
+    assert abs(_report_last_seen(client, world, db, seen) - seen) < timedelta(seconds=1)
+
+
 def test_a_gateway_is_limited_to_its_upload_rate_with_retry_after(services, client, world, db, monkeypatch):
     monkeypatch.setattr(services.ingestion, "settings", services.settings.with_changes(gateway_uploads_per_min=3))
     answers = [upload(client, world["gateway_a"], [session_record(world.a_device, seq)]) for seq in range(1, 6)]
