@@ -12,8 +12,9 @@ gateway's own clock reading. Receiving it:
    time rule is stored *held*, with its findings: companion.domain.sessions); only a record with no identity
    to be stored under is refused. A record that arrives again with other content is kept apart for review;
 4. places again the stored records the new evidence touches (a later clock fix), and marks every local day
-   whose figures changed (companion.services.touched_days);
-5. derives the records' device events and the units' status.
+   whose figures changed (companion.services.touched_days) and writes the device events that follow them
+   (those of a record no longer held, and those of one placed again moved with it), before their fields;
+5. derives the batch's records' device events and the units' status.
 
 Every step after the first two is derived again from what is stored on every attempt, so a gateway's retry
 after a crash between the writes finishes what the first attempt left undone, doubling nothing: syncs,
@@ -87,6 +88,12 @@ def _delivered_again(stored: list[dict], patient_id: str) -> dict[str, dict]:
             for doc in stored
             if doc.get("delivered_for") not in (None, patient_id)
             and patient_id not in (doc.get("also_delivered_for") or [])}
+
+
+def _as_placed(docs: list[dict], changes: list[tuple[dict, dict]]) -> list[dict]:
+    """The stored records as this batch placed them (those it placed again with their changed fields)."""
+    changed = {doc["_id"]: fields for doc, fields in changes}
+    return [{**doc, **changed.get(doc["_id"], {})} for doc in docs]
 
 
 def _answer_placed_again(results: dict[str, dict], changes: list[tuple[dict, dict]]) -> None:
@@ -210,7 +217,7 @@ class Ingestion:
         if self.touched is not None:
             for patient, dates in touched_days_of(kept).items():
                 self.touched.dates(patient, dates, "sessions")
-        self._derive(patient_id, kept, changes, received_at)
+        self._derive(patient_id, _as_placed(kept, changes), received_at)
         for result in ("created", "duplicate", "discarded", "rejected"):
             count = sum(1 for r in results.values() if r["status"] == result)
             self.telemetry.records_received(result, count + (refused_by_schema if result == "rejected" else 0))
@@ -286,19 +293,15 @@ class Ingestion:
                 created |= self.records.insert_new([{**d, "seq": first + n} for n, d in enumerate(docs)])[0]
         return created
 
-    def _derive(self, patient_id: str, kept: list[dict], changes: list[tuple[dict, dict]],
-                received_at: datetime) -> None:
-        """The secondary writes of stored records: their device events (not for held ones: their time or
-        owner is not known) and the status of units still bound to the gateway's patient."""
+    def _derive(self, patient_id: str, kept: list[dict], received_at: datetime) -> None:
+        """The secondary writes of the batch's records: their device events (not for held ones: their time or
+        owner is not known) and the status of units still bound to the gateway's patient. (Those of stored
+        records placed again are written with them, before them: ``write_changes``.)"""
         self.events.record([
             {"_id": f"{d['_id']}:{kind}", "patient_id": d["patient_id"], "device_serial": d["device_serial"],
              "kind": kind, "at": d["started_at"], "record_id": d["_id"], "created_at": received_at}
             for d in kept if not d.get("held") and d.get("patient_id") for kind in device_events_for(d)
         ])
-        for doc, fields in changes:
-            if "started_at" in fields or "patient_id" in fields:
-                merged = {**doc, **fields}
-                self.events.move(doc["_id"], device_events_for(merged), merged["started_at"], merged.get("patient_id"))
         latest: dict[str, dict] = {}
         for d in kept:
             if d["device_serial"] not in latest or d["device_seq"] > latest[d["device_serial"]]["device_seq"]:

@@ -200,7 +200,8 @@ def write_changes(stores: Stores, feed: Changes, touched: TouchedDays | None, ch
     belongs to, so the app's session feed hands it out again; a patient a record left has their feeds read
     again from the start (they carry no tombstone for it); the days it left and the days it came to are
     marked for recomputing, however old (whether a record counts was judged when it arrived, within the offline
-    window of then; the days it is placed on or leaves may be older than the window is now)."""
+    window of then; the days it is placed on or leaves may be older than the window is now). The device events
+    that follow the changes are written before the records (``_events_follow``)."""
     # The marks first: a write that fails after them leaves days recomputed for nothing, one that failed before
     # them would leave the fields written and nothing to tell a retry (which finds no change) to mark them. A
     # patient a record leaves has their cursors ended before and again after (an app that read its feeds
@@ -213,6 +214,9 @@ def write_changes(stores: Stores, feed: Changes, touched: TouchedDays | None, ch
         if touched is not None else {}
     for patient_id, dates in days.items():
         touched.dates(patient_id, dates, reason, reach_back=True)
+    # The device events the changes derive are written first too, for the same reason: a retry that finds the
+    # fields written has no change left to derive them from (electrode off and battery low raise alerts).
+    _events_follow(stores, changes, feed.clock())
     by_patient: dict[str | None, list[tuple[dict, dict]]] = {}
     for doc, fields in changes:
         by_patient.setdefault({**doc, **fields}.get("patient_id"), []).append((doc, fields))
@@ -230,13 +234,24 @@ def write_changes(stores: Stores, feed: Changes, touched: TouchedDays | None, ch
     # records were still being written computed the days from what they were, and the marks it cleared with them.
     for patient_id, dates in days.items():
         touched.dates(patient_id, dates, reason, reach_back=True)
-    # A record no longer held (a later clock fix, a clinician's decision) has the device events a record stored
-    # counted has from the start (electrode off, battery low, ...); those it had already are left as they are.
+
+
+def _events_follow(stores: Stores, changes: list[tuple[dict, dict]], at: datetime) -> None:
+    """The device events of records whose derived fields change. A record no longer held (a later clock fix, a
+    clinician's decision) has the events a record stored counted has from the start (electrode off, battery
+    low, ...); those it had already are left as they are. A record placed again, or given to another patient,
+    takes its events with it. Both may be done again (events have derived ids, a move sets what it sets): a
+    record's fields written after them, or not, a retry does them again as long as the change is left."""
     counted = [{**doc, **fields} for doc, fields in changes if doc.get("held") and not fields.get("held", True)]
     stores.device_events.record([
         {"_id": f"{d['_id']}:{kind}", "patient_id": d["patient_id"], "device_serial": d["device_serial"],
-         "kind": kind, "at": d["started_at"], "record_id": d["_id"], "created_at": feed.clock()}
+         "kind": kind, "at": d["started_at"], "record_id": d["_id"], "created_at": at}
         for d in counted if d.get("patient_id") for kind in device_events_for(d)])
+    for doc, fields in changes:
+        if "started_at" in fields or "patient_id" in fields:
+            placed = {**doc, **fields}
+            stores.device_events.move(doc["_id"], device_events_for(placed), placed["started_at"],
+                                      placed.get("patient_id"))
 
 
 def _finding_docs(findings: Iterable[Finding]) -> list[dict]:

@@ -69,6 +69,57 @@ def test_a_retry_racing_its_failed_original_still_marks_the_day_and_records_the_
     assert [e["kind"] for e in db.device_events.find({})] == ["electrode_off"]
 
 
+def test_a_retry_after_a_failure_in_writing_the_changes_still_records_the_device_events(client, world, db,
+                                                                                       services, monkeypatch):
+    """A session stored held (its sync had not arrived) is placed by the sync that comes later and counted; the
+    first attempt fails after the placement is written, the gateway retries: the electrode-off event of the
+    now counted session must exist (a counted session has its device events from the start)."""
+    now, gateway = datetime.now(UTC), world["gateway_a"].headers
+    record = session_record(world.a_device, 1, started_at=now - timedelta(hours=2), offset_s=0.0,
+                            end_reason="electrode_off", sync_id="sync-0000001")
+    first = client.post(URL, json={"records": [record]}, headers=gateway).json["results"][0]
+    assert first["held"] is True
+    sync = {"sync_id": "sync-0000001", "serial": world.a_device, "highest_seq": 1,
+            "unit_clock": (now - timedelta(minutes=10)).isoformat(),
+            "gateway_clock": (now - timedelta(minutes=10)).isoformat(), "boot_id": "b1", "monotonic_s": 400.0}
+    body = {"syncs": [sync], "gateway_clock": {"wall": now.isoformat(), "boot_id": "b1", "monotonic_s": 1000.0}}
+    events = services.stores.device_events
+    monkeypatch.setattr(events, "record", _once(events, "record", _fail))
+    assert client.post(URL, json=body, headers=gateway).status_code == 503
+    assert client.post(URL, json=body, headers=gateway).status_code == 200
+    stored = db.session_records.find_one({"_id": record["record_id"]})
+    assert stored["held"] is False and stored["counts"] is True, stored["flags"]
+    assert [e["kind"] for e in db.device_events.find({})] == ["electrode_off"]
+
+
+def test_a_retry_after_a_failure_in_moving_the_device_events_of_a_session_placed_again_still_moves_them(
+        client, world, db, services, monkeypatch):
+    """An old hub's sync arriving after the unit's first contact places a counted session again (its unit's
+    clock jumped an hour between the two syncs, on either side of it); the first attempt fails on moving its
+    electrode-off event, the gateway retries: the event is where the session now is."""
+    now, gateway, serial = datetime.now(UTC), world["gateway_a"].headers, world.a_device
+
+    def sync(sync_id: str, highest: int, at: datetime, unit_ahead: timedelta) -> dict:
+        return {"sync_id": sync_id, "serial": serial, "highest_seq": highest, "unit_clock": (at + unit_ahead).isoformat(),
+                "gateway_clock": at.isoformat(), "boot_id": "b1", "monotonic_s": 100_000 + (at - now).total_seconds()}
+
+    record = session_record(serial, 1, started_at=now - timedelta(hours=3), offset_s=3600.0, end_reason="electrode_off",
+                            sync_id="sync-0000002")
+    first_contact = {"records": [record], "syncs": [sync("sync-0000002", 1, now - timedelta(minutes=10),
+                                                         timedelta(hours=1))],
+                     "gateway_clock": {"wall": now.isoformat(), "boot_id": "b1", "monotonic_s": 100_000.0}}
+    assert client.post(URL, json=first_contact, headers=gateway).status_code == 200
+    old_sync = {"syncs": [sync("sync-0000001", 0, now - timedelta(hours=5), timedelta(0))],
+                "gateway_clock": {"wall": now.isoformat(), "boot_id": "b1", "monotonic_s": 100_001.0}}
+    events = services.stores.device_events
+    monkeypatch.setattr(events, "move", _once(events, "move", _fail))
+    assert client.post(URL, json=old_sync, headers=gateway).status_code == 503
+    assert client.post(URL, json=old_sync, headers=gateway).status_code == 200
+    stored = db.session_records.find_one({"_id": record["record_id"]})
+    assert stored["time_basis"] == "clock_jumped_ambiguous" and stored["counts"] is True, stored["time_basis"]
+    assert [(e["kind"], e["at"]) for e in db.device_events.find({})] == [("electrode_off", stored["started_at"])]
+
+
 def test_another_content_racing_the_first_copy_is_kept_apart(client, world, db, services, monkeypatch):
     gateway = world["gateway_a"].headers
     first, other = session_record(world.a_device, 1), session_record(world.a_device, 1, duration_s=900)
