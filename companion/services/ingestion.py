@@ -308,7 +308,7 @@ class Ingestion:
                 latest[d["device_serial"]] = d
         for serial, d in latest.items():
             self.devices.note_upload(serial, patient_id, received_at=received_at, battery_pct=d["battery_pct"],
-                                     last_record_seq=d["device_seq"])
+                                     last_record_seq=d["device_seq"], future_after=received_at + CONTACT_MARGIN)
         if latest:  # the panel row's last sync
             self.stores.panel_row_marks.mark([patient_id], "sync", received_at)
 

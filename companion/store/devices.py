@@ -115,13 +115,20 @@ class Devices:
                                                 {"_id": 1})}
 
     def note_upload(self, serial: str, patient_id: str, *, received_at: datetime, battery_pct: int,
-                    last_record_seq: int) -> None:
-        """What an upload tells about a unit still bound to ``patient_id``: it synced now, its battery and the
-        highest record seen."""
-        self.col.update_one({"_id": serial, "patient_id": patient_id}, {
-            "$set": {"status.last_sync_at": received_at, "status.last_seen_at": received_at,
-                     "status.battery_pct": battery_pct},
-            "$max": {"status.last_record_seq": last_record_seq}})
+                    last_record_seq: int, future_after: datetime) -> None:
+        """What an upload tells about a unit still bound to ``patient_id``: it synced and was heard from now, the
+        highest record seen, and the battery that record reported, only if it is the highest (a second hub's
+        backlog, or a record sent again, arriving after a later one, leaves the later one's battery standing).
+        All only move forward; a last contact noted later than ``future_after`` is replaced (see
+        ``note_status``). The battery is written by the update that raises the highest record seen, filtered on
+        it (FerretDB 1.24 refuses an update pipeline, which could have made it one update whatever the record)."""
+        unit = {"_id": serial, "patient_id": patient_id}
+        self._replace_future_contact(unit, received_at, future_after)
+        times = {"status.last_sync_at": received_at, "status.last_seen_at": received_at}
+        newest = {**unit, "status.last_record_seq": {"$not": {"$gt": last_record_seq}}}  # or none seen yet
+        if not self.col.update_one(newest, {"$set": {"status.battery_pct": battery_pct},
+                                            "$max": {**times, "status.last_record_seq": last_record_seq}}).matched_count:
+            self.col.update_one(unit, {"$max": times})
 
     def note_status(self, serial: str, patient_id: str, status: dict, *, last_seen_at: datetime,
                     future_after: datetime) -> None:
@@ -129,12 +136,16 @@ class Devices:
         forward (a report that saw it earlier than one already noted, or than an upload, changes nothing), except
         from a contact noted later than ``future_after``: one in the future (a gateway's clock ahead, before
         readings were clamped), which would keep the unit from ever counting as silent until then."""
-        self.col.update_one({"_id": serial, "patient_id": patient_id, "status.last_seen_at": {"$gt": future_after}},
-                            {"$set": {"status.last_seen_at": last_seen_at}})
+        unit = {"_id": serial, "patient_id": patient_id}
+        self._replace_future_contact(unit, last_seen_at, future_after)
         update: dict = {"$max": {"status.last_seen_at": last_seen_at}}
         if status:
             update["$set"] = {f"status.{key}": value for key, value in status.items()}
-        self.col.update_one({"_id": serial, "patient_id": patient_id}, update)
+        self.col.update_one(unit, update)
+
+    def _replace_future_contact(self, unit: dict, last_seen_at: datetime, future_after: datetime) -> None:
+        self.col.update_one({**unit, "status.last_seen_at": {"$gt": future_after}},
+                            {"$set": {"status.last_seen_at": last_seen_at}})
 
     def bring_back_last_contacts(self, later_than: datetime, to: datetime) -> int:
         """Set every last contact noted later than ``later_than`` (in the future) to ``to``; how many there were."""

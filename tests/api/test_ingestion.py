@@ -170,6 +170,25 @@ def test_electrode_off_and_low_battery_raise_device_events_once(client, world, d
     assert db.devices.find_one({"_id": world.a_device})["status"]["battery_pct"] == 9
 
 
+def test_an_older_record_arriving_late_does_not_set_the_units_battery_back(client, world, db):
+    newest = session_record(world.a_device, 5, battery_pct=80)
+    assert upload(client, world["gateway_a"], [newest]).status_code == 200
+    older = session_record(world.a_device, 2, battery_pct=10)  # a second hub's backlog, uploaded late
+    assert upload(client, world["gateway_a"], [older]).status_code == 200
+    status = db.devices.find_one({"_id": world.a_device})["status"]
+    assert (status["last_record_seq"], status["battery_pct"]) == (5, 80)
+
+
+def test_an_upload_replaces_a_last_contact_stored_in_the_future(client, world, db):
+    """A last contact only moves forward, but one in the future (noted from a gateway clock ahead before readings
+    were clamped) would keep the unit from counting as silent until then: the upload's time replaces it."""
+    db.devices.update_one({"_id": world.a_device},
+                          {"$set": {"status.last_seen_at": datetime.now(UTC) + timedelta(days=2)}})
+    assert upload(client, world["gateway_a"], [session_record(world.a_device, 1)]).status_code == 200
+    held = db.devices.find_one({"_id": world.a_device})["status"]["last_seen_at"].replace(tzinfo=UTC)
+    assert abs(held - datetime.now(UTC)) < timedelta(seconds=30)
+
+
 def test_patient_reads_their_sessions_and_others_cannot(client, world):
     upload(client, world["gateway_a"], [session_record(world.a_device, s) for s in (1, 2, 3)])
     url = f"/api/v1/patients/{world['patient_a'].id}/sessions"
