@@ -93,6 +93,14 @@ def test_the_record_stored_last_is_known_by_its_hash_until_the_position_moves_wi
     old.close()
 
 
+def _moved_aside(state_dir) -> None:
+    """The buffer's files moved aside, as buffer-recover moves a damaged one (SQLite still pairs them)."""
+    (state_dir / "buffer.db").rename(state_dir / "moved.db")
+    for side in ("-wal", "-shm"):
+        if (state_dir / f"buffer.db{side}").exists():
+            (state_dir / f"buffer.db{side}").rename(state_dir / f"moved.db{side}")
+
+
 def test_a_position_moved_without_a_record_is_noted_until_a_record_is_stored(tmp_path):
     buffer = RecordBuffer(tmp_path / "buffer.db")
     buffer.store(SERIAL, [captured(1), captured(2)])
@@ -106,10 +114,7 @@ def test_a_position_moved_without_a_record_is_noted_until_a_record_is_stored(tmp
     buffer.close()
     # buffer-recover: the new buffer's positions come from the ledger, with no record's hash there (checked by
     # nothing: a unit may keep what it was acknowledged)...
-    (tmp_path / "buffer.db").rename(tmp_path / "moved.db")
-    for side in ("-wal", "-shm"):
-        if (tmp_path / f"buffer.db{side}").exists():
-            (tmp_path / f"buffer.db{side}").rename(tmp_path / f"moved.db{side}")
+    _moved_aside(tmp_path)
     new = RecordBuffer(tmp_path / "buffer.db", replacing_lost=True)
     assert new.position(SERIAL) == UnitPosition(5, None, False, recovered_unchecked=True)
     new.take_over([], last_stored={SERIAL: (5, captured(5).content_hash)})  # ... unless the moved one had it
@@ -277,10 +282,7 @@ def test_buffer_recover_keeps_a_position_the_moved_buffer_had_moved_past_records
     old.record_missing(SERIAL, 3, 4)
     position = old.position(SERIAL)
     old.close()
-    (tmp_path / "buffer.db").rename(tmp_path / "moved.db")
-    for side in ("-wal", "-shm"):
-        if (tmp_path / f"buffer.db{side}").exists():
-            (tmp_path / f"buffer.db{side}").rename(tmp_path / f"moved.db{side}")
+    _moved_aside(tmp_path)
     new = RecordBuffer(tmp_path / "buffer.db", replacing_lost=True)
     new.take_over([], last_stored={SERIAL: (position.seq, position.last_hash)},
                   moved_past={SERIAL: position.seq} if position.moved_without_record else {})
