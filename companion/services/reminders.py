@@ -261,7 +261,8 @@ class ReminderService:
                 self.refresh_future(patient_id)  # finishes a change interrupted between its two writes
                 return current
             self._check_version(current, if_versions)
-            check_reminder({**current, **wanted}, repeats="repeat" in wanted or "completion_window_min" in wanted)
+            check_reminder({**current, **wanted}, repeats=any(
+                key in wanted and wanted[key] != current.get(key) for key in ("repeat", "completion_window_min")))
             reactivated = wanted.get("active") is True and not current["active"]
             if reactivated and self.reminders.count_active(patient_id) >= MAX_ACTIVE:
                 raise Invalid(f"a patient can have at most {MAX_ACTIVE} active reminders",

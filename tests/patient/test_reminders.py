@@ -444,4 +444,7 @@ def test_a_reminder_stored_before_the_repeat_rule_can_still_be_paused_or_renamed
     headers = world["patient_a"].headers
     assert client.patch(url, json={"title": "Evening tablets"}, headers=headers).status_code == 200
     assert client.patch(url, json={"active": False}, headers=headers).status_code == 200
+    # An app that sends its whole edit form back, the repeats unchanged, renames it too.
+    assert client.patch(url, json={"title": "Tablets", "repeat": {"count": 3, "every_min": 20}},
+                        headers=headers).status_code == 200
     assert_problem(client.patch(url, json={"completion_window_min": 40}, headers=headers), 422)  # still short
