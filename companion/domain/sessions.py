@@ -311,6 +311,9 @@ def how_it_counts(record: Mapping) -> str:
     return "counted" if counts_as_session(record) else "partly_counted"
 
 
+DEVICE_EVENT_KINDS = ("electrode_off", "overload", "battery_low")  # every kind device_events_for names
+
+
 def device_events_for(record: Mapping) -> list[str]:
     """The device events a record raises: electrode off, overload, low battery."""
     kinds = []

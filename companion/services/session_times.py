@@ -31,6 +31,7 @@ from companion.domain.device_time import SessionTime, SyncPoint, TimeQuality, Un
 from companion.domain.errors import ServiceUnavailable
 from companion.domain.localtime import TimeZoneHistory
 from companion.domain.sessions import (
+    DEVICE_EVENT_KINDS,
     ERASED_WEARER,
     Binding,
     Finding,
@@ -241,14 +242,20 @@ def _events_follow(stores: Stores, changes: list[tuple[dict, dict]], at: datetim
     clinician's decision) has the events a record stored counted has from the start (electrode off, battery
     low, ...); those it had already are left as they are. A record placed again, or given to another patient,
     takes its events with it. Both may be done again (events have derived ids, a move sets what it sets): a
-    record's fields written after them, or not, a retry does them again as long as the change is left."""
+    record's fields written after them, or not, a retry does them again as long as the change is left. A record
+    that stops counting (the care team excluded it, it is held again, or it is nobody's now) loses its events, so
+    that no alert is raised from them (a held record has none, as at its arrival)."""
+    stopped = [doc for doc, fields in changes
+               if (fields.get("held") and not doc.get("held")) or ("patient_id" in fields and not fields["patient_id"])]
+    stores.device_events.forget([d["_id"] for d in stopped], DEVICE_EVENT_KINDS)
+    gone = {d["_id"] for d in stopped}
     counted = [{**doc, **fields} for doc, fields in changes if doc.get("held") and not fields.get("held", True)]
     stores.device_events.record([
         {"_id": f"{d['_id']}:{kind}", "patient_id": d["patient_id"], "device_serial": d["device_serial"],
          "kind": kind, "at": d["started_at"], "record_id": d["_id"], "created_at": at}
         for d in counted if d.get("patient_id") for kind in device_events_for(d)])
     for doc, fields in changes:
-        if "started_at" in fields or "patient_id" in fields:
+        if doc["_id"] not in gone and ("started_at" in fields or "patient_id" in fields):
             placed = {**doc, **fields}
             stores.device_events.move(doc["_id"], device_events_for(placed), placed["started_at"],
                                       placed.get("patient_id"))

@@ -233,6 +233,12 @@ class DeviceEvents:
         for kind in kinds:
             self.col.update_one({"_id": f"{record_id}:{kind}"}, {"$set": {"at": at, "patient_id": patient_id}})
 
+    def forget(self, record_ids: Iterable[str], kinds: Iterable[str]) -> None:
+        """These records no longer count (excluded, held again, nobody's): their events go (by their derived ids)."""
+        ids = [f"{record_id}:{kind}" for record_id in record_ids for kind in kinds]
+        if ids:
+            self.col.delete_many({"_id": {"$in": ids}})
+
     def between(self, since: datetime, until: datetime) -> list[dict]:
         """Every patient's events in [since, until], all of them (the cursor pages through them)."""
         return list(self.col.find({"at": {"$gte": since, "$lte": until}}))

@@ -387,3 +387,23 @@ def test_pdc_leaves_today_out_and_shows_it_in_progress(client, world, services):
     assert summary["period_end"] == (today - timedelta(days=1)).isoformat()
     assert summary["in_progress"]["date"] == today.isoformat()
     assert summary["tens"]["7"]["pdc"] == 1.0  # nothing done yet today does not count against the patient
+
+
+def test_a_session_the_care_team_excludes_raises_no_device_alert(client, world, db, services):
+    """Its electrode-off and low-battery events go with its counting (a nurse's demonstration, say): no caregiver
+    alert is raised from them, as none is from a session held on arrival."""
+    record = session_record(world.a_device, 1, end_reason="electrode_off", battery_pct=9,
+                            started_at=datetime.now(UTC) - timedelta(hours=3))
+    assert upload(client, world["gateway_a"], [record]).status_code == 200
+    assert db.device_events.count_documents({"record_id": record["record_id"]}) == 2
+    url = f"/api/v1/patients/{world['patient_a'].id}/sessions/{record['record_id']}/resolution"
+    excluded = client.put(url, json={"action": "exclude", "note": "the nurse's demonstration"},
+                          headers=world["clinician_team"].headers)
+    assert excluded.status_code == 200 and excluded.json["held"] is True
+    services.alerts.evaluate()
+    assert db.device_events.count_documents({"record_id": record["record_id"]}) == 0
+    assert db.alerts.count_documents({"patient_id": world["patient_a"].id}) == 0
+    counted = client.put(url, json={"action": "count", "note": "it was hers after all"},
+                         headers=world["clinician_team"].headers)
+    assert counted.status_code == 200 and counted.json["held"] is False
+    assert db.device_events.count_documents({"record_id": record["record_id"]}) == 2  # back with its counting
