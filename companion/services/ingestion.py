@@ -33,7 +33,7 @@ Retry-After; the gateway keeps it and sends it again.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from companion.clock import Clock, now
 from companion.domain.errors import Forbidden, TooManyRequests
@@ -307,8 +307,10 @@ class Ingestion:
             if d["device_serial"] not in latest or d["device_seq"] > latest[d["device_serial"]]["device_seq"]:
                 latest[d["device_serial"]] = d
         for serial, d in latest.items():
+            ended = min(d["started_at"] + timedelta(seconds=d["duration_s"]), received_at)
             self.devices.note_upload(serial, patient_id, received_at=received_at, battery_pct=d["battery_pct"],
-                                     last_record_seq=d["device_seq"], future_after=received_at + CONTACT_MARGIN)
+                                     battery_at=ended, last_record_seq=d["device_seq"],
+                                     future_after=received_at + CONTACT_MARGIN)
         if latest:  # the panel row's last sync
             self.stores.panel_row_marks.mark([patient_id], "sync", received_at)
 

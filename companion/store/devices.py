@@ -115,33 +115,33 @@ class Devices:
                                                 {"_id": 1})}
 
     def note_upload(self, serial: str, patient_id: str, *, received_at: datetime, battery_pct: int,
-                    last_record_seq: int, future_after: datetime) -> None:
+                    battery_at: datetime, last_record_seq: int, future_after: datetime) -> None:
         """What an upload tells about a unit still bound to ``patient_id``: it synced and was heard from now, the
-        highest record seen, and the battery that record reported, only if it is the highest (a second hub's
-        backlog, or a record sent again, arriving after a later one, leaves the later one's battery standing).
-        All only move forward; a last contact noted later than ``future_after`` is replaced (see
-        ``note_status``). The battery is written by the update that raises the highest record seen, filtered on
-        it (FerretDB 1.24 refuses an update pipeline, which could have made it one update whatever the record)."""
+        highest record seen, and the battery the newest record reported, as of when that record ended
+        (``battery_at``), unless the unit's status was read later (a report, a later record): a second hub's
+        backlog, or a record sent again, leaves a later reading standing. All only move forward; a last contact
+        noted later than ``future_after`` is replaced (see ``note_status``)."""
         unit = {"_id": serial, "patient_id": patient_id}
         self._replace_future_contact(unit, received_at, future_after)
-        times = {"status.last_sync_at": received_at, "status.last_seen_at": received_at}
-        newest = {**unit, "status.last_record_seq": {"$not": {"$gt": last_record_seq}}}  # or none seen yet
-        if not self.col.update_one(newest, {"$set": {"status.battery_pct": battery_pct},
-                                            "$max": {**times, "status.last_record_seq": last_record_seq}}).matched_count:
-            self.col.update_one(unit, {"$max": times})
+        self.col.update_one({**unit, "status.as_of": {"$not": {"$gt": battery_at}}},  # or never read yet
+                            {"$set": {"status.battery_pct": battery_pct, "status.as_of": battery_at}})
+        self.col.update_one(unit, {"$max": {"status.last_sync_at": received_at, "status.last_seen_at": received_at,
+                                            "status.last_record_seq": last_record_seq}})
 
     def note_status(self, serial: str, patient_id: str, status: dict, *, last_seen_at: datetime,
                     future_after: datetime) -> None:
-        """A gateway's report on a unit (battery, firmware, last error), and its last contact, which only moves
-        forward (a report that saw it earlier than one already noted, or than an upload, changes nothing), except
-        from a contact noted later than ``future_after``: one in the future (a gateway's clock ahead, before
-        readings were clamped), which would keep the unit from ever counting as silent until then."""
+        """A gateway's report on a unit (battery, firmware, last error, as read at its last contact), and that last
+        contact. Both only move forward: a report that saw the unit earlier than its status was read already (a
+        second hub's stale report, a record since) changes neither, except a contact noted later than
+        ``future_after``: one in the future (a gateway's clock ahead, before readings were clamped), which would
+        keep the unit from ever counting as silent until then."""
         unit = {"_id": serial, "patient_id": patient_id}
         self._replace_future_contact(unit, last_seen_at, future_after)
-        update: dict = {"$max": {"status.last_seen_at": last_seen_at}}
         if status:
-            update["$set"] = {f"status.{key}": value for key, value in status.items()}
-        self.col.update_one(unit, update)
+            self.col.update_one({**unit, "status.as_of": {"$not": {"$gt": last_seen_at}}},
+                                {"$set": {**{f"status.{key}": value for key, value in status.items()},
+                                          "status.as_of": last_seen_at}})
+        self.col.update_one(unit, {"$max": {"status.last_seen_at": last_seen_at}})
 
     def _replace_future_contact(self, unit: dict, last_seen_at: datetime, future_after: datetime) -> None:
         self.col.update_one({**unit, "status.last_seen_at": {"$gt": future_after}},

@@ -296,3 +296,31 @@ def test_a_gateway_is_limited_to_its_upload_rate_with_retry_after(services, clie
     assert int(limited.headers["Retry-After"]) >= 1
     stored = db.session_records.count_documents({})
     assert stored == sum(a.status_code == 200 for a in answers)
+
+
+def _status_report(client, world, battery: int, seen: datetime) -> None:
+    body = {"devices": [{"serial": world.a_device, "battery_pct": battery, "firmware": "1.4.2",
+                         "last_seen_at": seen.isoformat(), "last_seen_clock": "server"}]}
+    assert client.post("/api/v1/gateway/device-status", json=body, headers=world["gateway_a"].headers).status_code \
+        == 204
+
+
+def test_a_report_of_an_earlier_contact_does_not_set_the_battery_back(client, world, db):
+    """A second hub of the patient's that last reached the unit three days ago reports it every cycle: the
+    battery read five minutes ago stands."""
+    now = datetime.now(UTC)
+    _status_report(client, world, 15, now - timedelta(minutes=5))
+    _status_report(client, world, 80, now - timedelta(days=3))
+    assert db.devices.find_one({"_id": world.a_device})["status"]["battery_pct"] == 15
+
+
+def test_a_record_sent_again_or_older_does_not_set_back_the_battery_a_later_report_gave(client, world, db):
+    now = datetime.now(UTC)
+    record = session_record(world.a_device, 5, battery_pct=80, started_at=now - timedelta(hours=3))
+    assert client.post(URL, json={"records": [record]}, headers=world["gateway_a"].headers).status_code == 200
+    _status_report(client, world, 40, now)
+    assert client.post(URL, json={"records": [record]}, headers=world["gateway_a"].headers).status_code == 200
+    older = session_record(world.a_device, 6, battery_pct=90, started_at=now - timedelta(hours=2))  # another hub's
+    assert client.post(URL, json={"records": [older]}, headers=world["gateway_a"].headers).status_code == 200
+    status = db.devices.find_one({"_id": world.a_device})["status"]
+    assert (status["battery_pct"], status["last_record_seq"]) == (40, 6)
