@@ -56,7 +56,10 @@ class DeviceSchema(Schema):
     serial = fields.String()
     profile = fields.String()
     bound_at = fields.DateTime()
-    status = fields.Dict()
+    status = fields.Dict(metadata={"description": (
+        "what the unit last told: battery_pct, firmware and last_error as read at as_of (a report's contact, or the "
+        "end of the newest record); last_seen_at (last contact, on the server's clock), last_sync_at (last "
+        "upload) and last_record_seq (highest record seen). Any may be absent until first told")})
 
 
 class DeviceListSchema(Schema):
