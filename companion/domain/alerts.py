@@ -11,7 +11,9 @@ Periods:
   a run that goes on does not alert again every day;
 * unit silent 24 h: per silence (keyed by the last time the unit was heard), so a unit silent for a
   week alerts once;
-* battery low, electrode off, overload: per device per kind per local day;
+* battery low, electrode off, overload: per device per kind per patient per local day (keyed
+  ``<kind>:<serial>:<patient>:<day>``), so a unit given to another patient the same day alerts its new wearer;
+  alerts stored before the patient was in the key (``<kind>:<serial>:<day>``) keep theirs;
 * pain flare: per patient per local day; one raised more than 48 hours after its rating (a phone that
   synced late) is pushed to no caregiver (``pushed_to_caregivers``).
 
@@ -372,7 +374,7 @@ def unit_silent(
 def battery_low(
     patient_id: str, device_serial: str, percent: int, observed_at_utc: datetime, tz: ZoneInfo
 ) -> AlertCandidate | None:
-    """Alert when a unit reports battery below 15%, once per device per local day."""
+    """Alert when a unit reports battery below 15%, once per device per patient per local day."""
     if percent >= BATTERY_LOW_PERCENT:
         return None
     day = _local_day(observed_at_utc, tz).isoformat()
@@ -380,7 +382,7 @@ def battery_low(
         AlertKind.BATTERY_LOW,
         Severity.INFO,
         patient_id,
-        f"{AlertKind.BATTERY_LOW}:{device_serial}:{day}",
+        f"{AlertKind.BATTERY_LOW}:{device_serial}:{patient_id}:{day}",
         day,
         f"TENS unit {device_serial} battery is at {percent}%: it needs charging before the next session.",
         occurred_at=require_utc(observed_at_utc), device_serial=device_serial, details={"battery_percent": percent},
@@ -390,7 +392,8 @@ def battery_low(
 def device_fault(
     patient_id: str, device_serial: str, kind: AlertKind, occurred_at_utc: datetime, tz: ZoneInfo
 ) -> AlertCandidate:
-    """Alert on an electrode-off or overload event, once per device per kind per local day.
+    """Alert on an electrode-off or overload event, once per device per kind per patient per local day (a unit
+    given to another patient the same day alerts each wearer).
 
     Overload is urgent; electrode-off is a warning. Raises ``ValueError`` for any other kind.
     """
@@ -406,7 +409,7 @@ def device_fault(
         kind,
         severity,
         patient_id,
-        f"{kind}:{device_serial}:{day}",
+        f"{kind}:{device_serial}:{patient_id}:{day}",
         day,
         f"TENS unit {device_serial} {texts[kind]} at {_local(occurred_at_utc, tz)}.",
         occurred_at=require_utc(occurred_at_utc), device_serial=device_serial,

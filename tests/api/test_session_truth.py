@@ -407,3 +407,30 @@ def test_a_session_the_care_team_excludes_raises_no_device_alert(client, world, 
                          headers=world["clinician_team"].headers)
     assert counted.status_code == 200 and counted.json["held"] is False
     assert db.device_events.count_documents({"record_id": record["record_id"]}) == 2  # back with its counting
+
+
+def test_a_unit_given_to_another_patient_the_same_day_alerts_the_new_wearer(client, world, db, services):
+    serial = "CTU-MOVED2"
+    a, b = world["patient_a"], world["patient_b"]
+    now = datetime.now(UTC).replace(microsecond=0)
+    # The first hour (of the last day) from which both sessions fall on the same local day of their wearers
+    # (London and New York lie 4 or 5 hours apart): one always lies in the 21 tried, whatever the hour now.
+    for hours in range(23, 2, -1):
+        started_a = now - timedelta(hours=hours)
+        started_b = started_a + timedelta(hours=2)
+        if started_a.astimezone(ZoneInfo("Europe/London")).date() == \
+                started_b.astimezone(ZoneInfo("America/New_York")).date():
+            break
+    else:
+        raise AssertionError("no hour of the last day puts both sessions on the same local day")
+    moved = started_a + timedelta(hours=1)
+    _move_unit(services, serial, a.id, b.id, now=now, moved=moved)
+    assert upload(client, world["gateway_a"], [session_record(serial, 1, started_at=started_a,
+                                                             end_reason="electrode_off")]).status_code == 200
+    assert upload(client, world["gateway_b"], [session_record(serial, 2, started_at=started_b,
+                                                             end_reason="electrode_off")]).status_code == 200
+    owners = {d["device_seq"]: (d["patient_id"], d["held"]) for d in db.session_records.find({"device_serial": serial})}
+    assert owners == {1: (a.id, False), 2: (b.id, False)}
+    services.alerts.evaluate()
+    assert db.alerts.count_documents({"patient_id": a.id, "kind": "electrode_off"}) == 1
+    assert db.alerts.count_documents({"patient_id": b.id, "kind": "electrode_off"}) == 1
