@@ -123,6 +123,7 @@ class Resolution(StrEnum):
     SESSION_FOUND = "session_found"
     RATINGS_CHANGED = "ratings_changed"
     OUTCOME_RECORDED = "outcome_recorded"
+    SESSION_NOT_COUNTED = "session_not_counted"
 
 
 # The same reasons in the reader's language; ``{when}`` is the resolution's ``at`` on the reader's clock.
@@ -133,6 +134,8 @@ RESOLUTION_MESSAGES: Mapping[Resolution, str] = {
                                  "was done."),
     Resolution.RATINGS_CHANGED: N_("Resolved: the pain ratings that made this a flare were changed or removed."),
     Resolution.OUTCOME_RECORDED: N_("Resolved: the reminder was then recorded as done or skipped."),
+    Resolution.SESSION_NOT_COUNTED: N_("Resolved: the TENS session it came from no longer counts here (the care "
+                                       "team excluded it, or it was placed again)."),
 }
 
 

@@ -16,7 +16,9 @@ Alerts end when their condition no longer holds. Late data (a hub offline for da
 clock placed again) marks the days it touched, and the adherence job judges the rules again for those days
 (``reconsider``): a low-adherence run whose days now reach the plan, a missed session for which a session
 during the reminder's window arrived later, a flare whose ratings were changed or removed. A unit that was
-silent and is heard from again ends its silence alert (``evaluate``). Such an alert is **resolved** with the
+silent and is heard from again ends its silence alert (``evaluate``). A device alert (battery, electrodes,
+overload) ends when the session whose events raised it stops counting or is placed on another day or patient and
+no event is left for its unit, kind and day (``events_gone``). Such an alert is **resolved** with the
 reason, which the patient, caregivers and clinicians who see it also see. Nothing is pushed about it: a push
 that says "never mind" would wake people for nothing. Its notifications that have not gone out yet (held
 for quiet hours, say) are withdrawn instead, so nobody is alerted about what no longer holds; the sender checks
@@ -86,6 +88,8 @@ logger = logging.getLogger(__name__)
 # Who hears of an alert besides its caregivers: the patient, of the unit's own troubles (the push kind
 # is the alert kind's own name; see companion.domain.notifications.TEMPLATES).
 PATIENT_HEARS = frozenset({AlertKind.BATTERY_LOW, AlertKind.ELECTRODE_OFF, AlertKind.OVERLOAD})
+# The alerts raised from a session's device events.
+DEVICE_KINDS = frozenset({AlertKind.BATTERY_LOW.value, AlertKind.ELECTRODE_OFF.value, AlertKind.OVERLOAD.value})
 LOOKBACK = timedelta(hours=24)  # the device events and pain ratings the alerts job reads: those of the last day
 SILENT_LOOKBACK = timedelta(days=8)  # units silent for longer were alerted about already
 FLARE_HISTORY = timedelta(days=14)
@@ -460,6 +464,36 @@ class AlertService:
         self.stores.outbox.withdraw(reason=ALERT_RESOLVED, source_key=f"alert:{alert['_id']}")
         logger.info("alert resolved", extra={"alert_id": alert["_id"]})  # its kind is health data: not logged
         return True
+
+    def events_gone(self, events: list[dict]) -> None:
+        """Device events a session took away (``events``: each one's patient, unit, kind and instant as they were):
+        the session stopped counting (the care team excluded it, it is held again, it is nobody's) or was placed
+        again (another day, another patient; companion.services.session_times). A device alert of that patient,
+        unit, kind and local day that no event left supports is resolved, as any alert whose condition no longer
+        holds (nothing pushed; its pushes not sent yet withdrawn). Called before the session's change is written,
+        so a retry of a change stopped part-way does it again."""
+        events = [e for e in events if e["kind"] in DEVICE_KINDS]
+        histories = {p.id: p.zone_history() for p in self.stores.users.by_ids({e["patient_id"] for e in events})}
+
+        def day_of(patient_id: str, at: datetime) -> date:
+            return at.astimezone(histories[patient_id].zone_at(at)).date()
+
+        vacated = {(e["patient_id"], e["device_serial"], e["kind"], day_of(e["patient_id"], e["at"]).isoformat())
+                   for e in events if e["patient_id"] in histories}
+        if not vacated:
+            return
+        for alert in self.stores.alerts.unresolved({v[0] for v in vacated}, sorted({v[2] for v in vacated})):
+            patient_id, serial, kind = alert["patient_id"], alert.get("device_serial"), alert["kind"]
+            if (patient_id, serial, kind, period_of(alert)) not in vacated:
+                continue
+            day = date.fromisoformat(period_of(alert))
+            # Any zone's local day lies within its UTC date and a day either side.
+            since = datetime.combine(day, time.min, UTC) - timedelta(days=1)
+            left = self.stores.device_events.of_unit(patient_id, serial, kind, since, since + timedelta(days=3))
+            if not any(day_of(patient_id, e["at"]) == day for e in left):
+                self.resolve(alert, "the TENS session it was raised from no longer counts for this patient on this "
+                                    "day (excluded by the care team, held again, or placed again)",
+                             Resolution.SESSION_NOT_COUNTED)
 
     def _end_silences(self, now: datetime) -> None:
         silent = self.stores.alerts.unresolved_of_kind(AlertKind.UNIT_SILENT.value)

@@ -145,11 +145,12 @@ class Services:
     @cached_property
     def ingestion(self) -> Ingestion:
         return Ingestion(self.settings, self.stores, self.clock, telemetry=self.telemetry, changes=self.changes,
-                         touched=self.touched_days)
+                         touched=self.touched_days, on_events_gone=self.alerts.events_gone)
 
     @cached_property
     def sessions(self) -> TensSessions:
-        return TensSessions(self.stores, self.changes, self.clock, touched=self.touched_days)
+        return TensSessions(self.stores, self.changes, self.clock, touched=self.touched_days,
+                            on_events_gone=self.alerts.events_gone)
 
     @cached_property
     def diary(self) -> Diary:

@@ -33,6 +33,7 @@ Retry-After; the gateway keeps it and sends it again.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from companion.clock import Clock, now
@@ -109,8 +110,9 @@ def _answer_placed_again(results: dict[str, dict], changes: list[tuple[dict, dic
 class Ingestion:
     def __init__(self, settings: Settings, stores: Stores, clock: Clock = now, *,
                  telemetry: Telemetry | None = None, changes: Changes | None = None,
-                 touched: TouchedDays | None = None):
+                 touched: TouchedDays | None = None, on_events_gone: Callable[[list[dict]], None] | None = None):
         self.settings = settings
+        self.on_events_gone = on_events_gone  # the device events records placed again took away
         self.telemetry = telemetry or NoTelemetry()
         self.changes = changes or Changes(stores, clock)
         self.stores = stores
@@ -212,7 +214,7 @@ class Ingestion:
             kept += self._answer_stored(raced, self.records.by_ids(d["_id"] for d in raced), results)
         if repeated:
             self._answer_stored(repeated, {d["_id"]: d for d in kept}, {})
-        write_changes(self.stores, self.changes, self.touched, changes, "sessions")
+        write_changes(self.stores, self.changes, self.touched, changes, "sessions", self.on_events_gone)
         _answer_placed_again(results, changes)
         if self.touched is not None:
             for patient, dates in touched_days_of(kept).items():

@@ -3,6 +3,7 @@ back from the figures."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from companion.clock import Clock, now
@@ -18,8 +19,10 @@ FUTURE_MARGIN = timedelta(minutes=5)
 
 
 class TensSessions:
-    def __init__(self, stores: Stores, changes: Changes, clock: Clock = now, *, touched: TouchedDays | None = None):
+    def __init__(self, stores: Stores, changes: Changes, clock: Clock = now, *, touched: TouchedDays | None = None,
+                 on_events_gone: Callable[[list[dict]], None] | None = None):
         self.stores = stores
+        self.on_events_gone = on_events_gone  # the device events a decision took away (AlertService.events_gone)
         self.records = stores.session_records
         self.changes = changes
         self.touched = touched
@@ -94,5 +97,6 @@ class TensSessions:
             bindings = self.stores.devices.bindings_of([serial])[serial]
             _, changes = SessionTimes(self.stores).place_unit(serial, [], [], bindings, at, [doc["device_seq"]],
                                                               deciding={record_id: {"resolution": resolution}})
-            write_changes(self.stores, self.changes, self.touched, changes, "session_resolved")
+            write_changes(self.stores, self.changes, self.touched, changes, "session_resolved",
+                          self.on_events_gone)
         return self.records.get(record_id)

@@ -239,6 +239,11 @@ class DeviceEvents:
         if ids:
             self.col.delete_many({"_id": {"$in": ids}})
 
+    def of_unit(self, patient_id: str, device_serial: str, kind: str, since: datetime, until: datetime) -> list[dict]:
+        """The patient's events of one kind from one unit in [since, until]."""
+        return list(self.col.find({"patient_id": patient_id, "device_serial": device_serial, "kind": kind,
+                                   "at": {"$gte": since, "$lte": until}}))
+
     def between(self, since: datetime, until: datetime) -> list[dict]:
         """Every patient's events in [since, until], all of them (the cursor pages through them)."""
         return list(self.col.find({"at": {"$gte": since, "$lte": until}}))

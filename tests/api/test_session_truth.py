@@ -434,3 +434,18 @@ def test_a_unit_given_to_another_patient_the_same_day_alerts_the_new_wearer(clie
     services.alerts.evaluate()
     assert db.alerts.count_documents({"patient_id": a.id, "kind": "electrode_off"}) == 1
     assert db.alerts.count_documents({"patient_id": b.id, "kind": "electrode_off"}) == 1
+
+
+def test_an_alert_raised_before_the_session_was_excluded_ends_with_it(client, world, db, services):
+    record = session_record(world.a_device, 1, end_reason="overload", battery_pct=80,
+                            started_at=datetime.now(UTC) - timedelta(hours=3))
+    assert upload(client, world["gateway_a"], [record]).status_code == 200
+    services.alerts.evaluate()
+    assert db.alerts.count_documents({"patient_id": world["patient_a"].id, "kind": "overload"}) == 1
+    url = f"/api/v1/patients/{world['patient_a'].id}/sessions/{record['record_id']}/resolution"
+    assert client.put(url, json={"action": "exclude", "note": "demo"},
+                      headers=world["clinician_team"].headers).status_code == 200
+    services.alerts.evaluate()
+    assert db.device_events.count_documents({"record_id": record["record_id"]}) == 0
+    alert = db.alerts.find_one({"patient_id": world["patient_a"].id, "kind": "overload"})
+    assert alert["resolved_at"] is not None
