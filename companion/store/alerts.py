@@ -1,7 +1,7 @@
 """Alerts about a patient: raised once per condition and period, acknowledged by the care team.
 
-An alert is created by **insert** under its unique ``dedup_key`` (e.g. ``missed_session:<occurrence>``
-or ``device_silent:<serial>:<day>``), so evaluating the same condition again, or on two workers,
+An alert is created by **insert** under its unique ``dedup_key`` (e.g. ``missed_tens_session:<patient>:<occurrence>``
+or ``electrode_off:<serial>:<patient>:<day>``), so evaluating the same condition again, or on two workers,
 raises it once. An alert whose condition no longer holds (late data showed otherwise) is **resolved**:
 ``resolved_at`` and ``resolved_reason`` are set, once; it is no longer open, and everyone who saw it sees why.
 """
