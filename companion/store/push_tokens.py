@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
-from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
@@ -24,7 +24,10 @@ INDEXES = {
 # FCM calls a token stale after a month without refresh; the app refreshes at least monthly, and we
 # stop addressing a phone that has not checked in for 60 days.
 STALE_AFTER = timedelta(days=60)
-MAX_PHONES_PER_USER = 20
+# A person's phones, kept at most (docs/pushes.md "Which phones"): a phone, a tablet, a reinstall or two. An app
+# that makes a new install id at each launch, or an abusive account, would otherwise grow without end and
+# make each push go to every one of them.
+MAX_PHONES_PER_USER = 10
 READ_ALL_OVER = 5000
 _IDS_PER_QUERY = 500
 
@@ -42,7 +45,8 @@ class PushTokens:
 
         ``address`` is ``"token"`` for an FCM registration token, ``"fid"`` for a Firebase installation
         id. The same token under another user or install is removed first: a phone handed over to
-        someone else must stop receiving the previous owner's notifications.
+        someone else must stop receiving the previous owner's notifications. A person keeps at most
+        ``MAX_PHONES_PER_USER`` phones: beyond them, those least recently registered are forgotten.
         """
         if platform not in PLATFORMS:
             raise ValueError(f"unknown platform {platform!r}")
@@ -53,21 +57,37 @@ class PushTokens:
         update = {"$set": {"token": token, "platform": platform, "address": address, "locale": locale,
                            "session": session, "updated_at": self.clock()}}
         try:
-            return self._upsert(user_id, install_id, update)
+            phone = self._upsert(user_id, install_id, update)
         except DuplicateKeyError:
             # Two first registrations of the same install raced; the other insert won, so update it.
-            return self._upsert(user_id, install_id, update)
+            phone = self._upsert(user_id, install_id, update)
+        self._keep_newest(user_id, but=install_id)
+        return phone
+
+    def _keep_newest(self, user_id: str, *, but: str) -> None:
+        """Forget the person's phones beyond ``MAX_PHONES_PER_USER``, least recently registered first; never
+        ``but``, the install registering now."""
+        others = self.col.find({"user_id": user_id, "install_id": {"$ne": but}}, {"_id": 1})
+        beyond = [doc["_id"] for doc in others.sort([("updated_at", DESCENDING), ("_id", DESCENDING)])
+                  .skip(MAX_PHONES_PER_USER - 1)]
+        if beyond:
+            self.col.delete_many({"_id": {"$in": beyond}})
 
     def _upsert(self, user_id: str, install_id: str, update: dict) -> dict:
         return self.col.find_one_and_update({"user_id": user_id, "install_id": install_id}, update,
                                             upsert=True, return_document=ReturnDocument.AFTER)
 
     def for_users(self, user_ids: Iterable[str]) -> dict[str, list[dict]]:
-        """Every registered phone of each of ``user_ids`` (users without one are absent).
+        """The registered phones of each of ``user_ids`` (users without one are absent), at most
+        ``MAX_PHONES_PER_USER`` each, the most recently registered.
 
         Up to ``read_all_over`` (``READ_ALL_OVER``) people are looked up through the ``user_id`` index, 500 at a time; a
         larger set (a peak minute's recipients, a sizeable share of everyone) is served by one
-        sequential read of the collection instead of that many lookups.
+        sequential read of the collection instead of that many lookups. No read is cut short by a count shared
+        among the people it reads: one person's many phones would hide another's. Registration keeps each
+        person to ``MAX_PHONES_PER_USER`` phones, which bounds the read; phones registered beyond it before
+        that cap (or by two registrations at once) are left out here until the person's next registration
+        forgets them.
         """
         ids = sorted(set(user_ids))
         phones: dict[str, list[dict]] = {}
@@ -76,10 +96,14 @@ class PushTokens:
             for doc in self.col.find({}):
                 if doc["user_id"] in wanted:
                     phones.setdefault(doc["user_id"], []).append(doc)
-            return phones
-        for part in chunks(ids, _IDS_PER_QUERY):
-            for doc in self.col.find({"user_id": {"$in": part}}).limit(len(part) * MAX_PHONES_PER_USER):
-                phones.setdefault(doc["user_id"], []).append(doc)
+        else:
+            for part in chunks(ids, _IDS_PER_QUERY):
+                for doc in self.col.find({"user_id": {"$in": part}}):
+                    phones.setdefault(doc["user_id"], []).append(doc)
+        for user_id, theirs in phones.items():
+            if len(theirs) > MAX_PHONES_PER_USER:
+                theirs.sort(key=lambda doc: doc["updated_at"], reverse=True)
+                phones[user_id] = theirs[:MAX_PHONES_PER_USER]
         return phones
 
     def unregister(self, user_id: str, install_id: str) -> int:

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from companion.store.push_tokens import PushTokens
+from companion.store.push_tokens import MAX_PHONES_PER_USER, PushTokens
 from tests.notify.clock import FakeClock
 
 
@@ -47,6 +47,35 @@ def test_prune_deletes_only_tokens_not_refreshed_for_60_days(tokens, clock: Fake
     clock.advance(timedelta(days=59))
     assert tokens.prune_stale() == 1
     assert [d["install_id"] for d in tokens.for_users(["u-1"])["u-1"]] == ["phone-recent"]
+
+
+def test_one_persons_many_installs_do_not_hide_anothers_phone(tokens):
+    for n in range(40):
+        tokens.register("u-many", f"install-{n}", f"tok-many-{n}", "android")
+    tokens.register("u-other", "phone", "tok-other", "android")
+    assert "u-other" in tokens.for_users(["u-many", "u-other"])
+
+
+def test_a_person_keeps_only_their_most_recently_registered_phones(tokens, store_db, clock: FakeClock):
+    for n in range(MAX_PHONES_PER_USER + 5):
+        tokens.register("u-1", f"install-{n}", f"tok-{n}", "android")
+        clock.advance(timedelta(minutes=1))
+    tokens.register("u-1", "install-0", "tok-0-again", "android")
+    kept = {d["install_id"] for d in store_db.push_tokens.find({"user_id": "u-1"})}
+    assert kept == {"install-0"} | {f"install-{n}" for n in range(6, MAX_PHONES_PER_USER + 5)}
+
+
+def test_phones_stored_beyond_the_cap_are_not_all_addressed(tokens, store_db, clock: FakeClock):
+    # As an account registered before the cap may have them: the read takes the most recently registered.
+    store_db.push_tokens.insert_many([
+        {"user_id": "u-1", "install_id": f"install-{n}", "token": f"tok-{n}", "platform": "android",
+         "address": "token", "locale": None, "session": None, "updated_at": clock() + timedelta(minutes=n)}
+        for n in range(MAX_PHONES_PER_USER + 5)])
+    tokens.register("u-2", "phone", "tok-other", "android")
+    phones = tokens.for_users(["u-1", "u-2"])
+    assert sorted(p["install_id"] for p in phones["u-1"]) == sorted(
+        f"install-{n}" for n in range(5, MAX_PHONES_PER_USER + 5))
+    assert [p["install_id"] for p in phones["u-2"]] == ["phone"]
 
 
 def test_unknown_platform_is_refused(tokens):
