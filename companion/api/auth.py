@@ -208,6 +208,10 @@ class Logout(MethodView):
 class PasswordChangeSchema(StrictSchema):
     current_password = fields.String(required=True, load_only=True, validate=validate.Length(max=200))
     new_password = fields.String(required=True, load_only=True, validate=validate.Length(*PASSWORD_LENGTH))
+    install_id = fields.String(load_default=None, validate=Pattern(r"[A-Za-z0-9._:-]{1,100}"), metadata={
+        "description": "the install of the app changing the password (as in PUT /me/push-tokens/{install_id}): "
+                       "its phone goes on receiving notifications under the new session. Without it no phone "
+                       "does: the app registers its token again with the new tokens"})
 
 
 @blp.route("/password")
@@ -217,11 +221,14 @@ class Password(MethodView):
     @blp.response(200, TokensSchema)
     @blp.doc(operationId="change_password")
     def post(self, body):
-        """Change one's password (needs the current one). Every other session of the account ends, and every
-        phone signed in under one of them stops receiving notifications; this one goes on with the new tokens."""
+        """Change one's password (needs the current one). Every other session of the account ends; this one goes
+        on with the new tokens. Every phone stops receiving notifications but the install named by
+        ``install_id``, if it was registered under this session; without it, the app registers its token
+        again (``PUT /me/push-tokens/{install_id}``) with the new tokens."""
         actor = current_actor()
         return services().accounts.change_password(actor.id, body["current_password"], body["new_password"],
-                                                   address=client_address(), session=actor.family)
+                                                   address=client_address(), session=actor.family,
+                                                   install_id=body["install_id"])
 
 
 class PasswordResetSchema(StrictSchema):

@@ -337,29 +337,33 @@ class Accounts:
 
     # Passwords
     def change_password(self, user_id: str, current_password: str, new_password: str, *,
-                        address: str | None = None, session: str | None = None) -> dict:
+                        address: str | None = None, session: str | None = None,
+                        install_id: str | None = None) -> dict:
         """Change a password after checking the current one; every other session ends (API and clinician
-        pages alike), and every phone signed in under one stops receiving notifications; this session (``session``)
-        continues on a fresh token pair, its phone with it."""
+        pages alike); this session (``session``) continues on a fresh token pair. Every phone stops receiving
+        notifications but the install ``install_id`` registered under this session, which goes on under the
+        new one: another phone registered under it (with a copy of its access token) is forgotten too."""
         self.reauthenticate(user_id, current_password, address=address)
         if current_password == new_password:
             raise Invalid("the new password must differ from the current one",
                           errors={"new_password": ["must differ from the current password"]})
-        user = self._set_password(user_id, new_password, keep_phones_of=session)
-        return self.tokens.start_session(user_id, user.role.value, replacing=session)
+        kept = (session, install_id) if session is not None and install_id is not None else None
+        user = self._set_password(user_id, new_password, keep_phone=kept)
+        return self.tokens.start_session(user_id, user.role.value, carrying=kept)
 
-    def _set_password(self, user_id: str, new_password: str, *, keep_phones_of: str | None = None) -> Account:
+    def _set_password(self, user_id: str, new_password: str, *, keep_phone: tuple[str, str] | None = None) -> Account:
         # One write changes the password and stops every older session being accepted (checked on each
         # request), so a crash after it leaves no session alive; ending them below is the tidy-up.
         user = self.users.set_password_hash(user_id, self.passwords.hash(new_password), to_millis(self.clock()))
         if user is None:
             raise NotFound("no such account")
-        self._end_every_session(user_id, "password changed", but=keep_phones_of)
+        self._end_every_session(user_id, "password changed", but=keep_phone)
         return user
 
-    def _end_every_session(self, user_id: str, reason: str, *, but: str | None = None) -> None:
+    def _end_every_session(self, user_id: str, reason: str, *, but: tuple[str, str] | None = None) -> None:
         """The tidy-up after a write that stops every older session being accepted: the API sessions (and the
-        phones signed in under them, but those of session ``but``) and the clinician pages' sessions end now."""
+        phones signed in under them, but the one phone ``but``: its session and install) and the clinician
+        pages' sessions end now."""
         self.tokens.end_every_session(user_id, reason, but=but)
         self.web_sessions.end_for_user(user_id)
 

@@ -149,14 +149,14 @@ class TokenService:
             return None
 
     def start_session(self, user_id: str, role: str, *, started_at: datetime | None = None,
-                      replacing: str | None = None) -> dict:
+                      carrying: tuple[str, str] | None = None) -> dict:
         """A new token family (a session), started at ``started_at`` (when its password was checked) or now;
-        the phones registered under the session it is ``replacing`` (if any) go on under it."""
+        the phone ``carrying`` (the session that registered it and its install), if any, goes on under it."""
         family_id = uuid.uuid4().hex
         started = to_millis(started_at or now())  # as the family keeps it
         self.families.start(family_id, user_id, role, started_at=started)
-        if replacing is not None:
-            self.phones.move_session(user_id, replacing, family_id)
+        if carrying is not None:
+            self.phones.move_phone(user_id, carrying, family_id)
         return self._pair(user_id, role, family_id, started, secrets.token_urlsafe(32), issued=None, jti=None)
 
     def start_gateway_session(self, gateway_id: str) -> dict:
@@ -234,9 +234,9 @@ class TokenService:
         longest = max(self.s.session_max, self.s.staff_session_max)
         self.users.end_session(user_id, family_id, started_at, forget_started_before=self.clock() - longest)
 
-    def end_every_session(self, user_id: str, reason: str, *, but: str | None = None) -> None:
+    def end_every_session(self, user_id: str, reason: str, *, but: tuple[str, str] | None = None) -> None:
         """Every API session of an account ends (a password change, a deactivation, a revoked gateway), and so
-        does every phone's registration but those of session ``but`` (the one changing the password, which
-        goes on under a fresh session)."""
+        does every phone's registration but the phone ``but`` (the session and install changing the password,
+        which goes on under a fresh session)."""
         self.families.revoke_all_for_user(user_id, reason)
-        self.phones.delete_for_user(user_id, except_session=but)
+        self.phones.delete_for_user(user_id, except_phone=but)

@@ -110,21 +110,25 @@ class PushTokens:
         """Forget one install's token (sign-out on that phone)."""
         return self.col.delete_one({"user_id": user_id, "install_id": install_id}).deleted_count
 
-    def delete_for_user(self, user_id: str, *, except_session: str | None = None) -> int:
+    def delete_for_user(self, user_id: str, *, except_phone: tuple[str, str] | None = None) -> int:
         """Forget every phone of a person (every session of theirs ended, or their account was closed), but
-        those registered under ``except_session`` if given."""
+        ``except_phone`` if given: the install (its second item) if registered under the session (its first)."""
         query: dict = {"user_id": user_id}
-        if except_session is not None:
-            query["session"] = {"$ne": except_session}
+        if except_phone is not None:
+            session, install_id = except_phone
+            query["$or"] = [{"session": {"$ne": session}}, {"install_id": {"$ne": install_id}}]
         return self.col.delete_many(query).deleted_count
 
     def forget_session(self, user_id: str, session: str) -> int:
         """Forget the phones registered under one API session of a person (it ended)."""
         return self.col.delete_many({"user_id": user_id, "session": session}).deleted_count
 
-    def move_session(self, user_id: str, old: str, new: str) -> int:
-        """The phones registered under session ``old`` go on under ``new`` (which replaced it)."""
-        return self.col.update_many({"user_id": user_id, "session": old}, {"$set": {"session": new}}).modified_count
+    def move_phone(self, user_id: str, phone: tuple[str, str], new: str) -> int:
+        """The phone ``phone`` (the session that registered it and its install) goes on under session ``new``
+        (which replaced that session)."""
+        session, install_id = phone
+        return self.col.update_one({"user_id": user_id, "install_id": install_id, "session": session},
+                                   {"$set": {"session": new}}).modified_count
 
     def remove_dead(self, token: str) -> int:
         """Delete a token FCM reported dead (UNREGISTERED, SENDER_ID_MISMATCH, invalid).

@@ -3,19 +3,25 @@
 Each install's push token is registered under the API session (token family) that registered it. When that
 session ends (signing out, a replayed refresh token), so does the phone's registration; a password change,
 an admin's reset code or a deactivation ends every session, and with them every phone but the one that changed
-the password. A stolen phone left signed in therefore stops getting "your 08:00 session is ready" or a
+the password (the install it names, if registered under its session). A stolen phone left signed in therefore stops getting "your 08:00 session is ready" or a
 caregiver's alerts the moment its owner changes the password, not 60 days later when its token goes stale.
 """
 
 from __future__ import annotations
 
-from tests.support.world import PASSWORD, login
+from dataclasses import replace
+
+from tests.support.world import PASSWORD, Person, login
 
 NEW_PASSWORD = "a completely new passphrase"
 
 
 def _signed_in_again(client, person):
     return login(client, person.key, person.email, person.id, person.role)
+
+
+def _with_tokens(person: Person, tokens: dict) -> Person:
+    return replace(person, token=tokens["access_token"], refresh_token=tokens["refresh_token"])
 
 
 def _register(client, person, install: str) -> None:
@@ -42,12 +48,45 @@ def test_a_password_change_forgets_every_other_phone_and_keeps_the_one_that_chan
     _register(client, on_a, "phone-a")
     _register(client, stolen, "stolen-phone")
     changed = client.post("/api/v1/auth/password", headers=on_a.headers,
-                          json={"current_password": PASSWORD, "new_password": NEW_PASSWORD})
+                          json={"current_password": PASSWORD, "new_password": NEW_PASSWORD, "install_id": "phone-a"})
     assert changed.status_code == 200
     assert _installs(db, on_a) == ["phone-a"]
     # The phone that changed it goes on under its new session: signing out there forgets it too.
     assert client.post("/api/v1/auth/logout",
                        headers={"Authorization": f"Bearer {changed.json['access_token']}"}).status_code == 204
+    assert _installs(db, on_a) == []
+
+
+def test_a_password_change_keeps_only_the_phone_that_changed_it(client, world, db):
+    # Someone who copied phone-a's access token registered their own install under its session.
+    on_a = world["patient_a"]
+    _register(client, on_a, "phone-a")
+    _register(client, on_a, "copier-phone")
+    changed = client.post("/api/v1/auth/password", headers=on_a.headers,
+                          json={"current_password": PASSWORD, "new_password": NEW_PASSWORD, "install_id": "phone-a"})
+    assert changed.status_code == 200
+    assert _installs(db, on_a) == ["phone-a"]
+
+
+def test_a_password_change_naming_no_install_keeps_no_phone(client, world, db):
+    on_a = world["patient_a"]
+    _register(client, on_a, "phone-a")
+    changed = client.post("/api/v1/auth/password", headers=on_a.headers,
+                          json={"current_password": PASSWORD, "new_password": NEW_PASSWORD})
+    assert changed.status_code == 200
+    assert _installs(db, on_a) == []
+    # The app registers again with its new tokens.
+    _register(client, _with_tokens(on_a, changed.json), "phone-a")
+    assert _installs(db, on_a) == ["phone-a"]
+
+
+def test_a_password_change_naming_another_sessions_install_keeps_no_phone(client, world, db):
+    on_a = world["patient_a"]
+    other = _signed_in_again(client, on_a)
+    _register(client, other, "phone-b")
+    changed = client.post("/api/v1/auth/password", headers=on_a.headers,
+                          json={"current_password": PASSWORD, "new_password": NEW_PASSWORD, "install_id": "phone-b"})
+    assert changed.status_code == 200
     assert _installs(db, on_a) == []
 
 
