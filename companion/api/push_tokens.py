@@ -121,11 +121,13 @@ class Phone(MethodView):
     def put(self, body, install_id):
         """Register or refresh this install's token (the app does so at least monthly, and after each sign-in).
         It is registered under the session that sends it: when that session ends (signing out, a password
-        change or reset, a deactivation) the phone receives nothing more until it registers again."""
+        change or reset, a deactivation) the phone receives nothing more until it registers again; one that
+        ends while the registration is being written takes it back (401, as for a session already ended)."""
         actor = current_actor()
         return services().notifications.register_phone(actor.id, _install_id(install_id), body["token"],
                                                        body["platform"], body["address"], body["locale"],
-                                                       session=actor.family)
+                                                       session=actor.family,
+                                                       session_started_at=actor.session_started_at)
 
     @allow(Role.PATIENT, Role.CAREGIVER)
     @blp.response(204)

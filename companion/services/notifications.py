@@ -19,7 +19,7 @@ from companion.domain.access import (
     notifications_visible_to,
     visible_alert_kinds,
 )
-from companion.domain.errors import NotFound
+from companion.domain.errors import NotFound, Unauthorized
 from companion.domain.notifications import snooze_key
 from companion.domain.people import Account
 from companion.store.stores import Stores
@@ -151,6 +151,7 @@ class DeliveryConsent:
 class Notifications:
     def __init__(self, stores: Stores):
         self.tokens = stores.push_tokens
+        self.users = stores.users
         self.outbox = stores.outbox
         self.links = stores.care_links
         self.consent = DeliveryConsent(stores)
@@ -172,11 +173,23 @@ class Notifications:
         return sorted(self.tokens.for_users([user_id]).get(user_id, []), key=lambda p: p["install_id"])
 
     def register_phone(self, user_id: str, install_id: str, token: str, platform: str, address: str,
-                       locale: str | None = None, *, session: str | None = None) -> dict:
+                       locale: str | None = None, *, session: str | None = None,
+                       session_started_at: datetime | None = None) -> dict:
         """Register or refresh one install's token (the app does so at least monthly), with the phone's
         language, which notifications use unless the account chose one, under the API session ``session``
-        (the phone is forgotten when it ends)."""
-        return self.tokens.register(user_id, install_id, token, platform, address, locale, session)
+        started at ``session_started_at`` (the phone is forgotten when it ends).
+
+        Unauthorized if the session ended meanwhile: the request's check of the session came before the
+        registration, and a sign-out, a password change or a deactivation between the two forgot the session's
+        phones before this one was written, so it is taken back here (every ending marks the account before
+        forgetting the phones, so one of the two sees the other)."""
+        phone = self.tokens.register(user_id, install_id, token, platform, address, locale, session)
+        if session is not None:
+            user = self.users.by_id(user_id)
+            if user is None or not user.accepts_session(session, session_started_at):
+                self.tokens.unregister(user_id, install_id, session=session)
+                raise Unauthorized("invalid or expired token")
+        return phone
 
     def forget_phone(self, user_id: str, install_id: str) -> None:
         """Forget one install's token (signing out on that phone). An install with no token registered is

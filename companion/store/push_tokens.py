@@ -106,9 +106,12 @@ class PushTokens:
                 phones[user_id] = theirs[:MAX_PHONES_PER_USER]
         return phones
 
-    def unregister(self, user_id: str, install_id: str) -> int:
-        """Forget one install's token (sign-out on that phone)."""
-        return self.col.delete_one({"user_id": user_id, "install_id": install_id}).deleted_count
+    def unregister(self, user_id: str, install_id: str, *, session: str | None = None) -> int:
+        """Forget one install's token (sign-out on that phone); with ``session``, only if registered under it."""
+        query = {"user_id": user_id, "install_id": install_id}
+        if session is not None:
+            query["session"] = session
+        return self.col.delete_one(query).deleted_count
 
     def delete_for_user(self, user_id: str, *, except_phone: tuple[str, str] | None = None) -> int:
         """Forget every phone of a person (every session of theirs ended, or their account was closed), but

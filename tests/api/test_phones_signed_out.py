@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from tests.support.world import PASSWORD, Person, login
 
 NEW_PASSWORD = "a completely new passphrase"
@@ -114,3 +116,33 @@ def test_a_replayed_refresh_token_forgets_the_phones_of_the_session_it_ended(cli
     # The first refresh token again, after its successor was used: a theft; the whole session ends.
     assert client.post("/api/v1/auth/refresh", json={"refresh_token": other.refresh_token}).status_code == 401
     assert _installs(db, patient) == ["phone-a"]
+
+
+def _sign_out(services, world, person):
+    services.tokens.end_session(services.tokens.actor_from(person.token))
+
+
+def _change_password_elsewhere(services, world, person):
+    services.accounts.change_password(person.id, PASSWORD, NEW_PASSWORD)
+
+
+def _deactivate(services, world, person):
+    services.lifecycle.deactivate(person.id, by=world["admin"].id, reason="lost phone")
+
+
+@pytest.mark.parametrize("end_the_session", [_sign_out, _change_password_elsewhere, _deactivate])
+def test_a_phone_registered_as_its_session_ends_does_not_outlive_it(client, world, db, services, monkeypatch,
+                                                                    end_the_session):
+    # The session ends after the request's check of it and before its registration is written.
+    patient, tokens = world["patient_a"], services.stores.push_tokens
+    register = tokens.register
+
+    def ended_first(*args, **kwargs):
+        end_the_session(services, world, patient)
+        return register(*args, **kwargs)
+
+    monkeypatch.setattr(tokens, "register", ended_first)
+    answer = client.put("/api/v1/me/push-tokens/phone-a", headers=patient.headers,
+                        json={"token": "tok-phone-a", "platform": "android"})
+    assert answer.status_code == 401
+    assert _installs(db, patient) == []
