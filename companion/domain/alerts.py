@@ -385,11 +385,17 @@ def battery_low(
         AlertKind.BATTERY_LOW,
         Severity.INFO,
         patient_id,
-        f"{AlertKind.BATTERY_LOW}:{device_serial}:{patient_id}:{day}",
+        device_alert_key(AlertKind.BATTERY_LOW.value, device_serial, patient_id, day),
         day,
         f"TENS unit {device_serial} battery is at {percent}%: it needs charging before the next session.",
         occurred_at=require_utc(observed_at_utc), device_serial=device_serial, details={"battery_percent": percent},
     )
+
+
+def device_alert_key(kind: str, device_serial: str, patient_id: str, day: str) -> str:
+    """The key a device alert (low battery, electrode off, overload) is raised once under: per kind, unit,
+    patient and local day (``day``: YYYY-MM-DD)."""
+    return f"{kind}:{device_serial}:{patient_id}:{day}"
 
 
 def device_fault(
@@ -412,7 +418,7 @@ def device_fault(
         kind,
         severity,
         patient_id,
-        f"{kind}:{device_serial}:{patient_id}:{day}",
+        device_alert_key(kind.value, device_serial, patient_id, day),
         day,
         f"TENS unit {device_serial} {texts[kind]} at {_local(occurred_at_utc, tz)}.",
         occurred_at=require_utc(occurred_at_utc), device_serial=device_serial,

@@ -54,6 +54,7 @@ from companion.domain.alerts import (
     Resolution,
     battery_low,
     delivery_time,
+    device_alert_key,
     device_fault,
     flare_still_raised,
     low_adherence_continues,
@@ -464,6 +465,30 @@ class AlertService:
         self.stores.outbox.withdraw(reason=ALERT_RESOLVED, source_key=f"alert:{alert['_id']}")
         logger.info("alert resolved", extra={"alert_id": alert["_id"]})  # its kind is health data: not logged
         return True
+
+    def events_changed(self, gone: list[dict], back: list[dict]) -> None:
+        """Device events sessions took away (``gone``) and brought back (``back``: a session counted again):
+        see :meth:`events_gone` and :meth:`events_back`."""
+        if gone:
+            self.events_gone(gone)
+        if back:
+            self.events_back(back)
+
+    def events_back(self, events: list[dict]) -> None:
+        """Device events a session counted again brought back (the care team excluded it, then counted it): a
+        device alert ended for want of them (``SESSION_NOT_COUNTED``) holds again and is reopened, without a
+        second push (its patient and caregivers were told when it was raised). One still open stays as it is;
+        one never raised is the alerts job's (it raises what the last day's events support)."""
+        events = [e for e in events if e["kind"] in DEVICE_KINDS]
+        histories = {p.id: p.zone_history() for p in self.stores.users.by_ids({e["patient_id"] for e in events})}
+        keys = sorted({device_alert_key(e["kind"], e["device_serial"], e["patient_id"], e["at"].astimezone(
+            histories[e["patient_id"]].zone_at(e["at"])).date().isoformat())
+            for e in events if e["patient_id"] in histories})
+        for alert in self.stores.alerts.resolved_as(keys, Resolution.SESSION_NOT_COUNTED.value):
+            self.stores.panel_row_marks.mark([alert["patient_id"]], "alert", self.clock())
+            self.stores.alerts.reopen(alert["_id"], self.clock())
+            self.stores.panel_row_marks.mark([alert["patient_id"]], "alert", self.clock())
+            logger.info("alert reopened", extra={"alert_id": alert["_id"]})
 
     def events_gone(self, events: list[dict]) -> None:
         """Device events a session took away (``events``: each one's patient, unit, kind and instant as they were):

@@ -145,12 +145,12 @@ class Services:
     @cached_property
     def ingestion(self) -> Ingestion:
         return Ingestion(self.settings, self.stores, self.clock, telemetry=self.telemetry, changes=self.changes,
-                         touched=self.touched_days, on_events_gone=self.alerts.events_gone)
+                         touched=self.touched_days, on_events_changed=self.alerts.events_changed)
 
     @cached_property
     def sessions(self) -> TensSessions:
         return TensSessions(self.stores, self.changes, self.clock, touched=self.touched_days,
-                            on_events_gone=self.alerts.events_gone)
+                            on_events_changed=self.alerts.events_changed)
 
     @cached_property
     def diary(self) -> Diary:

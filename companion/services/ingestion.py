@@ -110,9 +110,9 @@ def _answer_placed_again(results: dict[str, dict], changes: list[tuple[dict, dic
 class Ingestion:
     def __init__(self, settings: Settings, stores: Stores, clock: Clock = now, *,
                  telemetry: Telemetry | None = None, changes: Changes | None = None,
-                 touched: TouchedDays | None = None, on_events_gone: Callable[[list[dict]], None] | None = None):
+                 touched: TouchedDays | None = None, on_events_changed: Callable[[list[dict], list[dict]], None] | None = None):
         self.settings = settings
-        self.on_events_gone = on_events_gone  # the device events records placed again took away
+        self.on_events_changed = on_events_changed  # the device events records placed again took away or brought back
         self.telemetry = telemetry or NoTelemetry()
         self.changes = changes or Changes(stores, clock)
         self.stores = stores
@@ -214,7 +214,10 @@ class Ingestion:
             kept += self._answer_stored(raced, self.records.by_ids(d["_id"] for d in raced), results)
         if repeated:
             self._answer_stored(repeated, {d["_id"]: d for d in kept}, {})
-        write_changes(self.stores, self.changes, self.touched, changes, "sessions", self.on_events_gone)
+        # The new records' device events first: a stored record this batch places elsewhere takes its events
+        # away (write_changes), and an alert one of these new events supports must not be ended for want of it.
+        self._record_events([d for d in placed if d["_id"] in created], received_at)
+        write_changes(self.stores, self.changes, self.touched, changes, "sessions", self.on_events_changed)
         _answer_placed_again(results, changes)
         if self.touched is not None:
             for patient, dates in touched_days_of(kept).items():
@@ -295,15 +298,20 @@ class Ingestion:
                 created |= self.records.insert_new([{**d, "seq": first + n} for n, d in enumerate(docs)])[0]
         return created
 
+    def _record_events(self, records: list[dict], received_at: datetime) -> None:
+        """The device events of these records (not of held ones: their time or owner is not known); stored under
+        derived ids, so recording them again changes nothing."""
+        self.events.record([
+            {"_id": f"{d['_id']}:{kind}", "patient_id": d["patient_id"], "device_serial": d["device_serial"],
+             "kind": kind, "at": d["started_at"], "record_id": d["_id"], "created_at": received_at}
+            for d in records if not d.get("held") and d.get("patient_id") for kind in device_events_for(d)
+        ])
+
     def _derive(self, patient_id: str, kept: list[dict], received_at: datetime) -> None:
         """The secondary writes of the batch's records: their device events (not for held ones: their time or
         owner is not known) and the status of units still bound to the gateway's patient. (Those of stored
         records placed again are written with them, before them: ``write_changes``.)"""
-        self.events.record([
-            {"_id": f"{d['_id']}:{kind}", "patient_id": d["patient_id"], "device_serial": d["device_serial"],
-             "kind": kind, "at": d["started_at"], "record_id": d["_id"], "created_at": received_at}
-            for d in kept if not d.get("held") and d.get("patient_id") for kind in device_events_for(d)
-        ])
+        self._record_events(kept, received_at)
         latest: dict[str, dict] = {}
         for d in kept:
             if d["device_serial"] not in latest or d["device_seq"] > latest[d["device_serial"]]["device_seq"]:

@@ -196,14 +196,15 @@ def touched_days_of(docs: Iterable[Mapping]) -> dict[str, set[date]]:
 
 
 def write_changes(stores: Stores, feed: Changes, touched: TouchedDays | None, changes: list[tuple[dict, dict]],
-                  reason: str, on_events_gone: Callable[[list[dict]], None] | None = None) -> None:
+                  reason: str, on_events_changed: Callable[[list[dict], list[dict]], None] | None = None) -> None:
     """Write what changed about stored records. Each takes the next change number of the patient it now
     belongs to, so the app's session feed hands it out again; a patient a record left has their feeds read
     again from the start (they carry no tombstone for it); the days it left and the days it came to are
     marked for recomputing, however old (whether a record counts was judged when it arrived, within the offline
     window of then; the days it is placed on or leaves may be older than the window is now). The device events
-    that follow the changes are written before the records (``_events_follow``), and so is what ``on_events_gone``
-    does with the events they took away (the alerts service ends the device alerts no event supports any more)."""
+    that follow the changes are written before the records (``_events_follow``), and so is what ``on_events_changed``
+    does with the events they took away and those they brought back (the alerts service ends the device alerts
+    no event supports any more, and reopens those it had ended for a session that counts again)."""
     # The marks first: a write that fails after them leaves days recomputed for nothing, one that failed before
     # them would leave the fields written and nothing to tell a retry (which finds no change) to mark them. A
     # patient a record leaves has their cursors ended before and again after (an app that read its feeds
@@ -218,9 +219,9 @@ def write_changes(stores: Stores, feed: Changes, touched: TouchedDays | None, ch
         touched.dates(patient_id, dates, reason, reach_back=True)
     # The device events the changes derive are written first too, for the same reason: a retry that finds the
     # fields written has no change left to derive them from (electrode off and battery low raise alerts).
-    gone = _events_follow(stores, changes, feed.clock())
-    if gone and on_events_gone is not None:
-        on_events_gone(gone)
+    gone, back = _events_follow(stores, changes, feed.clock())
+    if (gone or back) and on_events_changed is not None:
+        on_events_changed(gone, back)
     by_patient: dict[str | None, list[tuple[dict, dict]]] = {}
     for doc, fields in changes:
         by_patient.setdefault({**doc, **fields}.get("patient_id"), []).append((doc, fields))
@@ -240,7 +241,8 @@ def write_changes(stores: Stores, feed: Changes, touched: TouchedDays | None, ch
         touched.dates(patient_id, dates, reason, reach_back=True)
 
 
-def _events_follow(stores: Stores, changes: list[tuple[dict, dict]], at: datetime) -> list[dict]:
+def _events_follow(stores: Stores, changes: list[tuple[dict, dict]],
+                   at: datetime) -> tuple[list[dict], list[dict]]:
     """The device events of records whose derived fields change. A record no longer held (a later clock fix, a
     clinician's decision) has the events a record stored counted has from the start (electrode off, battery
     low, ...); those it had already are left as they are. A record placed again, or given to another patient,
@@ -248,7 +250,8 @@ def _events_follow(stores: Stores, changes: list[tuple[dict, dict]], at: datetim
     record's fields written after them, or not, a retry does them again as long as the change is left. A record
     that stops counting (the care team excluded it, it is held again, or it is nobody's now) loses its events, so
     that no alert is raised from them (a held record has none, as at its arrival). Returns the events taken
-    away from where they were (patient, unit, kind and instant as they were): those forgotten and those moved."""
+    away from where they were (patient, unit, kind and instant as they were: those forgotten and those moved),
+    and those a record counted again brought back."""
     stopped = [doc for doc, fields in changes
                if (fields.get("held") and not doc.get("held")) or ("patient_id" in fields and not fields["patient_id"])]
     left = [doc for doc, fields in changes
@@ -256,10 +259,10 @@ def _events_follow(stores: Stores, changes: list[tuple[dict, dict]], at: datetim
     stores.device_events.forget([d["_id"] for d in stopped], DEVICE_EVENT_KINDS)
     gone = {d["_id"] for d in stopped}
     counted = [{**doc, **fields} for doc, fields in changes if doc.get("held") and not fields.get("held", True)]
-    stores.device_events.record([
-        {"_id": f"{d['_id']}:{kind}", "patient_id": d["patient_id"], "device_serial": d["device_serial"],
-         "kind": kind, "at": d["started_at"], "record_id": d["_id"], "created_at": at}
-        for d in counted if d.get("patient_id") for kind in device_events_for(d)])
+    back = [{"_id": f"{d['_id']}:{kind}", "patient_id": d["patient_id"], "device_serial": d["device_serial"],
+             "kind": kind, "at": d["started_at"], "record_id": d["_id"], "created_at": at}
+            for d in counted if d.get("patient_id") for kind in device_events_for(d)]
+    stores.device_events.record(back)
     for doc, fields in changes:
         if doc["_id"] not in gone and ("started_at" in fields or "patient_id" in fields):
             placed = {**doc, **fields}
@@ -267,7 +270,7 @@ def _events_follow(stores: Stores, changes: list[tuple[dict, dict]], at: datetim
                                       placed.get("patient_id"))
     return [{"patient_id": doc["patient_id"], "device_serial": doc["device_serial"], "kind": kind,
              "at": doc["started_at"]}
-            for doc in left if doc.get("patient_id") and not doc.get("held") for kind in device_events_for(doc)]
+            for doc in left if doc.get("patient_id") and not doc.get("held") for kind in device_events_for(doc)], back
 
 
 def _finding_docs(findings: Iterable[Finding]) -> list[dict]:

@@ -20,9 +20,9 @@ FUTURE_MARGIN = timedelta(minutes=5)
 
 class TensSessions:
     def __init__(self, stores: Stores, changes: Changes, clock: Clock = now, *, touched: TouchedDays | None = None,
-                 on_events_gone: Callable[[list[dict]], None] | None = None):
+                 on_events_changed: Callable[[list[dict], list[dict]], None] | None = None):
         self.stores = stores
-        self.on_events_gone = on_events_gone  # the device events a decision took away (AlertService.events_gone)
+        self.on_events_changed = on_events_changed  # the device events a decision took away or brought back (AlertService.events_changed)
         self.records = stores.session_records
         self.changes = changes
         self.touched = touched
@@ -98,5 +98,5 @@ class TensSessions:
             _, changes = SessionTimes(self.stores).place_unit(serial, [], [], bindings, at, [doc["device_seq"]],
                                                               deciding={record_id: {"resolution": resolution}})
             write_changes(self.stores, self.changes, self.touched, changes, "session_resolved",
-                          self.on_events_gone)
+                          self.on_events_changed)
         return self.records.get(record_id)

@@ -150,6 +150,13 @@ class Alerts:
         self.col.update_one({"_id": alert_id, "resolved_at": None},
                             {"$set": {"period_key": period_key, "text": text, "details": dict(details)}})
 
+    def resolved_as(self, dedup_keys: list[str], code: str) -> list[dict]:
+        """The alerts among ``dedup_keys`` resolved with ``code``."""
+        found: list[dict] = []
+        for part in chunks(dedup_keys):
+            found += self.col.find({"dedup_key": {"$in": part}, "resolved_at": {"$ne": None}, "resolution.code": code})
+        return found
+
     def reopen(self, alert_id: str, at: datetime) -> None:
         """The condition of a resolved alert holds again (later data said so): it is open again (``reopened_at``
         says it was, for finishing what follows a reopening)."""

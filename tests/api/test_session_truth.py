@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+import time_machine
+
 from companion.store.web_sessions import WebSessions
 from tests.support.records import session_record
 
@@ -449,3 +451,14 @@ def test_an_alert_raised_before_the_session_was_excluded_ends_with_it(client, wo
     assert db.device_events.count_documents({"record_id": record["record_id"]}) == 0
     alert = db.alerts.find_one({"patient_id": world["patient_a"].id, "kind": "overload"})
     assert alert["resolved_at"] is not None
+    # Two days on (the alerts job no longer reads the session's day), the care team counts it after all: its
+    # events come back, and so does its alert, open again without a second push.
+    pushes = db.push_outbox.count_documents({})
+    with time_machine.travel(datetime.now(UTC) + timedelta(days=2)):
+        services.sessions.resolve(world["patient_a"].id, record["record_id"], "count", world["clinician_team"].id,
+                                  note="it was a real session")  # (the API's token would have lapsed)
+        services.alerts.evaluate()
+    again = db.alerts.find_one({"_id": alert["_id"]})
+    assert again["resolved_at"] is None and again["reopened_at"] is not None
+    assert db.device_events.count_documents({"record_id": record["record_id"]}) == 1
+    assert db.push_outbox.count_documents({}) == pushes
