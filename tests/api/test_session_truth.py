@@ -462,3 +462,30 @@ def test_an_alert_raised_before_the_session_was_excluded_ends_with_it(client, wo
     assert again["resolved_at"] is None and again["reopened_at"] is not None
     assert db.device_events.count_documents({"record_id": record["record_id"]}) == 1
     assert db.push_outbox.count_documents({}) == pushes
+
+
+def test_a_device_alert_a_new_record_of_the_same_upload_supports_is_not_ended_by_a_stored_one_moving_away(
+        client, world, db, services, monkeypatch):
+    """One upload brings a new low-battery session on a day and places a stored one of that day elsewhere (a
+    later clock fix, here applied by hand to the placement): the day's alert stands on the new session's event."""
+    from companion.services.session_times import SessionTimes
+
+    started = datetime.now(UTC) - timedelta(hours=3)
+    first = session_record(world.a_device, 1, battery_pct=9, started_at=started)
+    assert upload(client, world["gateway_a"], [first]).status_code == 200
+    services.alerts.evaluate()
+    [alert] = list(db.alerts.find({"patient_id": world["patient_a"].id, "kind": "battery_low"}))
+
+    real_place = SessionTimes.place_unit
+
+    def the_first_placed_two_days_earlier(self, serial, fresh, *args, **kwargs):
+        placed, changes = real_place(self, serial, fresh, *args, **kwargs)
+        stored = db.session_records.find_one({"_id": first["record_id"]})
+        return placed, [*changes, (stored, {"started_at": stored["started_at"] - timedelta(days=2)})]
+
+    monkeypatch.setattr(SessionTimes, "place_unit", the_first_placed_two_days_earlier)
+    second = session_record(world.a_device, 2, battery_pct=9, started_at=started + timedelta(seconds=30))
+    assert upload(client, world["gateway_a"], [second]).status_code == 200
+    monkeypatch.undo()
+    assert db.device_events.find_one({"_id": f"{first['record_id']}:battery_low"})["at"] < started - timedelta(days=1)
+    assert db.alerts.find_one({"_id": alert["_id"]})["resolved_at"] is None
