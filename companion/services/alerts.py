@@ -479,16 +479,32 @@ class AlertService:
         device alert ended for want of them (``SESSION_NOT_COUNTED``) holds again and is reopened, without a
         second push (its patient and caregivers were told when it was raised). One still open stays as it is;
         one never raised is the alerts job's (it raises what the last day's events support)."""
+        _, told = self._device_event_days(events)
+        keys = sorted(device_alert_key(kind, serial, patient_id, day) for patient_id, serial, kind, day in told)
+        for alert in self.stores.alerts.resolved_as(keys, Resolution.SESSION_NOT_COUNTED.value):
+            self._reopen(alert)
+            logger.info("alert reopened", extra={"alert_id": alert["_id"]})
+
+    def _device_event_days(self, events: list[dict]) -> tuple[Callable[[str, datetime], date],
+                                                             set[tuple[str, str, str, str]]]:
+        """The patient's local day of an instant (their zone history, read once for ``events``' patients), and
+        each device event as (patient, unit, kind, local day) (those of a patient no longer there left out)."""
         events = [e for e in events if e["kind"] in DEVICE_KINDS]
         histories = {p.id: p.zone_history() for p in self.stores.users.by_ids({e["patient_id"] for e in events})}
-        keys = sorted({device_alert_key(e["kind"], e["device_serial"], e["patient_id"], e["at"].astimezone(
-            histories[e["patient_id"]].zone_at(e["at"])).date().isoformat())
-            for e in events if e["patient_id"] in histories})
-        for alert in self.stores.alerts.resolved_as(keys, Resolution.SESSION_NOT_COUNTED.value):
-            self.stores.panel_row_marks.mark([alert["patient_id"]], "alert", self.clock())
-            self.stores.alerts.reopen(alert["_id"], self.clock())
-            self.stores.panel_row_marks.mark([alert["patient_id"]], "alert", self.clock())
-            logger.info("alert reopened", extra={"alert_id": alert["_id"]})
+
+        def day_of(patient_id: str, at: datetime) -> date:
+            return at.astimezone(histories[patient_id].zone_at(at)).date()
+
+        return day_of, {(e["patient_id"], e["device_serial"], e["kind"], day_of(e["patient_id"], e["at"]).isoformat())
+                        for e in events if e["patient_id"] in histories}
+
+    def _reopen(self, alert: dict) -> None:
+        """A resolved alert whose condition holds again is open again. The patient's panel row counts open alerts:
+        marked before the reopening as well as after, as for a resolution (a stop between the two would leave the
+        row not counting it)."""
+        self.stores.panel_row_marks.mark([alert["patient_id"]], "alert", self.clock())
+        self.stores.alerts.reopen(alert["_id"], self.clock())
+        self.stores.panel_row_marks.mark([alert["patient_id"]], "alert", self.clock())
 
     def events_gone(self, events: list[dict]) -> None:
         """Device events a session took away (``events``: each one's patient, unit, kind and instant as they were):
@@ -497,14 +513,7 @@ class AlertService:
         unit, kind and local day that no event left supports is resolved, as any alert whose condition no longer
         holds (nothing pushed; its pushes not sent yet withdrawn). Called before the session's change is written,
         so a retry of a change stopped part-way does it again."""
-        events = [e for e in events if e["kind"] in DEVICE_KINDS]
-        histories = {p.id: p.zone_history() for p in self.stores.users.by_ids({e["patient_id"] for e in events})}
-
-        def day_of(patient_id: str, at: datetime) -> date:
-            return at.astimezone(histories[patient_id].zone_at(at)).date()
-
-        vacated = {(e["patient_id"], e["device_serial"], e["kind"], day_of(e["patient_id"], e["at"]).isoformat())
-                   for e in events if e["patient_id"] in histories}
+        day_of, vacated = self._device_event_days(events)
         if not vacated:
             return
         for alert in self.stores.alerts.unresolved({v[0] for v in vacated}, sorted({v[2] for v in vacated})):
