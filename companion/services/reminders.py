@@ -55,6 +55,7 @@ from companion.services.item_failures import ItemFailures
 from companion.services.reminder_schedules import check_reminder, skipped_slots_for, slots_for
 from companion.services.sync import Changes
 from companion.services.touched_days import TouchedDays
+from companion.store.outbox import Outbox
 from companion.store.reminders import CANCELLED
 from companion.store.stores import Stores
 
@@ -181,14 +182,20 @@ def call_off(stores: Stores, changes: Changes, stale: list[dict], at: datetime) 
         by_patient[occurrence["patient_id"]].append(occurrence)
     cancelled = 0
     for patient_id, items in by_patient.items():
-        keys = [key for o in items for key in reminding_keys_of(o)]
-        outbox.withdraw_sources(patient_id, keys, REMINDER_CALLED_OFF)
+        withdraw_called_off(outbox, patient_id, items)
         today.touch([patient_id])
         with changes.stamp(patient_id, occurrences, len(items)) as first:
             cancelled += occurrences.cancel_pending([o["_id"] for o in items], first, at)
-        outbox.withdraw_sources(patient_id, keys, REMINDER_CALLED_OFF)
+        withdraw_called_off(outbox, patient_id, items)
         today.touch([patient_id])
     return cancelled
+
+
+def withdraw_called_off(outbox: Outbox, patient_id: str, called_off: list[dict]) -> None:
+    """Withdraw what was queued to remind of these occurrences of the patient's (called off)."""
+    if called_off:
+        outbox.withdraw_sources(patient_id, [k for o in called_off for k in reminding_keys_of(o)],
+                                REMINDER_CALLED_OFF)
 
 
 class ReminderService:
@@ -374,7 +381,7 @@ class ReminderService:
         called_off = list(self.occurrences.by_ids(stale).values()) if stale else []
         # What was queued to remind of them never goes out: withdrawn before they are cancelled as well as after (a
         # retry finds nothing left to cancel, so a process stopped between the two would leave it queued).
-        self._withdraw_called_off(patient_id, called_off)
+        withdraw_called_off(self.outbox, patient_id, called_off)
         # The patient's today changes before the writes as well as after: a pass stopped between the two finds
         # nothing left to write when it runs again, and would leave a today computed before it as current.
         self.today.touch([patient_id])
@@ -388,14 +395,9 @@ class ReminderService:
             self.occurrences.cancel_pending(stale, seq, current)
             seq += len(stale)
             added = self.occurrences.insert_new([{**doc, "seq": seq + n} for n, doc in enumerate(new)])
-        self._withdraw_called_off(patient_id, called_off)  # (one queued while they were being cancelled)
+        withdraw_called_off(self.outbox, patient_id, called_off)  # (one queued while they were being cancelled)
         self.today.touch([patient_id])
         return added, _basis(patient, reminders)
-
-    def _withdraw_called_off(self, patient_id: str, called_off: list[dict]) -> None:
-        if called_off:
-            self.outbox.withdraw_sources(patient_id, [k for o in called_off for k in reminding_keys_of(o)],
-                                         REMINDER_CALLED_OFF)
 
     def _open_unwanted(self, patient_id: str, reminders: list[dict], history, kept: dict, current: datetime
                        ) -> list[str]:
