@@ -123,8 +123,7 @@ class Devices:
         noted later than ``future_after`` is replaced (see ``note_status``)."""
         unit = {"_id": serial, "patient_id": patient_id}
         self._replace_future_contact(unit, received_at, future_after)
-        self.col.update_one({**unit, "status.as_of": {"$not": {"$gt": battery_at}}},  # or never read yet
-                            {"$set": {"status.battery_pct": battery_pct, "status.as_of": battery_at}})
+        self._note_read(unit, {"battery_pct": battery_pct}, battery_at)
         self.col.update_one(unit, {"$max": {"status.last_sync_at": received_at, "status.last_seen_at": received_at,
                                             "status.last_record_seq": last_record_seq}})
 
@@ -138,10 +137,14 @@ class Devices:
         unit = {"_id": serial, "patient_id": patient_id}
         self._replace_future_contact(unit, last_seen_at, future_after)
         if status:
-            self.col.update_one({**unit, "status.as_of": {"$not": {"$gt": last_seen_at}}},
-                                {"$set": {**{f"status.{key}": value for key, value in status.items()},
-                                          "status.as_of": last_seen_at}})
+            self._note_read(unit, status, last_seen_at)
         self.col.update_one(unit, {"$max": {"status.last_seen_at": last_seen_at}})
+
+    def _note_read(self, unit: dict, status: dict, as_of: datetime) -> None:
+        """Set these fields of the unit's status as read at ``as_of``, unless it was read later already."""
+        self.col.update_one({**unit, "status.as_of": {"$not": {"$gt": as_of}}},  # or never read yet
+                            {"$set": {**{f"status.{key}": value for key, value in status.items()},
+                                      "status.as_of": as_of}})
 
     def _replace_future_contact(self, unit: dict, last_seen_at: datetime, future_after: datetime) -> None:
         self.col.update_one({**unit, "status.last_seen_at": {"$gt": future_after}},
