@@ -38,13 +38,14 @@ from datetime import datetime, timedelta
 
 from companion.clock import Clock, now
 from companion.domain.errors import Forbidden, TooManyRequests
-from companion.domain.sessions import Binding, device_events_for, identity_problem
+from companion.domain.sessions import Binding, identity_problem
 from companion.services.session_times import (
     CONTACT_MARGIN,
     ClockCheck,
     SessionTimes,
     anchor,
     clock_check,
+    device_event_docs,
     gateway_offset,
     placing,
     seen_at,
@@ -301,11 +302,7 @@ class Ingestion:
     def _record_events(self, records: list[dict], received_at: datetime) -> None:
         """The device events of these records (not of held ones: their time or owner is not known); stored under
         derived ids, so recording them again changes nothing."""
-        self.events.record([
-            {"_id": f"{d['_id']}:{kind}", "patient_id": d["patient_id"], "device_serial": d["device_serial"],
-             "kind": kind, "at": d["started_at"], "record_id": d["_id"], "created_at": received_at}
-            for d in records if not d.get("held") and d.get("patient_id") for kind in device_events_for(d)
-        ])
+        self.events.record(device_event_docs(records, received_at))
 
     def _derive(self, patient_id: str, kept: list[dict], received_at: datetime) -> None:
         """The secondary writes of the batch's records: their device events (not for held ones: their time or

@@ -241,6 +241,15 @@ def write_changes(stores: Stores, feed: Changes, touched: TouchedDays | None, ch
         touched.dates(patient_id, dates, reason, reach_back=True)
 
 
+def device_event_docs(records: Iterable[dict], created_at: datetime) -> list[dict]:
+    """The device events these records raise (electrode off, overload, battery low), as stored: under ids derived
+    from the record and the kind, so recording them again changes nothing. Held records, and records nobody owns,
+    raise none (their time or owner is not known)."""
+    return [{"_id": f"{d['_id']}:{kind}", "patient_id": d["patient_id"], "device_serial": d["device_serial"],
+             "kind": kind, "at": d["started_at"], "record_id": d["_id"], "created_at": created_at}
+            for d in records if not d.get("held") and d.get("patient_id") for kind in device_events_for(d)]
+
+
 def _events_follow(stores: Stores, changes: list[tuple[dict, dict]],
                    at: datetime) -> tuple[list[dict], list[dict]]:
     """The device events of records whose derived fields change. A record no longer held (a later clock fix, a
@@ -259,9 +268,7 @@ def _events_follow(stores: Stores, changes: list[tuple[dict, dict]],
     stores.device_events.forget([d["_id"] for d in stopped], DEVICE_EVENT_KINDS)
     gone = {d["_id"] for d in stopped}
     counted = [{**doc, **fields} for doc, fields in changes if doc.get("held") and not fields.get("held", True)]
-    back = [{"_id": f"{d['_id']}:{kind}", "patient_id": d["patient_id"], "device_serial": d["device_serial"],
-             "kind": kind, "at": d["started_at"], "record_id": d["_id"], "created_at": at}
-            for d in counted if d.get("patient_id") for kind in device_events_for(d)]
+    back = device_event_docs(counted, at)
     stores.device_events.record(back)
     for doc, fields in changes:
         if doc["_id"] not in gone and ("started_at" in fields or "patient_id" in fields):
