@@ -5,7 +5,7 @@ default and what it means; the README's configuration table is checked against i
 unknown or malformed value (``COMPANION_ENV=prod``, ``COMPANION_STAFF_MFA=REQUIRED``,
 ``COMPANION_DB_TIMEOUT_MS=5s``) raises :class:`SettingError`, whose message is one line naming the
 variable and what it accepts; the entry points (web, worker, CLI) print it and exit with status 2. So does a
-``COMPANION_*`` variable that is neither a setting nor one another part of the project reads
+``COMPANION_*``, ``MONGODB_*`` or ``FCM_*`` variable that is neither a setting nor one another part of the project reads
 (:data:`READ_ELSEWHERE`): a misspelt name would otherwise be ignored and its default kept unseen.
 
 In production (``COMPANION_ENV=production``) there is no default secret nor audit key, staff MFA is always on,
@@ -312,6 +312,9 @@ SETTINGS: tuple[Setting, ...] = (
 _BY_FIELD = {s.field: s for s in SETTINGS}
 
 PREFIX = "COMPANION_"
+# The families of names checked for misspellings: the project's own, and the database's and Firebase's settings
+# (MONGODB_DB_NAME for MONGODB_DB would have the service write patients' data into the default database, unsaid).
+PREFIXES = (PREFIX, "MONGODB_", "FCM_")
 # The COMPANION_* variables that are no setting of these processes, each with what reads it. Any other COMPANION_*
 # variable set is refused (load_settings): behind a load balancer, COMPANION_TRUSTED_PROXY=1 (for
 # COMPANION_TRUSTED_PROXIES) left every client with the balancer's address, one sign-in throttle for all, and
@@ -341,25 +344,30 @@ READ_ELSEWHERE: dict[str, str] = {
 }
 
 
-# What Kubernetes puts into every pod for a Service named "companion" (service links: COMPANION_SERVICE_HOST,
-# COMPANION_PORT_5000_TCP_ADDR, ...): set by the platform, not by an operator, so not taken for misspellings.
-SERVICE_LINKS = re.compile(r"COMPANION_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)?)")
+# What Kubernetes puts into every pod for a Service named "companion", "mongodb" or "fcm" (service links:
+# COMPANION_SERVICE_HOST, MONGODB_PORT_27017_TCP_ADDR, ...): set by the platform, not by an operator, so not taken
+# for misspellings.
+SERVICE_LINKS = re.compile(r"(COMPANION|MONGODB|FCM)_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?"
+                           r"|PORT(_\d+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)?)")
 
 
 def _refuse_unknown_variables(environ: Mapping[str, str]) -> None:
-    """Refuse every COMPANION_* variable set (not empty) that is neither a setting nor in READ_ELSEWHERE, naming the
-    nearest known name (compared without the prefix, which every name shares)."""
-    known = [s.variable[len(PREFIX):] for s in SETTINGS if s.variable.startswith(PREFIX)] + \
-        [name[len(PREFIX):] for name in READ_ELSEWHERE]
-    unknown = sorted(name for name, raw in environ.items()
-                     if name.startswith(PREFIX) and name[len(PREFIX):] not in known and raw.strip()
-                     and not SERVICE_LINKS.fullmatch(name))
-    if not unknown:
-        return
+    """Refuse every COMPANION_*, MONGODB_* or FCM_* variable set (not empty) that is neither a setting nor in
+    READ_ELSEWHERE, naming the nearest known name of the same family (compared without the prefix they share)."""
+    names = [s.variable for s in SETTINGS] + list(READ_ELSEWHERE)
     said = []
-    for name in unknown:
-        nearest = difflib.get_close_matches(name[len(PREFIX):], known, n=1)
-        said.append(f"{name} (did you mean {PREFIX}{nearest[0]}?)" if nearest else name)
+    for name in sorted(environ):
+        prefix = next((p for p in PREFIXES if name.startswith(p)), None)
+        if prefix is None or name in names or not environ[name].strip() or SERVICE_LINKS.fullmatch(name):
+            continue
+        known = [n[len(prefix):] for n in names if n.startswith(prefix)]
+        rest = name[len(prefix):]
+        # the nearest by spelling, else the longest known name the variable begins with (MONGODB_DB_NAME: DB)
+        nearest = difflib.get_close_matches(rest, known, n=1) or sorted(
+            (k for k in known if rest.startswith(k + "_")), key=len, reverse=True)[:1]
+        said.append(f"{name} (did you mean {prefix}{nearest[0]}?)" if nearest else name)
+    if not said:
+        return
     verb, them = ("is", "it") if len(said) == 1 else ("are", "them")
     raise SettingError(f"{', '.join(said)} {verb} set but nothing reads {them}: correct or unset {them} (the README's "
                        "configuration table lists the settings)")
@@ -368,8 +376,8 @@ def _refuse_unknown_variables(environ: Mapping[str, str]) -> None:
 def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Read every setting from the environment, apply ``overrides`` (tests), and check the result.
 
-    Raises :class:`SettingError` (one line) for a malformed, unknown or unsafe value, and for a COMPANION_*
-    variable that no part of the project reads (a misspelt name)."""
+    Raises :class:`SettingError` (one line) for a malformed, unknown or unsafe value, and for a COMPANION_*,
+    MONGODB_* or FCM_* variable that no part of the project reads (a misspelt name)."""
     environ = os.environ if environ is None else environ
     _refuse_unknown_variables(environ)
     values: dict[str, Any] = {}

@@ -92,7 +92,8 @@ def test_each_process_stops_with_one_line_and_status_2_on_a_bad_setting(command)
     assert len(ours) == 1 and "COMPANION_ENV" in ours[0] and "Traceback" not in result.stderr
 
 
-MISSPELT = ["COMPANION_TRUSTED_PROXY", "COMPANION_STAFF_SESSION_MAX_HOURS", "COMPANION_AUDIT_RETENTION"]
+MISSPELT = ["COMPANION_TRUSTED_PROXY", "COMPANION_STAFF_SESSION_MAX_HOURS", "COMPANION_AUDIT_RETENTION",
+            "MONGODB_DB_NAME", "MONGODB_URL", "FCM_SERVICE_ACOUNT"]
 
 
 @pytest.mark.parametrize("variable", MISSPELT)
@@ -111,6 +112,18 @@ def test_the_variables_kubernetes_sets_for_a_service_named_companion_are_not_tak
                            "COMPANION_PORT_5000_TCP_PORT": "5000", "COMPANION_PORT_5000_TCP_ADDR": "10.0.0.12"})
     with pytest.raises(SettingError):
         load_settings(environ={"COMPANION_PORTS": "5000"})  # no service link: a misspelling still
+
+
+def test_the_service_links_of_a_service_named_mongodb_are_not_taken_for_misspellings():
+    load_settings(environ={"MONGODB_SERVICE_HOST": "10.0.0.13", "MONGODB_PORT": "tcp://10.0.0.13:27017",
+                           "MONGODB_PORT_27017_TCP_ADDR": "10.0.0.13", "MONGODB_SERVICE_PORT_MONGO": "27017"})
+
+
+def test_a_misspelt_database_variable_names_the_database_setting_meant():
+    """MONGODB_DB_NAME set for MONGODB_DB would have left the default database in use: patients' data written
+    to another database than the operator's, and nothing said."""
+    with pytest.raises(SettingError, match=r"^MONGODB_DB_NAME \(did you mean MONGODB_DB\?\) is set but nothing"):
+        load_settings(environ={"MONGODB_DB_NAME": "companion_prod"})
 
 
 def test_a_misspelt_variable_stops_a_command_with_one_line_naming_the_setting_meant(monkeypatch, capsys):
@@ -145,7 +158,7 @@ def _companion_names() -> dict[str, set[str]]:
                 text = path.read_text()
             except (UnicodeDecodeError, OSError):
                 continue
-            for name in re.findall(r"COMPANION_[A-Z0-9_]*[A-Z0-9]", text):
+            for name in re.findall(r"\b(?:COMPANION|MONGODB|FCM)_[A-Z0-9_]*[A-Z0-9]", text):
                 found.setdefault(name, set()).add(str(path.relative_to(ROOT)))
     return found
 
@@ -155,9 +168,14 @@ def path_is_not_this_test(paths: set[str]) -> bool:
     return paths != {"tests/api/test_settings.py"}
 
 
+# Names in the family that are no environment variables: constants of the FCM emulator and of the sender.
+NOT_VARIABLES = {"FCM_ERROR_TYPE"}
+
+
 def test_every_companion_variable_the_project_names_is_a_setting_or_listed_as_read_elsewhere():
-    """Else `make run`, the Procfile, compose, the gateway or the tests would set a variable the processes refuse."""
-    known = {s.variable for s in SETTINGS} | set(READ_ELSEWHERE)
+    """Else `make run`, the Procfile, compose, the gateway or the tests would set a variable the processes refuse
+    (COMPANION_*, MONGODB_* and FCM_* alike)."""
+    known = {s.variable for s in SETTINGS} | set(READ_ELSEWHERE) | NOT_VARIABLES
     strays = {name: sorted(paths) for name, paths in _companion_names().items()
               if name not in known and name not in MISSPELT and not SERVICE_LINKS.fullmatch(name)
               and path_is_not_this_test(paths)}
