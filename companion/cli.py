@@ -62,9 +62,11 @@ def _services(*, indexes: bool = True):
 def migrate(args) -> int:
     """Bring the database to what the code declares: create missing indexes, and drop and create again those
     whose definition changed; give documents written before change feeds their change numbers; set units' last
-    contacts stored in the future (from gateways' clocks ahead) to now; compute the panel rows and lines of the
-    patients missing from the panel (run it before starting new web and worker processes; safe to run again, and
-    a run stopped half-way is finished by the next)."""
+    contacts stored in the future (from gateways' clocks ahead) to now; compute again the adherence days stored
+    under an earlier version of the adherence rules (not those of records past their retention), once per version;
+    compute the panel rows of the patients whose days changed and of those missing from the panel (run it before
+    starting new web and worker processes; safe to run again, and a run stopped half-way is finished by the
+    next)."""
     services = _services(indexes=False)
     changes = services.health.migrate_indexes(progress=lambda c: print(c.describe(), flush=True))
     print(f"indexes as declared ({len(changes)} change(s) applied)")
@@ -74,12 +76,38 @@ def migrate(args) -> int:
     ahead = services.housekeeping.bring_back_future_contacts()
     if ahead:
         print(f"{ahead} unit(s)' last contact, stored in the future from a gateway's clock ahead, set to now")
+    upgraded = _upgrade_adherence(services)
     missing = services.panel_rows.missing()
     if missing:
         print(f"building the panel's read model for {len(missing)} patient(s) without a row or a panel line",
               flush=True)
-        _rebuild(services, missing)
+    if missing or upgraded.changed:
+        _rebuild(services, sorted(set(missing) | set(upgraded.changed)))
+    if upgraded.failed:
+        named = ", ".join(upgraded.failed[:5]) + (", ..." if len(upgraded.failed) > 5 else "")
+        raise CommandFailed(f"the adherence days of {len(upgraded.failed)} patient(s) could not be computed again "
+                            f"({named}; the log says why): run the command again")
     return 0
+
+
+def _upgrade_adherence(services):
+    """Compute again the adherence days stored under an earlier version of the rules, with a progress line while
+    the patients are gone through (none once a run has found nothing left: then one document is read)."""
+    report, shown = _progress("adherence days under earlier rules"), []
+
+    def progress(done: int, total: int) -> None:
+        shown.append(done)
+        report(done, total)
+
+    try:
+        upgraded = services.adherence_upgrade.run(progress)
+    finally:
+        if shown:
+            print(file=sys.stderr)  # ends the progress line, before any message saying what stopped it
+    if upgraded.written:
+        print(f"{upgraded.written} adherence day(s) stored under earlier rules computed again "
+              f"({len(upgraded.changed)} patient(s)' figures changed)")
+    return upgraded
 
 
 def _progress(what: str):

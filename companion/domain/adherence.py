@@ -35,6 +35,11 @@ from statistics import fmean
 from companion.domain.localtime import TimeZoneHistory
 
 ADHERENT_PDC = 0.8
+# The version of these rules (and of what an event counts) a stored day was computed by. 1, stored without a
+# version: a session counted its minutes as recorded; 2: each session counts its minutes to the tenth shown
+# (companion.domain.sessions.counted_minutes_shown), so a day shown at its target is covered. Raise it with any
+# change that changes a stored day's figures: `companion migrate` computes again the days stored under another.
+ADHERENCE_RULES = 2
 PDC_PERIODS = (7, 30, 90)
 RESPONDER_AFTER_DAYS = 60
 RESPONDER_PAIN_REDUCTION = 0.30

@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from companion.clock import Clock, now
 from companion.domain.adherence import (
+    ADHERENCE_RULES,
     ADHERENT_PDC,
     DayAdherence,
     DayState,
@@ -73,7 +74,8 @@ def _progress_of(doc: dict) -> KindProgress:
 
 def snapshot_of(patient_id: str, local_date: date, zone: str, tasks: list[PlannedTask],
                 events: list[TaskEvent], computed_at: datetime) -> dict:
-    """The snapshot document of one local day, from its planned tasks and the events on that day."""
+    """The snapshot document of one local day, from its planned tasks and the events on that day, with the version
+    of the rules it was computed by (``rules``: companion.domain.adherence.ADHERENCE_RULES)."""
     day = adherence_for_day(local_date, tasks, events)
     return {
         "_id": snapshot_id(patient_id, local_date), "patient_id": patient_id,
@@ -84,7 +86,7 @@ def snapshot_of(patient_id: str, local_date: date, zone: str, tasks: list[Planne
         "medication_fraction": day.medication.fraction,
         "covered": bool(is_covered(day, TaskKind.TENS, COVERED_THRESHOLD)),
         "tens": _progress_doc(day.tens), "mindfulness": _progress_doc(day.mindfulness),
-        "medication": _progress_doc(day.medication), "computed_at": computed_at,
+        "medication": _progress_doc(day.medication), "computed_at": computed_at, "rules": ADHERENCE_RULES,
     }
 
 

@@ -288,6 +288,16 @@ def _gathered(stores: Stores, accounts: Iterator[Account] | list[Account], dates
     return patients
 
 
+def computed_afresh(stores: Stores, accounts: list[Account], days_of: dict[str, set[date]], now: datetime,
+                    failures: ItemFailures) -> list[dict]:
+    """The snapshots of these patients' days (``days_of``, by patient) computed again from the stored data, their
+    inputs read all at once as this job reads them; not written. A patient or a plan that cannot be read is
+    logged, in ``failures``, and left out."""
+    patients = _gathered(stores, accounts, lambda a: (days_of.get(a.id, set()), set()), now, failures)
+    return [snapshot_of(p.patient_id, day.local_date, day.zone, day.tasks, day.events + day.doses, now)
+            for p in patients.values() if p.patient_id not in failures.item_ids for day in p.days.values()]
+
+
 def recompute_everyone(stores: Stores, now: datetime, chunk_size: int = CHUNK,
                        failures: ItemFailures | None = None) -> Iterator[ChunkResult]:
     """Recompute every patient's last two local days and judge the low-adherence rule, chunk by chunk (the

@@ -19,6 +19,7 @@ from companion.services.access import AccessControl
 from companion.services.accounts import Accounts
 from companion.services.adherence import Adherence
 from companion.services.adherence_batch import AdherenceJob
+from companion.services.adherence_upgrade import AdherenceUpgrade
 from companion.services.alerts import AlertService
 from companion.services.audit import AnchorSink, AuditTrail
 from companion.services.care import Care
@@ -180,6 +181,10 @@ class Services:
     @cached_property
     def adherence_job(self) -> AdherenceJob:
         return AdherenceJob(self.stores, self.alerts, self.adherence, self.clock)
+
+    @cached_property
+    def adherence_upgrade(self) -> AdherenceUpgrade:
+        return AdherenceUpgrade(self.stores, self.settings.clinical_retention, self.clock)
 
     @cached_property
     def panel_rows(self) -> PanelReadModel:

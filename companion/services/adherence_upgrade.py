@@ -1,0 +1,115 @@
+"""Computing again the adherence snapshots stored under an earlier version of the rules: an upgrade step of
+`companion migrate`, done once per version (companion.domain.adherence.ADHERENCE_RULES).
+
+A snapshot holds a day's figures as computed when it was written. A change of the rules leaves the days stored
+before it as they were until something touches them again: since version 2 (each session's minutes to the tenth
+shown) a day within a few hundredths of a minute per session of its target can read "not covered" in the PDC, the
+panel and the review while a recomputation says "covered". Every snapshot now carries the version it was computed
+by; this step finds those of another version (or of none), computes them again from the stored data as the
+adherence job reads it (companion.services.adherence_batch.computed_afresh), and marks the panel rows of the
+patients whose days changed what a row keeps (``migrate`` then computes those rows, and those that a run stopped
+half-way marked).
+
+- Found patient by patient: an equality on the patient (the patient_date index), the version compared per
+  document; a run costs one pass over the snapshots, and says how far it is.
+- Each day is written only over the snapshot read before its data (AdherenceDays.replace_computed): a day the job
+  wrote meanwhile, from data read later, stands.
+- Resumable: what is written carries the current version, so a run stopped half-way leaves the rest to the next.
+  The rows are marked before a pass writes (a run stopped then still has them computed, by the refresher) and
+  again after (a refresh in between read the days before they changed).
+- Cheap once done: the version is noted done only after a run that found nothing to compute (the processes of the
+  version before go on writing under their rules until the new ones replace them; as for change numbers,
+  companion.services.housekeeping.number_unsynced); from then on one read says so.
+- Retention: a patient closed longer ago than ``COMPANION_CLINICAL_RETENTION_DAYS`` is left alone. The
+  records-retention job deletes their record, raw data and snapshots alike, perhaps half-way already: a day
+  computed again from what is left would read as a day with nothing done. Their snapshots do not keep the version
+  from being noted done.
+- No alert is judged here: a past day's figures moving by a rounding are not news to a caregiver; the adherence
+  job judges the low-adherence rule on its next run from the days as they now stand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from companion.clock import Clock, now
+from companion.domain.adherence import ADHERENCE_RULES
+from companion.domain.people import Account
+from companion.services.adherence_batch import computed_afresh
+from companion.services.item_failures import ItemFailures
+from companion.services.read_models import kept_day
+from companion.store.accounts import MAX_PATIENTS
+from companion.store.stores import Stores
+
+STEP = "adherence-upgrade"
+DAYS_PER_PASS = 5_000  # days computed together (their inputs read at once); bounds what a pass holds
+PROGRESS_EVERY = 100  # patients between two progress reports
+MARK_REASON = "adherence rules"  # the panel rows' marks this step makes
+
+
+@dataclass(frozen=True)
+class Upgraded:
+    """What a run did: days computed again and written, the patients whose rows must be computed again (their
+    days changed what a row keeps), and the patients whose days could not be computed."""
+
+    written: int
+    changed: tuple[str, ...]
+    failed: tuple[str, ...]
+
+
+class AdherenceUpgrade:
+    def __init__(self, stores: Stores, clinical_retention: timedelta, clock: Clock = now):
+        self.stores = stores
+        self.retention = clinical_retention
+        self.clock = clock
+
+    def run(self, progress: Callable[[int, int], None] | None = None, days_per_pass: int = DAYS_PER_PASS) -> Upgraded:
+        """Compute again every stored snapshot of another version of the rules (see the module docstring), with
+        ``progress(done, total)`` as the patients are gone through."""
+        store = self.stores.adherence_days
+        if store.upgraded_to(ADHERENCE_RULES):
+            return Upgraded(0, (), ())
+        past_retention = set(self.stores.users.closed_patients_before(self.clock() - self.retention, MAX_PATIENTS))
+        patients = [a for a in self.stores.users.patients() if a.id not in past_retention]
+        failures = ItemFailures(STEP)
+        waiting: dict[str, tuple[Account, dict[date, dict]]] = {}
+        found, held, written, changed = 0, 0, 0, set()
+        for done, account in enumerate(patients, start=1):
+            stale = failures.attempt(account.id, lambda a=account: store.computed_under_other_rules(
+                a.id, ADHERENCE_RULES))
+            if stale:
+                waiting[account.id] = (account, {date.fromisoformat(s["date"]): s for s in stale})
+                found, held = found + len(stale), held + len(stale)
+            if held >= days_per_pass or done == len(patients):
+                passed, marked = self._pass(waiting, failures)
+                written, changed = written + passed, changed | marked
+                waiting, held = {}, 0
+            if progress is not None and (done % PROGRESS_EVERY == 0 or done == len(patients)):
+                progress(done, len(patients))
+        if not found and not failures:
+            store.note_upgraded(ADHERENCE_RULES, self.clock())
+        # With the rows this run marked, those an earlier run stopped half-way marked and the refresher has not
+        # computed yet (marks for now are few: the refresher computes them every minute).
+        changed |= {m["_id"] for m in self.stores.panel_row_marks.all_now() if m.get("reason") == MARK_REASON}
+        return Upgraded(written, tuple(sorted(changed)), tuple(failures.item_ids))
+
+    def _pass(self, waiting: dict[str, tuple[Account, dict[date, dict]]], failures: ItemFailures) -> tuple[int, set]:
+        """Compute these patients' days again and write each over the snapshot read; returns how many were written
+        and the patients whose rows were marked."""
+        if not waiting:
+            return 0, set()
+        at = self.clock()
+        fresh = computed_afresh(self.stores, [account for account, _ in waiting.values()],
+                                {pid: set(days) for pid, (_, days) in waiting.items()}, at, failures)
+        stored = {(doc["patient_id"], doc["date"]): waiting[doc["patient_id"]][1][date.fromisoformat(doc["date"])]
+                  for doc in fresh}
+        changed = {doc["patient_id"] for doc in fresh
+                   if kept_day(doc) != kept_day(stored[doc["patient_id"], doc["date"]])}
+        marks = self.stores.panel_row_marks
+        marks.mark(changed, MARK_REASON, at)
+        written = sum(self.stores.adherence_days.replace_computed(
+            doc, stored[doc["patient_id"], doc["date"]].get("computed_at")) for doc in fresh)
+        marks.mark(changed, MARK_REASON, self.clock())
+        return written, changed
