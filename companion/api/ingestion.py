@@ -1,5 +1,6 @@
 """What gateways send: TENS session records with the syncs that captured them (batches of up to 500 records,
-per-item results), the gateway's clock, unit status, and the gateway's dead letters.
+per-item results), the gateway's clock, unit status, and the gateway's dead letters; and the one thing a gateway
+asks about what it sent: whether a unit's record was delivered, with which content hash.
 
 The patient is never taken from the request: a gateway delivers for the patient it is bound to, the units it
 names must be (or once have been) bound to that patient, and each record goes to whoever wore the unit when
@@ -187,6 +188,20 @@ class DeadLetterAnswerSchema(Schema):
     new = fields.Integer(metadata={"description": "how many of them the server did not hold yet"})
 
 
+class DeliveredRecordSchema(Schema):
+    class Meta:
+        every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
+
+    serial = fields.String()
+    seq = fields.Integer()
+    delivered = fields.Boolean(metadata={
+        "description": "a gateway of this gateway's patient delivered the unit's record with this number"})
+    content_hash = fields.String(allow_none=True, metadata={
+        "description": "the content hash that gateway sent with it (SHA-256 over the serial, a NUL byte and the "
+                       "record's raw frame, as hex); null when none was delivered, or when the record was imported "
+                       "without a gateway (its hash is not a gateway's)"})
+
+
 def _flatten(messages) -> str:
     if isinstance(messages, dict):
         return "; ".join(f"{k}: {_flatten(v)}" for k, v in sorted(messages.items()))
@@ -260,6 +275,24 @@ class DeviceStatus(MethodView):
                       resource_ids=[d["serial"] for d in body["devices"]])
         svc.ingestion.device_status(patient_id, body["devices"], gateway_clock=body["gateway_clock"],
                                     gateway_id=gateway_id)
+
+
+@blp.route("/devices/<serial>/records/<int:seq>")
+class DeliveredRecord(MethodView):
+    @allow(Role.GATEWAY)
+    @blp.response(200, DeliveredRecordSchema)
+    @blp.doc(operationId="get_delivered_record")
+    def get(self, serial, seq):
+        """Whether the unit's record with this number reached the server through a gateway of this gateway's
+        patient, and with which content hash. A gateway asks it when it has no hash of its own for the record at
+        a unit's position (it moved past records the unit no longer held, or a buffer-recover gave the position)
+        and the unit holds that number again: the same hash is a lost acknowledgement, another one a unit whose
+        counter restarted. Only about a unit bound to the gateway's patient now (else 403)."""
+        svc = services()
+        patient_id = svc.gateways.patient_of(current_actor().id)
+        auditing.note(patient_ids=[patient_id], resource="session_record", action="R",
+                      resource_ids=[f"{serial}:{seq}"])
+        return svc.ingestion.delivered_record(patient_id, serial, seq)
 
 
 @blp.route("/dead-letters")

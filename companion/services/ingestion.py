@@ -321,6 +321,22 @@ class Ingestion:
         if latest:  # the panel row's last sync
             self.stores.panel_row_marks.mark([patient_id], "sync", received_at)
 
+    def delivered_record(self, patient_id: str, serial: str, seq: int) -> dict:
+        """Whether a gateway of the patient's delivered the unit's record ``seq``, and the content hash it sent
+        with it: how a gateway that has no hash of its own at a unit's position tells a lost acknowledgement
+        from a restarted counter (docs/device-gateway.md). Asked only about a unit bound to the patient now (the
+        units the gateway collects from); a record delivered by another patient's gateway alone is not counted,
+        and a record imported without a gateway (the demo's history) has no gateway's hash to give."""
+        if not self.devices.bound_among([serial], patient_id):
+            raise Forbidden("this gateway may not ask about this unit")
+        record_id = f"{serial}:{seq}"
+        doc = self.records.by_ids([record_id], {"content_hash": 1, "gateway_id": 1, "delivered_for": 1,
+                                                "also_delivered_for": 1}).get(record_id)
+        if doc is None or patient_id not in (doc.get("delivered_for"), *(doc.get("also_delivered_for") or [])):
+            return {"serial": serial, "seq": seq, "delivered": False, "content_hash": None}
+        return {"serial": serial, "seq": seq, "delivered": True,
+                "content_hash": doc["content_hash"] if doc.get("gateway_id") is not None else None}
+
     def device_status(self, patient_id: str, reports: list[dict], gateway_clock: dict | None = None, *,
                       gateway_id: str | None = None) -> None:
         """A gateway's report on its units: battery, firmware, last contact and last error. A unit that has

@@ -112,6 +112,7 @@ PROVIDERS = {
     "notification_id": _notification,
     "link_id": _care_link,
     "serial": lambda client, world, services: world.a_device,
+    "seq": lambda client, world, services: "1",  # a record number of the unit
     "team_id": lambda client, world, services: world.team_id,
     "entry_id": _pain_entry,
     "slug": _library_item,
