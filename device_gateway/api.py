@@ -1,4 +1,5 @@
-"""The gateway's HTTP client for the Companion API (pairing, token, bound units, records, unit status).
+"""The gateway's HTTP client for the Companion API (pairing, token, bound units, records, unit status, and
+whether a unit's record was delivered).
 
 Token renewal (every 15 minutes) can fail in three ways, told apart because they call for different
 answers: the API refusing the credentials (ApiAuthError; after refusals repeated over at least a minute,
@@ -13,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import httpx
 
@@ -27,6 +29,7 @@ DEVICES_PATH = "/api/v1/gateway/devices"
 RECORDS_PATH = "/api/v1/gateway/session-records"
 STATUS_PATH = "/api/v1/gateway/device-status"
 DEAD_LETTERS_PATH = "/api/v1/gateway/dead-letters"
+DELIVERED_RECORD_PATH = "/api/v1/gateway/devices/{serial}/records/{seq}"
 SERVER_TIME_HEADER = "X-Server-Time"
 # A refusal can be a blip (a deploy, a replica behind); refusals repeated over this long are not.
 REVOKED_AFTER_REFUSALS = 3
@@ -59,6 +62,15 @@ class ApiUnavailable(GatewayError):
     def __init__(self, reason: str, retry_after: str | None = None) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveredRecord:
+    """What the server holds of a unit's record: whether a gateway of the patient's delivered it, and the content
+    hash sent with it (None when none was delivered, or when the server has no gateway's hash of it)."""
+
+    delivered: bool
+    content_hash: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +211,18 @@ class ApiClient:
         which the server corrects a last contact seen on the gateway's wall clock)."""
         body = {"devices": devices, "gateway_clock": self.gateway_clock.read().as_api()}
         self.request("POST", STATUS_PATH, json=body).raise_for_status()
+
+    def delivered_record(self, serial: str, seq: int) -> DeliveredRecord:
+        """Whether a gateway of the patient's delivered the unit's record ``seq``, and with which content hash.
+        Raises on anything but a well-formed answer: the caller cannot tell, and asks again later."""
+        response = self.request("GET", DELIVERED_RECORD_PATH.format(serial=quote(serial, safe=""), seq=seq))
+        response.raise_for_status()
+        body = response.json()
+        delivered = body.get("delivered") if isinstance(body, dict) else None
+        content_hash = body.get("content_hash") if isinstance(body, dict) else None
+        if not isinstance(delivered, bool) or not (content_hash is None or isinstance(content_hash, str)):
+            raise ValueError("malformed answer to the delivered-record check")
+        return DeliveredRecord(delivered, content_hash if delivered else None)
 
 
 def from_the_api(response: httpx.Response) -> bool:

@@ -75,12 +75,14 @@ _SCHEMA = [
     # last_hash: the content hash of the record stored last (None when the position moved without one: records
     # the unit no longer held, a recovery), to tell a lost acknowledgement from a counter that restarted.
     # moved_without_record: 1 while the position is one the gateway moved to past records the unit no longer held
-    # (record_missing), so a unit holding numbers at or below it again is a restarted counter; 2 while it is a
-    # position buffer-recover gave from the ledger without the record's hash (a unit may keep records it was
-    # acknowledged, so holding them proves nothing: it is asked from the record after, and told once); None once
-    # a record is stored. A row written before this column has neither (for a buffer older than the
-    # hash, every row): taken for a record stored there whose hash was never kept, so the unit is asked from
-    # the record after it, unchecked, as it was then, not taken for a restarted counter.
+    # (record_missing), so a unit holding numbers at or below it again is a restarted counter unless the server
+    # holds the record there; 2 while it is a position buffer-recover gave from the ledger without the record's
+    # hash (a unit may keep records it was acknowledged, so holding them proves nothing: unless the server holds
+    # the record there, it is asked from the record after, and told once); None once a record is stored, or once
+    # the server gave the hash of the record a gateway of the patient's delivered there (adopt_hash). A row
+    # written before this column has neither (for a buffer older than the hash, every row): taken for a record
+    # stored there whose hash was never kept, so the unit is asked from the record after it, unchecked, as it was
+    # then, not taken for a restarted counter.
     # explained_to: how far the gateway acknowledged records it could not decode after the one stored last (kept
     # as dead letters): the unit freeing them is not a loss to report again.
     "CREATE TABLE IF NOT EXISTS units (serial TEXT PRIMARY KEY, last_stored_seq INTEGER NOT NULL, last_hash TEXT, "
@@ -386,6 +388,16 @@ class RecordBuffer:
         logger.warning("unit %s holds records %d..%d at or below the position the buffer's recovery gave it; they "
                        "cannot be checked (no stored record there): asked from the record after", serial,
                        lowest_held, position)
+
+    def adopt_hash(self, serial: str, seq: int, content_hash: str) -> None:
+        """Take ``content_hash`` (the server's, of the record a gateway of the patient's delivered under ``seq``) as
+        the hash of the record at a unit's position, where the gateway had none (it moved there past records the
+        unit no longer held, or buffer-recover gave it): the note is cleared, and the unit's copy of that record is
+        compared with it from now on, as with a record stored here."""
+        with self._transaction() as db:
+            db.execute("UPDATE units SET last_hash = ?, moved_without_record = NULL WHERE serial = ? "
+                       "AND last_stored_seq = ? AND last_hash IS NULL AND moved_without_record IN (?, ?)",
+                       (content_hash, serial, seq, MOVED_PAST, RECOVERED_UNCHECKED))
 
     def note_patient(self, patient_ref: str) -> None:
         """Whose records this buffer holds (the pairing's patient), kept with them: a pairing for another patient

@@ -5,7 +5,9 @@ read the transfer summary, set the unit's clock only from a clock the server vou
 is off), note the sync (what the unit's clock read, the unit's highest sequence, the gateway's clocks, and
 what it set) in the buffer when it tells the server anything new, subscribe to the session-record
 characteristic, write "send from last stored + 1", then for every batch of notifications: decode, commit to
-the buffer, and only then write "ack up to". Every record names its connection's sync: the server places
+the buffer, and only then write "ack up to". Where the gateway has no hash of its own for the record at a unit's
+position and the unit holds it again, it asks the server for the one a gateway of the patient's delivered
+(``GatewayLink.delivered_record``). Every record names its connection's sync: the server places
 sessions in time from the syncs (``device_gateway/clock.py``, ``docs/device-gateway.md``). The notification callback only enqueues; decoding and the (fsync-ing) buffer writes
 happen in a consumer, the writes in a worker thread, so bleak's event loop is never blocked.
 
@@ -20,6 +22,7 @@ import contextlib
 import logging
 import os
 import random
+import re
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -30,6 +33,7 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakBluetoothNotAvailableError, BleakDBusError, BleakError
 
+from device_gateway.api import DeliveredRecord
 from device_gateway.buffer import RecordBuffer
 from device_gateway.buffer_integrity import BufferDamaged
 from device_gateway.capture import CapturedRecord, capture, content_hash, isoformat_utc
@@ -46,6 +50,10 @@ _LINK_ERRORS = (BleakError, TimeoutError, EOFError, OSError)
 SET_CLOCK_ABOVE_S = 2.0  # a unit clock off by more than this is set (from a clock the server vouches for)
 SYNC_JUMP_S = 5.0  # an offset that moved by more than this since the last noted sync is worth noting
 SYNC_HEARTBEAT_S = 6 * 3600  # otherwise a sync without new records is noted this often
+# A server that answered it cannot confirm the record at a unit's position is asked again this much later (an
+# unreachable one, the next cycle): each answer is an audited read, and a cycle comes every 30 s.
+SERVER_RECHECK_S = 600.0
+_GATEWAY_HASH = re.compile(r"^[0-9a-f]{64}$")  # what capture.content_hash gives
 _NO_SUCH_NAME = "org.freedesktop.DBus.Error.ServiceUnknown"
 _DEFAULT_SYSTEM_BUS = "unix:path=/var/run/dbus/system_bus_socket"
 
@@ -153,8 +161,15 @@ class GatewayLink:
         backoff_cap_s: float = 30.0,
         clock: GatewayClock | None = None,
         server_clock: ServerClock | None = None,
+        delivered_record: Callable[[str, int], DeliveredRecord] | None = None,
+        server_recheck_s: float = SERVER_RECHECK_S,
     ) -> None:
         self.buffer = buffer
+        # Asks the server whether the patient's gateways delivered a unit's record, with which content hash (the
+        # API client's delivered_record; None: not asked, as without a server).
+        self.delivered_record = delivered_record
+        self.server_recheck_s = server_recheck_s
+        self._server_answered: dict[str, tuple[int, float]] = {}  # serial -> (position, monotonic) of a "cannot"
         self.bound_serials = set(bound_serials)
         self.paired_at = paired_at
         self.now = now
@@ -343,22 +358,29 @@ class GatewayLink:
         window = TransferWindow.start(last_stored, summary.highest_seq, summary.records_stored)
         lowest_held = summary.highest_seq - summary.records_stored + 1
         if last_stored and summary.records_stored and lowest_held <= last_stored:
+            server_said = ""
+            if last_hash is None and (position.moved_without_record or position.recovered_unchecked):
+                # No record of its own at the position: the server may hold the one a gateway of the patient's
+                # delivered there (another hub took the records, or this one before its buffer was replaced).
+                last_hash, server_said = await self._hash_from_server(serial, last_stored)
             if last_hash is not None:
-                # It still holds the record stored last: a lost acknowledgement, or a counter that restarted and
-                # has counted past it since. That record must come back the same before anything is stored.
+                # It still holds the record at its position (stored here, or as the patient's gateways delivered it
+                # to the server): a lost acknowledgement, or a counter that restarted and has counted past it since.
+                # That record must come back the same before anything is stored.
                 window.verify = (last_stored, last_hash)
             elif position.moved_without_record:
-                # The position moved past records never stored here (the unit said it no longer held them), so no
-                # record stands at it to compare: a unit that holds numbers at or below it again can only be a
-                # counter that restarted. Asking from the position would store what
-                # follows and acknowledge away the new records below it, unread.
+                # The position moved past records never stored here (the unit said it no longer held them), and the
+                # server holds no record there to compare (or could not be asked this cycle): a unit that holds
+                # numbers at or below it again is taken for a counter that restarted. Asking from the position
+                # would store what follows and acknowledge away the new records below it, unread.
                 raise SequenceWentBack(
                     f"it holds records from sequence {lowest_held}, at or below {last_stored}, where the gateway moved "
-                    "on past records the unit no longer held: its counter "
+                    f"on past records the unit no longer held{server_said}: its counter "
                     "restarted; nothing is read or acknowledged, the unit keeps its records")
             elif position.recovered_unchecked:
-                # buffer-recover gave the position from the ledger, without the hash of the record stored there: a
-                # unit may keep what it was acknowledged (the profile lets it), so holding these proves nothing, and
+                # buffer-recover gave the position from the ledger, without the hash of the record stored there, and
+                # the server cannot tell either (that record may have been lost unsent with the old buffer): a unit
+                # may keep what it was acknowledged (the profile lets it), so holding these proves nothing, and
                 # refusing it would stop its collection for good. Asked from the record after, and said once.
                 await asyncio.to_thread(self.buffer.note_unchecked, serial, lowest_held, last_stored)
             # Otherwise a position written before that note (every unit's, in a buffer older than the hash): taken
@@ -377,6 +399,34 @@ class GatewayLink:
                     self._first_contact_told[serial] = window.expected
                     logger.info("unit %s: first contact; it holds records from sequence %d", serial, window.expected)
         return window, summary
+
+    async def _hash_from_server(self, serial: str, seq: int) -> tuple[str | None, str]:
+        """The content hash of the unit's record ``seq`` as a gateway of the patient's delivered it to the server,
+        adopted as the hash of the record at the unit's position (so it is asked once); else None, and what the
+        server said, for the unit's status. A server that cannot be asked is asked again the next cycle; one that
+        answered it cannot confirm the record, after ``server_recheck_s``."""
+        if self.delivered_record is None:
+            return None, ""
+        answered = self._server_answered.get(serial)
+        now = self.clock.read().monotonic_s
+        if answered is not None and answered[0] == seq and now - answered[1] < self.server_recheck_s:
+            return None, f" (the server holds no record {seq} to compare)"
+        try:
+            answer = await asyncio.to_thread(self.delivered_record, serial, seq)
+        except Exception as exc:  # the server's trouble: today's rule this cycle, asked again the next
+            logger.warning("unit %s: could not ask the server about record %d (%s); asked again next cycle", serial,
+                           seq, describe_error(exc))
+            return None, f" (the server could not be asked about record {seq}; asked again next cycle)"
+        # Only a hash the gateways make (SHA-256 over the serial and the raw frame) is comparable with the unit's
+        # record: the server keeps the hash the delivering gateway sent, and has none for imported history.
+        if not answer.delivered or answer.content_hash is None or not _GATEWAY_HASH.fullmatch(answer.content_hash):
+            self._server_answered[serial] = (seq, now)
+            return None, f" (the server holds no record {seq} to compare)"
+        self._server_answered.pop(serial, None)
+        await asyncio.to_thread(self.buffer.adopt_hash, serial, seq, answer.content_hash)
+        logger.info("unit %s: the server holds record %d as a gateway of the patient's delivered it; the unit's copy "
+                    "is compared with it", serial, seq)
+        return answer.content_hash, ""
 
     async def _read_unit_clock(self, client: BleakClient) -> tuple[datetime | None, ClockReading]:
         """The unit's clock, and the gateway's clocks at the middle of the read (None: unreadable)."""

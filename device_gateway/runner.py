@@ -57,8 +57,10 @@ class GatewayRunner:
         self.api = api
         self.health = health or GatewayHealth(None)
         # The link sets units' clocks only from the server's time as the API client measures it.
+        # It asks the server about a unit's record where it has no hash of its own to compare (docs/device-gateway.md).
         self.link = GatewayLink(buffer, config.device_serials, paired_at=config.paired_at_datetime,
-                                server_clock=api.server_clock if api is not None else None)
+                                server_clock=api.server_clock if api is not None else None,
+                                delivered_record=api.delivered_record if api is not None else None)
         self.uploader = Uploader(buffer, api, progress=progress, health=self.health) if api else None
         self.scan_timeout_s = scan_timeout_s
         self.interval_s = interval_s

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 from device_gateway.api import ApiClient
 from device_gateway.buffer import RecordBuffer
 from device_gateway.clock import GatewayClock
-from device_gateway.link import GatewayLink, SyncResult
+from device_gateway.link import SERVER_RECHECK_S, GatewayLink, SyncResult
 from device_gateway.simulator.radio import FakeBluez
 from device_gateway.simulator.unit import FakeTensUnit
 from device_gateway.uploader import Uploader
@@ -121,6 +121,7 @@ class HomeGateway:
     serials: list[str]
     skew: timedelta = timedelta(0)  # how far its wall clock is ahead of real time
     boot: str = "boot-1"
+    server_recheck_s: float = SERVER_RECHECK_S  # how soon its link asks the server again about a unit's record
     link: GatewayLink = field(init=False)
 
     def __post_init__(self) -> None:
@@ -133,7 +134,8 @@ class HomeGateway:
         self.api = ApiClient(self.api_url, self.gateway_id, self.gateway_secret, gateway_clock=self.clock)
         self.link = GatewayLink(self.buffer, self.serials, now=lambda: self.timeline.now() + self.skew,
                                 clock=self.clock, server_clock=self.api.server_clock, backoff_base_s=0.05,
-                                idle_timeout_s=5.0, max_attempts=6)
+                                idle_timeout_s=5.0, max_attempts=6, delivered_record=self.api.delivered_record,
+                                server_recheck_s=self.server_recheck_s)
         self.uploader = Uploader(self.buffer, self.api, sleep=lambda seconds: None)
 
     def visit(self, *units: Unit) -> list[SyncResult]:

@@ -1,0 +1,197 @@
+"""A unit's position with no record of the gateway's own to compare (it moved past records the unit no longer held:
+the patient's other hub took them) is checked against the record the server holds there, as a gateway of the
+patient's delivered it: a lost acknowledgement is told from a restarted counter even then.
+
+The real parts: two paired hubs of one patient (real link with the real bleak against the fake BlueZ, real buffer,
+uploader and API client) and the real API on FerretDB, served over loopback.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+
+import pytest
+
+from companion.services.gateways import digest
+from device_gateway.buffer import RecordBuffer
+from device_gateway.profiles.companion_tens import ControlOp
+from tests.support.scenario import HomeGateway, Timeline, Unit
+from tests.support.world import make_user
+
+SERIAL = "CTU-P0001"
+
+
+@pytest.fixture
+def timeline():
+    return Timeline(timedelta(0))
+
+
+@pytest.fixture
+def patient(client, services):
+    patient = make_user(client, services, key="moved", role="patient", time_zone="Europe/London")
+    services.gateways.bind_unit(patient.id, SERIAL, "companion-tens")
+    return patient
+
+
+@pytest.fixture
+def hubs(tmp_path, api_server, services, timeline, patient):
+    """Make a hub of the patient's: a paired gateway's real link, buffer, API client and uploader."""
+    made = []
+
+    def hub(name: str, **options) -> HomeGateway:
+        secret = secrets.token_urlsafe(16)
+        gateway = services.stores.gateways.create(patient_id=patient.id, secret_hash=digest(secret), name=name)
+        home = HomeGateway(tmp_path / name, api_server.url, gateway.id, secret, timeline, [SERIAL], **options)
+        made.append(home)
+        return home
+
+    yield hub
+    for home in made:
+        home.close()
+
+
+def moved_past_what_the_other_hub_took(hub_a: HomeGateway, hub_b: HomeGateway, unit: Unit) -> list:
+    """Hub A stores 1..2; the patient's other hub, B, takes 3..5 and uploads them; A then finds the unit holding
+    none of them: it notes them missing and moves its position to 5, with no record stored there. Returns the
+    records 3..5 as the unit held them."""
+    unit.fake.record_sessions(2)
+    hub_a.visit(unit)
+    unit.fake.record_sessions(3)
+    taken = list(unit.fake.records)
+    hub_b.visit(unit)  # its first contact: 3..5, acknowledged
+    hub_b.go_online()
+    hub_a.visit(unit)
+    position = hub_a.buffer.position(SERIAL)
+    assert (position.seq, position.last_hash, position.moved_without_record) == (5, None, True)
+    return taken
+
+
+def ids_on_server(services) -> list[str]:
+    return sorted(d["_id"] for d in services.db.session_records.find({"device_serial": SERIAL}))
+
+
+def send_from(unit: Unit) -> list[int]:
+    return [arg for op, arg in unit.fake.commands if op is ControlOp.SEND_FROM]
+
+
+def test_a_unit_moved_past_whose_acknowledgement_was_lost_resumes_and_nothing_is_stored_twice(
+        services, hubs, timeline, system_bus):
+    hub_a, hub_b = hubs("a"), hubs("b")
+    unit = Unit(timeline, SERIAL, "C0:FF:EE:00:07:01")
+    taken = moved_past_what_the_other_hub_took(hub_a, hub_b, unit)
+    # The unit lost the acknowledgement that freed 3..5 (a power cut before it kept it): it holds them again.
+    unit.fake.records = taken
+    unit.fake.record_sessions(2)
+
+    [result] = hub_a.visit(unit)
+
+    assert result.completed, hub_a.link.statuses[SERIAL].last_error
+    assert send_from(unit)[-1] == 5  # asked from the record at its position, which came back as B delivered it
+    assert (unit.fake.acked_up_to, unit.fake.records) == (7, [])
+    assert [p.record_id for p in hub_a.buffer.pending(100)] == [f"{SERIAL}:{n}" for n in (1, 2, 6, 7)]
+    position = hub_a.buffer.position(SERIAL)
+    assert (position.seq, position.moved_without_record) == (7, False)
+    hub_a.go_online()
+    assert ids_on_server(services) == [f"{SERIAL}:{n}" for n in range(1, 8)]
+    assert services.db.session_conflicts.count_documents({}) == 0
+    delivered_by = {d["device_seq"]: d["gateway_id"] for d in services.db.session_records.find()}
+    assert {seq for seq, gateway in delivered_by.items() if gateway == hub_b.gateway_id} == {3, 4, 5}
+
+
+def test_a_unit_moved_past_that_was_reflashed_is_refused_as_a_restarted_counter(services, hubs, timeline, system_bus):
+    hub_a, hub_b = hubs("a"), hubs("b")
+    unit = Unit(timeline, SERIAL, "C0:FF:EE:00:07:02")
+    moved_past_what_the_other_hub_took(hub_a, hub_b, unit)
+    unit.fake.highest_seq, unit.fake.records = 0, []  # reflashed: new 1..8, its new 5 another record
+    unit.fake.record_sessions(8)
+
+    results = [hub_a.visit(unit)[0] for _ in range(2)]
+
+    assert [r.completed for r in results] == [False, False]
+    assert [r.seq for r in unit.fake.records] == list(range(1, 9))  # nothing acknowledged away
+    assert hub_a.buffer.last_stored_seq(SERIAL) == 5 and hub_a.buffer.pending_count() == 2
+    assert "record 5 is not the one stored under that number" in hub_a.link.statuses[SERIAL].last_error
+    # Compared with the record B delivered: the hash the gateway makes of a frame is the one the server keeps.
+    on_server = services.db.session_records.find_one({"_id": f"{SERIAL}:5"})
+    assert hub_a.buffer.position(SERIAL).last_hash == on_server["content_hash"]
+
+
+@pytest.mark.parametrize("refused_by", ["a gateway from before the check", "a server that held nothing yet"])
+def test_a_unit_refused_for_want_of_a_hash_is_cleared_once_the_server_confirms_its_record(
+        services, hubs, timeline, system_bus, refused_by):
+    hub_a, hub_b = hubs("a", server_recheck_s=0), hubs("b")
+    unit = Unit(timeline, SERIAL, "C0:FF:EE:00:07:03")
+    unit.fake.record_sessions(2)
+    hub_a.visit(unit)
+    unit.fake.record_sessions(3)
+    taken = list(unit.fake.records)
+    hub_b.visit(unit)  # B takes 3..5 but has not uploaded them yet
+    hub_a.visit(unit)  # A moves past them
+    unit.fake.records = taken  # the unit lost the acknowledgement that freed them
+    unit.fake.record_sessions(1)
+    if refused_by == "a gateway from before the check":
+        hub_b.go_online()
+        hub_a.link.delivered_record = None
+    [refused] = hub_a.visit(unit)
+    assert not refused.completed and [r.seq for r in unit.fake.records] == [3, 4, 5, 6]
+    hub_a.link.delivered_record = hub_a.api.delivered_record
+    hub_b.go_online()
+
+    [result] = hub_a.visit(unit)
+
+    assert result.completed, hub_a.link.statuses[SERIAL].last_error
+    assert (unit.fake.acked_up_to, unit.fake.records) == (6, [])
+    assert [p.record_id for p in hub_a.buffer.pending(100)] == [f"{SERIAL}:{n}" for n in (1, 2, 6)]
+    assert hub_a.link.statuses[SERIAL].last_error is None
+
+
+def test_a_server_that_cannot_be_reached_leaves_the_unit_refused_this_cycle_and_is_asked_again_the_next(
+        services, hubs, timeline, system_bus, api_server):
+    hub_a, hub_b = hubs("a"), hubs("b")
+    unit = Unit(timeline, SERIAL, "C0:FF:EE:00:07:04")
+    taken = moved_past_what_the_other_hub_took(hub_a, hub_b, unit)
+    unit.fake.records = taken
+    unit.fake.record_sessions(2)
+    api_server.stop()
+    try:
+        [while_down] = hub_a.visit(unit)
+    finally:
+        api_server.start()
+
+    # As before the check: nothing stored, nothing acknowledged, and the unit's status says why.
+    assert not while_down.completed
+    assert [r.seq for r in unit.fake.records] == [3, 4, 5, 6, 7] and unit.fake.acked_up_to == 5
+    assert hub_a.buffer.last_stored_seq(SERIAL) == 5 and hub_a.buffer.position(SERIAL).moved_without_record
+    assert "the server could not be asked" in hub_a.link.statuses[SERIAL].last_error
+
+    [result] = hub_a.visit(unit)  # the next cycle, the server back
+
+    assert result.completed, hub_a.link.statuses[SERIAL].last_error
+    assert (unit.fake.acked_up_to, unit.fake.records) == (7, [])
+    assert [p.record_id for p in hub_a.buffer.pending(100)] == [f"{SERIAL}:{n}" for n in (1, 2, 6, 7)]
+
+
+def test_a_position_buffer_recover_gave_is_checked_against_the_server_not_passed_unchecked(
+        services, hubs, timeline, system_bus):
+    hub_a = hubs("a")
+    unit = Unit(timeline, SERIAL, "C0:FF:EE:00:07:05")
+    unit.fake.record_sessions(5)
+    kept = list(unit.fake.records)
+    hub_a.visit(unit)
+    hub_a.go_online()
+    unit.fake.records = kept  # the unit keeps what it was acknowledged (or never heard it)
+    unit.fake.record_sessions(2)
+    hub_a.buffer.close()  # the buffer is lost; buffer-recover gives the unit the ledger's position, no hash
+    (hub_a.state_dir / "buffer.db").rename(hub_a.state_dir / "lost.db")
+    RecordBuffer(hub_a.state_dir / "buffer.db", replacing_lost=True).close()
+    hub_a.crash_and_restart()
+    assert hub_a.buffer.position(SERIAL).recovered_unchecked
+
+    [result] = hub_a.visit(unit)
+
+    assert result.completed, hub_a.link.statuses[SERIAL].last_error
+    assert send_from(unit)[-1] == 5 and (unit.fake.acked_up_to, unit.fake.records) == (7, [])
+    assert [p.record_id for p in hub_a.buffer.pending(100)] == [f"{SERIAL}:6", f"{SERIAL}:7"]
+    # Checked, so no dead letter saying the records at or below the position could not be.
+    assert hub_a.buffer.dead_letters() == []
