@@ -373,10 +373,10 @@ class GatewayLink:
                 # server holds no record there to compare (or could not be asked this cycle): a unit that holds
                 # numbers at or below it again is taken for a counter that restarted. Asking from the position
                 # would store what follows and acknowledge away the new records below it, unread.
+                # The conclusion first: the unit's status the server shows keeps 200 characters of it.
                 raise SequenceWentBack(
-                    f"it holds records from sequence {lowest_held}, at or below {last_stored}, where the gateway moved "
-                    f"on past records the unit no longer held{server_said}: its counter "
-                    "restarted; nothing is read or acknowledged, the unit keeps its records")
+                    f"its counter restarted: it holds records from {lowest_held}, at or below {last_stored} (moved past "
+                    f"records it no longer held{server_said}); nothing read or acknowledged")
             elif position.recovered_unchecked:
                 # buffer-recover gave the position from the ledger, without the hash of the record stored there, and
                 # the server cannot tell either (that record may have been lost unsent with the old buffer): a unit
@@ -410,18 +410,18 @@ class GatewayLink:
         answered = self._server_answered.get(serial)
         now = self.clock.read().monotonic_s
         if answered is not None and answered[0] == seq and now - answered[1] < self.server_recheck_s:
-            return None, f" (the server holds no record {seq} to compare)"
+            return None, f"; server: no record {seq} to compare"
         try:
             answer = await asyncio.to_thread(self.delivered_record, serial, seq)
         except Exception as exc:  # the server's trouble: today's rule this cycle, asked again the next
             logger.warning("unit %s: could not ask the server about record %d (%s); asked again next cycle", serial,
                            seq, describe_error(exc))
-            return None, f" (the server could not be asked about record {seq}; asked again next cycle)"
+            return None, "; server unreachable, asked again next cycle"
         # Only a hash the gateways make (SHA-256 over the serial and the raw frame) is comparable with the unit's
         # record: the server keeps the hash the delivering gateway sent, and has none for imported history.
         if not answer.delivered or answer.content_hash is None or not _GATEWAY_HASH.fullmatch(answer.content_hash):
             self._server_answered[serial] = (seq, now)
-            return None, f" (the server holds no record {seq} to compare)"
+            return None, f"; server: no record {seq} to compare"
         self._server_answered.pop(serial, None)
         await asyncio.to_thread(self.buffer.adopt_hash, serial, seq, answer.content_hash)
         logger.info("unit %s: the server holds record %d as a gateway of the patient's delivered it; the unit's copy "

@@ -16,6 +16,7 @@ import pytest
 from companion.services.gateways import digest
 from device_gateway.buffer import RecordBuffer
 from device_gateway.profiles.companion_tens import ControlOp
+from device_gateway.runner import device_report
 from tests.support.scenario import HomeGateway, Timeline, Unit
 from tests.support.world import make_user
 
@@ -163,7 +164,10 @@ def test_a_server_that_cannot_be_reached_leaves_the_unit_refused_this_cycle_and_
     assert not while_down.completed
     assert [r.seq for r in unit.fake.records] == [3, 4, 5, 6, 7] and unit.fake.acked_up_to == 5
     assert hub_a.buffer.last_stored_seq(SERIAL) == 5 and hub_a.buffer.position(SERIAL).moved_without_record
-    assert "the server could not be asked" in hub_a.link.statuses[SERIAL].last_error
+    said = hub_a.link.statuses[SERIAL].last_error
+    assert "server unreachable" in said
+    # What the server shows of it (the status report keeps 200 characters) still says what happened and why.
+    assert "counter restarted" in device_report(hub_a.link.statuses[SERIAL], None)["last_error"][:200]
 
     [result] = hub_a.visit(unit)  # the next cycle, the server back
 
