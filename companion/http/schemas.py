@@ -117,7 +117,9 @@ class PageArgs(StrictSchema):
 
 def no_nul(value: str) -> None:
     """Text a person writes holds no NUL character: it is no character of theirs, and it would go on to the
-    exports, the pages and the pushes (and a server on PostgreSQL cannot store it)."""
+    exports, the pages and the pushes (and a server on PostgreSQL cannot store it). Other control characters are
+    let in (a line or page break pasted from a word processor is one, and a phone's offline batch is refused whole)
+    and kept out where a format forbids them (the FHIR export: companion.services.fhir.fhir_string)."""
     if "\x00" in value:
         raise ValidationError("may not hold a NUL character (\\u0000)")
 

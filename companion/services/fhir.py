@@ -15,10 +15,13 @@ How the Bundle is built (docs/exports.md says why):
 * Codes: pain NRS LOINC 72514-3; BPI pain interference score LOINC 77565-0; every other code is text only
   where no code could be confirmed (the BPI severity score, the TENS parameters), rather than a guessed
   code. Quantities are UCUM: Hz, us, mA, min, %, {score}.
+* Text goes in as a FHIR string may hold it (``fhir_string``): stored text can hold control characters, which
+  FHIR strings and the narrative's XHTML cannot.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -57,6 +60,33 @@ BPI_INTERFERENCE_ITEMS = (("general_activity", "General activity"), ("mood", "Mo
                           ("enjoyment_of_life", "Enjoyment of life"))
 
 
+# What a FHIR string may not hold (R4 "string": no character below U+0020 but tab, line feed and carriage return)
+# and XML 1.0 may not either (the narrative is XHTML), with XML's two non-characters. Text fields refuse only NUL
+# (companion.http.schemas.no_nul): a line or page break pasted from a word processor is U+000B or U+000C.
+_NOT_IN_A_STRING = "[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]+"
+_AT_THE_ENDS = re.compile(f"^{_NOT_IN_A_STRING}|{_NOT_IN_A_STRING}$")
+_INSIDE = re.compile(_NOT_IN_A_STRING)
+
+
+def fhir_string(text: str) -> str:
+    """``text`` as a FHIR string may hold it: each run of control characters (but tab, line feed and carriage
+    return) inside it a space, none at its ends; text of nothing else the replacement character, since a FHIR
+    string is never empty."""
+    if not _INSIDE.search(text):
+        return text
+    return _INSIDE.sub(" ", _AT_THE_ENDS.sub("", text)) or "\ufffd"
+
+
+def _strings_cleaned(node):
+    if isinstance(node, str):
+        return fhir_string(node)
+    if isinstance(node, dict):
+        return {key: _strings_cleaned(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_strings_cleaned(value) for value in node]
+    return node
+
+
 def record_urn(kind: str, our_id: str) -> str:
     """The stable ``urn:uuid`` of one of our records (``kind`` tells apart the resources made from one record)."""
     return f"urn:uuid:{uuid.uuid5(NAMESPACE, f'{kind}/{our_id}')}"
@@ -74,7 +104,8 @@ def _instant(value: datetime | None) -> str | None:
 
 
 def _narrative(text: str) -> dict:
-    return {"status": "generated", "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{escape(text)}</div>'}
+    return {"status": "generated",
+            "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{escape(fhir_string(text))}</div>'}
 
 
 def _component(label: str, **value) -> dict:
@@ -94,7 +125,7 @@ class _Entries:
         # QuestionnaireResponse has a single identifier; every other resource here a list of them.
         resource = {"resourceType": kind, "text": _narrative(summary),
                     "identifier": identifier if kind == "QuestionnaireResponse" else [identifier],
-                    **{k: v for k, v in resource.items() if k != "resourceType" and v is not None}}
+                    **{k: _strings_cleaned(v) for k, v in resource.items() if k != "resourceType" and v is not None}}
         self.entries.append({"fullUrl": urn, "resource": resource, "request": {
             "method": "PUT", "url": f"{kind}?identifier={IDENTIFIER_SYSTEM}|{urn}"}})
         return {"reference": urn}
@@ -104,7 +135,7 @@ class _Entries:
         kind = resource["resourceType"]
         resource = {"resourceType": kind, "text": _narrative(summary),
                     "identifier": [{"system": IDENTIFIER_SYSTEM, "value": urn}],
-                    **{k: v for k, v in resource.items() if k != "resourceType"}}
+                    **{k: _strings_cleaned(v) for k, v in resource.items() if k != "resourceType"}}
         self.entries.append({"fullUrl": urn, "resource": resource, "request": {
             "method": "POST", "url": kind, "ifNoneExist": f"identifier={IDENTIFIER_SYSTEM}|{urn}"}})
         return {"reference": urn}

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -13,7 +15,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import Bundle
 
 from companion.services.exports import EVENTS_CSV_HEADER, PANEL_CSV_HEADER, PATIENT_CSV_HEADER
-from companion.services.fhir import IDENTIFIER_SYSTEM, UCUM, record_urn, transaction_bundle
+from companion.services.fhir import IDENTIFIER_SYSTEM, UCUM, fhir_string, record_urn, transaction_bundle
 from companion.services.review import PatientReview
 from companion.store.batches import oldest_first
 from tests.clinician.conftest import at_day
@@ -427,3 +429,37 @@ def test_a_unit_that_changed_hands_is_a_device_of_each_patient_in_their_bundles(
     # Each imports as a Device of its own patient: the identifiers differ, so neither overwrites the other.
     assert devices[a]["identifier"] != devices[b]["identifier"]
 
+
+
+def _strings(node) -> list[str]:
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, dict):
+        return [s for value in node.values() for s in _strings(value)]
+    if isinstance(node, list):
+        return [s for value in node for s in _strings(value)]
+    return []
+
+
+def test_control_characters_a_patient_typed_reach_no_fhir_string_and_no_narrative(client, world, seed, db):
+    # Text fields refuse only NUL: a page break pasted into a location, an escape into a note, a note of nothing else.
+    a = world["patient_a"].id
+    db.users.update_one({"_id": a}, {"$set": {"time_zone": "UTC", "time_zone_history": [],
+                                               "display_name": "Patient\x1bA"}})
+    seed.pain(a, at_day(1, 9), 5, location="left\x0cknee\x0b", note="\x07\x08")
+    body = _export(client, world, "fhir", days=7).json
+    for entry in body["entry"]:
+        ET.fromstring(entry["resource"]["text"]["div"])  # noqa: S314 (our own narrative): well-formed XHTML
+    assert [s for s in _strings(body) if re.search("[\x00-\x08\x0b\x0c\x0e-\x1f]", s)] == []
+    [rating] = [e["resource"] for e in body["entry"] if e["resource"].get("valueInteger") == 5]
+    assert rating["bodySite"] == {"text": "left knee"}
+    assert rating["note"][0]["text"] == "\ufffd"  # a FHIR string is never empty
+    assert "left knee" in rating["text"]["div"]
+    assert _by_type(body)["Patient"][0]["name"] == [{"text": "Patient A"}]
+
+
+def test_a_fhir_string_keeps_tabs_and_line_breaks_and_loses_other_control_characters():
+    assert fhir_string("line one\r\n\tline two") == "line one\r\n\tline two"
+    assert fhir_string("\x0cpage\x0c\x0cbreak\x1f") == "page break"
+    assert fhir_string("no\ufffeno\uffff") == "no no"
+    assert fhir_string("\x00") == "\ufffd"
