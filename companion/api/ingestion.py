@@ -48,6 +48,8 @@ class SessionRecordSchema(StrictSchema):
     clock_offset_s = fields.Float(required=True, validate=validate.Range(min=-100 * 365 * 86400, max=100 * 365 * 86400))
     clock_status = fields.String(required=True, validate=validate.OneOf(CLOCK_STATUSES))
     gateway_received_at = fields.AwareDateTime(validate=INSTANT, required=True)
+    # Any length a unit's counter can hold: one outside the clinical rules (below zero, over a day) is stored and held
+    # for the care team (a clinical finding), where a refused record would be a dead letter, lost to them.
     duration_s = fields.Integer(required=True, strict=True, validate=validate.Range(min=-(2**31), max=2**31))
     programme = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=255))
     frequency_hz = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=10000))

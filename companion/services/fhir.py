@@ -169,9 +169,13 @@ def _devices(out: _Entries, review: PatientReview, serials: Iterable[str], patie
 def _session(out: _Entries, session: dict, patient: dict, device: dict, review: PatientReview) -> None:
     """A TENS session: an Observation of what the unit delivered (UCUM), and the DeviceUseStatement."""
     sid = session["_id"]
-    minutes = round((session.get("duration_s") or 0) / 60, 1)
+    reported = session.get("duration_s") or 0
+    minutes = round(reported / 60, 1)
+    # A unit can report a length below zero (stored, held as a clinical finding); a FHIR Period may not end before
+    # it starts (per-1, and a server refuses the whole transaction), so its period ends where it starts and the
+    # duration component keeps what the unit reported.
     period = {"start": _instant(session["started_at"]),
-              "end": _instant(session["started_at"] + timedelta(seconds=session.get("duration_s") or 0))}
+              "end": _instant(session["started_at"] + timedelta(seconds=max(reported, 0)))}
     components = [_component("programme", valueInteger=session["programme"])
                   if session.get("programme") is not None else None]
     for label, field, code, unit in (("stimulation frequency", "frequency_hz", "Hz", None),
@@ -180,7 +184,9 @@ def _session(out: _Entries, session: dict, patient: dict, device: dict, review: 
                                      ("intensity, peak", "intensity_peak_ma", "mA", None)):
         if session.get(field) is not None:
             components.append(_component(label, valueQuantity=quantity(session[field], code, unit)))
-    components.append(_component("duration", valueQuantity=quantity(minutes, "min")))
+    components.append(_component("duration" if reported >= 0 else
+                                 "duration as the unit reported it (below zero: the period ends where it starts)",
+                                 valueQuantity=quantity(minutes, "min")))
     if session.get("end_reason"):
         components.append(_component("how the session ended", valueString=session["end_reason"]))
     if session.get("clock_status"):

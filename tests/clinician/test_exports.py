@@ -463,3 +463,23 @@ def test_a_fhir_string_keeps_tabs_and_line_breaks_and_loses_other_control_charac
     assert fhir_string("\x0cpage\x0c\x0cbreak\x1f") == "page break"
     assert fhir_string("no\ufffeno\uffff") == "no no"
     assert fhir_string("\x00") == "\ufffd"
+
+
+def test_a_held_session_of_a_negative_length_ends_where_it_starts_and_keeps_the_reported_length(
+        client, world, seed, db):
+    # Ingestion stores a record whose length is below zero, held (a clinical finding), and held sessions are
+    # exported: a Period that ended before it started (FHIR per-1) would make a server refuse the whole transaction.
+    a = world["patient_a"].id
+    db.users.update_one({"_id": a}, {"$set": {"time_zone": "UTC", "time_zone_history": []}})
+    session = seed.session(a, at_day(1, 9), minutes=10)
+    db.session_records.update_one({"_id": session["_id"]}, {"$set": {
+        "duration_s": -600, "held": True, "counts": False, "counted_minutes": 0.0,
+        "flags": [{"flag": "clinical", "detail": "duration must be more than 0 and at most 24 hours"}]}})
+    by_type = _by_type(_export(client, world, "fhir", days=7).json)
+    start = at_day(1, 9).isoformat()
+    [statement] = by_type["DeviceUseStatement"]
+    [record] = [o for o in by_type["Observation"] if "effectivePeriod" in o]
+    assert statement["status"] == "on-hold"
+    assert statement["timingPeriod"] == record["effectivePeriod"] == {"start": start, "end": start}
+    assert [c["valueQuantity"]["value"] for c in record["component"]
+            if c["code"]["text"].startswith("duration as the unit reported it")] == [-10]
