@@ -238,6 +238,16 @@ def _pain_entry(out: _Entries, entry: dict, patient: dict, review: PatientReview
     bpi = entry.get("bpi")
     if not bpi:
         return
+    form = out.upsert(_bpi_form(bpi, entry, patient), record_urn("QuestionnaireResponse/bpi", eid),
+                      f"Brief Pain Inventory (short form), {when}")
+    for kind, code, score, label in _bpi_scores(bpi):
+        out.upsert({"resourceType": "Observation", "status": "final", "category": SURVEY, "code": code,
+                    "subject": patient, "effectiveDateTime": _instant(entry["recorded_at"]), "performer": [patient],
+                    "valueQuantity": quantity(round(float(score), 2), "{score}", "score"), "derivedFrom": [form]},
+                   record_urn(f"Observation/{kind}", eid), f"{label} {round(float(score), 2):g} on {when}")
+
+
+def _bpi_form(bpi: dict, entry: dict, patient: dict) -> dict:
     answers = bpi.get("interference") or {}
     items = [{"linkId": "severity", "text": "Pain severity", "item": [
         {"linkId": key, "text": text, "answer": [{"valueInteger": bpi[key]}]} for key, text in BPI_SEVERITY_ITEMS]}]
@@ -247,21 +257,41 @@ def _pain_entry(out: _Entries, entry: dict, patient: dict, review: PatientReview
         items.append({"linkId": "interference",
                       "text": "How much pain has interfered in the last 24 hours (0 does not interfere, "
                               "10 completely interferes)", "item": interference})
-    form = out.upsert({"resourceType": "QuestionnaireResponse", "status": "completed", "subject": patient,
-                       "authored": _instant(entry["recorded_at"]), "author": patient, "source": patient,
-                       "item": items},
-                      record_urn("QuestionnaireResponse/bpi", eid), f"Brief Pain Inventory (short form), {when}")
+    return {"resourceType": "QuestionnaireResponse", "status": "completed", "subject": patient,
+            "authored": _instant(entry["recorded_at"]), "author": patient, "source": patient, "item": items}
+
+
+def _bpi_scores(bpi: dict) -> list[tuple[str, dict, float, str]]:
+    """The BPI's scores that were worked out: (kind, code, score, label)."""
     scores = [("bpi-severity", {"text": "BPI pain severity score (mean of worst, least, average and now)"},
                bpi.get("severity"), "BPI pain severity"),
               ("bpi-interference", {"coding": [BPI_INTERFERENCE], "text": "BPI pain interference score"},
                bpi.get("interference_score"), "BPI pain interference")]
-    for kind, code, score, label in scores:
-        if score is None:
-            continue
-        out.upsert({"resourceType": "Observation", "status": "final", "category": SURVEY, "code": code,
-                    "subject": patient, "effectiveDateTime": _instant(entry["recorded_at"]), "performer": [patient],
-                    "valueQuantity": quantity(round(float(score), 2), "{score}", "score"), "derivedFrom": [form]},
-                   record_urn(f"Observation/{kind}", eid), f"{label} {round(float(score), 2):g} on {when}")
+    return [score for score in scores if score[2] is not None]
+
+
+def _deleted_pain_entry(out: _Entries, entry: dict, patient: dict, review: PatientReview) -> None:
+    """A diary entry the patient deleted, while it is a tombstone: the resources it was exported as, again under
+    their identifiers, ``entered-in-error`` and without anything the patient wrote, so that a server which
+    imported the entry holds it as retracted, and one which never did learns nothing of what it said."""
+    eid = entry["_id"]
+    when = _local(entry["recorded_at"], review)
+    recorded = _instant(entry["recorded_at"])
+    out.upsert({"resourceType": "Observation", "status": "entered-in-error", "category": SURVEY,
+                "code": {"coding": [PAIN_NRS], "text": "Pain NRS (0-10)"}, "subject": patient,
+                "effectiveDateTime": recorded, "performer": [patient]},
+               record_urn("Observation/pain-nrs", eid), f"Pain rating of {when}, deleted by the patient")
+    bpi = entry.get("bpi")
+    if not bpi:
+        return
+    form = out.upsert({"resourceType": "QuestionnaireResponse", "status": "entered-in-error", "subject": patient,
+                       "authored": recorded, "author": patient, "source": patient},
+                      record_urn("QuestionnaireResponse/bpi", eid),
+                      f"Brief Pain Inventory (short form) of {when}, deleted by the patient")
+    for kind, code, _, label in _bpi_scores(bpi):
+        out.upsert({"resourceType": "Observation", "status": "entered-in-error", "category": SURVEY, "code": code,
+                    "subject": patient, "effectiveDateTime": recorded, "performer": [patient], "derivedFrom": [form]},
+                   record_urn(f"Observation/{kind}", eid), f"{label} of {when}, deleted by the patient")
 
 
 def _care_plan(out: _Entries, plan: dict, patient: dict, replaces: dict | None) -> dict:
@@ -325,7 +355,8 @@ def _communication(out: _Entries, note: dict, patient: dict, patient_id: str) ->
 def transaction_bundle(review: PatientReview, days: int) -> dict:
     """The patient's last `days` local days as a transaction Bundle: the Patient; each TENS session as an
     Observation of its parameters and a DeviceUseStatement, with its Device; each diary entry as a pain NRS
-    Observation with its context, and a BPI as a QuestionnaireResponse with its scores; the therapy plan
+    Observation with its context, and a BPI as a QuestionnaireResponse with its scores (a deleted one, while it
+    is a tombstone, entered-in-error); the therapy plan
     versions as CarePlans; push notifications as Communications."""
     out = _Entries()
     patient_id = review.patient.id
@@ -342,6 +373,8 @@ def transaction_bundle(review: PatientReview, days: int) -> dict:
         _session(out, session, patient, devices[session["device_serial"]], review)
     for entry in review.period_entries(days):
         _pain_entry(out, entry, patient, review)
+    for entry in review.period_deleted_entries(days):
+        _deleted_pain_entry(out, entry, patient, review)
     for note in review.period_notifications(days):
         _communication(out, note, patient, patient_id)
     return {"resourceType": "Bundle", "type": "transaction", "timestamp": _instant(review.at), "entry": out.entries}

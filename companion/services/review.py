@@ -92,6 +92,11 @@ class PatientReview:
         return self._of_period(days, self.stores.pain_entries.recorded_in_order(
             self.pid, self.period_start(days), self.at), "recorded_at")
 
+    def period_deleted_entries(self, days: int) -> Iterator[dict]:
+        """The period's pain diary entries the patient deleted, as long as they are tombstones (the sync window)."""
+        return self._of_period(days, self.stores.pain_entries.deleted_recorded_in_order(
+            self.pid, self.period_start(days), self.at), "recorded_at")
+
     def period_practice(self, days: int) -> Iterator[dict]:
         """The period's mindfulness practice."""
         return self._of_period(days, self.stores.practice.started_in_order(

@@ -121,6 +121,12 @@ class PainEntries(feeds.SyncedCollection):
         ``patient_recorded``."""
         return oldest_first(self.col, {"patient_id": patient_id, "deleted": False}, "recorded_at", start, end)
 
+    def deleted_recorded_in_order(self, patient_id: str, start: datetime, end: datetime) -> Iterator[dict]:
+        """Every entry of the patient recorded in [start, end] and deleted since, still a tombstone (not purged),
+        oldest first, read a page at a time on ``patient_recorded``."""
+        return oldest_first(self.col, {"patient_id": patient_id, "deleted": True, "purged": {"$ne": True}},
+                            "recorded_at", start, end)
+
     def scores_between(self, patient_id: str, start: datetime, end: datetime, limit: int = MAX_ROWS) -> list[dict]:
         """The patient's live entries recorded in [start, end]: when, NRS and BPI only."""
         return list(self.col.find({"patient_id": patient_id, "deleted": {"$ne": True},

@@ -18,7 +18,7 @@ from companion.services.exports import EVENTS_CSV_HEADER, PANEL_CSV_HEADER, PATI
 from companion.services.fhir import IDENTIFIER_SYSTEM, UCUM, fhir_string, record_urn, transaction_bundle
 from companion.services.review import PatientReview
 from companion.store.batches import oldest_first
-from tests.clinician.conftest import at_day
+from tests.clinician.conftest import BPI_ANSWERS, at_day
 from tests.clinician.test_pages import sign_in
 from tests.support.problems import assert_problem
 
@@ -340,7 +340,8 @@ def test_the_fhir_export_is_a_transaction_a_server_imports_as_resources(client, 
 
     by_type = _by_type(body)
     assert {k: len(v) for k, v in by_type.items()} == {
-        "Patient": 1, "Device": 2, "CarePlan": 2, "Observation": 3 + 9 + 2, "DeviceUseStatement": 3,
+        # Observations: 3 sessions, 9 ratings and the 2 BPI scores; and the rating deleted 10 days ago, retracted.
+        "Patient": 1, "Device": 2, "CarePlan": 2, "Observation": 3 + 9 + 2 + 1, "DeviceUseStatement": 3,
         "QuestionnaireResponse": 1, "Communication": 2}
     patient_ref = {"reference": urls[0]}
     assert by_type["Patient"][0]["name"] == [{"text": "Patient A"}]
@@ -381,6 +382,9 @@ def test_diary_entries_carry_their_context_and_a_bpi_its_answers_and_scores(clie
     body = _export(client, world, "fhir").json
     by_type, by_url = _by_type(body), {e["fullUrl"]: e["resource"] for e in body["entry"]}
     ratings = [o for o in by_type["Observation"] if o["code"].get("coding", [{}])[0].get("code") == "72514-3"]
+    retracted = [o for o in ratings if o["status"] == "entered-in-error"]  # the one deleted 10 days ago
+    assert [(o["effectiveDateTime"], "valueInteger" in o) for o in retracted] == [(at_day(10).isoformat(), False)]
+    ratings = [o for o in ratings if o["status"] == "final"]
     assert sorted(o["valueInteger"] for o in ratings) == [4, 4, 4, 4, 5, 6, 6, 7, 8]
     rated = next(o for o in ratings if o["effectiveDateTime"] == export_a["bpi_entry"]["recorded_at"].isoformat())
     assert rated["bodySite"] == {"text": "left knee"}
@@ -483,3 +487,31 @@ def test_a_held_session_of_a_negative_length_ends_where_it_starts_and_keeps_the_
     assert statement["timingPeriod"] == record["effectivePeriod"] == {"start": start, "end": start}
     assert [c["valueQuantity"]["value"] for c in record["component"]
             if c["code"]["text"].startswith("duration as the unit reported it")] == [-10]
+
+
+def test_a_diary_entry_deleted_since_an_import_comes_back_entered_in_error_without_what_the_patient_wrote(
+        client, world, seed, db):
+    # Importing a later export updates resources in place: an entry left out would stay "final" on the server.
+    a = world["patient_a"].id
+    db.users.update_one({"_id": a}, {"$set": {"time_zone": "UTC", "time_zone_history": []}})
+    entry = seed.pain(a, at_day(1, 9), 10, note="typo, meant 1", location="left knee", bpi=BPI_ANSWERS)
+    first = {e["fullUrl"]: e for e in _export(client, world, "fhir", days=7).json["entry"]}
+    exported = {url for url, e in first.items() if e["resource"].get("effectiveDateTime") == entry["recorded_at"].isoformat()
+                or e["resource"].get("authored") == entry["recorded_at"].isoformat()}
+    assert exported == {record_urn(kind, entry["_id"]) for kind in (
+        "Observation/pain-nrs", "QuestionnaireResponse/bpi", "Observation/bpi-severity", "Observation/bpi-interference")}
+    now = datetime.now(UTC)
+    db.pain_entries.update_one({"_id": entry["_id"]}, {"$set": {"deleted": True, "deleted_at": now, "updated_at": now}})
+    body = _export(client, world, "fhir", days=7).json
+    Bundle.model_validate(body)
+    again = {e["fullUrl"]: e for e in body["entry"]}
+    assert {url: (again[url]["request"], again[url]["resource"]["status"]) for url in exported} == {
+        url: (first[url]["request"], "entered-in-error") for url in exported}
+    retracted = [again[url]["resource"] for url in exported]
+    assert not {"valueInteger", "valueQuantity", "bodySite", "note", "component", "item"} & {
+        k for r in retracted for k in r}, "nothing the patient wrote goes out again"
+    assert all("typo" not in s and "knee" not in s for s in _strings(retracted))
+    assert set(_references(body)) <= set(again)
+
+    db.pain_entries.update_one({"_id": entry["_id"]}, {"$set": {"purged": True}, "$unset": {"recorded_at": ""}})
+    assert not exported & {e["fullUrl"] for e in _export(client, world, "fhir", days=7).json["entry"]}
