@@ -27,12 +27,18 @@ def plan_in_force(plans: Iterable[dict], at: datetime) -> dict | None:
     return max(live, key=lambda p: p["version"], default=None)
 
 
+def tens_course(plan: dict | None) -> tuple[date | None, date | None]:
+    """The first and last local dates of a plan's TENS course, both included (None: open on that side)."""
+    tens = (plan or {}).get("tens") or {}
+    return _as_date(tens.get("start_date")), _as_date(tens.get("end_date"))
+
+
 def tens_minutes_prescribed(plan: dict | None, local_date: date) -> int | None:
     """Minutes of TENS a plan prescribes for a local date; None outside its dates or when it sets none."""
     tens = (plan or {}).get("tens") or {}
     if not tens:
         return None
-    start, end = _as_date(tens.get("start_date")), _as_date(tens.get("end_date"))
+    start, end = tens_course(plan)
     if (start and local_date < start) or (end and local_date > end):
         return None
     if tens.get("daily_minutes_target"):
@@ -49,7 +55,7 @@ def planned_tasks(plan: dict | None, local_date: date) -> list[PlannedTask]:
         return []
     tasks = []
     tens = plan.get("tens") or {}
-    start, end = _as_date(tens.get("start_date")), _as_date(tens.get("end_date"))
+    start, end = tens_course(plan)
     if tens and (start is None or start <= local_date) and (end is None or local_date <= end):
         tasks.append(PlannedTask(TaskKind.TENS, bool(tens.get("counts_towards_adherence", True)),
                                  tens_minutes_prescribed(plan, local_date), tens.get("sessions_per_day")))

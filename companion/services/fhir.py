@@ -24,10 +24,11 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from html import escape
 from zoneinfo import ZoneInfo
 
+from companion.domain.plans import tens_course
 from companion.domain.sessions import how_it_counts
 from companion.services.review import PatientReview
 
@@ -294,7 +295,26 @@ def _deleted_pain_entry(out: _Entries, entry: dict, patient: dict, review: Patie
                    record_urn(f"Observation/{kind}", eid), f"{label} of {when}, deleted by the patient")
 
 
-def _care_plan(out: _Entries, plan: dict, patient: dict, replaces: dict | None) -> dict:
+def _tens_status(plan: dict, review: PatientReview) -> str:
+    """The TENS activity's status: its course (start and end dates) seen from the export's last day, or from the
+    version's last day once a newer one replaced it."""
+    start, end = tens_course(plan)
+    if plan.get("active_to"):
+        # The day a newer version was written follows that version (companion.domain.plans).
+        last = review.local_date(plan["active_to"]) - timedelta(days=1)
+        if end and end <= last:
+            return "completed"
+        return "cancelled" if start and start > last else "stopped"
+    if end and end < review.today:
+        return "completed"
+    return "not-started" if start and start > review.today else "in-progress"
+
+
+def _dates(start: date | None, end: date | None) -> str:
+    return (f", from {start.isoformat()}" if start else "") + (f" until {end.isoformat()}" if end else "")
+
+
+def _care_plan(out: _Entries, plan: dict, patient: dict, replaces: dict | None, review: PatientReview) -> dict:
     tens = plan.get("tens") or {}
     ended = bool(plan.get("active_to"))
     activity_status = "stopped" if ended else "in-progress"
@@ -302,17 +322,21 @@ def _care_plan(out: _Entries, plan: dict, patient: dict, replaces: dict | None) 
     if tens:
         per_session = tens.get("minutes_per_session")
         target = tens.get("daily_minutes_target") or ((tens.get("sessions_per_day") or 0) * (per_session or 0)) or None
-        repeat = {k: v for k, v in {"frequency": tens.get("sessions_per_day"), "period": 1 if tens.get("sessions_per_day")
-                                    else None, "periodUnit": "d" if tens.get("sessions_per_day") else None,
+        start, end = tens_course(plan)
+        bounds = {k: v.isoformat() for k, v in {"start": start, "end": end}.items() if v}
+        repeat = {k: v for k, v in {"boundsPeriod": bounds or None, "frequency": tens.get("sessions_per_day"),
+                                    "period": 1 if tens.get("sessions_per_day") else None,
+                                    "periodUnit": "d" if tens.get("sessions_per_day") else None,
                                     "duration": per_session, "durationUnit": "min" if per_session else None}.items()
                   if v is not None}
         activities.append({"detail": {k: v for k, v in {
-            "kind": "DeviceRequest", "code": {"coding": [TENS_SNOMED], "text": "TENS"}, "status": activity_status,
-            "scheduledTiming": {"repeat": repeat} if repeat else None,
+            "kind": "DeviceRequest", "code": {"coding": [TENS_SNOMED], "text": "TENS"},
+            "status": _tens_status(plan, review), "scheduledTiming": {"repeat": repeat} if repeat else None,
             "dailyAmount": quantity(target, "min") if target else None,
             "description": f"TENS: {target or 'as needed'} min/day, {per_session} min per session, "
                            f"programmes {', '.join(str(p) for p in tens.get('programmes') or []) or 'any'}, "
-                           f"{tens.get('intensity_min_ma')}-{tens.get('intensity_max_ma')} mA"}.items()
+                           f"{tens.get('intensity_min_ma')}-{tens.get('intensity_max_ma')} mA"
+                           f"{_dates(start, end)}"}.items()
             if v is not None}})
     for medication in plan.get("medications") or []:
         activities.append({"detail": {"kind": "MedicationRequest", "status": activity_status,
@@ -368,7 +392,7 @@ def transaction_bundle(review: PatientReview, days: int) -> dict:
     devices = _devices(out, review, (s["device_serial"] for s in sessions), patient)
     previous = None
     for plan in sorted(review.plans(), key=lambda p: p["version"]):
-        previous = _care_plan(out, plan, patient, previous)
+        previous = _care_plan(out, plan, patient, previous, review)
     for session in sessions:
         _session(out, session, patient, devices[session["device_serial"]], review)
     for entry in review.period_entries(days):

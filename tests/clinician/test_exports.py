@@ -374,7 +374,8 @@ def test_tens_sessions_carry_their_parameters_in_ucum_units_and_their_device(cli
     plan = next(c for c in by_type["CarePlan"] if c["status"] == "active")
     tens = next(a["detail"] for a in plan["activity"] if a["detail"].get("kind") == "DeviceRequest")
     assert tens["dailyAmount"] == {"value": 40, "unit": "min", "system": UCUM, "code": "min"}
-    assert tens["scheduledTiming"] == {"repeat": {"duration": 30, "durationUnit": "min"}}
+    assert tens["scheduledTiming"] == {"repeat": {"boundsPeriod": {"start": "2024-01-01"}, "duration": 30,
+                                                  "durationUnit": "min"}}
     assert plan["replaces"][0]["reference"] in by_url
 
 
@@ -515,3 +516,37 @@ def test_a_diary_entry_deleted_since_an_import_comes_back_entered_in_error_witho
 
     db.pain_entries.update_one({"_id": entry["_id"]}, {"$set": {"purged": True}, "$unset": {"recorded_at": ""}})
     assert not exported & {e["fullUrl"] for e in _export(client, world, "fhir", days=7).json["entry"]}
+
+
+def _tens_activities(client, world) -> dict[str, dict]:
+    plans = _by_type(_export(client, world, "fhir", days=7).json)["CarePlan"]
+    return {plan["title"]: next(a["detail"] for a in plan["activity"] if a["detail"].get("kind") == "DeviceRequest")
+            for plan in plans}
+
+
+def test_the_care_plans_tens_activity_is_bounded_by_the_courses_dates_and_completed_after_its_end(
+        client, world, seed, db):
+    a = world["patient_a"].id
+    db.users.update_one({"_id": a}, {"$set": {"time_zone": "UTC", "time_zone_history": []}})
+    today = datetime.now(UTC).date()
+    old = seed.plan(a, 1, at_day(40, 0), active_to=at_day(5, 0), daily_minutes=60)
+    db.therapy_plans.update_one({"_id": old["_id"]}, {"$set": {"tens.end_date": str(today - timedelta(days=10))}})
+    new = seed.plan(a, 2, at_day(5, 0), daily_minutes=40, start_date=str(today + timedelta(days=3)))
+    tens = _tens_activities(client, world)
+    # Version 1's course ended before version 2 replaced it; version 2's has not begun.
+    assert {title: (t["status"], t["scheduledTiming"]["repeat"]["boundsPeriod"]) for title, t in tens.items()} == {
+        "Therapy plan version 1": ("completed", {"start": "2024-01-01", "end": str(today - timedelta(days=10))}),
+        "Therapy plan version 2": ("not-started", {"start": str(today + timedelta(days=3))})}
+    assert tens["Therapy plan version 2"]["description"].endswith(f"from {today + timedelta(days=3)}")
+
+    for end, status in ((today, "in-progress"), (today - timedelta(days=1), "completed")):
+        db.therapy_plans.update_one({"_id": new["_id"]}, {"$set": {"tens.start_date": str(today - timedelta(days=4)),
+                                                                    "tens.end_date": str(end)}})
+        assert _tens_activities(client, world)["Therapy plan version 2"]["status"] == status, end
+    # As the day CSV has it: no TENS target after the course's last day.
+    days = list(csv.DictReader(io.StringIO(_export(client, world, "csv", days=2).get_data(as_text=True).lstrip("\ufeff"))))
+    assert [d["tens_target_minutes"] for d in days] == ["40", ""]
+
+    db.therapy_plans.update_one({"_id": old["_id"]}, {"$set": {"tens.start_date": str(today - timedelta(days=5)),
+                                                                "tens.end_date": None}})
+    assert _tens_activities(client, world)["Therapy plan version 1"]["status"] == "cancelled"  # replaced before it began
