@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.clinician.conftest import BPI_ANSWERS, at_day
 from tests.support.hapi_validator import validate
 
 pytestmark = pytest.mark.slow
@@ -22,8 +23,15 @@ EXPECTED_WARNINGS = (
 )
 
 
-def test_hapi_fhirs_r4_validator_accepts_the_exports(client, world, export_a, tmp_path):
+def test_hapi_fhirs_r4_validator_accepts_the_exports(client, world, export_a, seed, db, tmp_path):
     a = world["patient_a"].id
+    # What the export must bend to fit FHIR: a held session of a negative length, text with a control character,
+    # a deleted entry with a BPI (entered-in-error), and a TENS course that has ended.
+    held = seed.session(a, at_day(4, 9), minutes=10)
+    db.session_records.update_one({"_id": held["_id"]}, {"$set": {"duration_s": -600, "held": True, "counts": False}})
+    seed.pain(a, at_day(4, 12), 3, location="left\x0cknee", note="line\x0bbreak")
+    seed.pain(a, at_day(4, 13), 9, bpi=BPI_ANSWERS, deleted=True)
+    db.therapy_plans.update_many({"patient_id": a, "version": 1}, {"$set": {"tens.end_date": str(at_day(20).date())}})
     bundles = {"with-data": client.get(f"/api/v1/patients/{a}/exports/fhir?days=30", headers=world["clinician_team"].headers),
                "empty-period": client.get(f"/api/v1/patients/{world['patient_b'].id}/exports/fhir?days=1",
                                           headers=world["clinician_other"].headers)}
