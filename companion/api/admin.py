@@ -107,11 +107,19 @@ def _note_account(user_id: str, action: str) -> None:
     auditing.note(patient_ids=[user_id], resource="account", action=action, resource_ids=[user_id])
 
 
-def _note_team_clinician(team_id: str, clinician_id: str, action: str) -> None:
-    # Who is on a team is who reads its patients' data: a change is recorded against each patient enrolled (a
-    # large team's, as several events: companion.http.auditing.PATIENTS_PER_EVENT), as an enrolment is.
+def note_team_clinician(team_id: str, clinician_id: str, action: str) -> None:
+    """Record that a clinician starts (``C``) or stops (``D``) reading a team's patients' data, against each
+    patient enrolled (a large team's, as several events: companion.http.auditing.PATIENTS_PER_EVENT), as an
+    enrolment is: an admin changing the team, the clinician leaving it, their account deactivated or closed."""
     auditing.note(patient_ids=services().care.patients_of_team(team_id), resource="team_clinician", action=action,
                   resource_ids=[team_id, clinician_id])
+
+
+def _note_teams_of(user_id: str, action: str) -> None:
+    # A clinician's account deactivated or closed ends their access to every patient of their teams (reactivated,
+    # gives it back): recorded against each, as a change of a team's clinicians is. Other accounts are on no team.
+    for team_id in services().care.team_ids_of(user_id):
+        note_team_clinician(team_id, user_id, action)
 
 
 @blp.route("/admin/users")
@@ -150,8 +158,10 @@ class AccountView(MethodView):
         """Delete an account: it is closed for good (sign-in, phones and sessions erased, every access it held
         or granted ended). A patient's account is closed as if they had asked: the answer says what was
         deleted, and what is kept, for how long and why. Deleting a closed account again finishes an
-        interrupted closure."""
+        interrupted closure. A clinician's deletion is audited against each patient of their teams (it is in
+        their access log, as taking the clinician off each team is)."""
         _note_account(user_id, "D")
+        _note_teams_of(user_id, "D")  # before the closure takes the clinician off their teams
         return services().lifecycle.close(user_id, by=current_actor().id)
 
 
@@ -164,16 +174,20 @@ class Deactivation(MethodView):
     @blp.doc(operationId="deactivate_account")
     def post(self, body, user_id):
         """Deactivate an account: from its next request it cannot sign in or use any session; nothing is pushed
-        to it (nor, for a patient, about them, and their gateways are refused). Its data stays. Reversible."""
+        to it (nor, for a patient, about them, and their gateways are refused). Its data stays. Reversible. A
+        clinician's deactivation is audited against each patient of their teams (it is in their access log)."""
         _note_account(user_id, "U")
+        _note_teams_of(user_id, "D")
         return services().lifecycle.deactivate(user_id, by=current_actor().id, reason=body["reason"])
 
     @allow(Role.ADMIN)
     @blp.response(200, AccountSchema)
     @blp.doc(operationId="reactivate_account")
     def delete(self, user_id):
-        """Reactivate an account (its old sessions stay ended: its owner signs in again)."""
+        """Reactivate an account (its old sessions stay ended: its owner signs in again). A clinician's
+        reactivation is audited against each patient of their teams, whose data they read again."""
         _note_account(user_id, "U")
+        _note_teams_of(user_id, "C")
         return services().lifecycle.reactivate(user_id)
 
 
@@ -224,7 +238,7 @@ class TeamClinicians(MethodView):
     def post(self, body, team_id):
         """Add a clinician to a care team: they read the data of every patient of the team from then on. The act
         is audited against each of those patients (it is in their access log)."""
-        _note_team_clinician(team_id, body["clinician_id"], "C")
+        note_team_clinician(team_id, body["clinician_id"], "C")
         return services().care.add_clinician(team_id, body["clinician_id"])
 
 
@@ -236,7 +250,7 @@ class TeamClinician(MethodView):
     def delete(self, team_id, clinician_id):
         """Take a clinician off a care team: its patients drop off their panel from their next request. The act is
         audited against each of the team's patients."""
-        _note_team_clinician(team_id, clinician_id, "D")
+        note_team_clinician(team_id, clinician_id, "D")
         services().care.remove_clinician(team_id, clinician_id)
 
 

@@ -8,6 +8,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
+from companion.api.admin import note_team_clinician
 from companion.domain.access import Operation, Role
 from companion.http import auditing, services
 from companion.http.compiled import CompiledDump
@@ -144,8 +145,12 @@ class MyTeamMembership(MethodView):
     @blp.response(204)
     @blp.doc(operationId="leave_team")
     def delete(self, team_id):
-        """Leave a care team: its patients drop off the caller's panel at once."""
-        services().care.leave_team(current_actor().id, team_id)
+        """Leave a care team: its patients drop off the caller's panel at once. The act is audited against each of
+        the team's patients (it is in their access log, as an admin taking the clinician off the team is)."""
+        clinician_id, care = current_actor().id, services().care
+        care.check_own_team(clinician_id, team_id)
+        note_team_clinician(team_id, clinician_id, "D")
+        care.leave_team(clinician_id, team_id)
 
 
 def _panel(args: dict, *, offset: int, limit: int):

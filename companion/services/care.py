@@ -453,6 +453,10 @@ class Care:
         """The patients enrolled in a team (none for no such team): whose data its clinicians read."""
         return self.teams.patient_ids_of_teams([team_id])
 
+    def team_ids_of(self, clinician_id: str) -> list[str]:
+        """The teams a clinician is on (none for any other account): whose patients' data they read."""
+        return self.teams.team_ids_of(clinician_id)
+
     def remove_clinician(self, team_id: str, clinician_id: str) -> None:
         """An admin takes a clinician off a team: the team's patients drop off their panel at once."""
         team = self.teams.get(team_id)

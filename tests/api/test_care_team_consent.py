@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import time_machine
 
+from companion.http import auditing
 from tests.support.problems import assert_problem
 from tests.support.world import PASSWORD, login, make_user
 
@@ -162,6 +163,57 @@ def test_an_admin_adding_or_removing_a_clinician_is_in_the_access_log_of_each_pa
     assert client.post(f"/api/v1/admin/teams/{other_team}/clinicians", headers=admin.headers,
                        json={"clinician_id": other.id}).status_code == 200
     assert (len(team_changes(patient_a)), len(team_changes(patient_b))) == (2, 3)
+
+
+def _team_changes(client, patient):
+    log = client.get(f"/api/v1/patients/{patient.id}/access-log", headers=patient.headers).json["items"]
+    return [(e["actor_id"], e["action"], e["outcome"], e["route"]) for e in log if e["resource_type"] == "team_clinician"]
+
+
+def test_a_clinician_leaving_a_team_is_in_the_access_log_of_each_patient_of_the_team(client, world, services, db,
+                                                                                      monkeypatch):
+    """Leaving a team ends the clinician's access to its patients as an admin taking them off it does: each
+    patient reads it in their access log, a large team's named across events sharing the request id."""
+    clinician, team, patient_a, patient_b = world["clinician_team"], world.team_id, world["patient_a"], \
+        world["patient_b"]
+    services.stores.care_teams.enrol(team, patient_b.id)
+    monkeypatch.setattr(auditing, "PATIENTS_PER_EVENT", 1)
+    assert client.delete(f"/api/v1/clinician/teams/{team}/membership", headers=clinician.headers).status_code == 204
+    left = [(clinician.id, "D", "success", "/api/v1/clinician/teams/<team_id>/membership")]
+    assert (_team_changes(client, patient_a), _team_changes(client, patient_b)) == (left, left)
+    events = list(db.audit_events.find({"actor_id": clinician.id, "resource_type": "team_clinician"}))
+    assert sorted(e["patient_ids"] for e in events) == sorted([[patient_a.id], [patient_b.id]])
+    assert len({e["request_id"] for e in events}) == 1
+    assert {tuple(e["resource_ids"]) for e in events} == {(team, clinician.id)}
+    # Leaving again (a retry), or a team one is not on, names no patient.
+    assert client.delete(f"/api/v1/clinician/teams/{team}/membership", headers=clinician.headers).status_code == 404
+    assert _team_changes(client, patient_a) == left
+
+
+def test_a_clinicians_account_deactivated_reactivated_or_closed_is_in_the_access_log_of_each_patient_of_their_teams(
+        client, world, services):
+    """Deactivating a clinician's account ends their access to every patient of their teams, reactivating it gives
+    it back, closing it ends it for good: each is in those patients' access logs, and in no one else's."""
+    admin, clinician = world["admin"], world["clinician_team"]
+    patient_a, patient_b = world["patient_a"], world["patient_b"]
+    second = services.care.create_team("Second clinic")
+    services.care.add_clinician(second.id, clinician.id)
+    services.stores.care_teams.enrol(second.id, patient_b.id)
+    account = f"/api/v1/admin/users/{clinician.id}"
+    assert client.post(f"{account}/deactivation", headers=admin.headers, json={"reason": "on leave"}).status_code \
+        == 200
+    assert client.delete(f"{account}/deactivation", headers=admin.headers).status_code == 200
+    assert client.delete(account, headers=admin.headers).status_code == 200
+    deactivation, deletion = "/api/v1/admin/users/<user_id>/deactivation", "/api/v1/admin/users/<user_id>"
+    expected = [(admin.id, "D", "success", deletion), (admin.id, "C", "success", deactivation),
+                (admin.id, "D", "success", deactivation)]
+    assert (_team_changes(client, patient_a), _team_changes(client, patient_b)) == (expected, expected)
+    assert services.care.team_ids_of(clinician.id) == []
+    # A caregiver's account is on no team: deactivating it names no patient as a team change.
+    caregiver = world["caregiver_linked"]
+    assert client.post(f"/api/v1/admin/users/{caregiver.id}/deactivation", headers=admin.headers,
+                       json={"reason": "asked to"}).status_code == 200
+    assert _team_changes(client, patient_a) == expected
 
 
 def test_the_patient_is_told_again_when_an_admin_puts_them_back_in_a_team_they_left(client, world, db):
