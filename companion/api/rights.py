@@ -59,6 +59,17 @@ class AccessEventSchema(Schema):
     outcome = fields.String(metadata={"description": "success, denied or error"})
     route = fields.String(allow_none=True)
     method = fields.String(allow_none=True)
+    # A change to who on a care team reads the patient's data (resource_type team_clinician) names whom and which.
+    clinician_id = fields.String(allow_none=True, metadata={
+        "description": "for a `team_clinician` event, the clinician whose reading of one of the patient's care "
+                       "teams began (C: added by an admin, their account reactivated) or ended (D: taken off by an "
+                       "admin, they left, their account deactivated or deleted); absent for other events"})
+    clinician_name = fields.String(allow_none=True, metadata={
+        "description": "that clinician's display name, as their account shows it now (erased once it is "
+                       "closed); never their email"})
+    clinician_role = fields.String(allow_none=True, metadata={"description": "that clinician's account role"})
+    team_id = fields.String(allow_none=True, metadata={"description": "for a `team_clinician` event: the care team"})
+    team_name = fields.String(allow_none=True, metadata={"description": "that care team's name"})
 
 
 class AccessLogSchema(Schema):

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from companion.clock import Clock, now
 from companion.domain.people import Account
+from companion.services.audit_subjects import named_subjects
 from companion.services.care import Care
 from companion.services.review import PatientReview
 from companion.settings import Settings
@@ -61,7 +62,8 @@ class PatientRights:
         names = self.stores.users.names(e["actor_id"] for e in events if e.get("actor_id"))
         gateways = {g.id: g.name for g in self.stores.gateways.for_patient(patient_id)}
         items = [{**{k: e.get(k) for k in ACCESS_FIELDS},
-                  "actor_name": names.get(e.get("actor_id")) or gateways.get(e.get("actor_id"))} for e in events]
+                  "actor_name": names.get(e.get("actor_id")) or gateways.get(e.get("actor_id")), **subject}
+                 for e, subject in zip(events, named_subjects(self.stores, events), strict=True)]
         last = events[-1] if more else None
         return items, (last["at"], last["chain_id"], last["seq"]) if last else None
 

@@ -88,6 +88,15 @@ class Users:
                                                                                {"display_name": 1})})
         return names
 
+    def names_and_roles(self, user_ids: Iterable[str]) -> dict[str, tuple[str | None, str | None]]:
+        """(display name, role) by id, and nothing else of the account (accounts that no longer exist are
+        absent)."""
+        found = {}
+        for part in chunks(sorted(set(user_ids))):
+            found.update({d["_id"]: (d.get("display_name"), d.get("role"))
+                          for d in self.col.find({"_id": {"$in": part}}, {"display_name": 1, "role": 1})})
+        return found
+
     def patients(self) -> list[Account]:
         """Every patient, with what the daily jobs need (zones and alert preferences)."""
         return [account_of({**doc, "role": Role.PATIENT.value}) for doc in self.col.find(

@@ -49,6 +49,35 @@ def test_the_patient_sees_who_accessed_their_data_refusals_included(client, worl
                           headers=world[other].headers).status_code in (403, 404)
 
 
+def test_a_change_to_a_care_teams_clinicians_names_the_clinician_and_the_team_never_their_email(client, world,
+                                                                                                 services):
+    """The access log's `team_clinician` entry says who now reads (or no longer reads) the record and through which
+    team: the clinician's display name and role and the team's name, in the answer and in the download."""
+    patient, admin, team = world["patient_a"], world["admin"], world.team_id
+    doctor = services.accounts.sign_up(email="dr.new@example.org", password=PASSWORD, display_name="Dr New",
+                                       role="clinician", time_zone="UTC")
+    assert client.post(f"/api/v1/admin/teams/{team}/clinicians", headers=admin.headers,
+                       json={"clinician_id": doctor.id}).status_code == 200
+    named = {"clinician_id": doctor.id, "clinician_name": "Dr New", "clinician_role": "clinician",
+             "team_id": team, "team_name": "Pain clinic A"}
+
+    def team_changes(items):
+        return [{k: e.get(k) for k in (*named, "actor_name", "action")} for e in items
+                if e["resource_type"] == "team_clinician"]
+
+    log = client.get(f"/api/v1/patients/{patient.id}/access-log", headers=patient.headers).json["items"]
+    assert team_changes(log) == [{**named, "actor_name": "Admin", "action": "C"}]
+    assert all("clinician_name" not in e for e in log if e["resource_type"] != "team_clinician")
+    record = client.get(f"/api/v1/patients/{patient.id}/data-export", headers=patient.headers).json
+    assert team_changes(record["access_log"]) == [{**named, "actor_name": "Admin", "action": "C"}]
+    # Deleted, the clinician's name is erased with the account: the entries keep whom and which team.
+    assert client.delete(f"/api/v1/admin/users/{doctor.id}", headers=admin.headers).status_code == 200
+    log = client.get(f"/api/v1/patients/{patient.id}/access-log", headers=patient.headers)
+    assert team_changes(log.json["items"]) == [{**named, "clinician_name": "Closed account", "actor_name": "Admin", "action": a}
+                                               for a in ("D", "C")]
+    assert "dr.new@example.org" not in log.get_data(as_text=True)
+
+
 def _access_log_pages(client, patient, first: str) -> list[list[dict]]:
     pages, url = [], first
     while url:

@@ -1,0 +1,42 @@
+"""What an audit event names besides its actor, by name, for the patient's access log and download.
+
+A change to a care team's clinicians (``team_clinician``: an admin adding or taking one off, the clinician leaving,
+their account deactivated, reactivated or closed) is recorded with ``resource_ids`` [team, clinician]: the entry
+shows that clinician's display name and role (never their email, as for the staff who act) and the team's name.
+"""
+
+from __future__ import annotations
+
+from companion.store.stores import Stores
+
+TEAM_CLINICIAN = "team_clinician"
+
+
+def _team_and_clinician(event: dict) -> tuple[str, str] | None:
+    ids = event.get("resource_ids") or []
+    if event.get("resource_type") != TEAM_CLINICIAN or len(ids) != 2:
+        return None
+    return ids[0], ids[1]
+
+
+def named_subjects(stores: Stores, events: list[dict]) -> list[dict]:
+    """For each event, in order, the fields that name what it is about: for a change to a team's clinicians,
+    ``team_id``, ``team_name``, ``clinician_id``, ``clinician_name`` and ``clinician_role`` (as the account
+    shows them now: a closed account's name is erased); for any other event, none. Two reads, whatever the number of events."""
+    pairs = [_team_and_clinician(e) for e in events]
+    named = [p for p in pairs if p is not None]
+    if not named:
+        return [{} for _ in events]
+    teams = stores.care_teams.by_ids(team_id for team_id, _ in named)
+    people = stores.users.names_and_roles(clinician_id for _, clinician_id in named)
+    subjects = []
+    for pair in pairs:
+        if pair is None:
+            subjects.append({})
+            continue
+        team_id, clinician_id = pair
+        team = teams.get(team_id)
+        name, role = people.get(clinician_id, (None, None))
+        subjects.append({"team_id": team_id, "team_name": team.name if team else None,
+                         "clinician_id": clinician_id, "clinician_name": name, "clinician_role": role})
+    return subjects
