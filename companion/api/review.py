@@ -102,9 +102,9 @@ class ReviewProgrammes(MethodView):
     @blp.doc(operationId="review_programmes")
     def get(self, args, patient_id):
         """Mean pain change after sessions, by programme and frequency; the most helpful first."""
-        items = open_review(patient_id).programmes(args["days"])
+        result = open_review(patient_id).programme_review(args["days"])
         _read(patient_id, "pain_entry")
-        return {"items": items}
+        return result
 
 
 @blp.route("/<patient_id>/review/notifications")

@@ -6,6 +6,13 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from companion.api.alerts import AlertFactsSchema
 from companion.http.schemas import StrictSchema, text
+from companion.services.review import DEVICE_EVENTS_SHOWN, MAX_ROWS
+
+
+def complete_flag(what: str, kept: str, limit: int = MAX_ROWS) -> fields.Boolean:
+    """Whether a list the review reads up to a limit holds everything it covers: false when there was more."""
+    return fields.Boolean(metadata={"description": f"false when {what} is cut: at most {limit:,} are read ({kept}) "
+                                                   "and there were more"})
 
 
 class ReviewDaysArgs(StrictSchema):
@@ -101,6 +108,9 @@ class PainReviewSchema(Schema):
     entries = fields.List(fields.Nested(PainPointSchema))
     pairs = fields.List(fields.Nested(SessionPainSchema))
     trend = fields.Nested(PainTrendSchema)
+    entries_complete = complete_flag("`entries` (and the `pairs` made of them)",
+                                     "the period's oldest: fewer `days` show the latest")
+    trend_complete = complete_flag("what the trend read of its 28 days", "the oldest")
 
 
 class ProgrammeEffectSchema(Schema):
@@ -112,6 +122,8 @@ class ProgrammeEffectSchema(Schema):
 
 class ProgrammeReviewSchema(Schema):
     items = fields.List(fields.Nested(ProgrammeEffectSchema), required=True)
+    complete = complete_flag("the period's pain entries these rest on",
+                             "the oldest: fewer `days` rest on the latest")
 
 
 class ReviewOccurrenceSchema(Schema):
@@ -151,6 +163,8 @@ class NotificationSchema(Schema):
 class NotificationReviewSchema(Schema):
     occurrences = fields.List(fields.Nested(ReviewOccurrenceSchema))
     notifications = fields.List(fields.Nested(NotificationSchema))
+    occurrences_complete = complete_flag("`occurrences`", "the newest")
+    notifications_complete = complete_flag("`notifications`", "the newest")
 
 
 class ReviewDeviceStatusSchema(Schema):
@@ -179,6 +193,7 @@ class DeviceEventSchema(Schema):
 class DeviceReviewSchema(Schema):
     devices = fields.List(fields.Nested(ReviewDeviceSchema))
     events = fields.List(fields.Nested(DeviceEventSchema))
+    events_complete = complete_flag("`events` (the last 30 days')", "the newest", DEVICE_EVENTS_SHOWN)
 
 
 class DiaryContextSchema(Schema):
@@ -215,6 +230,8 @@ class ReviewPracticeSchema(Schema):
 class DiaryReviewSchema(Schema):
     entries = fields.List(fields.Nested(DiaryEntryReviewSchema))
     practice = fields.List(fields.Nested(ReviewPracticeSchema))
+    entries_complete = complete_flag("`entries`", "the period's oldest: fewer `days` show the latest")
+    practice_complete = complete_flag("`practice`", "the newest")
 
 
 class PlanVersionSchema(Schema):

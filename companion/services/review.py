@@ -24,10 +24,17 @@ REVIEW_SNAPSHOT_DAYS = 90  # a review reads the snapshots of today and the 90 da
 # Ids per `_id $in`: FerretDB serves up to 10,000 from its _id index but re-checks every fetched document
 # against the whole list, so 1,000 at a time is faster there (0.57 s against 0.78 s for 6,000 snapshots).
 SNAPSHOT_ID_CHUNK = 1000
-# Rows of each kind a review's lists read (the exports and the TENS figures read the whole period: period_*).
+# Rows of each kind a review's lists read (the exports and the TENS figures read the whole period: period_*). A list
+# that had more says so (its ``*_complete`` flag is false): each is read with one row more than it shows.
 MAX_ROWS = 5000
+DEVICE_EVENTS_SHOWN = 200  # the last 30 days' device events the review lists (the latest)
 NOTE_MAX = 5000
 KEPT_APART_SHOWN = 50  # copies kept apart under a used session number that the review lists (the latest)
+
+
+def _cut(rows: list[dict], limit: int) -> tuple[list[dict], bool]:
+    """A list read with one row more than ``limit``: the rows it shows, and whether they are all there were."""
+    return rows[:limit], len(rows) <= limit
 
 
 class PatientReview:
@@ -140,10 +147,10 @@ class PatientReview:
         return {"calendar": calendar, "threshold": rules.ADHERENT_PDC,
                 **{f"pdc_{n}": rules.pdc(snapshots, *rules.completed_days(self.today, n)) for n in (7, 30, 90)}}
 
-    def sessions(self, days: int) -> list[dict]:
-        """TENS sessions of the period, oldest first."""
-        return self.stores.session_records.for_patient(self.pid, self._since(days), self.at + timedelta(minutes=5),
-                                                       self.rows, newest_first=False)
+    def sessions(self, days: int) -> tuple[list[dict], bool]:
+        """TENS sessions of the period, oldest first (at most ``rows``: the oldest), and whether that is all."""
+        return _cut(self.stores.session_records.for_patient(self.pid, self._since(days), self.at + timedelta(minutes=5),
+                                                            self.rows + 1, newest_first=False), self.rows)
 
     def tens(self, days: int) -> list[rules.TensDay]:
         """Each of the period's days' TENS minutes and sessions against the plan, from every session of the period."""
@@ -153,13 +160,16 @@ class PatientReview:
     def session_times(self, days: int) -> dict:
         """How sure the period's session times are: how many are exact, corrected and estimated, the ones that
         are not exact (newest first), the sessions held back from the figures (the patient's, or possibly
-        theirs: a unit that changed hands when they happened), and the copies kept apart (a number used again)."""
-        sessions = [s for s in self.sessions(days) if self.in_period(days, s["started_at"])]
+        theirs: a unit that changed hands when they happened), and the copies kept apart (a number used again).
+        ``sessions_complete``: whether the counts are of every session of the period (at most ``rows`` are read)."""
+        read, complete = self.sessions(days)
+        sessions = [s for s in read if self.in_period(days, s["started_at"])]
         counts = {quality: 0 for quality in ("exact", "corrected", "estimated")}
         for session in sessions:
             counts[session.get("time_quality", "exact")] = counts.get(session.get("time_quality", "exact"), 0) + 1
         not_exact = [s for s in reversed(sessions) if s.get("time_quality", "exact") != "exact" and not s.get("held")]
-        return {"counts": counts, "not_exact": not_exact[:50], "held": self.stores.session_records.held_for(self.pid),
+        return {"counts": counts, "not_exact": not_exact[:50], "sessions_complete": complete,
+                "held": self.stores.session_records.held_for(self.pid),
                 # Sessions that arrived under a number already used, with other content (a unit whose counter
                 # restarted): kept apart, counted nowhere; the care team sees them here.
                 **self._kept_apart()}
@@ -169,58 +179,79 @@ class PatientReview:
         latest, total = self.stores.session_conflicts.delivered_for(self.pid, KEPT_APART_SHOWN)
         return {"kept_apart": list(reversed(latest)), "kept_apart_total": total}
 
-    def _pain_entries(self, since: datetime) -> list[dict]:
-        return self.stores.pain_entries.recorded_between(self.pid, since, self.at + timedelta(minutes=5), self.rows)
+    def _pain_entries(self, since: datetime) -> tuple[list[dict], bool]:
+        """The entries recorded since ``since``, oldest first (at most ``rows``: the oldest), and whether that is
+        all of them."""
+        return _cut(self.stores.pain_entries.recorded_between(self.pid, since, self.at + timedelta(minutes=5),
+                                                              self.rows + 1), self.rows)
 
     def pain(self, days: int) -> dict:
-        """Entries in the period, before/after pairs, and the 14-day trend."""
-        entries = [e for e in self._pain_entries(self._since(days)) if self.in_period(days, e["recorded_at"])]
+        """Entries in the period, before/after pairs, and the 14-day trend; ``entries_complete`` says whether the
+        entries (and the pairs made of them) are all of the period's, ``trend_complete`` whether the trend read
+        every entry of its 28 days (at most ``rows`` of each are read, the oldest)."""
+        read, entries_complete = self._pain_entries(self._since(days))
+        entries = [e for e in read if self.in_period(days, e["recorded_at"])]
         linked = sorted({e["session_record_id"] for e in entries if e.get("session_record_id")})
         # Held sessions (kept for a clinician's decision, or excluded by one) are counted nowhere, nor here.
         sessions = {k: s for k, s in self.stores.session_records.of_patient_by_ids(self.pid, linked).items()
                     if not s.get("held")}
         pairs = rules.before_after_pairs(entries, sessions)
-        trend_entries = self._pain_entries(self.at - timedelta(days=28))
-        return {"entries": entries, "pairs": pairs, "trend": rules.pain_trend(trend_entries, self.at)}
+        trend_entries, trend_complete = self._pain_entries(self.at - timedelta(days=28))
+        return {"entries": entries, "pairs": pairs, "trend": rules.pain_trend(trend_entries, self.at),
+                "entries_complete": entries_complete, "trend_complete": trend_complete}
+
+    def programme_review(self, days: int) -> dict:
+        """What helped, by programme (``items``), and whether it rests on every pain entry of the period
+        (``complete``)."""
+        pain = self.pain(days)
+        return {"items": rules.programme_effects(pain["pairs"]), "complete": pain["entries_complete"]}
 
     def programmes(self, days: int) -> list[rules.ProgrammeEffect]:
-        return rules.programme_effects(self.pain(days)["pairs"])
+        return self.programme_review(days)["items"]
 
     def notifications(self, days: int) -> dict:
         """Reminder occurrences of the period's days with their outcome (today's still to come included), and
-        push notifications with their delivery state."""
+        push notifications with their delivery state; ``occurrences_complete`` and ``notifications_complete`` say
+        whether each list is all of the period's (at most ``rows`` of each are read: the newest)."""
         since = self._since(days)
         titles = self.stores.reminders.titles(self.pid)
         first = self.first_day(days)
-        occurrences = [o for o in self.stores.occurrences.newest_between(self.pid, since, self.at + timedelta(days=1),
-                                                                         self.rows)
-                       if first <= self.occurrence_day(o) <= self.today]
+        read, occurrences_complete = _cut(self.stores.occurrences.newest_between(
+            self.pid, since, self.at + timedelta(days=1), self.rows + 1), self.rows)
+        occurrences = [o for o in read if first <= self.occurrence_day(o) <= self.today]
         for occurrence in occurrences:
             occurrence["title"] = titles.get(occurrence.get("reminder_id"), {}).get("title")
         # Bounded at the review's moment too: read newest first, a past period's own would fall past the limit.
-        notifications = [n for n in self.stores.outbox.for_patient(self.pid, since=since,
-                                                                   until=self.at + timedelta(minutes=5),
-                                                                   limit=self.rows)
-                         if self.in_period(days, n["created_at"])]
+        read, notifications_complete = _cut(self.stores.outbox.for_patient(
+            self.pid, since=since, until=self.at + timedelta(minutes=5), limit=self.rows + 1), self.rows)
+        notifications = [n for n in read if self.in_period(days, n["created_at"])]
         for note in notifications:
             note["to_patient"] = note.get("recipient_user_id") == self.pid
-        return {"occurrences": occurrences, "notifications": notifications}
+        return {"occurrences": occurrences, "notifications": notifications,
+                "occurrences_complete": occurrences_complete, "notifications_complete": notifications_complete}
 
     def device(self) -> dict:
-        """The patient's units with their last sync, and the last 30 days' device events."""
+        """The patient's units with their last sync, and the last 30 days' device events (the latest
+        DEVICE_EVENTS_SHOWN; ``events_complete`` says whether that is all of them)."""
         devices = []
         for unit in self.stores.devices.for_patient(self.pid):
             devices.append({"_id": unit.serial, "profile": unit.profile,
                             "bound_at": unit.bound_at, "status": unit.status,
                             "days_since_sync": rules.days_since(unit.last_sync, self.at)})
-        return {"devices": devices, "events": self.stores.device_events.for_patient(self.pid,
-                                                                                     self.at - timedelta(days=30))}
+        events, complete = _cut(self.stores.device_events.for_patient(self.pid, self.at - timedelta(days=30),
+                                                                      DEVICE_EVENTS_SHOWN + 1), DEVICE_EVENTS_SHOWN)
+        return {"devices": devices, "events": events, "events_complete": complete}
 
     def diary(self, days: int) -> dict:
-        practice = self.stores.practice.started_since(self.pid, self._since(days), self.rows,
-                                                      until=self.at + timedelta(minutes=5))
-        return {"entries": list(reversed(self.pain(days)["entries"])),
-                "practice": [p for p in practice if self.in_period(days, p["started_at"])]}
+        """The period's diary entries, newest first, and mindfulness practice; ``entries_complete`` and
+        ``practice_complete`` say whether each list is all of the period's (at most ``rows`` of each are read:
+        the oldest entries, the newest practice)."""
+        practice, practice_complete = _cut(self.stores.practice.started_since(
+            self.pid, self._since(days), self.rows + 1, until=self.at + timedelta(minutes=5)), self.rows)
+        pain = self.pain(days)
+        return {"entries": list(reversed(pain["entries"])), "entries_complete": pain["entries_complete"],
+                "practice": [p for p in practice if self.in_period(days, p["started_at"])],
+                "practice_complete": practice_complete}
 
     def plans(self) -> list[dict]:
         return self.stores.plans.history(self.pid, limit=200)
