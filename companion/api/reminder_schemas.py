@@ -10,6 +10,7 @@ from companion.api.moments import check_range, range_rule, reported_moment
 from companion.api.schedule_schemas import ScheduleSchema
 from companion.api.schemas import changes_schema, version_field
 from companion.domain.schedules import MAX_COMPLETION_WINDOW_MINUTES
+from companion.http.paging import cursor_field, next_field
 from companion.http.schemas import StrictSchema, text
 
 KINDS = ("tens", "medication", "mindfulness", "custom")
@@ -67,11 +68,18 @@ class ReminderSchema(Schema):
     version = version_field()
 
 
+class ReminderListArgs(StrictSchema):
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500), metadata={
+        "description": "reminders per page; the default holds every active reminder (a patient has at most 50)"})
+    cursor = cursor_field()
+
+
 class ReminderListSchema(Schema):
     class Meta:
         every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
 
     items = fields.List(fields.Nested(ReminderSchema), required=True)
+    next = next_field()
 
 
 ReminderChangesSchema = changes_schema("ReminderChangesSchema", ReminderSchema)

@@ -17,6 +17,7 @@ from companion.api.reminder_schemas import (
     ReminderChangesSchema,
     ReminderEditSchema,
     ReminderInputSchema,
+    ReminderListArgs,
     ReminderListSchema,
     ReminderSchema,
     SnoozeSchema,
@@ -43,15 +44,20 @@ WRITERS = (Role.PATIENT, Role.CAREGIVER)
 @blp.route("/patients/<patient_id>/reminders")
 class ReminderList(MethodView):
     @allow(*READERS)
-    @blp.response(200, ReminderListSchema)
+    @blp.arguments(ReminderListArgs, location="query")
+    @blp.response(200, ReminderListSchema, headers=paging.LINK_HEADER)
     @blp.doc(operationId="list_reminders")
-    def get(self, patient_id):
-        """The patient's reminders, active and stopped."""
+    def get(self, args, patient_id):
+        """The patient's reminders: first every active one (a patient has at most 50), oldest first, then the
+        stopped ones, the most recently stopped first. Stopping keeps a reminder with its history, so stopped
+        ones accumulate without limit: follow `next` for the older ones. The first page at the default `limit`
+        holds every active reminder. (The app keeps its copy with the change feed, `reminders/changes`.)"""
         require_patient(patient_id, Operation.READ)
-        items = services().reminders.list(patient_id)
+        items, following = paging.offset_page(lambda count: services().reminders.list(patient_id, count),
+                                              args["cursor"], args["limit"])
         auditing.note(patient_ids=[patient_id], resource="reminder", action="search",
                       resource_ids=[r["_id"] for r in items])
-        return {"items": items}
+        return {"items": items, "next": following}
 
     @allow(*WRITERS)
     @idempotent

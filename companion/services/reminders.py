@@ -220,9 +220,11 @@ class ReminderService:
         return patient
 
     # Reminders
-    def list(self, patient_id: str) -> list[dict]:
-        """The patient's reminders, active and stopped."""
-        return self.reminders.for_patient(patient_id)
+    def list(self, patient_id: str, limit: int) -> list[dict]:
+        """The first ``limit`` of the patient's reminders: every active one (at most ``MAX_ACTIVE``), oldest
+        first, then the stopped ones, the most recently stopped first (stopping keeps a reminder, so these pile
+        up over the years and are under no cap)."""
+        return self.reminders.listed(patient_id, limit)
 
     def get(self, patient_id: str, reminder_id: str) -> dict:
         reminder = self.reminders.get(patient_id, reminder_id)
@@ -343,7 +345,7 @@ class ReminderService:
             # of the run the change made (revived the old slots, cancelled the new ones): again, from what is
             # stored now.
             if basis is None or basis == _basis(self._patient(patient_id),
-                                                self.reminders.for_patient(patient_id, active_only=True)):
+                                                self.reminders.active_of(patient_id)):
                 break
             patient = None
         return added
@@ -354,7 +356,7 @@ class ReminderService:
         patient = patient or self._patient(patient_id)
         history = patient.zone_history()
         current = self.clock()
-        reminders = self.reminders.for_patient(patient_id, active_only=True)
+        reminders = self.reminders.active_of(patient_id)
         wanted, kept = _planned(reminders, history, patient.quiet_hours, start_utc, end_utc, current)
         existing = self.occurrences.by_ids(list(wanted))
         moves: list[tuple[str, dict]] = []
@@ -501,7 +503,7 @@ class ReminderService:
         items = self.occurrences.between(patient_id, start_utc, end_utc)
         if max(start_utc, beyond) < end_utc:
             patient = self._patient(patient_id)
-            wanted, _ = _planned(self.reminders.for_patient(patient_id, active_only=True), patient.zone_history(),
+            wanted, _ = _planned(self.reminders.active_of(patient_id), patient.zone_history(),
                                  patient.quiet_hours, max(start_utc, beyond), end_utc, self.clock())
             stored = {o["_id"] for o in items}
             items = sorted(items + [doc for key, doc in wanted.items() if key not in stored],

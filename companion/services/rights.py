@@ -122,7 +122,7 @@ class PatientRights:
             "gateways": _plain(stores.gateways.for_patient(pid)),
             "phones": [{k: p.get(k) for k in ("install_id", "platform", "updated_at")}
                        for p in stores.push_tokens.for_users([pid]).get(pid, [])],
-            "reminders": stores.reminders.for_patient(pid),
+            "reminders": stores.reminders.every_one_of(pid, DOWNLOAD_ROWS),
             "therapy_plans": review.plans(),
             **records,
             "adherence": review.adherence(days)["calendar"],  # the whole life of the account, as the records

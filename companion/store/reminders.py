@@ -41,7 +41,7 @@ INDEXES = {
         IndexModel([("missed_summary", ASCENDING)], name="missed_summary"),  # summaries still to queue
     ],
 }
-MAX_REMINDERS = 50  # per patient; keeps materialization bounded
+MAX_REMINDERS = 50  # active ones read per patient; keeps materialization bounded
 MAX_OCCURRENCES = 5000
 CANCELLED = "cancelled"
 DUE, QUEUED = "due", "queued"  # an occurrence's missed_summary: its summary push still to queue, or queued
@@ -78,11 +78,27 @@ class Reminders(feeds.SyncedCollection):
     def get(self, patient_id: str, reminder_id: str) -> dict | None:
         return self.col.find_one({"_id": reminder_id, "patient_id": patient_id})
 
-    def for_patient(self, patient_id: str, *, active_only: bool = False) -> list[dict]:
-        query: dict = {"patient_id": patient_id}
-        if active_only:
-            query["active"] = True
-        return list(self.col.find(query).sort("created_at", ASCENDING).limit(MAX_REMINDERS))
+    def active_of(self, patient_id: str) -> list[dict]:
+        """The patient's active reminders, oldest first: at most ``MAX_REMINDERS`` (creating or restarting one
+        beyond companion.services.reminders.MAX_ACTIVE is refused), which bounds materialization. Stopped
+        reminders are under no cap (stopping keeps a reminder with its history): see :meth:`listed`."""
+        return list(self.col.find({"patient_id": patient_id, "active": True})
+                    .sort([("created_at", ASCENDING), ("_id", ASCENDING)]).limit(MAX_REMINDERS))
+
+    def listed(self, patient_id: str, limit: int) -> list[dict]:
+        """The first ``limit`` of the patient's reminders in the order their list shows them: the active ones,
+        oldest first, then the stopped ones, the most recently stopped (or changed) first."""
+        active = list(self.col.find({"patient_id": patient_id, "active": True})
+                      .sort([("created_at", ASCENDING), ("_id", ASCENDING)]).limit(limit))
+        if len(active) >= limit:
+            return active
+        return active + list(self.col.find({"patient_id": patient_id, "active": False})
+                             .sort([("updated_at", DESCENDING), ("_id", DESCENDING)]).limit(limit - len(active)))
+
+    def every_one_of(self, patient_id: str, limit: int) -> list[dict]:
+        """Up to ``limit`` of the patient's reminders, active and stopped, oldest first (the patient's download)."""
+        return list(self.col.find({"patient_id": patient_id}).sort([("created_at", ASCENDING), ("_id", ASCENDING)])
+                    .limit(limit))
 
     def count_active(self, patient_id: str) -> int:
         return self.col.count_documents({"patient_id": patient_id, "active": True})

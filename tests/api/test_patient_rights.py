@@ -477,6 +477,24 @@ def test_the_download_holds_every_session_whenever_its_unit_placed_it_and_the_co
     assert [c["record_id"] for c in download["tens_session_copies_kept_apart"]] == [f"{world.a_device}:1"]
 
 
+def test_the_download_holds_every_reminder_the_current_ones_after_fifty_stopped_ones_too(client, world, db):
+    patient = world["patient_a"]
+    at = datetime.now(UTC)
+    # Fifty reminders the patient set up over the years and stopped (stopping keeps them: DELETE only stops).
+    db.reminders.insert_many([{"_id": f"old-{n}", "patient_id": patient.id, "kind": "medication",
+                               "title": f"Old tablet {n}", "active": False, "created_at": at - timedelta(days=500 - n),
+                               "updated_at": at - timedelta(days=400 - n), "seq": 0,
+                               "schedule": {"type": "daily", "times": ["08:00"], "start_date": "2024-01-01"}}
+                              for n in range(50)])
+    made = client.post(f"/api/v1/patients/{patient.id}/reminders", headers=patient.headers, json={
+        "kind": "medication", "title": "Today's tablet", "schedule": {"type": "hourly", "window_start": "08:00",
+                                                                      "window_end": "09:00", "every_hours": 1}})
+    assert made.status_code == 201, made.json
+    record = client.get(f"/api/v1/patients/{patient.id}/data-export", headers=patient.headers).json
+    assert sorted(r["_id"] for r in record["reminders"]) == sorted([made.json["id"], *(f"old-{n}" for n in range(50))])
+    assert record["records_complete"] is True
+
+
 def test_the_download_holds_a_deleted_diary_entry_while_its_tombstone_is_kept(client, world):
     patient = world["patient_a"]
     made = client.post(f"/api/v1/patients/{patient.id}/pain-entries", headers=patient.headers, json={

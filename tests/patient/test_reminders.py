@@ -118,6 +118,31 @@ def test_stopping_a_reminder_removes_its_future_and_keeps_its_history(client, wo
     assert client.get(url, headers=world["patient_a"].headers).json["active"] is False
 
 
+def test_the_list_shows_every_active_reminder_first_however_many_were_stopped_and_pages_through_the_rest(
+        client, world, db):
+    """Stopping keeps a reminder (its history stays), so stopped ones pile up over the years: the list still opens
+    with the ones the patient has now, then the stopped ones, the most recently stopped first, paged by `next`."""
+    pid = world["patient_a"].id
+    db.reminders.insert_many([{"_id": f"old-{n}", "patient_id": pid, "kind": "medication", "title": f"Old {n}",
+                               "active": False, "created_at": START - timedelta(days=500 - n),
+                               "updated_at": START - timedelta(days=400 - n), "seq": 0,
+                               "schedule": {"type": "daily", "times": ["08:00"], "start_date": "2024-01-01"}}
+                              for n in range(60)])
+    made = create(client, world)
+    assert made.status_code == 201, made.json
+    url = f"/api/v1/patients/{pid}/reminders"
+    first = client.get(url, headers=world["patient_a"].headers, query_string={"limit": 20})
+    assert first.status_code == 200, first.json
+    assert [r["id"] for r in first.json["items"]] == [made.json["id"], *(f"old-{n}" for n in range(59, 40, -1))]
+    assert first.headers["Link"] == f'<{first.json["next"]}>; rel="next"'
+    seen, following = [r["id"] for r in first.json["items"]], first.json["next"]
+    while following:
+        page = client.get(following, headers=world["patient_a"].headers).json
+        seen, following = seen + [r["id"] for r in page["items"]], page["next"]
+    assert seen == [made.json["id"], *(f"old-{n}" for n in range(59, -1, -1))]
+    assert made.json["id"] in [r["id"] for r in client.get(url, headers=world["patient_a"].headers).json["items"]]
+
+
 def test_quiet_hours_hold_back_the_push_not_the_task(client, world, db):
     client.patch(f"/api/v1/patients/{world['patient_a'].id}", json={"quiet_hours": {"start": "22:00", "end": "07:00"}},
                  headers=world["patient_a"].headers)
