@@ -89,14 +89,14 @@ class Care:
                 "permissions": permissions_of(offer["permissions"]), "granted_at": None, "revoked_at": None,
                 "offered_at": offer["created_at"], "expires_at": offer["expires_at"]}
 
-    def caregivers_of(self, patient_id: str, *, by_the_patient: bool) -> list[dict]:
+    def caregivers_of(self, patient_id: str, *, by_the_patient: bool, limit: int = 100) -> list[dict]:
         """Who can see this patient's data (links, active and revoked) and whom the patient offered it to (offers
         not yet accepted, or whose acceptance stopped before making the link: pending, or expired). The address
         the patient typed for an offer is theirs to see: read by anyone else (``by_the_patient`` False, their
-        care team), it is left out."""
-        links = self.links.for_patient(patient_id)
+        care team), it is left out. Up to ``limit`` links and ``limit`` offers."""
+        links = self.links.for_patient(patient_id, limit)
         names = self.users.names(link.caregiver_id for link in links)
-        offers = self.caregiver_offers.of_patient(patient_id)
+        offers = self.caregiver_offers.of_patient(patient_id, limit)
         being_accepted = self._being_accepted(patient_id, offers, links)
         offers = [o for o in offers if o["status"] != ACCEPTED or o["_id"] in being_accepted]
         views = [self._link_view(link, names.get(link.caregiver_id)) for link in links] + [
@@ -380,9 +380,9 @@ class Care:
         return self.users.by_ids(self.teams.patient_ids_for(clinician_id), Role.PATIENT)
 
     # Care teams: the patient's side
-    def invitations_for(self, patient: Account) -> list[dict]:
-        """The invitations waiting for the patient, with the team's and the clinician's names."""
-        waiting = self.invitations.open_for(email_digest(patient.email), self.clock())
+    def invitations_for(self, patient: Account, limit: int = 100) -> list[dict]:
+        """The invitations waiting for the patient (up to ``limit``), with the team's and the clinician's names."""
+        waiting = self.invitations.open_for(email_digest(patient.email), self.clock(), limit)
         teams = self.teams.by_ids(i["team_id"] for i in waiting)
         names = self.users.names(i["clinician_id"] for i in waiting)
         return [{"id": i["_id"], "team_id": i["team_id"], "team_name": teams[i["team_id"]].name
@@ -419,10 +419,10 @@ class Care:
             self.panel_rows.mark([patient.id], "enrolment", self.clock())
         return invitation
 
-    def teams_of_patient(self, patient_id: str) -> list[dict]:
+    def teams_of_patient(self, patient_id: str, limit: int = 100) -> list[dict]:
         """The care teams that can see the patient's data: each with its clinicians' names, since when and by
         whose act (an invitation the patient accepted, or an admin)."""
-        enrolments = self.teams.enrolments_of(patient_id)
+        enrolments = self.teams.enrolments_of(patient_id, limit)
         teams = self.teams.by_ids(e["team_id"] for e in enrolments)
         names = self.users.names(c for t in teams.values() for c in t.clinician_ids)
         return [{"team_id": e["team_id"], "team_name": teams[e["team_id"]].name if e["team_id"] in teams else None,
@@ -503,5 +503,5 @@ class Care:
         minutes = min(minutes, self.settings.break_glass_max_minutes)
         return self.emergency.grant(clinician_id, patient_id, reason, self.clock() + timedelta(minutes=minutes))
 
-    def emergency_grants_for(self, patient_id: str) -> list[EmergencyAccess]:
-        return self.emergency.for_patient(patient_id)
+    def emergency_grants_for(self, patient_id: str, limit: int = 200) -> list[EmergencyAccess]:
+        return self.emergency.for_patient(patient_id, limit)

@@ -253,8 +253,9 @@ class PatientReview:
                 "practice": [p for p in practice if self.in_period(days, p["started_at"])],
                 "practice_complete": practice_complete}
 
-    def plans(self) -> list[dict]:
-        return self.stores.plans.history(self.pid, limit=200)
+    def plans(self, limit: int = 200) -> list[dict]:
+        """The patient's therapy plan versions, newest first (up to ``limit``)."""
+        return self.stores.plans.history(self.pid, limit=limit)
 
 
 class Review:

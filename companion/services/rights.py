@@ -16,6 +16,7 @@ from companion.clock import Clock, now
 from companion.domain.people import Account
 from companion.services.audit_subjects import named_subjects
 from companion.services.care import Care
+from companion.services.reminders import STORED_AHEAD
 from companion.services.review import PatientReview
 from companion.settings import Settings
 from companion.store.audit import EventPosition
@@ -68,27 +69,52 @@ class PatientRights:
         return items, (last["at"], last["chain_id"], last["seq"]) if last else None
 
     def export(self, patient: Account) -> dict:
-        """Everything held about the patient, as one JSON document."""
+        """Everything held about the patient, as one JSON document.
+
+        Each kind of record is read up to ``DOWNLOAD_ROWS`` by a read that applies that limit and no smaller cap
+        of its own; one that comes back that long may have been cut, and ``records_complete`` is false, naming it
+        in ``records_cut_short`` (as is ``period`` when the account is older than the ``MAX_EXPORT_DAYS`` the
+        download reaches back). Only the phones (at most ``MAX_PHONES_PER_USER``, kept so at registration) and
+        the library favourites (one per item of the shipped library) are bounded where they are written."""
         at = self.clock()
         lived = max(1, (at - (patient.created_at or at)).days + 2)  # the account's days
         days = min(MAX_EXPORT_DAYS, lived + BACKDATED_DAYS)  # and what may have been entered as before them
         review = PatientReview(self.stores, patient, at=at, rows=DOWNLOAD_ROWS)
         pid = patient.id
         stores = self.stores
+        cut = [] if lived + BACKDATED_DAYS <= MAX_EXPORT_DAYS else ["period"]
+
+        def whole(kind: str, rows: list, read: list | None = None) -> list:
+            """``rows`` as they are, noting ``kind`` as cut short when the read they came from (``read``, before
+            any filter; else ``rows``) reached the limit."""
+            if len(rows if read is None else read) >= DOWNLOAD_ROWS:
+                cut.append(kind)
+            return rows
+
         access, more_access = self.access_log(pid, limit=ACCESS_LOG_EXPORTED)
-        emergency = [{"clinician_name": name, **grant} for grant, name in self._emergency(pid)]
+        # The diary and practice of the period's local days (a day's margin either side covers every zone; kept
+        # by local day below), one reported a little ahead included, as the clinician's review reads them.
+        since, until = at - timedelta(days=days + 1), at + timedelta(minutes=5)
+        entries = stores.pain_entries.recorded_between(pid, since, until, DOWNLOAD_ROWS)
+        practice = stores.practice.started_since(pid, since, DOWNLOAD_ROWS, until=until)
+        grants = whole("emergency_access", self.care.emergency_grants_for(pid, DOWNLOAD_ROWS))
+        names = self.stores.users.names(g.clinician_id for g in grants)
         records = {
-            "tens_sessions": stores.session_records.every_one_of(pid, DOWNLOAD_ROWS),
-            "tens_session_copies_kept_apart": stores.session_conflicts.delivered_for(pid, DOWNLOAD_ROWS)[0],
-            "pain_diary": review.diary(days)["entries"],
-            "pain_diary_deleted": stores.pain_entries.deleted_not_purged(pid, DOWNLOAD_ROWS),
-            "practice": review.diary(days)["practice"],
-            "alerts": stores.alerts.newest(pid, open_only=False, limit=DOWNLOAD_ROWS),
-            "clinical_notes": stores.clinical_notes.for_patient(pid, DOWNLOAD_ROWS),
-            "notifications": stores.outbox.for_patient(pid, limit=DOWNLOAD_ROWS),
-            "device_events": stores.device_events.for_patient(pid, at - timedelta(days=days), DOWNLOAD_ROWS),
-            "reminder_occurrences": stores.occurrences.newest_between(pid, at - timedelta(days=days),
-                                                                      at + timedelta(days=2), DOWNLOAD_ROWS),
+            "tens_sessions": whole("tens_sessions", stores.session_records.every_one_of(pid, DOWNLOAD_ROWS)),
+            "tens_session_copies_kept_apart": whole(
+                "tens_session_copies_kept_apart", stores.session_conflicts.delivered_for(pid, DOWNLOAD_ROWS)[0]),
+            "pain_diary": whole("pain_diary", [e for e in reversed(entries) if review.in_period(days, e["recorded_at"])],
+                                entries),
+            "pain_diary_deleted": whole("pain_diary_deleted", stores.pain_entries.deleted_not_purged(pid, DOWNLOAD_ROWS)),
+            "practice": whole("practice", [p for p in practice if review.in_period(days, p["started_at"])], practice),
+            "alerts": whole("alerts", stores.alerts.every_one_of(pid, DOWNLOAD_ROWS)),
+            "clinical_notes": whole("clinical_notes", stores.clinical_notes.for_patient(pid, DOWNLOAD_ROWS)),
+            "notifications": whole("notifications", stores.outbox.for_patient(pid, limit=DOWNLOAD_ROWS)),
+            "device_events": whole("device_events", stores.device_events.for_patient(pid, at - timedelta(days=days),
+                                                                                     DOWNLOAD_ROWS)),
+            # Up to the furthest ahead an occurrence is stored (companion.services.reminders.STORED_AHEAD).
+            "reminder_occurrences": whole("reminder_occurrences", stores.occurrences.newest_between(
+                pid, at - timedelta(days=days), at + STORED_AHEAD + timedelta(days=1), DOWNLOAD_ROWS)),
         }
         return {
             "generated_at": at,
@@ -102,32 +128,37 @@ class PatientRights:
                         "mfa_enabled": patient.mfa_enabled},
             "consents": {
                 "caregivers": [{**view, "permissions": permissions_doc(view["permissions"])}
-                               for view in self.care.caregivers_of(pid, by_the_patient=True)],
+                               for view in whole("caregivers", self.care.caregivers_of(
+                                   pid, by_the_patient=True, limit=DOWNLOAD_ROWS))],
                 # What the links above no longer show: each earlier period of a caregiver's access and each
                 # earlier set of permissions, who ended it (the patient, the caregiver, or a closure) and when.
-                "caregivers_before": self._caregivers_before(pid),
-                "care_teams": self.care.teams_of_patient(pid),
+                "caregivers_before": whole("caregivers_before", self._caregivers_before(pid)),
+                "care_teams": whole("care_teams", self.care.teams_of_patient(pid, DOWNLOAD_ROWS)),
                 "care_teams_before": [{k: e.get(k) for k in ("team_id", "enrolled_at", "consent", "ended_at",
                                                              "ended_by")}
-                                      for e in stores.care_teams.enrolments_ended(pid)],
-                "invitations_waiting": self.care.invitations_for(patient),
+                                      for e in whole("care_teams_before",
+                                                     stores.care_teams.enrolments_ended(pid, DOWNLOAD_ROWS))],
+                "invitations_waiting": whole("invitations_waiting", self.care.invitations_for(patient, DOWNLOAD_ROWS)),
                 "invitations_accepted": [{k: i.get(k) for k in ("_id", "team_id", "reason", "created_at",
                                                                 "answered_at")}
-                                         for i in stores.care_invitations.accepted_by(pid)],
-                "emergency_access": emergency,
+                                         for i in whole("invitations_accepted",
+                                                        stores.care_invitations.accepted_by(pid, DOWNLOAD_ROWS))],
+                "emergency_access": [{"clinician_name": names.get(g.clinician_id), "reason": g.reason,
+                                      "granted_at": g.granted_at, "expires_at": g.expires_at} for g in grants],
             },
-            "devices": _plain(stores.devices.for_patient(pid)),
-            "devices_worn_before": stores.devices.released_by(pid),
+            "devices": _plain(whole("devices", stores.devices.for_patient(pid, DOWNLOAD_ROWS))),
+            "devices_worn_before": whole("devices_worn_before", stores.devices.released_by(pid, DOWNLOAD_ROWS)),
             "library_favourites": stores.favourites.slugs(pid),
-            "gateways": _plain(stores.gateways.for_patient(pid)),
+            "gateways": _plain(whole("gateways", stores.gateways.for_patient(pid, DOWNLOAD_ROWS))),
             "phones": [{k: p.get(k) for k in ("install_id", "platform", "updated_at")}
                        for p in stores.push_tokens.for_users([pid]).get(pid, [])],
-            "reminders": stores.reminders.every_one_of(pid, DOWNLOAD_ROWS),
-            "therapy_plans": review.plans(),
+            "reminders": whole("reminders", stores.reminders.every_one_of(pid, DOWNLOAD_ROWS)),
+            "therapy_plans": whole("therapy_plans", review.plans(DOWNLOAD_ROWS)),
             **records,
             "adherence": review.adherence(days)["calendar"],  # the whole life of the account, as the records
-            # Whether every kind of record above came whole (each is read up to DOWNLOAD_ROWS).
-            "records_complete": all(len(rows) < DOWNLOAD_ROWS for rows in records.values()),
+            # Whether every kind of record above came whole, and which did not (see above).
+            "records_complete": not cut,
+            "records_cut_short": cut,
             "access_log": access,
             "access_log_complete": more_access is None,
             "also_available": {"fhir": f"/api/v1/patients/{pid}/exports/fhir?days=366",
@@ -135,14 +166,8 @@ class PatientRights:
         }
 
     def _caregivers_before(self, patient_id: str) -> list[dict]:
-        history = self.stores.care_links.history_of(patient_id)
+        history = self.stores.care_links.history_of(patient_id, DOWNLOAD_ROWS)
         names = self.stores.users.names(h["caregiver_id"] for h in history)
         return [{"caregiver_id": h["caregiver_id"], "caregiver_name": names.get(h["caregiver_id"]),
                  **{k: h.get(k) for k in ("offer_id", "permissions", "granted_at", "ended_at", "ended_by", "status")}}
                 for h in history]
-
-    def _emergency(self, patient_id: str) -> list[tuple[dict, str | None]]:
-        grants = self.care.emergency_grants_for(patient_id)
-        names = self.stores.users.names(g.clinician_id for g in grants)
-        return [({"reason": g.reason, "granted_at": g.granted_at, "expires_at": g.expires_at},
-                 names.get(g.clinician_id)) for g in grants]

@@ -17,7 +17,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from companion.clock import now
-from companion.store.batches import chunks
+from companion.store.batches import chunks, newest_first
 
 INDEXES = {
     "alerts": [
@@ -113,6 +113,11 @@ class Alerts:
             query["acknowledged_at"] = None
             query["resolved_at"] = None
         return list(self.col.find(query).sort("raised_at", DESCENDING).limit(min(limit, LIST_LIMIT)))
+
+    def every_one_of(self, patient_id: str, limit: int) -> list[dict]:
+        """The patient's alerts, newest first, up to ``limit`` and under no other cap (the patient's download: ten
+        years of daily alerts are thousands): a keyset read on ``patient_raised``, a page at a time."""
+        return newest_first(self.col, {"patient_id": patient_id}, "raised_at", limit)
 
     def open_counts(self, patient_ids: Iterable[str]) -> dict[str, int]:
         """How many open alerts (neither acknowledged nor resolved) each patient has (patients without any are

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import BulkWriteError
 
 CHUNK = 2000  # keys per $in query unless a caller says otherwise
@@ -46,6 +46,27 @@ def oldest_first(collection, query: dict, field: str, start: datetime, end: date
         found = [d for d in found if d[field] < last] + list(collection.find({**query, field: last}))
         yield from sorted(found, key=lambda d: (d[field], str(d["_id"])))
         after = {"$gt": last}
+
+
+def newest_first(collection, query: dict, field: str, limit: int, page: int = PAGE) -> list[dict]:
+    """The first ``limit`` documents matching ``query``, the latest ``field`` first (ties by ``str(_id)``,
+    descending), however many that is: read as a keyset on an index of the query's equality fields then ``field``,
+    one page at a time, each page starting before the instant the last one ended on (an instant a page ends on is
+    read again whole, so that none of its documents is cut off or read twice). No cap of its own: ``limit`` is
+    the one applied."""
+    found: list[dict] = []
+    before: dict | None = None
+    while len(found) < limit:
+        bounded = {**query, field: before} if before is not None else query
+        batch = list(collection.find(bounded).sort(field, DESCENDING).limit(page))
+        if len(batch) < page:
+            found += sorted(batch, key=lambda d: (d[field], str(d["_id"])), reverse=True)
+            break
+        last = batch[-1][field]
+        batch = [d for d in batch if d[field] > last] + list(collection.find({**query, field: last}))
+        found += sorted(batch, key=lambda d: (d[field], str(d["_id"])), reverse=True)
+        before = {"$lt": last}
+    return found[:limit]
 
 
 def insert_new(collection, docs: list[dict]) -> set[int]:

@@ -112,9 +112,9 @@ class Favourites(feeds.SyncedCollection):
         return ALREADY_REMOVED if self.col.find_one({"_id": key, "patient_id": patient_id}, {"_id": 1}) \
             else NEVER_CHOSEN
 
-    def slugs(self, patient_id: str) -> list[str]:
+    def slugs(self, patient_id: str, limit: int = LIBRARY_LIMIT) -> list[str]:
         return [d["item_slug"] for d in self.col.find({"patient_id": patient_id, "deleted": {"$ne": True}})
-                .sort("created_at", ASCENDING).limit(LIBRARY_LIMIT)]
+                .sort("created_at", ASCENDING).limit(limit)]
 
 
 class PracticeLog(feeds.SyncedCollection):

@@ -91,17 +91,16 @@ class Devices:
             found[serial].append(Binding(doc["patient_id"], doc["bound_at"]))
         return {serial: sorted(bindings, key=lambda b: b.start) for serial, bindings in found.items()}
 
-    def released_by(self, patient_id: str) -> list[dict]:
-        """The binding intervals of the units the patient wore and no longer does, oldest first."""
+    def released_by(self, patient_id: str, limit: int = MAX_BINDINGS) -> list[dict]:
+        """The binding intervals of the units the patient wore and no longer does, oldest first (up to ``limit``)."""
         return [{k: d.get(k) for k in ("serial", "bound_at", "released_at")}
-                for d in self.history.find({"patient_id": patient_id}).sort("bound_at", ASCENDING).limit(MAX_BINDINGS)]
+                for d in self.history.find({"patient_id": patient_id}).sort("bound_at", ASCENDING).limit(limit)]
 
     def get(self, serial: str) -> TensUnit | None:
         return unit_of(self.col.find_one({"_id": serial}))
 
-    def for_patient(self, patient_id: str) -> list[TensUnit]:
-        return [unit_of(d) for d in self.col.find({"patient_id": patient_id}).sort("_id", ASCENDING)
-                .limit(MAX_UNITS_PER_PATIENT)]
+    def for_patient(self, patient_id: str, limit: int = MAX_UNITS_PER_PATIENT) -> list[TensUnit]:
+        return [unit_of(d) for d in self.col.find({"patient_id": patient_id}).sort("_id", ASCENDING).limit(limit)]
 
     def for_patients(self, patient_ids: Iterable[str]) -> list[TensUnit]:
         units = []

@@ -181,8 +181,8 @@ class CareLinks:
         """The link between them, active or revoked (one per pair), if there ever was one."""
         return _link(self.col.find_one({"patient_id": patient_id, "caregiver_id": caregiver_id}))
 
-    def for_patient(self, patient_id: str) -> list[CareLink]:
-        return [_link(d) for d in self.col.find({"patient_id": patient_id}).sort("granted_at", ASCENDING).limit(100)]
+    def for_patient(self, patient_id: str, limit: int = 100) -> list[CareLink]:
+        return [_link(d) for d in self.col.find({"patient_id": patient_id}).sort("granted_at", ASCENDING).limit(limit)]
 
     def for_caregiver(self, caregiver_id: str) -> list[CareLink]:
         return [_link(d) for d in self.col.find({"caregiver_id": caregiver_id, "status": "active"}).limit(200)]
@@ -339,9 +339,9 @@ class CareTeams:
         """The patient's enrolment in the team, if they are enrolled."""
         return self.enrolments.find_one({"team_id": team_id, "patient_id": patient_id})
 
-    def enrolments_of(self, patient_id: str) -> list[dict]:
+    def enrolments_of(self, patient_id: str, limit: int = 100) -> list[dict]:
         """The patient's enrolments (which teams can see their data, since when, by whose act)."""
-        return list(self.enrolments.find({"patient_id": patient_id}).sort("enrolled_at", ASCENDING).limit(100))
+        return list(self.enrolments.find({"patient_id": patient_id}).sort("enrolled_at", ASCENDING).limit(limit))
 
     def by_ids(self, team_ids: Iterable[str]) -> dict[str, CareTeam]:
         return {d["_id"]: _team(d) for d in self.teams.find({"_id": {"$in": sorted(set(team_ids))}})}
@@ -482,9 +482,10 @@ class Gateways:
     def delete_for_patient(self, patient_id: str) -> int:
         return self.col.delete_many({"patient_id": patient_id}).deleted_count
 
-    def for_patient(self, patient_id: str) -> list[Gateway]:
+    def for_patient(self, patient_id: str, limit: int = 100) -> list[Gateway]:
         """The gateways paired with a patient, revoked ones included, oldest first."""
-        return [_gateway(d) for d in self.col.find({"patient_id": patient_id}).sort("created_at", ASCENDING).limit(100)]
+        return [_gateway(d) for d in self.col.find({"patient_id": patient_id}).sort("created_at", ASCENDING)
+                .limit(limit)]
 
     def note_clock(self, gateway_id: str, check: dict) -> None:
         """The server's last check of the gateway's clock (its offset, whether it vouched for it, when)."""
@@ -508,10 +509,10 @@ class _ToAnEmail:
 
     col: Collection
 
-    def open_for(self, email_digest: str, at: datetime) -> list[dict]:
-        """Those waiting for the owner of an email (not answered, not expired), oldest first."""
-        return [d for d in self.col.find({"email_digest": email_digest, "status": OPEN})
-                .sort("created_at", ASCENDING).limit(100) if d["expires_at"] > at]
+    def open_for(self, email_digest: str, at: datetime, limit: int = 100) -> list[dict]:
+        """Those waiting for the owner of an email (not answered, not expired), oldest first (up to ``limit``)."""
+        return list(self.col.find({"email_digest": email_digest, "status": OPEN, "expires_at": {"$gt": at}})
+                    .sort("created_at", ASCENDING).limit(limit))
 
     def close_open_for(self, email_digest: str, at: datetime, *, erase_with: str | None = None) -> int:
         """Close every open one to an email (its owner's account closed). ``erase_with``: the closed patient's
@@ -566,8 +567,8 @@ class CareInvitations(_ToAnEmail):
     def delete_for_patient(self, patient_id: str) -> int:
         return self.col.delete_many({"$or": [{"patient_id": patient_id}, {"erase_with": patient_id}]}).deleted_count
 
-    def accepted_by(self, patient_id: str) -> list[dict]:
-        return list(self.col.find({"patient_id": patient_id}).sort("created_at", ASCENDING).limit(200))
+    def accepted_by(self, patient_id: str, limit: int = 200) -> list[dict]:
+        return list(self.col.find({"patient_id": patient_id}).sort("created_at", ASCENDING).limit(limit))
 
 
 class CaregiverInvitations(_ToAnEmail):

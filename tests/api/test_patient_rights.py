@@ -495,6 +495,38 @@ def test_the_download_holds_every_reminder_the_current_ones_after_fifty_stopped_
     assert record["records_complete"] is True
 
 
+def test_the_download_holds_every_alert_of_years_of_daily_ones(client, world, db):
+    """Alerts were read with the alerts list's cap of 500 while the download said it was complete."""
+    patient = world["patient_a"]
+    at = datetime.now(UTC)
+    # Two years of daily missed-session alerts, and a few more (the record is kept for ten years).
+    db.alerts.insert_many([{"_id": f"alert-{n}", "patient_id": patient.id, "kind": "missed_session",
+                            "severity": "info", "text": "Missed", "dedup_key": f"missed:{n}",
+                            "raised_at": at - timedelta(days=n), "acknowledged_at": None, "resolved_at": None,
+                            "shared_with_caregivers": False, "urgent": False, "share_kind": "missed_session"}
+                           for n in range(730)])
+    record = client.get(f"/api/v1/patients/{patient.id}/data-export", headers=patient.headers).json
+    assert [a["_id"] for a in record["alerts"]] == [f"alert-{n}" for n in range(730)]  # newest first
+    assert (record["records_complete"], record["records_cut_short"]) == (True, [])
+
+
+def test_the_download_says_which_kinds_of_record_reached_the_limit_it_reads_them_to(client, world, db, monkeypatch):
+    """Every kind is read up to the download's limit and under no smaller cap: one that reaches it is named."""
+    from companion.services import rights
+
+    patient = world["patient_a"]
+    at = datetime.now(UTC)
+    db.alerts.insert_many([{"_id": f"alert-{n}", "patient_id": patient.id, "kind": "missed_session",
+                            "dedup_key": f"missed:{n}", "raised_at": at - timedelta(days=n)} for n in range(3)])
+    paired = db.gateways.find_one({"patient_id": patient.id})
+    db.gateways.insert_many([{**paired, "_id": f"old-gateway-{n}", "revoked": True} for n in range(2)])
+    monkeypatch.setattr(rights, "DOWNLOAD_ROWS", 3)
+    record = client.get(f"/api/v1/patients/{patient.id}/data-export", headers=patient.headers).json
+    assert record["records_complete"] is False
+    assert {"alerts", "gateways"} <= set(record["records_cut_short"])
+    assert len(record["alerts"]) == 3 and "reminders" not in record["records_cut_short"]
+
+
 def test_the_download_holds_a_deleted_diary_entry_while_its_tombstone_is_kept(client, world):
     patient = world["patient_a"]
     made = client.post(f"/api/v1/patients/{patient.id}/pain-entries", headers=patient.headers, json={

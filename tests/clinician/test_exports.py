@@ -17,7 +17,7 @@ from fhir.resources.R4B.bundle import Bundle
 from companion.services.exports import EVENTS_CSV_HEADER, PANEL_CSV_HEADER, PATIENT_CSV_HEADER
 from companion.services.fhir import IDENTIFIER_SYSTEM, UCUM, fhir_string, record_urn, transaction_bundle
 from companion.services.review import PatientReview
-from companion.store.batches import oldest_first
+from companion.store.batches import newest_first, oldest_first
 from tests.clinician.conftest import BPI_ANSWERS, at_day
 from tests.clinician.test_pages import sign_in
 from tests.support.problems import assert_problem
@@ -204,6 +204,19 @@ def test_an_export_reads_a_range_a_page_at_a_time_without_losing_or_repeating_an
     assert [d["_id"] for d in read] == [d["_id"] for d in sorted(docs, key=lambda d: (d["due_at"], d["_id"]))]
     assert [d["_id"] for d in oldest_first(db.reminder_occurrences, {"patient_id": "p-pages"}, "due_at", at[1], at[2],
                                            page=3)] == [d["_id"] for d in docs if at[1] <= d["due_at"] <= at[2]]
+
+
+def test_a_newest_first_read_pages_without_losing_or_repeating_an_instant_and_stops_at_its_limit(db):
+    """The download's keyset read (its alerts): pages cut at an instant several records share, newest first."""
+    at = [datetime(2026, 3, 1, 8, tzinfo=UTC) + timedelta(minutes=n) for n in range(4)]
+    shares = {at[0]: 2, at[1]: 4, at[2]: 5, at[3]: 1}
+    docs = [{"_id": f"{moment:%H%M}-{n}", "patient_id": "p-pages", "raised_at": moment}
+            for moment, count in shares.items() for n in range(count)]
+    db.alerts.insert_many(docs + [{"_id": "another", "patient_id": "p-other", "raised_at": at[1]}])
+    ordered = [d["_id"] for d in sorted(docs, key=lambda d: (d["raised_at"], d["_id"]), reverse=True)]
+    assert [d["_id"] for d in newest_first(db.alerts, {"patient_id": "p-pages"}, "raised_at", 100, page=3)] == ordered
+    assert [d["_id"] for d in newest_first(db.alerts, {"patient_id": "p-pages"}, "raised_at", 7, page=3)] == \
+        ordered[:7]
 
 
 def test_panel_csv_lists_every_matching_patient_and_defuses_formulas(client, world, seed, db):
