@@ -107,7 +107,8 @@ class Services:
 
     @cached_property
     def lifecycle(self) -> AccountLifecycle:
-        return AccountLifecycle(self.settings, self.stores, self.accounts, self.tokens, self.clock)
+        return AccountLifecycle(self.settings, self.stores, self.accounts, self.tokens, self.clock,
+                                changes=self.changes)
 
     @cached_property
     def rights(self) -> PatientRights:

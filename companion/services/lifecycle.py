@@ -22,6 +22,8 @@ from companion.domain.people import ACTIVE, CLOSED, DEACTIVATED, Account
 from companion.services.accounts import Accounts, email_digest
 from companion.services.care import caregiver_offer_source
 from companion.services.item_failures import ItemFailures
+from companion.services.reminders import mark_closed_missed
+from companion.services.sync import Changes
 from companion.services.tokens import TokenService
 from companion.settings import Settings
 from companion.store.stores import Stores
@@ -38,8 +40,9 @@ def closure_statement(settings: Settings) -> dict:
             "your sign-in: email address, password and second factor (the account can never sign in again, and "
             "the email address can be used for a new account)",
             "your phones' push registrations, and every notification not yet sent to you or about you",
-            "your reminders' upcoming occurrences (the reminders stop; the doses you answered or missed stay "
-            "with your clinical record), and your library favourites",
+            "your reminders' upcoming occurrences, and any you could still answer when you closed the account (the "
+            "reminders stop; the doses you answered or missed, and those whose time had passed unanswered, as "
+            "missed, stay with your clinical record), and your library favourites",
             "caregivers' access (every link is revoked: they see nothing from their next request), the offers "
             "you made to caregivers and not yet accepted, and care-team invitations waiting for you",
             "paired home gateways (revoked: they can no longer upload), pairing codes, and every session",
@@ -64,13 +67,14 @@ def closure_statement(settings: Settings) -> dict:
 
 class AccountLifecycle:
     def __init__(self, settings: Settings, stores: Stores, accounts: Accounts, tokens: TokenService,
-                 clock: Clock = now):
+                 clock: Clock = now, *, changes: Changes | None = None):
         self.settings = settings
         self.stores = stores
         self.users = stores.users
         self.accounts = accounts
         self.tokens = tokens
         self.clock = clock
+        self.changes = changes or Changes(stores, clock)  # (the doses a closure marks missed take change numbers)
 
     def _end_everything_running(self, account: Account, reason: str) -> None:
         """End the account's sessions and withdraw the notifications not yet sent to it (or, for a patient,
@@ -169,9 +173,18 @@ class AccountLifecycle:
         self._end_everything_running(patient, "account closed")
         stores.push_tokens.delete_for_user(patient.id)
         # The reminders stop and what was still to come goes; the doses answered or missed are the dose history
-        # the care team keeps with the record (adherence rests on it), deleted with it after its retention.
-        stores.reminders.stop_all(patient.id, at)
-        stores.occurrences.delete_unanswered(patient.id)
+        # the care team keeps with the record (adherence rests on it), deleted with it after its retention. A dose
+        # whose window had closed by the closure, unanswered, is a missed dose whether or not the missed-marking
+        # job (every few minutes, or later after an outage) had got to it: marked missed as that job marks it,
+        # without its summary push (nothing goes to a closed account). One whose window was still open is
+        # called off as for any reminder stopped then (companion.services.reminders.unplanned: the patient could
+        # still have answered it, so nothing counts it missed) and goes with what was still to come. By the
+        # first closing time, which a closure finished later keeps.
+        closed = self.users.by_id(patient.id)
+        closed_at = closed.status_changed_at if closed is not None and closed.status_changed_at else at
+        stores.reminders.stop_all(patient.id, closed_at)
+        mark_closed_missed(stores, self.changes, stores.occurrences.pending_closed_by(patient.id, closed_at), at)
+        stores.occurrences.delete_unanswered(patient.id, still_open_at=closed_at)
         stores.today_rows.touch([patient.id])  # its reminders are stopped
         stores.favourites.delete_for_patient(patient.id)
         stores.pairing_codes.delete_for_patient(patient.id)

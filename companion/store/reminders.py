@@ -142,10 +142,15 @@ class Occurrences(feeds.SyncedCollection):
         """Delete every document of the patient (a closed account; see companion.services.lifecycle)."""
         return self.col.delete_many({"patient_id": patient_id}).deleted_count
 
-    def delete_unanswered(self, patient_id: str) -> int:
-        """Delete the patient's occurrences still pending (a closed account: what was answered or missed is its
-        dose history, kept with the record)."""
-        return self.col.delete_many({"patient_id": patient_id, "status": "pending"}).deleted_count
+    def delete_unanswered(self, patient_id: str, *, still_open_at: datetime) -> int:
+        """Delete the patient's occurrences still pending whose window was still open at ``still_open_at`` (a
+        closed account: what was answered or missed is its dose history, kept with the record)."""
+        return self.col.delete_many({"patient_id": patient_id, "status": "pending",
+                                     "window_ends_at": {"$gt": still_open_at}}).deleted_count
+
+    def pending_closed_by(self, patient_id: str, at: datetime) -> list[dict]:
+        """The patient's occurrences still pending whose completion window had closed by ``at``, all of them."""
+        return list(self.col.find({"patient_id": patient_id, "status": "pending", "window_ends_at": {"$lte": at}}))
 
     def insert_new(self, docs: list[dict]) -> int:
         """Insert occurrences, ignoring those already stored; returns how many were new."""

@@ -341,6 +341,33 @@ def test_a_closure_keeps_the_dose_history_the_care_team_reads_and_deletes_only_w
     assert services.reminders.materialize(patient.id, at, at + timedelta(days=2)) == 0
 
 
+def test_a_closure_keeps_a_dose_due_before_it_and_never_answered_as_missed_and_calls_off_one_still_open(
+        client, world, db):
+    """A dose due before the closure whose window has closed is a missed dose, not "what was still to come": the
+    job that marks it missed may simply not have run yet (it runs every few minutes, or the worker was down). One
+    whose window is still open at the closure is called off, as for a reminder stopped then."""
+    patient = world["patient_a"]
+    made = client.post(f"/api/v1/patients/{patient.id}/reminders", headers=patient.headers, json={
+        "kind": "medication", "title": "Tablet", "schedule": {"type": "hourly", "window_start": "00:00",
+                                                              "window_end": "23:00", "every_hours": 1}})
+    assert made.status_code == 201
+    at = datetime.now(UTC)
+
+    def dose(name: str, due: datetime, window: timedelta) -> dict:
+        return {"_id": f"{made.json['id']}:{name}", "patient_id": patient.id, "reminder_id": made.json["id"],
+                "kind": "medication", "status": "pending", "due_at": due, "window_ends_at": due + window,
+                "local_date": (due - timedelta(days=3)).date().isoformat(), "local_time": name, "deleted": False}
+
+    db.reminder_occurrences.insert_many([dose("past", at - timedelta(hours=5), timedelta(hours=1)),
+                                         dose("open", at - timedelta(minutes=10), timedelta(hours=1))])
+    assert client.post(f"/api/v1/patients/{patient.id}/closure", headers=patient.headers,
+                       json={"current_password": PASSWORD, "confirm": True}).status_code == 200
+    kept = db.reminder_occurrences.find_one({"_id": f"{made.json['id']}:past"})
+    assert kept is not None and kept["status"] == "missed" and not kept.get("missed_summary")
+    assert db.reminder_occurrences.find_one({"_id": f"{made.json['id']}:open"}) is None
+    assert db.reminder_occurrences.count_documents({"patient_id": patient.id, "status": "pending"}) == 0
+
+
 def test_the_download_holds_the_adherence_of_the_accounts_whole_life(client, world, db):
     """A patient two years in gets every day's adherence, not the last 366 (the snapshots are kept ten years)."""
     patient = world["patient_a"]
