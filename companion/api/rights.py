@@ -141,8 +141,10 @@ class DataExport(MethodView):
     @blp.doc(operationId="export_patient_data")
     def get(self, patient_id):
         """Download everything held about the patient: account, consents (caregivers, care teams, invitations,
-        emergency access), devices, gateways and phones, reminders, the clinical record (therapy plans, TENS
-        sessions, pain diary, practice, adherence, alerts, clinical notes, notifications) and who accessed it.
+        emergency access), devices, gateways (and the dead letters they reported: what they could not deliver)
+        and phones, reminders, the clinical record (therapy plans, TENS sessions, pain diary, practice, adherence,
+        alerts, clinical notes, notifications) and who accessed it. `records_complete` says whether every kind
+        came whole; `records_cut_short` names any that reached the download's limit.
         The FHIR R4 and CSV exports a clinician gets are at ``exports/fhir`` and ``exports/csv``."""
         require_patient(patient_id, Operation.MANAGE)
         svc = services()

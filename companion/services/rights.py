@@ -2,9 +2,9 @@
 the account (companion.services.lifecycle does the closing; this says what it does before and after).
 
 The download is one JSON document: the account, every consent (caregivers, care teams, invitations,
-emergency access), devices and gateways, reminders, the clinical record (therapy plans, TENS sessions, pain
-diary, practice, adherence, alerts, clinical notes, notifications) and the access history from the audit
-trail. The same FHIR R4 and CSV exports a clinician gets are open to the patient too
+emergency access), devices and gateways (and what they could not deliver), reminders, the clinical record
+(therapy plans, TENS sessions, pain diary, practice, adherence, alerts, clinical notes, notifications) and the
+access history from the audit trail. The same FHIR R4 and CSV exports a clinician gets are open to the patient too
 (``/patients/{id}/exports/fhir`` and ``/exports/csv``).
 """
 
@@ -112,6 +112,11 @@ class PatientRights:
             "notifications": whole("notifications", stores.outbox.for_patient(pid, limit=DOWNLOAD_ROWS)),
             "device_events": whole("device_events", stores.device_events.for_patient(pid, at - timedelta(days=days),
                                                                                      DOWNLOAD_ROWS)),
+            # What the patient's gateways could not hand over (bytes a unit sent that could not be read, records the
+            # server refused, records a buffer could no longer read), reported with their content and kept with
+            # the record (and deleted with it).
+            "gateway_dead_letters": whole("gateway_dead_letters",
+                                          stores.gateway_dead_letters.for_patient(pid, DOWNLOAD_ROWS)),
             # Up to the furthest ahead an occurrence is stored (companion.services.reminders.STORED_AHEAD).
             "reminder_occurrences": whole("reminder_occurrences", stores.occurrences.newest_between(
                 pid, at - timedelta(days=days), at + STORED_AHEAD + timedelta(days=1), DOWNLOAD_ROWS)),

@@ -554,6 +554,19 @@ def test_the_download_says_which_kinds_of_record_reached_the_limit_it_reads_them
     assert len(record["alerts"]) == 3 and "reminders" not in record["records_cut_short"]
 
 
+def test_the_download_holds_what_the_patients_gateway_could_not_deliver(client, world):
+    """Dead letters are stored with the patient's id and purged with the record: they are held about them."""
+    patient, gateway = world["patient_a"], world["gateway_a"]
+    reported = client.post("/api/v1/gateway/dead-letters", headers=gateway.headers, json={"items": [{
+        "id": 7, "device_serial": world.a_device, "record_id": f"{world.a_device}:9", "reason": "refused: bad field",
+        "source": "server", "dead_at": datetime.now(UTC).isoformat(),
+        "payload": '{"duration_s": 1800, "intensity_mean_ma": 22, "programme": "burst"}'}]})
+    assert reported.status_code == 200, reported.json
+    record = client.get(f"/api/v1/patients/{patient.id}/data-export", headers=patient.headers).json
+    assert [(d["record_id"], d["reason"], json.loads(d["payload"])["intensity_mean_ma"])
+            for d in record["gateway_dead_letters"]] == [(f"{world.a_device}:9", "refused: bad field", 22)]
+
+
 def test_the_download_holds_a_deleted_diary_entry_while_its_tombstone_is_kept(client, world):
     patient = world["patient_a"]
     made = client.post(f"/api/v1/patients/{patient.id}/pain-entries", headers=patient.headers, json={
