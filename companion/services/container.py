@@ -108,7 +108,7 @@ class Services:
     @cached_property
     def lifecycle(self) -> AccountLifecycle:
         return AccountLifecycle(self.settings, self.stores, self.accounts, self.tokens, self.clock,
-                                changes=self.changes)
+                                changes=self.changes, sessions=self.sessions)
 
     @cached_property
     def rights(self) -> PatientRights:

@@ -23,6 +23,7 @@ from companion.services.accounts import Accounts, email_digest
 from companion.services.care import caregiver_offer_source
 from companion.services.item_failures import ItemFailures
 from companion.services.reminders import mark_closed_missed
+from companion.services.sessions import TensSessions
 from companion.services.sync import Changes
 from companion.services.tokens import TokenService
 from companion.settings import Settings
@@ -67,7 +68,7 @@ def closure_statement(settings: Settings) -> dict:
 
 class AccountLifecycle:
     def __init__(self, settings: Settings, stores: Stores, accounts: Accounts, tokens: TokenService,
-                 clock: Clock = now, *, changes: Changes | None = None):
+                 clock: Clock = now, *, changes: Changes | None = None, sessions: TensSessions | None = None):
         self.settings = settings
         self.stores = stores
         self.users = stores.users
@@ -75,6 +76,7 @@ class AccountLifecycle:
         self.tokens = tokens
         self.clock = clock
         self.changes = changes or Changes(stores, clock)  # (the doses a closure marks missed take change numbers)
+        self.sessions = sessions or TensSessions(stores, self.changes, clock)  # (placing again what a purge leaves)
 
     def _end_everything_running(self, account: Account, reason: str) -> None:
         """End the account's sessions and withdraw the notifications not yet sent to it (or, for a patient,
@@ -219,6 +221,9 @@ class AccountLifecycle:
                       s.caregiver_invitations, s.session_conflicts, s.gateway_dead_letters, s.days_to_recompute, s.panel_rows,
                       s.panel_row_days, s.panel_row_marks, s.panel_entries, s.today_rows):
             store.delete_for_patient(patient_id)
+        # The sessions nobody owns yet that may have been theirs are placed again for the other wearers (their
+        # units' bindings now say "erased" for them), and nothing names them as a candidate or a deliverer.
+        self.sessions.forget_wearer(patient_id)
         s.care_teams.delete_enrolments_of(patient_id)
         s.push_tokens.delete_for_user(patient_id)
         s.token_families.delete_for_user(patient_id)

@@ -417,7 +417,9 @@ class SessionTimes:
             deliverers = (delivered_for, *(doc.get("also_delivered_for") or ()))
             if owner_id and not resolution.get("patient_id") and not any(
                     relay_vouched(bindings, owner_id, by, latest) for by in deliverers):
-                owner_id, candidates = None, tuple(dict.fromkeys((owner_id, delivered_for)))
+                # (A gateway of a patient whose record is deleted is nobody nameable: :data:`ERASED_WEARER`.)
+                owner_id, candidates = None, tuple(dict.fromkeys(p for p in (owner_id, delivered_for)
+                                                                 if p != ERASED_WEARER))
                 uncertain = "another patient's gateway handed this over, and not as what the unit held when it moved"
             history = self._history(owner_id) if owner_id else None
             found = clinical_findings(doc)

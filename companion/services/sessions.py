@@ -3,6 +3,7 @@ back from the figures."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -52,6 +53,31 @@ class TensSessions:
         maybe = [doc.get("patient_id"), *(doc.get("candidate_patient_ids") or [])] if doc is not None else []
         return sorted({patient_id, *(p for p in maybe if p)}) if patient_id in maybe else [patient_id]
 
+    def forget_wearer(self, patient_id: str) -> int:
+        """After a patient's record is deleted (their units' bindings kept as worn by nobody nameable), no session
+        names them. The records their gateways handed over for someone else no longer name them as the deliverer
+        (companion.store.sessions.SessionRecords.forget_deliverer). The records nobody owns yet that may have
+        been theirs (a unit that changed hands then) are placed again, as an upload places them, by their
+        units' bindings as they now are: whose they may be is then the other wearers only (companion.services.
+        session_times drops the erased one), and one the erased patient alone may have worn is deleted as theirs.
+        Returns how many records were placed again. Done again, it finds nothing left to do."""
+        self.records.forget_deliverer(patient_id)
+        maybe = self.records.owned_by_none_of(patient_id)
+        seqs: dict[str, list[int]] = defaultdict(list)
+        for doc in maybe:
+            seqs[doc["device_serial"]].append(doc["device_seq"])
+        at = self.clock()
+        for serial in sorted(seqs):
+            with placing(self.stores, [serial], at, "the unit's records are being placed right now; try again"):
+                bindings = self.stores.devices.bindings_of([serial])[serial]
+                _, changes = SessionTimes(self.stores).place_unit(serial, [], [], bindings, at, seqs[serial])
+                placed = [(doc, fields) for doc, fields in changes if not _nobodys({**doc, **fields})]
+                write_changes(self.stores, self.changes, self.touched, placed, "wearer_erased",
+                              self.on_events_changed)
+                self.records.delete_ids(doc["_id"] for doc, fields in changes if _nobodys({**doc, **fields}))
+        self.records.forget_candidate(patient_id)
+        return len(maybe)
+
     def needs_start(self, doc: dict) -> bool:
         """Whether a held session can be counted only at a start the care team gives: it is placed after its
         record reached the server (its unit's clock was ahead)."""
@@ -100,3 +126,10 @@ class TensSessions:
             write_changes(self.stores, self.changes, self.touched, changes, "session_resolved",
                           self.on_events_changed)
         return self.records.get(record_id)
+
+
+def _nobodys(record: dict) -> bool:
+    """Whether a record placed again is kept by nobody: worn by a patient whose record is deleted, with no other
+    wearer it may be (as an upload answers such a record ``discarded``)."""
+    return bool(record.get("erased_wearer")) or (not record.get("patient_id")
+                                                 and not record.get("candidate_patient_ids"))

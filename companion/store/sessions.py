@@ -11,6 +11,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from companion.domain.sessions import ERASED_WEARER
 from companion.store import feeds
 from companion.store.batches import chunks, find_among_patients, insert_new, oldest_first
 
@@ -42,6 +43,27 @@ class SessionRecords(feeds.SyncedCollection):
     def delete_for_patient(self, patient_id: str) -> int:
         """Delete every document of the patient (a closed account; see companion.services.lifecycle)."""
         return self.col.delete_many({"patient_id": patient_id}).deleted_count
+
+    def forget_deliverer(self, patient_id: str) -> None:
+        """A patient whose record is deleted no longer names the records their gateways handed over that are
+        someone else's (or may be): ``delivered_for`` becomes :data:`ERASED_WEARER` (another patient's gateway
+        handed it over still, for companion.domain.sessions.relay_vouched), and they leave ``also_delivered_for``."""
+        self.col.update_many({"delivered_for": patient_id}, {"$set": {"delivered_for": ERASED_WEARER}})
+        self.col.update_many({"also_delivered_for": patient_id}, {"$pull": {"also_delivered_for": patient_id}})
+
+    def owned_by_none_of(self, patient_id: str) -> list[dict]:
+        """The records nobody owns yet that may be the patient's (a unit that changed hands when they happened),
+        their unit and number only, all of them."""
+        return list(self.col.find({"patient_id": None, "candidate_patient_ids": patient_id},
+                                  {"device_serial": 1, "device_seq": 1}))
+
+    def forget_candidate(self, patient_id: str) -> None:
+        """No record names the patient as one whose it may be any more (their record is deleted)."""
+        self.col.update_many({"candidate_patient_ids": patient_id}, {"$pull": {"candidate_patient_ids": patient_id}})
+
+    def delete_ids(self, ids: Iterable[str]) -> int:
+        ids = sorted(set(ids))
+        return self.col.delete_many({"_id": {"$in": ids}}).deleted_count if ids else 0
 
     def insert_new(self, docs: list[dict]) -> tuple[set[str], set[str]]:
         """Insert what is new; returns (created ids, duplicate ids). Unordered, so one duplicate does not
@@ -82,10 +104,12 @@ class SessionRecords(feeds.SyncedCollection):
         return oldest_first(self.col, {"patient_id": patient_id}, "started_at", start, end)
 
     def every_one_of(self, patient_id: str, limit: int = MAX_ROWS) -> list[dict]:
-        """Every session stored as the patient's, oldest first, whenever it is placed (held ones included: a unit
-        whose clock was reset places its sessions in 2001)."""
-        return list(self.col.find({"patient_id": patient_id}).sort([("started_at", ASCENDING), ("_id", ASCENDING)])
-                    .limit(limit))
+        """Every session stored as the patient's, and every one nobody owns yet that may be theirs (its unit
+        changed hands then), oldest first, whenever it is placed (held ones included: a unit whose clock was
+        reset places its sessions in 2001)."""
+        return list(self.col.find({"$or": [{"patient_id": patient_id},
+                                           {"patient_id": None, "candidate_patient_ids": patient_id}]})
+                    .sort([("started_at", ASCENDING), ("_id", ASCENDING)]).limit(limit))
 
     def in_window(self, start: datetime, end: datetime, patient_ids: Iterable[str] | None = None) -> Iterator[dict]:
         """Counted sessions starting in [start, end) (of every patient, or of ``patient_ids``, a bounded ``$in``
@@ -190,9 +214,14 @@ class SessionConflicts:
 
     def delete_for_patient(self, patient_id: str) -> int:
         """Delete the copies delivered for the patient; a copy delivered for another patient beside one of this
-        patient's records stays theirs, no longer naming this one."""
+        patient's records stays theirs, no longer naming this one (as the first copy's owner, or as one whose
+        the copy may have been)."""
         self.col.update_many({"first_patient_id": patient_id, "delivered_for": {"$ne": patient_id}},
                              {"$set": {"first_patient_id": None}})
+        self.col.update_many({"patient_id": patient_id, "delivered_for": {"$ne": patient_id}},
+                             {"$set": {"patient_id": None}})
+        for field in ("candidate_patient_ids", "also_delivered_for"):
+            self.col.update_many({field: patient_id}, {"$pull": {field: patient_id}})
         return self.col.delete_many({"$or": [{"patient_id": patient_id},
                                              {"delivered_for": patient_id}]}).deleted_count
 

@@ -726,6 +726,50 @@ def test_after_a_purge_what_the_unit_recorded_for_the_closed_patient_is_given_to
     assert (stored["patient_id"], stored["candidate_patient_ids"], stored["held"]) == (None, [b.id], True)
 
 
+def test_a_purge_leaves_no_session_naming_the_erased_patient_and_places_those_they_may_have_worn_again(
+        client, world, services, db):
+    """A session held because its unit changed hands about then is stored with no owner and both wearers as
+    candidates (companion.services.session_times); the first wearer's download holds it while they are one. Purging
+    their record places it again for the other wearer alone, and nothing names them as a candidate or as the
+    patient whose gateway handed a session over."""
+    a, b = world["patient_a"], world["patient_b"]
+    serial, now = "CTU-PASSED1", datetime.now(UTC)
+    moved = now - timedelta(hours=6)
+    services.gateways.bind_unit(a.id, serial, "companion-tens", bound_at=now - timedelta(days=3))
+    services.stores.devices.unbind(serial, a.id, at=moved)
+    services.gateways.bind_unit(b.id, serial, "companion-tens", bound_at=moved)
+    # One the unit recorded as it changed hands (its clock reset), and one A's old hub brought from after the move.
+    _upload(client, world["gateway_b"], [session_record(serial, 4, started_at=moved, clock_status="reset")])
+    _upload(client, world["gateway_a"], [session_record(serial, 5, started_at=now - timedelta(hours=1))])
+    for seq in (4, 5):
+        held = db.session_records.find_one({"_id": f"{serial}:{seq}"})
+        assert held["patient_id"] is None and set(held["candidate_patient_ids"]) == {a.id, b.id}
+    download = client.get(f"/api/v1/patients/{a.id}/data-export", headers=a.headers).json
+    assert {f"{serial}:4", f"{serial}:5"} <= {s["_id"] for s in download["tens_sessions"]}
+    _close_and_purge(client, services, a)
+    for seq in (4, 5):
+        placed = db.session_records.find_one({"_id": f"{serial}:{seq}"})
+        assert (placed["patient_id"], placed["candidate_patient_ids"], placed["held"]) == (None, [b.id], True), seq
+    for field in ("patient_id", "candidate_patient_ids", "delivered_for", "also_delivered_for"):
+        assert db.session_records.count_documents({field: a.id}) == 0, field
+    # Whose gateway brought the second is nobody nameable now, still not B's: it stays held for a clinician.
+    assert db.session_records.find_one({"_id": f"{serial}:5"})["delivered_for"] == "erased"
+
+
+def test_a_purge_deletes_a_held_session_only_the_erased_patient_may_have_worn(client, world, services, db):
+    """A unit released and bound to nobody since: a session after the release may be only its last wearer's.
+    Held with them alone as candidate, it is deleted with their record (nobody else's to place it for)."""
+    a = world["patient_a"]
+    serial, now = "CTU-LAID-DOWN", datetime.now(UTC)
+    services.gateways.bind_unit(a.id, serial, "companion-tens", bound_at=now - timedelta(days=3))
+    services.stores.devices.unbind(serial, a.id, at=now - timedelta(hours=6))
+    _upload(client, world["gateway_a"], [session_record(serial, 1, started_at=now - timedelta(hours=1))])
+    held = db.session_records.find_one({"_id": f"{serial}:1"})
+    assert (held["patient_id"], held["candidate_patient_ids"], held["held"]) == (None, [a.id], True)
+    _close_and_purge(client, services, a)
+    assert db.session_records.find_one({"_id": f"{serial}:1"}) is None
+
+
 def test_the_care_team_reads_and_settles_a_closed_record_but_adds_nothing_to_it(client, world, services, db):
     """Closing, the patient is told their care team can still read the record and nothing new is added: a plan,
     a note or a unit is refused (403, saying why); acknowledging an alert and reading are not."""
