@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from companion.clock import Clock, now
 from companion.domain.people import Account
+from companion.domain.sessions import ERASED_WEARER
 from companion.services.audit_subjects import named_subjects
 from companion.services.care import Care
 from companion.services.reminders import STORED_AHEAD
@@ -32,6 +33,12 @@ BACKDATED_DAYS = 366
 DOWNLOAD_ROWS = 100_000  # of each kind of record in the download (ten years at several a day is far fewer)
 # What the patient is shown of each audit event: who, what, when, with what outcome (not the staff's addresses).
 ACCESS_FIELDS = ("at", "actor_id", "actor_role", "action", "resource_type", "outcome", "route", "method")
+# A session record names the patients it concerns: its owner, those whose it may be (a unit that changed hands),
+# whose gateway handed it over, and (a copy kept apart) the owner of the copy stored first. In one patient's
+# download, anyone else named there is "another patient": their id is not the downloader's to have.
+OTHER_PATIENT = "another patient"
+NAMING_ONE = ("patient_id", "delivered_for", "first_patient_id")
+NAMING_SEVERAL = ("candidate_patient_ids", "also_delivered_for")
 
 
 def _plain(items):
@@ -42,6 +49,22 @@ def _plain(items):
             item = {k: getattr(item, k) for k in item.__dataclass_fields__ if k not in ("secret_hash", "password_hash",
                                                                                           "mfa_secret")}
         out.append(item)
+    return out
+
+
+def _naming_only(patient_id: str, records: list[dict]) -> list[dict]:
+    """Session records as ``patient_id``'s download shows them: every other patient they name as
+    :data:`OTHER_PATIENT` (nobody nameable, ``erased``, and nobody at all stay as they are)."""
+    def shown(named):
+        return named if named in (None, patient_id, ERASED_WEARER) else OTHER_PATIENT
+
+    out = []
+    for record in records:
+        record = {**record, **{f: shown(record[f]) for f in NAMING_ONE if f in record}}
+        record.update({f: [shown(p) for p in record[f]] for f in NAMING_SEVERAL if record.get(f)})
+        if isinstance(record.get("resolution"), dict) and "patient_id" in record["resolution"]:
+            record["resolution"] = {**record["resolution"], "patient_id": shown(record["resolution"]["patient_id"])}
+        out.append(record)
     return out
 
 
@@ -100,9 +123,10 @@ class PatientRights:
         grants = whole("emergency_access", self.care.emergency_grants_for(pid, DOWNLOAD_ROWS))
         names = self.stores.users.names(g.clinician_id for g in grants)
         records = {
-            "tens_sessions": whole("tens_sessions", stores.session_records.every_one_of(pid, DOWNLOAD_ROWS)),
-            "tens_session_copies_kept_apart": whole(
-                "tens_session_copies_kept_apart", stores.session_conflicts.delivered_for(pid, DOWNLOAD_ROWS)[0]),
+            "tens_sessions": _naming_only(pid, whole("tens_sessions",
+                                                     stores.session_records.every_one_of(pid, DOWNLOAD_ROWS))),
+            "tens_session_copies_kept_apart": _naming_only(pid, whole(
+                "tens_session_copies_kept_apart", stores.session_conflicts.delivered_for(pid, DOWNLOAD_ROWS)[0])),
             "pain_diary": whole("pain_diary", [e for e in reversed(entries) if review.in_period(days, e["recorded_at"])],
                                 entries),
             "pain_diary_deleted": whole("pain_diary_deleted", stores.pain_entries.deleted_not_purged(pid, DOWNLOAD_ROWS)),

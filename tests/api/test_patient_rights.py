@@ -596,6 +596,31 @@ def test_purging_one_patient_leaves_another_patients_copy_kept_apart_and_purges_
     assert db.session_conflicts.count_documents({}) == 0
 
 
+def test_a_download_names_no_other_patient_in_the_sessions_and_copies_it_holds(client, world, services, db):
+    """B's copy kept apart names the first copy's owner, A (the unit's previous wearer), and a session held
+    between them names both: in either download the other is "another patient", never their id."""
+    a, b = world["patient_a"], world["patient_b"]
+    _upload(client, world["gateway_a"], [session_record(world.a_device, 1,
+                                                        started_at=datetime.now(UTC) - timedelta(days=3))])
+    _hand_unit_from_a_to_b(client, world)
+    copy = session_record(world.a_device, 1, started_at=datetime.now(UTC) - timedelta(minutes=50), duration_s=2400)
+    assert "conflicting_copy" in _upload(client, world["gateway_b"], [copy])[copy["record_id"]]["flags"]
+    assert db.session_conflicts.find_one({"delivered_for": b.id})["first_patient_id"] == a.id
+    serial, now = "CTU-PASSED2", datetime.now(UTC)
+    services.gateways.bind_unit(a.id, serial, "companion-tens", bound_at=now - timedelta(days=3))
+    services.stores.devices.unbind(serial, a.id, at=now - timedelta(hours=6))
+    services.gateways.bind_unit(b.id, serial, "companion-tens", bound_at=now - timedelta(hours=6))
+    _upload(client, world["gateway_b"], [session_record(serial, 1, started_at=now - timedelta(hours=6),
+                                                        clock_status="reset")])
+    for me, other in ((b, a), (a, b)):
+        answer = client.get(f"/api/v1/patients/{me.id}/data-export", headers=me.headers)
+        assert other.id not in answer.get_data(as_text=True)
+        held = next(s for s in answer.json["tens_sessions"] if s["_id"] == f"{serial}:1")
+        assert sorted(held["candidate_patient_ids"]) == sorted([me.id, "another patient"])
+    copies = client.get(f"/api/v1/patients/{b.id}/data-export", headers=b.headers).json["tens_session_copies_kept_apart"]
+    assert [(c["record_id"], c["first_patient_id"]) for c in copies] == [(copy["record_id"], "another patient")]
+
+
 def test_the_download_still_shows_a_care_team_that_had_access_after_it_ended(client, world, services, db):
     patient = world["patient_a"]
     assert client.get(f"/api/v1/patients/{patient.id}", headers=world["clinician_team"].headers).status_code == 200
