@@ -198,8 +198,13 @@ class PasswordResetCode(MethodView):
     @blp.doc(operationId="issue_password_reset_code")
     def post(self, user_id):
         """Issue a one-time password reset code (24 hours) for the account's owner, who sets a new password with
-        it (``POST /auth/password-reset``). Issuing another replaces it."""
-        _note_account(user_id, "U")
+        it (``POST /auth/password-reset``). Issuing another replaces it. Whoever holds the code can take the
+        account over, so the act is in the owner's own access log (for a patient: ``GET
+        /patients/{id}/access-log``) as a `password_reset_code` created by this admin, and the reset made with it
+        as a `password` changed."""
+        # Recorded as what it is (not as any change of the account): the owner's access log says an admin made a
+        # code that opens their account.
+        auditing.note(patient_ids=[user_id], resource="password_reset_code", action="C", resource_ids=[user_id])
         code, expires_at = services().accounts.issue_password_reset(user_id)
         return {"code": code, "expires_at": expires_at}
 

@@ -11,7 +11,7 @@ from marshmallow.exceptions import ValidationError
 from companion.api import examples
 from companion.domain.access import Role
 from companion.domain.localtime import is_known_zone
-from companion.http import services
+from companion.http import auditing, services
 from companion.http.schemas import Pattern, StrictSchema, text
 from companion.http.security import allow, client_address, current_actor, public
 from companion.services.accounts import PASSWORD_LENGTH, SELF_SERVICE_ROLES
@@ -247,9 +247,11 @@ class PasswordReset(MethodView):
     @blp.doc(operationId="reset_password")
     def post(self, body):
         """Set a new password with a one-time code an admin issued (valid 24 hours). Every session of the
-        account ends. One answer for a wrong email, a wrong code or an expired one."""
-        services().accounts.reset_password(email=body["email"], code=body["code"], new_password=body["new_password"],
-                                           address=client_address())
+        account ends. One answer for a wrong email, a wrong code or an expired one. A reset made is in the
+        account owner's access log (whoever used the code, it was not a signed-in session of theirs)."""
+        user_id = services().accounts.reset_password(email=body["email"], code=body["code"],
+                                                     new_password=body["new_password"], address=client_address())
+        auditing.note(patient_ids=[user_id], resource="password", action="U", resource_ids=[user_id])
 
 
 @blp.route("/me")

@@ -393,9 +393,9 @@ class Accounts:
         self.codes.issue(RESET, user.id, self._code_hash(code), at=at, expires_at=at + RESET_CODE_TTL)
         return code, at + RESET_CODE_TTL
 
-    def reset_password(self, *, email: str, code: str, new_password: str, address: str) -> None:
-        """Set a new password with an admin-issued code; every session of the account ends. Unauthorized (one
-        answer for every case) when the email or code is wrong or expired."""
+    def reset_password(self, *, email: str, code: str, new_password: str, address: str) -> str:
+        """Set a new password with an admin-issued code; every session of the account ends. Returns the account's
+        id. Unauthorized (one answer for every case) when the email or code is wrong or expired."""
         subject_key = f"{RESET}:{email_digest(email)}"
         self.throttle.check("code", address=address, account=subject_key)
         user = self.users.by_email(normalise_email(email))
@@ -404,6 +404,7 @@ class Accounts:
             self.throttle.failed("code", address=address, account=subject_key)
             raise Unauthorized(BAD_CODE)
         self._set_password(user.id, new_password)
+        return user.id
 
     # Every request
     def require_live_session(self, actor: Actor) -> Account:

@@ -117,6 +117,21 @@ def test_the_access_log_still_answers_a_before_instant(client, world, services):
         .json["items"] == []
 
 
+def test_the_access_log_shows_an_admin_issuing_a_reset_code_and_the_password_set_with_it(client, world):
+    """A reset code opens the account to whoever holds it, and what they read afterwards is recorded as the
+    patient's own reading (left out of their access log): the issue and the use are what the patient can see."""
+    patient, admin = world["patient_a"], world["admin"]
+    issued = client.post(f"/api/v1/admin/users/{patient.id}/password-reset", headers=admin.headers)
+    assert issued.status_code == 201
+    assert client.post("/api/v1/auth/password-reset", json={"email": patient.email, "code": issued.json["code"],
+                                                            "new_password": "a new long passphrase"}).status_code == 204
+    signed_in = client.post("/api/v1/auth/login", json={"email": patient.email, "password": "a new long passphrase"})
+    headers = {"Authorization": f"Bearer {signed_in.json['access_token']}"}
+    log = client.get(f"/api/v1/patients/{patient.id}/access-log", headers=headers).json["items"]
+    assert [(e["resource_type"], e["action"], e["actor_role"], e["actor_name"]) for e in log[:2]] == [
+        ("password", "U", "anonymous", None), ("password_reset_code", "C", "admin", "Admin")]
+
+
 def test_the_access_log_refuses_a_cursor_it_did_not_make(client, world):
     patient = world["patient_a"]
     url = f"/api/v1/patients/{patient.id}/access-log"
