@@ -90,7 +90,10 @@ class NotificationTemplate:
 
     ``max_ttl`` bounds how long FCM keeps the message for an offline phone (its own default is four
     weeks); ``default_ttl`` applies when the caller has no completion window. ``untimed_body`` is said
-    when a notification has no planned time to name (one queued before times were recorded).
+    when a notification has no planned time to name (one queued before times were recorded). ``windowed``:
+    its validity is a completion window (a reminder's, at most a few hours), so FCM's "not now" is tried
+    again for as long as the window is open (companion.notify.retry_policy); the other kinds, whose
+    lifetimes run to days, also stop after a number of attempts.
     """
 
     kind: str
@@ -106,6 +109,7 @@ class NotificationTemplate:
     channel_id: str
     analytics_label: str
     spread: timedelta = timedelta(0)  # non-urgent kinds: the window their pushes are spread over (send_offset)
+    windowed: bool = False
 
     @property
     def urgent(self) -> bool:
@@ -134,9 +138,9 @@ _DETAILS = PushText("open_for_details_body", N_("Open Companion for details."))
 
 def _patient(kind: str, title: PushText, body: PushText, ttl: timedelta, delivery: Delivery, channel: str, *,
              max_ttl: timedelta | None = None, untimed: PushText | None = None,
-             spread: timedelta = timedelta(0)) -> NotificationTemplate:
+             spread: timedelta = timedelta(0), windowed: bool = False) -> NotificationTemplate:
     return NotificationTemplate(kind, Audience.PATIENT, title, body, untimed or body, ttl, max_ttl or ttl, delivery,
-                                Visibility.PRIVATE, kind, channel, kind, spread)
+                                Visibility.PRIVATE, kind, channel, kind, spread, windowed)
 
 
 def caregiver_kind(alert: AlertKind) -> str:
@@ -162,23 +166,23 @@ TEMPLATES: Mapping[str, NotificationTemplate] = {
         _patient("therapy_reminder",
                  PushText("therapy_reminder_title", N_("Time for your therapy session")),
                  PushText("therapy_reminder_body", N_("Your {time} session is ready when you are.")),
-                 _HOUR, URGENT, _PATIENT_REMINDER_CHANNEL,
+                 _HOUR, URGENT, _PATIENT_REMINDER_CHANNEL, windowed=True,
                  untimed=PushText("therapy_reminder_untimed_body", N_("Open Companion when you are ready."))),
         _patient("reminder_repeat",
                  PushText("reminder_repeat_title", N_("A gentle reminder from Companion")),
                  PushText("reminder_repeat_body", N_("Your {time} session is still waiting for you.")),
-                 _HOUR, URGENT, _PATIENT_REMINDER_CHANNEL,
+                 _HOUR, URGENT, _PATIENT_REMINDER_CHANNEL, windowed=True,
                  untimed=PushText("reminder_repeat_untimed_body", N_("Your session is still waiting for you."))),
         _patient("planned_reminder",
                  PushText("planned_reminder_title", N_("A reminder from Companion")),
                  PushText("planned_reminder_body", N_("It is time for what you planned at {time}.")),
-                 _HOUR, URGENT, _PATIENT_REMINDER_CHANNEL,
+                 _HOUR, URGENT, _PATIENT_REMINDER_CHANNEL, windowed=True,
                  untimed=PushText("planned_reminder_untimed_body", N_("Open Companion to see what you planned."))),
         # A mindfulness practice is an invitation, not an appointment: normal priority, its own channel.
         _patient("practice_nudge",
                  PushText("practice_nudge_title", N_("A moment for yourself")),
                  PushText("practice_nudge_body", N_("Your {time} practice is ready when you are.")),
-                 _HOUR, ROUTINE, _PATIENT_PRACTICE_CHANNEL, max_ttl=2 * _HOUR, spread=NUDGE_SPREAD,
+                 _HOUR, ROUTINE, _PATIENT_PRACTICE_CHANNEL, max_ttl=2 * _HOUR, spread=NUDGE_SPREAD, windowed=True,
                  untimed=PushText("practice_nudge_untimed_body", N_("Your practice is ready when you are."))),
         # The unit's own troubles, told to the patient; an overload stopped a session: urgent.
         _patient(AlertKind.BATTERY_LOW.value, PushText("battery_low_title", N_("Companion: time to charge")),

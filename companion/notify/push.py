@@ -282,7 +282,10 @@ class PushSender:
                       item.outbox_id)
         if not _retryable(error):
             return PushResult(item.outbox_id, Outcome.FAILED, error_code=code)
-        retry_at = self._retry_policy.earliest_retry(now, item.attempt, _retry_after(error), self._rng)
+        # A reminder is tried again while its window is open, whatever the count; other kinds for a number of
+        # attempts too (companion.notify.retry_policy). Only the validity makes a retry ``expired``.
+        retry_at = self._retry_policy.earliest_retry(now, item.attempt, _retry_after(error), self._rng,
+                                                     in_window=template_for(item.kind).windowed)
         if retry_at is None:
             return PushResult(item.outbox_id, Outcome.FAILED, error_code=code)
         if retry_at >= item.expires_at:

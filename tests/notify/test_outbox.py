@@ -102,6 +102,32 @@ def test_retryable_failure_waits_for_its_retry_time_then_is_sent(outbox, tokens,
     assert (outbox.get(doc["_id"])["state"], outbox.get(doc["_id"])["attempts"]) == ("sent", 2)
 
 
+def test_a_two_minute_fcm_outage_does_not_lose_a_reminder_whose_window_is_still_open(
+        outbox, tokens, dispatcher, emulator, clock):
+    tokens.register("u-1", "phone-a", "tok-a", "android")
+    doc = remind(outbox, completion_window=timedelta(minutes=60))
+    emulator.script("UNAVAILABLE")  # FCM (or this host's route to it) down for about two minutes
+    for _ in range(3):  # push-send runs every 10 s: three of its passes fail (it was three attempts, then failed)
+        dispatcher.run_once()
+        clock.now = max(clock.now, outbox.get(doc["_id"])["not_before"]) + timedelta(seconds=1)
+    emulator.reset()  # FCM is back; 58 minutes of the window are left
+    clock.now = max(clock.now, T0 + timedelta(minutes=2))
+    dispatcher.run_once()
+    final = outbox.get(doc["_id"])
+    assert (final["state"], final["attempts"], len(emulator.deliveries)) == ("sent", 4, 1)
+
+
+def test_a_reminder_failing_until_its_window_closes_is_expired_not_failed(outbox, tokens, dispatcher, emulator,
+                                                                           clock):
+    tokens.register("u-1", "phone-a", "tok-a", "android")
+    doc = remind(outbox, completion_window=timedelta(minutes=15))
+    emulator.script("QUOTA_EXCEEDED", retry_after=1)
+    while (current := outbox.get(doc["_id"]))["state"] == "scheduled":
+        clock.now = max(clock.now, current["not_before"])
+        dispatcher.run_once()
+    assert current["state"] == "expired" and current["attempts"] > 3, (current["state"], current["attempts"])
+
+
 def test_notification_past_its_window_is_expired_not_sent(outbox, tokens, dispatcher, emulator, clock):
     tokens.register("u-1", "phone-a", "tok-a", "android")
     doc = remind(outbox)

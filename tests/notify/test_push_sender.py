@@ -115,10 +115,20 @@ def test_429_is_not_retried_in_transport_and_waits_at_least_retry_after(sender, 
     assert result.retry_at >= T0 + timedelta(seconds=120)
 
 
-def test_retryable_failure_on_the_last_attempt_is_final(sender, emulator):
+def test_retryable_failure_on_the_last_attempt_of_a_kind_without_a_window_is_final(sender, emulator):
+    # Was attempt 3 of a therapy reminder: reminders are now retried while their window is open (below), and
+    # only the kinds with a lifetime rather than a window (alerts, summaries) stop after 10 attempts.
     emulator.script("QUOTA_EXCEEDED", token="phone-1", retry_after=1)
-    [result] = sender.send([item("phone-1", attempt=3)])
+    [result] = sender.send([item("phone-1", kind="caregiver_low_adherence", attempt=10)])
     assert (result.outcome, result.error_code, result.retry_at) == (Outcome.FAILED, "QUOTA_EXCEEDED", None)
+
+
+@pytest.mark.parametrize("kind", ["therapy_reminder", "reminder_repeat", "planned_reminder", "practice_nudge"])
+def test_a_reminder_is_retried_while_its_window_is_open_however_many_attempts_failed(sender, emulator, kind):
+    emulator.script("QUOTA_EXCEEDED", token="phone-1", retry_after=1)
+    [result] = sender.send([item("phone-1", kind=kind, attempt=40)])
+    assert (result.outcome, result.error_code) == (Outcome.RETRY, "QUOTA_EXCEEDED")
+    assert T0 + timedelta(seconds=1) <= result.retry_at <= T0 + timedelta(minutes=5)
 
 
 def test_retry_that_would_land_after_the_ttl_is_expired(sender, emulator):
