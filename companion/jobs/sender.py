@@ -10,7 +10,9 @@ once its lease (``COMPANION_PUSH_LEASE_S``) has passed, and the phone folds the 
 the shared collapse key.
 
 An idle sender looks for due notifications every ``COMPANION_SENDER_POLL_S``; a busy one goes on at once.
-SIGTERM or SIGINT stops it after the batch in hand.
+SIGTERM or SIGINT stops it after the batch in hand: the pass is asked before each batch it claims, so a sender
+with a backlog of hundreds of thousands stops within one or two batches (the one at FCM and the one claimed
+beside it are sent and settled), not once the backlog is sent.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def main() -> None:
         logger.info("sender started", extra={"owner": owner})
         while not stopping.is_set():
             try:
-                report = services.push.send_due(owner)
+                report = services.push.send_due(owner, should_stop=stopping.is_set)
             except Exception:  # noqa: BLE001 - a failed pass (database away) is logged and tried again
                 logger.exception("sending pass failed; trying again")
                 report = None

@@ -75,8 +75,10 @@ class JobSpec:
 class Worker:
     """The jobs of one worker process, gated by the leader lease."""
 
-    def __init__(self, services: Services, *, holder: str | None = None):
+    def __init__(self, services: Services, *, holder: str | None = None,
+                 should_stop: Callable[[], bool] = lambda: False):
         self.services = services
+        self.should_stop = should_stop  # the process was told to stop: a long job ends after the work in hand
         self.settings = services.settings
         self.lease = services.leader_lease(holder or worker_name())
         self.started_at = services.clock()
@@ -112,8 +114,9 @@ class Worker:
         if svc.sender is not None:
             # Every worker sends, the passive ones too: a claim gives each notification to one sender
             # (companion.store.outbox), so more workers (or `companion.jobs.sender` processes) mean more sending.
-            specs.append(JobSpec("push-send", svc.push.send_due, "interval", {"seconds": 10}, minute,
-                                 leader_only=False))
+            # Told to stop, it ends after the batch in hand, not once a backlog is sent (the shutdown waits for it).
+            specs.append(JobSpec("push-send", lambda: svc.push.send_due(should_stop=self.should_stop), "interval",
+                                 {"seconds": 10}, minute, leader_only=False))
         else:
             logger.warning("no FCM service account configured: notifications stay in the outbox")
         return specs
@@ -287,7 +290,7 @@ def main() -> None:
     try:
         if not wait_for_database(services, stopping):
             return
-        worker = Worker(services)
+        worker = Worker(services, should_stop=stopping.is_set)
         # Run everything once at start-up: take the lease, then catch up on what the pause missed.
         worker.lease.tick()
         worker.install(scheduler, start_at=now())

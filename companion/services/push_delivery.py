@@ -156,8 +156,9 @@ class OutboxDispatcher:
         """Claim, send and settle one batch of due notifications."""
         return self.run_pass(self.batch_size)
 
-    def run_pass(self, limit: int, progress: Callable[[DispatchReport], None] | None = None) -> DispatchReport:
-        """Send up to ``limit`` due notifications, a batch at a time.
+    def run_pass(self, limit: int, progress: Callable[[DispatchReport], None] | None = None, *,
+                 should_stop: Callable[[], bool] = lambda: False) -> DispatchReport:
+        """Send up to ``limit`` due notifications, a batch at a time, until ``should_stop`` says so.
 
         The due notifications are found once for the whole pass; each batch then re-reads its notifications
         by ``_id`` (skipping any another dispatcher has settled meanwhile), claims them, reads the phones of
@@ -174,6 +175,10 @@ class OutboxDispatcher:
         **Several dispatchers** (processes or hosts) share the outbox: each starts its pass at a different
         batch (by its owner's name) and goes round, so they rarely contend for the same batch; when they
         do, the claim's unique key gives each notification to one of them.
+
+        **Stopping** (a deploy's SIGTERM): ``should_stop`` is asked before each batch is claimed; once it says
+        yes, nothing more is claimed, and the pass ends when the batch at FCM and the one claimed beside it (at
+        most two batches) are sent and settled, never leaving a claim to wait out its lease.
         """
         report = DispatchReport()
         ids = self.outbox.due(limit)
@@ -186,6 +191,9 @@ class OutboxDispatcher:
         in_flight: Future[DispatchReport] | None = None
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="push-send") as lane:
             for batch in batches:
+                if should_stop():
+                    logger.info("outbox pass stopped before its next batch, as asked")
+                    break
                 claimed = self.outbox.claim(self.outbox.open_among(batch), self.owner, self.lease)
                 if not claimed:
                     continue
@@ -339,12 +347,15 @@ class PushDelivery:
                                 lease=self.settings.push_lease, batch_size=self.settings.dispatch_batch,
                                 consent=DeliveryConsent(self.stores, self.clock), users=self.stores.users)
 
-    def send_due(self, owner: str | None = None) -> DispatchReport:
-        """Send every due outbox notification, a batch at a time, until a pass finds none left to claim."""
+    def send_due(self, owner: str | None = None, *, should_stop: Callable[[], bool] = lambda: False) -> DispatchReport:
+        """Send every due outbox notification, a batch at a time, until a pass finds none left to claim or
+        ``should_stop`` says so (asked before each batch: a process told to stop sends the batch in hand)."""
         dispatcher = self.dispatcher(owner)
         total = DispatchReport()
         for _ in range(MAX_PASSES):
-            report = dispatcher.run_pass(PER_PASS)
+            if should_stop():
+                break
+            report = dispatcher.run_pass(PER_PASS, should_stop=should_stop)
             if report.claimed == 0:
                 break
             total.claimed += report.claimed

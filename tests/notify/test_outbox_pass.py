@@ -168,3 +168,41 @@ def test_a_dispatcher_reads_the_phones_of_what_it_claims_each_person_once(store_
     assert (report.claimed, report.states) == (15, {"sent": 15})
     assert set(asked) == set(people[3:])  # its recipients, no one of the other dispatcher's
     assert len(reads.asked) >= 2  # with the batches that claimed them, not one read of the whole due set
+
+
+def test_a_sender_told_to_stop_stops_after_the_batch_in_hand_not_once_its_backlog_is_sent(
+        store_db, mongo_uri, service_account, emulator, monkeypatch):
+    import os
+    import signal
+    from datetime import UTC, datetime, timedelta
+
+    from companion.jobs import sender as sender_job
+    from tests.support.due_reminders import seed_due_reminders
+
+    due = datetime.now(UTC) - timedelta(minutes=1)
+    seed_due_reminders(store_db, 30, due)  # 30 active patients, one phone each: six batches of 5
+    Outbox(store_db).schedule_many([NotificationRequest(f"missed-summary:p{n}:2026-03-02", f"p{n}", f"p{n}",
+                                                        "generic_update", due, spread=False) for n in range(30)])
+    for name, value in {"MONGODB_URI": mongo_uri, "MONGODB_DB": store_db.name,
+                        "FCM_SERVICE_ACCOUNT": str(service_account), "FCM_URL": emulator.fcm_url,
+                        "COMPANION_DISPATCH_BATCH": "5", "COMPANION_SENDER_POLL_S": "1"}.items():
+        monkeypatch.setenv(name, value)
+    original, batches = OutboxDispatcher._send_and_settle, []
+
+    def send_and_settle_then_sigterm(self, prepared, phones):
+        report = original(self, prepared, phones)
+        batches.append(len(prepared.items))
+        if len(batches) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # a deploy stops the sender once its first batch is out
+        return report
+
+    monkeypatch.setattr(OutboxDispatcher, "_send_and_settle", send_and_settle_then_sigterm)
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    try:
+        sender_job.main()
+    finally:
+        signal.signal(signal.SIGTERM, handlers[0])
+        signal.signal(signal.SIGINT, handlers[1])
+    # The batch at FCM, and at most the one claimed beside it, go; the rest stays scheduled, unclaimed.
+    assert len(emulator.deliveries) <= 10, (len(emulator.deliveries), batches)
+    assert store_db.push_outbox.count_documents({"state": "scheduled"}) >= 20

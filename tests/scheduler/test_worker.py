@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from datetime import time as dt_time
 
@@ -22,8 +23,10 @@ from companion.clock import now
 from companion.jobs.worker import JobSpec, Worker, run_until_asked
 from companion.services.leadership import DAILY_CLAIM, LEASE_NAME
 from companion.store.leases import Leases
+from companion.store.outbox import NotificationRequest, Outbox
 from tests.scheduler.conftest import START
 from tests.scheduler.helpers import daily_reminder, make_person, phone, services_on
+from tests.support.due_reminders import seed_due_reminders
 
 
 def _worker(db, settings, clock, holder, sender=None):
@@ -158,6 +161,20 @@ def test_a_passive_worker_helps_send_and_each_reminder_still_goes_out_once(
             worker.run_gated(_spec(worker, job_id))
     assert len(emulator.delivered_to(token)) == 1
     assert not _spec(first, "push-send").leader_only and _spec(first, "reminders-dispatch").leader_only
+
+
+def test_a_worker_told_to_stop_ends_its_push_send_after_the_batch_in_hand_not_once_its_backlog_is_sent(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    due = clock() - timedelta(minutes=1)
+    seed_due_reminders(jobs_db, 30, due)  # 30 active patients, one phone each: six batches of 5
+    Outbox(jobs_db).schedule_many([NotificationRequest(f"missed-summary:p{n}:2026-03-02", f"p{n}", f"p{n}",
+                                                       "generic_update", due, spread=False) for n in range(30)])
+    worker = Worker(services_on(jobs_db, replace(settings, dispatch_batch=5), clock, sender), holder="w",
+                    should_stop=lambda: bool(emulator.deliveries))  # SIGTERM once the first batch reached FCM
+    worker.run_gated(_spec(worker, "push-send"))
+    # The batch at FCM and at most the one claimed beside it went; the backlog waits for the next worker.
+    assert 0 < len(emulator.deliveries) <= 10
+    assert jobs_db.push_outbox.count_documents({"state": "scheduled"}) >= 20
 
 
 def test_reinstalling_the_jobs_three_times_keeps_one_of_each(jobs_db, settings, clock, traveller):
