@@ -22,12 +22,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from companion.domain.alerts import AlertKind
 from companion.domain.messages import N_
+from companion.domain.quiet_hours import QuietHours, in_quiet_hours, next_allowed
 
 # The kinds of phone an app install registers from.
 PLATFORMS = ("android", "ios", "web")
@@ -270,10 +272,23 @@ def send_offset(kind: str, recipient_user_id: str, ttl: timedelta) -> timedelta:
     return timedelta(seconds=int.from_bytes(digest, "big") % seconds)
 
 
+def outside_quiet_hours(kind: str, recipient_user_id: str, at: datetime, tz: ZoneInfo,
+                        quiet: QuietHours | None) -> tuple[datetime, bool]:
+    """When a non-urgent ``kind`` push to ``recipient_user_id``, decided at ``at``, is sent (``send_at``), and
+    whether it may take its place in the kind's spread after that (``spread``): at ``at``, or at the end of the
+    recipient's quiet hours on ``tz``'s clock if ``at`` falls in them; spread unless its place in the spread would
+    fall in them (then at ``send_at`` exactly). For the pushes that are not reminders or alerts: a summary, an
+    invitation, an enrolment, a caregiver's offer."""
+    send_at = next_allowed(at, tz, quiet)
+    place = send_at + send_offset(kind, recipient_user_id, ttl_for(kind))
+    return send_at, not in_quiet_hours(place.astimezone(tz).time(), quiet)
+
+
 def ignores_quiet_hours(kind: str, source_key: str) -> bool:
     """Whether a push goes whatever the hour of its recipient's quiet hours: an urgent alert (an overload, to the
     patient and to their caregivers) and a snooze's reminder (the patient asked for that time). Every other push
-    waits for their end (companion.domain.alerts.delivery_time, companion.services.reminder_dispatch)."""
+    waits for their end (companion.domain.alerts.delivery_time, companion.services.reminder_dispatch,
+    :func:`outside_quiet_hours`; docs/pushes.md lists every place a push is scheduled)."""
     return template_for(kind).kind in _URGENT_ALERT_KINDS or ":snooze:" in source_key
 
 

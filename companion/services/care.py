@@ -33,6 +33,7 @@ from companion.domain.access import (
     Role,
 )
 from companion.domain.errors import Conflict, Invalid, NotFound
+from companion.domain.notifications import outside_quiet_hours
 from companion.domain.people import CLOSED, Account, CareLink, CareTeam, EmergencyAccess
 from companion.services.accounts import Accounts, email_digest, normalise_email
 from companion.services.patients import RETRIED_WITHIN, Profiles
@@ -41,6 +42,7 @@ from companion.store.relationships import ACCEPTED, DECLINED, OPEN, WITHDRAWN, p
 from companion.store.stores import Stores
 
 INVITATION_TTL = timedelta(days=14)
+NEWS_KIND = "generic_update"  # the push telling someone of an invitation, an enrolment or an offer
 # What the inviting clinician sees of an invitation: nothing that depends on the email until it is accepted.
 CLINICIAN_VIEW = {OPEN: "open", DECLINED: "open", ACCEPTED: "accepted", WITHDRAWN: "withdrawn"}
 
@@ -183,8 +185,7 @@ class Care:
                                             permissions=permissions, at=at, expires_at=at + INVITATION_TTL)
         if caregiver is not None and caregiver.role is Role.CAREGIVER and caregiver.active:
             # About the caregiver themselves (an offer waiting for them), not about the patient: no link yet.
-            self.outbox.schedule(source_key=caregiver_offer_source(offer["_id"]), recipient_user_id=caregiver.id,
-                                 patient_id=caregiver.id, kind="generic_update", send_at=at)
+            self._tell(caregiver, caregiver_offer_source(offer["_id"]), at)
         return self._offer_view(offer)
 
     def revoke_caregiver(self, patient_id: str, link_id: str, *, ended_by: str = "patient") -> None:
@@ -330,8 +331,7 @@ class Care:
                                              expires_at=at + INVITATION_TTL)
         patient = self.users.by_email(email)
         if patient is not None and patient.role is Role.PATIENT and patient.active:
-            self.outbox.schedule(source_key=f"invitation:{invitation['_id']}", recipient_user_id=patient.id,
-                                 patient_id=patient.id, kind="generic_update", send_at=at)
+            self._tell(patient, f"invitation:{invitation['_id']}", at)
         return self.clinician_view(invitation)
 
     def clinician_view(self, invitation: dict) -> dict:
@@ -471,7 +471,8 @@ class Care:
         is told once either way."""
         if not self.teams.get(team_id):
             raise NotFound("no such team")
-        if self.profiles.patient(patient_id).status == CLOSED:
+        patient = self.profiles.patient(patient_id)
+        if patient.status == CLOSED:
             # After closure the care teams of the day keep the record; nobody new is given it (the patient can
             # neither be told nor leave the team).
             raise Conflict("this patient's account is closed: no other team can be given the record")
@@ -479,9 +480,15 @@ class Care:
             self.panel_rows.mark([patient_id], "enrolment", self.clock())
             # Each enrolment is told, a second one in a team the patient had left included.
             times = self.teams.enrolments_ended_in(team_id, patient_id)
-            self.outbox.schedule(source_key=f"enrolment:{team_id}" + (f":{times}" if times else ""),
-                                 recipient_user_id=patient_id, patient_id=patient_id, kind="generic_update",
-                                 send_at=self.clock())
+            self._tell(patient, f"enrolment:{team_id}" + (f":{times}" if times else ""), self.clock())
+
+    def _tell(self, person: Account, source_key: str, at: datetime) -> None:
+        """Queue the push that tells ``person`` of something about themselves (an invitation, an enrolment, an
+        offer), caused by ``source_key`` (once): not in their quiet hours, on the clock they live by now."""
+        send_at, spread = outside_quiet_hours(NEWS_KIND, person.id, at, person.zone_history().zone_at(at),
+                                              person.quiet_hours)
+        self.outbox.schedule(source_key=source_key, recipient_user_id=person.id, patient_id=person.id,
+                             kind=NEWS_KIND, send_at=send_at, spread=spread)
 
     def _enrolled_lately(self, team_id: str, patient_id: str) -> bool:
         """Whether an admin enrolled the patient in the team within the last day: a retry may find the

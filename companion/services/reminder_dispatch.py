@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 from companion.clock import Clock, now
 from companion.domain.notifications import (
     initial_key,
+    outside_quiet_hours,
     reminder_kind,
     reminding_keys_of,
     send_offset,
@@ -36,7 +37,6 @@ from companion.domain.notifications import (
     ttl_for,
 )
 from companion.domain.people import Account
-from companion.domain.quiet_hours import in_quiet_hours, next_allowed
 from companion.domain.schedules import ReminderOccurrence, Repeats, nudge_times
 from companion.services.item_failures import ItemFailures
 from companion.services.reminders import call_off, mark_closed_missed, unplanned
@@ -340,11 +340,9 @@ class ReminderDispatch:
         """Queue the summary ``key`` (once: its key is unique) for ``occurrences``, then note it on them."""
         patient_id = occurrences[0]["patient_id"]
         here = _zone_at(patient, occurrences[0], now)  # where they are now
-        quiet = patient.quiet_hours if patient else None
-        send_at = next_allowed(now, here, quiet)  # not in their quiet hours
-        # Nor its place in the summaries' spread: one that would fall in them goes at send_at itself.
-        place = send_at + send_offset(MISSED_SUMMARY_KIND, patient_id, ttl_for(MISSED_SUMMARY_KIND))
-        spread = not in_quiet_hours(place.astimezone(here).time(), quiet)
+        # Not in their quiet hours, nor its place in the summaries' spread (then at their end exactly).
+        send_at, spread = outside_quiet_hours(MISSED_SUMMARY_KIND, patient_id, now, here,
+                                              patient.quiet_hours if patient else None)
         _, created = self.stores.outbox.schedule(source_key=key, recipient_user_id=patient_id, patient_id=patient_id,
                                                  kind=MISSED_SUMMARY_KIND, send_at=send_at, spread=spread)
         self.stores.occurrences.note_summarised([o["_id"] for o in occurrences])

@@ -5,9 +5,11 @@ time-boxed, reasoned way in. The clinician learns nothing about an email until t
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import time_machine
 
+from companion.domain.quiet_hours import QuietHours, in_quiet_hours
 from companion.http import auditing
 from tests.support.problems import assert_problem
 from tests.support.world import PASSWORD, login, make_user
@@ -16,6 +18,23 @@ from tests.support.world import PASSWORD, login, make_user
 def _invite(client, clinician, team_id, email, reason="Referral from the GP"):
     return client.post(f"/api/v1/clinician/teams/{team_id}/invitations", headers=clinician.headers,
                        json={"patient_email": email, "reason": reason})
+
+
+def quiet_hours_around_now(zone: str) -> QuietHours:
+    """Quiet hours from an hour ago to three hours from now on ``zone``'s clock (covering the 30-minute spread)."""
+    local_now = datetime.now(UTC).astimezone(ZoneInfo(zone)).replace(second=0, microsecond=0)
+    return QuietHours((local_now - timedelta(hours=1)).time(), (local_now + timedelta(hours=3)).time())
+
+
+def set_quiet_hours(client, patient, quiet: QuietHours) -> None:
+    assert client.patch(f"/api/v1/patients/{patient.id}", headers=patient.headers, json={"quiet_hours": {
+        "start": quiet.start.strftime("%H:%M"), "end": quiet.end.strftime("%H:%M")}}).status_code == 200
+
+
+def assert_waits_for_their_end(push: dict, zone: str, quiet: QuietHours) -> None:
+    goes_at = push["not_before"].astimezone(ZoneInfo(zone))
+    assert not in_quiet_hours(goes_at.time(), quiet), f"pushed at {goes_at:%H:%M} local, quiet {quiet}"
+    assert push["not_before"] > datetime.now(UTC) + timedelta(hours=2)  # at their end, not before they began
 
 
 def test_a_clinician_cannot_enrol_a_patient_by_email(client, world):
@@ -71,6 +90,15 @@ def test_the_patient_sees_the_invitation_accepts_it_with_their_password_and_the_
                          headers=patient.headers).status_code == 204
     assert client.post(accept, headers=patient.headers, json={"current_password": PASSWORD}).status_code == 404
     assert client.get(f"/api/v1/patients/{patient.id}", headers=clinician.headers).status_code == 404
+
+
+def test_an_invitation_push_waits_for_the_end_of_the_patients_quiet_hours(client, world, db):
+    patient, clinician = world["patient_b"], world["clinician_team"]  # patient_b lives in America/New_York
+    quiet = quiet_hours_around_now("America/New_York")
+    set_quiet_hours(client, patient, quiet)
+    assert _invite(client, clinician, world.team_id, patient.email).status_code == 202
+    told = db.push_outbox.find_one({"recipient_user_id": patient.id, "source_key": {"$regex": "^invitation:"}})
+    assert_waits_for_their_end(told, "America/New_York", quiet)
 
 
 def test_an_invitation_answered_or_withdrawn_takes_its_waiting_push_with_it(client, world, db):
@@ -134,6 +162,16 @@ def test_an_admin_enrolment_is_audited_and_told_to_the_patient(client, world, db
     assert told is not None and told["kind"] == "generic_update"
     teams = client.get(f"/api/v1/patients/{patient.id}/care-teams", headers=patient.headers).json["items"]
     assert {t["team_id"]: t["consent"] for t in teams}[world.team_id] == "admin"
+
+
+def test_an_admin_enrolment_push_waits_for_the_end_of_the_patients_quiet_hours(client, world, db):
+    admin, patient = world["admin"], world["patient_b"]  # patient_b lives in America/New_York
+    quiet = quiet_hours_around_now("America/New_York")
+    set_quiet_hours(client, patient, quiet)
+    assert client.post(f"/api/v1/admin/teams/{world.team_id}/patients", headers=admin.headers,
+                       json={"patient_id": patient.id}).status_code == 204
+    told = db.push_outbox.find_one({"recipient_user_id": patient.id, "source_key": f"enrolment:{world.team_id}"})
+    assert_waits_for_their_end(told, "America/New_York", quiet)
 
 
 def test_an_admin_adding_or_removing_a_clinician_is_in_the_access_log_of_each_patient_of_the_team(

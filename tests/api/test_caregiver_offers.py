@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import time_machine
 
+from tests.api.test_care_team_consent import assert_waits_for_their_end, quiet_hours_around_now
 from tests.support.world import PASSWORD, login, make_user
 
 
@@ -87,6 +88,16 @@ def test_the_caregiver_accepts_with_their_password_and_sees_the_patient_from_the
     assert (again.status_code, again.json) == (200, {**accepted, "link_id": link_id})
     assert db.care_links.count_documents({"caregiver_id": caregiver.id}) == 1
     assert _waiting(client, caregiver) == []
+
+
+def test_the_push_telling_a_caregiver_of_an_offer_waits_for_the_end_of_their_quiet_hours(client, world, db):
+    patient, caregiver = world["patient_a"], world["caregiver_unlinked"]  # the caregiver lives in UTC
+    quiet = quiet_hours_around_now("UTC")
+    db.users.update_one({"_id": caregiver.id}, {"$set": {"quiet_hours": {
+        "start": quiet.start.strftime("%H:%M"), "end": quiet.end.strftime("%H:%M")}}})
+    offered = _offer(client, patient, caregiver.email).json
+    told = db.push_outbox.find_one({"source_key": f"caregiver-invitation:{offered['id']}"})
+    assert_waits_for_their_end(told, "UTC", quiet)
 
 
 def test_a_retried_acceptance_does_not_bring_back_a_link_that_ended(client, world, db):
