@@ -30,6 +30,7 @@ BLUEPRINT_MODULES = [
     "companion.api.ingestion",
     "companion.api.sessions",
     "companion.api.push_tokens",
+    "companion.api.preferences",
     "companion.api.alerts",
     "companion.api.adherence",
     "companion.api.plans",

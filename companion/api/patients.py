@@ -33,8 +33,9 @@ class ZoneChangeSchema(Schema):
     effective_from = fields.DateTime()
 
 
-def _quiet_hours(patient) -> dict | None:
-    quiet = patient.quiet_hours
+def shown_quiet_hours(person) -> dict | None:
+    """A person's quiet hours as the API shows them (``{"start": "22:00", "end": "07:00"}``), or None."""
+    quiet = person.quiet_hours
     return {"start": quiet.start.strftime("%H:%M"), "end": quiet.end.strftime("%H:%M")} if quiet else None
 
 
@@ -43,7 +44,7 @@ class PatientSchema(Schema):
     display_name = fields.String(dump_only=True)
     time_zone = fields.String(dump_only=True)
     time_zone_history = fields.List(fields.Nested(ZoneChangeSchema), dump_only=True)
-    quiet_hours = fields.Function(_quiet_hours, dump_only=True, allow_none=True, metadata={"type": "object"})
+    quiet_hours = fields.Function(shown_quiet_hours, dump_only=True, allow_none=True, metadata={"type": "object"})
     caregiver_alert_delay_min = fields.Function(
         lambda p: p.caregiver_alert_delay_min or DEFAULT_CAREGIVER_ALERT_DELAY_MIN, dump_only=True,
         metadata={"type": "integer"})

@@ -26,7 +26,7 @@ ACCOUNT_STATES = (ACTIVE, DEACTIVATED, CLOSED)
 
 @dataclass(frozen=True)
 class ZoneMove:
-    """The patient's time zone became ``zone`` at ``effective_from`` (``previous``: the zone left)."""
+    """A person's time zone became ``zone`` at ``effective_from`` (``previous``: the zone left)."""
 
     zone: str
     effective_from: datetime

@@ -1,7 +1,9 @@
-"""A patient's profile: name, time zone (with its history, for travel), quiet hours and alert delay."""
+"""A patient's profile: name, time zone (with its history, for travel), quiet hours and alert delay; and anyone's
+own preferences (time zone, quiet hours, language), a caregiver's and a clinician's too."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, time, timedelta
 
 from companion.clock import Clock, now, to_millis
@@ -16,6 +18,7 @@ from companion.store.stores import Stores
 RETRIED_WITHIN = timedelta(days=1)  # a change this recent, sent again, may be a retry: what follows it is done again
 
 NOT_FOUND = "no such patient, or no access to them"
+NO_ACCOUNT = "no such account"
 ATTEMPTS = 20
 
 
@@ -35,6 +38,13 @@ class Profiles:
             raise NotFound(NOT_FOUND)
         return user
 
+    def account(self, user_id: str) -> Account:
+        """Anyone's own account, for their preferences (NotFound once it is gone)."""
+        user = self.users.by_id(user_id)
+        if user is None:
+            raise NotFound(NO_ACCOUNT)
+        return user
+
     def _next_move_at(self, patient: Account) -> datetime:
         """When a move takes effect: now, to the millisecond the database keeps, and always after the last
         move (two moves at one instant would make the history ambiguous)."""
@@ -50,39 +60,57 @@ class Profiles:
         quiet-hours pushes) are moved at once, and slots the move jumped over are kept. A change that
         changes nothing writes nothing, unless the profile changed within the last day: it may be the retry
         of a change stopped after its write, so what follows the change is done again."""
+        return self._update(self.patient, patient_id, changes, if_versions)
+
+    def update_preferences(self, user_id: str, changes: dict, *,
+                           if_versions: frozenset[int] | None = None) -> Account:
+        """Change one's own preferences (``time_zone``, ``quiet_hours``, ``locale``), whoever one is. A patient's
+        change is exactly :meth:`update`'s (their reminders follow). Anyone else's new zone is recorded in their
+        history the same way, so their quiet hours are judged on the clock they lived by at each instant (a
+        caregiver's alert pushes wait for their end); nothing else follows (no reminders, panel row or days of
+        theirs). Pushes already queued for them keep the time they were given."""
+        return self._update(self.account, user_id, changes, if_versions)
+
+    def _update(self, read: Callable[[str], Account], user_id: str, changes: dict,
+                if_versions: frozenset[int] | None) -> Account:
         quiet = changes.get("quiet_hours", False)
         if quiet not in (None, False):
             quiet = QuietHours(time.fromisoformat(quiet["start"]), time.fromisoformat(quiet["end"]))
         for _ in range(ATTEMPTS):
-            patient = self.patient(patient_id)
+            person = read(user_id)
             zone = changes.get("time_zone")
-            moving = zone is not None and zone != patient.time_zone
-            if not moving and _unchanged(patient, changes, quiet):
-                self._finish_a_retry(patient, changes)
-                return patient
-            if if_versions is not None and patient.profile_version not in if_versions:
-                raise PreconditionFailed("the profile changed since that version; see current", current=patient,
-                                         version=patient.profile_version)
-            move = ZoneMove(zone, self._next_move_at(patient), patient.time_zone) if moving else None
+            moving = zone is not None and zone != person.time_zone
+            if not moving and _unchanged(person, changes, quiet):
+                self._finish_a_retry(person, changes)
+                return person
+            if if_versions is not None and person.profile_version not in if_versions:
+                raise PreconditionFailed("the profile changed since that version; see current", current=person,
+                                         version=person.profile_version)
+            move = ZoneMove(zone, self._next_move_at(person), person.time_zone) if moving else None
             updated = self.users.update_profile(
-                patient_id, version=patient.profile_version, display_name=changes.get("display_name"),
+                user_id, version=person.profile_version, display_name=changes.get("display_name"),
                 quiet_hours=quiet, caregiver_alert_delay_min=changes.get("caregiver_alert_delay_min"),
                 locale=changes.get("locale", False), move=move, at=self.clock())
             if updated is None:
                 continue  # changed meanwhile: read it again (and answer 412 if the caller named a version)
+            if not updated.is_patient:
+                return updated  # a caregiver's or staff member's zone is theirs alone: no reminders, rows or days
             self._moved(updated, move.effective_from if move is not None else None)
             if moving or "quiet_hours" in changes:
                 # Travel: pending future reminders move to the same wall-clock times in the new zone
                 # (and new quiet hours move their pushes). Derived from the stored profile on every call,
                 # so the hourly materialization finishes a move interrupted here.
-                self.reminders.refresh_future(patient_id)
+                self.reminders.refresh_future(user_id)
             return updated
         raise Contended("the profile is being changed by someone else right now; try again")
 
     def _finish_a_retry(self, patient: Account, changes: dict) -> None:
         """A change that changes nothing may be the retry of one stopped after its write: within a day of the
         last change (or of a move, for a zone named again), what follows a change is done again (each step is
-        idempotent), the reminders moved to the new zone, or their pushes to new quiet hours, included."""
+        idempotent), the reminders moved to the new zone, or their pushes to new quiet hours, included. Nothing
+        follows a change of anyone else's."""
+        if not patient.is_patient:
+            return
         current = self.clock()
         latest = max((m.effective_from for m in patient.time_zone_history), default=None)
         moved = "time_zone" in changes and latest is not None and current - latest < RETRIED_WITHIN
