@@ -187,17 +187,25 @@ def _database_name(name: str, raw: str) -> str:
     return raw
 
 
+_SMTP_FORMS = "smtp://host:port (no credentials), smtp+starttls://user:password@host:port or " \
+              "smtps://user:password@host:port"
+
+
 def _smtp_url(name: str, raw: str) -> str:
     from urllib.parse import urlsplit
+
+    from companion.notify.mail import SMTP_SCHEMES, smtp_url_problem
 
     try:
         parts = urlsplit(raw)
         port = parts.port
     except ValueError:
         port, parts = None, None
-    if parts is None or parts.scheme not in ("smtp", "smtp+starttls") or not parts.hostname or (
+    if parts is None or parts.scheme not in SMTP_SCHEMES or not parts.hostname or (
             port is None and parts.netloc.rpartition("@")[2].count(":")):
-        raise SettingError(f"{name} is not valid: use smtp://host:port or smtp+starttls://user:password@host:port")
+        raise SettingError(f"{name} is not valid: use {_SMTP_FORMS}")
+    if (problem := smtp_url_problem(raw)) is not None:
+        raise SettingError(f"{name} is refused: {problem}")
     return raw
 
 
@@ -286,7 +294,9 @@ SETTINGS: tuple[Setting, ...] = (
             "how long a closed patient account's clinical record is kept before the worker deletes it"),
     Setting("COMPANION_MAIL_DIR", "mail_dir", _text, "directory each outgoing email is written to as a .eml file"),
     Setting("COMPANION_SMTP_URL", "smtp_url", _smtp_url,
-            "`smtp://host:port` or `smtp+starttls://user:password@host:port`: outgoing email (signup codes)"),
+            "`smtp+starttls://user:password@host:port` (STARTTLS), `smtps://user:password@host:port` (TLS) or "
+            "`smtp://host:port` (no credentials: refused with them, they would cross in plain text): outgoing email "
+            "(signup codes)"),
     Setting("COMPANION_MAIL_FROM", "mail_from", _text, "sender address of outgoing email"),
     Setting("FCM_SERVICE_ACCOUNT", "fcm_service_account", _readable_json_file, "path of the Firebase service-account JSON"),
     Setting("FCM_URL", "fcm_url", _text, "FCM send endpoint (the run script points it at the local emulator)"),
@@ -415,9 +425,8 @@ def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[s
         # Development: a key derived from the secret key (stable wherever the secret key is, e.g. the run script's).
         derived = hmac.new(settings.secret_key.encode(), b"companion audit chain", hashlib.sha256).hexdigest()
         settings = replace(settings, audit_key=derived)
-    if settings.smtp_url and not settings.smtp_url.startswith(("smtp://", "smtp+starttls://")):
-        raise SettingError("COMPANION_SMTP_URL is not valid: use smtp://host:port or "
-                           "smtp+starttls://user:password@host:port")
+    if settings.smtp_url:
+        _smtp_url("COMPANION_SMTP_URL", settings.smtp_url)  # given as an override, not read from the environment
     return settings
 
 

@@ -1,7 +1,10 @@
 """Sending email (an adapter, like the push sender): SMTP, or a directory of .eml files.
 
-- ``COMPANION_SMTP_URL=smtp://host:port`` or ``smtp+starttls://user:password@host:port``: each message is
-  handed to that server (STARTTLS with certificate verification when asked for);
+- ``COMPANION_SMTP_URL``: each message is handed to that server. ``smtp+starttls://user:password@host:port``
+  (STARTTLS, port 587 by default) or ``smtps://user:password@host:port`` (TLS from the first byte, port 465),
+  both verifying the server's certificate; ``smtp://host:port`` (port 25) only without credentials, for a relay
+  on a trusted network: a password is never sent over a connection that is not encrypted
+  (:func:`smtp_url_problem`, which the settings apply at start-up too);
 - ``COMPANION_MAIL_DIR=path``: each message is written to ``path`` as one ``.eml`` file (written to a
   temporary name, then renamed: a reader never sees half a message). ``make run`` uses ``var/mail``, so a
   developer reads sign-up codes there.
@@ -61,11 +64,32 @@ class DirectoryMailer:
         log.info("mail written", extra={"to": hashlib.sha256(mail.to.encode()).hexdigest()[:12]})
 
 
+# Each accepted scheme: whether it encrypts (and how), and its default port.
+SMTP_SCHEMES = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
+_ENCRYPTED = ("smtp+starttls", "smtps")
+
+
+def smtp_url_problem(url: str) -> str | None:
+    """What is wrong with ``url`` as the SMTP server to hand mail to (None: nothing): an unknown scheme, or a user
+    or password on ``smtp://``, which would log in over plain text."""
+    parts = urlsplit(url)
+    if parts.scheme not in SMTP_SCHEMES:
+        return f"unknown scheme {parts.scheme!r}"
+    if (parts.username or parts.password) and parts.scheme not in _ENCRYPTED:
+        return ("smtp:// carries credentials over plain text: use smtp+starttls:// (STARTTLS, port 587) or "
+                "smtps:// (TLS, port 465)")
+    return None
+
+
 class SmtpMailer:
     def __init__(self, url: str, sender: str, *, timeout_s: float = 10):
+        problem = smtp_url_problem(url)
+        if problem is not None:
+            raise ValueError(f"SMTP URL refused: {problem}")
         parts = urlsplit(url)
         self.starttls = parts.scheme == "smtp+starttls"
-        self.host, self.port = parts.hostname or "localhost", parts.port or (587 if self.starttls else 25)
+        self.implicit_tls = parts.scheme == "smtps"
+        self.host, self.port = parts.hostname or "localhost", parts.port or SMTP_SCHEMES[parts.scheme]
         self.user = unquote(parts.username) if parts.username else None
         self.password = unquote(parts.password) if parts.password else None
         self.sender = sender
@@ -73,7 +97,7 @@ class SmtpMailer:
 
     def send(self, mail: Mail) -> None:
         try:
-            with smtplib.SMTP(self.host, self.port, timeout=self.timeout_s) as smtp:
+            with self._connect() as smtp:
                 if self.starttls:
                     smtp.starttls(context=ssl.create_default_context())
                 if self.user:
@@ -83,9 +107,16 @@ class SmtpMailer:
             raise MailError(type(exc).__name__) from exc
         log.info("mail sent", extra={"to": hashlib.sha256(mail.to.encode()).hexdigest()[:12]})
 
+    def _connect(self) -> smtplib.SMTP:
+        if self.implicit_tls:
+            return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout_s,
+                                    context=ssl.create_default_context())
+        return smtplib.SMTP(self.host, self.port, timeout=self.timeout_s)
+
 
 def mailer_for(smtp_url: str | None, mail_dir: str | None, sender: str):
-    """The configured mailer, or None when email is not configured (development without ``make run``)."""
+    """The configured mailer, or None when email is not configured (development without ``make run``). Raises
+    ValueError for an SMTP URL :func:`smtp_url_problem` refuses (the settings refuse it first)."""
     if smtp_url:
         return SmtpMailer(smtp_url, sender)
     if mail_dir:

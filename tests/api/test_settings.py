@@ -67,6 +67,22 @@ def test_production_needs_its_own_audit_key_and_a_way_to_send_email():
     assert len(development.audit_key) >= 32 and development.audit_key != development.secret_key
 
 
+@pytest.mark.parametrize("url", ["smtp://alerts:s3cret@mail.example.org:25", "smtp://alerts@mail.example.org"])
+def test_an_smtp_url_with_credentials_is_refused_unless_it_uses_tls(url):
+    # It was accepted, and the mailer logged in over plain text.
+    for given in ({"environ": {"COMPANION_SMTP_URL": url}}, {"overrides": {"smtp_url": url}, "environ": {}}):
+        with pytest.raises(SettingError) as refused:
+            load_settings(**given)
+        assert "COMPANION_SMTP_URL" in str(refused.value) and "plain text" in str(refused.value)
+        assert "s3cret" not in str(refused.value)
+
+
+@pytest.mark.parametrize("url", ["smtp+starttls://alerts:s3cret@mail.example.org:587",
+                                 "smtps://alerts:s3cret@mail.example.org", "smtp://relay.internal:25"])
+def test_an_smtp_url_over_tls_or_without_credentials_is_accepted(url):
+    assert load_settings(environ={"COMPANION_SMTP_URL": url}).smtp_url == url
+
+
 def test_an_override_that_names_no_setting_is_refused():
     with pytest.raises(SettingError, match="unknown setting"):
         load_settings({"db_timeout": 5}, environ={})
