@@ -44,7 +44,8 @@ class MindfulnessGoalSchema(Schema):
 class MindfulnessTodaySchema(TaskTodaySchema):
     goal = fields.Nested(MindfulnessGoalSchema, allow_none=True,
                          metadata={"description": "the plan's mindfulness goal; null when it sets none"})
-    sessions_this_week = fields.Integer(metadata={"description": "practice completed since Monday"})
+    sessions_this_week = fields.Integer(metadata={
+        "description": "practice completed since Monday, whether or not the plan sets a goal"})
 
 
 class RemindersTodaySchema(Schema):

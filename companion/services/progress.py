@@ -169,15 +169,15 @@ class Progress:
 
     def _mindfulness_goal(self, patient_id: str, plan: dict | None, history: TimeZoneHistory, day: date,
                           day_end) -> dict:
-        """The plan's mindfulness goal as set, and the practice completed this week (Monday to today, each day
-        as the patient lived it: the Monday of a week begun in another zone is that zone's)."""
+        """The plan's mindfulness goal as set (None when it sets none), and the practice completed this week
+        whether or not there is a goal (Monday to today, each day as the patient lived it: the Monday of a week
+        begun in another zone is that zone's)."""
         goal = (plan or {}).get("mindfulness") or {}
-        if not (goal.get("minutes_per_day") or goal.get("sessions_per_week")):
-            return {"goal": None, "sessions_this_week": 0}
         monday = day - timedelta(days=day.isoweekday() - 1)
         week = self.stores.practice.completed_between(patient_id, day_bounds(history, monday)[0], day_end)
+        set_goal = goal.get("minutes_per_day") or goal.get("sessions_per_week")
         return {"goal": {"minutes_per_day": goal.get("minutes_per_day"),
-                         "sessions_per_week": goal.get("sessions_per_week")},
+                         "sessions_per_week": goal.get("sessions_per_week")} if set_goal else None,
                 "sessions_this_week": len(week)}
 
     def streaks(self, patient_id: str, grace_days: int, days: int) -> dict:

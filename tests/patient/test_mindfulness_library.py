@@ -175,3 +175,15 @@ def test_a_practice_started_on_a_phone_a_little_ahead_is_completed_on_the_server
     assert done.json["minutes"] == 2.0  # at most 5 - (4 - 2) = 3 minutes passed; the item lasts 2
     assert client.post(url, json={}, headers=headers).json == done.json
     assert_problem(client.post(url, json={"minutes": 1}, headers=headers), 409)
+
+
+def test_today_counts_this_weeks_practice_whether_or_not_the_plan_sets_a_mindfulness_goal(
+        client, world, library, clock):
+    """The world's plan sets no mindfulness goal: the goal is none, the practice done this week is still counted."""
+    pid, headers = world["patient_a"].id, world["patient_a"].headers
+    started = client.post(f"/api/v1/patients/{pid}/practice", json={"item_slug": "three-breath-reset"},
+                          headers=headers).json
+    clock.shift(timedelta(minutes=2))
+    client.post(f"/api/v1/patients/{pid}/practice/{started['id']}/complete", json={}, headers=headers)
+    today = client.get(f"/api/v1/patients/{pid}/today", headers=headers).json
+    assert (today["mindfulness"]["goal"], today["mindfulness"]["sessions_this_week"]) == (None, 1)
