@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate, validates_schema
@@ -14,7 +16,16 @@ from companion.domain.content_library import CATEGORIES, LEVELS
 from companion.http import auditing, conditional, paging, services
 from companion.http.conditional import ETAG_HEADERS
 from companion.http.idempotency import idempotent, request_key
-from companion.http.paging import LINK_HEADER, cursor_field, next_field, offset_page
+from companion.http.paging import (
+    LINK_HEADER,
+    cursor_field,
+    decode_cursor,
+    encode_cursor,
+    next_field,
+    next_link,
+    not_ours,
+    offset_page,
+)
 from companion.http.schemas import Pattern, StrictSchema, text
 from companion.http.security import allow, require_patient
 
@@ -79,6 +90,8 @@ class PracticeArgs(StrictSchema):
 
     start = fields.AwareDateTime(required=True, data_key="from")
     end = fields.AwareDateTime(required=True, data_key="to", metadata={"description": RANGE_RULE})
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+    cursor = cursor_field()
 
     @validates_schema
     def bounded(self, data, **kwargs):
@@ -102,6 +115,7 @@ class PracticeListSchema(Schema):
         every_field_present = True  # required in the OpenAPI document (companion.http.openapi)
 
     items = fields.List(fields.Nested(PracticeSchema), required=True)
+    next = next_field()
 
 
 class FavouriteSchema(Schema):
@@ -195,15 +209,21 @@ class Favourite(MethodView):
 class PracticeList(MethodView):
     @allow(*READERS)
     @blp.arguments(PracticeArgs, location="query")
-    @blp.response(200, PracticeListSchema)
+    @blp.response(200, PracticeListSchema, headers=LINK_HEADER)
     @blp.doc(operationId="list_practice")
     def get(self, args, patient_id):
-        """Practice started in a range (at most 366 days)."""
+        """Practice started in a range (at most 366 days; `to` may equal `from`), oldest first. At most `limit`
+        per page: follow `next` for more. Each page continues after the last practice of the one before, so a
+        practice recorded between two pages shifts nothing."""
         require_patient(patient_id, Operation.READ)
-        items = services().library.practice_between(patient_id, args["start"], args["end"])
+        after = _practice_position(args["cursor"]) if args["cursor"] else None
+        items, last = services().library.practice_between(patient_id, args["start"], args["end"], args["limit"],
+                                                          after)
         auditing.note(patient_ids=[patient_id], resource="practice", action="search",
                       resource_ids=[p["_id"] for p in items])
-        return {"items": items}
+        following = None if last is None else next_link(cursor=encode_cursor({"at": last[0].isoformat(),
+                                                                               "id": last[1]}))
+        return {"items": items, "next": following}
 
     @allow(Role.PATIENT, Role.CAREGIVER)
     @idempotent
@@ -217,6 +237,18 @@ class PracticeList(MethodView):
                                                      request_key=request_key())
         auditing.note(patient_ids=[patient_id], resource="practice", action="C", resource_ids=[practice["_id"]])
         return conditional.tagged(practice, practice.get("seq"), 201)
+
+
+def _practice_position(cursor: str) -> tuple[datetime, str]:
+    """The (started_at, id) a practice list's cursor names; one this API did not make is a 422."""
+    value = decode_cursor(cursor)
+    try:
+        at, practice_id = datetime.fromisoformat(value["at"]), value["id"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise not_ours() from exc
+    if at.tzinfo is None or not isinstance(practice_id, str):
+        raise not_ours()
+    return at, practice_id
 
 
 @blp.route("/patients/<patient_id>/practice/changes")

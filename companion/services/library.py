@@ -83,8 +83,13 @@ class Library:
         page = self.changes.page(patient_id, self.log, cursor, limit)
         return page.with_items(page.items)
 
-    def practice_between(self, patient_id: str, start: datetime, end: datetime) -> list[dict]:
-        return self.log.between(patient_id, start, end)
+    def practice_between(self, patient_id: str, start: datetime, end: datetime, limit: int,
+                         after: tuple[datetime, str] | None = None) -> tuple[list[dict], tuple[datetime, str] | None]:
+        """A page of the practice started in [start, end), oldest first (ties by id), after the (started_at, id)
+        the previous page ended on; and where the following page starts after, or None on the last page."""
+        found = self.log.page_between(patient_id, start, end, limit + 1, after)
+        page = found[:limit]
+        return page, ((page[-1]["started_at"], page[-1]["_id"]) if len(found) > limit else None)
 
     def start_practice(self, patient_id: str, slug: str, started_at: datetime | None, *,
                        request_key: str | None = None) -> dict:

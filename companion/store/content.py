@@ -154,6 +154,18 @@ class PracticeLog(feeds.SyncedCollection):
         return list(self.col.find({"patient_id": patient_id, "started_at": {"$gte": start, "$lt": end}})
                     .sort("started_at", ASCENDING).limit(limit))
 
+    def page_between(self, patient_id: str, start: datetime, end: datetime, limit: int,
+                     after: tuple[datetime, str] | None = None) -> list[dict]:
+        """At most ``limit`` of the patient's practice started in [start, end), in (started_at, _id) order: the
+        first, or those after the (started_at, _id) a previous page ended on (a keyset: nothing written between
+        two pages shifts the next, and two practices of the same millisecond are both answered)."""
+        query: dict = {"patient_id": patient_id, "started_at": {"$gte": start, "$lt": end}}
+        if after is not None:
+            at, practice_id = after
+            query["started_at"]["$gte"] = max(start, at)
+            query["$or"] = [{"started_at": {"$gt": at}}, {"_id": {"$gt": practice_id}}]
+        return list(self.col.find(query).sort([("started_at", ASCENDING), ("_id", ASCENDING)]).limit(limit))
+
     def started_since(self, patient_id: str, since: datetime, limit: int = 500, *,
                       until: datetime | None = None) -> list[dict]:
         """The patient's practice started since ``since`` (and before ``until``), newest first."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from urllib.parse import urlencode
 
 import pytest
 
@@ -187,3 +188,36 @@ def test_today_counts_this_weeks_practice_whether_or_not_the_plan_sets_a_mindful
     client.post(f"/api/v1/patients/{pid}/practice/{started['id']}/complete", json={}, headers=headers)
     today = client.get(f"/api/v1/patients/{pid}/today", headers=headers).json
     assert (today["mindfulness"]["goal"], today["mindfulness"]["sessions_this_week"]) == (None, 1)
+
+
+def test_a_years_practice_is_listed_whole_page_by_page_with_the_newest_on_the_last(client, world, db, library):
+    """The list stops at `limit` and says where to go on (`next`), after the (start, id) its page ended on:
+    practices sharing a millisecond across a page's end are each listed once, and none is dropped."""
+    pid, headers = world["patient_a"].id, world["patient_a"].headers
+    first = START - timedelta(days=360)
+    db.practice_log.insert_many([
+        {"_id": f"old-{n:05d}", "patient_id": pid, "item_slug": "three-breath-reset",
+         "started_at": first + timedelta(hours=8 * (n // 2)), "completed_at": first + timedelta(hours=8 * (n // 2),
+                                                                                               minutes=2),
+         "minutes": 2.0, "seq": 0} for n in range(2000)])  # two at each instant: ~6 short practices a day
+    today = client.post(f"/api/v1/patients/{pid}/practice", json={"item_slug": "three-breath-reset"},
+                        headers=headers).json
+    year = {"from": (START - timedelta(days=365)).isoformat(), "to": (START + timedelta(minutes=1)).isoformat()}
+    default = client.get(f"/api/v1/patients/{pid}/practice", headers=headers, query_string=year).json
+    assert (len(default["items"]), default["next"] is not None) == (100, True)
+    link = f"/api/v1/patients/{pid}/practice?" + urlencode({**year, "limit": 333})  # pages end inside an instant
+    listed = []
+    while link:
+        page = client.get(link, headers=headers)
+        assert page.status_code == 200, page.json
+        assert page.headers.get("Link") == (f'<{page.json["next"]}>; rel="next"' if page.json["next"] else None)
+        listed += [p["id"] for p in page.json["items"]]
+        link = page.json["next"]
+    assert listed == [f"old-{n:05d}" for n in range(2000)] + [today["id"]]
+
+
+def test_a_practice_list_cursor_the_api_did_not_make_is_refused(client, world, library):
+    pid, headers = world["patient_a"].id, world["patient_a"].headers
+    for cursor in ("not-a-cursor", "eyJhdCI6IDF9"):  # the second: {"at": 1}
+        assert_problem(client.get(f"/api/v1/patients/{pid}/practice", headers=headers, query_string={
+            "from": START.isoformat(), "to": START.isoformat(), "cursor": cursor}), 422)
