@@ -226,7 +226,8 @@ class PracticeList(MethodView):
         return {"items": items, "next": following}
 
     @allow(Role.PATIENT, Role.CAREGIVER)
-    @idempotent
+    @idempotent(conflict="this Idempotency-Key named another practice, made before this version of the server (send "
+                         "the request with a new key)")
     @blp.arguments(PracticeStartSchema, example=examples.PRACTICE_START)
     @blp.response(201, PracticeSchema, headers=ETAG_HEADERS)
     @blp.doc(operationId="start_practice")

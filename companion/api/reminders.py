@@ -60,7 +60,8 @@ class ReminderList(MethodView):
         return {"items": items, "next": following}
 
     @allow(*WRITERS)
-    @idempotent
+    @idempotent(conflict="this Idempotency-Key named another reminder, made before this version of the server (send "
+                         "the request with a new key)")
     @blp.arguments(ReminderInputSchema, example=examples.REMINDER_INPUT)
     @blp.response(201, ReminderSchema, headers=ETAG_HEADERS)
     @blp.doc(operationId="create_reminder")

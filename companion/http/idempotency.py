@@ -4,7 +4,8 @@ Same key + same body replays the stored answer without doing the work again; sam
 body is 422; a retry while the first request is still running is 409 with a Retry-After. A request
 holds its key under a lease (``COMPANION_IDEMPOTENCY_LEASE_S``, 60 s by default): if the process
 serving it died, a retry after the lease takes the key over and does the work, which every use case
-behind an idempotent route completes without doubling anything. Keys are per caller and kept 24 hours.
+behind an idempotent route completes without doubling anything. Keys are per caller and kept 24 hours; a
+key used after that is claimed afresh, as a new request (``request_key`` then names another claim).
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from flask_smorest.utils import deepupdate
 from companion.domain.errors import Invalid
 from companion.http import services
 from companion.http.security import current_actor
+from companion.services.idempotency import HeldKey
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADERS = ("Location", "ETag")
 _VALID = re.compile(r"^[A-Za-z0-9_.:-]{8,100}$")
 HEADER_DOC = {"in": "header", "name": HEADER, "required": False,
               "description": "Makes a retry safe: a key of your choice (8-100 letters, digits or _.:-), new for each "
-                             "operation and the same for its retries, kept 24 hours per caller. The same key with the "
+                             "operation and the same for its retries, kept 24 hours per caller (after that the same key "
+                             "starts a new request, which creates a new object). The same key with the "
                              "same body again: the first answer is replayed (status, body, Location and ETag, header "
                              "`Idempotent-Replayed: true`) and nothing is done twice. The same key with another body: "
                              "422. While the first request is still running: 409 with Retry-After; if it died, a "
@@ -66,14 +69,14 @@ def idempotent(view=None, *, conflict: str | None = None):
                           errors={"headers": {HEADER: ["8-100 characters of letters, digits and _.:-"]}})
         caller = current_actor().id
         digest = hashlib.sha256(request.method.encode() + request.path.encode() + request.get_data()).hexdigest()
-        g.idempotency_key = f"{caller}:{key}"
         keys = services().idempotency
-        stored = keys.begin(caller, key, digest)
-        if stored is not None:
-            replay = Response(stored.body, status=stored.status, mimetype=stored.mimetype)
-            replay.headers.update(stored.headers or {})
+        claimed = keys.begin(caller, key, digest)
+        if not isinstance(claimed, HeldKey):  # the answer stored under the key
+            replay = Response(claimed.body, status=claimed.status, mimetype=claimed.mimetype)
+            replay.headers.update(claimed.headers or {})
             replay.headers["Idempotent-Replayed"] = "true"
             return replay
+        g.idempotency_key = keys.request_key(caller, key, claimed)
         try:
             response = view(*args, **kwargs)
         except Exception:
@@ -93,7 +96,8 @@ def idempotent(view=None, *, conflict: str | None = None):
 
 
 def request_key() -> str | None:
-    """This request's Idempotency-Key (with its caller), if it sent one: a use case that creates something
-    derives the new object's id from it, so a retry after a crash finds the object the first attempt made
-    instead of making a second one."""
+    """This request's Idempotency-Key (with its caller and its claim of the key), if it sent one: a use case
+    that creates something derives the new object's id from it, so a retry after a crash finds the object the
+    first attempt made instead of making a second one, and a new request that uses the key again once it has
+    expired (after 24 hours) makes a new one."""
     return g.get("idempotency_key")

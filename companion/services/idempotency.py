@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from companion.domain.errors import Conflict, Invalid
 from companion.settings import Settings
-from companion.store.idempotency import DONE, StoredKey
+from companion.store.idempotency import DONE, HeldKey, StoredKey
 from companion.store.stores import Stores
 
 
@@ -16,18 +16,25 @@ class IdempotencyClaims:
         self.keys = stores.idempotency_keys
         self.lease = timedelta(seconds=settings.idempotency_lease_s)
 
-    def begin(self, caller_id: str, key: str, request_hash: str) -> StoredKey | None:
-        """None: this request holds the key and does the work. A stored answer: replay it. Invalid: the key
-        was used for another request. Conflict (with Retry-After): another request holds it right now."""
+    def begin(self, caller_id: str, key: str, request_hash: str) -> HeldKey | StoredKey:
+        """A HeldKey: this request holds the key and does the work (as that claim: see request_key). A stored
+        answer: replay it. Invalid: the key was used for another request. Conflict (with Retry-After): another
+        request holds it right now."""
         stored = self.keys.claim(caller_id, key, request_hash, self.lease)
-        if stored is None:
-            return None
+        if isinstance(stored, HeldKey):
+            return stored
         if stored.request_hash != request_hash:
             raise Invalid("this Idempotency-Key was used with a different request")
         if stored.state != DONE:
             raise RetryLater("a request with this Idempotency-Key is still being processed",
                              retry_after_s=max(1, int(self.lease.total_seconds())))
         return stored
+
+    @staticmethod
+    def request_key(caller_id: str, key: str, held: HeldKey) -> str:
+        """What names the request that holds the key, for the use case to derive the ids of what it creates from:
+        the same for every retry of one claim, another for a new claim of the same key (after it expired)."""
+        return f"{caller_id}:{key}:{held.claim_id}" if held.claim_id else f"{caller_id}:{key}"
 
     def complete(self, caller_id: str, key: str, status: int, body: bytes, mimetype: str,
                  headers: dict[str, str] | None = None) -> None:

@@ -17,6 +17,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from companion.clock import to_millis
+from companion.domain.errors import Conflict
 from companion.store import feeds
 from companion.store.batches import find_among_patients, oldest_first
 
@@ -128,7 +129,8 @@ class PracticeLog(feeds.SyncedCollection):
     def start(self, patient_id: str, slug: str, started_at: datetime, seq: int,
               practice_id: str | None = None) -> dict:
         """Log a started practice (numbered ``seq``); with a ``practice_id`` derived from a request, a repeat of
-        that request gets back the practice the first attempt stored."""
+        that request gets back the practice the first attempt stored. Conflict when that id is another patient's
+        practice or another item's: what is answered is always what is stored."""
         doc = {"_id": practice_id or str(ObjectId()), "patient_id": patient_id, "item_slug": slug,
                "started_at": to_millis(started_at), "completed_at": None, "minutes": 0.0, "seq": seq}  # as stored
         try:
@@ -136,7 +138,10 @@ class PracticeLog(feeds.SyncedCollection):
         except DuplicateKeyError:
             if practice_id is None:
                 raise
-            return self.get(patient_id, practice_id) or doc
+            stored = self.col.find_one({"_id": practice_id})
+            if stored is None or (stored["patient_id"], stored["item_slug"]) != (patient_id, slug):
+                raise Conflict("this Idempotency-Key made another practice; send this one with a new key") from None
+            return stored
         return doc
 
     def get(self, patient_id: str, practice_id: str) -> dict | None:

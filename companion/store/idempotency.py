@@ -2,7 +2,15 @@
 
 A request claims its key by **inserting** it (the unique ``_id`` lets one request have it) with a lease;
 the answer is stored when the request ends. A claim whose lease ran out without an answer (the process
-serving it died) is taken over by one conditional update on the lease, which exactly one retry wins.
+serving it died) is taken over by one conditional update on the lease, which exactly one retry wins. A
+request that failed (an error, a 5xx) releases its claim: the key is free again, for its retry or for
+another request.
+
+Each claim has its own ``claim_id``, and what a request creates is named from its key *and* its claim
+(companion.services.derived_ids): a retry of the same request (the same body) keeps the claim, whether it
+takes a dead request's claim over or finds the claim released by a failure, so it finds what the first
+attempt made; another request with the key (once the first failed, or after the 24 hours) is a new claim and
+makes a new thing.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from bson import ObjectId
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
@@ -18,7 +27,7 @@ from companion.clock import now
 
 INDEXES = {"idempotency_keys": [IndexModel([("created_at", ASCENDING)], name="created")]}
 KEEP_FOR = timedelta(hours=24)
-IN_FLIGHT, DONE = "in_flight", "done"
+IN_FLIGHT, DONE, RELEASED = "in_flight", "done", "released"
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,14 @@ class StoredKey:
     headers: dict[str, str] | None = None
 
 
+@dataclass(frozen=True)
+class HeldKey:
+    """This request holds the key and does the work, as the claim ``claim_id`` ("" for a claim stored before
+    claims had ids, which its retries go on using)."""
+
+    claim_id: str
+
+
 def _stored(doc: dict) -> StoredKey:
     return StoredKey(doc["request_hash"], doc["state"], doc.get("lease_until"), doc.get("status"), doc.get("body"),
                      doc.get("mimetype"), doc.get("headers"))
@@ -43,16 +60,17 @@ class IdempotencyKeys:
     def __init__(self, db: Database):
         self.col = db.idempotency_keys
 
-    def claim(self, caller_id: str, key: str, request_hash: str, lease: timedelta) -> StoredKey | None:
-        """Claim the key for this request (None), or return what is already stored under it.
+    def claim(self, caller_id: str, key: str, request_hash: str, lease: timedelta) -> HeldKey | StoredKey:
+        """Claim the key for this request (a HeldKey), or return what is already stored under it.
 
-        An expired key (older than 24 hours) is forgotten and claimed afresh; an in-flight claim whose
-        lease has run out is taken over (None) by exactly one of the requests that find it so."""
-        _id, at = f"{caller_id}:{key}", now()
+        An expired key (older than 24 hours) is forgotten and claimed afresh, as a new claim; an in-flight
+        claim whose lease has run out, or a released one, is taken over by exactly one of the requests that find
+        it so: as the same claim by the same request, as a new claim (a released one) by another."""
+        _id, at, claim_id = f"{caller_id}:{key}", now(), str(ObjectId())
         try:
-            self.col.insert_one({"_id": _id, "request_hash": request_hash, "state": IN_FLIGHT, "created_at": at,
-                                 "lease_until": at + lease})
-            return None
+            self.col.insert_one({"_id": _id, "claim_id": claim_id, "request_hash": request_hash,
+                                 "state": IN_FLIGHT, "created_at": at, "lease_until": at + lease})
+            return HeldKey(claim_id)
         except DuplicateKeyError:
             existing = self.col.find_one({"_id": _id})
         if existing is None:
@@ -60,13 +78,25 @@ class IdempotencyKeys:
         if existing["created_at"] < at - KEEP_FOR:
             self.col.delete_one({"_id": _id, "created_at": existing["created_at"]})
             return self.claim(caller_id, key, request_hash, lease)
+        if existing["state"] == RELEASED:
+            again = existing["request_hash"] == request_hash
+            claim = {"claim_id": existing.get("claim_id", "")} if again else {
+                "claim_id": claim_id, "request_hash": request_hash, "created_at": at}
+            taken = self.col.find_one_and_update(
+                {"_id": _id, "state": RELEASED, "created_at": existing["created_at"],
+                 "request_hash": existing["request_hash"]},
+                {"$set": {**claim, "state": IN_FLIGHT, "lease_until": at + lease, "taken_over_at": at}},
+                return_document=ReturnDocument.AFTER)
+            if taken is None:  # another request took it first: see what it is now
+                return self.claim(caller_id, key, request_hash, lease)
+            return HeldKey(taken.get("claim_id", ""))
         lapsed = existing.get("lease_until") or existing["created_at"]
         if existing["state"] == IN_FLIGHT and existing["request_hash"] == request_hash and lapsed <= at:
             taken = self.col.find_one_and_update(
                 {"_id": _id, "state": IN_FLIGHT, "lease_until": existing.get("lease_until")},
                 {"$set": {"lease_until": at + lease, "taken_over_at": at}}, return_document=ReturnDocument.AFTER)
             if taken is not None:
-                return None
+                return HeldKey(taken.get("claim_id", ""))
             existing = self.col.find_one({"_id": _id}) or existing
         return _stored(existing)
 
@@ -77,7 +107,9 @@ class IdempotencyKeys:
             "lease_until": None}})
 
     def release(self, caller_id: str, key: str) -> None:
-        self.col.delete_one({"_id": f"{caller_id}:{key}", "state": IN_FLIGHT})
+        """Free the key of a request that failed, keeping its claim for that request's retry (claim)."""
+        self.col.update_one({"_id": f"{caller_id}:{key}", "state": IN_FLIGHT},
+                            {"$set": {"state": RELEASED, "lease_until": None}})
 
     def delete_expired(self) -> int:
         return self.col.delete_many({"created_at": {"$lt": now() - KEEP_FOR}}).deleted_count

@@ -23,6 +23,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from companion.clock import to_millis
+from companion.domain.errors import Conflict
 from companion.domain.schedules import MAX_COMPLETION_WINDOW_MINUTES
 from companion.store import feeds
 from companion.store.batches import chunks, find_among_patients, insert_new, oldest_first
@@ -63,7 +64,8 @@ class Reminders(feeds.SyncedCollection):
 
     def create(self, patient_id: str, fields: dict, at: datetime, seq: int, reminder_id: str | None = None) -> dict:
         """Insert a reminder (numbered ``seq``); with a ``reminder_id`` derived from a request, a repeat of that
-        request gets back the reminder the first attempt stored."""
+        request gets back the reminder the first attempt stored. Conflict when that id is another patient's
+        reminder or one of another kind: what is answered is always what is stored."""
         at = to_millis(at)  # as stored: the answer is what later reads show
         doc = {"_id": reminder_id or str(ObjectId()), "patient_id": patient_id, **fields, "active": True,
                "created_at": at, "updated_at": at, "seq": seq}
@@ -72,7 +74,10 @@ class Reminders(feeds.SyncedCollection):
         except DuplicateKeyError:
             if reminder_id is None:
                 raise
-            return self.get(patient_id, reminder_id) or doc
+            stored = self.col.find_one({"_id": reminder_id})
+            if stored is None or (stored["patient_id"], stored.get("kind")) != (patient_id, fields.get("kind")):
+                raise Conflict("this Idempotency-Key made another reminder; send this one with a new key") from None
+            return stored
         return doc
 
     def get(self, patient_id: str, reminder_id: str) -> dict | None:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import timedelta
 
 from pymongo.errors import ConnectionFailure
 
 from companion.clock import now
+from companion.domain.access import CaregiverPermissions
+from companion.services.derived_ids import derived_id
+from tests.support.problems import assert_problem
 from tests.support.world import PASSWORD
 
 
@@ -60,9 +65,6 @@ def _reminder(client, patient, key):
 
 def _claim_left_by_a_dead_request(db, caller, key, lease_until):
     """What a web worker killed mid-request leaves behind: the key claimed, no answer, a lease."""
-    import hashlib
-    import json
-
     body = json.dumps({"kind": "tens", "title": "Morning session",
                        "schedule": {"type": "weekly", "times": ["08:00"]}}).encode()
     db.idempotency_keys.insert_one({
@@ -107,3 +109,27 @@ def test_the_same_key_creates_one_reminder_even_when_its_answer_was_never_record
     retried = _reminder(client, patient, "remind-0003")
     assert retried.status_code == 201
     assert db.reminders.count_documents({"patient_id": patient.id}) == 1
+
+
+def test_a_key_claimed_before_claims_had_ids_never_answers_a_practice_it_did_not_store(client, world, db, services):
+    """A claim stored by the previous version (no claim id) names its objects by caller and key alone; that name
+    can be taken by what the key made days ago for another patient. Taking such a claim over is a conflict, never
+    a 201 for a practice that was not stored."""
+    services.library.load()
+    patient, caregiver = world["patient_b"], world["caregiver_linked"]
+    services.stores.care_links.grant(patient.id, caregiver.id, CaregiverPermissions(write=True))
+    db.practice_log.insert_one({"_id": derived_id("practice", f"{caregiver.id}:old-key-01"),
+                                "patient_id": world["patient_a"].id, "item_slug": "three-breath-reset",
+                                "started_at": now() - timedelta(days=2), "completed_at": None, "minutes": 0.0,
+                                "seq": 0})
+    body = json.dumps({"item_slug": "box-breathing"}).encode()
+    path = f"/api/v1/patients/{patient.id}/practice"
+    db.idempotency_keys.insert_one({
+        "_id": f"{caregiver.id}:old-key-01", "state": "in_flight", "created_at": now() - timedelta(minutes=2),
+        "lease_until": now() - timedelta(minutes=1),
+        "request_hash": hashlib.sha256(b"POST" + path.encode() + body).hexdigest()})
+    taken_over = client.post(path, data=body, content_type="application/json",
+                             headers={**caregiver.headers, "Idempotency-Key": "old-key-01"})
+    assert_problem(taken_over, 409)
+    assert "Retry-After" not in taken_over.headers
+    assert db.practice_log.count_documents({"patient_id": patient.id}) == 0

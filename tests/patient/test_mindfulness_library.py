@@ -6,8 +6,10 @@ from datetime import timedelta
 from urllib.parse import urlencode
 
 import pytest
+from pymongo.errors import ConnectionFailure
 
 from companion.cli import main
+from companion.domain.access import CaregiverPermissions
 from companion.domain.content_library import default_library_path
 from tests.patient.conftest import START
 from tests.patient.helpers import snapshot
@@ -221,3 +223,67 @@ def test_a_practice_list_cursor_the_api_did_not_make_is_refused(client, world, l
     for cursor in ("not-a-cursor", "eyJhdCI6IDF9"):  # the second: {"at": 1}
         assert_problem(client.get(f"/api/v1/patients/{pid}/practice", headers=headers, query_string={
             "from": START.isoformat(), "to": START.isoformat(), "cursor": cursor}), 422)
+
+
+def test_an_idempotency_key_used_again_after_24_hours_for_another_patient_starts_a_real_practice(
+        client, world, services, library, clock):
+    """Keys are kept 24 hours per caller; after that the same key is a new request. A caregiver recording for
+    two patients uses one key on day 1 for A and on day 3 for B: B's practice is stored and can be completed."""
+    caregiver = world["caregiver_linked"]
+    a, b = world["patient_a"].id, world["patient_b"].id
+    for pid in (a, b):
+        services.stores.care_links.grant(pid, caregiver.id, CaregiverPermissions(write=True))
+    keyed = {**caregiver.headers, "Idempotency-Key": "caregiver-key-0001"}
+    first = client.post(f"/api/v1/patients/{a}/practice", json={"item_slug": "three-breath-reset"}, headers=keyed)
+    assert first.status_code == 201
+    clock.shift(timedelta(hours=49))
+    started = client.post(f"/api/v1/patients/{b}/practice", json={"item_slug": "box-breathing"}, headers=keyed)
+    assert started.status_code == 201 and started.json["id"] != first.json["id"]
+    clock.shift(timedelta(minutes=3))
+    done = client.post(f"/api/v1/patients/{b}/practice/{started.json['id']}/complete", json={},
+                       headers=caregiver.headers)
+    assert done.status_code == 200, done.json
+
+
+def test_the_same_key_used_again_after_24_hours_by_the_patient_starts_the_item_asked_for(
+        client, world, library, clock):
+    pid, headers = world["patient_a"].id, world["patient_a"].headers
+    keyed = {**headers, "Idempotency-Key": "patient-key-0001"}
+    first = client.post(f"/api/v1/patients/{pid}/practice", json={"item_slug": "three-breath-reset"},
+                        headers=keyed).json
+    clock.shift(timedelta(hours=49))
+    again = client.post(f"/api/v1/patients/{pid}/practice", json={"item_slug": "box-breathing"}, headers=keyed)
+    assert (again.status_code, again.json["item_slug"], again.json["started_at"][:10]) == (
+        201, "box-breathing", (START + timedelta(hours=49)).date().isoformat())
+    assert again.json["id"] != first["id"]
+    replayed = client.post(f"/api/v1/patients/{pid}/practice", json={"item_slug": "box-breathing"}, headers=keyed)
+    assert (replayed.headers["Idempotent-Replayed"], replayed.json["id"]) == ("true", again.json["id"])
+
+
+def test_a_failed_start_retried_finds_its_practice_and_another_item_under_its_key_starts_that_item(
+        client, world, services, library, monkeypatch):
+    """A start that failed after storing its practice frees its key: the same request again finds that practice;
+    another request under the key (the app changed its mind) is a new claim and starts what it asks for."""
+    pid, headers = world["patient_a"].id, {**world["patient_a"].headers, "Idempotency-Key": "failed-start-01"}
+    stored = services.library.log.start
+
+    def stored_then_lost(*args, **kwargs):
+        stored(*args, **kwargs)
+        raise ConnectionFailure("the database went away before the answer")
+
+    monkeypatch.setattr(services.library.log, "start", stored_then_lost)
+    url = f"/api/v1/patients/{pid}/practice"
+    assert client.post(url, json={"item_slug": "three-breath-reset"}, headers=headers).status_code == 503
+    monkeypatch.undo()
+    retried = client.post(url, json={"item_slug": "three-breath-reset"}, headers=headers)
+    assert retried.status_code == 201
+    monkeypatch.setattr(services.library.log, "start", stored_then_lost)
+    assert client.post(url, json={"item_slug": "box-breathing"}, headers={
+        **headers, "Idempotency-Key": "failed-start-02"}).status_code == 503
+    monkeypatch.undo()
+    other = client.post(url, json={"item_slug": "five-minute-body-scan"}, headers={
+        **headers, "Idempotency-Key": "failed-start-02"})
+    assert (other.status_code, other.json["item_slug"]) == (201, "five-minute-body-scan"), other.json
+    listed = client.get(url, headers=world["patient_a"].headers, query_string={
+        "from": START.isoformat(), "to": (START + timedelta(minutes=1)).isoformat()}).json["items"]
+    assert sorted(p["item_slug"] for p in listed) == ["box-breathing", "five-minute-body-scan", "three-breath-reset"]

@@ -473,3 +473,22 @@ def test_a_reminder_stored_before_the_repeat_rule_can_still_be_paused_or_renamed
     assert client.patch(url, json={"title": "Tablets", "repeat": {"count": 3, "every_min": 20}},
                         headers=headers).status_code == 200
     assert_problem(client.patch(url, json={"completion_window_min": 40}, headers=headers), 422)  # still short
+
+
+def test_an_idempotency_key_used_again_after_24_hours_creates_a_new_reminder_for_whichever_patient(
+        client, world, db, services, clock):
+    """A caregiver keeps one key for a day-1 reminder of A; on day 3 the same key creates B's, and then A's
+    again: each is a reminder of its own, stored as answered."""
+    caregiver = world["caregiver_linked"]
+    a, b = world["patient_a"].id, world["patient_b"].id
+    for pid in (a, b):
+        services.stores.care_links.grant(pid, caregiver.id, CaregiverPermissions(write=True))
+    keyed = {**caregiver.headers, "Idempotency-Key": "caregiver-reminder-01"}
+    made = [client.post(f"/api/v1/patients/{a}/reminders", json=DAILY, headers=keyed)]
+    for pid in (b, a):
+        clock.shift(timedelta(hours=25))
+        made.append(client.post(f"/api/v1/patients/{pid}/reminders", json=DAILY, headers=keyed))
+    assert [m.status_code for m in made] == [201, 201, 201]
+    assert len({m.json["id"] for m in made}) == 3
+    for m, pid in zip(made, (a, b, a), strict=True):
+        assert db.reminders.find_one({"_id": m.json["id"]})["patient_id"] == pid
