@@ -18,6 +18,8 @@ from companion.http.security import allow, own_account, require_patient
 
 blp = Blueprint("progress", __name__, url_prefix="/api/v1", description="Today, streaks, weekly summary")
 READERS = (Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
+PRACTICE_COUNTED = ("minutes of completed practice, each stretch of time once: practice recorded twice (by the "
+                    "patient and a caregiver, or from two phones) counts once, on the day it began")
 
 
 class TaskTodaySchema(TaskProgressSchema):
@@ -45,7 +47,8 @@ class MindfulnessTodaySchema(TaskTodaySchema):
     goal = fields.Nested(MindfulnessGoalSchema, allow_none=True,
                          metadata={"description": "the plan's mindfulness goal; null when it sets none"})
     sessions_this_week = fields.Integer(metadata={
-        "description": "practice completed since Monday, whether or not the plan sets a goal"})
+        "description": "practice completed since Monday, whether or not the plan sets a goal (one recorded twice, "
+                       "overlapping an earlier one by more than a minute, is counted once)"})
 
 
 class RemindersTodaySchema(Schema):
@@ -112,7 +115,7 @@ class WeekDaySchema(Schema):
                        "and today until it is met (in progress, not missed)"})
     tens_minutes = fields.Float()
     tens_minutes_target = fields.Float()
-    mindfulness_minutes = fields.Float()
+    mindfulness_minutes = fields.Float(metadata={"description": PRACTICE_COUNTED})
     reminders_done = fields.Integer()
     reminders_skipped = fields.Integer()
     reminders_missed = fields.Integer()
@@ -129,7 +132,7 @@ class WeekSchema(Schema):
     days_with_plan = fields.Integer()
     days_covered = fields.Integer()
     tens_minutes = fields.Float()
-    practice_minutes = fields.Float()
+    practice_minutes = fields.Float(metadata={"description": PRACTICE_COUNTED})
     mean_pain = fields.Float(allow_none=True)
     pain_entries = fields.Integer()
     days = fields.List(fields.Nested(WeekDaySchema))

@@ -224,7 +224,10 @@ class ReviewPracticeSchema(Schema):
     item_slug = fields.String()
     started_at = fields.DateTime()
     completed_at = fields.DateTime(allow_none=True)
-    minutes = fields.Float(allow_none=True)
+    minutes = fields.Float(allow_none=True, metadata={"description": "the minutes recorded"})
+    counted_minutes = fields.Float(metadata={
+        "description": "what it adds to the figures: its minutes outside practice begun before it (the same "
+                       "practice recorded twice, by the patient and a caregiver or from two phones, counts once)"})
 
 
 class DiaryReviewSchema(Schema):

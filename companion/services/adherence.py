@@ -8,7 +8,8 @@ the patient (companion.domain.adherence).
 Which plan a day follows: the plan version in force at the end of the patient's local day (a plan
 written at 15:00 governs that whole day). A day before any plan, or outside the TENS start/end dates,
 has no TENS task ("no tasks") and is left out of PDC. Events: TENS session records (by their corrected
-start), completed mindfulness practice, and medication reminder occurrences marked done.
+start), completed mindfulness practice (one stretch recorded twice counted once: companion.domain.practice),
+and medication reminder occurrences marked done.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ from companion.domain.errors import Invalid, NotFound
 from companion.domain.localtime import TimeZoneHistory, day_span
 from companion.domain.people import Account
 from companion.domain.plans import plan_in_force, planned_tasks
+from companion.domain.practice import REACH
 from companion.domain.sessions import counted_minutes_shown, counts_as_session
+from companion.services.day_facts import practice_events, with_counts
 from companion.store.adherence import snapshot_id
 from companion.store.stores import Stores
 
@@ -123,8 +126,8 @@ class Adherence:
         end = datetime.combine(local_date + timedelta(days=1), time(0), UTC) + timedelta(hours=15)
         events = [tens_event(s) for s in self.stores.session_records.for_patient(patient_id, start, end, _EVENT_LIMIT,
                                                                                   counted_only=True)]
-        events += [TaskEvent(TaskKind.MINDFULNESS, p["started_at"], p.get("minutes") or 0)
-                   for p in self.stores.practice.completed_between(patient_id, start, end, _EVENT_LIMIT)]
+        events += practice_events(with_counts(self.stores.practice.completed_between(patient_id, start - REACH, end,
+                                                                                      _EVENT_LIMIT)))
         mine = events_by_local_day(events, history).get(local_date, [])
         doses = self.stores.occurrences.doses_taken(patient_id, local_date.isoformat())
         return mine + [TaskEvent(TaskKind.MEDICATION, d["due_at"]) for d in doses]

@@ -42,6 +42,7 @@ from companion.domain.alerts import AlertCandidate, AlertKind, low_adherence_run
 from companion.domain.localtime import TimeZoneHistory
 from companion.domain.people import CLOSED, Account
 from companion.domain.plans import planned_tasks
+from companion.domain.practice import REACH
 from companion.services.adherence import Adherence, day_bounds, snapshot_of, tens_event
 from companion.services.alerts import (
     LOW_ADHERENCE_LOOKBACK,
@@ -51,6 +52,7 @@ from companion.services.alerts import (
     low_adherence_in,
     progress_of,
 )
+from companion.services.day_facts import practice_events, with_counts
 from companion.services.item_failures import ItemFailures
 from companion.services.read_models import kept_day, kept_snapshots
 from companion.services.touched_days import DECIDED, RECOMPUTE_WINDOW_DAYS, WINDOW_SLACK_DAYS
@@ -175,10 +177,14 @@ def _read_events(stores: Stores, patients: dict[str, _Patient]) -> None:
             day = _day_of(patients.get(s.get("patient_id")), s["started_at"])
             if day is not None:
                 day.events.append(tens_event(s))
-        for p in stores.practice.completed_in_window(start, end, ids):
-            day = _day_of(patients.get(p.get("patient_id")), p["started_at"])
-            if day is not None:
-                day.events.append(TaskEvent(TaskKind.MINDFULNESS, p["started_at"], p.get("minutes") or 0))
+        practice: dict[str, list[dict]] = defaultdict(list)
+        for p in stores.practice.completed_in_window(start - REACH, end, ids):
+            practice[p.get("patient_id")].append(p)
+        for patient_id, records in practice.items():
+            for event in practice_events(with_counts(records)):
+                day = _day_of(patients.get(patient_id), event.started_at_utc)
+                if day is not None:
+                    day.events.append(event)
         for d in stores.occurrences.doses_taken_on([d.isoformat() for d in dates], ids):
             patient = patients.get(d.get("patient_id"))
             day = patient.days.get(date.fromisoformat(d["local_date"])) if patient else None

@@ -1,9 +1,15 @@
 """What a patient did over a stretch of time, read from the stores and put in the terms of the domain's
 progress rules: planned tasks per local day (from the plan version in force), TENS sessions, mindfulness
-practice and medication doses as task events, and pain ratings."""
+practice and medication doses as task events, and pain ratings.
+
+Practice is counted as companion.domain.practice says (one stretch recorded twice counts once), from the
+records as they are when read: every reader of practice minutes here and in the adherence snapshots reads
+from ``practice.REACH`` before the first practice it counts and counts with :func:`with_counts`, so that all
+of them agree."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -12,6 +18,7 @@ from companion.domain.adherence import TaskEvent, TaskKind, events_by_local_day
 from companion.domain.localtime import TimeZoneHistory, resolve_local
 from companion.domain.pain import PainEntry, Role
 from companion.domain.plans import plan_in_force
+from companion.domain.practice import REACH, PracticeUnion, Practised
 from companion.domain.sessions import counted_minutes_shown, counts_as_session
 from companion.store.stores import Stores
 
@@ -38,8 +45,7 @@ class PatientFacts:
         """TENS sessions, completed practice and medication doses taken, as the domain's task events."""
         events = [TaskEvent(TaskKind.TENS, s["started_at"], counted_minutes_shown(s), int(counts_as_session(s)))
                   for s in self.sessions]
-        events += [TaskEvent(TaskKind.MINDFULNESS, p["started_at"], minutes=p["minutes"])
-                   for p in self.practice if p["completed_at"] is not None]
+        events += practice_events(self.practice)
         events += [TaskEvent(TaskKind.MEDICATION, o["due_at"]) for o in self.occurrences
                    if o["kind"] == "medication" and o["status"] == "done"]
         return events
@@ -65,12 +71,38 @@ class PatientFacts:
         return plan_in_force(self.plans, day_end_utc)
 
 
+def with_counts(practice: Iterable[dict]) -> list[dict]:
+    """The practice records in order of (started_at, id), each completed one with what it counts in the figures
+    (companion.domain.practice): ``counted_minutes`` and ``counts`` (a practice of its own). Give every record
+    started from ``REACH`` before the first one whose count is used."""
+    return list(with_counts_in_order(sorted(practice, key=lambda p: (p["started_at"], str(p["_id"])))))
+
+
+def with_counts_in_order(practice: Iterable[dict]) -> Iterator[dict]:
+    """:func:`with_counts` for records given in order of (started_at, id), one at a time (a stream)."""
+    union = PracticeUnion()
+    for p in practice:
+        p["counted_minutes"], p["counts"] = 0.0, False  # started, not completed: nothing yet
+        if p.get("completed_at") is not None:
+            counted = union.add(Practised(str(p["_id"]), p["started_at"], p.get("minutes") or 0.0))
+            p["counted_minutes"], p["counts"] = counted.minutes, counted.own
+        yield p
+
+
+def practice_events(practice: Iterable[dict]) -> list[TaskEvent]:
+    """Completed practice (counted by :func:`with_counts`) as the domain's task events: the minutes each adds,
+    and one done only for a practice of its own."""
+    return [TaskEvent(TaskKind.MINDFULNESS, p["started_at"], p["counted_minutes"], int(p["counts"]))
+            for p in practice if p.get("completed_at") is not None]
+
+
 def gather(stores: Stores, patient_id: str, start_utc: datetime, end_utc: datetime) -> PatientFacts:
-    """Read the patient's records between two instants (and every plan version)."""
+    """Read the patient's records between two instants (and every plan version); practice counted."""
+    practice = with_counts(stores.practice.between(patient_id, start_utc - REACH, end_utc))
     return PatientFacts(
         plans=stores.plans.history(patient_id),
         sessions=stores.session_records.for_patient(patient_id, start_utc, end_utc, SESSION_LIMIT, counted_only=True),
-        practice=stores.practice.between(patient_id, start_utc, end_utc),
+        practice=[p for p in practice if p["started_at"] >= start_utc],
         occurrences=stores.occurrences.between(patient_id, start_utc, end_utc),
         pain=stores.pain_entries.recorded_between(patient_id, start_utc, end_utc),
     )

@@ -152,8 +152,10 @@ def _doses(review: PatientReview, days: int) -> Iterator[Event]:
 
 def _practice(review: PatientReview, days: int) -> Iterator[Event]:
     for p in review.period_practice(days):
+        # duration_min as recorded; counted_min what it adds to the figures (a stretch recorded twice counts once)
         yield (p["started_at"], 3, {"id": p["_id"], "title": p.get("item_slug"),
                                     "duration_min": _minutes(p.get("minutes")),
+                                    "counted_min": _minutes(p["counted_minutes"]),
                                     "status": "completed" if p.get("completed_at") else "started"})
 
 

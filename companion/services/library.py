@@ -135,6 +135,9 @@ class Library:
             done = self.log.get(patient_id, practice_id)
             if (done["completed_at"], done.get("minutes")) != (completed_at, practised):
                 raise Conflict("this practice was already completed")
-        if self.touched is not None:  # a practice completed counts on the day it began
-            self.touched.instants(patient_id, [started["started_at"]], "practice", reach_back=True)
+        if self.touched is not None:
+            # A practice completed counts on the day it began; it can change what the practices begun before its
+            # end count (companion.domain.practice), which may be on the next day.
+            ends = started["started_at"] + timedelta(minutes=done.get("minutes") or 0.0)
+            self.touched.instants(patient_id, [started["started_at"], ends], "practice", reach_back=True)
         return done

@@ -23,11 +23,19 @@ from companion.domain.localtime import TimeZoneHistory
 from companion.domain.pain import flare_at
 from companion.domain.people import Account
 from companion.domain.plans import planned_tasks
+from companion.domain.practice import REACH
 from companion.domain.sessions import counts_as_session
 from companion.domain.streaks import streak, weekly_summary
 from companion.domain.suggestions import ContentItem, PracticeCompletion, suggest_after_flare
 from companion.services.adherence import day_bounds
-from companion.services.day_facts import PatientFacts, days_between, gather, local_date, local_day_bounds
+from companion.services.day_facts import (
+    PatientFacts,
+    days_between,
+    gather,
+    local_date,
+    local_day_bounds,
+    with_counts,
+)
 from companion.services.reminders import ReminderService
 from companion.store.stores import Stores
 
@@ -174,11 +182,12 @@ class Progress:
         begun in another zone is that zone's)."""
         goal = (plan or {}).get("mindfulness") or {}
         monday = day - timedelta(days=day.isoweekday() - 1)
-        week = self.stores.practice.completed_between(patient_id, day_bounds(history, monday)[0], day_end)
+        week_start = day_bounds(history, monday)[0]
+        week = with_counts(self.stores.practice.completed_between(patient_id, week_start - REACH, day_end))
         set_goal = goal.get("minutes_per_day") or goal.get("sessions_per_week")
         return {"goal": {"minutes_per_day": goal.get("minutes_per_day"),
                          "sessions_per_week": goal.get("sessions_per_week")} if set_goal else None,
-                "sessions_this_week": len(week)}
+                "sessions_this_week": sum(p["counts"] for p in week if p["started_at"] >= week_start)}
 
     def streaks(self, patient_id: str, grace_days: int, days: int) -> dict:
         """The current and longest streak of days meeting the TENS prescription, over the last `days` days."""
@@ -239,7 +248,7 @@ class Progress:
         library = {i["_id"]: i for i in self.stores.content.all()}
         items = [ContentItem(slug, i["title"], i["category"], i["duration_min"]) for slug, i in library.items()]
         completions = [PracticeCompletion(p["item_slug"], p["started_at"], p["completed_at"])
-                       for p in facts.practice if p["completed_at"] is not None]
+                       for p in facts.practice if p["completed_at"] is not None and p["counts"]]
         ranked = suggest_after_flare(items, completions, entries, limit=limit)
         return {
             "flare": {"recorded_at": flare.entry.recorded_at_utc, "nrs": flare.entry.score,

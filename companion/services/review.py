@@ -13,8 +13,10 @@ from companion.clock import Clock, now
 from companion.domain import review as rules
 from companion.domain.errors import Invalid, NotFound
 from companion.domain.people import Account
+from companion.domain.practice import REACH
 from companion.domain.review import PanelFilter
 from companion.services.adherence import day_bounds
+from companion.services.day_facts import with_counts, with_counts_in_order
 from companion.services.read_models import PanelReadModel
 from companion.store.adherence import snapshot_id
 from companion.store.read_models import ENTRY_ORDERS
@@ -105,9 +107,10 @@ class PatientReview:
             self.pid, self.period_start(days), self.at), "recorded_at")
 
     def period_practice(self, days: int) -> Iterator[dict]:
-        """The period's mindfulness practice."""
-        return self._of_period(days, self.stores.practice.started_in_order(
-            self.pid, self.period_start(days), self.at), "started_at")
+        """The period's mindfulness practice, oldest first, each with what it counts in the figures
+        (``counted_minutes``, ``counts``: companion.services.day_facts.with_counts)."""
+        return self._of_period(days, with_counts_in_order(self.stores.practice.started_in_order(
+            self.pid, self.period_start(days) - REACH, self.at)), "started_at")
 
     def period_notifications(self, days: int) -> Iterator[dict]:
         """The push notifications about the patient created in the period."""
@@ -243,11 +246,18 @@ class PatientReview:
         return {"devices": devices, "events": events, "events_complete": complete}
 
     def diary(self, days: int) -> dict:
-        """The period's diary entries, newest first, and mindfulness practice; ``entries_complete`` and
-        ``practice_complete`` say whether each list is all of the period's (at most ``rows`` of each are read:
-        the oldest entries, the newest practice)."""
+        """The period's diary entries, newest first, and mindfulness practice, each practice with what it counts
+        in the figures; ``entries_complete`` and ``practice_complete`` say whether each list is all of the
+        period's (at most ``rows`` of each are read: the oldest entries, the newest practice)."""
         practice, practice_complete = _cut(self.stores.practice.started_since(
             self.pid, self._since(days), self.rows + 1, until=self.at + timedelta(minutes=5)), self.rows)
+        if practice:  # each counted as the figures count it, with what the oldest shown may overlap
+            oldest, shown = practice[-1]["started_at"], {p["_id"] for p in practice}
+            earlier = [p for p in self.stores.practice.completed_between(self.pid, oldest - REACH,
+                                                                         oldest + timedelta(milliseconds=1))
+                       if p["_id"] not in shown]
+            counted = {p["_id"]: p for p in with_counts(practice + earlier)}
+            practice = [counted[p["_id"]] for p in practice]
         pain = self.pain(days)
         return {"entries": list(reversed(pain["entries"])), "entries_complete": pain["entries_complete"],
                 "practice": [p for p in practice if self.in_period(days, p["started_at"])],

@@ -192,7 +192,7 @@ class PracticeLog(feeds.SyncedCollection):
         """Completed practice started in [start, end), of every patient or of ``patient_ids`` (a bounded
         ``$in`` at a time)."""
         return find_among_patients(self.col, {"started_at": {"$gte": start, "$lt": end}, "completed_at": {"$ne": None}},
-                                   {"patient_id": 1, "started_at": 1, "minutes": 1}, patient_ids)
+                                   {"patient_id": 1, "started_at": 1, "completed_at": 1, "minutes": 1}, patient_ids)
 
     def recent(self, patient_id: str, limit: int = 50) -> list[dict]:
         return list(self.col.find({"patient_id": patient_id}).sort("started_at", DESCENDING).limit(limit))

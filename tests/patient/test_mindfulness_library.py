@@ -287,3 +287,26 @@ def test_a_failed_start_retried_finds_its_practice_and_another_item_under_its_ke
     listed = client.get(url, headers=world["patient_a"].headers, query_string={
         "from": START.isoformat(), "to": (START + timedelta(minutes=1)).isoformat()}).json["items"]
     assert sorted(p["item_slug"] for p in listed) == ["box-breathing", "five-minute-body-scan", "three-breath-reset"]
+
+
+def test_one_practice_recorded_by_the_patient_and_by_their_caregiver_is_not_counted_twice(
+        client, world, services, library, clock):
+    """The patient and a caregiver allowed to record for them (or two phones) log the same 20 minutes: both
+    records are kept as logged, and today and the week count 20 minutes, one practice."""
+    pid = world["patient_a"].id
+    services.stores.care_links.grant(pid, world["caregiver_linked"].id, CaregiverPermissions(write=True))
+    slug = next(s for s, i in library.items() if i["duration_min"] >= 20)
+    ids = [client.post(f"/api/v1/patients/{pid}/practice", json={"item_slug": slug},
+                       headers=world[who].headers).json["id"] for who in ("patient_a", "caregiver_linked")]
+    clock.shift(timedelta(minutes=20))
+    for who, practice_id in zip(("patient_a", "caregiver_linked"), ids, strict=True):
+        assert client.post(f"/api/v1/patients/{pid}/practice/{practice_id}/complete", json={},
+                           headers=world[who].headers).status_code == 200
+    today = client.get(f"/api/v1/patients/{pid}/today", headers=world["patient_a"].headers).json
+    week = client.get(f"/api/v1/patients/{pid}/progress/week", headers=world["patient_a"].headers).json
+    # 20 minutes of wall-clock time cannot hold more than 20 minutes of practice
+    assert (today["mindfulness"]["minutes"], week["practice_minutes"]) == (20.0, 20.0)
+    assert today["mindfulness"]["sessions_this_week"] == 1
+    listed = client.get(f"/api/v1/patients/{pid}/practice", headers=world["patient_a"].headers, query_string={
+        "from": START.isoformat(), "to": (START + timedelta(minutes=1)).isoformat()}).json["items"]
+    assert sorted(p["minutes"] for p in listed) == [20.0, 20.0]  # each record as it was logged

@@ -13,7 +13,7 @@ from pymongo.errors import ConnectionFailure
 
 from companion.api.ingestion import SessionRecordSchema, SyncSchema
 from companion.domain.access import Grant, Relationship
-from companion.services.exports import patient_csv
+from companion.services.exports import events_csv, patient_csv
 from companion.services.review import PatientReview
 from companion.services.touched_days import TouchedDays
 from tests.scheduler.helpers import (
@@ -536,3 +536,69 @@ def test_the_events_export_says_how_each_session_counts_and_adds_up_to_the_days_
     statuses = [e["resource"]["status"] for e in fhir.transaction_bundle(review, 7)["entry"]
                 if e["resource"]["resourceType"] == "DeviceUseStatement"]
     assert sorted(statuses) == ["completed", "completed", "entered-in-error"]
+
+
+def _practice_day(services, patient, day: date, clock) -> dict:
+    """One local day's practice minutes as each view counts them."""
+    snapshot = services.stores.adherence_days.between(patient.id, day, day)[0]
+    shown = next(d for d in services.progress.week(patient.id, day)["days"] if d["date"] == day.isoformat())
+    review = PatientReview(services.stores, services.stores.users.by_id(patient.id), at=clock())
+    events = [r for r in csv.DictReader(io.StringIO(events_csv(review, 7).lstrip("\ufeff")))
+              if r["event"] == "mindfulness_practice" and r["local_date"] == day.isoformat()]
+    diary = [p for p in review.diary(7)["practice"] if p["started_at"].date() == day]
+    return {"snapshot": snapshot["mindfulness"]["minutes"], "week": shown["mindfulness_minutes"],
+            "events_csv": round(sum(float(r["counted_min"]) for r in events), 1),
+            "review": round(sum(p["counted_minutes"] for p in diary), 1)}
+
+
+def test_a_practice_recorded_twice_and_completed_late_before_the_other_is_counted_once_in_every_view(
+        jobs_db, settings, clock, traveller):
+    """A caregiver starts a 20-minute item five minutes before the patient starts it on their phone; the patient's
+    record is completed and counted (20 minutes), then the caregiver's, late: the union is 25 minutes, and every
+    view says 25, however it reads (today, the week, the snapshot the job recomputes, the export, the review)."""
+    now = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
+    traveller.move_to(now)
+    services = services_on(jobs_db, settings, clock)
+    services.library.load()
+    patient = make_person(jobs_db, "patient", "UTC")
+    services.plans.prescribe(patient.id, {**PLAN, "mindfulness": {
+        "minutes_per_day": 30, "sessions_per_week": None, "counts_towards_adherence": True}},
+        created_by="clinician", at=now - timedelta(days=60))
+    early, late = now - timedelta(hours=3), now - timedelta(hours=3) + timedelta(minutes=5)
+    by_caregiver = services.library.start_practice(patient.id, "full-body-scan", early)
+    by_patient = services.library.start_practice(patient.id, "full-body-scan", late)
+    services.library.complete_practice(patient.id, by_patient["_id"], late + timedelta(minutes=20), None)
+    services.adherence_job.run()
+    assert set(_practice_day(services, patient, now.date(), clock).values()) == {20.0}
+    services.library.complete_practice(patient.id, by_caregiver["_id"], early + timedelta(minutes=20), None)
+    services.adherence_job.run()
+    assert set(_practice_day(services, patient, now.date(), clock).values()) == {25.0}
+    today = services.progress.today(patient.id)["mindfulness"]
+    assert (today["minutes"], today["sessions_this_week"]) == (25.0, 1)
+    assert services.progress.week(patient.id, now.date())["practice_minutes"] == 25.0
+    one_day = services.adherence.compute_day(services.accounts.account(patient.id), now.date())
+    assert (one_day["mindfulness"]["minutes"], one_day["mindfulness"]["done"]) == (25.0, 1)
+    assert [p["minutes"] for p in jobs_db.practice_log.find({}).sort("started_at", 1)] == [20.0, 20.0]  # as logged
+
+
+def test_a_practice_completed_late_that_runs_past_midnight_recomputes_the_next_days_duplicate(
+        jobs_db, settings, clock, traveller):
+    """The original begins at 23:50 and its copy at 00:00: the copy counts only its 10 minutes after the
+    original's end, on the next day, once the original is completed, however late; that day is recomputed too."""
+    now = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
+    traveller.move_to(now)
+    services = services_on(jobs_db, settings, clock)
+    services.library.load()
+    patient = make_person(jobs_db, "patient", "UTC")
+    services.plans.prescribe(patient.id, {**PLAN, "mindfulness": {
+        "minutes_per_day": 30, "sessions_per_week": None, "counts_towards_adherence": True}},
+        created_by="clinician", at=now - timedelta(days=60))
+    original = services.library.start_practice(patient.id, "full-body-scan", datetime(2026, 3, 17, 23, 50, tzinfo=UTC))
+    copy = services.library.start_practice(patient.id, "full-body-scan", datetime(2026, 3, 18, 0, 0, tzinfo=UTC))
+    services.library.complete_practice(patient.id, copy["_id"], datetime(2026, 3, 18, 0, 20, tzinfo=UTC), None)
+    services.adherence_job.run()
+    assert set(_practice_day(services, patient, date(2026, 3, 18), clock).values()) == {20.0}
+    services.library.complete_practice(patient.id, original["_id"], datetime(2026, 3, 18, 0, 10, tzinfo=UTC), None)
+    services.adherence_job.run()
+    assert set(_practice_day(services, patient, date(2026, 3, 17), clock).values()) == {20.0}
+    assert set(_practice_day(services, patient, date(2026, 3, 18), clock).values()) == {10.0}
