@@ -66,9 +66,21 @@ class PanelRowSchema(Schema):
     pain_mean_previous_14d = fields.Float(attribute="pain.previous_mean", allow_none=True)
     pain_change_14d = fields.Float(attribute="pain.change", allow_none=True)
     pain_direction = fields.String(attribute="pain.direction")
-    days_since_sync = fields.Integer(allow_none=True)
+    days_since_sync = fields.Integer(allow_none=True, metadata={
+        "description": "whole 24-hour periods since the last sync of any of the patient's units, counted at the "
+                       "request (0: less than 24 hours ago, which may have been on the patient's previous "
+                       "calendar day; 1: at least 24 and under 48 hours ago); null when no unit has synced"})
     open_alerts = fields.Integer()
-    reasons = fields.List(fields.String(), metadata={"description": "why this patient may need attention"})
+    reasons = fields.List(fields.String(), metadata={
+        "description": "why this patient may need attention; of a closed account's record, only its open alerts "
+                       "(which the care team can still acknowledge)"})
+    account_status = fields.String(metadata={
+        "description": "active; deactivated (by an admin: the patient cannot sign in and their gateways are "
+                       "refused until reactivated); or closed (by the patient: the care team keeps the record to "
+                       "read, acknowledge its alerts and decide its held sessions, and nothing new is added, so a "
+                       "clinical note or a plan is refused, 403)"})
+    closed_at = fields.DateTime(allow_none=True, metadata={"description": "when the account was closed; null "
+                                                                         "unless `account_status` is closed"})
 
 
 class PanelSchema(CompiledDump, Schema):

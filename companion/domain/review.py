@@ -13,6 +13,7 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from companion.domain.localtime import TimeZoneHistory, day_span
+from companion.domain.people import ACTIVE, CLOSED
 from companion.domain.plans import plan_in_force, tens_minutes_prescribed
 from companion.domain.sessions import counted_minutes_shown, counts_as_session
 
@@ -222,13 +223,29 @@ class PanelRow:
     days_since_sync: int | None
     open_alerts: int
     last_sync: datetime | None = None  # the instant behind days_since_sync: sorts order by it
+    account_status: str = ACTIVE  # active, deactivated (by an admin, reversible) or closed (by the patient, final)
+    closed_at: datetime | None = None  # when the account was closed (its record is kept from then)
+
+    @property
+    def closed(self) -> bool:
+        """Whether the patient closed their account: the care team keeps the record to read, nothing new comes."""
+        return self.account_status == CLOSED
+
+    @property
+    def closed_on(self) -> date | None:
+        """The patient's local date the account was closed on (None while it is open)."""
+        return local_date(self.closed_at, self.time_zone) if self.closed and self.closed_at else None
 
     @property
     def reasons(self) -> list[str]:
-        """Why this patient may need attention, most pressing first (empty: nothing stands out)."""
+        """Why this patient may need attention, most pressing first (empty: nothing stands out). Of a closed
+        record only its open alerts, which the care team can still settle: no data comes any more (its gateways
+        are revoked, nothing new is raised), so its silent device, adherence and pain ask nothing of anyone."""
         out = []
         if self.open_alerts:
             out.append(f"{self.open_alerts} open alert{'s' if self.open_alerts > 1 else ''}")
+        if self.closed:
+            return out
         if self.pdc_7 is not None and self.pdc_7 < ADHERENT_PDC:
             out.append(f"adherence {round(self.pdc_7 * 100)}% over 7 days")
         if self.pain.direction == "rising":
@@ -240,7 +257,10 @@ class PanelRow:
 
 def need_key(row: PanelRow) -> tuple:
     """Sort key putting the patients who need attention first: open alerts, then low 7-day PDC,
-    then rising pain, then the longest silent device (never synced last); ties by name."""
+    then rising pain, then the longest silent device (never synced last); ties by name. A closed record ranks
+    by its open alerts alone (as a patient without figures otherwise: see PanelRow.reasons)."""
+    if row.closed:
+        return (-row.open_alerts, True, 2.0, float("inf"), float("inf"), row.display_name.lower(), row.patient_id)
     low_pdc = row.pdc_7 is not None and row.pdc_7 < ADHERENT_PDC
     change = row.pain.change if row.pain.change is not None else float("-inf")
     silent = row.last_sync.timestamp() if row.last_sync is not None else float("inf")

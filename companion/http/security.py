@@ -72,6 +72,13 @@ def client_address() -> str:
     return request.remote_addr or "unknown"
 
 
+def refusal_of(patient_id: str, operation: Operation) -> str | None:
+    """Why the caller may not perform ``operation`` on ``patient_id``'s record (as :func:`require_patient` would
+    refuse it), or None when they may: what a page offers. Nothing is recorded or raised."""
+    grant = services().access.for_acting(grant_for(patient_id), operation)
+    return None if grant.decide(operation) is Decision.ALLOW else refusal(grant, operation)
+
+
 def grant_for(patient_id: str) -> Grant:
     """The caller's standing with ``patient_id``, decided at most once per request."""
     grants: dict[str, Grant] = g.setdefault("grants", {})

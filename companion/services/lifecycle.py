@@ -98,6 +98,7 @@ class AccountLifecycle:
         account = self.users.set_status(user_id, DEACTIVATED, self.clock(), reason)
         if account is None:
             raise NotFound("no such account")
+        self._state_changed(account)
         self._end_everything_running(account, "account deactivated")
         return account
 
@@ -106,7 +107,13 @@ class AccountLifecycle:
         account = self.users.set_status(user_id, ACTIVE, self.clock(), "reactivated")
         if account is None:
             raise NotFound("no such account")
+        self._state_changed(account)
         return account
+
+    def _state_changed(self, account: Account) -> None:
+        """A patient's panel row says what state their account is in: it is computed again."""
+        if account.is_patient:
+            self.stores.panel_row_marks.mark([account.id], "account state", self.clock())
 
     def close(self, user_id: str, *, by: str) -> dict:
         """Close an account for good: the patient asked for it, or an admin deleted the account. Returns what
@@ -169,6 +176,7 @@ class AccountLifecycle:
         stores.emergency_grants.end_for_patient(patient.id, at)  # (and none opens the record from now on)
         # Then the closure itself: from this write on, nothing can sign in or be delivered.
         self.users.close(patient.id, at, keep_name=True)
+        self._state_changed(patient)  # the panel shows the record as closed, asking nothing of anyone
         # Again once closed: an offer accepted while the links were revoked may have made one since (its
         # acceptance checks the account after making its link; one of the two sees the other).
         stores.care_links.revoke_all(patient_id=patient.id)

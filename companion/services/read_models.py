@@ -7,7 +7,8 @@ same domain rules the panel used to apply on every request (companion.domain.rev
 - when its inputs change: every write that marks a day to recompute (companion.services.touched_days: a
   session, dose, practice, diary entry, plan or time-zone change, however late) marks the row too; so do the
   adherence job when a snapshot changes (the PDC is read from snapshots), an alert raised, reopened,
-  acknowledged or resolved, a unit's upload, and a change of name;
+  acknowledged or resolved, a unit's upload, a change of name, and a change of the account's state
+  (deactivated, reactivated, closed: the row says which, and when it was closed);
 - when time alone changes a figure: at the patient's next local midnight (the PDC periods move on) and when a
   pain rating leaves the 14- or 28-day window (the trend moves). Each row schedules its own next computation.
 
@@ -34,7 +35,7 @@ from zoneinfo import ZoneInfo
 from companion.clock import Clock, now
 from companion.domain import review as rules
 from companion.domain.localtime import REPORTED_AHEAD, resolve_local
-from companion.domain.people import Account
+from companion.domain.people import ACTIVE, CLOSED, Account
 from companion.domain.review import PanelFilter
 from companion.services.item_failures import ItemFailures
 from companion.store.adherence import snapshot_id
@@ -98,18 +99,23 @@ def panel_row_doc(person: Account, snapshots: list[dict], pain: list[dict], last
     live = [e for e in kept if e["recorded_at"] <= at]
     trend = rules.pain_trend(live, at)
     name = person.display_name or ""
+    closed = person.status == CLOSED
+    # A closed record ranks by its open alerts alone (companion.domain.review.need_key): its other need keys are
+    # those of a patient without figures. The figures themselves are shown as they are.
+    ranked = not closed
     return {
         "_id": person.id, "display_name": name, "name_key": name.lower(), "time_zone": zone,
         "pdc_7": pdc_7, "pdc_30": pdc_30, "none_pdc_7": int(pdc_7 is None), "none_pdc_30": int(pdc_30 is None),
-        "low_pdc": pdc_7 is not None and pdc_7 < rules.ADHERENT_PDC,
-        "pdc_7_key": NO_PDC_KEY if pdc_7 is None else pdc_7,
+        "low_pdc": ranked and pdc_7 is not None and pdc_7 < rules.ADHERENT_PDC,
+        "pdc_7_key": pdc_7 if ranked and pdc_7 is not None else NO_PDC_KEY,
         "pain_recent_mean": trend.recent_mean, "pain_previous_mean": trend.previous_mean,
         "pain_change": trend.change, "none_pain_change": int(trend.change is None),
-        "pain_change_key": NO_CHANGE_KEY if trend.change is None else trend.change,
+        "pain_change_key": trend.change if ranked and trend.change is not None else NO_CHANGE_KEY,
         "pain_direction": trend.direction,
         "last_sync": last_sync, "none_sync": int(last_sync is None),
-        "sync_key": NO_SYNC_KEY if last_sync is None else last_sync,
+        "sync_key": last_sync if ranked and last_sync is not None else NO_SYNC_KEY,
         "open_alerts": open_alerts,
+        "account_status": person.status, "closed_at": person.status_changed_at if closed else None,
     }, dict(sorted(days.items())), _next_change(kept, at, zone, today)
 
 
@@ -120,7 +126,10 @@ def as_panel_row(doc: dict, at: datetime) -> rules.PanelRow:
         pdc_7=doc["pdc_7"], pdc_30=doc["pdc_30"],
         pain=rules.PainTrend(doc["pain_recent_mean"], doc["pain_previous_mean"]),
         days_since_sync=rules.days_since(doc["last_sync"], at), open_alerts=doc["open_alerts"],
-        last_sync=doc["last_sync"])
+        last_sync=doc["last_sync"],
+        # (A row computed before it held the account's status is an open account's: `companion migrate` computes
+        # again those of accounts closed or deactivated, and every row is computed again at its local midnight.)
+        account_status=doc.get("account_status") or ACTIVE, closed_at=doc.get("closed_at"))
 
 
 class PanelPages:
@@ -295,14 +304,20 @@ class PanelReadModel:
         return Rebuilt(done, tuple(failures.item_ids))
 
     def missing(self) -> list[str]:
-        """The patients missing from the panel: those without a row, and those enrolled in a team without their
+        """The patients missing from the panel: those without a row, those whose row was computed before rows
+        held the account's state while their account is not active (a closed record would show as an open one
+        until the row's next computation, at the patient's midnight), and those enrolled in a team without their
         line on its panel (a database from before the read model or its lines, a build stopped half-way, a
         patient signed up or enrolled by a process of a version before them). Found by ids, never by scanning
-        the rows: the patients' ids from the role index, which of them have a row by `_id $in` a chunk at a time,
-        each team's enrolments from the team index and which of their lines exist counted from the `_id` index
-        (10,000 patients in 100 teams, nothing missing: 1-2 s on the development server, 2 shared cores)."""
+        the rows: the patients' ids from the role index, which of them have a row (and its state) by `_id $in` a
+        chunk at a time, the states of the accounts whose row holds none by `_id $in`, each team's enrolments
+        from the team index and which of their lines exist counted from the `_id` index (10,000 patients in 100
+        teams, nothing missing: 1-2 s on the development server, 2 shared cores)."""
         patients = self.stores.users.patient_ids()
-        wanted = set(patients) - self.rows.present(patients)
+        states = self.rows.account_states(patients)
+        wanted = set(patients) - set(states)
+        unknown = [pid for pid, state in states.items() if state is None]
+        wanted.update(pid for pid, state in self.stores.users.states(unknown).items() if state != ACTIVE)
         lines = {f"{team_id}:{pid}": pid for team_id, enrolled in self.stores.care_teams.enrolled_by_team()
                  for pid in enrolled}
         wanted.update(lines[line] for line in set(lines) - self.entries.present(lines))

@@ -97,6 +97,14 @@ class Users:
                           for d in self.col.find({"_id": {"$in": part}}, {"display_name": 1, "role": 1})})
         return found
 
+    def states(self, user_ids: Iterable[str]) -> dict[str, str]:
+        """Each account's state (active, deactivated or closed) by id; accounts that no longer exist are absent."""
+        states = {}
+        for part in chunks(sorted(set(user_ids))):
+            states.update({d["_id"]: d.get("status") or ACTIVE for d in self.col.find({"_id": {"$in": part}},
+                                                                                      {"status": 1})})
+        return states
+
     def patients(self) -> list[Account]:
         """Every patient, with what the daily jobs need (zones and alert preferences)."""
         return [account_of({**doc, "role": Role.PATIENT.value}) for doc in self.col.find(

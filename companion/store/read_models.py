@@ -35,6 +35,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from companion.domain.people import CLOSED
 from companion.store.batches import chunks
 from companion.store.db import count_by_id
 
@@ -71,7 +72,7 @@ ENTRY_ORDERS = {"need": ("k_need", "team_need"), "name": ("k_name", "team_name")
 # What a panel line shows of its row, copied into each of the row's entries so that a page of the panel is
 # one read of its entries (the rows themselves are read only for entries written before the copies).
 SHOWN_FIELDS = ("display_name", "time_zone", "pdc_7", "pdc_30", "pain_recent_mean", "pain_previous_mean",
-                "last_sync", "open_alerts")
+                "last_sync", "open_alerts", "account_status", "closed_at")
 _COMPLEMENT = str.maketrans("0123456789abcdef", "fedcba9876543210")
 
 
@@ -135,8 +136,12 @@ def panel_query(patient_ids: list[str], at: datetime, *, q: str | None = None, n
     if q:
         query["name_key"] = {"$regex": re.escape(q.lower())}
     if needs_attention:
-        query["$or"] = [{"open_alerts": {"$gt": 0}}, {"low_pdc": True}, {"pain_direction": "rising"},
-                        {"last_sync": {"$lte": at - SILENT_DEVICE}}]
+        # A closed record needs attention for its open alerts alone (companion.domain.review.PanelRow.reasons);
+        # a row without a state is an open account's (computed before rows held it).
+        kept_open = {"account_status": {"$ne": CLOSED}}
+        query["$or"] = [{"open_alerts": {"$gt": 0}}, {"low_pdc": True, **kept_open},
+                        {"pain_direction": "rising", **kept_open},
+                        {"last_sync": {"$lte": at - SILENT_DEVICE}, **kept_open}]
     if pdc_7_below is not None:
         query["pdc_7"] = {"$lt": pdc_7_below}
     if pain_rising:
@@ -189,11 +194,13 @@ class PanelRows:
             return rows, len(rows)
         return rows, self.col.count_documents(query)
 
-    def present(self, patient_ids: Iterable[str]) -> set[str]:
-        """Which of these patients have a row (their ids read by `_id $in`, a chunk at a time)."""
-        found: set[str] = set()
+    def account_states(self, patient_ids: Iterable[str]) -> dict[str, str | None]:
+        """The account state each of these patients' rows holds (None: a row computed before rows held it);
+        patients without a row are absent (read by `_id $in`, a chunk at a time)."""
+        found: dict[str, str | None] = {}
         for part in chunks(sorted(set(patient_ids))):
-            found.update(doc["_id"] for doc in self.col.find({"_id": {"$in": part}}, {"_id": 1}))
+            found.update((doc["_id"], doc.get("account_status"))
+                         for doc in self.col.find({"_id": {"$in": part}}, {"account_status": 1}))
         return found
 
     def all_ids(self) -> Iterator[str]:

@@ -26,7 +26,7 @@ from companion.domain.localtime import resolve_local
 from companion.http import auditing, services
 from companion.http.panel import PanelArgs, panel_filter
 from companion.http.schemas import YEARS
-from companion.http.security import allow, public, require_patient
+from companion.http.security import allow, public, refusal_of, require_patient
 from companion.services import exports
 from companion.services.review import PatientReview
 from companion.web import bp, charts
@@ -123,6 +123,8 @@ def patient(patient_id):
         programmes=review.programmes(days), history=history, device=device, diary=diary, plans=review.plans(),
         alerts=alerts, recent_alerts=recent_alerts, resolved_alerts=resolved_alerts, session_times=session_times,
         needs_start=needs_start, alert_label=alert_label, notes=notes, authors=authors,
+        # A closed record takes no new note (403): the page offers no form whose text would be refused.
+        notes_refused=refusal_of(patient_id, Operation.CLINICAL),
         csrf_token=g.web_session["csrf_token"], zone=review.zone, lived=_lived_in(review))
 
 

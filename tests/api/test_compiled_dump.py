@@ -101,7 +101,9 @@ _rows = st.builds(
     time_zone=st.sampled_from(["Europe/Berlin", "America/Los_Angeles", "UTC"]),
     pdc_7=st.one_of(st.none(), st.floats(0, 1)), pdc_30=st.one_of(st.none(), st.floats(0, 1)),
     pain=st.builds(PainTrend, st.one_of(st.none(), st.floats(0, 10)), st.one_of(st.none(), st.floats(0, 10))),
-    days_since_sync=st.one_of(st.none(), st.integers(0, 400)), open_alerts=st.integers(0, 5))
+    days_since_sync=st.one_of(st.none(), st.integers(0, 400)), open_alerts=st.integers(0, 5),
+    account_status=st.sampled_from(["active", "deactivated", "closed"]),
+    closed_at=st.one_of(st.none(), st.datetimes(timezones=st.just(UTC))))
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])

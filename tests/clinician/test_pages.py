@@ -362,3 +362,42 @@ def test_a_start_from_the_page_in_the_hour_the_clocks_skip_is_read_as_the_end_of
     page = client.get(f"/clinician/patients/{world['patient_a'].id}").get_data(as_text=True)
     assert _count_at(client, world, page, session, f"{change:%Y-%m-%d}T01:30").status_code == 303
     assert db.session_records.find_one({"_id": session["_id"]})["started_at"] == change.replace(hour=1)
+
+
+def test_a_closed_patient_is_shown_closed_on_the_panel_and_their_page_offers_only_what_is_still_allowed(
+        client, world, seed, db):
+    """A patient who closed their account stays on the care team's panel (the record is kept for its retention):
+    the panel says since when, their revoked gateway's silence does not make them 'need attention' for ten years,
+    and their page says the record is closed and offers no note form (a note is refused, 403, and its text would
+    be lost), while an open alert can still be acknowledged."""
+    a = world["patient_a"]
+    seed.device(a.id, "CTU-CLOSED", last_sync_at=datetime.now(UTC) - timedelta(days=3))
+    seed.alert(a.id, datetime.now(UTC) - timedelta(days=1))
+    assert client.post(f"/api/v1/patients/{a.id}/closure", headers=a.headers,
+                       json={"current_password": PASSWORD, "confirm": True}).status_code == 200
+    closed_on = datetime.now(ZoneInfo("Europe/London")).strftime("%d %b %Y")  # (closed a moment ago, A's zone)
+    sign_in(client, world["clinician_team"].email)
+    row = re.search(r"Patient A.*?</tr>", client.get("/clinician/").get_data(as_text=True), re.S).group(0)
+    assert f"Account closed on {closed_on}" in row and "no device sync" not in row and "1 open alert" in row
+    page = client.get(f"/clinician/patients/{a.id}").get_data(as_text=True)
+    assert f"Account closed on {closed_on}" in page
+    assert 'name="text"' not in page and "No new note can be added (the patient closed their account" in page
+    assert ">Acknowledge" in page
+    refused = client.post(f"/clinician/patients/{a.id}/notes", data={"csrf_token": page_csrf(page), "text": "rang"})
+    assert refused.status_code == 403 and db.clinical_notes.count_documents({}) == 0
+    alert_id = db.alerts.find_one({"patient_id": a.id})["_id"]
+    acknowledged = client.post(f"/clinician/patients/{a.id}/alerts/{alert_id}/acknowledge",
+                               data={"csrf_token": page_csrf(page)})
+    assert acknowledged.status_code == 303
+    attention = client.get("/clinician/?needs_attention=true").get_data(as_text=True)
+    assert "Patient A" not in attention
+
+
+def test_a_deactivated_patient_is_shown_deactivated_and_still_takes_notes(client, world, services):
+    a = world["patient_a"].id
+    services.lifecycle.deactivate(a, by=world["clinician_team"].id, reason="lost phone, account suspended")
+    sign_in(client, world["clinician_team"].email)
+    row = re.search(r"Patient A.*?</tr>", client.get("/clinician/").get_data(as_text=True), re.S).group(0)
+    assert "Account deactivated" in row
+    page = client.get(f"/clinician/patients/{a}").get_data(as_text=True)
+    assert "Account deactivated" in page and 'name="text"' in page  # reversible: the care goes on

@@ -230,3 +230,46 @@ def test_the_pages_links_step_by_the_page_shown(client, panel_world):
     html = client.get("/clinician/?limit=3&offset=3").get_data(as_text=True)
     assert "4–6 of 7" in html and re.search(r'href="[^"]*offset=(\d+)[^"]*">← Previous', html).group(1) == "0"
     assert re.search(r'href="[^"]*offset=(\d+)[^"]*">Next', html).group(1) == "6"
+
+
+def test_a_closed_record_says_so_on_the_panel_and_asks_attention_for_its_open_alerts_alone(client, panel_world,
+                                                                                          services):
+    """A patient who closed their account stays on the panel (the care team keeps the record for its retention):
+    their line says so, and their silent device, low adherence or rising pain no longer rank them or make them
+    'need attention' (nothing will ever come from them again); an alert still open is the care team's to settle."""
+    clinician, ids = panel_world
+    for name in ("Bob", "Cara"):  # Bob: an open alert and a low PDC; Cara: a low PDC
+        services.lifecycle.close(ids[name], by=ids[name])
+    every = _panel(client, clinician)  # the team's lines, in their stored order of need
+    lines = {r["display_name"]: r for r in every["items"]}
+    assert [r["display_name"] for r in every["items"]] == ["Alice", "Bob", "Dan", "Eve", "Finn", "Cara", "Gus"]
+    assert lines["Cara"]["account_status"] == "closed" and lines["Cara"]["closed_at"] is not None
+    assert (lines["Cara"]["reasons"], lines["Cara"]["pdc_7"]) == ([], round(3 / 7, 4))  # the figure stays as it is
+    assert lines["Bob"]["reasons"] == ["1 open alert"]
+    assert {lines[n]["account_status"] for n in ("Alice", "Dan", "Gus")} == {"active"}
+    assert lines["Alice"]["closed_at"] is None
+    attention = _panel(client, clinician, "?needs_attention=true")  # filtered: from the rows, in the database
+    assert [r["display_name"] for r in attention["items"]] == ["Alice", "Bob", "Dan", "Eve", "Finn"]
+    summary = client.get(f"/api/v1/patients/{ids['Cara']}/review/summary", headers=clinician.headers)
+    assert summary.json == lines["Cara"]
+
+
+def test_migrate_computes_again_the_rows_of_closed_records_written_before_rows_held_the_account_state(
+        client, panel_world, services, db):
+    """Rows written by a version before rows held the account's state: an open account's is shown as it is (it
+    is, and its next computation adds the state), a closed one's is computed again by `companion migrate`."""
+    clinician, ids = panel_world
+    services.lifecycle.close(ids["Cara"], by=ids["Cara"])
+    _panel(client, clinician)
+    before = {"$unset": {"account_status": "", "closed_at": ""}, "$set": {"low_pdc": True}}
+    for name in ("Cara", "Dan"):
+        db.panel_rows.update_one({"_id": ids[name]}, before)
+        db.panel_entries.update_many({"patient_id": ids[name]}, {"$unset": {"account_status": "", "closed_at": ""}})
+    assert services.panel_rows.missing() == [ids["Cara"]]
+    lines = {r["display_name"]: r for r in _panel(client, clinician)["items"]}
+    assert lines["Dan"]["account_status"] == "active"
+    services.panel_rows.rebuild(patient_ids=services.panel_rows.missing())
+    assert services.panel_rows.missing() == []
+    lines = {r["display_name"]: r for r in _panel(client, clinician)["items"]}
+    assert (lines["Cara"]["account_status"], lines["Cara"]["reasons"]) == ("closed", [])
+    assert "Cara" not in [r["display_name"] for r in _panel(client, clinician, "?needs_attention=true")["items"]]

@@ -27,19 +27,22 @@ NAMES = ["Ada", "ada", "Åsa", "Zoë", "Bo", "Bob", "Bo B", "", "O'Neil", 'Quote
 
 
 def row_doc(pid: str, *, name: str, pdc_7: float | None, pain_change: float | None, last_sync: datetime | None,
-            open_alerts: int) -> dict:
-    """A stored panel row with these figures (the fields companion.services.read_models.panel_row_doc writes)."""
+            open_alerts: int, closed: bool = False) -> dict:
+    """A stored panel row with these figures (the fields companion.services.read_models.panel_row_doc writes; a
+    closed record's need keys are those of a patient without figures)."""
+    ranked = not closed
     return {
         "_id": pid, "display_name": name, "name_key": name.lower(), "time_zone": "UTC",
         "pdc_7": pdc_7, "pdc_30": pdc_7, "none_pdc_7": int(pdc_7 is None), "none_pdc_30": int(pdc_7 is None),
-        "low_pdc": pdc_7 is not None and pdc_7 < rules.ADHERENT_PDC,
-        "pdc_7_key": NO_PDC_KEY if pdc_7 is None else pdc_7,
+        "low_pdc": ranked and pdc_7 is not None and pdc_7 < rules.ADHERENT_PDC,
+        "pdc_7_key": pdc_7 if ranked and pdc_7 is not None else NO_PDC_KEY,
         "pain_recent_mean": None, "pain_previous_mean": None,
         "pain_change": pain_change, "none_pain_change": int(pain_change is None),
-        "pain_change_key": NO_CHANGE_KEY if pain_change is None else pain_change,
+        "pain_change_key": pain_change if ranked and pain_change is not None else NO_CHANGE_KEY,
         "pain_direction": "rising" if (pain_change or 0) > 0 else "steady",
         "last_sync": last_sync, "none_sync": int(last_sync is None),
-        "sync_key": NO_SYNC_KEY if last_sync is None else last_sync, "open_alerts": open_alerts,
+        "sync_key": last_sync if ranked and last_sync is not None else NO_SYNC_KEY, "open_alerts": open_alerts,
+        "account_status": "closed" if closed else "active", "closed_at": NOW - timedelta(days=40) if closed else None,
     }
 
 
@@ -48,7 +51,7 @@ def random_row(rng: random.Random, pid: str) -> dict:
                    pdc_7=rng.choice([None, 0.0, 0.5, 4 / 7, 6 / 7, 0.8, 1.0]),
                    pain_change=rng.choice([None, -2.5, -0.0, 0.0, 0.25, 1.5]),
                    last_sync=rng.choice([None, NOW - timedelta(days=rng.randint(0, 9), milliseconds=rng.randint(0, 10**6))]),
-                   open_alerts=rng.choice([0, 0, 1, 2, 12]))
+                   open_alerts=rng.choice([0, 0, 1, 2, 12]), closed=rng.random() < 0.2)
 
 
 def need_order(row: dict) -> tuple:

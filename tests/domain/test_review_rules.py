@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 from companion.domain import review as rules
@@ -88,3 +89,19 @@ def test_figure_sorts_put_patients_without_the_figure_last_either_way():
     rows = [_row("a", silent=None), _row("b", silent=4), _row("c", silent=1)]
     assert [r.patient_id for r in rules.order_panel(rows, "days_since_sync")] == ["c", "b", "a"]
     assert [r.patient_id for r in rules.order_panel(rows, "days_since_sync", descending=True)] == ["b", "c", "a"]
+
+
+def test_a_closed_record_asks_attention_for_its_open_alerts_alone_and_ranks_by_them():
+    def closed(row):
+        return replace(row, account_status="closed", closed_at=PANEL_AT - timedelta(days=400))
+
+    silent, low, rising = closed(_row("silent", silent=400)), closed(_row("low", pdc_7=0.2)), closed(
+        _row("rising", change=3))
+    alerted = closed(_row("alerted", pdc_7=0.2, alerts=1))
+    assert [silent.reasons, low.reasons, rising.reasons, alerted.reasons] == [[], [], [], ["1 open alert"]]
+    assert not rules.PanelFilter(needs_attention=True).keeps(silent)
+    assert rules.PanelFilter(needs_attention=True).keeps(alerted)
+    rows = [silent, low, rising, alerted, _row("fine"), _row("empty", pdc_7=None)]
+    # ranked as patients without figures (after those with any), by name; an open alert still ranks first
+    assert [r.patient_id for r in rules.order_panel(rows)] == ["alerted", "fine", "empty", "low", "rising", "silent"]
+    assert (low.closed_on, _row("fine").closed_on) == (date(2025, 1, 26), None)
