@@ -180,7 +180,10 @@ class ReviewDeviceSchema(Schema):
     profile = fields.String()
     bound_at = fields.DateTime()
     status = fields.Nested(ReviewDeviceStatusSchema)
-    days_since_sync = fields.Integer(allow_none=True)
+    days_since_sync = fields.Integer(allow_none=True, metadata={
+        "description": "whole 24-hour periods since the unit's last sync, counted at the request (0: less than 24 "
+                       "hours ago, which may have been on the patient's previous calendar day); null when it never "
+                       "synced"})
 
 
 class DeviceEventSchema(Schema):

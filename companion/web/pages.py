@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from flask import (
@@ -23,6 +23,7 @@ from companion.domain.access import Operation, Role
 from companion.domain.alerts import label_of as alert_label
 from companion.domain.errors import Invalid
 from companion.domain.localtime import resolve_local
+from companion.domain.review import PanelRow
 from companion.http import auditing, services
 from companion.http.panel import PanelArgs, panel_filter
 from companion.http.schemas import YEARS
@@ -69,7 +70,7 @@ def panel():
                                                  "silent_days", "open_alerts"))
     svc = services()
     return render_template("panel.html", rows=rows, total=total, args=args, filtered=filtered, page_size=page_size,
-                           has_team=svc.care.has_team(g.actor.id),
+                           synced=_synced_label(svc.review.clock()), has_team=svc.care.has_team(g.actor.id),
                            query={k: v for k, v in request.args.items() if k != "offset"},
                            me=svc.accounts.account(g.actor.id))
 
@@ -126,6 +127,17 @@ def patient(patient_id):
         # A closed record takes no new note (403): the page offers no form whose text would be refused.
         notes_refused=refusal_of(patient_id, Operation.CLINICAL),
         csrf_token=g.web_session["csrf_token"], zone=review.zone, lived=_lived_in(review))
+
+
+def _synced_label(at: datetime) -> Callable[[PanelRow], str]:
+    """How long ago a panel line's last sync was, as its days_since_sync counts it (whole 24-hour periods, as the
+    API gives it), in hours under a day: a sync late yesterday is '3 h ago', never 'today'."""
+    def synced(row: PanelRow) -> str:
+        if row.days_since_sync:
+            return f"{row.days_since_sync} d ago"
+        hours = min(int((at - row.last_sync) // timedelta(hours=1)), 23) if row.last_sync else 0
+        return f"{hours} h ago" if hours >= 1 else "under 1 h ago"
+    return synced
 
 
 def _lived_in(review: PatientReview) -> Callable[[datetime], str]:

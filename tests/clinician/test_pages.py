@@ -401,3 +401,31 @@ def test_a_deactivated_patient_is_shown_deactivated_and_still_takes_notes(client
     assert "Account deactivated" in row
     page = client.get(f"/clinician/patients/{a}").get_data(as_text=True)
     assert "Account deactivated" in page and 'name="text"' in page  # reversible: the care goes on
+
+
+def _last_sync_cell(client) -> str:
+    row = re.search(r"Patient A.*?</tr>", client.get("/clinician/").get_data(as_text=True), re.S).group(0)
+    return re.sub(r"<[^>]+>", "", re.findall(r'<td class="num">(.*?)</td>', row, re.S)[-1])
+
+
+def test_the_panel_says_how_long_ago_a_unit_synced_as_days_since_sync_counts_it_never_today_for_yesterday(
+        client, world, seed, db):
+    """days_since_sync counts whole 24-hour periods (as the API documents it): 0 for a sync late yesterday, which
+    the panel used to print as 'today'. Under a day it says the hours; from 24 hours on, the days."""
+    a = world["patient_a"].id
+    db.users.update_one({"_id": a}, {"$set": {"time_zone": "UTC", "time_zone_history": []}})
+    late_yesterday = datetime.combine(datetime.now(UTC).date(), datetime.min.time(), UTC) - timedelta(seconds=1)
+    seed.device(a, "CTU-YDAY", last_sync_at=late_yesterday)
+    with time_machine.travel(late_yesterday + timedelta(minutes=30), tick=False) as clock:
+        sign_in(client, world["clinician_team"].email)
+        assert _last_sync_cell(client) == "under 1 h ago"
+        clock.shift(timedelta(minutes=14))
+        assert _last_sync_cell(client) == "under 1 h ago"
+        clock.shift(timedelta(hours=5))
+        sign_in(client, world["clinician_team"].email)
+        assert _last_sync_cell(client) == "5 h ago"
+        clock.shift(timedelta(hours=18, minutes=16))  # 24 h and a second after the sync
+        sign_in(client, world["clinician_team"].email)
+        assert _last_sync_cell(client) == "1 d ago"
+    api = client.get("/api/v1/clinician/panel", headers=world["clinician_team"].headers).json["items"]
+    assert [r["days_since_sync"] for r in api if r["patient_id"] == a] == [0]
