@@ -17,6 +17,7 @@ from companion.domain.practice import REACH
 from companion.domain.review import PanelFilter
 from companion.services.adherence import day_bounds
 from companion.services.day_facts import with_counts, with_counts_in_order
+from companion.services.derived_ids import derived_id
 from companion.services.read_models import PanelReadModel
 from companion.store.adherence import snapshot_id
 from companion.store.read_models import ENTRY_ORDERS
@@ -334,14 +335,18 @@ class Review:
         """The care team's clinical notes about a patient, newest first, with their authors' names."""
         return self._with_authors(self.stores.clinical_notes.for_patient(patient_id, limit))
 
-    def add_note(self, patient_id: str, author_id: str, text: str) -> dict:
-        """Write a clinical note (notes are never edited: write another)."""
+    def add_note(self, patient_id: str, author_id: str, text: str, *, form_key: str | None = None) -> dict:
+        """Write a clinical note (notes are never edited: write another). ``form_key``: the one-time key of the
+        page's form the note was typed in; the same form sent again with the same text (a double click on Save,
+        a resubmission after a slow answer) stores nothing more and answers the note the first one stored. The
+        text is part of the key: a form sent back with other text is another note, never lost."""
         text = text.strip()
         if not 1 <= len(text) <= NOTE_MAX:
             raise Invalid(f"a note needs between 1 and {NOTE_MAX} characters", errors={"text": ["1 to 5000 characters"]})
         if "\x00" in text:  # the API's schema refuses it; the page's form comes here as it was typed
             raise Invalid("a note may not hold a NUL character", errors={"text": ["may not hold a NUL character"]})
-        return self._with_authors([self.stores.clinical_notes.add(patient_id, author_id, text)])[0]
+        note_id = derived_id("clinical_note", "\x1f".join((patient_id, author_id, form_key, text))) if form_key else None
+        return self._with_authors([self.stores.clinical_notes.add(patient_id, author_id, text, note_id)])[0]
 
     def _with_authors(self, notes: list[dict]) -> list[dict]:
         names = self.stores.users.names(n["author_id"] for n in notes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -35,6 +36,7 @@ from companion.web import bp, charts
 PAGE_SIZE = 50
 PATIENT_DAYS = (14, 30, 90)
 LOCAL_INPUT_SHAPES = ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S")  # what a datetime-local field sends
+FORM_KEY_MAX = 64  # a note form's one-time key (22 characters as rendered)
 
 
 def _review(patient_id: str, operation: Operation = Operation.READ) -> PatientReview:
@@ -125,7 +127,7 @@ def patient(patient_id):
         alerts=alerts, recent_alerts=recent_alerts, resolved_alerts=resolved_alerts, session_times=session_times,
         needs_start=needs_start, alert_label=alert_label, notes=notes, authors=authors,
         # A closed record takes no new note (403): the page offers no form whose text would be refused.
-        notes_refused=refusal_of(patient_id, Operation.CLINICAL),
+        notes_refused=refusal_of(patient_id, Operation.CLINICAL), note_form_key=secrets.token_urlsafe(16),
         csrf_token=g.web_session["csrf_token"], zone=review.zone, lived=_lived_in(review))
 
 
@@ -194,7 +196,8 @@ def _started_at(typed: str, zone: str) -> datetime | None:
 @allow(Role.CLINICIAN)
 def add_note(patient_id):
     _review(patient_id, Operation.CLINICAL)
-    note = services().review.add_note(patient_id, g.actor.id, request.form.get("text", "")[:20000])
+    note = services().review.add_note(patient_id, g.actor.id, request.form.get("text", "")[:20000],
+                                      form_key=request.form.get("form_key", "")[:FORM_KEY_MAX] or None)
     auditing.note(patient_ids=[patient_id], resource="clinical_note", action="C", resource_ids=[note["_id"]])
     return redirect(url_for("web.patient", patient_id=patient_id, _anchor="notes"), code=303)
 

@@ -429,3 +429,28 @@ def test_the_panel_says_how_long_ago_a_unit_synced_as_days_since_sync_counts_it_
         assert _last_sync_cell(client) == "1 d ago"
     api = client.get("/api/v1/clinician/panel", headers=world["clinician_team"].headers).json["items"]
     assert [r["days_since_sync"] for r in api if r["patient_id"] == a] == [0]
+
+
+def _note_form(page: str) -> dict:
+    return {"csrf_token": page_csrf(page), "form_key": re.search(r'name="form_key" value="([^"]+)"', page).group(1)}
+
+
+def test_a_note_form_saved_twice_stores_one_note_and_a_new_form_another(client, world, db):
+    """A double click on 'Save note', or a resubmission after a slow answer, posts the same form twice; notes are
+    insert-only (never edited or deleted), so a duplicate would stay in the clinical record for good. Each form
+    shown carries a one-time key: its second submission answers as the first did and stores nothing."""
+    a = world["patient_a"].id
+    sign_in(client, world["clinician_team"].email)
+    page = client.get(f"/clinician/patients/{a}").get_data(as_text=True)
+    form = {**_note_form(page), "text": "Discussed stopping paracetamol."}
+    first = client.post(f"/clinician/patients/{a}/notes", data=form)
+    again = client.post(f"/clinician/patients/{a}/notes", data=form)
+    assert first.status_code == again.status_code == 303 and again.location == first.location
+    assert db.clinical_notes.count_documents({"patient_id": a}) == 1
+    # The same form sent back with other text is another note; a new form with the same text is one too.
+    assert client.post(f"/clinician/patients/{a}/notes", data={**form, "text": "Rang again."}).status_code == 303
+    page = client.get(f"/clinician/patients/{a}").get_data(as_text=True)
+    assert _note_form(page)["form_key"] != form["form_key"]
+    client.post(f"/clinician/patients/{a}/notes", data={**_note_form(page), "text": "Discussed stopping paracetamol."})
+    assert sorted(n["text"] for n in db.clinical_notes.find({"patient_id": a})) == [
+        "Discussed stopping paracetamol.", "Discussed stopping paracetamol.", "Rang again."]
