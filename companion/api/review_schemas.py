@@ -275,7 +275,8 @@ class AlertListArgs(StrictSchema):
 
 
 class ClinicalNoteCreateSchema(StrictSchema):
-    text = text(5000, required=True, min_len=1)
+    text = text(5000, lines=True, required=True, min_len=1, metadata={
+        "description": "up to 5,000 characters, a line break counting as one: CRLF and CR are stored as LF"})
 
 
 class ClinicalNoteSchema(Schema):

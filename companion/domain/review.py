@@ -90,6 +90,13 @@ def pain_trend(entries: Iterable[dict], at: datetime) -> PainTrend:
     return PainTrend(_mean(recent), _mean(previous))
 
 
+def lf_line_breaks(text: str) -> str:
+    """``text`` with every line break as one LF: a browser submits a textarea's line breaks as CRLF, though its
+    maxlength counts each as one character (the HTML standard's "API value"), and an old Mac program sends CR. A
+    note's length is the length the clinician was shown while typing it."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def days_since(moment: datetime | None, at: datetime) -> int | None:
     """Whole days from `moment` to `at`; None when it never happened."""
     if moment is None:

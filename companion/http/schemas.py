@@ -10,6 +10,7 @@ from datetime import date
 from marshmallow import RAISE, Schema, ValidationError, fields, missing, pre_load, validate, validates_schema
 
 from companion.domain.messages import is_locale_tag
+from companion.domain.review import lf_line_breaks
 
 _UNSAFE_KEY = re.compile(r"^\$|\.|\x00")
 MAX_DEPTH = 8
@@ -124,9 +125,19 @@ def no_nul(value: str) -> None:
         raise ValidationError("may not hold a NUL character (\\u0000)")
 
 
-def text(max_len: int = 200, **kwargs) -> fields.String:
-    """A string field with a length bound (every string has one) and no NUL character."""
-    return fields.String(validate=[validate.Length(min=kwargs.pop("min_len", 0), max=max_len), no_nul], **kwargs)
+class LinesText(fields.String):
+    """A string whose line breaks are read as LF before it is checked (companion.domain.review.lf_line_breaks):
+    CRLF, as a browser's form sends a line break, is one character, as the form's maxlength counted it."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return lf_line_breaks(super()._deserialize(value, attr, data, **kwargs))
+
+
+def text(max_len: int = 200, *, lines: bool = False, **kwargs) -> fields.String:
+    """A string field with a length bound (every string has one) and no NUL character; ``lines``: its line
+    breaks are read as LF first (LinesText), so that the bound counts each as one character."""
+    kind = LinesText if lines else fields.String
+    return kind(validate=[validate.Length(min=kwargs.pop("min_len", 0), max=max_len), no_nul], **kwargs)
 
 
 class ProblemSchema(Schema):

@@ -340,7 +340,7 @@ class Review:
         page's form the note was typed in; the same form sent again with the same text (a double click on Save,
         a resubmission after a slow answer) stores nothing more and answers the note the first one stored. The
         text is part of the key: a form sent back with other text is another note, never lost."""
-        text = text.strip()
+        text = rules.lf_line_breaks(text).strip()
         if not 1 <= len(text) <= NOTE_MAX:
             raise Invalid(f"a note needs between 1 and {NOTE_MAX} characters", errors={"text": ["1 to 5000 characters"]})
         if "\x00" in text:  # the API's schema refuses it; the page's form comes here as it was typed

@@ -22,11 +22,12 @@ from marshmallow import ValidationError
 
 from companion.domain.access import Operation, Role
 from companion.domain.alerts import label_of as alert_label
-from companion.domain.errors import Invalid
+from companion.domain.errors import Forbidden, Invalid
 from companion.domain.localtime import resolve_local
 from companion.domain.review import PanelRow
 from companion.http import auditing, services
 from companion.http.panel import PanelArgs, panel_filter
+from companion.http.problems import status_of
 from companion.http.schemas import YEARS
 from companion.http.security import allow, public, refusal_of, require_patient
 from companion.services import exports
@@ -92,7 +93,13 @@ def panel_export():
 @bp.route("/patients/<patient_id>")
 @allow(Role.CLINICIAN)
 def patient(patient_id):
-    days = request.args.get("days", type=int, default=30)
+    return _patient_page(patient_id, request.args.get("days", type=int, default=30))
+
+
+def _patient_page(patient_id: str, days: int, *, note_typed: str = "", note_error: str | None = None,
+                  status: int = 200):
+    """The patient's page over the last ``days``; ``note_typed`` and ``note_error``: a note that was not saved, put
+    back in the form with why beside it."""
     if days not in PATIENT_DAYS:
         days = 30
     review = _review(patient_id)
@@ -128,7 +135,8 @@ def patient(patient_id):
         needs_start=needs_start, alert_label=alert_label, notes=notes, authors=authors,
         # A closed record takes no new note (403): the page offers no form whose text would be refused.
         notes_refused=refusal_of(patient_id, Operation.CLINICAL), note_form_key=secrets.token_urlsafe(16),
-        csrf_token=g.web_session["csrf_token"], zone=review.zone, lived=_lived_in(review))
+        note_typed=note_typed, note_error=note_error,
+        csrf_token=g.web_session["csrf_token"], zone=review.zone, lived=_lived_in(review)), status
 
 
 def _synced_label(at: datetime) -> Callable[[PanelRow], str]:
@@ -195,9 +203,23 @@ def _started_at(typed: str, zone: str) -> datetime | None:
 @bp.route("/patients/<patient_id>/notes", methods=["POST"])
 @allow(Role.CLINICIAN)
 def add_note(patient_id):
-    _review(patient_id, Operation.CLINICAL)
-    note = services().review.add_note(patient_id, g.actor.id, request.form.get("text", "")[:20000],
-                                      form_key=request.form.get("form_key", "")[:FORM_KEY_MAX] or None)
+    typed = request.form.get("text", "")[:20000]
+    try:
+        _review(patient_id, Operation.CLINICAL)
+    except Forbidden as exc:
+        # The page offers no note form where a note is refused; a record closed while the note was typed: the
+        # refusal shows the text, to be kept elsewhere.
+        status, title, headers = status_of(exc)
+        return render_template("error.html", status=status, title=title, detail=exc.detail, kept=typed,
+                               back=url_for("web.patient", patient_id=patient_id)), status, headers
+    try:
+        note = services().review.add_note(patient_id, g.actor.id, typed,
+                                          form_key=request.form.get("form_key", "")[:FORM_KEY_MAX] or None)
+    except Invalid as exc:
+        # The page again, the note as typed in its field and why it was not saved tied to it (an error page, and
+        # the way back to the form, would lose the text).
+        return _patient_page(patient_id, 30, note_typed=typed.replace("\x00", ""), note_error=exc.detail,
+                             status=422)
     auditing.note(patient_ids=[patient_id], resource="clinical_note", action="C", resource_ids=[note["_id"]])
     return redirect(url_for("web.patient", patient_id=patient_id, _anchor="notes"), code=303)
 

@@ -385,6 +385,7 @@ def test_a_closed_patient_is_shown_closed_on_the_panel_and_their_page_offers_onl
     assert ">Acknowledge" in page
     refused = client.post(f"/clinician/patients/{a.id}/notes", data={"csrf_token": page_csrf(page), "text": "rang"})
     assert refused.status_code == 403 and db.clinical_notes.count_documents({}) == 0
+    assert '<pre class="kept">rang</pre>' in refused.get_data(as_text=True)  # (a form shown before the closure)
     alert_id = db.alerts.find_one({"patient_id": a.id})["_id"]
     acknowledged = client.post(f"/clinician/patients/{a.id}/alerts/{alert_id}/acknowledge",
                                data={"csrf_token": page_csrf(page)})
@@ -454,3 +455,39 @@ def test_a_note_form_saved_twice_stores_one_note_and_a_new_form_another(client, 
     client.post(f"/clinician/patients/{a}/notes", data={**_note_form(page), "text": "Discussed stopping paracetamol."})
     assert sorted(n["text"] for n in db.clinical_notes.find({"patient_id": a})) == [
         "Discussed stopping paracetamol.", "Discussed stopping paracetamol.", "Rang again."]
+
+
+def test_a_note_within_the_forms_limit_is_saved_though_the_browser_sends_its_line_breaks_as_crlf(client, world, db):
+    """The textarea's maxlength=5000 counts a line break as one character; a browser submits it as CRLF, so a
+    note the form let through reached the service 50 characters longer and was refused."""
+    a = world["patient_a"].id
+    sign_in(client, world["clinician_team"].email)
+    page = client.get(f"/clinician/patients/{a}").get_data(as_text=True)
+    assert 'maxlength="5000"' in page
+    typed = "\n".join(["x" * 99] * 50) + "y"  # 5000 characters as the form counts them (5049 as sent)
+    answer = client.post(f"/clinician/patients/{a}/notes", data={**_note_form(page), "text": typed.replace("\n", "\r\n")})
+    assert answer.status_code == 303
+    assert db.clinical_notes.find_one({"patient_id": a})["text"] == typed  # kept with LF, as typed
+    old_mac = client.post(f"/clinician/patients/{a}/notes", data={**_note_form(page), "text": "rang\rno answer"})
+    assert old_mac.status_code == 303 and db.clinical_notes.count_documents({"text": "rang\nno answer"}) == 1
+
+
+def test_a_refused_note_comes_back_in_its_field_with_why_tied_to_it(client, world, db):
+    """A note the service refuses (too long, blank, a NUL) answers 422 with the patient's page, the text as typed
+    in the form and the reason announced and tied to the field, not an error page that loses the text."""
+    a = world["patient_a"].id
+    sign_in(client, world["clinician_team"].email)
+    page = client.get(f"/clinician/patients/{a}").get_data(as_text=True)
+    too_long = "A long note. " * 385  # 5005 characters
+    answer = client.post(f"/clinician/patients/{a}/notes", data={**_note_form(page), "text": too_long})
+    html = answer.get_data(as_text=True)
+    assert answer.status_code == 422 and db.clinical_notes.count_documents({}) == 0
+    field = re.search(r"<textarea[^>]*>(.*?)</textarea>", html, re.S)
+    assert field.group(1) == too_long and 'aria-describedby="note-error"' in field.group(0)
+    assert 'aria-invalid="true"' in field.group(0)
+    error = re.search(r'<p[^>]*id="note-error"[^>]*>(.*?)</p>', html, re.S)
+    assert 'role="alert"' in error.group(0) and "between 1 and 5000 characters" in error.group(1)
+    assert "Adherence calendar" in html and 'name="form_key"' in html  # the whole page, the form ready again
+    assert db.audit_events.find_one({"action": "R", "resource_type": "patient", "patient_ids": a, "status": 422})
+    blank = client.post(f"/clinician/patients/{a}/notes", data={**_note_form(page), "text": " \r\n "})
+    assert blank.status_code == 422 and 'id="note-error"' in blank.get_data(as_text=True)

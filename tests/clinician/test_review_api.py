@@ -109,6 +109,17 @@ def test_clinical_notes_are_written_and_listed_newest_first(client, world):
     assert items[0]["author_name"] == "Clinician Team"
 
 
+def test_a_notes_line_breaks_count_one_character_each_and_are_stored_as_lf(client, world):
+    """As on the dashboard's form: a note of 5,000 characters whose line breaks came as CRLF (a web view's
+    textarea) is taken, and kept with LF; 5,001 characters are refused."""
+    url = f"/api/v1/patients/{world['patient_a'].id}/review/notes"
+    headers = world["clinician_team"].headers
+    typed = "\n".join(["x" * 99] * 50) + "y"
+    answer = client.post(url, json={"text": typed.replace("\n", "\r\n")}, headers=headers)
+    assert answer.status_code == 201 and answer.json["text"] == typed
+    assert client.post(url, json={"text": typed + "z"}, headers=headers).status_code == 422
+
+
 def test_a_clinician_outside_the_team_gets_404_on_every_review_route(client, world, scripted_a):
     a = world["patient_a"].id
     headers = world["clinician_other"].headers
