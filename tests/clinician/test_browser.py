@@ -126,6 +126,13 @@ def test_no_dashboard_page_has_a_critical_or_serious_accessibility_violation(ser
                 found[name] = serious
                 if name == "patient":
                     page.screenshot(path=str(ARTIFACTS / "patient-tables-open.png"), full_page=True)
+            # A note refused (blank): the page again, the reason tied to the field.
+            page.goto(f"{served}/clinician/patients/{a}")
+            page.fill("textarea[name=text]", "   ")
+            page.click("button:has-text('Save note')")
+            page.wait_for_selector("#note-error")
+            found["note-refused"], every = serious_violations(page)
+            (ARTIFACTS / "axe-note-refused.json").write_text(json.dumps(every, indent=1))
         finally:
             browser.close()
     assert {name: describe(v) for name, v in found.items() if v} == {}

@@ -491,3 +491,30 @@ def test_a_refused_note_comes_back_in_its_field_with_why_tied_to_it(client, worl
     assert db.audit_events.find_one({"action": "R", "resource_type": "patient", "patient_ids": a, "status": 422})
     blank = client.post(f"/clinician/patients/{a}/notes", data={**_note_form(page), "text": " \r\n "})
     assert blank.status_code == 422 and 'id="note-error"' in blank.get_data(as_text=True)
+
+
+def _button_names(html: str) -> list[str]:
+    """Each button's accessible name as a screen reader reads it (its text content, hidden text included)."""
+    return [" ".join(re.sub(r"<[^>]+>", "", b).split()) for b in re.findall(r"<button[^>]*>(.*?)</button>", html, re.S)]
+
+
+def test_each_acknowledge_count_and_exclude_button_names_the_alert_or_session_it_acts_on(client, world, seed,
+                                                                                          services):
+    """A screen reader's list of a page's buttons read 'Acknowledge, Acknowledge, Count it, Exclude it, Count it,
+    ...': each now says which alert or session it acts on (visually hidden text after the visible label, so that
+    the name begins with what is seen, WCAG 2.5.3)."""
+    from companion.api.ingestion import SessionRecordSchema
+    from tests.support.records import session_record
+
+    a, serial = world["patient_a"].id, world.a_device
+    seed.alert(a, datetime.now(UTC) - timedelta(hours=5), text="Battery below 15%")
+    seed.alert(a, datetime.now(UTC) - timedelta(hours=2), kind="electrode_off", text="Electrode came off")
+    day_ago = datetime.now(UTC) - timedelta(days=1)
+    held = [session_record(serial, n, started_at=day_ago + timedelta(hours=n), duration_s=0) for n in (1, 2)]
+    services.ingestion.receive(None, a, [SessionRecordSchema().load(r) for r in held], {serial})
+    sign_in(client, world["clinician_team"].email)
+    names = _button_names(client.get(f"/clinician/patients/{a}").get_data(as_text=True))
+    acting = [n for n in names if n.startswith(("Acknowledge", "Count it", "Exclude it"))]
+    assert len(acting) == 6 and len(set(acting)) == 6, acting
+    assert any(n.startswith("Acknowledge the alert “Electrode came off”") for n in acting)
+    assert any(n.startswith(f"Exclude it (session {serial}:2,") for n in acting)
