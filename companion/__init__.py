@@ -31,7 +31,9 @@ body while the answer is unchanged.
 **Retries.** A PATCH that changes nothing, a DELETE of something already deleted, and a diary entry sent
 again with its `client_entry_id` and the same content all answer as the first time; the same
 `client_entry_id` with other content is 409 with the stored entry. POSTs that create something take an
-`Idempotency-Key`. The README's "Sync, conflicts and retries" section has the details.
+`Idempotency-Key`, kept per caller (but for the public sign-up steps and gateway pairing, and the pairing and
+password reset codes, whose retries make nothing twice). The README's "Sync, conflicts and retries" section
+has the details.
 
 **Cross-origin.** Only the origins the operator lists (`COMPANION_CORS_ORIGINS`) get
 `Access-Control-Allow-Origin` (with `Vary: Origin`) and may read `ETag`, `Location`, `Link`, `Retry-After`,

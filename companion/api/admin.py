@@ -12,6 +12,7 @@ from marshmallow import Schema, fields, validate
 from companion.api.auth import AccountSchema, valid_zone
 from companion.domain.access import Role
 from companion.http import auditing, services
+from companion.http.idempotency import idempotent, request_key
 from companion.http.paging import LINK_HEADER, cursor_field, next_field, offset_page
 from companion.http.problems import conflict_doc
 from companion.http.schemas import StrictSchema, text
@@ -139,12 +140,13 @@ class StaffAccounts(MethodView):
         return {"items": items, "next": following}
 
     @allow(Role.ADMIN)
+    @idempotent(conflict="an account with this email already exists")
     @blp.arguments(StaffSchema)
     @blp.response(201, AccountSchema)
     @blp.doc(operationId="create_staff_account")
     def post(self, body):
         """Create a clinician, admin or caregiver account (its `Location` is where an admin deletes it)."""
-        account = services().accounts.sign_up(**body)
+        account = services().accounts.sign_up(**body, request_key=request_key())
         return account, 201, {"Location": f"{request.path}/{account.id}"}
 
 
@@ -226,12 +228,13 @@ class Authenticator(MethodView):
 @blp.route("/admin/teams")
 class Teams(MethodView):
     @allow(Role.ADMIN)
+    @idempotent
     @blp.arguments(TeamCreateSchema)
     @blp.response(201, TeamSchema)
     @blp.doc(operationId="create_team")
     def post(self, body):
         """Create a care team."""
-        return services().care.create_team(body["name"])
+        return services().care.create_team(body["name"], request_key=request_key())
 
 
 @blp.route("/admin/teams/<team_id>/clinicians")
@@ -301,6 +304,7 @@ class ClinicianPatients(MethodView):
 @blp.route("/emergency-access")
 class EmergencyAccess(MethodView):
     @allow(Role.CLINICIAN)
+    @idempotent
     @blp.arguments(EmergencySchema)
     @blp.response(201, EmergencyGrantSchema)
     @blp.doc(operationId="grant_emergency_access")
@@ -309,4 +313,5 @@ class EmergencyAccess(MethodView):
         is the same whether or not the id is a patient's."""
         patient_id = body["patient_id"]
         auditing.note(patient_ids=[patient_id], resource="patient", action="emergency", resource_ids=[patient_id])
-        return services().care.emergency_access(current_actor().id, patient_id, body["reason"], body["minutes"])
+        return services().care.emergency_access(current_actor().id, patient_id, body["reason"], body["minutes"],
+                                                request_key=request_key())

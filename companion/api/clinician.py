@@ -12,6 +12,7 @@ from companion.api.admin import note_team_clinician
 from companion.domain.access import Operation, Role
 from companion.http import auditing, services
 from companion.http.compiled import CompiledDump
+from companion.http.idempotency import idempotent, request_key
 from companion.http.paging import LINK_HEADER, next_field, next_link
 from companion.http.panel import PanelArgs, panel_filter
 from companion.http.schemas import StrictSchema, text
@@ -118,6 +119,7 @@ class MyTeamInvitations(MethodView):
         return {"items": items}
 
     @allow(Role.CLINICIAN)
+    @idempotent
     @blp.arguments(InvitationCreateSchema)
     @blp.response(202, InvitationSchema)
     @blp.doc(operationId="invite_patient")
@@ -126,7 +128,8 @@ class MyTeamInvitations(MethodView):
         answer is the same whatever the email (nothing says whether it belongs to a patient); the patient sees
         the invitation in the app and accepts it with their password, or not. Until then the team has no access:
         for urgent care without consent there is emergency access."""
-        return services().care.invite(current_actor().id, team_id, body["patient_email"], body["reason"])
+        return services().care.invite(current_actor().id, team_id, body["patient_email"], body["reason"],
+                                      request_key=request_key())
 
 
 @blp.route("/teams/<team_id>/invitations/<invitation_id>")

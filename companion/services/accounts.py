@@ -26,6 +26,7 @@ from companion.domain.errors import Conflict, Forbidden, Invalid, NotFound, Serv
 from companion.domain.localtime import is_known_zone
 from companion.domain.people import Account
 from companion.i18n import Reader
+from companion.services.derived_ids import derived_id
 from companion.services.throttle import Throttle
 from companion.services.tokens import TokenService
 from companion.settings import Settings
@@ -103,10 +104,12 @@ class Accounts:
         self.passwords = Passwords(settings.password_memory_kib, settings.password_time_cost)
 
     # Making accounts
-    def sign_up(self, *, email: str, password: str, display_name: str, role: str, time_zone: str) -> Account:
+    def sign_up(self, *, email: str, password: str, display_name: str, role: str, time_zone: str,
+                request_key: str | None = None) -> Account:
         """Create an account at once (an admin, the command line, the demo). A patient's zone history starts
         with the zone they sign up in. Conflict when the email is taken: only staff see that. The password
-        follows the rule the API's own sign-up applies (``PASSWORD_LENGTH``)."""
+        follows the rule the API's own sign-up applies (``PASSWORD_LENGTH``). With a ``request_key`` (the
+        request's Idempotency-Key) a retry of the same request finds the account the first attempt made."""
         if not PASSWORD_LENGTH[0] <= len(password) <= PASSWORD_LENGTH[1]:
             raise Invalid(f"a password of {PASSWORD_LENGTH[0]} to {PASSWORD_LENGTH[1]} characters",
                           errors={"password": [f"Length must be between {PASSWORD_LENGTH[0]} and "
@@ -121,18 +124,23 @@ class Accounts:
             raise Invalid("a name of 1 to 100 characters", errors={"display_name": ["Length must be between 1 "
                                                                                     "and 100."]})
         return self._create(email=email, password_hash=self.passwords.hash(password), display_name=display_name,
-                            role=role, time_zone=time_zone)
+                            role=role, time_zone=time_zone,
+                            user_id=derived_id("account", request_key) if request_key else None)
 
-    def _create(self, *, email: str, password_hash: str, display_name: str, role: str, time_zone: str) -> Account:
+    def _create(self, *, email: str, password_hash: str, display_name: str, role: str, time_zone: str,
+                user_id: str | None = None) -> Account:
         extra = {}
         if role == Role.PATIENT.value:
             extra = {"time_zone_history": [{"zone": time_zone, "effective_from": self.clock(), "previous": None}],
                      "caregiver_alert_delay_min": 60}
         try:
             account = self.users.create(email=normalise_email(email), password_hash=password_hash, role=role,
-                                        display_name=display_name, time_zone=time_zone, extra=extra)
+                                        display_name=display_name, time_zone=time_zone, extra=extra, user_id=user_id)
         except DuplicateKeyError as exc:
-            raise Conflict("an account with this email already exists") from exc
+            made = self.users.by_id(user_id) if user_id else None  # by the first attempt of this request
+            if made is None or made.email != normalise_email(email):
+                raise Conflict("an account with this email already exists") from exc
+            account = made
         if account.is_patient:  # their row on the panels of the teams they will join
             self.panel_rows.mark([account.id], "new patient", self.clock())
         return account

@@ -36,6 +36,7 @@ from companion.domain.errors import Conflict, Invalid, NotFound
 from companion.domain.notifications import outside_quiet_hours
 from companion.domain.people import CLOSED, Account, CareLink, CareTeam, EmergencyAccess
 from companion.services.accounts import Accounts, email_digest, normalise_email
+from companion.services.derived_ids import derived_id
 from companion.services.patients import RETRIED_WITHIN, Profiles
 from companion.settings import Settings
 from companion.store.relationships import ACCEPTED, DECLINED, OPEN, WITHDRAWN, permissions_of
@@ -320,15 +321,19 @@ class Care:
         """NotFound unless the clinician is on the team."""
         self._team_of(clinician_id, team_id)
 
-    def invite(self, clinician_id: str, team_id: str, email: str, reason: str) -> dict:
+    def invite(self, clinician_id: str, team_id: str, email: str, reason: str, *,
+               request_key: str | None = None) -> dict:
         """A clinician invites the owner of an email to let one of their teams see their data. The answer is
-        the same whatever the email; a patient with that email sees the invitation (and gets a push)."""
+        the same whatever the email; a patient with that email sees the invitation (and gets a push). With a
+        ``request_key`` (the request's Idempotency-Key) a retry finds the invitation the first attempt made
+        (and the push is queued once: its source is the invitation)."""
         self._team_of(clinician_id, team_id)
         at = self.clock()
         email = normalise_email(email)
+        invitation_id = derived_id("care_invitation", request_key) if request_key else None
         invitation = self.invitations.create(team_id=team_id, clinician_id=clinician_id, email=email,
                                              email_digest=email_digest(email), reason=reason, at=at,
-                                             expires_at=at + INVITATION_TTL)
+                                             expires_at=at + INVITATION_TTL, invitation_id=invitation_id)
         patient = self.users.by_email(email)
         if patient is not None and patient.role is Role.PATIENT and patient.active:
             self._tell(patient, f"invitation:{invitation['_id']}", at)
@@ -436,8 +441,9 @@ class Care:
             raise NotFound("this team does not have access to your data")
 
     # Care teams: admins
-    def create_team(self, name: str) -> CareTeam:
-        return self.teams.create(name)
+    def create_team(self, name: str, *, request_key: str | None = None) -> CareTeam:
+        """An admin creates a care team; with a ``request_key`` a retry finds the team the first attempt made."""
+        return self.teams.create(name, derived_id("care_team", request_key) if request_key else None)
 
     def add_clinician(self, team_id: str, clinician_id: str) -> CareTeam:
         """An admin adds a clinician to a team."""
@@ -503,12 +509,14 @@ class Care:
             raise NotFound("the patient is not on this team")
 
     # Break-glass
-    def emergency_access(self, clinician_id: str, patient_id: str, reason: str, minutes: int) -> EmergencyAccess:
+    def emergency_access(self, clinician_id: str, patient_id: str, reason: str, minutes: int, *,
+                         request_key: str | None = None) -> EmergencyAccess:
         """Read access to a patient outside one's teams, for at most the configured time, with a reason. The
         answer does not depend on whether ``patient_id`` is a patient's: a grant naming no patient opens
         nothing, and reading then answers 404 as for any id."""
         minutes = min(minutes, self.settings.break_glass_max_minutes)
-        return self.emergency.grant(clinician_id, patient_id, reason, self.clock() + timedelta(minutes=minutes))
+        return self.emergency.grant(clinician_id, patient_id, reason, self.clock() + timedelta(minutes=minutes),
+                                    derived_id("emergency_grant", request_key) if request_key else None)
 
     def emergency_grants_for(self, patient_id: str, limit: int = 200) -> list[EmergencyAccess]:
         return self.emergency.for_patient(patient_id, limit)

@@ -335,17 +335,25 @@ class Review:
         """The care team's clinical notes about a patient, newest first, with their authors' names."""
         return self._with_authors(self.stores.clinical_notes.for_patient(patient_id, limit))
 
-    def add_note(self, patient_id: str, author_id: str, text: str, *, form_key: str | None = None) -> dict:
+    def add_note(self, patient_id: str, author_id: str, text: str, *, form_key: str | None = None,
+                 request_key: str | None = None) -> dict:
         """Write a clinical note (notes are never edited: write another). ``form_key``: the one-time key of the
         page's form the note was typed in; the same form sent again with the same text (a double click on Save,
         a resubmission after a slow answer) stores nothing more and answers the note the first one stored. The
-        text is part of the key: a form sent back with other text is another note, never lost."""
+        text is part of the key: a form sent back with other text is another note, never lost. With a
+        ``request_key`` (the API request's Idempotency-Key) a retry of the same request finds the note the first
+        attempt stored."""
         text = rules.lf_line_breaks(text).strip()
         if not 1 <= len(text) <= NOTE_MAX:
             raise Invalid(f"a note needs between 1 and {NOTE_MAX} characters", errors={"text": ["1 to 5000 characters"]})
         if "\x00" in text:  # the API's schema refuses it; the page's form comes here as it was typed
             raise Invalid("a note may not hold a NUL character", errors={"text": ["may not hold a NUL character"]})
-        note_id = derived_id("clinical_note", "\x1f".join((patient_id, author_id, form_key, text))) if form_key else None
+        if request_key:
+            note_id = derived_id("clinical_note", request_key)
+        elif form_key:
+            note_id = derived_id("clinical_note", "\x1f".join((patient_id, author_id, form_key, text)))
+        else:
+            note_id = None
         return self._with_authors([self.stores.clinical_notes.add(patient_id, author_id, text, note_id)])[0]
 
     def _with_authors(self, notes: list[dict]) -> list[dict]:

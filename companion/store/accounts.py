@@ -56,9 +56,9 @@ class Users:
         self.col = db.users
 
     def create(self, *, email: str, password_hash: str, role: str, display_name: str, time_zone: str = "UTC",
-               extra: dict | None = None) -> Account:
-        """Insert a new account (DuplicateKeyError when the email is taken)."""
-        doc = {"_id": str(ObjectId()), "email": email, "password_hash": password_hash, "role": role,
+               extra: dict | None = None, user_id: str | None = None) -> Account:
+        """Insert a new account (DuplicateKeyError when the email, or the ``user_id`` given, is taken)."""
+        doc = {"_id": user_id or str(ObjectId()), "email": email, "password_hash": password_hash, "role": role,
                "display_name": display_name, "time_zone": time_zone, "created_at": now(), "mfa": {"enabled": False},
                **(extra or {})}
         self.col.insert_one(doc)

@@ -23,15 +23,16 @@ class ClinicalNotes:
         return self.col.delete_many({"patient_id": patient_id}).deleted_count
 
     def add(self, patient_id: str, author_id: str, text: str, note_id: str | None = None) -> dict:
-        """Store a note. ``note_id``: an id derived from what made the note (a page's form), so that making it
-        twice stores it once: the `_id` index refuses the second, and the answer is the note stored the first
-        time. (A unique key rather than a look before the insert: two submissions arrive together.)"""
+        """Store a note. ``note_id``: an id derived from what made the note (a page's form, an API request's
+        Idempotency-Key), so that making it twice stores it once: the `_id` index refuses the second, and the
+        answer is the note stored the first time. (A unique key rather than a look before the insert: two
+        submissions arrive together.)"""
         doc = {"_id": note_id or str(ObjectId()), "patient_id": patient_id, "author_id": author_id, "text": text,
                "created_at": to_millis(now())}  # as stored: the answer is what later reads show
         try:
             self.col.insert_one(doc)
         except DuplicateKeyError:
-            stored = self.col.find_one({"_id": note_id}) if note_id else None
+            stored = self.col.find_one({"_id": note_id, "patient_id": patient_id}) if note_id else None
             if stored is None:
                 raise
             return stored

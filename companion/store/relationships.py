@@ -50,6 +50,19 @@ def new_id() -> str:
     return str(ObjectId())
 
 
+def insert_once(col: Collection, doc: dict, given_id: str | None) -> dict:
+    """Insert ``doc`` under ``given_id`` (an id derived from a request's Idempotency-Key) or a new id; a repeat
+    of that request gets back what the first attempt stored instead of storing it twice."""
+    doc = {**doc, "_id": given_id or new_id()}
+    try:
+        col.insert_one(doc)
+    except DuplicateKeyError:
+        if given_id is None:
+            raise
+        return col.find_one({"_id": given_id}) or doc
+    return doc
+
+
 def permissions_of(doc: dict | None) -> CaregiverPermissions:
     doc = doc or {}
     return CaregiverPermissions(write=bool(doc.get("write")), alerts=frozenset(doc.get("alerts") or ()),
@@ -242,10 +255,8 @@ class CareTeams:
         self.panel_entries = PanelEntries(db, self.panel_changed)
         self.panel_marks = PanelRowMarks(db)
 
-    def create(self, name: str) -> CareTeam:
-        doc = {"_id": new_id(), "name": name, "clinician_ids": [], "created_at": now()}
-        self.teams.insert_one(doc)
-        return _team(doc)
+    def create(self, name: str, team_id: str | None = None) -> CareTeam:
+        return _team(insert_once(self.teams, {"name": name, "clinician_ids": [], "created_at": now()}, team_id))
 
     def get(self, team_id: str) -> CareTeam | None:
         return _team(self.teams.find_one({"_id": team_id}))
@@ -419,11 +430,13 @@ class EmergencyGrants:
     def __init__(self, db: Database):
         self.col = db.emergency_grants
 
-    def grant(self, clinician_id: str, patient_id: str, reason: str, expires_at: datetime) -> EmergencyAccess:
-        doc = {"_id": new_id(), "clinician_id": clinician_id, "patient_id": patient_id,  # dates as stored
-               "reason": reason, "granted_at": to_millis(now()), "expires_at": to_millis(expires_at)}
-        self.col.insert_one(doc)
-        return EmergencyAccess(doc["_id"], clinician_id, patient_id, reason, doc["granted_at"], doc["expires_at"])
+    def grant(self, clinician_id: str, patient_id: str, reason: str, expires_at: datetime,
+              grant_id: str | None = None) -> EmergencyAccess:
+        doc = insert_once(self.col, {"clinician_id": clinician_id, "patient_id": patient_id,  # dates as stored
+                                     "reason": reason, "granted_at": to_millis(now()),
+                                     "expires_at": to_millis(expires_at)}, grant_id)
+        return EmergencyAccess(doc["_id"], doc["clinician_id"], doc["patient_id"], doc["reason"], doc["granted_at"],
+                               doc["expires_at"])
 
     def active(self, clinician_id: str, patient_id: str) -> EmergencyAccess | None:
         doc = self.col.find_one({"clinician_id": clinician_id, "patient_id": patient_id, "expires_at": {"$gt": now()}})
@@ -532,12 +545,11 @@ class CareInvitations(_ToAnEmail):
         self.col = db.care_invitations
 
     def create(self, *, team_id: str, clinician_id: str, email: str, email_digest: str, reason: str,
-               at: datetime, expires_at: datetime) -> dict:
-        doc = {"_id": new_id(), "team_id": team_id, "clinician_id": clinician_id, "email": email,
-               "email_digest": email_digest, "reason": reason, "status": OPEN, "created_at": to_millis(at),
-               "expires_at": to_millis(expires_at), "answered_at": None, "patient_id": None}  # dates as stored
-        self.col.insert_one(doc)
-        return doc
+               at: datetime, expires_at: datetime, invitation_id: str | None = None) -> dict:
+        return insert_once(self.col, {"team_id": team_id, "clinician_id": clinician_id, "email": email,
+                                      "email_digest": email_digest, "reason": reason, "status": OPEN,
+                                      "created_at": to_millis(at), "expires_at": to_millis(expires_at),
+                                      "answered_at": None, "patient_id": None}, invitation_id)  # dates as stored
 
     def get(self, invitation_id: str) -> dict | None:
         return self.col.find_one({"_id": invitation_id})

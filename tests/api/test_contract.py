@@ -62,6 +62,31 @@ def test_every_201_documents_its_location(spec):
             if "Location" not in spec["paths"][p][m]["responses"]["201"].get("headers", {})] == []
 
 
+# The POSTs answering 201 that take no Idempotency-Key, and why a retry of each is safe without one.
+CREATED_WITHOUT_A_KEY = {
+    # Its own retry key is in the body: the same client_entry_id with the same content answers as the first time.
+    "/api/v1/patients/{patient_id}/pain-entries",
+    # Public: no caller to keep a key for. Asking again replaces the pending sign-up's code (the latest mail's
+    # is the one that works); the code is single-use, so a retry of the confirmation cannot make a second account.
+    "/api/v1/auth/signup",
+    "/api/v1/auth/signup/confirm",
+    # Answered with a secret (a gateway's), kept only as a hash: a kept answer would hold it in clear for a day.
+    # The code is single-use, so a retry cannot pair a second gateway.
+    "/api/v1/gateways/pair",
+    # Answered with a code kept only as a hash. A retry makes another short-lived, single-use code (or replaces
+    # the account's reset code): the one whose answer was lost is never used and nothing else is made.
+    "/api/v1/patients/{patient_id}/pairing-codes",
+    "/api/v1/admin/users/{user_id}/password-reset",
+}
+
+
+def test_every_post_that_creates_something_takes_an_idempotency_key(spec):
+    """The API description promises it: a retry after a lost answer must not store the object twice."""
+    creating = [(p, op) for m, p, op in _operations(spec) if m == "post" and {"201", "202"} & set(op["responses"])]
+    without = {p for p, op in creating if "Idempotency-Key" not in {q.get("name") for q in op["parameters"]}}
+    assert without == CREATED_WITHOUT_A_KEY
+
+
 def test_idempotency_and_conditional_headers_are_documented(spec):
     reminders = spec["paths"]["/api/v1/patients/{patient_id}/reminders/{reminder_id}"]
     assert "If-Match" in {p.get("name") for p in reminders["patch"]["parameters"]}

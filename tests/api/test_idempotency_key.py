@@ -6,6 +6,7 @@ import hashlib
 import json
 from datetime import timedelta
 
+import pytest
 from pymongo.errors import ConnectionFailure
 
 from companion.clock import now
@@ -133,3 +134,78 @@ def test_a_key_claimed_before_claims_had_ids_never_answers_a_practice_it_did_not
     assert_problem(taken_over, 409)
     assert "Retry-After" not in taken_over.headers
     assert db.practice_log.count_documents({"patient_id": patient.id}) == 0
+def test_a_retried_clinical_note_with_its_idempotency_key_is_stored_once(client, world):
+    """A clinician's app retrying a note after a lost answer sends the same key; notes are never edited and
+    cannot be deleted, so a second copy would stay in the record for good."""
+    clinician, patient = world["clinician_team"], world["patient_a"]
+    url = f"/api/v1/patients/{patient.id}/review/notes"
+    headers = {**clinician.headers, "Idempotency-Key": "note-retry-0001"}
+    first = client.post(url, headers=headers, json={"text": "Reduce intensity to 15 mA"})
+    again = client.post(url, headers=headers, json={"text": "Reduce intensity to 15 mA"})
+    assert first.status_code == again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true" and again.json == first.json
+    assert [n["id"] for n in client.get(url, headers=clinician.headers).json["items"]] == [first.json["id"]]
+
+
+def test_the_same_note_key_from_two_clinicians_writes_two_notes(client, world, services):
+    patient = world["patient_a"]
+    colleague = world["clinician_other"]
+    services.care.add_clinician(world.team_id, colleague.id)
+    url = f"/api/v1/patients/{patient.id}/review/notes"
+    for clinician in (world["clinician_team"], colleague):
+        answer = client.post(url, headers={**clinician.headers, "Idempotency-Key": "note-shared-01"},
+                             json={"text": "Seen in clinic"})
+        assert answer.status_code == 201 and "Idempotent-Replayed" not in answer.headers
+    notes = client.get(url, headers=world["clinician_team"].headers).json["items"]
+    assert sorted(n["author_id"] for n in notes) == sorted([world["clinician_team"].id, colleague.id])
+
+
+def _note(world):
+    return (world["clinician_team"], f"/api/v1/patients/{world['patient_a'].id}/review/notes",
+            {"text": "Reduce intensity to 15 mA"}, "clinical_notes", {"patient_id": world["patient_a"].id})
+
+
+def _team(world):
+    return world["admin"], "/api/v1/admin/teams", {"name": "Spine clinic"}, "care_teams", {"name": "Spine clinic"}
+
+
+def _staff_account(world):
+    return (world["admin"], "/api/v1/admin/users", {"email": "new.nurse@example.org", "role": "clinician",
+                                                    "password": "a long enough password", "display_name": "Nurse"},
+            "users", {"email": "new.nurse@example.org"})
+
+
+def _emergency_grant(world):
+    clinician = world["clinician_other"]
+    return (clinician, "/api/v1/emergency-access", {"patient_id": world["patient_a"].id, "minutes": 30,
+                                                     "reason": "admitted to A&E, unconscious"},
+            "emergency_grants", {"clinician_id": clinician.id})
+
+
+def _team_invitation(world):
+    return (world["clinician_team"], f"/api/v1/clinician/teams/{world.team_id}/invitations",
+            {"patient_email": "someone@example.org", "reason": "referral from GP"}, "care_invitations",
+            {"email": "someone@example.org"})
+
+
+@pytest.mark.parametrize("operation", [_note, _team, _staff_account, _emergency_grant, _team_invitation],
+                         ids=lambda f: f.__name__[1:])
+def test_a_creating_request_whose_answer_was_lost_is_done_once_by_its_retries(client, world, db, services,
+                                                                              monkeypatch, operation):
+    """The first attempt stores its object, then the database goes away before its answer is kept; the retry
+    after its lease finds that object (its id is derived from the key) and a further retry is a replay."""
+    caller, url, body, collection, query = operation(world)
+    headers = {**caller.headers, "Idempotency-Key": "lost-answer-01"}
+
+    def answer_lost(*args):
+        raise ConnectionFailure("the database went away before the answer was stored")
+
+    monkeypatch.setattr(services.idempotency, "lease", timedelta(0))  # so its lease has run out at the retry
+    monkeypatch.setattr(services.idempotency.keys, "complete", answer_lost)
+    assert client.post(url, headers=headers, json=body).status_code == 503
+    monkeypatch.undo()
+    retried = client.post(url, headers=headers, json=body)
+    assert retried.status_code in (201, 202), retried.json
+    replayed = client.post(url, headers=headers, json=body)
+    assert replayed.headers["Idempotent-Replayed"] == "true" and replayed.json == retried.json
+    assert db[collection].count_documents(query) == 1
