@@ -10,6 +10,7 @@ from marshmallow import Schema, fields
 
 from companion.domain.errors import ServiceUnavailable
 from companion.http import services
+from companion.http.bodies import ignores_query
 from companion.http.problems import unavailable
 from companion.http.security import public
 
@@ -30,6 +31,7 @@ class HealthSchema(Schema):
 @blp.route("/healthz")
 class Health(MethodView):
     @public
+    @ignores_query
     @blp.response(200, HealthSchema)
     @blp.doc(security=[])
     @blp.doc(operationId="check_liveness")
@@ -41,6 +43,7 @@ class Health(MethodView):
 @blp.route("/readyz")
 class Ready(MethodView):
     @public
+    @ignores_query
     @blp.response(200, HealthSchema)
     @blp.doc(security=[])
     @blp.doc(operationId="check_readiness")

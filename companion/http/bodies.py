@@ -18,7 +18,9 @@ not a 422 listing every field as missing.
 
 Unknown fields are refused in the query string too: a route's query schema raises on a parameter it does not
 name, and an API route that declares no query parameters at all refuses any (422, each named), instead of
-ignoring a misspelt ``?form=`` and answering as if it had not been sent.
+ignoring a misspelt ``?form=`` and answering as if it had not been sent. The probes (``@ignores_query``:
+``/healthz``, ``/readyz``) are the exception: a load balancer may add a cache-buster it cannot be told to drop,
+and a 422 to it would mark a healthy instance down.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from __future__ import annotations
 import re
 
 from flask import Flask, request
+from flask_smorest.utils import deepupdate
 from werkzeug.exceptions import BadRequest, UnprocessableEntity, UnsupportedMediaType
 
 from companion.http.auditing import handler_of
+from companion.http.openapi import QUERY_IGNORED
 
 MAX_DEPTH = 32
 MAX_NUMBER_CHARS = 40
@@ -38,6 +42,15 @@ _LONG_NUMBER = re.compile(rb"[0-9+\-.eE]{%d}" % (MAX_NUMBER_CHARS + 1))
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 _STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # only a body with one is parsed and walked
+_IGNORES_QUERY = "_ignores_query"
+
+
+def ignores_query(view):
+    """A probe's operation: its answer depends on no query parameter, and any query string is ignored rather
+    than refused (a load balancer's health check may carry a cache-buster it cannot be told to drop)."""
+    setattr(view, _IGNORES_QUERY, True)
+    view._apidoc = deepupdate(getattr(view, "_apidoc", {}), {"manual_doc": {QUERY_IGNORED: True}})
+    return view
 
 
 def shape_problem(body: bytes) -> str | None:
@@ -127,8 +140,10 @@ def install(app: Flask) -> None:
         if not request.args or request.method == "OPTIONS":
             return None
         handler = handler_of(app, request.endpoint, request.method)
-        if getattr(handler, "_apidoc", None) is None or _declares_query(handler):
-            return None  # not an API operation (the pages, the docs), or its query schema judges the parameters
+        if getattr(handler, "_apidoc", None) is None or getattr(handler, _IGNORES_QUERY, False):
+            return None  # not an API operation (the pages, the docs), or a probe
+        if _declares_query(handler):
+            return None  # its query schema judges the parameters
         error = UnprocessableEntity("this operation takes no query parameters")
         error.data = {"message": "this operation takes no query parameters",
                       "messages": {"query": {name: ["Unknown field."] for name in request.args}}}

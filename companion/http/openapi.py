@@ -31,6 +31,9 @@ from marshmallow import Schema
 from companion.http.schemas import StrictSchema
 
 OPTIONAL = "optional"
+# Set by companion.http.bodies.ignores_query on a probe's operation; said in its description, not published.
+QUERY_IGNORED = "x-companion-query-ignored"
+QUERY_IGNORED_NOTE = "Any query string is ignored (a load balancer's cache-buster is answered as the plain probe)."
 
 
 def _schema_class(schema) -> type[Schema] | None:
@@ -182,6 +185,8 @@ class ContractPlugin(BasePlugin):
     def operation_helper(self, path=None, operations=None, **kwargs):
         for method, operation in (operations or {}).items():
             responses = operation.setdefault("responses", {})
+            if operation.pop(QUERY_IGNORED, False):
+                operation["description"] = " ".join(filter(None, [operation.get("description"), QUERY_IGNORED_NOTE]))
             ok = responses.get(200, responses.get("200"))
             if path in DOWNLOADS and method == "get" and isinstance(ok, dict):
                 media = DOWNLOADS[path]

@@ -93,6 +93,18 @@ def test_unknown_query_parameters_are_refused_not_ignored(client, world):
     assert_problem(client.get(f"/api/v1/patients/{patient.id}/today?form=x"), 401)
 
 
+@pytest.mark.parametrize("probe", ["/healthz", "/readyz"])
+def test_a_health_probe_with_a_cache_buster_is_answered_as_without_one(client, probe):
+    """A load balancer's health check may add a query string it cannot be told to drop: a 422 to it would mark a
+    healthy instance down. The probes ignore any, and say so."""
+    plain = client.get(probe)
+    assert plain.status_code == 200
+    busted = client.get(f"{probe}?nocache=1733220000&x")
+    assert busted.status_code == 200, busted.json
+    assert busted.json["status"] == plain.json["status"]
+    assert "query string is ignored" in client.get("/openapi.json").json["paths"][probe]["get"]["description"]
+
+
 def test_profile_update_rejects_unknown_fields_and_changes_nothing(client, world, db):
     patient = world["patient_a"]
     before = db.users.find_one({"_id": patient.id})
