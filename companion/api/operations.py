@@ -11,6 +11,7 @@ from flask import Flask, Response, jsonify, render_template_string, request
 from companion import metrics
 from companion.domain.errors import Unauthorized
 from companion.http import services
+from companion.http.openapi import QUERY_IGNORED
 from companion.http.security import public
 
 LINKS = {
@@ -45,7 +46,7 @@ def document(app: Flask, spec) -> None:
     spec.components.security_scheme("metricsToken", {
         "type": "http", "scheme": "bearer", "description": "COMPANION_METRICS_TOKEN, when the operator sets one"})
     spec.path(rule=next(app.url_map.iter_rules("index")), operations={"get": {
-        "operationId": "get_index", "tags": ["operations"], "security": [],
+        "operationId": "get_index", "tags": ["operations"], "security": [], QUERY_IGNORED: True,
         "summary": "Where the docs and the dashboard are: JSON for a program, a page for a browser (Accept: "
                    "text/html first).",
         "responses": {"200": {"description": "the links", "content": {
@@ -54,7 +55,7 @@ def document(app: Flask, spec) -> None:
             "text/html": {"schema": {"type": "string"}}}}},
     }})
     spec.path(rule=next(app.url_map.iter_rules("metrics")), operations={"get": {
-        "operationId": "get_metrics", "tags": ["operations"], "security": [{}, {"metricsToken": []}],
+        "operationId": "get_metrics", "tags": ["operations"], "security": [{}, {"metricsToken": []}], QUERY_IGNORED: True,
         "summary": "Prometheus metrics of every web worker on this host (Prometheus text exposition format): requests "
                    "and latencies, outbox depth, job runs and lag, ingestion counts, dead letters. With "
                    "COMPANION_METRICS_TOKEN set, only for a scraper sending it as a bearer token (else 401).",

@@ -31,9 +31,11 @@ from marshmallow import Schema
 from companion.http.schemas import StrictSchema
 
 OPTIONAL = "optional"
-# Set by companion.http.bodies.ignores_query on a probe's operation; said in its description, not published.
+# Set on an operation that ignores any query string (companion.http.bodies.ignores_query, the plain routes of
+# companion.api.operations); said in its description, not published. Every other operation that declares no
+# query parameter refuses any (422, companion.http.bodies).
 QUERY_IGNORED = "x-companion-query-ignored"
-QUERY_IGNORED_NOTE = "Any query string is ignored (a load balancer's cache-buster is answered as the plain probe)."
+QUERY_IGNORED_NOTE = "Any query string is ignored (a cache-buster, say)."
 
 
 def _schema_class(schema) -> type[Schema] | None:
@@ -115,6 +117,8 @@ SHARED_RESPONSES = {
                          "apart)", {}),
     "415": ("SEND_JSON", "the body was sent as another media type: send it as `Content-Type: application/json`",
             {}),
+    "422": ("NO_QUERY_PARAMETERS", "this operation takes no query parameters: each one sent is named in "
+                                   "`errors.query`", {}),
     "429": ("WAIT_AND_RETRY", "too many attempts: wait Retry-After seconds", {"Retry-After": RETRY_AFTER}),
     "503": ("DATABASE_UNAVAILABLE", "the database (or the audit trail) cannot be reached right now: retry after "
                                    "Retry-After seconds (a gateway is also answered 503 while its patient's "
@@ -185,8 +189,11 @@ class ContractPlugin(BasePlugin):
     def operation_helper(self, path=None, operations=None, **kwargs):
         for method, operation in (operations or {}).items():
             responses = operation.setdefault("responses", {})
-            if operation.pop(QUERY_IGNORED, False):
+            ignores_query = operation.pop(QUERY_IGNORED, False)
+            if ignores_query:
                 operation["description"] = " ".join(filter(None, [operation.get("description"), QUERY_IGNORED_NOTE]))
+            takes_query = ignores_query or any(isinstance(p, dict) and p.get("in") == "query"
+                                               for p in operation.get("parameters") or [])
             ok = responses.get(200, responses.get("200"))
             if path in DOWNLOADS and method == "get" and isinstance(ok, dict):
                 media = DOWNLOADS[path]
@@ -220,6 +227,7 @@ class ContractPlugin(BasePlugin):
                         or (status == "404" and public and "{" not in (path or ""))
                         or (status == "429" and not signs_in and path not in THROTTLED_PATHS)
                         or (status == "415" and "requestBody" not in operation)
+                        or (status == "422" and takes_query)
                         or (status == "400" and "requestBody" not in operation and not _takes_if_match(operation))
                         or (status == "503" and path in WITHOUT_DATABASE)):
                     continue

@@ -2,11 +2,13 @@
 no Retry-After and tells a generated client nothing): an app team codes against the declared ones. Each test
 provokes the status, then finds it declared."""
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from companion import create_app
+from companion.http.security import PUBLIC, WEB_ENDPOINTS, declared_roles
 from tests.support.matrix_params import PROVIDERS
 from tests.support.records import session_record
 from tests.support.world import build_world
@@ -85,6 +87,42 @@ def test_completing_a_completed_practice_otherwise_is_a_409_without_retry_after_
 def test_a_409_that_never_carries_retry_after_does_not_document_it(client):
     pain_entries = _documented_409(client, "/api/v1/patients/{patient_id}/pain-entries", "post")
     assert "Retry-After" not in pain_entries["headers"]
+
+
+def test_a_query_parameter_on_an_operation_without_any_is_a_422_its_operation_declares(client, world):
+    patient = world["patient_a"]
+    answer = client.get(f"/api/v1/patients/{patient.id}?fields=id", headers=patient.headers)
+    assert answer.status_code == 422 and answer.json["errors"] == {"query": {"fields": ["Unknown field."]}}
+    assert "422" in _declared(client, "/api/v1/patients/{patient_id}", "get")
+
+
+CALLER_FOR = {"patient": "patient_a", "caregiver": "caregiver_linked", "clinician": "clinician_team",
+              "gateway": "gateway_a", "admin": "admin"}
+_PARAM = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
+def test_an_unknown_query_parameter_is_answered_with_a_status_every_operation_declares(app, client, world, services):
+    """Every route, called by a caller it admits with a query parameter no operation takes: refused with a 422
+    its operation declares (nothing runs), or, on the routes that ignore a query string (the probes, ``/``,
+    ``/metrics``), answered as without it."""
+    spec = client.get("/openapi.json").json
+    values = {"patient_id": world["patient_a"].id,
+              **{name: provide(client, world, services) for name, provide in PROVIDERS.items()}}
+    wrong = []
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.startswith(("api-docs.", "static", "swagger_ui_bundle", WEB_ENDPOINTS)):
+            continue
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            operation = spec["paths"][_PARAM.sub(lambda m: "{" + m.group(1) + "}", rule.rule)][method.lower()]
+            roles = declared_roles(app, rule.endpoint, method)
+            caller = next((world[CALLER_FOR[r]] for r in sorted(roles) if r in CALLER_FOR), None)
+            headers = caller.headers if caller is not None and PUBLIC not in roles else {}
+            answer = client.open(_PARAM.sub(lambda m: values[m.group(1)], rule.rule) + "?not_a_parameter=1",
+                                 method=method, headers=headers, json={})
+            ignored = "query string is ignored" in operation.get("description", "")
+            if str(answer.status_code) not in operation["responses"] or (answer.status_code != 422) != ignored:
+                wrong.append(f"{method} {rule.rule}: {answer.status_code}")
+    assert wrong == []
 
 
 def test_making_pairing_codes_is_throttled_with_a_429_its_operation_declares(client, world):
