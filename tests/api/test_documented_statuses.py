@@ -55,6 +55,15 @@ def test_an_admin_deactivating_themselves_is_a_409_its_operation_declares(client
     assert "409" in _declared(client, "/api/v1/admin/users/{user_id}/deactivation", "post")
 
 
+def test_creating_a_staff_account_with_an_email_in_use_is_a_409_its_operation_declares(client, world):
+    answer = client.post("/api/v1/admin/users", headers=world["admin"].headers, json={
+        "email": "clinician_team@example.org", "password": "a long enough password", "display_name": "Dup",
+        "role": "clinician"})
+    assert answer.status_code == 409 and "Retry-After" not in answer.headers, answer.json
+    documented = _documented_409(client, "/api/v1/admin/users", "post")
+    assert "email already exists" in documented["description"] and "not retry" in documented["description"]
+
+
 def _documented_409(client, path, method) -> dict:
     return client.get("/openapi.json").json["paths"][path][method]["responses"]["409"]
 
