@@ -12,6 +12,7 @@ from companion.api import examples
 from companion.domain.access import Role
 from companion.domain.localtime import is_known_zone
 from companion.http import auditing, services
+from companion.http.problems import conflict_doc
 from companion.http.schemas import Pattern, StrictSchema, text
 from companion.http.security import allow, client_address, current_actor, public
 from companion.services.accounts import PASSWORD_LENGTH, SELF_SERVICE_ROLES
@@ -157,12 +158,16 @@ class Mfa(MethodView):
         return services().accounts.complete_mfa(body["mfa_token"], body["code"], address=client_address())
 
 
+ENROLLED = "the account has an authenticator already: sign in with a code from it (`/auth/mfa`)"
+
+
 @blp.route("/mfa/enrol")
 class MfaEnrol(MethodView):
     @public
     @blp.doc(security=[])
     @blp.arguments(MfaStartSchema)
     @blp.response(200, MfaEnrolmentSchema)
+    @blp.alt_response(409, **conflict_doc(ENROLLED))
     @blp.doc(operationId="start_mfa_enrolment")
     def post(self, body):
         """Start TOTP enrolment (staff): returns the secret and an otpauth:// URI for an authenticator app."""
@@ -175,6 +180,7 @@ class MfaConfirm(MethodView):
     @blp.doc(security=[])
     @blp.arguments(MfaSchema)
     @blp.response(200, TokensSchema)
+    @blp.alt_response(409, **conflict_doc(ENROLLED))
     @blp.doc(operationId="confirm_mfa_enrolment")
     def post(self, body):
         """Confirm TOTP enrolment with a first code; returns a full session."""

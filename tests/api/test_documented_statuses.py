@@ -5,13 +5,14 @@ provokes the status, then finds it declared."""
 import re
 from datetime import UTC, datetime, timedelta
 
+import pyotp
 import pytest
 
 from companion import create_app
 from companion.http.security import PUBLIC, WEB_ENDPOINTS, declared_roles
 from tests.support.matrix_params import PROVIDERS
 from tests.support.records import session_record
-from tests.support.world import build_world
+from tests.support.world import build_world, make_user
 
 
 def _declared(client, path, method):
@@ -62,6 +63,20 @@ def test_creating_a_staff_account_with_an_email_in_use_is_a_409_its_operation_de
     assert answer.status_code == 409 and "Retry-After" not in answer.headers, answer.json
     documented = _documented_409(client, "/api/v1/admin/users", "post")
     assert "email already exists" in documented["description"] and "not retry" in documented["description"]
+
+
+def test_enrolling_or_confirming_an_enrolled_authenticator_is_a_409_each_operation_declares(client, services):
+    make_user(client, services, key="doc", role="clinician")
+    user_id = services.accounts.by_email("doc@example.org").id
+    mfa_token = services.tokens.mfa_token(user_id, "clinician", password_checked_at=datetime.now(UTC))
+    secret = client.post("/api/v1/auth/mfa/enrol", json={"mfa_token": mfa_token}).json["secret"]
+    code = pyotp.TOTP(secret).now()
+    assert client.post("/api/v1/auth/mfa/confirm", json={"mfa_token": mfa_token, "code": code}).status_code == 200
+    for path, body in (("/api/v1/auth/mfa/enrol", {"mfa_token": mfa_token}),
+                       ("/api/v1/auth/mfa/confirm", {"mfa_token": mfa_token, "code": code})):
+        again = client.post(path, json=body)
+        assert again.status_code == 409, (path, again.json)
+        assert "authenticator already" in _documented_409(client, path, "post")["description"]
 
 
 def _documented_409(client, path, method) -> dict:
