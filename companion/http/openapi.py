@@ -29,6 +29,7 @@ from apispec import BasePlugin
 from marshmallow import Schema
 
 from companion.http.schemas import StrictSchema
+from companion.settings import Settings
 
 OPTIONAL = "optional"
 # Set on an operation that ignores any query string (companion.http.bodies.ignores_query, the plain routes of
@@ -115,6 +116,8 @@ SHARED_RESPONSES = {
                            "a wrong one (`errors.current_password`: the session is sound, ask again)", {}),
     "404": ("NO_SUCH_RESOURCE", "no such resource, or none the caller has a relationship to (the two are never told "
                          "apart)", {}),
+    "413": ("BODY_TOO_LARGE", f"the body is larger than the server reads ({Settings.max_content_length // 2 ** 20} "
+                              "MiB): nothing was done; send less (a batch split in two)", {}),
     "415": ("SEND_JSON", "the body was sent as another media type: send it as `Content-Type: application/json`",
             {}),
     "422": ("NO_QUERY_PARAMETERS", "this operation takes no query parameters: each one sent is named in "
@@ -226,7 +229,7 @@ class ContractPlugin(BasePlugin):
                 if ((status in ("401", "403") and public and not signs_in)
                         or (status == "404" and public and "{" not in (path or ""))
                         or (status == "429" and not signs_in and path not in THROTTLED_PATHS)
-                        or (status == "415" and "requestBody" not in operation)
+                        or (status in ("413", "415") and "requestBody" not in operation)
                         or (status == "422" and takes_query)
                         or (status == "400" and "requestBody" not in operation and not _takes_if_match(operation))
                         or (status == "503" and path in WITHOUT_DATABASE)):

@@ -11,6 +11,7 @@ import pytest
 from companion import create_app
 from companion.http.security import PUBLIC, WEB_ENDPOINTS, declared_roles
 from tests.support.matrix_params import PROVIDERS
+from tests.support.problems import assert_problem
 from tests.support.records import session_record
 from tests.support.world import build_world, make_user
 
@@ -170,6 +171,20 @@ def test_a_gateway_over_its_upload_rate_gets_a_429_its_operation_declares(settin
         assert "429" in _declared(client, "/api/v1/gateway/session-records", "post")
     finally:
         app.extensions["companion"].client.close()
+
+
+def test_a_body_over_the_limit_is_a_413_problem_every_operation_taking_a_body_declares(client, world):
+    gateway, patient = world["gateway_a"], world["patient_a"]
+    huge = '{"records": [], "pad": "' + "a" * (1024 * 1024 + 10) + '"}'
+    for path, person, method in (("/api/v1/gateway/session-records", gateway, "post"),
+                                 (f"/api/v1/patients/{patient.id}", patient, "patch")):
+        answer = client.open(path, method=method, headers=person.headers, data=huge, content_type="application/json")
+        assert_problem(answer, 413)
+    paths = client.get("/openapi.json").json["paths"]
+    taking_a_body = [(path, method) for path, item in paths.items() for method, operation in item.items()
+                     if isinstance(operation, dict) and "requestBody" in operation]
+    assert ("/api/v1/gateway/session-records", "post") in taking_a_body
+    assert [(path, method) for path, method in taking_a_body if "413" not in paths[path][method]["responses"]] == []
 
 
 DOWNLOADS = [
