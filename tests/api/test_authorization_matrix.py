@@ -4,7 +4,8 @@ Clinician pages (outside /api) sign in with a session cookie instead of a bearer
 the same rules. Callers: patient A and B, a caregiver linked to A and one linked to nobody, a clinician on A's team
 and one on another team, a gateway bound to A and one bound to B, an admin. Objects in the URL belong
 to patient A. Unrelated callers must get 404 (no existence oracle) and nothing of A's; callers whose
-role the route does not declare get 403; related callers are never refused as if A did not exist.
+role the route does not declare get 403; related callers are never refused as if A did not exist. Every status
+an API route answers is one its operation declares (not only as `default`).
 """
 
 from __future__ import annotations
@@ -65,6 +66,12 @@ def _url(rule, values):
     return _PARAM.sub(lambda m: values[m.group(1)], rule.rule)
 
 
+def _declared(spec, rule, method) -> set[str]:
+    """The statuses the operation serving ``method`` on ``rule`` declares in the OpenAPI document."""
+    operation = spec["paths"][_PARAM.sub(lambda m: "{" + m.group(1) + "}", rule.rule)][method.lower()]
+    return set(operation["responses"]) - {"default"}
+
+
 def _open_page(app, services, person, url, method):
     """Call a clinician page as this person: a signed-in web session (cookie) and the form's CSRF token,
     so that only the authorization rules decide the answer."""
@@ -94,6 +101,7 @@ def test_authorization_matrix(matrix_app, matrix_world):
     for name, provider in PROVIDERS.items():
         values[name] = provider(client, world, services)
     secrets_of_a = [world["patient_a"].email, "Patient A"]
+    spec = client.get("/openapi.json").json
     failures, checked = [], 0
     cells = [((rule, method), caller) for rule, method in routes(matrix_app) for caller in CALLERS]
     for (rule, method), caller in sorted(cells, key=_order):
@@ -108,6 +116,8 @@ def test_authorization_matrix(matrix_app, matrix_world):
         status, body = response.status_code, response.get_data(as_text=True)
         checked += 1
         cell = f"{method} {rule.rule} as {caller}: {status}"
+        if not rule.endpoint.startswith(WEB_ENDPOINTS) and str(status) not in _declared(spec, rule, method):
+            failures.append(cell + " (a status the operation does not declare)")
         if status >= 500:
             failures.append(cell + " (server error)")
         elif person.role == "gateway" and rule.endpoint.startswith(WEB_ENDPOINTS):

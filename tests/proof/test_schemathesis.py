@@ -2,8 +2,9 @@
 
 Every operation in /openapi.json is called with generated requests: valid ones whose path points at
 patient A's real objects (so handlers run past the access gate), valid ones with generated ids, and
-invalid ones (negative mode). Nothing may answer 5xx, and every response must match the schema the
-document declares for its status code. Bounded by COMPANION_FUZZ_EXAMPLES per operation and mode
+invalid ones (negative mode). Nothing may answer 5xx, every status answered must be one the operation
+declares by its code (not only as ``default``), and every response must match the schema the document
+declares for its status code. Bounded by COMPANION_FUZZ_EXAMPLES per operation and mode
 (default 10), derandomized so CI is repeatable; set it higher for a nightly run.
 
 The stateful phase chains operations: schemathesis infers the links between them from the document
@@ -32,7 +33,19 @@ from schemathesis.specs.openapi.checks import (
 from tests.support.matrix_params import PROVIDERS
 
 ROLES = ("patient_a", "caregiver_linked", "clinician_team", "admin", "gateway_a")
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+
+
+def status_declared_by_its_code(ctx, response, case) -> None:
+    """schemathesis's status_code_conformance lets ``default`` cover any status, and every operation has one; an
+    app team codes against the statuses declared by their code (and only those carry their headers)."""
+    declared = {str(code) for code in case.operation.responses.status_codes} - {"default"}
+    if str(response.status_code) not in declared:
+        raise AssertionError(f"{case.operation.label} answered {response.status_code}, which it does not declare "
+                             f"({', '.join(sorted(declared))})")
+
+
+CHECKS = [not_a_server_error, status_code_conformance, status_declared_by_its_code, content_type_conformance,
+          response_schema_conformance]
 MAX_EXAMPLES = int(os.environ.get("COMPANION_FUZZ_EXAMPLES", "10"))
 FUZZ_SETTINGS = settings(
     max_examples=MAX_EXAMPLES, derandomize=True, database=None, deadline=None,
