@@ -136,6 +136,7 @@ def _patient_page(patient_id: str, days: int, *, note_typed: str = "", note_erro
         # A closed record takes no new note (403): the page offers no form whose text would be refused.
         notes_refused=refusal_of(patient_id, Operation.CLINICAL), note_form_key=secrets.token_urlsafe(16),
         note_typed=note_typed, note_error=note_error,
+        row_limit=f"{review.rows:,}",
         csrf_token=g.web_session["csrf_token"], zone=review.zone, lived=_lived_in(review)), status
 
 

@@ -518,3 +518,30 @@ def test_each_acknowledge_count_and_exclude_button_names_the_alert_or_session_it
     assert len(acting) == 6 and len(set(acting)) == 6, acting
     assert any(n.startswith("Acknowledge the alert “Electrode came off”") for n in acting)
     assert any(n.startswith(f"Exclude it (session {serial}:2,") for n in acting)
+
+
+def test_a_practice_logged_twice_over_the_same_minutes_counts_once_on_the_page(client, world, db):
+    """The patient and a caregiver (or two phones) logging the same 20 minutes: the figures count them once, and
+    the page said 2 sessions and 40 minutes (it summed the minutes as logged)."""
+    pid = world["patient_a"].id
+    started = datetime.now(UTC) - timedelta(days=1)
+    db.practice_log.insert_many([
+        {"_id": f"twice-{n}", "patient_id": pid, "item_slug": "body-scan", "started_at": started,
+         "completed_at": started + timedelta(minutes=20), "minutes": 20.0, "seq": 0} for n in (1, 2)])
+    sign_in(client, world["clinician_team"].email)
+    html = client.get(f"/clinician/patients/{pid}").get_data(as_text=True)
+    assert "Mindfulness: 1 practice session(s), 20 minutes (a practice logged twice" in html
+
+
+def test_the_patient_page_says_when_a_list_was_cut_at_the_rows_it_reads(client, world, seed, services, monkeypatch):
+    """The review reads at most so many rows of each kind (5,000); the page said nothing when a list was cut."""
+    from companion.services.review import PatientReview
+    pid = world["patient_a"].id
+    for hours in (30, 20, 10):
+        seed.pain(pid, datetime.now(UTC) - timedelta(hours=hours), 4)
+    monkeypatch.setattr(services.review, "of_patient",
+                        lambda patient: PatientReview(services.stores, patient, at=services.review.clock(), rows=2))
+    sign_in(client, world["clinician_team"].email)
+    html = client.get(f"/clinician/patients/{pid}").get_data(as_text=True)
+    assert "Only the first 2 pain ratings of this period are shown" in html
+    assert "Only the first 2 diary entries of this period are read" in html
