@@ -15,13 +15,20 @@ three or more days apart are read apart, so one late day does not widen the wind
 medication doses of those local dates. Each row is grouped in Python onto its patient's local day, by the
 same rules as compute_day (a session belongs to the local date at its start, in the zone in force then; the
 plan in force at the end of the local day). Then, a chunk of patients at a time (so what a chunk holds stays
-bounded), the snapshots are written (the new days in one insert, the others one replace by _id each), the
+bounded), the snapshots are written (the new days in one insert, the others in ordered bulk replaces), the
 30 days the low-adherence rule reads are taken from the patients' panel rows where those are settled (one
 read of the chunk's kept days, which also tell which rows this run changes) and otherwise fetched by their
 computed ids (`_id $in`, the most recent first), the chunk's open alerts are read at once, and the rules judged:
 raising what holds, and for patients with touched days resolving what no longer does and raising the flares of
 those days (ratings synced late: their ratings read at once too). The queries of a run depend on how many dates
 and chunks it covers, not on how many patients there are.
+
+Two runs may overlap (an old leader still finishing a slow run while the next leader runs the job): each run takes
+a number before it reads its data (companion.store.recompute.DaysToRecompute.start) and writes a day only over a
+snapshot computed at an earlier instant, or at the same one by an earlier run (AdherenceDays.save_many). A day that
+a later run wrote first is marked again (the later run may have cleared the mark of data this one did not read)
+and the patient's rules are not judged on this run's figures: the later run judged them, and the next run judges
+them again, so an alert the later run resolved is not reopened, nor its caregiver's push queued again.
 
 A day more than 30 days back is not recomputed (the offline window: nothing that old is accepted as
 counting); its mark is cleared with a log line. A patient whose days fail keeps (or gets) marks for them,
@@ -67,6 +74,7 @@ RECENT_DAYS = 2  # the first run: yesterday (now complete) and today (partial)
 DECIDED_REACH = timedelta(days=366)  # how far back such a decision is recomputed (the review's longest period)
 DATE_GAP = 3  # dates this many days apart are read in separate windows (their windows do not overlap)
 CHUNK = 1_000  # patients whose snapshots are written and whose rule is evaluated together
+OVERTAKEN = "a later run of the adherence job wrote the day first"  # the reason of the marks it leaves
 # Any zone's local day lies within its UTC date widened by 15 hours on each side.
 WINDOW_MARGIN = timedelta(hours=15)
 _PLAN_FIELDS = {"patient_id": 1, "version": 1, "active_from": 1, "active_to": 1, "tens": 1, "medications": 1,
@@ -200,14 +208,16 @@ LOOKBACK_SLICES = ((1, 1), (2, 2), (3, 7), (8, LOW_ADHERENCE_LOOKBACK.days))
 RULE_FIELDS = {"patient_id": 1, "date": 1, "state": 1, "tens_fraction": 1}
 
 
-def _write_and_read(stores: Stores, chunk: list[_Patient], now: datetime,
-                    whole: set[str] = frozenset()) -> dict[str, list[dict]]:
-    """Write the chunk's recomputed days; return each patient's snapshots the rules need: the fresh ones and
-    the stored ones of the rule's 31 days (today - 30 .. today). A patient whose panel row is settled (computed
-    on their today, nothing marked since: companion.services.read_models) is judged on the days the row keeps,
-    which are those snapshots' state and TENS fraction; for the others the snapshots are read, only the most
-    recent of them that settle the low-adherence rule (all 31 for the patients in ``whole``: an open
-    low-adherence alert is judged again on them)."""
+def _write_and_read(stores: Stores, chunk: list[_Patient], now: datetime, run: int,
+                    whole: set[str] = frozenset()) -> tuple[dict[str, list[dict]], dict[str, set[date]]]:
+    """Write the chunk's recomputed days (as computed at ``now`` by run number ``run``); return each patient's
+    snapshots the rules need, and the days not written because a run that started later wrote them first
+    (`AdherenceDays.save_many`; by patient: their rules are not judged on this run's figures). The snapshots are
+    the fresh ones and the stored ones of the rule's 31 days (today - 30 .. today). A patient whose panel row is
+    settled (computed on their today, nothing marked since: companion.services.read_models) is judged on the
+    days the row keeps, which are those snapshots' state and TENS fraction; for the others the snapshots are
+    read, only the most recent of them that settle the low-adherence rule (all 31 for the patients in ``whole``:
+    an open low-adherence alert is judged again on them)."""
     store = stores.adherence_days
     settled = stores.panel_row_marks.settled([p.patient_id for p in chunk], now)  # before this run marks rows
     # The kept days: those rows', and those of rows whose completed days this run may change (to mark them).
@@ -219,11 +229,15 @@ def _write_and_read(stores: Stores, chunk: list[_Patient], now: datetime,
         first = p.today - LOW_ADHERENCE_LOOKBACK
         for day in p.days.values():
             doc = snapshot_of(p.patient_id, day.local_date, day.zone, day.tasks, day.events + day.doses, now)
+            doc["run"] = run
             fresh.append(doc)
             if first <= day.local_date <= p.today:
                 snapshots[p.patient_id].append(doc)
-    # The days just begun are new: one insert for all of them; the touched days stored already are replaced.
-    store.save_many(fresh)
+    # The days just begun are new: one insert for all of them; the touched days stored already are replaced, each
+    # only over a snapshot computed earlier.
+    refused: dict[str, set[date]] = defaultdict(set)
+    for doc in store.save_many(fresh):
+        refused[doc["patient_id"]].add(date.fromisoformat(doc["date"]))
     _mark_changed_rows(stores, chunk, fresh, kept, now)
     # This run's today is written after the refresher may have passed the patient's midnight and computed the row
     # with it as a completed day, read before this write (the run's clock is taken once, at its start): such a
@@ -256,7 +270,7 @@ def _write_and_read(stores: Stores, chunk: list[_Patient], now: datetime,
             break
     for docs in snapshots.values():
         docs.sort(key=lambda d: d["date"])
-    return snapshots
+    return snapshots, refused
 
 
 def _mark_changed_rows(stores: Stores, chunk: list[_Patient], fresh: list[dict], kept: dict[str, dict],
@@ -270,16 +284,32 @@ def _mark_changed_rows(stores: Stores, chunk: list[_Patient], fresh: list[dict],
     stores.panel_row_marks.mark(changed, "adherence", now)
 
 
-def _chunk(stores: Stores, chunk: list[_Patient], now: datetime) -> ChunkResult:
-    snapshots = _write_and_read(stores, chunk, now)
-    candidates = [c for p in chunk if (c := low_adherence_in(p.patient_id, snapshots[p.patient_id], p.today))]
-    return ChunkResult(sum(len(p.days) for p in chunk), candidates)
+def _chunk(stores: Stores, chunk: list[_Patient], now: datetime, run: int) -> ChunkResult:
+    snapshots, refused = _write_and_read(stores, chunk, now, run)
+    _mark_overtaken(stores, refused, now)
+    candidates = [c for p in chunk if p.patient_id not in refused
+                  and (c := low_adherence_in(p.patient_id, snapshots[p.patient_id], p.today))]
+    return ChunkResult(sum(len(p.days) for p in chunk) - sum(len(d) for d in refused.values()), candidates)
 
 
-def _gathered(stores: Stores, accounts: Iterator[Account] | list[Account], dates_of, now: datetime,
-              failures: ItemFailures) -> dict[str, _Patient]:
-    """The patients with days to compute (``dates_of(account)`` -> (dates, touched dates)), their plans and
-    events read."""
+def _mark_overtaken(stores: Stores, refused: dict[str, set[date]], at: datetime,
+                    marked_at: dict[tuple[str, date], datetime] | None = None,
+                    decided: dict[str, set[date]] | None = None) -> None:
+    """Mark again the days a run that started later wrote first: this run does not know whether that one read
+    everything this one did (data that arrived between their reads, its mark cleared by one of them), so the next
+    run computes them again. Each keeps the instant it was marked at (``marked_at``: the window it is judged by)
+    and whether it was marked to reach back (``decided``)."""
+    for patient_id, days in refused.items():
+        logger.info("days written first by a later run of the job: marked to be computed again, rules not judged",
+                    extra={"patient_id": patient_id, "dates": sorted(d.isoformat() for d in days)})
+        for day in sorted(days):
+            stores.days_to_recompute.mark(patient_id, [day], OVERTAKEN, (marked_at or {}).get((patient_id, day), at),
+                                          decided=day in (decided or {}).get(patient_id, ()))
+
+
+def _with_days(accounts: Iterator[Account] | list[Account], dates_of, now: datetime,
+               failures: ItemFailures) -> dict[str, _Patient]:
+    """The patients with days to compute (``dates_of(account)`` -> (dates, touched dates)), nothing read yet."""
     patients = {}
     for account in accounts:
         def build(a=account) -> _Patient | None:
@@ -288,9 +318,22 @@ def _gathered(stores: Stores, accounts: Iterator[Account] | list[Account], dates
         patient = failures.attempt(account.id, build)
         if patient is not None:
             patients[account.id] = patient
+    return patients
+
+
+def _read_inputs(stores: Stores, patients: dict[str, _Patient], failures: ItemFailures) -> None:
+    """Read the patients' plans and events onto their days."""
     if patients:
         _read_plans(stores, patients, failures)
         _read_events(stores, patients)
+
+
+def _gathered(stores: Stores, accounts: Iterator[Account] | list[Account], dates_of, now: datetime,
+              failures: ItemFailures) -> dict[str, _Patient]:
+    """The patients with days to compute (``dates_of(account)`` -> (dates, touched dates)), their plans and
+    events read."""
+    patients = _with_days(accounts, dates_of, now, failures)
+    _read_inputs(stores, patients, failures)
     return patients
 
 
@@ -316,10 +359,12 @@ def recompute_everyone(stores: Stores, now: datetime, chunk_size: int = CHUNK,
         today = local_today(account.zone_history(), now)
         return {today - timedelta(days=n) for n in range(RECENT_DAYS)}, set()
 
-    ordered = [p for p in _gathered(stores, stores.users.patients(), last_two, now, failures).values()
-               if p.patient_id not in failures.item_ids]
+    patients = _with_days(stores.users.patients(), last_two, now, failures)
+    run = stores.days_to_recompute.start(JOB)  # before the data is read (see AdherenceJob.run)
+    _read_inputs(stores, patients, failures)
+    ordered = [p for p in patients.values() if p.patient_id not in failures.item_ids]
     for start in range(0, len(ordered), chunk_size):
-        yield _chunk(stores, ordered[start:start + chunk_size], now)
+        yield _chunk(stores, ordered[start:start + chunk_size], now, run)
 
 
 class AdherenceJob:
@@ -381,14 +426,18 @@ class AdherenceJob:
 
         # Every patient's zone is read (one query) to see whose local day began; nothing else is read for the
         # patients with no day to compute.
-        patients = _gathered(self.stores, self.stores.users.patients(), dates_of, at, failures)
+        patients = _with_days(self.stores.users.patients(), dates_of, at, failures)
+        # This run's number, taken before its data is read (and only by a run with days to write): of two runs
+        # started at the same instant, the one that took the higher number writes over the other (save_many).
+        run = marks.start(JOB) if patients else 0
+        _read_inputs(self.stores, patients, failures)
         # A patient whose account or a plan version could not be read: nothing of theirs is computed or judged.
         failed: set[str] = (set(marked) | set(patients)) & set(failures.item_ids)
         ordered = sorted((p for p in patients.values() if p.patient_id not in failed), key=lambda p: p.patient_id)
         written = 0
         for start in range(0, len(ordered), self.chunk_size):
             chunk = ordered[start:start + self.chunk_size]
-            written += self._judge(chunk, at, report, failures, failed)
+            written += self._judge(chunk, at, run, report, failures, failed, marked_at, decided)
         if failed:  # their days again on the next run
             for p in (patients[pid] for pid in failed if pid in patients):
                 marks.mark(p.patient_id, p.days, "the adherence job failed for this patient", at)
@@ -397,22 +446,26 @@ class AdherenceJob:
         logger.info("adherence snapshots written: %d; alerts %s; failed %d", written, report.raised, len(failures))
         return written
 
-    def _judge(self, chunk: list[_Patient], at: datetime, report: AlertsReport, failures: ItemFailures,
-               failed: set[str]) -> int:
+    def _judge(self, chunk: list[_Patient], at: datetime, run: int, report: AlertsReport, failures: ItemFailures,
+               failed: set[str], marked_at: dict[tuple[str, date], datetime], decided: dict[str, set[date]]) -> int:
         """Write the chunk's days and judge the rules for its patients: raise the low-adherence alerts that hold;
         for patients with touched days, resolve what no longer holds and raise the flares of those days (their
-        open alerts and ratings read at once)."""
+        open alerts and ratings read at once). A patient with a day that a run started later wrote first is not
+        judged (this run's figures may be older than that run's, which judged them): the day is marked again."""
         touched = [p for p in chunk if p.touched]
         open_alerts: dict[str, list[dict]] = defaultdict(list)
         for alert in self.stores.alerts.unresolved([p.patient_id for p in touched], RECONSIDERED):
             open_alerts[alert["patient_id"]].append(alert)
         whole = {pid for pid, alerts in open_alerts.items()
                  if any(a["kind"] == AlertKind.LOW_ADHERENCE.value for a in alerts)}
-        snapshots = _write_and_read(self.stores, chunk, at, whole)
+        snapshots, refused = _write_and_read(self.stores, chunk, at, run, whole)
+        _mark_overtaken(self.stores, refused, at, marked_at, decided)
         ratings = self.alerts.ratings_for({p.patient_id: p.touched for p in touched})  # their flares judged again
         for p in chunk:
             def judge(p=p) -> bool:
-                if p.touched:
+                if p.patient_id in refused:
+                    pass  # judged on the later run's figures by that run, and again on the next
+                elif p.touched:
                     self.alerts.reconsider(p.account, p.touched, snapshots[p.patient_id], p.today, report,
                                            open_alerts=open_alerts[p.patient_id],
                                            ratings=ratings.get(p.patient_id, []))
@@ -423,4 +476,4 @@ class AdherenceJob:
                 return True
             if failures.attempt(p.patient_id, judge) is None:
                 failed.add(p.patient_id)
-        return sum(len(p.days) for p in chunk)
+        return sum(len(p.days) for p in chunk) - sum(len(days) for days in refused.values())

@@ -1,5 +1,11 @@
 """Daily adherence snapshots, one document per patient and local date (`_id = "<patient>:<date>"`), each with the
-version of the rules it was computed by (``rules``; none before versions were written: version 1).
+version of the rules it was computed by (``rules``; none before versions were written: version 1), the instant its
+data began to be read (``computed_at``) and, when the adherence job wrote it, the number of that run (``run``:
+companion.store.recompute.DaysToRecompute.start, which orders two runs that started at the same instant).
+
+The job writes a day only over a snapshot computed earlier (`AdherenceDays.save_many`): two runs that overlap (an
+old leader still finishing a slow run while the next leader runs the job) leave the later one's figures, whichever
+writes last.
 
 ``adherence_upgrades`` holds one document per version of the rules (``_id`` = the version) once every snapshot of
 an earlier one has been computed again (companion.services.adherence_upgrade): later runs of that step read it
@@ -10,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date, datetime
 
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, IndexModel, ReplaceOne
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
@@ -25,6 +31,7 @@ STALE_FIELDS = {"patient_id": 1, "date": 1, "computed_at": 1, "state": 1, "cover
 
 MAX_DAYS = 400
 ID_BATCH = 5_000  # ids per `_id $in` read (the patched FerretDB serves up to 10,000 from the _id index)
+REPLACE_BATCH = 500  # conditional replaces per ordered bulk write
 
 
 def snapshot_id(patient_id: str, local_date: date) -> str:
@@ -49,11 +56,25 @@ class AdherenceDays:
             # Two computations of a new day raced; the other inserted it, so replace theirs.
             self.col.replace_one({"_id": doc["_id"]}, doc, upsert=True)
 
-    def save_many(self, docs: list[dict]) -> None:
-        """Write many days' snapshots: the new days in one unordered insert, the days stored already replaced one
-        by one (an unordered bulk of upserting replaces hangs FerretDB v1.24; seen in bench/nightly.py)."""
-        for index in sorted(insert_new(self.col, docs)):
-            self.save(docs[index])
+    def save_many(self, docs: list[dict]) -> list[dict]:
+        """Write many days' snapshots of one run of the adherence job (each with its ``computed_at`` and ``run``,
+        the run's number):
+        the new days in one unordered insert, the days stored already replaced only where the stored snapshot
+        was computed earlier (`computed_before`), in ordered bulk writes without upsert (an unordered bulk of
+        upserting replaces hangs FerretDB v1.24; seen in bench/nightly.py). Returns the snapshots not written: a
+        run that started later wrote the day first (or the day was deleted with its record meanwhile)."""
+        stored = [docs[index] for index in sorted(insert_new(self.col, docs))]
+        runs = {d["_id"]: d["run"] for d in stored}
+        matched = 0
+        for part in chunks(stored, REPLACE_BATCH):
+            matched += self.col.bulk_write([ReplaceOne(computed_before(doc), doc) for doc in part],
+                                           ordered=True).matched_count
+        if matched == len(stored):
+            return []
+        # Which ones were refused: those that do not hold this run's write now (one read, only when some were).
+        held = {d["_id"] for d in self.by_ids([d["_id"] for d in stored], {"run": 1})
+                if d.get("run") == runs.get(d["_id"])}
+        return [d for d in stored if d["_id"] not in held]
 
     def between(self, patient_id: str, first: date, last: date) -> list[dict]:
         """Snapshots for local dates first..last (inclusive), oldest first."""
@@ -88,3 +109,13 @@ class AdherenceDays:
 
     def note_upgraded(self, rules: int, at: datetime) -> None:
         self.upgrades.update_one({"_id": rules}, {"$setOnInsert": {"at": at}}, upsert=True)
+
+
+def computed_before(doc: dict) -> dict:
+    """The filter of ``doc``'s day stored as computed before ``doc``: at an earlier instant (or at none: written
+    before snapshots carried it), or at the same instant by an earlier run of the job (or not by the job). A
+    snapshot computed later is never replaced by one computed earlier."""
+    at, run = doc["computed_at"], doc.get("run")
+    return {"_id": doc["_id"], "$or": [{"computed_at": None}, {"computed_at": {"$lt": at}},
+                                       {"computed_at": at, "run": None},
+                                       *([{"computed_at": at, "run": {"$lte": run}}] if run is not None else [])]}

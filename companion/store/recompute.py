@@ -7,7 +7,8 @@ the next run. No multi-document transaction is needed, and a crash anywhere leav
 
 ``recompute_runs`` holds one document per job (``_id`` = the job's name): the instant its last complete run
 started, so the next run knows which local days began since (the day roll-over is the only change that
-comes without data).
+comes without data), and how many runs have started (``runs``: each run takes the next number, which orders two
+runs that started at the same instant).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import date, datetime
 
-from pymongo import ASCENDING, IndexModel, UpdateOne
+from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
 from pymongo.database import Database
 
 INDEXES = {
@@ -74,7 +75,14 @@ class DaysToRecompute:
     def last_run(self, job: str) -> datetime | None:
         """When the last complete run of ``job`` started (None before the first)."""
         doc = self.runs.find_one({"_id": job})
-        return doc["started_at"] if doc else None
+        return doc.get("started_at") if doc else None
+
+    def start(self, job: str) -> int:
+        """The number of a run of ``job`` that starts now: one more than any run before (an atomic ``$inc``), so
+        of two runs started at the same instant the one that took the higher number began reading its data later."""
+        # (No projection: FerretDB v1.24's findAndModify does not take one.)
+        return self.runs.find_one_and_update({"_id": job}, {"$inc": {"runs": 1}}, upsert=True,
+                                             return_document=ReturnDocument.AFTER)["runs"]
 
     def ran(self, job: str, started_at: datetime) -> None:
         """Note a complete run of ``job`` that started at ``started_at`` (never moving back)."""
