@@ -28,6 +28,13 @@ The same judging raises what late data brings: a flare in ratings synced a day o
 job (the last day's ratings) never reads; one raised more than 48 hours after its rating pushes no caregiver
 (``pushed_to_caregivers``), and one more than 72 hours past its rating is not raised (``flare_still_raised``).
 
+A pass of the alerts job judges what it read, then raises: a change in between (the patient ticks the session off,
+a session or a rating arrives or is deleted, the care team excludes the session an event came from, the unit is
+heard from) looked for an alert to end before there was one. So before anyone is notified of an alert it stored,
+the pass reads again what the alert was judged on (``_overtaken``; a few reads per new alert) and resolves one whose
+condition no longer holds, with the reason that change gives, pushing nothing: each change writes before it looks
+for alerts, the pass reads after writing the alert, so one of the two sees the other.
+
 An alert the care team acknowledges withdraws its caregivers' notifications not sent yet, and the sender refuses
 any left (a request stopped between the two writes, a batch a sender had claimed): the care team has it in hand.
 The patient's own stays: the unit's troubles are theirs to put right whoever has seen the alert.
@@ -189,10 +196,14 @@ class AlertService:
         return Reader(account.locale, *languages, zone=ZoneInfo(account.time_zone))
 
     # Raising
-    def raise_once(self, candidate: AlertCandidate, report: AlertsReport | None = None) -> dict:
+    def raise_once(self, candidate: AlertCandidate, report: AlertsReport | None = None, *,
+                   read_again: bool = False) -> dict:
         """Store ``candidate`` once and notify whoever it concerns (idempotent). A resolved alert whose
         condition holds again is reopened: its people were notified already, but for those whose notification
-        its resolution withdrew before it went out (``_notify_again``)."""
+        its resolution withdrew before it went out (``_notify_again``). ``read_again``: the candidate was judged
+        on data read before its alert was stored (a pass of the alerts job); what it was judged on is read again
+        before anyone is notified, and an alert whose condition no longer holds is resolved without a push
+        (``_overtaken``)."""
         alerts = self.stores.alerts
         alert, created = alerts.raise_once(
             patient_id=candidate.patient_id, kind=candidate.kind.value, severity=candidate.severity.value,
@@ -216,6 +227,8 @@ class AlertService:
             # while the alert is not fanned out: a pass stopped between the alert and its mark left it unmarked)
             self.stores.panel_row_marks.mark([candidate.patient_id], "alert", self.clock())
         if alert.get("notified_at") is None:
+            if read_again and self._overtaken(alert, candidate):  # resolved; nobody told (notified_at stays None)
+                return self.stores.alerts.get(candidate.patient_id, alert["_id"]) or alert
             sent = self._notify(alert, candidate)
             alerts.mark_notified(alert["_id"])
             if report is not None:
@@ -290,6 +303,75 @@ class AlertService:
             if person is not None:  # (within the lifetime it had: revive leaves it withdrawn past that)
                 zone = person.zone_history().zone_at(at)
                 self.stores.outbox.revive(doc, delivery_time(candidate, at, zone, person.quiet_hours))
+
+    def _overtaken(self, alert: dict, candidate: AlertCandidate) -> bool:
+        """Whether the condition of a stored alert not notified yet no longer holds, read again now: the pass that
+        judged it read its data before the alert was stored, and a change in between looked for the alert before it
+        was there. Each change writes before it looks for the alert to end (an outcome recorded:
+        ``outcome_recorded``; a session that stops counting: ``events_gone``; a session or ratings arriving late:
+        the days marked, then ``reconsider`` on the adherence job's next run), and this reads after the alert is
+        written: one of the two sees the other. One that no longer holds is resolved with the reason its change
+        would have given (nothing pushed, as for any resolution). A low-adherence alert is judged on the snapshots
+        the adherence job itself wrote (companion.services.adherence_batch) and is not read again."""
+        if candidate.kind == AlertKind.MISSED_TENS:
+            return self._missed_answered(alert)
+        if candidate.kind.value in DEVICE_KINDS:
+            return self._device_events_gone(alert)
+        if candidate.kind == AlertKind.UNIT_SILENT:
+            return self._unit_heard(alert)
+        if candidate.kind == AlertKind.PAIN_FLARE:
+            return self._flare_gone(alert)
+        return False
+
+    def _missed_answered(self, alert: dict) -> bool:
+        """A missed-session alert whose occurrence the patient recorded done or skipped, or for which a session
+        during the reminder's window arrived, since the pass read them: resolved."""
+        patient = self.stores.users.by_id(alert["patient_id"])
+        occurrence = self.stores.occurrences.get(alert["patient_id"], period_of(alert))
+        if patient is None or occurrence is None:
+            return False
+        if occurrence.get("status") in RECORDED:
+            self._resolve_recorded(alert, occurrence)
+            return True
+        return self._session_found(patient, alert, occurrence)
+
+    def _device_events_gone(self, alert: dict) -> bool:
+        """A device alert no event supports any more (the session it came from stopped counting, or was placed on
+        another day or patient, since the pass read the events): resolved."""
+        patient = self.stores.users.by_id(alert["patient_id"])
+        if patient is None:
+            return False
+        history = patient.zone_history()
+        if self._device_events_left(alert, lambda at: at.astimezone(history.zone_at(at)).date()):
+            return False
+        self._resolve_not_counted(alert)
+        return True
+
+    def _unit_heard(self, alert: dict) -> bool:
+        """A silence alert about a unit heard from (a status, or a record received) since the pass read it:
+        resolved, as ``_end_silences`` would on the next pass."""
+        serial = alert.get("device_serial") or alert["dedup_key"].split(":")[1]
+        last_seen = datetime.fromisoformat(alert.get("period_key") or alert["dedup_key"].split(":", 2)[2])
+        units = [u for u in self.stores.devices.for_patients([alert["patient_id"]]) if u.serial == serial]
+        received = self.stores.session_records.last_received_from_units([serial], last_seen).get(serial)
+        heard = max(filter(None, [*(u.status.get("last_seen_at") for u in units), received]), default=None)
+        if heard is None or still_silent(last_seen, heard):
+            return False
+        self.resolve(alert, f"the unit was heard from again at {heard:%Y-%m-%d %H:%M} UTC", Resolution.UNIT_HEARD,
+                     heard)
+        return True
+
+    def _flare_gone(self, alert: dict) -> bool:
+        """A flare alert whose day has no flare in the ratings as they are now (changed or removed since the pass
+        read them): resolved."""
+        patient = self.stores.users.by_id(alert["patient_id"])
+        if patient is None:
+            return False
+        day = date.fromisoformat(period_of(alert))
+        if day in self._flares_by_day(patient, self.ratings_for({patient.id: {day}}).get(patient.id, [])):
+            return False
+        self._resolve_ratings_changed(alert)
+        return True
 
     # Finding the conditions
     def _patients(self, patient_ids, failures: ItemFailures) -> _Patients:
@@ -443,7 +525,7 @@ class AlertService:
             if candidate.dedup_key not in done:
                 # Logged by a digest of its key: the key itself names the kind of alert, the patient and the day.
                 failures.attempt(derived_id("alert-candidate", candidate.dedup_key),
-                                 lambda c=candidate: self.raise_once(c, report))
+                                 lambda c=candidate: self.raise_once(c, report, read_again=True))
         report.failed = len(failures)
         logger.info("alerts: raised %s, notifications %d, failed %d", report.raised, report.notifications,
                     report.failed)
@@ -520,14 +602,23 @@ class AlertService:
             patient_id, serial, kind = alert["patient_id"], alert.get("device_serial"), alert["kind"]
             if (patient_id, serial, kind, period_of(alert)) not in vacated:
                 continue
-            day = date.fromisoformat(period_of(alert))
-            # Any zone's local day lies within its UTC date and a day either side.
-            since = datetime.combine(day, time.min, UTC) - timedelta(days=1)
-            left = self.stores.device_events.of_unit(patient_id, serial, kind, since, since + timedelta(days=3))
-            if not any(day_of(patient_id, e["at"]) == day for e in left):
-                self.resolve(alert, "the TENS session it was raised from no longer counts for this patient on this "
-                                    "day (excluded by the care team, held again, or placed again)",
-                             Resolution.SESSION_NOT_COUNTED)
+            if not self._device_events_left(alert, lambda at, p=patient_id: day_of(p, at)):
+                self._resolve_not_counted(alert)
+
+    def _device_events_left(self, alert: dict, day_of: Callable[[datetime], date]) -> bool:
+        """Whether an event of a device alert's patient, unit and kind is stored on its local day (``day_of``: the
+        patient's local day of an instant)."""
+        day = date.fromisoformat(period_of(alert))
+        # Any zone's local day lies within its UTC date and a day either side.
+        since = datetime.combine(day, time.min, UTC) - timedelta(days=1)
+        left = self.stores.device_events.of_unit(alert["patient_id"], alert.get("device_serial"), alert["kind"],
+                                                 since, since + timedelta(days=3))
+        return any(day_of(e["at"]) == day for e in left)
+
+    def _resolve_not_counted(self, alert: dict) -> None:
+        self.resolve(alert, "the TENS session it was raised from no longer counts for this patient on this day "
+                            "(excluded by the care team, held again, or placed again)",
+                     Resolution.SESSION_NOT_COUNTED)
 
     def _end_silences(self, now: datetime) -> None:
         silent = self.stores.alerts.unresolved_of_kind(AlertKind.UNIT_SILENT.value)
@@ -623,14 +714,20 @@ class AlertService:
             for moment in (occurrence["due_at"] - EARLY_SESSION, occurrence["window_ends_at"])}
         if not span & days:
             return
+        self._session_found(patient, alert, occurrence)
+
+    def _session_found(self, patient: Account, alert: dict, occurrence: dict) -> bool:
+        """Resolve a missed-session alert for which a counted session during the reminder's window is stored."""
         sessions = self.stores.session_records.for_patient(
             patient.id, occurrence["due_at"] - timedelta(hours=2), occurrence["window_ends_at"] + timedelta(minutes=1),
             counted_only=True)
         started = session_during(as_domain_occurrence(occurrence), [s["started_at"] for s in sessions])
-        if started is not None:
-            zone = patient.zone_history().zone_at(started)
-            self.resolve(alert, f"a TENS session that started at {started.astimezone(zone):%H:%M} (patient's local "
-                                "time) was received later: the session was done", Resolution.SESSION_FOUND, started)
+        if started is None:
+            return False
+        zone = patient.zone_history().zone_at(started)
+        self.resolve(alert, f"a TENS session that started at {started.astimezone(zone):%H:%M} (patient's local "
+                            "time) was received later: the session was done", Resolution.SESSION_FOUND, started)
+        return True
 
     def ratings_for(self, touched: dict[str, set[date]]) -> dict[str, list[dict]]:
         """The pain ratings the flares of each patient's ``touched`` days are judged on (those days and the 14
@@ -659,21 +756,30 @@ class AlertService:
         a flare found on one is raised (ratings that reached the server a day or more late, from a phone offline,
         are read by no other pass: the minute job reads the last day's), or reopened, once per day under its key
         (not about someone who has left)."""
+        found = {day: candidate for day, candidate in self._flares_by_day(patient, ratings).items() if day in days}
+        for alert in open_flares:
+            if date.fromisoformat(period_of(alert)) in days and date.fromisoformat(period_of(alert)) not in found:
+                self._resolve_ratings_changed(alert)
+        if patient.status != CLOSED:
+            for candidate in found.values():
+                if flare_still_raised(candidate, self.clock()):
+                    self.raise_once(candidate, report, read_again=True)
+
+    @staticmethod
+    def _flares_by_day(patient: Account, ratings: list[dict]) -> dict[date, AlertCandidate]:
+        """The first flare of each of the patient's local days among ``ratings``."""
         history = patient.zone_history()
         found: dict[date, AlertCandidate] = {}
         for flare in flares([PainEntry(d["_id"], d["recorded_at"], d["nrs"]) for d in ratings]):
             zone = history.zone_at(flare.entry.recorded_at_utc)
             day = flare.entry.recorded_at_utc.astimezone(zone).date()
-            if day in days and day not in found:
+            if day not in found:
                 found[day] = pain_flare(patient.id, flare, zone)
-        for alert in open_flares:
-            if date.fromisoformat(period_of(alert)) in days and date.fromisoformat(period_of(alert)) not in found:
-                self.resolve(alert, "the pain ratings that made this a flare were changed or removed",
-                             Resolution.RATINGS_CHANGED)
-        if patient.status != CLOSED:
-            for candidate in found.values():
-                if flare_still_raised(candidate, self.clock()):
-                    self.raise_once(candidate, report)
+        return found
+
+    def _resolve_ratings_changed(self, alert: dict) -> None:
+        self.resolve(alert, "the pain ratings that made this a flare were changed or removed",
+                     Resolution.RATINGS_CHANGED)
 
     # The care team's acts
     def review_list(self, patient_id: str, *, open_only: bool, limit: int = 200) -> list[dict]:

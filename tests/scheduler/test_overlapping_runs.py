@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from companion.api.ingestion import SessionRecordSchema
 from companion.domain.alerts import low_adherence
 from companion.services.adherence_batch import JOB
 from companion.store.adherence import AdherenceDays
-from tests.scheduler.helpers import link_caregiver, make_person, services_on, stored_day
+from tests.scheduler.helpers import daily_reminder, link_caregiver, make_person, own, services_on, stored_day
 from tests.scheduler.test_late_data import PLAN, _bound, _upload
+from tests.support.records import session_record
 
 NOW = datetime(2026, 3, 10, 6, 0, tzinfo=UTC)
 
@@ -74,3 +76,127 @@ def test_a_runs_snapshots_replace_only_days_computed_earlier_or_at_the_same_inst
     assert {d["_id"]: d["figure"] for d in jobs_db.adherence_days.find()} == {
         "older": "run 5", "unstamped": "run 5", "same instant, earlier run": "run 5", "same instant, by hand": "run 5",
         "same instant, later run": "stored", "later": "stored", "new": "run 5"}
+
+
+def test_an_alerts_pass_that_read_before_the_session_was_ticked_off_does_not_alert_the_caregiver(
+        jobs_db, settings, clock, traveller, monkeypatch):
+    ten = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    patient = make_person(jobs_db, "patient", caregiver_alert_delay_min=30)
+    daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02", window_min=30)
+    caregiver = link_caregiver(jobs_db, patient, ["missed_session"])
+    traveller.move_to(ten)
+    services_on(jobs_db, settings, clock).reminder_dispatch.dispatch_due()
+    traveller.move_to(ten + timedelta(minutes=31))
+    [occurrence] = list(jobs_db.reminder_occurrences.find({"patient_id": patient.id, "due_at": ten}))
+    slow_pass = services_on(jobs_db, settings, clock)
+    real_notified_keys = slow_pass.stores.alerts.notified_keys
+
+    def ticked_off_meanwhile(keys):  # the pass has judged its candidates; the patient ticks the session off
+        services_on(jobs_db, settings, clock).reminders.record_outcome(own(patient.id), occurrence["_id"], "done",
+                                                                       None, at=ten + timedelta(minutes=20))
+        return real_notified_keys(keys)
+
+    monkeypatch.setattr(slow_pass.stores.alerts, "notified_keys", ticked_off_meanwhile)
+    slow_pass.alerts.evaluate()
+    traveller.move_to(ten + timedelta(minutes=32))
+    services_on(jobs_db, settings, clock).alerts.evaluate()  # the next pass
+    open_alerts = jobs_db.alerts.count_documents({"patient_id": patient.id, "resolved_at": None})
+    to_caregiver = jobs_db.push_outbox.count_documents({"recipient_user_id": caregiver.id,
+                                                        "state": {"$ne": "withdrawn"}})
+    assert (open_alerts, to_caregiver) == (0, 0)
+
+
+def _pass_overtaken(jobs_db, settings, clock, monkeypatch, meanwhile) -> None:
+    """An alerts pass that has judged its candidates when ``meanwhile`` happens, and raises its alerts after."""
+    slow_pass = services_on(jobs_db, settings, clock)
+    real_notified_keys = slow_pass.stores.alerts.notified_keys
+
+    def judged(keys):
+        meanwhile()
+        return real_notified_keys(keys)
+
+    monkeypatch.setattr(slow_pass.stores.alerts, "notified_keys", judged)
+    slow_pass.alerts.evaluate()
+
+
+def _resolved_as(alert: dict) -> str | None:
+    return (alert["resolution"] or {}).get("code")
+
+
+def _told(jobs_db, *people) -> int:
+    return jobs_db.push_outbox.count_documents({"recipient_user_id": {"$in": [p.id for p in people]},
+                                                "state": {"$ne": "withdrawn"}})
+
+
+def test_an_alerts_pass_that_read_before_a_session_arrived_late_does_not_alert_the_caregiver(
+        jobs_db, settings, clock, traveller, monkeypatch):
+    ten = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    patient = make_person(jobs_db, "patient", caregiver_alert_delay_min=30)
+    daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02", window_min=30)
+    caregiver = link_caregiver(jobs_db, patient, ["missed_session"])
+    traveller.move_to(ten)
+    services_on(jobs_db, settings, clock).reminder_dispatch.dispatch_due()
+    traveller.move_to(ten + timedelta(minutes=31))
+
+    def session_arrives():  # the hub was offline: the session done at 10:05 arrives, and the adherence job runs
+        services = services_on(jobs_db, settings, clock)
+        _upload(services, patient, _bound(jobs_db, services, patient), ten + timedelta(minutes=5))
+        services.adherence_job.run()
+
+    _pass_overtaken(jobs_db, settings, clock, monkeypatch, session_arrives)
+    services_on(jobs_db, settings, clock).alerts.evaluate()
+    [alert] = jobs_db.alerts.find({"patient_id": patient.id})
+    assert (_resolved_as(alert), alert["notified_at"], _told(jobs_db, caregiver)) == ("session_found", None, 0)
+
+
+def test_an_alerts_pass_that_read_a_sessions_device_event_before_the_care_team_excluded_it_alerts_nobody(
+        jobs_db, settings, clock, traveller, monkeypatch):
+    traveller.move_to(NOW)
+    services = services_on(jobs_db, settings, clock)
+    patient = make_person(jobs_db, "patient")
+    caregiver = link_caregiver(jobs_db, patient, ["device_fault"])
+    serial = _bound(jobs_db, services, patient)
+    services.ingestion.receive(None, patient.id, [SessionRecordSchema().load(session_record(
+        serial, 1, started_at=NOW - timedelta(hours=1), end_reason="electrode_off"))], {serial})
+    assert jobs_db.device_events.count_documents({"kind": "electrode_off"}) == 1
+    _pass_overtaken(jobs_db, settings, clock, monkeypatch, lambda: services.sessions.resolve(
+        patient.id, f"{serial}:1", "exclude", "clinician-1", note="the pads were off the patient"))
+    services_on(jobs_db, settings, clock).alerts.evaluate()
+    [alert] = jobs_db.alerts.find({"patient_id": patient.id})
+    assert (_resolved_as(alert), _told(jobs_db, patient, caregiver)) == ("session_not_counted", 0)
+
+
+def test_an_alerts_pass_that_read_ratings_before_one_was_deleted_raises_no_flare_for_the_caregiver(
+        jobs_db, settings, clock, traveller, monkeypatch):
+    traveller.move_to(NOW)
+    services = services_on(jobs_db, settings, clock)
+    patient = make_person(jobs_db, "patient")
+    caregiver = link_caregiver(jobs_db, patient, ["pain_flare"])
+    entries = [services.diary.record_entry(own(patient.id), {
+        "client_entry_id": f"e{n}", "recorded_at": NOW - timedelta(hours=hours), "nrs": nrs})[0]
+        for n, (hours, nrs) in enumerate([(3, 8), (1, 9)])]
+
+    def deleted_meanwhile():  # entered by mistake; the adherence job judges the day again (no flare alert yet)
+        services.diary.delete_entry(own(patient.id), entries[1]["_id"])
+        services_on(jobs_db, settings, clock).adherence_job.run()
+
+    _pass_overtaken(jobs_db, settings, clock, monkeypatch, deleted_meanwhile)
+    services_on(jobs_db, settings, clock).alerts.evaluate()
+    [alert] = jobs_db.alerts.find({"patient_id": patient.id})
+    assert (_resolved_as(alert), _told(jobs_db, caregiver)) == ("ratings_changed", 0)
+
+
+def test_an_alerts_pass_that_read_a_unit_as_silent_before_it_was_heard_from_alerts_nobody(
+        jobs_db, settings, clock, traveller, monkeypatch):
+    heard = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    services = services_on(jobs_db, settings, clock)
+    patient = make_person(jobs_db, "patient")
+    caregiver = link_caregiver(jobs_db, patient, ["device_silent"])
+    serial = _bound(jobs_db, services, patient)
+    jobs_db.devices.update_one({"_id": serial}, {"$set": {"status.last_seen_at": heard}})
+    traveller.move_to(heard + timedelta(hours=25))
+    _pass_overtaken(jobs_db, settings, clock, monkeypatch, lambda: services.ingestion.device_status(patient.id, [{
+        "serial": serial, "battery_pct": 70, "firmware": "1.4.2", "last_seen_at": heard + timedelta(hours=25),
+        "last_error": None}]))
+    [alert] = jobs_db.alerts.find({"patient_id": patient.id})
+    assert (_resolved_as(alert), _told(jobs_db, caregiver)) == ("unit_heard_again", 0)
