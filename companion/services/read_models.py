@@ -242,9 +242,11 @@ class PanelReadModel:
                 continue
             row, days, due_at = computed
             seq, teams = seqs[pid], self.stores.care_teams
-            self.stores.panel_row_days.save(pid, days, row_today(person, at).isoformat(), seq)
-            self.rows.save(row, seq)
-            self.entries.save(row, teams.team_ids_of_patient(pid), seq)
+            # Each written only over a version of an earlier mark, or of this one computed as of no later instant
+            # (a refresher pass after the patient's midnight that overtook this computation stands).
+            self.stores.panel_row_days.save(pid, days, row_today(person, at).isoformat(), seq, at)
+            self.rows.save(row, seq, at)
+            self.entries.save(row, teams.team_ids_of_patient(pid), seq, at)
             # The teams read again: an enrolment ended since the first read lost its entry before ours was written.
             self.entries.keep_only(pid, teams.team_ids_of_patient(pid), seq)
             if pid in marks:

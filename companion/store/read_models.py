@@ -7,8 +7,12 @@ beside it (``panel_row_days``, read by the adherence job, never by the panel).
 
 Rows are written only by companion.services.read_models (a whole row at a time, from the raw data), so two
 writers never merge halves of a row. Each row, its days and its entries carry the ``seq`` of the patient's mark
-read before the data they were computed from, and are written only over a version of no later ``seq``: a
-computation that read the data before a write never replaces one that read it after. The panel filters, sorts
+read before the data they were computed from and the instant they were computed as of (``computed_at``), and are
+written only over a version of an earlier ``seq``, or of the same ``seq`` computed as of no later instant: a
+computation that read the data before a write never replaces one that read it after, and of two that read the
+same mark (a panel read's catch-up beside the refresher) the one as of the earlier instant never replaces the other
+(computed just before the patient's midnight, it would stand for the whole next day: the later one rescheduled
+the mark to the midnight after). The panel filters, sorts
 and pages over them in the database: a query by ``_id $in`` (the caller's patients: the care-team authorisation,
 served from the _id index on MongoDB and on the patched FerretDB), its conditions and a sort on stored keys, and
 only the page's rows come back.
@@ -104,19 +108,23 @@ def entry_keys(row: dict) -> dict:
     return {"k_need": need, "k_name": name}
 
 
-def not_newer(seq: int) -> dict:
+def not_newer(seq: int, at: datetime | None = None) -> dict:
     """The condition a row, its days or an entry is replaced under: stored from a mark no later than ``seq`` (or
-    before marks were numbered)."""
-    return {"seq": {"$not": {"$gt": seq}}}
+    before marks were numbered); with ``at``, from the same mark only if computed as of no later instant (or
+    before the instant was kept)."""
+    if at is None:
+        return {"seq": {"$not": {"$gt": seq}}}
+    return {"$or": [{"seq": {"$lt": seq}}, {"seq": None},
+                    {"seq": seq, "computed_at": {"$not": {"$gt": at}}}]}
 
 
-def _unless_newer(write, doc_id: str, seq: int, change: dict) -> bool:
-    """``write`` (a collection's replace_one or update_one) ``change`` to the document ``doc_id``, computed after
-    reading its patient's mark's ``seq``, as an upsert guarded by not_newer; False when a later computation's
-    version is stored (the upsert then finds the ``_id`` taken), True when this one is."""
+def _unless_newer(write, doc_id: str, seq: int, at: datetime, change: dict) -> bool:
+    """``write`` (a collection's replace_one or update_one) ``change`` to the document ``doc_id``, computed as of
+    ``at`` after reading its patient's mark's ``seq``, as an upsert guarded by not_newer; False when a later
+    computation's version is stored (the upsert then finds the ``_id`` taken), True when this one is."""
     for upsert in (True, False):
         try:
-            return write({"_id": doc_id, **not_newer(seq)}, change, upsert=upsert).matched_count == 1 or upsert
+            return write({"_id": doc_id, **not_newer(seq, at)}, change, upsert=upsert).matched_count == 1 or upsert
         except DuplicateKeyError:  # a later version is stored, or a concurrent first write inserted one: look again
             continue
     return False
@@ -169,10 +177,11 @@ class PanelRows:
     def __init__(self, db: Database):
         self.col = db.panel_rows
 
-    def save(self, row: dict, seq: int) -> bool:
-        """Write a patient's row computed after reading their mark's ``seq``, unless a row computed after a later
-        mark is stored; returns whether it was written."""
-        return _unless_newer(self.col.replace_one, row["_id"], seq, {**row, "seq": seq})
+    def save(self, row: dict, seq: int, at: datetime) -> bool:
+        """Write a patient's row computed as of ``at`` after reading their mark's ``seq``, unless a row computed
+        after a later mark, or after the same one as of a later instant, is stored; returns whether it was
+        written."""
+        return _unless_newer(self.col.replace_one, row["_id"], seq, at, {**row, "seq": seq, "computed_at": at})
 
     def get(self, patient_id: str) -> dict | None:
         return self.col.find_one({"_id": patient_id})
@@ -226,11 +235,11 @@ class PanelRowDays:
     def __init__(self, db: Database):
         self.col = db.panel_row_days
 
-    def save(self, patient_id: str, days: dict, today: str, seq: int) -> bool:
+    def save(self, patient_id: str, days: dict, today: str, seq: int, at: datetime) -> bool:
         """As PanelRows.save, for the days the row was computed from."""
         doc = {"_id": patient_id, "days": json.dumps(days, sort_keys=True, separators=(",", ":")), "today": today,
-               "seq": seq}
-        return _unless_newer(self.col.replace_one, patient_id, seq, doc)
+               "seq": seq, "computed_at": at}
+        return _unless_newer(self.col.replace_one, patient_id, seq, at, doc)
 
     def by_ids(self, patient_ids: Iterable[str]) -> dict[str, dict]:
         """Each patient's document (``days`` by date, and ``today`` unless written before it was kept); patients
@@ -318,13 +327,15 @@ class PanelEntries:
         if wanted:
             self.teams_changed(wanted)
 
-    def save(self, row: dict, team_ids: Iterable[str], seq: int) -> None:
+    def save(self, row: dict, team_ids: Iterable[str], seq: int, at: datetime) -> None:
         """The row's entries, one for each of these teams (those the patient is enrolled in), each written unless
-        an entry computed after a later mark is stored; then keep_only, with the teams read again."""
+        an entry computed after a later mark (or the same one as of a later instant than ``at``) is stored; then
+        keep_only, with the teams read again."""
         keys = entry_keys(row) | {field: row[field] for field in SHOWN_FIELDS}
         written = [team_id for team_id in sorted(set(team_ids))
-                   if _unless_newer(self.col.update_one, f"{team_id}:{row['_id']}", seq,
-                                    {"$set": {"team_id": team_id, "patient_id": row["_id"], **keys, "seq": seq}})]
+                   if _unless_newer(self.col.update_one, f"{team_id}:{row['_id']}", seq, at,
+                                    {"$set": {"team_id": team_id, "patient_id": row["_id"], **keys, "seq": seq,
+                                              "computed_at": at}})]
         self._changed(written)
 
     def keep_only(self, patient_id: str, team_ids: Iterable[str], seq: int) -> int:

@@ -86,8 +86,8 @@ def _team_with_rows(db, rng: random.Random, size: int) -> tuple[Stores, str, lis
         pid = f"{rng.randrange(16**24):024x}"
         teams.enrol(team.id, pid)
         row = random_row(rng, pid)
-        stores.panel_rows.save(row, 0)
-        stores.panel_entries.save(row, [team.id], 0)
+        stores.panel_rows.save(row, 0, datetime(2026, 3, 2, tzinfo=UTC))
+        stores.panel_entries.save(row, [team.id], 0, datetime(2026, 3, 2, tzinfo=UTC))
         ids.append(pid)
     db.panel_row_marks.delete_many({})  # the rows are written: nothing waits to be computed
     return stores, team.id, ids

@@ -9,7 +9,7 @@ was kept, then through the stores to see that it no longer is.
 from __future__ import annotations
 
 import random
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pymongo
 import pytest
@@ -54,7 +54,8 @@ def test_a_page_is_kept_while_the_team_is_unchanged_and_read_again_once_another_
     assert names(reader, limit=5) == first  # kept: the entries were not read again
     assert names(reader, limit=6) == ["behind the stores' back"] * 6  # another page was never kept
     # Another process writes one patient's row: the team's version moves on, the page is read again.
-    writer.panel_rows.entries.save(random_row(random.Random(1), ids[0]), [team_id], 1)
+    writer.panel_rows.entries.save(random_row(random.Random(1), ids[0]), [team_id], 1,
+                                   datetime(2026, 3, 2, tzinfo=UTC))
     assert "behind the stores' back" in names(reader, limit=5)
 
 
@@ -65,7 +66,8 @@ def test_every_change_to_a_teams_entries_moves_its_version_and_no_other_teams(db
     teams.enrol(other, ids[0])
     entries = stores.panel_entries
     changes = [
-        ("an entry written", lambda: entries.save(random_row(random.Random(2), ids[1]), [team_id], 1)),
+        ("an entry written", lambda: entries.save(random_row(random.Random(2), ids[1]), [team_id], 1,
+                                                  datetime(2026, 3, 2, tzinfo=UTC))),
         ("an entry of an ended enrolment dropped", lambda: entries.keep_only(ids[2], [], 1)),
         ("entries deleted by id", lambda: entries.delete_ids([f"{team_id}:{ids[3]}"])),
         ("a patient's entries deleted", lambda: entries.delete_for_patient(ids[4])),

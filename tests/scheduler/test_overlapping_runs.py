@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from companion.api.ingestion import SessionRecordSchema
 from companion.domain.alerts import low_adherence
 from companion.services.adherence_batch import JOB
+from companion.services.read_models import PanelReadModel
 from companion.store.adherence import AdherenceDays
 from tests.scheduler.helpers import daily_reminder, link_caregiver, make_person, own, services_on, stored_day
 from tests.scheduler.test_late_data import PLAN, _bound, _upload
@@ -66,16 +67,18 @@ def test_an_adherence_run_that_read_before_late_data_does_not_overwrite_the_late
 def test_a_runs_snapshots_replace_only_days_computed_earlier_or_at_the_same_instant_by_an_earlier_run(jobs_db):
     store = AdherenceDays(jobs_db)
     stored = {"older": {"computed_at": NOW - timedelta(minutes=1), "run": 9}, "unstamped": {},
-              "same instant, earlier run": {"computed_at": NOW, "run": 4}, "same instant, by hand": {"computed_at": NOW},
+              "same instant, earlier run": {"computed_at": NOW, "run": 4},
+              "same instant, by hand": {"computed_at": NOW},
               "same instant, later run": {"computed_at": NOW, "run": 6},
               "later": {"computed_at": NOW + timedelta(seconds=1), "run": 1}}
-    jobs_db.adherence_days.insert_many([{"_id": name, "figure": "stored", **fields} for name, fields in stored.items()])
+    jobs_db.adherence_days.insert_many([{"_id": name, "figure": "stored", **fields}
+                                        for name, fields in stored.items()])
     refused = store.save_many([{"_id": name, "figure": "run 5", "computed_at": NOW, "run": 5}
                                for name in [*stored, "new"]])
     assert sorted(d["_id"] for d in refused) == ["later", "same instant, later run"]
+    kept = {"same instant, later run", "later"}
     assert {d["_id"]: d["figure"] for d in jobs_db.adherence_days.find()} == {
-        "older": "run 5", "unstamped": "run 5", "same instant, earlier run": "run 5", "same instant, by hand": "run 5",
-        "same instant, later run": "stored", "later": "stored", "new": "run 5"}
+        name: "stored" if name in kept else "run 5" for name in [*stored, "new"]}
 
 
 def test_an_alerts_pass_that_read_before_the_session_was_ticked_off_does_not_alert_the_caregiver(
@@ -200,3 +203,37 @@ def test_an_alerts_pass_that_read_a_unit_as_silent_before_it_was_heard_from_aler
         "last_error": None}]))
     [alert] = jobs_db.alerts.find({"patient_id": patient.id})
     assert (_resolved_as(alert), _told(jobs_db, caregiver)) == ("unit_heard_again", 0)
+
+
+def test_a_row_computed_before_the_patients_midnight_does_not_replace_the_one_computed_after_it(
+        jobs_db, settings, clock, traveller, monkeypatch):
+    before_midnight = datetime(2026, 3, 10, 23, 59, 50, tzinfo=UTC)
+    traveller.move_to(before_midnight)
+    services = services_on(jobs_db, settings, clock)
+    person = make_person(jobs_db, "patient")  # UTC
+    # Covered every day but the last one (10 March): the 7-day PDC is 1.0 on the 10th, 6/7 on the 11th.
+    jobs_db.adherence_days.insert_many([stored_day(person.id, before_midnight.date() - timedelta(days=n),
+                                                   0.0 if n == 0 else 1.0) for n in range(0, 12)])
+    services.panel_rows.refresh([person.id])
+    services.panel_rows.mark([person.id], "a session arrived")
+    real_compute = PanelReadModel.compute
+    raced = []
+
+    def slow(self, who, at, kept=None):
+        computed = real_compute(self, who, at, kept)  # a panel read's computation, as of 23:59:50
+        if not raced:
+            raced.append(True)
+            traveller.move_to(before_midnight + timedelta(seconds=20))  # the refresher's pass just after midnight
+            services_on(jobs_db, settings, clock).panel_rows.refresh_due()
+            assert jobs_db.panel_row_days.find_one({"_id": person.id})["today"] == "2026-03-11"
+        return computed
+
+    monkeypatch.setattr(PanelReadModel, "compute", slow)
+    services.panel_rows.catch_up([person.id])
+    monkeypatch.setattr(PanelReadModel, "compute", real_compute)
+    for minutes in (1, 2, 60, 600):  # the refresher goes on every minute on 11 March
+        traveller.move_to(before_midnight + timedelta(minutes=minutes))
+        services_on(jobs_db, settings, clock).panel_rows.refresh_due()
+    row = jobs_db.panel_rows.find_one({"_id": person.id})
+    days = jobs_db.panel_row_days.find_one({"_id": person.id})
+    assert (days["today"], round(row["pdc_7"], 3)) == ("2026-03-11", round(6 / 7, 3))

@@ -118,14 +118,17 @@ def test_a_stop_between_the_enrolments_deletion_and_its_lines_is_mended_by_the_n
 
 
 def test_each_version_is_stored_only_over_no_later_one(jobs_db):
+    """Later: from a later mark, or from the same mark as of a later instant (whatever the instant of the other)."""
     stores = Stores(jobs_db)
     row = {"_id": "p-versions", "display_name": "Ann", "name_key": "ann", "open_alerts": 0}
     jobs_db.panel_rows.insert_one(dict(row))  # a row from before versions were kept
-    assert stores.panel_rows.save({**row, "open_alerts": 1}, 3)
-    assert not stores.panel_rows.save({**row, "open_alerts": 2}, 2)
-    assert stores.panel_rows.save({**row, "open_alerts": 3}, 3)
-    assert stores.panel_rows.save({**row, "open_alerts": 4}, 4)
+    assert stores.panel_rows.save({**row, "open_alerts": 1}, 3, START)
+    assert not stores.panel_rows.save({**row, "open_alerts": 2}, 2, START + timedelta(hours=1))
+    assert stores.panel_rows.save({**row, "open_alerts": 3}, 3, START)
+    assert not stores.panel_rows.save({**row, "open_alerts": 5}, 3, START - timedelta(seconds=20))
+    assert stores.panel_rows.save({**row, "open_alerts": 4}, 4, START - timedelta(hours=1))
     assert jobs_db.panel_rows.find_one({"_id": "p-versions"})["open_alerts"] == 4
-    assert stores.panel_row_days.save("p-versions", {"2026-03-01": {}}, "2026-03-02", 4)
-    assert not stores.panel_row_days.save("p-versions", {}, "2026-03-02", 1)
+    assert stores.panel_row_days.save("p-versions", {"2026-03-01": {}}, "2026-03-02", 4, START)
+    assert not stores.panel_row_days.save("p-versions", {}, "2026-03-02", 1, START)
+    assert not stores.panel_row_days.save("p-versions", {}, "2026-03-01", 4, START - timedelta(seconds=20))
     assert stores.panel_row_days.by_ids(["p-versions"])["p-versions"]["days"] == {"2026-03-01": {}}

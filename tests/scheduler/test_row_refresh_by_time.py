@@ -38,9 +38,10 @@ ZONES = ["Pacific/Auckland", "Europe/London", "America/Los_Angeles"]
 
 def _row_and_days(db, services, pid: str) -> tuple[dict, dict]:
     """The row and its kept days, without the versions they were stored under (the mark's seq, which the
-    rebuild below moves on)."""
-    row = db.panel_rows.find_one({"_id": pid}, {"seq": 0})
-    kept = {k: v for k, v in services.stores.panel_row_days.by_ids([pid])[pid].items() if k != "seq"}
+    rebuild below moves on, and the instant they were computed as of)."""
+    row = db.panel_rows.find_one({"_id": pid}, {"seq": 0, "computed_at": 0})
+    kept = {k: v for k, v in services.stores.panel_row_days.by_ids([pid])[pid].items()
+            if k not in ("seq", "computed_at")}
     return row, kept
 
 
