@@ -47,6 +47,7 @@ from companion.services.push_delivery import worker_name
 
 if TYPE_CHECKING:
     from companion.notify.push import PushSender
+    from companion.services.leadership import LeaderLease
     from companion.settings import Settings
 
 logger = logging.getLogger("companion.jobs.worker")  # also when run as __main__
@@ -241,24 +242,39 @@ def open_process(name: str, *, need_sender: bool = False) -> tuple[Settings, Pus
     return settings, sender, Services(settings, sender=sender)
 
 
-def run_until_asked(scheduler, stopping: threading.Event) -> None:
+def run_until_asked(scheduler, stopping: threading.Event, lease: LeaderLease | None = None) -> None:
     """Run ``scheduler`` until ``stopping`` is set, and return only once the jobs running then have finished:
     the lease is released and the database and FCM clients closed after them (a push batch at FCM is settled,
     not left claimed, to be sent again by the next leader once its lease lapses). The scheduler's own ``start``
     may return before its jobs end (its loop sees the stopped state at its next wake-up), so this waits for the
     shutdown that waits for them.
 
+    While it waits the scheduler runs nothing more, the `leader-lease` job included: ``lease``, if this worker
+    holds it, is renewed every third of its ttl by a thread of its own (`LeaderLease.keep`: never taken) until
+    the jobs have finished, then released. Otherwise a run longer than the ttl would go on beside the next
+    leader's runs of the same jobs.
+
     The shutdown runs on a thread of its own, not in the signal handler: that runs on the main thread wherever it
     was interrupted, possibly inside the thread pool's submit, which holds the lock shutdown takes too (it would
     wait on itself for ever); and a signal before the scheduler started would find it not running yet."""
     def shut_down_when_asked() -> None:
         stopping.wait()
-        while True:
-            try:
-                scheduler.shutdown(wait=True)
-                return
-            except SchedulerNotRunningError:
-                time.sleep(0.05)
+        finished = threading.Event()
+        holding = threading.Thread(target=_hold, args=(lease, finished), name="worker-lease-hold", daemon=True) \
+            if lease is not None else None
+        if holding is not None:
+            holding.start()
+        try:
+            while True:
+                try:
+                    scheduler.shutdown(wait=True)
+                    return
+                except SchedulerNotRunningError:
+                    time.sleep(0.05)
+        finally:
+            finished.set()
+            if holding is not None:
+                holding.join()
 
     stopper = threading.Thread(target=shut_down_when_asked, name="worker-stop", daemon=True)
     stopper.start()
@@ -272,6 +288,19 @@ def run_until_asked(scheduler, stopping: threading.Event) -> None:
         logger.debug("the scheduler's loop ended with an error while stopping", exc_info=True)
     if stopping.is_set():
         stopper.join()
+        if lease is not None:
+            lease.release()
+
+
+def _hold(lease: LeaderLease, finished: threading.Event) -> None:
+    """Renew ``lease`` (if held) now and every third of its ttl until ``finished``."""
+    every = lease.ttl.total_seconds() / 3
+    while not finished.is_set():
+        try:
+            lease.keep()
+        except Exception:  # (the database away for a moment: tried again at the next beat, as the job would)
+            logger.warning("renewing the lease while the jobs finish failed", exc_info=True)
+        finished.wait(every)
 
 
 def main() -> None:
@@ -297,7 +326,7 @@ def main() -> None:
         logger.info("scheduler worker started", extra={"holder": worker.lease.holder})
         try:
             if not stopping.is_set():
-                run_until_asked(scheduler, stopping)
+                run_until_asked(scheduler, stopping, worker.lease)
         finally:
             worker.lease.release()
     finally:

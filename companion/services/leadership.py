@@ -42,6 +42,16 @@ class LeaderLease:
                 logger.info("leadership %s", "taken" if self._lease else "lost", extra={"holder": self.holder})
             return self._lease is not None
 
+    def keep(self) -> bool:
+        """Renew the lease if held, never take it: a stopping worker holds on while its runs finish (another worker
+        must not lead beside them), and one that does not lead does not start now. Returns whether it leads."""
+        with self._lock:
+            if self._lease is not None:
+                self._lease = self.leases.renew(self._lease, self.ttl)
+                if self._lease is None:
+                    logger.info("leadership lost", extra={"holder": self.holder})
+            return self._lease is not None
+
     def is_leader(self) -> bool:
         """True while this worker holds a term that has not run out by its own clock."""
         lease = self._lease

@@ -410,3 +410,33 @@ def test_the_lease_is_renewed_while_long_jobs_hold_every_thread_of_the_shared_po
         release.set()
         scheduler.shutdown(wait=True)
     assert renewed_meanwhile >= 1
+
+
+def test_a_stopping_worker_keeps_its_lease_while_its_jobs_finish_and_lets_go_after(jobs_db, settings):
+    """ops review: the shutdown that waits for the jobs in hand stops the scheduler first, the `leader-lease` job
+    with it: a run longer than the lease's ttl went on while the next worker took the lease and ran the same jobs
+    beside it."""
+    short = settings.with_changes(lease_ttl=timedelta(seconds=3))
+    worker, next_worker = _worker(jobs_db, short, now, "stopping"), _worker(jobs_db, short, now, "next")
+    scheduler = BlockingScheduler(timezone="UTC")
+    assert worker.lease.tick() is True
+    worker.install(scheduler, start_at=datetime.now(UTC))
+    for job in scheduler.get_jobs():
+        if job.id not in ("leader-lease", "heartbeat"):
+            job.remove()
+    in_hand, finish, stopping = threading.Event(), threading.Event(), threading.Event()
+    scheduler.add_job(lambda: in_hand.set() or finish.wait(60), "date", run_date=datetime.now(UTC), id="long-run",
+                      misfire_grace_time=60)
+    main = threading.Thread(target=run_until_asked, args=(scheduler, stopping, worker.lease))
+    main.start()
+    try:
+        assert in_hand.wait(timeout=30)
+        stopping.set()  # SIGTERM at a deploy, the long run still going
+        time.sleep(4.5)  # past the lease's ttl
+        assert main.is_alive() and worker.lease.is_leader()
+        assert next_worker.lease.tick() is False, "another worker leads while the stopping one still runs a job"
+    finally:
+        finish.set()
+        main.join(timeout=60)
+    assert not main.is_alive()
+    assert not worker.lease.is_leader() and next_worker.lease.tick() is True  # released: taken at once
