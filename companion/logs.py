@@ -5,10 +5,16 @@ request is being served also has its ``request_id`` (and the caller's ``client_r
 and ``span_id`` when it sent them, see :mod:`companion.http.correlation`), and a line written by a job
 its ``job_id``. Whatever a call passes in ``extra`` becomes fields of its own. The formatter is
 python-json-logger's; gunicorn's own lines use it too (gunicorn.conf.py).
+
+An identifier a line must let an operator correlate but must not reveal (an email address) is named by its
+:func:`pseudonym`, keyed, never by a plain digest: sha256 of an address is recomputed by anyone holding the logs
+and a list of candidate addresses.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import sys
 from collections.abc import Iterator, Mapping
@@ -36,6 +42,13 @@ class CompanionJsonFormatter(JsonFormatter):
         super().add_fields(log_record, record, message_dict)
         for key, value in _context.get().items():
             log_record.setdefault(key, value)
+
+
+def pseudonym(key: bytes, value: str) -> str:
+    """How a log line names ``value`` (an email address, normalised by the caller): 16 hex digits of its
+    HMAC-SHA256 under ``key`` (Settings.pseudonym_key). The same value always gets the same pseudonym, so repeated
+    failures of one account line up, but without the key a list of candidate values cannot be matched to it."""
+    return hmac.new(key, b"log\x1f" + value.encode(), hashlib.sha256).hexdigest()[:16]
 
 
 def current_context() -> Mapping[str, str]:

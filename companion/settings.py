@@ -108,6 +108,13 @@ class Settings:
     def is_production(self) -> bool:
         return self.env == "production"
 
+    @property
+    def pseudonym_key(self) -> bytes:
+        """The key of :func:`companion.logs.pseudonym` (log lines) and of the throttles' stored digests: derived
+        from the secret key, so that only who holds the secret key (who could mint any token anyway) can tell
+        which address a pseudonym stands for. A new secret key gives every address a new pseudonym."""
+        return hmac.new(self.secret_key.encode(), b"companion pseudonyms", hashlib.sha256).digest()
+
     def with_changes(self, **changes: Any) -> Settings:
         """A copy with some settings changed (tests and benchmarks)."""
         return replace(self, **changes)
@@ -240,7 +247,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MONGODB_URI", "mongodb_uri", _mongodb_uri, "database; when set, the scripts start no database"),
     Setting("MONGODB_DB", "mongodb_db", _database_name, "database name"),
     Setting("COMPANION_SECRET_KEY", "secret_key", _text,
-            "JWT signing key, at least 32 characters (random per process in development)"),
+            "JWT signing key, at least 32 characters (random per process in development); the logs' and the "
+            "throttles' keyed pseudonyms of addresses derive from it"),
     Setting("COMPANION_STAFF_MFA", "staff_mfa_required", _mfa,
             "`required` makes clinicians and admins complete TOTP before getting a token"),
     Setting("COMPANION_LOG_LEVEL", "log_level", _one_of(*LOG_LEVELS), "log level"),

@@ -9,12 +9,13 @@
   temporary name, then renamed: a reader never sees half a message). ``make run`` uses ``var/mail``, so a
   developer reads sign-up codes there.
 
-Only the mail's text and the address leave; nothing is logged but a digest of the address.
+Only the mail's text and the address leave. A line is logged per message, naming the address by its keyed
+:func:`companion.logs.pseudonym` (the one the failed sign-in lines use, so an operator can line them up) and
+only when the mailer was given the key: never a plain digest, which anyone with a list of addresses recomputes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import smtplib
@@ -26,8 +27,14 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from companion.domain.mail import Mail
+from companion.logs import pseudonym
 
 log = logging.getLogger(__name__)
+
+
+def _recipient(mail: Mail, key: bytes | None) -> dict[str, str]:
+    """The log fields naming the recipient: their pseudonym under ``key``, or none without a key."""
+    return {"to": pseudonym(key, mail.to.strip().lower())} if key else {}
 
 
 class MailError(Exception):
@@ -46,9 +53,10 @@ def _message(mail: Mail, sender: str) -> EmailMessage:
 
 
 class DirectoryMailer:
-    def __init__(self, directory: str | Path, sender: str):
+    def __init__(self, directory: str | Path, sender: str, *, pseudonym_key: bytes | None = None):
         self.directory = Path(directory)
         self.sender = sender
+        self.pseudonym_key = pseudonym_key
 
     def send(self, mail: Mail) -> None:
         try:
@@ -61,7 +69,7 @@ class DirectoryMailer:
             partial.rename(self.directory / name)
         except OSError as exc:
             raise MailError(str(exc)) from exc
-        log.info("mail written", extra={"to": hashlib.sha256(mail.to.encode()).hexdigest()[:12]})
+        log.info("mail written", extra=_recipient(mail, self.pseudonym_key))
 
 
 # Each accepted scheme: whether it encrypts (and how), and its default port.
@@ -82,7 +90,7 @@ def smtp_url_problem(url: str) -> str | None:
 
 
 class SmtpMailer:
-    def __init__(self, url: str, sender: str, *, timeout_s: float = 10):
+    def __init__(self, url: str, sender: str, *, timeout_s: float = 10, pseudonym_key: bytes | None = None):
         problem = smtp_url_problem(url)
         if problem is not None:
             raise ValueError(f"SMTP URL refused: {problem}")
@@ -94,6 +102,7 @@ class SmtpMailer:
         self.password = unquote(parts.password) if parts.password else None
         self.sender = sender
         self.timeout_s = timeout_s
+        self.pseudonym_key = pseudonym_key
 
     def send(self, mail: Mail) -> None:
         try:
@@ -105,7 +114,7 @@ class SmtpMailer:
                 smtp.send_message(_message(mail, self.sender))
         except (OSError, smtplib.SMTPException) as exc:
             raise MailError(type(exc).__name__) from exc
-        log.info("mail sent", extra={"to": hashlib.sha256(mail.to.encode()).hexdigest()[:12]})
+        log.info("mail sent", extra=_recipient(mail, self.pseudonym_key))
 
     def _connect(self) -> smtplib.SMTP:
         if self.implicit_tls:
@@ -114,11 +123,12 @@ class SmtpMailer:
         return smtplib.SMTP(self.host, self.port, timeout=self.timeout_s)
 
 
-def mailer_for(smtp_url: str | None, mail_dir: str | None, sender: str):
+def mailer_for(smtp_url: str | None, mail_dir: str | None, sender: str, *, pseudonym_key: bytes | None = None):
     """The configured mailer, or None when email is not configured (development without ``make run``). Raises
-    ValueError for an SMTP URL :func:`smtp_url_problem` refuses (the settings refuse it first)."""
+    ValueError for an SMTP URL :func:`smtp_url_problem` refuses (the settings refuse it first). Its log lines name
+    the recipient by their pseudonym under ``pseudonym_key`` (Settings.pseudonym_key), or not at all without it."""
     if smtp_url:
-        return SmtpMailer(smtp_url, sender)
+        return SmtpMailer(smtp_url, sender, pseudonym_key=pseudonym_key)
     if mail_dir:
-        return DirectoryMailer(mail_dir, sender)
+        return DirectoryMailer(mail_dir, sender, pseudonym_key=pseudonym_key)
     return None

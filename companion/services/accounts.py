@@ -26,6 +26,7 @@ from companion.domain.errors import Conflict, Forbidden, Invalid, NotFound, Serv
 from companion.domain.localtime import is_known_zone
 from companion.domain.people import Account
 from companion.i18n import Reader
+from companion.logs import pseudonym
 from companion.services.derived_ids import derived_id
 from companion.services.throttle import Throttle
 from companion.services.tokens import TokenService
@@ -98,7 +99,7 @@ class Accounts:
         self.web_sessions = stores.web_sessions
         self.panel_rows = stores.panel_row_marks
         self.tokens = tokens
-        self.throttle = Throttle(stores.counters, clock)
+        self.throttle = Throttle(stores.counters, clock, key=settings.pseudonym_key)
         self.clock = clock
         self.mailer = mailer
         self.passwords = Passwords(settings.password_memory_kib, settings.password_time_cost)
@@ -248,7 +249,8 @@ class Accounts:
             and user is not None and user.active
         if not ok:
             self.throttle.failed("login", address=ip, account=account_key)
-            log.info("login failed", extra={"account": account_key[:12]})
+            # Keyed: a plain digest would let anyone with the logs and a list of addresses tell who failed.
+            log.info("login failed", extra={"account": pseudonym(self.s.pseudonym_key, email)})
             raise Unauthorized("email or password is wrong")
         self.throttle.succeeded("login", address=ip, account=account_key)
         return user, checked_at

@@ -66,7 +66,8 @@ class Services:
         )
         self.stores = Stores(self.client[settings.mongodb_db], clock)
         self.sender = sender
-        self.mailer = mailer or mailer_for(settings.smtp_url, settings.mail_dir, settings.mail_from)
+        self.mailer = mailer or mailer_for(settings.smtp_url, settings.mail_dir, settings.mail_from,
+                                           pseudonym_key=settings.pseudonym_key)
 
     @property
     def db(self):

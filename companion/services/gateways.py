@@ -57,7 +57,7 @@ class Gateways:
         self.users = stores.users
         self.tokens = tokens
         self.profiles = profiles
-        self.throttle = Throttle(stores.counters, clock)
+        self.throttle = Throttle(stores.counters, clock, key=settings.pseudonym_key)
         self.clock = clock
 
     def create_pairing_code(self, patient_id: str, *, address: str) -> tuple[str, datetime]:

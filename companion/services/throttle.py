@@ -10,12 +10,15 @@ the instants they are decided from in the ``rate_events`` collection (companion.
 - ``known:<account>:<address>``: a successful sign-in, which exempts that address from the account-wide
   delay for 30 days.
 
-Accounts and addresses are stored digested (SHA-256), never as typed.
+Accounts and addresses are stored digested, never as typed: keyed (HMAC-SHA256 under Settings.pseudonym_key),
+since a plain SHA-256 of an IPv4 address is reversed by trying them all, and one of an email address by anyone
+holding a list of addresses. A new secret key starts every counter afresh.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 
 from companion.clock import Clock, now
 from companion.domain.errors import TooManyRequests
@@ -23,20 +26,20 @@ from companion.domain.throttling import KNOWN_ADDRESS_FOR, STEPS, Step, wait_s
 from companion.store.throttle import Counters
 
 
-def _digest(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()[:32]
-
-
 class Throttle:
-    def __init__(self, counters: Counters, clock: Clock = now):
+    def __init__(self, counters: Counters, clock: Clock = now, *, key: bytes):
         self.counters = counters
         self.clock = clock
+        self._key = key
+
+    def _digest(self, value: str) -> str:
+        return hmac.new(self._key, b"throttle\x1f" + value.encode(), hashlib.sha256).hexdigest()[:32]
 
     def check(self, step_name: str, *, address: str, account: str | None = None) -> None:
         """Count an attempt at ``step_name``; TooManyRequests (with Retry-After) if it must wait."""
         step = STEPS[step_name]
         at = self.clock()
-        address_key = f"try:{step.name}:{_digest(address)}"
+        address_key = f"try:{step.name}:{self._digest(address)}"
         mine = self.counters.record(address_key, at, step.per_address.window)
         attempts = self.counters.instants(address_key, at - step.per_address.window, excluding=mine)
         pair_failures, account_failures, known = self._failures(step, account, address, at)
@@ -52,20 +55,18 @@ class Throttle:
             pair = self.counters.instants(self._pair_key(step, account, address),
                                           at - step.per_account_and_address.window)
         if step.per_account and account is not None:
-            whole = self.counters.instants(f"fail:{step.name}:{_digest(account)}", at - step.per_account.window)
+            whole = self.counters.instants(f"fail:{step.name}:{self._digest(account)}", at - step.per_account.window)
             if step.known_addresses_exempt and whole:
                 known = bool(self.counters.instants(self._known_key(account, address), at - KNOWN_ADDRESS_FOR,
                                                     limit=1))
         return pair, whole, known
 
-    @staticmethod
-    def _pair_key(step: Step, account: str | None, address: str) -> str:
+    def _pair_key(self, step: Step, account: str | None, address: str) -> str:
         who = f"{account}|{address}" if account is not None else address
-        return f"fail:{step.name}:{_digest(who)}"
+        return f"fail:{step.name}:{self._digest(who)}"
 
-    @staticmethod
-    def _known_key(account: str, address: str) -> str:
-        return f"known:{_digest(account + '|' + address)}"
+    def _known_key(self, account: str, address: str) -> str:
+        return f"known:{self._digest(account + '|' + address)}"
 
     def failed(self, step_name: str, *, address: str, account: str | None = None) -> None:
         """Count a failure (a wrong password, code or token) against the address and the account."""
@@ -75,7 +76,7 @@ class Throttle:
         if step.per_account_and_address:
             self.counters.record(self._pair_key(step, account, address), at, keep)
         if step.per_account and account is not None:
-            self.counters.record(f"fail:{step.name}:{_digest(account)}", at, keep)
+            self.counters.record(f"fail:{step.name}:{self._digest(account)}", at, keep)
 
     def succeeded(self, step_name: str, *, address: str, account: str | None = None) -> None:
         """A success: this address's failures for the account are forgiven and, for sign-in, the address

@@ -4,6 +4,7 @@ processes, and `GET /` pointing at the docs and the dashboard."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -53,6 +54,32 @@ def test_every_log_line_is_json_with_the_request_ids_and_no_diary_text(client, w
     assert re.fullmatch(r"[0-9a-f]{32}", request_line["request_id"])
     assert CANARY not in "\n".join(log_lines())
     assert patient.email not in "\n".join(log_lines())
+
+
+def _plain_digests(address: str) -> list[str]:
+    """What a log line must not carry for ``address``: any prefix of a digest anyone can recompute from it."""
+    return [hashlib.new(name, address.encode()).hexdigest()[:8] for name in ("sha256", "sha1", "md5")]
+
+
+def test_a_failed_sign_in_names_the_account_by_a_keyed_pseudonym_that_lines_up_with_its_mail(
+        client, world, log_lines):
+    """H4: whoever holds the logs and a list of addresses cannot tell who failed to sign in (no plain digest of
+    the address), yet an operator sees one account's repeated failures, and the mail sent to it, under one name."""
+    newcomer = "newcomer.h4@example.org"
+    assert client.post("/api/v1/auth/signup", json={"email": newcomer, "password": "correct horse battery",
+                                                    "display_name": "Pat", "role": "patient",
+                                                    "time_zone": "UTC"}).status_code == 202
+    for address in (newcomer, " Newcomer.H4@example.org", world["patient_a"].email):
+        assert client.post("/api/v1/auth/login", json={"email": address, "password": "wrong"}).status_code == 401
+    lines = [json.loads(line) for line in log_lines()]
+    failures = [line["account"] for line in lines if line["message"] == "login failed"]
+    mailed = [line["to"] for line in lines if line["message"] in ("mail written", "mail sent")]
+    assert len(failures) == 3 and failures[0] == failures[1] != failures[2]
+    assert mailed == [failures[0]]
+    text = "\n".join(log_lines())
+    for address in (newcomer, world["patient_a"].email):
+        assert address not in text
+        assert not [d for d in _plain_digests(address) if d in text], "a plain digest of the address is logged"
 
 
 def test_a_well_formed_request_id_is_echoed_and_the_audit_keeps_its_own(client, world, db):

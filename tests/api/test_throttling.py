@@ -5,6 +5,7 @@ test_login_throttling.py). Waits grow and end; none is a lock."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 
 import pyotp
@@ -126,3 +127,18 @@ def test_guessing_a_gateways_secret_is_slowed_down(client, world):
     statuses = [client.post("/api/v1/auth/gateway-token", json={
         "gateway_id": gateway.id, "gateway_secret": f"guess-{i}"}).status_code for i in range(14)]
     assert statuses[:10] == [401] * 10 and 429 in statuses[10:]
+
+
+def test_the_throttles_keep_no_digest_of_an_address_or_email_that_anyone_could_recompute(client, world, db):
+    """The counters' keys are keyed digests: a plain SHA-256 of an IPv4 address is reversed by trying them all, and
+    one of an email address by anyone holding the database (or a backup) and a list of addresses."""
+    email = world["patient_a"].email
+    for _ in range(2):
+        assert client.post("/api/v1/auth/login", json={"email": email, "password": "wrong"},
+                           environ_base={"REMOTE_ADDR": "203.0.113.7"}).status_code == 401
+    keys = " ".join(e["key"] for e in db.rate_events.find())
+    assert "fail:login:" in keys and "try:login:" in keys
+    email_digest = hashlib.sha256(email.encode()).hexdigest()
+    recomputable = [hashlib.sha256(v.encode()).hexdigest()[:32]
+                    for v in ("203.0.113.7", email_digest, f"{email_digest}|203.0.113.7")]
+    assert not [d for d in recomputable if d in keys]
