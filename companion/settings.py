@@ -258,7 +258,7 @@ SETTINGS: tuple[Setting, ...] = (
             "every database operation's budget (sent as maxTimeMS); a dead database answers 503 within it"),
     Setting("COMPANION_ACCESS_TOKEN_TTL", "access_token_ttl_s", _whole(60, 3600), "access-token lifetime in seconds"),
     Setting("COMPANION_GATEWAY_UPLOADS_PER_MIN", "gateway_uploads_per_min", _whole(1, 10**7),
-            "session-record batches each gateway may post per minute"),
+            "session-record batches each gateway may post per minute, and dead-letter reports apart"),
     Setting("COMPANION_GATEWAY_UPLOAD_CONCURRENCY", "gateway_upload_concurrency", _whole(1, 1000),
             "gateway uploads one web server runs at once, all its worker processes together; more are answered 503 "
             "with a Retry-After, so that patients' and clinicians' requests keep threads and database time"),

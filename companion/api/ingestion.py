@@ -306,10 +306,13 @@ class DeadLetters(MethodView):
     def post(self, body):
         """Report what the gateway could not deliver as records: frames a unit sent that could not be decoded,
         records the server once refused, records the buffer could no longer read. Kept on the server (once
-        each, however often reported) so that nothing a unit handed over disappears unseen."""
+        each, however often reported) so that nothing a unit handed over disappears unseen. A gateway may send
+        as many reports a minute as record batches (COMPANION_GATEWAY_UPLOADS_PER_MIN, counted apart); beyond,
+        429 with Retry-After: keep the reports and send them then."""
         svc = services()
         gateway_id = current_actor().id
         patient_id = svc.gateways.patient_of(gateway_id)
+        svc.ingestion.admit_dead_letters(gateway_id)
         auditing.note(patient_ids=[patient_id], resource="dead_letter", action="C",
                       resource_ids=[str(i["id"]) for i in body["items"]])
         new = svc.gateways.keep_dead_letters(gateway_id, patient_id, body["items"])

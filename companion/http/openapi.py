@@ -132,7 +132,7 @@ WITHOUT_DATABASE = frozenset({"/healthz", "/"})  # answered without the database
 # The public operations that check a credential (a password, a refresh token, a gateway secret, a pairing code):
 # they answer 401 (and 403 for an account not allowed there) and are throttled (429).
 SIGN_IN_PATHS = ("/api/v1/auth", "/api/v1/gateways/pair")
-# Other operations with a throttle of their own (429): making pairing codes, a gateway's uploads.
+# Other operations with a throttle of their own (429): making pairing codes, a gateway's uploads and reports.
 # The downloads: answered as files (a media type of their own and a Content-Disposition), not as JSON objects.
 DOWNLOADS = {
     "/api/v1/patients/{patient_id}/data-export": "application/json",
@@ -142,7 +142,8 @@ DOWNLOADS = {
     "/api/v1/clinician/panel/export": "text/csv",
 }
 CONTENT_DISPOSITION = _header('`attachment; filename="..."`: save the answer as a file of that name')
-THROTTLED_PATHS = ("/api/v1/patients/{patient_id}/pairing-codes", "/api/v1/gateway/session-records")
+THROTTLED_PATHS = ("/api/v1/patients/{patient_id}/pairing-codes", "/api/v1/gateway/session-records",
+                   "/api/v1/gateway/dead-letters")
 _PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
 

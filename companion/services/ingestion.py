@@ -124,11 +124,19 @@ class Ingestion:
         self.touched = touched
         self.clock = clock
 
-    def _throttle(self, gateway_id: str) -> None:
-        """At most ``gateway_uploads_per_min`` uploads a minute per gateway (shared by every web worker)."""
-        count, wait = self.counters.hit(f"upload:{gateway_id}", 60)
+    def _throttle(self, gateway_id: str, counter: str = "upload") -> None:
+        """At most ``gateway_uploads_per_min`` uploads a minute per gateway and ``counter`` (shared by every web
+        worker); TooManyRequests, with the seconds to the next minute, beyond."""
+        count, wait = self.counters.hit(f"{counter}:{gateway_id}", 60)
         if count > self.settings.gateway_uploads_per_min:
             raise TooManyRequests("too many uploads from this gateway; retry later", retry_after_s=wait)
+
+    def admit_dead_letters(self, gateway_id: str) -> None:
+        """Count a gateway's dead-letter report against the same per-minute limit as its record batches, on a
+        counter of its own (reports are sent once the records are, and must not hold them back): each report is
+        kept and audited, so a looping or compromised gateway would otherwise grow the patient's record and the
+        audit trail without bound. TooManyRequests beyond it; the gateway keeps its reports and sends them later."""
+        self._throttle(gateway_id, "dead-letters")
 
     def _bindings(self, patient_id: str, serials: set[str]) -> dict[str, list[Binding]]:
         """Every unit named must be, or once have been, bound to the gateway's patient, or nothing is taken."""

@@ -169,6 +169,7 @@ def test_a_gateway_over_its_upload_rate_gets_a_429_its_operation_declares(settin
                     for _ in range(3)]
         assert 429 in statuses, statuses
         assert "429" in _declared(client, "/api/v1/gateway/session-records", "post")
+        assert "429" in _declared(client, "/api/v1/gateway/dead-letters", "post")
     finally:
         app.extensions["companion"].client.close()
 

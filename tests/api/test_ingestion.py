@@ -7,6 +7,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+import time_machine
+
 from companion.http.admission import EXTENSION, GatewayBudget
 from tests.support.records import session_record
 
@@ -296,6 +298,30 @@ def test_a_gateway_is_limited_to_its_upload_rate_with_retry_after(services, clie
     assert int(limited.headers["Retry-After"]) >= 1
     stored = db.session_records.count_documents({})
     assert stored == sum(a.status_code == 200 for a in answers)
+
+
+def _dead_letters(n: int, serial: str) -> dict:
+    return {"items": [{"id": n * 100 + i, "device_serial": serial, "record_id": None, "reason": "BadChecksum",
+                       "source": "unit", "dead_at": datetime.now(UTC).isoformat(), "payload": "ff" * 4000}
+                      for i in range(50)]}
+
+
+def test_dead_letter_reports_are_held_to_the_gateways_upload_rate_on_a_counter_of_their_own(
+        services, client, world, db, monkeypatch):
+    """A looping or compromised gateway cannot grow the patient's record and the audit trail without bound:
+    past the per-minute limit its reports are answered 429 with Retry-After and nothing is kept; its record
+    batches, counted apart, still go through."""
+    monkeypatch.setattr(services.ingestion, "settings", services.settings.with_changes(gateway_uploads_per_min=3))
+    gateway = world["gateway_a"]
+    start = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1, seconds=5)
+    with time_machine.travel(start):  # all six within one minute's window
+        answers = [client.post("/api/v1/gateway/dead-letters", json=_dead_letters(n, world.a_device),
+                               headers=gateway.headers) for n in range(6)]
+    statuses = [a.status_code for a in answers]
+    assert statuses[:3] == [200, 200, 200] and set(statuses[3:]) == {429}, statuses
+    assert all(1 <= int(a.headers["Retry-After"]) <= 60 for a in answers[3:])
+    assert db.gateway_dead_letters.count_documents({}) == 3 * 50
+    assert upload(client, gateway, [session_record(world.a_device, 1)]).status_code == 200
 
 
 def _status_report(client, world, battery: int, seen: datetime) -> None:

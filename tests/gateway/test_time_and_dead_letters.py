@@ -7,6 +7,7 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import time_machine
 
 from device_gateway.api import ApiClient
 from device_gateway.buffer import RecordBuffer
@@ -17,6 +18,7 @@ from device_gateway.config import GatewayConfig
 from device_gateway.profiles.companion_tens import encode_record
 from device_gateway.simulator.sessions import simulated_session
 from device_gateway.uploader import Uploader
+from tests.support.api_server import paired_gateway
 
 SERIAL = "CT-000001"
 T = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -208,3 +210,31 @@ def test_dead_letters_are_listed_and_replayed_with_the_command(tmp_path, capsys)
         assert [d["source"] for d in buffer.dead_letters()] == ["unit"] and buffer.status().replayed == 2
     finally:
         buffer.close()
+
+
+def test_a_gateway_over_its_report_rate_keeps_its_dead_letters_and_reports_them_after_the_retry_after(
+        tmp_path, client, services, db, api_server, monkeypatch):
+    """Against the real API over loopback: reports past the gateway's per-minute limit are answered 429; the
+    gateway marks nothing reported that the server did not keep, waits as told, then reports the rest."""
+    monkeypatch.setattr(services.ingestion, "settings", services.settings.with_changes(gateway_uploads_per_min=2))
+    gateway = paired_gateway(client, services, [SERIAL], key="patient_reports")
+    buffer = RecordBuffer(tmp_path / "buffer.db")
+    for n in range(250):  # three reports: 100, 100 and 50
+        buffer.dead_letter_frame(SERIAL, b"\x01\x01" + n.to_bytes(2, "big"), "BadChecksum: crc does not match")
+    api = ApiClient(api_server.url, gateway.gateway_id, gateway.gateway_secret)
+    waits: list[float] = []
+    uploader = Uploader(buffer, api, sleep=waits.append)
+    start = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1, seconds=5)
+    try:
+        with time_machine.travel(start) as clock:  # the first drain within one minute's window
+            uploader.drain(max_failures=2)  # two reports taken, the third refused twice
+            assert len(buffer.dead_letters(unreported_only=True)) == 50
+            assert db.gateway_dead_letters.count_documents({}) == 200
+            assert len(waits) == 1 and 30 <= waits[0] <= 60, waits  # the server's Retry-After: the minute's rest
+            clock.shift(waits[0])
+            uploader.drain(max_failures=1)
+    finally:
+        api.close()
+    assert buffer.dead_letters(unreported_only=True) == [] and uploader.progress.reported == 250
+    assert db.gateway_dead_letters.count_documents({}) == 250
+    buffer.close()
