@@ -12,10 +12,10 @@ from __future__ import annotations
 import importlib
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from pymongo import IndexModel, MongoClient
+from pymongo import IndexModel, MongoClient, monitoring
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
@@ -62,24 +62,37 @@ def count_by_id(col: Collection, id_condition: dict) -> int:
     """How many documents of ``col`` have an ``_id`` matching ``id_condition`` (a string range or an ``$in``),
     counted from the ``_id`` index by the `count` command with a hint: pymongo's count_documents is an
     aggregation, which the development server answers by reading every matching document (its build counts
-    such conditions from the index: scripts/ferretdb-v1.24.2-id-prefix-count.patch)."""
-    return int(col.database.command("count", col.name, query={"_id": id_condition}, hint="_id_")["n"])
+    such conditions from the index: scripts/ferretdb-v1.24.2-id-prefix-count.patch). A command pymongo does not
+    dress: it carries the collection's read concern (:func:`make_client`'s majority) here."""
+    concern = col.read_concern.document
+    return int(col.database.command("count", col.name, query={"_id": id_condition}, hint="_id_",
+                                    **({"readConcern": concern} if concern else {}))["n"])
 
 
-def make_client(uri: str, *, timeout_ms: int = 5000, server_selection_timeout_ms: int = 2000) -> MongoClient:
-    """A client that acknowledges writes only once they are durable, and never waits forever.
+def make_client(uri: str, *, timeout_ms: int = 5000, server_selection_timeout_ms: int = 2000,
+                event_listeners: Sequence[monitoring.CommandListener] = ()) -> MongoClient:
+    """A client that acknowledges writes only once they are durable, reads only what is durable, and never waits
+    forever.
+
+    Reads ask for read concern ``majority`` (checklist C1: a clinician's review and panel, and every other read,
+    see only data a majority of the replica set holds, which a failover cannot roll back; the writes, acknowledged
+    at ``w: majority``, are seen by the reads after them). The development and test server (FerretDB, one node)
+    accepts the field and ignores it (any level, docs/reliability.md C1): there, every read is of durable data.
 
     timeoutMS bounds every operation, server selection included (pymongo then ignores
     serverSelectionTimeoutMS, and sends the remaining budget to the server as maxTimeMS), so a slow
     query or a dead server becomes an error the API turns into 503 within that time, not a hung worker.
+    ``event_listeners``: pymongo's command monitoring (tests watch what is sent).
     """
     return MongoClient(
         uri,
         w="majority",
         journal=True,
         wtimeoutMS=5000,
+        readConcernLevel="majority",
         retryWrites=True,
         retryReads=True,
+        event_listeners=list(event_listeners),
         timeoutMS=timeout_ms,
         serverSelectionTimeoutMS=server_selection_timeout_ms,
         connectTimeoutMS=server_selection_timeout_ms,

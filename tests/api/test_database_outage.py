@@ -8,10 +8,13 @@ import pymongo
 import pytest
 
 from companion import create_app
+from companion.services.container import Services
+from companion.settings import load_settings
+from companion.store.db import make_client
 from tests.conftest import FAST_PASSWORDS
 from tests.support.ferretdb import FerretServer
 from tests.support.mailbox import Mailbox, sign_up
-from tests.support.world import PASSWORD
+from tests.support.world import PASSWORD, build_world
 
 
 @pytest.fixture
@@ -62,3 +65,47 @@ def test_indexes_are_created_at_start_up_and_again_without_error(app, db):
 def test_client_uses_durable_write_concern(services):
     assert services.client.write_concern.document == {"w": "majority", "j": True, "wtimeout": 5000}
     assert services.db.users.write_concern.document["w"] == "majority"
+
+
+class _Reads(pymongo.monitoring.CommandListener):
+    """The read commands a client sends, with the read concern each carries."""
+
+    READS = ("find", "aggregate", "count", "distinct")
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, object]] = []
+
+    def started(self, event) -> None:
+        if event.command_name in self.READS:
+            self.sent.append((event.command_name, event.command.get("readConcern")))
+
+    def succeeded(self, event) -> None:
+        pass
+
+    def failed(self, event) -> None:
+        pass
+
+
+def test_reads_ask_for_majority_read_concern_and_the_clinicians_panel_and_review_are_answered_so(
+        settings_overrides):
+    """C1: what a clinician reads (their panel, a patient's review, the notes) is only what a majority of the
+    replica set holds. FerretDB, which the tests run on, accepts the field (and ignores it: one node)."""
+    settings = load_settings(settings_overrides)
+    reads = _Reads()
+    client = make_client(settings.mongodb_uri, event_listeners=[reads])
+    assert client.read_concern.level == "majority"
+    assert client[settings.mongodb_db].clinical_notes.read_concern.level == "majority"
+    app = create_app(settings_overrides, services=Services(settings, client))
+    try:
+        http = app.test_client()
+        world = build_world(http, app.extensions["companion"])
+        clinician, patient = world["clinician_team"].headers, world["patient_a"].id
+        reads.sent.clear()
+        for url in ("/api/v1/clinician/panel", f"/api/v1/patients/{patient}/review/pain",
+                    f"/api/v1/patients/{patient}/review/notes"):
+            answer = http.get(url, headers=clinician)
+            assert answer.status_code == 200, (url, answer.json)
+    finally:
+        client.close()
+    assert {name for name, _ in reads.sent} >= {"find", "count"}
+    assert [r for r in reads.sent if r[1] != {"level": "majority"}] == []
