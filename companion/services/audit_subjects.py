@@ -7,6 +7,7 @@ shows that clinician's display name and role (never their email, as for the staf
 
 from __future__ import annotations
 
+from companion.domain.access import Role
 from companion.store.stores import Stores
 
 TEAM_CLINICIAN = "team_clinician"
@@ -37,6 +38,12 @@ def named_subjects(stores: Stores, events: list[dict]) -> list[dict]:
         team_id, clinician_id = pair
         team = teams.get(team_id)
         name, role = people.get(clinician_id, (None, None))
+        if role != Role.CLINICIAN.value:
+            # Named only when the id is a clinician's (a closed one's too: absent, or still a clinician). A refused
+            # change is audited with the id as sent: a patient's id pasted by mistake must not show that patient
+            # to every patient of the team.
+            name = role = None
+            clinician_id = clinician_id if clinician_id not in people else None
         subjects.append({"team_id": team_id, "team_name": team.name if team else None,
                          "clinician_id": clinician_id, "clinician_name": name, "clinician_role": role})
     return subjects

@@ -833,3 +833,16 @@ def test_the_care_team_reads_and_settles_a_closed_record_but_adds_nothing_to_it(
     assert client.delete(f"{base}/devices/{world.a_device}", headers=clinician.headers).status_code == 204
     assert db.devices.find_one({"_id": world.a_device}) is None  # released: its interval kept in the history
     assert client.get(f"{base}/review/diary", headers=clinician.headers).status_code == 200
+
+
+def test_a_refused_team_change_naming_a_patient_by_mistake_shows_that_patient_to_no_one(client, world):
+    """An admin pasting a patient's id as a clinician's (refused, 422, and audited against the team's patients):
+    the entry named that other patient, by name, role and id, in every team patient's access log."""
+    patient, admin, other = world["patient_a"], world["admin"], world["patient_b"]
+    answer = client.post(f"/api/v1/admin/teams/{world.team_id}/clinicians", headers=admin.headers,
+                         json={"clinician_id": other.id})
+    assert answer.status_code == 422
+    log = client.get(f"/api/v1/patients/{patient.id}/access-log", headers=patient.headers)
+    entries = [e for e in log.json["items"] if e["resource_type"] == "team_clinician"]
+    assert entries and all(e.get("clinician_name") is None and e.get("clinician_role") is None for e in entries)
+    assert other.id not in log.get_data(as_text=True) and "Patient B" not in log.get_data(as_text=True)
