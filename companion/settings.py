@@ -362,11 +362,24 @@ READ_ELSEWHERE: dict[str, str] = {
 }
 
 
-# What Kubernetes puts into every pod for a Service named "companion", "mongodb" or "fcm" (service links:
-# COMPANION_SERVICE_HOST, MONGODB_PORT_27017_TCP_ADDR, ...): set by the platform, not by an operator, so not taken
-# for misspellings.
-SERVICE_LINKS = re.compile(r"(COMPANION|MONGODB|FCM)_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?"
-                           r"|PORT(_\d+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)?)")
+# What Kubernetes puts into every pod for every Service of the namespace (service links): for a Service named
+# "companion", "mongodb" or "fcm", or one whose name begins so ("mongodb-metrics", a chart's exporter beside the
+# database: MONGODB_METRICS_SERVICE_HOST, MONGODB_METRICS_PORT_9216_TCP_ADDR, ...). Set by the platform, not by an
+# operator, so not taken for misspellings; the service's <NAME>_SERVICE_HOST, which Kubernetes always sets with
+# them, must be there too (else COMPANION_WORKER_METRIC_PORT, a misspelling, would pass for a service's link).
+_LINK = r"(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)?)"
+SERVICE_LINKS = re.compile(rf"(COMPANION|MONGODB|FCM)(_[A-Z0-9_]+?)??_{_LINK}")  # the shape, whatever the service
+_LINK_AFTER_SERVICE = re.compile(_LINK)
+
+
+def _service_link(name: str, environ: Mapping[str, str]) -> bool:
+    """Whether ``name`` is one of the variables Kubernetes sets for a Service of the namespace (see SERVICE_LINKS):
+    some split of it into a service's name and a link's suffix whose service host is set."""
+    if not SERVICE_LINKS.fullmatch(name):
+        return False
+    cuts = [i for i, c in enumerate(name) if c == "_"]
+    return any(_LINK_AFTER_SERVICE.fullmatch(name[i + 1:]) and environ.get(f"{name[:i]}_SERVICE_HOST", "").strip()
+               for i in cuts)
 
 
 def _refuse_unknown_variables(environ: Mapping[str, str]) -> None:
@@ -376,7 +389,7 @@ def _refuse_unknown_variables(environ: Mapping[str, str]) -> None:
     said = []
     for name in sorted(environ):
         prefix = next((p for p in PREFIXES if name.startswith(p)), None)
-        if prefix is None or name in names or not environ[name].strip() or SERVICE_LINKS.fullmatch(name):
+        if prefix is None or name in names or not environ[name].strip() or _service_link(name, environ):
             continue
         known = [n[len(prefix):] for n in names if n.startswith(prefix)]
         rest = name[len(prefix):]

@@ -135,6 +135,23 @@ def test_the_service_links_of_a_service_named_mongodb_are_not_taken_for_misspell
                            "MONGODB_PORT_27017_TCP_ADDR": "10.0.0.13", "MONGODB_SERVICE_PORT_MONGO": "27017"})
 
 
+def test_the_service_links_of_another_service_whose_name_begins_with_mongodb_are_not_misspellings():
+    """A chart's exporter beside the database ("mongodb-metrics") is a Service of the namespace too: refusing its
+    links stopped every process at start (an outage on upgrade)."""
+    load_settings(environ={"MONGODB_METRICS_SERVICE_HOST": "10.0.0.14", "MONGODB_METRICS_SERVICE_PORT": "9216",
+                           "MONGODB_METRICS_PORT": "tcp://10.0.0.14:9216",
+                           "MONGODB_METRICS_PORT_9216_TCP": "tcp://10.0.0.14:9216",
+                           "MONGODB_METRICS_PORT_9216_TCP_PROTO": "tcp", "MONGODB_METRICS_PORT_9216_TCP_PORT": "9216",
+                           "MONGODB_METRICS_PORT_9216_TCP_ADDR": "10.0.0.14"})
+
+
+def test_a_misspelling_shaped_like_a_service_link_is_refused_without_the_services_host():
+    """Kubernetes sets <SERVICE>_SERVICE_HOST with every link of a Service: without it, a name ending in _PORT is
+    a misspelling (COMPANION_WORKER_METRIC_PORT for COMPANION_WORKER_METRICS_PORT)."""
+    with pytest.raises(SettingError, match="COMPANION_WORKER_METRIC_PORT"):
+        load_settings(environ={"COMPANION_WORKER_METRIC_PORT": "9100"})
+
+
 def test_a_misspelt_database_variable_names_the_database_setting_meant():
     """MONGODB_DB_NAME set for MONGODB_DB would have left the default database in use: patients' data written
     to another database than the operator's, and nothing said."""
