@@ -7,6 +7,8 @@ Clinicians acknowledge alerts through the review API (companion.api.review).
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
@@ -16,7 +18,16 @@ from companion.api.push_tokens import NotificationFieldsSchema
 from companion.domain.access import Operation, Role
 from companion.domain.alerts import ALERT_KINDS, Resolution
 from companion.http import auditing, services
-from companion.http.paging import LINK_HEADER, cursor_field, next_field, offset_page
+from companion.http.paging import (
+    LINK_HEADER,
+    cursor_field,
+    decode_cursor,
+    encode_cursor,
+    next_field,
+    next_link,
+    not_ours,
+    offset_page,
+)
 from companion.http.schemas import StrictSchema
 from companion.http.security import allow, current_actor, require_patient
 
@@ -112,18 +123,35 @@ class PatientAlerts(MethodView):
     @blp.response(200, AlertListSchema, headers=LINK_HEADER)
     @blp.doc(operationId="list_patient_alerts")
     def get(self, args, patient_id):
-        """The patient's alerts, newest first (a caregiver sees only the kinds shared with them)."""
+        """The patient's alerts, newest first (a caregiver sees only the kinds shared with them). At most `limit`
+        per page: follow `next` for more. Each page continues after the last alert of the one before, however many
+        came before it, and an alert raised between two pages shifts nothing."""
         grant = require_patient(patient_id, Operation.READ)
         actor = current_actor()
         reader = (services().alerts.reader_for(actor.id, *[tag for tag, _ in request.accept_languages][:3])
                   if actor.role in (Role.PATIENT, Role.CAREGIVER) else None)
-        items, following = offset_page(
-            lambda count: services().alerts.for_patient(grant, since=args["since"],
-                                                        unacknowledged=args["unacknowledged"], limit=count,
-                                                        reader=reader),
-            args["cursor"], args["limit"])
+        read = services().alerts.for_patient(grant, since=args["since"], unacknowledged=args["unacknowledged"],
+                                             limit=args["limit"] + 1, reader=reader,
+                                             after=_alert_position(args["cursor"]) if args["cursor"] else None)
+        items = read[:args["limit"]]
         auditing.note(patient_ids=[patient_id], resource="alert", action="R", resource_ids=[a["_id"] for a in items])
+        following = None
+        if len(read) > args["limit"]:
+            last = items[-1]
+            following = next_link(cursor=encode_cursor({"at": last["raised_at"].isoformat(), "id": last["_id"]}))
         return {"items": items, "next": following}
+
+
+def _alert_position(cursor: str) -> tuple[datetime, str]:
+    """The (raised_at, id) an alert list's cursor names; one this API did not make is a 422."""
+    value = decode_cursor(cursor)
+    try:
+        at, alert_id = datetime.fromisoformat(value["at"]), value["id"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise not_ours() from exc
+    if at.tzinfo is None or not isinstance(alert_id, str):
+        raise not_ours()
+    return at, alert_id
 
 
 @blp.route("/<patient_id>/notifications")

@@ -179,13 +179,14 @@ class AlertService:
 
     # Reads
     def for_patient(self, grant: Grant, *, since: datetime | None, unacknowledged: bool, limit: int,
-                    reader: Reader | None = None) -> list[dict]:
-        """The patient's alerts, newest first (a caregiver sees only the kinds shared with them); with a
-        ``reader``, their ``text`` and ``resolved_reason`` are said in that reader's language (``in_words``)."""
+                    reader: Reader | None = None, after: tuple[datetime, str] | None = None) -> list[dict]:
+        """The patient's alerts, newest first (a caregiver sees only the kinds shared with them), after the
+        (raised_at, id) a previous page ended on; with a ``reader``, their ``text`` and ``resolved_reason`` are
+        said in that reader's language (``in_words``)."""
         kinds = visible_alert_kinds(grant)
         items = self.stores.alerts.for_patient(
             grant.patient_id, share_kinds=sorted(kinds) if kinds is not None else None, shared_only=kinds is not None,
-            since=since, unacknowledged=unacknowledged, limit=limit)
+            since=since, unacknowledged=unacknowledged, limit=limit, after=after)
         return [in_words(a, reader) for a in items] if reader is not None else items
 
     def reader_for(self, user_id: str, *languages: str | None) -> Reader:

@@ -108,6 +108,28 @@ def test_caregiver_reads_only_the_alert_kinds_the_patient_shared(client, world, 
     assert sorted(a["id"] for a in as_patient.json["items"]) == sorted([missed, flare])
 
 
+def test_the_alert_list_pages_past_its_500th_alert_and_an_alert_raised_between_pages_shifts_nothing(
+        client, world, db, services):
+    """A patient with years of daily alerts: the list paged by position read at most 500 and stopped there without
+    a word (no `next`); alerts of one instant are split across pages without loss or repeat."""
+    patient = world["patient_a"]
+    at = now().replace(microsecond=0)
+    db.alerts.insert_many([{"_id": f"old-{n:04d}", "patient_id": patient.id, "kind": "missed_tens_session",
+                            "severity": "info", "text": "x", "dedup_key": f"old:{n}", "raised_at": at - timedelta(
+                                hours=n // 2), "acknowledged_at": None, "resolved_at": None,
+                            "shared_with_caregivers": False, "urgent": False, "share_kind": "missed_session"}
+                           for n in range(1, 701)])  # two alerts at each instant
+    url = f"/api/v1/patients/{patient.id}/alerts"
+    first = client.get(url, headers=patient.headers, query_string={"limit": 333}).json
+    newer = _alert(services, patient, "pain_flare", "pain_flare")  # raised between two pages
+    seen, following = [a["id"] for a in first["items"]], first["next"]
+    while following:
+        page = client.get(following, headers=patient.headers).json
+        seen, following = seen + [a["id"] for a in page["items"]], page["next"]
+    assert newer not in seen
+    assert sorted(seen) == sorted(f"old-{n:04d}" for n in range(1, 701)) and len(seen) == 700
+
+
 def test_caregiver_sees_only_the_notifications_sent_to_them(client, world, services):
     patient, caregiver = world["patient_a"], world["caregiver_linked"]
     to_patient = _notification(services, patient, patient)
