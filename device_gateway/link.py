@@ -96,6 +96,13 @@ class LocalBufferFull(Exception):
     """The buffer refused records; the unit keeps them until uploads free space."""
 
 
+class PositionNotCheckedYet(Exception):
+    """The unit holds the record at a position buffer-recover gave without its hash, and the server, the only one
+    that can check it, could not be asked. Nothing is read or acknowledged and the position stays to be checked:
+    the server is asked again the next cycle. Taking the unit unchecked would be for good (a reflashed unit's new
+    records at or below the position acknowledged away, never collected)."""
+
+
 @dataclass(frozen=True, slots=True)
 class FoundUnit:
     """A bound unit seen advertising."""
@@ -125,6 +132,20 @@ class _Sync:
 
     item: dict
     noted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _ServerCheck:
+    """What the server said of the record at a unit's position: the hash a gateway of the patient's delivered there
+    (None: it cannot tell, or was not asked), whether it could not be reached (asked again the next cycle), and
+    what it said, for the unit's status."""
+
+    content_hash: str | None = None
+    unreachable: bool = False
+    said: str = ""
+
+
+_NOT_ASKED = _ServerCheck()
 
 
 @dataclass
@@ -240,7 +261,7 @@ class GatewayLink:
                     logger.info("unit %s: link attempt %d failed (%s)", unit.serial, result.attempts, message)
                     if result.attempts < self.max_attempts:
                         await asyncio.sleep(self._backoff(result.attempts))
-                except LocalBufferFull as exc:
+                except (LocalBufferFull, PositionNotCheckedYet) as exc:  # the next cycle may do
                     result.errors.append(str(exc))
                     status.last_error = str(exc)
                     break
@@ -358,11 +379,12 @@ class GatewayLink:
         window = TransferWindow.start(last_stored, summary.highest_seq, summary.records_stored)
         lowest_held = summary.highest_seq - summary.records_stored + 1
         if last_stored and summary.records_stored and lowest_held <= last_stored:
-            server_said = ""
+            server = _NOT_ASKED
             if last_hash is None and (position.moved_without_record or position.recovered_unchecked):
                 # No record of its own at the position: the server may hold the one a gateway of the patient's
                 # delivered there (another hub took the records, or this one before its buffer was replaced).
-                last_hash, server_said = await self._hash_from_server(serial, last_stored)
+                server = await self._hash_from_server(serial, last_stored)
+                last_hash = server.content_hash
             if last_hash is not None:
                 # It still holds the record at its position (stored here, or as the patient's gateways delivered it
                 # to the server): a lost acknowledgement, or a counter that restarted and has counted past it since.
@@ -376,12 +398,19 @@ class GatewayLink:
                 # The conclusion first: the unit's status the server shows keeps 200 characters of it.
                 raise SequenceWentBack(
                     f"its counter restarted: it holds records from {lowest_held}, at or below {last_stored} (moved past "
-                    f"records it no longer held{server_said}); nothing read or acknowledged")
+                    f"records it no longer held{server.said}); nothing read or acknowledged")
+            elif position.recovered_unchecked and server.unreachable:
+                # Only the server can check this position, and what follows is for good (the note cleared, the unit
+                # asked from the record after): left for this cycle, the server asked again the next.
+                raise PositionNotCheckedYet(
+                    f"not collected this cycle: record {last_stored} at its position (given by buffer-recover) "
+                    "unchecked, server unreachable; asked again next cycle")
             elif position.recovered_unchecked:
                 # buffer-recover gave the position from the ledger, without the hash of the record stored there, and
-                # the server cannot tell either (that record may have been lost unsent with the old buffer): a unit
-                # may keep what it was acknowledged (the profile lets it), so holding these proves nothing, and
-                # refusing it would stop its collection for good. Asked from the record after, and said once.
+                # the server answered it cannot tell either (that record may have been lost unsent with the old
+                # buffer), or there is no server to ask: a unit may keep what it was acknowledged (the profile lets
+                # it), so holding these proves nothing, and refusing it would stop its collection for good. Asked
+                # from the record after, and said once.
                 await asyncio.to_thread(self.buffer.note_unchecked, serial, lowest_held, last_stored)
             # Otherwise a position written before that note (every unit's, in a buffer older than the hash): taken
             # for a record stored there, its hash never kept (a lost acknowledgement, or a unit that keeps what it
@@ -400,33 +429,34 @@ class GatewayLink:
                     logger.info("unit %s: first contact; it holds records from sequence %d", serial, window.expected)
         return window, summary
 
-    async def _hash_from_server(self, serial: str, seq: int) -> tuple[str | None, str]:
+    async def _hash_from_server(self, serial: str, seq: int) -> _ServerCheck:
         """The content hash of the unit's record ``seq`` as a gateway of the patient's delivered it to the server,
-        adopted as the hash of the record at the unit's position (so it is asked once); else None, and what the
-        server said, for the unit's status. A server that cannot be asked is asked again the next cycle; one that
-        answered it cannot confirm the record, after ``server_recheck_s``."""
+        adopted as the hash of the record at the unit's position (so it is asked once); else no hash, whether the
+        server could not be reached, and what it said, for the unit's status. A server that cannot be asked is
+        asked again the next cycle; one that answered it cannot confirm the record, after ``server_recheck_s``.
+        Without a server to ask (``delivered_record`` None) nothing is, as before the check."""
         if self.delivered_record is None:
-            return None, ""
+            return _NOT_ASKED
         answered = self._server_answered.get(serial)
         now = self.clock.read().monotonic_s
         if answered is not None and answered[0] == seq and now - answered[1] < self.server_recheck_s:
-            return None, f"; server: no record {seq} to compare"
+            return _ServerCheck(said=f"; server: no record {seq} to compare")
         try:
             answer = await asyncio.to_thread(self.delivered_record, serial, seq)
-        except Exception as exc:  # the server's trouble: today's rule this cycle, asked again the next
+        except Exception as exc:  # the server's trouble: no answer this cycle, asked again the next
             logger.warning("unit %s: could not ask the server about record %d (%s); asked again next cycle", serial,
                            seq, describe_error(exc))
-            return None, "; server unreachable, asked again next cycle"
+            return _ServerCheck(unreachable=True, said="; server unreachable, asked again next cycle")
         # Only a hash the gateways make (SHA-256 over the serial and the raw frame) is comparable with the unit's
         # record: the server keeps the hash the delivering gateway sent, and has none for imported history.
         if not answer.delivered or answer.content_hash is None or not _GATEWAY_HASH.fullmatch(answer.content_hash):
             self._server_answered[serial] = (seq, now)
-            return None, f"; server: no record {seq} to compare"
+            return _ServerCheck(said=f"; server: no record {seq} to compare")
         self._server_answered.pop(serial, None)
         await asyncio.to_thread(self.buffer.adopt_hash, serial, seq, answer.content_hash)
         logger.info("unit %s: the server holds record %d as a gateway of the patient's delivered it; the unit's copy "
                     "is compared with it", serial, seq)
-        return answer.content_hash, ""
+        return _ServerCheck(content_hash=answer.content_hash)
 
     async def _read_unit_clock(self, client: BleakClient) -> tuple[datetime | None, ClockReading]:
         """The unit's clock, and the gateway's clocks at the middle of the read (None: unreadable)."""

@@ -199,3 +199,87 @@ def test_a_position_buffer_recover_gave_is_checked_against_the_server_not_passed
     assert [p.record_id for p in hub_a.buffer.pending(100)] == [f"{SERIAL}:6", f"{SERIAL}:7"]
     # Checked, so no dead letter saying the records at or below the position could not be.
     assert hub_a.buffer.dead_letters() == []
+
+
+def recovered_without_a_hash(hub: HomeGateway, unit: Unit) -> list:
+    """The hub stores and uploads the unit's records 1..5; its buffer is then lost, and buffer-recover gives the unit
+    the ledger's position, 5, without the hash of the record stored there. Returns the records 1..5 as the unit held
+    them."""
+    unit.fake.record_sessions(5)
+    kept = list(unit.fake.records)
+    hub.visit(unit)
+    hub.go_online()
+    hub.buffer.close()
+    (hub.state_dir / "buffer.db").rename(hub.state_dir / "lost.db")
+    RecordBuffer(hub.state_dir / "buffer.db", replacing_lost=True).close()
+    hub.crash_and_restart()
+    assert hub.buffer.position(SERIAL).recovered_unchecked
+    return kept
+
+
+def visit_with_the_server_down(hub: HomeGateway, unit: Unit, api_server):
+    api_server.stop()
+    try:
+        [result] = hub.visit(unit)
+    finally:
+        api_server.start()
+    return result
+
+
+def assert_left_for_the_cycle(hub: HomeGateway, unit: Unit, visit) -> None:
+    """``visit`` left the unit for the cycle: nothing read or acknowledged, the position still the one
+    buffer-recover gave (to be checked with the server), and the unit's status, as the server shows it, says why,
+    conclusion first."""
+    held, acked_up_to, commands = list(unit.fake.records), unit.fake.acked_up_to, len(unit.fake.commands)
+    result = visit()
+    assert not result.completed and result.attempts == 1  # not retried as a lost link within the cycle
+    assert (unit.fake.records, unit.fake.acked_up_to) == (held, acked_up_to)
+    assert unit.fake.commands[commands:] == []  # not even asked to send
+    position = hub.buffer.position(SERIAL)
+    assert (position.seq, position.last_hash, position.recovered_unchecked) == (5, None, True)
+    assert hub.buffer.dead_letters() == [] and hub.buffer.pending_count() == 0
+    shown = device_report(hub.link.statuses[SERIAL], None)["last_error"]
+    assert shown.startswith("not collected this cycle") and "server unreachable" in shown
+    assert len(hub.link.statuses[SERIAL].last_error) <= 200
+
+
+def test_a_recovered_position_waits_for_the_server_when_it_cannot_be_reached_and_a_reflashed_unit_is_then_refused(
+        services, hubs, timeline, system_bus, api_server):
+    """docs/device-gateway.md: a server that cannot be reached leaves the unit for the cycle and is asked again the
+    next. For a position buffer-recover gave, the rule where the server cannot tell (asked from the record after, the
+    note cleared) would have let a unit reflashed meanwhile have its new records at or below the position
+    acknowledged away, never compared with the server's."""
+    hub_a = hubs("a")
+    unit = Unit(timeline, SERIAL, "C0:FF:EE:00:07:09")
+    recovered_without_a_hash(hub_a, unit)
+    unit.fake.highest_seq, unit.fake.records = 0, []  # reflashed meanwhile: new records 1..7
+    unit.fake.record_sessions(7)
+
+    assert_left_for_the_cycle(hub_a, unit, lambda: visit_with_the_server_down(hub_a, unit, api_server))
+
+    [result] = hub_a.visit(unit)  # the next cycle, the server back: it holds record 5 as this hub delivered it
+
+    assert not result.completed
+    assert [r.seq for r in unit.fake.records] == list(range(1, 8)) and unit.fake.acked_up_to == 5  # the old ack
+    assert hub_a.link.statuses[SERIAL].last_error.startswith("sequence went back: record 5 is not the one stored")
+    on_server = services.db.session_records.find_one({"_id": f"{SERIAL}:5"})
+    assert hub_a.buffer.position(SERIAL).last_hash == on_server["content_hash"]
+    assert hub_a.buffer.dead_letters() == [] and hub_a.buffer.pending_count() == 0
+
+
+def test_a_recovered_position_waits_for_the_server_when_it_cannot_be_reached_and_a_unit_keeping_its_records_resumes(
+        services, hubs, timeline, system_bus, api_server):
+    hub_a = hubs("a")
+    unit = Unit(timeline, SERIAL, "C0:FF:EE:00:07:0A")
+    kept = recovered_without_a_hash(hub_a, unit)
+    unit.fake.records = kept  # the unit keeps what it was acknowledged (or never heard it)
+    unit.fake.record_sessions(2)
+
+    assert_left_for_the_cycle(hub_a, unit, lambda: visit_with_the_server_down(hub_a, unit, api_server))
+
+    [result] = hub_a.visit(unit)  # the next cycle, the server back: its record 5 is the unit's
+
+    assert result.completed, hub_a.link.statuses[SERIAL].last_error
+    assert send_from(unit)[-1] == 5 and (unit.fake.acked_up_to, unit.fake.records) == (7, [])
+    assert [p.record_id for p in hub_a.buffer.pending(100)] == [f"{SERIAL}:6", f"{SERIAL}:7"]
+    assert hub_a.buffer.dead_letters() == [] and hub_a.link.statuses[SERIAL].last_error is None
