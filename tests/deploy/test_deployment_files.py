@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import signal
 import subprocess
 import tomllib
@@ -112,52 +113,68 @@ def test_compose_gives_every_companion_process_the_production_settings():
         assert env["COMPANION_SECRET_KEY"].startswith("${COMPANION_SECRET_KEY:?")  # refuses to start without one
 
 
-# Values a deployer would give the variables compose.yaml requires (`${NAME:?message}`); a variable compose
-# requires and this table lacks fails the test, so a new requirement comes with a value to check it with.
-_DEPLOYER_VALUES = {
-    "COMPANION_SECRET_KEY": "s" * 48,
-    "COMPANION_AUDIT_KEY": "a" * 48,
-    "COMPANION_SMTP_URL": "smtp+starttls://companion:password@mail.example.org:587",
-}
+def _readme_compose_command() -> str:
+    readme = (ROOT / "README.md").read_text()
+    return re.search(r"^  `(COMPANION_SECRET_KEY=.*docker compose up -d)`", readme, re.MULTILINE).group(1)
 
 
-def _interpolated(value: object) -> tuple[str, set[str]]:
+def _readme_compose_variables() -> dict[str, str]:
+    """The variables the README's `docker compose up` command sets, as the shell gives them to compose: a
+    `$(python3 -c '...token_urlsafe(48)')` as what it prints (each its own), any other value as written."""
+    command = _readme_compose_command()
+    values = {}
+    for name, value in re.findall(r"\b([A-Z][A-Z0-9_]*)=(\$\([^)]*\)\)?|\S+)", command):
+        values[name] = secrets.token_urlsafe(48) if value.startswith("$(") else value
+    return values
+
+
+def _companion_services() -> dict[str, dict]:
+    """Every compose service that runs the Companion image (all but the database): each loads the settings first."""
+    return {name: service for name, service in _compose()["services"].items()
+            if service.get("image") == "companion:latest"}
+
+
+def _interpolated(value: object, supplied: dict[str, str]) -> tuple[str, set[str]]:
     """A compose environment value as the container sees it, and the variables it requires.
 
-    Resolves `${NAME:?message}` (required: the deployer's value), `${NAME:-default}` and `${NAME}` (unset: the
-    default, or empty), as `docker compose` does with only the required variables set."""
+    Resolves `${NAME:?message}` (required: the value ``supplied``, else compose refuses to start),
+    `${NAME:-default}` and `${NAME}` (the value supplied, else the default or empty), as `docker compose` does."""
     required: set[str] = set()
 
     def resolve(match: re.Match) -> str:
         name, operator, word = match.group(1), match.group(2) or "", match.group(3) or ""
         if operator in (":?", "?"):
             required.add(name)
-            assert name in _DEPLOYER_VALUES, f"compose.yaml requires {name}: give it a value in _DEPLOYER_VALUES"
-            return _DEPLOYER_VALUES[name]
-        return word if operator in (":-", "-") else ""
+            assert supplied.get(name), f"compose.yaml requires {name}, which the README's command does not set"
+            return supplied[name]
+        return supplied.get(name) or (word if operator in (":-", "-") else "")
 
     return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:\?|\?|:-|-)?([^}]*)\}", resolve, str(value)), required
 
 
-def test_the_settings_accept_exactly_the_environment_compose_gives_each_companion_process():
+def test_every_companion_service_of_compose_passes_the_settings_check_as_the_readme_starts_it():
+    """compose.yaml once set COMPANION_ENV=production without the audit key and the SMTP server production
+    requires: `docker compose up` as the README gave it started nothing (migrate exited 2, web and worker waited
+    on it). Each service running the image, with exactly what compose and the README's command supply."""
     from companion.settings import load_settings
 
-    services = _compose()["services"]
-    for name in ("migrate", "web", "worker"):
+    supplied = _readme_compose_variables()
+    services = _companion_services()
+    assert {"migrate", "web", "worker"} <= set(services)
+    for name, service in services.items():
         environ, required = {}, set()
-        for variable, value in services[name]["environment"].items():
-            environ[variable], needs = _interpolated(value)
+        for variable, value in service["environment"].items():
+            environ[variable], needs = _interpolated(value, supplied)
             required |= needs
         settings = load_settings(environ=environ)  # what `migrate`, web and the worker do first
-        assert required == set(_DEPLOYER_VALUES), name  # compose refuses to start without each of them
-        assert settings.is_production and settings.smtp_url == _DEPLOYER_VALUES["COMPANION_SMTP_URL"], name
+        assert required == set(supplied), name  # the README sets what compose requires, and nothing besides
+        assert settings.is_production and settings.smtp_url == supplied["COMPANION_SMTP_URL"], name
 
 
-def test_the_readme_and_the_compose_header_name_every_variable_compose_requires():
-    readme, header = (ROOT / "README.md").read_text(), (ROOT / "compose.yaml").read_text().split("\n\n")[0]
-    command = re.search(r"^  `(COMPANION_SECRET_KEY=.*docker compose up -d)`", readme, re.MULTILINE).group(1)
-    for variable in _DEPLOYER_VALUES:
-        assert f"{variable}=" in command and f"{variable}=" in header, variable
+def test_the_compose_header_names_every_variable_compose_requires():
+    header = (ROOT / "compose.yaml").read_text().split("\n\n")[0]
+    for variable in _readme_compose_variables():
+        assert f"{variable}=" in header, variable
 
 
 def test_the_supervisor_restarts_a_process_that_exits_and_says_so():
