@@ -216,14 +216,33 @@ def _smtp_url(name: str, raw: str) -> str:
     return raw
 
 
-def _readable_json_file(name: str, raw: str) -> str:
+def _service_account_file(name: str, raw: str) -> str:
+    """A Firebase service-account key file, checked as firebase-admin will read it: JSON with ``"type":
+    "service_account"``, a project id, a private key and a client email. The app's google-services.json (or
+    GoogleService-Info.plist), the file app teams hand over most often, is named as such."""
     import json
 
     try:
         with open(raw, encoding="utf-8") as handle:
-            json.load(handle)
+            document = json.load(handle)
     except (OSError, ValueError) as exc:
         raise SettingError(f"{name}={raw!r} cannot be read as a JSON file ({type(exc).__name__})") from None
+    where = ("create a service-account key in the Firebase console (Project settings > Service accounts > "
+             "Generate new private key) and name that file")
+    if not isinstance(document, dict):
+        raise SettingError(f"{name}={raw!r} is JSON but not a Firebase service-account key: {where}")
+    if "project_info" in document and "client" in document:
+        raise SettingError(f"{name}={raw!r} is an app's google-services.json (the phone app's configuration), not "
+                           f"a service-account key: {where}")
+    if document.get("type") != "service_account":
+        raise SettingError(f"{name}={raw!r} is not a Firebase service-account key (its \"type\" is "
+                           f"{document.get('type')!r}, not 'service_account'): {where}")
+    missing = [key for key in ("project_id", "private_key", "client_email", "token_uri")
+               if not isinstance(document.get(key), str) or not document[key].strip()]
+    if missing:
+        raise SettingError(f"{name}={raw!r} is a service-account key without {', '.join(missing)}: {where}")
+    if "PRIVATE KEY-----" not in document["private_key"]:
+        raise SettingError(f"{name}={raw!r} is a service-account key whose private_key is not a PEM key: {where}")
     return raw
 
 
@@ -306,7 +325,8 @@ SETTINGS: tuple[Setting, ...] = (
             "`smtp://host:port` (no credentials: refused with them, they would cross in plain text): outgoing email "
             "(signup codes)"),
     Setting("COMPANION_MAIL_FROM", "mail_from", _text, "sender address of outgoing email"),
-    Setting("FCM_SERVICE_ACCOUNT", "fcm_service_account", _readable_json_file, "path of the Firebase service-account JSON"),
+    Setting("FCM_SERVICE_ACCOUNT", "fcm_service_account", _service_account_file,
+            "path of the Firebase service-account key (JSON, `\"type\": \"service_account\"`; not the app's google-services.json)"),
     Setting("FCM_URL", "fcm_url", _text, "FCM send endpoint (the run script points it at the local emulator)"),
     Setting("COMPANION_REMINDER_GRACE_MIN", "reminder_grace", _duration("minutes", 1, 24 * 60),
             "worker: a reminder push still goes out this late (catch-up after a restart)"),

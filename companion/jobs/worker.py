@@ -237,8 +237,13 @@ def open_process(name: str, *, need_sender: bool = False) -> tuple[Settings, Pus
         print(f"companion {name}: FCM_SERVICE_ACCOUNT is not set: there is nothing to send with", file=sys.stderr)
         sys.exit(EXIT_BAD_SETTING)
     configure_logging(settings.log_level)
-    sender = (PushSender(settings.fcm_service_account, fcm_url=settings.fcm_url)
-              if settings.fcm_service_account else None)
+    try:
+        sender = (PushSender(settings.fcm_service_account, fcm_url=settings.fcm_url)
+                  if settings.fcm_service_account else None)
+    except ValueError as exc:  # what the settings' check cannot see: a key that firebase-admin cannot load
+        print(f"companion {name}: FCM_SERVICE_ACCOUNT={settings.fcm_service_account!r} cannot be used by "
+              f"firebase-admin ({(str(exc).splitlines() or [''])[0][:200]})", file=sys.stderr)
+        sys.exit(EXIT_BAD_SETTING)
     return settings, sender, Services(settings, sender=sender)
 
 

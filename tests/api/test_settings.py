@@ -3,6 +3,7 @@ the variable and what it accepts, exit status 2, no traceback."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -106,6 +107,62 @@ def test_each_process_stops_with_one_line_and_status_2_on_a_bad_setting(command)
     ours = [line for line in result.stderr.splitlines() if not line.startswith(("[", "{"))]  # gunicorn's own (JSON) lines
     assert result.returncode == 2, result.stderr[-2000:]
     assert len(ours) == 1 and "COMPANION_ENV" in ours[0] and "Traceback" not in result.stderr
+
+
+def _google_services_json(path: Path) -> Path:
+    """The phone app's Firebase configuration, the file app teams most often hand over for the service account."""
+    path.write_text(json.dumps({"project_info": {"project_id": "companion-app", "project_number": "1"},
+                                "client": [], "configuration_version": "1"}))
+    return path
+
+
+def _service_account_json(path: Path, **changes) -> Path:
+    document = {"type": "service_account", "project_id": "companion-app", "private_key_id": "k1",
+                "private_key": "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n",
+                "client_email": "push@companion-app.iam.gserviceaccount.com",
+                "token_uri": "https://oauth2.googleapis.com/token", **changes}
+    path.write_text(json.dumps({k: v for k, v in document.items() if v is not None}))
+    return path
+
+
+@pytest.mark.parametrize(("file", "said"), [
+    (_google_services_json, "is an app's google-services.json"),
+    (lambda p: _service_account_json(p, type="authorized_user"), "'authorized_user', not 'service_account'"),
+    (lambda p: _service_account_json(p, type=None), "its \"type\" is None"),
+    (lambda p: _service_account_json(p, private_key=None, client_email=""), "without private_key, client_email"),
+    (lambda p: _service_account_json(p, private_key="not a key"), "private_key is not a PEM key"),
+    (lambda p: (p.write_text("[1, 2]"), p)[1], "is JSON but not a Firebase service-account key"),
+])
+def test_an_fcm_file_that_is_json_but_not_a_service_account_key_is_refused_saying_what_it_is(tmp_path, file, said):
+    path = file(tmp_path / "fcm.json")
+    with pytest.raises(SettingError) as refused:
+        load_settings(environ={"FCM_SERVICE_ACCOUNT": str(path)})
+    message = str(refused.value)
+    assert message.startswith(f"FCM_SERVICE_ACCOUNT={str(path)!r} ") and said in message and "\n" not in message
+    assert "Service accounts > Generate new private key" in message  # where the right file comes from
+
+
+def test_a_service_account_key_as_firebase_issues_it_is_accepted(service_account):
+    assert load_settings(environ={"FCM_SERVICE_ACCOUNT": str(service_account)}).fcm_service_account == str(
+        service_account)
+
+
+@pytest.mark.parametrize("module", ["companion.jobs.worker", "companion.jobs.sender"])
+@pytest.mark.parametrize("file", [_google_services_json,
+                                  # passes the settings' check; firebase-admin cannot load the key itself
+                                  lambda p: _service_account_json(p)], ids=["google-services", "bad-key"])
+def test_the_worker_and_the_sender_stop_with_one_line_and_status_2_on_a_file_that_is_no_service_account(
+        tmp_path, module, file):
+    """They crashed with firebase-admin's 17-line traceback and status 1, and their supervisor restarted them
+    for ever; the README promises one line and status 2 for a setting that cannot be used."""
+    wrong = file(tmp_path / "fcm.json")
+    env = {**os.environ, "FCM_SERVICE_ACCOUNT": str(wrong), "MONGODB_URI": "mongodb://127.0.0.1:9/",
+           "COMPANION_WORKER_METRICS_PORT": "0"}
+    result = subprocess.run([sys.executable, "-m", module], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60)
+    ours = [line for line in result.stderr.splitlines() if not line.startswith("{")]  # (JSON log lines aside)
+    assert "Traceback" not in result.stderr, result.stderr[-600:]
+    assert result.returncode == 2 and len(ours) == 1 and "FCM_SERVICE_ACCOUNT" in ours[0], result.stderr[-600:]
 
 
 MISSPELT = ["COMPANION_TRUSTED_PROXY", "COMPANION_STAFF_SESSION_MAX_HOURS", "COMPANION_AUDIT_RETENTION",
