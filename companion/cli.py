@@ -8,7 +8,7 @@ database that `make run` starts (127.0.0.1:27117). What stops a command is said 
 ======  ==========================================================================================
  0      done (``audit-verify``: the trail is intact; ``worker-status``: a leader beat recently)
  1      the command could not do its work, or found a problem (a broken chain, a stale worker)
- 2      a usage error or a malformed setting
+ 2      a usage error or a malformed setting (``audit-verify``: COMPANION_AUDIT_KEY is not the writers' key)
  69     the database is not reachable (``EX_UNAVAILABLE``)
  130    interrupted (Ctrl-C)
 ======  ==========================================================================================
@@ -182,7 +182,8 @@ def _days_of_history(value: str) -> int:
 def audit_verify(args) -> int:
     """Walk every audit chain (keyed hashes) and check each against its latest anchor; exit 1 and list the
     breaks (events changed, removed or re-linked; chains cut short or deleted; anchors altered) and the writes
-    whose outcome was never recorded."""
+    whose outcome was never recorded. When nothing verifies under COMPANION_AUDIT_KEY, say so in one line
+    instead: exit 2 when the anchors name another key's fingerprint, 1 when no anchor names a key."""
     from pathlib import Path
 
     lines = None
@@ -197,19 +198,20 @@ def audit_verify(args) -> int:
     services = _services()
     print("reading every audit event and checking each chain's hashes...", file=sys.stderr, flush=True)
     result = services.audit.verify(anchor_lines=lines)
-    anchors = result["anchors"]
+    anchors, key = result["anchors"], result["key"]
     print(f"{result['events']} events in {result['chains']} chains; {anchors['read']} anchors for "
-          f"{anchors['chains_anchored']} chains")
-    if not anchors["read"]:
+          f"{anchors['chains_anchored']} chains; audit key fingerprint {key['fingerprint']}")
+    if key["wrong"] is not None and not args.all_breaks:
+        # Every event and every anchor "tampered" is what a wrong key looks like: one line, not thousands.
+        print(f"WRONG KEY {key['wrong'].message}")
+        return EXIT_USAGE if key["wrong"].certain else EXIT_FAILED
+    if not anchors["read"] and not anchors["problems"]:
         print("WARNING no anchors read: a chain cut short or deleted cannot be detected "
               "(set COMPANION_AUDIT_ANCHOR_FILE, or pass --anchors with the file or the logs holding them)")
     for problem in anchors["problems"]:
         print(f"BREAK anchor {problem}")
     for b in result["breaks"]:
         print(f"BREAK chain {b.chain_id} seq {b.seq}: {b.problem}")
-    if result["breaks"] and all(b.seq == 0 for b in result["breaks"]):
-        print("NOTE every chain breaks at its first event: the audit key may differ from the one that wrote them "
-              "(is COMPANION_AUDIT_KEY the web and worker processes' key?)")
     for u in result["unfinished"]:
         print(f"UNFINISHED write {u['request_id']} at {u['at']:%Y-%m-%dT%H:%M:%SZ}: {u['method']} {u['route']} "
               f"by {u['actor_id']} (its intent was recorded, its outcome never was)")
@@ -296,6 +298,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--anchors", action="append", metavar="FILE",
                    help="an anchor file or a log holding the anchor lines (repeatable; default: "
                         "COMPANION_AUDIT_ANCHOR_FILE)")
+    p.add_argument("--all-breaks", action="store_true",
+                   help="list every break even when nothing verifies under the key (by default that is said in one "
+                        "line: the key is not the writers')")
     p = command("load-content", load_content)
     p.add_argument("--file", help="a library file in the format of companion/content/mindfulness.json")
     command("rebuild-read-models", rebuild_read_models)

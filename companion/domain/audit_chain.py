@@ -10,6 +10,10 @@
   database writer cannot rewrite it (a log line, and a file), itself MACed. The verifier checks every chain
   against its latest anchor: shorter than anchored is a truncation, a different hash at the anchored seq is a
   rewrite, a missing chain was deleted.
+- **Key fingerprint.** Each anchor line also carries ``key=``, a fingerprint of the key it was written under (an
+  HMAC of a constant: it tells keys apart and reveals nothing of them). It is outside the MAC on purpose: it is
+  what the verifier reads when no MAC matches, to tell "this is not the writers' key" (every anchor names another
+  fingerprint) from "everything was altered" (they name this key's). It proves nothing about the trail.
 - **Cuts.** The retention job deletes a chain's oldest events; it first writes a *cut* (chain, last deleted
   seq, that event's hash), MACed, so the verifier starts the chain there instead of reporting the gap. A cut
   cannot be forged to hide a deletion without the key.
@@ -29,7 +33,8 @@ GENESIS = "0" * 64
 _HASHED_OUT = {"_id", "hash"}
 ANCHOR_TAG = "audit-anchor v1"
 _ANCHOR = re.compile(r"audit-anchor v1 chain=(?P<chain>[0-9a-f-]{36}) seq=(?P<seq>\d+) hash=(?P<hash>[0-9a-f]{64}) "
-                     r"at=(?P<at>\S+) mac=(?P<mac>[0-9a-f]{64})")
+                     r"at=(?P<at>\S+) mac=(?P<mac>[0-9a-f]{64})(?: key=(?P<key>[0-9a-f]{16}))?")
+_FINGERPRINT_OF = b"companion audit key fingerprint v1"
 
 
 def _default(value):
@@ -88,10 +93,24 @@ def _mac(key: bytes, *parts: object) -> str:
     return hmac.new(key, "\x1f".join(str(p) for p in parts).encode(), hashlib.sha256).hexdigest()
 
 
+def key_fingerprint(key: bytes) -> str:
+    """16 hex digits that tell audit keys apart without revealing them (an HMAC of a constant under the key)."""
+    return hmac.new(key, _FINGERPRINT_OF, hashlib.sha256).hexdigest()[:16]
+
+
 def anchor_line(anchor: Anchor, key: bytes) -> str:
-    """The anchor as one line of text (for a log and a file), MACed so that it cannot be forged."""
+    """The anchor as one line of text (for a log and a file), MACed so that it cannot be forged, and the
+    fingerprint of the key it was written under (outside the MAC: see the module's docstring)."""
     mac = _mac(key, "anchor", anchor.chain_id, anchor.seq, anchor.hash, anchor.at)
-    return f"{ANCHOR_TAG} chain={anchor.chain_id} seq={anchor.seq} hash={anchor.hash} at={anchor.at} mac={mac}"
+    return (f"{ANCHOR_TAG} chain={anchor.chain_id} seq={anchor.seq} hash={anchor.hash} at={anchor.at} mac={mac} "
+            f"key={key_fingerprint(key)}")
+
+
+def anchor_fingerprints(lines: Iterable[str]) -> set[str]:
+    """The key fingerprints the anchor lines among ``lines`` name (anchors written before there were none name
+    none), whether or not their MACs match."""
+    return {found["key"] for line in lines if ANCHOR_TAG in line
+            and (found := _ANCHOR.search(line)) and found["key"]}
 
 
 def parse_anchors(lines: Iterable[str], key: bytes) -> tuple[list[Anchor], list[str]]:
@@ -122,11 +141,27 @@ def cut_is_genuine(cut: Cut, key: bytes) -> bool:
     return hmac.compare_digest(cut.mac, _mac(key, "cut", cut.chain_id, cut.seq, cut.hash, cut.at))
 
 
+@dataclass(frozen=True)
+class ChainWalk:
+    """What walking one chain found: its breaks, the events it checked and how many of their hashes matched."""
+
+    breaks: list[ChainBreak]
+    checked: int
+    verified: int
+
+
 def verify_chain(chain_id: str, events: Iterable[dict], key: bytes, *, cut: Cut | None = None,
                  anchor: Anchor | None = None) -> list[ChainBreak]:
     """Walk one chain in seq order; report each altered, missing or re-linked event, and, against its latest
     anchor, a truncated or rewritten end. Events at or before a (genuine) retention cut are skipped."""
+    return walk_chain(chain_id, events, key, cut=cut, anchor=anchor).breaks
+
+
+def walk_chain(chain_id: str, events: Iterable[dict], key: bytes, *, cut: Cut | None = None,
+               anchor: Anchor | None = None) -> ChainWalk:
+    """:func:`verify_chain`, counting the events checked and those whose keyed hash matched."""
     breaks: list[ChainBreak] = []
+    checked = verified = 0
     expected_seq, prev = 0, GENESIS
     if cut is not None:
         if not cut_is_genuine(cut, key):
@@ -142,7 +177,10 @@ def verify_chain(chain_id: str, events: Iterable[dict], key: bytes, *, cut: Cut 
             breaks.append(ChainBreak(chain_id, expected_seq, f"missing events {expected_seq}..{seq - 1}"))
         if event.get("prev_hash") != prev:
             breaks.append(ChainBreak(chain_id, seq, "prev_hash does not match the previous event"))
-        if not hmac.compare_digest(event_hash(event, key), str(event.get("hash"))):
+        checked += 1
+        if hmac.compare_digest(event_hash(event, key), str(event.get("hash"))):
+            verified += 1
+        else:
             breaks.append(ChainBreak(chain_id, seq, "content changed after it was written"))
         prev, expected_seq, last_seq = event.get("hash"), seq + 1, seq
         hashes[seq] = event.get("hash")
@@ -156,4 +194,34 @@ def verify_chain(chain_id: str, events: Iterable[dict], key: bytes, *, cut: Cut 
                                                            "one anchored"))
     elif anchor is not None and cut is not None and anchor.seq == cut.seq and anchor.hash != cut.hash:
         breaks.append(ChainBreak(chain_id, anchor.seq, "rewritten: the retention cut does not match the anchor"))
-    return breaks
+    return ChainWalk(breaks, checked, verified)
+
+
+@dataclass(frozen=True)
+class WrongKey:
+    """The verifier's key is not the one the trail was written under: ``certain`` when the anchors name another
+    key's fingerprint, else only probable (nothing verifies, and no anchor names a key)."""
+
+    message: str
+    certain: bool
+
+
+def wrong_key(key: bytes, *, events_checked: int, events_verified: int, anchors_verified: int,
+              anchors_refused: int, fingerprints: set[str]) -> WrongKey | None:
+    """Whether the key, rather than the trail, is at fault: not one event hash nor one anchor MAC matches under
+    it (something was there to check), and no anchor names its fingerprint. A single event altered under the
+    right key leaves the others verifying (a break, not this); every event and anchor altered leaves anchors
+    naming the right key's fingerprint (breaks, not this)."""
+    mine = key_fingerprint(key)
+    if events_verified or anchors_verified or not (events_checked or anchors_refused) or mine in fingerprints:
+        return None
+    counted = f"none of the {events_checked} event(s) and {anchors_refused} anchor(s) verifies under it"
+    if fingerprints:
+        return WrongKey(f"COMPANION_AUDIT_KEY (fingerprint {mine}) is not the key the trail was written under: its "
+                        f"anchors name {', '.join(sorted(fingerprints))}; {counted}. Set the web and worker "
+                        "processes' COMPANION_AUDIT_KEY and verify again (--all-breaks lists what fails under this one)",
+                        certain=True)
+    return WrongKey(f"COMPANION_AUDIT_KEY (fingerprint {mine}) is probably not the key the trail was written under: "
+                    f"{counted}. Set the web and worker processes' COMPANION_AUDIT_KEY and verify again (if it is "
+                    "theirs, every event and anchor was altered: --all-breaks lists them)",
+                    certain=False)

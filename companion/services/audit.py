@@ -28,11 +28,14 @@ from companion.domain.audit_chain import (
     GENESIS,
     Anchor,
     Cut,
+    anchor_fingerprints,
     anchor_line,
+    key_fingerprint,
     link,
     make_cut,
     parse_anchors,
-    verify_chain,
+    walk_chain,
+    wrong_key,
 )
 from companion.store.audit import AuditEvents
 
@@ -260,6 +263,8 @@ class AuditTrail:
     def verify(self, *, settled_before: datetime | None = None, anchor_lines: list[str] | None = None) -> dict:
         """Verify every chain in the trail: {"events", "chains", "breaks", "unfinished", "anchors"}.
 
+        ``key`` holds this key's fingerprint and, when nothing verifies under it and no anchor names it, a
+        :class:`~companion.domain.audit_chain.WrongKey` (else None).
         ``breaks`` lists each altered, missing, re-linked, truncated or deleted event or chain; chains are checked
         against their latest anchor among ``anchor_lines`` (default: the configured anchor file), so cutting a
         chain's end or deleting a whole chain is found too. ``unfinished`` lists the writes whose intent was
@@ -275,14 +280,16 @@ class AuditTrail:
                 latest[anchor.chain_id] = anchor
         cuts = {chain_id: Cut(chain_id, c["seq"], c["hash"], c["at"], c["mac"])
                 for chain_id, c in self.events.cuts_by_chain().items()}
-        breaks, total = [], 0
+        breaks, total, checked, verified = [], 0, 0, 0
         intents: dict[str, dict] = {}
         finished: set[str] = set()
         chain_ids = self.events.chain_ids()
         for chain_id in sorted(set(chain_ids) | set(latest) | set(cuts)):
             docs = list(self.events.chain(chain_id))
             total += len(docs)
-            breaks.extend(verify_chain(chain_id, docs, self.key, cut=cuts.get(chain_id), anchor=latest.get(chain_id)))
+            walk = walk_chain(chain_id, docs, self.key, cut=cuts.get(chain_id), anchor=latest.get(chain_id))
+            breaks.extend(walk.breaks)
+            checked, verified = checked + walk.checked, verified + walk.verified
             for doc in docs:
                 if doc.get("action") == INTENT:
                     intents[doc.get("request_id")] = doc
@@ -291,9 +298,14 @@ class AuditTrail:
         unfinished = [{"request_id": rid, "at": doc.get("at"), "actor_id": doc.get("actor_id"),
                        "method": doc.get("method"), "route": doc.get("route")}
                       for rid, doc in intents.items() if rid not in finished and doc.get("at") < settled_before]
+        refused = sum(1 for problem in anchor_problems if "MAC does not match" in problem)
         return {"events": total, "chains": len(chain_ids), "breaks": breaks,
                 "unfinished": sorted(unfinished, key=lambda u: u["at"]),
-                "anchors": {"read": len(anchors), "chains_anchored": len(latest), "problems": anchor_problems}}
+                "anchors": {"read": len(anchors), "chains_anchored": len(latest), "problems": anchor_problems},
+                "key": {"fingerprint": key_fingerprint(self.key),
+                        "wrong": wrong_key(self.key, events_checked=checked, events_verified=verified,
+                                           anchors_verified=len(anchors), anchors_refused=refused,
+                                           fingerprints=anchor_fingerprints(lines))}}
 
     def for_patient(self, patient_id: str, limit: int = 100) -> list[dict]:
         """The latest events about a patient (who accessed their data), newest first."""

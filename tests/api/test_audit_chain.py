@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -294,3 +295,70 @@ def test_cuts_saved_at_once_for_a_new_chain_end_at_the_furthest(audited):
     assert events.cuts_by_chain()[chain_id]["seq"] == 7
     assert events.save_cut({"_id": chain_id, "seq": 5, "hash": "0" * 64, "at": "-", "mac": "-"}) is False
     assert events.cuts_by_chain()[chain_id]["seq"] == 7
+
+
+# ---- a wrong COMPANION_AUDIT_KEY is named as such, without hiding tampering under the right one ----
+
+WRONG_KEY = "b" * 48  # mistyped, or not the writers' key
+
+
+def test_a_wrong_audit_key_is_said_in_one_line_naming_the_key_not_every_event_reported_tampered(
+        audited, capsys, monkeypatch):
+    """It listed every event and every anchor as changed (thousands of BREAK lines for a typo in the key)."""
+    monkeypatch.setenv("COMPANION_AUDIT_KEY", WRONG_KEY)
+    status, out = _verify(capsys)
+    assert status == cli.EXIT_USAGE, out  # the anchors name the writers' key: a setting at fault, for sure
+    assert "BREAK" not in out and "content changed" not in out
+    [said] = [line for line in out.splitlines() if line.startswith("WRONG KEY")]
+    assert "COMPANION_AUDIT_KEY" in said and "is not the key the trail was written under" in said
+    assert "--all-breaks" in said
+    # Asked for, every break is still listed under that key.
+    status, out = _verify(capsys, "--all-breaks")
+    assert status == 1 and out.count("content changed after it was written") > 10 and "WRONG KEY" not in out
+
+
+def test_without_fingerprints_in_the_anchors_a_wrong_key_is_said_to_be_probable(audited, anchors, tmp_path,
+                                                                                capsys, monkeypatch):
+    """Anchors written before they carried the key's fingerprint (or none at all): nothing verifying is most
+    likely the key, but cannot be told from every event and anchor altered, so exit 1 (a problem found)."""
+    monkeypatch.setenv("COMPANION_AUDIT_KEY", WRONG_KEY)
+    (tmp_path / "old.log").write_text(re.sub(r" key=[0-9a-f]{16}", "", anchors.read_text()))
+    (tmp_path / "none.log").write_text("")
+    for given in ("old.log", "none.log"):
+        status, out = _verify(capsys, "--anchors", str(tmp_path / given))
+        assert status == 1 and "BREAK" not in out, out
+        assert "COMPANION_AUDIT_KEY" in out and "is probably not the key" in out
+
+
+def test_anchors_without_a_key_fingerprint_still_verify_under_the_right_key(audited, anchors, tmp_path, capsys):
+    (tmp_path / "old.log").write_text(re.sub(r" key=[0-9a-f]{16}", "", anchors.read_text()))
+    status, out = _verify(capsys, "--anchors", str(tmp_path / "old.log"))
+    assert status == 0 and "BREAK" not in out, out
+
+
+def test_under_the_right_key_one_altered_event_is_a_break_not_a_wrong_key(audited, capsys):
+    app, _, _ = audited
+    db = app.extensions["companion"].db
+    chain_id, events = _chain(db)
+    db.audit_events.update_one({"_id": events[3]["_id"]}, {"$set": {"actor_id": "someone else"}})
+    status, out = _verify(capsys)
+    assert status == 1 and "WRONG KEY" not in out
+    assert out.count("content changed after it was written") == 1
+    assert f"BREAK chain {chain_id} seq {events[3]['seq']}: content changed" in out
+
+
+def test_every_event_and_anchor_altered_by_someone_without_the_key_is_listed_not_blamed_on_the_key(
+        audited, anchors, capsys):
+    """The attacker rewrites every event (their own hashes) and every anchor (their own MACs); the anchors still
+    name the key they were written under, which is the verifier's: breaks, every one of them."""
+    app, _, _ = audited
+    db = app.extensions["companion"].db
+    for event in db.audit_events.find({}):
+        forged = {**event, "actor_id": "someone else"}
+        db.audit_events.replace_one({"_id": event["_id"]}, {**forged, "hash": hashlib.sha256(canonical(forged))
+                                                            .hexdigest()})
+    anchors.write_text(re.sub(r"mac=[0-9a-f]{64}", "mac=" + "0" * 64, anchors.read_text()))
+    status, out = _verify(capsys)
+    assert status == 1 and "WRONG KEY" not in out
+    assert out.count("content changed after it was written") == db.audit_events.count_documents({})
+    assert "whose MAC does not match" in out
