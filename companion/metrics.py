@@ -6,7 +6,9 @@
   gauges are dropped by gunicorn's ``child_exit`` hook). Scrape the web service's ``/metrics`` on each
   host (or container) once.
 - **worker** (the scheduler): one process, scraped on its own port (``COMPANION_WORKER_METRICS_PORT``,
-  9101 by default, ``0`` to turn it off).
+  9101 by default, ``0`` to turn it off), on the address ``COMPANION_BIND`` names (127.0.0.1 when unset: a
+  container whose metrics another one scrapes sets 0.0.0.0, as compose.yaml does), and with
+  ``COMPANION_METRICS_TOKEN`` set only for a scraper sending it as a bearer token (401 otherwise), as the web's.
 
 Labels are routes as declared (``/api/v1/patients/<patient_id>/diary``), job ids and outcome words, never
 ids of people, so the number of series stays bounded and no metric reveals anyone.
@@ -18,8 +20,13 @@ the composition root gives them.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
+import socket
+import threading
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -29,8 +36,8 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    make_wsgi_app,
     multiprocess,
-    start_http_server,
 )
 
 log = logging.getLogger(__name__)
@@ -90,19 +97,54 @@ def exposition() -> bytes:
     return generate_latest(REGISTRY)
 
 
-def serve(port: int, addr: str = "0.0.0.0") -> bool:  # noqa: S104 - a container's port; see the README
-    """Serve this process's metrics on ``port`` (the worker); False, with a warning, when it cannot."""
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        """Scrapes are not logged (one every 15 s)."""
+
+
+def _bearer_only(app, token: str):
+    """``app`` for a caller sending ``Authorization: Bearer <token>``; 401 for any other."""
+    expected = token.encode()
+
+    def guarded(environ, start_response):
+        scheme, _, sent = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(sent.strip().encode(), expected):
+            start_response("401 Unauthorized", [("Content-Type", "text/plain; charset=utf-8"),
+                                                ("WWW-Authenticate", 'Bearer realm="metrics"')])
+            return [b"the metrics need the scraper's token (COMPANION_METRICS_TOKEN)\n"]
+        return app(environ, start_response)
+
+    return guarded
+
+
+def serve(port: int, addr: str = "127.0.0.1", token: str | None = None) -> int | None:
+    """Serve this process's metrics on ``addr``:``port`` (the worker), only to a scraper sending ``token`` as a
+    bearer token when one is given; the port served (``port`` 0: any free one), or None, with a warning, when it
+    cannot be."""
     registry = REGISTRY
     if os.environ.get(MULTIPROC_DIR):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
+    app = make_wsgi_app(registry)
+    if token:
+        app = _bearer_only(app, token)
+
+    class Server(_Server):
+        address_family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+
     try:
-        start_http_server(port, addr=addr, registry=registry)
+        server = make_server(addr, port, app, server_class=Server, handler_class=_QuietHandler)
     except OSError as exc:
-        log.warning("metrics not served: port %d: %s", port, exc.strerror or exc)
-        return False
-    log.info("metrics served", extra={"port": port})
-    return True
+        log.warning("metrics not served: %s:%d: %s", addr, port, exc.strerror or exc)
+        return None
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    served = server.server_address[1]
+    log.info("metrics served", extra={"address": addr, "port": served, "token_required": bool(token)})
+    return served
 
 
 def mark_process_dead(pid: int) -> None:

@@ -101,6 +101,7 @@ class Settings:
     push_token_stale_after: timedelta = timedelta(days=60)
     caregiver_alert_delay: timedelta = timedelta(minutes=60)
     worker_metrics_port: int = 9101
+    bind: str | None = None  # None: gunicorn's command line says 0.0.0.0, the worker's metrics 127.0.0.1
     sender_poll: timedelta = timedelta(seconds=2)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -246,6 +247,18 @@ def _service_account_file(name: str, raw: str) -> str:
     return raw
 
 
+def _bind_address(name: str, raw: str) -> str:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(raw)
+    except ValueError:
+        if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?", raw):
+            raise SettingError(f"{name}={raw!r} is not an address to listen on: use an IP address such as 127.0.0.1 "
+                               "or 0.0.0.0, or a host name (no port)") from None
+    return raw
+
+
 def _mfa(name: str, raw: str) -> bool:
     return _one_of(*MFA_POLICIES)(name, raw) == "required"
 
@@ -342,6 +355,9 @@ SETTINGS: tuple[Setting, ...] = (
             "worker: how long a batch being pushed is held before another worker may send it again"),
     Setting("COMPANION_WORKER_METRICS_PORT", "worker_metrics_port", _whole(0, 65535),
             "worker: the port of its Prometheus metrics (0: not served)"),
+    # Read by the shell too: the Procfile's and the image's gunicorn --bind (default 0.0.0.0 there).
+    Setting("COMPANION_BIND", "bind", _bind_address,
+            "the address gunicorn (Procfile, image) and the worker's metrics listen on"),
     Setting("COMPANION_DISPATCH_BATCH", "dispatch_batch", _whole(1, 500),
             "worker and senders: notifications claimed and pushed together (at most 500, FCM's send_each)"),
     Setting("COMPANION_SENDER_POLL_S", "sender_poll", _duration("seconds", 1, 600),
@@ -360,7 +376,6 @@ PREFIXES = (PREFIX, "MONGODB_", "FCM_")
 # (tests/api/test_settings.py looks for every COMPANION_ name in the repository).
 READ_ELSEWHERE: dict[str, str] = {
     # How `make run` (scripts/run-local.sh), the Procfile and the image start the processes
-    "COMPANION_BIND": "the Procfile, the Dockerfile and scripts/run-local.sh: the address gunicorn binds",
     "COMPANION_DB_PORT": "scripts/run-local.sh: the port of the FerretDB it starts",
     "COMPANION_FCM_PORT": "scripts/run-local.sh: the port of the FCM emulator it starts",
     "COMPANION_ADMISSION_DIR": "gunicorn.conf.py, for companion.http.admission: the lock files web workers share",

@@ -171,3 +171,62 @@ def _line_with(process: subprocess.Popen, text: str) -> str:
         if text in line:
             return line
     raise AssertionError(f"no {text!r} before the worker exited: {seen[-5:]}")
+
+
+def _listening_on(port: int) -> set[str]:
+    """The local addresses a socket listens on at ``port`` on this machine, as the kernel lists them."""
+    found = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        with open(table) as rows:
+            for row in list(rows)[1:]:
+                local, state = row.split()[1], row.split()[3]
+                address, _, hex_port = local.partition(":")
+                if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                    raw = bytes.fromhex(address)
+                    if width == 8:
+                        found.add(".".join(str(b) for b in reversed(raw)))
+                    else:
+                        found.add("::" if raw == bytes(16) else raw.hex())
+    return found
+
+
+def _metrics(port: int, token: str | None = None) -> int:
+    from urllib.error import HTTPError
+    from urllib.request import Request, urlopen
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with urlopen(Request(f"http://127.0.0.1:{port}/", headers=headers), timeout=10) as answer:
+            assert b"companion_" in answer.read()
+            return answer.status
+    except HTTPError as refused:
+        return refused.code
+
+
+@pytest.mark.parametrize(("bind", "token", "listens_on"), [
+    (None, None, {"127.0.0.1"}),  # it listened on 0.0.0.0 whatever `make run` said
+    ("0.0.0.0", "m" * 24, {"0.0.0.0"}),  # noqa: S104 - compose's worker, for a scraper on its network
+])
+def test_the_workers_metrics_listen_where_companion_bind_says_and_ask_for_the_metrics_token(
+        db_name, bind, token, listens_on):
+    port = free_port()
+    env = {**os.environ, "MONGODB_URI": f"mongodb://127.0.0.1:{free_port()}/", "MONGODB_DB": db_name,
+           "COMPANION_WORKER_METRICS_PORT": str(port)}
+    for name, value in (("COMPANION_BIND", bind), ("COMPANION_METRICS_TOKEN", token)):
+        env.pop(name, None)
+        if value:
+            env[name] = value
+    process = subprocess.Popen([sys.executable, "-m", "companion.jobs.worker"], env=env, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        _line_with(process, "waiting for the database")  # the metrics are served before the wait
+        _drain(process)
+        assert _listening_on(port) == listens_on
+        if token:
+            assert _metrics(port) == 401 and _metrics(port, "not-the-token") == 401
+            assert _metrics(port, token) == 200
+        else:
+            assert _metrics(port) == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
