@@ -66,9 +66,12 @@ companion seed-demo
 fcm_port="${COMPANION_FCM_PORT:-9099}"
 echo "==> starting the local FCM emulator on http://127.0.0.1:${fcm_port}/ (see pushes arrive there)"
 rm -f var/run/fcm-service-account.json
+fcm_log_size=$(stat -c %s var/run/fcm.log 2>/dev/null || echo 0)
 supervise fcm bash -c "exec python -m companion.notify.fcm_emulator --port $fcm_port \
   --write-service-account var/run/fcm-service-account.json >> var/run/fcm.log 2>&1"
-for _ in $(seq 1 300); do [ -f var/run/fcm-service-account.json ] && break; sleep 0.1; done
+# A port in use (COMPANION_FCM_PORT): the emulator's one line, and stop here rather than start a worker and a
+# sender that wait for ever on a service-account file that never comes.
+scripts/await-fcm.sh var/run/fcm-service-account.json var/run/fcm.log "$fcm_log_size" 30 || exit 1
 export FCM_SERVICE_ACCOUNT="$root/var/run/fcm-service-account.json"
 export FCM_URL="http://127.0.0.1:${fcm_port}/v1/projects/{project_id}/messages:send"
 

@@ -17,12 +17,14 @@ Run it with ``python -m companion.notify.fcm_emulator --port 9099``. Tests use :
 from __future__ import annotations
 
 import argparse
+import errno
 import html
 import itertools
 import json
 import os
 import re
 import secrets
+import sys
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -344,8 +346,14 @@ def write_service_account(path: Path | str, token_uri: str, project_id: str = "c
     return target
 
 
+# What the emulator says when it cannot listen (scripts/await-fcm.sh shows that line and stops `make run`).
+REFUSAL_PREFIX = "companion fcm-emulator: "
+EXIT_PORT_UNAVAILABLE = 69  # EX_UNAVAILABLE
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run the emulator in the foreground and print the settings that point Companion at it."""
+    """Run the emulator in the foreground and print the settings that point Companion at it; a port it cannot
+    listen on is one line on stderr and exit 69, before any service-account file is written."""
     parser = argparse.ArgumentParser(description="Loopback FCM HTTP v1 emulator for local runs")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9099)
@@ -353,7 +361,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="where to write a generated service-account file naming this emulator")
     parser.add_argument("--project", default="companion-local")
     args = parser.parse_args(argv)
-    emulator = FcmEmulator(args.host, args.port)
+    try:
+        emulator = FcmEmulator(args.host, args.port)
+    except OSError as exc:  # before the service-account file is written: nobody is pointed at a dead emulator
+        busy = exc.errno == errno.EADDRINUSE
+        print(f"{REFUSAL_PREFIX}{args.host}:{args.port} "
+              + ("is in use by another program" if busy else f"cannot be listened on ({exc.strerror or exc})")
+              + ": stop it or choose another port (--port; make run: COMPANION_FCM_PORT=9199 make run)",
+              file=sys.stderr, flush=True)
+        sys.exit(EXIT_PORT_UNAVAILABLE)
     write_service_account(args.write_service_account, emulator.token_uri, args.project)
     print(f"FCM emulator on {emulator.url} (deliveries: {emulator.url}/)")
     print(f"FCM_SERVICE_ACCOUNT={args.write_service_account}")

@@ -88,3 +88,67 @@ def test_command_line_writes_the_service_account_and_serves_deliveries(tmp_path)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture
+def busy_port():
+    """A port another program listens on (`make run` found 9099 taken)."""
+    import socket
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    yield holder.getsockname()[1]
+    holder.close()
+
+
+def test_a_port_in_use_is_one_line_naming_the_setting_and_no_service_account_file(tmp_path, busy_port):
+    """It wrote a traceback into var/run/fcm.log only, and the worker and sender looped on the missing file."""
+    written = tmp_path / "sa.json"
+    done = subprocess.run([sys.executable, "-m", "companion.notify.fcm_emulator", "--port", str(busy_port),
+                           "--write-service-account", str(written)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 69 and "Traceback" not in done.stderr and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"companion fcm-emulator: 127.0.0.1:{busy_port} is in use by another program: stop it or choose another "
+        "port (--port; make run: COMPANION_FCM_PORT=9199 make run)"]
+    assert not written.exists()
+
+
+def _supervised_emulator(tmp_path, port: int) -> tuple[subprocess.Popen, subprocess.CompletedProcess]:
+    """The emulator as scripts/run-local.sh starts it (under the supervisor, its output appended to a log that
+    already holds an earlier run's lines), and scripts/await-fcm.sh waiting for its file."""
+    import os
+    import signal
+
+    from tests.support.ferretdb import ROOT
+
+    log, written = tmp_path / "fcm.log", tmp_path / "sa.json"
+    log.write_text("companion fcm-emulator: 127.0.0.1:1 is in use by another program: (an earlier run's)\n")
+    size = log.stat().st_size
+    supervised = subprocess.Popen(
+        [str(ROOT / "scripts" / "supervise.sh"), "fcm", "bash", "-c",
+         f"exec {sys.executable} -m companion.notify.fcm_emulator --port {port} --write-service-account {written} "
+         f">> {log} 2>&1"], cwd=ROOT, stdout=subprocess.DEVNULL, start_new_session=True)
+    try:
+        waited = subprocess.run([str(ROOT / "scripts" / "await-fcm.sh"), str(written), str(log), str(size), "30"],
+                                capture_output=True, text=True, timeout=60)
+    finally:
+        os.killpg(supervised.pid, signal.SIGTERM)
+        supervised.wait(timeout=10)
+    return supervised, waited
+
+
+def test_make_run_stops_with_the_emulators_line_when_its_port_is_in_use(tmp_path, busy_port):
+    _, waited = _supervised_emulator(tmp_path, busy_port)
+    assert waited.returncode == 1
+    assert waited.stderr.splitlines() == [
+        f"companion fcm-emulator: 127.0.0.1:{busy_port} is in use by another program: stop it or choose another "
+        "port (--port; make run: COMPANION_FCM_PORT=9199 make run)"]
+
+
+def test_make_run_goes_on_once_the_emulator_wrote_its_service_account_file(tmp_path):
+    from tests.support.ferretdb import free_port
+
+    _, waited = _supervised_emulator(tmp_path, free_port())
+    assert waited.returncode == 0 and waited.stderr == ""
+    assert json.loads((tmp_path / "sa.json").read_text())["type"] == "service_account"
