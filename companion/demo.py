@@ -9,8 +9,10 @@ What a clinician sees, and why:
 * **A realistic unit.** A few sessions a day at the patient's usual times, each 30-45 minutes; a battery that
   drains with each session and is charged every few days; a gateway that syncs the unit every evening (the
   unit's clock reading, its highest sequence number, the server's time), as ``device-gateway run`` does.
-* **A mix.** Maria does nearly every session (adherent), Priya most, James about half (not adherent: he has a
-  low-adherence alert).
+* **A mix.** Maria does nearly every session (adherent), Priya most, James about half (not adherent: his PDC
+  is below 80%). James has no alert: his missed days are scattered, and the low-adherence alert is for three
+  planned days in a row below 80% ending yesterday (companion.domain.alerts.low_adherence), which his history
+  never ends on; the panel lists him first by his figures, not by an alert.
 * **A clock reset.** James's unit lost its time in a battery change ten days ago and restarted at its epoch,
   2000-01-01; that evening's sync read the wrong clock and set it right. The sessions of that afternoon are
   placed from the syncs: their time is *corrected*, with the unit's raw reading (year 2000) beside it.

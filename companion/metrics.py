@@ -10,7 +10,7 @@
   container whose metrics another one scrapes sets 0.0.0.0, as compose.yaml does), and with
   ``COMPANION_METRICS_TOKEN`` set only for a scraper sending it as a bearer token (401 otherwise), as the web's.
 
-Labels are routes as declared (``/api/v1/patients/<patient_id>/diary``), job ids and outcome words, never
+Labels are routes as declared (``/api/v1/patients/<patient_id>/review/diary``), job ids and outcome words, never
 ids of people, so the number of series stays bounded and no metric reveals anyone.
 
 The services do not import this module: they report what happened through

@@ -20,6 +20,7 @@ LINKS = {
     "dashboard": "/clinician",
     "health": "/healthz",
     "ready": "/readyz",
+    "metrics": "/metrics",
 }
 INDEX_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Companion</title></head>
@@ -29,6 +30,7 @@ INDEX_PAGE = """<!doctype html>
 <li><a href="{{ links.docs }}">API documentation</a> (<a href="{{ links.openapi }}">OpenAPI document</a>)</li>
 <li><a href="{{ links.dashboard }}">Clinician dashboard</a></li>
 <li><a href="{{ links.health }}">Liveness</a> and <a href="{{ links.ready }}">readiness</a></li>
+<li><a href="{{ links.metrics }}">Prometheus metrics</a></li>
 </ul></main></body></html>
 """
 

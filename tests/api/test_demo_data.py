@@ -66,6 +66,8 @@ def test_the_demo_tells_a_clinician_the_right_story(client, services, db):
     panel = client.get("/api/v1/clinician/panel", headers=headers).json
     assert panel["total"] == 3 and {r["patient_id"] for r in panel["items"]} == set(ids.values())
     assert [r["open_alerts"] for r in panel["items"]] == [0, 0, 0]
+    # James is not adherent but has no alert at all (his missed days are scattered): README and docstring say so.
+    assert pdc["james"]["pdc"] < 0.8 and db.alerts.count_documents({"patient_id": ids["james"]}) == 0
     assert [r["pdc_7"] for r in panel["items"]] == sorted(r["pdc_7"] for r in panel["items"])
     assert panel["items"][-1]["patient_id"] == ids["maria"]
 
@@ -81,3 +83,15 @@ def test_the_demo_holds_no_session_whatever_the_time_it_is_loaded(settings_overr
         assert services.db.session_records.count_documents({}) > 80 and held == []
     finally:
         services.client.close()
+
+
+def test_the_readme_and_the_docstring_tell_the_story_the_demo_loads():
+    """They promised James a low-adherence alert that the demo never raises (the test above finds none)."""
+    import companion.demo
+    from tests.support.ferretdb import ROOT
+
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    docstring = " ".join(companion.demo.__doc__.split())
+    for text in (readme, docstring):
+        assert "with a low-adherence alert" not in text and "he has a low-adherence alert" not in text
+    assert "so he has none" in readme and "James has no alert" in docstring

@@ -15,6 +15,7 @@ import pytest
 
 from companion.http.correlation import client_request_id, parse_traceparent
 from companion.logs import CompanionJsonFormatter
+from tests.support.ferretdb import ROOT
 from tests.support.gunicorn import Gunicorn
 from tests.support.records import session_record
 
@@ -183,6 +184,26 @@ def test_the_root_points_to_the_docs_and_the_dashboard(client):
     page = client.get("/", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
     assert page.mimetype == "text/html" and 'href="/docs"' in page.get_data(as_text=True)
     assert 'href="/clinician"' in page.get_data(as_text=True)
+
+
+def test_the_root_links_everything_the_readme_says_it_links(app, client):
+    """README: "`GET /` links everything below", /metrics among them; it did not link the metrics."""
+    readme = (ROOT / "README.md").read_text()
+    said = re.search(r"^- `GET /` links everything below\..*?(?=^- )", readme, re.MULTILINE | re.DOTALL).group(0)
+    paths = set(re.findall(r"`(/[a-z.]+)`", said)) | set(re.findall(r"127\.0\.0\.1:5000(/[a-z.]+)", said))
+    assert {"/docs", "/openapi.json", "/healthz", "/readyz", "/metrics"} <= paths
+    answer, page = client.get("/").json, client.get("/", headers={"Accept": "text/html"}).get_data(as_text=True)
+    assert paths <= set(answer.values()), paths - set(answer.values())
+    assert all(f'href="{path}"' in page for path in paths)
+
+
+def test_every_route_the_readme_names_as_declared_is_one_the_app_declares(app):
+    """The log example named /api/v1/patients/<patient_id>/diary, a route that does not exist."""
+    declared = {rule.rule for rule in app.url_map.iter_rules()}
+    named = set()
+    for place in (ROOT / "README.md", ROOT / "companion" / "metrics.py"):
+        named |= set(re.findall(r"(/api/v1/[A-Za-z0-9_/<>-]*<[a-z_]+>[A-Za-z0-9_/<>-]*)", place.read_text()))
+    assert named and named - declared == set()
 
 
 def test_metrics_add_up_across_gunicorn_workers_and_gunicorn_logs_json(mongo_uri, db_name, tmp_path):

@@ -187,3 +187,13 @@ def test_the_supervisor_restarts_a_process_that_exits_and_says_so():
         process.wait(timeout=10)
     assert lines == ["probe    | up", "probe    | exited with status 3; restarting in 1 s (the other processes go on)",
                      "probe    | up", "probe    | exited with status 3; restarting in 2 s (the other processes go on)"]
+
+
+def test_the_readmes_commands_after_make_run_name_the_programs_where_make_run_installs_them():
+    """`make run` installs into .venv without touching the shell's PATH: a bare `companion worker-status` after
+    it was "command not found"."""
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"^```sh\ncurl -s localhost:5000/readyz\n(.*?)^```", readme, re.MULTILINE | re.DOTALL).group(1)
+    programs = [line.split()[0] for line in block.splitlines() if re.match(r"^\S*(companion|device-gateway) ", line)]
+    assert programs and set(programs) == {".venv/bin/companion", ".venv/bin/device-gateway"}
+    assert set(PYPROJECT["project"]["scripts"]) == {"companion", "device-gateway"}  # what bootstrap.sh installs
