@@ -2,7 +2,9 @@
 # Companion's cloud side: one image for the Procfile's processes (web, worker, release).
 #   docker build -t companion .
 #   docker run companion                                   # web: gunicorn on :5000 (the default command)
-#   docker run companion python -m companion.jobs.worker   # the scheduler worker
+#   docker run companion python -m companion.jobs.worker   # the scheduler worker (COMPANION_BIND=0.0.0.0 to
+#                                                          # scrape its metrics on :9101 from outside the container)
+#   docker run companion python -m companion.jobs.sender   # a sender (pushes only)
 #   docker run companion python -m companion.cli migrate   # the release step: indexes as the code declares
 # compose.yaml runs all three with MongoDB. Settings are environment variables (README, "Configuration").
 
@@ -27,8 +29,10 @@ COPY --chown=root:root gunicorn.conf.py Procfile pyproject.toml README.md ./
 COPY --chown=root:root companion ./companion
 USER companion
 EXPOSE 5000 9101
-# The web process's own probe; the worker's service overrides it (compose.yaml: companion worker-status).
-HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
-  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '5000'), timeout=4)"]
+# One probe for every process of the image: `companion healthcheck` reads which one the container runs (PID 1) and
+# probes it: web its /healthz, a worker its heartbeat (worker-status --local), a sender the database, the release
+# step nothing. (It probed /healthz whatever ran: a worker or sender container was reported unhealthy.)
+HEALTHCHECK --interval=15s --timeout=10s --start-period=30s --retries=3 \
+  CMD ["python", "-m", "companion.cli", "healthcheck"]
 # The Procfile's web line, in exec form so that gunicorn gets SIGTERM and drains.
 CMD ["sh", "-c", "exec gunicorn --workers ${WEB_CONCURRENCY:-2} --threads 4 --worker-class gthread --bind ${COMPANION_BIND:-0.0.0.0}:${PORT:-5000} companion.wsgi:app"]

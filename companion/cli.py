@@ -264,6 +264,58 @@ def worker_status(args) -> int:
     return 0 if status.state == "ok" else EXIT_FAILED
 
 
+# Which of the image's processes a command line runs (the Procfile's names), by what it starts.
+_PROCESS_MARKERS = (("companion.jobs.worker", "worker"), ("companion.jobs.sender", "sender"),
+                    ("companion.cli", "release"), ("gunicorn", "web"))
+
+
+def process_of(argv: list[str]) -> str | None:
+    """The Procfile name of the process ``argv`` starts (web, worker, sender or release), None for another."""
+    joined = " ".join(argv)
+    return next((name for marker, name in _PROCESS_MARKERS if marker in joined), None)
+
+
+def _main_process() -> list[str]:
+    """The command line of this container's main process (PID 1; behind `docker run --init`, its child)."""
+    try:
+        with open("/proc/1/cmdline", "rb") as f:
+            return [part.decode(errors="replace") for part in f.read().split(b"\0") if part]
+    except OSError:
+        return []
+
+
+def healthcheck(args) -> int:
+    """The image's health check, right for whichever process the container runs (the Procfile's name, given with
+    --process or read from the container's main process): web answers /healthz on its port; a worker of this host
+    beat recently (as worker-status --local); a sender reaches the database with its indexes as declared; the
+    release step (migrate) runs once and has nothing to probe. Exit 0 healthy, 1 (or 69) not."""
+    import urllib.error
+    import urllib.request
+
+    process = args.process or process_of(_main_process())
+    if process is None:
+        raise CommandFailed(f"cannot tell which process this container runs ({' '.join(_main_process()) or 'no PID 1'}"
+                            "): pass --process web, worker, sender or release", EXIT_USAGE)
+    if process == "worker":
+        return worker_status(argparse.Namespace(local=True, jobs=False))
+    if process == "sender":
+        _services().close()  # a sender needs nothing but the database (and FCM, which answers for itself)
+        print("sender: the database answers, with its indexes as declared")
+        return 0
+    if process == "release":
+        print("release: the migration runs once and exits; nothing to probe")
+        return 0
+    bind = load_settings().bind or "0.0.0.0"  # noqa: S104 - the Procfile's default, only compared here
+    host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(bind, f"[{bind}]" if ":" in bind else bind)  # noqa: S104
+    url = f"http://{host}:{os.environ.get('PORT', '5000')}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=4) as answer:  # noqa: S310 - our own loopback URL
+            print(f"web: {url} answered {answer.status}")
+            return 0
+    except (urllib.error.URLError, OSError) as exc:
+        raise CommandFailed(f"web: {url} did not answer: {getattr(exc, 'reason', exc)}") from None
+
+
 def _add_common_options(parser: argparse.ArgumentParser, default: object) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", default=default,
                         help="debug logging, and the traceback of an unexpected error")
@@ -301,6 +353,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--all-breaks", action="store_true",
                    help="list every break even when nothing verifies under the key (by default that is said in one "
                         "line: the key is not the writers')")
+    p = command("healthcheck", healthcheck)
+    p.add_argument("--process", choices=["web", "worker", "sender", "release"],
+                   help="the process to probe (default: the container's main process, PID 1)")
     p = command("load-content", load_content)
     p.add_argument("--file", help="a library file in the format of companion/content/mindfulness.json")
     command("rebuild-read-models", rebuild_read_models)

@@ -289,3 +289,47 @@ def test_a_patient_whose_row_cannot_be_computed_fails_migrate_and_rebuild_after_
     monkeypatch.setattr(PanelReadModel, "compute", real_compute)
     assert cli.main(["migrate"]) == 0  # run again, it computes the one that failed
     assert db.panel_rows.find_one({"_id": ids[0]}) is not None
+
+
+# ---- the image's health check, right for each of its processes ----
+
+
+def test_the_health_check_knows_each_process_of_the_image_by_its_command_line():
+    """The image's HEALTHCHECK probed /healthz whatever the container ran: a worker or sender container from it
+    was reported unhealthy."""
+    import re
+    import shlex
+
+    import yaml
+
+    procfile = dict(line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines() if ": " in line)
+    for name, command in procfile.items():
+        started = shlex.split(command)
+        assert cli.process_of(started if name != "web" else ["/opt/venv/bin/python", *started]) == name
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r'^  CMD \["python", "-m", "companion.cli", "healthcheck"\]$', dockerfile, re.MULTILINE)
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    assert cli.process_of(services["migrate"]["command"]) == "release"
+    assert cli.process_of(services["worker"]["command"]) == "worker"
+    assert cli.process_of(["/usr/bin/python3", "-m", "something.else"]) is None
+
+
+def test_the_health_check_of_a_web_process_asks_its_healthz(api_server, monkeypatch, capsys):
+    monkeypatch.setenv("PORT", str(api_server.port))
+    monkeypatch.setenv("COMPANION_BIND", "0.0.0.0")  # noqa: S104 - probed on loopback
+    assert cli.main(["healthcheck", "--process", "web"]) == 0
+    monkeypatch.setenv("PORT", str(free_port()))
+    assert cli.main(["healthcheck", "--process", "web"]) == 1
+    assert "did not answer" in capsys.readouterr().err
+
+
+def test_the_health_check_of_a_worker_is_its_heartbeat_and_of_a_sender_the_database(
+        mongo_uri, db_name, monkeypatch, capsys):
+    monkeypatch.setenv("MONGODB_URI", mongo_uri)
+    monkeypatch.setenv("MONGODB_DB", db_name)
+    assert cli.main(["healthcheck", "--process", "worker"]) == 1  # no worker beat on this host
+    assert "no heartbeat from this host" in capsys.readouterr().out
+    assert cli.main(["healthcheck", "--process", "sender"]) == 0
+    assert cli.main(["healthcheck", "--process", "release"]) == 0
+    monkeypatch.setenv("MONGODB_URI", f"mongodb://127.0.0.1:{free_port()}/")
+    assert cli.main(["healthcheck", "--process", "sender"]) == cli.EXIT_UNAVAILABLE
