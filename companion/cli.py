@@ -48,8 +48,12 @@ def _services(*, indexes: bool = True):
     """The service container, once the database answers (and, with ``indexes``, its indexes are as declared:
     the commands other than ``migrate`` need them)."""
     from companion.services.container import Services
+    from companion.store.db import DatabaseNotFound
 
-    services = Services(load_settings())
+    try:
+        services = Services(load_settings())
+    except DatabaseNotFound as exc:
+        raise CommandFailed(f"{exc}; correct MONGODB_URI", EXIT_UNAVAILABLE) from None
     problem = services.health.problem() if indexes else services.health.unreachable()
     if problem is not None:
         services.close()

@@ -28,6 +28,7 @@ from typing import Any
 from companion.domain.people import LONGEST_CAREGIVER_ALERT_DELAY_MIN, SHORTEST_CAREGIVER_ALERT_DELAY_MIN
 
 EXIT_BAD_SETTING = 2
+EXIT_DATABASE_UNAVAILABLE = 69  # EX_UNAVAILABLE: as the commands say it
 ENVIRONMENTS = ("development", "production")
 MFA_POLICIES = ("optional", "required")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

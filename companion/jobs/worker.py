@@ -244,7 +244,14 @@ def open_process(name: str, *, need_sender: bool = False) -> tuple[Settings, Pus
         print(f"companion {name}: FCM_SERVICE_ACCOUNT={settings.fcm_service_account!r} cannot be used by "
               f"firebase-admin ({(str(exc).splitlines() or [''])[0][:200]})", file=sys.stderr)
         sys.exit(EXIT_BAD_SETTING)
-    return settings, sender, Services(settings, sender=sender)
+    from companion.services.container import DatabaseNotFound
+    from companion.settings import EXIT_DATABASE_UNAVAILABLE
+
+    try:
+        return settings, sender, Services(settings, sender=sender)
+    except DatabaseNotFound as exc:  # an address pymongo cannot look up makes no client to wait with
+        print(f"companion {name}: {exc}; correct MONGODB_URI", file=sys.stderr)
+        sys.exit(EXIT_DATABASE_UNAVAILABLE)
 
 
 def run_until_asked(scheduler, stopping: threading.Event, lease: LeaderLease | None = None) -> None:

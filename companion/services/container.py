@@ -49,6 +49,7 @@ from companion.services.telemetry import Telemetry
 from companion.services.tokens import TokenService
 from companion.services.touched_days import TouchedDays
 from companion.settings import Settings
+from companion.store.db import DatabaseNotFound as DatabaseNotFound  # re-exported for the worker and sender
 from companion.store.db import make_client
 from companion.store.stores import Stores
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pymongo import IndexModel, MongoClient, monitoring
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
+from pymongo.errors import ConfigurationError, PyMongoError
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,11 @@ def count_by_id(col: Collection, id_condition: dict) -> int:
                                     **({"readConcern": concern} if concern else {}))["n"])
 
 
+class DatabaseNotFound(Exception):
+    """A ``mongodb+srv://`` address whose DNS records cannot be looked up: the client cannot even be made (one
+    line, saying so, with the address without its credentials)."""
+
+
 def make_client(uri: str, *, timeout_ms: int = 5000, server_selection_timeout_ms: int = 2000,
                 event_listeners: Sequence[monitoring.CommandListener] = ()) -> MongoClient:
     """A client that acknowledges writes only once they are durable, reads only what is durable, and never waits
@@ -83,7 +88,21 @@ def make_client(uri: str, *, timeout_ms: int = 5000, server_selection_timeout_ms
     serverSelectionTimeoutMS, and sends the remaining budget to the server as maxTimeMS), so a slow
     query or a dead server becomes an error the API turns into 503 within that time, not a hung worker.
     ``event_listeners``: pymongo's command monitoring (tests watch what is sent).
+    A ``mongodb+srv://`` address is looked up in DNS here, by pymongo; a lookup that fails raises
+    :class:`DatabaseNotFound`.
     """
+    try:
+        return _client(uri, timeout_ms, server_selection_timeout_ms, event_listeners)
+    except ConfigurationError as exc:
+        if not uri.startswith("mongodb+srv://"):
+            raise
+        said = (str(exc).splitlines() or [""])[0][:200]
+        raise DatabaseNotFound(f"the database is not reachable at {redacted_uri(uri)}: its DNS records cannot be "
+                               f"looked up ({said})") from None
+
+
+def _client(uri: str, timeout_ms: int, server_selection_timeout_ms: int,
+            event_listeners: Sequence[monitoring.CommandListener]) -> MongoClient:
     return MongoClient(
         uri,
         w="majority",

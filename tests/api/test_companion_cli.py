@@ -333,3 +333,19 @@ def test_the_health_check_of_a_worker_is_its_heartbeat_and_of_a_sender_the_datab
     assert cli.main(["healthcheck", "--process", "release"]) == 0
     monkeypatch.setenv("MONGODB_URI", f"mongodb://127.0.0.1:{free_port()}/")
     assert cli.main(["healthcheck", "--process", "sender"]) == cli.EXIT_UNAVAILABLE
+
+
+@pytest.mark.parametrize("process", [["-m", "companion.cli", "worker-status"], ["-m", "companion.cli", "migrate"],
+                                     ["-m", "companion.jobs.worker"]], ids=["worker-status", "migrate", "worker"])
+def test_a_mongodb_srv_address_that_dns_does_not_know_is_one_line_and_status_69(process):
+    """pymongo looks a mongodb+srv:// name up while making its client: it was an "unexpected error", status 1
+    (and a traceback from the worker), where an unreachable database is one line and 69."""
+    env = {**os.environ, "MONGODB_URI": "mongodb+srv://user:secret@no-such-cluster.invalid/",
+           "COMPANION_WORKER_METRICS_PORT": "0"}
+    env.pop("FCM_SERVICE_ACCOUNT", None)
+    result = subprocess.run([sys.executable, *process], cwd=ROOT, capture_output=True, text=True, env=env,
+                            timeout=120)
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("{")]  # (JSON log lines aside)
+    assert result.returncode == cli.EXIT_UNAVAILABLE and "Traceback" not in result.stderr, result.stderr[-600:]
+    assert len(lines) == 1 and "the database is not reachable at mongodb+srv://no-such-cluster.invalid/" in lines[0]
+    assert "DNS records cannot be looked up" in lines[0] and "secret" not in lines[0] and "MONGODB_URI" in lines[0]
