@@ -229,8 +229,10 @@ class ReviewPracticeSchema(Schema):
     completed_at = fields.DateTime(allow_none=True)
     minutes = fields.Float(allow_none=True, metadata={"description": "the minutes recorded"})
     counted_minutes = fields.Float(metadata={
-        "description": "what it adds to the figures: its minutes outside practice begun before it (the same "
-                       "practice recorded twice, by the patient and a caregiver or from two phones, counts once)"})
+        "description": "what it adds to the figures, to the tenth of a minute: its minutes outside practice begun "
+                       "before it (the same practice recorded twice, by the patient and a caregiver or from two "
+                       "phones, counts once; an overlap of 3 seconds or less, the rounding of the minutes "
+                       "recorded, is none)"})
 
 
 class DiaryReviewSchema(Schema):

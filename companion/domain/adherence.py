@@ -37,9 +37,12 @@ from companion.domain.localtime import TimeZoneHistory
 ADHERENT_PDC = 0.8
 # The version of these rules (and of what an event counts) a stored day was computed by. 1, stored without a
 # version: a session counted its minutes as recorded; 2: each session counts its minutes to the tenth shown
-# (companion.domain.sessions.counted_minutes_shown), so a day shown at its target is covered. Raise it with any
-# change that changes a stored day's figures: `companion migrate` computes again the days stored under another.
-ADHERENCE_RULES = 2
+# (companion.domain.sessions.counted_minutes_shown), so a day shown at its target is covered; 3: practice counts
+# as companion.domain.practice says (one stretch recorded twice counts once; each practice's minutes to the tenth
+# shown, an overlap within the stored minutes' rounding none), and a day's minutes are summed to the tenth. Raise it
+# with any change that changes a stored day's figures: `companion migrate` computes again the days stored under
+# another.
+ADHERENCE_RULES = 3
 PDC_PERIODS = (7, 30, 90)
 RESPONDER_AFTER_DAYS = 60
 RESPONDER_PAIN_REDUCTION = 0.30
@@ -118,7 +121,9 @@ def _progress(kind: TaskKind, tasks: Sequence[PlannedTask], events: Sequence[Tas
     mine = [e for e in events if e.kind == kind]
     target_minutes = sum(t.target_minutes or 0 for t in counting)
     planned_count = sum(t.target_count or 0 for t in counting)
-    delivered = sum(max(e.minutes, 0) for e in mine)
+    # Each event's minutes are to the tenth shown; their sum to the tenth too, so that a float's error in adding
+    # them (2.3 + 6.1 + 6.6 is 14.999...) cannot leave a day shown at its target short of it.
+    delivered = round(sum(max(e.minutes, 0) for e in mine), 1)
     done = sum(max(e.count, 0) for e in mine)
     if not counting or (target_minutes <= 0 and planned_count <= 0):
         state, fraction = DayState.NO_TASKS, None

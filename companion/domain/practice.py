@@ -9,7 +9,12 @@ TENS counts a unit's overlapping sessions once (``sessions.overlaps``):
 * a completed practice spans its minutes from its start: ``[started_at, started_at + minutes]`` (the minutes
   recorded, which are never more than the time that passed nor than the item lasts);
 * practices are taken in order of start (ties by id); each counts only its minutes outside every earlier
-  one, on the day it started;
+  one, on the day it started, to the tenth of a minute the figures show (as a TENS session counts:
+  ``sessions.counted_minutes_shown``), so that the practices listed add up to their day and a day shown at its
+  target is met;
+* an overlap of no more than ``ROUNDING_SLACK`` is none: the minutes are stored to the tenth, so a practice's end
+  as read here may be up to half a tenth (3 s) after the moment it ended, and the next practice begun then, back
+  to back, would "overlap" it by that much (two 6-minute practices would count 11.97 minutes, shown as 12.0);
 * one that overlaps earlier ones by more than ``OVERLAP_SLACK`` (a minute) is not a practice of its own: it is
   left out of the number of practices (its minutes outside them still count).
 
@@ -30,6 +35,9 @@ from companion.domain.content_library import DURATION_MIN_RANGE
 
 REACH = timedelta(minutes=DURATION_MIN_RANGE[1])
 OVERLAP_SLACK = timedelta(minutes=1)
+# Half the tenth of a minute a practice's minutes are stored to (companion.services.library): what rounding alone can
+# make two practices back to back overlap by.
+ROUNDING_SLACK = timedelta(minutes=0.05)
 
 
 @dataclass(frozen=True)
@@ -65,10 +73,10 @@ class PracticeUnion:
         self._last = practice.start, practice.key
         end = practice.start + timedelta(minutes=max(practice.minutes, 0.0))
         overlap = timedelta(0)
-        if self._covered_until is not None and self._covered_until > practice.start:
+        if self._covered_until is not None and self._covered_until - practice.start > ROUNDING_SLACK:
             overlap = min(end, self._covered_until) - practice.start
         # Never more than REACH: what any view reads before its first practice is all that can cover that one.
         reach = practice.start + min(end - practice.start, REACH)
         self._covered_until = reach if self._covered_until is None else max(self._covered_until, reach)
         outside = (end - practice.start) - overlap
-        return PracticeCount(round(outside.total_seconds() / 60, 2), overlap <= OVERLAP_SLACK)
+        return PracticeCount(round(outside.total_seconds() / 60, 1), overlap <= OVERLAP_SLACK)

@@ -57,6 +57,12 @@ def test_tens_day_state_and_progress(tasks, events, state, fraction):
     assert (day.tens.state, day.tens.fraction) == (state, fraction)
 
 
+def test_minutes_each_shown_to_the_tenth_that_add_up_to_the_target_meet_it():
+    """2.3 + 6.1 + 6.6 in floats is 14.999...: a day's minutes are summed to the tenth they are shown to."""
+    day = adherence_for_day(D, [PlannedTask(TaskKind.TENS, target_minutes=15)], [tens(2.3), tens(6.1), tens(6.6)])
+    assert (day.tens.delivered_minutes, day.tens.fraction) == (15.0, 1.0)
+
+
 def test_kinds_are_reported_separately():
     events = [
         tens(60),

@@ -3,7 +3,9 @@
 Version 2 counts each session's minutes to the tenth shown: three sessions of 9 min 58 s are 30.0 minutes, a
 30-minute day covered, where version 1 (stored without a version) counted 29.9 and the day not covered. A day
 stored before the change kept its figure until something touched it again, so the panel and the review said
-"not covered" where a recomputation says "covered".
+"not covered" where a recomputation says "covered". Version 3 counts practice recorded twice once (a build
+that counted it so still wrote version 2, with the practice as logged: the same 20 minutes recorded by the
+patient and a caregiver stored as 40).
 """
 
 from __future__ import annotations
@@ -46,8 +48,8 @@ def _patient_with_a_day_at_its_target(db, n: int):
     return patient
 
 
-def _stored_by_the_version_before(services, patient, day: date, monkeypatch) -> None:
-    """The day as the version before the change stored it: each session's minutes as recorded, no version."""
+def _stored_by_version_1(services, patient, day: date, monkeypatch) -> None:
+    """The day as version 1 stored it: each session's minutes as recorded, no version."""
     with monkeypatch.context() as before:
         before.setattr("companion.services.adherence.counted_minutes_shown", counted_minutes)
         services.adherence.compute_day(patient, day)
@@ -69,7 +71,7 @@ def test_migrate_computes_again_a_day_stored_under_the_earlier_rounding_and_the_
         jobs_db, settings, clock, traveller, on_the_test_database, monkeypatch, capsys):
     services = services_on(jobs_db, settings, clock)
     old, current = (_patient_with_a_day_at_its_target(jobs_db, n) for n in range(2))
-    _stored_by_the_version_before(services, old, YESTERDAY, monkeypatch)
+    _stored_by_version_1(services, old, YESTERDAY, monkeypatch)
     services.adherence.compute_day(current, YESTERDAY)  # stored under the current rules
     services.panel_rows.rebuild()
     assert _figures(services, old.id) == (False, 0.0, 0.0)  # 29.9 of 30 minutes: what the panel said
@@ -101,7 +103,7 @@ def test_a_migrate_stopped_half_way_through_the_days_is_finished_by_the_next(
     services = services_on(jobs_db, settings, clock)
     patients = [_patient_with_a_day_at_its_target(jobs_db, n) for n in range(3)]
     for patient in patients:
-        _stored_by_the_version_before(services, patient, YESTERDAY, monkeypatch)
+        _stored_by_version_1(services, patient, YESTERDAY, monkeypatch)
     services.panel_rows.rebuild()
     real_replace, calls = AdherenceDays.replace_computed, []
 
@@ -127,7 +129,7 @@ def test_migrate_leaves_the_days_of_a_record_past_its_retention(jobs_db, setting
     from what is left would read as a day with nothing done."""
     services = services_on(jobs_db, settings, clock)
     patient = _patient_with_a_day_at_its_target(jobs_db, 0)
-    _stored_by_the_version_before(services, patient, YESTERDAY, monkeypatch)
+    _stored_by_version_1(services, patient, YESTERDAY, monkeypatch)
     jobs_db.users.update_one({"_id": patient.id}, {"$set": {"status": "closed", "closed_at": START - timedelta(
         days=settings.clinical_retention.days + 1)}})
     jobs_db.session_records.delete_many({"patient_id": patient.id})  # a deletion stopped half-way
@@ -137,3 +139,42 @@ def test_migrate_leaves_the_days_of_a_record_past_its_retention(jobs_db, setting
     assert "computed again" not in capsys.readouterr().out
     assert _snapshots(jobs_db) == kept
     assert AdherenceDays(jobs_db).upgraded_to(ADHERENCE_RULES)  # it does not keep the step running
+
+
+def _stored_by_version_2_counting_practice_as_logged(services, patient, day: date, monkeypatch) -> None:
+    """The day as a build of version 2 stored it: each practice's minutes as logged, a practice recorded twice
+    counted twice; the version noted done by that build's `migrate`."""
+    def as_logged(records):
+        return [{**p, "counted_minutes": p.get("minutes") or 0.0, "counts": True} for p in records]
+
+    with monkeypatch.context() as before:
+        before.setattr("companion.services.adherence.with_counts", as_logged)
+        services.adherence.compute_day(patient, day)
+    services.db.adherence_days.update_one({"_id": f"{patient.id}:{day}"}, {"$set": {"rules": 2}})
+    services.stores.adherence_days.note_upgraded(2, START - timedelta(days=1))
+
+
+def test_migrate_computes_again_a_day_stored_by_version_2_with_a_practice_recorded_twice_counted_twice(
+        jobs_db, settings, clock, traveller, on_the_test_database, monkeypatch, capsys):
+    services = services_on(jobs_db, settings, clock)
+    services.library.load()
+    patient = make_person(jobs_db, "patient", "UTC")
+    jobs_db.therapy_plans.insert_one({
+        "_id": "plan-practice", "patient_id": patient.id, "version": 1, "created_at": START - timedelta(days=60),
+        "created_by": "clinician", "active_from": START - timedelta(days=60), "active_to": None, "tens": None,
+        "medications": [], "mindfulness": {"minutes_per_day": 30, "sessions_per_week": None,
+                                           "counts_towards_adherence": True}})
+    began = datetime.combine(YESTERDAY, datetime.min.time(), UTC) + timedelta(hours=10)
+    for _by in ("patient", "caregiver"):  # the same 20 minutes, recorded from two phones
+        practice = services.library.start_practice(patient.id, "full-body-scan", began)
+        services.library.complete_practice(patient.id, practice["_id"], began + timedelta(minutes=20), None)
+    _stored_by_version_2_counting_practice_as_logged(services, patient, YESTERDAY, monkeypatch)
+    stored = jobs_db.adherence_days.find_one({"_id": f"{patient.id}:{YESTERDAY}"})
+    assert (stored["mindfulness"]["minutes"], stored["mindfulness"]["fraction"]) == (40.0, 1.0)  # shown as met
+
+    assert cli.main(["migrate"]) == 0
+    assert "1 adherence day(s) stored under earlier rules computed again" in capsys.readouterr().out
+    migrated = jobs_db.adherence_days.find_one({"_id": f"{patient.id}:{YESTERDAY}"})
+    assert migrated["rules"] == ADHERENCE_RULES == 3
+    assert (migrated["mindfulness"]["minutes"], round(migrated["mindfulness"]["fraction"], 3)) == (20.0, 0.667)
+    assert migrated["mindfulness"]["done"] == 1

@@ -602,3 +602,30 @@ def test_a_practice_completed_late_that_runs_past_midnight_recomputes_the_next_d
     services.adherence_job.run()
     assert set(_practice_day(services, patient, date(2026, 3, 17), clock).values()) == {20.0}
     assert set(_practice_day(services, patient, date(2026, 3, 18), clock).values()) == {10.0}
+
+
+def test_two_practices_done_back_to_back_are_counted_alike_in_every_view_and_meet_a_goal_shown_as_met(
+        jobs_db, settings, clock, traveller):
+    """Two 6-minute practices back to back: the first completed after 5:58 is recorded as 6.0 minutes (a tenth), so
+    the second, started at 5:58, 'overlaps' it by 2 seconds. The union makes 11.97 minutes: the week and the CSV
+    show 12.0, the snapshot keeps 11.97, and the plan's 12 minutes read 12.0 of 12 yet not met."""
+    now = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
+    traveller.move_to(now)
+    services = services_on(jobs_db, settings, clock)
+    services.library.load()
+    patient = make_person(jobs_db, "patient", "UTC")
+    services.plans.prescribe(patient.id, {**PLAN, "mindfulness": {
+        "minutes_per_day": 12, "sessions_per_week": None, "counts_towards_adherence": True}},
+        created_by="clinician", at=now - timedelta(days=60))
+    first_start = now - timedelta(hours=3)
+    second_start = first_start + timedelta(minutes=5, seconds=58)
+    first = services.library.start_practice(patient.id, "full-body-scan", first_start)
+    services.library.complete_practice(patient.id, first["_id"], second_start, None)
+    second = services.library.start_practice(patient.id, "full-body-scan", second_start)
+    services.library.complete_practice(patient.id, second["_id"], second_start + timedelta(minutes=6), None)
+    services.adherence_job.run()
+    assert [p["minutes"] for p in jobs_db.practice_log.find({}).sort("started_at", 1)] == [6.0, 6.0]
+    today = services.progress.today(patient.id)["mindfulness"]
+    views = _practice_day(services, patient, now.date(), clock)
+    assert (today["minutes"], today["minutes_target"], today["fraction"]) == (12.0, 12, 1.0), today
+    assert set(views.values()) == {12.0}, views
