@@ -3,6 +3,8 @@ both; changes and stops that name the version they change (ETag / If-Match)."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
@@ -51,10 +53,16 @@ class ReminderList(MethodView):
         """The patient's reminders: first every active one (a patient has at most 50), oldest first, then the
         stopped ones, the most recently stopped first. Stopping keeps a reminder with its history, so stopped
         ones accumulate without limit: follow `next` for the older ones. The first page at the default `limit`
-        holds every active reminder. (The app keeps its copy with the change feed, `reminders/changes`.)"""
+        holds every active reminder. Each page continues after the last reminder of the one before, in its part
+        of the list (active or stopped): a reminder stopped between two pages loses none still to come (it moves
+        to the head of the stopped ones, so it may be listed again there), and a reminder created, started again
+        or changed while stopped between two pages is in a page after the ones already read only if its new
+        place is. (The app keeps its copy with the change feed, `reminders/changes`, which misses no change.)"""
         require_patient(patient_id, Operation.READ)
-        items, following = paging.offset_page(lambda count: services().reminders.list(patient_id, count),
-                                              args["cursor"], args["limit"])
+        after = _list_place(args["cursor"]) if args["cursor"] else None
+        items, last = services().reminders.list(patient_id, args["limit"], after)
+        following = None if last is None else paging.next_link(cursor=paging.encode_cursor(
+            {"part": last[0], "at": last[1].isoformat(), "id": last[2]}))
         auditing.note(patient_ids=[patient_id], resource="reminder", action="search",
                       resource_ids=[r["_id"] for r in items])
         return {"items": items, "next": following}
@@ -72,6 +80,18 @@ class ReminderList(MethodView):
         reminder = services().reminders.create(patient_id, body, request_key=request_key())
         auditing.note(patient_ids=[patient_id], resource="reminder", action="C", resource_ids=[reminder["_id"]])
         return conditional.tagged(reminder, reminder.get("seq"), 201, location=f"{request.path}/{reminder['_id']}")
+
+
+def _list_place(cursor: str) -> tuple[str, datetime, str]:
+    """The (part, sort key, id) a reminders list's cursor names; one this API did not make is a 422."""
+    value = paging.decode_cursor(cursor)
+    try:
+        part, at, reminder_id = value["part"], datetime.fromisoformat(value["at"]), value["id"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise paging.not_ours() from exc
+    if part not in ("active", "stopped") or at.tzinfo is None or not isinstance(reminder_id, str):
+        raise paging.not_ours()
+    return part, at, reminder_id
 
 
 @blp.route("/patients/<patient_id>/reminders/changes")

@@ -77,6 +77,9 @@ KEPT = (*MOMENT, "skipped_by_move_at", "status", "status_at", "missed_reason")
 ATTEMPTS = 20
 ANSWERED = ("done", "skipped")  # the patient's outcomes: recorded once, never changed
 RUNS = 3  # materialize runs again (at most this often in all) when what it was computed from changed meanwhile
+# Where a page of the reminders list ended: its part ("active" or "stopped"), its sort key in that part (created_at,
+# updated_at) and its id.
+ListPlace = tuple[str, datetime, str]
 
 
 def _occurrence_doc(reminder: dict, slot: ReminderOccurrence, zone, quiet) -> dict:
@@ -220,11 +223,19 @@ class ReminderService:
         return patient
 
     # Reminders
-    def list(self, patient_id: str, limit: int) -> list[dict]:
-        """The first ``limit`` of the patient's reminders: every active one (at most ``MAX_ACTIVE``), oldest
-        first, then the stopped ones, the most recently stopped first (stopping keeps a reminder, so these pile
-        up over the years and are under no cap)."""
-        return self.reminders.listed(patient_id, limit)
+    def list(self, patient_id: str, limit: int, after: ListPlace | None = None) -> tuple[list[dict], ListPlace | None]:
+        """A page of at most ``limit`` of the patient's reminders: every active one (at most ``MAX_ACTIVE``),
+        oldest first, then the stopped ones, the most recently stopped first (stopping keeps a reminder, so these
+        pile up over the years and are under no cap); after the place the previous page ended on. With it, the
+        place the following page starts after (its part, ``active`` or ``stopped``, its sort key and id), or None
+        on the last page."""
+        found = self.reminders.listed(patient_id, limit + 1, after)
+        page = found[:limit]
+        if len(found) <= limit:
+            return page, None
+        last = page[-1]
+        return page, (("active", last["created_at"], last["_id"]) if last["active"]
+                      else ("stopped", last["updated_at"], last["_id"]))
 
     def get(self, patient_id: str, reminder_id: str) -> dict:
         reminder = self.reminders.get(patient_id, reminder_id)

@@ -90,15 +90,29 @@ class Reminders(feeds.SyncedCollection):
         return list(self.col.find({"patient_id": patient_id, "active": True})
                     .sort([("created_at", ASCENDING), ("_id", ASCENDING)]).limit(MAX_REMINDERS))
 
-    def listed(self, patient_id: str, limit: int) -> list[dict]:
-        """The first ``limit`` of the patient's reminders in the order their list shows them: the active ones,
-        oldest first, then the stopped ones, the most recently stopped (or changed) first."""
-        active = list(self.col.find({"patient_id": patient_id, "active": True})
-                      .sort([("created_at", ASCENDING), ("_id", ASCENDING)]).limit(limit))
-        if len(active) >= limit:
-            return active
-        return active + list(self.col.find({"patient_id": patient_id, "active": False})
-                             .sort([("updated_at", DESCENDING), ("_id", DESCENDING)]).limit(limit - len(active)))
+    def listed(self, patient_id: str, limit: int, after: tuple[str, datetime, str] | None = None) -> list[dict]:
+        """At most ``limit`` of the patient's reminders in the order their list shows them: the active ones,
+        oldest first (by ``created_at``, then ``_id``), then the stopped ones, the most recently stopped (or
+        changed) first (by ``updated_at``, then ``_id``, both descending). From the start, or after the place a
+        previous page ended on, ``after`` = (its part, ``active`` or ``stopped``; its sort key; its id): a keyset in
+        each part, so that a reminder stopped between two pages (which leaves the active part for the stopped
+        one's head) shifts none of those still to come."""
+        part, at, reminder_id = after or ("active", None, None)
+        found: list[dict] = []
+        if part == "active":
+            query: dict = {"patient_id": patient_id, "active": True}
+            if at is not None:
+                query |= {"created_at": {"$gte": at},
+                          "$or": [{"created_at": {"$gt": at}}, {"_id": {"$gt": reminder_id}}]}
+            found = list(self.col.find(query).sort([("created_at", ASCENDING), ("_id", ASCENDING)]).limit(limit))
+            if len(found) >= limit:
+                return found
+            at = None  # the stopped part from its start
+        query = {"patient_id": patient_id, "active": False}
+        if at is not None:
+            query |= {"updated_at": {"$lte": at}, "$or": [{"updated_at": {"$lt": at}}, {"_id": {"$lt": reminder_id}}]}
+        return found + list(self.col.find(query).sort([("updated_at", DESCENDING), ("_id", DESCENDING)])
+                            .limit(limit - len(found)))
 
     def every_one_of(self, patient_id: str, limit: int) -> list[dict]:
         """Up to ``limit`` of the patient's reminders, active and stopped, oldest first (the patient's download)."""

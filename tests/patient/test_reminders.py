@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from companion.domain.access import CaregiverPermissions
+from companion.http.paging import encode_cursor
 from tests.patient.conftest import START
 from tests.patient.helpers import snapshot
 from tests.support.problems import assert_problem
@@ -492,3 +493,54 @@ def test_an_idempotency_key_used_again_after_24_hours_creates_a_new_reminder_for
     assert len({m.json["id"] for m in made}) == 3
     for m, pid in zip(made, (a, b, a), strict=True):
         assert db.reminders.find_one({"_id": m.json["id"]})["patient_id"] == pid
+
+
+def test_stopping_a_reminder_between_two_pages_of_the_list_loses_no_active_reminder(client, world, db):
+    """The list pages by position over an order that a stop changes (active first, then the most recently stopped
+    first): a reminder stopped after page one moves behind the active ones, and the next page must still hold
+    every reminder page one did not."""
+    pid, headers = world["patient_a"].id, world["patient_a"].headers
+    made = []
+    for n in range(3):
+        answer = create(client, world, {**DAILY, "title": f"Tablet {n}"})
+        assert answer.status_code == 201, answer.json
+        made.append(answer.json["id"])
+    url = f"/api/v1/patients/{pid}/reminders"
+    first = client.get(url, headers=headers, query_string={"limit": 2}).json
+    seen = [r["id"] for r in first["items"]]
+    assert client.delete(f"{url}/{seen[0]}", headers=headers).status_code == 204
+    following = first["next"]
+    while following:
+        page = client.get(following, headers=headers).json
+        seen, following = seen + [r["id"] for r in page["items"]], page["next"]
+    assert set(made) <= set(seen), f"never listed: {set(made) - set(seen)}"
+
+
+def test_reminders_sharing_a_moment_across_a_page_end_are_each_listed_once(client, world, db):
+    """Pages continue after the (time, id) the page before ended on, in each part: reminders created, or stopped,
+    in the same millisecond are each listed once, whichever page ends among them."""
+    pid, headers = world["patient_a"].id, world["patient_a"].headers
+    schedule = {"type": "daily", "times": ["08:00"], "start_date": "2026-01-01"}
+    db.reminders.insert_many([{"_id": f"{state}-{n}", "patient_id": pid, "kind": "medication", "title": f"{n}",
+                               "active": state == "on", "created_at": START - timedelta(days=30 + n // 3),
+                               "updated_at": START - timedelta(days=n // 3), "seq": 0, "schedule": schedule}
+                              for state in ("on", "off") for n in range(7)])
+    listed, link = [], f"/api/v1/patients/{pid}/reminders?limit=2"
+    while link:
+        page = client.get(link, headers=headers)
+        assert page.status_code == 200, page.json
+        listed, link = listed + [r["id"] for r in page.json["items"]], page.json["next"]
+    assert listed == ["on-6", "on-3", "on-4", "on-5", "on-0", "on-1", "on-2",  # oldest first, ties by id
+                      "off-2", "off-1", "off-0", "off-5", "off-4", "off-3", "off-6"]  # latest stopped first
+
+
+@pytest.mark.parametrize("cursor", [
+    "not-a-cursor",
+    encode_cursor({"o": 2}),  # a position, as the list's pages were before
+    encode_cursor({"part": "old", "at": START.isoformat(), "id": "x"}),  # a part the list does not have
+    encode_cursor({"part": "active", "at": "2026-03-02T09:00:00", "id": "x"}),  # a time without its offset
+])
+def test_a_reminders_list_cursor_the_api_did_not_make_is_refused(client, world, cursor):
+    pid, headers = world["patient_a"].id, world["patient_a"].headers
+    assert_problem(client.get(f"/api/v1/patients/{pid}/reminders", headers=headers,
+                              query_string={"cursor": cursor}), 422)
