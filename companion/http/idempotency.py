@@ -80,13 +80,15 @@ def idempotent(view=None, *, conflict: str | None = None):
         try:
             response = view(*args, **kwargs)
         except Exception:
-            keys.release(caller, key)
+            keys.release(caller, key, claimed)
             raise
+        # Kept, or the key freed, only under the claim this request did its work as (the key may have been claimed
+        # by another request since: companion.store.idempotency).
         if isinstance(response, Response) and response.status_code < 500:
             kept = {name: response.headers[name] for name in REPLAYED_HEADERS if name in response.headers}
-            keys.complete(caller, key, response.status_code, response.get_data(), response.mimetype, kept)
+            keys.complete(caller, key, claimed, response.status_code, response.get_data(), response.mimetype, kept)
         else:
-            keys.release(caller, key)
+            keys.release(caller, key, claimed)
         return response
 
     responses = {"409": _conflict_doc(conflict), "422": UNPROCESSABLE_DOC}

@@ -36,13 +36,16 @@ class IdempotencyClaims:
         the same for every retry of one claim, another for a new claim of the same key (after it expired)."""
         return f"{caller_id}:{key}:{held.claim_id}" if held.claim_id else f"{caller_id}:{key}"
 
-    def complete(self, caller_id: str, key: str, status: int, body: bytes, mimetype: str,
-                 headers: dict[str, str] | None = None) -> None:
-        """Keep the answer (and the headers that name what it made: its Location, its ETag) for replays."""
-        self.keys.complete(caller_id, key, status, body, mimetype, headers)
+    def complete(self, caller_id: str, key: str, held: HeldKey, status: int, body: bytes, mimetype: str,
+                 headers: dict[str, str] | None = None) -> bool:
+        """Keep the answer (and the headers that name what it made: its Location, its ETag) for replays, under the
+        claim ``held`` the request did its work as: not when another request has claimed the key since (its lease
+        ran out, a retry took the key over and failed, and another request claimed it anew)."""
+        return self.keys.complete(caller_id, key, held, status, body, mimetype, headers)
 
-    def release(self, caller_id: str, key: str) -> None:
-        self.keys.release(caller_id, key)
+    def release(self, caller_id: str, key: str, held: HeldKey) -> bool:
+        """Free the key for a retry of a request that failed, while it is still under its claim ``held``."""
+        return self.keys.release(caller_id, key, held)
 
 
 class RetryLater(Conflict):

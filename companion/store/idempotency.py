@@ -11,6 +11,11 @@ Each claim has its own ``claim_id``, and what a request creates is named from it
 takes a dead request's claim over or finds the claim released by a failure, so it finds what the first
 attempt made; another request with the key (once the first failed, or after the 24 hours) is a new claim and
 makes a new thing.
+
+A request's answer is kept, and its failure frees the key, only while the key is still under its claim
+(``complete`` and ``release`` name it): a request whose lease ran out can finish after its retry took the key
+over, failed and released it, and another request claimed it anew; written by ``_id`` alone, its answer would be
+kept under that request's claim (whose retries would replay it), or its failure would free that request's key.
 """
 
 from __future__ import annotations
@@ -49,6 +54,13 @@ class HeldKey:
     claims had ids, which its retries go on using)."""
 
     claim_id: str
+
+
+def _under(held: HeldKey) -> dict:
+    """The filter on a key still under the claim ``held`` (one stored before claims had ids has none, or "")."""
+    if held.claim_id:
+        return {"claim_id": held.claim_id}
+    return {"$or": [{"claim_id": ""}, {"claim_id": {"$exists": False}}]}
 
 
 def _stored(doc: dict) -> StoredKey:
@@ -100,16 +112,19 @@ class IdempotencyKeys:
             existing = self.col.find_one({"_id": _id}) or existing
         return _stored(existing)
 
-    def complete(self, caller_id: str, key: str, status: int, body: bytes, mimetype: str,
-                 headers: dict[str, str] | None = None) -> None:
-        self.col.update_one({"_id": f"{caller_id}:{key}"}, {"$set": {
+    def complete(self, caller_id: str, key: str, held: HeldKey, status: int, body: bytes, mimetype: str,
+                 headers: dict[str, str] | None = None) -> bool:
+        """Keep the answer of the request holding the key as ``held``; whether it was kept (not when the key is
+        under another claim by now)."""
+        return self.col.update_one({"_id": f"{caller_id}:{key}", **_under(held)}, {"$set": {
             "state": DONE, "status": status, "body": body, "mimetype": mimetype, "headers": headers or {},
-            "lease_until": None}})
+            "lease_until": None}}).modified_count == 1
 
-    def release(self, caller_id: str, key: str) -> None:
-        """Free the key of a request that failed, keeping its claim for that request's retry (claim)."""
-        self.col.update_one({"_id": f"{caller_id}:{key}", "state": IN_FLIGHT},
-                            {"$set": {"state": RELEASED, "lease_until": None}})
+    def release(self, caller_id: str, key: str, held: HeldKey) -> bool:
+        """Free the key of a request that failed, keeping its claim for that request's retry (claim); whether it
+        was freed (not when the key is under another claim by now, or answered)."""
+        return self.col.update_one({"_id": f"{caller_id}:{key}", "state": IN_FLIGHT, **_under(held)},
+                                   {"$set": {"state": RELEASED, "lease_until": None}}).modified_count == 1
 
     def delete_expired(self) -> int:
         return self.col.delete_many({"created_at": {"$lt": now() - KEEP_FOR}}).deleted_count

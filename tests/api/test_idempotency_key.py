@@ -12,6 +12,7 @@ from pymongo.errors import ConnectionFailure
 from companion.clock import now
 from companion.domain.access import CaregiverPermissions
 from companion.services.derived_ids import derived_id
+from companion.store.idempotency import HeldKey, IdempotencyKeys
 from tests.support.problems import assert_problem
 from tests.support.world import PASSWORD
 
@@ -134,6 +135,82 @@ def test_a_key_claimed_before_claims_had_ids_never_answers_a_practice_it_did_not
     assert_problem(taken_over, 409)
     assert "Retry-After" not in taken_over.headers
     assert db.practice_log.count_documents({"patient_id": patient.id}) == 0
+def _request_hash(path: str, body: bytes) -> str:
+    return hashlib.sha256(b"POST" + path.encode() + body).hexdigest()
+
+
+def test_a_slow_request_finishing_after_its_key_was_claimed_anew_leaves_its_answer_out_of_the_new_claim(
+        client, world, db, services, monkeypatch):
+    """A1 is slow: its lease runs out, its retry A2 takes the key over and fails (the key is released), and B,
+    another request with the same key, claims it anew. A1 then finishes: its answer is A's, and B's retry must not
+    replay it (it is told B is still running; once B failed, it makes B's reminder)."""
+    patient, key = world["patient_a"], "slow-first-01"
+    path = f"/api/v1/patients/{patient.id}/reminders"
+    body_a, body_b = (json.dumps({"kind": "tens", "title": title, "schedule": {"type": "weekly", "times": [at]}})
+                      .encode() for title, at in (("Morning session", "08:00"), ("Evening session", "19:00")))
+    claims, create, b_claim = services.idempotency, services.reminders.create, []
+
+    def slow_create(*args, **kwargs):  # A1's work: what the other requests do meanwhile
+        a2 = claims.begin(patient.id, key, _request_hash(path, body_a))  # A1's lease ran out: its retry takes over
+        assert isinstance(a2, HeldKey)
+        claims.release(patient.id, key, a2)  # ... and fails
+        monkeypatch.setattr(claims, "lease", timedelta(minutes=1))
+        b_claim.append(claims.begin(patient.id, key, _request_hash(path, body_b)))  # B claims the key anew
+        assert isinstance(b_claim[0], HeldKey) and b_claim[0] != a2
+        return create(*args, **kwargs)
+
+    monkeypatch.setattr(claims, "lease", timedelta(0))  # so A1's has run out when A2 comes
+    monkeypatch.setattr(services.reminders, "create", slow_create)
+    a1 = client.post(path, data=body_a, content_type="application/json",
+                     headers={**patient.headers, "Idempotency-Key": key})
+    assert a1.status_code == 201 and a1.json["title"] == "Morning session"
+    monkeypatch.setattr(services.reminders, "create", create)
+    stored = db.idempotency_keys.find_one({"_id": f"{patient.id}:{key}"})
+    assert (stored["claim_id"], stored["state"], stored.get("body")) == (b_claim[0].claim_id, "in_flight", None)
+
+    def b_retried():
+        return client.post(path, data=body_b, content_type="application/json",
+                           headers={**patient.headers, "Idempotency-Key": key})
+
+    while_b_runs = b_retried()
+    assert while_b_runs.status_code == 409 and "Retry-After" in while_b_runs.headers, while_b_runs.json
+    claims.release(patient.id, key, b_claim[0])  # B fails
+    b = b_retried()
+    assert b.status_code == 201 and "Idempotent-Replayed" not in b.headers
+    assert b.json["title"] == "Evening session"
+    assert sorted(r["title"] for r in db.reminders.find({"patient_id": patient.id})) == [
+        "Evening session", "Morning session"]
+
+
+def test_a_request_ending_after_its_key_was_claimed_anew_neither_answers_nor_frees_the_new_claim(db):
+    keys = IdempotencyKeys(db)
+    a1 = keys.claim("caller-x", "late-end-01", "hash-a", timedelta(0))
+    a2 = keys.claim("caller-x", "late-end-01", "hash-a", timedelta(0))  # A1's retry, after its lease
+    assert isinstance(a1, HeldKey) and a2 == a1
+    assert keys.release("caller-x", "late-end-01", a2)  # A2 fails
+    b = keys.claim("caller-x", "late-end-01", "hash-b", timedelta(minutes=1))  # another request claims it anew
+    assert isinstance(b, HeldKey) and b != a1
+    assert not keys.release("caller-x", "late-end-01", a1)  # A1 fails, late
+    assert not keys.complete("caller-x", "late-end-01", a1, 201, b"A1's answer", "application/json")  # or ends
+    retried = keys.claim("caller-x", "late-end-01", "hash-b", timedelta(minutes=1))  # B's retry: B still runs
+    assert (retried.state, retried.body) == ("in_flight", None)
+    assert keys.complete("caller-x", "late-end-01", b, 201, b"B's answer", "application/json")
+    assert keys.claim("caller-x", "late-end-01", "hash-b", timedelta(minutes=1)).body == b"B's answer"
+
+
+def test_a_claim_stored_before_claims_had_ids_is_answered_by_the_request_holding_it(db, services):
+    """A claim without a claim id (the previous version's) is held, answered and released as the claim ""."""
+    db.idempotency_keys.insert_one({"_id": "caller-y:old-claim-01", "state": "in_flight", "request_hash": "hash-a",
+                                    "created_at": now() - timedelta(minutes=2),
+                                    "lease_until": now() - timedelta(minutes=1)})
+    keys = IdempotencyKeys(db)
+    held = keys.claim("caller-y", "old-claim-01", "hash-a", timedelta(minutes=1))
+    assert held == HeldKey("")
+    assert not keys.complete("caller-y", "old-claim-01", HeldKey("another"), 201, b"not this", "text/plain")
+    assert keys.complete("caller-y", "old-claim-01", held, 201, b"the answer", "text/plain")
+    assert keys.claim("caller-y", "old-claim-01", "hash-a", timedelta(minutes=1)).body == b"the answer"
+
+
 def test_a_retried_clinical_note_with_its_idempotency_key_is_stored_once(client, world):
     """A clinician's app retrying a note after a lost answer sends the same key; notes are never edited and
     cannot be deleted, so a second copy would stay in the record for good."""
