@@ -17,6 +17,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from device_gateway.atomic_file import sync_directory
 from device_gateway.errors import GatewayError
 
 _VERSION = b"\x01"
@@ -78,7 +79,10 @@ def read_key(path: Path) -> bytes:
 
 
 def create_key(path: Path) -> bytes:
-    """Create a new random key file with mode 0600 (fails if the file appeared meanwhile)."""
+    """Create a new random key file with mode 0600 (fails if the file appeared meanwhile), durably: its content and
+    its name in the directory are on disk before it is used (a power cut must not keep records sealed with a key
+    whose file it took back)."""
+    made_directory = not path.parent.exists()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = AESGCM.generate_key(bit_length=256)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -86,6 +90,9 @@ def create_key(path: Path) -> bytes:
         handle.write(base64.b64encode(key).decode() + "\n")
         handle.flush()
         os.fsync(handle.fileno())
+    sync_directory(path.parent)
+    if made_directory:  # (and the directory's own name, made just now)
+        sync_directory(path.parent.parent)
     return key
 
 

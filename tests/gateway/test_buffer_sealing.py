@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 import sqlite3
 import stat
 from datetime import UTC, datetime
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from device_gateway import sealing
 from device_gateway.buffer import RecordBuffer
 from device_gateway.buffer_status import inspect_buffer
 from device_gateway.capture import capture
@@ -155,3 +157,20 @@ def test_buffer_written_before_sealing_is_converted_and_keeps_its_queue(tmp_path
     assert buffer.dead_letters()[0]["payload"] == CANARY_FRAME.hex()
     assert hits([db, Path(f"{db}-wal")], canaries()) == {"buffer.db": [], "buffer.db-wal": []}
     buffer.close()
+
+
+def test_a_new_buffer_key_is_durable_in_its_directory(tmp_path, monkeypatch):
+    """The key's content and its name in the state directory are on disk before anything is sealed with it: a power
+    cut after records were sealed must not take the key file's creation back (as atomic_file does for its rename)."""
+    synced = []
+    real = os.fsync
+
+    def tracking(fd):
+        synced.append(os.path.realpath(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    monkeypatch.setattr(sealing.os, "fsync", tracking)
+    state = tmp_path / "state"
+    sealing.create_key(state / "buffer.key")
+    assert synced[0] == str((state / "buffer.key").resolve())
+    assert str(state.resolve()) in synced[1:] and str(tmp_path.resolve()) in synced[1:]  # (the new directory's name)
