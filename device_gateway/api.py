@@ -8,18 +8,19 @@ during a deploy or a database outage, a 429, a body that is not a token; retry l
 (httpx.TransportError; retry later).
 """
 
+import ipaddress
 import logging
 import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
 from device_gateway.clock import GatewayClock, ServerClock, parse_server_time
-from device_gateway.errors import GatewayError
+from device_gateway.errors import ConfigError, GatewayError
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,36 @@ def tls_verification(ca_file: str | None) -> ssl.SSLContext:
     Verification is never turned off; a private CA (self-hosted API, tests) is configured instead.
     """
     return ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
+
+
+def checked_api_url(url: str) -> str:
+    """``url`` if the gateway may talk to it; ConfigError otherwise. Pairing codes, the gateway's secret and its
+    tokens, and session records travel over it, so it must be ``https://``; plain ``http://`` only to this host
+    itself (``localhost``, 127.0.0.0/8, ``::1``: `make run`, the demo, tests), where nothing crosses a network."""
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        parts.port  # noqa: B018 - a port that is not a number raises ValueError here
+    except ValueError:
+        raise ConfigError(f"the API URL {url!r} is not a URL: give https://host[:port]") from None
+    if parts.scheme == "https" and host:
+        return url
+    if parts.scheme == "http" and _is_loopback(host):
+        return url
+    if parts.scheme == "http" and host:
+        raise ConfigError(f"the API URL {url} is plain http:// to another host: pairing codes, the gateway secret "
+                          "and health data would cross the network unencrypted; use https:// (plain http:// is "
+                          "for localhost only)")
+    raise ConfigError(f"the API URL {url!r} must be https://host[:port] (plain http:// only for localhost)")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class ApiAuthError(GatewayError):
@@ -91,9 +122,10 @@ def pair(
     transport: httpx.BaseTransport | None = None,
     ca_file: str | None = None,
 ) -> Pairing:
-    """Exchange a short-lived pairing code for this gateway's credentials."""
+    """Exchange a short-lived pairing code for this gateway's credentials (ConfigError, nothing sent, for an API URL
+    that is not https:// to another host: :func:`checked_api_url`)."""
     verify = tls_verification(ca_file)
-    with httpx.Client(base_url=base_url, timeout=timeout_s, transport=transport, verify=verify) as http:
+    with httpx.Client(base_url=checked_api_url(base_url), timeout=timeout_s, transport=transport, verify=verify) as http:
         response = http.post(PAIR_PATH, json={"code": code, "name": name})
     response.raise_for_status()
     body = response.json()
@@ -124,7 +156,7 @@ class ApiClient:
         self.server_clock = server_clock or ServerClock(self.gateway_clock)
         self._secret = gateway_secret
         self._http = httpx.Client(
-            base_url=base_url, timeout=timeout_s, transport=transport, verify=tls_verification(ca_file)
+            base_url=checked_api_url(base_url), timeout=timeout_s, transport=transport, verify=tls_verification(ca_file)
         )
         self._token: str | None = None
         self._clock = clock

@@ -10,7 +10,8 @@ cannot get past on its own ends the command with one line on stderr and an exit 
         ``buffer-recover``)
  69     no Bluetooth: no D-Bus system bus, BlueZ not running, or no adapter (``scan``, ``run``)
  77     the API refuses the gateway's credentials at every renewal: pair it again
- 78     the buffer's key is missing, unreadable, too open or not the buffer's
+ 78     the buffer's key is missing, unreadable, too open or not the buffer's; or the config file or an
+        environment setting cannot be used (e.g. an API URL that is plain ``http://`` to another host)
  66     ``status``: no state directory there (a mistyped ``--state-dir``, or a gateway not set up yet)
 ======  ====================================================================================
 """
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import httpx
 
-from device_gateway.api import CredentialsRevoked, pair
+from device_gateway.api import CredentialsRevoked, checked_api_url, pair
 from device_gateway.buffer import RecordBuffer
 from device_gateway.buffer_integrity import BufferDamaged
 from device_gateway.buffer_recovery import recover_buffer
@@ -65,11 +66,12 @@ def _progress_line(progress: UploadProgress) -> None:
 
 def cmd_pair(args: argparse.Namespace, config: GatewayConfig) -> int:
     """Exchange a pairing code for credentials and store them."""
-    if args.api:
-        config.api_url = args.api
+    # https://, or http:// to this host only (ConfigError otherwise: exit 78, nothing sent)
+    config.api_url = checked_api_url(args.api or config.api_url)
     name = args.name or socket.gethostname()
+    code = args.code.replace("-", "").replace(" ", "").upper()  # as the app shows it, or typed in any case
     try:
-        pairing = pair(config.api_url, args.code, name, ca_file=config.ca_file)
+        pairing = pair(config.api_url, code, name, ca_file=config.ca_file)
     except httpx.HTTPStatusError as exc:
         answer = exc.response
         wait = answer.headers.get("Retry-After")
@@ -315,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(str(exc), EXIT_CONFIG)
         try:
             return args.handler(args, config)
+        except ConfigError as exc:
+            return _fail(str(exc), EXIT_CONFIG)
         except BufferDamaged as exc:
             recover = f"device-gateway buffer-recover --state-dir {shlex.quote(config.state_dir)}"
             return _fail(f"{exc}. To recover: {recover}", EXIT_BUFFER_DAMAGED)

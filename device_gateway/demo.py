@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from device_gateway.api import pair, tls_verification
+from device_gateway.api import checked_api_url, pair, tls_verification
 from device_gateway.config import GatewayConfig, load_config
 from device_gateway.health import GatewayHealth
 from device_gateway.runner import GatewayRunner
@@ -40,7 +40,8 @@ BACKLOG_DAYS = 2  # at most this much of the patient's life since the last uploa
 
 
 def _patient_session(config: GatewayConfig, email: str, password: str) -> tuple[httpx.Client, dict]:
-    http = httpx.Client(base_url=config.api_url, timeout=15, verify=tls_verification(config.ca_file))
+    http = httpx.Client(base_url=checked_api_url(config.api_url), timeout=15,
+                        verify=tls_verification(config.ca_file))
     tokens = http.post("/api/v1/auth/login", json={"email": email, "password": password})
     tokens.raise_for_status()
     http.headers["Authorization"] = f"Bearer {tokens.json()['access_token']}"
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("bleak.backends.bluezdbus.version").setLevel(logging.ERROR)
 
     config = load_config(args.state_dir)
-    config.api_url = args.api
+    config.api_url = checked_api_url(args.api)
     if not config.is_paired:
         pair_as_demo_patient(config, args.patient_email, args.patient_password)
     known, zone = known_units(config, args.patient_email, args.patient_password)

@@ -119,7 +119,7 @@ def test_the_unit_status_the_gateway_reports_loads_through_the_api_schema():
         sent.append(json.loads(request.content))
         return httpx.Response(204)
 
-    api = ApiClient("http://api.test", "gw-1", "s3cret", transport=httpx.MockTransport(answer))
+    api = ApiClient("https://api.test", "gw-1", "s3cret", transport=httpx.MockTransport(answer))
     api.post_device_status([
         device_report(UnitStatus("CTU-C0001", battery_pct=64, firmware="1.4.2", last_seen_at=RECEIVED,
                                  last_seen_on_server_clock=on_server_clock), None)

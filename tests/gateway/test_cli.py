@@ -126,9 +126,10 @@ def test_with_no_record_of_the_previous_patient_a_pairing_takes_only_what_its_ow
 
 
 def test_environment_overrides_the_config_file(tmp_path):
-    paired_config(tmp_path, "http://file", ["CT-1"])
-    config = load_config(str(tmp_path), environ={"COMPANION_API_URL": "http://env", "COMPANION_GATEWAY_ID": "gw-env"})
-    assert (config.api_url, config.gateway_id) == ("http://env", "gw-env")
+    paired_config(tmp_path, "https://file.example.org", ["CT-1"])
+    config = load_config(str(tmp_path), environ={"COMPANION_API_URL": "https://env.example.org",
+                                                 "COMPANION_GATEWAY_ID": "gw-env"})
+    assert (config.api_url, config.gateway_id) == ("https://env.example.org", "gw-env")
 
 
 def _command(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -140,6 +141,7 @@ def _command(*args: str, **env: str) -> subprocess.CompletedProcess:
     ("COMPANION_GATEWAY_MAX_BUFFER_BYTES", "1GiB", "COMPANION_GATEWAY_MAX_BUFFER_BYTES must be"),
     ("COMPANION_GATEWAY_MAX_BUFFER_BYTES", "0", "COMPANION_GATEWAY_MAX_BUFFER_BYTES must be"),
     ("COMPANION_GATEWAY_CA_FILE", "/nonexistent/ca.pem", "the CA file /nonexistent/ca.pem"),
+    ("COMPANION_API_URL", "http://api.example.org", "plain http:// to another host"),
 ])
 def test_a_setting_that_cannot_be_used_ends_the_command_with_one_line(tmp_path, setting, value, said):
     paired_config(tmp_path, "http://127.0.0.1:9", ["CT-1"])

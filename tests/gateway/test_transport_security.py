@@ -1,4 +1,5 @@
-"""H5 in transit: the gateway verifies the API's certificate (a private CA is configured, never switched off)."""
+"""H5 in transit: the gateway verifies the API's certificate (a private CA is configured, never switched off), and
+talks plain http:// to no API but one on this host."""
 
 import re
 import ssl
@@ -7,9 +8,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from device_gateway.api import ApiClient
+from device_gateway import api as gateway_api
+from device_gateway.api import ApiClient, checked_api_url
 from device_gateway.buffer import RecordBuffer
+from device_gateway.cli import EXIT_CONFIG, main
 from device_gateway.config import load_config
+from device_gateway.errors import ConfigError
 from device_gateway.uploader import Uploader
 from tests.support.api_server import ApiServer, paired_gateway
 from tests.support.records import captured_records
@@ -118,3 +122,40 @@ def test_no_code_turns_certificate_verification_off():
         if INSECURE.search(line)
     ]
     assert offenders == []
+
+
+@pytest.mark.parametrize("url", ["http://api.example.org", "http://api.example.org:5000/", "http://10.0.0.5:5000",
+                                 "http://[2001:db8::1]:5000", "http://localhost.example.org", "api.example.org",
+                                 "ftp://api.example.org", "https://", "http://127.0.0.1:port"])
+def test_an_api_url_that_is_not_https_to_another_host_is_refused_as_a_config_error(tmp_path, url):
+    with pytest.raises(ConfigError):
+        load_config(str(tmp_path), environ={"COMPANION_API_URL": url})
+    with pytest.raises(ConfigError):
+        ApiClient(url, "gw-1", "s3cret")
+
+
+@pytest.mark.parametrize("url", ["https://api.example.org", "https://10.0.0.5:8443", "http://127.0.0.1:5000",
+                                 "http://127.8.9.10:5000", "http://localhost:5000", "http://LOCALHOST",
+                                 "http://[::1]:5000"])
+def test_https_anywhere_and_plain_http_to_this_host_are_accepted(url):
+    assert checked_api_url(url) == url
+
+
+def test_pairing_never_sends_the_code_over_plain_http_to_another_host():
+    seen = []
+
+    def answer(request: httpx.Request) -> httpx.Response:  # (nothing may get this far: no request may leave)
+        seen.append(request.url)
+        return httpx.Response(201, json={"gateway_id": "gw-1", "gateway_secret": "s3cret", "patient_ref": "p",
+                                         "device_serials": []})
+
+    with pytest.raises(ConfigError):
+        gateway_api.pair("http://api.example.org", "ABCDE23456", "hall", transport=httpx.MockTransport(answer))
+    assert seen == []
+
+
+def test_pair_with_a_plain_http_api_to_another_host_ends_with_the_config_errors_one_line(tmp_path, capsys):
+    assert main(["--state-dir", str(tmp_path), "pair", "ABCDE23456", "--api", "http://api.example.org"]) == EXIT_CONFIG
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("device-gateway: ") and "https://" in err
+    assert not (tmp_path / "config.json").exists()
