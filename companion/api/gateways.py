@@ -26,7 +26,9 @@ class PairingCodeSchema(Schema):
 
 
 class PairSchema(StrictSchema):
-    code = fields.String(required=True, validate=Pattern(r"^[A-Z0-9]{8}$"))
+    # 10 characters; 8 from codes made before codes grew (alive 10 minutes: none is left a few minutes on).
+    code = fields.String(required=True, validate=Pattern(r"^[A-Z0-9]{8}([A-Z0-9]{2})?$"), metadata={
+        "description": "the pairing code the app shows (10 characters)"})
     name = text(100, load_default="gateway", min_len=1)
 
 

@@ -10,7 +10,15 @@ guarded three ways (:data:`STEPS`):
 - **per account, from anywhere**, a gentler :class:`Backoff` on failures: many addresses guessing one
   password together get one try every little while. It cannot be turned against the account's owner:
   an address the owner signed in from successfully in the last 30 days is exempt from it (a *known
-  address*), and even elsewhere the wait is capped at a minute, never a lock.
+  address*), and even elsewhere the wait is capped at a minute, never a lock;
+- **from anywhere at all** (only pairing codes, which name no account), a sliding-window :class:`Limit` on
+  the whole server's failures: a flood from many networks gets so many guesses a minute, however many
+  networks it has.
+
+An *address* is the client's network as :func:`network_of` says: an IPv4 address as it is, an IPv6 address
+by its /64. A /64 is the smallest block a network hands out (a home line, a phone's mobile connection, a
+cloud host gets one whole), and a host picks any address in it (privacy addresses rotate daily, and one host
+can use billions): keyed per exact address, one host could give every guess a fresh address.
 
 Everything is decided from the instants of earlier attempts and failures (kept in the database, shared by
 every worker): nothing here keeps state.
@@ -18,12 +26,28 @@ every worker): nothing here keeps state.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 KNOWN_ADDRESS_FOR = timedelta(days=30)
+IPV6_NETWORK_BITS = 64
+
+
+def network_of(address: str) -> str:
+    """The network an attempt is counted against: an IPv6 address's /64 (an IPv4 address mapped into IPv6 is
+    the IPv4 address), an IPv4 address as it is; anything else (no address known) as given."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, IPV6_NETWORK_BITS), strict=False))
+    return str(ip)
 
 
 @dataclass(frozen=True)
@@ -76,12 +100,15 @@ class Step:
     per_address: Limit
     per_account_and_address: Backoff | None = None
     per_account: Backoff | None = None
+    # Failures from anywhere, for a step whose guesser names no account (a flood from many networks).
+    per_server: Limit | None = None
     # Whether an address the account recently signed in from skips the per-account delay.
     known_addresses_exempt: bool = False
 
     @property
     def longest_window(self) -> timedelta:
-        return max(w.window for w in (self.per_address, self.per_account_and_address, self.per_account) if w)
+        return max(w.window for w in (self.per_address, self.per_account_and_address, self.per_account,
+                                      self.per_server) if w)
 
 
 MINUTE, HOUR = timedelta(minutes=1), timedelta(hours=1)
@@ -97,8 +124,13 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     # Refresh tokens are unguessable (the rate per address bounds a flood); a client repeating one that is
     # refused waits, per token and address (the "account" is the token's digest): many patients share an address.
     Step("refresh", Limit(120, MINUTE), Backoff(10, QUARTER, 1, 300)),
-    # Pairing codes (8 characters of 32): per address only, since a guesser names no patient.
-    Step("pairing", Limit(20, MINUTE), Backoff(5, QUARTER, 2, 900)),
+    # Pairing codes (10 characters of 32, 50 bits, alive 10 minutes): a guesser names no patient, so per network
+    # (5 free mistakes, then 2 s, 4 s, ... up to 15 min) and, against a flood from many networks, at most 60
+    # failures a minute on the whole server. People mistyping a code fail a few times an hour at most, so the
+    # ceiling is only reached by a flood; then every pairing waits until a failure leaves the minute (429 with
+    # Retry-After, at most 60 s; a minute after the flood stops, none). 86,400 guesses a day at most: with a
+    # thousand codes alive at once, one guess in 2^50 / 1000 hits, about once in 35,000 years.
+    Step("pairing", Limit(20, MINUTE), Backoff(5, QUARTER, 2, 900), per_server=Limit(60, MINUTE)),
     # Making pairing codes: a patient needs a few; the account is the patient.
     Step("pairing_code", Limit(30, MINUTE), None, Backoff(10, HOUR, 10, 900)),
     # A gateway's id and secret.
@@ -113,9 +145,11 @@ STEPS: dict[str, Step] = {s.name: s for s in (
 
 def wait_s(step: Step, *, at: datetime, address_attempts: Sequence[datetime],
            pair_failures: Sequence[datetime] = (), account_failures: Sequence[datetime] = (),
-           known_address: bool = False) -> int:
+           known_address: bool = False, server_failures: Sequence[datetime] = ()) -> int:
     """Whole seconds the caller must wait before trying ``step`` (0: go ahead)."""
     waits = [step.per_address.wait_s(address_attempts, at)]
+    if step.per_server:
+        waits.append(step.per_server.wait_s(server_failures, at))
     if step.per_account_and_address:
         waits.append(step.per_account_and_address.wait_s(pair_failures, at))
     if step.per_account and not (known_address and step.known_addresses_exempt):

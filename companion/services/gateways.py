@@ -20,7 +20,9 @@ from companion.store.stores import Stores
 
 PROFILES = ("companion-tens", "beurer-em70")
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I to misread
-CODE_LENGTH = 8
+# 10 characters of 32: 50 bits (the 8 of before were 40), still typed in a breath on a gateway's keyboard;
+# see companion.domain.throttling for what a flood of guesses can do against it.
+CODE_LENGTH = 10
 # A gateway whose patient's account is deactivated (reversible) is told to keep its records and ask again
 # this much later, not that its credentials are revoked: that would stop it for good (exit 77).
 PATIENT_PAUSED_RETRY_S = 900

@@ -7,12 +7,14 @@ the instants they are decided from in the ``rate_events`` collection (companion.
   attempts count each other; taken back when refused, so a refused client is not kept waiting longer);
 - ``fail:<step>:<account>|<address>`` and ``fail:<step>:<account>``: failures, per account and address and
   per account from anywhere;
+- ``fail:<step>:*``: failures from anywhere, for a step with a server-wide ceiling (pairing codes);
 - ``known:<account>:<address>``: a successful sign-in, which exempts that address from the account-wide
   delay for 30 days.
 
-Accounts and addresses are stored digested, never as typed: keyed (HMAC-SHA256 under Settings.pseudonym_key),
-since a plain SHA-256 of an IPv4 address is reversed by trying them all, and one of an email address by anyone
-holding a list of addresses. A new secret key starts every counter afresh.
+An address is the caller's network (companion.domain.throttling.network_of: an IPv6 address's /64), the
+same in every key. Accounts and addresses are stored digested, never as typed: keyed (HMAC-SHA256 under
+Settings.pseudonym_key), since a plain SHA-256 of an IPv4 address is reversed by trying them all, and one of an
+email address by anyone holding a list of addresses. A new secret key starts every counter afresh.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import hmac
 
 from companion.clock import Clock, now
 from companion.domain.errors import TooManyRequests
-from companion.domain.throttling import KNOWN_ADDRESS_FOR, STEPS, Step, wait_s
+from companion.domain.throttling import KNOWN_ADDRESS_FOR, STEPS, Step, network_of, wait_s
 from companion.store.throttle import Counters
 
 
@@ -39,12 +41,17 @@ class Throttle:
         """Count an attempt at ``step_name``; TooManyRequests (with Retry-After) if it must wait."""
         step = STEPS[step_name]
         at = self.clock()
+        address = network_of(address)
         address_key = f"try:{step.name}:{self._digest(address)}"
         mine = self.counters.record(address_key, at, step.per_address.window)
         attempts = self.counters.instants(address_key, at - step.per_address.window, excluding=mine)
         pair_failures, account_failures, known = self._failures(step, account, address, at)
+        server_failures = []
+        if step.per_server:
+            server_failures = self.counters.instants(self._server_key(step), at - step.per_server.window,
+                                                     limit=step.per_server.limit)
         wait = wait_s(step, at=at, address_attempts=attempts, pair_failures=pair_failures,
-                      account_failures=account_failures, known_address=known)
+                      account_failures=account_failures, known_address=known, server_failures=server_failures)
         if wait:
             self.counters.forget(mine)
             raise TooManyRequests("too many attempts; try again later", retry_after_s=wait)
@@ -65,6 +72,10 @@ class Throttle:
         who = f"{account}|{address}" if account is not None else address
         return f"fail:{step.name}:{self._digest(who)}"
 
+    @staticmethod
+    def _server_key(step: Step) -> str:
+        return f"fail:{step.name}:*"
+
     def _known_key(self, account: str, address: str) -> str:
         return f"known:{self._digest(account + '|' + address)}"
 
@@ -72,7 +83,10 @@ class Throttle:
         """Count a failure (a wrong password, code or token) against the address and the account."""
         step = STEPS[step_name]
         at = self.clock()
+        address = network_of(address)
         keep = step.longest_window
+        if step.per_server:
+            self.counters.record(self._server_key(step), at, keep)
         if step.per_account_and_address:
             self.counters.record(self._pair_key(step, account, address), at, keep)
         if step.per_account and account is not None:
@@ -83,6 +97,7 @@ class Throttle:
         becomes one the account is known to use. The account-wide failures stay (a guesser elsewhere is
         not forgiven by the owner signing in)."""
         step = STEPS[step_name]
+        address = network_of(address)
         if step.per_account_and_address:
             self.counters.forget_key(self._pair_key(step, account, address))
         if account is not None and step.known_addresses_exempt:

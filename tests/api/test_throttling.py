@@ -87,9 +87,64 @@ def test_a_client_repeating_a_dead_refresh_token_is_slowed_down_and_no_one_else_
 
 
 def test_guessing_pairing_codes_is_slowed_down(client):
-    statuses = [client.post("/api/v1/gateways/pair", json={"code": f"AAAA{i:04d}", "name": "guess"}).status_code
+    statuses = [client.post("/api/v1/gateways/pair", json={"code": f"AAAAAA{i:04d}", "name": "guess"}).status_code
                 for i in range(12)]
     assert statuses[:5] == [401] * 5 and 429 in statuses[5:]
+
+
+def test_pairing_guesses_from_one_ipv6_prefix_are_slowed_down_whatever_address_each_comes_from(client):
+    # One host with a routed /64 picks a fresh source address for every guess: counted as one network.
+    statuses = [client.post("/api/v1/gateways/pair", json={"code": f"AAAAAA{i:04d}", "name": "guess"},
+                            environ_base={"REMOTE_ADDR": f"2001:db8:1:2::{i + 1:x}"}).status_code
+                for i in range(40)]
+    assert statuses[:5] == [401] * 5 and 429 in statuses[5:], statuses
+    # Another network is not held back by it.
+    other = client.post("/api/v1/gateways/pair", json={"code": "AAAAAAAAAA", "name": "guess"},
+                        environ_base={"REMOTE_ADDR": "2001:db8:1:3::1"})
+    assert other.status_code == 401
+
+
+def test_a_flood_of_pairing_guesses_from_many_networks_meets_the_servers_ceiling_and_a_real_code_waits_a_minute(
+        client, world):
+    patient = world["patient_a"]
+    code = client.post(f"/api/v1/patients/{patient.id}/pairing-codes", headers=patient.headers).json["code"]
+    with time_machine.travel(datetime.now(UTC), tick=False) as clock:
+        flood = [client.post("/api/v1/gateways/pair", json={"code": f"AAAAAA{i:04d}", "name": "guess"},
+                             environ_base={"REMOTE_ADDR": f"2001:db8:{i + 1:x}::1"}) for i in range(70)]
+        assert [a.status_code for a in flood[:60]] == [401] * 60  # each network's first guess
+        assert {a.status_code for a in flood[60:]} == {429}
+        assert all(1 <= int(a.headers["Retry-After"]) <= 60 for a in flood[60:])
+        # The gateway with the real code, from a network that never guessed, waits too: never longer than a minute.
+        real = client.post("/api/v1/gateways/pair", json={"code": code, "name": "hall"},
+                           environ_base={"REMOTE_ADDR": "203.0.113.7"})
+        assert real.status_code == 429 and real.mimetype == "application/problem+json"
+        wait = int(real.headers["Retry-After"])
+        assert 1 <= wait <= 60
+        clock.shift(timedelta(seconds=wait))
+        assert client.post("/api/v1/gateways/pair", json={"code": code, "name": "hall"},
+                           environ_base={"REMOTE_ADDR": "203.0.113.7"}).status_code == 201
+
+
+def test_a_household_sharing_an_ipv6_prefix_signs_in_as_before_and_a_rotated_address_stays_known(client, world):
+    """Keyed by /64, a household's devices count as one network, as a household behind one IPv4 address always
+    did: a housemate's mistakes on their own account do not delay the patient (failures are per account and
+    network), and the 60 sign-ins a minute are the household's. The patient's own address, once they signed in,
+    stays known when their phone rotates its privacy address within the /64: a guesser elsewhere does not delay
+    them (per exact address, the rotated address was a stranger's, and the patient waited)."""
+    patient, housemate = world["patient_a"], world["caregiver_unlinked"]
+
+    def login(email, password, address):
+        return client.post("/api/v1/auth/login", json={"email": email, "password": password},
+                           environ_base={"REMOTE_ADDR": address})
+
+    assert login(patient.email, PASSWORD, "2001:db8:aa:bb::10").status_code == 200
+    assert [login(housemate.email, "wrong password", "2001:db8:aa:bb::20").status_code for _ in range(6)][:5] == [
+        401] * 5
+    assert login(patient.email, PASSWORD, "2001:db8:aa:bb::10").status_code == 200
+    for i in range(15):  # someone elsewhere guesses the patient's password: the account-wide delay grows
+        login(patient.email, f"guess-{i}", f"198.51.100.{i + 1}")
+    assert login(patient.email, PASSWORD, "198.51.100.200").status_code == 429  # a stranger's address waits
+    assert login(patient.email, PASSWORD, "2001:db8:aa:bb:1c2d:3e4f:5a6b:7c8d").status_code == 200
 
 
 def test_a_patient_can_make_a_few_pairing_codes_an_hour_not_endlessly(client, world):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from companion.domain.throttling import STEPS, Backoff, Limit, wait_s
+from companion.domain.throttling import STEPS, Backoff, Limit, network_of, wait_s
 
 T = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -36,3 +36,22 @@ def test_sign_in_is_never_a_lock_and_the_owners_address_skips_the_account_wide_d
     assert wait_s(login, at=at, address_attempts=[], account_failures=many, known_address=True) == 0
     # The TOTP step has no known-address exemption: the password is already proven.
     assert wait_s(STEPS["totp"], at=at, address_attempts=[], account_failures=many, known_address=True) > 0
+
+
+def test_an_ipv6_address_counts_as_its_64_and_an_ipv4_address_as_itself():
+    assert network_of("2001:db8:1:2::1") == network_of("2001:db8:1:2:ffff:ffff:ffff:ffff") == "2001:db8:1:2::/64"
+    assert network_of("2001:db8:1:3::1") != network_of("2001:db8:1:2::1")
+    assert network_of("fe80::1%eth0") == "fe80::/64"
+    assert network_of("::ffff:198.51.100.7") == network_of("198.51.100.7") == "198.51.100.7"
+    assert network_of("198.51.100.8") != network_of("198.51.100.7")
+    assert network_of("unknown") == "unknown"
+
+
+def test_pairing_failures_from_anywhere_meet_a_ceiling_that_lets_one_more_in_as_soon_as_the_oldest_leaves():
+    pairing = STEPS["pairing"]
+    flood = [T + timedelta(seconds=s / 2) for s in range(60)]  # 60 failures in the first 30 s
+    at = T + timedelta(seconds=40)
+    assert wait_s(pairing, at=at, address_attempts=[], server_failures=flood[:59]) == 0
+    assert wait_s(pairing, at=at, address_attempts=[], server_failures=flood) == 20  # the first leaves at 60 s
+    assert wait_s(pairing, at=T + timedelta(seconds=60), address_attempts=[], server_failures=flood) == 0
+    assert STEPS["login"].per_server is None  # an account's owner is never held back by a flood on others
