@@ -89,7 +89,8 @@ def cmd_pair(args: argparse.Namespace, config: GatewayConfig) -> int:
               f"and it still holds {held} of theirs: they must not go out under the new pairing. Nothing was "
               f"saved. Upload them first (`device-gateway run` with the current pairing), or move "
               f"{config.state_dir} aside to keep them and pair again with a fresh code; gateway "
-              f"{pairing.gateway_id} stays unused: revoke it in the app.", file=sys.stderr)
+              f"{pairing.gateway_id} stays unused: revoke it in the app (the server revokes it a day on if nothing "
+              f"does).", file=sys.stderr)
         return 1
     config.gateway_id = pairing.gateway_id
     config.gateway_secret = pairing.gateway_secret

@@ -73,6 +73,12 @@ class GatewaySchema(Schema):
     name = fields.String()
     revoked = fields.Boolean()
     created_at = fields.DateTime(allow_none=True)
+    revoked_at = fields.DateTime(allow_none=True)
+    revoked_reason = fields.String(allow_none=True, metadata={"description": (
+        "why it was revoked: `revoked` (by the patient or their care team), `never_connected` (paired more than a "
+        "day ago and never connected: the pairing's answer was lost, or the gateway gave it up; pair it again "
+        "with a new code), `account_closed`; null while it is not revoked, or for one revoked before reasons "
+        "were kept")})
 
 
 class GatewayListSchema(Schema):
@@ -100,9 +106,17 @@ class Pair(MethodView):
     @blp.response(201, PairedSchema)
     @blp.doc(operationId="pair_gateway")
     def post(self, body):
-        """Exchange a pairing code for gateway credentials bound to the code's patient."""
+        """Exchange a pairing code for gateway credentials bound to the code's patient.
+
+        A code is used once; but if the answer was lost (a timeout, the Wi-Fi dropping), sending the same code
+        again while it has not expired and before the gateway fetched its first token answers 201 again: the
+        same `gateway_id` with a new `gateway_secret` (the earlier secret stops working). A gateway paired more
+        than a day ago that never fetched a token is revoked (`never_connected` in the patient's list). Guesses
+        are throttled per network (an IPv6 address by its /64) and, against a flood, on the whole server: 429 with
+        Retry-After (at most a minute)."""
         paired = services().gateways.pair(body["code"], body["name"], address=client_address())
-        auditing.note(patient_ids=[paired.patient_id], resource="gateway", action="C", resource_ids=[paired.gateway_id])
+        auditing.note(patient_ids=[paired.patient_id], resource="gateway", action="U" if paired.repeated else "C",
+                      resource_ids=[paired.gateway_id])
         return paired
 
 

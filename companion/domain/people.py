@@ -159,6 +159,16 @@ class Gateway:
     secret_hash: str = field(repr=False)
     revoked: bool = False
     created_at: datetime | None = None
+    revoked_at: datetime | None = None
+    # Why: REVOKED_ON_REQUEST (the patient or their care team), NEVER_CONNECTED (paired but never fetched a
+    # token: its pairing answer was lost), PATIENT_CLOSED (the account was closed); None: revoked before reasons
+    # were kept.
+    revoked_reason: str | None = None
+    # Paired and never yet fetched a token (False for gateways paired before this was recorded: they did).
+    awaiting_first_token: bool = False
+
+
+REVOKED_ON_REQUEST, NEVER_CONNECTED, PATIENT_CLOSED = "revoked", "never_connected", "account_closed"
 
 
 @dataclass(frozen=True)

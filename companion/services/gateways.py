@@ -16,6 +16,7 @@ from companion.services.telemetry import NoTelemetry, Telemetry
 from companion.services.throttle import Throttle
 from companion.services.tokens import TokenService
 from companion.settings import Settings
+from companion.store.relationships import new_id
 from companion.store.stores import Stores
 
 PROFILES = ("companion-tens", "beurer-em70")
@@ -26,6 +27,9 @@ CODE_LENGTH = 10
 # A gateway whose patient's account is deactivated (reversible) is told to keep its records and ask again
 # this much later, not that its credentials are revoked: that would stop it for good (exit 77).
 PATIENT_PAUSED_RETRY_S = 900
+# A gateway paired this long ago that never fetched a token is revoked (a pairing takes a minute; a day leaves the
+# person time to finish setting it up).
+NEVER_CONNECTED_AFTER = timedelta(days=1)
 
 
 class GatewayPaused(ServiceUnavailable):
@@ -45,6 +49,8 @@ class Pairing:
     patient_id: str
     patient_ref: str
     device_serials: list[str]
+    # The code's pairing answered again (its first answer was lost): the same gateway, a new secret.
+    repeated: bool = False
 
 
 class Gateways:
@@ -72,24 +78,48 @@ class Gateways:
         return code, expires
 
     def pair(self, code: str, name: str, *, address: str) -> Pairing:
-        """Exchange a pairing code for gateway credentials bound to the code's patient (throttled per address:
-        a guesser names no patient)."""
+        """Exchange a pairing code for gateway credentials bound to the code's patient (throttled per network and
+        server-wide: a guesser names no patient).
+
+        A code is used once, but its answer may be lost on the way (a timeout, the Wi-Fi dropping) with the gateway
+        made: while the code has not expired and that gateway has never fetched a token, the same code answers again
+        with the same gateway and a new secret (the earlier one stops working). Nobody but the code's holder can
+        have used the gateway yet, and a gateway left so is revoked a day on (companion.services.housekeeping)."""
         self.throttle.check("pairing", address=address)
-        claimed = self.codes.claim(digest(code))
-        if not claimed:
-            self.throttle.failed("pairing", address=address)
-            raise Unauthorized("unknown, used or expired pairing code")
+        code_hash = digest(code)
+        gateway_id = new_id()
+        claimed = self.codes.claim(code_hash, gateway_id)
         secret = secrets.token_urlsafe(32)
-        gateway = self.gateways.create(patient_id=claimed["patient_id"], secret_hash=digest(secret), name=name)
-        serials = [unit.serial for unit in self.devices.for_patient(claimed["patient_id"])]
-        return Pairing(gateway.id, secret, gateway.patient_id, digest(gateway.patient_id)[:12], serials)
+        if claimed:
+            gateway = self.gateways.create(patient_id=claimed["patient_id"], secret_hash=digest(secret), name=name,
+                                           gateway_id=gateway_id)
+            repeated = False
+        else:
+            gateway = self._pair_again(code_hash, digest(secret), name)
+            if gateway is None:
+                self.throttle.failed("pairing", address=address)
+                raise Unauthorized("unknown, used or expired pairing code")
+            repeated = True
+        serials = [unit.serial for unit in self.devices.for_patient(gateway.patient_id)]
+        return Pairing(gateway.id, secret, gateway.patient_id, digest(gateway.patient_id)[:12], serials,
+                       repeated=repeated)
+
+    def _pair_again(self, code_hash: str, secret_hash: str, name: str) -> Gateway | None:
+        """The gateway a used, live code made, given ``secret_hash``, if it has never fetched a token (else None)."""
+        used = self.codes.claimed_live(code_hash)
+        if used is None or not self.gateways.replace_unused_secret(used["gateway_id"], used["patient_id"],
+                                                                   secret_hash, name):
+            return None
+        return self.gateways.get(used["gateway_id"])
 
     def token(self, gateway_id: str, gateway_secret: str, *, address: str) -> dict:
-        """A gateway's access token (15 minutes), from its id and secret."""
+        """A gateway's access token (15 minutes), from its id and secret. The first one ends the time its pairing
+        may be answered again (:meth:`pair`)."""
         self.throttle.check("gateway_token", address=address, account=gateway_id)
         gateway = self.gateways.get(gateway_id)
         if not gateway or not secrets.compare_digest(gateway.secret_hash, digest(gateway_secret)) \
-                or not self._heard(gateway):
+                or not self._heard(gateway) \
+                or gateway.awaiting_first_token and not self.gateways.note_first_token(gateway.id, gateway.secret_hash):
             self.throttle.failed("gateway_token", address=address, account=gateway_id)
             raise Unauthorized("unknown or revoked gateway")
         return self.tokens.start_gateway_session(gateway.id)

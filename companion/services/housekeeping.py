@@ -1,12 +1,15 @@
 """Cleanup instead of TTL indexes (FerretDB v1 has none): expired counters, keys, tokens, codes, sessions,
-the tombstones of deleted synced objects once the sync window has passed, and the audit trail's retention."""
+the tombstones of deleted synced objects once the sync window has passed, gateways paired a day ago that never
+connected, and the audit trail's retention."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 from companion.clock import Clock, now
+from companion.domain.people import NEVER_CONNECTED
 from companion.services.audit import AuditTrail
+from companion.services.gateways import NEVER_CONNECTED_AFTER
 from companion.services.heartbeat import Heartbeats
 from companion.services.session_times import CONTACT_MARGIN
 from companion.services.sync import Changes
@@ -32,7 +35,8 @@ class Housekeeping:
         self.retention = audit_retention
 
     def purge_expired(self) -> dict[str, int]:
-        """Delete what has outlived its use; safe to run any time, any number of times.
+        """Delete what has outlived its use, and revoke the gateways nobody holds; safe to run any time, any number
+        of times.
 
         Emergency-access grants are never purged here (they are evidence, kept with the patient's record); audit
         events have their own retention (:meth:`audit_retention`)."""
@@ -51,7 +55,27 @@ class Housekeeping:
             "one_time_codes": self.stores.one_time_codes.delete_expired(cutoff),
             "worker_heartbeats": self.heartbeats.forget_old(),
             "tombstones": self.purge_tombstones(),
+            "gateways_never_connected": self.revoke_never_connected_gateways(),
         }
+
+    def revoke_never_connected_gateways(self) -> int:
+        """Revoke the gateways paired more than a day ago that never fetched a token: nobody holds their secret (the
+        pairing's answer was lost and the code not tried again, or the gateway gave the pairing up), so they are a
+        live credential for the patient's record that nobody uses. Each is audited as a deletion by the system,
+        named in the patient's access log, and shown in their gateway list as revoked, ``never_connected``. How
+        many were revoked now (their events are written by this run or, after a crash, the next)."""
+        gateways = self.stores.gateways
+        revoked = gateways.revoke_never_connected(self.clock() - NEVER_CONNECTED_AFTER)
+        if self.audit is not None:
+            for gateway in gateways.revoked_unaudited():
+                event_id = f"gateway-never-connected:{gateway.id}"
+                self.audit.write_once({"actor_id": None, "actor_role": "system", "action": "D",
+                                       "resource_type": "gateway", "resource_ids": [gateway.id],
+                                       "patient_ids": [gateway.patient_id], "outcome": "success", "status": None,
+                                       "request_id": event_id, "method": None, "route": None,
+                                       "reason": NEVER_CONNECTED}, event_id)
+                gateways.note_audited(gateway.id)
+        return len(revoked)
 
     def purge_tombstones(self) -> int:
         """Delete the tombstones of diary entries, occurrences and favourites deleted longer ago than the

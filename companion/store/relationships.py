@@ -14,7 +14,15 @@ from pymongo.errors import DuplicateKeyError
 from companion.clock import now, to_millis
 from companion.domain.access import CaregiverPermissions
 from companion.domain.errors import Contended
-from companion.domain.people import CareLink, CareTeam, EmergencyAccess, Gateway
+from companion.domain.people import (
+    NEVER_CONNECTED,
+    PATIENT_CLOSED,
+    REVOKED_ON_REQUEST,
+    CareLink,
+    CareTeam,
+    EmergencyAccess,
+    Gateway,
+)
 from companion.store.batches import insert_new
 from companion.store.db import count_by_id
 from companion.store.read_models import PanelEntries, PanelRowMarks
@@ -42,7 +50,8 @@ INDEXES = {
         IndexModel([("email_digest", ASCENDING), ("status", ASCENDING)], name="invitee_status"),
         IndexModel([("patient_id", ASCENDING), ("created_at", ASCENDING)], name="patient_time"),
     ],
-    "gateways": [IndexModel([("patient_id", ASCENDING)], name="patient")],
+    "gateways": [IndexModel([("patient_id", ASCENDING)], name="patient"),
+                 IndexModel([("token_fetched", ASCENDING), ("created_at", ASCENDING)], name="unconnected")],
 }
 
 
@@ -92,7 +101,9 @@ def _gateway(doc: dict | None) -> Gateway | None:
     if doc is None:
         return None
     return Gateway(id=doc["_id"], patient_id=doc["patient_id"], name=doc.get("name", ""),
-                   secret_hash=doc["secret_hash"], revoked=bool(doc.get("revoked")), created_at=doc.get("created_at"))
+                   secret_hash=doc["secret_hash"], revoked=bool(doc.get("revoked")), created_at=doc.get("created_at"),
+                   revoked_at=doc.get("revoked_at"), revoked_reason=doc.get("revoked_reason"),
+                   awaiting_first_token=doc.get("token_fetched") is False)
 
 
 class CareLinks:
@@ -466,31 +477,77 @@ class EmergencyGrants:
 
 
 class Gateways:
+    """Paired gateways. ``token_fetched`` is False from pairing until the gateway's first token (absent on gateways
+    paired before it was kept: they are taken to have fetched one); until then its pairing may be answered again
+    (:meth:`replace_unused_secret`), and a day on it is revoked (:meth:`revoke_never_connected`)."""
+
     def __init__(self, db: Database):
         self.col = db.gateways
 
-    def create(self, *, patient_id: str, secret_hash: str, name: str) -> Gateway:
-        doc = {"_id": new_id(), "patient_id": patient_id, "secret_hash": secret_hash, "name": name,
-               "revoked": False, "created_at": now()}
+    def create(self, *, patient_id: str, secret_hash: str, name: str, gateway_id: str | None = None) -> Gateway:
+        doc = {"_id": gateway_id or new_id(), "patient_id": patient_id, "secret_hash": secret_hash, "name": name,
+               "revoked": False, "created_at": now(), "token_fetched": False}
         self.col.insert_one(doc)
         return _gateway(doc)
 
     def get(self, gateway_id: str) -> Gateway | None:
         return _gateway(self.col.find_one({"_id": gateway_id}))
 
-    def revoke(self, gateway_id: str, patient_id: str | None = None) -> bool:
-        """Revoke a gateway (of ``patient_id``, if given): it can no longer get tokens or upload."""
+    def revoke(self, gateway_id: str, patient_id: str | None = None, *, reason: str = REVOKED_ON_REQUEST) -> bool:
+        """Revoke a gateway (of ``patient_id``, if given): it can no longer get tokens or upload. False if it is
+        revoked already (or not the patient's)."""
         query: dict = {"_id": gateway_id, "revoked": False}
         if patient_id is not None:
             query["patient_id"] = patient_id
-        return self.col.update_one(query, {"$set": {"revoked": True, "revoked_at": now()}}).modified_count == 1
+        return self.col.update_one(query, {"$set": {"revoked": True, "revoked_at": now(),
+                                                    "revoked_reason": reason}}).modified_count == 1
 
     def revoke_all_for(self, patient_id: str) -> list[str]:
-        """Revoke every gateway of a patient; the ids revoked."""
+        """Revoke every gateway of a patient (their account is closed); the ids revoked."""
         ids = [d["_id"] for d in self.col.find({"patient_id": patient_id, "revoked": False}, {"_id": 1})]
         for gateway_id in ids:
-            self.revoke(gateway_id)
+            self.revoke(gateway_id, reason=PATIENT_CLOSED)
         return ids
+
+    def replace_unused_secret(self, gateway_id: str, patient_id: str, secret_hash: str, name: str) -> bool:
+        """Give a gateway that never fetched a token a new secret (its pairing answered again: the first answer was
+        lost); the earlier secret stops working. False once it has fetched one, or is revoked."""
+        return self.col.update_one({"_id": gateway_id, "patient_id": patient_id, "revoked": False,
+                                    "token_fetched": False},
+                                   {"$set": {"secret_hash": secret_hash, "name": name}}).modified_count == 1
+
+    def note_first_token(self, gateway_id: str, secret_hash: str) -> bool:
+        """Note that the gateway fetched its first token with the secret whose hash is ``secret_hash``: from then on
+        its pairing is never answered again. False if that secret was replaced (or the gateway revoked)
+        meanwhile; one conditional update, so of a token and a repeated pairing racing exactly one wins."""
+        if self.col.update_one({"_id": gateway_id, "secret_hash": secret_hash, "revoked": False,
+                                "token_fetched": False},
+                               {"$set": {"token_fetched": True, "first_token_at": now()}}).modified_count == 1:
+            return True
+        # (or a second token fetched with the same secret at the same moment noted it first)
+        doc = self.col.find_one({"_id": gateway_id}, {"secret_hash": 1, "revoked": 1, "token_fetched": 1})
+        return bool(doc and doc["secret_hash"] == secret_hash and not doc.get("revoked")
+                    and doc.get("token_fetched") is not False)
+
+    def revoke_never_connected(self, paired_before: datetime, limit: int = 1000) -> list[Gateway]:
+        """Revoke the gateways paired before ``paired_before`` that never fetched a token (nobody holds their
+        secret: the pairing's answer was lost, or the gateway gave the pairing up); the ones revoked now. Each is
+        marked for its audit event (:meth:`revoked_unaudited`), in the same write."""
+        revoked = []
+        for doc in self.col.find({"token_fetched": False, "created_at": {"$lt": paired_before},
+                                  "revoked": False}).limit(limit):
+            if self.col.update_one({"_id": doc["_id"], "token_fetched": False, "revoked": False},
+                                   {"$set": {"revoked": True, "revoked_at": now(), "revoked_reason": NEVER_CONNECTED,
+                                             "audit_pending": True}}).modified_count == 1:
+                revoked.append(_gateway(doc))
+        return revoked
+
+    def revoked_unaudited(self, limit: int = 1000) -> list[Gateway]:
+        """Gateways revoked by :meth:`revoke_never_connected` whose audit event is not yet written."""
+        return [_gateway(d) for d in self.col.find({"audit_pending": True}).limit(limit)]
+
+    def note_audited(self, gateway_id: str) -> None:
+        self.col.update_one({"_id": gateway_id}, {"$unset": {"audit_pending": ""}})
 
     def delete_for_patient(self, patient_id: str) -> int:
         return self.col.delete_many({"patient_id": patient_id}).deleted_count

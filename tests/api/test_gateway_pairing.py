@@ -8,16 +8,84 @@ from datetime import UTC, datetime, timedelta
 import time_machine
 
 
-def test_pairing_code_works_once_even_when_raced(app, client, world):
+def _token(client, paired: dict):
+    return client.post("/api/v1/auth/gateway-token", json={"gateway_id": paired["gateway_id"],
+                                                           "gateway_secret": paired["gateway_secret"]})
+
+
+def test_pairing_code_makes_one_gateway_even_when_raced(app, client, world, db):
+    """Six gateways racing with one code: one gateway is made; each answer naming it may carry its own secret,
+    and exactly one of those secrets works (the last given). A 401 is one that came before the gateway was."""
     patient = world["patient_a"]
+    before = db.gateways.count_documents({"patient_id": patient.id})
     code = client.post(f"/api/v1/patients/{patient.id}/pairing-codes", headers=patient.headers).json["code"]
 
     def pair(_):
-        return app.test_client().post("/api/v1/gateways/pair", json={"code": code, "name": "hub"}).status_code
+        return app.test_client().post("/api/v1/gateways/pair", json={"code": code, "name": "hub"})
 
     with ThreadPoolExecutor(6) as pool:
-        statuses = list(pool.map(pair, range(6)))
-    assert statuses.count(201) == 1 and statuses.count(401) == 5
+        answers = list(pool.map(pair, range(6)))
+    assert {a.status_code for a in answers} <= {201, 401} and any(a.status_code == 201 for a in answers)
+    paired = [a.json for a in answers if a.status_code == 201]
+    assert len({p["gateway_id"] for p in paired}) == 1
+    assert db.gateways.count_documents({"patient_id": patient.id}) == before + 1
+    assert sorted(_token(client, p).status_code for p in paired) == [200] + [401] * (len(paired) - 1)
+
+
+def test_a_pairing_whose_answer_was_lost_is_answered_again_for_the_same_gateway(client, world, db):
+    patient = world["patient_a"]
+    code = client.post(f"/api/v1/patients/{patient.id}/pairing-codes", headers=patient.headers).json["code"]
+    first = client.post("/api/v1/gateways/pair", json={"code": code, "name": "hall"})
+    assert first.status_code == 201  # ... and its answer is lost on the way (a timeout, the Wi-Fi dropping)
+    again = client.post("/api/v1/gateways/pair", json={"code": code, "name": "hall"})
+    assert again.status_code == 201, again.json
+    assert again.json["gateway_id"] == first.json["gateway_id"]
+    assert again.json["gateway_secret"] != first.json["gateway_secret"]
+    assert _token(client, first.json).status_code == 401  # the lost secret stops working
+    assert _token(client, again.json).status_code == 200
+    listed = client.get(f"/api/v1/patients/{patient.id}/gateways", headers=patient.headers).json["items"]
+    assert [g["id"] for g in listed].count(first.json["gateway_id"]) == 1
+    # Once it has fetched a token, the code is spent for good: nobody can take the gateway's place.
+    assert client.post("/api/v1/gateways/pair", json={"code": code, "name": "hall"}).status_code == 401
+    assert _token(client, again.json).status_code == 200
+    assert [e["action"] for e in db.audit_events.find(
+        {"resource_type": "gateway", "resource_ids": first.json["gateway_id"], "action": {"$in": ["C", "U"]}})
+        .sort("seq", 1)] == ["C", "U"]
+
+
+def test_a_used_pairing_code_is_not_answered_again_once_expired(client, world):
+    patient = world["patient_a"]
+    code = client.post(f"/api/v1/patients/{patient.id}/pairing-codes", headers=patient.headers).json["code"]
+    assert client.post("/api/v1/gateways/pair", json={"code": code}).status_code == 201
+    with time_machine.travel(datetime.now(UTC) + timedelta(minutes=11)):
+        assert client.post("/api/v1/gateways/pair", json={"code": code}).status_code == 401
+
+
+def test_a_gateway_paired_a_day_ago_that_never_connected_is_revoked_audited_and_listed_so(client, world, services, db):
+    patient, connected = world["patient_a"], world["gateway_a"]  # the world's gateway fetched its token
+    code = client.post(f"/api/v1/patients/{patient.id}/pairing-codes", headers=patient.headers).json["code"]
+    orphan = client.post("/api/v1/gateways/pair", json={"code": code, "name": "hall"}).json  # answer lost
+    code = client.post(f"/api/v1/patients/{patient.id}/pairing-codes", headers=patient.headers).json["code"]
+    older = client.post("/api/v1/gateways/pair", json={"code": code, "name": "kitchen"}).json
+    db.gateways.update_one({"_id": older["gateway_id"]}, {"$unset": {"token_fetched": ""}})  # paired before
+    # A day is left to finish setting a gateway up.
+    assert services.housekeeping.purge_expired()["gateways_never_connected"] == 0
+    with time_machine.travel(datetime.now(UTC) + timedelta(hours=25)):
+        assert services.housekeeping.purge_expired()["gateways_never_connected"] == 1
+        assert services.housekeeping.purge_expired()["gateways_never_connected"] == 0
+    # (back to now: the patient's session is a 15-minute token)
+    listed = {g["id"]: g for g in client.get(f"/api/v1/patients/{patient.id}/gateways",
+                                             headers=patient.headers).json["items"]}
+    assert (listed[orphan["gateway_id"]]["revoked"], listed[orphan["gateway_id"]]["revoked_reason"]) == (
+        True, "never_connected")
+    assert listed[orphan["gateway_id"]]["revoked_at"] is not None
+    assert not listed[connected.id]["revoked"] and not listed[older["gateway_id"]]["revoked"]
+    assert _token(client, orphan).status_code == 401
+    (event,) = db.audit_events.find({"resource_type": "gateway", "action": "D", "patient_ids": patient.id})
+    assert (event["actor_role"], event["resource_ids"], event["outcome"]) == (
+        "system", [orphan["gateway_id"]], "success")
+    history = client.get(f"/api/v1/patients/{patient.id}/access-log", headers=patient.headers).json["items"]
+    assert any(e["actor_role"] == "system" and e["action"] == "D" for e in history)
 
 
 def test_pairing_code_expires_after_ten_minutes(client, world):
