@@ -161,7 +161,9 @@ class PatientGateway(MethodView):
     @blp.doc(operationId="revoke_gateway")
     def delete(self, patient_id, gateway_id):
         """Revoke a paired gateway (the patient, or their care team): its tokens stop working at once and it
-        cannot get new ones; what it uploaded stays."""
+        cannot get new ones; what it uploaded stays. Revoking one of the patient's gateways that is revoked
+        already answers 204 too (a retried revocation succeeds as the first did); 404 for a gateway that is not
+        the patient's."""
         require_patient(patient_id, _unit_manager_operation(releasing=True))
         auditing.note(patient_ids=[patient_id], resource="gateway", action="D", resource_ids=[gateway_id])
         services().gateways.revoke(patient_id, gateway_id)

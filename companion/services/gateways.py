@@ -147,9 +147,14 @@ class Gateways:
 
     def revoke(self, patient_id: str, gateway_id: str) -> None:
         """The patient (or their care team) revokes a paired gateway: its tokens stop working at once and it
-        cannot get new ones. Its uploaded records stay."""
+        cannot get new ones. Its uploaded records stay. Revoking it again succeeds as the first did; NotFound only
+        for a gateway that is not the patient's."""
         if not self.gateways.revoke(gateway_id, patient_id):
-            raise NotFound("no such active gateway for this patient")
+            gateway = self.gateways.get(gateway_id)
+            if gateway is None or gateway.patient_id != patient_id:
+                raise NotFound("no such gateway for this patient")
+            # Revoked already (a retry after a lost answer): answered as the first was; its sessions are ended
+            # again, in case the first stopped between the two writes.
         self.tokens.end_every_session(gateway_id, "gateway revoked")
 
     def patient_of(self, gateway_id: str) -> str:

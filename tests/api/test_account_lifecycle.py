@@ -124,6 +124,24 @@ def test_the_patient_revokes_a_gateway_and_it_is_refused_at_its_next_call(client
     assert services.gateways.is_active(gateway.id) is False
 
 
+def test_revoking_a_gateway_again_answers_as_the_first_did_and_another_patients_is_not_found(client, world):
+    patient, gateway, other = world["patient_a"], world["gateway_a"], world["gateway_b"]
+    url = f"/api/v1/patients/{patient.id}/gateways/{gateway.id}"
+    assert client.delete(url, headers=patient.headers).status_code == 204
+    again = client.delete(url, headers=patient.headers)  # the app's retry after a lost answer
+    assert again.status_code == 204, again.json
+    assert client.get("/api/v1/gateway/devices", headers=gateway.headers).status_code == 401
+    assert client.delete(f"/api/v1/patients/{patient.id}/gateways/{other.id}",
+                         headers=patient.headers).status_code == 404
+    assert client.delete(f"/api/v1/patients/{patient.id}/gateways/{'0' * 24}", headers=patient.headers).status_code == 404
+    assert client.delete(f"/api/v1/patients/{world['patient_b'].id}/gateways/{other.id}",
+                         headers=world["patient_b"].headers).status_code == 204
+    assert client.delete(f"/api/v1/patients/{patient.id}/gateways/{other.id}",  # revoked, and still not A's
+                         headers=patient.headers).status_code == 404
+    listed = client.get(f"/api/v1/patients/{patient.id}/gateways", headers=patient.headers).json["items"]
+    assert [(g["id"], g["revoked"], g["revoked_reason"]) for g in listed] == [(gateway.id, True, "revoked")]
+
+
 def test_a_deactivated_patients_gateway_is_told_to_wait_and_is_heard_again_once_reactivated(client, world, db):
     """A deactivation is reversible: the gateway is paused (503, Retry-After), not refused as revoked (401,
     which stops it for good after a minute), and each call it makes meanwhile is in the patient's log."""
