@@ -253,9 +253,12 @@ def worker_status(args) -> int:
         print("scheduler worker: no heartbeat" + (" from this host" if args.local else "") + " (is it running?)")
         return EXIT_FAILED
     print(f"scheduler worker: {status.state}" + (f", leader {status.leader.holder}" if status.leader else ", no leader"))
+    silent_after = services.heartbeats.stale_after.total_seconds()
     for worker in workers:
-        print(f"  {worker.holder}: {'leader' if worker.leader else 'passive'}, beat {_ago(worker.beat_at, now)}, "
-              f"started {_ago(worker.started_at, now)}")
+        role = "leader" if worker.leader else "passive"
+        if (now - worker.beat_at).total_seconds() > silent_after:  # a worker stopped (or hung): what it last was
+            role = f"silent (last beat as {role})"
+        print(f"  {worker.holder}: {role}, beat {_ago(worker.beat_at, now)}, started {_ago(worker.started_at, now)}")
         if args.jobs:
             for job_id, runs in sorted(worker.jobs.items()):
                 error = f", last error {runs['last_error']} {_ago(runs.get('last_error_at'), now)}" \

@@ -118,6 +118,8 @@ def test_worker_status_exits_0_while_a_leader_beats_and_1_when_silent(jobs_db, s
     assert cli.main(["worker-status", "--local"]) == 1  # "first" is not this host's name:pid
     traveller.shift(2 * settings.lease_ttl + timedelta(seconds=1))
     assert cli.main(["worker-status"]) == 1
+    # A stopped worker's last heartbeat is kept a day: it is listed as silent, not as a leader beside the live one.
+    assert "first: silent (last beat as leader)" in capsys.readouterr().out
 
 
 @pytest.mark.slow
