@@ -92,7 +92,7 @@ class Alerts:
     def for_patient(self, patient_id: str, *, share_kinds: list[str] | None = None, shared_only: bool = False,
                     since: datetime | None = None, unacknowledged: bool = False,
                     limit: int = LIST_LIMIT, after: tuple[datetime, str] | None = None) -> list[dict]:
-        """At most ``limit`` (and ``LIST_LIMIT``) of the patient's alerts, newest first in (raised_at, _id) order;
+        """At most ``limit`` (and ``LIST_LIMIT`` + 1) of the patient's alerts, newest first in (raised_at, _id) order;
         ``share_kinds`` limits them to what a caregiver may see; ``after``: those after the (raised_at, _id) a
         previous page ended on (a keyset: a page goes on however many came before, and an alert raised between two
         pages shifts nothing)."""
@@ -110,7 +110,7 @@ class Alerts:
             query["acknowledged_at"] = None
             query["resolved_at"] = None
         return list(self.col.find(query).sort([("raised_at", DESCENDING), ("_id", DESCENDING)])
-                    .limit(min(limit, LIST_LIMIT)))
+                    .limit(min(limit, LIST_LIMIT + 1)))  # a page of LIST_LIMIT and the one that says more follow
 
     def newest(self, patient_id: str, *, open_only: bool, limit: int = 200) -> list[dict]:
         """The patient's alerts, newest first (only open ones, neither acknowledged nor resolved, if

@@ -130,6 +130,21 @@ def test_the_alert_list_pages_past_its_500th_alert_and_an_alert_raised_between_p
     assert sorted(seen) == sorted(f"old-{n:04d}" for n in range(1, 701)) and len(seen) == 700
 
 
+def test_the_alert_list_at_its_largest_page_links_to_the_501st_alert(client, world, db):
+    """The page of 500 asked the store for 501 to know whether more follow, and the store stopped at 500."""
+    patient = world["patient_a"]
+    at = now().replace(microsecond=0)
+    db.alerts.insert_many([{"_id": f"a-{n:04d}", "patient_id": patient.id, "kind": "missed_tens_session",
+                            "severity": "info", "text": "x", "dedup_key": f"a:{n}",
+                            "raised_at": at - timedelta(minutes=n), "acknowledged_at": None, "resolved_at": None,
+                            "shared_with_caregivers": False, "urgent": False, "share_kind": "missed_session"}
+                           for n in range(1, 502)])
+    page = client.get(f"/api/v1/patients/{patient.id}/alerts", headers=patient.headers,
+                      query_string={"limit": 500}).json
+    assert len(page["items"]) == 500 and page["next"] is not None
+    assert [a["id"] for a in client.get(page["next"], headers=patient.headers).json["items"]] == ["a-0501"]
+
+
 def test_caregiver_sees_only_the_notifications_sent_to_them(client, world, services):
     patient, caregiver = world["patient_a"], world["caregiver_linked"]
     to_patient = _notification(services, patient, patient)
