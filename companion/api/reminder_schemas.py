@@ -133,8 +133,9 @@ class OccurrenceSchema(Schema):
     on_time = fields.Boolean(allow_none=True, metadata={"description": "done or skipped inside the window"})
     skip_reason = fields.String(allow_none=True)
     missed_reason = fields.String(allow_none=True, metadata={
-        "description": "time_zone_change: a zone change jumped over this slot (travelling east); it can still "
-                       "be recorded"})
+        "description": "time_zone_change: a zone change jumped over this slot (travelling east) and its window "
+                       "closed before it could be pushed (at the change, or when the quiet hours landed in "
+                       "ended); it can still be recorded"})
     snoozed_until = fields.DateTime(allow_none=True)
     push_with = fields.String(allow_none=True, metadata={
         "description": "another occurrence due at the same instant (a daylight-saving gap) whose push this one "

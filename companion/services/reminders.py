@@ -21,9 +21,10 @@ Edges, decided here:
 - **Snooze before the due time** counts from the due time (companion.domain.schedules.snoozed_until), and
   the pushes planned before the snooze time are held back (companion.services.reminder_dispatch).
 - **Travel east.** A slot the zone change jumped over (companion.domain.schedules.slots_skipped_by_moves)
-  is kept at its place on the new clock. If its completion window is still open at the change, it stays
-  pending and is pushed at the change; if not, it is marked ``missed`` with ``missed_reason:
-  time_zone_change`` (no missed-session alert, no missed summary). Either way it can be recorded.
+  is kept at its place on the new clock. If its completion window is still open at the change, and still will
+  be when the push may go (at the change, or at the end of the quiet hours landed in), it stays pending and is
+  pushed then; if not, it is marked ``missed`` with ``missed_reason: time_zone_change`` at the change (no
+  missed-session alert, no missed summary). Either way it can be recorded.
 - **DST gap.** Slots that fall due at the same instant share one push (``push_with``).
 """
 
@@ -96,13 +97,15 @@ def _occurrence_doc(reminder: dict, slot: ReminderOccurrence, zone, quiet) -> di
 
 
 def _kept_doc(reminder: dict, slot: ReminderOccurrence, zone, quiet, current: datetime) -> dict:
-    """A slot a zone change jumped over, kept on the new clock: still open, it is pushed at the change;
-    closed already, it is missed because of the move."""
+    """A slot a zone change jumped over, kept on the new clock: still open, it is pushed at the change (or when
+    the quiet hours of the clock landed on end); closed already, or closing before that push could go (landed in
+    the night), it is missed because of the move: never left pending unreminded, to be marked an ordinary miss."""
     doc = _occurrence_doc(reminder, slot, zone, quiet)
     moved_at = slot.skipped_by_move_at
     doc["skipped_by_move_at"] = moved_at
-    if slot.window_ends_at_utc > max(moved_at, current):
-        doc["notify_at"] = next_allowed(moved_at, zone, quiet)
+    notify_at = next_allowed(moved_at, zone, quiet)
+    if slot.window_ends_at_utc > max(moved_at, current, notify_at):
+        doc["notify_at"] = notify_at
     else:
         doc.update(status="missed", status_at=moved_at, missed_reason=TIME_ZONE_CHANGE)
     return doc

@@ -251,6 +251,33 @@ def test_a_slot_a_move_east_jumps_over_while_its_window_is_open_is_pushed_at_the
                                                               "Europe/London")
 
 
+def test_a_slot_a_move_east_jumps_over_into_the_night_it_lands_in_is_missed_by_the_move_and_alerts_no_caregiver(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    patient = make_person(jobs_db, "patient", "America/New_York")
+    token = phone(jobs_db, patient)
+    caregiver_token = phone(jobs_db, link_caregiver(jobs_db, patient, ["missed_session"]))
+    services = services_on(jobs_db, settings, clock, sender)
+    services.plans.prescribe(patient.id, PLAN_WITH_DOSES, created_by="clinician")
+    services.profiles.update(patient.id, {"quiet_hours": {"start": "22:00", "end": "07:00"}})
+    daily_reminder(jobs_db, patient, ["20:00"], "2026-03-02", kind="tens", window_min=180)
+    # 17:30 in New York (the 20:00 session is hours away), 22:30 in London: London's 20:00 has passed, its window
+    # is open until 23:00, but the push would wait for 07:00, past it.
+    landed = datetime(2026, 3, 2, 22, 30, tzinfo=UTC)
+    traveller.move_to(landed)
+    services.profiles.update(patient.id, {"time_zone": "Europe/London"})
+    for at in (landed + timedelta(minutes=35), landed + timedelta(hours=2), landed + timedelta(hours=4)):
+        traveller.move_to(at)
+        run_jobs(jobs_db, settings, clock, sender, "reminders-dispatch", "reminders-missed", "alerts-evaluate",
+                 "push-send")
+    slot = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "local_date": "2026-03-02"})
+    assert emulator.delivered_to(token) == [] and emulator.delivered_to(caregiver_token) == []
+    assert (slot["status"], slot["missed_reason"], slot["status_at"]) == ("missed", "time_zone_change", landed)
+    assert list(jobs_db.alerts.find({})) == []
+    recorded = services.reminders.record_outcome(own(patient.id), slot["_id"], "done", None,
+                                                 at=datetime(2026, 3, 2, 22, 45, tzinfo=UTC))
+    assert (recorded["status"], recorded["on_time"]) == ("done", True)
+
+
 def test_two_slots_the_spring_forward_gap_makes_due_at_once_share_one_push_and_both_can_be_recorded(
         jobs_db, settings, clock, traveller, sender, emulator):
     due = datetime(2026, 3, 8, 7, 0, tzinfo=UTC)  # 03:00 EDT, the end of the gap
