@@ -135,7 +135,8 @@ class OccurrenceSchema(Schema):
     missed_reason = fields.String(allow_none=True, metadata={
         "description": "time_zone_change: a zone change jumped over this slot (travelling east) and its window "
                        "closed before it could be pushed (at the change, or when the quiet hours landed in "
-                       "ended); it can still be recorded"})
+                       "ended); it can still be recorded. Cleared, the occurrence pending again at its time, "
+                       "when a move undone the same day brings the slot due again"})
     snoozed_until = fields.DateTime(allow_none=True)
     push_with = fields.String(allow_none=True, metadata={
         "description": "another occurrence due at the same instant (a daylight-saving gap) whose push this one "

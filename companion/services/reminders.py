@@ -3,7 +3,8 @@ the scheduler), recording what the patient did, snoozing, and following the pati
 
 Everything here is idempotent and safe to run from several processes at once: occurrences are
 inserted under a unique (reminder_id, local_date, local_time) key with duplicates ignored, moves
-and cancellations only touch occurrences that are still pending, and only in the future. A reminder and
+and cancellations only touch occurrences that are still pending, and only in the future (and a slot a zone
+change kept, missed because of the move, when a move undone brings it due again). A reminder and
 its occurrences are two writes; the second is derived from the first on every call, so a request
 retried after a crash between them finishes the job (and the hourly materialization does too).
 
@@ -24,7 +25,11 @@ Edges, decided here:
   is kept at its place on the new clock. If its completion window is still open at the change, and still will
   be when the push may go (at the change, or at the end of the quiet hours landed in), it stays pending and is
   pushed then; if not, it is marked ``missed`` with ``missed_reason: time_zone_change`` at the change (no
-  missed-session alert, no missed summary). Either way it can be recorded.
+  missed-session alert, no missed summary). Either way it can be recorded. A move undone the same day (a
+  phone flipping zones near a border, a wrong zone corrected) brings such a slot due again on the restored
+  clock: due now or later there, it is moved back, pending (``_restorable``), unless the patient answered it.
+  Its first push goes once: one already sent at the move is not sent again at the restored time (the
+  outbox's key is the occurrence's), its nudges follow the restored time.
 - **DST gap.** Slots that fall due at the same instant share one push (``push_with``).
 """
 
@@ -75,6 +80,8 @@ MOVES_LOOKBACK = timedelta(days=1)  # zone changes this long before a window are
 TIME_ZONE_CHANGE = "time_zone_change"
 MOMENT = ("due_at", "window_ends_at", "notify_at", "zone", "push_with")
 KEPT = (*MOMENT, "skipped_by_move_at", "status", "status_at", "missed_reason")
+# A kept slot the clock it is due on again brings back (a move east undone): pending, no longer kept.
+RESTORED = {"status": "pending", "status_at": None, "missed_reason": None, "skipped_by_move_at": None}
 ATTEMPTS = 20
 ANSWERED = ("done", "skipped")  # the patient's outcomes: recorded once, never changed
 RUNS = 3  # materialize runs again (at most this often in all) when what it was computed from changed meanwhile
@@ -341,7 +348,8 @@ class ReminderService:
         New occurrences are inserted (a concurrent run inserting the same ones is harmless); pending
         future occurrences that the schedules no longer produce (a changed schedule, a stopped reminder)
         are cancelled, cancelled future ones the schedules produce again come back, and pending future
-        ones whose moment changed are moved. Slots a zone change jumped over are kept (module docstring).
+        ones whose moment changed are moved. Slots a zone change jumped over are kept, and moved back when a
+        move undone brings them due again (module docstring).
         Occurrences already done, skipped or missed, and anything in the past, are history and stay.
         Nothing due ``STORED_AHEAD`` or more from now is stored: the range ends there at the latest.
         ``patient``: their account, when the caller has just read it.
@@ -374,6 +382,7 @@ class ReminderService:
         wanted, kept = _planned(reminders, history, patient.quiet_hours, start_utc, end_utc, current)
         existing = self.occurrences.by_ids(list(wanted))
         moves: list[tuple[str, dict]] = []
+        restores: list[tuple[str, dict]] = []
         revivals: list[dict] = []
         for key, doc in wanted.items():
             stored = existing.get(key)
@@ -382,6 +391,8 @@ class ReminderService:
             if key in kept:
                 if stored["status"] == "pending" and stored["due_at"] != doc["due_at"]:
                     moves.append((key, {k: doc[k] for k in KEPT}))
+            elif _restorable(stored, doc, current):
+                restores.append((key, {**{k: doc[k] for k in MOMENT}, **RESTORED}))
             elif stored["status"] == "pending" and stored["due_at"] >= current \
                     and any(stored.get(k) != doc[k] for k in MOMENT):
                 moves.append((key, {k: doc[k] for k in MOMENT}))
@@ -389,9 +400,10 @@ class ReminderService:
                 revivals.append(doc)
         stale = [o["_id"] for o in self.occurrences.pending_from(patient_id, max(start_utc, current), end_utc)
                  if o["_id"] not in wanted]
-        stale = list(dict.fromkeys(stale + self._open_unwanted(patient_id, reminders, history, kept, current)))
+        stale = list(dict.fromkeys(stale + self._open_unwanted(patient_id, reminders, history,
+                                                              set(kept) | {key for key, _ in restores}, current)))
         new = [doc for key, doc in wanted.items() if key not in existing]
-        writes = len(moves) + len(revivals) + len(stale) + len(new)
+        writes = len(moves) + len(restores) + len(revivals) + len(stale) + len(new)
         if not writes:
             return 0, None
         called_off = list(self.occurrences.by_ids(stale).values()) if stale else []
@@ -405,6 +417,9 @@ class ReminderService:
             for key, fields in moves:
                 self.occurrences.move_pending(key, fields, seq)
                 seq += 1
+            for key, fields in restores:
+                self.occurrences.restore_kept(key, fields, seq, TIME_ZONE_CHANGE)
+                seq += 1
             for doc in revivals:
                 self.occurrences.revive(doc, seq)
                 seq += 1
@@ -415,12 +430,13 @@ class ReminderService:
         self.today.touch([patient_id])
         return added, _basis(patient, reminders)
 
-    def _open_unwanted(self, patient_id: str, reminders: list[dict], history, kept: dict, current: datetime
+    def _open_unwanted(self, patient_id: str, reminders: list[dict], history, wanted: set[str], current: datetime
                        ) -> list[str]:
         """The patient's occurrences open now (due, their completion window not closed) that their reminders no
         longer produce (a reminder stopped, or its time changed, while its occurrence was open): cancelled with
         the future ones, so that no nudge follows and no missed-session alert is raised for what the patient or
-        their care team called off."""
+        their care team called off. ``wanted``: ids still wanted whatever they are due now (the slots kept by a
+        move, and those a move undone brings due again later, moved there rather than cancelled)."""
         open_now = list(self.occurrences.open_for(patient_id, current))
         if not open_now:
             return []
@@ -431,9 +447,9 @@ class ReminderService:
         kept_open = {slot.occurrence_id for reminder in reminders
                      for slot in skipped_slots_for(reminder, history, first - MOVES_LOOKBACK, after_now,
                                                    new_schedule_too=True)}
-        still = set(kept) | kept_open | {slot.occurrence_id for reminder in reminders
-                                         for slot in slots_for(reminder, history, max(first, reminder["created_at"]),
-                                                               after_now)}
+        still = wanted | kept_open | {slot.occurrence_id for reminder in reminders
+                                      for slot in slots_for(reminder, history, max(first, reminder["created_at"]),
+                                                            after_now)}
         return [o["_id"] for o in open_now if o["_id"] not in still]
 
     def refresh_future(self, patient_id: str) -> int:
@@ -627,6 +643,16 @@ class ReminderService:
         """Every pending occurrence whose completion window has closed is now missed; returns how many."""
         closed = self.occurrences.closed_at(now_utc, limit=100_000)
         return len(mark_closed_missed(self.stores, self.changes, closed, now_utc))
+
+
+def _restorable(stored: dict, doc: dict, current: datetime) -> bool:
+    """Whether a stored slot a zone change jumped over and kept (pending on the new clock, or missed because of the
+    move) is due again, now or later, on the clock of a zone the patient is back in (the move undone the same day:
+    a phone flipping zones near a border, a wrong zone corrected): it is moved there, pending, to be pushed and
+    recorded at its time. Never one the patient answered, nor one that went missed as any other does."""
+    return (stored.get("skipped_by_move_at") is not None and doc["due_at"] >= current
+            and (stored["status"] == "pending"
+                 or (stored["status"] == "missed" and stored.get("missed_reason") == TIME_ZONE_CHANGE)))
 
 
 def _basis(patient: Account, reminders: list[dict]) -> tuple:

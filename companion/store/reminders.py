@@ -190,6 +190,15 @@ class Occurrences(feeds.SyncedCollection):
         return self.col.update_one({"_id": occurrence, "status": "pending"},
                                    {"$set": {**fields, "seq": seq}}).modified_count == 1
 
+    def restore_kept(self, occurrence: str, fields: dict, seq: int, missed_reason: str) -> bool:
+        """Change a slot a zone change jumped over and kept (``skipped_by_move_at`` set) that is still pending, or
+        still missed for ``missed_reason`` (the move), to ``fields`` (a conditional update: never one the patient
+        has answered meanwhile, nor one missed as any other is)."""
+        return self.col.update_one({"_id": occurrence, "skipped_by_move_at": {"$ne": None},
+                                    "$or": [{"status": "pending"},
+                                            {"status": "missed", "missed_reason": missed_reason}]},
+                                   {"$set": {**fields, "seq": seq}}).modified_count == 1
+
     def cancel_pending(self, ids: list[str], first_seq: int, at: datetime) -> int:
         """Cancel these occurrences where still pending (tombstones numbered from ``first_seq``)."""
         return sum(self.col.update_one({"_id": key, "status": "pending"}, {"$set": {
