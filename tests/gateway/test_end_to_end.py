@@ -30,7 +30,7 @@ def patient_with_units(client, services):
 
 
 @pytest.mark.parametrize(
-    "records_per_unit", [150, pytest.param(5000, marks=pytest.mark.slow, id="10000-records")]
+    "records_per_unit", [150, pytest.param(2500, marks=pytest.mark.slow, id="5000-records")]
 )
 def test_records_arrive_exactly_once_through_link_loss_api_outage_and_sigkill(
     tmp_path, client, db, api_server, patient_with_units, system_bus, records_per_unit
