@@ -7,8 +7,6 @@ Clinicians acknowledge alerts through the review API (companion.api.review).
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
@@ -21,11 +19,10 @@ from companion.http import auditing, services
 from companion.http.paging import (
     LINK_HEADER,
     cursor_field,
-    decode_cursor,
-    encode_cursor,
+    keyset_cursor,
+    keyset_place,
     next_field,
     next_link,
-    not_ours,
     offset_page,
 )
 from companion.http.schemas import StrictSchema
@@ -132,26 +129,14 @@ class PatientAlerts(MethodView):
                   if actor.role in (Role.PATIENT, Role.CAREGIVER) else None)
         read = services().alerts.for_patient(grant, since=args["since"], unacknowledged=args["unacknowledged"],
                                              limit=args["limit"] + 1, reader=reader,
-                                             after=_alert_position(args["cursor"]) if args["cursor"] else None)
+                                             after=keyset_place(args["cursor"])[:2] if args["cursor"] else None)
         items = read[:args["limit"]]
         auditing.note(patient_ids=[patient_id], resource="alert", action="R", resource_ids=[a["_id"] for a in items])
         following = None
         if len(read) > args["limit"]:
             last = items[-1]
-            following = next_link(cursor=encode_cursor({"at": last["raised_at"].isoformat(), "id": last["_id"]}))
+            following = next_link(cursor=keyset_cursor(last["raised_at"], last["_id"]))
         return {"items": items, "next": following}
-
-
-def _alert_position(cursor: str) -> tuple[datetime, str]:
-    """The (raised_at, id) an alert list's cursor names; one this API did not make is a 422."""
-    value = decode_cursor(cursor)
-    try:
-        at, alert_id = datetime.fromisoformat(value["at"]), value["id"]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise not_ours() from exc
-    if at.tzinfo is None or not isinstance(alert_id, str):
-        raise not_ours()
-    return at, alert_id
 
 
 @blp.route("/<patient_id>/notifications")

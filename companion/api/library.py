@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate, validates_schema
@@ -19,11 +17,10 @@ from companion.http.idempotency import idempotent, request_key
 from companion.http.paging import (
     LINK_HEADER,
     cursor_field,
-    decode_cursor,
-    encode_cursor,
+    keyset_cursor,
+    keyset_place,
     next_field,
     next_link,
-    not_ours,
     offset_page,
 )
 from companion.http.schemas import Pattern, StrictSchema, text
@@ -216,13 +213,12 @@ class PracticeList(MethodView):
         per page: follow `next` for more. Each page continues after the last practice of the one before, so a
         practice recorded between two pages shifts nothing."""
         require_patient(patient_id, Operation.READ)
-        after = _practice_position(args["cursor"]) if args["cursor"] else None
+        after = keyset_place(args["cursor"])[:2] if args["cursor"] else None
         items, last = services().library.practice_between(patient_id, args["start"], args["end"], args["limit"],
                                                           after)
         auditing.note(patient_ids=[patient_id], resource="practice", action="search",
                       resource_ids=[p["_id"] for p in items])
-        following = None if last is None else next_link(cursor=encode_cursor({"at": last[0].isoformat(),
-                                                                               "id": last[1]}))
+        following = None if last is None else next_link(cursor=keyset_cursor(*last))
         return {"items": items, "next": following}
 
     @allow(Role.PATIENT, Role.CAREGIVER)
@@ -238,18 +234,6 @@ class PracticeList(MethodView):
                                                      request_key=request_key())
         auditing.note(patient_ids=[patient_id], resource="practice", action="C", resource_ids=[practice["_id"]])
         return conditional.tagged(practice, practice.get("seq"), 201)
-
-
-def _practice_position(cursor: str) -> tuple[datetime, str]:
-    """The (started_at, id) a practice list's cursor names; one this API did not make is a 422."""
-    value = decode_cursor(cursor)
-    try:
-        at, practice_id = datetime.fromisoformat(value["at"]), value["id"]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise not_ours() from exc
-    if at.tzinfo is None or not isinstance(practice_id, str):
-        raise not_ours()
-    return at, practice_id
 
 
 @blp.route("/patients/<patient_id>/practice/changes")

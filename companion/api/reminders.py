@@ -61,8 +61,8 @@ class ReminderList(MethodView):
         require_patient(patient_id, Operation.READ)
         after = _list_place(args["cursor"]) if args["cursor"] else None
         items, last = services().reminders.list(patient_id, args["limit"], after)
-        following = None if last is None else paging.next_link(cursor=paging.encode_cursor(
-            {"part": last[0], "at": last[1].isoformat(), "id": last[2]}))
+        following = None if last is None else paging.next_link(cursor=paging.keyset_cursor(last[1], last[2],
+                                                                                         part=last[0]))
         auditing.note(patient_ids=[patient_id], resource="reminder", action="search",
                       resource_ids=[r["_id"] for r in items])
         return {"items": items, "next": following}
@@ -84,14 +84,10 @@ class ReminderList(MethodView):
 
 def _list_place(cursor: str) -> tuple[str, datetime, str]:
     """The (part, sort key, id) a reminders list's cursor names; one this API did not make is a 422."""
-    value = paging.decode_cursor(cursor)
-    try:
-        part, at, reminder_id = value["part"], datetime.fromisoformat(value["at"]), value["id"]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise paging.not_ours() from exc
-    if part not in ("active", "stopped") or at.tzinfo is None or not isinstance(reminder_id, str):
+    at, reminder_id, value = paging.keyset_place(cursor)
+    if value.get("part") not in ("active", "stopped"):
         raise paging.not_ours()
-    return part, at, reminder_id
+    return value["part"], at, reminder_id
 
 
 @blp.route("/patients/<patient_id>/reminders/changes")

@@ -22,6 +22,7 @@ import base64
 import binascii
 import json
 from collections.abc import Callable
+from datetime import datetime
 
 from flask import Flask, g, request
 from marshmallow import fields, validate
@@ -96,6 +97,25 @@ def decode_position(cursor: str | None) -> int:
     if not isinstance(offset, int) or not 0 <= offset <= 100_000:
         raise not_ours()
     return offset
+
+
+def keyset_cursor(at: datetime, item_id: str, **more) -> str:
+    """A keyset list's cursor: the (instant, id) of the last item a page answered (and ``more``, such as the
+    part of a list in two parts)."""
+    return encode_cursor({"at": at.isoformat(), "id": item_id, **more})
+
+
+def keyset_place(cursor: str) -> tuple[datetime, str, dict]:
+    """The (instant, id) a :func:`keyset_cursor` names, with what else it holds; one this API did not make is a
+    422."""
+    value = decode_cursor(cursor)
+    try:
+        at, item_id = datetime.fromisoformat(value["at"]), value["id"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise not_ours() from exc
+    if at.tzinfo is None or not isinstance(item_id, str):
+        raise not_ours()
+    return at, item_id, value
 
 
 def not_ours() -> Invalid:
