@@ -443,16 +443,23 @@ def test_a_session_placed_days_after_it_arrived_on_a_day_now_beyond_the_window_r
     assert _marks(jobs_db, patient) == set()
 
 
-def test_a_practice_recorded_forty_days_late_reaches_its_days_snapshot_as_it_reaches_the_week(
-        jobs_db, settings, clock, traveller):
-    now = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
-    traveller.move_to(now)
+def _practising_patient(jobs_db, settings, clock, now, *, minutes_per_day: int):
+    """Services and a patient in UTC whose plan (since 60 days) asks ``minutes_per_day`` of mindfulness a day,
+    counted towards adherence; the library loaded."""
     services = services_on(jobs_db, settings, clock)
     services.library.load()
     patient = make_person(jobs_db, "patient", "UTC")
     services.plans.prescribe(patient.id, {**PLAN, "mindfulness": {
-        "minutes_per_day": 1, "sessions_per_week": None, "counts_towards_adherence": True}},
+        "minutes_per_day": minutes_per_day, "sessions_per_week": None, "counts_towards_adherence": True}},
         created_by="clinician", at=now - timedelta(days=60))
+    return services, patient
+
+
+def test_a_practice_recorded_forty_days_late_reaches_its_days_snapshot_as_it_reaches_the_week(
+        jobs_db, settings, clock, traveller):
+    now = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
+    traveller.move_to(now)
+    services, patient = _practising_patient(jobs_db, settings, clock, now, minutes_per_day=1)
     started = now - timedelta(days=40)
     practice = services.library.start_practice(patient.id, services.library.short_items(10)[0], started)
     services.library.complete_practice(patient.id, practice["_id"], started + timedelta(minutes=2), 2)
@@ -558,12 +565,7 @@ def test_a_practice_recorded_twice_and_completed_late_before_the_other_is_counte
     view says 25, however it reads (today, the week, the snapshot the job recomputes, the export, the review)."""
     now = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
     traveller.move_to(now)
-    services = services_on(jobs_db, settings, clock)
-    services.library.load()
-    patient = make_person(jobs_db, "patient", "UTC")
-    services.plans.prescribe(patient.id, {**PLAN, "mindfulness": {
-        "minutes_per_day": 30, "sessions_per_week": None, "counts_towards_adherence": True}},
-        created_by="clinician", at=now - timedelta(days=60))
+    services, patient = _practising_patient(jobs_db, settings, clock, now, minutes_per_day=30)
     early, late = now - timedelta(hours=3), now - timedelta(hours=3) + timedelta(minutes=5)
     by_caregiver = services.library.start_practice(patient.id, "full-body-scan", early)
     by_patient = services.library.start_practice(patient.id, "full-body-scan", late)
@@ -587,12 +589,7 @@ def test_a_practice_completed_late_that_runs_past_midnight_recomputes_the_next_d
     original's end, on the next day, once the original is completed, however late; that day is recomputed too."""
     now = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
     traveller.move_to(now)
-    services = services_on(jobs_db, settings, clock)
-    services.library.load()
-    patient = make_person(jobs_db, "patient", "UTC")
-    services.plans.prescribe(patient.id, {**PLAN, "mindfulness": {
-        "minutes_per_day": 30, "sessions_per_week": None, "counts_towards_adherence": True}},
-        created_by="clinician", at=now - timedelta(days=60))
+    services, patient = _practising_patient(jobs_db, settings, clock, now, minutes_per_day=30)
     original = services.library.start_practice(patient.id, "full-body-scan", datetime(2026, 3, 17, 23, 50, tzinfo=UTC))
     copy = services.library.start_practice(patient.id, "full-body-scan", datetime(2026, 3, 18, 0, 0, tzinfo=UTC))
     services.library.complete_practice(patient.id, copy["_id"], datetime(2026, 3, 18, 0, 20, tzinfo=UTC), None)
@@ -611,12 +608,7 @@ def test_two_practices_done_back_to_back_are_counted_alike_in_every_view_and_mee
     show 12.0, the snapshot keeps 11.97, and the plan's 12 minutes read 12.0 of 12 yet not met."""
     now = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
     traveller.move_to(now)
-    services = services_on(jobs_db, settings, clock)
-    services.library.load()
-    patient = make_person(jobs_db, "patient", "UTC")
-    services.plans.prescribe(patient.id, {**PLAN, "mindfulness": {
-        "minutes_per_day": 12, "sessions_per_week": None, "counts_towards_adherence": True}},
-        created_by="clinician", at=now - timedelta(days=60))
+    services, patient = _practising_patient(jobs_db, settings, clock, now, minutes_per_day=12)
     first_start = now - timedelta(hours=3)
     second_start = first_start + timedelta(minutes=5, seconds=58)
     first = services.library.start_practice(patient.id, "full-body-scan", first_start)
