@@ -121,12 +121,18 @@ def pair(
     timeout_s: float = 15.0,
     transport: httpx.BaseTransport | None = None,
     ca_file: str | None = None,
+    nonce: str | None = None,
 ) -> Pairing:
     """Exchange a short-lived pairing code for this gateway's credentials (ConfigError, nothing sent, for an API URL
-    that is not https:// to another host: :func:`checked_api_url`)."""
+    that is not https:// to another host: :func:`checked_api_url`).
+
+    ``nonce`` is this gateway's own random value for the pairing (:meth:`GatewayConfig.pairing_nonce`, kept before
+    the first request): sent again with the same code after an answer that was lost, it is answered again, with
+    the same gateway and a new secret; without it (or with another) a used code is refused."""
     verify = tls_verification(ca_file)
+    body = {"code": code, "name": name} | ({"nonce": nonce} if nonce else {})
     with httpx.Client(base_url=checked_api_url(base_url), timeout=timeout_s, transport=transport, verify=verify) as http:
-        response = http.post(PAIR_PATH, json={"code": code, "name": name})
+        response = http.post(PAIR_PATH, json=body)
     response.raise_for_status()
     body = response.json()
     return Pairing(body["gateway_id"], body["gateway_secret"], body["patient_ref"], list(body["device_serials"]))

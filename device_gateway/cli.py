@@ -70,8 +70,10 @@ def cmd_pair(args: argparse.Namespace, config: GatewayConfig) -> int:
     config.api_url = checked_api_url(args.api or config.api_url)
     name = args.name or socket.gethostname()
     code = args.code.replace("-", "").replace(" ", "").upper()  # as the app shows it, or typed in any case
+    # Kept before anything is sent: the answer may be lost, and a retry with the same code must send the same one.
+    nonce = config.pairing_nonce()
     try:
-        pairing = pair(config.api_url, code, name, ca_file=config.ca_file)
+        pairing = pair(config.api_url, code, name, ca_file=config.ca_file, nonce=nonce)
     except httpx.HTTPStatusError as exc:
         answer = exc.response
         wait = answer.headers.get("Retry-After")
@@ -79,7 +81,8 @@ def cmd_pair(args: argparse.Namespace, config: GatewayConfig) -> int:
               + (f" (try again in {wait} s)" if wait else ""), file=sys.stderr)
         return 1
     except httpx.HTTPError as exc:
-        print(f"cannot reach {config.api_url}: {exc}", file=sys.stderr)
+        print(f"cannot reach {config.api_url}: {exc}; run the same `pair` again (with the same code, within its "
+              f"10 minutes): a pairing whose answer was lost is answered again", file=sys.stderr)
         return 1
     held = _held_for_another_patient(config, pairing.patient_ref, pairing.device_serials)
     if held:
@@ -99,6 +102,7 @@ def cmd_pair(args: argparse.Namespace, config: GatewayConfig) -> int:
     config.paired_at = datetime.now(UTC).isoformat()
     config.name = name
     config.save()
+    config.forget_pairing_nonce()
     print(f"paired as gateway {pairing.gateway_id}; units: {', '.join(pairing.device_serials) or 'none yet'}")
     return 0
 

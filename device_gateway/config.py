@@ -11,6 +11,8 @@ The file is written with mode 0600 because it holds the gateway secret.
 
 import json
 import os
+import re
+import secrets
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +28,10 @@ DEFAULT_API_URL = "http://127.0.0.1:5000"  # where `make run` serves the API
 CONFIG_FILE = "config.json"
 BUFFER_FILE = "buffer.db"
 KEY_FILE = "buffer.key"
+# The pairing's nonce (GatewayConfig.pairing_nonce): made before the first pairing request, kept until a pairing
+# is saved.
+PAIRING_NONCE_FILE = "pairing.nonce"
+_NONCE = re.compile(r"[A-Za-z0-9_-]{32,128}")
 
 
 @dataclass
@@ -82,6 +88,32 @@ class GatewayConfig:
     def paired_at_datetime(self) -> datetime | None:
         """The pairing time, used to recognise a unit whose clock was reset."""
         return datetime.fromisoformat(self.paired_at) if self.paired_at else None
+
+    @property
+    def pairing_nonce_path(self) -> Path:
+        return Path(self.state_dir) / PAIRING_NONCE_FILE
+
+    def pairing_nonce(self) -> str:
+        """The nonce this gateway sends with its pairing requests: the one kept in the state directory, else a new
+        one (32 random bytes, base64url), written there durably (0600) before it is returned, so that a pairing
+        retried after its answer was lost (a timeout, the Wi-Fi dropping, a crash or a restart midway) sends the
+        same one, and the API answers it again rather than refusing the used code. One cut short or altered is
+        replaced by a new one."""
+        path = self.pairing_nonce_path
+        try:
+            kept = path.read_text().strip()
+        except (FileNotFoundError, UnicodeDecodeError):
+            kept = ""
+        if _NONCE.fullmatch(kept):
+            return kept
+        nonce = secrets.token_urlsafe(32)
+        Path(self.state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_atomically(path, nonce + "\n")
+        return nonce
+
+    def forget_pairing_nonce(self) -> None:
+        """Drop the pairing's nonce once its credentials are saved: the next pairing (a new code) gets a new one."""
+        self.pairing_nonce_path.unlink(missing_ok=True)
 
     def save(self) -> None:
         """Write the config file (0600)."""

@@ -30,6 +30,12 @@ class PairSchema(StrictSchema):
     code = fields.String(required=True, validate=Pattern(r"^[A-Z0-9]{8}([A-Z0-9]{2})?$"), metadata={
         "description": "the pairing code the app shows (10 characters)"})
     name = text(100, load_default="gateway", min_len=1)
+    nonce = fields.String(load_default=None, validate=Pattern(r"^[A-Za-z0-9_-]{32,128}$"), metadata={
+        "description": (
+            "random, made by the gateway for this pairing (e.g. 32 random bytes, base64url: 43 characters; 32 to "
+            "128 of A-Z a-z 0-9 _ -) and kept durably before it first sends the code, so that a retry sends the "
+            "same one; only its hash is stored. A retry with the same code and the same nonce is answered again "
+            "if the first answer was lost; without one the code answers once and never again")})
 
 
 class PairedSchema(Schema):
@@ -76,9 +82,9 @@ class GatewaySchema(Schema):
     revoked_at = fields.DateTime(allow_none=True)
     revoked_reason = fields.String(allow_none=True, metadata={"description": (
         "why it was revoked: `revoked` (by the patient or their care team), `never_connected` (paired more than a "
-        "day ago and never connected: the pairing's answer was lost, or the gateway gave it up; pair it again "
-        "with a new code), `account_closed`; null while it is not revoked, or for one revoked before reasons "
-        "were kept")})
+        "day ago and never connected: the pairing's answer was lost, the gateway gave it up, or it was first run "
+        "a day or more later; pair it again with a new code, its buffered records are kept), `account_closed`; "
+        "null while it is not revoked, or for one revoked before reasons were kept")})
 
 
 class GatewayListSchema(Schema):
@@ -108,13 +114,16 @@ class Pair(MethodView):
     def post(self, body):
         """Exchange a pairing code for gateway credentials bound to the code's patient.
 
-        A code is used once; but if the answer was lost (a timeout, the Wi-Fi dropping), sending the same code
-        again while it has not expired and before the gateway fetched its first token answers 201 again: the
-        same `gateway_id` with a new `gateway_secret` (the earlier secret stops working). A gateway paired more
-        than a day ago that never fetched a token is revoked (`never_connected` in the patient's list). Guesses
-        are throttled per network (an IPv6 address by its /64) and, against a flood, on the whole server: 429 with
-        Retry-After (at most a minute)."""
-        paired = services().gateways.pair(body["code"], body["name"], address=client_address())
+        A code is used once. If the answer was lost (a timeout, the Wi-Fi dropping, the gateway restarting), the
+        gateway sends the same code with the same `nonce` again: while the code has not expired and before the
+        gateway fetched its first token, that answers 201 again with the same `gateway_id` and a new
+        `gateway_secret` (the earlier secret stops working). Anyone else sending the used code (without the
+        nonce, or with another) gets 401 as for any used code, counted as a failed guess; a pairing sent without
+        a nonce is never answered again. A gateway paired more than a day ago that never fetched a token is
+        revoked (`never_connected` in the patient's list) and must be paired again. Guesses are throttled per
+        network (an IPv6 address by its /64) and, against a flood, on the whole server: 429 with Retry-After (at
+        most a minute)."""
+        paired = services().gateways.pair(body["code"], body["name"], address=client_address(), nonce=body["nonce"])
         auditing.note(patient_ids=[paired.patient_id], resource="gateway", action="U" if paired.repeated else "C",
                       resource_ids=[paired.gateway_id])
         return paired

@@ -160,9 +160,9 @@ class Gateway:
     revoked: bool = False
     created_at: datetime | None = None
     revoked_at: datetime | None = None
-    # Why: REVOKED_ON_REQUEST (the patient or their care team), NEVER_CONNECTED (paired but never fetched a
-    # token: its pairing answer was lost), PATIENT_CLOSED (the account was closed); None: revoked before reasons
-    # were kept.
+    # Why: REVOKED_ON_REQUEST (the patient or their care team), NEVER_CONNECTED (paired a day before and never
+    # fetched a token: its pairing answer was lost, or it had not run yet), PATIENT_CLOSED (the account was
+    # closed); None: revoked before reasons were kept.
     revoked_reason: str | None = None
     # Paired and never yet fetched a token (False for gateways paired before this was recorded: they did).
     awaiting_first_token: bool = False

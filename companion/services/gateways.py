@@ -77,25 +77,30 @@ class Gateways:
         self.codes.create(digest(code), patient_id, expires)
         return code, expires
 
-    def pair(self, code: str, name: str, *, address: str) -> Pairing:
+    def pair(self, code: str, name: str, *, address: str, nonce: str | None = None) -> Pairing:
         """Exchange a pairing code for gateway credentials bound to the code's patient (throttled per network and
         server-wide: a guesser names no patient).
 
-        A code is used once, but its answer may be lost on the way (a timeout, the Wi-Fi dropping) with the gateway
-        made: while the code has not expired and that gateway has never fetched a token, the same code answers again
-        with the same gateway and a new secret (the earlier one stops working). Nobody but the code's holder can
-        have used the gateway yet, and a gateway left so is revoked a day on (companion.services.housekeeping)."""
+        A code is used once, but its answer may be lost on the way (a timeout, the Wi-Fi dropping, the gateway
+        restarting) with the gateway made. The gateway sends a ``nonce`` of its own with the request, the same one
+        again when it retries (it keeps it in its state directory before it first asks); the code keeps only its
+        hash. While the code has not expired and that gateway has never fetched a token, a request with the code and
+        the same nonce answers again with the same gateway and a new secret (the earlier one stops working). The
+        code alone is not enough: whoever else holds it (someone who saw it, a guesser) could otherwise take the
+        new gateway's place before its first token. A request with another nonce, or none (a gateway older than
+        nonces, which gets no repeat), is refused as any used code is. A gateway left unconnected is revoked a day
+        on (companion.services.housekeeping)."""
         self.throttle.check("pairing", address=address)
         code_hash = digest(code)
         gateway_id = new_id()
-        claimed = self.codes.claim(code_hash, gateway_id)
+        claimed = self.codes.claim(code_hash, gateway_id, digest(nonce) if nonce else None)
         secret = secrets.token_urlsafe(32)
         if claimed:
             gateway = self.gateways.create(patient_id=claimed["patient_id"], secret_hash=digest(secret), name=name,
                                            gateway_id=gateway_id)
             repeated = False
         else:
-            gateway = self._pair_again(code_hash, digest(secret), name)
+            gateway = self._pair_again(code_hash, nonce, digest(secret), name) if nonce else None
             if gateway is None:
                 self.throttle.failed("pairing", address=address)
                 raise Unauthorized("unknown, used or expired pairing code")
@@ -104,11 +109,13 @@ class Gateways:
         return Pairing(gateway.id, secret, gateway.patient_id, digest(gateway.patient_id)[:12], serials,
                        repeated=repeated)
 
-    def _pair_again(self, code_hash: str, secret_hash: str, name: str) -> Gateway | None:
-        """The gateway a used, live code made, given ``secret_hash``, if it has never fetched a token (else None)."""
+    def _pair_again(self, code_hash: str, nonce: str, secret_hash: str, name: str) -> Gateway | None:
+        """The gateway a used, live code made, given ``secret_hash``, if the code was claimed with ``nonce`` and the
+        gateway has never fetched a token (else None)."""
         used = self.codes.claimed_live(code_hash)
-        if used is None or not self.gateways.replace_unused_secret(used["gateway_id"], used["patient_id"],
-                                                                   secret_hash, name):
+        if used is None or not used.get("nonce_hash") \
+                or not secrets.compare_digest(used["nonce_hash"], digest(nonce)) \
+                or not self.gateways.replace_unused_secret(used["gateway_id"], used["patient_id"], secret_hash, name):
             return None
         return self.gateways.get(used["gateway_id"])
 

@@ -35,8 +35,8 @@ class Housekeeping:
         self.retention = audit_retention
 
     def purge_expired(self) -> dict[str, int]:
-        """Delete what has outlived its use, and revoke the gateways nobody holds; safe to run any time, any number
-        of times.
+        """Delete what has outlived its use, and revoke the gateways paired a day ago that never connected; safe to
+        run any time, any number of times.
 
         Emergency-access grants are never purged here (they are evidence, kept with the patient's record); audit
         events have their own retention (:meth:`audit_retention`)."""
@@ -59,11 +59,13 @@ class Housekeeping:
         }
 
     def revoke_never_connected_gateways(self) -> int:
-        """Revoke the gateways paired more than a day ago that never fetched a token: nobody holds their secret (the
-        pairing's answer was lost and the code not tried again, or the gateway gave the pairing up), so they are a
-        live credential for the patient's record that nobody uses. Each is audited as a deletion by the system,
-        named in the patient's access log, and shown in their gateway list as revoked, ``never_connected``. How
-        many were revoked now (their events are written by this run or, after a crash, the next)."""
+        """Revoke the gateways paired more than a day ago that never fetched a token: the pairing's answer was lost
+        and the code not tried again, the gateway gave the pairing up, or it holds its secret but has not run yet
+        (it is then refused at its first run, exit 77, and must be paired again with a new code; its buffered
+        records are kept). Either way a credential for the patient's record unused for a day is not left live.
+        Each is audited as a deletion by the system, named in the patient's access log, and shown in their gateway
+        list as revoked, ``never_connected``. How many were revoked now (their events are written by this run or,
+        after a crash, the next)."""
         gateways = self.stores.gateways
         revoked = gateways.revoke_never_connected(self.clock() - NEVER_CONNECTED_AFTER)
         if self.audit is not None:

@@ -172,17 +172,20 @@ class PairingCodes:
         self.col.insert_one({"_id": code_hash, "patient_id": patient_id, "expires_at": expires_at,
                              "used_at": None, "created_at": now()})
 
-    def claim(self, code_hash: str, gateway_id: str) -> dict | None:
-        """Use a live code once, for the gateway ``gateway_id`` about to be made: one conditional update, so of two
-        gateways racing for it exactly one claims it."""
+    def claim(self, code_hash: str, gateway_id: str, nonce_hash: str | None) -> dict | None:
+        """Use a live code once, for the gateway ``gateway_id`` about to be made, noting the hash of the pairing
+        request's nonce (None: it sent none): one conditional update, so of two gateways racing for it exactly one
+        claims it."""
         at = now()
         return self.col.find_one_and_update({"_id": code_hash, "used_at": None, "expires_at": {"$gt": at}},
-                                            {"$set": {"used_at": at, "gateway_id": gateway_id}},
+                                            {"$set": {"used_at": at, "gateway_id": gateway_id,
+                                                      "nonce_hash": nonce_hash}},
                                             return_document=ReturnDocument.AFTER)
 
     def claimed_live(self, code_hash: str) -> dict | None:
-        """A code used already but not expired, with the gateway it made (None otherwise): its pairing may be
-        answered again while that gateway never fetched a token."""
+        """A code used already but not expired, with the gateway it made and the hash of the nonce it was claimed
+        with (None otherwise): its pairing may be answered again, to a request with that nonce, while that
+        gateway never fetched a token."""
         return self.col.find_one({"_id": code_hash, "used_at": {"$ne": None}, "gateway_id": {"$ne": None},
                                   "expires_at": {"$gt": now()}})
 

@@ -530,8 +530,8 @@ class Gateways:
                     and doc.get("token_fetched") is not False)
 
     def revoke_never_connected(self, paired_before: datetime, limit: int = 1000) -> list[Gateway]:
-        """Revoke the gateways paired before ``paired_before`` that never fetched a token (nobody holds their
-        secret: the pairing's answer was lost, or the gateway gave the pairing up); the ones revoked now. Each is
+        """Revoke the gateways paired before ``paired_before`` that never fetched a token (the pairing's answer was
+        lost, the gateway gave the pairing up, or it has not run since); the ones revoked now. Each is
         marked for its audit event (:meth:`revoked_unaudited`), in the same write."""
         revoked = []
         for doc in self.col.find({"token_fetched": False, "created_at": {"$lt": paired_before},

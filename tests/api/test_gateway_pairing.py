@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import time_machine
 
 
@@ -13,15 +15,19 @@ def _token(client, paired: dict):
                                                            "gateway_secret": paired["gateway_secret"]})
 
 
+NONCE = "n" * 43  # what a gateway sends with its pairing, and again when it retries
+
+
 def test_pairing_code_makes_one_gateway_even_when_raced(app, client, world, db):
-    """Six gateways racing with one code: one gateway is made; each answer naming it may carry its own secret,
-    and exactly one of those secrets works (the last given). A 401 is one that came before the gateway was."""
+    """Six requests of one gateway racing with one code (its retries, the same nonce): one gateway is made; each
+    answer naming it may carry its own secret, and exactly one of those secrets works (the last given). A 401 is
+    one that came before the gateway was."""
     patient = world["patient_a"]
     before = db.gateways.count_documents({"patient_id": patient.id})
     code = client.post(f"/api/v1/patients/{patient.id}/pairing-codes", headers=patient.headers).json["code"]
 
     def pair(_):
-        return app.test_client().post("/api/v1/gateways/pair", json={"code": code, "name": "hub"})
+        return app.test_client().post("/api/v1/gateways/pair", json={"code": code, "name": "hub", "nonce": NONCE})
 
     with ThreadPoolExecutor(6) as pool:
         answers = list(pool.map(pair, range(6)))
@@ -32,12 +38,31 @@ def test_pairing_code_makes_one_gateway_even_when_raced(app, client, world, db):
     assert sorted(_token(client, p).status_code for p in paired) == [200] + [401] * (len(paired) - 1)
 
 
+@pytest.mark.parametrize("nonces", [[None] * 6, [f"{i}" * 43 for i in range(6)]], ids=["no-nonce", "each-its-own"])
+def test_pairing_code_answers_one_of_several_gateways_racing_with_it(app, client, world, db, nonces):
+    """Six gateways racing with one code, each with its own nonce or none: exactly one is answered."""
+    patient = world["patient_a"]
+    before = db.gateways.count_documents({"patient_id": patient.id})
+    code = client.post(f"/api/v1/patients/{patient.id}/pairing-codes", headers=patient.headers).json["code"]
+
+    def pair(nonce):
+        body = {"code": code, "name": "hub"} | ({"nonce": nonce} if nonce else {})
+        return app.test_client().post("/api/v1/gateways/pair", json=body)
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(pair, nonces))
+    assert sorted(a.status_code for a in answers) == [201] + [401] * 5
+    assert db.gateways.count_documents({"patient_id": patient.id}) == before + 1
+    (paired,) = [a.json for a in answers if a.status_code == 201]
+    assert _token(client, paired).status_code == 200
+
+
 def test_a_pairing_whose_answer_was_lost_is_answered_again_for_the_same_gateway(client, world, db):
     patient = world["patient_a"]
     code = client.post(f"/api/v1/patients/{patient.id}/pairing-codes", headers=patient.headers).json["code"]
-    first = client.post("/api/v1/gateways/pair", json={"code": code, "name": "hall"})
+    first = client.post("/api/v1/gateways/pair", json={"code": code, "name": "hall", "nonce": NONCE})
     assert first.status_code == 201  # ... and its answer is lost on the way (a timeout, the Wi-Fi dropping)
-    again = client.post("/api/v1/gateways/pair", json={"code": code, "name": "hall"})
+    again = client.post("/api/v1/gateways/pair", json={"code": code, "name": "hall", "nonce": NONCE})
     assert again.status_code == 201, again.json
     assert again.json["gateway_id"] == first.json["gateway_id"]
     assert again.json["gateway_secret"] != first.json["gateway_secret"]
@@ -45,12 +70,54 @@ def test_a_pairing_whose_answer_was_lost_is_answered_again_for_the_same_gateway(
     assert _token(client, again.json).status_code == 200
     listed = client.get(f"/api/v1/patients/{patient.id}/gateways", headers=patient.headers).json["items"]
     assert [g["id"] for g in listed].count(first.json["gateway_id"]) == 1
-    # Once it has fetched a token, the code is spent for good: nobody can take the gateway's place.
-    assert client.post("/api/v1/gateways/pair", json={"code": code, "name": "hall"}).status_code == 401
+    # Once it has fetched a token, the code is spent for good, even with the nonce.
+    assert client.post("/api/v1/gateways/pair", json={"code": code, "name": "hall", "nonce": NONCE}).status_code == 401
     assert _token(client, again.json).status_code == 200
     assert [e["action"] for e in db.audit_events.find(
         {"resource_type": "gateway", "resource_ids": first.json["gateway_id"], "action": {"$in": ["C", "U"]}})
         .sort("seq", 1)] == ["C", "U"]
+
+
+@pytest.mark.parametrize("replayed_with", [None, "x" * 43], ids=["no-nonce", "another-nonce"])
+def test_a_used_code_without_its_nonce_is_refused_and_counted_while_the_gateway_keeps_its_secret(
+        client, world, db, replayed_with):
+    """Whoever else holds the code (someone who saw it, a guesser) cannot take the new gateway's place before its
+    first token: only the nonce the code was claimed with is answered again."""
+    patient = world["patient_a"]
+    code = client.post(f"/api/v1/patients/{patient.id}/pairing-codes", headers=patient.headers).json["code"]
+    home = client.post("/api/v1/gateways/pair", json={"code": code, "name": "hall", "nonce": NONCE},
+                       environ_base={"REMOTE_ADDR": "198.51.100.7"})
+    assert home.status_code == 201
+    body = {"code": code, "name": "x"} | ({"nonce": replayed_with} if replayed_with else {})
+    failures = {"key": "fail:pairing:*"}  # the server-wide count of failed pairings
+    counted = db.rate_events.count_documents(failures)
+    other = client.post("/api/v1/gateways/pair", json=body, environ_base={"REMOTE_ADDR": "203.0.113.66"})
+    assert other.status_code == 401
+    assert db.rate_events.count_documents(failures) == counted + 1  # a failed guess, as for any used code
+    assert _token(client, home.json).status_code == 200
+    assert db.gateways.find_one({"_id": home.json["gateway_id"]})["name"] == "hall"
+
+
+def test_a_pairing_sent_without_a_nonce_is_never_answered_again(client, world):
+    """An older gateway sends none: its code answers once, as before repeats were made."""
+    patient = world["patient_a"]
+    code = client.post(f"/api/v1/patients/{patient.id}/pairing-codes", headers=patient.headers).json["code"]
+    first = client.post("/api/v1/gateways/pair", json={"code": code, "name": "hall"})
+    assert first.status_code == 201
+    assert client.post("/api/v1/gateways/pair", json={"code": code, "name": "hall"}).status_code == 401
+    # (one with a nonce now cannot adopt it either: the code was claimed without one)
+    assert client.post("/api/v1/gateways/pair", json={"code": code, "name": "hall", "nonce": NONCE}).status_code == 401
+    assert _token(client, first.json).status_code == 200
+
+
+def test_a_pairing_nonce_is_checked(client, world, db):
+    patient = world["patient_a"]
+    code = client.post(f"/api/v1/patients/{patient.id}/pairing-codes", headers=patient.headers).json["code"]
+    for nonce in ["short", "n" * 129, "n" * 42 + "/", 42]:
+        assert client.post("/api/v1/gateways/pair", json={"code": code, "nonce": nonce}).status_code == 422
+    assert client.post("/api/v1/gateways/pair", json={"code": code, "nonce": NONCE}).status_code == 201
+    stored = db.pairing_codes.find_one({"_id": hashlib.sha256(code.encode()).hexdigest()})
+    assert stored["nonce_hash"] == hashlib.sha256(NONCE.encode()).hexdigest()  # only its hash
 
 
 def test_a_used_pairing_code_is_not_answered_again_once_expired(client, world):
@@ -111,3 +178,14 @@ def test_revoked_gateway_token_stops_working(client, world, services):
 
     Gateways(services.db).revoke(world["gateway_a"].id)
     assert client.get("/api/v1/gateway/devices", headers=world["gateway_a"].headers).status_code == 401
+
+
+def test_a_used_code_replayed_from_another_network_does_not_take_the_paired_gateway_over(client, world, db):
+    patient = world["patient_a"]
+    code = client.post(f"/api/v1/patients/{patient.id}/pairing-codes", headers=patient.headers).json["code"]
+    home = client.post("/api/v1/gateways/pair", json={"code": code, "name": "hall"},
+                       environ_base={"REMOTE_ADDR": "198.51.100.7"})
+    assert home.status_code == 201
+    other = client.post("/api/v1/gateways/pair", json={"code": code, "name": "x"},
+                        environ_base={"REMOTE_ADDR": "203.0.113.66"})
+    assert (other.status_code == 201, _token(client, home.json).status_code) == (False, 200)
