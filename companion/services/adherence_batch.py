@@ -24,11 +24,14 @@ those days (ratings synced late: their ratings read at once too). The queries of
 and chunks it covers, not on how many patients there are.
 
 Two runs may overlap (an old leader still finishing a slow run while the next leader runs the job): each run takes
-a number before it reads its data (companion.store.recompute.DaysToRecompute.start) and writes a day only over a
-snapshot computed at an earlier instant, or at the same one by an earlier run (AdherenceDays.save_many). A day that
-a later run wrote first is marked again (the later run may have cleared the mark of data this one did not read)
-and the patient's rules are not judged on this run's figures: the later run judged them, and the next run judges
-them again, so an alert the later run resolved is not reopened, nor its caregiver's push queued again.
+a number before it reads its data (companion.store.recompute.DaysToRecompute.start, one counter in the database)
+and writes a day only over a snapshot of a run that took a lower number (AdherenceDays.save_many; the instants the
+processes' clocks stamp order only the snapshots written without a number). A day that a later run wrote first is
+marked again (the later run may have cleared the mark of data this one did not read) and the patient's rules are
+not judged on this run's figures: the later run judged them, and the next run judges them again, so an alert the
+later run resolved is not reopened, nor its caregiver's push queued again. What refused a run never refuses the
+next one for the same reason: a snapshot without a number is numbered then, and a counter behind the numbers
+stored (a database restored from a backup) is moved on past them (`_order_after`).
 
 A day more than 30 days back is not recomputed (the offline window: nothing that old is accepted as
 counting); its mark is cleared with a log line. A patient whose days fail keeps (or gets) marks for them,
@@ -236,8 +239,11 @@ def _write_and_read(stores: Stores, chunk: list[_Patient], now: datetime, run: i
     # The days just begun are new: one insert for all of them; the touched days stored already are replaced, each
     # only over a snapshot computed earlier.
     refused: dict[str, set[date]] = defaultdict(set)
-    for doc in store.save_many(fresh):
+    not_written = store.save_many(fresh)
+    for doc in not_written.docs:
         refused[doc["patient_id"]].add(date.fromisoformat(doc["date"]))
+    if not_written.standing:
+        _order_after(stores, not_written.standing)
     _mark_changed_rows(stores, chunk, fresh, kept, now)
     # This run's today is written after the refresher may have passed the patient's midnight and computed the row
     # with it as a completed day, read before this write (the run's clock is taken once, at its start): such a
@@ -271,6 +277,17 @@ def _write_and_read(stores: Stores, chunk: list[_Patient], now: datetime, run: i
     for docs in snapshots.values():
         docs.sort(key=lambda d: d["date"])
     return snapshots, refused
+
+
+def _order_after(stores: Stores, standing: list[dict]) -> None:
+    """Let the runs to come replace the snapshots that refused this run's (``standing``): the run counter is moved
+    on past the numbers they carry (it is behind them only in a database restored from a backup older than they
+    are), then those without a number (written by a version before numbered runs, stamped later than this run by
+    its clock: perhaps a clock that ran ahead) take the counter's number. A run numbered higher takes its number
+    after this, so it reads its data after they were written, and replaces them (AdherenceDays.number)."""
+    counter = stores.days_to_recompute.at_least(JOB, max((d.get("run") or 0 for d in standing), default=0))
+    if stores.adherence_days.number(standing, counter):
+        logger.info("adherence days without a run number stamped later than this run: numbered %d", counter)
 
 
 def _mark_changed_rows(stores: Stores, chunk: list[_Patient], fresh: list[dict], kept: dict[str, dict],
@@ -428,7 +445,7 @@ class AdherenceJob:
         # patients with no day to compute.
         patients = _with_days(self.stores.users.patients(), dates_of, at, failures)
         # This run's number, taken before its data is read (and only by a run with days to write): of two runs
-        # started at the same instant, the one that took the higher number writes over the other (save_many).
+        # that overlap, the one that took the higher number writes over the other (save_many), whatever the clocks.
         run = marks.start(JOB) if patients else 0
         _read_inputs(self.stores, patients, failures)
         # A patient whose account or a plan version could not be read: nothing of theirs is computed or judged.

@@ -13,7 +13,10 @@ half-way marked).
 - Found patient by patient: an equality on the patient (the patient_date index), the version compared per
   document; a run costs one pass over the snapshots, and says how far it is.
 - Each day is written only over the snapshot read before its data (AdherenceDays.replace_computed): a day the job
-  wrote meanwhile, from data read later, stands.
+  wrote meanwhile, from data read later, stands. Each pass takes a number from the adherence job's counter before
+  it reads its data (companion.store.recompute.DaysToRecompute.start) and its snapshots carry it: a run of the job
+  that took an earlier number, still writing, does not write its older figures over them, and a later run
+  replaces them, whatever the clocks of the processes (AdherenceDays.save_many).
 - Resumable: what is written carries the current version, so a run stopped half-way leaves the rest to the next.
   The rows are marked before a pass writes (a run stopped then still has them computed, by the refresher) and
   again after (a refresh in between read the days before they changed).
@@ -37,7 +40,7 @@ from datetime import date, timedelta
 from companion.clock import Clock, now
 from companion.domain.adherence import ADHERENCE_RULES
 from companion.domain.people import Account
-from companion.services.adherence_batch import computed_afresh
+from companion.services.adherence_batch import JOB, computed_afresh
 from companion.services.item_failures import ItemFailures
 from companion.services.read_models import kept_day
 from companion.store.accounts import MAX_PATIENTS
@@ -101,15 +104,17 @@ class AdherenceUpgrade:
         if not waiting:
             return 0, set()
         at = self.clock()
-        fresh = computed_afresh(self.stores, [account for account, _ in waiting.values()],
-                                {pid: set(days) for pid, (_, days) in waiting.items()}, at, failures)
+        run = self.stores.days_to_recompute.start(JOB)  # before the data is read, as a run of the job takes it
+        fresh = [{**doc, "run": run} for doc in computed_afresh(
+            self.stores, [account for account, _ in waiting.values()],
+            {pid: set(days) for pid, (_, days) in waiting.items()}, at, failures)]
         stored = {(doc["patient_id"], doc["date"]): waiting[doc["patient_id"]][1][date.fromisoformat(doc["date"])]
                   for doc in fresh}
         changed = {doc["patient_id"] for doc in fresh
                    if kept_day(doc) != kept_day(stored[doc["patient_id"], doc["date"]])}
         marks = self.stores.panel_row_marks
         marks.mark(changed, MARK_REASON, at)
-        written = sum(self.stores.adherence_days.replace_computed(
-            doc, stored[doc["patient_id"], doc["date"]].get("computed_at")) for doc in fresh)
+        written = sum(self.stores.adherence_days.replace_computed(doc, stored[doc["patient_id"], doc["date"]])
+                      for doc in fresh)
         marks.mark(changed, MARK_REASON, self.clock())
         return written, changed

@@ -1,11 +1,17 @@
 """Daily adherence snapshots, one document per patient and local date (`_id = "<patient>:<date>"`), each with the
 version of the rules it was computed by (``rules``; none before versions were written: version 1), the instant its
-data began to be read (``computed_at``) and, when the adherence job wrote it, the number of that run (``run``:
-companion.store.recompute.DaysToRecompute.start, which orders two runs that started at the same instant).
+data began to be read (``computed_at``, by the clock of the process that computed it) and, when the adherence job or
+the rules upgrade wrote it, the number that run took before it read its data (``run``:
+companion.store.recompute.DaysToRecompute.start, one counter in the database).
 
-The job writes a day only over a snapshot computed earlier (`AdherenceDays.save_many`): two runs that overlap (an
-old leader still finishing a slow run while the next leader runs the job) leave the later one's figures, whichever
-writes last.
+The job writes a day only over a snapshot written before it began (`AdherenceDays.save_many`): one numbered by an
+earlier run; without a number (written by a version before numbered runs), one computed no later by the clocks. Two
+runs that overlap (an old leader still finishing a slow run while the next leader runs the job) leave the later
+one's figures, whichever writes last; no clock orders two numbered runs, so a snapshot stamped ahead by a fast clock
+(a VM resumed, a bad NTP step) holds nothing back. A snapshot that refuses a run is numbered then, if it has no
+number yet, and the counter is moved on past the number it has, if it is behind it (a database restored from a
+backup older than some of its snapshots): the next run replaces it (`AdherenceDays.number`,
+companion.services.adherence_batch).
 
 ``adherence_upgrades`` holds one document per version of the rules (``_id`` = the version) once every snapshot of
 an earlier one has been computed again (companion.services.adherence_upgrade): later runs of that step read it
@@ -14,9 +20,10 @@ alone."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date, datetime
 
-from pymongo import ASCENDING, IndexModel, ReplaceOne
+from pymongo import ASCENDING, IndexModel, ReplaceOne, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
@@ -26,8 +33,11 @@ INDEXES = {
     "adherence_days": [IndexModel([("patient_id", ASCENDING), ("date", ASCENDING)], name="patient_date")],
     "adherence_upgrades": [],  # read by _id only
 }
-# What the upgrade reads of a snapshot computed under other rules: the instant it stands on, what a panel row keeps.
-STALE_FIELDS = {"patient_id": 1, "date": 1, "computed_at": 1, "state": 1, "covered": 1, "tens_fraction": 1}
+# What the upgrade reads of a snapshot computed under other rules: what tells it from a later write (the instant and
+# the run it stands on), what a panel row keeps.
+STALE_FIELDS = {"patient_id": 1, "date": 1, "computed_at": 1, "run": 1, "state": 1, "covered": 1, "tens_fraction": 1}
+# What stands in place of a refused snapshot.
+STANDING_FIELDS = {"run": 1, "computed_at": 1}
 
 MAX_DAYS = 400
 ID_BATCH = 5_000  # ids per `_id $in` read (the patched FerretDB serves up to 10,000 from the _id index)
@@ -37,6 +47,15 @@ REPLACE_BATCH = 500  # conditional replaces per ordered bulk write
 def snapshot_id(patient_id: str, local_date: date) -> str:
     """The id of one patient's snapshot for one local date."""
     return f"{patient_id}:{local_date.isoformat()}"
+
+
+@dataclass(frozen=True)
+class Refused:
+    """What `AdherenceDays.save_many` did not write: the run's snapshots (``docs``) and the ones stored in their
+    place (``standing``: ``_id``, ``run``, ``computed_at``; none for a day deleted meanwhile)."""
+
+    docs: list[dict]
+    standing: list[dict]
 
 
 class AdherenceDays:
@@ -56,25 +75,34 @@ class AdherenceDays:
             # Two computations of a new day raced; the other inserted it, so replace theirs.
             self.col.replace_one({"_id": doc["_id"]}, doc, upsert=True)
 
-    def save_many(self, docs: list[dict]) -> list[dict]:
+    def save_many(self, docs: list[dict]) -> Refused:
         """Write many days' snapshots of one run of the adherence job (each with its ``computed_at`` and ``run``,
-        the run's number):
-        the new days in one unordered insert, the days stored already replaced only where the stored snapshot
-        was computed earlier (`computed_before`), in ordered bulk writes without upsert (an unordered bulk of
-        upserting replaces hangs FerretDB v1.24; seen in bench/nightly.py). Returns the snapshots not written: a
-        run that started later wrote the day first (or the day was deleted with its record meanwhile)."""
+        the run's number): the new days in one unordered insert, the days stored already replaced only where the
+        stored snapshot was written before this run began (`written_before`), in ordered bulk writes without upsert
+        (an unordered bulk of upserting replaces hangs FerretDB v1.24; seen in bench/nightly.py). Returns what was
+        not written: a run that took a later number wrote the day first, a snapshot without a number is stamped
+        later than this run, or the day was deleted with its record meanwhile."""
         stored = [docs[index] for index in sorted(insert_new(self.col, docs))]
         runs = {d["_id"]: d["run"] for d in stored}
         matched = 0
         for part in chunks(stored, REPLACE_BATCH):
-            matched += self.col.bulk_write([ReplaceOne(computed_before(doc), doc) for doc in part],
+            matched += self.col.bulk_write([ReplaceOne(written_before(doc), doc) for doc in part],
                                            ordered=True).matched_count
         if matched == len(stored):
-            return []
+            return Refused([], [])
         # Which ones were refused: those that do not hold this run's write now (one read, only when some were).
-        held = {d["_id"] for d in self.by_ids([d["_id"] for d in stored], {"run": 1})
-                if d.get("run") == runs.get(d["_id"])}
-        return [d for d in stored if d["_id"] not in held]
+        found = self.by_ids([d["_id"] for d in stored], STANDING_FIELDS)
+        held = {d["_id"] for d in found if d.get("run") == runs[d["_id"]]}
+        return Refused([d for d in stored if d["_id"] not in held], [d for d in found if d["_id"] not in held])
+
+    def number(self, standing: Iterable[dict], run: int) -> int:
+        """Give the number ``run`` to the snapshots among ``standing`` (as `save_many` returned them) that have none,
+        each only while it is still the one read; returns how many were numbered. ``run`` is taken after they were
+        read (`DaysToRecompute.at_least`): every run numbered higher began after they were written, and replaces
+        them."""
+        writes = [UpdateOne({"_id": d["_id"], "run": None, "computed_at": d.get("computed_at")},
+                            {"$set": {"run": run}}) for d in standing if d.get("run") is None]
+        return self.col.bulk_write(writes, ordered=True).modified_count if writes else 0
 
     def between(self, patient_id: str, first: date, last: date) -> list[dict]:
         """Snapshots for local dates first..last (inclusive), oldest first."""
@@ -96,12 +124,13 @@ class AdherenceDays:
         ``STALE_FIELDS``: an equality on the patient (the patient_date index), the version compared per document."""
         return list(self.col.find({"patient_id": patient_id, "rules": {"$ne": rules}}, STALE_FIELDS))
 
-    def replace_computed(self, doc: dict, computed_at: datetime | None) -> bool:
-        """Replace a snapshot computed under other rules by ``doc``, only while it is still the one computed at
-        ``computed_at`` (nothing wrote the day since it was read): a computation from data read later is never
-        replaced by one from data read earlier. False when it was written again meanwhile, or is gone."""
-        return self.col.replace_one({"_id": doc["_id"], "computed_at": computed_at, "rules": {"$ne": doc["rules"]}},
-                                    doc).matched_count == 1
+    def replace_computed(self, doc: dict, read: dict) -> bool:
+        """Replace a snapshot computed under other rules by ``doc``, only while it is still the one ``read`` (its
+        ``computed_at`` and ``run``: nothing wrote the day since it was read, ``doc``'s data read after): a
+        computation from data read later is never replaced by one from data read earlier. False when it was
+        written again meanwhile, or is gone."""
+        return self.col.replace_one({"_id": doc["_id"], "computed_at": read.get("computed_at"), "run": read.get("run"),
+                                     "rules": {"$ne": doc["rules"]}}, doc).matched_count == 1
 
     def upgraded_to(self, rules: int) -> bool:
         """Whether every snapshot of an earlier version than ``rules`` has been computed again (noted once)."""
@@ -111,11 +140,10 @@ class AdherenceDays:
         self.upgrades.update_one({"_id": rules}, {"$setOnInsert": {"at": at}}, upsert=True)
 
 
-def computed_before(doc: dict) -> dict:
-    """The filter of ``doc``'s day stored as computed before ``doc``: at an earlier instant (or at none: written
-    before snapshots carried it), or at the same instant by an earlier run of the job (or not by the job). A
-    snapshot computed later is never replaced by one computed earlier."""
-    at, run = doc["computed_at"], doc.get("run")
-    return {"_id": doc["_id"], "$or": [{"computed_at": None}, {"computed_at": {"$lt": at}},
-                                       {"computed_at": at, "run": None},
-                                       *([{"computed_at": at, "run": {"$lte": run}}] if run is not None else [])]}
+def written_before(doc: dict) -> dict:
+    """The filter of ``doc``'s day stored before the run that computed ``doc`` began: by a run that took a lower
+    number, or, without a number (a version before numbered runs, or by hand), computed at an earlier instant or
+    the same one (or at none). The numbers order the runs whatever their clocks: a snapshot written by a run that
+    began later is never replaced by one from a run that began earlier."""
+    return {"_id": doc["_id"], "$or": [{"run": {"$lt": doc["run"]}}, {"run": None, "computed_at": None},
+                                       {"run": None, "computed_at": {"$lte": doc["computed_at"]}}]}

@@ -7,8 +7,9 @@ the next run. No multi-document transaction is needed, and a crash anywhere leav
 
 ``recompute_runs`` holds one document per job (``_id`` = the job's name): the instant its last complete run
 started, so the next run knows which local days began since (the day roll-over is the only change that
-comes without data), and how many runs have started (``runs``: each run takes the next number, which orders two
-runs that started at the same instant).
+comes without data), and the last number taken (``runs``: each run of the adherence job, and each pass of the
+rules upgrade, takes the next one before it reads its data; the adherence snapshots are written in the order of these
+numbers, not of any process's clock: companion.store.adherence).
 """
 
 from __future__ import annotations
@@ -78,10 +79,17 @@ class DaysToRecompute:
         return doc.get("started_at") if doc else None
 
     def start(self, job: str) -> int:
-        """The number of a run of ``job`` that starts now: one more than any run before (an atomic ``$inc``), so
-        of two runs started at the same instant the one that took the higher number began reading its data later."""
+        """The number of a run of ``job`` that starts now: one more than any taken before (an atomic ``$inc``), so
+        a run that takes a higher number than another took it later, whatever the clocks of their processes say."""
         # (No projection: FerretDB v1.24's findAndModify does not take one.)
         return self.runs.find_one_and_update({"_id": job}, {"$inc": {"runs": 1}}, upsert=True,
+                                             return_document=ReturnDocument.AFTER)["runs"]
+
+    def at_least(self, job: str, run: int) -> int:
+        """Move ``job``'s last number taken on to ``run`` if it is behind (a database restored from a backup older
+        than some of what it holds); returns the last number taken now: every run that starts from here on takes a
+        higher one."""
+        return self.runs.find_one_and_update({"_id": job}, {"$max": {"runs": run}}, upsert=True,
                                              return_document=ReturnDocument.AFTER)["runs"]
 
     def ran(self, job: str, started_at: datetime) -> None:

@@ -86,7 +86,8 @@ def test_migrate_computes_again_a_day_stored_under_the_earlier_rounding_and_the_
     assert migrated["rules"] == ADHERENCE_RULES and migrated["tens_minutes"] == 30.0
     assert jobs_db.adherence_days.find_one({"_id": f"{current.id}:{YESTERDAY}"}) == untouched
     recomputed = services.adherence.compute_day(old, YESTERDAY)  # a recomputation agrees, but for its instant
-    assert {**migrated, "computed_at": None} == {**recomputed, "_id": migrated["_id"], "computed_at": None}
+    assert {**migrated, "computed_at": None, "run": None} == {**recomputed, "_id": migrated["_id"],
+                                                              "computed_at": None, "run": None}
 
     # Run again: nothing to compute, nothing written; that run notes the version done, and the next reads no day.
     stored = _snapshots(jobs_db)

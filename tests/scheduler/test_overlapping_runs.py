@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from companion.api.ingestion import SessionRecordSchema
+from companion.domain.adherence import ADHERENCE_RULES
 from companion.domain.alerts import low_adherence
 from companion.services.adherence_batch import JOB
 from companion.services.read_models import PanelReadModel
@@ -64,19 +67,23 @@ def test_an_adherence_run_that_read_before_late_data_does_not_overwrite_the_late
     assert (day["tens_fraction"], alert["resolved_at"] is not None, waiting) == (1.0, True, 0)
 
 
-def test_a_runs_snapshots_replace_only_days_computed_earlier_or_at_the_same_instant_by_an_earlier_run(jobs_db):
+def test_a_runs_snapshots_replace_only_days_of_an_earlier_run_or_without_a_number_computed_no_later(jobs_db):
     store = AdherenceDays(jobs_db)
-    stored = {"older": {"computed_at": NOW - timedelta(minutes=1), "run": 9}, "unstamped": {},
-              "same instant, earlier run": {"computed_at": NOW, "run": 4},
-              "same instant, by hand": {"computed_at": NOW},
-              "same instant, later run": {"computed_at": NOW, "run": 6},
-              "later": {"computed_at": NOW + timedelta(seconds=1), "run": 1}}
+    stored = {"earlier run": {"computed_at": NOW - timedelta(minutes=1), "run": 4},
+              "earlier run, stamped later": {"computed_at": NOW + timedelta(days=2), "run": 4},
+              "unstamped": {},
+              "no number, earlier": {"computed_at": NOW - timedelta(minutes=1)},
+              "no number, same instant": {"computed_at": NOW},
+              "no number, later": {"computed_at": NOW + timedelta(seconds=1)},
+              "later run, stamped earlier": {"computed_at": NOW - timedelta(hours=1), "run": 6}}
     jobs_db.adherence_days.insert_many([{"_id": name, "figure": "stored", **fields}
                                         for name, fields in stored.items()])
     refused = store.save_many([{"_id": name, "figure": "run 5", "computed_at": NOW, "run": 5}
                                for name in [*stored, "new"]])
-    assert sorted(d["_id"] for d in refused) == ["later", "same instant, later run"]
-    kept = {"same instant, later run", "later"}
+    kept = {"later run, stamped earlier", "no number, later"}
+    assert {d["_id"]: d.get("run") for d in refused.standing} == {"later run, stamped earlier": 6,
+                                                                  "no number, later": None}
+    assert sorted(d["_id"] for d in refused.docs) == sorted(kept)
     assert {d["_id"]: d["figure"] for d in jobs_db.adherence_days.find()} == {
         name: "stored" if name in kept else "run 5" for name in [*stored, "new"]}
 
@@ -237,3 +244,84 @@ def test_a_row_computed_before_the_patients_midnight_does_not_replace_the_one_co
     row = jobs_db.panel_rows.find_one({"_id": person.id})
     days = jobs_db.panel_row_days.find_one({"_id": person.id})
     assert (days["today"], round(row["pdc_7"], 3)) == ("2026-03-11", round(6 / 7, 3))
+
+
+
+def _patient_low_for_three_days(jobs_db, settings, clock, traveller, **stored):
+    """A patient with good days until four days ago, then three planned days with no TENS (no alert yet), every
+    day stored by an earlier computation (with ``stored``'s fields), the job's last run an hour ago."""
+    traveller.move_to(NOW)
+    services = services_on(jobs_db, settings, clock)
+    patient = make_person(jobs_db, "patient")
+    services.plans.prescribe(patient.id, PLAN, created_by="clinician", at=datetime(2026, 1, 1, tzinfo=UTC))
+    days = {n: 1.0 for n in range(4, 12)} | {1: 0.0, 2: 0.0, 3: 0.0}
+    jobs_db.adherence_days.insert_many([{**stored_day(patient.id, NOW.date() - timedelta(days=n), v),
+                                         "computed_at": NOW - timedelta(days=n - 1), "rules": ADHERENCE_RULES,
+                                         **stored} for n, v in days.items()])
+    jobs_db.days_to_recompute.delete_many({})
+    services.stores.days_to_recompute.ran(JOB, NOW - timedelta(hours=1))
+    return services, patient
+
+
+def _three_hourly_runs(jobs_db, settings, clock, traveller, patient) -> list[tuple[int, int]]:
+    """The job's next three hourly runs; after each, the patient's low-adherence alerts and days still marked."""
+    after = []
+    for hour in range(3):
+        traveller.move_to(NOW + timedelta(hours=hour))
+        services_on(jobs_db, settings, clock).adherence_job.run()
+        after.append((jobs_db.alerts.count_documents({"patient_id": patient.id, "kind": "low_adherence"}),
+                      jobs_db.days_to_recompute.count_documents({"patient_id": patient.id})))
+    return after
+
+
+@pytest.mark.parametrize(("written_by", "held_back"), [
+    ("a run of the job", []),  # numbered: replaced by the next run, whatever its stamp
+    ("a version before numbered runs", [(0, 1)]),  # without a number: numbered by the run it refused
+])
+def test_a_day_stamped_ahead_by_a_fast_clock_holds_the_patients_alerts_back_one_run_at_most(
+        jobs_db, settings, clock, traveller, written_by, held_back):
+    services, patient = _patient_low_for_three_days(jobs_db, settings, clock, traveller)
+    if written_by == "a run of the job":
+        jobs_db.adherence_days.update_many({"patient_id": patient.id},
+                                           {"$set": {"run": services.stores.days_to_recompute.start(JOB)}})
+    ahead = NOW.date() - timedelta(days=5)  # written by a worker whose clock ran two days ahead, since corrected
+    jobs_db.adherence_days.update_one({"_id": f"{patient.id}:{ahead}"}, {"$set": {"computed_at": NOW + timedelta(days=2)}})
+    services.stores.days_to_recompute.mark(patient.id, [ahead], "a session arrived late", NOW)
+    assert _three_hourly_runs(jobs_db, settings, clock, traveller, patient) == held_back + [(1, 0)] * (3 - len(held_back))
+
+
+def test_a_run_counter_restored_behind_the_stored_days_holds_the_patients_alerts_back_one_run_at_most(
+        jobs_db, settings, clock, traveller):
+    # The days were written by runs up to 50; the database restored from a backup whose counter had handed out 3
+    # (a dump that read recompute_runs before adherence_days, or adherence_days restored from a later one).
+    services, patient = _patient_low_for_three_days(jobs_db, settings, clock, traveller, run=50)
+    jobs_db.recompute_runs.update_one({"_id": JOB}, {"$set": {"runs": 3}})
+    services.stores.days_to_recompute.mark(patient.id, [NOW.date() - timedelta(days=5)], "a session arrived late", NOW)
+    assert _three_hourly_runs(jobs_db, settings, clock, traveller, patient) == [(0, 1), (1, 0), (1, 0)]
+
+
+def test_an_adherence_run_that_took_its_number_before_the_rules_upgrade_does_not_overwrite_the_days_it_computed(
+        jobs_db, settings, clock, traveller, monkeypatch):
+    traveller.move_to(NOW)
+    job = services_on(jobs_db, settings, clock)
+    patient = make_person(jobs_db, "patient")
+    job.plans.prescribe(patient.id, PLAN, created_by="clinician", at=datetime(2026, 1, 1, tzinfo=UTC))
+    serial = _bound(jobs_db, job, patient)
+    late_day = datetime.combine(NOW.date() - timedelta(days=2), datetime.min.time(), UTC) + timedelta(hours=10)
+    _upload(job, patient, serial, late_day)  # 30 of the day's 60 minutes
+    job.adherence.compute_day(patient, late_day.date())
+    jobs_db.adherence_days.update_one({"_id": f"{patient.id}:{late_day.date()}"},
+                                      {"$unset": {"rules": ""}, "$set": {"computed_at": NOW - timedelta(days=1)}})
+    job.stores.days_to_recompute.ran(JOB, NOW - timedelta(hours=1))
+    real_save_many = job.stores.adherence_days.save_many
+
+    def upgraded_meanwhile(docs):  # the job read the day; the rest of it arrives, and `companion migrate` runs
+        _upload(job, patient, serial, late_day + timedelta(hours=2), seq_from=2)
+        assert services_on(jobs_db, settings, clock).adherence_upgrade.run().written == 1
+        return real_save_many(docs)
+
+    monkeypatch.setattr(job.stores.adherence_days, "save_many", upgraded_meanwhile)
+    job.adherence_job.run()
+    day = jobs_db.adherence_days.find_one({"_id": f"{patient.id}:{late_day.date()}"})
+    marked = jobs_db.days_to_recompute.count_documents({"_id": f"{patient.id}:{late_day.date()}"})
+    assert (day["tens_fraction"], day["rules"], marked) == (1.0, ADHERENCE_RULES, 1)
