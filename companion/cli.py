@@ -312,7 +312,7 @@ def healthcheck(args) -> int:
     if process == "release":
         print("release: the migration runs once and exits; nothing to probe")
         return 0
-    bind = load_settings().bind or "0.0.0.0"  # noqa: S104 - the Procfile's default, only compared here
+    bind = load_settings().listen_host or "0.0.0.0"  # noqa: S104 - the Procfile's default, only compared here
     host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(bind, f"[{bind}]" if ":" in bind else bind)  # noqa: S104
     url = f"http://{host}:{os.environ.get('PORT', '5000')}/healthz"
     try:

@@ -117,6 +117,14 @@ class Settings:
         which address a pseudonym stands for. A new secret key gives every address a new pseudonym."""
         return hmac.new(self.secret_key.encode(), b"companion pseudonyms", hashlib.sha256).digest()
 
+    @property
+    def listen_host(self) -> str | None:
+        """COMPANION_BIND's address as a socket takes it: an IPv6 address without the brackets gunicorn's ``--bind``
+        needs (``[::1]``: ``::1``)."""
+        if self.bind and self.bind.startswith("[") and self.bind.endswith("]"):
+            return self.bind[1:-1]
+        return self.bind
+
     def with_changes(self, **changes: Any) -> Settings:
         """A copy with some settings changed (tests and benchmarks)."""
         return replace(self, **changes)
@@ -249,14 +257,28 @@ def _service_account_file(name: str, raw: str) -> str:
 
 
 def _bind_address(name: str, raw: str) -> str:
+    """An address to listen on as gunicorn's ``--bind`` takes it (the Procfile and the image pass
+    ``${COMPANION_BIND}:${PORT}``): an IPv4 address, a host name, or an IPv6 address in brackets (``[::]``), since
+    gunicorn reads ``:::5000`` as no address. ``Settings.listen_host`` is it without the brackets, as a socket takes it."""
     import ipaddress
 
+    usage = "use an IP address such as 127.0.0.1 or 0.0.0.0, an IPv6 address in brackets such as [::], or a host name"
+    if raw.startswith("[") and raw.endswith("]"):
+        try:
+            ipaddress.IPv6Address(raw[1:-1])
+        except ValueError:
+            raise SettingError(f"{name}={raw!r} is not an address to listen on: only an IPv6 address goes in "
+                               f"brackets; {usage} (no port)") from None
+        return raw
     try:
-        ipaddress.ip_address(raw)
+        address = ipaddress.ip_address(raw)
     except ValueError:
         if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?", raw):
-            raise SettingError(f"{name}={raw!r} is not an address to listen on: use an IP address such as 127.0.0.1 "
-                               "or 0.0.0.0, or a host name (no port)") from None
+            raise SettingError(f"{name}={raw!r} is not an address to listen on: {usage} (no port)") from None
+        return raw
+    if address.version == 6:  # gunicorn would be given ':::5000', which it refuses
+        raise SettingError(f"{name}={raw!r} is an IPv6 address without brackets: write [{raw}] (gunicorn's --bind "
+                           "is given the address and the port together)")
     return raw
 
 

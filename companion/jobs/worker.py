@@ -327,7 +327,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     if settings.worker_metrics_port:
-        metrics.serve(settings.worker_metrics_port, settings.bind or "127.0.0.1", token=settings.metrics_token)
+        metrics.serve(settings.worker_metrics_port, settings.listen_host or "127.0.0.1", token=settings.metrics_token)
     try:
         if not wait_for_database(services, stopping):
             return

@@ -323,6 +323,15 @@ def test_the_health_check_of_a_web_process_asks_its_healthz(api_server, monkeypa
     assert "did not answer" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("bind", "url"), [("[::]", "http://[::1]:{}/healthz"), ("[::1]", "http://[::1]:{}/healthz")])
+def test_the_health_check_of_a_web_process_bound_to_ipv6_asks_it_there(monkeypatch, capsys, bind, url):
+    port = free_port()
+    monkeypatch.setenv("PORT", str(port))
+    monkeypatch.setenv("COMPANION_BIND", bind)  # as the Procfile gives it to gunicorn: [::]:5000
+    assert cli.main(["healthcheck", "--process", "web"]) == 1
+    assert f"web: {url.format(port)} did not answer" in capsys.readouterr().err
+
+
 def test_the_health_check_of_a_worker_is_its_heartbeat_and_of_a_sender_the_database(
         mongo_uri, db_name, monkeypatch, capsys):
     monkeypatch.setenv("MONGODB_URI", mongo_uri)

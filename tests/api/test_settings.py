@@ -224,6 +224,29 @@ def test_a_misspelt_variable_stops_a_command_with_one_line_naming_the_setting_me
                                                  "COMPANION_TRUSTED_PROXIES?) is set but nothing reads it")
 
 
+def test_an_ipv6_bind_is_written_in_brackets_as_gunicorn_takes_it_with_the_port():
+    """`[::]` was refused and `::` gave gunicorn `--bind :::5000`, which it refuses: no IPv6 bind was possible."""
+    from gunicorn.util import parse_address
+
+    assert parse_address("[::]:5000") == ("::", 5000)  # what the Procfile's ${COMPANION_BIND}:${PORT} makes
+    for bind, host in (("[::]", "::"), ("[::1]", "::1"), ("[fd00::7]", "fd00::7"), ("0.0.0.0", "0.0.0.0"),  # noqa: S104
+                       ("api.internal", "api.internal")):
+        settings = load_settings(environ={"COMPANION_BIND": bind})
+        assert (settings.bind, settings.listen_host) == (bind, host)
+    assert load_settings(environ={}).listen_host is None
+
+
+@pytest.mark.parametrize(("bind", "said"), [
+    ("::", r"COMPANION_BIND='::' is an IPv6 address without brackets: write \[::\]"),
+    ("::1", r"write \[::1\]"),
+    ("[127.0.0.1]", "only an IPv6 address goes in brackets"),
+    ("0.0.0.0:5000", "no port"),
+])
+def test_a_bare_ipv6_bind_is_refused_with_the_brackets_to_write(bind, said):
+    with pytest.raises(SettingError, match=said):
+        load_settings(environ={"COMPANION_BIND": bind})
+
+
 def test_a_variable_read_elsewhere_or_set_empty_is_not_refused():
     settings = load_settings(environ={"COMPANION_BIND": "127.0.0.1", "COMPANION_GATEWAY_STATE_DIR": "/tmp/gw",
                                       "COMPANION_TRUSTED_PROXY": ""})  # empty: as unset, for a setting too

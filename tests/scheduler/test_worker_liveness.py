@@ -4,6 +4,7 @@ clear log line instead of an exit."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -187,18 +188,19 @@ def _listening_on(port: int) -> set[str]:
                     raw = bytes.fromhex(address)
                     if width == 8:
                         found.add(".".join(str(b) for b in reversed(raw)))
-                    else:
-                        found.add("::" if raw == bytes(16) else raw.hex())
+                    else:  # four 32-bit words, each in the host's (little-endian) order
+                        words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+                        found.add(str(ipaddress.IPv6Address(words)))
     return found
 
 
-def _metrics(port: int, token: str | None = None) -> int:
+def _metrics(port: int, token: str | None = None, host: str = "127.0.0.1") -> int:
     from urllib.error import HTTPError
     from urllib.request import Request, urlopen
 
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with urlopen(Request(f"http://127.0.0.1:{port}/", headers=headers), timeout=10) as answer:
+        with urlopen(Request(f"http://{host}:{port}/", headers=headers), timeout=10) as answer:
             assert b"companion_" in answer.read()
             return answer.status
     except HTTPError as refused:
@@ -208,6 +210,7 @@ def _metrics(port: int, token: str | None = None) -> int:
 @pytest.mark.parametrize(("bind", "token", "listens_on"), [
     (None, None, {"127.0.0.1"}),  # it listened on 0.0.0.0 whatever `make run` said
     ("0.0.0.0", "m" * 24, {"0.0.0.0"}),  # noqa: S104 - compose's worker, for a scraper on its network
+    ("[::1]", None, {"::1"}),  # IPv6, written in brackets as gunicorn's --bind takes it
 ])
 def test_the_workers_metrics_listen_where_companion_bind_says_and_ask_for_the_metrics_token(
         db_name, bind, token, listens_on):
@@ -228,7 +231,7 @@ def test_the_workers_metrics_listen_where_companion_bind_says_and_ask_for_the_me
             assert _metrics(port) == 401 and _metrics(port, "not-the-token") == 401
             assert _metrics(port, token) == 200
         else:
-            assert _metrics(port) == 200
+            assert _metrics(port, host="[::1]" if bind == "[::1]" else "127.0.0.1") == 200
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
