@@ -186,8 +186,8 @@ def _days_of_history(value: str) -> int:
 def audit_verify(args) -> int:
     """Walk every audit chain (keyed hashes) and check each against its latest anchor; exit 1 and list the
     breaks (events changed, removed or re-linked; chains cut short or deleted; anchors altered) and the writes
-    whose outcome was never recorded. When nothing verifies under COMPANION_AUDIT_KEY, say so in one line
-    instead: exit 2 when the anchors name another key's fingerprint, 1 when no anchor names a key."""
+    whose outcome was never recorded. When nothing verifies under COMPANION_AUDIT_KEY, say so in one line (the key
+    is not the writers', or the trail and its anchors were rewritten), with the number of breaks, and exit 1."""
     from pathlib import Path
 
     lines = None
@@ -205,10 +205,15 @@ def audit_verify(args) -> int:
     anchors, key = result["anchors"], result["key"]
     print(f"{result['events']} events in {result['chains']} chains; {anchors['read']} anchors for "
           f"{anchors['chains_anchored']} chains; audit key fingerprint {key['fingerprint']}")
-    if key["wrong"] is not None and not args.all_breaks:
-        # Every event and every anchor "tampered" is what a wrong key looks like: one line, not thousands.
-        print(f"WRONG KEY {key['wrong'].message}")
-        return EXIT_USAGE if key["wrong"].certain else EXIT_FAILED
+    nothing = key["nothing_verifies"]
+    if nothing is not None:
+        # What a wrong key looks like, and what a trail rewritten without the key looks like: the anchors' key
+        # fingerprints (outside their MAC, anyone rewriting them writes any) cannot tell the two apart, so this is
+        # never a verdict on the key, and always a failure.
+        print(f"NOTHING VERIFIES {nothing.message}")
+        if not (nothing.names_this_key or args.all_breaks):  # one line, not thousands, for a mistyped key
+            print("(--all-breaks lists every break)")
+            return EXIT_FAILED
     if not anchors["read"] and not anchors["problems"]:
         print("WARNING no anchors read: a chain cut short or deleted cannot be detected "
               "(set COMPANION_AUDIT_ANCHOR_FILE, or pass --anchors with the file or the logs holding them)")
@@ -359,7 +364,7 @@ def _parser() -> argparse.ArgumentParser:
                         "COMPANION_AUDIT_ANCHOR_FILE)")
     p.add_argument("--all-breaks", action="store_true",
                    help="list every break even when nothing verifies under the key (by default that is said in one "
-                        "line: the key is not the writers')")
+                        "line, with the number of breaks, unless the anchors name this key's fingerprint)")
     p = command("healthcheck", healthcheck)
     p.add_argument("--process", choices=["web", "worker", "sender", "release"],
                    help="the process to probe (default: the container's main process, PID 1)")

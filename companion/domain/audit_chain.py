@@ -12,8 +12,10 @@
   rewrite, a missing chain was deleted.
 - **Key fingerprint.** Each anchor line also carries ``key=``, a fingerprint of the key it was written under (an
   HMAC of a constant: it tells keys apart and reveals nothing of them). It is outside the MAC on purpose: it is
-  what the verifier reads when no MAC matches, to tell "this is not the writers' key" (every anchor names another
-  fingerprint) from "everything was altered" (they name this key's). It proves nothing about the trail.
+  what the verifier reads when no MAC matches, as a hint of whether the key is the writers'. Being outside the MAC,
+  anyone who rewrites the anchors can write any fingerprint there, so it is never taken as proof: when nothing
+  verifies, the verifier says that the key is wrong or the trail and its anchors were rewritten, and counts the
+  breaks, whatever the fingerprints say.
 - **Cuts.** The retention job deletes a chain's oldest events; it first writes a *cut* (chain, last deleted
   seq, that event's hash), MACed, so the verifier starts the chain there instead of reporting the gap. A cut
   cannot be forged to hide a deletion without the key.
@@ -198,30 +200,36 @@ def walk_chain(chain_id: str, events: Iterable[dict], key: bytes, *, cut: Cut | 
 
 
 @dataclass(frozen=True)
-class WrongKey:
-    """The verifier's key is not the one the trail was written under: ``certain`` when the anchors name another
-    key's fingerprint, else only probable (nothing verifies, and no anchor names a key)."""
+class NothingVerifies:
+    """Not one event hash nor one anchor MAC matches under the verifier's key: the key is not the writers', or the
+    trail and its anchors were rewritten without it. The two cannot be told apart with certainty (the anchors' key
+    fingerprints are outside their MAC, so a rewriter can put any there); ``message`` says both, counts the breaks
+    and gives what the fingerprints hint. ``names_this_key``: the anchors name the verifier's key fingerprint (the
+    key is most likely right, and the breaks are worth listing as they are)."""
 
     message: str
-    certain: bool
+    names_this_key: bool
 
 
-def wrong_key(key: bytes, *, events_checked: int, events_verified: int, anchors_verified: int,
-              anchors_refused: int, fingerprints: set[str]) -> WrongKey | None:
-    """Whether the key, rather than the trail, is at fault: not one event hash nor one anchor MAC matches under
-    it (something was there to check), and no anchor names its fingerprint. A single event altered under the
-    right key leaves the others verifying (a break, not this); every event and anchor altered leaves anchors
-    naming the right key's fingerprint (breaks, not this)."""
-    mine = key_fingerprint(key)
-    if events_verified or anchors_verified or not (events_checked or anchors_refused) or mine in fingerprints:
+def nothing_verifies(key: bytes, *, events_checked: int, events_verified: int, anchors_verified: int,
+                     anchors_refused: int, fingerprints: set[str], breaks: int) -> NothingVerifies | None:
+    """Whether nothing that was there to check verifies under ``key`` (None: something does, or there was
+    nothing). The anchors' ``fingerprints`` are only a hint: a trail rewritten without the key may carry anchors
+    naming any fingerprint, so they never decide whether ``breaks`` are tampering."""
+    if events_verified or anchors_verified or not (events_checked or anchors_refused):
         return None
-    counted = f"none of the {events_checked} event(s) and {anchors_refused} anchor(s) verifies under it"
-    if fingerprints:
-        return WrongKey(f"COMPANION_AUDIT_KEY (fingerprint {mine}) is not the key the trail was written under: its "
-                        f"anchors name {', '.join(sorted(fingerprints))}; {counted}. Set the web and worker "
-                        "processes' COMPANION_AUDIT_KEY and verify again (--all-breaks lists what fails under this one)",
-                        certain=True)
-    return WrongKey(f"COMPANION_AUDIT_KEY (fingerprint {mine}) is probably not the key the trail was written under: "
-                    f"{counted}. Set the web and worker processes' COMPANION_AUDIT_KEY and verify again (if it is "
-                    "theirs, every event and anchor was altered: --all-breaks lists them)",
-                    certain=False)
+    mine = key_fingerprint(key)
+    if mine in fingerprints:
+        hint = (f"the anchors name this key's fingerprint{' among others' if len(fingerprints) > 1 else ''}: "
+                "the trail was most likely rewritten")
+    elif fingerprints:
+        hint = (f"the anchors name key fingerprint {', '.join(sorted(fingerprints))}, not this key's: a hint (not "
+                "proof, the fingerprint is outside the anchors' MAC) that this key is not the writers'")
+    else:
+        hint = "no anchor names a key fingerprint"
+    return NothingVerifies(
+        f"none of the {events_checked} event(s) and {anchors_refused} anchor(s) verifies under COMPANION_AUDIT_KEY "
+        f"(fingerprint {mine}): the key is not the writers', or the trail and its anchors were rewritten "
+        f"({breaks} break(s)); {hint}. If the web and worker processes run with another COMPANION_AUDIT_KEY, "
+        "verify again with theirs; if they run with this one, treat every break as tampering",
+        names_this_key=mine in fingerprints)

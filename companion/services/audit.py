@@ -33,9 +33,9 @@ from companion.domain.audit_chain import (
     key_fingerprint,
     link,
     make_cut,
+    nothing_verifies,
     parse_anchors,
     walk_chain,
-    wrong_key,
 )
 from companion.store.audit import AuditEvents
 
@@ -263,8 +263,9 @@ class AuditTrail:
     def verify(self, *, settled_before: datetime | None = None, anchor_lines: list[str] | None = None) -> dict:
         """Verify every chain in the trail: {"events", "chains", "breaks", "unfinished", "anchors"}.
 
-        ``key`` holds this key's fingerprint and, when nothing verifies under it and no anchor names it, a
-        :class:`~companion.domain.audit_chain.WrongKey` (else None).
+        ``key`` holds this key's fingerprint and, when not one event nor one anchor verifies under it, a
+        :class:`~companion.domain.audit_chain.NothingVerifies` (else None): the key is wrong or everything was
+        rewritten, which the anchors' fingerprints (outside their MAC) only hint at.
         ``breaks`` lists each altered, missing, re-linked, truncated or deleted event or chain; chains are checked
         against their latest anchor among ``anchor_lines`` (default: the configured anchor file), so cutting a
         chain's end or deleting a whole chain is found too. ``unfinished`` lists the writes whose intent was
@@ -303,9 +304,10 @@ class AuditTrail:
                 "unfinished": sorted(unfinished, key=lambda u: u["at"]),
                 "anchors": {"read": len(anchors), "chains_anchored": len(latest), "problems": anchor_problems},
                 "key": {"fingerprint": key_fingerprint(self.key),
-                        "wrong": wrong_key(self.key, events_checked=checked, events_verified=verified,
-                                           anchors_verified=len(anchors), anchors_refused=refused,
-                                           fingerprints=anchor_fingerprints(lines))}}
+                        "nothing_verifies": nothing_verifies(
+                            self.key, events_checked=checked, events_verified=verified, anchors_verified=len(anchors),
+                            anchors_refused=refused, fingerprints=anchor_fingerprints(lines),
+                            breaks=len(breaks) + len(anchor_problems))}}
 
     def for_patient(self, patient_id: str, limit: int = 100) -> list[dict]:
         """The latest events about a patient (who accessed their data), newest first."""

@@ -297,37 +297,69 @@ def test_cuts_saved_at_once_for_a_new_chain_end_at_the_furthest(audited):
     assert events.cuts_by_chain()[chain_id]["seq"] == 7
 
 
-# ---- a wrong COMPANION_AUDIT_KEY is named as such, without hiding tampering under the right one ----
+# ---- nothing verifying under COMPANION_AUDIT_KEY is said in one line, never blamed on the key for sure ----
 
 WRONG_KEY = "b" * 48  # mistyped, or not the writers' key
+EITHER = "the key is not the writers', or the trail and its anchors were rewritten"
 
 
-def test_a_wrong_audit_key_is_said_in_one_line_naming_the_key_not_every_event_reported_tampered(
-        audited, capsys, monkeypatch):
+def _nothing_verifies(out: str) -> str:
+    [said] = [line for line in out.splitlines() if line.startswith("NOTHING VERIFIES")]
+    return said
+
+
+def test_a_wrong_audit_key_is_said_in_one_line_not_every_event_reported_tampered(audited, capsys, monkeypatch):
     """It listed every event and every anchor as changed (thousands of BREAK lines for a typo in the key)."""
+    app, _, _ = audited
     monkeypatch.setenv("COMPANION_AUDIT_KEY", WRONG_KEY)
     status, out = _verify(capsys)
-    assert status == cli.EXIT_USAGE, out  # the anchors name the writers' key: a setting at fault, for sure
-    assert "BREAK" not in out and "content changed" not in out
-    [said] = [line for line in out.splitlines() if line.startswith("WRONG KEY")]
-    assert "COMPANION_AUDIT_KEY" in said and "is not the key the trail was written under" in said
-    assert "--all-breaks" in said
+    assert status == 1, out  # a failure: the anchors' fingerprints cannot show that the key, not the trail, is at fault
+    assert "BREAK" not in out and "content changed" not in out and "WRONG KEY" not in out
+    said = _nothing_verifies(out)
+    assert "COMPANION_AUDIT_KEY" in said and EITHER in said
+    assert "not this key's: a hint (not proof" in said  # the anchors name the writers' key: the likely cause
+    breaks = _verify(capsys, "--all-breaks")[1].count("BREAK ")
+    assert f"({breaks} break(s))" in said and breaks > 10
+    assert "--all-breaks lists every break" in out
     # Asked for, every break is still listed under that key.
     status, out = _verify(capsys, "--all-breaks")
     assert status == 1 and out.count("content changed after it was written") > 10 and "WRONG KEY" not in out
 
 
-def test_without_fingerprints_in_the_anchors_a_wrong_key_is_said_to_be_probable(audited, anchors, tmp_path,
-                                                                                capsys, monkeypatch):
-    """Anchors written before they carried the key's fingerprint (or none at all): nothing verifying is most
-    likely the key, but cannot be told from every event and anchor altered, so exit 1 (a problem found)."""
+def test_without_fingerprints_in_the_anchors_nothing_verifying_under_a_key_is_said_in_one_line(
+        audited, anchors, tmp_path, capsys, monkeypatch):
+    """Anchors written before they carried the key's fingerprint (or none at all)."""
     monkeypatch.setenv("COMPANION_AUDIT_KEY", WRONG_KEY)
     (tmp_path / "old.log").write_text(re.sub(r" key=[0-9a-f]{16}", "", anchors.read_text()))
     (tmp_path / "none.log").write_text("")
     for given in ("old.log", "none.log"):
         status, out = _verify(capsys, "--anchors", str(tmp_path / given))
         assert status == 1 and "BREAK" not in out, out
-        assert "COMPANION_AUDIT_KEY" in out and "is probably not the key" in out
+        said = _nothing_verifies(out)
+        assert EITHER in said and "no anchor names a key fingerprint" in said
+
+
+def test_a_trail_rewritten_without_the_key_with_anchors_naming_another_key_is_not_passed_off_as_a_wrong_key(
+        audited, anchors, capsys):
+    """The fingerprint is outside the anchors' MAC: an attacker who rewrites every event and re-forges every anchor
+    naming some other key made audit-verify say with certainty WRONG KEY, exit 2, and list no break."""
+    app, _, _ = audited
+    db = app.extensions["companion"].db
+    for event in db.audit_events.find({}):
+        forged = {**event, "actor_id": "someone else"}
+        db.audit_events.replace_one({"_id": event["_id"]}, {**forged, "hash": hashlib.sha256(canonical(forged))
+                                                            .hexdigest()})
+    forged_anchors = re.sub(r"mac=[0-9a-f]{64}", "mac=" + "0" * 64, anchors.read_text())
+    anchors.write_text(re.sub(r"key=[0-9a-f]{16}", "key=" + "1" * 16, forged_anchors))
+    status, out = _verify(capsys)
+    assert status == 1 and "WRONG KEY" not in out, out
+    said = _nothing_verifies(out)
+    assert EITHER in said and "not proof" in said and "treat every break as tampering" in said
+    status, listed = _verify(capsys, "--all-breaks")
+    breaks = listed.count("BREAK ")
+    assert status == 1 and listed.count("content changed after it was written") == db.audit_events.count_documents({})
+    assert listed.count("whose MAC does not match") == anchors.read_text().count("audit-anchor")
+    assert f"({breaks} break(s))" in said
 
 
 def test_anchors_without_a_key_fingerprint_still_verify_under_the_right_key(audited, anchors, tmp_path, capsys):
@@ -360,5 +392,6 @@ def test_every_event_and_anchor_altered_by_someone_without_the_key_is_listed_not
     anchors.write_text(re.sub(r"mac=[0-9a-f]{64}", "mac=" + "0" * 64, anchors.read_text()))
     status, out = _verify(capsys)
     assert status == 1 and "WRONG KEY" not in out
+    assert EITHER in _nothing_verifies(out) and "the trail was most likely rewritten" in out
     assert out.count("content changed after it was written") == db.audit_events.count_documents({})
     assert "whose MAC does not match" in out
