@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import hmac
+import logging
 import os
 import re
 import secrets
@@ -26,6 +27,8 @@ from datetime import timedelta
 from typing import Any
 
 from companion.domain.people import LONGEST_CAREGIVER_ALERT_DELAY_MIN, SHORTEST_CAREGIVER_ALERT_DELAY_MIN
+
+log = logging.getLogger(__name__)
 
 EXIT_BAD_SETTING = 2
 EXIT_DATABASE_UNAVAILABLE = 69  # EX_UNAVAILABLE: as the commands say it
@@ -440,6 +443,20 @@ def _service_link(name: str, environ: Mapping[str, str]) -> bool:
                for i in cuts)
 
 
+_LINK_VALUE = re.compile(r"(tcp|udp|sctp)://(\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:/\[\]]+)):[0-9]{1,5}")
+
+
+def _is_service_link(name: str, raw: str, environ: Mapping[str, str]) -> bool:
+    """Whether a setting's value is the link Kubernetes set for a Service whose name makes the setting's name
+    (a Service "companion-worker-metrics" sets COMPANION_WORKER_METRICS_PORT=tcp://<its address>:<its port>, with
+    COMPANION_WORKER_METRICS_SERVICE_HOST=<its address> beside it), not a value an operator gave."""
+    found = _LINK_VALUE.fullmatch(raw)
+    if not name.endswith("_PORT") or found is None:
+        return False
+    host = environ.get(f"{name.removesuffix('_PORT')}_SERVICE_HOST", "").strip()
+    return bool(host) and host == (found["v6"] or found["host"])
+
+
 def _refuse_unknown_variables(environ: Mapping[str, str]) -> None:
     """Refuse every COMPANION_*, MONGODB_* or FCM_* variable set (not empty) that is neither a setting nor in
     READ_ELSEWHERE, naming the nearest known name of the same family (compared without the prefix they share)."""
@@ -472,8 +489,18 @@ def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[s
     values: dict[str, Any] = {}
     for setting in SETTINGS:
         raw = environ.get(setting.variable, "")
-        if raw != "":
-            values[setting.field] = setting.read(setting.variable, raw.strip())
+        if raw == "":
+            continue
+        raw = raw.strip()
+        if _is_service_link(setting.variable, raw, environ):
+            # Set by the platform, not by an operator (whose value in the pod's env would replace it): refusing it
+            # stopped every process of the namespace at start.
+            service = setting.variable.removesuffix("_PORT").lower().replace("_", "-")
+            log.warning("%s=%s is ignored: it is the service link Kubernetes sets for the Service %s, not a "
+                        "setting; its default is kept (set the variable in the pod's env to choose a value)",
+                        setting.variable, raw, service)
+        else:
+            values[setting.field] = setting.read(setting.variable, raw)
     known = {f.name for f in fields(Settings)}
     for key, value in (overrides or {}).items():
         if key not in known:

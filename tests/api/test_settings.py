@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from companion import cli
-from companion.settings import READ_ELSEWHERE, SERVICE_LINKS, SETTINGS, SettingError, load_settings
+from companion.settings import READ_ELSEWHERE, SERVICE_LINKS, SETTINGS, SettingError, Settings, load_settings
 from tests.support.ferretdb import ROOT
 
 BAD = [
@@ -200,6 +200,38 @@ def test_the_service_links_of_another_service_whose_name_begins_with_mongodb_are
                            "MONGODB_METRICS_PORT_9216_TCP": "tcp://10.0.0.14:9216",
                            "MONGODB_METRICS_PORT_9216_TCP_PROTO": "tcp", "MONGODB_METRICS_PORT_9216_TCP_PORT": "9216",
                            "MONGODB_METRICS_PORT_9216_TCP_ADDR": "10.0.0.14"})
+
+
+def test_a_services_link_that_has_a_settings_name_is_ignored_with_a_warning_not_refused(caplog):
+    """A Service "companion-worker-metrics" makes Kubernetes set COMPANION_WORKER_METRICS_PORT, a setting's name, to
+    its link: read as the setting, every process of the namespace stopped at start with status 2."""
+    links = {"COMPANION_WORKER_METRICS_SERVICE_HOST": "10.0.0.7", "COMPANION_WORKER_METRICS_SERVICE_PORT": "9101",
+             "COMPANION_WORKER_METRICS_PORT": "tcp://10.0.0.7:9101",
+             "COMPANION_WORKER_METRICS_PORT_9101_TCP": "tcp://10.0.0.7:9101",
+             "COMPANION_WORKER_METRICS_PORT_9101_TCP_PROTO": "tcp",
+             "COMPANION_WORKER_METRICS_PORT_9101_TCP_PORT": "9101",
+             "COMPANION_WORKER_METRICS_PORT_9101_TCP_ADDR": "10.0.0.7"}
+    with caplog.at_level("WARNING", logger="companion.settings"):
+        settings = load_settings(environ=links)
+    assert settings.worker_metrics_port == Settings().worker_metrics_port
+    [warned] = [r.getMessage() for r in caplog.records if r.name == "companion.settings"]
+    assert warned.startswith("COMPANION_WORKER_METRICS_PORT=tcp://10.0.0.7:9101 is ignored: it is the service link "
+                             "Kubernetes sets for the Service companion-worker-metrics")
+    # An IPv6 cluster's link, bracketed
+    v6 = {"COMPANION_WORKER_METRICS_SERVICE_HOST": "fd00::7", "COMPANION_WORKER_METRICS_PORT": "tcp://[fd00::7]:9101"}
+    assert load_settings(environ=v6).worker_metrics_port == Settings().worker_metrics_port
+    # The operator's own value in the pod's env replaces the link, and is read
+    assert load_settings(environ={**links, "COMPANION_WORKER_METRICS_PORT": "9102"}).worker_metrics_port == 9102
+
+
+def test_a_link_shaped_value_without_its_services_host_is_still_refused():
+    """Only the Service's own link is ignored: the same text without that Service (or another address) is a value
+    given by someone, and malformed."""
+    for environ in ({"COMPANION_WORKER_METRICS_PORT": "tcp://10.0.0.7:9101"},
+                    {"COMPANION_WORKER_METRICS_PORT": "tcp://10.0.0.7:9101",
+                     "COMPANION_WORKER_METRICS_SERVICE_HOST": "10.0.0.8"}):
+        with pytest.raises(SettingError, match="COMPANION_WORKER_METRICS_PORT='tcp://10.0.0.7:9101' is not valid"):
+            load_settings(environ=environ)
 
 
 def test_a_misspelling_shaped_like_a_service_link_is_refused_without_the_services_host():
