@@ -61,8 +61,10 @@ def checked_api_url(url: str) -> str:
         return url
     if parts.scheme == "http" and host:
         raise ConfigError(f"the API URL {url} is plain http:// to another host: pairing codes, the gateway secret "
-                          "and health data would cross the network unencrypted; use https:// (plain http:// is "
-                          "for localhost only)")
+                          "and health data would cross the network unencrypted. Set COMPANION_API_URL=https://... "
+                          "(no new pairing needed; a TLS-terminating proxy in front of the API gives it an https:// "
+                          "address), or point it at a proxy on this host's loopback that forwards over TLS "
+                          "(http://127.0.0.1:PORT): plain http:// is for this host only")
     raise ConfigError(f"the API URL {url!r} must be https://host[:port] (plain http:// only for localhost)")
 
 

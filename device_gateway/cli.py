@@ -11,7 +11,8 @@ cannot get past on its own ends the command with one line on stderr and an exit 
  69     no Bluetooth: no D-Bus system bus, BlueZ not running, or no adapter (``scan``, ``run``)
  77     the API refuses the gateway's credentials at every renewal: pair it again
  78     the buffer's key is missing, unreadable, too open or not the buffer's; or the config file or an
-        environment setting cannot be used (e.g. an API URL that is plain ``http://`` to another host)
+        environment setting cannot be used (e.g. an API URL that is plain ``http://`` to another host, refused
+        by the commands that talk to the API: ``pair``, ``run``, ``simulate`` when paired)
  66     ``status``: no state directory there (a mistyped ``--state-dir``, or a gateway not set up yet)
 ======  ====================================================================================
 """
@@ -139,7 +140,11 @@ def cmd_status(args: argparse.Namespace, config: GatewayConfig) -> int:
         return _fail(f"no state directory at {config.state_dir}: check --state-dir (or "
                      "COMPANION_GATEWAY_STATE_DIR); a new gateway has one once it is paired", EXIT_NO_STATE)
     print(f"state dir:      {config.state_dir}")
-    print(f"api:            {config.api_url}")
+    try:
+        checked_api_url(config.api_url)
+        print(f"api:            {config.api_url}")
+    except ConfigError as refused:  # shown, not fatal: status sends nothing
+        print(f"api:            {config.api_url} (NOT USABLE: {refused})")
     print(f"gateway:        {config.gateway_id or 'not paired'}")
     print(f"units:          {', '.join(config.device_serials) or 'none'}")
     health = read_health(config.health_path)
@@ -178,8 +183,8 @@ def cmd_run(args: argparse.Namespace, config: GatewayConfig) -> int:
     if not config.is_paired:
         print("not paired: run `device-gateway pair CODE` first", file=sys.stderr)
         return 1
+    api = config.api_client()  # first: an API URL it may not use (exit 78) leaves no buffer open
     buffer = config.open_buffer()
-    api = config.api_client()
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -5,7 +5,8 @@ Environment: ``COMPANION_GATEWAY_STATE_DIR`` (default ``~/.companion-gateway``),
 ``COMPANION_GATEWAY_CA_FILE`` (CA bundle that signs the API's certificate, instead of the system store)
 and ``COMPANION_GATEWAY_KEY_FILE`` (the buffer's encryption key, default ``buffer.key`` in the state dir).
 The API URL must be ``https://``, or plain ``http://`` to this host only (``localhost``, 127.0.0.0/8, ``::1``);
-another is a ConfigError (exit 78).
+another is a ConfigError (exit 78) where it is used to talk to the API (:meth:`GatewayConfig.api_client`,
+``pair``), not when the config is loaded: the commands that send nothing work with it.
 The file is written with mode 0600 because it holds the gateway secret.
 """
 
@@ -17,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from device_gateway.api import ApiClient, checked_api_url
+from device_gateway.api import ApiClient
 from device_gateway.atomic_file import write_atomically
 from device_gateway.buffer import DEFAULT_MAX_BYTES, RecordBuffer
 from device_gateway.errors import ConfigError
@@ -79,7 +80,8 @@ class GatewayConfig:
         return buffer
 
     def api_client(self) -> ApiClient | None:
-        """An API client with this gateway's credentials and CA settings (None when not paired)."""
+        """An API client with this gateway's credentials and CA settings (None when not paired); ConfigError for an
+        API URL the gateway may not talk to (:func:`~device_gateway.api.checked_api_url`)."""
         if not (self.gateway_id and self.gateway_secret):
             return None
         return ApiClient(self.api_url, self.gateway_id, self.gateway_secret, ca_file=self.ca_file)
@@ -137,16 +139,16 @@ def load_config(state_dir: str | None = None, environ: dict[str, str] | None = N
         config = GatewayConfig(state_dir=str(directory), **stored)
     except (OSError, ValueError, TypeError) as exc:
         if replacing:
-            return _overridden(GatewayConfig(state_dir=str(directory)), env, replacing=True)
+            return _overridden(GatewayConfig(state_dir=str(directory)), env)
         raise ConfigError(f"{path} cannot be read ({type(exc).__name__}): pair the gateway again "
                           "(`device-gateway pair CODE`); its buffered records are kept") from None
-    return _overridden(config, env, replacing=replacing)
+    return _overridden(config, env)
 
 
-def _overridden(config: GatewayConfig, env, *, replacing: bool = False) -> GatewayConfig:
+def _overridden(config: GatewayConfig, env) -> GatewayConfig:
+    # Not checked here: only where it is used to talk to the API (ApiClient, pair). A gateway upgraded with a
+    # stored LAN http:// URL then still answers status, dead-letters and buffer-recover, which send nothing.
     config.api_url = env.get("COMPANION_API_URL", config.api_url)
-    if not replacing:  # pairing again may name another (``pair --api``): it checks the one it uses
-        checked_api_url(config.api_url)
     config.gateway_id = env.get("COMPANION_GATEWAY_ID", config.gateway_id)
     config.gateway_secret = env.get("COMPANION_GATEWAY_SECRET", config.gateway_secret)
     config.ca_file = env.get("COMPANION_GATEWAY_CA_FILE", config.ca_file)

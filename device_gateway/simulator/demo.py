@@ -47,10 +47,10 @@ def simulate(
     serials = simulated_serials(config, units)
     pulled = list(config.device_serials[:units]) if config.is_paired else serials
     sim_config = dataclasses.replace(config, device_serials=pulled)
+    api = config.api_client()  # first: an API URL it may not use (exit 78) leaves no buffer open
     buffer = config.open_buffer()
     for stranger in sorted(set(serials) - set(pulled)):
         print(f"{stranger}: in range but not bound to this gateway's patient; not pulled", file=sys.stderr)
-    api = config.api_client()
     try:
         with PrivateSystemBus() as bus:
             bus.export_to_environment()

@@ -141,13 +141,50 @@ def _command(*args: str, **env: str) -> subprocess.CompletedProcess:
     ("COMPANION_GATEWAY_MAX_BUFFER_BYTES", "1GiB", "COMPANION_GATEWAY_MAX_BUFFER_BYTES must be"),
     ("COMPANION_GATEWAY_MAX_BUFFER_BYTES", "0", "COMPANION_GATEWAY_MAX_BUFFER_BYTES must be"),
     ("COMPANION_GATEWAY_CA_FILE", "/nonexistent/ca.pem", "the CA file /nonexistent/ca.pem"),
-    ("COMPANION_API_URL", "http://api.example.org", "plain http:// to another host"),
 ])
 def test_a_setting_that_cannot_be_used_ends_the_command_with_one_line(tmp_path, setting, value, said):
     paired_config(tmp_path, "http://127.0.0.1:9", ["CT-1"])
     done = _command("status", "--state-dir", str(tmp_path), **{setting: value})
     assert done.returncode == EXIT_CONFIG and "Traceback" not in done.stderr
     assert len(done.stderr.splitlines()) == 1 and said in done.stderr
+
+
+LAN_API = "http://192.168.1.20:8080"  # stored by a gateway paired before plain http:// to another host was refused
+
+
+def test_a_gateway_with_a_stored_lan_http_url_still_answers_the_commands_that_send_nothing(tmp_path, monkeypatch):
+    """Upgraded, such a gateway refused even status, dead-letters and buffer-recover with exit 78: the URL was
+    checked when the config was read, not where it is used to talk to the API."""
+    monkeypatch.delenv("COMPANION_API_URL", raising=False)
+    paired_config(tmp_path, LAN_API, [SERIAL])
+    _buffer_that_held(tmp_path, 2)
+    status = _command("status", "--state-dir", str(tmp_path))
+    assert status.returncode == 0, status.stderr
+    assert f"api:            {LAN_API} (NOT USABLE: the API URL {LAN_API} is plain http://" in status.stdout
+    assert "pending:        2 record(s)" in status.stdout
+    dead = _command("dead-letters", "--state-dir", str(tmp_path))
+    assert (dead.returncode, dead.stdout.strip()) == (0, "0 dead letter(s)"), dead.stderr
+    recover = _command("buffer-recover", "--state-dir", str(tmp_path))
+    assert recover.returncode == 0 and "is intact" in recover.stdout, recover.stderr
+
+
+def test_a_command_that_talks_to_the_api_over_a_stored_lan_http_url_says_the_way_out_in_one_line(
+        tmp_path, stub, isolated_bus_env, monkeypatch, capsys):
+    monkeypatch.delenv("COMPANION_API_URL", raising=False)
+    stub.devices = ["CT-000001"]
+    paired_config(tmp_path, LAN_API, stub.devices)
+    for command in (["run"], ["simulate", "--units", "1"]):
+        assert main(["--state-dir", str(tmp_path), *command]) == EXIT_CONFIG
+        [said] = capsys.readouterr().err.strip().splitlines()
+        assert said.startswith(f"device-gateway: the API URL {LAN_API} is plain http:// to another host")
+        assert "Set COMPANION_API_URL=https://... (no new pairing needed" in said
+        assert "TLS-terminating proxy" in said and "loopback" in said
+    assert stub.stored == {} and not (tmp_path / "buffer.db").exists()  # nothing sent, nothing opened
+    # The way out it gives: the environment's URL (here the stub on loopback) with the pairing it has.
+    monkeypatch.setenv("COMPANION_API_URL", stub.url)
+    assert main(["--state-dir", str(tmp_path), "simulate", "--units", "1", "--records", "3"]) == 0
+    assert sorted(stub.stored) == [f"CT-000001:{n}" for n in range(1, 4)]
+    assert load_config(str(tmp_path), environ={}).api_url == LAN_API  # the stored pairing is as it was
 
 
 def test_a_config_file_cut_short_says_so_in_one_line_and_pairing_again_replaces_it(tmp_path, stub):

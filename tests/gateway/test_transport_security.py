@@ -128,8 +128,12 @@ def test_no_code_turns_certificate_verification_off():
                                  "http://[2001:db8::1]:5000", "http://localhost.example.org", "api.example.org",
                                  "ftp://api.example.org", "https://", "http://127.0.0.1:port"])
 def test_an_api_url_that_is_not_https_to_another_host_is_refused_as_a_config_error(tmp_path, url):
+    """Refused where it is used to talk to the API; read, it is kept (the commands that send nothing use the
+    config)."""
+    config = load_config(str(tmp_path), environ={"COMPANION_API_URL": url, "COMPANION_GATEWAY_ID": "gw-1",
+                                                 "COMPANION_GATEWAY_SECRET": "s3cret"})
     with pytest.raises(ConfigError):
-        load_config(str(tmp_path), environ={"COMPANION_API_URL": url})
+        config.api_client()
     with pytest.raises(ConfigError):
         ApiClient(url, "gw-1", "s3cret")
 
