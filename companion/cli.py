@@ -276,15 +276,20 @@ def worker_status(args) -> int:
     return 0 if status.state == "ok" else EXIT_FAILED
 
 
-# Which of the image's processes a command line runs (the Procfile's names), by what it starts.
+# Which of the image's processes a command line runs (the Procfile's names), by what it starts: a module run with
+# python -m, or a console script (the kernel shows `/opt/venv/bin/python /opt/venv/bin/companion migrate` for
+# `companion migrate`; any command of the companion script, like the release step, runs once: nothing to probe).
 _PROCESS_MARKERS = (("companion.jobs.worker", "worker"), ("companion.jobs.sender", "sender"),
                     ("companion.cli", "release"), ("gunicorn", "web"))
+_PROCESS_SCRIPTS = {"companion": "release", "gunicorn": "web"}
 
 
 def process_of(argv: list[str]) -> str | None:
     """The Procfile name of the process ``argv`` starts (web, worker, sender or release), None for another."""
     joined = " ".join(argv)
-    return next((name for marker, name in _PROCESS_MARKERS if marker in joined), None)
+    by_module = next((name for marker, name in _PROCESS_MARKERS if marker in joined), None)
+    return by_module or next((_PROCESS_SCRIPTS[script] for word in joined.split()
+                              if (script := os.path.basename(word)) in _PROCESS_SCRIPTS), None)
 
 
 def _main_process() -> list[str]:

@@ -314,6 +314,20 @@ def test_the_health_check_knows_each_process_of_the_image_by_its_command_line():
     assert cli.process_of(["/usr/bin/python3", "-m", "something.else"]) is None
 
 
+@pytest.mark.parametrize(("argv", "process"), [
+    (["/opt/venv/bin/python", "/opt/venv/bin/companion", "migrate"], "release"),  # docker run companion companion migrate
+    (["/opt/venv/bin/python", "/opt/venv/bin/companion", "load-content"], "release"),
+    (["sh", "-c", "exec companion migrate"], "release"),
+    (["/opt/venv/bin/python", "/opt/venv/bin/gunicorn", "--bind", "0.0.0.0:5000", "companion.wsgi:app"], "web"),
+    (["/opt/venv/bin/python", "/opt/venv/bin/companion-other", "migrate"], None),
+    (["/usr/bin/python3", "/app/companion/demo.py"], None),
+])
+def test_the_health_check_knows_the_console_scripts_as_well_as_the_modules(argv, process):
+    """`docker run companion companion migrate` runs the console script: it was not recognised, and the container
+    reported unhealthy."""
+    assert cli.process_of(argv) == process
+
+
 def test_the_health_check_of_a_web_process_asks_its_healthz(api_server, monkeypatch, capsys):
     monkeypatch.setenv("PORT", str(api_server.port))
     monkeypatch.setenv("COMPANION_BIND", "0.0.0.0")  # noqa: S104 - probed on loopback
