@@ -31,7 +31,8 @@ marked again (the later run may have cleared the mark of data this one did not r
 not judged on this run's figures: the later run judged them, and the next run judges them again, so an alert the
 later run resolved is not reopened, nor its caregiver's push queued again. What refused a run never refuses the
 next one for the same reason: a snapshot without a number is numbered then, and a counter behind the numbers
-stored (a database restored from a backup) is moved on past them (`_order_after`).
+stored (a database restored from a backup) is moved on past them (`_order_after`), also when it handed this run
+the number a stored day carries (one behind it): that day refused the run all the same.
 
 A day more than 30 days back is not recomputed (the offline window: nothing that old is accepted as
 counting); its mark is cleared with a log line. A patient whose days fail keeps (or gets) marks for them,

@@ -2,7 +2,8 @@
 version of the rules it was computed by (``rules``; none before versions were written: version 1), the instant its
 data began to be read (``computed_at``, by the clock of the process that computed it) and, when the adherence job or
 the rules upgrade wrote it, the number that run took before it read its data (``run``:
-companion.store.recompute.DaysToRecompute.start, one counter in the database).
+companion.store.recompute.DaysToRecompute.start, one counter in the database); a job run's snapshots also carry the
+id of the write that stored them (``write``, an ObjectId unique to one `AdherenceDays.save_many`).
 
 The job writes a day only over a snapshot written before it began (`AdherenceDays.save_many`): one numbered by an
 earlier run; without a number (written by a version before numbered runs), one computed no later by the clocks. Two
@@ -11,7 +12,9 @@ one's figures, whichever writes last; no clock orders two numbered runs, so a sn
 (a VM resumed, a bad NTP step) holds nothing back. A snapshot that refuses a run is numbered then, if it has no
 number yet, and the counter is moved on past the number it has, if it is behind it (a database restored from a
 backup older than some of its snapshots): the next run replaces it (`AdherenceDays.number`,
-companion.services.adherence_batch).
+companion.services.adherence_batch). A refused snapshot is told from the run's own by the write's id, not by the
+run's number: a counter restored one behind a stored day hands the next run that day's number, and the day
+standing with it is still one that refused the run.
 
 ``adherence_upgrades`` holds one document per version of the rules (``_id`` = the version) once every snapshot of
 an earlier one has been computed again (companion.services.adherence_upgrade): later runs of that step read it
@@ -23,6 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from bson import ObjectId
 from pymongo import ASCENDING, IndexModel, ReplaceOne, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
@@ -37,7 +41,7 @@ INDEXES = {
 # the run it stands on), what a panel row keeps.
 STALE_FIELDS = {"patient_id": 1, "date": 1, "computed_at": 1, "run": 1, "state": 1, "covered": 1, "tens_fraction": 1}
 # What stands in place of a refused snapshot.
-STANDING_FIELDS = {"run": 1, "computed_at": 1}
+STANDING_FIELDS = {"run": 1, "computed_at": 1, "write": 1}
 
 MAX_DAYS = 400
 ID_BATCH = 5_000  # ids per `_id $in` read (the patched FerretDB serves up to 10,000 from the _id index)
@@ -52,7 +56,7 @@ def snapshot_id(patient_id: str, local_date: date) -> str:
 @dataclass(frozen=True)
 class Refused:
     """What `AdherenceDays.save_many` did not write: the run's snapshots (``docs``) and the ones stored in their
-    place (``standing``: ``_id``, ``run``, ``computed_at``; none for a day deleted meanwhile)."""
+    place (``standing``: ``_id``, ``run``, ``computed_at``, ``write``; none for a day deleted meanwhile)."""
 
     docs: list[dict]
     standing: list[dict]
@@ -81,18 +85,23 @@ class AdherenceDays:
         stored snapshot was written before this run began (`written_before`), in ordered bulk writes without upsert
         (an unordered bulk of upserting replaces hangs FerretDB v1.24; seen in bench/nightly.py). Returns what was
         not written: a run that took a later number wrote the day first, a snapshot without a number is stamped
-        later than this run, or the day was deleted with its record meanwhile."""
+        later than this run, or the day was deleted with its record meanwhile. What this call wrote is told by an id
+        it stamps on each snapshot (``write``), not by the run's number: a snapshot stored with the same number (a
+        counter restored behind the stored days hands it out again) refused the run, and is returned standing."""
+        # Each snapshot of this write carries its id (``write``): the stored day this write left is told by it, not
+        # by the run's number, which a day written before a restore may carry too (a counter restored behind it).
+        write = ObjectId()
+        docs = [{**doc, "write": write} for doc in docs]
         stored = [docs[index] for index in sorted(insert_new(self.col, docs))]
-        runs = {d["_id"]: d["run"] for d in stored}
         matched = 0
         for part in chunks(stored, REPLACE_BATCH):
             matched += self.col.bulk_write([ReplaceOne(written_before(doc), doc) for doc in part],
                                            ordered=True).matched_count
         if matched == len(stored):
             return Refused([], [])
-        # Which ones were refused: those that do not hold this run's write now (one read, only when some were).
+        # Which ones were refused: those that do not hold this write now (one read, only when some were).
         found = self.by_ids([d["_id"] for d in stored], STANDING_FIELDS)
-        held = {d["_id"] for d in found if d.get("run") == runs[d["_id"]]}
+        held = {d["_id"] for d in found if d.get("write") == write}
         return Refused([d for d in stored if d["_id"] not in held], [d for d in found if d["_id"] not in held])
 
     def number(self, standing: Iterable[dict], run: int) -> int:

@@ -75,14 +75,16 @@ def test_a_runs_snapshots_replace_only_days_of_an_earlier_run_or_without_a_numbe
               "no number, earlier": {"computed_at": NOW - timedelta(minutes=1)},
               "no number, same instant": {"computed_at": NOW},
               "no number, later": {"computed_at": NOW + timedelta(seconds=1)},
-              "later run, stamped earlier": {"computed_at": NOW - timedelta(hours=1), "run": 6}}
+              "later run, stamped earlier": {"computed_at": NOW - timedelta(hours=1), "run": 6},
+              "same number, restored": {"computed_at": NOW - timedelta(days=1), "run": 5}}
     jobs_db.adherence_days.insert_many([{"_id": name, "figure": "stored", **fields}
                                         for name, fields in stored.items()])
     refused = store.save_many([{"_id": name, "figure": "run 5", "computed_at": NOW, "run": 5}
                                for name in [*stored, "new"]])
-    kept = {"later run, stamped earlier", "no number, later"}
+    kept = {"later run, stamped earlier", "no number, later", "same number, restored"}
     assert {d["_id"]: d.get("run") for d in refused.standing} == {"later run, stamped earlier": 6,
-                                                                  "no number, later": None}
+                                                                  "no number, later": None,
+                                                                  "same number, restored": 5}
     assert sorted(d["_id"] for d in refused.docs) == sorted(kept)
     assert {d["_id"]: d["figure"] for d in jobs_db.adherence_days.find()} == {
         name: "stored" if name in kept else "run 5" for name in [*stored, "new"]}
@@ -298,6 +300,20 @@ def test_a_run_counter_restored_behind_the_stored_days_holds_the_patients_alerts
     jobs_db.recompute_runs.update_one({"_id": JOB}, {"$set": {"runs": 3}})
     services.stores.days_to_recompute.mark(patient.id, [NOW.date() - timedelta(days=5)], "a session arrived late", NOW)
     assert _three_hourly_runs(jobs_db, settings, clock, traveller, patient) == [(0, 1), (1, 0), (1, 0)]
+
+
+def test_a_restored_counter_that_hands_out_the_number_a_stored_day_carries_does_not_leave_that_day_unwritten(
+        jobs_db, settings, clock, traveller):
+    # The counter restored one behind a stored day's run: the next run takes that day's number, 50, and is refused
+    # there (it replaces only a lower number); the day standing is not this run's write, though it has its number.
+    services, patient = _patient_low_for_three_days(jobs_db, settings, clock, traveller, run=50)
+    jobs_db.recompute_runs.update_one({"_id": JOB}, {"$set": {"runs": 49}})
+    late = NOW.date() - timedelta(days=5)  # stored as a full TENS day; no session is in the database for it
+    services.stores.days_to_recompute.mark(patient.id, [late], "a session arrived late", NOW)
+    _three_hourly_runs(jobs_db, settings, clock, traveller, patient)
+    day = jobs_db.adherence_days.find_one({"_id": f"{patient.id}:{late}"})
+    marked = jobs_db.days_to_recompute.count_documents({"patient_id": patient.id})
+    assert (day["state"], day["tens_fraction"], marked) == ("no_events", None, 0), (day, marked)
 
 
 def test_an_adherence_run_that_took_its_number_before_the_rules_upgrade_does_not_overwrite_the_days_it_computed(
