@@ -361,10 +361,25 @@ def snooze_key(occurrence: dict) -> str | None:
     return None if snoozed is None else f"{initial_key(occurrence['_id'])}:snooze:{snoozed:%Y%m%dT%H%M%S}"
 
 
+def nudge_key(occurrence: dict, n: int) -> str:
+    """The source key of an occurrence's ``n``-th nudge (of its leader's, a DST gap): ``...:repeat:<n>``, and for a
+    slot a move undone brought back (``restored_at`` set) ``...:repeat:<n>@<due_at, epoch seconds>``, so that its
+    nudges on the restored clock are not taken for those sent while it sat on the other one. A nudge keyed by a due
+    instant goes after it, and a slot is only ever brought back to a due instant still to come, so no nudge of one
+    restore can take the place of another's. Slots never brought back keep the plain key (so do the pushes
+    already queued under it)."""
+    key = f"{initial_key(occurrence.get('push_with') or occurrence['_id'])}:repeat:{n}"
+    return f"{key}@{int(occurrence['due_at'].timestamp())}" if occurrence.get("restored_at") else key
+
+
 def reminding_keys_of(occurrence: dict) -> list[str]:
     """Every push that may remind of ``occurrence`` as it stands: its (or its leader's, a DST gap) first push,
-    nudges and re-send, and its current snooze's."""
+    nudges and re-send, and its current snooze's; for a slot a move undone brought back, the nudges sent before
+    too (the plain keys)."""
     first = initial_key(occurrence.get("push_with") or occurrence["_id"])
-    keys = [first, f"{first}:resend", *(f"{first}:repeat:{n}" for n in range(1, MAX_NUDGES + 1))]
+    nudges = [nudge_key(occurrence, n) for n in range(1, MAX_NUDGES + 1)]
+    if occurrence.get("restored_at"):
+        nudges += [f"{first}:repeat:{n}" for n in range(1, MAX_NUDGES + 1)]
+    keys = [first, f"{first}:resend", *nudges]
     snoozed = snooze_key(occurrence)
     return keys + [snoozed] if snoozed else keys

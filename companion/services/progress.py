@@ -41,7 +41,7 @@ from companion.store.stores import Stores
 
 FLARE_RECENT = timedelta(hours=48)  # a flare older than this no longer prompts suggestions
 EVIDENCE_DAYS = 90  # how far back practice and pain are paired to learn what helps this patient
-PUSH_BOOKKEEPING = ("nudges_sent", "missed_summary")
+PUSH_BOOKKEEPING = ("nudges_sent", "missed_summary", "restored_at")
 
 
 def _kind(progress: KindProgress) -> dict:

@@ -3,7 +3,9 @@
 Every push a reminder occurrence may cause has a planned time and a stable source key:
 
 - the reminder itself at ``notify_at`` (``due_at`` moved past quiet hours) (``reminder:<occurrence>``);
-- the n-th nudge at ``due_at + n * repeat.every_min`` while it is still not done (``...:repeat:<n>``);
+- the n-th nudge at ``due_at + n * repeat.every_min`` while it is still not done (``...:repeat:<n>``; for a slot a
+  move undone brought back, ``...:repeat:<n>@<due_at epoch>``: its nudges follow the restored time, whatever went
+  while it sat on the other clock, ``companion.domain.notifications.nudge_key``);
 - a snoozed reminder at ``snoozed_until`` (``...:snooze:<time>``); a snooze holds back every push planned
   before it that has not gone yet (snoozed before it was due: nothing comes until the snooze time);
 - one re-send, ``reminder_resend_after`` after the reminder went out, when the app never confirmed
@@ -29,6 +31,7 @@ from zoneinfo import ZoneInfo
 from companion.clock import Clock, now
 from companion.domain.notifications import (
     initial_key,
+    nudge_key,
     outside_quiet_hours,
     reminder_kind,
     reminding_keys_of,
@@ -82,7 +85,7 @@ def planned_pushes(occurrence: dict, reminder: dict | None) -> list[PlannedPush]
     first = max(times[0], occurrence.get("notify_at") or times[0])
     kind, repeat_kind = reminder_kind(occurrence.get("kind")), reminder_kind(occurrence.get("kind"), nudge=True)
     plans = [PlannedPush(key, kind, first, ends)]
-    plans += [PlannedPush(f"{key}:repeat:{n}", repeat_kind, at, ends, n)
+    plans += [PlannedPush(nudge_key(occurrence, n), repeat_kind, at, ends, n)
               for n, at in enumerate(times[1:], 1) if at > first]
     snoozed = snooze_push(occurrence)
     if snoozed is not None:  # a nudge planned at its very minute gives way to it

@@ -29,7 +29,9 @@ Edges, decided here:
   phone flipping zones near a border, a wrong zone corrected) brings such a slot due again on the restored
   clock: due now or later there, it is moved back, pending (``_restorable``), unless the patient answered it.
   Its first push goes once: one already sent at the move is not sent again at the restored time (the
-  outbox's key is the occurrence's), its nudges follow the restored time.
+  outbox's key is the occurrence's), its nudges follow the restored time, all of them: they are counted
+  afresh (``nudges_sent``) and keyed by the restored due instant (``restored_at`` set), so a nudge sent while
+  it sat on the other clock does not take the place of the one of the same rank.
 - **DST gap.** Slots that fall due at the same instant share one push (``push_with``).
 """
 
@@ -80,8 +82,10 @@ MOVES_LOOKBACK = timedelta(days=1)  # zone changes this long before a window are
 TIME_ZONE_CHANGE = "time_zone_change"
 MOMENT = ("due_at", "window_ends_at", "notify_at", "zone", "push_with")
 KEPT = (*MOMENT, "skipped_by_move_at", "status", "status_at", "missed_reason")
-# A kept slot the clock it is due on again brings back (a move east undone): pending, no longer kept.
-RESTORED = {"status": "pending", "status_at": None, "missed_reason": None, "skipped_by_move_at": None}
+# A kept slot the clock it is due on again brings back (a move east undone): pending, no longer kept, its nudges
+# counted and keyed afresh (``restored_at``: companion.domain.notifications.nudge_key).
+RESTORED = {"status": "pending", "status_at": None, "missed_reason": None, "skipped_by_move_at": None,
+            "nudges_sent": 0}
 ATTEMPTS = 20
 ANSWERED = ("done", "skipped")  # the patient's outcomes: recorded once, never changed
 RUNS = 3  # materialize runs again (at most this often in all) when what it was computed from changed meanwhile
@@ -392,7 +396,7 @@ class ReminderService:
                 if stored["status"] == "pending" and stored["due_at"] != doc["due_at"]:
                     moves.append((key, {k: doc[k] for k in KEPT}))
             elif _restorable(stored, doc, current):
-                restores.append((key, {**{k: doc[k] for k in MOMENT}, **RESTORED}))
+                restores.append((key, {**{k: doc[k] for k in MOMENT}, **RESTORED, "restored_at": current}))
             elif stored["status"] == "pending" and stored["due_at"] >= current \
                     and any(stored.get(k) != doc[k] for k in MOMENT):
                 moves.append((key, {k: doc[k] for k in MOMENT}))

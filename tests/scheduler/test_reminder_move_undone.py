@@ -112,3 +112,29 @@ def test_a_slot_answered_after_a_move_east_stays_answered_when_the_move_is_undon
     assert {kind: (o["status"], o["due_at"]) for kind, o in after.items()} == {
         kind: (status, kept[kind]["due_at"]) for kind, status in (("medication", "done"), ("tens", "skipped"))}
     assert emulator.delivered_to(token) == []
+
+
+def test_nudges_of_a_slot_moved_back_follow_the_restored_time_all_of_them(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    """The commit says a moved-back slot's 'nudges follow the restored time'; a nudge sent while the slot sat on
+    the New York clock must not take away the nudge of the same rank on the restored clock."""
+    patient = make_person(jobs_db, "patient", "America/Chicago")
+    token = phone(jobs_db, patient)
+    daily_reminder(jobs_db, patient, ["12:00"], "2026-03-02", kind="medication", window_min=120,
+                   repeat={"count": 5, "every_min": 10})
+    services = services_on(jobs_db, settings, clock, sender)
+    moved = NOON_CHICAGO - timedelta(minutes=35)  # 11:25 CST, 12:25 EST: NY noon kept, pending, pushed now
+    traveller.move_to(moved)
+    services.profiles.update(patient.id, {"time_zone": "America/New_York"})
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, moved, moved + timedelta(minutes=7))
+    before = [p.received_at for p in emulator.delivered_to(token)]
+    assert before == [moved, NOON_CHICAGO - timedelta(minutes=30)], before  # first push, NY nudge 3 at 12:30 EST
+    traveller.move_to(moved + timedelta(minutes=8))
+    services.profiles.update(patient.id, {"time_zone": "America/Chicago"})
+    assert noon_slot(jobs_db, patient)["nudges_sent"] == 0  # counted afresh on the restored clock
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, NOON_CHICAGO - timedelta(minutes=1),
+                     NOON_CHICAGO + timedelta(minutes=32))
+    after = [p.received_at for p in emulator.delivered_to(token)][len(before):]
+    assert after == [NOON_CHICAGO + timedelta(minutes=m) for m in (10, 20, 30)], after
+    assert noon_slot(jobs_db, patient)["nudges_sent"] == 3
+
