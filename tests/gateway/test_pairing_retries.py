@@ -85,7 +85,10 @@ def test_a_pairing_killed_midway_reuses_its_nonce_when_run_again(tmp_path, clien
     was kept before the request was sent, so the new process's retry is answered for that gateway."""
     state = tmp_path / "gateway"
     code = _code(client, patient)
-    proxy.script = [Fault.LATENCY]  # the request is held 3 s, then reaches the API whoever is still listening
+    # The request is held, then reaches the API whoever is still listening: long enough that the process is
+    # killed before it is forwarded even on a busy machine (held 3 s, it was sometimes answered first).
+    proxy.latency_s = 10.0
+    proxy.script = [Fault.LATENCY]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     gateway = spawn_module(["device_gateway.cli", "--state-dir", str(state), "pair", code, "--api", proxy.url],
                            env, stderr=open(os.devnull, "w"))  # noqa: SIM115 - closed with the process
@@ -96,7 +99,8 @@ def test_a_pairing_killed_midway_reuses_its_nonce_when_run_again(tmp_path, clien
     finally:
         if gateway.poll() is None:
             gateway.kill()
-    assert wait_for(lambda: proxy.answers, timeout_s=15)
+    assert wait_for(lambda: proxy.answers, timeout_s=60), (proxy.applied, gateway.returncode,
+                                                           sorted(p.name for p in state.iterdir()))
     made = json.loads(proxy.answers[0])["gateway_id"]
     nonce = (state / PAIRING_NONCE_FILE).read_text().strip()
     assert stat.S_IMODE((state / PAIRING_NONCE_FILE).stat().st_mode) == 0o600
