@@ -339,16 +339,21 @@ def test_without_fingerprints_in_the_anchors_nothing_verifying_under_a_key_is_sa
         assert EITHER in said and "no anchor names a key fingerprint" in said
 
 
+def _rewrite_every_event(db) -> None:
+    """Someone without the key rewrites every event and recomputes each one's own hash."""
+    for event in db.audit_events.find({}):
+        forged = {**event, "actor_id": "someone else"}
+        db.audit_events.replace_one({"_id": event["_id"]}, {**forged, "hash": hashlib.sha256(canonical(forged))
+                                                            .hexdigest()})
+
+
 def test_a_trail_rewritten_without_the_key_with_anchors_naming_another_key_is_not_passed_off_as_a_wrong_key(
         audited, anchors, capsys):
     """The fingerprint is outside the anchors' MAC: an attacker who rewrites every event and re-forges every anchor
     naming some other key made audit-verify say with certainty WRONG KEY, exit 2, and list no break."""
     app, _, _ = audited
     db = app.extensions["companion"].db
-    for event in db.audit_events.find({}):
-        forged = {**event, "actor_id": "someone else"}
-        db.audit_events.replace_one({"_id": event["_id"]}, {**forged, "hash": hashlib.sha256(canonical(forged))
-                                                            .hexdigest()})
+    _rewrite_every_event(db)
     forged_anchors = re.sub(r"mac=[0-9a-f]{64}", "mac=" + "0" * 64, anchors.read_text())
     anchors.write_text(re.sub(r"key=[0-9a-f]{16}", "key=" + "1" * 16, forged_anchors))
     status, out = _verify(capsys)
@@ -385,10 +390,7 @@ def test_every_event_and_anchor_altered_by_someone_without_the_key_is_listed_not
     name the key they were written under, which is the verifier's: breaks, every one of them."""
     app, _, _ = audited
     db = app.extensions["companion"].db
-    for event in db.audit_events.find({}):
-        forged = {**event, "actor_id": "someone else"}
-        db.audit_events.replace_one({"_id": event["_id"]}, {**forged, "hash": hashlib.sha256(canonical(forged))
-                                                            .hexdigest()})
+    _rewrite_every_event(db)
     anchors.write_text(re.sub(r"mac=[0-9a-f]{64}", "mac=" + "0" * 64, anchors.read_text()))
     status, out = _verify(capsys)
     assert status == 1 and "WRONG KEY" not in out
