@@ -17,6 +17,12 @@ chmod 700 var var/run var/ferretdb var/mail
 export COMPANION_BIND="${COMPANION_BIND:-127.0.0.1}"
 export PATH="$root/.venv/bin:$PATH"
 export PORT="${PORT:-5000}"
+# Where this machine reaches what listens on COMPANION_BIND: a wildcard bind through its own loopback.
+case "$COMPANION_BIND" in
+  0.0.0.0) here=127.0.0.1 ;;
+  "[::]") here="[::1]" ;;
+  *) here="$COMPANION_BIND" ;;
+esac
 pids=()
 cleanup() {
   trap - EXIT INT TERM
@@ -82,18 +88,18 @@ while IFS= read -r line; do
   supervise "${BASH_REMATCH[1]}" bash -c "${BASH_REMATCH[2]}"
 done < Procfile
 
-for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:${PORT}/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
+for _ in $(seq 1 100); do curl -fs "http://${here}:${PORT}/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
 
 echo "==> simulated TENS units -> gateway -> API"
-supervise gateway python -m device_gateway.demo --api "http://127.0.0.1:${PORT}" --state-dir var/run/gateway
+supervise gateway python -m device_gateway.demo --api "http://${here}:${PORT}" --state-dir var/run/gateway
 
 cat <<EOM
 
   Companion is running.
-    API            http://127.0.0.1:${PORT}/api/v1   (docs: http://127.0.0.1:${PORT}/docs)
-    Clinician web  http://127.0.0.1:${PORT}/clinician
+    API            http://${here}:${PORT}/api/v1   (docs: http://${here}:${PORT}/docs)
+    Clinician web  http://${here}:${PORT}/clinician
     Push emulator  http://127.0.0.1:${fcm_port}/
-    Metrics        http://127.0.0.1:${PORT}/metrics (web), http://127.0.0.1:${COMPANION_WORKER_METRICS_PORT:-9101}/ (worker)
+    Metrics        http://${here}:${PORT}/metrics (web), http://${here}:${COMPANION_WORKER_METRICS_PORT:-9101}/ (worker)
     Email          var/mail/ (sign-up codes, one .eml file per message)
   Listening on ${COMPANION_BIND} only. Demo logins: see 'demo data' above (password: companion-demo).
   A process that exits is restarted, the others go on.
