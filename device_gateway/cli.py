@@ -12,7 +12,8 @@ cannot get past on its own ends the command with one line on stderr and an exit 
  77     the API refuses the gateway's credentials at every renewal: pair it again
  78     the buffer's key is missing, unreadable, too open or not the buffer's; or the config file or an
         environment setting cannot be used (e.g. an API URL that is plain ``http://`` to another host, refused
-        by the commands that talk to the API: ``pair``, ``run``, ``simulate`` when paired)
+        by the commands that talk to the API: ``pair``, ``run``, ``simulate`` when paired); or ``pair`` cannot
+        write its state directory (before it asks: nothing sent; after: run it again with the same code)
  66     ``status``: no state directory there (a mistyped ``--state-dir``, or a gateway not set up yet)
 ======  ====================================================================================
 """
@@ -72,7 +73,12 @@ def cmd_pair(args: argparse.Namespace, config: GatewayConfig) -> int:
     name = args.name or socket.gethostname()
     code = args.code.replace("-", "").replace(" ", "").upper()  # as the app shows it, or typed in any case
     # Kept before anything is sent: the answer may be lost, and a retry with the same code must send the same one.
-    nonce = config.pairing_nonce()
+    try:
+        nonce = config.pairing_nonce()
+    except OSError as exc:
+        raise ConfigError(f"cannot keep the pairing's nonce in {config.state_dir}: {exc.strerror or exc}; nothing "
+                          f"was sent: give a directory this user can write (--state-dir or "
+                          f"COMPANION_GATEWAY_STATE_DIR)") from exc
     try:
         pairing = pair(config.api_url, code, name, ca_file=config.ca_file, nonce=nonce)
     except httpx.HTTPStatusError as exc:
@@ -102,7 +108,13 @@ def cmd_pair(args: argparse.Namespace, config: GatewayConfig) -> int:
     config.device_serials = pairing.device_serials
     config.paired_at = datetime.now(UTC).isoformat()
     config.name = name
-    config.save()
+    try:
+        config.save()
+    except OSError as exc:
+        raise ConfigError(f"paired as gateway {pairing.gateway_id}, but its credentials could not be saved in "
+                          f"{config.state_dir}: {exc.strerror or exc}. Make the directory writable and run the same "
+                          f"`pair` again with the same code within its 10 minutes: it is answered again, with a "
+                          f"new secret") from exc
     config.forget_pairing_nonce()
     print(f"paired as gateway {pairing.gateway_id}; units: {', '.join(pairing.device_serials) or 'none yet'}")
     return 0

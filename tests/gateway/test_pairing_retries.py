@@ -16,7 +16,7 @@ import pytest
 
 from device_gateway.api import ApiAuthError, ApiClient, pair
 from device_gateway.cli import main
-from device_gateway.config import PAIRING_NONCE_FILE, load_config
+from device_gateway.config import CONFIG_FILE, PAIRING_NONCE_FILE, load_config
 from tests.support.fault_proxy import Fault, FaultProxy
 from tests.support.world import make_user
 
@@ -125,3 +125,33 @@ def test_the_pairing_nonce_is_kept_until_a_pairing_is_saved_and_one_cut_short_is
     assert second not in (first, first[:10]) and config.pairing_nonce() == second
     config.forget_pairing_nonce()
     assert config.pairing_nonce() not in (first, second)
+
+
+def test_a_state_directory_that_cannot_be_written_is_one_line_before_anything_is_sent(
+        tmp_path, client, db, api_server, patient, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code = _code(client, patient)
+    assert main(["--state-dir", str(blocker / "gateway"), "pair", code, "--api", api_server.url]) == 78
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("device-gateway: cannot keep the pairing's nonce") and "nothing was sent" in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert db.gateways.count_documents({"patient_id": patient.id}) == 0  # the code is still unused
+    assert main(["--state-dir", str(tmp_path / "gateway"), "pair", code, "--api", api_server.url]) == 0
+
+
+def test_credentials_that_could_not_be_saved_are_answered_again_once_the_directory_is_fixed(
+        tmp_path, client, db, api_server, patient, capsys):
+    state = tmp_path / "gateway"
+    state.mkdir(mode=0o700)
+    (state / CONFIG_FILE).mkdir()  # the config file cannot be replaced: the save fails after the API answered
+    code = _code(client, patient)
+    assert main(["--state-dir", str(state), "pair", code, "--api", api_server.url]) == 78
+    err = capsys.readouterr().err.strip()
+    assert "could not be saved" in err and "run the same `pair` again" in err and "Traceback" not in err
+    assert (state / PAIRING_NONCE_FILE).exists()  # kept, so that the retry proves it is this gateway
+    (state / CONFIG_FILE).rmdir()
+    assert main(["--state-dir", str(state), "pair", code, "--api", api_server.url]) == 0
+    config = load_config(str(state), environ={})
+    assert db.gateways.count_documents({"patient_id": patient.id}) == 1
+    assert _works(api_server.url, config.gateway_id, config.gateway_secret)
