@@ -20,7 +20,14 @@ from companion.domain.access import Role
 from companion.domain.errors import Invalid, NotFound
 from companion.domain.notifications import PLATFORMS
 from companion.http import auditing, services
-from companion.http.paging import LINK_HEADER, cursor_field, next_field, offset_page
+from companion.http.paging import (
+    LINK_HEADER,
+    cursor_field,
+    keyset_cursor,
+    keyset_place,
+    next_field,
+    next_link,
+)
 from companion.http.schemas import Pattern, StrictSchema, valid_locale
 from companion.http.security import allow, current_actor
 
@@ -144,9 +151,13 @@ class MyNotifications(MethodView):
     @blp.response(200, NotificationDetailListSchema, headers=LINK_HEADER)
     @blp.doc(operationId="list_my_notifications")
     def get(self, args):
-        """The notifications sent to the caller, newest first: what each is about (a push carries only its id)."""
-        items, following = offset_page(lambda count: services().notifications.sent_to(current_actor(), count),
-                                       args["cursor"], args["limit"])
+        """The notifications sent to the caller, newest first: what each is about (a push carries only its id). At
+        most `limit` per page: follow `next` for more. Each page continues after the last notification of the one
+        before, however many came before it, and a notification created between two pages shifts nothing (it is
+        at the head of the list when read again from the start)."""
+        items, last = services().notifications.sent_to(
+            current_actor(), args["limit"], after=keyset_place(args["cursor"])[:2] if args["cursor"] else None)
+        following = None if last is None else next_link(cursor=keyset_cursor(*last))
         auditing.note(patient_ids=[d["patient_id"] for d in items], resource="notification", action="R",
                       resource_ids=[d["_id"] for d in items])
         return {"items": items, "next": following}

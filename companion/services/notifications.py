@@ -41,6 +41,19 @@ def describe_source(source_key: str) -> tuple[str, str | None]:
     return "missed_summary", None
 
 
+HistoryPlace = tuple[datetime, str]  # where a page of a notification list ended: the (created_at, _id) of its last
+
+
+def _page(read: list[dict], limit: int) -> tuple[list[dict], HistoryPlace | None]:
+    """The first ``limit`` notifications of ``read`` (one more than a page, if there are) and, if more follow, the
+    place of the last of them. The place is that of the last read, not of the last shown: one a caregiver may no
+    longer see is still passed, so a page of such never ends a list that goes on."""
+    if len(read) <= limit:
+        return read, None
+    page = read[:limit]
+    return page, (page[-1]["created_at"], page[-1]["_id"])
+
+
 def _described(items: list[dict]) -> list[dict]:
     for item in items:
         item["about"], item["about_id"] = describe_source(item["source_key"])
@@ -196,14 +209,17 @@ class Notifications:
         already forgotten: a retried sign-out succeeds as the first did."""
         self.tokens.unregister(user_id, install_id)
 
-    def sent_to(self, actor: Actor, limit: int) -> list[dict]:
-        """The notifications sent to a person, newest first, with what each is about (a caregiver: only about
-        patients who still share them, read as such so that ``limit`` of them come back while there are)."""
+    def sent_to(self, actor: Actor, limit: int,
+                after: HistoryPlace | None = None) -> tuple[list[dict], HistoryPlace | None]:
+        """A page of the notifications sent to a person, newest first, with what each is about (a caregiver: only
+        about patients who still share them, read as such so that ``limit`` of them come back while there are),
+        after the (created_at, id) a previous page ended on; and the place the next page starts after (None: this
+        was the last page)."""
         shared = None
         if actor.role is Role.CAREGIVER:
             shared = {link.patient_id: link.permissions.alerts for link in self.links.for_caregiver(actor.id)}
-        return _described(self._still_consented(actor, self.outbox.for_recipient(actor.id, limit=limit,
-                                                                                 shared=shared)))
+        read, place = _page(self.outbox.for_recipient(actor.id, limit=limit + 1, shared=shared, after=after), limit)
+        return _described(self._still_consented(actor, read)), place
 
     def patient_of(self, notification_id: str) -> str | None:
         """The patient a notification is about, whoever it was sent to (None for no such notification): whose

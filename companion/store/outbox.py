@@ -53,6 +53,7 @@ INDEXES = {
 }
 
 HISTORY_LIMIT = 500
+NEWEST_FIRST = [("created_at", DESCENDING), ("_id", DESCENDING)]  # the lists' order: no two notifications tie
 SCHEDULED, SENT, FAILED, EXPIRED, WITHDRAWN = "scheduled", "sent", "failed", "expired", "withdrawn"
 FINAL_STATES = (SENT, FAILED, EXPIRED, WITHDRAWN)
 
@@ -352,14 +353,37 @@ class Outbox:
         return oldest_first(self.col, {"patient_id": patient_id}, "created_at", start, end)
 
     def for_recipient(self, recipient_user_id: str, limit: int = HISTORY_LIMIT, *,
-                      shared: Mapping[str, Iterable[str]] | None = None) -> list[dict]:
-        """The notifications addressed to one person, newest first. With ``shared`` (patient id: the consent
-        kinds each patient shares with them), only those about themselves, or about one of these patients and
-        needing no consent kind or one the patient shares."""
-        query: dict = {"recipient_user_id": recipient_user_id}
+                      shared: Mapping[str, Iterable[str]] | None = None,
+                      after: tuple[datetime, str] | None = None) -> list[dict]:
+        """At most ``limit`` (and ``HISTORY_LIMIT`` + 1) of the notifications addressed to one person, newest first
+        in (created_at, _id) order. With ``shared`` (patient id: the consent kinds each patient shares with them),
+        only those about themselves, or about one of these patients and needing no consent kind or one the patient
+        shares; ``after``: those after the (created_at, _id) a previous page ended on (a keyset: a page goes on
+        however many came before, and a notification created between two pages shifts nothing)."""
+        either: list[list[dict]] = []
         if shared is not None:
-            query["$or"] = _shared_with(recipient_user_id, shared)
-        return list(self.col.find(query).sort("created_at", DESCENDING).limit(min(limit, HISTORY_LIMIT)))
+            either.append(_shared_with(recipient_user_id, shared))
+        if after is not None:
+            either.append(_created_after(*after))
+        query = {"recipient_user_id": recipient_user_id, **_all_of(either)}
+        return list(self.col.find(query).sort(NEWEST_FIRST)
+                    .limit(min(limit, HISTORY_LIMIT + 1)))  # a page of HISTORY_LIMIT and the one that says more follow
+
+
+def _created_after(at: datetime, outbox_id: str) -> list[dict]:
+    """The conditions, one of which holds, of a notification after (``at``, ``outbox_id``) in :data:`NEWEST_FIRST`
+    order: created before ``at``, or at ``at`` with a smaller ``_id`` (the tie-break that lets a page end between
+    notifications of one instant)."""
+    return [{"created_at": {"$lt": at}}, {"created_at": at, "_id": {"$lt": outbox_id}}]
+
+
+def _all_of(either: list[list[dict]]) -> dict:
+    """A query's part that holds when one condition of each list in ``either`` does."""
+    if not either:
+        return {}
+    if len(either) == 1:
+        return {"$or": either[0]}
+    return {"$and": [{"$or": conditions} for conditions in either]}
 
 
 def _shared_with(recipient_user_id: str, shared: Mapping[str, Iterable[str]]) -> list[dict]:

@@ -3,8 +3,9 @@ notifications the patient still shares with them exist, and ``next`` says so."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
+from companion.store.outbox import NotificationRequest, Outbox
 from tests.proof.test_database_server import is_ferretdb, plan_of
 
 ME = "/api/v1/me/notifications"
@@ -28,6 +29,31 @@ def _pages(client, headers, url: str) -> list[list[str]]:
         url = answer.json["next"]
         assert len(pages) < 20
     return pages
+
+
+def _years_of_reminders(services, db, recipient: str, patient: str, count: int) -> list[str]:
+    """``count`` reminders' notifications, created through the store three to an instant (so that a page can end
+    between notifications of one instant), all before now; their ids."""
+    start = services.clock() - timedelta(days=30)
+    instants = iter([start + timedelta(minutes=n // 3) for n in range(count)])
+    requests = [NotificationRequest(f"reminder:r{n}:2026-12-01T08:00", recipient, patient, "therapy_reminder",
+                                    send_at=start) for n in range(count)]
+    assert all(Outbox(db, clock=lambda: next(instants)).schedule_many(requests))
+    return [doc["_id"] for doc in db.push_outbox.find({"recipient_user_id": recipient}, {"_id": 1})]
+
+
+def _walk_with_one_created_after_the_first_page(client, headers, url: str, create) -> tuple[list[str], str]:
+    """Every notification id a walk of the list's pages answers, in order, with ``create()`` called between its
+    first and second page; and the id ``create`` made."""
+    answer = client.get(url, headers=headers)
+    assert answer.status_code == 200, answer.json
+    seen, following = [n["id"] for n in answer.json["items"]], answer.json["next"]
+    newer = create()
+    while following:
+        answer = client.get(following, headers=headers)
+        assert answer.status_code == 200, answer.json
+        seen, following = seen + [n["id"] for n in answer.json["items"]], answer.json["next"]
+    return seen, newer
 
 
 def _missed_then_newer_flares(services, db, world) -> tuple[list[str], list[str]]:
@@ -78,6 +104,37 @@ def test_a_persons_list_is_read_from_an_index(db):
     mine = {"recipient_user_id": "c"}
     shared = {**mine, "$or": [{"patient_id": "c"}, {"patient_id": {"$in": ["p"]}, "share_kind": {"$exists": False}}]}
     for query in (mine, shared):
+        plan = plan_of(db, "push_outbox", query)
+        if is_ferretdb(db):
+            assert "USING INDEX" in plan, plan
+        else:
+            assert "COLLSCAN" not in plan, plan
+
+
+def test_a_persons_list_pages_past_its_500th_notification_and_one_created_between_pages_shifts_nothing(
+        client, world, services, db):
+    """A patient with months of reminders: the list paged by position read at most 500 and stopped there without a
+    word (no `next`), and a notification created between two pages moved the rest down a place, so the next page
+    repeated the last one read. Every one is reached once, and the newer one heads the list read again."""
+    patient = world["patient_a"]
+    old = _years_of_reminders(services, db, patient.id, patient.id, 700)
+    seen, newer = _walk_with_one_created_after_the_first_page(
+        client, patient.headers, ME + "?limit=200",
+        lambda: services.stores.outbox.schedule(source_key="reminder:new:2026-12-02T08:00", recipient_user_id=patient.id,
+                                                patient_id=patient.id, kind="therapy_reminder",
+                                                send_at=services.clock())[0]["_id"])
+    assert len(seen) == len(set(seen)) == 700 and set(seen) == set(old)
+    assert client.get(ME + "?limit=1", headers=patient.headers).json["items"][0]["id"] == newer
+
+
+def test_a_persons_list_is_read_from_an_index_past_the_first_page(db):
+    """The pages after the first add where the last one ended (a keyset) to the read by recipient."""
+    db.push_outbox.insert_one({"_id": "probe", "recipient_user_id": "c", "patient_id": "p"})
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    after = {"$or": [{"created_at": {"$lt": at}}, {"created_at": at, "_id": {"$lt": "probe"}}]}
+    shared = [{"patient_id": "c"}, {"patient_id": {"$in": ["p"]}, "share_kind": {"$exists": False}}]
+    for query in ({"recipient_user_id": "c", **after},
+                  {"recipient_user_id": "c", "$and": [{"$or": shared}, after]}):
         plan = plan_of(db, "push_outbox", query)
         if is_ferretdb(db):
             assert "USING INDEX" in plan, plan
