@@ -23,7 +23,6 @@ from companion.http.paging import (
     keyset_place,
     next_field,
     next_link,
-    offset_page,
 )
 from companion.http.schemas import StrictSchema
 from companion.http.security import allow, current_actor, require_patient
@@ -146,12 +145,15 @@ class PatientNotifications(MethodView):
     @blp.response(200, PatientNotificationListSchema, headers=LINK_HEADER)
     @blp.doc(operationId="list_patient_notifications")
     def get(self, args, patient_id):
-        """Notifications sent about the patient, newest first (a caregiver sees only those sent to them)."""
+        """Notifications sent about the patient, newest first (a caregiver sees only those sent to them). At most
+        `limit` per page: follow `next` for more. Each page continues after the last notification of the one
+        before, however many came before it, and a notification created between two pages shifts nothing (it is
+        at the head of the list when read again from the start)."""
         grant = require_patient(patient_id, Operation.READ)
-        items, following = offset_page(
-            lambda count: services().notifications.about_patient(grant, current_actor().id, since=args["since"],
-                                                                 until=args["until"], limit=count),
-            args["cursor"], args["limit"])
+        items, last = services().notifications.about_patient(
+            grant, current_actor().id, since=args["since"], until=args["until"], limit=args["limit"],
+            after=keyset_place(args["cursor"])[:2] if args["cursor"] else None)
+        following = None if last is None else next_link(cursor=keyset_cursor(*last))
         auditing.note(patient_ids=[patient_id], resource="notification", action="R",
                       resource_ids=[n["_id"] for n in items])
         return {"items": items, "next": following}

@@ -237,12 +237,14 @@ class Notifications:
             raise NotFound("no such notification for you")
 
     def about_patient(self, grant: Grant, caller_id: str, *, since: datetime | None, until: datetime | None,
-                      limit: int) -> list[dict]:
-        """Notifications sent about the patient, newest first (a caregiver sees only those sent to them, of the
-        kinds the patient still shares with them)."""
-        items = self.outbox.for_patient(grant.patient_id, since=since, until=until,
-                                        recipient_user_id=notifications_visible_to(grant, caller_id),
-                                        share_kinds=visible_alert_kinds(grant), limit=limit)
+                      limit: int, after: HistoryPlace | None = None) -> tuple[list[dict], HistoryPlace | None]:
+        """A page of the notifications sent about the patient, newest first (a caregiver sees only those sent to
+        them, of the kinds the patient still shares with them), after the (created_at, id) a previous page ended
+        on; and the place the next page starts after (None: this was the last page)."""
+        items, place = _page(self.outbox.for_patient(grant.patient_id, since=since, until=until,
+                                                     recipient_user_id=notifications_visible_to(grant, caller_id),
+                                                     share_kinds=visible_alert_kinds(grant), limit=limit + 1,
+                                                     after=after), limit)
         if grant.relationship is Relationship.CAREGIVER:
             items = self._shared_with_caregiver(items)
-        return _described(items)
+        return _described(items), place

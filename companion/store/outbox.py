@@ -330,14 +330,20 @@ class Outbox:
     # Reading the history: what was sent about a patient, or to a person.
     def for_patient(self, patient_id: str, *, since: datetime | None = None, until: datetime | None = None,
                     recipient_user_id: str | None = None, share_kinds: Iterable[str] | None = None,
-                    limit: int = HISTORY_LIMIT) -> list[dict]:
-        """Notifications about ``patient_id``, newest first (optionally only those sent to one person, and only
-        those needing no consent kind or one of ``share_kinds``: what a caregiver is still shared)."""
+                    limit: int = HISTORY_LIMIT, after: tuple[datetime, str] | None = None) -> list[dict]:
+        """At most ``limit`` notifications about ``patient_id``, newest first in (created_at, _id) order (optionally
+        only those sent to one person, and only those needing no consent kind or one of ``share_kinds``: what a
+        caregiver is still shared); ``after``: those after the (created_at, _id) a previous page ended on (a keyset,
+        as :meth:`for_recipient`)."""
         query: dict = {"patient_id": patient_id}
         if recipient_user_id is not None:
             query["recipient_user_id"] = recipient_user_id
+        either: list[list[dict]] = []
         if share_kinds is not None:
-            query["$or"] = [{"share_kind": {"$exists": False}}, {"share_kind": {"$in": sorted(share_kinds)}}]
+            either.append([{"share_kind": {"$exists": False}}, {"share_kind": {"$in": sorted(share_kinds)}}])
+        if after is not None:
+            either.append(_created_after(*after))
+        query.update(_all_of(either))
         created: dict = {}
         if since is not None:
             created["$gte"] = since
@@ -345,7 +351,7 @@ class Outbox:
             created["$lt"] = until
         if created:
             query["created_at"] = created
-        return list(self.col.find(query).sort("created_at", DESCENDING).limit(limit))
+        return list(self.col.find(query).sort(NEWEST_FIRST).limit(limit))
 
     def created_in_order(self, patient_id: str, start: datetime, end: datetime) -> Iterator[dict]:
         """Every notification about ``patient_id`` created in [start, end], oldest first, read a page at a time on

@@ -127,16 +127,32 @@ def test_a_persons_list_pages_past_its_500th_notification_and_one_created_betwee
     assert client.get(ME + "?limit=1", headers=patient.headers).json["items"][0]["id"] == newer
 
 
-def test_a_persons_list_is_read_from_an_index_past_the_first_page(db):
-    """The pages after the first add where the last one ended (a keyset) to the read by recipient."""
+def test_the_lists_are_read_from_an_index_past_the_first_page(db):
+    """The pages after the first add where the last one ended (a keyset) to the read by recipient or patient."""
     db.push_outbox.insert_one({"_id": "probe", "recipient_user_id": "c", "patient_id": "p"})
     at = datetime(2026, 12, 1, tzinfo=UTC)
     after = {"$or": [{"created_at": {"$lt": at}}, {"created_at": at, "_id": {"$lt": "probe"}}]}
     shared = [{"patient_id": "c"}, {"patient_id": {"$in": ["p"]}, "share_kind": {"$exists": False}}]
     for query in ({"recipient_user_id": "c", **after},
-                  {"recipient_user_id": "c", "$and": [{"$or": shared}, after]}):
+                  {"recipient_user_id": "c", "$and": [{"$or": shared}, after]}, {"patient_id": "p", **after}):
         plan = plan_of(db, "push_outbox", query)
         if is_ferretdb(db):
             assert "USING INDEX" in plan, plan
         else:
             assert "COLLSCAN" not in plan, plan
+
+
+def test_the_list_about_a_patient_pages_past_its_500th_notification_and_one_created_between_pages_shifts_nothing(
+        client, world, services, db):
+    """The list about a patient read by position had no cap of 500 but moved down a place when a notification was
+    created between two pages (the next page repeated one), and read every page before the one asked for again."""
+    patient = world["patient_a"]
+    old = _years_of_reminders(services, db, patient.id, patient.id, 700)
+    about = f"/api/v1/patients/{patient.id}/notifications"
+    seen, newer = _walk_with_one_created_after_the_first_page(
+        client, patient.headers, about + "?limit=300",
+        lambda: services.stores.outbox.schedule(source_key="reminder:new:2026-12-02T08:00", recipient_user_id=patient.id,
+                                                patient_id=patient.id, kind="therapy_reminder",
+                                                send_at=services.clock())[0]["_id"])
+    assert len(seen) == len(set(seen)) == 700 and set(seen) == set(old)
+    assert client.get(about + "?limit=1", headers=patient.headers).json["items"][0]["id"] == newer
