@@ -433,14 +433,16 @@ SERVICE_LINKS = re.compile(rf"(COMPANION|MONGODB|FCM)(_[A-Z0-9_]+?)??_{_LINK}") 
 _LINK_AFTER_SERVICE = re.compile(_LINK)
 
 
-def _service_link(name: str, environ: Mapping[str, str]) -> bool:
-    """Whether ``name`` is one of the variables Kubernetes sets for a Service of the namespace (see SERVICE_LINKS):
-    some split of it into a service's name and a link's suffix whose service host is set."""
+def _link_hosts(name: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """The one rule of what is a service link (see SERVICE_LINKS): for each split of ``name`` into a service's name
+    and a link's suffix (``PORT``, ``SERVICE_PORT``, ``PORT_5000_TCP_ADDR``...) whose service host is set, that host
+    (<SERVICE>_SERVICE_HOST), by the suffix; empty when ``name`` is no Service's link."""
     if not SERVICE_LINKS.fullmatch(name):
-        return False
-    cuts = [i for i, c in enumerate(name) if c == "_"]
-    return any(_LINK_AFTER_SERVICE.fullmatch(name[i + 1:]) and environ.get(f"{name[:i]}_SERVICE_HOST", "").strip()
-               for i in cuts)
+        return {}
+    splits = ((name[:i], name[i + 1:]) for i, c in enumerate(name) if c == "_")
+    hosts = {suffix: environ.get(f"{service}_SERVICE_HOST", "").strip() for service, suffix in splits
+             if _LINK_AFTER_SERVICE.fullmatch(suffix)}
+    return {suffix: host for suffix, host in hosts.items() if host}
 
 
 _LINK_VALUE = re.compile(r"(tcp|udp|sctp)://(\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:/\[\]]+)):[0-9]{1,5}")
@@ -451,10 +453,7 @@ def _is_service_link(name: str, raw: str, environ: Mapping[str, str]) -> bool:
     (a Service "companion-worker-metrics" sets COMPANION_WORKER_METRICS_PORT=tcp://<its address>:<its port>, with
     COMPANION_WORKER_METRICS_SERVICE_HOST=<its address> beside it), not a value an operator gave."""
     found = _LINK_VALUE.fullmatch(raw)
-    if not name.endswith("_PORT") or found is None:
-        return False
-    host = environ.get(f"{name.removesuffix('_PORT')}_SERVICE_HOST", "").strip()
-    return bool(host) and host == (found["v6"] or found["host"])
+    return found is not None and _link_hosts(name, environ).get("PORT") == (found["v6"] or found["host"])
 
 
 def _refuse_unknown_variables(environ: Mapping[str, str]) -> None:
@@ -464,7 +463,7 @@ def _refuse_unknown_variables(environ: Mapping[str, str]) -> None:
     said = []
     for name in sorted(environ):
         prefix = next((p for p in PREFIXES if name.startswith(p)), None)
-        if prefix is None or name in names or not environ[name].strip() or _service_link(name, environ):
+        if prefix is None or name in names or not environ[name].strip() or _link_hosts(name, environ):
             continue
         known = [n[len(prefix):] for n in names if n.startswith(prefix)]
         rest = name[len(prefix):]
