@@ -10,8 +10,8 @@ How a route continues is its own business, and the cursor is opaque:
 - change feeds continue from ``next_cursor`` (they also keep ``has_more`` for clients written before
   ``next``);
 - keyset lists (the access log, a patient's alerts, practice, reminders and notifications, a person's
-  notifications) continue after the last item they answered, in an order without ties (the reminders' in each of its two parts, active
-  and stopped);
+  notifications) continue after the last item they answered, in an order without ties (the reminders' in each
+  of its two parts, active and stopped);
 - the other lists continue at a position in the same query (:func:`offset_page`): a page is read as the data
   stands when it is asked for, so an item written between two pages may shift the next one by a place.
   Apps that keep a copy use the change feeds, which never skip a change.
