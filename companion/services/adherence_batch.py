@@ -60,6 +60,7 @@ from companion.services.alerts import (
     RECONSIDERED,
     AlertService,
     AlertsReport,
+    flare_days,
     low_adherence_in,
     progress_of,
 )
@@ -478,7 +479,8 @@ class AdherenceJob:
                  if any(a["kind"] == AlertKind.LOW_ADHERENCE.value for a in alerts)}
         snapshots, refused = _write_and_read(self.stores, chunk, at, run, whole)
         _mark_overtaken(self.stores, refused, at, marked_at, decided)
-        ratings = self.alerts.ratings_for({p.patient_id: p.touched for p in touched})  # their flares judged again
+        # Their flares judged again: on the touched days and those whose flares the touched days' ratings are part of.
+        ratings = self.alerts.ratings_for({p.patient_id: flare_days(p.touched, p.today) for p in touched})
         for p in chunk:
             def judge(p=p) -> bool:
                 if p.patient_id in refused:

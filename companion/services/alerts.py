@@ -149,6 +149,15 @@ def _spans(days: set[date], gap: timedelta) -> list[list[date]]:
     return spans
 
 
+def flare_days(days: set[date], today: date) -> set[date]:
+    """The local days whose flares a change to the ratings of ``days`` may make or end: each of them and every day
+    up to FLARE_HISTORY later (a rating is part of the 14-day median of the ratings after it, and the 24 hours of
+    two high ratings lie within), with a day's margin for a clock change or a move between zones; none after
+    ``today``, whose flares the ratings that come later are judged on as they arrive."""
+    reach = range(1, FLARE_HISTORY.days + 2)
+    return set(days) | {day + timedelta(days=n) for day in days for n in reach if day + timedelta(days=n) <= today}
+
+
 def _raised_on(alert: dict, history: TimeZoneHistory) -> date:
     """The patient's day on which an alert was raised."""
     return alert["raised_at"].astimezone(history.zone_at(alert["raised_at"])).date()
@@ -642,12 +651,14 @@ class AlertService:
         days from 30 days before today): raise what now holds (unless they have left: a closed record's days
         may still be recomputed, a held session counted, but no alert is raised about them), resolve what no
         longer does (``open_alerts``: the patient's unresolved alerts of the RECONSIDERED kinds, and
-        ``ratings``: ratings_for their days, when the caller read them already)."""
+        ``ratings``: ratings_for their flare_days, when the caller read them already). The flares are judged on
+        the flare_days of ``days``: a rating changed on one day may make or end a flare on a later one."""
         progress = progress_of(snapshots)
         if open_alerts is None:
             open_alerts = self.stores.alerts.unresolved([patient.id], RECONSIDERED)
+        judged_flares = flare_days(days, today)
         if ratings is None:
-            ratings = self.ratings_for({patient.id: days}).get(patient.id, [])
+            ratings = self.ratings_for({patient.id: judged_flares}).get(patient.id, [])
         candidate = low_adherence_in(patient.id, snapshots, today) if patient.status != CLOSED else None
         if candidate is not None:
             stands = self.raise_low_adherence(candidate, snapshots, today, patient, report, open_alerts)
@@ -669,7 +680,7 @@ class AlertService:
                                  Resolution.ADHERENCE_REACHED)
             elif alert["kind"] == AlertKind.MISSED_TENS.value:
                 self._reconsider_missed(patient, alert, days)
-        self._reconsider_flares(patient, days, ratings,
+        self._reconsider_flares(patient, judged_flares, ratings,
                                 [a for a in open_alerts if a["kind"] == AlertKind.PAIN_FLARE.value], report)
 
     def _told_from_later_day(self, patient: Account, alert: dict, progress: dict[date, float | None],
@@ -731,8 +742,8 @@ class AlertService:
         return True
 
     def ratings_for(self, touched: dict[str, set[date]]) -> dict[str, list[dict]]:
-        """The pain ratings the flares of each patient's ``touched`` days are judged on (those days and the 14
-        days before each; live ones only), by patient, read for all of them at once: one read per run of nearby
+        """The pain ratings the flares of each patient's ``touched`` days (their flare_days, for a reconsideration)
+        are judged on (those days and the 14 days before each; live ones only), by patient, read for all of them at once: one read per run of nearby
         dates (and bounded chunk of patients), however many patients (a date far from the others, a care team's
         decision on an old session, is read apart and does not widen the rest's read)."""
         by_date: dict[date, set[str]] = {}
@@ -752,8 +763,9 @@ class AlertService:
 
     def _reconsider_flares(self, patient: Account, days: set[date], ratings: list[dict], open_flares: list[dict],
                            report: AlertsReport | None) -> None:
-        """The flares of the recomputed ``days`` judged again from the ratings as they are now (``ratings``:
-        ratings_for those days): a flare alert of one of them whose ratings were changed or removed is resolved;
+        """The flares of ``days`` (the flare_days of the recomputed days) judged again from the ratings as they are
+        now (``ratings``: ratings_for those days): a flare alert of one of them whose ratings were changed or
+        removed (the earlier high rating, or one of the 14-day median it was judged against) is resolved;
         a flare found on one is raised (ratings that reached the server a day or more late, from a phone offline,
         are read by no other pass: the minute job reads the last day's), or reopened, once per day under its key
         (not about someone who has left)."""

@@ -177,6 +177,77 @@ def test_a_flare_alert_is_resolved_when_its_ratings_are_deleted(jobs_db, setting
     assert resolved["resolution"] == {"code": "ratings_changed", "at": None}
 
 
+def _rated(services, patient, client_entry_id: str, recorded_at: datetime, nrs: int) -> dict:
+    return services.diary.record_entry(own(patient.id), {
+        "client_entry_id": client_entry_id, "recorded_at": recorded_at, "nrs": nrs, "context": None, "bpi": None,
+        "session_record_id": None, "phase": None})[0]
+
+
+def test_a_flare_alert_is_resolved_when_its_earlier_rating_the_evening_before_is_deleted(
+        jobs_db, settings, clock, traveller):
+    """The flare is the second high rating's, dated on its day (2 March); the first, at 23:00 on 1 March, is
+    deleted: only 1 March is marked, and the flare of the day after is judged again all the same."""
+    services = services_on(jobs_db, settings, clock)
+    patient = make_person(jobs_db, "patient")
+    traveller.move_to(T10)
+    entries = [_rated(services, patient, f"e{n}", T10 - timedelta(hours=hours), nrs)
+               for n, (hours, nrs) in enumerate([(11, 8), (9, 9)])]  # 23:00 on 1 March, 01:00 on 2 March
+    services.alerts.evaluate()
+    [alert] = list(jobs_db.alerts.find({"patient_id": patient.id, "kind": "pain_flare"}))
+    assert alert["period_key"] == "2026-03-02"
+    services.adherence_job.run()
+    assert jobs_db.alerts.find_one({"_id": alert["_id"]})["resolved_at"] is None
+    services.diary.delete_entry(own(patient.id), entries[0]["_id"])
+    assert _marks(jobs_db, patient) == {"2026-03-01"}
+    services.adherence_job.run()
+    traveller.move_to(T10 + timedelta(hours=2))
+    services = services_on(jobs_db, settings, clock)
+    services.alerts.evaluate()
+    services.adherence_job.run()
+    resolved = jobs_db.alerts.find_one({"_id": alert["_id"]})
+    assert resolved["resolved_at"] is not None and resolved["resolution"]["code"] == "ratings_changed"
+
+
+def test_a_flare_alert_is_resolved_when_a_rating_of_the_median_it_was_judged_against_is_deleted(
+        jobs_db, settings, clock, traveller):
+    """A rating of 6 on 2 March is a flare against the median of 2 of three ratings on 20 February; one of those
+    deleted leaves no baseline (fewer than 3 ratings), and the flare ten days after the deleted rating ends."""
+    services = services_on(jobs_db, settings, clock)
+    patient = make_person(jobs_db, "patient")
+    traveller.move_to(T10)
+    baseline = [_rated(services, patient, f"b{n}", T10 - timedelta(days=10, hours=n), 2) for n in range(3)]
+    _rated(services, patient, "flare", T10 - timedelta(hours=1), 6)
+    services.alerts.evaluate()
+    [alert] = list(jobs_db.alerts.find({"patient_id": patient.id, "kind": "pain_flare"}))
+    assert (alert["period_key"], alert["details"]["reason"]) == ("2026-03-02", "above_median")
+    services.adherence_job.run()
+    services.diary.delete_entry(own(patient.id), baseline[0]["_id"])
+    assert _marks(jobs_db, patient) == {"2026-02-20"}
+    services.adherence_job.run()
+    assert jobs_db.alerts.find_one({"_id": alert["_id"]})["resolved_at"] is not None
+
+
+def test_a_late_rating_that_makes_the_next_day_a_flare_raises_it(jobs_db, settings, clock, traveller):
+    """A rating of 9 at 01:00 on 2 March, synced at once, is no flare alone; a rating of 8 at 23:00 the evening
+    before, synced from a phone offline until 4 March (too late for the minute job, which reads the last day's),
+    makes the 9 a flare: raised on 2 March, though only 1 March was touched."""
+    services = services_on(jobs_db, settings, clock)
+    patient = make_person(jobs_db, "patient")
+    traveller.move_to(T10)
+    _rated(services, patient, "on-time", T10 - timedelta(hours=9), 9)
+    services.alerts.evaluate()
+    services.adherence_job.run()
+    traveller.move_to(T10 + timedelta(days=2))
+    services = services_on(jobs_db, settings, clock)
+    _rated(services, patient, "late", T10 - timedelta(hours=11), 8)
+    assert _marks(jobs_db, patient) == {"2026-03-01"}
+    services.alerts.evaluate()
+    assert jobs_db.alerts.count_documents({"patient_id": patient.id, "kind": "pain_flare"}) == 0
+    services.adherence_job.run()
+    [alert] = list(jobs_db.alerts.find({"patient_id": patient.id, "kind": "pain_flare"}))
+    assert (alert["period_key"], alert["resolved_at"]) == ("2026-03-02", None)
+
+
 SYNCED = datetime(2026, 3, 4, 16, 0, tzinfo=UTC)
 
 
