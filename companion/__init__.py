@@ -18,8 +18,9 @@ review. Errors are RFC 9457 problem details.
 **Sync.** Each collection an app caches has a change feed (`GET .../changes?cursor=`): the objects created,
 changed or deleted (tombstones, `deleted: true`) after the cursor, oldest change first, and `next_cursor`;
 read while `has_more`. A feed never skips a change, even one whose write commits late. **410** (problem type
-`resync-required`): the cursor can no longer be continued from (older than the 90-day sync window, or
-from an older API): drop the local copy and read from the start, without a cursor.
+`resync-required`): the cursor can no longer be continued from (older than the 90-day sync window, from an
+older API, or, for a caregiver, issued before the patient allowed or withdrew their own words): drop the local
+copy and read from the start, without a cursor.
 
 **Conflicts.** Every object the app edits has a `version`, sent as its `ETag`. `If-Match: "<version>"` on
 PUT, PATCH or DELETE writes only that version, atomically: otherwise **412** with the object as it is now in

@@ -116,8 +116,10 @@ class PainEntryChanges(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
     @blp.arguments(ChangesArgs, location="query")
     @blp.response(200, PainEntryChangesSchema, headers=paging.LINK_HEADER)
-    @blp.alt_response(410, response="GONE", description="the cursor can no longer be continued from: read again "
-                                                       "from the start, without a cursor")
+    @blp.alt_response(410, response="GONE", description="the cursor can no longer be continued from (for a "
+                                                       "caregiver, also one issued before the patient allowed or "
+                                                       "withdrew their notes): read again from the start, without "
+                                                       "a cursor")
     @blp.doc(operationId="list_pain_entry_changes")
     def get(self, args, patient_id):
         """Entries created, edited or deleted after the cursor (none: from the start), oldest change first;

@@ -176,7 +176,9 @@ class OccurrenceChanges(MethodView):
     @allow(*READERS)
     @blp.arguments(ChangesArgs, location="query")
     @blp.response(200, OccurrenceChangesSchema, headers=paging.LINK_HEADER)
-    @blp.alt_response(410, response="GONE", description="read again from the start, without a cursor")
+    @blp.alt_response(410, response="GONE", description="read again from the start, without a cursor (for a "
+                                                       "caregiver, also a cursor issued before the patient allowed "
+                                                       "or withdrew their own words, the reasons for skipping)")
     @blp.doc(operationId="list_occurrence_changes")
     def get(self, args, patient_id):
         """Occurrences created, moved, recorded, missed or cancelled (tombstones) after the cursor, oldest

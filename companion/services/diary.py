@@ -24,7 +24,7 @@ from companion.clock import Clock, now, to_millis
 from companion.domain.access import DIARY_FREE_TEXT, Grant, sees_free_text, without_free_text
 from companion.domain.errors import Conflict, Contended, Invalid, NotFound, PreconditionFailed
 from companion.domain.pain import BriefPainInventory, bpi_interference, bpi_severity, bpi_severity_problems
-from companion.services.sync import Changes
+from companion.services.sync import Changes, feed_view
 from companion.services.touched_days import TouchedDays
 from companion.store.stores import Stores
 
@@ -207,8 +207,9 @@ class Diary:
 
     def changes_since(self, grant: Grant, cursor: str | None, limit: int) -> dict:
         """Entries created, edited or deleted after the cursor, oldest change first, and the cursor to
-        continue from (companion.services.sync)."""
-        page = self.changes.page(grant.patient_id, self.entries, cursor, limit)
+        continue from (companion.services.sync): the notes withheld from a caregiver not allowed them, whose
+        cursor issued before the notes were granted or withdrawn is answered ResyncRequired."""
+        page = self.changes.page(grant.patient_id, self.entries, cursor, limit, view=feed_view(grant))
         return page.with_items(_visible(grant, page.items))
 
 

@@ -61,7 +61,7 @@ from companion.domain.schedules import ReminderOccurrence, snoozed_until
 from companion.services.derived_ids import derived_id
 from companion.services.item_failures import ItemFailures
 from companion.services.reminder_schedules import check_reminder, skipped_slots_for, slots_for
-from companion.services.sync import Changes
+from companion.services.sync import Changes, feed_view
 from companion.services.touched_days import TouchedDays
 from companion.store.outbox import Outbox
 from companion.store.reminders import CANCELLED
@@ -545,8 +545,10 @@ class ReminderService:
         return _visible(grant, items)
 
     def occurrence_changes_since(self, grant: Grant, cursor: str | None, limit: int) -> dict:
-        """Occurrences created, changed or cancelled after the cursor (companion.services.sync)."""
-        page = self.changes.page(grant.patient_id, self.occurrences, cursor, limit)
+        """Occurrences created, changed or cancelled after the cursor (companion.services.sync): the reasons for
+        skipping withheld from a caregiver not allowed the patient's own words, whose cursor issued before they
+        were granted or withdrawn is answered ResyncRequired."""
+        page = self.changes.page(grant.patient_id, self.occurrences, cursor, limit, view=feed_view(grant))
         return page.with_items(_visible(grant, page.items))
 
     def _open_occurrence(self, patient_id: str, key: str, *, answered_at: datetime | None = None) -> dict:

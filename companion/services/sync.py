@@ -14,6 +14,15 @@ cursor is ``<last change read>.<since>`` (opaque to the app), where ``since`` is
 were all written when the app's copy was read from the start: an app whose copy began there cannot hold
 anything deleted up to it.
 
+A feed some callers read with parts withheld (the diary's notes, an occurrence's reason for skipping, from a
+caregiver the patient has not allowed their own words: :func:`feed_view`) marks a caregiver's cursor with the
+view their copy was read in, ``<last change read>.<since>.<view>``: ``n`` with the patient's words, ``w``
+without. A cursor read on in another view than the caller's now (the notes granted, or withdrawn, since) is
+answered ResyncRequired: the feed hands out only what changed, so a copy read without the notes would never
+get them, and one read with them would keep them. The patient's and the care team's cursors carry no view
+(they always read everything), and so does every cursor issued before views were marked: a caregiver's
+unmarked cursor is answered ResyncRequired once, since the view their copy was read in is not known.
+
 A cursor that may have missed a deletion whose tombstone was purged (it is below the highest purged change,
 and its copy began before that change), one this server never issued (a database restored from a backup), or
 one from an older version of the API is answered :class:`~companion.domain.errors.ResyncRequired`: the app
@@ -34,13 +43,17 @@ from typing import Protocol
 from pymongo.errors import ConnectionFailure
 
 from companion.clock import Clock, now
+from companion.domain.access import Grant, Relationship, sees_free_text
 from companion.domain.errors import ResyncRequired, ServiceUnavailable
 from companion.store.changes import SequenceBusy
 from companion.store.stores import Stores
 
 DEFAULT_SETTLE = timedelta(seconds=30)
 SETTLE_ATTEMPTS = 20
-_CURSOR = re.compile(r"^(\d{1,18})(?:\.(\d{1,18}))?$")  # a bare number: a cursor issued before ``since``
+# A bare number: a cursor issued before ``since``; without a view: one issued before views were marked, or to
+# a caller who reads everything.
+_CURSOR = re.compile(r"^(\d{1,18})(?:\.(\d{1,18})(?:\.([nw]))?)?$")
+WITH_WORDS, WITHOUT_WORDS = "n", "w"  # a caregiver's views of a feed (feed_view)
 # How far each sequence moves on after a restore: more numbers than any patient's feed hands out in years
 # (cursors stay within 18 digits for thousands of restores).
 RESTORE_JUMP = 10**12
@@ -151,9 +164,16 @@ class Changes:
         patients' sequences moved."""
         return self.sequences.skip_ahead(RESTORE_JUMP, progress)
 
-    def page(self, patient_id: str, synced: Synced, cursor: str | None, limit: int) -> FeedPage:
-        """The documents of ``synced`` changed after ``cursor`` (None: from the start), at most ``limit``."""
-        after, since = _position(cursor)
+    def page(self, patient_id: str, synced: Synced, cursor: str | None, limit: int, *,
+             view: str | None = None) -> FeedPage:
+        """The documents of ``synced`` changed after ``cursor`` (None: from the start), at most ``limit``, for a
+        caller who reads them in ``view`` (feed_view; None: everything, always): a cursor issued in another view
+        is answered ResyncRequired."""
+        after, since, issued_in = _position(cursor)
+        if cursor and issued_in != view:
+            raise ResyncRequired("this cursor was issued for a copy read with other permissions (the patient "
+                                 "has allowed or withdrawn their own words since): sync again from the start, "
+                                 "without a cursor")
         horizon = self.sequences.horizon(patient_id, self.clock() - self.settle_after)
         if max(after, since) > horizon.issued:
             raise ResyncRequired("this cursor was not issued for the data held now (restored from a backup?): "
@@ -177,7 +197,7 @@ class Changes:
         has_more = len(rows) > limit
         rows = rows[:limit]
         position = rows[-1]["seq"] if has_more else max(after, horizon.settled)
-        return FeedPage(rows, f"{position}.{since}", has_more)
+        return FeedPage(rows, f"{position}.{since}" + (f".{view}" if view else ""), has_more)
 
 
 def _check_not_purged_past(after: int, since: int, purged_through: int) -> None:
@@ -189,12 +209,22 @@ def _check_not_purged_past(after: int, since: int, purged_through: int) -> None:
                              "start, without a cursor")
 
 
-def _position(cursor: str | None) -> tuple[int, int]:
-    """(the last change read, where the copy began) of a cursor; (0, 0) for none."""
+def feed_view(grant: Grant) -> str | None:
+    """The view in which the caller reads a feed holding the patient's own words, as its cursors record it:
+    None for the patient and the care team (everything, always), and for a caregiver, whose view follows what
+    the patient allows, WITH_WORDS or WITHOUT_WORDS (sees_free_text)."""
+    if grant.relationship is not Relationship.CAREGIVER:
+        return None
+    return WITH_WORDS if sees_free_text(grant) else WITHOUT_WORDS
+
+
+def _position(cursor: str | None) -> tuple[int, int, str | None]:
+    """(the last change read, where the copy began, the view it was read in) of a cursor; (0, 0, None) for
+    none."""
     if cursor is None or cursor == "":
-        return 0, 0
+        return 0, 0, None
     matched = _CURSOR.fullmatch(cursor)
     if not matched:
         raise ResyncRequired("this cursor comes from an older version of the API or was not issued by it: "
                              "sync again from the start, without a cursor")
-    return int(matched[1]), int(matched[2] or 0)
+    return int(matched[1]), int(matched[2] or 0), matched[3]
