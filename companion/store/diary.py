@@ -112,9 +112,11 @@ class PainEntries(feeds.SyncedCollection):
                     .sort("deleted_at", ASCENDING).limit(limit))
 
     def recorded_between(self, patient_id: str, start: datetime, end: datetime, limit: int = 2000) -> list[dict]:
+        """Live entries recorded in [start, end), oldest first, ties by id: one order every time, which the range
+        listing's offset pages rely on (MongoDB leaves the order of ties unspecified)."""
         return list(self.col.find({"patient_id": patient_id, "deleted": False,
                                    "recorded_at": {"$gte": start, "$lt": end}})
-                    .sort("recorded_at", ASCENDING).limit(limit))
+                    .sort([("recorded_at", ASCENDING), ("_id", ASCENDING)]).limit(limit))
 
     def recorded_in_order(self, patient_id: str, start: datetime, end: datetime) -> Iterator[dict]:
         """Every live entry of the patient recorded in [start, end], oldest first, read a page at a time on

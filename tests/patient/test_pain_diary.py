@@ -398,3 +398,23 @@ def test_a_brief_pain_inventory_that_contradicts_itself_is_refused_per_item(clie
     consistent = {"worst": 7, "least": 2, "average": 7, "now": 2}
     assert client.post(url(world), json=entry(2, bpi=consistent), headers=world["patient_a"].headers).status_code == 201
     assert db.pain_entries.count_documents({}) == 1
+
+
+def test_entries_recorded_at_the_same_instant_page_in_the_order_of_their_ids(client, world, db):
+    """Offset pages of a range read the query again from its start: entries tied on ``recorded_at`` must come in
+    one order every time (their ids), or a page repeats one and skips another."""
+    headers = world["patient_a"].headers
+    ids = [client.post(url(world), json={**entry(1), "client_entry_id": f"same-instant-{n}"}, headers=headers).json["id"]
+           for n in range(6)]
+    # Stored again newest first: the database's own order of the ties is not the ids' (MongoDB's is unspecified).
+    stored = list(db.pain_entries.find({"_id": {"$in": ids}}))
+    db.pain_entries.delete_many({"_id": {"$in": ids}})
+    db.pain_entries.insert_many(sorted(stored, key=lambda e: e["_id"], reverse=True))
+    paged, answer = [], client.get(url(world), headers=headers, query_string={
+        "from": (START - timedelta(days=1)).isoformat(), "to": START.isoformat(), "limit": 2}).json
+    while True:
+        paged += [e["id"] for e in answer["items"]]
+        if not answer["next"]:
+            break
+        answer = client.get(answer["next"], headers=headers).json
+    assert paged == sorted(ids)
