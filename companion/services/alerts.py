@@ -743,9 +743,10 @@ class AlertService:
 
     def ratings_for(self, touched: dict[str, set[date]]) -> dict[str, list[dict]]:
         """The pain ratings the flares of each patient's ``touched`` days (their flare_days, for a reconsideration)
-        are judged on (those days and the 14 days before each; live ones only), by patient, read for all of them at once: one read per run of nearby
-        dates (and bounded chunk of patients), however many patients (a date far from the others, a care team's
-        decision on an old session, is read apart and does not widen the rest's read)."""
+        are judged on (those days and the 14 days before each; live ones only), by patient, read for all of them
+        at once: one read per run of nearby dates (and bounded chunk of patients), however many patients (a date
+        far from the others, a care team's decision on an old session, is read apart and does not widen the rest's
+        read)."""
         by_date: dict[date, set[str]] = {}
         for patient_id, days in touched.items():
             for day in days:
