@@ -69,7 +69,9 @@ class SyncSchema(StrictSchema):
     sync_id = fields.String(required=True, validate=SYNC_ID)
     serial = fields.String(required=True, validate=SERIAL)
     highest_seq = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=2**32 - 1),
-                                 metadata={"description": "the unit's highest sequence number at this sync"})
+                                 metadata={"description": "the unit's highest sequence number at this sync (one more than "
+                                                          "5,000 beyond the unit's highest record is stored, and "
+                                                          "placement goes by it once records reach it)"})
     unit_clock = fields.AwareDateTime(validate=INSTANT, required=True, allow_none=True,
                                       metadata={"description": "the unit's clock reading (null: unreadable)"})
     gateway_clock = fields.AwareDateTime(validate=INSTANT, required=True, metadata={"description": "the gateway's wall clock then"})

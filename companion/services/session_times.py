@@ -302,8 +302,10 @@ class SessionTimes:
 
         Returns the new records with their derived fields, and (stored record, changed fields) for every stored
         record whose derived fields changed. The stored records read are those from the interval before the
-        earliest new evidence to the last the unit's syncs reach (``CONTEXT`` sequence numbers either side
-        when the unit has no syncs); the ones before the earliest new evidence are context, never written.
+        earliest new evidence to the end of the interval after the latest, and ``CONTEXT`` sequence numbers
+        beyond (``CONTEXT`` either side when the unit has no syncs); the ones before the earliest new evidence
+        are context, never written. Syncs that say the unit is more than ``UNIT_WINDOW`` beyond its highest
+        record are left out (``_trusted_up_to``).
         They are read by id (``<serial>:<seq>``), which every server serves from its primary index.
 
         A new sync that saw no more than a stored one before it is evidence only for what came after it. The
@@ -315,12 +317,19 @@ class SessionTimes:
         decision, or another patient's gateway handing over the same record, written with the placement it
         makes: each such record is among the changes returned, with those fields)."""
         self._histories = {}
+        touched_seqs = list(touched_seqs)
         syncs = {d["_id"]: d for d in self.stores.unit_syncs.of_unit(serial)}
+        # A sync that says the unit is far beyond every record stored (a glitched transfer summary) is kept but
+        # not gone by, neither for the records' times nor for which records are read, until records reach it.
+        trusted = self._trusted_up_to(serial, [*syncs.values(), *new_syncs],
+                                      max([d["device_seq"] for d in fresh] + touched_seqs, default=0))
+        syncs = {k: d for k, d in syncs.items() if d["highest_seq"] <= trusted}
+        new_syncs = [d for d in new_syncs if d["highest_seq"] <= trusted]
         # A sync of this batch stored already (a retry of a batch that failed after storing it) is evidence as a
         # new one is: what its first arrival was to change may not have been written.
         evidence = [d["device_seq"] for d in fresh] + [
             self._reach(d, {k: v for k, v in syncs.items() if k != d["_id"]}, received_at)
-            for d in new_syncs] + list(touched_seqs)
+            for d in new_syncs] + touched_seqs
         # A sync is stored once and never changed: a retry's copy (anchored again from whatever the gateway knows
         # now, perhaps after a reboot that lost the tie to the server's clock) never replaces the stored one.
         syncs.update({d["_id"]: d for d in new_syncs if d["_id"] not in syncs})
@@ -337,7 +346,11 @@ class SessionTimes:
         else:  # a unit with no syncs (an older gateway): its neighbours matter only for overlaps
             write_from = min(evidence) - 1
             context_from = max(0, write_from - CONTEXT)
-        last = max(evidence + highs) + CONTEXT
+        # Up to the end of the interval after the latest evidence (a new sync opens that one), not to the highest
+        # sync's: the records beyond are placed by other syncs, and reading up to a far one would leave the
+        # records around the evidence out of the window.
+        top = max(evidence)
+        last = min((h for h in highs if h > top), default=top) + CONTEXT
         context_from = max(context_from, last - UNIT_WINDOW)
         fresh_ids = {d["_id"] for d in fresh}
         ids = [f"{serial}:{seq}" for seq in range(context_from + 1, last + 1) if f"{serial}:{seq}" not in fresh_ids]
@@ -355,6 +368,20 @@ class SessionTimes:
             if fields:
                 changes.append((doc, fields))
         return placed_fresh, changes
+
+    def _trusted_up_to(self, serial: str, syncs: list[dict], known: int) -> int:
+        """The highest ``highest_seq`` of a sync the placement goes by: ``UNIT_WINDOW`` beyond the unit's highest
+        record, stored or arriving (``known``: the highest arriving or named). The API takes any uint32, and one
+        glitched transfer summary near 2^32 would otherwise bound every later record's interval by that sync and
+        take the read window to numbers no record has. A sync beyond is stored all the same, and gone by once
+        records reach it (a first-contact backlog longer than the window, its sync sent with its first batch)."""
+        limit = known + UNIT_WINDOW
+        beyond = [d["highest_seq"] for d in syncs if d["highest_seq"] > limit]
+        if beyond:  # read by id at the syncs' own highs: a sync's highest record is stored with it, or soon after
+            highest = self.stores.session_records.highest_stored_of(serial, beyond)
+            if highest is not None:
+                limit = max(limit, highest + UNIT_WINDOW)
+        return limit
 
     @staticmethod
     def _reach(sync: dict, stored: dict[str, dict], received_at: datetime) -> int:

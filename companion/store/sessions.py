@@ -81,6 +81,16 @@ class SessionRecords(feeds.SyncedCollection):
             found.update({d["_id"]: d for d in self.col.find({"_id": {"$in": part}}, fields)})
         return found
 
+    def highest_stored_of(self, serial: str, seqs: Iterable[int]) -> int | None:
+        """The highest of the unit's sequence numbers ``seqs`` that a stored record has (None: none). Read by id,
+        from the highest down, a bounded ``$in`` at a time, stopping at the first part that finds one."""
+        for part in chunks(sorted(set(seqs), reverse=True)):
+            found = self.col.find({"_id": {"$in": [f"{serial}:{seq}" for seq in part]}}, {"device_seq": 1})
+            highest = max((d["device_seq"] for d in found), default=None)
+            if highest is not None:
+                return highest
+        return None
+
     def of_patient_by_ids(self, patient_id: str, ids: Iterable[str]) -> dict[str, dict]:
         """The patient's records among ``ids``, by id."""
         wanted = sorted(set(ids))
