@@ -41,7 +41,10 @@ INSTANT = validate.Range(min=datetime(1970, 1, 1, tzinfo=UTC), max=datetime(2200
 class SessionRecordSchema(StrictSchema):
     record_id = fields.String(required=True, validate=validate.Length(max=48))
     device_serial = fields.String(required=True, validate=SERIAL)
-    device_seq = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=2**32 - 1))
+    # From 1, as the unit numbers its records (docs/companion-tens-profile.md): placement reads a unit's records
+    # from number 1, and a record 0 stored would never be placed again.
+    device_seq = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=2**32 - 1),
+                                metadata={"description": "the unit's sequence number of the record, from 1"})
     device_started_at = fields.AwareDateTime(validate=INSTANT, required=True, metadata={"description": "by the unit's clock"})
     started_at = fields.AwareDateTime(validate=INSTANT, required=True, metadata={
         "description": "the gateway's own correction; the server places the session itself from the syncs"})

@@ -144,6 +144,19 @@ def test_records_breaking_a_rule_are_stored_held_with_their_reasons_and_only_a_b
     assert {rid for rid, d in stored.items() if d["held"]} == {f"{serial}:{n}" for n in (2, 3, 4, 7)}
 
 
+def test_a_record_numbered_0_is_refused_alone_and_the_rest_of_its_batch_stored(client, world, db):
+    """A unit numbers its records from 1 (docs/companion-tens-profile.md), and placement reads them from 1: a record
+    0 stored would stay where it arrived for good (held, for a record sent before its sync)."""
+    batch = [session_record(world.a_device, seq) for seq in (0, 1, 2)]
+    answer = upload(client, world["gateway_a"], batch)
+    assert answer.status_code == 200
+    results = {r["record_id"]: r for r in answer.json["results"]}
+    assert [results[f"{world.a_device}:{seq}"]["status"] for seq in (0, 1, 2)] == ["rejected", "created", "created"]
+    assert results[f"{world.a_device}:0"]["reason"] == "device_seq: Must be greater than or equal to 1 and less " \
+                                                       "than or equal to 4294967295."
+    assert sorted(d["device_seq"] for d in db.session_records.find({})) == [1, 2]
+
+
 def test_a_gateway_cannot_write_for_another_patients_unit(client, world, db):
     response = upload(client, world["gateway_a"], [session_record(world.b_device, 1)])
     assert response.status_code == 403

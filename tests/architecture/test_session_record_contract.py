@@ -9,7 +9,7 @@ this pins them together: a field, an end reason or a clock status added on one s
 from __future__ import annotations
 
 import json
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import UTC, datetime
 
 from companion.api.ingestion import (
@@ -22,15 +22,25 @@ from companion.api.ingestion import (
 from companion.domain import sessions as server_rules
 from device_gateway import capture
 from device_gateway.clock import GatewayClock
-from device_gateway.profiles.companion_tens import EndReason, SessionRecord, TransferSummary, encode_record
+from device_gateway.profiles.companion_tens import (
+    EndReason,
+    SessionRecord,
+    TransferSummary,
+    ValueOutOfRange,
+    encode_record,
+)
 
 RECEIVED = datetime(2026, 3, 9, 12, 0, tzinfo=UTC)
 
 
+def _captured_record(end_reason: EndReason = EndReason.COMPLETED) -> SessionRecord:
+    return SessionRecord(seq=41, device_started_at=int(RECEIVED.timestamp()) - 3600, duration_s=1800, programme=2,
+                         frequency_hz=80, pulse_width_us=200, intensity_mean_dma=180, intensity_peak_dma=250,
+                         end_reason=end_reason, battery_pct=64)
+
+
 def _captured(end_reason: EndReason = EndReason.COMPLETED) -> capture.CapturedRecord:
-    record = SessionRecord(seq=41, device_started_at=int(RECEIVED.timestamp()) - 3600, duration_s=1800, programme=2,
-                           frequency_hz=80, pulse_width_us=200, intensity_mean_dma=180, intensity_peak_dma=250,
-                           end_reason=end_reason, battery_pct=64)
+    record = _captured_record(end_reason)
     return capture.capture("CTU-C0001", record, encode_record(record), offset_s=12.5, received_at=RECEIVED,
                            sync_id="0f3c2b1a9e8d7c6b5a4f3e2d1c0b9a88")
 
@@ -62,6 +72,18 @@ def test_the_record_id_the_gateway_assigns_is_the_one_the_server_requires():
     assert item["record_id"] == f"{item['device_serial']}:{item['device_seq']}"
     wrong = SessionRecordSchema().load({**item, "record_id": "CTU-C0001:7"})
     assert server_rules.identity_problem(wrong) is not None
+
+
+def test_the_sequence_numbers_the_profile_allows_are_the_ones_the_api_accepts():
+    item = _captured().as_api_item()
+    for seq, allowed in ((0, False), (1, True), (2**32 - 1, True)):
+        try:
+            encode_record(replace(_captured_record(), seq=seq))
+            encoded = True
+        except ValueOutOfRange:
+            encoded = False
+        accepted = not SessionRecordSchema().validate({**item, "device_seq": seq, "record_id": f"CTU-C0001:{seq}"})
+        assert (encoded, accepted) == (allowed, allowed), seq
 
 
 def test_the_sync_the_link_notes_and_the_gateways_clock_reading_load_through_the_api_schemas():
