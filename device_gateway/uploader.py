@@ -13,8 +13,10 @@ server's reason, never retried. An item the response does not mention stays queu
 as a whole (400/403/413/422 in its problem details) is split in halves until the culprit is alone, and the
 culprit is dead-lettered with the server's detail; the same statuses without problem details (a proxy, a
 firewall, a captive portal in front of the API) are about the request, not a record: retried with backoff.
-Dead letters are reported to the server (``/gateway/dead-letters``) once the queue is empty, and can be listed
-and put back in the queue with ``device-gateway dead-letters``. 5xx, 429 and network errors keep everything
+Dead letters are reported to the server (``/gateway/dead-letters``) once the queue is empty, and marked
+reported only on the API's answer that it received them all (2xx JSON, ``received`` the number sent): a
+proxy's redirect or page is retried like an outage. They can be listed and put back in the queue with
+``device-gateway dead-letters``. 5xx, 429 and network errors keep everything
 queued and back off: exponential with full jitter (1 s start, 5 min cap), never sooner than the
 server's ``Retry-After``. Sleep is injectable so tests never sleep; by default a wait ends early on ``stop``.
 
@@ -118,6 +120,27 @@ def item_results(body: object) -> list[dict]:
         item for item in results
         if isinstance(item, dict) and isinstance(item.get("record_id"), str) and isinstance(item.get("status"), str)
     ]
+
+
+def check_report_taken(response: httpx.Response, sent: int) -> None:
+    """RetryLater unless ``response`` is the API's answer that it took a report of ``sent`` dead letters: a 2xx
+    JSON body whose ``received`` is ``sent``. A proxy's redirect (to a sign-in page, say) or its HTML page is
+    below 400 too, and says nothing of the report: marked reported on it, the dead letters would never reach
+    the server."""
+    status = response.status_code
+    if not 200 <= status < 300:
+        raise RetryLater(f"dead-letter report: HTTP {status} is not the API's answer (something in front of it "
+                         "answered)", parse_retry_after(response.headers.get("Retry-After")))
+    if response.headers.get("Content-Type", "").split(";")[0].strip() != "application/json":
+        raise RetryLater(f"dead-letter report: HTTP {status} without JSON is not the API's answer (something in "
+                         "front of it answered)")
+    try:
+        body = response.json()
+    except ValueError:
+        raise RetryLater("dead-letter report: malformed answer from the API (not JSON)") from None
+    received = body.get("received") if isinstance(body, dict) else None
+    if type(received) is not int or received != sent:
+        raise RetryLater(f"dead-letter report: the answer does not say the {sent} sent were received")
 
 
 def problem_detail(response: httpx.Response) -> str:
@@ -285,6 +308,7 @@ class Uploader:
             if response.status_code >= 400:
                 raise RetryLater(f"dead-letter report: HTTP {response.status_code}",
                                  parse_retry_after(response.headers.get("Retry-After")))
+            check_report_taken(response, len(items))
             reported += self.buffer.mark_dead_letters_reported(d["id"] for d in dead)
             self.progress.reported += len(dead)
 

@@ -104,6 +104,8 @@ def test_the_sync_the_link_notes_and_the_gateways_clock_reading_load_through_the
 
 
 def test_the_dead_letters_the_gateway_reports_load_through_the_api_schema(tmp_path):
+    import httpx
+
     from device_gateway.buffer import RecordBuffer
     from device_gateway.uploader import Uploader
 
@@ -115,11 +117,7 @@ def test_the_dead_letters_the_gateway_reports_load_through_the_api_schema(tmp_pa
     class Api:
         def post_dead_letters(self, items):
             sent.extend(items)
-
-            class Answer:
-                status_code = 200
-                headers: dict = {}
-            return Answer()
+            return httpx.Response(200, json={"received": len(items), "new": len(items)})  # the API's answer
 
     Uploader(buffer, Api()).report_dead_letters()  # type: ignore[arg-type]
     assert [DeadLetterSchema().load(item)["source"] for item in sent] == ["unit", "unit"]

@@ -163,6 +163,10 @@ def test_dead_letters_are_reported_to_the_server_once_the_queue_is_empty_and_onl
 def _report_a_loss(stub, buffer, max_failures: int):
     """Note records a unit no longer holds, and drain the buffer to the stub; the drain's progress."""
     buffer.record_missing(SERIAL, 3, 5)
+    return _drain(stub, buffer, max_failures)
+
+
+def _drain(stub, buffer, max_failures: int):
     api = ApiClient(stub.url, "gw-1", "s3cret")
     try:
         return Uploader(buffer, api, sleep=lambda s: None).drain(max_failures=max_failures)
@@ -180,6 +184,23 @@ def test_a_proxys_404_to_a_report_is_an_outage_not_a_server_without_reports(stub
     stub.dead_letters_scripted = [(404, {"Content-Type": "text/html"}, b"<html>Not Found</html>")]  # a deploy
     progress = _report_a_loss(stub, buffer, 3)
     assert progress.retries == 1 and buffer.dead_letters(unreported_only=True) == []
+    assert [item["reason"] for item in stub.dead_letters.values()] == ["unit no longer holds these records"]
+
+
+@pytest.mark.parametrize("answer", [
+    (302, {"Location": "https://sso.example.org/", "Content-Type": "text/html"}, b""),  # a sign-in proxy
+    (200, {"Content-Type": "text/html"}, b"<html>Welcome to the hotel Wi-Fi</html>"),  # a captive portal
+    (200, {"Content-Type": "application/json"}, {"ok": True}),  # JSON, but not the API's answer
+    (200, {}, {"received": 0, "new": 0}),  # the API's shape, but not for what was sent
+], ids=["redirect", "html-page", "other-json", "received-none"])
+def test_a_report_answered_by_something_else_than_the_api_is_not_marked_reported(stub, buffer, answer):
+    stub.dead_letters_scripted = [answer, answer]
+    progress = _report_a_loss(stub, buffer, 2)
+    assert progress.retries == 2 and progress.reported == 0
+    assert buffer.dead_letters(unreported_only=True) and not stub.dead_letters
+
+    progress = _drain(stub, buffer, 1)  # once the API itself answers, they are reported
+    assert progress.reported == 1 and buffer.dead_letters(unreported_only=True) == []
     assert [item["reason"] for item in stub.dead_letters.values()] == ["unit no longer holds these records"]
 
 
