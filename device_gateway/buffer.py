@@ -329,7 +329,10 @@ class RecordBuffer:
             try:
                 yield db
             except BaseException:
-                db.execute("ROLLBACK")
+                # SQLite rolls back by itself on some errors (SQLITE_FULL: a full disk); a ROLLBACK then would fail
+                # and hide the error that matters.
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
 

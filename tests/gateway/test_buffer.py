@@ -216,6 +216,20 @@ def test_full_buffer_refuses_records_so_the_unit_keeps_them(tmp_path, caplog):
     buf.close()
 
 
+def test_a_full_disk_while_storing_raises_sqlites_own_error_and_keeps_nothing_of_the_batch(buffer):
+    """SQLite rolls a transaction back by itself on SQLITE_FULL; the error the caller gets (and the gateway's
+    health shows) is still "database or disk is full", not a failed ROLLBACK of a transaction already gone."""
+    buffer.store(SERIAL, [captured(1)])
+    buffer.pragma(f"max_page_count = {buffer.pragma('page_count')}")  # not one page more
+
+    with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
+        buffer.store(SERIAL, [captured(seq) for seq in range(2, 40)])
+
+    assert buffer.last_stored_seq(SERIAL) == 1 and buffer.pending_count() == 1
+    buffer.pragma("max_page_count = 1073741823")  # room again: the buffer goes on as if nothing happened
+    assert buffer.store(SERIAL, [captured(seq) for seq in range(2, 40)]).stored_up_to == 39
+
+
 def test_buffer_accepts_again_once_uploads_free_space(tmp_path):
     one_record = _record_size()
     buf = RecordBuffer(tmp_path / "small.db", max_bytes=int(one_record * 1.5))
