@@ -39,7 +39,7 @@ from device_gateway.buffer_status import inspect_buffer
 from device_gateway.config import GatewayConfig, load_config
 from device_gateway.dead_letters import replay
 from device_gateway.errors import ConfigError
-from device_gateway.health import LOOPS, GatewayHealth, LoopHealth, read_health
+from device_gateway.health import LOOPS, GatewayHealth, LoopHealth, UnitHealth, read_health, read_unit_health
 from device_gateway.link import BluetoothUnavailable, GatewayLink
 from device_gateway.runner import GatewayRunner
 from device_gateway.sealing import SealingError
@@ -147,7 +147,7 @@ def _loop_line(health: LoopHealth | None) -> str:
 
 
 def cmd_status(args: argparse.Namespace, config: GatewayConfig) -> int:
-    """Show pairing, loop and buffer state (never the secret); reads files only, creates none."""
+    """Show pairing, loop, buffer and unit state (never the secret); reads files only, creates none."""
     if not Path(config.state_dir).is_dir():
         return _fail(f"no state directory at {config.state_dir}: check --state-dir (or "
                      "COMPANION_GATEWAY_STATE_DIR); a new gateway has one once it is paired", EXIT_NO_STATE)
@@ -162,19 +162,47 @@ def cmd_status(args: argparse.Namespace, config: GatewayConfig) -> int:
     health = read_health(config.health_path)
     for loop in LOOPS:
         print(f"{loop + ' loop:':16}{_loop_line(health.get(loop))}")
+    not_collected = read_unit_health(config.health_path)
     status = inspect_buffer(config.buffer_path)
     if status is None:
         print(f"buffer:         none yet ({config.buffer_path} is created by the first run or simulate)")
-        return 0
-    print(f"pending:        {status.pending} record(s), {status.pending_bytes} bytes (cap {config.max_buffer_bytes})")
-    print(f"uploaded:       {status.sent}")
-    print(f"syncs waiting:  {status.syncs_pending}")
-    print(f"dead letters:   {status.dead_letters} ({status.dead_letters_unreported} not yet reported to the server; "
-          "`device-gateway dead-letters` lists them)")
-    print(f"refused at cap: {status.refused_at_cap}")
-    for serial, seq in status.units.items():
-        print(f"  {serial}: last stored sequence {seq}")
+    else:
+        print(f"pending:        {status.pending} record(s), {status.pending_bytes} bytes (cap {config.max_buffer_bytes})")
+        print(f"uploaded:       {status.sent}")
+        print(f"syncs waiting:  {status.syncs_pending}")
+        print(f"dead letters:   {status.dead_letters} ({status.dead_letters_unreported} not yet reported to the "
+              "server; `device-gateway dead-letters` lists them)")
+        print(f"refused at cap: {status.refused_at_cap}")
+    stored = status.units if status is not None else {}
+    now = datetime.now(UTC)
+    for serial in [*stored, *sorted(set(not_collected) - set(stored))]:
+        print(_unit_line(serial, stored.get(serial), not_collected.get(serial), now))
     return 0
+
+
+def _unit_line(serial: str, seq: int | None, health: UnitHealth | None, now: datetime) -> str:
+    stored = f"last stored sequence {seq}" if seq is not None else "nothing stored yet"
+    if health is None:
+        return f"  {serial}: {stored}"
+    return (f"  {serial}: {stored}; NOT COLLECTED for {_lasted(health.failing_since, now)} (since "
+            f"{health.failing_since}, {health.failures} pull(s), the last at {health.last_error_at}): "
+            f"{health.last_error}")
+
+
+def _lasted(since: str, now: datetime) -> str:
+    """How long from ``since`` (a time health.json holds) to ``now``: "2 d 3 h", "3 h 12 min", "4 min"."""
+    try:
+        seconds = max(0, int((now - datetime.fromisoformat(since)).total_seconds()))
+    except (TypeError, ValueError):  # a file edited by hand
+        return "an unknown time"
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min" if minutes else "less than a minute"
 
 
 def cmd_scan(args: argparse.Namespace, config: GatewayConfig) -> int:

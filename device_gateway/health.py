@@ -1,9 +1,15 @@
-"""How the gateway's two loops are doing: the last error of each and since when, kept in ``health.json``.
+"""How the gateway's two loops and its units are doing: the last error of each and since when, kept in
+``health.json``.
 
 The radio loop (scan and pull units) and the upload loop (drain the buffer to the API) each survive any
 single error and retry with backoff. Each failure and each recovery is written here, atomically, so that
 ``device-gateway status`` (another process) can say which loop is failing, with what, and since when;
 the runner also adds a failing loop's error to the unit status it reports to the server.
+
+A unit's pull can fail while the radio loop works: the unit refused every cycle (its counter went back, the
+record stored last reads back undecodable, its position not checked yet, a full disk while storing). Each
+unit whose last pull did not collect it is kept here too, with its error and since when its pulls have
+failed, until a pull collects it again.
 
 Errors are described by :func:`describe_error`, which never copies a message that could carry session
 content: only messages of exception types whose text is written by the gateway or by its infrastructure
@@ -15,7 +21,7 @@ import logging
 import sqlite3
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,11 +78,24 @@ class LoopHealth:
         return self.failing_since is not None
 
 
+@dataclass
+class UnitHealth:
+    """A unit that its last pull did not collect: the error, since when its pulls have failed (the first failure
+    of this run of them), how many in a row, and when the last one was."""
+
+    last_error: str
+    failing_since: str
+    last_error_at: str
+    failures: int = 1
+
+
 class GatewayHealth:
-    """Both loops' health, shared by the runner's threads; ``path`` None keeps it in memory only.
+    """Both loops' health and the units' that are not being collected, shared by the runner's threads; ``path``
+    None keeps it in memory only.
 
     It starts from what the file says, so that a gateway restarted after a failure marks the loop
-    recovered once it works, instead of leaving the old failure on show.
+    recovered once it works, instead of leaving the old failure on show, and a unit refused before the restart
+    keeps the time its refusals began.
     """
 
     def __init__(self, path: Path | None, now: Callable[[], datetime] = _utcnow) -> None:
@@ -84,8 +103,10 @@ class GatewayHealth:
         self.now = now
         self._lock = threading.Lock()
         self.loops = {loop: LoopHealth() for loop in LOOPS}
+        self.units: dict[str, UnitHealth] = {}
         if path is not None:
             self.loops.update({loop: state for loop, state in read_health(path).items() if loop in LOOPS})
+            self.units.update(read_unit_health(path))
 
     def failed(self, loop: str, error: str) -> None:
         """Note a failure of ``loop`` (counts it, keeps the error, starts ``failing_since``)."""
@@ -109,6 +130,36 @@ class GatewayHealth:
             self._save_locked()
         logger.info("%s loop recovered", loop)
 
+    def unit_failed(self, serial: str, error: str) -> None:
+        """Note that a pull of unit ``serial`` did not collect it (starts its ``failing_since``)."""
+        with self._lock:
+            moment = self.now().isoformat()
+            unit = self.units.get(serial)
+            if unit is None:
+                self.units[serial] = UnitHealth(error, failing_since=moment, last_error_at=moment)
+            else:
+                unit.failures += 1
+                unit.last_error, unit.last_error_at = error, moment
+            self._save_locked()
+
+    def unit_collected(self, serial: str) -> None:
+        """Note that a pull collected unit ``serial``; written only when it ends a run of failures."""
+        with self._lock:
+            if self.units.pop(serial, None) is None:
+                return
+            self._save_locked()
+        logger.info("unit %s collected again", serial)
+
+    def keep_units(self, serials: Iterable[str]) -> None:
+        """Forget the failures of units other than ``serials`` (no longer bound to this gateway: not its to pull)."""
+        with self._lock:
+            gone = set(self.units) - set(serials)
+            if not gone:
+                return
+            for serial in gone:
+                del self.units[serial]
+            self._save_locked()
+
     def current_error(self) -> str | None:
         """The error of a loop that is failing now (``radio loop: ...``), for the unit status sent to the server."""
         with self._lock:
@@ -120,7 +171,8 @@ class GatewayHealth:
     def _save_locked(self) -> None:
         if self.path is None:
             return
-        body = {"updated_at": self.now().isoformat(), "loops": {name: asdict(h) for name, h in self.loops.items()}}
+        body = {"updated_at": self.now().isoformat(), "loops": {name: asdict(h) for name, h in self.loops.items()},
+                "units": {serial: asdict(h) for serial, h in sorted(self.units.items())}}
         try:
             write_atomically(self.path, json.dumps(body, indent=1) + "\n")
         except OSError as exc:  # a full disk must not turn a report of an error into another error
@@ -128,10 +180,23 @@ class GatewayHealth:
 
 
 def read_health(path: Path) -> dict[str, LoopHealth]:
-    """What the running (or last) gateway wrote; empty when it never wrote anything or the file is unreadable."""
+    """What the running (or last) gateway wrote of its loops; empty when it never wrote anything or the file is
+    unreadable."""
     try:
         loops = json.loads(path.read_text())["loops"]
         known = {f.name for f in fields(LoopHealth)}
         return {name: LoopHealth(**{k: v for k, v in state.items() if k in known}) for name, state in loops.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def read_unit_health(path: Path) -> dict[str, UnitHealth]:
+    """The units the running (or last) gateway's last pull did not collect, by serial; empty when none (a file
+    written before units were kept in it, or none, or one unreadable)."""
+    try:
+        units = json.loads(path.read_text()).get("units", {})
+        known = {f.name for f in fields(UnitHealth)}
+        return {serial: UnitHealth(**{k: v for k, v in state.items() if k in known})
+                for serial, state in units.items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}

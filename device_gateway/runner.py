@@ -5,7 +5,8 @@ refresh the bound units, pull them, report their status. The upload loop runs in
 waits and backoff never hold up the radio; both share the thread-safe buffer. A loop that fails logs one
 line, notes the error in the gateway's health (``health.json``, shown by ``device-gateway status``, and
 added to the unit status reported to the server), backs off (exponential, full jitter, capped) and tries
-again, so it resumes by itself once the cause is gone.
+again, so it resumes by itself once the cause is gone. A unit whose pull did not collect it (the link ends
+that unit's pull alone, and the radio loop goes on) is noted in the health too, until it is collected again.
 
 Only what waiting cannot fix stops the gateway: ``run`` then stops both loops and raises it, for the
 command line to turn into a distinct exit status: the API refusing the gateway's credentials at every
@@ -182,7 +183,7 @@ class GatewayRunner:
     async def _pull_cycle(self) -> float:
         try:
             await self.refresh_bound_units()
-            await self.link.run_once(self.scan_timeout_s)
+            results = await self.link.run_once(self.scan_timeout_s)
         except _CANNOT_CONTINUE:
             raise
         except BluetoothUnavailable as exc:
@@ -194,7 +195,18 @@ class GatewayRunner:
         self._radio_has_worked = True
         self._radio_failures = 0
         self.health.succeeded(RADIO)
+        self._note_units(results)
         return self.interval_s
+
+    def _note_units(self, results: list[SyncResult]) -> None:
+        """Note in the health each unit pulled and not collected (a pull swallows its unit's error, so the radio
+        loop works while a unit is refused every cycle), and each one collected again."""
+        for result in results:
+            if result.completed:
+                self.health.unit_collected(result.serial)
+            else:
+                self.health.unit_failed(result.serial, self.link.statuses[result.serial].last_error or "not collected")
+        self.health.keep_units(self.link.bound_serials)
 
     def _radio_failed(self, exc: Exception) -> float:
         self._radio_failures += 1
@@ -223,6 +235,7 @@ class GatewayRunner:
                 break
             cycle = await self.link.run_once(self.scan_timeout_s)
             results.extend(cycle)
+            self._note_units(cycle)
             pending -= {result.serial for result in cycle if result.completed}
         await self.report_status()
         return results

@@ -4,7 +4,7 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 
 from device_gateway.buffer_integrity import BufferDamaged
-from device_gateway.health import RADIO, UPLOAD, GatewayHealth, describe_error, read_health
+from device_gateway.health import RADIO, UPLOAD, GatewayHealth, describe_error, read_health, read_unit_health
 
 
 def raised(exc: Exception) -> Exception:
@@ -88,3 +88,25 @@ def test_a_gateway_restarted_after_a_failure_marks_the_loop_recovered_once_it_wo
 
     upload = read_health(tmp_path / "health.json")[UPLOAD]
     assert not upload.failing and upload.last_error == "CredentialsRevoked: gateway token: credentials refused"
+
+
+def test_a_unit_fails_from_its_first_refused_pull_until_one_collects_it(tmp_path):
+    clock = Clock()
+    health = GatewayHealth(tmp_path / "health.json", now=clock)
+    health.unit_failed("CT-000001", "PositionNotCheckedYet: server unreachable")
+    clock.now += timedelta(minutes=5)
+    health.unit_failed("CT-000001", "sequence went back: its counter restarted")
+
+    unit = GatewayHealth(tmp_path / "health.json").units["CT-000001"]  # as a restarted gateway reads it
+    assert (unit.failing_since, unit.last_error_at, unit.failures) == (
+        "2026-03-01T08:00:00+00:00", "2026-03-01T08:05:00+00:00", 2)
+    assert unit.last_error == "sequence went back: its counter restarted"
+    assert health.current_error() is None  # a unit's own error goes to the server in its own status
+
+    health.unit_collected("CT-000001")
+    assert read_unit_health(tmp_path / "health.json") == {}
+
+
+def test_a_health_file_from_before_units_were_kept_reads_as_no_unit_failing(tmp_path):
+    (tmp_path / "health.json").write_text('{"updated_at": "2026-03-01T08:00:00+00:00", "loops": {}}')
+    assert read_unit_health(tmp_path / "health.json") == {}

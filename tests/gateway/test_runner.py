@@ -14,13 +14,15 @@ from device_gateway.api import ApiClient, CredentialsRevoked
 from device_gateway.buffer import RecordBuffer
 from device_gateway.buffer_integrity import BufferDamaged
 from device_gateway.capture import capture
+from device_gateway.cli import main
 from device_gateway.config import GatewayConfig
-from device_gateway.health import RADIO, GatewayHealth
+from device_gateway.health import RADIO, GatewayHealth, read_unit_health
 from device_gateway.profiles.companion_tens import encode_record
 from device_gateway.runner import GatewayRunner
 from device_gateway.simulator.radio import FakeBluez
 from device_gateway.simulator.sessions import simulated_session
 from device_gateway.simulator.unit import FakeTensUnit
+from tests.support.scenario import run_with_units
 
 SERIAL, ADDRESS = "CT-000001", "C0:FF:EE:00:00:01"
 
@@ -158,3 +160,78 @@ def test_units_of_a_profile_the_gateway_cannot_pull_are_named_once_and_not_pulle
 
     assert first == second == {SERIAL}
     assert caplog.text.count("not pulling EM-000002 (beurer-em70): this gateway drives only the companion-tens") == 1
+
+
+def _records(count: int) -> list:
+    sessions = [simulated_session(seq, 1_760_000_000 + seq * 3600) for seq in range(1, count + 1)]
+    return [capture(SERIAL, s, encode_record(s), 0.0, datetime(2026, 1, 1, tzinfo=UTC)) for s in sessions]
+
+
+def _status(tmp_path, capsys) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main(["status", "--state-dir", str(tmp_path)])
+    return code, capsys.readouterr().out
+
+
+def test_status_shows_a_unit_refused_every_cycle_and_since_when(system_bus, stub, buffer, make_runner, tmp_path,
+                                                                 capsys):
+    """The link ends a refused unit's pull alone and the radio loop goes on working: the unit's error and since
+    when it lasts are kept in health.json for ``status``, across cycles and a restart."""
+    buffer.store(SERIAL, _records(10))
+    unit = FakeTensUnit.with_history(SERIAL, ADDRESS, count=3)  # its counter restarted below what is stored
+    runner = make_runner()
+    runner.config.save()
+
+    run_with_units([unit], lambda fake: runner._radio_cycle())
+    assert runner.link.statuses[SERIAL].last_error.startswith("sequence went back")
+    first = read_unit_health(tmp_path / "health.json")[SERIAL]
+    run_with_units([unit], lambda fake: make_runner()._radio_cycle())  # the gateway restarted
+
+    refused = read_unit_health(tmp_path / "health.json")[SERIAL]
+    assert (refused.failing_since, refused.failures) == (first.failing_since, 2)
+    assert refused.last_error.startswith("sequence went back: its highest sequence number (3) is below")
+    assert not runner.health.loops[RADIO].failing  # the radio itself works
+    code, out = _status(tmp_path, capsys)
+    assert "radio loop:     no error reported" in out
+    assert (f"  {SERIAL}: last stored sequence 10; NOT COLLECTED for less than a minute (since "
+            f"{first.failing_since}, 2 pull(s), the last at {refused.last_error_at}): sequence went back: ") in out
+    assert unit.acked_up_to == 0 and len(unit.records) == 3
+
+
+def test_a_full_disk_while_storing_is_noted_in_health_and_cleared_once_the_unit_is_collected(
+        system_bus, stub, buffer, make_runner, tmp_path, capsys):
+    """SQLite's own "database or disk is full", while the records of a unit are stored: the unit keeps them,
+    health.json says why, and the unit's line says so until a pull collects it."""
+    unit = FakeTensUnit.with_history(SERIAL, ADDRESS, count=30)  # more than the pages it has room in
+    runner = make_runner()
+    buffer.pragma(f"max_page_count = {buffer.pragma('page_count')}")  # not one page more
+
+    run_with_units([unit], lambda fake: runner._radio_cycle())
+
+    stored = buffer.last_stored_seq(SERIAL)  # the batches that fitted
+    assert stored < 30 and unit.acked_up_to == stored
+    full = read_unit_health(tmp_path / "health.json")[SERIAL]
+    assert full.last_error == "OperationalError: database or disk is full"
+    code, out = _status(tmp_path, capsys)
+    position = f"last stored sequence {stored}" if stored else "nothing stored yet"
+    assert (f"  {SERIAL}: {position}; NOT COLLECTED for less than a minute (since "
+            f"{full.failing_since}, 1 pull(s), the last at {full.last_error_at}): OperationalError: database or disk "
+            "is full") in out
+
+    buffer.pragma("max_page_count = 1073741823")  # room again
+    run_with_units([unit], lambda fake: runner._radio_cycle())
+
+    assert unit.acked_up_to == 30 and read_unit_health(tmp_path / "health.json") == {}
+    code, out = _status(tmp_path, capsys)
+    assert f"  {SERIAL}: last stored sequence 30\n" in out and "NOT COLLECTED" not in out
+
+
+def test_a_unit_no_longer_bound_leaves_the_health_file(stub, make_runner, tmp_path):
+    runner = make_runner()
+    runner.health.unit_failed("CT-000009", "sequence went back: its counter restarted")
+    runner.health.unit_failed(SERIAL, "PositionNotCheckedYet")
+
+    asyncio.run(runner.refresh_bound_units())
+    runner._note_units([])
+
+    assert set(read_unit_health(tmp_path / "health.json")) == {SERIAL}
