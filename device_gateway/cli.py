@@ -16,6 +16,10 @@ cannot get past on its own ends the command with one line on stderr and an exit 
         write its state directory (before it asks: nothing sent; after: run it again with the same code)
  66     ``status``: no state directory there (a mistyped ``--state-dir``, or a gateway not set up yet)
 ======  ====================================================================================
+
+``status`` also ends with 3 when what it shows needs attention: a loop failing now, or a unit the last pull did
+not collect (the output says which, and for how long), so that a monitoring check can run it as it is; 0 when
+nothing is failing.
 """
 
 import argparse
@@ -53,6 +57,7 @@ EXIT_CREDENTIALS_REVOKED = 77  # EX_NOPERM
 EXIT_BUFFER_KEY = 78  # EX_CONFIG
 EXIT_CONFIG = 78  # EX_CONFIG: the config file or an environment setting
 EXIT_NO_STATE = 66  # EX_NOINPUT
+EXIT_NEEDS_ATTENTION = 3  # status: a loop failing now or a unit not collected (not a sysexits error: it did its job)
 
 
 def _progress_line(progress: UploadProgress) -> None:
@@ -147,7 +152,8 @@ def _loop_line(health: LoopHealth | None) -> str:
 
 
 def cmd_status(args: argparse.Namespace, config: GatewayConfig) -> int:
-    """Show pairing, loop, buffer and unit state (never the secret); reads files only, creates none."""
+    """Show pairing, loop, buffer and unit state (never the secret); reads files only, creates none. Exit 3 when
+    a loop is failing now or a unit was not collected at its last pull."""
     if not Path(config.state_dir).is_dir():
         return _fail(f"no state directory at {config.state_dir}: check --state-dir (or "
                      "COMPANION_GATEWAY_STATE_DIR); a new gateway has one once it is paired", EXIT_NO_STATE)
@@ -160,6 +166,7 @@ def cmd_status(args: argparse.Namespace, config: GatewayConfig) -> int:
     print(f"gateway:        {config.gateway_id or 'not paired'}")
     print(f"units:          {', '.join(config.device_serials) or 'none'}")
     health = read_health(config.health_path)
+    failing = any(loop.failing for loop in health.values())
     for loop in LOOPS:
         print(f"{loop + ' loop:':16}{_loop_line(health.get(loop))}")
     not_collected = read_unit_health(config.health_path)
@@ -177,7 +184,7 @@ def cmd_status(args: argparse.Namespace, config: GatewayConfig) -> int:
     now = datetime.now(UTC)
     for serial in [*stored, *sorted(set(not_collected) - set(stored))]:
         print(_unit_line(serial, stored.get(serial), not_collected.get(serial), now))
-    return 0
+    return EXIT_NEEDS_ATTENTION if failing or not_collected else 0
 
 
 def _unit_line(serial: str, seq: int | None, health: UnitHealth | None, now: datetime) -> str:

@@ -24,6 +24,7 @@ from device_gateway.cli import (
     EXIT_BUFFER_DAMAGED,
     EXIT_CONFIG,
     EXIT_CREDENTIALS_REVOKED,
+    EXIT_NEEDS_ATTENTION,
     main,
 )
 from device_gateway.config import GatewayConfig, load_config
@@ -230,18 +231,21 @@ def test_status_creates_neither_a_buffer_nor_the_state_dir(tmp_path, capsys):
     assert not typo.exists()
 
 
-def test_status_shows_each_loops_last_error_and_since_when(tmp_path, capsys):
+def test_status_shows_each_loops_last_error_and_since_when_and_says_a_failing_one_needs_attention(tmp_path, capsys):
     health = GatewayHealth(tmp_path / "health.json")
     health.failed(UPLOAD, "RetryLater: token renewal: HTTP 503")
     health.failed(RADIO, "BluetoothUnavailable: BlueZ (org.bluez) is not running")
     health.succeeded(RADIO)
 
-    assert main(["status", "--state-dir", str(tmp_path)]) == 0
+    assert main(["status", "--state-dir", str(tmp_path)]) == EXIT_NEEDS_ATTENTION
 
     out = capsys.readouterr().out
     upload = health.loops[UPLOAD]
     assert f"upload loop:    FAILING since {upload.failing_since} (1 attempt(s)): RetryLater: token renewal: HTTP 503" in out
     assert "radio loop:     ok since " in out and "BluetoothUnavailable: BlueZ (org.bluez) is not running" in out
+
+    health.succeeded(UPLOAD)  # what was wrong is still shown, but nothing fails now
+    assert main(["status", "--state-dir", str(tmp_path)]) == 0
 
 
 SERIAL = "CT-000001"

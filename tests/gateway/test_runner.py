@@ -14,7 +14,7 @@ from device_gateway.api import ApiClient, CredentialsRevoked
 from device_gateway.buffer import RecordBuffer
 from device_gateway.buffer_integrity import BufferDamaged
 from device_gateway.capture import capture
-from device_gateway.cli import main
+from device_gateway.cli import EXIT_NEEDS_ATTENTION, main
 from device_gateway.config import GatewayConfig
 from device_gateway.health import RADIO, GatewayHealth, read_unit_health
 from device_gateway.profiles.companion_tens import encode_record
@@ -192,7 +192,7 @@ def test_status_shows_a_unit_refused_every_cycle_and_since_when(system_bus, stub
     assert refused.last_error.startswith("sequence went back: its highest sequence number (3) is below")
     assert not runner.health.loops[RADIO].failing  # the radio itself works
     code, out = _status(tmp_path, capsys)
-    assert "radio loop:     no error reported" in out
+    assert code == EXIT_NEEDS_ATTENTION and "radio loop:     no error reported" in out
     assert (f"  {SERIAL}: last stored sequence 10; NOT COLLECTED for less than a minute (since "
             f"{first.failing_since}, 2 pull(s), the last at {refused.last_error_at}): sequence went back: ") in out
     assert unit.acked_up_to == 0 and len(unit.records) == 3
@@ -214,6 +214,7 @@ def test_a_full_disk_while_storing_is_noted_in_health_and_cleared_once_the_unit_
     assert full.last_error == "OperationalError: database or disk is full"
     code, out = _status(tmp_path, capsys)
     position = f"last stored sequence {stored}" if stored else "nothing stored yet"
+    assert code == EXIT_NEEDS_ATTENTION
     assert (f"  {SERIAL}: {position}; NOT COLLECTED for less than a minute (since "
             f"{full.failing_since}, 1 pull(s), the last at {full.last_error_at}): OperationalError: database or disk "
             "is full") in out
@@ -223,7 +224,7 @@ def test_a_full_disk_while_storing_is_noted_in_health_and_cleared_once_the_unit_
 
     assert unit.acked_up_to == 30 and read_unit_health(tmp_path / "health.json") == {}
     code, out = _status(tmp_path, capsys)
-    assert f"  {SERIAL}: last stored sequence 30\n" in out and "NOT COLLECTED" not in out
+    assert code == 0 and f"  {SERIAL}: last stored sequence 30\n" in out and "NOT COLLECTED" not in out
 
 
 def test_a_unit_no_longer_bound_leaves_the_health_file(stub, make_runner, tmp_path):
