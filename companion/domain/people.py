@@ -6,6 +6,7 @@ Plain frozen dataclasses; the stores build them from what they hold, the service
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,29 @@ SHORTEST_CAREGIVER_ALERT_DELAY_MIN, LONGEST_CAREGIVER_ALERT_DELAY_MIN = 15, 24 *
 # An account's states: only an active one signs in, holds sessions, receives pushes or is reached by gateways.
 ACTIVE, DEACTIVATED, CLOSED = "active", "deactivated", "closed"
 ACCOUNT_STATES = (ACTIVE, DEACTIVATED, CLOSED)
+
+# What an email address is: the grammar the API's marshmallow ``fields.Email`` applies (marshmallow 4's
+# ``validate.Email``: a dot-atom or quoted local part; a domain of labels, ``localhost``, or an IPv4 literal),
+# written here because the domain and the services import no framework, so that an account made outside the API
+# (the command line, an admin, the demo) has an email the API's own routes (sign-in, password reset) accept.
+# tests/domain/test_email_addresses.py holds the two to the same answers.
+_LETTERS = "\u00a1-\uffff"
+_LOCAL_PART = re.compile(r"(^[-!#$%&'*+/=?^`{}|~\w]+(\.[-!#$%&'*+/=?^`{}|~\w]+)*\Z"
+                         r'|^"([\001-\010\013\014\016-\037!#-\[\]-\177]|\\[\001-\011\013\014\016-\177])*"\Z)',
+                         re.IGNORECASE)
+_DOMAIN = re.compile(rf"(?:[A-Z0-9{_LETTERS}](?:[A-Z0-9{_LETTERS}-]{{0,61}}[A-Z0-9{_LETTERS}])?\.)+"
+                     rf"(?:[A-Z{_LETTERS}]{{2,6}}|[A-Z0-9{_LETTERS}-]{{2,}})\Z"
+                     r"|^\[(25[0-5]|2[0-4]\d|[0-1]?\d?\d)(\.(25[0-5]|2[0-4]\d|[0-1]?\d?\d)){3}\]\Z",
+                     re.IGNORECASE)
+EMAIL_LENGTH = 254
+
+
+def is_email_address(value: str) -> bool:
+    """Whether ``value`` is an email address as the API takes one (at most 254 characters)."""
+    if not value or "@" not in value or len(value) > EMAIL_LENGTH:
+        return False
+    local, domain = value.rsplit("@", 1)
+    return bool(_LOCAL_PART.match(local)) and (domain == "localhost" or bool(_DOMAIN.match(domain)))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import re
 import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -24,7 +23,7 @@ from companion.domain import mail as mails
 from companion.domain.access import Actor, Role
 from companion.domain.errors import Conflict, Forbidden, Invalid, NotFound, ServiceUnavailable, Unauthorized
 from companion.domain.localtime import is_known_zone
-from companion.domain.people import Account
+from companion.domain.people import Account, is_email_address
 from companion.i18n import Reader
 from companion.logs import pseudonym
 from companion.services.derived_ids import derived_id
@@ -70,9 +69,6 @@ class Passwords:
             return False
 
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-
-
 def normalise_email(email: str) -> str:
     return email.strip().lower()
 
@@ -116,7 +112,7 @@ class Accounts:
                           errors={"password": [f"Length must be between {PASSWORD_LENGTH[0]} and "
                                                f"{PASSWORD_LENGTH[1]}."]})
         # The rules the API's own sign-up applies to the rest: an account made here must work there.
-        if not _EMAIL.fullmatch(normalise_email(email)) or len(email) > 254:
+        if not is_email_address(normalise_email(email)):
             raise Invalid(f"{email!r} is not an email address", errors={"email": ["Not a valid email address."]})
         if not is_known_zone(time_zone):
             raise Invalid(f"{time_zone!r} is not a known IANA time zone (e.g. Europe/London)",

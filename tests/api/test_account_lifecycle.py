@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
+from companion.domain.errors import Invalid
 from tests.support.records import session_record
 from tests.support.world import PASSWORD, login
 
@@ -293,3 +296,18 @@ def test_an_admin_clears_a_lost_authenticator_and_its_owner_enrols_a_new_one_at_
     assert "access_token" in again or again.get("mfa_enrolled") is False  # enrolment, not the lost code
     assert client.delete("/api/v1/admin/users/000000000000000000000000/mfa",
                          headers=admin.headers).status_code == 404
+
+
+def test_an_account_the_cli_makes_can_reset_its_password(client, services, world):
+    """sign_up took a looser email than the API's: `companion create-user --email first..last@example.org` made an
+    account that signed in but whose POST /auth/password-reset answered 422 for ever. sign_up refuses it now, and
+    what it takes the reset takes."""
+    with pytest.raises(Invalid) as refused:
+        services.accounts.sign_up(email="first..last@example.org", password=PASSWORD, display_name="First Last",
+                                  role="caregiver", time_zone="UTC")
+    assert refused.value.errors == {"email": ["Not a valid email address."]}
+    person = services.accounts.sign_up(email="first.o'last@example.org", password=PASSWORD, display_name="F",
+                                       role="caregiver", time_zone="UTC")
+    code = client.post(f"/api/v1/admin/users/{person.id}/password-reset", headers=world["admin"].headers).json["code"]
+    assert client.post("/api/v1/auth/password-reset", json={"email": person.email, "code": code,
+                                                            "new_password": "a new passphrase here"}).status_code == 204
