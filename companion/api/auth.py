@@ -33,9 +33,17 @@ class SignUpSchema(StrictSchema):
     time_zone = fields.String(load_default="UTC", validate=[validate.Length(max=64), valid_zone])
 
 
+DEVICE_KEY = ("the key the app was given by its last sign-in (`device_key` in the answer), kept on the device; "
+              "sent back at the next sign-in, it lets the owner in while someone elsewhere guesses the password (no "
+              "account-wide delay for a device that signed in before). A key that is wrong, another account's, or "
+              "older than the account's last password change or reset counts as none: never an error")
+
+
 class LoginSchema(StrictSchema):
     email = fields.String(required=True, validate=validate.Length(min=3, max=254))
     password = fields.String(required=True, load_only=True, validate=validate.Length(min=1, max=200))
+    device_key = fields.String(load_default=None, load_only=True, validate=validate.Length(max=1000),
+                               metadata={"description": DEVICE_KEY})
 
 
 class TokensSchema(Schema):
@@ -46,6 +54,10 @@ class TokensSchema(Schema):
     mfa_required = fields.Boolean()
     mfa_token = fields.String()
     mfa_enrolled = fields.Boolean()
+    device_key = fields.String(metadata={
+        "description": "after a sign-in with the password (`/auth/login`): a new device key, for the app to keep "
+                       "(in the platform's secure storage, in place of any earlier one) and send with its next "
+                       "sign-in. It is worth nothing without the password; a password change or reset ends it"})
 
 
 class RefreshSchema(StrictSchema):
@@ -86,8 +98,9 @@ class SignUpAcceptedSchema(Schema):
 
 class SignUpConfirmSchema(StrictSchema):
     email = fields.Email(required=True, validate=validate.Length(max=254))
-    code = fields.String(required=True, validate=validate.Length(min=6, max=20),
-                         metadata={"description": "the code sent by email"})
+    code = fields.String(required=True, validate=validate.Length(min=6, max=30),
+                         metadata={"description": "the code sent by email: 12 letters and digits, shown as XXXX-XXXX-XXXX (dashes "
+                                                  "and spaces are ignored)"})
     password = fields.String(required=True, load_only=True, validate=validate.Length(min=1, max=200), metadata={
         "description": "the password chosen when signing up: the code makes the account only with it, so that a "
                        "second sign-up for the same email by someone else cannot choose it"})
@@ -140,9 +153,14 @@ class Login(MethodView):
 
         Throttled across all workers: per address (60 a minute), per account and address (a growing delay after
         5 failures), and per account from anywhere (a growing delay, at most a minute, after 10 failures in 15
-        minutes; an address the account signed in from recently is exempt from it). Never a lock.
+        minutes). A device that signed in before (it sends the ``device_key`` it was given, with fewer than 10
+        failures in the last hour) and an address the account signed in from recently are exempt from the
+        account-wide delay: someone who knows only the email cannot keep the owner out of a device they used
+        before. A new device at a new address waits while someone keeps guessing (each wait at most a minute;
+        at most a minute after they stop). Never a lock.
         """
-        return services().accounts.login(email=body["email"], password=body["password"], ip=client_address())
+        return services().accounts.login(email=body["email"], password=body["password"], ip=client_address(),
+                                         device_key=body["device_key"])
 
 
 @blp.route("/mfa")
@@ -239,8 +257,9 @@ class Password(MethodView):
 
 class PasswordResetSchema(StrictSchema):
     email = fields.Email(required=True, validate=validate.Length(max=254))
-    code = fields.String(required=True, validate=validate.Length(min=6, max=20),
-                         metadata={"description": "the one-time code an admin issued"})
+    code = fields.String(required=True, validate=validate.Length(min=6, max=30),
+                         metadata={"description": "the one-time code an admin issued: 12 letters and digits, shown as XXXX-XXXX-XXXX (dashes "
+                                                  "and spaces are ignored)"})
     new_password = fields.String(required=True, load_only=True, validate=validate.Length(*PASSWORD_LENGTH))
 
 

@@ -3,9 +3,10 @@ schemathesis's explicit phase, so each request example must pass its own schema)
 
 from __future__ import annotations
 
-LOGIN = {"email": "ada@example.org", "password": "correct horse battery staple"}
+LOGIN = {"email": "ada@example.org", "password": "correct horse battery staple",
+         "device_key": "dk1.6b0d14e67f9b2cc8f2277746.1780214400000.Xx3...."}
 TOKENS = {"access_token": "eyJhbGciOiJIUzI1NiIs...", "refresh_token": "q3v4Yk...", "token_type": "Bearer",
-          "expires_in": 900}
+          "expires_in": 900, "device_key": "dk1.6b0d14e67f9b2cc8f2277746.1780214400000.Qm7...."}
 PAIN_ENTRY_INPUT = {"client_entry_id": "3f2b1c9e-7d4a-4e8b-9c1d-2a6f5e8b0c47", "recorded_at": "2026-11-30T08:15:00+00:00",
                     "nrs": 6, "context": {"location": "lower back", "activity": "after the school run", "mood": 4}}
 PAIN_ENTRY = {"id": "6b0d14e67f9b2cc8f2277746", "client_entry_id": "3f2b1c9e-7d4a-4e8b-9c1d-2a6f5e8b0c47",

@@ -8,9 +8,15 @@ guarded three ways (:data:`STEPS`):
 - **per account and address**, a :class:`Backoff` on failures: after a few free mistakes each further try
   from that address waits twice as long as the last (capped);
 - **per account, from anywhere**, a gentler :class:`Backoff` on failures: many addresses guessing one
-  password together get one try every little while. It cannot be turned against the account's owner:
-  an address the owner signed in from successfully in the last 30 days is exempt from it (a *known
-  address*), and even elsewhere the wait is capped at a minute, never a lock;
+  password together get one try every little while. Its wait runs from the *last* failure, so whoever lands
+  a guess as each wait ends keeps it going: it must never stand between the owner and their account. So it
+  is only on steps a device can skip: sign-in, where a *device key* (a key the server gave a client that
+  signed in with the password before, see companion.services.device_keys) or a *known address* (one the
+  owner signed in from in the last 30 days) skips it; the codes sent by email or handed out by an admin
+  have none (60 bits each: guessing is bounded by their entropy and the per-address guards);
+- **per device key** (sign-in), a :class:`Limit` on the failures made presenting one key: past it, the key
+  no longer skips the account-wide delay (a stolen key is worth a few guesses an hour, and the owner who
+  mistyped that often waits as a device without a key does);
 - **from anywhere at all** (only pairing codes, which name no account), a sliding-window :class:`Limit` on
   the whole server's failures: a flood from many networks gets so many guesses a minute, however many
   networks it has.
@@ -104,11 +110,13 @@ class Step:
     per_server: Limit | None = None
     # Whether an address the account recently signed in from skips the per-account delay.
     known_addresses_exempt: bool = False
+    # Failures presenting one device key: under it, a valid key skips the per-account delay.
+    per_device_key: Limit | None = None
 
     @property
     def longest_window(self) -> timedelta:
         return max(w.window for w in (self.per_address, self.per_account_and_address, self.per_account,
-                                      self.per_server) if w)
+                                      self.per_server, self.per_device_key) if w)
 
 
 MINUTE, HOUR = timedelta(minutes=1), timedelta(hours=1)
@@ -116,9 +124,16 @@ QUARTER = timedelta(minutes=15)
 
 STEPS: dict[str, Step] = {s.name: s for s in (
     # Passwords: 60 tries a minute per address; 5 free mistakes per account and address, then 1 s, 2 s, ...
-    # up to 15 min; 10 free per account from anywhere, then 1 s, 2 s, ... up to a minute (known addresses exempt).
+    # up to 15 min; 10 free per account from anywhere, then 1 s, 2 s, ... up to a minute. Many networks guessing
+    # together land at most 77 guesses in any hour on one account (10 free, 6 more within 63 s, then about one a
+    # minute: 64 an hour once it runs).
+    # A device key the account was given (with fewer than 10 failures in the last hour) or a known address skips
+    # the account-wide delay: the owner signs in at once from a phone or browser that signed in before, however
+    # many guess. A stolen key adds at most 10 guesses an hour to the 77, from one address 5 free then 1 s, 2 s ...
+    # Only an owner on a new device at a new address still waits, each time until the last guess's minute ends:
+    # for as long as someone keeps guessing at that rate, at most a minute after they stop.
     Step("login", Limit(60, MINUTE), Backoff(5, QUARTER, 1, 900), Backoff(10, QUARTER, 1, 60),
-         known_addresses_exempt=True),
+         known_addresses_exempt=True, per_device_key=Limit(10, HOUR)),
     # TOTP codes (the password is already proven): 3 free mistakes, then 2 s, 4 s, ... up to 5 minutes.
     Step("totp", Limit(60, MINUTE), None, Backoff(3, QUARTER, 2, 300)),
     # Refresh tokens are unguessable (the rate per address bounds a flood); a client repeating one that is
@@ -138,21 +153,42 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     # Signing up sends an email: few per address, few per address to any one email, and few to any one
     # email from anywhere (no mail bombing; at worst its owner waits ten minutes to sign up).
     Step("signup", Limit(10, HOUR), Backoff(3, HOUR, 60, 3600), Backoff(5, HOUR, 60, 600)),
-    # Codes sent by email or handed out by an admin (signup confirmation, password reset).
-    Step("code", Limit(30, MINUTE), Backoff(5, QUARTER, 2, 900), Backoff(10, HOUR, 5, 300)),
+    # Codes sent by email or handed out by an admin (signup confirmation, password reset): 12 characters of 32,
+    # 60 bits, alive 30 minutes (sign-up) or 24 hours (reset). No delay per account from anywhere: it ran from
+    # the last failure, and an outsider landing a guess as each delay ended kept the owner's code out of use
+    # (26 guesses an hour did it). Per network, 5 free failures in 15 minutes, then 2 s, 4 s, ... up to 15 minutes:
+    # at most 1,062 guesses a day on one account (50 in the first hour), so 10,000 networks land 10.6 million in
+    # a reset code's 24 hours: it is hit once in 2^60 / 1.06e7, about 10^11 codes (with the 8 characters of
+    # before, 40 bits, once in 100,000 codes).
+    Step("code", Limit(30, MINUTE), Backoff(5, QUARTER, 2, 900)),
 )}
 
 
 def wait_s(step: Step, *, at: datetime, address_attempts: Sequence[datetime],
            pair_failures: Sequence[datetime] = (), account_failures: Sequence[datetime] = (),
-           known_address: bool = False, server_failures: Sequence[datetime] = ()) -> int:
-    """Whole seconds the caller must wait before trying ``step`` (0: go ahead)."""
+           known_address: bool = False, server_failures: Sequence[datetime] = (),
+           device_key_failures: Sequence[datetime] | None = None) -> int:
+    """Whole seconds the caller must wait before trying ``step`` (0: go ahead).
+
+    ``device_key_failures``: None when the caller presented no device key valid for the account (a wrong, a
+    foreign or an outdated one counts as none); else the failures made presenting that key."""
     waits = [step.per_address.wait_s(address_attempts, at)]
     if step.per_server:
         waits.append(step.per_server.wait_s(server_failures, at))
     if step.per_account_and_address:
         waits.append(step.per_account_and_address.wait_s(pair_failures, at))
-    if step.per_account and not (known_address and step.known_addresses_exempt):
+    if step.per_account and not skips_account_delay(step, at=at, known_address=known_address,
+                                                    device_key_failures=device_key_failures):
         waits.append(step.per_account.wait_s(account_failures, at))
     longest = max(waits)
     return math.ceil(longest) if longest > 0 else 0
+
+
+def skips_account_delay(step: Step, *, at: datetime, known_address: bool,
+                        device_key_failures: Sequence[datetime] | None) -> bool:
+    """Whether the caller skips ``step``'s per-account delay: from a known address, or presenting a valid
+    device key that has not failed too often (a key past its limit is a device like any other)."""
+    if known_address and step.known_addresses_exempt:
+        return True
+    return (step.per_device_key is not None and device_key_failures is not None
+            and step.per_device_key.wait_s(device_key_failures, at) == 0)

@@ -12,6 +12,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 import pyotp
 from argon2 import PasswordHasher
@@ -27,6 +28,7 @@ from companion.domain.people import Account, is_email_address
 from companion.i18n import Reader
 from companion.logs import pseudonym
 from companion.services.derived_ids import derived_id
+from companion.services.device_keys import DeviceKeys
 from companion.services.throttle import Throttle
 from companion.services.tokens import TokenService
 from companion.settings import Settings
@@ -39,7 +41,7 @@ SELF_SERVICE_ROLES = (Role.PATIENT.value, Role.CAREGIVER.value)
 STAFF_ROLES = (Role.CLINICIAN.value, Role.ADMIN.value, Role.CAREGIVER.value)
 MAX_CODE_FAILURES = 5
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I to misread
-CODE_LENGTH = 8
+CODE_LENGTH = 12  # 60 bits: guessing is bounded by entropy, not by a delay an outsider could renew
 PASSWORD_LENGTH = (10, 200)  # characters: the API's rule (companion.api.auth), kept by every way an account is made
 SIGNUP_CODE_TTL = timedelta(minutes=30)
 RESET_CODE_TTL = timedelta(hours=24)
@@ -79,11 +81,22 @@ def email_digest(email: str) -> str:
 
 
 def new_code() -> str:
-    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+    """A one-time code as it is shown: CODE_LENGTH characters in groups of four (``XXXX-XXXX-XXXX``); the dashes
+    and any spaces are dropped when it is checked (:func:`normalise_code`)."""
+    code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+    return "-".join(code[i:i + 4] for i in range(0, CODE_LENGTH, 4))
 
 
 def normalise_code(code: str) -> str:
     return code.strip().upper().replace("-", "").replace(" ", "")
+
+
+class PasswordCheck(NamedTuple):
+    """A password found right: the account, when the check began, and the device key to give the caller."""
+
+    user: Account
+    checked_at: datetime
+    device_key: str
 
 
 class Accounts:
@@ -96,6 +109,7 @@ class Accounts:
         self.panel_rows = stores.panel_row_marks
         self.tokens = tokens
         self.throttle = Throttle(stores.counters, clock, key=settings.pseudonym_key)
+        self.device_keys = DeviceKeys(settings.secret_key)
         self.clock = clock
         self.mailer = mailer
         self.passwords = Passwords(settings.password_memory_kib, settings.password_time_cost)
@@ -232,36 +246,43 @@ class Accounts:
         """
         return self.check_password(email=email, password=password, ip=ip)[0]
 
-    def check_password(self, *, email: str, password: str, ip: str) -> tuple[Account, datetime]:
-        """:meth:`authenticate`, and the instant the check began: a session it opens starts then, so that a
-        change of password (or of the account's state) made while the check ran, or before the session is
-        stored, ends that session too (it is older than the change)."""
+    def check_password(self, *, email: str, password: str, ip: str,
+                       device_key: str | None = None) -> PasswordCheck:
+        """:meth:`authenticate`, the instant the check began (a session it opens starts then, so that a change
+        of password, or of the account's state, made while the check ran, or before the session is stored, ends
+        that session too: it is older than the change) and a new device key for the caller to keep.
+
+        ``device_key``: the key an earlier sign-in on this device was given (companion.services.device_keys). If
+        it is valid for the account and has not failed too often, the sign-in skips the account-wide delay that
+        failures from anywhere build up; anything else counts as no key."""
         checked_at = to_millis(self.clock())
         email = normalise_email(email)
         account_key = email_digest(email)
-        self.throttle.check("login", address=ip, account=account_key)
         user = self.users.by_email(email)
+        key_id = self.device_keys.verify(device_key, user, checked_at)
+        self.throttle.check("login", address=ip, account=account_key, device_key=key_id)
         ok = self.passwords.matches(user.password_hash if user else self.passwords.dummy_hash, password) \
             and user is not None and user.active
         if not ok:
-            self.throttle.failed("login", address=ip, account=account_key)
+            self.throttle.failed("login", address=ip, account=account_key, device_key=key_id)
             # Keyed: a plain digest would let anyone with the logs and a list of addresses tell who failed.
             log.info("login failed", extra={"account": pseudonym(self.s.pseudonym_key, email)})
             raise Unauthorized("email or password is wrong")
-        self.throttle.succeeded("login", address=ip, account=account_key)
-        return user, checked_at
+        self.throttle.succeeded("login", address=ip, account=account_key, device_key=key_id)
+        return PasswordCheck(user, checked_at, self.device_keys.issue(user.id, checked_at))
 
     def needs_mfa(self, user: Account) -> bool:
         return user.role in STAFF and (user.mfa_enabled or self.s.staff_mfa_required)
 
-    def login(self, *, email: str, password: str, ip: str) -> dict:
-        """Tokens for the account, or for staff with MFA an MFA challenge."""
-        user, checked_at = self.check_password(email=email, password=password, ip=ip)
+    def login(self, *, email: str, password: str, ip: str, device_key: str | None = None) -> dict:
+        """Tokens for the account, or for staff with MFA an MFA challenge; either way a new ``device_key`` for
+        the client to send with its next sign-in (:meth:`check_password`)."""
+        user, checked_at, new_key = self.check_password(email=email, password=password, ip=ip, device_key=device_key)
         if self.needs_mfa(user):
             return {"mfa_required": True,
                     "mfa_token": self.tokens.mfa_token(user.id, user.role.value, password_checked_at=checked_at),
-                    "mfa_enrolled": user.mfa_enabled}
-        return self.tokens.start_session(user.id, user.role.value, started_at=checked_at)
+                    "mfa_enrolled": user.mfa_enabled, "device_key": new_key}
+        return {**self.tokens.start_session(user.id, user.role.value, started_at=checked_at), "device_key": new_key}
 
     def verify_totp(self, user: Account, code: str) -> bool:
         """True for a valid code (±1 step) not used before; a replayed code is refused."""

@@ -8,6 +8,8 @@ the instants they are decided from in the ``rate_events`` collection (companion.
 - ``fail:<step>:<account>|<address>`` and ``fail:<step>:<account>``: failures, per account and address and
   per account from anywhere;
 - ``fail:<step>:*``: failures from anywhere, for a step with a server-wide ceiling (pairing codes);
+- ``fail:<step>:key:<account>|<device key>``: failures presenting a valid device key (sign-in,
+  companion.services.device_keys), under whose limit the key skips the account-wide delay;
 - ``known:<account>:<address>``: a successful sign-in, which exempts that address from the account-wide
   delay for 30 days.
 
@@ -37,8 +39,10 @@ class Throttle:
     def _digest(self, value: str) -> str:
         return hmac.new(self._key, b"throttle\x1f" + value.encode(), hashlib.sha256).hexdigest()[:32]
 
-    def check(self, step_name: str, *, address: str, account: str | None = None) -> None:
-        """Count an attempt at ``step_name``; TooManyRequests (with Retry-After) if it must wait."""
+    def check(self, step_name: str, *, address: str, account: str | None = None,
+              device_key: str | None = None) -> None:
+        """Count an attempt at ``step_name``; TooManyRequests (with Retry-After) if it must wait. ``device_key``:
+        the id of a device key already verified for ``account`` (None: none, or not a valid one)."""
         step = STEPS[step_name]
         at = self.clock()
         address = network_of(address)
@@ -50,8 +54,13 @@ class Throttle:
         if step.per_server:
             server_failures = self.counters.instants(self._server_key(step), at - step.per_server.window,
                                                      limit=step.per_server.limit)
+        key_failures = None
+        if step.per_device_key and account is not None and device_key is not None:
+            key_failures = self.counters.instants(self._device_key(step, account, device_key),
+                                                  at - step.per_device_key.window)
         wait = wait_s(step, at=at, address_attempts=attempts, pair_failures=pair_failures,
-                      account_failures=account_failures, known_address=known, server_failures=server_failures)
+                      account_failures=account_failures, known_address=known, server_failures=server_failures,
+                      device_key_failures=key_failures)
         if wait:
             self.counters.forget(mine)
             raise TooManyRequests("too many attempts; try again later", retry_after_s=wait)
@@ -72,6 +81,9 @@ class Throttle:
         who = f"{account}|{address}" if account is not None else address
         return f"fail:{step.name}:{self._digest(who)}"
 
+    def _device_key(self, step: Step, account: str, device_key: str) -> str:
+        return f"fail:{step.name}:key:{self._digest(account + '|' + device_key)}"
+
     @staticmethod
     def _server_key(step: Step) -> str:
         return f"fail:{step.name}:*"
@@ -79,8 +91,10 @@ class Throttle:
     def _known_key(self, account: str, address: str) -> str:
         return f"known:{self._digest(account + '|' + address)}"
 
-    def failed(self, step_name: str, *, address: str, account: str | None = None) -> None:
-        """Count a failure (a wrong password, code or token) against the address and the account."""
+    def failed(self, step_name: str, *, address: str, account: str | None = None,
+               device_key: str | None = None) -> None:
+        """Count a failure (a wrong password, code or token) against the address and the account (and the
+        device key it came with)."""
         step = STEPS[step_name]
         at = self.clock()
         address = network_of(address)
@@ -91,15 +105,20 @@ class Throttle:
             self.counters.record(self._pair_key(step, account, address), at, keep)
         if step.per_account and account is not None:
             self.counters.record(f"fail:{step.name}:{self._digest(account)}", at, keep)
+        if step.per_device_key and account is not None and device_key is not None:
+            self.counters.record(self._device_key(step, account, device_key), at, keep)
 
-    def succeeded(self, step_name: str, *, address: str, account: str | None = None) -> None:
-        """A success: this address's failures for the account are forgiven and, for sign-in, the address
-        becomes one the account is known to use. The account-wide failures stay (a guesser elsewhere is
-        not forgiven by the owner signing in)."""
+    def succeeded(self, step_name: str, *, address: str, account: str | None = None,
+                  device_key: str | None = None) -> None:
+        """A success: this address's failures for the account, and the device key's, are forgiven and, for
+        sign-in, the address becomes one the account is known to use. The account-wide failures stay (a guesser
+        elsewhere is not forgiven by the owner signing in)."""
         step = STEPS[step_name]
         address = network_of(address)
         if step.per_account_and_address:
             self.counters.forget_key(self._pair_key(step, account, address))
+        if step.per_device_key and account is not None and device_key is not None:
+            self.counters.forget_key(self._device_key(step, account, device_key))
         if account is not None and step.known_addresses_exempt:
             self.counters.record(self._known_key(account, address), self.clock(), KNOWN_ADDRESS_FOR)
 

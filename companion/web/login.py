@@ -14,6 +14,18 @@ from companion.http.security import allow, client_address, public
 from companion.web import bp, check_csrf, session_cookie_name, set_session_cookie
 
 LOGIN_CSRF_COOKIE = "companion_login_csrf"
+# The device key (companion.services.device_keys) of this browser: kept long after the session ends, so that its
+# next sign-in skips the account-wide delay someone guessing the password elsewhere builds up.
+DEVICE_KEY_MAX_AGE_S = 400 * 24 * 3600
+
+
+def device_cookie_name() -> str:
+    return "__Host-companion_device" if services().settings.is_production else "companion_device"
+
+
+def _keep_device_key(response, key: str) -> None:
+    response.set_cookie(device_cookie_name(), key, httponly=True, samesite="Strict",
+                        secure=services().settings.is_production, path="/", max_age=DEVICE_KEY_MAX_AGE_S)
 
 
 def _safe_next(target: str | None) -> str:
@@ -50,9 +62,9 @@ def login():
         return _login_form("The sign-in form expired. Please try again.", 403)
     accounts = services().accounts
     try:
-        user, checked_at = accounts.check_password(email=request.form.get("email", "")[:254],
-                                                   password=request.form.get("password", "")[:200],
-                                                   ip=client_address())
+        user, checked_at, device_key = accounts.check_password(
+            email=request.form.get("email", "")[:254], password=request.form.get("password", "")[:200],
+            ip=client_address(), device_key=request.cookies.get(device_cookie_name()))
     except Unauthorized:
         return _login_form("Email or password is wrong.", 401)
     except TooManyRequests as exc:
@@ -63,10 +75,12 @@ def login():
         token = accounts.start_web_session(user, stage="mfa", started_at=checked_at)
         response = redirect(url_for("web.login_code", next=request.form.get("next", "")), code=303)
         set_session_cookie(response, token)
-        return response
-    if services().settings.staff_mfa_required:
-        return _login_form("Set up two-factor authentication in the Companion app before signing in here.", 403)
-    return _signed_in(user, request.form.get("next", ""), checked_at)
+    elif services().settings.staff_mfa_required:
+        response = _login_form("Set up two-factor authentication in the Companion app before signing in here.", 403)
+    else:
+        response = _signed_in(user, request.form.get("next", ""), checked_at)
+    _keep_device_key(response, device_key)  # the password was right: this browser proved it
+    return response
 
 
 @bp.route("/login/code", methods=["GET", "POST"])

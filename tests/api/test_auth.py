@@ -207,7 +207,8 @@ def test_staff_mfa_required_setting_withholds_tokens_until_enrolled(mongo_uri, d
     services.accounts.sign_up(email="doc2@example.org", password=PASSWORD, display_name="Doc", role="clinician",
                               time_zone="UTC")
     step = login(client, email="doc2@example.org").json
-    assert step == {"mfa_required": True, "mfa_token": step["mfa_token"], "mfa_enrolled": False}
+    assert step == {"mfa_required": True, "mfa_token": step["mfa_token"], "mfa_enrolled": False,
+                    "device_key": step["device_key"]}
     app.extensions["companion"].client.close()
 
 

@@ -172,7 +172,7 @@ def test_guessing_reset_codes_is_slowed_down(client, world):
     admin, caregiver = world["admin"], world["caregiver_unlinked"]
     assert client.post(f"/api/v1/admin/users/{caregiver.id}/password-reset", headers=admin.headers).status_code == 201
     statuses = [client.post("/api/v1/auth/password-reset", json={
-        "email": caregiver.email, "code": f"BBBB{i:04d}", "new_password": "a new passphrase here"}).status_code
+        "email": caregiver.email, "code": f"BBBB-BBBB-{i:04d}", "new_password": "a new passphrase here"}).status_code
         for i in range(8)]
     assert statuses[:5] == [401] * 5 and 429 in statuses[5:]
 

@@ -7,7 +7,7 @@ import re
 from email.message import Message
 from pathlib import Path
 
-CODE = re.compile(r"\b([A-Z2-9]{8})\b")
+CODE = re.compile(r"\b([A-Z2-9]{4}-[A-Z2-9]{4}-[A-Z2-9]{4})\b")
 
 
 class Mailbox:
