@@ -151,7 +151,9 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     # A gateway's id and secret.
     Step("gateway_token", Limit(120, MINUTE), Backoff(10, QUARTER, 1, 300), Backoff(20, QUARTER, 1, 60)),
     # Signing up sends an email: few per address, few per address to any one email, and few to any one
-    # email from anywhere (no mail bombing; at worst its owner waits ten minutes to sign up).
+    # email from anywhere (no mail bombing). Each wait is at most ten minutes, but the per-email one runs from the
+    # last request: someone requesting as each ends keeps the owner from signing up while they go on (left open,
+    # docs/access.md).
     Step("signup", Limit(10, HOUR), Backoff(3, HOUR, 60, 3600), Backoff(5, HOUR, 60, 600)),
     # Codes sent by email or handed out by an admin (signup confirmation, password reset): 12 characters of 32,
     # 60 bits, alive 30 minutes (sign-up) or 24 hours (reset). No delay per account from anywhere: it ran from
