@@ -155,16 +155,23 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def _record_context(record_id: str) -> str:
+# What each sealed field is bound to (see ``sealing``): a blob opens only in the row it was sealed for.
+def record_context(record_id: str) -> str:
+    """A record's content, and a dead letter's about that record."""
     return f"record:{record_id}"
 
 
-def _unit_context(serial: str) -> str:
+def unit_context(serial: str) -> str:
+    """A dead letter about a unit with no record id (an undecodable frame, a note)."""
     return f"unit:{serial}"
 
 
-def _sync_context(sync_id: str) -> str:
+def sync_context(sync_id: str) -> str:
+    """A sync's content."""
     return f"sync:{sync_id}"
+
+
+KEY_CHECK_CONTEXT = "key-check"  # meta.key_check: a known text sealed with the buffer's key, to tell another key
 
 
 def _has_plaintext_schema(db: sqlite3.Connection) -> bool:
@@ -282,9 +289,9 @@ class RecordBuffer:
             row = self._db.execute("SELECT value FROM meta WHERE name = 'key_check'").fetchone()
             sealer = Sealer(load_or_create_key(key_path, may_create=row is None))
             if row is not None:
-                sealer.open(row[0], "key-check")
+                sealer.open(row[0], KEY_CHECK_CONTEXT)
                 return sealer
-        self._db.execute("INSERT INTO meta(name, value) VALUES ('key_check', ?)", (sealer.seal(_KEY_CHECK, "key-check"),))
+        self._db.execute("INSERT INTO meta(name, value) VALUES ('key_check', ?)", (sealer.seal(_KEY_CHECK, KEY_CHECK_CONTEXT),))
         return sealer
 
     def _seal_plaintext_buffer(self) -> None:
@@ -304,7 +311,7 @@ class RecordBuffer:
             for rid, serial, payload, reason, source, dead_at in db.execute(
                 "SELECT record_id, device_serial, payload, reason, source, dead_at FROM plain_dead_letters ORDER BY id"
             ).fetchall():
-                sealed = self._seal_record(rid, payload) if rid else self._sealer.seal(payload.encode(), _unit_context(serial))
+                sealed = self._seal_record(rid, payload) if rid else self._sealer.seal(payload.encode(), unit_context(serial))
                 db.execute(
                     "INSERT INTO dead_letters(record_id, device_serial, sealed, reason, source, dead_at) VALUES (?,?,?,?,?,?)",
                     (rid, serial, sealed, reason, source, dead_at),
@@ -317,10 +324,10 @@ class RecordBuffer:
         logger.info("buffer converted to sealed storage")
 
     def _seal_record(self, record_id: str, payload: str) -> bytes:
-        return self._sealer.seal(payload.encode(), _record_context(record_id))
+        return self._sealer.seal(payload.encode(), record_context(record_id))
 
     def _open_record(self, record_id: str, sealed: bytes) -> str:
-        return self._sealer.open(sealed, _record_context(record_id)).decode()
+        return self._sealer.open(sealed, record_context(record_id)).decode()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -518,13 +525,13 @@ class RecordBuffer:
                      self._seal_record(record.record_id, payload))).rowcount
             for sync in syncs:
                 sealed = self._sealer.seal(json.dumps(sync, separators=(",", ":")).encode(),
-                                           _sync_context(sync["sync_id"]))
+                                           sync_context(sync["sync_id"]))
                 db.execute("INSERT OR IGNORE INTO syncs(sync_id, device_serial, sealed) VALUES (?,?,?)",
                            (sync["sync_id"], sync["serial"], sealed))
             for letter in dead_letters:
                 rid, serial, payload = letter["record_id"], letter["device_serial"], letter["payload"]
                 sealed = self._seal_record(rid, payload) if rid else \
-                    self._sealer.seal(payload.encode(), _unit_context(serial))
+                    self._sealer.seal(payload.encode(), unit_context(serial))
                 db.execute("INSERT OR IGNORE INTO dead_letters(record_id, device_serial, sealed, reason, source, "
                            "dead_at, frame_hash) VALUES (?,?,?,?,?,?,?)",
                            (rid, serial, sealed, letter["reason"], letter["source"], letter["dead_at"],
@@ -629,7 +636,7 @@ class RecordBuffer:
         unit sends it again (a transfer cut short before the acknowledgement covering it is asked again from
         before it)."""
         frame = bytes(frame)
-        context = _unit_context(serial)
+        context = unit_context(serial)
         with self._reading() as db:
             kept = db.execute(
                 "INSERT OR IGNORE INTO dead_letters(record_id, device_serial, sealed, reason, source, dead_at, frame_hash) "
@@ -665,7 +672,7 @@ class RecordBuffer:
         db.execute(
             "INSERT INTO dead_letters(record_id, device_serial, sealed, reason, source, dead_at) "
             "VALUES (NULL,?,?,?,?,?)",
-            (serial, self._sealer.seal(payload.encode(), _unit_context(serial)), reason, "unit", _now()),
+            (serial, self._sealer.seal(payload.encode(), unit_context(serial)), reason, "unit", _now()),
         )
 
     def dead_letters(self, *, unreported_only: bool = False, limit: int = 1_000_000) -> list[dict]:
@@ -689,7 +696,7 @@ class RecordBuffer:
     def _open_dead(self, record_id: str | None, serial: str, sealed: bytes) -> str:
         try:
             return self._open_record(record_id, sealed) if record_id else \
-                self._sealer.open(sealed, _unit_context(serial)).decode()
+                self._sealer.open(sealed, unit_context(serial)).decode()
         except SealingError as exc:
             return json.dumps({"unreadable": str(exc)})
 
@@ -727,7 +734,7 @@ class RecordBuffer:
     # Syncs: the link's readings of a unit's clock, queued until the server has them.
     def store_sync(self, serial: str, sync: dict) -> None:
         """Keep a sync (an API ``Sync`` item) for upload; committed before the link reads any record."""
-        sealed = self._sealer.seal(json.dumps(sync, separators=(",", ":")).encode(), _sync_context(sync["sync_id"]))
+        sealed = self._sealer.seal(json.dumps(sync, separators=(",", ":")).encode(), sync_context(sync["sync_id"]))
         with self._transaction() as db:
             db.execute("INSERT OR IGNORE INTO syncs(sync_id, device_serial, sealed) VALUES (?,?,?)",
                        (sync["sync_id"], serial, sealed))
@@ -739,7 +746,7 @@ class RecordBuffer:
         syncs, unreadable = [], []
         for sync_id, sealed in rows:
             try:
-                syncs.append(json.loads(self._sealer.open(sealed, _sync_context(sync_id))))
+                syncs.append(json.loads(self._sealer.open(sealed, sync_context(sync_id))))
             except (SealingError, ValueError):
                 unreadable.append(sync_id)
         if unreadable:
@@ -760,10 +767,10 @@ class RecordBuffer:
                 row = db.execute("SELECT device_serial, sealed FROM syncs WHERE sync_id = ?", (sync_id,)).fetchone()
                 if row is None:
                     continue
-                payload = self._sealer.open(row[1], _sync_context(sync_id))
+                payload = self._sealer.open(row[1], sync_context(sync_id))
                 db.execute("INSERT INTO dead_letters(record_id, device_serial, sealed, reason, source, dead_at) "
                            "VALUES (NULL,?,?,?,?,?)",
-                           (row[0], self._sealer.seal(payload, _unit_context(row[0])), reason, "sync", _now()))
+                           (row[0], self._sealer.seal(payload, unit_context(row[0])), reason, "sync", _now()))
                 db.execute("DELETE FROM syncs WHERE sync_id = ?", (sync_id,))
                 moved += 1
         return moved

@@ -5,10 +5,11 @@ The damaged files are moved, not deleted (``buffer-damaged-20260102T030405Z.db``
 someone can still try to read them. The new buffer takes each unit's position from the ledger, so the
 link asks the unit for what comes after it instead of greeting it as a first contact. Records that were
 waiting for upload in the damaged buffer (the units already freed them) are carried over from a copy of the
-moved file where its rows still open with the buffer's key (a buffer restored from an older image, or lost
-only in part); and each unit gets a dead letter, reported to the server like the others, saying that the
-buffer was replaced and how many of its queued records were carried over, so that a record lost with the
-damaged file is not lost in silence. Its syncs and its dead letters not yet reported are carried over the same
+moved file, every one whose row still reads and opens with the buffer's key (a buffer restored from an older
+image, or damaged in part: see ``buffer_salvage``), and each queued record that does not come through gets a
+dead letter naming it; and each unit gets a dead letter, reported to the server like the others, saying that
+the buffer was replaced and how many of its queued records were carried over and lost, so that a record lost
+with the damaged file is not lost in silence. Its syncs and its dead letters not yet reported are carried over the same
 way (the records are placed by the syncs; a dead letter holds what a unit sent that was never a record).
 
 A recovery stopped midway (Ctrl-C, a power cut) is finished by running it again. Before the first file is
@@ -27,13 +28,14 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from device_gateway.atomic_file import write_atomically
 from device_gateway.buffer import RecordBuffer
 from device_gateway.buffer_integrity import BufferDamaged, recovery_marker_path_for
+from device_gateway.buffer_salvage import Salvage, salvage
 from device_gateway.config import GatewayConfig
 from device_gateway.ledger import ledger_path_for
 
@@ -53,6 +55,8 @@ class Recovery:
     resumes_after: dict[str, int]
     carried_over: int = 0
     resumed: bool = False
+    lost: int = 0  # queued records of the moved buffer that did not come through, a dead letter each
+    unreadable_positions: int = 0  # row ids of its queue that could not be read and that no index names
 
 
 def _aside(path: Path, stamp: str) -> Path:
@@ -97,49 +101,54 @@ def recover_buffer(config: GatewayConfig, now: Callable[[], datetime] = _utcnow)
         _write_marker(marker_path, marker)
     building = path.with_name(f"{path.stem}.recovering{path.suffix}")
     if marker["stage"] == _MOVED:
-        carried, resumes_after = _build(building, aside, config, now)
-        marker = {**marker, "stage": _BUILT, "carried_over": carried, "resumes_after": resumes_after}
+        marker = {**marker, "stage": _BUILT, **_build(building, aside, config, now)}
         _write_marker(marker_path, marker)
     for side in ("-wal", "-shm", ""):  # the database file last: it is what says the new buffer is there
         if Path(f"{building}{side}").exists():
             _move(Path(f"{building}{side}"), Path(f"{path}{side}"))
     marker_path.unlink()
     _sync_directory(path.parent)
-    logger.warning("new buffer %s; %d queued record(s) carried over; units resume after %s", path,
-                   marker["carried_over"], marker["resumes_after"] or "nothing (first contact)")
+    lost, unreadable = marker.get("lost", 0), marker.get("unreadable_positions", 0)  # (a marker an older one left)
+    logger.warning("new buffer %s; %d queued record(s) carried over, %d lost, %d unreadable row id(s) no index "
+                   "names; units resume after %s", path, marker["carried_over"], lost, unreadable,
+                   marker["resumes_after"] or "nothing (first contact)")
     moved = [Path(f"{aside}{side}") for side in _SQLITE_SIDE_FILES if Path(f"{aside}{side}").exists()]
     return Recovery(intact=False, moved=moved, resumes_after=marker["resumes_after"],
-                    carried_over=marker["carried_over"], resumed=resumed)
+                    carried_over=marker["carried_over"], resumed=resumed, lost=lost, unreadable_positions=unreadable)
 
 
-def _build(building: Path, aside: Path, config: GatewayConfig, now: Callable[[], datetime]) -> tuple[int, dict]:
+def _build(building: Path, aside: Path, config: GatewayConfig, now: Callable[[], datetime]) -> dict:
     """The new buffer, made complete under ``building`` (anything a stop left there is made again): each unit's
-    position from the ledger, and what the moved buffer still had for the server. Returns how many queued
-    records it carried over, and where each unit resumes."""
+    position from the ledger, and what the moved buffer still had for the server. Returns, for the marker, how
+    many queued records it carried over and lost, how many row ids of the queue no one can tell, and where each
+    unit resumes."""
     for side in (*_SQLITE_SIDE_FILES, "-journal"):
         Path(f"{building}{side}").unlink(missing_ok=True)
     buffer = RecordBuffer(building, config.max_buffer_bytes, key_file=config.buffer_key_path,
                           ledger_file=ledger_path_for(config.buffer_path), replacing_lost=True)
     try:
         salvaged = _salvage(aside, config) if any(Path(f"{aside}{side}").exists() for side in _SQLITE_SIDE_FILES) \
-            else _Salvage([], [], [], None, {})
+            else Salvage()
         resumes_after = buffer.status().units
         records = Counter(record.payload["device_serial"] for record in salvaged.records)
+        lost = Counter(letter["device_serial"] for letter in salvaged.lost)
         syncs = Counter(sync["serial"] for sync in salvaged.syncs)
         letters = Counter(letter["device_serial"] for letter in salvaged.dead_letters)
         notes = [(serial, {"buffer_replaced_at": now().isoformat(), "moved_to": str(aside),
                            "queued_records_carried_over": records[serial], "syncs_carried_over": syncs[serial],
-                           "dead_letters_carried_over": letters[serial],
+                           "dead_letters_carried_over": letters[serial], "queued_records_lost": lost[serial],
+                           "unreadable_queue_positions": salvaged.unreadable_positions,
                            "resumes_after_seq": resumes_after.get(serial, 0)},
                   "the gateway's buffer was replaced (damaged or lost): records it held that were not yet uploaded "
                   "may be lost, apart from those carried over")
-                 for serial in sorted(set(resumes_after) | set(records) | set(syncs) | set(letters))]
-        carried = buffer.take_over(salvaged.records, salvaged.syncs, salvaged.dead_letters,
+                 for serial in sorted(set(resumes_after) | set(records) | set(syncs) | set(letters) | set(lost))]
+        carried = buffer.take_over(salvaged.records, salvaged.syncs, [*salvaged.dead_letters, *salvaged.lost],
                                    patient_ref=salvaged.patient_ref or config.patient_ref, notes=notes,
                                    last_stored=salvaged.last_stored, moved_past=salvaged.moved_past)
     finally:
         buffer.close()
-    return carried, resumes_after
+    return {"carried_over": carried, "lost": len(salvaged.lost), "unreadable_positions": salvaged.unreadable_positions,
+            "resumes_after": resumes_after}
 
 
 def _move(source: Path, target: Path) -> None:
@@ -166,40 +175,12 @@ def _write_marker(marker_path: Path, marker: dict) -> None:
     write_atomically(marker_path, json.dumps(marker, indent=1) + "\n")
 
 
-@dataclass(frozen=True, slots=True)
-class _Salvage:
-    """What still opens in a moved buffer and was still to go to the server: its queued records, its syncs (the
-    clock readings the records are placed by) and its dead letters not yet reported."""
-
-    records: list
-    syncs: list[dict]
-    dead_letters: list[dict]
-    patient_ref: str | None  # whose records they are, as the moved buffer noted
-    last_stored: dict[str, tuple[int, str | None]]  # per unit: its position there and the hash of the record at it
-    # per unit whose position there was moved past records the unit no longer held: that position
-    moved_past: dict[str, int] = field(default_factory=dict)
-
-
-def _salvage(aside: Path, config: GatewayConfig) -> _Salvage:
+def _salvage(aside: Path, config: GatewayConfig) -> Salvage:
     """What was still to go to the server in the moved buffer, read from a copy of it (the moved file is left
-    as it was): nothing when it cannot be opened at all."""
+    as it was, and SQLite may add to what it opens): whatever of it still reads (see ``buffer_salvage``)."""
     with tempfile.TemporaryDirectory(prefix="buffer-salvage-") as scratch:
         copy = Path(scratch) / "buffer.db"
         for side in _SQLITE_SIDE_FILES:
             if Path(f"{aside}{side}").exists():
                 shutil.copyfile(f"{aside}{side}", f"{copy}{side}")
-        try:
-            # Its own ledger (none): the copy is read for its rows, whatever the real ledger says of it.
-            old = RecordBuffer(copy, key_file=config.buffer_key_path, ledger_file=Path(scratch) / "ledger.json")
-        except Exception as exc:  # noqa: BLE001 - a file past reading: nothing to carry over, said in the log
-            logger.warning("the moved buffer cannot be read (%s): none of its queued records is carried over",
-                           type(exc).__name__)
-            return _Salvage([], [], [], None, {})
-        try:
-            positions = {serial: old.position(serial) for serial in old.status().units}
-            return _Salvage(old.pending(1_000_000), old.pending_syncs(1_000_000),
-                            old.dead_letters(unreported_only=True), old.patient(),
-                            {serial: (p.seq, p.last_hash) for serial, p in positions.items()},
-                            {serial: p.seq for serial, p in positions.items() if p.moved_without_record})
-        finally:
-            old.close()
+        return salvage(copy, config.buffer_key_path)

@@ -297,6 +297,9 @@ def cmd_buffer_recover(args: argparse.Namespace, config: GatewayConfig) -> int:
         print("units resume: no positions were recorded; each unit is read from the oldest record it holds")
     print(f"carried over: {recovery.carried_over} record(s) still waiting for upload that the old buffer still "
           "held readable; any others are lost (the units no longer hold them), and the server is told so")
+    if recovery.lost or recovery.unreadable_positions:
+        print(f"lost:         {recovery.lost} queued record(s) whose rows no longer read or open, each named in a "
+              f"dead letter; {recovery.unreadable_positions} unreadable row(s) of the queue that nothing names")
     return 0
 
 

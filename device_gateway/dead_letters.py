@@ -2,8 +2,9 @@
 
 A dead letter is what the gateway could not deliver as a record: a frame a unit sent that could not be
 decoded (``unit``), a record the server refused (``server``: only a record with no identity to be stored under),
-a sync the server refused (``sync``), a record whose stored content no longer opens (``buffer``), or a note that
-a unit no longer holds records never stored. Each is reported to the server once the upload queue is empty.
+a sync the server refused (``sync``), a record whose stored content no longer opens or that was lost with a
+damaged buffer (``buffer``), or a note that a unit no longer holds records never stored. Each is reported to the
+server once the upload queue is empty.
 
 Replaying puts one back in the upload queue: a refused record as it was (after a fix on either side), a frame
 decoded again (after a gateway upgrade that understands it). A replayed frame's time is unknown to the gateway
