@@ -70,7 +70,8 @@ _SCHEMA = [
         source TEXT NOT NULL,
         dead_at TEXT NOT NULL,
         reported_at TEXT,
-        frame_hash TEXT
+        frame_hash TEXT,
+        frame_slot INTEGER
     )""",
     # last_hash: the content hash of the record stored last (None when the position moved without one: records
     # the unit no longer held, a recovery), to tell a lost acknowledgement from a counter that restarted.
@@ -107,11 +108,17 @@ _PENDING_TOTAL = [
        BEGIN UPDATE pending_total SET bytes = bytes - OLD.size_bytes WHERE id = 1; END""",
     "INSERT OR REPLACE INTO pending_total(id, bytes) SELECT 1, COALESCE(SUM(size_bytes), 0) FROM records",
 ]
-# An undecodable frame is kept once per unit (frame_hash: the sealer's keyed fingerprint of the raw frame): a unit
-# sends it again after a transfer cut short before the acknowledgement that covers it. Created after any
-# conversion of an old buffer, which replaces the table.
-_ONE_DEAD_LETTER_PER_FRAME = ("CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_one_per_frame "
-                              "ON dead_letters(device_serial, frame_hash) WHERE frame_hash IS NOT NULL")
+# An undecodable frame is kept once per unit and place in its sequence (frame_hash: the sealer's keyed fingerprint
+# of the raw frame; frame_slot: the sequence number it stands for, see TransferWindow.slot_of_undecodable): a unit
+# sends it again after a transfer cut short before the acknowledgement that covers it, from the same place; while
+# byte-identical frames of different records (erased flash, each acknowledged away) are each a loss of their own.
+# A buffer from before the slot has this index on (device_serial, frame_hash), which kept only the first of those:
+# replaced at open. The name stays, so an older release opening the buffer keeps this index (its IF NOT EXISTS).
+# Its rows have no slot (NULL, each distinct in the index). Created after any conversion of an old buffer, which
+# replaces the table.
+_ONE_DEAD_LETTER_PER_FRAME = "dead_letters_one_per_frame"
+_ONE_DEAD_LETTER_PER_FRAME_INDEX = (f"CREATE UNIQUE INDEX IF NOT EXISTS {_ONE_DEAD_LETTER_PER_FRAME} "
+                                    "ON dead_letters(device_serial, frame_slot, frame_hash) WHERE frame_hash IS NOT NULL")
 _KEY_CHECK = b"companion gateway buffer"
 
 
@@ -237,6 +244,8 @@ class RecordBuffer:
                 self._db.execute("ALTER TABLE dead_letters ADD COLUMN reported_at TEXT")  # a buffer from before
             if "frame_hash" not in dead_letter_columns:
                 self._db.execute("ALTER TABLE dead_letters ADD COLUMN frame_hash TEXT")  # a buffer from before
+            if "frame_slot" not in dead_letter_columns:
+                self._db.execute("ALTER TABLE dead_letters ADD COLUMN frame_slot INTEGER")  # a buffer from before
             unit_columns = {row[1] for row in self._db.execute("PRAGMA table_info(units)")}
             if "last_hash" not in unit_columns:
                 self._db.execute("ALTER TABLE units ADD COLUMN last_hash TEXT")  # a buffer from before
@@ -251,7 +260,7 @@ class RecordBuffer:
                 self._seal_plaintext_buffer()
             for statement in _PENDING_TOTAL:
                 self._db.execute(statement)
-            self._db.execute(_ONE_DEAD_LETTER_PER_FRAME)
+            self._keep_one_dead_letter_per_frame_and_slot()
         except sqlite3.DatabaseError as exc:
             if is_damage(exc):
                 raise buffer_unreadable(self.path, exc) from None
@@ -268,6 +277,15 @@ class RecordBuffer:
                     db.executemany("INSERT INTO units(serial, last_stored_seq, moved_without_record) VALUES (?, ?, ?)",
                                    [(serial, seq, RECOVERED_UNCHECKED) for serial, seq in sorted(recorded.items())])
         self._ledger_units = self._reconcile_ledger(recorded)
+
+    def _keep_one_dead_letter_per_frame_and_slot(self) -> None:
+        """The unique index that keeps an undecodable frame once per place, in place of the one from before the
+        slot (see ``_ONE_DEAD_LETTER_PER_FRAME``)."""
+        row = self._db.execute("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?",
+                               (_ONE_DEAD_LETTER_PER_FRAME,)).fetchone()
+        if row is not None and "frame_slot" not in row[0]:
+            self._db.execute(f"DROP INDEX {_ONE_DEAD_LETTER_PER_FRAME}")
+        self._db.execute(_ONE_DEAD_LETTER_PER_FRAME_INDEX)
 
     def _reconcile_ledger(self, recorded: dict[str, int] | None) -> dict[str, int]:
         """Refuse a buffer behind its ledger; bring a missing or lagging ledger up to the buffer."""
@@ -533,9 +551,9 @@ class RecordBuffer:
                 sealed = self._seal_record(rid, payload) if rid else \
                     self._sealer.seal(payload.encode(), unit_context(serial))
                 db.execute("INSERT OR IGNORE INTO dead_letters(record_id, device_serial, sealed, reason, source, "
-                           "dead_at, frame_hash) VALUES (?,?,?,?,?,?,?)",
+                           "dead_at, frame_hash, frame_slot) VALUES (?,?,?,?,?,?,?,?)",
                            (rid, serial, sealed, letter["reason"], letter["source"], letter["dead_at"],
-                            letter.get("frame_hash")))
+                            letter.get("frame_hash"), letter.get("frame_slot")))
             if patient_ref:
                 db.execute("INSERT OR REPLACE INTO meta(name, value) VALUES ('patient_ref', ?)", (patient_ref,))
             for serial, detail, reason in notes:
@@ -631,18 +649,19 @@ class RecordBuffer:
             logger.warning("server rejected %d record(s); moved to the dead-letter table", moved)
         return moved
 
-    def dead_letter_frame(self, serial: str, frame: bytes, reason: str) -> None:
-        """Keep a frame a unit sent that could not be decoded, raw (hex), with the reason: once, however often the
-        unit sends it again (a transfer cut short before the acknowledgement covering it is asked again from
-        before it)."""
+    def dead_letter_frame(self, serial: str, frame: bytes, reason: str, slot: int) -> None:
+        """Keep a frame a unit sent that could not be decoded, raw (hex), with the reason: once per place in the
+        unit's sequence it stands for (``slot``, see ``TransferWindow.slot_of_undecodable``), however often the unit
+        sends it again there (a transfer cut short before the acknowledgement covering it is asked again from
+        before it); the same bytes at another place are another record's, and kept too."""
         frame = bytes(frame)
         context = unit_context(serial)
         with self._reading() as db:
             kept = db.execute(
-                "INSERT OR IGNORE INTO dead_letters(record_id, device_serial, sealed, reason, source, dead_at, frame_hash) "
-                "VALUES (NULL,?,?,?,'unit',?,?)",
+                "INSERT OR IGNORE INTO dead_letters(record_id, device_serial, sealed, reason, source, dead_at, "
+                "frame_hash, frame_slot) VALUES (NULL,?,?,?,'unit',?,?,?)",
                 (serial, self._sealer.seal(frame.hex().encode(), context), reason, _now(),
-                 self._sealer.fingerprint(frame, context))).rowcount == 1
+                 self._sealer.fingerprint(frame, context), slot)).rowcount == 1
         if kept:
             logger.warning("unit %s sent an undecodable frame (%s); kept in the dead-letter table", serial, reason)
         else:
@@ -677,10 +696,12 @@ class RecordBuffer:
 
     def dead_letters(self, *, unreported_only: bool = False, limit: int = 1_000_000) -> list[dict]:
         """Dead letters, oldest first, their payloads opened (``unreported_only``: those not yet reported to
-        the server). Each has its ``id`` in the buffer, and an undecodable frame its ``frame_hash``."""
+        the server). Each has its ``id`` in the buffer, and an undecodable frame its ``frame_hash`` and
+        ``frame_slot``."""
         with self._reading() as db:
             rows = db.execute(
-                "SELECT id, record_id, device_serial, sealed, reason, source, dead_at, reported_at, frame_hash "
+                "SELECT id, record_id, device_serial, sealed, reason, source, dead_at, reported_at, frame_hash, "
+                "frame_slot "
                 "FROM dead_letters WHERE reported_at IS NULL OR ? = 0 ORDER BY id LIMIT ?",
                 (int(unreported_only), limit)
             ).fetchall()
@@ -688,9 +709,9 @@ class RecordBuffer:
             {
                 "id": n, "record_id": rid, "device_serial": serial, "reason": reason, "source": source,
                 "dead_at": dead_at, "reported_at": reported, "payload": self._open_dead(rid, serial, sealed),
-                "frame_hash": frame_hash,
+                "frame_hash": frame_hash, "frame_slot": frame_slot,
             }
-            for n, rid, serial, sealed, reason, source, dead_at, reported, frame_hash in rows
+            for n, rid, serial, sealed, reason, source, dead_at, reported, frame_hash, frame_slot in rows
         ]
 
     def _open_dead(self, record_id: str | None, serial: str, sealed: bytes) -> str:

@@ -124,7 +124,7 @@ class _Reader:
         if not isinstance(serial, str):
             serial = record_id.rsplit(":", 1)[0]  # a record id is the unit's serial and its sequence number
         return {"record_id": record_id, "device_serial": serial, "reason": reason, "source": "buffer",
-                "dead_at": self.now, "payload": json.dumps(detail), "frame_hash": None}
+                "dead_at": self.now, "payload": json.dumps(detail), "frame_hash": None, "frame_slot": None}
 
     def _record_ids_by_position(self) -> dict[int, str]:
         """The record id of each queued row, as far as the record-id index still reads (it holds each id beside
@@ -159,10 +159,11 @@ class _Reader:
     def _dead_letters(self) -> list[dict]:
         """Its dead letters not yet reported, their payloads opened (one that does not open says so, as
         ``RecordBuffer.dead_letters`` gives it)."""
-        columns = ("record_id", "device_serial", "sealed", "reason", "source", "dead_at", "reported_at", "frame_hash")
+        columns = ("record_id", "device_serial", "sealed", "reason", "source", "dead_at", "reported_at", "frame_hash",
+                   "frame_slot")
         rows, unreadable = self._rows("dead_letters", columns)
         letters = []
-        for n, rid, serial, sealed, reason, source, dead_at, reported, frame_hash in rows:
+        for n, rid, serial, sealed, reason, source, dead_at, reported, frame_hash, frame_slot in rows:
             if reported is not None:
                 continue
             if not all(isinstance(text, str) for text in (serial, reason, source, dead_at)):
@@ -173,7 +174,8 @@ class _Reader:
             except _UNOPENED as exc:
                 payload = json.dumps({"unreadable": str(exc)})
             letters.append({"record_id": rid, "device_serial": serial, "reason": reason, "source": source,
-                            "dead_at": dead_at, "payload": payload, "frame_hash": frame_hash})
+                            "dead_at": dead_at, "payload": payload, "frame_hash": frame_hash,
+                            "frame_slot": frame_slot})
         if unreadable:
             logger.error("%d dead letter(s) of the moved buffer could not be read", len(unreadable))
         return letters

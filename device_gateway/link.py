@@ -544,7 +544,8 @@ class GatewayLink:
                 if not window.note_undecodable(getattr(exc, "seq", None), content_hash(serial, frame)):
                     raise _restarted(getattr(exc, "seq", None)) from None
                 result.undecodable += 1
-                await asyncio.to_thread(self.buffer.dead_letter_frame, serial, frame, f"{type(exc).__name__}: {exc}")
+                await asyncio.to_thread(self.buffer.dead_letter_frame, serial, frame, f"{type(exc).__name__}: {exc}",
+                                        window.slot_of_undecodable(getattr(exc, "seq", None)))
                 continue
             if isinstance(decoded, TransferSummary):
                 summary = decoded

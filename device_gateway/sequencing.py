@@ -63,6 +63,14 @@ class TransferWindow:
             self.admit(seq)
         return same is not False
 
+    def slot_of_undecodable(self, seq: int | None = None) -> int:
+        """The sequence number an undecodable frame just noted (``note_undecodable``) stands for: the one it names,
+        else the place it takes after the record stored last (the first such frame the record after that one, the
+        next the one after, as a gap it may explain is counted). A transfer cut short asks again from the record
+        after the one stored last, so the same frame sent again takes the same place; byte-identical frames of
+        different records (erased flash) each take their own."""
+        return seq if seq is not None else self.expected + self.undecodable_since_stored - 1
+
     def admit(self, seq: int) -> bool:
         """True if the record with ``seq`` is the next one to store (then the window moves past it)."""
         if self.verify is not None:

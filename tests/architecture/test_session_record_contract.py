@@ -110,7 +110,7 @@ def test_the_dead_letters_the_gateway_reports_load_through_the_api_schema(tmp_pa
     from device_gateway.uploader import Uploader
 
     buffer = RecordBuffer(tmp_path / "buffer.db")
-    buffer.dead_letter_frame("CTU-C0001", b"\x01\x01garbage", "BadChecksum: crc 0x0000 does not match content")
+    buffer.dead_letter_frame("CTU-C0001", b"\x01\x01garbage", "BadChecksum: crc 0x0000 does not match content", 1)
     buffer.record_missing("CTU-C0001", 3, 5)
     sent = []
 

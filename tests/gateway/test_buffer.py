@@ -164,7 +164,7 @@ def test_rejected_record_moves_to_dead_letters_with_reason(buffer):
 
 
 def test_undecodable_frame_is_kept_raw_in_dead_letters(buffer):
-    buffer.dead_letter_frame(SERIAL, b"\x01\x02\x03", "BadChecksum")
+    buffer.dead_letter_frame(SERIAL, b"\x01\x02\x03", "BadChecksum", 3)
     assert [(d["payload"], d["reason"], d["source"]) for d in buffer.dead_letters()] == [
         ("010203", "BadChecksum", "unit")
     ]
@@ -174,33 +174,61 @@ FRAME_WITH_A_BAD_CRC = bytes.fromhex("0101040000008de8106bdb090000027800c8000101
 
 
 def test_the_same_undecodable_frame_kept_twice_is_one_dead_letter(buffer):
-    buffer.dead_letter_frame(SERIAL, FRAME_WITH_A_BAD_CRC, "BadChecksum: crc 0x712a does not match content")
-    # The transfer was cut short before the acknowledgement covering it: the unit sends the same frame again.
-    buffer.dead_letter_frame(SERIAL, FRAME_WITH_A_BAD_CRC, "BadChecksum: crc 0x712a does not match content")
+    buffer.dead_letter_frame(SERIAL, FRAME_WITH_A_BAD_CRC, "BadChecksum: crc 0x712a does not match content", 4)
+    # The transfer was cut short before the acknowledgement covering it: the unit sends the same frame again, from
+    # the same place in its sequence.
+    buffer.dead_letter_frame(SERIAL, FRAME_WITH_A_BAD_CRC, "BadChecksum: crc 0x712a does not match content", 4)
 
-    assert [d["payload"] for d in buffer.dead_letters()] == [FRAME_WITH_A_BAD_CRC.hex()]
-    # Another unit's, or another frame, is a dead letter of its own.
-    buffer.dead_letter_frame("CT-000002", FRAME_WITH_A_BAD_CRC, "BadChecksum")
-    buffer.dead_letter_frame(SERIAL, FRAME_WITH_A_BAD_CRC[:-1] + b"\x00", "BadChecksum")
-    assert len(buffer.dead_letters()) == 3
+    assert [(d["payload"], d["frame_slot"]) for d in buffer.dead_letters()] == [(FRAME_WITH_A_BAD_CRC.hex(), 4)]
+    # Another unit's, another frame, or the same bytes at another place (another record's) is a dead letter of its own.
+    buffer.dead_letter_frame("CT-000002", FRAME_WITH_A_BAD_CRC, "BadChecksum", 4)
+    buffer.dead_letter_frame(SERIAL, FRAME_WITH_A_BAD_CRC[:-1] + b"\x00", "BadChecksum", 4)
+    buffer.dead_letter_frame(SERIAL, FRAME_WITH_A_BAD_CRC, "BadChecksum", 5)
+    assert len(buffer.dead_letters()) == 4
 
 
 def test_a_buffer_from_before_frames_were_kept_once_gets_the_rule_at_open(tmp_path):
     path = tmp_path / "buffer.db"
     buffer = RecordBuffer(path)
-    buffer.dead_letter_frame(SERIAL, FRAME_WITH_A_BAD_CRC, "BadChecksum")
+    buffer.dead_letter_frame(SERIAL, FRAME_WITH_A_BAD_CRC, "BadChecksum", 4)
     buffer.close()
     old = sqlite3.connect(path)  # as an older gateway left it: no frame_hash column, no unique index
     old.execute("DROP INDEX dead_letters_one_per_frame")
+    old.execute("ALTER TABLE dead_letters DROP COLUMN frame_slot")
     old.execute("ALTER TABLE dead_letters DROP COLUMN frame_hash")
     old.commit()
     old.close()
 
     buffer = RecordBuffer(path)
     try:
-        buffer.dead_letter_frame(SERIAL, FRAME_WITH_A_BAD_CRC, "BadChecksum")  # (the one kept before has no hash)
-        buffer.dead_letter_frame(SERIAL, FRAME_WITH_A_BAD_CRC, "BadChecksum")
+        buffer.dead_letter_frame(SERIAL, FRAME_WITH_A_BAD_CRC, "BadChecksum", 4)  # (the one kept before has no hash)
+        buffer.dead_letter_frame(SERIAL, FRAME_WITH_A_BAD_CRC, "BadChecksum", 4)
         assert len(buffer.dead_letters()) == 2
+    finally:
+        buffer.close()
+
+
+def test_a_buffer_from_before_the_slot_keeps_identical_frames_of_different_records_apart(tmp_path):
+    """The previous release kept an undecodable frame once per unit whatever its place, by a unique index on
+    (unit, frame hash): a buffer it made gets the rule by place at open."""
+    path = tmp_path / "buffer.db"
+    buffer = RecordBuffer(path)
+    buffer.dead_letter_frame(SERIAL, FRAME_WITH_A_BAD_CRC, "BadChecksum", 2)
+    buffer.close()
+    old = sqlite3.connect(path)  # as the previous release left it: no frame_slot column, its unique index
+    old.execute("DROP INDEX dead_letters_one_per_frame")
+    old.execute("ALTER TABLE dead_letters DROP COLUMN frame_slot")
+    old.execute("CREATE UNIQUE INDEX dead_letters_one_per_frame ON dead_letters(device_serial, frame_hash) "
+                "WHERE frame_hash IS NOT NULL")
+    old.commit()
+    old.close()
+
+    buffer = RecordBuffer(path)
+    try:
+        buffer.dead_letter_frame(SERIAL, FRAME_WITH_A_BAD_CRC, "BadChecksum", 3)
+        buffer.dead_letter_frame(SERIAL, FRAME_WITH_A_BAD_CRC, "BadChecksum", 4)
+        buffer.dead_letter_frame(SERIAL, FRAME_WITH_A_BAD_CRC, "BadChecksum", 4)  # sent again after a cut: kept once
+        assert [d["frame_slot"] for d in buffer.dead_letters()] == [None, 3, 4]
     finally:
         buffer.close()
 

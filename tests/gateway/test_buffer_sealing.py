@@ -54,7 +54,7 @@ def test_canary_values_are_not_readable_in_the_database_or_its_wal(tmp_path):
         captured(3),
     ])
     buffer.dead_letter([(f"{SERIAL}:2", "device time in the future")])
-    buffer.dead_letter_frame(SERIAL, CANARY_FRAME, "BadChecksum")
+    buffer.dead_letter_frame(SERIAL, CANARY_FRAME, "BadChecksum", 3)
     files = [db, Path(f"{db}-wal")]
     assert all(path.stat().st_size > 0 for path in files)
 

@@ -430,7 +430,8 @@ def test_buffer_recover_carries_over_the_older_copys_syncs_and_unreported_dead_l
     assert [p.payload["device_seq"] for p in buffer.pending(100)] == [1, 2, 4]
     assert buffer.pending_syncs(100) == older_syncs and older_syncs  # the readings the records are placed by
     carried, replaced = buffer.dead_letters(unreported_only=True)
-    assert (carried["payload"], carried["reason"], carried["source"]) == (frame["payload"], frame["reason"], "unit")
+    assert (carried["payload"], carried["reason"], carried["source"], carried["frame_slot"]) == (
+        frame["payload"], frame["reason"], "unit", 3)  # its place kept: sent again, it is still one
     assert {k: json.loads(replaced["payload"])[k] for k in ("queued_records_carried_over", "syncs_carried_over",
                                                             "dead_letters_carried_over")} == {
         "queued_records_carried_over": 3, "syncs_carried_over": len(older_syncs), "dead_letters_carried_over": 1}

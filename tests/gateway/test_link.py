@@ -221,6 +221,44 @@ def test_an_undecodable_frame_sent_again_after_a_transfer_cut_short_is_one_dead_
     assert [d["payload"] for d in buffer.dead_letters()] == [corrupt.hex()]
 
 
+class ErasedSectorUnit(FakeTensUnit):
+    """A unit whose records ``corrupt_seqs`` sit in erased flash: each comes as the same frame of 0xFF bytes."""
+
+    def frame_for(self, record) -> bytes:
+        return b"\xff" * 27 if record.seq in self.corrupt_seqs else super().frame_for(record)
+
+
+class ErasedSectorCutShortOnce(ErasedSectorUnit, UnitCutShortOnce):
+    """An erased-sector unit whose first transfer stops early."""
+
+
+def test_each_record_acknowledged_away_undecoded_leaves_a_dead_letter(system_bus, buffer):
+    """Byte-identical frames from different records (erased flash) each fill a gap and are acknowledged away:
+    each is a loss of its own for the care team, not one."""
+    unit = ErasedSectorUnit.with_history(*UNIT_A, count=6, corrupt_seqs={2, 3, 4})
+    link = make_link(buffer, [unit.serial])
+
+    run_with_units([unit], lambda fake: link.run_once(scan_timeout_s=5))
+
+    assert unit.acked_up_to == 6 and unit.records == []
+    assert stored_seqs(buffer, unit.serial) == [1, 5, 6]
+    assert [d["payload"] for d in buffer.dead_letters()] == [(b"\xff" * 27).hex()] * 3
+
+
+def test_identical_frames_sent_again_after_a_transfer_cut_short_are_each_kept_once(system_bus, buffer):
+    unit = ErasedSectorCutShortOnce.with_history(*UNIT_A, count=6, corrupt_seqs={2, 3, 4})
+    unit.cut_short_after = 3  # 1..3 sent, then the summary: 2 and 3 kept, then sent again with 4
+    link = make_link(buffer, [unit.serial])
+
+    results = run_with_units([unit], lambda fake: link.run_once(scan_timeout_s=5))
+
+    assert results[0].completed and results[0].attempts == 2 and stored_seqs(buffer, unit.serial) == [1, 5, 6]
+    assert [op_arg for op_arg in unit.commands if op_arg[0] is ControlOp.SEND_FROM] == [
+        (ControlOp.SEND_FROM, 1), (ControlOp.SEND_FROM, 2)]
+    assert (unit.acked_up_to, unit.records) == (6, [])
+    assert len(buffer.dead_letters()) == 3
+
+
 def test_unit_whose_clock_was_reset_has_its_records_flagged(system_bus, buffer):
     unit = FakeTensUnit(serial=UNIT_A[0], address=UNIT_A[1])
     unit.reset_clock()

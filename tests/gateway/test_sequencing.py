@@ -81,3 +81,17 @@ def test_the_record_stored_last_must_come_back_the_same_before_anything_is_admit
     restarted_undecodable = TransferWindow(expected=6, verify=(5, "hash-of-5"))
     assert restarted_undecodable.note_undecodable(5, "hash of a frame with an end reason this gateway lacks") is False
     assert restarted_undecodable.admit(6) is False and restarted_undecodable.first_to_ask() == 5
+
+
+def test_each_undecodable_frame_stands_for_its_place_after_the_record_stored_last():
+    window = TransferWindow(expected=2)  # record 1 stored
+    places = []
+    for _ in range(3):  # three frames that name no number (identical, say: erased flash)
+        window.note_undecodable()
+        places.append(window.slot_of_undecodable())
+    assert places == [2, 3, 4]
+    assert window.admit(5) and window.slot_of_undecodable(9) == 9  # one that names its number stands for it
+    # Cut short and asked again from the record after the one stored last, the same frames take the same places.
+    again = TransferWindow(expected=2)
+    again.note_undecodable()
+    assert again.slot_of_undecodable() == 2

@@ -147,7 +147,7 @@ def test_a_record_the_server_stores_held_leaves_the_queue_like_any_stored_one(st
 
 
 def test_dead_letters_are_reported_to_the_server_once_the_queue_is_empty_and_only_once(stub, buffer):
-    buffer.dead_letter_frame(SERIAL, b"\x01\x01garbage", "BadChecksum: crc 0x0000 does not match content")
+    buffer.dead_letter_frame(SERIAL, b"\x01\x01garbage", "BadChecksum: crc 0x0000 does not match content", 1)
     api = ApiClient(stub.url, "gw-1", "s3cret")
     try:
         uploader = Uploader(buffer, api, sleep=lambda s: None)
@@ -209,8 +209,8 @@ def test_dead_letters_are_listed_and_replayed_with_the_command(tmp_path, capsys)
     buffer = config.open_buffer()
     session = simulated_session(9, 1_760_000_000)
     good_frame = encode_record(session)
-    buffer.dead_letter_frame(SERIAL, good_frame, "UnknownVersion: format version 1")  # an older gateway's verdict
-    buffer.dead_letter_frame(SERIAL, b"\x01\x01garbage", "BadChecksum: crc 0x0000 does not match content")
+    buffer.dead_letter_frame(SERIAL, good_frame, "UnknownVersion: format version 1", 9)  # an older gateway's verdict
+    buffer.dead_letter_frame(SERIAL, b"\x01\x01garbage", "BadChecksum: crc 0x0000 does not match content", 10)
     _fill(buffer, 1)
     buffer.dead_letter([(f"{SERIAL}:1", "record_id must be '<device_serial>:<device_seq>'")])
     buffer.close()
@@ -241,7 +241,7 @@ def test_a_gateway_over_its_report_rate_keeps_its_dead_letters_and_reports_them_
     gateway = paired_gateway(client, services, [SERIAL], key="patient_reports")
     buffer = RecordBuffer(tmp_path / "buffer.db")
     for n in range(250):  # three reports: 100, 100 and 50
-        buffer.dead_letter_frame(SERIAL, b"\x01\x01" + n.to_bytes(2, "big"), "BadChecksum: crc does not match")
+        buffer.dead_letter_frame(SERIAL, b"\x01\x01" + n.to_bytes(2, "big"), "BadChecksum: crc does not match", n + 1)
     api = ApiClient(api_server.url, gateway.gateway_id, gateway.gateway_secret)
     waits: list[float] = []
     uploader = Uploader(buffer, api, sleep=waits.append)
