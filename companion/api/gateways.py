@@ -55,9 +55,26 @@ class GatewayTokenSchema(Schema):
     expires_in = fields.Integer()
 
 
+HANDED_OVER_AT = (
+    "when the unit changed hands, if the app is told late (ISO 8601 with offset; not in the future). Sessions "
+    "the unit recorded from then on are placed again by the bindings as they now are, and the days they leave "
+    "and come to are recomputed")
+
+
 class BindSchema(StrictSchema):
     serial = fields.String(required=True, validate=Pattern(r"^[A-Za-z0-9-]{4,32}$"))
     profile = fields.String(load_default="companion-tens", validate=validate.OneOf(PROFILES))
+    handed_over_at = fields.AwareDateTime(load_default=None, metadata={"description": (
+        f"{HANDED_OVER_AT}. The patient has worn the unit since then: not before its previous binding ended. "
+        "Default: now")})
+
+
+class ReleaseArgs(StrictSchema):
+    handed_over_at = fields.AwareDateTime(load_default=None, metadata={"description": (
+        f"{HANDED_OVER_AT}. The patient wore the unit until then: not before the binding began. Without it the "
+        "binding ends now, and says only that the unit has changed hands by now: sessions another patient's "
+        "hub brings from after this patient's hub last had contact with the unit are held for the care team, "
+        "not counted as this patient's (they may be the new wearer's)")})
 
 
 class DeviceSchema(Schema):
@@ -205,24 +222,28 @@ class PatientDevices(MethodView):
     @blp.response(201, DeviceSchema)
     @blp.doc(operationId="bind_device")
     def post(self, body, patient_id):
-        """Bind a unit to the patient by its serial (the patient, or their care team)."""
+        """Bind a unit to the patient by its serial (the patient, or their care team), from now or from
+        `handed_over_at` (422 if it is in the future or before the unit's previous binding ended)."""
         require_patient(patient_id, _unit_manager_operation())
         auditing.note(patient_ids=[patient_id], resource="device", action="C", resource_ids=[body["serial"]])
-        device = services().gateways.bind_unit(patient_id, body["serial"], body["profile"])
+        device = services().gateways.bind_unit(patient_id, body["serial"], body["profile"],
+                                               bound_at=body["handed_over_at"])
         return device, 201, {"Location": f"{request.path}/{quote(body['serial'], safe='')}"}
 
 
 @blp.route("/patients/<patient_id>/devices/<serial>")
 class PatientDevice(MethodView):
     @allow(Role.PATIENT, Role.CLINICIAN)
+    @blp.arguments(ReleaseArgs, location="query")
     @blp.response(204)
     @blp.doc(operationId="unbind_device")
-    def delete(self, patient_id, serial):
-        """Release a unit from the patient; releasing one that is not bound to them answers 204 too (a retried
-        release succeeds as the first did)."""
+    def delete(self, args, patient_id, serial):
+        """Release a unit from the patient, now or as of `handed_over_at` (422 if it is in the future or before
+        the binding began); releasing one that is not bound to them answers 204 too (a retried release succeeds
+        as the first did)."""
         require_patient(patient_id, _unit_manager_operation(releasing=True))
         auditing.note(patient_ids=[patient_id], resource="device", action="D", resource_ids=[serial])
-        services().gateways.release_unit(patient_id, serial)
+        services().gateways.release_unit(patient_id, serial, released_at=args["handed_over_at"])
 
 
 @blp.route("/gateway/devices")

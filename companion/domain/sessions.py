@@ -24,7 +24,8 @@ Findings (``Flag``):
 * ``owner_uncertain``: its bounds straddle a change of the unit's binding (or a gap between bindings): which
   patient wore the unit cannot be known; held for a clinician, with the candidates. Also a session that
   another patient's gateway handed over, unless it is what the unit still held when it changed hands (see
-  ``relay_vouched``): one patient's gateway does not write into another's figures at will.
+  ``relay_vouched``): one patient's gateway does not write into another's figures at will, nor is a new
+  wearer's therapy counted for the old one because the app was told of the hand-over late.
 * ``overlap``: the unit was already in another session then (one unit cannot be in two sessions at once);
   counted once: it counts only its minutes outside the earlier sessions (by sequence) and not as a session
   of its own. Not held.
@@ -132,11 +133,18 @@ ERASED_WEARER = "erased"
 @dataclass(frozen=True)
 class Binding:
     """A unit bound to a patient (or to :data:`ERASED_WEARER`) from ``start`` until ``end`` (``None``: still
-    bound)."""
+    bound).
+
+    ``end_stated``: whether ``end`` is when someone said the unit changed hands (a release "handed over on", and
+    bindings kept from before releases said either way), or only when the app was told (a release with no time:
+    the unit may have changed hands any time before). ``last_seen``: the wearer's own hub's last contact with the
+    unit while it was bound to them (None: never), as of the release."""
 
     patient_id: str
     start: datetime
     end: datetime | None = None
+    end_stated: bool = True
+    last_seen: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -196,6 +204,17 @@ def owner_at(bindings: Sequence[Binding], earliest: datetime | None, latest: dat
     return UnitOwners(bindings).at(earliest, latest)
 
 
+def handover_problem(at: datetime, now: datetime, not_before: datetime | None) -> str | None:
+    """Why ``at`` cannot be when a unit changed hands (the end of one binding, or the start of the next), or None:
+    it is in the future, or before ``not_before`` (when the binding it ends began, or the one before the binding
+    it starts ended: a unit is worn by one patient at a time)."""
+    if at > now:
+        return "a unit cannot have changed hands in the future"
+    if not_before is not None and at < not_before:
+        return f"the unit was not free to change hands before {not_before.isoformat()}"
+    return None
+
+
 def relay_vouched(bindings: Sequence[Binding], owner_id: str, delivered_for: str | None,
                   latest: datetime | None) -> bool:
     """Whether a session whose unit was bound to ``owner_id`` when it started (at the latest ``latest``) counts as
@@ -204,13 +223,24 @@ def relay_vouched(bindings: Sequence[Binding], owner_id: str, delivered_for: str
     ``UNPULLED_AT_HANDOVER`` before the owner's binding ended, which their hub had not yet pulled (the new
     wearer's hub pulls it at first contact). Anything else another patient's gateway hands over (a session
     placed weeks before the unit changed hands, or one after a unit it no longer holds moved on) is held for a
-    clinician, with both patients as candidates."""
+    clinician, with both patients as candidates.
+
+    The backlog is taken on the word of whoever ended the binding: only a binding whose end someone stated as
+    the moment the unit changed hands (``Binding.end_stated``) vouches for it up to that end. One released with
+    no time says only that the unit had changed hands by then, perhaps days before the app was told, while the
+    new wearer used it: another patient's hub is then believed only for what started before the owner's own hub
+    last had contact with the unit (``Binding.last_seen``); anything later may be the new wearer's therapy."""
     if delivered_for is None or delivered_for == owner_id:
         return True
     if latest is None:
         return False
-    ends = [b.end for b in bindings if b.patient_id == owner_id and b.end is not None and b.end >= latest]
-    return bool(ends) and min(ends) - latest <= UNPULLED_AT_HANDOVER
+    ended = [b for b in bindings if b.patient_id == owner_id and b.end is not None and b.end >= latest]
+    if not ended:
+        return False
+    binding = min(ended, key=lambda b: b.end)
+    if binding.end - latest > UNPULLED_AT_HANDOVER:
+        return False
+    return binding.end_stated or (binding.last_seen is not None and latest <= binding.last_seen)
 
 
 @dataclass(frozen=True)

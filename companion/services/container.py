@@ -140,7 +140,8 @@ class Services:
 
     @cached_property
     def gateways(self) -> Gateways:
-        return Gateways(self.settings, self.stores, self.tokens, self.profiles, self.clock, telemetry=self.telemetry)
+        return Gateways(self.settings, self.stores, self.tokens, self.profiles, self.clock, telemetry=self.telemetry,
+                        sessions=self.sessions)
 
     @cached_property
     def touched_days(self) -> TouchedDays:

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from companion.clock import Clock, now
-from companion.domain.errors import Conflict, NotFound, ServiceUnavailable, Unauthorized
+from companion.domain.errors import Conflict, Invalid, NotFound, ServiceUnavailable, Unauthorized
 from companion.domain.people import DEACTIVATED, Gateway, TensUnit
+from companion.domain.sessions import handover_problem
 from companion.services.patients import Profiles
+from companion.services.sessions import TensSessions
 from companion.services.telemetry import NoTelemetry, Telemetry
 from companion.services.throttle import Throttle
 from companion.services.tokens import TokenService
@@ -55,8 +57,10 @@ class Pairing:
 
 class Gateways:
     def __init__(self, settings: Settings, stores: Stores, tokens: TokenService, profiles: Profiles,
-                 clock: Clock = now, *, telemetry: Telemetry | None = None):
+                 clock: Clock = now, *, telemetry: Telemetry | None = None, sessions: TensSessions | None = None):
         self.settings = settings
+        # Places a unit's stored records again when its bindings change (None: nothing stored to place).
+        self.sessions = sessions
         self.telemetry = telemetry or NoTelemetry()
         self.stores = stores
         self.codes = stores.pairing_codes
@@ -182,22 +186,67 @@ class Gateways:
         return self.devices.for_patient(patient_id)
 
     def bind_unit(self, patient_id: str, serial: str, profile: str, *, bound_at: datetime | None = None) -> TensUnit:
-        """Bind a unit to the patient by its serial (binding it again is harmless), from now (``bound_at``:
-        from an earlier moment, for history imported as it happened, e.g. the demo's)."""
+        """Bind a unit to the patient by its serial (binding it again is harmless), from now, or from
+        ``bound_at``: when the patient was given it, told to the app late (or history imported as it happened,
+        e.g. the demo's); not in the future, nor before the unit's last binding ended. Binding it again with an
+        earlier ``bound_at`` moves the binding's start back to it (the app was told late). The unit's stored
+        records from then on are placed again (companion.services.sessions.TensSessions.place_after_handover):
+        what the patient recorded with it before the app was told leaves the held sessions, or the previous
+        wearer's figures, for theirs."""
         self.profiles.patient(patient_id)
-        unit, created = self.devices.bind(serial, patient_id, profile, bound_at or self.clock())
+        at = self.clock()
+        if bound_at is not None:
+            ended = [b.end for b in self.devices.bindings_of([serial])[serial] if b.end is not None]
+            self._check_handover(bound_at, at, max(ended, default=None))
+        unit, created = self.devices.bind(serial, patient_id, profile, bound_at or at)
         if not created and unit.patient_id != patient_id:
             raise Conflict("this unit is bound to someone else; it must be released first")
         if created:  # the panel's last sync is that of the units bound to the patient
             self.stores.panel_row_marks.mark([patient_id], "unit bound", self.clock())
+        elif bound_at is not None and self.devices.start_earlier(serial, patient_id, bound_at):
+            unit = self.devices.get(serial) or unit
+        if created or bound_at is not None:  # a retry naming the time finishes what its first try left undone
+            self._place_after(serial, bound_at or unit.bound_at)
         return unit
 
-    def release_unit(self, patient_id: str, serial: str) -> None:
-        """Release a unit from the patient; the interval it was bound for is kept (its sessions stay theirs).
-        A unit not bound to the patient is released already: a retried release succeeds as the first did (and
-        says nothing of units bound to others)."""
-        if self.devices.unbind(serial, patient_id, self.clock()):
-            self.stores.panel_row_marks.mark([patient_id], "unit released", self.clock())
+    def release_unit(self, patient_id: str, serial: str, *, released_at: datetime | None = None) -> None:
+        """Release a unit from the patient; the interval it was bound for is kept (its sessions stay theirs). It
+        ends now, or at ``released_at``: when the unit changed hands, told to the app late (not in the future,
+        nor before the binding began). A release with no time says only that the unit has changed hands by now:
+        sessions another patient's hub brings from after this patient's hub last had contact with the unit are
+        then held for the care team rather than counted as theirs (companion.domain.sessions.relay_vouched).
+        Releasing a unit released already with an earlier ``released_at`` moves the end of the patient's last
+        binding of it back to then (the app was told late). The unit's stored records from the end on are placed
+        again (``TensSessions.place_after_handover``). Otherwise a unit not bound to the patient is released
+        already: a retried release succeeds as the first did (and says nothing of units bound to others)."""
+        at = self.clock()
+        unit = self.devices.get(serial)
+        if unit is not None and unit.patient_id == patient_id:
+            if released_at is not None:
+                self._check_handover(released_at, at, unit.bound_at)
+            if self.devices.unbind(serial, patient_id, released_at or at, stated=released_at is not None):
+                self.stores.panel_row_marks.mark([patient_id], "unit released", self.clock())
+            self._place_after(serial, released_at or at)
+            return
+        interval = self.devices.last_released(serial, patient_id) if released_at is not None else None
+        if interval is None:
+            return
+        if released_at > interval["released_at"]:
+            problem = f"the unit was released from this patient at {interval['released_at'].isoformat()}: only earlier"
+            raise Invalid(problem, errors={"handed_over_at": [problem]})
+        self._check_handover(released_at, at, interval["bound_at"])
+        if self.devices.end_earlier(interval["_id"], released_at):
+            self._place_after(serial, released_at)
+
+    @staticmethod
+    def _check_handover(at: datetime, now: datetime, not_before: datetime | None) -> None:
+        problem = handover_problem(at, now, not_before)
+        if problem:
+            raise Invalid(problem, errors={"handed_over_at": [problem]})
+
+    def _place_after(self, serial: str, since: datetime) -> None:
+        if self.sessions is not None:
+            self.sessions.place_after_handover(serial, since)
 
     def keep_dead_letters(self, gateway_id: str, patient_id: str, items: list[dict]) -> int:
         """Keep what a gateway reports it could not deliver as records (each once); returns how many were new."""

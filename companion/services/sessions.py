@@ -78,6 +78,24 @@ class TensSessions:
         self.records.forget_candidate(patient_id)
         return len(maybe)
 
+    def place_after_handover(self, serial: str, since: datetime) -> int:
+        """After a change of a unit's bindings (a release or a binding, perhaps as of a moment in the past: a
+        hand-over the app was told of late), place its stored records that may have started from ``since`` on
+        again, as an upload places them, by the bindings as they now are: a session worn by the new wearer leaves
+        the old one's figures for the new one's (or is held for the care team, when whose it is cannot be known),
+        and both patients' days it left and came to are marked for recomputing. Returns how many records
+        changed. Done again, it finds nothing left to do."""
+        seqs = self.records.of_unit_from(serial, since)
+        if not seqs:
+            return 0
+        at = self.clock()
+        with placing(self.stores, [serial], at, "the unit's records are being placed right now; try again shortly"):
+            bindings = self.stores.devices.bindings_of([serial])[serial]
+            _, changes = SessionTimes(self.stores).place_unit(serial, [], [], bindings, at, seqs)
+            write_changes(self.stores, self.changes, self.touched, changes, "unit_handed_over",
+                          self.on_events_changed)
+        return len(changes)
+
     def needs_start(self, doc: dict) -> bool:
         """Whether a held session can be counted only at a start the care team gives: it is placed after its
         record reached the server (its unit's clock was ahead)."""

@@ -51,7 +51,7 @@ class Devices:
         companion.services.lifecycle), and the unit's next wearer must never be given what it recorded then."""
         released = 0
         for unit in self.col.find({"patient_id": patient_id}, {"_id": 1}):
-            released += self.unbind(unit["_id"], patient_id)
+            released += self.unbind(unit["_id"], patient_id, stated=False)
         self.history.update_many({"patient_id": patient_id}, {"$set": {"patient_id": ERASED_WEARER}})
         return released
 
@@ -66,16 +66,39 @@ class Devices:
         except DuplicateKeyError:
             return unit_of(self.col.find_one({"_id": serial})), False
 
-    def unbind(self, serial: str, patient_id: str, at: datetime | None = None) -> int:
+    def unbind(self, serial: str, patient_id: str, at: datetime | None = None, *, stated: bool) -> int:
         """Release a unit: its binding interval is kept (inserted once, so a retry after a crash between the
-        two writes finishes the release), then the binding goes. Returns 1 if it was released now."""
+        two writes finishes the release), then the binding goes. ``at`` (default now) ends the interval;
+        ``stated``: whether it is when someone said the unit changed hands, rather than when the app was told.
+        The interval keeps the patient's hub's last contact with the unit (see companion.domain.sessions
+        .relay_vouched). Returns 1 if it was released now."""
         current = self.col.find_one({"_id": serial, "patient_id": patient_id})
         if current is None:
             return 0
         insert_new(self.history, [{"_id": _interval_id(serial, current["bound_at"]), "serial": serial,
                                    "patient_id": patient_id, "bound_at": current["bound_at"],
-                                   "released_at": at or now()}])
+                                   "released_at": at or now(), "handover_stated": stated,
+                                   "last_seen_at": (current.get("status") or {}).get("last_seen_at")}])
         return self.col.delete_one({"_id": serial, "patient_id": patient_id}).deleted_count
+
+    def start_earlier(self, serial: str, patient_id: str, bound_at: datetime) -> bool:
+        """Move the start of a unit's current binding to the patient back to ``bound_at`` (the app was told late
+        when they were given it); only ever earlier. Whether it moved."""
+        return self.col.update_one({"_id": serial, "patient_id": patient_id, "bound_at": {"$gt": bound_at}},
+                                   {"$set": {"bound_at": to_millis(bound_at)}}).modified_count == 1
+
+    def last_released(self, serial: str, patient_id: str) -> dict | None:
+        """The patient's last ended binding of a unit (its ``_id``, ``bound_at`` and ``released_at``), or None."""
+        found = self.history.find({"serial": serial, "patient_id": patient_id},
+                                  {"bound_at": 1, "released_at": 1}).sort("bound_at", -1).limit(1)
+        return next(iter(found), None)
+
+    def end_earlier(self, interval_id: str, released_at: datetime) -> bool:
+        """Move the end of a kept binding interval back to ``released_at``, as stated (the app was told late when
+        the unit changed hands); only ever earlier. Whether it is so now."""
+        self.history.update_one({"_id": interval_id, "released_at": {"$gte": released_at}},
+                                {"$set": {"released_at": released_at, "handover_stated": True}})
+        return self.history.count_documents({"_id": interval_id, "released_at": released_at}) == 1
 
     def bindings_of(self, serials: Iterable[str]) -> dict[str, list[Binding]]:
         """Every binding interval of each unit, oldest first: the released ones and the current one."""
@@ -86,7 +109,10 @@ class Devices:
         for part in chunks(wanted):
             for doc in self.history.find({"serial": {"$in": part}}).limit(MAX_BINDINGS):
                 if doc["_id"] not in open_ids:  # a release that did not finish: the unit is still bound
-                    found[doc["serial"]].append(Binding(doc["patient_id"], doc["bound_at"], doc["released_at"]))
+                    # Intervals kept before releases said whether their end was stated: taken as stated, as
+                    # they were read then.
+                    found[doc["serial"]].append(Binding(doc["patient_id"], doc["bound_at"], doc["released_at"],
+                                                        doc.get("handover_stated", True), doc.get("last_seen_at")))
         for serial, doc in current.items():
             found[serial].append(Binding(doc["patient_id"], doc["bound_at"]))
         return {serial: sorted(bindings, key=lambda b: b.start) for serial, bindings in found.items()}

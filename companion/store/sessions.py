@@ -143,6 +143,13 @@ class SessionRecords(feeds.SyncedCollection):
     def get(self, record_id: str) -> dict | None:
         return self.col.find_one({"_id": record_id})
 
+    def of_unit_from(self, serial: str, since: datetime, limit: int = UNIT_WINDOW) -> list[int]:
+        """The sequence numbers of a unit's records that may have started at ``since`` or later (their latest
+        start is then or later, or has no bound), lowest first, at most ``limit`` of the latest."""
+        query = {"device_serial": serial, "$or": [{"started_latest": {"$gte": since}}, {"started_latest": None}]}
+        seqs = sorted(d["device_seq"] for d in self.col.find(query, {"device_seq": 1}))
+        return seqs[-limit:]
+
     def batteries_of(self, record_ids: Iterable[str | None]) -> dict[str, int | None]:
         """The battery level each of these records reported, by record id (a bounded ``$in`` at a time)."""
         return {i: d.get("battery_pct") for i, d in self.by_ids([i for i in record_ids if i],

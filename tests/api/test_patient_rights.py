@@ -623,7 +623,7 @@ def test_a_download_names_no_other_patient_in_the_sessions_and_copies_it_holds(c
     assert db.session_conflicts.find_one({"delivered_for": b.id})["first_patient_id"] == a.id
     serial, now = "CTU-PASSED2", datetime.now(UTC)
     services.gateways.bind_unit(a.id, serial, "companion-tens", bound_at=now - timedelta(days=3))
-    services.stores.devices.unbind(serial, a.id, at=now - timedelta(hours=6))
+    services.stores.devices.unbind(serial, a.id, at=now - timedelta(hours=6), stated=True)
     services.gateways.bind_unit(b.id, serial, "companion-tens", bound_at=now - timedelta(hours=6))
     _upload(client, world["gateway_b"], [session_record(serial, 1, started_at=now - timedelta(hours=6),
                                                         clock_status="reset")])
@@ -776,7 +776,7 @@ def test_a_purge_leaves_no_session_naming_the_erased_patient_and_places_those_th
     serial, now = "CTU-PASSED1", datetime.now(UTC)
     moved = now - timedelta(hours=6)
     services.gateways.bind_unit(a.id, serial, "companion-tens", bound_at=now - timedelta(days=3))
-    services.stores.devices.unbind(serial, a.id, at=moved)
+    services.stores.devices.unbind(serial, a.id, at=moved, stated=True)
     services.gateways.bind_unit(b.id, serial, "companion-tens", bound_at=moved)
     # One the unit recorded as it changed hands (its clock reset), and one A's old hub brought from after the move.
     _upload(client, world["gateway_b"], [session_record(serial, 4, started_at=moved, clock_status="reset")])
@@ -802,7 +802,7 @@ def test_a_purge_deletes_a_held_session_only_the_erased_patient_may_have_worn(cl
     a = world["patient_a"]
     serial, now = "CTU-LAID-DOWN", datetime.now(UTC)
     services.gateways.bind_unit(a.id, serial, "companion-tens", bound_at=now - timedelta(days=3))
-    services.stores.devices.unbind(serial, a.id, at=now - timedelta(hours=6))
+    services.stores.devices.unbind(serial, a.id, at=now - timedelta(hours=6), stated=True)
     _upload(client, world["gateway_a"], [session_record(serial, 1, started_at=now - timedelta(hours=1))])
     held = db.session_records.find_one({"_id": f"{serial}:1"})
     assert (held["patient_id"], held["candidate_patient_ids"], held["held"]) == (None, [a.id], True)

@@ -29,7 +29,7 @@ def _move_unit(services, serial: str, from_id: str, to_id: str, *, now: datetime
     """The unit ``serial``: bound to ``from_id`` ``worn_days`` before ``now``, released at ``moved`` and given to
     ``to_id`` then."""
     services.gateways.bind_unit(from_id, serial, "companion-tens", bound_at=now - timedelta(days=worn_days))
-    services.stores.devices.unbind(serial, from_id, at=moved)
+    services.stores.devices.unbind(serial, from_id, at=moved, stated=True)
     services.gateways.bind_unit(to_id, serial, "companion-tens", bound_at=moved)
 
 

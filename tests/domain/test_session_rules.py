@@ -16,6 +16,7 @@ from companion.domain.sessions import (
     counted_minutes,
     counting,
     counts_as_session,
+    handover_problem,
     identity_problem,
     overlaps,
     owner_at,
@@ -160,3 +161,24 @@ def test_another_patients_gateway_is_vouched_for_only_as_the_units_backlog_when_
     assert not relay_vouched(bindings, "a", "b", T - 14 * day - timedelta(seconds=1))
     assert not relay_vouched(bindings, "b", "a", T + HOUR)  # after the unit left A's home: B's binding goes on
     assert not relay_vouched(bindings, "a", "b", None)  # a start with no bound
+
+
+def test_a_release_with_no_time_vouches_for_another_hubs_backlog_only_up_to_the_wearers_own_hubs_last_contact():
+    """Released with no time, the binding says only that the unit changed hands by then: what the new wearer's hub
+    brings from after the old wearer's hub last saw the unit may be the new wearer's own therapy."""
+    day = timedelta(days=1)
+    told_late = [Binding("a", T - 60 * day, T, end_stated=False, last_seen=T - 3 * day), Binding("b", T)]
+    assert relay_vouched(told_late, "a", "b", T - 3 * day)  # before A's hub last saw it: A's
+    assert not relay_vouched(told_late, "a", "b", T - 3 * day + timedelta(seconds=1))  # after: perhaps B's
+    assert relay_vouched(told_late, "a", "a", T - HOUR)  # A's own hub: always
+    never_seen = [Binding("a", T - 60 * day, T, end_stated=False), Binding("b", T)]
+    assert not relay_vouched(never_seen, "a", "b", T - day)
+    stated = [Binding("a", T - 60 * day, T, end_stated=True, last_seen=T - 3 * day), Binding("b", T)]
+    assert relay_vouched(stated, "a", "b", T - day)  # the hand-over time was said: the backlog up to it is A's
+
+
+def test_a_unit_changes_hands_neither_in_the_future_nor_while_another_binding_holds_it():
+    assert handover_problem(T, T, T - HOUR) is None
+    assert handover_problem(T - HOUR, T, T - HOUR) is None
+    assert handover_problem(T + timedelta(seconds=1), T, None) is not None
+    assert handover_problem(T - 2 * HOUR, T, T - HOUR) is not None

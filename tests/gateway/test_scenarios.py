@@ -246,9 +246,11 @@ def test_a_unit_moved_between_patients_leaves_each_session_with_whoever_wore_it(
     unit.session_at(timeline.today_at(-3, 9, zone=zone))  # still the first patient's, never seen by the old hub
     moved_at = timeline.today_at(-2, 8, zone=zone)
     timeline.to(moved_at)
-    services.gateways.release_unit(first, unit.serial)
+    # The clinic takes the unit back and says so then (a release with no time would hold the first patient's
+    # last session, which their hub never saw, for the care team: tests/api/test_late_handover.py).
+    services.gateways.release_unit(first, unit.serial, released_at=moved_at)
     second = make_user(client, services, key="second", role="patient", time_zone=zone)
-    services.gateways.bind_unit(second.id, unit.serial, "companion-tens")
+    services.gateways.bind_unit(second.id, unit.serial, "companion-tens", bound_at=moved_at)
     gateway_id, secret = paired(services, second.id, "second")
     new_hub = HomeGateway(old_hub.state_dir.parent / "second", old_hub.api_url, gateway_id, secret, timeline,
                           [unit.serial])

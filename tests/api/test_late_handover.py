@@ -1,0 +1,156 @@
+"""A unit handed over before the app is told: the new wearer's sessions are not counted as the old one's, and
+the hand-over, told late with the time it happened, moves what was stored since then."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from tests.support.records import session_record
+
+URL = "/api/v1/gateway/session-records"
+LONDON = ZoneInfo("Europe/London")  # patient A's zone (tests/support/world.py)
+
+
+def upload(client, gateway, records):
+    return client.post(URL, json={"records": records}, headers=gateway.headers)
+
+
+def devices(patient_id: str) -> str:
+    return f"/api/v1/patients/{patient_id}/devices"
+
+
+def owners(db, serial: str) -> dict[int, tuple[str | None, bool]]:
+    return {d["device_seq"]: (d["patient_id"], d["held"]) for d in db.session_records.find({"device_serial": serial})}
+
+
+def prescribe(services, patient_id: str) -> None:
+    today = services.adherence.local_today(patient_id)
+    services.plans.prescribe(patient_id, {
+        "tens": {"sessions_per_day": 1, "daily_minutes_target": None, "minutes_per_session": 30, "programmes": [1],
+                 "intensity_min_ma": 10.0, "intensity_max_ma": 30.0, "start_date": today - timedelta(days=10),
+                 "end_date": None, "counts_towards_adherence": True},
+        "medications": [], "mindfulness": None}, created_by="c", at=datetime.now(UTC) - timedelta(days=10))
+
+
+def tens_minutes(db, patient_id: str) -> float:
+    return sum(d.get("tens_minutes") or 0 for d in db.adherence_days.find({"patient_id": patient_id}))
+
+
+def test_a_handover_recorded_late_credits_the_new_wearers_sessions_to_the_old_patient(client, world, db, services):
+    serial, a, b, now = "CTU-HANDOV1", world["patient_a"], world["patient_b"], datetime.now(UTC)
+    services.gateways.bind_unit(a.id, serial, "companion-tens", bound_at=now - timedelta(days=30))
+    client.delete(f"/api/v1/patients/{a.id}/devices/{serial}", headers=world["clinician_team"].headers)
+    client.post(f"/api/v1/patients/{b.id}/devices", json={"serial": serial}, headers=b.headers)
+    client.post(URL, json={"records": [session_record(serial, 1, started_at=now - timedelta(days=2)),
+                                       session_record(serial, 2, started_at=now - timedelta(days=1))]},
+                headers=world["gateway_b"].headers)
+    docs = list(db.session_records.find({"device_serial": serial}))
+    assert all(d["patient_id"] != a.id or d["held"] for d in docs)
+
+
+def test_sessions_the_new_wearers_hub_brings_from_after_the_old_hub_last_saw_the_unit_are_held_for_both(
+        client, world, db, services):
+    """A release with no time says only that the unit had changed hands by then: what another patient's hub
+    brings from before the old wearer's own hub last had contact with the unit is still theirs; what is later
+    may be the new wearer's, and is held with both named, for either care team to decide."""
+    serial, a, b, now = "CTU-HANDOV2", world["patient_a"], world["patient_b"], datetime.now(UTC)
+    services.gateways.bind_unit(a.id, serial, "companion-tens", bound_at=now - timedelta(days=30))
+    report = {"serial": serial, "battery_pct": 50, "firmware": "1.0",
+              "last_seen_at": (now - timedelta(days=3)).isoformat(), "last_seen_clock": "server"}
+    assert client.post("/api/v1/gateway/device-status", json={"devices": [report]},
+                       headers=world["gateway_a"].headers).status_code == 204
+    assert client.delete(f"{devices(a.id)}/{serial}", headers=world["clinician_team"].headers).status_code == 204
+    assert client.post(devices(b.id), json={"serial": serial}, headers=b.headers).status_code == 201
+    answer = upload(client, world["gateway_b"], [session_record(serial, 1, started_at=now - timedelta(days=4)),
+                                                 session_record(serial, 2, started_at=now - timedelta(days=2))])
+    assert answer.status_code == 200
+    assert owners(db, serial) == {1: (a.id, False), 2: (None, True)}
+    held = db.session_records.find_one({"_id": f"{serial}:2"})
+    assert held["candidate_patient_ids"] == [a.id, b.id]
+    # B's care team sees it among B's held sessions and counts it as B's: it is B's, and counted once.
+    listed = client.get(f"/api/v1/patients/{b.id}/sessions/held", headers=world["clinician_other"].headers)
+    assert f"{serial}:2" in {h["record_id"] for h in listed.json["items"]}
+    counted = client.put(f"/api/v1/patients/{b.id}/sessions/{serial}:2/resolution", json={"action": "count"},
+                         headers=world["clinician_other"].headers)
+    assert counted.status_code == 200 and counted.json["held"] is False
+    assert owners(db, serial) == {1: (a.id, False), 2: (b.id, False)}
+    mine = client.get(f"/api/v1/patients/{b.id}/sessions", headers=b.headers).json["items"]
+    assert [s["record_id"] for s in mine] == [f"{serial}:2"]
+    theirs = client.get(f"/api/v1/patients/{a.id}/sessions", headers=a.headers).json["items"]
+    assert [s["record_id"] for s in theirs] == [f"{serial}:1"]
+
+
+def test_a_handover_told_late_with_its_time_moves_the_sessions_since_then_to_the_new_wearer(client, world, db,
+                                                                                           services):
+    """The clinic gives the unit to B, and tells the app days later, with no time; B's hub brings B's sessions
+    (counted for A before this was fixed, held now). Told when it happened, the sessions since then are B's:
+    they leave A's figures (and held list) for B's, counted once."""
+    serial, a, b, now = "CTU-HANDOV3", world["patient_a"], world["patient_b"], datetime.now(UTC)
+    for patient in (a, b):
+        prescribe(services, patient.id)
+    services.gateways.bind_unit(a.id, serial, "companion-tens", bound_at=now - timedelta(days=30))
+    assert client.delete(f"{devices(a.id)}/{serial}", headers=world["clinician_team"].headers).status_code == 204
+    assert client.post(devices(b.id), json={"serial": serial}, headers=b.headers).status_code == 201
+    upload(client, world["gateway_b"], [session_record(serial, 1, started_at=now - timedelta(days=2)),
+                                        session_record(serial, 2, started_at=now - timedelta(days=1))])
+    assert owners(db, serial) == {1: (None, True), 2: (None, True)}
+    handed_over = (now - timedelta(days=3)).isoformat()
+    # A's care team says when A gave it back; B says since when B has worn it.
+    assert client.delete(f"{devices(a.id)}/{serial}", query_string={"handed_over_at": handed_over},
+                         headers=world["clinician_team"].headers).status_code == 204
+    assert owners(db, serial) == {1: (None, True), 2: (None, True)}  # bound to nobody then: still held
+    again = client.post(devices(b.id), json={"serial": serial, "handed_over_at": handed_over}, headers=b.headers)
+    assert again.status_code == 201
+    assert owners(db, serial) == {1: (b.id, False), 2: (b.id, False)}
+    services.adherence_job.run()
+    assert tens_minutes(db, b.id) == 60 and tens_minutes(db, a.id) == 0
+    held_a = client.get(f"/api/v1/patients/{a.id}/sessions/held", headers=world["clinician_team"].headers)
+    assert held_a.json["items"] == []
+
+
+def test_a_release_told_late_moves_the_old_wearers_counted_sessions_out_of_their_figures(client, world, db,
+                                                                                        services):
+    """Sessions stored as A's (A's hub brought them while the unit was still bound to A) from after the time A's
+    care team then says the unit changed hands leave A's figures, today and the adherence days alike; the new
+    wearer's binding, told from then too, does not take them on A's hub's word: held for the care teams."""
+    serial, a, b, now = "CTU-HANDOV4", world["patient_a"], world["patient_b"], datetime.now(UTC)
+    prescribe(services, a.id)
+    services.gateways.bind_unit(a.id, serial, "companion-tens", bound_at=now - timedelta(days=30))
+    midnight = datetime.combine(now.astimezone(LONDON).date(), time(0), LONDON).astimezone(UTC)
+    today = max(now - timedelta(minutes=90), midnight + timedelta(seconds=1))  # on A's today, whatever the hour
+    upload(client, world["gateway_a"], [session_record(serial, 1, started_at=now - timedelta(days=4)),
+                                        session_record(serial, 2, started_at=today)])
+    assert owners(db, serial) == {1: (a.id, False), 2: (a.id, False)}
+    services.adherence_job.run()
+    assert tens_minutes(db, a.id) == 60
+    assert client.get(f"/api/v1/patients/{a.id}/today", headers=a.headers).json["tens"]["sessions"] == 1
+    handed_over = (now - timedelta(days=2)).isoformat()
+    assert client.delete(f"{devices(a.id)}/{serial}", query_string={"handed_over_at": handed_over},
+                         headers=world["clinician_team"].headers).status_code == 204
+    assert client.post(devices(b.id), json={"serial": serial, "handed_over_at": handed_over},
+                       headers=b.headers).status_code == 201
+    assert owners(db, serial) == {1: (a.id, False), 2: (None, True)}
+    assert db.session_records.find_one({"_id": f"{serial}:2"})["candidate_patient_ids"] == [b.id, a.id]
+    assert client.get(f"/api/v1/patients/{a.id}/today", headers=a.headers).json["tens"]["sessions"] == 0
+    services.adherence_job.run()
+    assert tens_minutes(db, a.id) == 30
+
+
+def test_a_handover_time_in_the_future_or_outside_the_binding_is_refused(client, world, services):
+    serial, a, b, now = "CTU-HANDOV5", world["patient_a"], world["patient_b"], datetime.now(UTC)
+    services.gateways.bind_unit(a.id, serial, "companion-tens", bound_at=now - timedelta(days=5))
+    url, headers = f"{devices(a.id)}/{serial}", world["clinician_team"].headers
+    for when in (now + timedelta(hours=1), now - timedelta(days=6)):
+        refused = client.delete(url, query_string={"handed_over_at": when.isoformat()}, headers=headers)
+        assert refused.status_code == 422 and "handed_over_at" in refused.json["errors"], refused.json
+    assert client.delete(url, query_string={"handed_over_at": (now - timedelta(days=1)).isoformat()},
+                         headers=headers).status_code == 204
+    # Not before A's binding ended (one patient at a time), nor in the future.
+    for when in (now - timedelta(days=2), now + timedelta(hours=1)):
+        refused = client.post(devices(b.id), json={"serial": serial, "handed_over_at": when.isoformat()},
+                              headers=b.headers)
+        assert refused.status_code == 422 and "handed_over_at" in refused.json["errors"], refused.json
+    # A's end moves only earlier.
+    later = client.delete(url, query_string={"handed_over_at": now.isoformat()}, headers=headers)
+    assert later.status_code == 422
