@@ -138,7 +138,8 @@ class MyTeamInvitation(MethodView):
     @blp.response(204)
     @blp.doc(operationId="withdraw_team_invitation")
     def delete(self, team_id, invitation_id):
-        """Withdraw an invitation not yet answered (withdrawing it again answers 204 as the first time)."""
+        """Withdraw an invitation not accepted, declined or not (a decline is not told apart from silence);
+        withdrawing it again answers 204 as the first time."""
         services().care.withdraw_invitation(current_actor().id, team_id, invitation_id)
 
 

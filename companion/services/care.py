@@ -360,8 +360,10 @@ class Care:
                 for v in views]
 
     def withdraw_invitation(self, clinician_id: str, team_id: str, invitation_id: str) -> None:
-        """The team takes back an invitation not answered yet, and the push telling the patient of it. Taking
-        it back again (a retry) succeeds as the first time, and withdraws the push if the first stopped before."""
+        """The team takes back an invitation not accepted, and the push telling the patient of it: one declined
+        (by the patient, or by the closure of their account) as one never answered, since the team is not told a
+        decline. Taking it back again (a retry) succeeds as the first time, and withdraws the push if the first
+        stopped before."""
         self._team_of(clinician_id, team_id)
         if self.invitations.withdraw(invitation_id, team_id, self.clock()) is None:
             found = self.invitations.get(invitation_id)

@@ -623,15 +623,24 @@ class CareInvitations(_ToAnEmail):
             return_document=ReturnDocument.AFTER)
 
     def answered(self, invitation_id: str, email_digest: str, status: str, patient_id: str | None) -> dict | None:
-        """The invitation to ``email_digest``, if it was answered so (accepted by ``patient_id``, or declined)."""
-        return self.col.find_one({"_id": invitation_id, "email_digest": email_digest, "status": status,
-                                  "patient_id": patient_id})
+        """The invitation to ``email_digest``, if it was answered so (accepted by ``patient_id``, or declined:
+        also once the team took the declined invitation back)."""
+        query = {"_id": invitation_id, "email_digest": email_digest, "patient_id": patient_id}
+        if status == DECLINED:
+            return self.col.find_one({**query, "$or": [{"status": DECLINED}, {"status": WITHDRAWN, "declined": True}]})
+        return self.col.find_one({**query, "status": status})
 
     def withdraw(self, invitation_id: str, team_id: str, at: datetime) -> dict | None:
-        """The clinicians of the team take back an invitation not yet answered."""
-        return self.col.find_one_and_update({"_id": invitation_id, "team_id": team_id, "status": OPEN},
-                                            {"$set": {"status": WITHDRAWN, "answered_at": at}},
-                                            return_document=ReturnDocument.AFTER)
+        """The clinicians of the team take back an invitation not accepted: one declined as one never answered
+        (the team cannot tell them apart, and must not learn it from this). The decline stays noted (``declined``),
+        so that the patient's retry of it still answers as the first time."""
+        for status, noted in ((OPEN, {}), (DECLINED, {"declined": True})):
+            withdrawn = self.col.find_one_and_update({"_id": invitation_id, "team_id": team_id, "status": status},
+                                                     {"$set": {"status": WITHDRAWN, "answered_at": at, **noted}},
+                                                     return_document=ReturnDocument.AFTER)
+            if withdrawn is not None:
+                return withdrawn
+        return None
 
     def delete_for_patient(self, patient_id: str) -> int:
         return self.col.delete_many({"$or": [{"patient_id": patient_id}, {"erase_with": patient_id}]}).deleted_count

@@ -347,3 +347,38 @@ def test_the_patient_reading_their_invitations_and_care_teams_is_audited(client,
     assert client.get(f"/api/v1/patients/{patient.id}/care-teams", headers=patient.headers).status_code == 200
     read = db.audit_events.find_one({"actor_id": patient.id, "resource_type": "team_enrolment", "action": "R"})
     assert read is not None and read["patient_ids"] == [patient.id] and read["outcome"] == "success"
+
+
+def test_withdrawing_a_declined_invitation_answers_as_for_one_never_answered(client, world):
+    """A decline is not told apart from silence: the team can take back either, and sees it ``withdrawn`` either
+    way (a retry answers 204 as the first time)."""
+    clinician, patient = world["clinician_team"], world["patient_b"]
+    declined = _invite(client, clinician, world.team_id, patient.email).json
+    ignored = _invite(client, clinician, world.team_id, "nobody-at-all@example.org").json
+    assert client.delete(f"/api/v1/patients/{patient.id}/invitations/{declined['id']}",
+                         headers=patient.headers).status_code == 204
+    listed = client.get(f"/api/v1/clinician/teams/{world.team_id}/invitations", headers=clinician.headers).json
+    assert {i["id"]: i["status"] for i in listed["items"]} == {declined["id"]: "open", ignored["id"]: "open"}
+    for _ in range(2):  # the second time, a retry
+        answers = [client.delete(f"/api/v1/clinician/teams/{world.team_id}/invitations/{i['id']}",
+                                 headers=clinician.headers).status_code for i in (ignored, declined)]
+        assert answers[0] == answers[1] == 204, answers
+    listed = client.get(f"/api/v1/clinician/teams/{world.team_id}/invitations", headers=clinician.headers).json
+    assert {i["id"]: i["status"] for i in listed["items"]} == {declined["id"]: "withdrawn",
+                                                               ignored["id"]: "withdrawn"}
+    # The patient's own retry of their decline (its answer lost) still answers as the first time; the invitation
+    # is no longer waiting for them.
+    assert client.delete(f"/api/v1/patients/{patient.id}/invitations/{declined['id']}",
+                         headers=patient.headers).status_code == 204
+    assert client.get(f"/api/v1/patients/{patient.id}/invitations", headers=patient.headers).json["items"] == []
+
+
+def test_withdrawing_an_invitation_whose_patient_closed_their_account_answers_as_for_one_never_answered(
+        client, world, services):
+    """Closing an account closes the invitations waiting for it (``declined``): the team still takes them back
+    as any other it sent."""
+    clinician, patient, admin = world["clinician_team"], world["patient_b"], world["admin"]
+    invited = _invite(client, clinician, world.team_id, patient.email).json
+    assert client.delete(f"/api/v1/admin/users/{patient.id}", headers=admin.headers).status_code == 200
+    url = f"/api/v1/clinician/teams/{world.team_id}/invitations/{invited['id']}"
+    assert [client.delete(url, headers=clinician.headers).status_code for _ in range(2)] == [204, 204]
