@@ -123,6 +123,15 @@ def _note_teams_of(user_id: str, action: str) -> None:
         note_team_clinician(team_id, user_id, action)
 
 
+def _note_links_of(user_id: str, action: str) -> None:
+    # A caregiver's account deactivated stops their access to every patient sharing with them, reactivated gives it
+    # back (the links never ended), closed revokes the links: recorded against each of those patients, naming the
+    # caregiver (companion.services.audit_subjects). Other accounts have no links as a caregiver.
+    patient_ids = services().care.patients_sharing_with(user_id)
+    if patient_ids:
+        auditing.note(patient_ids=patient_ids, resource="care_link", action=action, resource_ids=[user_id])
+
+
 @blp.route("/admin/users")
 class StaffAccounts(MethodView):
     @allow(Role.ADMIN)
@@ -161,9 +170,12 @@ class AccountView(MethodView):
         or granted ended). A patient's account is closed as if they had asked: the answer says what was
         deleted, and what is kept, for how long and why. Deleting a closed account again finishes an
         interrupted closure. A clinician's deletion is audited against each patient of their teams (it is in
-        their access log, as taking the clinician off each team is)."""
+        their access log, as taking the clinician off each team is); a caregiver's, against each patient sharing
+        with them (as ending the link is)."""
         _note_account(user_id, "D")
-        _note_teams_of(user_id, "D")  # before the closure takes the clinician off their teams
+        # Before the closure takes the clinician off their teams and revokes the caregiver's links.
+        _note_teams_of(user_id, "D")
+        _note_links_of(user_id, "D")
         return services().lifecycle.close(user_id, by=current_actor().id)
 
 
@@ -177,9 +189,11 @@ class Deactivation(MethodView):
     def post(self, body, user_id):
         """Deactivate an account: from its next request it cannot sign in or use any session; nothing is pushed
         to it (nor, for a patient, about them, and their gateways are refused). Its data stays. Reversible. A
-        clinician's deactivation is audited against each patient of their teams (it is in their access log)."""
+        clinician's deactivation is audited against each patient of their teams, a caregiver's against each
+        patient sharing with them (it is in their access log)."""
         _note_account(user_id, "U")
         _note_teams_of(user_id, "D")
+        _note_links_of(user_id, "D")
         return services().lifecycle.deactivate(user_id, by=current_actor().id, reason=body["reason"])
 
     @allow(Role.ADMIN)
@@ -187,9 +201,11 @@ class Deactivation(MethodView):
     @blp.doc(operationId="reactivate_account")
     def delete(self, user_id):
         """Reactivate an account (its old sessions stay ended: its owner signs in again). A clinician's
-        reactivation is audited against each patient of their teams, whose data they read again."""
+        reactivation is audited against each patient of their teams, whose data they read again; a caregiver's
+        against each patient still sharing with them."""
         _note_account(user_id, "U")
         _note_teams_of(user_id, "C")
+        _note_links_of(user_id, "C")
         return services().lifecycle.reactivate(user_id)
 
 

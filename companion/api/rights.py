@@ -70,6 +70,15 @@ class AccessEventSchema(Schema):
     clinician_role = fields.String(allow_none=True, metadata={"description": "that clinician's account role"})
     team_id = fields.String(allow_none=True, metadata={"description": "for a `team_clinician` event: the care team"})
     team_name = fields.String(allow_none=True, metadata={"description": "that care team's name"})
+    # A change to a caregiver's access made through their account (resource_type care_link) names whom.
+    caregiver_id = fields.String(allow_none=True, metadata={
+        "description": "for a `care_link` event about a caregiver's account, the caregiver whose access to the "
+                       "patient's data stopped (D: their account deactivated or deleted by an admin, or they left) "
+                       "or began again (C: their account reactivated); absent for other events"})
+    caregiver_name = fields.String(allow_none=True, metadata={
+        "description": "that caregiver's display name, as their account shows it now (erased once it is "
+                       "closed); never their email"})
+    caregiver_role = fields.String(allow_none=True, metadata={"description": "that caregiver's account role"})
 
 
 class AccessLogSchema(Schema):

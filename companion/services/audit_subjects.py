@@ -3,6 +3,10 @@
 A change to a care team's clinicians (``team_clinician``: an admin adding or taking one off, the clinician leaving,
 their account deactivated, reactivated or closed) is recorded with ``resource_ids`` [team, clinician]: the entry
 shows that clinician's display name and role (never their email, as for the staff who act) and the team's name.
+
+A change to a caregiver's access made through their account (``care_link`` with ``resource_ids`` [caregiver]: an
+admin deactivating, reactivating or deleting it, the caregiver leaving) shows that caregiver's display name and
+role the same way. Other ``care_link`` events name a link or an offer by its id, and show nothing more.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from companion.domain.access import Role
 from companion.store.stores import Stores
 
 TEAM_CLINICIAN = "team_clinician"
+CARE_LINK = "care_link"
 
 
 def _team_and_clinician(event: dict) -> tuple[str, str] | None:
@@ -20,18 +25,33 @@ def _team_and_clinician(event: dict) -> tuple[str, str] | None:
     return ids[0], ids[1]
 
 
+def _caregiver_named(event: dict) -> str | None:
+    """The one id a ``care_link`` event names, which is a caregiver's only if an account of that role has it."""
+    ids = event.get("resource_ids") or []
+    return ids[0] if event.get("resource_type") == CARE_LINK and len(ids) == 1 else None
+
+
 def named_subjects(stores: Stores, events: list[dict]) -> list[dict]:
     """For each event, in order, the fields that name what it is about: for a change to a team's clinicians,
-    ``team_id``, ``team_name``, ``clinician_id``, ``clinician_name`` and ``clinician_role`` (as the account
-    shows them now: a closed account's name is erased); for any other event, none. Two reads, whatever the number of events."""
+    ``team_id``, ``team_name``, ``clinician_id``, ``clinician_name`` and ``clinician_role``; for a change to a
+    caregiver's access through their account, ``caregiver_id``, ``caregiver_name`` and ``caregiver_role`` (as the
+    account shows them now: a closed account's name is erased); for any other event, none. Two reads, whatever
+    the number of events."""
     pairs = [_team_and_clinician(e) for e in events]
+    caregivers = [_caregiver_named(e) for e in events]
     named = [p for p in pairs if p is not None]
-    if not named:
+    if not named and not any(caregivers):
         return [{} for _ in events]
-    teams = stores.care_teams.by_ids(team_id for team_id, _ in named)
-    people = stores.users.names_and_roles(clinician_id for _, clinician_id in named)
+    teams = stores.care_teams.by_ids(team_id for team_id, _ in named) if named else {}
+    people = stores.users.names_and_roles([clinician_id for _, clinician_id in named] + [c for c in caregivers if c])
     subjects = []
-    for pair in pairs:
+    for pair, caregiver_id in zip(pairs, caregivers, strict=True):
+        if caregiver_id is not None:
+            name, role = people.get(caregiver_id, (None, None))
+            # Only an account of a caregiver is named: the id of a link or an offer is no account's.
+            subjects.append({"caregiver_id": caregiver_id, "caregiver_name": name, "caregiver_role": role}
+                            if role == Role.CAREGIVER.value else {})
+            continue
         if pair is None:
             subjects.append({})
             continue

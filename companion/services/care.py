@@ -461,6 +461,11 @@ class Care:
         """The patients enrolled in a team (none for no such team): whose data its clinicians read."""
         return self.teams.patient_ids_of_teams([team_id])
 
+    def patients_sharing_with(self, caregiver_id: str) -> list[str]:
+        """The patients whose links with a caregiver are active (none for any other account): whose data the
+        caregiver reads while their account is live."""
+        return self.links.patient_ids_of(caregiver_id)
+
     def team_ids_of(self, clinician_id: str) -> list[str]:
         """The teams a clinician is on (none for any other account): whose patients' data they read."""
         return self.teams.team_ids_of(clinician_id)

@@ -211,6 +211,11 @@ class CareLinks:
     def for_caregiver(self, caregiver_id: str) -> list[CareLink]:
         return [_link(d) for d in self.col.find({"caregiver_id": caregiver_id, "status": "active"}).limit(200)]
 
+    def patient_ids_of(self, caregiver_id: str) -> list[str]:
+        """The patients sharing their data with a caregiver now (active links; as many as ``revoke_all`` ends)."""
+        return [d["patient_id"] for d in self.col.find({"caregiver_id": caregiver_id, "status": "active"},
+                                                        {"patient_id": 1}).limit(1000)]
+
     def active_pairs(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], CareLink]:
         """The active links among (patient, caregiver) pairs, by pair (one read per caregiver)."""
         wanted = set(pairs)

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import time_machine
 
+from companion.domain.access import CaregiverPermissions
 from companion.domain.quiet_hours import QuietHours, in_quiet_hours
 from companion.http import auditing
 from tests.support.problems import assert_problem
@@ -382,3 +383,47 @@ def test_withdrawing_an_invitation_whose_patient_closed_their_account_answers_as
     assert client.delete(f"/api/v1/admin/users/{patient.id}", headers=admin.headers).status_code == 200
     url = f"/api/v1/clinician/teams/{world.team_id}/invitations/{invited['id']}"
     assert [client.delete(url, headers=clinician.headers).status_code for _ in range(2)] == [204, 204]
+
+
+def _caregiver_access_changes(client, patient):
+    log = client.get(f"/api/v1/patients/{patient.id}/access-log", headers=patient.headers).json["items"]
+    return [(e["actor_id"], e["action"], e["outcome"], e["route"], e.get("caregiver_id"), e.get("caregiver_name"),
+             e.get("caregiver_role")) for e in log if e["resource_type"] == "care_link" and e["actor_role"] == "admin"]
+
+
+def test_an_admin_suspending_restoring_or_deleting_a_caregivers_account_is_in_the_access_log_of_each_patient_linked(
+        client, world, services):
+    """Deactivating a caregiver's account stops their access to every patient sharing with them, reactivating it
+    gives it back (the links never ended), deleting it revokes them: each is in those patients' access logs,
+    naming the caregiver (never their email), and in no one else's."""
+    admin, caregiver = world["admin"], world["caregiver_linked"]
+    patient_a, patient_b = world["patient_a"], world["patient_b"]
+    patient_c = make_user(client, services, key="patient_c", role="patient")
+    services.stores.care_links.grant(patient_c.id, caregiver.id, CaregiverPermissions())
+    ended = services.stores.care_links.grant(patient_b.id, caregiver.id, CaregiverPermissions())
+    assert client.delete(f"/api/v1/patients/{patient_b.id}/caregivers/{ended.id}",
+                         headers=patient_b.headers).status_code == 204  # (B no longer shares with them)
+    assert client.get(f"/api/v1/patients/{patient_a.id}", headers=caregiver.headers).status_code == 200
+    account = f"/api/v1/admin/users/{caregiver.id}"
+    assert client.post(f"{account}/deactivation", headers=admin.headers, json={"reason": "on leave"}).status_code \
+        == 200
+    assert client.delete(f"{account}/deactivation", headers=admin.headers).status_code == 200
+    assert client.delete(account, headers=admin.headers).status_code == 200
+    deactivation, deletion = "/api/v1/admin/users/<user_id>/deactivation", "/api/v1/admin/users/<user_id>"
+    named = (caregiver.id, "Closed account", "caregiver")  # the name erased with the account; never the email
+    expected = [(admin.id, "D", "success", deletion, *named), (admin.id, "C", "success", deactivation, *named),
+                (admin.id, "D", "success", deactivation, *named)]
+    assert (_caregiver_access_changes(client, patient_a), _caregiver_access_changes(client, patient_c)) == \
+        (expected, expected)
+    assert _caregiver_access_changes(client, patient_b) == []
+    log = client.get(f"/api/v1/patients/{patient_a.id}/access-log", headers=patient_a.headers).get_data(as_text=True)
+    assert caregiver.email not in log
+
+
+def test_an_admin_suspending_a_caregiver_names_them_by_their_name_while_the_account_has_one(client, world):
+    admin, caregiver, patient = world["admin"], world["caregiver_linked"], world["patient_a"]
+    assert client.post(f"/api/v1/admin/users/{caregiver.id}/deactivation", headers=admin.headers,
+                       json={"reason": "on leave"}).status_code == 200
+    [entry] = _caregiver_access_changes(client, patient)
+    assert entry[1:] == ("D", "success", "/api/v1/admin/users/<user_id>/deactivation", caregiver.id,
+                         "Caregiver Linked", "caregiver")
