@@ -12,7 +12,7 @@ from marshmallow import Schema, fields, validate
 from companion.api.auth import AccountSchema, valid_zone
 from companion.domain.access import Role
 from companion.http import auditing, services
-from companion.http.idempotency import idempotent, request_key
+from companion.http.idempotency import by_role_only, idempotent, request_key
 from companion.http.paging import LINK_HEADER, cursor_field, next_field, offset_page
 from companion.http.problems import conflict_doc
 from companion.http.schemas import StrictSchema, text
@@ -149,7 +149,7 @@ class StaffAccounts(MethodView):
         return {"items": items, "next": following}
 
     @allow(Role.ADMIN)
-    @idempotent(conflict="an account with this email already exists")
+    @idempotent(access=by_role_only, conflict="an account with this email already exists")
     @blp.arguments(StaffSchema)
     @blp.response(201, AccountSchema)
     @blp.doc(operationId="create_staff_account")
@@ -244,7 +244,7 @@ class Authenticator(MethodView):
 @blp.route("/admin/teams")
 class Teams(MethodView):
     @allow(Role.ADMIN)
-    @idempotent
+    @idempotent(access=by_role_only)
     @blp.arguments(TeamCreateSchema)
     @blp.response(201, TeamSchema)
     @blp.doc(operationId="create_team")
@@ -320,7 +320,7 @@ class ClinicianPatients(MethodView):
 @blp.route("/emergency-access")
 class EmergencyAccess(MethodView):
     @allow(Role.CLINICIAN)
-    @idempotent
+    @idempotent(access=by_role_only)  # any patient's id, by design: the grant is the reasoned, audited way in
     @blp.arguments(EmergencySchema)
     @blp.response(201, EmergencyGrantSchema)
     @blp.doc(operationId="grant_emergency_access")

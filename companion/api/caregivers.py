@@ -13,7 +13,14 @@ from companion.domain.alerts import SHARE_KINDS
 from companion.http import auditing, services
 from companion.http.idempotency import idempotent
 from companion.http.schemas import StrictSchema
-from companion.http.security import allow, caller_account, client_address, current_actor, require_patient
+from companion.http.security import (
+    allow,
+    caller_account,
+    client_address,
+    current_actor,
+    patient_may,
+    require_patient,
+)
 
 blp = Blueprint("caregivers", __name__, url_prefix="/api/v1", description="Caregiver consent")
 
@@ -87,7 +94,7 @@ class Caregivers(MethodView):
         return {"items": links}
 
     @allow(Role.PATIENT)
-    @idempotent
+    @idempotent(access=patient_may(Operation.MANAGE))
     @blp.arguments(GrantSchema)
     @blp.response(201, LinkSchema)
     @blp.doc(operationId="grant_caregiver")
@@ -98,7 +105,6 @@ class Caregivers(MethodView):
         from a caregiver account with their password (or it expires in 14 days). Nobody sees anything before
         that. For a caregiver the patient is linked with already, the new permissions apply at once (``active``).
         Offering again to the same email renews the offer with the new permissions."""
-        require_patient(patient_id, Operation.MANAGE)
         permissions = body["permissions"]
         view = services().care.grant_caregiver(
             patient_id, caregiver_email=body["caregiver_email"], current_password=body["current_password"],

@@ -22,6 +22,11 @@ from companion.services import exports
 blp = Blueprint("clinician", __name__, url_prefix="/api/v1/clinician", description="Care teams and patient panel")
 
 
+def _on_own_team(team_id: str, **url) -> None:
+    """A route about one of the caller's teams: 404 for any other (checked before a stored answer is replayed)."""
+    services().care.check_own_team(current_actor().id, team_id)
+
+
 class ClinicianTeamSchema(Schema):
     id = fields.String(attribute="team.id")
     name = fields.String(attribute="team.name")
@@ -119,7 +124,7 @@ class MyTeamInvitations(MethodView):
         return {"items": items}
 
     @allow(Role.CLINICIAN)
-    @idempotent
+    @idempotent(access=_on_own_team)
     @blp.arguments(InvitationCreateSchema)
     @blp.response(202, InvitationSchema)
     @blp.doc(operationId="invite_patient")

@@ -14,7 +14,7 @@ from companion.domain.errors import Unauthorized
 from companion.http import auditing, services
 from companion.http.idempotency import idempotent
 from companion.http.schemas import Pattern, StrictSchema, text
-from companion.http.security import allow, client_address, current_actor, public, require_patient
+from companion.http.security import allow, client_address, current_actor, patient_may, public, require_patient
 from companion.services.gateways import PROFILES, GatewayPaused
 
 blp = Blueprint("gateways", __name__, url_prefix="/api/v1", description="Gateways and TENS units")
@@ -217,14 +217,14 @@ class PatientDevices(MethodView):
         return {"devices": units}
 
     @allow(Role.PATIENT, Role.CLINICIAN)
-    @idempotent(conflict="the unit is bound to someone else: it must be released from them first")
+    @idempotent(access=patient_may(_unit_manager_operation),
+                conflict="the unit is bound to someone else: it must be released from them first")
     @blp.arguments(BindSchema)
     @blp.response(201, DeviceSchema)
     @blp.doc(operationId="bind_device")
     def post(self, body, patient_id):
         """Bind a unit to the patient by its serial (the patient, or their care team), from now or from
         `handed_over_at` (422 if it is in the future or before the unit's previous binding ended)."""
-        require_patient(patient_id, _unit_manager_operation())
         auditing.note(patient_ids=[patient_id], resource="device", action="C", resource_ids=[body["serial"]])
         device = services().gateways.bind_unit(patient_id, body["serial"], body["profile"],
                                                bound_at=body["handed_over_at"])

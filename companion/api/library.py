@@ -24,7 +24,7 @@ from companion.http.paging import (
     offset_page,
 )
 from companion.http.schemas import Pattern, StrictSchema, text
-from companion.http.security import allow, require_patient
+from companion.http.security import allow, patient_may, require_patient
 
 blp = Blueprint("library", __name__, url_prefix="/api/v1", description="Mindfulness library and practice")
 SLUG = Pattern(r"^[a-z0-9][a-z0-9-]{0,79}$", error="a library item slug")
@@ -222,14 +222,14 @@ class PracticeList(MethodView):
         return {"items": items, "next": following}
 
     @allow(Role.PATIENT, Role.CAREGIVER)
-    @idempotent(conflict="this Idempotency-Key named another practice, made before this version of the server (send "
+    @idempotent(access=patient_may(Operation.WRITE),
+                conflict="this Idempotency-Key named another practice, made before this version of the server (send "
                          "the request with a new key)")
     @blp.arguments(PracticeStartSchema, example=examples.PRACTICE_START)
     @blp.response(201, PracticeSchema, headers=ETAG_HEADERS)
     @blp.doc(operationId="start_practice")
     def post(self, body, patient_id):
         """Start practising an item."""
-        require_patient(patient_id, Operation.WRITE)
         practice = services().library.start_practice(patient_id, body["item_slug"], body["started_at"],
                                                      request_key=request_key())
         auditing.note(patient_ids=[patient_id], resource="practice", action="C", resource_ids=[practice["_id"]])
@@ -256,7 +256,8 @@ class PracticeChanges(MethodView):
 @blp.route("/patients/<patient_id>/practice/<practice_id>/complete")
 class PracticeComplete(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER)
-    @idempotent(conflict="the practice was completed already with another time or other minutes (read it again)")
+    @idempotent(access=patient_may(Operation.WRITE),
+                conflict="the practice was completed already with another time or other minutes (read it again)")
     @blp.arguments(PracticeCompleteSchema)
     @blp.response(200, PracticeSchema, headers=ETAG_HEADERS)
     @blp.doc(operationId="complete_practice")
@@ -264,7 +265,6 @@ class PracticeComplete(MethodView):
         """Finish a practice; the server records the minutes practised. The same completion again (a retry:
         no `completed_at` or the same one, and the same minutes) is answered 200 with the stored one; another
         completion of a completed practice is 409."""
-        require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource="practice", action="U", resource_ids=[practice_id])
         done = services().library.complete_practice(patient_id, practice_id, body["completed_at"], body["minutes"])
         return conditional.tagged(done, done.get("seq"))

@@ -36,7 +36,7 @@ from companion.http.conditional import (
 )
 from companion.http.idempotency import idempotent, request_key
 from companion.http.problems import conflict_doc
-from companion.http.security import allow, current_actor, require_patient
+from companion.http.security import allow, current_actor, patient_may, require_patient
 
 blp = Blueprint("reminders", __name__, url_prefix="/api/v1", description="Reminders and their occurrences")
 READERS = (Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
@@ -68,7 +68,8 @@ class ReminderList(MethodView):
         return {"items": items, "next": following}
 
     @allow(*WRITERS)
-    @idempotent(conflict="this Idempotency-Key named another reminder, made before this version of the server (send "
+    @idempotent(access=patient_may(Operation.WRITE),
+                conflict="this Idempotency-Key named another reminder, made before this version of the server (send "
                          "the request with a new key)")
     @blp.arguments(ReminderInputSchema, example=examples.REMINDER_INPUT)
     @blp.response(201, ReminderSchema, headers=ETAG_HEADERS)
@@ -76,7 +77,6 @@ class ReminderList(MethodView):
     def post(self, body, patient_id):
         """Create a reminder; its occurrences for the next two days are materialized at once. Send an
         Idempotency-Key to make a retry safe."""
-        require_patient(patient_id, Operation.WRITE)
         reminder = services().reminders.create(patient_id, body, request_key=request_key())
         auditing.note(patient_ids=[patient_id], resource="reminder", action="C", resource_ids=[reminder["_id"]])
         return conditional.tagged(reminder, reminder.get("seq"), 201, location=f"{request.path}/{reminder['_id']}")

@@ -15,7 +15,7 @@ from companion.api.clinician import PanelRowSchema
 from companion.domain.access import Operation, Role
 from companion.http import auditing, services
 from companion.http.idempotency import idempotent, request_key
-from companion.http.security import allow, current_actor, require_patient
+from companion.http.security import allow, current_actor, patient_may, require_patient
 from companion.services import exports
 from companion.services.review import PatientReview
 
@@ -197,13 +197,12 @@ class ClinicalNotesView(MethodView):
         return {"items": notes}
 
     @allow(Role.CLINICIAN)
-    @idempotent
+    @idempotent(access=patient_may(Operation.CLINICAL))
     @blp.arguments(s.ClinicalNoteCreateSchema)
     @blp.response(201, s.ClinicalNoteSchema)
     @blp.doc(operationId="add_clinical_note")
     def post(self, body, patient_id):
         """Write a clinical note (a care-team act; notes are never edited: write another)."""
-        require_patient(patient_id, Operation.CLINICAL)
         services().profiles.patient(patient_id)
         note = services().review.add_note(patient_id, current_actor().id, body["text"], request_key=request_key())
         auditing.note(patient_ids=[patient_id], resource="clinical_note", action="C", resource_ids=[note["_id"]])

@@ -6,6 +6,12 @@ holds its key under a lease (``COMPANION_IDEMPOTENCY_LEASE_S``, 60 s by default)
 serving it died, a retry after the lease takes the key over and does the work, which every use case
 behind an idempotent route completes without doubling anything. Keys are per caller and kept 24 hours; a
 key used after that is claimed afresh, as a new request (``request_key`` then names another claim).
+
+A stored answer carries what the first request was allowed to see, so it is replayed only to a caller still
+allowed to make the request: every idempotent route names its check of the caller (``access``: the caller's
+standing with the patient in the URL, say), which runs before the key is looked at, for a first request and a
+replay alike; a caller it refuses (a caregiver whose write permission was taken away) gets the refusal a first
+request gets, audited as one, and nothing stored.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+from collections.abc import Callable
 
 from flask import Response, g, request
 from flask_smorest.utils import deepupdate
@@ -30,10 +37,12 @@ HEADER_DOC = {"in": "header", "name": HEADER, "required": False,
                              "operation and the same for its retries, kept 24 hours per caller (after that the same key "
                              "starts a new request, which creates a new object). The same key with the "
                              "same body again: the first answer is replayed (status, body, Location and ETag, header "
-                             "`Idempotent-Replayed: true`) and nothing is done twice. The same key with another body: "
-                             "422. While the first request is still running: 409 with Retry-After; if it died, a "
-                             "retry after the lease (60 s by default) does the work. Answers of 5xx are not kept: "
-                             "retry with the same key. Without the header the request runs as usual.",
+                             "`Idempotent-Replayed: true`) and nothing is done twice, to a caller still allowed to make "
+                             "the request (one who no longer is gets the refusal a first request would). The same "
+                             "key with another body: 422. While the first request is still running: 409 with "
+                             "Retry-After; if it died, a retry after the lease (60 s by default) does the work. "
+                             "Answers of 5xx are not kept: retry with the same key. Without the header the request "
+                             "runs as usual.",
               "schema": {"type": "string", "minLength": 8, "maxLength": 100}}
 _PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 IN_PROGRESS = "a request with this Idempotency-Key is still being processed: retry after Retry-After seconds"
@@ -51,16 +60,26 @@ def _conflict_doc(conflict: str | None) -> dict:
     return {"description": description, "content": _PROBLEM, "headers": {"Retry-After": RETRY_AFTER_DOC}}
 
 
-def idempotent(view=None, *, conflict: str | None = None):
+def by_role_only(**url) -> None:
+    """``access`` of a route whose roles are its whole check (an admin creating a team): the caller's standing is
+    the same whatever it names, and the roles are checked before any view."""
+
+
+def idempotent(*, access: Callable[..., object], conflict: str | None = None) -> Callable:
     """Honour an Idempotency-Key header on this POST (optional: without one the POST runs as usual).
 
-    ``conflict`` says when the operation also answers 409 because the request conflicts with what is stored (no
-    Retry-After: retrying cannot succeed), so that its documented 409 names both causes."""
-    if view is None:
-        return functools.partial(idempotent, conflict=conflict)
+    ``access``: the route's check of the caller, given the URL's parts (``patient_may(Operation.WRITE)``, say, or
+    :func:`by_role_only`), raising the refusal the route answers. It runs before the body is parsed and before the
+    key is looked at, on every request: a stored answer is never replayed to a caller it refuses. ``conflict``
+    says when the operation also answers 409 because the request conflicts with what is stored (no Retry-After:
+    retrying cannot succeed), so that its documented 409 names both causes."""
+    return functools.partial(_idempotent, access=access, conflict=conflict)
 
+
+def _idempotent(view, *, access: Callable[..., object], conflict: str | None):
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
+        access(**kwargs)  # the view's URL arguments (its body is parsed below)
         key = request.headers.get(HEADER)
         if key is None:
             return view(*args, **kwargs)

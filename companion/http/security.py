@@ -100,6 +100,16 @@ def require_patient(patient_id: str, operation: Operation) -> Grant:
     raise Forbidden(refusal(grant, operation))
 
 
+def patient_may(operation: Operation | Callable[[], Operation]) -> Callable[..., Grant]:
+    """:func:`require_patient` for the patient in the route's URL, as a function of the URL's parts: a route's
+    check of the caller declared with it (companion.http.idempotency's ``access``). ``operation`` may be a function
+    naming the operation for this caller."""
+    def check(patient_id: str, **url) -> Grant:
+        return require_patient(patient_id, operation() if callable(operation) else operation)
+
+    return check
+
+
 def _action_of(operation: Operation) -> str:
     return {Operation.READ: "R", Operation.EXPORT: "E"}.get(operation, "U")
 

@@ -286,3 +286,55 @@ def test_a_creating_request_whose_answer_was_lost_is_done_once_by_its_retries(cl
     replayed = client.post(url, headers=headers, json=body)
     assert replayed.headers["Idempotent-Replayed"] == "true" and replayed.json == retried.json
     assert db[collection].count_documents(query) == 1
+
+
+def _start_practice(client, services, world, caregiver, key):
+    services.library.load()
+    return client.post(f"/api/v1/patients/{world['patient_a'].id}/practice", json={"item_slug": "box-breathing"},
+                       headers={**caregiver.headers, "Idempotency-Key": key})
+
+
+def _refusals(db, caregiver, patient):
+    return db.audit_events.count_documents({"actor_id": caregiver.id, "patient_ids": patient.id,
+                                            "outcome": "denied"})
+
+
+@pytest.mark.parametrize("change, refused", [("write taken away", 403), ("link revoked", 404)])
+def test_a_stored_answer_is_replayed_only_to_a_caller_still_allowed_to_make_the_request(
+        client, world, db, services, change, refused):
+    """A replay answers with the patient's data: it is given only to a caller the route still allows. A caregiver
+    whose write permission was taken away, or whose link ended, gets what a first request would get, audited as
+    a refusal, and nothing of the stored answer."""
+    patient, caregiver = world["patient_a"], world["caregiver_linked"]
+    link = services.stores.care_links.grant(patient.id, caregiver.id, CaregiverPermissions(write=True))
+    first = _start_practice(client, services, world, caregiver, "practice-0001")
+    assert first.status_code == 201
+    if change == "write taken away":
+        assert services.stores.care_links.change_permissions(patient.id, caregiver.id, CaregiverPermissions())
+    else:
+        assert client.delete(f"/api/v1/patients/{patient.id}/caregivers/{link.id}",
+                             headers=patient.headers).status_code == 204
+    before = _refusals(db, caregiver, patient)
+    replayed = _start_practice(client, services, world, caregiver, "practice-0001")
+    assert_problem(replayed, refused)
+    assert "Idempotent-Replayed" not in replayed.headers
+    assert first.json["id"] not in replayed.get_data(as_text=True)
+    assert _refusals(db, caregiver, patient) == before + 1
+    # Allowed again, the same key answers as it did: the first answer, the work done once.
+    services.stores.care_links.grant(patient.id, caregiver.id, CaregiverPermissions(write=True))
+    again = _start_practice(client, services, world, caregiver, "practice-0001")
+    assert (again.status_code, again.json, again.headers["Idempotent-Replayed"]) == (201, first.json, "true")
+    assert db.practice_log.count_documents({"patient_id": patient.id}) == 1
+
+
+def test_a_clinician_who_left_the_team_is_not_replayed_its_invitation(client, world):
+    clinician = world["clinician_team"]
+    url = f"/api/v1/clinician/teams/{world.team_id}/invitations"
+    body = {"patient_email": world["patient_b"].email, "reason": "Referral from the GP"}
+    headers = {**clinician.headers, "Idempotency-Key": "invite-0001"}
+    assert client.post(url, json=body, headers=headers).status_code == 202
+    assert client.delete(f"/api/v1/clinician/teams/{world.team_id}/membership",
+                         headers=clinician.headers).status_code == 204
+    replayed = client.post(url, json=body, headers=headers)
+    assert_problem(replayed, 404)
+    assert world["patient_b"].email not in replayed.get_data(as_text=True)
