@@ -39,10 +39,11 @@ ADHERENT_PDC = 0.8
 # version: a session counted its minutes as recorded; 2: each session counts its minutes to the tenth shown
 # (companion.domain.sessions.counted_minutes_shown), so a day shown at its target is covered; 3: practice counts
 # as companion.domain.practice says (one stretch recorded twice counts once; each practice's minutes to the tenth
-# shown, an overlap within the stored minutes' rounding none), and a day's minutes are summed to the tenth. Raise it
-# with any change that changes a stored day's figures: `companion migrate` computes again the days stored under
-# another.
-ADHERENCE_RULES = 3
+# shown, an overlap within the stored minutes' rounding none), and a day's minutes are summed to the tenth; 4: a
+# date's TENS is the course of the newest plan version that covers it (companion.domain.plans.day_plan), so a
+# version dated "from tomorrow" no longer leaves the days before its start without TENS. Raise it with any change
+# that changes a stored day's figures: `companion migrate` computes again the days stored under another.
+ADHERENCE_RULES = 4
 PDC_PERIODS = (7, 30, 90)
 RESPONDER_AFTER_DAYS = 60
 RESPONDER_PAIN_REDUCTION = 0.30

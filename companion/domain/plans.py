@@ -1,16 +1,28 @@
 """What a therapy plan asks of the patient on a given day.
 
 A plan is stored as versions (dicts: ``version``, ``active_from``, ``active_to``, ``tens``,
-``medications``, ``mindfulness``; TENS dates as ISO strings). A day follows the version in force at the
-end of the patient's local day (a plan written at 15:00 governs that whole day).
+``medications``, ``mindfulness``; TENS dates as ISO strings). Which version a local date follows
+(:func:`day_plan`, the one place every figure takes it from):
+
+* The version in force at the end of the patient's local day (as they lived it: localtime.day_span) sets the
+  day's mindfulness goal and medications (a plan written at 15:00 governs that whole day). They carry no dates
+  of their own, so that version covers them on every date from the day it was written.
+* The day's TENS follows the newest version written before the day's end whose TENS course covers the date,
+  looking back from the one in force: a version whose TENS course starts after the date (a change dated "from
+  tomorrow") leaves the date to the versions before it, so the course in force goes on until the new one
+  starts. A version that ends the course (its ``end_date`` before the date) or sets no TENS ends it: the
+  versions before it are not looked at. A day before any version was written has no plan (a version never
+  reaches back before the day it was written, whatever its start date).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date, datetime
 
 from companion.domain.adherence import PlannedTask, TaskKind
+from companion.domain.localtime import TimeZoneHistory, day_span
 
 
 def _as_date(value) -> date | None:
@@ -48,23 +60,83 @@ def tens_minutes_prescribed(plan: dict | None, local_date: date) -> int | None:
     return None
 
 
-def planned_tasks(plan: dict | None, local_date: date) -> list[PlannedTask]:
-    """The tasks a plan sets for one local date: TENS within its dates, the mindfulness goal, and each
-    medication's doses (a medication without times sets none)."""
-    if plan is None:
-        return []
+def _tens_version(plans: Iterable[dict], in_force: dict, day_end: datetime, local_date: date) -> dict | None:
+    """The version whose TENS course ``local_date`` follows (module docstring), from ``in_force`` back."""
+    earlier = sorted((p for p in plans if p["version"] <= in_force["version"] and p["active_from"] < day_end),
+                     key=lambda p: p["version"], reverse=True)
+    for plan in earlier:
+        if not plan.get("tens"):
+            return None  # this version sets no TENS: the course ended with it
+        start, end = tens_course(plan)
+        if end is not None and end < local_date:
+            return None  # it ended the course before this date
+        if start is None or start <= local_date:
+            return plan
+        # It starts after this date: the course before it goes on until then.
+    return None
+
+
+@dataclass(frozen=True)
+class DayPlan:
+    """What the plan asks of one local date (:func:`day_plan`): the version in force at the day's end
+    (``version``: mindfulness and medications), the one whose TENS course the date follows (``tens_version``,
+    None when the date has no TENS), and the day's tasks."""
+
+    local_date: date
+    version: dict | None
+    tens_version: dict | None
+    tasks: tuple[PlannedTask, ...]
+
+    @property
+    def tens(self) -> dict | None:
+        """The TENS prescription the date follows (None: no TENS that day)."""
+        return (self.tens_version or {}).get("tens") or None
+
+    @property
+    def tens_minutes(self) -> int | None:
+        """Minutes of TENS prescribed for the date (None when it has none, or the prescription sets none)."""
+        return tens_minutes_prescribed(self.tens_version, self.local_date)
+
+    @property
+    def mindfulness(self) -> dict | None:
+        return (self.version or {}).get("mindfulness") or None
+
+    @property
+    def medications(self) -> list[dict]:
+        return list((self.version or {}).get("medications") or [])
+
+
+def day_plan(plans: Iterable[dict], history: TimeZoneHistory, local_date: date) -> DayPlan:
+    """What the plan versions ``plans`` (any order) ask of the patient's local date ``local_date``, by the rules
+    of the module docstring: the version in force at the day's end as the patient lived it (their zone
+    history), and the TENS course the date falls in."""
+    plans = list(plans)
+    day_end = day_span(history, local_date)[1]
+    version = plan_in_force(plans, day_end)
+    if version is None:
+        return DayPlan(local_date, None, None, ())
+    tens_version = _tens_version(plans, version, day_end, local_date)
+    return DayPlan(local_date, version, tens_version, tuple(_tasks(version, tens_version, local_date)))
+
+
+def tasks_for_day(plans: Iterable[dict], history: TimeZoneHistory, local_date: date) -> list[PlannedTask]:
+    """The tasks the plan sets for one local date (:func:`day_plan`)."""
+    return list(day_plan(plans, history, local_date).tasks)
+
+
+def _tasks(version: dict, tens_version: dict | None, local_date: date) -> list[PlannedTask]:
     tasks = []
-    tens = plan.get("tens") or {}
-    start, end = tens_course(plan)
-    if tens and (start is None or start <= local_date) and (end is None or local_date <= end):
+    tens = (tens_version or {}).get("tens") or {}
+    if tens:
         tasks.append(PlannedTask(TaskKind.TENS, bool(tens.get("counts_towards_adherence", True)),
-                                 tens_minutes_prescribed(plan, local_date), tens.get("sessions_per_day")))
-    mindfulness = plan.get("mindfulness") or {}
+                                 tens_minutes_prescribed(tens_version, local_date), tens.get("sessions_per_day")))
+    mindfulness = version.get("mindfulness") or {}
     if mindfulness.get("minutes_per_day"):
         tasks.append(PlannedTask(TaskKind.MINDFULNESS, bool(mindfulness.get("counts_towards_adherence", True)),
                                  mindfulness["minutes_per_day"], None))
-    for medication in plan.get("medications") or []:
+    for medication in version.get("medications") or []:
         if medication.get("times"):
             tasks.append(PlannedTask(TaskKind.MEDICATION, bool(medication.get("counts_towards_adherence", True)),
                                      None, len(medication["times"])))
     return tasks
+

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from companion.domain.localtime import TimeZoneHistory, day_span
+from companion.domain.localtime import TimeZoneHistory
 from companion.domain.people import ACTIVE, CLOSED
-from companion.domain.plans import plan_in_force, tens_minutes_prescribed
+from companion.domain.plans import day_plan, tens_minutes_prescribed
 from companion.domain.sessions import counted_minutes_shown, counts_as_session
 
 ADHERENT_PDC = 0.8
@@ -131,8 +131,8 @@ def tens_by_day(sessions: Iterable[dict], plans: list[dict], zone: str, first: d
     the sum of its sessions' minutes as shown (to a tenth: counted_minutes_shown), so that a list of the day's
     sessions adds up to it. ``history``: the
     patient's zones over time, so that each session counts on the local day it was in where it happened, and each
-    day's target is the plan in force when the patient ended that day (day_span), as the adherence days do;
-    without it, every day is in ``zone``."""
+    day's target is the plan's for that date (companion.domain.plans.day_plan: taken at the end of the day as the
+    patient lived it), as the adherence days take it; without it, every day is in ``zone``."""
     history = history or TimeZoneHistory.fixed(zone)
 
     def zone_of(moment: datetime) -> ZoneInfo:
@@ -148,7 +148,7 @@ def tens_by_day(sessions: Iterable[dict], plans: list[dict], zone: str, first: d
             day.sessions += counts_as_session(session)
     for day in days.values():
         day.minutes = round(day.minutes, 1)  # tenths added up in binary floating point
-        day.target_minutes = tens_target_minutes(plan_in_force(plans, day_span(history, day.date)[1]), day.date)
+        day.target_minutes = day_plan(plans, history, day.date).tens_minutes
     return list(days.values())
 
 

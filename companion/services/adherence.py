@@ -5,9 +5,10 @@ clinician views. The rules themselves are companion.domain.adherence.
 Today is in progress: PDC periods end on yesterday at the latest, as the streak never counts today against
 the patient (companion.domain.adherence).
 
-Which plan a day follows: the plan version in force at the end of the patient's local day (a plan
-written at 15:00 governs that whole day). A day before any plan, or outside the TENS start/end dates,
-has no TENS task ("no tasks") and is left out of PDC. Events: TENS session records (by their corrected
+Which plan a day follows: companion.domain.plans.day_plan (the version in force at the end of the patient's
+local day sets its mindfulness and medications, a plan written at 15:00 governing that whole day; its TENS is the
+course of the newest version that covers the date, so a change dated "from tomorrow" leaves today's as it was). A
+day before any plan, or outside every TENS course, has no TENS task ("no tasks") and is left out of PDC. Events: TENS session records (by their corrected
 start), completed mindfulness practice (one stretch recorded twice counted once: companion.domain.practice),
 and medication reminder occurrences marked done.
 """
@@ -37,7 +38,7 @@ from companion.domain.adherence import (
 from companion.domain.errors import Invalid, NotFound
 from companion.domain.localtime import TimeZoneHistory, day_span
 from companion.domain.people import Account
-from companion.domain.plans import plan_in_force, planned_tasks
+from companion.domain.plans import tasks_for_day
 from companion.domain.practice import REACH
 from companion.domain.sessions import counted_minutes_shown, counts_as_session
 from companion.services.day_facts import practice_events, with_counts
@@ -52,7 +53,7 @@ _EVENT_LIMIT = 2000
 
 def day_bounds(history: TimeZoneHistory, local_date: date) -> tuple[datetime, datetime, str]:
     """The UTC instants the patient's local day starts and ends as they lived it, and the zone they ended it in
-    (companion.domain.localtime.day_span): the day's plan is the one in force at its end."""
+    (companion.domain.localtime.day_span): the day's plan is taken at its end (companion.domain.plans.day_plan)."""
     start, end, zone = day_span(history, local_date)
     return start, end, zone.key
 
@@ -136,9 +137,8 @@ class Adherence:
         """Compute and store one local day's adherence snapshot for ``patient`` (their panel row is marked: it
         keeps the days that the low-adherence rule reads)."""
         history = patient.zone_history()
-        _, day_end, zone = day_bounds(history, local_date)
-        plans = self.stores.plans.history(patient.id)
-        tasks = planned_tasks(plan_in_force(plans, day_end), local_date)
+        zone = day_bounds(history, local_date)[2]
+        tasks = tasks_for_day(self.stores.plans.history(patient.id), history, local_date)
         doc = snapshot_of(patient.id, local_date, zone, tasks, self._events(patient.id, history, local_date),
                           self.clock())
         self.stores.adherence_days.save(doc)

@@ -14,7 +14,7 @@ patients; session records and completed practice in the time window of each grou
 three or more days apart are read apart, so one late day does not widen the window for everyone);
 medication doses of those local dates. Each row is grouped in Python onto its patient's local day, by the
 same rules as compute_day (a session belongs to the local date at its start, in the zone in force then; the
-plan in force at the end of the local day). Then, a chunk of patients at a time (so what a chunk holds stays
+day's plan as companion.domain.plans.day_plan takes it). Then, a chunk of patients at a time (so what a chunk holds stays
 bounded), the snapshots are written (the new days in one insert, the others in ordered bulk replaces), the
 30 days the low-adherence rule reads are taken from the patients' panel rows where those are settled (one
 read of the chunk's kept days, which also tell which rows this run changes) and otherwise fetched by their
@@ -52,7 +52,7 @@ from companion.domain.adherence import PlannedTask, TaskEvent, TaskKind
 from companion.domain.alerts import AlertCandidate, AlertKind, low_adherence_run_ended
 from companion.domain.localtime import TimeZoneHistory
 from companion.domain.people import CLOSED, Account
-from companion.domain.plans import planned_tasks
+from companion.domain.plans import tasks_for_day
 from companion.domain.practice import REACH
 from companion.services.adherence import Adherence, day_bounds, snapshot_of, tens_event
 from companion.services.alerts import (
@@ -89,9 +89,7 @@ _PLAN_FIELDS = {"patient_id": 1, "version": 1, "active_from": 1, "active_to": 1,
 @dataclass
 class _Day:
     local_date: date
-    day_end: datetime
     zone: str
-    plan_version: int | None = None
     tasks: list[PlannedTask] = field(default_factory=list)
     events: list[TaskEvent] = field(default_factory=list)
     doses: list[TaskEvent] = field(default_factory=list)
@@ -126,8 +124,7 @@ def _patient(account: Account, now: datetime, dates: set[date], touched: set[dat
     history = account.zone_history()
     days = {}
     for local_date in sorted(dates):
-        _, day_end, zone = day_bounds(history, local_date)
-        days[local_date] = _Day(local_date, day_end, zone)
+        days[local_date] = _Day(local_date, day_bounds(history, local_date)[2])
     return _Patient(account, history, local_today(history, now), days, set(touched) & set(dates))
 
 
@@ -165,22 +162,22 @@ def _day_of(patient: _Patient | None, at: datetime) -> _Day | None:
     return patient.days.get(at.astimezone(patient.history.zone_at(at)).date())
 
 
-def _apply_plan(plan: dict, patient: _Patient) -> None:
+def _apply_plans(plans: list[dict], patient: _Patient) -> None:
     for day in patient.days.values():
-        live = plan["active_from"] < day.day_end and (plan.get("active_to") is None
-                                                      or plan["active_to"] >= day.day_end)
-        if live and (day.plan_version is None or plan["version"] > day.plan_version):
-            day.plan_version, day.tasks = plan["version"], planned_tasks(plan, day.local_date)
+        day.tasks = tasks_for_day(plans, patient.history, day.local_date)
 
 
 def _read_plans(stores: Stores, patients: dict[str, _Patient], failures: ItemFailures) -> None:
-    """Each patient's plan versions applied to their days; a version that cannot be read fails its patient (in
-    ``failures``, under the patient's id): their days are not computed without it."""
+    """Each patient's plan versions applied to their days (companion.domain.plans.day_plan, as compute_day takes
+    them); a version that cannot be read fails its patient (in ``failures``, under the patient's id): their days
+    are not computed without it."""
+    versions: dict[str, list[dict]] = defaultdict(list)
     for plan in stores.plans.versions_of(patients, _PLAN_FIELDS):
-        patient = patients.get(plan.get("patient_id"))
-        if patient is not None:
-            failures.attempt(patient.patient_id,
-                             lambda plan=plan, patient=patient: _apply_plan(plan, patient) or True)
+        if plan.get("patient_id") in patients:
+            versions[plan["patient_id"]].append(plan)
+    for patient_id, plans in versions.items():
+        failures.attempt(patient_id, lambda plans=plans, patient=patients[patient_id]:
+                         _apply_plans(plans, patient) or True)
 
 
 def _read_events(stores: Stores, patients: dict[str, _Patient]) -> None:

@@ -1,5 +1,5 @@
 """What a patient did over a stretch of time, read from the stores and put in the terms of the domain's
-progress rules: planned tasks per local day (from the plan version in force), TENS sessions, mindfulness
+progress rules: planned tasks per local day (companion.domain.plans.day_plan), TENS sessions, mindfulness
 practice and medication doses as task events, and pain ratings.
 
 Practice is counted as companion.domain.practice says (one stretch recorded twice counts once), from the
@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from companion.domain.adherence import TaskEvent, TaskKind, events_by_local_day
 from companion.domain.localtime import TimeZoneHistory, resolve_local
 from companion.domain.pain import PainEntry, Role
-from companion.domain.plans import plan_in_force
+from companion.domain.plans import DayPlan, day_plan
 from companion.domain.practice import REACH, PracticeUnion, Practised
 from companion.domain.sessions import counted_minutes_shown, counts_as_session
 from companion.store.stores import Stores
@@ -66,9 +66,10 @@ class PatientFacts:
         return [PainEntry(e["_id"], e["recorded_at"], e["nrs"], e.get("session_record_id"),
                           Role(e["phase"]) if e.get("phase") else None) for e in self.pain]
 
-    def plan_on(self, day_end_utc: datetime) -> dict | None:
-        """The plan version in force at the end of a local day."""
-        return plan_in_force(self.plans, day_end_utc)
+    def plan_of(self, history: TimeZoneHistory, day: date) -> DayPlan:
+        """What the plan asks of one of the patient's local days, as its adherence snapshot takes it
+        (companion.domain.plans.day_plan)."""
+        return day_plan(self.plans, history, day)
 
 
 def with_counts(practice: Iterable[dict]) -> list[dict]:

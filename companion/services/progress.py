@@ -22,7 +22,7 @@ from companion.domain.errors import NotFound
 from companion.domain.localtime import TimeZoneHistory
 from companion.domain.pain import flare_at
 from companion.domain.people import Account
-from companion.domain.plans import planned_tasks
+from companion.domain.plans import DayPlan
 from companion.domain.practice import REACH
 from companion.domain.sessions import counts_as_session
 from companion.domain.streaks import streak, weekly_summary
@@ -50,8 +50,8 @@ def _kind(progress: KindProgress) -> dict:
             "done": progress.done_count, "planned": progress.planned_count}
 
 
-def _medication_counts(plan: dict | None) -> bool:
-    doses = [m for m in (plan or {}).get("medications") or [] if m.get("times")]
+def _medication_counts(medications: list[dict]) -> bool:
+    doses = [m for m in medications if m.get("times")]
     return any(m.get("counts_towards_adherence", True) for m in doses)
 
 
@@ -66,8 +66,7 @@ def _adherence_by_day(facts: PatientFacts, history, days: list[date]) -> dict[da
     by_day = facts.events_by_day(history)
     result = {}
     for day in days:
-        plan = facts.plan_on(day_bounds(history, day)[1])  # as the day's snapshot: the end of it where it was lived
-        result[day] = adherence_for_day(day, planned_tasks(plan, day), by_day.get(day, []))
+        result[day] = adherence_for_day(day, list(facts.plan_of(history, day).tasks), by_day.get(day, []))
     return result
 
 
@@ -161,26 +160,26 @@ class Progress:
         # either side, and keep those of the day.
         start, end = local_day_bounds(zone, day)
         facts = gather(self.stores, patient_id, start - timedelta(days=1), end + timedelta(days=1))
-        plan = facts.plan_on(day_bounds(history, day)[1])
-        tasks = planned_tasks(plan, day)
+        plan = facts.plan_of(history, day)
+        tasks = list(plan.tasks)
         events = facts.events_by_day(history).get(day, [])
         scores = [e["nrs"] for e in facts.pain if local_date(e["recorded_at"], history) == day]
         sessions = [s for s in facts.sessions if local_date(s["started_at"], history) == day]
         return {
-            "tens": {**_goal(TaskKind.TENS, tasks, events, (plan or {}).get("tens")),
+            "tens": {**_goal(TaskKind.TENS, tasks, events, plan.tens),
                      "sessions": sum(counts_as_session(s) for s in sessions)},
-            "mindfulness": {**_goal(TaskKind.MINDFULNESS, tasks, events, (plan or {}).get("mindfulness")),
+            "mindfulness": {**_goal(TaskKind.MINDFULNESS, tasks, events, plan.mindfulness),
                             **self._mindfulness_goal(patient_id, plan, history, day, end)},
-            "medication": _goal(TaskKind.MEDICATION, tasks, events, None, _medication_counts(plan)),
+            "medication": _goal(TaskKind.MEDICATION, tasks, events, None, _medication_counts(plan.medications)),
             "pain": {"entries": len(scores), "latest_nrs": scores[-1] if scores else None},
         }
 
-    def _mindfulness_goal(self, patient_id: str, plan: dict | None, history: TimeZoneHistory, day: date,
+    def _mindfulness_goal(self, patient_id: str, plan: DayPlan, history: TimeZoneHistory, day: date,
                           day_end) -> dict:
         """The plan's mindfulness goal as set (None when it sets none), and the practice completed this week
         whether or not there is a goal (Monday to today, each day as the patient lived it: the Monday of a week
         begun in another zone is that zone's)."""
-        goal = (plan or {}).get("mindfulness") or {}
+        goal = plan.mindfulness or {}
         monday = day - timedelta(days=day.isoweekday() - 1)
         week_start = day_bounds(history, monday)[0]
         week = with_counts(self.stores.practice.completed_between(patient_id, week_start - REACH, day_end))

@@ -176,6 +176,6 @@ def test_migrate_computes_again_a_day_stored_by_version_2_with_a_practice_record
     assert cli.main(["migrate"]) == 0
     assert "1 adherence day(s) stored under earlier rules computed again" in capsys.readouterr().out
     migrated = jobs_db.adherence_days.find_one({"_id": f"{patient.id}:{YESTERDAY}"})
-    assert migrated["rules"] == ADHERENCE_RULES == 3
+    assert migrated["rules"] == ADHERENCE_RULES >= 3
     assert (migrated["mindfulness"]["minutes"], round(migrated["mindfulness"]["fraction"], 3)) == (20.0, 0.667)
     assert migrated["mindfulness"]["done"] == 1

@@ -23,7 +23,7 @@ from companion.domain import review as rules
 from companion.domain.access import Grant, Relationship
 from companion.domain.adherence import TaskEvent, TaskKind, events_by_local_day
 from companion.domain.alerts import AlertCandidate, AlertKind, Resolution, Severity
-from companion.domain.plans import plan_in_force, planned_tasks
+from companion.domain.plans import tasks_for_day
 from companion.services.adherence import day_bounds, snapshot_of, tens_event
 from companion.services.read_models import KEPT_DAYS, as_panel_row
 from companion.store.relationships import CareTeams
@@ -170,7 +170,7 @@ class Scenario:
 def _day_from_scratch(db, services, person, day: date, at: datetime) -> dict:
     """One local day's adherence from the session records, practice log and plan versions alone."""
     history = person.zone_history()
-    _, day_end, zone = day_bounds(history, day)
+    zone = day_bounds(history, day)[2]
     plans = services.stores.plans.history(person.id)
     start = datetime.combine(day, time(0), UTC) - timedelta(hours=15)
     end = datetime.combine(day + timedelta(days=1), time(0), UTC) + timedelta(hours=15)
@@ -179,7 +179,7 @@ def _day_from_scratch(db, services, person, day: date, at: datetime) -> dict:
     events += [TaskEvent(TaskKind.MINDFULNESS, p["started_at"], p.get("minutes") or 0) for p in db.practice_log.find(
         {"patient_id": person.id, "completed_at": {"$ne": None}, "started_at": {"$gte": start, "$lt": end}})]
     mine = events_by_local_day(events, history).get(day, [])
-    return snapshot_of(person.id, day, zone, planned_tasks(plan_in_force(plans, day_end), day), mine, at)
+    return snapshot_of(person.id, day, zone, tasks_for_day(plans, history, day), mine, at)
 
 
 def _row_from_scratch(db, services, patient_id: str, at: datetime) -> dict:

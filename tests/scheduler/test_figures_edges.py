@@ -1,0 +1,46 @@
+"""Reviewer's edge cases: adherence figures around plan changes and far time-zone moves."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from companion.api.ingestion import SessionRecordSchema
+from companion.store.adherence import snapshot_id
+from tests.scheduler.helpers import make_person, services_on
+from tests.support.records import session_record
+
+
+def _plan(start: date, sessions: int = 2, minutes: int = 30) -> dict:
+    return {"tens": {"sessions_per_day": sessions, "daily_minutes_target": None, "minutes_per_session": minutes,
+                     "programmes": [1], "intensity_min_ma": 10.0, "intensity_max_ma": 30.0, "start_date": start,
+                     "end_date": None, "counts_towards_adherence": True}, "medications": [], "mindfulness": None}
+
+
+def _upload(services, patient_id, serial, *starts, seq_from=1, minutes=30):
+    records = [SessionRecordSchema().load(session_record(serial, seq_from + n, started_at=s, duration_s=minutes * 60))
+               for n, s in enumerate(starts)]
+    return services.ingestion.receive(None, patient_id, records, {serial})
+
+
+def _bind(services, patient_id, serial="CTU-F0001"):
+    services.gateways.bind_unit(patient_id, serial, "companion-tens", bound_at=datetime(2026, 1, 1, tzinfo=UTC))
+    return serial
+
+
+def test_a_plan_change_dated_from_tomorrow_keeps_todays_tens_prescription(jobs_db, settings, clock, traveller):
+    traveller.move_to(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))  # London, GMT
+    services = services_on(jobs_db, settings, clock)
+    patient = make_person(jobs_db, "patient", "Europe/London")
+    services.plans.prescribe(patient.id, _plan(date(2026, 2, 1)), created_by="c",
+                             at=datetime(2026, 2, 20, tzinfo=UTC))
+    serial = _bind(services, patient.id)
+    _upload(services, patient.id, serial, datetime(2026, 3, 2, 7, 0, tzinfo=UTC), datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
+    assert services.progress.today(patient.id)["tens"]["fraction"] == 1.0
+    traveller.move_to(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))
+    services.plans.prescribe(patient.id, _plan(date(2026, 3, 3), sessions=3), created_by="c")
+    today = services.progress.today(patient.id)
+    traveller.move_to(datetime(2026, 3, 3, 1, 0, tzinfo=UTC))
+    services.adherence_job.run()
+    day = jobs_db.adherence_days.find_one({"_id": snapshot_id(patient.id, date(2026, 3, 2))})
+    assert (today["tens"]["state"], day["state"], day["covered"]) == ("progress", "progress", True)
+
