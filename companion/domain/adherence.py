@@ -41,7 +41,8 @@ ADHERENT_PDC = 0.8
 # as companion.domain.practice says (one stretch recorded twice counts once; each practice's minutes to the tenth
 # shown, an overlap within the stored minutes' rounding none), and a day's minutes are summed to the tenth; 4: a
 # date's TENS is the course of the newest plan version that covers it (companion.domain.plans.day_plan), so a
-# version dated "from tomorrow" no longer leaves the days before its start without TENS. Raise it with any change
+# version dated "from tomorrow" no longer leaves the days before its start without TENS; and a date the patient never
+# lived (a move east jumped over it) has no plan, where it was a planned day missed. Raise it with any change
 # that changes a stored day's figures: `companion migrate` computes again the days stored under another.
 ADHERENCE_RULES = 4
 PDC_PERIODS = (7, 30, 90)

@@ -163,26 +163,41 @@ class TimeZoneHistory:
         return pieces
 
 
-def day_span(history: TimeZoneHistory, local_date: date) -> tuple[datetime, datetime, ZoneInfo]:
-    """When the patient's local day ``local_date`` began and ended (UTC instants), as they lived it, and the zone
-    they ended it in: from the first instant whose local date (in the zone in force then) is that day to the
-    last. A move east that lands past the day ends it at the move (the patient left it then); a move west back
-    into it makes it end later. A day a move jumped over entirely was never lived: its bounds are those of the
-    zone in force at noon UTC on that date, as for a patient who never moved."""
+def _lived_pieces(history: TimeZoneHistory, local_date: date) -> list[tuple[datetime, datetime, ZoneInfo]]:
+    """The stretches of UTC time whose local date (in the zone in force then) is ``local_date``, in order."""
     if len(history.changes) == 1:  # most patients never move
         zone = ZoneInfo(history.changes[0].zone)
-        return resolve_local(local_date, time(0), zone), resolve_local(local_date + timedelta(days=1), time(0), zone), \
-            zone
+        began, ended = resolve_local(local_date, time(0), zone), resolve_local(local_date + timedelta(days=1), time(0),
+                                                                               zone)
+        return [(began, ended, zone)] if began < ended else []
     margin = timedelta(hours=15)  # every UTC offset is within 14 hours
-    lived = []
+    pieces = []
     for start, end, zone in history.segments(datetime.combine(local_date, time(0), UTC) - margin,
                                              datetime.combine(local_date + timedelta(days=1), time(0), UTC) + margin):
         began = max(start, resolve_local(local_date, time(0), zone))
         ended = min(end, resolve_local(local_date + timedelta(days=1), time(0), zone))
         if began < ended:
-            lived.append((began, ended, zone))
-    if not lived:
+            pieces.append((began, ended, zone))
+    return pieces
+
+
+def lived(history: TimeZoneHistory, local_date: date) -> bool:
+    """Whether the patient had any instant on the local date ``local_date``: False for a date a move east jumped
+    over whole (Pacific/Pago_Pago to Pacific/Kiritimati at 23:30 lands past the next date), or one the patient's
+    zone itself skipped (Pacific/Apia's 30 December 2011). Such a date has nothing planned (plans.day_plan): it is
+    not a day missed."""
+    return bool(_lived_pieces(history, local_date))
+
+
+def day_span(history: TimeZoneHistory, local_date: date) -> tuple[datetime, datetime, ZoneInfo]:
+    """When the patient's local day ``local_date`` began and ended (UTC instants), as they lived it, and the zone
+    they ended it in: from the first instant whose local date (in the zone in force then) is that day to the
+    last. A move east that lands past the day ends it at the move (the patient left it then); a move west back
+    into it makes it end later. A day never lived (:func:`lived`) has the bounds of the zone in force at noon UTC
+    on that date, as for a patient who never moved: it has no plan all the same."""
+    pieces = _lived_pieces(history, local_date)
+    if not pieces:
         zone = history.zone_at(datetime.combine(local_date, time(12), UTC))
         return resolve_local(local_date, time(0), zone), resolve_local(local_date + timedelta(days=1), time(0), zone), \
             zone
-    return lived[0][0], lived[-1][1], lived[-1][2]
+    return pieces[0][0], pieces[-1][1], pieces[-1][2]

@@ -13,6 +13,8 @@ A plan is stored as versions (dicts: ``version``, ``active_from``, ``active_to``
   starts. A version that ends the course (its ``end_date`` before the date) or sets no TENS ends it: the
   versions before it are not looked at. A day before any version was written has no plan (a version never
   reaches back before the day it was written, whatever its start date).
+* A date the patient never lived (localtime.lived: a move east jumped over it whole) has no plan: nothing was
+  asked of a day that never came, and it is not a day missed.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from companion.domain.adherence import PlannedTask, TaskKind
-from companion.domain.localtime import TimeZoneHistory, day_span
+from companion.domain.localtime import TimeZoneHistory, day_span, lived
 
 
 def _as_date(value) -> date | None:
@@ -109,7 +111,9 @@ class DayPlan:
 def day_plan(plans: Iterable[dict], history: TimeZoneHistory, local_date: date) -> DayPlan:
     """What the plan versions ``plans`` (any order) ask of the patient's local date ``local_date``, by the rules
     of the module docstring: the version in force at the day's end as the patient lived it (their zone
-    history), and the TENS course the date falls in."""
+    history), and the TENS course the date falls in; nothing for a date they never lived."""
+    if not lived(history, local_date):
+        return DayPlan(local_date, None, None, ())
     plans = list(plans)
     day_end = day_span(history, local_date)[1]
     version = plan_in_force(plans, day_end)

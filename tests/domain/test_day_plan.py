@@ -76,3 +76,10 @@ def test_medications_and_mindfulness_follow_the_version_in_force_at_the_end_of_t
 def test_no_version_reaches_back_before_the_day_it_was_written():
     plans = [_version(1, datetime(2026, 3, 2, 15, tzinfo=UTC), date(2026, 2, 1))]
     assert (_tens(plans, date(2026, 3, 1)), _tens(plans, date(2026, 3, 2))) == (None, 60)
+
+
+def test_a_date_the_patient_never_lived_has_no_plan():
+    jump = TimeZoneHistory.of([(datetime(2026, 1, 1, tzinfo=UTC), "Pacific/Pago_Pago"),
+                               (datetime(2026, 3, 6, 10, 30, tzinfo=UTC), "Pacific/Kiritimati")])
+    plans = [_version(1, datetime(2026, 2, 1, tzinfo=UTC), date(2026, 2, 1), medication_times=("08:00",))]
+    assert [len(day_plan(plans, jump, date(2026, 3, d)).tasks) for d in (5, 6, 7)] == [2, 0, 2]

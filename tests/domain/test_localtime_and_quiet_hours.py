@@ -117,3 +117,17 @@ def test_a_day_spans_what_the_patient_lived_of_it():
                                (datetime(2026, 3, 10, 11, 0, tzinfo=UTC), "Pacific/Kiritimati")])
     start, end, zone = day_span(jump, day)
     assert (end - start, zone) == (timedelta(days=1), ZoneInfo("Pacific/Kiritimati"))  # in force at noon UTC
+
+
+def test_a_date_is_lived_unless_a_move_or_the_zone_itself_jumped_over_it():
+    from companion.domain.localtime import lived
+
+    jump = TimeZoneHistory.of([(datetime(2026, 1, 1, tzinfo=UTC), "Pacific/Pago_Pago"),
+                               (datetime(2026, 3, 6, 10, 30, tzinfo=UTC), "Pacific/Kiritimati")])  # 23:30, 5 March
+    assert [lived(jump, date(2026, 3, d)) for d in (5, 6, 7)] == [True, False, True]
+    apia = TimeZoneHistory.fixed("Pacific/Apia")  # Samoa crossed the date line at the end of 29 December 2011
+    assert [lived(apia, date(2011, 12, d)) for d in (29, 30, 31)] == [True, False, True]
+    # A move west lives a date twice, not never.
+    west = TimeZoneHistory.of([(datetime(2026, 1, 1, tzinfo=UTC), "Pacific/Kiritimati"),
+                               (datetime(2026, 3, 10, 20, 0, tzinfo=UTC), "Pacific/Pago_Pago")])
+    assert all(lived(west, date(2026, 3, d)) for d in range(9, 13))

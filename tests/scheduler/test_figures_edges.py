@@ -44,3 +44,22 @@ def test_a_plan_change_dated_from_tomorrow_keeps_todays_tens_prescription(jobs_d
     day = jobs_db.adherence_days.find_one({"_id": snapshot_id(patient.id, date(2026, 3, 2))})
     assert (today["tens"]["state"], day["state"], day["covered"]) == ("progress", "progress", True)
 
+
+def test_a_date_the_patient_never_lived_is_not_a_missed_planned_day(jobs_db, settings, clock, traveller):
+    traveller.move_to(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
+    services = services_on(jobs_db, settings, clock)
+    patient = make_person(jobs_db, "patient", "Pacific/Pago_Pago")
+    services.plans.prescribe(patient.id, _plan(date(2026, 2, 1), sessions=1), created_by="c",
+                             at=datetime(2026, 2, 20, tzinfo=UTC))
+    serial = _bind(services, patient.id)
+    traveller.move_to(datetime(2026, 3, 6, 10, 30, tzinfo=UTC))  # 23:30 on 5 March in Pago Pago
+    services.profiles.update(patient.id, {"time_zone": "Pacific/Kiritimati"})
+    traveller.move_to(datetime(2026, 3, 8, 11, 0, tzinfo=UTC))  # 01:00 on 9 March in Kiritimati
+    pago_noons = [datetime(2026, 3, d, 23, 0, tzinfo=UTC) for d in (2, 3, 4, 5)]  # noon 2..5 March, Pago Pago
+    kiritimati_noons = [datetime(2026, 3, d, 22, 0, tzinfo=UTC) for d in (6, 7)]  # noon 7 and 8 March, Kiritimati
+    _upload(services, patient.id, serial, *pago_noons, *kiritimati_noons)
+    services.adherence_job.run()
+    skipped = jobs_db.adherence_days.find_one({"_id": snapshot_id(patient.id, date(2026, 3, 6))})
+    week = services.adherence.summary(patient.id)["tens"]["7"]
+    assert (week["days_with_plan"], week["days_covered"], week["pdc"]) == (6, 6, 1.0), (skipped["state"], week)
+

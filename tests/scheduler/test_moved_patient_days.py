@@ -181,3 +181,26 @@ def test_the_weeks_practice_count_keeps_the_monday_lived_in_another_zone(jobs_db
     monday = next(d for d in week["days"] if d["date"] == "2026-03-02")
     assert monday["mindfulness_minutes"] == done["minutes"] > 0  # the week shows it on Monday...
     assert services.progress.today(patient.id)["mindfulness"]["sessions_this_week"] == 1  # ... and today counts it
+
+
+def test_a_date_a_move_east_jumped_over_is_planned_nowhere(jobs_db, settings, clock, traveller):
+    traveller.move_to(datetime(2026, 3, 2, 9, tzinfo=UTC))
+    services = services_on(jobs_db, settings, clock)
+    patient = make_person(jobs_db, "patient", "Pacific/Pago_Pago")
+    jobs_db.therapy_plans.insert_one(_plan(patient))
+    serial = _bound(jobs_db, services, patient)
+    traveller.move_to(datetime(2026, 3, 6, 10, 30, tzinfo=UTC))  # 23:30 on 5 March -> 00:30 on 7 March
+    services.profiles.update(patient.id, {"time_zone": "Pacific/Kiritimati"})
+    traveller.move_to(datetime(2026, 3, 8, 11, tzinfo=UTC))  # 01:00 on 9 March in Kiritimati
+    noons = [datetime(2026, 3, d, 23, tzinfo=UTC) for d in (2, 3, 4, 5)] + [
+        datetime(2026, 3, d, 22, tzinfo=UTC) for d in (6, 7)]  # noon of 2..5 March, then of 7 and 8 March
+    _upload(services, patient, serial, *noons)
+    account = services.stores.users.by_id(patient.id)
+    week = services.progress.week(patient.id, date(2026, 3, 6))
+    skipped = {d["date"]: d for d in week["days"]}["2026-03-06"]
+    assert (week["days_with_plan"], week["days_covered"], skipped["covered"], skipped["tens_minutes_target"]) == (
+        6, 6, None, 0)  # as any day without a plan
+    assert services.adherence.compute_day(account, date(2026, 3, 6))["state"] == "no_tasks"
+    assert services.progress.streaks(patient.id, 0, 14)["current"] == 6
+    review_day = {d.date: d for d in services.review.of_patient(account).tens(14)}[date(2026, 3, 6)]
+    assert review_day.target_minutes is None
