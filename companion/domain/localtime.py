@@ -163,6 +163,21 @@ class TimeZoneHistory:
         return pieces
 
 
+# Any zone's local date lies within its UTC date widened by this much on each side (every UTC offset is within
+# 14 hours).
+DATE_REACH = timedelta(hours=15)
+
+
+def dates_reach(first: date, last: date | None = None) -> tuple[datetime, datetime]:
+    """The UTC instants between which every instant of the local dates ``first`` to ``last`` (inclusive; ``first``
+    alone without it) lies, in whatever zones the patient lived them: what a read of those days' records spans.
+    Not the zone of today's day widened by a day: after a move west of 25 hours, today began a day before the new
+    zone's midnight."""
+    last = last or first
+    return (datetime.combine(first, time(0), UTC) - DATE_REACH,
+            datetime.combine(last + timedelta(days=1), time(0), UTC) + DATE_REACH)
+
+
 def _lived_pieces(history: TimeZoneHistory, local_date: date) -> list[tuple[datetime, datetime, ZoneInfo]]:
     """The stretches of UTC time whose local date (in the zone in force then) is ``local_date``, in order."""
     if len(history.changes) == 1:  # most patients never move
@@ -170,10 +185,8 @@ def _lived_pieces(history: TimeZoneHistory, local_date: date) -> list[tuple[date
         began, ended = resolve_local(local_date, time(0), zone), resolve_local(local_date + timedelta(days=1), time(0),
                                                                                zone)
         return [(began, ended, zone)] if began < ended else []
-    margin = timedelta(hours=15)  # every UTC offset is within 14 hours
     pieces = []
-    for start, end, zone in history.segments(datetime.combine(local_date, time(0), UTC) - margin,
-                                             datetime.combine(local_date + timedelta(days=1), time(0), UTC) + margin):
+    for start, end, zone in history.segments(*dates_reach(local_date)):
         began = max(start, resolve_local(local_date, time(0), zone))
         ended = min(end, resolve_local(local_date + timedelta(days=1), time(0), zone))
         if began < ended:

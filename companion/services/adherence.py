@@ -36,7 +36,7 @@ from companion.domain.adherence import (
     responder_windows,
 )
 from companion.domain.errors import Invalid, NotFound
-from companion.domain.localtime import TimeZoneHistory, day_span
+from companion.domain.localtime import TimeZoneHistory, dates_reach, day_span
 from companion.domain.people import Account
 from companion.domain.plans import tasks_for_day
 from companion.domain.practice import REACH
@@ -123,8 +123,7 @@ class Adherence:
 
     def _events(self, patient_id: str, history: TimeZoneHistory, local_date: date) -> list[TaskEvent]:
         # A wide net (any zone's day lies within it), then each event goes to its own local day.
-        start = datetime.combine(local_date, time(0), UTC) - timedelta(hours=15)
-        end = datetime.combine(local_date + timedelta(days=1), time(0), UTC) + timedelta(hours=15)
+        start, end = dates_reach(local_date)
         events = [tens_event(s) for s in self.stores.session_records.for_patient(patient_id, start, end, _EVENT_LIMIT,
                                                                                   counted_only=True)]
         events += practice_events(with_counts(self.stores.practice.completed_between(patient_id, start - REACH, end,

@@ -45,12 +45,12 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 
 from companion.clock import Clock, now
 from companion.domain.adherence import PlannedTask, TaskEvent, TaskKind
 from companion.domain.alerts import AlertCandidate, AlertKind, low_adherence_run_ended
-from companion.domain.localtime import TimeZoneHistory
+from companion.domain.localtime import TimeZoneHistory, dates_reach
 from companion.domain.people import CLOSED, Account
 from companion.domain.plans import tasks_for_day
 from companion.domain.practice import REACH
@@ -80,8 +80,6 @@ DECIDED_REACH = timedelta(days=366)  # how far back such a decision is recompute
 DATE_GAP = 3  # dates this many days apart are read in separate windows (their windows do not overlap)
 CHUNK = 1_000  # patients whose snapshots are written and whose rule is evaluated together
 OVERTAKEN = "a later run of the adherence job wrote the day first"  # the reason of the marks it leaves
-# Any zone's local day lies within its UTC date widened by 15 hours on each side.
-WINDOW_MARGIN = timedelta(hours=15)
 _PLAN_FIELDS = {"patient_id": 1, "version": 1, "active_from": 1, "active_to": 1, "tens": 1, "medications": 1,
                 "mindfulness": 1}
 
@@ -152,8 +150,7 @@ def _date_groups(patients: dict[str, _Patient]) -> list[tuple[list[date], set[st
 
 
 def _window(dates: list[date]) -> tuple[datetime, datetime]:
-    return (datetime.combine(min(dates), time(0), UTC) - WINDOW_MARGIN,
-            datetime.combine(max(dates) + timedelta(days=1), time(0), UTC) + WINDOW_MARGIN)
+    return dates_reach(min(dates), max(dates))
 
 
 def _day_of(patient: _Patient | None, at: datetime) -> _Day | None:

@@ -19,7 +19,7 @@ from companion.domain.adherence import (
     is_covered,
 )
 from companion.domain.errors import NotFound
-from companion.domain.localtime import TimeZoneHistory
+from companion.domain.localtime import TimeZoneHistory, dates_reach
 from companion.domain.pain import flare_at
 from companion.domain.people import Account
 from companion.domain.plans import DayPlan
@@ -156,10 +156,10 @@ class Progress:
 
     def _today_figures(self, patient_id: str, history: TimeZoneHistory, zone, day: date) -> dict:
         # A day's records are those made on it in the zone in force when they were made: after a move, some of
-        # today's lie before today's start on the new clock (flying west) or after its end (east). Read a day
-        # either side, and keep those of the day.
-        start, end = local_day_bounds(zone, day)
-        facts = gather(self.stores, patient_id, start - timedelta(days=1), end + timedelta(days=1))
+        # today's lie before today's start on the new clock (flying west: up to 25 hours before) or after its end
+        # (east). Read the reach of the date in any zone, and keep those of the day.
+        end = local_day_bounds(zone, day)[1]
+        facts = gather(self.stores, patient_id, *dates_reach(day))
         plan = facts.plan_of(history, day)
         tasks = list(plan.tasks)
         events = facts.events_by_day(history).get(day, [])
@@ -194,8 +194,7 @@ class Progress:
         current = self.clock()
         last = local_date(current, history)
         first = last - timedelta(days=days - 1)
-        start = local_day_bounds(history.zone_at(current), first)[0] - timedelta(days=1)
-        facts = gather(self.stores, patient_id, start, current + timedelta(days=1))
+        facts = gather(self.stores, patient_id, *dates_reach(first, last))
         adherence = _adherence_by_day(facts, history, days_between(first, last))
         result = streak({d: is_covered(a) for d, a in adherence.items()}, last, grace_days)
         return {"current": result.current, "longest": result.longest, "grace_days": grace_days,
@@ -212,7 +211,7 @@ class Progress:
         end = local_day_bounds(history.zone_at(current), days[-1])[1] + timedelta(days=1)
         if end > current:  # the rest of the week's reminders (those in reach), so the app can show what is coming
             self.reminders.materialize(patient_id, max(start, current), end)
-        facts = gather(self.stores, patient_id, start, end)
+        facts = gather(self.stores, patient_id, *dates_reach(monday, days[-1]))
         in_week = set(days)
         facts.sessions = [s for s in facts.sessions if local_date(s["started_at"], history) in in_week]
         facts.practice = [p for p in facts.practice if local_date(p["started_at"], history) in in_week]

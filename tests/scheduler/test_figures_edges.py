@@ -63,3 +63,22 @@ def test_a_date_the_patient_never_lived_is_not_a_missed_planned_day(jobs_db, set
     week = services.adherence.summary(patient.id)["tens"]["7"]
     assert (week["days_with_plan"], week["days_covered"], week["pdc"]) == (6, 6, 1.0), (skipped["state"], week)
 
+
+def test_today_counts_the_session_done_earlier_on_the_same_date_before_a_25_hour_move_west(
+        jobs_db, settings, clock, traveller):
+    traveller.move_to(datetime(2026, 3, 10, 9, 0, tzinfo=UTC))
+    services = services_on(jobs_db, settings, clock)
+    patient = make_person(jobs_db, "patient", "Pacific/Kiritimati")
+    services.plans.prescribe(patient.id, _plan(date(2026, 2, 1), sessions=1), created_by="c",
+                             at=datetime(2026, 2, 20, tzinfo=UTC))
+    serial = _bind(services, patient.id)
+    traveller.move_to(datetime(2026, 3, 10, 11, 30, tzinfo=UTC))
+    _upload(services, patient.id, serial, datetime(2026, 3, 10, 10, 20, tzinfo=UTC))  # 00:20, 11 March, Kiritimati
+    traveller.move_to(datetime(2026, 3, 10, 20, 0, tzinfo=UTC))  # 10:00 on 11 March -> 09:00 on 10 March
+    services.profiles.update(patient.id, {"time_zone": "Pacific/Pago_Pago"})
+    traveller.move_to(datetime(2026, 3, 11, 12, 0, tzinfo=UTC))  # 01:00 on 11 March in Pago Pago
+    snapshot = services.adherence.compute_day(services.stores.users.by_id(patient.id), date(2026, 3, 11))
+    today = services.progress.today(patient.id)
+    assert today["date"] == "2026-03-11"
+    assert (snapshot["tens_minutes"], today["tens"]["minutes"]) == (30.0, 30.0)
+

@@ -204,3 +204,19 @@ def test_a_date_a_move_east_jumped_over_is_planned_nowhere(jobs_db, settings, cl
     assert services.progress.streaks(patient.id, 0, 14)["current"] == 6
     review_day = {d.date: d for d in services.review.of_patient(account).tens(14)}[date(2026, 3, 6)]
     assert review_day.target_minutes is None
+
+
+def test_the_week_and_the_streak_keep_a_session_done_before_a_25_hour_move_west(jobs_db, settings, clock, traveller):
+    traveller.move_to(datetime(2026, 3, 8, 9, tzinfo=UTC))
+    services = services_on(jobs_db, settings, clock)
+    patient = make_person(jobs_db, "patient", "Pacific/Kiritimati")
+    jobs_db.therapy_plans.insert_one(_plan(patient))
+    serial = _bound(jobs_db, services, patient)
+    traveller.move_to(datetime(2026, 3, 8, 11, tzinfo=UTC))
+    _upload(services, patient, serial, datetime(2026, 3, 8, 10, 20, tzinfo=UTC))  # 00:20, Monday 9 March
+    traveller.move_to(datetime(2026, 3, 8, 20, tzinfo=UTC))  # 10:00 on Monday -> 09:00 on Sunday 8 March
+    services.profiles.update(patient.id, {"time_zone": "Pacific/Pago_Pago"})
+    traveller.move_to(datetime(2026, 3, 9, 12, tzinfo=UTC))  # 01:00 on Monday 9 March in Pago Pago
+    week = services.progress.week(patient.id)
+    assert (week["week_start"], week["tens_minutes"], week["days"][0]["covered"]) == ("2026-03-09", 30.0, True)
+    assert services.progress.streaks(patient.id, 0, 1)["current"] == 1

@@ -13,7 +13,7 @@ panel served from the rows is compared with the domain's ordering of the recompu
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -23,6 +23,7 @@ from companion.domain import review as rules
 from companion.domain.access import Grant, Relationship
 from companion.domain.adherence import TaskEvent, TaskKind, events_by_local_day
 from companion.domain.alerts import AlertCandidate, AlertKind, Resolution, Severity
+from companion.domain.localtime import dates_reach
 from companion.domain.plans import tasks_for_day
 from companion.services.adherence import day_bounds, snapshot_of, tens_event
 from companion.services.read_models import KEPT_DAYS, as_panel_row
@@ -172,8 +173,7 @@ def _day_from_scratch(db, services, person, day: date, at: datetime) -> dict:
     history = person.zone_history()
     zone = day_bounds(history, day)[2]
     plans = services.stores.plans.history(person.id)
-    start = datetime.combine(day, time(0), UTC) - timedelta(hours=15)
-    end = datetime.combine(day + timedelta(days=1), time(0), UTC) + timedelta(hours=15)
+    start, end = dates_reach(day)
     events = [tens_event(s) for s in db.session_records.find(
         {"patient_id": person.id, "held": {"$ne": True}, "started_at": {"$gte": start, "$lt": end}})]
     events += [TaskEvent(TaskKind.MINDFULNESS, p["started_at"], p.get("minutes") or 0) for p in db.practice_log.find(
