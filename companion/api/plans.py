@@ -122,6 +122,12 @@ class PlanSchema(Schema):
 
 class PlanHistorySchema(Schema):
     items = fields.List(fields.Nested(PlanSchema), required=True)
+    next = paging.next_field()
+
+
+class PlanHistoryArgs(StrictSchema):
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+    cursor = paging.cursor_field()
 
 
 PlanChangesSchema = changes_schema("PlanChangesSchema", PlanSchema)
@@ -189,12 +195,17 @@ class PlanChanges(MethodView):
 @blp.route("/patients/<patient_id>/therapy-plan/versions")
 class PlanHistory(MethodView):
     @allow(Role.PATIENT, Role.CAREGIVER, Role.CLINICIAN)
-    @blp.response(200, PlanHistorySchema)
+    @blp.arguments(PlanHistoryArgs, location="query")
+    @blp.response(200, PlanHistorySchema, headers=paging.LINK_HEADER)
     @blp.doc(operationId="list_therapy_plan_versions")
-    def get(self, patient_id):
-        """Every version of the plan, newest first."""
+    def get(self, args, patient_id):
+        """Every version of the plan, newest first, at most `limit` per page: follow `next` for more. Each page
+        continues after the last version of the one before, and a version written between two pages shifts
+        nothing (it is at the head of the list when read again from the start)."""
         require_patient(patient_id, Operation.READ)
-        items = services().plans.history(patient_id)
+        items, more = services().plans.versions(
+            patient_id, below=paging.number_place(args["cursor"]) if args["cursor"] else None, limit=args["limit"])
         auditing.note(patient_ids=[patient_id], resource="therapy_plan", action="R",
                       resource_ids=[p["_id"] for p in items])
-        return {"items": items}
+        return {"items": items,
+                "next": paging.next_link(cursor=paging.number_cursor(items[-1]["version"])) if more else None}

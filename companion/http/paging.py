@@ -9,9 +9,9 @@ How a route continues is its own business, and the cursor is opaque:
 
 - change feeds continue from ``next_cursor`` (they also keep ``has_more`` for clients written before
   ``next``);
-- keyset lists (the access log, a patient's alerts, practice, reminders and notifications, a person's
-  notifications) continue after the last item they answered, in an order without ties (the reminders' in each
-  of its two parts, active and stopped);
+- keyset lists (the access log, a patient's alerts, practice, reminders, notifications and plan versions, a
+  person's notifications) continue after the last item they answered, in an order without ties (the reminders' in
+  each of its two parts, active and stopped; the plan's versions by their number, :func:`number_cursor`);
 - the other lists continue at a position in the same query (:func:`offset_page`): a page is read as the data
   stands when it is asked for, so an item written between two pages may shift the next one by a place.
   Apps that keep a copy use the change feeds, which never skip a change.
@@ -117,6 +117,20 @@ def keyset_place(cursor: str) -> tuple[datetime, str, dict]:
     if at.tzinfo is None or not isinstance(item_id, str):
         raise not_ours()
     return at, item_id, value
+
+
+def number_cursor(number: int) -> str:
+    """A keyset list's cursor in a list ordered by a number without ties (a plan's versions): the number of the
+    last item a page answered."""
+    return encode_cursor({"n": number})
+
+
+def number_place(cursor: str) -> int:
+    """The number a :func:`number_cursor` names; one this API did not make is a 422."""
+    number = decode_cursor(cursor).get("n")
+    if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+        raise not_ours()
+    return number
 
 
 def not_ours() -> Invalid:

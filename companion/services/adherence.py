@@ -137,7 +137,8 @@ class Adherence:
         keeps the days that the low-adherence rule reads)."""
         history = patient.zone_history()
         zone = day_bounds(history, local_date)[2]
-        tasks = tasks_for_day(self.stores.plans.history(patient.id), history, local_date)
+        tasks = tasks_for_day(self.stores.plans.written_before(patient.id, dates_reach(local_date)[1]), history,
+                              local_date)
         doc = snapshot_of(patient.id, local_date, zone, tasks, self._events(patient.id, history, local_date),
                           self.clock())
         self.stores.adherence_days.save(doc)

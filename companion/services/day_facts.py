@@ -32,8 +32,8 @@ def local_day_bounds(zone: ZoneInfo, day: date) -> tuple[datetime, datetime]:
 
 @dataclass
 class PatientFacts:
-    """Everything recorded for the patient between two instants, plus every version of their plan (sessions
-    held back from the figures are not read)."""
+    """Everything recorded for the patient between two instants, plus every version of their plan written before
+    the second (sessions held back from the figures are not read)."""
 
     plans: list[dict]
     sessions: list[dict]
@@ -98,10 +98,11 @@ def practice_events(practice: Iterable[dict]) -> list[TaskEvent]:
 
 
 def gather(stores: Stores, patient_id: str, start_utc: datetime, end_utc: datetime) -> PatientFacts:
-    """Read the patient's records between two instants (and every plan version); practice counted."""
+    """Read the patient's records between two instants (and every plan version written before the second: all those
+    that can set what a day in between asks); practice counted."""
     practice = with_counts(stores.practice.between(patient_id, start_utc - REACH, end_utc))
     return PatientFacts(
-        plans=stores.plans.history(patient_id),
+        plans=stores.plans.written_before(patient_id, end_utc),
         sessions=stores.session_records.for_patient(patient_id, start_utc, end_utc, SESSION_LIMIT, counted_only=True),
         practice=[p for p in practice if p["started_at"] >= start_utc],
         occurrences=stores.occurrences.between(patient_id, start_utc, end_utc),

@@ -41,6 +41,12 @@ class Plans:
         """Every version, newest first."""
         return self.plans.history(patient_id)
 
+    def versions(self, patient_id: str, *, below: int | None = None, limit: int = 100) -> tuple[list[dict], bool]:
+        """A page of the versions, newest first: at most ``limit`` of those numbered below ``below`` (the last
+        version of the page before), and whether more follow."""
+        read = self.plans.page(patient_id, below, limit + 1)
+        return read[:limit], len(read) > limit
+
     def prescribe(self, patient_id: str, plan: dict, *, created_by: str, based_on_version: int | None = None,
                   if_versions: frozenset[int] | None = None, at: datetime | None = None) -> dict:
         """Store a new version of the patient's plan (``plan`` holds its TENS dates as dates), in force from

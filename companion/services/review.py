@@ -12,6 +12,7 @@ from datetime import date, datetime, timedelta
 from companion.clock import Clock, now
 from companion.domain import review as rules
 from companion.domain.errors import Invalid, NotFound
+from companion.domain.localtime import dates_reach
 from companion.domain.people import Account
 from companion.domain.practice import REACH
 from companion.domain.review import PanelFilter
@@ -158,8 +159,9 @@ class PatientReview:
 
     def tens(self, days: int) -> list[rules.TensDay]:
         """Each of the period's days' TENS minutes and sessions against the plan, from every session of the period."""
-        return rules.tens_by_day(self.period_sessions(days), self.plans(), self.zone, self.first_day(days),
-                                 self.today, history=self.history)
+        versions = self.stores.plans.written_before(self.pid, dates_reach(self.today)[1])  # every one that can count
+        return rules.tens_by_day(self.period_sessions(days), versions, self.zone, self.first_day(days), self.today,
+                                 history=self.history)
 
     def session_times(self, days: int) -> dict:
         """How sure the period's session times are: how many are exact, corrected and estimated, the ones that

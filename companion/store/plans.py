@@ -39,8 +39,25 @@ class TherapyPlans(feeds.SyncedCollection):
     def current(self, patient_id: str) -> dict | None:
         return self.col.find_one({"patient_id": patient_id}, sort=[("version", DESCENDING)])
 
-    def history(self, patient_id: str, limit: int = 100) -> list[dict]:
-        return list(self.col.find({"patient_id": patient_id}).sort("version", DESCENDING).limit(limit))
+    def history(self, patient_id: str, limit: int | None = None) -> list[dict]:
+        """The patient's versions, newest first: every one, or the newest ``limit``."""
+        found = self.col.find({"patient_id": patient_id}).sort("version", DESCENDING)
+        return list(found.limit(limit) if limit else found)
+
+    def written_before(self, patient_id: str, before: datetime) -> list[dict]:
+        """Every version of the patient written (``active_from``) before ``before``, newest first: all those that
+        can set what a local day ending by then asks (companion.domain.plans.day_plan looks back past the
+        version in force), however many came after."""
+        return list(self.col.find({"patient_id": patient_id, "active_from": {"$lt": before}})
+                    .sort("version", DESCENDING))
+
+    def page(self, patient_id: str, below: int | None, limit: int) -> list[dict]:
+        """At most ``limit`` of the patient's versions, newest first, those numbered below ``below`` (the last a
+        previous page answered; a keyset: a version written between two pages shifts nothing)."""
+        query: dict = {"patient_id": patient_id}
+        if below is not None:
+            query["version"] = {"$lt": below}
+        return list(self.col.find(query).sort("version", DESCENDING).limit(limit))
 
     def first(self, patient_id: str) -> dict | None:
         """The patient's first plan version (when therapy started)."""

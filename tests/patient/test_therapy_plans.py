@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from datetime import UTC, datetime, timedelta
 
 from tests.patient.helpers import PLAN, snapshot
 from tests.support.problems import assert_problem
@@ -45,6 +46,25 @@ def test_a_change_is_a_new_version_and_the_old_one_is_closed(client, world):
     assert history[1]["active_to"] == history[0]["active_from"]
     assert history[0]["active_to"] is None
     assert [p["tens"]["sessions_per_day"] for p in history] == [3, 2]
+
+
+def test_every_version_is_listed_a_page_at_a_time(client, world, db):
+    patient = world["patient_a"]
+    written = datetime(2026, 1, 1, tzinfo=UTC)
+    db.therapy_plans.insert_many([
+        {"_id": f"plan-{n}", "patient_id": patient.id, "version": n, "created_at": written + timedelta(hours=n),
+         "created_by": world["clinician_team"].id, "active_from": written + timedelta(hours=n),
+         "active_to": None if n == 101 else written + timedelta(hours=n + 1), "tens": None, "medications": [],
+         "mindfulness": None, "seq": n} for n in range(1, 102)])
+    first = client.get(f"/api/v1/patients/{patient.id}/therapy-plan/versions", headers=patient.headers)
+    assert ([p["version"] for p in first.json["items"]][::99], first.headers["Link"]) == (
+        [101, 2], f'<{first.json["next"]}>; rel="next"')
+    rest = client.get(first.json["next"], headers=patient.headers).json
+    assert ([p["version"] for p in rest["items"]], rest["next"]) == ([1], None)
+    small = client.get(f"/api/v1/patients/{patient.id}/therapy-plan/versions?limit=60", headers=patient.headers).json
+    assert len(small["items"]) + len(client.get(small["next"], headers=patient.headers).json["items"]) == 101
+    assert_problem(client.get(f"/api/v1/patients/{patient.id}/therapy-plan/versions?cursor=xyz",
+                              headers=patient.headers), 422)
 
 
 def test_patient_and_caregiver_cannot_prescribe(client, world, db):

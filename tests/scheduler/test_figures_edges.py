@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from companion.api.ingestion import SessionRecordSchema
 from companion.store.adherence import snapshot_id
@@ -82,3 +82,17 @@ def test_today_counts_the_session_done_earlier_on_the_same_date_before_a_25_hour
     assert today["date"] == "2026-03-11"
     assert (snapshot["tens_minutes"], today["tens"]["minutes"]) == (30.0, 30.0)
 
+
+def test_the_week_and_streak_read_every_plan_version(jobs_db, settings, clock, traveller):
+    traveller.move_to(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
+    services = services_on(jobs_db, settings, clock)
+    patient = make_person(jobs_db, "patient", "UTC")
+    services.plans.prescribe(patient.id, _plan(date(2026, 2, 1)), created_by="c", at=datetime(2026, 2, 1, tzinfo=UTC))
+    for n in range(100):
+        services.plans.prescribe(patient.id, _plan(date(2026, 2, 1)), created_by="c",
+                                 at=datetime(2026, 2, 20, tzinfo=UTC) + timedelta(minutes=n))
+    services.adherence_job.run()
+    snapshot = jobs_db.adherence_days.find_one({"_id": snapshot_id(patient.id, date(2026, 2, 10))})
+    week = services.progress.week(patient.id, date(2026, 2, 10))
+    assert (snapshot["state"], week["days_with_plan"], len(services.plans.history(patient.id))) == (
+        "no_events", 7, 101)
