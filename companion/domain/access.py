@@ -150,7 +150,8 @@ ALERT_ACKNOWLEDGED = "alert_acknowledged"  # the care team acknowledged the aler
 INVITATION_SETTLED = "invitation_settled"  # the invitation it told of was answered or taken back before it went out
 REMINDER_ANSWERED = "reminder_answered"  # the patient recorded the reminder done or skipped before it went out
 REMINDER_SNOOZED = "reminder_snoozed"  # the patient snoozed it before it went out (the snooze reminds them again)
-REMINDER_CALLED_OFF = "reminder_called_off"  # the reminder was stopped or moved before it went out
+REMINDER_CALLED_OFF = "reminder_called_off"  # the reminder was stopped or moved (or its slot moved back by a move
+# undone, for a push planned on the clock it left) before it went out
 
 
 def delivery_refusal(*, recipient_active: bool, patient_active: bool, to_patient: bool,

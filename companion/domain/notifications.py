@@ -383,3 +383,14 @@ def reminding_keys_of(occurrence: dict) -> list[str]:
     keys = [first, f"{first}:resend", *nudges]
     snoozed = snooze_key(occurrence)
     return keys + [snoozed] if snoozed else keys
+
+
+def left_on_the_other_clock(before: dict, after: dict) -> list[str]:
+    """The pushes queued to remind of a slot as it stood (``before``) that remind of nothing once a move undone has
+    brought it back to the clock it was due on (``after``): its re-send and its nudges, planned on the clock it left
+    (each is withdrawn, not sent at that clock's time). Not its first push, one push on either clock (moved to the
+    restored time when it has not gone yet), nor its snooze's (the time the patient asked for, whatever the clock),
+    nor the nudges it plans on the restored clock."""
+    first = initial_key(before.get("push_with") or before["_id"])
+    kept = {first, snooze_key(before), *(nudge_key(after, n) for n in range(1, MAX_NUDGES + 1))}
+    return [key for key in reminding_keys_of(before) if key not in kept]

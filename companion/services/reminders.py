@@ -31,7 +31,9 @@ Edges, decided here:
   Its first push goes once: one already sent at the move is not sent again at the restored time (the
   outbox's key is the occurrence's), its nudges follow the restored time, all of them: they are counted
   afresh (``nudges_sent``) and keyed by the restored due instant (``restored_at`` set), so a nudge sent while
-  it sat on the other clock does not take the place of the one of the same rank.
+  it sat on the other clock does not take the place of the one of the same rank. What was queued for it on the
+  clock it leaves and has not gone yet (a nudge or re-send FCM asked to have sent later) is withdrawn
+  (``reminder_called_off``), and a first push not gone yet is moved to the restored time.
 - **DST gap.** Slots that fall due at the same instant share one push (``push_with``).
 """
 
@@ -54,7 +56,7 @@ from companion.domain.access import (
 )
 from companion.domain.errors import Conflict, Contended, Invalid, NotFound, PreconditionFailed
 from companion.domain.localtime import TimeZoneHistory, local_date_of
-from companion.domain.notifications import reminding_keys_of
+from companion.domain.notifications import initial_key, left_on_the_other_clock, reminding_keys_of, ttl_for
 from companion.domain.people import Account
 from companion.domain.quiet_hours import next_allowed
 from companion.domain.schedules import ReminderOccurrence, snoozed_until
@@ -63,7 +65,7 @@ from companion.services.item_failures import ItemFailures
 from companion.services.reminder_schedules import check_reminder, skipped_slots_for, slots_for
 from companion.services.sync import Changes, feed_view
 from companion.services.touched_days import TouchedDays
-from companion.store.outbox import Outbox
+from companion.store.outbox import SCHEDULED, Outbox
 from companion.store.reminders import CANCELLED
 from companion.store.stores import Stores
 
@@ -412,8 +414,11 @@ class ReminderService:
             return 0, None
         called_off = list(self.occurrences.by_ids(stale).values()) if stale else []
         # What was queued to remind of them never goes out: withdrawn before they are cancelled as well as after (a
-        # retry finds nothing left to cancel, so a process stopped between the two would leave it queued).
+        # retry finds nothing left to cancel, so a process stopped between the two would leave it queued). So for the
+        # slots moved back: what was queued on the clock they leave (a retry finds nothing left to restore).
         withdraw_called_off(self.outbox, patient_id, called_off)
+        brought_back = [(existing[key], {**existing[key], **fields}) for key, fields in restores]
+        self._leave_the_other_clock(patient_id, brought_back, current)
         # The patient's today changes before the writes as well as after: a pass stopped between the two finds
         # nothing left to write when it runs again, and would leave a today computed before it as current.
         self.today.touch([patient_id])
@@ -431,8 +436,32 @@ class ReminderService:
             seq += len(stale)
             added = self.occurrences.insert_new([{**doc, "seq": seq + n} for n, doc in enumerate(new)])
         withdraw_called_off(self.outbox, patient_id, called_off)  # (one queued while they were being cancelled)
+        self._leave_the_other_clock(patient_id, brought_back, current)  # (or while they were being moved back)
         self.today.touch([patient_id])
         return added, _basis(patient, reminders)
+
+    def _leave_the_other_clock(self, patient_id: str, brought_back: list[tuple[dict, dict]],
+                               current: datetime) -> None:
+        """The pushes queued for slots a move undone brings back (each as it stood, and as it stands restored), not
+        sent yet: those planned on the clock they leave withdrawn (their nudges and re-send, keyed or timed by that
+        clock: ``left_on_the_other_clock``), and the first push moved to the restored time (one push on either
+        clock, under the occurrence's key: withdrawn, it would stand in for the restored one, never sent)."""
+        if not brought_back:
+            return
+        self.outbox.withdraw_sources(patient_id, [key for before, after in brought_back
+                                                  for key in left_on_the_other_clock(before, after)],
+                                     REMINDER_CALLED_OFF)
+        firsts = {initial_key(after.get("push_with") or after["_id"]): after for _, after in brought_back}
+        for (key, _), doc in self.outbox.existing((key, patient_id) for key in firsts).items():
+            after = firsts[key]
+            send_at = max(after["notify_at"], current)
+            if doc["state"] != SCHEDULED or doc["not_before"] == send_at:
+                continue
+            if send_at >= after["window_ends_at"]:  # (its restored push would have none of its window left)
+                self.outbox.withdraw_sources(patient_id, [key], REMINDER_CALLED_OFF)
+                continue
+            self.outbox.retime(doc, send_at, send_at + ttl_for(doc["kind"], after["window_ends_at"] - send_at),
+                               planned_at=after["due_at"], planned_zone=after["zone"])
 
     def _open_unwanted(self, patient_id: str, reminders: list[dict], history, wanted: set[str], current: datetime
                        ) -> list[str]:

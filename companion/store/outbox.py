@@ -281,6 +281,17 @@ class Outbox:
             {"$set": {"state": SCHEDULED, "not_before": send_at, "settled_at": None, "round": doc["round"] + 1},
              "$unset": {"withdrawn_reason": ""}}).modified_count == 1
 
+    def retime(self, doc: dict, not_before: datetime, expires_at: datetime, **fields) -> bool:
+        """Give a notification not sent yet (``scheduled``, in the round it was read in) another time to go and another
+        end of its lifetime, with ``fields`` (a reminder's ``planned_at`` and ``planned_zone``); one whose new time is
+        past that end is ``expired`` instead. False when it was sent, settled or claimed into another round
+        meanwhile (a claimed round that is still ``scheduled`` is moved all the same: its sender settles it)."""
+        change = {"not_before": not_before, "expires_at": expires_at, **fields}
+        if not_before >= expires_at:
+            change = {"state": EXPIRED, "settled_at": self.clock()}
+        return self.col.update_one({"_id": doc["_id"], "state": SCHEDULED, "round": doc["round"]},
+                                   {"$set": change}).modified_count == 1
+
     def withdraw_sources(self, recipient_user_id: str, source_keys: Iterable[str], reason: str) -> int:
         """Withdraw these notifications to one recipient, those not yet sent (looked up by ``_id``)."""
         ids = [notification_id(key, recipient_user_id) for key in source_keys]

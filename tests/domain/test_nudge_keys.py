@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from companion.domain.notifications import nudge_key, reminding_keys_of
+from companion.domain.notifications import left_on_the_other_clock, nudge_key, reminding_keys_of
 
 DUE = datetime(2026, 3, 2, 18, 0, tzinfo=UTC)
 
@@ -23,3 +23,15 @@ def test_a_slot_brought_back_keys_its_nudges_by_its_due_instant_and_still_names_
     assert nudge_key(occurrence, 3) == f"reminder:occ-1:repeat:3@{int(DUE.timestamp())}"
     keys = reminding_keys_of(occurrence)
     assert {"reminder:occ-1", nudge_key(occurrence, 3), "reminder:occ-1:repeat:3"} <= set(keys)
+
+
+def test_a_slot_brought_back_leaves_its_nudges_and_resend_of_the_other_clock_but_not_its_first_push():
+    east = {"_id": "occ-1", "due_at": datetime(2026, 3, 2, 17, 0, tzinfo=UTC),
+            "snoozed_until": datetime(2026, 3, 2, 17, 40, tzinfo=UTC)}
+    back = {**east, "due_at": DUE, "restored_at": datetime(2026, 3, 2, 17, 33, tzinfo=UTC)}
+    left = left_on_the_other_clock(east, back)
+    assert "reminder:occ-1:repeat:3" in left and "reminder:occ-1:resend" in left
+    assert not {"reminder:occ-1", nudge_key(back, 3), "reminder:occ-1:snooze:20260302T174000"} & set(left)
+    # Brought back twice: the nudges keyed by the earlier restored instant are left too.
+    again = {**back, "due_at": datetime(2026, 3, 2, 19, 0, tzinfo=UTC)}
+    assert nudge_key(back, 1) in left_on_the_other_clock(back, again)

@@ -138,3 +138,55 @@ def test_nudges_of_a_slot_moved_back_follow_the_restored_time_all_of_them(
     assert after == [NOON_CHICAGO + timedelta(minutes=m) for m in (10, 20, 30)], after
     assert noon_slot(jobs_db, patient)["nudges_sent"] == 3
 
+
+
+def test_a_nudge_queued_on_the_east_clock_is_withdrawn_when_its_slot_is_moved_back(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    """A nudge of the New York clock that FCM asked to have sent later is still queued when the move is undone: it
+    reminds of a time the slot no longer has, and is withdrawn; the restored clock's nudges go at theirs."""
+    patient = make_person(jobs_db, "patient", "America/Chicago")
+    token = phone(jobs_db, patient)
+    daily_reminder(jobs_db, patient, ["12:00"], "2026-03-02", kind="medication", window_min=120,
+                   repeat={"count": 3, "every_min": 10})
+    services = services_on(jobs_db, settings, clock, sender)
+    moved = NOON_CHICAGO - timedelta(minutes=35)  # 11:25 CST, 12:25 EST: NY noon kept, pending, pushed now
+    traveller.move_to(moved)
+    services.profiles.update(patient.id, {"time_zone": "America/New_York"})
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, moved, moved + timedelta(minutes=4))
+    emulator.script("QUOTA_EXCEEDED", token=token, times=1, retry_after=600)  # "not before 12:40 EST"
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, moved + timedelta(minutes=5),
+                     moved + timedelta(minutes=6))
+    queued = jobs_db.push_outbox.find_one({"recipient_user_id": patient.id, "source_key": {"$regex": ":repeat:3$"}})
+    assert queued["state"] == "scheduled"  # the 12:30 EST nudge, waiting for FCM
+    traveller.move_to(moved + timedelta(minutes=8))
+    services.profiles.update(patient.id, {"time_zone": "America/Chicago"})
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, moved + timedelta(minutes=8),
+                     NOON_CHICAGO + timedelta(minutes=32))
+    assert [p.received_at for p in emulator.delivered_to(token)] == [
+        moved, *(NOON_CHICAGO + timedelta(minutes=m) for m in (10, 20, 30))]
+    withdrawn = jobs_db.push_outbox.find_one({"_id": queued["_id"]})
+    assert (withdrawn["state"], withdrawn["withdrawn_reason"]) == ("withdrawn", "reminder_called_off")
+
+
+def test_a_first_push_queued_on_the_east_clock_goes_at_the_restored_time_when_its_slot_is_moved_back(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    """The first push of a kept slot, held back by FCM at the move, has not gone when the move is undone: it goes
+    at the slot's time on the restored clock, naming it, not on the one it left (nor never, its key taken)."""
+    patient = make_person(jobs_db, "patient", "America/Chicago")
+    token = phone(jobs_db, patient)
+    daily_reminder(jobs_db, patient, ["12:00"], "2026-03-02", kind="medication", window_min=60)
+    services = services_on(jobs_db, settings, clock, sender)
+    moved = NOON_CHICAGO - timedelta(minutes=35)
+    traveller.move_to(moved)
+    services.profiles.update(patient.id, {"time_zone": "America/New_York"})
+    emulator.script("QUOTA_EXCEEDED", token=token, times=1, retry_after=900)  # "not before 12:40 EST"
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, moved, moved + timedelta(minutes=1))
+    assert emulator.delivered_to(token) == []
+    traveller.move_to(moved + timedelta(minutes=5))
+    services.profiles.update(patient.id, {"time_zone": "America/Chicago"})
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, moved + timedelta(minutes=5),
+                     NOON_CHICAGO + timedelta(minutes=5))
+    (push,) = emulator.delivered_to(token)
+    assert push.received_at == NOON_CHICAGO
+    first = jobs_db.push_outbox.find_one({"recipient_user_id": patient.id})
+    assert (first["planned_at"], first["planned_zone"]) == (NOON_CHICAGO, "America/Chicago")
