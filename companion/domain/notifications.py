@@ -372,16 +372,19 @@ def nudge_key(occurrence: dict, n: int) -> str:
     return f"{key}@{int(occurrence['due_at'].timestamp())}" if occurrence.get("restored_at") else key
 
 
-def reminding_keys_of(occurrence: dict) -> list[str]:
+def reminding_keys_of(occurrence: dict, *, shared: bool = True) -> list[str]:
     """Every push that may remind of ``occurrence`` as it stands: its (or its leader's, a DST gap) first push,
     nudges and re-send, and its current snooze's; for a slot a move undone brought back, the nudges sent before
-    too (the plain keys)."""
+    too (the plain keys). ``shared`` False: its own alone (its snooze's), not those of the push it shares with the
+    other slots of a DST gap (which still remind of those while one is open)."""
+    snoozed = snooze_key(occurrence)
+    if not shared:
+        return [snoozed] if snoozed else []
     first = initial_key(occurrence.get("push_with") or occurrence["_id"])
     nudges = [nudge_key(occurrence, n) for n in range(1, MAX_NUDGES + 1)]
     if occurrence.get("restored_at"):
         nudges += [f"{first}:repeat:{n}" for n in range(1, MAX_NUDGES + 1)]
     keys = [first, f"{first}:resend", *nudges]
-    snoozed = snooze_key(occurrence)
     return keys + [snoozed] if snoozed else keys
 
 

@@ -137,10 +137,14 @@ class DeliveryConsent:
         about = {d["_id"]: d["source_key"].split(":")[1] for d in docs if d["source_key"].startswith("reminder:")}
         if not about:
             return {}, set()
-        held = self.occurrences.held_pushes(set(about.values()), self.clock())
+        # A snooze's push is its slot's alone; the others are its push group's (a DST gap: held once all are).
+        own = {d["_id"] for d in docs if d["_id"] in about and ":snooze:" in d["source_key"]}
+        at = self.clock()
+        held = self.occurrences.held_pushes({about[nid] for nid in about if nid not in own}, at)
+        held_alone = self.occurrences.held_alone({about[nid] for nid in own}, at) if own else {}
         settled, snoozed = {}, set()
         for doc in docs:
-            occurrence = held.get(about.get(doc["_id"], ""))
+            occurrence = (held_alone if doc["_id"] in own else held).get(about.get(doc["_id"], ""))
             if occurrence is None:
                 continue
             if occurrence["status"] != "pending":

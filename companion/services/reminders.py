@@ -34,7 +34,9 @@ Edges, decided here:
   it sat on the other clock does not take the place of the one of the same rank. What was queued for it on the
   clock it leaves and has not gone yet (a nudge or re-send FCM asked to have sent later) is withdrawn
   (``reminder_called_off``), and a first push not gone yet is moved to the restored time.
-- **DST gap.** Slots that fall due at the same instant share one push (``push_with``).
+- **DST gap.** Slots that fall due at the same instant share one push (``push_with``), keyed by the first: it and
+  its nudges and re-send remind of all of them, withdrawn once none is open (answered or called off), and a
+  snooze's push is its own slot's alone (``reminding_keys_of(..., shared=False)``).
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ from companion.services.item_failures import ItemFailures
 from companion.services.reminder_schedules import check_reminder, skipped_slots_for, slots_for
 from companion.services.sync import Changes, feed_view
 from companion.services.touched_days import TouchedDays
-from companion.store.outbox import SCHEDULED, Outbox
+from companion.store.outbox import SCHEDULED
 from companion.store.reminders import CANCELLED
 from companion.store.stores import Stores
 
@@ -195,26 +197,32 @@ def call_off(stores: Stores, changes: Changes, stale: list[dict], at: datetime) 
     """Cancel these occurrences where still pending (tombstones), each patient's under one reservation of change
     numbers; returns how many. What was queued to remind of them is withdrawn, and their today changes, before
     the cancel as well as after it (as in materialize: a retry finds nothing left to cancel)."""
-    occurrences, outbox, today = stores.occurrences, stores.outbox, stores.today_rows
+    occurrences, today = stores.occurrences, stores.today_rows
     by_patient: dict[str, list[dict]] = defaultdict(list)
     for occurrence in stale:
         by_patient[occurrence["patient_id"]].append(occurrence)
     cancelled = 0
     for patient_id, items in by_patient.items():
-        withdraw_called_off(outbox, patient_id, items)
+        withdraw_called_off(stores, patient_id, items)
         today.touch([patient_id])
         with changes.stamp(patient_id, occurrences, len(items)) as first:
             cancelled += occurrences.cancel_pending([o["_id"] for o in items], first, at)
-        withdraw_called_off(outbox, patient_id, items)
+        withdraw_called_off(stores, patient_id, items)
         today.touch([patient_id])
     return cancelled
 
 
-def withdraw_called_off(outbox: Outbox, patient_id: str, called_off: list[dict]) -> None:
-    """Withdraw what was queued to remind of these occurrences of the patient's (called off)."""
-    if called_off:
-        outbox.withdraw_sources(patient_id, [k for o in called_off for k in reminding_keys_of(o)],
-                                REMINDER_CALLED_OFF)
+def withdraw_called_off(stores: Stores, patient_id: str, called_off: list[dict]) -> None:
+    """Withdraw what was queued to remind of these occurrences of the patient's (called off): all of it, but the
+    push shared with a slot of the same DST gap that stays (not among them, still pending), which still reminds of
+    that one (their snoozes' pushes, theirs alone, go)."""
+    if not called_off:
+        return
+    staying = stores.occurrences.push_groups_open_besides(called_off, {o["_id"] for o in called_off})
+    stores.outbox.withdraw_sources(patient_id, [
+        key for o in called_off
+        for key in reminding_keys_of(o, shared=(o.get("push_with") or o["_id"]) not in staying)],
+        REMINDER_CALLED_OFF)
 
 
 class ReminderService:
@@ -416,7 +424,7 @@ class ReminderService:
         # What was queued to remind of them never goes out: withdrawn before they are cancelled as well as after (a
         # retry finds nothing left to cancel, so a process stopped between the two would leave it queued). So for the
         # slots moved back: what was queued on the clock they leave (a retry finds nothing left to restore).
-        withdraw_called_off(self.outbox, patient_id, called_off)
+        withdraw_called_off(self.stores, patient_id, called_off)
         brought_back = [(existing[key], {**existing[key], **fields}) for key, fields in restores]
         self._leave_the_other_clock(patient_id, brought_back, current)
         # The patient's today changes before the writes as well as after: a pass stopped between the two finds
@@ -435,7 +443,7 @@ class ReminderService:
             self.occurrences.cancel_pending(stale, seq, current)
             seq += len(stale)
             added = self.occurrences.insert_new([{**doc, "seq": seq + n} for n, doc in enumerate(new)])
-        withdraw_called_off(self.outbox, patient_id, called_off)  # (one queued while they were being cancelled)
+        withdraw_called_off(self.stores, patient_id, called_off)  # (one queued while they were being cancelled)
         self._leave_the_other_clock(patient_id, brought_back, current)  # (or while they were being moved back)
         self.today.touch([patient_id])
         return added, _basis(patient, reminders)
@@ -640,10 +648,12 @@ class ReminderService:
 
     def _stop_reminding(self, occurrence: dict, reason: str) -> None:
         """Withdraw the pushes queued for an occurrence the patient has answered or snoozed (a nudge waiting for
-        its place in the spread, a push waiting to be retried): none may reach the phone after it. Not when its
-        push is shared with a slot still open (a DST gap): that one is still to be reminded of."""
-        if not self.occurrences.others_open_in_push_group(occurrence):
-            self.outbox.withdraw_sources(occurrence["patient_id"], reminding_keys_of(occurrence), reason)
+        its place in the spread, a push waiting to be retried): none may reach the phone after it. Not the push it
+        shares with a slot still open (a DST gap), which still reminds of that one: only its own then (its snooze's)."""
+        shared = not self.occurrences.others_open_in_push_group(occurrence)
+        keys = reminding_keys_of(occurrence, shared=shared)
+        if keys:
+            self.outbox.withdraw_sources(occurrence["patient_id"], keys, reason)
 
     def _outcome_recorded(self, patient_id: str, occurrence: dict) -> None:
         """What follows an outcome: a dose taken (or a session ticked off) changes that day's figures, the pushes

@@ -14,7 +14,7 @@ the app, and that comes back to life if the schedule has the slot again. The sch
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from datetime import datetime, timedelta
 
 from bson import ObjectId
@@ -268,16 +268,31 @@ class Occurrences(feeds.SyncedCollection):
         ``at``: answered or called off, or snoozed to a later time, none of whose push group is still pending
         without them (a DST gap). ``{occurrence: {_id, status, snoozed_until, ...}}``: one query for all, and one
         more for the push groups of those it finds."""
-        found: list[dict] = []
-        for part in chunks(sorted(set(leaders))):
-            found.extend(self.col.find({"_id": {"$in": part},
-                                        "$or": [{"status": {"$in": ["done", "skipped", CANCELLED]}},
-                                                {"status": "pending", "snoozed_until": {"$gt": at}}]},
-                                       {"status": 1, "reminder_id": 1, "local_date": 1, "snoozed_until": 1,
-                                        "push_with": 1}))
-        # A push group's other occurrences still pending: the same reminder and local date, sharing the leader.
+        found = list(self.held_alone(leaders, at).values())
+        pending = self._pending_in_groups(found)
+        held: dict[str, dict] = {}
+        for doc in found:
+            group = pending.get((doc["reminder_id"], doc["local_date"], doc.get("push_with") or doc["_id"]), [])
+            if not any(other["_id"] != doc["_id"] for other in group):
+                held[doc["_id"]] = doc
+        return held
+
+    def held_alone(self, ids: Iterable[str], at: datetime) -> dict[str, dict]:
+        """Of these occurrences, those answered or called off, or snoozed to a later time, whatever the rest of their
+        push group (for the pushes that are theirs alone: a snooze's), by id; one query."""
+        found: dict[str, dict] = {}
+        for part in chunks(sorted(set(ids))):
+            found.update((doc["_id"], doc) for doc in self.col.find(
+                {"_id": {"$in": part}, "$or": [{"status": {"$in": ["done", "skipped", CANCELLED]}},
+                                               {"status": "pending", "snoozed_until": {"$gt": at}}]},
+                {"status": 1, "reminder_id": 1, "local_date": 1, "snoozed_until": 1, "push_with": 1}))
+        return found
+
+    def _pending_in_groups(self, members: list[dict]) -> dict[tuple, list[dict]]:
+        """The pending occurrences of these occurrences' push groups (the same reminder and local date, sharing the
+        leader), by (reminder, local date, leader)."""
         pending: dict[tuple, list[dict]] = {}
-        for part in chunks(found):
+        for part in chunks(members):
             groups = sorted({doc.get("push_with") or doc["_id"] for doc in part})
             for other in self.col.find({"reminder_id": {"$in": sorted({doc["reminder_id"] for doc in part})},
                                         "local_date": {"$in": sorted({doc["local_date"] for doc in part})},
@@ -286,12 +301,13 @@ class Occurrences(feeds.SyncedCollection):
                                        {"reminder_id": 1, "local_date": 1, "push_with": 1}):
                 group = other.get("push_with") or other["_id"]
                 pending.setdefault((other["reminder_id"], other["local_date"], group), []).append(other)
-        held: dict[str, dict] = {}
-        for doc in found:
-            group = pending.get((doc["reminder_id"], doc["local_date"], doc.get("push_with") or doc["_id"]), [])
-            if not any(other["_id"] != doc["_id"] for other in group):
-                held[doc["_id"]] = doc
-        return held
+        return pending
+
+    def push_groups_open_besides(self, occurrences: list[dict], besides: Collection[str]) -> set[str]:
+        """The leaders of these occurrences' push groups (a DST gap) that still have a pending occurrence other
+        than those named in ``besides`` (the ones being called off together); one query per thousand."""
+        pending = self._pending_in_groups(occurrences)
+        return {leader for (_, _, leader), group in pending.items() if any(o["_id"] not in besides for o in group)}
 
     def others_open_in_push_group(self, occurrence: dict) -> bool:
         """Whether another occurrence sharing ``occurrence``'s push (a DST gap: the same reminder and local date,
