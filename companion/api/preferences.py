@@ -83,7 +83,9 @@ class MyPreferences(MethodView):
         the end of their quiet hours): the fields sent change, the others stay. With If-Match, only if the
         preferences are still at that version (else 412 with the current ones). A new zone is recorded with when
         it took effect; for a patient, as in their profile, their reminders follow it (see the README's
-        "Reminders at the edges"). Pushes already queued for anyone else keep the time they were given."""
+        "Reminders at the edges"). Pushes already queued for the caller and not sent yet are re-timed to the new
+        quiet hours (or zone): one held for the old quiet hours that the new ones allow goes now, one that now falls
+        inside them waits for their end; an overload and a snooze's reminder keep their time."""
         actor = current_actor()
         # An act on one's own account, recorded against it (a patient's is in their access history).
         auditing.note(patient_ids=[actor.id], resource="account", action="U", resource_ids=[actor.id])

@@ -295,6 +295,27 @@ def ignores_quiet_hours(kind: str, source_key: str) -> bool:
 _URGENT_ALERT_KINDS = frozenset({AlertKind.OVERLOAD.value, caregiver_kind(AlertKind.OVERLOAD)})
 
 
+def requeued_for_quiet_hours(queued: Mapping[str, Any], now: datetime, tz: ZoneInfo,
+                             quiet: QuietHours | None) -> tuple[datetime, datetime] | None:
+    """When a push queued and not sent yet (an outbox document: ``kind``, ``source_key``, ``not_before``,
+    ``expires_at``, ``attempts``, ``created_at``) goes once its recipient's quiet hours (or the clock they keep them
+    on, ``tz``) have changed, with the new end of its lifetime; None when its time stands. It was meant to go when it
+    was queued (``created_at``; a push FCM asked to have sent later, ``attempts`` > 0: its time, never brought
+    forward). Inside the new quiet hours, it waits for their end; held for quiet hours that no longer hold it, it goes
+    now (or when the new ones end); within its place in its kind's spread, it keeps it. A push that goes whatever the
+    hour (:func:`ignores_quiet_hours`) keeps its time. Its lifetime moves with it, but a reminder's, which is its
+    completion window, never does."""
+    kind, not_before = queued["kind"], queued["not_before"]
+    if ignores_quiet_hours(kind, queued["source_key"]):
+        return None
+    wanted = not_before if queued.get("attempts") else queued["created_at"]
+    goes = next_allowed(max(wanted, now), tz, quiet)
+    if goes <= not_before <= goes + template_for(kind).spread:
+        return None
+    expires_at = queued["expires_at"] if template_for(kind).windowed else queued["expires_at"] + (goes - not_before)
+    return goes, expires_at
+
+
 def collapse_key_for(kind: str, patient_id: str, recipient_id: str | None = None) -> str:
     """The collapse key (and APNs collapse id) for ``kind`` about ``patient_id`` (sent to ``recipient_id``).
 

@@ -9,6 +9,7 @@ from datetime import datetime, time, timedelta
 from companion.clock import Clock, now, to_millis
 from companion.domain.access import Role
 from companion.domain.errors import Contended, NotFound, PreconditionFailed
+from companion.domain.notifications import requeued_for_quiet_hours
 from companion.domain.people import Account, ZoneMove
 from companion.domain.quiet_hours import QuietHours
 from companion.services.reminders import ReminderService
@@ -27,6 +28,7 @@ class Profiles:
                  touched: TouchedDays | None = None):
         self.users = stores.users
         self.panel_rows = stores.panel_row_marks
+        self.outbox = stores.outbox
         self.reminders = reminders
         self.touched = touched
         self.clock = clock
@@ -68,7 +70,7 @@ class Profiles:
         change is exactly :meth:`update`'s (their reminders follow). Anyone else's new zone is recorded in their
         history the same way, so their quiet hours are judged on the clock they lived by at each instant (a
         caregiver's alert pushes wait for their end); nothing else follows (no reminders, panel row or days of
-        theirs). Pushes already queued for them keep the time they were given."""
+        theirs). Their pushes already queued and not sent yet are re-timed to the new quiet hours (or clock)."""
         return self._update(self.account, user_id, changes, if_versions)
 
     def _update(self, read: Callable[[str], Account], user_id: str, changes: dict,
@@ -93,6 +95,8 @@ class Profiles:
                 locale=changes.get("locale", False), move=move, at=self.clock())
             if updated is None:
                 continue  # changed meanwhile: read it again (and answer 412 if the caller named a version)
+            if moving or "quiet_hours" in changes:
+                self._requeue_for_quiet_hours(updated)
             if not updated.is_patient:
                 return updated  # a caregiver's or staff member's zone is theirs alone: no reminders, rows or days
             self._moved(updated, move.effective_from if move is not None else None)
@@ -107,18 +111,33 @@ class Profiles:
     def _finish_a_retry(self, patient: Account, changes: dict) -> None:
         """A change that changes nothing may be the retry of one stopped after its write: within a day of the
         last change (or of a move, for a zone named again), what follows a change is done again (each step is
-        idempotent), the reminders moved to the new zone, or their pushes to new quiet hours, included. Nothing
-        follows a change of anyone else's."""
-        if not patient.is_patient:
-            return
+        idempotent), the reminders moved to the new zone, or their pushes to new quiet hours, included; for anyone
+        else, only their queued pushes re-timed."""
         current = self.clock()
         latest = max((m.effective_from for m in patient.time_zone_history), default=None)
         moved = "time_zone" in changes and latest is not None and current - latest < RETRIED_WITHIN
         changed = patient.profile_changed_at is not None and current - patient.profile_changed_at < RETRIED_WITHIN
+        if moved or (changed and "quiet_hours" in changes):
+            self._requeue_for_quiet_hours(patient)
+        if not patient.is_patient:
+            return
         if moved or changed:
             self._moved(patient, latest if moved else None)
         if moved or (changed and "quiet_hours" in changes):
             self.reminders.refresh_future(patient.id)
+
+    def _requeue_for_quiet_hours(self, person: Account) -> None:
+        """The person's pushes queued and not sent yet, re-timed to their quiet hours as they are now, on the clock
+        they live by now (companion.domain.notifications.requeued_for_quiet_hours): one held for the old quiet hours
+        that the new ones allow goes now, one that falls inside the new ones waits for their end; those that go
+        whatever the hour (an overload, a snooze) keep their time. A patient's reminders whose first push waits are
+        re-planned with them (ReminderService.refresh_future); this is what is already in the outbox."""
+        current = self.clock()
+        zone = person.zone_history().zone_at(current)
+        for doc in self.outbox.waiting_for(person.id, current):
+            requeued = requeued_for_quiet_hours(doc, current, zone, person.quiet_hours)
+            if requeued is not None:
+                self.outbox.retime(doc, *requeued)
 
     def _moved(self, patient: Account, moved_at: datetime | None) -> None:
         """What follows a change of the profile: the panel row shows the name and zone; after a move of time

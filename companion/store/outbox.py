@@ -281,6 +281,11 @@ class Outbox:
             {"$set": {"state": SCHEDULED, "not_before": send_at, "settled_at": None, "round": doc["round"] + 1},
              "$unset": {"withdrawn_reason": ""}}).modified_count == 1
 
+    def waiting_for(self, recipient_user_id: str, after: datetime, limit: int = 1000) -> list[dict]:
+        """The notifications to one person queued to go after ``after`` (not sent yet), at most ``limit``."""
+        return list(self.col.find({"recipient_user_id": recipient_user_id, "state": SCHEDULED,
+                                   "not_before": {"$gt": after}}).limit(limit))
+
     def retime(self, doc: dict, not_before: datetime, expires_at: datetime, **fields) -> bool:
         """Give a notification not sent yet (``scheduled``, in the round it was read in) another time to go and another
         end of its lifetime, with ``fields`` (a reminder's ``planned_at`` and ``planned_zone``); one whose new time is
