@@ -102,12 +102,15 @@ class SignUpConfirmSchema(StrictSchema):
                          metadata={"description": "the code sent by email: 12 letters and digits, shown as XXXX-XXXX-XXXX (dashes "
                                                   "and spaces are ignored)"})
     password = fields.String(required=True, load_only=True, validate=validate.Length(min=1, max=200), metadata={
-        "description": "the password chosen when signing up: the code makes the account only with it, so that a "
-                       "second sign-up for the same email by someone else cannot choose it"})
+        "description": "the password chosen when signing up: it finds that sign-up request, and the account is made "
+                       "from it (name, role, zone) with that password. Any code mailed to the email in the last 30 "
+                       "minutes finishes it, whichever request sent the mail; a request by someone else for the "
+                       "same email is kept apart and cannot choose the password"})
 
 
-SIGNUP_ACCEPTED = ("If this email can be used for a new account, a code to finish signing up has been sent to it. "
-                   "Enter it within 30 minutes.")
+SIGNUP_ACCEPTED = ("If this email can be used for a new account, a code to finish signing up is sent to it; if it "
+                   "got three sign-up emails in the last 15 minutes, no more is sent: use the newest code it got. "
+                   "A code works for 30 minutes.")
 
 
 @blp.route("/signup")
@@ -120,7 +123,13 @@ class SignUp(MethodView):
     def post(self, body):
         """Ask for a patient or caregiver account. The answer is the same whether or not the email has an
         account already: the mailbox gets a code to finish signing up (``/auth/signup/confirm``), or a note that
-        an account exists. Clinicians and admins are created by an admin."""
+        an account exists. Clinicians and admins are created by an admin.
+
+        One email gets at most 3 sign-up mails in any 15 minutes, whoever asks; past that the answer is the same
+        and nothing is sent, and the request is kept all the same: finish it with the newest code the mailbox
+        got (it works for at least 15 minutes more). Each request is kept apart for 30 minutes, so a request by
+        someone else for the same email neither replaces this one nor holds it up. 429 only for asking too often
+        from one network (10 an hour; for one email, 3 an hour, then after 1, 2, 4 ... minutes)."""
         services().accounts.request_signup(**body, address=client_address(),
                                            languages=tuple(tag for tag, _ in request.accept_languages)[:3])
         return {"detail": SIGNUP_ACCEPTED}
@@ -134,9 +143,10 @@ class SignUpConfirm(MethodView):
     @blp.response(201, AccountSchema)
     @blp.doc(operationId="confirm_sign_up")
     def post(self, body):
-        """Finish signing up with the code sent by email and the password chosen: the account is made, sign in
-        with that password. A wrong code, or a password other than the one the pending sign-up holds, gets
-        the same 401."""
+        """Finish signing up with a code sent to the email and the password chosen: the account is made from the
+        request with that password, sign in with it. Any code mailed to the email in its 30 minutes works, whichever
+        request sent the mail (use the newest). A wrong or expired code, or a password no request for the email
+        within 30 minutes had, gets the same 401; a wrong password leaves the code for a retry."""
         return services().accounts.confirm_signup(email=body["email"], code=body["code"], password=body["password"],
                                                   address=client_address())
 

@@ -21,10 +21,12 @@ from pymongo.errors import DuplicateKeyError
 
 from companion.clock import Clock, now, to_millis
 from companion.domain import mail as mails
+from companion.domain import signup as signup_rules
 from companion.domain.access import Actor, Role
 from companion.domain.errors import Conflict, Forbidden, Invalid, NotFound, ServiceUnavailable, Unauthorized
 from companion.domain.localtime import is_known_zone
 from companion.domain.people import Account, is_email_address
+from companion.domain.throttling import network_of
 from companion.i18n import Reader
 from companion.logs import pseudonym
 from companion.services.derived_ids import derived_id
@@ -43,7 +45,7 @@ MAX_CODE_FAILURES = 5
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I to misread
 CODE_LENGTH = 12  # 60 bits: guessing is bounded by entropy, not by a delay an outsider could renew
 PASSWORD_LENGTH = (10, 200)  # characters: the API's rule (companion.api.auth), kept by every way an account is made
-SIGNUP_CODE_TTL = timedelta(minutes=30)
+SIGNUP_CODE_TTL = signup_rules.CODE_TTL
 RESET_CODE_TTL = timedelta(hours=24)
 SIGNUP, RESET = "signup", "reset"
 BAD_CODE = "the email or the code is wrong, or the code has expired"
@@ -105,11 +107,13 @@ class Accounts:
         self.s = settings
         self.users = stores.users
         self.codes = stores.one_time_codes
+        self.signups = stores.signups
         self.web_sessions = stores.web_sessions
         self.panel_rows = stores.panel_row_marks
         self.tokens = tokens
         self.throttle = Throttle(stores.counters, clock, key=settings.pseudonym_key)
         self.device_keys = DeviceKeys(settings.secret_key)
+        self._signup_key = hmac.new(settings.secret_key.encode(), b"companion sign-ups", hashlib.sha256).digest()
         self.clock = clock
         self.mailer = mailer
         self.passwords = Passwords(settings.password_memory_kib, settings.password_time_cost)
@@ -161,59 +165,99 @@ class Accounts:
         """Self-service sign-up, step one. The answer never says whether the email has an account: a new
         address is sent a code that finishes the sign-up (:meth:`confirm_signup`), an existing one a note that
         an account exists. Either way the same work is done (the password is hashed) and one mail goes out, in the
-        first of ``languages`` (the request's Accept-Language) with a catalog, else English."""
+        first of ``languages`` (the request's Accept-Language) with a catalog, else English.
+
+        Past the mails one email may get (companion.domain.signup.MAILS, whoever asked) nothing is sent, and the
+        answer is the same. A new address's request is kept all the same, apart from every other request's: any
+        live code mailed to the email finishes it with its own password, so the owner finishes with the newest
+        mail they got, whoever's request sent it, and nobody else's request replaces theirs."""
         say = Reader(*languages).render
         email = normalise_email(email)
         self.throttle.check("signup", address=address, account=email_digest(email))
         self.throttle.failed("signup", address=address, account=email_digest(email))  # each request costs
         password_hash = self.passwords.hash(password)
+        subject = self._signup_digest("email", email)
         if self.users.by_email(email) is not None:
-            self._mail(mails.signup_existing(email, say))
+            self._mail_within_quota(email, mails.signup_existing(email, say))
             return
-        code = new_code()
         at = self.clock()
-        self.codes.issue(SIGNUP, email_digest(email), self._code_hash(code), at=at, expires_at=at + SIGNUP_CODE_TTL,
-                         payload={"email": email, "password_hash": password_hash, "display_name": display_name,
-                                  "role": role, "time_zone": time_zone})
-        self._mail(mails.signup_code(email, code, int(SIGNUP_CODE_TTL.total_seconds() // 60), say))
+        self.signups.keep_pending(subject, self._pending_key(subject, password),
+                                  network=self._signup_digest("network", network_of(address)),
+                                  payload={"email": email, "password_hash": password_hash,
+                                           "display_name": display_name, "role": role, "time_zone": time_zone},
+                                  at=at, expires_at=at + signup_rules.PENDING_TTL,
+                                  per_network=signup_rules.PENDING_PER_NETWORK)
+        code = new_code()
+        self._mail_within_quota(email, mails.signup_code(email, code, int(SIGNUP_CODE_TTL.total_seconds() // 60), say),
+                                before=lambda: self.signups.note_code(subject, self._code_hash(code), at=at,
+                                                                      expires_at=at + SIGNUP_CODE_TTL))
 
     def confirm_signup(self, *, email: str, code: str, password: str, address: str) -> Account:
-        """Self-service sign-up, step two: the code from the email and the password chosen make the account.
-        Unauthorized (one answer for every case) when the email or code is wrong or expired, or the password is
-        not the one the pending sign-up holds (a later request for the same email, by someone else, replaced
-        it: the mailbox's owner never makes an account with another's password)."""
+        """Self-service sign-up, step two: a live code mailed to the email and the password of a request for it
+        make the account from that request. Unauthorized (one answer for every case) when the email or code is
+        wrong or expired, or no live request for the email has that password: whoever has another's code cannot
+        finish their own request (codes are the email's), and nobody finishes a request with someone else's
+        password without that password."""
         email = normalise_email(email)
-        subject = email_digest(email)
-        self.throttle.check("code", address=address, account=f"{SIGNUP}:{subject}")
-        # The code is spent only with the password the pending sign-up holds: a typo leaves it for a retry.
-        taken = self._take_code(SIGNUP, subject, code,
-                                if_also=lambda live: self.passwords.matches(live["payload"]["password_hash"], password))
-        if taken is None:
-            self.throttle.failed("code", address=address, account=f"{SIGNUP}:{subject}")
+        subject = self._signup_digest("email", email)
+        self.throttle.check("code", address=address, account=f"{SIGNUP}:{email_digest(email)}")
+        at = self.clock()
+        code_hash = self._code_hash(code)
+        pending = None
+        if self.signups.is_live_code(subject, code_hash, at):
+            # One read and one password check, however many requests wait: the request is found by its password.
+            pending = self.signups.live_pending(subject, self._pending_key(subject, password), at)
+            if not self.passwords.matches(pending["payload"]["password_hash"] if pending else "", password):
+                pending = None
+        # The code is spent only with a request's password: a typo leaves it for a retry.
+        if pending is None or not self.signups.use_code(subject, code_hash, at):
+            self.throttle.failed("code", address=address, account=f"{SIGNUP}:{email_digest(email)}")
             raise Unauthorized(BAD_CODE)
-        payload = taken["payload"]
+        payload = pending["payload"]
         try:
-            return self._create(email=payload["email"], password_hash=payload["password_hash"],
-                                display_name=payload["display_name"], role=payload["role"],
-                                time_zone=payload["time_zone"])
+            account = self._create(email=payload["email"], password_hash=payload["password_hash"],
+                                   display_name=payload["display_name"], role=payload["role"],
+                                   time_zone=payload["time_zone"])
         except Conflict:
+            self.signups.forget(subject)
             raise Unauthorized(BAD_CODE) from None  # taken meanwhile by another sign-up or an admin
+        self.signups.forget(subject)  # the email has an account now: nothing pending can make another
+        return account
+
+    def _signup_digest(self, what: str, value: str) -> str:
+        """How sign-ups name an email or a network: keyed, so a copy of the database does not tell whose."""
+        return hmac.new(self._signup_key, f"{what}\x1f{value}".encode(), hashlib.sha256).hexdigest()
+
+    def _pending_key(self, subject: str, password: str) -> str:
+        """Where a request's pending sign-up is kept: a keyed digest of the email and the password, so that its
+        confirmation finds it in one read and checks one password hash."""
+        return self._signup_digest("password", f"{subject}\x1f{password}")
+
+    def _mail_within_quota(self, email: str, mail: mails.Mail, *, before: Callable[[], None] | None = None) -> None:
+        """Send ``mail`` if the email's quota of sign-up mails allows (``before``: what to store first, the code it
+        carries); otherwise nothing. A mail that could not be sent gives its use of the quota back."""
+        use = self.throttle.within_quota("signup_mail", signup_rules.MAILS, account=email_digest(email))
+        if use is None:
+            return
+        try:
+            if before is not None:
+                before()
+            self._mail(mail)
+        except Exception:
+            self.throttle.give_back(use)
+            raise
 
     def _code_hash(self, code: str) -> str:
         return hmac.new(self.s.secret_key.encode(), normalise_code(code).encode(), hashlib.sha256).hexdigest()
 
-    def _take_code(self, purpose: str, subject: str, code: str,
-                   if_also: Callable[[dict], bool] | None = None) -> dict | None:
-        """Spend the live code of ``purpose`` for ``subject`` if it is ``code`` (and ``if_also`` accepts the
-        stored code); None, and the code kept, otherwise."""
+    def _take_code(self, purpose: str, subject: str, code: str) -> dict | None:
+        """Spend the live code of ``purpose`` for ``subject`` if it is ``code``; None, and the code kept, otherwise."""
         live = self.codes.live(purpose, subject, self.clock())
         if live is None or not hmac.compare_digest(live["code_hash"], self._code_hash(code)):
             return None
-        if if_also is not None and not if_also(live):
-            return None
         return self.codes.use(purpose, subject, live["code_hash"])
 
-    def _mail(self, mail) -> None:
+    def _mail(self, mail: mails.Mail) -> None:
         if self.mailer is None:
             log.warning("email is not configured: a sign-up email could not be sent")
             raise ServiceUnavailable("signing up is not available right now; try again later", retry_after_s=300)

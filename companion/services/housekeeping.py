@@ -53,6 +53,7 @@ class Housekeeping:
             "pairing_codes": self.stores.pairing_codes.delete_expired(cutoff - timedelta(days=1)),
             "web_sessions": self.stores.web_sessions.purge_expired(cutoff),
             "one_time_codes": self.stores.one_time_codes.delete_expired(cutoff),
+            "signups": self.stores.signups.delete_expired(cutoff),
             "worker_heartbeats": self.heartbeats.forget_old(),
             "tombstones": self.purge_tombstones(),
             "gateways_never_connected": self.revoke_never_connected_gateways(),

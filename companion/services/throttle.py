@@ -11,7 +11,10 @@ the instants they are decided from in the ``rate_events`` collection (companion.
 - ``fail:<step>:key:<account>|<device key>``: failures presenting a valid device key (sign-in,
   companion.services.device_keys), under whose limit the key skips the account-wide delay;
 - ``known:<account>:<address>``: a successful sign-in, which exempts that address from the account-wide
-  delay for 30 days.
+  delay for 30 days;
+- ``quota:<name>:<account>#<place>``: the uses of a quota that is not a wait (sign-up mails to one email: past
+  it the request is answered all the same and sends nothing), noted only when used, one place per use allowed
+  in the window.
 
 An address is the caller's network (companion.domain.throttling.network_of: an IPv6 address's /64), the
 same in every key. Accounts and addresses are stored digested, never as typed: keyed (HMAC-SHA256 under
@@ -26,7 +29,7 @@ import hmac
 
 from companion.clock import Clock, now
 from companion.domain.errors import TooManyRequests
-from companion.domain.throttling import KNOWN_ADDRESS_FOR, STEPS, Step, network_of, wait_s
+from companion.domain.throttling import KNOWN_ADDRESS_FOR, STEPS, Limit, Step, network_of, wait_s
 from companion.store.throttle import Counters
 
 
@@ -107,6 +110,18 @@ class Throttle:
             self.counters.record(f"fail:{step.name}:{self._digest(account)}", at, keep)
         if step.per_device_key and account is not None and device_key is not None:
             self.counters.record(self._device_key(step, account, device_key), at, keep)
+
+    def within_quota(self, name: str, quota: Limit, *, account: str) -> str | None:
+        """Take one use of ``account``'s quota ``name``: its id (to :meth:`give_back` if what it was for did not
+        happen) if fewer than ``quota.limit`` uses fall in the last ``quota.window``, else None and nothing kept.
+        Exact under concurrency (companion.store.throttle.Counters.take_place): never more than ``quota.limit``,
+        and a use is refused only when that many are in the window."""
+        return self.counters.take_place(f"quota:{name}:{self._digest(account)}", quota.limit, quota.window,
+                                        self.clock())
+
+    def give_back(self, use: str) -> None:
+        """A use of a quota whose purpose failed (the mail could not be sent)."""
+        self.counters.forget(use)
 
     def succeeded(self, step_name: str, *, address: str, account: str | None = None,
                   device_key: str | None = None) -> None:

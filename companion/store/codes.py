@@ -1,7 +1,6 @@
-"""One-time codes: a sign-up waiting for the code sent by email, a password reset an admin issued.
+"""One-time codes: a password reset an admin issued (sign-up codes are companion.store.signups').
 
-One document per purpose and subject (``signup:<email digest>``, ``reset:<user id>``): issuing again
-replaces the earlier code. Only the code's hash is kept. Using a code is one conditional delete, so of two
+One document per purpose and subject (``reset:<user id>``): issuing again replaces the earlier code. Only the code's hash is kept. Using a code is one conditional delete, so of two
 concurrent uses exactly one gets it.
 """
 

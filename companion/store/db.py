@@ -47,6 +47,7 @@ INDEX_MODULES = [
     "companion.store.heartbeats",
     "companion.store.changes",
     "companion.store.codes",
+    "companion.store.signups",
     "companion.store.recompute",
     "companion.store.gateway_reports",
     "companion.store.read_models",

@@ -42,6 +42,7 @@ from companion.store.relationships import (
 )
 from companion.store.reminders import Occurrences, Reminders
 from companion.store.sessions import DeviceEvents, SessionConflicts, SessionRecords, UnitClaims, UnitSyncs
+from companion.store.signups import SignUps
 from companion.store.throttle import Counters
 from companion.store.tokens import TokenFamilies
 from companion.store.web_sessions import WebSessions
@@ -75,6 +76,10 @@ class Stores:
     @cached_property
     def one_time_codes(self) -> OneTimeCodes:
         return OneTimeCodes(self.db)
+
+    @cached_property
+    def signups(self) -> SignUps:
+        return SignUps(self.db)
 
     @cached_property
     def counters(self) -> Counters:

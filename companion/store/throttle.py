@@ -12,8 +12,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from bson import ObjectId
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
 
 from companion.clock import now
 
@@ -70,6 +71,28 @@ class Counters:
         """When the events of ``key`` after ``since`` happened (at most ``limit``, the latest)."""
         docs = self.col.find({"key": key, "at": {"$gt": since}}, {"at": 1}).sort("at", -1).limit(limit)
         return [d["at"] for d in docs if d["_id"] != excluding]
+
+    def take_place(self, key: str, places: int, window: timedelta, at: datetime) -> str | None:
+        """Take one of ``places`` places of ``key``, each holding one event per ``window``: the event's id (to
+        :meth:`forget` if what it was for did not happen), or None when every place has held one in the last
+        ``window``. That is a sliding-window limit of ``places`` events (fewer in the window leaves a place free),
+        exact under concurrency: a place's next holder is an insert under a unique id (its number after the
+        holder before), so of concurrent requests for one place exactly one gets it, and the others try the next."""
+        for place in range(places):
+            place_key = f"{key}#{place}"
+            latest = self.col.find_one({"key": place_key}, sort=[("seq", DESCENDING)])
+            if latest is not None and latest["at"] > at - window:
+                continue
+            seq = latest["seq"] + 1 if latest is not None else 0
+            event_id = f"{place_key}:{seq}"
+            try:
+                # Kept a day past its window: a place's number starts again only once its holders are all gone.
+                self.col.insert_one({"_id": event_id, "key": place_key, "seq": seq, "at": at,
+                                     "expires_at": at + window + timedelta(days=1)})
+            except DuplicateKeyError:
+                continue
+            return event_id
+        return None
 
     def forget(self, event_id: str) -> None:
         self.col.delete_one({"_id": event_id})
