@@ -258,7 +258,11 @@ class Password(MethodView):
         """Change one's password (needs the current one). Every other session of the account ends; this one goes
         on with the new tokens. Every phone stops receiving notifications but the install named by
         ``install_id``, if it was registered under this session; without it, the app registers its token
-        again (``PUT /me/push-tokens/{install_id}``) with the new tokens."""
+        again (``PUT /me/push-tokens/{install_id}``) with the new tokens.
+
+        The current password is checked under sign-in's throttle, but this session stands in for a device key:
+        someone guessing the password elsewhere does not hold up the change (429 only after 10 wrong current
+        passwords in an hour in this session, or too many from this address)."""
         actor = current_actor()
         return services().accounts.change_password(actor.id, body["current_password"], body["new_password"],
                                                    address=client_address(), session=actor.family,

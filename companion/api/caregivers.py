@@ -108,7 +108,7 @@ class Caregivers(MethodView):
         permissions = body["permissions"]
         view = services().care.grant_caregiver(
             patient_id, caregiver_email=body["caregiver_email"], current_password=body["current_password"],
-            address=client_address(),
+            address=client_address(), session=current_actor().family,
             permissions=CaregiverPermissions(write=permissions["write"], alerts=frozenset(permissions["alerts"]),
                                              diary_notes=permissions["diary_notes"]))
         auditing.note(patient_ids=[patient_id], resource="care_link", action="C", resource_ids=[view["id"]])
@@ -223,7 +223,8 @@ class OfferAcceptance(MethodView):
         auditing.note(patient_ids=[patient_id] if patient_id else [], resource="care_link", action="C",
                       resource_ids=[invitation_id])
         offer = services().care.answer_offer(caller_account(), invitation_id, accept=True,
-                                             current_password=body["current_password"], address=client_address())
+                                             current_password=body["current_password"], address=client_address(),
+                                             session=current_actor().family)
         return {"patient_id": offer["patient_id"], "status": offer["status"], "link_id": offer["link_id"]}
 
 

@@ -10,7 +10,7 @@ from marshmallow import Schema, fields, validate
 from companion.domain.access import Operation, Role
 from companion.http import auditing, services
 from companion.http.schemas import StrictSchema
-from companion.http.security import allow, client_address, require_patient
+from companion.http.security import allow, client_address, current_actor, require_patient
 
 blp = Blueprint("consent", __name__, url_prefix="/api/v1/patients", description="Care teams, by the patient's consent")
 
@@ -81,7 +81,7 @@ class InvitationAcceptance(MethodView):
         require_patient(patient_id, Operation.MANAGE)
         invitation = services().care.answer_invitation(_patient(patient_id), invitation_id, accept=True,
                                                        current_password=body["current_password"],
-                                                       address=client_address())
+                                                       address=client_address(), session=current_actor().family)
         auditing.note(patient_ids=[patient_id], resource="team_enrolment", action="C",
                       resource_ids=[invitation["team_id"]])
         return {"team_id": invitation["team_id"], "status": invitation["status"]}

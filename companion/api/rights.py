@@ -24,7 +24,7 @@ from companion.http.paging import (
     not_ours,
 )
 from companion.http.schemas import StrictSchema
-from companion.http.security import allow, client_address, require_patient
+from companion.http.security import allow, client_address, current_actor, require_patient
 from companion.services.lifecycle import closure_statement
 
 blp = Blueprint("rights", __name__, url_prefix="/api/v1/patients", description="The patient's rights over their record")
@@ -182,6 +182,7 @@ class Closure(MethodView):
         answer says what was deleted, and what is kept, for how long and why."""
         require_patient(patient_id, Operation.MANAGE)
         svc = services()
-        svc.accounts.reauthenticate(patient_id, body["current_password"], address=client_address())
+        svc.accounts.reauthenticate(patient_id, body["current_password"], address=client_address(),
+                                    session=current_actor().family)
         auditing.note(patient_ids=[patient_id], resource="account", action="D", resource_ids=[patient_id])
         return svc.lifecycle.close(patient_id, by=patient_id)

@@ -131,7 +131,8 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     # the account-wide delay: the owner signs in at once from a phone or browser that signed in before, however
     # many guess. A stolen key adds at most 10 guesses an hour to the 77, from one address 5 free then 1 s, 2 s ...
     # Only an owner on a new device at a new address still waits, each time until the last guess's minute ends:
-    # for as long as someone keeps guessing at that rate, at most a minute after they stop.
+    # for as long as someone keeps guessing at that rate, at most a minute after they stop. A step-up (the current
+    # password asked again of a signed-in caller) presents the caller's session as its device key.
     Step("login", Limit(60, MINUTE), Backoff(5, QUARTER, 1, 900), Backoff(10, QUARTER, 1, 60),
          known_addresses_exempt=True, per_device_key=Limit(10, HOUR)),
     # TOTP codes (the password is already proven): 3 free mistakes, then 2 s, 4 s, ... up to 5 minutes.

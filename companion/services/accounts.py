@@ -414,7 +414,7 @@ class Accounts:
         pages alike); this session (``session``) continues on a fresh token pair. Every phone stops receiving
         notifications but the install ``install_id`` registered under this session, which goes on under the
         new one: another phone registered under it (with a copy of its access token) is forgotten too."""
-        self.reauthenticate(user_id, current_password, address=address)
+        self.reauthenticate(user_id, current_password, address=address, session=session)
         if current_password == new_password:
             raise Invalid("the new password must differ from the current one",
                           errors={"new_password": ["must differ from the current password"]})
@@ -487,21 +487,28 @@ class Accounts:
             raise Unauthorized("invalid or expired token")
         return user
 
-    def reauthenticate(self, user_id: str, password: str, *, address: str | None = None) -> None:
+    def reauthenticate(self, user_id: str, password: str, *, address: str | None = None,
+                       session: str | None = None) -> None:
         """Step-up for sensitive changes: the current password, checked afresh, under the sign-in throttle (its
         failures count with sign-in's, for the account and the caller's ``address``): a stolen session cannot
-        guess the password through a change that asks for it."""
+        guess the password through a change that asks for it.
+
+        ``session``: the caller's session (its family), which stands in for a device key: while it has fewer than
+        10 failures in the last hour the step-up skips the account-wide delay that failures from anywhere build
+        up, so someone guessing the password elsewhere does not hold up the owner's change; a stolen session is
+        worth 10 guesses an hour past that delay, as a stolen device key is."""
         user = self.users.by_id(user_id)
         account_key = email_digest(user.email) if user else f"id:{user_id}"
         where = address or f"session-of:{user_id}"
-        self.throttle.check("login", address=where, account=account_key)
+        as_device = f"session:{session}" if session else None
+        self.throttle.check("login", address=where, account=account_key, device_key=as_device)
         if not user or not self.passwords.matches(user.password_hash, password):
-            self.throttle.failed("login", address=where, account=account_key)
+            self.throttle.failed("login", address=where, account=account_key, device_key=as_device)
             # 403, not 401: the session is sound (an app that signs the person out on a 401 must not do so
             # over a mistyped password); the field at fault is named.
             raise Forbidden("the current password is wrong",
                             errors={"current_password": ["is not this account's password"]})
-        self.throttle.succeeded("login", address=where, account=account_key)
+        self.throttle.succeeded("login", address=where, account=account_key, device_key=as_device)
 
     # The clinician pages sign in with a server-side session behind a cookie.
     def start_web_session(self, user: Account, *, stage: str, started_at: datetime | None = None) -> str:

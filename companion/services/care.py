@@ -161,7 +161,7 @@ class Care:
                 "revoked_at": last["ended_at"], "offered_at": None, "expires_at": None}
 
     def grant_caregiver(self, patient_id: str, *, caregiver_email: str, permissions: CaregiverPermissions,
-                        current_password: str, address: str | None = None) -> dict:
+                        current_password: str, address: str | None = None, session: str | None = None) -> dict:
         """The patient offers a caregiver access by email, or changes what an active link covers (a sensitive
         change: it needs the patient's password).
 
@@ -170,7 +170,7 @@ class Care:
         their password, from a caregiver account; the answer is the same whether or not the email has an account,
         and nobody is linked to a patient without saying yes. A caregiver account with that email is told by a
         push that carries nothing about the patient."""
-        self.accounts.reauthenticate(patient_id, current_password, address=address)
+        self.accounts.reauthenticate(patient_id, current_password, address=address, session=session)
         email = normalise_email(caregiver_email)
         caregiver = self.users.by_email(email)
         # Only a link still active takes new permissions (one the caregiver ended meanwhile is never revived:
@@ -243,14 +243,14 @@ class Care:
         return self.caregiver_offers.patient_of(offer_id)
 
     def answer_offer(self, caregiver: Account, offer_id: str, *, accept: bool, current_password: str | None = None,
-                     address: str | None = None) -> dict:
+                     address: str | None = None, session: str | None = None) -> dict:
         """The caregiver accepts (with their password: it gives their account access to someone's health data)
         or declines an offer made to their email. Accepting links them with the offer's permissions. Answering
         again as one answered (a retry) answers as the first time and finishes what the first attempt may not
         have done: the push telling of the offer withdrawn and, for an acceptance, the link made (once that link
         has ended, it is not made again)."""
         if accept:
-            self.accounts.reauthenticate(caregiver.id, current_password or "", address=address)
+            self.accounts.reauthenticate(caregiver.id, current_password or "", address=address, session=session)
         at, digest = self.clock(), email_digest(caregiver.email)
         status = ACCEPTED if accept else DECLINED
         waiting = self.caregiver_offers.waiting(offer_id, digest, at) or self.caregiver_offers.answered(
@@ -398,13 +398,14 @@ class Care:
                 for i in waiting]
 
     def answer_invitation(self, patient: Account, invitation_id: str, *, accept: bool,
-                          current_password: str | None = None, address: str | None = None) -> dict:
+                          current_password: str | None = None, address: str | None = None,
+                          session: str | None = None) -> dict:
         """The patient accepts (with their password: it lets a team see their data) or declines an invitation.
         Answering again as one answered (a retry) answers as the first time and finishes what the first attempt
         may not have done: the push telling of the invitation withdrawn and, for an acceptance, the patient
         enrolled (once the patient left the team after answering, whatever enrolment ended, it is not made again)."""
         if accept:
-            self.accounts.reauthenticate(patient.id, current_password or "", address=address)
+            self.accounts.reauthenticate(patient.id, current_password or "", address=address, session=session)
         digest, status, answered_by = email_digest(patient.email), ACCEPTED if accept else DECLINED, \
             patient.id if accept else None
         invitation = self.invitations.answer(invitation_id, digest, status, self.clock(), patient_id=answered_by)

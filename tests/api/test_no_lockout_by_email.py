@@ -149,3 +149,35 @@ def test_the_owner_uses_an_admins_reset_code_at_once_while_outsiders_guess_codes
                        environ_base={"REMOTE_ADDR": NEW_PLACE})
     assert used.status_code == 204
     assert _login(client, caregiver.email, "the owner's new one", NEW_PLACE).status_code == 200
+
+
+def _change_password(client, who, current, address, new="an entirely new passphrase"):
+    return client.post("/api/v1/auth/password", headers=who.headers,
+                       json={"current_password": current, "new_password": new}, environ_base={"REMOTE_ADDR": address})
+
+
+def test_the_owner_changes_their_password_from_a_new_address_at_once_while_outsiders_guess(client, world, clock):
+    """The step-up (the current password, asked again) shared sign-in's account-wide delay and took no device key:
+    someone guessing elsewhere made the owner's password change from a new address wait a minute at a time. The
+    caller's live session now stands in for a device key."""
+    patient = world["patient_a"]
+    _outsider_guesses(client, patient.email)
+    assert _login(client, patient.email, PASSWORD, NEW_PLACE).status_code == 429  # the delay is on
+    for _ in range(3):  # the outsider goes on, landing a guess as each wait ends
+        clock.shift(timedelta(seconds=61))
+        _outsider_guesses(client, patient.email, count=3)
+    changed = _change_password(client, patient, PASSWORD, NEW_PLACE)
+    assert changed.status_code == 200 and "access_token" in changed.json
+
+
+def test_a_stolen_session_is_worth_ten_password_guesses_an_hour_past_the_delay(client, world, clock):
+    """The session skips the account-wide delay only while it has fewer than 10 failures in the last hour, as a
+    device key does; the per-address guards stay."""
+    patient = world["patient_b"]
+    _outsider_guesses(client, patient.email)
+    statuses = [_change_password(client, patient, f"thief-{i}", f"100.64.0.{i + 1}").status_code for i in range(12)]
+    assert statuses[:10] == [403] * 10 and statuses[10:] == [429, 429]
+    # From one address, its own guard: 5 free failures, then a growing wait.
+    other = world["caregiver_unlinked"]
+    one_place = [_change_password(client, other, f"guess-{i}", NEW_PLACE).status_code for i in range(7)]
+    assert one_place[:5] == [403] * 5 and 429 in one_place[5:]
