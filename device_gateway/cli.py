@@ -17,9 +17,10 @@ cannot get past on its own ends the command with one line on stderr and an exit 
  66     ``status``: no state directory there (a mistyped ``--state-dir``, or a gateway not set up yet)
 ======  ====================================================================================
 
-``status`` also ends with 3 when what it shows needs attention: a loop failing now, or a unit the last pull did
-not collect (the output says which, and for how long), so that a monitoring check can run it as it is; 0 when
-nothing is failing.
+``status`` also ends with 3 when what it shows needs attention: a loop failing now, a unit the last pull did
+not collect (the output says which, and for how long), a state directory with less than ``DISK_FULL_BELOW`` free
+(the buffer cannot store records there, whatever health.json last said), or a health.json it cannot parse, so that
+a monitoring check can run it as it is; 0 when nothing is failing.
 """
 
 import argparse
@@ -27,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import shlex
+import shutil
 import signal
 import socket
 import sys
@@ -43,7 +45,15 @@ from device_gateway.buffer_status import inspect_buffer
 from device_gateway.config import GatewayConfig, load_config
 from device_gateway.dead_letters import replay
 from device_gateway.errors import ConfigError
-from device_gateway.health import LOOPS, GatewayHealth, LoopHealth, UnitHealth, read_health, read_unit_health
+from device_gateway.health import (
+    LOOPS,
+    GatewayHealth,
+    LoopHealth,
+    UnitHealth,
+    health_file_unreadable,
+    read_health,
+    read_unit_health,
+)
 from device_gateway.link import BluetoothUnavailable, GatewayLink
 from device_gateway.runner import GatewayRunner
 from device_gateway.sealing import SealingError
@@ -58,6 +68,9 @@ EXIT_BUFFER_KEY = 78  # EX_CONFIG
 EXIT_CONFIG = 78  # EX_CONFIG: the config file or an environment setting
 EXIT_NO_STATE = 66  # EX_NOINPUT
 EXIT_NEEDS_ATTENTION = 3  # status: a loop failing now or a unit not collected (not a sysexits error: it did its job)
+# Less free than this in the state directory is a full disk to `status`: SQLite cannot count on a page for the buffer
+# (nor its WAL), and no file can be replaced there; a gateway that still has this much stores for days.
+DISK_FULL_BELOW = 1024 * 1024
 
 
 def _progress_line(progress: UploadProgress) -> None:
@@ -152,8 +165,9 @@ def _loop_line(health: LoopHealth | None) -> str:
 
 
 def cmd_status(args: argparse.Namespace, config: GatewayConfig) -> int:
-    """Show pairing, loop, buffer and unit state (never the secret); reads files only, creates none. Exit 3 when
-    a loop is failing now or a unit was not collected at its last pull."""
+    """Show pairing, disk, loop, buffer and unit state (never the secret); reads files only, creates none. Exit 3
+    when a loop is failing now, a unit was not collected at its last pull, the disk is full or health.json does not
+    parse."""
     if not Path(config.state_dir).is_dir():
         return _fail(f"no state directory at {config.state_dir}: check --state-dir (or "
                      "COMPANION_GATEWAY_STATE_DIR); a new gateway has one once it is paired", EXIT_NO_STATE)
@@ -165,6 +179,13 @@ def cmd_status(args: argparse.Namespace, config: GatewayConfig) -> int:
         print(f"api:            {config.api_url} (NOT USABLE: {refused})")
     print(f"gateway:        {config.gateway_id or 'not paired'}")
     print(f"units:          {', '.join(config.device_serials) or 'none'}")
+    free = shutil.disk_usage(config.state_dir).free
+    disk_full = free < DISK_FULL_BELOW
+    print(f"disk:           {_disk_line(free, disk_full)}")
+    unreadable = health_file_unreadable(config.health_path)
+    if unreadable:
+        print(f"health:         UNREADABLE: {config.health_path} does not parse (a power cut while it was rewritten "
+              "on a full disk?): failing loops and units cannot be shown")
     health = read_health(config.health_path)
     failing = any(loop.failing for loop in health.values())
     for loop in LOOPS:
@@ -184,7 +205,14 @@ def cmd_status(args: argparse.Namespace, config: GatewayConfig) -> int:
     now = datetime.now(UTC)
     for serial in [*stored, *sorted(set(not_collected) - set(stored))]:
         print(_unit_line(serial, stored.get(serial), not_collected.get(serial), now))
-    return EXIT_NEEDS_ATTENTION if failing or not_collected else 0
+    return EXIT_NEEDS_ATTENTION if failing or not_collected or disk_full or unreadable else 0
+
+
+def _disk_line(free: int, full: bool) -> str:
+    if full:
+        return (f"FULL: {free // 1024} KiB free in the state directory: new records cannot be stored, so units are "
+                "not collected")
+    return f"{free // (1024 * 1024)} MiB free"
 
 
 def _unit_line(serial: str, seq: int | None, health: UnitHealth | None, now: datetime) -> str:

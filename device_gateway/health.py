@@ -11,6 +11,11 @@ record stored last reads back undecodable, its position not checked yet, a full 
 unit whose last pull did not collect it is kept here too, with its error and since when its pulls have
 failed, until a pull collects it again.
 
+``health.json`` lives in the state directory beside the buffer, so a full disk is full for it too: it is kept
+with room to spare (spaces after its JSON, ``HEALTH_FILE_ROOM`` in all), written when the gateway starts, and when
+no new file can be made to replace it, it is rewritten in place (see ``atomic_file.rewrite_in_place``), so that
+``status`` still shows the unit a full disk keeps from being collected.
+
 Errors are described by :func:`describe_error`, which never copies a message that could carry session
 content: only messages of exception types whose text is written by the gateway or by its infrastructure
 (SQLite, the OS, httpx, bleak) are kept; anything else is named by its type and where it was raised.
@@ -29,7 +34,7 @@ from pathlib import Path
 import httpx
 from bleak.exc import BleakError
 
-from device_gateway.atomic_file import write_atomically
+from device_gateway.atomic_file import rewrite_in_place, write_atomically
 from device_gateway.errors import GatewayError
 
 logger = logging.getLogger(__name__)
@@ -39,6 +44,9 @@ UPLOAD = "upload"
 LOOPS = (RADIO, UPLOAD)
 HEALTH_FILE = "health.json"
 MAX_ERROR_CHARS = 200  # what POST /gateway/device-status accepts as last_error
+# health.json's size on disk, its JSON padded with spaces: room for both loops and some 30 failing units with
+# errors of MAX_ERROR_CHARS, to rewrite it in place on a full disk.
+HEALTH_FILE_ROOM = 16 * 1024
 
 
 _SAFE_MESSAGES: tuple[type[BaseException], ...] = (
@@ -95,7 +103,8 @@ class GatewayHealth:
 
     It starts from what the file says, so that a gateway restarted after a failure marks the loop
     recovered once it works, instead of leaving the old failure on show, and a unit refused before the restart
-    keeps the time its refusals began.
+    keeps the time its refusals began. It writes the file at once if the file has less than ``HEALTH_FILE_ROOM``
+    (none yet, or one an older release wrote), while there is room on the disk.
     """
 
     def __init__(self, path: Path | None, now: Callable[[], datetime] = _utcnow) -> None:
@@ -107,6 +116,9 @@ class GatewayHealth:
         if path is not None:
             self.loops.update({loop: state for loop, state in read_health(path).items() if loop in LOOPS})
             self.units.update(read_unit_health(path))
+            if _size(path) < HEALTH_FILE_ROOM:
+                with self._lock:
+                    self._save_locked()
 
     def failed(self, loop: str, error: str) -> None:
         """Note a failure of ``loop`` (counts it, keeps the error, starts ``failing_since``)."""
@@ -173,10 +185,35 @@ class GatewayHealth:
             return
         body = {"updated_at": self.now().isoformat(), "loops": {name: asdict(h) for name, h in self.loops.items()},
                 "units": {serial: asdict(h) for serial, h in sorted(self.units.items())}}
+        text = (json.dumps(body, indent=1) + "\n").ljust(HEALTH_FILE_ROOM)
         try:
-            write_atomically(self.path, json.dumps(body, indent=1) + "\n")
-        except OSError as exc:  # a full disk must not turn a report of an error into another error
-            logger.warning("could not write %s (%s)", self.path, describe_error(exc))
+            write_atomically(self.path, text)
+        except OSError as exc:
+            try:  # a full disk: no new file can be made, the one there can still be rewritten
+                rewrite_in_place(self.path, text.rstrip(" "))
+            except OSError as again:  # a full disk must not turn a report of an error into another error
+                logger.warning("could not write %s (%s; in place: %s)", self.path, describe_error(exc),
+                               describe_error(again))
+            else:
+                logger.warning("%s rewritten in place: %s", self.path, describe_error(exc))
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def health_file_unreadable(path: Path) -> bool:
+    """True when ``path`` is there but does not read as a gateway writes it (a power cut during a rewrite in place,
+    a hand edit): what it held about failing loops and units cannot be shown."""
+    try:
+        return not isinstance(json.loads(path.read_text()), dict)
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):
+        return True
 
 
 def read_health(path: Path) -> dict[str, LoopHealth]:

@@ -248,6 +248,30 @@ def test_status_shows_each_loops_last_error_and_since_when_and_says_a_failing_on
     assert main(["status", "--state-dir", str(tmp_path)]) == 0
 
 
+def test_status_says_a_full_disk_needs_attention_whatever_health_json_last_said(tmp_path, capsys, monkeypatch):
+    """The buffer cannot store a record on a full disk, and health.json (beside it) may not have been rewritten to
+    say so: ``status`` looks at the free space itself. (The one stand-in here: a real full filesystem needs a mount.)"""
+    GatewayHealth(tmp_path / "health.json")  # nothing failing, as the gateway last wrote
+    assert main(["status", "--state-dir", str(tmp_path)]) == 0
+    assert "MiB free" in capsys.readouterr().out
+
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=12 * 1024))
+
+    assert main(["status", "--state-dir", str(tmp_path)]) == EXIT_NEEDS_ATTENTION
+    assert ("disk:           FULL: 12 KiB free in the state directory: new records cannot be stored, so units are "
+            "not collected") in capsys.readouterr().out
+
+
+def test_status_says_a_health_file_it_cannot_parse_needs_attention(tmp_path, capsys):
+    """A power cut while health.json was rewritten in place (on a full disk) can leave it part old, part new: what
+    it held about failing units is unknown, which is not "nothing failing"."""
+    (tmp_path / "health.json").write_text('{"updated_at": "2026-03-01T08:00:00+00:00", "units": {"CT-0')
+
+    assert main(["status", "--state-dir", str(tmp_path)]) == EXIT_NEEDS_ATTENTION
+    assert f"health:         UNREADABLE: {tmp_path / 'health.json'} does not parse" in capsys.readouterr().out
+
+
 SERIAL = "CT-000001"
 
 

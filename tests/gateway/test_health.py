@@ -4,7 +4,15 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 
 from device_gateway.buffer_integrity import BufferDamaged
-from device_gateway.health import RADIO, UPLOAD, GatewayHealth, describe_error, read_health, read_unit_health
+from device_gateway.health import (
+    HEALTH_FILE_ROOM,
+    RADIO,
+    UPLOAD,
+    GatewayHealth,
+    describe_error,
+    read_health,
+    read_unit_health,
+)
 
 
 def raised(exc: Exception) -> Exception:
@@ -107,6 +115,31 @@ def test_a_unit_fails_from_its_first_refused_pull_until_one_collects_it(tmp_path
     assert read_unit_health(tmp_path / "health.json") == {}
 
 
+def test_on_a_full_disk_health_json_is_rewritten_in_place_and_reads_whole(tmp_path, monkeypatch):
+    """No new file can be made on a full disk (the temporary one write_atomically renames): the file, kept with room
+    since the gateway started, is overwritten in place, and a shorter content leaves nothing of the longer one."""
+    import errno
+
+    import device_gateway.health as health_module
+
+    health = GatewayHealth(tmp_path / "health.json")
+    assert (tmp_path / "health.json").stat().st_size == HEALTH_FILE_ROOM  # the room, taken while there is some
+    health.unit_failed("CT-000001", "x" * 200)
+    health.unit_failed("CT-000002", "OperationalError: database or disk is full")
+
+    def disk_full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(health_module, "write_atomically", disk_full)
+    health.unit_collected("CT-000001")
+    health.failed(RADIO, "OSError: [Errno 28] No space left on device")
+
+    assert set(read_unit_health(tmp_path / "health.json")) == {"CT-000002"}
+    assert read_health(tmp_path / "health.json")[RADIO].failing
+    assert (tmp_path / "health.json").stat().st_size == HEALTH_FILE_ROOM and not (tmp_path / "health.json.tmp").exists()
+
+
 def test_a_health_file_from_before_units_were_kept_reads_as_no_unit_failing(tmp_path):
     (tmp_path / "health.json").write_text('{"updated_at": "2026-03-01T08:00:00+00:00", "loops": {}}')
     assert read_unit_health(tmp_path / "health.json") == {}
+

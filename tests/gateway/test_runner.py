@@ -236,3 +236,26 @@ def test_a_unit_no_longer_bound_leaves_the_health_file(stub, make_runner, tmp_pa
     runner._note_units([])
 
     assert set(read_unit_health(tmp_path / "health.json")) == {SERIAL}
+
+
+def test_review_a_real_full_disk_still_shows_the_unit_not_collected(system_bus, stub, buffer, make_runner, tmp_path,
+                                                                     capsys, monkeypatch):
+    """A full disk is full for health.json too (it lives beside buffer.db in the state directory): the unit's
+    NOT COLLECTED must not depend on writing a new file there."""
+    import errno
+
+    import device_gateway.health as health_module
+
+    def disk_full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    unit = FakeTensUnit.with_history(SERIAL, ADDRESS, count=30)
+    runner = make_runner()
+    buffer.pragma(f"max_page_count = {buffer.pragma('page_count')}")  # SQLite cannot grow the buffer...
+    monkeypatch.setattr(health_module, "write_atomically", disk_full)  # ...nor can any file be written there
+
+    run_with_units([unit], lambda fake: runner._radio_cycle())
+
+    assert buffer.last_stored_seq(SERIAL) < 30  # the unit was not collected
+    code, out = _status(tmp_path, capsys)
+    assert code == EXIT_NEEDS_ATTENTION and "NOT COLLECTED" in out, (code, out)
