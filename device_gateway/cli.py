@@ -219,8 +219,9 @@ def _unit_line(serial: str, seq: int | None, health: UnitHealth | None, now: dat
     stored = f"last stored sequence {seq}" if seq is not None else "nothing stored yet"
     if health is None:
         return f"  {serial}: {stored}"
+    # The gateway writes a unit refused again with the same error at most hourly: the count and time it last wrote.
     return (f"  {serial}: {stored}; NOT COLLECTED for {_lasted(health.failing_since, now)} (since "
-            f"{health.failing_since}, {health.failures} pull(s), the last at {health.last_error_at}): "
+            f"{health.failing_since}, at least {health.failures} pull(s), the last noted at {health.last_error_at}): "
             f"{health.last_error}")
 
 

@@ -9,7 +9,10 @@ the runner also adds a failing loop's error to the unit status it reports to the
 A unit's pull can fail while the radio loop works: the unit refused every cycle (its counter went back, the
 record stored last reads back undecodable, its position not checked yet, a full disk while storing). Each
 unit whose last pull did not collect it is kept here too, with its error and since when its pulls have
-failed, until a pull collects it again.
+failed, until a pull collects it again. A unit refused for good (a restarted counter waits for a person) is
+pulled every cycle, 30 s: the file, on the gateway's SD card, is written at its first failure, when its error
+changes, and otherwise with its count and the time of its last pull at most every ``UNIT_NOTE_EVERY`` and when
+the gateway stops, so ``status`` shows at least that many pulls, the last noted then.
 
 ``health.json`` lives in the state directory beside the buffer, so a full disk is full for it too: it is kept
 with room to spare (spaces after its JSON, ``HEALTH_FILE_ROOM`` in all), written when the gateway starts, and when
@@ -28,7 +31,7 @@ import threading
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -47,6 +50,9 @@ MAX_ERROR_CHARS = 200  # what POST /gateway/device-status accepts as last_error
 # health.json's size on disk, its JSON padded with spaces: room for both loops and some 30 failing units with
 # errors of MAX_ERROR_CHARS, to rewrite it in place on a full disk.
 HEALTH_FILE_ROOM = 16 * 1024
+# A unit refused again with the same error has its count and time written this often (and at shutdown): 24 writes
+# a day for a unit refused for good, not 2880.
+UNIT_NOTE_EVERY = timedelta(hours=1)
 
 
 _SAFE_MESSAGES: tuple[type[BaseException], ...] = (
@@ -113,6 +119,8 @@ class GatewayHealth:
         self._lock = threading.Lock()
         self.loops = {loop: LoopHealth() for loop in LOOPS}
         self.units: dict[str, UnitHealth] = {}
+        self._units_written: dict[str, datetime] = {}  # when this process last wrote each unit's failures
+        self._unwritten = False  # a failure noted in memory only (the same error again, written within the hour)
         if path is not None:
             self.loops.update({loop: state for loop, state in read_health(path).items() if loop in LOOPS})
             self.units.update(read_unit_health(path))
@@ -143,16 +151,24 @@ class GatewayHealth:
         logger.info("%s loop recovered", loop)
 
     def unit_failed(self, serial: str, error: str) -> None:
-        """Note that a pull of unit ``serial`` did not collect it (starts its ``failing_since``)."""
+        """Note that a pull of unit ``serial`` did not collect it (starts its ``failing_since``). Written at its first
+        failure (and the first this process sees), when the error changes, else at most every ``UNIT_NOTE_EVERY``
+        (``flush`` writes the rest)."""
         with self._lock:
-            moment = self.now().isoformat()
+            now = self.now()
             unit = self.units.get(serial)
             if unit is None:
-                self.units[serial] = UnitHealth(error, failing_since=moment, last_error_at=moment)
+                self.units[serial] = UnitHealth(error, failing_since=now.isoformat(), last_error_at=now.isoformat())
+                news = True
             else:
+                news = error != unit.last_error
                 unit.failures += 1
-                unit.last_error, unit.last_error_at = error, moment
-            self._save_locked()
+                unit.last_error, unit.last_error_at = error, now.isoformat()
+            written = self._units_written.get(serial)
+            if news or written is None or now - written >= UNIT_NOTE_EVERY:
+                self._save_locked()
+            else:
+                self._unwritten = True
 
     def unit_collected(self, serial: str) -> None:
         """Note that a pull collected unit ``serial``; written only when it ends a run of failures."""
@@ -172,6 +188,13 @@ class GatewayHealth:
                 del self.units[serial]
             self._save_locked()
 
+    def flush(self) -> None:
+        """Write what is noted in memory only (units refused again with the same error since their last write): when
+        the gateway stops."""
+        with self._lock:
+            if self._unwritten:
+                self._save_locked()
+
     def current_error(self) -> str | None:
         """The error of a loop that is failing now (``radio loop: ...``), for the unit status sent to the server."""
         with self._lock:
@@ -183,7 +206,11 @@ class GatewayHealth:
     def _save_locked(self) -> None:
         if self.path is None:
             return
-        body = {"updated_at": self.now().isoformat(), "loops": {name: asdict(h) for name, h in self.loops.items()},
+        now = self.now()
+        # Tried counts as written, written or not: a file that cannot be written is not tried every 30 s either.
+        self._units_written = dict.fromkeys(self.units, now)
+        self._unwritten = False
+        body = {"updated_at": now.isoformat(), "loops": {name: asdict(h) for name, h in self.loops.items()},
                 "units": {serial: asdict(h) for serial, h in sorted(self.units.items())}}
         text = (json.dumps(body, indent=1) + "\n").ljust(HEALTH_FILE_ROOM)
         try:

@@ -166,6 +166,7 @@ class GatewayRunner:
             self.upload_wakeup.set()
             if uploader:
                 await asyncio.to_thread(uploader.join)
+            self.health.flush()  # the counts of units refused again, noted in memory since their last write
         if self.cannot_continue is not None:
             raise self.cannot_continue
 

@@ -143,3 +143,38 @@ def test_a_health_file_from_before_units_were_kept_reads_as_no_unit_failing(tmp_
     (tmp_path / "health.json").write_text('{"updated_at": "2026-03-01T08:00:00+00:00", "loops": {}}')
     assert read_unit_health(tmp_path / "health.json") == {}
 
+
+def test_review_a_unit_refused_every_cycle_does_not_rewrite_health_json_every_cycle(tmp_path, monkeypatch):
+    """A unit refused for good (a restarted counter waits for a person) is pulled every 30 s: health.json, on the
+    gateway's SD card, must not be rewritten (two fsyncs and a rename) each time nothing but the count changed."""
+    import device_gateway.health as health_module
+
+    writes = []
+    real = health_module.write_atomically
+    monkeypatch.setattr(health_module, "write_atomically", lambda path, text: (writes.append(path), real(path, text)))
+    clock = Clock()
+    health = GatewayHealth(tmp_path / "health.json", now=clock)
+    for _ in range(120):  # one hour of 30 s cycles
+        health.unit_failed("CT-000001", "sequence went back: its counter restarted")
+        clock.now += timedelta(seconds=30)
+
+    assert len(writes) <= 2, f"health.json rewritten {len(writes)} times in an hour for one unchanged error"
+
+
+def test_a_unit_refused_again_with_the_same_error_is_written_hourly_and_when_the_gateway_stops(tmp_path):
+    clock = Clock()
+    health = GatewayHealth(tmp_path / "health.json", now=clock)
+    for _ in range(3):
+        health.unit_failed("CT-000001", "sequence went back: its counter restarted")
+        clock.now += timedelta(seconds=30)
+    assert read_unit_health(tmp_path / "health.json")["CT-000001"].failures == 1  # the first, written at once
+
+    clock.now += timedelta(hours=1)
+    health.unit_failed("CT-000001", "sequence went back: its counter restarted")
+    assert read_unit_health(tmp_path / "health.json")["CT-000001"].failures == 4  # an hour after the last write
+
+    clock.now += timedelta(seconds=30)
+    health.unit_failed("CT-000001", "sequence went back: its counter restarted")
+    health.flush()  # the gateway stops
+    unit = read_unit_health(tmp_path / "health.json")["CT-000001"]
+    assert (unit.failures, unit.last_error_at) == (5, clock.now.isoformat())

@@ -194,7 +194,8 @@ def test_status_shows_a_unit_refused_every_cycle_and_since_when(system_bus, stub
     code, out = _status(tmp_path, capsys)
     assert code == EXIT_NEEDS_ATTENTION and "radio loop:     no error reported" in out
     assert (f"  {SERIAL}: last stored sequence 10; NOT COLLECTED for less than a minute (since "
-            f"{first.failing_since}, 2 pull(s), the last at {refused.last_error_at}): sequence went back: ") in out
+            f"{first.failing_since}, at least 2 pull(s), the last noted at {refused.last_error_at}): sequence went "
+            "back: ") in out
     assert unit.acked_up_to == 0 and len(unit.records) == 3
 
 
@@ -216,8 +217,8 @@ def test_a_full_disk_while_storing_is_noted_in_health_and_cleared_once_the_unit_
     position = f"last stored sequence {stored}" if stored else "nothing stored yet"
     assert code == EXIT_NEEDS_ATTENTION
     assert (f"  {SERIAL}: {position}; NOT COLLECTED for less than a minute (since "
-            f"{full.failing_since}, 1 pull(s), the last at {full.last_error_at}): OperationalError: database or disk "
-            "is full") in out
+            f"{full.failing_since}, at least 1 pull(s), the last noted at {full.last_error_at}): OperationalError: "
+            "database or disk is full") in out
 
     buffer.pragma("max_page_count = 1073741823")  # room again
     run_with_units([unit], lambda fake: runner._radio_cycle())
