@@ -5,7 +5,11 @@ SQLite's ``quick_check`` refuses a whole file for one bad page, and a query fail
 So the copy is opened read-only, unchecked, with no schema written, and each table is read by ranges of its row
 ids without any index (an index's page may be the damaged one); a range that fails is split, down to single
 rows, so every row that still reads is taken. A record is carried over only if its sealed content opens with the
-buffer's key: the seal authenticates it, so nothing read off a damaged page is taken on trust.
+buffer's key: the seal authenticates it, so nothing read off a damaged page is taken on trust. A buffer written
+before sealing existed (damaged before this release first opened it and sealed it) holds its records in clear,
+in a ``payload`` column: one is carried over if it reads as JSON of the record its row names (its record id, and
+that id made of its serial and sequence number), the check the seal cannot make there; its dead letters' payloads
+are taken as they read.
 
 A queued record that does not come through is lost, and said so: one whose row reads but whose content does not
 open, and one whose row cannot be read but whose id the record-id index still gives (the index holds each
@@ -29,6 +33,7 @@ from device_gateway.buffer import (
     sync_context,
     unit_context,
 )
+from device_gateway.capture import record_id_for
 from device_gateway.sealing import Sealer, SealingError, read_key
 
 logger = logging.getLogger(__name__)
@@ -95,20 +100,28 @@ class _Reader:
         return Salvage(records, self._syncs(), self._dead_letters(), patient if isinstance(patient, str) else None,
                        last_stored, moved_past, lost, unreadable)
 
+    def _in_clear(self, table: str) -> bool:
+        """True for a table of a buffer written before sealing: its content in a ``payload`` column, in clear."""
+        columns = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+        return "payload" in columns and "sealed" not in columns
+
     def _records(self) -> tuple[list[PendingRecord], list[dict], int]:
-        rows, unreadable = self._rows("records", ("record_id", "device_serial", "sealed"))
+        in_clear = self._in_clear("records")
+        rows, unreadable = self._rows("records", ("record_id", "device_serial", "payload" if in_clear else "sealed"))
         records, lost = [], []
-        for position, rid, serial, sealed in rows:
+        for position, rid, serial, stored in rows:
             if not isinstance(rid, str):
                 unreadable.append(position)
                 continue
             try:
-                payload = json.loads(self.sealer.open(sealed, record_context(rid)))
+                payload = _record_in_clear(rid, stored) if in_clear else \
+                    json.loads(self.sealer.open(stored, record_context(rid)))
                 records.append(PendingRecord(rid, payload, len(json.dumps(payload, separators=(",", ":")))))
             except _UNOPENED as exc:
-                why = str(exc) if isinstance(exc, SealingError) else type(exc).__name__
-                lost.append(self._lost(rid, serial, f"lost with the damaged buffer: its stored content does not open "
-                                                    f"({why})", {"unreadable_sealed_hex": _hex(sealed)}))
+                why = str(exc) if isinstance(exc, SealingError | _NotItsRecord) else type(exc).__name__
+                detail = {"unreadable_payload": _text(stored)} if in_clear else {"unreadable_sealed_hex": _hex(stored)}
+                lost.append(self._lost(rid, serial, f"lost with the damaged buffer: its stored content does not "
+                                                    f"{'read' if in_clear else 'open'} ({why})", detail))
         named = self._record_ids_by_position() if unreadable else {}
         for position in unreadable:
             if position in named:
@@ -159,18 +172,20 @@ class _Reader:
     def _dead_letters(self) -> list[dict]:
         """Its dead letters not yet reported, their payloads opened (one that does not open says so, as
         ``RecordBuffer.dead_letters`` gives it)."""
-        columns = ("record_id", "device_serial", "sealed", "reason", "source", "dead_at", "reported_at", "frame_hash",
-                   "frame_slot")
+        in_clear = self._in_clear("dead_letters")
+        columns = ("record_id", "device_serial", "payload" if in_clear else "sealed", "reason", "source", "dead_at",
+                   "reported_at", "frame_hash", "frame_slot")
         rows, unreadable = self._rows("dead_letters", columns)
         letters = []
-        for n, rid, serial, sealed, reason, source, dead_at, reported, frame_hash, frame_slot in rows:
+        for n, rid, serial, stored, reason, source, dead_at, reported, frame_hash, frame_slot in rows:
             if reported is not None:
                 continue
             if not all(isinstance(text, str) for text in (serial, reason, source, dead_at)):
                 unreadable.append(n)
                 continue
             try:
-                payload = self.sealer.open(sealed, record_context(rid) if rid else unit_context(serial)).decode()
+                payload = _text_in_clear(stored) if in_clear else \
+                    self.sealer.open(stored, record_context(rid) if rid else unit_context(serial)).decode()
             except _UNOPENED as exc:
                 payload = json.dumps({"unreadable": str(exc)})
             letters.append({"record_id": rid, "device_serial": serial, "reason": reason, "source": source,
@@ -229,6 +244,33 @@ class _Reader:
         except sqlite3.DatabaseError:
             return None
         return (1, given[0]) if given and isinstance(given[0], int) else None
+
+
+class _NotItsRecord(ValueError):
+    """A row's payload in clear that is not JSON of the record the row names."""
+
+
+def _record_in_clear(record_id: str, stored: object) -> dict:
+    """The payload of a record of a buffer from before sealing, if it is the record its row names: JSON whose
+    record id is the row's, made of its serial and sequence number (nothing else vouches for a row read off a
+    damaged page)."""
+    payload = json.loads(_text_in_clear(stored))
+    if not isinstance(payload, dict) or payload.get("record_id") != record_id:
+        raise _NotItsRecord("not the record its row names")
+    serial, seq = payload.get("device_serial"), payload.get("device_seq")
+    if not isinstance(serial, str) or not isinstance(seq, int) or record_id_for(serial, seq) != record_id:
+        raise _NotItsRecord("its serial and sequence number do not make its record id")
+    return payload
+
+
+def _text_in_clear(stored: object) -> str:
+    if not isinstance(stored, str):
+        raise TypeError(f"a payload in clear reads as {type(stored).__name__}")
+    return stored
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else repr(value)
 
 
 def _hex(value: object) -> str:

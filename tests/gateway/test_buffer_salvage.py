@@ -125,3 +125,61 @@ def test_a_row_that_reads_but_whose_seal_does_not_open_is_lost_not_carried_over(
     assert 7 not in queued and len(queued) == QUEUED - 1
     assert lost["record_id"] == f"{SERIAL}:7" and "its stored content does not open" in lost["reason"]
     assert notice["queued_records_lost"] == 1
+
+
+def test_review_a_damaged_buffer_from_before_sealing_carries_over_its_readable_queue(tmp_path):
+    """A buffer the release before sealing wrote, damaged in part (one bad page of its record-id index) when this
+    release first opens it: its records are there, in clear, and read; none may be declared lost."""
+    from tests.gateway.test_buffer_sealing import _PLAINTEXT_SCHEMA
+
+    db = tmp_path / "buffer.db"
+    with sqlite3.connect(db) as raw:
+        raw.executescript(_PLAINTEXT_SCHEMA)
+        for record in _records(QUEUED):
+            payload = json.dumps(record.as_api_item())
+            raw.execute("INSERT INTO records VALUES (NULL, ?, ?, ?, ?, ?, 0.0, 'ok', ?, ?, ?)",
+                        (record.record_id, SERIAL, record.device_seq, "t", record.gateway_received_at,
+                         record.content_hash, payload, len(payload)))
+        raw.execute("INSERT INTO units VALUES (?, ?)", (SERIAL, QUEUED))
+    raw.close()
+    _overwrite(db, max(page for page, _ in _pages(db, "sqlite_autoindex_records_1")))
+    config = GatewayConfig(state_dir=str(tmp_path))
+
+    recovery = recover_buffer(config)
+
+    assert (recovery.carried_over, recovery.lost) == (QUEUED, 0)
+
+
+def test_a_damaged_buffer_from_before_sealing_loses_a_row_whose_payload_is_another_record_and_keeps_its_dead_letters(
+        tmp_path):
+    """Nothing seals a record in clear: one whose payload is not the record its row names (read off a damaged page,
+    or written under another id) is lost, with a dead letter, not carried over; its dead letters come with it."""
+    from tests.gateway.test_buffer_sealing import _PLAINTEXT_SCHEMA
+
+    db = tmp_path / "buffer.db"
+    records = _records(3)
+    with sqlite3.connect(db) as raw:
+        raw.executescript(_PLAINTEXT_SCHEMA)
+        for record in records:
+            payload = json.dumps((records[0] if record.device_seq == 2 else record).as_api_item())
+            raw.execute("INSERT INTO records VALUES (NULL, ?, ?, ?, ?, ?, 0.0, 'ok', ?, ?, ?)",
+                        (record.record_id, SERIAL, record.device_seq, "t", record.gateway_received_at,
+                         record.content_hash, payload, len(payload)))
+        raw.execute("INSERT INTO dead_letters VALUES (NULL, NULL, ?, 'ffff', 'BadChecksum', 'unit', '2026-01-01')",
+                    (SERIAL,))
+        raw.execute("INSERT INTO units VALUES (?, 3)", (SERIAL,))
+    raw.close()
+    _overwrite(db, max(page for page, _ in _pages(db, "sqlite_autoindex_records_1")))
+    config = GatewayConfig(state_dir=str(tmp_path))
+
+    recovery = recover_buffer(config)
+
+    queued, [lost], notice = _queue_after_recovery(config)
+    assert (recovery.carried_over, recovery.lost, queued) == (2, 1, [1, 3])
+    assert lost["record_id"] == f"{SERIAL}:2" and "does not read (not the record its row names)" in lost["reason"]
+    buffer = config.open_buffer()
+    try:
+        assert [(d["reason"], d["payload"]) for d in buffer.dead_letters() if d["reason"] == "BadChecksum"] == [
+            ("BadChecksum", "ffff")]
+    finally:
+        buffer.close()
