@@ -109,7 +109,7 @@ _PENDING_TOTAL = [
     "INSERT OR REPLACE INTO pending_total(id, bytes) SELECT 1, COALESCE(SUM(size_bytes), 0) FROM records",
 ]
 # An undecodable frame is kept once per unit and place in its sequence (frame_hash: the sealer's keyed fingerprint
-# of the raw frame; frame_slot: the sequence number it stands for, see TransferWindow.slot_of_undecodable): a unit
+# of the raw frame; frame_slot: the sequence number it stands for, see TransferWindow.settled): a unit
 # sends it again after a transfer cut short before the acknowledgement that covers it, from the same place; while
 # byte-identical frames of different records (erased flash, each acknowledged away) are each a loss of their own.
 # A buffer from before the slot has this index on (device_serial, frame_hash), which kept only the first of those:
@@ -651,7 +651,7 @@ class RecordBuffer:
 
     def dead_letter_frame(self, serial: str, frame: bytes, reason: str, slot: int) -> None:
         """Keep a frame a unit sent that could not be decoded, raw (hex), with the reason: once per place in the
-        unit's sequence it stands for (``slot``, see ``TransferWindow.slot_of_undecodable``), however often the unit
+        unit's sequence it stands for (``slot``, see ``TransferWindow.settled``), however often the unit
         sends it again there (a transfer cut short before the acknowledgement covering it is asked again from
         before it); the same bytes at another place are another record's, and kept too."""
         frame = bytes(frame)

@@ -493,6 +493,7 @@ class GatewayLink:
             link_lost = None in batch
             items = [item for item in batch if item is not None]
             captured, summary = await self._decode(serial, items, offset, window, result, sync.item["sync_id"])
+            await self._keep_settled(serial, window)
             if captured:
                 if not sync.noted:
                     await asyncio.to_thread(self.buffer.store_sync, serial, sync.item)
@@ -511,12 +512,15 @@ class GatewayLink:
                 raise LinkLost("link dropped mid-transfer")
             if summary is not None:
                 if window.verify is not None and window.verify_undecodable:
+                    window.settle_unreadable_last()
+                    await self._keep_settled(serial, window)
                     raise LastStoredUnreadable(
                         f"its copy of record {window.verify[0]}, the one stored last, comes back undecodable: a lost "
                         "acknowledgement cannot be told from a counter that restarted; nothing is stored or "
                         "acknowledged, the unit keeps its records")
                 if not window.is_complete(summary.highest_seq):
                     raise LinkLost(f"transfer ended before sequence {summary.highest_seq}; resuming")
+                await self._keep_settled(serial, window)  # an undecodable tail, before it is acknowledged
                 done = min(window.expected - 1, summary.highest_seq)  # never past what the unit holds
                 if done > acked:
                     if done > await asyncio.to_thread(self.buffer.last_stored_seq, serial):  # an undecodable tail
@@ -541,11 +545,12 @@ class GatewayLink:
             try:
                 decoded = profile.decode_frame(frame)
             except ProfileError as exc:
-                if not window.note_undecodable(getattr(exc, "seq", None), content_hash(serial, frame)):
-                    raise _restarted(getattr(exc, "seq", None)) from None
+                named, reason = getattr(exc, "seq", None), f"{type(exc).__name__}: {exc}"
+                if not window.note_undecodable(named, content_hash(serial, frame), (frame, reason)):
+                    raise _restarted(named) from None
                 result.undecodable += 1
-                await asyncio.to_thread(self.buffer.dead_letter_frame, serial, frame, f"{type(exc).__name__}: {exc}",
-                                        window.slot_of_undecodable(getattr(exc, "seq", None)))
+                if named is not None:  # it stands for the record it names; one that names none waits for its run
+                    await asyncio.to_thread(self.buffer.dead_letter_frame, serial, frame, reason, named)
                 continue
             if isinstance(decoded, TransferSummary):
                 summary = decoded
@@ -557,6 +562,12 @@ class GatewayLink:
                 result.out_of_sequence += 1
                 logger.debug("unit %s: record %d out of sequence (expected %d)", serial, decoded.seq, window.expected)
         return captured, summary
+
+    async def _keep_settled(self, serial: str, window: TransferWindow) -> None:
+        """Dead-letter the undecodable frames the window placed (see ``TransferWindow.settled``), each under the
+        sequence number it stands for, before anything after them is acknowledged."""
+        for slot, (frame, reason) in window.take_settled():
+            await asyncio.to_thread(self.buffer.dead_letter_frame, serial, frame, reason, slot)
 
 
 def _restarted(seq: int | None) -> SequenceWentBack:

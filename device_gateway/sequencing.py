@@ -5,6 +5,14 @@ A gap is admitted only when something explains it: undecodable frames received s
 record (their sequence numbers are unknown, and they are dead-lettered raw), or the unit no longer
 holding the first records asked for (known from its transfer summary before the transfer starts).
 
+An undecodable frame that names no number is held until its run is closed: by the next record admitted, or by
+the transfer summary for a missing tail. Only then is it known how many records the run stood for (the gap it
+explains), and that many of its frames are placed, one a sequence number each, from the record after the one
+stored last (``settled``): a frame notified twice does not become a second loss at the place of a record stored,
+and byte-identical frames of different records (erased flash) are a loss each. A transfer cut short before its
+run closed places none of it; asked again from the record after the one stored last, the same frames take the
+same places.
+
 A unit that still holds the record stored last either never heard the last acknowledgement, or restarted its
 counter (reflashed, or replaced under the same serial) and has since counted past it. The transfer then asks
 from that record, and nothing is admitted until it came back the same (``verify``): a different record under
@@ -14,18 +22,21 @@ damaged (``verify_undecodable``): nothing can tell the two apart then, and nothi
 either.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
 class TransferWindow:
-    """The next sequence number a transfer may store, how many undecodable frames may explain a gap, and the
-    record stored last with its content hash while it is still to be seen again (``verify``)."""
+    """The next sequence number a transfer may store, the undecodable frames naming no number since the record
+    stored last (``held``: each may explain one record of a gap), and the record stored last with its content hash
+    while it is still to be seen again (``verify``). ``held`` and ``settled`` hold whatever the caller notes with
+    each frame (compared with ``==`` to tell a frame repeated)."""
 
     expected: int
-    undecodable_since_stored: int = 0
+    held: list = field(default_factory=list)
     verify: tuple[int, str] | None = None
     verify_undecodable: bool = False  # while verifying, a frame came that does not decode and names no number
+    settled: list[tuple[int, object]] = field(default_factory=list)  # held frames placed, for the caller to keep
 
     def first_to_ask(self) -> int:
         """The sequence number to ask the unit to send from."""
@@ -47,15 +58,16 @@ class TransferWindow:
         lowest_held = unit_highest_seq - unit_records_stored + 1
         return cls(expected=max(last_stored_seq + 1, lowest_held))
 
-    def note_undecodable(self, seq: int | None = None, content_hash: str = "") -> bool:
-        """An undecodable frame arrived (dead-lettered raw). Its sequence number unknown, it may have been the
-        record with the expected one (or any in a gap). Its sequence number known (a sound frame holding a value
-        the profile does not define), it explains that record and no other: a copy of it notified twice must
-        not let the window jump over a record that comes late. Under the number of the record stored last, it
-        is that record only if it is the same frame (``content_hash``; the record stored had decoded, so
-        another frame is another record). False: another record holds that number (the counter restarted)."""
+    def note_undecodable(self, seq: int | None = None, content_hash: str = "", frame: object = None) -> bool:
+        """An undecodable frame arrived. Its sequence number unknown, it may have been the record with the expected
+        one (or any in a gap): ``frame`` is held until its run closes (see the module docstring). Its sequence
+        number known (a sound frame holding a value the profile does not define), it explains that record and no
+        other (the caller keeps it under that number): a copy of it notified twice must not let the window jump
+        over a record that comes late. Under the number of the record stored last, it is that record only if it is
+        the same frame (``content_hash``; the record stored had decoded, so another frame is another record).
+        False: another record holds that number (the counter restarted)."""
         if seq is None:
-            self.undecodable_since_stored += 1
+            self.held.append(frame)
             self.verify_undecodable = self.verify_undecodable or self.verify is not None
             return True
         same = self.seen_again(seq, content_hash)
@@ -63,24 +75,43 @@ class TransferWindow:
             self.admit(seq)
         return same is not False
 
-    def slot_of_undecodable(self, seq: int | None = None) -> int:
-        """The sequence number an undecodable frame just noted (``note_undecodable``) stands for: the one it names,
-        else the place it takes after the record stored last (the first such frame the record after that one, the
-        next the one after, as a gap it may explain is counted). A transfer cut short asks again from the record
-        after the one stored last, so the same frame sent again takes the same place; byte-identical frames of
-        different records (erased flash) each take their own."""
-        return seq if seq is not None else self.expected + self.undecodable_since_stored - 1
+    def take_settled(self) -> list[tuple[int, object]]:
+        """The held frames placed since the last call, each with the sequence number it stands for."""
+        settled, self.settled = self.settled, []
+        return settled
+
+    def settle_unreadable_last(self) -> None:
+        """The transfer ends with the record stored last not seen again, and frames that name no number in its
+        place (``verify_undecodable``): nothing is stored or acknowledged. The first of them, likely the unit's
+        damaged copy of it, is placed after it, so that what the unit sends is kept; the rest are copies or
+        records the unit still holds."""
+        if self.held:
+            self.settled.append((self.expected, self.held[0]))
+            self.held = []
 
     def admit(self, seq: int) -> bool:
-        """True if the record with ``seq`` is the next one to store (then the window moves past it)."""
+        """True if the record with ``seq`` is the next one to store (then the window moves past it, and the
+        undecodable frames held before it are placed in the gap it leaves, as many as it has)."""
         if self.verify is not None:
             return False  # not before the record stored last has come back the same
         gap = seq - self.expected
-        if gap < 0 or gap > self.undecodable_since_stored:
+        if gap < 0 or gap > len(self.held):
             return False
+        self._settle(gap)
         self.expected = seq + 1
-        self.undecodable_since_stored = 0
         return True
+
+    def _settle(self, places: int) -> None:
+        """The run of held frames closed, explaining ``places`` records from ``expected``: that many of them are
+        placed there and the rest let go, first those that repeat the frame before them (a notification twice)."""
+        kept = list(self.held)
+        at = len(kept) - 1
+        while len(kept) > places and at > 0:
+            if kept[at] == kept[at - 1]:
+                del kept[at]
+            at -= 1
+        self.settled += [(self.expected + n, frame) for n, frame in enumerate(kept[:places])]
+        self.held = []
 
     def is_complete(self, unit_highest_seq: int) -> bool:
         """True once every record up to the unit's highest sequence is admitted or explained.
@@ -91,7 +122,7 @@ class TransferWindow:
         if self.verify is not None:
             return False
         missing = unit_highest_seq - self.expected + 1
-        if 0 < missing <= self.undecodable_since_stored:
-            self.expected = unit_highest_seq + 1
-            self.undecodable_since_stored = 0
+        if missing <= len(self.held):  # a tail they explain, or none: frames held after the last record are copies
+            self._settle(max(missing, 0))
+            self.expected = max(self.expected, unit_highest_seq + 1)
         return self.expected > unit_highest_seq

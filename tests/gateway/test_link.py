@@ -645,3 +645,23 @@ def test_scan_without_bluez_on_the_system_bus_says_bluetooth_is_unavailable(syst
 
     with pytest.raises(BluetoothUnavailable, match=r"BlueZ \(org.bluez\) is not running on the D-Bus system bus"):
         asyncio.run(link.scan(timeout_s=1))
+
+
+class UnitNotifyingACorruptFrameTwice(FakeTensUnit):
+    """A unit (or a BLE stack) that notifies each of its ``corrupt_seqs`` frames twice in one transfer: the
+    duplicate notification TransferWindow.note_undecodable's docstring guards against for a named frame."""
+
+    def records_from(self, seq: int) -> list:
+        held = super().records_from(seq)
+        return [r for r in held for _ in range(2 if r.seq in self.corrupt_seqs else 1)]
+
+
+def test_review_an_undecodable_frame_notified_twice_in_one_transfer_is_one_dead_letter(system_bus, buffer):
+    unit = UnitNotifyingACorruptFrameTwice.with_history(*UNIT_A, count=4, corrupt_seqs={2})
+    link = make_link(buffer, [unit.serial])
+
+    results = run_with_units([unit], lambda fake: link.run_once(scan_timeout_s=5))
+
+    assert results[0].completed and stored_seqs(buffer, unit.serial) == [1, 3, 4]
+    # One record (2) was lost; record 3 was stored. The care team must be told of one loss, not two.
+    assert [(d["frame_slot"], d["source"]) for d in buffer.dead_letters()] == [(2, "unit")]

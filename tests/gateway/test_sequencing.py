@@ -85,13 +85,39 @@ def test_the_record_stored_last_must_come_back_the_same_before_anything_is_admit
 
 def test_each_undecodable_frame_stands_for_its_place_after_the_record_stored_last():
     window = TransferWindow(expected=2)  # record 1 stored
-    places = []
     for _ in range(3):  # three frames that name no number (identical, say: erased flash)
-        window.note_undecodable()
-        places.append(window.slot_of_undecodable())
-    assert places == [2, 3, 4]
-    assert window.admit(5) and window.slot_of_undecodable(9) == 9  # one that names its number stands for it
-    # Cut short and asked again from the record after the one stored last, the same frames take the same places.
+        window.note_undecodable(frame="ff")
+    assert window.take_settled() == []  # how many records they stand for is not known yet
+    assert window.admit(5) and window.take_settled() == [(2, "ff"), (3, "ff"), (4, "ff")]
+    # Cut short before the run closed and asked again from the record after the one stored last, the same frames
+    # take the same places.
+    cut = TransferWindow(expected=2)
+    cut.note_undecodable(frame="a")
+    assert not cut.is_complete(4) and cut.take_settled() == []
     again = TransferWindow(expected=2)
-    again.note_undecodable()
-    assert again.slot_of_undecodable() == 2
+    again.note_undecodable(frame="a")
+    assert again.admit(3) and again.take_settled() == [(2, "a")]
+
+
+def test_a_frame_notified_twice_is_placed_once_and_never_where_a_record_is_stored():
+    window = TransferWindow(expected=2)
+    window.note_undecodable(frame="frame of 2")
+    window.note_undecodable(frame="frame of 2")  # the same notification again
+    assert window.admit(3) and window.take_settled() == [(2, "frame of 2")]
+    window.note_undecodable(frame="frame of 2")  # once more, after 3: nothing is missing before 4
+    assert window.admit(4) and window.take_settled() == []
+    assert window.is_complete(4) and window.take_settled() == []
+
+
+def test_of_more_frames_than_records_missing_the_repeats_are_let_go_first():
+    window = TransferWindow(expected=2)
+    for frame in ("frame of 2", "frame of 2", "frame of 3", "frame of 3"):
+        window.note_undecodable(frame=frame)
+    assert window.admit(4) and window.take_settled() == [(2, "frame of 2"), (3, "frame of 3")]
+
+
+def test_an_undecodable_tail_is_placed_when_the_summary_closes_it():
+    window = TransferWindow(expected=4)
+    window.note_undecodable(frame="frame of 4")
+    window.note_undecodable(frame="frame of 4")
+    assert window.is_complete(4) and window.take_settled() == [(4, "frame of 4")]
