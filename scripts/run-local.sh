@@ -17,11 +17,17 @@ chmod 700 var var/run var/ferretdb var/mail
 export COMPANION_BIND="${COMPANION_BIND:-127.0.0.1}"
 export PATH="$root/.venv/bin:$PATH"
 export PORT="${PORT:-5000}"
-# Where this machine reaches what listens on COMPANION_BIND: a wildcard bind through its own loopback.
+# Where this machine reaches what listens on COMPANION_BIND: a wildcard bind through its own loopback. The demo
+# gateway speaks https, or plain http to this machine only (any other http URL is refused, exit 78): bound to
+# another address alone (a LAN one), the API is not on loopback, and the gateway is not started.
+gateway_api=
 case "$COMPANION_BIND" in
   0.0.0.0) here=127.0.0.1 ;;
   "[::]") here="[::1]" ;;
   *) here="$COMPANION_BIND" ;;
+esac
+case "$here" in
+  127.*|localhost|"[::1]") gateway_api="http://${here}:${PORT}" ;;
 esac
 pids=()
 cleanup() {
@@ -90,8 +96,13 @@ done < Procfile
 
 for _ in $(seq 1 100); do curl -fs "http://${here}:${PORT}/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
 
-echo "==> simulated TENS units -> gateway -> API"
-supervise gateway python -m device_gateway.demo --api "http://${here}:${PORT}" --state-dir var/run/gateway
+if [ -n "$gateway_api" ]; then
+  echo "==> simulated TENS units -> gateway -> API"
+  supervise gateway python -m device_gateway.demo --api "$gateway_api" --state-dir var/run/gateway
+else
+  echo "==> no demo gateway: it speaks https or plain http to this machine only, and the API listens on" \
+    "${COMPANION_BIND} alone (COMPANION_BIND=0.0.0.0 serves the LAN and loopback both)"
+fi
 
 cat <<EOM
 
