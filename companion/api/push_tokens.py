@@ -74,7 +74,9 @@ class NotificationFieldsSchema(Schema):
                                                    "(a team asks the patient), care_team (an admin enrolled them) "
                                                    "or caregiver_invitation (a patient's offer to the caller)"})
     about_id = fields.String(allow_none=True)
-    state = fields.String(metadata={"description": "scheduled, sent, failed, expired or withdrawn"})
+    state = fields.String(metadata={"description": "scheduled, sent, failed, expired or withdrawn; scheduled with "
+                                                   "sent_at: some of the recipient's phones have it, and it is "
+                                                   "retried on those that answered a retryable error"})
     withdrawn_reason = fields.String(allow_none=True, metadata={
         "description": "why a withdrawn notification did not go out, as a code an app can say in its language: "
                        "consent_revoked, alert_kind_not_shared, recipient_inactive, patient_inactive, "
@@ -83,7 +85,7 @@ class NotificationFieldsSchema(Schema):
                        "taken back first), reminder_answered, reminder_snoozed or reminder_called_off (the "
                        "reminder was recorded, snoozed, stopped or moved first)"})
     created_at = fields.DateTime()
-    sent_at = fields.DateTime(allow_none=True)
+    sent_at = fields.DateTime(allow_none=True, metadata={"description": "when the first phone got it"})
     delivered_at = fields.DateTime(allow_none=True)
     opened_at = fields.DateTime(allow_none=True)
 

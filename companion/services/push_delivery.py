@@ -1,24 +1,30 @@
-"""Delivering the outbox: claim due notifications, push them to every phone, record what happened.
+"""Delivering the outbox: claim due notifications, push them to the phones owed them, record what happened.
 
 A pass (:meth:`OutboxDispatcher.run_pass`) finds the due notifications once, then a batch of
 ``batch_size`` at a time claims them (see :mod:`companion.store.outbox` for why a claim is an insert and
 "sending" is a live claim), reads the phones of its recipients not read yet in the pass, fans each out to
 its recipient's phones, sends them all through :class:`~companion.notify.push.PushSender`, removes tokens
-FCM reported dead, and settles each notification:
+FCM reported dead, and settles each notification (:mod:`companion.services.push_settlement`):
 
-- ``sent`` as soon as one phone got it (the others' failures are kept per phone);
-- back to ``scheduled`` at the earliest retry time when only retryable failures came back;
+- ``sent`` once a phone got it and no phone is owed it any more (the others' failures are kept per phone in
+  the round's log);
+- back to ``scheduled`` at the earliest retry time when phones answered a retryable error: while no phone has
+  it, its next round goes to every phone the person has then; once one has it (``sent_at``), only to the phones
+  that answered "not now" (``pending_phones``, by install id), so a phone that got it never gets it again, and a
+  phone registered since gets no old push;
 - ``expired`` when its validity ended first; ``failed`` otherwise (or when the person has no phone);
 - ``withdrawn``, with a reason, when consent no longer holds at the moment of sending (checked for every
   notification of a batch after it is claimed and before anything goes to FCM, see :class:`DeliveryConsent`):
   the recipient's or the patient's account is no longer active, a caregiver's access was revoked or no
   longer covers the alert's kind, the alert it is about has been resolved (its resolution withdraws it too,
   but a process that stopped between the two writes leaves it queued), or the reminder occurrence it is about
-  has been answered or called off (the answer withdraws what is queued, not what a sender has claimed).
+  has been answered or called off (the answer withdraws what is queued, not what a sender has claimed). One that
+  a phone has already is not withdrawn but ``sent``: the phones still owed it get nothing more.
 
-Several dispatchers may run at once (threads or processes). Each notification goes out once, unless a
-dispatcher dies between FCM's answer and its ``sent`` write: then, after the lease, it is sent again,
-and the phone folds the duplicate into the first through the shared collapse key.
+Several dispatchers may run at once (threads or processes). Each notification goes to each phone once, unless a
+dispatcher dies between FCM's answer and its settling write: then, after the lease, that round is sent again
+(to the same phones: all of them, or those still owed it), and each phone folds the duplicate into the first
+through the shared collapse key.
 """
 
 from __future__ import annotations
@@ -27,21 +33,20 @@ import hashlib
 import logging
 import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 from companion.clock import Clock, now
-from companion.domain.notifications import ignores_quiet_hours
 from companion.domain.people import Account
-from companion.domain.quiet_hours import next_allowed
 from companion.notify.push import Address, Outcome, PushItem, PushResult, PushSender
 from companion.services.notifications import DeliveryConsent
+from companion.services.push_settlement import retried_outside_quiet_hours, settle
 from companion.services.telemetry import NoTelemetry, Telemetry
 from companion.settings import Settings
 from companion.store.accounts import Users
-from companion.store.outbox import EXPIRED, FAILED, SCHEDULED, SENT, WITHDRAWN, Outbox
+from companion.store.outbox import SENT, WITHDRAWN, Outbox
 from companion.store.push_tokens import PushTokens
 from companion.store.stores import Stores
 
@@ -56,52 +61,6 @@ MAX_PASSES = 3  # passes per run, each picking up what became due (or came back 
 def worker_name() -> str:
     """This process's name as a claim owner (host and pid; no secrets)."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-@dataclass(frozen=True)
-class Settlement:
-    """The new state of one notification after a round of sends, with what each phone answered."""
-
-    state: str
-    phones: list[dict]
-    error_codes: list[str]
-    not_before: datetime | None = None
-
-    def details(self) -> dict:
-        """The details :meth:`companion.store.outbox.Outbox.settle` records."""
-        return {"phones": self.phones, "error_codes": self.error_codes, "not_before": self.not_before}
-
-
-def retried_outside_quiet_hours(doc: dict, settlement: Settlement, recipient: Account | None) -> Settlement:
-    """A retry of a push that was due outside its recipient's quiet hours goes outside them too: at their end, or
-    expired if that is past its lifetime. Not a push that goes whatever the hour (an urgent alert, a snooze the
-    patient asked for): retried as FCM said."""
-    if settlement.state != SCHEDULED or recipient is None or recipient.quiet_hours is None \
-            or ignores_quiet_hours(doc["kind"], doc["source_key"]):
-        return settlement
-    retry_at = settlement.not_before
-    if retry_at is None or recipient.quiet_at(doc["not_before"]) or not recipient.quiet_at(retry_at):
-        return settlement
-    after = next_allowed(retry_at, recipient.zone_history().zone_at(retry_at), recipient.quiet_hours)
-    if after >= doc["expires_at"]:
-        return replace(settlement, state=EXPIRED, not_before=None)
-    return replace(settlement, not_before=after)
-
-
-def settle(results: Sequence[tuple[str, PushResult]]) -> Settlement:
-    """Decide a notification's state from its phones' results (``(install_id, result)`` pairs)."""
-    phones = [{"install_id": install, "outcome": r.outcome.value, "message_name": r.message_name,
-               "error_code": r.error_code} for install, r in results]
-    errors = sorted({r.error_code for _, r in results if r.error_code})
-    outcomes = {r.outcome for _, r in results}
-    if Outcome.SENT in outcomes:
-        return Settlement(SENT, phones, errors)
-    retry_times = [r.retry_at for _, r in results if r.outcome is Outcome.RETRY and r.retry_at is not None]
-    if retry_times:
-        return Settlement(SCHEDULED, phones, errors, not_before=min(retry_times))
-    if outcomes == {Outcome.EXPIRED}:
-        return Settlement(EXPIRED, phones, errors)
-    return Settlement(FAILED, phones, errors or ["NO_DEVICE"])
 
 
 @dataclass
@@ -217,11 +176,9 @@ class OutboxDispatcher:
         recipients = {d["recipient_user_id"] for d in claimed}
         people = self._people(claimed)
         refused = self.consent.refusals(claimed, people) if self.consent is not None else {}
-        outcomes = []
-        for doc in claimed:
-            if doc["_id"] in refused:
-                outcomes.append((doc, WITHDRAWN, {"reason": refused[doc["_id"]]}))
-                report.states[WITHDRAWN] = report.states.get(WITHDRAWN, 0) + 1
+        outcomes = [_refused(doc, refused[doc["_id"]]) for doc in claimed if doc["_id"] in refused]
+        for _, state, _ in outcomes:
+            report.states[state] = report.states.get(state, 0) + 1
         claimed = [doc for doc in claimed if doc["_id"] not in refused]
         items: list[PushItem] = []
         installs: list[tuple[str, str]] = []  # (recipient, install) of each item
@@ -230,7 +187,10 @@ class OutboxDispatcher:
         for doc in claimed:
             language, zone = readers.get(doc["recipient_user_id"], (None, None))
             planned = doc.get("planned_at")
+            owed = doc.get("pending_phones")  # a phone has it: only those that answered "not now" get it again
             for phone in phones.of(doc["recipient_user_id"]):
+                if owed is not None and phone["install_id"] not in owed:
+                    continue
                 items.append(PushItem(outbox_id=doc["_id"], token=phone["token"], kind=doc["kind"],
                                       expires_at=doc["expires_at"], collapse_key=doc["collapse_key"],
                                       attempt=doc["attempts"] + 1, address=Address(phone.get("address", "token")),
@@ -253,12 +213,13 @@ class OutboxDispatcher:
         refused = self.consent.refusals(again, prepared.people)
         if not refused:
             return prepared
-        report.states[WITHDRAWN] = report.states.get(WITHDRAWN, 0) + len(refused)
+        withheld = [_refused(d, refused[d["_id"]]) for d in prepared.claimed if d["_id"] in refused]
+        for _, state, _ in withheld:
+            report.states[state] = report.states.get(state, 0) + 1
         keep = [n for n, item in enumerate(prepared.items) if item.outbox_id not in refused]
         return _Prepared([d for d in prepared.claimed if d["_id"] not in refused],
                          [prepared.items[n] for n in keep], [prepared.installs[n] for n in keep],
-                         prepared.outcomes + [(d, WITHDRAWN, {"reason": refused[d["_id"]]})
-                                              for d in prepared.claimed if d["_id"] in refused], prepared.people)
+                         prepared.outcomes + withheld, prepared.people)
 
     def _send_and_settle(self, prepared: _Prepared, phones: PhoneBook) -> DispatchReport:
         """Send a batch, drop the phones FCM called dead, and record each notification's state (in the
@@ -274,8 +235,8 @@ class OutboxDispatcher:
         outcomes = list(prepared.outcomes)
         people = prepared.people or {}
         for doc in prepared.claimed:
-            settlement = retried_outside_quiet_hours(doc, settle(per_doc.get(doc["_id"], [])),
-                                                     people.get(doc["recipient_user_id"]))
+            answered = settle(per_doc.get(doc["_id"], []), reached_before=doc.get("sent_at") is not None)
+            settlement = retried_outside_quiet_hours(doc, answered, people.get(doc["recipient_user_id"]))
             outcomes.append((doc, settlement.state, settlement.details()))
             report.states[settlement.state] = report.states.get(settlement.state, 0) + 1
         self.outbox.settle(outcomes)
@@ -291,6 +252,14 @@ class OutboxDispatcher:
         if self.users is not None:
             return {a.id: a for a in self.users.by_ids({d["recipient_user_id"] for d in docs})}
         return None
+
+
+def _refused(doc: dict, reason: str) -> tuple[dict, str, dict]:
+    """The outcome of a claimed notification that must not go out any more (``reason``): ``withdrawn``; or, when a
+    phone has it already (the others were owed a retry), ``sent``, and the phones still owed it get nothing."""
+    if doc.get("sent_at") is not None:
+        return doc, SENT, {"reason": reason, "attempted": False}
+    return doc, WITHDRAWN, {"reason": reason}
 
 
 def _add(report: DispatchReport, batch: DispatchReport, progress: Callable[[DispatchReport], None] | None) -> None:

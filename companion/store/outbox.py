@@ -7,7 +7,10 @@ from its primary index. Its life: ``scheduled`` → ``sending`` (a
 live claim, under a lease) → ``sent`` / ``failed`` / ``expired``, or back to ``scheduled`` for a
 retry; ``withdrawn`` when it must not go out any more (consent ended, or the alert that caused it was
 resolved); the app's receipts add ``delivered_at`` and ``opened_at``. Each round's per-phone results
-(FCM message names, error codes) go to ``push_attempts``.
+(FCM message names, error codes) go to ``push_attempts``. A notification that some of its recipient's phones
+got while others answered "not now" stays ``scheduled``, with ``sent_at`` (the first phone's) and
+``pending_phones`` (the install ids still owed it, the only ones its next rounds go to); it is ``sent`` when none
+is owed it any more, or when it is withdrawn (the phones still owed it then get nothing more).
 
 Claiming is an **insert**: a dispatcher inserts the claim ``{outbox_id}:{round}`` (in ``push_claims``,
 with its owner and lease) and the unique ``_id`` lets exactly one dispatcher have each round. Two
@@ -203,39 +206,62 @@ class Outbox:
     def settle(self, outcomes: list[tuple[dict, str, dict]]) -> None:
         """Record each claimed round's outcome: (claimed document, new state, details).
 
-        ``details`` holds ``phones`` and ``error_codes`` (logged in ``push_attempts``) and, for a
-        notification going back to ``scheduled``, its ``not_before``.
+        ``details`` holds ``phones`` and ``error_codes`` (logged in ``push_attempts``, with ``reason``) and, for a
+        notification going back to ``scheduled``, its ``not_before`` and ``pending_phones`` (the install ids
+        still owed it once a phone has it, which this round may have made so: ``sent_at`` is then written);
+        ``attempted`` False: this round went to no phone (a notification a phone has, withheld from the others:
+        ``sent`` without counting an attempt).
         """
         if not outcomes:
             return
         at = self.clock()
         log = [{"_id": _claim_id(doc), "outbox_id": doc["_id"], "round": doc["round"], "at": at, "state": state,
-                "phones": details.get("phones", []), "error_codes": details.get("error_codes", [])}
+                "phones": details.get("phones", []), "error_codes": details.get("error_codes", []),
+                **({"reason": details["reason"]} if details.get("reason") else {})}
                for doc, state, details in outcomes]
         insert_new(self.attempts, log)  # a late owner settling twice
         for doc, state, details in outcomes:
-            if state == SCHEDULED:
+            if state == SCHEDULED and details.get("pending_phones") is not None:
+                self._owe_the_rest(doc, details["not_before"], details["pending_phones"], at)
+            elif state == SCHEDULED:
                 self.col.update_one({"_id": doc["_id"], "round": doc["round"]}, {"$set": {
                     "not_before": details["not_before"], "attempts": doc["attempts"] + 1, "round": doc["round"] + 1}})
-        groups: dict[tuple[str, int, str | None], list[str]] = {}
+        groups: dict[tuple[str, int, str | None, bool], list[str]] = {}
         for doc, state, details in outcomes:
             if state in FINAL_STATES:
-                attempts = doc["attempts"] + (0 if state == WITHDRAWN else 1)
-                groups.setdefault((state, attempts, details.get("reason")), []).append(doc["_id"])
-        for (state, attempts, reason), ids in groups.items():
-            fields = {"state": state, "attempts": attempts, "settled_at": at, **({"sent_at": at} if state == SENT else {}),
+                attempted = details.get("attempted", state != WITHDRAWN)
+                first_sent = state == SENT and doc.get("sent_at") is None
+                groups.setdefault((state, doc["attempts"] + (1 if attempted else 0), details.get("reason"), first_sent),
+                                  []).append(doc["_id"])
+        for (state, attempts, reason, first_sent), ids in groups.items():
+            fields = {"state": state, "attempts": attempts, "settled_at": at, **({"sent_at": at} if first_sent else {}),
                       **({"withdrawn_reason": reason} if state == WITHDRAWN else {})}
             # One withdrawn while it was at FCM did go out: the record says so (sent), not that it never went.
             settling = [SCHEDULED, WITHDRAWN] if state == SENT else [SCHEDULED]
-            self.col.update_many({"_id": {"$in": ids}, "state": {"$in": settling}},
-                                 {"$set": fields, **({"$unset": {"withdrawn_reason": ""}} if state == SENT else {})})
+            unset = {"pending_phones": "", **({"withdrawn_reason": ""} if state == SENT else {})}
+            self.col.update_many({"_id": {"$in": ids}, "state": {"$in": settling}}, {"$set": fields, "$unset": unset})
         # The claims stay: a dispatcher that read a notification before it settled must find its round
         # taken, or it would send it again. purge_claims() drops them once no such read can be around.
+
+    def _owe_the_rest(self, doc: dict, retry_at: datetime, pending_phones: list[str], at: datetime) -> None:
+        """A round after which a phone has the notification and others are owed it: retried at ``retry_at`` on
+        ``pending_phones`` alone, ``sent_at`` kept from the first phone that got it. One withdrawn while this
+        round was at FCM went out all the same: it ends ``sent``, and the others are owed nothing."""
+        sent_at = doc.get("sent_at") or at
+        retry = {"not_before": retry_at, "attempts": doc["attempts"] + 1, "round": doc["round"] + 1,
+                 "pending_phones": pending_phones, "sent_at": sent_at}
+        if self.col.update_one({"_id": doc["_id"], "round": doc["round"], "state": SCHEDULED},
+                               {"$set": retry}).matched_count:
+            return
+        self.col.update_one({"_id": doc["_id"], "round": doc["round"], "state": WITHDRAWN},
+                            {"$set": {"state": SENT, "attempts": doc["attempts"] + 1, "settled_at": at,
+                                      "sent_at": sent_at}, "$unset": {"withdrawn_reason": ""}})
 
     def withdraw(self, *, reason: str, recipient_user_id: str | None = None, patient_id: str | None = None,
                  keep_share_kinds: Iterable[str] | None = None, source_key: str | None = None,
                  sparing: str | None = None) -> int:
-        """Withdraw notifications not yet sent, so that they never go out: those to ``recipient_user_id``
+        """Withdraw notifications not yet sent, so that they never go out (one a phone has already ends ``sent``,
+        and no other phone gets it): those to ``recipient_user_id``
         and/or about ``patient_id``, and/or caused by ``source_key`` (an alert resolved before its notifications
         went out); with ``keep_share_kinds``, only those needing a consent kind not among them (a caregiver whose
         permissions were narrowed); with ``sparing``, all but the one to that person (an acknowledged alert's
@@ -256,8 +282,17 @@ class Outbox:
             raise ValueError("withdraw needs a recipient, a patient or a source")
         if keep_share_kinds is not None:
             query["share_kind"] = {"$exists": True, "$nin": sorted(keep_share_kinds)}
-        return self.col.update_many(query, {"$set": {"state": WITHDRAWN, "withdrawn_reason": reason,
-                                                     "settled_at": self.clock()}}).modified_count
+        return self._withdraw_matching(query, reason)
+
+    def _withdraw_matching(self, query: dict, reason: str) -> int:
+        """Withdraw the scheduled notifications ``query`` finds; returns how many. One a phone has already (the
+        others owed a retry) is not withdrawn but ``sent``, and the phones still owed it get nothing more."""
+        at = self.clock()
+        withdrawn = self.col.update_many({**query, "sent_at": None}, {"$set": {
+            "state": WITHDRAWN, "withdrawn_reason": reason, "settled_at": at}}).modified_count
+        self.col.update_many({**query, "sent_at": {"$ne": None}}, {"$set": {"state": SENT, "settled_at": at},
+                                                                   "$unset": {"pending_phones": ""}})
+        return withdrawn
 
     def withdrawn_for(self, source_key: str, reason: str) -> list[dict]:
         """The notifications of ``source_key`` withdrawn for ``reason`` (never sent)."""
@@ -298,13 +333,12 @@ class Outbox:
                                    {"$set": change}).modified_count == 1
 
     def withdraw_sources(self, recipient_user_id: str, source_keys: Iterable[str], reason: str) -> int:
-        """Withdraw these notifications to one recipient, those not yet sent (looked up by ``_id``)."""
+        """Withdraw these notifications to one recipient, those not yet sent (looked up by ``_id``; one a phone has
+        already ends ``sent``, and no other phone gets it)."""
         ids = [notification_id(key, recipient_user_id) for key in source_keys]
         if not ids:
             return 0
-        return self.col.update_many({"_id": {"$in": ids}, "state": SCHEDULED},
-                                    {"$set": {"state": WITHDRAWN, "withdrawn_reason": reason,
-                                              "settled_at": self.clock()}}).modified_count
+        return self._withdraw_matching({"_id": {"$in": ids}, "state": SCHEDULED}, reason)
 
     def delete_for_patient(self, patient_id: str) -> int:
         """Delete every notification about the patient and its send log (a closed account's retention ended)."""

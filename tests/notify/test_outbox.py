@@ -13,9 +13,11 @@ import pytest
 from companion.domain.alerts import AlertKind
 from companion.domain.notifications import TEMPLATES, caregiver_kind, ttl_for
 from companion.notify.push import PushSender, TransportRetry
+from companion.services.notifications import DeliveryConsent
 from companion.services.push_delivery import CLAIMS_KEPT, OutboxDispatcher
 from companion.store.outbox import Outbox
 from companion.store.push_tokens import PushTokens
+from companion.store.stores import Stores
 from tests.notify.clock import T0
 
 LEASE = timedelta(minutes=5)
@@ -100,6 +102,67 @@ def test_retryable_failure_waits_for_its_retry_time_then_is_sent(outbox, tokens,
     clock.now = waiting["not_before"]
     dispatcher.run_once()
     assert (outbox.get(doc["_id"])["state"], outbox.get(doc["_id"])["attempts"]) == ("sent", 2)
+
+
+def _one_phone_got_it_the_other_answered_not_now(outbox, tokens, dispatcher, emulator) -> dict:
+    """A reminder to a phone and a tablet: the tablet gets it, the phone answers 429 once (retry in 60 s)."""
+    tokens.register("u-1", "phone", "tok-phone", "android")
+    tokens.register("u-1", "tablet", "tok-tablet", "android")
+    emulator.script("QUOTA_EXCEEDED", token="tok-phone", times=1, retry_after=60)
+    doc = remind(outbox)
+    assert dispatcher.run_once().states == {"scheduled": 1}  # not final: the phone is still owed it
+    return outbox.get(doc["_id"])
+
+
+def test_a_phone_that_answered_not_now_is_retried_after_the_other_phone_got_it(
+        outbox, tokens, dispatcher, emulator, clock):
+    waiting = _one_phone_got_it_the_other_answered_not_now(outbox, tokens, dispatcher, emulator)
+    assert (waiting["state"], waiting["pending_phones"], waiting["sent_at"]) == ("scheduled", ["phone"], T0)
+    assert outbox.count_unfinished() == 1
+    tokens.register("u-1", "new-phone", "tok-new", "android")  # registered after the first send
+    clock.now = waiting["not_before"]
+    assert dispatcher.run_once().states == {"sent": 1}
+    final = outbox.get(doc_id := waiting["_id"])
+    assert (final["state"], final["attempts"], final["sent_at"], "pending_phones" in final) == ("sent", 2, T0, False)
+    assert sorted(d.token for d in emulator.deliveries) == ["tok-phone", "tok-tablet"]  # each once
+    assert (emulator.hits_for("tok-tablet"), emulator.hits_for("tok-new")) == (1, 0)  # no old push to a new phone
+    assert [a["state"] for a in outbox.attempts_of(doc_id)] == ["scheduled", "sent"]
+
+
+def test_a_crash_while_retrying_the_phone_owed_it_sends_the_extra_copy_to_that_phone_alone(
+        outbox, tokens, dispatcher, sender, emulator, clock):
+    waiting = _one_phone_got_it_the_other_answered_not_now(outbox, tokens, dispatcher, emulator)
+    clock.now = waiting["not_before"]
+    [claimed] = outbox.claim([waiting], "worker-that-dies", LEASE)
+    sender.send([_item_for(claimed, "tok-phone")])  # FCM answered 200, then the worker died
+    clock.advance(LEASE + timedelta(seconds=1))
+    dispatcher.run_once()
+    assert (len(emulator.delivered_to("tok-phone")), len(emulator.delivered_to("tok-tablet"))) == (2, 1)
+    assert outbox.get(waiting["_id"])["state"] == "sent"
+
+
+def test_a_notification_withdrawn_while_a_phone_is_owed_it_ends_sent_and_goes_no_further(
+        outbox, tokens, dispatcher, emulator, clock):
+    waiting = _one_phone_got_it_the_other_answered_not_now(outbox, tokens, dispatcher, emulator)
+    outbox.withdraw_sources("u-1", [waiting["source_key"]], "reminder_answered")  # the patient did the session
+    clock.now = waiting["not_before"]
+    assert dispatcher.run_once().claimed == 0
+    final = outbox.get(waiting["_id"])
+    assert (final["state"], final["sent_at"], final.get("withdrawn_reason"), "pending_phones" in final) == (
+        "sent", T0, None, False)
+    assert emulator.hits_for("tok-phone") == 1  # only the first answer, 429
+
+
+def test_consent_ended_while_a_phone_is_owed_it_ends_sent_and_the_phone_gets_nothing(
+        outbox, tokens, dispatcher, sender, emulator, clock, store_db):
+    waiting = _one_phone_got_it_the_other_answered_not_now(outbox, tokens, dispatcher, emulator)
+    clock.now = waiting["not_before"]  # u-1 has no account any more: the sender refuses the retry
+    checking = OutboxDispatcher(outbox, tokens, sender, owner="worker-2", lease=LEASE,
+                                consent=DeliveryConsent(Stores(store_db, clock)))
+    assert checking.run_once().states == {"sent": 1}
+    final = outbox.get(waiting["_id"])
+    assert (final["state"], final["attempts"], emulator.hits_for("tok-phone")) == ("sent", 1, 1)
+    assert outbox.attempts_of(waiting["_id"])[-1]["reason"] == "recipient_inactive"
 
 
 def test_a_two_minute_fcm_outage_does_not_lose_a_reminder_whose_window_is_still_open(

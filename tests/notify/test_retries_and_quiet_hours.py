@@ -11,8 +11,8 @@ import pytest
 from companion.domain.access import Role
 from companion.domain.people import Account
 from companion.domain.quiet_hours import QuietHours
-from companion.services.push_delivery import Settlement, retried_outside_quiet_hours
-from companion.store.outbox import EXPIRED, SCHEDULED
+from companion.services.push_settlement import Settlement, retried_outside_quiet_hours
+from companion.store.outbox import EXPIRED, SCHEDULED, SENT
 
 NIGHT = QuietHours(time(22, 0), time(7, 0))
 DUE = datetime(2026, 3, 2, 21, 59, 50, tzinfo=UTC)  # ten seconds before the recipient's night (UTC)
@@ -42,3 +42,12 @@ def _retried(kind: str, source_key: str, lifetime: timedelta) -> Settlement:
 def test_a_retry_keeps_to_the_quiet_hours_its_push_kept_to(kind, source_key, lifetime, state, not_before):
     retried = _retried(kind, source_key, lifetime)
     assert (retried.state, retried.not_before) == (state, not_before)
+
+
+def test_a_retry_owed_to_one_phone_that_the_night_pushes_past_its_window_leaves_it_sent():
+    """Another phone has it: the one owed it gets nothing in the night, and the notification is final (sent)."""
+    doc = {"kind": "therapy_reminder", "source_key": "reminder:o-1", "not_before": DUE,
+           "expires_at": DUE + timedelta(hours=1)}
+    owed = Settlement(SCHEDULED, [], ["QUOTA_EXCEEDED"], not_before=RETRY, pending_phones=["phone"])
+    retried = retried_outside_quiet_hours(doc, owed, _recipient())
+    assert (retried.state, retried.pending_phones) == (SENT, None)
