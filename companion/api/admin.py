@@ -219,7 +219,7 @@ class PasswordResetCode(MethodView):
         it (``POST /auth/password-reset``). Issuing another replaces it. Whoever holds the code can take the
         account over, so the act is in the owner's own access log (for a patient: ``GET
         /patients/{id}/access-log``) as a `password_reset_code` created by this admin, and the reset made with it
-        as a `password` changed."""
+        as a `password` changed. The owner is also told by email that a code was issued (never the code)."""
         # Recorded as what it is (not as any change of the account): the owner's access log says an admin made a
         # code that opens their account.
         auditing.note(patient_ids=[user_id], resource="password_reset_code", action="C", resource_ids=[user_id])
@@ -236,7 +236,8 @@ class Authenticator(MethodView):
     def delete(self, user_id):
         """Clear the account's authenticator (TOTP), when its owner lost the phone that held it: every session
         of the account ends, and its owner enrols a new one at the next sign-in (required for staff where
-        `COMPANION_STAFF_MFA=required`). Check who is asking before doing this: it is the second factor."""
+        `COMPANION_STAFF_MFA=required`). Check who is asking before doing this: it is the second factor. The owner
+        is told by email."""
         _note_account(user_id, "U")
         return services().accounts.clear_mfa(user_id, by=current_actor().id)
 

@@ -258,7 +258,8 @@ class Password(MethodView):
         """Change one's password (needs the current one). Every other session of the account ends; this one goes
         on with the new tokens. Every phone stops receiving notifications but the install named by
         ``install_id``, if it was registered under this session; without it, the app registers its token
-        again (``PUT /me/push-tokens/{install_id}``) with the new tokens.
+        again (``PUT /me/push-tokens/{install_id}``) with the new tokens. The account's owner is told by email
+        (when, and whom to contact if it was not them).
 
         The current password is checked under sign-in's throttle, but this session stands in for a device key:
         someone guessing the password elsewhere does not hold up the change (429 only after 10 wrong current
@@ -287,7 +288,8 @@ class PasswordReset(MethodView):
     def post(self, body):
         """Set a new password with a one-time code an admin issued (valid 24 hours). Every session of the
         account ends. One answer for a wrong email, a wrong code or an expired one. A reset made is in the
-        account owner's access log (whoever used the code, it was not a signed-in session of theirs)."""
+        account owner's access log (whoever used the code, it was not a signed-in session of theirs), and the owner
+        is told by email."""
         user_id = services().accounts.reset_password(email=body["email"], code=body["code"],
                                                      new_password=body["new_password"], address=client_address())
         auditing.note(patient_ids=[user_id], resource="password", action="U", resource_ids=[user_id])

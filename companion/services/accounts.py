@@ -1,5 +1,6 @@
 """Accounts: sign-up (confirmed by a code sent by email), login and TOTP under throttles, password changes
-and admin-issued resets, the account's state checked on every request, and the clinician pages' sessions.
+and admin-issued resets (each told to the account's owner by email), the account's state checked on every request,
+and the clinician pages' sessions.
 
 What happens when an account is deactivated, closed or deleted is companion.services.lifecycle's.
 """
@@ -413,13 +414,15 @@ class Accounts:
         """Change a password after checking the current one; every other session ends (API and clinician
         pages alike); this session (``session``) continues on a fresh token pair. Every phone stops receiving
         notifications but the install ``install_id`` registered under this session, which goes on under the
-        new one: another phone registered under it (with a copy of its access token) is forgotten too."""
+        new one: another phone registered under it (with a copy of its access token) is forgotten too. The owner
+        is told by email."""
         self.reauthenticate(user_id, current_password, address=address, session=session)
         if current_password == new_password:
             raise Invalid("the new password must differ from the current one",
                           errors={"new_password": ["must differ from the current password"]})
         kept = (session, install_id) if session is not None and install_id is not None else None
         user = self._set_password(user_id, new_password, keep_phone=kept)
+        self._tell_owner(user, mails.PASSWORD_CHANGED)
         return self.tokens.start_session(user_id, user.role.value, carrying=kept)
 
     def _set_password(self, user_id: str, new_password: str, *, keep_phone: tuple[str, str] | None = None) -> Account:
@@ -440,8 +443,8 @@ class Accounts:
 
     def clear_mfa(self, user_id: str, *, by: str) -> Account:
         """An admin clears an account's authenticator (its owner lost the phone that held it): every session
-        ends, as after a password change, and the next sign-in enrols a new one. Not one's own: a second
-        factor is cleared by another admin."""
+        ends, as after a password change, and the next sign-in enrols a new one; the owner is told by email. Not
+        one's own: a second factor is cleared by another admin."""
         if user_id == by:
             raise Conflict("an admin cannot clear their own authenticator")
         user = self.users.by_id(user_id)
@@ -452,21 +455,25 @@ class Accounts:
             raise NotFound("no such account")
         self._end_every_session(user_id, "authenticator cleared")
         log.info("authenticator cleared", extra={"account_id": user_id})
+        self._tell_owner(user, mails.AUTHENTICATOR_CLEARED)
         return user
 
     def issue_password_reset(self, user_id: str) -> tuple[str, datetime]:
         """An admin issues a one-time reset code for an account (handed to its owner in person or by phone;
-        there is no reset by email link). Valid 24 hours; issuing another replaces it."""
+        there is no reset by email link). Valid 24 hours; issuing another replaces it. The owner is told by email
+        that a code was issued (never the code)."""
         user = self.users.by_id(user_id)
         if user is None or user.status == "closed":
             raise NotFound("no such account")
         code, at = new_code(), self.clock()
         self.codes.issue(RESET, user.id, self._code_hash(code), at=at, expires_at=at + RESET_CODE_TTL)
+        self._tell_owner(user, mails.RESET_CODE_ISSUED, hours=str(int(RESET_CODE_TTL.total_seconds() // 3600)))
         return code, at + RESET_CODE_TTL
 
     def reset_password(self, *, email: str, code: str, new_password: str, address: str) -> str:
         """Set a new password with an admin-issued code; every session of the account ends. Returns the account's
-        id. Unauthorized (one answer for every case) when the email or code is wrong or expired."""
+        id; the owner is told by email. Unauthorized (one answer for every case) when the email or code is wrong or
+        expired."""
         subject_key = f"{RESET}:{email_digest(email)}"
         self.throttle.check("code", address=address, account=subject_key)
         user = self.users.by_email(normalise_email(email))
@@ -474,8 +481,27 @@ class Accounts:
         if taken is None:
             self.throttle.failed("code", address=address, account=subject_key)
             raise Unauthorized(BAD_CODE)
-        self._set_password(user.id, new_password)
+        self._tell_owner(self._set_password(user.id, new_password), mails.PASSWORD_RESET)
         return user.id
+
+    def _tell_owner(self, user: Account, notice: str, **more: str) -> None:
+        """Email the account's owner that ``notice`` (companion.domain.mail.ACCOUNT_NOTICES) just happened to their
+        account: to its address, in the language they chose (else English: the request may not be theirs), the
+        time on the clock they live by. Never fails the change it tells of: a mailer down or not configured is
+        logged (the address by its pseudonym) and the change stands."""
+        if self.mailer is None:
+            log.warning("email is not configured: an account notice could not be sent", extra={"notice": notice})
+            return
+        at = self.clock()
+        zone = user.zone_history().zone_at(at)
+        reader = Reader(user.locale, zone=zone)
+        mail = mails.account_notice(notice, user.email, date=reader.date(at.astimezone(zone).date()),
+                                    time=reader.time(at), zone=zone.key, say=reader.render, **more)
+        try:
+            self.mailer.send(mail)
+        except Exception as exc:  # noqa: BLE001 - whatever the transport's failure, the change is made
+            log.error("an account notice could not be sent (%s)", type(exc).__name__,
+                      extra={"notice": notice, "to": pseudonym(self.s.pseudonym_key, normalise_email(user.email))})
 
     # Every request
     def require_live_session(self, actor: Actor) -> Account:
