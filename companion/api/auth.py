@@ -34,8 +34,8 @@ class SignUpSchema(StrictSchema):
 
 
 DEVICE_KEY = ("the key the app was given by its last sign-in (`device_key` in the answer), kept on the device; "
-              "sent back at the next sign-in, it lets the owner in while someone elsewhere guesses the password (no "
-              "account-wide delay for a device that signed in before). A key that is wrong, another account's, or "
+              "sent back at the next sign-in, it lets the owner in while someone guesses the password, elsewhere or "
+              "on the same network (no delay for a device that signed in before). A key that is wrong, another account's, or "
               "older than the account's last password change or reset counts as none: never an error")
 
 
@@ -164,9 +164,9 @@ class Login(MethodView):
         Throttled across all workers: per address (60 a minute), per account and address (a growing delay after
         5 failures), and per account from anywhere (a growing delay, at most a minute, after 10 failures in 15
         minutes). A device that signed in before (it sends the ``device_key`` it was given, with fewer than 10
-        failures in the last hour) and an address the account signed in from recently are exempt from the
-        account-wide delay: someone who knows only the email cannot keep the owner out of a device they used
-        before. A new device at a new address waits while someone keeps guessing (each wait at most a minute;
+        failures in the last hour) is exempt from both delays, an address the account signed in from recently
+        from the account-wide one: someone who knows only the email, elsewhere or on the owner's network,
+        cannot keep the owner out of a device they used before. A new device at a new address waits while someone keeps guessing (each wait at most a minute;
         at most a minute after they stop). Never a lock.
         """
         return services().accounts.login(email=body["email"], password=body["password"], ip=client_address(),

@@ -6,7 +6,8 @@ guarded three ways (:data:`STEPS`):
 - **per client address**, a sliding-window :class:`Limit` on attempts: one address cannot hammer any
   account, and it only ever slows itself down;
 - **per account and address**, a :class:`Backoff` on failures: after a few free mistakes each further try
-  from that address waits twice as long as the last (capped);
+  from that address waits twice as long as the last (capped). It too runs from the last failure, and the owner's
+  own network is shared (a housemate on the Wi-Fi, a carrier's NAT): at sign-in a device key skips it as well;
 - **per account, from anywhere**, a gentler :class:`Backoff` on failures: many addresses guessing one
   password together get one try every little while. Its wait runs from the *last* failure, so whoever lands
   a guess as each wait ends keeps it going: it must never stand between the owner and their account. So it
@@ -14,9 +15,9 @@ guarded three ways (:data:`STEPS`):
   signed in with the password before, see companion.services.device_keys) or a *known address* (one the
   owner signed in from in the last 30 days) skips it; the codes sent by email or handed out by an admin
   have none (60 bits each: guessing is bounded by their entropy and the per-address guards);
-- **per device key** (sign-in), a :class:`Limit` on the failures made presenting one key: past it, the key
-  no longer skips the account-wide delay (a stolen key is worth a few guesses an hour, and the owner who
-  mistyped that often waits as a device without a key does);
+- **per device key** (sign-in), a :class:`Limit` on the failures made presenting one key: under it, the key
+  skips both delays above, past it, neither (a stolen key is worth 10 guesses an hour, from anywhere, and the
+  owner who mistyped that often waits as a device without a key does);
 - **from anywhere at all** (only pairing codes, which name no account), a sliding-window :class:`Limit` on
   the whole server's failures: a flood from many networks gets so many guesses a minute, however many
   networks it has.
@@ -127,12 +128,17 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     # up to 15 min; 10 free per account from anywhere, then 1 s, 2 s, ... up to a minute. Many networks guessing
     # together land at most 77 guesses in any hour on one account (10 free, 6 more within 63 s, then about one a
     # minute: 64 an hour once it runs).
-    # A device key the account was given (with fewer than 10 failures in the last hour) or a known address skips
-    # the account-wide delay: the owner signs in at once from a phone or browser that signed in before, however
-    # many guess. A stolen key adds at most 10 guesses an hour to the 77, from one address 5 free then 1 s, 2 s ...
-    # Only an owner on a new device at a new address still waits, each time until the last guess's minute ends:
-    # for as long as someone keeps guessing at that rate, at most a minute after they stop. A step-up (the current
-    # password asked again of a signed-in caller) presents the caller's session as its device key.
+    # A device key the account was given (with fewer than 10 failures in the last hour) skips both delays, per
+    # account and network and per account: the owner signs in at once from a phone or browser that signed in
+    # before, however many guess, from the owner's own network too (a housemate on the Wi-Fi, a carrier's NAT,
+    # renewing the 15-minute delay there as each wait ends, kept the key out). A stolen key adds at most 10
+    # guesses an hour to the 77, from any networks and at once (its limit, not the delays, bounds it).
+    # A known address skips the account-wide delay only (it is the guesser's network when they share it).
+    # A device without a key waits: at a new address, each time until the last guess's minute ends, for as long
+    # as someone keeps guessing at that rate, at most a minute after they stop; on a network someone else on it
+    # guesses from, up to 15 minutes each time, for as long as they keep guessing there (no key, no way to tell
+    # the two apart). A step-up (the current password asked again of a signed-in caller) presents the caller's
+    # session as its device key.
     Step("login", Limit(60, MINUTE), Backoff(5, QUARTER, 1, 900), Backoff(10, QUARTER, 1, 60),
          known_addresses_exempt=True, per_device_key=Limit(10, HOUR)),
     # TOTP codes (the password is already proven): 3 free mistakes, then 2 s, 4 s, ... up to 5 minutes.
@@ -179,20 +185,19 @@ def wait_s(step: Step, *, at: datetime, address_attempts: Sequence[datetime],
     waits = [step.per_address.wait_s(address_attempts, at)]
     if step.per_server:
         waits.append(step.per_server.wait_s(server_failures, at))
-    if step.per_account_and_address:
+    with_key = has_usable_device_key(step, at=at, device_key_failures=device_key_failures)
+    if step.per_account_and_address and not with_key:
         waits.append(step.per_account_and_address.wait_s(pair_failures, at))
-    if step.per_account and not skips_account_delay(step, at=at, known_address=known_address,
-                                                    device_key_failures=device_key_failures):
+    if step.per_account and not (with_key or (known_address and step.known_addresses_exempt)):
         waits.append(step.per_account.wait_s(account_failures, at))
     longest = max(waits)
     return math.ceil(longest) if longest > 0 else 0
 
 
-def skips_account_delay(step: Step, *, at: datetime, known_address: bool,
-                        device_key_failures: Sequence[datetime] | None) -> bool:
-    """Whether the caller skips ``step``'s per-account delay: from a known address, or presenting a valid
-    device key that has not failed too often (a key past its limit is a device like any other)."""
-    if known_address and step.known_addresses_exempt:
-        return True
+def has_usable_device_key(step: Step, *, at: datetime, device_key_failures: Sequence[datetime] | None) -> bool:
+    """Whether the caller presents a valid device key that has not failed too often (a key past its limit is a
+    device like any other): it then skips ``step``'s delays per account and network and per account. Both are
+    built up by failures anyone naming the account makes, from the owner's own network too (a housemate, a
+    carrier's NAT); the key's own limit is what bounds a stolen one."""
     return (step.per_device_key is not None and device_key_failures is not None
             and step.per_device_key.wait_s(device_key_failures, at) == 0)

@@ -298,8 +298,8 @@ class Accounts:
         that session too: it is older than the change) and a new device key for the caller to keep.
 
         ``device_key``: the key an earlier sign-in on this device was given (companion.services.device_keys). If
-        it is valid for the account and has not failed too often, the sign-in skips the account-wide delay that
-        failures from anywhere build up; anything else counts as no key."""
+        it is valid for the account and has not failed too often, the sign-in skips the delays that failures
+        naming the account build up, from anywhere and from this network; anything else counts as no key."""
         checked_at = to_millis(self.clock())
         email = normalise_email(email)
         account_key = email_digest(email)

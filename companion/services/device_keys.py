@@ -3,9 +3,9 @@
 A sign-in with the right password is given a key that names the account and when the password was proven,
 signed with HMAC-SHA256 under a key derived from ``COMPANION_SECRET_KEY``; the phone app keeps it and sends it
 with its next sign-in (``device_key`` in ``POST /auth/login``), the clinician pages keep it in a long-lived
-HttpOnly cookie. A sign-in presenting a key valid for its account skips the account-wide delay that failures from
-anywhere build up (companion.domain.throttling), so an outsider who knows only the email cannot keep the owner out
-of a device that signed in before.
+HttpOnly cookie. A sign-in presenting a key valid for its account skips the delays that failures naming the account
+build up, from anywhere and from the caller's own network (companion.domain.throttling), so an outsider who knows
+only the email, elsewhere or on the owner's Wi-Fi, cannot keep the owner out of a device that signed in before.
 
 A key is valid for the account it names, for ``LIFETIME`` after it was given, and only while the account accepts
 sessions of that age (``Account.accepts_session_from``): a change or reset of the password, a cleared

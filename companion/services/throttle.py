@@ -9,7 +9,8 @@ the instants they are decided from in the ``rate_events`` collection (companion.
   per account from anywhere;
 - ``fail:<step>:*``: failures from anywhere, for a step with a server-wide ceiling (pairing codes);
 - ``fail:<step>:key:<account>|<device key>``: failures presenting a valid device key (sign-in,
-  companion.services.device_keys), under whose limit the key skips the account-wide delay;
+  companion.services.device_keys), under whose limit the key skips the delays per account and address and per
+  account;
 - ``known:<account>:<address>``: a successful sign-in, which exempts that address from the account-wide
   delay for 30 days;
 - ``quota:<name>:<account>#<place>``: the uses of a quota that is not a wait (sign-up mails to one email: past

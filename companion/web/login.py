@@ -15,7 +15,7 @@ from companion.web import bp, check_csrf, session_cookie_name, set_session_cooki
 
 LOGIN_CSRF_COOKIE = "companion_login_csrf"
 # The device key (companion.services.device_keys) of this browser: kept long after the session ends, so that its
-# next sign-in skips the account-wide delay someone guessing the password elsewhere builds up.
+# next sign-in skips the delays someone guessing the password builds up, elsewhere or on this browser's network.
 DEVICE_KEY_MAX_AGE_S = 400 * 24 * 3600
 
 

@@ -55,6 +55,24 @@ def test_the_owner_with_a_device_key_signs_in_at_once_while_outsiders_guess_from
         assert _login(client, patient.email, PASSWORD, f"203.0.113.{100 + n}", key).status_code == 200
 
 
+def test_an_outsider_on_the_owners_network_cannot_keep_the_owner_with_a_device_key_out(client, world, clock):
+    """A housemate on the Wi-Fi, or anyone behind the same carrier NAT: the delay per account and network (up to
+    15 minutes, from the last failure) was not skipped by the owner's device key, so the outsider renewed it as
+    each wait ended and the owner's phone, with its key, was refused at home."""
+    patient = world["patient_a"]
+    key = _login(client, patient.email, PASSWORD, HOME).json["device_key"]
+    for i in range(5):
+        assert _login(client, patient.email, f"guess-{i}", HOME).status_code == 401
+    assert _login(client, patient.email, PASSWORD, HOME).status_code == 429  # without the key: a stranger
+    assert _login(client, patient.email, PASSWORD, HOME, key).status_code == 200
+    # The outsider goes on from there, building the delay up again each time: the key still lets the owner in.
+    for n in range(3):
+        clock.shift(timedelta(minutes=1))
+        assert [_login(client, patient.email, f"again-{n}-{i}", HOME).status_code for i in range(6)][-1] == 429
+        assert _login(client, patient.email, PASSWORD, HOME).status_code == 429
+        assert _login(client, patient.email, PASSWORD, HOME, key).status_code == 200
+
+
 def test_the_owner_without_a_key_waits_as_told_a_minute_at_most_each_time(client, world, clock):
     """A brand-new device at a new address cannot be told from the guesser (the documented limit): each
     Retry-After is at most a minute, and once the guessing stops, waiting as told is enough."""

@@ -121,3 +121,17 @@ def test_a_device_key_that_failed_ten_times_in_an_hour_is_a_device_like_any_othe
     assert wait_s(login, at=at, address_attempts=[], account_failures=many, device_key_failures=None) > 0
     # Only sign-in takes device keys.
     assert wait_s(STEPS["totp"], at=at, address_attempts=[], account_failures=many, device_key_failures=[]) > 0
+
+
+def test_a_usable_device_key_skips_the_delay_per_account_and_network_too():
+    """Someone on the owner's network (a housemate, a carrier's NAT) builds up the delay per account and network,
+    from the last failure, up to 15 minutes: the owner's key skips it, as it skips the account-wide one; a key
+    past its limit skips neither, and a known address skips only the account-wide one (it is that network)."""
+    login = STEPS["login"]
+    at = T + timedelta(minutes=1)
+    here = [T + timedelta(seconds=s) for s in range(12)]
+    assert wait_s(login, at=at, address_attempts=[], pair_failures=here) > 0
+    assert wait_s(login, at=at, address_attempts=[], pair_failures=here, account_failures=here,
+                  device_key_failures=[]) == 0
+    assert wait_s(login, at=at, address_attempts=[], pair_failures=here, device_key_failures=here[:10]) > 0
+    assert wait_s(login, at=at, address_attempts=[], pair_failures=here, known_address=True) > 0
