@@ -55,9 +55,10 @@ class TokensSchema(Schema):
     mfa_token = fields.String()
     mfa_enrolled = fields.Boolean()
     device_key = fields.String(metadata={
-        "description": "after a sign-in with the password (`/auth/login`): a new device key, for the app to keep "
-                       "(in the platform's secure storage, in place of any earlier one) and send with its next "
-                       "sign-in. It is worth nothing without the password; a password change or reset ends it"})
+        "description": "after a sign-in with the password (`/auth/login`) or a change of it (`/auth/password`): "
+                       "a new device key, for the app to keep (in the platform's secure storage, in place of any "
+                       "earlier one) and send with its next sign-in. It is worth nothing without the password; a "
+                       "password change or reset ends it (the change answers the changing device a new one)"})
 
 
 class RefreshSchema(StrictSchema):
@@ -258,8 +259,9 @@ class Password(MethodView):
         """Change one's password (needs the current one). Every other session of the account ends; this one goes
         on with the new tokens. Every phone stops receiving notifications but the install named by
         ``install_id``, if it was registered under this session; without it, the app registers its token
-        again (``PUT /me/push-tokens/{install_id}``) with the new tokens. The account's owner is told by email
-        (when, and whom to contact if it was not them).
+        again (``PUT /me/push-tokens/{install_id}``) with the new tokens. The change ends every device key,
+        this device's too: the answer's ``device_key`` replaces it (keep it, as after a sign-in). The account's
+        owner is told by email (when, and whom to contact if it was not them).
 
         The current password is checked under sign-in's throttle, but this session stands in for a device key:
         someone guessing the password elsewhere does not hold up the change (429 only after 10 wrong current

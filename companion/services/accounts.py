@@ -415,7 +415,10 @@ class Accounts:
         pages alike); this session (``session``) continues on a fresh token pair. Every phone stops receiving
         notifications but the install ``install_id`` registered under this session, which goes on under the
         new one: another phone registered under it (with a copy of its access token) is forgotten too. The owner
-        is told by email."""
+        is told by email.
+
+        The change ends every device key given before, this device's own too: the answer carries a new one
+        (``device_key``), dated at the change so that it stays valid, for its next sign-in."""
         self.reauthenticate(user_id, current_password, address=address, session=session)
         if current_password == new_password:
             raise Invalid("the new password must differ from the current one",
@@ -423,7 +426,8 @@ class Accounts:
         kept = (session, install_id) if session is not None and install_id is not None else None
         user = self._set_password(user_id, new_password, keep_phone=kept)
         self._tell_owner(user, mails.PASSWORD_CHANGED)
-        return self.tokens.start_session(user_id, user.role.value, carrying=kept)
+        return {**self.tokens.start_session(user_id, user.role.value, carrying=kept),
+                "device_key": self.device_keys.issue(user_id, user.credentials_changed_at)}
 
     def _set_password(self, user_id: str, new_password: str, *, keep_phone: tuple[str, str] | None = None) -> Account:
         # One write changes the password and stops every older session being accepted (checked on each

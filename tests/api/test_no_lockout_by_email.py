@@ -130,6 +130,25 @@ def test_a_password_change_or_reset_ends_every_device_key_given_before(client, w
     assert _login(client, patient.email, new_password, NEW_PLACE, key).status_code == 429
 
 
+def test_the_device_that_changes_the_password_is_given_a_fresh_device_key(client, world, clock):
+    """The change ends every key given before, the changing phone's own too: it was answered none, and its next
+    sign-in waited as a stranger's while someone guessed (often why the password was changed)."""
+    patient = world["patient_a"]
+    assert _login(client, patient.email, PASSWORD, HOME).status_code == 200
+    clock.shift(timedelta(seconds=1))
+    new_password = "an entirely new passphrase"
+    changed = client.post("/api/v1/auth/password", headers=patient.headers,
+                          json={"current_password": PASSWORD, "new_password": new_password},
+                          environ_base={"REMOTE_ADDR": HOME})
+    assert changed.status_code == 200
+    assert "device_key" in changed.json, sorted(changed.json)
+    key = changed.json["device_key"]
+    _outsider_guesses(client, patient.email)
+    assert _login(client, patient.email, new_password, NEW_PLACE).status_code == 429
+    signed_in = _login(client, patient.email, new_password, NEW_PLACE, key)
+    assert signed_in.status_code == 200 and signed_in.json["device_key"] != key
+
+
 def test_the_clinician_pages_keep_the_device_key_in_a_long_lived_http_only_cookie(app, client, world, clock):
     clinician = world["clinician_team"]
     page = app.test_client()
