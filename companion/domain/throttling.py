@@ -171,6 +171,17 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     # a reset code's 24 hours: it is hit once in 2^60 / 1.06e7, about 10^11 codes (with the 8 characters of
     # before, 40 bits, once in 100,000 codes).
     Step("code", Limit(30, MINUTE), Backoff(5, QUARTER, 2, 900)),
+    # Codes of fewer than 12 characters (the 8 of before, 40 bits): one issued before the deploy still works for
+    # its 24 hours, and without a delay per account, 10,000 networks would land 10.6 million guesses at it, one
+    # code hit in 100,000. So a guess that short meets the step codes had then, with 10 free failures per account
+    # in an hour from anywhere, then 5 s, 10 s, ... up to 5 minutes: whatever the number of networks, at most 26
+    # guesses in the first hour and about 15 an hour after, 370 in a day (one old code hit in 3 × 10^9). That delay
+    # runs from the last failure, so an outsider can keep the owner of an old code waiting (up to 5 minutes each
+    # time) while they go on guessing, as before the deploy: only while old codes are alive, 24 hours after it.
+    # A guess of 12 characters never matches an old code, nor one of 8 a new code: each length meets its own
+    # guards, and the owner of a new code is never delayed by guesses at old ones. Remove this step (and
+    # companion.services.accounts.code_step) a day after the deploy of the 12-character codes.
+    Step("code_legacy", Limit(30, MINUTE), Backoff(5, QUARTER, 2, 900), Backoff(10, HOUR, 5, 300)),
 )}
 
 

@@ -94,6 +94,13 @@ def normalise_code(code: str) -> str:
     return code.strip().upper().replace("-", "").replace(" ", "")
 
 
+def code_step(code: str) -> str:
+    """The throttle step a guess at a code meets: ``code_legacy`` (with its delay per account) for one shorter
+    than CODE_LENGTH, which can only match a code of 8 issued before the codes grew to 12 (still alive up to 24
+    hours after that deploy; remove this with the step a day after it), ``code`` otherwise."""
+    return "code_legacy" if len(normalise_code(code)) < CODE_LENGTH else "code"
+
+
 class PasswordCheck(NamedTuple):
     """A password found right: the account, when the check began, and the device key to give the caller."""
 
@@ -478,12 +485,12 @@ class Accounts:
         """Set a new password with an admin-issued code; every session of the account ends. Returns the account's
         id; the owner is told by email. Unauthorized (one answer for every case) when the email or code is wrong or
         expired."""
-        subject_key = f"{RESET}:{email_digest(email)}"
-        self.throttle.check("code", address=address, account=subject_key)
+        subject_key, step = f"{RESET}:{email_digest(email)}", code_step(code)
+        self.throttle.check(step, address=address, account=subject_key)
         user = self.users.by_email(normalise_email(email))
         taken = self._take_code(RESET, user.id, code) if user is not None else None
         if taken is None:
-            self.throttle.failed("code", address=address, account=subject_key)
+            self.throttle.failed(step, address=address, account=subject_key)
             raise Unauthorized(BAD_CODE)
         self._tell_owner(self._set_password(user.id, new_password), mails.PASSWORD_RESET)
         return user.id

@@ -218,3 +218,54 @@ def test_a_stolen_session_is_worth_ten_password_guesses_an_hour_past_the_delay(c
     other = world["caregiver_unlinked"]
     one_place = [_change_password(client, other, f"guess-{i}", NEW_PLACE).status_code for i in range(7)]
     assert one_place[:5] == [403] * 5 and 429 in one_place[5:]
+
+
+OWNERS_NEW = "the owner's new one"
+
+
+def _reset(client, email, code, address, chosen=OWNERS_NEW):
+    return client.post("/api/v1/auth/password-reset", json={"email": email, "code": code, "new_password": chosen},
+                       environ_base={"REMOTE_ADDR": address})
+
+
+def _old_code(services, account_id, code="ABCD2345"):
+    """A reset code of 8 characters, as issued before the codes grew to 12 (alive up to 24 hours after)."""
+    from companion.services.accounts import RESET
+    accounts, at = services.accounts, services.clock()
+    accounts.codes.issue(RESET, account_id, accounts._code_hash(code), at=at, expires_at=at + timedelta(hours=24))
+    return code
+
+
+def test_a_reset_code_of_the_old_eight_characters_is_still_bounded_per_account(client, world, services, clock):
+    """A code issued before the deploy (8 characters, 40 bits) still works for its 24 hours, and had lost the
+    account-wide delay that bounded guessing at it: 200 guesses from 40 networks, none refused. A guess shorter
+    than 12 characters meets the old step again; the owner of an old code may be kept waiting while someone
+    guesses (only during the transition), and an admin's new code is not."""
+    caregiver, admin = world["caregiver_unlinked"], world["admin"]
+    _old_code(services, caregiver.id)
+    statuses = []
+    for round_ in range(5):
+        statuses += [_reset(client, caregiver.email, f"ZZZ{round_}{i:04d}"[:8], address, "the outsider's one").status_code
+                     for i, address in enumerate(OUTSIDERS)]
+        clock.shift(timedelta(minutes=1))
+    assert 429 in statuses, f"{len(statuses)} guesses at a 40-bit code, none held back"
+    assert statuses.count(401) <= 26
+    # The owner of the old code, once the guessing stops, waits as told (at most 5 minutes) and uses it.
+    refused = _reset(client, caregiver.email, "abcd-2345", NEW_PLACE)
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) <= 300
+    clock.shift(timedelta(seconds=int(refused.headers["Retry-After"])))
+    assert _reset(client, caregiver.email, "abcd-2345", NEW_PLACE).status_code == 204
+    # Guesses at old codes delay nobody with a code of 12 characters: an admin's new one works at once.
+    _old_code(services, caregiver.id)
+    for round_ in range(3):
+        [_reset(client, caregiver.email, f"YYY{round_}{i:04d}"[:8], address) for i, address in enumerate(OUTSIDERS)]
+        clock.shift(timedelta(minutes=1))
+    code = client.post(f"/api/v1/admin/users/{caregiver.id}/password-reset", headers=admin.headers).json["code"]
+    assert _reset(client, caregiver.email, code, NEW_PLACE, "the owner's newer one").status_code == 204
+
+
+def test_an_old_code_nobody_guesses_at_works_at_once(client, world, services, clock):
+    caregiver = world["caregiver_unlinked"]
+    _old_code(services, caregiver.id, "QRST6789")
+    assert _reset(client, caregiver.email, "wrong-one", NEW_PLACE).status_code == 401  # a mistype costs nothing
+    assert _reset(client, caregiver.email, "qrst 6789", NEW_PLACE).status_code == 204
