@@ -48,8 +48,13 @@ INDEXES = {
         IndexModel([("source_key", ASCENDING), ("recipient_user_id", ASCENDING)], unique=True,
                    name="source_recipient_unique"),
         IndexModel([("state", ASCENDING), ("not_before", ASCENDING)], name="due"),
-        IndexModel([("patient_id", ASCENDING), ("created_at", DESCENDING)], name="patient_history"),
-        IndexModel([("recipient_user_id", ASCENDING), ("created_at", DESCENDING)], name="recipient_history"),
+        # The lists' order (NEWEST_FIRST) after the equality field, so that a page is read in index order: an index
+        # ending in created_at does not give the (created_at, _id) order, and MongoDB then sorts every matching
+        # notification in memory for each page. Redefined under the same names: `companion migrate` recreates them.
+        IndexModel([("patient_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)],
+                   name="patient_history"),
+        IndexModel([("recipient_user_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)],
+                   name="recipient_history"),
     ],
     "push_claims": [IndexModel([("lease_until", ASCENDING)], name="lease_until")],
     "push_attempts": [IndexModel([("outbox_id", ASCENDING)], name="outbox")],

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import pytest
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from companion import cli, create_app
 from companion.store import db as store_db
@@ -113,3 +113,32 @@ def test_a_test_database_is_handed_out_again_emptied_unless_its_indexes_changed(
     mongo_client[name].audit_events.drop_index("request")  # a test changed an index: never handed out again
     pool.give_back(name)
     assert pool.free == [] and name not in mongo_client.list_database_names()
+
+
+def test_the_notification_lists_are_read_in_the_order_of_their_indexes():
+    """The lists sort on (created_at, _id) (NEWEST_FIRST): an index ending in created_at does not give that order,
+    and MongoDB sorted every one of the person's (or patient's) notifications in memory for each page."""
+    from companion.store.outbox import INDEXES, NEWEST_FIRST
+    keys = {model.document["name"]: list(model.document["key"].items()) for model in INDEXES["push_outbox"]}
+    assert keys["recipient_history"] == [("recipient_user_id", ASCENDING), *NEWEST_FIRST]
+    assert keys["patient_history"] == [("patient_id", ASCENDING), *NEWEST_FIRST]
+
+
+def test_migrate_brings_the_notification_history_indexes_of_before_to_the_lists_order(db, capsys, use_database):
+    """A database made by the version before: (recipient_user_id, created_at) and (patient_id, created_at) under
+    the same names. MongoDB refuses another key under an existing name, so the processes leave them to the
+    migration step (/readyz names them), which drops and creates each again."""
+    for name, field in (("recipient_history", "recipient_user_id"), ("patient_history", "patient_id")):
+        db.push_outbox.drop_index(name)
+        db.push_outbox.create_indexes([IndexModel([(field, ASCENDING), ("created_at", DESCENDING)], name=name)])
+    with pytest.raises(IndexesOutOfDate, match=r"push_outbox\.patient_history.*push_outbox\.recipient_history"):
+        ensure_indexes(db)
+    assert cli.main(["migrate"]) == 0
+    out = capsys.readouterr().out
+    assert ("push_outbox.recipient_history: recreated, was (recipient_user_id 1, created_at -1), "
+            "now (recipient_user_id 1, created_at -1, _id -1)") in out
+    assert "push_outbox.patient_history: recreated" in out
+    indexes = db.push_outbox.index_information()
+    assert indexes["recipient_history"]["key"] == [("recipient_user_id", 1), ("created_at", -1), ("_id", -1)]
+    assert indexes["patient_history"]["key"] == [("patient_id", 1), ("created_at", -1), ("_id", -1)]
+    assert plan_indexes(db) == []
