@@ -531,9 +531,10 @@ class Accounts:
         guess the password through a change that asks for it.
 
         ``session``: the caller's session (its family), which stands in for a device key: while it has fewer than
-        10 failures in the last hour the step-up skips the account-wide delay that failures from anywhere build
-        up, so someone guessing the password elsewhere does not hold up the owner's change; a stolen session is
-        worth 10 guesses an hour past that delay, as a stolen device key is."""
+        10 failures in the last hour the step-up skips the delays that failures from anywhere, or from the
+        caller's network, build up (as a device key does), so someone guessing the password does not hold up the
+        owner's change; a stolen session is worth 10 guesses an hour past those delays, as a stolen device key
+        is."""
         user = self.users.by_id(user_id)
         account_key = email_digest(user.email) if user else f"id:{user_id}"
         where = address or f"session-of:{user_id}"
