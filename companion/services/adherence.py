@@ -126,8 +126,7 @@ class Adherence:
         start, end = dates_reach(local_date)
         events = [tens_event(s) for s in self.stores.session_records.for_patient(patient_id, start, end, _EVENT_LIMIT,
                                                                                   counted_only=True)]
-        events += practice_events(with_counts(self.stores.practice.completed_between(patient_id, start - REACH, end,
-                                                                                      _EVENT_LIMIT)))
+        events += practice_events(with_counts(self.stores.practice.completed_between(patient_id, start - REACH, end)))
         mine = events_by_local_day(events, history).get(local_date, [])
         doses = self.stores.occurrences.doses_taken(patient_id, local_date.isoformat())
         return mine + [TaskEvent(TaskKind.MEDICATION, d["due_at"]) for d in doses]

@@ -22,8 +22,6 @@ from companion.domain.practice import REACH, PracticeUnion, Practised
 from companion.domain.sessions import counted_minutes_shown, counts_as_session
 from companion.store.stores import Stores
 
-SESSION_LIMIT = 5000  # ~8 sessions a day for the longest range asked (a year is refused elsewhere)
-
 
 def local_day_bounds(zone: ZoneInfo, day: date) -> tuple[datetime, datetime]:
     """The UTC instants at which a local calendar day starts and ends (23 or 25 hours across DST)."""
@@ -97,16 +95,24 @@ def practice_events(practice: Iterable[dict]) -> list[TaskEvent]:
             for p in practice if p.get("completed_at") is not None]
 
 
+def _before(records: Iterable[dict], field: str, end: datetime) -> list[dict]:
+    # The in-order reads take [start, end]; a window is [start, end).
+    return [r for r in records if r[field] < end]
+
+
 def gather(stores: Stores, patient_id: str, start_utc: datetime, end_utc: datetime) -> PatientFacts:
     """Read the patient's records between two instants (and every plan version written before the second: all those
-    that can set what a day in between asks); practice counted."""
-    practice = with_counts(stores.practice.between(patient_id, start_utc - REACH, end_utc))
+    that can set what a day in between asks); practice counted. Every record of each kind in the window is read,
+    however many there are (a page at a time): the window bounds the read, never a count, so no figure drops
+    the minutes of a patient who records more than most."""
+    practice = with_counts_in_order(stores.practice.started_in_order(patient_id, start_utc - REACH, end_utc))
     return PatientFacts(
         plans=stores.plans.written_before(patient_id, end_utc),
-        sessions=stores.session_records.for_patient(patient_id, start_utc, end_utc, SESSION_LIMIT, counted_only=True),
-        practice=[p for p in practice if p["started_at"] >= start_utc],
-        occurrences=stores.occurrences.between(patient_id, start_utc, end_utc),
-        pain=stores.pain_entries.recorded_between(patient_id, start_utc, end_utc),
+        sessions=[s for s in _before(stores.session_records.started_in_order(patient_id, start_utc, end_utc),
+                                     "started_at", end_utc) if not s.get("held")],
+        practice=[p for p in _before(practice, "started_at", end_utc) if p["started_at"] >= start_utc],
+        occurrences=_before(stores.occurrences.due_in_order(patient_id, start_utc, end_utc), "due_at", end_utc),
+        pain=_before(stores.pain_entries.recorded_in_order(patient_id, start_utc, end_utc), "recorded_at", end_utc),
     )
 
 

@@ -155,10 +155,6 @@ class PracticeLog(feeds.SyncedCollection):
             {"$set": {"completed_at": completed_at, "minutes": minutes, "seq": seq}},
             return_document=ReturnDocument.AFTER)
 
-    def between(self, patient_id: str, start: datetime, end: datetime, limit: int = 2000) -> list[dict]:
-        return list(self.col.find({"patient_id": patient_id, "started_at": {"$gte": start, "$lt": end}})
-                    .sort("started_at", ASCENDING).limit(limit))
-
     def page_between(self, patient_id: str, start: datetime, end: datetime, limit: int,
                      after: tuple[datetime, str] | None = None) -> list[dict]:
         """At most ``limit`` of the patient's practice started in [start, end), in (started_at, _id) order: the
@@ -183,10 +179,11 @@ class PracticeLog(feeds.SyncedCollection):
         ``patient_started``."""
         return oldest_first(self.col, {"patient_id": patient_id}, "started_at", start, end)
 
-    def completed_between(self, patient_id: str, start: datetime, end: datetime, limit: int = 2000) -> list[dict]:
-        """The patient's completed practice started in [start, end)."""
-        return list(self.col.find({"patient_id": patient_id, "started_at": {"$gte": start, "$lt": end},
-                                   "completed_at": {"$ne": None}}).limit(limit))
+    def completed_between(self, patient_id: str, start: datetime, end: datetime) -> list[dict]:
+        """Every completed practice of the patient started in [start, end), oldest first, however many: the
+        window bounds the read (a page at a time on ``patient_started``), never a count."""
+        return [p for p in oldest_first(self.col, {"patient_id": patient_id, "completed_at": {"$ne": None}},
+                                        "started_at", start, end) if p["started_at"] < end]
 
     def completed_in_window(self, start: datetime, end: datetime, patient_ids: Iterable[str] | None = None):
         """Completed practice started in [start, end), of every patient or of ``patient_ids`` (a bounded

@@ -310,3 +310,25 @@ def test_one_practice_recorded_by_the_patient_and_by_their_caregiver_is_not_coun
     listed = client.get(f"/api/v1/patients/{pid}/practice", headers=world["patient_a"].headers, query_string={
         "from": START.isoformat(), "to": (START + timedelta(minutes=1)).isoformat()}).json["items"]
     assert sorted(p["minutes"] for p in listed) == [20.0, 20.0]  # each record as it was logged
+
+
+def test_today_the_week_and_the_days_snapshot_count_every_practice_of_their_days_however_many(
+        client, world, db, services, library, clock):
+    """2,000 short practices before breakfast and one of 10 minutes after: the reads behind today, the week and
+    the day's snapshot are bounded by their days, not by a count, so the last practice is counted too (they
+    stopped at the first 2,000, and the 10 minutes were silently missing)."""
+    pid, headers = world["patient_a"].id, world["patient_a"].headers
+    first = START.replace(hour=1)  # Monday 01:00, London (UTC in March)
+    db.practice_log.insert_many([
+        {"_id": f"short-{n:05d}", "patient_id": pid, "item_slug": "three-breath-reset",
+         "started_at": first + timedelta(seconds=10 * n), "completed_at": first + timedelta(seconds=10 * n + 6),
+         "minutes": 0.1, "seq": 0} for n in range(2000)])
+    db.practice_log.insert_one({"_id": "last", "patient_id": pid, "item_slug": "three-breath-reset",
+                                "started_at": START - timedelta(minutes=20), "minutes": 10.0, "seq": 0,
+                                "completed_at": START - timedelta(minutes=10)})
+    today = client.get(f"/api/v1/patients/{pid}/today", headers=headers).json
+    week = client.get(f"/api/v1/patients/{pid}/progress/week", headers=headers).json
+    snapshot = services.adherence.compute_day(services.profiles.patient(pid), START.date())
+    assert (today["mindfulness"]["minutes"], today["mindfulness"]["sessions_this_week"]) == (210.0, 2001)
+    assert (week["practice_minutes"], week["days"][0]["mindfulness_minutes"]) == (210.0, 210.0)
+    assert (round(snapshot["mindfulness"]["minutes"], 1), snapshot["mindfulness"]["done"]) == (210.0, 2001)
