@@ -152,10 +152,11 @@ class ReviewPlans(MethodView):
     @blp.response(200, s.ReviewPlanHistorySchema)
     @blp.doc(operationId="review_plans")
     def get(self, patient_id):
-        """Every version of the therapy plan, newest first."""
-        items = open_review(patient_id).plans()
+        """The versions of the therapy plan, newest first (the newest 200; `items_complete` says whether that
+        is every one)."""
+        items, complete = open_review(patient_id).plan_history()
         _read(patient_id, "therapy_plan", [p["_id"] for p in items])
-        return {"items": items}
+        return {"items": items, "items_complete": complete}
 
 
 @blp.route("/<patient_id>/review/alerts")
@@ -165,11 +166,12 @@ class ReviewAlerts(MethodView):
     @blp.response(200, s.ReviewAlertListSchema)
     @blp.doc(operationId="review_alerts")
     def get(self, args, patient_id):
-        """The patient's alerts, open ones only by default, newest first."""
+        """The patient's alerts, open ones only by default, newest first (the newest 200; `items_complete` says
+        whether that is all of them)."""
         require_patient(patient_id, Operation.READ)
-        items = services().alerts.review_list(patient_id, open_only=args["state"] == "open")
+        items, complete = services().alerts.review_list(patient_id, open_only=args["state"] == "open")
         _read(patient_id, "alert", [a["_id"] for a in items])
-        return {"items": items}
+        return {"items": items, "items_complete": complete}
 
 
 @blp.route("/<patient_id>/review/alerts/<alert_id>/acknowledgement")
@@ -190,11 +192,12 @@ class ClinicalNotesView(MethodView):
     @blp.response(200, s.ClinicalNoteListSchema)
     @blp.doc(operationId="list_clinical_notes")
     def get(self, patient_id):
-        """The care team's clinical notes about this patient, newest first."""
+        """The care team's clinical notes about this patient, newest first (the newest 100; `items_complete` says
+        whether that is all of them)."""
         require_patient(patient_id, Operation.READ)
-        notes = services().review.notes(patient_id)
+        notes, complete = services().review.notes(patient_id)
         _read(patient_id, "clinical_note", [n["_id"] for n in notes])
-        return {"items": notes}
+        return {"items": notes, "items_complete": complete}
 
     @allow(Role.CLINICIAN)
     @idempotent(access=patient_may(Operation.CLINICAL))

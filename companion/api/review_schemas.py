@@ -6,7 +6,8 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from companion.api.alerts import AlertFactsSchema
 from companion.http.schemas import StrictSchema, text
-from companion.services.review import DEVICE_EVENTS_SHOWN, MAX_ROWS
+from companion.services.alerts import REVIEW_ALERTS_SHOWN
+from companion.services.review import DEVICE_EVENTS_SHOWN, MAX_ROWS, NOTES_SHOWN, PLANS_SHOWN
 
 
 def complete_flag(what: str, kept: str, limit: int = MAX_ROWS) -> fields.Boolean:
@@ -108,9 +109,9 @@ class PainReviewSchema(Schema):
     entries = fields.List(fields.Nested(PainPointSchema))
     pairs = fields.List(fields.Nested(SessionPainSchema))
     trend = fields.Nested(PainTrendSchema)
-    entries_complete = complete_flag("`entries` (and the `pairs` made of them)",
-                                     "the period's oldest: fewer `days` show the latest")
-    trend_complete = complete_flag("what the trend read of its 28 days", "the oldest")
+    entries_complete = complete_flag("`entries` (and the `pairs` made of them)", "the period's newest")
+    trend_complete = fields.Boolean(metadata={"description": "always true: the trend reads every rating of its 28 "
+                                                             "days (kept for the clients that read it)"})
 
 
 class ProgrammeEffectSchema(Schema):
@@ -122,8 +123,7 @@ class ProgrammeEffectSchema(Schema):
 
 class ProgrammeReviewSchema(Schema):
     items = fields.List(fields.Nested(ProgrammeEffectSchema), required=True)
-    complete = complete_flag("the period's pain entries these rest on",
-                             "the oldest: fewer `days` rest on the latest")
+    complete = complete_flag("the period's pain entries these rest on", "the newest")
 
 
 class ReviewOccurrenceSchema(Schema):
@@ -238,7 +238,7 @@ class ReviewPracticeSchema(Schema):
 class DiaryReviewSchema(Schema):
     entries = fields.List(fields.Nested(DiaryEntryReviewSchema))
     practice = fields.List(fields.Nested(ReviewPracticeSchema))
-    entries_complete = complete_flag("`entries`", "the period's oldest: fewer `days` show the latest")
+    entries_complete = complete_flag("`entries`", "the period's newest")
     practice_complete = complete_flag("`practice`", "the newest")
 
 
@@ -256,6 +256,7 @@ class PlanVersionSchema(Schema):
 
 class ReviewPlanHistorySchema(Schema):
     items = fields.List(fields.Nested(PlanVersionSchema), required=True)
+    items_complete = complete_flag("`items`", "the newest versions", PLANS_SHOWN)
 
 
 class ReviewAlertSchema(AlertFactsSchema):
@@ -270,6 +271,7 @@ class ReviewAlertSchema(AlertFactsSchema):
 
 class ReviewAlertListSchema(Schema):
     items = fields.List(fields.Nested(ReviewAlertSchema), required=True)
+    items_complete = complete_flag("`items`", "the newest alerts", REVIEW_ALERTS_SHOWN)
 
 
 class AlertListArgs(StrictSchema):
@@ -291,3 +293,4 @@ class ClinicalNoteSchema(Schema):
 
 class ClinicalNoteListSchema(Schema):
     items = fields.List(fields.Nested(ClinicalNoteSchema), required=True)
+    items_complete = complete_flag("`items`", "the newest notes", NOTES_SHOWN)

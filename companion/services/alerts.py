@@ -105,6 +105,7 @@ LOW_ADHERENCE_LOOKBACK = timedelta(days=30)  # the snapshots the low-adherence r
 # The alerts late data may end (judged again for the days it touched).
 RECORDED = ("done", "skipped")  # an occurrence's outcomes the patient records
 RECONSIDERED = (AlertKind.LOW_ADHERENCE.value, AlertKind.MISSED_TENS.value, AlertKind.PAIN_FLARE.value)
+REVIEW_ALERTS_SHOWN = 200  # alerts the care team's review lists (the newest)
 
 
 @dataclass
@@ -796,9 +797,12 @@ class AlertService:
                      Resolution.RATINGS_CHANGED)
 
     # The care team's acts
-    def review_list(self, patient_id: str, *, open_only: bool, limit: int = 200) -> list[dict]:
-        """The patient's alerts for the care team, newest first."""
-        return self.stores.alerts.newest(patient_id, open_only=open_only, limit=limit)
+    def review_list(self, patient_id: str, *, open_only: bool,
+                    limit: int = REVIEW_ALERTS_SHOWN) -> tuple[list[dict], bool]:
+        """The patient's newest ``limit`` alerts for the care team, newest first, and whether that is all of them
+        (read with one more than it shows)."""
+        alerts = self.stores.alerts.newest(patient_id, open_only=open_only, limit=limit + 1)
+        return alerts[:limit], len(alerts) <= limit
 
     def acknowledge(self, patient_id: str, alert_id: str, clinician_id: str) -> dict:
         """Acknowledge an alert (a care-team act), and withdraw its caregivers' pushes not sent yet (held for

@@ -34,6 +34,8 @@ MAX_ROWS = 5000
 DEVICE_EVENTS_SHOWN = 200  # the last 30 days' device events the review lists (the latest)
 NOTE_MAX = 5000
 KEPT_APART_SHOWN = 50  # copies kept apart under a used session number that the review lists (the latest)
+PLANS_SHOWN = 200  # therapy plan versions the review lists (the newest)
+NOTES_SHOWN = 100  # clinical notes the review lists (the newest)
 
 
 def _cut(rows: list[dict], limit: int) -> tuple[list[dict], bool]:
@@ -186,15 +188,16 @@ class PatientReview:
         return {"kept_apart": list(reversed(latest)), "kept_apart_total": total}
 
     def _pain_entries(self, since: datetime) -> tuple[list[dict], bool]:
-        """The entries recorded since ``since``, oldest first (at most ``rows``: the oldest), and whether that is
-        all of them."""
-        return _cut(self.stores.pain_entries.recorded_between(self.pid, since, self.at + timedelta(minutes=5),
-                                                              self.rows + 1), self.rows)
+        """The entries recorded since ``since``, oldest first (at most ``rows``: the newest, which a clinician
+        reviewing wants), and whether that is all of them."""
+        newest, complete = _cut(self.stores.pain_entries.newest_recorded_between(
+            self.pid, since, self.at + timedelta(minutes=5), self.rows + 1), self.rows)
+        return list(reversed(newest)), complete
 
     def pain(self, days: int) -> dict:
         """Entries in the period, before/after pairs, and the 14-day trend; ``entries_complete`` says whether the
-        entries (and the pairs made of them) are all of the period's, ``trend_complete`` whether the trend read
-        every entry of its 28 days (at most ``rows`` of each are read, the oldest)."""
+        entries (and the pairs made of them) are all of the period's (at most ``rows`` are read: the newest). The
+        trend reads every entry of its 28 days (``trend_complete`` is always true)."""
         read, entries_complete = self._pain_entries(self._since(days))
         entries = [e for e in read if self.in_period(days, e["recorded_at"])]
         linked = sorted({e["session_record_id"] for e in entries if e.get("session_record_id")})
@@ -202,9 +205,9 @@ class PatientReview:
         sessions = {k: s for k, s in self.stores.session_records.of_patient_by_ids(self.pid, linked).items()
                     if not s.get("held")}
         pairs = rules.before_after_pairs(entries, sessions)
-        trend_entries, trend_complete = self._pain_entries(self.at - timedelta(days=28))
+        trend_entries = self.stores.pain_entries.ratings_between(self.pid, self.at - timedelta(days=28), self.at)
         return {"entries": entries, "pairs": pairs, "trend": rules.pain_trend(trend_entries, self.at),
-                "entries_complete": entries_complete, "trend_complete": trend_complete}
+                "entries_complete": entries_complete, "trend_complete": True}
 
     def programme_review(self, days: int) -> dict:
         """What helped, by programme (``items``), and whether it rests on every pain entry of the period
@@ -251,7 +254,7 @@ class PatientReview:
     def diary(self, days: int) -> dict:
         """The period's diary entries, newest first, and mindfulness practice, each practice with what it counts
         in the figures; ``entries_complete`` and ``practice_complete`` say whether each list is all of the
-        period's (at most ``rows`` of each are read: the oldest entries, the newest practice)."""
+        period's (at most ``rows`` of each are read: the newest)."""
         practice, practice_complete = _cut(self.stores.practice.started_since(
             self.pid, self._since(days), self.rows + 1, until=self.at + timedelta(minutes=5)), self.rows)
         if practice:  # each counted as the figures count it, with what the oldest shown may overlap
@@ -266,9 +269,13 @@ class PatientReview:
                 "practice": [p for p in practice if self.in_period(days, p["started_at"])],
                 "practice_complete": practice_complete}
 
-    def plans(self, limit: int = 200) -> list[dict]:
+    def plans(self, limit: int = PLANS_SHOWN) -> list[dict]:
         """The patient's therapy plan versions, newest first (up to ``limit``)."""
         return self.stores.plans.history(self.pid, limit=limit)
+
+    def plan_history(self) -> tuple[list[dict], bool]:
+        """The newest PLANS_SHOWN versions of the therapy plan, newest first, and whether that is all of them."""
+        return _cut(self.plans(PLANS_SHOWN + 1), PLANS_SHOWN)
 
 
 class Review:
@@ -333,9 +340,11 @@ class Review:
         end = day_bounds(patient.zone_history(), last)[1]
         return PatientReview(self.stores, patient, at=end - timedelta(microseconds=1), last_day=last), length
 
-    def notes(self, patient_id: str, limit: int = 100) -> list[dict]:
-        """The care team's clinical notes about a patient, newest first, with their authors' names."""
-        return self._with_authors(self.stores.clinical_notes.for_patient(patient_id, limit))
+    def notes(self, patient_id: str, limit: int = NOTES_SHOWN) -> tuple[list[dict], bool]:
+        """The care team's newest ``limit`` clinical notes about a patient, newest first, with their authors'
+        names, and whether that is all of them."""
+        notes, complete = _cut(self.stores.clinical_notes.for_patient(patient_id, limit + 1), limit)
+        return self._with_authors(notes), complete
 
     def add_note(self, patient_id: str, author_id: str, text: str, *, form_key: str | None = None,
                  request_key: str | None = None) -> dict:

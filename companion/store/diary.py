@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from bson import ObjectId
-from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
@@ -117,6 +117,18 @@ class PainEntries(feeds.SyncedCollection):
         return list(self.col.find({"patient_id": patient_id, "deleted": False,
                                    "recorded_at": {"$gte": start, "$lt": end}})
                     .sort([("recorded_at", ASCENDING), ("_id", ASCENDING)]).limit(limit))
+
+    def newest_recorded_between(self, patient_id: str, start: datetime, end: datetime, limit: int) -> list[dict]:
+        """The newest ``limit`` live entries recorded in [start, end), newest first, ties by id (descending)."""
+        return list(self.col.find({"patient_id": patient_id, "deleted": False,
+                                   "recorded_at": {"$gte": start, "$lt": end}})
+                    .sort([("recorded_at", DESCENDING), ("_id", DESCENDING)]).limit(limit))
+
+    def ratings_between(self, patient_id: str, start: datetime, end: datetime) -> Iterator[dict]:
+        """The score (``nrs``) and ``recorded_at`` of every live entry recorded in [start, end), in no order,
+        however many: a figure over a window reads it whole, in one pass of the cursor."""
+        return self.col.find({"patient_id": patient_id, "deleted": False, "recorded_at": {"$gte": start, "$lt": end}},
+                             {"_id": 0, "recorded_at": 1, "nrs": 1})
 
     def recorded_in_order(self, patient_id: str, start: datetime, end: datetime) -> Iterator[dict]:
         """Every live entry of the patient recorded in [start, end], oldest first, read a page at a time on

@@ -38,6 +38,7 @@ PAGE_SIZE = 50
 PATIENT_DAYS = (14, 30, 90)
 LOCAL_INPUT_SHAPES = ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S")  # what a datetime-local field sends
 FORM_KEY_MAX = 64  # a note form's one-time key (22 characters as rendered)
+NOTES_ON_PAGE = 20  # the newest clinical notes the patient's page shows (the API lists more)
 
 
 def _review(patient_id: str, operation: Operation = Operation.READ) -> PatientReview:
@@ -111,11 +112,12 @@ def _patient_page(patient_id: str, days: int, *, note_typed: str = "", note_erro
     diary = review.diary(days)
     session_times = review.session_times(days)
     svc = services()
-    alerts = svc.alerts.review_list(patient_id, open_only=True)
-    recent = svc.alerts.review_list(patient_id, open_only=False, limit=20)
+    alerts, alerts_complete = svc.alerts.review_list(patient_id, open_only=True)
+    recent = svc.alerts.review_list(patient_id, open_only=False, limit=20)[0]  # the latest few, named as such
     recent_alerts = [a for a in recent if a.get("acknowledged_at") and not a.get("resolved_at")]
     resolved_alerts = [a for a in recent if a.get("resolved_at")]
-    notes = svc.review.notes(patient_id, limit=20)
+    notes, notes_complete = svc.review.notes(patient_id, limit=NOTES_ON_PAGE)
+    plans, plans_complete = review.plan_history()
     authors = {n["author_id"]: n["author_name"] for n in notes}
     # The page lists the sessions held (session_times["held"]): one whose unit changed hands may be another's.
     maybe = {c for s in session_times["held"] for c in s.get("candidate_patient_ids") or []}
@@ -130,9 +132,11 @@ def _patient_page(patient_id: str, days: int, *, note_typed: str = "", note_erro
         has_target=any(d.target_minutes for d in tens),
         pain=pain, pain_chart=charts.pain_chart(pain["entries"], pain["pairs"], review.zone_of, review.first_day(days),
                                                 review.today),
-        programmes=review.programmes(days), history=history, device=device, diary=diary, plans=review.plans(),
-        alerts=alerts, recent_alerts=recent_alerts, resolved_alerts=resolved_alerts, session_times=session_times,
+        programmes=review.programmes(days), history=history, device=device, diary=diary, plans=plans,
+        plans_complete=plans_complete, alerts=alerts, alerts_complete=alerts_complete, recent_alerts=recent_alerts,
+        resolved_alerts=resolved_alerts, session_times=session_times,
         needs_start=needs_start, alert_label=alert_label, notes=notes, authors=authors,
+        notes_complete=notes_complete, notes_on_page=NOTES_ON_PAGE,
         # A closed record takes no new note (403): the page offers no form whose text would be refused.
         notes_refused=refusal_of(patient_id, Operation.CLINICAL), note_form_key=secrets.token_urlsafe(16),
         note_typed=note_typed, note_error=note_error,

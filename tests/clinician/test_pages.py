@@ -543,5 +543,5 @@ def test_the_patient_page_says_when_a_list_was_cut_at_the_rows_it_reads(client, 
                         lambda patient: PatientReview(services.stores, patient, at=services.review.clock(), rows=2))
     sign_in(client, world["clinician_team"].email)
     html = client.get(f"/clinician/patients/{pid}").get_data(as_text=True)
-    assert "Only the first 2 pain ratings of this period are shown" in html
-    assert "Only the first 2 diary entries of this period are read" in html
+    assert "Only the latest 2 pain ratings of this period are shown" in html
+    assert "Only the latest 2 diary entries of this period are read" in html
