@@ -305,7 +305,8 @@ def order_panel(rows: list[PanelRow], sort: str = "need", descending: bool = Fal
 
 @dataclass(frozen=True)
 class PanelFilter:
-    """Which patients of a panel to show (every condition given must hold)."""
+    """Which patients of a panel to show (every condition given must hold). The figure filters (``pdc_7_below``,
+    ``pain_rising``, ``silent_days``) keep open accounts only: a closed record is brought up by its open alerts."""
 
     q: str | None = None
     needs_attention: bool = False
@@ -320,6 +321,8 @@ class PanelFilter:
             return False
         if self.needs_attention and not row.reasons:
             return False
+        if row.closed and (self.pdc_7_below is not None or self.pain_rising or self.silent_days is not None):
+            return False  # a closed record asks for attention through its open alerts alone
         if self.pdc_7_below is not None and not (row.pdc_7 is not None and row.pdc_7 < self.pdc_7_below):
             return False
         if self.pain_rising and row.pain.direction != "rising":

@@ -8,6 +8,9 @@ from marshmallow import fields, validate
 from companion.domain.review import SORTS, PanelFilter
 from companion.http.schemas import StrictSchema, text
 
+OPEN_ONLY = ("of open accounts only (a closed record asks for attention through its open alerts alone, and is "
+             "listed without a filter)")
+
 
 class PanelArgs(StrictSchema):
     sort = fields.String(load_default="need", validate=validate.OneOf(sorted(SORTS)),
@@ -17,10 +20,11 @@ class PanelArgs(StrictSchema):
                           metadata={"description": "for figure sorts; patients without the figure go last"})
     q = text(100, load_default=None, metadata={"description": "part of the patient's name"})
     needs_attention = fields.Boolean(load_default=False)
-    pdc_7_below = fields.Float(load_default=None, validate=validate.Range(min=0, max=1))
-    pain_rising = fields.Boolean(load_default=False)
-    silent_days = fields.Integer(load_default=None, validate=validate.Range(min=0, max=3650),
-                                 metadata={"description": "days since the last device sync, at least"})
+    pdc_7_below = fields.Float(load_default=None, validate=validate.Range(min=0, max=1), metadata={
+        "description": f"7-day PDC under this, {OPEN_ONLY}"})
+    pain_rising = fields.Boolean(load_default=False, metadata={"description": f"pain trend rising, {OPEN_ONLY}"})
+    silent_days = fields.Integer(load_default=None, validate=validate.Range(min=0, max=3650), metadata={
+        "description": f"days since the last device sync, at least, {OPEN_ONLY}"})
     open_alerts = fields.Boolean(load_default=False)
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=100))
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=100000))

@@ -150,6 +150,10 @@ def panel_query(patient_ids: list[str], at: datetime, *, q: str | None = None, n
         query["$or"] = [{"open_alerts": {"$gt": 0}}, {"low_pdc": True, **kept_open},
                         {"pain_direction": "rising", **kept_open},
                         {"last_sync": {"$lte": at - SILENT_DEVICE}, **kept_open}]
+    if pdc_7_below is not None or pain_rising or silent_days is not None:
+        # The figure filters keep open accounts only: a closed record asks for attention through its open alerts
+        # alone (nothing will come from it again), and stays listed without a filter.
+        query["account_status"] = {"$ne": CLOSED}
     if pdc_7_below is not None:
         query["pdc_7"] = {"$lt": pdc_7_below}
     if pain_rising:

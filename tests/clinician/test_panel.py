@@ -254,6 +254,27 @@ def test_a_closed_record_says_so_on_the_panel_and_asks_attention_for_its_open_al
     assert summary.json == lines["Cara"]
 
 
+def test_the_figure_filters_leave_out_closed_records_which_stay_listed_without_a_filter(client, panel_world,
+                                                                                      services):
+    """A closed record asks for attention through its open alerts alone: a low 7-day PDC, rising pain or a silent
+    device no longer bring it up under the filters for them (nothing will come from it again), though its line
+    stays on the panel, with its figures, when no filter is given."""
+    clinician, ids = panel_world
+    filters = ("?pdc_7_below=0.8", "?pain_rising=true", "?silent_days=2")
+
+    def matched():
+        return {f: [r["display_name"] for r in _panel(client, clinician, f)["items"]] for f in filters}
+
+    assert matched() == {"?pdc_7_below=0.8": ["Bob", "Cara", "Dan"], "?pain_rising=true": ["Dan", "Eve"],
+                         "?silent_days=2": ["Finn"]}
+    for name in ("Cara", "Eve", "Finn"):
+        services.lifecycle.close(ids[name], by=ids[name])
+    assert matched() == {"?pdc_7_below=0.8": ["Bob", "Dan"], "?pain_rising=true": ["Dan"], "?silent_days=2": []}
+    everyone = {r["display_name"]: r["account_status"] for r in _panel(client, clinician)["items"]}
+    assert everyone == {"Alice": "active", "Bob": "active", "Cara": "closed", "Dan": "active", "Eve": "closed",
+                        "Finn": "closed", "Gus": "active"}
+
+
 def test_migrate_computes_again_the_rows_of_closed_records_written_before_rows_held_the_account_state(
         client, panel_world, services, db):
     """Rows written by a version before rows held the account's state: an open account's is shown as it is (it

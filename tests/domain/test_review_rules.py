@@ -101,6 +101,10 @@ def test_a_closed_record_asks_attention_for_its_open_alerts_alone_and_ranks_by_t
     assert [silent.reasons, low.reasons, rising.reasons, alerted.reasons] == [[], [], [], ["1 open alert"]]
     assert not rules.PanelFilter(needs_attention=True).keeps(silent)
     assert rules.PanelFilter(needs_attention=True).keeps(alerted)
+    # nor do the figure filters bring it up (open accounts only); it is listed without a filter
+    figures = (rules.PanelFilter(silent_days=2), rules.PanelFilter(pdc_7_below=0.8), rules.PanelFilter(pain_rising=True))
+    assert [f.keeps(r) for f, r in zip(figures, (silent, alerted, rising), strict=True)] == [False, False, False]
+    assert rules.PanelFilter().keeps(silent)
     rows = [silent, low, rising, alerted, _row("fine"), _row("empty", pdc_7=None)]
     # ranked as patients without figures (after those with any), by name; an open alert still ranks first
     assert [r.patient_id for r in rules.order_panel(rows)] == ["alerted", "fine", "empty", "low", "rising", "silent"]
