@@ -27,7 +27,8 @@ Each batch's records (and every stored record placed again) take their patient's
 A batch holds a claim on each unit it names while it is placed and written (companion.store.sessions
 .UnitClaims): placement reads the unit's stored records, so two batches of one unit placed at once would each
 miss the other's (an overlap between them counted twice). One arriving meanwhile is answered 503 with a short
-Retry-After; the gateway keeps it and sends it again.
+Retry-After; the gateway keeps it and sends it again. The unit's bindings it is placed by are read under the
+claim, as the re-placement after a hand-over reads them (TensSessions.place_after_handover).
 """
 
 from __future__ import annotations
@@ -157,11 +158,15 @@ class Ingestion:
         if gateway_id is not None:
             self._throttle(gateway_id)
         units = named_serials | {s["serial"] for s in syncs}
-        bindings = self._bindings(patient_id, units)
+        self._bindings(patient_id, units)  # refused before any unit is claimed
         # One placement of a unit at a time: a batch arriving while another of the same unit is placed is
         # answered 503 with a short Retry-After, and the gateway sends it again.
         with placing(self.stores, units, self.clock(),
                      "another upload of these units is being placed; send this batch again shortly"):
+            # The bindings this batch is placed by are read again once its units are claimed: a release or a
+            # binding written between the check and the claim placed the unit's stored records again without
+            # this batch's, which would otherwise be placed by the bindings as they were before it.
+            bindings = self._bindings(patient_id, units)
             return self._receive(gateway_id, patient_id, records, bindings, syncs, gateway_clock, refused_by_schema)
 
     def _receive(self, gateway_id: str | None, patient_id: str, records: list[dict],

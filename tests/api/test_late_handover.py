@@ -3,6 +3,7 @@ the hand-over, told late with the time it happened, moves what was stored since 
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -154,3 +155,32 @@ def test_a_handover_time_in_the_future_or_outside_the_binding_is_refused(client,
     # A's end moves only earlier.
     later = client.delete(url, query_string={"handed_over_at": now.isoformat()}, headers=headers)
     assert later.status_code == 422
+
+
+def test_an_upload_whose_unit_is_released_between_its_binding_read_and_its_claim_places_by_the_release(
+        client, world, db, services, monkeypatch):
+    """The upload read the unit's bindings (bound to A, no end); before it claims the unit, the release told late
+    (the unit changed hands 3 days ago) is written and finds nothing of the unit's to place again (the upload's
+    record is not stored yet). The upload places its record by the bindings once it holds the unit: a session
+    after the hand-over is not counted as A's (it was, by the bindings read before the release)."""
+    serial, a, now = "CTU-HANDOV9", world["patient_a"], datetime.now(UTC)
+    services.gateways.bind_unit(a.id, serial, "companion-tens", bound_at=now - timedelta(days=30))
+    handed_over = (now - timedelta(days=3)).isoformat()
+    real, released = services.ingestion.devices.bindings_of, []
+
+    def the_release_lands_after_this_read(serials):
+        read = real(serials)
+        if not released:
+            thread = threading.Thread(target=lambda: released.append(client.delete(
+                f"{devices(a.id)}/{serial}", query_string={"handed_over_at": handed_over},
+                headers=world["clinician_team"].headers).status_code))
+            thread.start()
+            thread.join()
+        return read
+
+    monkeypatch.setattr(services.ingestion.devices, "bindings_of", the_release_lands_after_this_read)
+    answer = upload(client, world["gateway_a"], [session_record(serial, 1, started_at=now - timedelta(days=1))])
+    monkeypatch.undo()
+    assert (released, answer.status_code) == ([204], 200)
+    assert owners(db, serial) == {1: (None, True)}  # held, as placed after the release: not A's to count
+    assert services.sessions.place_after_handover(serial, now - timedelta(days=3)) == 0  # nothing left misplaced
