@@ -57,8 +57,14 @@ def test_worker_killed_mid_peak_loses_nothing_and_resends_only_the_batch_in_flig
     finally:
         for process in (first, second):
             if process is not None and process.poll() is None:
+                # What this test checks ends with the outbox; how fast a worker stops is not part of it. On a busy
+                # machine a worker finishing the batch in hand took over 20 s, and the test failed on that alone.
                 process.send_signal(signal.SIGTERM)
-                process.wait(timeout=20)
+                try:
+                    process.wait(timeout=90)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=10)
     per_notification = notifications_per_phone(emulator)
     twice = [n for n, count in per_notification.items() if count == 2]
     assert (db.push_outbox.count_documents({}), len(per_notification)) == (REMINDERS, REMINDERS)

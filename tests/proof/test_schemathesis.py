@@ -191,8 +191,13 @@ def test_linked_sequences_answer_no_5xx_and_keep_their_schema(role, app, client,
                 answered_2xx.add(f"{case.operation.method.upper()} {case.operation.path}")
             case.validate_response(response, checks=CHECKS)
 
+    # A gateway reaches few operations (its own, under /gateway): most generated sequences go to patients' routes
+    # it is refused, and at six times the examples one document in a few (derandomized: each change of the
+    # document draws other sequences) had none of its calls accepted. Three times as many again keeps it off that
+    # edge (about a minute).
+    examples = MAX_EXAMPLES * (18 if role.startswith("gateway") else 6)
     AsTheRole.run(settings=settings(
-        max_examples=MAX_EXAMPLES * 6, stateful_step_count=STATEFUL_STEPS, derandomize=True, database=None,
+        max_examples=examples, stateful_step_count=STATEFUL_STEPS, derandomize=True, database=None,
         deadline=None, phases=[Phase.generate], suppress_health_check=list(HealthCheck)))
     print(f"schemathesis linked sequences as {role}: {len(calls)} calls, {len(calls) * len(CHECKS)} checks, "
           f"{len(answered_2xx)} operations answered 2xx")
