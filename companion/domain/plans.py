@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from companion.domain.adherence import PlannedTask, TaskKind
 from companion.domain.localtime import TimeZoneHistory, day_span, lived
@@ -121,6 +121,70 @@ def day_plan(plans: Iterable[dict], history: TimeZoneHistory, local_date: date) 
         return DayPlan(local_date, None, None, ())
     tens_version = _tens_version(plans, version, day_end, local_date)
     return DayPlan(local_date, version, tens_version, tuple(_tasks(version, tens_version, local_date)))
+
+
+# A version's TENS days, looked for with day_plan between bounds worked out from the versions' dates: the bounds
+# allow for the local date of an instant lying up to two days from its UTC date (zones, and the days a move
+# lengthens), so that day_plan, not the bounds, says which days they are.
+_MARGIN = timedelta(days=2)
+
+
+def _tens_window(plans: list[dict], version: dict) -> tuple[date | None, date | None]:
+    """The first and last dates whose TENS may follow ``version`` (None: no last one): none before its start date
+    or the day it was written, none after its end date, nor once a newer version has been written and has ended
+    the course or begun its own."""
+    start, end = tens_course(version)
+    first = max(d for d in (start, version["active_from"].date() - _MARGIN) if d is not None)
+    last = end
+    for newer in (p for p in plans if p["version"] > version["version"]):
+        written = newer["active_from"].date() + _MARGIN
+        takes_over = written
+        if newer.get("tens"):
+            newer_start, newer_end = tens_course(newer)
+            ends = [d for d in (newer_start, newer_end and newer_end + timedelta(days=1)) if d is not None]
+            takes_over = max(written, min(ends)) if ends else written
+        last = takes_over - timedelta(days=1) if last is None else min(last, takes_over - timedelta(days=1))
+    return first, last
+
+
+def _follows(plans: list[dict], history: TimeZoneHistory, version: dict, local_date: date) -> bool:
+    tens_version = day_plan(plans, history, local_date).tens_version
+    return tens_version is not None and tens_version["version"] == version["version"]
+
+
+def last_tens_day(plans: Iterable[dict], history: TimeZoneHistory, version: dict, until: date) -> date | None:
+    """The last local date up to ``until`` whose TENS follows ``version`` (:func:`day_plan`, ``plans`` being every
+    version), None when none does: the last day of its course as the patient's days went, which a newer version
+    written "from later" carries past the day that version was written, and which ends before a course's end
+    date when a newer version takes over."""
+    plans = list(plans)
+    if not version.get("tens"):
+        return None
+    first, last = _tens_window(plans, version)
+    day = until if last is None else min(until, last)
+    while day >= first:
+        if _follows(plans, history, version, day):
+            return day
+        day -= timedelta(days=1)
+    return None
+
+
+def next_tens_day(plans: Iterable[dict], history: TimeZoneHistory, version: dict,
+                              after: date) -> date | None:
+    """The first local date after ``after`` whose TENS follows ``version`` as the versions stand (:func:`day_plan`),
+    None when none will: a course still to begin."""
+    plans = list(plans)
+    if not version.get("tens"):
+        return None
+    first, last = _tens_window(plans, version)
+    day = max(first, after + timedelta(days=1))
+    # Past the window's first days the answer is the same every day until its end: a few days settle it.
+    stop = day + 2 * _MARGIN if last is None else min(last, day + 2 * _MARGIN)
+    while day <= stop:
+        if _follows(plans, history, version, day):
+            return day
+        day += timedelta(days=1)
+    return None
 
 
 def tasks_for_day(plans: Iterable[dict], history: TimeZoneHistory, local_date: date) -> list[PlannedTask]:

@@ -295,30 +295,33 @@ def _deleted_pain_entry(out: _Entries, entry: dict, patient: dict, review: Patie
                    record_urn(f"Observation/{kind}", eid), f"{label} of {when}, deleted by the patient")
 
 
-def _tens_status(plan: dict, review: PatientReview) -> str:
-    """The TENS activity's status: its course (start and end dates) seen from the export's last day, or from the
-    version's last day once a newer one replaced it."""
+def _tens_status(plan: dict, last: date | None, upcoming: date | None, review: PatientReview) -> str:
+    """The TENS activity's status, from the days that follow its course (companion.domain.plans.day_plan, as the
+    figures have them): ``last`` the last of them up to the export's last day, ``upcoming`` the first after it
+    when none came before. A course written when its end date had passed is completed, though no day follows
+    this version's copy of it."""
     start, end = tens_course(plan)
-    if plan.get("active_to"):
-        # The day a newer version was written follows that version (companion.domain.plans).
-        last = review.local_date(plan["active_to"]) - timedelta(days=1)
-        if end and end <= last:
-            return "completed"
-        return "cancelled" if start and start > last else "stopped"
-    if end and end < review.today:
-        return "completed"
-    return "not-started" if start and start > review.today else "in-progress"
+    if last == review.today:
+        return "in-progress"
+    if last is not None:
+        return "completed" if end and end <= last else "stopped"
+    if upcoming is not None:
+        return "not-started"
+    return "completed" if end and end < review.local_date(plan["active_from"]) else "cancelled"
 
 
 def _dates(start: date | None, end: date | None) -> str:
     return (f", from {start.isoformat()}" if start else "") + (f" until {end.isoformat()}" if end else "")
 
 
-def _care_plan(out: _Entries, plan: dict, patient: dict, replaces: dict | None, review: PatientReview) -> dict:
+def _care_plan(out: _Entries, plan: dict, patient: dict, replaces: dict | None, review: PatientReview,
+               versions: list[dict]) -> dict:
     tens = plan.get("tens") or {}
     ended = bool(plan.get("active_to"))
     activity_status = "stopped" if ended else "in-progress"
     activities = []
+    last, upcoming = review.tens_course_days(versions, plan) if tens else (None, None)
+    tens_status = _tens_status(plan, last, upcoming, review) if tens else None
     if tens:
         per_session = tens.get("minutes_per_session")
         target = tens.get("daily_minutes_target") or ((tens.get("sessions_per_day") or 0) * (per_session or 0)) or None
@@ -331,7 +334,7 @@ def _care_plan(out: _Entries, plan: dict, patient: dict, replaces: dict | None, 
                   if v is not None}
         activities.append({"detail": {k: v for k, v in {
             "kind": "DeviceRequest", "code": {"coding": [TENS_SNOMED], "text": "TENS"},
-            "status": _tens_status(plan, review), "scheduledTiming": {"repeat": repeat} if repeat else None,
+            "status": tens_status, "scheduledTiming": {"repeat": repeat} if repeat else None,
             "dailyAmount": quantity(target, "min") if target else None,
             "description": f"TENS: {target or 'as needed'} min/day, {per_session} min per session, "
                            f"programmes {', '.join(str(p) for p in tens.get('programmes') or []) or 'any'}, "
@@ -347,10 +350,13 @@ def _care_plan(out: _Entries, plan: dict, patient: dict, replaces: dict | None, 
         activities.append({"detail": {"status": activity_status, "description":
                                       f"Mindfulness: {mindfulness.get('minutes_per_day') or '-'} min/day, "
                                       f"{mindfulness.get('sessions_per_week') or '-'} sessions/week"}})
+    # A replaced version whose TENS course the days still follow, or will (a newer version's course starts
+    # later), is active; once nothing of it is followed, its period ends with the last day anything was.
+    running = not ended or tens_status in ("in-progress", "not-started")
     period = {"start": _instant(plan["active_from"])}
-    if ended:
-        period["end"] = _instant(plan["active_to"])
-    return out.upsert({"resourceType": "CarePlan", "status": "revoked" if ended else "active", "intent": "plan",
+    if not running:
+        period["end"] = _instant(max(plan["active_to"], review.day_end(last)) if last else plan["active_to"])
+    return out.upsert({"resourceType": "CarePlan", "status": "active" if running else "revoked", "intent": "plan",
                        "title": f"Therapy plan version {plan['version']}", "subject": patient, "period": period,
                        "created": _instant(plan.get("created_at")), "replaces": [replaces] if replaces else None,
                        "activity": activities or None},
@@ -391,8 +397,11 @@ def transaction_bundle(review: PatientReview, days: int) -> dict:
     sessions = list(review.period_sessions(days))
     devices = _devices(out, review, (s["device_serial"] for s in sessions), patient)
     previous = None
-    for plan in sorted(review.plans(), key=lambda p: p["version"]):
-        previous = _care_plan(out, plan, patient, previous, review)
+    plans = review.plans()
+    # Every version a day can follow, those exported written later than the export's last day included.
+    versions = list({p["_id"]: p for p in [*review.versions_in_reach(), *plans]}.values())
+    for plan in sorted(plans, key=lambda p: p["version"]):
+        previous = _care_plan(out, plan, patient, previous, review, versions)
     for session in sessions:
         _session(out, session, patient, devices[session["device_serial"]], review)
     for entry in review.period_entries(days):

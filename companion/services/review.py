@@ -14,6 +14,7 @@ from companion.domain import review as rules
 from companion.domain.errors import Invalid, NotFound
 from companion.domain.localtime import dates_reach
 from companion.domain.people import Account
+from companion.domain.plans import last_tens_day, next_tens_day
 from companion.domain.practice import REACH
 from companion.domain.review import PanelFilter
 from companion.services.adherence import day_bounds
@@ -91,6 +92,10 @@ class PatientReview:
         """The instant the period's first local day began, as the patient lived it."""
         return day_bounds(self.history, self.first_day(days))[0]
 
+    def day_end(self, local_date: date) -> datetime:
+        """The instant the patient's local day ended, as they lived it."""
+        return day_bounds(self.history, local_date)[1]
+
     def _of_period(self, days: int, records: Iterable[dict], field: str) -> Iterator[dict]:
         # A move west after the first day began can bring a later instant back onto the day before it.
         return (r for r in records if self.in_period(days, r[field]))
@@ -159,9 +164,21 @@ class PatientReview:
         return _cut(self.stores.session_records.for_patient(self.pid, self._since(days), self.at + timedelta(minutes=5),
                                                             self.rows + 1, newest_first=False), self.rows)
 
+    def versions_in_reach(self) -> list[dict]:
+        """Every plan version that can set what one of the review's days asks (written before today's last
+        instant in any zone), newest first."""
+        return self.stores.plans.written_before(self.pid, dates_reach(self.today)[1])
+
+    def tens_course_days(self, versions: list[dict], version: dict) -> tuple[date | None, date | None]:
+        """The last of the review's days (up to today) whose TENS follows ``version``, and the first after today
+        that will, as the versions ``versions`` stand (plans.day_plan; the second only looked for when no day
+        up to today followed it)."""
+        last = last_tens_day(versions, self.history, version, self.today)
+        return last, None if last is not None else next_tens_day(versions, self.history, version, self.today)
+
     def tens(self, days: int) -> list[rules.TensDay]:
         """Each of the period's days' TENS minutes and sessions against the plan, from every session of the period."""
-        versions = self.stores.plans.written_before(self.pid, dates_reach(self.today)[1])  # every one that can count
+        versions = self.versions_in_reach()  # every one that can count
         return rules.tens_by_day(self.period_sessions(days), versions, self.zone, self.first_day(days), self.today,
                                  history=self.history)
 

@@ -560,6 +560,33 @@ def test_the_care_plans_tens_activity_is_bounded_by_the_courses_dates_and_comple
     days = list(csv.DictReader(io.StringIO(_export(client, world, "csv", days=2).get_data(as_text=True).lstrip("\ufeff"))))
     assert [d["tens_target_minutes"] for d in days] == ["40", ""]
 
+    # Version 2, written on day -5, starts its course on day -4: day -5 follows version 1's, which began that day
+    # (plans.day_plan). It stopped then, and its CarePlan's period takes in that day.
     db.therapy_plans.update_one({"_id": old["_id"]}, {"$set": {"tens.start_date": str(today - timedelta(days=5)),
                                                                 "tens.end_date": None}})
+    assert _tens_activities(client, world)["Therapy plan version 1"]["status"] == "stopped"
+    care_plans = {p["title"]: p for p in _by_type(_export(client, world, "fhir", days=7).json)["CarePlan"]}
+    assert (care_plans["Therapy plan version 1"]["status"], care_plans["Therapy plan version 1"]["period"]) == (
+        "revoked", {"start": at_day(40, 0).isoformat(), "end": at_day(4, 0).isoformat()})
+    db.therapy_plans.update_one({"_id": old["_id"]}, {"$set": {"tens.start_date": str(today - timedelta(days=4))}})
     assert _tens_activities(client, world)["Therapy plan version 1"]["status"] == "cancelled"  # replaced before it began
+
+
+def test_review_fhir_tens_status_follows_the_course_the_days_follow_after_a_change_dated_later(
+        client, world, seed, db):
+    """Version 2, written yesterday, starts its TENS in 3 days: every day until then follows version 1's course
+    (plans.day_plan): the day CSV has version 1's 60-minute target today. The CarePlan export must not say that
+    course stopped (nor that no course is in progress)."""
+    a = world["patient_a"].id
+    db.users.update_one({"_id": a}, {"$set": {"time_zone": "UTC", "time_zone_history": []}})
+    today = datetime.now(UTC).date()
+    seed.plan(a, 1, at_day(40, 0), active_to=at_day(1, 0), daily_minutes=60)
+    seed.plan(a, 2, at_day(1, 0), daily_minutes=40, start_date=str(today + timedelta(days=3)))
+    days = list(csv.DictReader(io.StringIO(_export(client, world, "csv", days=2).get_data(as_text=True).lstrip("\ufeff"))))
+    assert [d["tens_target_minutes"] for d in days] == ["60", "60"]  # the figures follow version 1 today
+    statuses = {title: t["status"] for title, t in _tens_activities(client, world).items()}
+    assert statuses == {"Therapy plan version 1": "in-progress", "Therapy plan version 2": "not-started"}
+    # Version 1's plan still sets today's TENS: its CarePlan is active, its period open.
+    care_plan = next(p for p in _by_type(_export(client, world, "fhir", days=7).json)["CarePlan"]
+                     if p["title"] == "Therapy plan version 1")
+    assert (care_plan["status"], care_plan["period"]) == ("active", {"start": at_day(40, 0).isoformat()})

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+import random
+from datetime import UTC, date, datetime, timedelta
 
 from companion.domain.adherence import TaskKind
 from companion.domain.localtime import TimeZoneHistory
-from companion.domain.plans import day_plan
+from companion.domain.plans import day_plan, last_tens_day, next_tens_day
 
 UTC_ONLY = TimeZoneHistory.fixed("UTC")
 
@@ -83,3 +84,33 @@ def test_a_date_the_patient_never_lived_has_no_plan():
                                (datetime(2026, 3, 6, 10, 30, tzinfo=UTC), "Pacific/Kiritimati")])
     plans = [_version(1, datetime(2026, 2, 1, tzinfo=UTC), date(2026, 2, 1), medication_times=("08:00",))]
     assert [len(day_plan(plans, jump, date(2026, 3, d)).tasks) for d in (5, 6, 7)] == [2, 0, 2]
+
+
+def test_a_versions_last_and_next_tens_days_are_the_days_day_plan_gives_it():
+    """last_tens_day and next_tens_day look for a version's days between bounds worked out from the dates; what
+    they answer is what day_plan says of every day, whatever the versions' dates and the patient's moves
+    (across the date line, both ways, and a day jumped over)."""
+    moves = TimeZoneHistory.of([(datetime(2026, 1, 1, tzinfo=UTC), "Pacific/Pago_Pago"),
+                                (datetime(2026, 3, 4, 10, 30, tzinfo=UTC), "Pacific/Kiritimati"),
+                                (datetime(2026, 3, 9, 3, tzinfo=UTC), "Pacific/Pago_Pago")])
+    first = date(2026, 2, 20)
+    days = [first + timedelta(days=n) for n in range(40)]
+    pick = random.Random(7)
+    for history in (UTC_ONLY, moves):
+        for _ in range(150):
+            plans, written = [], datetime(2026, 2, 20, tzinfo=UTC)
+            for n in range(1, pick.randint(2, 5)):
+                written += timedelta(hours=pick.randint(1, 24 * 6))
+                start = written.date() + timedelta(days=pick.randint(-3, 6))
+                end = start + timedelta(days=pick.randint(0, 12)) if pick.random() < 0.4 else None
+                version = _version(n, written, start, end)
+                plans.append({**version, "tens": None} if pick.random() < 0.15 else version)
+            _closed(plans)
+            follows = {p["version"]: [d for d in days if (day_plan(plans, history, d).tens_version or {}).get(
+                "version") == p["version"]] for p in plans}
+            for until in (date(2026, 3, 3), date(2026, 3, 6), date(2026, 3, 12)):
+                for p in plans:
+                    before = [d for d in follows[p["version"]] if d <= until]
+                    after = [d for d in follows[p["version"]] if d > until]
+                    assert last_tens_day(plans, history, p, until) == (before[-1] if before else None), (plans, until)
+                    assert next_tens_day(plans, history, p, until) == (after[0] if after else None), (plans, until)
