@@ -74,7 +74,9 @@ class ReleaseArgs(StrictSchema):
         f"{HANDED_OVER_AT}. The patient wore the unit until then: not before the binding began. Without it the "
         "binding ends now, and says only that the unit has changed hands by now: sessions another patient's "
         "hub brings from after this patient's hub last had contact with the unit are held for the care team, "
-        "not counted as this patient's (they may be the new wearer's)")})
+        "not counted as this patient's (they may be the new wearer's). A release places again the sessions from "
+        "14 days before the binding's end: the backlog another patient's hub brought is this patient's once the "
+        "time is told")})
 
 
 class DeviceSchema(Schema):

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from companion.clock import Clock, now
 from companion.domain.errors import Conflict, Invalid, NotFound, ServiceUnavailable, Unauthorized
 from companion.domain.people import DEACTIVATED, Gateway, TensUnit
-from companion.domain.sessions import handover_problem
+from companion.domain.sessions import UNPULLED_AT_HANDOVER, handover_problem
 from companion.services.patients import Profiles
 from companion.services.sessions import TensSessions
 from companion.services.telemetry import NoTelemetry, Telemetry
@@ -216,9 +216,11 @@ class Gateways:
         sessions another patient's hub brings from after this patient's hub last had contact with the unit are
         then held for the care team rather than counted as theirs (companion.domain.sessions.relay_vouched).
         Releasing a unit released already with an earlier ``released_at`` moves the end of the patient's last
-        binding of it back to then (the app was told late). The unit's stored records from the end on are placed
-        again (``TensSessions.place_after_handover``). Otherwise a unit not bound to the patient is released
-        already: a retried release succeeds as the first did (and says nothing of units bound to others)."""
+        binding of it back to then (the app was told late). The unit's stored records from
+        ``UNPULLED_AT_HANDOVER`` before the end on are placed again (``TensSessions.place_after_handover``): those
+        after it may be the next wearer's, and the backlog before it, brought by another patient's hub, is this
+        patient's by a stated end. Otherwise a unit not bound to the patient is released already: a retried
+        release succeeds as the first did (and says nothing of units bound to others)."""
         at = self.clock()
         unit = self.devices.get(serial)
         if unit is not None and unit.patient_id == patient_id:
@@ -226,7 +228,7 @@ class Gateways:
                 self._check_handover(released_at, at, unit.bound_at)
             if self.devices.unbind(serial, patient_id, released_at or at, stated=released_at is not None):
                 self.stores.panel_row_marks.mark([patient_id], "unit released", self.clock())
-            self._place_after(serial, released_at or at)
+            self._place_after_end(serial, released_at or at)
             return
         interval = self.devices.last_released(serial, patient_id) if released_at is not None else None
         if interval is None:
@@ -236,7 +238,7 @@ class Gateways:
             raise Invalid(problem, errors={"handed_over_at": [problem]})
         self._check_handover(released_at, at, interval["bound_at"])
         if self.devices.end_earlier(interval["_id"], released_at):
-            self._place_after(serial, released_at)
+            self._place_after_end(serial, released_at)
 
     @staticmethod
     def _check_handover(at: datetime, now: datetime, not_before: datetime | None) -> None:
@@ -247,6 +249,12 @@ class Gateways:
     def _place_after(self, serial: str, since: datetime) -> None:
         if self.sessions is not None:
             self.sessions.place_after_handover(serial, since)
+
+    def _place_after_end(self, serial: str, end: datetime) -> None:
+        # A binding's end decides whose the unit's backlog from up to UNPULLED_AT_HANDOVER before it is (another
+        # patient's hub brings it: companion.domain.sessions.relay_vouched): a session held while the end was not
+        # known, or known later, is the old wearer's once it is.
+        self._place_after(serial, end - UNPULLED_AT_HANDOVER)
 
     def keep_dead_letters(self, gateway_id: str, patient_id: str, items: list[dict]) -> int:
         """Keep what a gateway reports it could not deliver as records (each once); returns how many were new."""

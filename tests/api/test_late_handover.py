@@ -184,3 +184,28 @@ def test_an_upload_whose_unit_is_released_between_its_binding_read_and_its_claim
     assert (released, answer.status_code) == ([204], 200)
     assert owners(db, serial) == {1: (None, True)}  # held, as placed after the release: not A's to count
     assert services.sessions.place_after_handover(serial, now - timedelta(days=3)) == 0  # nothing left misplaced
+
+
+def test_a_handover_time_told_late_gives_the_old_wearer_back_their_backlog_the_new_hub_brought(
+        client, world, db, services):
+    """A did therapy on day -4 and gave the unit to B on day -3; B's hub pulled A's session with B's own. Released
+    with no time, A's session is held (nothing vouches for it). Told the hand-over's time, it is A's by the
+    relay rule (stated end, within 14 days): the re-placement must apply that rule to it too."""
+    serial, a, b, now = "CTU-HANDOV6", world["patient_a"], world["patient_b"], datetime.now(UTC)
+    services.gateways.bind_unit(a.id, serial, "companion-tens", bound_at=now - timedelta(days=30))
+    assert client.delete(f"{devices(a.id)}/{serial}", headers=world["clinician_team"].headers).status_code == 204
+    assert client.post(devices(b.id), json={"serial": serial}, headers=b.headers).status_code == 201
+    assert upload(client, world["gateway_b"], [session_record(serial, 1, started_at=now - timedelta(days=4)),
+                                               session_record(serial, 2, started_at=now - timedelta(days=1))]
+                  ).status_code == 200
+    assert owners(db, serial) == {1: (None, True), 2: (None, True)}
+    handed_over = (now - timedelta(days=3)).isoformat()
+    assert client.delete(f"{devices(a.id)}/{serial}", query_string={"handed_over_at": handed_over},
+                         headers=world["clinician_team"].headers).status_code == 204
+    assert client.post(devices(b.id), json={"serial": serial, "handed_over_at": handed_over},
+                       headers=b.headers).status_code == 201
+    after_correction = owners(db, serial)
+    services.sessions.place_after_handover(serial, now - timedelta(days=5))  # the same rule, a wider re-placement
+    placed_again = owners(db, serial)
+    expected = {1: (a.id, False), 2: (b.id, False)}
+    assert (after_correction, placed_again) == (expected, expected)
