@@ -298,17 +298,21 @@ _URGENT_ALERT_KINDS = frozenset({AlertKind.OVERLOAD.value, caregiver_kind(AlertK
 def requeued_for_quiet_hours(queued: Mapping[str, Any], now: datetime, tz: ZoneInfo,
                              quiet: QuietHours | None) -> tuple[datetime, datetime] | None:
     """When a push queued and not sent yet (an outbox document: ``kind``, ``source_key``, ``not_before``,
-    ``expires_at``, ``attempts``, ``created_at``) goes once its recipient's quiet hours (or the clock they keep them
-    on, ``tz``) have changed, with the new end of its lifetime; None when its time stands. It was meant to go when it
-    was queued (``created_at``; a push FCM asked to have sent later, ``attempts`` > 0: its time, never brought
-    forward). Inside the new quiet hours, it waits for their end; held for quiet hours that no longer hold it, it goes
-    now (or when the new ones end); within its place in its kind's spread, it keeps it. A push that goes whatever the
-    hour (:func:`ignores_quiet_hours`) keeps its time. Its lifetime moves with it, but a reminder's, which is its
-    completion window, never does."""
+    ``expires_at``, ``attempts``, ``intended_at``, ``created_at``, a reminder's ``planned_at``) goes once its
+    recipient's quiet hours (or the clock they keep them on, ``tz``) have changed, with the new end of its lifetime;
+    None when its time stands. It was meant to go at ``intended_at`` (when it was queued, or the time it was moved
+    to, e.g. a restored reminder's; ``created_at`` for a document queued before it was kept), and a reminder's push
+    never before the time it reminds of (``planned_at``); a push FCM asked to have sent later (``attempts`` > 0)
+    at its time, never brought forward. Inside the new quiet hours, it waits for their end; held for quiet hours
+    that no longer hold it, it goes now (or when the new ones end); within its place in its kind's spread, it keeps
+    it. A push that goes whatever the hour (:func:`ignores_quiet_hours`) keeps its time. Its lifetime moves with
+    it, but a reminder's, which is its completion window, never does."""
     kind, not_before = queued["kind"], queued["not_before"]
     if ignores_quiet_hours(kind, queued["source_key"]):
         return None
-    wanted = not_before if queued.get("attempts") else queued["created_at"]
+    wanted = not_before if queued.get("attempts") else queued.get("intended_at") or queued["created_at"]
+    if queued.get("planned_at") is not None:
+        wanted = max(wanted, queued["planned_at"])
     goes = next_allowed(max(wanted, now), tz, quiet)
     if goes <= not_before <= goes + template_for(kind).spread:
         return None

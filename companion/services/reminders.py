@@ -469,7 +469,8 @@ class ReminderService:
                 self.outbox.withdraw_sources(patient_id, [key], REMINDER_CALLED_OFF)
                 continue
             self.outbox.retime(doc, send_at, send_at + ttl_for(doc["kind"], after["window_ends_at"] - send_at),
-                               planned_at=after["due_at"], planned_zone=after["zone"])
+                               planned_at=after["due_at"], planned_zone=after["zone"],
+                               intended_at=after.get("skipped_by_move_at") or after["due_at"])
 
     def _open_unwanted(self, patient_id: str, reminders: list[dict], history, wanted: set[str], current: datetime
                        ) -> list[str]:

@@ -126,6 +126,7 @@ class Outbox:
     def _document(self, request: NotificationRequest) -> dict:
         kind, send_at = request.kind, request.send_at
         ttl = ttl_for(kind, request.completion_window)
+        queued_at = self.clock()
         return {
             "_id": notification_id(request.source_key, request.recipient_user_id), "source_key": request.source_key,
             "recipient_user_id": request.recipient_user_id, "patient_id": request.patient_id,
@@ -133,7 +134,10 @@ class Outbox:
                                                                                request.recipient_user_id),
             "expires_at": send_at + ttl,
             "not_before": send_at + (send_offset(kind, request.recipient_user_id, ttl) if request.spread else timedelta(0)),
-            "state": SCHEDULED, "attempts": 0, "round": 0, "created_at": self.clock(), "settled_at": None,
+            # Every push is queued when it is meant to go (held only for quiet hours, or its place in its kind's
+            # spread): ``intended_at``, which a push moved to another time (retime) has of its own.
+            "state": SCHEDULED, "attempts": 0, "round": 0, "created_at": queued_at, "intended_at": queued_at,
+            "settled_at": None,
             "sent_at": None, "delivered_at": None, "opened_at": None,
             **({"share_kind": request.share_kind} if request.share_kind else {}),
             **({"planned_at": request.planned_at} if request.planned_at else {}),
@@ -328,7 +332,8 @@ class Outbox:
 
     def retime(self, doc: dict, not_before: datetime, expires_at: datetime, **fields) -> bool:
         """Give a notification not sent yet (``scheduled``, in the round it was read in) another time to go and another
-        end of its lifetime, with ``fields`` (a reminder's ``planned_at`` and ``planned_zone``); one whose new time is
+        end of its lifetime, with ``fields`` (a reminder's ``planned_at`` and ``planned_zone``, and ``intended_at``
+        for a push now meant to go at another time than it was queued at, quiet hours aside); one whose new time is
         past that end is ``expired`` instead. False when it was sent, settled or claimed into another round
         meanwhile (a claimed round that is still ``scheduled`` is moved all the same: its sender settles it)."""
         change = {"not_before": not_before, "expires_at": expires_at, **fields}

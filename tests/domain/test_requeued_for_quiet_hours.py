@@ -41,3 +41,17 @@ def test_a_reminders_lifetime_is_its_window_wherever_its_push_moves():
     nudge = doc("reminder_repeat", NOW + timedelta(minutes=25), attempts=1, source_key="reminder:o:repeat:1")
     assert requeued_for_quiet_hours(nudge, NOW, UTC_ZONE, QuietHours(time(23, 20), time(6, 0))) == (
         datetime(2026, 3, 3, 6, 0, tzinfo=UTC), nudge["expires_at"])
+
+
+def test_a_push_moved_to_a_later_time_is_not_brought_forward_to_when_it_was_queued():
+    """A first push moved to its restored slot's time (Outbox.retime: ``intended_at``) is meant to go then, not
+    when it was queued: a change of quiet hours that allow that time leaves it there."""
+    restored = NOW + timedelta(minutes=35)
+    moved = {**doc("planned_reminder", restored, source_key="reminder:o"), "intended_at": restored}
+    assert requeued_for_quiet_hours(moved, NOW, UTC_ZONE, None) is None
+    # Without a time of its own (queued before intended_at was kept), a reminder's push waits for its slot.
+    legacy = {**doc("planned_reminder", restored, source_key="reminder:o"), "planned_at": restored}
+    assert requeued_for_quiet_hours(legacy, NOW, UTC_ZONE, None) is None
+    # Inside the new quiet hours, either waits for their end.
+    assert requeued_for_quiet_hours(moved, NOW, UTC_ZONE, QuietHours(time(23, 30), time(6, 0)))[0] == datetime(
+        2026, 3, 3, 6, 0, tzinfo=UTC)

@@ -190,3 +190,29 @@ def test_a_first_push_queued_on_the_east_clock_goes_at_the_restored_time_when_it
     assert push.received_at == NOON_CHICAGO
     first = jobs_db.push_outbox.find_one({"recipient_user_id": patient.id})
     assert (first["planned_at"], first["planned_zone"]) == (NOON_CHICAGO, "America/Chicago")
+
+
+def test_a_first_push_moved_to_the_restored_time_is_not_sent_early_by_a_later_profile_change(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    """The first push, queued on the New York clock and not sent yet, is moved to 12:00 CST when the move is
+    undone (Outbox.retime). The app's retry of that zone change (or any quiet-hours change) minutes later re-times
+    the patient's queued pushes to the quiet hours: it must leave that push at 12:00, not send it at once."""
+    patient = make_person(jobs_db, "patient", "America/Chicago")
+    token = phone(jobs_db, patient)
+    daily_reminder(jobs_db, patient, ["12:00"], "2026-03-02", kind="medication", window_min=60)
+    services = services_on(jobs_db, settings, clock, sender)
+    moved = NOON_CHICAGO - timedelta(minutes=35)  # 12:25 EST: NY noon due, queued now
+    traveller.move_to(moved)
+    services.profiles.update(patient.id, {"time_zone": "America/New_York"})
+    run_jobs(jobs_db, settings, clock, sender, "reminders-dispatch")  # queued, not sent yet
+    traveller.move_to(moved + timedelta(minutes=1))
+    services.profiles.update(patient.id, {"time_zone": "America/Chicago"})
+    first = jobs_db.push_outbox.find_one({"recipient_user_id": patient.id})
+    assert (first["state"], first["not_before"]) == ("scheduled", NOON_CHICAGO)  # moved to the restored time
+    traveller.move_to(moved + timedelta(minutes=2))
+    services.profiles.update(patient.id, {"time_zone": "America/Chicago"})  # the app's retry: its answer was lost
+    again = jobs_db.push_outbox.find_one({"_id": first["_id"]})
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, moved + timedelta(minutes=2),
+                     NOON_CHICAGO + timedelta(minutes=5))
+    assert (again["not_before"], [p.received_at for p in emulator.delivered_to(token)]) == (
+        NOON_CHICAGO, [NOON_CHICAGO])
