@@ -145,10 +145,13 @@ class SessionRecords(feeds.SyncedCollection):
 
     def of_unit_from(self, serial: str, since: datetime, limit: int = UNIT_WINDOW) -> list[int]:
         """The sequence numbers of a unit's records that may have started at ``since`` or later (their latest
-        start is then or later, or has no bound), lowest first, at most ``limit`` of the latest."""
+        start is then or later, or has no bound), lowest first, at most ``limit`` of the latest: the highest
+        numbers, the unit's latest records, which a placement's window reads (companion.services.session_times).
+        Stopped at ``limit`` in the query: MongoDB reads the serial_seq index from the top down; FerretDB (v1.24)
+        finds the unit's matching records on that index and sorts them itself, and either answers ``limit``."""
         query = {"device_serial": serial, "$or": [{"started_latest": {"$gte": since}}, {"started_latest": None}]}
-        seqs = sorted(d["device_seq"] for d in self.col.find(query, {"device_seq": 1}))
-        return seqs[-limit:]
+        found = self.col.find(query, {"_id": 0, "device_seq": 1}).sort("device_seq", DESCENDING).limit(limit)
+        return [d["device_seq"] for d in found][::-1]
 
     def batteries_of(self, record_ids: Iterable[str | None]) -> dict[str, int | None]:
         """The battery level each of these records reported, by record id (a bounded ``$in`` at a time)."""

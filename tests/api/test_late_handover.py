@@ -7,6 +7,10 @@ import threading
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+import pymongo
+
+from companion.store.sessions import SessionRecords
+from tests.proof.test_database_server import plan_of
 from tests.support.records import session_record
 
 URL = "/api/v1/gateway/session-records"
@@ -209,3 +213,41 @@ def test_a_handover_time_told_late_gives_the_old_wearer_back_their_backlog_the_n
     placed_again = owners(db, serial)
     expected = {1: (a.id, False), 2: (b.id, False)}
     assert (after_correction, placed_again) == (expected, expected)
+
+
+class _Reads(pymongo.monitoring.CommandListener):
+    def __init__(self):
+        self.finds: list[dict] = []
+        self.returned = 0
+
+    def started(self, event):
+        if event.command_name == "find" and event.command["find"] == "session_records":
+            self.finds.append(event.command)
+
+    def succeeded(self, event):
+        if event.command_name in ("find", "getMore"):
+            cursor = event.reply.get("cursor", {})
+            self.returned += len(cursor.get("firstBatch", cursor.get("nextBatch", [])))
+
+    def failed(self, event):
+        pass
+
+
+def test_the_re_placement_after_a_handover_reads_the_units_latest_records_up_to_its_window_only(db, mongo_uri):
+    """Every bind and release re-places a unit's records from the hand-over on: the read takes the latest ones
+    (the highest numbers, the window a placement reads), stopped at the window in the database, never every
+    record the unit ever stored (those with no bound on their start match whatever their date)."""
+    serial, now = "CTU-HANDOV7", datetime.now(UTC)
+    db.session_records.insert_many([
+        {"_id": f"{serial}:{n}", "device_serial": serial, "device_seq": n,
+         "started_latest": None if n % 3 == 0 else now - timedelta(days=40 - n)} for n in range(1, 31)])
+    reads = _Reads()
+    watched = pymongo.MongoClient(mongo_uri, tz_aware=True, event_listeners=[reads])
+    try:
+        seqs = SessionRecords(watched[db.name]).of_unit_from(serial, now - timedelta(days=20), limit=4)
+    finally:
+        watched.close()
+    assert seqs == [27, 28, 29, 30]  # of the 17 that match (3, 6, ..., 18 and 20 to 30), the latest 4
+    (find,) = reads.finds
+    assert (find.get("limit"), dict(find.get("sort", {})), reads.returned) == (4, {"device_seq": -1}, 4)
+    assert "serial_seq" in plan_of(db, "session_records", find["filter"])  # the unit's records, on its index
