@@ -75,7 +75,8 @@ WORKER_HEARTBEAT = Gauge("companion_worker_heartbeat_timestamp_seconds", "When t
 OUTBOX_DEPTH = Gauge("companion_outbox_depth", "Notifications in the outbox waiting to be sent (due or retrying)",
                      multiprocess_mode="max")
 NOTIFICATIONS_SETTLED = Counter("companion_notifications_settled", "Notifications settled after a round of sends, "
-                                "by state (sent, scheduled: to be retried, expired, failed)", ["state"])
+                                "by state (sent: counted once, in the round a phone first got it; scheduled: to "
+                                "be retried; expired, failed, withdrawn)", ["state"])
 # -- both: what was given up on for good --
 DEAD_LETTERS = Counter("companion_dead_letters", "Items given up on for good: notifications that failed or "
                        "expired undelivered, session records rejected, items a gateway could not decode",

@@ -98,6 +98,19 @@ def _start_of(owner: str, batches: int) -> int:
     return int.from_bytes(hashlib.blake2b(owner.encode(), digest_size=4).digest(), "big") % batches if batches else 0
 
 
+
+def _count(report: DispatchReport, doc: dict, state: str, *, reached: bool) -> None:
+    """Count a notification in the round's report (and so in the settled metric) once as ``sent``: in the round a
+    phone first got it, though others are still owed it (``scheduled`` with pending phones). A later round of one
+    a phone already had counts only as a retry still owed (``scheduled``), never ``sent`` again; and one a
+    withdrawal then ends ``sent``, outside any round, was counted already."""
+    if doc.get("sent_at") is not None:  # a phone got it in an earlier round: counted sent then
+        if state == SENT:
+            return
+    elif reached:
+        state = SENT
+    report.states[state] = report.states.get(state, 0) + 1
+
 class OutboxDispatcher:
     def __init__(self, outbox: Outbox, tokens: PushTokens, sender: PushSender, *, owner: str,
                  lease: timedelta = DEFAULT_LEASE, batch_size: int = 500, consent: DeliveryConsent | None = None,
@@ -177,8 +190,8 @@ class OutboxDispatcher:
         people = self._people(claimed)
         refused = self.consent.refusals(claimed, people) if self.consent is not None else {}
         outcomes = [_refused(doc, refused[doc["_id"]]) for doc in claimed if doc["_id"] in refused]
-        for _, state, _ in outcomes:
-            report.states[state] = report.states.get(state, 0) + 1
+        for doc, state, _ in outcomes:
+            _count(report, doc, state, reached=False)
         claimed = [doc for doc in claimed if doc["_id"] not in refused]
         items: list[PushItem] = []
         installs: list[tuple[str, str]] = []  # (recipient, install) of each item
@@ -214,8 +227,8 @@ class OutboxDispatcher:
         if not refused:
             return prepared
         withheld = [_refused(d, refused[d["_id"]]) for d in prepared.claimed if d["_id"] in refused]
-        for _, state, _ in withheld:
-            report.states[state] = report.states.get(state, 0) + 1
+        for doc, state, _ in withheld:
+            _count(report, doc, state, reached=False)
         keep = [n for n, item in enumerate(prepared.items) if item.outbox_id not in refused]
         return _Prepared([d for d in prepared.claimed if d["_id"] not in refused],
                          [prepared.items[n] for n in keep], [prepared.installs[n] for n in keep],
@@ -238,7 +251,7 @@ class OutboxDispatcher:
             answered = settle(per_doc.get(doc["_id"], []), reached_before=doc.get("sent_at") is not None)
             settlement = retried_outside_quiet_hours(doc, answered, people.get(doc["recipient_user_id"]))
             outcomes.append((doc, settlement.state, settlement.details()))
-            report.states[settlement.state] = report.states.get(settlement.state, 0) + 1
+            _count(report, doc, settlement.state, reached=settlement.reached)
         self.outbox.settle(outcomes)
         return report
 

@@ -45,7 +45,7 @@ from companion.services.item_failures import ItemFailures
 from companion.services.reminders import call_off, mark_closed_missed, unplanned
 from companion.services.sync import Changes
 from companion.settings import Settings
-from companion.store.outbox import SENT, NotificationRequest, Outbox
+from companion.store.outbox import NotificationRequest, Outbox
 from companion.store.stores import Stores
 
 logger = logging.getLogger(__name__)
@@ -161,7 +161,9 @@ def _resends(candidates: list[dict], reminders: dict[str, dict], sources: dict[s
         if repeats_of(reminders.get(occurrence["reminder_id"])).count > 0:
             continue  # its nudges already remind again
         first = sources.get(initial_key(_leader(occurrence)))
-        if first is None or first["state"] != SENT or first.get("delivered_at") or first.get("opened_at"):
+        # A phone has the first push (sent_at; one still owed to another phone that answered "not now" too): its
+        # re-send is due, as for one sent to every phone.
+        if first is None or first.get("sent_at") is None or first.get("delivered_at") or first.get("opened_at"):
             continue
         plan = PlannedPush(f"{initial_key(_leader(occurrence))}:resend", reminder_kind(occurrence.get("kind"), nudge=True),
                            first["sent_at"] + settings.reminder_resend_after, occurrence["window_ends_at"])

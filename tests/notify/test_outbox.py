@@ -110,7 +110,8 @@ def _one_phone_got_it_the_other_answered_not_now(outbox, tokens, dispatcher, emu
     tokens.register("u-1", "tablet", "tok-tablet", "android")
     emulator.script("QUOTA_EXCEEDED", token="tok-phone", times=1, retry_after=60)
     doc = remind(outbox)
-    assert dispatcher.run_once().states == {"scheduled": 1}  # not final: the phone is still owed it
+    # Not final (the phone is still owed it), but counted sent: a phone has it, and it is never counted sent again.
+    assert dispatcher.run_once().states == {"sent": 1}
     return outbox.get(doc["_id"])
 
 
@@ -121,7 +122,7 @@ def test_a_phone_that_answered_not_now_is_retried_after_the_other_phone_got_it(
     assert outbox.count_unfinished() == 1
     tokens.register("u-1", "new-phone", "tok-new", "android")  # registered after the first send
     clock.now = waiting["not_before"]
-    assert dispatcher.run_once().states == {"sent": 1}
+    assert dispatcher.run_once().states == {}  # counted sent in the round the tablet got it
     final = outbox.get(doc_id := waiting["_id"])
     assert (final["state"], final["attempts"], final["sent_at"], "pending_phones" in final) == ("sent", 2, T0, False)
     assert sorted(d.token for d in emulator.deliveries) == ["tok-phone", "tok-tablet"]  # each once
@@ -159,7 +160,7 @@ def test_consent_ended_while_a_phone_is_owed_it_ends_sent_and_the_phone_gets_not
     clock.now = waiting["not_before"]  # u-1 has no account any more: the sender refuses the retry
     checking = OutboxDispatcher(outbox, tokens, sender, owner="worker-2", lease=LEASE,
                                 consent=DeliveryConsent(Stores(store_db, clock)))
-    assert checking.run_once().states == {"sent": 1}
+    assert checking.run_once().states == {}  # counted sent in the round the tablet got it
     final = outbox.get(waiting["_id"])
     assert (final["state"], final["attempts"], emulator.hits_for("tok-phone")) == ("sent", 1, 1)
     assert outbox.attempts_of(waiting["_id"])[-1]["reason"] == "recipient_inactive"
@@ -353,3 +354,13 @@ def test_no_alert_push_outlives_the_claims_that_keep_a_revival_from_sending_it_t
     once its claim is gone."""
     alert_kinds = [kind for alert in AlertKind for kind in (alert.value, caregiver_kind(alert)) if kind in TEMPLATES]
     assert alert_kinds and max(ttl_for(kind) for kind in alert_kinds) <= CLAIMS_KEPT
+
+
+def test_a_push_a_phone_had_is_counted_sent_once_whichever_way_it_settles(outbox, tokens, dispatcher, emulator, clock):
+    """A withdrawal (the reminder answered) ends a push a phone already had ``sent`` outside any round: it was
+    counted sent in the round the tablet got it, and no round counts it again."""
+    waiting = _one_phone_got_it_the_other_answered_not_now(outbox, tokens, dispatcher, emulator)
+    outbox.withdraw_sources("u-1", [waiting["source_key"]], "reminder_answered")
+    assert outbox.get(waiting["_id"])["state"] == "sent"
+    clock.now = waiting["not_before"]
+    assert dispatcher.run_once().states == {}
