@@ -11,6 +11,7 @@ from datetime import date, timedelta
 from companion.clock import Clock, now
 from companion.domain.access import Grant, sees_free_text, without_free_text
 from companion.domain.adherence import (
+    ADHERENCE_RULES,
     DayAdherence,
     KindProgress,
     TaskKind,
@@ -37,11 +38,18 @@ from companion.services.day_facts import (
     with_counts,
 )
 from companion.services.reminders import ReminderService
+from companion.store.read_models import is_current
 from companion.store.stores import Stores
 
 FLARE_RECENT = timedelta(hours=48)  # a flare older than this no longer prompts suggestions
 EVIDENCE_DAYS = 90  # how far back practice and pain are paired to learn what helps this patient
 PUSH_BOOKKEEPING = ("nudges_sent", "missed_summary", "restored_at")
+# The version of what a today row holds and how it is computed: the adherence rules its figures follow
+# (companion.domain.adherence.ADHERENCE_RULES) and the row's own layout (TODAY_LAYOUT: moved on with any other
+# change of a row's figures or items). A row stored under another version (by an earlier release, or by a process
+# of the release before still running during a rolling deploy) is computed again on its patient's next "today".
+TODAY_LAYOUT = 1
+TODAY_RULES = f"{ADHERENCE_RULES}.{TODAY_LAYOUT}"
 
 
 def _kind(progress: KindProgress) -> dict:
@@ -126,18 +134,18 @@ class Progress:
         """What is due today on the patient's clock, what is done, and TENS minutes against the plan.
 
         Answered from the patient's today row (companion.store.read_models.TodayRows: one read) while no write
-        has changed their today since it was computed and it is still the same local day; computed (the day's
-        reminders materialized first) and stored again otherwise. ``patient``: their account when the caller
-        has it already (the patient's own request: their session was checked against it). ``grant``: the
-        caller's, when it is not the patient's own (a caregiver not allowed the patient's words does not see
-        the reasons for skipping)."""
+        has changed their today since it was computed, by these rules (TODAY_RULES), and it is still the same
+        local day; computed (the day's reminders materialized first) and stored again otherwise. ``patient``:
+        their account when the caller has it already (the patient's own request: their session was checked
+        against it). ``grant``: the caller's, when it is not the patient's own (a caregiver not allowed the
+        patient's words does not see the reasons for skipping)."""
         patient = patient or self._patient(patient_id)
         history = patient.zone_history()
         current = self.clock()
         zone = history.zone_at(current)
         day = local_date(current, history)
         row = self.stores.today_rows.get(patient_id)
-        if row is not None and row.get("computed") == row.get("token") and (row.get("date"), row.get("zone")) == (
+        if row is not None and is_current(row, TODAY_RULES) and (row.get("date"), row.get("zone")) == (
                 day.isoformat(), zone.key):
             return _today_answer(row, grant)
         start, end = local_day_bounds(zone, day)
@@ -151,7 +159,7 @@ class Progress:
                        if o["local_date"] == day.isoformat()]
         computed = {"_id": patient_id, "date": day.isoformat(), "zone": zone.key, "occurrences": occurrences,
                     "figures": self._today_figures(patient_id, history, zone, day)}
-        self.stores.today_rows.save(computed, token)
+        self.stores.today_rows.save(computed, token, TODAY_RULES)
         return _today_answer(computed, grant)
 
     def _today_figures(self, patient_id: str, history: TimeZoneHistory, zone, day: date) -> dict:

@@ -268,12 +268,25 @@ class PanelRowDays:
         return self.col.delete_one({"_id": patient_id}).deleted_count
 
 
+def is_current(row: dict, rules: str) -> bool:
+    """Whether a today row (see `TodayRows`) was computed under its token as it stands, by ``rules``."""
+    token = row.get("token")
+    return row.get("computed") == token and row.get("computed_by") == {"token": token, "rules": rules}
+
+
 class TodayRows:
     """A patient's "today" as last computed (``_id`` = the patient's id): the local date and zone it is of, its
     figures and its reminders, and two tokens. ``token`` is changed by every write that changes the patient's
     today (:meth:`touch`: a touched day, a reminder or occurrence written); ``computed`` is the token the row
-    was computed under. The row is current while the two are equal and its date is the patient's today: one
-    read by ``_id`` answers the patient's "today"."""
+    was computed under, and ``computed_by`` that token again with the version of the rules that computed the row
+    (companion.services.progress.TODAY_RULES). The row is current (:func:`is_current`) while the token is the one
+    it was computed under, by the rules of the reader, and its date is the patient's today: one read by ``_id``
+    answers the patient's "today".
+
+    The rules are stored with the token, not alone: a process of the release before (a rolling deploy) computes a
+    row again under a new token and sets ``computed`` alone, leaving ``computed_by`` with the token before; a row
+    without ``computed_by`` (computed before the rules were stored) is of no rules. Either is computed again by
+    the first reader of this release."""
 
     def __init__(self, db: Database):
         self.col = db.today_rows
@@ -295,19 +308,21 @@ class TodayRows:
             except DuplicateKeyError:  # two first touches raced; the other inserted it
                 self.col.update_one({"_id": pid}, change)
 
-    def save(self, doc: dict, token: str | None) -> bool:
-        """Store a row computed from data read after the token was ``token`` (None: no row existed), unless the
-        token changed meanwhile (a write since: the row may miss it); returns whether it was stored."""
+    def save(self, doc: dict, token: str | None, rules: str) -> bool:
+        """Store a row computed by ``rules`` from data read after the token was ``token`` (None: no row existed),
+        unless the token changed meanwhile (a write since: the row may miss it); returns whether it was stored."""
         if token is None:
             fresh = uuid.uuid4().hex
             try:
-                self.col.insert_one({**doc, "token": fresh, "computed": fresh})
+                self.col.insert_one({**doc, "token": fresh, "computed": fresh,
+                                     "computed_by": {"token": fresh, "rules": rules}})
             except DuplicateKeyError:  # touched (or computed by another request) meanwhile
                 return False
             return True
         fields = {k: v for k, v in doc.items() if k != "_id"}
         return self.col.update_one({"_id": doc["_id"], "token": token},
-                                   {"$set": {**fields, "computed": token}}).matched_count == 1
+                                   {"$set": {**fields, "computed": token,
+                                             "computed_by": {"token": token, "rules": rules}}}).matched_count == 1
 
     def delete_for_patient(self, patient_id: str) -> int:
         return self.col.delete_one({"_id": patient_id}).deleted_count
