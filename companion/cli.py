@@ -110,7 +110,8 @@ def _upgrade_adherence(services):
             print(file=sys.stderr)  # ends the progress line, before any message saying what stopped it
     if upgraded.written:
         print(f"{upgraded.written} adherence day(s) stored under earlier rules computed again "
-              f"({len(upgraded.changed)} patient(s)' figures changed)")
+              f"({len(upgraded.changed)} patient(s)' figures changed), {upgraded.same} of them with the same figures "
+              "(their version alone written)")
     return upgraded
 
 

@@ -12,6 +12,9 @@ half-way marked).
 
 - Found patient by patient: an equality on the patient (the patient_date index), the version compared per
   document; a run costs one pass over the snapshots, and says how far it is.
+- Written in bulk (AdherenceDays.replace_computed: ordered bulk writes of 500), and only what changed: a day whose
+  figures come out the same (most of them: a change of the rules changes few stored days) has its version and run
+  set, its figures left; the others are replaced. Measured on FerretDB (bench/rules_upgrade.py; README, "Migrations").
 - Each day is written only over the snapshot read before its data (AdherenceDays.replace_computed): a day the job
   wrote meanwhile, from data read later, stands. Each pass takes a number from the adherence job's counter before
   it reads its data (companion.store.recompute.DaysToRecompute.start) and its snapshots carry it: a run of the job
@@ -44,6 +47,7 @@ from companion.services.adherence_batch import JOB, computed_afresh
 from companion.services.item_failures import ItemFailures
 from companion.services.read_models import kept_day
 from companion.store.accounts import MAX_PATIENTS
+from companion.store.adherence import Recomputed
 from companion.store.stores import Stores
 
 STEP = "adherence-upgrade"
@@ -54,12 +58,14 @@ MARK_REASON = "adherence rules"  # the panel rows' marks this step makes
 
 @dataclass(frozen=True)
 class Upgraded:
-    """What a run did: days computed again and written, the patients whose rows must be computed again (their
-    days changed what a row keeps), and the patients whose days could not be computed."""
+    """What a run did: days computed again and written (``same``: of them, those whose figures were the same, their
+    version alone written), the patients whose rows must be computed again (their days changed what a row keeps),
+    and the patients whose days could not be computed."""
 
     written: int
     changed: tuple[str, ...]
     failed: tuple[str, ...]
+    same: int = 0
 
 
 class AdherenceUpgrade:
@@ -78,7 +84,7 @@ class AdherenceUpgrade:
         patients = [a for a in self.stores.users.patients() if a.id not in past_retention]
         failures = ItemFailures(STEP)
         waiting: dict[str, tuple[Account, dict[date, dict]]] = {}
-        found, held, written, changed = 0, 0, 0, set()
+        found, held, written, same, changed = 0, 0, 0, 0, set()
         for done, account in enumerate(patients, start=1):
             stale = failures.attempt(account.id, lambda a=account: store.computed_under_other_rules(
                 a.id, ADHERENCE_RULES))
@@ -87,7 +93,7 @@ class AdherenceUpgrade:
                 found, held = found + len(stale), held + len(stale)
             if held >= days_per_pass or done == len(patients):
                 passed, marked = self._pass(waiting, failures)
-                written, changed = written + passed, changed | marked
+                written, same, changed = written + passed.written, same + passed.marked, changed | marked
                 waiting, held = {}, 0
             if progress is not None and (done % PROGRESS_EVERY == 0 or done == len(patients)):
                 progress(done, len(patients))
@@ -96,13 +102,14 @@ class AdherenceUpgrade:
         # With the rows this run marked, those an earlier run stopped half-way marked and the refresher has not
         # computed yet (marks for now are few: the refresher computes them every minute).
         changed |= {m["_id"] for m in self.stores.panel_row_marks.all_now() if m.get("reason") == MARK_REASON}
-        return Upgraded(written, tuple(sorted(changed)), tuple(failures.item_ids))
+        return Upgraded(written, tuple(sorted(changed)), tuple(failures.item_ids), same)
 
-    def _pass(self, waiting: dict[str, tuple[Account, dict[date, dict]]], failures: ItemFailures) -> tuple[int, set]:
-        """Compute these patients' days again and write each over the snapshot read; returns how many were written
-        and the patients whose rows were marked."""
+    def _pass(self, waiting: dict[str, tuple[Account, dict[date, dict]]],
+              failures: ItemFailures) -> tuple[Recomputed, set]:
+        """Compute these patients' days again and write each over the snapshot read; returns what was written and
+        the patients whose rows were marked."""
         if not waiting:
-            return 0, set()
+            return Recomputed(0, 0), set()
         at = self.clock()
         run = self.stores.days_to_recompute.start(JOB)  # before the data is read, as a run of the job takes it
         fresh = [{**doc, "run": run} for doc in computed_afresh(
@@ -114,7 +121,7 @@ class AdherenceUpgrade:
                    if kept_day(doc) != kept_day(stored[doc["patient_id"], doc["date"]])}
         marks = self.stores.panel_row_marks
         marks.mark(changed, MARK_REASON, at)
-        written = sum(self.stores.adherence_days.replace_computed(doc, stored[doc["patient_id"], doc["date"]])
-                      for doc in fresh)
+        written = self.stores.adherence_days.replace_computed(
+            [(doc, stored[doc["patient_id"], doc["date"]]) for doc in fresh])
         marks.mark(changed, MARK_REASON, self.clock())
         return written, changed
