@@ -102,7 +102,7 @@ class Worker:
                                                                                      s.materialize_horizon),
                     "interval", {"hours": 1}, timedelta(hours=1)),
             JobSpec("alerts-evaluate", svc.alerts.evaluate, "cron", {"second": 30}, s.reminder_grace),
-            JobSpec("adherence-daily", svc.adherence_job.run, "cron", {"minute": 5}, timedelta(hours=6)),
+            JobSpec("adherence-daily", self.adherence, "cron", {"minute": 5}, timedelta(hours=6)),
             JobSpec("panel-rows-refresh", svc.panel_rows.refresh_due, "interval", {"minutes": 1}, minute),
             daily("push-tokens-prune", svc.push.prune_phones, 3, 17),
             JobSpec("push-claims-purge", svc.push.purge_claims, "interval", {"hours": 1}, timedelta(hours=1)),
@@ -121,6 +121,13 @@ class Worker:
         else:
             logger.warning("no FCM service account configured: notifications stay in the outbox")
         return specs
+
+    def adherence(self) -> int:
+        """The hourly adherence job, after the days still stored under earlier rules are computed again (those a
+        worker of the version before wrote during or after `companion migrate`; nothing read once none is left:
+        companion.services.adherence_upgrade.AdherenceUpgrade.catch_up)."""
+        self.services.adherence_upgrade.catch_up()
+        return self.services.adherence_job.run()
 
     def run_gated(self, spec: JobSpec) -> object:
         """Run ``spec`` if it needs no lease or this worker holds it; None when skipped. Every line it logs

@@ -30,12 +30,17 @@ half-way marked).
   records-retention job deletes their record, raw data and snapshots alike, perhaps half-way already: a day
   computed again from what is left would read as a day with nothing done. Their snapshots do not keep the version
   from being noted done.
+- Finished by the worker: a worker of the version before, still running during or after `migrate`, writes days
+  under its rules over days this step did (its runs take later numbers); the adherence job of this version runs
+  the step over the patients with such days (`AdherenceUpgrade.catch_up`) on each run until the version is noted
+  done and none is left. Their panel rows are marked, and computed by the refresher within the minute.
 - No alert is judged here: a past day's figures moving by a rounding are not news to a caregiver; the adherence
   job judges the low-adherence rule on its next run from the days as they now stand.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -49,6 +54,8 @@ from companion.services.read_models import kept_day
 from companion.store.accounts import MAX_PATIENTS
 from companion.store.adherence import Recomputed
 from companion.store.stores import Stores
+
+logger = logging.getLogger(__name__)
 
 STEP = "adherence-upgrade"
 DAYS_PER_PASS = 5_000  # days computed together (their inputs read at once); bounds what a pass holds
@@ -73,15 +80,48 @@ class AdherenceUpgrade:
         self.stores = stores
         self.retention = clinical_retention
         self.clock = clock
+        self._caught_up = False  # catch_up found the version noted and no day left under other rules
 
     def run(self, progress: Callable[[int, int], None] | None = None, days_per_pass: int = DAYS_PER_PASS) -> Upgraded:
         """Compute again every stored snapshot of another version of the rules (see the module docstring), with
         ``progress(done, total)`` as the patients are gone through."""
-        store = self.stores.adherence_days
-        if store.upgraded_to(ADHERENCE_RULES):
+        if self.stores.adherence_days.upgraded_to(ADHERENCE_RULES):
             return Upgraded(0, (), ())
-        past_retention = set(self.stores.users.closed_patients_before(self.clock() - self.retention, MAX_PATIENTS))
-        patients = [a for a in self.stores.users.patients() if a.id not in past_retention]
+        return self._upgrade(None, progress, days_per_pass)
+
+    def catch_up(self) -> Upgraded | None:
+        """The adherence job's part of this step (each run, before its own days): compute again the days still
+        stored under other rules, the version noted done or not, until it is noted and none is left; None from
+        then on in this process (nothing read). A worker of the version before, still running while `migrate`
+        goes through the patients (or after it), goes on writing days under its rules, over days the step has
+        done too (its runs take higher numbers than the step's); `migrate` notes the version done once a run
+        finds nothing, and these days would stay as that worker wrote them until the next release. Only the
+        patients with such days are gone through (one aggregation finds them), and those past their retention
+        are left, as by `run`."""
+        if self._caught_up:
+            return None
+        store = self.stores.adherence_days
+        noted = store.upgraded_to(ADHERENCE_RULES)
+        left = store.patients_under_other_rules(ADHERENCE_RULES) - self._past_retention()
+        if noted and not left:
+            self._caught_up = True
+            return None
+        upgraded = self._upgrade(left)
+        if upgraded.written or upgraded.failed:
+            logger.info("adherence days under earlier rules computed again: %d (%d patient(s)' rows marked, %d "
+                        "failed)", upgraded.written, len(upgraded.changed), len(upgraded.failed))
+        return upgraded
+
+    def _past_retention(self) -> set[str]:
+        return set(self.stores.users.closed_patients_before(self.clock() - self.retention, MAX_PATIENTS))
+
+    def _upgrade(self, among: set[str] | None, progress: Callable[[int, int], None] | None = None,
+                 days_per_pass: int = DAYS_PER_PASS) -> Upgraded:
+        """`run`, over the patients ``among`` (every patient: None)."""
+        store = self.stores.adherence_days
+        past_retention = self._past_retention()
+        patients = [a for a in self.stores.users.patients()
+                    if a.id not in past_retention and (among is None or a.id in among)]
         failures = ItemFailures(STEP)
         waiting: dict[str, tuple[Account, dict[date, dict]]] = {}
         found, held, written, same, changed = 0, 0, 0, 0, set()

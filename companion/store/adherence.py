@@ -147,10 +147,12 @@ class AdherenceDays:
         patient_date index), the version compared per document."""
         return list(self.col.find({"patient_id": patient_id, "rules": {"$ne": rules}}))
 
-    def any_under_other_rules(self, rules: int) -> bool:
-        """Whether any snapshot is stored under a version of the rules other than ``rules`` (or none): one read of
-        one document (a collection scan on FerretDB, which stops at the first it finds)."""
-        return self.col.find_one({"rules": {"$ne": rules}}, {"_id": 1}) is not None
+    def patients_under_other_rules(self, rules: int) -> set[str]:
+        """The patients with a snapshot stored under a version of the rules other than ``rules`` (or none): one
+        aggregation over the snapshots (a collection scan: run until none is left, then no more;
+        companion.services.adherence_upgrade.AdherenceUpgrade.catch_up)."""
+        return {d["_id"] for d in self.col.aggregate([{"$match": {"rules": {"$ne": rules}}},
+                                                     {"$group": {"_id": "$patient_id"}}])}
 
     def replace_computed(self, pairs: list[tuple[dict, dict]], batch: int = REPLACE_BATCH) -> Recomputed:
         """Write each day computed again under other rules (``doc``, of each pair) over the snapshot ``read`` (the

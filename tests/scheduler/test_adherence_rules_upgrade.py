@@ -20,6 +20,8 @@ from pymongo.errors import AutoReconnect
 from companion import cli
 from companion.domain.adherence import ADHERENCE_RULES
 from companion.domain.sessions import counted_minutes
+from companion.jobs.worker import Worker
+from companion.services.adherence_batch import JOB
 from companion.services.adherence_upgrade import AdherenceUpgrade
 from companion.services.container import Services
 from companion.store.adherence import AdherenceDays
@@ -265,3 +267,33 @@ def test_a_day_whose_figures_are_the_same_written_again_after_the_upgrade_read_i
     upgraded = services.adherence_upgrade.run()
     day = jobs_db.adherence_days.find_one({"_id": f"{patient.id}:{YESTERDAY}"})
     assert (upgraded.written, day["rules"], day["run"], day["tens_minutes"]) == (0, ADHERENCE_RULES - 1, 10**6, 20.0)
+
+
+def test_a_day_an_old_worker_writes_under_the_rules_before_after_migrate_is_computed_again_by_the_next_worker_run(
+        jobs_db, settings, clock, traveller, on_the_test_database, monkeypatch, capsys):
+    """`migrate` takes run number N and notes the version done; the old leader's next hourly run takes N+1 and
+    writes a day under its rules over the one the step did. The new worker's adherence job computes it again."""
+    services = services_on(jobs_db, settings, clock)
+    patient = _patient_with_a_day_at_its_target(jobs_db, 0)
+    _stored_by_version_1(services, patient, YESTERDAY, monkeypatch)
+    assert cli.main(["migrate"]) == 0
+    assert cli.main(["migrate"]) == 0  # found nothing: the version noted done
+    capsys.readouterr()
+    assert AdherenceDays(jobs_db).upgraded_to(ADHERENCE_RULES)
+    run = services.stores.days_to_recompute.start(JOB)  # the old leader's run, after the step's
+    jobs_db.adherence_days.update_one({"_id": f"{patient.id}:{YESTERDAY}"}, {"$set": {
+        "rules": ADHERENCE_RULES - 1, "run": run, "computed_at": START, "covered": False, "tens_minutes": 29.9,
+        "tens_fraction": 0.997}})
+
+    services.stores.days_to_recompute.ran(JOB, START - timedelta(minutes=30))  # no day of its own to compute
+    worker = Worker(services_on(jobs_db, settings, clock), holder="new-worker")
+    (adherence,) = [spec for spec in worker.specs() if spec.id == "adherence-daily"]
+    adherence.run()
+    day = jobs_db.adherence_days.find_one({"_id": f"{patient.id}:{YESTERDAY}"})
+    assert (day["rules"], day["covered"], day["tens_minutes"]) == (ADHERENCE_RULES, True, 30.0)
+    assert jobs_db.panel_row_marks.count_documents({"_id": patient.id}) == 1  # its row is computed again
+
+    # The next run finds none left (one aggregation); the runs after it read nothing of the step.
+    adherence.run()
+    monkeypatch.setattr(AdherenceDays, "patients_under_other_rules", None)  # (called, it would fail the run)
+    adherence.run()
