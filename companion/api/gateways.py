@@ -13,9 +13,12 @@ from companion.domain.access import Operation, Role
 from companion.domain.errors import Unauthorized
 from companion.http import auditing, services
 from companion.http.idempotency import idempotent
+from companion.http.problems import unavailable_doc
 from companion.http.schemas import Pattern, StrictSchema, text
 from companion.http.security import allow, client_address, current_actor, patient_may, public, require_patient
 from companion.services.gateways import PROFILES, GatewayPaused
+
+UNIT_BUSY = "the unit's sessions are being placed right now (an upload of it from a hub)"
 
 blp = Blueprint("gateways", __name__, url_prefix="/api/v1", description="Gateways and TENS units")
 
@@ -223,10 +226,14 @@ class PatientDevices(MethodView):
                 conflict="the unit is bound to someone else: it must be released from them first")
     @blp.arguments(BindSchema)
     @blp.response(201, DeviceSchema)
+    @blp.alt_response(503, **unavailable_doc(UNIT_BUSY))
     @blp.doc(operationId="bind_device")
     def post(self, body, patient_id):
         """Bind a unit to the patient by its serial (the patient, or their care team), from now or from
-        `handed_over_at` (422 if it is in the future or before the unit's previous binding ended)."""
+        `handed_over_at` (422 if it is in the future or before the unit's previous binding ended). The unit's
+        stored sessions from then on are placed again by it, one placement of a unit at a time: 503 with
+        Retry-After, nothing written, while an upload of the unit is placed. Binding it again (with a time or
+        without) finishes a binding whose placement was cut short."""
         auditing.note(patient_ids=[patient_id], resource="device", action="C", resource_ids=[body["serial"]])
         device = services().gateways.bind_unit(patient_id, body["serial"], body["profile"],
                                                bound_at=body["handed_over_at"])
@@ -238,11 +245,13 @@ class PatientDevice(MethodView):
     @allow(Role.PATIENT, Role.CLINICIAN)
     @blp.arguments(ReleaseArgs, location="query")
     @blp.response(204)
+    @blp.alt_response(503, **unavailable_doc(UNIT_BUSY))
     @blp.doc(operationId="unbind_device")
     def delete(self, args, patient_id, serial):
         """Release a unit from the patient, now or as of `handed_over_at` (422 if it is in the future or before
         the binding began); releasing one that is not bound to them answers 204 too (a retried release succeeds
-        as the first did)."""
+        as the first did, and finishes one whose placement of the unit's sessions was cut short). 503 with
+        Retry-After, nothing written, while an upload of the unit is placed."""
         require_patient(patient_id, _unit_manager_operation(releasing=True))
         auditing.note(patient_ids=[patient_id], resource="device", action="D", resource_ids=[serial])
         services().gateways.release_unit(patient_id, serial, released_at=args["handed_over_at"])

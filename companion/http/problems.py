@@ -87,6 +87,15 @@ def conflict_doc(cause: str | None = None, *, contended: bool = False) -> dict:
     return doc
 
 
+def unavailable_doc(cause: str) -> dict:
+    """How an operation documents a 503 of its own (``blp.alt_response(503, **unavailable_doc(...))``) beside the
+    database's: ``cause``, a state that passes in seconds, with nothing done (companion.http.openapi adds the
+    Retry-After header)."""
+    return {"description": f"{cause}, or the database (or the audit trail) cannot be reached right now: nothing was "
+                           "done; send the same request again after Retry-After seconds",
+            "schema": ProblemSchema, "content_type": PROBLEM_JSON}
+
+
 def status_of(exc: DomainError) -> tuple[int, str, dict[str, str]]:
     """The status code, title and headers that answer a domain error."""
     status = next((_DOMAIN_STATUS[kind] for kind in type(exc).__mro__ if kind in _DOMAIN_STATUS), 400)

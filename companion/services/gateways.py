@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -13,6 +14,7 @@ from companion.domain.errors import Conflict, Invalid, NotFound, ServiceUnavaila
 from companion.domain.people import DEACTIVATED, Gateway, TensUnit
 from companion.domain.sessions import UNPULLED_AT_HANDOVER, handover_problem
 from companion.services.patients import Profiles
+from companion.services.session_times import placing
 from companion.services.sessions import TensSessions
 from companion.services.telemetry import NoTelemetry, Telemetry
 from companion.services.throttle import Throttle
@@ -192,21 +194,33 @@ class Gateways:
         earlier ``bound_at`` moves the binding's start back to it (the app was told late). The unit's stored
         records from then on are placed again (companion.services.sessions.TensSessions.place_after_handover):
         what the patient recorded with it before the app was told leaves the held sessions, or the previous
-        wearer's figures, for theirs."""
+        wearer's figures, for theirs.
+
+        The binding is written and the records placed under the unit's claim (``placing``), one after the other
+        with an upload's placement: ServiceUnavailable, nothing written, while one holds it (send it again
+        shortly). A binding whose placement was cut short (its process stopped) still owes it, and binding the
+        unit again, with a time or without, finishes it; one that owes nothing is answered without claiming the
+        unit."""
         self.profiles.patient(patient_id)
         at = self.clock()
         if bound_at is not None:
             ended = [b.end for b in self.devices.bindings_of([serial])[serial] if b.end is not None]
             self._check_handover(bound_at, at, max(ended, default=None))
-        unit, created = self.devices.bind(serial, patient_id, profile, bound_at or at)
-        if not created and unit.patient_id != patient_id:
+        unit = self.devices.get(serial)
+        if unit is not None and unit.patient_id != patient_id:
             raise Conflict("this unit is bound to someone else; it must be released first")
-        if created:  # the panel's last sync is that of the units bound to the patient
-            self.stores.panel_row_marks.mark([patient_id], "unit bound", self.clock())
-        elif bound_at is not None and self.devices.start_earlier(serial, patient_id, bound_at):
-            unit = self.devices.get(serial) or unit
-        if created or bound_at is not None:  # a retry naming the time finishes what its first try left undone
-            self._place_after(serial, bound_at or unit.bound_at)
+        if unit is not None and (bound_at is None or bound_at >= unit.bound_at) \
+                and self.devices.placement_due(serial, patient_id) is None:
+            return unit  # bound already from then on, and placed by it: nothing to change
+        with self._handing_over(serial, at):
+            unit, created = self.devices.bind(serial, patient_id, profile, bound_at or at)
+            if not created and unit.patient_id != patient_id:
+                raise Conflict("this unit is bound to someone else; it must be released first")
+            if created:  # the panel's last sync is that of the units bound to the patient
+                self.stores.panel_row_marks.mark([patient_id], "unit bound", self.clock())
+            elif bound_at is not None and self.devices.start_earlier(serial, patient_id, bound_at):
+                unit = self.devices.get(serial) or unit
+            self._place_what_is_due(serial)
         return unit
 
     def release_unit(self, patient_id: str, serial: str, *, released_at: datetime | None = None) -> None:
@@ -220,25 +234,36 @@ class Gateways:
         ``UNPULLED_AT_HANDOVER`` before the end on are placed again (``TensSessions.place_after_handover``): those
         after it may be the next wearer's, and the backlog before it, brought by another patient's hub, is this
         patient's by a stated end. Otherwise a unit not bound to the patient is released already: a retried
-        release succeeds as the first did (and says nothing of units bound to others)."""
+        release succeeds as the first did (and says nothing of units bound to others).
+
+        As a binding is (:meth:`bind_unit`), the release is written and placed under the unit's claim
+        (ServiceUnavailable, nothing written, while an upload holds it), and one whose placement was cut short is
+        finished by releasing the unit again, with a time or without."""
         at = self.clock()
         unit = self.devices.get(serial)
         if unit is not None and unit.patient_id == patient_id:
             if released_at is not None:
                 self._check_handover(released_at, at, unit.bound_at)
-            if self.devices.unbind(serial, patient_id, released_at or at, stated=released_at is not None):
-                self.stores.panel_row_marks.mark([patient_id], "unit released", self.clock())
-            self._place_after_end(serial, released_at or at)
+            end = released_at or at
+            with self._handing_over(serial, at):
+                if self.devices.unbind(serial, patient_id, end, stated=released_at is not None,
+                                       due_from=end - UNPULLED_AT_HANDOVER):
+                    self.stores.panel_row_marks.mark([patient_id], "unit released", self.clock())
+                self._place_what_is_due(serial)
             return
         interval = self.devices.last_released(serial, patient_id) if released_at is not None else None
-        if interval is None:
-            return
-        if released_at > interval["released_at"]:
-            problem = f"the unit was released from this patient at {interval['released_at'].isoformat()}: only earlier"
-            raise Invalid(problem, errors={"handed_over_at": [problem]})
-        self._check_handover(released_at, at, interval["bound_at"])
-        if self.devices.end_earlier(interval["_id"], released_at):
-            self._place_after_end(serial, released_at)
+        if interval is not None:
+            if released_at > interval["released_at"]:
+                problem = (f"the unit was released from this patient at {interval['released_at'].isoformat()}: "
+                           "only earlier")
+                raise Invalid(problem, errors={"handed_over_at": [problem]})
+            self._check_handover(released_at, at, interval["bound_at"])
+        elif self.devices.placement_due(serial, patient_id) is None:
+            return  # released already, and placed by it
+        with self._handing_over(serial, at):
+            if interval is not None:
+                self.devices.end_earlier(interval["_id"], released_at, released_at - UNPULLED_AT_HANDOVER)
+            self._place_what_is_due(serial)
 
     @staticmethod
     def _check_handover(at: datetime, now: datetime, not_before: datetime | None) -> None:
@@ -246,15 +271,26 @@ class Gateways:
         if problem:
             raise Invalid(problem, errors={"handed_over_at": [problem]})
 
-    def _place_after(self, serial: str, since: datetime) -> None:
+    def _handing_over(self, serial: str, at: datetime) -> AbstractContextManager[None]:
+        # One placement of a unit's records at a time (companion.services.session_times.placing), the change of
+        # its bindings included: written while an upload holds the unit, the change could not place the upload's
+        # records (not stored yet, or placed by the bindings the upload read), and a retry finding it written
+        # would leave them so. Claimed first, the change waits for the upload, or the upload for it (and reads
+        # the bindings it wrote).
+        return placing(self.stores, [serial], at,
+                       "the unit's records are being placed right now (an upload of it): nothing was changed; "
+                       "send this again shortly")
+
+    def _place_what_is_due(self, serial: str) -> None:
+        """Under the unit's claim: place its stored records again from the earliest moment a change of its
+        bindings owes (a binding's start; ``UNPULLED_AT_HANDOVER`` before a binding's end, which decides whose the
+        backlog another patient's hub brings is: companion.domain.sessions.relay_vouched), and settle it."""
+        since = self.devices.placement_due(serial)
+        if since is None:
+            return
         if self.sessions is not None:
             self.sessions.place_after_handover(serial, since)
-
-    def _place_after_end(self, serial: str, end: datetime) -> None:
-        # A binding's end decides whose the unit's backlog from up to UNPULLED_AT_HANDOVER before it is (another
-        # patient's hub brings it: companion.domain.sessions.relay_vouched): a session held while the end was not
-        # known, or known later, is the old wearer's once it is.
-        self._place_after(serial, end - UNPULLED_AT_HANDOVER)
+        self.devices.placement_done(serial, since)
 
     def keep_dead_letters(self, gateway_id: str, patient_id: str, items: list[dict]) -> int:
         """Keep what a gateway reports it could not deliver as records (each once); returns how many were new."""

@@ -28,7 +28,9 @@ A batch holds a claim on each unit it names while it is placed and written (comp
 .UnitClaims): placement reads the unit's stored records, so two batches of one unit placed at once would each
 miss the other's (an overlap between them counted twice). One arriving meanwhile is answered 503 with a short
 Retry-After; the gateway keeps it and sends it again. The unit's bindings it is placed by are read under the
-claim, as the re-placement after a hand-over reads them (TensSessions.place_after_handover).
+claim, which a change of them holds too, from before its write to the end of its re-placement
+(companion.services.gateways.Gateways.bind_unit): the batch is placed before the change and among what it
+places again, or after it, by the bindings it wrote.
 """
 
 from __future__ import annotations

@@ -84,16 +84,18 @@ class TensSessions:
         again, as an upload places them, by the bindings as they now are: a session worn by the new wearer leaves
         the old one's figures for the new one's (or is held for the care team, when whose it is cannot be known),
         and both patients' days it left and came to are marked for recomputing. Returns how many records
-        changed. Done again, it finds nothing left to do."""
+        changed. Done again, it finds nothing left to do.
+
+        Called under the unit's claim (companion.services.session_times.placing), which the change of its
+        bindings holds from before its write (companion.services.gateways.Gateways.bind_unit): an upload's
+        placement then comes wholly before the change, and its records are among those placed here, or wholly
+        after, by the bindings it wrote."""
         seqs = self.records.of_unit_from(serial, since)
         if not seqs:
             return 0
-        at = self.clock()
-        with placing(self.stores, [serial], at, "the unit's records are being placed right now; try again shortly"):
-            bindings = self.stores.devices.bindings_of([serial])[serial]
-            _, changes = SessionTimes(self.stores).place_unit(serial, [], [], bindings, at, seqs)
-            write_changes(self.stores, self.changes, self.touched, changes, "unit_handed_over",
-                          self.on_events_changed)
+        bindings = self.stores.devices.bindings_of([serial])[serial]
+        _, changes = SessionTimes(self.stores).place_unit(serial, [], [], bindings, self.clock(), seqs)
+        write_changes(self.stores, self.changes, self.touched, changes, "unit_handed_over", self.on_events_changed)
         return len(changes)
 
     def needs_start(self, doc: dict) -> bool:

@@ -3,6 +3,11 @@
 A unit's current binding is its ``devices`` document; when it is released, the interval it was bound for is
 kept in ``unit_bindings`` (first), then the document goes. A session belongs to whoever wore the unit when it
 happened, so the intervals are kept for good.
+
+A change of a unit's bindings (a binding, a release, a hand-over's time told late) places the unit's stored records
+again from some moment on. The binding it changes says so in the same write (``placement_due_from``: the records
+from then on are still to be placed again) and loses it once they are: a change whose placement was cut short (a
+process stopped between the two) is finished by the next request about it, and one that finished owes nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ INDEXES = {
     "pairing_codes": [IndexModel([("expires_at", ASCENDING)], name="expires")],
 }
 MAX_BINDINGS = 1000
+DUE = "placement_due_from"
 MAX_UNITS_PER_PATIENT = 50
 
 
@@ -56,36 +62,45 @@ class Devices:
         return released
 
     def bind(self, serial: str, patient_id: str, profile: str, bound_at: datetime | None = None) -> tuple[TensUnit, bool]:
-        """Bind a unit to a patient (from ``bound_at``, default now). Returns (unit, created); a unit bound to
-        someone else is refused by the caller (the unique _id makes a double binding impossible)."""
-        doc = {"_id": serial, "patient_id": patient_id, "profile": profile, "bound_at": to_millis(bound_at or now()),
-               "status": {}}  # dates as stored (milliseconds): the answer is what later reads show
+        """Bind a unit to a patient (from ``bound_at``, default now), its records from then on due to be placed
+        again. Returns (unit, created); a unit bound to someone else is refused by the caller (the unique _id
+        makes a double binding impossible)."""
+        start = to_millis(bound_at or now())  # dates as stored (milliseconds): the answer is what later reads show
+        doc = {"_id": serial, "patient_id": patient_id, "profile": profile, "bound_at": start, "status": {},
+               DUE: start}
         try:
             self.col.insert_one(doc)
             return unit_of(doc), True
         except DuplicateKeyError:
             return unit_of(self.col.find_one({"_id": serial})), False
 
-    def unbind(self, serial: str, patient_id: str, at: datetime | None = None, *, stated: bool) -> int:
+    def unbind(self, serial: str, patient_id: str, at: datetime | None = None, *, stated: bool,
+               due_from: datetime | None = None) -> int:
         """Release a unit: its binding interval is kept (inserted once, so a retry after a crash between the
         two writes finishes the release), then the binding goes. ``at`` (default now) ends the interval;
         ``stated``: whether it is when someone said the unit changed hands, rather than when the app was told.
         The interval keeps the patient's hub's last contact with the unit (see companion.domain.sessions
-        .relay_vouched). Returns 1 if it was released now."""
+        .relay_vouched), and that the unit's records from ``due_from`` on (or from what the binding still owed,
+        if earlier) are due to be placed again. Returns 1 if it was released now."""
         current = self.col.find_one({"_id": serial, "patient_id": patient_id})
         if current is None:
             return 0
-        insert_new(self.history, [{"_id": _interval_id(serial, current["bound_at"]), "serial": serial,
-                                   "patient_id": patient_id, "bound_at": current["bound_at"],
-                                   "released_at": at or now(), "handover_stated": stated,
-                                   "last_seen_at": (current.get("status") or {}).get("last_seen_at")}])
+        interval = {"_id": _interval_id(serial, current["bound_at"]), "serial": serial, "patient_id": patient_id,
+                    "bound_at": current["bound_at"], "released_at": at or now(), "handover_stated": stated,
+                    "last_seen_at": (current.get("status") or {}).get("last_seen_at")}
+        due = [d for d in (current.get(DUE), due_from) if d is not None]
+        if due:  # absent, not null, when nothing is owed: null would stand below any date a later $min offers
+            interval[DUE] = min(due)
+        insert_new(self.history, [interval])
         return self.col.delete_one({"_id": serial, "patient_id": patient_id}).deleted_count
 
     def start_earlier(self, serial: str, patient_id: str, bound_at: datetime) -> bool:
         """Move the start of a unit's current binding to the patient back to ``bound_at`` (the app was told late
-        when they were given it); only ever earlier. Whether it moved."""
-        return self.col.update_one({"_id": serial, "patient_id": patient_id, "bound_at": {"$gt": bound_at}},
-                                   {"$set": {"bound_at": to_millis(bound_at)}}).modified_count == 1
+        when they were given it), its records from then on due to be placed again; only ever earlier. Whether it
+        moved."""
+        start = to_millis(bound_at)
+        return self.col.update_one({"_id": serial, "patient_id": patient_id, "bound_at": {"$gt": start}},
+                                   {"$set": {"bound_at": start}, "$min": {DUE: start}}).modified_count == 1
 
     def last_released(self, serial: str, patient_id: str) -> dict | None:
         """The patient's last ended binding of a unit (its ``_id``, ``bound_at`` and ``released_at``), or None."""
@@ -93,12 +108,31 @@ class Devices:
                                   {"bound_at": 1, "released_at": 1}).sort("bound_at", -1).limit(1)
         return next(iter(found), None)
 
-    def end_earlier(self, interval_id: str, released_at: datetime) -> bool:
+    def end_earlier(self, interval_id: str, released_at: datetime, due_from: datetime) -> bool:
         """Move the end of a kept binding interval back to ``released_at``, as stated (the app was told late when
-        the unit changed hands); only ever earlier. Whether it is so now."""
-        self.history.update_one({"_id": interval_id, "released_at": {"$gte": released_at}},
-                                {"$set": {"released_at": released_at, "handover_stated": True}})
-        return self.history.count_documents({"_id": interval_id, "released_at": released_at}) == 1
+        the unit changed hands), the unit's records from ``due_from`` on due to be placed again; only ever
+        earlier. Whether it moved (or its end, the same, is stated now)."""
+        return self.history.update_one(
+            {"_id": interval_id, "$or": [{"released_at": {"$gt": released_at}},
+                                         {"released_at": released_at, "handover_stated": False}]},
+            {"$set": {"released_at": released_at, "handover_stated": True}, "$min": {DUE: due_from}},
+        ).modified_count == 1
+
+    def placement_due(self, serial: str, patient_id: str | None = None) -> datetime | None:
+        """From when the unit's stored records are still to be placed again after a change of its bindings (of
+        ``patient_id``'s bindings only, if given): the earliest any of them owes, or None."""
+        wanted = {"serial": serial, DUE: {"$ne": None}} | ({"patient_id": patient_id} if patient_id else {})
+        current = {"_id": serial, DUE: {"$ne": None}} | ({"patient_id": patient_id} if patient_id else {})
+        owed = [d[DUE] for d in self.history.find(wanted, {DUE: 1}).limit(MAX_BINDINGS)]
+        owed += [d[DUE] for d in self.col.find(current, {DUE: 1})]
+        return min(owed, default=None)
+
+    def placement_done(self, serial: str, since: datetime) -> None:
+        """The unit's records from ``since`` on are placed again: what its bindings owed from then on is settled
+        (a change owing from earlier still does)."""
+        settled = {DUE: {"$gte": since}}
+        self.col.update_one({"_id": serial, **settled}, {"$unset": {DUE: ""}})
+        self.history.update_many({"serial": serial, **settled}, {"$unset": {DUE: ""}})
 
     def bindings_of(self, serials: Iterable[str]) -> dict[str, list[Binding]]:
         """Every binding interval of each unit, oldest first: the released ones and the current one."""

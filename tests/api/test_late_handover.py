@@ -8,6 +8,7 @@ from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pymongo
+import pytest
 
 from companion.store.sessions import SessionRecords
 from tests.proof.test_database_server import plan_of
@@ -251,3 +252,159 @@ def test_the_re_placement_after_a_handover_reads_the_units_latest_records_up_to_
     (find,) = reads.finds
     assert (find.get("limit"), dict(find.get("sort", {})), reads.returned) == (4, {"device_seq": -1}, 4)
     assert "serial_seq" in plan_of(db, "session_records", find["filter"])  # the unit's records, on its index
+
+
+def _while_the_upload_holds_the_unit(monkeypatch, services, request) -> list:
+    """The upload has claimed its unit and placed its records by the bindings it read under the claim; before it
+    stores them, ``request`` (another caller's real request, on its own thread) arrives. Its answer is collected
+    in the list returned."""
+    records, answered = services.ingestion.records, []
+    real = records.insert_new
+
+    def first_the_other_request(docs, *args, **kwargs):
+        if not answered:
+            thread = threading.Thread(target=lambda: answered.append(request()))
+            thread.start()
+            thread.join()
+        return real(docs, *args, **kwargs)
+
+    monkeypatch.setattr(records, "insert_new", first_the_other_request)
+    return answered
+
+
+def test_a_release_arriving_while_an_upload_holds_the_unit_changes_nothing_and_its_retry_places_the_upload(
+        client, world, db, services, monkeypatch):
+    """A's hub uploads a session of the day before; meanwhile A's care team releases the unit as of 3 days ago. The
+    upload holds the unit's claim, so the release is answered 503 with Retry-After, its binding unwritten (written,
+    its re-placement could not run, and its retry would find nothing left to change: the upload's session counted
+    as A's for good). Sent again, it ends the binding and places the upload's session by it: not A's."""
+    serial, a, now = "CTU-HANDOVA", world["patient_a"], datetime.now(UTC)
+    services.gateways.bind_unit(a.id, serial, "companion-tens", bound_at=now - timedelta(days=30))
+    assert upload(client, world["gateway_a"],
+                  [session_record(serial, 1, started_at=now - timedelta(days=5))]).status_code == 200
+    release = {"path": f"{devices(a.id)}/{serial}", "headers": world["clinician_team"].headers,
+               "query_string": {"handed_over_at": (now - timedelta(days=3)).isoformat()}}
+    answered = _while_the_upload_holds_the_unit(monkeypatch, services, lambda: client.delete(**release))
+    answer = upload(client, world["gateway_a"], [session_record(serial, 2, started_at=now - timedelta(days=1))])
+    monkeypatch.undo()
+    (busy,) = answered
+    assert (answer.status_code, busy.status_code, "Retry-After" in busy.headers) == (200, 503, True)
+    assert services.stores.devices.get(serial).patient_id == a.id  # the release wrote nothing
+    assert owners(db, serial) == {1: (a.id, False), 2: (a.id, False)}
+    assert client.delete(**release).status_code == 204
+    assert owners(db, serial) == {1: (a.id, False), 2: (None, True)}
+
+
+def test_a_binding_arriving_while_an_upload_holds_the_unit_changes_nothing_and_its_retry_places_the_upload(
+        client, world, db, services, monkeypatch):
+    """The unit went from A to B 3 days ago; B's care team bound it today and B's hub brought a session of 2 days
+    ago (held: nobody wore the unit then, as far as the server knows). B's binding told as of the hand-over arrives
+    while B's hub's next upload holds the unit: 503, nothing written; sent again, it makes both sessions B's."""
+    serial, a, b, now = "CTU-HANDOVB", world["patient_a"], world["patient_b"], datetime.now(UTC)
+    handed_over = now - timedelta(days=3)
+    services.gateways.bind_unit(a.id, serial, "companion-tens", bound_at=now - timedelta(days=30))
+    services.gateways.release_unit(a.id, serial, released_at=handed_over)
+    bind = {"path": devices(b.id), "headers": b.headers, "json": {"serial": serial}}
+    assert client.post(**bind).status_code == 201
+    bound_at = services.stores.devices.get(serial).bound_at
+    assert upload(client, world["gateway_b"],
+                  [session_record(serial, 1, started_at=now - timedelta(days=2))]).status_code == 200
+    told = {**bind, "json": {"serial": serial, "handed_over_at": handed_over.isoformat()}}
+    answered = _while_the_upload_holds_the_unit(monkeypatch, services, lambda: client.post(**told))
+    answer = upload(client, world["gateway_b"], [session_record(serial, 2, started_at=now - timedelta(days=1))])
+    monkeypatch.undo()
+    (busy,) = answered
+    assert (answer.status_code, busy.status_code, "Retry-After" in busy.headers) == (200, 503, True)
+    assert services.stores.devices.get(serial).bound_at == bound_at  # the binding was not moved
+    assert owners(db, serial) == {1: (None, True), 2: (None, True)}
+    assert client.post(**told).status_code == 201
+    assert owners(db, serial) == {1: (b.id, False), 2: (b.id, False)}
+
+
+def test_an_upload_arriving_while_a_release_places_the_unit_again_waits_and_is_placed_by_the_release(
+        client, world, db, services, monkeypatch):
+    """The other order: the release holds the unit from its write to the end of its re-placement, so an upload
+    arriving meanwhile is answered 503 (the hub keeps it), and sent again it is placed by the binding's new end."""
+    serial, a, now = "CTU-HANDOVE", world["patient_a"], datetime.now(UTC)
+    services.gateways.bind_unit(a.id, serial, "companion-tens", bound_at=now - timedelta(days=30))
+    assert upload(client, world["gateway_a"],
+                  [session_record(serial, 1, started_at=now - timedelta(days=5))]).status_code == 200
+    batch = [session_record(serial, 2, started_at=now - timedelta(days=1))]
+    real, answered = services.sessions.place_after_handover, []
+
+    def the_upload_arrives_meanwhile(*args, **kwargs):
+        thread = threading.Thread(target=lambda: answered.append(upload(client, world["gateway_a"], batch)))
+        thread.start()
+        thread.join()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(services.sessions, "place_after_handover", the_upload_arrives_meanwhile)
+    released = client.delete(f"{devices(a.id)}/{serial}", headers=world["clinician_team"].headers,
+                             query_string={"handed_over_at": (now - timedelta(days=3)).isoformat()})
+    monkeypatch.undo()
+    (busy,) = answered
+    assert (released.status_code, busy.status_code, "Retry-After" in busy.headers) == (204, 503, True)
+    assert upload(client, world["gateway_a"], batch).status_code == 200
+    assert owners(db, serial) == {1: (a.id, False), 2: (None, True)}
+
+
+def _crashing_once(monkeypatch, services) -> list[datetime]:
+    """The hand-over's re-placement stops the first time (the process dies after the binding's write); every
+    re-placement asked for is listed (from when) in the list returned."""
+    real, asked = services.sessions.place_after_handover, []
+
+    def place(serial, since):
+        asked.append(since)
+        if len(asked) == 1:
+            raise RuntimeError("the process stopped here")
+        return real(serial, since)
+
+    monkeypatch.setattr(services.sessions, "place_after_handover", place)
+    return asked
+
+
+def test_a_release_stopped_before_its_re_placement_is_finished_by_a_plain_retry_and_only_once(
+        client, world, db, services, monkeypatch):
+    serial, a, now = "CTU-HANDOVC", world["patient_a"], datetime.now(UTC)
+    services.gateways.bind_unit(a.id, serial, "companion-tens", bound_at=now - timedelta(days=30))
+    assert upload(client, world["gateway_a"], [session_record(serial, 1, started_at=now - timedelta(days=5)),
+                                               session_record(serial, 2, started_at=now - timedelta(days=1))]
+                  ).status_code == 200
+    asked = _crashing_once(monkeypatch, services)
+    with pytest.raises(RuntimeError):
+        services.gateways.release_unit(a.id, serial, released_at=now - timedelta(days=3))
+    assert owners(db, serial) == {1: (a.id, False), 2: (a.id, False)}  # ended, not placed again yet
+    url, headers = f"{devices(a.id)}/{serial}", world["clinician_team"].headers
+    assert client.delete(url, headers=headers).status_code == 204  # sent again, with no time
+    assert owners(db, serial) == {1: (a.id, False), 2: (None, True)}
+    assert client.delete(url, headers=headers).status_code == 204
+    assert len(asked) == 2  # the third release found nothing owed: nothing placed again
+
+
+def test_a_binding_stopped_before_its_re_placement_is_finished_by_a_plain_retry_and_only_once(
+        client, world, db, services, monkeypatch):
+    serial, a, b, now = "CTU-HANDOVD", world["patient_a"], world["patient_b"], datetime.now(UTC)
+    handed_over = now - timedelta(days=3)
+    services.gateways.bind_unit(a.id, serial, "companion-tens", bound_at=now - timedelta(days=30))
+    services.gateways.release_unit(a.id, serial, released_at=handed_over)
+    bind = {"path": devices(b.id), "headers": b.headers, "json": {"serial": serial}}
+    assert client.post(**bind).status_code == 201
+    assert upload(client, world["gateway_b"],
+                  [session_record(serial, 1, started_at=now - timedelta(days=1))]).status_code == 200
+    assert owners(db, serial) == {1: (None, True)}
+    asked = _crashing_once(monkeypatch, services)
+    with pytest.raises(RuntimeError):
+        services.gateways.bind_unit(b.id, serial, "companion-tens", bound_at=handed_over)
+    assert owners(db, serial) == {1: (None, True)}  # moved back, not placed again yet
+    assert client.post(**bind).status_code == 201  # sent again, with no time
+    assert owners(db, serial) == {1: (b.id, False)}
+    assert client.post(**bind).status_code == 201
+    assert len(asked) == 2  # the third binding found nothing owed: nothing placed again
+
+
+def test_a_release_and_a_binding_document_the_503_of_a_unit_being_placed(client):
+    paths = client.get("/openapi.json").json["paths"]
+    for path, method in (("/api/v1/patients/{patient_id}/devices", "post"),
+                         ("/api/v1/patients/{patient_id}/devices/{serial}", "delete")):
+        busy = paths[path][method]["responses"]["503"]
+        assert "being placed" in busy["description"] and "Retry-After" in busy["headers"], (method, path)
