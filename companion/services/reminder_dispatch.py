@@ -15,7 +15,8 @@ A push is created in the outbox only while ``planned <= now < planned + grace`` 
 window is open, under the outbox's unique (source key, recipient): running the dispatch twice, on two
 workers at once, or again after a restart creates nothing new; after an outage shorter than the grace
 the push goes out late, once; after a longer one it does not go out at all, and the occurrence is
-later marked missed with at most one summary per patient and day.
+later marked missed with at most one summary per patient and day. So is one whose pushes were queued but
+reached no phone (the sender or FCM down until its window closed: they expire unsent).
 
 Slots of one reminder due at the same instant (the DST gap) share the push of the earliest: the others
 carry ``push_with`` and plan none of their own.
@@ -152,6 +153,20 @@ def _existing(outbox: Outbox, wanted: list[tuple[str, dict]]) -> dict[str, dict]
     reminder's pushes all go to the patient)."""
     found = outbox.existing((key, occurrence["patient_id"]) for key, occurrence in wanted)
     return {key: doc for (key, _), doc in found.items()}
+
+
+def never_reminded(outbox: Outbox, occurrences: list[dict]) -> set[str]:
+    """Those of ``occurrences`` (by id) that no reminder reached: no push of any kind got to a phone of the patient,
+    the first, one shared, a nudge (after a short outage the latest due one goes instead of the first), a re-send or
+    a snooze's. A push reached a phone when it was ``sent``, or when one phone has it and others are still owed it
+    (``sent_at``); one queued and never sent (the sender or FCM down while its window lasted: ``expired``,
+    ``failed``, still ``scheduled`` when its window closed, or withdrawn) reminded nobody. Not those whose first push
+    quiet hours held past their window: they were meant to go unreminded, not missed."""
+    queued = _existing(outbox, [(key, o) for o in occurrences for key in reminding_keys_of(o)])
+    reached = {key for key, doc in queued.items() if doc["state"] == SENT or doc.get("sent_at") is not None}
+    return {o["_id"] for o in occurrences
+            if (o.get("notify_at") or o["due_at"]) < o["window_ends_at"]
+            and not any(key in reached for key in reminding_keys_of(o))}
 
 
 def _resends(candidates: list[dict], reminders: dict[str, dict], sources: dict[str, dict],
@@ -296,8 +311,9 @@ class ReminderDispatch:
     def mark_missed(self) -> MissedResult:
         """Mark occurrences whose window closed as missed; one summary per patient and day for never-sent ones.
 
-        A patient whose reminders could not go out (the worker was down for longer than the grace) gets
-        one "you have an update" push instead of a burst of stale reminders. Whether an occurrence needs one is
+        A patient whose reminders could not go out (the worker was down for longer than the grace) or never reached
+        a phone (the sender or FCM was down while their windows lasted: ``never_reminded``) gets one "you have an
+        update" push instead of a burst of stale reminders. Whether an occurrence needs one is
         decided before it is marked and written with the mark (one write); the summaries are then queued for
         every occurrence so noted, this pass's and any a stopped pass left, under a key of the patient and their
         local day at the mark, so a pass stopped at any point is finished by the next, with one summary each.
@@ -305,7 +321,8 @@ class ReminderDispatch:
         now = self.clock()
         due = self.stores.occurrences
         closed = due.closed_at(now, MISSED_BATCH)
-        newly_missed = mark_closed_missed(self.stores, self.changes, closed, now, summary_due=self._unreminded(closed))
+        newly_missed = mark_closed_missed(self.stores, self.changes, closed, now,
+                                          summary_due=never_reminded(self.stores.outbox, closed))
         result = MissedResult(marked=len(newly_missed))
         waiting = due.summaries_due(MISSED_BATCH)
         if not waiting:
@@ -323,15 +340,6 @@ class ReminderDispatch:
         logger.info("missed occurrences: marked %d, summaries %d, failed %d", result.marked, result.summaries,
                     result.failed)
         return result
-
-    def _unreminded(self, closed: list[dict]) -> set[str]:
-        """Those of ``closed`` (by id) that were never reminded of: no push of any kind queued for them, the first,
-        one shared, a nudge (after a short outage the latest due one goes instead of the first), a re-send or a
-        snooze's (one whose first push quiet hours held past its window was meant to go unreminded, not missed)."""
-        sent_for = _existing(self.stores.outbox, [(key, o) for o in closed for key in reminding_keys_of(o)])
-        return {o["_id"] for o in closed
-                if (o.get("notify_at") or o["due_at"]) < o["window_ends_at"]
-                and not any(key in sent_for for key in reminding_keys_of(o))}
 
     @staticmethod
     def _summary_key(occurrence: dict, patient: Account | None) -> str:
