@@ -6,7 +6,8 @@ the app and the clinician panel; they may name pain scores, so they never go in 
 
 Periods:
 
-* missed TENS session: per reminder occurrence;
+* missed TENS session: per reminder occurrence; one raised more than ``MISSED_ALERT_MARGIN`` after it fell due (a
+  worker back from an outage), or of which no reminder reached the patient, pushes nobody (``news_until``);
 * adherence below 80% for 3 consecutive planned days: per run of low days (keyed by its first day), so
   a run that goes on does not alert again every day;
 * unit silent 24 h: per silence (keyed by the last time the unit was heard), so a unit silent for a
@@ -153,7 +154,9 @@ class AlertCandidate:
 
     Beside the English ``text`` (for the care team's panel), the structured fields let an app say it in
     its own words and language: ``occurred_at`` (UTC) is when the condition arose, ``device_serial`` the
-    unit concerned (device kinds only), ``details`` the figures the text names (see each rule).
+    unit concerned (device kinds only), ``details`` the figures the text names (see each rule). ``news_until``:
+    the last instant at which raising it is still worth a push (a worker back after an outage raises what fell
+    due meanwhile: see ``still_news``).
     """
 
     kind: AlertKind
@@ -165,6 +168,7 @@ class AlertCandidate:
     occurred_at: datetime | None = None
     device_serial: str | None = None
     details: Mapping[str, str | int | float] = field(default_factory=dict)
+    news_until: datetime | None = None  # raised later than this, it pushes nobody (``still_news``); None: any time
 
     @property
     def urgent(self) -> bool:
@@ -195,7 +199,8 @@ def missed_session_due_at(
 # the last push the patient had, and every push (the first, however long quiet hours held it, its repeats, a
 # snooze) comes before the window ends (``schedules.nudge_times``, ``schedules.snoozed_until``): so at most the
 # longest delay accepted after that end, whatever window and repeats the reminder has. The margin lets a worker
-# stopped for a few hours raise, when it is back, what fell due meanwhile.
+# stopped for a few hours raise, when it is back, what fell due meanwhile, and push it (``news_until``): up to the
+# margin after the patient's own delay; what is read later than that is raised for the care team's panel alone.
 MISSED_ALERT_MARGIN = timedelta(hours=6)
 MISSED_ALERT_AFTER_WINDOW = timedelta(minutes=LONGEST_CAREGIVER_ALERT_DELAY_MIN) + MISSED_ALERT_MARGIN
 
@@ -207,25 +212,41 @@ def missed_tens_session(
     done_or_skipped: bool,
     now_utc: datetime,
     delay_minutes: int = DEFAULT_CAREGIVER_ALERT_DELAY_MIN,
+    *,
+    reminded: bool = True,
 ) -> AlertCandidate | None:
     """Alert when a TENS reminder was neither done nor skipped by the last nudge plus the patient's delay.
 
-    A skip is the patient's own decision and does not alert.
+    A skip is the patient's own decision and does not alert. Raised late (a worker back from an outage raises what
+    fell due meanwhile), it is news for the caregivers up to ``MISSED_ALERT_MARGIN`` after it fell due
+    (``news_until``): later, it is raised for the care team's panel and the alert lists, and nobody is pushed
+    about a session of hours ago. One of which no reminder reached the patient (``reminded`` False: the reminders
+    could not go out, and the patient had the summary that says so) is raised the same way, pushing nobody, its
+    text saying that no reminder could be sent.
     """
-    if done_or_skipped or require_utc(now_utc) < missed_session_due_at(last_nudge_utc, delay_minutes):
+    due = missed_session_due_at(last_nudge_utc, delay_minutes)
+    if done_or_skipped or require_utc(now_utc) < due:
         return None
     when = f"{occurrence.local_date.isoformat()} {occurrence.local_time.strftime('%H:%M')}"
+    if reminded:
+        text = (f"TENS session not done: the reminder for {when} (patient's local time) was not marked done "
+                f"within {delay_minutes} minutes of the last reminder.")
+        news_until = due + MISSED_ALERT_MARGIN
+    else:
+        text = (f"TENS session not done: the session planned for {when} (patient's local time) was not marked done, "
+                "and no reminder of it could be sent (reminders were not going out).")
+        news_until = occurrence.due_at_utc  # before it could be raised: pushed to nobody
     return AlertCandidate(
         AlertKind.MISSED_TENS,
         Severity.WARNING,
         patient_id,
         f"{AlertKind.MISSED_TENS}:{patient_id}:{occurrence.occurrence_id}",
         occurrence.occurrence_id,
-        f"TENS session not done: the reminder for {when} (patient's local time) was not marked done "
-        f"within {delay_minutes} minutes of the last reminder.",
+        text,
         occurred_at=occurrence.due_at_utc,
         details={"local_date": occurrence.local_date.isoformat(),
                  "local_time": occurrence.local_time.strftime("%H:%M"), "delay_minutes": delay_minutes},
+        news_until=news_until,
     )
 
 
@@ -465,12 +486,21 @@ def flare_still_raised(candidate: AlertCandidate, now_utc: datetime) -> bool:
     return require_utc(now_utc) - require_utc(candidate.occurred_at) <= LATE_FLARE_RAISED
 
 
+def still_news(candidate: AlertCandidate, raised_at_utc: datetime) -> bool:
+    """Whether raising ``candidate`` at ``raised_at_utc`` pushes anyone (its caregivers, the patient): not after
+    its ``news_until`` (a worker back from an outage raising what fell due long ago). It is raised all the same, for
+    the care team's panel and the alert lists: the data is true, only a push about it now would be stale."""
+    return candidate.news_until is None or require_utc(raised_at_utc) <= require_utc(candidate.news_until)
+
+
 def pushed_to_caregivers(candidate: AlertCandidate, raised_at_utc: datetime) -> bool:
     """Whether the caregivers who share ``candidate``'s kind are pushed about it when it is raised at
-    ``raised_at_utc``: all alerts but a pain flare raised more than ``LATE_FLARE`` after its rating. By then
-    the flare is two days past, and a push about it, at the end of a caregiver's quiet hours or in the middle of
-    their day, would alarm them about a moment they can no longer help with; it is raised all the same, for
-    the care team's panel and the caregiver's list of alerts."""
+    ``raised_at_utc``: all alerts still news (``still_news``) but a pain flare raised more than ``LATE_FLARE``
+    after its rating. By then the flare is two days past, and a push about it, at the end of a caregiver's quiet
+    hours or in the middle of their day, would alarm them about a moment they can no longer help with; it is
+    raised all the same, for the care team's panel and the caregiver's list of alerts."""
+    if not still_news(candidate, raised_at_utc):
+        return False
     if candidate.kind is not AlertKind.PAIN_FLARE or candidate.occurred_at is None:
         return True
     return require_utc(raised_at_utc) - require_utc(candidate.occurred_at) <= LATE_FLARE

@@ -74,6 +74,7 @@ from companion.domain.alerts import (
     pain_flare,
     pushed_to_caregivers,
     session_during,
+    still_news,
     still_silent,
     unit_silent,
 )
@@ -87,7 +88,12 @@ from companion.domain.schedules import nudge_times
 from companion.i18n import Reader
 from companion.services.derived_ids import derived_id
 from companion.services.item_failures import ItemFailures
-from companion.services.reminder_dispatch import as_domain_occurrence, planned_pushes, repeats_of
+from companion.services.reminder_dispatch import (
+    as_domain_occurrence,
+    kept_from_reminding,
+    planned_pushes,
+    repeats_of,
+)
 from companion.settings import Settings
 from companion.store.stores import Stores
 
@@ -281,7 +287,7 @@ class AlertService:
                      if link.active and share_kind in link.permissions.alerts]
             for caregiver in self.stores.users.by_ids(link.caregiver_id for link in links):
                 recipients.append((caregiver, caregiver_kind(candidate.kind), share_kind))
-        if candidate.kind in PATIENT_HEARS:
+        if candidate.kind in PATIENT_HEARS and still_news(candidate, alert["raised_at"]):
             patient = self.stores.users.by_id(candidate.patient_id)
             if patient is not None:
                 recipients.append((patient, candidate.kind.value, None))
@@ -413,7 +419,9 @@ class AlertService:
         of the unit while they were open (the unit's record says it was done); not those missed because a
         time-zone change jumped over them (the patient was travelling). Read: those whose window ended within
         the longest delay accepted (and a margin) or is still open, so that every delay, window and repeats the
-        API accepts is alerted; the alert's dedup key raises each once."""
+        API accepts is alerted; the alert's dedup key raises each once. What a worker back from an outage reads
+        longer than ``MISSED_ALERT_MARGIN`` after it fell due, and what no reminder reached the patient of, is raised
+        for the care team's panel and pushes nobody (``missed_tens_session``)."""
         occurrences = [o for o in self.stores.occurrences.due_and_ended_since("tens", now - MISSED_ALERT_AFTER_WINDOW,
                                                                                now, ("pending", "missed"))
                        if not o.get("missed_reason")]
@@ -439,17 +447,31 @@ class AlertService:
         starts = self._session_starts(min(o["due_at"] for o, _, _ in due) - EARLY_SESSION, now + timedelta(minutes=5),
                                       {o["patient_id"] for o, _, _ in due}) if due else {}
 
-        def judge(occurrence: dict, last: datetime, delay: int) -> AlertCandidate | None:
+        def judge(occurrence: dict, last: datetime, delay: int, reminded: bool = True) -> AlertCandidate | None:
             domain_occurrence = as_domain_occurrence(occurrence)
             done = session_during(domain_occurrence, starts.get(occurrence["patient_id"], [])) is not None
-            return missed_tens_session(occurrence["patient_id"], domain_occurrence, last, done, now, delay)
+            return missed_tens_session(occurrence["patient_id"], domain_occurrence, last, done, now, delay,
+                                       reminded=reminded)
 
         found = []
         for occurrence, last, delay in due:
             candidate = failures.attempt(occurrence.get("_id"), lambda o=occurrence, t=last, d=delay: judge(o, t, d))
             if candidate is not None:
-                found.append(candidate)
-        return found
+                found.append((occurrence, last, delay, candidate))
+        unreminded = self._kept_from_reminding([(o, c) for o, _, _, c in found])
+        return [(judge(o, last, delay, reminded=False) or c) if o["_id"] in unreminded else c
+                for o, last, delay, c in found]
+
+    def _kept_from_reminding(self, found: list[tuple[dict, AlertCandidate]]) -> set[str]:
+        """Of the occurrences whose missed-session alert holds (with its candidate), those (by id) of which no reminder
+        reached the patient because reminders were not going out (``kept_from_reminding``: the worker, the sender or
+        FCM was down): their alert says so and pushes nobody. The pushes are read only for those whose alert has not
+        been fanned out yet (the others are raised and told already)."""
+        if not found:
+            return set()
+        told = self.stores.alerts.notified_keys([c.dedup_key for _, c in found])
+        fresh = [o for o, c in found if c.dedup_key not in told]
+        return kept_from_reminding(self.stores.outbox, fresh) if fresh else set()
 
     def device_alerts(self, now: datetime, failures: ItemFailures) -> list[AlertCandidate]:
         """Battery-low, electrode-off and overload events of the last day."""

@@ -46,7 +46,7 @@ from companion.services.item_failures import ItemFailures
 from companion.services.reminders import call_off, mark_closed_missed, unplanned
 from companion.services.sync import Changes
 from companion.settings import Settings
-from companion.store.outbox import NotificationRequest, Outbox
+from companion.store.outbox import EXPIRED, SCHEDULED, SENT, NotificationRequest, Outbox
 from companion.store.stores import Stores
 
 logger = logging.getLogger(__name__)
@@ -159,14 +159,28 @@ def never_reminded(outbox: Outbox, occurrences: list[dict]) -> set[str]:
     """Those of ``occurrences`` (by id) that no reminder reached: no push of any kind got to a phone of the patient,
     the first, one shared, a nudge (after a short outage the latest due one goes instead of the first), a re-send or
     a snooze's. A push reached a phone when it was ``sent``, or when one phone has it and others are still owed it
-    (``sent_at``); one queued and never sent (the sender or FCM down while its window lasted: ``expired``,
-    ``failed``, still ``scheduled`` when its window closed, or withdrawn) reminded nobody. Not those whose first push
-    quiet hours held past their window: they were meant to go unreminded, not missed."""
+    (``sent_at``); one queued and never sent reminded nobody: ``expired``, or still ``scheduled`` when its window
+    closed (the sender or FCM down while it lasted), ``failed`` (no phone took it) or withdrawn. Not those whose
+    first push quiet hours held past their window: they were meant to go unreminded, not missed."""
+    return {key for key, pushes in _reminding_pushes(outbox, occurrences).items()
+            if not any(doc["state"] == SENT or doc.get("sent_at") is not None for doc in pushes)}
+
+
+def kept_from_reminding(outbox: Outbox, occurrences: list[dict]) -> set[str]:
+    """Those of ``occurrences`` (by id) that no reminder reached because reminders were not going out: none queued
+    (the worker down past the grace), or each queued one ``expired`` or still waiting, unsent (the sender or FCM down
+    until the window closed). Not one whose push ``failed`` for good: that tells of the patient's phones (none
+    registered, FCM refusing them), not of an outage, and the reminder went out as far as it could."""
+    return {key for key, pushes in _reminding_pushes(outbox, occurrences).items()
+            if all(doc["state"] in (EXPIRED, SCHEDULED) and doc.get("sent_at") is None for doc in pushes)}
+
+
+def _reminding_pushes(outbox: Outbox, occurrences: list[dict]) -> dict[str, list[dict]]:
+    """The pushes queued to remind of each of ``occurrences`` (by id), of those a reminder was due for inside their
+    window (not those whose first push quiet hours held past it)."""
     queued = _existing(outbox, [(key, o) for o in occurrences for key in reminding_keys_of(o)])
-    reached = {key for key, doc in queued.items() if doc["state"] == SENT or doc.get("sent_at") is not None}
-    return {o["_id"] for o in occurrences
-            if (o.get("notify_at") or o["due_at"]) < o["window_ends_at"]
-            and not any(key in reached for key in reminding_keys_of(o))}
+    return {o["_id"]: [queued[key] for key in reminding_keys_of(o) if key in queued] for o in occurrences
+            if (o.get("notify_at") or o["due_at"]) < o["window_ends_at"]}
 
 
 def _resends(candidates: list[dict], reminders: dict[str, dict], sources: dict[str, dict],

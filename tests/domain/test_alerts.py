@@ -21,6 +21,7 @@ from companion.domain.alerts import (
     missed_tens_session,
     pain_flare,
     pushed_to_caregivers,
+    still_news,
     unit_silent,
 )
 from companion.domain.pain import PainEntry, flare_at
@@ -68,6 +69,22 @@ def test_missed_session_uses_patient_delay_and_dedups_per_occurrence():
     later = missed_tens_session("p1", OCCURRENCE, LAST_NUDGE, False, utc(2025, 1, 6, 11), delay_minutes=20)
     assert early.dedup_key == later.dedup_key and OCCURRENCE.occurrence_id in early.dedup_key
     assert "2025-01-06 09:00" in early.text
+
+
+def test_a_missed_session_alert_raised_past_the_margin_after_it_fell_due_pushes_nobody():
+    due = missed_session_due_at(LAST_NUDGE)  # 10:30
+    alert = missed_tens_session("p1", OCCURRENCE, LAST_NUDGE, False, due)
+    assert pushed_to_caregivers(alert, due + MISSED_ALERT_MARGIN) and still_news(alert, due + MISSED_ALERT_MARGIN)
+    late = due + MISSED_ALERT_MARGIN + timedelta(seconds=1)  # a worker back after an outage
+    assert not pushed_to_caregivers(alert, late) and not still_news(alert, late)
+
+
+def test_a_missed_session_no_reminder_reached_says_so_and_pushes_nobody():
+    due = missed_session_due_at(LAST_NUDGE)
+    alert = missed_tens_session("p1", OCCURRENCE, LAST_NUDGE, False, due, reminded=False)
+    assert alert.dedup_key == missed_tens_session("p1", OCCURRENCE, LAST_NUDGE, False, due).dedup_key
+    assert "no reminder of it could be sent" in alert.text and "2025-01-06 09:00" in alert.text
+    assert not pushed_to_caregivers(alert, due) and not still_news(alert, due)
 
 
 @given(window=st.integers(1, MAX_COMPLETION_WINDOW_MINUTES), count=st.integers(0, 5), every=st.integers(5, 120),
