@@ -13,6 +13,9 @@ FCM reported dead, and settles each notification (:mod:`companion.services.push_
   that answered "not now" (``pending_phones``, by install id), so a phone that got it never gets it again, and a
   phone registered since gets no old push;
 - ``expired`` when its validity ended first; ``failed`` otherwise (or when the person has no phone);
+- held for the end of the recipient's quiet hours (back to ``scheduled``, no attempt counted; ``expired`` when that
+  is past its validity) when it was due outside them and its sending comes inside them: a sender or FCM back from
+  an outage at night does not push the day's backlog then (not an urgent alert, nor a snooze's reminder);
 - ``withdrawn``, with a reason, when consent no longer holds at the moment of sending (checked for every
   notification of a batch after it is claimed and before anything goes to FCM, see :class:`DeliveryConsent`):
   the recipient's or the patient's account is no longer active, a caregiver's access was revoked or no
@@ -42,7 +45,12 @@ from companion.clock import Clock, now
 from companion.domain.people import Account
 from companion.notify.push import Address, Outcome, PushItem, PushResult, PushSender
 from companion.services.notifications import DeliveryConsent
-from companion.services.push_settlement import retried_outside_quiet_hours, settle
+from companion.services.push_settlement import (
+    Settlement,
+    held_for_quiet_hours,
+    retried_outside_quiet_hours,
+    settle,
+)
 from companion.services.telemetry import NoTelemetry, Telemetry
 from companion.settings import Settings
 from companion.store.accounts import Users
@@ -114,8 +122,9 @@ def _count(report: DispatchReport, doc: dict, state: str, *, reached: bool) -> N
 class OutboxDispatcher:
     def __init__(self, outbox: Outbox, tokens: PushTokens, sender: PushSender, *, owner: str,
                  lease: timedelta = DEFAULT_LEASE, batch_size: int = 500, consent: DeliveryConsent | None = None,
-                 users: Users | None = None):
+                 users: Users | None = None, clock: Clock | None = None):
         self.users = users
+        self.clock = clock or outbox.clock
         self.outbox = outbox
         self.tokens = tokens
         self.sender = sender
@@ -190,9 +199,12 @@ class OutboxDispatcher:
         people = self._people(claimed)
         refused = self.consent.refusals(claimed, people) if self.consent is not None else {}
         outcomes = [_refused(doc, refused[doc["_id"]]) for doc in claimed if doc["_id"] in refused]
+        claimed = [doc for doc in claimed if doc["_id"] not in refused]
+        held = self._held_for_quiet_hours(claimed, people)
+        outcomes += [(doc, held[doc["_id"]].state, held[doc["_id"]].details()) for doc in claimed if doc["_id"] in held]
         for doc, state, _ in outcomes:
             _count(report, doc, state, reached=False)
-        claimed = [doc for doc in claimed if doc["_id"] not in refused]
+        claimed = [doc for doc in claimed if doc["_id"] not in held]
         items: list[PushItem] = []
         installs: list[tuple[str, str]] = []  # (recipient, install) of each item
         readers = {} if people is None or self.users is None else {
@@ -213,6 +225,17 @@ class OutboxDispatcher:
                                       planned_at=planned))
                 installs.append((doc["recipient_user_id"], phone["install_id"]))
         return _Prepared(claimed, items, installs, outcomes, people)
+
+    def _held_for_quiet_hours(self, claimed: list[dict], people: dict[str, Account] | None) -> dict[str, Settlement]:
+        """Of a claimed batch, those that were due outside their recipient's quiet hours and would go inside them now
+        (a sender or FCM back after an outage, a backlog), by id, each with its settlement: held for their end, or
+        ended if that is past its lifetime (``held_for_quiet_hours``). Judged when the batch is prepared; a batch
+        prepared while the one before was at FCM goes seconds later (quiet hours start on the minute)."""
+        if not people:
+            return {}
+        at = self.clock()
+        held = {doc["_id"]: held_for_quiet_hours(doc, at, people.get(doc["recipient_user_id"])) for doc in claimed}
+        return {key: settlement for key, settlement in held.items() if settlement is not None}
 
     def _consent_again(self, prepared: _Prepared, report: DispatchReport) -> _Prepared:
         """A batch prepared while the one before was at FCM, without what a caregiver's consent no longer allows
@@ -327,7 +350,8 @@ class PushDelivery:
             raise RuntimeError("no FCM service account configured")
         return OutboxDispatcher(self.stores.outbox, self.stores.push_tokens, self.sender, owner=owner or self.owner,
                                 lease=self.settings.push_lease, batch_size=self.settings.dispatch_batch,
-                                consent=DeliveryConsent(self.stores, self.clock), users=self.stores.users)
+                                consent=DeliveryConsent(self.stores, self.clock), users=self.stores.users,
+                                clock=self.clock)
 
     def send_due(self, owner: str | None = None, *, should_stop: Callable[[], bool] = lambda: False) -> DispatchReport:
         """Send every due outbox notification, a batch at a time, until a pass finds none left to claim or

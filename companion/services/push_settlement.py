@@ -35,11 +35,14 @@ class Settlement:
     error_codes: list[str]
     not_before: datetime | None = None
     pending_phones: list[str] | None = None
+    attempted: bool = True  # False: this round went to no phone (held for quiet hours at sending)
+    reason: str | None = None  # why a round that went to no phone ended so (the round's log)
 
     def details(self) -> dict:
         """The details :meth:`companion.store.outbox.Outbox.settle` records."""
         return {"phones": self.phones, "error_codes": self.error_codes, "not_before": self.not_before,
-                "pending_phones": self.pending_phones}
+                "pending_phones": self.pending_phones, **({} if self.attempted else {"attempted": False}),
+                **({"reason": self.reason} if self.reason else {})}
 
     @property
     def reached(self) -> bool:
@@ -68,18 +71,45 @@ def settle(results: Sequence[tuple[str, PushResult]], *, reached_before: bool = 
     return Settlement(FAILED, phones, errors or ["NO_DEVICE"])
 
 
+QUIET_HOURS = "quiet_hours"  # the reason logged for a round held for them at sending
+
+
+def quiet_hours_hold(doc: dict, at: datetime, recipient: Account | None) -> datetime | None:
+    """When a push that was due outside its recipient's quiet hours goes, if ``at`` (its sending, or a retry of it)
+    falls inside them: at their end. None when it may go at ``at``: outside them, a push that goes whatever the hour
+    (an urgent alert, a snooze the patient asked for), or one that was due inside them."""
+    if recipient is None or recipient.quiet_hours is None or ignores_quiet_hours(doc["kind"], doc["source_key"]):
+        return None
+    if recipient.quiet_at(doc["not_before"]) or not recipient.quiet_at(at):
+        return None
+    return next_allowed(at, recipient.zone_history().zone_at(at), recipient.quiet_hours)
+
+
 def retried_outside_quiet_hours(doc: dict, settlement: Settlement, recipient: Account | None) -> Settlement:
     """A retry of a push that was due outside its recipient's quiet hours goes outside them too: at their end, or
     not at all if that is past its lifetime (expired; sent, if a phone has it already). Not a push that goes
     whatever the hour (an urgent alert, a snooze the patient asked for): retried as FCM said."""
-    if settlement.state != SCHEDULED or recipient is None or recipient.quiet_hours is None \
-            or ignores_quiet_hours(doc["kind"], doc["source_key"]):
+    if settlement.state != SCHEDULED or settlement.not_before is None:
         return settlement
-    retry_at = settlement.not_before
-    if retry_at is None or recipient.quiet_at(doc["not_before"]) or not recipient.quiet_at(retry_at):
+    after = quiet_hours_hold(doc, settlement.not_before, recipient)
+    if after is None:
         return settlement
-    after = next_allowed(retry_at, recipient.zone_history().zone_at(retry_at), recipient.quiet_hours)
     if after >= doc["expires_at"]:
         return replace(settlement, state=SENT if settlement.reached else EXPIRED, not_before=None,
                        pending_phones=None)
     return replace(settlement, not_before=after)
+
+
+def held_for_quiet_hours(doc: dict, now: datetime, recipient: Account | None) -> Settlement | None:
+    """A push about to go at ``now``, inside its recipient's quiet hours, when it was due outside them (the sender,
+    FCM or the worker was down, or a backlog held it): not sent, but held for their end, as its retries are; or not
+    at all if that is past its lifetime (expired; sent, if a phone has it already, the others owed it getting nothing
+    more). None: it goes now. The round goes to no phone and counts no attempt."""
+    after = quiet_hours_hold(doc, now, recipient)
+    if after is None:
+        return None
+    if after >= doc["expires_at"]:
+        return Settlement(SENT if doc.get("sent_at") is not None else EXPIRED, [], [], attempted=False,
+                          reason=QUIET_HOURS)
+    return Settlement(SCHEDULED, [], [], not_before=after, pending_phones=doc.get("pending_phones"), attempted=False,
+                      reason=QUIET_HOURS)

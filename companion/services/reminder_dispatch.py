@@ -255,7 +255,7 @@ class ReminderDispatch:
         # Of the pushes due by now, the latest not held by quiet hours: after a worker outage the first push and
         # the nudges that fell due meanwhile are not sent in one burst (a later one supersedes them, on this pass
         # and the next), and a nudge that quiet hours hold back does not take the place of the push before it.
-        for o, due_now in self._without_nudges_in_quiet_hours(pushes_due):
+        for o, due_now in self._without_nudges_in_quiet_hours(pushes_due, now):
             plans.append((o, max(due_now, key=lambda p: p.send_at)))
         usable = [o for o in occurrences if str(o.get("_id")) not in failures.item_ids]
         outbox = self.stores.outbox
@@ -265,7 +265,7 @@ class ReminderDispatch:
                             + [(initial_key(_leader(o)), o) for o in resend_candidates])
         resends = _resends(resend_candidates, reminders, sources, settings, now)
         sources.update(_existing(outbox, [(p.source_key, o) for o, p in resends]))
-        todo = self._outside_quiet_hours([(o, p) for o, p in plans + resends if p.source_key not in sources])
+        todo = self._outside_quiet_hours([(o, p) for o, p in plans + resends if p.source_key not in sources], now)
         spread = self._spread_outside_quiet_hours(todo)
         created = outbox.schedule_many([
             NotificationRequest(p.source_key, o["patient_id"], o["patient_id"], p.kind, p.send_at,
@@ -299,27 +299,31 @@ class ReminderDispatch:
         return set(spread) - {key for key, (o, p, offset) in late.items()
                               if _in_their_quiet_hours(p.send_at + offset, people.get(o["patient_id"]))}
 
-    def _without_nudges_in_quiet_hours(self, due: list[tuple[dict, list[PlannedPush]]]
+    def _without_nudges_in_quiet_hours(self, due: list[tuple[dict, list[PlannedPush]]], now: datetime
                                        ) -> list[tuple[dict, list[PlannedPush]]]:
-        """Each occurrence's pushes due now without the nudges that fall in the patient's quiet hours (those with
-        none left are left out); the patients' accounts are read only when a nudge is among them."""
+        """Each occurrence's pushes due now without the nudges that would go in the patient's quiet hours (those
+        with none left are left out); the patients' accounts are read only when a nudge is among them."""
         nudging = {o["patient_id"] for o, pushes in due if any(":repeat:" in p.source_key for p in pushes)}
         if not nudging:
             return due
         people = {a.id: a for a in self.stores.users.by_ids(nudging)}
         kept = [(o, [p for p in pushes if ":repeat:" not in p.source_key
-                     or not _in_their_quiet_hours(p.send_at, people.get(o["patient_id"]))]) for o, pushes in due]
+                     or not _in_their_quiet_hours(max(p.send_at, now), people.get(o["patient_id"]))])
+                for o, pushes in due]
         return [(o, pushes) for o, pushes in kept if pushes]
 
-    def _outside_quiet_hours(self, planned: list[tuple[dict, PlannedPush]]) -> list[tuple[dict, PlannedPush]]:
-        """Leave out the nudges and re-sends that fall in the patient's quiet hours: the first push already
+    def _outside_quiet_hours(self, planned: list[tuple[dict, PlannedPush]], now: datetime
+                             ) -> list[tuple[dict, PlannedPush]]:
+        """Leave out the nudges and re-sends that would go in the patient's quiet hours: the first push already
         waited for their end (``notify_at``), and a snooze is the patient's own request, but reminding again
-        is not worth waking them for (quiet hours hold back what is not urgent)."""
+        is not worth waking them for (quiet hours hold back what is not urgent). Each is judged at the time it
+        would go: its planned time, or now when it is late (a worker back from a short outage: one planned at
+        21:58 and queued at 22:10 would go at 22:10)."""
         again = [(o, p) for o, p in planned if ":repeat:" in p.source_key or p.source_key.endswith(":resend")]
         if not again:
             return planned
         people = {a.id: a for a in self.stores.users.by_ids({o["patient_id"] for o, _ in again})}
-        held = {id(p) for o, p in again if _in_their_quiet_hours(p.send_at, people.get(o["patient_id"]))}
+        held = {id(p) for o, p in again if _in_their_quiet_hours(max(p.send_at, now), people.get(o["patient_id"]))}
         return [(o, p) for o, p in planned if id(p) not in held]
 
     def mark_missed(self) -> MissedResult:

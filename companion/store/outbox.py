@@ -219,7 +219,8 @@ class Outbox:
         notification going back to ``scheduled``, its ``not_before`` and ``pending_phones`` (the install ids
         still owed it once a phone has it, which this round may have made so: ``sent_at`` is then written);
         ``attempted`` False: this round went to no phone (a notification a phone has, withheld from the others:
-        ``sent`` without counting an attempt).
+        ``sent`` without counting an attempt; one held for its recipient's quiet hours at sending: back to
+        ``scheduled``, or ended, without counting one).
         """
         if not outcomes:
             return
@@ -230,11 +231,12 @@ class Outbox:
                for doc, state, details in outcomes]
         insert_new(self.attempts, log)  # a late owner settling twice
         for doc, state, details in outcomes:
+            attempts = doc["attempts"] + (1 if details.get("attempted", True) else 0)
             if state == SCHEDULED and details.get("pending_phones") is not None:
-                self._owe_the_rest(doc, details["not_before"], details["pending_phones"], at)
+                self._owe_the_rest(doc, details["not_before"], details["pending_phones"], at, attempts)
             elif state == SCHEDULED:
                 self.col.update_one({"_id": doc["_id"], "round": doc["round"]}, {"$set": {
-                    "not_before": details["not_before"], "attempts": doc["attempts"] + 1, "round": doc["round"] + 1}})
+                    "not_before": details["not_before"], "attempts": attempts, "round": doc["round"] + 1}})
         groups: dict[tuple[str, int, str | None, bool], list[str]] = {}
         for doc, state, details in outcomes:
             if state in FINAL_STATES:
@@ -252,18 +254,20 @@ class Outbox:
         # The claims stay: a dispatcher that read a notification before it settled must find its round
         # taken, or it would send it again. purge_claims() drops them once no such read can be around.
 
-    def _owe_the_rest(self, doc: dict, retry_at: datetime, pending_phones: list[str], at: datetime) -> None:
+    def _owe_the_rest(self, doc: dict, retry_at: datetime, pending_phones: list[str], at: datetime,
+                      attempts: int) -> None:
         """A round after which a phone has the notification and others are owed it: retried at ``retry_at`` on
-        ``pending_phones`` alone, ``sent_at`` kept from the first phone that got it. One withdrawn while this
-        round was at FCM went out all the same: it ends ``sent``, and the others are owed nothing."""
+        ``pending_phones`` alone, ``sent_at`` kept from the first phone that got it (``attempts``: as counted after
+        this round). One withdrawn while this round was at FCM went out all the same: it ends ``sent``, and the
+        others are owed nothing."""
         sent_at = doc.get("sent_at") or at
-        retry = {"not_before": retry_at, "attempts": doc["attempts"] + 1, "round": doc["round"] + 1,
+        retry = {"not_before": retry_at, "attempts": attempts, "round": doc["round"] + 1,
                  "pending_phones": pending_phones, "sent_at": sent_at}
         if self.col.update_one({"_id": doc["_id"], "round": doc["round"], "state": SCHEDULED},
                                {"$set": retry}).matched_count:
             return
         self.col.update_one({"_id": doc["_id"], "round": doc["round"], "state": WITHDRAWN},
-                            {"$set": {"state": SENT, "attempts": doc["attempts"] + 1, "settled_at": at,
+                            {"$set": {"state": SENT, "attempts": attempts, "settled_at": at,
                                       "sent_at": sent_at}, "$unset": {"withdrawn_reason": ""}})
 
     def withdraw(self, *, reason: str, recipient_user_id: str | None = None, patient_id: str | None = None,

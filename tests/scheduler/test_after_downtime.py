@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from companion.domain.alerts import AlertCandidate, AlertKind, Severity
 from tests.scheduler.helpers import (
     daily_reminder,
     link_caregiver,
@@ -125,3 +126,55 @@ def test_a_worker_back_within_the_margin_still_pushes_the_caregiver_about_a_remi
     _, _, token = _missed_session_with_a_caregiver(jobs_db, settings, clock, traveller, sender, reminded=True)
     _worker_back_at(T10 + timedelta(hours=4), jobs_db, settings, clock, traveller, sender)  # due at 11:00, +3 h
     assert len(emulator.delivered_to(token)) == 1
+
+
+NIGHT = {"start": "22:00", "end": "07:00"}
+
+
+def test_a_sender_back_at_night_holds_a_routine_alert_for_the_end_of_the_caregivers_quiet_hours(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    traveller.move_to(datetime(2026, 3, 2, 21, 30, tzinfo=UTC))  # before the caregiver's night
+    patient = make_person(jobs_db, "patient")
+    caregiver = link_caregiver(jobs_db, patient, ["adherence_low"], quiet_hours=NIGHT)
+    token = phone(jobs_db, caregiver)
+    services_on(jobs_db, settings, clock, sender).alerts.raise_once(AlertCandidate(
+        AlertKind.LOW_ADHERENCE, Severity.WARNING, patient.id, f"low_adherence:{patient.id}:2026-02-28",
+        "2026-02-28", "low"))
+    # the sender was down from 21:29 and comes back at 03:00
+    traveller.move_to(datetime(2026, 3, 3, 3, 0, tzinfo=UTC))
+    services_on(jobs_db, settings, clock, sender).push.send_due(owner="back")
+    [held] = list(jobs_db.push_outbox.find({"recipient_user_id": caregiver.id}))
+    assert (held["state"], held["attempts"], held["not_before"]) == ("scheduled", 0,
+                                                                     datetime(2026, 3, 3, 7, 0, tzinfo=UTC))
+    traveller.move_to(datetime(2026, 3, 3, 7, 0, tzinfo=UTC))
+    services_on(jobs_db, settings, clock, sender).push.send_due(owner="back")
+    received = [d.received_at for d in emulator.delivered_to(token)]
+    assert received == [datetime(2026, 3, 3, 7, 0, tzinfo=UTC)], received
+
+
+def test_a_reminder_whose_sending_an_outage_pushed_into_the_night_expires_unsent(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    patient = make_person(jobs_db, "patient", quiet_hours=NIGHT)
+    token = phone(jobs_db, patient)
+    daily_reminder(jobs_db, patient, ["21:50"], "2026-03-02", window_min=30)
+    traveller.move_to(datetime(2026, 3, 2, 21, 50, tzinfo=UTC))
+    services_on(jobs_db, settings, clock, sender).reminder_dispatch.dispatch_due()  # queued; the sender is down
+    traveller.move_to(datetime(2026, 3, 2, 22, 5, tzinfo=UTC))  # back inside the patient's night
+    services_on(jobs_db, settings, clock, sender).push.send_due(owner="back")
+    assert emulator.delivered_to(token) == []
+    [push] = list(jobs_db.push_outbox.find({"recipient_user_id": patient.id}))
+    assert push["state"] == "expired"  # the end of the night is past its window
+
+
+def test_a_nudge_a_short_worker_outage_delayed_into_the_patients_night_is_not_queued(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    patient = make_person(jobs_db, "patient", quiet_hours=NIGHT)
+    token = phone(jobs_db, patient)
+    daily_reminder(jobs_db, patient, ["21:40"], "2026-03-02", window_min=60, repeat={"count": 1, "every_min": 18})
+    traveller.move_to(datetime(2026, 3, 2, 21, 40, tzinfo=UTC))
+    run_minute(jobs_db, settings, clock, sender)
+    # the worker was down from 21:41 to 22:10: its nudge, planned at 21:58, is still within the grace
+    traveller.move_to(datetime(2026, 3, 2, 22, 10, tzinfo=UTC))
+    run_minute(jobs_db, settings, clock, sender)
+    assert jobs_db.push_outbox.count_documents({"source_key": {"$regex": ":repeat:"}}) == 0
+    assert [d.received_at for d in emulator.delivered_to(token)] == [datetime(2026, 3, 2, 21, 40, tzinfo=UTC)]

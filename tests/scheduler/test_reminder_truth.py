@@ -199,7 +199,7 @@ def test_after_a_twelve_minute_outage_one_push_not_three(jobs_db, settings, cloc
     assert len(emulator.delivered_to(token)) == 1
 
 
-def test_after_a_short_outage_a_nudge_quiet_hours_hold_back_does_not_take_the_first_pushs_place(
+def test_after_a_short_outage_into_the_patients_night_neither_a_nudge_nor_the_late_first_push_goes(
         jobs_db, settings, clock, traveller, sender, emulator):
     traveller.move_to(datetime(2026, 3, 2, 12, 0, tzinfo=UTC))
     patient = make_person(jobs_db, "patient", "Europe/Berlin")
@@ -208,11 +208,14 @@ def test_after_a_short_outage_a_nudge_quiet_hours_hold_back_does_not_take_the_fi
     token = phone(jobs_db, patient)
     daily_reminder(jobs_db, patient, ["21:50"], "2026-03-02", window_min=60, repeat={"count": 3, "every_min": 5})
     due = datetime(2026, 3, 2, 20, 50, tzinfo=UTC)  # 21:50 in Berlin; nudges at 21:55, 22:00 and 22:05
-    # The worker is down from 21:49 to 22:01 (inside the 15-minute grace); the latest push due then is the 22:00
-    # nudge, which quiet hours hold back: the first push still goes, late, once.
+    # The worker is down from 21:49 to 22:01 (inside the 15-minute grace); every push due then would go at 22:01,
+    # inside the quiet hours: no nudge takes the first push's place, and the first push, queued late, waits for
+    # their end, which is past its window.
     minute_by_minute(jobs_db, settings, clock, traveller, sender, due + timedelta(minutes=11),
                      due + timedelta(minutes=20))
-    assert [d.received_at for d in emulator.delivered_to(token)] == [due + timedelta(minutes=11)]
+    assert emulator.delivered_to(token) == []
+    assert [(d["source_key"].count(":repeat:"), d["state"])
+            for d in jobs_db.push_outbox.find({"recipient_user_id": patient.id})] == [(0, "expired")]
 
 
 def test_snoozing_the_slot_that_leads_a_dst_gaps_shared_push_leaves_the_push_to_the_other(
