@@ -14,7 +14,8 @@ Periods:
   week alerts once;
 * battery low, electrode off, overload: per device per kind per patient per local day (keyed
   ``<kind>:<serial>:<patient>:<day>``), so a unit given to another patient the same day alerts its new wearer;
-  alerts stored before the patient was in the key (``<kind>:<serial>:<day>``) keep theirs;
+  alerts stored before the patient was in the key (``<kind>:<serial>:<day>``) keep theirs; one raised more than
+  ``DEVICE_ALERT_NEWS`` after its event (a worker back from a long outage) pushes nobody;
 * pain flare: per patient per local day; one raised more than 48 hours after its rating (a phone that
   synced late) is pushed to no caregiver (``pushed_to_caregivers``).
 
@@ -410,7 +411,15 @@ def battery_low(
         day,
         f"TENS unit {device_serial} battery is at {percent}%: it needs charging before the next session.",
         occurred_at=require_utc(observed_at_utc), device_serial=device_serial, details={"battery_percent": percent},
+        news_until=require_utc(observed_at_utc) + DEVICE_ALERT_NEWS,
     )
+
+
+# A device alert (low battery, electrodes off, overload) is pushed, to the patient and to caregivers, when it is raised
+# within this long of its event: what the alerts job reads in its day's pass. One raised later (a worker back from an
+# outage of more than a day, reading the events it missed) is for the care team's panel and the alert lists: an
+# overload of 30 hours ago, pushed as urgent now, would wake people about a session long over.
+DEVICE_ALERT_NEWS = timedelta(hours=24)
 
 
 def device_alert_key(kind: str, device_serial: str, patient_id: str, day: str) -> str:
@@ -443,6 +452,7 @@ def device_fault(
         day,
         f"TENS unit {device_serial} {texts[kind]} at {_local(occurred_at_utc, tz)}.",
         occurred_at=require_utc(occurred_at_utc), device_serial=device_serial,
+        news_until=require_utc(occurred_at_utc) + DEVICE_ALERT_NEWS,
     )
 
 

@@ -6,7 +6,9 @@ Who hears of an alert:
   alert's share kind; the push says only "a check-in needs your attention";
 - the patient, for the unit's own troubles (battery, electrodes, overload), so they can act on them.
 Clinicians see every alert in the API and the panel. A non-urgent alert waits for the end of each
-recipient's quiet hours, on their own clock.
+recipient's quiet hours, on their own clock. What a worker back from an outage raises late (a missed session past
+its margin, or never reminded of; a device event of more than a day ago, read from the last complete pass) is
+raised for the panel and the alert lists and pushes nobody (``companion.domain.alerts.still_news``).
 
 Evaluation is idempotent: an alert is an insert under its unique dedup key, its notifications are
 outbox inserts under (``alert:<id>``, recipient), and an alert notes when it was fanned out, so the
@@ -105,6 +107,10 @@ PATIENT_HEARS = frozenset({AlertKind.BATTERY_LOW, AlertKind.ELECTRODE_OFF, Alert
 # The alerts raised from a session's device events.
 DEVICE_KINDS = frozenset({AlertKind.BATTERY_LOW.value, AlertKind.ELECTRODE_OFF.value, AlertKind.OVERLOAD.value})
 LOOKBACK = timedelta(hours=24)  # the device events and pain ratings the alerts job reads: those of the last day
+# After an outage the device events are read from the last complete pass (ALERTS_JOB's start, in recompute_runs), at
+# most this far back: what happened while the worker was down is raised (for the panel: DEVICE_ALERT_NEWS).
+DEVICE_CATCH_UP = timedelta(days=7)
+ALERTS_JOB = "alerts-evaluate"
 SILENT_LOOKBACK = timedelta(days=8)  # units silent for longer were alerted about already
 FLARE_HISTORY = timedelta(days=14)
 LOW_ADHERENCE_LOOKBACK = timedelta(days=30)  # the snapshots the low-adherence rule reads, before today
@@ -473,9 +479,17 @@ class AlertService:
         fresh = [o for o, c in found if c.dedup_key not in told]
         return kept_from_reminding(self.stores.outbox, fresh) if fresh else set()
 
-    def device_alerts(self, now: datetime, failures: ItemFailures) -> list[AlertCandidate]:
-        """Battery-low, electrode-off and overload events of the last day."""
-        events = self.stores.device_events.between(now - LOOKBACK, now)
+    def device_alerts(self, now: datetime, failures: ItemFailures,
+                      since: datetime | None = None) -> list[AlertCandidate]:
+        """Battery-low, electrode-off and overload events of the last day, or since ``since`` (the last complete pass)
+        when that is earlier, up to ``DEVICE_CATCH_UP`` back: a worker back after more than a day raises the events
+        of its whole outage (those older than a day for the panel alone: ``DEVICE_ALERT_NEWS``)."""
+        start = now - LOOKBACK
+        if since is not None and since < start:
+            start = max(since, now - DEVICE_CATCH_UP)
+            logger.warning("alerts: the last complete pass began %s ago; reading the device events since %s",
+                           now - since, start.isoformat())
+        events = self.stores.device_events.between(start, now)
         zones = self._patients({e["patient_id"] for e in events}, failures)
         batteries = self.stores.session_records.batteries_of(e.get("record_id") for e in events
                                                              if e["kind"] == "battery_low")
@@ -544,21 +558,31 @@ class AlertService:
         return found
 
     def evaluate(self) -> AlertsReport:
-        """Find every alert condition of the last day and raise each alert once; end the silence alerts of
-        units heard from again."""
+        """Find every alert condition of the last day (the device events since the last complete pass, after an
+        outage) and raise each alert once; end the silence alerts of units heard from again. A pass that judged and
+        raised every device event it read is noted complete (``ALERTS_JOB`` in recompute_runs)."""
         now = self.clock()
         report = AlertsReport()
-        failures = ItemFailures("alerts-evaluate")
+        failures = ItemFailures(ALERTS_JOB)
+        since = self.stores.days_to_recompute.last_run(ALERTS_JOB)
         failures.attempt("end-silences", lambda: self._end_silences(now))
         candidates = []
-        for rule in (self.missed_sessions, self.device_alerts, self.silent_units, self.pain_flares):
+        for rule in (self.missed_sessions, self.silent_units, self.pain_flares):
             candidates += failures.attempt(rule.__name__, lambda rule=rule: rule(now, failures)) or []
+        failed_before = len(failures)
+        devices = failures.attempt("device_alerts", lambda: self.device_alerts(now, failures, since))
+        devices_judged = devices is not None and len(failures) == failed_before
+        candidates += devices or []
         done = self.stores.alerts.notified_keys([c.dedup_key for c in candidates])
         for candidate in candidates:
             if candidate.dedup_key not in done:
+                failed_before = len(failures)
                 # Logged by a digest of its key: the key itself names the kind of alert, the patient and the day.
                 failures.attempt(derived_id("alert-candidate", candidate.dedup_key),
                                  lambda c=candidate: self.raise_once(c, report, read_again=True))
+                devices_judged &= candidate.kind.value not in DEVICE_KINDS or len(failures) == failed_before
+        if devices_judged:  # (not a pass that left one unjudged or unraised: the next reads from the last that did)
+            failures.attempt("note-pass", lambda: self.stores.days_to_recompute.ran(ALERTS_JOB, now))
         report.failed = len(failures)
         logger.info("alerts: raised %s, notifications %d, failed %d", report.raised, report.notifications,
                     report.failed)

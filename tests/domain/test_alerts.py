@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from companion.domain.alerts import (
+    DEVICE_ALERT_NEWS,
     MISSED_ALERT_AFTER_WINDOW,
     MISSED_ALERT_MARGIN,
     AlertKind,
@@ -77,6 +78,13 @@ def test_a_missed_session_alert_raised_past_the_margin_after_it_fell_due_pushes_
     assert pushed_to_caregivers(alert, due + MISSED_ALERT_MARGIN) and still_news(alert, due + MISSED_ALERT_MARGIN)
     late = due + MISSED_ALERT_MARGIN + timedelta(seconds=1)  # a worker back after an outage
     assert not pushed_to_caregivers(alert, late) and not still_news(alert, late)
+
+
+def test_a_device_alert_raised_more_than_a_day_after_its_event_pushes_nobody():
+    at = utc(2025, 6, 1, 12)
+    for alert in (device_fault("p1", "SN1", AlertKind.OVERLOAD, at, LONDON), battery_low("p1", "SN1", 5, at, LONDON)):
+        assert still_news(alert, at + DEVICE_ALERT_NEWS) and pushed_to_caregivers(alert, at + DEVICE_ALERT_NEWS)
+        assert not still_news(alert, at + DEVICE_ALERT_NEWS + timedelta(seconds=1))
 
 
 def test_a_missed_session_no_reminder_reached_says_so_and_pushes_nobody():

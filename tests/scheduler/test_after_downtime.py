@@ -178,3 +178,49 @@ def test_a_nudge_a_short_worker_outage_delayed_into_the_patients_night_is_not_qu
     run_minute(jobs_db, settings, clock, sender)
     assert jobs_db.push_outbox.count_documents({"source_key": {"$regex": ":repeat:"}}) == 0
     assert [d.received_at for d in emulator.delivered_to(token)] == [datetime(2026, 3, 2, 21, 40, tzinfo=UTC)]
+
+
+def _overload_while_the_worker_was_down(jobs_db, settings, clock, traveller, sender, *, hours: float):
+    """A patient (with a phone) and a caregiver shared device faults; the worker's alerts pass ran at 10:00, then the
+    worker stopped; an overload at 11:00, uploaded at once by the hub; the worker back ``hours`` after 10:00."""
+    patient = make_person(jobs_db, "patient")
+    patient_token = phone(jobs_db, patient)
+    caregiver_token = phone(jobs_db, link_caregiver(jobs_db, patient, ["device_fault"]))
+    traveller.move_to(T10)
+    services_on(jobs_db, settings, clock, sender).alerts.evaluate()  # the worker was running
+    serial = "CTU-T0001"
+    jobs_db.devices.insert_one({"_id": serial, "patient_id": patient.id, "profile": "companion",
+                                "bound_at": T10 - timedelta(days=30),
+                                "status": {"battery_pct": 80, "firmware": "1.0", "last_seen_at": T10,
+                                           "last_error": None, "last_sync_at": T10}})
+    overload_at = T10 + timedelta(hours=1)
+    record_id = f"{serial}:{int(overload_at.timestamp())}"
+    jobs_db.session_records.insert_one({"_id": record_id, "patient_id": patient.id, "device_serial": serial,
+                                        "started_at": overload_at, "duration_s": 1800, "battery_pct": 50,
+                                        "server_received_at": overload_at})
+    jobs_db.device_events.insert_one({"_id": f"{record_id}:overload", "patient_id": patient.id,
+                                      "device_serial": serial, "kind": "overload", "at": overload_at,
+                                      "record_id": record_id})
+    traveller.move_to(T10 + timedelta(hours=hours))
+    services = services_on(jobs_db, settings, clock, sender)
+    services.alerts.evaluate()
+    services.adherence_job.run()
+    services.push.send_due(owner="back")
+    return patient, patient_token, caregiver_token
+
+
+def test_a_worker_down_over_a_day_raises_the_overload_of_its_first_hours_for_the_panel_without_pushing(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    patient, patient_token, caregiver_token = _overload_while_the_worker_was_down(
+        jobs_db, settings, clock, traveller, sender, hours=25.5)
+    [alert] = list(jobs_db.alerts.find({"patient_id": patient.id, "kind": "overload"}))  # the care team learns of it
+    assert jobs_db.push_outbox.count_documents({"source_key": f"alert:{alert['_id']}"}) == 0
+    assert emulator.delivered_to(patient_token) == emulator.delivered_to(caregiver_token) == []  # 24.5 hours late
+
+
+def test_a_worker_down_less_than_a_day_still_pushes_the_overload_it_finds(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    patient, patient_token, caregiver_token = _overload_while_the_worker_was_down(
+        jobs_db, settings, clock, traveller, sender, hours=20)
+    assert jobs_db.alerts.count_documents({"patient_id": patient.id, "kind": "overload"}) == 1
+    assert (len(emulator.delivered_to(patient_token)), len(emulator.delivered_to(caregiver_token))) == (1, 1)

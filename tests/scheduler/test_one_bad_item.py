@@ -120,7 +120,7 @@ def test_an_alert_that_cannot_be_raised_or_is_resolved_is_logged_without_its_kin
     flare = AlertCandidate(AlertKind.PAIN_FLARE, Severity.WARNING, patient.id, f"pain_flare:{patient.id}:2026-03-02",
                            "2026-03-02", "Pain flare on 2026-03-02: pain 9/10", details={"score": 9})
     for rule in ("missed_sessions", "device_alerts", "silent_units"):
-        monkeypatch.setattr(alerts, rule, lambda now, failures: [])
+        monkeypatch.setattr(alerts, rule, lambda now, failures, since=None: [])
     monkeypatch.setattr(alerts, "pain_flares", lambda now, failures: [flare])
     raise_once = alerts.raise_once
 
