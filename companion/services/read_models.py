@@ -55,6 +55,9 @@ MAX_LOOKBACK = timedelta(days=2)
 OVERDUE_LIMIT = 10_000  # marks a pass that reads every mark due computes (the rest on the next pass)
 ENDING_FINISHED_AFTER = timedelta(minutes=10)  # an enrolment's ending unfinished this long stopped half-way
 MARKS_READ_AT_MOST = 1_000  # marks for now a panel read takes to catch its team's patients up (the rest: refresher)
+# A kept page is answered without reading the marks for now when a read of them this long ago found none and this
+# process has written none since: what another process marked shows at most this late (the refresher: a minute).
+MARKS_SEEN_FOR = 1.0
 
 
 def kept_day(snapshot: dict) -> dict:
@@ -344,9 +347,17 @@ class PanelReadModel:
         between the two deletions) is dropped, never shown. ``version``: the team's panel version, read before
         this call (with the team; None while one of its enrolments is ending): the page this process last read
         under it is answered again, its figures taken as of ``at`` (none of the team's entries has changed since),
-        unless a row was computed first."""
+        unless a row was computed first. Such a page is answered without reading the marks when a read of them
+        began at most MARKS_SEEN_FOR ago in this process and found none (companion.store.read_models
+        .NoneForNowSeen): a kept page then costs no command beyond the caller's checks and the audit."""
         at = at or self.clock()
         teams = self.stores.care_teams
+        key = (team_id, sort, descending, offset, limit)
+        if version is not None and self.marks.none_now_within(MARKS_SEEN_FOR):
+            kept = self.pages.get(key, version)
+            if kept is not None:
+                docs, total = kept
+                return [as_panel_row(d, at) for d in docs], total
         now_marks = self.marks.all_now(MARKS_READ_AT_MOST)
         marked = {m["_id"]: m for m in now_marks}
         # (Marks of every team's patients: one lookup for all. A patient enrolled before enrolment ids were
@@ -360,7 +371,6 @@ class PanelReadModel:
             # those it read, shows the rest as they are, and is not kept; the refresher catches them up within a
             # minute. Reading every mark on every panel read would make each read cost what the flood wrote.
             version = None
-        key = (team_id, sort, descending, offset, limit)
         kept = self.pages.get(key, version) if version is not None else None
         if kept is not None:
             # (An enrolment ended since the page was read moved the version on. One ending now, or stopped

@@ -31,9 +31,11 @@ import calendar
 import json
 import re
 import struct
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
+from time import monotonic
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.database import Database
@@ -413,12 +415,52 @@ class PanelEntries:
         return deleted
 
 
+class NoneForNowSeen:
+    """When this process last began a read of the marks for now that found none, per database: the note that lets a
+    kept page of the panel be answered without reading the marks again for a moment (PanelRowMarks.none_now_within).
+    Process-wide, not per store: every store of one database in the process (the web app's, a worker's in the same
+    process) forgets the note as soon as it writes a mark for now, so what this process wrote is never missed; a
+    mark another process wrote is seen at the next read of the marks, at most that moment later. A read that began
+    before a mark was written in this process leaves no note (the count of marks written is compared)."""
+
+    def __init__(self, ticker: Callable[[], float] = monotonic):
+        self.ticker = ticker
+        self._lock = threading.Lock()
+        self._written: dict[str, int] = {}
+        self._seen: dict[str, float] = {}
+
+    def before_read(self, database: str) -> tuple[int, float]:
+        with self._lock:
+            return self._written.get(database, 0), self.ticker()
+
+    def found_none(self, database: str, started: tuple[int, float]) -> None:
+        with self._lock:
+            if self._written.get(database, 0) == started[0]:
+                self._seen[database] = started[1]
+
+    def marking(self, database: str) -> None:
+        with self._lock:
+            self._written[database] = self._written.get(database, 0) + 1
+            self._seen.pop(database, None)
+
+    def within(self, database: str, seconds: float) -> bool:
+        with self._lock:
+            seen = self._seen.get(database)
+            return seen is not None and self.ticker() - seen <= seconds
+
+
+NONE_FOR_NOW_SEEN = NoneForNowSeen()
+
+
 class PanelRowMarks:
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, seen: NoneForNowSeen = NONE_FOR_NOW_SEEN):
         self.col = db.panel_row_marks
+        self.seen = seen
+        self._db = db.name
 
     def mark(self, patient_ids: Iterable[str], reason: str, at: datetime) -> None:
         """These patients' rows must be computed again now (replacing any later mark)."""
+        self.seen.marking(self._db)  # before the write: a read for now under way when it lands leaves no note
         for pid in sorted(set(patient_ids)):
             self.col.update_one({"_id": pid}, {"$set": {"due": NOW, "due_at": at, "token": uuid.uuid4().hex,
                                                         "reason": reason}, "$inc": {"seq": 1}}, upsert=True)
@@ -474,7 +516,16 @@ class PanelRowMarks:
 
     def all_now(self, at_most: int = 0) -> list[dict]:
         """Every mark for now (one equality on the slot); only the first ``at_most`` when that is given."""
-        return list(self.col.find({"due": NOW}).limit(at_most))
+        started = self.seen.before_read(self._db)
+        found = list(self.col.find({"due": NOW}).limit(at_most))
+        if not found:
+            self.seen.found_none(self._db, started)
+        return found
+
+    def none_now_within(self, seconds: float) -> bool:
+        """Whether a read of the marks for now that began at most ``seconds`` ago in this process found none, and
+        this process has written none since (NoneForNowSeen)."""
+        return self.seen.within(self._db, seconds)
 
     def due(self, at: datetime, lookback: timedelta = timedelta(days=2), limit: int = 10_000) -> list[dict]:
         """The marks due by ``at``: those for now, then those of the slots up to ``at`` (``lookback`` back)."""

@@ -14,8 +14,9 @@ from datetime import UTC, datetime, timedelta
 import pymongo
 import pytest
 
-from companion.services.read_models import ENDING_FINISHED_AFTER, PanelPages, PanelReadModel
+from companion.services.read_models import ENDING_FINISHED_AFTER, MARKS_SEEN_FOR, PanelPages, PanelReadModel
 from companion.services.review import Review
+from companion.store.read_models import NoneForNowSeen
 from companion.store.relationships import CareTeams
 from companion.store.stores import Stores
 from tests.clinician.test_panel_entries import NOW, _team_with_rows, random_row
@@ -32,9 +33,12 @@ class Ticker:
 
 
 def process(db, ticker=None) -> Review:
-    """The panel as one web process reads it: its own kept pages, the shared database."""
+    """The panel as one web process reads it: its own kept pages and its own note of having found no marks for
+    now (what the tests' stores mark is another process's), the shared database."""
     stores = Stores(db)
-    pages = PanelPages(size=16, max_age_s=60, ticker=ticker or Ticker())
+    ticker = ticker or Ticker()
+    stores.panel_row_marks.seen = NoneForNowSeen(ticker)
+    pages = PanelPages(size=16, max_age_s=60, ticker=ticker)
     return Review(stores, clock=lambda: NOW, panel_rows=PanelReadModel(stores, clock=lambda: NOW, pages=pages))
 
 
@@ -98,19 +102,56 @@ class _Collections(pymongo.monitoring.CommandListener):
         pass
 
 
-def test_a_kept_page_is_answered_after_reading_the_team_and_the_marks_due_now_alone(db, mongo_uri):
+def test_a_kept_page_is_answered_after_reading_the_team_and_at_most_the_marks_due_now(db, mongo_uri):
     _team_with_rows(db, random.Random(15), 12)
     listener = _Collections()
     watched = pymongo.MongoClient(mongo_uri, tz_aware=True, event_listeners=[listener])
     try:
-        reader = process(watched[db.name])
+        ticker = Ticker()
+        reader = process(watched[db.name], ticker)
         first = names(reader, limit=5)
         listener.seen.clear()
         assert names(reader, limit=5) == first
-        # No entry, row or enrolment is read: the team's version says none of its lines changed or ended.
+        # No entry, row or enrolment is read: the team's version says none of its lines changed or ended; nor the
+        # marks, which the first read found none of a moment ago.
+        assert listener.seen == [("find", "care_teams")]
+        listener.seen.clear()
+        ticker.now += MARKS_SEEN_FOR + 0.5
+        assert names(reader, limit=5) == first
         assert listener.seen == [("find", "care_teams"), ("find", "panel_row_marks")]
     finally:
         watched.close()
+
+
+def test_a_mark_another_process_wrote_is_seen_after_a_moment_and_one_this_process_wrote_at_once(db):
+    stores, team_id, ids = _team_with_rows(db, random.Random(16), 6)
+    ticker = Ticker()
+    reader = process(db, ticker)
+    first = {r.patient_id: r.display_name for r in reader.panel_page(CLINICIAN, limit=6)[0]}
+    # Another process stored a patient's data (the row's input; here its account's name) and marked the row.
+    db.users.insert_one({"_id": ids[0], "email": "x@example.org", "role": "patient", "display_name": "Renamed",
+                         "time_zone": "UTC", "password_hash": "-"})
+    stores.panel_row_marks.mark([ids[0]], "profile", NOW)
+    assert {r.patient_id: r.display_name for r in reader.panel_page(CLINICIAN, limit=6)[0]} == first
+    ticker.now += MARKS_SEEN_FOR + 0.1
+    assert {r.patient_id: r.display_name for r in reader.panel_page(CLINICIAN, limit=6)[0]}[ids[0]] == "Renamed"
+    # This process marks a row (its own write): the next read reads the marks, whenever it last found none.
+    db.users.update_one({"_id": ids[0]}, {"$set": {"display_name": "Renamed again"}})
+    reader.panel_rows.marks.mark([ids[0]], "profile", NOW)
+    assert {r.patient_id: r.display_name for r in reader.panel_page(CLINICIAN, limit=6)[0]}[ids[0]] == "Renamed again"
+
+
+def test_a_read_of_the_marks_under_way_while_this_process_marks_a_row_leaves_no_note():
+    ticker = Ticker()
+    seen = NoneForNowSeen(ticker)
+    started = seen.before_read("db")
+    seen.marking("db")  # written while the read was under way: the read may have missed it
+    seen.found_none("db", started)
+    assert not seen.within("db", MARKS_SEEN_FOR)
+    seen.found_none("db", seen.before_read("db"))
+    assert seen.within("db", MARKS_SEEN_FOR) and not seen.within("other", MARKS_SEEN_FOR)
+    ticker.now += MARKS_SEEN_FOR + 0.01
+    assert not seen.within("db", MARKS_SEEN_FOR)
 
 
 def test_a_page_is_kept_for_at_most_its_age(db):
@@ -229,6 +270,7 @@ def test_a_read_that_finds_more_marks_for_now_than_it_takes_is_not_kept(db, monk
     # so it cannot know that none of the rest is the team's, and answers from the entries, not a kept page.
     stores.panel_row_marks.mark(["elsewhere-1", "elsewhere-2"], "sessions", NOW)
     db.panel_entries.update_many({}, {"$set": {"display_name": "behind the stores' back"}})
+    reader.panel_rows.marks.seen.ticker.now += MARKS_SEEN_FOR + 0.1  # (the marks are read again)
     assert names(reader, limit=4) == first  # fewer marks than it takes: still kept
     stores.panel_row_marks.mark(["elsewhere-3"], "sessions", NOW)
     assert names(reader, limit=4) == ["behind the stores' back"] * 4
