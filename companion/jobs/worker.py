@@ -42,7 +42,9 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from companion import metrics
 from companion.clock import now
 from companion.logs import log_context
+from companion.services.adherence_upgrade import STEP as ADHERENCE_UPGRADE
 from companion.services.container import Services
+from companion.services.item_failures import ItemFailures
 from companion.services.push_delivery import worker_name
 
 if TYPE_CHECKING:
@@ -125,8 +127,9 @@ class Worker:
     def adherence(self) -> int:
         """The hourly adherence job, after the days still stored under earlier rules are computed again (those a
         worker of the version before wrote during or after `companion migrate`; nothing read once none is left:
-        companion.services.adherence_upgrade.AdherenceUpgrade.catch_up)."""
-        self.services.adherence_upgrade.catch_up()
+        companion.services.adherence_upgrade.AdherenceUpgrade.catch_up). The catch-up failing (a read timing out) is
+        logged and leaves the job's own days to be computed all the same."""
+        ItemFailures(ADHERENCE_UPGRADE).attempt("catch-up", self.services.adherence_upgrade.catch_up)
         return self.services.adherence_job.run()
 
     def run_gated(self, spec: JobSpec) -> object:

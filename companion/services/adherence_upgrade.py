@@ -23,17 +23,27 @@ half-way marked).
 - Resumable: what is written carries the current version, so a run stopped half-way leaves the rest to the next.
   The rows are marked before a pass writes (a run stopped then still has them computed, by the refresher) and
   again after (a refresh in between read the days before they changed).
-- Cheap once done: the version is noted done only after a run that found nothing to compute (the processes of the
-  version before go on writing under their rules until the new ones replace them; as for change numbers,
-  companion.services.housekeeping.number_unsynced); from then on one read says so.
+- Cheap once done: the version is noted done only after a run that found nothing to compute but the days of
+  patients whose computation failed (the processes of the version before go on writing under their rules until the
+  new ones replace them; as for change numbers, companion.services.housekeeping.number_unsynced); from then on one
+  read says so.
+- One patient never holds the others back: a patient whose days cannot be computed (their data raises) is logged
+  by id alone, counted in ``failed``, and the others are computed and the version noted all the same, with the
+  failed patients' ids beside it (``failed`` in adherence_upgrades). They are tried again on their own (their days
+  read by the patient index, nothing scanned): by each later `migrate`, which exits 1 naming them while any fails,
+  and by each run of the adherence job (`catch_up`). Held to it, one such patient would have every `migrate` go
+  through every patient, and every hourly run of the job scan the snapshots, for as long as their data stays so.
 - Retention: a patient closed longer ago than ``COMPANION_CLINICAL_RETENTION_DAYS`` is left alone. The
   records-retention job deletes their record, raw data and snapshots alike, perhaps half-way already: a day
   computed again from what is left would read as a day with nothing done. Their snapshots do not keep the version
-  from being noted done.
+  from being noted done; nor do the snapshots of anyone without a patient's account (days an old worker wrote
+  while the record was deleted, a backup restored over deleted accounts): there is nothing to compute them from,
+  and counted as left they would have the adherence job scan the snapshots every hour, for good.
 - Finished by the worker: a worker of the version before, still running during or after `migrate`, writes days
   under its rules over days this step did (its runs take later numbers); the adherence job of this version runs
   the step over the patients with such days (`AdherenceUpgrade.catch_up`) on each run until the version is noted
-  done and none is left. Their panel rows are marked, and computed by the refresher within the minute.
+  done and none is left but those whose computation fails, at most ``CATCH_UP_PATIENTS`` a run (the job's own days
+  wait for it). Their panel rows are marked, and computed by the refresher within the minute.
 - No alert is judged here: a past day's figures moving by a rounding are not news to a caregiver; the adherence
   job judges the low-adherence rule on its next run from the days as they now stand.
 """
@@ -41,11 +51,12 @@ half-way marked).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
 from companion.clock import Clock, now
+from companion.domain.access import Role
 from companion.domain.adherence import ADHERENCE_RULES
 from companion.domain.people import Account
 from companion.services.adherence_batch import JOB, computed_afresh
@@ -60,6 +71,8 @@ logger = logging.getLogger(__name__)
 STEP = "adherence-upgrade"
 DAYS_PER_PASS = 5_000  # days computed together (their inputs read at once); bounds what a pass holds
 PROGRESS_EVERY = 100  # patients between two progress reports
+# Patients the adherence job computes again in one run (catch_up): its own days wait for them.
+CATCH_UP_PATIENTS = 1_000
 MARK_REASON = "adherence rules"  # the panel rows' marks this step makes
 
 
@@ -80,70 +93,100 @@ class AdherenceUpgrade:
         self.stores = stores
         self.retention = clinical_retention
         self.clock = clock
-        self._caught_up = False  # catch_up found the version noted and no day left under other rules
+        self._caught_up = False  # catch_up found the version noted and none left but patients whose days fail
+        self._failing: set[str] = set()  # of those, the ones that failed when last tried (catch_up tries them again)
 
     def run(self, progress: Callable[[int, int], None] | None = None, days_per_pass: int = DAYS_PER_PASS) -> Upgraded:
         """Compute again every stored snapshot of another version of the rules (see the module docstring), with
-        ``progress(done, total)`` as the patients are gone through."""
-        if self.stores.adherence_days.upgraded_to(ADHERENCE_RULES):
+        ``progress(done, total)`` as the patients are gone through; once the version is noted done, only the
+        patients whose days could not be computed then (noted with it) are tried again."""
+        failed = self.stores.adherence_days.failed_after_upgrade(ADHERENCE_RULES)
+        if failed is None:
+            return self._upgrade(self._patients(), progress, days_per_pass)
+        if not failed:
             return Upgraded(0, (), ())
-        return self._upgrade(None, progress, days_per_pass)
+        return self._upgrade(self._patients(failed), progress, days_per_pass, noted=True)
 
     def catch_up(self) -> Upgraded | None:
         """The adherence job's part of this step (each run, before its own days): compute again the days still
-        stored under other rules, the version noted done or not, until it is noted and none is left; None from
-        then on in this process (nothing read). A worker of the version before, still running while `migrate`
-        goes through the patients (or after it), goes on writing days under its rules, over days the step has
-        done too (its runs take higher numbers than the step's); `migrate` notes the version done once a run
-        finds nothing, and these days would stay as that worker wrote them until the next release. Only the
-        patients with such days are gone through (one aggregation finds them), and those past their retention
-        are left, as by `run`."""
+        stored under other rules, the version noted done or not, until it is noted and none is left but those of
+        patients whose computation fails; from then on in this process those alone are tried again, each run, on
+        their own (no scan), and None once none fails (nothing read). A worker of the version before, still running
+        while `migrate` goes through the patients (or after it), goes on writing days under its rules, over days the
+        step has done too (its runs take higher numbers than the step's); `migrate` notes the version done once a
+        run finds nothing, and these days would stay as that worker wrote them until the next release. Only the
+        patients with such days are gone through (one aggregation finds them), ``CATCH_UP_PATIENTS`` at most (the
+        rest on the next run: the job's own days wait for this), and as by `run`, those past their retention and
+        days of no patient's account are left."""
         if self._caught_up:
-            return None
+            return self._try_again()
         store = self.stores.adherence_days
-        noted = store.upgraded_to(ADHERENCE_RULES)
-        left = store.patients_under_other_rules(ADHERENCE_RULES) - self._past_retention()
-        if noted and not left:
-            self._caught_up = True
+        failed = store.failed_after_upgrade(ADHERENCE_RULES)
+        stale = store.patients_under_other_rules(ADHERENCE_RULES)
+        accounts = {a.id: a for a in self._patients(stale)} if stale else {}
+        if failed is not None and set(accounts) <= set(failed):
+            self._caught_up, self._failing = True, set(accounts)
+            return self._try_again()
+        todo = sorted(accounts)[:CATCH_UP_PATIENTS]
+        upgraded = self._upgrade([accounts[patient_id] for patient_id in todo], noting=len(todo) == len(accounts),
+                                 noted=failed is not None)
+        self._log(upgraded)
+        return upgraded
+
+    def _try_again(self) -> Upgraded | None:
+        """Once caught up: the patients whose days failed, on their own, until none does."""
+        if not self._failing:
             return None
-        upgraded = self._upgrade(left)
+        upgraded = self._upgrade(self._patients(self._failing), noted=True)
+        self._failing = set(upgraded.failed)
+        self._log(upgraded)
+        return upgraded
+
+    @staticmethod
+    def _log(upgraded: Upgraded) -> None:
+        # Counts alone: each patient that failed is logged by id, by ItemFailures (no figure, no date).
         if upgraded.written or upgraded.failed:
             logger.info("adherence days under earlier rules computed again: %d (%d patient(s)' rows marked, %d "
                         "failed)", upgraded.written, len(upgraded.changed), len(upgraded.failed))
-        return upgraded
 
-    def _past_retention(self) -> set[str]:
-        return set(self.stores.users.closed_patients_before(self.clock() - self.retention, MAX_PATIENTS))
+    def _patients(self, among: Iterable[str] | None = None) -> list[Account]:
+        """The patients whose days this step computes (every one, or those of ``among``): the patients' accounts,
+        but those past their retention. Days of anyone else are not to be computed: no account, nothing to compute
+        them from."""
+        cutoff = self.clock() - self.retention
+        past_retention = set(self.stores.users.closed_patients_before(cutoff, MAX_PATIENTS))
+        found = self.stores.users.patients() if among is None else self.stores.users.by_ids(among, Role.PATIENT)
+        return [account for account in found if account.id not in past_retention]
 
-    def _upgrade(self, among: set[str] | None, progress: Callable[[int, int], None] | None = None,
-                 days_per_pass: int = DAYS_PER_PASS) -> Upgraded:
-        """`run`, over the patients ``among`` (every patient: None)."""
+    def _upgrade(self, patients: list[Account], progress: Callable[[int, int], None] | None = None,
+                 days_per_pass: int = DAYS_PER_PASS, *, noting: bool = True, noted: bool = False) -> Upgraded:
+        """`run`, over ``patients``. When they are all that is left (``noting``), the version is noted done, with
+        the ids of the patients that failed, if no day was found to compute but theirs; once it is (``noted``), the
+        patients that failed are noted anew whatever was found (those no longer failing are done)."""
         store = self.stores.adherence_days
-        past_retention = self._past_retention()
-        patients = [a for a in self.stores.users.patients()
-                    if a.id not in past_retention and (among is None or a.id in among)]
         failures = ItemFailures(STEP)
         waiting: dict[str, tuple[Account, dict[date, dict]]] = {}
-        found, held, written, same, changed = 0, 0, 0, 0, set()
+        found: set[str] = set()  # the patients with days to compute
+        held, written, same, changed = 0, 0, 0, set()
         for done, account in enumerate(patients, start=1):
             stale = failures.attempt(account.id, lambda a=account: store.computed_under_other_rules(
                 a.id, ADHERENCE_RULES))
             if stale:
                 waiting[account.id] = (account, {date.fromisoformat(s["date"]): s for s in stale})
-                found, held = found + len(stale), held + len(stale)
+                found.add(account.id)
+                held += len(stale)
             if held >= days_per_pass or done == len(patients):
                 passed, marked = self._pass(waiting, failures)
                 written, same, changed = written + passed.written, same + passed.marked, changed | marked
                 waiting, held = {}, 0
             if progress is not None and (done % PROGRESS_EVERY == 0 or done == len(patients)):
                 progress(done, len(patients))
-        if not found and not failures:
-            store.note_upgraded(ADHERENCE_RULES, self.clock())
+        if noting and (noted or found <= set(failures.item_ids)):
+            store.note_upgraded(ADHERENCE_RULES, self.clock(), failures.item_ids)
         # With the rows this run marked, those an earlier run stopped half-way marked and the refresher has not
         # computed yet (marks for now are few: the refresher computes them every minute).
         changed |= {m["_id"] for m in self.stores.panel_row_marks.all_now() if m.get("reason") == MARK_REASON}
         return Upgraded(written, tuple(sorted(changed)), tuple(failures.item_ids), same)
-
     def _pass(self, waiting: dict[str, tuple[Account, dict[date, dict]]],
               failures: ItemFailures) -> tuple[Recomputed, set]:
         """Compute these patients' days again and write each over the snapshot read; returns what was written and

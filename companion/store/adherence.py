@@ -17,8 +17,8 @@ run's number: a counter restored one behind a stored day hands the next run that
 standing with it is still one that refused the run.
 
 ``adherence_upgrades`` holds one document per version of the rules (``_id`` = the version) once every snapshot of
-an earlier one has been computed again (companion.services.adherence_upgrade): later runs of that step read it
-alone."""
+an earlier one has been computed again (companion.services.adherence_upgrade), but those of the patients whose
+computation failed (``failed``, their ids): later runs of that step read it, and try those patients alone again."""
 
 from __future__ import annotations
 
@@ -184,11 +184,21 @@ class AdherenceDays:
         return Recomputed(written, marked)
 
     def upgraded_to(self, rules: int) -> bool:
-        """Whether every snapshot of an earlier version than ``rules`` has been computed again (noted once)."""
-        return self.upgrades.find_one({"_id": rules}, {"_id": 1}) is not None
+        """Whether every snapshot of an earlier version than ``rules`` has been computed again (noted once), but
+        those of the patients noted with it as failed (`failed_after_upgrade`)."""
+        return self.failed_after_upgrade(rules) is not None
 
-    def note_upgraded(self, rules: int, at: datetime) -> None:
-        self.upgrades.update_one({"_id": rules}, {"$setOnInsert": {"at": at}}, upsert=True)
+    def failed_after_upgrade(self, rules: int) -> list[str] | None:
+        """The patients whose days could not be computed again when the upgrade to ``rules`` was last noted (or
+        tried again), by id; None while it is not noted done."""
+        doc = self.upgrades.find_one({"_id": rules}, {"failed": 1})
+        return None if doc is None else list(doc.get("failed") or [])
+
+    def note_upgraded(self, rules: int, at: datetime, failed: Iterable[str] = ()) -> None:
+        """Note the upgrade to ``rules`` done (when first), but for the patients ``failed`` (ids alone), which
+        replace those noted before."""
+        self.upgrades.update_one({"_id": rules}, {"$setOnInsert": {"at": at}, "$set": {"failed": sorted(set(failed))}},
+                                 upsert=True)
 
 
 def same_figures(doc: dict, other: dict) -> bool:
