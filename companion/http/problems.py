@@ -15,7 +15,13 @@ from collections.abc import Callable
 from apispec import APISpec, BasePlugin
 from flask import Flask, g, jsonify, request
 from flask_smorest import Api
-from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    ExecutionTimeout,
+    PyMongoError,
+    WriteConcernError,
+)
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
@@ -62,7 +68,10 @@ _DOMAIN_STATUS: dict[type[DomainError], int] = {
     ServiceUnavailable: 503,
 }
 REALM = "companion"
-_UNAVAILABLE_ERRORS = (ConnectionFailure, ExecutionTimeout, WTimeoutError)
+# WriteConcernError (and its WTimeoutError): the write was applied on the primary but not acknowledged as asked
+# (a replica set lagging, a primary stepping down), so it may yet be rolled back; answered 503, the client sends it
+# again and the unique keys keep the second attempt from doubling what the first left.
+_UNAVAILABLE_ERRORS = (ConnectionFailure, ExecutionTimeout, WriteConcernError)
 
 
 CONTENDED = ("others were changing the same object at that moment and this change lost each try: nothing was "
@@ -246,6 +255,12 @@ def unavailable(detail: str = "the database is unavailable; try again shortly"):
     return problem(503, detail, headers={"Retry-After": "5"})
 
 
+def _unacknowledged_batch(exc: PyMongoError) -> bool:
+    """A bulk write that failed because its writes were not acknowledged as asked (a write concern error), as a
+    single write's WriteConcernError: answered 503."""
+    return isinstance(exc, BulkWriteError) and bool(exc.details.get("writeConcernErrors"))
+
+
 def register(app: Flask) -> None:
     """Install the handlers. Called after flask-smorest's Api, so these win."""
 
@@ -263,7 +278,7 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(PyMongoError)
     def database_problem(exc: PyMongoError):
-        if isinstance(exc, _UNAVAILABLE_ERRORS):
+        if isinstance(exc, _UNAVAILABLE_ERRORS) or _unacknowledged_batch(exc):
             log.warning("database unavailable: %s", type(exc).__name__)
             if isinstance(exc, ConnectionFailure):  # not a slow query: the database could not be reached
                 admission.database_unreachable()

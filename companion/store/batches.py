@@ -1,5 +1,6 @@
 """Many documents at once: read by a list of keys, a bounded ``$in`` at a time, or a whole time range a page at a
-time; inserted unordered, with the ones already stored (a duplicate key) told apart from real failures."""
+time; inserted unordered, with the ones already stored (a duplicate key) told apart from real failures and from
+writes the database did not acknowledge."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from pymongo import ASCENDING, DESCENDING
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, WriteConcernError, WTimeoutError
 
 CHUNK = 2000  # keys per $in query unless a caller says otherwise
 PAGE = 1000  # documents per page of a range read in order
@@ -71,14 +72,31 @@ def newest_first(collection, query: dict, field: str, limit: int, page: int = PA
 
 def insert_new(collection, docs: list[dict]) -> set[int]:
     """Insert ``docs`` unordered (one duplicate does not stop the rest); return the positions refused as
-    duplicates of documents already stored. Any other error raises."""
+    duplicates of documents already stored. Any other error raises (see :func:`refused_as_stored`)."""
     if not docs:
         return set()
     try:
         collection.insert_many(docs, ordered=False)
     except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if any(e.get("code") != DUPLICATE_KEY for e in errors):
-            raise
-        return {e["index"] for e in errors}
+        return refused_as_stored(exc)
     return set()
+
+
+def refused_as_stored(exc: BulkWriteError) -> set[int]:
+    """The positions an unordered insert refused as duplicates of documents already stored, when that is all that
+    went wrong; otherwise raises.
+
+    A write concern error (on a replica set: the inserts were applied on the primary, but not acknowledged by as
+    many members as asked, in time) raises WriteConcernError (WTimeoutError when it timed out), as pymongo does for
+    a single write: what this insert wrote may yet be rolled back, so it must not be answered as stored (a gateway
+    would delete its buffered copy). Raised, it is answered 503 and retried; the retry is deduplicated by the
+    unique keys. Any write error but a duplicate key re-raises ``exc``."""
+    concern = exc.details.get("writeConcernErrors") or []
+    if concern:
+        error = concern[-1]
+        kind = WTimeoutError if (error.get("errInfo") or {}).get("wtimeout") else WriteConcernError
+        raise kind(error.get("errmsg"), error.get("code"), error) from exc
+    errors = exc.details.get("writeErrors", [])
+    if any(e.get("code") != DUPLICATE_KEY for e in errors):
+        raise exc
+    return {e["index"] for e in errors}
