@@ -7,7 +7,8 @@ Writers use :meth:`Changes.stamp` around the write::
         self.entries.update(..., seq=seq)
 
 which reserves the numbers before the write and settles them after it (whatever happened in between, but a
-lost answer: a write that may still land keeps its numbers until the settle time has passed). A
+lost answer or a write the database did not acknowledge as asked: a write that may still land, or become visible
+to the majority reads later, keeps its numbers until the settle time has passed). A
 feed asks :meth:`Changes.page` for the documents changed after a cursor: it never reads past the horizon
 (companion.store.changes), answers in sequence order, and hands back the cursor to continue from. The
 cursor is ``<last change read>.<since>`` (opaque to the app), where ``since`` is how far the patient's changes
@@ -40,7 +41,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol
 
-from pymongo.errors import ConnectionFailure
+from pymongo.errors import ConnectionFailure, WriteConcernError
 
 from companion.clock import Clock, now
 from companion.domain.access import Grant, Relationship, sees_free_text
@@ -125,8 +126,10 @@ class Changes:
         outcome_unknown = False
         try:
             yield held
-        except ConnectionFailure:
-            # The write's answer was lost (a dropped connection, a timeout): it may still land. Its numbers stay
+        except (ConnectionFailure, WriteConcernError):
+            # The write's answer was lost (a dropped connection, a timeout): it may still land. Or it was applied
+            # on the primary but not acknowledged as asked (a write concern error, WTimeoutError among them): it
+            # may yet reach the majority the feeds read from, or be rolled back. Either way its numbers stay
             # held, as a crashed writer's do, until the settle time has passed (far longer than the database
             # takes to finish or drop a write it was sent); no feed reads past them meanwhile, so a write that
             # lands late is read, not skipped behind a cursor that moved on.
