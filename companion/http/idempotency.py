@@ -1,7 +1,9 @@
 """Idempotency-Key for POSTs that create things (draft-ietf-httpapi-idempotency-key-header).
 
 Same key + same body replays the stored answer without doing the work again; same key + a different
-body is 422; a retry while the first request is still running is 409 with a Retry-After. A request
+body is 422; a retry while the first request is still running is 409 with a Retry-After. After a 5xx the key
+stays bound to its body (the request may have written part of its work): the same body runs again and finishes
+it, another body is 422; after a refusal (4xx, nothing written) the key is free for a corrected body. A request
 holds its key under a lease (``COMPANION_IDEMPOTENCY_LEASE_S``, 60 s by default): if the process
 serving it died, a retry after the lease takes the key over and does the work, which every use case
 behind an idempotent route completes without doubling anything. Keys are per caller and kept 24 hours; a
@@ -23,9 +25,11 @@ from collections.abc import Callable
 
 from flask import Response, g, request
 from flask_smorest.utils import deepupdate
+from werkzeug.exceptions import HTTPException
 
-from companion.domain.errors import Invalid
+from companion.domain.errors import DomainError, Invalid
 from companion.http import services
+from companion.http.problems import status_of
 from companion.http.security import current_actor
 from companion.services.idempotency import HeldKey
 
@@ -41,8 +45,9 @@ HEADER_DOC = {"in": "header", "name": HEADER, "required": False,
                              "the request (one who no longer is gets the refusal a first request would). The same "
                              "key with another body: 422. While the first request is still running: 409 with "
                              "Retry-After; if it died, a retry after the lease (60 s by default) does the work. "
-                             "Answers of 5xx are not kept: retry with the same key. Without the header the request "
-                             "runs as usual.",
+                             "Answers of 5xx are not kept: retry with the same key and the same body, which finishes "
+                             "what the failed attempt began (another body with that key is 422: the attempt may have "
+                             "written part of its work). Without the header the request runs as usual.",
               "schema": {"type": "string", "minLength": 8, "maxLength": 100}}
 _PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 IN_PROGRESS = "a request with this Idempotency-Key is still being processed: retry after Retry-After seconds"
@@ -98,22 +103,33 @@ def _idempotent(view, *, access: Callable[..., object], conflict: str | None):
         g.idempotency_key = keys.request_key(caller, key, claimed)
         try:
             response = view(*args, **kwargs)
-        except Exception:
-            keys.release(caller, key, claimed)
+        except Exception as exc:
+            keys.release(caller, key, claimed, interrupted=_answered(exc) >= 500)
             raise
-        # Kept, or the key freed, only under the claim this request did its work as (the key may have been claimed
+        # Kept, or the key let go, only under the claim this request did its work as (the key may have been claimed
         # by another request since: companion.store.idempotency).
         if isinstance(response, Response) and response.status_code < 500:
             kept = {name: response.headers[name] for name in REPLAYED_HEADERS if name in response.headers}
             keys.complete(caller, key, claimed, response.status_code, response.get_data(), response.mimetype, kept)
         else:
-            keys.release(caller, key, claimed)
+            keys.release(caller, key, claimed, interrupted=True)  # a 5xx answered rather than raised
         return response
 
     responses = {"409": _conflict_doc(conflict), "422": UNPROCESSABLE_DOC}
     wrapper._apidoc = deepupdate(getattr(wrapper, "_apidoc", {}),
                                  {"manual_doc": {"parameters": [HEADER_DOC], "responses": responses}})
     return wrapper
+
+
+def _answered(exc: Exception) -> int:
+    """The status a view's exception is answered with: a refusal (4xx) wrote nothing, and frees the key for any
+    request; anything else (a 5xx: the database went away, a step after a write failed) may have written part of
+    the work, and keeps the key for the same request's retry, which finishes it."""
+    if isinstance(exc, DomainError):
+        return status_of(exc)[0]
+    if isinstance(exc, HTTPException):
+        return exc.code or 500
+    return 500
 
 
 def request_key() -> str | None:

@@ -18,8 +18,9 @@ class IdempotencyClaims:
 
     def begin(self, caller_id: str, key: str, request_hash: str) -> HeldKey | StoredKey:
         """A HeldKey: this request holds the key and does the work (as that claim: see request_key). A stored
-        answer: replay it. Invalid: the key was used for another request. Conflict (with Retry-After): another
-        request holds it right now."""
+        answer: replay it. Invalid: the key was used for another request (answered, running, or interrupted by a
+        failure that may have written part of its work). Conflict (with Retry-After): another request holds it
+        right now."""
         stored = self.keys.claim(caller_id, key, request_hash, self.lease)
         if isinstance(stored, HeldKey):
             return stored
@@ -43,9 +44,11 @@ class IdempotencyClaims:
         ran out, a retry took the key over and failed, and another request claimed it anew)."""
         return self.keys.complete(caller_id, key, held, status, body, mimetype, headers)
 
-    def release(self, caller_id: str, key: str, held: HeldKey) -> bool:
-        """Free the key for a retry of a request that failed, while it is still under its claim ``held``."""
-        return self.keys.release(caller_id, key, held)
+    def release(self, caller_id: str, key: str, held: HeldKey, *, interrupted: bool = False) -> bool:
+        """Let the key go for a retry of a request that failed, while it is still under its claim ``held``: for any
+        request when it was refused (nothing written); ``interrupted`` (it may have written part of its work) for its
+        retry only, the same request, which finishes that work; another request with the key is then Invalid."""
+        return self.keys.release(caller_id, key, held, interrupted=interrupted)
 
 
 class RetryLater(Conflict):

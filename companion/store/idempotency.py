@@ -3,14 +3,20 @@
 A request claims its key by **inserting** it (the unique ``_id`` lets one request have it) with a lease;
 the answer is stored when the request ends. A claim whose lease ran out without an answer (the process
 serving it died) is taken over by one conditional update on the lease, which exactly one retry wins. A
-request that failed (an error, a 5xx) releases its claim: the key is free again, for its retry or for
-another request.
+request that failed releases its claim for a retry, in one of two ways:
+
+- **released** (refused, a 4xx: nothing was written): the key is free again, for its retry or for another
+  request (the same key with a corrected body);
+- **interrupted** (a 5xx, an error: it may have written part of its work before it stopped): the key stays bound
+  to the request it was used for. Its retry (the same body) takes the claim over and runs the use case again,
+  which finishes what the first attempt began; another request with the key is refused as a mismatch, as when
+  an answer is stored, since as a new claim it would make a second object beside the first attempt's.
 
 Each claim has its own ``claim_id``, and what a request creates is named from its key *and* its claim
 (companion.services.derived_ids): a retry of the same request (the same body) keeps the claim, whether it
-takes a dead request's claim over or finds the claim released by a failure, so it finds what the first
-attempt made; another request with the key (once the first failed, or after the 24 hours) is a new claim and
-makes a new thing.
+takes a dead request's claim over or finds the claim released or interrupted by a failure, so it finds what the
+first attempt made; another request with the key (once the first was refused, or after the 24 hours) is a new
+claim and makes a new thing.
 
 A request's answer is kept, and its failure frees the key, only while the key is still under its claim
 (``complete`` and ``release`` name it): a request whose lease ran out can finish after its retry took the key
@@ -32,7 +38,7 @@ from companion.clock import now
 
 INDEXES = {"idempotency_keys": [IndexModel([("created_at", ASCENDING)], name="created")]}
 KEEP_FOR = timedelta(hours=24)
-IN_FLIGHT, DONE, RELEASED = "in_flight", "done", "released"
+IN_FLIGHT, DONE, RELEASED, INTERRUPTED = "in_flight", "done", "released", "interrupted"
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,8 @@ class IdempotencyKeys:
 
         An expired key (older than 24 hours) is forgotten and claimed afresh, as a new claim; an in-flight
         claim whose lease has run out, or a released one, is taken over by exactly one of the requests that find
-        it so: as the same claim by the same request, as a new claim (a released one) by another."""
+        it so: as the same claim by the same request, as a new claim (a released one) by another. An interrupted
+        claim is taken over by the same request only: to another one it is returned as stored."""
         _id, at, claim_id = f"{caller_id}:{key}", now(), str(ObjectId())
         try:
             self.col.insert_one({"_id": _id, "claim_id": claim_id, "request_hash": request_hash,
@@ -90,12 +97,14 @@ class IdempotencyKeys:
         if existing["created_at"] < at - KEEP_FOR:
             self.col.delete_one({"_id": _id, "created_at": existing["created_at"]})
             return self.claim(caller_id, key, request_hash, lease)
-        if existing["state"] == RELEASED:
+        if existing["state"] in (RELEASED, INTERRUPTED):
             again = existing["request_hash"] == request_hash
+            if not again and existing["state"] == INTERRUPTED:
+                return _stored(existing)
             claim = {"claim_id": existing.get("claim_id", "")} if again else {
                 "claim_id": claim_id, "request_hash": request_hash, "created_at": at}
             taken = self.col.find_one_and_update(
-                {"_id": _id, "state": RELEASED, "created_at": existing["created_at"],
+                {"_id": _id, "state": existing["state"], "created_at": existing["created_at"],
                  "request_hash": existing["request_hash"]},
                 {"$set": {**claim, "state": IN_FLIGHT, "lease_until": at + lease, "taken_over_at": at}},
                 return_document=ReturnDocument.AFTER)
@@ -120,11 +129,12 @@ class IdempotencyKeys:
             "state": DONE, "status": status, "body": body, "mimetype": mimetype, "headers": headers or {},
             "lease_until": None}}).modified_count == 1
 
-    def release(self, caller_id: str, key: str, held: HeldKey) -> bool:
-        """Free the key of a request that failed, keeping its claim for that request's retry (claim); whether it
-        was freed (not when the key is under another claim by now, or answered)."""
-        return self.col.update_one({"_id": f"{caller_id}:{key}", "state": IN_FLIGHT, **_under(held)},
-                                   {"$set": {"state": RELEASED, "lease_until": None}}).modified_count == 1
+    def release(self, caller_id: str, key: str, held: HeldKey, *, interrupted: bool = False) -> bool:
+        """Let a retry of a request that failed have the key, keeping its claim for it (claim): ``interrupted``
+        (it may have written part of its work), for that request's retry only; otherwise free for any request.
+        Whether it was let go (not when the key is under another claim by now, or answered)."""
+        return self.col.update_one({"_id": f"{caller_id}:{key}", "state": IN_FLIGHT, **_under(held)}, {"$set": {
+            "state": INTERRUPTED if interrupted else RELEASED, "lease_until": None}}).modified_count == 1
 
     def delete_expired(self) -> int:
         return self.col.delete_many({"created_at": {"$lt": now() - KEEP_FOR}}).deleted_count

@@ -14,6 +14,7 @@ from companion.domain.access import CaregiverPermissions
 from companion.services.derived_ids import derived_id
 from companion.store.idempotency import HeldKey, IdempotencyKeys
 from tests.support.problems import assert_problem
+from tests.support.stops import dead_database
 from tests.support.world import PASSWORD
 
 
@@ -338,3 +339,44 @@ def test_a_clinician_who_left_the_team_is_not_replayed_its_invitation(client, wo
     replayed = client.post(url, json=body, headers=headers)
     assert_problem(replayed, 404)
     assert world["patient_b"].email not in replayed.get_data(as_text=True)
+
+
+def _reminder_at(client, patient, key, title, at):
+    return client.post(f"/api/v1/patients/{patient.id}/reminders", headers={**patient.headers, "Idempotency-Key": key},
+                       json={"kind": "tens", "title": title, "schedule": {"type": "weekly", "times": [at]}})
+
+
+def test_a_key_whose_request_failed_after_writing_refuses_another_body_and_its_retry_finishes_the_work(
+        client, world, db, services, monkeypatch):
+    """The first attempt stores its reminder, then the database goes away before the occurrences (503). The key
+    stays bound to that body: another body with it would be a new claim, a second reminder beside the first
+    attempt's; the same body runs again and finishes the first attempt's reminder."""
+    patient, key = world["patient_a"], "failed-after-01"
+    monkeypatch.setattr(services.stores.occurrences, "insert_new", dead_database)
+    assert_problem(_reminder_at(client, patient, key, "Morning session", "08:00"), 503)
+    monkeypatch.undo()
+    assert db.reminders.count_documents({"patient_id": patient.id}) == 1
+
+    other = _reminder_at(client, patient, key, "Evening session", "19:00")
+    assert_problem(other, 422)
+    assert [r["title"] for r in db.reminders.find({"patient_id": patient.id})] == ["Morning session"]
+
+    retried = _reminder_at(client, patient, key, "Morning session", "08:00")
+    assert retried.status_code == 201 and "Idempotent-Replayed" not in retried.headers
+    assert retried.json["id"] == db.reminders.find_one({"patient_id": patient.id})["_id"]
+    assert db.reminders.count_documents({"patient_id": patient.id}) == 1
+    assert db.reminder_occurrences.count_documents({"patient_id": patient.id}) >= 2
+    replayed = _reminder_at(client, patient, key, "Morning session", "08:00")
+    assert replayed.headers["Idempotent-Replayed"] == "true" and replayed.json == retried.json
+
+
+def test_a_key_whose_request_failed_before_writing_lets_the_same_request_run_again(client, world, db, services,
+                                                                                  monkeypatch):
+    patient, key = world["patient_a"], "failed-before-01"
+    monkeypatch.setattr(services.stores.reminders, "create", dead_database)
+    assert_problem(_reminder_at(client, patient, key, "Morning session", "08:00"), 503)
+    monkeypatch.undo()
+    assert db.reminders.count_documents({"patient_id": patient.id}) == 0
+    retried = _reminder_at(client, patient, key, "Morning session", "08:00")
+    assert retried.status_code == 201 and "Idempotent-Replayed" not in retried.headers
+    assert db.reminders.count_documents({"patient_id": patient.id}) == 1
