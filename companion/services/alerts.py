@@ -427,7 +427,8 @@ class AlertService:
         the longest delay accepted (and a margin) or is still open, so that every delay, window and repeats the
         API accepts is alerted; the alert's dedup key raises each once. What a worker back from an outage reads
         longer than ``MISSED_ALERT_MARGIN`` after it fell due, and what no reminder reached the patient of, is raised
-        for the care team's panel and pushes nobody (``missed_tens_session``)."""
+        for the care team's panel and pushes nobody (``missed_tens_session``); one whose reminder is still queued and
+        may yet go is left to a later pass (``_kept_from_reminding``)."""
         occurrences = [o for o in self.stores.occurrences.due_and_ended_since("tens", now - MISSED_ALERT_AFTER_WINDOW,
                                                                                now, ("pending", "missed"))
                        if not o.get("missed_reason")]
@@ -464,20 +465,27 @@ class AlertService:
             candidate = failures.attempt(occurrence.get("_id"), lambda o=occurrence, t=last, d=delay: judge(o, t, d))
             if candidate is not None:
                 found.append((occurrence, last, delay, candidate))
-        unreminded = self._kept_from_reminding([(o, c) for o, _, _, c in found])
+        unreminded, undecided = self._kept_from_reminding([(o, c) for o, _, _, c in found], now)
         return [(judge(o, last, delay, reminded=False) or c) if o["_id"] in unreminded else c
-                for o, last, delay, c in found]
+                for o, last, delay, c in found if o["_id"] not in undecided]
 
-    def _kept_from_reminding(self, found: list[tuple[dict, AlertCandidate]]) -> set[str]:
+    def _kept_from_reminding(self, found: list[tuple[dict, AlertCandidate]],
+                             now: datetime) -> tuple[set[str], set[str]]:
         """Of the occurrences whose missed-session alert holds (with its candidate), those (by id) of which no reminder
         reached the patient because reminders were not going out (``kept_from_reminding``: the worker, the sender or
-        FCM was down): their alert says so and pushes nobody. The pushes are read only for those whose alert has not
-        been fanned out yet (the others are raised and told already)."""
+        FCM was down): their alert says so and pushes nobody. And those not judged yet: no reminder reached the
+        patient, but one is still queued and valid (the sender behind, a push held for quiet hours). Their alert is
+        not raised on this pass: raised now, it would say that no reminder could be sent and push nobody, though the
+        reminder may still go. A later pass raises it once the push is sent or expired (within the push's lifetime,
+        which ends at most an hour, a TENS reminder's TTL, after the last reminder was planned: well inside
+        ``MISSED_ALERT_MARGIN``, so the caregivers are pushed as they would have been; a pass later than that, after an outage, raises it for the
+        panel alone, as for any alert: ``still_news``). The pushes are read only for those whose alert has not been
+        fanned out yet (the others are raised and told already)."""
         if not found:
-            return set()
+            return set(), set()
         told = self.stores.alerts.notified_keys([c.dedup_key for _, c in found])
         fresh = [o for o, c in found if c.dedup_key not in told]
-        return kept_from_reminding(self.stores.outbox, fresh) if fresh else set()
+        return kept_from_reminding(self.stores.outbox, fresh, now) if fresh else (set(), set())
 
     def device_alerts(self, now: datetime, failures: ItemFailures,
                       since: datetime | None = None) -> list[AlertCandidate]:

@@ -166,13 +166,26 @@ def never_reminded(outbox: Outbox, occurrences: list[dict]) -> set[str]:
             if not any(doc["state"] == SENT or doc.get("sent_at") is not None for doc in pushes)}
 
 
-def kept_from_reminding(outbox: Outbox, occurrences: list[dict]) -> set[str]:
-    """Those of ``occurrences`` (by id) that no reminder reached because reminders were not going out: none queued
-    (the worker down past the grace), or each queued one ``expired`` or still waiting, unsent (the sender or FCM down
-    until the window closed). Not one whose push ``failed`` for good: that tells of the patient's phones (none
-    registered, FCM refusing them), not of an outage, and the reminder went out as far as it could."""
-    return {key for key, pushes in _reminding_pushes(outbox, occurrences).items()
-            if all(doc["state"] in (EXPIRED, SCHEDULED) and doc.get("sent_at") is None for doc in pushes)}
+def kept_from_reminding(outbox: Outbox, occurrences: list[dict], now: datetime) -> tuple[set[str], set[str]]:
+    """Of ``occurrences``, those (by id) that no reminder reached because reminders were not going out: none queued
+    (the worker down past the grace), or each queued one ``expired`` or still waiting, unsent, past its lifetime (the
+    sender or FCM down until the window closed). Not one whose push ``failed`` for good: that tells of the patient's
+    phones (none registered, FCM refusing them), not of an outage, and the reminder went out as far as it could.
+
+    And, apart, those not known yet (``undecided``): none of their pushes has reached a phone, but one is still
+    queued and valid at ``now`` (``scheduled``, unsent, its lifetime not over: the sender a little behind, FCM's
+    "not now" to be tried again, a push held for the end of quiet hours). It may still go out: whether the patient
+    was reminded is known once it is sent or expired, at the latest when its lifetime ends (by the end of the
+    window). Returns (kept, undecided)."""
+    kept, undecided = set(), set()
+    for key, pushes in _reminding_pushes(outbox, occurrences).items():
+        if any(doc["state"] not in (EXPIRED, SCHEDULED) or doc.get("sent_at") is not None for doc in pushes):
+            continue
+        if any(doc["state"] == SCHEDULED and doc["expires_at"] > now for doc in pushes):
+            undecided.add(key)
+        else:
+            kept.add(key)
+    return kept, undecided
 
 
 def _reminding_pushes(outbox: Outbox, occurrences: list[dict]) -> dict[str, list[dict]]:
