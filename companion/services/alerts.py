@@ -6,9 +6,10 @@ Who hears of an alert:
   alert's share kind; the push says only "a check-in needs your attention";
 - the patient, for the unit's own troubles (battery, electrodes, overload), so they can act on them.
 Clinicians see every alert in the API and the panel. A non-urgent alert waits for the end of each
-recipient's quiet hours, on their own clock. What a worker back from an outage raises late (a missed session past
-its margin, or never reminded of; a device event of more than a day ago, read from the last complete pass) is
-raised for the panel and the alert lists and pushes nobody (``companion.domain.alerts.still_news``).
+recipient's quiet hours, on their own clock. What is raised late (a missed session past its margin, or never
+reminded of; a device event of more than a day ago, read from the last complete pass by a worker back from an
+outage, or uploaded late by a gateway that was offline) is raised for the panel and the alert lists and pushes
+nobody (``companion.domain.alerts.still_news``).
 
 Evaluation is idempotent: an alert is an insert under its unique dedup key, its notifications are
 outbox inserts under (``alert:<id>``, recipient), and an alert notes when it was fanned out, so the
@@ -118,6 +119,12 @@ LOW_ADHERENCE_LOOKBACK = timedelta(days=30)  # the snapshots the low-adherence r
 RECORDED = ("done", "skipped")  # an occurrence's outcomes the patient records
 RECONSIDERED = (AlertKind.LOW_ADHERENCE.value, AlertKind.MISSED_TENS.value, AlertKind.PAIN_FLARE.value)
 REVIEW_ALERTS_SHOWN = 200  # alerts the care team's review lists (the newest)
+# A pass reads the device events that happened in its window and those stored in it (``created_at``: the time the
+# upload's request was received): a gateway offline for days uploads events older than any pass's window by their
+# time, which no pass would read; read by when they arrived, they are raised (up to DEVICE_CATCH_UP old; older than
+# DEVICE_ALERT_NEWS, for the panel alone). Those stored this long before the window are read too: an upload's events
+# are written before it is answered, and a pass that began while one was under way may not have seen them.
+UPLOAD_LAG = timedelta(minutes=10)
 
 
 @dataclass
@@ -497,7 +504,9 @@ class AlertService:
             start = max(since, now - DEVICE_CATCH_UP)
             logger.warning("alerts: the last complete pass began %s ago; reading the device events since %s",
                            now - since, start.isoformat())
-        events = self.stores.device_events.between(start, now)
+        # By when they happened, and by when they arrived (an upload late by days: UPLOAD_LAG).
+        events = self.stores.device_events.happened_or_stored_between(
+            start, now, stored_since=start - UPLOAD_LAG, oldest=now - DEVICE_CATCH_UP)
         zones = self._patients({e["patient_id"] for e in events}, failures)
         batteries = self.stores.session_records.batteries_of(e.get("record_id") for e in events
                                                              if e["kind"] == "battery_low")
@@ -625,7 +634,7 @@ class AlertService:
         """Device events a session counted again brought back (the care team excluded it, then counted it): a
         device alert ended for want of them (``SESSION_NOT_COUNTED``) holds again and is reopened, without a
         second push (its patient and caregivers were told when it was raised). One still open stays as it is;
-        one never raised is the alerts job's (it raises what the last day's events support)."""
+        one never raised is the alerts job's (it raises what the events of the last day, or stored in it, support)."""
         _, told = self._device_event_days(events)
         keys = sorted(device_alert_key(kind, serial, patient_id, day) for patient_id, serial, kind, day in told)
         for alert in self.stores.alerts.resolved_as(keys, Resolution.SESSION_NOT_COUNTED.value):

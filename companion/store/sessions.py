@@ -26,6 +26,7 @@ INDEXES = {
     "device_events": [
         IndexModel([("patient_id", ASCENDING), ("at", ASCENDING)], name="patient_time"),
         IndexModel([("at", ASCENDING)], name="at"),  # the alerts job reads the last day's events of everyone
+        IndexModel([("created_at", ASCENDING)], name="stored"),  # ... and those stored in it (uploaded late)
     ],
     "unit_syncs": [IndexModel([("serial", ASCENDING), ("highest_seq", ASCENDING)], name="serial_seq")],
     "unit_claims": [],  # by _id (the serial) only
@@ -293,9 +294,16 @@ class DeviceEvents:
         return list(self.col.find({"patient_id": patient_id, "device_serial": device_serial, "kind": kind,
                                    "at": {"$gte": since, "$lte": until}}))
 
-    def between(self, since: datetime, until: datetime) -> list[dict]:
-        """Every patient's events in [since, until], all of them (the cursor pages through them)."""
-        return list(self.col.find({"at": {"$gte": since, "$lte": until}}))
+    def happened_or_stored_between(self, since: datetime, until: datetime, *, stored_since: datetime,
+                                   oldest: datetime) -> list[dict]:
+        """Every patient's events that happened in [since, until] (``at``), and those stored in [stored_since,
+        until] (``created_at``: when the upload, or the decision that counted their session, brought them) that
+        happened from ``oldest`` on: all of them (the cursor pages through them). An event has a ``created_at``
+        from its first write on (ingestion has always written it); one without (written by hand) is read by its
+        ``at`` alone."""
+        return list(self.col.find({"$or": [
+            {"at": {"$gte": since, "$lte": until}},
+            {"created_at": {"$gte": stored_since, "$lte": until}, "at": {"$gte": oldest, "$lte": until}}]}))
 
     def for_patient(self, patient_id: str, since: datetime, limit: int = 200) -> list[dict]:
         return list(self.col.find({"patient_id": patient_id, "at": {"$gte": since}}).sort("at", DESCENDING)

@@ -1,0 +1,99 @@
+"""Device events a gateway uploads late (offline for days, or while the worker was down) become alerts: the alerts
+pass reads the events stored since its window began as well as those that happened in it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from companion.api.ingestion import SessionRecordSchema
+from tests.scheduler.helpers import link_caregiver, make_person, phone, services_on
+from tests.support.records import session_record
+
+T10 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+SERIAL = "CTU-U0001"
+
+
+def _patient_with_a_unit(db, settings, clock, sender):
+    """A patient (with a phone) wearing a bound unit, and a caregiver shared device faults."""
+    patient = make_person(db, "patient")
+    patient_token = phone(db, patient)
+    caregiver_token = phone(db, link_caregiver(db, patient, ["device_fault"]))
+    services_on(db, settings, clock, sender).gateways.bind_unit(patient.id, SERIAL, "companion-tens",
+                                                                bound_at=T10 - timedelta(days=30))
+    return patient, patient_token, caregiver_token
+
+
+def _upload_overload(db, settings, clock, sender, patient, started: datetime, seq: int = 1) -> None:
+    """The gateway uploads (now) a session that started at ``started`` and ended on an overload."""
+    record = session_record(SERIAL, seq, started_at=started, duration_s=1800, end_reason="overload")
+    services_on(db, settings, clock, sender).ingestion.receive(None, patient.id, [SessionRecordSchema().load(record)],
+                                                               {SERIAL})
+
+
+def _evaluate_and_send(db, settings, clock, sender) -> None:
+    services = services_on(db, settings, clock, sender)
+    services.alerts.evaluate()
+    services.push.send_due(owner="w")
+
+
+def _overloads(db, patient) -> list[dict]:
+    return list(db.alerts.find({"patient_id": patient.id, "kind": "overload"}))
+
+
+def test_an_overload_a_gateway_uploads_two_days_late_is_raised_for_the_panel(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    patient, patient_token, caregiver_token = _patient_with_a_unit(jobs_db, settings, clock, sender)
+    uploaded = T10 + timedelta(days=2)
+    traveller.move_to(uploaded - timedelta(minutes=1))
+    _evaluate_and_send(jobs_db, settings, clock, sender)  # the worker runs every minute, as always
+    traveller.move_to(uploaded)
+    _upload_overload(jobs_db, settings, clock, sender, patient, T10)  # the gateway was offline for two days
+    traveller.move_to(uploaded + timedelta(minutes=1))
+    _evaluate_and_send(jobs_db, settings, clock, sender)
+    [alert] = _overloads(jobs_db, patient)
+    assert alert["occurred_at"] == T10
+    assert jobs_db.push_outbox.count_documents({"source_key": f"alert:{alert['_id']}"}) == 0  # two days old
+    assert emulator.delivered_to(patient_token) == emulator.delivered_to(caregiver_token) == []
+
+
+def test_an_overload_uploaded_just_after_the_last_pass_before_a_long_outage_is_raised_for_the_panel(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    patient, _, _ = _patient_with_a_unit(jobs_db, settings, clock, sender)
+    traveller.move_to(T10)
+    _evaluate_and_send(jobs_db, settings, clock, sender)  # the last complete pass
+    traveller.move_to(T10 + timedelta(minutes=11))
+    _upload_overload(jobs_db, settings, clock, sender, patient, T10 - timedelta(minutes=20))  # 09:40 to 10:10
+    traveller.move_to(T10 + timedelta(hours=26))  # the worker was down from 10:05 to 12:00 the next day
+    _evaluate_and_send(jobs_db, settings, clock, sender)
+    assert len(_overloads(jobs_db, patient)) == 1
+
+
+def test_an_event_an_upload_under_way_wrote_after_the_last_pass_had_read_is_raised_by_the_next(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    patient, _, _ = _patient_with_a_unit(jobs_db, settings, clock, sender)
+    traveller.move_to(T10)
+    _evaluate_and_send(jobs_db, settings, clock, sender)  # the last complete pass, from 10:00
+    # An upload received at 09:59 (its events stored under that time) wrote them after the pass had read the events.
+    traveller.move_to(T10 + timedelta(minutes=1))
+    received = T10 - timedelta(minutes=1)
+    record_id = f"{SERIAL}:late"
+    jobs_db.device_events.insert_one({"_id": f"{record_id}:overload", "patient_id": patient.id,
+                                      "device_serial": SERIAL, "kind": "overload", "at": T10 - timedelta(hours=30),
+                                      "record_id": record_id, "created_at": received})
+    traveller.move_to(T10 + timedelta(hours=26))  # the worker was down from 10:05 to 12:00 the next day
+    _evaluate_and_send(jobs_db, settings, clock, sender)
+    assert len(_overloads(jobs_db, patient)) == 1
+
+
+def test_an_overload_uploaded_more_than_a_week_late_raises_nothing(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    patient, _, _ = _patient_with_a_unit(jobs_db, settings, clock, sender)
+    uploaded = T10 + timedelta(days=8)
+    traveller.move_to(uploaded - timedelta(minutes=1))
+    _evaluate_and_send(jobs_db, settings, clock, sender)
+    traveller.move_to(uploaded)
+    _upload_overload(jobs_db, settings, clock, sender, patient, T10)
+    assert jobs_db.device_events.count_documents({"patient_id": patient.id, "kind": "overload"}) == 1
+    traveller.move_to(uploaded + timedelta(minutes=1))
+    _evaluate_and_send(jobs_db, settings, clock, sender)
+    assert _overloads(jobs_db, patient) == []  # older than the furthest any pass reads back (DEVICE_CATCH_UP)
