@@ -25,8 +25,8 @@ an alert whose condition no longer holds is resolved with the reason (``low_adhe
 same judging raises what late data brings: a flare in ratings synced days late.
 
 Urgency: only an overload event is urgent (it happens during stimulation and may mean a fault or
-skin problem). Urgent alerts go out at once; every other alert waits for the end of the recipient's
-quiet hours (``delivery_time``).
+skin problem), and only while it is fresh (``OVERLOAD_URGENT_FOR``). Urgent alerts go out at once; every other
+alert, an overload found late among them, waits for the end of the recipient's quiet hours (``delivery_time``).
 """
 
 from __future__ import annotations
@@ -428,13 +428,26 @@ def device_alert_key(kind: str, device_serial: str, patient_id: str, day: str) -
     return f"{kind}:{device_serial}:{patient_id}:{day}"
 
 
+# An overload is urgent (told at once, through quiet hours) while it is fresh: within this long of the event (whose
+# time is its session's start): a session of 30 to 60 minutes, and about as long again to act on it. The unit stopped
+# stimulation on a fault of the leads, the pads or the skin, and the patient may still be wearing it, or about to
+# start again on the same pads: that is worth waking them for. Found later (a hub that uploaded its backlog late, a
+# worker back from an outage), that moment has passed and the check is for before the next session: a push in the
+# night would wake the patient and their caregivers for nothing they need do before morning. It is told then as
+# routine device care, after each recipient's quiet hours (and from DEVICE_ALERT_NEWS on, to the care team's panel
+# alone).
+OVERLOAD_URGENT_FOR = timedelta(hours=2)
+
+
 def device_fault(
-    patient_id: str, device_serial: str, kind: AlertKind, occurred_at_utc: datetime, tz: ZoneInfo
+    patient_id: str, device_serial: str, kind: AlertKind, occurred_at_utc: datetime, tz: ZoneInfo,
+    judged_at_utc: datetime,
 ) -> AlertCandidate:
     """Alert on an electrode-off or overload event, once per device per kind per patient per local day (a unit
     given to another patient the same day alerts each wearer).
 
-    Overload is urgent; electrode-off is a warning. Raises ``ValueError`` for any other kind.
+    An overload judged (``judged_at_utc``: the alerts pass that read it) within ``OVERLOAD_URGENT_FOR`` of its event
+    is urgent; one judged later, and an electrode-off, is a warning. Raises ``ValueError`` for any other kind.
     """
     texts = {
         AlertKind.ELECTRODE_OFF: "electrodes lost contact during a session (check pad placement and gel)",
@@ -443,7 +456,8 @@ def device_fault(
     if kind not in texts:
         raise ValueError(f"{kind} is not a device fault")
     day = _local_day(occurred_at_utc, tz).isoformat()
-    severity = Severity.URGENT if kind == AlertKind.OVERLOAD else Severity.WARNING
+    fresh = require_utc(judged_at_utc) - require_utc(occurred_at_utc) <= OVERLOAD_URGENT_FOR
+    severity = Severity.URGENT if kind == AlertKind.OVERLOAD and fresh else Severity.WARNING
     return AlertCandidate(
         kind,
         severity,

@@ -140,20 +140,39 @@ _DETAILS = PushText("open_for_details_body", N_("Open Companion for details."))
 
 def _patient(kind: str, title: PushText, body: PushText, ttl: timedelta, delivery: Delivery, channel: str, *,
              max_ttl: timedelta | None = None, untimed: PushText | None = None,
-             spread: timedelta = timedelta(0), windowed: bool = False) -> NotificationTemplate:
+             spread: timedelta = timedelta(0), windowed: bool = False,
+             public_kind: str | None = None) -> NotificationTemplate:
     return NotificationTemplate(kind, Audience.PATIENT, title, body, untimed or body, ttl, max_ttl or ttl, delivery,
-                                Visibility.PRIVATE, kind, channel, kind, spread, windowed)
+                                Visibility.PRIVATE, public_kind or kind, channel, kind, spread, windowed)
 
 
 def caregiver_kind(alert: AlertKind) -> str:
-    """The push kind that tells a caregiver of an ``alert`` (one per alert kind)."""
+    """The push kind that tells a caregiver of an ``alert`` (one per alert kind; an overload found late has one more:
+    ``alert_push_kind``)."""
     return f"caregiver_{alert.value}"
 
 
-def _caregiver(alert: AlertKind, ttl: timedelta, delivery: Delivery) -> NotificationTemplate:
-    return NotificationTemplate(caregiver_kind(alert), Audience.CAREGIVER, _CAREGIVER_TITLE, _CAREGIVER_BODY,
+def _caregiver(alert: AlertKind, ttl: timedelta, delivery: Delivery, kind: str | None = None) -> NotificationTemplate:
+    return NotificationTemplate(kind or caregiver_kind(alert), Audience.CAREGIVER, _CAREGIVER_TITLE, _CAREGIVER_BODY,
                                 _CAREGIVER_BODY, ttl, ttl, delivery, Visibility.SECRET, _CAREGIVER_PUBLIC_KIND,
                                 _CAREGIVER_CHANNEL, _CAREGIVER_PUBLIC_KIND)
+
+
+# An overload found too late to be urgent (companion.domain.alerts.OVERLOAD_URGENT_FOR: a hub's backlog uploaded late, a
+# worker back from an outage) is told as routine device care, under kinds of its own: at normal priority, and waiting
+# for the recipient's quiet hours wherever a push is held for them (they are not among ``ignores_quiet_hours``). The
+# patient's says what the overload's says, under the same public kind (the app shows it as an overload).
+OVERLOAD_FOUND_LATE = "overload_found_late"
+CAREGIVER_OVERLOAD_FOUND_LATE = "caregiver_overload_found_late"
+
+
+def alert_push_kind(alert: AlertKind, audience: Audience, urgent: bool) -> str:
+    """The push kind that tells ``audience`` of an alert of kind ``alert`` (a patient hears of the unit's own
+    troubles): the alert kind's own (``caregiver_kind`` for a caregiver); for an overload no longer urgent when it is
+    raised (``urgent`` False: found late), ``OVERLOAD_FOUND_LATE`` or ``CAREGIVER_OVERLOAD_FOUND_LATE``."""
+    if alert is AlertKind.OVERLOAD and not urgent:
+        return CAREGIVER_OVERLOAD_FOUND_LATE if audience is Audience.CAREGIVER else OVERLOAD_FOUND_LATE
+    return caregiver_kind(alert) if audience is Audience.CAREGIVER else alert.value
 
 
 _HOUR = timedelta(hours=1)
@@ -186,13 +205,15 @@ TEMPLATES: Mapping[str, NotificationTemplate] = {
                  PushText("practice_nudge_body", N_("Your {time} practice is ready when you are.")),
                  _HOUR, ROUTINE, _PATIENT_PRACTICE_CHANNEL, max_ttl=2 * _HOUR, spread=NUDGE_SPREAD, windowed=True,
                  untimed=PushText("practice_nudge_untimed_body", N_("Your practice is ready when you are."))),
-        # The unit's own troubles, told to the patient; an overload stopped a session: urgent.
+        # The unit's own troubles, told to the patient; an overload that just stopped a session: urgent.
         _patient(AlertKind.BATTERY_LOW.value, PushText("battery_low_title", N_("Companion: time to charge")),
                  _DETAILS, 12 * _HOUR, ROUTINE, _PATIENT_DEVICE_CHANNEL),
         _patient(AlertKind.ELECTRODE_OFF.value, PushText("check_unit_title", N_("Companion: please check your unit")),
                  _DETAILS, 6 * _HOUR, ROUTINE, _PATIENT_DEVICE_CHANNEL),
         _patient(AlertKind.OVERLOAD.value, PushText("check_unit_title", N_("Companion: please check your unit")),
                  _DETAILS, 6 * _HOUR, URGENT, _PATIENT_DEVICE_CHANNEL),
+        _patient(OVERLOAD_FOUND_LATE, PushText("check_unit_title", N_("Companion: please check your unit")),
+                 _DETAILS, 6 * _HOUR, ROUTINE, _PATIENT_DEVICE_CHANNEL, public_kind=AlertKind.OVERLOAD.value),
         # Summaries and updates can wait, and never interrupt.
         _patient("generic_update", PushText("generic_update_title", N_("You have a new update")),
                  PushText("generic_update_body", N_("Open Companion to see it.")),
@@ -203,6 +224,7 @@ TEMPLATES: Mapping[str, NotificationTemplate] = {
         _caregiver(AlertKind.MISSED_TENS, _CAREGIVER_URGENT_TTL, URGENT),
         _caregiver(AlertKind.PAIN_FLARE, _CAREGIVER_URGENT_TTL, URGENT),
         _caregiver(AlertKind.OVERLOAD, _CAREGIVER_URGENT_TTL, URGENT),
+        _caregiver(AlertKind.OVERLOAD, _CAREGIVER_ROUTINE_TTL, ROUTINE, CAREGIVER_OVERLOAD_FOUND_LATE),
         _caregiver(AlertKind.ELECTRODE_OFF, _CAREGIVER_ROUTINE_TTL, ROUTINE),
         _caregiver(AlertKind.BATTERY_LOW, _CAREGIVER_ROUTINE_TTL, ROUTINE),
         _caregiver(AlertKind.LOW_ADHERENCE, _CAREGIVER_ROUTINE_TTL, ROUTINE),
@@ -285,8 +307,8 @@ def outside_quiet_hours(kind: str, recipient_user_id: str, at: datetime, tz: Zon
 
 
 def ignores_quiet_hours(kind: str, source_key: str) -> bool:
-    """Whether a push goes whatever the hour of its recipient's quiet hours: an urgent alert (an overload, to the
-    patient and to their caregivers) and a snooze's reminder (the patient asked for that time). Every other push
+    """Whether a push goes whatever the hour of its recipient's quiet hours: an urgent alert (an overload told while
+    it is fresh, to the patient and to their caregivers; not one found late) and a snooze's reminder (the patient asked for that time). Every other push
     waits for their end (companion.domain.alerts.delivery_time, companion.services.reminder_dispatch,
     :func:`outside_quiet_hours`; docs/pushes.md lists every place a push is scheduled)."""
     return template_for(kind).kind in _URGENT_ALERT_KINDS or ":snooze:" in source_key

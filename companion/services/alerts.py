@@ -84,7 +84,7 @@ from companion.domain.alerts import (
 from companion.domain.alerts import low_adherence as low_adherence_rule
 from companion.domain.errors import NotFound
 from companion.domain.localtime import TimeZoneHistory
-from companion.domain.notifications import caregiver_kind
+from companion.domain.notifications import Audience, alert_push_kind
 from companion.domain.pain import PainEntry, flares
 from companion.domain.people import CLOSED, Account
 from companion.domain.schedules import nudge_times
@@ -103,7 +103,7 @@ from companion.store.stores import Stores
 logger = logging.getLogger(__name__)
 
 # Who hears of an alert besides its caregivers: the patient, of the unit's own troubles (the push kind
-# is the alert kind's own name; see companion.domain.notifications.TEMPLATES).
+# is the alert kind's own name, or an overload found late's: companion.domain.notifications.alert_push_kind).
 PATIENT_HEARS = frozenset({AlertKind.BATTERY_LOW, AlertKind.ELECTRODE_OFF, AlertKind.OVERLOAD})
 # The alerts raised from a session's device events.
 DEVICE_KINDS = frozenset({AlertKind.BATTERY_LOW.value, AlertKind.ELECTRODE_OFF.value, AlertKind.OVERLOAD.value})
@@ -299,11 +299,12 @@ class AlertService:
             links = [link for link in self.stores.care_links.for_patient(candidate.patient_id)
                      if link.active and share_kind in link.permissions.alerts]
             for caregiver in self.stores.users.by_ids(link.caregiver_id for link in links):
-                recipients.append((caregiver, caregiver_kind(candidate.kind), share_kind))
+                recipients.append((caregiver, alert_push_kind(candidate.kind, Audience.CAREGIVER, candidate.urgent),
+                                   share_kind))
         if candidate.kind in PATIENT_HEARS and still_news(candidate, alert["raised_at"]):
             patient = self.stores.users.by_id(candidate.patient_id)
             if patient is not None:
-                recipients.append((patient, candidate.kind.value, None))
+                recipients.append((patient, alert_push_kind(candidate.kind, Audience.PATIENT, candidate.urgent), None))
         created = 0
         for person, template, needs in recipients:
             zone = person.zone_history().zone_at(alert["raised_at"])
@@ -520,7 +521,8 @@ class AlertService:
                 battery = batteries.get(event.get("record_id"))
                 return battery_low(patient_id, event["device_serial"], int(battery or 0), event["at"], tz)
             if event["kind"] in ("electrode_off", "overload"):
-                return device_fault(patient_id, event["device_serial"], AlertKind(event["kind"]), event["at"], tz)
+                return device_fault(patient_id, event["device_serial"], AlertKind(event["kind"]), event["at"], tz,
+                                    now)
             return None
 
         found = []

@@ -9,6 +9,7 @@ from companion.domain.alerts import (
     DEVICE_ALERT_NEWS,
     MISSED_ALERT_AFTER_WINDOW,
     MISSED_ALERT_MARGIN,
+    OVERLOAD_URGENT_FOR,
     AlertKind,
     Severity,
     battery_low,
@@ -82,7 +83,8 @@ def test_a_missed_session_alert_raised_past_the_margin_after_it_fell_due_pushes_
 
 def test_a_device_alert_raised_more_than_a_day_after_its_event_pushes_nobody():
     at = utc(2025, 6, 1, 12)
-    for alert in (device_fault("p1", "SN1", AlertKind.OVERLOAD, at, LONDON), battery_low("p1", "SN1", 5, at, LONDON)):
+    for alert in (device_fault("p1", "SN1", AlertKind.OVERLOAD, at, LONDON, at),
+                  battery_low("p1", "SN1", 5, at, LONDON)):
         assert still_news(alert, at + DEVICE_ALERT_NEWS) and pushed_to_caregivers(alert, at + DEVICE_ALERT_NEWS)
         assert not still_news(alert, at + DEVICE_ALERT_NEWS + timedelta(seconds=1))
 
@@ -143,12 +145,24 @@ def test_battery_low_below_15_percent_once_per_device_per_local_day():
 
 
 def test_overload_is_urgent_and_electrode_off_is_not():
-    overload = device_fault("p1", "SN1", AlertKind.OVERLOAD, utc(2025, 6, 1, 2), LONDON)
-    electrode = device_fault("p1", "SN1", AlertKind.ELECTRODE_OFF, utc(2025, 6, 1, 2), LONDON)
+    at = utc(2025, 6, 1, 2)
+    overload = device_fault("p1", "SN1", AlertKind.OVERLOAD, at, LONDON, at)
+    electrode = device_fault("p1", "SN1", AlertKind.ELECTRODE_OFF, at, LONDON, at)
     assert overload.urgent and not electrode.urgent
     assert overload.dedup_key != electrode.dedup_key
     with pytest.raises(ValueError):
-        device_fault("p1", "SN1", AlertKind.BATTERY_LOW, utc(2025, 6, 1, 2), LONDON)
+        device_fault("p1", "SN1", AlertKind.BATTERY_LOW, at, LONDON, at)
+
+
+def test_an_overload_is_urgent_only_while_it_is_fresh():
+    at = utc(2025, 6, 1, 12)
+    fresh = device_fault("p1", "SN1", AlertKind.OVERLOAD, at, LONDON, at + OVERLOAD_URGENT_FOR)
+    late = device_fault("p1", "SN1", AlertKind.OVERLOAD, at, LONDON, at + OVERLOAD_URGENT_FOR + timedelta(seconds=1))
+    assert fresh.urgent and fresh.severity == Severity.URGENT
+    assert not late.urgent and late.severity == Severity.WARNING
+    assert late.dedup_key == fresh.dedup_key and still_news(late, at + DEVICE_ALERT_NEWS)  # routine, until a day
+    night = utc(2025, 6, 2, 1)  # 02:00 BST, 13 hours after the overload
+    assert delivery_time(late, night, LONDON, QUIET) == utc(2025, 6, 2, 6)  # 07:00 BST, the end of the night
 
 
 def test_pain_flare_alert_once_per_local_day_with_reason():
@@ -181,8 +195,8 @@ QUIET = QuietHours(time(22), time(7))
 
 def test_non_urgent_alert_waits_for_end_of_quiet_hours_and_urgent_does_not():
     night = utc(2025, 6, 1, 1)  # 02:00 BST
-    electrode = device_fault("p1", "SN1", AlertKind.ELECTRODE_OFF, night, LONDON)
-    overload = device_fault("p1", "SN1", AlertKind.OVERLOAD, night, LONDON)
+    electrode = device_fault("p1", "SN1", AlertKind.ELECTRODE_OFF, night, LONDON, night)
+    overload = device_fault("p1", "SN1", AlertKind.OVERLOAD, night, LONDON, night)
     assert delivery_time(electrode, night, LONDON, QUIET) == utc(2025, 6, 1, 6)
     assert delivery_time(overload, night, LONDON, QUIET) == night
     assert delivery_time(electrode, utc(2025, 6, 1, 12), LONDON, QUIET) == utc(2025, 6, 1, 12)

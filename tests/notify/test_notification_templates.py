@@ -10,11 +10,15 @@ import pytest
 
 from companion.domain.alerts import AlertKind
 from companion.domain.notifications import (
+    CAREGIVER_OVERLOAD_FOUND_LATE,
+    OVERLOAD_FOUND_LATE,
     TEMPLATES,
     Audience,
     UnknownNotificationKind,
+    alert_push_kind,
     caregiver_kind,
     collapse_key_for,
+    ignores_quiet_hours,
     notice_for,
     template_for,
     ttl_for,
@@ -48,6 +52,10 @@ EXPECTED = {
                       "21600s"),
     "overload": ("Companion: please check your unit", "Open Companion for details.",
                  "high", "PRIVATE", "device_status", "10", "time-sensitive", "overload", "overload", "21600s"),
+    # An overload found late (more than OVERLOAD_URGENT_FOR after it): routine device care, still an overload to the app.
+    "overload_found_late": ("Companion: please check your unit", "Open Companion for details.",
+                            "normal", "PRIVATE", "device_status", "5", "active", "overload", "overload_found_late",
+                            "21600s"),
     "generic_update": ("You have a new update", "Open Companion to see it.",
                        "normal", "PRIVATE", "updates", "5", "passive", "generic_update", "generic_update", "86400s"),
     **{f"caregiver_{alert}": (CAREGIVER_TITLE, CAREGIVER_BODY, priority, "SECRET", "caregiver_alerts", apns, level,
@@ -56,6 +64,7 @@ EXPECTED = {
            ("missed_tens_session", "high", "10", "time-sensitive", "21600s"),
            ("pain_flare", "high", "10", "time-sensitive", "21600s"),
            ("overload", "high", "10", "time-sensitive", "21600s"),
+           ("overload_found_late", "normal", "5", "active", "86400s"),
            ("electrode_off", "normal", "5", "active", "86400s"),
            ("battery_low", "normal", "5", "active", "86400s"),
            ("low_adherence", "normal", "5", "active", "86400s"),
@@ -174,7 +183,16 @@ def test_reminders_and_urgent_alerts_are_high_priority_and_the_rest_normal():
 
 def test_every_caregiver_alert_kind_has_its_own_push_kind():
     caregiver_kinds = {k for k, t in TEMPLATES.items() if t.audience is Audience.CAREGIVER}
-    assert caregiver_kinds == {caregiver_kind(alert) for alert in AlertKind}
+    assert caregiver_kinds == {caregiver_kind(alert) for alert in AlertKind} | {CAREGIVER_OVERLOAD_FOUND_LATE}
+
+
+def test_an_overload_no_longer_urgent_is_pushed_as_routine_under_kinds_of_its_own():
+    assert [alert_push_kind(AlertKind.OVERLOAD, audience, urgent=True) for audience in Audience] == \
+        ["overload", "caregiver_overload"]
+    late = [alert_push_kind(AlertKind.OVERLOAD, audience, urgent=False) for audience in Audience]
+    assert late == [OVERLOAD_FOUND_LATE, CAREGIVER_OVERLOAD_FOUND_LATE]
+    assert not any(template_for(kind).urgent or ignores_quiet_hours(kind, "alert:a-1") for kind in late)
+    assert alert_push_kind(AlertKind.MISSED_TENS, Audience.CAREGIVER, urgent=False) == "caregiver_missed_tens_session"
 
 
 def test_kinds_queued_by_earlier_versions_still_resolve():

@@ -37,6 +37,9 @@ def _retried(kind: str, source_key: str, lifetime: timedelta) -> Settlement:
     ("therapy_reminder", "reminder:o-1", timedelta(hours=1), EXPIRED, None),  # its window closes in the night
     ("caregiver_overload", "alert:a-2", timedelta(hours=6), SCHEDULED, RETRY),  # urgent: whatever the hour
     ("overload", "alert:a-2", timedelta(hours=6), SCHEDULED, RETRY),
+    # An overload found late is routine: it keeps to the quiet hours (the patient's push expires in them).
+    ("caregiver_overload_found_late", "alert:a-3", timedelta(hours=24), SCHEDULED, MORNING),
+    ("overload_found_late", "alert:a-3", timedelta(hours=6), EXPIRED, None),
     ("reminder_repeat", "reminder:o-1:snooze:20260302T215900", timedelta(hours=1), SCHEDULED, RETRY),
 ])
 def test_a_retry_keeps_to_the_quiet_hours_its_push_kept_to(kind, source_key, lifetime, state, not_before):
