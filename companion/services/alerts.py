@@ -109,7 +109,8 @@ PATIENT_HEARS = frozenset({AlertKind.BATTERY_LOW, AlertKind.ELECTRODE_OFF, Alert
 DEVICE_KINDS = frozenset({AlertKind.BATTERY_LOW.value, AlertKind.ELECTRODE_OFF.value, AlertKind.OVERLOAD.value})
 LOOKBACK = timedelta(hours=24)  # the device events and pain ratings the alerts job reads: those of the last day
 # After an outage the device events are read from the last complete pass (ALERTS_JOB's start, in recompute_runs), at
-# most this far back: what happened while the worker was down is raised (for the panel: DEVICE_ALERT_NEWS).
+# most this far back: what happened while the worker was down is raised (for the panel: DEVICE_ALERT_NEWS). An event
+# whose alert a pass could not judge or raise is read again by each pass after it, as long (owed_device_alerts).
 DEVICE_CATCH_UP = timedelta(days=7)
 ALERTS_JOB = "alerts-evaluate"
 SILENT_LOOKBACK = timedelta(days=8)  # units silent for longer were alerted about already
@@ -134,6 +135,19 @@ class AlertsReport:
     raised: dict[str, int] = field(default_factory=dict)
     notifications: int = 0
     failed: int = 0
+
+
+@dataclass
+class DeviceEventsJudged:
+    """What a pass made of the device events it read (its window's, and those owed by passes before it): the alerts
+    they raise, the events behind each alert (by its dedup key), the events it could not judge, each event's time,
+    and which were owed before."""
+
+    candidates: list[AlertCandidate] = field(default_factory=list)
+    events_of: dict[str, list[str]] = field(default_factory=dict)
+    unjudged: set[str] = field(default_factory=set)
+    at_of: dict[str, datetime | None] = field(default_factory=dict)
+    owed: set[str] = field(default_factory=set)
 
 
 def progress_of(snapshots: Iterable[dict]) -> dict[date, float | None]:
@@ -496,10 +510,11 @@ class AlertService:
         return kept_from_reminding(self.stores.outbox, fresh, now) if fresh else (set(), set())
 
     def device_alerts(self, now: datetime, failures: ItemFailures,
-                      since: datetime | None = None) -> list[AlertCandidate]:
+                      since: datetime | None = None) -> DeviceEventsJudged:
         """Battery-low, electrode-off and overload events of the last day, or since ``since`` (the last complete pass)
         when that is earlier, up to ``DEVICE_CATCH_UP`` back: a worker back after more than a day raises the events
-        of its whole outage (those older than a day for the panel alone: ``DEVICE_ALERT_NEWS``)."""
+        of its whole outage (those older than a day for the panel alone: ``DEVICE_ALERT_NEWS``); and the events
+        passes before could not judge or raise, read by id wherever they lie (owed_device_alerts)."""
         start = now - LOOKBACK
         if since is not None and since < start:
             start = max(since, now - DEVICE_CATCH_UP)
@@ -508,6 +523,9 @@ class AlertService:
         # By when they happened, and by when they arrived (an upload late by days: UPLOAD_LAG).
         events = self.stores.device_events.happened_or_stored_between(
             start, now, stored_since=start - UPLOAD_LAG, oldest=now - DEVICE_CATCH_UP)
+        judged = DeviceEventsJudged(owed={o["_id"] for o in self.stores.owed_device_alerts.all()})
+        read = {e["_id"] for e in events}
+        events += self.stores.device_events.by_ids(judged.owed - read)
         zones = self._patients({e["patient_id"] for e in events}, failures)
         batteries = self.stores.session_records.batteries_of(e.get("record_id") for e in events
                                                              if e["kind"] == "battery_low")
@@ -525,12 +543,35 @@ class AlertService:
                                     now)
             return None
 
-        found = []
         for event in events:
-            candidate = failures.attempt(event.get("_id"), lambda e=event: judge(e))
-            if candidate is not None:
-                found.append(candidate)
-        return found
+            event_id, failed_before = event["_id"], len(failures)
+            judged.at_of[event_id] = event.get("at")
+            candidate = failures.attempt(event_id, lambda e=event: judge(e))
+            if len(failures) > failed_before:
+                judged.unjudged.add(event_id)
+            elif candidate is not None:
+                judged.candidates.append(candidate)
+                judged.events_of.setdefault(candidate.dedup_key, []).append(event_id)
+        return judged
+
+    def _note_device_pass(self, now: datetime, judged: DeviceEventsJudged, unraised: set[str]) -> None:
+        """A pass that read the device events notes itself complete (the next reads from its start), whatever one
+        event did: the events it could not judge, or whose alert it could not raise (``unraised``: their dedup
+        keys), are owed first, and each later pass reads them again by id, so one event failing pass after pass (a
+        malformed one, a patient whose alerts cannot be written) neither costs an alert that could be raised nor
+        holds every pass to reading ``DEVICE_CATCH_UP`` of everyone's events. Owed events it raised, that raise no
+        alert, or that are gone are settled. One still failing when it is older than ``DEVICE_CATCH_UP`` (the
+        furthest any pass reads back) is given up, logged by its id."""
+        failing = judged.unjudged | {e for key in unraised for e in judged.events_of.get(key, ())}
+        too_old = {e for e in failing
+                   if not isinstance(judged.at_of.get(e), datetime) or judged.at_of[e] < now - DEVICE_CATCH_UP}
+        for event_id in sorted(too_old):
+            logger.error("alerts: a device event failed every pass for %s; its alert is given up", DEVICE_CATCH_UP,
+                         extra={"job_id": ALERTS_JOB, "item_id": event_id})
+        owed = self.stores.owed_device_alerts
+        owed.owe({e: judged.at_of[e] for e in failing - too_old}, now)
+        owed.settle(judged.owed - (failing - too_old))
+        self.stores.days_to_recompute.ran(ALERTS_JOB, now)
 
     def silent_units(self, now: datetime, failures: ItemFailures) -> list[AlertCandidate]:
         """Bound units not heard from (no upload, no status) for 24 hours."""
@@ -578,8 +619,9 @@ class AlertService:
 
     def evaluate(self) -> AlertsReport:
         """Find every alert condition of the last day (the device events since the last complete pass, after an
-        outage) and raise each alert once; end the silence alerts of units heard from again. A pass that judged and
-        raised every device event it read is noted complete (``ALERTS_JOB`` in recompute_runs)."""
+        outage, and those owed by passes before) and raise each alert once; end the silence alerts of units heard
+        from again. A pass that read the device events is noted complete (``ALERTS_JOB`` in recompute_runs), the
+        events it could not judge or raise owed to the passes after it (``_note_device_pass``)."""
         now = self.clock()
         report = AlertsReport()
         failures = ItemFailures(ALERTS_JOB)
@@ -588,20 +630,19 @@ class AlertService:
         candidates = []
         for rule in (self.missed_sessions, self.silent_units, self.pain_flares):
             candidates += failures.attempt(rule.__name__, lambda rule=rule: rule(now, failures)) or []
-        failed_before = len(failures)
         devices = failures.attempt("device_alerts", lambda: self.device_alerts(now, failures, since))
-        devices_judged = devices is not None and len(failures) == failed_before
-        candidates += devices or []
+        candidates += devices.candidates if devices is not None else []
         done = self.stores.alerts.notified_keys([c.dedup_key for c in candidates])
+        unraised, raised = set(), set()  # (an alert of several events is tried for each: raised once one is)
         for candidate in candidates:
             if candidate.dedup_key not in done:
                 failed_before = len(failures)
                 # Logged by a digest of its key: the key itself names the kind of alert, the patient and the day.
                 failures.attempt(derived_id("alert-candidate", candidate.dedup_key),
                                  lambda c=candidate: self.raise_once(c, report, read_again=True))
-                devices_judged &= candidate.kind.value not in DEVICE_KINDS or len(failures) == failed_before
-        if devices_judged:  # (not a pass that left one unjudged or unraised: the next reads from the last that did)
-            failures.attempt("note-pass", lambda: self.stores.days_to_recompute.ran(ALERTS_JOB, now))
+                (unraised if len(failures) > failed_before else raised).add(candidate.dedup_key)
+        if devices is not None:  # (not a pass that could not read them: the next reads from the last that did)
+            failures.attempt("note-pass", lambda: self._note_device_pass(now, devices, unraised - raised))
         report.failed = len(failures)
         logger.info("alerts: raised %s, notifications %d, failed %d", report.raised, report.notifications,
                     report.failed)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
@@ -24,9 +24,11 @@ INDEXES = {
         IndexModel([("dedup_key", ASCENDING)], unique=True, name="dedup_unique"),
         IndexModel([("patient_id", ASCENDING), ("raised_at", DESCENDING)], name="patient_raised"),
     ],
+    "device_alerts_owed": [],  # read whole (the few events passes could not raise) and by _id
 }
 
 LIST_LIMIT = 500
+OWED_LIMIT = 5_000  # owed device events a pass reads again (the rest wait for the passes after it)
 
 
 class Alerts:
@@ -184,3 +186,28 @@ class Alerts:
             {"_id": alert_id, "patient_id": patient_id, "acknowledged_at": None},
             {"$set": {"acknowledged_at": at, "acknowledged_by": clinician_id}}, return_document=ReturnDocument.AFTER)
         return updated or self.get(patient_id, alert_id)
+
+
+class OwedDeviceAlerts:
+    """The device events whose alert a pass of the alerts job could not judge or raise (a malformed event, a write
+    that failed): one document per event (``_id`` the event's id, ``at`` its time, ``since`` the first pass that
+    owed it). Each later pass reads them again by id, whatever its window, until it raises their alert or finds
+    none to raise (the event gone, its patient's account closed), or gives them up (companion.services.alerts
+    .DEVICE_CATCH_UP). Ids and times only: what the event was is read from the event."""
+
+    def __init__(self, db: Database):
+        self.col = db.device_alerts_owed
+
+    def all(self, limit: int = OWED_LIMIT) -> list[dict]:
+        return list(self.col.find({}, {"at": 1}).limit(limit))
+
+    def owe(self, events: dict[str, datetime], at: datetime) -> None:
+        """Owe these events' alerts (by event id, with each event's time), from ``at`` if not owed already."""
+        writes = [UpdateOne({"_id": event_id}, {"$set": {"at": event_at}, "$setOnInsert": {"since": at}}, upsert=True)
+                  for event_id, event_at in sorted(events.items())]
+        if writes:  # (ordered: an unordered bulk of upserts has hung FerretDB v1.24)
+            self.col.bulk_write(writes, ordered=True)
+
+    def settle(self, event_ids: Iterable[str]) -> None:
+        for part in chunks(sorted(set(event_ids))):
+            self.col.delete_many({"_id": {"$in": part}})

@@ -309,6 +309,12 @@ class DeviceEvents:
                 found.setdefault(event["_id"], event)
         return list(found.values())
 
+    def by_ids(self, event_ids: Iterable[str]) -> list[dict]:
+        found = []
+        for part in chunks(sorted(set(event_ids))):
+            found += self.col.find({"_id": {"$in": part}})
+        return found
+
     def for_patient(self, patient_id: str, since: datetime, limit: int = 200) -> list[dict]:
         return list(self.col.find({"patient_id": patient_id, "at": {"$gte": since}}).sort("at", DESCENDING)
                     .limit(limit))

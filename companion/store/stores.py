@@ -14,7 +14,7 @@ from pymongo.database import Database
 from companion.clock import Clock, now
 from companion.store.accounts import Users
 from companion.store.adherence import AdherenceDays
-from companion.store.alerts import Alerts
+from companion.store.alerts import Alerts, OwedDeviceAlerts
 from companion.store.audit import AuditEvents
 from companion.store.changes import ChangeSequences
 from companion.store.clinical_notes import ClinicalNotes
@@ -196,6 +196,10 @@ class Stores:
     @cached_property
     def alerts(self) -> Alerts:
         return Alerts(self.db, self.clock)
+
+    @cached_property
+    def owed_device_alerts(self) -> OwedDeviceAlerts:
+        return OwedDeviceAlerts(self.db)
 
     @cached_property
     def clinical_notes(self) -> ClinicalNotes:

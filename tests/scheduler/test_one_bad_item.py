@@ -113,14 +113,16 @@ def test_a_notification_that_cannot_be_built_fails_alone_and_the_rest_go_out(job
 def test_an_alert_that_cannot_be_raised_or_is_resolved_is_logged_without_its_kind_or_patient(
         jobs_db, settings, clock, traveller, monkeypatch, caplog):
     from companion.domain.alerts import AlertCandidate, AlertKind, Resolution, Severity
+    from companion.services.alerts import DeviceEventsJudged
 
     traveller.move_to(T9)
     patient = make_person(jobs_db, "patient")
     alerts = services_on(jobs_db, settings, clock).alerts
     flare = AlertCandidate(AlertKind.PAIN_FLARE, Severity.WARNING, patient.id, f"pain_flare:{patient.id}:2026-03-02",
                            "2026-03-02", "Pain flare on 2026-03-02: pain 9/10", details={"score": 9})
-    for rule in ("missed_sessions", "device_alerts", "silent_units"):
-        monkeypatch.setattr(alerts, rule, lambda now, failures, since=None: [])
+    for rule in ("missed_sessions", "silent_units"):
+        monkeypatch.setattr(alerts, rule, lambda now, failures: [])
+    monkeypatch.setattr(alerts, "device_alerts", lambda now, failures, since=None: DeviceEventsJudged())
     monkeypatch.setattr(alerts, "pain_flares", lambda now, failures: [flare])
     raise_once = alerts.raise_once
 
