@@ -32,9 +32,9 @@ def _event(jobs_db, patient, kind: str, at: datetime, serial: str | None = "CTU-
 def _windows_read(monkeypatch) -> list[timedelta]:
     """How far back each pass from now on reads the device events (from its clock)."""
     starts = []
-    between = DeviceEvents.between
-    monkeypatch.setattr(DeviceEvents, "between",
-                        lambda self, since, until: starts.append(until - since) or between(self, since, until))
+    read = DeviceEvents.happened_or_stored_between
+    monkeypatch.setattr(DeviceEvents, "happened_or_stored_between",
+                        lambda self, since, until, **kw: starts.append(until - since) or read(self, since, until, **kw))
     return starts
 
 
