@@ -3,8 +3,8 @@
 Same key + same body replays the stored answer without doing the work again; same key + a different
 body is 422; a retry while the first request is still running is 409 with a Retry-After. After a 5xx the key
 stays bound to its body (the request may have written part of its work): the same body runs again and finishes
-it, another body is 422; after a refusal (4xx, nothing written) the key is free for a corrected body. A request
-holds its key under a lease (``COMPANION_IDEMPOTENCY_LEASE_S``, 60 s by default): if the process
+it, another body is 422; after a refusal (4xx, nothing written) the key is free for a corrected body, unless an
+attempt under it was interrupted or died before (companion.store.idempotency: bound). A request holds its key under a lease (``COMPANION_IDEMPOTENCY_LEASE_S``, 60 s by default): if the process
 serving it died, a retry after the lease takes the key over and does the work, which every use case
 behind an idempotent route completes without doubling anything. Keys are per caller and kept 24 hours; a
 key used after that is claimed afresh, as a new request (``request_key`` then names another claim).

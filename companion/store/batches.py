@@ -10,6 +10,8 @@ from datetime import datetime
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import BulkWriteError, WriteConcernError, WTimeoutError
 
+from companion.domain.errors import ServiceUnavailable
+
 CHUNK = 2000  # keys per $in query unless a caller says otherwise
 PAGE = 1000  # documents per page of a range read in order
 DUPLICATE_KEY = 11000
@@ -100,3 +102,15 @@ def refused_as_stored(exc: BulkWriteError) -> set[int]:
     if any(e.get("code") != DUPLICATE_KEY for e in errors):
         raise exc
     return {e["index"] for e in errors}
+
+
+def already_stored(collection, query: dict) -> dict:
+    """The document an insert refused as a duplicate is, read back. When it cannot be read (on a replica set: an
+    earlier attempt wrote it on the primary, and it is not yet on the majority that reads see; or it was deleted
+    between the two), ServiceUnavailable: the retry shortly finds it. Answered as anything else (a 409 "this key
+    made another", a 500), a client would send the request again under a new key, and the patient would have the
+    thing twice once the first write is confirmed."""
+    stored = collection.find_one(query)
+    if stored is None:
+        raise ServiceUnavailable("an earlier attempt of this request is still being stored: retry shortly")
+    return stored

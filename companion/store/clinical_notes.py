@@ -8,6 +8,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from companion.clock import now, to_millis
+from companion.store.batches import already_stored
 
 INDEXES = {
     "clinical_notes": [IndexModel([("patient_id", ASCENDING), ("created_at", DESCENDING)], name="patient_time")],
@@ -32,10 +33,9 @@ class ClinicalNotes:
         try:
             self.col.insert_one(doc)
         except DuplicateKeyError:
-            stored = self.col.find_one({"_id": note_id, "patient_id": patient_id}) if note_id else None
-            if stored is None:
+            if note_id is None:
                 raise
-            return stored
+            return already_stored(self.col, {"_id": note_id, "patient_id": patient_id})
         return doc
 
     def for_patient(self, patient_id: str, limit: int = 100) -> list[dict]:

@@ -19,7 +19,7 @@ from pymongo.errors import DuplicateKeyError
 from companion.clock import to_millis
 from companion.domain.errors import Conflict
 from companion.store import feeds
-from companion.store.batches import find_among_patients, oldest_first
+from companion.store.batches import already_stored, find_among_patients, oldest_first
 
 INDEXES = {
     "content_items": [IndexModel([("category", ASCENDING), ("duration_min", ASCENDING)], name="category_duration")],
@@ -138,8 +138,8 @@ class PracticeLog(feeds.SyncedCollection):
         except DuplicateKeyError:
             if practice_id is None:
                 raise
-            stored = self.col.find_one({"_id": practice_id})
-            if stored is None or (stored["patient_id"], stored["item_slug"]) != (patient_id, slug):
+            stored = already_stored(self.col, {"_id": practice_id})
+            if (stored["patient_id"], stored["item_slug"]) != (patient_id, slug):
                 raise Conflict("this Idempotency-Key made another practice; send this one with a new key") from None
             return stored
         return doc

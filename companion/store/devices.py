@@ -22,7 +22,7 @@ from pymongo.errors import DuplicateKeyError
 from companion.clock import now, to_millis
 from companion.domain.people import TensUnit
 from companion.domain.sessions import ERASED_WEARER, Binding
-from companion.store.batches import chunks, insert_new
+from companion.store.batches import already_stored, chunks, insert_new
 
 INDEXES = {
     "devices": [IndexModel([("patient_id", ASCENDING)], name="patient")],
@@ -72,7 +72,7 @@ class Devices:
             self.col.insert_one(doc)
             return unit_of(doc), True
         except DuplicateKeyError:
-            return unit_of(self.col.find_one({"_id": serial})), False
+            return unit_of(already_stored(self.col, {"_id": serial})), False
 
     def unbind(self, serial: str, patient_id: str, at: datetime | None = None, *, stated: bool,
                due_from: datetime | None = None) -> int:

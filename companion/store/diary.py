@@ -17,7 +17,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from companion.store import feeds
-from companion.store.batches import chunks, insert_new, oldest_first
+from companion.store.batches import already_stored, chunks, insert_new, oldest_first
 
 INDEXES = {
     "pain_entries": [
@@ -59,7 +59,7 @@ class PainEntries(feeds.SyncedCollection):
             self.col.insert_one(doc)
             return doc, True
         except DuplicateKeyError:
-            return self.by_client_id(patient_id, entry["client_entry_id"]), False
+            return already_stored(self.col, {"patient_id": patient_id, "client_entry_id": entry["client_entry_id"]}), False
 
     def add_many(self, patient_id: str, entries: list[dict], at: datetime, first_seq: int) -> list[tuple[dict, bool]]:
         """Store a batch; each entry independently and idempotently (numbered from ``first_seq``). Returns

@@ -10,7 +10,8 @@ request that failed releases its claim for a retry, in one of two ways:
 - **interrupted** (a 5xx, an error: it may have written part of its work before it stopped): the key stays bound
   to the request it was used for. Its retry (the same body) takes the claim over and runs the use case again,
   which finishes what the first attempt began; another request with the key is refused as a mismatch, as when
-  an answer is stored, since as a new claim it would make a second object beside the first attempt's.
+  an answer is stored, since as a new claim it would make a second object beside the first attempt's. So is a
+  claim taken over from a request that died; and once bound so, a claim stays bound whatever its retries meet.
 
 Each claim has its own ``claim_id``, and what a request creates is named from its key *and* its claim
 (companion.services.derived_ids): a retry of the same request (the same body) keeps the claim, whether it
@@ -115,7 +116,8 @@ class IdempotencyKeys:
         if existing["state"] == IN_FLIGHT and existing["request_hash"] == request_hash and lapsed <= at:
             taken = self.col.find_one_and_update(
                 {"_id": _id, "state": IN_FLIGHT, "lease_until": existing.get("lease_until")},
-                {"$set": {"lease_until": at + lease, "taken_over_at": at}}, return_document=ReturnDocument.AFTER)
+                {"$set": {"lease_until": at + lease, "taken_over_at": at, "bound": True}},  # (it may have written)
+                return_document=ReturnDocument.AFTER)
             if taken is not None:
                 return HeldKey(taken.get("claim_id", ""))
             existing = self.col.find_one({"_id": _id}) or existing
@@ -132,9 +134,20 @@ class IdempotencyKeys:
     def release(self, caller_id: str, key: str, held: HeldKey, *, interrupted: bool = False) -> bool:
         """Let a retry of a request that failed have the key, keeping its claim for it (claim): ``interrupted``
         (it may have written part of its work), for that request's retry only; otherwise free for any request.
-        Whether it was let go (not when the key is under another claim by now, or answered)."""
-        return self.col.update_one({"_id": f"{caller_id}:{key}", "state": IN_FLIGHT, **_under(held)}, {"$set": {
-            "state": INTERRUPTED if interrupted else RELEASED, "lease_until": None}}).modified_count == 1
+        Whether it was let go (not when the key is under another claim by now, or answered).
+
+        A claim once interrupted, or taken over from a request that died (``bound``: an attempt under it may have
+        written part of its work), stays for that request alone whatever its later attempts meet: a retry refused
+        (a 409 while the earlier write is not yet readable, a date check that moved past midnight) does not free it
+        for another body, which as a new claim would make a second object beside the first attempt's."""
+        under = {"_id": f"{caller_id}:{key}", "state": IN_FLIGHT, **_under(held)}
+        let_go = {"state": INTERRUPTED, "lease_until": None, "bound": True}
+        if interrupted:
+            return self.col.update_one(under, {"$set": let_go}).modified_count == 1
+        if self.col.update_one({**under, "bound": True}, {"$set": let_go}).modified_count == 1:
+            return True
+        return self.col.update_one({**under, "bound": {"$ne": True}},
+                                   {"$set": {"state": RELEASED, "lease_until": None}}).modified_count == 1
 
     def delete_expired(self) -> int:
         return self.col.delete_many({"created_at": {"$lt": now() - KEEP_FOR}}).deleted_count

@@ -23,7 +23,7 @@ from companion.domain.people import (
     EmergencyAccess,
     Gateway,
 )
-from companion.store.batches import insert_new
+from companion.store.batches import already_stored, insert_new
 from companion.store.db import count_by_id
 from companion.store.read_models import PanelEntries, PanelRowMarks
 
@@ -68,7 +68,7 @@ def insert_once(col: Collection, doc: dict, given_id: str | None) -> dict:
     except DuplicateKeyError:
         if given_id is None:
             raise
-        return col.find_one({"_id": given_id}) or doc
+        return already_stored(col, {"_id": given_id})
     return doc
 
 

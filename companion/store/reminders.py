@@ -26,7 +26,7 @@ from companion.clock import to_millis
 from companion.domain.errors import Conflict
 from companion.domain.schedules import MAX_COMPLETION_WINDOW_MINUTES
 from companion.store import feeds
-from companion.store.batches import chunks, find_among_patients, insert_new, oldest_first
+from companion.store.batches import already_stored, chunks, find_among_patients, insert_new, oldest_first
 
 INDEXES = {
     "reminders": [IndexModel([("patient_id", ASCENDING), ("active", ASCENDING)], name="patient_active"),
@@ -74,8 +74,8 @@ class Reminders(feeds.SyncedCollection):
         except DuplicateKeyError:
             if reminder_id is None:
                 raise
-            stored = self.col.find_one({"_id": reminder_id})
-            if stored is None or (stored["patient_id"], stored.get("kind")) != (patient_id, fields.get("kind")):
+            stored = already_stored(self.col, {"_id": reminder_id})
+            if (stored["patient_id"], stored.get("kind")) != (patient_id, fields.get("kind")):
                 raise Conflict("this Idempotency-Key made another reminder; send this one with a new key") from None
             return stored
         return doc

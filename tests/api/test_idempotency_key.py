@@ -142,8 +142,8 @@ def _request_hash(path: str, body: bytes) -> str:
 
 def test_a_slow_request_finishing_after_its_key_was_claimed_anew_leaves_its_answer_out_of_the_new_claim(
         client, world, db, services, monkeypatch):
-    """A1 is slow: its lease runs out, its retry A2 takes the key over and fails (the key is released), and B,
-    another request with the same key, claims it anew. A1 then finishes: its answer is A's, and B's retry must not
+    """A1 is slow: its lease runs out, its retry A2 takes the key over and fails, the key is forgotten after its 24
+    hours, and B, another request with the same key, claims it anew. A1 then finishes: its answer is A's, and B's retry must not
     replay it (it is told B is still running; once B failed, it makes B's reminder)."""
     patient, key = world["patient_a"], "slow-first-01"
     path = f"/api/v1/patients/{patient.id}/reminders"
@@ -154,7 +154,8 @@ def test_a_slow_request_finishing_after_its_key_was_claimed_anew_leaves_its_answ
     def slow_create(*args, **kwargs):  # A1's work: what the other requests do meanwhile
         a2 = claims.begin(patient.id, key, _request_hash(path, body_a))  # A1's lease ran out: its retry takes over
         assert isinstance(a2, HeldKey)
-        claims.release(patient.id, key, a2)  # ... and fails
+        claims.release(patient.id, key, a2)  # ... and fails (the key stays bound to A: A1 may have written)
+        _older_than_a_day(db, patient.id, key)  # and A1 is so slow that the key is forgotten
         monkeypatch.setattr(claims, "lease", timedelta(minutes=1))
         b_claim.append(claims.begin(patient.id, key, _request_hash(path, body_b)))  # B claims the key anew
         assert isinstance(b_claim[0], HeldKey) and b_claim[0] != a2
@@ -183,12 +184,20 @@ def test_a_slow_request_finishing_after_its_key_was_claimed_anew_leaves_its_answ
         "Evening session", "Morning session"]
 
 
+def _older_than_a_day(db, caller_id: str, key: str) -> None:
+    db.idempotency_keys.update_one({"_id": f"{caller_id}:{key}"},
+                                   {"$set": {"created_at": now() - timedelta(hours=25)}})
+
+
 def test_a_request_ending_after_its_key_was_claimed_anew_neither_answers_nor_frees_the_new_claim(db):
     keys = IdempotencyKeys(db)
     a1 = keys.claim("caller-x", "late-end-01", "hash-a", timedelta(0))
     a2 = keys.claim("caller-x", "late-end-01", "hash-a", timedelta(0))  # A1's retry, after its lease
     assert isinstance(a1, HeldKey) and a2 == a1
     assert keys.release("caller-x", "late-end-01", a2)  # A2 fails
+    refused = keys.claim("caller-x", "late-end-01", "hash-b", timedelta(minutes=1))
+    assert (refused.state, refused.request_hash) == ("interrupted", "hash-a")  # bound to A: A1 may have written
+    _older_than_a_day(db, "caller-x", "late-end-01")
     b = keys.claim("caller-x", "late-end-01", "hash-b", timedelta(minutes=1))  # another request claims it anew
     assert isinstance(b, HeldKey) and b != a1
     assert not keys.release("caller-x", "late-end-01", a1)  # A1 fails, late
@@ -379,4 +388,52 @@ def test_a_key_whose_request_failed_before_writing_lets_the_same_request_run_aga
     assert db.reminders.count_documents({"patient_id": patient.id}) == 0
     retried = _reminder_at(client, patient, key, "Morning session", "08:00")
     assert retried.status_code == 201 and "Idempotent-Replayed" not in retried.headers
+    assert db.reminders.count_documents({"patient_id": patient.id}) == 1
+
+
+def test_a_retry_that_cannot_read_yet_what_its_first_attempt_stored_is_told_to_retry_not_to_use_a_new_key(
+        client, world, db, services, monkeypatch):
+    """On a replica set the first attempt's reminder can be on the primary and not yet on the majority reads see
+    (its write concern timed out: 503). The retry's insert is refused as a duplicate and its read-back finds
+    nothing: answered 409 "this key made another reminder; send it with a new key", an app that obeyed made a
+    second reminder once the first was confirmed. It is a 503 now, the key still bound, and a later retry
+    finishes the one reminder."""
+    patient, key = world["patient_a"], "lagging-read-01"
+    monkeypatch.setattr(services.stores.occurrences, "insert_new", dead_database)
+    assert_problem(_reminder_at(client, patient, key, "Morning session", "08:00"), 503)
+    monkeypatch.setattr(services.stores.reminders.col, "find_one", lambda *args, **kwargs: None)  # (not yet readable)
+
+    lagging = _reminder_at(client, patient, key, "Morning session", "08:00")
+    assert_problem(lagging, 503)
+    assert lagging.headers["Retry-After"]
+    monkeypatch.undo()
+    assert_problem(_reminder_at(client, patient, key, "Evening session", "19:00"), 422)
+
+    retried = _reminder_at(client, patient, key, "Morning session", "08:00")
+    assert retried.status_code == 201
+    assert [r["title"] for r in db.reminders.find({"patient_id": patient.id})] == ["Morning session"]
+
+
+def test_a_key_bound_by_a_failure_after_writing_stays_bound_when_its_retry_is_refused(
+        client, world, db, services, monkeypatch):
+    """A retry of an interrupted request can itself be refused (a 409 while the first write is not readable, a
+    date check that moved past midnight). Freed then, the key took another body as a new claim: a second
+    reminder beside the first attempt's."""
+    from companion.domain.errors import Conflict
+
+    patient, key = world["patient_a"], "bound-after-01"
+    monkeypatch.setattr(services.stores.occurrences, "insert_new", dead_database)
+    assert_problem(_reminder_at(client, patient, key, "Morning session", "08:00"), 503)
+    monkeypatch.undo()
+
+    def refused(*args, **kwargs):
+        raise Conflict("refused on the retry")
+
+    monkeypatch.setattr(services.stores.reminders, "create", refused)
+    assert_problem(_reminder_at(client, patient, key, "Morning session", "08:00"), 409)
+    monkeypatch.undo()
+
+    assert_problem(_reminder_at(client, patient, key, "Evening session", "19:00"), 422)
+    assert [r["title"] for r in db.reminders.find({"patient_id": patient.id})] == ["Morning session"]
+    assert _reminder_at(client, patient, key, "Morning session", "08:00").status_code == 201
     assert db.reminders.count_documents({"patient_id": patient.id}) == 1
