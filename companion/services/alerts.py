@@ -520,9 +520,12 @@ class AlertService:
             start = max(since, now - DEVICE_CATCH_UP)
             logger.warning("alerts: the last complete pass began %s ago; reading the device events since %s",
                            now - since, start.isoformat())
-        # By when they happened, and by when they arrived (an upload late by days: UPLOAD_LAG).
+        # By when they happened, and by when they arrived since the last complete pass began (an upload late by
+        # days: UPLOAD_LAG). The stored read starts there, not at the window's start: on a pass a minute after the
+        # last, it reads the minute's uploads, not the whole day's events a second time.
+        stored_from = start if since is None else max(since, now - DEVICE_CATCH_UP)
         events = self.stores.device_events.happened_or_stored_between(
-            start, now, stored_since=start - UPLOAD_LAG, oldest=now - DEVICE_CATCH_UP)
+            start, now, stored_since=stored_from - UPLOAD_LAG, oldest=now - DEVICE_CATCH_UP)
         judged = DeviceEventsJudged(owed={o["_id"] for o in self.stores.owed_device_alerts.all()})
         read = {e["_id"] for e in events}
         events += self.stores.device_events.by_ids(judged.owed - read)

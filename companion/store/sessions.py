@@ -11,6 +11,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from companion.clock import now, to_millis
 from companion.domain.sessions import ERASED_WEARER
 from companion.store import feeds
 from companion.store.batches import chunks, find_among_patients, insert_new, oldest_first
@@ -279,9 +280,13 @@ class DeviceEvents:
         insert_new(self.col, events)
 
     def move(self, record_id: str, kinds: Iterable[str], at: datetime, patient_id: str | None) -> None:
-        """A record was placed again (a later clock fix) or given to another patient: its events follow it."""
+        """A record was placed again (a later clock fix) or given to another patient: its events follow it, stored
+        anew (``created_at`` now): moved to a day more than a day ago, or to another wearer, they are read by the
+        alerts pass's stored-time read, and raise their alert for the day and patient they now belong to (the old
+        one is resolved: companion.services.alerts.events_gone)."""
+        moved = {"at": at, "patient_id": patient_id, "created_at": to_millis(now())}
         for kind in kinds:
-            self.col.update_one({"_id": f"{record_id}:{kind}"}, {"$set": {"at": at, "patient_id": patient_id}})
+            self.col.update_one({"_id": f"{record_id}:{kind}"}, {"$set": moved})
 
     def forget(self, record_ids: Iterable[str], kinds: Iterable[str]) -> None:
         """These records no longer count (excluded, held again, nobody's): their events go (by their derived ids)."""
@@ -304,9 +309,11 @@ class DeviceEvents:
         # Two reads, each one index range (an `$or` of the two is a scan of every event on the development
         # server), merged by id: an event that happened and was stored in the window is in both.
         found = {e["_id"]: e for e in self.col.find({"at": {"$gte": since, "$lte": until}})}
-        for event in self.col.find({"created_at": {"$gte": stored_since, "$lte": until}}):
-            if oldest <= event["at"] <= until:
-                found.setdefault(event["_id"], event)
+        # (the time range checked by the database: an event whose `at` is no time is not read, not a TypeError
+        # that would fail every pass while it is in the window)
+        for event in self.col.find({"created_at": {"$gte": stored_since, "$lte": until},
+                                    "at": {"$gte": oldest, "$lte": until}}):
+            found.setdefault(event["_id"], event)
         return list(found.values())
 
     def by_ids(self, event_ids: Iterable[str]) -> list[dict]:

@@ -97,3 +97,65 @@ def test_an_overload_uploaded_more_than_a_week_late_raises_nothing(
     traveller.move_to(uploaded + timedelta(minutes=1))
     _evaluate_and_send(jobs_db, settings, clock, sender)
     assert _overloads(jobs_db, patient) == []  # older than the furthest any pass reads back (DEVICE_CATCH_UP)
+
+
+def test_an_event_whose_session_is_placed_days_back_raises_its_alert_for_the_day_it_now_belongs_to(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    """A later clock fix moves a session (and its events) to a day the pass's window by time no longer covers: the
+    moved event is stored anew, read by the stored-time read, and its alert raised for that day."""
+    patient, _, _ = _patient_with_a_unit(jobs_db, settings, clock, sender)
+    traveller.move_to(T10 + timedelta(minutes=40))
+    _upload_overload(jobs_db, settings, clock, sender, patient, T10)
+    _evaluate_and_send(jobs_db, settings, clock, sender)
+    [first] = _overloads(jobs_db, patient)
+    [event] = jobs_db.device_events.find({"patient_id": patient.id, "kind": "overload"})
+
+    fixed = T10 + timedelta(days=3)
+    traveller.move_to(fixed - timedelta(minutes=1))
+    _evaluate_and_send(jobs_db, settings, clock, sender)  # the worker runs every minute, as always
+    traveller.move_to(fixed)
+    placed = T10 + timedelta(days=1)  # two days before now: outside the last day's window
+    services_on(jobs_db, settings, clock, sender).stores.device_events.move(event["record_id"], ["overload"], placed,
+                                                                            patient.id)
+    traveller.move_to(fixed + timedelta(minutes=1))
+    _evaluate_and_send(jobs_db, settings, clock, sender)
+    assert sorted(a["occurred_at"] for a in _overloads(jobs_db, patient)) == [first["occurred_at"], placed]
+
+
+def test_an_event_stored_with_no_time_holds_no_alert_back_and_the_pass_is_noted_complete(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    from companion.services.alerts import ALERTS_JOB
+
+    patient, _, _ = _patient_with_a_unit(jobs_db, settings, clock, sender)
+    traveller.move_to(T10)
+    _evaluate_and_send(jobs_db, settings, clock, sender)
+    traveller.move_to(T10 + timedelta(minutes=30))
+    jobs_db.device_events.insert_one({"_id": f"{SERIAL}:broken:overload", "patient_id": patient.id,
+                                      "device_serial": SERIAL, "kind": "overload", "at": None,
+                                      "record_id": f"{SERIAL}:broken", "created_at": T10 + timedelta(minutes=25)})
+    _upload_overload(jobs_db, settings, clock, sender, patient, T10 - timedelta(minutes=10))
+    traveller.move_to(T10 + timedelta(minutes=31))
+    _evaluate_and_send(jobs_db, settings, clock, sender)
+    assert len(_overloads(jobs_db, patient)) == 1
+    assert services_on(jobs_db, settings, clock, sender).stores.days_to_recompute.last_run(ALERTS_JOB) == \
+        T10 + timedelta(minutes=31)
+
+
+def test_a_pass_reads_by_stored_time_only_what_came_since_the_last_complete_pass(
+        jobs_db, settings, clock, traveller, sender, emulator, monkeypatch):
+    """The stored-time read of a pass a minute after the last starts at the last pass (less UPLOAD_LAG), not at the
+    day's window: the day's events are not read a second time each minute."""
+    from companion.services.alerts import UPLOAD_LAG
+    from companion.store.sessions import DeviceEvents
+
+    _patient_with_a_unit(jobs_db, settings, clock, sender)
+    traveller.move_to(T10)
+    _evaluate_and_send(jobs_db, settings, clock, sender)
+    stored_since = []
+    read = DeviceEvents.happened_or_stored_between
+    monkeypatch.setattr(DeviceEvents, "happened_or_stored_between",
+                        lambda self, since, until, **kw: stored_since.append(kw["stored_since"]) or read(
+                            self, since, until, **kw))
+    traveller.move_to(T10 + timedelta(minutes=1))
+    _evaluate_and_send(jobs_db, settings, clock, sender)
+    assert stored_since == [T10 - UPLOAD_LAG]
