@@ -112,6 +112,8 @@ class Worker:
             daily("audit-retention", svc.housekeeping.audit_retention, 0, 20),
             JobSpec("closures-finish", svc.lifecycle.finish_closures, "interval", {"minutes": 10},
                     timedelta(minutes=10)),
+            JobSpec("handovers-finish", svc.gateways.finish_handovers, "interval", {"minutes": 5},
+                    timedelta(minutes=5)),
             daily("records-retention", svc.lifecycle.purge_expired_records, 4, 13),
         ]
         if svc.sender is not None:

@@ -4,6 +4,7 @@ units are bound to which patient."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from companion.clock import Clock, now
 from companion.domain.errors import Conflict, Invalid, NotFound, ServiceUnavailable, Unauthorized
 from companion.domain.people import DEACTIVATED, Gateway, TensUnit
 from companion.domain.sessions import UNPULLED_AT_HANDOVER, handover_problem
+from companion.services.item_failures import ItemFailures
 from companion.services.patients import Profiles
 from companion.services.session_times import placing
 from companion.services.sessions import TensSessions
@@ -22,6 +24,8 @@ from companion.services.tokens import TokenService
 from companion.settings import Settings
 from companion.store.relationships import new_id
 from companion.store.stores import Stores
+
+logger = logging.getLogger(__name__)
 
 PROFILES = ("companion-tens", "beurer-em70")
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I to misread
@@ -34,6 +38,10 @@ PATIENT_PAUSED_RETRY_S = 900
 # A gateway paired this long ago that never fetched a token is revoked (a pairing takes a minute; a day leaves the
 # person time to finish setting it up).
 NEVER_CONNECTED_AFTER = timedelta(days=1)
+HANDOVERS_JOB = "handovers-finish"
+# A hand-over whose re-placement is still owed this long after it was written is finished by the worker: one younger
+# may still be running (its request holds the unit) or be sent again by its client in a moment, which finishes it.
+HANDOVER_LEFT_AFTER = timedelta(minutes=5)
 
 
 class GatewayPaused(ServiceUnavailable):
@@ -199,8 +207,8 @@ class Gateways:
         The binding is written and the records placed under the unit's claim (``placing``), one after the other
         with an upload's placement: ServiceUnavailable, nothing written, while one holds it (send it again
         shortly). A binding whose placement was cut short (its process stopped) still owes it, and binding the
-        unit again, with a time or without, finishes it; one that owes nothing is answered without claiming the
-        unit."""
+        unit again, with a time or without, finishes it (or else the worker does: :meth:`finish_handovers`); one
+        that owes nothing is answered without claiming the unit."""
         self.profiles.patient(patient_id)
         at = self.clock()
         if bound_at is not None:
@@ -238,7 +246,8 @@ class Gateways:
 
         As a binding is (:meth:`bind_unit`), the release is written and placed under the unit's claim
         (ServiceUnavailable, nothing written, while an upload holds it), and one whose placement was cut short is
-        finished by releasing the unit again, with a time or without."""
+        finished by releasing the unit again, with a time or without, or else by the worker
+        (:meth:`finish_handovers`)."""
         at = self.clock()
         unit = self.devices.get(serial)
         if unit is not None and unit.patient_id == patient_id:
@@ -281,16 +290,42 @@ class Gateways:
                        "the unit's records are being placed right now (an upload of it): nothing was changed; "
                        "send this again shortly")
 
-    def _place_what_is_due(self, serial: str) -> None:
+    def _place_what_is_due(self, serial: str) -> bool:
         """Under the unit's claim: place its stored records again from the earliest moment a change of its
         bindings owes (a binding's start; ``UNPULLED_AT_HANDOVER`` before a binding's end, which decides whose the
-        backlog another patient's hub brings is: companion.domain.sessions.relay_vouched), and settle it."""
+        backlog another patient's hub brings is: companion.domain.sessions.relay_vouched), and settle it. Whether
+        anything was owed."""
         since = self.devices.placement_due(serial)
         if since is None:
-            return
+            return False
         if self.sessions is not None:
             self.sessions.place_after_handover(serial, since)
         self.devices.placement_done(serial, since)
+        return True
+
+    def finish_handovers(self) -> dict[str, int]:
+        """Every few minutes: finish the re-placements that hand-overs cut short still owe (a process stopped
+        between a release's or a binding's write and the placement of the unit's records, and nobody sent it
+        again): the unit's sessions would otherwise stay on the wrong patient's figures, or held, for good. Those
+        noted longer than ``HANDOVER_LEFT_AFTER`` ago, each placed as the hand-over's retry places it (the same
+        days and panel rows marked), under the same claim of the unit: one an upload or a hand-over holds is
+        left for the next run. One unit that fails is logged by its serial and left owed; the others are
+        finished."""
+        failures, busy = ItemFailures(HANDOVERS_JOB), []
+
+        def finish(serial: str) -> bool:
+            try:
+                with self._handing_over(serial, self.clock()):
+                    return self._place_what_is_due(serial)
+            except ServiceUnavailable:
+                busy.append(serial)
+                return False
+
+        at = self.clock()
+        finished = failures.each(self.devices.placements_owed(at - HANDOVER_LEFT_AFTER, at), finish)
+        if finished:
+            logger.warning("hand-overs cut short were finished", extra={"units": finished})
+        return {"finished": finished, "busy": len(busy), "failed": len(failures)}
 
     def keep_dead_letters(self, gateway_id: str, patient_id: str, items: list[dict]) -> int:
         """Keep what a gateway reports it could not deliver as records (each once); returns how many were new."""

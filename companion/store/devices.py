@@ -6,14 +6,16 @@ happened, so the intervals are kept for good.
 
 A change of a unit's bindings (a binding, a release, a hand-over's time told late) places the unit's stored records
 again from some moment on. The binding it changes says so in the same write (``placement_due_from``: the records
-from then on are still to be placed again) and loses it once they are: a change whose placement was cut short (a
-process stopped between the two) is finished by the next request about it, and one that finished owes nothing.
+from then on are still to be placed again; ``placement_noted_at``: when a change last said so) and loses it once
+they are: a change whose placement was cut short (a process stopped between the two) is finished by the next
+request about it, or else by the worker (companion.services.gateways.Gateways.finish_handovers, which finds them by
+the index on ``placement_due_from``), and one that finished owes nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.database import Database
@@ -25,13 +27,20 @@ from companion.domain.sessions import ERASED_WEARER, Binding
 from companion.store.batches import already_stored, chunks, insert_new
 
 INDEXES = {
-    "devices": [IndexModel([("patient_id", ASCENDING)], name="patient")],
+    "devices": [IndexModel([("patient_id", ASCENDING)], name="patient"),
+                IndexModel([("placement_due_from", ASCENDING)], name="placement_due")],
     "unit_bindings": [IndexModel([("serial", ASCENDING), ("bound_at", ASCENDING)], name="serial_bound"),
-                      IndexModel([("patient_id", ASCENDING)], name="patient")],
+                      IndexModel([("patient_id", ASCENDING)], name="patient"),
+                      IndexModel([("placement_due_from", ASCENDING)], name="placement_due")],
     "pairing_codes": [IndexModel([("expires_at", ASCENDING)], name="expires")],
 }
 MAX_BINDINGS = 1000
 DUE = "placement_due_from"
+NOTED = "placement_noted_at"
+# The earliest placement_due_from the worker looks for: a range between two dates of 2001-09-09 to 2286 is what the
+# development server serves from the index (scripts/ferretdb-v1.24.2-date-range.patch). Earlier is a hand-over said
+# to have happened before there were such units; its placement is finished by sending it again, as before.
+DUE_FLOOR = datetime(2001, 9, 9, 1, 46, 40, tzinfo=UTC)
 MAX_UNITS_PER_PATIENT = 50
 
 
@@ -67,7 +76,7 @@ class Devices:
         makes a double binding impossible)."""
         start = to_millis(bound_at or now())  # dates as stored (milliseconds): the answer is what later reads show
         doc = {"_id": serial, "patient_id": patient_id, "profile": profile, "bound_at": start, "status": {},
-               DUE: start}
+               DUE: start, NOTED: now()}
         try:
             self.col.insert_one(doc)
             return unit_of(doc), True
@@ -90,7 +99,7 @@ class Devices:
                     "last_seen_at": (current.get("status") or {}).get("last_seen_at")}
         due = [d for d in (current.get(DUE), due_from) if d is not None]
         if due:  # absent, not null, when nothing is owed: null would stand below any date a later $min offers
-            interval[DUE] = min(due)
+            interval[DUE], interval[NOTED] = min(due), now()
         insert_new(self.history, [interval])
         return self.col.delete_one({"_id": serial, "patient_id": patient_id}).deleted_count
 
@@ -100,7 +109,8 @@ class Devices:
         moved."""
         start = to_millis(bound_at)
         return self.col.update_one({"_id": serial, "patient_id": patient_id, "bound_at": {"$gt": start}},
-                                   {"$set": {"bound_at": start}, "$min": {DUE: start}}).modified_count == 1
+                                   {"$set": {"bound_at": start, NOTED: now()}, "$min": {DUE: start}}
+                                   ).modified_count == 1
 
     def last_released(self, serial: str, patient_id: str) -> dict | None:
         """The patient's last ended binding of a unit (its ``_id``, ``bound_at`` and ``released_at``), or None."""
@@ -115,7 +125,7 @@ class Devices:
         return self.history.update_one(
             {"_id": interval_id, "$or": [{"released_at": {"$gt": released_at}},
                                          {"released_at": released_at, "handover_stated": False}]},
-            {"$set": {"released_at": released_at, "handover_stated": True}, "$min": {DUE: due_from}},
+            {"$set": {"released_at": released_at, "handover_stated": True, NOTED: now()}, "$min": {DUE: due_from}},
         ).modified_count == 1
 
     def placement_due(self, serial: str, patient_id: str | None = None) -> datetime | None:
@@ -131,8 +141,21 @@ class Devices:
         """The unit's records from ``since`` on are placed again: what its bindings owed from then on is settled
         (a change owing from earlier still does)."""
         settled = {DUE: {"$gte": since}}
-        self.col.update_one({"_id": serial, **settled}, {"$unset": {DUE: ""}})
-        self.history.update_many({"serial": serial, **settled}, {"$unset": {DUE: ""}})
+        self.col.update_one({"_id": serial, **settled}, {"$unset": {DUE: "", NOTED: ""}})
+        self.history.update_many({"serial": serial, **settled}, {"$unset": {DUE: "", NOTED: ""}})
+
+    def placements_owed(self, noted_before: datetime, at: datetime, limit: int = MAX_BINDINGS) -> list[str]:
+        """The units (serials, each once, those owing from earliest first) whose records a change of their bindings
+        still owes placing again, the change noted before ``noted_before`` (one with no such note is from before
+        the note was kept: old). Read by the index on ``placement_due_from``, from :data:`DUE_FLOOR` to ``at``."""
+        due = {DUE: {"$gte": DUE_FLOOR, "$lte": at}}
+        owing: dict[str, datetime] = {}
+        for serial_field, col in (("_id", self.col), ("serial", self.history)):
+            for doc in col.find(due, {serial_field: 1, DUE: 1, NOTED: 1}).limit(limit):
+                if doc.get(NOTED) is None or doc[NOTED] < noted_before:
+                    serial = doc[serial_field]
+                    owing[serial] = min(doc[DUE], owing.get(serial, doc[DUE]))
+        return sorted(owing, key=lambda serial: (owing[serial], serial))
 
     def bindings_of(self, serials: Iterable[str]) -> dict[str, list[Binding]]:
         """Every binding interval of each unit, oldest first: the released ones and the current one."""
