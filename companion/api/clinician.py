@@ -73,9 +73,11 @@ class PanelRowSchema(Schema):
     pain_change_14d = fields.Float(attribute="pain.change", allow_none=True)
     pain_direction = fields.String(attribute="pain.direction")
     days_since_sync = fields.Integer(allow_none=True, metadata={
-        "description": "whole 24-hour periods since the last sync of any of the patient's units, counted at the "
-                       "request (0: less than 24 hours ago, which may have been on the patient's previous "
-                       "calendar day; 1: at least 24 and under 48 hours ago); null when no unit has synced"})
+        "description": "whole 24-hour periods since any of the patient's units was last heard from (a sync, with or "
+                       "without new records, or a gateway's status report: the instant the silent-unit alert counts "
+                       "from), counted at the request (0: less than 24 hours ago, which may have been on the "
+                       "patient's previous calendar day; 1: at least 24 and under 48 hours ago); null when no unit "
+                       "has been"})
     open_alerts = fields.Integer()
     reasons = fields.List(fields.String(), metadata={
         "description": "why this patient may need attention; of a closed account's record, only its open alerts "

@@ -88,8 +88,9 @@ class DeviceSchema(Schema):
     bound_at = fields.DateTime()
     status = fields.Dict(metadata={"description": (
         "what the unit last told: battery_pct, firmware and last_error as read at as_of (a report's contact, or the "
-        "end of the newest record); last_seen_at (last contact, on the server's clock), last_sync_at (last "
-        "upload) and last_record_seq (highest record seen). Any may be absent until first told")})
+        "end of the newest record); last_seen_at (last contact, on the server's clock), last_sync_at (last sync: "
+        "an upload, with or without new records) and last_record_seq (highest record seen). Any may be absent until "
+        "first told")})
 
 
 class DeviceListSchema(Schema):

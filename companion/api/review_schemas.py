@@ -180,10 +180,14 @@ class ReviewDeviceSchema(Schema):
     profile = fields.String()
     bound_at = fields.DateTime()
     status = fields.Nested(ReviewDeviceStatusSchema)
+    last_heard_at = fields.DateTime(allow_none=True, metadata={
+        "description": "when the unit was last heard from: the later of status.last_sync_at and status.last_seen_at "
+                       "(a sync, with or without new records, or a gateway's status report). days_since_sync and the "
+                       "silent-unit alert count from it; null when it never was"})
     days_since_sync = fields.Integer(allow_none=True, metadata={
-        "description": "whole 24-hour periods since the unit's last sync, counted at the request (0: less than 24 "
-                       "hours ago, which may have been on the patient's previous calendar day); null when it never "
-                       "synced"})
+        "description": "whole 24-hour periods since the unit was last heard from (last_heard_at), counted at the "
+                       "request (0: less than 24 hours ago, which may have been on the patient's previous calendar "
+                       "day); null when it never was"})
 
 
 class DeviceEventSchema(Schema):

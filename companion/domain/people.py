@@ -206,6 +206,10 @@ class TensUnit:
     status: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def last_sync(self) -> datetime | None:
-        """When the unit was last heard from through an upload or a status report."""
-        return self.status.get("last_sync_at") or self.status.get("last_seen_at")
+    def last_heard(self) -> datetime | None:
+        """When the unit was last heard from: the later of its last sync (``last_sync_at``: an upload, with or
+        without new records) and its last contact (``last_seen_at``: a status report, or an upload). The one
+        instant the panel's days since sync and the silent-unit alert both count from: a hub that reaches the unit
+        every day with nothing new to upload keeps it from being shown, or alerted on, as silent."""
+        heard = [at for at in (self.status.get("last_sync_at"), self.status.get("last_seen_at")) if at is not None]
+        return max(heard, default=None)

@@ -399,7 +399,7 @@ class AlertService:
         last_seen = datetime.fromisoformat(alert.get("period_key") or alert["dedup_key"].split(":", 2)[2])
         units = [u for u in self.stores.devices.for_patients([alert["patient_id"]]) if u.serial == serial]
         received = self.stores.session_records.last_received_from_units([serial], last_seen).get(serial)
-        heard = max(filter(None, [*(u.status.get("last_seen_at") for u in units), received]), default=None)
+        heard = max(filter(None, [*(u.last_heard for u in units), received]), default=None)
         if heard is None or still_silent(last_seen, heard):
             return False
         self.resolve(alert, f"the unit was heard from again at {heard:%Y-%m-%d %H:%M} UTC", Resolution.UNIT_HEARD,
@@ -577,7 +577,9 @@ class AlertService:
         self.stores.days_to_recompute.ran(ALERTS_JOB, now)
 
     def silent_units(self, now: datetime, failures: ItemFailures) -> list[AlertCandidate]:
-        """Bound units not heard from (no upload, no status) for 24 hours."""
+        """Bound units not heard from (no upload, no status) for 24 hours: their last_heard (the instant the panel's
+        days since sync count from), or a record of theirs received since (delivered by the hub of a patient the
+        unit is no longer bound to, which notes nothing on the unit)."""
 
         units = list(self.stores.devices.heard_from_between(now - SILENT_LOOKBACK, now - timedelta(hours=24)))
         zones = self._patients({unit.patient_id for unit in units}, failures)
@@ -588,7 +590,7 @@ class AlertService:
         def judge(unit) -> AlertCandidate | None:
             if zones.left(unit.patient_id):
                 return None
-            heard = max(filter(None, [unit.status.get("last_seen_at"), received.get(unit.serial)]))
+            heard = max(filter(None, [unit.last_heard, received.get(unit.serial)]))
             return unit_silent(unit.patient_id, unit.serial, heard, now, zones.zone(unit.patient_id, now))
 
         found = []
@@ -749,7 +751,7 @@ class AlertService:
             serial = alert["dedup_key"].split(":")[1]
             unit = units.get(serial)
             last_seen = datetime.fromisoformat(alert.get("period_key") or alert["dedup_key"].split(":", 2)[2])
-            heard = unit.status.get("last_seen_at") if unit else None
+            heard = unit.last_heard if unit else None
             if heard is not None and not still_silent(last_seen, heard):
                 self.resolve(alert, f"the unit was heard from again at {heard:%Y-%m-%d %H:%M} UTC",
                              Resolution.UNIT_HEARD, heard)

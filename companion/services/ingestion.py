@@ -238,7 +238,7 @@ class Ingestion:
         if self.touched is not None:
             for patient, dates in touched_days_of(kept).items():
                 self.touched.dates(patient, dates, "sessions")
-        self._derive(patient_id, _as_placed(kept, changes), received_at)
+        self._derive(patient_id, _as_placed(kept, changes), {d["serial"] for d in sync_docs}, received_at)
         for result in ("created", "duplicate", "discarded", "rejected"):
             count = sum(1 for r in results.values() if r["status"] == result)
             self.telemetry.records_received(result, count + (refused_by_schema if result == "rejected" else 0))
@@ -319,10 +319,11 @@ class Ingestion:
         derived ids, so recording them again changes nothing."""
         self.events.record(device_event_docs(records, received_at))
 
-    def _derive(self, patient_id: str, kept: list[dict], received_at: datetime) -> None:
+    def _derive(self, patient_id: str, kept: list[dict], synced: set[str], received_at: datetime) -> None:
         """The secondary writes of the batch's records: their device events (not for held ones: their time or
-        owner is not known) and the status of units still bound to the gateway's patient. (Those of stored
-        records placed again are written with them, before them: ``write_changes``.)"""
+        owner is not known) and the status of units still bound to the gateway's patient, those ``synced`` with no
+        record in the batch too (the hub reached them; they had nothing new). (Those of stored records placed
+        again are written with them, before them: ``write_changes``.)"""
         self._record_events(kept, received_at)
         latest: dict[str, dict] = {}
         for d in kept:
@@ -333,7 +334,10 @@ class Ingestion:
             self.devices.note_upload(serial, patient_id, received_at=received_at, battery_pct=d["battery_pct"],
                                      battery_at=ended, last_record_seq=d["device_seq"],
                                      future_after=received_at + CONTACT_MARGIN)
-        if latest:  # the panel row's last sync
+        for serial in sorted(synced - set(latest)):
+            self.devices.note_sync(serial, patient_id, received_at=received_at,
+                                   future_after=received_at + CONTACT_MARGIN)
+        if latest or synced:  # the panel row's last sync
             self.stores.panel_row_marks.mark([patient_id], "sync", received_at)
 
     def delivered_record(self, patient_id: str, serial: str, seq: int) -> dict:

@@ -208,7 +208,7 @@ class PanelReadModel:
         snapshots = known + self.stores.adherence_days.by_ids([snapshot_id(person.id, d) for d in dates], DAY_FIELDS)
         # Up to the few minutes ahead the API accepts a rating at: one recorded so counts when its time comes.
         pain = self.stores.pain_entries.scores_between(person.id, at - PAIN_WINDOW, at + REPORTED_AHEAD)
-        synced = [u.last_sync for u in self.stores.devices.for_patient(person.id) if u.last_sync]
+        synced = [u.last_heard for u in self.stores.devices.for_patient(person.id) if u.last_heard]
         alerts = self.stores.alerts.open_counts([person.id]).get(person.id, 0)
         return panel_row_doc(person, snapshots, pain, max(synced, default=None), alerts, at)
 

@@ -257,13 +257,14 @@ class PatientReview:
                 "occurrences_complete": occurrences_complete, "notifications_complete": notifications_complete}
 
     def device(self) -> dict:
-        """The patient's units with their last sync, and the last 30 days' device events (the latest
-        DEVICE_EVENTS_SHOWN; ``events_complete`` says whether that is all of them)."""
+        """The patient's units with when each was last heard from (TensUnit.last_heard: what the panel's days since
+        sync count from), and the last 30 days' device events (the latest DEVICE_EVENTS_SHOWN; ``events_complete``
+        says whether that is all of them)."""
         devices = []
         for unit in self.stores.devices.for_patient(self.pid):
             devices.append({"_id": unit.serial, "profile": unit.profile,
-                            "bound_at": unit.bound_at, "status": unit.status,
-                            "days_since_sync": rules.days_since(unit.last_sync, self.at)})
+                            "bound_at": unit.bound_at, "status": unit.status, "last_heard_at": unit.last_heard,
+                            "days_since_sync": rules.days_since(unit.last_heard, self.at)})
         events, complete = _cut(self.stores.device_events.for_patient(self.pid, self.at - timedelta(days=30),
                                                                       DEVICE_EVENTS_SHOWN + 1), DEVICE_EVENTS_SHOWN)
         return {"devices": devices, "events": events, "events_complete": complete}

@@ -209,6 +209,14 @@ class Devices:
         self.col.update_one(unit, {"$max": {"status.last_sync_at": received_at, "status.last_seen_at": received_at,
                                             "status.last_record_seq": last_record_seq}})
 
+    def note_sync(self, serial: str, patient_id: str, *, received_at: datetime, future_after: datetime) -> None:
+        """An upload's sync of a unit still bound to ``patient_id`` that brought no new record (the hub reached the
+        unit, which had nothing new): it synced and was heard from now, as ``note_upload`` notes; only forward, a
+        last contact noted later than ``future_after`` replaced."""
+        unit = {"_id": serial, "patient_id": patient_id}
+        self._replace_future_contact(unit, received_at, future_after)
+        self.col.update_one(unit, {"$max": {"status.last_sync_at": received_at, "status.last_seen_at": received_at}})
+
     def note_status(self, serial: str, patient_id: str, status: dict, *, last_seen_at: datetime,
                     future_after: datetime) -> None:
         """A gateway's report on a unit (battery, firmware, last error, as read at its last contact), and that last
@@ -238,7 +246,9 @@ class Devices:
                                     {"$set": {"status.last_seen_at": to}}).modified_count
 
     def heard_from_between(self, since: datetime, until: datetime) -> list[TensUnit]:
-        """Bound units last heard from in [since, until), all of them (the cursor pages through them)."""
+        """Bound units last heard from (TensUnit.last_heard) in [since, until), all of them (the cursor pages
+        through them). Found by ``last_seen_at`` alone: every sync notes the contact too, so it is never earlier
+        than ``last_sync_at``."""
         query = {"patient_id": {"$ne": None}, "status.last_seen_at": {"$gte": since, "$lt": until}}
         return [unit_of(d) for d in self.col.find(query, {"patient_id": 1, "status": 1, "profile": 1, "bound_at": 1})]
 

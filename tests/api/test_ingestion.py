@@ -297,8 +297,10 @@ def test_a_gateway_clock_offset_measured_more_than_a_day_before_a_report_is_not_
     """The clock may have been set right since (NTP came back): a reading two hours old by it stays two hours
     old, not moved 30 hours forward by the offset of then (which would say the unit was heard from now)."""
     _measure_gateway_clock(client, world, datetime.now(UTC) - timedelta(hours=30))
-    db.gateways.update_one({"_id": world["gateway_a"].id},
-                           {"$set": {"clock.checked_at": datetime.now(UTC) - timedelta(hours=25)}})
+    measured = datetime.now(UTC) - timedelta(hours=25)  # that upload was 25 hours ago: the unit's contact then too
+    db.gateways.update_one({"_id": world["gateway_a"].id}, {"$set": {"clock.checked_at": measured}})
+    db.devices.update_one({"_id": world.a_device},
+                          {"$set": {"status.last_seen_at": measured, "status.last_sync_at": measured}})
     seen = datetime.now(UTC) - timedelta(hours=2)
     assert abs(_report_last_seen(client, world, db, seen) - seen) < timedelta(seconds=1)
 

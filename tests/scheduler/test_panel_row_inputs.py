@@ -10,11 +10,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pymongo.errors import ConnectionFailure
 
-from companion.api.ingestion import SessionRecordSchema
+from companion.api.ingestion import SessionRecordSchema, SyncSchema
 from companion.clock import now
 from companion.domain.access import Grant, Relationship
 from companion.domain.alerts import Resolution
 from companion.domain.review import PanelFilter
+from companion.services.item_failures import ItemFailures
 from companion.services.read_models import panel_row_doc
 from companion.store.relationships import CareTeams
 from tests.scheduler.helpers import make_person, services_on
@@ -74,6 +75,50 @@ def test_a_released_unit_leaves_the_panels_last_sync_at_once(jobs_db, settings, 
     row = services.review.summary(patient)
     assert (row.days_since_sync, row.reasons) == (None, [])
 
+
+
+def _unit_last_synced_days_ago(services, patient, serial: str, days: int, traveller) -> None:
+    services.gateways.bind_unit(patient.id, serial, "companion-tens", bound_at=datetime.now(UTC) - timedelta(days=30))
+    traveller.shift(timedelta(days=-days))  # its last session uploaded then
+    record = SessionRecordSchema().load(session_record(serial, 1, started_at=datetime.now(UTC) - timedelta(hours=2)))
+    services.ingestion.receive(None, patient.id, [record], {serial})
+    traveller.shift(timedelta(days=days))
+
+
+def _silent(services, serial: str) -> list:
+    at = datetime.now(UTC) + timedelta(hours=1)
+    return [c for c in services.alerts.silent_units(at, ItemFailures("t")) if serial in c.dedup_key]
+
+
+def test_the_panel_counts_days_since_sync_from_the_last_status_report_as_the_silent_unit_alert_does(
+        jobs_db, settings, traveller):
+    services, clinician, patient = _clinic(jobs_db, settings)
+    _unit_last_synced_days_ago(services, patient, "CTU-H0001", 5, traveller)
+    # Today the hub reaches the unit and reports it: nothing new recorded, so no upload.
+    services.ingestion.device_status(patient.id, [{"serial": "CTU-H0001", "battery_pct": 70, "firmware": "1.0",
+                                                   "last_seen_at": datetime.now(UTC), "last_seen_clock": "server",
+                                                   "last_error": None}])
+    services.panel_rows.refresh_due()
+    row = services.review.summary(patient)
+    device = services.review.of_patient(patient).device()["devices"][0]
+    assert _silent(services, "CTU-H0001") == []  # the alert rule: heard from today
+    assert (row.days_since_sync, row.reasons, device["days_since_sync"]) == (0, [], 0)
+    assert device["last_heard_at"] == services.stores.devices.get("CTU-H0001").status["last_seen_at"]
+
+
+def test_a_sync_that_brings_no_new_record_counts_as_contact(jobs_db, settings, traveller):
+    services, clinician, patient = _clinic(jobs_db, settings)
+    _unit_last_synced_days_ago(services, patient, "CTU-H0002", 5, traveller)
+    at = datetime.now(UTC)
+    sync = SyncSchema().load({"sync_id": "sync-0000001", "serial": "CTU-H0002", "highest_seq": 1,
+                              "unit_clock": at.isoformat(), "gateway_clock": at.isoformat(), "boot_id": "b1",
+                              "monotonic_s": 100.0})
+    services.ingestion.receive(None, patient.id, [], {"CTU-H0002"}, syncs=[sync])
+    services.panel_rows.refresh_due()
+    status = services.stores.devices.get("CTU-H0002").status
+    assert status["last_sync_at"] == status["last_seen_at"] >= at - timedelta(seconds=1)
+    assert services.review.summary(patient).days_since_sync == 0
+    assert _silent(services, "CTU-H0002") == []
 
 
 def test_an_alert_raised_by_a_pass_stopped_before_marking_the_row_reaches_the_panel_with_the_next_pass(

@@ -194,7 +194,7 @@ def _row_from_scratch(db, services, patient_id: str, at: datetime) -> dict:
     pain = [e for e in db.pain_entries.find({"patient_id": patient_id}) if not e.get("deleted")
             and timedelta(0) <= at - e["recorded_at"] < timedelta(days=28)]
     trend = rules.pain_trend(pain, at)
-    synced = [u.last_sync for u in services.stores.devices.for_patient(patient_id) if u.last_sync]
+    synced = [u.last_heard for u in services.stores.devices.for_patient(patient_id) if u.last_heard]
     open_alerts = db.alerts.count_documents({"patient_id": patient_id, "acknowledged_at": None, "resolved_at": None})
     return {"display_name": person.display_name, "time_zone": zone,
             "pdc_7": rules.pdc(days, *rules.completed_days(today, 7)),
