@@ -104,6 +104,30 @@ def days_since(moment: datetime | None, at: datetime) -> int | None:
     return max(0, (at - moment) // timedelta(days=1))
 
 
+# What a panel line shows of its patient's units' last contact is days_since_sync (whole 24-hour periods, counted
+# when the line is read from the instant the row stored) and what follows from it (the silent-device reason and
+# filter, the order). Those are all kept exact by the two rules below, without computing the row again at every
+# contact: a hub reports each unit about every 30 seconds.
+
+def contact_changes_line(shown: datetime | None, heard: datetime, at: datetime) -> bool:
+    """Whether a unit heard from at ``heard`` (a status report, a sync received at ``at``) changes what a panel
+    line whose row holds the last contact ``shown`` shows at ``at``: the first contact, a contact in the future
+    the row must lose (one noted before readings were clamped), or one that changes the days since sync (the unit
+    heard again after a day or more). A later contact that leaves them the same changes nothing shown until the
+    row's days since ``shown`` next change (``days_since_changes_at``), when the row is computed again anyway."""
+    if shown is None or shown > at:
+        return True
+    return heard > shown and days_since(heard, at) != days_since(shown, at)
+
+
+def days_since_changes_at(moment: datetime | None, at: datetime) -> datetime | None:
+    """When the days since ``moment``, counted at ``at``, next change by time alone (the next whole 24 hours since
+    it); None when it never happened."""
+    if moment is None:
+        return None
+    return moment + ((days_since(moment, at) or 0) + 1) * timedelta(days=1)
+
+
 def local_date(moment: datetime, zone: str) -> date:
     """The patient's calendar date at a UTC instant."""
     return moment.astimezone(ZoneInfo(zone)).date()

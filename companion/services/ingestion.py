@@ -41,6 +41,7 @@ from datetime import datetime, timedelta
 
 from companion.clock import Clock, now
 from companion.domain.errors import Forbidden, TooManyRequests
+from companion.domain.review import contact_changes_line
 from companion.domain.sessions import Binding, identity_problem
 from companion.services.session_times import (
     CONTACT_MARGIN,
@@ -337,8 +338,8 @@ class Ingestion:
         for serial in sorted(synced - set(latest)):
             self.devices.note_sync(serial, patient_id, received_at=received_at,
                                    future_after=received_at + CONTACT_MARGIN)
-        if latest or synced:  # the panel row's last sync
-            self.stores.panel_row_marks.mark([patient_id], "sync", received_at)
+        if latest or synced:
+            self._contact_shown(patient_id, received_at, received_at)
 
     def delivered_record(self, patient_id: str, serial: str, seq: int) -> dict:
         """Whether a gateway of the patient's delivered the unit's record ``seq``, and the content hash it sent
@@ -370,6 +371,7 @@ class Ingestion:
         last_check = self.stores.gateways.clock_of(gateway_id) if check is None and gateway_id is not None else None
         offset = gateway_offset(check, last_check, received_at)
         bindings = self._bindings(patient_id, {r["serial"] for r in reports})
+        heard = []
         for r in reports:
             if not bindings[r["serial"]] or bindings[r["serial"]][-1].end is not None \
                     or bindings[r["serial"]][-1].patient_id != patient_id:
@@ -378,6 +380,17 @@ class Ingestion:
             self.devices.note_status(r["serial"], patient_id, {
                 "battery_pct": r["battery_pct"], "firmware": r["firmware"], "last_error": r.get("last_error")},
                 last_seen_at=last_seen, future_after=received_at + CONTACT_MARGIN)
-        if reports:  # the panel row's last sync (a unit never synced counts its last contact)
+            heard.append(last_seen)
+        if heard:
+            self._contact_shown(patient_id, max(heard), received_at)
+
+    def _contact_shown(self, patient_id: str, heard: datetime, received_at: datetime) -> None:
+        """Mark the patient's panel row if a unit of theirs heard from at ``heard`` changes what the row shows
+        (companion.domain.review.contact_changes_line: its first contact, or the days since the sync): not at
+        every report, which a hub sends about every 30 seconds for each unit and would keep every row of a
+        deployment marked for now (no kept page of the panel would ever be answered). The battery, firmware and
+        last error a report brings are not on the row."""
+        row = self.stores.panel_rows.last_sync_of(patient_id)
+        if row is None or contact_changes_line(row.get("last_sync"), heard, received_at):
             self.stores.panel_row_marks.mark([patient_id], "sync", received_at)
 

@@ -7,10 +7,16 @@ same domain rules the panel used to apply on every request (companion.domain.rev
 - when its inputs change: every write that marks a day to recompute (companion.services.touched_days: a
   session, dose, practice, diary entry, plan or time-zone change, however late) marks the row too; so do the
   adherence job when a snapshot changes (the PDC is read from snapshots), an alert raised, reopened,
-  acknowledged or resolved, a unit's upload, a change of name, and a change of the account's state
-  (deactivated, reactivated, closed: the row says which, and when it was closed);
-- when time alone changes a figure: at the patient's next local midnight (the PDC periods move on) and when a
-  pain rating leaves the 14- or 28-day window (the trend moves). Each row schedules its own next computation.
+  acknowledged or resolved, a unit's contact that changes the days since sync, a change of name, and a change of
+  the account's state (deactivated, reactivated, closed: the row says which, and when it was closed);
+- when time alone changes a figure: at the patient's next local midnight (the PDC periods move on), when a
+  pain rating leaves the 14- or 28-day window (the trend moves) and when the days since the last sync move on.
+  Each row schedules its own next computation.
+
+A unit's contact (a status report about every 30 seconds, an upload) marks the row only when it changes what
+the row shows (companion.domain.review.contact_changes_line: the first contact, or one that changes the days since
+the sync); otherwise the row takes it at its next computation, at the latest when its days since the sync would
+move on.
 
 The marks are durable (companion.store.read_models.PanelRowMarks) and the refresher (a job every minute)
 computes the rows they name. A row is therefore at most one refresher run behind its inputs; days since the
@@ -71,10 +77,15 @@ def kept_snapshots(days: dict | None) -> list[dict]:
     return [{"date": d, **kept} for d, kept in (days or {}).items()]
 
 
-def _next_change(entries: list[dict], at: datetime, zone: str, today: date) -> datetime:
+def _next_change(entries: list[dict], last_sync: datetime | None, at: datetime, zone: str, today: date) -> datetime:
     """When time alone next changes the row: the next local midnight, a rating recorded ahead of ``at`` (a phone
-    whose clock runs a few minutes fast) coming to count, or a rating leaving a 14-day window."""
+    whose clock runs a few minutes fast) coming to count, a rating leaving a 14-day window, or the days since the
+    last sync moving on (a contact since that left them the same did not mark the row: see
+    companion.domain.review.contact_changes_line; computed again then, the row takes it)."""
     soonest = resolve_local(today + timedelta(days=1), time(0), ZoneInfo(zone))
+    sync_moves = rules.days_since_changes_at(last_sync, at)
+    if sync_moves is not None and at < sync_moves < soonest:
+        soonest = sync_moves
     for entry in entries:
         for edge in (entry["recorded_at"], entry["recorded_at"] + PAIN_HALF, entry["recorded_at"] + PAIN_WINDOW):
             if at < edge < soonest:
@@ -119,7 +130,7 @@ def panel_row_doc(person: Account, snapshots: list[dict], pain: list[dict], last
         "sync_key": last_sync if ranked and last_sync is not None else NO_SYNC_KEY,
         "open_alerts": open_alerts,
         "account_status": person.status, "closed_at": person.status_changed_at if closed else None,
-    }, dict(sorted(days.items())), _next_change(kept, at, zone, today)
+    }, dict(sorted(days.items())), _next_change(kept, last_sync, at, zone, today)
 
 
 def as_panel_row(doc: dict, at: datetime) -> rules.PanelRow:

@@ -192,6 +192,10 @@ class PanelRows:
     def get(self, patient_id: str) -> dict | None:
         return self.col.find_one({"_id": patient_id})
 
+    def last_sync_of(self, patient_id: str) -> dict | None:
+        """The patient's row's ``last_sync`` alone (None: no row)."""
+        return self.col.find_one({"_id": patient_id}, {"last_sync": 1})
+
     def by_ids(self, patient_ids: Iterable[str], fields: dict | None = None) -> list[dict]:
         found = []
         for part in chunks(sorted(set(patient_ids))):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from flask import (
@@ -74,7 +74,7 @@ def panel():
                                                  "silent_days", "open_alerts"))
     svc = services()
     return render_template("panel.html", rows=rows, total=total, args=args, filtered=filtered, page_size=page_size,
-                           synced=_synced_label(svc.review.clock()), has_team=svc.care.has_team(g.actor.id),
+                           synced=_synced, has_team=svc.care.has_team(g.actor.id),
                            query={k: v for k, v in request.args.items() if k != "offset"},
                            me=svc.accounts.account(g.actor.id))
 
@@ -144,15 +144,13 @@ def _patient_page(patient_id: str, days: int, *, note_typed: str = "", note_erro
         csrf_token=g.web_session["csrf_token"], zone=review.zone, lived=_lived_in(review)), status
 
 
-def _synced_label(at: datetime) -> Callable[[PanelRow], str]:
-    """How long ago a panel line's last sync was, as its days_since_sync counts it (whole 24-hour periods, as the
-    API gives it), in hours under a day: a sync late yesterday is '3 h ago', never 'today'."""
-    def synced(row: PanelRow) -> str:
-        if row.days_since_sync:
-            return f"{row.days_since_sync} d ago"
-        hours = min(int((at - row.last_sync) // timedelta(hours=1)), 23) if row.last_sync else 0
-        return f"{hours} h ago" if hours >= 1 else "under 1 h ago"
-    return synced
+def _synced(row: PanelRow) -> str:
+    """How long ago a panel line's units were last heard from, as its days_since_sync counts it (whole 24-hour
+    periods, as the API gives it): a sync late yesterday is 'under 1 d ago', never 'today'. Not in hours: a row is
+    kept exact to the day (a unit's contact about every 30 seconds computes it again only when the days change,
+    companion.domain.review.contact_changes_line), and the hours since the contact it holds would count up all day
+    for a unit heard from a minute ago."""
+    return f"{row.days_since_sync} d ago" if row.days_since_sync else "under 1 d ago"
 
 
 def _lived_in(review: PatientReview) -> Callable[[datetime], str]:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from companion.domain import review as rules
 from companion.domain.localtime import TimeZoneHistory, day_span
 from companion.domain.plans import plan_in_force
@@ -109,3 +112,28 @@ def test_a_closed_record_asks_attention_for_its_open_alerts_alone_and_ranks_by_t
     # ranked as patients without figures (after those with any), by name; an open alert still ranks first
     assert [r.patient_id for r in rules.order_panel(rows)] == ["alerted", "fine", "empty", "low", "rising", "silent"]
     assert (low.closed_on, _row("fine").closed_on) == (date(2025, 1, 26), None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(shown=st.integers(0, 5 * 86400), heard=st.integers(0, 5 * 86400), at=st.integers(0, 5 * 86400),
+       later=st.integers(0, 5 * 86400))
+def test_a_contact_that_marks_no_line_leaves_its_days_since_sync_exact_until_the_row_is_computed_again(
+        shown, heard, at, later):
+    """A line whose row holds ``shown`` and whose unit was heard from at ``heard`` (reported at ``at``) shows, at
+    any read before the row's next computation by time alone, the days since sync a row holding ``heard`` would."""
+    shown, heard = min(shown, heard, at), min(heard, at)  # a row holds an earlier contact; none is reported ahead
+    shown_at, heard_at, at = (AT + timedelta(seconds=s) for s in (shown, heard, at))
+    if rules.contact_changes_line(shown_at, heard_at, at):
+        return
+    read = at + timedelta(seconds=later)
+    if read < rules.days_since_changes_at(shown_at, at):
+        assert rules.days_since(shown_at, read) == rules.days_since(heard_at, read)
+
+
+def test_a_units_first_contact_or_one_after_a_day_of_silence_changes_the_line():
+    assert rules.contact_changes_line(None, AT, AT)
+    assert rules.contact_changes_line(AT - timedelta(days=1), AT, AT)
+    assert not rules.contact_changes_line(AT - timedelta(hours=23), AT, AT)
+    assert rules.contact_changes_line(AT + timedelta(hours=2), AT, AT)  # a row holding a contact in the future
+    assert rules.days_since_changes_at(AT - timedelta(hours=30), AT) == AT + timedelta(hours=18)
+    assert rules.days_since_changes_at(None, AT) is None
