@@ -42,7 +42,11 @@ The rules, for one unit:
    anything less certain; the bounds say how uncertain, and are ``None`` on a side nothing limits.
 
 Where nothing says what the clock read at the start of an interval, the sessions whose readings fit the offset
-measured at its end are taken to have had it; the others are placed by sequence. The basis says so: ``first_sync``
+measured at its end are taken to have had it; the others are placed by sequence. Before the unit's first sync,
+a session that offset would start after the sync had another offset: the clock jumped after it, and the sessions
+before it had that unmeasured offset too (one jump between two syncs), so they are placed by sequence as well,
+however their readings fit. A jump that leaves every reading fitting the later offset, in the unit's order, cannot be told from a clock
+that was that far off all along. The basis says so: ``first_sync``
 when nothing came before the unit's first sync (a unit's first contact with any gateway, or a session that
 may have begun before it), ``unmeasured`` when an earlier sync's offset is unknown (nothing ties it to real
 time). Everywhere else the bounds assume nothing but steady drift between two readings that agree and at
@@ -438,6 +442,15 @@ def _place_interval(group: Sequence[UnitSession], earlier: Sequence[_Point], upp
         else:
             basis = _basis(fits, early_options[n][1], "clock_jumped", lower)
         out.append((fits, basis))
+    if lower is None and late is not None:
+        # Before the unit's first sync nothing measured its clock. A session that the offset at that sync would
+        # start after the sync (or after its record reached the server) had another offset: the clock jumped after
+        # it, and every session before it had that unmeasured offset too (one jump between two syncs). One of those
+        # whose reading the later offset happens to place (a clock set back a day, a session three days old) would
+        # be counted on a wrong day, sure to seconds: each is placed by sequence instead.
+        jumped_after = max((n for n, (s, w) in enumerate(zip(group, windows, strict=True))
+                            if s.device_start - late.hi > w.hi + s.duration), default=-1)
+        out = [((), basis) if n < jumped_after else (fits, basis) for n, (fits, basis) in enumerate(out)]
     return out
 
 

@@ -59,3 +59,27 @@ def test_a_sync_at_the_units_highest_stored_record_is_gone_by_whatever_the_batch
     assert client.post(URL, json={"syncs": [after]}, headers=gateway).status_code == 200
     placed = db.session_records.find_one({"_id": record["record_id"]})
     assert (placed["time_basis"], placed["time_quality"]) == ("offset_known", "exact")
+
+
+def test_on_a_units_first_sync_the_sessions_before_a_clock_jump_the_batch_shows_are_held_not_counted_a_day_off(
+        client, world, db):
+    """A reset left the unit's clock a day behind six hours before its first sync. The session of 12 hours before,
+    read by the clock as it was, would start after the sync by the offset read then: the clock jumped after it, so
+    the session of three days before, whose reading that offset puts a day late but before the sync, is not counted
+    there: its time is not known (held for the care team). The session after the jump counts at its time."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    serial, behind = world.a_device, timedelta(days=-1)
+    real = [now - timedelta(hours=h) for h in (70, 12, 3)]
+    readings = [real[0], real[1], real[2] + behind]
+    records = [session_record(serial, n + 1, started_at=reading, offset_s=0.0, sync_id="sync-first-0001")
+               for n, reading in enumerate(readings)]
+    first = {**_sync(serial, "sync-first-0001", 3, now + behind), "gateway_clock": now.isoformat(),
+             "monotonic_s": 1000.0}
+    answer = client.post(URL, json={"records": records, "syncs": [first], "gateway_clock": {
+        "wall": now.isoformat(), "boot_id": "b1", "monotonic_s": 1000.0}}, headers=world["gateway_a"].headers)
+    results = {r["record_id"]: r for r in answer.json["results"]}
+    assert [(results[r["record_id"]]["held"], results[r["record_id"]]["time_quality"]) for r in records] == [
+        (True, "estimated"), (True, "estimated"), (False, "corrected")]
+    assert "time_uncertain" in results[records[0]["record_id"]]["flags"]
+    stored = db.session_records.find_one({"_id": records[2]["record_id"]})
+    assert abs(stored["started_at"] - real[2]) < timedelta(seconds=15)
