@@ -81,7 +81,8 @@ class NotificationFieldsSchema(Schema):
         "description": "why a withdrawn notification did not go out, as a code an app can say in its language: "
                        "consent_revoked, alert_kind_not_shared, recipient_inactive, patient_inactive, "
                        "alert_resolved (the alert's resolution says why), alert_acknowledged (a caregiver's: "
-                       "the care team acknowledged the alert first), invitation_settled (answered or "
+                       "the care team acknowledged the alert first), alert_escalated (a fresh overload made the "
+                       "alert urgent: an urgent push replaced this one), invitation_settled (answered or "
                        "taken back first), reminder_answered, reminder_snoozed or reminder_called_off (the "
                        "reminder was recorded, snoozed, stopped or moved first)"})
     created_at = fields.DateTime()

@@ -147,6 +147,7 @@ CONSENT_REVOKED = "consent_revoked"  # the patient revoked the caregiver's acces
 NOT_SHARED = "alert_kind_not_shared"  # the caregiver's access no longer covers this kind of alert
 ALERT_RESOLVED = "alert_resolved"  # the alert was resolved before it went out (later data: see its resolution)
 ALERT_ACKNOWLEDGED = "alert_acknowledged"  # the care team acknowledged the alert before a caregiver's push went out
+ALERT_ESCALATED = "alert_escalated"  # a fresh overload made the alert urgent: an urgent push replaces the routine one
 INVITATION_SETTLED = "invitation_settled"  # the invitation it told of was answered or taken back before it went out
 REMINDER_ANSWERED = "reminder_answered"  # the patient recorded the reminder done or skipped before it went out
 REMINDER_SNOOZED = "reminder_snoozed"  # the patient snoozed it before it went out (the snooze reminds them again)

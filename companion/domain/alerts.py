@@ -27,11 +27,13 @@ same judging raises what late data brings: a flare in ratings synced days late.
 Urgency: only an overload event is urgent (it happens during stimulation and may mean a fault or
 skin problem), and only while it is fresh (``OVERLOAD_URGENT_FOR``). Urgent alerts go out at once; every other
 alert, an overload found late among them, waits for the end of the recipient's quiet hours (``delivery_time``).
+Of the candidates under one key, the most pressing is raised (``most_pressing_first``), and a fresh overload makes
+its day's alert raised as a warning urgent (``escalates``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
@@ -468,6 +470,25 @@ def device_fault(
         occurred_at=require_utc(occurred_at_utc), device_serial=device_serial,
         news_until=require_utc(occurred_at_utc) + DEVICE_ALERT_NEWS,
     )
+
+
+_PRESSING = {Severity.URGENT: 0, Severity.WARNING: 1, Severity.INFO: 2}
+
+
+def most_pressing_first(candidates: Iterable[AlertCandidate]) -> list[AlertCandidate]:
+    """``candidates`` in the order to raise them: the urgent first, then the warnings, then the rest, each in the
+    order given. One alert is raised per dedup key (a unit's overloads of one day are one alert), from the first of
+    its candidates raised: when a pass reads a fresh overload beside one of the same day found late (a hub back after
+    a night offline), the alert is the fresh one's, urgent, and not a warning that waits for the end of the night."""
+    return sorted(candidates, key=lambda c: _PRESSING[c.severity])
+
+
+def escalates(candidate: AlertCandidate, raised_urgent: bool) -> bool:
+    """Whether ``candidate`` makes the open alert raised under its key before it (``raised_urgent``: whether that
+    was urgent) urgent: a fresh overload (``OVERLOAD_URGENT_FOR``) of a unit and day whose alert was raised as a
+    warning, from an overload of the same day found late. The fresh one stopped a session just now, and the patient
+    may still be wearing the unit: they and their caregivers are told at once, as if it had been the first."""
+    return candidate.urgent and not raised_urgent
 
 
 def pain_flare(

@@ -393,6 +393,19 @@ def data_for(kind: str, notification_id: str) -> dict[str, str]:
     return {"notification_id": notification_id, "kind": template_for(kind).public_kind}
 
 
+def alert_key(alert_id: str, *, escalated: bool = False) -> str:
+    """The source key of the pushes that tell of an alert (one notification per recipient): ``alert:<id>``; those
+    that tell of it again as urgent once a fresh overload made it so (``companion.domain.alerts.escalates``),
+    ``alert:<id>:escalated``, so that each recipient has one of each whatever the passes that raise it."""
+    return f"alert:{alert_id}:escalated" if escalated else f"alert:{alert_id}"
+
+
+def alert_of(source_key: str) -> str | None:
+    """The id of the alert a push's source key tells of (``alert_key``), or None for any other push."""
+    kind, _, rest = source_key.partition(":")
+    return rest.split(":")[0] if kind == "alert" else None
+
+
 # The source keys of the pushes that remind a patient of one reminder occurrence (one notification each).
 MAX_NUDGES = 5  # a reminder repeats at most this often (companion.api.reminder_schemas)
 

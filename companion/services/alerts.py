@@ -9,7 +9,9 @@ Clinicians see every alert in the API and the panel. A non-urgent alert waits fo
 recipient's quiet hours, on their own clock. What is raised late (a missed session past its margin, or never
 reminded of; a device event of more than a day ago, read from the last complete pass by a worker back from an
 outage, or uploaded late by a gateway that was offline) is raised for the panel and the alert lists and pushes
-nobody (``companion.domain.alerts.still_news``).
+nobody (``companion.domain.alerts.still_news``). An overload found late is routine; a fresh one of the same unit and
+day is not held back by it: read in one pass, the alert is the fresh one's (``most_pressing_first``); read later, it
+makes the alert urgent and its people are told again at once (``_escalate``, once, under a source key of its own).
 
 Evaluation is idempotent: an alert is an insert under its unique dedup key, its notifications are
 outbox inserts under (``alert:<id>``, recipient), and an alert notes when it was fanned out, so the
@@ -40,7 +42,8 @@ for alerts, the pass reads after writing the alert, so one of the two sees the o
 
 An alert the care team acknowledges withdraws its caregivers' notifications not sent yet, and the sender refuses
 any left (a request stopped between the two writes, a batch a sender had claimed): the care team has it in hand.
-The patient's own stays: the unit's troubles are theirs to put right whoever has seen the alert.
+The patient's own stays: the unit's troubles are theirs to put right whoever has seen the alert. An acknowledged
+overload alert that a fresh overload makes urgent is open again: the care team acknowledged what it said before.
 """
 
 from __future__ import annotations
@@ -52,7 +55,13 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from companion.clock import Clock, now
-from companion.domain.access import ALERT_ACKNOWLEDGED, ALERT_RESOLVED, Grant, visible_alert_kinds
+from companion.domain.access import (
+    ALERT_ACKNOWLEDGED,
+    ALERT_ESCALATED,
+    ALERT_RESOLVED,
+    Grant,
+    visible_alert_kinds,
+)
 from companion.domain.alerts import (
     ALERT_KINDS,
     ALERT_MESSAGES,
@@ -66,6 +75,7 @@ from companion.domain.alerts import (
     delivery_time,
     device_alert_key,
     device_fault,
+    escalates,
     flare_still_raised,
     low_adherence_continues,
     low_adherence_from,
@@ -74,6 +84,7 @@ from companion.domain.alerts import (
     low_adherence_still_from,
     missed_session_due_at,
     missed_tens_session,
+    most_pressing_first,
     pain_flare,
     pushed_to_caregivers,
     session_during,
@@ -84,7 +95,7 @@ from companion.domain.alerts import (
 from companion.domain.alerts import low_adherence as low_adherence_rule
 from companion.domain.errors import NotFound
 from companion.domain.localtime import TimeZoneHistory
-from companion.domain.notifications import Audience, alert_push_kind
+from companion.domain.notifications import Audience, alert_key, alert_push_kind
 from companion.domain.pain import PainEntry, flares
 from companion.domain.people import CLOSED, Account
 from companion.domain.schedules import nudge_times
@@ -247,7 +258,8 @@ class AlertService:
         its resolution withdrew before it went out (``_notify_again``). ``read_again``: the candidate was judged
         on data read before its alert was stored (a pass of the alerts job); what it was judged on is read again
         before anyone is notified, and an alert whose condition no longer holds is resolved without a push
-        (``_overtaken``)."""
+        (``_overtaken``). An open alert raised as a warning (an overload found late) that an urgent candidate
+        finds is made urgent, and its people are told again at once (``_escalate``)."""
         alerts = self.stores.alerts
         alert, created = alerts.raise_once(
             patient_id=candidate.patient_id, kind=candidate.kind.value, severity=candidate.severity.value,
@@ -267,6 +279,11 @@ class AlertService:
             created = True
         if alert.get("reopened_at") is not None:  # (again on a later pass: one stopped after the reopening)
             self._notify_again(alert, candidate)
+        if not created and alert.get("notified_at") is not None and alert.get("resolved_at") is None:
+            if escalates(candidate, bool(alert.get("urgent"))):
+                alert = self._escalate(alert, candidate)
+            if _escalation_owed(alert):  # (again on a later pass: one stopped before its pushes were queued)
+                self._notify_escalation(alert, candidate, report)
         if created or alert.get("notified_at") is None:  # the patient's panel row counts open alerts (marked again
             # while the alert is not fanned out: a pass stopped between the alert and its mark left it unmarked)
             self.stores.panel_row_marks.mark([candidate.patient_id], "alert", self.clock())
@@ -306,29 +323,66 @@ class AlertService:
                 break
         return self.raise_once(candidate, report)
 
-    def _notify(self, alert: dict, candidate: AlertCandidate) -> int:
+    def _notify(self, alert: dict, candidate: AlertCandidate, *, escalated: bool = False) -> int:
+        """Queue the pushes that tell of ``alert`` (``candidate``: as judged now) to the caregivers who share its kind
+        and, of the unit's troubles, to the patient, as long as it is news (``still_news``, ``pushed_to_caregivers``),
+        each at once if urgent, else after their quiet hours; judged at its raising, or (``escalated``) at its
+        escalation, under the escalation's source key. Returns how many were queued (none twice: the outbox's
+        unique source key and recipient)."""
         recipients: list[tuple[Account, str, str | None]] = []
         share_kind = ALERT_KINDS[candidate.kind].share_kind
-        if pushed_to_caregivers(candidate, alert["raised_at"]):
+        at = alert["escalated_at"] if escalated else alert["raised_at"]
+        if pushed_to_caregivers(candidate, at):
             links = [link for link in self.stores.care_links.for_patient(candidate.patient_id)
                      if link.active and share_kind in link.permissions.alerts]
             for caregiver in self.stores.users.by_ids(link.caregiver_id for link in links):
                 recipients.append((caregiver, alert_push_kind(candidate.kind, Audience.CAREGIVER, candidate.urgent),
                                    share_kind))
-        if candidate.kind in PATIENT_HEARS and still_news(candidate, alert["raised_at"]):
+        if candidate.kind in PATIENT_HEARS and still_news(candidate, at):
             patient = self.stores.users.by_id(candidate.patient_id)
             if patient is not None:
                 recipients.append((patient, alert_push_kind(candidate.kind, Audience.PATIENT, candidate.urgent), None))
         created = 0
         for person, template, needs in recipients:
-            zone = person.zone_history().zone_at(alert["raised_at"])
-            send_at = delivery_time(candidate, alert["raised_at"], zone, person.quiet_hours)
+            zone = person.zone_history().zone_at(at)
+            send_at = delivery_time(candidate, at, zone, person.quiet_hours)
             # A caregiver's notification records the consent it needs, checked again when it is sent.
-            _, new = self.stores.outbox.schedule(source_key=f"alert:{alert['_id']}", recipient_user_id=person.id,
+            _, new = self.stores.outbox.schedule(source_key=alert_key(alert["_id"], escalated=escalated),
+                                                 recipient_user_id=person.id,
                                                  patient_id=candidate.patient_id, kind=template, send_at=send_at,
                                                  share_kind=needs)
             created += int(new)
         return created
+
+    def _escalate(self, alert: dict, candidate: AlertCandidate) -> dict:
+        """Make an open alert raised as a warning urgent (``escalates``: a fresh overload on a day whose overload was
+        found late), told from the fresh event. Acknowledged, it is open again for the care team: they acknowledged
+        an overload found late, not the one that just stopped a session, which they see now as urgent, and of which
+        the caregivers are told (the sender holds back a caregiver's push about an acknowledged alert). Returns the
+        alert as it stands; one resolved, made urgent or acknowledged meanwhile is left as it is now (a clinician
+        acknowledging it just then: the next pass judges it again)."""
+        # The panel row counts open alerts: marked before and after, as for a resolution.
+        self.stores.panel_row_marks.mark([alert["patient_id"]], "alert", self.clock())
+        escalated = self.stores.alerts.escalate(alert, severity=candidate.severity.value, text=candidate.text,
+                                                occurred_at=candidate.occurred_at, details=dict(candidate.details),
+                                                at=self.clock())
+        if escalated is None:
+            return self.stores.alerts.get(alert["patient_id"], alert["_id"]) or alert
+        self.stores.panel_row_marks.mark([alert["patient_id"]], "alert", self.clock())
+        logger.info("alert escalated", extra={"alert_id": alert["_id"]})  # its kind is health data: not logged
+        return escalated
+
+    def _notify_escalation(self, alert: dict, candidate: AlertCandidate, report: AlertsReport | None) -> None:
+        """Tell the people of an alert made urgent (``_escalate``) again, at once: its pushes not sent yet (routine,
+        held for their quiet hours) are withdrawn (``ALERT_ESCALATED``), and each is pushed under the escalation's own
+        source key (``alert_key(..., escalated=True)``: once, whatever the passes), by the rules of a raising
+        (consent, still news) judged at the escalation. Those sent already stay sent: they told of the overload
+        found late, these of the fresh one. Noted done, once queued (``escalation_notified_at``)."""
+        self.stores.outbox.withdraw(reason=ALERT_ESCALATED, source_key=alert_key(alert["_id"]))
+        sent = self._notify(alert, candidate, escalated=True)
+        self.stores.alerts.mark_escalation_notified(alert["_id"])
+        if report is not None:
+            report.notifications += sent
 
     def _notify_again(self, alert: dict, candidate: AlertCandidate) -> None:
         """A reopened alert's notifications that its resolution withdrew before they went out (held for quiet
@@ -336,7 +390,8 @@ class AlertService:
         push). A retry of a reopening finds none withdrawn and does nothing. Of an alert the care team has
         acknowledged, only the patient's: its caregivers' stay withdrawn, as the acknowledgement would have left
         them."""
-        withdrawn = self.stores.outbox.withdrawn_for(f"alert:{alert['_id']}", ALERT_RESOLVED)
+        withdrawn = [doc for key in _source_keys(alert)
+                     for doc in self.stores.outbox.withdrawn_for(key, ALERT_RESOLVED)]
         if alert.get("acknowledged_at") is not None:
             withdrawn = [d for d in withdrawn if d["recipient_user_id"] == alert["patient_id"]]
         if not withdrawn:
@@ -637,10 +692,10 @@ class AlertService:
             candidates += failures.attempt(rule.__name__, lambda rule=rule: rule(now, failures)) or []
         devices = failures.attempt("device_alerts", lambda: self.device_alerts(now, failures, since))
         candidates += devices.candidates if devices is not None else []
-        done = self.stores.alerts.notified_keys([c.dedup_key for c in candidates])
-        unraised, raised = set(), set()  # (an alert of several events is tried for each: raised once one is)
-        for candidate in candidates:
-            if candidate.dedup_key not in done:
+        told = self.stores.alerts.notified_among([c.dedup_key for c in candidates])
+        unraised, raised = set(), set()  # (an alert of several events is tried for each until one raises it)
+        for candidate in most_pressing_first(candidates):  # (the most pressing of a key is the one raised)
+            if candidate.dedup_key not in raised and _still_to_raise(candidate, told.get(candidate.dedup_key)):
                 failed_before = len(failures)
                 # Logged by a digest of its key: the key itself names the kind of alert, the patient and the day.
                 failures.attempt(derived_id("alert-candidate", candidate.dedup_key),
@@ -666,7 +721,8 @@ class AlertService:
         if not self.stores.alerts.resolve(alert["_id"], reason, self.clock(), {"code": code.value, "at": at}):
             return False
         self.stores.panel_row_marks.mark([alert["patient_id"]], "alert", self.clock())
-        self.stores.outbox.withdraw(reason=ALERT_RESOLVED, source_key=f"alert:{alert['_id']}")
+        for key in _source_keys(alert):
+            self.stores.outbox.withdraw(reason=ALERT_RESOLVED, source_key=key)
         logger.info("alert resolved", extra={"alert_id": alert["_id"]})  # its kind is health data: not logged
         return True
 
@@ -927,8 +983,33 @@ class AlertService:
         if alert is None:
             raise NotFound("no such alert")
         self.stores.panel_row_marks.mark([patient_id], "alert", self.clock())
-        self.stores.outbox.withdraw(reason=ALERT_ACKNOWLEDGED, source_key=f"alert:{alert['_id']}", sparing=patient_id)
+        for key in _source_keys(alert):
+            self.stores.outbox.withdraw(reason=ALERT_ACKNOWLEDGED, source_key=key, sparing=patient_id)
         return alert
+
+
+def _source_keys(alert: dict) -> list[str]:
+    """The source keys of an alert's pushes: its own, and an overload's escalation's (``escalates``; looked for
+    whether the alert as read says it was escalated or not: it may have been since)."""
+    own = alert_key(alert["_id"])
+    return [own, alert_key(alert["_id"], escalated=True)] if alert["kind"] == AlertKind.OVERLOAD.value else [own]
+
+
+def _escalation_owed(alert: dict) -> bool:
+    """Whether an open alert was made urgent (``escalated_at``) and its people are not told of it yet."""
+    return (alert.get("escalated_at") is not None and alert.get("escalation_notified_at") is None
+            and alert.get("resolved_at") is None)
+
+
+def _still_to_raise(candidate: AlertCandidate, told: dict | None) -> bool:
+    """Whether a pass raises ``candidate``, given its key's alert as notified (``told``; None: not raised, or its
+    people not told yet): one not told yet; and one open that the candidate makes urgent (``escalates``) or that a
+    pass stopped before telling its people of its escalation."""
+    if told is None:
+        return True
+    if told.get("resolved_at") is not None:
+        return False
+    return escalates(candidate, bool(told.get("urgent"))) or _escalation_owed(told)
 
 
 def in_words(alert: dict, reader: Reader) -> dict:

@@ -20,7 +20,7 @@ from companion.domain.access import (
     visible_alert_kinds,
 )
 from companion.domain.errors import NotFound, Unauthorized
-from companion.domain.notifications import snooze_key
+from companion.domain.notifications import alert_of, snooze_key
 from companion.domain.people import Account
 from companion.store.stores import Stores
 
@@ -31,7 +31,7 @@ def describe_source(source_key: str) -> tuple[str, str | None]:
     if kind == "reminder":
         return "reminder_occurrence", rest.split(":repeat:")[0].split(":snooze:")[0].removesuffix(":resend")
     if kind == "alert":
-        return "alert", rest
+        return "alert", alert_of(source_key)
     if kind == "invitation":
         return "care_team_invitation", rest
     if kind == "enrolment":
@@ -121,7 +121,7 @@ class DeliveryConsent:
         acknowledged (by notification id; one read): resolving or acknowledging withdraws them, but a crash
         between the two writes leaves them queued, or a sender had claimed them just before, and this is the check
         that still stops them."""
-        about = {d["_id"]: d["source_key"].partition(":")[2] for d in docs if d["source_key"].startswith("alert:")}
+        about = {d["_id"]: alert_id for d in docs if (alert_id := alert_of(d["source_key"])) is not None}
         if not about:
             return set(), set()
         resolved, acknowledged = self.alerts.settled_among(set(about.values()))
@@ -157,8 +157,8 @@ class DeliveryConsent:
         """The consent kind each caregiver notification needs: recorded on it, or (for one queued before it was
         recorded) its alert's."""
         kinds = {d["_id"]: d.get("share_kind") for d in docs}
-        missing = {d["_id"]: d["source_key"].partition(":")[2] for d in docs
-                   if not d.get("share_kind") and d["source_key"].startswith("alert:")}
+        missing = {d["_id"]: alert_id for d in docs
+                   if not d.get("share_kind") and (alert_id := alert_of(d["source_key"])) is not None}
         if missing:
             of_alert = self.alerts.share_kinds_of(set(missing.values()))
             kinds.update({nid: of_alert.get(alert_id) for nid, alert_id in missing.items()})

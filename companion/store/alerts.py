@@ -66,6 +66,16 @@ class Alerts:
                                                               {"dedup_key": 1}))
         return found
 
+    def notified_among(self, dedup_keys: list[str]) -> dict[str, dict]:
+        """The alerts among ``dedup_keys`` whose notifications are queued, by key: whether each is urgent, resolved,
+        and escalated (and its escalation's pushes queued)."""
+        found: dict[str, dict] = {}
+        fields = {"dedup_key": 1, "urgent": 1, "resolved_at": 1, "escalated_at": 1, "escalation_notified_at": 1}
+        for part in chunks(sorted(set(dedup_keys))):
+            found.update((d["dedup_key"], d) for d in self.col.find({"dedup_key": {"$in": part},
+                                                                     "notified_at": {"$ne": None}}, fields))
+        return found
+
     def get(self, patient_id: str, alert_id: str) -> dict | None:
         return self.col.find_one({"_id": alert_id, "patient_id": patient_id})
 
@@ -90,6 +100,27 @@ class Alerts:
     def mark_notified(self, alert_id: str) -> None:
         """Note that the alert's notifications are in the outbox (so they are not fanned out again)."""
         self.col.update_one({"_id": alert_id}, {"$set": {"notified_at": self.clock()}})
+
+    def escalate(self, alert: dict, *, severity: str, text: str, occurred_at: datetime | None, details: dict,
+                 at: datetime) -> dict | None:
+        """Make an open alert not urgent (``alert``, as read) urgent, told from the event that made it so (its
+        ``text``, ``occurred_at`` and ``details``), open again for the care team if they had acknowledged it (the
+        acknowledgement was of what it said before): ``escalated_at`` says when, ``escalated_from`` what it was, and
+        ``escalation_notified_at`` stays None until its pushes are queued. One conditional update on the alert as
+        read: None, and nothing written, when it was resolved, made urgent or acknowledged since (read it again)."""
+        before = {"severity": alert.get("severity"), "occurred_at": alert.get("occurred_at"), "text": alert.get("text"),
+                  "acknowledged_at": alert.get("acknowledged_at"), "acknowledged_by": alert.get("acknowledged_by")}
+        return self.col.find_one_and_update(
+            {"_id": alert["_id"], "resolved_at": None, "urgent": {"$ne": True},
+             "acknowledged_at": alert.get("acknowledged_at")},
+            {"$set": {"severity": severity, "urgent": True, "text": text, "occurred_at": occurred_at,
+                      "details": dict(details), "acknowledged_at": None, "acknowledged_by": None, "escalated_at": at,
+                      "escalated_from": before, "escalation_notified_at": None}},
+            return_document=ReturnDocument.AFTER)
+
+    def mark_escalation_notified(self, alert_id: str) -> None:
+        """Note that the pushes of an alert's escalation are in the outbox (so they are not fanned out again)."""
+        self.col.update_one({"_id": alert_id}, {"$set": {"escalation_notified_at": self.clock()}})
 
     def for_patient(self, patient_id: str, *, share_kinds: list[str] | None = None, shared_only: bool = False,
                     since: datetime | None = None, unacknowledged: bool = False,

@@ -15,12 +15,14 @@ from companion.domain.alerts import (
     battery_low,
     delivery_time,
     device_fault,
+    escalates,
     flare_still_raised,
     low_adherence,
     low_adherence_redated,
     low_adherence_still_from,
     missed_session_due_at,
     missed_tens_session,
+    most_pressing_first,
     pain_flare,
     pushed_to_caregivers,
     still_news,
@@ -163,6 +165,23 @@ def test_an_overload_is_urgent_only_while_it_is_fresh():
     assert late.dedup_key == fresh.dedup_key and still_news(late, at + DEVICE_ALERT_NEWS)  # routine, until a day
     night = utc(2025, 6, 2, 1)  # 02:00 BST, 13 hours after the overload
     assert delivery_time(late, night, LONDON, QUIET) == utc(2025, 6, 2, 6)  # 07:00 BST, the end of the night
+
+
+def test_of_a_units_overloads_of_one_day_the_fresh_one_is_raised_before_one_found_late():
+    night, found = utc(2025, 6, 2, 0), utc(2025, 6, 2, 5)  # 01:00 and 06:00 BST
+    late = device_fault("p1", "SN1", AlertKind.OVERLOAD, night, LONDON, found)
+    electrode = device_fault("p1", "SN1", AlertKind.ELECTRODE_OFF, night, LONDON, found)
+    fresh = device_fault("p1", "SN1", AlertKind.OVERLOAD, found - timedelta(minutes=30), LONDON, found)
+    assert fresh.dedup_key == late.dedup_key
+    assert most_pressing_first([late, electrode, fresh]) == [fresh, late, electrode]
+
+
+def test_only_a_fresh_overload_makes_an_alert_raised_as_a_warning_urgent():
+    night, found = utc(2025, 6, 2, 0), utc(2025, 6, 2, 5)
+    late = device_fault("p1", "SN1", AlertKind.OVERLOAD, night, LONDON, found)
+    fresh = device_fault("p1", "SN1", AlertKind.OVERLOAD, found - timedelta(minutes=30), LONDON, found)
+    assert escalates(fresh, raised_urgent=False)
+    assert not escalates(fresh, raised_urgent=True) and not escalates(late, raised_urgent=False)
 
 
 def test_pain_flare_alert_once_per_local_day_with_reason():

@@ -15,6 +15,8 @@ from companion.domain.notifications import (
     TEMPLATES,
     Audience,
     UnknownNotificationKind,
+    alert_key,
+    alert_of,
     alert_push_kind,
     caregiver_kind,
     collapse_key_for,
@@ -253,3 +255,9 @@ def test_notice_reads_only_the_patient_id_from_its_context():
 def test_unknown_kind_is_refused():
     with pytest.raises(UnknownNotificationKind):
         ttl_for("pain_score_9")
+
+
+def test_an_alerts_pushes_and_its_escalations_name_the_alert_they_tell_of():
+    assert alert_key("a1") != alert_key("a1", escalated=True)
+    assert alert_of(alert_key("a1")) == alert_of(alert_key("a1", escalated=True)) == "a1"
+    assert alert_of("reminder:o1") is None and alert_of("invitation:i1") is None

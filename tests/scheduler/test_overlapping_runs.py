@@ -115,13 +115,13 @@ def test_an_alerts_pass_that_read_before_the_session_was_ticked_off_does_not_ale
 def _pass_overtaken(jobs_db, settings, clock, monkeypatch, meanwhile) -> None:
     """An alerts pass that has judged its candidates when ``meanwhile`` happens, and raises its alerts after."""
     slow_pass = services_on(jobs_db, settings, clock)
-    real_notified_keys = slow_pass.stores.alerts.notified_keys
+    real_notified_among = slow_pass.stores.alerts.notified_among
 
     def judged(keys):
         meanwhile()
-        return real_notified_keys(keys)
+        return real_notified_among(keys)
 
-    monkeypatch.setattr(slow_pass.stores.alerts, "notified_keys", judged)
+    monkeypatch.setattr(slow_pass.stores.alerts, "notified_among", judged)
     slow_pass.alerts.evaluate()
 
 

@@ -1,6 +1,7 @@
 """An overload is told at once, through quiet hours, only while it is fresh (OVERLOAD_URGENT_FOR after its event);
 found later (a worker back from an outage, a hub's late upload), it is routine device care and waits for the end of
-each recipient's quiet hours."""
+each recipient's quiet hours. A fresh overload on a day whose overload was found late is told at once all the same:
+the day's one alert is the fresh one's, or is made urgent by it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from companion.api.ingestion import SessionRecordSchema
 from tests.scheduler.helpers import link_caregiver, make_person, phone, services_on
 from tests.support.records import session_record
+from tests.support.stops import dead_database
 
 T10 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 NIGHT = {"start": "22:00", "end": "07:00"}
@@ -25,10 +27,12 @@ def _patient_and_caregiver_with_nights(db, settings, clock, sender):
     return patient, patient_token, caregiver_token
 
 
-def _upload_overload(db, settings, clock, sender, patient, started: datetime) -> None:
-    record = session_record(SERIAL, 1, started_at=started, duration_s=1800, end_reason="overload")
-    services_on(db, settings, clock, sender).ingestion.receive(None, patient.id, [SessionRecordSchema().load(record)],
-                                                               {SERIAL})
+def _upload_overload(db, settings, clock, sender, patient, *started: datetime, first_seq: int = 1) -> None:
+    """One upload of the unit's sessions that began at ``started``, each stopped on an overload."""
+    records = [SessionRecordSchema().load(session_record(SERIAL, first_seq + n, started_at=at, duration_s=1800,
+                                                         end_reason="overload"))
+               for n, at in enumerate(started)]
+    services_on(db, settings, clock, sender).ingestion.receive(None, patient.id, records, {SERIAL})
 
 
 def _evaluate_and_send(db, settings, clock, sender) -> None:
@@ -72,3 +76,118 @@ def test_an_overload_found_within_two_hours_goes_at_once_in_the_night(
     [alert] = list(jobs_db.alerts.find({"patient_id": patient.id, "kind": "overload"}))
     assert (alert["severity"], alert["urgent"]) == ("urgent", True)
     assert _priorities(emulator, patient_token) == _priorities(emulator, caregiver_token) == [(found, "high")]
+
+
+NIGHT_BEFORE = datetime(2026, 3, 3, 1, 0, tzinfo=UTC)  # an overload at 01:00, found late
+MORNING = datetime(2026, 3, 3, 7, 0, tzinfo=UTC)  # the end of both their nights
+
+
+def _overload_alert(db, patient) -> dict:
+    [alert] = list(db.alerts.find({"patient_id": patient.id, "kind": "overload"}))
+    return alert
+
+
+def _found_late_at_five(db, settings, clock, traveller, sender, patient) -> None:
+    """The hub uploads the 01:00 overload at 05:00, and the pass finds it: a warning, its pushes held until 07:00."""
+    traveller.move_to(datetime(2026, 3, 3, 4, 59, tzinfo=UTC))
+    _upload_overload(db, settings, clock, sender, patient, NIGHT_BEFORE)
+    traveller.move_to(datetime(2026, 3, 3, 5, 0, tzinfo=UTC))
+    _evaluate_and_send(db, settings, clock, sender)
+    assert _overload_alert(db, patient)["severity"] == "warning"
+
+
+def test_a_fresh_overload_uploaded_with_one_found_late_the_same_day_is_told_at_once(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    patient, patient_token, caregiver_token = _patient_and_caregiver_with_nights(jobs_db, settings, clock, sender)
+    found = datetime(2026, 3, 3, 6, 0, tzinfo=UTC)  # the hub, offline overnight, uploads both at 06:00
+    traveller.move_to(found - timedelta(minutes=1))
+    _upload_overload(jobs_db, settings, clock, sender, patient, NIGHT_BEFORE, datetime(2026, 3, 3, 5, 30, tzinfo=UTC))
+    traveller.move_to(found)
+    _evaluate_and_send(jobs_db, settings, clock, sender)
+    traveller.move_to(MORNING)
+    _evaluate_and_send(jobs_db, settings, clock, sender)
+    alert = _overload_alert(jobs_db, patient)
+    assert (alert["severity"], alert["urgent"], alert["occurred_at"]) == ("urgent", True, datetime(2026, 3, 3, 5, 30, tzinfo=UTC))
+    assert _priorities(emulator, patient_token) == _priorities(emulator, caregiver_token) == [(found, "high")]
+
+
+def test_a_fresh_overload_after_one_found_late_the_same_day_makes_its_alert_urgent_and_is_told_at_once(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    patient, patient_token, caregiver_token = _patient_and_caregiver_with_nights(jobs_db, settings, clock, sender)
+    _found_late_at_five(jobs_db, settings, clock, traveller, sender, patient)
+    fresh = datetime(2026, 3, 3, 5, 30, tzinfo=UTC)  # the patient tries again at 05:30, and it stops again
+    traveller.move_to(fresh + timedelta(minutes=31))
+    _upload_overload(jobs_db, settings, clock, sender, patient, fresh, first_seq=2)
+    found = fresh + timedelta(minutes=32)
+    traveller.move_to(found)
+    _evaluate_and_send(jobs_db, settings, clock, sender)
+    traveller.move_to(found + timedelta(minutes=1))
+    _evaluate_and_send(jobs_db, settings, clock, sender)  # the next pass adds nothing
+    traveller.move_to(MORNING)
+    _evaluate_and_send(jobs_db, settings, clock, sender)
+    alert = _overload_alert(jobs_db, patient)
+    assert (alert["severity"], alert["urgent"], alert["occurred_at"]) == ("urgent", True, fresh)
+    assert _priorities(emulator, patient_token) == _priorities(emulator, caregiver_token) == [(found, "high")]
+    held = sorted((d["kind"], d["state"], d.get("withdrawn_reason")) for d in jobs_db.push_outbox.find(
+        {"patient_id": patient.id, "source_key": f"alert:{alert['_id']}"}))
+    assert held == [("caregiver_overload_found_late", "withdrawn", "alert_escalated"),
+                    ("overload_found_late", "withdrawn", "alert_escalated")]
+
+
+def test_a_fresh_overload_after_one_found_late_and_acknowledged_is_open_again_for_the_care_team_and_told_at_once(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    patient, patient_token, caregiver_token = _patient_and_caregiver_with_nights(jobs_db, settings, clock, sender)
+    _found_late_at_five(jobs_db, settings, clock, traveller, sender, patient)
+    traveller.move_to(datetime(2026, 3, 3, 5, 10, tzinfo=UTC))  # the on-call clinician has seen the 01:00 one
+    acknowledged = services_on(jobs_db, settings, clock, sender).alerts.acknowledge(
+        patient.id, _overload_alert(jobs_db, patient)["_id"], "clinician-1")
+    fresh = datetime(2026, 3, 3, 5, 30, tzinfo=UTC)
+    found = fresh + timedelta(minutes=32)
+    traveller.move_to(found - timedelta(minutes=1))
+    _upload_overload(jobs_db, settings, clock, sender, patient, fresh, first_seq=2)
+    traveller.move_to(found)
+    _evaluate_and_send(jobs_db, settings, clock, sender)
+    alert = _overload_alert(jobs_db, patient)
+    assert (alert["severity"], alert["acknowledged_at"]) == ("urgent", None)  # back on the panel, as urgent
+    assert (alert["escalated_from"]["acknowledged_at"], alert["escalated_from"]["acknowledged_by"]) == (
+        acknowledged["acknowledged_at"], "clinician-1")
+    assert _priorities(emulator, patient_token) == _priorities(emulator, caregiver_token) == [(found, "high")]
+
+
+def test_an_escalation_stopped_before_its_pushes_were_queued_is_finished_once_by_the_next_pass(
+        jobs_db, settings, clock, traveller, sender, emulator, monkeypatch):
+    patient, patient_token, caregiver_token = _patient_and_caregiver_with_nights(jobs_db, settings, clock, sender)
+    _found_late_at_five(jobs_db, settings, clock, traveller, sender, patient)
+    fresh = datetime(2026, 3, 3, 5, 30, tzinfo=UTC)
+    traveller.move_to(fresh + timedelta(minutes=31))
+    _upload_overload(jobs_db, settings, clock, sender, patient, fresh, first_seq=2)
+    traveller.move_to(fresh + timedelta(minutes=32))
+    services = services_on(jobs_db, settings, clock, sender)
+    monkeypatch.setattr(services.stores.outbox, "schedule", dead_database)  # the worker stops right there
+    services.alerts.evaluate()
+    monkeypatch.undo()
+    assert _overload_alert(jobs_db, patient)["severity"] == "urgent"
+    finished = fresh + timedelta(minutes=33)
+    for at in (finished, finished + timedelta(minutes=1), MORNING):
+        traveller.move_to(at)
+        _evaluate_and_send(jobs_db, settings, clock, sender)
+    assert _priorities(emulator, patient_token) == _priorities(emulator, caregiver_token) == [(finished, "high")]
+
+
+def test_an_escalated_alert_the_care_team_acknowledges_before_its_caregivers_push_goes_withdraws_it(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    patient, patient_token, caregiver_token = _patient_and_caregiver_with_nights(jobs_db, settings, clock, sender)
+    _found_late_at_five(jobs_db, settings, clock, traveller, sender, patient)
+    fresh = datetime(2026, 3, 3, 5, 30, tzinfo=UTC)
+    traveller.move_to(fresh + timedelta(minutes=31))
+    _upload_overload(jobs_db, settings, clock, sender, patient, fresh, first_seq=2)
+    traveller.move_to(fresh + timedelta(minutes=32))
+    services = services_on(jobs_db, settings, clock, sender)
+    services.alerts.evaluate()  # escalated; the sender has not run yet
+    services.alerts.acknowledge(patient.id, _overload_alert(jobs_db, patient)["_id"], "clinician-1")
+    services.push.send_due(owner="w")
+    assert [p for _, p in _priorities(emulator, patient_token)] == ["high"]  # the unit's trouble is the patient's
+    assert emulator.delivered_to(caregiver_token) == []
+    [escalated] = list(jobs_db.push_outbox.find({"recipient_user_id": {"$ne": patient.id},
+                                                  "source_key": {"$regex": ":escalated$"}}))
+    assert (escalated["state"], escalated["withdrawn_reason"]) == ("withdrawn", "alert_acknowledged")
