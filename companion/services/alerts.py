@@ -259,7 +259,10 @@ class AlertService:
         on data read before its alert was stored (a pass of the alerts job); what it was judged on is read again
         before anyone is notified, and an alert whose condition no longer holds is resolved without a push
         (``_overtaken``). An open alert raised as a warning (an overload found late) that an urgent candidate
-        finds is made urgent, and its people are told again at once (``_escalate``)."""
+        finds is made urgent, and its people are told again at once (``_escalate``). An alert whose people are told
+        now (its first pushes, or those revived by its reopening) is told as urgent as ``candidate`` is, judged now,
+        and says so itself: an overload first stored while fresh and told only later (a pass stopped in between, a
+        reopening hours after) is told as routine, and is a warning on the panel too."""
         alerts = self.stores.alerts
         alert, created = alerts.raise_once(
             patient_id=candidate.patient_id, kind=candidate.kind.value, severity=candidate.severity.value,
@@ -277,6 +280,8 @@ class AlertService:
             alert = {**alert, "resolved_at": None, "resolved_reason": None, "resolution": None,
                      "reopened_at": self.clock()}
             created = True
+        if created or alert.get("notified_at") is None:
+            alert = self._judged_now(alert, candidate)
         if alert.get("reopened_at") is not None:  # (again on a later pass: one stopped after the reopening)
             self._notify_again(alert, candidate)
         if not created and alert.get("notified_at") is not None and alert.get("resolved_at") is None:
@@ -354,6 +359,14 @@ class AlertService:
             created += int(new)
         return created
 
+    def _judged_now(self, alert: dict, candidate: AlertCandidate) -> dict:
+        """``alert`` with the severity and urgency of ``candidate`` (as judged now), written if they differ: its pushes
+        about to be queued or revived are of that urgency (``alert_push_kind``), and the panel says what they say."""
+        if alert.get("severity") == candidate.severity.value and bool(alert.get("urgent")) == candidate.urgent:
+            return alert
+        self.stores.alerts.judge_urgency(alert["_id"], candidate.severity.value, candidate.urgent)
+        return {**alert, "severity": candidate.severity.value, "urgent": candidate.urgent}
+
     def _escalate(self, alert: dict, candidate: AlertCandidate) -> dict:
         """Make an open alert raised as a warning urgent (``escalates``: a fresh overload on a day whose overload was
         found late), told from the fresh event. Acknowledged, it is open again for the care team: they acknowledged
@@ -386,8 +399,9 @@ class AlertService:
 
     def _notify_again(self, alert: dict, candidate: AlertCandidate) -> None:
         """A reopened alert's notifications that its resolution withdrew before they went out (held for quiet
-        hours, say) go out after all, each when its recipient may be told now; those sent stay sent (no second
-        push). A retry of a reopening finds none withdrawn and does nothing. Of an alert the care team has
+        hours, say) go out after all, each when its recipient may be told now and as urgent as ``candidate`` is now
+        (``alert_push_kind``: an overload reopened hours after it is told as routine, not at once through the night
+        as when it was fresh); those sent stay sent (no second push). A retry of a reopening finds none withdrawn and does nothing. Of an alert the care team has
         acknowledged, only the patient's: its caregivers' stay withdrawn, as the acknowledgement would have left
         them."""
         withdrawn = [doc for key in _source_keys(alert)
@@ -402,7 +416,9 @@ class AlertService:
             person = people.get(doc["recipient_user_id"])
             if person is not None:  # (within the lifetime it had: revive leaves it withdrawn past that)
                 zone = person.zone_history().zone_at(at)
-                self.stores.outbox.revive(doc, delivery_time(candidate, at, zone, person.quiet_hours))
+                audience = Audience.PATIENT if person.id == alert["patient_id"] else Audience.CAREGIVER
+                self.stores.outbox.revive(doc, delivery_time(candidate, at, zone, person.quiet_hours),
+                                          alert_push_kind(candidate.kind, audience, candidate.urgent))
 
     def _overtaken(self, alert: dict, candidate: AlertCandidate) -> bool:
         """Whether the condition of a stored alert not notified yet no longer holds, read again now: the pass that

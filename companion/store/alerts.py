@@ -118,6 +118,10 @@ class Alerts:
                       "escalated_from": before, "escalation_notified_at": None}},
             return_document=ReturnDocument.AFTER)
 
+    def judge_urgency(self, alert_id: str, severity: str, urgent: bool) -> None:
+        """Give an alert the severity and urgency it is told with now (an overload is urgent only while fresh)."""
+        self.col.update_one({"_id": alert_id}, {"$set": {"severity": severity, "urgent": urgent}})
+
     def mark_escalation_notified(self, alert_id: str) -> None:
         """Note that the pushes of an alert's escalation are in the outbox (so they are not fanned out again)."""
         self.col.update_one({"_id": alert_id}, {"$set": {"escalation_notified_at": self.clock()}})

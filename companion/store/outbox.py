@@ -311,13 +311,19 @@ class Outbox:
         """The notifications of ``source_key`` withdrawn for ``reason`` (never sent)."""
         return list(self.col.find({"source_key": source_key, "state": WITHDRAWN, "withdrawn_reason": reason}))
 
-    def revive(self, doc: dict, send_at: datetime) -> bool:
+    def revive(self, doc: dict, send_at: datetime, kind: str | None = None) -> bool:
         """Schedule a withdrawn notification again (its cause holds again) at ``send_at``, in a round of its own,
-        within the lifetime it had. False, and left withdrawn: past that lifetime; no longer withdrawn (another
-        process revived it first: both write the same round); or withdrawn while a dispatcher held its round
-        (claimed, and not settled withdrawn), which may have sent it (at most the documented extra copy after a
-        crash, never a second push on purpose)."""
-        if send_at >= doc["expires_at"]:
+        within the lifetime it had; as ``kind`` if given (its cause is told otherwise now: an overload no longer
+        urgent), with that kind's collapse key, and within that kind's lifetime from ``send_at`` too. False, and left
+        withdrawn: past that lifetime; no longer withdrawn (another process revived it first: both write the same
+        round); or withdrawn while a dispatcher held its round (claimed, and not settled withdrawn), which may have
+        sent it (at most the documented extra copy after a crash, never a second push on purpose)."""
+        told_as: dict = {}
+        if kind is not None and template_for(kind).kind != doc["kind"]:
+            told_as = {"kind": template_for(kind).kind,
+                       "collapse_key": collapse_key_for(kind, doc["patient_id"], doc["recipient_user_id"]),
+                       "expires_at": min(doc["expires_at"], send_at + ttl_for(kind))}
+        if send_at >= told_as.get("expires_at", doc["expires_at"]):
             return False
         claim = _claim_id(doc)
         if self.claims.find_one({"_id": claim}, {"_id": 1}) is not None:
@@ -326,7 +332,8 @@ class Outbox:
                 return False
         return self.col.update_one(
             {"_id": doc["_id"], "state": WITHDRAWN, "round": doc["round"]},
-            {"$set": {"state": SCHEDULED, "not_before": send_at, "settled_at": None, "round": doc["round"] + 1},
+            {"$set": {"state": SCHEDULED, "not_before": send_at, "settled_at": None, "round": doc["round"] + 1,
+                      **told_as},
              "$unset": {"withdrawn_reason": ""}}).modified_count == 1
 
     def waiting_for(self, recipient_user_id: str, after: datetime, limit: int = 1000) -> list[dict]:

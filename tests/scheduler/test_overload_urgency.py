@@ -6,8 +6,10 @@ the day's one alert is the fresh one's, or is made urgent by it."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from companion.api.ingestion import SessionRecordSchema
+from companion.domain.alerts import AlertKind, Resolution, device_fault
 from tests.scheduler.helpers import link_caregiver, make_person, phone, services_on
 from tests.support.records import session_record
 from tests.support.stops import dead_database
@@ -191,3 +193,51 @@ def test_an_escalated_alert_the_care_team_acknowledges_before_its_caregivers_pus
     [escalated] = list(jobs_db.push_outbox.find({"recipient_user_id": {"$ne": patient.id},
                                                   "source_key": {"$regex": ":escalated$"}}))
     assert (escalated["state"], escalated["withdrawn_reason"]) == ("withdrawn", "alert_acknowledged")
+
+
+def _overload_judged_at(patient, judged: datetime):
+    """The 01:00 overload's alert as a pass at ``judged`` finds it."""
+    return device_fault(patient.id, SERIAL, AlertKind.OVERLOAD, NIGHT_BEFORE, ZoneInfo("UTC"), judged)
+
+
+def test_an_overload_alert_reopened_hours_after_its_event_revives_its_withdrawn_pushes_as_routine(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    patient, patient_token, caregiver_token = _patient_and_caregiver_with_nights(jobs_db, settings, clock, sender)
+    raised = NIGHT_BEFORE + timedelta(minutes=5)  # fresh: urgent, queued at once (the sender not round yet)
+    traveller.move_to(raised)
+    alert = services_on(jobs_db, settings, clock, sender).alerts.raise_once(_overload_judged_at(patient, raised))
+    traveller.move_to(raised + timedelta(minutes=5))  # the care team excludes the session: resolved, pushes withdrawn
+    services_on(jobs_db, settings, clock, sender).alerts.resolve(
+        jobs_db.alerts.find_one({"_id": alert["_id"]}), "excluded", Resolution.SESSION_NOT_COUNTED)
+    reopened = datetime(2026, 3, 3, 3, 30, tzinfo=UTC)  # counted again two and a half hours after the overload
+    traveller.move_to(reopened)
+    services_on(jobs_db, settings, clock, sender).alerts.raise_once(_overload_judged_at(patient, reopened))
+    for at in (reopened, MORNING):
+        traveller.move_to(at)
+        services_on(jobs_db, settings, clock, sender).push.send_due(owner="w")
+    assert _priorities(emulator, patient_token) == _priorities(emulator, caregiver_token) == [(MORNING, "normal")]
+    assert sorted(d["kind"] for d in jobs_db.push_outbox.find({"patient_id": patient.id})) == [
+        "caregiver_overload_found_late", "overload_found_late"]
+    assert (_overload_alert(jobs_db, patient)["severity"], _overload_alert(jobs_db, patient)["urgent"]) == (
+        "warning", False)
+
+
+def test_an_overload_stored_while_fresh_but_first_told_after_two_hours_is_a_routine_warning(
+        jobs_db, settings, clock, traveller, sender, emulator, monkeypatch):
+    patient, patient_token, caregiver_token = _patient_and_caregiver_with_nights(jobs_db, settings, clock, sender)
+    stored = NIGHT_BEFORE + timedelta(hours=1, minutes=55)  # the pass finds it fresh, stores it urgent, and stops
+    traveller.move_to(stored - timedelta(minutes=1))
+    _upload_overload(jobs_db, settings, clock, sender, patient, NIGHT_BEFORE)
+    traveller.move_to(stored)
+    services = services_on(jobs_db, settings, clock, sender)
+    monkeypatch.setattr(services.stores.outbox, "schedule", dead_database)
+    services.alerts.evaluate()
+    monkeypatch.undo()
+    assert _overload_alert(jobs_db, patient)["urgent"] is True
+    traveller.move_to(stored + timedelta(minutes=10))  # the next pass tells of it: no longer fresh
+    _evaluate_and_send(jobs_db, settings, clock, sender)
+    traveller.move_to(MORNING)
+    _evaluate_and_send(jobs_db, settings, clock, sender)
+    alert = _overload_alert(jobs_db, patient)
+    assert (alert["severity"], alert["urgent"]) == ("warning", False)
+    assert _priorities(emulator, patient_token) == _priorities(emulator, caregiver_token) == [(MORNING, "normal")]
