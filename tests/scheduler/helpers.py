@@ -76,3 +76,23 @@ def run_minute(db, settings, clock, sender) -> None:
     services = services_on(db, settings, clock, sender)
     services.reminder_dispatch.dispatch_due()
     services.push.send_due(owner="test-worker")
+
+
+def evaluate_alerts(db, settings, clock, sender) -> None:
+    """What the worker does each minute for alerts: a pass of the alerts job, then send what it queued."""
+    services = services_on(db, settings, clock, sender)
+    services.alerts.evaluate()
+    services.push.send_due(owner="w")
+
+
+def upload_overloads(db, settings, clock, sender, patient: Account, serial: str, *started: datetime,
+                     first_seq: int = 1) -> None:
+    """One upload (now) of the unit's sessions that began at ``started``, 30 minutes each, each stopped on an
+    overload."""
+    from companion.api.ingestion import SessionRecordSchema
+    from tests.support.records import session_record
+
+    records = [SessionRecordSchema().load(session_record(serial, first_seq + n, started_at=at, duration_s=1800,
+                                                         end_reason="overload"))
+               for n, at in enumerate(started)]
+    services_on(db, settings, clock, sender).ingestion.receive(None, patient.id, records, {serial})

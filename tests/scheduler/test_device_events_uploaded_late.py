@@ -5,9 +5,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from companion.api.ingestion import SessionRecordSchema
-from tests.scheduler.helpers import link_caregiver, make_person, phone, services_on
-from tests.support.records import session_record
+from tests.scheduler.helpers import (
+    evaluate_alerts,
+    link_caregiver,
+    make_person,
+    phone,
+    services_on,
+    upload_overloads,
+)
 
 T10 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 SERIAL = "CTU-U0001"
@@ -23,17 +28,11 @@ def _patient_with_a_unit(db, settings, clock, sender):
     return patient, patient_token, caregiver_token
 
 
-def _upload_overload(db, settings, clock, sender, patient, started: datetime, seq: int = 1) -> None:
-    """The gateway uploads (now) a session that started at ``started`` and ended on an overload."""
-    record = session_record(SERIAL, seq, started_at=started, duration_s=1800, end_reason="overload")
-    services_on(db, settings, clock, sender).ingestion.receive(None, patient.id, [SessionRecordSchema().load(record)],
-                                                               {SERIAL})
+def _upload_overload(db, settings, clock, sender, patient, *started: datetime, first_seq: int = 1) -> None:
+    upload_overloads(db, settings, clock, sender, patient, SERIAL, *started, first_seq=first_seq)
 
 
-def _evaluate_and_send(db, settings, clock, sender) -> None:
-    services = services_on(db, settings, clock, sender)
-    services.alerts.evaluate()
-    services.push.send_due(owner="w")
+_evaluate_and_send = evaluate_alerts
 
 
 def _overloads(db, patient) -> list[dict]:

@@ -8,10 +8,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from companion.api.ingestion import SessionRecordSchema
 from companion.domain.alerts import AlertKind, Resolution, device_fault
-from tests.scheduler.helpers import link_caregiver, make_person, phone, services_on
-from tests.support.records import session_record
+from tests.scheduler.helpers import (
+    evaluate_alerts,
+    link_caregiver,
+    make_person,
+    phone,
+    services_on,
+    upload_overloads,
+)
 from tests.support.stops import dead_database
 
 T10 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -30,17 +35,10 @@ def _patient_and_caregiver_with_nights(db, settings, clock, sender):
 
 
 def _upload_overload(db, settings, clock, sender, patient, *started: datetime, first_seq: int = 1) -> None:
-    """One upload of the unit's sessions that began at ``started``, each stopped on an overload."""
-    records = [SessionRecordSchema().load(session_record(SERIAL, first_seq + n, started_at=at, duration_s=1800,
-                                                         end_reason="overload"))
-               for n, at in enumerate(started)]
-    services_on(db, settings, clock, sender).ingestion.receive(None, patient.id, records, {SERIAL})
+    upload_overloads(db, settings, clock, sender, patient, SERIAL, *started, first_seq=first_seq)
 
 
-def _evaluate_and_send(db, settings, clock, sender) -> None:
-    services = services_on(db, settings, clock, sender)
-    services.alerts.evaluate()
-    services.push.send_due(owner="w")
+_evaluate_and_send = evaluate_alerts
 
 
 def _priorities(emulator, token) -> list[tuple[datetime, str]]:
