@@ -96,3 +96,14 @@ def upload_overloads(db, settings, clock, sender, patient: Account, serial: str,
                                                          end_reason="overload"))
                for n, at in enumerate(started)]
     services_on(db, settings, clock, sender).ingestion.receive(None, patient.id, records, {serial})
+
+
+def wearing_a_unit(db, settings, clock, sender, serial: str, bound_at: datetime, **extra) -> tuple[Account, str, str]:
+    """A patient (with a phone) wearing the unit ``serial`` bound at ``bound_at``, and a caregiver (with a phone)
+    shared device faults, both with ``extra`` (quiet hours, say): the patient and both phones' tokens."""
+    patient = make_person(db, "patient", **extra)
+    patient_token = phone(db, patient)
+    caregiver_token = phone(db, link_caregiver(db, patient, ["device_fault"], **extra))
+    services_on(db, settings, clock, sender).gateways.bind_unit(patient.id, serial, "companion-tens",
+                                                                bound_at=bound_at)
+    return patient, patient_token, caregiver_token

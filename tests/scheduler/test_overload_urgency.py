@@ -11,11 +11,9 @@ from zoneinfo import ZoneInfo
 from companion.domain.alerts import AlertKind, Resolution, device_fault
 from tests.scheduler.helpers import (
     evaluate_alerts,
-    link_caregiver,
-    make_person,
-    phone,
     services_on,
     upload_overloads,
+    wearing_a_unit,
 )
 from tests.support.stops import dead_database
 
@@ -26,19 +24,9 @@ SERIAL = "CTU-V0001"
 
 def _patient_and_caregiver_with_nights(db, settings, clock, sender):
     """A patient wearing a bound unit and a caregiver shared device faults, both with quiet hours 22:00-07:00 (UTC)."""
-    patient = make_person(db, "patient", quiet_hours=NIGHT)
-    patient_token = phone(db, patient)
-    caregiver_token = phone(db, link_caregiver(db, patient, ["device_fault"], quiet_hours=NIGHT))
-    services_on(db, settings, clock, sender).gateways.bind_unit(patient.id, SERIAL, "companion-tens",
-                                                                bound_at=T10 - timedelta(days=30))
-    return patient, patient_token, caregiver_token
+    return wearing_a_unit(db, settings, clock, sender, SERIAL, T10 - timedelta(days=30), quiet_hours=NIGHT)
 
 
-def _upload_overload(db, settings, clock, sender, patient, *started: datetime, first_seq: int = 1) -> None:
-    upload_overloads(db, settings, clock, sender, patient, SERIAL, *started, first_seq=first_seq)
-
-
-_evaluate_and_send = evaluate_alerts
 
 
 def _priorities(emulator, token) -> list[tuple[datetime, str]]:
@@ -49,12 +37,12 @@ def test_an_overload_found_sixteen_hours_late_in_the_night_waits_for_the_end_of_
         jobs_db, settings, clock, traveller, sender, emulator):
     patient, patient_token, caregiver_token = _patient_and_caregiver_with_nights(jobs_db, settings, clock, sender)
     traveller.move_to(T10)
-    _evaluate_and_send(jobs_db, settings, clock, sender)  # the worker ran, then stopped at 10:05
+    evaluate_alerts(jobs_db, settings, clock, sender)  # the worker ran, then stopped at 10:05
     traveller.move_to(T10 + timedelta(hours=1))
-    _upload_overload(jobs_db, settings, clock, sender, patient, T10 + timedelta(hours=1) - timedelta(minutes=30))
+    upload_overloads(jobs_db, settings, clock, sender, patient, SERIAL, T10 + timedelta(hours=1) - timedelta(minutes=30))
     back = datetime(2026, 3, 3, 3, 0, tzinfo=UTC)  # the worker is back at 03:00, in both their nights
     traveller.move_to(back)
-    _evaluate_and_send(jobs_db, settings, clock, sender)
+    evaluate_alerts(jobs_db, settings, clock, sender)
     [alert] = list(jobs_db.alerts.find({"patient_id": patient.id, "kind": "overload"}))
     assert (alert["severity"], alert["urgent"]) == ("warning", False)
     assert emulator.delivered_to(patient_token) == emulator.delivered_to(caregiver_token) == []
@@ -70,9 +58,9 @@ def test_an_overload_found_within_two_hours_goes_at_once_in_the_night(
     session = datetime(2026, 3, 3, 1, 0, tzinfo=UTC)  # a session at 01:00, stopped on an overload
     found = session + timedelta(hours=1, minutes=59)  # the hub uploads it late, the pass finds it at 02:59
     traveller.move_to(found - timedelta(minutes=1))
-    _upload_overload(jobs_db, settings, clock, sender, patient, session)
+    upload_overloads(jobs_db, settings, clock, sender, patient, SERIAL, session)
     traveller.move_to(found)
-    _evaluate_and_send(jobs_db, settings, clock, sender)
+    evaluate_alerts(jobs_db, settings, clock, sender)
     [alert] = list(jobs_db.alerts.find({"patient_id": patient.id, "kind": "overload"}))
     assert (alert["severity"], alert["urgent"]) == ("urgent", True)
     assert _priorities(emulator, patient_token) == _priorities(emulator, caregiver_token) == [(found, "high")]
@@ -90,9 +78,9 @@ def _overload_alert(db, patient) -> dict:
 def _found_late_at_five(db, settings, clock, traveller, sender, patient) -> None:
     """The hub uploads the 01:00 overload at 05:00, and the pass finds it: a warning, its pushes held until 07:00."""
     traveller.move_to(datetime(2026, 3, 3, 4, 59, tzinfo=UTC))
-    _upload_overload(db, settings, clock, sender, patient, NIGHT_BEFORE)
+    upload_overloads(db, settings, clock, sender, patient, SERIAL, NIGHT_BEFORE)
     traveller.move_to(datetime(2026, 3, 3, 5, 0, tzinfo=UTC))
-    _evaluate_and_send(db, settings, clock, sender)
+    evaluate_alerts(db, settings, clock, sender)
     assert _overload_alert(db, patient)["severity"] == "warning"
 
 
@@ -101,11 +89,11 @@ def test_a_fresh_overload_uploaded_with_one_found_late_the_same_day_is_told_at_o
     patient, patient_token, caregiver_token = _patient_and_caregiver_with_nights(jobs_db, settings, clock, sender)
     found = datetime(2026, 3, 3, 6, 0, tzinfo=UTC)  # the hub, offline overnight, uploads both at 06:00
     traveller.move_to(found - timedelta(minutes=1))
-    _upload_overload(jobs_db, settings, clock, sender, patient, NIGHT_BEFORE, datetime(2026, 3, 3, 5, 30, tzinfo=UTC))
+    upload_overloads(jobs_db, settings, clock, sender, patient, SERIAL, NIGHT_BEFORE, datetime(2026, 3, 3, 5, 30, tzinfo=UTC))
     traveller.move_to(found)
-    _evaluate_and_send(jobs_db, settings, clock, sender)
+    evaluate_alerts(jobs_db, settings, clock, sender)
     traveller.move_to(MORNING)
-    _evaluate_and_send(jobs_db, settings, clock, sender)
+    evaluate_alerts(jobs_db, settings, clock, sender)
     alert = _overload_alert(jobs_db, patient)
     assert (alert["severity"], alert["urgent"], alert["occurred_at"]) == ("urgent", True, datetime(2026, 3, 3, 5, 30, tzinfo=UTC))
     assert _priorities(emulator, patient_token) == _priorities(emulator, caregiver_token) == [(found, "high")]
@@ -117,14 +105,14 @@ def test_a_fresh_overload_after_one_found_late_the_same_day_makes_its_alert_urge
     _found_late_at_five(jobs_db, settings, clock, traveller, sender, patient)
     fresh = datetime(2026, 3, 3, 5, 30, tzinfo=UTC)  # the patient tries again at 05:30, and it stops again
     traveller.move_to(fresh + timedelta(minutes=31))
-    _upload_overload(jobs_db, settings, clock, sender, patient, fresh, first_seq=2)
+    upload_overloads(jobs_db, settings, clock, sender, patient, SERIAL, fresh, first_seq=2)
     found = fresh + timedelta(minutes=32)
     traveller.move_to(found)
-    _evaluate_and_send(jobs_db, settings, clock, sender)
+    evaluate_alerts(jobs_db, settings, clock, sender)
     traveller.move_to(found + timedelta(minutes=1))
-    _evaluate_and_send(jobs_db, settings, clock, sender)  # the next pass adds nothing
+    evaluate_alerts(jobs_db, settings, clock, sender)  # the next pass adds nothing
     traveller.move_to(MORNING)
-    _evaluate_and_send(jobs_db, settings, clock, sender)
+    evaluate_alerts(jobs_db, settings, clock, sender)
     alert = _overload_alert(jobs_db, patient)
     assert (alert["severity"], alert["urgent"], alert["occurred_at"]) == ("urgent", True, fresh)
     assert _priorities(emulator, patient_token) == _priorities(emulator, caregiver_token) == [(found, "high")]
@@ -144,9 +132,9 @@ def test_a_fresh_overload_after_one_found_late_and_acknowledged_is_open_again_fo
     fresh = datetime(2026, 3, 3, 5, 30, tzinfo=UTC)
     found = fresh + timedelta(minutes=32)
     traveller.move_to(found - timedelta(minutes=1))
-    _upload_overload(jobs_db, settings, clock, sender, patient, fresh, first_seq=2)
+    upload_overloads(jobs_db, settings, clock, sender, patient, SERIAL, fresh, first_seq=2)
     traveller.move_to(found)
-    _evaluate_and_send(jobs_db, settings, clock, sender)
+    evaluate_alerts(jobs_db, settings, clock, sender)
     alert = _overload_alert(jobs_db, patient)
     assert (alert["severity"], alert["acknowledged_at"]) == ("urgent", None)  # back on the panel, as urgent
     assert (alert["escalated_from"]["acknowledged_at"], alert["escalated_from"]["acknowledged_by"]) == (
@@ -160,7 +148,7 @@ def test_an_escalation_stopped_before_its_pushes_were_queued_is_finished_once_by
     _found_late_at_five(jobs_db, settings, clock, traveller, sender, patient)
     fresh = datetime(2026, 3, 3, 5, 30, tzinfo=UTC)
     traveller.move_to(fresh + timedelta(minutes=31))
-    _upload_overload(jobs_db, settings, clock, sender, patient, fresh, first_seq=2)
+    upload_overloads(jobs_db, settings, clock, sender, patient, SERIAL, fresh, first_seq=2)
     traveller.move_to(fresh + timedelta(minutes=32))
     services = services_on(jobs_db, settings, clock, sender)
     monkeypatch.setattr(services.stores.outbox, "schedule", dead_database)  # the worker stops right there
@@ -170,7 +158,7 @@ def test_an_escalation_stopped_before_its_pushes_were_queued_is_finished_once_by
     finished = fresh + timedelta(minutes=33)
     for at in (finished, finished + timedelta(minutes=1), MORNING):
         traveller.move_to(at)
-        _evaluate_and_send(jobs_db, settings, clock, sender)
+        evaluate_alerts(jobs_db, settings, clock, sender)
     assert _priorities(emulator, patient_token) == _priorities(emulator, caregiver_token) == [(finished, "high")]
 
 
@@ -180,7 +168,7 @@ def test_an_escalated_alert_the_care_team_acknowledges_before_its_caregivers_pus
     _found_late_at_five(jobs_db, settings, clock, traveller, sender, patient)
     fresh = datetime(2026, 3, 3, 5, 30, tzinfo=UTC)
     traveller.move_to(fresh + timedelta(minutes=31))
-    _upload_overload(jobs_db, settings, clock, sender, patient, fresh, first_seq=2)
+    upload_overloads(jobs_db, settings, clock, sender, patient, SERIAL, fresh, first_seq=2)
     traveller.move_to(fresh + timedelta(minutes=32))
     services = services_on(jobs_db, settings, clock, sender)
     services.alerts.evaluate()  # escalated; the sender has not run yet
@@ -225,7 +213,7 @@ def test_an_overload_stored_while_fresh_but_first_told_after_two_hours_is_a_rout
     patient, patient_token, caregiver_token = _patient_and_caregiver_with_nights(jobs_db, settings, clock, sender)
     stored = NIGHT_BEFORE + timedelta(hours=1, minutes=55)  # the pass finds it fresh, stores it urgent, and stops
     traveller.move_to(stored - timedelta(minutes=1))
-    _upload_overload(jobs_db, settings, clock, sender, patient, NIGHT_BEFORE)
+    upload_overloads(jobs_db, settings, clock, sender, patient, SERIAL, NIGHT_BEFORE)
     traveller.move_to(stored)
     services = services_on(jobs_db, settings, clock, sender)
     monkeypatch.setattr(services.stores.outbox, "schedule", dead_database)
@@ -233,9 +221,9 @@ def test_an_overload_stored_while_fresh_but_first_told_after_two_hours_is_a_rout
     monkeypatch.undo()
     assert _overload_alert(jobs_db, patient)["urgent"] is True
     traveller.move_to(stored + timedelta(minutes=10))  # the next pass tells of it: no longer fresh
-    _evaluate_and_send(jobs_db, settings, clock, sender)
+    evaluate_alerts(jobs_db, settings, clock, sender)
     traveller.move_to(MORNING)
-    _evaluate_and_send(jobs_db, settings, clock, sender)
+    evaluate_alerts(jobs_db, settings, clock, sender)
     alert = _overload_alert(jobs_db, patient)
     assert (alert["severity"], alert["urgent"]) == ("warning", False)
     assert _priorities(emulator, patient_token) == _priorities(emulator, caregiver_token) == [(MORNING, "normal")]
