@@ -17,6 +17,9 @@ How the Bundle is built (docs/exports.md says why):
   code. Quantities are UCUM: Hz, us, mA, min, %, {score}.
 * Text goes in as a FHIR string may hold it (``fhir_string``): stored text can hold control characters, which
   FHIR strings and the narrative's XHTML cannot.
+* A TENS session keeps the period its unit recorded, and says in Companion's extension ``COUNTED_MINUTES`` (and a
+  note, when not all of it) how many of its minutes count in the adherence figures: a session that overlapped an
+  earlier one of its unit counts only its minutes outside it, so summing the periods would count that time twice.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from html import escape
 from zoneinfo import ZoneInfo
 
 from companion.domain.plans import tens_course
-from companion.domain.sessions import how_it_counts
+from companion.domain.sessions import counted_minutes_shown, how_it_counts
 from companion.services.review import PatientReview
 
 IDENTIFIER_SYSTEM = "urn:ietf:rfc:3986"
@@ -49,6 +52,11 @@ SURVEY = [{"coding": [{"system": _CATEGORY, "code": "survey", "display": "Survey
 THERAPY = [{"coding": [{"system": _CATEGORY, "code": "therapy", "display": "Therapy"}]}]
 _COMMUNICATION_STATUS = {"scheduled": "preparation", "sending": "in-progress", "sent": "completed",
                          "failed": "not-done", "expired": "stopped", "withdrawn": "not-done"}
+# Companion's own extensions: canonical URLs under the project's URI base (its problem types' too,
+# companion.http.problems), each defined in docs/exports.md. A name, not a page to fetch; never change one: a
+# server that imported an export knows the extension by it.
+EXTENSION_BASE = "https://companion.example/fhir/StructureDefinition/"
+COUNTED_MINUTES = f"{EXTENSION_BASE}counted-minutes"  # Quantity in min: a TENS session's minutes in the figures
 # The BPI short form's items as the diary stores them, with the wording of the form.
 BPI_SEVERITY_ITEMS = (("worst", "Pain at its worst in the last 24 hours"),
                       ("least", "Pain at its least in the last 24 hours"),
@@ -167,11 +175,31 @@ def _devices(out: _Entries, review: PatientReview, serials: Iterable[str], patie
     return refs
 
 
+def _counting_note(session: dict, counts: str, counted: float, minutes: float) -> list[dict] | None:
+    """How a session counts in the figures, in plain words, when not all of it does."""
+    if counts == "partly_counted":
+        earlier = f"session {session['overlaps']}" if session.get("overlaps") else "an earlier session"
+        return [{"text": f"Partly counted: {counted:g} of its {minutes:g} minutes count in Companion's adherence "
+                         f"figures. The rest overlapped {earlier} of the same unit, which counts that time."}]
+    if counts == "held":
+        return [{"text": "Held back from Companion's adherence figures until the care team decides: none of its "
+                         "minutes count for now."}]
+    if counts == "excluded":
+        return [{"text": "Excluded by the care team: none of its minutes count in Companion's adherence figures."}]
+    return None
+
+
 def _session(out: _Entries, session: dict, patient: dict, device: dict, review: PatientReview) -> None:
-    """A TENS session: an Observation of what the unit delivered (UCUM), and the DeviceUseStatement."""
+    """A TENS session: an Observation of what the unit delivered (UCUM), and the DeviceUseStatement, each with
+    the minutes of it that count in the figures (COUNTED_MINUTES)."""
     sid = session["_id"]
     reported = session.get("duration_s") or 0
     minutes = round(reported / 60, 1)
+    counts = how_it_counts(session)
+    # What the session adds to its day's figures, as the day CSV and the adherence days add it up (held: nothing).
+    counted = 0.0 if session.get("held") else counted_minutes_shown(session)
+    extension = [{"url": COUNTED_MINUTES, "valueQuantity": quantity(counted, "min")}]
+    note = _counting_note(session, counts, counted, minutes)
     # A unit can report a length below zero (stored, held as a clinical finding); a FHIR Period may not end before
     # it starts (per-1, and a server refuses the whole transaction), so its period ends where it starts and the
     # duration component keeps what the unit reported.
@@ -198,18 +226,20 @@ def _session(out: _Entries, session: dict, patient: dict, device: dict, review: 
                                      valueString=session["time_quality"]))
     summary = (f"TENS session {sid}, {_local(session['started_at'], review)} ({review.zone_of(session['started_at'])}), {minutes:g} min, "
                f"{session.get('frequency_hz')} Hz, {session.get('pulse_width_us')} µs, "
-               f"mean {session.get('intensity_mean_ma')} mA")
-    record = out.upsert({"resourceType": "Observation", "status": "final", "category": THERAPY,
+               f"mean {session.get('intensity_mean_ma')} mA"
+               + (f"; {counted:g} min of it count in the adherence figures" if counts != "counted" else ""))
+    record = out.upsert({"resourceType": "Observation", "extension": extension, "status": "final", "category": THERAPY,
                          "code": {"text": "TENS session delivered, as recorded by the unit"}, "subject": patient,
                          "effectivePeriod": period, "issued": _instant(session.get("server_received_at")),
-                         "performer": [patient], "device": device, "component": [c for c in components if c]},
-                        record_urn("Observation/tens-session", sid), summary)
+                         "performer": [patient], "device": device, "component": [c for c in components if c],
+                         "note": note}, record_urn("Observation/tens-session", sid), summary)
     # A session held back from the figures (its time, owner or values in doubt) is "on-hold" until resolved; one
     # the care team excluded is "entered-in-error": the unit's record stands, but it was not this therapy.
-    status = {"excluded": "entered-in-error", "held": "on-hold"}.get(how_it_counts(session), "completed")
-    out.upsert({"resourceType": "DeviceUseStatement", "status": status, "subject": patient, "device": device,
-                "timingPeriod": period, "recordedOn": _instant(session.get("server_received_at")),
-                "derivedFrom": [record]}, record_urn("DeviceUseStatement", sid), summary)
+    # A partly counted one happened as recorded: "completed", its period whole, what counts in the extension.
+    status = {"excluded": "entered-in-error", "held": "on-hold"}.get(counts, "completed")
+    out.upsert({"resourceType": "DeviceUseStatement", "extension": extension, "status": status, "subject": patient,
+                "device": device, "timingPeriod": period, "recordedOn": _instant(session.get("server_received_at")),
+                "derivedFrom": [record], "note": note}, record_urn("DeviceUseStatement", sid), summary)
 
 
 def _pain_entry(out: _Entries, entry: dict, patient: dict, review: PatientReview) -> None:
