@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from companion.domain.adherence import DayState, TaskEvent, TaskKind, adherence_for_day, is_covered
 from companion.domain.localtime import TimeZoneHistory
 from companion.domain.people import ACTIVE, CLOSED
 from companion.domain.plans import day_plan, tens_minutes_prescribed
-from companion.domain.sessions import counted_minutes_shown, counts_as_session
+from companion.domain.sessions import counted_minutes_shown, counts_as_session, tens_event
 
 ADHERENT_PDC = 0.8
 # A change of one point in the 14-day mean NRS is where a panel starts to care; the clinically
@@ -140,29 +141,37 @@ def tens_target_minutes(plan: dict | None, day: date) -> int | None:
 
 @dataclass
 class TensDay:
-    """TENS delivered on one local day against what the plan asked for."""
+    """TENS delivered on one local day against what the plan asked for, and the day's TENS adherence from them
+    (``state``: no_tasks, no_events or progress; ``covered``), as the adherence days have it once computed."""
 
     date: date
     minutes: float = 0.0
     sessions: int = 0
     target_minutes: int | None = None
+    state: str = DayState.NO_TASKS.value
+    covered: bool = False
 
 
 def tens_by_day(sessions: Iterable[dict], plans: list[dict], zone: str, first: date, last: date,
-                history: TimeZoneHistory | None = None) -> list[TensDay]:
+                history: TimeZoneHistory | None = None, threshold: float = 1.0) -> list[TensDay]:
     """Minutes and sessions per local day from `first` to `last`, each with the plan's target. Sessions held
     back from the figures count nothing; one that overlaps another counts only its own minutes. A day's minutes are
     the sum of its sessions' minutes as shown (to a tenth: counted_minutes_shown), so that a list of the day's
     sessions adds up to it. ``history``: the
     patient's zones over time, so that each session counts on the local day it was in where it happened, and each
     day's target is the plan's for that date (companion.domain.plans.day_plan: taken at the end of the day as the
-    patient lived it), as the adherence days take it; without it, every day is in ``zone``."""
+    patient lived it), as the adherence days take it; without it, every day is in ``zone``.
+
+    Each day's state and covered (at ``threshold``) are the adherence rule's (adherence_for_day, is_covered) on
+    the same sessions and plan: what its stored adherence day says once computed again after late data, never a
+    day that reads its target met and not covered."""
     history = history or TimeZoneHistory.fixed(zone)
 
     def zone_of(moment: datetime) -> ZoneInfo:
         return history.zone_at(moment)
 
     days = {first + timedelta(days=i): TensDay(first + timedelta(days=i)) for i in range((last - first).days + 1)}
+    events: dict[date, list[TaskEvent]] = defaultdict(list)
     for session in sessions:
         if session.get("held"):
             continue
@@ -170,9 +179,13 @@ def tens_by_day(sessions: Iterable[dict], plans: list[dict], zone: str, first: d
         if day is not None:
             day.minutes += counted_minutes_shown(session)
             day.sessions += counts_as_session(session)
+            events[day.date].append(tens_event(session))
     for day in days.values():
         day.minutes = round(day.minutes, 1)  # tenths added up in binary floating point
-        day.target_minutes = day_plan(plans, history, day.date).tens_minutes
+        plan = day_plan(plans, history, day.date)
+        day.target_minutes = plan.tens_minutes
+        adherence = adherence_for_day(day.date, plan.tasks, events[day.date])
+        day.state, day.covered = adherence.tens.state.value, bool(is_covered(adherence, TaskKind.TENS, threshold))
     return list(days.values())
 
 

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 
+from companion.domain.adherence import TaskEvent, TaskKind
 from companion.domain.localtime import TimeZoneHistory
 
 END_REASONS = ("completed", "stopped", "electrode_off", "overload", "battery")
@@ -328,6 +329,13 @@ def counted_minutes_shown(record: Mapping) -> float:
 def counts_as_session(record: Mapping) -> bool:
     """Whether a stored session counts as a session of its own (records stored before these rules: yes)."""
     return bool(record.get("counts", True)) and not record.get("held", False)
+
+
+def tens_event(record: Mapping) -> TaskEvent:
+    """A stored session as a TENS task event: the minutes it counts (all of them, or those outside an earlier
+    session it overlaps), to the tenth every figure and export shows (so a day shown at its target is covered),
+    and whether it counts as a session of its own. Held sessions are for the caller to leave out."""
+    return TaskEvent(TaskKind.TENS, record["started_at"], counted_minutes_shown(record), int(counts_as_session(record)))
 
 
 def how_it_counts(record: Mapping) -> str:

@@ -40,7 +40,7 @@ from companion.domain.localtime import TimeZoneHistory, dates_reach, day_span
 from companion.domain.people import Account
 from companion.domain.plans import tasks_for_day
 from companion.domain.practice import REACH
-from companion.domain.sessions import counted_minutes_shown, counts_as_session
+from companion.domain.sessions import tens_event
 from companion.services.day_facts import practice_events, with_counts
 from companion.store.adherence import snapshot_id
 from companion.store.stores import Stores
@@ -56,14 +56,6 @@ def day_bounds(history: TimeZoneHistory, local_date: date) -> tuple[datetime, da
     (companion.domain.localtime.day_span): the day's plan is taken at its end (companion.domain.plans.day_plan)."""
     start, end, zone = day_span(history, local_date)
     return start, end, zone.key
-
-
-def tens_event(session: dict) -> TaskEvent:
-    """A stored session as a TENS task event: the minutes it counts (all of them, or those outside an earlier
-    session it overlaps), to the tenth every figure and export shows (so a day shown at its target is covered),
-    and whether it counts as a session of its own. Held sessions are never read here."""
-    return TaskEvent(TaskKind.TENS, session["started_at"], counted_minutes_shown(session),
-                     int(counts_as_session(session)))
 
 
 def _progress_doc(progress: KindProgress) -> dict:

@@ -54,7 +54,8 @@ from companion.domain.localtime import TimeZoneHistory, dates_reach
 from companion.domain.people import CLOSED, Account
 from companion.domain.plans import tasks_for_day
 from companion.domain.practice import REACH
-from companion.services.adherence import Adherence, day_bounds, snapshot_of, tens_event
+from companion.domain.sessions import tens_event
+from companion.services.adherence import Adherence, day_bounds, snapshot_of
 from companion.services.alerts import (
     LOW_ADHERENCE_LOOKBACK,
     RECONSIDERED,

@@ -68,8 +68,11 @@ PATIENT_CSV_HEADER = ["date", "adherence_state", "covered", "tens_minutes", "ten
 
 
 def patient_csv(review: PatientReview, days: int) -> str:
-    """One row per local day: adherence, TENS delivered against the plan, and pain."""
-    calendar = {d["date"]: d for d in review.adherence(days)["calendar"]}
+    """One row per local day: adherence, TENS delivered against the plan, and pain.
+
+    A row's adherence state and covered are worked out from its own minutes and target (review.tens: the sessions
+    as stored now, by the adherence rule), not read from the stored adherence days: those wait for the adherence
+    job after late data, and a row read from them could say its target met and not covered."""
     pain: dict[str, list[int]] = defaultdict(list)
     for entry in review.period_entries(days):
         pain[review.local_date(entry["recorded_at"]).isoformat()].append(entry["nrs"])
@@ -77,7 +80,7 @@ def patient_csv(review: PatientReview, days: int) -> str:
     for day in review.tens(days):
         on = day.date.isoformat()
         scores = pain.get(on, [])
-        rows.append([on, calendar[on]["state"], calendar[on]["covered"], day.minutes, day.target_minutes, day.sessions,
+        rows.append([on, day.state, day.covered, day.minutes, day.target_minutes, day.sessions,
                      len(scores), round(sum(scores) / len(scores), 2) if scores else None,
                      max(scores) if scores else None])
     return _csv(PATIENT_CSV_HEADER, rows)

@@ -17,7 +17,7 @@ from companion.domain.people import Account
 from companion.domain.plans import last_tens_day, next_tens_day
 from companion.domain.practice import REACH
 from companion.domain.review import PanelFilter
-from companion.services.adherence import day_bounds
+from companion.services.adherence import COVERED_THRESHOLD, day_bounds
 from companion.services.day_facts import with_counts, with_counts_in_order
 from companion.services.derived_ids import derived_id
 from companion.services.read_models import PanelReadModel
@@ -177,10 +177,11 @@ class PatientReview:
         return last, None if last is not None else next_tens_day(versions, self.history, version, self.today)
 
     def tens(self, days: int) -> list[rules.TensDay]:
-        """Each of the period's days' TENS minutes and sessions against the plan, from every session of the period."""
+        """Each of the period's days' TENS minutes and sessions against the plan, and its TENS adherence (state,
+        covered) from them, from every session of the period as it is stored now."""
         versions = self.versions_in_reach()  # every one that can count
         return rules.tens_by_day(self.period_sessions(days), versions, self.zone, self.first_day(days), self.today,
-                                 history=self.history)
+                                 history=self.history, threshold=COVERED_THRESHOLD)
 
     def session_times(self, days: int) -> dict:
         """How sure the period's session times are: how many are exact, corrected and estimated, the ones that

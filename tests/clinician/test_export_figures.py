@@ -1,5 +1,6 @@
 """The exports add up to the adherence figures: a FHIR consumer summing what each TENS session counts gets the
-day's minutes the clinician sees (docs/exports.md)."""
+day's minutes the clinician sees, and the day CSV's adherence state and covered follow its own minutes, late data
+included (docs/exports.md)."""
 
 from __future__ import annotations
 
@@ -99,3 +100,26 @@ def test_fhir_sessions_say_how_many_of_their_minutes_count_and_those_add_up_to_t
         snapshot["tens_minutes"] == 40
     assert sum(recorded(s) for s in statements.values()) == 100  # what summing the periods would have said
 
+
+def test_the_day_csv_says_a_day_a_late_session_covered_is_covered_before_the_job_recomputes_it(
+        client, world, services, db):
+    """Yesterday's 20 minutes were computed as not covered (40 asked); a second session of 20 minutes arrives
+    late, and the hourly adherence job has not yet computed the day again. The day's row counts 40 of 40 minutes:
+    it says covered, as the day's adherence will once computed again, where it said 40 of 40 and not covered."""
+    a, patient = _wearing(world, services, db)
+    day = datetime.now(UTC).date() - timedelta(days=1)
+    _upload(services, a, 1, datetime.combine(day, time(8), UTC), 20)
+    assert services.adherence.compute_day(patient, day)["covered"] is False
+    _upload(services, a, 2, datetime.combine(day, time(18), UTC), 20)  # late: the stored day is not computed again
+    assert db.adherence_days.find_one({"patient_id": a, "date": day.isoformat()})["covered"] is False
+
+    [row] = [r for r in _rows(_export(client, world, "csv")) if r["date"] == day.isoformat()]
+    events = [r for r in _rows(_export(client, world, "events"))
+              if r["event"] == "tens_session" and r["local_date"] == day.isoformat()]
+    assert {k: row[k] for k in ("adherence_state", "covered", "tens_minutes", "tens_target_minutes",
+                                "tens_sessions")} == {"adherence_state": "progress", "covered": "true",
+                                                      "tens_minutes": "40", "tens_target_minutes": "40",
+                                                      "tens_sessions": "2"}
+    assert sum(float(r["counted_min"]) for r in events) == float(row["tens_minutes"])
+    recomputed = services.adherence.compute_day(patient, day)
+    assert (recomputed["state"], recomputed["covered"]) == (row["adherence_state"], True)
