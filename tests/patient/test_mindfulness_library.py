@@ -260,10 +260,11 @@ def test_the_same_key_used_again_after_24_hours_by_the_patient_starts_the_item_a
     assert (replayed.headers["Idempotent-Replayed"], replayed.json["id"]) == ("true", again.json["id"])
 
 
-def test_a_failed_start_retried_finds_its_practice_and_another_item_under_its_key_starts_that_item(
+def test_a_failed_start_retried_finds_its_practice_and_another_item_under_its_key_is_refused(
         client, world, services, library, monkeypatch):
-    """A start that failed after storing its practice frees its key: the same request again finds that practice;
-    another request under the key (the app changed its mind) is a new claim and starts what it asks for."""
+    """A start that failed after storing its practice (a 5xx) keeps its key for the same request: sent again, it
+    finds that practice. Another request under the key (the app changed its mind) is refused (422): as a new claim
+    it would start a second practice beside the one the failed attempt stored. Under a new key it starts."""
     pid, headers = world["patient_a"].id, {**world["patient_a"].headers, "Idempotency-Key": "failed-start-01"}
     stored = services.library.log.start
 
@@ -281,8 +282,11 @@ def test_a_failed_start_retried_finds_its_practice_and_another_item_under_its_ke
     assert client.post(url, json={"item_slug": "box-breathing"}, headers={
         **headers, "Idempotency-Key": "failed-start-02"}).status_code == 503
     monkeypatch.undo()
-    other = client.post(url, json={"item_slug": "five-minute-body-scan"}, headers={
+    refused = client.post(url, json={"item_slug": "five-minute-body-scan"}, headers={
         **headers, "Idempotency-Key": "failed-start-02"})
+    assert refused.status_code == 422, refused.json
+    other = client.post(url, json={"item_slug": "five-minute-body-scan"}, headers={
+        **headers, "Idempotency-Key": "failed-start-03"})
     assert (other.status_code, other.json["item_slug"]) == (201, "five-minute-body-scan"), other.json
     listed = client.get(url, headers=world["patient_a"].headers, query_string={
         "from": START.isoformat(), "to": (START + timedelta(minutes=1)).isoformat()}).json["items"]
