@@ -150,10 +150,10 @@ def anchor(sync: Mapping, check: ClockCheck | None) -> tuple[datetime | None, ti
     return None, timedelta(0), "none"
 
 
-def _sync_point(doc: Mapping, highest_seq: int) -> SyncPoint:
+def _sync_point(doc: Mapping) -> SyncPoint:
     at = doc.get("at")
     error = timedelta(seconds=doc.get("at_error_s") or 0)
-    return SyncPoint(highest_seq, doc.get("unit_clock"), at, error, doc.get("clock_set_to"), doc["_id"],
+    return SyncPoint(doc["highest_seq"], doc.get("unit_clock"), at, error, doc.get("clock_set_to"), doc["_id"],
                      f"{doc.get('gateway_id')}:{doc.get('boot_id')}", float(doc.get("monotonic_s") or 0.0),
                      doc.get("received_at"))
 
@@ -397,13 +397,15 @@ class SessionTimes:
 
     def derive(self, syncs: list[dict], docs: list[dict], bindings: list[Binding],
                received_at: datetime) -> dict[str, dict]:
-        """The derived fields of each of one unit's records, by record id."""
-        captured: dict[str, int] = {}
-        for doc in docs:
-            sync_key = doc.get("sync_key")
-            if sync_key:
-                captured[sync_key] = max(captured.get(sync_key, 0), doc["device_seq"])
-        points = [_sync_point(s, max(s["highest_seq"], captured.get(s["_id"], 0))) for s in syncs]
+        """The derived fields of each of one unit's records, by record id.
+
+        Each sync goes by the highest sequence number the unit reported when the gateway read its clock, not by
+        the highest record captured under it: a record numbered above that was made during the transfer (a
+        session that ended while the gateway was connected), after the reading, so it belongs to the interval
+        after the sync, placed by the offset the clock had after it (read, or set). Counted as ended by the
+        sync, it fitted no offset there, and on a unit's first sync it passed for a clock that jumped after the
+        backlog: the whole backlog was held as time_uncertain."""
+        points = [_sync_point(s) for s in syncs]
         synced = [d for d in docs if d.get("sync_key")]
         times: dict[int, SessionTime] = reconstruct(
             points, [UnitSession(d["device_seq"], d["device_started_at"],
