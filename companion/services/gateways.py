@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from companion.clock import Clock, now
 from companion.domain.errors import Conflict, Invalid, NotFound, ServiceUnavailable, Unauthorized
 from companion.domain.people import DEACTIVATED, Gateway, TensUnit
-from companion.domain.sessions import UNPULLED_AT_HANDOVER, handover_problem
+from companion.domain.sessions import ERASED_WEARER, UNPULLED_AT_HANDOVER, handover_problem
 from companion.services.item_failures import ItemFailures
 from companion.services.patients import Profiles
 from companion.services.session_times import placing
@@ -224,11 +224,9 @@ class Gateways:
             unit, created = self.devices.bind(serial, patient_id, profile, bound_at or at)
             if not created and unit.patient_id != patient_id:
                 raise Conflict("this unit is bound to someone else; it must be released first")
-            if created:  # the panel's last sync is that of the units bound to the patient
-                self.stores.panel_row_marks.mark([patient_id], "unit bound", self.clock())
-            elif bound_at is not None and self.devices.start_earlier(serial, patient_id, bound_at):
+            if not created and bound_at is not None and self.devices.start_earlier(serial, patient_id, bound_at):
                 unit = self.devices.get(serial) or unit
-            self._place_what_is_due(serial)
+            self._place_what_is_due(serial)  # and the patient's panel row marked: it shows their units' last sync
         return unit
 
     def release_unit(self, patient_id: str, serial: str, *, released_at: datetime | None = None) -> None:
@@ -255,10 +253,9 @@ class Gateways:
                 self._check_handover(released_at, at, unit.bound_at)
             end = released_at or at
             with self._handing_over(serial, at):
-                if self.devices.unbind(serial, patient_id, end, stated=released_at is not None,
-                                       due_from=end - UNPULLED_AT_HANDOVER):
-                    self.stores.panel_row_marks.mark([patient_id], "unit released", self.clock())
-                self._place_what_is_due(serial)
+                self.devices.unbind(serial, patient_id, end, stated=released_at is not None,
+                                    due_from=end - UNPULLED_AT_HANDOVER)
+                self._place_what_is_due(serial)  # the patient's row marked, whether or not a session moves
             return
         interval = self.devices.last_released(serial, patient_id) if released_at is not None else None
         if interval is not None:
@@ -294,10 +291,19 @@ class Gateways:
         """Under the unit's claim: place its stored records again from the earliest moment a change of its
         bindings owes (a binding's start; ``UNPULLED_AT_HANDOVER`` before a binding's end, which decides whose the
         backlog another patient's hub brings is: companion.domain.sessions.relay_vouched), and settle it. Whether
-        anything was owed."""
-        since = self.devices.placement_due(serial)
-        if since is None:
+        anything was owed.
+
+        The panel rows of the patients those bindings name are marked first, whether or not a session moves (a
+        row's last sync and silent-unit reason come from the units bound to its patient), here rather than beside
+        the binding's write: a change whose process stopped after that write is finished by its retry or by the
+        worker (:meth:`finish_handovers`), which find the unit bound or released already, and only what is still
+        owed says whose rows it changed. A stop after the mark leaves the change owed: the next attempt marks
+        them again."""
+        owed = self.devices.placement_owed_by(serial)
+        if not owed:
             return False
+        since = min(owed.values())
+        self.stores.panel_row_marks.mark([p for p in owed if p != ERASED_WEARER], "unit handed over", self.clock())
         if self.sessions is not None:
             self.sessions.place_after_handover(serial, since)
         self.devices.placement_done(serial, since)

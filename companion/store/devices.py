@@ -137,6 +137,16 @@ class Devices:
         owed += [d[DUE] for d in self.col.find(current, {DUE: 1})]
         return min(owed, default=None)
 
+    def placement_owed_by(self, serial: str) -> dict[str, datetime]:
+        """The patients named by the unit's bindings that still owe its records placing again, each with the
+        earliest moment theirs owe it from."""
+        owed: dict[str, datetime] = {}
+        wanted, fields = {"serial": serial, DUE: {"$ne": None}}, {"patient_id": 1, DUE: 1}
+        for doc in [*self.history.find(wanted, fields).limit(MAX_BINDINGS),
+                    *self.col.find({"_id": serial, DUE: {"$ne": None}}, fields)]:
+            owed[doc["patient_id"]] = min(doc[DUE], owed.get(doc["patient_id"], doc[DUE]))
+        return owed
+
     def placement_done(self, serial: str, since: datetime) -> None:
         """The unit's records from ``since`` on are placed again: what its bindings owed from then on is settled
         (a change owing from earlier still does)."""

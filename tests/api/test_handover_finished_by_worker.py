@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from companion.domain.sessions import UNPULLED_AT_HANDOVER
 from companion.jobs.worker import Worker
 from companion.services.container import Services
 from companion.services.gateways import HANDOVER_LEFT_AFTER, HANDOVERS_JOB
@@ -134,3 +135,32 @@ def test_the_worker_finds_the_owed_placements_by_the_index_on_their_due_date(db)
             assert "USING INDEX" in plan, plan
         else:
             assert "COLLSCAN" not in plan, plan
+
+
+def _released_before_its_mark(db, services, serial: str, patient_id: str, now: datetime) -> None:
+    """A's row shows the unit's last sync; a release (no time told) stops after the binding's write, before it
+    marks the row: the unit's sessions, all before the release, stay A's (none moves)."""
+    services.panel_rows.catch_up([patient_id])
+    assert db.panel_rows.find_one({"_id": patient_id})["last_sync"] is not None
+    services.stores.devices.unbind(serial, patient_id, now, stated=False, due_from=now - UNPULLED_AT_HANDOVER)
+
+
+def test_a_release_finished_by_its_retry_marks_the_row_of_the_patient_it_leaves_though_no_session_moved(
+        client, world, db, services):
+    serial, a, now = "CTU-LEFTMK1", world["patient_a"], datetime.now(UTC)
+    _worn_by_a(client, world, services, serial, now)
+    _released_before_its_mark(db, services, serial, a.id, now)
+    services.gateways.release_unit(a.id, serial)  # the client's retry finishes it
+    assert owners(db, serial) == {1: (a.id, False), 2: (a.id, False)}
+    services.panel_rows.catch_up([a.id])
+    assert db.panel_rows.find_one({"_id": a.id})["last_sync"] is None  # no unit: nothing heard from
+
+
+def test_a_release_finished_by_the_worker_marks_the_row_of_the_patient_it_leaves_though_no_session_moved(
+        client, world, db, services):
+    serial, a, now = "CTU-LEFTMK2", world["patient_a"], datetime.now(UTC)
+    _worn_by_a(client, world, services, serial, now)
+    _released_before_its_mark(db, services, serial, a.id, now)
+    assert _worker_run(services)["finished"] == 1
+    services.panel_rows.catch_up([a.id])
+    assert db.panel_rows.find_one({"_id": a.id})["last_sync"] is None
