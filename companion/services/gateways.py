@@ -16,7 +16,7 @@ from companion.domain.people import DEACTIVATED, Gateway, TensUnit
 from companion.domain.sessions import ERASED_WEARER, UNPULLED_AT_HANDOVER, handover_problem
 from companion.services.item_failures import ItemFailures
 from companion.services.patients import Profiles
-from companion.services.session_times import placing
+from companion.services.session_times import PLACEMENT_TTL, placing
 from companion.services.sessions import TensSessions
 from companion.services.telemetry import NoTelemetry, Telemetry
 from companion.services.throttle import Throttle
@@ -41,7 +41,9 @@ NEVER_CONNECTED_AFTER = timedelta(days=1)
 HANDOVERS_JOB = "handovers-finish"
 # A hand-over whose re-placement is still owed this long after it was written is finished by the worker: one younger
 # may still be running (its request holds the unit) or be sent again by its client in a moment, which finishes it.
-HANDOVER_LEFT_AFTER = timedelta(minutes=5)
+# Well beyond the unit's claim's lifetime (nothing renews a claim): a placement running longer than PLACEMENT_TTL
+# has its claim lapse, and a grace equal to it let the worker take the unit over from a release still placing.
+HANDOVER_LEFT_AFTER = 2 * PLACEMENT_TTL + timedelta(minutes=1)
 
 
 class GatewayPaused(ServiceUnavailable):

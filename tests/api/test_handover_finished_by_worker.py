@@ -17,6 +17,7 @@ from companion.domain.sessions import UNPULLED_AT_HANDOVER
 from companion.jobs.worker import Worker
 from companion.services.container import Services
 from companion.services.gateways import HANDOVER_LEFT_AFTER, HANDOVERS_JOB
+from companion.services.session_times import PLACEMENT_TTL
 from companion.services.sessions import TensSessions
 from companion.store.devices import DUE, DUE_FLOOR
 from tests.api.test_late_handover import LONDON, devices, owners, upload
@@ -164,3 +165,14 @@ def test_a_release_finished_by_the_worker_marks_the_row_of_the_patient_it_leaves
     assert _worker_run(services)["finished"] == 1
     services.panel_rows.catch_up([a.id])
     assert db.panel_rows.find_one({"_id": a.id})["last_sync"] is None
+
+
+def test_the_worker_leaves_a_release_still_placing_after_its_units_claim_lapsed(client, world, db, services):
+    """A release whose placement runs past the claim's lifetime (nothing renews it): the worker, a minute after
+    the claim lapsed, does not take the unit over from it."""
+    serial, a, now = "CTU-LEFTLG1", world["patient_a"], datetime.now(UTC)
+    _worn_by_a(client, world, services, serial, now)
+    assert services.stores.unit_claims.claim([serial], "a-release-placing", now, now + PLACEMENT_TTL)
+    services.stores.devices.unbind(serial, a.id, now, stated=False, due_from=now - UNPULLED_AT_HANDOVER)
+    assert _worker_run(services, later=PLACEMENT_TTL + timedelta(minutes=1))["finished"] == 0
+    assert db.unit_claims.find_one({"_id": serial})["holder"] == "a-release-placing"
