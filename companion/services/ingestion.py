@@ -239,7 +239,7 @@ class Ingestion:
         if self.touched is not None:
             for patient, dates in touched_days_of(kept).items():
                 self.touched.dates(patient, dates, "sessions")
-        self._derive(patient_id, _as_placed(kept, changes), {d["serial"] for d in sync_docs}, received_at)
+        self._derive(patient_id, _as_placed(kept, changes), self._reached(sync_docs, known, received_at), received_at)
         for result in ("created", "duplicate", "discarded", "rejected"):
             count = sum(1 for r in results.values() if r["status"] == result)
             self.telemetry.records_received(result, count + (refused_by_schema if result == "rejected" else 0))
@@ -320,11 +320,24 @@ class Ingestion:
         derived ids, so recording them again changes nothing."""
         self.events.record(device_event_docs(records, received_at))
 
-    def _derive(self, patient_id: str, kept: list[dict], synced: set[str], received_at: datetime) -> None:
+    def _reached(self, sync_docs: list[dict], known: set[str], received_at: datetime) -> dict[str, datetime]:
+        """When the hub last reached each unit the batch's syncs name: the sync's own time on the server's clock
+        (``anchor``, as placed), at most the arrival, not the arrival (a sync kept while the hub was offline would
+        hide a unit silent since, holding its alert back); a stored one's (a batch sent again) as first stored.
+        One nothing ties to the server's clock counts from when the server first received it."""
+        first = self.stores.unit_syncs.by_ids(known) if known else {}
+        reached: dict[str, datetime] = {}
+        for doc in sync_docs:
+            sync = first.get(doc["_id"], doc)
+            at = min(sync.get("at") or sync.get("received_at") or received_at, received_at)
+            reached[doc["serial"]] = max(at, reached.get(doc["serial"], at))
+        return reached
+
+    def _derive(self, patient_id: str, kept: list[dict], synced: dict[str, datetime], received_at: datetime) -> None:
         """The secondary writes of the batch's records: their device events (not for held ones: their time or
         owner is not known) and the status of units still bound to the gateway's patient, those ``synced`` with no
-        record in the batch too (the hub reached them; they had nothing new). (Those of stored records placed
-        again are written with them, before them: ``write_changes``.)"""
+        record in the batch too (the hub reached them then, see ``_reached``; they had nothing new). (Those of
+        stored records placed again are written with them, before them: ``write_changes``.)"""
         self._record_events(kept, received_at)
         latest: dict[str, dict] = {}
         for d in kept:
@@ -335,11 +348,11 @@ class Ingestion:
             self.devices.note_upload(serial, patient_id, received_at=received_at, battery_pct=d["battery_pct"],
                                      battery_at=ended, last_record_seq=d["device_seq"],
                                      future_after=received_at + CONTACT_MARGIN)
-        for serial in sorted(synced - set(latest)):
-            self.devices.note_sync(serial, patient_id, received_at=received_at,
-                                   future_after=received_at + CONTACT_MARGIN)
-        if latest or synced:
-            self._contact_shown(patient_id, received_at, received_at)
+        reached_only = {serial: at for serial, at in synced.items() if serial not in latest}
+        for serial, at in sorted(reached_only.items()):
+            self.devices.note_sync(serial, patient_id, synced_at=at, future_after=received_at + CONTACT_MARGIN)
+        if latest or reached_only:
+            self._contact_shown(patient_id, received_at if latest else max(reached_only.values()), received_at)
 
     def delivered_record(self, patient_id: str, serial: str, seq: int) -> dict:
         """Whether a gateway of the patient's delivered the unit's record ``seq``, and the content hash it sent

@@ -219,13 +219,13 @@ class Devices:
         self.col.update_one(unit, {"$max": {"status.last_sync_at": received_at, "status.last_seen_at": received_at,
                                             "status.last_record_seq": last_record_seq}})
 
-    def note_sync(self, serial: str, patient_id: str, *, received_at: datetime, future_after: datetime) -> None:
+    def note_sync(self, serial: str, patient_id: str, *, synced_at: datetime, future_after: datetime) -> None:
         """An upload's sync of a unit still bound to ``patient_id`` that brought no new record (the hub reached the
-        unit, which had nothing new): it synced and was heard from now, as ``note_upload`` notes; only forward, a
-        last contact noted later than ``future_after`` replaced."""
+        unit, which had nothing new): it synced and was heard from at ``synced_at``; only forward, a last contact
+        noted later than ``future_after`` replaced."""
         unit = {"_id": serial, "patient_id": patient_id}
-        self._replace_future_contact(unit, received_at, future_after)
-        self.col.update_one(unit, {"$max": {"status.last_sync_at": received_at, "status.last_seen_at": received_at}})
+        self._replace_future_contact(unit, synced_at, future_after)
+        self.col.update_one(unit, {"$max": {"status.last_sync_at": synced_at, "status.last_seen_at": synced_at}})
 
     def note_status(self, serial: str, patient_id: str, status: dict, *, last_seen_at: datetime,
                     future_after: datetime) -> None:

@@ -183,6 +183,10 @@ class UnitSyncs:
         """Store the syncs not stored yet; returns the ids that were already there."""
         return {docs[n]["_id"] for n in insert_new(self.col, docs)}
 
+    def by_ids(self, ids: Iterable[str]) -> dict[str, dict]:
+        """The stored syncs of these ids, by id."""
+        return {d["_id"]: d for d in self.col.find({"_id": {"$in": sorted(set(ids))}})}
+
     def of_unit(self, serial: str, limit: int = UNIT_WINDOW) -> list[dict]:
         """One unit's syncs from every gateway (the latest ``limit`` by highest sequence)."""
         docs = list(self.col.find({"serial": serial}).sort("highest_seq", DESCENDING).limit(limit))

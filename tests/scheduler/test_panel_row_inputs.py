@@ -121,6 +121,45 @@ def test_a_sync_that_brings_no_new_record_counts_as_contact(jobs_db, settings, t
     assert _silent(services, "CTU-H0002") == []
 
 
+def _sync_without_records(services, patient, serial: str, reached: datetime, sync_id: str = "sync-0000002") -> None:
+    """An upload, now, of a sync the hub made at ``reached`` (in this boot of the gateway: tied to the server's clock
+    by its monotonic clock) that brought no new record."""
+    at = datetime.now(UTC)
+    elapsed = (at - reached).total_seconds()
+    sync = SyncSchema().load({"sync_id": sync_id, "serial": serial, "highest_seq": 1,
+                              "unit_clock": reached.isoformat(), "gateway_clock": reached.isoformat(),
+                              "boot_id": "b1", "monotonic_s": 100.0})
+    services.ingestion.receive(None, patient.id, [], {serial}, syncs=[sync], gateway_clock={
+        "wall": at, "boot_id": "b1", "monotonic_s": 100.0 + elapsed})
+
+
+def test_a_sync_the_gateway_kept_while_offline_counts_as_contact_when_the_hub_reached_the_unit(
+        jobs_db, settings, traveller):
+    """Uploaded two days after the hub reached the unit (its internet was down): the unit was silent since, and
+    the alert is owed now, not a day after the upload."""
+    services, clinician, patient = _clinic(jobs_db, settings)
+    _unit_last_synced_days_ago(services, patient, "CTU-H0003", 5, traveller)
+    reached = datetime.now(UTC) - timedelta(days=2)
+    _sync_without_records(services, patient, "CTU-H0003", reached)
+    services.panel_rows.refresh_due()
+    status = services.stores.devices.get("CTU-H0003").status
+    assert abs(status["last_sync_at"] - reached) < timedelta(seconds=5)
+    assert abs(status["last_seen_at"] - reached) < timedelta(seconds=5)
+    assert services.review.summary(patient).days_since_sync == 2
+    assert _silent(services, "CTU-H0003") != []
+
+
+def test_a_batch_sent_again_whose_sync_is_stored_already_moves_no_contact(jobs_db, settings, traveller):
+    services, clinician, patient = _clinic(jobs_db, settings)
+    _unit_last_synced_days_ago(services, patient, "CTU-H0004", 5, traveller)
+    reached = datetime.now(UTC) - timedelta(minutes=1)
+    _sync_without_records(services, patient, "CTU-H0004", reached)
+    traveller.shift(timedelta(days=2))  # its answer lost, the gateway sends the batch again two days on
+    _sync_without_records(services, patient, "CTU-H0004", reached)
+    assert abs(services.stores.devices.get("CTU-H0004").status["last_sync_at"] - reached) < timedelta(seconds=5)
+    assert _silent(services, "CTU-H0004") != []
+
+
 def test_an_alert_raised_by_a_pass_stopped_before_marking_the_row_reaches_the_panel_with_the_next_pass(
         jobs_db, settings, traveller, monkeypatch):
     services, clinician, patient = _clinic(jobs_db, settings)
