@@ -255,7 +255,9 @@ class AlertService:
                    read_again: bool = False) -> dict:
         """Store ``candidate`` once and notify whoever it concerns (idempotent). A resolved alert whose
         condition holds again is reopened: its people were notified already, but for those whose notification
-        its resolution withdrew before it went out (``_notify_again``). ``read_again``: the candidate was judged
+        its resolution withdrew before it went out (``_notify_again``, once: ``reopen_notified_at``), unless the
+        candidate escalates it (the escalation's pushes replace them: one push each, not the revived and the
+        escalation's). ``read_again``: the candidate was judged
         on data read before its alert was stored (a pass of the alerts job); what it was judged on is read again
         before anyone is notified, and an alert whose condition no longer holds is resolved without a push
         (``_overtaken``). An open alert raised as a warning (an overload found late) that an urgent candidate
@@ -278,14 +280,18 @@ class AlertService:
             self.stores.panel_row_marks.mark([candidate.patient_id], "alert", self.clock())
             alerts.reopen(alert["_id"], self.clock())
             alert = {**alert, "resolved_at": None, "resolved_reason": None, "resolution": None,
-                     "reopened_at": self.clock()}
+                     "reopened_at": self.clock(), "reopen_notified_at": None}
             created = True
         if created or alert.get("notified_at") is None:
             alert = self._judged_now(alert, candidate)
-        if alert.get("reopened_at") is not None:  # (again on a later pass: one stopped after the reopening)
-            self._notify_again(alert, candidate)
+        escalating = (not created and alert.get("notified_at") is not None and alert.get("resolved_at") is None
+                      and escalates(candidate, bool(alert.get("urgent"))))
+        if _revival_owed(alert):  # (on a later pass too: one stopped after the reopening)
+            if not escalating:  # (the escalation's pushes, at once, replace them)
+                self._notify_again(alert, candidate)
+            alerts.mark_reopen_notified(alert["_id"])
         if not created and alert.get("notified_at") is not None and alert.get("resolved_at") is None:
-            if escalates(candidate, bool(alert.get("urgent"))):
+            if escalating:
                 alert = self._escalate(alert, candidate)
             if _escalation_owed(alert):  # (again on a later pass: one stopped before its pushes were queued)
                 self._notify_escalation(alert, candidate, report)
@@ -1009,6 +1015,14 @@ def _source_keys(alert: dict) -> list[str]:
     whether the alert as read says it was escalated or not: it may have been since)."""
     own = alert_key(alert["_id"])
     return [own, alert_key(alert["_id"], escalated=True)] if alert["kind"] == AlertKind.OVERLOAD.value else [own]
+
+
+def _revival_owed(alert: dict) -> bool:
+    """Whether an open alert was reopened (``reopened_at``) and what follows for its people is not done yet: its
+    withdrawn pushes revived (``_notify_again``) once, by the call that reopened it or the pass after one that stopped
+    in between, or left withdrawn for an escalation's."""
+    return (alert.get("reopened_at") is not None and alert.get("reopen_notified_at") is None
+            and alert.get("resolved_at") is None)
 
 
 def _escalation_owed(alert: dict) -> bool:

@@ -208,9 +208,15 @@ class Alerts:
 
     def reopen(self, alert_id: str, at: datetime) -> None:
         """The condition of a resolved alert holds again (later data said so): it is open again (``reopened_at``
-        says it was, for finishing what follows a reopening)."""
+        says it was, and ``reopen_notified_at`` None until what follows it for its people is done)."""
         self.col.update_one({"_id": alert_id}, {"$set": {"resolved_at": None, "resolved_reason": None,
-                                                              "resolution": None, "reopened_at": at}})
+                                                              "resolution": None, "reopened_at": at,
+                                                              "reopen_notified_at": None}})
+
+    def mark_reopen_notified(self, alert_id: str) -> None:
+        """Note that what follows an alert's reopening for its people is done (its withdrawn pushes revived, or left
+        to its escalation's), so that no later pass does it again."""
+        self.col.update_one({"_id": alert_id}, {"$set": {"reopen_notified_at": self.clock()}})
 
     def acknowledge(self, patient_id: str, alert_id: str, clinician_id: str, at: datetime) -> dict | None:
         """Mark an alert of this patient acknowledged; the first acknowledgement stands. None: no such alert.

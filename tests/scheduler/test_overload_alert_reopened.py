@@ -1,0 +1,52 @@
+"""An overload alert resolved (the care team excluded its session) that holds again is open again, and its people
+are told once: by the pushes its resolution withdrew, revived as urgent as the overload is now, or by its
+escalation's when a fresh overload makes it urgent, never by both."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from tests.scheduler.helpers import evaluate_alerts, services_on, upload_overloads
+from tests.scheduler.test_overload_urgency import (
+    MORNING,
+    SERIAL,
+    _found_late_at_five,
+    _overload_alert,
+    _patient_and_caregiver_with_nights,
+    _priorities,
+)
+from tests.support.stops import dead_database
+
+FRESH = datetime(2026, 3, 3, 5, 30, tzinfo=UTC)  # the patient tries again at 05:30, and it stops again
+
+
+def _excluded_and_counted_again(db, settings, clock, traveller, sender, patient) -> None:
+    """The 01:00 overload found late at 05:00 (its pushes held until 07:00); the care team excludes its session at
+    05:10 (resolved, the pushes withdrawn) and counts it again at 05:20 (reopened)."""
+    _found_late_at_five(db, settings, clock, traveller, sender, patient)
+    traveller.move_to(datetime(2026, 3, 3, 5, 10, tzinfo=UTC))
+    services_on(db, settings, clock, sender).sessions.resolve(patient.id, f"{SERIAL}:1", "exclude", "clinician-1")
+    traveller.move_to(datetime(2026, 3, 3, 5, 20, tzinfo=UTC))
+    services_on(db, settings, clock, sender).sessions.resolve(patient.id, f"{SERIAL}:1", "count", "clinician-1")
+    assert _overload_alert(db, patient)["resolved_at"] is None
+
+
+def test_a_reopened_alert_a_fresh_overload_escalates_pushes_each_person_once_though_the_escalation_stopped(
+        jobs_db, settings, clock, traveller, sender, emulator, monkeypatch):
+    patient, patient_token, caregiver_token = _patient_and_caregiver_with_nights(jobs_db, settings, clock, sender)
+    _excluded_and_counted_again(jobs_db, settings, clock, traveller, sender, patient)
+    traveller.move_to(FRESH + timedelta(minutes=31))
+    upload_overloads(jobs_db, settings, clock, sender, patient, SERIAL, FRESH, first_seq=2)
+    traveller.move_to(FRESH + timedelta(minutes=32))
+    services = services_on(jobs_db, settings, clock, sender)
+    monkeypatch.setattr(services.stores.alerts, "escalate", dead_database)  # the worker stops right there
+    services.alerts.evaluate()
+    monkeypatch.undo()
+    services.push.send_due(owner="w")  # the sender, between two passes
+    finished = FRESH + timedelta(minutes=33)
+    for at in (finished, finished + timedelta(minutes=1), MORNING):
+        traveller.move_to(at)
+        evaluate_alerts(jobs_db, settings, clock, sender)
+    assert _priorities(emulator, patient_token) == _priorities(emulator, caregiver_token) == [(finished, "high")]
+    alert = _overload_alert(jobs_db, patient)
+    assert (alert["severity"], alert["urgent"], alert["occurred_at"]) == ("urgent", True, FRESH)
