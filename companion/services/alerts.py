@@ -137,6 +137,11 @@ REVIEW_ALERTS_SHOWN = 200  # alerts the care team's review lists (the newest)
 # DEVICE_ALERT_NEWS, for the panel alone). Those stored this long before the window are read too: an upload's events
 # are written before it is answered, and a pass that began while one was under way may not have seen them.
 UPLOAD_LAG = timedelta(minutes=10)
+# Why a device alert was resolved, when an event of its unit, kind and day stored later opens it again: its
+# session's events were taken away (excluded, held again, placed on another day or wearer), so the condition was
+# gone for that day because of those events alone. The only resolution a device alert is given: the care team's
+# "we have it in hand" is an acknowledgement, not a resolution (an overload's is opened again by its escalation).
+REOPENED_BY_EVENTS = frozenset({Resolution.SESSION_NOT_COUNTED.value})
 
 
 @dataclass
@@ -275,11 +280,16 @@ class AlertService:
         if created and report is not None:
             report.raised[candidate.kind.value] = report.raised.get(candidate.kind.value, 0) + 1
         if not created and alert.get("resolved_at") is not None:
+            if read_again and candidate.kind.value in DEVICE_KINDS \
+                    and not self._device_events_left(alert, self._day_of(alert)):
+                return alert  # judged on an event its resolution took away (read before it): it stays resolved
             # Marked before reopening as well as after (below): as for a resolution, a pass stopped between the two
-            # would leave the row not counting the alert.
+            # would leave the row not counting the alert. Told from what holds now (a fresh overload's time).
             self.stores.panel_row_marks.mark([candidate.patient_id], "alert", self.clock())
-            alerts.reopen(alert["_id"], self.clock())
-            alert = {**alert, "resolved_at": None, "resolved_reason": None, "resolution": None,
+            told_from = {"text": candidate.text, "occurred_at": candidate.occurred_at,
+                         "details": dict(candidate.details)}
+            alerts.reopen(alert["_id"], self.clock(), told_from)
+            alert = {**alert, **told_from, "resolved_at": None, "resolved_reason": None, "resolution": None,
                      "reopened_at": self.clock(), "reopen_notified_at": None}
             created = True
         if created or alert.get("notified_at") is None:
@@ -457,14 +467,18 @@ class AlertService:
             return True
         return self._session_found(patient, alert, occurrence)
 
+    def _day_of(self, alert: dict) -> Callable[[datetime], date]:
+        """The local day of an instant for ``alert``'s patient (their zone history; UTC for one no longer there)."""
+        patient = self.stores.users.by_id(alert["patient_id"])
+        history = patient.zone_history() if patient is not None else None
+        return lambda at: at.astimezone(history.zone_at(at) if history is not None else UTC).date()
+
     def _device_events_gone(self, alert: dict) -> bool:
         """A device alert no event supports any more (the session it came from stopped counting, or was placed on
         another day or patient, since the pass read the events): resolved."""
-        patient = self.stores.users.by_id(alert["patient_id"])
-        if patient is None:
+        if self.stores.users.by_id(alert["patient_id"]) is None:
             return False
-        history = patient.zone_history()
-        if self._device_events_left(alert, lambda at: at.astimezone(history.zone_at(at)).date()):
+        if self._device_events_left(alert, self._day_of(alert)):
             return False
         self._resolve_not_counted(alert)
         return True
@@ -1033,12 +1047,15 @@ def _escalation_owed(alert: dict) -> bool:
 
 def _still_to_raise(candidate: AlertCandidate, told: dict | None) -> bool:
     """Whether a pass raises ``candidate``, given its key's alert as notified (``told``; None: not raised, or its
-    people not told yet): one not told yet; and one open that the candidate makes urgent (``escalates``) or that a
-    pass stopped before telling its people of its escalation."""
+    people not told yet): one not told yet; one open that the candidate makes urgent (``escalates``) or that a
+    pass stopped before telling its people of its escalation; and a device alert resolved because its session's
+    events were taken away (``REOPENED_BY_EVENTS``), which an event stored now holds again (a fresh overload the
+    day the care team excluded the session of the first): reopened, and its people told (raise_once reads again
+    that an event is stored: the events a resolution took away are gone before it is written)."""
     if told is None:
         return True
     if told.get("resolved_at") is not None:
-        return False
+        return candidate.kind.value in DEVICE_KINDS and (told.get("resolution") or {}).get("code") in REOPENED_BY_EVENTS
     return escalates(candidate, bool(told.get("urgent"))) or _escalation_owed(told)
 
 

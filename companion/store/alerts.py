@@ -67,10 +67,11 @@ class Alerts:
         return found
 
     def notified_among(self, dedup_keys: list[str]) -> dict[str, dict]:
-        """The alerts among ``dedup_keys`` whose notifications are queued, by key: whether each is urgent, resolved,
-        and escalated (and its escalation's pushes queued)."""
+        """The alerts among ``dedup_keys`` whose notifications are queued, by key: whether each is urgent, resolved
+        (and why), and escalated (and its escalation's pushes queued)."""
         found: dict[str, dict] = {}
-        fields = {"dedup_key": 1, "urgent": 1, "resolved_at": 1, "escalated_at": 1, "escalation_notified_at": 1}
+        fields = {"dedup_key": 1, "urgent": 1, "resolved_at": 1, "resolution": 1, "escalated_at": 1,
+                  "escalation_notified_at": 1}
         for part in chunks(sorted(set(dedup_keys))):
             found.update((d["dedup_key"], d) for d in self.col.find({"dedup_key": {"$in": part},
                                                                      "notified_at": {"$ne": None}}, fields))
@@ -206,12 +207,13 @@ class Alerts:
             found += self.col.find({"dedup_key": {"$in": part}, "resolved_at": {"$ne": None}, "resolution.code": code})
         return found
 
-    def reopen(self, alert_id: str, at: datetime) -> None:
+    def reopen(self, alert_id: str, at: datetime, told_from: dict | None = None) -> None:
         """The condition of a resolved alert holds again (later data said so): it is open again (``reopened_at``
-        says it was, and ``reopen_notified_at`` None until what follows it for its people is done)."""
+        says it was, and ``reopen_notified_at`` None until what follows it for its people is done), told from
+        ``told_from`` if given (the ``text``, ``occurred_at`` and ``details`` of what holds now)."""
         self.col.update_one({"_id": alert_id}, {"$set": {"resolved_at": None, "resolved_reason": None,
                                                               "resolution": None, "reopened_at": at,
-                                                              "reopen_notified_at": None}})
+                                                              "reopen_notified_at": None, **(told_from or {})}})
 
     def mark_reopen_notified(self, alert_id: str) -> None:
         """Note that what follows an alert's reopening for its people is done (its withdrawn pushes revived, or left

@@ -50,3 +50,49 @@ def test_a_reopened_alert_a_fresh_overload_escalates_pushes_each_person_once_tho
     assert _priorities(emulator, patient_token) == _priorities(emulator, caregiver_token) == [(finished, "high")]
     alert = _overload_alert(jobs_db, patient)
     assert (alert["severity"], alert["urgent"], alert["occurred_at"]) == ("urgent", True, FRESH)
+
+
+def _excluded(db, settings, clock, sender, patient) -> None:
+    services_on(db, settings, clock, sender).sessions.resolve(patient.id, f"{SERIAL}:1", "exclude", "clinician-1",
+                                                               note="not a real session")
+
+
+def test_a_fresh_overload_the_day_the_care_team_excluded_the_session_of_the_first_reopens_its_alert_at_once(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    patient, patient_token, caregiver_token = _patient_and_caregiver_with_nights(jobs_db, settings, clock, sender)
+    _found_late_at_five(jobs_db, settings, clock, traveller, sender, patient)
+    traveller.move_to(datetime(2026, 3, 3, 5, 10, tzinfo=UTC))
+    _excluded(jobs_db, settings, clock, sender, patient)  # resolved; its pushes held until 07:00 withdrawn
+    assert _overload_alert(jobs_db, patient)["resolved_at"] is not None
+    found = FRESH + timedelta(minutes=32)
+    traveller.move_to(found - timedelta(minutes=1))
+    upload_overloads(jobs_db, settings, clock, sender, patient, SERIAL, FRESH, first_seq=2)
+    for at in (found, found + timedelta(minutes=1), MORNING):
+        traveller.move_to(at)
+        evaluate_alerts(jobs_db, settings, clock, sender)
+    alert = _overload_alert(jobs_db, patient)
+    assert (alert["resolved_at"], alert["severity"], alert["urgent"], alert["occurred_at"]) == (
+        None, "urgent", True, FRESH)
+    assert _priorities(emulator, patient_token) == _priorities(emulator, caregiver_token) == [(found, "high")]
+
+
+def test_an_overload_read_by_a_pass_before_the_care_team_excluded_its_session_does_not_reopen_its_alert(
+        jobs_db, settings, clock, traveller, sender, emulator, monkeypatch):
+    patient, patient_token, caregiver_token = _patient_and_caregiver_with_nights(jobs_db, settings, clock, sender)
+    _found_late_at_five(jobs_db, settings, clock, traveller, sender, patient)
+    traveller.move_to(datetime(2026, 3, 3, 5, 10, tzinfo=UTC))
+    services = services_on(jobs_db, settings, clock, sender)
+    read = services.stores.alerts.notified_among
+
+    def excluded_meanwhile(keys):  # the pass has read the 01:00 event; the care team excludes its session now
+        _excluded(jobs_db, settings, clock, sender, patient)
+        return read(keys)
+
+    monkeypatch.setattr(services.stores.alerts, "notified_among", excluded_meanwhile)
+    services.alerts.evaluate()
+    monkeypatch.undo()
+    for at in (datetime(2026, 3, 3, 5, 11, tzinfo=UTC), MORNING):
+        traveller.move_to(at)
+        evaluate_alerts(jobs_db, settings, clock, sender)
+    assert _overload_alert(jobs_db, patient)["resolution"]["code"] == "session_not_counted"
+    assert emulator.delivered_to(patient_token) == emulator.delivered_to(caregiver_token) == []
