@@ -71,6 +71,7 @@ from companion.domain.alerts import (
     AlertCandidate,
     AlertKind,
     Resolution,
+    Severity,
     battery_low,
     delivery_time,
     device_alert_key,
@@ -772,14 +773,38 @@ class AlertService:
 
     def events_back(self, events: list[dict]) -> None:
         """Device events a session counted again brought back (the care team excluded it, then counted it): a
-        device alert ended for want of them (``SESSION_NOT_COUNTED``) holds again and is reopened, without a
-        second push (its patient and caregivers were told when it was raised). One still open stays as it is;
-        one never raised is the alerts job's (it raises what the events of the last day, or stored in it, support)."""
-        _, told = self._device_event_days(events)
-        keys = sorted(device_alert_key(kind, serial, patient_id, day) for patient_id, serial, kind, day in told)
-        for alert in self.stores.alerts.resolved_as(keys, Resolution.SESSION_NOT_COUNTED.value):
-            self._reopen(alert)
+        device alert ended for want of them (``SESSION_NOT_COUNTED``) holds again and is reopened. Its patient and
+        caregivers were told when it was raised: those whose push its resolution withdrew before it went out (held
+        for their quiet hours) are told after all, as urgent as the latest of its events brought back is now
+        (``_reopen``); no second push to the others. One still open stays as it is; one never raised is the alerts
+        job's (it raises what the events of the last day, or stored in it, support)."""
+        day_of, told = self._device_event_days(events)
+        here = {patient_id for patient_id, _, _, _ in told}  # (a patient no longer there: nothing to reopen)
+        latest: dict[str, dict] = {}  # the latest event brought back of each alert (by its key)
+        for event in events:
+            if event["kind"] not in DEVICE_KINDS or event["patient_id"] not in here:
+                continue
+            day = day_of(event["patient_id"], event["at"]).isoformat()
+            key = device_alert_key(event["kind"], event["device_serial"], event["patient_id"], day)
+            if key not in latest or event["at"] > latest[key]["at"]:
+                latest[key] = event
+        for alert in self.stores.alerts.resolved_as(sorted(latest), Resolution.SESSION_NOT_COUNTED.value):
+            self._reopen(alert, self._judged_back(alert, latest[alert["dedup_key"]]))
             logger.info("alert reopened", extra={"alert_id": alert["_id"]})
+
+    def _judged_back(self, alert: dict, event: dict) -> AlertCandidate | None:
+        """A device alert reopened by ``event`` (brought back), as its rule judges it now: an overload is urgent only
+        while fresh (``device_fault``); a low battery is as it was raised. None: its patient is no longer there."""
+        patient = self.stores.users.by_id(alert["patient_id"])
+        if patient is None:
+            return None
+        if alert["kind"] in (AlertKind.ELECTRODE_OFF.value, AlertKind.OVERLOAD.value):
+            zone = patient.zone_history().zone_at(event["at"])
+            return device_fault(alert["patient_id"], event["device_serial"], AlertKind(alert["kind"]), event["at"],
+                                zone, self.clock())
+        return AlertCandidate(AlertKind(alert["kind"]), Severity(alert["severity"]), alert["patient_id"],
+                              alert["dedup_key"], period_of(alert), alert["text"], occurred_at=alert.get("occurred_at"),
+                              device_serial=alert.get("device_serial"), details=dict(alert.get("details") or {}))
 
     def _device_event_days(self, events: list[dict]) -> tuple[Callable[[str, datetime], date],
                                                              set[tuple[str, str, str, str]]]:
@@ -794,13 +819,20 @@ class AlertService:
         return day_of, {(e["patient_id"], e["device_serial"], e["kind"], day_of(e["patient_id"], e["at"]).isoformat())
                         for e in events if e["patient_id"] in histories}
 
-    def _reopen(self, alert: dict) -> None:
-        """A resolved alert whose condition holds again is open again. The patient's panel row counts open alerts:
-        marked before the reopening as well as after, as for a resolution (a stop between the two would leave the
-        row not counting it)."""
+    def _reopen(self, alert: dict, candidate: AlertCandidate | None) -> None:
+        """A resolved alert whose condition holds again is open again, as urgent as ``candidate`` (its rule, judged
+        now), and its pushes its resolution withdrew are revived as that (``_notify_again``), once
+        (``reopen_notified_at``; a stop in between: the next pass that reads its events does it, ``_revival_owed``).
+        The patient's panel row counts open alerts: marked before the reopening as well as after, as for a
+        resolution (a stop between the two would leave the row not counting it)."""
         self.stores.panel_row_marks.mark([alert["patient_id"]], "alert", self.clock())
         self.stores.alerts.reopen(alert["_id"], self.clock())
         self.stores.panel_row_marks.mark([alert["patient_id"]], "alert", self.clock())
+        if candidate is None:
+            return
+        alert = self._judged_now({**alert, "resolved_at": None, "reopened_at": self.clock()}, candidate)
+        self._notify_again(alert, candidate)
+        self.stores.alerts.mark_reopen_notified(alert["_id"])
 
     def events_gone(self, events: list[dict]) -> None:
         """Device events a session took away (``events``: each one's patient, unit, kind and instant as they were):
@@ -1048,7 +1080,7 @@ def _escalation_owed(alert: dict) -> bool:
 def _still_to_raise(candidate: AlertCandidate, told: dict | None) -> bool:
     """Whether a pass raises ``candidate``, given its key's alert as notified (``told``; None: not raised, or its
     people not told yet): one not told yet; one open that the candidate makes urgent (``escalates``) or that a
-    pass stopped before telling its people of its escalation; and a device alert resolved because its session's
+    pass stopped before telling its people of its escalation or its reopening; and a device alert resolved because its session's
     events were taken away (``REOPENED_BY_EVENTS``), which an event stored now holds again (a fresh overload the
     day the care team excluded the session of the first): reopened, and its people told (raise_once reads again
     that an event is stored: the events a resolution took away are gone before it is written)."""
@@ -1056,7 +1088,7 @@ def _still_to_raise(candidate: AlertCandidate, told: dict | None) -> bool:
         return True
     if told.get("resolved_at") is not None:
         return candidate.kind.value in DEVICE_KINDS and (told.get("resolution") or {}).get("code") in REOPENED_BY_EVENTS
-    return escalates(candidate, bool(told.get("urgent"))) or _escalation_owed(told)
+    return escalates(candidate, bool(told.get("urgent"))) or _escalation_owed(told) or _revival_owed(told)
 
 
 def in_words(alert: dict, reader: Reader) -> dict:

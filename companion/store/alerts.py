@@ -68,10 +68,10 @@ class Alerts:
 
     def notified_among(self, dedup_keys: list[str]) -> dict[str, dict]:
         """The alerts among ``dedup_keys`` whose notifications are queued, by key: whether each is urgent, resolved
-        (and why), and escalated (and its escalation's pushes queued)."""
+        (and why), escalated (and its escalation's pushes queued), and reopened (and what follows done)."""
         found: dict[str, dict] = {}
         fields = {"dedup_key": 1, "urgent": 1, "resolved_at": 1, "resolution": 1, "escalated_at": 1,
-                  "escalation_notified_at": 1}
+                  "escalation_notified_at": 1, "reopened_at": 1, "reopen_notified_at": 1}
         for part in chunks(sorted(set(dedup_keys))):
             found.update((d["dedup_key"], d) for d in self.col.find({"dedup_key": {"$in": part},
                                                                      "notified_at": {"$ne": None}}, fields))

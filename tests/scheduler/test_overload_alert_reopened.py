@@ -96,3 +96,15 @@ def test_an_overload_read_by_a_pass_before_the_care_team_excluded_its_session_do
         evaluate_alerts(jobs_db, settings, clock, sender)
     assert _overload_alert(jobs_db, patient)["resolution"]["code"] == "session_not_counted"
     assert emulator.delivered_to(patient_token) == emulator.delivered_to(caregiver_token) == []
+
+
+def test_an_alert_reopened_by_its_session_counted_again_tells_those_whose_push_its_resolution_withdrew_once(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    patient, patient_token, caregiver_token = _patient_and_caregiver_with_nights(jobs_db, settings, clock, sender)
+    _excluded_and_counted_again(jobs_db, settings, clock, traveller, sender, patient)
+    for at in (datetime(2026, 3, 3, 5, 21, tzinfo=UTC), MORNING, MORNING + timedelta(minutes=1)):
+        traveller.move_to(at)
+        evaluate_alerts(jobs_db, settings, clock, sender)
+    assert _priorities(emulator, patient_token) == _priorities(emulator, caregiver_token) == [(MORNING, "normal")]
+    alert = _overload_alert(jobs_db, patient)
+    assert (alert["severity"], alert["urgent"]) == ("warning", False)
