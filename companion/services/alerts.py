@@ -348,12 +348,13 @@ class AlertService:
     def _notify(self, alert: dict, candidate: AlertCandidate, *, escalated: bool = False) -> int:
         """Queue the pushes that tell of ``alert`` (``candidate``: as judged now) to the caregivers who share its kind
         and, of the unit's troubles, to the patient, as long as it is news (``still_news``, ``pushed_to_caregivers``),
-        each at once if urgent, else after their quiet hours; judged at its raising, or (``escalated``) at its
-        escalation, under the escalation's source key. Returns how many were queued (none twice: the outbox's
+        each at once if urgent, else after their quiet hours; judged at its raising, or (``escalated``) now, as its
+        escalation is told (by the pass that escalated it, or a later one finishing it), under the escalation's
+        source key. Returns how many were queued (none twice: the outbox's
         unique source key and recipient)."""
         recipients: list[tuple[Account, str, str | None]] = []
         share_kind = ALERT_KINDS[candidate.kind].share_kind
-        at = alert["escalated_at"] if escalated else alert["raised_at"]
+        at = self.clock() if escalated else alert["raised_at"]
         if pushed_to_caregivers(candidate, at):
             links = [link for link in self.stores.care_links.for_patient(candidate.patient_id)
                      if link.active and share_kind in link.permissions.alerts]
@@ -409,7 +410,9 @@ class AlertService:
         (consent, still news) judged at the escalation. Those sent already stay sent: they told of the overload
         found late, these of the fresh one. Noted done, once queued (``escalation_notified_at``)."""
         self.stores.outbox.withdraw(reason=ALERT_ESCALATED, source_key=alert_key(alert["_id"]))
-        sent = self._notify(alert, candidate, escalated=True)
+        # Urgent, as the alert is: a later pass finishing an escalation stopped part-way reads the fresh overload no
+        # longer fresh, but its people are told of what the panel says (as long as it is news: ``still_news``).
+        sent = self._notify(alert, replace(candidate, severity=Severity.URGENT), escalated=True)
         self.stores.alerts.mark_escalation_notified(alert["_id"])
         if report is not None:
             report.notifications += sent

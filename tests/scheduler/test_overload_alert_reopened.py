@@ -108,3 +108,22 @@ def test_an_alert_reopened_by_its_session_counted_again_tells_those_whose_push_i
     assert _priorities(emulator, patient_token) == _priorities(emulator, caregiver_token) == [(MORNING, "normal")]
     alert = _overload_alert(jobs_db, patient)
     assert (alert["severity"], alert["urgent"]) == ("warning", False)
+
+
+def test_an_escalation_a_later_pass_finishes_after_two_hours_is_pushed_as_urgent_as_the_alert_says(
+        jobs_db, settings, clock, traveller, sender, emulator, monkeypatch):
+    patient, patient_token, caregiver_token = _patient_and_caregiver_with_nights(jobs_db, settings, clock, sender)
+    _found_late_at_five(jobs_db, settings, clock, traveller, sender, patient)
+    traveller.move_to(FRESH + timedelta(minutes=31))
+    upload_overloads(jobs_db, settings, clock, sender, patient, SERIAL, FRESH, first_seq=2)
+    traveller.move_to(FRESH + timedelta(minutes=32))
+    services = services_on(jobs_db, settings, clock, sender)
+    monkeypatch.setattr(services.stores.outbox, "schedule", dead_database)  # escalated; its pushes not queued
+    services.alerts.evaluate()
+    monkeypatch.undo()
+    finished = datetime(2026, 3, 3, 8, 0, tzinfo=UTC)  # the worker is back two and a half hours after the overload
+    traveller.move_to(finished)
+    evaluate_alerts(jobs_db, settings, clock, sender)
+    alert = _overload_alert(jobs_db, patient)
+    assert (alert["severity"], alert["urgent"]) == ("urgent", True)
+    assert _priorities(emulator, patient_token) == _priorities(emulator, caregiver_token) == [(finished, "high")]
