@@ -85,6 +85,9 @@ class AlertSchema(AlertFactsSchema):
     acknowledged_at = fields.DateTime(allow_none=True)
     acknowledged_by = fields.String(allow_none=True)
     resolved_at = fields.DateTime(allow_none=True, metadata={"description": "when its condition stopped holding"})
+    escalated_at = fields.DateTime(allow_none=True, dump_default=None, metadata={
+        "description": "when a fresh overload made this alert, raised as a warning (an overload found late), urgent; "
+                       "its people were told again then. null: never escalated"})
     resolved_reason = fields.String(allow_none=True, metadata={
         "description": "why it was resolved, in words (see `text`)"})
     resolution = fields.Nested(ResolutionFactsSchema, allow_none=True, dump_default=None, metadata={

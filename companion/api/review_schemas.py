@@ -272,6 +272,9 @@ class ReviewAlertSchema(AlertFactsSchema):
     acknowledged_by = fields.String(allow_none=True)
     resolved_at = fields.DateTime(allow_none=True)
     resolved_reason = fields.String(allow_none=True)
+    escalated_at = fields.DateTime(allow_none=True, dump_default=None, metadata={
+        "description": "when a fresh overload made this alert, raised as a warning (an overload found late), urgent; "
+                       "its people were told again then. null: never escalated"})
 
 
 class ReviewAlertListSchema(Schema):
