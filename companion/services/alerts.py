@@ -280,30 +280,38 @@ class AlertService:
             device_serial=candidate.device_serial, details=dict(candidate.details))
         if created and report is not None:
             report.raised[candidate.kind.value] = report.raised.get(candidate.kind.value, 0) + 1
+        new, before = created, alert  # (``before``: what an escalation says the alert was)
         if not created and alert.get("resolved_at") is not None:
-            if read_again and candidate.kind.value in DEVICE_KINDS \
-                    and not self._device_events_left(alert, self._day_of(alert)):
-                return alert  # judged on an event its resolution took away (read before it): it stays resolved
             # Marked before reopening as well as after (below): as for a resolution, a pass stopped between the two
             # would leave the row not counting the alert. Told from what holds now (a fresh overload's time).
             self.stores.panel_row_marks.mark([candidate.patient_id], "alert", self.clock())
             told_from = {"text": candidate.text, "occurred_at": candidate.occurred_at,
                          "details": dict(candidate.details)}
-            alerts.reopen(alert["_id"], self.clock(), told_from)
+            if not alerts.reopen(alert["_id"], self.clock(), told_from):  # (reopened by another meanwhile)
+                return alerts.get(alert["patient_id"], alert["_id"]) or alert
+            # Written before it looks (a care team's exclusion deletes the events, then looks at the alert): judged
+            # on an event its resolution took away (read before it), it is resolved again, nobody told.
+            if read_again and candidate.kind.value in DEVICE_KINDS \
+                    and not self._device_events_left(alert, self._day_of(alert)):
+                self._resolve_not_counted({**alert, "resolved_at": None})
+                return alerts.get(alert["patient_id"], alert["_id"]) or alert
             alert = {**alert, **told_from, "resolved_at": None, "resolved_reason": None, "resolution": None,
                      "reopened_at": self.clock(), "reopen_notified_at": None}
             created = True
-        if created or alert.get("notified_at") is None:
-            alert = self._judged_now(alert, candidate)
-        escalating = (not created and alert.get("notified_at") is not None and alert.get("resolved_at") is None
+        # A fresh overload makes an alert raised as a warning, and told of, urgent: open all along, or reopened by it
+        # (its earlier pushes sent: nothing withdrawn to revive, the escalation's tell of the fresh one).
+        escalating = (not new and alert.get("notified_at") is not None and alert.get("resolved_at") is None
                       and escalates(candidate, bool(alert.get("urgent"))))
+        if (created or alert.get("notified_at") is None) and not escalating:
+            alert = self._judged_now(alert, candidate)
         if _revival_owed(alert):  # (on a later pass too: one stopped after the reopening)
             if not escalating:  # (the escalation's pushes, at once, replace them)
                 self._notify_again(alert, candidate)
             alerts.mark_reopen_notified(alert["_id"])
-        if not created and alert.get("notified_at") is not None and alert.get("resolved_at") is None:
+        if not new and alert.get("notified_at") is not None and alert.get("resolved_at") is None:
             if escalating:
-                alert = self._escalate(alert, candidate)
+                alert = self._escalate({**alert, **{k: before.get(k) for k in ("text", "occurred_at", "severity")}},
+                                       candidate)
             if _escalation_owed(alert):  # (again on a later pass: one stopped before its pushes were queued)
                 self._notify_escalation(alert, candidate, report)
         if created or alert.get("notified_at") is None:  # the patient's panel row counts open alerts (marked again

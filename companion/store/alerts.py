@@ -207,13 +207,14 @@ class Alerts:
             found += self.col.find({"dedup_key": {"$in": part}, "resolved_at": {"$ne": None}, "resolution.code": code})
         return found
 
-    def reopen(self, alert_id: str, at: datetime, told_from: dict | None = None) -> None:
+    def reopen(self, alert_id: str, at: datetime, told_from: dict | None = None) -> bool:
         """The condition of a resolved alert holds again (later data said so): it is open again (``reopened_at``
         says it was, and ``reopen_notified_at`` None until what follows it for its people is done), told from
-        ``told_from`` if given (the ``text``, ``occurred_at`` and ``details`` of what holds now)."""
-        self.col.update_one({"_id": alert_id}, {"$set": {"resolved_at": None, "resolved_reason": None,
-                                                              "resolution": None, "reopened_at": at,
-                                                              "reopen_notified_at": None, **(told_from or {})}})
+        ``told_from`` if given (the ``text``, ``occurred_at`` and ``details`` of what holds now). Whether this
+        reopened it (not when it was open already: another reopened it meanwhile)."""
+        return self.col.update_one({"_id": alert_id, "resolved_at": {"$ne": None}}, {"$set": {
+            "resolved_at": None, "resolved_reason": None, "resolution": None, "reopened_at": at,
+            "reopen_notified_at": None, **(told_from or {})}}).modified_count == 1
 
     def mark_reopen_notified(self, alert_id: str) -> None:
         """Note that what follows an alert's reopening for its people is done (its withdrawn pushes revived, or left

@@ -127,3 +127,64 @@ def test_an_escalation_a_later_pass_finishes_after_two_hours_is_pushed_as_urgent
     alert = _overload_alert(jobs_db, patient)
     assert (alert["severity"], alert["urgent"]) == ("urgent", True)
     assert _priorities(emulator, patient_token) == _priorities(emulator, caregiver_token) == [(finished, "high")]
+
+
+def test_a_fresh_overload_reopening_an_alert_whose_push_went_out_is_told_at_once(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    """An overload found late in the day is told (routine, daytime) and its session then excluded: resolved with
+    nothing withdrawn. A fresh overload reopens the alert; revived, it told nobody (nothing to revive). It escalates:
+    urgent, told at once, what it said before kept."""
+    patient, patient_token, caregiver_token = _patient_and_caregiver_with_nights(jobs_db, settings, clock, sender)
+    traveller.move_to(datetime(2026, 3, 3, 11, 59, tzinfo=UTC))
+    upload_overloads(jobs_db, settings, clock, sender, patient, SERIAL, datetime(2026, 3, 3, 9, 0, tzinfo=UTC))
+    noon = datetime(2026, 3, 3, 12, 0, tzinfo=UTC)
+    traveller.move_to(noon)
+    evaluate_alerts(jobs_db, settings, clock, sender)
+    traveller.move_to(noon + timedelta(minutes=10))
+    services_on(jobs_db, settings, clock, sender).sessions.resolve(patient.id, f"{SERIAL}:1", "exclude", "clinician-1")
+    assert _overload_alert(jobs_db, patient)["resolved_at"] is not None
+    fresh = datetime(2026, 3, 3, 13, 0, tzinfo=UTC)
+    traveller.move_to(fresh + timedelta(minutes=31))
+    upload_overloads(jobs_db, settings, clock, sender, patient, SERIAL, fresh, first_seq=2)
+    told = fresh + timedelta(minutes=32)
+    traveller.move_to(told)
+    evaluate_alerts(jobs_db, settings, clock, sender)
+    alert = _overload_alert(jobs_db, patient)
+    assert (alert["resolved_at"], alert["urgent"], alert["escalated_at"]) == (None, True, told)
+    assert alert["escalated_from"]["severity"] == "warning"
+    assert _priorities(emulator, patient_token) == _priorities(emulator, caregiver_token) == [
+        (noon, "normal"), (told, "high")]
+
+
+def test_a_session_excluded_while_a_pass_reopens_its_alert_leaves_it_resolved_and_tells_nobody(
+        jobs_db, settings, clock, traveller, sender, emulator, monkeypatch):
+    """The pass reopens the day's alert for a fresh overload and reads its events; the care team excludes that
+    session right then (its events deleted, then the alert looked at). Reopened before it reads, the pass's alert
+    is seen open by the exclusion, which resolves it: no push in the night about an excluded session."""
+    patient, patient_token, caregiver_token = _patient_and_caregiver_with_nights(jobs_db, settings, clock, sender)
+    _found_late_at_five(jobs_db, settings, clock, traveller, sender, patient)
+    traveller.move_to(datetime(2026, 3, 3, 5, 10, tzinfo=UTC))
+    services_on(jobs_db, settings, clock, sender).sessions.resolve(patient.id, f"{SERIAL}:1", "exclude", "clinician-1")
+    traveller.move_to(FRESH + timedelta(minutes=31))
+    upload_overloads(jobs_db, settings, clock, sender, patient, SERIAL, FRESH, first_seq=2)
+    traveller.move_to(FRESH + timedelta(minutes=32))
+    services = services_on(jobs_db, settings, clock, sender)
+    read, excluded = services.alerts._device_events_left, []
+
+    def read_then_excluded(alert, day_of):
+        left = read(alert, day_of)
+        if not excluded:
+            excluded.append(True)
+            services_on(jobs_db, settings, clock, sender).sessions.resolve(patient.id, f"{SERIAL}:2", "exclude",
+                                                                           "clinician-1")
+        return left
+
+    monkeypatch.setattr(services.alerts, "_device_events_left", read_then_excluded)
+    services.alerts.evaluate()
+    monkeypatch.undo()
+    services.push.send_due(owner="w")
+    for at in (FRESH + timedelta(minutes=33), MORNING):
+        traveller.move_to(at)
+        evaluate_alerts(jobs_db, settings, clock, sender)
+    assert excluded and _overload_alert(jobs_db, patient)["resolved_at"] is not None
+    assert _priorities(emulator, patient_token) == _priorities(emulator, caregiver_token) == []
