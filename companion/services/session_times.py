@@ -150,10 +150,10 @@ def anchor(sync: Mapping, check: ClockCheck | None) -> tuple[datetime | None, ti
     return None, timedelta(0), "none"
 
 
-def _sync_point(doc: Mapping) -> SyncPoint:
+def _sync_point(doc: Mapping, highest_seq: int) -> SyncPoint:
     at = doc.get("at")
     error = timedelta(seconds=doc.get("at_error_s") or 0)
-    return SyncPoint(doc["highest_seq"], doc.get("unit_clock"), at, error, doc.get("clock_set_to"), doc["_id"],
+    return SyncPoint(highest_seq, doc.get("unit_clock"), at, error, doc.get("clock_set_to"), doc["_id"],
                      f"{doc.get('gateway_id')}:{doc.get('boot_id')}", float(doc.get("monotonic_s") or 0.0),
                      doc.get("received_at"))
 
@@ -404,8 +404,23 @@ class SessionTimes:
         session that ended while the gateway was connected), after the reading, so it belongs to the interval
         after the sync, placed by the offset the clock had after it (read, or set). Counted as ended by the
         sync, it fitted no offset there, and on a unit's first sync it passed for a clock that jumped after the
-        backlog: the whole backlog was held as time_uncertain."""
-        points = [_sync_point(s) for s in syncs]
+        backlog: the whole backlog was held as time_uncertain.
+
+        But a gateway that reported too low a highest sequence (one not our own: ours reads it after the clock)
+        sends records above it that ended before the clock was read (before the reading, and before a time the
+        clock was set to): those are the sync's, as it captured them. Left to the interval after it, days of
+        backlog would be placed at the upload's time, counted on today."""
+        before_reading: dict[str, int] = {}
+        by_id = {s["_id"]: s for s in syncs}
+        for doc in docs:
+            sync = by_id.get(doc.get("sync_key") or "")
+            if sync is None or doc["device_seq"] <= sync["highest_seq"]:
+                continue
+            ended = doc["device_started_at"] + timedelta(seconds=max(doc["duration_s"], 0))
+            readings = [t for t in (sync.get("unit_clock"), sync.get("clock_set_to")) if t is not None]
+            if not readings or all(ended <= t for t in readings):
+                before_reading[sync["_id"]] = max(before_reading.get(sync["_id"], 0), doc["device_seq"])
+        points = [_sync_point(s, max(s["highest_seq"], before_reading.get(s["_id"], 0))) for s in syncs]
         synced = [d for d in docs if d.get("sync_key")]
         times: dict[int, SessionTime] = reconstruct(
             points, [UnitSession(d["device_seq"], d["device_started_at"],

@@ -68,3 +68,24 @@ def test_a_session_recorded_during_a_later_transfer_is_placed_after_the_sync_and
     assert [(r["held"], r["time_quality"]) for r in results] == [(False, "exact")] * 4, results
     live = db.session_records.find_one({"_id": results[3]["record_id"]})
     assert live["started_earliest"] <= synced + timedelta(minutes=1) <= live["started_latest"]
+
+
+def test_a_sync_reporting_too_low_a_highest_sequence_keeps_its_backlog_on_its_days(client, world, db):
+    """A gateway not our own reports highest_seq 0 and sends, under that sync, three sessions that ended 70, 40 and
+    12 hours before the clock was read: they are the sync's (ended before its reading), placed by its offset on their
+    own days, not squashed onto the upload's time and counted today."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    synced = now - timedelta(minutes=10)
+    records = [session_record(world.a_device, n + 1, started_at=synced - timedelta(hours=h), offset_s=0.0,
+                              sync_id="sync-stale-0001") for n, h in enumerate(BEFORE)]
+    sync = {"sync_id": "sync-stale-0001", "serial": world.a_device, "highest_seq": 0,
+            "unit_clock": synced.isoformat(), "gateway_clock": synced.isoformat(), "boot_id": "b1",
+            "monotonic_s": 400.0, "clock_set_to": None, "vouched_time": synced.isoformat()}
+    answer = client.post(URL, json={"records": records, "syncs": [sync], "gateway_clock": {
+        "wall": now.isoformat(), "boot_id": "b1", "monotonic_s": 1000.0}}, headers=world["gateway_a"].headers)
+    assert answer.status_code == 200, answer.json
+    for n, hours in enumerate(BEFORE):
+        stored = db.session_records.find_one({"_id": f"{world.a_device}:{n + 1}"})
+        assert abs(stored["started_at"].replace(tzinfo=UTC) - (synced - timedelta(hours=hours))) < timedelta(
+            minutes=1), (hours, stored["started_at"], stored["time_quality"])
+        assert not stored["held"]
