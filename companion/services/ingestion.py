@@ -336,23 +336,26 @@ class Ingestion:
     def _derive(self, patient_id: str, kept: list[dict], synced: dict[str, datetime], received_at: datetime) -> None:
         """The secondary writes of the batch's records: their device events (not for held ones: their time or
         owner is not known) and the status of units still bound to the gateway's patient, those ``synced`` with no
-        record in the batch too (the hub reached them then, see ``_reached``; they had nothing new). (Those of
+        record in the batch too (the hub reached them then, see ``_reached``; they had nothing new). A unit's
+        contact is when the hub reached it, by the batch's sync of it (a backlog the hub kept for days is not
+        contact now), else the arrival. (Those of
         stored records placed again are written with them, before them: ``write_changes``.)"""
         self._record_events(kept, received_at)
         latest: dict[str, dict] = {}
         for d in kept:
             if d["device_serial"] not in latest or d["device_seq"] > latest[d["device_serial"]]["device_seq"]:
                 latest[d["device_serial"]] = d
+        contact = {serial: synced.get(serial, received_at) for serial in latest}  # (a sync in the batch: its time)
         for serial, d in latest.items():
             ended = min(d["started_at"] + timedelta(seconds=d["duration_s"]), received_at)
-            self.devices.note_upload(serial, patient_id, received_at=received_at, battery_pct=d["battery_pct"],
+            self.devices.note_upload(serial, patient_id, received_at=contact[serial], battery_pct=d["battery_pct"],
                                      battery_at=ended, last_record_seq=d["device_seq"],
                                      future_after=received_at + CONTACT_MARGIN)
         reached_only = {serial: at for serial, at in synced.items() if serial not in latest}
         for serial, at in sorted(reached_only.items()):
             self.devices.note_sync(serial, patient_id, synced_at=at, future_after=received_at + CONTACT_MARGIN)
         if latest or reached_only:
-            self._contact_shown(patient_id, received_at if latest else max(reached_only.values()), received_at)
+            self._contact_shown(patient_id, max([*contact.values(), *reached_only.values()]), received_at)
 
     def delivered_record(self, patient_id: str, serial: str, seq: int) -> dict:
         """Whether a gateway of the patient's delivered the unit's record ``seq``, and the content hash it sent

@@ -208,7 +208,8 @@ class Devices:
 
     def note_upload(self, serial: str, patient_id: str, *, received_at: datetime, battery_pct: int,
                     battery_at: datetime, last_record_seq: int, future_after: datetime) -> None:
-        """What an upload tells about a unit still bound to ``patient_id``: it synced and was heard from now, the
+        """What an upload tells about a unit still bound to ``patient_id``: it synced and was heard from at
+        ``received_at`` (when its hub reached it, by the batch's sync, else the upload's arrival), the
         highest record seen, and the battery the newest record reported, as of when that record ended
         (``battery_at``), unless the unit's status was read later (a report, a later record): a second hub's
         backlog, or a record sent again, leaves a later reading standing. All only move forward; a last contact

@@ -161,15 +161,22 @@ class SessionRecords(feeds.SyncedCollection):
                                                                  {"battery_pct": 1}).items()}
 
     def last_received_from_units(self, serials: Iterable[str], since: datetime) -> dict[str, datetime]:
-        """When the server last received a record from each of these units, if it did since ``since`` (a
-        bounded ``$in`` at a time; FerretDB v1.24 has no $max or $first accumulator in $group)."""
-        latest: dict[str, datetime] = {}
+        """When a hub last reached each of these units, as the records received from it since ``since`` tell: the
+        time of the sync that captured each record (at most its arrival), else its arrival. A backlog a hub kept
+        while offline is contact when the hub reached the unit, not when it was uploaded, as an upload notes it
+        on the unit (companion.services.ingestion). (A bounded ``$in`` at a time; FerretDB v1.24 has no $max or
+        $first accumulator in $group.)"""
+        received: list[dict] = []
         for part in chunks(sorted(set(serials))):
-            for doc in self.col.find({"device_serial": {"$in": part}, "server_received_at": {"$gte": since}},
-                                     {"device_serial": 1, "server_received_at": 1}):
-                serial, at = doc["device_serial"], doc["server_received_at"]
-                if serial not in latest or at > latest[serial]:
-                    latest[serial] = at
+            received += self.col.find({"device_serial": {"$in": part}, "server_received_at": {"$gte": since}},
+                                      {"device_serial": 1, "server_received_at": 1, "sync_key": 1})
+        syncs = UnitSyncs(self.col.database).by_ids({d["sync_key"] for d in received if d.get("sync_key")})
+        latest: dict[str, datetime] = {}
+        for doc in received:
+            serial, arrived = doc["device_serial"], doc["server_received_at"]
+            at = min((syncs.get(doc.get("sync_key") or "") or {}).get("at") or arrived, arrived)
+            if serial not in latest or at > latest[serial]:
+                latest[serial] = at
         return latest
 
 class UnitSyncs:
@@ -185,7 +192,10 @@ class UnitSyncs:
 
     def by_ids(self, ids: Iterable[str]) -> dict[str, dict]:
         """The stored syncs of these ids, by id."""
-        return {d["_id"]: d for d in self.col.find({"_id": {"$in": sorted(set(ids))}})}
+        found: dict[str, dict] = {}
+        for part in chunks(sorted(set(ids))):
+            found.update({d["_id"]: d for d in self.col.find({"_id": {"$in": part}})})
+        return found
 
     def of_unit(self, serial: str, limit: int = UNIT_WINDOW) -> list[dict]:
         """One unit's syncs from every gateway (the latest ``limit`` by highest sequence)."""

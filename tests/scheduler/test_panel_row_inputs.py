@@ -121,15 +121,17 @@ def test_a_sync_that_brings_no_new_record_counts_as_contact(jobs_db, settings, t
     assert _silent(services, "CTU-H0002") == []
 
 
-def _sync_without_records(services, patient, serial: str, reached: datetime, sync_id: str = "sync-0000002") -> None:
+def _sync_without_records(services, patient, serial: str, reached: datetime, sync_id: str = "sync-0000002",
+                          records: tuple[dict, ...] = ()) -> None:
     """An upload, now, of a sync the hub made at ``reached`` (in this boot of the gateway: tied to the server's clock
-    by its monotonic clock) that brought no new record."""
+    by its monotonic clock) that brought no new record (or ``records``, captured under it)."""
     at = datetime.now(UTC)
     elapsed = (at - reached).total_seconds()
-    sync = SyncSchema().load({"sync_id": sync_id, "serial": serial, "highest_seq": 1,
+    sync = SyncSchema().load({"sync_id": sync_id, "serial": serial, "highest_seq": 1 + len(records),
                               "unit_clock": reached.isoformat(), "gateway_clock": reached.isoformat(),
                               "boot_id": "b1", "monotonic_s": 100.0})
-    services.ingestion.receive(None, patient.id, [], {serial}, syncs=[sync], gateway_clock={
+    loaded = [SessionRecordSchema().load({**record, "sync_id": sync_id}) for record in records]
+    services.ingestion.receive(None, patient.id, loaded, {serial}, syncs=[sync], gateway_clock={
         "wall": at, "boot_id": "b1", "monotonic_s": 100.0 + elapsed})
 
 
@@ -147,6 +149,23 @@ def test_a_sync_the_gateway_kept_while_offline_counts_as_contact_when_the_hub_re
     assert abs(status["last_seen_at"] - reached) < timedelta(seconds=5)
     assert services.review.summary(patient).days_since_sync == 2
     assert _silent(services, "CTU-H0003") != []
+
+
+def test_a_backlog_the_gateway_kept_while_offline_counts_as_contact_when_the_hub_reached_the_unit(
+        jobs_db, settings, traveller):
+    """The same with a session in the batch: its upload two days late is not contact now, on the unit nor by the
+    record's arrival, as a sync with no record is not; the unit was silent since, and the panel says 2 days."""
+    services, clinician, patient = _clinic(jobs_db, settings)
+    _unit_last_synced_days_ago(services, patient, "CTU-H0005", 5, traveller)
+    reached = datetime.now(UTC) - timedelta(days=2)
+    session = session_record("CTU-H0005", 2, started_at=reached - timedelta(hours=1), offset_s=0.0)
+    _sync_without_records(services, patient, "CTU-H0005", reached, records=(session,))
+    assert jobs_db.session_records.count_documents({"device_serial": "CTU-H0005"}) == 2
+    services.panel_rows.refresh_due()
+    status = services.stores.devices.get("CTU-H0005").status
+    assert abs(status["last_sync_at"] - reached) < timedelta(seconds=5)
+    assert services.review.summary(patient).days_since_sync == 2
+    assert _silent(services, "CTU-H0005") != []
 
 
 def test_a_batch_sent_again_whose_sync_is_stored_already_moves_no_contact(jobs_db, settings, traveller):
