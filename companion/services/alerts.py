@@ -835,12 +835,19 @@ class AlertService:
         now), and its pushes its resolution withdrew are revived as that (``_notify_again``), once
         (``reopen_notified_at``; a stop in between: the next pass that reads its events does it, ``_revival_owed``).
         The patient's panel row counts open alerts: marked before the reopening as well as after, as for a
-        resolution (a stop between the two would leave the row not counting it)."""
+        resolution (a stop between the two would leave the row not counting it). One reopened by another meanwhile
+        (a pass, for a fresh overload: its escalation tells its people) is left to it, unless its revival is still
+        owed (a retry of this after a stop)."""
         self.stores.panel_row_marks.mark([alert["patient_id"]], "alert", self.clock())
-        self.stores.alerts.reopen(alert["_id"], self.clock())
+        reopened = self.stores.alerts.reopen(alert["_id"], self.clock())
         self.stores.panel_row_marks.mark([alert["patient_id"]], "alert", self.clock())
         if candidate is None:
             return
+        if not reopened:
+            current = self.stores.alerts.get(alert["patient_id"], alert["_id"])
+            if current is None or not _revival_owed(current) or current.get("escalated_at") is not None:
+                return
+            alert = current
         alert = self._judged_now({**alert, "resolved_at": None, "reopened_at": self.clock()}, candidate)
         self._notify_again(alert, candidate)
         self.stores.alerts.mark_reopen_notified(alert["_id"])

@@ -188,3 +188,36 @@ def test_a_session_excluded_while_a_pass_reopens_its_alert_leaves_it_resolved_an
         evaluate_alerts(jobs_db, settings, clock, sender)
     assert excluded and _overload_alert(jobs_db, patient)["resolved_at"] is not None
     assert _priorities(emulator, patient_token) == _priorities(emulator, caregiver_token) == []
+
+
+def test_a_session_counted_again_while_a_pass_reopens_its_alert_for_a_fresh_overload_pushes_each_person_once(
+        jobs_db, settings, clock, traveller, sender, emulator, monkeypatch):
+    """The care team counts the excluded session again (its alert read resolved) just as a pass reopens the alert
+    for a fresh overload and escalates it: the counting finds it reopened by another and revives nothing; the
+    escalation's push is each person's one."""
+    patient, patient_token, caregiver_token = _patient_and_caregiver_with_nights(jobs_db, settings, clock, sender)
+    _found_late_at_five(jobs_db, settings, clock, traveller, sender, patient)
+    traveller.move_to(datetime(2026, 3, 3, 5, 10, tzinfo=UTC))
+    _excluded(jobs_db, settings, clock, sender, patient)  # resolved; its pushes held until 07:00 withdrawn
+    found = FRESH + timedelta(minutes=32)
+    traveller.move_to(found - timedelta(minutes=1))
+    upload_overloads(jobs_db, settings, clock, sender, patient, SERIAL, FRESH, first_seq=2)
+    traveller.move_to(found)
+    services = services_on(jobs_db, settings, clock, sender)
+    resolved_as, passed = services.stores.alerts.resolved_as, []
+
+    def read_then_a_pass_reopens(keys, code):
+        found_resolved = resolved_as(keys, code)
+        if not passed:
+            passed.append(True)
+            evaluate_alerts(jobs_db, settings, clock, sender)  # the pass reopens and escalates it right then
+        return found_resolved
+
+    monkeypatch.setattr(services.stores.alerts, "resolved_as", read_then_a_pass_reopens)
+    services.sessions.resolve(patient.id, f"{SERIAL}:1", "count", "clinician-1")
+    monkeypatch.undo()
+    for at in (found + timedelta(minutes=1), MORNING):
+        traveller.move_to(at)
+        evaluate_alerts(jobs_db, settings, clock, sender)
+    assert passed and _overload_alert(jobs_db, patient)["escalated_at"] == found
+    assert _priorities(emulator, patient_token) == _priorities(emulator, caregiver_token) == [(found, "high")]
