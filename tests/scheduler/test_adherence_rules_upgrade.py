@@ -56,7 +56,7 @@ def _patient_with_a_day_at_its_target(db, n: int):
 def _stored_by_version_1(services, patient, day: date, monkeypatch) -> None:
     """The day as version 1 stored it: each session's minutes as recorded, no version."""
     with monkeypatch.context() as before:
-        before.setattr("companion.services.adherence.counted_minutes_shown", counted_minutes)
+        before.setattr("companion.domain.sessions.counted_minutes_shown", counted_minutes)
         services.adherence.compute_day(patient, day)
     services.db.adherence_days.update_one({"_id": f"{patient.id}:{day}"}, {"$unset": {"rules": ""}})
 
