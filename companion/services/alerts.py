@@ -608,7 +608,7 @@ class AlertService:
         fanned out yet (the others are raised and told already)."""
         if not found:
             return set(), set()
-        told = self.stores.alerts.notified_keys([c.dedup_key for _, c in found])
+        told = set(self.stores.alerts.notified_among([c.dedup_key for _, c in found]))
         fresh = [o for o, c in found if c.dedup_key not in told]
         return kept_from_reminding(self.stores.outbox, fresh, now) if fresh else (set(), set())
 

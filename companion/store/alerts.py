@@ -58,14 +58,6 @@ class Alerts:
         except DuplicateKeyError:
             return self.col.find_one({"dedup_key": dedup_key}), False
 
-    def notified_keys(self, dedup_keys: list[str]) -> set[str]:
-        """Which of ``dedup_keys`` already name an alert whose notifications are queued."""
-        found: set[str] = set()
-        for part in chunks(dedup_keys):
-            found.update(d["dedup_key"] for d in self.col.find({"dedup_key": {"$in": part}, "notified_at": {"$ne": None}},
-                                                              {"dedup_key": 1}))
-        return found
-
     def notified_among(self, dedup_keys: list[str]) -> dict[str, dict]:
         """The alerts among ``dedup_keys`` whose notifications are queued, by key: whether each is urgent, resolved
         (and why), escalated (and its escalation's pushes queued), and reopened (and what follows done)."""
