@@ -360,3 +360,12 @@ def device_events_for(record: Mapping) -> list[str]:
     if record["battery_pct"] < LOW_BATTERY_PCT or record["end_reason"] == "battery":
         kinds.append("battery_low")
     return kinds
+
+
+def reached_at(sync: Mapping | None, arrived: datetime) -> datetime:
+    """When a hub reached a unit, as a stored sync of it tells (``sync``: None if none is known) of something that
+    arrived at ``arrived`` (the sync's batch, or a record it captured): the sync's own time on the server's clock,
+    else when the server first received it, at most ``arrived``. A backlog a hub kept while offline is contact when
+    it reached the unit, not when it was uploaded: counted as now, a unit silent since would look heard from."""
+    sync = sync or {}
+    return min(sync.get("at") or sync.get("received_at") or arrived, arrived)

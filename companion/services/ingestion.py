@@ -42,7 +42,7 @@ from datetime import datetime, timedelta
 from companion.clock import Clock, now
 from companion.domain.errors import Forbidden, TooManyRequests
 from companion.domain.review import contact_changes_line
-from companion.domain.sessions import Binding, identity_problem
+from companion.domain.sessions import Binding, identity_problem, reached_at
 from companion.services.session_times import (
     CONTACT_MARGIN,
     ClockCheck,
@@ -321,15 +321,13 @@ class Ingestion:
         self.events.record(device_event_docs(records, received_at))
 
     def _reached(self, sync_docs: list[dict], known: set[str], received_at: datetime) -> dict[str, datetime]:
-        """When the hub last reached each unit the batch's syncs name: the sync's own time on the server's clock
-        (``anchor``, as placed), at most the arrival, not the arrival (a sync kept while the hub was offline would
-        hide a unit silent since, holding its alert back); a stored one's (a batch sent again) as first stored.
-        One nothing ties to the server's clock counts from when the server first received it."""
+        """When the hub last reached each unit the batch's syncs name (companion.domain.sessions.reached_at: the
+        sync's own time on the server's clock, ``anchor``, as placed; else when first received; at most the
+        arrival); a stored one's (a batch sent again) as first stored."""
         first = self.stores.unit_syncs.by_ids(known) if known else {}
         reached: dict[str, datetime] = {}
         for doc in sync_docs:
-            sync = first.get(doc["_id"], doc)
-            at = min(sync.get("at") or sync.get("received_at") or received_at, received_at)
+            at = reached_at(first.get(doc["_id"], doc), received_at)
             reached[doc["serial"]] = max(at, reached.get(doc["serial"], at))
         return reached
 

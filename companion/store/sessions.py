@@ -12,7 +12,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from companion.clock import now, to_millis
-from companion.domain.sessions import ERASED_WEARER
+from companion.domain.sessions import ERASED_WEARER, reached_at
 from companion.store import feeds
 from companion.store.batches import chunks, find_among_patients, insert_new, oldest_first
 
@@ -161,8 +161,8 @@ class SessionRecords(feeds.SyncedCollection):
                                                                  {"battery_pct": 1}).items()}
 
     def last_received_from_units(self, serials: Iterable[str], since: datetime) -> dict[str, datetime]:
-        """When a hub last reached each of these units, as the records received from it since ``since`` tell: the
-        time of the sync that captured each record (at most its arrival), else its arrival. A backlog a hub kept
+        """When a hub last reached each of these units, as the records received from it since ``since`` tell: by
+        the sync that captured each record (companion.domain.sessions.reached_at), else its arrival. A backlog a hub kept
         while offline is contact when the hub reached the unit, not when it was uploaded, as an upload notes it
         on the unit (companion.services.ingestion). (A bounded ``$in`` at a time; FerretDB v1.24 has no $max or
         $first accumulator in $group.)"""
@@ -174,7 +174,7 @@ class SessionRecords(feeds.SyncedCollection):
         latest: dict[str, datetime] = {}
         for doc in received:
             serial, arrived = doc["device_serial"], doc["server_received_at"]
-            at = min((syncs.get(doc.get("sync_key") or "") or {}).get("at") or arrived, arrived)
+            at = reached_at(syncs.get(doc.get("sync_key") or ""), arrived)
             if serial not in latest or at > latest[serial]:
                 latest[serial] = at
         return latest
