@@ -183,11 +183,6 @@ class AdherenceDays:
         written = sum(self.col.bulk_write(part, ordered=True).matched_count for part in chunks(replaced, batch))
         return Recomputed(written, marked)
 
-    def upgraded_to(self, rules: int) -> bool:
-        """Whether every snapshot of an earlier version than ``rules`` has been computed again (noted once), but
-        those of the patients noted with it as failed (`failed_after_upgrade`)."""
-        return self.failed_after_upgrade(rules) is not None
-
     def failed_after_upgrade(self, rules: int) -> list[str] | None:
         """The patients whose days could not be computed again when the upgrade to ``rules`` was last noted (or
         tried again), by id; None while it is not noted done."""

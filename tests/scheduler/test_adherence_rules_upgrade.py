@@ -144,7 +144,7 @@ def test_migrate_leaves_the_days_of_a_record_past_its_retention(jobs_db, setting
     assert cli.main(["migrate"]) == 0
     assert "computed again" not in capsys.readouterr().out
     assert _snapshots(jobs_db) == kept
-    assert AdherenceDays(jobs_db).upgraded_to(ADHERENCE_RULES)  # it does not keep the step running
+    assert AdherenceDays(jobs_db).failed_after_upgrade(ADHERENCE_RULES) is not None  # the step does not keep running
 
 
 def _stored_by_version_2_counting_practice_as_logged(services, patient, day: date, monkeypatch) -> None:
@@ -279,7 +279,7 @@ def test_a_day_an_old_worker_writes_under_the_rules_before_after_migrate_is_comp
     assert cli.main(["migrate"]) == 0
     assert cli.main(["migrate"]) == 0  # found nothing: the version noted done
     capsys.readouterr()
-    assert AdherenceDays(jobs_db).upgraded_to(ADHERENCE_RULES)
+    assert AdherenceDays(jobs_db).failed_after_upgrade(ADHERENCE_RULES) is not None
     run = services.stores.days_to_recompute.start(JOB)  # the old leader's run, after the step's
     jobs_db.adherence_days.update_one({"_id": f"{patient.id}:{YESTERDAY}"}, {"$set": {
         "rules": ADHERENCE_RULES - 1, "run": run, "computed_at": START, "covered": False, "tens_minutes": 29.9,

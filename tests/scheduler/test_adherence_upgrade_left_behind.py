@@ -72,7 +72,7 @@ def test_days_an_account_deleted_left_behind_do_not_keep_the_worker_scanning_for
     adherence.run()  # computes the patient's day
     adherence.run()  # finds nothing more: the version noted
     assert _day(jobs_db, patient.id)["rules"] == ADHERENCE_RULES
-    assert AdherenceDays(jobs_db).upgraded_to(ADHERENCE_RULES)
+    assert AdherenceDays(jobs_db).failed_after_upgrade(ADHERENCE_RULES) is not None
 
     adherence.run()  # none left but days of nobody's: done
     scans, reads = _watched(monkeypatch)
@@ -99,7 +99,7 @@ def test_a_patient_whose_days_cannot_be_computed_is_named_by_migrate_and_holds_n
 
     assert cli.main(["migrate"]) == cli.EXIT_FAILED  # nothing found but theirs: the version noted, with them
     days = AdherenceDays(jobs_db)
-    assert days.upgraded_to(ADHERENCE_RULES) and days.failed_after_upgrade(ADHERENCE_RULES) == [failing.id]
+    assert days.failed_after_upgrade(ADHERENCE_RULES) == [failing.id]
 
     _scans, reads = _watched(monkeypatch)
     assert cli.main(["migrate"]) == cli.EXIT_FAILED  # tries them alone again, and names them again
@@ -118,7 +118,7 @@ def test_the_worker_tries_a_patient_whose_days_failed_again_each_run_without_sca
     adherence.run()  # computes the other patient's day
     adherence.run()  # finds nothing but the failing patient's: the version noted, with them
     assert _day(jobs_db, patient.id)["rules"] == ADHERENCE_RULES
-    assert AdherenceDays(jobs_db).upgraded_to(ADHERENCE_RULES)
+    assert AdherenceDays(jobs_db).failed_after_upgrade(ADHERENCE_RULES) is not None
 
     adherence.run()  # none left but theirs: from now on they alone are tried again
     scans, reads = _watched(monkeypatch)
