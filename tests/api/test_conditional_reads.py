@@ -23,7 +23,7 @@ def _pain(client, patient, entry_id: str, nrs: int = 5):
     assert answer.status_code == 201
 
 
-@pytest.mark.parametrize("what", POLLED)
+@pytest.mark.parametrize("what", POLLED, ids=[what.split("?")[0] for what in POLLED])
 def test_a_polled_read_gives_an_etag_and_an_unchanged_one_is_answered_304_without_a_body(client, world, what):
     reader = world["clinician_team"] if what.startswith("review/") else world["patient_a"]
     url = f"/api/v1/patients/{world['patient_a'].id}/{what}"
