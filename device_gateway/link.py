@@ -34,7 +34,7 @@ from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakBluetoothNotAvailableError, BleakDBusError, BleakError
 
 from device_gateway.api import DeliveredRecord
-from device_gateway.buffer import RecordBuffer
+from device_gateway.buffer import RecordBuffer, StoreResult
 from device_gateway.buffer_integrity import BufferDamaged
 from device_gateway.capture import CapturedRecord, capture, content_hash, isoformat_utc
 from device_gateway.clock import ClockReading, GatewayClock, ServerClock, ServerTime
@@ -328,7 +328,8 @@ class GatewayLink:
                         profile.CONTROL_CHAR_UUID, profile.set_clock(int(set_to.timestamp())), response=True)
             status.clock_set = set_to is not None
             sync = _Sync(self._sync_item(unit.serial, summary, unit_now, reading, set_to, vouched, reference))
-            if window.expected <= summary.highest_seq or self._worth_noting(unit.serial, offset, set_to, reading):
+            if (summary.records_stored and window.expected <= summary.highest_seq  # records to take, likely
+                    or self._worth_noting(unit.serial, offset, set_to, reading)):
                 await self._note_sync(unit.serial, sync, offset, reading)
             await client.start_notify(profile.SESSION_RECORD_CHAR_UUID, on_notify)
             await client.write_gatt_char(
@@ -376,7 +377,13 @@ class GatewayLink:
             raise SequenceWentBack(
                 f"its highest sequence number ({summary.highest_seq}) is below the highest already stored from it "
                 f"({last_stored}): its counter restarted; nothing is read or acknowledged, the unit keeps its records")
-        window = TransferWindow.start(last_stored, summary.highest_seq, summary.records_stored)
+        # Asked from the record after the one stored last (or after the undecodable frames acknowledged past it),
+        # never from where its summary's counts put its records: see device_gateway/sequencing.py.
+        explained = max(last_stored, await asyncio.to_thread(self.buffer.explained_through, serial))
+        window = TransferWindow(expected=explained + 1)
+        # The counts only tell whether the unit holds a record at or below the position: it holds as many records
+        # as it says, none above its highest number, so the lowest it holds is at most this (a number missing
+        # below its highest, or one assigned to a session still running, only puts the lowest lower).
         lowest_held = summary.highest_seq - summary.records_stored + 1
         if last_stored and summary.records_stored and lowest_held <= last_stored:
             server = _NOT_ASKED
@@ -397,8 +404,8 @@ class GatewayLink:
                 # would store what follows and acknowledge away the new records below it, unread.
                 # The conclusion first: the unit's status the server shows keeps 200 characters of it.
                 raise SequenceWentBack(
-                    f"its counter restarted: it holds records from {lowest_held}, at or below {last_stored} (moved past "
-                    f"records it no longer held{server.said}); nothing read or acknowledged")
+                    f"its counter restarted: it holds records at or below {last_stored} (moved past records it no "
+                    f"longer held{server.said}); nothing read or acknowledged")
             elif position.recovered_unchecked and server.unreachable:
                 # Only the server can check this position, and what follows is for good (the note cleared, the unit
                 # asked from the record after): left for this cycle, the server asked again the next.
@@ -415,18 +422,6 @@ class GatewayLink:
             # Otherwise a position written before that note (every unit's, in a buffer older than the hash): taken
             # for a record stored there, its hash never kept (a lost acknowledgement, or a unit that keeps what it
             # was acknowledged). Nothing to compare it with: asked from the record after it, as it was then.
-        if window.expected > last_stored + 1:
-            if last_stored:
-                # Those it freed after the ones acknowledged undecodable (dead-lettered already) were never stored.
-                explained = max(last_stored, await asyncio.to_thread(self.buffer.explained_through, serial))
-                if window.expected > explained + 1:
-                    await asyncio.to_thread(self.buffer.record_missing, serial, explained + 1, window.expected - 1)
-            else:
-                # First contact: earlier records were collected (and acknowledged) by another gateway. Said once
-                # per unit and start (each connection until its first record is stored would say it again).
-                if self._first_contact_told.get(serial) != window.expected:
-                    self._first_contact_told[serial] = window.expected
-                    logger.info("unit %s: first contact; it holds records from sequence %d", serial, window.expected)
         return window, summary
 
     async def _hash_from_server(self, serial: str, seq: int) -> _ServerCheck:
@@ -495,40 +490,76 @@ class GatewayLink:
             captured, summary = await self._decode(serial, items, offset, window, result, sync.item["sync_id"])
             await self._keep_settled(serial, window)
             if captured:
-                if not sync.noted:
-                    await asyncio.to_thread(self.buffer.store_sync, serial, sync.item)
-                    sync.noted = True
-                stored = await asyncio.to_thread(self.buffer.store, serial, captured)
-                result.stored += stored.stored
-                result.refused += stored.refused
+                stored = await self._store(serial, captured, sync, result)
                 if stored.stored_up_to > acked and not link_lost:
-                    await client.write_gatt_char(
-                        profile.CONTROL_CHAR_UUID, profile.ack_up_to(stored.stored_up_to), response=True
-                    )
+                    await self._ack(client, stored.stored_up_to)
                     acked = stored.stored_up_to
                 if stored.refused:
                     raise LocalBufferFull("local buffer full; the unit keeps the rest")
             if link_lost:
                 raise LinkLost("link dropped mid-transfer")
             if summary is not None:
-                if window.verify is not None and window.verify_undecodable:
-                    window.settle_unreadable_last()
-                    await self._keep_settled(serial, window)
-                    raise LastStoredUnreadable(
-                        f"its copy of record {window.verify[0]}, the one stored last, comes back undecodable: a lost "
-                        "acknowledgement cannot be told from a counter that restarted; nothing is stored or "
-                        "acknowledged, the unit keeps its records")
-                if not window.is_complete(summary.highest_seq):
-                    raise LinkLost(f"transfer ended before sequence {summary.highest_seq}; resuming")
-                await self._keep_settled(serial, window)  # an undecodable tail, before it is acknowledged
-                done = min(window.expected - 1, summary.highest_seq)  # never past what the unit holds
-                if done > acked:
-                    if done > await asyncio.to_thread(self.buffer.last_stored_seq, serial):  # an undecodable tail
-                        await asyncio.to_thread(self.buffer.note_explained, serial, done)
-                    await client.write_gatt_char(
-                        profile.CONTROL_CHAR_UUID, profile.ack_up_to(done), response=True
-                    )
+                await self._close(client, serial, window, summary, result, sync, acked)
                 return
+
+    async def _close(self, client: BleakClient, serial: str, window: TransferWindow, summary: TransferSummary,
+                     result: SyncResult, sync: _Sync, acked: int) -> None:
+        """The transfer summary came: the unit sent all it holds from the number asked. The records it sent past
+        numbers it skipped are stored, the skipped numbers noted, and only then is it acknowledged, up to the last
+        number stored, explained by an undecodable frame, or skipped: never past a number it did not send with
+        nothing sent after it (a session still running may hold it)."""
+        if window.verify is not None:
+            if window.verify_undecodable:
+                window.settle_unreadable_last()
+                await self._keep_settled(serial, window)
+                raise LastStoredUnreadable(
+                    f"its copy of record {window.verify[0]}, the one stored last, comes back undecodable: a lost "
+                    "acknowledgement cannot be told from a counter that restarted; nothing is stored or "
+                    "acknowledged, the unit keeps its records")
+            raise LinkLost(f"transfer ended before record {window.verify[0]}, the one stored last, came back; "
+                           "resuming")
+        closing = window.close(summary.highest_seq)
+        await self._keep_settled(serial, window)  # an undecodable tail or gap, before it is acknowledged
+        done = min(window.expected - 1, summary.highest_seq)  # never past what the unit holds
+        refused = 0
+        if records := [record for record in closing.records if record is not None]:
+            stored = await self._store(serial, records, sync, result)
+            refused = stored.refused
+            if refused:
+                done = stored.stored_up_to
+        for first, last in closing.skipped:
+            if last < done:
+                await self._note_skipped(serial, first, last)
+        if done > acked:
+            if done > await asyncio.to_thread(self.buffer.last_stored_seq, serial):  # an undecodable tail
+                await asyncio.to_thread(self.buffer.note_explained, serial, done)
+            await self._ack(client, done)
+        if refused:
+            raise LocalBufferFull("local buffer full; the unit keeps the rest")
+
+    async def _note_skipped(self, serial: str, first: int, last: int) -> None:
+        """The unit sent a record after ``first``..``last`` and not them: it does not hold them. From the first
+        number on, earlier records were collected (and acknowledged) by another gateway: said once per unit and
+        start. Otherwise a loss, noted (a dead letter the server is told of): another gateway of the patient's took
+        them, the unit lost them, or it numbered a session it never kept."""
+        if first > 1:
+            await asyncio.to_thread(self.buffer.record_missing, serial, first, last)
+        elif self._first_contact_told.get(serial) != last + 1:
+            self._first_contact_told[serial] = last + 1
+            logger.info("unit %s: first contact; it holds records from sequence %d", serial, last + 1)
+
+    async def _store(self, serial: str, captured: list[CapturedRecord], sync: _Sync, result: SyncResult) -> StoreResult:
+        """Commit records to the buffer, after the sync they name."""
+        if not sync.noted:
+            await asyncio.to_thread(self.buffer.store_sync, serial, sync.item)
+            sync.noted = True
+        stored = await asyncio.to_thread(self.buffer.store, serial, captured)
+        result.stored += stored.stored
+        result.refused += stored.refused
+        return stored
+
+    async def _ack(self, client: BleakClient, seq: int) -> None:
+        await client.write_gatt_char(profile.CONTROL_CHAR_UUID, profile.ack_up_to(seq), response=True)
 
     async def _decode(
         self,
@@ -554,11 +585,14 @@ class GatewayLink:
                 continue
             if isinstance(decoded, TransferSummary):
                 summary = decoded
-            elif window.seen_again(decoded.seq, content_hash(serial, frame)) is False:
+                continue
+            if window.seen_again(decoded.seq, content_hash(serial, frame)) is False:
                 raise _restarted(decoded.seq)
-            elif window.admit(decoded.seq):
-                captured.append(capture(serial, decoded, frame, offset, received_at, self.paired_at, sync_id))
-            else:
+            record = capture(serial, decoded, frame, offset, received_at, self.paired_at, sync_id)
+            admitted = window.admit(decoded.seq, record)  # None: kept aside, past a gap, until the transfer ends
+            if admitted:
+                captured.append(record)
+            elif admitted is False:
                 result.out_of_sequence += 1
                 logger.debug("unit %s: record %d out of sequence (expected %d)", serial, decoded.seq, window.expected)
         return captured, summary

@@ -40,6 +40,7 @@ class FakeTensUnit:
     clock_sets: int = 0
     real_clock: Callable[[], float] = time.time
     text_field_length: int = 0  # > 0: its serial and firmware fill fixed-length fields, padded with NULs
+    running_seq: int | None = None  # a session numbered when it started, its record not stored yet (start_session)
 
     def padded(self, text: str) -> bytes:
         """``text`` as the unit sends it (advertisement, Device Information): its bytes, NUL-padded to
@@ -76,11 +77,26 @@ class FakeTensUnit:
         )
         self.highest_seq += count
 
+    def start_session(self) -> int:
+        """Start a session on a unit that numbers its sessions when they start: the number is assigned (its
+        summary's highest) while no record holds it until the session ends (``finish_session``) or is aborted
+        (``abort_session``: the number stays assigned, never kept)."""
+        self.highest_seq += 1
+        self.running_seq = self.highest_seq
+        return self.running_seq
+
+    def abort_session(self) -> None:
+        """The session running ends without a record (switched off mid-session, say): its number is never used."""
+        self.running_seq = None
+
     def finish_session(self, duration_s: int | None = None) -> SessionRecord:
         """Record a session that has just ended (started 30-60 minutes ago by the unit's clock, or
-        ``duration_s`` ago); the battery drains by a session's worth, and is recharged first if it was low."""
-        self.highest_seq += 1
-        record = simulated_session(self.highest_seq, int(self.now()))
+        ``duration_s`` ago), under the number it was given when it started if it was (``start_session``); the
+        battery drains by a session's worth, and is recharged first if it was low."""
+        if self.running_seq is None:
+            self.highest_seq += 1
+        seq, self.running_seq = self.running_seq or self.highest_seq, None
+        record = simulated_session(seq, int(self.now()))
         if duration_s is not None:
             record = dataclasses.replace(record, duration_s=duration_s)
         if self.battery_pct < RECHARGE_BELOW_PCT:

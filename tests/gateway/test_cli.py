@@ -384,7 +384,8 @@ def test_buffer_recover_sets_the_damage_aside_and_the_link_resumes_after_what_th
     # The server is told the buffer was replaced: what it held unsent (here, the five pulled) may be lost.
     assert replaced["reason"].startswith("the gateway's buffer was replaced") and replaced["source"] == "unit"
     assert json.loads(replaced["payload"])["resumes_after_seq"] == 5
-    assert [arg for op, arg in unit.commands if op is ControlOp.SEND_FROM] == [1, 8]
+    # Asked from the record after the position; the unit sent 8 first, so 6 and 7 it does not hold.
+    assert [arg for op, arg in unit.commands if op is ControlOp.SEND_FROM] == [1, 6]
     # The server keeps one report per gateway and dead-letter id: the new buffer's ids are above any the lost
     # one used (it numbered from 1), so its reports are never taken for ones the server already has.
     assert buffer.dead_letters()[0]["id"] > 10**12

@@ -52,10 +52,18 @@ def hubs(tmp_path, api_server, services, timeline, patient):
         home.close()
 
 
+def move_past(hub: HomeGateway, first: int, last: int) -> None:
+    """The position a gateway from before the link asked from its own position kept: finding the unit holding
+    none of ``first``..``last`` (by its summary's counts), it noted them missing and moved its position past them,
+    with no record stored there. A gateway now moves only past numbers the unit skipped in a transfer, storing the
+    record it sent after them, but a buffer may still hold such a position."""
+    hub.buffer.record_missing(SERIAL, first, last)
+
+
 def moved_past_what_the_other_hub_took(hub_a: HomeGateway, hub_b: HomeGateway, unit: Unit) -> list:
-    """Hub A stores 1..2; the patient's other hub, B, takes 3..5 and uploads them; A then finds the unit holding
-    none of them: it notes them missing and moves its position to 5, with no record stored there. Returns the
-    records 3..5 as the unit held them."""
+    """Hub A stores 1..2; the patient's other hub, B, takes 3..5 and uploads them; A (of an earlier release) then
+    finds the unit holding none of them: it notes them missing and moves its position to 5, with no record stored
+    there. Returns the records 3..5 as the unit held them."""
     unit.fake.record_sessions(2)
     hub_a.visit(unit)
     unit.fake.record_sessions(3)
@@ -63,6 +71,8 @@ def moved_past_what_the_other_hub_took(hub_a: HomeGateway, hub_b: HomeGateway, u
     hub_b.visit(unit)  # its first contact: 3..5, acknowledged
     hub_b.go_online()
     hub_a.visit(unit)
+    assert hub_a.buffer.position(SERIAL).seq == 2  # nothing sent above 2: not known to be missing (now)
+    move_past(hub_a, 3, 5)
     position = hub_a.buffer.position(SERIAL)
     assert (position.seq, position.last_hash, position.moved_without_record) == (5, None, True)
     return taken
@@ -74,6 +84,41 @@ def ids_on_server(services) -> list[str]:
 
 def send_from(unit: Unit) -> list[int]:
     return [arg for op, arg in unit.fake.commands if op is ControlOp.SEND_FROM]
+
+
+def test_what_the_other_hub_took_is_noted_once_the_unit_sent_a_later_record_and_a_lost_acknowledgement_costs_nothing(
+        services, hubs, timeline, system_bus):
+    hub_a, hub_b = hubs("a"), hubs("b")
+    unit = Unit(timeline, SERIAL, "C0:FF:EE:00:07:06")
+    unit.fake.record_sessions(2)
+    hub_a.visit(unit)
+    unit.fake.record_sessions(3)
+    taken = list(unit.fake.records)
+    hub_b.visit(unit)  # B takes 3..5 and uploads them
+    hub_b.go_online()
+    hub_a.visit(unit)
+    # The unit holds nothing above 2 and sent nothing: 5 might be a session still running. A stays where it was.
+    position = hub_a.buffer.position(SERIAL)
+    assert (position.seq, position.moved_without_record, hub_a.buffer.dead_letters()) == (2, False, [])
+    unit.fake.records = taken  # the unit lost B's acknowledgement: it holds 3..5 again
+    unit.fake.record_sessions(1)
+
+    [result] = hub_a.visit(unit)
+
+    # Asked from 3: A takes them too (the server keeps each record once), and nothing is noted missing.
+    assert result.completed, hub_a.link.statuses[SERIAL].last_error
+    assert send_from(unit)[-1] == 3 and (unit.fake.acked_up_to, unit.fake.records) == (6, [])
+    assert hub_a.buffer.dead_letters() == []
+    hub_a.go_online()
+    assert ids_on_server(services) == [f"{SERIAL}:{n}" for n in range(1, 7)]
+    assert services.db.session_conflicts.count_documents({}) == 0
+
+    unit.fake.record_sessions(2)  # 7, 8: B takes them; A sees 9 next
+    hub_b.visit(unit)
+    unit.fake.record_sessions(1)
+    hub_a.visit(unit)
+    hub_a.visit(unit)
+    assert [d["payload"] for d in hub_a.buffer.dead_letters()] == ['{"missing_from_seq": 7, "missing_to_seq": 8}']
 
 
 def test_a_unit_moved_past_whose_acknowledgement_was_lost_resumes_and_nothing_is_stored_twice(
@@ -128,7 +173,8 @@ def test_a_unit_refused_for_want_of_a_hash_is_cleared_once_the_server_confirms_i
     unit.fake.record_sessions(3)
     taken = list(unit.fake.records)
     hub_b.visit(unit)  # B takes 3..5 but has not uploaded them yet
-    hub_a.visit(unit)  # A moves past them
+    hub_a.visit(unit)
+    move_past(hub_a, 3, 5)  # A, of an earlier release, moved past them
     unit.fake.records = taken  # the unit lost the acknowledgement that freed them
     unit.fake.record_sessions(1)
     if refused_by == "a gateway from before the check":
