@@ -18,6 +18,8 @@ from device_gateway.profiles.companion_tens import SessionRecord
 CLOCK_RESET_FLOOR = datetime(2020, 1, 1, tzinfo=UTC)
 # The instants the API takes (companion.http.schemas INSTANT): a record outside them would be refused.
 API_EARLIEST, API_LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC)
+# The clock offsets it takes (companion.api.ingestion SessionRecordSchema.clock_offset_s), either way.
+API_OFFSET_LIMIT_S = 100 * 365 * 86400
 # Beyond this difference from the gateway's clock, a unit's clock counts as skewed.
 SKEW_LIMIT_S = 300.0
 
@@ -112,10 +114,12 @@ def capture(
     """Build the record the gateway keeps from a decoded record and what the link knows (``sync_id``: the sync
     of the connection that received it)."""
     device_started = datetime.fromtimestamp(record.device_started_at, UTC)
-    if not API_EARLIEST <= device_started - timedelta(seconds=offset_s) < API_LATEST:
-        # A correction the API cannot take comes from a gateway clock that lost its time (a Pi without a
-        # battery clock, booted offline, reads 1970): the unit's own reading is sent, and the server places
-        # the session from the syncs, as it does every session.
+    if abs(offset_s) > API_OFFSET_LIMIT_S or not API_EARLIEST <= device_started - timedelta(seconds=offset_s) < API_LATEST:
+        # A correction the API cannot take (a start outside its instants, or an offset beyond its limit: a unit
+        # whose clock says 2105 read by a gateway that says 1975 corrects to 1975, but by 130 years) comes from a
+        # gateway clock that lost its time (a Pi without a battery clock, booted offline, reads 1970) or a unit
+        # clock set wildly wrong: the unit's own reading is sent, and the server places the session from the
+        # syncs, as it does every session. Refused, the record would stay a dead letter for good.
         offset_s = 0.0
     return CapturedRecord(
         record_id=record_id_for(serial, record.seq),

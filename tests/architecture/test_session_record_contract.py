@@ -67,6 +67,18 @@ def test_a_captured_record_loads_through_the_api_schema_and_passes_the_server_ru
         assert server_rules.clinical_findings(loaded) == [], reason
 
 
+def test_a_record_whose_clock_offset_is_beyond_the_apis_limit_still_loads():
+    # The unit's clock says 2105, the gateway's 1975 (it lost its time): the correction lands in the API's instants,
+    # by an offset of 130 years the API refuses. Sent as it was, the record would be a dead letter for good.
+    unit_reads, gateway_reads = datetime(2105, 6, 1, tzinfo=UTC), datetime(1975, 1, 1, tzinfo=UTC)
+    record = replace(_captured_record(), device_started_at=int(unit_reads.timestamp()) - 3600)
+    item = capture.capture("CTU-C0001", record, encode_record(record), (unit_reads - gateway_reads).total_seconds(),
+                           gateway_reads, sync_id="0f3c2b1a9e8d7c6b5a4f3e2d1c0b9a88").as_api_item()
+    assert SessionRecordSchema().validate(item) == {}
+    too_far = capture.API_OFFSET_LIMIT_S + 1
+    assert "clock_offset_s" in SessionRecordSchema().validate({**item, "clock_offset_s": too_far})
+
+
 def test_the_record_id_the_gateway_assigns_is_the_one_the_server_requires():
     item = _captured().as_api_item()
     assert item["record_id"] == f"{item['device_serial']}:{item['device_seq']}"

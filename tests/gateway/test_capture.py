@@ -55,3 +55,16 @@ def test_same_frame_always_has_the_same_content_hash():
     record = simulated_session(1, 1_760_000_000)
     frame = encode_record(record)
     assert capture("CT-1", record, frame, 0, NOW).content_hash == capture("CT-1", record, frame, 9, NOW).content_hash
+
+
+@pytest.mark.parametrize(("unit_reads", "gateway_reads"), [
+    (datetime(2105, 6, 1, tzinfo=UTC), datetime(1975, 1, 1, tzinfo=UTC)),  # a unit far ahead, a gateway in 1975
+    (datetime(1970, 1, 2, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)),  # a unit reset to 1970, a gateway far ahead
+])
+def test_an_offset_beyond_what_the_api_takes_is_not_sent_even_when_the_corrected_start_would_be(unit_reads,
+                                                                                             gateway_reads):
+    record = simulated_session(5, int((unit_reads - timedelta(hours=1)).timestamp()))
+    offset = (unit_reads - gateway_reads).total_seconds()
+    assert abs(offset) > 100 * 365 * 86400  # beyond the API's limit, while the start it corrects to is in range
+    item = capture("CT-1", record, encode_record(record), offset, gateway_reads, PAIRED)
+    assert (item.clock_offset_s, item.started_at) == (0.0, item.device_started_at)
