@@ -761,19 +761,34 @@ class RecordBuffer:
                        (sync["sync_id"], serial, sealed))
 
     def pending_syncs(self, limit: int) -> list[dict]:
-        """The oldest syncs the server does not have yet (one whose content no longer opens is dropped)."""
+        """The oldest syncs the server does not have yet. One whose content no longer opens (a damaged row) is
+        moved to the dead letters, raw, as a record is (``pending``): the server is told its unit lost a reading
+        of its clock, where it was dropped with a log line no one sees."""
         with self._reading() as db:
             rows = db.execute("SELECT sync_id, sealed FROM syncs ORDER BY position LIMIT ?", (limit,)).fetchall()
         syncs, unreadable = [], []
         for sync_id, sealed in rows:
             try:
                 syncs.append(json.loads(self._sealer.open(sealed, sync_context(sync_id))))
-            except (SealingError, ValueError):
-                unreadable.append(sync_id)
+            except (SealingError, ValueError) as exc:
+                why = str(exc) if isinstance(exc, SealingError) else type(exc).__name__
+                unreadable.append((sync_id, sealed, f"stored sync unreadable: {why}"))
         if unreadable:
-            self.mark_syncs_sent(unreadable)
-            logger.error("%d stored sync(s) could not be read and were dropped", len(unreadable))
+            self._set_aside_unreadable_syncs(unreadable)
         return syncs
+
+    def _set_aside_unreadable_syncs(self, unreadable: list[tuple[str, bytes, str]]) -> None:
+        with self._transaction() as db:
+            for sync_id, sealed, reason in unreadable:
+                row = db.execute("SELECT device_serial FROM syncs WHERE sync_id = ?", (sync_id,)).fetchone()
+                if row is None:
+                    continue  # uploaded or set aside meanwhile
+                note = json.dumps({"sync_id": sync_id, "unreadable_sealed_hex": bytes(sealed).hex()})
+                db.execute("INSERT INTO dead_letters(record_id, device_serial, sealed, reason, source, dead_at) "
+                           "VALUES (NULL,?,?,?,'sync',?)",
+                           (row[0], self._sealer.seal(note.encode(), unit_context(row[0])), reason, _now()))
+                db.execute("DELETE FROM syncs WHERE sync_id = ?", (sync_id,))
+        logger.error("%d stored sync(s) could not be read; moved to the dead-letter table", len(unreadable))
 
     def pending_sync_count(self) -> int:
         """How many syncs wait for upload."""

@@ -4,6 +4,8 @@ and replayed with ``device-gateway dead-letters``."""
 
 import json
 import random
+import sqlite3
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -127,6 +129,32 @@ def test_a_batch_refused_for_one_sync_dead_letters_that_sync_alone(stub, buffer)
     assert [(d["record_id"], json.loads(d["payload"])["sync_id"]) for d in dead] == [(None, ids[3])]
     assert "403" in dead[0]["reason"]
     assert len(stub.stored) == 3
+
+
+def test_a_stored_sync_that_no_longer_opens_is_dead_lettered_and_reported_not_dropped(stub, buffer, tmp_path):
+    """A damaged row: the server is told the unit lost a reading of its clock (source ``sync``, as a sync it
+    refused), where the sync was deleted with a log line; the other syncs and the records still go up."""
+    ids = [f"{n:016x}" for n in range(1, 4)]
+    for sync_id in ids:
+        buffer.store_sync(SERIAL, _sync(sync_id))
+    _fill(buffer, 3, ids[0])
+    with closing(sqlite3.connect(tmp_path / "buffer.db")) as raw, raw:
+        sealed = raw.execute("SELECT sealed FROM syncs WHERE sync_id = ?", (ids[1],)).fetchone()[0]
+        raw.execute("UPDATE syncs SET sealed = ? WHERE sync_id = ?", (sealed[:-1] + bytes([sealed[-1] ^ 1]), ids[1]))
+    api = ApiClient(stub.url, "gw-1", "s3cret")
+    try:
+        uploader = Uploader(buffer, api, sleep=lambda s: None, rng=random.Random(1))
+        uploader.drain(max_failures=2)
+        uploader.report_dead_letters()
+    finally:
+        api.close()
+    assert sorted(stub.syncs) == [ids[0], ids[2]] and buffer.pending_sync_count() == 0 and len(stub.stored) == 3
+    [dead] = buffer.dead_letters()
+    assert (dead["record_id"], dead["device_serial"], dead["source"]) == (None, SERIAL, "sync")
+    assert dead["reason"].startswith("stored sync unreadable: sealed field does not open")
+    assert json.loads(dead["payload"]) == {"sync_id": ids[1], "unreadable_sealed_hex": sealed[:-1].hex()
+                                          + bytes([sealed[-1] ^ 1]).hex()}
+    assert [(d["source"], d["reason"]) for d in stub.dead_letters.values()] == [("sync", dead["reason"])]
 
 
 def test_a_record_the_server_stores_held_leaves_the_queue_like_any_stored_one(stub, buffer):
