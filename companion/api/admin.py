@@ -17,6 +17,7 @@ from companion.http.paging import LINK_HEADER, cursor_field, next_field, offset_
 from companion.http.problems import conflict_doc
 from companion.http.schemas import StrictSchema, text
 from companion.http.security import allow, current_actor
+from companion.services.accounts import STAFF_ROLES
 
 blp = Blueprint("admin", __name__, url_prefix="/api/v1", description="Administration and care teams")
 
@@ -25,7 +26,10 @@ class StaffSchema(StrictSchema):
     email = fields.Email(required=True, validate=validate.Length(max=254))
     password = fields.String(required=True, load_only=True, validate=validate.Length(min=12, max=200))
     display_name = text(100, required=True, min_len=1)
-    role = fields.String(required=True, validate=validate.OneOf(["clinician", "admin", "caregiver"]))
+    role = fields.String(required=True, validate=validate.OneOf(STAFF_ROLES), metadata={
+        "description": "a clinician or an admin. Never a caregiver nor a patient: they sign up themselves "
+                       "(`POST /auth/signup`), with the code mailed to their email, since a caregiver's account "
+                       "accepts the offers patients made to that email"})
     time_zone = fields.String(load_default="UTC", validate=[validate.Length(max=64), valid_zone])
 
 
@@ -154,8 +158,12 @@ class StaffAccounts(MethodView):
     @blp.response(201, AccountSchema)
     @blp.doc(operationId="create_staff_account")
     def post(self, body):
-        """Create a clinician, admin or caregiver account (its `Location` is where an admin deletes it)."""
-        account = services().accounts.sign_up(**body, request_key=request_key())
+        """Create a clinician's or an admin's account, live at once with the password given (its `Location` is
+        where an admin deletes it). Caregivers and patients sign up themselves (`POST /auth/signup`, finished with
+        the code mailed to the email): a caregiver accepts the offers made to their email, and an account made
+        here for that email, with a password of the admin's choosing, would accept one and read the patient's
+        record without the email's owner ever saying yes (422 for those roles)."""
+        account = services().accounts.create_staff(**body, request_key=request_key())
         return account, 201, {"Location": f"{request.path}/{account.id}"}
 
 

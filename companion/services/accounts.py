@@ -41,7 +41,11 @@ log = logging.getLogger(__name__)
 
 STAFF = {Role.CLINICIAN, Role.ADMIN}
 SELF_SERVICE_ROLES = (Role.PATIENT.value, Role.CAREGIVER.value)
-STAFF_ROLES = (Role.CLINICIAN.value, Role.ADMIN.value, Role.CAREGIVER.value)
+# What an admin may make (POST /admin/users): never a caregiver's account nor a patient's, which only their owner makes
+# with the code mailed to the email (request_signup, confirm_signup). A caregiver accepts the offers made to their
+# email: an account an admin made for that email, with a password the admin chose, would accept one and read the
+# patient's record, and nobody who owns the email would have said yes.
+STAFF_ROLES = (Role.CLINICIAN.value, Role.ADMIN.value)
 MAX_CODE_FAILURES = 5
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I to misread
 CODE_LENGTH = 12  # 60 bits: guessing is bounded by entropy, not by a delay an outsider could renew
@@ -129,7 +133,8 @@ class Accounts:
     # Making accounts
     def sign_up(self, *, email: str, password: str, display_name: str, role: str, time_zone: str,
                 request_key: str | None = None) -> Account:
-        """Create an account at once (an admin, the command line, the demo). A patient's zone history starts
+        """Create an account at once (an admin's staff account, :meth:`create_staff`; the command line, the demo:
+        whoever runs those holds the database). A patient's zone history starts
         with the zone they sign up in. Conflict when the email is taken: only staff see that. The password
         follows the rule the API's own sign-up applies (``PASSWORD_LENGTH``). With a ``request_key`` (the
         request's Idempotency-Key) a retry of the same request finds the account the first attempt made."""
@@ -149,6 +154,17 @@ class Accounts:
         return self._create(email=email, password_hash=self.passwords.hash(password), display_name=display_name,
                             role=role, time_zone=time_zone,
                             user_id=derived_id("account", request_key) if request_key else None)
+
+    def create_staff(self, *, email: str, password: str, display_name: str, role: str, time_zone: str,
+                     request_key: str | None = None) -> Account:
+        """An admin makes a clinician's or another admin's account (:meth:`sign_up`). Invalid for any other role
+        (``STAFF_ROLES``): a caregiver or a patient signs up themselves, proving the email is theirs."""
+        if role not in STAFF_ROLES:
+            raise Invalid(f"an admin makes clinician and admin accounts, not {role!r}: a caregiver or a patient signs "
+                          "up themselves (POST /auth/signup), with the code mailed to their email",
+                          errors={"role": [f"Must be one of: {', '.join(STAFF_ROLES)}."]})
+        return self.sign_up(email=email, password=password, display_name=display_name, role=role,
+                            time_zone=time_zone, request_key=request_key)
 
     def _create(self, *, email: str, password_hash: str, display_name: str, role: str, time_zone: str,
                 user_id: str | None = None) -> Account:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import time_machine
 
+from companion.domain.errors import Invalid
 from tests.support.world import PASSWORD
 
 
@@ -55,6 +57,45 @@ def test_caregiver_is_view_only_unless_granted_more(client, world):
     url = f"/api/v1/patients/{patient.id}"
     assert client.get(url, headers=caregiver.headers).status_code == 200
     assert client.patch(url, json={"display_name": "X"}, headers=caregiver.headers).status_code == 403
+
+
+def test_an_admin_cannot_make_the_caregiver_account_a_patient_offered_access_to(client, world, services, db, mailbox):
+    """A caregiver's consent rests on the owner of the email saying yes. An admin made caregiver accounts live at
+    once, with a password of their choosing: for the email patient A had offered access to (nobody's account yet),
+    they signed in, found A's offer, accepted it and read A's record and diary notes, though admins see no health
+    data. An admin makes clinicians and admins only; the email's owner signs up with the code mailed to it."""
+    patient, admin = world["patient_a"], world["admin"]
+    daughter = "daughter@example.org"
+    offered = client.post(f"/api/v1/patients/{patient.id}/caregivers", headers=patient.headers, json={
+        "caregiver_email": daughter, "current_password": PASSWORD, "permissions": {"diary_notes": True}})
+    assert offered.status_code == 201
+    for role in ("caregiver", "patient"):
+        made = client.post("/api/v1/admin/users", headers=admin.headers, json={
+            "email": daughter, "password": "the admin's own choice", "display_name": "Daughter", "role": role})
+        assert made.status_code == 422, made.json
+        assert "role" in str(made.json)
+        with pytest.raises(Invalid):  # the rule is the service's, not only the route's schema
+            services.accounts.create_staff(email=daughter, password="the admin's own choice",
+                                           display_name="Daughter", role=role, time_zone="UTC")
+    assert db.users.count_documents({"email": daughter}) == 0
+    assert client.post("/api/v1/auth/login", json={"email": daughter, "password": "the admin's own choice"}) \
+        .status_code == 401
+    # The owner of the email signs up with the code mailed to it, finds the offer and accepts it.
+    assert client.post("/api/v1/auth/signup", json={"email": daughter, "password": PASSWORD, "display_name": "Dee",
+                                                    "role": "caregiver", "time_zone": "UTC"}).status_code == 202
+    assert client.post("/api/v1/auth/signup/confirm", json={"email": daughter, "code": mailbox.last_code(daughter),
+                                                            "password": PASSWORD}).status_code == 201
+    token = client.post("/api/v1/auth/login", json={"email": daughter, "password": PASSWORD}).json["access_token"]
+    owner = {"Authorization": f"Bearer {token}"}
+    [waiting] = client.get("/api/v1/caregiver/invitations", headers=owner).json["items"]
+    assert waiting["id"] == offered.json["id"]
+    assert client.post(f"/api/v1/caregiver/invitations/{waiting['id']}/acceptance", headers=owner,
+                       json={"current_password": PASSWORD}).status_code == 200
+    assert client.get(f"/api/v1/patients/{patient.id}", headers=owner).status_code == 200
+    # Staff accounts are still made at once.
+    nurse = client.post("/api/v1/admin/users", headers=admin.headers, json={
+        "email": "nurse@example.org", "password": PASSWORD, "display_name": "Nurse", "role": "clinician"})
+    assert nurse.status_code == 201 and nurse.json["role"] == "clinician"
 
 
 def test_caregiver_lists_only_the_patients_who_consented(client, world):
