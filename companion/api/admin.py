@@ -112,28 +112,41 @@ def _note_account(user_id: str, action: str) -> None:
     auditing.note(patient_ids=[user_id], resource="account", action=action, resource_ids=[user_id])
 
 
-def note_team_clinician(team_id: str, clinician_id: str, action: str) -> None:
+def note_team_clinician(team_id: str, clinician_id: str, action: str, resource: str = "team_clinician") -> None:
     """Record that a clinician starts (``C``) or stops (``D``) reading a team's patients' data, against each
     patient enrolled (a large team's, as several events: companion.http.auditing.PATIENTS_PER_EVENT), as an
-    enrolment is: an admin changing the team, the clinician leaving it, their account deactivated or closed."""
-    auditing.note(patient_ids=services().care.patients_of_team(team_id), resource="team_clinician", action=action,
+    enrolment is: an admin changing the team, the clinician leaving it, their account deactivated or closed.
+    ``resource``: what the act was, when it is not a change of the team (an admin's act that opens the clinician's
+    account to someone else, :func:`_note_opening`)."""
+    auditing.note(patient_ids=services().care.patients_of_team(team_id), resource=resource, action=action,
                   resource_ids=[team_id, clinician_id])
 
 
-def _note_teams_of(user_id: str, action: str) -> None:
+def _note_teams_of(user_id: str, action: str, resource: str = "team_clinician") -> None:
     # A clinician's account deactivated or closed ends their access to every patient of their teams (reactivated,
     # gives it back): recorded against each, as a change of a team's clinicians is. Other accounts are on no team.
     for team_id in services().care.team_ids_of(user_id):
-        note_team_clinician(team_id, user_id, action)
+        note_team_clinician(team_id, user_id, action, resource)
 
 
-def _note_links_of(user_id: str, action: str) -> None:
+def _note_links_of(user_id: str, action: str, resource: str = "care_link") -> None:
     # A caregiver's account deactivated stops their access to every patient sharing with them, reactivated gives it
     # back (the links never ended), closed revokes the links: recorded against each of those patients, naming the
     # caregiver (companion.services.audit_subjects). Other accounts have no links as a caregiver.
     patient_ids = services().care.patients_sharing_with(user_id)
     if patient_ids:
-        auditing.note(patient_ids=patient_ids, resource="care_link", action=action, resource_ids=[user_id])
+        auditing.note(patient_ids=patient_ids, resource=resource, action=action, resource_ids=[user_id])
+
+
+def _note_opening(user_id: str, resource: str, action: str) -> None:
+    """Record an admin's act that lets whoever holds what it gave into an account (a reset code made, the
+    authenticator cleared), against the owner and against every patient whose data the account reads: a linked
+    caregiver's (each patient sharing with them) or a clinician's (each patient of their teams). What is read
+    through the account from then on is recorded as its owner's own reading, so this is where those patients see
+    that an admin could have been the one reading."""
+    auditing.note(patient_ids=[user_id], resource=resource, action=action, resource_ids=[user_id])
+    _note_teams_of(user_id, action, resource)
+    _note_links_of(user_id, action, resource)
 
 
 @blp.route("/admin/users")
@@ -227,10 +240,13 @@ class PasswordResetCode(MethodView):
         it (``POST /auth/password-reset``). Issuing another replaces it. Whoever holds the code can take the
         account over, so the act is in the owner's own access log (for a patient: ``GET
         /patients/{id}/access-log``) as a `password_reset_code` created by this admin, and the reset made with it
-        as a `password` changed. The owner is also told by email that a code was issued (never the code)."""
-        # Recorded as what it is (not as any change of the account): the owner's access log says an admin made a
-        # code that opens their account.
-        auditing.note(patient_ids=[user_id], resource="password_reset_code", action="C", resource_ids=[user_id])
+        as a `password` changed; for a caregiver's account, in the access log of each patient sharing with them
+        (naming the caregiver), for a clinician's, of each patient of their teams (naming the clinician and the
+        team), whose data whoever holds the code would read as the account's owner. The owner is also told by
+        email that a code was issued (never the code)."""
+        # Recorded as what it is (not as any change of the account): the owner's access log, and those of the
+        # patients the account reads, say an admin made a code that opens it.
+        _note_opening(user_id, "password_reset_code", "C")
         code, expires_at = services().accounts.issue_password_reset(user_id)
         return {"code": code, "expires_at": expires_at}
 
@@ -245,8 +261,10 @@ class Authenticator(MethodView):
         """Clear the account's authenticator (TOTP), when its owner lost the phone that held it: every session
         of the account ends, and its owner enrols a new one at the next sign-in (required for staff where
         `COMPANION_STAFF_MFA=required`). Check who is asking before doing this: it is the second factor. The owner
-        is told by email."""
-        _note_account(user_id, "U")
+        is told by email. The act is in the owner's access log as an `authenticator` deleted by this admin, and,
+        like a reset code, in the access log of each patient whose data the account reads (a caregiver's patients
+        sharing with them, a clinician's patients of their teams)."""
+        _note_opening(user_id, "authenticator", "D")
         return services().accounts.clear_mfa(user_id, by=current_actor().id)
 
 

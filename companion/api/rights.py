@@ -63,18 +63,25 @@ class AccessEventSchema(Schema):
     clinician_id = fields.String(allow_none=True, metadata={
         "description": "for a `team_clinician` event, the clinician whose reading of one of the patient's care "
                        "teams began (C: added by an admin, their account reactivated) or ended (D: taken off by an "
-                       "admin, they left, their account deactivated or deleted); absent for other events"})
+                       "admin, they left, their account deactivated or deleted); for a `password_reset_code` (C) or "
+                       "`authenticator` (D) event, the clinician whose account an admin made a reset code for or "
+                       "cleared the authenticator of (whoever holds the code reads the team's patients as them); "
+                       "absent for other events"})
     clinician_name = fields.String(allow_none=True, metadata={
         "description": "that clinician's display name, as their account shows it now (erased once it is "
                        "closed); never their email"})
     clinician_role = fields.String(allow_none=True, metadata={"description": "that clinician's account role"})
-    team_id = fields.String(allow_none=True, metadata={"description": "for a `team_clinician` event: the care team"})
+    team_id = fields.String(allow_none=True, metadata={
+        "description": "for a `team_clinician` event, or one of those two about a clinician: the care team"})
     team_name = fields.String(allow_none=True, metadata={"description": "that care team's name"})
     # A change to a caregiver's access made through their account (resource_type care_link) names whom.
     caregiver_id = fields.String(allow_none=True, metadata={
         "description": "for a `care_link` event about a caregiver's account, the caregiver whose access to the "
                        "patient's data stopped (D: their account deactivated or deleted by an admin, or they left) "
-                       "or began again (C: their account reactivated); absent for other events"})
+                       "or began again (C: their account reactivated); for a `password_reset_code` (C) or "
+                       "`authenticator` (D) event, the caregiver whose account an admin made a reset code for or "
+                       "cleared the authenticator of (whoever holds the code reads the patient's data as them); "
+                       "absent for other events"})
     caregiver_name = fields.String(allow_none=True, metadata={
         "description": "that caregiver's display name, as their account shows it now (erased once it is "
                        "closed); never their email"})

@@ -7,6 +7,12 @@ shows that clinician's display name and role (never their email, as for the staf
 A change to a caregiver's access made through their account (``care_link`` with ``resource_ids`` [caregiver]: an
 admin deactivating, reactivating or deleting it, the caregiver leaving) shows that caregiver's display name and
 role the same way. Other ``care_link`` events name a link or an offer by its id, and show nothing more.
+
+An admin's act that opens a caregiver's or a clinician's account to whoever holds what it gave (``password_reset_code``
+made, ``authenticator`` cleared) is recorded against the patients the account reads, with the same ``resource_ids``
+as a change of access through that account: [caregiver], or [team, clinician] for each of the clinician's teams. It
+is named the same way. The same act recorded against the owner's own account names only that account (one id: a
+caregiver's names the caregiver; a patient's, nobody).
 """
 
 from __future__ import annotations
@@ -16,27 +22,32 @@ from companion.store.stores import Stores
 
 TEAM_CLINICIAN = "team_clinician"
 CARE_LINK = "care_link"
+# An admin's acts on an account that let someone else into it (companion.api.admin._note_opening).
+OPENINGS = ("password_reset_code", "authenticator")
+NAMING_CLINICIAN = (TEAM_CLINICIAN, *OPENINGS)
+NAMING_CAREGIVER = (CARE_LINK, *OPENINGS)
 
 
 def _team_and_clinician(event: dict) -> tuple[str, str] | None:
     ids = event.get("resource_ids") or []
-    if event.get("resource_type") != TEAM_CLINICIAN or len(ids) != 2:
+    if event.get("resource_type") not in NAMING_CLINICIAN or len(ids) != 2:
         return None
     return ids[0], ids[1]
 
 
 def _caregiver_named(event: dict) -> str | None:
-    """The one id a ``care_link`` event names, which is a caregiver's only if an account of that role has it."""
+    """The one id a ``care_link`` (or opening) event names, which is a caregiver's only if an account of that role
+    has it."""
     ids = event.get("resource_ids") or []
-    return ids[0] if event.get("resource_type") == CARE_LINK and len(ids) == 1 else None
+    return ids[0] if event.get("resource_type") in NAMING_CAREGIVER and len(ids) == 1 else None
 
 
 def named_subjects(stores: Stores, events: list[dict]) -> list[dict]:
-    """For each event, in order, the fields that name what it is about: for a change to a team's clinicians,
-    ``team_id``, ``team_name``, ``clinician_id``, ``clinician_name`` and ``clinician_role``; for a change to a
-    caregiver's access through their account, ``caregiver_id``, ``caregiver_name`` and ``caregiver_role`` (as the
-    account shows them now: a closed account's name is erased); for any other event, none. Two reads, whatever
-    the number of events."""
+    """For each event, in order, the fields that name what it is about: for a change to a team's clinicians (or
+    an opening of a clinician's account), ``team_id``, ``team_name``, ``clinician_id``, ``clinician_name`` and
+    ``clinician_role``; for a change to a caregiver's access through their account (or an opening of it),
+    ``caregiver_id``, ``caregiver_name`` and ``caregiver_role`` (as the account shows them now: a closed account's
+    name is erased); for any other event, none. Two reads, whatever the number of events."""
     pairs = [_team_and_clinician(e) for e in events]
     caregivers = [_caregiver_named(e) for e in events]
     named = [p for p in pairs if p is not None]

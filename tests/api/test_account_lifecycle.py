@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from companion.domain.access import CaregiverPermissions
 from companion.domain.errors import Invalid
 from tests.support.records import session_record
-from tests.support.world import PASSWORD, login
+from tests.support.world import PASSWORD, login, make_user
 
 NEW_PASSWORD = "a completely new passphrase"
 
@@ -274,7 +275,8 @@ def test_a_refused_session_is_audited_under_the_account_or_gateway_it_belongs_to
 def test_an_admin_clears_a_lost_authenticator_and_its_owner_enrols_a_new_one_at_the_next_sign_in(client, world,
                                                                                                  services, db):
     """A clinician with a new phone has lost their TOTP secret: an admin clears it (audited against the
-    account; every session ends, as after a password change) and the next sign-in goes through enrolment."""
+    account and the patients of their team; every session ends, as after a password change) and the next sign-in
+    goes through enrolment."""
     import pyotp
 
     admin, clinician = world["admin"], world["clinician_team"]
@@ -291,12 +293,57 @@ def test_an_admin_clears_a_lost_authenticator_and_its_owner_enrols_a_new_one_at_
     assert _me(client, clinician).status_code == 401  # every session ended
     assert client.post("/api/v1/auth/mfa", json={"mfa_token": signing_in["mfa_token"],
                                                  "code": pyotp.TOTP(secret).now()}).status_code == 401
-    assert db.audit_events.count_documents({"route": "/api/v1/admin/users/<user_id>/mfa",
-                                            "resource_ids": clinician.id, "outcome": "success"}) == 1
+    for about in (clinician, world["patient_a"]):  # the account itself, and the patient of its team
+        assert db.audit_events.count_documents({"route": "/api/v1/admin/users/<user_id>/mfa", "patient_ids": about.id,
+                                                "resource_ids": clinician.id, "outcome": "success"}) == 1
     again = client.post("/api/v1/auth/login", json={"email": clinician.email, "password": PASSWORD}).json
     assert "access_token" in again or again.get("mfa_enrolled") is False  # enrolment, not the lost code
     assert client.delete("/api/v1/admin/users/000000000000000000000000/mfa",
                          headers=admin.headers).status_code == 404
+
+
+def _openings(client, patient):
+    """The admin's reset codes and authenticator clears in a patient's access log: what, of whose account."""
+    log = client.get(f"/api/v1/patients/{patient.id}/access-log", headers=patient.headers).json["items"]
+    return sorted([(e["resource_type"], e["action"], e["actor_role"], e.get("caregiver_id") or e.get("clinician_id"),
+                    e.get("caregiver_name") or e.get("clinician_name"), e.get("team_name")) for e in log
+                   if e["resource_type"] in ("password_reset_code", "authenticator")], key=repr)
+
+
+def test_a_reset_code_or_an_authenticator_cleared_for_a_caregiver_or_a_clinician_is_in_their_patients_access_logs(
+        client, world, services):
+    """Whoever holds a reset code takes the account over, and what they then read is recorded as its owner's
+    reading. For a linked caregiver or a team's clinician only the owner's account recorded the code (or the
+    authenticator cleared): the patients whose data the admin could then read as them saw nothing. Each is in the
+    access log of every patient sharing with the caregiver, or of each of the clinician's teams, naming whom (and
+    which team), as a deactivation of those accounts is; and in no other patient's."""
+    admin, caregiver, clinician = world["admin"], world["caregiver_linked"], world["clinician_team"]
+    patient_a, patient_b = world["patient_a"], world["patient_b"]
+    patient_c = make_user(client, services, key="patient_c", role="patient")  # shares with nobody, on no team
+    second = services.care.create_team("Second clinic")
+    services.care.add_clinician(second.id, clinician.id)
+    services.stores.care_teams.enrol(second.id, patient_b.id)
+    services.stores.care_links.grant(patient_c.id, world["caregiver_unlinked"].id, CaregiverPermissions())
+    for person in (caregiver, clinician, world["caregiver_unlinked"]):
+        assert client.post(f"/api/v1/admin/users/{person.id}/password-reset", headers=admin.headers).status_code \
+            == 201
+    for person in (caregiver, clinician):
+        assert client.delete(f"/api/v1/admin/users/{person.id}/mfa", headers=admin.headers).status_code == 200
+    caregivers = [(what, action, "admin", caregiver.id, "Caregiver Linked", None)
+                  for what, action in (("authenticator", "D"), ("password_reset_code", "C"))]
+    assert _openings(client, patient_a) == sorted(caregivers + [
+        (what, action, "admin", clinician.id, "Clinician Team", "Pain clinic A")
+        for what, action in (("authenticator", "D"), ("password_reset_code", "C"))], key=repr)
+    assert _openings(client, patient_b) == [
+        (what, action, "admin", clinician.id, "Clinician Team", "Second clinic")
+        for what, action in (("authenticator", "D"), ("password_reset_code", "C"))]
+    assert _openings(client, patient_c) == [("password_reset_code", "C", "admin", world["caregiver_unlinked"].id,
+                                             "Caregiver Unlinked", None)]
+    # The patient's own account: the code for it is theirs, naming nobody else.
+    assert client.post(f"/api/v1/admin/users/{patient_b.id}/password-reset", headers=admin.headers).status_code \
+        == 201
+    assert ("password_reset_code", "C", "admin", None, None, None) in _openings(client, patient_b)
+    assert len(_openings(client, patient_a)) == 4
 
 
 def test_an_account_the_cli_makes_can_reset_its_password(client, services, world):
