@@ -141,6 +141,10 @@ class OccurrenceSchema(Schema):
     push_with = fields.String(allow_none=True, metadata={
         "description": "another occurrence due at the same instant (a daylight-saving gap) whose push this one "
                        "shares"})
+    settled_by = fields.String(allow_none=True, metadata={
+        "description": "on a tombstone: the occurrence whose answer stands for this one (the same reminder's slot "
+                       "of the same day before its time changed, answered from a phone that had not synced the "
+                       "change): one dose, recorded there"})
     deleted = fields.Boolean(dump_default=False)
     version = version_field()
 

@@ -208,7 +208,11 @@ class OccurrenceView(MethodView):
         answered 200 (a skip: with the same reason, spacing and case aside); a different recorded outcome, or
         a skip with another reason, is 409 with the stored occurrence in `current`, nothing written. A caregiver
         not allowed the patient's own words is not shown the recorded reason, nor compared with one someone else
-        gave: their skip of a skipped occurrence is 409 unless they recorded it themselves."""
+        gave: their skip of a skipped occurrence is 409 unless they recorded it themselves. An answer is judged
+        against every time the occurrence was shown due (a phone that has not synced a move or a change sends
+        it for the time it knows; README, "Reminders at the edges"): one on an occurrence called off when its
+        reminder was re-timed settles the day's new slot (`settled_by`), and that slot answered with the same
+        outcome is 200 as it stands, another 409."""
         grant = require_patient(patient_id, Operation.WRITE)
         auditing.note(patient_ids=[patient_id], resource="reminder_occurrence", action="U",
                       resource_ids=[occurrence_id])

@@ -19,6 +19,9 @@ Edges, decided here:
   reaches the database first, the result is the patient's outcome, with ``on_time`` true when ``at`` lies
   inside the completion window. Two outcomes that differ (done, then skipped), or two skips with different
   reasons, are a conflict (see ``_same_outcome`` below).
+- **Answered on an out-of-date copy.** An answer is judged against every window the slot was shown with (a move
+  west keeps the window it leaves), and one on a slot called off settles the day's replacement
+  (companion.domain.answers, companion.services.reminder_answers).
 - **Snooze before the due time** counts from the due time (companion.domain.schedules.snoozed_until), and
   the pushes planned before the snooze time are held back (companion.services.reminder_dispatch).
 - **Travel east.** A slot the zone change jumped over (companion.domain.schedules.slots_skipped_by_moves)
@@ -56,6 +59,7 @@ from companion.domain.access import (
     sees_free_text,
     without_free_text,
 )
+from companion.domain.answers import EARLY_MARK, in_time, taken_after_call_off, too_early
 from companion.domain.errors import Conflict, Contended, Invalid, NotFound, PreconditionFailed
 from companion.domain.localtime import TimeZoneHistory, local_date_of
 from companion.domain.notifications import initial_key, left_on_the_other_clock, reminding_keys_of, ttl_for
@@ -64,6 +68,13 @@ from companion.domain.quiet_hours import next_allowed
 from companion.domain.schedules import ReminderOccurrence, snoozed_until
 from companion.services.derived_ids import derived_id
 from companion.services.item_failures import ItemFailures
+from companion.services.reminder_answers import (
+    ANSWERED,
+    called_off_at,
+    left_behind,
+    settle_replacement,
+    windows_of,
+)
 from companion.services.reminder_schedules import check_reminder, skipped_slots_for, slots_for
 from companion.services.sync import Changes, feed_view
 from companion.services.touched_days import TouchedDays
@@ -80,7 +91,6 @@ MAX_WINDOW = timedelta(days=31)
 # stored within it (refresh_future), and one stored beyond would outlive them (pushed, then counted missed, for a
 # reminder the patient had stopped). A range read further ahead shows the slots planned there (occurrences_between).
 STORED_AHEAD = timedelta(days=31)
-EARLY_MARK = timedelta(hours=1)  # an occurrence can be ticked off at most this long before it is due
 MAX_ACTIVE = 50
 MOVES_LOOKBACK = timedelta(days=1)  # zone changes this long before a window are checked for skipped slots
 TIME_ZONE_CHANGE = "time_zone_change"
@@ -91,7 +101,6 @@ KEPT = (*MOMENT, "skipped_by_move_at", "status", "status_at", "missed_reason")
 RESTORED = {"status": "pending", "status_at": None, "missed_reason": None, "skipped_by_move_at": None,
             "nudges_sent": 0}
 ATTEMPTS = 20
-ANSWERED = ("done", "skipped")  # the patient's outcomes: recorded once, never changed
 RUNS = 3  # materialize runs again (at most this often in all) when what it was computed from changed meanwhile
 # Where a page of the reminders list ended: its part ("active" or "stopped"), its sort key in that part (created_at,
 # updated_at) and its id.
@@ -395,28 +404,31 @@ class ReminderService:
         reminders = self.reminders.active_of(patient_id)
         wanted, kept = _planned(reminders, history, patient.quiet_hours, start_utc, end_utc, current)
         existing = self.occurrences.by_ids(list(wanted))
-        moves: list[tuple[str, dict]] = []
-        restores: list[tuple[str, dict]] = []
-        revivals: list[dict] = []
+        # Each with the window the slot leaves (None: the same), which it keeps among those it was shown with: a
+        # phone that has not synced reminds there, and the patient's answer given there is taken (record_outcome).
+        moves: list[tuple[str, dict, dict | None]] = []
+        restores: list[tuple[str, dict, dict | None]] = []
+        revivals: list[tuple[dict, dict | None]] = []
         for key, doc in wanted.items():
             stored = existing.get(key)
             if stored is None:
                 continue
             if key in kept:
                 if stored["status"] == "pending" and stored["due_at"] != doc["due_at"]:
-                    moves.append((key, {k: doc[k] for k in KEPT}))
+                    moves.append((key, {k: doc[k] for k in KEPT}, left_behind(stored, doc)))
             elif _restorable(stored, doc, current):
-                restores.append((key, {**{k: doc[k] for k in MOMENT}, **RESTORED, "restored_at": current}))
+                restores.append((key, {**{k: doc[k] for k in MOMENT}, **RESTORED, "restored_at": current},
+                                 left_behind(stored, doc)))
             elif stored["status"] == "pending" and stored["due_at"] >= current \
                     and any(stored.get(k) != doc[k] for k in MOMENT):
-                moves.append((key, {k: doc[k] for k in MOMENT}))
-            elif stored["status"] == CANCELLED and doc["due_at"] >= current:
-                revivals.append(doc)
+                moves.append((key, {k: doc[k] for k in MOMENT}, left_behind(stored, doc)))
+            elif stored["status"] == CANCELLED and doc["due_at"] >= current and not stored.get("settled_by"):
+                revivals.append(({**doc, "made_at": current}, left_behind(stored, doc)))
         stale = [o["_id"] for o in self.occurrences.pending_from(patient_id, max(start_utc, current), end_utc)
                  if o["_id"] not in wanted]
         stale = list(dict.fromkeys(stale + self._open_unwanted(patient_id, reminders, history,
-                                                              set(kept) | {key for key, _ in restores}, current)))
-        new = [doc for key, doc in wanted.items() if key not in existing]
+                                                              set(kept) | {key for key, _, _ in restores}, current)))
+        new = [{**doc, "made_at": current} for key, doc in wanted.items() if key not in existing]
         writes = len(moves) + len(restores) + len(revivals) + len(stale) + len(new)
         if not writes:
             return 0, None
@@ -425,20 +437,20 @@ class ReminderService:
         # retry finds nothing left to cancel, so a process stopped between the two would leave it queued). So for the
         # slots moved back: what was queued on the clock they leave (a retry finds nothing left to restore).
         withdraw_called_off(self.stores, patient_id, called_off)
-        brought_back = [(existing[key], {**existing[key], **fields}) for key, fields in restores]
+        brought_back = [(existing[key], {**existing[key], **fields}) for key, fields, _ in restores]
         self._leave_the_other_clock(patient_id, brought_back, current)
         # The patient's today changes before the writes as well as after: a pass stopped between the two finds
         # nothing left to write when it runs again, and would leave a today computed before it as current.
         self.today.touch([patient_id])
         with self.changes.stamp(patient_id, self.occurrences, writes) as seq:
-            for key, fields in moves:
-                self.occurrences.move_pending(key, fields, seq)
+            for key, fields, left in moves:
+                self.occurrences.move_pending(key, fields, seq, left)
                 seq += 1
-            for key, fields in restores:
-                self.occurrences.restore_kept(key, fields, seq, TIME_ZONE_CHANGE)
+            for key, fields, left in restores:
+                self.occurrences.restore_kept(key, fields, seq, TIME_ZONE_CHANGE, left)
                 seq += 1
-            for doc in revivals:
-                self.occurrences.revive(doc, seq)
+            for doc, left in revivals:
+                self.occurrences.revive(doc, seq, left)
                 seq += 1
             self.occurrences.cancel_pending(stale, seq, current)
             seq += len(stale)
@@ -589,15 +601,30 @@ class ReminderService:
         page = self.changes.page(grant.patient_id, self.occurrences, cursor, limit, view=feed_view(grant))
         return page.with_items(_visible(grant, page.items))
 
-    def _open_occurrence(self, patient_id: str, key: str, *, answered_at: datetime | None = None) -> dict:
-        """The occurrence an answer or a snooze is for. A cancelled one is found only for an answer the patient
-        gave before it was called off (a phone offline while a caregiver moved the reminder)."""
+    def _open_occurrence(self, patient_id: str, key: str) -> dict:
+        """The occurrence a snooze is for: not cancelled, due within the hour or already."""
         occurrence = self.occurrences.get(patient_id, key)
-        if not occurrence or (occurrence["status"] == CANCELLED and not (
-                answered_at is not None and occurrence.get("status_at") and answered_at <= occurrence["status_at"]
-                and answered_at >= occurrence["due_at"] - EARLY_MARK)):
+        if not occurrence or occurrence["status"] == CANCELLED:
             raise NotFound("no such reminder occurrence")
         if occurrence["due_at"] - EARLY_MARK > self.clock():
+            raise Invalid("this reminder is not due yet", errors={"status": ["not due yet"]})
+        return occurrence
+
+    def _answered_occurrence(self, patient_id: str, key: str, at: datetime | None) -> dict:
+        """The occurrence an answer given at ``at`` (None: now) is for, judged against every window it was shown
+        with (companion.domain.answers: a phone that did not sync a move or a change reminds at the time it
+        knows). A cancelled one is found for an answer given before it was called off or inside such a window,
+        and one settled by another slot's answer always (record_outcome answers it as that answer)."""
+        occurrence = self.occurrences.get(patient_id, key)
+        if not occurrence:
+            raise NotFound("no such reminder occurrence")
+        if occurrence.get("settled_by"):
+            return occurrence
+        current, windows = self.clock(), windows_of(occurrence)
+        off = called_off_at(occurrence)
+        if occurrence["status"] == CANCELLED and (off is None or not taken_after_call_off(at or current, windows, off)):
+            raise NotFound("no such reminder occurrence")
+        if too_early(current, windows):
             raise Invalid("this reminder is not due yet", errors={"status": ["not due yet"]})
         return occurrence
 
@@ -609,43 +636,63 @@ class ReminderService:
         saying whether ``at`` was inside the window. Recording the same outcome again is harmless (see
         :func:`_same_outcome`); anything else on a recorded outcome is a Conflict with the occurrence as the
         caller may see it, nothing written. The answer is the occurrence as the caller may see it (a caregiver
-        not allowed the patient's own words does not see the reason a skip already recorded gave)."""
+        not allowed the patient's own words does not see the reason a skip already recorded gave). ``at`` is
+        judged against every window the occurrence was shown with (companion.domain.answers); an answer to one
+        settled by another slot's answer is that answer's (:meth:`_answer_to_settled`)."""
         patient_id = grant.patient_id
-        occurrence = self._open_occurrence(patient_id, key, answered_at=at)
+        occurrence = self._answered_occurrence(patient_id, key, at)
+        if occurrence.get("settled_by"):
+            return self._answer_to_settled(grant, occurrence, status, reason, by)
         if occurrence["status"] in ANSWERED and not _same_outcome(grant, occurrence, status, reason, by):
             raise _other_outcome(grant, occurrence)
+        windows = windows_of(occurrence)
         if occurrence["status"] == status:
             if at is not None and occurrence.get("status_at") and at < occurrence["status_at"] \
-                    and at >= occurrence["due_at"] - EARLY_MARK:
+                    and not too_early(at, windows):
                 # Another phone's copy of the same answer, given earlier (offline meanwhile): the moment it was
                 # done is the earlier one, and it may have been in time.
                 with self.changes.reservation(patient_id, self.occurrences) as held:
-                    earlier = self.occurrences.answered_earlier(patient_id, key, status, at,
-                                                                at <= occurrence["window_ends_at"], held.first)
+                    earlier = self.occurrences.answered_earlier(patient_id, key, status, at, in_time(at, windows),
+                                                                held.first)
                 occurrence = held.as_stored(earlier) or self.occurrences.get(patient_id, key) or occurrence
             self._outcome_recorded(patient_id, occurrence)  # a retry finishes what the first left undone
             return _visible(grant, [occurrence])[0]
         current = self.clock()
         when = at or current
-        if when < occurrence["due_at"] - EARLY_MARK:
+        if too_early(when, windows):
             raise Invalid("that is more than an hour before this reminder was due", errors={"at": ["too early"]})
-        # Answered before it was called off, it stands, as answered: not a tombstone, whether it was cancelled
-        # when read or between that read and this write (the write takes it pending, missed or cancelled).
-        changes = {"status": status, "status_at": when, "recorded_at": current,
-                   "on_time": when <= occurrence["window_ends_at"],
+        # Answered before it was called off (or in a window a phone that never heard of the call-off reminded in),
+        # it stands, as answered: not a tombstone, whether it was cancelled when read or between that read and this
+        # write (the write takes it pending, missed or cancelled; never settled by another slot's answer).
+        changes = {"status": status, "status_at": when, "recorded_at": current, "on_time": in_time(when, windows),
                    "skip_reason": reason if status == "skipped" else None, "recorded_by": by, "deleted": False,
                    "deleted_at": None}
         with self.changes.reservation(patient_id, self.occurrences) as held:
             updated = self.occurrences.record(patient_id, key, ("pending", "missed", CANCELLED), changes,
                                               held.first)
         updated = held.as_stored(updated)
-        if not updated:  # answered meanwhile, from another phone
+        if not updated:  # answered meanwhile, from another phone (or settled by another slot's answer)
             again = self.occurrences.get(patient_id, key) or occurrence
+            if again.get("settled_by"):
+                return self._answer_to_settled(grant, again, status, reason, by)
             if _same_outcome(grant, again, status, reason, by):
                 return _visible(grant, [again])[0]
             raise _other_outcome(grant, again)
         self._outcome_recorded(patient_id, updated)
         return _visible(grant, [updated])[0]
+
+    def _answer_to_settled(self, grant: Grant, settled: dict, status: str, reason: str | None,
+                           by: str | None) -> dict:
+        """An answer to a slot another slot's answer settled (its reminder re-timed, a phone that had not synced
+        answered the old slot): the same outcome as that answer is the same dose, answered 200 with the slot as it
+        stands (settled); another is a Conflict. Nothing is written either way: the dose is counted once."""
+        settling = self.occurrences.get(grant.patient_id, settled["settled_by"])
+        if settling is not None and _same_outcome(grant, settling, status, reason, by):
+            return _visible(grant, [settled])[0]
+        answered = f"recorded as {settling['status']}" if settling is not None else "answered"
+        raise Conflict(f"this reminder was settled by the answer to the same day's reminder before its time "
+                       f"changed, {answered}; see current", current=_visible(grant, [settled])[0],
+                       version=version_of(settled))
 
     def _stop_reminding(self, occurrence: dict, reason: str) -> None:
         """Withdraw the pushes queued for an occurrence the patient has answered or snoozed (a nudge waiting for
@@ -658,8 +705,13 @@ class ReminderService:
 
     def _outcome_recorded(self, patient_id: str, occurrence: dict) -> None:
         """What follows an outcome: a dose taken (or a session ticked off) changes that day's figures, the pushes
-        still queued for it are withdrawn, and an alert raised for the occurrence meanwhile may no longer hold."""
+        still queued for it are withdrawn, and an alert raised for the occurrence meanwhile may no longer hold.
+        An answer on a slot called off settles its replacement (companion.domain.answers), which the same follows:
+        its pushes withdrawn, and an alert raised for it (missed meanwhile) judged as answered."""
+        replacement = settle_replacement(self.stores, self.changes, occurrence, self.clock())
         self._stop_reminding(occurrence, REMINDER_ANSWERED)
+        if replacement is not None:
+            self._stop_reminding(replacement, REMINDER_ANSWERED)
         if self.touched is not None:
             self.touched.dates(patient_id, {date.fromisoformat(occurrence["local_date"])}, "reminder_outcome",
                                reach_back=True)
@@ -667,6 +719,9 @@ class ReminderService:
             self.today.touch([patient_id])
         if self.on_outcome is not None:
             self.on_outcome(patient_id, occurrence)
+            if replacement is not None:
+                self.on_outcome(patient_id, {**replacement, "status": occurrence["status"],
+                                             "status_at": occurrence["status_at"]})
 
     def snooze(self, grant: Grant, key: str, minutes: int) -> dict:
         """Remind again in `minutes`, counted from the due time if it has not come yet (never past the end

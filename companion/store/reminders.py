@@ -8,8 +8,12 @@ stores each occurrence once.
 Both are synced to the app (companion.store.feeds): every change the app can see carries the patient's
 next change number in ``seq`` (a reminder's version). An occurrence its schedule no longer has is not
 deleted but *cancelled*: a tombstone (``status: cancelled``, ``deleted: true``) that the feed hands to
-the app, and that comes back to life if the schedule has the slot again. The scheduler's own bookkeeping
-(``nudges_sent``, ``missed_summary``) is not a change the app sees and takes no number.
+the app, and that comes back to life if the schedule has the slot again; but not one *settled* by another
+slot's answer (``settled_by``: companion.domain.answers). The scheduler's own bookkeeping (``nudges_sent``,
+``missed_summary``) is not a change the app sees and takes no number.
+
+What answers read beside the moment: ``moved_from`` (the windows a slot was moved later from), ``called_off_at``
+(when it was cancelled, kept once an answer brings it back) and ``made_at`` (when it was made or brought back).
 """
 
 from __future__ import annotations
@@ -184,33 +188,51 @@ class Occurrences(feeds.SyncedCollection):
     def by_ids(self, ids: list[str]) -> dict[str, dict]:
         return {d["_id"]: d for d in self.col.find({"_id": {"$in": ids}}).limit(len(ids) or 1)}
 
-    def move_pending(self, occurrence: str, fields: dict, seq: int) -> bool:
+    def move_pending(self, occurrence: str, fields: dict, seq: int, left: dict | None = None) -> bool:
         """Change a still-pending occurrence (its moment: due_at, window_ends_at, notify_at, zone, push_with;
-        or its status, for a slot a zone change jumped over)."""
+        or its status, for a slot a zone change jumped over). ``left``: the window it is moved from (due_at,
+        window_ends_at), kept in ``moved_from`` (phones that did not sync may still show it there)."""
         return self.col.update_one({"_id": occurrence, "status": "pending"},
-                                   {"$set": {**fields, "seq": seq}}).modified_count == 1
+                                   {"$set": {**fields, "seq": seq}, **_keeping(left)}).modified_count == 1
 
-    def restore_kept(self, occurrence: str, fields: dict, seq: int, missed_reason: str) -> bool:
+    def restore_kept(self, occurrence: str, fields: dict, seq: int, missed_reason: str,
+                     left: dict | None = None) -> bool:
         """Change a slot a zone change jumped over and kept (``skipped_by_move_at`` set) that is still pending, or
         still missed for ``missed_reason`` (the move), to ``fields`` (a conditional update: never one the patient
-        has answered meanwhile, nor one missed as any other is)."""
+        has answered meanwhile, nor one missed as any other is); ``left`` as for ``move_pending``."""
         return self.col.update_one({"_id": occurrence, "skipped_by_move_at": {"$ne": None},
                                     "$or": [{"status": "pending"},
                                             {"status": "missed", "missed_reason": missed_reason}]},
-                                   {"$set": {**fields, "seq": seq}}).modified_count == 1
+                                   {"$set": {**fields, "seq": seq}, **_keeping(left)}).modified_count == 1
 
     def cancel_pending(self, ids: list[str], first_seq: int, at: datetime) -> int:
-        """Cancel these occurrences where still pending (tombstones numbered from ``first_seq``)."""
+        """Cancel these occurrences where still pending (tombstones numbered from ``first_seq``). ``called_off_at``
+        keeps the moment once an answer has brought one back (``status_at`` is then the answer's)."""
         return sum(self.col.update_one({"_id": key, "status": "pending"}, {"$set": {
-            "status": CANCELLED, "deleted": True, "deleted_at": at, "status_at": at, "seq": first_seq + n}}
+            "status": CANCELLED, "deleted": True, "deleted_at": at, "status_at": at, "called_off_at": at,
+            "seq": first_seq + n}}
         ).modified_count for n, key in enumerate(ids))
 
-    def revive(self, doc: dict, seq: int) -> bool:
-        """Bring a cancelled occurrence back as ``doc`` (its schedule has the slot again)."""
+    def revive(self, doc: dict, seq: int, left: dict | None = None) -> bool:
+        """Bring a cancelled occurrence back as ``doc`` (its schedule has the slot again); ``left`` as for
+        ``move_pending``. Never one an answer to another slot settled (``settle``): that dose was answered."""
         fields = {k: v for k, v in doc.items() if k != "_id"}
-        return self.col.update_one({"_id": doc["_id"], "status": CANCELLED},
-                                   {"$set": {**fields, "deleted": False, "deleted_at": None, "seq": seq}}
-                                   ).modified_count == 1
+        return self.col.update_one({"_id": doc["_id"], "status": CANCELLED, "settled_by": None},
+                                   {"$set": {**fields, "deleted": False, "deleted_at": None, "called_off_at": None,
+                                             "seq": seq}, **_keeping(left)}).modified_count == 1
+
+    def settle(self, occurrence: str, by: str, seq: int, at: datetime) -> dict | None:
+        """Call off a slot still pending or missed because the answer to ``by`` (the same reminder's slot of the same
+        day, called off when its time changed) stands for it: a tombstone naming ``by`` in ``settled_by``, which
+        materializing never brings back (companion.domain.answers). None if it was answered meanwhile."""
+        return self.col.find_one_and_update(
+            {"_id": occurrence, "status": {"$in": ["pending", "missed"]}},
+            {"$set": {"status": CANCELLED, "deleted": True, "deleted_at": at, "status_at": at, "settled_by": by,
+                      "seq": seq}}, return_document=ReturnDocument.AFTER)
+
+    def of_reminder_on(self, reminder_id: str, local_date: str) -> list[dict]:
+        """Every occurrence of a reminder on a local date, cancelled ones too (a handful: its times that day)."""
+        return list(self.col.find({"reminder_id": reminder_id, "local_date": local_date}).limit(MAX_OCCURRENCES))
 
     def between(self, patient_id: str, start: datetime, end: datetime, limit: int = 5000) -> list[dict]:
         """The patient's occurrences due in [start, end), cancelled ones left out, in time order."""
@@ -222,9 +244,10 @@ class Occurrences(feeds.SyncedCollection):
 
     def record(self, patient_id: str, occurrence: str, allowed_from: tuple[str, ...], changes: dict,
                seq: int) -> dict | None:
-        """Change an occurrence only if it is still in one of the allowed statuses (a conditional update)."""
+        """Change an occurrence only if it is still in one of the allowed statuses (a conditional update), and not
+        settled by another slot's answer (``settle``)."""
         return self.col.find_one_and_update(
-            {"_id": occurrence, "patient_id": patient_id, "status": {"$in": list(allowed_from)}},
+            {"_id": occurrence, "patient_id": patient_id, "status": {"$in": list(allowed_from)}, "settled_by": None},
             {"$set": {**changes, "seq": seq}}, return_document=ReturnDocument.AFTER)
 
     def answered_earlier(self, patient_id: str, occurrence: str, status: str, at: datetime, on_time: bool,
@@ -359,3 +382,8 @@ class Occurrences(feeds.SyncedCollection):
         return list(self.col.find({"status": {"$in": list(statuses)},
                                    "window_ends_at": {"$gte": ended_since, "$lt": due_before + longest},
                                    "kind": kind, "due_at": {"$lt": due_before}}))
+
+
+def _keeping(left: dict | None) -> dict:
+    """The part of an update that keeps the window a slot leaves among those it was shown with (``moved_from``)."""
+    return {"$addToSet": {"moved_from": left}} if left else {}
