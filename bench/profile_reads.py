@@ -15,6 +15,7 @@ import threading
 import time
 from collections import defaultdict
 from contextlib import nullcontext
+from datetime import timedelta
 
 from pymongo import monitoring
 
@@ -111,8 +112,9 @@ def main(argv: list[str] | None = None) -> None:
     with (nullcontext(args.uri) if args.uri else database()) as uri:
         if not args.keep:
             mongo(uri).drop_database(db_name)
-        # A generous database budget: the profile must see a slow query through, not a 503.
-        app = bench_app(uri, db_name, db_timeout_ms=120_000)
+        # A generous database budget: the profile must see a slow query through, not a 503 (and the feeds' settle
+        # time three times it, as the settings require).
+        app = bench_app(uri, db_name, db_timeout_ms=120_000, sync_settle=timedelta(minutes=6))
         client = app.test_client()
         people = seeded(app, client) if args.keep else None
         people = people or seed(uri, db_name, args.panel_patients, DAYS)

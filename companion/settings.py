@@ -532,7 +532,26 @@ def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[s
         settings = replace(settings, audit_key=derived)
     if settings.smtp_url:
         _smtp_url("COMPANION_SMTP_URL", settings.smtp_url)  # given as an override, not read from the environment
+    _check_settle_outlasts_writes(settings)
     return settings
+
+
+SETTLE_OVER_DB_TIMEOUT = 3  # the settle time is at least this many database timeouts
+
+
+def _check_settle_outlasts_writes(settings: Settings) -> None:
+    """A write whose answer was lost keeps its change numbers for the settle time and is never stamped again
+    (companion.services.sync): the database may still apply it for as long as its timeout lets it run, and a feed
+    that moved past its numbers before then would skip it for good. So the settle time must stay well above the
+    database timeout: at least ``SETTLE_OVER_DB_TIMEOUT`` times it."""
+    needed = SETTLE_OVER_DB_TIMEOUT * timedelta(milliseconds=settings.db_timeout_ms)
+    if settings.sync_settle < needed:
+        raise SettingError(
+            f"COMPANION_SYNC_SETTLE_S ({settings.sync_settle.total_seconds():g} s) must be at least "
+            f"{SETTLE_OVER_DB_TIMEOUT} times COMPANION_DB_TIMEOUT_MS ({settings.db_timeout_ms} ms), so at least "
+            f"{-(-needed // timedelta(seconds=1))} s: a write whose answer was lost may still land for as long as "
+            "the database timeout, and feeds wait for it only the settle time; raise COMPANION_SYNC_SETTLE_S or "
+            "lower COMPANION_DB_TIMEOUT_MS")
 
 
 def variable_of(field_name: str) -> str | None:

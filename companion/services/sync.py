@@ -131,8 +131,9 @@ class Changes:
             # on the primary but not acknowledged as asked (a write concern error, WTimeoutError among them): it
             # may yet reach the majority the feeds read from, or be rolled back. Either way its numbers stay
             # held, as a crashed writer's do, until the settle time has passed (far longer than the database
-            # takes to finish or drop a write it was sent); no feed reads past them meanwhile, so a write that
-            # lands late is read, not skipped behind a cursor that moved on. For a write concern error this
+            # takes to finish or drop a write it was sent: at least three times COMPANION_DB_TIMEOUT_MS, which the
+            # settings check at start-up); no feed reads past them meanwhile, so a write that lands late is read,
+            # not skipped behind a cursor that moved on. For a write concern error this
             # holds while the majority confirms it within the settle time (COMPANION_SYNC_SETTLE_S, 30 s; the
             # write concern's own timeout is 5 s): a replica set lagging longer than that (a member down and
             # another far behind) should have it raised, at the cost of feeds waiting as long after each such

@@ -48,6 +48,20 @@ def test_values_are_read_into_their_types():
         True, timedelta(minutes=20), timedelta(seconds=12), 1500)
 
 
+def test_a_settle_time_not_three_times_the_database_timeout_is_refused_naming_both():
+    # A write whose answer was lost keeps its change number for the settle time only: the database may still apply
+    # it for as long as its timeout, after the feeds moved past the number for good.
+    for given in ({"environ": {"COMPANION_DB_TIMEOUT_MS": "15000"}},
+                  {"environ": {"COMPANION_SYNC_SETTLE_S": "20", "COMPANION_DB_TIMEOUT_MS": "7000"}},
+                  {"overrides": {"db_timeout_ms": 120_000}, "environ": {}}):
+        with pytest.raises(SettingError) as refused:
+            load_settings(**given)
+        message = str(refused.value)
+        assert "COMPANION_SYNC_SETTLE_S" in message and "COMPANION_DB_TIMEOUT_MS" in message and "\n" not in message
+    assert load_settings(environ={"COMPANION_DB_TIMEOUT_MS": "10000"}).sync_settle == timedelta(seconds=30)
+    assert load_settings(environ={"COMPANION_DB_TIMEOUT_MS": "120000", "COMPANION_SYNC_SETTLE_S": "360"})
+
+
 def test_production_needs_a_secret_and_always_requires_staff_mfa():
     with pytest.raises(SettingError, match="COMPANION_SECRET_KEY"):
         load_settings(environ={"COMPANION_ENV": "production"})
