@@ -227,7 +227,10 @@ class OccurrenceSnooze(MethodView):
     @allow(*WRITERS)
     @blp.arguments(SnoozeSchema)
     @blp.response(200, OccurrenceSchema, headers=ETAG_HEADERS)
-    @blp.alt_response(409, **conflict_doc("the occurrence has an outcome already, or its time has passed"))
+    @blp.alt_response(409, **conflict_doc(
+        "the occurrence has an outcome already (`current` holds it as stored, as you may see it), or its time has "
+        "passed", contended=True))
+    @conditional.shows_current(OccurrenceSchema)
     @blp.doc(operationId="snooze_occurrence")
     def post(self, body, patient_id, occurrence_id):
         """Remind again in a few minutes, counted from the due time when it has not come yet (a snooze never

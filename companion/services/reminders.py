@@ -734,8 +734,13 @@ class ReminderService:
         with self.changes.reservation(patient_id, self.occurrences) as held:
             updated = self.occurrences.record(patient_id, key, ("pending",), {"snoozed_until": until}, held.first)
         updated = held.as_stored(updated)
-        if not updated:
-            raise Conflict(f"this reminder was already recorded as {occurrence['status']}")
+        if not updated:  # answered (or missed, or called off) since it was read: as it stands now
+            again = self.occurrences.get(patient_id, key)
+            if again is None or again["status"] == CANCELLED:
+                raise NotFound("no such reminder occurrence")
+            if again["status"] == "pending":  # (brought back meanwhile: a move undone, a revival)
+                raise Contended("this reminder changed just now; try again")
+            raise _other_outcome(grant, again)
         self._stop_reminding(occurrence, REMINDER_SNOOZED)  # a snooze holds back every push planned before it
         self.today.touch([patient_id])
         return _visible(grant, [updated])[0]

@@ -152,6 +152,28 @@ def test_a_snooze_before_the_due_time_counts_from_it(client, world, clock):
     assert snoozed.json["snoozed_until"].startswith("2026-03-02T09:45")
 
 
+def test_a_snooze_that_loses_to_a_done_from_the_other_phone_is_refused_with_the_done(
+        client, world, services, clock, monkeypatch):
+    headers = world["patient_a"].headers
+    client.post(f"{base(world)}/reminders", json=REMINDER, headers=headers)
+    first = client.get(f"{base(world)}/occurrences", headers=headers, query_string={
+        "from": START.isoformat(), "to": (START + timedelta(days=1)).isoformat()}).json["items"][0]
+    clock.move_to(datetime(2026, 3, 2, 9, 35, tzinfo=UTC))
+    reminders, read = services.reminders, services.reminders._open_occurrence
+
+    def read_then_the_other_phone_answers(patient_id, key):
+        found = read(patient_id, key)  # pending, as the snooze read it
+        assert client.patch(f"{base(world)}/occurrences/{key}", json={"status": "done"},
+                            headers=headers).status_code == 200
+        return found
+
+    monkeypatch.setattr(reminders, "_open_occurrence", read_then_the_other_phone_answers)
+    lost = client.post(f"{base(world)}/occurrences/{first['id']}/snooze", json={"minutes": 10}, headers=headers)
+    body = assert_problem(lost, 409)
+    assert "already recorded as done" in body["detail"]
+    assert (body["current"]["status"], lost.headers["ETag"]) == ("done", f'"{body["current"]["version"]}"')
+
+
 def test_today_shows_the_mindfulness_goal_even_when_it_does_not_count_towards_adherence(client, world, services):
     plan = {**PLAN, "mindfulness": {"minutes_per_day": 10, "sessions_per_week": 3}}  # counts: default false
     client.put(f"{base(world)}/therapy-plan", json=plan, headers=world["clinician_team"].headers)
