@@ -217,6 +217,7 @@ def missed_tens_session(
     delay_minutes: int = DEFAULT_CAREGIVER_ALERT_DELAY_MIN,
     *,
     reminded: bool = True,
+    quiet_hours: bool = False,
 ) -> AlertCandidate | None:
     """Alert when a TENS reminder was neither done nor skipped by the last nudge plus the patient's delay.
 
@@ -225,7 +226,9 @@ def missed_tens_session(
     (``news_until``): later, it is raised for the care team's panel and the alert lists, and nobody is pushed
     about a session of hours ago. One of which no reminder reached the patient (``reminded`` False: the reminders
     could not go out, and the patient had the summary that says so) is raised the same way, pushing nobody, its
-    text saying that no reminder could be sent.
+    text saying that no reminder could be sent; with ``quiet_hours``, that none was sent because the patient's
+    quiet hours lasted past its window (``last_nudge_utc`` is then the window's end: there was no reminder to run
+    the delay from). A caregiver is never pushed that a patient ignored a reminder they never had.
     """
     due = missed_session_due_at(last_nudge_utc, delay_minutes)
     if done_or_skipped or require_utc(now_utc) < due:
@@ -235,6 +238,11 @@ def missed_tens_session(
         text = (f"TENS session not done: the reminder for {when} (patient's local time) was not marked done "
                 f"within {delay_minutes} minutes of the last reminder.")
         news_until = due + MISSED_ALERT_MARGIN
+    elif quiet_hours:
+        text = (f"TENS session not done: the session planned for {when} (patient's local time) was not marked done, "
+                "and no reminder of it was sent: it fell inside the patient's quiet hours, which last past the end "
+                "of its completion window.")
+        news_until = occurrence.due_at_utc  # before it could be raised: pushed to nobody
     else:
         text = (f"TENS session not done: the session planned for {when} (patient's local time) was not marked done, "
                 "and no reminder of it could be sent (reminders were not going out).")

@@ -105,8 +105,10 @@ from companion.services.derived_ids import derived_id
 from companion.services.item_failures import ItemFailures
 from companion.services.reminder_dispatch import (
     as_domain_occurrence,
+    held_past_window,
     kept_from_reminding,
     planned_pushes,
+    quiet_through_window,
     repeats_of,
 )
 from companion.settings import Settings
@@ -551,9 +553,10 @@ class AlertService:
         time-zone change jumped over them (the patient was travelling). Read: those whose window ended within
         the longest delay accepted (and a margin) or is still open, so that every delay, window and repeats the
         API accepts is alerted; the alert's dedup key raises each once. What a worker back from an outage reads
-        longer than ``MISSED_ALERT_MARGIN`` after it fell due, and what no reminder reached the patient of, is raised
-        for the care team's panel and pushes nobody (``missed_tens_session``); one whose reminder is still queued and
-        may yet go is left to a later pass (``_kept_from_reminding``)."""
+        longer than ``MISSED_ALERT_MARGIN`` after it fell due, and what no reminder reached the patient of (an outage,
+        or their quiet hours lasting past its window: ``quiet_through_window``), is raised for the care team's panel
+        and pushes nobody (``missed_tens_session``); one whose reminder is still queued and may yet go is left to a
+        later pass (``_kept_from_reminding``)."""
         occurrences = [o for o in self.stores.occurrences.due_and_ended_since("tens", now - MISSED_ALERT_AFTER_WINDOW,
                                                                                now, ("pending", "missed"))
                        if not o.get("missed_reason")]
@@ -564,10 +567,13 @@ class AlertService:
 
         def last_push(occurrence: dict) -> datetime:
             # The last push the patient was to get: the last nudge, or later if their quiet hours held the first
-            # push back or they snoozed it (the delay runs from the reminder they actually had).
+            # push back or they snoozed it (the delay runs from the reminder they actually had). None at all (quiet
+            # hours held it past the window, no snooze): from the window's end, the last moment it could be done.
             reminder = reminders.get(occurrence["reminder_id"])
-            return max([nudge_times(as_domain_occurrence(occurrence), repeats_of(reminder))[-1]]
-                       + [p.send_at for p in planned_pushes(occurrence, reminder)])
+            pushes = [p.send_at for p in planned_pushes(occurrence, reminder)]
+            if not pushes and held_past_window(occurrence):
+                return occurrence["window_ends_at"]
+            return max([nudge_times(as_domain_occurrence(occurrence), repeats_of(reminder))[-1], *pushes])
 
         due = []  # (occurrence, its last push, the patient's delay) of those whose alert has come
         for occurrence in occurrences:
@@ -579,19 +585,24 @@ class AlertService:
         starts = self._session_starts(min(o["due_at"] for o, _, _ in due) - EARLY_SESSION, now + timedelta(minutes=5),
                                       {o["patient_id"] for o, _, _ in due}) if due else {}
 
-        def judge(occurrence: dict, last: datetime, delay: int, reminded: bool = True) -> AlertCandidate | None:
+        def judge(occurrence: dict, last: datetime, delay: int, reminded: bool = True,
+                  quiet: bool = False) -> AlertCandidate | None:
             domain_occurrence = as_domain_occurrence(occurrence)
             done = session_during(domain_occurrence, starts.get(occurrence["patient_id"], [])) is not None
             return missed_tens_session(occurrence["patient_id"], domain_occurrence, last, done, now, delay,
-                                       reminded=reminded)
+                                       reminded=reminded, quiet_hours=quiet)
 
         found = []
         for occurrence, last, delay in due:
             candidate = failures.attempt(occurrence.get("_id"), lambda o=occurrence, t=last, d=delay: judge(o, t, d))
             if candidate is not None:
                 found.append((occurrence, last, delay, candidate))
-        unreminded, undecided = self._kept_from_reminding([(o, c) for o, _, _, c in found], now)
-        return [(judge(o, last, delay, reminded=False) or c) if o["_id"] in unreminded else c
+        # Quiet hours that lasted past the window sent no reminder: never told to anyone as one ignored.
+        quiet = quiet_through_window(self.stores.outbox, [o for o, _, _, _ in found])
+        unreminded, undecided = self._kept_from_reminding([(o, c) for o, _, _, c in found if o["_id"] not in quiet],
+                                                          now)
+        return [(judge(o, last, delay, reminded=False, quiet=o["_id"] in quiet) or c)
+                if o["_id"] in unreminded | quiet else c
                 for o, last, delay, c in found if o["_id"] not in undecided]
 
     def _kept_from_reminding(self, found: list[tuple[dict, AlertCandidate]],

@@ -188,12 +188,30 @@ def kept_from_reminding(outbox: Outbox, occurrences: list[dict], now: datetime) 
     return kept, undecided
 
 
+def held_past_window(occurrence: dict) -> bool:
+    """Whether the patient's quiet hours held an occurrence's first push past the end of its window: no reminder of
+    it was planned (its nudges would come before that push, inside the quiet hours too). Only a snooze, which the
+    patient asks for in the app, pushes it then."""
+    return (occurrence.get("notify_at") or occurrence["due_at"]) >= occurrence["window_ends_at"]
+
+
+def quiet_through_window(outbox: Outbox, occurrences: list[dict]) -> set[str]:
+    """Those of ``occurrences`` (by id) of which no reminder was sent because the patient's quiet hours lasted past
+    their window (``held_past_window``), and no snooze's push reached a phone either: the patient was never
+    reminded, by their own settings, not by an outage (no summary for them)."""
+    held = [o for o in occurrences if held_past_window(o)]
+    snoozed = [o for o in held if snooze_key(o)]
+    queued = _existing(outbox, [(snooze_key(o), o) for o in snoozed]) if snoozed else {}
+    return {o["_id"] for o in held
+            if not ((doc := queued.get(snooze_key(o) or "")) and (doc["state"] == SENT or doc.get("sent_at")))}
+
+
 def _reminding_pushes(outbox: Outbox, occurrences: list[dict]) -> dict[str, list[dict]]:
     """The pushes queued to remind of each of ``occurrences`` (by id), of those a reminder was due for inside their
     window (not those whose first push quiet hours held past it)."""
     queued = _existing(outbox, [(key, o) for o in occurrences for key in reminding_keys_of(o)])
     return {o["_id"]: [queued[key] for key in reminding_keys_of(o) if key in queued] for o in occurrences
-            if (o.get("notify_at") or o["due_at"]) < o["window_ends_at"]}
+            if not held_past_window(o)}
 
 
 def _resends(candidates: list[dict], reminders: dict[str, dict], sources: dict[str, dict],

@@ -99,6 +99,15 @@ def test_a_missed_session_no_reminder_reached_says_so_and_pushes_nobody():
     assert not pushed_to_caregivers(alert, due) and not still_news(alert, due)
 
 
+def test_a_missed_session_quiet_hours_kept_from_reminding_says_why_and_pushes_nobody():
+    due = missed_session_due_at(OCCURRENCE.window_ends_at_utc)
+    alert = missed_tens_session("p1", OCCURRENCE, OCCURRENCE.window_ends_at_utc, False, due, reminded=False,
+                                quiet_hours=True)
+    assert "no reminder of it was sent" in alert.text and "quiet hours" in alert.text
+    assert "last reminder" not in alert.text and "could be sent" not in alert.text
+    assert not pushed_to_caregivers(alert, due) and not still_news(alert, due)
+
+
 @given(window=st.integers(1, MAX_COMPLETION_WINDOW_MINUTES), count=st.integers(0, 5), every=st.integers(5, 120),
        delay=st.integers(SHORTEST_CAREGIVER_ALERT_DELAY_MIN, LONGEST_CAREGIVER_ALERT_DELAY_MIN),
        snooze=st.one_of(st.none(), st.tuples(st.integers(0, 2 * MAX_COMPLETION_WINDOW_MINUTES), st.integers(5, 120))))
