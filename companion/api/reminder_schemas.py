@@ -63,6 +63,15 @@ class ReminderSchema(Schema):
     completion_window_min = fields.Integer()
     repeat = fields.Dict(allow_none=True)
     active = fields.Boolean()
+    silenced_by_quiet_hours = fields.List(fields.String(), dump_default=list, metadata={
+        "description": "the reminder's times (HH:MM, the patient's clock) whose whole completion window falls inside "
+                       "the patient's quiet hours: no push reminds of them (the first would wait for the end of the "
+                       "quiet hours, and the window is closed by then); the occurrences are still planned, can be "
+                       "recorded, and one not done is never told to a caregiver as ignored. Empty when every time is "
+                       "pushed. Accepted, not refused: the app should warn the patient. Kept as the quiet hours are "
+                       "now: changing them changes the reminders this touches (a new version, in the change feed). "
+                       "Judged on an ordinary day (on a day the clocks change, quiet hours are an hour longer or "
+                       "shorter)", "example": ["23:00"]})
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
     version = version_field()

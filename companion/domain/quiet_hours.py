@@ -50,3 +50,18 @@ def next_allowed(due_utc: datetime, tz: ZoneInfo, quiet: QuietHours | None) -> d
         second = datetime.combine(end_date, quiet.end).replace(tzinfo=tz, fold=1).astimezone(UTC)
         return second if second > due else due
     return end
+
+
+def silenced(local_time: time, window: timedelta, quiet: QuietHours | None) -> bool:
+    """Whether a reminder due at wall-clock ``local_time``, open for ``window``, is never pushed: ``quiet`` covers its
+    due time and lasts at least until its window ends, so its first push, which waits for their end
+    (:func:`next_allowed`), would come with the window closed (and its nudges fall inside them too). Judged on an
+    ordinary day; on a day the clocks change, the quiet hours are an hour longer or shorter in real time."""
+    if quiet is None or not in_quiet_hours(local_time, quiet):
+        return False
+    until_end = (_minute_of_day(quiet.end) - _minute_of_day(local_time)) % (24 * 60)
+    return timedelta(minutes=until_end) >= window
+
+
+def _minute_of_day(clock: time) -> int:
+    return clock.hour * 60 + clock.minute

@@ -220,20 +220,25 @@ def _window_minutes(recurrence: HourlyWindow) -> int:
     return end - start
 
 
+def daily_times(recurrence: Recurrence) -> tuple[time, ...]:
+    """The wall-clock times ``recurrence`` fires at on a day it fires, earliest first."""
+    if isinstance(recurrence, WeeklyTimes | EveryNDays):
+        return tuple(sorted(set(recurrence.times)))
+    start = recurrence.window_start.hour * 60 + recurrence.window_start.minute
+    steps = range(start, start + _window_minutes(recurrence) + 1, recurrence.every_hours * 60)
+    return tuple(time(minute // 60, minute % 60) for minute in steps)
+
+
 def times_on(schedule: ReminderSchedule, local_date: date) -> tuple[time, ...]:
     """Return the wall-clock times at which ``schedule`` fires on ``local_date``, earliest first."""
     if local_date < schedule.start_date or (schedule.end_date is not None and local_date > schedule.end_date):
         return ()
     recurrence = schedule.recurrence
-    if isinstance(recurrence, WeeklyTimes):
-        fires = local_date.isoweekday() in recurrence.weekdays
-        return tuple(sorted(set(recurrence.times))) if fires else ()
-    if isinstance(recurrence, EveryNDays):
-        fires = (local_date - schedule.start_date).days % recurrence.every_days == 0
-        return tuple(sorted(set(recurrence.times))) if fires else ()
-    start = recurrence.window_start.hour * 60 + recurrence.window_start.minute
-    steps = range(start, start + _window_minutes(recurrence) + 1, recurrence.every_hours * 60)
-    return tuple(time(minute // 60, minute % 60) for minute in steps)
+    if isinstance(recurrence, WeeklyTimes) and local_date.isoweekday() not in recurrence.weekdays:
+        return ()
+    if isinstance(recurrence, EveryNDays) and (local_date - schedule.start_date).days % recurrence.every_days:
+        return ()
+    return daily_times(recurrence)
 
 
 def occurrence_on(

@@ -8,10 +8,11 @@ A stored schedule is plain JSON in wall-clock terms:
 
 from __future__ import annotations
 
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 
 from companion.domain.errors import Invalid
 from companion.domain.localtime import TimeZoneHistory
+from companion.domain.quiet_hours import QuietHours, silenced
 from companion.domain.schedules import (
     EveryNDays,
     HourlyWindow,
@@ -19,6 +20,7 @@ from companion.domain.schedules import (
     ReminderSchedule,
     Repeats,
     WeeklyTimes,
+    daily_times,
     occurrences_with_history,
     schedule_problems,
     slots_skipped_by_moves,
@@ -52,6 +54,14 @@ def schedule_of(reminder: dict) -> ReminderSchedule:
         completion_window_minutes=reminder["completion_window_min"],
         repeats=Repeats(count=repeat.get("count", 0), every_minutes=repeat.get("every_min", 0)),
     )
+
+
+def silenced_times(reminder: dict, quiet: QuietHours | None) -> list[str]:
+    """The reminder's wall-clock times (``HH:MM``) that the patient's quiet hours ``quiet`` keep from ever being
+    pushed: the quiet hours last past the end of their completion window (companion.domain.quiet_hours.silenced).
+    Empty when every time gets its push."""
+    window = timedelta(minutes=reminder["completion_window_min"])
+    return [t.strftime("%H:%M") for t in daily_times(_recurrence(reminder["schedule"])) if silenced(t, window, quiet)]
 
 
 def check_reminder(reminder: dict, *, repeats: bool = True) -> None:

@@ -75,7 +75,7 @@ from companion.services.reminder_answers import (
     settle_replacement,
     windows_of,
 )
-from companion.services.reminder_schedules import check_reminder, skipped_slots_for, slots_for
+from companion.services.reminder_schedules import check_reminder, silenced_times, skipped_slots_for, slots_for
 from companion.services.sync import Changes, feed_view
 from companion.services.touched_days import TouchedDays
 from companion.store.outbox import SCHEDULED
@@ -101,6 +101,9 @@ KEPT = (*MOMENT, "skipped_by_move_at", "status", "status_at", "missed_reason")
 RESTORED = {"status": "pending", "status_at": None, "missed_reason": None, "skipped_by_move_at": None,
             "nudges_sent": 0}
 ATTEMPTS = 20
+# A reminder's times the patient's quiet hours keep from ever being pushed (their window ends inside them): stored with
+# it, kept as the quiet hours are now (_note_silenced), so that the app shows the patient which.
+SILENCED = "silenced_by_quiet_hours"
 RUNS = 3  # materialize runs again (at most this often in all) when what it was computed from changed meanwhile
 # Where a page of the reminders list ended: its part ("active" or "stopped"), its sort key in that part (created_at,
 # updated_at) and its id.
@@ -286,11 +289,13 @@ class ReminderService:
         call. With a ``request_key`` (the request's Idempotency-Key) the reminder's id is derived from it, so
         a retry after a crash between the writes finds the reminder and finishes its occurrences."""
         current = self.clock()
+        patient = self._patient(patient_id)
         if not fields["schedule"].get("start_date"):
-            zone = self._patient(patient_id).zone_history().zone_at(current)
+            zone = patient.zone_history().zone_at(current)
             fields = {**fields, "schedule": {**fields["schedule"],
                                              "start_date": local_date_of(current, zone).isoformat()}}
         check_reminder(fields)
+        fields = {**fields, SILENCED: silenced_times(fields, patient.quiet_hours)}
         if self.reminders.count_active(patient_id) >= MAX_ACTIVE and not (
                 request_key and self.reminders.get(patient_id, derived_id("reminder", request_key))):
             raise Invalid(f"a patient can have at most {MAX_ACTIVE} active reminders")
@@ -312,10 +317,13 @@ class ReminderService:
                 wanted["schedule"] = {**wanted["schedule"], "start_date": current["schedule"]["start_date"]}
             if all(current.get(key) == value for key, value in wanted.items()):
                 self.refresh_future(patient_id)  # finishes a change interrupted between its two writes
-                return current
+                return self.get(patient_id, reminder_id)  # (as refresh_future left it: _note_silenced)
             self._check_version(current, if_versions)
             check_reminder({**current, **wanted}, repeats=any(
                 key in wanted and wanted[key] != current.get(key) for key in ("repeat", "completion_window_min")))
+            silenced = silenced_times({**current, **wanted}, self._patient(patient_id).quiet_hours)
+            if silenced != current.get(SILENCED):
+                wanted[SILENCED] = silenced
             reactivated = wanted.get("active") is True and not current["active"]
             if reactivated and self.reminders.count_active(patient_id) >= MAX_ACTIVE:
                 raise Invalid(f"a patient can have at most {MAX_ACTIVE} active reminders",
@@ -516,8 +524,23 @@ class ReminderService:
         added = self.materialize(patient_id, current, end)
         self._call_off_beyond(patient_id, reach, current)
         self._hold_first_pushes_again(patient_id, current)
+        self._note_silenced(patient_id)
         self.today.touch([patient_id])  # a reminder (or the zone) changed, whether or not an occurrence did
         return added
+
+    def _note_silenced(self, patient_id: str, patient: Account | None = None) -> None:
+        """Each active reminder's times that the patient's quiet hours keep from being pushed (``SILENCED``), as
+        the quiet hours are now: a change of them makes a reminder's stale, and it changes (a new version, in the
+        feed) so that the app shows it. One changed meanwhile is left to that change, which comes here after its
+        own write. ``patient``: their account, when the caller has just read it."""
+        quiet = (patient or self._patient(patient_id)).quiet_hours
+        for reminder in self.reminders.active_of(patient_id):
+            silenced = silenced_times(reminder, quiet)
+            if reminder.get(SILENCED) == silenced:
+                continue
+            with self.changes.reservation(patient_id, self.reminders) as held:
+                self.reminders.update(patient_id, reminder["_id"], {SILENCED: silenced}, self.clock(),
+                                      seq=held.first, version=version_of(reminder))
 
     def _call_off_beyond(self, patient_id: str, reach: datetime, current: datetime) -> None:
         """Cancel the patient's occurrences pending due at ``reach`` or later, all of them (a page at a time, on
@@ -569,11 +592,19 @@ class ReminderService:
         # processes): a stop interrupted between its two writes, and never retried, left the stopped reminder's
         # occurrences pending, and a patient whose last reminder it was has no active one to be visited for.
         changed_since = (last or current) - timedelta(hours=1)
-        added = [failures.attempt(patient_id, lambda p=patient_id: self.materialize(p, start, current + horizon))
+        added = [failures.attempt(patient_id, lambda p=patient_id: self._ahead(p, start, current + horizon))
                  for patient_id in self.reminders.patients_with_active(changed_since)]
         if not failures:  # a pass that left a patient out is not complete: the next begins where this one did
             self.runs.ran(MATERIALIZE_JOB, current)
         return sum(n or 0 for n in added)
+
+    def _ahead(self, patient_id: str, start_utc: datetime, end_utc: datetime) -> int:
+        """One patient's part of the hourly pass: their occurrences, and their reminders' silenced times (a change of
+        quiet hours stopped before it re-planned them, a reminder stored before they were kept)."""
+        patient = self._patient(patient_id)
+        added = self.materialize(patient_id, start_utc, end_utc, patient=patient)
+        self._note_silenced(patient_id, patient)
+        return added
 
     def occurrences_between(self, grant: Grant, start_utc: datetime, end_utc: datetime) -> list[dict]:
         """The occurrences in a range (at most 31 days), materialized first so the app sees every one; a

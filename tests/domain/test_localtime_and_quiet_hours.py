@@ -2,9 +2,11 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from companion.domain.localtime import TimeZoneHistory, is_known_zone, require_utc, zone_named
-from companion.domain.quiet_hours import QuietHours, in_quiet_hours, next_allowed
+from companion.domain.quiet_hours import QuietHours, in_quiet_hours, next_allowed, silenced
 
 
 def utc(*args: int) -> datetime:
@@ -47,6 +49,20 @@ def test_in_quiet_hours_handles_wrapping_and_edges(quiet, local_time, expected):
 )
 def test_next_allowed_defers_to_end_of_quiet_hours_in_london(due, quiet, expected):
     assert next_allowed(due, ZoneInfo("Europe/London"), quiet) == expected
+
+
+CLOCK_TIMES = st.builds(time, st.integers(0, 23), st.integers(0, 59))
+
+
+@given(start=CLOCK_TIMES, end=CLOCK_TIMES, due=CLOCK_TIMES, window=st.integers(5, 24 * 60))
+def test_a_time_is_silenced_exactly_when_its_first_push_would_wait_past_its_window(start, end, due, window):
+    """The reminder's flag agrees with what the dispatch does with its occurrence: its first push waits for the end
+    of the quiet hours (next_allowed) and is sent only before the window closes (on a day without a clock change)."""
+    quiet = QuietHours(start, end)
+    due_at = datetime.combine(date(2026, 3, 2), due, tzinfo=UTC)
+    expected = next_allowed(due_at, ZoneInfo("UTC"), quiet) >= due_at + timedelta(minutes=window)
+    assert silenced(due, timedelta(minutes=window), quiet) is expected
+    assert not silenced(due, timedelta(minutes=window), None)
 
 
 @pytest.mark.parametrize(("due", "expected"), [

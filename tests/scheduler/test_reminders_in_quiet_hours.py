@@ -98,3 +98,21 @@ def test_a_session_inside_quiet_hours_the_patient_snoozed_is_one_they_were_remin
     assert len(emulator.delivered_to(token)) == 1
     (alert,) = list(jobs_db.alerts.find({"patient_id": patient.id}))
     assert "within 60 minutes of the last reminder" in alert["text"], alert["text"]
+
+
+def test_the_hourly_pass_says_which_times_are_silenced_on_a_reminder_stored_before_it_was_said(
+        jobs_db, settings, clock, traveller, sender):
+    """A reminder stored by an earlier version (or whose patient's change of quiet hours stopped before its
+    reminders followed) is given its silenced times by the next materializing pass, as a change the app syncs."""
+    traveller.move_to(DAY + timedelta(hours=20))
+    patient, _, _ = patient_with_a_caregiver(jobs_db, settings, clock, sender)
+    reminder = daily_reminder(jobs_db, patient, ["21:00", "23:00"], "2026-03-02", kind="tens", window_min=60)
+    assert reminder["silenced_by_quiet_hours"] == ["23:00"]
+    jobs_db.reminders.update_one({"_id": reminder["_id"]}, {"$unset": {"silenced_by_quiet_hours": 1}})
+    traveller.move_to(DAY + timedelta(hours=21))
+    run_jobs(jobs_db, settings, clock, sender, "reminders-materialize")
+
+    stored = jobs_db.reminders.find_one({"_id": reminder["_id"]})
+    assert stored["silenced_by_quiet_hours"] == ["23:00"] and stored["seq"] > reminder["seq"]
+    run_jobs(jobs_db, settings, clock, sender, "reminders-materialize")
+    assert jobs_db.reminders.find_one({"_id": reminder["_id"]})["seq"] == stored["seq"]  # nothing more to say
