@@ -378,3 +378,23 @@ def snoozed_until(occurrence: ReminderOccurrence, now_utc: datetime, snooze_minu
         return None
     base = max(now, occurrence.due_at_utc)
     return min(base + timedelta(minutes=snooze_minutes), occurrence.window_ends_at_utc)
+
+
+def changed_schedule_starts(changed_at_utc: datetime, slots_that_day: list[ReminderOccurrence], seen_that_day: int,
+                            next_day_utc: datetime) -> datetime:
+    """Return when a reminder whose schedule changed at ``changed_at_utc`` plans its new slots from.
+
+    From the change: no slot is made for a time before it (a reminder the patient never had, marked missed).
+    And the doses of the patient's day of the change already seen to (``seen_that_day``: answered, or reminded
+    of) stand for the first of that day's times on the new schedule (``slots_that_day``), in order: the new
+    schedule reminds that day only of the times after those, and when none is left it starts the next day
+    (``next_day_utc``, the start of it). Moving today's only dose from 09:30 to 20:00 once it was taken does not
+    remind of it again today; moving the second of two from 18:00 to 21:00 on the day the first was taken does.
+    """
+    at = require_utc(changed_at_utc, "changed_at_utc")
+    if seen_that_day <= 0:
+        return at
+    ordered = sorted(slots_that_day, key=lambda slot: slot.due_at_utc)
+    if seen_that_day < len(ordered):
+        return max(at, ordered[seen_that_day].due_at_utc)
+    return max(at, require_utc(next_day_utc, "next_day_utc"))

@@ -61,11 +61,11 @@ from companion.domain.access import (
 )
 from companion.domain.answers import EARLY_MARK, in_time, taken_after_call_off, too_early
 from companion.domain.errors import Conflict, Contended, Invalid, NotFound, PreconditionFailed
-from companion.domain.localtime import TimeZoneHistory, local_date_of
+from companion.domain.localtime import TimeZoneHistory, local_date_of, resolve_local
 from companion.domain.notifications import initial_key, left_on_the_other_clock, reminding_keys_of, ttl_for
 from companion.domain.people import Account
 from companion.domain.quiet_hours import next_allowed
-from companion.domain.schedules import ReminderOccurrence, snoozed_until
+from companion.domain.schedules import ReminderOccurrence, changed_schedule_starts, snoozed_until
 from companion.services.derived_ids import derived_id
 from companion.services.item_failures import ItemFailures
 from companion.services.reminder_answers import (
@@ -78,7 +78,7 @@ from companion.services.reminder_answers import (
 from companion.services.reminder_schedules import check_reminder, silenced_times, skipped_slots_for, slots_for
 from companion.services.sync import Changes, feed_view
 from companion.services.touched_days import TouchedDays
-from companion.store.outbox import SCHEDULED
+from companion.store.outbox import SCHEDULED, SENT
 from companion.store.reminders import CANCELLED
 from companion.store.stores import Stores
 
@@ -330,8 +330,8 @@ class ReminderService:
                               errors={"active": [f"{MAX_ACTIVE} reminders are active already"]})
             if reactivated or wanted.get("schedule", current["schedule"]) != current["schedule"]:
                 # What the reminder reminds of from now on: no slot of the new schedule is made for a time
-                # before it (it would be a reminder the patient never had, marked missed).
-                wanted["schedule_since"] = self.clock()
+                # before it, nor for the day's doses already seen to (changed_schedule_starts).
+                wanted["schedule_since"] = self._reminds_from(patient_id, {**current, **wanted}, self.clock())
             with self.changes.reservation(patient_id, self.reminders) as held:
                 updated = self.reminders.update(patient_id, reminder_id, wanted, self.clock(), seq=held.first,
                                                 version=version_of(current))
@@ -340,6 +340,31 @@ class ReminderService:
                 self.refresh_future(patient_id)
                 return updated
         raise Contended("the reminder is being changed by someone else right now; try again")
+
+    def _reminds_from(self, patient_id: str, changed: dict, at: datetime) -> datetime:
+        """When a reminder whose schedule changed (or that was started again) at ``at`` plans its slots from: the
+        change, past the times of that day on the patient's clock that its doses answered or reminded of stand for
+        (companion.domain.schedules.changed_schedule_starts): a dose taken, then moved later, is not reminded of
+        twice in a day."""
+        history = self._patient(patient_id).zone_history()
+        zone = history.zone_at(at)
+        day = local_date_of(at, zone)
+        had = self.occurrences.of_reminder_on(changed["_id"], day.isoformat())
+        seen = {o["_id"] for o in had if o["status"] in ANSWERED} | self._reminded_of(patient_id, had)
+        starts, ends = resolve_local(day, time(0), zone), resolve_local(day + timedelta(days=1), time(0), zone)
+        slots = [slot for slot in slots_for(changed, history, starts, ends) if slot.local_date == day]
+        return changed_schedule_starts(at, slots, len(seen), ends)
+
+    def _reminded_of(self, patient_id: str, occurrences: list[dict]) -> set[str]:
+        """Those of ``occurrences`` (by id) that a push reached a phone for (the first, a nudge, a re-send, a snooze's;
+        one shared by a DST gap's slots reminded of each)."""
+        owners: dict[str, list[str]] = defaultdict(list)
+        for occurrence in occurrences:
+            for key in reminding_keys_of(occurrence):
+                owners[key].append(occurrence["_id"])
+        found = self.outbox.existing((key, patient_id) for key in owners) if owners else {}
+        return {owner for (key, _), doc in found.items() if doc["state"] == SENT or doc.get("sent_at") is not None
+                for owner in owners[key]}
 
     def stop(self, patient_id: str, reminder_id: str, *, if_versions: frozenset[int] | None = None) -> dict:
         """Stop a reminder: it becomes inactive, its future pending occurrences are cancelled, its history

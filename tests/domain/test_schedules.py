@@ -13,6 +13,7 @@ from companion.domain.schedules import (
     ReminderSchedule,
     Repeats,
     WeeklyTimes,
+    changed_schedule_starts,
     nudge_times,
     occurrence_id_for,
     occurrences,
@@ -365,3 +366,16 @@ def test_a_snooze_before_the_due_time_counts_from_the_due_time():
     occurrence = next(occurrences(schedule, ZoneInfo("Europe/London"), utc(2025, 1, 6), utc(2025, 1, 7)))
     assert snoozed_until(occurrence, utc(2025, 1, 6, 7, 40), 10) == utc(2025, 1, 6, 8, 10)
     assert snoozed_until(occurrence, utc(2025, 1, 6, 7, 40), 45) == utc(2025, 1, 6, 8, 30)
+
+
+@pytest.mark.parametrize(("seen", "changed_at", "expected"), [
+    (0, utc(2025, 3, 3, 12), utc(2025, 3, 3, 12)),  # nothing seen to today: from the change
+    (1, utc(2025, 3, 3, 12), utc(2025, 3, 3, 21)),  # one dose taken: the second new time (21:00) is left
+    (1, utc(2025, 3, 3, 22), utc(2025, 3, 3, 22)),  # ... and never before the change
+    (2, utc(2025, 3, 3, 12), utc(2025, 3, 4)),  # both seen to: from tomorrow
+    (3, utc(2025, 3, 3, 12), utc(2025, 3, 4)),
+])
+def test_a_changed_schedule_reminds_today_only_past_the_doses_seen_to(seen, changed_at, expected):
+    new = daily(time(13), time(21))
+    today = list(occurrences(new, ZoneInfo("UTC"), utc(2025, 3, 3), utc(2025, 3, 4)))
+    assert changed_schedule_starts(changed_at, today[::-1], seen, utc(2025, 3, 4)) == expected

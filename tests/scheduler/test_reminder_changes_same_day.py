@@ -1,0 +1,113 @@
+"""A change of a reminder's times on a day some of its doses were already seen to (answered, or reminded of): the
+new times remind that day only past the doses seen to, and a change dated from a later day leaves the days before it
+as they were planned. Real FerretDB, real firebase-admin against the loopback FCM emulator."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from companion.jobs.worker import Worker
+from tests.scheduler.helpers import daily_reminder, make_person, own, phone, services_on
+
+DAY = datetime(2026, 3, 2, tzinfo=UTC)
+
+
+def each_minute(db, settings, clock, traveller, sender, start, end):
+    specs = {spec.id: spec for spec in Worker(services_on(db, settings, clock, sender), holder="test").specs()}
+    at = start
+    while at <= end:
+        traveller.move_to(at)
+        specs["reminders-dispatch"].run()
+        specs["push-send"].run()
+        at += timedelta(minutes=1)
+
+
+def day_of(db, patient, local_date):
+    return sorted((o["local_time"], o["status"]) for o in db.reminder_occurrences.find(
+        {"patient_id": patient.id, "local_date": local_date, "deleted": {"$ne": True}}))
+
+
+def at(hours: float) -> datetime:
+    return DAY + timedelta(hours=hours)
+
+
+def pushed_at(emulator, token):
+    return [d.received_at.strftime("%d %H:%M") for d in emulator.delivered_to(token)]
+
+
+def test_todays_dose_taken_then_moved_later_is_not_reminded_again_today(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    traveller.move_to(at(8))
+    patient = make_person(jobs_db, "patient")
+    token = phone(jobs_db, patient)
+    reminder = daily_reminder(jobs_db, patient, ["09:30"], "2026-03-02", kind="medication", window_min=60)
+    each_minute(jobs_db, settings, clock, traveller, sender, at(9.5), at(9.5))
+    services = services_on(jobs_db, settings, clock, sender)
+    dose = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "local_date": "2026-03-02"})
+    traveller.move_to(at(9 + 40 / 60))
+    services.reminders.record_outcome(own(patient.id), dose["_id"], "done", None)
+    traveller.move_to(at(12))
+    services.reminders.update(patient.id, reminder["_id"], {"schedule": {"type": "weekly", "times": ["20:00"]}})
+    each_minute(jobs_db, settings, clock, traveller, sender, at(20), at(20 + 1 / 60))
+
+    assert day_of(jobs_db, patient, "2026-03-02") == [("09:30", "done")]
+    assert services.progress.today(patient.id)["reminders"]["due"] == 1  # one dose today, taken
+    assert pushed_at(emulator, token) == ["02 09:30"]
+    assert day_of(jobs_db, patient, "2026-03-03") == [("20:00", "pending")]  # the new time, from tomorrow
+    each_minute(jobs_db, settings, clock, traveller, sender, at(24 + 20), at(24 + 20))
+    assert pushed_at(emulator, token) == ["02 09:30", "03 20:00"]
+
+
+def test_a_dose_reminded_of_then_moved_later_is_not_reminded_again_today(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    """The 09:30 push reached the phone (the patient may have taken it without ticking it off): moved at 09:45 to
+    20:00, it is called off as before, and 20:00 starts tomorrow."""
+    traveller.move_to(at(8))
+    patient = make_person(jobs_db, "patient")
+    token = phone(jobs_db, patient)
+    reminder = daily_reminder(jobs_db, patient, ["09:30"], "2026-03-02", kind="medication", window_min=60)
+    each_minute(jobs_db, settings, clock, traveller, sender, at(9.5), at(9.5))
+    traveller.move_to(at(9.75))
+    services_on(jobs_db, settings, clock, sender).reminders.update(
+        patient.id, reminder["_id"], {"schedule": {"type": "weekly", "times": ["20:00"]}})
+    each_minute(jobs_db, settings, clock, traveller, sender, at(20), at(20))
+
+    assert day_of(jobs_db, patient, "2026-03-02") == []  # (09:30 called off while open: a tombstone)
+    assert pushed_at(emulator, token) == ["02 09:30"]
+
+
+def test_a_dose_moved_later_before_it_was_due_reminds_at_its_new_time_today(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    traveller.move_to(at(8))
+    patient = make_person(jobs_db, "patient")
+    token = phone(jobs_db, patient)
+    reminder = daily_reminder(jobs_db, patient, ["09:30"], "2026-03-02", kind="medication", window_min=60)
+    services_on(jobs_db, settings, clock, sender).reminders.update(
+        patient.id, reminder["_id"], {"schedule": {"type": "weekly", "times": ["20:00"]}})
+    each_minute(jobs_db, settings, clock, traveller, sender, at(20), at(20))
+
+    assert day_of(jobs_db, patient, "2026-03-02") == [("20:00", "pending")]
+    assert pushed_at(emulator, token) == ["02 20:00"]
+
+
+def test_the_second_of_two_doses_moved_later_after_the_first_was_taken_still_reminds_today(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    traveller.move_to(at(8))
+    patient = make_person(jobs_db, "patient")
+    token = phone(jobs_db, patient)
+    reminder = daily_reminder(jobs_db, patient, ["09:30", "18:00"], "2026-03-02", kind="medication", window_min=60)
+    each_minute(jobs_db, settings, clock, traveller, sender, at(9.5), at(9.5))
+    services = services_on(jobs_db, settings, clock, sender)
+    morning = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "local_date": "2026-03-02",
+                                                     "local_time": "09:30"})
+    traveller.move_to(at(9 + 40 / 60))
+    services.reminders.record_outcome(own(patient.id), morning["_id"], "done", None)
+    traveller.move_to(at(12))
+    services.reminders.update(patient.id, reminder["_id"], {"schedule": {"type": "weekly",
+                                                                         "times": ["13:00", "21:00"]}})
+    each_minute(jobs_db, settings, clock, traveller, sender, at(13), at(13))
+    each_minute(jobs_db, settings, clock, traveller, sender, at(21), at(21))
+
+    # The dose taken stands for the first new time (13:00): only the second (21:00) is left for today.
+    assert day_of(jobs_db, patient, "2026-03-02") == [("09:30", "done"), ("21:00", "pending")]
+    assert pushed_at(emulator, token) == ["02 09:30", "02 21:00"]
