@@ -83,10 +83,29 @@ def check_reminder(reminder: dict, *, repeats: bool = True) -> None:
                       errors={"repeat": [f"count x every_min must be at most completion_window_min ({window})"]})
 
 
-def slots_for(reminder: dict, history: TimeZoneHistory, start_utc: datetime,
-              end_utc: datetime) -> list[ReminderOccurrence]:
-    """The reminder's occurrences due in [start_utc, end_utc), each in the zone in force at its moment."""
-    return occurrences_with_history(schedule_of(reminder), history, start_utc, end_utc)
+def plans_of(reminder: dict) -> list[tuple[dict, datetime]]:
+    """The schedules a stored reminder plans by, each as a reminder with that schedule and with the moment from which
+    it plans: its schedule, from when it was set (``schedule_since``, or its creation); and those it keeps on the days
+    before that schedule's start date (``earlier_schedules``: a change dated from a later day leaves the days until
+    then as they were planned), each ending the day before, from the change."""
+    created = reminder["created_at"]
+    plans = [(reminder, max(created, reminder.get("schedule_since") or created))]
+    return plans + [({**reminder, "schedule": kept["schedule"]}, max(created, kept["since"]))
+                    for kept in reminder.get("earlier_schedules") or ()]
+
+
+def slots_for(reminder: dict, history: TimeZoneHistory, start_utc: datetime, end_utc: datetime, *,
+              as_planned: bool = True) -> list[ReminderOccurrence]:
+    """The reminder's occurrences due in [start_utc, end_utc), each in the zone in force at its moment, of every
+    schedule it plans by (``plans_of``): only those each schedule planned, due once it was set (no slot is made for
+    a time before, so reading past days never adds reminders the patient never had); ``as_planned`` False: those
+    due before too (an occurrence open at the change that the schedule still has stays open)."""
+    found = []
+    for planned, since in plans_of(reminder):
+        begin = max(start_utc, since) if as_planned else start_utc
+        if begin < end_utc:
+            found += occurrences_with_history(schedule_of(planned), history, begin, end_utc)
+    return found
 
 
 def skipped_slots_for(reminder: dict, history: TimeZoneHistory, start_utc: datetime,
@@ -96,7 +115,21 @@ def skipped_slots_for(reminder: dict, history: TimeZoneHistory, start_utc: datet
     it: the move jumped over slots of the schedule it had then, not of this one. ``new_schedule_too``: also the
     slots of a schedule changed since that its slots at the move still share (a kept slot the new schedule
     still has is still wanted)."""
-    since = reminder["created_at"] if new_schedule_too else \
-        max(reminder["created_at"], reminder.get("schedule_since") or reminder["created_at"])
-    return [slot for slot in slots_skipped_by_moves(schedule_of(reminder), history, start_utc, end_utc)
-            if slot.skipped_by_move_at > since]
+    return [slot for planned, since in plans_of(reminder)
+            for slot in slots_skipped_by_moves(schedule_of(planned), history, start_utc, end_utc)
+            if slot.skipped_by_move_at > (reminder["created_at"] if new_schedule_too else since)]
+
+
+def schedule_kept_until(reminder: dict, start: date, today: date, at: datetime) -> list[dict]:
+    """What a reminder whose schedule is changed at ``at`` (``today`` on the patient's clock) to one starting on
+    ``start`` keeps planning by on the days before it (its ``earlier_schedules`` after the change): the schedules it
+    plans by now, each ending the day before ``start``, and planning from ``at`` at the earliest (what they planned
+    before was made already). None when the new schedule starts today or before."""
+    until = start - timedelta(days=1)
+    kept = []
+    for planned, since in plans_of(reminder):
+        schedule = planned["schedule"]
+        end = min(until, date.fromisoformat(schedule["end_date"])) if schedule.get("end_date") else until
+        if end >= max(today, date.fromisoformat(schedule["start_date"])):
+            kept.append({"schedule": {**schedule, "end_date": end.isoformat()}, "since": max(since, at)})
+    return kept

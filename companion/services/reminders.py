@@ -75,7 +75,13 @@ from companion.services.reminder_answers import (
     settle_replacement,
     windows_of,
 )
-from companion.services.reminder_schedules import check_reminder, silenced_times, skipped_slots_for, slots_for
+from companion.services.reminder_schedules import (
+    check_reminder,
+    schedule_kept_until,
+    silenced_times,
+    skipped_slots_for,
+    slots_for,
+)
 from companion.services.sync import Changes, feed_view
 from companion.services.touched_days import TouchedDays
 from companion.store.outbox import SCHEDULED, SENT
@@ -145,11 +151,9 @@ def _planned(reminders: list[dict], history: TimeZoneHistory, quiet, start_utc: 
     wanted: dict[str, dict] = {}
     kept: dict[str, dict] = {}
     for reminder in reminders:
-        begin = max(start_utc, reminder["created_at"], reminder.get("schedule_since") or reminder["created_at"])
-        if begin < end_utc:
-            for slot in slots_for(reminder, history, begin, end_utc):
-                doc = _occurrence_doc(reminder, slot, history.zone_at(slot.due_at_utc), quiet)
-                wanted.setdefault(doc["_id"], doc)
+        for slot in slots_for(reminder, history, start_utc, end_utc):  # (each schedule's from when it was set)
+            doc = _occurrence_doc(reminder, slot, history.zone_at(slot.due_at_utc), quiet)
+            wanted.setdefault(doc["_id"], doc)
         for slot in skipped_slots_for(reminder, history, start_utc - MOVES_LOOKBACK, end_utc):
             zone = history.zone_at(slot.skipped_by_move_at)
             kept.setdefault(slot.occurrence_id, _kept_doc(reminder, slot, zone, quiet, current))
@@ -328,10 +332,9 @@ class ReminderService:
             if reactivated and self.reminders.count_active(patient_id) >= MAX_ACTIVE:
                 raise Invalid(f"a patient can have at most {MAX_ACTIVE} active reminders",
                               errors={"active": [f"{MAX_ACTIVE} reminders are active already"]})
-            if reactivated or wanted.get("schedule", current["schedule"]) != current["schedule"]:
-                # What the reminder reminds of from now on: no slot of the new schedule is made for a time
-                # before it, nor for the day's doses already seen to (changed_schedule_starts).
-                wanted["schedule_since"] = self._reminds_from(patient_id, {**current, **wanted}, self.clock())
+            rescheduled = wanted.get("schedule", current["schedule"]) != current["schedule"]
+            if reactivated or rescheduled:
+                wanted.update(self._plan_from_now(patient_id, current, wanted, rescheduled, self.clock()))
             with self.changes.reservation(patient_id, self.reminders) as held:
                 updated = self.reminders.update(patient_id, reminder_id, wanted, self.clock(), seq=held.first,
                                                 version=version_of(current))
@@ -341,19 +344,27 @@ class ReminderService:
                 return updated
         raise Contended("the reminder is being changed by someone else right now; try again")
 
-    def _reminds_from(self, patient_id: str, changed: dict, at: datetime) -> datetime:
-        """When a reminder whose schedule changed (or that was started again) at ``at`` plans its slots from: the
-        change, past the times of that day on the patient's clock that its doses answered or reminded of stand for
-        (companion.domain.schedules.changed_schedule_starts): a dose taken, then moved later, is not reminded of
-        twice in a day."""
+    def _plan_from_now(self, patient_id: str, current: dict, wanted: dict, rescheduled: bool, at: datetime) -> dict:
+        """What a reminder whose schedule changed (``rescheduled``), or that was started again, at ``at`` plans by from
+        then on. Its schedule plans from the change (``schedule_since``), past the times of that day on the patient's
+        clock that its doses answered or reminded of stand for (companion.domain.schedules.changed_schedule_starts):
+        a dose taken, then moved later, is not reminded of twice in a day. A new schedule dated from a later day
+        leaves the days before it as they were planned (``earlier_schedules``: the 20:00 dose moved to 08:00 from
+        tomorrow still reminds at 20:00 today); nothing before the change is planned again by those either."""
         history = self._patient(patient_id).zone_history()
         zone = history.zone_at(at)
         day = local_date_of(at, zone)
-        had = self.occurrences.of_reminder_on(changed["_id"], day.isoformat())
+        changed = {**current, **wanted, "earlier_schedules": None}
+        had = self.occurrences.of_reminder_on(current["_id"], day.isoformat())
         seen = {o["_id"] for o in had if o["status"] in ANSWERED} | self._reminded_of(patient_id, had)
         starts, ends = resolve_local(day, time(0), zone), resolve_local(day + timedelta(days=1), time(0), zone)
-        slots = [slot for slot in slots_for(changed, history, starts, ends) if slot.local_date == day]
-        return changed_schedule_starts(at, slots, len(seen), ends)
+        slots = [slot for slot in slots_for(changed, history, starts, ends, as_planned=False) if slot.local_date == day]
+        since = changed_schedule_starts(at, slots, len(seen), ends)
+        if rescheduled:
+            kept = schedule_kept_until(current, date.fromisoformat(changed["schedule"]["start_date"]), day, at)
+        else:  # started again: what it kept plans from now too
+            kept = [{**k, "since": max(k["since"], at)} for k in current.get("earlier_schedules") or ()]
+        return {"schedule_since": since, "earlier_schedules": kept}
 
     def _reminded_of(self, patient_id: str, occurrences: list[dict]) -> set[str]:
         """Those of ``occurrences`` (by id) that a push reached a phone for (the first, a nudge, a re-send, a snooze's;
@@ -536,7 +547,7 @@ class ReminderService:
                                                    new_schedule_too=True)}
         still = wanted | kept_open | {slot.occurrence_id for reminder in reminders
                                       for slot in slots_for(reminder, history, max(first, reminder["created_at"]),
-                                                            after_now)}
+                                                            after_now, as_planned=False)}
         return [o["_id"] for o in open_now if o["_id"] not in still]
 
     def refresh_future(self, patient_id: str) -> int:

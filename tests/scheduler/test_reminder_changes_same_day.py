@@ -111,3 +111,64 @@ def test_the_second_of_two_doses_moved_later_after_the_first_was_taken_still_rem
     # The dose taken stands for the first new time (13:00): only the second (21:00) is left for today.
     assert day_of(jobs_db, patient, "2026-03-02") == [("09:30", "done"), ("21:00", "pending")]
     assert pushed_at(emulator, token) == ["02 09:30", "02 21:00"]
+
+
+def test_a_dose_moved_earlier_from_tomorrow_keeps_todays_dose_at_its_time(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    traveller.move_to(at(8))
+    patient = make_person(jobs_db, "patient")
+    token = phone(jobs_db, patient)
+    reminder = daily_reminder(jobs_db, patient, ["20:00"], "2026-03-02", kind="medication", window_min=60)
+    traveller.move_to(at(12))
+    services_on(jobs_db, settings, clock, sender).reminders.update(patient.id, reminder["_id"], {"schedule": {
+        "type": "weekly", "times": ["08:00"], "start_date": "2026-03-03"}})
+    each_minute(jobs_db, settings, clock, traveller, sender, at(20), at(20))
+    each_minute(jobs_db, settings, clock, traveller, sender, at(24 + 8), at(24 + 8))
+
+    assert day_of(jobs_db, patient, "2026-03-02") == [("20:00", "pending")]
+    assert day_of(jobs_db, patient, "2026-03-03") == [("08:00", "pending")]
+    assert pushed_at(emulator, token) == ["02 20:00", "03 08:00"]
+
+
+def test_a_change_dated_from_a_later_day_leaves_every_day_before_it_as_planned(
+        jobs_db, settings, clock, traveller, sender):
+    """Days after today, stored already or not yet, keep the schedule they had until the new one starts; a second
+    change dated from an earlier day takes them over from then, and one dated from today ends them."""
+    traveller.move_to(at(12))
+    patient = make_person(jobs_db, "patient", "Europe/London")
+    services = services_on(jobs_db, settings, clock, sender)
+    reminder = daily_reminder(jobs_db, patient, ["20:00"], "2026-03-02", kind="medication", window_min=60)
+    services.reminders.update(patient.id, reminder["_id"], {"schedule": {
+        "type": "weekly", "times": ["08:00"], "start_date": "2026-03-06"}})
+    services.reminders.occurrences_between(own(patient.id), at(0), at(24 * 7))
+    assert [day_of(jobs_db, patient, f"2026-03-0{d}") for d in range(2, 8)] == [[("20:00", "pending")]] * 4 + [
+        [("08:00", "pending")]] * 2
+
+    traveller.move_to(at(13))
+    services.reminders.update(patient.id, reminder["_id"], {"schedule": {
+        "type": "weekly", "times": ["09:00"], "start_date": "2026-03-04"}})
+    services.reminders.occurrences_between(own(patient.id), at(0), at(24 * 7))
+    assert [day_of(jobs_db, patient, f"2026-03-0{d}") for d in range(2, 8)] == [[("20:00", "pending")]] * 2 + [
+        [("09:00", "pending")]] * 4
+
+    services.reminders.update(patient.id, reminder["_id"], {"schedule": {"type": "weekly", "times": ["10:00"],
+                                                                         "start_date": "2026-03-02"}})
+    assert day_of(jobs_db, patient, "2026-03-02") == []  # from today: 10:00 has passed, 20:00 moved away
+    assert day_of(jobs_db, patient, "2026-03-03") == [("10:00", "pending")]
+
+
+def test_a_reminder_stopped_and_started_again_keeps_the_days_its_change_left_as_planned(
+        jobs_db, settings, clock, traveller, sender):
+    traveller.move_to(at(12))
+    patient = make_person(jobs_db, "patient")
+    services = services_on(jobs_db, settings, clock, sender)
+    reminder = daily_reminder(jobs_db, patient, ["20:00"], "2026-03-02", kind="medication", window_min=60)
+    services.reminders.update(patient.id, reminder["_id"], {"schedule": {
+        "type": "weekly", "times": ["08:00"], "start_date": "2026-03-03"}})
+    traveller.move_to(at(13))
+    services.reminders.stop(patient.id, reminder["_id"])
+    assert day_of(jobs_db, patient, "2026-03-02") == []
+    traveller.move_to(at(14))
+    services.reminders.update(patient.id, reminder["_id"], {"active": True})
+    assert day_of(jobs_db, patient, "2026-03-02") == [("20:00", "pending")]
+    assert day_of(jobs_db, patient, "2026-03-03") == [("08:00", "pending")]
