@@ -9,7 +9,8 @@ Every push a reminder occurrence may cause has a planned time and a stable sourc
 - a snoozed reminder at ``snoozed_until`` (``...:snooze:<time>``); a snooze holds back every push planned
   before it that has not gone yet (snoozed before it was due: nothing comes until the snooze time);
 - one re-send, ``reminder_resend_after`` after the reminder went out, when the app never confirmed
-  receiving it, the reminder has no nudges of its own and no snooze comes later (``...:resend``).
+  receiving it, the reminder has no nudges of its own and the patient has not snoozed it (a snooze shows the
+  reminder arrived, and reminds again itself) (``...:resend``).
 
 A push is created in the outbox only while ``planned <= now < planned + grace`` and the completion
 window is open, under the outbox's unique (source key, recipient): running the dispatch twice, on two
@@ -227,9 +228,8 @@ def _resends(candidates: list[dict], reminders: dict[str, dict], sources: dict[s
             continue
         plan = PlannedPush(f"{initial_key(_leader(occurrence))}:resend", reminder_kind(occurrence.get("kind"), nudge=True),
                            first["sent_at"] + settings.reminder_resend_after, occurrence["window_ends_at"])
-        snoozed = occurrence.get("snoozed_until")
-        if snoozed is not None and plan.send_at < snoozed:
-            continue  # the snooze reminds again later
+        if occurrence.get("snoozed_until") is not None:
+            continue  # snoozed: the push reached the patient (they answered it with a snooze), which reminds again
         if _in_grace(plan, now, settings.reminder_grace):
             plans.append((occurrence, plan))
     return plans

@@ -155,6 +155,26 @@ def test_unconfirmed_reminder_is_sent_once_more_after_the_delay(jobs_db, setting
     assert [d.received_at for d in emulator.delivered_to(token)] == [start, start + timedelta(minutes=10)]
 
 
+@pytest.mark.parametrize("minutes", [5, 15])
+def test_a_reminder_the_patient_snoozed_is_not_sent_again_besides_the_snooze(
+        jobs_db, settings, clock, traveller, sender, emulator, minutes):
+    """The app confirmed nothing, but the snooze says the push arrived: the snooze's push reminds again, before the
+    re-send's time (08:02 + 5) or after it (08:02 + 15), and no re-send goes (08:10)."""
+    start = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+    traveller.move_to(start - timedelta(hours=1))
+    patient, token = _one_patient_with_phone(jobs_db)
+    daily_reminder(jobs_db, patient, ["08:00"], "2026-03-02", kind="medication", window_min=60)
+    traveller.move_to(start)
+    run_minute(jobs_db, settings, clock, sender)
+    occurrence = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "due_at": start})
+    traveller.move_to(start + timedelta(minutes=2))
+    services_on(jobs_db, settings, clock, sender).reminders.snooze(own(patient.id), occurrence["_id"], minutes)
+    for minute in range(2, 21):
+        traveller.move_to(start + timedelta(minutes=minute))
+        run_minute(jobs_db, settings, clock, sender)
+    assert [d.received_at for d in emulator.delivered_to(token)] == [start, start + timedelta(minutes=2 + minutes)]
+
+
 def test_reminder_the_app_confirmed_is_not_sent_again(jobs_db, settings, clock, traveller, sender, emulator):
     patient, token = _one_patient_with_phone(jobs_db)
     daily_reminder(jobs_db, patient, ["10:00"], "2026-03-02")
