@@ -343,7 +343,8 @@ def requeued_for_quiet_hours(queued: Mapping[str, Any], now: datetime, tz: ZoneI
 
 
 def collapse_key_for(kind: str, patient_id: str, recipient_id: str | None = None) -> str:
-    """The collapse key (and APNs collapse id) for ``kind`` about ``patient_id`` (sent to ``recipient_id``).
+    """The collapse key for ``kind`` about ``patient_id`` (sent to ``recipient_id``), and the tag in the tray of every
+    push but a reminder's (:func:`tray_tag_for`).
 
     One key per kind and patient, so a phone that was offline gets only the latest of each. Caregiver alerts,
     which all say the same line, share one key per patient, caregiver and priority: a key per alert kind would let
@@ -358,6 +359,21 @@ def collapse_key_for(kind: str, patient_id: str, recipient_id: str | None = None
         if template.audience is Audience.CAREGIVER else f"{template.kind}\x00{patient_id}"
     digest = hashlib.sha256(basis.encode()).hexdigest()[:24]
     return f"{template.public_kind}-{digest}"
+
+
+def tray_tag_for(source_key: str, collapse_key: str) -> str:
+    """The tag a push shows under in the phone's notification tray (Android ``tag``, APNs ``apns-collapse-id``): a
+    push with the tag of one still shown replaces it there. A reminder's pushes are tagged by the occurrence they
+    remind of (its first push, nudges, re-send and snooze replace one another; for a DST gap's slots, the one whose
+    push they share), so the 08:30 dose's reminder shows beside the 08:00 one's instead of replacing it; every other
+    push by its ``collapse_key`` (a newer summary, or caregiver alert, stands for the one before). The collapse key
+    itself still tells FCM which of the messages it holds for an offline phone to keep. Digested as the collapse key
+    is: FCM and APNs see no identifier they could join with anything else."""
+    source, _, rest = source_key.partition(":")
+    if source != "reminder" or not rest:
+        return collapse_key
+    basis = "reminder\x00" + rest.split(":")[0]  # the occurrence
+    return f"reminder-{hashlib.sha256(basis.encode()).hexdigest()[:24]}"
 
 
 def texts_for(kind: str, has_time: bool) -> tuple[PushText, PushText]:

@@ -90,6 +90,7 @@ class PushItem:
     locales: tuple[str | None, ...] = ()  # the account's chosen language, then the phone's (BCP 47)
     zone: str = "UTC"  # the recipient's IANA zone, for the time a text names
     planned_at: datetime | None = None  # a reminder's due time, the one argument a text may name
+    tag: str | None = None  # its tag in the tray (tray_tag_for); None: the collapse key
 
 
 @dataclass(frozen=True)
@@ -130,8 +131,9 @@ class PayloadTooLarge(ValueError):
 
 def build_message(item: PushItem, now: datetime) -> messaging.Message:
     """The ``messaging.Message`` for ``item`` at ``now``: the kind's lines in the recipient's language (and
-    their localisation keys, for apps that localise on the device), opaque data, TTL, collapse key,
-    priority and interruption level, analytics label.
+    their localisation keys, for apps that localise on the device), opaque data, TTL, collapse key (which of
+    the messages FCM holds for an offline phone it keeps) and tag in the tray, priority and interruption level,
+    analytics label.
 
     Raises :class:`PayloadTooLarge` if the encoded message passes 4096 bytes.
     """
@@ -151,13 +153,14 @@ def build_message(item: PushItem, now: datetime) -> messaging.Message:
             priority=delivery.android_priority,
             ttl=ttl,
             notification=messaging.AndroidNotification(
-                visibility=template.visibility.value, tag=item.collapse_key, channel_id=template.channel_id,
+                visibility=template.visibility.value, tag=item.tag or item.collapse_key,
+                channel_id=template.channel_id,
                 title_loc_key=title.loc_key, body_loc_key=body.loc_key, body_loc_args=args or None),
         ),
         apns=messaging.APNSConfig(
             headers={
                 "apns-expiration": str(int(item.expires_at.timestamp())),
-                "apns-collapse-id": item.collapse_key,
+                "apns-collapse-id": item.tag or item.collapse_key,  # (iOS shows one notification per id)
                 "apns-priority": delivery.apns_priority,
                 "apns-push-type": "alert",
             },

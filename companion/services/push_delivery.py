@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from companion.clock import Clock, now
+from companion.domain.notifications import tray_tag_for
 from companion.domain.people import Account
 from companion.notify.push import Address, Outcome, PushItem, PushResult, PushSender
 from companion.services.notifications import DeliveryConsent
@@ -222,7 +223,8 @@ class OutboxDispatcher:
                                       locales=(language, phone.get("locale")),
                                       zone=doc.get("planned_zone") or (
                                           zone.zone_at(planned or doc["not_before"]).key if zone else "UTC"),
-                                      planned_at=planned))
+                                      planned_at=planned,
+                                      tag=tray_tag_for(doc["source_key"], doc["collapse_key"])))
                 installs.append((doc["recipient_user_id"], phone["install_id"]))
         return _Prepared(claimed, items, installs, outcomes, people)
 

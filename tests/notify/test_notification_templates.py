@@ -23,6 +23,7 @@ from companion.domain.notifications import (
     ignores_quiet_hours,
     notice_for,
     template_for,
+    tray_tag_for,
     ttl_for,
 )
 from companion.notify.push import PushItem, build_message
@@ -261,3 +262,17 @@ def test_an_alerts_pushes_and_its_escalations_name_the_alert_they_tell_of():
     assert alert_key("a1") != alert_key("a1", escalated=True)
     assert alert_of(alert_key("a1")) == alert_of(alert_key("a1", escalated=True)) == "a1"
     assert alert_of("reminder:o1") is None and alert_of("invitation:i1") is None
+
+
+def test_a_reminders_pushes_are_tagged_in_the_tray_by_their_occurrence_and_every_other_push_by_its_collapse_key():
+    key = collapse_key_for("planned_reminder", "patient-1")
+    first = tray_tag_for("reminder:occ-0800", key)
+    assert {tray_tag_for(f"reminder:occ-0800{rest}", key) for rest in (":repeat:2", ":resend",
+                                                                       ":snooze:20260302T081500")} == {first}
+    assert tray_tag_for("reminder:occ-0830", key) != first and "occ-0800" not in first
+    assert tray_tag_for("alert:a1", "k") == tray_tag_for("missed-summary:p1:2026-03-02", "k") == "k"
+    message = json.loads(str(build_message(PushItem(outbox_id="ob-1", token="phone-1", kind="planned_reminder",
+                                                    expires_at=T0 + timedelta(hours=1), collapse_key=key,
+                                                    tag=first), T0)))
+    assert message["android"]["notification"]["tag"] == message["apns"]["headers"]["apns-collapse-id"] == first
+    assert message["android"]["collapse_key"] == key
