@@ -269,10 +269,6 @@ class Occurrences(feeds.SyncedCollection):
         query = {"patient_id": patient_id, **LIVE, **({"kind": kind} if kind is not None else {})}
         return oldest_first(self.col, query, "due_at", start, end)
 
-    def of_reminder_on(self, reminder_id: str, local_date: str) -> list[dict]:
-        """The reminder's occurrences of a local date, cancelled ones included (on ``reminder_local_unique``)."""
-        return list(self.col.find({"reminder_id": reminder_id, "local_date": local_date}).limit(MAX_OCCURRENCES))
-
     def doses_taken(self, patient_id: str, local_date: str) -> list[dict]:
         """The patient's medication occurrences of a local date marked done."""
         return list(self.col.find({"patient_id": patient_id, "kind": "medication", "status": "done",
