@@ -32,5 +32,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 export FERRETDB_BIN="$root/var/bin/ferretdb"
 .venv/bin/ruff check companion device_gateway tests bench
+# Two pytest processes (pytest-xdist), each with its own FerretDB, push emulator and databases, a test module kept
+# whole in one of them: on 2 cores a test waits on the database or a child process much of its time, and the other
+# process uses it. COMPANION_TEST_WORKERS=0 runs in this one process (as a targeted `pytest <file>` does).
 # The 25 slowest tests are listed at the end, to keep the run under its 20 minutes on 2 shared cores.
-exec .venv/bin/pytest --durations=25 "$@"
+exec .venv/bin/pytest -n "${COMPANION_TEST_WORKERS:-2}" --dist loadfile --durations=25 "$@"
