@@ -410,6 +410,7 @@ READ_ELSEWHERE: dict[str, str] = {
     # The test suite's switches
     "COMPANION_SKIP_INDEXES": "companion.create_app: 1 skips creating indexes at start (a test's app)",
     "COMPANION_BROWSER_TESTS": "scripts/test.sh: 0 skips installing Chromium for the browser tests",
+    "COMPANION_TEST_WORKERS": "scripts/test.sh: pytest processes the suite runs in (2; 0 runs it in one)",
     "COMPANION_FUZZ_EXAMPLES": "tests/proof/test_schemathesis.py: examples per operation",
     "COMPANION_FUZZ_STEPS": "tests/proof/test_schemathesis.py: steps of the stateful run",
     # The home gateway (device_gateway/config.py, docs/device-gateway.md), which may run beside the server
