@@ -205,9 +205,6 @@ class GatewayLink:
         self.statuses: dict[str, UnitStatus] = {}
         self._busy: set[str] = set()
         self._first_contact_told: dict[str, int] = {}  # serial -> the start of its records last said
-        # serial -> how many records its last finished transfer sent numbered above its highest (never stored,
-        # never acknowledged, so still counted in its summary's records stored)
-        self._above_highest: dict[str, int] = {}
 
     async def scan(self, timeout_s: float = 5.0, only_bound: bool = True) -> list[FoundUnit]:
         """Scan for units advertising the Companion TENS service whose serial is bound to this gateway.
@@ -383,13 +380,11 @@ class GatewayLink:
         # Asked from the record after the one stored last (or after the undecodable frames acknowledged past it),
         # never from where its summary's counts put its records: see device_gateway/sequencing.py.
         explained = max(last_stored, await asyncio.to_thread(self.buffer.explained_through, serial))
-        window = TransferWindow(expected=explained + 1, highest=summary.highest_seq)
+        window = TransferWindow(expected=explained + 1)
         # The counts only tell whether the unit holds a record at or below the position: it holds as many records
         # as it says, none above its highest number, so the lowest it holds is at most this (a number missing
         # below its highest, or one assigned to a session still running, only puts the lowest lower).
-        # Records numbered above its highest (a unit bug, or damaged frames whose check passed) are never stored or
-        # acknowledged: the unit keeps them, and counts them; as many as its last finished transfer sent are left out.
-        lowest_held = summary.highest_seq - (summary.records_stored - self._above_highest.get(serial, 0)) + 1
+        lowest_held = summary.highest_seq - summary.records_stored + 1
         if last_stored and summary.records_stored and lowest_held <= last_stored:
             server = _NOT_ASKED
             if last_hash is None and (position.moved_without_record or position.recovered_unchecked):
@@ -509,11 +504,10 @@ class GatewayLink:
 
     async def _close(self, client: BleakClient, serial: str, window: TransferWindow, summary: TransferSummary,
                      result: SyncResult, sync: _Sync, acked: int) -> None:
-        """The transfer summary came: the unit sent all it holds from the number asked. Each run of numbers it skipped is
-        noted before the records it sent past them are stored, and only then is it acknowledged, up to the last
+        """The transfer summary came: the unit sent all it holds from the number asked. The records it sent past
+        numbers it skipped are stored, the skipped numbers noted, and only then is it acknowledged, up to the last
         number stored, explained by an undecodable frame, or skipped: never past a number it did not send with
         nothing sent after it (a session still running may hold it)."""
-        self._above_highest[serial] = len(window.above_highest)  # it sent all from the number asked: all of them
         if window.verify is not None:
             if window.verify_undecodable:
                 window.settle_unreadable_last()
@@ -528,17 +522,12 @@ class GatewayLink:
         await self._keep_settled(serial, window)  # an undecodable tail or gap, before it is acknowledged
         done = min(window.expected - 1, summary.highest_seq)  # never past what the unit holds
         refused = 0
-        records = sorted((record for record in closing.records if record is not None), key=lambda r: r.device_seq)
-        # In order: each run of skipped numbers noted before the records after it are stored, so that a gateway
-        # stopped in between has either noted it or will see it again as the first gap of the next transfer.
-        for first, last in [*closing.skipped, (done + 1, done + 1)]:
-            before = [record for record in records if record.device_seq < first]
-            records = records[len(before):]
-            if before:
-                stored = await self._store(serial, before, sync, result)
-                if stored.refused:
-                    refused, done = stored.refused, stored.stored_up_to
-                    break
+        if records := [record for record in closing.records if record is not None]:
+            stored = await self._store(serial, records, sync, result)
+            refused = stored.refused
+            if refused:
+                done = stored.stored_up_to
+        for first, last in closing.skipped:
             if last < done:
                 await self._note_skipped(serial, first, last)
         if done > acked:
@@ -591,7 +580,6 @@ class GatewayLink:
                 if not window.note_undecodable(named, content_hash(serial, frame), (frame, reason)):
                     raise _restarted(named) from None
                 result.undecodable += 1
-                await self._note_first_gap(serial, window)
                 if named is not None:  # it stands for the record it names; one that names none waits for its run
                     await asyncio.to_thread(self.buffer.dead_letter_frame, serial, frame, reason, named)
                 continue
@@ -603,22 +591,11 @@ class GatewayLink:
             record = capture(serial, decoded, frame, offset, received_at, self.paired_at, sync_id)
             admitted = window.admit(decoded.seq, record)  # None: kept aside, past a gap, until the transfer ends
             if admitted:
-                await self._note_first_gap(serial, window)  # before the record is stored, and acknowledged over
                 captured.append(record)
             elif admitted is False:
                 result.out_of_sequence += 1
-                if window.highest is not None and decoded.seq > window.highest:
-                    logger.warning("unit %s: record %d is numbered above its highest (%d); not stored", serial,
-                                   decoded.seq, window.highest)
-                else:
-                    logger.debug("unit %s: record %d out of sequence (expected %d)", serial, decoded.seq,
-                                 window.expected)
+                logger.debug("unit %s: record %d out of sequence (expected %d)", serial, decoded.seq, window.expected)
         return captured, summary
-
-    async def _note_first_gap(self, serial: str, window: TransferWindow) -> None:
-        """The numbers the transfer's first record showed the unit does not hold, noted before it is stored."""
-        for first, last in window.take_skipped():
-            await self._note_skipped(serial, first, last)
 
     async def _keep_settled(self, serial: str, window: TransferWindow) -> None:
         """Dead-letter the undecodable frames the window placed (see ``TransferWindow.settled``), each under the

@@ -8,20 +8,12 @@ numbers may be missing below it (an aborted session's, or records another gatewa
 the unit freed), so "highest minus how many it stores" is not where its records start.
 
 A gap is admitted only when something explains it: undecodable frames received since the last stored record
-(their sequence numbers are unknown, and they are dead-lettered raw), or the unit's own transfer skipping it.
-The profile has "send from N" send what the unit holds in ascending order from N, so the first record of a
-transfer (nothing admitted, kept aside or held before it) numbered above N shows that N up to it are not held:
-they are skipped at once (``take_skipped``, noted missing by the caller before the record is stored) and the
-record admitted, so that a link that drops before every summary still stores and acknowledges something at
-each connection. A record received later in the transfer beyond a gap that the frames cannot explain is kept
-aside (``ahead``) until the transfer summary says the transfer ended: only then is it known that the unit sent
-everything it holds from the number asked, so the numbers it did not send below a record it did send are not
-held (``close``: skipped, noted missing by the caller). A transfer cut short before then stores what came before
-the gap; the next one asks from the record after it, and its first record settles the gap as above. A number
-above the highest record sent is not known to be skipped: the highest one may be a session still running. It is
-neither noted missing nor acknowledged; the next transfer asks from it again. A number above the unit's highest
-(``highest``, from the summary read before the transfer) is never admitted: a unit bug or a damaged frame whose
-check passed, it would otherwise move the position past every number the unit will assign.
+(their sequence numbers are unknown, and they are dead-lettered raw), or the unit's own transfer skipping it. A
+record received beyond a gap that the frames cannot explain is kept aside (``ahead``) until the transfer
+summary says the transfer ended: only then is it known that the unit sent everything it holds from the number
+asked, so the numbers it did not send below a record it did send are not held (``close``: skipped, noted
+missing by the caller). A number above the highest record sent is not known to be skipped: the highest one may
+be a session still running. It is neither noted missing nor acknowledged; the next transfer asks from it again.
 
 An undecodable frame that names no number is held until its run is closed: by the next record admitted, or by
 the transfer summary for a missing tail. Only then is it known how many records the run stood for (the gap it
@@ -59,10 +51,6 @@ class TransferWindow:
     # Records received beyond a gap the held frames cannot explain, until the transfer ends: (number, what the
     # caller noted with it, the frames that name no number received just before it).
     ahead: list[tuple[int, object, list]] = field(default_factory=list)
-    highest: int | None = None  # the unit's highest sequence number, from the summary read before the transfer
-    started: bool = False  # a record was admitted or kept aside in this transfer
-    skipped: list[tuple[int, int]] = field(default_factory=list)  # skipped by the first record, for the caller
-    above_highest: set[int] = field(default_factory=set)  # numbers sent above ``highest``: never admitted
 
     def first_to_ask(self) -> int:
         """The sequence number to ask the unit to send from."""
@@ -113,35 +101,20 @@ class TransferWindow:
         """True if the record with ``seq`` is the next one to store (then the window moves past it, and the
         undecodable frames held before it are placed in the gap it leaves, as many as it has). None if it lies
         beyond a gap nothing explains yet: ``record`` (whatever the caller notes with it) is kept aside until the
-        transfer ends (``close``), and so is every record after it; the first record of the transfer, with
-        nothing held before it, is admitted past its gap, skipped (``take_skipped``). False if it is not to be
-        stored: already stored, numbered above the unit's highest, or before the record stored last came back."""
+        transfer ends (``close``), and so is every record after it. False if it is not to be stored: already
+        stored, or before the record stored last came back."""
         if self.verify is not None:
             return False  # not before the record stored last has come back the same
-        if self.highest is not None and seq > self.highest:
-            self.above_highest.add(seq)  # counted in the unit's records stored all the same
-            return False
         gap = seq - self.expected
         if gap < 0:
             return False
-        if not self.started and not self.held and gap:
-            # Sent in ascending order from the number asked: the numbers before the first record are not held.
-            self.skipped.append((self.expected, seq - 1))
-        elif self.ahead or gap > len(self.held):
-            self.started = True
+        if self.ahead or gap > len(self.held):
             self.ahead.append((seq, record, self.held))
             self.held = []
             return None
-        self.started = True
         self._settle(gap)
         self.expected = seq + 1
         return True
-
-    def take_skipped(self) -> list[tuple[int, int]]:
-        """The numbers (first, last) the transfer's first record showed the unit does not hold, since the last
-        call: to be noted missing before that record is stored (an acknowledgement after it covers them)."""
-        skipped, self.skipped = self.skipped, []
-        return skipped
 
     def _settle(self, places: int) -> int:
         """The run of held frames closed, explaining ``places`` records from ``expected``: that many of them are
@@ -168,8 +141,6 @@ class TransferWindow:
         explained. Frames that repeat the one before them count once there.
 
         Returns the records now admitted and the numbers skipped (``Closing``)."""
-        if self.highest is not None:  # the summary at the end may count a session started since: not sent
-            unit_highest_seq = min(unit_highest_seq, self.highest)
         tail, closing = self.held, Closing()
         for seq, record, frames in sorted(self.ahead, key=lambda kept: kept[0]):
             if seq < self.expected:

@@ -7,13 +7,10 @@ or skipped by the unit's own transfer; a number is noted missing only once the u
 Real bleak against the fake BlueZ on a private bus, a real buffer.
 """
 
-from itertools import pairwise
-
 import pytest
 
 from device_gateway.buffer import RecordBuffer
 from device_gateway.profiles.companion_tens import ControlOp
-from device_gateway.simulator.sessions import simulated_session
 from device_gateway.simulator.unit import FakeTensUnit
 from tests.gateway.test_link import UNIT_A, make_link, stored_seqs
 from tests.support.scenario import run_with_units
@@ -147,72 +144,3 @@ def test_an_undecodable_record_before_a_running_session_is_kept_once_and_not_ack
     assert (unit.acked_up_to, unit.records) == (13, [])
     [frame] = buffer.dead_letters()
     assert (frame["source"], frame["frame_slot"]) == ("unit", 12)
-
-
-def test_a_gap_and_a_link_that_drops_before_every_summary_make_progress_at_every_connection(system_bus, buffer):
-    # 11 assigned and never kept; every connection drops after 15 records, before the summary. The first record
-    # sent from 11 is 12: 11 is not held (the unit sends in ascending order), noted and stored past at once.
-    unit = FakeTensUnit.with_history(*UNIT_A, count=10)
-    link = make_link(buffer, [unit.serial], max_attempts=1)
-    seen = []
-
-    async def scenario(fake):
-        await link.run_once(scan_timeout_s=5)  # 1..10
-        unit.start_session()
-        unit.abort_session()  # 11: never kept
-        unit.record_sessions(40)  # 12..51
-        while len(seen) < 10 and (not seen or unit.records):
-            unit.drop_link_after = 15
-            await link.run_once(scan_timeout_s=5)
-            seen.append((len(stored_seqs(buffer, unit.serial)), unit.acked_up_to))
-
-    run_with_units([unit], scenario)
-    assert all(later[0] > earlier[0] and later[1] > earlier[1] for earlier, later in pairwise(seen)), seen
-    assert seen[0][0] > 10 and seen[0][1] > 10, seen  # the first connection already stores and acknowledges
-    assert stored_seqs(buffer, unit.serial) == [*range(1, 11), *range(12, 52)]  # each once
-    assert missing(buffer) == ['{"missing_from_seq": 11, "missing_to_seq": 11}']
-    assert unit.acked_up_to == 51 and unit.records == []
-
-
-def test_a_first_contact_from_a_later_number_over_a_flaky_link_makes_progress(system_bus, buffer):
-    unit = FakeTensUnit(*UNIT_A, highest_seq=4)  # 1..4 taken by another gateway of the patient's
-    unit.record_sessions(30)  # 5..34
-    link = make_link(buffer, [unit.serial], max_attempts=1)
-    seen = []
-
-    async def scenario(fake):
-        while len(seen) < 10 and (not seen or unit.records):
-            unit.drop_link_after = 10
-            await link.run_once(scan_timeout_s=5)
-            seen.append(unit.acked_up_to)
-
-    run_with_units([unit], scenario)
-    assert seen[0] > 4 and all(later > earlier for earlier, later in pairwise(seen)), seen
-    assert stored_seqs(buffer, unit.serial) == list(range(5, 35))
-    assert missing(buffer) == []  # numbers before a first contact's records: only logged
-    assert unit.acked_up_to == 34
-
-
-def test_a_record_numbered_above_the_units_highest_is_never_stored(system_bus, buffer):
-    unit = FakeTensUnit.with_history(*UNIT_A, count=10)
-    link = make_link(buffer, [unit.serial])
-    seen = {}
-
-    async def scenario(fake):
-        await link.run_once(scan_timeout_s=5)  # 1..10
-        unit.record_sessions(3)  # 11..13
-        unit.start_session()  # 14: running
-        unit.records.append(simulated_session(100_000, int(unit.now())))  # a unit bug, or a frame damaged past its CRC
-        seen["with_it"] = await link.run_once(scan_timeout_s=5)
-        seen["after"] = (stored_seqs(buffer, unit.serial), unit.acked_up_to)
-        unit.finish_session()
-        seen["next"] = await link.run_once(scan_timeout_s=5)
-        unit.record_sessions(2)  # 15, 16
-        seen["later"] = await link.run_once(scan_timeout_s=5)
-
-    run_with_units([unit], scenario)
-    assert seen["after"] == (list(range(1, 14)), 13)
-    assert seen["with_it"][0].out_of_sequence == 1
-    assert clean(seen["next"]) and clean(seen["later"]), (seen["next"], seen["later"])
-    assert stored_seqs(buffer, unit.serial) == list(range(1, 17))  # collected as before, 100000 never
-    assert unit.acked_up_to == 16 and [r.seq for r in unit.records] == [100_000]

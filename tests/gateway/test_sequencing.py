@@ -10,39 +10,13 @@ def test_records_in_sequence_are_admitted():
 
 
 def test_a_record_past_a_gap_is_kept_aside_until_the_transfer_ends():
-    window = TransferWindow(expected=42)
-    assert window.admit(42, "42") is True
+    window = TransferWindow(expected=43)
     assert window.admit(150, "150") is None  # not stored before the transfer ends: a stale notification, say
     assert window.expected == 43
     assert [window.admit(seq, str(seq)) for seq in (43, 44)] == [None, None]  # after it, everything waits
     closing = window.close(unit_highest_seq=150)
     # The unit sent 43 and 44 and then 150: 45..149 it does not hold, 150 is stored after 44.
     assert (closing.records, closing.skipped, window.expected) == (["43", "44", "150"], [(45, 149)], 151)
-
-
-def test_the_first_record_of_a_transfer_past_the_number_asked_skips_the_numbers_before_it_at_once():
-    # "send from 11" sends what the unit holds in ascending order from 11: 12 first means it does not hold 11,
-    # known before the summary (a link that drops before every summary still stores and acknowledges 12..).
-    window = TransferWindow(expected=11, highest=51)
-    assert window.admit(12, "12") is True
-    assert (window.take_skipped(), window.take_skipped(), window.expected) == ([(11, 11)], [], 13)
-    assert window.admit(14, "14") is None  # a gap later in the transfer waits for the summary
-    assert window.take_skipped() == []
-
-
-def test_the_first_record_after_undecodable_frames_waits_for_the_summary():
-    window = TransferWindow(expected=11)
-    window.note_undecodable(frame="x")
-    assert window.admit(14, "14") is None
-    assert window.take_skipped() == []
-
-
-def test_a_number_above_the_units_highest_is_never_admitted():
-    window = TransferWindow(expected=11, highest=14)
-    assert [window.admit(seq, seq) for seq in (11, 100_000, 12)] == [True, False, True]
-    assert window.admit(100_001, 100_001) is False
-    closing = window.close(unit_highest_seq=100_001)  # the summary at the end cannot move it past 14 either
-    assert (closing.records, window.expected, window.above_highest) == ([], 13, {100_000, 100_001})
 
 
 def test_numbers_the_unit_skipped_are_known_only_once_it_sent_a_higher_one():
