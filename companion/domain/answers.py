@@ -15,8 +15,11 @@ answer to a slot moved earlier comes after its time now and is taken as any late
   inside one of the windows it was shown with (a phone that never heard of the call-off reminded then); any
   other answer is to a slot no longer the patient's.
 - **Settled with it**: an answer on a slot called off settles the same reminder's slot of the same local date made
-  at or after the call-off (its replacement) that is nearest in time, so that the one dose is not pushed again,
-  counted missed, or counted twice: unless that slot was answered already (then the patient answered both).
+  by the change that called it off (its replacement: ``made_by`` equal to its ``called_off_by``) that is nearest in
+  time, so that the one dose is not pushed again, counted missed, or counted twice: unless that slot was answered
+  already (then the patient answered both). A slot the reminder had already (kept, or brought back by the change:
+  a reminder stopped and started again brings its evening slot back, which replaces nothing) is no replacement;
+  nor is any slot for an answer on a slot called off before changes were noted (the answer is still recorded).
 """
 
 from __future__ import annotations
@@ -42,13 +45,15 @@ class DaySlot:
 
     ``made_at``: when it was made (or brought back), None when not known (stored before this was noted: taken for
     older than any call-off). ``state``: ``open`` (pending or missed), ``answered`` or ``called_off``.
-    ``settled_by``: the slot whose answer settled it, if one did."""
+    ``settled_by``: the slot whose answer settled it, if one did. ``made_by``: the change that made it new (None:
+    kept, brought back, or made before changes were noted)."""
 
     occurrence_id: str
     due_at: datetime
     made_at: datetime | None
     state: str
     settled_by: str | None = None
+    made_by: str | None = None
 
 
 def too_early(at: datetime, windows: Iterable[Window]) -> bool:
@@ -69,18 +74,20 @@ def taken_after_call_off(at: datetime, windows: Iterable[Window], called_off_at:
     return (at <= called_off_at and not too_early(at, shown)) or in_time(at, shown)
 
 
-def replacement(answered_id: str, answered_due: datetime, called_off_at: datetime,
+def replacement(answered_id: str, answered_due: datetime, called_off_by: str | None,
                 same_day: Iterable[DaySlot]) -> DaySlot | None:
-    """The slot an answer on a slot called off (``answered_id``, due at ``answered_due``, called off at
-    ``called_off_at``) settles, among the same reminder's slots of its local date: the one it settled already (a
-    retry finishes what followed), else the slot made at or after the call-off nearest in time to it (the earlier
-    of two as near), if that one is open. None when there is none, or when the nearest was answered itself."""
+    """The slot an answer on a slot called off (``answered_id``, due at ``answered_due``, called off by the change
+    ``called_off_by``) settles, among the same reminder's slots of its local date: the one it settled already (a
+    retry finishes what followed), else the slot that change made nearest in time to it (the earlier of two as
+    near), if that one is open. None when there is none (a change not noted: ``called_off_by`` None), or when the
+    nearest was answered itself."""
     slots = [slot for slot in same_day if slot.occurrence_id != answered_id]
     settled = [slot for slot in slots if slot.settled_by == answered_id]
     if settled:
         return settled[0]
-    made_since = [slot for slot in slots if slot.state != "called_off" and slot.made_at is not None
-                  and slot.made_at >= called_off_at]
+    if called_off_by is None:
+        return None
+    made_since = [slot for slot in slots if slot.state != "called_off" and slot.made_by == called_off_by]
     if not made_since:
         return None
     nearest = min(made_since, key=lambda slot: (abs(slot.due_at - answered_due), slot.due_at))

@@ -3,8 +3,10 @@ replacement of a slot called off that the patient answered all the same (a phone
 
 An occurrence keeps the windows it was moved later from (``moved_from``: a move of time zone westward, a slot a move
 east kept that a move undone brought back, a slot called off and made again later), and a cancelled one the moment
-it was called off (``called_off_at``, kept once an answer brings it back). Occurrences are made with ``made_at``,
-which tells a replacement (made at or after the call-off) from the slots of the day the change left as they were.
+it was called off (``called_off_at``, kept once an answer brings it back) and by which change (``called_off_by``:
+one id per run of materializing). Occurrences are made with ``made_at``, and those a run made new with its id
+(``made_by``), which tells a replacement (made by the change that called the slot off) from the slots of the day
+the reminder had already (kept, or brought back: a reminder stopped and started again).
 """
 
 from __future__ import annotations
@@ -57,8 +59,9 @@ def settle_replacement(stores: Stores, changes: Changes, answered: dict, at: dat
     if off is None or answered["status"] not in ANSWERED:
         return None
     day = stores.occurrences.of_reminder_on(answered["reminder_id"], answered["local_date"])
-    found = replacement(answered["_id"], answered["due_at"], off, [
-        DaySlot(o["_id"], o["due_at"], o.get("made_at"), _state(o), o.get("settled_by")) for o in day])
+    found = replacement(answered["_id"], answered["due_at"], answered.get("called_off_by"), [
+        DaySlot(o["_id"], o["due_at"], o.get("made_at"), _state(o), o.get("settled_by"), o.get("made_by"))
+        for o in day])
     if found is None:
         return None
     stored = next(o for o in day if o["_id"] == found.occurrence_id)

@@ -45,6 +45,7 @@ Edges, decided here:
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Collection
 from datetime import date, datetime, time, timedelta
@@ -467,12 +468,15 @@ class ReminderService:
                     and any(stored.get(k) != doc[k] for k in MOMENT):
                 moves.append((key, {k: doc[k] for k in MOMENT}, left_behind(stored, doc)))
             elif stored["status"] == CANCELLED and doc["due_at"] >= current and not stored.get("settled_by"):
-                revivals.append(({**doc, "made_at": current}, left_behind(stored, doc)))
+                revivals.append(({**doc, "made_at": current, "made_by": None}, left_behind(stored, doc)))
         stale = [o["_id"] for o in self.occurrences.pending_from(patient_id, max(start_utc, current), end_utc)
                  if o["_id"] not in wanted]
         stale = list(dict.fromkeys(stale + self._open_unwanted(patient_id, reminders, history,
                                                               set(kept) | {key for key, _, _ in restores}, current)))
-        new = [{**doc, "made_at": current} for key, doc in wanted.items() if key not in existing]
+        # One id for this change, on the slots it calls off and on those it makes new: an answer from a stale copy
+        # to a slot called off settles only a slot made by the same change (companion.domain.answers).
+        change = uuid.uuid4().hex
+        new = [{**doc, "made_at": current, "made_by": change} for key, doc in wanted.items() if key not in existing]
         writes = len(moves) + len(restores) + len(revivals) + len(stale) + len(new)
         if not writes:
             return 0, None
@@ -496,7 +500,7 @@ class ReminderService:
             for doc, left in revivals:
                 self.occurrences.revive(doc, seq, left)
                 seq += 1
-            self.occurrences.cancel_pending(stale, seq, current)
+            self.occurrences.cancel_pending(stale, seq, current, by=change)
             seq += len(stale)
             added = self.occurrences.insert_new([{**doc, "seq": seq + n} for n, doc in enumerate(new)])
         withdraw_called_off(self.stores, patient_id, called_off)  # (one queued while they were being cancelled)

@@ -13,7 +13,8 @@ slot's answer (``settled_by``: companion.domain.answers). The scheduler's own bo
 ``missed_summary``) is not a change the app sees and takes no number.
 
 What answers read beside the moment: ``moved_from`` (the windows a slot was moved later from), ``called_off_at``
-(when it was cancelled, kept once an answer brings it back) and ``made_at`` (when it was made or brought back).
+(when it was cancelled, kept once an answer brings it back), ``called_off_by`` (the change that cancelled it),
+``made_at`` (when it was made or brought back) and ``made_by`` (the change that made it new; None when brought back).
 """
 
 from __future__ import annotations
@@ -205,12 +206,13 @@ class Occurrences(feeds.SyncedCollection):
                                             {"status": "missed", "missed_reason": missed_reason}]},
                                    {"$set": {**fields, "seq": seq}, **_keeping(left)}).modified_count == 1
 
-    def cancel_pending(self, ids: list[str], first_seq: int, at: datetime) -> int:
+    def cancel_pending(self, ids: list[str], first_seq: int, at: datetime, *, by: str | None = None) -> int:
         """Cancel these occurrences where still pending (tombstones numbered from ``first_seq``). ``called_off_at``
-        keeps the moment once an answer has brought one back (``status_at`` is then the answer's)."""
+        keeps the moment once an answer has brought one back (``status_at`` is then the answer's), and
+        ``called_off_by`` the change (``by``) that called them off: its new slots are their replacements."""
         return sum(self.col.update_one({"_id": key, "status": "pending"}, {"$set": {
             "status": CANCELLED, "deleted": True, "deleted_at": at, "status_at": at, "called_off_at": at,
-            "seq": first_seq + n}}
+            "called_off_by": by, "seq": first_seq + n}}
         ).modified_count for n, key in enumerate(ids))
 
     def revive(self, doc: dict, seq: int, left: dict | None = None) -> bool:
@@ -219,7 +221,7 @@ class Occurrences(feeds.SyncedCollection):
         fields = {k: v for k, v in doc.items() if k != "_id"}
         return self.col.update_one({"_id": doc["_id"], "status": CANCELLED, "settled_by": None},
                                    {"$set": {**fields, "deleted": False, "deleted_at": None, "called_off_at": None,
-                                             "seq": seq}, **_keeping(left)}).modified_count == 1
+                                             "called_off_by": None, "seq": seq}, **_keeping(left)}).modified_count == 1
 
     def settle(self, occurrence: str, by: str, seq: int, at: datetime) -> dict | None:
         """Call off a slot still pending or missed because the answer to ``by`` (the same reminder's slot of the same

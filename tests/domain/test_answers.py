@@ -34,29 +34,44 @@ def test_a_slot_called_off_takes_an_answer_given_before_the_call_off_or_inside_i
     assert not taken_after_call_off(SIX - 2 * HOUR, shown, SIX + timedelta(minutes=30))  # too early all the same
 
 
-def _slot(key: str, due: datetime, made: datetime | None, state: str = "open", settled_by: str | None = None):
-    return DaySlot(key, due, made, state, settled_by)
+CHANGE = "change-1"  # the change that called the answered slot off, and made its replacement
 
 
-def test_the_replacement_is_the_nearest_slot_made_since_the_call_off():
-    day = [_slot("old", SIX, CALLED_OFF - HOUR, "called_off"), _slot("morning", SIX - 9 * HOUR, CALLED_OFF - HOUR),
-           _slot("seven", SIX + HOUR, CALLED_OFF), _slot("night", SIX + 4 * HOUR, CALLED_OFF + HOUR)]
-    assert replacement("old", SIX, CALLED_OFF, day).occurrence_id == "seven"
+def _slot(key: str, due: datetime, made_by: str | None, state: str = "open", settled_by: str | None = None):
+    return DaySlot(key, due, CALLED_OFF if made_by else None, state, settled_by, made_by)
 
 
-def test_a_slot_the_change_left_as_it_was_is_never_the_replacement():
-    day = [_slot("old", SIX, None, "called_off"), _slot("morning", SIX - 9 * HOUR, CALLED_OFF - HOUR),
-           _slot("legacy", SIX + HOUR, None)]
-    assert replacement("old", SIX, CALLED_OFF, day) is None
+def test_the_replacement_is_the_nearest_slot_made_by_the_change_that_called_it_off():
+    day = [_slot("old", SIX, None, "called_off"), _slot("morning", SIX - 9 * HOUR, None),
+           _slot("seven", SIX + HOUR, CHANGE), _slot("night", SIX + 4 * HOUR, CHANGE)]
+    assert replacement("old", SIX, CHANGE, day).occurrence_id == "seven"
+
+
+def test_a_slot_the_change_left_as_it_was_or_brought_back_is_never_the_replacement():
+    day = [_slot("old", SIX, None, "called_off"), _slot("morning", SIX - 9 * HOUR, None),
+           _slot("revived", SIX + HOUR, None)]
+    assert replacement("old", SIX, CHANGE, day) is None
+
+
+def test_a_slot_made_by_a_later_change_is_not_the_replacement():
+    # Stopped (both slots called off by one change), started again (the evening slot brought back, or made anew by
+    # another change): the evening dose is the patient's own, never the morning answer's.
+    day = [_slot("old", SIX - 10 * HOUR, None, "called_off"), _slot("evening", SIX + 2 * HOUR, "change-2")]
+    assert replacement("old", SIX - 10 * HOUR, CHANGE, day) is None
+
+
+def test_an_answer_on_a_slot_called_off_before_changes_were_noted_settles_nothing():
+    day = [_slot("old", SIX, None, "called_off"), _slot("seven", SIX + HOUR, CHANGE)]
+    assert replacement("old", SIX, None, day) is None
 
 
 def test_nothing_is_settled_when_the_nearest_new_slot_was_answered_itself():
-    day = [_slot("old", SIX, None, "called_off"), _slot("seven", SIX + HOUR, CALLED_OFF, "answered"),
-           _slot("night", SIX + 4 * HOUR, CALLED_OFF)]
-    assert replacement("old", SIX, CALLED_OFF, day) is None
+    day = [_slot("old", SIX, None, "called_off"), _slot("seven", SIX + HOUR, CHANGE, "answered"),
+           _slot("night", SIX + 4 * HOUR, CHANGE)]
+    assert replacement("old", SIX, CHANGE, day) is None
 
 
 def test_a_retry_finds_the_slot_it_settled_and_settles_no_other():
-    day = [_slot("old", SIX, None, "answered"), _slot("seven", SIX + HOUR, CALLED_OFF, "called_off", "old"),
-           _slot("night", SIX + 4 * HOUR, CALLED_OFF)]
-    assert replacement("old", SIX, CALLED_OFF, day).occurrence_id == "seven"
+    day = [_slot("old", SIX, None, "answered"), _slot("seven", SIX + HOUR, CHANGE, "called_off", "old"),
+           _slot("night", SIX + 4 * HOUR, CHANGE)]
+    assert replacement("old", SIX, CHANGE, day).occurrence_id == "seven"

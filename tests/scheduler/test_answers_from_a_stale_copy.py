@@ -186,3 +186,33 @@ def test_a_missed_session_alert_about_the_new_slot_ends_when_the_stale_answer_ar
     services_on(jobs_db, settings, clock).reminders.record_outcome(own(patient.id), evening["_id"], "done", None,
                                                                    at=SIX_PM + timedelta(minutes=5))
     assert [a["resolved_at"] is not None for a in jobs_db.alerts.find({"patient_id": patient.id})] == [True]
+
+
+def test_a_stale_answer_after_the_reminder_was_stopped_and_started_again_leaves_the_evening_dose(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    """The stop called both slots off, the start brought 20:00 back: 20:00 is the patient's evening dose, not the
+    replacement of the 08:00 the phone answered (a replacement is made by the change that called the slot off)."""
+    traveller.move_to(datetime(2026, 3, 2, 7, 0, tzinfo=UTC))
+    patient = make_person(jobs_db, "patient", "Europe/London")
+    token = phone(jobs_db, patient)
+    reminder = daily_reminder(jobs_db, patient, ["08:00", "20:00"], "2026-03-02", kind="medication", window_min=60)
+    morning = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "local_date": "2026-03-02",
+                                                     "local_time": "08:00"})
+    eight = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, eight, eight)
+    services = services_on(jobs_db, settings, clock)
+    traveller.move_to(eight + timedelta(minutes=30))
+    services.reminders.stop(patient.id, reminder["_id"])
+    traveller.move_to(eight + timedelta(minutes=45))
+    services.reminders.update(patient.id, reminder["_id"], {"active": True})
+    traveller.move_to(eight + timedelta(minutes=50))  # the phone, offline since 08:10, sends the morning dose
+    recorded = services.reminders.record_outcome(own(patient.id), morning["_id"], "done", None,
+                                                 at=eight + timedelta(minutes=10))
+    assert (recorded["status"], recorded["deleted"]) == ("done", False)
+    evening = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "local_date": "2026-03-02",
+                                                     "local_time": "20:00"})
+    assert (evening["status"], evening.get("settled_by")) == ("pending", None)
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, eight + timedelta(hours=12),
+                     eight + timedelta(hours=12))
+    assert [d.received_at.strftime("%H:%M") for d in emulator.delivered_to(token)] == ["08:00", "20:00"]
+    assert _day(jobs_db, patient) == [("08:00", "done", False), ("20:00", "pending", False)]
