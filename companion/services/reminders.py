@@ -356,7 +356,9 @@ class ReminderService:
         zone = history.zone_at(at)
         day = local_date_of(at, zone)
         changed = {**current, **wanted, "earlier_schedules": None}
-        had = self.occurrences.of_reminder_on(current["_id"], day.isoformat())
+        # One dose per answer chain: a slot called off (settled by another's answer, or by an earlier change) is
+        # none: the answer that settled it is the dose.
+        had = [o for o in self.occurrences.of_reminder_on(current["_id"], day.isoformat()) if o["status"] != CANCELLED]
         seen = {o["_id"] for o in had if o["status"] in ANSWERED} | self._reminded_of(patient_id, had)
         starts, ends = resolve_local(day, time(0), zone), resolve_local(day + timedelta(days=1), time(0), zone)
         slots = [slot for slot in slots_for(changed, history, starts, ends, as_planned=False) if slot.local_date == day]

@@ -172,3 +172,30 @@ def test_a_reminder_stopped_and_started_again_keeps_the_days_its_change_left_as_
     services.reminders.update(patient.id, reminder["_id"], {"active": True})
     assert day_of(jobs_db, patient, "2026-03-02") == [("20:00", "pending")]
     assert day_of(jobs_db, patient, "2026-03-03") == [("08:00", "pending")]
+
+
+def test_a_dose_settled_by_a_stale_answer_is_counted_once_when_the_day_is_re_timed_again(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    """08:00 re-timed to 09:00, 09:00 pushed, then the morning dose arrives from a stale copy as taken at 08:10
+    (settling 09:00): one dose, so 20:00 moved to 21:00 still reminds today."""
+    traveller.move_to(at(7))
+    patient = make_person(jobs_db, "patient")
+    token = phone(jobs_db, patient)
+    reminder = daily_reminder(jobs_db, patient, ["08:00", "20:00"], "2026-03-02", kind="medication", window_min=60)
+    morning = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "local_date": "2026-03-02",
+                                                     "local_time": "08:00"})
+    services = services_on(jobs_db, settings, clock, sender)
+    services.reminders.update(patient.id, reminder["_id"], {"schedule": {"type": "weekly",
+                                                                         "times": ["09:00", "20:00"]}})
+    each_minute(jobs_db, settings, clock, traveller, sender, at(9), at(9))
+    traveller.move_to(at(9.25))
+    services.reminders.record_outcome(own(patient.id), morning["_id"], "done", None, at=at(8 + 10 / 60))
+    nine = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "local_date": "2026-03-02",
+                                                  "local_time": "09:00"})
+    assert (nine["status"], nine["settled_by"]) == ("cancelled", morning["_id"])
+    traveller.move_to(at(10))
+    services.reminders.update(patient.id, reminder["_id"], {"schedule": {"type": "weekly",
+                                                                         "times": ["09:00", "21:00"]}})
+    each_minute(jobs_db, settings, clock, traveller, sender, at(21), at(21))
+    assert day_of(jobs_db, patient, "2026-03-02") == [("08:00", "done"), ("21:00", "pending")]
+    assert pushed_at(emulator, token) == ["02 09:00", "02 21:00"]
