@@ -381,20 +381,23 @@ def snoozed_until(occurrence: ReminderOccurrence, now_utc: datetime, snooze_minu
 
 
 def changed_schedule_starts(changed_at_utc: datetime, slots_that_day: list[ReminderOccurrence], seen_that_day: int,
-                            next_day_utc: datetime) -> datetime:
+                            next_day_utc: datetime, kept: frozenset[str] = frozenset()) -> datetime:
     """Return when a reminder whose schedule changed at ``changed_at_utc`` plans its new slots from.
 
     From the change: no slot is made for a time before it (a reminder the patient never had, marked missed).
-    And the doses of the patient's day of the change already seen to (``seen_that_day``: answered, or reminded
-    of) stand for the first of that day's times on the new schedule (``slots_that_day``), in order: the new
-    schedule reminds that day only of the times after those, and when none is left it starts the next day
-    (``next_day_utc``, the start of it). Moving today's only dose from 09:30 to 20:00 once it was taken does not
-    remind of it again today; moving the second of two from 18:00 to 21:00 on the day the first was taken does.
+    A time the new schedule keeps (``kept``: the ids of that day's slots it still has, the same time) keeps its
+    slot, whatever the patient did with it. The doses of the patient's day of the change already seen to that the
+    change does not keep (``seen_that_day``: answered, or reminded of and not called off by it) stand for the
+    first of that day's changed times on the new schedule (``slots_that_day`` not kept), in order: the new
+    schedule reminds that day only of the changed times after those, and when none is left it starts the next day
+    (``next_day_utc``, the start of it); never past a kept slot still to come. Moving today's only dose from 09:30
+    to 20:00 once it was taken does not remind of it again today; moving the second of two from 18:00 to 21:00 on
+    the day the first was taken does; removing 08:00 of 08:00 and 20:00 once 08:00 was reminded of leaves 20:00.
     """
     at = require_utc(changed_at_utc, "changed_at_utc")
     if seen_that_day <= 0:
         return at
-    ordered = sorted(slots_that_day, key=lambda slot: slot.due_at_utc)
-    if seen_that_day < len(ordered):
-        return max(at, ordered[seen_that_day].due_at_utc)
-    return max(at, require_utc(next_day_utc, "next_day_utc"))
+    ordered = sorted((slot for slot in slots_that_day if slot.occurrence_id not in kept), key=lambda slot: slot.due_at_utc)
+    since = ordered[seen_that_day].due_at_utc if seen_that_day < len(ordered) else require_utc(next_day_utc, "next_day_utc")
+    to_come = [slot.due_at_utc for slot in slots_that_day if slot.occurrence_id in kept and slot.due_at_utc >= at]
+    return max(at, min([since, *to_come]))

@@ -357,12 +357,15 @@ class ReminderService:
         day = local_date_of(at, zone)
         changed = {**current, **wanted, "earlier_schedules": None}
         # One dose per answer chain: a slot called off (settled by another's answer, or by an earlier change) is
-        # none: the answer that settled it is the dose.
+        # none. A time the new schedule keeps is its own slot, and stands for no other (removing 08:00 of 08:00 and
+        # 20:00 once 08:00 was reminded of leaves 20:00); the rest stand for the changed times, in order.
         had = [o for o in self.occurrences.of_reminder_on(current["_id"], day.isoformat()) if o["status"] != CANCELLED]
-        seen = {o["_id"] for o in had if o["status"] in ANSWERED} | self._reminded_of(patient_id, had)
         starts, ends = resolve_local(day, time(0), zone), resolve_local(day + timedelta(days=1), time(0), zone)
         slots = [slot for slot in slots_for(changed, history, starts, ends, as_planned=False) if slot.local_date == day]
-        since = changed_schedule_starts(at, slots, len(seen), ends)
+        same = frozenset(slot.occurrence_id for slot in slots) & {o["_id"] for o in had}
+        reminded = self._reminded_of(patient_id, had)
+        seen = [o for o in had if o["_id"] not in same and (o["status"] in ANSWERED or o["_id"] in reminded)]
+        since = changed_schedule_starts(at, slots, len(seen), ends, same)
         if rescheduled:
             kept = schedule_kept_until(current, date.fromisoformat(changed["schedule"]["start_date"]), day, at)
         else:  # started again: what it kept plans from now too

@@ -379,3 +379,16 @@ def test_a_changed_schedule_reminds_today_only_past_the_doses_seen_to(seen, chan
     new = daily(time(13), time(21))
     today = list(occurrences(new, ZoneInfo("UTC"), utc(2025, 3, 3), utc(2025, 3, 4)))
     assert changed_schedule_starts(changed_at, today[::-1], seen, utc(2025, 3, 4)) == expected
+
+
+@pytest.mark.parametrize(("seen", "kept", "expected"), [
+    (2, {"20:00"}, utc(2025, 3, 3, 20)),  # every changed time seen to: the 20:00 it keeps is still today's
+    (1, {"20:00"}, utc(2025, 3, 3, 12)),  # the dose seen to stands for 07:00, not for the 20:00 kept
+    (1, {"12:00"}, utc(2025, 3, 3, 12)),  # ... and a kept slot to come is never passed over
+    (0, {"12:00"}, utc(2025, 3, 3, 9)),
+])
+def test_a_time_the_new_schedule_keeps_keeps_its_slot(seen, kept, expected):
+    new = daily(time(7), time(12), time(20))
+    today = list(occurrences(new, ZoneInfo("UTC"), utc(2025, 3, 3), utc(2025, 3, 4)))
+    ids = frozenset(o.occurrence_id for o in today if o.local_time.strftime("%H:%M") in kept)
+    assert changed_schedule_starts(utc(2025, 3, 3, 9), today, seen, utc(2025, 3, 4), ids) == expected

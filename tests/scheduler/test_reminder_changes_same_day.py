@@ -174,6 +174,23 @@ def test_a_reminder_stopped_and_started_again_keeps_the_days_its_change_left_as_
     assert day_of(jobs_db, patient, "2026-03-03") == [("08:00", "pending")]
 
 
+def test_a_dose_reminded_of_then_removed_leaves_the_other_time_of_the_day(
+        jobs_db, settings, clock, traveller, sender, emulator):
+    """08:00 pushed, not answered, then removed at 08:30 (20:00 only): the 20:00 the change keeps is its own slot,
+    never the time the 08:00 reminded of stands for."""
+    traveller.move_to(at(7))
+    patient = make_person(jobs_db, "patient")
+    token = phone(jobs_db, patient)
+    reminder = daily_reminder(jobs_db, patient, ["08:00", "20:00"], "2026-03-02", kind="medication", window_min=60)
+    each_minute(jobs_db, settings, clock, traveller, sender, at(8), at(8))
+    traveller.move_to(at(8.5))
+    services_on(jobs_db, settings, clock, sender).reminders.update(
+        patient.id, reminder["_id"], {"schedule": {"type": "weekly", "times": ["20:00"]}})
+    assert day_of(jobs_db, patient, "2026-03-02") == [("20:00", "pending")]
+    each_minute(jobs_db, settings, clock, traveller, sender, at(20), at(20))
+    assert pushed_at(emulator, token) == ["02 08:00", "02 20:00"]
+
+
 def test_a_dose_settled_by_a_stale_answer_is_counted_once_when_the_day_is_re_timed_again(
         jobs_db, settings, clock, traveller, sender, emulator):
     """08:00 re-timed to 09:00, 09:00 pushed, then the morning dose arrives from a stale copy as taken at 08:10
