@@ -4,12 +4,13 @@ running the worker's jobs as the worker does (through the service container)."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from hypothesis import strategies as st
 
 from companion.domain.access import CaregiverPermissions, Grant, Relationship
 from companion.domain.people import Account
+from companion.jobs.worker import Worker
 from companion.services.container import Services
 from companion.store.accounts import Users
 from companion.store.adherence import snapshot_id
@@ -76,6 +77,22 @@ def run_minute(db, settings, clock, sender) -> None:
     services = services_on(db, settings, clock, sender)
     services.reminder_dispatch.dispatch_due()
     services.push.send_due(owner="test-worker")
+
+
+def run_jobs(db, settings, clock, sender, *job_ids: str) -> None:
+    """Run these jobs of the worker's job table, in this order, as the leader would."""
+    specs = {spec.id: spec for spec in Worker(services_on(db, settings, clock, sender), holder="test").specs()}
+    for job_id in job_ids:
+        specs[job_id].run()
+
+
+def minute_by_minute(db, settings, clock, traveller, sender, start: datetime, end: datetime) -> None:
+    """The worker's reminder and push jobs every minute from ``start`` to ``end`` (inclusive)."""
+    at = start
+    while at <= end:
+        traveller.move_to(at)
+        run_jobs(db, settings, clock, sender, "reminders-dispatch", "push-send")
+        at += timedelta(minutes=1)
 
 
 def evaluate_alerts(db, settings, clock, sender) -> None:

@@ -6,20 +6,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from companion.jobs.worker import Worker
-from tests.scheduler.helpers import daily_reminder, make_person, own, phone, services_on
+from tests.scheduler.helpers import daily_reminder, make_person, minute_by_minute, own, phone, services_on
 
 DAY = datetime(2026, 3, 2, tzinfo=UTC)
 
-
-def each_minute(db, settings, clock, traveller, sender, start, end):
-    specs = {spec.id: spec for spec in Worker(services_on(db, settings, clock, sender), holder="test").specs()}
-    at = start
-    while at <= end:
-        traveller.move_to(at)
-        specs["reminders-dispatch"].run()
-        specs["push-send"].run()
-        at += timedelta(minutes=1)
 
 
 def day_of(db, patient, local_date):
@@ -41,20 +31,20 @@ def test_todays_dose_taken_then_moved_later_is_not_reminded_again_today(
     patient = make_person(jobs_db, "patient")
     token = phone(jobs_db, patient)
     reminder = daily_reminder(jobs_db, patient, ["09:30"], "2026-03-02", kind="medication", window_min=60)
-    each_minute(jobs_db, settings, clock, traveller, sender, at(9.5), at(9.5))
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, at(9.5), at(9.5))
     services = services_on(jobs_db, settings, clock, sender)
     dose = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "local_date": "2026-03-02"})
     traveller.move_to(at(9 + 40 / 60))
     services.reminders.record_outcome(own(patient.id), dose["_id"], "done", None)
     traveller.move_to(at(12))
     services.reminders.update(patient.id, reminder["_id"], {"schedule": {"type": "weekly", "times": ["20:00"]}})
-    each_minute(jobs_db, settings, clock, traveller, sender, at(20), at(20 + 1 / 60))
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, at(20), at(20 + 1 / 60))
 
     assert day_of(jobs_db, patient, "2026-03-02") == [("09:30", "done")]
     assert services.progress.today(patient.id)["reminders"]["due"] == 1  # one dose today, taken
     assert pushed_at(emulator, token) == ["02 09:30"]
     assert day_of(jobs_db, patient, "2026-03-03") == [("20:00", "pending")]  # the new time, from tomorrow
-    each_minute(jobs_db, settings, clock, traveller, sender, at(24 + 20), at(24 + 20))
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, at(24 + 20), at(24 + 20))
     assert pushed_at(emulator, token) == ["02 09:30", "03 20:00"]
 
 
@@ -66,11 +56,11 @@ def test_a_dose_reminded_of_then_moved_later_is_not_reminded_again_today(
     patient = make_person(jobs_db, "patient")
     token = phone(jobs_db, patient)
     reminder = daily_reminder(jobs_db, patient, ["09:30"], "2026-03-02", kind="medication", window_min=60)
-    each_minute(jobs_db, settings, clock, traveller, sender, at(9.5), at(9.5))
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, at(9.5), at(9.5))
     traveller.move_to(at(9.75))
     services_on(jobs_db, settings, clock, sender).reminders.update(
         patient.id, reminder["_id"], {"schedule": {"type": "weekly", "times": ["20:00"]}})
-    each_minute(jobs_db, settings, clock, traveller, sender, at(20), at(20))
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, at(20), at(20))
 
     assert day_of(jobs_db, patient, "2026-03-02") == []  # (09:30 called off while open: a tombstone)
     assert pushed_at(emulator, token) == ["02 09:30"]
@@ -84,7 +74,7 @@ def test_a_dose_moved_later_before_it_was_due_reminds_at_its_new_time_today(
     reminder = daily_reminder(jobs_db, patient, ["09:30"], "2026-03-02", kind="medication", window_min=60)
     services_on(jobs_db, settings, clock, sender).reminders.update(
         patient.id, reminder["_id"], {"schedule": {"type": "weekly", "times": ["20:00"]}})
-    each_minute(jobs_db, settings, clock, traveller, sender, at(20), at(20))
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, at(20), at(20))
 
     assert day_of(jobs_db, patient, "2026-03-02") == [("20:00", "pending")]
     assert pushed_at(emulator, token) == ["02 20:00"]
@@ -96,7 +86,7 @@ def test_the_second_of_two_doses_moved_later_after_the_first_was_taken_still_rem
     patient = make_person(jobs_db, "patient")
     token = phone(jobs_db, patient)
     reminder = daily_reminder(jobs_db, patient, ["09:30", "18:00"], "2026-03-02", kind="medication", window_min=60)
-    each_minute(jobs_db, settings, clock, traveller, sender, at(9.5), at(9.5))
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, at(9.5), at(9.5))
     services = services_on(jobs_db, settings, clock, sender)
     morning = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "local_date": "2026-03-02",
                                                      "local_time": "09:30"})
@@ -105,8 +95,8 @@ def test_the_second_of_two_doses_moved_later_after_the_first_was_taken_still_rem
     traveller.move_to(at(12))
     services.reminders.update(patient.id, reminder["_id"], {"schedule": {"type": "weekly",
                                                                          "times": ["13:00", "21:00"]}})
-    each_minute(jobs_db, settings, clock, traveller, sender, at(13), at(13))
-    each_minute(jobs_db, settings, clock, traveller, sender, at(21), at(21))
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, at(13), at(13))
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, at(21), at(21))
 
     # The dose taken stands for the first new time (13:00): only the second (21:00) is left for today.
     assert day_of(jobs_db, patient, "2026-03-02") == [("09:30", "done"), ("21:00", "pending")]
@@ -122,8 +112,8 @@ def test_a_dose_moved_earlier_from_tomorrow_keeps_todays_dose_at_its_time(
     traveller.move_to(at(12))
     services_on(jobs_db, settings, clock, sender).reminders.update(patient.id, reminder["_id"], {"schedule": {
         "type": "weekly", "times": ["08:00"], "start_date": "2026-03-03"}})
-    each_minute(jobs_db, settings, clock, traveller, sender, at(20), at(20))
-    each_minute(jobs_db, settings, clock, traveller, sender, at(24 + 8), at(24 + 8))
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, at(20), at(20))
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, at(24 + 8), at(24 + 8))
 
     assert day_of(jobs_db, patient, "2026-03-02") == [("20:00", "pending")]
     assert day_of(jobs_db, patient, "2026-03-03") == [("08:00", "pending")]
@@ -182,12 +172,12 @@ def test_a_dose_reminded_of_then_removed_leaves_the_other_time_of_the_day(
     patient = make_person(jobs_db, "patient")
     token = phone(jobs_db, patient)
     reminder = daily_reminder(jobs_db, patient, ["08:00", "20:00"], "2026-03-02", kind="medication", window_min=60)
-    each_minute(jobs_db, settings, clock, traveller, sender, at(8), at(8))
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, at(8), at(8))
     traveller.move_to(at(8.5))
     services_on(jobs_db, settings, clock, sender).reminders.update(
         patient.id, reminder["_id"], {"schedule": {"type": "weekly", "times": ["20:00"]}})
     assert day_of(jobs_db, patient, "2026-03-02") == [("20:00", "pending")]
-    each_minute(jobs_db, settings, clock, traveller, sender, at(20), at(20))
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, at(20), at(20))
     assert pushed_at(emulator, token) == ["02 08:00", "02 20:00"]
 
 
@@ -204,7 +194,7 @@ def test_a_dose_settled_by_a_stale_answer_is_counted_once_when_the_day_is_re_tim
     services = services_on(jobs_db, settings, clock, sender)
     services.reminders.update(patient.id, reminder["_id"], {"schedule": {"type": "weekly",
                                                                          "times": ["09:00", "20:00"]}})
-    each_minute(jobs_db, settings, clock, traveller, sender, at(9), at(9))
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, at(9), at(9))
     traveller.move_to(at(9.25))
     services.reminders.record_outcome(own(patient.id), morning["_id"], "done", None, at=at(8 + 10 / 60))
     nine = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "local_date": "2026-03-02",
@@ -213,6 +203,6 @@ def test_a_dose_settled_by_a_stale_answer_is_counted_once_when_the_day_is_re_tim
     traveller.move_to(at(10))
     services.reminders.update(patient.id, reminder["_id"], {"schedule": {"type": "weekly",
                                                                          "times": ["09:00", "21:00"]}})
-    each_minute(jobs_db, settings, clock, traveller, sender, at(21), at(21))
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, at(21), at(21))
     assert day_of(jobs_db, patient, "2026-03-02") == [("08:00", "done"), ("21:00", "pending")]
     assert pushed_at(emulator, token) == ["02 09:00", "02 21:00"]

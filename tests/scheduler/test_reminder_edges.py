@@ -12,35 +12,20 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from companion.jobs.worker import Worker
 from companion.services import exports
 from tests.scheduler.helpers import (
     daily_reminder,
     link_caregiver,
     make_person,
+    minute_by_minute,
     own,
     phone,
+    run_jobs,
     run_minute,
     services_on,
 )
 
 T10 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
-
-
-def run_jobs(db, settings, clock, sender, *job_ids: str) -> None:
-    """Run these jobs of the worker's job table, in this order, as the leader would."""
-    specs = {spec.id: spec for spec in Worker(services_on(db, settings, clock, sender), holder="test").specs()}
-    for job_id in job_ids:
-        specs[job_id].run()
-
-
-def minute_by_minute(db, settings, clock, traveller, sender, start: datetime, end: datetime) -> None:
-    """The worker's reminder and push jobs every minute from ``start`` to ``end`` (inclusive)."""
-    at = start
-    while at <= end:
-        traveller.move_to(at)
-        run_jobs(db, settings, clock, sender, "reminders-dispatch", "push-send")
-        at += timedelta(minutes=1)
 
 
 def race(*actions) -> None:

@@ -15,10 +15,18 @@ import pytest
 
 from companion.domain.errors import Invalid
 from companion.domain.quiet_hours import QuietHours
-from companion.jobs.worker import Worker
 from companion.services.reminders import MAX_ACTIVE, ReminderService
 from companion.store.stores import Stores
-from tests.scheduler.helpers import daily_reminder, link_caregiver, make_person, own, phone, services_on
+from tests.scheduler.helpers import (
+    daily_reminder,
+    link_caregiver,
+    make_person,
+    minute_by_minute,
+    own,
+    phone,
+    run_jobs,
+    services_on,
+)
 from tests.support.stops import dead_database
 
 T10 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -140,18 +148,6 @@ def test_reactivating_a_stopped_reminder_cannot_push_another_out_of_materializat
     assert service.reminders.count_active(patient.id) <= MAX_ACTIVE
 
 
-def run_jobs(db, settings, clock, sender, *job_ids):
-    specs = {spec.id: spec for spec in Worker(services_on(db, settings, clock, sender), holder="test").specs()}
-    for job_id in job_ids:
-        specs[job_id].run()
-
-
-def minute_by_minute(db, settings, clock, traveller, sender, start, end):
-    at = start
-    while at <= end:
-        traveller.move_to(at)
-        run_jobs(db, settings, clock, sender, "reminders-dispatch", "push-send")
-        at += timedelta(minutes=1)
 
 
 def test_a_snooze_landing_on_a_nudge_time_reminds_once_then(jobs_db, settings, clock, traveller, sender, emulator):

@@ -7,25 +7,21 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 
 from companion.domain.quiet_hours import QuietHours
-from companion.jobs.worker import Worker
-from tests.scheduler.helpers import daily_reminder, link_caregiver, make_person, own, phone, services_on
+from tests.scheduler.helpers import (
+    daily_reminder,
+    link_caregiver,
+    make_person,
+    minute_by_minute,
+    own,
+    phone,
+    run_jobs,
+    services_on,
+)
 
 DAY = datetime(2026, 3, 2, tzinfo=UTC)
 NIGHT = QuietHours(time(22, 0), time(7, 0))
 
 
-def run_jobs(db, settings, clock, sender, *job_ids):
-    specs = {spec.id: spec for spec in Worker(services_on(db, settings, clock, sender), holder="test").specs()}
-    for job_id in job_ids:
-        specs[job_id].run()
-
-
-def each_minute(db, settings, clock, traveller, sender, start, end):
-    at = start
-    while at <= end:
-        traveller.move_to(at)
-        run_jobs(db, settings, clock, sender, "reminders-dispatch", "push-send")
-        at += timedelta(minutes=1)
 
 
 def patient_with_a_caregiver(db, settings, clock, sender):
@@ -49,7 +45,7 @@ def test_a_session_due_inside_quiet_hours_is_never_told_to_the_caregiver_as_igno
     traveller.move_to(DAY + timedelta(hours=20))
     patient, token, caregiver_token = patient_with_a_caregiver(jobs_db, settings, clock, sender)
     daily_reminder(jobs_db, patient, ["23:00"], "2026-03-02", kind="tens", window_min=60)
-    each_minute(jobs_db, settings, clock, traveller, sender, DAY + timedelta(hours=23),
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, DAY + timedelta(hours=23),
                 DAY + timedelta(hours=23, minutes=3))
     alerts_after(jobs_db, settings, clock, traveller, sender, 24.1, 25.1, 26.1)
 
@@ -71,7 +67,7 @@ def test_a_session_reminded_before_quiet_hours_and_ignored_is_still_pushed_to_th
     traveller.move_to(DAY + timedelta(hours=20))
     patient, token, caregiver_token = patient_with_a_caregiver(jobs_db, settings, clock, sender)
     daily_reminder(jobs_db, patient, ["21:00"], "2026-03-02", kind="tens", window_min=60)
-    each_minute(jobs_db, settings, clock, traveller, sender, DAY + timedelta(hours=21),
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, DAY + timedelta(hours=21),
                 DAY + timedelta(hours=21, minutes=1))
     alerts_after(jobs_db, settings, clock, traveller, sender, 22.1, 23.1)
 
@@ -91,7 +87,7 @@ def test_a_session_inside_quiet_hours_the_patient_snoozed_is_one_they_were_remin
     traveller.move_to(DAY + timedelta(hours=23, minutes=5))
     occurrence = jobs_db.reminder_occurrences.find_one({"patient_id": patient.id, "local_date": "2026-03-02"})
     services_on(jobs_db, settings, clock, sender).reminders.snooze(own(patient.id), occurrence["_id"], 10)
-    each_minute(jobs_db, settings, clock, traveller, sender, DAY + timedelta(hours=23, minutes=14),
+    minute_by_minute(jobs_db, settings, clock, traveller, sender, DAY + timedelta(hours=23, minutes=14),
                 DAY + timedelta(hours=23, minutes=16))
     alerts_after(jobs_db, settings, clock, traveller, sender, 24.5, 25.1)
 
