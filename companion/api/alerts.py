@@ -31,7 +31,10 @@ blp = Blueprint("alerts", __name__, url_prefix="/api/v1/patients", description="
 
 
 class AlertArgsSchema(StrictSchema):
-    since = fields.AwareDateTime(load_default=None)
+    since = fields.AwareDateTime(load_default=None, metadata={
+        "description": "only alerts raised or changed (told again, made urgent, acknowledged, resolved, reopened) at "
+                       "or after this instant: an app passes the `changed_at` of the newest it holds, or the time of "
+                       "its last look less a minute (a write in progress as it looked is stamped a little before)"})
     unacknowledged = fields.Boolean(load_default=False)
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
     cursor = cursor_field()
@@ -82,6 +85,10 @@ class AlertSchema(AlertFactsSchema):
                                                   "(their account's choice, else Accept-Language) and zone, from "
                                                   "the message catalogs; for the care team, the panel's English"})
     raised_at = fields.DateTime()
+    changed_at = fields.Function(lambda a: _iso(a.get("changed_at") or a.get("raised_at")), metadata={
+        "type": "string", "format": "date-time",
+        "description": "when what it says last changed: raised, told again, made urgent, acknowledged, resolved or "
+                       "reopened (see `since`)"})
     acknowledged_at = fields.DateTime(allow_none=True)
     acknowledged_by = fields.String(allow_none=True)
     resolved_at = fields.DateTime(allow_none=True, metadata={"description": "when its condition stopped holding"})

@@ -4,6 +4,11 @@ An alert is created by **insert** under its unique ``dedup_key`` (e.g. ``missed_
 or ``electrode_off:<serial>:<patient>:<day>``), so evaluating the same condition again, or on two workers,
 raises it once. An alert whose condition no longer holds (late data showed otherwise) is **resolved**:
 ``resolved_at`` and ``resolved_reason`` are set, once; it is no longer open, and everyone who saw it sees why.
+
+``changed_at``: when what an alert says last changed (raised, told again from another first day, made urgent or
+not, acknowledged, resolved, reopened), stamped with the time of the write itself (not the time a pass began), so
+that an app listing what changed since its last look sees an escalation or a resolution of an alert raised before
+it. Alerts stored before the field existed have none: their ``raised_at`` stands for it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ INDEXES = {
     "alerts": [
         IndexModel([("dedup_key", ASCENDING)], unique=True, name="dedup_unique"),
         IndexModel([("patient_id", ASCENDING), ("raised_at", DESCENDING)], name="patient_raised"),
+        # An app asking what changed since its last look (``since``): raised, told again, made urgent,
+        # acknowledged, resolved or reopened since.
+        IndexModel([("patient_id", ASCENDING), ("changed_at", DESCENDING)], name="patient_changed"),
     ],
     "device_alerts_owed": [],  # read whole (the few events passes could not raise) and by _id
 }
@@ -52,6 +60,7 @@ class Alerts:
                "urgent": urgent, "share_kind": share_kind, "notified_at": None, "resolved_at": None,
                "resolved_reason": None, "resolution": None, "occurred_at": occurred_at, "device_serial": device_serial,
                "details": dict(details or {})}
+        doc["changed_at"] = doc["raised_at"]
         try:
             self.col.insert_one(doc)
             return doc, True
@@ -108,12 +117,13 @@ class Alerts:
              "acknowledged_at": alert.get("acknowledged_at")},
             {"$set": {"severity": severity, "urgent": True, "text": text, "occurred_at": occurred_at,
                       "details": dict(details), "acknowledged_at": None, "acknowledged_by": None, "escalated_at": at,
-                      "escalated_from": before, "escalation_notified_at": None}},
+                      "escalated_from": before, "escalation_notified_at": None, "changed_at": self.clock()}},
             return_document=ReturnDocument.AFTER)
 
     def judge_urgency(self, alert_id: str, severity: str, urgent: bool) -> None:
         """Give an alert the severity and urgency it is told with now (an overload is urgent only while fresh)."""
-        self.col.update_one({"_id": alert_id}, {"$set": {"severity": severity, "urgent": urgent}})
+        self.col.update_one({"_id": alert_id, "$or": [{"severity": {"$ne": severity}}, {"urgent": {"$ne": urgent}}]},
+                            {"$set": {"severity": severity, "urgent": urgent, "changed_at": self.clock()}})
 
     def mark_escalation_notified(self, alert_id: str) -> None:
         """Note that the pushes of an alert's escalation are in the outbox (so they are not fanned out again)."""
@@ -125,17 +135,20 @@ class Alerts:
         """At most ``limit`` (and ``LIST_LIMIT`` + 1) of the patient's alerts, newest first in (raised_at, _id) order;
         ``share_kinds`` limits them to what a caregiver may see; ``after``: those after the (raised_at, _id) a
         previous page ended on (a keyset: a page goes on however many came before, and an alert raised between two
-        pages shifts nothing)."""
+        pages shifts nothing); ``since``: those raised or changed since (``changed_at``)."""
         query: dict = {"patient_id": patient_id}
+        both: list[dict] = []
         if after is not None:
             at, alert_id = after
-            query["$or"] = [{"raised_at": {"$lt": at}}, {"raised_at": at, "_id": {"$lt": alert_id}}]
+            both.append({"$or": [{"raised_at": {"$lt": at}}, {"raised_at": at, "_id": {"$lt": alert_id}}]})
         if share_kinds is not None:
             query["share_kind"] = {"$in": share_kinds}
         if shared_only:
             query["shared_with_caregivers"] = True
         if since is not None:
-            query["raised_at"] = {"$gte": since}
+            both.append({"$or": [{"raised_at": {"$gte": since}}, {"changed_at": {"$gte": since}}]})
+        if both:
+            query["$and"] = both
         if unacknowledged:
             query["acknowledged_at"] = None
             query["resolved_at"] = None
@@ -184,13 +197,14 @@ class Alerts:
         its structured ``resolution`` (``{"code", "at"}``); the first resolution stands."""
         return self.col.update_one({"_id": alert_id, "resolved_at": None},
                                    {"$set": {"resolved_at": at, "resolved_reason": reason,
-                                             "resolution": resolution}}).modified_count == 1
+                                             "resolution": resolution, "changed_at": self.clock()}}).modified_count == 1
 
     def redate(self, alert_id: str, period_key: str, text: str, details: dict) -> None:
         """An open alert's run told from another first day (later data moved its start): its period, text and
         details; its key, and whom it was sent to, stay."""
         self.col.update_one({"_id": alert_id, "resolved_at": None},
-                            {"$set": {"period_key": period_key, "text": text, "details": dict(details)}})
+                            {"$set": {"period_key": period_key, "text": text, "details": dict(details),
+                                      "changed_at": self.clock()}})
 
     def resolved_as(self, dedup_keys: list[str], code: str) -> list[dict]:
         """The alerts among ``dedup_keys`` resolved with ``code``."""
@@ -206,7 +220,7 @@ class Alerts:
         reopened it (not when it was open already: another reopened it meanwhile)."""
         return self.col.update_one({"_id": alert_id, "resolved_at": {"$ne": None}}, {"$set": {
             "resolved_at": None, "resolved_reason": None, "resolution": None, "reopened_at": at,
-            "reopen_notified_at": None, **(told_from or {})}}).modified_count == 1
+            "reopen_notified_at": None, "changed_at": self.clock(), **(told_from or {})}}).modified_count == 1
 
     def mark_reopen_notified(self, alert_id: str) -> None:
         """Note that what follows an alert's reopening for its people is done (its withdrawn pushes revived, or left
@@ -220,7 +234,8 @@ class Alerts:
         the one acknowledgement that won."""
         updated = self.col.find_one_and_update(
             {"_id": alert_id, "patient_id": patient_id, "acknowledged_at": None},
-            {"$set": {"acknowledged_at": at, "acknowledged_by": clinician_id}}, return_document=ReturnDocument.AFTER)
+            {"$set": {"acknowledged_at": at, "acknowledged_by": clinician_id, "changed_at": self.clock()}},
+            return_document=ReturnDocument.AFTER)
         return updated or self.get(patient_id, alert_id)
 
 
