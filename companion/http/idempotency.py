@@ -100,7 +100,7 @@ def _idempotent(view, *, access: Callable[..., object], conflict: str | None):
             replay.headers.update(claimed.headers or {})
             replay.headers["Idempotent-Replayed"] = "true"
             return replay
-        g.idempotency_key = keys.request_key(caller, key, claimed)
+        g.idempotency_key = keys.request_key(caller, key, claimed, digest)
         try:
             response = view(*args, **kwargs)
         except Exception as exc:
@@ -133,8 +133,8 @@ def _answered(exc: Exception) -> int:
 
 
 def request_key() -> str | None:
-    """This request's Idempotency-Key (with its caller and its claim of the key), if it sent one: a use case
-    that creates something derives the new object's id from it, so a retry after a crash finds the object the
-    first attempt made instead of making a second one, and a new request that uses the key again once it has
-    expired (after 24 hours) makes a new one."""
+    """This request's Idempotency-Key (with its caller and the request it names), if it sent one: a use case
+    that creates something derives the new object's id from it, so a retry after a crash, or days later once the
+    key was forgotten, finds the object the first attempt made instead of making a second one, and another
+    request that uses the key again makes its own (companion.services.idempotency.IdempotencyClaims.request_key)."""
     return g.get("idempotency_key")

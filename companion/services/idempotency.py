@@ -32,10 +32,14 @@ class IdempotencyClaims:
         return stored
 
     @staticmethod
-    def request_key(caller_id: str, key: str, held: HeldKey) -> str:
+    def request_key(caller_id: str, key: str, held: HeldKey, request_hash: str) -> str:
         """What names the request that holds the key, for the use case to derive the ids of what it creates from:
-        the same for every retry of one claim, another for a new claim of the same key (after it expired)."""
-        return f"{caller_id}:{key}:{held.claim_id}" if held.claim_id else f"{caller_id}:{key}"
+        its caller, key and request (``request_hash``: method, path and body). The same for every retry of the
+        request, however late: a phone offline for days that retries a create after the key was forgotten (24
+        hours) finds what the first attempt made, where naming it by the claim made a second reminder or practice.
+        Another request with the key (a corrected body after a refusal, or a key used again for something else
+        once forgotten) names another object. A claim stored before claims had ids keeps the name it had then."""
+        return f"{caller_id}:{key}:{request_hash}" if held.claim_id else f"{caller_id}:{key}"
 
     def complete(self, caller_id: str, key: str, held: HeldKey, status: int, body: bytes, mimetype: str,
                  headers: dict[str, str] | None = None) -> bool:

@@ -13,11 +13,11 @@ request that failed releases its claim for a retry, in one of two ways:
   an answer is stored, since as a new claim it would make a second object beside the first attempt's. So is a
   claim taken over from a request that died; and once bound so, a claim stays bound whatever its retries meet.
 
-Each claim has its own ``claim_id``, and what a request creates is named from its key *and* its claim
-(companion.services.derived_ids): a retry of the same request (the same body) keeps the claim, whether it
-takes a dead request's claim over or finds the claim released or interrupted by a failure, so it finds what the
-first attempt made; another request with the key (once the first was refused, or after the 24 hours) is a new
-claim and makes a new thing.
+Each claim has its own ``claim_id``. What a request creates is named from its key *and* the request itself (its
+hash: companion.services.idempotency.IdempotencyClaims.request_key, companion.services.derived_ids): a retry of
+the same request (the same body) finds what the first attempt made, whether it takes a dead request's claim over,
+finds the claim released or interrupted by a failure, or comes after the 24 hours as a new claim (a phone offline
+for days); another request with the key (once the first was refused, or after the 24 hours) makes a new thing.
 
 A request's answer is kept, and its failure frees the key, only while the key is still under its claim
 (``complete`` and ``release`` name it): a request whose lease ran out can finish after its retry took the key
