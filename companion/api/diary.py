@@ -31,7 +31,7 @@ from companion.http.conditional import (
 )
 from companion.http.paging import LINK_HEADER, offset_page
 from companion.http.problems import PROBLEM_JSON, conflict_doc
-from companion.http.schemas import ProblemSchema
+from companion.http.schemas import ProblemSchema, SetAside
 from companion.http.security import allow, require_patient
 
 blp = Blueprint("diary", __name__, url_prefix="/api/v1", description="Pain diary")
@@ -93,22 +93,31 @@ class PainEntryBatch(MethodView):
     def post(self, body, patient_id):
         """Upload up to 500 entries recorded offline; each is stored once however often it is sent. Each item
         answers created, duplicate (sent before with the same content), conflict (its client_entry_id holds
-        other content; nothing written) or deleted (its entry was deleted longer ago than the sync window; it stays
-        deleted, nothing written, no ``entry``)."""
+        other content; nothing written), deleted (its entry was deleted; it stays deleted, nothing written) or
+        rejected (not valid: its `errors`, nothing written); one item rejected never keeps the others out."""
         grant = require_patient(patient_id, Operation.WRITE)
-        results = services().diary.record_batch(grant, body["entries"])
-        created = [e["_id"] for e, status in results if status == "created"]
-        repeated = [e["_id"] for e, status in results if status != "created"]
+        sent = body["entries"]
+        valid = [entry for entry in sent if not isinstance(entry, SetAside)]
+        results = iter(services().diary.record_batch(grant, valid) if valid else [])
+        items, counts = [], dict.fromkeys(("created", "duplicate", "conflict", "deleted", "rejected"), 0)
+        for index, entry in enumerate(sent):
+            if isinstance(entry, SetAside):
+                items.append({"index": index, "client_entry_id": entry.client_id, "status": "rejected",
+                              "errors": entry.errors})
+                counts["rejected"] += 1
+                continue
+            stored, status = next(results)
+            items.append({"index": index, "client_entry_id": stored["client_entry_id"], "id": stored["_id"],
+                          "status": status, **({} if stored.get("purged") else {"entry": stored})})
+            counts[status] += 1
+        created = [item["id"] for item in items if item["status"] == "created"]
+        repeated = [item["id"] for item in items if item["status"] not in ("created", "rejected")]
         if created:
             auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="C", resource_ids=created)
         if repeated:
             auditing.note(patient_ids=[patient_id], resource=RESOURCE, action="R", resource_ids=repeated)
-        items = [{"client_entry_id": e["client_entry_id"], "id": e["_id"], "status": status,
-                  **({} if status == "deleted" else {"entry": e})} for e, status in results]
-        return {"items": items, "created": len(created),
-                "duplicates": sum(1 for _, status in results if status == "duplicate"),
-                "conflicts": sum(1 for _, status in results if status == "conflict"),
-                "deleted": sum(1 for _, status in results if status == "deleted")}
+        return {"items": items, "created": counts["created"], "duplicates": counts["duplicate"],
+                "conflicts": counts["conflict"], "deleted": counts["deleted"], "rejected": counts["rejected"]}
 
 
 @blp.route("/patients/<patient_id>/pain-entries/changes")

@@ -8,7 +8,7 @@ from companion.api.moments import RANGE_RULE, check_range, reported_moment
 from companion.api.schemas import changes_schema, version_field
 from companion.domain.pain import bpi_severity_problems
 from companion.http.paging import cursor_field, next_field
-from companion.http.schemas import Pattern, StrictSchema, edit_form, text
+from companion.http.schemas import EachOnItsOwn, Pattern, StrictSchema, edit_form, text
 
 SCORE = validate.Range(min=0, max=10)
 CLIENT_ID = Pattern(r"^[A-Za-z0-9_-]{8,64}$", error="8-64 letters, digits, '-' or '_' (e.g. a UUID)")
@@ -81,8 +81,12 @@ class PainEntryInputSchema(StrictSchema):
 
 
 class PainEntryBatchSchema(StrictSchema):
-    entries = fields.List(fields.Nested(PainEntryInputSchema), required=True,
-                          validate=validate.Length(min=1, max=BATCH_LIMIT))
+    class Meta:
+        rules = ("each entry is checked on its own: one that is not valid is answered `rejected` with its errors "
+                 "and the others are stored; a body that is not a list of 1 to 500 entries is refused whole (422)")
+
+    entries = EachOnItsOwn(fields.Nested(PainEntryInputSchema), client_id="client_entry_id", required=True,
+                           validate=validate.Length(min=1, max=BATCH_LIMIT))
 
 
 PainContextEditSchema = edit_form(PainContextSchema, "PainContextEditSchema")
@@ -164,14 +168,22 @@ class PainEntryListSchema(Schema):
 
 
 class PainBatchItemResultSchema(Schema):
-    client_entry_id = fields.String()
-    id = fields.String()
+    index = fields.Integer(metadata={"description": "where the item stood in the batch sent (from 0)"})
+    client_entry_id = fields.String(allow_none=True, metadata={
+        "description": "null only for a rejected item that gave none as text"})
+    id = fields.String(metadata={"description": "absent when status is rejected"})
     status = fields.String(metadata={"description": "created | duplicate (sent before with the same content: the "
                                                    "entry as stored now) | conflict (this client_entry_id holds "
                                                    "other content: the stored entry, nothing written) | "
-                                                   "deleted (its entry was deleted longer ago than the sync "
-                                                   "window: nothing written, no entry)"})
-    entry = fields.Nested(PainEntrySchema, metadata={"description": "absent when status is deleted"})
+                                                   "deleted (its entry was deleted, here or on another phone: "
+                                                   "it stays deleted, nothing written; `entry` is its tombstone "
+                                                   "while the sync window keeps it, absent after) | rejected "
+                                                   "(not valid: `errors` says why, nothing written; correct it "
+                                                   "and send it again, or drop it)",
+                                    "enum": ["created", "duplicate", "conflict", "deleted", "rejected"]})
+    entry = fields.Nested(PainEntrySchema, metadata={"description": "absent when status is rejected, or deleted "
+                                                                    "longer ago than the sync window"})
+    errors = fields.Dict(metadata={"description": "rejected only: the item's errors by field, as a 422 gives them"})
 
 
 class PainBatchResultSchema(Schema):
@@ -179,7 +191,8 @@ class PainBatchResultSchema(Schema):
     created = fields.Integer()
     duplicates = fields.Integer()
     conflicts = fields.Integer()
-    deleted = fields.Integer(metadata={"description": "items whose entry was deleted longer ago than the sync window"})
+    deleted = fields.Integer(metadata={"description": "items whose entry was deleted"})
+    rejected = fields.Integer(metadata={"description": "items not valid, nothing written for them"})
 
 
 PainEntryChangesSchema = changes_schema("PainEntryChangesSchema", PainEntrySchema)

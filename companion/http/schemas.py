@@ -85,6 +85,40 @@ class StrictSchema(Schema):
             raise ValidationError(errors)
 
 
+class SetAside:
+    """An item of a batch that did not load: where it stood, the id the app gave it (when it gave one as text),
+    and why (marshmallow's messages for it)."""
+
+    __slots__ = ("index", "client_id", "errors")
+
+    def __init__(self, index: int, client_id: str | None, errors: dict | list):
+        self.index, self.client_id, self.errors = index, client_id, errors
+
+
+class EachOnItsOwn(fields.List):
+    """A batch's list whose items load one by one: an item that does not load is set aside (a :class:`SetAside`
+    in its place) instead of refusing the whole batch, so that the good items of an offline upload are kept and
+    the bad one is answered on its own (a phone that treats a 422 as final would drop every entry of it; one that
+    retries would be stuck behind it for good). The list itself (its type and length) is still checked whole.
+    ``client_id``: the item's field naming it, reported with the item set aside."""
+
+    def __init__(self, inner: fields.Nested, *, client_id: str, **kwargs):
+        super().__init__(inner, **kwargs)
+        self.client_id = client_id
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, list):
+            raise self.make_error("invalid")
+        loaded: list = []
+        for index, each in enumerate(value):
+            try:
+                loaded.append(self.inner.deserialize(each, **kwargs))
+            except ValidationError as error:
+                named = each.get(self.client_id) if isinstance(each, dict) else None
+                loaded.append(SetAside(index, named if isinstance(named, str) else None, error.messages))
+        return loaded
+
+
 class Pattern(validate.Regexp):
     """``validate.Regexp`` that needs the whole value to match. marshmallow's uses ``re.match``, where ``$`` also
     matches before a final newline, so "08:00\\n" passed ``^...$`` and was stored; every pattern the API checks

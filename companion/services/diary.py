@@ -117,14 +117,16 @@ class Diary:
     def record_batch(self, grant: Grant, entries: list[dict]) -> list[tuple[dict, str]]:
         """Store an offline batch; each entry is stored once however often (or concurrently) it arrives.
         Returns (entry, "created" | "duplicate" | "conflict" | "deleted") in order; a conflict writes nothing,
-        and "deleted" answers an entry deleted longer ago than the sync window (only its ids are left)."""
+        and "deleted" answers an entry deleted (on this phone or another; its tombstone, or only its ids when it
+        was deleted longer ago than the sync window): an app that reads the status alone must not take it for
+        live."""
         stored = [_for_storage(e) for e in entries]
         with self.changes.reservation(grant.patient_id, self.entries, len(stored)) as held:
             results = self.entries.add_many(grant.patient_id, stored, self._now_ms(), held.first)
         results = [(held.as_stored(found), created) for found, created in results]
         outcome = []
         for sent, (found, created) in zip(stored, results, strict=True):
-            status = ("created" if created else "deleted" if found.get("purged")
+            status = ("created" if created else "deleted" if found.get("purged") or found.get("deleted")
                       else "duplicate" if _same_creation(grant, found, sent) else "conflict")
             outcome.append((_shown(grant, found), status))
         self._touch(grant.patient_id, *(found for found, _ in results if not found.get("purged")))

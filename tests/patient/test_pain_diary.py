@@ -381,11 +381,12 @@ def test_a_bad_entry_is_refused_and_stores_nothing(client, world, db, case):
     assert snapshot(db, "pain_entries") == before
 
 
-def test_a_batch_with_one_bad_entry_or_over_500_entries_stores_nothing(client, world, db):
+def test_a_batch_of_over_500_entries_or_of_no_list_stores_nothing(client, world, db):
+    """The batch itself is checked whole (its entries one by one: tests/patient/test_diary_batch_items.py)."""
     headers = world["patient_a"].headers
-    assert_problem(client.post(url(world, "/batch"), json={"entries": [entry(1), entry(2, nrs=11)]},
-                               headers=headers), 422)
     assert_problem(client.post(url(world, "/batch"), json={"entries": [entry(1)] * 501}, headers=headers), 422)
+    assert_problem(client.post(url(world, "/batch"), json={"entries": entry(1)}, headers=headers), 422)
+    assert_problem(client.post(url(world, "/batch"), json={"entries": []}, headers=headers), 422)
     assert db.pain_entries.count_documents({}) == 0
 
 
