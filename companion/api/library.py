@@ -260,11 +260,12 @@ class PracticeComplete(MethodView):
                 conflict="the practice was completed already with another time or other minutes (read it again)")
     @blp.arguments(PracticeCompleteSchema)
     @blp.response(200, PracticeSchema, headers=ETAG_HEADERS)
+    @conditional.shows_current(PracticeSchema)
     @blp.doc(operationId="complete_practice")
     def post(self, body, patient_id, practice_id):
         """Finish a practice; the server records the minutes practised. The same completion again (a retry:
         no `completed_at` or the same one, and the same minutes) is answered 200 with the stored one; another
-        completion of a completed practice is 409."""
+        completion of a completed practice is 409, with the practice as stored in `current`."""
         auditing.note(patient_ids=[patient_id], resource="practice", action="U", resource_ids=[practice_id])
         done = services().library.complete_practice(patient_id, practice_id, body["completed_at"], body["minutes"])
         return conditional.tagged(done, done.get("seq"))

@@ -134,7 +134,8 @@ class Library:
         if done is None:  # completed already (or just now, by a concurrent request)
             done = self.log.get(patient_id, practice_id)
             if (done["completed_at"], done.get("minutes")) != (completed_at, practised):
-                raise Conflict("this practice was already completed")
+                raise Conflict("this practice was already completed with another time or other minutes; see current",
+                               current=done, version=done.get("seq") or 0)
         if self.touched is not None:
             # A practice completed counts on the day it began; it can change what the practices begun before its
             # end count (companion.domain.practice), which may be on the next day.

@@ -232,3 +232,19 @@ def test_a_done_racing_the_reminders_stop_stands_as_answered_not_as_a_deleted_oc
     listed = client.get(f"{base(world)}/occurrences", headers=headers, query_string={
         "from": START.isoformat(), "to": (START + timedelta(hours=3)).isoformat()}).json["items"]
     assert [(o["id"], o["status"]) for o in listed] == [(first["id"], "done")]  # not a tombstone
+
+
+def test_completing_a_completed_practice_otherwise_is_refused_with_the_practice_as_stored(client, world, services):
+    """A second phone completing the same practice with other minutes learns what is stored (``current``, its
+    ETag), as a diary entry's conflict tells it, instead of having to read the whole practice feed to find out."""
+    services.library.load()
+    headers = world["patient_a"].headers
+    started = client.post(f"{base(world)}/practice", json={"item_slug": "three-breath-reset"}, headers=headers).json
+    target = f"{base(world)}/practice/{started['id']}/complete"
+    at = (START + timedelta(minutes=3)).isoformat()
+    done = client.post(target, json={"minutes": 2, "completed_at": at}, headers=headers)
+    assert done.status_code == 200, done.json
+    other = client.post(target, json={"minutes": 1, "completed_at": at}, headers=headers)
+    body = assert_problem(other, 409)
+    assert (body["current"]["id"], body["current"]["minutes"]) == (started["id"], 2.0)
+    assert other.headers["ETag"] == done.headers["ETag"]
